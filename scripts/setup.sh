@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates (or refreshes) the project's virtual environment in .venv and installs VIBE Mocap into it.
+# Idempotent: a second run only checks that everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { echo "VIBE Mocap needs Python >= 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+if [ ! -x .venv/bin/python ]; then
+    echo "Creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+# The tested torch build; pyproject only asks for torch>=2.6 so that other hosts can bring their own.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+.venv/bin/python -c 'import vibe_server, torch, cv2, smplx; print(f"vibe-mocap ready: torch {torch.__version__}, OpenCV {cv2.__version__}")'

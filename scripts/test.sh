@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up and runs the whole test suite: the Python suite, then the Blender suite once per
+# supported Blender version (each in its own bpy venv, see scripts/setup_blender.sh).
+# Extra arguments go to the Python suite's pytest, e.g.  scripts/test.sh -k checkpoints
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m pytest -m "not blender" "$@"
+if [ -f scripts/test_blender.sh ]; then
+    bash scripts/test_blender.sh
+fi

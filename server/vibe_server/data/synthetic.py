@@ -1,0 +1,194 @@
+"""A synthetic SMPL-format body model and model-data bundle, for tests and the placeholder demo.
+
+The real SMPL model is licensed to each user, so nothing of it ships here. This module writes files
+with the official names, array names, shapes and dtypes (``SMPL_NEUTRAL.pkl`` as chumpy-style or
+plain pickle, ``J_regressor_extra.npy``, ``J_regressor_h36m.npy``, ``smpl_mean_params.npz``) holding
+a stick-figure body: one tube of vertices per joint, so that skinning, joints and shape keys behave
+like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can import it too.
+"""
+from __future__ import annotations
+
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+
+from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS, BodyModel
+
+NUM_VERTICES = 6890
+NUM_FACES = 13776
+TUBE_SIDES = 12
+
+# Rest joint locations of a neutral adult (metres, SMPL frame: Y up, +X = the body's left).
+REST_JOINTS = np.array([
+    [0.00, 0.00, 0.00], [0.06, -0.09, 0.00], [-0.06, -0.09, 0.00], [0.00, 0.11, -0.01],
+    [0.10, -0.47, 0.00], [-0.10, -0.47, 0.00], [0.00, 0.24, 0.00], [0.09, -0.87, -0.04],
+    [-0.09, -0.87, -0.04], [0.00, 0.29, 0.02], [0.11, -0.93, 0.08], [-0.11, -0.93, 0.08],
+    [0.00, 0.51, -0.01], [0.08, 0.42, 0.00], [-0.08, 0.42, 0.00], [0.00, 0.58, 0.04],
+    [0.17, 0.45, -0.01], [-0.17, 0.45, -0.01], [0.43, 0.44, -0.03], [-0.43, 0.44, -0.03],
+    [0.68, 0.45, -0.03], [-0.68, 0.45, -0.03], [0.76, 0.44, -0.04], [-0.76, 0.44, -0.04],
+])
+# Where each joint's tube ends: its first child, or a short extension for the leaves.
+_LEAF_TIPS = {10: [0.0, -0.02, 0.10], 11: [0.0, -0.02, 0.10], 15: [0.0, 0.20, 0.0],
+              22: [0.08, 0.0, 0.0], 23: [-0.08, 0.0, 0.0]}
+_RADII = np.array([0.12, 0.07, 0.07, 0.11, 0.05, 0.05, 0.12, 0.04, 0.04, 0.12, 0.03, 0.03,
+                   0.05, 0.05, 0.05, 0.09, 0.045, 0.045, 0.035, 0.035, 0.03, 0.03, 0.025, 0.025])
+
+
+def _tube_ends() -> np.ndarray:
+    ends = np.zeros((24, 3))
+    for j in range(24):
+        children = np.flatnonzero(PARENTS == j)
+        ends[j] = REST_JOINTS[children[0]] if len(children) else REST_JOINTS[j] + _LEAF_TIPS[j]
+    return ends
+
+
+def make_body_model(seed: int = 0) -> BodyModel:
+    """A stick-figure SMPL: V = 6890, F = 13776, 24 joints, 10 shape components, 207 correctives."""
+    rng = np.random.default_rng(seed)
+    ends = _tube_ends()
+    rings_total = (NUM_VERTICES - 2) // TUBE_SIDES          # 574 rings, 2 spare vertices
+    rings = np.full(24, rings_total // 24)
+    rings[: rings_total - rings.sum()] += 1
+    verts, weights, faces, ring0 = [], [], [], []
+    angle = 2 * np.pi * np.arange(TUBE_SIDES) / TUBE_SIDES
+    for j in range(24):
+        a, b = REST_JOINTS[j], ends[j]
+        axis = (b - a) / np.linalg.norm(b - a)
+        u = np.cross(axis, [0.0, 0.0, 1.0] if abs(axis[2]) < 0.9 else [1.0, 0.0, 0.0])
+        u /= np.linalg.norm(u)
+        w = np.cross(axis, u)
+        start = sum(len(v) for v in verts)
+        for r in range(rings[j]):
+            t = r / (rings[j] - 1)
+            circle = np.cos(angle)[:, None] * u + np.sin(angle)[:, None] * w
+            verts.append(a + t * (b - a) + _RADII[j] * circle)
+            wj = np.zeros((TUBE_SIDES, 24))
+            parent = PARENTS[j]
+            own = 1.0 if parent < 0 else min(1.0, 0.5 + 2.0 * t)   # blend into the parent near the joint
+            wj[:, j] = own
+            if parent >= 0:
+                wj[:, parent] += 1.0 - own
+            weights.append(wj)
+        ring0.append(start)
+        for r in range(rings[j] - 1):
+            for s in range(TUBE_SIDES):
+                p, q = start + r * TUBE_SIDES + s, start + r * TUBE_SIDES + (s + 1) % TUBE_SIDES
+                faces += [[p, q, p + TUBE_SIDES], [q, q + TUBE_SIDES, p + TUBE_SIDES]]
+    verts.append(np.zeros((2, 3)))                              # two spare vertices at the pelvis
+    w_spare = np.zeros((2, 24))
+    w_spare[:, 0] = 1.0
+    weights.append(w_spare)
+    v_template = np.concatenate(verts)
+    lbs_weights = np.concatenate(weights)
+    faces = np.array(faces, dtype=np.int64)
+    faces = np.concatenate([faces, faces[: NUM_FACES - len(faces)]])   # pad to the official count
+
+    # J_regressor: each joint is the mean of its tube's first ring, whose centre is the joint.
+    J_regressor = np.zeros((24, NUM_VERTICES))
+    for j, start in enumerate(ring0):
+        J_regressor[j, start:start + TUBE_SIDES] = 1.0 / TUBE_SIDES
+
+    # Shape space: beta 0 = overall size, beta 1 = girth, the rest small smooth random fields.
+    centre_line = J_regressor.T @ REST_JOINTS                       # not used for rows; keeps shapes simple
+    del centre_line
+    shapedirs = rng.normal(0.0, 0.002, size=(NUM_VERTICES, 3, 10))
+    shapedirs[:, :, 0] = 0.03 * v_template
+    radial = v_template - lbs_weights @ REST_JOINTS
+    shapedirs[:, :, 1] = 0.15 * radial
+    posedirs = rng.normal(0.0, 0.001, size=(NUM_VERTICES, 3, 207))
+    model = BodyModel(v_template=v_template, faces=faces, lbs_weights=lbs_weights, shapedirs=shapedirs,
+                      posedirs=posedirs, J_regressor=J_regressor, parents=PARENTS.copy())
+    model.validate("synthetic body model")
+    return model
+
+
+def random_joint_regressor(num_joints: int, seed: int) -> np.ndarray:
+    """(num_joints, 6890) float64: each row averages 8 random vertices (like the extra/H36M files)."""
+    rng = np.random.default_rng(seed)
+    reg = np.zeros((num_joints, NUM_VERTICES))
+    for j in range(num_joints):
+        reg[j, rng.choice(NUM_VERTICES, 8, replace=False)] = 1.0 / 8
+    return reg
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the official-format pickle
+# --------------------------------------------------------------------------------------------
+
+def _fake_class(module: str, name: str):
+    """A class that pickles under ``module.name`` (chumpy / old scipy) without those packages."""
+    cls = type(name, (), {"__getstate__": lambda self: self.state, "__module__": module})
+    cls.__qualname__ = name
+    return cls
+
+
+def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = True) -> None:
+    """Write ``model`` as the official ``SMPL_NEUTRAL.pkl`` layout (protocol 2, latin1-readable).
+
+    chumpy_style: arrays as ``chumpy.ch.Ch`` leaves and ``J_regressor`` as a
+    ``scipy.sparse.csc.csc_matrix``, with numpy 1.x module paths, as the official file has them.
+    """
+    kintree = np.stack([model.parents, np.arange(24)]).astype(np.int64)
+    kintree[0, 0] = 4294967295          # the official file stores the root's parent as uint32 -1
+    data = {
+        "v_template": model.v_template, "f": model.faces.astype(np.uint32),
+        "weights": model.lbs_weights, "shapedirs": model.shapedirs, "posedirs": model.posedirs,
+        "J_regressor": model.J_regressor, "kintree_table": kintree,
+        "J": model.J_regressor @ model.v_template, "bs_style": "lbs", "bs_type": "lrotmin",
+        "vert_sym_idxs": np.arange(NUM_VERTICES),
+    }
+    saved_modules = {}
+    try:
+        if chumpy_style:
+            names = ("chumpy", "chumpy.ch", "scipy.sparse.csc")
+            for n in names:
+                saved_modules[n] = sys.modules.get(n)
+            ch_mod, csc_mod = types.ModuleType("chumpy.ch"), types.ModuleType("scipy.sparse.csc")
+            ch_mod.Ch, csc_mod.csc_matrix = _fake_class("chumpy.ch", "Ch"), _fake_class("scipy.sparse.csc", "csc_matrix")
+            sys.modules.update({"chumpy": types.ModuleType("chumpy"), "chumpy.ch": ch_mod,
+                                "scipy.sparse.csc": csc_mod})
+            for key in ("v_template", "weights", "shapedirs", "posedirs", "J"):
+                leaf = ch_mod.Ch()
+                leaf.state = {"x": data[key], "_dirty_vars": set(), "_itr": None}
+                data[key] = leaf
+            dense = model.J_regressor
+            cols = [np.flatnonzero(dense[:, c]) for c in range(dense.shape[1])]
+            sparse = csc_mod.csc_matrix()
+            sparse.state = {
+                "_shape": dense.shape, "maxprint": 50, "format": "csc",
+                "indices": np.concatenate(cols).astype(np.int32),
+                "indptr": np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int32),
+                "data": np.concatenate([dense[c, i] for i, c in enumerate(cols)]),
+            }
+            data["J_regressor"] = sparse
+        blob = pickle.dumps(data, protocol=2)
+    finally:
+        for n, mod in saved_modules.items():
+            if mod is None:
+                sys.modules.pop(n, None)
+            else:
+                sys.modules[n] = mod
+    blob = blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+    Path(path).write_bytes(blob)
+
+
+def mean_params() -> dict[str, np.ndarray]:
+    """``smpl_mean_params.npz``: 6D mean pose (upright, facing the camera), zero shape, a camera."""
+    pose6d = np.tile(np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), 24)
+    pose6d[:6] = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]     # root: 180 degrees about x (camera frame, y down)
+    return {"pose": pose6d.astype(np.float64), "shape": np.zeros(10), "cam": np.array([0.9, 0.0, 0.0])}
+
+
+def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = True) -> BodyModel:
+    """Write the body-model part of the bundle into ``folder``; returns the model written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = make_body_model(seed)
+    write_smpl_pkl(folder / "SMPL_NEUTRAL.pkl", model, chumpy_style=chumpy_style)
+    np.save(folder / "J_regressor_extra.npy", random_joint_regressor(9, seed + 1))
+    np.save(folder / "J_regressor_h36m.npy", random_joint_regressor(17, seed + 2))
+    np.savez(folder / "smpl_mean_params.npz", **mean_params())
+    return model

@@ -1,0 +1,34 @@
+"""``vibe-mocap``: the command line. Each subcommand lives in its own module under ``commands/``
+and registers itself through ``add_parser(subparsers)``; this file only wires them together."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vibe_blender.core.errors import VibeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .commands import COMMANDS
+
+    parser = argparse.ArgumentParser(prog="vibe-mocap", description="VIBE Mocap: video to SMPL motion.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except VibeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Retargeting maths: FK, swing/twist rest correction, solving pose channels, root scaling."""
+import numpy as np
+import pytest
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.retarget_math import (axis_rotations, compose_basis, euler_to_rotmat, forward_kinematics,
+                                             hip_height, rest_offsets, retarget_rotations, rotation_part,
+                                             scale_root_motion, solve_basis, swing_rotation, topological_order)
+from vibe_blender.core.rotations import axis_angle_to_rotmat, quat_to_rotmat
+from vibe_blender.core.smpl_model import PARENTS
+
+
+def random_rotations(rng, shape, scale=np.pi):
+    return axis_angle_to_rotmat(rng.normal(0, scale / 2, shape + (3,)))
+
+
+def random_rig(rng, parents, rest_scale=np.pi):
+    """rest (N, 4, 4): random rotations, heads 10-30 cm from the parent's head."""
+    N = len(parents)
+    rest = np.tile(np.eye(4), (N, 1, 1))
+    rest[:, :3, :3] = random_rotations(rng, (N,), rest_scale)
+    for j in topological_order(parents):
+        p = parents[j]
+        rest[j, :3, 3] = 0 if p < 0 else rest[p, :3, 3] + rng.uniform(-0.3, 0.3, 3)
+    return rest
+
+
+def angle_deg(a, b):
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
+
+
+def test_euler_order_matches_blender_convention():
+    e = np.array([0.3, -0.7, 1.1])
+    Rx, Ry, Rz = (axis_rotations(e[i], i) for i in range(3))
+    np.testing.assert_allclose(euler_to_rotmat(e, "XYZ"), Rz @ Ry @ Rx, atol=1e-12)
+    np.testing.assert_allclose(euler_to_rotmat(e, "ZXY"), Ry @ Rx @ Rz, atol=1e-12)
+    with pytest.raises(VibeError, match="permutation"):
+        euler_to_rotmat(e, "XXY")
+
+
+def test_swing_rotation_takes_a_to_b_including_opposite_vectors():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 3))
+    b = rng.normal(size=(50, 3))
+    b[0] = -a[0]                                   # antiparallel
+    b[1] = a[1] * 2                                # parallel
+    R = swing_rotation(a, b)
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.tile(np.eye(3), (50, 1, 1)), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
+    assert angle_deg(np.einsum("nab,nb->na", R, a), b).max() < 1e-6
+    # smallest rotation: the rotation axis is perpendicular to both vectors
+    axis = np.cross(a[2:], b[2:])
+    np.testing.assert_allclose(np.einsum("nab,nb->na", R[2:], axis), axis, atol=1e-9)
+
+
+def test_rest_offset_is_a_pure_twist_about_the_bone_axis():
+    rng = np.random.default_rng(1)
+    src, tgt = random_rotations(rng, (30,)), random_rotations(rng, (30,))
+    O = rest_offsets(src, tgt)
+    np.testing.assert_allclose(O[:, :, 1], np.tile([0.0, 1.0, 0.0], (30, 1)), atol=1e-9)
+
+
+def test_forward_kinematics_of_a_two_bone_chain_by_hand():
+    rest = np.tile(np.eye(4), (2, 1, 1))
+    rest[1, :3, 3] = [0, 1, 0]                     # child head one unit along the parent's Y
+    basis = np.tile(np.eye(4), (1, 2, 1, 1))
+    basis[0, 0, :3, :3] = axis_rotations(np.pi / 2, 2)       # parent turns 90° about Z
+    basis[0, 0, :3, 3] = [5, 0, 0]
+    pose = forward_kinematics(np.array([-1, 0]), rest, basis)
+    np.testing.assert_allclose(pose[0, 1, :3, 3], [5 - 1, 0, 0], atol=1e-12)   # (0,1,0) turned to (-1,0,0)
+
+
+def test_topological_order_rejects_cycles():
+    assert topological_order(np.array([2, -1, 1])) == [1, 2, 0]
+    with pytest.raises(VibeError, match="cycle"):
+        topological_order(np.array([1, 0]))
+
+
+def test_retarget_to_a_rig_with_other_rest_rotations_matches_world_directions():
+    """SMPL-tree source with random rest frames and motion -> target with other rest rotations,
+    object rotation and scale, and extra unmapped bones: every mapped bone direction matches."""
+    rng = np.random.default_rng(2)
+    T = 40
+    src_rest = random_rig(rng, PARENTS)
+    src_basis = compose_basis(np.zeros((T, 24, 3)), random_rotations(rng, (T, 24), 1.0))
+    src_basis[:, 0, :3, 3] = rng.normal(0, 0.3, (T, 3))
+    src_world = forward_kinematics(PARENTS, src_rest, src_basis)               # source object = identity
+
+    # target: the SMPL tree plus an unmapped bone inserted above each spine joint and a root bone
+    tgt_parents = np.concatenate([PARENTS + 1, [0, 0, 0]])                    # 24 mapped + 3 extras
+    tgt_parents[0] = -1                                                       # bone 0 = "root"
+    tgt_parents = np.concatenate([[-1], np.where(PARENTS < 0, 0, PARENTS + 1), [1, 4, 7]])
+    N = len(tgt_parents)
+    tgt_rest = random_rig(rng, tgt_parents)
+    obj = np.eye(4)
+    obj[:3, :3] = 0.01 * axis_rotations(np.pi / 2, 0)                        # like an FBX import
+    obj[:3, 3] = [1, 2, 0]
+    mapped = np.zeros(N, bool)
+    mapped[1:25] = True
+    tgt_rest_world_rot = rotation_part(obj @ tgt_rest)
+    O = rest_offsets(rotation_part(src_rest), tgt_rest_world_rot[1:25])
+    world_rot = retarget_rotations(rotation_part(src_world), O)               # (T, 24, 3, 3)
+    target_rot = np.tile(np.eye(3), (T, N, 1, 1))
+    target_rot[:, 1:25] = rotation_part(obj).T @ world_rot
+    head_world = src_world[:, 0, :3, 3]
+    head_arm = (np.linalg.inv(obj) @ np.concatenate([head_world, np.ones((T, 1))], -1).T).T[:, :3]
+    quats, loc = solve_basis(tgt_parents, tgt_rest, target_rot, mapped, 1, head_arm)
+    tgt_basis = compose_basis(np.zeros((T, N, 3)), quat_to_rotmat(quats))
+    tgt_basis[:, 1, :3, 3] = loc
+    tgt_world = obj @ forward_kinematics(tgt_parents, tgt_rest, tgt_basis)
+    err = angle_deg(tgt_world[:, 1:25, :3, 1], src_world[:, :, :3, 1])
+    assert err.max() < 1e-6
+    np.testing.assert_allclose(tgt_world[:, 1, :3, 3], head_world, atol=1e-9)
+    np.testing.assert_allclose(quats[:, 25:], np.tile([1.0, 0, 0, 0], (T, 3, 1)), atol=1e-12)   # unmapped: rest
+    assert np.all(np.sum(quats[1:] * quats[:-1], -1) >= 0)                   # sign continuity
+
+
+def test_root_motion_scales_about_the_floor_point_under_the_hips():
+    src = np.array([[0.0, 0.0, 0.9], [1.0, 0.5, 0.95]])
+    out = scale_root_motion(src, [0, 0, 0], [2, 0, 0.1], 0.5)
+    np.testing.assert_allclose(out, [[2, 0, 0.55], [2.5, 0.25, 0.575]])
+    assert hip_height(np.array([0, 0, 0.9]), 0.1) == pytest.approx(0.8)
+    with pytest.raises(VibeError, match="leg length"):
+        hip_height(np.array([0, 0, 0.0]), 0.1)

@@ -30,9 +30,10 @@ def smpl_rest():
     return bone_rest_matrices(J_REST, tails)
 
 
-def clean_walk(T=150):
-    """A walk along -Y at 0.6 m/s with planted feet (made by IK), and its true stance masks."""
-    rest = smpl_rest()
+def clean_walk(T=150, rest=None):
+    """A walk along -Y at 0.6 m/s with planted feet (made by IK), and its true stance masks.
+    rest: the rig's rest matrices (24, 4, 4), default :func:`smpl_rest`."""
+    rest = smpl_rest() if rest is None else rest
     t = np.arange(T) / FPS
     phase = (t % 1.0)                                    # 1 s gait cycle
     root_world = np.stack([0.01 * np.sin(2 * np.pi * t), -0.6 * t, 0.84 + 0.01 * np.cos(4 * np.pi * t)], -1)

@@ -1,0 +1,91 @@
+"""Retarget the SMPL walk onto generated rigs with other names, rest poses, rolls and proportions:
+bone directions match the source within 1° per frame and planted feet stay on the ground."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.blender
+bpy = pytest.importorskip("bpy")
+
+from vibe_blender.core.errors import VibeError  # noqa: E402
+from vibe_blender.core.retarget_map import PRESETS, auto_map, preset_map  # noqa: E402
+from vibe_blender.retarget import retarget  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
+rigs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rigs)
+
+FBX_LIKE = np.diag([0.01, 0.01, 0.01, 1.0]) @ np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])
+FBX_LIKE[:3, 3] = [1.5, 0.0, 0.0]
+CUSTOM = {"pelvis": "Pelvis", "spine1": "Spine_A", "spine2": "Spine_B", "spine3": "Chest", "neck": "Neck",
+          "head": "Head"}
+for _s, _side in (("L", "left"), ("R", "right")):
+    CUSTOM.update({f"{_side}_hip": f"{_s}_Thigh", f"{_side}_knee": f"{_s}_Calf", f"{_side}_ankle": f"{_s}_Foot",
+                   f"{_side}_foot": f"{_s}_Toe", f"{_side}_collar": f"{_s}_Clavicle",
+                   f"{_side}_shoulder": f"{_s}_UpperArm", f"{_side}_elbow": f"{_s}_Forearm", f"{_side}_wrist": f"{_s}_Hand"})
+
+CASES = {
+    # name: (bone names, rig options)
+    "mixamo_apose_fbx_scaled": (PRESETS["MIXAMO"], dict(leg_scale=1.2, arm_scale=0.9, a_pose_deg=45, roll_seed=1,
+                                                         matrix_world=FBX_LIKE)),
+    "ue5_root_extra_spine": (PRESETS["UE5_MANNEQUIN"], dict(leg_scale=0.85, arm_scale=1.1, a_pose_deg=30, roll_seed=2,
+                                                             root_bone="root", extra_spine=("spine1", "spine2"))),
+    "rigify_deform": (PRESETS["RIGIFY_DEFORM"], dict(leg_scale=1.05, roll_seed=3)),
+    "custom_names_auto_map": (CUSTOM, dict(leg_scale=1.1, arm_scale=1.2, a_pose_deg=-10, roll_seed=4)),
+}
+RESULTS = {}
+
+
+def angle_deg(a, b):
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_retarget_matches_bone_directions_and_keeps_feet_planted(case):
+    names, options = CASES[case]
+    rigs.reset_scene()
+    source, frames, stance = rigs.smpl_source(T=60)
+    target = rigs.target_rig("Target", names, **options)
+    bone_names = [b.name for b in target.data.bones]
+    parents = {b.name: (b.parent.name if b.parent else None) for b in target.data.bones}
+    mapping = auto_map(bone_names, parents)
+    assert all(mapping[j] == names[j] for j in names if not j.endswith("_hand")), mapping
+    report = retarget(source, target, mapping)
+    assert report["frames"] == 60 and report["bones"] == len(mapping)
+
+    src_axes, src_heads = rigs.world_bone_axes(source, list(mapping), frames)
+    tgt_axes, tgt_heads = rigs.world_bone_axes(target, list(mapping.values()), frames)
+    err = angle_deg(src_axes, tgt_axes)
+    # feet: the ankle of a planted foot stays put and sits at its rest height
+    ankles = [list(mapping).index(j) for j in ("left_ankle", "right_ankle")]
+    rest_z = np.array([(np.array(target.matrix_world) @ np.array([*target.data.bones[mapping[j]].head_local, 1]))[2]
+                       for j in ("left_ankle", "right_ankle")])
+    feet = tgt_heads[:, ankles]
+    slide = np.linalg.norm(np.diff(feet[..., :2], axis=0), axis=-1)[stance[1:] & stance[:-1]]
+    height = np.abs(feet[..., 2] - rest_z)[stance]
+    RESULTS[case] = (err.max(), slide.mean() * 1000, height.max() * 1000)
+    print(f"{case}: max angle {err.max():.2e} deg, planted-foot slide {slide.mean() * 1000:.2f} mm/frame, "
+          f"height error max {height.max() * 1000:.1f} mm, root scale {report['root_scale']:.3f}")
+    assert err.max() < 1.0
+    assert slide.mean() < 5e-3 and height.max() < 0.02
+
+
+def test_retarget_refuses_bad_input():
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=5)
+    target = rigs.target_rig("Target", PRESETS["UE5_MANNEQUIN"])
+    with pytest.raises(VibeError, match="no bone named 'nope'"):
+        retarget(source, target, {"pelvis": "nope"})
+    with pytest.raises(VibeError, match="no bone for 'pelvis'"):
+        retarget(source, target, {"head": "head"})
+    with pytest.raises(VibeError, match="same armature"):
+        retarget(source, source, preset_map("SMPL"))
+    with pytest.raises(VibeError, match="frame range"):
+        retarget(source, target, PRESETS["UE5_MANNEQUIN"], frame_start=10, frame_end=2)
+    with pytest.raises(VibeError, match="no animation"):
+        retarget(target, source, {"pelvis": "pelvis"})
+    mesh = bpy.data.objects.new("Mesh", bpy.data.meshes.new("Mesh"))
+    with pytest.raises(VibeError, match="armature"):
+        retarget(source, mesh, PRESETS["UE5_MANNEQUIN"])

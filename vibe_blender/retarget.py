@@ -1,0 +1,162 @@
+"""Retarget an armature's motion onto another humanoid armature and bake it into the target's keys.
+
+Read both rigs (rest matrices, hierarchy, object transforms) and the source's F-curves, evaluate the
+source in numpy (no frame stepping), carry every mapped bone's world rotation over with the rest-pose
+and roll correction of :mod:`core.retarget_math`, scale the root motion by leg length, and write
+one new action on the target in bulk (``keyframe_points.add`` + ``foreach_set``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import keyframes
+from .core.errors import VibeError
+from .core.retarget_map import ROOT_JOINT, validate_map
+from .core.retarget_math import (compose_basis, euler_to_rotmat, forward_kinematics, hip_height, quats_to_rotmat,
+                                 rest_offsets, retarget_rotations, rotation_part, scale_root_motion, solve_basis)
+
+
+def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """-> bone names (N,), parents (N,) (-1 for roots), rest (N, 4, 4) armature space, world (4, 4)."""
+    if armature_obj is None or armature_obj.type != "ARMATURE":
+        raise VibeError("Pick an armature object (the source character and the target rig must both be armatures).")
+    bones = armature_obj.data.bones
+    names = [b.name for b in bones]
+    index = {n: i for i, n in enumerate(names)}
+    parents = np.array([index[b.parent.name] if b.parent else -1 for b in bones], dtype=np.int64)
+    rest = np.array([np.array(b.matrix_local) for b in bones], dtype=np.float64).reshape(-1, 4, 4)
+    world = np.array(armature_obj.matrix_world, dtype=np.float64)
+    scale = np.linalg.norm(world[:3, :3], axis=0)
+    if np.ptp(scale) > 1e-4 * scale.max():
+        raise VibeError(f"'{armature_obj.name}' has a non-uniform object scale {tuple(np.round(scale, 4))}; "
+                        "apply the scale (Ctrl+A > Scale) first.")
+    return names, parents, rest, world
+
+
+def action_frame_range(armature_obj) -> tuple[int, int]:
+    anim = armature_obj.animation_data
+    if anim is None or anim.action is None:
+        raise VibeError(f"'{armature_obj.name}' has no animation to retarget; import or key a motion first.")
+    start, end = anim.action.frame_range
+    return int(round(start)), int(round(end))
+
+
+def _sample(channels, pose_bone, prop: str, size: int, frames: np.ndarray) -> np.ndarray:
+    """(T, size) values of one pose-bone property: its F-curves where keyed, else the current value."""
+    path = pose_bone.path_from_id(prop)
+    current = np.array(getattr(pose_bone, prop), dtype=np.float64)
+    out = np.tile(current, (len(frames), 1))
+    if channels is None:
+        return out
+    for i in range(size):
+        fcurve = channels.fcurves.find(path, index=i)
+        if fcurve is not None:
+            out[:, i] = [fcurve.evaluate(f) for f in frames]
+    return out
+
+
+def sample_basis(armature_obj, frames: np.ndarray) -> np.ndarray:
+    """-> pose-bone basis matrices (T, N, 4, 4) from the armature's action at ``frames``."""
+    channels = keyframes.channels_of(armature_obj)
+    out = []
+    for pose_bone in armature_obj.pose.bones:
+        loc = _sample(channels, pose_bone, "location", 3, frames)
+        scale = _sample(channels, pose_bone, "scale", 3, frames)
+        mode = pose_bone.rotation_mode
+        if mode == "QUATERNION":
+            rot = quats_to_rotmat(_sample(channels, pose_bone, "rotation_quaternion", 4, frames))
+        elif mode == "AXIS_ANGLE":
+            raise VibeError(f"Bone '{pose_bone.name}' uses axis-angle rotation; set it to Quaternion or an Euler "
+                            "mode before retargeting.")
+        else:
+            rot = euler_to_rotmat(_sample(channels, pose_bone, "rotation_euler", 3, frames), mode)
+        out.append(compose_basis(loc, rot, scale))
+    return np.stack(out, axis=1)
+
+
+def world_pose(armature_obj, frames: np.ndarray) -> np.ndarray:
+    """-> world matrices (T, N, 4, 4) of every bone at ``frames`` (numpy forward kinematics)."""
+    _, parents, rest, world = armature_arrays(armature_obj)
+    return world @ forward_kinematics(parents, rest, sample_basis(armature_obj, frames))
+
+
+def _floor_origin(rest_world: np.ndarray, tails_world: np.ndarray, root: int) -> tuple[np.ndarray, float]:
+    """Point on the rig's floor under its rest hips, and the hips' height over that floor."""
+    floor_z = float(min(rest_world[:, 2, 3].min(), tails_world[:, 2].min()))
+    head = rest_world[root, :3, 3]
+    return np.array([head[0], head[1], floor_z]), hip_height(head, floor_z)
+
+
+def _tails_world(armature_obj, world: np.ndarray) -> np.ndarray:
+    tails = np.array([b.tail_local for b in armature_obj.data.bones], dtype=np.float64)
+    return tails @ world[:3, :3].T + world[:3, 3]
+
+
+def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None = None,
+             frame_end: int | None = None, scale_root: bool = True, action_name: str = "") -> dict:
+    """Bake ``source``'s motion onto ``target`` through ``mapping`` ({source bone: target bone}).
+
+    -> report {frames, bones, root_scale}. The target gets a new action; unmapped target bones are
+    set to their rest pose."""
+    s_names, s_parents, s_rest, s_world = armature_arrays(source)
+    t_names, t_parents, t_rest, t_world = armature_arrays(target)
+    if source == target:
+        raise VibeError("Source and target are the same armature; pick the rig to animate as the target.")
+    mapping = {s: t for s, t in mapping.items() if t}
+    validate_map(mapping, t_names)
+    missing = sorted(set(mapping) - set(s_names))
+    if missing:
+        raise VibeError(f"The source armature has no bone {', '.join(missing)}; retarget from an imported SMPL character.")
+    start, end = action_frame_range(source)
+    start = start if frame_start is None else frame_start
+    end = end if frame_end is None else frame_end
+    if end < start:
+        raise VibeError(f"The frame range {start}..{end} is empty; set an end frame after the start frame.")
+    frames = np.arange(start, end + 1, dtype=np.float64)
+
+    # 1. Source motion in the world, by forward kinematics of its keys.
+    src_pose = s_world @ forward_kinematics(s_parents, s_rest, sample_basis(source, frames))
+    pairs = list(mapping.items())
+    si = np.array([s_names.index(s) for s, _ in pairs])
+    ti = np.array([t_names.index(t) for _, t in pairs])
+    # 2. Rotations: rest-pose and roll correction per pair, then into the target's armature space.
+    offsets = rest_offsets(rotation_part(s_world @ s_rest[si]), rotation_part(t_world @ t_rest[ti]))
+    target_world_rot = retarget_rotations(rotation_part(src_pose[:, si]), offsets)
+    target_rot = np.tile(np.eye(3), (len(frames), len(t_names), 1, 1))
+    target_rot[:, ti] = np.swapaxes(rotation_part(t_world), -1, -2) @ target_world_rot
+    mapped = np.zeros(len(t_names), bool)
+    mapped[ti] = True
+    # 3. Root motion, scaled by the ratio of hip heights (leg length).
+    s_root, t_root = s_names.index(ROOT_JOINT if ROOT_JOINT in mapping else pairs[0][0]), t_names.index(mapping[ROOT_JOINT])
+    s_origin, s_height = _floor_origin(s_world @ s_rest, _tails_world(source, s_world), s_root)
+    t_origin, t_height = _floor_origin(t_world @ t_rest, _tails_world(target, t_world), t_root)
+    scale = t_height / s_height if scale_root else 1.0
+    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_origin, t_origin, scale)
+    hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
+    quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
+    # 4. Bake.
+    bake_pose_keys(target, frames, {t_names[j]: quats[:, j] for j in ti}, {t_names[t_root]: root_loc},
+                   action_name or f"{target.name}_retarget")
+    return {"frames": len(frames), "bones": len(pairs), "root_scale": float(scale)}
+
+
+def bake_pose_keys(armature_obj, frames: np.ndarray, rotations: dict[str, np.ndarray],
+                   locations: dict[str, np.ndarray], action_name: str) -> None:
+    """A new action on ``armature_obj`` with quaternion keys (T, 4) per bone in ``rotations`` and
+    location keys (T, 3) per bone in ``locations``; every other bone is put in its rest pose."""
+    for pose_bone in armature_obj.pose.bones:
+        pose_bone.location = (0.0, 0.0, 0.0)
+        pose_bone.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
+        pose_bone.rotation_euler = (0.0, 0.0, 0.0)
+        pose_bone.scale = (1.0, 1.0, 1.0)
+    channels = keyframes.new_channels(armature_obj, action_name)
+    for bone, quats in rotations.items():
+        pose_bone = armature_obj.pose.bones[bone]
+        pose_bone.rotation_mode = "QUATERNION"
+        for c in range(4):
+            keyframes.write_fcurve(channels, pose_bone.path_from_id("rotation_quaternion"), c, frames, quats[:, c],
+                                   group=bone)
+    for bone, loc in locations.items():
+        pose_bone = armature_obj.pose.bones[bone]
+        for c in range(3):
+            keyframes.write_fcurve(channels, pose_bone.path_from_id("location"), c, frames, loc[:, c], group=bone)

@@ -1,0 +1,158 @@
+"""Export characters with Blender's own FBX, BVH and glTF exporters, with settings that keep the motion.
+
+FBX presets: "DEFAULT" (metres, Blender axes), "UNITY" (Y up, -Z forward... Unity's FBX importer
+defaults, scale 1), "UNREAL" (centimetres: scale 100 via FBX units, X forward, Z up). All keep every
+key (no simplification) and add no leaf bones. BVH has no axis option: the file is written in
+Blender's axes (Z up, -Y forward) and a Y-up consumer must rotate it -90° about X (or import it in
+Blender with up = Z, forward = Y). Batch use, with Blender as a Python module::
+
+    python -m vibe_blender.export scene.blend --format fbx --preset unreal -o out.fbx [--object NAME]
+    python -m vibe_blender.export scene.blend --format bvh -o out.bvh --object SMPL
+    python -m vibe_blender.export scene.blend --format glb -o out.glb
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .core.errors import VibeError
+
+FBX_PRESETS = {
+    "DEFAULT": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_NONE", axis_forward="-Z", axis_up="Y"),
+    "UNITY": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_UNITS", axis_forward="-Z", axis_up="Y",
+                  bake_space_transform=False),
+    "UNREAL": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_UNITS", axis_forward="X", axis_up="Z"),
+}
+FORMATS = ("fbx", "bvh", "glb", "gltf")
+
+
+def _select(objects) -> None:
+    import bpy
+
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = objects[0]
+
+
+def _with_children(objects):
+    out = list(objects)
+    for obj in objects:
+        out += [c for c in obj.children if c not in out]
+    return out
+
+
+def _check(result, path: Path, what: str) -> Path:
+    if "FINISHED" not in result or not path.is_file():
+        raise VibeError(f"Blender's {what} exporter could not write '{path}'; check the folder is writable.")
+    return path
+
+
+def _prepare(path) -> Path:
+    path = Path(path).resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VibeError(f"Cannot create the folder for '{path}' ({err.strerror}); choose another place.") from err
+    return path
+
+
+def export_fbx(path, objects=None, *, preset: str = "DEFAULT") -> Path:
+    """The armatures in ``objects`` (default: every armature) with their meshes -> one FBX."""
+    import bpy
+
+    if preset not in FBX_PRESETS:
+        raise VibeError(f"Unknown FBX preset '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
+    objects = _with_children(objects or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"])
+    if not objects:
+        raise VibeError("There is no armature to export; import or retarget a character first.")
+    path = _prepare(path)
+    _select(objects)
+    result = bpy.ops.export_scene.fbx(
+        filepath=str(path), use_selection=True, object_types={"ARMATURE", "MESH"},
+        add_leaf_bones=False, bake_anim=True, bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
+        bake_anim_simplify_factor=0.0, use_armature_deform_only=False, mesh_smooth_type="OFF",
+        **FBX_PRESETS[preset])
+    return _check(result, path, "FBX")
+
+
+def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end: int | None = None) -> Path:
+    """One armature's motion -> BVH (Blender axes: Z up; see the module docstring)."""
+    import bpy
+
+    if armature_obj is None or armature_obj.type != "ARMATURE":
+        raise VibeError("BVH holds one skeleton: pick one armature to export.")
+    scene = bpy.context.scene
+    anim = armature_obj.animation_data
+    first, last = (anim.action.frame_range if anim and anim.action else (scene.frame_start, scene.frame_end))
+    path = _prepare(path)
+    _select([armature_obj])
+    result = bpy.ops.export_anim.bvh(filepath=str(path), frame_start=int(frame_start or first),
+                                     frame_end=int(frame_end or last), rotate_mode="NATIVE",
+                                     root_transform_only=True)
+    return _check(result, path, "BVH")
+
+
+def export_gltf(path, objects=None) -> Path:
+    """Armatures with their meshes and animation -> .glb (binary) or .gltf (by the suffix)."""
+    import bpy
+
+    objects = _with_children(objects or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"])
+    if not objects:
+        raise VibeError("There is no armature to export; import or retarget a character first.")
+    path = _prepare(path)
+    _select(objects)
+    result = bpy.ops.export_scene.gltf(filepath=str(path), use_selection=True,
+                                       export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
+                                       export_animations=True, export_force_sampling=True)
+    return _check(result, path, "glTF")
+
+
+def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT") -> Path:
+    """One entry for the panel and the CLI."""
+    fmt = fmt.lower()
+    if fmt == "fbx":
+        return export_fbx(path, objects, preset=preset)
+    if fmt == "bvh":
+        armatures = [o for o in (objects or []) if o.type == "ARMATURE"]
+        if len(armatures) != 1:
+            raise VibeError(f"BVH holds one skeleton; name exactly one armature (got {len(armatures)}).")
+        return export_bvh(path, armatures[0])
+    if fmt in ("glb", "gltf"):
+        return export_gltf(path, objects)
+    raise VibeError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vibe_blender.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("blend", type=Path, help="the .blend file holding the characters")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    parser.add_argument("--format", choices=FORMATS, help="default: from the output's suffix")
+    parser.add_argument("--preset", choices=[p.lower() for p in FBX_PRESETS], default="default", help="FBX only")
+    parser.add_argument("--object", action="append", default=[], help="armature to export (repeatable; default all)")
+    args = parser.parse_args(argv)
+    import bpy
+
+    fmt = args.format or args.output.suffix.lstrip(".").lower()
+    try:
+        if not args.blend.is_file():
+            raise VibeError(f"'{args.blend}' does not exist; give the .blend file saved with your characters.")
+        bpy.ops.wm.open_mainfile(filepath=str(args.blend.resolve()))
+        objects = []
+        for name in args.object:
+            obj = bpy.data.objects.get(name)
+            if obj is None:
+                raise VibeError(f"'{args.blend.name}' has no object named '{name}'.")
+            objects.append(obj)
+        path = export(args.output, fmt, objects or None, preset=args.preset.upper())
+    except VibeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -130,7 +130,8 @@ def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.
         if p >= 0 and ("extra", p) in index:
             parents[index[j]] = index[("extra", p)]
     heads, tails = np.array(heads), np.array(tails)
-    floor = min(heads[:, 2].min(), tails[:, 2].min())
+    body = slice(1 if root_bone else 0, None)
+    floor = min(heads[body, 2].min(), tails[body, 2].min())
     heads[:, 2] -= floor
     tails[:, 2] -= floor
     if root_bone:

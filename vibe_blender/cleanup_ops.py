@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import keyframes
-from .core.cleanup import clean_up, merge_tracks, trim_mask
+from .core.cleanup import clean_up, merge_tracks, motion_figures, trim_mask
 from .core.errors import VibeError
 from .core.rotations import make_continuous
 from .core.smpl_model import JOINT_NAMES, PARENTS
@@ -64,16 +64,26 @@ def _rest(armature_obj) -> np.ndarray:
     return np.array([np.array(armature_obj.data.bones[b].matrix_local) for b in JOINT_NAMES])
 
 
+def _fps(fps: float | None) -> float:
+    import bpy
+
+    scene = bpy.context.scene
+    return fps or scene.render.fps / scene.render.fps_base
+
+
+def measure_character(armature_obj, fps: float | None = None) -> dict:
+    """Jitter (m/s²) and foot slide (mm per contact frame) of a character's keys, unchanged."""
+    _, quats, loc = read_motion(armature_obj)
+    return motion_figures(PARENTS, _rest(armature_obj), quats, loc, LEGS, _fps(fps))
+
+
 def clean_up_character(armature_obj, *, strength: float = 0.5, bone_group: str = "ALL", lock_feet: bool = True,
                        snap_to_ground: bool = True, fps: float | None = None) -> dict:
     """Smooth / lock feet / snap one character; -> the core report (jitter and slide before/after)."""
-    import bpy
-
     if bone_group not in BONE_GROUPS:
         raise VibeError(f"Unknown bone group '{bone_group}'; choose one of {', '.join(BONE_GROUPS)}.")
     frames, quats, loc = read_motion(armature_obj)
-    scene = bpy.context.scene
-    fps = fps or scene.render.fps / scene.render.fps_base
+    fps = _fps(fps)
     group = BONE_GROUPS[bone_group]
     joints = None if group is None else [JOINT_NAMES.index(b) for b in group]
     rest = _rest(armature_obj)

@@ -217,6 +217,15 @@ def reach(parents, rest, quats, root_loc, legs, targets, root: int = 0) -> np.nd
     return make_continuous(quats)
 
 
+def motion_figures(parents, rest, quats, root_loc, legs, fps: float, root: int = 0, **contact_options) -> dict:
+    """-> {jitter (m/s²), slide_mm (per contact frame), contact_frames} of a motion as it is."""
+    ankles = [a for _, _, a in legs]
+    positions = joint_positions(np.asarray(parents), rest, quats, root_loc, root)
+    contacts = detect_contacts(positions[:, ankles], fps, **contact_options)
+    return {"jitter": jitter(positions, fps), "slide_mm": foot_slide_mm(positions[:, ankles], contacts),
+            "contact_frames": int(contacts.sum())}
+
+
 def clean_up(parents, rest, quats, root_loc, legs, fps: float, *, strength: float = 0.5, lock: bool = True,
              snap: bool = True, smooth_joints=None, root: int = 0, sole_height_m: float = 0.0,
              **contact_options):
@@ -229,6 +238,9 @@ def clean_up(parents, rest, quats, root_loc, legs, fps: float, *, strength: floa
     ankles = [a for _, _, a in legs]
     before = joint_positions(parents, rest, quats, root_loc, root)
     contacts = detect_contacts(before[:, ankles], fps, **contact_options)
+    if not np.any(contacts) and lock:
+        raise VibeError("No foot contact was found (no slow foot near the floor), so feet cannot be locked; "
+                        "turn foot locking off or check that the character walks on a floor.")
     quats = smooth_quaternions(quats, strength, smooth_joints)
     if smooth_joints is None or root in np.atleast_1d(smooth_joints):
         root_loc = smooth_positions(root_loc, strength)

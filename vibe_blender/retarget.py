@@ -14,6 +14,7 @@ from .core.errors import VibeError
 from .core.retarget_map import ROOT_JOINT, validate_map
 from .core.retarget_math import (compose_basis, euler_to_rotmat, forward_kinematics, hip_height, quats_to_rotmat,
                                  rest_offsets, retarget_rotations, rotation_part, scale_root_motion, solve_basis)
+from .core.rotations import make_continuous, rotmat_to_quat
 
 
 def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -135,9 +136,93 @@ def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
     quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
     # 4. Bake.
+    fk_switches = use_fk_controls(target)
     bake_pose_keys(target, frames, {t_names[j]: quats[:, j] for j in ti}, {t_names[t_root]: root_loc},
                    action_name or f"{target.name}_retarget")
-    return {"frames": len(frames), "bones": len(pairs), "root_scale": float(scale)}
+    # 5. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
+    #    Blender's own evaluation, one pass per level of affected bones.
+    passes = refine_constrained(target, frames, {t_names[j]: target_world_rot[:, k] for k, j in enumerate(ti)},
+                                t_names[t_root], hips_world) if has_constrained_parents(target, [t for _, t in pairs]) else 0
+    return {"frames": len(frames), "bones": len(pairs), "root_scale": float(scale), "constraint_passes": passes,
+            "fk_switches": fk_switches}
+
+
+FK_SWITCH = "IK_FK"          # Rigify limb property: 0 = IK, 1 = FK
+
+
+def use_fk_controls(rig) -> int:
+    """Switch Rigify-style limbs to FK (the retarget keys the FK controls); -> switches changed."""
+    changed = 0
+    for pose_bone in rig.pose.bones:
+        if FK_SWITCH in pose_bone.keys() and pose_bone[FK_SWITCH] != 1.0:
+            pose_bone[FK_SWITCH] = 1.0
+            changed += 1
+    return changed
+
+
+def has_constrained_parents(rig, bone_names) -> bool:
+    """True when a constraint sits on any ancestor of the mapped bones (their parent chain is then
+    not the plain rest hierarchy that the numpy solution assumes)."""
+    for name in bone_names:
+        bone = rig.pose.bones[name].parent
+        while bone is not None:
+            if any(c.enabled and c.influence > 0 for c in bone.constraints):
+                return True
+            bone = bone.parent
+    return False
+
+
+def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.ndarray], root_bone: str,
+                       root_world: np.ndarray, tolerance_deg: float = 0.01, max_passes: int = 12) -> int:
+    """Re-solve keyed bones against their parent chains as Blender evaluates them (constraints included).
+
+    Each pass steps through the frames once, reads every mapped bone's evaluated chain
+    (pose matrix · basis⁻¹), and rewrites the keys of the shallowest bones still off by more than
+    ``tolerance_deg``; their children are fixed in later passes. -> passes that changed keys."""
+    import bpy
+
+    scene = bpy.context.scene
+    channels = keyframes.channels_of(rig)
+    names = list(wanted_world_rot)
+    depth = {n: sum(1 for p in rig.pose.bones[n].parent_recursive if p.name in wanted_world_rot) for n in names}
+    frame_before = scene.frame_current
+    passes = 0
+    for _ in range(max_passes):
+        chains = {n: np.empty((len(frames), 4, 4)) for n in names}
+        for i, f in enumerate(frames):
+            scene.frame_set(int(f))
+            world = np.array(rig.matrix_world)
+            for n in names:
+                pose_bone = rig.pose.bones[n]
+                chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
+        basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
+        current = {n: quats_to_rotmat(np.stack([keyframes.read_fcurve(channels, _rot_path(rig, n), c)[1]
+                                                for c in range(4)], -1)) for n in names}
+        off = [n for n in names if _max_angle_deg(current[n], basis_rot[n]) > tolerance_deg]
+        if not off:
+            break
+        level = min(depth[n] for n in off)
+        for n in (n for n in off if depth[n] == level):
+            quats = make_continuous(rotmat_to_quat(basis_rot[n]))
+            for c in range(4):
+                keyframes.replace_fcurve_values(channels, _rot_path(rig, n), c, quats[:, c])
+            if n == root_bone:
+                head = np.concatenate([root_world, np.ones((len(frames), 1))], -1)
+                loc = np.einsum("tab,tb->ta", np.linalg.inv(chains[n]), head)[:, :3]
+                for c in range(3):
+                    keyframes.replace_fcurve_values(channels, rig.pose.bones[n].path_from_id("location"), c, loc[:, c])
+        passes += 1
+    scene.frame_set(frame_before)
+    return passes
+
+
+def _rot_path(rig, bone: str) -> str:
+    return rig.pose.bones[bone].path_from_id("rotation_quaternion")
+
+
+def _max_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
+    cos = (np.trace(np.swapaxes(Ra, -1, -2) @ Rb, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max())
 
 
 def bake_pose_keys(armature_obj, frames: np.ndarray, rotations: dict[str, np.ndarray],

@@ -2,8 +2,8 @@
 
 A map is a dict ``{smpl_joint_name: target_bone_name}`` over (a subset of) ``JOINT_NAMES``; it must
 hold ``pelvis`` (the root, which also carries the root motion). Built-in presets cover Mixamo
-(``mixamorig:`` names, any ``mixamorigN:`` prefix or none), Rigify (deform ``DEF-`` bones, the
-meta-rig and the FK controls of a generated control rig), the Unreal Engine 5 mannequin and SMPL's
+(``mixamorig:`` names, any ``mixamorigN:`` prefix or none), Rigify (the meta-rig, the FK controls
+of a generated rig, and ``DEF-`` bones for deform-only exports without Rigify's constraints), the Unreal Engine 5 mannequin and SMPL's
 own names. Rigs without a preset are matched by name (:func:`auto_map`). Maps are saved as JSON::
 
     {"format": "vibe-retarget-map", "version": 1, "name": "My rig",
@@ -38,7 +38,7 @@ _RIGIFY_META = {
 _RIGIFY_CONTROLS = {
     "pelvis": "torso", "spine1": "spine_fk.001", "spine2": "spine_fk.002", "spine3": "spine_fk.003",
     "neck": "neck", "head": "head", "left_hip": "thigh_fk.L", "left_knee": "shin_fk.L",
-    "left_ankle": "foot_fk.L", "left_foot": "toe.L", "left_collar": "shoulder.L",
+    "left_ankle": "foot_fk.L", "left_foot": "toe_fk.L", "left_collar": "shoulder.L",
     "left_shoulder": "upper_arm_fk.L", "left_elbow": "forearm_fk.L", "left_wrist": "hand_fk.L",
 }
 _UE5 = {

@@ -89,3 +89,31 @@ def test_retarget_refuses_bad_input():
     mesh = bpy.data.objects.new("Mesh", bpy.data.meshes.new("Mesh"))
     with pytest.raises(VibeError, match="armature"):
         retarget(source, mesh, PRESETS["UE5_MANNEQUIN"])
+
+
+def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
+    """Blender's own human meta-rig, and the rig Rigify generates from it (FK controls hanging from
+    constraint-driven helper bones): the controls and the deform bones they drive follow the source."""
+    import addon_utils
+
+    rigs.reset_scene()
+    addon_utils.enable("rigify", default_set=True)
+    source, frames, _ = rigs.smpl_source(T=20)
+    bpy.ops.object.armature_human_metarig_add()
+    metarig = bpy.context.object
+    bpy.ops.pose.rigify_generate()
+    rig = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o not in (source, metarig))
+    report = retarget(source, metarig, auto_map([b.name for b in metarig.data.bones]))
+    assert report["constraint_passes"] == 0
+    mapping = auto_map([b.name for b in rig.data.bones])
+    assert mapping["left_elbow"] == "forearm_fk.L"                       # controls, not DEF bones
+    report = retarget(source, rig, mapping)
+    assert report["fk_switches"] == 4 and report["constraint_passes"] >= 1
+    deform = {j: "DEF-" + b for j, b in preset_map("RIGIFY_METARIG").items()
+              if j not in ("pelvis", "neck") and "DEF-" + b in rig.data.bones}   # hips/neck DEF bones are bendy
+    for obj, bones in ((metarig, auto_map([b.name for b in metarig.data.bones])), (rig, mapping), (rig, deform)):
+        src_axes, _ = rigs.world_bone_axes(source, list(bones), frames)
+        tgt_axes, _ = rigs.world_bone_axes(obj, list(bones.values()), frames)
+        err = angle_deg(src_axes, tgt_axes)
+        print(f"{obj.name} ({len(bones)} bones): max angle {err.max():.2e} deg")
+        assert err.max() < 1.0, dict(zip(bones.values(), err.max(0)))

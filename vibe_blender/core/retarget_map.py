@@ -64,8 +64,8 @@ def _mirror(half: dict[str, str]) -> dict[str, str]:
 PRESETS: dict[str, dict[str, str]] = {
     "SMPL": {name: name for name in JOINT_NAMES},
     "MIXAMO": {k: "mixamorig:" + v for k, v in _mirror(_MIXAMO).items()},
+    "RIGIFY_CONTROLS": _mirror(_RIGIFY_CONTROLS),          # before DEF: a generated rig has both
     "RIGIFY_DEFORM": {k: "DEF-" + v for k, v in _mirror(_RIGIFY_META).items()},
-    "RIGIFY_CONTROLS": _mirror(_RIGIFY_CONTROLS),
     "RIGIFY_METARIG": _mirror(_RIGIFY_META),
     "UE5_MANNEQUIN": _mirror(_UE5),
 }
@@ -91,7 +91,8 @@ def preset_map(preset: str, bone_names=None) -> dict[str, str]:
 
 
 def match_preset(bone_names) -> str | None:
-    """The preset whose bones the rig holds most completely (at least 90 % of them), or None."""
+    """The preset whose bones the rig holds most completely (at least 90 % of them), or None; on a
+    tie the earlier preset wins (a generated Rigify rig holds both its controls and DEF bones)."""
     names = set(bone_names)
     best, best_score = None, 0.0
     for preset in PRESETS:

@@ -63,5 +63,6 @@ def mposer_vae_loss(reconstruction: torch.Tensor, body_pose: torch.Tensor, mu: t
 def mposer_prior_loss(mposer: MPoser, body_pose: torch.Tensor) -> torch.Tensor:
     """body_pose (N, T, 69) generated -> mean |mu_t|_2, differentiable w.r.t. body_pose only
     (the prior is frozen: its parameters should have requires_grad False)."""
-    mu, _ = mposer.encode(body_pose)
+    with torch.backends.cudnn.flags(enabled=False):   # cuDNN's GRU backward refuses eval mode
+        mu, _ = mposer.encode(body_pose)
     return mu.norm(dim=-1).mean()

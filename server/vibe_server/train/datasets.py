@@ -178,11 +178,14 @@ class SequenceDataset(Dataset):
     """T-frame windows of one database file (2D, 3D or motion layout); see the module docstring."""
 
     def __init__(self, db_dir: str | Path, name: str, split: str = "train", seqlen: int = 16,
-                 fix_pennaction_joints: bool = True, match_keypoint_crop: bool = True):
+                 fix_pennaction_joints: bool = True, match_keypoint_crop: bool = True,
+                 path: str | Path | None = None):
+        """db_dir + name + split pick the file (e.g. mpii3d, train -> mpii3d_train_db.pt); `path`
+        names another file in that dataset's layout. split 'train' gives training items."""
         self.spec = spec_for(name)
         self.split, self.seqlen = split, seqlen
         self.is_train = split == "train"
-        self.path = db_path(db_dir, name, split)
+        self.path = Path(path) if path else db_path(db_dir, name, split)
         self.db = load_db(self.path)
         needed = {"motion": ("theta", "vid_name"), "2d": ("features", "joints2D", "vid_name"),
                   "3d": ("features", "joints2D", "joints3D", "bbox", "vid_name")}[self.spec.kind]

@@ -103,8 +103,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)
     if not names_3d:
         raise VibeError("Training needs at least one 3D dataset (--datasets_3d), as the original does.")
-    for name in names_2d + names_3d:
-        expected = "2d" if name in names_2d else "3d"
+    for name, expected in [(n, "2d") for n in names_2d] + [(n, "3d") for n in names_3d]:
         if spec_for(name).kind != expected:
             raise VibeError(f"Dataset {name!r} is not a {expected.upper()} dataset; move it to "
                             f"--datasets_{spec_for(name).kind}.")

@@ -1,20 +1,14 @@
 """The metrics against the official functions' outputs (fixture made with the official code)."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from vibe_server.evaluate import metrics
 
-FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "vibe_unit_reference.npz"
-
 
 @pytest.fixture(scope="module")
-def ref():
-    if not FIXTURE.exists():
-        pytest.fail(f"reference fixture missing: {FIXTURE}")
-    return np.load(FIXTURE)
+def ref(unit_reference):
+    return unit_reference
 
 
 def test_compute_errors_matches_official(ref):

@@ -47,18 +47,17 @@ def test_prior_loss_gives_gradient_to_the_motion_only():
     assert all(p.grad is None for p in prior.parameters())
 
 
-def test_training_vibe_with_the_mposer_prior(tmp_path):
+def test_training_vibe_with_the_mposer_prior(tmp_path, synthetic_bundle):
     """motion_prior=mposer: the loss has loss_mposer, no discriminator is built or saved."""
     import csv
 
-    from vibe_server.data.synthetic import write_synthetic_bundle
     from vibe_server.train.config import TrainConfig
     from vibe_server.train.train import train
 
     db = write_synthetic_db(tmp_path / "db")
     train_mposer(parse_overrides(MPoserConfig, [f"--db_dir={db}", f"--out_dir={tmp_path / 'mp'}", "--hidden_size=16",
                                                 "--latent_size=8", "--epochs=1", "--num_workers=0", "--device=cpu"]))
-    data = write_synthetic_bundle(tmp_path / "data")
+    data = synthetic_bundle
     config = parse_overrides(TrainConfig, [
         f"--db_dir={db}", f"--model_data_dir={data}", f"--out_dir={tmp_path / 'vibe'}", "--motion_prior=mposer",
         f"--mposer_checkpoint={tmp_path / 'mp' / 'mposer.pth.tar'}", "--datasets_2d=", "--datasets_3d=mpii3d",

@@ -16,12 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
-    from vibe_server.data.synthetic import write_synthetic_bundle
+def dirs(tmp_path_factory, synthetic_bundle):
     from vibe_server.train.synthetic_db import write_synthetic_db
 
     root = tmp_path_factory.mktemp("train")
-    return {"data": write_synthetic_bundle(root / "data"), "db": write_synthetic_db(root / "db"), "root": root}
+    return {"data": synthetic_bundle, "db": write_synthetic_db(root / "db"), "root": root}
 
 
 def tiny(dirs, out: str, *extra) -> TrainConfig:

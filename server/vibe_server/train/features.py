@@ -44,7 +44,7 @@ def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.
                            batch_size: int = 200, device="cpu") -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
     features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
-    from ..pipeline.crop import crop_people, normalize_crops
+    from ..pipeline.crop import crop_person, normalize_crops
 
     wanted = {int(f): i for i, f in enumerate(frame_ids)}
     features = np.zeros((len(frame_ids), 2048), dtype=np.float32)
@@ -59,7 +59,7 @@ def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.
     for index, frame in enumerate(frames_rgb):
         if index in wanted:
             row = wanted[index]
-            pending_crops.append(crop_people(frame, bboxes[row:row + 1], scale=scale)[0])
+            pending_crops.append(crop_person(frame, bboxes[row], scale=scale))       # (224, 224, 3) uint8
             pending_rows.append(row)
             done += 1
             if len(pending_crops) == batch_size:

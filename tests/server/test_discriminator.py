@@ -5,6 +5,15 @@ import torch
 
 from vibe_server.model.discriminator import MotionDiscriminator
 
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    """Tiny models train faster on one thread, and much faster when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 RELEASED_SHAPES = {
     "gru.weight_ih_l0": (3072, 69), "gru.weight_hh_l0": (3072, 1024), "gru.bias_ih_l0": (3072,),
     "gru.bias_hh_l0": (3072,), "gru.weight_ih_l1": (3072, 1024), "gru.weight_hh_l1": (3072, 1024),

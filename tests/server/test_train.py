@@ -23,6 +23,15 @@ def dirs(tmp_path_factory, synthetic_bundle):
     return {"data": synthetic_bundle, "db": write_synthetic_db(root / "db"), "root": root}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    """Tiny models train faster on one thread, and much faster when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(dirs, out: str, *extra) -> TrainConfig:
     """A config that runs in seconds on a CPU: small batches and discriminator, no workers."""
     return parse_overrides(TrainConfig, [
@@ -60,7 +69,7 @@ def test_generator_loss_falls_when_overfitting(dirs):
     from vibe_server.train.train import train
 
     config = tiny(dirs, "overfit", "--datasets_2d=", "--datasets_3d=3dpw", "--dataset_val=none",
-                  "--motion_prior=none", "--batch_size=3", "--epochs=1", "--iters_per_epoch=20", "--gen_lr=2e-4")
+                  "--motion_prior=none", "--batch_size=3", "--epochs=1", "--iters_per_epoch=15", "--gen_lr=2e-4")
     train(config)
     rows = read_csv(dirs["root"] / "overfit" / "train_log.csv")
     first = sum(float(r["gen_loss"]) for r in rows[:3]) / 3
@@ -71,11 +80,26 @@ def test_generator_loss_falls_when_overfitting(dirs):
     assert {"loss_kp_2d", "loss_kp_3d", "loss_pose", "loss_shape"} <= {k for k, v in rows[0].items() if v}
 
 
-def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs):
+class FakeTensorBoard:
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def close(self):
+        pass
+
+
+def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch):
     import vibe_server
     from vibe_server import checkpoints
+    from vibe_server.train import train as train_module
     from vibe_server.train.generator import FeatureGenerator
     from vibe_server.train.train import train
+
+    board = FakeTensorBoard()
+    monkeypatch.setattr(train_module, "open_tensorboard", lambda out_dir: board)
 
     config = tiny(dirs, "resume", "--datasets_2d=insta", "--datasets_3d=mpii3d,3dpw", "--epochs=1",
                   "--iters_per_epoch=2")
@@ -86,6 +110,8 @@ def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs):
     out = dirs["root"] / "resume"
     assert [r["epoch"] for r in read_csv(out / "val_log.csv")] == ["0", "1"]
     assert {r["epoch"] for r in read_csv(out / "train_log.csv")} == {"0", "1"}
+    tags = {tag for tag, _, _ in board.scalars}
+    assert {"train_loss/gen_loss", "train_loss/d_m_disc_loss", "error/pa_mpjpe", "lr/gen_lr"} <= tags
 
     ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["config"]["iters_per_epoch"] == 2

@@ -70,6 +70,15 @@ def append_csv(path: Path, columns: tuple, row: dict) -> None:
         writer.writerow({k: row.get(k, "") for k in columns})
 
 
+def open_tensorboard(out_dir: Path):
+    """A TensorBoard writer when the tensorboard package is installed, else None (the CSVs remain)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
+
+
 def train(config: TrainConfig) -> dict:
     """Runs the whole training; returns {'epochs_run', 'best_performance', 'last_losses'} (rank 0's)."""
     # ---- 1. processes and devices: torchrun sets RANK/LOCAL_RANK/WORLD_SIZE ----
@@ -165,9 +174,11 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     raw_generator, raw_disc = generator, disc            # what gets saved: never the DDP wrapper
     if ddp:
         device_ids = [device.index] if device.type == "cuda" else None
-        generator = DDP(generator, device_ids=device_ids)
+        # the SMPL buffers are constants: no need to re-broadcast them every step
+        generator = DDP(generator, device_ids=device_ids, broadcast_buffers=False)
         if disc is not None:
-            disc = DDP(disc, device_ids=device_ids)
+            disc = DDP(disc, device_ids=device_ids, broadcast_buffers=False)
+    tensorboard = open_tensorboard(out_dir) if master and config.tensorboard else None
 
     # ---- 5. the loop: epochs of iters_per_epoch steps, validation and a checkpoint after each ----
     batches_2d = cycle(loader_2d) if loader_2d else None
@@ -228,6 +239,9 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                            + ("gen_lr", "time_s"), row)
                 log(f"epoch {epoch} iter {iteration}: " + " ".join(f"{k} {v}" for k, v in row.items()
                                                                      if k in LOSS_COLUMNS))
+                if tensorboard:
+                    for key, value in losses.items():
+                        tensorboard.add_scalar(f"train_loss/{key}", value.item(), row["step"])
 
         # ---- 6. validation on rank 0; every rank steps its schedulers with the same value ----
         performance = torch.tensor(math.nan, dtype=torch.float64)
@@ -238,6 +252,10 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
             append_csv(out_dir / "val_log.csv", VAL_COLUMNS,
                        {**result.overall, "epoch": epoch, "gen_lr": gen_optimizer.param_groups[0]["lr"],
                         "disc_lr": disc_optimizer.param_groups[0]["lr"] if disc_optimizer else ""})
+            if tensorboard:
+                for key in VAL_COLUMNS[1:6]:
+                    tensorboard.add_scalar(f"error/{key}", result.overall[key], epoch)
+                tensorboard.add_scalar("lr/gen_lr", gen_optimizer.param_groups[0]["lr"], epoch)
             log(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
         if ddp:
             broadcast(performance, src=0)
@@ -268,6 +286,8 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
             log(f"stopping: validation PA-MPJPE {performance:.1f} mm > {config.abort_pa_mpjpe_mm} mm "
                 "(--abort_pa_mpjpe_mm); the run has diverged")
             break
+    if tensorboard:
+        tensorboard.close()
     return {"epochs_run": epoch + 1 - start_epoch, "best_performance": best_performance,
             "last_losses": {k: v.item() for k, v in losses.items()}}
 

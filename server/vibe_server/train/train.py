@@ -35,6 +35,7 @@ from vibe_blender.core.errors import VibeError
 from .. import checkpoints
 from ..evaluate.evaluate import evaluate_generator
 from ..model.discriminator import BODY_POSE_SLICE, MotionDiscriminator
+from ..model.mposer import mposer_prior_loss
 from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator, load_h36m_regressor
@@ -109,6 +110,8 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     # ---- 2. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
     options = dict(seqlen=config.seqlen, fix_pennaction_joints=config.fix_pennaction_joints,
                    match_keypoint_crop=config.match_keypoint_crop)
+    if config.motion_prior not in ("discriminator", "mposer", "none"):
+        raise VibeError(f"--motion_prior must be discriminator, mposer or none; got {config.motion_prior!r}.")
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)
     if not names_3d:
         raise VibeError("Training needs at least one 3D dataset (--datasets_3d), as the original does.")
@@ -123,8 +126,6 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     loader_3d = make_loader([SequenceDataset(config.db_dir, n, "train", **options) for n in names_3d],
                             batch_3d, config, rank, world_size)
     use_disc = config.motion_prior == "discriminator"
-    if config.motion_prior not in ("discriminator", "mposer", "none"):
-        raise VibeError(f"--motion_prior must be discriminator, mposer or none; got {config.motion_prior!r}.")
     loader_motion = (make_loader([SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)],
                                  config.motion_batch_size, config, rank, world_size) if use_disc else None)
     val_dataset = None
@@ -209,7 +210,6 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                 losses["e_m_disc_loss"] = generator_adversarial_loss(raw_disc(fake_motion)) * config.d_motion_w
                 raw_disc.requires_grad_(True)
             elif mposer is not None:
-                from ..model.mposer import mposer_prior_loss
                 losses["loss_mposer"] = mposer_prior_loss(mposer, fake_motion) * config.mposer_w
             gen_loss = torch.stack(list(losses.values())).sum()
             if not torch.isfinite(gen_loss):
@@ -244,7 +244,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                         tensorboard.add_scalar(f"train_loss/{key}", value.item(), row["step"])
 
         # ---- 6. validation on rank 0; every rank steps its schedulers with the same value ----
-        performance = torch.tensor(math.nan, dtype=torch.float64)
+        performance = torch.tensor(math.nan, dtype=torch.float64, device=device)   # NCCL needs it on the GPU
         if master and val_dataset is not None:
             result = evaluate_generator(raw_generator, val_dataset, j_regressor_h36m, device,
                                         batch_size=config.val_batch_size)
@@ -259,7 +259,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
             log(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
         if ddp:
             broadcast(performance, src=0)
-        performance = float(performance)
+        performance = performance.item()
         if not math.isnan(performance):
             gen_scheduler.step(performance)
             if disc_scheduler is not None:
@@ -279,7 +279,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                        "gen_scheduler": gen_scheduler.state_dict(),
                        "disc_scheduler": disc_scheduler.state_dict() if disc_scheduler else None})
             os.replace(tmp, checkpoint_path)
-            if is_best or (math.isnan(performance) and not (out_dir / "model_best.pth.tar").exists()):
+            if is_best or math.isnan(performance):          # without validation, the latest is the best we know
                 shutil.copyfile(checkpoint_path, out_dir / "model_best.pth.tar")
             log(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
         if config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm:

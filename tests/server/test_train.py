@@ -65,6 +65,15 @@ def test_config_overrides_are_typed_and_checked():
         parse_overrides(TrainConfig, ["--batch_size", "8"])
 
 
+def test_train_command_reports_bad_settings(capsys):
+    from vibe_server.cli import main
+
+    assert main(["train", "vibe", "--gen_lr=fast"]) == 2
+    assert "--gen_lr takes a float" in capsys.readouterr().err
+    assert main(["train", "mposer", "--latent=16"]) == 2
+    assert "Did you mean --latent_size" in capsys.readouterr().err
+
+
 def test_generator_loss_falls_when_overfitting(dirs):
     from vibe_server.train.train import train
 

@@ -131,8 +131,9 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     val_dataset = None
     if config.dataset_val.lower() != "none" and master:
         val_dataset = SequenceDataset(config.db_dir, config.dataset_val, "val", **options)
-    log(f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, motion x{config.motion_batch_size if use_disc else 0}, "
-        f"val {config.dataset_val}; {world_size} process(es) on {device}")
+    log(f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
+        f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "
+        f"{world_size} process(es) on {device}")
 
     # ---- 3. models and optimisers ----
     generator = build_generator(config.model_data_dir, init_from_spin=config.init_from_spin,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import inspect
 import math
 import os
 import shutil
@@ -41,6 +42,9 @@ from .datasets import SequenceDataset, spec_for
 from .generator import build_generator, load_h36m_regressor
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 
+# The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
+NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                  else {"broadcast_buffers": False})
 LOSS_COLUMNS = ("loss_kp_2d", "loss_kp_3d", "loss_pose", "loss_shape", "e_m_disc_loss", "loss_mposer",
                 "gen_loss", "d_m_disc_real", "d_m_disc_fake", "d_m_disc_loss")
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
@@ -176,10 +180,9 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     raw_generator, raw_disc = generator, disc            # what gets saved: never the DDP wrapper
     if ddp:
         device_ids = [device.index] if device.type == "cuda" else None
-        # the SMPL buffers are constants: no need to re-broadcast them every step
-        generator = DDP(generator, device_ids=device_ids, broadcast_buffers=False)
+        generator = DDP(generator, device_ids=device_ids, **NO_BUFFER_SYNC)
         if disc is not None:
-            disc = DDP(disc, device_ids=device_ids, broadcast_buffers=False)
+            disc = DDP(disc, device_ids=device_ids, **NO_BUFFER_SYNC)
     tensorboard = open_tensorboard(out_dir) if master and config.tensorboard else None
 
     # ---- 5. the loop: epochs of iters_per_epoch steps, validation and a checkpoint after each ----

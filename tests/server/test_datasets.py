@@ -22,6 +22,8 @@ def test_windows_stay_inside_tracks_and_drop_tails():
     assert len(stride4) == 7 + 2                       # floor((n - 16) / 4) + 1 per track
     assert stride4[0] == (0, 15) and stride4[-1] == (44, 59)
     assert all(names[s] == names[e] for s, e in stride4)
+    with pytest.raises(VibeError, match="split in several runs"):
+        split_into_chunks(np.array(["a"] * 20 + ["b"] * 20 + ["a"] * 20), 16, 16)
 
 
 def test_every_layout_gives_items_of_the_documented_shapes(db_dir):

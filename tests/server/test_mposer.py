@@ -20,6 +20,7 @@ def one_cpu_thread():
 
 
 def test_shapes_one_latent_per_frame():
+    assert MPoser().latent_size == 32                       # the paper's z_t in R^32
     model = MPoser(hidden_size=16, latent_size=8)
     reconstruction, mu, logvar = model(torch.randn(3, 16, 69))
     assert reconstruction.shape == (3, 16, 69) and mu.shape == logvar.shape == (3, 16, 8)

@@ -14,6 +14,7 @@ database in place through views) and nothing passes through float16.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def db_path(db_dir: str | Path, name: str, split: str) -> Path:
 
 
 def load_db(path: str | Path) -> dict:
-    """A database file -> dict of numpy arrays (`.pt` = joblib; `.h5` = HDF5, read fully)."""
+    """A database file -> dict of numpy arrays (`.pt` = joblib) or a lazy dict view (`.h5` = HDF5)."""
     path = Path(path)
     if not path.exists():
         raise VibeError(f"Database file {path} not found. Put the preprocessed files (the original's "
@@ -125,8 +126,6 @@ class H5Database:
         self.path, self._file, self._pid = path, None, None
 
     def _handle(self):
-        import os
-
         import h5py
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
@@ -156,8 +155,13 @@ def split_into_chunks(vid_names: np.ndarray, seqlen: int, stride: int) -> list[t
     seqlen give nothing; the tail after the last full window is dropped."""
     vid_names = np.asarray(vid_names)
     _, first, counts = np.unique(vid_names, return_index=True, return_counts=True)
+    tracks = sorted(zip(first, counts))
+    ends = [int(start) for start, _ in tracks[1:]] + [len(vid_names)]
+    if any(end - start != count for (start, count), end in zip(tracks, ends)):
+        raise VibeError("A track (vid_name) of the database is split in several runs of frames; the "
+                        "database files keep each track's frames together. Is the file damaged?")
     windows = []
-    for start, count in sorted(zip(first, counts)):
+    for start, count in tracks:
         for offset in range(0, count - seqlen + 1, stride):
             windows.append((int(start + offset), int(start + offset + seqlen - 1)))
     return windows

@@ -73,4 +73,5 @@ def test_discriminator_learns_real_motion_from_noise(pool):
     with torch.no_grad():
         real_score = disc(smooth_motion(64, generator=g)).mean().item()
         fake_score = disc(0.5 * torch.randn(64, 16, 69, generator=g)).mean().item()
+    print(f"D({pool}) after 60 steps: real motion {real_score:.3f}, noise {fake_score:.3f}")
     assert real_score > 0.8 and fake_score < 0.2, (real_score, fake_score)

@@ -72,6 +72,9 @@ def test_train_command_reports_bad_settings(capsys):
     assert "--gen_lr takes a float" in capsys.readouterr().err
     assert main(["train", "mposer", "--latent=16"]) == 2
     assert "Did you mean --latent_size" in capsys.readouterr().err
+    assert main(["train", "vibe", "--help"]) == 0
+    listing = capsys.readouterr().out
+    assert "--gen_lr=5e-05" in listing and "--fix_pennaction_joints=True" in listing
 
 
 def test_generator_loss_falls_when_overfitting(dirs):

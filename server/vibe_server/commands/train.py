@@ -17,6 +17,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
+
+    from ..train.config import MPoserConfig, TrainConfig
+
+    if any(a in ("-h", "--help") for a in args.settings):
+        config_class = TrainConfig if args.what == "vibe" else MPoserConfig
+        print(f"vibe-mocap train {args.what} [--key=value ...]; settings and defaults ({config_class.__name__}):")
+        for f in dataclasses.fields(config_class):
+            print(f"  --{f.name}={f.default}")
+        return 0
     if args.what == "vibe":
         from ..train.train import main
     else:

@@ -43,10 +43,18 @@ def crop_person(frame_rgb: np.ndarray, bbox_cxcywh_px, *, scale: float = BBOX_SC
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
-def crop_people(frames_rgb, bboxes_cxcywh_px, *, scale: float = BBOX_SCALE,
-                crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
-    """frames_rgb: B frames (H, W, 3) uint8 (or one frame for all boxes), bboxes (B, 4) -> (B, c, c, 3) uint8."""
-    bboxes = np.asarray(bboxes_cxcywh_px)
+def crop_people(frames_rgb, bboxes_cxcywh_px, *, scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX,
+                device="cpu") -> torch.Tensor:
+    """The model's input: frames_rgb (one (H, W, 3) uint8 frame for all boxes, or B frames),
+    bboxes (B, 4) [cx, cy, w, h] -> (B, 3, c, c) float32 tensor, ImageNet-normalised RGB."""
+    crops = crop_people_uint8(frames_rgb, bboxes_cxcywh_px, scale=scale, crop_size_px=crop_size_px)
+    return normalize_crops(crops, device=device)
+
+
+def crop_people_uint8(frames_rgb, bboxes_cxcywh_px, *, scale: float = BBOX_SCALE,
+                      crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
+    """frames_rgb: one (H, W, 3) uint8 frame for all boxes, or B frames; bboxes (B, 4) -> (B, c, c, 3) uint8."""
+    bboxes = np.asarray(bboxes_cxcywh_px).reshape(-1, 4)
     if isinstance(frames_rgb, np.ndarray) and frames_rgb.ndim == 3:
         frames_rgb = [frames_rgb] * len(bboxes)
     crops = np.empty((len(bboxes), crop_size_px, crop_size_px, 3), dtype=np.uint8)

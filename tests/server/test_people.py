@@ -108,6 +108,10 @@ def test_hog_without_opencv_support_says_what_to_install(monkeypatch):
         make_detector("hog")
 
 
+def test_hog_on_an_empty_frame_finds_nobody():
+    assert make_detector("hog").detect([np.zeros((300, 400, 3), np.uint8)])[0].shape == (0, 5)
+
+
 def test_hog_finds_and_tracks_a_real_person():
     """A person standing at the table of the real clip, detected by HOG alone (no model data)."""
     reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")

@@ -253,6 +253,7 @@ def test_person_detections_thresholds_classes_and_scores():
     np.testing.assert_allclose((dets[0, 0] + dets[0, 2]) / 2, merged_cx, rtol=1e-5)
     np.testing.assert_allclose(dets[1, :4], [40, 330, 60, 370], rtol=1e-6)
     assert person_detections(rows[2:5], 416, 416).shape == (0, 5)
+    assert person_detections(torch.zeros(0, 85), 416, 416).shape == (0, 5)
 
 
 # -- the detector end to end ---------------------------------------------------------------------

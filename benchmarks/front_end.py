@@ -5,7 +5,9 @@
 
 Without --weights it writes random weights of the official size and layout to a temporary
 folder (same compute as the real file; the detections are meaningless). Figures are frames per
-second of the clip's own frames, best of --repeats; compare ratios measured in one run.
+second of the clip's own frames, best of --repeats; compare ratios measured in one run. On a
+shared machine that is busy, use --threads 1: OpenMP threads that wait for a busy core make
+multi-threaded figures swing by several times.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -48,6 +51,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     rows: list[tuple[str, str]] = []
 

@@ -159,6 +159,8 @@ def test_heads_match_opencv_dnn_on_the_same_weights(weights_file, model, tmp_pat
     image = np.random.default_rng(1).random((1, 3, size, size), dtype=np.float32)
     net.setInput(image)
     reference = net.forward(["conv_81", "conv_93", "conv_105"])
+    net.setInput(image)
+    reference_boxes = net.forward(["yolo_82", "yolo_94", "yolo_106"])
     eps = [m.bn.eps for m in model.convs if m.bn is not None]
     try:
         for m in model.convs:        # OpenCV normalises with sqrt(var + 1e-6); VIBE's detector with 1e-5
@@ -172,6 +174,16 @@ def test_heads_match_opencv_dnn_on_the_same_weights(weights_file, model, tmp_pat
     for ours, theirs in zip(heads, reference, strict=True):
         assert ours.shape == theirs.shape
         np.testing.assert_allclose(ours.numpy(), theirs, atol=2e-5)
+    # decoding: OpenCV's rows are (gy, gx, anchor) with boxes divided by the input size
+    rows = decode_heads(heads, size)[0].numpy()
+    start = 0
+    for theirs in reference_boxes:
+        grid = int(round((len(theirs) / 3) ** 0.5))
+        ours = rows[start:start + 3 * grid * grid].reshape(3, grid, grid, 85).transpose(1, 2, 0, 3).reshape(-1, 85)
+        start += 3 * grid * grid
+        np.testing.assert_allclose(ours[:, :4] / size, theirs[:, :4], atol=2e-5)
+        np.testing.assert_allclose(ours[:, 4], theirs[:, 4], atol=1e-5)
+    assert start == len(rows)
 
 
 # -- decoding and post-processing on hand-made tensors -------------------------------------------

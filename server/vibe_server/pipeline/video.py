@@ -65,8 +65,6 @@ class VideoReader:
 
         capture = self._open_capture()
         try:
-            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
             fps = float(capture.get(cv2.CAP_PROP_FPS))
             container_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
             ok, first_bgr = capture.read()
@@ -75,7 +73,7 @@ class VideoReader:
         if not ok or first_bgr is None:
             raise VibeError(f"{self.path} contains no decodable frames: it is empty, truncated or not a video. "
                             "Export it again as an mp4 (H.264) file.")
-        height, width = first_bgr.shape[:2]  # the decoded size is the truth, whatever the header says
+        height, width = first_bgr.shape[:2]  # the decoded size (after any rotation metadata) is the truth
         if not (np.isfinite(fps) and fps > 0):
             fps = _FALLBACK_FPS
         # Negative, zero or absurd counts mean the container does not know (still images, some streams).
@@ -86,7 +84,7 @@ class VideoReader:
         if count_frames or frame_count is None:
             frame_count = self._count_by_decoding()
         if frame_count < 2:
-            raise VibeError(f"{self.path} holds a single still image, not a video. "
+            raise VibeError(f"{self.path} has a single frame: it is a still image, not a video. "
                             "Pass a video file (mp4, mkv, avi, mov, gif...).")
         self.info = VideoInfo(name=self.path.name, fps=fps, width=width, height=height, frame_count=int(frame_count))
 

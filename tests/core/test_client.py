@@ -1,5 +1,6 @@
 """The add-on's HTTP client and capture worker against a fake server that follows docs/api.md."""
 import socket
+import time
 
 import pytest
 from fake_vibe_server import FakeVibeServer
@@ -47,6 +48,7 @@ def test_progress_is_visible_while_running(server_files, tmp_path):
         while not job.snapshot().finished:
             s = job.snapshot()
             seen.add((s.state, s.stage))
+            time.sleep(0.002)
         job.join(5)
     assert job.snapshot().state == "done"
     assert any(state == "running" and stage for state, stage in seen)
@@ -82,7 +84,7 @@ def test_cancel_stops_the_server_job(server_files, tmp_path):
     with FakeVibeServer(server_files[0], server_files[1], polls_per_job=10_000) as server:
         job = _job(ServerClient(server.url), server_files, tmp_path).start()
         while job.snapshot().state not in ("running",):
-            pass
+            time.sleep(0.002)
         job.cancel()
         job.join(5)
         assert job.snapshot().state == "cancelled"

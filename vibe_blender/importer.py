@@ -68,9 +68,9 @@ def import_motion(motion: MotionSet, body_model: BodyModel, options: ImportOptio
         scene = bpy.context.scene
         scene.render.fps, scene.render.fps_base = fps_to_blender(motion.fps)
         scene.frame_start, scene.frame_end = FIRST_FRAME, FIRST_FRAME + motion.frame_count - 1
-        scene.frame_set(FIRST_FRAME)
     if options.add_camera and motion.camera is not None and camera_frame:
         add_video_camera(motion, collection, video_path=options.video_path, report=report)
+    bpy.context.scene.frame_set(bpy.context.scene.frame_start)          # evaluate the new objects
     report(f"Imported {len(characters)} character(s) from {motion.source_name}: "
            f"{', '.join(a.name for a, _ in characters)}")
     return characters

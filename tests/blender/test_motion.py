@@ -2,9 +2,10 @@
 import bpy
 import numpy as np
 import pytest
-from blender_eval import evaluated_joints
+from blender_eval import evaluated_joints, evaluated_vertices
 
 from vibe_blender import keyframes
+from vibe_blender.core.motion import ground_offset
 from vibe_blender.core.readers import read_motion_file
 from vibe_blender.importer import ImportOptions, import_motion_file
 
@@ -63,7 +64,7 @@ def test_gaps_hold_and_hide_instead_of_sliding(imported, empty_scene):
     assert imported[0][1].animation_data is None                             # track 1 has no gap: never hidden
 
 
-def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir):
+def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir, body_model):
     render = empty_scene.render
     assert render.fps == 30 and render.fps / render.fps_base == pytest.approx(29.97)   # the video's rate
     assert (empty_scene.frame_start, empty_scene.frame_end) == (1, 10)
@@ -72,8 +73,17 @@ def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir):
     assert (render.resolution_x, render.resolution_y) == (640, 480)
     assert camera.data.lens == pytest.approx(600.0 / 640 * 36)               # focal 600 px on a 640 px image
     np.testing.assert_allclose(np.array(camera.matrix_world)[:3, :3], [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
-    feet = min(evaluated_joints(a)[[7, 8, 10, 11], 2].min() for a, _ in imported)
-    assert -0.05 < feet < 0.3                                                 # standing on the floor (z = 0)
+    # The camera sits where the video's camera was: above the floor (z = 0) that the lowest feet touch.
+    motion = read_motion_file(reference_dir / "result.npz")
+    offset = ground_offset(body_model, motion.tracks)
+    np.testing.assert_allclose(camera.location, offset, atol=1e-6)
+    assert offset[2] > 0.5
+    lowest = []
+    for (_, mesh_obj), track in zip(imported, motion.tracks):
+        for frame_id in track.frame_ids:
+            empty_scene.frame_set(int(frame_id) + 1)
+            lowest.append(evaluated_vertices(mesh_obj)[:, 2].min())
+    assert min(lowest) < 1e-5                                                  # someone touches the floor
 
 
 def test_video_background(empty_scene, reference_dir, body_model, real_data_dir):

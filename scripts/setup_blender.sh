@@ -5,6 +5,7 @@
 #   .venv-bpy-4.5  bpy 4.5.x LTS                                              Python 3.11
 #   .venv-bpy-5.0  bpy 5.0.x                                                  Python 3.11
 #   .venv-bpy-5.2  bpy 5.2.x LTS (only where a Python 3.13 interpreter exists) Python 3.13
+# plus pytest and joblib (joblib only to check the official-pkl reader against it; Blender has none).
 # Idempotent: a venv whose bpy already imports at the pinned version is left as it is.
 # Each venv is about 1 GB; pick a subset with  BPY_VERSIONS="4.5 5.0" bash scripts/setup_blender.sh
 # Exact pins are what PyPI served when tested (`pip index versions bpy`); PyPI drops bpy releases
@@ -35,14 +36,14 @@ for v in $VERSIONS; do
         continue
     fi
     pin="${BPY_PIN[$v]}"
-    if "$venv/bin/python" -c "import bpy, pytest, sys; sys.exit(bpy.app.version_string.split()[0] != '$pin')" 2>/dev/null; then
+    if "$venv/bin/python" -c "import bpy, pytest, joblib, sys; sys.exit(bpy.app.version_string.split()[0] != '$pin')" 2>/dev/null; then
         echo "$venv ready: bpy $pin"
         continue
     fi
     echo "Creating $venv with bpy==$pin ($("$python" --version))"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # shellcheck disable=SC2086
-    pip_q "$venv/bin/pip" install "bpy==$pin" ${EXTRA[$v]:+"${EXTRA[$v]}"} "pytest>=8"
+    pip_q "$venv/bin/pip" install "bpy==$pin" ${EXTRA[$v]:+"${EXTRA[$v]}"} "pytest>=8" "joblib>=1.3"
     if "$venv/bin/python" -c "import bpy; print('$venv ready: bpy', bpy.app.version_string)"; then :; else
         echo "bpy $v could not be installed in $venv" >&2; failed+=("$v")
     fi

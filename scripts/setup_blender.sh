@@ -40,7 +40,7 @@ for v in $VERSIONS; do
         echo "$venv ready: bpy $pin"
         continue
     fi
-    echo "Creating $venv with bpy==$pin ($("$python" --version))"
+    echo "Installing bpy==$pin into $venv ($("$python" --version))"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # shellcheck disable=SC2086
     pip_q "$venv/bin/pip" install "bpy==$pin" ${EXTRA[$v]:+"${EXTRA[$v]}"} "pytest>=8" "joblib>=1.3"

@@ -96,3 +96,48 @@ def test_import_operator(registered, empty_scene, reference_dir):
     assert {"track_1", "track_2"} <= set(bpy.data.objects.keys())
     with pytest.raises(RuntimeError, match="does not exist"):
         bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "missing.npz"))
+
+
+class _RecordingLayout:
+    """Stands in for UILayout (panels cannot draw without a window): records what draw() asks for."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return _RecordingLayout(self.calls) if name in ("box", "column", "row") else _OperatorProps()
+        return record
+
+
+class _OperatorProps:
+    pass
+
+
+def _draw_panel(context):
+    from vibe_blender.panels import VIEW3D_PT_vibe_mocap
+
+    calls = []
+    panel = type("P", (), {"layout": _RecordingLayout(calls)})()
+    VIEW3D_PT_vibe_mocap.draw(panel, context)
+    return calls
+
+
+def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video):
+    progress = bpy.types.UILayout.bl_rna.functions["progress"]            # the call the panel makes exists
+    assert {"factor", "type", "text"} <= {p.identifier for p in progress.parameters}
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        while jobs.current_job().snapshot().state != "running":
+            time.sleep(0.01)
+        calls = _draw_panel(bpy.context)
+        assert any(name == "progress" for name, _, _ in calls)
+        assert ("operator", ("vibe_mocap.cancel_capture",), {"icon": "CANCEL"}) in calls
+        jobs.cancel_capture()
+        _follow()
+    jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
+    _follow()
+    calls = _draw_panel(bpy.context)
+    labels = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
+    assert "Cannot reach" in labels and ("operator", ("vibe_mocap.capture",), {"icon": "REC"}) in calls

@@ -15,7 +15,7 @@ from .core.skeleton import (bone_basis_quats, refit_basis_quats, refit_root_loca
                             root_locations)
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES
-from .rig_builder import (NUM_CORRECTIVES, _place_bones, add_corrective_drivers, character_mesh,
+from .rig_builder import (NUM_CORRECTIVES, place_bones, add_corrective_drivers, character_mesh,
                           corrective_key_name, current_betas, joints_for_betas, rest_quats)
 
 FIRST_FRAME = 1
@@ -91,7 +91,7 @@ def refit_bones(armature_obj) -> None:
     betas = current_betas(armature_obj)
     q_rest_old = rest_quats(armature_obj)
     head_old = np.array(armature_obj.data.bones[JOINT_NAMES[0]].head_local)
-    _place_bones(armature_obj, joints_for_betas(armature_obj, betas))
+    place_bones(armature_obj, joints_for_betas(armature_obj, betas))
     q_rest_new = rest_quats(armature_obj)
     head_new = np.array(armature_obj.data.bones[JOINT_NAMES[0]].head_local)
     channels = keyframes.channels_of(armature_obj)

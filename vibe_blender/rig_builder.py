@@ -43,7 +43,7 @@ def joints_for_betas(armature_obj, betas: np.ndarray) -> np.ndarray:
     return J_template + J_dirs @ np.asarray(betas, dtype=np.float64)
 
 
-def _place_bones(armature_obj, J: np.ndarray) -> None:
+def place_bones(armature_obj, J: np.ndarray) -> None:
     """Edit-mode pass: create (or move) the 24 bones to the rest joints J (24, 3), SMPL frame."""
     heads, tails = bone_layout(J)
     view_layer = bpy.context.view_layer
@@ -78,7 +78,7 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
     armature["vibe_parents"] = model.parents.tolist()
     armature_obj = bpy.data.objects.new(name, armature)
     collection.objects.link(armature_obj)
-    _place_bones(armature_obj, joints_for_betas(armature_obj, betas))
+    place_bones(armature_obj, joints_for_betas(armature_obj, betas))
     for pose_bone in armature_obj.pose.bones:
         pose_bone.rotation_mode = "QUATERNION"
 

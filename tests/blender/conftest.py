@@ -6,6 +6,7 @@ only reads the arrays. $VIBE_SMPLX_REFERENCE names the folder; when unset it is 
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,12 +18,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))                     # fake_vibe_server.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # blender_eval.py
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="vibe_blender_user_"))
-
-try:
-    import bpy  # noqa: F401
-except ImportError:                  # not a bpy venv: nothing here can run (the main suite skips this folder)
-    collect_ignore_glob = ["test_*.py"]
+if importlib.util.find_spec("bpy") is None:
+    collect_ignore_glob = ["test_*.py"]   # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
+else:                                     # keep Blender's prefs and extension folders out of the user's home
+    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="vibe_blender_user_"))
 
 
 @pytest.fixture(scope="session")

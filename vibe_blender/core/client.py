@@ -21,6 +21,7 @@ from .errors import VibeError
 DEFAULT_URL = "http://127.0.0.1:8765"
 API = "/api/v1"
 CHUNK_BYTES = 1 << 20
+START_SERVER_HINT = "Start it with 'vibe-mocap serve'"
 
 
 def is_loopback_url(url: str) -> bool:
@@ -69,8 +70,8 @@ class ServerClient:
             raise self._http_error(err) from None
         except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as err:
             reason = getattr(err, "reason", err)
-            raise VibeError(f"Cannot reach the VIBE Mocap server at {self.base_url} ({reason}). Start it with "
-                            "'vibe-mocap serve', or check the server URL in the add-on preferences.") from None
+            raise VibeError(f"Cannot reach the VIBE Mocap server at {self.base_url} ({reason}). {START_SERVER_HINT}, "
+                            "or check the server URL in the add-on preferences.") from None
         if stream:
             return response
         with response:

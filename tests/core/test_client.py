@@ -6,7 +6,7 @@ import pytest
 from fake_vibe_server import FakeVibeServer
 
 from vibe_blender.core.capture import CaptureJob
-from vibe_blender.core.client import ServerClient, check_online_access, is_loopback_url
+from vibe_blender.core.client import START_SERVER_HINT, ServerClient, check_online_access, is_loopback_url
 from vibe_blender.core.errors import VibeError
 
 
@@ -57,7 +57,7 @@ def test_progress_is_visible_while_running(server_files, tmp_path):
 def test_server_down_says_how_to_start_it(server_files, tmp_path):
     status = _job(ServerClient(f"http://127.0.0.1:{_free_port()}"), server_files, tmp_path).run()
     assert status.state == "failed"
-    assert "Cannot reach the VIBE Mocap server" in status.message and "vibe-mocap serve" in status.message
+    assert "Cannot reach the VIBE Mocap server" in status.message and START_SERVER_HINT in status.message
 
 
 def test_wrong_token_is_explained(server_files, tmp_path):

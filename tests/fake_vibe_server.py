@@ -1,7 +1,7 @@
 """A tiny stand-in for the VIBE Mocap server (HTTP API v1), for testing the add-on's client.
 
 Stdlib only (``http.server`` on 127.0.0.1, a free port, in a thread), so it runs in the bpy venvs
-too. It follows docs/api.md: health, jobs (JSON local path or multipart upload), job status that
+too. It follows the HTTP API v1 contract: health, jobs (JSON local path or multipart upload), job status that
 advances one stage per poll, cancel, result and body-model downloads, bearer token, JSON errors.
 """
 from __future__ import annotations

@@ -34,3 +34,15 @@ def test_batch_reports_a_bad_body_model(reference_dir, tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1
     assert "has no SMPL_NEUTRAL.pkl" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):
+    from vibe_server.data.synthetic import write_smpl_files
+
+    write_smpl_files(tmp_path / "vibe_data", seed=0)
+    blend = tmp_path / "official.blend"
+    run = subprocess.run([sys.executable, "-m", "vibe_blender.batch", str(official_pkl), "--model-dir",
+                          str(tmp_path / "vibe_data"), "-o", str(blend), "--fps", "24", "--correctives", "drivers"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "frames 1-32 at 24 fps" in run.stdout and blend.is_file()

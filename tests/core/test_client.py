@@ -1,4 +1,4 @@
-"""The add-on's HTTP client and capture worker against a fake server that follows docs/api.md."""
+"""The add-on's HTTP client and capture worker against a fake server that follows the API v1 contract."""
 import socket
 import time
 

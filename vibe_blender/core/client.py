@@ -1,4 +1,4 @@
-"""HTTP client for the VIBE Mocap server (API version 1, see docs/api.md), stdlib ``urllib`` only.
+"""HTTP client for the VIBE Mocap server (HTTP API version 1), stdlib ``urllib`` only.
 
 Every failure becomes one VibeError that says what happened and what to do: server not running,
 token refused, bad video, job failed. Call it from a worker thread, never from Blender's UI thread.

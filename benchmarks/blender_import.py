@@ -22,8 +22,11 @@ import numpy as np  # noqa: E402
 
 from vibe_blender.animation import animate_character  # noqa: E402
 from vibe_blender.core.motion import TrackMotion  # noqa: E402
+from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, save_result  # noqa: E402
 from vibe_blender.core.skeleton import bone_basis_quats, root_locations  # noqa: E402
 from vibe_blender.core.smpl_model import JOINT_NAMES  # noqa: E402
+from vibe_blender.importer import ImportOptions, import_motion  # noqa: E402
+from vibe_blender.core.readers import read_motion_file  # noqa: E402
 from vibe_blender.rig_builder import build_character, rest_quats  # noqa: E402
 from vibe_server.data.synthetic import make_body_model  # noqa: E402
 
@@ -78,6 +81,24 @@ def main() -> None:
     arm_baked = bpy.data.objects["baked"]
     baked_s = timed(lambda: animate_character(arm_baked, track))
     rows.append((f"bulk keys: same + 207 corrective shape keys", baked_s))
+
+    def whole_import():
+        """A result file with this motion, read and imported as the add-on does after a capture."""
+        import tempfile
+
+        T = len(track.frame_ids)
+        result = MocapResult(video=VideoInfo("bench.mp4", 30.0, 1280, 720, T), model_name="synthetic",
+                             focal_length_px=1280.0, tracks=[Track(
+                                 track_id=1, frame_ids=track.frame_ids, pose=track.pose, betas=np.tile(track.betas, (T, 1)),
+                                 betas_track=track.betas, pred_cam=np.ones((T, 3)), orig_cam=np.ones((T, 4)),
+                                 bboxes=np.ones((T, 4)), joints3d=np.zeros((T, 49, 3)), trans_cam_m=track.trans_m)])
+        with tempfile.TemporaryDirectory() as folder:
+            save_result(f"{folder}/bench.npz", result)
+            start = time.perf_counter()
+            import_motion(read_motion_file(f"{folder}/bench.npz"), model, ImportOptions(), report=lambda m: None)
+            return time.perf_counter() - start
+
+    rows.append((f"whole import of a {args.frames}-frame result file", whole_import()))
 
     build_character(model, track.betas, "naive")
     naive_s = timed(lambda: naive_keyframes(bpy.data.objects["naive"], track))

@@ -101,7 +101,8 @@ def ground_offset(model: BodyModel, tracks: list[TrackMotion]) -> np.ndarray:
     lows = []
     for track in tracks:
         rows = np.unique(np.linspace(0, len(track.frame_ids) - 1, min(GROUND_SAMPLE_FRAMES, len(track.frame_ids))).astype(int))
-        verts, _ = smpl_forward(model, track.pose[rows], track.betas, track.trans_m[rows], pose_correctives=False)
-        z = (verts[:, foot_vertices] @ track.source_to_blender.T)[..., 2]
+        verts, _ = smpl_forward(model, track.pose[rows], track.betas, track.trans_m[rows], pose_correctives=False,
+                                vertex_ids=foot_vertices)
+        z = (verts @ track.source_to_blender.T)[..., 2]
         lows.append(z.min(axis=1))
     return np.array([0.0, 0.0, -float(np.percentile(np.concatenate(lows), 2))])

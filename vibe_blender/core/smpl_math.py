@@ -37,24 +37,33 @@ def forward_kinematics(rotmat: np.ndarray, J: np.ndarray, parents: np.ndarray) -
 
 
 def smpl_forward(model: BodyModel, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray | None = None,
-                 *, pose_correctives: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 *, pose_correctives: bool = True, vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """pose (T, 72) axis-angle, betas (10,) or (T, 10), trans (T, 3) ->
-    (vertices (T, V, 3), joints (T, 24, 3)), metres, in the frame of the root rotation (SMPL's own)."""
+    (vertices (T, V, 3), joints (T, 24, 3)), metres, in the frame of the root rotation (SMPL's own).
+
+    vertex_ids: only skin these vertices (V' of them), e.g. the feet when looking for the floor.
+    """
     pose = np.asarray(pose, dtype=np.float64).reshape(len(pose), -1, 3)
     T = len(pose)
-    betas = np.broadcast_to(np.asarray(betas, dtype=np.float64), (T, np.shape(betas)[-1]))
-    v_shaped = model.v_shaped(betas)                                     # (T, V, 3)
-    J = np.einsum("jv,tvk->tjk", model.J_regressor, v_shaped)           # (T, 24, 3)
+    betas = np.asarray(betas, dtype=np.float64)
+    per_frame_shape = betas.ndim == 2
+    v_shaped = model.v_shaped(betas)                                     # (V, 3) or (T, V, 3)
+    J = np.einsum("jv,...vk->...jk", model.J_regressor, v_shaped)       # (24, 3) or (T, 24, 3)
+    if vertex_ids is not None:
+        v_shaped = v_shaped[..., vertex_ids, :]
+    weights = model.lbs_weights if vertex_ids is None else model.lbs_weights[vertex_ids]
     rotmat = axis_angle_to_rotmat(pose)                                  # (T, 24, 3, 3)
-    v_posed = v_shaped
+    v_posed = np.broadcast_to(v_shaped, (T,) + v_shaped.shape[-2:])
     if pose_correctives:
-        v_posed = v_shaped + np.einsum("tp,vkp->tvk", pose_feature(rotmat), model.posedirs)
-    verts, joints = np.empty_like(v_posed), np.empty_like(J)
-    for t in range(T):                                                   # rest joints differ per frame
-        G = forward_kinematics(rotmat[t:t + 1], J[t], model.parents)[0]  # (24, 4, 4)
+        posedirs = model.posedirs if vertex_ids is None else model.posedirs[vertex_ids]
+        v_posed = v_posed + np.einsum("tp,vkp->tvk", pose_feature(rotmat), posedirs)
+    verts, joints = np.empty(v_posed.shape), np.empty((T, len(model.parents), 3))
+    for t in range(T):
+        J_t = J[t] if per_frame_shape else J
+        G = forward_kinematics(rotmat[t:t + 1], J_t, model.parents)[0]   # (24, 4, 4)
         A = G.copy()
-        A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J[t])       # remove the rest joint offset
-        W = np.einsum("vj,jab->vab", model.lbs_weights, A)               # (V, 4, 4)
+        A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J_t)        # remove the rest joint offset
+        W = np.einsum("vj,jab->vab", weights, A)                         # (V, 4, 4)
         verts[t] = np.einsum("vab,vb->va", W[:, :3, :3], v_posed[t]) + W[:, :3, 3]
         joints[t] = G[:, :3, 3]
     if trans is not None:

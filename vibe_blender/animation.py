@@ -37,8 +37,10 @@ def key_interpolation(track: TrackMotion) -> np.ndarray:
     return interpolation
 
 
-def animate_character(armature_obj, track: TrackMotion, *, ground_offset_m=None, in_place: bool = False) -> None:
-    """Write the track's motion onto the character (one action per animated ID)."""
+def animate_character(armature_obj, track: TrackMotion, *, ground_offset_m=None, in_place: bool = False,
+                      last_frame_id: int | None = None) -> None:
+    """Write the track's motion onto the character (one action per animated ID).
+    last_frame_id: the source's last frame; the body is hidden after the track ends before it."""
     mesh_obj = character_mesh(armature_obj)
     betas = current_betas(armature_obj)
     q_rest = rest_quats(armature_obj)
@@ -65,20 +67,22 @@ def animate_character(armature_obj, track: TrackMotion, *, ground_offset_m=None,
         for k in range(NUM_CORRECTIVES):
             keyframes.write_fcurve(key_channels, f'key_blocks["{corrective_key_name(k)}"].value', 0, frames,
                                    weights[:, k], group="Pose correctives", interpolation=interpolation)
-    _key_visibility(mesh_obj, track)
+    _key_visibility(mesh_obj, track, last_frame_id)
 
 
-def _key_visibility(mesh_obj, track: TrackMotion) -> None:
-    """Hide the body where the track has no frames (before its first run and inside gaps)."""
+def _key_visibility(mesh_obj, track: TrackMotion, last_frame_id: int | None) -> None:
+    """Hide the body where the track has no frames: before its first run, in gaps, after its end."""
     segments = track.segments()
-    if len(segments) == 1 and track.frame_ids[0] == 0:
-        return
+    last = int(track.frame_ids[-1]) if last_frame_id is None else last_frame_id
+    if len(segments) == 1 and track.frame_ids[0] == 0 and track.frame_ids[-1] >= last:
+        return                                                   # seen in every frame
     frames, hidden = [], []
     if track.frame_ids[0] > 0:
         frames.append(FIRST_FRAME), hidden.append(1.0)
     for start, end in segments:
         frames.append(track.frame_ids[start] + FIRST_FRAME), hidden.append(0.0)
-        frames.append(track.frame_ids[end - 1] + 1 + FIRST_FRAME), hidden.append(1.0)
+        if track.frame_ids[end - 1] < last:
+            frames.append(track.frame_ids[end - 1] + 1 + FIRST_FRAME), hidden.append(1.0)
     channels = keyframes.new_channels(mesh_obj, f"{mesh_obj.name}_visibility")
     for path in ("hide_viewport", "hide_render"):
         keyframes.write_fcurve(channels, path, 0, np.array(frames, dtype=np.float64), np.array(hidden),

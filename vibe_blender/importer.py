@@ -61,7 +61,8 @@ def import_motion(motion: MotionSet, body_model: BodyModel, options: ImportOptio
     for track in motion.tracks:
         armature_obj, mesh_obj = build_character(body_model, track.betas, track.name,
                                                  correctives=options.correctives, collection=collection)
-        animate_character(armature_obj, track, ground_offset_m=offset, in_place=options.root_motion == "in_place")
+        animate_character(armature_obj, track, ground_offset_m=offset, in_place=options.root_motion == "in_place",
+                          last_frame_id=motion.frame_count - 1)
         characters.append((armature_obj, mesh_obj))
 
     if options.set_scene:

@@ -61,7 +61,16 @@ def test_gaps_hold_and_hide_instead_of_sliding(imported, empty_scene):
         np.testing.assert_allclose(evaluated_joints(arm2), last_seen, atol=1e-6)
     empty_scene.frame_set(7)
     assert not mesh2.hide_render
-    assert imported[0][1].animation_data is None                             # track 1 has no gap: never hidden
+    mesh1 = imported[0][1]                                                    # frames 0-4 of a 10-frame video
+    empty_scene.frame_set(5)
+    assert not mesh1.hide_render
+    empty_scene.frame_set(6)
+    assert mesh1.hide_render and mesh1.hide_viewport                         # gone after the track ends
+
+
+def test_a_track_seen_in_every_frame_is_never_hidden(empty_scene, reference_dir, body_model):
+    ((_, mesh_obj),) = import_motion_file(reference_dir / "amass.npz", body_model, ImportOptions())
+    assert mesh_obj.animation_data is None
 
 
 def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir, body_model):

@@ -18,13 +18,15 @@ STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "
 
 class FakeVibeServer:
     """result_path: the .npz served as every job's result; body_model_path: served at /body_model.
-    fail_with: make every job fail with this error; token: require it."""
+    fail_with: make every job fail with this error; token: require it; accept_local: False answers
+    local-path jobs with 400 (a server that cannot see this machine's files)."""
 
     def __init__(self, result_path: Path, body_model_path: Path, *, token: str = "", fail_with: str | None = None,
-                 polls_per_job: int = 3):
+                 polls_per_job: int = 3, accept_local: bool = True):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
         self.token, self.fail_with, self.polls_per_job = token, fail_with, polls_per_job
+        self.accept_local = accept_local
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.uploads: list[tuple[str, bytes, dict]] = []      # (filename, content, params)
@@ -117,17 +119,21 @@ class FakeVibeServer:
                         return self._send(200, server.result_bytes, "application/octet-stream")
                 return self._send(404, {"detail": "Not Found"})
 
+            def _bad_params(self, params) -> bool:
+                unknown = set(params) - {"detector", "detection_stride", "min_track_frames", "smoothing",
+                                         "smoothing_method", "official_uncrop", "chunking", "tracks_max"}
+                if unknown:
+                    self._send(422, {"detail": f"Unknown parameter(s): {', '.join(sorted(unknown))}."})
+                return bool(unknown)
+
             def _submit(self):
                 ctype = self.headers.get("Content-Type", "")
                 length = int(self.headers.get("Content-Length", 0))
                 if ctype.startswith("application/json"):
                     body = json.loads(self.rfile.read(length))
-                    unknown = set(body.get("params", {})) - {"detector", "detection_stride", "min_track_frames",
-                                                             "smoothing", "smoothing_method", "official_uncrop",
-                                                             "chunking", "tracks_max"}
-                    if unknown:
-                        return self._send(422, {"detail": f"Unknown parameter(s): {', '.join(sorted(unknown))}."})
-                    if not Path(body.get("video_path", "")).is_file():
+                    if self._bad_params(body.get("params", {})):
+                        return None
+                    if not server.accept_local or not Path(body.get("video_path", "")).is_file():
                         return self._send(400, {"detail": f"No video at {body.get('video_path')}; give an existing file."})
                     server.local_paths.append(body["video_path"])
                     job = server._new_job(Path(body["video_path"]).name)
@@ -138,6 +144,8 @@ class FakeVibeServer:
                     if "video" not in fields:
                         return self._send(400, {"detail": "The upload has no 'video' part."})
                     params = json.loads(fields["params"].get_payload(decode=True) or b"{}") if "params" in fields else {}
+                    if self._bad_params(params):
+                        return None
                     video = fields["video"]
                     server.uploads.append((video.get_filename(), video.get_payload(decode=True), params))
                     job = server._new_job(video.get_filename())

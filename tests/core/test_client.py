@@ -41,6 +41,13 @@ def test_capture_with_upload_and_token(server_files, tmp_path):
     assert name == "video.mp4" and content == server_files[2].read_bytes() and params == {"detector": "hog"}
 
 
+def test_upload_when_the_server_cannot_see_the_file(server_files, tmp_path):
+    with FakeVibeServer(server_files[0], server_files[1], accept_local=False) as server:
+        status = _job(ServerClient(server.url), server_files, tmp_path).run()
+    assert status.state == "done", status.message
+    assert server.local_paths == [] and [u[0] for u in server.uploads] == ["video.mp4"]
+
+
 def test_progress_is_visible_while_running(server_files, tmp_path):
     with FakeVibeServer(server_files[0], server_files[1], polls_per_job=40) as server:
         job = _job(ServerClient(server.url), server_files, tmp_path).start()

@@ -97,12 +97,19 @@ class CaptureJob:
         info = self.client.health()
         if self._stop_requested():
             raise Cancelled()
-        if self.upload:
+        job = None
+        if not self.upload:
+            try:
+                job = self.client.submit_local(self.video_path, self.params)
+            except VibeError as err:
+                # The server may not see this machine's files (another user, a container): upload instead.
+                if getattr(err, "http_status", None) == 401:
+                    raise
+                self.upload = True
+        if job is None:
             self._set(state="uploading", message=f"Uploading {self.video_path.name} to {info.get('device', 'the server')}")
             job = self.client.submit_upload(self.video_path, self.params, should_stop=self._stop_requested,
                                             on_progress=lambda p: self._set(progress=p))
-        else:
-            job = self.client.submit_local(self.video_path, self.params)
         job_id = job["job_id"]
         self._set(job_id=job_id, state="queued", progress=0.0, message="Waiting in the server's queue")
         while True:

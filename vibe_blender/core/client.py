@@ -79,6 +79,12 @@ class ServerClient:
         return json.loads(data) if data else {}
 
     def _http_error(self, err: urllib.error.HTTPError) -> VibeError:
+        """-> the VibeError to raise, with the HTTP status kept as ``http_status``."""
+        error = self._http_error_message(err)
+        error.http_status = err.code
+        return error
+
+    def _http_error_message(self, err: urllib.error.HTTPError) -> VibeError:
         try:
             detail = json.loads(err.read() or b"{}").get("detail")
         except (ValueError, AttributeError, OSError):

@@ -80,7 +80,7 @@ def main() -> None:
     build_character(model, track.betas, "baked", correctives="baked")
     arm_baked = bpy.data.objects["baked"]
     baked_s = timed(lambda: animate_character(arm_baked, track))
-    rows.append((f"bulk keys: same + 207 corrective shape keys", baked_s))
+    rows.append(("bulk keys: same + 207 corrective shape keys", baked_s))
 
     def whole_import():
         """A result file with this motion, read and imported as the add-on does after a capture."""

@@ -17,7 +17,7 @@ from .core.errors import VibeError
 from .core.model_data import read_body_model
 from .core.motion import MotionSet, ground_offset
 from .core.readers import read_motion_file
-from .core.skeleton import CAMERA_TO_BLENDER, SMPL_TO_BLENDER, fps_to_blender
+from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
 from .rig_builder import build_character
 

@@ -1,12 +1,10 @@
 """Operators: each reads its properties, calls one function and reports the one VibeError."""
-from __future__ import annotations
-
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .core.errors import VibeError
-from .importer import ROOT_MOTION_MODES, ImportOptions
-from .rig_builder import CORRECTIVE_MODES, is_character
+from .importer import ImportOptions
+from .rig_builder import is_character
 
 _CORRECTIVE_ITEMS = [
     ("off", "Off", "Plain skinning (fastest playback)"),
@@ -17,7 +15,6 @@ _ROOT_ITEMS = [
     ("full", "From video", "Move the body through the scene as the camera saw it"),
     ("in_place", "In place", "Keep the body over the origin (height still follows the motion)"),
 ]
-
 
 
 class VIBE_SceneSettings(bpy.types.PropertyGroup):

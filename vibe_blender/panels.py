@@ -1,6 +1,4 @@
 """The "Mocap" tab of the 3D View sidebar: capture, import, and the selected character's shape."""
-from __future__ import annotations
-
 import bpy
 
 from .core.capture import FINAL_STATES

@@ -1,6 +1,4 @@
 """Add-on preferences (server URL, token, model-data folder) and where the add-on may write files."""
-from __future__ import annotations
-
 from pathlib import Path
 
 import bpy

@@ -116,10 +116,8 @@ def test_official_pkl_import(empty_scene, body_model, official_pkl):
     assert armature_obj.name == "track_1"
     assert (empty_scene.frame_start, empty_scene.frame_end, empty_scene.render.fps) == (1, 32, 25)
     assert (empty_scene.render.resolution_x, empty_scene.render.resolution_y) == (256, 192)
-    motion = read_motion_file(official_pkl)
     q = _rotation_curves(armature_obj, "pelvis")
     assert q.shape == (32, 4) and np.all(np.isfinite(q))
-    del motion
 
 
 def test_keyframe_helper_writes_any_id(empty_scene):

@@ -160,11 +160,9 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
         raise VibeError(f"'{path.name}' holds no people (expected a dict of person id -> results). "
                         "Choose the vibe_output.pkl written by VIBE's demo.py.")
     tracks_raw = {tid: _track_arrays(tid, d, path.name) for tid, d in sorted(data.items(), key=lambda kv: str(kv[0]))}
-    first = next(iter(tracks_raw.values()))
     width, height = video_size_from_cameras(np.concatenate([t["orig_cam"] for t in tracks_raw.values()]),
                                             np.concatenate([t["pred_cam"] for t in tracks_raw.values()]),
                                             np.concatenate([t["bboxes"] for t in tracks_raw.values()]))
-    del first
     focal = float(focal_length_px or max(width, height))
     tracks = []
     for tid, t in tracks_raw.items():

@@ -1,0 +1,82 @@
+"""THE one place that writes F-curves: bulk keyframes on Blender 4.2 .. 5.x.
+
+Blender 4.4 introduced layered ("slotted") actions and 5.0 removed ``action.fcurves``: F-curves now
+live in a channelbag of a keyframe strip of a layer, for one slot (= one animated ID). 4.2 only has
+``action.fcurves``. :func:`new_channels` hides that difference; everything else is the same call.
+Keys are written in bulk (``keyframe_points.add`` + ``foreach_set``): 1800 frames x 99 curves take
+~0.04 s, where per-frame ``keyframe_insert`` takes ~12 s.
+"""
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+# BezTriple interpolation enum values, as foreach_set wants them.
+CONSTANT, LINEAR, BEZIER = 0, 1, 2
+LAYERED_ACTIONS = bpy.app.version >= (4, 4, 0)
+
+
+def new_channels(id_block: bpy.types.ID, action_name: str):
+    """Create an action for ``id_block`` and return the container whose ``.fcurves``/``.groups``
+    take new curves: the action itself on 4.2, the slot's channelbag on 4.4+."""
+    anim = id_block.animation_data_create()
+    action = bpy.data.actions.new(action_name)
+    anim.action = action
+    if not LAYERED_ACTIONS:
+        return action
+    slot = action.slots.new(id_type=id_block.id_type, name=id_block.name)
+    anim.action_slot = slot
+    strip = action.layers.new("Layer").strips.new(type="KEYFRAME")
+    return strip.channelbag(slot, ensure=True)
+
+
+def channels_of(id_block: bpy.types.ID):
+    """The container of ``id_block``'s existing F-curves (see new_channels), or None."""
+    anim = id_block.animation_data
+    if anim is None or anim.action is None:
+        return None
+    if not LAYERED_ACTIONS:
+        return anim.action
+    for layer in anim.action.layers:
+        for strip in layer.strips:
+            bag = strip.channelbag(anim.action_slot) if anim.action_slot else None
+            if bag is not None:
+                return bag
+    return None
+
+
+def write_fcurve(channels, data_path: str, index: int, frames: np.ndarray, values: np.ndarray, *,
+                 group: str | None = None, interpolation: np.ndarray | int = LINEAR):
+    """frames (N,), values (N,) -> a new F-curve with N keys; interpolation per key or for all."""
+    fcurve = channels.fcurves.new(data_path, index=index)
+    if group:
+        fcurve.group = channels.groups.get(group) or channels.groups.new(group)
+    n = len(frames)
+    points = fcurve.keyframe_points
+    points.add(n)
+    co = np.empty(2 * n, dtype=np.float32)
+    co[0::2], co[1::2] = frames, values
+    points.foreach_set("co", co)
+    points.foreach_set("interpolation", np.broadcast_to(np.asarray(interpolation, dtype=np.int32), (n,)).copy())
+    fcurve.update()                      # sorts the keys and computes handles
+    return fcurve
+
+
+def read_fcurve(channels, data_path: str, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """-> (frames (N,), values (N,)) of an existing F-curve, or None."""
+    fcurve = channels.fcurves.find(data_path, index=index)
+    if fcurve is None:
+        return None
+    co = np.empty(2 * len(fcurve.keyframe_points), dtype=np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    return co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+
+
+def replace_fcurve_values(channels, data_path: str, index: int, values: np.ndarray) -> None:
+    """Overwrite the values of an existing F-curve's keys (same count and frames)."""
+    fcurve = channels.fcurves.find(data_path, index=index)
+    co = np.empty(2 * len(fcurve.keyframe_points), dtype=np.float32)
+    fcurve.keyframe_points.foreach_get("co", co)
+    co[1::2] = values
+    fcurve.keyframe_points.foreach_set("co", co)
+    fcurve.update()

@@ -1,7 +1,50 @@
-"""``vibe-mocap data {install,check,path}``: the licensed model-data bundle."""
+"""``vibe-mocap data {path,check,install}``: the licensed model-data bundle."""
 from __future__ import annotations
+
+from ..data import bundle
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="install or check the model data (SMPL, checkpoints, detector)")
-    p.set_defaults(run=lambda args: p.print_help() or 1)
+    p = sub.add_parser("data", help="install or check the model data (SMPL, checkpoints, detector)",
+                       description=bundle.__doc__)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, help_text, run in (
+        ("path", "print the model-data folder in use", _path),
+        ("check", "list each model file as present / missing / invalid", _check),
+        ("install", "install the model files from a zip, a folder or a URL", _install),
+    ):
+        a = actions.add_parser(name, help=help_text)
+        a.add_argument("--data-dir", help=f"model-data folder (default: ${bundle.ENV_VAR}, "
+                                          f"else {bundle.default_data_dir()})")
+        a.set_defaults(run=run)
+        if name == "install":
+            a.add_argument("source", help="vibe_data.zip, a folder holding the files, one file, or an http(s) URL")
+
+
+def _path(args) -> int:
+    print(bundle.resolve_data_dir(args.data_dir))
+    return 0
+
+
+def _print_table(statuses) -> None:
+    width = max(len(s.name) for s in statuses)
+    for s in statuses:
+        print(f"  {s.name:<{width}}  {s.status:<8}  {s.detail}")
+
+
+def _check(args) -> int:
+    data_dir = bundle.resolve_data_dir(args.data_dir)
+    print(f"Model data in {data_dir}:")
+    statuses = bundle.check_bundle(data_dir)
+    _print_table(statuses)
+    if bundle.bundle_ok(statuses):
+        print("All required files are present and valid.")
+        return 0
+    print(bundle.INSTALL_HINT)
+    return 1
+
+
+def _install(args) -> int:
+    data_dir = bundle.resolve_data_dir(args.data_dir)
+    bundle.install(args.source, data_dir)
+    return _check(args)

@@ -179,7 +179,8 @@ def mean_params() -> dict[str, np.ndarray]:
     """``smpl_mean_params.npz``: 6D mean pose (upright, facing the camera), zero shape, a camera."""
     pose6d = np.tile(np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), 24)
     pose6d[:6] = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]     # root: 180 degrees about x (camera frame, y down)
-    return {"pose": pose6d.astype(np.float64), "shape": np.zeros(10), "cam": np.array([0.9, 0.0, 0.0])}
+    return {"pose": pose6d.astype(np.float32), "shape": np.zeros(10, np.float32),
+            "cam": np.array([0.9, 0.0, 0.0], np.float32)}
 
 
 def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = True) -> BodyModel:
@@ -192,3 +193,48 @@ def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = 
     np.save(folder / "J_regressor_h36m.npy", random_joint_regressor(17, seed + 2))
     np.savez(folder / "smpl_mean_params.npz", **mean_params())
     return model
+
+
+# --------------------------------------------------------------------------------------------
+# Random weights in the official checkpoint containers
+# --------------------------------------------------------------------------------------------
+
+def write_synthetic_bundle(folder: str | Path, *, seed: int = 0, chumpy_style: bool = True,
+                           cuda_tagged: bool = False, numpy1_names: bool = True) -> Path:
+    """SMPL files + ``spin_model_checkpoint.pth.tar`` + ``vibe_model_wo_3dpw.pth.tar`` with random
+    weights, written like the originals: legacy (non-zip) serialisation, ``performance`` as a numpy
+    float64 pickled under numpy 1's module names, optionally CUDA-tagged storages. The regressor's
+    output layers are scaled down so that the placeholder body stays near the mean pose.
+    """
+    import torch
+
+    from .. import checkpoints
+    from ..model.vibe import build_model
+
+    folder = Path(folder)
+    write_smpl_files(folder, seed=seed, chumpy_style=chumpy_style)
+    torch.manual_seed(seed)
+    model = build_model(folder)
+    with torch.no_grad():
+        for m in model.backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):   # realistic running statistics
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.0)
+        for layer in (model.regressor.decpose, model.regressor.decshape, model.regressor.deccam):
+            layer.weight.mul_(0.1)
+            layer.bias.zero_()
+    head = {k.removeprefix("regressor."): v for k, v in checkpoints.generator_state_dict(model).items()
+            if k.removeprefix("regressor.") in checkpoints.SPIN_HEAD_KEYS}
+    spin_path, vibe_path = folder / "spin_model_checkpoint.pth.tar", folder / "vibe_model_wo_3dpw.pth.tar"
+    original_tag = torch.serialization.location_tag
+    try:
+        if cuda_tagged:   # what a file saved from a GPU model looks like
+            torch.serialization.location_tag = lambda storage: "cuda:0"
+        checkpoints.save_spin_checkpoint(spin_path, model.backbone.state_dict(), head)
+        checkpoints.save_vibe_checkpoint(vibe_path, model, epoch=30, performance=56.56075477600098)
+    finally:
+        torch.serialization.location_tag = original_tag
+    if numpy1_names:   # the official file was pickled by numpy 1.x, whose scalars live in numpy.core
+        vibe_path.write_bytes(vibe_path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    return folder

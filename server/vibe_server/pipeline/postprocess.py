@@ -46,30 +46,21 @@ def default_focal_length_px(width: int, height: int) -> float:
     return float(max(width, height))
 
 
-def uncrop_boxes(bboxes: np.ndarray, *, official_uncrop: bool) -> np.ndarray:
-    """bboxes (T, 4) [cx, cy, w, h] px -> the boxes the crop actually covered (T, 4) float64."""
-    boxes = np.array(bboxes, dtype=np.float64)
-    if not official_uncrop:
-        boxes[:, 2:] *= BBOX_SCALE
-    return boxes
-
-
 def crop_cam_to_orig_cam(pred_cam: np.ndarray, bboxes: np.ndarray, width: int, height: int, *,
                          official_uncrop: bool = False) -> np.ndarray:
     """pred_cam (T, 3) [s, tx, ty], bboxes (T, 4) [cx, cy, w, h] -> orig_cam (T, 4) [sx, sy, tx, ty]."""
     from vibe_server.geometry import convert_crop_cam_to_orig_img
 
-    boxes = uncrop_boxes(bboxes, official_uncrop=official_uncrop)
-    return np.asarray(convert_crop_cam_to_orig_img(np.asarray(pred_cam, np.float64), boxes, width, height),
-                      dtype=np.float64)
+    return convert_crop_cam_to_orig_img(np.asarray(pred_cam, np.float64), np.asarray(bboxes, np.float64),
+                                        width, height, bbox_scale=1.0 if official_uncrop else BBOX_SCALE)
 
 
 def crop_coords_to_image_px(kp_2d: np.ndarray, bboxes: np.ndarray, *, official_uncrop: bool = False) -> np.ndarray:
     """kp_2d (T, J, 2) normalised crop coords in [-1, 1] -> (T, J, 2) image pixels."""
     from vibe_server.geometry import convert_crop_coords_to_orig_img
 
-    boxes = uncrop_boxes(bboxes, official_uncrop=official_uncrop)
-    return np.asarray(convert_crop_coords_to_orig_img(boxes, np.asarray(kp_2d), CROP_SIZE_PX))
+    return convert_crop_coords_to_orig_img(np.asarray(bboxes, np.float64), np.asarray(kp_2d), CROP_SIZE_PX,
+                                           bbox_scale=1.0 if official_uncrop else BBOX_SCALE)
 
 
 def trans_cam_from_orig_cam(orig_cam: np.ndarray, width: int, focal_px: float) -> np.ndarray:

@@ -280,8 +280,8 @@ class Engine:
     def _final_gru_state(self, out: dict, x, h0):
         """The GRU state after a chunk: from the model's output when it returns one, else by running
         the encoder's GRU over the chunk again (it costs little next to the backbone)."""
-        if out.get("h_n") is not None:
-            return out["h_n"]
+        if out.get("gru_state") is not None:
+            return out["gru_state"]
         _, h_n = self.model.encoder.gru(x.permute(1, 0, 2), h0)                 # GRU is time-major
         return h_n
 
@@ -297,10 +297,9 @@ class Engine:
                 p = torch.as_tensor(pose[start:start + batch], dtype=torch.float32, device=self.device)
                 b = torch.as_tensor(betas[start:start + batch], dtype=torch.float32, device=self.device)
                 rotmat = batch_rodrigues(p.reshape(-1, 3)).reshape(len(p), 24, 3, 3)
-                out = self.model.regressor.smpl(betas=b, body_pose=rotmat[:, 1:], global_orient=rotmat[:, :1],
-                                                pose2rot=False)
-                verts.append(out.vertices.float().cpu())
-                joints.append(out.joints.float().cpu())
+                v, j = self.model.regressor.smpl.forward_joints(b, rotmat)
+                verts.append(v.float().cpu())
+                joints.append(j.float().cpu())
         return torch.cat(verts).numpy(), torch.cat(joints).numpy()
 
     # -- the pipeline ---------------------------------------------------------------------------

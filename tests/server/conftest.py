@@ -62,6 +62,7 @@ class FakeInfo:
     width: int = 320
     height: int = 240
     frame_count: int = 60
+    nobody: bool = False
 
 
 class FakeReader:
@@ -85,7 +86,7 @@ class FakeDetector:
 @dataclass
 class ScriptedFrontEnd:
     """Frames 0..num_frames-1; ``tracks`` = {track_id: (first_frame, last_frame)} with a box that
-    moves a little each frame. Paths containing 'bad' raise like an unreadable video."""
+    moves a little each frame. Files ending in .txt raise like an unreadable video."""
 
     num_frames: int = 60
     tracks: dict = field(default_factory=lambda: {1: (0, 59), 2: (5, 14), 3: (10, 49)})
@@ -93,9 +94,10 @@ class ScriptedFrontEnd:
     delay_s: float = 0.0
 
     def open_video(self, path):
-        if "bad" in Path(path).name:
+        if Path(path).suffix == ".txt":
             raise VibeError(f"'{path}' is not a video OpenCV can read; convert it to .mp4 (H.264).")
-        return FakeReader(FakeInfo(name=Path(path).name, frame_count=self.num_frames), self.num_frames)
+        nobody = Path(path).is_file() and Path(path).read_bytes().startswith(b"nobody")
+        return FakeReader(FakeInfo(name=Path(path).name, frame_count=self.num_frames, nobody=nobody), self.num_frames)
 
     def make_detector(self, name, *, data_dir=None, device="cpu"):
         detector = FakeDetector()
@@ -104,15 +106,17 @@ class ScriptedFrontEnd:
         return detector
 
     def stream_people(self, reader, detector, *, detection_stride=1):
+        """Video files whose bytes start with 'nobody' have no people in them."""
         import time
 
+        tracks = {} if reader.info.nobody else self.tracks
         for frame_index, frame in reader:
             if frame_index % detection_stride == 0:
                 detector.detect([frame])
             if self.delay_s:
                 time.sleep(self.delay_s)
             people = [(tid, np.array([100.0 + 2 * tid + frame_index, 120.0, 80.0 + tid, 80.0 + tid]))
-                      for tid, (first, last) in self.tracks.items() if first <= frame_index <= last]
+                      for tid, (first, last) in tracks.items() if first <= frame_index <= last]
             yield frame_index, frame, people
 
     def crop_people(self, frame, boxes):

@@ -146,7 +146,7 @@ def test_zero_frames_is_a_clear_error(make_engine):
 
 def test_unreadable_video_error_passes_through(tiny_engine):
     with pytest.raises(VibeError, match="not a video"):
-        tiny_engine.run("bad.txt", RunOptions())
+        tiny_engine.run("notes.txt", RunOptions())
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -231,6 +231,10 @@ class Engine:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
 
+    def open_video(self, path: str | Path):
+        """The front end's video reader (VibeError when the file is not a readable video)."""
+        return self._frontend().open_video(str(path))
+
     def resolve_detector_name(self, name: str) -> str:
         if name != "auto":
             return name
@@ -304,7 +308,9 @@ class Engine:
 
     # -- the pipeline ---------------------------------------------------------------------------
     def run(self, video_path: str | Path, options: RunOptions | None = None, *,
-            progress: ProgressFn | None = None, should_cancel: Callable[[], bool] | None = None) -> RunOutput:
+            progress: ProgressFn | None = None, should_cancel: Callable[[], bool] | None = None,
+            video_name: str | None = None) -> RunOutput:
+        """video_name: the name to report (an upload's original file name); default the file's."""
         options = options or RunOptions()
         options.validate()
         monitor = _Monitor(progress, should_cancel)
@@ -312,14 +318,15 @@ class Engine:
         fe = self._frontend()
         detector_name = self.resolve_detector_name(options.detector)
 
-        reader = fe.open_video(str(video_path))
+        reader = self.open_video(video_path)
         info = reader.info
+        video_name = video_name or info.name
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
-            raise VibeError(f"No frame of '{info.name}' could be decoded. Check that the file plays, "
+            raise VibeError(f"No frame of '{video_name}' could be decoded. Check that the file plays, "
                             "or re-encode it (for example to H.264 .mp4).")
-        tracks = self._select_tracks(buffers, options, info.name)
+        tracks = self._select_tracks(buffers, options, video_name)
 
         results: list[Track] = []
         focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
@@ -345,7 +352,7 @@ class Engine:
         monitor.report("write", "write", 1.0, force=True)
 
         result = MocapResult(
-            video=VideoInfo(name=info.name, fps=float(info.fps), width=int(info.width), height=int(info.height),
+            video=VideoInfo(name=video_name, fps=float(info.fps), width=int(info.width), height=int(info.height),
                             frame_count=max(int(info.frame_count or 0), frames_decoded)),
             tracks=results, model_name=self.model_name, focal_length_px=float(focal_px),
             meta=self._meta(options, detector_name),
@@ -452,3 +459,74 @@ class Engine:
                                           else postprocess.UNCROP_CORRECTED),
         })
         return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+SYNTHETIC_MODEL_NAME = "synthetic placeholder"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; other values are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VibeError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
+    return device
+
+
+def synthetic_cache_dir() -> Path:
+    """Where the synthetic placeholder bundle is written once (user cache folder)."""
+    import os
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vibe-mocap" / "synthetic-placeholder"
+
+
+def model_data_problem(data_dir: Path) -> str | None:
+    """None when the model files load, else the sentence saying what is missing."""
+    from vibe_server.data import bundle
+
+    try:
+        bundle.require_files(data_dir, bundle.MODEL_FILES + (bundle.SPIN_CHECKPOINT, bundle.VIBE_CHECKPOINT))
+    except VibeError as err:
+        return str(err)
+    return None
+
+
+def load_engine(data_dir=None, *, device: str = "auto", precision: str = "fp32", allow_synthetic: bool = False,
+                synthetic_dir: Path | None = None, frontend: FrontEnd | None = None,
+                log: Callable[[str], None] | None = None) -> Engine:
+    """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default).
+
+    When the data is missing: VibeError saying how to install it, or, with ``allow_synthetic``, a
+    clearly labelled random-weight placeholder (written once to ``synthetic_dir``) whose results
+    carry ``model_name == "synthetic placeholder"``.
+    """
+    from vibe_server import load_model
+    from vibe_server.data.bundle import resolve_data_dir
+
+    device = resolve_device(device)
+    data_dir = resolve_data_dir(data_dir)
+    problem = model_data_problem(data_dir)
+    model_name = None
+    if problem is not None:
+        if not allow_synthetic:
+            raise VibeError(problem)
+        data_dir = Path(synthetic_dir or synthetic_cache_dir())
+        if model_data_problem(data_dir) is not None:
+            from vibe_server.data.synthetic import write_synthetic_bundle
+
+            if log:
+                log(f"Writing the synthetic placeholder model to {data_dir} (once).")
+            write_synthetic_bundle(data_dir)
+        model_name = SYNTHETIC_MODEL_NAME
+    model = load_model(data_dir, device=device)
+    model_name = model_name or getattr(model, "model_name", "vibe")
+    return Engine(model, model_name=model_name, data_dir=data_dir, device=device, precision=precision,
+                  frontend=frontend)

@@ -99,9 +99,9 @@ class ScriptedFrontEnd:
         nobody = Path(path).is_file() and Path(path).read_bytes().startswith(b"nobody")
         return FakeReader(FakeInfo(name=Path(path).name, frame_count=self.num_frames, nobody=nobody), self.num_frames)
 
-    def make_detector(self, name, *, data_dir=None, device="cpu"):
+    def make_detector(self, name, *, data_dir=None, device="cpu", **options):
         detector = FakeDetector()
-        detector.name = name
+        detector.name, detector.options = name, options
         self.detectors.append(detector)
         return detector
 

@@ -244,7 +244,10 @@ class Engine:
     def detector(self, name: str):
         name = self.resolve_detector_name(name)
         if name not in self._detectors:
-            self._detectors[name] = self._frontend().make_detector(name, data_dir=self.data_dir, device=self.device)
+            # YOLO follows the engine's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
+            options = {"precision": self.precision} if name == "yolo" else {}
+            self._detectors[name] = self._frontend().make_detector(name, data_dir=self.data_dir, device=self.device,
+                                                                   **options)
         return self._detectors[name]
 
     def extract_features(self, crops) -> np.ndarray:

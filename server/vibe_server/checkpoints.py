@@ -13,7 +13,6 @@ allowed, so a checkpoint cannot run code.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +59,7 @@ def torch_load(path: str | Path, what: str) -> object:
                             "not loaded (it may not be an official checkpoint).") from err
         raise VibeError(f"The {what} '{path}' is not a PyTorch checkpoint or is damaged ({text[:200]}). "
                         "Download it again.") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as err:
+    except Exception as err:  # noqa: BLE001 - any parse failure means a damaged or foreign file
         raise VibeError(f"The {what} '{path}' is damaged or not a PyTorch checkpoint "
                         f"({type(err).__name__}: {str(err)[:200]}). Download it again.") from err
 

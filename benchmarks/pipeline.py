@@ -107,7 +107,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights)")
     parser.add_argument("--clip", default=str(DEFAULT_CLIP))
-    parser.add_argument("--start", type=int, default=61, help="first frame of the slice (people visible)")
+    parser.add_argument("--start", type=int, default=250, help="first frame of the slice (people visible)")
     parser.add_argument("--frames", type=int, default=200, help="frames in the slice")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stride", type=int, default=8, help="our detection stride")

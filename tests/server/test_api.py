@@ -216,8 +216,21 @@ def test_missing_model_data_keeps_serving_with_a_reason(settings):
         health = client.get(f"{API}/health").json()
         assert health["model"].startswith("none")
         assert_detail(upload(client), 503, "data install")
-        assert_detail(client.get(f"{API}/jobs"), 503, "data install")
         assert_detail(client.get(f"{API}/body_model"), 503)
+        assert client.get(f"{API}/jobs").json() == {"jobs": []}
+
+
+def test_finished_results_stay_reachable_when_the_model_data_goes_missing(settings, engine):
+    with client_for(settings, engine) as client:
+        job_id = wait(client, upload(client).json()["job_id"])["job_id"]
+
+    def no_data(_settings):
+        raise VibeError("Model data missing: /x/SMPL_NEUTRAL.pkl. Run 'vibe-mocap data install'.")
+
+    with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE) as client:
+        assert client.get(f"{API}/jobs/{job_id}").json()["status"] == "done"
+        assert client.get(f"{API}/jobs/{job_id}/result").status_code == 200
+        assert_detail(client.get(f"{API}/jobs/{job_id}/result.pkl"), 503, "data install")
 
 
 # -- local paths ---------------------------------------------------------------------------------
@@ -359,6 +372,16 @@ def test_finished_results_survive_a_restart(settings, engine):
         assert client.get(f"{API}/jobs/{job_id}/result").content == before
         crashed = client.get(f"{API}/jobs/crashed0000000000").json()
         assert crashed["status"] == "failed" and "submit the video again" in crashed["error"]
+
+
+def test_a_job_interrupted_by_shutdown_runs_again_after_restart(settings, make_engine):
+    with client_for(settings, make_engine(delay_s=0.05)) as client:
+        job_id = upload(client).json()["job_id"]
+        wait(client, job_id, until=("running",))
+    record = json.loads((settings.jobs_dir / job_id / "job.json").read_text())
+    assert record["job"]["status"] == "queued"
+    with client_for(settings, make_engine()) as client:
+        assert wait(client, job_id)["status"] == "done"
 
 
 def test_body_model_download(settings, make_engine, tmp_path):

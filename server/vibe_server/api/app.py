@@ -36,14 +36,14 @@ async def lifespan(app: FastAPI):
     except VibeError as err:                       # e.g. model data missing: keep serving, say why
         log.error("%s", err)
         state.engine, state.engine_error = None, str(err)
-    state.jobs = JobManager(state.settings.jobs_dir, state.engine) if state.engine is not None else None
-    if state.jobs is not None:
+    # finished results stay reachable even without a model; only a loaded model gets a worker
+    state.jobs = JobManager(state.settings.jobs_dir, state.engine)
+    if state.engine is not None:
         state.jobs.start()
     try:
         yield
     finally:
-        if state.jobs is not None:
-            state.jobs.stop()
+        state.jobs.stop()
 
 
 def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object] | None = None) -> FastAPI:

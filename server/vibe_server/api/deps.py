@@ -20,7 +20,7 @@ def get_settings(request: Request) -> Settings:
 def get_jobs(request: Request) -> JobManager:
     jobs = request.app.state.jobs
     if jobs is None:
-        raise HTTPException(503, request.app.state.engine_error or "The server is still starting; retry in a moment.")
+        raise HTTPException(503, "The server is still starting; retry in a moment.")
     return jobs
 
 

@@ -46,7 +46,8 @@ def params_to_options(params: JobParams) -> RunOptions:
 
 
 class JobManager:
-    """Owns the records and the worker thread. ``engine`` runs a video (``Engine.run``)."""
+    """Owns the records and the worker thread. ``engine`` runs a video (``Engine.run``); without
+    one (model data missing) the records and results are still served, and nothing runs."""
 
     def __init__(self, jobs_dir: Path, engine):
         self.jobs_dir = Path(jobs_dir)
@@ -56,6 +57,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._load_existing()
 
     # -- persistence ---------------------------------------------------------------------------
@@ -159,10 +161,8 @@ class JobManager:
         self._worker.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        with self._lock:
-            for record in self._records.values():
-                if record.job.status == "running":
-                    record.cancel.set()
+        """Stop the worker; a job it was running goes back to the queue (it runs after a restart)."""
+        self._stopping.set()
         self._queue.put(None)
         if self._worker is not None:
             self._worker.join(timeout_s)
@@ -196,14 +196,18 @@ class JobManager:
 
         result_tmp = self.result_path(job_id).with_suffix(".npz.part")
         try:
-            output = self.engine.run(record.input_path, params_to_options(record.params),
-                                     progress=progress, should_cancel=record.cancel.is_set,
+            output = self.engine.run(record.input_path, params_to_options(record.params), progress=progress,
+                                     should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
                                      video_name=record.job.video_name)
             _save_npz(result_tmp, output.result)
         except JobCancelled:
             result_tmp.unlink(missing_ok=True)
             with self._lock:
-                self._finish(record, "cancelled")
+                if record.cancel.is_set():
+                    self._finish(record, "cancelled")
+                else:                                            # server shutdown: run it next time
+                    record.job.status, record.job.stage, record.job.progress, record.job.eta_s = "queued", None, 0.0, None
+                    self._save(record)
             return
         except VibeError as err:
             result_tmp.unlink(missing_ok=True)

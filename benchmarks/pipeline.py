@@ -78,7 +78,7 @@ def hog_boxes(clip: Path) -> dict[str, np.ndarray]:
     return {frame_key(frame): hog.detect([frame])[0] for _, frame in open_video(clip)}
 
 
-def backbone_alone(model, precision: str, batch: int = 32, repeats: int = 3) -> float:
+def backbone_alone(model, precision: str, batch: int = 32, repeats: int = 5) -> float:
     """ResNet-50 feature extraction alone on random crops: crops per second (best of repeats)."""
     from vibe_server.pipeline.run import Engine
 
@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--start", type=int, default=250, help="first frame of the slice (people visible)")
     parser.add_argument("--frames", type=int, default=200, help="frames in the slice")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stride", type=int, default=8, help="our detection stride")
+    parser.add_argument("--stride", type=int, default=16, help="our detection stride")
     parser.add_argument("--skip-official", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

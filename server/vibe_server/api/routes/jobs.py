@@ -86,6 +86,9 @@ async def _create_local_job(request: Request, jobs, engine) -> JobCreated:
     if not client_is_loopback(request):
         raise HTTPException(403, "A video path on the server's disk is only accepted from the same machine; "
                                  "upload the file instead.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+        raise HTTPException(413, "The JSON body is too large; it should only name the video and its params.")
     body = await request.body()
     if len(body) > MAX_JSON_BYTES:
         raise HTTPException(413, "The JSON body is too large; it should only name the video and its params.")

@@ -15,8 +15,6 @@ from vibe_blender.core.errors import VibeError
 from vibe_server.model.encoder import TemporalEncoder
 from vibe_server.pipeline.run import Engine, FrontEnd
 
-REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
-
 
 class TinySMPL(nn.Module):
     def forward_joints(self, betas, rotmat):

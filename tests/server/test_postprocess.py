@@ -1,7 +1,6 @@
 """Post-processing: official camera parity (fixture), the corrected 1.1x un-crop, root translation
 from the crop camera, robust betas, and the official vibe_output.pkl export."""
 import builtins
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +10,11 @@ from vibe_blender.core.result_file import MocapResult, VideoInfo
 from vibe_server.geometry import projection
 from vibe_server.pipeline import postprocess
 
-FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "vibe_unit_reference.npz"
 W, H = 1280, 720
 
 
-def test_official_uncrop_matches_the_fixture():
-    ref = np.load(FIXTURE)
+def test_official_uncrop_matches_the_fixture(unit_reference):
+    ref = unit_reference
     orig_cam = postprocess.crop_cam_to_orig_cam(ref["fn_orig_cam_in_cam"], ref["fn_orig_cam_in_bbox"], W, H,
                                                 official_uncrop=True)
     np.testing.assert_allclose(orig_cam, ref["fn_orig_cam_out"], rtol=1e-12, atol=1e-9)
@@ -24,8 +22,8 @@ def test_official_uncrop_matches_the_fixture():
     np.testing.assert_allclose(kp, ref["fn_kp_uncrop_out"], atol=1e-4)
 
 
-def test_corrected_uncrop_is_1_1_times_larger_around_the_box_centre():
-    ref = np.load(FIXTURE)
+def test_corrected_uncrop_is_1_1_times_larger_around_the_box_centre(unit_reference):
+    ref = unit_reference
     bbox = ref["fn_orig_cam_in_bbox"]
     official = postprocess.crop_coords_to_image_px(ref["fn_kp_uncrop_in"], bbox, official_uncrop=True)
     corrected = postprocess.crop_coords_to_image_px(ref["fn_kp_uncrop_in"], bbox)

@@ -1,7 +1,5 @@
 """Pose smoothing: the official One-Euro filter (parity with the fixture) and the rotation-aware
 smoother, which must survive rotations crossing 180° where component-wise filtering breaks."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
@@ -11,7 +9,6 @@ from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.smooth import (axis_angle_to_continuous_quat, one_euro_pose, smooth_pose,
                                          smooth_rotations)
 
-FIXTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "vibe_unit_reference.npz"
 
 
 def geodesic_deg(pose_a, pose_b):
@@ -32,8 +29,8 @@ def root_near_180(T=60, wobble_deg=6.0, seed=0):
     return pose
 
 
-def test_one_euro_matches_official_fixture():
-    ref = np.load(FIXTURE)
+def test_one_euro_matches_official_fixture(unit_reference):
+    ref = unit_reference
     out = one_euro_pose(ref["fn_oneeuro_in"])
     np.testing.assert_allclose(out, ref["fn_oneeuro_out"], atol=1e-6)
 

@@ -76,6 +76,9 @@ def test_a_small_container_miscount_is_corrected_not_fatal():
     reader._container_frame_count = 37          # a header that over-counts by two frames
     assert sum(1 for _ in reader) == 35
     assert reader.info.frame_count == 35
+    reader._container_frame_count = reader.info.frame_count = 30     # and one that under-counts
+    assert sum(1 for _ in reader) == 35
+    assert reader.info.frame_count == 35
 
 
 # -- bad input ---------------------------------------------------------------------------------

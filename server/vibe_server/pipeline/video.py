@@ -195,9 +195,12 @@ class VideoReader:
         return count
 
     def _check_complete(self, frames_decoded: int, *, update: bool = True) -> None:
-        """Raise when decoding stopped well short of the container's count; absorb a small shortfall."""
+        """After a full decode: raise when it stopped well short of the container's count; otherwise
+        make ``info.frame_count`` the number of frames actually decoded."""
         expected = self._container_frame_count
         if expected is None or frames_decoded >= expected:
+            if update and frames_decoded > self.info.frame_count:   # the container under-counted
+                self.info.frame_count = frames_decoded
             return
         tolerance = max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * expected))
         if expected - frames_decoded > tolerance:

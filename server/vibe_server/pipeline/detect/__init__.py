@@ -42,15 +42,12 @@ def make_detector(name: str = "yolo", *, data_dir=None, device="cpu", weights_pa
     """
     key = name.lower()
     if key in ("yolo", "yolov3"):
-        from .darknet_weights import WEIGHTS_FILE_NAME
+        from vibe_server.data.bundle import YOLO_WEIGHTS, resolve_data_dir
+
         from .yolo import YoloDetector
 
         if weights_path is None:
-            if data_dir is None:
-                from vibe_server.data.bundle import resolve_data_dir
-
-                data_dir = resolve_data_dir(None)
-            weights_path = Path(data_dir) / WEIGHTS_FILE_NAME
+            weights_path = Path(data_dir if data_dir is not None else resolve_data_dir(None)) / YOLO_WEIGHTS
         return YoloDetector(weights_path, device=device, **options)
     if key == "hog":
         from .hog import HogDetector

@@ -49,11 +49,9 @@ def load_darknet_weights(model: YOLOv3, path) -> dict:
         raise VibeError(f"Detector weights {WEIGHTS_FILE_NAME} not found at {path}. Install the model data "
                         "(vibe-mocap data install) or pass the folder that holds yolov3.weights.")
     file_bytes = path.stat().st_size
-    with open(path, "rb") as f:
-        version = np.frombuffer(f.read(12), dtype="<i4")
-    if len(version) < 3:
+    if file_bytes < 20:
         raise VibeError(f"{path} is {file_bytes} bytes, too short to be Darknet weights. Download yolov3.weights again.")
-    major, minor, revision = (int(v) for v in version)
+    major, minor, revision = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
     header_bytes = _header_bytes(major, minor)
     tensors = parameter_tensors(model)
     float_count = sum(t.numel() for t in tensors)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from vibe_blender.core.errors import VibeError
 
@@ -57,7 +56,7 @@ class HogDetector:
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         keep = scores > self.score_threshold
         boxes, scores = boxes[keep], scores[keep]
-        kept = nms(torch.from_numpy(boxes), torch.from_numpy(scores), self.nms_iou_threshold).numpy()
+        kept = nms(boxes, scores, self.nms_iou_threshold)
         return np.concatenate([boxes[kept], scores[kept, None]], axis=1).astype(np.float32)
 
     def detect(self, frames_rgb: list[np.ndarray]) -> list[np.ndarray]:

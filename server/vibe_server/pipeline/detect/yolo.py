@@ -44,15 +44,15 @@ def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_
     return resized.float().div_(255.0)
 
 
-def rescale_boxes(boxes_xyxy: torch.Tensor, input_size_px: int, frame_height: int, frame_width: int) -> torch.Tensor:
+def rescale_boxes(boxes_xyxy: np.ndarray, input_size_px: int, frame_height: int, frame_width: int) -> np.ndarray:
     """boxes (K, 4) in network pixels -> frame pixels, undoing the pad-to-square (no clipping)."""
     side = max(frame_height, frame_width)
     pad_x = max(frame_height - frame_width, 0) * (input_size_px / side)
     pad_y = max(frame_width - frame_height, 0) * (input_size_px / side)
     unpad_w, unpad_h = input_size_px - pad_x, input_size_px - pad_y
-    out = boxes_xyxy.clone()
-    out[:, 0::2] = (boxes_xyxy[:, 0::2] - pad_x // 2) / unpad_w * frame_width
-    out[:, 1::2] = (boxes_xyxy[:, 1::2] - pad_y // 2) / unpad_h * frame_height
+    out = np.array(boxes_xyxy, dtype=np.float32)
+    out[:, 0::2] = (out[:, 0::2] - np.float32(pad_x // 2)) / np.float32(unpad_w) * np.float32(frame_width)
+    out[:, 1::2] = (out[:, 1::2] - np.float32(pad_y // 2)) / np.float32(unpad_h) * np.float32(frame_height)
     return out
 
 
@@ -68,17 +68,18 @@ def person_detections(decoded: torch.Tensor, frame_height: int, frame_width: int
     rows = decoded[decoded[:, 4] >= objectness_threshold]
     class_prob, class_index = rows[:, 5:].max(dim=1)
     is_person = class_index == PERSON_CLASS
-    rows, class_prob = rows[is_person].float().cpu(), class_prob[is_person].float().cpu()
+    rows = rows[is_person, :5].float().cpu().numpy()
+    class_prob = class_prob[is_person].float().cpu().numpy()
     objectness = rows[:, 4]
     score = objectness * class_prob
-    order = torch.argsort(score, descending=True)
+    order = np.argsort(-score, kind="stable")
     rows, objectness, score = rows[order], objectness[order], score[order]
-    half_wh = rows[:, 2:4] / 2
-    boxes = torch.cat([rows[:, :2] - half_wh, rows[:, :2] + half_wh], dim=1)
+    half_wh = rows[:, 2:4] / np.float32(2)
+    boxes = np.concatenate([rows[:, :2] - half_wh, rows[:, :2] + half_wh], axis=1)
     boxes, kept = merge_nms(boxes, objectness, nms_iou_threshold)
     boxes = rescale_boxes(boxes, input_size_px, frame_height, frame_width)
-    detections = torch.cat([boxes, score[kept, None]], dim=1)
-    return detections[detections[:, 4] > score_threshold].numpy().astype(np.float32)
+    detections = np.concatenate([boxes, score[kept, None]], axis=1).astype(np.float32)
+    return detections[detections[:, 4] > score_threshold]
 
 
 class YoloDetector:

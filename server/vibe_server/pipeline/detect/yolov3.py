@@ -101,7 +101,7 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.bn is not None:
-            x = F.leaky_relu(self.bn(x), 0.1)
+            x = F.leaky_relu(self.bn(x), 0.1, inplace=True)  # the BN output is a fresh tensor
         return x
 
 

@@ -254,7 +254,10 @@ class Engine:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
         import torch
 
-        images = torch.as_tensor(crops).to(self.device, non_blocking=True)
+        images = torch.as_tensor(crops)
+        if self.device.startswith("cuda"):
+            images = images.pin_memory()                     # lets the copy overlap the GPU's work
+        images = images.to(self.device, non_blocking=True)
         if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():

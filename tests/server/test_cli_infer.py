@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from vibe_blender.core.result_file import load_result
+from vibe_blender.core.smpl_model import load_body_model, load_smpl_pkl
 from vibe_server.cli import main
 from vibe_server.pipeline import run as run_module
 
@@ -93,8 +94,12 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
     writer.release()
     out = tmp_path / "walk.npz"
     assert main(["infer", str(clip), "-o", str(out), "--detector", "hog", "--detection-stride", "2",
-                 "--min-track-frames", "15"]) == 0
+                 "--min-track-frames", "15", "--body-model"]) == 0
     result = load_result(out)
     assert result.model_name == "synthetic placeholder" and result.tracks
     assert np.isfinite(result.tracks[0].pose).all()
-    assert "synthetic placeholder" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "synthetic placeholder" in printed and "walk_body_model.npz" in printed
+    body = load_body_model(tmp_path / "walk_body_model.npz")          # the placeholder's own SMPL
+    np.testing.assert_allclose(body.v_template, load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl").v_template,
+                               atol=1e-6)

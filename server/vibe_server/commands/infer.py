@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", help="result file (default: <video name>_vibe.npz in the current folder)")
     p.add_argument("--pkl", nargs="?", const="", metavar="PATH",
                    help="also write the official vibe_output.pkl (default path: next to the result)")
+    p.add_argument("--body-model", nargs="?", const="", metavar="PATH",
+                   help="also write the body-model arrays the Blender add-on builds the character from "
+                        "(default path: next to the result)")
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--detector", choices=("auto", "yolo", "hog"), default="auto",
                    help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
@@ -73,6 +76,7 @@ class _StageBars:
 
 def run(args) -> int:
     from vibe_blender.core.result_file import save_result
+    from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
     from ..pipeline import postprocess
     from ..pipeline.run import SYNTHETIC_MODEL_NAME, RunOptions, load_engine, model_data_problem, resolve_device
@@ -115,8 +119,14 @@ def run(args) -> int:
         pkl_path = Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl")
         postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
 
+    body_path = None
+    if args.body_model is not None:
+        body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
+        save_body_model(body_path, load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl"))
+
     print(summary_table(out, engine))
-    print(f"\nResult: {output}" + (f"\nOfficial pkl: {pkl_path}" if pkl_path else ""))
+    print(f"\nResult: {output}" + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
+          + (f"\nBody model: {body_path}" if body_path else ""))
     if out.result.model_name == SYNTHETIC_MODEL_NAME:
         print(f"(Model: {SYNTHETIC_MODEL_NAME}: install the real model data for real motion.)")
     return 0

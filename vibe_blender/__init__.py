@@ -1,0 +1,27 @@
+"""VIBE Mocap for Blender: capture people from video through the VIBE server, or import SMPL motion
+files, as rigged, skinned, shape-keyed and keyframed characters.
+
+Layout: ``core/`` is pure Python + numpy (formats, maths, HTTP client; no bpy anywhere in it);
+the modules beside it use bpy: ``rig_builder`` (character), ``animation`` + ``keyframes`` (motion),
+``importer`` (scene), ``jobs`` (capture thread <-> UI timer), ``operators``, ``panels``,
+``preferences``; ``batch`` is the command line (``python -m vibe_blender.batch``).
+This module imports no bpy at import time: Blender calls :func:`register`.
+"""
+
+_MODULES = ("preferences", "jobs", "operators", "panels")
+
+
+def _modules():
+    import importlib
+
+    return [importlib.import_module(f".{name}", __package__) for name in _MODULES]
+
+
+def register():
+    for module in _modules():
+        module.register()
+
+
+def unregister():
+    for module in reversed(_modules()):
+        module.unregister()

@@ -73,7 +73,7 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT") -> Path:
     result = bpy.ops.export_scene.fbx(
         filepath=str(path), use_selection=True, object_types={"ARMATURE", "MESH"},
         add_leaf_bones=False, bake_anim=True, bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
-        bake_anim_simplify_factor=0.0, use_armature_deform_only=False, mesh_smooth_type="OFF",
+        bake_anim_simplify_factor=0.0, use_armature_deform_only=True, mesh_smooth_type="OFF",
         **FBX_PRESETS[preset])
     return _check(result, path, "FBX")
 

@@ -27,8 +27,8 @@ def rot6d_to_rotmat(x: torch.Tensor) -> torch.Tensor:
     """
     x = x.reshape(-1, 3, 2)
     a1, a2 = x[:, :, 0], x[:, :, 1]
-    b1 = F.normalize(a1)
-    b2 = F.normalize(a2 - torch.einsum("bi,bi->b", b1, a2).unsqueeze(-1) * b1)
+    b1 = F.normalize(a1, dim=1, eps=1e-6)      # eps 1e-6 as VIBE (not SPIN's 1e-12): degenerate
+    b2 = F.normalize(a2 - torch.sum(b1 * a2, dim=1, keepdim=True) * b1, dim=-1, eps=1e-6)   # columns stay short
     b3 = torch.cross(b1, b2, dim=1)
     return torch.stack((b1, b2, b3), dim=-1)
 

@@ -14,6 +14,16 @@ def test_rot6d_interleaved_layout(unit_reference):
     np.testing.assert_allclose(out, unit_reference["fn_rot6d_out"], atol=1e-6)
 
 
+def test_rot6d_degenerate_columns_use_the_official_floor():
+    # a first column of norm 1e-8 is divided by 1e-6, not scaled to unit length
+    x = torch.tensor([[1e-8, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    R = geometry.rot6d_to_rotmat(x)
+    assert torch.allclose(R[0, :, 0], torch.tensor([1e-2, 0.0, 0.0]))
+    # a second column parallel to the first leaves a zero second axis
+    R = geometry.rot6d_to_rotmat(torch.tensor([[1.0, 2.0, 0.0, 0.0, 0.0, 0.0]]))
+    assert torch.allclose(R[0, :, 1], torch.zeros(3)) and torch.allclose(R[0, :, 2], torch.zeros(3))
+
+
 def test_rotmat_to_axis_angle_official_semantics_at_0_and_pi(unit_reference):
     R = t(unit_reference["fn_rotmat_in"])
     aa = geometry.rotation_matrix_to_angle_axis(R)

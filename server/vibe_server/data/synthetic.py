@@ -8,6 +8,7 @@ like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can impo
 """
 from __future__ import annotations
 
+import importlib.util
 import pickle
 import sys
 import types
@@ -150,6 +151,10 @@ def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = T
             ch_mod.Ch, csc_mod.csc_matrix = _fake_class("chumpy.ch", "Ch"), _fake_class("scipy.sparse.csc", "csc_matrix")
             sys.modules.update({"chumpy": types.ModuleType("chumpy"), "chumpy.ch": ch_mod,
                                 "scipy.sparse.csc": csc_mod})
+            if "scipy" not in sys.modules and importlib.util.find_spec("scipy") is None:
+                for parent in ("scipy", "scipy.sparse"):   # pickle imports the parents; Blender has no scipy
+                    saved_modules[parent] = None
+                    sys.modules[parent] = types.ModuleType(parent)
             for key in ("v_template", "weights", "shapedirs", "posedirs", "J"):
                 leaf = ch_mod.Ch()
                 leaf.state = {"x": data[key], "_dirty_vars": set(), "_itr": None}

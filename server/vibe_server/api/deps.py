@@ -1,0 +1,74 @@
+"""Request checks and shared objects, as FastAPI dependencies (tests swap them through
+``app.dependency_overrides``)."""
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from .jobs import JobManager
+from .settings import Settings, is_loopback
+
+STATE_CHANGING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_jobs(request: Request) -> JobManager:
+    jobs = request.app.state.jobs
+    if jobs is None:
+        raise HTTPException(503, "The server is still starting; retry in a moment.")
+    return jobs
+
+
+def get_engine(request: Request):
+    """The loaded model; 503 with the reason (usually missing model data) when there is none."""
+    engine = request.app.state.engine
+    if engine is None:
+        raise HTTPException(503, request.app.state.engine_error or "The model is not loaded.")
+    return engine
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+
+
+def check_host(request: Request, settings: SettingsDep) -> None:
+    """DNS-rebinding guard: the Host header must name the address the server is bound to."""
+    host = request.headers.get("host", "")
+    if not settings.host_allowed(host):
+        raise HTTPException(400, f"Host header '{host}' does not match this server ({settings.host}:{settings.port}); "
+                                 "connect to the server by its own address.")
+
+
+def check_token(request: Request, settings: SettingsDep) -> None:
+    if not settings.token:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
+        raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>' "
+                                 "(the add-on's server settings have a field for it).",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def check_origin(request: Request) -> None:
+    """Browsers send Origin on cross-site requests: a state-changing request from any other origin
+    than the server's own is refused (a web page cannot submit or delete jobs)."""
+    origin = request.headers.get("origin")
+    if origin is None or request.method not in STATE_CHANGING_METHODS:
+        return
+    host = request.headers.get("host", "")
+    if origin not in (f"http://{host}", f"https://{host}"):
+        raise HTTPException(403, f"Requests from the web page at '{origin}' are not allowed; "
+                                 "use the Blender add-on or the command line.")
+
+
+def client_is_loopback(request: Request) -> bool:
+    return request.client is not None and is_loopback(request.client.host)
+
+
+PROTECTED = [Depends(check_host), Depends(check_token), Depends(check_origin)]
+PUBLIC = [Depends(check_host), Depends(check_origin)]

@@ -1,0 +1,20 @@
+"""GET /health: liveness and what the server runs (no token needed)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ... import __version__
+from ..deps import PUBLIC
+from ..schemas import Health
+
+router = APIRouter(tags=["health"], dependencies=PUBLIC)
+
+
+@router.get("/health", response_model=Health)
+def health(request: Request) -> Health:
+    import torch
+
+    engine, jobs = request.app.state.engine, request.app.state.jobs
+    return Health(version=__version__, device=engine.device if engine else request.app.state.settings.device,
+                  model=engine.model_name if engine else "none (model data missing)",
+                  torch=torch.__version__, queue_length=jobs.queue_length() if jobs else 0)

@@ -1,0 +1,66 @@
+"""Server settings: one class, filled by ``vibe-mocap serve`` (or by tests)."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vibe_blender.core.errors import VibeError
+
+DEFAULT_PORT = 8765
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def default_jobs_dir() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "vibe-mocap" / "jobs"
+
+
+def is_loopback(host: str) -> bool:
+    """'127.0.0.1', '::1', 'localhost' -> True; anything else (including wildcards) -> False."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"                 # bind address; anything but loopback needs a token
+    port: int = DEFAULT_PORT
+    token: str | None = None                # required as "Authorization: Bearer <token>" when set
+    data_dir: Path | None = None            # model data (None: $VIBE_DATA_DIR, then the user default)
+    jobs_dir: Path = field(default_factory=default_jobs_dir)   # uploads and results, survive restarts
+    device: str = "auto"
+    precision: str = "fp32"                 # "bf16" (CPU/CUDA) or "fp16" (CUDA) for the fast preset
+    max_upload_bytes: int = 4 * 1024 ** 3
+    allow_synthetic: bool = False           # run a labelled placeholder model when the data is missing
+    allowed_hosts: tuple[str, ...] = ()     # extra Host names (e.g. a LAN name) besides the bind address
+
+    def validate(self) -> None:
+        if not is_loopback(self.host) and not self.token:
+            raise VibeError(f"Binding to {self.host} exposes the server to the network: pass --token "
+                            "(or bind 127.0.0.1, the default).")
+        if not 0 < self.port < 65536:
+            raise VibeError(f"Port {self.port} is not a valid TCP port; use 1-65535 (default {DEFAULT_PORT}).")
+
+    @property
+    def host_names(self) -> set[str]:
+        """The names a request's Host header may carry (without the port)."""
+        names = {self.host, *self.allowed_hosts}
+        if is_loopback(self.host):
+            names |= {"127.0.0.1", "localhost", "[::1]"}
+        return {f"[{n}]" if ":" in n and not n.startswith("[") else n for n in names}
+
+    def host_allowed(self, host_header: str) -> bool:
+        """Exact match of the Host header against the bound host (DNS-rebinding guard). A wildcard
+        bind (0.0.0.0, ::) accepts any non-empty Host: the token it requires is the guard there."""
+        if not host_header:
+            return False
+        if self.host in WILDCARD_HOSTS:
+            return True
+        names = self.host_names
+        return host_header in names or host_header in {f"{n}:{self.port}" for n in names}

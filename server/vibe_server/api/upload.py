@@ -1,0 +1,106 @@
+"""Streaming ``multipart/form-data`` upload straight to disk, with a size cap.
+
+Starlette's ``request.form()`` would spool the whole body before the route sees it; this parser
+writes the ``video`` part to the job folder as the bytes arrive and stops with 413 as soon as the
+cap is passed. Parts: ``video`` (the file, required) and ``params`` (a JSON string, optional).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import HTTPException, Request
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+MAX_PARAMS_BYTES = 64 * 1024
+VIDEO_PART, PARAMS_PART = "video", "params"
+
+
+@dataclass
+class Upload:
+    video_path: Path
+    filename: str
+    params_json: str | None
+    size_bytes: int
+
+
+def too_large(max_bytes: int) -> HTTPException:
+    return HTTPException(413, f"The upload is larger than this server's limit of {max_bytes / 1024 ** 2:.0f} MiB; "
+                              "send a shorter clip or start the server with a larger --max-upload-mb.")
+
+
+async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int) -> Upload:
+    """Stream the request body into ``dest_stem`` + the upload's extension. The caller deletes the
+    folder when this raises."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise HTTPException(400, "The multipart upload has no boundary; send the video as multipart/form-data.")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + MAX_PARAMS_BYTES:
+        raise too_large(max_bytes)
+
+    state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b""}
+    params = bytearray()
+    video = {"path": None, "filename": None, "size": 0, "parts": 0}
+
+    def on_header_field(data, start, end):
+        state["field"] += data[start:end]
+
+    def on_header_value(data, start, end):
+        state["value"] += data[start:end]
+
+    def on_header_end():
+        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished():
+        _, disposition = parse_options_header(state["headers"].get("content-disposition", b""))
+        state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if state["name"] == VIDEO_PART:
+            video["parts"] += 1
+            if video["parts"] > 1:
+                raise HTTPException(400, "Send one 'video' part per job.")
+            filename = Path(disposition.get(b"filename", b"video").decode("utf-8", "replace")).name or "video"
+            video["filename"] = filename
+            video["path"] = dest_stem.with_suffix(Path(filename).suffix.lower()[:10] or ".video")
+            state["file"] = open(video["path"], "wb")
+
+    def on_part_data(data, start, end):
+        if state["name"] == VIDEO_PART:
+            video["size"] += end - start
+            if video["size"] > max_bytes:
+                raise too_large(max_bytes)
+            state["file"].write(data[start:end])
+        elif state["name"] == PARAMS_PART:
+            params.extend(data[start:end])
+            if len(params) > MAX_PARAMS_BYTES:
+                raise HTTPException(413, "The 'params' part is too large; it should be a small JSON object.")
+
+    def on_part_end():
+        if state["file"] is not None:
+            state["file"].close()
+            state["file"] = None
+        state["headers"], state["name"] = {}, None
+
+    parser = MultipartParser(boundary, {
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+        parser.finalize()
+    except HTTPException:
+        raise
+    except Exception as err:                      # python-multipart's parse errors
+        raise HTTPException(400, f"The multipart upload is malformed ({err}); send it as multipart/form-data.") from err
+    finally:
+        if state["file"] is not None:
+            state["file"].close()
+    if video["path"] is None:
+        raise HTTPException(400, "The upload has no 'video' part; send the file as the form field 'video'.")
+    if video["size"] == 0:
+        raise HTTPException(400, f"The uploaded file '{video['filename']}' is empty; send a video file.")
+    return Upload(video_path=video["path"], filename=video["filename"],
+                  params_json=params.decode("utf-8", "replace") if params else None, size_bytes=video["size"])

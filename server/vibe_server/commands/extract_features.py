@@ -1,0 +1,52 @@
+"""``vibe-mocap extract-features VIDEO --bboxes BOXES --out OUT.pt``: per-frame ResNet-50 features of
+one tracked person, in the database-file layout (features, bbox, frame_id, vid_name)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vibe_blender.core.errors import VibeError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("extract-features", help="backbone features of a person in a video, for training files")
+    p.add_argument("video", help="video file")
+    p.add_argument("--bboxes", required=True,
+                   help=".npy or .csv: rows [cx, cy, w, h] per frame from 0, or [frame, cx, cy, w, h]")
+    p.add_argument("--out", required=True, help="output .pt (joblib dict of arrays, like the original's db files)")
+    p.add_argument("--scale", type=float, default=1.3, help="crop side / box side (original training: 1.3)")
+    p.add_argument("--name", help="vid_name of the track (default: the video's file name)")
+    p.add_argument("--data-dir", help="model-data folder (the SPIN checkpoint holds the backbone)")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=run)
+
+
+def iter_frames_rgb(path: Path):
+    import cv2
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise VibeError(f"Cannot open the video {path}; is it a video file OpenCV can read?")
+    try:
+        while True:
+            ok, frame_bgr = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
+
+
+def run(args) -> int:
+    from .. import load_model
+    from ..train.features import extract_video_features, read_bboxes, write_feature_db
+
+    video = Path(args.video)
+    if not video.is_file():
+        raise VibeError(f"Video {video} not found.")
+    frame_ids, bboxes = read_bboxes(args.bboxes)
+    model = load_model(args.data_dir, device=args.device)
+    features = extract_video_features(model, iter_frames_rgb(video), frame_ids, bboxes, scale=args.scale,
+                                      batch_size=args.batch_size, device=args.device)
+    write_feature_db(args.out, features, frame_ids, bboxes, args.name or video.stem)
+    print(f"wrote {args.out}: {len(frame_ids)} frames x 2048 features")
+    return 0

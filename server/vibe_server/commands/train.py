@@ -1,0 +1,34 @@
+"""``vibe-mocap train {vibe,mposer} [--key=value ...]``: train the VIBE generator (with the motion
+discriminator or the MPoser prior) or the MPoser VAE. Settings are the fields of
+``vibe_server.train.config.TrainConfig`` / ``MPoserConfig``; see docs/training.md."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train VIBE (or the MPoser prior) on the preprocessed database files",
+                       description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32). "
+                                   "For several GPUs run: torchrun --standalone --nproc_per_node=N "
+                                   "-m vibe_server.train.train --key=value ...")
+    p.add_argument("what", choices=("vibe", "mposer"), help="vibe: the generator; mposer: the motion VAE")
+    p.add_argument("settings", nargs=argparse.REMAINDER, help="--key=value overrides of the config dataclass")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from ..train.config import MPoserConfig, TrainConfig
+
+    if any(a in ("-h", "--help") for a in args.settings):
+        config_class = TrainConfig if args.what == "vibe" else MPoserConfig
+        print(f"vibe-mocap train {args.what} [--key=value ...]; settings and defaults ({config_class.__name__}):")
+        for f in dataclasses.fields(config_class):
+            print(f"  --{f.name}={f.default}")
+        return 0
+    if args.what == "vibe":
+        from ..train.train import main
+    else:
+        from ..train.mposer import main
+    return main(args.settings)

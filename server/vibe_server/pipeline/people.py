@@ -1,0 +1,116 @@
+"""People in a video: decode -> detect (batched) -> SORT, in one decoding pass.
+
+    tracklets = find_people(open_video(path), make_detector("yolo"))   # {track_id: Tracklet}
+
+or, to crop while tracking so the video is decoded only once::
+
+    people = stream_people(reader, detector)
+    for frame_index, frame_rgb, boxes in people:          # boxes: [(track_id, bbox_cxcywh (4,))]
+        ...crop each box now...
+    tracklets = people.tracklets(min_track_frames=25)     # drop the crops of shorter tracks
+
+With ``detection_stride = N`` detection runs on frames 0, N, 2N, ... and the tracker carries the
+boxes over the frames in between with its Kalman prediction (N = 1 is the official behaviour).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+
+from vibe_blender.core.errors import VibeError
+
+from .detect import Detector
+from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets
+
+
+class FramePeople(NamedTuple):
+    """One decoded frame and the tracks reported at it."""
+
+    frame_index: int
+    frame_rgb: np.ndarray                   # (H, W, 3) uint8 RGB
+    boxes: list[tuple[int, np.ndarray]]     # [(track_id, bbox (4,) float64 [cx, cy, w, h], w = h)]
+
+
+class PeopleStream:
+    """Iterate once over :class:`FramePeople`; afterwards ``tracklets()`` gives the tracks.
+
+    frames: any iterable of ``(frame_index, frame_rgb)`` with consecutive indices from 0
+        (a :class:`~vibe_server.pipeline.video.VideoReader`).
+    detector: a :class:`~vibe_server.pipeline.detect.Detector`; it gets ``detector.batch_size``
+        detection frames per call.
+    detection_stride: run detection on every Nth frame only (>= 1).
+    progress: called as ``progress(frames_done, frame_count_or_None)`` after each batch.
+    """
+
+    def __init__(self, frames: Iterable[tuple[int, np.ndarray]], detector: Detector, *,
+                 detection_stride: int = 1, progress: Callable[[int, int | None], None] | None = None):
+        if int(detection_stride) < 1:
+            raise VibeError(f"detection_stride must be 1 or more (1 = detect on every frame), got {detection_stride}.")
+        self.frames = frames
+        self.detector = detector
+        self.detection_stride = int(detection_stride)
+        self.progress = progress
+        self.sort = Sort()
+        self.collector = TrackletCollector()
+        self.frames_done = 0
+        self._finished = False
+
+    def __iter__(self) -> Iterator[FramePeople]:
+        if self.frames_done or self._finished:
+            raise RuntimeError("a PeopleStream can be iterated only once")
+        batch_size = max(1, int(getattr(self.detector, "batch_size", 1)))
+        pending: list[tuple[int, np.ndarray]] = []
+        detection_frames = 0
+        for frame_index, frame_rgb in self.frames:
+            pending.append((frame_index, frame_rgb))
+            if frame_index % self.detection_stride == 0:
+                detection_frames += 1
+                if detection_frames == batch_size:
+                    yield from self._track(pending)
+                    pending, detection_frames = [], 0
+        yield from self._track(pending)
+        self._finished = True
+
+    def _track(self, pending: list[tuple[int, np.ndarray]]) -> Iterator[FramePeople]:
+        """Detect on the batch's detection frames, then step the tracker frame by frame, in order."""
+        if not pending:
+            return
+        to_detect = [frame for index, frame in pending if index % self.detection_stride == 0]
+        detections = iter(self.detector.detect(to_detect) if to_detect else [])
+        for frame_index, frame_rgb in pending:
+            if frame_index % self.detection_stride:
+                reported = self.sort.coast()
+            else:
+                dets = next(detections)
+                reported = self.sort.update(dets) if len(dets) else self.sort.skip()
+            yield FramePeople(frame_index, frame_rgb, self.collector.add(frame_index, reported))
+        self.frames_done += len(pending)
+        if self.progress is not None:
+            info = getattr(self.frames, "info", None)
+            self.progress(self.frames_done, getattr(info, "frame_count", None))
+
+    def tracklets(self, min_track_frames: int = MIN_TRACK_FRAMES) -> Tracklets:
+        """{track_id: Tracklet(frames (N,), bboxes (N, 4) cxcywh)} of tracks with >= min_track_frames frames."""
+        return self.collector.tracklets(min_track_frames)
+
+
+def stream_people(frames, detector: Detector, *, detection_stride: int = 1, progress=None) -> PeopleStream:
+    """Decode, detect and track in one pass, yielding every frame with its reported boxes.
+
+    See :class:`PeopleStream`; call ``.tracklets(min_track_frames)`` once the iteration is done.
+    """
+    return PeopleStream(frames, detector, detection_stride=detection_stride, progress=progress)
+
+
+def find_people(reader, detector: Detector, *, detection_stride: int = 1,
+                min_track_frames: int = MIN_TRACK_FRAMES, progress=None) -> Tracklets:
+    """reader (frames), detector -> {track_id: Tracklet(frames (N,) int64, bboxes (N, 4) [cx, cy, w, h])}.
+
+    One decoding pass; tracks shorter than ``min_track_frames`` (official: 25) are dropped.
+    """
+    people = stream_people(reader, detector, detection_stride=detection_stride, progress=progress)
+    for _ in people:
+        pass
+    return people.tracklets(min_track_frames)

@@ -1,0 +1,109 @@
+"""Temporal smoothing of a track's pose (T, 72) axis-angle, SMPL joint order.
+
+Two methods:
+- ``smooth_rotations`` (default): each joint's rotation becomes a unit quaternion, the quaternion
+  signs are made continuous over time (q and -q are the same rotation), the four components are
+  filtered with a zero-phase Gaussian and renormalised. It never filters axis-angle components, so
+  it does not break where a rotation angle crosses 180° (an upright person's root sits right there).
+- ``one_euro_pose``: the official demo's One-Euro filter, component-wise on axis-angle, kept for
+  parity with ``--smooth`` of the original code (it does break near 180°).
+
+Betas and cameras are not smoothed (as in the official code).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.spatial.transform import Rotation
+
+from vibe_blender.core.errors import VibeError
+
+# Strength 1 is a Gaussian of this standard deviation in time; strength scales it linearly.
+MAX_SIGMA_S = 0.1
+# Official demo defaults (--smooth_min_cutoff, --smooth_beta; d_cutoff is fixed at 1).
+ONE_EURO_MIN_CUTOFF = 0.004
+ONE_EURO_BETA = 0.7
+
+
+def smooth_pose(pose: np.ndarray, strength: float, *, fps: float, method: str = "rotation") -> np.ndarray:
+    """pose (T, 72) axis-angle -> smoothed (T, 72) float32; strength 0..1 (0 returns a copy).
+
+    method "rotation": Gaussian on sign-continuous quaternions, sigma = strength * 0.1 s.
+    method "one_euro": the official One-Euro filter; any strength > 0 switches it on with the
+    official cutoffs (the original has no strength knob).
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise VibeError(f"Smoothing strength must be between 0 and 1; got {strength}.")
+    pose = np.asarray(pose, dtype=np.float32)
+    if strength == 0.0 or len(pose) < 2:
+        return pose.copy()
+    if method == "rotation":
+        return smooth_rotations(pose, sigma_frames=strength * MAX_SIGMA_S * fps)
+    if method == "one_euro":
+        return one_euro_pose(pose)
+    raise VibeError(f"Unknown smoothing method '{method}'; use 'rotation' or 'one_euro'.")
+
+
+def axis_angle_to_continuous_quat(pose: np.ndarray) -> np.ndarray:
+    """pose (T, 72) -> quaternions (T, 24, 4) [x, y, z, w], signs flipped so that consecutive
+    frames of a joint have a non-negative dot product (the shortest path between them)."""
+    T = len(pose)
+    quat = Rotation.from_rotvec(np.asarray(pose, np.float64).reshape(T * 24, 3)).as_quat().reshape(T, 24, 4)
+    for t in range(1, T):
+        flip = np.einsum("jk,jk->j", quat[t], quat[t - 1]) < 0
+        quat[t, flip] *= -1
+    return quat
+
+
+def smooth_rotations(pose: np.ndarray, sigma_frames: float) -> np.ndarray:
+    """pose (T, 72) axis-angle -> (T, 72) float32, Gaussian of sigma_frames on quaternions."""
+    T = len(pose)
+    if sigma_frames <= 0 or T < 2:
+        return np.asarray(pose, np.float32).copy()
+    quat = axis_angle_to_continuous_quat(pose)
+    quat = gaussian_filter1d(quat, sigma=sigma_frames, axis=0, mode="nearest")
+    quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
+    return Rotation.from_quat(quat.reshape(T * 24, 4)).as_rotvec().reshape(T, 72).astype(np.float32)
+
+
+class OneEuroFilter:
+    """The official One-Euro filter (``lib/utils/one_euro_filter.py``): built on the first sample,
+    then called once per later sample with its time stamp. Works on arrays, element-wise."""
+
+    def __init__(self, t0: float, x0: np.ndarray, dx0: float = 0.0, *, min_cutoff: float = 1.0,
+                 beta: float = 0.0, d_cutoff: float = 1.0):
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.x_prev = x0
+        self.dx_prev = np.full_like(x0, dx0)
+        self.t_prev = float(t0)
+
+    @staticmethod
+    def _alpha(t_e: float, cutoff):
+        r = 2 * math.pi * cutoff * t_e
+        return r / (r + 1)
+
+    def __call__(self, t: float, x: np.ndarray) -> np.ndarray:
+        t_e = t - self.t_prev
+        a_d = self._alpha(t_e, self.d_cutoff)
+        dx = (x - self.x_prev) / t_e
+        dx_hat = a_d * dx + (1 - a_d) * self.dx_prev
+        cutoff = self.min_cutoff + self.beta * np.abs(dx_hat)
+        a = self._alpha(t_e, cutoff)
+        x_hat = a * x + (1 - a) * self.x_prev
+        self.x_prev, self.dx_prev, self.t_prev = x_hat, dx_hat, float(t)
+        return x_hat
+
+
+def one_euro_pose(pose: np.ndarray, *, min_cutoff: float = ONE_EURO_MIN_CUTOFF,
+                  beta: float = ONE_EURO_BETA) -> np.ndarray:
+    """pose (T, 72) -> (T, 72) float32, exactly as the official demo's ``smooth_pose``: time stamp =
+    row index (gaps ignored), the first frame passes through."""
+    pose = np.asarray(pose, dtype=np.float32)
+    out = np.empty_like(pose)
+    out[0] = pose[0]
+    one_euro = OneEuroFilter(0, pose[0], min_cutoff=min_cutoff, beta=beta)
+    for t in range(1, len(pose)):
+        out[t] = one_euro(t, pose[t])
+    return out

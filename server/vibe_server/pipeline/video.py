@@ -1,0 +1,208 @@
+"""Streaming video decode: frames straight from the container, never through image files.
+
+    reader = open_video("clip.mp4")            # VibeError for anything that is not a usable video
+    reader.info                                # VideoInfo(name, fps, width, height, frame_count)
+    for frame_index, frame_rgb in reader:      # frame_rgb (H, W, 3) uint8 RGB
+        ...
+    for frame_indices, frames_rgb in reader.batches(16):   # (B,) int64, list of B (H, W, 3) uint8
+        ...
+
+OpenCV's FFMPEG backend decodes one frame at a time, so memory stays bounded by the batch size and
+the prefetch queue, whatever the video length. With ``prefetch > 0`` a background thread decodes
+ahead into a bounded queue, so decoding overlaps whatever the consumer does with the frames.
+
+Frame indices are 0-based positions in decode order, as the official demo's sorted PNG list gives.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import VideoInfo
+
+# A container's frame count is an estimate for some formats (duration x fps); a shortfall this small
+# is taken as the container's error, a larger one as a truncated or damaged file.
+_SHORTFALL_TOLERANCE_FRAMES = 3
+_SHORTFALL_TOLERANCE_FRACTION = 0.02
+_FALLBACK_FPS = 30.0
+
+_END = object()
+
+
+def open_video(path, *, count_frames: bool = False, prefetch: int = 0) -> "VideoReader":
+    """Open a video file for streaming decode; raises VibeError when it is not a usable video.
+
+    path: any video file OpenCV's FFMPEG backend reads (mp4, mkv, avi, mov, webm, animated gif...).
+    count_frames: decode the whole file once up front (fast ``grab`` pass) to get the exact frame
+        count and to catch a truncated file before any work starts. Otherwise the container's count
+        is used and a truncation is reported while iterating.
+    prefetch: number of frames a background thread may decode ahead (0: decode in the caller's thread).
+    """
+    return VideoReader(path, count_frames=count_frames, prefetch=prefetch)
+
+
+class VideoReader:
+    """Iterate ``(frame_index, frame_rgb (H, W, 3) uint8)`` over a video; ``.info`` describes it.
+
+    Each iteration (or ``batches`` call) decodes the video from the start again.
+    """
+
+    def __init__(self, path, *, count_frames: bool = False, prefetch: int = 0):
+        self.path = Path(path)
+        self.prefetch = int(prefetch)
+        if not self.path.exists():
+            raise VibeError(f"Video file not found: {self.path}. Check the path.")
+        if not self.path.is_file():
+            raise VibeError(f"{self.path} is a folder, not a video file. Pass the path of a video file.")
+        if self.path.stat().st_size == 0:
+            raise VibeError(f"Video file {self.path} is empty (0 bytes). Copy or export it again.")
+
+        capture = self._open_capture()
+        try:
+            fps = float(capture.get(cv2.CAP_PROP_FPS))
+            container_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            ok, first_bgr = capture.read()
+        finally:
+            capture.release()
+        if not ok or first_bgr is None:
+            raise VibeError(f"{self.path} contains no decodable frames: it is empty, truncated or not a video. "
+                            "Export it again as an mp4 (H.264) file.")
+        height, width = first_bgr.shape[:2]  # the decoded size (after any rotation metadata) is the truth
+        if not (np.isfinite(fps) and fps > 0):
+            fps = _FALLBACK_FPS
+        # Negative, zero or absurd counts mean the container does not know (still images, some streams).
+        container_knows = np.isfinite(container_count) and 0 < container_count < 2**31
+        self._container_frame_count = int(container_count) if container_knows else None
+
+        frame_count = self._container_frame_count
+        if count_frames or frame_count is None:
+            frame_count = self._count_by_decoding()
+        if frame_count < 2:
+            raise VibeError(f"{self.path} has a single frame: it is a still image, not a video. "
+                            "Pass a video file (mp4, mkv, avi, mov, gif...).")
+        self.info = VideoInfo(name=self.path.name, fps=fps, width=width, height=height, frame_count=int(frame_count))
+
+    # -- iteration -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self.prefetch > 0:
+            return self._iter_prefetched()
+        return self.frames()
+
+    def __len__(self) -> int:
+        return self.info.frame_count
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """Yield ``(frame_indices (B,) int64, [frame_rgb (H, W, 3) uint8] * B)``, B <= batch_size."""
+        if batch_size < 1:
+            raise VibeError(f"batch_size must be at least 1, got {batch_size}.")
+        indices, frames = [], []
+        for frame_index, frame_rgb in self:
+            indices.append(frame_index)
+            frames.append(frame_rgb)
+            if len(frames) == batch_size:
+                yield np.asarray(indices, dtype=np.int64), frames
+                indices, frames = [], []
+        if frames:
+            yield np.asarray(indices, dtype=np.int64), frames
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(frame_index, frame_rgb)`` for start <= frame_index < stop (None: to the end).
+
+        Frames before ``start`` are decoded and dropped (exact, unlike container seeking).
+        """
+        capture = self._open_capture()
+        frame_index = 0
+        try:
+            while stop is None or frame_index < stop:
+                if frame_index < start:
+                    ok, frame_bgr = capture.grab(), None
+                else:
+                    ok, frame_bgr = capture.read()
+                if not ok:
+                    break
+                if frame_bgr is not None:
+                    yield frame_index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+                frame_index += 1
+        finally:
+            capture.release()
+        if stop is None or frame_index < stop:
+            self._check_complete(frame_index)
+
+    def _iter_prefetched(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode in a daemon thread into a bounded queue; errors are re-raised in the consumer."""
+        frames: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    frames.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def decode() -> None:
+            try:
+                for item in self.frames():
+                    if not put(item):
+                        return
+                put(_END)
+            except BaseException as err:  # handed to the consumer, which re-raises it
+                put(err)
+
+        worker = threading.Thread(target=decode, name=f"decode {self.path.name}", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = frames.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()  # the consumer stopped early (or finished): let the worker exit
+            worker.join(timeout=5)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _open_capture(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not capture.isOpened():
+            capture.release()
+            raise VibeError(f"Cannot open {self.path} as a video: it is not a video file, or it is truncated "
+                            "or damaged. Export it again as an mp4 (H.264) file.")
+        return capture
+
+    def _count_by_decoding(self) -> int:
+        """Exact frame count from one grab pass (decodes, skips the colour conversion)."""
+        capture = self._open_capture()
+        count = 0
+        try:
+            while capture.grab():
+                count += 1
+        finally:
+            capture.release()
+        self._check_complete(count, update=False)
+        return count
+
+    def _check_complete(self, frames_decoded: int, *, update: bool = True) -> None:
+        """After a full decode: raise when it stopped well short of the container's count; otherwise
+        make ``info.frame_count`` the number of frames actually decoded."""
+        expected = self._container_frame_count
+        if expected is None or frames_decoded >= expected:
+            if update and frames_decoded > self.info.frame_count:   # the container under-counted
+                self.info.frame_count = frames_decoded
+            return
+        tolerance = max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * expected))
+        if expected - frames_decoded > tolerance:
+            raise VibeError(f"{self.path} is truncated or damaged: decoding stopped at frame {frames_decoded} "
+                            f"of the {expected} its header announces. Copy or export the video again.")
+        if update:
+            self.info.frame_count = frames_decoded

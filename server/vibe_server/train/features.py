@@ -1,0 +1,83 @@
+"""Backbone features for new footage, in the database-file layout that training reads.
+
+For each frame with a box: the person crop (side `scale` x box, 224 x 224, ImageNet-normalised),
+then the frozen ResNet-50 of the VIBE model (`model.extract_features`) -> (2048,) per frame. The
+original extracted its training features at scale 1.3 (MPI-INF-3DHP, PennAction, PoseTrack) and
+1.2 (3DPW); the demo crops at 1.1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vibe_blender.core.errors import VibeError
+
+
+def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A .npy or .csv/.txt of (N, 4) [cx, cy, w, h] (one row per frame from 0) or (N, 5)
+    [frame, cx, cy, w, h] -> (frame_ids (N,) int, bboxes (N, 4) float64)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VibeError(f"Box file {path} not found.")
+    try:
+        boxes = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
+    except ValueError as err:
+        raise VibeError(f"Cannot read boxes from {path} ({err}); expected rows of cx,cy,w,h "
+                        "or frame,cx,cy,w,h.") from None
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or len(boxes) == 0:
+        raise VibeError(f"{path} holds an array of shape {boxes.shape}; expected (N, 4) [cx, cy, w, h] "
+                        "or (N, 5) [frame, cx, cy, w, h].")
+    frame_ids = boxes[:, 0].astype(int) if boxes.shape[1] == 5 else np.arange(len(boxes))
+    boxes = boxes[:, -4:]
+    if np.any(np.diff(frame_ids) <= 0) or frame_ids[0] < 0:
+        raise VibeError(f"{path}: frame numbers must be increasing and not negative.")
+    if np.any(boxes[:, 2:] <= 0):
+        raise VibeError(f"{path}: box widths and heights must be positive.")
+    return frame_ids, boxes
+
+
+@torch.no_grad()
+def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.ndarray, scale: float = 1.3,
+                           batch_size: int = 200, device="cpu") -> np.ndarray:
+    """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
+    features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
+    from ..pipeline.crop import crop_person, normalize_crops
+
+    wanted = {int(f): i for i, f in enumerate(frame_ids)}
+    features = np.zeros((len(frame_ids), 2048), dtype=np.float32)
+    pending_crops, pending_rows, done = [], [], 0
+
+    def flush():
+        images = normalize_crops(np.stack(pending_crops), device=device)          # (B, 3, 224, 224)
+        features[pending_rows] = model.extract_features(images[None]).reshape(-1, 2048).float().cpu().numpy()
+        pending_crops.clear()
+        pending_rows.clear()
+
+    for index, frame in enumerate(frames_rgb):
+        if index in wanted:
+            row = wanted[index]
+            pending_crops.append(crop_person(frame, bboxes[row], scale=scale))       # (224, 224, 3) uint8
+            pending_rows.append(row)
+            done += 1
+            if len(pending_crops) == batch_size:
+                flush()
+        if done == len(frame_ids):
+            break
+    if pending_crops:
+        flush()
+    if done < len(frame_ids):
+        raise VibeError(f"The video has fewer frames than the boxes ask for (frame {int(frame_ids[done])} "
+                        "is missing).")
+    return features
+
+
+def write_feature_db(path: str | Path, features: np.ndarray, frame_ids: np.ndarray, bboxes: np.ndarray,
+                     vid_name: str) -> None:
+    """-> a joblib `.pt` with `features`, `bbox`, `frame_id`, `vid_name` (the database-file layout)."""
+    import joblib
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump({"features": features, "bbox": bboxes, "frame_id": frame_ids,
+                 "vid_name": np.array([vid_name] * len(frame_ids))}, path)

@@ -1,0 +1,100 @@
+"""Fixtures for the Blender suite (``pytest -m blender`` inside a bpy venv, see scripts/test_blender.sh).
+
+The smplx reference (vertices and joints for random poses and shapes of the synthetic model) is made
+by tests/blender/make_smplx_reference.py with the main .venv, which has torch and smplx; this suite
+only reads the arrays. $VIBE_SMPLX_REFERENCE names the folder; when unset it is generated here.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))                     # fake_vibe_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # blender_eval.py
+if importlib.util.find_spec("bpy") is None:
+    collect_ignore_glob = ["test_*.py"]   # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
+else:                                     # keep Blender's prefs and extension folders out of the user's home
+    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="vibe_blender_user_"))
+
+
+@pytest.fixture(scope="session")
+def reference_dir(tmp_path_factory) -> Path:
+    folder = os.environ.get("VIBE_SMPLX_REFERENCE")
+    if folder:
+        return Path(folder)
+    main_python = REPO / ".venv" / "bin" / "python"
+    if not main_python.exists():
+        pytest.fail("No smplx reference: set VIBE_SMPLX_REFERENCE or create the main .venv (scripts/setup.sh).")
+    out = tmp_path_factory.mktemp("smplx_reference")
+    env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'server'}")
+    subprocess.run([str(main_python), str(REPO / "tests/blender/make_smplx_reference.py"), str(out)],
+                   check=True, env=env, cwd=REPO)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(reference_dir):
+    import numpy as np
+
+    with np.load(reference_dir / "reference.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def body_model(reference_dir):
+    from vibe_blender.core.smpl_model import load_body_model
+
+    return load_body_model(reference_dir / "body_model.npz")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    folder = Path(os.environ.get("VIBE_SHARED_DIR", REPO.parent / "shared"))
+    if not folder.is_dir():
+        pytest.fail(f"The shared test material is not at {folder}; set VIBE_SHARED_DIR.")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(shared_dir) -> Path:
+    return shared_dir / "data" / "real"
+
+
+@pytest.fixture(scope="session")
+def official_pkl(shared_dir) -> Path:
+    return shared_dir / "fixtures" / "official_vibe_output.pkl"
+
+
+@pytest.fixture
+def empty_scene():
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    yield bpy.context.scene
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+_FIDELITY: dict[str, tuple[float, float]] = {}
+
+
+@pytest.fixture(scope="session")
+def fidelity_log() -> dict:
+    """name -> (max vertex error, max joint error) in metres; printed in the summary."""
+    return _FIDELITY
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FIDELITY:
+        return
+    import bpy
+
+    terminalreporter.section(f"max error vs smplx, Blender {bpy.app.version_string}")
+    for name, (v, j) in sorted(_FIDELITY.items()):
+        terminalreporter.write_line(f"{name:16s} vertices {v:.2e} m   joints {j:.2e} m")

@@ -1,0 +1,143 @@
+"""Capture from the panel's point of view: worker thread + UI tick, against a fake server."""
+import time
+
+import bpy
+import pytest
+from fake_vibe_server import FakeVibeServer
+
+from vibe_blender import jobs
+from vibe_blender.core.errors import VibeError
+from vibe_blender.importer import ImportOptions
+
+pytestmark = pytest.mark.blender
+
+
+@pytest.fixture(scope="module")
+def registered():
+    import vibe_blender
+
+    vibe_blender.register()
+    yield
+    vibe_blender.unregister()
+
+
+@pytest.fixture
+def video(tmp_path):
+    path = tmp_path / "dance.mp4"
+    path.write_bytes(b"\x00" * 4096)
+    return path
+
+
+def _follow(timeout_s=20.0):
+    """What Blender's timer does, called by hand (timers never fire in the bpy module)."""
+    deadline = time.monotonic() + timeout_s
+    while jobs.tick() is not None:
+        assert time.monotonic() < deadline, jobs.current_job().snapshot()
+        time.sleep(0.01)
+    return jobs.current_job().snapshot()
+
+
+def test_capture_imports_the_result(registered, empty_scene, reference_dir, video):
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        status = _follow()
+    assert status.state == "done", status.message
+    assert [a.name for a, _ in jobs.last_import()] == ["track_1", "track_2"]
+    assert bpy.data.objects["track_1"].animation_data.action is not None
+    assert empty_scene.frame_end == 10
+    from vibe_blender.preferences import user_dir
+    assert status.result_path.parent == user_dir("results")                  # written only in the user dir
+    assert jobs.current_job().upload is False and server.local_paths == [str(video.resolve())]
+
+
+def test_server_down_is_reported_not_imported(registered, empty_scene, video):
+    jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
+    status = _follow()
+    assert status.state == "failed" and "Cannot reach" in status.message
+    assert jobs.last_import() is None and not bpy.data.objects
+
+
+def test_failed_job_is_reported(registered, empty_scene, reference_dir, video):
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz",
+                        fail_with="The video has no frames.") as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        status = _follow()
+    assert status.state == "failed" and "The video has no frames." in status.message
+
+
+def test_cancel_from_the_panel(registered, empty_scene, reference_dir, video):
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        while jobs.current_job().snapshot().state != "running":
+            time.sleep(0.01)
+        bpy.ops.vibe_mocap.cancel_capture()
+        status = _follow()
+        assert server.jobs["job1"]["status"] == "cancelled"
+    assert status.state == "cancelled" and not bpy.data.objects
+
+
+def test_remote_server_needs_online_access(registered, video):
+    assert not bpy.app.online_access                                           # the bpy module's default
+    with pytest.raises(VibeError, match="online access"):
+        jobs.start_capture(str(video), ImportOptions(), server_url="http://192.0.2.1:8765", use_timer=False)
+
+
+def test_capture_operator_without_video_reports(registered, empty_scene):
+    empty_scene.vibe_mocap.video_path = ""
+    with pytest.raises(RuntimeError, match="Choose a video"):
+        bpy.ops.vibe_mocap.capture()
+
+
+def test_import_operator(registered, empty_scene, reference_dir):
+    from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
+    import shutil
+    shutil.copy(reference_dir / "body_model.npz", user_dir("cache") / BODY_MODEL_CACHE)
+    assert bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "result.npz"), correctives="baked") == {"FINISHED"}
+    assert {"track_1", "track_2"} <= set(bpy.data.objects.keys())
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "missing.npz"))
+
+
+class _RecordingLayout:
+    """Stands in for UILayout (panels cannot draw without a window): records what draw() asks for."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return _RecordingLayout(self.calls) if name in ("box", "column", "row") else _OperatorProps()
+        return record
+
+
+class _OperatorProps:
+    pass
+
+
+def _draw_panel(context):
+    from vibe_blender.panels import VIEW3D_PT_vibe_mocap
+
+    calls = []
+    panel = type("P", (), {"layout": _RecordingLayout(calls)})()
+    VIEW3D_PT_vibe_mocap.draw(panel, context)
+    return calls
+
+
+def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video):
+    progress = bpy.types.UILayout.bl_rna.functions["progress"]            # the call the panel makes exists
+    assert {"factor", "type", "text"} <= {p.identifier for p in progress.parameters}
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        while jobs.current_job().snapshot().state != "running":
+            time.sleep(0.01)
+        calls = _draw_panel(bpy.context)
+        assert any(name == "progress" for name, _, _ in calls)
+        assert ("operator", ("vibe_mocap.cancel_capture",), {"icon": "CANCEL"}) in calls
+        jobs.cancel_capture()
+        _follow()
+    jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
+    _follow()
+    calls = _draw_panel(bpy.context)
+    labels = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
+    assert "Cannot reach" in labels and ("operator", ("vibe_mocap.capture",), {"icon": "REC"}) in calls

@@ -1,0 +1,130 @@
+"""Motion: bulk keys on 4.2's and 5.x's action APIs, continuity, gaps, fps, camera, other formats."""
+import bpy
+import numpy as np
+import pytest
+from blender_eval import evaluated_joints, evaluated_vertices
+
+from vibe_blender import keyframes
+from vibe_blender.core.motion import ground_offset
+from vibe_blender.core.readers import read_motion_file
+from vibe_blender.importer import ImportOptions, import_motion_file
+
+pytestmark = pytest.mark.blender
+REAL_VIDEO = "asl-walk.mkv"
+
+
+@pytest.fixture
+def imported(empty_scene, reference_dir, body_model):
+    return import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+
+
+def _rotation_curves(armature_obj, bone):
+    channels = keyframes.channels_of(armature_obj)
+    return np.stack([keyframes.read_fcurve(channels, f'pose.bones["{bone}"].rotation_quaternion', c)[1]
+                     for c in range(4)], -1)
+
+
+def test_action_layout_matches_the_blender_version(imported):
+    armature_obj, _ = imported[0]
+    action = armature_obj.animation_data.action
+    if bpy.app.version >= (4, 4, 0):
+        assert armature_obj.animation_data.action_slot is not None and len(action.layers) == 1
+        if bpy.app.version >= (5, 0, 0):
+            assert not hasattr(action, "fcurves")                            # removed in 5.0
+    else:
+        assert len(action.fcurves) == 24 * 4 + 3
+    channels = keyframes.channels_of(armature_obj)
+    assert len(channels.fcurves) == 24 * 4 + 3
+    assert {g.name for g in channels.groups} == {b.name for b in armature_obj.data.bones}
+
+
+def test_keys_are_at_video_frames_with_sign_continuity(imported):
+    arm2, _ = imported[1]
+    channels = keyframes.channels_of(arm2)
+    frames, _ = keyframes.read_fcurve(channels, 'pose.bones["pelvis"].rotation_quaternion', 0)
+    np.testing.assert_array_equal(frames, [1, 2, 3, 7, 8, 9])               # frame ids 0 1 2 6 7 8, +1
+    for bone in ("pelvis", "left_knee", "right_wrist"):
+        q = _rotation_curves(arm2, bone)
+        assert np.all(np.sum(q[1:] * q[:-1], -1) >= 0)
+
+
+def test_gaps_hold_and_hide_instead_of_sliding(imported, empty_scene):
+    arm2, mesh2 = imported[1]
+    fcurve = keyframes.channels_of(arm2).fcurves.find('pose.bones["pelvis"].rotation_quaternion', index=0)
+    assert [k.interpolation for k in fcurve.keyframe_points] == ["LINEAR", "LINEAR", "CONSTANT", "LINEAR", "LINEAR", "LINEAR"]
+    empty_scene.frame_set(3)
+    last_seen = evaluated_joints(arm2)
+    assert not mesh2.hide_render and not mesh2.hide_viewport
+    for frame in (4, 5, 6):                                                   # no detection here
+        empty_scene.frame_set(frame)
+        assert mesh2.hide_render and mesh2.hide_viewport
+        np.testing.assert_allclose(evaluated_joints(arm2), last_seen, atol=1e-6)
+    empty_scene.frame_set(7)
+    assert not mesh2.hide_render
+    mesh1 = imported[0][1]                                                    # frames 0-4 of a 10-frame video
+    empty_scene.frame_set(5)
+    assert not mesh1.hide_render
+    empty_scene.frame_set(6)
+    assert mesh1.hide_render and mesh1.hide_viewport                         # gone after the track ends
+
+
+def test_a_track_seen_in_every_frame_is_never_hidden(empty_scene, reference_dir, body_model):
+    ((_, mesh_obj),) = import_motion_file(reference_dir / "amass.npz", body_model, ImportOptions())
+    assert mesh_obj.animation_data is None
+
+
+def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir, body_model):
+    render = empty_scene.render
+    assert render.fps == 30 and render.fps / render.fps_base == pytest.approx(29.97)   # the video's rate
+    assert (empty_scene.frame_start, empty_scene.frame_end) == (1, 10)
+    camera = empty_scene.camera
+    assert camera is not None and camera.type == "CAMERA"
+    assert (render.resolution_x, render.resolution_y) == (640, 480)
+    assert camera.data.lens == pytest.approx(600.0 / 640 * 36)               # focal 600 px on a 640 px image
+    np.testing.assert_allclose(np.array(camera.matrix_world)[:3, :3], [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
+    # The camera sits where the video's camera was: above the floor (z = 0) that the lowest feet touch.
+    motion = read_motion_file(reference_dir / "result.npz")
+    offset = ground_offset(body_model, motion.tracks)
+    np.testing.assert_allclose(camera.location, offset, atol=1e-6)
+    assert offset[2] > 0.5
+    lowest = []
+    for (_, mesh_obj), track in zip(imported, motion.tracks):
+        for frame_id in track.frame_ids:
+            empty_scene.frame_set(int(frame_id) + 1)
+            lowest.append(evaluated_vertices(mesh_obj)[:, 2].min())
+    assert min(lowest) < 1e-5                                                  # someone touches the floor
+
+
+def test_video_background(empty_scene, reference_dir, body_model, real_data_dir):
+    import_motion_file(reference_dir / "result.npz", body_model,
+                       ImportOptions(video_path=str(real_data_dir / REAL_VIDEO)))
+    camera = empty_scene.camera.data
+    assert camera.show_background_images and len(camera.background_images) == 1
+    clip = camera.background_images[0].clip
+    assert clip is not None and clip.size[0] > 0 and clip.frame_duration > 1
+
+
+def test_in_place_root_motion(empty_scene, reference_dir, body_model):
+    characters = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions(root_motion="in_place"))
+    for frame in (1, 3, 5):
+        empty_scene.frame_set(frame)
+        np.testing.assert_allclose(evaluated_joints(characters[0][0])[0, :2], 0.0, atol=1e-6)
+
+
+def test_official_pkl_import(empty_scene, body_model, official_pkl):
+    ((armature_obj, mesh_obj),) = import_motion_file(official_pkl, body_model, ImportOptions(fps=25))
+    assert armature_obj.name == "track_1"
+    assert (empty_scene.frame_start, empty_scene.frame_end, empty_scene.render.fps) == (1, 32, 25)
+    assert (empty_scene.render.resolution_x, empty_scene.render.resolution_y) == (256, 192)
+    q = _rotation_curves(armature_obj, "pelvis")
+    assert q.shape == (32, 4) and np.all(np.isfinite(q))
+
+
+def test_keyframe_helper_writes_any_id(empty_scene):
+    """The one helper also keys non-armature IDs (shape keys, objects) on every version."""
+    empty = bpy.data.objects.new("e", None)
+    empty_scene.collection.objects.link(empty)
+    channels = keyframes.new_channels(empty, "e_action")
+    keyframes.write_fcurve(channels, "location", 2, np.array([1.0, 11.0]), np.array([0.0, 5.0]))
+    empty_scene.frame_set(6)
+    assert empty.location.z == pytest.approx(2.5)

@@ -1,0 +1,124 @@
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.readers import read_motion_file
+from vibe_blender.core.readers.official_pkl import load_joblib_pickle, read_official_pkl
+from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, ZUP_TO_BLENDER
+
+OFFICIAL_PKL = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_vibe_output.pkl"
+
+
+@pytest.fixture(scope="module")
+def official_pkl():
+    if not OFFICIAL_PKL.is_file():
+        pytest.fail(f"fixture {OFFICIAL_PKL} is missing (the official demo's vibe_output.pkl)")
+    return OFFICIAL_PKL
+
+
+def test_official_pkl_reads_without_joblib(official_pkl):
+    data = load_joblib_pickle(official_pkl)
+    track = data[1]
+    assert track["pose"].shape == (32, 72) and track["pose"].dtype == np.float32
+    assert track["verts"].shape == (32, 6890, 3) and track["joints2d"] is None
+    np.testing.assert_array_equal(track["frame_ids"], np.arange(32))
+
+
+def test_official_pkl_matches_joblib(official_pkl):
+    joblib = pytest.importorskip("joblib")          # the test extra has it; Blender does not
+    ours, theirs = load_joblib_pickle(official_pkl), joblib.load(official_pkl)
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs[1].items():
+        if value is None:
+            assert ours[1][key] is None
+        else:
+            np.testing.assert_array_equal(ours[1][key], value)
+
+
+def test_official_pkl_motion_recovers_video_size_and_depth(official_pkl):
+    motion = read_official_pkl(official_pkl, fps=25.0)
+    assert (motion.camera.width_px, motion.camera.height_px) == (256, 192)      # the fixture's video size
+    assert motion.fps == 25.0 and motion.frame_count == 32
+    (track,) = motion.tracks
+    assert track.name == "track_1"
+    np.testing.assert_allclose(track.source_to_blender, CAMERA_TO_BLENDER)
+    assert np.all(track.trans_m[:, 2] > 0.5)                                    # in front of the camera
+    raw = load_joblib_pickle(official_pkl)[1]
+    np.testing.assert_allclose(track.trans_m[:, :2], raw["orig_cam"][:, 2:])
+    # Weak perspective sx·(X + tx) equals a pinhole of focal f at depth tz = 2 f / (W sx).
+    np.testing.assert_allclose(track.trans_m[:, 2], 2 * 256 / (256 * raw["orig_cam"][:, 0]))
+
+
+def test_restricted_reader_refuses_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "vibe_output.pkl"
+    bad.write_bytes(pickle.dumps({1: Evil()}))
+    with pytest.raises(VibeError, match="not a VIBE vibe_output.pkl"):
+        read_motion_file(bad)
+
+
+def test_truncated_pkl_is_reported(tmp_path, official_pkl):
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(official_pkl.read_bytes()[:5000])
+    with pytest.raises(VibeError, match="cut.pkl"):
+        read_motion_file(cut)
+
+
+def test_result_file_becomes_motion(server_files):
+    motion = read_motion_file(server_files[0])
+    assert [t.name for t in motion.tracks] == ["track_1", "track_2"]
+    assert motion.fps == 25.0 and motion.frame_count == 12
+    assert (motion.camera.width_px, motion.camera.height_px, motion.camera.focal_length_px) == (320, 240, 400.0)
+    assert motion.tracks[1].segments() == [(0, 2), (2, 4)]
+
+
+def test_amass_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    poses = rng.normal(size=(7, 156))
+    np.savez(tmp_path / "walk_poses.npz", poses=poses, trans=rng.normal(size=(7, 3)), betas=rng.normal(size=16),
+             mocap_framerate=np.array(120.0), gender=np.array("female"))
+    motion = read_motion_file(tmp_path / "walk_poses.npz")
+    (track,) = motion.tracks
+    assert motion.fps == 120.0 and motion.camera is None
+    np.testing.assert_allclose(track.pose[:, :66], poses[:, :66])
+    np.testing.assert_allclose(track.pose[:, 66:], 0.0)                 # SMPL-H hands are not SMPL's hand joints
+    assert track.betas.shape == (10,)
+    np.testing.assert_allclose(track.source_to_blender, ZUP_TO_BLENDER)
+
+
+def test_amass_without_frame_rate_asks_for_one(tmp_path):
+    np.savez(tmp_path / "a.npz", poses=np.zeros((3, 72)), trans=np.zeros((3, 3)), betas=np.zeros(10))
+    with pytest.raises(VibeError, match="frame rate"):
+        read_motion_file(tmp_path / "a.npz")
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "does not exist"),
+    (b"not a zip", "is not a VIBE Mocap result"),
+])
+def test_unreadable_files(tmp_path, content, match):
+    path = tmp_path / "x.npz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(VibeError, match=match):
+        read_motion_file(path)
+
+
+def test_unknown_npz_names_its_arrays(tmp_path):
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
+    with pytest.raises(VibeError, match="weights"):
+        read_motion_file(tmp_path / "other.npz")
+
+
+def test_nan_pose_is_refused(tmp_path):
+    poses = np.zeros((3, 72))
+    poses[1, 5] = np.nan
+    np.savez(tmp_path / "nan.npz", poses=poses, trans=np.zeros((3, 3)), mocap_framerate=np.array(30.0))
+    with pytest.raises(VibeError, match="NaN"):
+        read_motion_file(tmp_path / "nan.npz")

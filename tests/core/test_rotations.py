@@ -1,0 +1,45 @@
+import numpy as np
+
+from vibe_blender.core.rotations import (axis_angle_to_quat, axis_angle_to_rotmat, make_continuous, quat_conjugate,
+                                         quat_multiply, quat_to_rotmat, rotmat_to_quat)
+
+
+def _random_axis_angle(rng, n):
+    aa = rng.normal(0, 1.5, (n, 3))
+    aa[:4] = [[0, 0, 0], [1e-9, 0, 0], [np.pi, 0, 0], [0, -np.pi + 1e-7, 0]]     # zero, tiny, half turns
+    return aa
+
+
+def test_axis_angle_quat_and_matrix_agree():
+    aa = _random_axis_angle(np.random.default_rng(0), 200)
+    np.testing.assert_allclose(quat_to_rotmat(axis_angle_to_quat(aa)), axis_angle_to_rotmat(aa), atol=1e-12)
+    R = axis_angle_to_rotmat(aa)
+    np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
+
+
+def test_rotmat_to_quat_round_trip_including_half_turns():
+    rng = np.random.default_rng(1)
+    R = axis_angle_to_rotmat(_random_axis_angle(rng, 300))
+    R = np.concatenate([R, np.diag([1.0, -1, -1])[None], np.diag([-1.0, 1, -1])[None], np.diag([-1.0, -1, 1])[None]])
+    q = rotmat_to_quat(R)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=-1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(quat_to_rotmat(q), R, atol=1e-12)
+    assert np.all(q[:, 0] >= 0)
+
+
+def test_quaternion_product_composes_rotations():
+    rng = np.random.default_rng(2)
+    a, b = axis_angle_to_quat(rng.normal(size=(50, 3))), axis_angle_to_quat(rng.normal(size=(50, 3)))
+    np.testing.assert_allclose(quat_to_rotmat(quat_multiply(a, b)), quat_to_rotmat(a) @ quat_to_rotmat(b), atol=1e-12)
+    np.testing.assert_allclose(quat_multiply(a, quat_conjugate(a)), np.tile([1.0, 0, 0, 0], (50, 1)), atol=1e-12)
+
+
+def test_make_continuous_removes_sign_flips_without_changing_rotations():
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 4 * np.pi, 400)                                    # a root spinning through 720°
+    q = axis_angle_to_quat(np.stack([np.zeros_like(t), t, np.zeros_like(t)], -1))[:, None]
+    q = q * rng.choice([-1.0, 1.0], size=(400, 1, 1))                     # random signs, as from a converter
+    c = make_continuous(q)
+    assert np.all(np.sum(c[1:] * c[:-1], -1) > 0)
+    np.testing.assert_allclose(quat_to_rotmat(c), quat_to_rotmat(q), atol=1e-12)
+    assert np.sum(np.sum(q[1:] * q[:-1], -1) < 0) > 50                     # the input really had flips

@@ -1,0 +1,130 @@
+"""People in a video: one pass of decode -> detect (batched, every Nth frame) -> SORT."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline.crop import crop_people
+from vibe_server.pipeline.detect import Detector, make_detector
+from vibe_server.pipeline.people import find_people, stream_people
+from vibe_server.pipeline.track import track_detections
+from vibe_server.pipeline.video import open_video
+
+REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+
+
+def _walker(t):
+    """Two people: one walks right the whole time, one stands still from frame 12 on."""
+    people = [[60 + 3 * t, 40, 100 + 3 * t, 120, 0.9]]
+    if t >= 12:
+        people.append([300, 50, 340, 130, 0.95])
+    return np.array(people, dtype=np.float32)
+
+
+class ScriptedDetector:
+    """Reads the frame index written into pixel (0, 0) and returns that frame's scripted boxes."""
+
+    def __init__(self, batch_size):
+        self.batch_size = batch_size
+        self.calls = []
+
+    def detect(self, frames_rgb):
+        indices = [int(f[0, 0, 0]) for f in frames_rgb]
+        self.calls.append(indices)
+        return [_walker(i) for i in indices]
+
+
+def _frames(n):
+    for i in range(n):
+        frame = np.zeros((240, 400, 3), np.uint8)
+        frame[0, 0, 0] = i
+        yield i, frame
+
+
+def test_detector_protocol():
+    assert isinstance(ScriptedDetector(1), Detector)
+    assert isinstance(make_detector("hog"), Detector)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7])
+def test_find_people_equals_tracking_all_detections(batch_size):
+    detector = ScriptedDetector(batch_size)
+    tracklets = find_people(_frames(40), detector, min_track_frames=5)
+    expected = track_detections([_walker(t) for t in range(40)], min_track_frames=5)
+    assert sorted(tracklets) == sorted(expected) == [1, 2]
+    for track_id in expected:
+        np.testing.assert_array_equal(tracklets[track_id].frames, expected[track_id].frames)
+        np.testing.assert_allclose(tracklets[track_id].bboxes, expected[track_id].bboxes)
+    assert [len(c) for c in detector.calls[:-1]] == [batch_size] * (len(detector.calls) - 1)
+    assert sum(len(c) for c in detector.calls) == 40
+
+
+def test_min_track_frames_drops_short_tracks():
+    assert sorted(find_people(_frames(40), ScriptedDetector(4), min_track_frames=30)) == [1]
+
+
+def test_stream_yields_every_frame_once_in_order_with_its_boxes():
+    people = stream_people(_frames(20), ScriptedDetector(3))
+    seen = []
+    for frame_index, frame_rgb, boxes in people:
+        assert int(frame_rgb[0, 0, 0]) == frame_index
+        seen.append(frame_index)
+        for track_id, bbox in boxes:
+            assert bbox.shape == (4,) and bbox[2] == bbox[3]
+            if track_id == 1:
+                assert bbox[0] == pytest.approx(80 + 3 * frame_index, abs=1.0)
+    assert seen == list(range(20))
+    tracklets = people.tracklets(min_track_frames=1)
+    assert tracklets[1].frames.tolist() == list(range(20))
+    with pytest.raises(RuntimeError):
+        next(iter(people))
+
+
+def test_detection_stride_detects_every_nth_frame_and_carries_the_rest():
+    detector = ScriptedDetector(2)
+    tracklets = find_people(_frames(30), detector, detection_stride=3, min_track_frames=1)
+    assert sorted(i for call in detector.calls for i in call) == list(range(0, 30, 3))
+    frames, bboxes = tracklets[1]
+    assert frames.tolist() == list(range(30))            # boxes on the frames in between too
+    np.testing.assert_allclose(bboxes[10:, 0], 80 + 3 * np.arange(10, 30), atol=2.0)
+
+
+def test_progress_reports_frames_done():
+    calls = []
+    find_people(_frames(10), ScriptedDetector(4), progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(4, None), (8, None), (10, None)]
+
+
+def test_bad_stride():
+    with pytest.raises(VibeError, match="detection_stride"):
+        find_people(_frames(3), ScriptedDetector(1), detection_stride=0)
+
+
+def test_hog_without_opencv_support_says_what_to_install(monkeypatch):
+    monkeypatch.delattr(cv2, "HOGDescriptor")
+    with pytest.raises(VibeError, match="opencv-python-headless>=4.10,<5"):
+        make_detector("hog")
+
+
+def test_hog_on_an_empty_frame_finds_nobody():
+    assert make_detector("hog").detect([np.zeros((300, 400, 3), np.uint8)])[0].shape == (0, 5)
+
+
+def test_hog_finds_and_tracks_a_real_person():
+    """A person standing at the table of the real clip, detected by HOG alone (no model data)."""
+    reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
+    start = 946
+    frames = [(i - start, f) for i, f in reader.frames(start, start + 14)]
+    people = stream_people(frames, make_detector("hog"))
+    crops = []
+    for _, frame_rgb, boxes in people:
+        if boxes:
+            crops.append(crop_people(frame_rgb, np.array([b for _, b in boxes])))
+    tracklets = people.tracklets(min_track_frames=8)
+    assert len(tracklets) >= 1
+    frames_idx, bboxes = max(tracklets.values(), key=lambda t: len(t.frames))
+    # the person stands in the middle of the 768 x 432 room, about a third of its height tall
+    assert 200 < np.median(bboxes[:, 0]) < 600 and 60 < np.median(bboxes[:, 3]) < 300
+    assert crops and all(c.shape[1:] == (3, 224, 224) for c in crops)

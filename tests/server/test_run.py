@@ -1,0 +1,169 @@
+"""The pipeline orchestration with a tiny VIBE-shaped model and a scripted front end: streaming,
+batching, chunking with the GRU state carried, the official chunking, track filtering, smoothing,
+progress, cancel and bad input."""
+import numpy as np
+import pytest
+import torch
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline import run as run_module
+from vibe_server.pipeline.run import STAGES, Engine, JobCancelled, RunOptions
+
+
+def run(engine, **options):
+    return engine.run("clip.mp4", RunOptions(**options))
+
+
+def poses(output):
+    return {t.track_id: t.pose for t in output.result.tracks}
+
+
+def test_tracks_are_kept_filtered_and_in_frame_order(tiny_engine):
+    out = run(tiny_engine, min_track_frames=25)
+    result = out.result
+    assert [t.track_id for t in result.tracks] == [1, 3]          # track 2 has 10 frames only
+    np.testing.assert_array_equal(result.track(1).frame_ids, np.arange(60))
+    np.testing.assert_array_equal(result.track(3).frame_ids, np.arange(10, 50))
+    assert out.frames_decoded == 60
+    assert out.crops == 60 + 40                                   # the short track never reached the backbone
+    assert result.model_name == "tiny test model"
+    assert result.video.name == "clip.mp4" and result.video.frame_count == 60
+    assert set(out.timings_s) == set(STAGES)
+    np.testing.assert_allclose(result.track(1).bboxes[:, 0], 102.0 + np.arange(60))
+
+
+def test_short_tracks_are_kept_when_min_track_frames_allows(tiny_engine):
+    result = run(tiny_engine, min_track_frames=5).result
+    assert [t.track_id for t in result.tracks] == [1, 2, 3]
+
+
+def test_tracks_max_keeps_the_longest(tiny_engine):
+    assert [t.track_id for t in run(tiny_engine, tracks_max=1).result.tracks] == [1]
+
+
+def test_backbone_batch_size_does_not_change_the_result(tiny_engine):
+    a = poses(run(tiny_engine, batch_size=1))
+    b = poses(run(tiny_engine, batch_size=64))
+    for tid in a:
+        np.testing.assert_allclose(a[tid], b[tid], atol=1e-5)
+
+
+def test_carried_gru_state_makes_the_result_independent_of_chunk_size(tiny_engine):
+    whole = poses(run(tiny_engine, temporal_chunk_frames=1000))
+    chunked = poses(run(tiny_engine, temporal_chunk_frames=7))
+    for tid in whole:
+        np.testing.assert_allclose(chunked[tid], whole[tid], atol=1e-5)
+
+
+def test_gru_state_is_carried_even_when_the_model_does_not_return_it(make_engine):
+    with_state, without = make_engine(), make_engine(return_gru_state=False)
+    a = poses(run(with_state, temporal_chunk_frames=7))
+    b = poses(run(without, temporal_chunk_frames=7))
+    for tid in a:
+        np.testing.assert_allclose(a[tid], b[tid], atol=1e-5)
+
+
+def test_official_chunking_restarts_the_gru_every_chunk(tiny_engine, monkeypatch):
+    monkeypatch.setattr(run_module, "OFFICIAL_CHUNK_FRAMES", 20)
+    carry = poses(run(tiny_engine))[1]
+    official = poses(run(tiny_engine, chunking="official"))[1]
+    np.testing.assert_allclose(official[:20], carry[:20], atol=1e-5)   # first chunk: same start state
+    assert np.abs(official[20:] - carry[20:]).max() > 1e-3            # later chunks start from zeros
+    # and each official chunk equals a fresh run over just that chunk's features
+    features = torch.stack([torch.as_tensor(f) for f in _features(tiny_engine)])
+    fresh = tiny_engine.model.forward_features(features[20:40][None])["theta"][0, :, 3:75]
+    np.testing.assert_allclose(official[20:40], fresh.detach().numpy(), atol=1e-5)
+
+
+def _features(engine):
+    """Track 1's per-frame features, recomputed from the scripted crops."""
+    fe = engine.frontend
+    reader = fe.open_video("clip.mp4")
+    feats = []
+    for frame_index, frame in reader:
+        box = np.array([[102.0 + frame_index, 120.0, 81.0, 81.0]])
+        feats.append(engine.extract_features(torch.as_tensor(fe.crop_people(frame, box)))[0])
+    return feats
+
+
+def test_smoothing_changes_the_pose_and_recomputes_joints(tiny_engine):
+    raw = run(tiny_engine).result.track(1)
+    smooth = run(tiny_engine, smoothing=1.0).result.track(1)
+    assert np.abs(smooth.pose - raw.pose).max() > 1e-4
+    # joints come from the model's SMPL on the smoothed pose
+    _, joints = tiny_engine.smpl(smooth.pose, smooth.betas)
+    np.testing.assert_allclose(smooth.joints3d, joints, atol=1e-6)
+    np.testing.assert_array_equal(smooth.betas, raw.betas)
+
+
+def test_uncrop_mode_and_settings_are_recorded(tiny_engine):
+    official = run(tiny_engine, official_uncrop=True).result
+    corrected = run(tiny_engine).result
+    np.testing.assert_allclose(corrected.track(1).orig_cam[:, 0], 1.1 * official.track(1).orig_cam[:, 0], rtol=1e-6)
+    assert official.meta["uncrop"] == "official 1.0x box"
+    assert corrected.meta["chunking"] == "carry" and corrected.meta["detector"] == "hog"
+    assert corrected.focal_length_px == 320.0                      # the longer image side by default
+
+
+def test_detection_stride_calls_the_detector_less(scripted, tiny_engine):
+    run(tiny_engine, detection_stride=4, detector="yolo")
+    assert scripted.detectors[-1].name == "yolo"
+    assert scripted.detectors[-1].calls == 15
+    assert scripted.detectors[-1].options == {"precision": "fp32"}
+
+
+def test_progress_goes_through_the_stages_to_one(tiny_engine):
+    events = []
+    tiny_engine.run("clip.mp4", RunOptions(), progress=lambda stage, f, eta: events.append((stage, f, eta)))
+    stages = [e[0] for e in events]
+    assert set(stages) <= set(STAGES) and "temporal" in stages and stages[-1] == "write"
+    fractions = [e[1] for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert events[-1][2] == pytest.approx(0.0)
+
+
+def test_cancel_stops_the_run(tiny_engine):
+    calls = []
+
+    def should_cancel():
+        calls.append(1)
+        return len(calls) > 10
+
+    with pytest.raises(JobCancelled):
+        tiny_engine.run("clip.mp4", RunOptions(), should_cancel=should_cancel)
+
+
+def test_nobody_found_is_a_clear_error(make_engine):
+    engine = make_engine(tracks={})
+    with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'.*min_track_frames"):
+        run(engine)
+
+
+def test_zero_frames_is_a_clear_error(make_engine):
+    engine = make_engine(num_frames=0)
+    with pytest.raises(VibeError, match="No frame"):
+        run(engine)
+
+
+def test_unreadable_video_error_passes_through(tiny_engine):
+    with pytest.raises(VibeError, match="not a video"):
+        tiny_engine.run("notes.txt", RunOptions())
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"detector": "ssd"}, "Unknown detector"), ({"detection_stride": 0}, "at least 1"),
+    ({"smoothing": 2.0}, "between 0 and 1"), ({"chunking": "overlap"}, "Unknown chunking"),
+    ({"tracks_max": 0}, "tracks_max"), ({"focal_px": -1.0}, "focal length"),
+])
+def test_bad_options_are_refused(tiny_engine, bad, message):
+    with pytest.raises(VibeError, match=message):
+        run(tiny_engine, **bad)
+
+
+def test_bf16_fast_preset_stays_close_to_fp32(make_engine):
+    fp32, bf16 = make_engine(), make_engine(precision="bf16")
+    a, b = poses(run(fp32)), poses(run(bf16))
+    for tid in a:
+        np.testing.assert_allclose(a[tid], b[tid], atol=0.05)
+    with pytest.raises(VibeError, match="fp16 needs a CUDA"):
+        Engine(torch.nn.Module(), model_name="t", data_dir=None, precision="fp16")

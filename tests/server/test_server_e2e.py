@@ -1,0 +1,154 @@
+"""End to end: the real server (uvicorn in a subprocess, full-size random-weight model, the real
+video/detector/tracker/crop front end) on 127.0.0.1, fed with cuts of the real clips."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+
+from vibe_blender.core.result_file import load_result
+
+pytestmark = pytest.mark.slow
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cut_clip(src: Path, dst: Path, start: int, frames: int) -> Path:
+    cap = cv2.VideoCapture(str(src))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    writer = None
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok
+        if writer is None:
+            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS),
+                                     (frame.shape[1], frame.shape[0]))
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    return dst
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(synthetic_bundle, tmp_path_factory):
+    """The server on a free port, with the synthetic bundle plus random Darknet weights for YOLO."""
+    from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
+
+    data_dir = tmp_path_factory.mktemp("e2e_data")
+    for f in synthetic_bundle.iterdir():
+        (data_dir / f.name).symlink_to(f)
+    write_random_darknet_weights(data_dir / "yolov3.weights")
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("e2e_log") / "server.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)])}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--data-dir", str(data_dir),
+             "--jobs-dir", str(tmp_path_factory.mktemp("e2e_jobs"))],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError("the server did not start:\n" + log_path.read_text())
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def wait_for(base: str, job_id: str, timeout_s: float = 300) -> dict:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        job = httpx.get(f"{base}/jobs/{job_id}", timeout=10).json()
+        if job["status"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(1.0)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_real_clip_upload_to_result(server, tmp_path):
+    health = httpx.get(f"{server}/health").json()
+    assert health["api_version"] == 1 and health["model"] == "vibe_model_wo_3dpw" and health["device"] == "cpu"
+    clip = cut_clip(REAL / "one-by-one-person-detection.mp4", tmp_path / "walk.mp4", start=262, frames=66)
+    params = {"detector": "hog", "detection_stride": 2, "min_track_frames": 20, "smoothing": 0.3}
+    with open(clip, "rb") as f:
+        r = httpx.post(f"{server}/jobs", files={"video": ("walk.mp4", f, "video/mp4")},
+                       data={"params": json.dumps(params)}, timeout=60)
+    assert r.status_code == 201, r.text
+    job = wait_for(server, r.json()["job_id"])
+    assert job["status"] == "done", job
+    assert job["num_tracks"] >= 1 and job["progress"] == 1.0
+
+    r = httpx.get(f"{server}/jobs/{job['job_id']}/result", timeout=60)
+    assert r.status_code == 200
+    result = load_result(io.BytesIO(r.content))
+    assert result.video.name == "walk.mp4" and (result.video.width, result.video.height) == (768, 432)
+    assert result.video.frame_count == 66 and result.video.fps == pytest.approx(10.0)
+    track = max(result.tracks, key=lambda t: t.num_frames)
+    assert track.num_frames >= 20 and track.frame_ids.max() < 66
+    assert (track.trans_cam_m[:, 2] > 0).all()                 # in front of the camera
+    assert result.meta["detector"] == "hog" and result.meta["smoothing"] == "0.3"
+
+    joblib = pytest.importorskip("joblib")
+    r = httpx.get(f"{server}/jobs/{job['job_id']}/result.pkl", timeout=120)
+    assert r.status_code == 200
+    official = joblib.load(io.BytesIO(r.content))
+    assert official[track.track_id]["verts"].shape == (track.num_frames, 6890, 3)
+
+
+def test_video_with_nobody_fails_with_a_reason(server, tmp_path):
+    """The bottle clip, as a local-path job, with YOLO. (The YOLO weights here are random, so
+    'nobody' comes from them as much as from the clip; with the real weights the clip has nobody.)"""
+    clip = cut_clip(REAL / "bottle-detection-negative.mp4", tmp_path / "bottles.mp4", start=0, frames=30)
+    r = httpx.post(f"{server}/jobs", json={"video_path": str(clip),
+                                           "params": {"detector": "yolo", "detection_stride": 10}}, timeout=60)
+    assert r.status_code == 201, r.text
+    job = wait_for(server, r.json()["job_id"])
+    assert job["status"] == "failed" and "Nobody was found in 'bottles.mp4'" in job["error"]
+    assert httpx.get(f"{server}/jobs/{job['job_id']}/result").status_code == 409
+    assert clip.exists()
+
+
+def test_bad_files_are_refused_and_the_server_keeps_serving(server, tmp_path):
+    text = b"this is not a video\n" * 100
+    r = httpx.post(f"{server}/jobs", files={"video": ("notes.mp4", text, "video/mp4")}, timeout=30)
+    assert r.status_code == 415 and "notes.mp4" in r.json()["detail"]
+    whole = cut_clip(REAL / "one-by-one-person-detection.mp4", tmp_path / "whole.mp4", start=262, frames=40)
+    truncated = whole.read_bytes()[:3000]
+    r = httpx.post(f"{server}/jobs", files={"video": ("cut.mp4", truncated, "video/mp4")}, timeout=30)
+    if r.status_code == 201:                                   # the container opened: the job must fail
+        job = wait_for(server, r.json()["job_id"])
+        assert job["status"] == "failed" and job["error"]
+    else:
+        assert r.status_code == 415 and r.json()["detail"]
+    r = httpx.post(f"{server}/jobs", files={"video": ("empty.mp4", b"", "video/mp4")}, timeout=30)
+    assert r.status_code == 400 and "empty" in r.json()["detail"]
+    r = httpx.post(f"{server}/jobs", files={"video": ("a.mp4", text, "video/mp4")},
+                   data={"params": json.dumps({"speed": "max"})}, timeout=30)
+    assert r.status_code == 422 and "speed" in r.json()["detail"]
+    r = httpx.get(f"{server}/health", headers={"Host": "localhost.attacker.example"})
+    assert r.status_code == 400
+    assert httpx.get(f"{server}/health").json()["status"] == "ok"

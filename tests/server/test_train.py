@@ -1,0 +1,210 @@
+"""The training loop on tiny synthetic database files: the loss falls, checkpoints load into the
+inference model, resuming continues, two gloo processes under torchrun work, evaluation prints."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.train.config import TrainConfig, parse_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory, synthetic_bundle):
+    from vibe_server.train.synthetic_db import write_synthetic_db
+
+    root = tmp_path_factory.mktemp("train")
+    return {"data": synthetic_bundle, "db": write_synthetic_db(root / "db"), "root": root}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_cpu_thread():
+    """Tiny models train faster on one thread, and much faster when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(dirs, out: str, *extra) -> TrainConfig:
+    """A config that runs in seconds on a CPU: small batches and discriminator, no workers."""
+    return parse_overrides(TrainConfig, [
+        f"--db_dir={dirs['db']}", f"--model_data_dir={dirs['data']}", f"--out_dir={dirs['root'] / out}",
+        "--batch_size=4", "--motion_batch_size=4", "--val_batch_size=8", "--disc_hidden=32",
+        "--disc_attention_size=32", "--num_workers=0", "--device=cpu", "--abort_pa_mpjpe_mm=0",
+        "--log_interval=1", *extra])
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_overrides_are_typed_and_checked():
+    config = parse_overrides(TrainConfig, ["--batch_size=8", "--gen_lr=1e-4", "--resume=false",
+                                           "--datasets_2d=insta,pennaction"])
+    assert (config.batch_size, config.gen_lr, config.resume) == (8, 1e-4, False)
+    default = TrainConfig()    # the official values
+    assert (default.kp_2d_w, default.kp_3d_w, default.pose_w, default.shape_w, default.d_motion_w) == \
+        (300.0, 300.0, 60.0, 0.06, 0.5)
+    assert (default.gen_lr, default.disc_lr, default.disc_wd, default.seqlen, default.batch_size) == \
+        (5e-5, 1e-4, 1e-4, 16, 32)
+    with pytest.raises(VibeError, match="Did you mean --batch_size"):
+        parse_overrides(TrainConfig, ["--batchsize=8"])
+    with pytest.raises(VibeError, match="takes a int"):
+        parse_overrides(TrainConfig, ["--batch_size=eight"])
+    with pytest.raises(VibeError, match="takes true or false"):
+        parse_overrides(TrainConfig, ["--resume=maybe"])
+    with pytest.raises(VibeError, match="--key=value"):
+        parse_overrides(TrainConfig, ["--batch_size", "8"])
+
+
+def test_train_command_reports_bad_settings(capsys):
+    from vibe_server.cli import main
+
+    assert main(["train", "vibe", "--gen_lr=fast"]) == 2
+    assert "--gen_lr takes a float" in capsys.readouterr().err
+    assert main(["train", "mposer", "--latent=16"]) == 2
+    assert "Did you mean --latent_size" in capsys.readouterr().err
+    assert main(["train", "vibe", "--help"]) == 0
+    listing = capsys.readouterr().out
+    assert "--gen_lr=5e-05" in listing and "--fix_pennaction_joints=True" in listing
+
+
+def test_generator_loss_falls_when_overfitting(dirs):
+    from vibe_server.train.train import train
+
+    config = tiny(dirs, "overfit", "--datasets_2d=", "--datasets_3d=3dpw", "--dataset_val=none",
+                  "--motion_prior=none", "--batch_size=3", "--epochs=1", "--iters_per_epoch=15", "--gen_lr=2e-4")
+    train(config)
+    rows = read_csv(dirs["root"] / "overfit" / "train_log.csv")
+    first = sum(float(r["gen_loss"]) for r in rows[:3]) / 3
+    last = sum(float(r["gen_loss"]) for r in rows[-3:]) / 3
+    print(f"overfit gen_loss {first:.3f} -> {last:.3f}")
+    # the synthetic targets are random per frame (no body fits them exactly), so the floor is high
+    assert last < 0.75 * first, (first, last)
+    assert {"loss_kp_2d", "loss_kp_3d", "loss_pose", "loss_shape"} <= {k for k, v in rows[0].items() if v}
+
+
+class FakeTensorBoard:
+    def __init__(self):
+        self.scalars = []
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, value, step))
+
+    def close(self):
+        pass
+
+
+def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch):
+    import vibe_server
+    from vibe_server import checkpoints
+    from vibe_server.train import train as train_module
+    from vibe_server.train.generator import FeatureGenerator
+    from vibe_server.train.train import train
+
+    board = FakeTensorBoard()
+    monkeypatch.setattr(train_module, "open_tensorboard", lambda out_dir: board)
+
+    config = tiny(dirs, "resume", "--datasets_2d=insta", "--datasets_3d=mpii3d,3dpw", "--epochs=1",
+                  "--iters_per_epoch=2")
+    assert train(config)["epochs_run"] == 1
+    config.epochs = 2
+    summary = train(config)                                     # same command, more epochs: resumes
+    assert summary["epochs_run"] == 1
+    out = dirs["root"] / "resume"
+    assert [r["epoch"] for r in read_csv(out / "val_log.csv")] == ["0", "1"]
+    assert {r["epoch"] for r in read_csv(out / "train_log.csv")} == {"0", "1"}
+    tags = {tag for tag, _, _ in board.scalars}
+    assert {"train_loss/gen_loss", "train_loss/d_m_disc_loss", "error/pa_mpjpe", "lr/gen_lr"} <= tags
+
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["iters_per_epoch"] == 2
+    assert set(checkpoints.VIBE_TOP_LEVEL) <= set(ckpt)
+    checkpoints.check_generator_keys(ckpt["gen_state_dict"], "trained checkpoint")
+    assert ckpt["gen_optimizer"]["state"][0]["step"] == 4       # Adam continued: 2 epochs x 2 steps
+    assert set(ckpt["disc_motion_state_dict"]) >= {"gru.weight_ih_l0", "attention.attention.6.weight", "fc.bias"}
+    assert (out / "model_best.pth.tar").exists()
+
+    model = vibe_server.load_model(dirs["data"], vibe_checkpoint=out / "checkpoint.pth.tar")
+    for key, value in ckpt["gen_state_dict"].items():
+        if key not in checkpoints.SMPL_BATCH_PARAMS:
+            assert torch.equal(model.state_dict()[key], value), key
+    features = torch.rand(1, 16, 2048)
+    with torch.no_grad():
+        ours = FeatureGenerator(model).eval()(features)["theta"]
+        torch.testing.assert_close(model.forward_features(features)["theta"], ours)
+
+
+def test_bad_settings_get_clear_messages(dirs):
+    from vibe_server.train.train import train
+
+    with pytest.raises(VibeError, match="motion_prior"):
+        train(tiny(dirs, "bad", "--motion_prior=gan"))
+    with pytest.raises(VibeError, match="at least one 3D dataset"):
+        train(tiny(dirs, "bad", "--datasets_3d="))
+    with pytest.raises(VibeError, match="not a 3D dataset"):
+        train(tiny(dirs, "bad", "--datasets_3d=insta"))
+    with pytest.raises(VibeError, match="MPoser checkpoint"):
+        train(tiny(dirs, "bad", "--motion_prior=mposer", "--mposer_checkpoint=missing.pth.tar"))
+    with pytest.raises(VibeError, match="not found"):
+        train(tiny(dirs, "bad", f"--db_dir={dirs['root'] / 'nowhere'}"))
+
+
+def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
+    out = dirs["root"] / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "vibe_server.train.train",
+               *_args(dirs, out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command + ["--epochs=1"], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    assert "2 process(es) on cpu" in first.stdout
+    second = subprocess.run(command + ["--epochs=2"], capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert "resumed from" in second.stdout and "continuing at epoch 1" in second.stdout
+    assert second.stdout.count("validation:") == 1               # rank 0 alone validates and logs
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    assert ckpt["epoch"] == 1
+    assert not any(k.startswith("module.") for k in ckpt["gen_state_dict"])
+    assert not any(k.startswith("module.") for k in ckpt["disc_motion_state_dict"])
+
+
+def _args(dirs, out):
+    return [f"--db_dir={dirs['db']}", f"--model_data_dir={dirs['data']}", f"--out_dir={out}",
+            "--batch_size=4", "--motion_batch_size=4", "--disc_hidden=32", "--disc_attention_size=32",
+            "--num_workers=0", "--device=cpu", "--abort_pa_mpjpe_mm=0", "--iters_per_epoch=2",
+            "--datasets_2d=insta", "--datasets_3d=mpii3d"]
+
+
+def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
+    import json
+
+    from vibe_server.cli import main
+
+    checkpoint = dirs["data"] / "vibe_model_wo_3dpw.pth.tar"
+    rc = main(["evaluate", str(dirs["db"] / "3dpw_test_db.pt"), "--checkpoint", str(checkpoint),
+               "--data-dir", str(dirs["data"]), "--json", str(tmp_path / "r.json")])
+    text = capsys.readouterr().out
+    print(text)
+    assert rc == 0
+    for name in ("MPJPE", "PA_MPJPE", "PVE", "ACCEL", "ACCEL_ERR", "courtyard_test_0", "courtyard_test_1", "ALL"):
+        assert name in text
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["overall"]["frames"] == 48 and set(result["per_sequence"]) == {"courtyard_test_0", "courtyard_test_1"}
+    assert 0 < result["overall"]["pa_mpjpe"] < result["overall"]["mpjpe"]
+    assert result["overall"]["pve"] > 0
+
+    rc = main(["evaluate", str(dirs["db"] / "mpii3d_val_db.pt"), "--checkpoint", str(checkpoint),
+               "--data-dir", str(dirs["data"]), "--json", str(tmp_path / "m.json")])
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert rc == 0 and result["overall"]["pve"] != result["overall"]["pve"]   # NaN: no SMPL ground truth
+    assert main(["evaluate", str(dirs["db"] / "amass_db.pt"), "--data-dir", str(dirs["data"])]) == 2
+    assert "Cannot tell the layout" in capsys.readouterr().err

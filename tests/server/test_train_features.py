@@ -1,0 +1,64 @@
+"""Backbone features for new footage, in the database-file layout."""
+import numpy as np
+import pytest
+import torch
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.train.features import read_bboxes
+
+
+def test_box_files_in_both_forms(tmp_path):
+    np.save(tmp_path / "a.npy", np.array([[50.0, 40.0, 30.0, 30.0]] * 3))
+    frames, boxes = read_bboxes(tmp_path / "a.npy")
+    assert frames.tolist() == [0, 1, 2] and boxes.shape == (3, 4)
+    (tmp_path / "b.csv").write_text("4,50,40,30,30\n7,52,41,30,30\n")
+    frames, boxes = read_bboxes(tmp_path / "b.csv")
+    assert frames.tolist() == [4, 7] and boxes[1].tolist() == [52, 41, 30, 30]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("1,2,3\n", "expected \\(N, 4\\)"),
+    ("5,50,40,30,30\n3,50,40,30,30\n", "increasing"),
+    ("50,40,0,30\n", "positive"),
+    ("a,b,c,d\n", "Cannot read boxes"),
+])
+def test_bad_box_files_are_explained(tmp_path, content, message):
+    (tmp_path / "boxes.csv").write_text(content)
+    with pytest.raises(VibeError, match=message):
+        read_bboxes(tmp_path / "boxes.csv")
+    with pytest.raises(VibeError, match="not found"):
+        read_bboxes(tmp_path / "missing.csv")
+
+
+def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bundle, vibe_model):
+    crop = pytest.importorskip("vibe_server.pipeline.crop", reason="the person crop comes with the pipeline")
+    import cv2
+    import joblib
+
+    from vibe_server.cli import main
+    from vibe_server.train.datasets import split_into_chunks
+
+    rng = np.random.default_rng(0)
+    frames_rgb = rng.integers(0, 255, (6, 96, 128, 3), dtype=np.uint8)
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (128, 96))
+    for frame in frames_rgb:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    (tmp_path / "boxes.csv").write_text("1,60,50,40,40\n2,62,50,40,40\n4,64,48,42,42\n")
+
+    rc = main(["extract-features", str(video), "--bboxes", str(tmp_path / "boxes.csv"), "--out",
+               str(tmp_path / "clip.pt"), "--data-dir", str(synthetic_bundle), "--batch-size", "2"])
+    assert rc == 0
+    db = joblib.load(tmp_path / "clip.pt")
+    assert db["features"].shape == (3, 2048) and db["features"].dtype == np.float32
+    assert db["frame_id"].tolist() == [1, 2, 4] and list(db["vid_name"]) == ["clip"] * 3
+    assert split_into_chunks(db["vid_name"], 3, 3) == [(0, 2)]
+
+    # the same as cropping the decoded frame ourselves and running the backbone
+    capture = cv2.VideoCapture(str(video))
+    decoded = [cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB) for _ in range(5)]
+    crops = crop.crop_person(decoded[4], np.array([64.0, 48, 42, 42]), scale=1.3)[None]
+    with torch.no_grad():
+        expected = vibe_model.extract_features(crop.normalize_crops(crops)[None])[0, 0].numpy()
+    np.testing.assert_allclose(db["features"][2], expected, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,157 @@
+"""Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline.video import open_video
+
+REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
+
+
+@pytest.mark.parametrize("name, fps, width, height, frame_count", [
+    ("one-by-one-person-detection.mp4", 10.0, 768, 432, 1394),
+    ("asl-walk.mkv", 30.0, 640, 480, 89),
+    ("face-demographics-walking.gif", 12.5, 480, 270, 35),
+    ("bottle-detection-negative.mp4", 29.833, 640, 360, 1189),
+])
+def test_real_clips_report_container_facts(name, fps, width, height, frame_count):
+    info = open_video(REAL_CLIPS / name).info
+    assert info.name == name
+    assert (info.width, info.height, info.frame_count) == (width, height, frame_count)
+    assert info.fps == pytest.approx(fps, abs=1e-3)
+
+
+@pytest.mark.parametrize("name, frame_count", [("asl-walk.mkv", 89), ("face-demographics-walking.gif", 35)])
+def test_iteration_yields_every_frame_as_rgb(name, frame_count):
+    reader = open_video(REAL_CLIPS / name)
+    indices, last = [], None
+    for frame_index, frame in reader:
+        assert frame.dtype == np.uint8 and frame.shape == (reader.info.height, reader.info.width, 3)
+        indices.append(frame_index)
+        last = frame
+    assert indices == list(range(frame_count))
+    capture = cv2.VideoCapture(str(REAL_CLIPS / name))
+    _, first_bgr = capture.read()
+    capture.release()
+    first = next(iter(reader))[1]
+    np.testing.assert_array_equal(first, first_bgr[:, :, ::-1])    # RGB, not OpenCV's BGR
+    assert not np.array_equal(first, last)
+
+
+def test_batches_and_ranges():
+    reader = open_video(REAL_CLIPS / "asl-walk.mkv")
+    sizes, seen = [], []
+    for indices, frames in reader.batches(32):
+        assert indices.dtype == np.int64 and len(indices) == len(frames)
+        sizes.append(len(frames))
+        seen += indices.tolist()
+    assert sizes == [32, 32, 25] and seen == list(range(89))
+    ranged = list(reader.frames(40, 45))
+    assert [i for i, _ in ranged] == [40, 41, 42, 43, 44]
+    full = dict(reader.frames(0, 45))
+    np.testing.assert_array_equal(ranged[0][1], full[40])
+
+
+def test_prefetch_thread_gives_the_same_frames_and_stops_early():
+    plain = open_video(REAL_CLIPS / "face-demographics-walking.gif")
+    ahead = open_video(REAL_CLIPS / "face-demographics-walking.gif", prefetch=4)
+    for (i, a), (j, b) in zip(plain, ahead, strict=True):
+        assert i == j
+        np.testing.assert_array_equal(a, b)
+    for frame_index, _ in ahead:   # leaving early must not hang the decoding thread
+        if frame_index == 2:
+            break
+
+
+def test_count_frames_pass_agrees_with_the_container():
+    assert open_video(REAL_CLIPS / "asl-walk.mkv", count_frames=True).info.frame_count == 89
+
+
+def test_a_small_container_miscount_is_corrected_not_fatal():
+    reader = open_video(REAL_CLIPS / "face-demographics-walking.gif")
+    reader._container_frame_count = 37          # a header that over-counts by two frames
+    assert sum(1 for _ in reader) == 35
+    assert reader.info.frame_count == 35
+    reader._container_frame_count = reader.info.frame_count = 30     # and one that under-counts
+    assert sum(1 for _ in reader) == 35
+    assert reader.info.frame_count == 35
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def _write_video(path, num_frames, size=(64, 48)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    for i in range(num_frames):
+        writer.write(np.full((size[1], size[0], 3), (10 * i) % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VibeError, match="not found"):
+        open_video(tmp_path / "nope.mp4")
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(VibeError, match="folder"):
+        open_video(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VibeError, match="empty"):
+        open_video(tmp_path / "empty.mp4")
+
+
+def test_text_file_named_mp4(tmp_path):
+    (tmp_path / "notes.mp4").write_text("these are not frames\n" * 50)
+    with pytest.raises(VibeError, match="not a video"):
+        open_video(tmp_path / "notes.mp4")
+
+
+def test_png_renamed_mp4_is_a_still_image(tmp_path):
+    cv2.imwrite(str(tmp_path / "still.png"), np.full((48, 64, 3), 128, np.uint8))
+    shutil.move(tmp_path / "still.png", tmp_path / "still.mp4")
+    with pytest.raises(VibeError, match="still image"):
+        open_video(tmp_path / "still.mp4")
+
+
+def test_video_without_frames(tmp_path):
+    with pytest.raises(VibeError, match="not a video|no decodable frames"):
+        open_video(_write_video(tmp_path / "zero.mp4", 0))
+
+
+def test_tiny_valid_video_opens(tmp_path):
+    reader = open_video(_write_video(tmp_path / "five.mp4", 5))
+    assert reader.info.frame_count == 5 and (reader.info.width, reader.info.height) == (64, 48)
+    assert [i for i, _ in reader] == [0, 1, 2, 3, 4]
+
+
+def test_truncated_mp4_fails_while_decoding(tmp_path):
+    data = (REAL_CLIPS / "one-by-one-person-detection.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:300_000])    # the header survives, most frames do not
+    reader = open_video(tmp_path / "cut.mp4")
+    with pytest.raises(VibeError, match="truncated"):
+        for _ in reader:
+            pass
+
+
+def test_truncated_mkv_fails_up_front_with_count_frames(tmp_path):
+    data = (REAL_CLIPS / "asl-walk.mkv").read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    with pytest.raises(VibeError, match="truncated"):
+        open_video(tmp_path / "cut.mkv", count_frames=True)
+
+
+def test_truncated_mp4_without_its_index_cannot_open(tmp_path):
+    (tmp_path / "head.mp4").write_bytes(_write_video(tmp_path / "full.mp4", 30).read_bytes()[:2000])
+    with pytest.raises(VibeError):
+        open_video(tmp_path / "head.mp4")
+
+
+def test_bad_batch_size():
+    with pytest.raises(VibeError, match="batch_size"):
+        next(open_video(REAL_CLIPS / "asl-walk.mkv").batches(0))

@@ -1,0 +1,36 @@
+"""Readers for motion files that Blender can import without the server.
+
+:func:`read_motion_file` picks the reader from the file's content: our result ``.npz``, the official
+VIBE ``vibe_output.pkl`` (joblib) or an AMASS-style ``.npz`` (``poses``, ``trans``, ``betas``).
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from ..errors import VibeError
+from ..motion import MotionSet, from_result
+from ..result_file import load_result
+from .amass_npz import read_amass_npz
+from .official_pkl import read_official_pkl
+
+SUPPORTED = "a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or an AMASS-style .npz"
+
+
+def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet:
+    """Any supported motion file -> MotionSet. fps: frame rate when the file stores none (official pkl)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VibeError(f"'{path}' does not exist or is not a file; choose {SUPPORTED}.")
+    if path.suffix.lower() == ".pkl":
+        return read_official_pkl(path, fps=fps or 30.0)
+    if not zipfile.is_zipfile(path):
+        raise VibeError(f"'{path.name}' is not {SUPPORTED}.")
+    with zipfile.ZipFile(path) as z:
+        names = {n.removesuffix(".npy") for n in z.namelist()}
+    if "format" in names:
+        return from_result(load_result(path))
+    if "poses" in names:
+        return read_amass_npz(path)
+    raise VibeError(f"'{path.name}' is an .npz file but neither a VIBE Mocap result nor AMASS motion "
+                    f"(it holds {', '.join(sorted(names)[:8])}); choose {SUPPORTED}.")

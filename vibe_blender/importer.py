@@ -1,0 +1,108 @@
+"""Import a motion file (or a MotionSet) into the current scene: characters, motion, fps, camera.
+
+``import_motion_file`` is what the import operator, the capture job and the batch command call.
+It also runs without any operator or UI (tests, ``python -m vibe_blender.batch``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .animation import FIRST_FRAME, animate_character
+from .core.errors import VibeError
+from .core.model_data import read_body_model
+from .core.motion import MotionSet, ground_offset
+from .core.readers import read_motion_file
+from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
+from .core.smpl_model import BodyModel
+from .rig_builder import build_character
+
+ROOT_MOTION_MODES = ("full", "in_place")
+SENSOR_WIDTH_MM = 36.0
+
+
+@dataclass
+class ImportOptions:
+    correctives: str = "off"            # off | drivers | baked
+    root_motion: str = "full"           # full (from the video's camera) | in_place
+    add_camera: bool = True             # a camera matching the video (when the source has one)
+    video_path: str = ""                # shown behind the camera when given
+    set_scene: bool = True              # scene fps and frame range from the source
+    fps: float = 0.0                    # frame rate for files that store none (0: 30)
+
+
+def import_motion_file(path, body_model: BodyModel | str | Path, options: ImportOptions | None = None,
+                       *, report=print) -> list:
+    """-> [(armature_obj, mesh_obj)] for each track of the file at ``path``."""
+    options = options or ImportOptions()
+    motion = read_motion_file(path, fps=options.fps or None)
+    if not isinstance(body_model, BodyModel):
+        body_model = read_body_model(body_model)
+    return import_motion(motion, body_model, options, report=report)
+
+
+def import_motion(motion: MotionSet, body_model: BodyModel, options: ImportOptions | None = None,
+                  *, report=print) -> list:
+    options = options or ImportOptions()
+    if options.root_motion not in ROOT_MOTION_MODES:
+        raise VibeError(f"Root motion must be one of {', '.join(ROOT_MOTION_MODES)}; got '{options.root_motion}'.")
+    camera_frame = any(np.allclose(t.source_to_blender, CAMERA_TO_BLENDER) for t in motion.tracks)
+    # Camera-frame data: put the lowest foot on the floor (z = 0); Z-up worlds already have a floor.
+    offset = ground_offset(body_model, motion.tracks) if camera_frame else np.zeros(3)
+    motion.ground_offset_m = offset
+
+    collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
+    bpy.context.scene.collection.children.link(collection)
+    characters = []
+    for track in motion.tracks:
+        armature_obj, mesh_obj = build_character(body_model, track.betas, track.name,
+                                                 correctives=options.correctives, collection=collection)
+        animate_character(armature_obj, track, ground_offset_m=offset, in_place=options.root_motion == "in_place",
+                          last_frame_id=motion.frame_count - 1)
+        characters.append((armature_obj, mesh_obj))
+
+    if options.set_scene:
+        scene = bpy.context.scene
+        scene.render.fps, scene.render.fps_base = fps_to_blender(motion.fps)
+        scene.frame_start, scene.frame_end = FIRST_FRAME, FIRST_FRAME + motion.frame_count - 1
+    if options.add_camera and motion.camera is not None and camera_frame:
+        add_video_camera(motion, collection, video_path=options.video_path, report=report)
+    bpy.context.scene.frame_set(bpy.context.scene.frame_start)          # evaluate the new objects
+    report(f"Imported {len(characters)} character(s) from {motion.source_name}: "
+           f"{', '.join(a.name for a, _ in characters)}")
+    return characters
+
+
+def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", report=print):
+    """A camera where the video's camera was (the camera frame's origin), with the same field of
+    view and resolution, and the video as its background when ``video_path`` is given."""
+    info = motion.camera
+    cam_data = bpy.data.cameras.new(f"{motion.source_name} camera")
+    cam_data.sensor_fit = "HORIZONTAL"
+    cam_data.sensor_width = SENSOR_WIDTH_MM
+    cam_data.lens = info.focal_length_px / info.width_px * SENSOR_WIDTH_MM
+    cam_obj = bpy.data.objects.new(cam_data.name, cam_data)
+    collection.objects.link(cam_obj)
+    # A Blender camera looks along its -Z with +Y up; the video camera looks along +z with y down:
+    # camera -> Blender world is CAMERA_TO_BLENDER · diag(1, -1, -1) = SMPL_TO_BLENDER = Rx(+90°).
+    cam_obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
+    cam_obj.location = tuple(float(v) for v in motion.ground_offset_m)
+    scene = bpy.context.scene
+    scene.camera = cam_obj
+    scene.render.resolution_x, scene.render.resolution_y = int(info.width_px), int(info.height_px)
+    scene.render.resolution_percentage = 100
+    if video_path:
+        if not Path(video_path).is_file():
+            report(f"The video '{video_path}' was not found; the camera has no background.")
+            return cam_obj
+        clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+        clip.frame_start = FIRST_FRAME
+        background = cam_data.background_images.new()
+        background.source = "MOVIE_CLIP"
+        background.clip = clip
+        cam_data.show_background_images = True
+    return cam_obj

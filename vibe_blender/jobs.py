@@ -1,0 +1,101 @@
+"""The running capture: a CaptureJob thread (network) polled by a UI timer (Blender's side).
+
+Blender's API is not thread-safe, so the worker thread never touches bpy: it only updates its
+status. :func:`tick` runs on the main thread (from ``bpy.app.timers``): it redraws the panel and,
+once the job is done, imports the result. Timers never fire in the ``bpy`` module build (no event
+loop), so tests call :func:`tick` directly.
+"""
+from __future__ import annotations
+
+import bpy
+
+from .core.capture import CaptureJob, CaptureStatus
+from .core.client import ServerClient, check_online_access
+from .core.errors import VibeError
+from .importer import ImportOptions, import_motion_file
+from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
+
+TICK_S = 0.25
+_current: dict = {"job": None, "options": None, "imported": None, "error": None}
+
+
+def current_job() -> CaptureJob | None:
+    return _current["job"]
+
+
+def last_import() -> list | None:
+    """Characters the last finished capture imported (None before one finished)."""
+    return _current["imported"]
+
+
+def last_error() -> str | None:
+    return _current["error"]
+
+
+def start_capture(video_path: str, options: ImportOptions, *, server_url: str | None = None,
+                  token: str | None = None, params: dict | None = None, upload: bool | None = None,
+                  use_timer: bool = True, poll_interval_s: float = 0.5) -> CaptureJob:
+    """Start sending ``video_path`` to the server; the result is imported by :func:`tick`."""
+    job = current_job()
+    if job is not None and not job.snapshot().finished:
+        raise VibeError("A capture is already running; wait for it or cancel it first.")
+    prefs = get_preferences()
+    url = server_url if server_url is not None else prefs.server_url
+    check_online_access(url, bpy.app.online_access)
+    client = ServerClient(url, token if token is not None else prefs.token)
+    job = CaptureJob(client, bpy.path.abspath(video_path), user_dir("results"),
+                     body_model_path=user_dir("cache") / BODY_MODEL_CACHE, params=params, upload=upload,
+                     poll_interval_s=poll_interval_s)
+    options.video_path = options.video_path or bpy.path.abspath(video_path)
+    _current.update(job=job, options=options, imported=None, error=None)
+    job.start()
+    if use_timer and not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK_S)
+    return job
+
+
+def cancel_capture() -> None:
+    job = current_job()
+    if job is not None:
+        job.cancel()
+
+
+def tick() -> float | None:
+    """One UI-thread step: redraw the panel; import the result when the job is done.
+    Returns the delay until the next call, or None when there is nothing left to follow."""
+    _redraw_panels()
+    job = current_job()
+    if job is None:
+        return None
+    status = job.snapshot()
+    if not status.finished:
+        return TICK_S
+    if status.state == "done" and _current["imported"] is None and _current["error"] is None:
+        _import(status)
+    return None
+
+
+def _import(status: CaptureStatus) -> None:
+    try:
+        _current["imported"] = import_motion_file(status.result_path, status.body_model_path, _current["options"])
+    except VibeError as err:
+        _current["error"] = str(err)
+    _redraw_panels()
+
+
+def _redraw_panels() -> None:
+    window_manager = getattr(bpy.context, "window_manager", None)
+    for window in getattr(window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+def register():
+    pass
+
+
+def unregister():
+    cancel_capture()
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)

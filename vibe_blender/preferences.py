@@ -1,0 +1,82 @@
+"""Add-on preferences (server URL, token, model-data folder) and where the add-on may write files."""
+from pathlib import Path
+
+import bpy
+
+from .core.client import DEFAULT_URL
+from .core.errors import VibeError
+from .core.model_data import read_body_model
+from .core.smpl_model import BodyModel
+
+# Blender registers the extension as bl_ext.<repo>.<id>; this package is then "<that>.vibe_blender".
+# Run from a source tree (tests, batch), this package is the top level itself.
+_parent = __package__.rpartition(".")[0]
+ADDON_PACKAGE = _parent if _parent.startswith("bl_ext.") else __package__
+BODY_MODEL_CACHE = "body_model.npz"
+
+
+class VIBE_AddonPreferences(bpy.types.AddonPreferences):
+    bl_idname = ADDON_PACKAGE
+
+    server_url: bpy.props.StringProperty(
+        name="Server URL", default=DEFAULT_URL,
+        description="Address of the VIBE Mocap server (start it with 'vibe-mocap serve')")
+    token: bpy.props.StringProperty(
+        name="Token", subtype="PASSWORD", default="",
+        description="Access token the server printed at start (needed when it runs with a token)")
+    model_data_dir: bpy.props.StringProperty(
+        name="Model data folder", subtype="DIR_PATH", default="",
+        description="Folder with SMPL_NEUTRAL.pkl, to import motion files without a server")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "server_url")
+        layout.prop(self, "token")
+        layout.prop(self, "model_data_dir")
+        if not bpy.app.online_access:
+            layout.label(text="Online access is off: only a server on this machine can be used.", icon="INFO")
+
+
+class _Defaults:
+    server_url, token, model_data_dir = DEFAULT_URL, "", ""
+
+
+def get_preferences(context=None):
+    """The add-on preferences, or the defaults when the add-on runs outside Blender's add-on list."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_PACKAGE)
+    return addon.preferences if addon is not None else _Defaults()
+
+
+def user_dir(subfolder: str) -> Path:
+    """A folder the add-on may write to: the extension's user folder (never the add-on folder)."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=subfolder, create=True))
+    except ValueError:                   # not installed as an extension (source tree, tests)
+        return Path(bpy.utils.user_resource("CONFIG", path=f"vibe_mocap/{subfolder}", create=True))
+
+
+def resolve_body_model(context=None) -> BodyModel:
+    """The body model for importing files: the model-data folder, else the one the server sent."""
+    prefs = get_preferences(context)
+    folder = bpy.path.abspath(prefs.model_data_dir) if prefs.model_data_dir else ""
+    if folder:
+        return read_body_model(folder)
+    cached = user_dir("cache") / BODY_MODEL_CACHE
+    if cached.is_file():
+        return read_body_model(cached)
+    raise VibeError("No body model to build the character from. Set the model-data folder (with "
+                    "SMPL_NEUTRAL.pkl) in the add-on preferences, or capture once through the server.")
+
+
+classes = (VIBE_AddonPreferences,)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -4,11 +4,12 @@ files, as rigged, skinned, shape-keyed and keyframed characters.
 Layout: ``core/`` is pure Python + numpy (formats, maths, HTTP client; no bpy anywhere in it);
 the modules beside it use bpy: ``rig_builder`` (character), ``animation`` + ``keyframes`` (motion),
 ``importer`` (scene), ``jobs`` (capture thread <-> UI timer), ``operators``, ``panels``,
-``preferences``; ``batch`` is the command line (``python -m vibe_blender.batch``).
+``preferences``; ``retarget``, ``cleanup_ops`` and ``export`` with their UI in ``ui_retarget``;
+``batch`` and ``export`` are command lines (``python -m vibe_blender.batch`` / ``.export``).
 This module imports no bpy at import time: Blender calls :func:`register`.
 """
 
-_MODULES = ("preferences", "jobs", "operators", "panels")
+_MODULES = ("preferences", "jobs", "operators", "panels", "ui_retarget")
 
 
 def _modules():

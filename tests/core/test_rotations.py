@@ -43,3 +43,17 @@ def test_make_continuous_removes_sign_flips_without_changing_rotations():
     assert np.all(np.sum(c[1:] * c[:-1], -1) > 0)
     np.testing.assert_allclose(quat_to_rotmat(c), quat_to_rotmat(q), atol=1e-12)
     assert np.sum(np.sum(q[1:] * q[:-1], -1) < 0) > 50                     # the input really had flips
+
+
+def test_quaternion_to_axis_angle_round_trip_including_zero_and_pi():
+    from vibe_blender.core.rotations import axis_angle_to_quat, quat_to_axis_angle
+
+    rng = np.random.default_rng(5)
+    axes = rng.normal(size=(200, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    angles = np.concatenate([rng.uniform(0, np.pi, 194), [0.0, 1e-9, 1e-5, np.pi - 1e-7, np.pi, np.pi]])
+    aa = axes * angles[:, None]
+    back = quat_to_axis_angle(axis_angle_to_quat(aa))
+    np.testing.assert_allclose(axis_angle_to_rotmat(back), axis_angle_to_rotmat(aa), atol=1e-9)
+    assert np.linalg.norm(back, axis=1).max() <= np.pi + 1e-12
+    np.testing.assert_allclose(quat_to_axis_angle(-axis_angle_to_quat(aa[:10])), back[:10], atol=1e-12)

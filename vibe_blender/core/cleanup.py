@@ -40,9 +40,16 @@ def strength_to_sigma(strength: float) -> float:
 
 def smooth_quaternions(quats: np.ndarray, strength: float, joints=None) -> np.ndarray:
     """quats (T, J, 4) -> smoothed (T, J, 4), for the bones in ``joints`` (all when None)."""
+    return gaussian_smooth_quaternions(quats, strength_to_sigma(strength), joints)
+
+
+def gaussian_smooth_quaternions(quats: np.ndarray, sigma_frames: float, joints=None) -> np.ndarray:
+    """quats (T, J, 4) -> Gaussian of ``sigma_frames`` on the sign-continuous quaternions,
+    renormalised (the chordal mean of nearby rotations), for ``joints`` (all when None).
+    The one rotation smoother of the project: the server's pose smoothing uses it too."""
     out = make_continuous(quats)
     sel = slice(None) if joints is None else np.asarray(joints)
-    smoothed = gaussian_smooth(out[:, sel], strength_to_sigma(strength))
+    smoothed = gaussian_smooth(out[:, sel], sigma_frames)
     out[:, sel] = smoothed / np.linalg.norm(smoothed, axis=-1, keepdims=True)
     return out
 

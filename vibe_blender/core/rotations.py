@@ -29,6 +29,17 @@ def axis_angle_to_quat(aa: np.ndarray) -> np.ndarray:
     return np.concatenate([np.cos(0.5 * angle), aa * k], axis=-1)
 
 
+def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """Unit q (..., 4) wxyz -> axis-angle (..., 3) with angle in [0, π] (q and -q give the same)."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q * np.where(q[..., :1] < 0, -1.0, 1.0)                          # w >= 0: angle <= π
+    sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, q[..., :1])
+    small = sin_half < 1e-8
+    scale = np.where(small, 2.0, angle / np.where(small, 1.0, sin_half))  # series: angle/sin(angle/2) -> 2
+    return q[..., 1:] * scale
+
+
 def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product a·b of quaternions (..., 4) wxyz (broadcasting)."""
     aw, ax, ay, az = np.moveaxis(np.asarray(a, dtype=np.float64), -1, 0)

@@ -15,10 +15,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
-from scipy.spatial.transform import Rotation
-
+from vibe_blender.core.cleanup import gaussian_smooth_quaternions
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous, quat_to_axis_angle
 
 # Strength 1 is a Gaussian of this standard deviation in time; strength scales it linearly.
 MAX_SIGMA_S = 0.1
@@ -47,14 +46,9 @@ def smooth_pose(pose: np.ndarray, strength: float, *, fps: float, method: str = 
 
 
 def axis_angle_to_continuous_quat(pose: np.ndarray) -> np.ndarray:
-    """pose (T, 72) -> quaternions (T, 24, 4) [x, y, z, w], signs flipped so that consecutive
-    frames of a joint have a non-negative dot product (the shortest path between them)."""
-    T = len(pose)
-    quat = Rotation.from_rotvec(np.asarray(pose, np.float64).reshape(T * 24, 3)).as_quat().reshape(T, 24, 4)
-    for t in range(1, T):
-        flip = np.einsum("jk,jk->j", quat[t], quat[t - 1]) < 0
-        quat[t, flip] *= -1
-    return quat
+    """pose (T, 72) -> quaternions (T, 24, 4) wxyz, signs flipped so that consecutive frames of a
+    joint have a non-negative dot product (the shortest path between them)."""
+    return make_continuous(axis_angle_to_quat(np.asarray(pose, np.float64).reshape(len(pose), 24, 3)))
 
 
 def smooth_rotations(pose: np.ndarray, sigma_frames: float) -> np.ndarray:
@@ -62,10 +56,9 @@ def smooth_rotations(pose: np.ndarray, sigma_frames: float) -> np.ndarray:
     T = len(pose)
     if sigma_frames <= 0 or T < 2:
         return np.asarray(pose, np.float32).copy()
-    quat = axis_angle_to_continuous_quat(pose)
-    quat = gaussian_filter1d(quat, sigma=sigma_frames, axis=0, mode="nearest")
-    quat /= np.linalg.norm(quat, axis=-1, keepdims=True)
-    return Rotation.from_quat(quat.reshape(T * 24, 4)).as_rotvec().reshape(T, 72).astype(np.float32)
+    quat = gaussian_smooth_quaternions(axis_angle_to_quat(np.asarray(pose, np.float64).reshape(T, 24, 3)),
+                                       sigma_frames)
+    return quat_to_axis_angle(quat).reshape(T, 72).astype(np.float32)
 
 
 class OneEuroFilter:

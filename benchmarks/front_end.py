@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -27,17 +26,9 @@ from vibe_server.pipeline.detect.hog import HogDetector
 from vibe_server.pipeline.detect.yolo import YoloDetector
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
+from timing import best_of
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "one-by-one-person-detection.mp4"
-
-
-def best_of(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:

@@ -16,15 +16,7 @@ import torch
 
 from vibe_server import checkpoints, load_model
 from vibe_server.data import bundle
-
-
-def timed(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from timing import best_of
 
 
 def main() -> None:
@@ -46,8 +38,8 @@ def main() -> None:
     data_dir = bundle.resolve_data_dir(args.data_dir)
 
     rows = []
-    rows.append(("load VIBE checkpoint", f"{timed(lambda: checkpoints.load_vibe_checkpoint(data_dir / bundle.VIBE_CHECKPOINT), args.repeats):.3f} s"))
-    rows.append(("load SPIN checkpoint", f"{timed(lambda: checkpoints.load_spin_checkpoint(data_dir / bundle.SPIN_CHECKPOINT), args.repeats):.3f} s"))
+    rows.append(("load VIBE checkpoint", f"{best_of(lambda: checkpoints.load_vibe_checkpoint(data_dir / bundle.VIBE_CHECKPOINT), args.repeats):.3f} s"))
+    rows.append(("load SPIN checkpoint", f"{best_of(lambda: checkpoints.load_spin_checkpoint(data_dir / bundle.SPIN_CHECKPOINT), args.repeats):.3f} s"))
     t0 = time.perf_counter()
     model = load_model(data_dir)
     rows.append(("load_model (both + SMPL)", f"{time.perf_counter() - t0:.3f} s"))
@@ -56,12 +48,12 @@ def main() -> None:
     images = torch.randn(1, T, 3, 224, 224)
     with torch.inference_mode():
         model(images)  # warm-up
-        fp32 = timed(lambda: model(images), args.repeats)
+        fp32 = best_of(lambda: model(images), args.repeats)
         rows.append((f"model(images) T={T} fp32", f"{T / fp32:.1f} frames/s"))
         model_cl = model.to(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model_cl(images)
-            bf16 = timed(lambda: model_cl(images), args.repeats)
+            bf16 = best_of(lambda: model_cl(images), args.repeats)
         rows.append((f"model(images) T={T} bf16 autocast + channels_last", f"{T / bf16:.1f} frames/s ({fp32 / bf16:.2f}x)"))
     rows.append(("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"))
 

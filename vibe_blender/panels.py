@@ -72,11 +72,4 @@ def _wrap(text: str, width: int = 48) -> list[str]:
 classes = (VIEW3D_PT_vibe_mocap,)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -72,11 +72,4 @@ def resolve_body_model(context=None) -> BodyModel:
 classes = (VIBE_AddonPreferences,)
 
 
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -75,26 +75,30 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
+def _load_container(path, what: str, key: str, other_key: str, other_hint: str) -> dict:
+    """torch_load + check that the dict has ``key``; name the other container if it has ``other_key``."""
+    ckpt = torch_load(path, what)
+    if not isinstance(ckpt, dict) or key not in ckpt:
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        hint = f" {other_hint}" if isinstance(ckpt, dict) and other_key in ckpt else ""
+        raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{hint}")
+    return ckpt
+
+
 def load_vibe_checkpoint(path: str | Path) -> dict:
     """The VIBE container as a dict; ``gen_state_dict`` guaranteed present."""
-    ckpt = torch_load(path, "VIBE checkpoint")
-    if not isinstance(ckpt, dict) or "gen_state_dict" not in ckpt:
-        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        hint = (" It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is "
-                "vibe_model_wo_3dpw.pth.tar." if isinstance(ckpt, dict) and "model" in ckpt else "")
-        raise VibeError(f"'{path}' is not a VIBE checkpoint: it has no 'gen_state_dict' (found {keys}).{hint}")
+    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", "model",
+                           "It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is "
+                           "vibe_model_wo_3dpw.pth.tar.")
     ckpt["gen_state_dict"] = _strip_prefixes(ckpt["gen_state_dict"])
     return ckpt
 
 
 def load_spin_checkpoint(path: str | Path) -> dict:
     """SPIN's ``model`` state dict (backbone + its unused regression head)."""
-    ckpt = torch_load(path, "SPIN checkpoint")
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        hint = (" It looks like a VIBE checkpoint (it has 'gen_state_dict'); the SPIN checkpoint is "
-                "spin_model_checkpoint.pth.tar." if isinstance(ckpt, dict) and "gen_state_dict" in ckpt else "")
-        raise VibeError(f"'{path}' is not the SPIN checkpoint: it has no 'model' (found {keys}).{hint}")
+    ckpt = _load_container(path, "SPIN checkpoint", "model", "gen_state_dict",
+                           "It looks like a VIBE checkpoint (it has 'gen_state_dict'); the SPIN checkpoint is "
+                           "spin_model_checkpoint.pth.tar.")
     return _strip_prefixes(ckpt["model"])
 
 

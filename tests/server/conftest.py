@@ -152,3 +152,13 @@ def make_engine():
                       precision=precision, frontend=scripted.as_frontend())
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Tiny models train faster on one thread, and much faster when other processes share the CPU.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_cpu_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,13 +10,7 @@ from vibe_server.train.mposer import load_mposer, train_mposer
 from vibe_server.train.synthetic_db import write_synthetic_db
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny models train faster on one thread, and much faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def test_shapes_one_latent_per_frame():

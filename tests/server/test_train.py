@@ -23,13 +23,7 @@ def dirs(tmp_path_factory, synthetic_bundle):
     return {"data": synthetic_bundle, "db": write_synthetic_db(root / "db"), "root": root}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    """Tiny models train faster on one thread, and much faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 def tiny(dirs, out: str, *extra) -> TrainConfig:

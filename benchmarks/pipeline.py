@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import torch
 
+from timing import best_of
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "real" / "one-by-one-person-detection.mp4"
 
@@ -80,19 +82,19 @@ def hog_boxes(clip: Path) -> dict[str, np.ndarray]:
     return {frame_key(frame): hog.detect([frame])[0] for _, frame in open_video(clip)}
 
 
-def backbone_alone(model, precision: str, batch: int = 32, repeats: int = 5) -> float:
+def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats: int = 5) -> float:
     """ResNet-50 feature extraction alone on random crops: crops per second (best of repeats)."""
     from vibe_server.pipeline.run import Engine
 
-    engine = Engine(model, model_name="bench", data_dir=None, precision=precision)
+    engine = Engine(model, model_name="bench", data_dir=None, device=device, precision=precision)
     crops = torch.randn(batch, 3, 224, 224)
-    engine.extract_features(crops)                                  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def step():
         engine.extract_features(crops)
-        best = min(best, time.perf_counter() - t0)
-    return batch / best
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    step()                                                          # warm-up
+    return batch / best_of(step, repeats)
 
 
 def smpl_alone(engine, frames: int = 200) -> float:
@@ -114,20 +116,23 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stride", type=int, default=16, help="our detection stride")
     parser.add_argument("--skip-official", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu or cuda[:N]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     import copy
 
     from vibe_server import load_model
-    from vibe_server.pipeline.run import STAGES, Engine, FrontEnd, RunOptions
+    from vibe_server.pipeline.run import STAGES, Engine, FrontEnd, RunOptions, resolve_device
+
+    device = resolve_device(args.device)
 
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name)
     clip = work / "slice.mp4"
     n = slice_clip(Path(args.clip), clip, args.start, args.frames)
     print(f"clip: {Path(args.clip).name}, frames {args.start}..{args.start + n - 1} ({n} frames, re-encoded mp4v); "
-          f"{args.threads} CPU threads; torch {torch.__version__}")
+          f"{args.threads} CPU threads; device {device}; torch {torch.__version__}")
 
     frontend = FrontEnd.default()
     if args.data_dir:
@@ -151,20 +156,20 @@ def main() -> int:
     frontend = FrontEnd(open_video=frontend.open_video, make_detector=make_detector,
                         stream_people=frontend.stream_people, crop_people=frontend.crop_people)
 
-    model = load_model(data_dir)
+    model = load_model(data_dir, device=device)
     configs = []
     if not args.skip_official:
         configs.append(("official", "fp32", RunOptions(detector="yolo", detection_stride=1, chunking="official")))
     configs.append(("ours", "bf16", RunOptions(detector="yolo", detection_stride=args.stride, chunking="carry")))
     outputs = {}
     for name, precision, options in configs:
-        engine = Engine(copy.deepcopy(model), model_name="bench", data_dir=data_dir, precision=precision,
-                        frontend=frontend)
+        engine = Engine(copy.deepcopy(model), model_name="bench", data_dir=data_dir, device=device,
+                        precision=precision, frontend=frontend)
         engine.detector("yolo")                                      # loading is not part of the run
         print(f"running {name} ({precision}, detection stride {options.detection_stride}) ...", flush=True)
         outputs[name] = (engine.run(clip, options), engine)
 
-    backbone = {p: backbone_alone(copy.deepcopy(model), p) for p in ("fp32", "bf16")}
+    backbone = {p: backbone_alone(copy.deepcopy(model), p, device) for p in ("fp32", "bf16")}
     smpl_fps = smpl_alone(outputs["ours"][1])
 
     names = list(outputs)

@@ -3,7 +3,7 @@
 Read both rigs (rest matrices, hierarchy, object transforms) and the source's F-curves, evaluate the
 source in numpy (no frame stepping), carry every mapped bone's world rotation over with the rest-pose
 and roll correction of :mod:`core.retarget_math`, scale the root motion by leg length, and write
-one new action on the target in bulk (``keyframe_points.add`` + ``foreach_set``).
+one new action on the target in bulk through the one F-curve helper, :mod:`keyframes`.
 """
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ import io
 import json
 import time
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,7 +13,6 @@ from vibe_blender.core.smpl_model import load_body_model
 from vibe_server.api.app import create_app
 from vibe_server.api.deps import get_settings
 from vibe_server.api.settings import Settings
-from vibe_server.pipeline.run import Engine
 
 from vibe_server.data.synthetic import write_smpl_files
 

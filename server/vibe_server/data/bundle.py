@@ -16,6 +16,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 from vibe_blender.core.errors import VibeError
@@ -110,9 +111,7 @@ def _check_spin(path: Path) -> str:
     from ..model.backbone import ResNet50Features
 
     state = checkpoints.load_spin_checkpoint(path)
-    holder = type("Holder", (), {})()
-    holder.backbone = ResNet50Features()
-    checkpoints.load_spin_into(holder, state, source=path)
+    checkpoints.load_spin_into(SimpleNamespace(backbone=ResNet50Features()), state, source=path)
     return f"{len(state)} tensors"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS, BodyModel
+from vibe_blender.core.smpl_model import PARENTS, BodyModel
 
 NUM_VERTICES = 6890
 NUM_FACES = 13776
@@ -93,8 +93,6 @@ def make_body_model(seed: int = 0) -> BodyModel:
         J_regressor[j, start:start + TUBE_SIDES] = 1.0 / TUBE_SIDES
 
     # Shape space: beta 0 = overall size, beta 1 = girth, the rest small smooth random fields.
-    centre_line = J_regressor.T @ REST_JOINTS                       # not used for rows; keeps shapes simple
-    del centre_line
     shapedirs = rng.normal(0.0, 0.002, size=(NUM_VERTICES, 3, 10))
     shapedirs[:, :, 0] = 0.03 * v_template
     radial = v_template - lbs_weights @ REST_JOINTS

@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.user_dirs import user_dir
 
 DEFAULT_PORT = 8765
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 def default_jobs_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vibe-mocap" / "jobs"
+    return user_dir("cache") / "jobs"
 
 
 def is_loopback(host: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -20,6 +19,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.user_dirs import user_dir
 
 ENV_VAR = "VIBE_DATA_DIR"
 SMPL_PKL = "SMPL_NEUTRAL.pkl"
@@ -42,14 +42,7 @@ INSTALL_HINT = ("Get the official model data (vibe_data.zip from the VIBE projec
 
 def default_data_dir() -> Path:
     """The platform's per-user data folder for VIBE Mocap."""
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", home / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "vibe-mocap"
+    return user_dir("data")
 
 
 def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:

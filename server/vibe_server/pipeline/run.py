@@ -488,10 +488,9 @@ def resolve_device(device: str = "auto") -> str:
 
 def synthetic_cache_dir() -> Path:
     """Where the synthetic placeholder bundle is written once (user cache folder)."""
-    import os
+    from vibe_blender.core.user_dirs import user_dir
 
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "vibe-mocap" / "synthetic-placeholder"
+    return user_dir("cache") / "synthetic-placeholder"
 
 
 def model_data_problem(data_dir: Path) -> str | None:

@@ -1,0 +1,61 @@
+"""Per-user folders and the local token file (vibe_blender.core.user_dirs)."""
+import os
+import stat
+
+import pytest
+
+from vibe_blender.core import user_dirs
+from vibe_blender.core.errors import VibeError
+
+
+@pytest.fixture
+def config_home(tmp_path, monkeypatch):
+    monkeypatch.setattr(user_dirs.sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(user_dirs.TOKEN_ENV_VAR, raising=False)
+    return tmp_path / "config"
+
+
+def test_linux_folders_follow_xdg(tmp_path, monkeypatch):
+    monkeypatch.setattr(user_dirs.sys, "platform", "linux")
+    for kind, var in (("config", "XDG_CONFIG_HOME"), ("data", "XDG_DATA_HOME"), ("cache", "XDG_CACHE_HOME")):
+        monkeypatch.setenv(var, str(tmp_path / kind))
+        assert user_dirs.user_dir(kind) == tmp_path / kind / "vibe-mocap"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_dirs.user_dir("cache") == tmp_path / "home" / ".cache" / "vibe-mocap"
+
+
+def test_macos_and_windows_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(user_dirs.sys, "platform", "darwin")
+    assert user_dirs.user_dir("data") == tmp_path / "Library" / "Application Support" / "vibe-mocap"
+    assert user_dirs.user_dir("cache") == tmp_path / "Library" / "Caches" / "vibe-mocap"
+    monkeypatch.setattr(user_dirs.sys, "platform", "win32")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path / "Local"))
+    assert user_dirs.user_dir("config") == tmp_path / "Local" / "vibe-mocap"
+    assert user_dirs.user_dir("cache") == tmp_path / "Local" / "vibe-mocap" / "Cache"
+
+
+def test_token_is_made_once_and_only_the_user_can_read_it(config_home):
+    assert user_dirs.read_token() is None
+    token = user_dirs.ensure_token()
+    assert len(token) >= 40
+    path = config_home / "vibe-mocap" / "token"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert user_dirs.ensure_token() == token == user_dirs.read_token()
+
+
+def test_environment_variable_overrides_the_file(config_home, monkeypatch):
+    user_dirs.ensure_token()
+    monkeypatch.setenv(user_dirs.TOKEN_ENV_VAR, "from-env")
+    assert user_dirs.read_token() == "from-env"
+
+
+@pytest.mark.parametrize("content", [b"", b"two words", b"x" * 1000, b"\x00\x01"])
+def test_a_file_that_holds_no_token_is_refused(config_home, content):
+    path = config_home / "vibe-mocap" / "token"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(VibeError, match="does not hold a token"):
+        user_dirs.read_token()

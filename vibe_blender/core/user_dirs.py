@@ -1,0 +1,91 @@
+"""Per-user folders of VIBE Mocap (config, data, cache) and the local access token.
+
+Standard library only: the add-on runs inside Blender, where nothing may be installed, and the
+server and the command line use the same helper so that both sides agree on every path. The
+folders follow the platform's conventions (those of ``platformdirs``):
+
+    Linux    $XDG_CONFIG_HOME/vibe-mocap   $XDG_DATA_HOME/vibe-mocap   $XDG_CACHE_HOME/vibe-mocap
+    macOS    ~/Library/Application Support/vibe-mocap (config, data)  ~/Library/Caches/vibe-mocap
+    Windows  %LOCALAPPDATA%\\vibe-mocap (config, data)                 %LOCALAPPDATA%\\vibe-mocap\\Cache
+
+The token: every client of the server, local ones included, sends a bearer token. ``vibe-mocap
+serve`` creates one on first use in a file only the user can read (0600 in a 0700 folder); the
+command line and the add-on read it from there, so it never appears on a command line (``ps``).
+``$VIBE_MOCAP_TOKEN`` overrides the file.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+from typing import Literal
+
+from .errors import VibeError
+
+APP_NAME = "vibe-mocap"
+TOKEN_ENV_VAR = "VIBE_MOCAP_TOKEN"
+TOKEN_FILE_NAME = "token"
+_TOKEN_MAX_BYTES = 256                      # a token is 43 characters; anything longer is not ours
+
+DirKind = Literal["config", "data", "cache"]
+
+
+def user_dir(kind: DirKind) -> Path:
+    """The per-user folder of this kind for VIBE Mocap (not created)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local") / APP_NAME
+        return base / "Cache" if kind == "cache" else base
+    if sys.platform == "darwin":
+        library = home / "Library"
+        return library / ("Caches" if kind == "cache" else "Application Support") / APP_NAME
+    xdg = {"config": ("XDG_CONFIG_HOME", home / ".config"),
+           "data": ("XDG_DATA_HOME", home / ".local" / "share"),
+           "cache": ("XDG_CACHE_HOME", home / ".cache")}
+    env_var, fallback = xdg[kind]
+    return Path(os.environ.get(env_var) or fallback) / APP_NAME
+
+
+def token_path() -> Path:
+    return user_dir("config") / TOKEN_FILE_NAME
+
+
+def read_token() -> str | None:
+    """$VIBE_MOCAP_TOKEN, else the token file's content, else None (no server has made one yet)."""
+    from_env = os.environ.get(TOKEN_ENV_VAR, "").strip()
+    if from_env:
+        return from_env
+    path = token_path()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_TOKEN_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise VibeError(f"The server token file {path} cannot be read ({err.strerror}); "
+                        f"check its permissions or set ${TOKEN_ENV_VAR}.") from None
+    token = raw.decode("ascii", errors="replace").strip()
+    if not token or len(raw) > _TOKEN_MAX_BYTES or not token.isprintable() or " " in token:
+        raise VibeError(f"The server token file {path} does not hold a token; delete it and start "
+                        "'vibe-mocap serve' again to make a new one.")
+    return token
+
+
+def ensure_token() -> str:
+    """The token (see :func:`read_token`), created on first use: 32 random bytes, URL-safe, in a
+    file that only this user can read."""
+    token = read_token()
+    if token is not None:
+        return token
+    path = token_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_urlsafe(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    except FileExistsError:                 # another server made it a moment ago: use theirs
+        return read_token() or token
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+    return token

@@ -66,6 +66,7 @@ def smpl_heads_tails(J):
 def smpl_source(T=60):
     """The SMPL-named character walking with planted feet; -> (object, frames, stance (T, 2))."""
     heads, tails = smpl_heads_tails(walk.J_REST)
+    bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = int(walk.FPS), 1.0
     obj = build_armature("SMPL", JOINT_NAMES, PARENTS, heads, tails)
     rest = np.array([np.array(obj.data.bones[n].matrix_local) for n in JOINT_NAMES])
     _, quats, root_loc, stance = walk.clean_walk(T, rest)        # made for Blender's own bone rolls
@@ -85,10 +86,11 @@ def _ry(deg):
 
 
 def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.0, roll_seed=None,
-               matrix_world=np.eye(4), root_bone=None, extra_spine=()):
+               matrix_world=np.eye(4), root_bone=None, extra_spine=(), foot_scale=None):
     """A humanoid built from the SMPL T-pose with names[joint] bone names (joints without a name are
     left out), legs/arms scaled, arms lowered into an A-pose, random rolls, an optional root bone
-    above the hips and unmapped bones inserted after the given spine joints. Feet rest on z = 0."""
+    above the hips and unmapped bones inserted after the given spine joints. Feet rest on z = 0.
+    foot_scale: the ankle-to-toe offset's own scale (default: the leg's), another foot geometry."""
     J = walk.J_REST
     joints = [j for j in range(24) if JOINT_NAMES[j] in names]
     pos = {0: J[0].copy()}
@@ -99,7 +101,7 @@ def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.
         part = JOINT_NAMES[j].split("_")[-1]
         offset = J[j] - J[p]
         if part in legs:
-            offset = offset * leg_scale
+            offset = offset * (foot_scale if part == "foot" and foot_scale is not None else leg_scale)
         if part in arms:
             offset = offset * arm_scale
             offset = _ry(a_pose_deg if JOINT_NAMES[j].startswith("left") else -a_pose_deg) @ offset

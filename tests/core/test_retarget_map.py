@@ -102,11 +102,12 @@ def test_every_convention_maps_fully_with_extra_bones_and_a_prefix(preset):
     namespace or a name prefix: the map is complete and names the rig's own bones."""
     body = {j: b for j, b in PRESETS[preset].items() if j in BODY_JOINTS}
     extras = ["root", "ik_foot_root", "thigh_twist_01_l", "index_01_l", "spine_extra"]
-    for prefix in ("", "Character1_", "rig7:"):
-        bones = ["root"] + [prefix + b.split(":")[-1] for b in body.values()] + extras[1:]
+    for prefix, suffix in (("", ""), ("Character1_", ""), ("rig7:", ""), ("", "_jnt")):
+        rig = {j: prefix + b.split(":")[-1] + suffix for j, b in body.items()}
+        bones = ["root"] + list(rig.values()) + extras[1:]
         report = auto_map_report(bones)
-        assert report.preset == preset and report.complete and report.confidence == 1.0, (prefix, report)
-        assert report.mapping == {j: prefix + b.split(":")[-1] for j, b in body.items()}
+        assert report.preset == preset and report.complete and report.confidence == 1.0, (prefix, suffix, report)
+        assert report.mapping == rig
         validate_map(report.mapping, bones)
 
 

@@ -123,29 +123,35 @@ def _bare(name: str) -> str:
     return _NAMESPACE.sub("", name)
 
 
-def _rig_prefix(wanted, names: set[str]) -> str:
-    """The namespace or name prefix (ending in ':' or '_', or none) under which most of the
-    ``wanted`` bare names exist in the rig; '' on a tie."""
+def _rig_affixes(wanted, names: set[str]) -> tuple[str, str]:
+    """The namespace or name prefix (ending in ':' or '_') and the suffix (starting with '_' or '.')
+    under which most of the ``wanted`` bare names exist in the rig (``Character1_Hips``,
+    ``Hips_jnt``); ('', '') on a tie."""
     wanted = [_bare(w) for w in wanted]
-    candidates = {""}
+    candidates = {("", "")}
     for name in names:
         for w in wanted:
-            if name.endswith(w) and len(name) > len(w) and name[-len(w) - 1] in ":_":
-                candidates.add(name[:-len(w)])
-    return max(sorted(candidates, key=len), key=lambda p: sum(p + w in names for w in wanted))
+            i = name.find(w)
+            if i < 0:
+                continue
+            prefix, suffix = name[:i], name[i + len(w):]
+            if (not prefix or prefix[-1] in ":_") and (not suffix or suffix[0] in "_."):
+                candidates.add((prefix, suffix))
+    return max(sorted(candidates, key=lambda a: len(a[0]) + len(a[1])),
+               key=lambda a: sum(a[0] + w + a[1] in names for w in wanted))
 
 
 def preset_map(preset: str, bone_names=None) -> dict[str, str]:
     """The preset's map. With ``bone_names`` (the target rig's bones), the names are re-prefixed to
-    whatever namespace or prefix the rig uses (``mixamorig1:``, ``Character1_``, none ...)."""
+    whatever namespace, prefix or suffix the rig uses (``mixamorig1:``, ``Character1_``, ``_jnt`` ...)."""
     if preset not in PRESETS:
         raise VibeError(f"Unknown retarget preset '{preset}'; choose one of {', '.join(PRESETS)}.")
     mapping = dict(PRESETS[preset])
     if bone_names is not None:
         names = set(bone_names)
         if sum(b in names for b in mapping.values()) < len(mapping):
-            prefix = _rig_prefix(mapping.values(), names)
-            mapping = {k: prefix + _bare(v) for k, v in mapping.items()}
+            prefix, suffix = _rig_affixes(mapping.values(), names)
+            mapping = {k: prefix + _bare(v) + suffix for k, v in mapping.items()}
     return mapping
 
 

@@ -271,7 +271,7 @@ def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.n
                 pose_bone = rig.pose.bones[n]
                 chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
         basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
-        current = {n: quats_to_rotmat(np.stack([keyframes.read_fcurve(channels, _rot_path(rig, n), c)[1]
+        current = {n: quats_to_rotmat(np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(n), c)[1]
                                                 for c in range(4)], -1)) for n in names}
         off = [n for n in names if _max_angle_deg(current[n], basis_rot[n]) > tolerance_deg]
         if not off:
@@ -280,19 +280,15 @@ def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.n
         for n in (n for n in off if depth[n] == level):
             quats = make_continuous(rotmat_to_quat(basis_rot[n]))
             for c in range(4):
-                keyframes.replace_fcurve_values(channels, _rot_path(rig, n), c, quats[:, c])
+                keyframes.replace_fcurve_values(channels, keyframes.rotation_path(n), c, quats[:, c])
             if n == root_bone:
                 head = np.concatenate([root_world, np.ones((len(frames), 1))], -1)
                 loc = np.einsum("tab,tb->ta", np.linalg.inv(chains[n]), head)[:, :3]
                 for c in range(3):
-                    keyframes.replace_fcurve_values(channels, rig.pose.bones[n].path_from_id("location"), c, loc[:, c])
+                    keyframes.replace_fcurve_values(channels, keyframes.location_path(n), c, loc[:, c])
         passes += 1
     scene.frame_set(frame_before)
     return passes
-
-
-def _rot_path(rig, bone: str) -> str:
-    return rig.pose.bones[bone].path_from_id("rotation_quaternion")
 
 
 def _max_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
@@ -314,9 +310,9 @@ def bake_pose_keys(armature_obj, frames: np.ndarray, rotations: dict[str, np.nda
         pose_bone = armature_obj.pose.bones[bone]
         pose_bone.rotation_mode = "QUATERNION"
         for c in range(4):
-            keyframes.write_fcurve(channels, pose_bone.path_from_id("rotation_quaternion"), c, frames, quats[:, c],
+            keyframes.write_fcurve(channels, keyframes.rotation_path(bone), c, frames, quats[:, c],
                                    group=bone)
     for bone, loc in locations.items():
         pose_bone = armature_obj.pose.bones[bone]
         for c in range(3):
-            keyframes.write_fcurve(channels, pose_bone.path_from_id("location"), c, frames, loc[:, c], group=bone)
+            keyframes.write_fcurve(channels, keyframes.location_path(bone), c, frames, loc[:, c], group=bone)

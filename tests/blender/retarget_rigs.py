@@ -66,7 +66,6 @@ def smpl_heads_tails(J):
 def smpl_source(T=60):
     """The SMPL-named character walking with planted feet; -> (object, frames, stance (T, 2))."""
     heads, tails = smpl_heads_tails(walk.J_REST)
-    bpy.context.scene.render.fps, bpy.context.scene.render.fps_base = int(walk.FPS), 1.0
     obj = build_armature("SMPL", JOINT_NAMES, PARENTS, heads, tails)
     rest = np.array([np.array(obj.data.bones[n].matrix_local) for n in JOINT_NAMES])
     _, quats, root_loc, stance = walk.clean_walk(T, rest)        # made for Blender's own bone rolls

@@ -110,7 +110,7 @@ def test_foot_lock_holds_the_targets_feet_on_another_foot_geometry():
     unlocked = planted_slide_mm(target, ankles, frames, stance)
     upper = [j for j in mapping if not j.split("_")[-1] in ("hip", "knee")]
     axes_unlocked, _ = rigs.world_bone_axes(target, [mapping[j] for j in upper], frames)
-    report = retarget(source, target, mapping)
+    report = retarget(source, target, mapping, fps=rigs.walk.FPS)
     locked = planted_slide_mm(target, ankles, frames, stance)
     axes_locked, _ = rigs.world_bone_axes(target, [mapping[j] for j in upper], frames)
     print(f"foot x0.7: slide source {src:.3f}, target unlocked {unlocked:.3f}, locked {locked:.3f} mm/frame, "

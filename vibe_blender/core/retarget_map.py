@@ -261,6 +261,14 @@ class AutoMap:
         return text + "."
 
 
+def preset_report(preset: str, bone_names) -> AutoMap:
+    """A preset's map for a rig, without the bones the rig lacks (those joints are ``missing``)."""
+    names = set(bone_names)
+    mapping = {j: b for j, b in preset_map(preset, names).items() if b in names}
+    missing = [j for j in BODY_JOINTS if j not in mapping]
+    return AutoMap(mapping, preset, missing, 1.0 - len(missing) / len(BODY_JOINTS))
+
+
 def auto_map(bone_names, parents: dict[str, str | None] | None = None) -> dict[str, str]:
     """{SMPL joint: bone} for a rig, see :func:`auto_map_report`."""
     return auto_map_report(bone_names, parents).mapping
@@ -277,9 +285,7 @@ def auto_map_report(bone_names, parents: dict[str, str | None] | None = None) ->
     names = set(bone_names)
     preset = match_preset(bone_names)
     if preset:
-        mapping = {j: b for j, b in preset_map(preset, names).items() if b in names}
-        missing = [j for j in BODY_JOINTS if j not in mapping]
-        return AutoMap(mapping, preset, missing, 1.0 - len(missing) / len(BODY_JOINTS))
+        return preset_report(preset, names)
     mapping: dict[str, str] = {}
     quality: dict[str, float] = {}
     common = _common_tokens(bone_names)

@@ -151,3 +151,15 @@ def world_bone_axes(obj, bone_names, frames):
         axes.append(m[:, :3, 1] / np.linalg.norm(m[:, :3, 1], axis=-1, keepdims=True))
         heads.append(m[:, :3, 3])
     return np.array(axes), np.array(heads)
+
+
+def angle_deg(a, b):
+    """Angle between unit vectors (..., 3), degrees."""
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
+
+
+def planted_slide_mm(obj, ankle_bones, frames, stance):
+    """Mean horizontal travel of the ankles per frame where the walk's foot is planted (frames t-1
+    and t both in the stance), millimetres, as Blender evaluates the rig."""
+    _, heads = world_bone_axes(obj, ankle_bones, frames)
+    return np.linalg.norm(np.diff(heads[..., :2], axis=0), axis=-1)[stance[1:] & stance[:-1]].mean() * 1000

@@ -40,10 +40,6 @@ CASES = {
 RESULTS = {}
 
 
-def angle_deg(a, b):
-    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_retarget_matches_bone_directions_and_keeps_feet_planted(case):
     names, options = CASES[case]
@@ -59,7 +55,7 @@ def test_retarget_matches_bone_directions_and_keeps_feet_planted(case):
 
     src_axes, src_heads = rigs.world_bone_axes(source, list(mapping), frames)
     tgt_axes, tgt_heads = rigs.world_bone_axes(target, list(mapping.values()), frames)
-    err = angle_deg(src_axes, tgt_axes)
+    err = rigs.angle_deg(src_axes, tgt_axes)
     # feet: the ankle of a planted foot stays put and sits at its rest height
     ankles = [list(mapping).index(j) for j in ("left_ankle", "right_ankle")]
     rest_z = np.array([(np.array(target.matrix_world) @ np.array([*target.data.bones[mapping[j]].head_local, 1]))[2]
@@ -74,12 +70,6 @@ def test_retarget_matches_bone_directions_and_keeps_feet_planted(case):
     assert slide.mean() < 2e-4 and height.max() < 1e-3       # metres: under 0.2 mm/frame, 1 mm
 
 
-def planted_slide_mm(obj, ankle_bones, frames, stance):
-    """Mean horizontal travel of the ankles per frame where the walk's foot is planted (mm)."""
-    _, heads = rigs.world_bone_axes(obj, ankle_bones, frames)
-    return np.linalg.norm(np.diff(heads[..., :2], axis=0), axis=-1)[stance[1:] & stance[:-1]].mean() * 1000
-
-
 @pytest.mark.parametrize("leg_scale", [0.8, 1.0, 1.15, 1.3])
 def test_root_scale_from_leg_chains_keeps_planted_feet_still(leg_scale):
     """Before: the root followed the ratio of hip heights over each rig's lowest bone tip (1.136 for
@@ -90,8 +80,8 @@ def test_root_scale_from_leg_chains_keeps_planted_feet_still(leg_scale):
     mapping = auto_map([b.name for b in target.data.bones])
     report = retarget(source, target, mapping, lock_feet=False)
     assert report["root_scale"] == pytest.approx(leg_scale, abs=1e-4)
-    src = planted_slide_mm(source, ["left_ankle", "right_ankle"], frames, stance)
-    tgt = planted_slide_mm(target, [mapping["left_ankle"], mapping["right_ankle"]], frames, stance)
+    src = rigs.planted_slide_mm(source, ["left_ankle", "right_ankle"], frames, stance)
+    tgt = rigs.planted_slide_mm(target, [mapping["left_ankle"], mapping["right_ankle"]], frames, stance)
     print(f"legs x{leg_scale}: root scale {report['root_scale']:.4f}, slide source {src:.3f} target {tgt:.3f} mm/frame")
     assert tgt <= src + 0.2
 
@@ -105,19 +95,19 @@ def test_foot_lock_holds_the_targets_feet_on_another_foot_geometry():
                              roll_seed=8)
     mapping = auto_map([b.name for b in target.data.bones])
     ankles = [mapping["left_ankle"], mapping["right_ankle"]]
-    src = planted_slide_mm(source, ["left_ankle", "right_ankle"], frames, stance)
+    src = rigs.planted_slide_mm(source, ["left_ankle", "right_ankle"], frames, stance)
     retarget(source, target, mapping, lock_feet=False)
-    unlocked = planted_slide_mm(target, ankles, frames, stance)
+    unlocked = rigs.planted_slide_mm(target, ankles, frames, stance)
     upper = [j for j in mapping if not j.split("_")[-1] in ("hip", "knee")]
     axes_unlocked, _ = rigs.world_bone_axes(target, [mapping[j] for j in upper], frames)
     report = retarget(source, target, mapping, fps=rigs.walk.FPS)
-    locked = planted_slide_mm(target, ankles, frames, stance)
+    locked = rigs.planted_slide_mm(target, ankles, frames, stance)
     axes_locked, _ = rigs.world_bone_axes(target, [mapping[j] for j in upper], frames)
     print(f"foot x0.7: slide source {src:.3f}, target unlocked {unlocked:.3f}, locked {locked:.3f} mm/frame, "
           f"{report['contact_frames']} contact frames")
     assert unlocked > src + 0.3                 # the case the lock is for
     assert locked <= src + 0.2 and report["contact_frames"] >= stance.sum()
-    assert angle_deg(axes_unlocked, axes_locked).max() < 0.01     # ankles, toes, spine, arms: unchanged
+    assert rigs.angle_deg(axes_unlocked, axes_locked).max() < 0.01     # ankles, toes, spine, arms: unchanged
 
 
 def test_retarget_refuses_bad_input():
@@ -164,6 +154,6 @@ def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
     for obj, bones in ((metarig, auto_map([b.name for b in metarig.data.bones])), (rig, mapping), (rig, deform)):
         src_axes, _ = rigs.world_bone_axes(source, list(bones), frames)
         tgt_axes, _ = rigs.world_bone_axes(obj, list(bones.values()), frames)
-        err = angle_deg(src_axes, tgt_axes)
+        err = rigs.angle_deg(src_axes, tgt_axes)
         print(f"{obj.name} ({len(bones)} bones): max angle {err.max():.2e} deg")
         assert err.max() < 1.0, dict(zip(bones.values(), err.max(0)))

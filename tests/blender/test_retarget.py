@@ -110,6 +110,17 @@ def test_foot_lock_holds_the_targets_feet_on_another_foot_geometry():
     assert rigs.angle_deg(axes_unlocked, axes_locked).max() < 0.01     # ankles, toes, spine, arms: unchanged
 
 
+def test_rig_without_mapped_legs_scales_the_root_by_hip_height_and_skips_the_foot_lock():
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=20)
+    target = rigs.target_rig("Target", PRESETS["UE5_MANNEQUIN"], leg_scale=1.2)
+    upper = {j: b for j, b in PRESETS["UE5_MANNEQUIN"].items() if not j.endswith(("_knee", "_ankle", "_foot"))}
+    report = retarget(source, target, upper)
+    assert report["root_scale_from"] == "hip height" and report["contact_frames"] == 0
+    assert 1.0 < report["root_scale"] < 1.2          # the hips' height grows less than the legs
+    assert retarget(source, target, upper, scale_root=False)["root_scale"] == 1.0
+
+
 def test_retarget_refuses_bad_input():
     rigs.reset_scene()
     source, _, _ = rigs.smpl_source(T=5)

@@ -9,7 +9,8 @@ the modules beside it use bpy: ``rig_builder`` (character), ``animation`` + ``ke
 This module imports no bpy at import time: Blender calls :func:`register`.
 """
 
-_MODULES = ("preferences", "jobs", "operators", "panels", "ui_retarget")
+_MODULES = ("preferences", "jobs", "server_control", "operators", "server_operators", "panels", "server_panels",
+            "ui_retarget")
 
 
 def _modules():

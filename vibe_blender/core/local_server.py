@@ -205,6 +205,11 @@ class LocalServer:
         threading.Thread(target=self._launch_and_watch, args=(command, url), daemon=True,
                          name="vibe-local-server").start()
 
+    def report_start_error(self, message: str) -> None:
+        """The server could not even be launched (no program): show why, as a failed start."""
+        self._set(state="failed", message=message, log_tail=())
+        self._ready.set()
+
     def wait_ready(self, timeout_s: float | None = None) -> ServerStatus:
         """Block until the server answers or failed (for worker threads and tests, never the UI)."""
         self._ready.wait(timeout_s)

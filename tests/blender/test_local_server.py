@@ -125,3 +125,25 @@ def test_quitting_blender_stops_the_server(isolated_user_dirs, tmp_path):
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not pid_alive(pid)
+
+
+def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp_path):
+    main_python = REPO / ".venv" / "bin" / "python"
+    source = tmp_path / "vibe_data"
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}")
+    subprocess.run([str(main_python), "-c", "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
+                    " write_synthetic_bundle(sys.argv[1])", str(source)], check=True, env=env)
+
+    assert bpy.ops.vibe_mocap.model_data_check() == {"FINISHED"}
+    follow_until(lambda: server_control.model_data_state()[1] or server_control.model_data_state()[2], 120)
+    data_dir, files, error = server_control.model_data_state()
+    assert not error and Path(data_dir).parent == Path(os.environ["XDG_DATA_HOME"])
+    assert {f.name: f.status for f in files}["SMPL_NEUTRAL.pkl"] == "missing"
+
+    install = server_control.install_model_data(str(source))
+    follow_until(lambda: install.finished and any(f.status == "present" for f in server_control.model_data_state()[1]),
+                 300)
+    # exit code 1 and a "missing" line: the synthetic bundle has no yolov3.weights (the check says so)
+    assert install.returncode == 1 and any("yolov3.weights" in line and "missing" in line for line in install.lines)
+    states = {f.name: f.status for f in server_control.model_data_state()[1]}
+    assert states["SMPL_NEUTRAL.pkl"] == states["vibe_model_wo_3dpw.pth.tar"] == "present"

@@ -69,6 +69,8 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         install = server_control.current_install()
         if install is not None and not install.finished:
             box.label(text=(install.lines[-1] if install.lines else "Installing…")[:90], icon="SORTTIME")
+        elif install is not None and install.returncode == 1:      # installed; the check still misses files
+            _lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
         elif install is not None and install.returncode:
             _lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")
         row = box.row(align=True)

@@ -1,9 +1,9 @@
 """People in a video: one pass of decode -> detect (batched, every Nth frame) -> SORT."""
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.crop import crop_people
@@ -12,7 +12,6 @@ from vibe_server.pipeline.people import find_people, stream_people
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
 
-REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 def _walker(t):

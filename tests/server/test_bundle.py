@@ -64,15 +64,21 @@ def test_cli_check_exit_codes_and_table(full_bundle, tmp_path, capsys):
     assert "SMPL_NEUTRAL.pkl" in out and "missing" in out and "vibe-mocap data install" in out
 
 
-def test_install_from_the_official_zip_layout(full_bundle, tmp_path, capsys):
+@pytest.fixture
+def official_zip(full_bundle, tmp_path) -> Path:
+    """vibe_data.zip as the official script makes it: the files in vibe_data/, without yolov3.weights."""
     archive = tmp_path / "vibe_data.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for f in full_bundle.iterdir():
             if f.name != bundle.YOLO_WEIGHTS:
                 z.write(f, f"vibe_data/{f.name}")
         z.writestr("vibe_data/sample_video.mp4", b"not needed")
+    return archive
+
+
+def test_install_from_the_official_zip_layout(full_bundle, official_zip, tmp_path, capsys):
     target = tmp_path / "installed"
-    assert cli(["data", "install", str(archive), "--data-dir", str(target)]) == 1    # yolo still missing
+    assert cli(["data", "install", str(official_zip), "--data-dir", str(target)]) == 1    # yolo still missing
     assert "installed SMPL_NEUTRAL.pkl" in capsys.readouterr().out
     assert not (target / "sample_video.mp4").exists()
     assert cli(["data", "install", str(full_bundle / bundle.YOLO_WEIGHTS), "--data-dir", str(target)]) == 0
@@ -287,13 +293,8 @@ def test_url_download_is_bounded(serve, tmp_path, monkeypatch, send_length):
     assert _installed(tmp_path / "t") == []
 
 
-def test_url_download_of_the_official_zip_layout(serve, full_bundle, tmp_path):
-    archive = tmp_path / "vibe_data.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for f in full_bundle.iterdir():
-            if f.name != bundle.YOLO_WEIGHTS:
-                z.write(f, f"vibe_data/{f.name}")
-    base = serve(archive.read_bytes(), send_length=False)
+def test_url_download_of_the_official_zip_layout(serve, full_bundle, official_zip, tmp_path):
+    base = serve(official_zip.read_bytes(), send_length=False)
     installed = bundle.install(f"{base}/vibe_data.zip", tmp_path / "t", log=lambda _: None)
     assert set(installed) == set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS}
     assert (tmp_path / "t" / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()

@@ -26,14 +26,13 @@ from vibe_server.pipeline.detect.hog import HogDetector
 from vibe_server.pipeline.detect.yolo import YoloDetector
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
+from clips import WALKING_CLIP
 from timing import best_of
-
-DEFAULT_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "one-by-one-person-detection.mp4"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", default=str(DEFAULT_VIDEO))
+    parser.add_argument("--video", default=str(WALKING_CLIP))
     parser.add_argument("--weights")
     parser.add_argument("--frames", type=int, default=16, help="frames per detector measurement")
     parser.add_argument("--batch-sizes", default="1,8")

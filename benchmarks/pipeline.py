@@ -30,10 +30,10 @@ import cv2
 import numpy as np
 import torch
 
+from clips import WALKING_CLIP
 from timing import best_of
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = REPO.parent / "shared" / "data" / "real" / "one-by-one-person-detection.mp4"
 
 
 def slice_clip(src: Path, dst: Path, start: int, frames: int) -> int:
@@ -110,7 +110,7 @@ def smpl_alone(engine, frames: int = 200) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights)")
-    parser.add_argument("--clip", default=str(DEFAULT_CLIP))
+    parser.add_argument("--clip", default=str(WALKING_CLIP))
     parser.add_argument("--start", type=int, default=250, help="first frame of the slice (people visible)")
     parser.add_argument("--frames", type=int, default=200, help="frames in the slice")
     parser.add_argument("--threads", type=int, default=2)

@@ -65,12 +65,13 @@ def torch_load(path: str | Path, what: str) -> object:
 
 
 def _strip_prefixes(state: dict) -> dict:
-    """Drop ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    """Drop ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes, in whichever
+    order the wrappers were nested (DDP of a compiled model, or a compiled DDP model)."""
+    wrappers = ("module.", "_orig_mod.")
     out = {}
     for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
+        while k.startswith(wrappers):
+            k = k.split(".", 1)[1]
         out[k] = v
     return out
 

@@ -1,17 +1,16 @@
 """``vibe-mocap infer`` and ``serve`` argument handling, with the tiny engine and (slow) on a real
 clip with the synthetic placeholder model."""
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model, load_smpl_pkl
 from vibe_server.cli import main
 from vibe_server.pipeline import run as run_module
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.fixture

@@ -163,7 +163,12 @@ def test_bad_options_are_refused(tiny_engine, bad, message):
 def test_bf16_fast_preset_stays_close_to_fp32(make_engine):
     fp32, bf16 = make_engine(), make_engine(precision="bf16")
     a, b = poses(run(fp32)), poses(run(bf16))
+    assert a.keys() == b.keys()
     for tid in a:
-        np.testing.assert_allclose(a[tid], b[tid], atol=0.05)
+        # the tiny model's poses are scaled by 0.1: measure the error against how much the pose moves
+        motion = np.abs(a[tid] - a[tid].mean(axis=0)).max()
+        error = np.abs(b[tid] - a[tid]).max()
+        # 1.1-1.4 % measured; under 0.1 % means bf16 never ran (channels_last alone gives 1e-4 %)
+        assert 0.001 * motion < error < 0.05 * motion
     with pytest.raises(VibeError, match="fp16 needs a CUDA"):
         Engine(torch.nn.Module(), model_name="t", data_dir=None, precision="fp16")

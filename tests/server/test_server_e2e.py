@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import httpx
 import pytest
+from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
 
 pytestmark = pytest.mark.slow
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline import crop
 from vibe_server.train.features import read_bboxes
 
 
@@ -31,7 +32,6 @@ def test_bad_box_files_are_explained(tmp_path, content, message):
 
 
 def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bundle, vibe_model):
-    crop = pytest.importorskip("vibe_server.pipeline.crop", reason="the person crop comes with the pipeline")
     import cv2
     import joblib
 

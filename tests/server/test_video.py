@@ -1,15 +1,14 @@
 """Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.video import open_video
 
-REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.mark.parametrize("name, fps, width, height, frame_count", [

@@ -45,12 +45,15 @@ def check_host(request: Request, settings: SettingsDep) -> None:
 
 
 def check_token(request: Request, settings: SettingsDep) -> None:
-    if not settings.token:
-        return
+    """Every client, loopback ones too, sends the token: other accounts on this machine reach
+    127.0.0.1 as well, but only the user can read the token file."""
+    if not settings.token:                       # never serve unauthenticated (validate() refuses this)
+        raise HTTPException(503, "This server has no token configured; restart it with 'vibe-mocap serve'.")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
-        raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>' "
-                                 "(the add-on's server settings have a field for it).",
+        raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>'. The add-on "
+                                 "and the command line read it from the token file that 'vibe-mocap serve' "
+                                 "names when it starts (or from $VIBE_MOCAP_TOKEN).",
                             headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -84,8 +84,8 @@ class FakeDetector:
 @dataclass
 class ScriptedFrontEnd:
     """Frames 0..num_frames-1; ``tracks`` = {track_id: (first_frame, last_frame)} with a box that
-    moves a little each frame. Files whose bytes start with 'not a video' raise like an unreadable
-    video. ``real_video``: decode real files with the real reader instead (people still scripted)."""
+    moves a little each frame. Paths ending in .txt, and files whose bytes start with 'not a video'
+    (an upload is saved under a fixed name), raise like an unreadable video. ``real_video``: decode real files with the real reader instead (people still scripted)."""
 
     num_frames: int = 60
     tracks: dict = field(default_factory=lambda: {1: (0, 59), 2: (5, 14), 3: (10, 49)})
@@ -99,7 +99,7 @@ class ScriptedFrontEnd:
 
             return open_video(path)
         head = Path(path).read_bytes()[:16] if Path(path).is_file() else b""
-        if head.startswith(b"not a video"):
+        if Path(path).suffix == ".txt" or head.startswith(b"not a video"):
             raise VibeError(f"'{path}' is not a video OpenCV can read; convert it to .mp4 (H.264).")
         nobody = head.startswith(b"nobody")
         return FakeReader(FakeInfo(name=Path(path).name, frame_count=self.num_frames, nobody=nobody), self.num_frames)

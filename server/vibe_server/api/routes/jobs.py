@@ -201,8 +201,10 @@ async def _create_local_job(request: Request, settings, jobs, engine) -> JobCrea
         req = LocalJobRequest(**data)
     except ValidationError as err:
         raise HTTPException(422, validation_sentence(err, "request")) from err
-    label = shown(req.video_path)
-    if "\0" in req.video_path or not Path(req.video_path).is_absolute():
+    label = shown(req.video_path.replace("\0", "\\0"))
+    if "\0" in req.video_path:
+        raise HTTPException(400, f"'{label}' contains a NUL character, which no file name has; check the path.")
+    if not Path(req.video_path).is_absolute():
         raise HTTPException(400, f"'{label}' is not an absolute path; send the full path of the video.")
     path = Path(req.video_path)
     try:

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from vibe_server.api.app import create_app
+from vibe_server.api.deps import get_settings
+from vibe_server.api.settings import Settings
+from vibe_server.data.synthetic import write_smpl_files
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
-from vibe_server.api.app import create_app
-from vibe_server.api.deps import get_settings
-from vibe_server.api.settings import Settings
-
-from vibe_server.data.synthetic import write_smpl_files
 
 BASE = "http://127.0.0.1:8765"
 API = "/api/v1"

@@ -8,7 +8,7 @@ import threading
 from functools import partial
 from pathlib import Path
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
@@ -152,6 +152,8 @@ async def create_job(request: Request, settings: SettingsDep, jobs: JobsDep, eng
             return await _create_upload_job(request, settings, jobs, engine, admission)
     except (JobsFull, UploadSpaceFull) as err:
         raise _admission_refused(err) from err
+    except BlockingTimeout as err:                  # the job store's disk (the video's own time limit is a 415)
+        raise HTTPException(503, f"The server's disk did not answer in time ({err}); retry in a moment.") from err
 
 
 async def _create_upload_job(request: Request, settings, jobs, engine, admission) -> JobCreated:
@@ -170,8 +172,10 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
                                       input_owned=True, params=params, input_bytes=upload.size_bytes),
                               timeout_s=settings.probe_timeout_s)
     except BaseException:
-        # no half-uploaded files left behind (in a thread: a big file takes a moment to delete)
-        await to_thread.run_sync(partial(shutil.rmtree, folder, ignore_errors=True))
+        # no half-uploaded files left behind (in a thread: a big file takes a moment to delete;
+        # shielded: a cancelled request still cleans up)
+        with CancelScope(shield=True):
+            await to_thread.run_sync(partial(shutil.rmtree, folder, ignore_errors=True))
         raise
     return JobCreated(job_id=job.job_id, status=job.status)
 

@@ -1,7 +1,9 @@
 """The HTTP API with the tiny model and scripted front end: jobs end to end, parameter checks,
 upload limits, local paths, Host/token/Origin checks, cancel, restart, failure isolation; the real
 video reader where FFmpeg's behaviour is the point (containers, truncation)."""
+import asyncio
 import contextlib
+import errno
 import io
 import json
 import socket
@@ -566,6 +568,36 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
         release.set()
 
 
+def test_blocking_runner_limits_time_and_threads():
+    """Results and errors come back; past the time limit the caller is answered (the thread is
+    abandoned, still holding its slot until it ends); with every slot taken the answer is a 503."""
+    from fastapi import HTTPException
+
+    from vibe_server.api.blocking import BlockingRunner, BlockingTimeout
+
+    runner, release = BlockingRunner(max_threads=1), threading.Event()
+
+    async def scenario():
+        assert await runner(lambda a, b: a + b, 2, 3, timeout_s=5) == 5
+        with pytest.raises(VibeError, match="bad file"):
+            await runner(lambda: (_ for _ in ()).throw(VibeError("bad file")), timeout_s=5)
+        t0 = time.perf_counter()
+        with pytest.raises(BlockingTimeout, match="longer than 0.3 s"):
+            await runner(release.wait, 10, timeout_s=0.3)
+        assert time.perf_counter() - t0 < 1.0
+        with pytest.raises(HTTPException) as busy:
+            await runner(lambda: 1, timeout_s=5)
+        assert busy.value.status_code == 503
+        release.set()
+        for _ in range(100):                        # the abandoned thread ends and frees its slot
+            try:
+                return await runner(lambda: 7, timeout_s=5)
+            except HTTPException:
+                await asyncio.sleep(0.02)
+
+    assert asyncio.run(scenario()) == 7
+
+
 # -- request bodies: bounded memory, 4xx -------------------------------------------------------
 
 def test_deeply_nested_json_is_a_422(client, settings):
@@ -656,6 +688,27 @@ def test_disk_held_by_queued_uploads_is_limited_with_507(settings, make_engine):
         client.delete(f"{API}/jobs/{first}")
         wait(client, first)
         assert upload(client, data=b"\x00" * 1000).status_code == 201
+
+
+def test_a_full_disk_is_a_507_and_leaves_nothing(client, settings, monkeypatch):
+    """(A full disk cannot be made here: the upload's file write is made to fail as it would.)"""
+    import builtins
+
+    from vibe_server.api import upload as upload_module
+
+    class FullDiskFile:
+        def __init__(self, path, mode):
+            self._file = builtins.open(path, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self._file.close()
+
+    monkeypatch.setattr(upload_module, "open", FullDiskFile, raising=False)
+    assert_detail(upload(client), 507, "disk is full")
+    assert leftover_files(settings) == []
 
 
 def test_uploads_in_progress_count_against_the_upload_space(tmp_path):

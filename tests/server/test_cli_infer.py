@@ -152,3 +152,10 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
     body = load_body_model(tmp_path / "walk_body_model.npz")          # the placeholder's own SMPL
     np.testing.assert_allclose(body.v_template, load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl").v_template,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("option", ["--max-queued-jobs", "--max-queued-upload-mb", "--max-upload-mb",
+                                    "--probe-timeout-s"])
+def test_serve_refuses_limits_that_are_not_positive(token_home, tmp_path, capsys, option):
+    assert main(["serve", option, "0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+    assert "must be positive" in capsys.readouterr().err

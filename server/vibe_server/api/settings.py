@@ -38,7 +38,7 @@ class Settings:
     max_upload_bytes: int = 2 * 1024 ** 3               # one upload
     max_queued_jobs: int = 16                           # queued + running + being submitted (429 beyond)
     max_queued_upload_bytes: int = 8 * 1024 ** 3        # disk held by uploads of unfinished jobs (507 beyond)
-    probe_timeout_s: float = 20.0                       # each blocking step of a submission (opening the video: 415)
+    probe_timeout_s: float = 60.0                       # each blocking step of a submission (opening the video: 415)
     allow_synthetic: bool = False           # run a labelled placeholder model when the data is missing
     allowed_hosts: tuple[str, ...] = ()     # extra Host names (e.g. a LAN name) besides the bind address
 

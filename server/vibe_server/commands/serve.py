@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-queued-upload-mb", type=int, default=defaults.max_queued_upload_bytes // 1024 ** 2,
                    help="disk held by the uploads of unfinished jobs; more is refused with 507 "
                         "(default %(default)s MiB)")
+    p.add_argument("--probe-timeout-s", type=float, default=defaults.probe_timeout_s,
+                   help="time to open a submitted video; a slower one is refused with 415 (default %(default)s s)")
     p.add_argument("--synthetic", action="store_true",
                    help="when the model data is missing, serve a labelled random-weight placeholder model")
     p.set_defaults(run=run)
@@ -61,7 +63,8 @@ def run(args) -> int:
                         data_dir=Path(args.data_dir) if args.data_dir else None, jobs_dir=Path(args.jobs_dir),
                         device=device, precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
                         max_upload_bytes=args.max_upload_mb * 1024 ** 2, max_queued_jobs=args.max_queued_jobs,
-                        max_queued_upload_bytes=args.max_queued_upload_mb * 1024 ** 2, allow_synthetic=args.synthetic,
+                        max_queued_upload_bytes=args.max_queued_upload_mb * 1024 ** 2,
+                        probe_timeout_s=args.probe_timeout_s, allow_synthetic=args.synthetic,
                         allowed_hosts=tuple(args.allowed_host))
     app = create_app(settings)                     # validates the settings
     print(f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"

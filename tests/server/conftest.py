@@ -85,7 +85,8 @@ class FakeDetector:
 class ScriptedFrontEnd:
     """Frames 0..num_frames-1; ``tracks`` = {track_id: (first_frame, last_frame)} with a box that
     moves a little each frame. Paths ending in .txt, and files whose bytes start with 'not a video'
-    (an upload is saved under a fixed name), raise like an unreadable video. ``real_video``: decode real files with the real reader instead (people still scripted)."""
+    (an upload is saved under a fixed name), raise like an unreadable video. ``real_video``: decode
+    real files with the real reader instead (people still scripted)."""
 
     num_frames: int = 60
     tracks: dict = field(default_factory=lambda: {1: (0, 59), 2: (5, 14), 3: (10, 49)})

@@ -630,9 +630,10 @@ def post_chunks_to_the_app(client, path, chunks, headers) -> tuple[int, int]:
         if message["type"] == "http.response.start":
             status["code"] = message["status"]
 
+    all_headers = {"host": "127.0.0.1:8765", **AUTH, **headers}
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in {"host": "127.0.0.1:8765", **AUTH, **headers}.items()],
+             "headers": [(k.lower().encode(), v.encode()) for k, v in all_headers.items()],
              "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8765)}
 
     async def call():

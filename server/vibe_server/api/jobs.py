@@ -1,8 +1,9 @@
 """The job store (on disk) and the worker that runs jobs one at a time on the model's device.
 
 Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input.video`` (an uploaded video, deleted
-when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer), ``result.npz`` (written to a temporary name and renamed, so a result is either
-whole or absent) and ``vibe_output.pkl`` (the official layout, made on first request).
+when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer),
+``result.npz`` (written to a temporary name and renamed, so a result is either whole or absent)
+and ``vibe_output.pkl`` (the official layout, made on first request).
 Finished results survive a restart; a job that was running when the server stopped is marked
 failed, queued ones are queued again. A failing job only ever touches its own folder.
 
@@ -291,8 +292,8 @@ class JobManager:
         and no other path of the job store is shown."""
         if record.input_owned:
             text = text.replace(str(record.input_path), record.job.video_name)
-        return text.replace(str(self.folder(record.job.job_id)), "the job folder").replace(str(self.jobs_dir),
-                                                                                          "the job store")
+        folder = str(self.folder(record.job.job_id))
+        return text.replace(folder, "the job folder").replace(str(self.jobs_dir), "the job store")
 
     def _finish(self, record: JobRecord, status: str, *, error: str | None = None, save: bool = True) -> None:
         """Final state; the caller holds the lock. Uploaded input is deleted (temp files cleaned)."""

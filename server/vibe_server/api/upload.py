@@ -45,8 +45,8 @@ def disk_full() -> HTTPException:
 async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
                                reserve: Callable[[int], None] = lambda n: None) -> Upload:
     """Stream the request body's video part into ``dest`` (a fixed name). ``reserve(n)`` is called
-    before n more video bytes are written and raises HTTPException to refuse them. The caller deletes the folder
-    when this raises."""
+    before n more video bytes are written and raises HTTPException to refuse them. The caller
+    deletes the folder when this raises."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary:

@@ -568,6 +568,30 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
         release.set()
 
 
+def test_health_answers_while_every_worker_thread_is_busy(settings, engine):
+    """Plain-function routes run in a pool of 40 threads: with all of them waiting (here on the
+    official-pkl export lock), /health and its checks still answer at once on the event loop."""
+    from vibe_server.api.routes import jobs as jobs_routes
+
+    with live_server(settings, engine) as base:
+        r = httpx.post(f"{base}/jobs", headers=AUTH, files={"video": ("a.mp4", b"\x00video", "video/mp4")})
+        job_id = r.json()["job_id"]
+        while httpx.get(f"{base}/jobs/{job_id}", headers=AUTH).json()["status"] != "done":
+            time.sleep(0.05)
+        with jobs_routes._pkl_lock:
+            waiting = [threading.Thread(target=httpx.get, args=(f"{base}/jobs/{job_id}/result.pkl",),
+                                        kwargs={"headers": AUTH, "timeout": 60}) for _ in range(48)]
+            for t in waiting:
+                t.start()
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            r = httpx.get(f"{base}/health", timeout=5)
+            took = time.perf_counter() - t0
+        for t in waiting:
+            t.join(60)
+    assert r.status_code == 200 and took < 1.0, f"/health took {took:.2f} s"
+
+
 def test_blocking_runner_limits_time_and_threads():
     """Results and errors come back; past the time limit the caller is answered (the thread is
     abandoned, still holding its slot until it ends); with every slot taken the answer is a 503."""

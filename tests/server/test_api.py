@@ -568,6 +568,27 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
         release.set()
 
 
+def test_live_playlist_uploads_are_refused_and_health_stays_fast(settings, make_engine, tmp_path):
+    """The real server and the real video reader: two uploads of a playlist without an end marker."""
+    clip = write_clip(tmp_path / "clip.avi")
+    live = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n".encode()
+    answers = []
+    with live_server(settings, make_engine(real_video=True)) as base:
+        posts = [threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{base}/jobs", headers=AUTH, timeout=30, files={"video": ("live.m3u8", live, "application/x-mpegurl")})))
+            for _ in range(2)]
+        for t in posts:
+            t.start()
+        time.sleep(0.5)                             # the uploads are in (a live playlist used to hang here)
+        t0 = time.perf_counter()
+        health = httpx.get(f"{base}/health", timeout=5)
+        took = time.perf_counter() - t0
+        for t in posts:
+            t.join(30)
+    assert health.status_code == 200 and took < 1.0
+    assert [a.status_code for a in answers] == [415, 415] and "Playlists" in answers[0].json()["detail"]
+
+
 def test_health_answers_while_every_worker_thread_is_busy(settings, engine):
     """Plain-function routes run in a pool of 40 threads: with all of them waiting (here on the
     official-pkl export lock), /health and its checks still answer at once on the event loop."""

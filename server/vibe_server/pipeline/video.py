@@ -196,7 +196,8 @@ class VideoReader:
 
     # -- helpers -------------------------------------------------------------------------------
     def _open_capture(self) -> cv2.VideoCapture:
-        os.environ[FFMPEG_OPTIONS_ENV] = FFMPEG_CAPTURE_OPTIONS      # read by OpenCV at every open
+        if os.environ.get(FFMPEG_OPTIONS_ENV) != FFMPEG_CAPTURE_OPTIONS:  # read by OpenCV at every open
+            os.environ[FFMPEG_OPTIONS_ENV] = FFMPEG_CAPTURE_OPTIONS
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()

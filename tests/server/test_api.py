@@ -496,6 +496,22 @@ def test_error_answers_name_only_what_the_client_sent(real_video_client, setting
     assert r.status_code == 415 and len(r.json()["detail"]) < 1000
 
 
+def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(settings, make_engine, scripted):
+    engine = make_engine()
+    opened = []
+
+    def open_then_fail(path):                   # the probe opens it; the run finds it damaged
+        opened.append(path)
+        if len(opened) > 1:
+            raise VibeError(f"{path} is damaged in the middle; export it again.")
+        return scripted.open_video(path)
+
+    engine.open_video = open_then_fail
+    with client_for(settings, engine) as client:
+        job = wait(client, upload(client, name="holiday.mp4").json()["job_id"])
+    assert job["status"] == "failed" and job["error"] == "holiday.mp4 is damaged in the middle; export it again."
+
+
 # -- the event loop never blocks --------------------------------------------------------------
 
 def free_port() -> int:

@@ -8,7 +8,9 @@ from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import models_json_schema
 
 from vibe_blender.core.errors import VibeError
 
@@ -37,7 +39,9 @@ async def lifespan(app: FastAPI):
         log.error("%s", err)
         state.engine, state.engine_error = None, str(err)
     # finished results stay reachable even without a model; only a loaded model gets a worker
-    state.jobs = JobManager(state.settings.jobs_dir, state.engine)
+    settings = state.settings
+    state.jobs = JobManager(settings.jobs_dir, state.engine, max_queued_jobs=settings.max_queued_jobs,
+                            max_queued_upload_bytes=settings.max_queued_upload_bytes)
     if state.engine is not None:
         state.jobs.start()
     try:
@@ -46,11 +50,27 @@ async def lifespan(app: FastAPI):
         state.jobs.stop()
 
 
+def openapi_schema(app: FastAPI) -> dict:
+    """FastAPI's schema, plus the bodies POST /jobs reads by hand (its requestBody refers to them)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        _, defs = models_json_schema([(model, "validation") for model in jobs.OPENAPI_BODY_MODELS],
+                                     ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(defs["$defs"])
+        components["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer",
+                                                   "description": "the server's token (see docs/server.md)"}}
+        schema["security"] = [{"token": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object] | None = None) -> FastAPI:
     """engine_loader(settings) -> Engine (default: the real model from settings.data_dir)."""
     settings.validate()
     app = FastAPI(title="VIBE Mocap", version=__version__, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, openapi_url=None)
+                  docs_url=f"{API_PREFIX}/docs", redoc_url=None, openapi_url=f"{API_PREFIX}/openapi.json")
+    app.openapi = lambda: openapi_schema(app)
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader
     app.state.engine, app.state.engine_error, app.state.jobs = None, None, None

@@ -1,10 +1,15 @@
 """The job store (on disk) and the worker that runs jobs one at a time on the model's device.
 
-Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input<.ext>`` (an uploaded video, deleted
-when the job ends), ``result.npz`` (written to a temporary name and renamed, so a result is either
-whole or absent) and ``vibe_output.pkl`` (the official layout, made on first request).
+Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input.video`` (an uploaded video, deleted
+when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer),
+``result.npz`` (written to a temporary name and renamed, so a result is either whole or absent)
+and ``vibe_output.pkl`` (the official layout, made on first request).
 Finished results survive a restart; a job that was running when the server stopped is marked
 failed, queued ones are queued again. A failing job only ever touches its own folder.
+
+Limits: at most ``max_queued_jobs`` jobs queued, running or being submitted (``JobsFull``), and at
+most ``max_queued_upload_bytes`` of uploads held for them, counted while the bytes arrive
+(``UploadSpaceFull``).
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import queue
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,8 +33,24 @@ from .schemas import Job, JobParams
 
 log = logging.getLogger("vibe_server.jobs")
 
-RECORD_NAME, RESULT_NAME, PKL_NAME = "job.json", "result.npz", "vibe_output.pkl"
+RECORD_NAME, RESULT_NAME, PKL_NAME, UPLOAD_NAME = "job.json", "result.npz", "vibe_output.pkl", "input.video"
 FINAL_STATES = ("done", "failed", "cancelled")
+WAITING_STATES = ("queued", "running")
+
+
+class JobsFull(VibeError):
+    """Too many jobs waiting (answered 429)."""
+
+
+class UploadSpaceFull(VibeError):
+    """The uploads of waiting jobs hold the whole upload budget (answered 507)."""
+
+
+@dataclass
+class Admission:
+    """One job being submitted: holds a queue slot, and the upload bytes reserved so far."""
+
+    upload_bytes: int = 0
 
 
 @dataclass
@@ -36,6 +59,7 @@ class JobRecord:
     input_path: Path
     input_owned: bool                       # uploaded (ours to delete) or a local file (never deleted)
     params: JobParams
+    input_bytes: int = 0                    # size of an uploaded input (counts against the upload budget)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -49,10 +73,13 @@ class JobManager:
     """Owns the records and the worker thread. ``engine`` runs a video (``Engine.run``); without
     one (model data missing) the records and results are still served, and nothing runs."""
 
-    def __init__(self, jobs_dir: Path, engine):
+    def __init__(self, jobs_dir: Path, engine, *, max_queued_jobs: int = 16,
+                 max_queued_upload_bytes: int = 8 * 1024 ** 3):
         self.jobs_dir = Path(jobs_dir)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine
+        self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
+        self._admissions: list[Admission] = []          # submissions in progress
         self._records: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -87,6 +114,8 @@ class JobManager:
                 data = json.loads(path.read_text())
                 record = JobRecord(job=Job(**data["job"]), input_path=Path(data["input_path"]),
                                    input_owned=bool(data["input_owned"]), params=JobParams(**data["params"]))
+                if record.input_owned and record.input_path.is_file():
+                    record.input_bytes = record.input_path.stat().st_size
             except (OSError, ValueError, KeyError, TypeError) as err:
                 log.warning("ignoring damaged job record %s: %s", path, err)
                 continue
@@ -112,11 +141,42 @@ class JobManager:
         folder.mkdir(parents=True)
         return job_id, folder
 
+    @contextmanager
+    def admission(self) -> Iterator[Admission]:
+        """Hold a queue slot while a job is submitted; JobsFull when none is free. Submit the job
+        inside the ``with`` block (it then counts as queued)."""
+        with self._lock:
+            waiting = sum(r.job.status in WAITING_STATES for r in self._records.values()) + len(self._admissions)
+            if waiting >= self.max_queued_jobs:
+                raise JobsFull(f"The server already has {waiting} jobs waiting (its limit is {self.max_queued_jobs}); "
+                               "wait for some to finish, or cancel some, then submit again.")
+            admission = Admission()
+            self._admissions.append(admission)
+        try:
+            yield admission
+        finally:
+            with self._lock:
+                self._admissions.remove(admission)
+
+    def reserve_upload_bytes(self, admission: Admission, num_bytes: int) -> None:
+        """Count num_bytes more of an upload against the budget; UploadSpaceFull when it is spent."""
+        with self._lock:
+            held = sum(r.input_bytes for r in self._records.values()
+                       if r.input_owned and r.job.status in WAITING_STATES)
+            held += sum(a.upload_bytes for a in self._admissions)
+            if held + num_bytes > self.max_queued_upload_bytes:
+                raise UploadSpaceFull(
+                    f"The uploads of the jobs waiting on this server already fill its upload space "
+                    f"({self.max_queued_upload_bytes / 1024 ** 2:.0f} MiB); wait for some jobs to finish, then "
+                    "submit again.")
+            admission.upload_bytes += num_bytes
+
     def submit(self, job_id: str, *, video_name: str, input_path: Path, input_owned: bool,
-               params: JobParams) -> Job:
+               params: JobParams, input_bytes: int = 0) -> Job:
         job = Job(job_id=job_id, status="queued", video_name=video_name,
                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        record = JobRecord(job=job, input_path=Path(input_path), input_owned=input_owned, params=params)
+        record = JobRecord(job=job, input_path=Path(input_path), input_owned=input_owned, params=params,
+                           input_bytes=input_bytes)
         with self._lock:
             self._records[job_id] = record
             self._save(record)
@@ -134,7 +194,7 @@ class JobManager:
 
     def queue_length(self) -> int:
         with self._lock:
-            return sum(r.job.status in ("queued", "running") for r in self._records.values())
+            return sum(r.job.status in WAITING_STATES for r in self._records.values())
 
     def delete(self, job_id: str) -> Job | None:
         """Cancel a queued/running job (its record stays, status 'cancelled'); a finished one is
@@ -212,7 +272,7 @@ class JobManager:
         except VibeError as err:
             result_tmp.unlink(missing_ok=True)
             with self._lock:
-                self._finish(record, "failed", error=str(err))
+                self._finish(record, "failed", error=self._client_message(str(err), record))
             return
         except BaseException:
             result_tmp.unlink(missing_ok=True)
@@ -224,7 +284,16 @@ class JobManager:
                 return
             result_tmp.replace(self.result_path(job_id))
             record.job.num_tracks = len(output.result.tracks)
+            record.job.warnings = [self._client_message(w, record) for w in output.warnings]
             self._finish(record, "done")
+
+    def _client_message(self, text: str, record: JobRecord) -> str:
+        """A message names only what the client sent: the upload's own path becomes its file name,
+        and no other path of the job store is shown."""
+        if record.input_owned:
+            text = text.replace(str(record.input_path), record.job.video_name)
+        folder = str(self.folder(record.job.job_id))
+        return text.replace(folder, "the job folder").replace(str(self.jobs_dir), "the job store")
 
     def _finish(self, record: JobRecord, status: str, *, error: str | None = None, save: bool = True) -> None:
         """Final state; the caller holds the lock. Uploaded input is deleted (temp files cleaned)."""

@@ -33,6 +33,15 @@ class LocalJobRequest(BaseModel):
     params: JobParams = Field(default_factory=JobParams)
 
 
+class JobUpload(BaseModel):
+    """``multipart/form-data`` body of POST /jobs: the video file and its options. (Documentation
+    only: the route streams the parts to disk itself, see upload.py.)"""
+
+    video: bytes = Field(json_schema_extra={"format": "binary"},
+                         description="the video file (mp4, mov, mkv, webm, avi, gif...)")
+    params: str | None = Field(None, description="JSON object with the JobParams fields, e.g. {\"smoothing\": 0.5}")
+
+
 class Job(BaseModel):
     job_id: str
     status: JobStatus
@@ -43,6 +52,7 @@ class Job(BaseModel):
     video_name: str
     created: str
     num_tracks: int | None = None
+    warnings: list[str] = Field(default_factory=list)        # e.g. the video broke off: what was kept
 
 
 class JobCreated(BaseModel):

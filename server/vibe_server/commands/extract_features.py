@@ -22,18 +22,11 @@ def add_parser(sub) -> None:
 
 
 def iter_frames_rgb(path: Path):
-    import cv2
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VibeError(f"Cannot open the video {path}; is it a video file OpenCV can read?")
-    try:
-        while True:
-            ok, frame_bgr = capture.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+    """(H, W, 3) uint8 RGB frames, through the pipeline's reader (real video containers only)."""
+    from ..pipeline.video import open_video
+
+    for _, frame_rgb in open_video(path):
+        yield frame_rgb
 
 
 def run(args) -> int:

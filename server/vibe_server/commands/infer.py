@@ -129,6 +129,8 @@ def run(args) -> int:
           + (f"\nBody model: {body_path}" if body_path else ""))
     if out.result.model_name == SYNTHETIC_MODEL_NAME:
         print(f"(Model: {SYNTHETIC_MODEL_NAME}: install the real model data for real motion.)")
+    for warning in out.warnings:                # also in the result file's meta["warnings"]
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 0
 
 

@@ -33,6 +33,7 @@ from .smooth import smooth_pose
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 STREAM_STAGES = STAGES[:5]                 # these run interleaved in the one pass over the video
+WARNINGS_META_KEY = "warnings"             # result meta: what the user should know (lines), e.g. a truncated video
 OFFICIAL_CHUNK_FRAMES = 450                # the official demo's --vibe_batch_size: fresh GRU state per chunk
 # Share of a job's progress bar taken by each phase (the streaming pass dominates).
 _PHASE_SPAN = {"stream": (0.0, 0.9), "temporal": (0.9, 0.96), "smpl": (0.96, 0.98), "write": (0.98, 1.0)}
@@ -109,6 +110,7 @@ class RunOutput:
     frames_decoded: int
     crops: int                             # person crops that went through the backbone
     wall_s: float
+    warnings: list[str] = field(default_factory=list)   # e.g. the video broke off (also in meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +335,7 @@ class Engine:
             raise VibeError(f"No frame of '{video_name}' could be decoded. Check that the file plays, "
                             "or re-encode it (for example to H.264 .mp4).")
         tracks = self._select_tracks(buffers, options, video_name)
+        warnings = list(getattr(reader, "warnings", ()))      # e.g. truncated: the frames before the break ran
 
         results: list[Track] = []
         focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
@@ -363,8 +366,10 @@ class Engine:
             tracks=results, model_name=self.model_name, focal_length_px=float(focal_px),
             meta=self._meta(options, detector_name),
         )
+        if warnings:
+            result.meta[WARNINGS_META_KEY] = "\n".join(warnings)
         return RunOutput(result=result, timings_s=monitor.timings_s, frames_decoded=frames_decoded,
-                         crops=crops, wall_s=time.perf_counter() - t_start)
+                         crops=crops, wall_s=time.perf_counter() - t_start, warnings=warnings)
 
     def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: _Monitor):
         """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in

@@ -2,8 +2,8 @@
 ``tests.server.batch_fakes:tiny_engine``): the tiny VIBE model on real decoded video, with a scripted
 tracker (one person in the middle of every frame) so that it runs in a fraction of a second per clip.
 
-A video whose name starts with ``crash-once`` kills its worker process the first time it is run
-(a marker file next to it records that), to test that a dead worker's video is retried.
+A video whose name starts with ``crash-once`` kills its worker process halfway through the first
+time it is run (a marker file next to it records that), to test that a dead worker's video is retried.
 """
 from __future__ import annotations
 
@@ -18,14 +18,18 @@ from vibe_server.pipeline import video
 from vibe_server.pipeline.run import Engine, FrontEnd
 
 CRASH_PREFIX = "crash-once"
+CRASH_AT_FRAME = 6
 SLOW_PREFIX = "slow"
 SLOW_FRAME_S = 0.1
 
 
 def _one_person(reader, detector, *, detection_stride=1):
     """One track (id 1): a box over the middle of each frame; 'slow*' videos take SLOW_FRAME_S a frame."""
-    slow = Path(str(reader.path)).name.startswith(SLOW_PREFIX)
+    path = Path(str(reader.path))
+    slow = path.name.startswith(SLOW_PREFIX)
     for frame_index, frame in reader:
+        if frame_index == CRASH_AT_FRAME and path.name.startswith(CRASH_PREFIX):
+            _crash_once(path)
         if frame_index % detection_stride == 0:
             detector.detect([frame])
         if slow:
@@ -34,14 +38,11 @@ def _one_person(reader, detector, *, detection_stride=1):
         yield frame_index, frame, [(1, np.array([w / 2, h / 2, w / 3, h / 1.5]))]
 
 
-def _open_video(path):
-    path = Path(path)
-    if path.name.startswith(CRASH_PREFIX):
-        marker = path.with_name(path.name + ".crashed")
-        if not marker.exists():
-            marker.write_text("the worker was killed here once\n")
-            os._exit(17)                                  # like a worker killed by the OOM killer
-    return video.open_video(path)
+def _crash_once(path: Path) -> None:
+    marker = path.with_name(path.name + ".crashed")
+    if not marker.exists():
+        marker.write_text("the worker was killed here once\n")
+        os._exit(17)                                      # like a worker killed by the OOM killer
 
 
 def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
@@ -49,7 +50,7 @@ def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_syntheti
 
     torch.set_num_threads(1)
     scripted = ScriptedFrontEnd()
-    frontend = FrontEnd(open_video=_open_video, make_detector=scripted.make_detector,
+    frontend = FrontEnd(open_video=video.open_video, make_detector=scripted.make_detector,
                         stream_people=_one_person, crop_people=scripted.crop_people)
     return Engine(TinyVIBE(), model_name="tiny test model", data_dir=None, device=device, precision=precision,
                   frontend=frontend)

@@ -16,6 +16,7 @@ from typing import Callable
 
 from vibe_blender.core.errors import VibeError
 
+from .devices import worker_devices
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
 from .manifest import make_record
@@ -23,7 +24,6 @@ from .progress import BatchProgress
 
 MAX_ATTEMPTS = 3                  # a video in flight when its worker died this often is marked failed
 IN_FLIGHT_PER_WORKER = 2          # one running, one waiting: workers never idle, memory stays bounded
-CPU_WORKER_MEMORY_BYTES = 3 << 30  # ResNet-50 + GRU + a batch of crops, fp32, with headroom
 
 # The worker process's state (set once by ``_init_worker``).
 _engine = None
@@ -31,32 +31,6 @@ _options = None
 _worker_name = ""
 _status_queue = None
 _setup_error: str | None = None
-
-
-def gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def default_jobs(device: str) -> int:
-    """One worker per GPU; on CPU as many as cores (4 each) and memory allow."""
-    if device != "cpu" and gpu_count() > 0:
-        return gpu_count() if device in ("auto", "cuda") else 1
-    cores = os.cpu_count() or 1
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):      # not POSIX: go by the cores alone
-        memory = CPU_WORKER_MEMORY_BYTES * cores
-    return max(1, min(cores // 4, memory // CPU_WORKER_MEMORY_BYTES))
-
-
-def worker_devices(device: str, jobs: int) -> list[str]:
-    """The device of each of ``jobs`` workers: GPUs in turn for 'auto'/'cuda', else ``device``."""
-    gpus = gpu_count() if device in ("auto", "cuda") else 0
-    if gpus:
-        return [f"cuda:{i % gpus}" for i in range(jobs)]
-    return ["cpu" if device == "auto" else device] * jobs
 
 
 def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:

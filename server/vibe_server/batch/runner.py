@@ -70,7 +70,8 @@ def run_batch(inputs: list[str], output_dir: str | Path, spec: EngineSpec, optio
                 run_ray(batch.todo, spec, options, address=ray_address, transfer=transfer, on_record=on_record,
                         progress=progress)
             elif batch.todo:
-                from .local_pool import default_jobs, run_local
+                from .devices import default_jobs
+                from .local_pool import run_local
 
                 run_local(batch.todo, spec, options, jobs=min(jobs or default_jobs(spec.device), len(batch.todo)), on_record=on_record,
                           progress=progress)

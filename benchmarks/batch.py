@@ -25,10 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "server")]
 
-from pipeline import DEFAULT_CLIP, slice_clip  # noqa: E402  (benchmarks/ is on the path when run as a script)
-
-from vibe_server.batch.engine_adapter import ENGINE_FACTORY, EngineSpec, make_options  # noqa: E402
-from vibe_server.batch.runner import run_batch  # noqa: E402
+from pipeline import DEFAULT_CLIP, slice_clip  # benchmarks/ is on the path when run as a script
+from vibe_server.batch.engine_adapter import ENGINE_FACTORY, EngineSpec, make_options
+from vibe_server.batch.runner import run_batch
 
 
 def one_batch(clips: Path, out: Path, spec: EngineSpec, options, *, jobs: int | None, use_ray: bool) -> dict:

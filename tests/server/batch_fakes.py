@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
 from vibe_server.pipeline import video
 from vibe_server.pipeline.run import Engine, FrontEnd
+
+from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
 
 CRASH_PREFIX = "crash-once"
 CRASH_AT_FRAME = 6

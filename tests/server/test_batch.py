@@ -14,14 +14,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from vibe_server.batch.inputs import discover
+from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, make_record
+from vibe_server.cli import main
 
 from tests.conftest import REAL_CLIPS
 from tests.server.batch_fakes import CRASH_PREFIX
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
-from vibe_server.batch.inputs import discover
-from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, make_record
-from vibe_server.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "tests.server.batch_fakes:tiny_engine"
@@ -48,10 +48,14 @@ def cut_clip(source: str, first_frame: int, destination: Path, *, frames: int = 
     return destination
 
 
+def cut_clips(folder: Path) -> dict[str, Path]:
+    """{clip name: path} for every clip of CLIP_SOURCES, cut into ``folder``."""
+    return {name: cut_clip(source, first, folder / name) for name, (source, first) in CLIP_SOURCES.items()}
+
+
 @pytest.fixture(scope="module")
 def clip_bank(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("clips")
-    return {name: cut_clip(source, first, folder / name) for name, (source, first) in CLIP_SOURCES.items()}
+    return cut_clips(tmp_path_factory.mktemp("clips"))
 
 
 def place(clip_bank, root: Path, layout: dict[str, str]) -> Path:

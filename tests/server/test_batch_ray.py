@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vibe_server.cli import main
 
 from tests.server.batch_fakes import CRASH_PREFIX
-from tests.server.test_batch import CLIP_SOURCES, ROOT, batch_args, clip_bank, manifest_lines, place  # noqa: F401
-from vibe_server.cli import main
+from tests.server.test_batch import ROOT, batch_args, cut_clips, manifest_lines, place
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra vibe-mocap[ray]")
 
@@ -26,6 +26,11 @@ def local_cluster():
                  log_to_driver=False)
         yield
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clip_bank(tmp_path_factory) -> dict[str, Path]:
+    return cut_clips(tmp_path_factory.mktemp("clips"))
 
 
 def assert_same_arrays(left: Path, right: Path, names) -> None:

@@ -4,7 +4,6 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
-
 from vibe_server.api.app import create_app
 from vibe_server.api.jobs import JobManager
 from vibe_server.api.schemas import JobParams

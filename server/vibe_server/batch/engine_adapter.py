@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from vibe_blender.core.errors import VibeError
 

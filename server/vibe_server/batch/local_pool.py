@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import queue
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from typing import Callable
 
 from vibe_blender.core.errors import VibeError
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .inputs import BatchItem
 
@@ -59,7 +59,7 @@ def make_record(item: BatchItem, status: str, *, tracks: int = 0, frames: int = 
         "input": item.key, "input_path": item.input_path, "output": item.output_key if status == "done" else None,
         "status": status, "tracks": int(tracks), "frames": int(frames), "seconds": round(float(seconds), 3),
         "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "error": error, "worker": worker,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

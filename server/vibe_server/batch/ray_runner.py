@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 from vibe_blender.core.errors import VibeError
 
@@ -59,7 +59,7 @@ class VideoActor:
 
 def _import_ray():
     try:
-        import ray                              # optional extra: only --ray needs it
+        import ray  # optional extra: only --ray needs it
     except ImportError as err:
         raise VibeError("--ray needs Ray, which is not installed: pip install 'vibe-mocap[ray]' "
                         "(on the driver and on every node of the cluster).") from err

@@ -20,17 +20,22 @@ def wait_for(condition, timeout_s: float = 30.0) -> bool:
     return False
 
 
+def submit_two_jobs(jobs: JobManager) -> list[str]:
+    ids = []
+    for name in ("a.mp4", "b.mp4"):
+        job_id, folder = jobs.new_job_folder()
+        (folder / name).write_bytes(b"video")
+        jobs.submit(job_id, video_name=name, input_path=folder / name, input_owned=False,
+                    params=JobParams(min_track_frames=5))
+        ids.append(job_id)
+    return ids
+
+
 def test_two_engines_run_two_jobs_at_the_same_time(make_engine, tmp_path):
     jobs = JobManager(tmp_path / "jobs", [make_engine(delay_s=0.03), make_engine(delay_s=0.03)])
     jobs.start()
     try:
-        ids = []
-        for name in ("a.mp4", "b.mp4"):
-            job_id, folder = jobs.new_job_folder()
-            (folder / name).write_bytes(b"video")
-            jobs.submit(job_id, video_name=name, input_path=folder / name, input_owned=False,
-                        params=JobParams(min_track_frames=5))
-            ids.append(job_id)
+        ids = submit_two_jobs(jobs)
         assert wait_for(lambda: all(jobs.get(i).status == "running" for i in ids)), \
             [jobs.get(i).status for i in ids]                  # side by side, not one after the other
         assert wait_for(lambda: all(jobs.get(i).status == "done" for i in ids))
@@ -42,13 +47,7 @@ def test_one_engine_runs_jobs_one_at_a_time(make_engine, tmp_path):
     jobs = JobManager(tmp_path / "jobs", [make_engine(delay_s=0.02)])
     jobs.start()
     try:
-        ids = []
-        for name in ("a.mp4", "b.mp4"):
-            job_id, folder = jobs.new_job_folder()
-            (folder / name).write_bytes(b"video")
-            jobs.submit(job_id, video_name=name, input_path=folder / name, input_owned=False,
-                        params=JobParams(min_track_frames=5))
-            ids.append(job_id)
+        ids = submit_two_jobs(jobs)
         assert wait_for(lambda: jobs.get(ids[0]).status == "running")
         assert jobs.get(ids[1]).status == "queued"
         assert wait_for(lambda: all(jobs.get(i).status == "done" for i in ids))

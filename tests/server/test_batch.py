@@ -33,16 +33,17 @@ CLIP_SOURCES = {"walk.mp4": ("one-by-one-person-detection.mp4", 262), "sign.mp4"
                 "street.mp4": ("face-demographics-walking.gif", 0)}
 
 
-def cut_clip(source: str, first_frame: int, destination: Path, *, frames: int = CLIP_FRAMES) -> Path:
-    """A short, small mp4 from one of the real clips."""
+def cut_clip(source: str, first_frame: int, destination: Path, *, frames: int = CLIP_FRAMES,
+             size: tuple[int, int] = (192, 112)) -> Path:
+    """A short mp4 (small by default) from one of the real clips."""
     cap = cv2.VideoCapture(str(CLIPS_DIR / source))
     cap.set(cv2.CAP_PROP_POS_FRAMES, first_frame)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(destination), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (192, 112))
+    writer = cv2.VideoWriter(str(destination), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
     for _ in range(frames):
         ok, frame = cap.read()
         assert ok, f"{source} has fewer frames than the test needs"
-        writer.write(cv2.resize(frame, (192, 112), interpolation=cv2.INTER_AREA))
+        writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
     writer.release()
     cap.release()
     return destination
@@ -239,3 +240,19 @@ def test_result_arrays_do_not_depend_on_the_number_of_workers(clip_bank, tmp_pat
         for key in one.files:
             if key not in ("meta_keys", "meta_values"):
                 np.testing.assert_array_equal(one[key], two[key], err_msg=f"{name}: {key}")
+
+
+@pytest.mark.slow
+def test_the_real_pipeline_in_a_batch_worker(synthetic_bundle, tmp_path):
+    """The default engine factory (the real pipeline: OpenCV decode, HOG, SORT, crops, ResNet-50, GRU)
+    with the random-weight model data, in a worker process, on a full-size cut of a real clip."""
+    clip = cut_clip("one-by-one-person-detection.mp4", 262, tmp_path / "in" / "walk.mp4", frames=40,
+                    size=(768, 432))
+    out = tmp_path / "out"
+    argv = ["batch", str(clip.parent), "-o", str(out), "--data-dir", str(synthetic_bundle), "--detector", "hog",
+            "--detection-stride", "2", "--min-track-frames", "15", "--device", "cpu", "--jobs", "1", "--no-progress"]
+    assert main(argv) == 0
+    [record] = manifest_lines(out)
+    assert record["status"] == "done" and record["tracks"] >= 1 and record["frames"] == 40
+    result = load_result(out / "walk.npz")
+    assert result.tracks and np.isfinite(result.tracks[0].pose).all()

@@ -4,6 +4,8 @@ midway is restarted and its video retried, with one manifest line per video."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,18 @@ def test_a_killed_ray_actor_is_restarted_and_its_video_retried(local_cluster, cl
     assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4", f"{CRASH_PREFIX}.mp4"]
     assert all(r["status"] == "done" for r in records)
     assert sorted(p.name for p in out.glob("*.npz")) == ["a.npz", "b.npz", f"{CRASH_PREFIX}.npz"]
+
+
+def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank, tmp_path):
+    """``vibe-mocap batch --ray ADDRESS`` from another process, as on a real cluster's head node."""
+    inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    run = subprocess.run([sys.executable, "-m", "vibe_server", *batch_args(inputs, out=tmp_path / "out",
+                                                                          extra=["--ray", address])],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    [record] = manifest_lines(tmp_path / "out")
+    assert record["status"] == "done" and record["worker"].startswith("ray ")
+

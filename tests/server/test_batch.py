@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from vibe_server.batch.engine_adapter import FAST, EngineSpec, worker_precision
 from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, make_record
 from vibe_server.cli import main
@@ -256,3 +257,11 @@ def test_the_real_pipeline_in_a_batch_worker(synthetic_bundle, tmp_path):
     assert record["status"] == "done" and record["tracks"] >= 1 and record["frames"] == 40
     result = load_result(out / "walk.npz")
     assert result.tracks and np.isfinite(result.tracks[0].pose).all()
+
+
+def test_fast_means_bf16_on_cpu_workers_and_fp16_on_gpu_workers(clip_bank, tmp_path):
+    assert worker_precision(EngineSpec(device="cuda:3", precision=FAST)) == "fp16"
+    assert worker_precision(EngineSpec(device="cpu", precision="fp32")) == "fp32"
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
+    assert main(batch_args(inputs, out=tmp_path / "out", extra=["--fast", "--jobs", "1"])) == 0
+    assert load_result(tmp_path / "out" / "a.npz").meta["precision"] == "bf16"

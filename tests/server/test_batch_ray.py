@@ -80,7 +80,7 @@ def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank
     env.pop("RAY_ADDRESS", None)
     run = subprocess.run([sys.executable, "-m", "vibe_server", *batch_args(inputs, out=tmp_path / "out",
                                                                           extra=["--ray", address])],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     [record] = manifest_lines(tmp_path / "out")
     assert record["status"] == "done" and record["worker"].startswith("ray ")

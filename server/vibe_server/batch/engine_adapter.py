@@ -21,6 +21,7 @@ from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
 
 ENGINE_FACTORY = "vibe_server.pipeline.run:load_engine"
+FAST = "fast"
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class EngineSpec:
     """Everything a worker needs to load its engine (picklable: it travels to processes and actors)."""
 
     device: str = "cpu"                    # the worker's device ("cpu", "cuda:N")
-    precision: str = "fp32"
+    precision: str = "fp32"                # or FAST: fp16 on CUDA, bf16 on the CPU (set per worker's device)
     data_dir: str | None = None
     allow_synthetic: bool = True           # the labelled placeholder model when the model data is missing
     factory: str = ENGINE_FACTORY
@@ -48,6 +49,13 @@ def make_options(**values):
     return options
 
 
+def worker_precision(spec: EngineSpec) -> str:
+    """The precision on the worker's own device (a Ray actor learns its device only on its node)."""
+    if spec.precision != FAST:
+        return spec.precision
+    return "fp16" if spec.device.startswith("cuda") else "bf16"
+
+
 def load_engine(spec: EngineSpec):
     """The engine for ``spec`` (once per worker); a problem becomes ``WorkerSetupError``."""
     module_name, _, function_name = spec.factory.partition(":")
@@ -61,7 +69,7 @@ def load_engine(spec: EngineSpec):
 
         torch.set_num_threads(spec.threads)
     try:
-        return factory(spec.data_dir, device=spec.device, precision=spec.precision,
+        return factory(spec.data_dir, device=spec.device, precision=worker_precision(spec),
                        allow_synthetic=spec.allow_synthetic)
     except VibeError as err:
         raise WorkerSetupError(str(err)) from err

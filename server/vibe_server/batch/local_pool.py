@@ -76,12 +76,15 @@ def run_local(items: list[BatchItem], spec: EngineSpec, options, *, jobs: int,
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                                    initargs=(spec, options, devices, status_queue))
         in_flight: dict = {}
+        stopped = True                     # Ctrl-C or a setup error: do not wait for the videos in flight
         try:
             _drive(pool, pending, in_flight, jobs, status_queue, on_record, progress)
+            stopped = False
         except BrokenProcessPool:
             _retry_or_fail(in_flight, pending, attempts, on_record)
+            stopped = False
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not stopped, cancel_futures=True)
 
 
 def _drive(pool, pending: deque, in_flight: dict, jobs: int, status_queue, on_record, progress) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
-from .infer import add_pipeline_arguments, precision, run_options
+from .infer import add_pipeline_arguments, run_options
 
 
 def add_parser(sub) -> None:
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..batch.engine_adapter import ENGINE_FACTORY, EngineSpec, made_by_placeholder
+    from ..batch.engine_adapter import ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
     from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
     from ..batch.runner import run_batch
 
@@ -45,7 +45,7 @@ def run(args) -> int:
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)
-    spec = EngineSpec(device=args.device, precision=precision(args.fast, args.device),
+    spec = EngineSpec(device=args.device, precision=FAST if args.fast else "fp32",
                       data_dir=args.data_dir, allow_synthetic=True, factory=args.engine or ENGINE_FACTORY)
     output_dir = Path(args.output_dir)
     records = run_batch(args.inputs, output_dir, spec, options, jobs=args.jobs, use_ray=args.ray is not None,

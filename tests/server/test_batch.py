@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from vibe_server.batch import local_pool, ray_runner
 from vibe_server.batch.engine_adapter import FAST, EngineSpec, worker_precision
 from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, make_record
+from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 
 from tests.conftest import REAL_CLIPS
@@ -265,3 +271,71 @@ def test_fast_means_bf16_on_cpu_workers_and_fp16_on_gpu_workers(clip_bank, tmp_p
     inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
     assert main(batch_args(inputs, out=tmp_path / "out", extra=["--fast", "--jobs", "1"])) == 0
     assert load_result(tmp_path / "out" / "a.npz").meta["precision"] == "bf16"
+
+
+# -- bounded memory for large batches (the pools' bookkeeping, with stand-ins for the workers) ---
+
+def many_items(tmp_path, count: int = 10_000) -> list:
+    listing = tmp_path / "videos.txt"
+    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))   # listed, need not exist
+    return discover([str(listing)], tmp_path / "out")
+
+
+def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(tmp_path):
+    items = many_items(tmp_path)
+    in_flight: dict = {}
+    most = []
+
+    class InstantPool:                      # ProcessPoolExecutor's submit, the video done at once
+        def submit(self, fn, item):
+            most.append(len(in_flight) + 1)
+            future = Future()
+            future.set_result(make_record(item, "done", frames=1, seconds=0.1))
+            return future
+
+    records = []
+    local_pool._drive(InstantPool(), deque(items), in_flight, 3, queue.Queue(), records.append,
+                      BatchProgress(len(items), enabled=False))
+    assert len(records) == 10_000 and len({r["input"] for r in records}) == 10_000
+    assert max(most) == local_pool.IN_FLIGHT_PER_WORKER * 3
+
+
+def test_ray_submits_a_video_only_when_an_actor_is_free_for_10000_inputs(tmp_path):
+    items = many_items(tmp_path)
+
+    class ActorPoolStandIn:                 # ray.util.ActorPool's interface, 4 actors, results at once
+        def __init__(self, actors: int):
+            self.actors, self.pending, self.most = actors, [], 0
+
+        def has_free(self):
+            return len(self.pending) < self.actors
+
+        def submit(self, fn, job):
+            assert self.has_free(), "submitted with no free actor"
+            item = job[0]                   # (item, bytes or None)
+            self.pending.append((make_record(item, "done", frames=1, seconds=0.1), None))
+            self.most = max(self.most, len(self.pending))
+
+        def has_next(self):
+            return bool(self.pending)
+
+        def get_next_unordered(self):
+            return self.pending.pop(0)
+
+    pool = ActorPoolStandIn(4)
+    fake_ray = SimpleNamespace(exceptions=SimpleNamespace(RayActorError=RuntimeError))
+    records = []
+    ray_runner._drive(fake_ray, pool, items, "shared", records.append, BatchProgress(len(items), enabled=False))
+    assert len(records) == 10_000 and len({r["input"] for r in records}) == 10_000
+    assert pool.most == 4
+
+
+def test_the_progress_shows_the_batch_and_each_worker(tmp_path, capsys):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "a.mp4")], tmp_path / "out")
+    progress = BatchProgress(2, skipped=1, enabled=True)
+    progress.worker_status("worker 7 (cpu)", "a.mp4  backbone  40%")
+    progress.advance(make_record(item, "failed", error="bad"))
+    progress.close()
+    shown = capsys.readouterr().err
+    assert "worker 7 (cpu): a.mp4  backbone  40%" in shown and "2/3" in shown and "1 failed" in shown

@@ -223,9 +223,11 @@ def test_a_worker_that_cannot_load_its_engine_stops_the_batch_with_one_error(cli
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--device", "tpu"], "Unknown device"),
     (["--smoothing", "2"], "between 0 and 1"),
+    (["--ray", "{input}"], "put --ray after the inputs"),
 ])
 def test_batch_bad_arguments_give_one_clear_error(tmp_path, capsys, extra, message):
     (tmp_path / "a.mp4").write_bytes(b"x")
+    extra = [e.replace("{input}", str(tmp_path / "a.mp4")) for e in extra]
     assert main(batch_args(tmp_path / "a.mp4", out=tmp_path / "out", extra=extra)) == 2
     assert message in capsys.readouterr().err
 

@@ -42,6 +42,9 @@ def run(args) -> int:
         raise VibeError(f"--jobs must be at least 1; got {args.jobs}.")
     if args.jobs is not None and args.ray is not None:
         raise VibeError("--jobs is for local workers; with --ray the cluster's GPUs (or CPUs) set the number of actors.")
+    if args.ray and Path(args.ray).exists():
+        raise VibeError(f"--ray took '{args.ray}' as the cluster's address, but it is a file or folder: put --ray "
+                        "after the inputs (or write --ray=ADDRESS).")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)

@@ -43,6 +43,8 @@ CLIP_SOURCES = {"walk.mp4": ("one-by-one-person-detection.mp4", 262), "sign.mp4"
 def cut_clip(source: str, first_frame: int, destination: Path, *, frames: int = CLIP_FRAMES,
              size: tuple[int, int] = (192, 112)) -> Path:
     """A short mp4 (small by default) from one of the real clips."""
+    if not (CLIPS_DIR / source).is_file():
+        pytest.fail(f"The real clip {CLIPS_DIR / source} is missing; set VIBE_TEST_REAL_CLIPS to a folder with it.")
     cap = cv2.VideoCapture(str(CLIPS_DIR / source))
     cap.set(cv2.CAP_PROP_POS_FRAMES, first_frame)
     destination.parent.mkdir(parents=True, exist_ok=True)

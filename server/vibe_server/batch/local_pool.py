@@ -67,11 +67,12 @@ def run_local(items: list[BatchItem], spec: EngineSpec, options, *, jobs: int,
     context = multiprocessing.get_context("spawn")
     pending = deque(items)
     attempts: Counter[str] = Counter()
-    threads = spec.threads or (max(1, (os.cpu_count() or 1) // jobs) if spec.device == "cpu" else None)
-    spec = replace(spec, threads=threads)
+    layout = worker_devices(spec.device, jobs)
+    on_cpu = all(device == "cpu" for device in layout)          # CPU workers share the cores out
+    spec = replace(spec, threads=spec.threads or (max(1, (os.cpu_count() or 1) // jobs) if on_cpu else None))
     while pending:
         devices, status_queue = context.Queue(), context.Queue()
-        for device in worker_devices(spec.device, jobs):
+        for device in layout:
             devices.put(device)
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
                                    initargs=(spec, options, devices, status_queue))

@@ -73,8 +73,8 @@ def run_batch(inputs: list[str], output_dir: str | Path, spec: EngineSpec, optio
                 from .devices import default_jobs
                 from .local_pool import run_local
 
-                run_local(batch.todo, spec, options, jobs=min(jobs or default_jobs(spec.device), len(batch.todo)), on_record=on_record,
-                          progress=progress)
+                workers = min(jobs or default_jobs(spec.device), len(batch.todo))
+                run_local(batch.todo, spec, options, jobs=workers, on_record=on_record, progress=progress)
         finally:
             progress.close()
             batch.manifest.compact([item.key for item in batch.items])

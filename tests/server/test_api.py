@@ -778,7 +778,7 @@ def test_a_full_disk_is_a_507_and_leaves_nothing(client, settings, monkeypatch):
 def test_uploads_in_progress_count_against_the_upload_space(tmp_path):
     from vibe_server.api.jobs import JobManager, UploadSpaceFull
 
-    jobs = JobManager(tmp_path, engine=None, max_queued_jobs=4, max_queued_upload_bytes=1000)
+    jobs = JobManager(tmp_path, [], max_queued_jobs=4, max_queued_upload_bytes=1000)
     with jobs.admission() as a, jobs.admission() as b:
         jobs.reserve_upload_bytes(a, 600)
         with pytest.raises(UploadSpaceFull):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Callable
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 from vibe_blender.core.errors import VibeError
 
 from .. import __version__
+from ..batch.devices import server_devices
 from .jobs import JobManager
 from .routes import body_model, health, jobs
 from .settings import Settings
@@ -33,16 +35,18 @@ def default_engine_loader(settings: Settings):
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     state = app.state
-    try:
-        state.engine = state.engine_loader(state.settings)
+    try:                                           # one engine per visible GPU ('auto'/'cuda'), else one
+        engines = [state.engine_loader(replace(state.settings, device=device))
+                   for device in server_devices(state.settings.device)]
+        state.engine = engines[0]                  # the routes' engine (probing, body model)
     except VibeError as err:                       # e.g. model data missing: keep serving, say why
         log.error("%s", err)
-        state.engine, state.engine_error = None, str(err)
-    # finished results stay reachable even without a model; only a loaded model gets a worker
+        engines, state.engine, state.engine_error = [], None, str(err)
+    # finished results stay reachable even without a model; only a loaded model gets workers
     settings = state.settings
-    state.jobs = JobManager(settings.jobs_dir, state.engine, max_queued_jobs=settings.max_queued_jobs,
+    state.jobs = JobManager(settings.jobs_dir, engines, max_queued_jobs=settings.max_queued_jobs,
                             max_queued_upload_bytes=settings.max_queued_upload_bytes)
-    if state.engine is not None:
+    if engines:
         state.jobs.start()
     try:
         yield

@@ -1,4 +1,5 @@
-"""The job store (on disk) and the worker that runs jobs one at a time on the model's device.
+"""The job store (on disk) and the workers that run jobs: one per engine (one engine per visible GPU,
+or one on the CPU; see ``batch/devices.py``), all taking jobs from one queue.
 
 Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input.video`` (an uploaded video, deleted
 when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer),
@@ -70,20 +71,21 @@ def params_to_options(params: JobParams) -> RunOptions:
 
 
 class JobManager:
-    """Owns the records and the worker thread. ``engine`` runs a video (``Engine.run``); without
-    one (model data missing) the records and results are still served, and nothing runs."""
+    """Owns the records and the worker threads. ``engines``: one per device, each runs videos
+    (``Engine.run``) on its own worker thread; with none (model data missing) the records and
+    results are still served, and nothing runs."""
 
-    def __init__(self, jobs_dir: Path, engine, *, max_queued_jobs: int = 16,
+    def __init__(self, jobs_dir: Path, engines, *, max_queued_jobs: int = 16,
                  max_queued_upload_bytes: int = 8 * 1024 ** 3):
         self.jobs_dir = Path(jobs_dir)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.engine = engine
+        self.engines = list(engines)
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
         self._admissions: list[Admission] = []          # submissions in progress
         self._records: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._load_existing()
 
@@ -217,17 +219,21 @@ class JobManager:
 
     # -- the worker ----------------------------------------------------------------------------
     def start(self) -> None:
-        self._worker = threading.Thread(target=self._work, name="vibe-worker", daemon=True)
-        self._worker.start()
+        """One worker thread per engine (torch releases the GIL while a device computes)."""
+        for i, engine in enumerate(self.engines):
+            worker = threading.Thread(target=self._work, args=(engine,), name=f"vibe-worker-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the worker; a job it was running goes back to the queue (it runs after a restart)."""
+        """Stop the workers; jobs they were running go back to the queue (they run after a restart)."""
         self._stopping.set()
-        self._queue.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout_s)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout_s)
 
-    def _work(self) -> None:
+    def _work(self, engine) -> None:
         while True:
             job_id = self._queue.get()
             if job_id is None:
@@ -239,14 +245,14 @@ class JobManager:
                 record.job.status, record.job.stage, record.job.progress = "running", "decode", 0.0
                 self._save(record)
             try:
-                self._run(record)
+                self._run(record, engine)
             except Exception:                                   # never let the worker die
                 log.exception("job %s crashed", job_id)
                 with self._lock:
                     self._finish(record, "failed", error="The server hit an internal error on this video; "
                                                          "see the server log, and report it if it repeats.")
 
-    def _run(self, record: JobRecord) -> None:
+    def _run(self, record: JobRecord, engine) -> None:
         job_id = record.job.job_id
 
         def progress(stage: str, fraction: float, eta_s: float | None) -> None:
@@ -256,7 +262,7 @@ class JobManager:
 
         result_tmp = self.result_path(job_id).with_suffix(".npz.part")
         try:
-            output = self.engine.run(record.input_path, params_to_options(record.params), progress=progress,
+            output = engine.run(record.input_path, params_to_options(record.params), progress=progress,
                                      should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
                                      video_name=record.job.video_name)
             _save_npz(result_tmp, output.result)

@@ -18,6 +18,12 @@ def add_parser(sub) -> None:
     p.add_argument("--body-model", nargs="?", const="", metavar="PATH",
                    help="also write the body-model arrays the Blender add-on builds the character from "
                         "(default path: next to the result)")
+    add_pipeline_arguments(p)
+    p.set_defaults(run=run)
+
+
+def add_pipeline_arguments(p) -> None:
+    """The model and pipeline options shared by ``infer`` and ``batch``."""
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--detector", choices=("auto", "yolo", "hog"), default="auto",
                    help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
@@ -37,10 +43,22 @@ def add_parser(sub) -> None:
     p.add_argument("--fast", action="store_true",
                    help="bf16 (CPU, needs AVX512-BF16/AMX to pay off) or fp16 (CUDA) for the backbone")
     p.add_argument("--batch-size", type=int, default=32, help="person crops per backbone call (default 32)")
-    p.set_defaults(run=run)
 
 
-def _precision(fast: bool, device: str) -> str:
+def run_options(args):
+    """The pipeline's ``RunOptions`` from the parsed arguments of ``add_pipeline_arguments``."""
+    from ..pipeline.run import RunOptions
+
+    options = RunOptions(detector=args.detector, detection_stride=args.detection_stride,
+                         min_track_frames=args.min_track_frames, smoothing=args.smoothing,
+                         smoothing_method=args.smoothing_method, official_uncrop=args.official_uncrop,
+                         chunking=args.chunking, tracks_max=args.tracks_max, focal_px=args.focal_px,
+                         batch_size=args.batch_size)
+    options.validate()
+    return options
+
+
+def precision(fast: bool, device: str) -> str:
     if not fast:
         return "fp32"
     return "fp16" if device.startswith("cuda") else "bf16"
@@ -79,7 +97,7 @@ def run(args) -> int:
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
     from ..pipeline import postprocess
-    from ..pipeline.run import SYNTHETIC_MODEL_NAME, RunOptions, load_engine, model_data_problem, resolve_device
+    from ..pipeline.run import SYNTHETIC_MODEL_NAME, load_engine, model_data_problem, resolve_device
     from ..data.bundle import INSTALL_HINT, resolve_data_dir
 
     video = Path(args.video)
@@ -88,12 +106,7 @@ def run(args) -> int:
     output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"
     if output.suffix != ".npz":
         raise VibeError(f"The result file must end in .npz; got '{output}'.")
-    options = RunOptions(detector=args.detector, detection_stride=args.detection_stride,
-                         min_track_frames=args.min_track_frames, smoothing=args.smoothing,
-                         smoothing_method=args.smoothing_method, official_uncrop=args.official_uncrop,
-                         chunking=args.chunking, tracks_max=args.tracks_max, focal_px=args.focal_px,
-                         batch_size=args.batch_size)
-    options.validate()
+    options = run_options(args)
 
     device = resolve_device(args.device)
     data_dir = resolve_data_dir(args.data_dir)
@@ -101,7 +114,7 @@ def run(args) -> int:
         print(f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
               f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
               file=sys.stderr)
-    engine = load_engine(data_dir, device=device, precision=_precision(args.fast, device), allow_synthetic=True,
+    engine = load_engine(data_dir, device=device, precision=precision(args.fast, device), allow_synthetic=True,
                          log=lambda msg: print(msg, file=sys.stderr))
     bars = _StageBars()
     try:

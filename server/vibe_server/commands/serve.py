@@ -23,7 +23,8 @@ def add_parser(sub) -> None:
                    help="another name clients use for this server in the Host header (repeatable)")
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one server per GPU)")
+    p.add_argument("--device", default="auto",
+                   help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N")
     p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) backbone")
     defaults = Settings()
     p.add_argument("--max-upload-mb", type=int, default=defaults.max_upload_bytes // 1024 ** 2,
@@ -57,11 +58,12 @@ def run(args) -> int:
     from ..api.app import create_app
     from ..pipeline.run import resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device)           # checks it; 'auto'/'cuda' stay: one worker per GPU
     token, token_source = resolve_token(args.token)
     settings = Settings(host=args.host, port=args.port, token=token,
                         data_dir=Path(args.data_dir) if args.data_dir else None, jobs_dir=Path(args.jobs_dir),
-                        device=device, precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
+                        device=args.device if args.device in ("auto", "cuda") else device,
+                        precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
                         max_upload_bytes=args.max_upload_mb * 1024 ** 2, max_queued_jobs=args.max_queued_jobs,
                         max_queued_upload_bytes=args.max_queued_upload_mb * 1024 ** 2,
                         probe_timeout_s=args.probe_timeout_s, allow_synthetic=args.synthetic,

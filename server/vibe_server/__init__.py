@@ -22,6 +22,6 @@ def load_model(data_dir=None, *, vibe_checkpoint=None, spin_checkpoint=None, dev
     vibe_checkpoint / spin_checkpoint: override the files in data_dir.
     Returns a ``torch.nn.Module``; see :class:`vibe_server.model.vibe.VIBE`.
     """
-    from .model.vibe import load_model as _load_model
+    from .data.loading import load_model as _load_model  # start-up: `import vibe_server` must not import torch
 
     return _load_model(data_dir, vibe_checkpoint=vibe_checkpoint, spin_checkpoint=spin_checkpoint, device=device)

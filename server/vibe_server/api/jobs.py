@@ -21,7 +21,8 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 
-from ..pipeline.run import JobCancelled, RunOptions
+from ..pipeline.options import RunOptions
+from ..pipeline.progress import JobCancelled
 from .schemas import Job, JobParams
 
 log = logging.getLogger("vibe_server.jobs")
@@ -40,9 +41,8 @@ class JobRecord:
 
 
 def params_to_options(params: JobParams) -> RunOptions:
-    values = params.model_dump()
-    values["detector"] = values["detector"] or "auto"
-    return RunOptions(**values)
+    """The HTTP params -> the pipeline's options (the same names; HTTP-less options at their defaults)."""
+    return RunOptions(**params.model_dump())
 
 
 class JobManager:

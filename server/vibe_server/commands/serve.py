@@ -33,7 +33,7 @@ def run(args) -> int:
     import uvicorn
 
     from ..api.app import create_app
-    from ..pipeline.run import resolve_device
+    from ..data.loading import resolve_device
 
     device = resolve_device(args.device)
     settings = Settings(host=args.host, port=args.port, token=args.token or None,

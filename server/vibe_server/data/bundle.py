@@ -19,48 +19,13 @@ from types import SimpleNamespace
 from typing import Callable
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.user_dirs import user_dir
 
-ENV_VAR = "VIBE_DATA_DIR"
-SMPL_PKL = "SMPL_NEUTRAL.pkl"
-EXTRA_REGRESSOR = "J_regressor_extra.npy"
-H36M_REGRESSOR = "J_regressor_h36m.npy"
-MEAN_PARAMS = "smpl_mean_params.npz"
-SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
-VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
-VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
-YOLO_WEIGHTS = "yolov3.weights"
-YOLO_WEIGHTS_BYTES = 248_007_048      # 20-byte header + 62,001,757 float32
-
-MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)            # + the two checkpoints
-REQUIRED_FILES = (SMPL_PKL, EXTRA_REGRESSOR, H36M_REGRESSOR, MEAN_PARAMS, SPIN_CHECKPOINT,
-                  VIBE_CHECKPOINT, YOLO_WEIGHTS)
-OPTIONAL_FILES = (VIBE_CHECKPOINT_3DPW,)
-INSTALL_HINT = ("Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
-                "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'.")
-
-
-def default_data_dir() -> Path:
-    """The platform's per-user data folder for VIBE Mocap."""
-    return user_dir("data")
-
-
-def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
-    """flag > $VIBE_DATA_DIR > :func:`default_data_dir`."""
-    if flag:
-        return Path(flag).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return default_data_dir()
-
-
-def require_files(data_dir: Path, names, extra_paths=()) -> None:
-    """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
-    missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
-    missing += [str(p) for p in extra_paths if not Path(p).is_file()]
-    if missing:
-        raise VibeError(f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
-                        f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)")
+# The folder, the file names and the readers are the loader's; install and check use the same ones.
+from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/check side's name for them
+    ENV_VAR, EXTRA_REGRESSOR, H36M_REGRESSOR, INSTALL_HINT, MEAN_PARAMS, MODEL_FILES, OPTIONAL_FILES,
+    REQUIRED_FILES, SMPL_PKL, SPIN_CHECKPOINT, VIBE_CHECKPOINT, VIBE_CHECKPOINT_3DPW, YOLO_WEIGHTS,
+    YOLO_WEIGHTS_BYTES, default_data_dir, load_joint_regressor, load_mean_params, require_files,
+    resolve_data_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,16 +50,12 @@ def _check_smpl(path: Path) -> str:
 
 def _check_regressor(num_joints: int) -> Callable[[Path], str]:
     def check(path: Path) -> str:
-        from ..model.vibe import load_joint_regressor
-
         load_joint_regressor(path, num_joints)
         return f"({num_joints}, 6890)"
     return check
 
 
 def _check_mean_params(path: Path) -> str:
-    from ..model.vibe import load_mean_params
-
     load_mean_params(path)
     return "pose, shape, cam"
 

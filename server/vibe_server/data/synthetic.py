@@ -209,15 +209,16 @@ def write_synthetic_bundle(folder: str | Path, *, seed: int = 0, chumpy_style: b
     float64 pickled under numpy 1's module names, optionally CUDA-tagged storages. The regressor's
     output layers are scaled down so that the placeholder body stays near the mean pose.
     """
-    import torch
+    import torch  # start-up: the SMPL-file writers above are pure numpy (Blender's Python uses them)
 
-    from .. import checkpoints
-    from ..model.vibe import build_model
+    from .. import checkpoints  # start-up: imports torch
+    from ..model.vibe import VIBE  # start-up: imports torch
 
     folder = Path(folder)
-    write_smpl_files(folder, seed=seed, chumpy_style=chumpy_style)
+    body_model = write_smpl_files(folder, seed=seed, chumpy_style=chumpy_style)
     torch.manual_seed(seed)
-    model = build_model(folder)
+    # from the arrays just written (the same values the loader reads back from the files)
+    model = VIBE(body_model, random_joint_regressor(9, seed + 1).astype(np.float32), mean_params())
     with torch.no_grad():
         for m in model.backbone.modules():
             if isinstance(m, torch.nn.BatchNorm2d):   # realistic running statistics

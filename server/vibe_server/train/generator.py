@@ -14,8 +14,8 @@ from torch import nn
 from vibe_blender.core.errors import VibeError
 
 from .. import checkpoints
-from ..data import bundle
-from ..model.vibe import VIBE, build_model, load_joint_regressor
+from ..data import loading
+from ..model.vibe import VIBE
 
 
 class FeatureGenerator(nn.Module):
@@ -35,11 +35,11 @@ def build_generator(model_data_dir: str | Path | None = None, *, init_from_spin:
                     vibe_checkpoint: str | Path | None = None) -> FeatureGenerator:
     """The generator with SMPL from the model-data folder; regressor head from SPIN's checkpoint
     (as the original's `PRETRAINED_REGRESSOR`) and/or all weights from a VIBE checkpoint."""
-    data_dir = bundle.resolve_data_dir(model_data_dir or None)
-    bundle.require_files(data_dir, bundle.MODEL_FILES)
-    vibe = build_model(data_dir)
+    data_dir = loading.resolve_data_dir(model_data_dir or None)
+    loading.require_files(data_dir, loading.MODEL_FILES)
+    vibe = loading.build_model(data_dir)
     if init_from_spin:
-        spin_path = data_dir / bundle.SPIN_CHECKPOINT
+        spin_path = data_dir / loading.SPIN_CHECKPOINT
         spin_state = checkpoints.load_spin_checkpoint(spin_path)
         missing = [k for k in checkpoints.SPIN_HEAD_KEYS if k not in spin_state]
         if missing:
@@ -54,6 +54,6 @@ def build_generator(model_data_dir: str | Path | None = None, *, init_from_spin:
 
 def load_h36m_regressor(model_data_dir: str | Path | None = None) -> torch.Tensor:
     """(17, 6890) `J_regressor_h36m.npy` of the model-data folder: the 14 evaluation joints."""
-    data_dir = bundle.resolve_data_dir(model_data_dir or None)
-    bundle.require_files(data_dir, (bundle.H36M_REGRESSOR,))
-    return torch.from_numpy(load_joint_regressor(data_dir / bundle.H36M_REGRESSOR, 17))
+    data_dir = loading.resolve_data_dir(model_data_dir or None)
+    loading.require_files(data_dir, (loading.H36M_REGRESSOR,))
+    return torch.from_numpy(loading.load_joint_regressor(data_dir / loading.H36M_REGRESSOR, 17))

@@ -27,7 +27,7 @@ from ..model.discriminator import BODY_POSE_SLICE
 from ..model.mposer import MPoser, mposer_vae_loss
 from .config import MPoserConfig, config_from_dict, parse_overrides
 from .datasets import SequenceDataset
-from .train import append_csv
+from .run_log import append_csv, log, show_progress_on_console
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
 
@@ -87,7 +87,7 @@ def train_mposer(config: MPoserConfig) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_val_loss = ckpt["epoch"] + 1, ckpt["best_val_loss"]
-        print(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+        log.info(f"resumed from {checkpoint_path} at epoch {start_epoch}")
 
     history = []
     for epoch in range(start_epoch, config.epochs):
@@ -102,8 +102,8 @@ def train_mposer(config: MPoserConfig) -> dict:
         history.append(row)
         append_csv(out_dir / "mposer_log.csv", LOG_COLUMNS, row)
         if epoch % config.log_interval == 0 or epoch == config.epochs - 1:
-            print(f"mposer epoch {epoch}: train {train_stats['loss']:.4f} (recon {train_stats['loss_recon']:.4f}) "
-                  f"val {val_stats['loss']:.4f}")
+            log.info(f"mposer epoch {epoch}: train {train_stats['loss']:.4f} "
+                     f"(recon {train_stats['loss_recon']:.4f}) val {val_stats['loss']:.4f}")
         tmp = checkpoint_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_loss": best_val_loss,
@@ -127,6 +127,7 @@ def load_mposer(path: str | Path, device="cpu") -> MPoser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_progress_on_console()
     train_mposer(parse_overrides(MPoserConfig, sys.argv[1:] if argv is None else argv))
     return 0
 

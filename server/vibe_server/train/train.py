@@ -16,7 +16,6 @@ Re-running the same command resumes after the last finished epoch.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import math
@@ -30,6 +29,7 @@ import torch
 from torch.distributed import broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
 
@@ -41,6 +41,8 @@ from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator, load_h36m_regressor
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
+from .mposer import load_mposer
+from .run_log import append_csv, log, show_progress_on_console
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
 NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
@@ -64,15 +66,6 @@ def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int,
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=config.num_workers,
                       pin_memory=torch.cuda.is_available(), drop_last=False)
-
-
-def append_csv(path: Path, columns: tuple, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in columns})
 
 
 def open_tensorboard(out_dir: Path):
@@ -102,15 +95,16 @@ def train(config: TrainConfig) -> dict:
     out_dir = Path(config.out_dir)
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
-    log = print if master else (lambda *a, **k: None)
+    say = log.info if master else (lambda *a, **k: None)    # rank 0 speaks for all
     try:
-        return _run(config, ddp, rank, world_size, device, master, out_dir, log)
+        return _train_this_process(config, ddp, rank, world_size, device, master, out_dir, say)
     finally:
         if ddp:
             destroy_process_group()
 
 
-def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
+def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, say) -> dict:
+    """Steps 2 to 7 in this process (one rank), once the process group and device are set up."""
     # ---- 2. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
     options = dict(seqlen=config.seqlen, fix_pennaction_joints=config.fix_pennaction_joints,
                    match_keypoint_crop=config.match_keypoint_crop)
@@ -135,7 +129,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
     val_dataset = None
     if config.dataset_val.lower() != "none" and master:
         val_dataset = SequenceDataset(config.db_dir, config.dataset_val, "val", **options)
-    log(f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
+    say(f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
         f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "
         f"{world_size} process(es) on {device}")
 
@@ -156,7 +150,6 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
         disc_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(disc_optimizer, mode="min", factor=config.lr_factor,
                                                                     patience=config.lr_patience)
     elif config.motion_prior == "mposer":
-        from .mposer import load_mposer
         mposer = load_mposer(config.mposer_checkpoint, device)        # frozen prior
 
     # ---- 4. resume from the last checkpoint ----
@@ -175,7 +168,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
             disc_optimizer.load_state_dict(ckpt["disc_motion_optimizer"])
             disc_scheduler.load_state_dict(ckpt["disc_scheduler"])
         start_epoch, best_performance = int(ckpt["epoch"]) + 1, float(ckpt["best_performance"])
-        log(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
+        say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
 
     raw_generator, raw_disc = generator, disc            # what gets saved: never the DDP wrapper
     if ddp:
@@ -196,7 +189,8 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
         if disc is not None:
             disc.train()
         started = time.time()
-        for iteration in range(config.iters_per_epoch):
+        for iteration in tqdm(range(config.iters_per_epoch), desc=f"epoch {epoch}", unit="step", leave=False,
+                              disable=not master):
             # 5a. draw the 2D, 3D (and real-motion) sequences
             data_2d = next(batches_2d) if batches_2d else None
             data_3d = {k: v.to(device, non_blocking=True) for k, v in next(batches_3d).items()}
@@ -241,7 +235,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                            gen_lr=gen_optimizer.param_groups[0]["lr"], time_s=f"{time.time() - started:.2f}")
                 append_csv(out_dir / "train_log.csv", ("epoch", "iteration", "step") + LOSS_COLUMNS
                            + ("gen_lr", "time_s"), row)
-                log(f"epoch {epoch} iter {iteration}: " + " ".join(f"{k} {v}" for k, v in row.items()
+                say(f"epoch {epoch} iter {iteration}: " + " ".join(f"{k} {v}" for k, v in row.items()
                                                                      if k in LOSS_COLUMNS))
                 if tensorboard:
                     for key, value in losses.items():
@@ -260,7 +254,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                 for key in VAL_COLUMNS[1:6]:
                     tensorboard.add_scalar(f"error/{key}", result.overall[key], epoch)
                 tensorboard.add_scalar("lr/gen_lr", gen_optimizer.param_groups[0]["lr"], epoch)
-            log(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
+            say(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
         if ddp:
             broadcast(performance, src=0)
         performance = performance.item()
@@ -285,9 +279,9 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
             os.replace(tmp, checkpoint_path)
             if is_best or math.isnan(performance):          # without validation, the latest is the best we know
                 shutil.copyfile(checkpoint_path, out_dir / "model_best.pth.tar")
-            log(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
+            say(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
         if config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm:
-            log(f"stopping: validation PA-MPJPE {performance:.1f} mm > {config.abort_pa_mpjpe_mm} mm "
+            say(f"stopping: validation PA-MPJPE {performance:.1f} mm > {config.abort_pa_mpjpe_mm} mm "
                 "(--abort_pa_mpjpe_mm); the run has diverged")
             break
     if tensorboard:
@@ -297,6 +291,7 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_progress_on_console()
     train(parse_overrides(TrainConfig, sys.argv[1:] if argv is None else argv))
     return 0
 

@@ -1,4 +1,4 @@
-"""Video -> ``MocapResult``: the inference pipeline as named passes.
+"""The Engine: a loaded model plus detectors, running one video at a time (video -> ``MocapResult``).
 
     decode -> detect -> track -> crop -> backbone     one streaming pass over the video: each frame is
                                                       decoded once, people are cropped as the tracker
@@ -10,96 +10,34 @@
     smpl                                              joints recomputed from a smoothed pose
     postprocess -> write                              cameras, root translation, the result file
 
-``Engine`` holds the model and the detectors; ``Engine.run`` runs one video. Progress is reported
-through ``progress(stage, fraction, eta_s)`` (fraction of the whole job, 0..1) and a job stops at the
-next frame or track once ``should_cancel()`` is true. The front-end functions (video, detector,
-tracker, crop) come in through ``FrontEnd`` so that tests can swap them.
+The engine receives a loaded model (``data/loading.py`` reads the files; :func:`load_engine` joins
+the two). Options: ``options.py``; progress, timing and cancel: ``progress.py``; the swappable video,
+detector, tracker and crop functions: ``frontend.py``.
 """
 from __future__ import annotations
 
-import contextlib
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo
 
+from .. import __version__
+from ..data import loading
+from ..geometry import batch_rodrigues
 from . import postprocess
+from .frontend import FrontEnd
+from .options import RunOptions
+from .precision import PRECISIONS, autocast
+from .progress import STAGES, ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
 
-STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
-STREAM_STAGES = STAGES[:5]                 # these run interleaved in the one pass over the video
 OFFICIAL_CHUNK_FRAMES = 450                # the official demo's --vibe_batch_size: fresh GRU state per chunk
-# Share of a job's progress bar taken by each phase (the streaming pass dominates).
-_PHASE_SPAN = {"stream": (0.0, 0.9), "temporal": (0.9, 0.96), "smpl": (0.96, 0.98), "write": (0.98, 1.0)}
-
-ProgressFn = Callable[[str, float, "float | None"], None]
-
-
-class JobCancelled(Exception):
-    """Raised inside ``Engine.run`` when ``should_cancel()`` turned true."""
-
-
-@dataclass
-class RunOptions:
-    """Per-job settings (the HTTP API's ``params`` plus CLI-only knobs)."""
-
-    detector: str = "auto"                 # "yolo" | "hog" | "auto" (yolo when its weights are installed)
-    detection_stride: int = 1              # run the detector every Nth frame; the tracker carries the rest
-    min_track_frames: int = 25             # shorter tracks are dropped (official MIN_NUM_FRAMES)
-    smoothing: float = 0.0                 # 0 = off, 1 = strongest
-    smoothing_method: str = "rotation"     # "rotation" (quaternions) | "one_euro" (official)
-    official_uncrop: bool = False          # official 1.0x box un-crop (meshes 1/1.1 too small)
-    chunking: str = "carry"                # "carry" (GRU state across chunks) | "official" (fresh every 450)
-    tracks_max: int | None = None          # keep only the N longest tracks
-    focal_px: float | None = None          # focal length for trans_cam_m; None: the longer image side
-    batch_size: int = 32                   # crops per backbone call
-    temporal_chunk_frames: int = 256       # frames per GRU call in "carry" mode (result does not depend on it)
-
-    def validate(self) -> None:
-        if self.detector not in ("auto", "yolo", "hog"):
-            raise VibeError(f"Unknown detector '{self.detector}'; use 'yolo' or 'hog'.")
-        for name in ("detection_stride", "min_track_frames", "batch_size", "temporal_chunk_frames"):
-            if int(getattr(self, name)) < 1:
-                raise VibeError(f"'{name}' must be at least 1; got {getattr(self, name)}.")
-        if self.tracks_max is not None and self.tracks_max < 1:
-            raise VibeError(f"'tracks_max' must be at least 1 or empty; got {self.tracks_max}.")
-        if not 0.0 <= self.smoothing <= 1.0:
-            raise VibeError(f"'smoothing' must be between 0 and 1; got {self.smoothing}.")
-        if self.smoothing_method not in ("rotation", "one_euro"):
-            raise VibeError(f"Unknown smoothing method '{self.smoothing_method}'; use 'rotation' or 'one_euro'.")
-        if self.chunking not in ("carry", "official"):
-            raise VibeError(f"Unknown chunking '{self.chunking}'; use 'carry' or 'official'.")
-        if self.focal_px is not None and self.focal_px <= 0:
-            raise VibeError(f"The focal length must be positive; got {self.focal_px} px.")
-
-
-@dataclass
-class FrontEnd:
-    """The video/detection/tracking/crop functions the pipeline calls (``default()``: the real ones).
-
-    open_video(path) -> reader (``.info`` with name/fps/width/height/frame_count; iterates
-        (frame_index, frame_rgb)); make_detector(name, data_dir=, device=) -> detector;
-    stream_people(reader, detector, detection_stride=) -> iterator of
-        (frame_index, frame_rgb, [(track_id, bbox_cxcywh), ...]);
-    crop_people(frame_rgb, bboxes (K, 4) cxcywh) -> (K, 3, 224, 224) ImageNet-normalised float32.
-    """
-
-    open_video: Callable
-    make_detector: Callable
-    stream_people: Callable
-    crop_people: Callable
-
-    @classmethod
-    def default(cls) -> "FrontEnd":
-        from . import crop, detect, people, video
-
-        return cls(open_video=video.open_video, make_detector=detect.make_detector,
-                   stream_people=people.stream_people, crop_people=crop.crop_people)
 
 
 @dataclass
@@ -111,83 +49,6 @@ class RunOutput:
     wall_s: float
 
 
-# ---------------------------------------------------------------------------------------------
-# Progress, timing and cancellation
-
-class _Monitor:
-    """Accumulates seconds per stage, reports progress at most every 0.2 s, checks for cancel."""
-
-    def __init__(self, progress: ProgressFn | None, should_cancel: Callable[[], bool] | None):
-        self.timings_s = {stage: 0.0 for stage in STAGES}
-        self._progress, self._should_cancel = progress, should_cancel
-        self._t0 = time.perf_counter()
-        self._last_report = -1.0
-
-    @contextlib.contextmanager
-    def stage(self, name: str):
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings_s[name] += time.perf_counter() - t
-
-    def check_cancel(self) -> None:
-        if self._should_cancel is not None and self._should_cancel():
-            raise JobCancelled()
-
-    def report(self, stage: str, phase: str, phase_fraction: float, *, force: bool = False) -> None:
-        if self._progress is None:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last_report < 0.2:
-            return
-        self._last_report = now
-        lo, hi = _PHASE_SPAN[phase]
-        fraction = min(1.0, max(0.0, lo + (hi - lo) * phase_fraction))
-        elapsed = now - self._t0
-        eta_s = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
-        self._progress(stage, fraction, eta_s)
-
-    def busiest_stream_stage(self) -> str:
-        return max(STREAM_STAGES, key=lambda s: self.timings_s[s])
-
-
-class _TimedReader:
-    """Wraps a video reader so that the time spent decoding counts as 'decode'."""
-
-    def __init__(self, reader, monitor: _Monitor):
-        self._reader, self._monitor = reader, monitor
-        self.info = reader.info
-
-    def __iter__(self):
-        iterator = iter(self._reader)
-        while True:
-            with self._monitor.stage("decode"):
-                item = next(iterator, None)
-            if item is None:
-                return
-            yield item
-
-    def __getattr__(self, name):
-        return getattr(self._reader, name)
-
-
-class _TimedDetector:
-    """Wraps a detector so that its calls count as 'detect'."""
-
-    def __init__(self, detector, monitor: _Monitor):
-        self._detector, self._monitor = detector, monitor
-
-    def detect(self, frames):
-        with self._monitor.stage("detect"):
-            return self._detector.detect(frames)
-
-    def __getattr__(self, name):
-        return getattr(self._detector, name)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-track buffers of the streaming pass
 
 @dataclass
 class _TrackBuffer:
@@ -201,11 +62,9 @@ class _TrackBuffer:
 class Engine:
     """The loaded model plus detectors: runs videos one at a time (not thread-safe; one per device)."""
 
-    def __init__(self, model, *, model_name: str, data_dir: Path | None, device: str = "cpu",
-                 precision: str = "fp32", frontend: FrontEnd | None = None):
-        import torch
-
-        if precision not in ("fp32", "bf16", "fp16"):
+    def __init__(self, model: torch.nn.Module, *, model_name: str, data_dir: Path | None, device: str = "cpu",
+                 precision: str = "fp32", frontend: FrontEnd | None = None) -> None:
+        if precision not in PRECISIONS:
             raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
         if precision == "fp16" and not device.startswith("cuda"):
             raise VibeError("fp16 needs a CUDA device; on CPU use bf16 (--fast) or fp32.")
@@ -223,25 +82,19 @@ class Engine:
             self.frontend = FrontEnd.default()
         return self.frontend
 
-    def _autocast(self):
-        import torch
-
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-
     def open_video(self, path: str | Path):
         """The front end's video reader (VibeError when the file is not a readable video)."""
         return self._frontend().open_video(str(path))
 
     def resolve_detector_name(self, name: str) -> str:
+        """'auto' -> 'yolo' when its weights are in the data folder, else 'hog'; other names as given."""
         if name != "auto":
             return name
         has_yolo = self.data_dir is not None and (Path(self.data_dir) / "yolov3.weights").is_file()
         return "yolo" if has_yolo else "hog"
 
     def detector(self, name: str):
+        """The detector ``name`` (made once, then reused)."""
         name = self.resolve_detector_name(name)
         if name not in self._detectors:
             # YOLO follows the engine's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
@@ -252,15 +105,13 @@ class Engine:
 
     def extract_features(self, crops) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
-        import torch
-
         images = torch.as_tensor(crops)
         if self.device.startswith("cuda"):
             images = images.pin_memory()                     # lets the copy overlap the GPU's work
         images = images.to(self.device, non_blocking=True)
         if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), autocast(self.precision, self.device.split(":")[0]):
             features = self.model.extract_features(images[None])[0]
         return features.float().cpu().numpy()
 
@@ -269,8 +120,6 @@ class Engine:
 
         "carry": chunks of chunk_frames with the GRU state passed on, so the output equals one call
         over the whole track. "official": fresh state every 450 frames, as the official demo."""
-        import torch
-
         if chunking == "official":
             chunk_frames, carry = OFFICIAL_CHUNK_FRAMES, False
         else:
@@ -297,10 +146,6 @@ class Engine:
 
     def smpl(self, pose: np.ndarray, betas: np.ndarray, *, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """pose (T, 72), betas (T, 10) -> verts (T, 6890, 3), joints (T, 49, 3) with the model's SMPL."""
-        import torch
-
-        from vibe_server.geometry import batch_rodrigues
-
         verts, joints = [], []
         with torch.inference_mode():
             for start in range(0, len(pose), batch):
@@ -319,7 +164,7 @@ class Engine:
         """video_name: the name to report (an upload's original file name); default the file's."""
         options = options or RunOptions()
         options.validate()
-        monitor = _Monitor(progress, should_cancel)
+        monitor = StageMonitor(progress, should_cancel)
         t_start = time.perf_counter()
         fe = self._frontend()
         detector_name = self.resolve_detector_name(options.detector)
@@ -366,14 +211,12 @@ class Engine:
         return RunOutput(result=result, timings_s=monitor.timings_s, frames_decoded=frames_decoded,
                          crops=crops, wall_s=time.perf_counter() - t_start)
 
-    def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: _Monitor):
+    def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: StageMonitor):
         """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in
         its buffer until the track has min_track_frames (so short false positives never reach the
         backbone), then go through the backbone in batches of batch_size."""
-        import torch
-
-        detector = _TimedDetector(self.detector(options.detector), monitor)
-        stream: Iterable = fe.stream_people(_TimedReader(reader, monitor), detector,
+        detector = TimedDetector(self.detector(options.detector), monitor)
+        stream: Iterable = fe.stream_people(TimedReader(reader, monitor), detector,
                                             detection_stride=options.detection_stride)
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
@@ -453,10 +296,6 @@ class Engine:
         return sorted(tracks, key=lambda item: item[0])
 
     def _meta(self, options: RunOptions, detector_name: str) -> dict[str, str]:
-        import torch
-
-        from vibe_server import __version__
-
         meta = {k: ("" if v is None else str(v)) for k, v in asdict(options).items()}
         meta.update({
             "detector": detector_name, "vibe_mocap_version": __version__, "torch": torch.__version__,
@@ -467,71 +306,13 @@ class Engine:
         return meta
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-SYNTHETIC_MODEL_NAME = "synthetic placeholder"
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; other values are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VibeError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
-    return device
-
-
-def synthetic_cache_dir() -> Path:
-    """Where the synthetic placeholder bundle is written once (user cache folder)."""
-    from vibe_blender.core.user_dirs import user_dir
-
-    return user_dir("cache") / "synthetic-placeholder"
-
-
-def model_data_problem(data_dir: Path) -> str | None:
-    """None when the model files load, else the sentence saying what is missing."""
-    from vibe_server.data import bundle
-
-    try:
-        bundle.require_files(data_dir, bundle.MODEL_FILES + (bundle.SPIN_CHECKPOINT, bundle.VIBE_CHECKPOINT))
-    except VibeError as err:
-        return str(err)
-    return None
-
-
-def load_engine(data_dir=None, *, device: str = "auto", precision: str = "fp32", allow_synthetic: bool = False,
-                synthetic_dir: Path | None = None, frontend: FrontEnd | None = None,
+def load_engine(data_dir: str | Path | None = None, *, device: str = "auto", precision: str = "fp32",
+                allow_synthetic: bool = False, synthetic_dir: Path | None = None, frontend: FrontEnd | None = None,
                 log: Callable[[str], None] | None = None) -> Engine:
-    """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default).
-
-    When the data is missing: VibeError saying how to install it, or, with ``allow_synthetic``, a
-    clearly labelled random-weight placeholder (written once to ``synthetic_dir``) whose results
-    carry ``model_name == "synthetic placeholder"``.
-    """
-    from vibe_server import load_model
-    from vibe_server.data.bundle import resolve_data_dir
-
-    device = resolve_device(device)
-    data_dir = resolve_data_dir(data_dir)
-    problem = model_data_problem(data_dir)
-    model_name = None
-    if problem is not None:
-        if not allow_synthetic:
-            raise VibeError(problem)
-        data_dir = Path(synthetic_dir or synthetic_cache_dir())
-        if model_data_problem(data_dir) is not None:
-            from vibe_server.data.synthetic import write_synthetic_bundle
-
-            if log:
-                log(f"Writing the synthetic placeholder model to {data_dir} (once).")
-            write_synthetic_bundle(data_dir)
-        model_name = SYNTHETIC_MODEL_NAME
-    model = load_model(data_dir, device=device)
-    model_name = model_name or getattr(model, "model_name", "vibe")
-    return Engine(model, model_name=model_name, data_dir=data_dir, device=device, precision=precision,
-                  frontend=frontend)
+    """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default): the
+    model from :func:`vibe_server.data.loading.load_for_inference` (with ``allow_synthetic``, the
+    labelled placeholder when the data is missing), handed to :class:`Engine`."""
+    loaded = loading.load_for_inference(data_dir, device=device, allow_synthetic=allow_synthetic,
+                                        synthetic_dir=synthetic_dir, log=log)
+    return Engine(loaded.model, model_name=loaded.model_name, data_dir=loaded.data_dir, device=loaded.device,
+                  precision=precision, frontend=frontend)

@@ -179,14 +179,15 @@ class JobManager:
                 record.job.status, record.job.stage, record.job.progress = "running", "decode", 0.0
                 self._save(record)
             try:
-                self._run(record)
+                self._run_job(record)
             except Exception:                                   # never let the worker die
                 log.exception("job %s crashed", job_id)
                 with self._lock:
                     self._finish(record, "failed", error="The server hit an internal error on this video; "
                                                          "see the server log, and report it if it repeats.")
 
-    def _run(self, record: JobRecord) -> None:
+    def _run_job(self, record: JobRecord) -> None:
+        """Run one job on the engine and record how it ended (done, failed, cancelled or queued again)."""
         job_id = record.job.job_id
 
         def progress(stage: str, fraction: float, eta_s: float | None) -> None:

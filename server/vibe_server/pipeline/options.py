@@ -7,7 +7,8 @@ its help text, its bounds and where it is offered. Everything else is derived fr
   that the stand-in server the add-on's tests use;
 - the ``vibe-mocap infer`` flags with their help and defaults (:func:`add_cli_flags`,
   :func:`options_from_cli`);
-- the validation and its messages (:meth:`RunOptions.validate`), for the Python API.
+- the validation and its messages (:meth:`RunOptions.validate`), for the Python API;
+- the ``params`` table of docs/server.md (:func:`markdown_table`; a test keeps the two the same).
 
 Adding an option is one field here (then use it in ``engine.py``); ``http=False`` keeps it off the
 HTTP API, ``cli=False`` off the command line.
@@ -163,3 +164,42 @@ def add_cli_flags(parser: argparse.ArgumentParser) -> None:
 def options_from_cli(args: argparse.Namespace) -> RunOptions:
     """The parsed flags of :func:`add_cli_flags` -> RunOptions (CLI-less options at their defaults)."""
     return RunOptions(**{spec.name: getattr(args, spec.name) for spec in option_specs(cli=True)})
+
+
+# --------------------------------------------------------------------------------------------
+# The documentation
+# --------------------------------------------------------------------------------------------
+
+def _type_text(spec: OptionSpec) -> str:
+    if spec.choices is not None:
+        text = " \\| ".join(f'`"{c}"`' for c in spec.choices)
+    else:
+        text = spec.scalar.__name__
+        lower = spec.ge if spec.ge is not None else spec.gt
+        if lower is not None and spec.le is not None:
+            text += f" {lower:g}..{spec.le:g}"
+        elif spec.ge is not None:
+            text += f" ≥ {spec.ge:g}"
+        elif spec.gt is not None:
+            text += f" > {spec.gt:g}"
+    return text + (" \\| null" if spec.optional else "")
+
+
+def _default_text(default: Any) -> str:
+    if default is None:
+        return "null"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def markdown_table(*, http: bool = True) -> str:
+    """The options offered over HTTP as the Markdown table of docs/server.md."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{s.name}` | {_type_text(s)} | {_default_text(s.default)} | {s.help} |"
+             for s in option_specs(http=http)]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":            # python -m vibe_server.pipeline.options: the table for docs/server.md
+    print(markdown_table())

@@ -29,7 +29,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
 from timing import best_of
 
 REPO = Path(__file__).resolve().parents[1]

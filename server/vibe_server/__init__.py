@@ -9,6 +9,7 @@ Top-level Python API (see docs/python_api.md)::
 
 Heavy imports (torch, smplx) happen on first use, so ``import vibe_server`` stays cheap.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

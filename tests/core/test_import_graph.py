@@ -2,6 +2,7 @@
 ``vibe_server`` and ``vibe_blender``, function-level imports included, has no cycle; the server
 imports only ``vibe_blender.core``, never the bpy layer; ``vibe_blender.core`` imports no bpy and no
 torch; ``model/`` reads no file; every function-level import says why it is not at the top."""
+
 from __future__ import annotations
 
 import ast
@@ -46,12 +47,12 @@ def _imports(module: str) -> list[tuple[str, ast.stmt, bool]]:
             base = node.module or ""
             if node.level:
                 package = _package_of(module).split(".")
-                package = package[:len(package) - (node.level - 1)]
+                package = package[: len(package) - (node.level - 1)]
                 base = ".".join(package + ([base] if base else []))
             # `from package import submodule` imports the submodule; `from module import name` the module
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         for target in targets:
-            while target and target not in MODULES:        # `import a.b.c` of a name inside a module
+            while target and target not in MODULES:  # `import a.b.c` of a name inside a module
                 target = target.rpartition(".")[0]
             if target and target != module:
                 found.append((target, node, id(node) in inside_function))
@@ -62,7 +63,7 @@ GRAPH = {module: sorted({target for target, _, _ in _imports(module)}) for modul
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    state: dict[str, int] = {}                              # 1: on the current path, 2: done
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
     def visit(node: str) -> list[str] | None:
@@ -70,7 +71,7 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         path.append(node)
         for nxt in graph.get(node, ()):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -85,8 +86,8 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 def test_the_graph_sees_function_level_and_relative_imports():
     engine_imports = GRAPH["vibe_server.pipeline.engine"]
-    assert "vibe_server.pipeline.progress" in engine_imports          # relative, module level
-    assert "vibe_server.geometry" in engine_imports                   # absolute, inside a method
+    assert "vibe_server.pipeline.progress" in engine_imports  # relative, module level
+    assert "vibe_server.geometry" in engine_imports  # absolute, inside a method
     assert _find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": ["b"], "b": []}) is None
 
@@ -96,8 +97,13 @@ def test_the_packages_have_no_import_cycle():
 
 
 def test_the_server_imports_only_the_add_on_core():
-    bad = [f"{m} imports {t}" for m, targets in GRAPH.items() if m.startswith("vibe_server")
-           for t in targets if t.startswith("vibe_blender") and not t.startswith("vibe_blender.core")]
+    bad = [
+        f"{m} imports {t}"
+        for m, targets in GRAPH.items()
+        if m.startswith("vibe_server")
+        for t in targets
+        if t.startswith("vibe_blender") and not t.startswith("vibe_blender.core")
+    ]
     assert not bad, bad
 
 
@@ -106,11 +112,19 @@ def test_the_add_on_core_needs_neither_bpy_nor_torch():
     for module, path in MODULES.items():
         if module.startswith("vibe_blender.core"):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-                bad += [f"{module} imports {n}" for n in names
-                        if n.split(".")[0] in ("bpy", "torch", "mathutils", "bmesh")
-                        or (n.startswith("vibe_blender") and not n.startswith("vibe_blender.core"))]
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and not node.level
+                    else []
+                )
+                bad += [
+                    f"{module} imports {n}"
+                    for n in names
+                    if n.split(".")[0] in ("bpy", "torch", "mathutils", "bmesh")
+                    or (n.startswith("vibe_blender") and not n.startswith("vibe_blender.core"))
+                ]
     assert not bad, bad
 
 
@@ -125,6 +139,9 @@ def test_model_holds_no_file_io():
                     name = ast.unparse(node.func)
                     if name in readers:
                         bad.append(f"{module} calls {name}")
-            bad += [f"{module} imports {t}" for t in GRAPH[module] if t.startswith(("vibe_server.data",
-                                                                                    "vibe_server.checkpoints"))]
+            bad += [
+                f"{module} imports {t}"
+                for t in GRAPH[module]
+                if t.startswith(("vibe_server.data", "vibe_server.checkpoints"))
+            ]
     assert not bad, bad

@@ -1,5 +1,6 @@
 """The job options are defined once (pipeline/options.py: RunOptions); the HTTP schema, the CLI flags,
 the validation and the docs table follow from it."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def test_http_params_are_the_http_options_with_their_defaults_and_bounds():
     with pytest.raises(pydantic.ValidationError):
         JobParams(detection_stride=1001)
     with pytest.raises(pydantic.ValidationError):
-        JobParams(batch_size=8)                       # CLI-only: not offered over HTTP
+        JobParams(batch_size=8)  # CLI-only: not offered over HTTP
     # null stands for the default (what older clients and stored job records send)
     assert JobParams(detector=None, tracks_max=None).detector == "auto"
 
@@ -46,12 +47,31 @@ def test_cli_flags_are_the_cli_options_with_help_and_defaults():
     parser = argparse.ArgumentParser()
     add_cli_flags(parser)
     assert options_from_cli(parser.parse_args([])) == RunOptions()
-    args = parser.parse_args(["--detector", "hog", "--detection-stride", "3", "--tracks-max", "2",
-                              "--official-uncrop", "--focal-px", "900", "--smoothing-method", "one_euro"])
-    assert options_from_cli(args) == RunOptions(detector="hog", detection_stride=3, tracks_max=2, official_uncrop=True,
-                                                focal_px=900.0, smoothing_method="one_euro")
+    args = parser.parse_args(
+        [
+            "--detector",
+            "hog",
+            "--detection-stride",
+            "3",
+            "--tracks-max",
+            "2",
+            "--official-uncrop",
+            "--focal-px",
+            "900",
+            "--smoothing-method",
+            "one_euro",
+        ]
+    )
+    assert options_from_cli(args) == RunOptions(
+        detector="hog",
+        detection_stride=3,
+        tracks_max=2,
+        official_uncrop=True,
+        focal_px=900.0,
+        smoothing_method="one_euro",
+    )
     with pytest.raises(SystemExit):
-        parser.parse_args(["--chunking", "overlap"])              # choices come from the Literal
+        parser.parse_args(["--chunking", "overlap"])  # choices come from the Literal
     help_text = parser.format_help()
     for spec in option_specs(cli=True):
         assert "--" + spec.name.replace("_", "-") in help_text
@@ -76,14 +96,17 @@ def test_a_new_option_is_one_field(monkeypatch):
         Extended(pose_scale=-1.0).validate()
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"detector": "ssd"}, "Unknown detector 'ssd'; use 'auto' or 'yolo' or 'hog'."),
-    ({"detection_stride": 0}, "'detection_stride' must be at least 1; got 0."),
-    ({"detection_stride": 5000}, "'detection_stride' must be between 1 and 1000; got 5000."),
-    ({"tracks_max": 0}, "'tracks_max' must be at least 1 or empty; got 0."),
-    ({"official_uncrop": "yes"}, "'official_uncrop' takes a bool; got 'yes'."),
-    ({"min_track_frames": None}, "'min_track_frames' needs a value (default 25)."),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"detector": "ssd"}, "Unknown detector 'ssd'; use 'auto' or 'yolo' or 'hog'."),
+        ({"detection_stride": 0}, "'detection_stride' must be at least 1; got 0."),
+        ({"detection_stride": 5000}, "'detection_stride' must be between 1 and 1000; got 5000."),
+        ({"tracks_max": 0}, "'tracks_max' must be at least 1 or empty; got 0."),
+        ({"official_uncrop": "yes"}, "'official_uncrop' takes a bool; got 'yes'."),
+        ({"min_track_frames": None}, "'min_track_frames' needs a value (default 25)."),
+    ],
+)
 def test_validation_messages(bad, message):
     with pytest.raises(VibeError) as err:
         RunOptions(**bad).validate()

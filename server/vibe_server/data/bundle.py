@@ -22,11 +22,26 @@ from vibe_blender.core.errors import VibeError
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
 from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/check side's name for them
-    ENV_VAR, EXTRA_REGRESSOR, H36M_REGRESSOR, INSTALL_HINT, MEAN_PARAMS, MODEL_FILES, OPTIONAL_FILES,
-    REQUIRED_FILES, SMPL_PKL, SPIN_CHECKPOINT, VIBE_CHECKPOINT, VIBE_CHECKPOINT_3DPW, YOLO_WEIGHTS,
-    YOLO_WEIGHTS_BYTES, default_data_dir, load_joint_regressor, load_mean_params, require_files,
-    resolve_data_dir)
-
+    ENV_VAR,
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    INSTALL_HINT,
+    MEAN_PARAMS,
+    MODEL_FILES,
+    OPTIONAL_FILES,
+    REQUIRED_FILES,
+    SMPL_PKL,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    VIBE_CHECKPOINT_3DPW,
+    YOLO_WEIGHTS,
+    YOLO_WEIGHTS_BYTES,
+    default_data_dir,
+    load_joint_regressor,
+    load_mean_params,
+    require_files,
+    resolve_data_dir,
+)
 
 # --------------------------------------------------------------------------------------------
 # Checking

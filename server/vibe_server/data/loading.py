@@ -12,6 +12,7 @@ with one clear error, and building the VIBE network from them with the official 
 ``model/`` holds only the ``nn.Module``s and gets arrays from here, never paths; ``pipeline/``
 receives the loaded model; ``data/bundle.py`` installs and checks the folder with these readers.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,20 +44,30 @@ SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
 VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
 VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
 YOLO_WEIGHTS = "yolov3.weights"
-YOLO_WEIGHTS_BYTES = 248_007_048      # 20-byte header + 62,001,757 float32
+YOLO_WEIGHTS_BYTES = 248_007_048  # 20-byte header + 62,001,757 float32
 
-MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)            # + the two checkpoints
-REQUIRED_FILES = (SMPL_PKL, EXTRA_REGRESSOR, H36M_REGRESSOR, MEAN_PARAMS, SPIN_CHECKPOINT,
-                  VIBE_CHECKPOINT, YOLO_WEIGHTS)
+MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
+REQUIRED_FILES = (
+    SMPL_PKL,
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    MEAN_PARAMS,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    YOLO_WEIGHTS,
+)
 OPTIONAL_FILES = (VIBE_CHECKPOINT_3DPW,)
-INSTALL_HINT = ("Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
-                "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'.")
+INSTALL_HINT = (
+    "Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
+    "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'."
+)
 SYNTHETIC_MODEL_NAME = "synthetic placeholder"
 
 
 # --------------------------------------------------------------------------------------------
 # The folder
 # --------------------------------------------------------------------------------------------
+
 
 def default_data_dir() -> Path:
     """The platform's per-user data folder for VIBE Mocap."""
@@ -77,8 +88,10 @@ def require_files(data_dir: Path, names, extra_paths=()) -> None:
     missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
     missing += [str(p) for p in extra_paths if not Path(p).is_file()]
     if missing:
-        raise VibeError(f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
-                        f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)")
+        raise VibeError(
+            f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
+            f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)"
+        )
 
 
 def model_data_problem(data_dir: Path) -> str | None:
@@ -112,14 +125,17 @@ def resolve_device(device: str = "auto") -> str:
 # Reading the files
 # --------------------------------------------------------------------------------------------
 
+
 def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
     """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32."""
     try:
         with np.load(path, allow_pickle=False) as z:
             params = {k: z[k].astype(np.float32) for k in ("pose", "shape", "cam")}
     except (OSError, ValueError, KeyError) as err:
-        raise VibeError(f"'{path}' is not a valid smpl_mean_params.npz ({err}). "
-                        "Reinstall the model data with 'vibe-mocap data install'.") from err
+        raise VibeError(
+            f"'{path}' is not a valid smpl_mean_params.npz ({err}). "
+            "Reinstall the model data with 'vibe-mocap data install'."
+        ) from err
     for k, n in (("pose", 144), ("shape", 10), ("cam", 3)):
         if params[k].shape != (n,):
             raise VibeError(f"'{path}': '{k}' has shape {params[k].shape}, expected ({n},).")
@@ -131,8 +147,10 @@ def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
     try:
         reg = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
-        raise VibeError(f"Cannot read the joint regressor '{path}' ({err}). "
-                        "Reinstall the model data with 'vibe-mocap data install'.") from err
+        raise VibeError(
+            f"Cannot read the joint regressor '{path}' ({err}). "
+            "Reinstall the model data with 'vibe-mocap data install'."
+        ) from err
     if reg.shape != (num_joints, 6890):
         raise VibeError(f"'{path}' has shape {reg.shape}, expected ({num_joints}, 6890).")
     return reg.astype(np.float32)
@@ -141,6 +159,7 @@ def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Building the network
 # --------------------------------------------------------------------------------------------
+
 
 def build_model(data_dir: str | Path) -> VIBE:
     """The VIBE architecture with SMPL, extra-joint regressor and mean parameters from ``data_dir``
@@ -156,8 +175,13 @@ def build_model(data_dir: str | Path) -> VIBE:
     )
 
 
-def load_model(data_dir: str | os.PathLike | None = None, *, vibe_checkpoint: str | os.PathLike | None = None,
-               spin_checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> VIBE:
+def load_model(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    vibe_checkpoint: str | os.PathLike | None = None,
+    spin_checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> VIBE:
     """The VIBE network in eval mode with the official checkpoints loaded unchanged (see the module
     docstring). data_dir None: $VIBE_DATA_DIR, then the platform default; the checkpoint paths
     override the files in data_dir."""
@@ -177,8 +201,11 @@ def load_model(data_dir: str | os.PathLike | None = None, *, vibe_checkpoint: st
     model.model_name = vibe_checkpoint.name.removesuffix(".pth.tar")
     model.performance = vibe.get("performance")
     h36m = data_dir / H36M_REGRESSOR
-    model.register_buffer("j_regressor_h36m", torch.from_numpy(load_joint_regressor(h36m, 17))
-                          if h36m.exists() else None, persistent=False)
+    model.register_buffer(
+        "j_regressor_h36m",
+        torch.from_numpy(load_joint_regressor(h36m, 17)) if h36m.exists() else None,
+        persistent=False,
+    )
     return model.to(device).eval()
 
 
@@ -187,14 +214,19 @@ class LoadedModel:
     """What inference needs from loading: the network on its device and where its data came from."""
 
     model: VIBE
-    model_name: str                         # the checkpoint's name, or SYNTHETIC_MODEL_NAME
-    data_dir: Path                          # the folder the model came from (the detectors' weights too)
-    device: str                             # resolved: 'cpu' or 'cuda:N'
+    model_name: str  # the checkpoint's name, or SYNTHETIC_MODEL_NAME
+    data_dir: Path  # the folder the model came from (the detectors' weights too)
+    device: str  # resolved: 'cpu' or 'cuda:N'
 
 
-def load_for_inference(data_dir: str | os.PathLike | None = None, *, device: str = "auto",
-                       allow_synthetic: bool = False, synthetic_dir: Path | None = None,
-                       log: Callable[[str], None] | None = None) -> LoadedModel:
+def load_for_inference(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    device: str = "auto",
+    allow_synthetic: bool = False,
+    synthetic_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> LoadedModel:
     """The model for the data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default).
 
     When the data is missing: VibeError saying how to install it, or, with ``allow_synthetic``, the

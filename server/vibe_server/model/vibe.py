@@ -6,6 +6,7 @@
 The module gets arrays, never paths: :func:`vibe_server.data.loading.load_model` reads the model
 data and the official checkpoints and builds it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,9 @@ class VIBE(nn.Module):
         n, t = images.shape[:2]
         return self.backbone(images.reshape(n * t, *images.shape[2:])).reshape(n, t, FEATURE_DIM)
 
-    def forward_features(self, features: torch.Tensor, j_regressor=None,
-                         h0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self, features: torch.Tensor, j_regressor=None, h0: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """features (N, T, 2048) -> dict: theta (N, T, 85), verts (N, T, 6890, 3), kp_2d (N, T, J, 2),
         kp_3d (N, T, J, 3), rotmat (N, T, 24, 3, 3), gru_state (2, N, 1024).
 
@@ -52,6 +54,8 @@ class VIBE(nn.Module):
         out["gru_state"] = gru_state
         return out
 
-    def forward(self, images: torch.Tensor, j_regressor=None, h0: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, j_regressor=None, h0: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """images (N, T, 3, 224, 224) ImageNet-normalised RGB crops -> the dict of :meth:`forward_features`."""
         return self.forward_features(self.extract_features(images), j_regressor=j_regressor, h0=h0)

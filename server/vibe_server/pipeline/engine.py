@@ -14,6 +14,7 @@ The engine receives a loaded model (``data/loading.py`` reads the files; :func:`
 the two). Options: ``options.py``; progress, timing and cancel: ``progress.py``; the swappable video,
 detector, tracker and crop functions: ``frontend.py``.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,36 +35,43 @@ from . import postprocess
 from .frontend import FrontEnd
 from .options import RunOptions
 from .precision import PRECISIONS, autocast
-from .progress import STAGES, ProgressFn, StageMonitor, TimedDetector, TimedReader
+from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
 
-OFFICIAL_CHUNK_FRAMES = 450                # the official demo's --vibe_batch_size: fresh GRU state per chunk
+OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
 
 
 @dataclass
 class RunOutput:
     result: MocapResult
-    timings_s: dict[str, float]            # seconds per stage (STAGES)
+    timings_s: dict[str, float]  # seconds per stage (STAGES)
     frames_decoded: int
-    crops: int                             # person crops that went through the backbone
+    crops: int  # person crops that went through the backbone
     wall_s: float
-
 
 
 @dataclass
 class _TrackBuffer:
     frame_ids: list[int] = field(default_factory=list)
     bboxes: list[np.ndarray] = field(default_factory=list)
-    features: list[np.ndarray] = field(default_factory=list)    # (B_i, 2048) blocks, in frame order
-    pending_crops: list | None = field(default_factory=list)    # held until the track is long enough
+    features: list[np.ndarray] = field(default_factory=list)  # (B_i, 2048) blocks, in frame order
+    pending_crops: list | None = field(default_factory=list)  # held until the track is long enough
     last_seen: int = 0
 
 
 class Engine:
     """The loaded model plus detectors: runs videos one at a time (not thread-safe; one per device)."""
 
-    def __init__(self, model: torch.nn.Module, *, model_name: str, data_dir: Path | None, device: str = "cpu",
-                 precision: str = "fp32", frontend: FrontEnd | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        model_name: str,
+        data_dir: Path | None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        frontend: FrontEnd | None = None,
+    ) -> None:
         if precision not in PRECISIONS:
             raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
         if precision == "fp16" and not device.startswith("cuda"):
@@ -99,15 +107,16 @@ class Engine:
         if name not in self._detectors:
             # YOLO follows the engine's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
             options = {"precision": self.precision} if name == "yolo" else {}
-            self._detectors[name] = self._frontend().make_detector(name, data_dir=self.data_dir, device=self.device,
-                                                                   **options)
+            self._detectors[name] = self._frontend().make_detector(
+                name, data_dir=self.data_dir, device=self.device, **options
+            )
         return self._detectors[name]
 
     def extract_features(self, crops) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
         images = torch.as_tensor(crops)
         if self.device.startswith("cuda"):
-            images = images.pin_memory()                     # lets the copy overlap the GPU's work
+            images = images.pin_memory()  # lets the copy overlap the GPU's work
         images = images.to(self.device, non_blocking=True)
         if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -128,7 +137,7 @@ class Engine:
         theta, kp_3d, h = [], [], None
         with torch.inference_mode():
             for start in range(0, len(feats), chunk_frames):
-                x = feats[start:start + chunk_frames][None].to(self.device)        # (1, t, 2048)
+                x = feats[start : start + chunk_frames][None].to(self.device)  # (1, t, 2048)
                 out = self.model.forward_features(x, h0=h)
                 theta.append(out["theta"][0].float().cpu())
                 kp_3d.append(out["kp_3d"][0].float().cpu())
@@ -141,7 +150,7 @@ class Engine:
         the encoder's GRU over the chunk again (it costs little next to the backbone)."""
         if out.get("gru_state") is not None:
             return out["gru_state"]
-        _, h_n = self.model.encoder.gru(x.permute(1, 0, 2), h0)                 # GRU is time-major
+        _, h_n = self.model.encoder.gru(x.permute(1, 0, 2), h0)  # GRU is time-major
         return h_n
 
     def smpl(self, pose: np.ndarray, betas: np.ndarray, *, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +158,8 @@ class Engine:
         verts, joints = [], []
         with torch.inference_mode():
             for start in range(0, len(pose), batch):
-                p = torch.as_tensor(pose[start:start + batch], dtype=torch.float32, device=self.device)
-                b = torch.as_tensor(betas[start:start + batch], dtype=torch.float32, device=self.device)
+                p = torch.as_tensor(pose[start : start + batch], dtype=torch.float32, device=self.device)
+                b = torch.as_tensor(betas[start : start + batch], dtype=torch.float32, device=self.device)
                 rotmat = batch_rodrigues(p.reshape(-1, 3)).reshape(len(p), 24, 3, 3)
                 v, j = self.model.regressor.smpl.forward_joints(b, rotmat)
                 verts.append(v.float().cpu())
@@ -158,9 +167,15 @@ class Engine:
         return torch.cat(verts).numpy(), torch.cat(joints).numpy()
 
     # -- the pipeline ---------------------------------------------------------------------------
-    def run(self, video_path: str | Path, options: RunOptions | None = None, *,
-            progress: ProgressFn | None = None, should_cancel: Callable[[], bool] | None = None,
-            video_name: str | None = None) -> RunOutput:
+    def run(
+        self,
+        video_path: str | Path,
+        options: RunOptions | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        video_name: str | None = None,
+    ) -> RunOutput:
         """video_name: the name to report (an upload's original file name); default the file's."""
         options = options or RunOptions()
         options.validate()
@@ -175,8 +190,10 @@ class Engine:
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
-            raise VibeError(f"No frame of '{video_name}' could be decoded. Check that the file plays, "
-                            "or re-encode it (for example to H.264 .mp4).")
+            raise VibeError(
+                f"No frame of '{video_name}' could be decoded. Check that the file plays, "
+                "or re-encode it (for example to H.264 .mp4)."
+            )
         tracks = self._select_tracks(buffers, options, video_name)
 
         results: list[Track] = []
@@ -185,44 +202,68 @@ class Engine:
             monitor.check_cancel()
             monitor.report("temporal", "temporal", i / len(tracks), force=True)
             with monitor.stage("temporal"):
-                out = self.temporal(np.concatenate(buf.features), chunking=options.chunking,
-                                    chunk_frames=options.temporal_chunk_frames)
+                out = self.temporal(
+                    np.concatenate(buf.features), chunking=options.chunking, chunk_frames=options.temporal_chunk_frames
+                )
             theta, joints3d = out["theta"], out["kp_3d"]
             if options.smoothing > 0:
                 monitor.report("smpl", "smpl", i / len(tracks), force=True)
                 with monitor.stage("smpl"):
                     theta = theta.copy()
-                    theta[:, 3:75] = smooth_pose(theta[:, 3:75], options.smoothing, fps=info.fps or 30.0,
-                                                 method=options.smoothing_method)
+                    theta[:, 3:75] = smooth_pose(
+                        theta[:, 3:75], options.smoothing, fps=info.fps or 30.0, method=options.smoothing_method
+                    )
                     _, joints3d = self.smpl(theta[:, 3:75], theta[:, 75:85])
             with monitor.stage("write"):
-                results.append(postprocess.build_track(
-                    track_id, np.asarray(buf.frame_ids), theta, joints3d, np.stack(buf.bboxes),
-                    width=info.width, height=info.height, focal_px=focal_px,
-                    official_uncrop=options.official_uncrop))
+                results.append(
+                    postprocess.build_track(
+                        track_id,
+                        np.asarray(buf.frame_ids),
+                        theta,
+                        joints3d,
+                        np.stack(buf.bboxes),
+                        width=info.width,
+                        height=info.height,
+                        focal_px=focal_px,
+                        official_uncrop=options.official_uncrop,
+                    )
+                )
         monitor.report("write", "write", 1.0, force=True)
 
         result = MocapResult(
-            video=VideoInfo(name=video_name, fps=float(info.fps), width=int(info.width), height=int(info.height),
-                            frame_count=max(int(info.frame_count or 0), frames_decoded)),
-            tracks=results, model_name=self.model_name, focal_length_px=float(focal_px),
+            video=VideoInfo(
+                name=video_name,
+                fps=float(info.fps),
+                width=int(info.width),
+                height=int(info.height),
+                frame_count=max(int(info.frame_count or 0), frames_decoded),
+            ),
+            tracks=results,
+            model_name=self.model_name,
+            focal_length_px=float(focal_px),
             meta=self._meta(options, detector_name),
         )
-        return RunOutput(result=result, timings_s=monitor.timings_s, frames_decoded=frames_decoded,
-                         crops=crops, wall_s=time.perf_counter() - t_start)
+        return RunOutput(
+            result=result,
+            timings_s=monitor.timings_s,
+            frames_decoded=frames_decoded,
+            crops=crops,
+            wall_s=time.perf_counter() - t_start,
+        )
 
     def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: StageMonitor):
         """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in
         its buffer until the track has min_track_frames (so short false positives never reach the
         backbone), then go through the backbone in batches of batch_size."""
         detector = TimedDetector(self.detector(options.detector), monitor)
-        stream: Iterable = fe.stream_people(TimedReader(reader, monitor), detector,
-                                            detection_stride=options.detection_stride)
+        stream: Iterable = fe.stream_people(
+            TimedReader(reader, monitor), detector, detection_stride=options.detection_stride
+        )
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
         stale_after = max(60, 4 * options.detection_stride)
         buffers: dict[int, _TrackBuffer] = {}
-        queue: list[tuple[int, object]] = []                  # (track_id, crop) waiting for the backbone
+        queue: list[tuple[int, object]] = []  # (track_id, crop) waiting for the backbone
         frames_decoded = crops_done = 0
 
         def flush(n: int) -> None:
@@ -283,36 +324,60 @@ class Engine:
 
     @staticmethod
     def _select_tracks(buffers: dict[int, _TrackBuffer], options: RunOptions, video_name: str):
-        tracks = [(tid, buf) for tid, buf in buffers.items()
-                  if buf.pending_crops is None and len(buf.frame_ids) >= options.min_track_frames]
+        tracks = [
+            (tid, buf)
+            for tid, buf in buffers.items()
+            if buf.pending_crops is None and len(buf.frame_ids) >= options.min_track_frames
+        ]
         if not tracks:
             raise VibeError(
                 f"Nobody was found in '{video_name}': no person was tracked for at least "
                 f"{options.min_track_frames} frames. Use a clip where a whole person is visible, "
-                "or lower min_track_frames for very short clips.")
+                "or lower min_track_frames for very short clips."
+            )
         tracks.sort(key=lambda item: -len(item[1].frame_ids))
         if options.tracks_max is not None:
-            tracks = tracks[:options.tracks_max]
+            tracks = tracks[: options.tracks_max]
         return sorted(tracks, key=lambda item: item[0])
 
     def _meta(self, options: RunOptions, detector_name: str) -> dict[str, str]:
         meta = {k: ("" if v is None else str(v)) for k, v in asdict(options).items()}
-        meta.update({
-            "detector": detector_name, "vibe_mocap_version": __version__, "torch": torch.__version__,
-            "device": self.device, "precision": self.precision,
-            postprocess.UNCROP_META_KEY: (postprocess.UNCROP_OFFICIAL if options.official_uncrop
-                                          else postprocess.UNCROP_CORRECTED),
-        })
+        meta.update(
+            {
+                "detector": detector_name,
+                "vibe_mocap_version": __version__,
+                "torch": torch.__version__,
+                "device": self.device,
+                "precision": self.precision,
+                postprocess.UNCROP_META_KEY: (
+                    postprocess.UNCROP_OFFICIAL if options.official_uncrop else postprocess.UNCROP_CORRECTED
+                ),
+            }
+        )
         return meta
 
 
-def load_engine(data_dir: str | Path | None = None, *, device: str = "auto", precision: str = "fp32",
-                allow_synthetic: bool = False, synthetic_dir: Path | None = None, frontend: FrontEnd | None = None,
-                log: Callable[[str], None] | None = None) -> Engine:
+def load_engine(
+    data_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    allow_synthetic: bool = False,
+    synthetic_dir: Path | None = None,
+    frontend: FrontEnd | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Engine:
     """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default): the
     model from :func:`vibe_server.data.loading.load_for_inference` (with ``allow_synthetic``, the
     labelled placeholder when the data is missing), handed to :class:`Engine`."""
-    loaded = loading.load_for_inference(data_dir, device=device, allow_synthetic=allow_synthetic,
-                                        synthetic_dir=synthetic_dir, log=log)
-    return Engine(loaded.model, model_name=loaded.model_name, data_dir=loaded.data_dir, device=loaded.device,
-                  precision=precision, frontend=frontend)
+    loaded = loading.load_for_inference(
+        data_dir, device=device, allow_synthetic=allow_synthetic, synthetic_dir=synthetic_dir, log=log
+    )
+    return Engine(
+        loaded.model,
+        model_name=loaded.model_name,
+        data_dir=loaded.data_dir,
+        device=loaded.device,
+        precision=precision,
+        frontend=frontend,
+    )

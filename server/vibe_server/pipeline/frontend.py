@@ -1,5 +1,6 @@
 """The front end the pipeline calls: video reading, person detection, tracking and cropping, passed
 in as functions so that tests can swap them (``FrontEnd.default()``: the real ones)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,8 +24,12 @@ class FrontEnd:
     crop_people: Callable
 
     @classmethod
-    def default(cls) -> "FrontEnd":
+    def default(cls) -> FrontEnd:
         from . import crop, detect, people, video  # start-up: OpenCV and the detectors load only when used
 
-        return cls(open_video=video.open_video, make_detector=detect.make_detector,
-                   stream_people=people.stream_people, crop_people=crop.crop_people)
+        return cls(
+            open_video=video.open_video,
+            make_detector=detect.make_detector,
+            stream_people=people.stream_people,
+            crop_people=crop.crop_people,
+        )

@@ -13,6 +13,7 @@ its help text, its bounds and where it is offered. Everything else is derived fr
 Adding an option is one field here (then use it in ``engine.py``); ``http=False`` keeps it off the
 HTTP API, ``cli=False`` off the command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,33 @@ from typing import Any, Literal
 from vibe_blender.core.errors import VibeError
 
 
-def option(default: Any, help: str, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-           label: str | None = None, metavar: str | None = None, http: bool = True, cli: bool = True) -> Any:
+def option(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    label: str | None = None,
+    metavar: str | None = None,
+    http: bool = True,
+    cli: bool = True,
+) -> Any:
     """A RunOptions field. help: one line for the CLI and the HTTP schema; ge/gt/le: bounds (>=, >, <=);
     label: the option in words for messages (default: the name with spaces); http / cli: offered there."""
-    return field(default=default, metadata={"help": help, "ge": ge, "gt": gt, "le": le, "label": label,
-                                            "metavar": metavar, "http": http, "cli": cli})
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "ge": ge,
+            "gt": gt,
+            "le": le,
+            "label": label,
+            "metavar": metavar,
+            "http": http,
+            "cli": cli,
+        },
+    )
 
 
 @dataclass
@@ -38,26 +60,34 @@ class RunOptions:
     """Per-job settings: the HTTP API's ``params``, the ``vibe-mocap infer`` flags, the Python API's options."""
 
     detector: Literal["auto", "yolo", "hog"] = option(
-        "auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
+        "auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)"
+    )
     detection_stride: int = option(
-        1, "detect people every Nth frame; the tracker carries the boxes in between", ge=1, le=1000, metavar="N")
-    min_track_frames: int = option(
-        25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, metavar="N")
+        1, "detect people every Nth frame; the tracker carries the boxes in between", ge=1, le=1000, metavar="N"
+    )
+    min_track_frames: int = option(25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, metavar="N")
     smoothing: float = option(0.0, "pose smoothing: 0 (off) .. 1 (strongest)", ge=0.0, le=1.0, metavar="S")
     smoothing_method: Literal["rotation", "one_euro"] = option(
-        "rotation", "rotation: quaternion Gaussian; one_euro: the official filter")
+        "rotation", "rotation: quaternion Gaussian; one_euro: the official filter"
+    )
     official_uncrop: bool = option(
-        False, "official 1.0x-box cameras (bodies ~9% too small) instead of the corrected 1.1x")
+        False, "official 1.0x-box cameras (bodies ~9% too small) instead of the corrected 1.1x"
+    )
     chunking: Literal["carry", "official"] = option(
-        "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames")
+        "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
+    )
     tracks_max: int | None = option(None, "keep only the N longest tracks (empty: all)", ge=1, metavar="N")
     focal_px: float | None = option(
-        None, "focal length in pixels for the root translation (empty: the longer image side)", gt=0.0,
-        label="focal length", http=False)
+        None,
+        "focal length in pixels for the root translation (empty: the longer image side)",
+        gt=0.0,
+        label="focal length",
+        http=False,
+    )
     batch_size: int = option(32, "person crops per backbone call", ge=1, http=False)
     temporal_chunk_frames: int = option(
-        256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1,
-        http=False, cli=False)
+        256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
+    )
 
     def validate(self) -> None:
         """One VibeError naming the first option out of its choices or bounds."""
@@ -72,7 +102,7 @@ class OptionSpec:
     """One option as the derived interfaces need it."""
 
     name: str
-    kind: Any                              # the resolved annotation, e.g. Literal["carry", "official"] | int | None
+    kind: Any  # the resolved annotation, e.g. Literal["carry", "official"] | int | None
     default: Any
     help: str
     ge: float | None
@@ -134,9 +164,19 @@ def option_specs(*, http: bool | None = None, cli: bool | None = None) -> list[O
     specs = []
     for f in dataclasses.fields(RunOptions):
         m = f.metadata
-        spec = OptionSpec(name=f.name, kind=hints[f.name], default=f.default, help=m["help"], ge=m["ge"], gt=m["gt"],
-                          le=m["le"], label=m["label"] or f.name.replace("_", " "), metavar=m["metavar"],
-                          http=m["http"], cli=m["cli"])
+        spec = OptionSpec(
+            name=f.name,
+            kind=hints[f.name],
+            default=f.default,
+            help=m["help"],
+            ge=m["ge"],
+            gt=m["gt"],
+            le=m["le"],
+            label=m["label"] or f.name.replace("_", " "),
+            metavar=m["metavar"],
+            http=m["http"],
+            cli=m["cli"],
+        )
         if (http is None or spec.http == http) and (cli is None or spec.cli == cli):
             specs.append(spec)
     return specs
@@ -146,19 +186,21 @@ def option_specs(*, http: bool | None = None, cli: bool | None = None) -> list[O
 # The command line
 # --------------------------------------------------------------------------------------------
 
+
 def add_cli_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag-name`` per CLI option, with its choices, type, default and help."""
     for spec in option_specs(cli=True):
         flag = "--" + spec.name.replace("_", "-")
-        text = spec.help.replace("%", "%%")                   # argparse formats help with %
+        text = spec.help.replace("%", "%%")  # argparse formats help with %
         if spec.scalar is bool:
             action = argparse.BooleanOptionalAction if spec.default else "store_true"
             parser.add_argument(flag, action=action, default=spec.default, help=text)
             continue
         if spec.default is not None:
             text += f" (default {spec.default})"
-        parser.add_argument(flag, type=spec.scalar, choices=spec.choices, default=spec.default,
-                            metavar=spec.metavar, help=text)
+        parser.add_argument(
+            flag, type=spec.scalar, choices=spec.choices, default=spec.default, metavar=spec.metavar, help=text
+        )
 
 
 def options_from_cli(args: argparse.Namespace) -> RunOptions:
@@ -169,6 +211,7 @@ def options_from_cli(args: argparse.Namespace) -> RunOptions:
 # --------------------------------------------------------------------------------------------
 # The documentation
 # --------------------------------------------------------------------------------------------
+
 
 def _type_text(spec: OptionSpec) -> str:
     if spec.choices is not None:
@@ -196,10 +239,11 @@ def _default_text(default: Any) -> str:
 def markdown_table(*, http: bool = True) -> str:
     """The options offered over HTTP as the Markdown table of docs/server.md."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    rows += [f"| `{s.name}` | {_type_text(s)} | {_default_text(s.default)} | {s.help} |"
-             for s in option_specs(http=http)]
+    rows += [
+        f"| `{s.name}` | {_type_text(s)} | {_default_text(s.default)} | {s.help} |" for s in option_specs(http=http)
+    ]
     return "\n".join(rows)
 
 
-if __name__ == "__main__":            # python -m vibe_server.pipeline.options: the table for docs/server.md
+if __name__ == "__main__":  # python -m vibe_server.pipeline.options: the table for docs/server.md
     print(markdown_table())

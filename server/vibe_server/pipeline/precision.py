@@ -1,11 +1,12 @@
 """Reduced precision for the convolutional networks (backbone, YOLOv3): the names and the autocast."""
+
 from __future__ import annotations
 
 import contextlib
 
 import torch
 
-PRECISIONS = ("fp32", "bf16", "fp16")     # fp32: official numerics; bf16: CPU with AMX or CUDA; fp16: CUDA
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: official numerics; bf16: CPU with AMX or CUDA; fp16: CUDA
 
 
 def autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:

@@ -1,6 +1,7 @@
 """Progress, timing and cancellation of a job: the stages, the seconds spent in each, the progress
 callback ``progress(stage, fraction, eta_s)`` (fraction of the whole job, 0..1, at most every 0.2 s)
 and ``should_cancel()``, checked at every frame and track."""
+
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
-STREAM_STAGES = STAGES[:5]                 # these run interleaved in the one pass over the video
+STREAM_STAGES = STAGES[:5]  # these run interleaved in the one pass over the video
 # Share of a job's progress bar taken by each phase (the streaming pass dominates).
 _PHASE_SPAN = {"stream": (0.0, 0.9), "temporal": (0.9, 0.96), "smpl": (0.96, 0.98), "write": (0.98, 1.0)}
 

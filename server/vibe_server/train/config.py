@@ -3,6 +3,7 @@ overridden from the command line with `--key=value` and saved into every checkpo
 
     config = parse_overrides(TrainConfig, ["--batch_size=16", "--motion_prior=mposer"])
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,17 +17,17 @@ from vibe_blender.core.errors import VibeError
 class RunConfig:
     """The settings every training run has (one definition; each trainer may change a default)."""
 
-    db_dir: str = "data/vibe_db"            # the preprocessed database files (`data/vibe_db` in the original)
-    seqlen: int = 16                        # T, frames per window
-    batch_size: int = 32                    # sequences per step, per process (torchrun rank)
-    num_workers: int = 8                    # DataLoader worker processes
-    lr_patience: int = 5                    # ReduceLROnPlateau on the validation value
+    db_dir: str = "data/vibe_db"  # the preprocessed database files (`data/vibe_db` in the original)
+    seqlen: int = 16  # T, frames per window
+    batch_size: int = 32  # sequences per step, per process (torchrun rank)
+    num_workers: int = 8  # DataLoader worker processes
+    lr_patience: int = 5  # ReduceLROnPlateau on the validation value
     epochs: int = 30
-    out_dir: str = "runs/vibe"              # checkpoints and CSV logs
-    resume: bool = True                     # continue from the checkpoint in out_dir when it exists
-    device: str = "auto"                    # auto = cuda when available (one GPU per rank), else cpu
+    out_dir: str = "runs/vibe"  # checkpoints and CSV logs
+    resume: bool = True  # continue from the checkpoint in out_dir when it exists
+    device: str = "auto"  # auto = cuda when available (one GPU per rank), else cpu
     seed: int = 0
-    log_interval: int = 10                  # log every this many steps (VIBE) or epochs (MPoser)
+    log_interval: int = 10  # log every this many steps (VIBE) or epochs (MPoser)
 
 
 @dataclass
@@ -37,30 +38,30 @@ class TrainConfig(RunConfig):
     model_best.pth.tar, train_log.csv)."""
 
     # --- data ---
-    datasets_2d: str = "insta"              # comma list of: insta, pennaction, posetrack ('' = none)
-    datasets_3d: str = "mpii3d"             # comma list of: mpii3d, 3dpw, h36m
-    dataset_val: str = "3dpw"               # per-epoch validation set (its 'val' file), or 'none'
-    data_2d_ratio: float = 0.6              # 19 + 13 with the defaults
-    motion_batch_size: int = 32             # AMASS sequences per step (real motion for D_M)
+    datasets_2d: str = "insta"  # comma list of: insta, pennaction, posetrack ('' = none)
+    datasets_3d: str = "mpii3d"  # comma list of: mpii3d, 3dpw, h36m
+    dataset_val: str = "3dpw"  # per-epoch validation set (its 'val' file), or 'none'
+    data_2d_ratio: float = 0.6  # 19 + 13 with the defaults
+    motion_batch_size: int = 32  # AMASS sequences per step (real motion for D_M)
     val_batch_size: int = 32
     # Fixes for the original's data bugs (set false to reproduce the original exactly):
-    fix_pennaction_joints: bool = True      # PennAction db is in common-14 order; the original read it as 'pennaction'
-    match_keypoint_crop: bool = True        # normalise 2D keypoints with the crop scale the features were made
-                                            # with (MPI-INF-3DHP/PennAction/PoseTrack: 1.3) instead of a fixed 1.2
+    fix_pennaction_joints: bool = True  # PennAction db is in common-14 order; the original read it as 'pennaction'
+    match_keypoint_crop: bool = True  # normalise 2D keypoints with the crop scale the features were made
+    # with (MPI-INF-3DHP/PennAction/PoseTrack: 1.3) instead of a fixed 1.2
     # --- model ---
-    model_data_dir: str = ""                # SMPL + SPIN bundle ('' = $VIBE_DATA_DIR or the platform default)
-    init_from_spin: bool = True             # regressor starts from the SPIN checkpoint's head (as released)
-    pretrained: str = ""                    # a VIBE checkpoint to start the generator from (gen_state_dict)
+    model_data_dir: str = ""  # SMPL + SPIN bundle ('' = $VIBE_DATA_DIR or the platform default)
+    init_from_spin: bool = True  # regressor starts from the SPIN checkpoint's head (as released)
+    pretrained: str = ""  # a VIBE checkpoint to start the generator from (gen_state_dict)
     # --- motion prior: 'discriminator' (VIBE), 'mposer' (ablation; D_M off) or 'none' ---
     motion_prior: str = "discriminator"
     disc_hidden: int = 1024
     disc_layers: int = 2
-    disc_feature_pool: str = "attention"    # 'attention' (release) or 'concat' (paper: avg + max pooling)
+    disc_feature_pool: str = "attention"  # 'attention' (release) or 'concat' (paper: avg + max pooling)
     disc_attention_size: int = 1024
     disc_attention_layers: int = 3
     disc_attention_dropout: float = 0.2
-    disc_update_steps: int = 1              # D steps every this many G steps
-    mposer_checkpoint: str = ""             # written by `train mposer` (needed when motion_prior=mposer)
+    disc_update_steps: int = 1  # D steps every this many G steps
+    mposer_checkpoint: str = ""  # written by `train mposer` (needed when motion_prior=mposer)
     # --- loss weights ---
     kp_2d_w: float = 300.0
     kp_3d_w: float = 300.0
@@ -75,9 +76,9 @@ class TrainConfig(RunConfig):
     disc_wd: float = 1e-4
     lr_factor: float = 0.1
     iters_per_epoch: int = 500
-    abort_pa_mpjpe_mm: float = 80.0         # stop when validation PA-MPJPE exceeds this (0 = never)
+    abort_pa_mpjpe_mm: float = 80.0  # stop when validation PA-MPJPE exceeds this (0 = never)
     # --- system ---
-    tensorboard: bool = True                # also write TensorBoard events when it is installed
+    tensorboard: bool = True  # also write TensorBoard events when it is installed
 
 
 @dataclass
@@ -90,7 +91,7 @@ class MPoserConfig(RunConfig):
     epochs: int = 100
     out_dir: str = "runs/mposer"
     log_interval: int = 50
-    val_fraction: float = 0.05              # AMASS sequences held out for validation (by vid_name)
+    val_fraction: float = 0.05  # AMASS sequences held out for validation (by vid_name)
     hidden_size: int = 512
     latent_size: int = 32
     num_layers: int = 2
@@ -125,8 +126,10 @@ def parse_overrides(config_class, argv: list[str]):
         if key not in kinds:
             close = difflib.get_close_matches(key, kinds, n=3)
             hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
-            raise VibeError(f"Unknown setting --{key}.{hint} See the dataclass {config_class.__name__} "
-                            "for every setting and its default.")
+            raise VibeError(
+                f"Unknown setting --{key}.{hint} See the dataclass {config_class.__name__} "
+                "for every setting and its default."
+            )
         values[key] = _convert(key, kinds[key], text)
     return config_class(**values)
 
@@ -140,5 +143,3 @@ def config_from_dict(config_class, values: dict):
 def split_list(text: str) -> list[str]:
     """'insta, mpii3d' -> ['insta', 'mpii3d']; '' or 'none' -> []."""
     return [] if text.strip().lower() in ("", "none") else [s.strip() for s in text.split(",") if s.strip()]
-
-

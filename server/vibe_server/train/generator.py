@@ -4,6 +4,7 @@ The original trains and evaluates on precomputed backbone features, so the ResNe
 here; its `encoder.*` and `regressor.*` keys are those of the official `gen_state_dict`, so the
 checkpoints written from it load unchanged into :func:`vibe_server.load_model`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,9 @@ class FeatureGenerator(nn.Module):
         return VIBE.forward_features(self, features, j_regressor=j_regressor)
 
 
-def build_generator(model_data_dir: str | Path | None = None, *, init_from_spin: bool = False,
-                    vibe_checkpoint: str | Path | None = None) -> FeatureGenerator:
+def build_generator(
+    model_data_dir: str | Path | None = None, *, init_from_spin: bool = False, vibe_checkpoint: str | Path | None = None
+) -> FeatureGenerator:
     """The generator with SMPL from the model-data folder; regressor head from SPIN's checkpoint
     (as the original's `PRETRAINED_REGRESSOR`) and/or all weights from a VIBE checkpoint."""
     data_dir = loading.resolve_data_dir(model_data_dir or None)

@@ -8,6 +8,7 @@ Then train VIBE with it as the motion prior (the discriminator is then off):
 Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`)
 and out_dir/mposer_log.csv; re-running resumes after the last finished epoch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,11 @@ def run_epoch(model, loader, config, device, optimizer=None) -> dict:
 
 def train_mposer(config: MPoserConfig) -> dict:
     """-> {'history': [per-epoch dicts], 'checkpoint': path}."""
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if config.device == "auto" else config.device))
+    device = torch.device(
+        "cuda"
+        if config.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if config.device == "auto" else config.device)
+    )
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,11 +78,13 @@ def train_mposer(config: MPoserConfig) -> dict:
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
 
-    model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size,
-                   num_layers=config.num_layers).to(device)
+    model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size, num_layers=config.num_layers).to(
+        device
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
-                                                           patience=config.lr_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.lr_patience
+    )
     checkpoint_path = out_dir / "mposer.pth.tar"
     start_epoch, best_val_loss = 0, math.inf
     if config.resume and checkpoint_path.exists():
@@ -96,18 +102,32 @@ def train_mposer(config: MPoserConfig) -> dict:
         val_stats = run_epoch(model, val_loader, config, device) if len(val_set) else train_stats
         scheduler.step(val_stats["loss"])
         best_val_loss = min(best_val_loss, val_stats["loss"])
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "time_s": f"{time.time() - started:.2f}",
-               **{f"train_{k.removeprefix('loss_')}": v for k, v in train_stats.items()},
-               **{f"val_{k.removeprefix('loss_')}": v for k, v in val_stats.items()}}
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "time_s": f"{time.time() - started:.2f}",
+            **{f"train_{k.removeprefix('loss_')}": v for k, v in train_stats.items()},
+            **{f"val_{k.removeprefix('loss_')}": v for k, v in val_stats.items()},
+        }
         history.append(row)
         append_csv(out_dir / "mposer_log.csv", LOG_COLUMNS, row)
         if epoch % config.log_interval == 0 or epoch == config.epochs - 1:
-            log.info(f"mposer epoch {epoch}: train {train_stats['loss']:.4f} "
-                     f"(recon {train_stats['loss_recon']:.4f}) val {val_stats['loss']:.4f}")
+            log.info(
+                f"mposer epoch {epoch}: train {train_stats['loss']:.4f} "
+                f"(recon {train_stats['loss_recon']:.4f}) val {val_stats['loss']:.4f}"
+            )
         tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_loss": best_val_loss,
-                    "config": dataclasses.asdict(config)}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best_val_loss": best_val_loss,
+                "config": dataclasses.asdict(config),
+            },
+            tmp,
+        )
         os.replace(tmp, checkpoint_path)
     return {"history": history, "checkpoint": checkpoint_path}
 
@@ -115,8 +135,10 @@ def train_mposer(config: MPoserConfig) -> dict:
 def load_mposer(path: str | Path, device="cpu") -> MPoser:
     """A trained MPoser, frozen (eval mode, no gradients to its parameters), for the prior loss."""
     if not path or not Path(path).is_file():
-        raise VibeError(f"MPoser checkpoint {path!r} not found. Train one with 'vibe-mocap train mposer' "
-                        "and pass it as --mposer_checkpoint.")
+        raise VibeError(
+            f"MPoser checkpoint {path!r} not found. Train one with 'vibe-mocap train mposer' "
+            "and pass it as --mposer_checkpoint."
+        )
     ckpt = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise VibeError(f"{path} is not an MPoser checkpoint (written by 'vibe-mocap train mposer').")

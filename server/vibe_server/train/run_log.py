@@ -1,4 +1,5 @@
 """What a training run reports: the CSV logs in its out_dir and the console log (``logging`` + tqdm)."""
+
 from __future__ import annotations
 
 import csv

@@ -145,3 +145,44 @@ def test_model_holds_no_file_io():
                 if t.startswith(("vibe_server.data", "vibe_server.checkpoints"))
             ]
     assert not bad, bad
+
+
+# Which part may import which (docs/architecture.md): each part only what is below it.
+CORE, ROOT = "vibe_blender.core", "vibe_server"
+MAY_IMPORT = {
+    "vibe_blender.core": set(),
+    "vibe_blender": {CORE},  # the bpy layer
+    "vibe_server.geometry": set(),
+    "vibe_server.checkpoints": {CORE},
+    "vibe_server.model": {"vibe_server.geometry", CORE},
+    "vibe_server.data": {"vibe_server.model", "vibe_server.checkpoints", CORE},
+    "vibe_server.pipeline": {"vibe_server.data", "vibe_server.geometry", CORE, ROOT},
+    "vibe_server.evaluate": {"vibe_server.geometry", "vibe_server.model", CORE},
+    "vibe_server.train": {"vibe_server.checkpoints", "vibe_server.data", "vibe_server.evaluate",
+                          "vibe_server.geometry", "vibe_server.model", "vibe_server.pipeline", CORE},
+    "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", CORE, ROOT},
+    ROOT: {"vibe_server.data"},  # load_model and __version__
+}
+
+
+def _part(module: str) -> str:
+    """The part of MAY_IMPORT a module belongs to (commands and the CLI: None, they may import anything)."""
+    for part in sorted(MAY_IMPORT, key=len, reverse=True):
+        if module == part or module.startswith(part + "."):
+            if part == ROOT and module != ROOT:
+                return None
+            return part
+    return None
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    bad = []
+    for module, targets in GRAPH.items():
+        part = _part(module)
+        if part is None:
+            continue
+        for target in targets:
+            other = _part(target) or target
+            if other != part and other not in MAY_IMPORT[part]:
+                bad.append(f"{module} imports {target}")
+    assert not bad, bad

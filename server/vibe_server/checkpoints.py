@@ -34,7 +34,7 @@ VIBE_TOP_LEVEL = ("epoch", "gen_state_dict", "performance", "gen_optimizer", "di
 def _numpy_safe_globals() -> list:
     """numpy scalar/dtype constructors, under both numpy 1 (``numpy.core``) and 2 (``numpy._core``) names."""
     try:
-        from numpy._core import multiarray
+        from numpy._core import multiarray  # numpy 2 (numpy 1 below): the name depends on the version
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
     allowed = [multiarray.scalar, np.dtype, (multiarray.scalar, "numpy.core.multiarray.scalar"),

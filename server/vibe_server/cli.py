@@ -7,10 +7,10 @@ import sys
 
 from vibe_blender.core.errors import VibeError
 
+from .commands import COMMANDS
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import COMMANDS
-
     parser = argparse.ArgumentParser(prog="vibe-mocap", description="VIBE Mocap: video to SMPL motion.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:

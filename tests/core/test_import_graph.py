@@ -148,7 +148,7 @@ def test_model_holds_no_file_io():
 
 
 # Which part may import which (docs/architecture.md): each part only what is below it.
-CORE, ROOT = "vibe_blender.core", "vibe_server"
+CORE, SERVER = "vibe_blender.core", "vibe_server"
 MAY_IMPORT = {
     "vibe_blender.core": set(),
     "vibe_blender": {CORE},  # the bpy layer
@@ -156,12 +156,12 @@ MAY_IMPORT = {
     "vibe_server.checkpoints": {CORE},
     "vibe_server.model": {"vibe_server.geometry", CORE},
     "vibe_server.data": {"vibe_server.model", "vibe_server.checkpoints", CORE},
-    "vibe_server.pipeline": {"vibe_server.data", "vibe_server.geometry", CORE, ROOT},
+    "vibe_server.pipeline": {"vibe_server.data", "vibe_server.geometry", CORE, SERVER},
     "vibe_server.evaluate": {"vibe_server.geometry", "vibe_server.model", CORE},
     "vibe_server.train": {"vibe_server.checkpoints", "vibe_server.data", "vibe_server.evaluate",
                           "vibe_server.geometry", "vibe_server.model", "vibe_server.pipeline", CORE},
-    "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", CORE, ROOT},
-    ROOT: {"vibe_server.data"},  # load_model and __version__
+    "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", CORE, SERVER},
+    SERVER: {"vibe_server.data"},  # load_model and __version__
 }
 
 
@@ -169,7 +169,7 @@ def _part(module: str) -> str:
     """The part of MAY_IMPORT a module belongs to (commands and the CLI: None, they may import anything)."""
     for part in sorted(MAY_IMPORT, key=len, reverse=True):
         if module == part or module.startswith(part + "."):
-            if part == ROOT and module != ROOT:
+            if part == SERVER and module != SERVER:
                 return None
             return part
     return None
@@ -186,3 +186,34 @@ def test_each_part_imports_only_the_parts_below_it():
             if other != part and other not in MAY_IMPORT[part]:
                 bad.append(f"{module} imports {target}")
     assert not bad, bad
+
+
+def _import_runs(body: list[ast.stmt]):
+    """The first statement of each run of consecutive import statements in ``body`` and nested blocks."""
+    previous_was_import = False
+    for node in body:
+        is_import = isinstance(node, (ast.Import, ast.ImportFrom))
+        if is_import and not previous_was_import:
+            yield node
+        previous_was_import = is_import
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            inner = getattr(node, field, None)
+            if isinstance(inner, list) and inner and isinstance(inner[0], ast.AST):
+                yield from _import_runs(inner)
+
+
+def test_every_function_level_import_says_why():
+    """Imports belong at the top; one inside a function needs a comment (on it or on the line above)
+    naming its reason: start-up time or an optional dependency."""
+    missing = []
+    for module, path in MODULES.items():
+        if not module.startswith("vibe_server"):
+            continue
+        lines = path.read_text().splitlines()
+        for func in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in _import_runs(func.body):
+                    above = lines[node.lineno - 2] if node.lineno > 1 else ""
+                    if "#" not in lines[node.lineno - 1] and "#" not in above:
+                        missing.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert not missing, "function-level imports without a reason:\n" + "\n".join(missing)

@@ -30,6 +30,7 @@ def dataset_from_name(db_file: Path) -> str:
 
 
 def run(args) -> int:
+    # start-up: torch and the training code load only when an evaluation really runs
     from ..data import bundle
     from ..evaluate.evaluate import evaluate_generator
     from ..train.datasets import SequenceDataset

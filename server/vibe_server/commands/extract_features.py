@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
 
 
 def iter_frames_rgb(path: Path):
-    import cv2
+    import cv2  # start-up: OpenCV loads only when a video is read
+
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise VibeError(f"Cannot open the video {path}; is it a video file OpenCV can read?")
@@ -37,6 +38,7 @@ def iter_frames_rgb(path: Path):
 
 
 def run(args) -> int:
+    # start-up: torch and the model load only when features are really extracted
     from .. import load_model
     from ..train.features import extract_video_features, read_bboxes, write_feature_db
 

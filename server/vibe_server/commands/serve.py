@@ -30,6 +30,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # start-up: uvicorn, FastAPI and torch load only when the server really starts
     import uvicorn
 
     from ..api.app import create_app

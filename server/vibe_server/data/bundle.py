@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Callable
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.smpl_model import load_smpl_pkl
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
 from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/check side's name for them
@@ -55,8 +56,6 @@ class FileStatus:
 
 
 def _check_smpl(path: Path) -> str:
-    from vibe_blender.core.smpl_model import load_smpl_pkl
-
     model = load_smpl_pkl(path)
     if model.num_vertices != 6890:
         raise VibeError(f"{model.num_vertices} vertices, expected 6890 (SMPL)")
@@ -76,7 +75,7 @@ def _check_mean_params(path: Path) -> str:
 
 
 def _check_spin(path: Path) -> str:
-    from .. import checkpoints
+    from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
     from ..model.backbone import ResNet50Features
 
     state = checkpoints.load_spin_checkpoint(path)
@@ -85,7 +84,7 @@ def _check_spin(path: Path) -> str:
 
 
 def _check_vibe(path: Path) -> str:
-    from .. import checkpoints
+    from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
 
     ckpt = checkpoints.load_vibe_checkpoint(path)
     checkpoints.check_generator_keys(ckpt["gen_state_dict"], source=path)
@@ -134,7 +133,7 @@ KNOWN_FILES = REQUIRED_FILES + OPTIONAL_FILES
 
 
 def _download(url: str, dest_dir: Path) -> Path:
-    from tqdm import tqdm
+    from tqdm import tqdm  # start-up: only a download shows a progress bar
 
     target = dest_dir / (Path(urllib.request.urlparse(url).path).name or "download.zip")
     try:

@@ -14,6 +14,8 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.crop import crop_person, normalize_crops
+
 
 def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """A .npy or .csv/.txt of (N, 4) [cx, cy, w, h] (one row per frame from 0) or (N, 5)
@@ -44,8 +46,6 @@ def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.
                            batch_size: int = 200, device="cpu") -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
     features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
-    from ..pipeline.crop import crop_person, normalize_crops
-
     wanted = {int(f): i for i, f in enumerate(frame_ids)}
     features = np.zeros((len(frame_ids), 2048), dtype=np.float32)
     pending_crops, pending_rows, done = [], [], 0
@@ -77,7 +77,8 @@ def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.
 def write_feature_db(path: str | Path, features: np.ndarray, frame_ids: np.ndarray, bboxes: np.ndarray,
                      vid_name: str) -> None:
     """-> a joblib `.pt` with `features`, `bbox`, `frame_id`, `vid_name` (the database-file layout)."""
-    import joblib
+    import joblib  # optional dependency (the train extra)
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     joblib.dump({"features": features, "bbox": bboxes, "frame_id": frame_ids,
                  "vid_name": np.array([vid_name] * len(frame_ids))}, path)

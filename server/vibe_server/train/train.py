@@ -91,7 +91,7 @@ def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int,
 def open_tensorboard(out_dir: Path):
     """A TensorBoard writer when the tensorboard package is installed, else None (the CSVs remain)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency (tensorboard)
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))

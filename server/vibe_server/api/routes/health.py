@@ -12,7 +12,7 @@ router = APIRouter(tags=["health"], dependencies=PUBLIC)
 
 @router.get("/health", response_model=Health)
 def health(request: Request) -> Health:
-    import torch
+    import torch  # start-up: importing the API does not import torch; the engine has loaded it by now
 
     engine, jobs = request.app.state.engine, request.app.state.jobs
     return Health(version=__version__, device=engine.device if engine else request.app.state.settings.device,

@@ -12,11 +12,23 @@ Heavy imports (torch, smplx) happen on first use, so ``import vibe_server`` stay
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
 __version__ = "0.1.0"
 __all__ = ["load_model", "__version__"]
 
 
-def load_model(data_dir=None, *, vibe_checkpoint=None, spin_checkpoint=None, device="cpu"):
+def load_model(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    vibe_checkpoint: str | os.PathLike | None = None,
+    spin_checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> torch.nn.Module:
     """The VIBE network in eval mode, with the official checkpoints loaded unchanged.
 
     data_dir: model-data folder (None: $VIBE_DATA_DIR, then the platform default).

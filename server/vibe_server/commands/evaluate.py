@@ -2,13 +2,14 @@
 database file (3DPW, MPI-INF-3DHP or Human3.6M layout), overall and per sequence."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a VIBE checkpoint on a 3DPW / MPI-INF-3DHP / H36M database file")
     p.add_argument("db_file", help="e.g. data/vibe_db/3dpw_test_db.pt")
     p.add_argument("--checkpoint", help="VIBE checkpoint (default: vibe_model_wo_3dpw.pth.tar in the data folder)")
@@ -29,7 +30,7 @@ def dataset_from_name(db_file: Path) -> str:
     raise VibeError(f"Cannot tell the layout of {db_file.name} from its name; pass --dataset 3dpw, mpii3d or h36m.")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     # start-up: torch and the training code load only when an evaluation really runs
     from ..data import bundle
     from ..evaluate.evaluate import evaluate_generator

@@ -1,8 +1,10 @@
 """``vibe-mocap infer VIDEO -o OUT.npz``: run the whole pipeline on one video, without a server."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -11,8 +13,11 @@ from vibe_blender.core.errors import VibeError
 from ..pipeline.options import add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES
 
+if TYPE_CHECKING:
+    from ..pipeline.engine import Engine, RunOutput
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="video -> result file (.npz), optionally the official vibe_output.pkl",
                        description="Run VIBE on a video: people are detected and tracked, and each track gets "
                                    "per-frame SMPL pose, shape, cameras and root translation.")
@@ -61,7 +66,7 @@ class _StageBars:
             self.bar = None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     # start-up: numpy, torch, OpenCV and the model load only when a video is really run (not for --help)
     from vibe_blender.core.result_file import save_result
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
@@ -116,7 +121,7 @@ def run(args) -> int:
     return 0
 
 
-def summary_table(out, engine) -> str:
+def summary_table(out: RunOutput, engine: Engine) -> str:
     """The tracks found and the time per stage, as plain text."""
     result = out.result
     fps = result.video.fps or 30.0

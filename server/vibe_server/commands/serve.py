@@ -1,6 +1,7 @@
 """``vibe-mocap serve``: the HTTP job server for the Blender add-on (see docs/server.md)."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 TOKEN_ENV = "VIBE_MOCAP_TOKEN"
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the inference server for the Blender add-on",
                        description="Serve the HTTP job API. Binds 127.0.0.1 by default; any other address "
                                    f"needs a token (--token or ${TOKEN_ENV}).")
@@ -29,7 +30,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     # start-up: uvicorn, FastAPI and torch load only when the server really starts
     import uvicorn
 

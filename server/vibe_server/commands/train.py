@@ -9,7 +9,7 @@ import dataclasses
 from ..train.config import MPoserConfig, TrainConfig
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train VIBE (or the MPoser prior) on the preprocessed database files",
                        description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32). "
                                    "For several GPUs run: torchrun --standalone --nproc_per_node=N "
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if any(a in ("-h", "--help") for a in args.settings):
         config_class = TrainConfig if args.what == "vibe" else MPoserConfig
         print(f"vibe-mocap train {args.what} [--key=value ...]; settings and defaults ({config_class.__name__}):")

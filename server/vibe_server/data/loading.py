@@ -16,7 +16,7 @@ receives the loaded model; ``data/bundle.py`` installs and checks the folder wit
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,7 +83,7 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
-def require_files(data_dir: Path, names, extra_paths=()) -> None:
+def require_files(data_dir: Path, names: Iterable[str], extra_paths: Iterable[str | os.PathLike] = ()) -> None:
     """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
     missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
     missing += [str(p) for p in extra_paths if not Path(p).is_file()]

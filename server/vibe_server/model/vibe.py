@@ -39,7 +39,7 @@ class VIBE(nn.Module):
         return self.backbone(images.reshape(n * t, *images.shape[2:])).reshape(n, t, FEATURE_DIM)
 
     def forward_features(
-        self, features: torch.Tensor, j_regressor=None, h0: torch.Tensor | None = None
+        self, features: torch.Tensor, j_regressor: torch.Tensor | None = None, h0: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """features (N, T, 2048) -> dict: theta (N, T, 85), verts (N, T, 6890, 3), kp_2d (N, T, J, 2),
         kp_3d (N, T, J, 3), rotmat (N, T, 24, 3, 3), gru_state (2, N, 1024).
@@ -55,7 +55,7 @@ class VIBE(nn.Module):
         return out
 
     def forward(
-        self, images: torch.Tensor, j_regressor=None, h0: torch.Tensor | None = None
+        self, images: torch.Tensor, j_regressor: torch.Tensor | None = None, h0: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """images (N, T, 3, 224, 224) ImageNet-normalised RGB crops -> the dict of :meth:`forward_features`."""
         return self.forward_features(self.extract_features(images), j_regressor=j_regressor, h0=h0)

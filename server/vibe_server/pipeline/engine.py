@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from .. import __version__
 from ..data import loading
 from ..geometry import batch_rodrigues
 from . import postprocess
+from .detect import Detector
 from .frontend import FrontEnd
 from .options import RunOptions
 from .precision import PRECISIONS, autocast
@@ -90,7 +92,7 @@ class Engine:
             self.frontend = FrontEnd.default()
         return self.frontend
 
-    def open_video(self, path: str | Path):
+    def open_video(self, path: str | Path) -> Any:
         """The front end's video reader (VibeError when the file is not a readable video)."""
         return self._frontend().open_video(str(path))
 
@@ -101,7 +103,7 @@ class Engine:
         has_yolo = self.data_dir is not None and (Path(self.data_dir) / "yolov3.weights").is_file()
         return "yolo" if has_yolo else "hog"
 
-    def detector(self, name: str):
+    def detector(self, name: str) -> Detector:
         """The detector ``name`` (made once, then reused)."""
         name = self.resolve_detector_name(name)
         if name not in self._detectors:
@@ -112,7 +114,7 @@ class Engine:
             )
         return self._detectors[name]
 
-    def extract_features(self, crops) -> np.ndarray:
+    def extract_features(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
         images = torch.as_tensor(crops)
         if self.device.startswith("cuda"):

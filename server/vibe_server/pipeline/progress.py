@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 STREAM_STAGES = STAGES[:5]  # these run interleaved in the one pass over the video
@@ -61,7 +62,7 @@ class StageMonitor:
 class TimedReader:
     """Wraps a video reader so that the time spent decoding counts as 'decode'."""
 
-    def __init__(self, reader, monitor: StageMonitor) -> None:
+    def __init__(self, reader: Any, monitor: StageMonitor) -> None:
         self._reader, self._monitor = reader, monitor
         self.info = reader.info
 
@@ -81,10 +82,10 @@ class TimedReader:
 class TimedDetector:
     """Wraps a detector so that its calls count as 'detect'."""
 
-    def __init__(self, detector, monitor: StageMonitor) -> None:
+    def __init__(self, detector: Any, monitor: StageMonitor) -> None:
         self._detector, self._monitor = detector, monitor
 
-    def detect(self, frames):
+    def detect(self, frames: list) -> Any:
         with self._monitor.stage("detect"):
             return self._detector.detect(frames)
 

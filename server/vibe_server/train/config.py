@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from dataclasses import dataclass
+from typing import TypeVar
 
 from vibe_blender.core.errors import VibeError
 
@@ -101,6 +102,8 @@ class MPoserConfig(RunConfig):
     weight_decay: float = 1e-5
 
 
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -115,7 +118,7 @@ def _convert(name: str, kind: type, text: str):
         raise VibeError(f"--{name} takes a {kind.__name__}; got {text!r}.") from None
 
 
-def parse_overrides(config_class, argv: list[str]):
+def parse_overrides(config_class: type[ConfigT], argv: list[str]) -> ConfigT:
     """['--key=value', ...] -> config_class instance with those fields replaced (types checked)."""
     kinds = {f.name: type(f.default) for f in dataclasses.fields(config_class)}
     values = {}
@@ -134,7 +137,7 @@ def parse_overrides(config_class, argv: list[str]):
     return config_class(**values)
 
 
-def config_from_dict(config_class, values: dict):
+def config_from_dict(config_class: type[ConfigT], values: dict) -> ConfigT:
     """A config saved in a checkpoint -> instance (keys unknown to this version are dropped)."""
     names = {f.name for f in dataclasses.fields(config_class)}
     return config_class(**{k: v for k, v in values.items() if k in names})

@@ -7,6 +7,7 @@ original extracted its training features at scale 1.3 (MPI-INF-3DHP, PennAction,
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +43,9 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.ndarray, scale: float = 1.3,
-                           batch_size: int = 200, device="cpu") -> np.ndarray:
+def extract_video_features(model: torch.nn.Module, frames_rgb: Iterable[np.ndarray], frame_ids: np.ndarray,
+                           bboxes: np.ndarray, scale: float = 1.3, batch_size: int = 200,
+                           device: str | torch.device = "cpu") -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
     features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
     wanted = {int(f): i for i, f in enumerate(frame_ids)}

@@ -44,7 +44,8 @@ def split_by_sequence(dataset: SequenceDataset, val_fraction: float, seed: int) 
     return Subset(dataset, train_idx), Subset(dataset, val_idx)
 
 
-def run_epoch(model, loader, config, device, optimizer=None) -> dict:
+def run_epoch(model: MPoser, loader: DataLoader, config: MPoserConfig, device: str | torch.device,
+              optimizer: torch.optim.Optimizer | None = None) -> dict:
     """One pass; trains when an optimizer is given. -> mean 'loss', 'loss_recon', 'loss_kl'."""
     model.train(optimizer is not None)
     totals, count = {"loss": 0.0, "loss_recon": 0.0, "loss_kl": 0.0}, 0
@@ -132,7 +133,7 @@ def train_mposer(config: MPoserConfig) -> dict:
     return {"history": history, "checkpoint": checkpoint_path}
 
 
-def load_mposer(path: str | Path, device="cpu") -> MPoser:
+def load_mposer(path: str | Path, device: str | torch.device = "cpu") -> MPoser:
     """A trained MPoser, frozen (eval mode, no gradients to its parameters), for the prior loss."""
     if not path or not Path(path).is_file():
         raise VibeError(

@@ -24,7 +24,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.distributed import broadcast, destroy_process_group, init_process_group
@@ -66,7 +68,7 @@ LOSS_COLUMNS = (
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
 
 
-def cycle(loader: DataLoader):
+def cycle(loader: DataLoader) -> Iterator[dict]:
     """Endless batches: a new shuffled pass (sampler epoch) each time the loader runs out."""
     passes = 0
     while True:
@@ -75,7 +77,8 @@ def cycle(loader: DataLoader):
         passes += 1
 
 
-def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int, world_size: int):
+def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int, world_size: int) -> DataLoader:
+    """The datasets mixed into one loader, this rank's share, reshuffled every pass."""
     dataset = ConcatDataset(datasets)  # mixed in proportion to window counts
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
     return DataLoader(
@@ -88,7 +91,7 @@ def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int,
     )
 
 
-def open_tensorboard(out_dir: Path):
+def open_tensorboard(out_dir: Path) -> Any:
     """A TensorBoard writer when the tensorboard package is installed, else None (the CSVs remain)."""
     try:
         from torch.utils.tensorboard import SummaryWriter  # optional dependency (tensorboard)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,7 +31,8 @@ class Detector(Protocol):
         ...
 
 
-def make_detector(name: str = "yolo", *, data_dir=None, device="cpu", weights_path=None, **options) -> Detector:
+def make_detector(name: str = "yolo", *, data_dir: str | Path | None = None, device: str = "cpu",
+                  weights_path: str | Path | None = None, **options: Any) -> Detector:
     """Build a detector by name.
 
     name: "yolo" (alias "yolov3") or "hog".

@@ -158,8 +158,15 @@ MAY_IMPORT = {
     "vibe_server.data": {"vibe_server.model", "vibe_server.checkpoints", CORE},
     "vibe_server.pipeline": {"vibe_server.data", "vibe_server.geometry", CORE, SERVER},
     "vibe_server.evaluate": {"vibe_server.geometry", "vibe_server.model", CORE},
-    "vibe_server.train": {"vibe_server.checkpoints", "vibe_server.data", "vibe_server.evaluate",
-                          "vibe_server.geometry", "vibe_server.model", "vibe_server.pipeline", CORE},
+    "vibe_server.train": {
+        "vibe_server.checkpoints",
+        "vibe_server.data",
+        "vibe_server.evaluate",
+        "vibe_server.geometry",
+        "vibe_server.model",
+        "vibe_server.pipeline",
+        CORE,
+    },
     "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", CORE, SERVER},
     SERVER: {"vibe_server.data"},  # load_model and __version__
 }

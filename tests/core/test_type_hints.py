@@ -1,4 +1,5 @@
 """Every public function and method of the server has type hints on its parameters and its return."""
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,11 @@ def _unhinted(path: Path) -> list[str]:
             elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 if child.name.startswith("_") and child.name != "__init__":
                     continue
-                params = [a for a in child.args.posonlyargs + child.args.args + child.args.kwonlyargs
-                          if a.arg not in ("self", "cls")]
+                params = [
+                    a
+                    for a in child.args.posonlyargs + child.args.args + child.args.kwonlyargs
+                    if a.arg not in ("self", "cls")
+                ]
                 if any(a.annotation is None for a in params) or (child.returns is None and child.name != "__init__"):
                     found.append(owner + child.name)
 
@@ -48,6 +52,8 @@ def test_public_functions_have_type_hints():
 
 def test_the_check_sees_a_missing_hint(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f(x) -> int:\n    return 1\nclass A:\n    def g(self, y: int):\n        pass\n"
-                      "    def _h(self, z):\n        pass\n")
+    source.write_text(
+        "def f(x) -> int:\n    return 1\nclass A:\n    def g(self, y: int):\n        pass\n"
+        "    def _h(self, z):\n        pass\n"
+    )
     assert _unhinted(source) == ["f", "A.g"]

@@ -1,4 +1,5 @@
-"""The model-data bundle: where it lives, what must be in it, installing and checking it.
+"""The model-data bundle: installing and checking it. Where it lives, its file names and reading the
+files are :mod:`vibe_server.data.loading`'s (re-exported here under the same names).
 
 The files are licensed to each user (SMPL) or large (weights), so they never ship with VIBE Mocap:
 ``vibe-mocap data install SOURCE`` copies them from the official ``vibe_data.zip``, a folder or a

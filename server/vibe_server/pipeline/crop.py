@@ -18,7 +18,8 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
 
-def crop_transform(bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
+def crop_transform(bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE,
+                   crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
     """bbox (4,) [cx, cy, w, h] pixels -> (2, 3) float64 affine from image to crop pixels.
 
     The box centre maps to the crop centre, ``scale * w`` to the crop width, ``scale * h`` to its
@@ -46,15 +47,17 @@ def crop_person(frame_rgb: np.ndarray, bbox_cxcywh_px: ArrayLike, *, scale: floa
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
-def crop_people(frames_rgb: np.ndarray | Sequence[np.ndarray], bboxes_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX,
+def crop_people(frames_rgb: np.ndarray | Sequence[np.ndarray], bboxes_cxcywh_px: ArrayLike, *,
+                scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX,
                 device: str | torch.device = "cpu") -> torch.Tensor:
-    """The model's input: frames_rgb (one (H, W, 3) uint8 frame for all boxes, or B frames),
-    bboxes (B, 4) [cx, cy, w, h] -> (B, 3, c, c) float32 tensor, ImageNet-normalised RGB."""
+    """frames_rgb (H, W, 3) uint8 (one frame for all boxes) or B such frames, bboxes (B, 4) [cx, cy, w, h]
+    -> (B, 3, c, c) float32 tensor, ImageNet-normalised RGB: the model's input."""
     crops = crop_people_uint8(frames_rgb, bboxes_cxcywh_px, scale=scale, crop_size_px=crop_size_px)
     return normalize_crops(crops, device=device)
 
 
-def crop_people_uint8(frames_rgb: np.ndarray | Sequence[np.ndarray], bboxes_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE,
+def crop_people_uint8(frames_rgb: np.ndarray | Sequence[np.ndarray], bboxes_cxcywh_px: ArrayLike, *,
+                      scale: float = BBOX_SCALE,
                       crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
     """frames_rgb: one (H, W, 3) uint8 frame for all boxes, or B frames; bboxes (B, 4) -> (B, c, c, 3) uint8."""
     bboxes = np.asarray(bboxes_cxcywh_px).reshape(-1, 4)

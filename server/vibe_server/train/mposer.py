@@ -44,8 +44,13 @@ def split_by_sequence(dataset: SequenceDataset, val_fraction: float, seed: int) 
     return Subset(dataset, train_idx), Subset(dataset, val_idx)
 
 
-def run_epoch(model: MPoser, loader: DataLoader, config: MPoserConfig, device: str | torch.device,
-              optimizer: torch.optim.Optimizer | None = None) -> dict:
+def run_epoch(
+    model: MPoser,
+    loader: DataLoader,
+    config: MPoserConfig,
+    device: str | torch.device,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict:
     """One pass; trains when an optimizer is given. -> mean 'loss', 'loss_recon', 'loss_kl'."""
     model.train(optimizer is not None)
     totals, count = {"loss": 0.0, "loss_recon": 0.0, "loss_kl": 0.0}, 0

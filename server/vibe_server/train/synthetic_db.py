@@ -44,7 +44,8 @@ def _features(rng, n: int) -> np.ndarray:
     return np.abs(rng.normal(0, 1, (n, FEATURE_SIZE))).astype(np.float32)   # post-ReLU, non-negative
 
 
-def write_3d_db(path: Path, rng: np.random.Generator, lengths: list[int], joints: int, with_smpl: bool, prefix: str) -> None:
+def write_3d_db(path: Path, rng: np.random.Generator, lengths: list[int], joints: int, with_smpl: bool,
+                prefix: str) -> None:
     import joblib  # optional dependency (the train extra)
     n = sum(lengths)
     bbox = _bbox(rng, n)

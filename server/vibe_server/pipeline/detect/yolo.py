@@ -92,7 +92,8 @@ class YoloDetector:
     channels_last: NHWC memory format (pays off with bf16 on CPU and with fp16/bf16 on CUDA).
     """
 
-    def __init__(self, weights_path: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 8, precision: str = "fp32",
+    def __init__(self, weights_path: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 8,
+                 precision: str = "fp32",
                  channels_last: bool | None = None, input_size_px: int = INPUT_SIZE_PX,
                  score_threshold: float = SCORE_THRESHOLD) -> None:
         if precision not in PRECISIONS:

@@ -45,6 +45,8 @@ OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU 
 
 @dataclass
 class RunOutput:
+    """What :meth:`Engine.run` returns: the result and where the time went."""
+
     result: MocapResult
     timings_s: dict[str, float]  # seconds per stage (STAGES)
     frames_decoded: int
@@ -100,7 +102,7 @@ class Engine:
         """'auto' -> 'yolo' when its weights are in the data folder, else 'hog'; other names as given."""
         if name != "auto":
             return name
-        has_yolo = self.data_dir is not None and (Path(self.data_dir) / "yolov3.weights").is_file()
+        has_yolo = self.data_dir is not None and (Path(self.data_dir) / loading.YOLO_WEIGHTS).is_file()
         return "yolo" if has_yolo else "hog"
 
     def detector(self, name: str) -> Detector:

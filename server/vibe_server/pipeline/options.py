@@ -76,15 +76,16 @@ class RunOptions:
     chunking: Literal["carry", "official"] = option(
         "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
     )
-    tracks_max: int | None = option(None, "keep only the N longest tracks (empty: all)", ge=1, metavar="N")
+    tracks_max: int | None = option(None, "keep only the N longest tracks (default: all)", ge=1, metavar="N")
     focal_px: float | None = option(
         None,
-        "focal length in pixels for the root translation (empty: the longer image side)",
+        "focal length in pixels for the root translation (default: the longer image side)",
         gt=0.0,
         label="focal length",
+        metavar="PX",
         http=False,
     )
-    batch_size: int = option(32, "person crops per backbone call", ge=1, http=False)
+    batch_size: int = option(32, "person crops per backbone call", ge=1, metavar="N", http=False)
     temporal_chunk_frames: int = option(
         256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
     )

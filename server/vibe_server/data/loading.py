@@ -30,6 +30,8 @@ from vibe_blender.core.user_dirs import user_dir
 from . import synthetic
 
 if TYPE_CHECKING:
+    import torch
+
     from ..model.vibe import VIBE
 
 # torch and the network are imported inside the functions that build it: every `vibe-mocap` command
@@ -207,6 +209,43 @@ def load_model(
         persistent=False,
     )
     return model.to(device).eval()
+
+
+def load_training_model(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    init_from_spin: bool = False,
+    vibe_checkpoint: str | os.PathLike | None = None,
+) -> VIBE:
+    """VIBE for training and evaluation (its backbone unused: they run on precomputed features) with SMPL
+    from the model-data folder; the regressor head from SPIN's checkpoint (as the original's
+    ``PRETRAINED_REGRESSOR``) and/or the encoder and regressor from a VIBE checkpoint."""
+    from .. import checkpoints  # start-up: imports torch
+
+    data_dir = resolve_data_dir(data_dir)
+    require_files(data_dir, MODEL_FILES)
+    model = build_model(data_dir)
+    if init_from_spin:
+        spin_path = data_dir / SPIN_CHECKPOINT
+        spin_state = checkpoints.load_spin_checkpoint(spin_path)
+        missing = [k for k in checkpoints.SPIN_HEAD_KEYS if k not in spin_state]
+        if missing:
+            raise VibeError(f"'{spin_path}' lacks SPIN's regressor head ({', '.join(missing[:3])}).")
+        # SPIN's head (fc1, fc2, dec*, init_*) has the regressor's own key names
+        model.regressor.load_state_dict({k: spin_state[k] for k in checkpoints.SPIN_HEAD_KEYS}, strict=False)
+    if vibe_checkpoint:
+        state = checkpoints.load_vibe_checkpoint(vibe_checkpoint)["gen_state_dict"]
+        checkpoints.load_vibe_into(model, state, source=vibe_checkpoint)
+    return model
+
+
+def load_h36m_regressor(data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """(17, 6890) ``J_regressor_h36m.npy`` of the model-data folder: the 14 evaluation joints."""
+    import torch  # start-up: see the note at the top
+
+    data_dir = resolve_data_dir(data_dir)
+    require_files(data_dir, (H36M_REGRESSOR,))
+    return torch.from_numpy(load_joint_regressor(data_dir / H36M_REGRESSOR, 17))
 
 
 @dataclass

@@ -37,12 +37,13 @@ from tqdm import tqdm
 from vibe_blender.core.errors import VibeError
 
 from .. import checkpoints
+from ..data import loading
 from ..evaluate.evaluate import evaluate_generator
 from ..model.discriminator import BODY_POSE_SLICE, MotionDiscriminator
 from ..model.mposer import mposer_prior_loss
 from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
-from .generator import build_generator, load_h36m_regressor
+from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer
 from .run_log import append_csv, log, show_progress_on_console
@@ -185,7 +186,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
     generator = build_generator(
         config.model_data_dir, init_from_spin=config.init_from_spin, vibe_checkpoint=config.pretrained or None
     ).to(device)
-    j_regressor_h36m = load_h36m_regressor(config.model_data_dir) if val_dataset is not None else None
+    j_regressor_h36m = loading.load_h36m_regressor(config.model_data_dir or None) if val_dataset is not None else None
     gen_optimizer = torch.optim.Adam(generator.parameters(), lr=config.gen_lr, weight_decay=config.gen_wd)
     gen_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         gen_optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import best_of
 
 from vibe_server.pipeline.crop import crop_people
 from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
@@ -27,7 +28,6 @@ from vibe_server.pipeline.detect.yolo import YoloDetector
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
 from clips import WALKING_CLIP
-from timing import best_of
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
             detector = YoloDetector(args.weights, device=args.device, batch_size=batch_size,
                                     precision=precision, channels_last=channels_last)
             detector.detect(frames[:batch_size])  # warm-up
-            seconds = best_of(lambda: detector.detect(frames), args.repeats)
+            seconds = best_of(lambda d=detector: d.detect(frames), args.repeats)
             fps = len(frames) / seconds
             yolo_fp32_fps = yolo_fp32_fps or fps
             layout = "channels_last" if channels_last else "NCHW"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from vibe_server.pipeline import video
-from vibe_server.pipeline.run import Engine, FrontEnd
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.frontend import FrontEnd
 
 from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
 

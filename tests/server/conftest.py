@@ -13,7 +13,8 @@ from torch import nn
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.model.encoder import TemporalEncoder
-from vibe_server.pipeline.run import Engine, FrontEnd
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.frontend import FrontEnd
 
 
 class TinySMPL(nn.Module):

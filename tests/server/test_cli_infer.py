@@ -9,7 +9,7 @@ from testdata import REAL_CLIPS as REAL
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model, load_smpl_pkl
 from vibe_server.cli import main
-from vibe_server.pipeline import run as run_module
+from vibe_server.pipeline import engine as engine_module
 
 
 
@@ -24,7 +24,7 @@ def tiny_infer(monkeypatch, make_engine, tmp_path):
         engine.precision = kwargs["precision"]
         return engine
 
-    monkeypatch.setattr(run_module, "load_engine", fake_load_engine)
+    monkeypatch.setattr(engine_module, "load_engine", fake_load_engine)
     monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"fake")

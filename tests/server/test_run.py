@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline import run as run_module
-from vibe_server.pipeline.run import STAGES, Engine, JobCancelled, RunOptions
+from vibe_server.pipeline import engine as engine_module
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.options import RunOptions
+from vibe_server.pipeline.progress import STAGES, JobCancelled
 
 
 def run(engine, **options):
@@ -64,7 +66,7 @@ def test_gru_state_is_carried_even_when_the_model_does_not_return_it(make_engine
 
 
 def test_official_chunking_restarts_the_gru_every_chunk(tiny_engine, monkeypatch):
-    monkeypatch.setattr(run_module, "OFFICIAL_CHUNK_FRAMES", 20)
+    monkeypatch.setattr(engine_module, "OFFICIAL_CHUNK_FRAMES", 20)
     carry = poses(run(tiny_engine))[1]
     official = poses(run(tiny_engine, chunking="official"))[1]
     np.testing.assert_allclose(official[:20], carry[:20], atol=1e-5)   # first chunk: same start state

@@ -26,7 +26,7 @@ log = logging.getLogger("vibe_server.api")
 
 
 def default_engine_loader(settings: Settings):
-    from ..pipeline.run import load_engine
+    from ..pipeline.engine import load_engine  # start-up: torch loads when the server starts, not on import
 
     return load_engine(settings.data_dir, device=settings.device, precision=settings.precision,
                        allow_synthetic=settings.allow_synthetic, log=log.info)

@@ -29,7 +29,8 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 
-from ..pipeline.run import JobCancelled, RunOptions
+from ..pipeline.options import RunOptions
+from ..pipeline.progress import JobCancelled
 from .schemas import Job, JobParams
 
 log = logging.getLogger("vibe_server.jobs")
@@ -65,9 +66,8 @@ class JobRecord:
 
 
 def params_to_options(params: JobParams) -> RunOptions:
-    values = params.model_dump()
-    values["detector"] = values["detector"] or "auto"
-    return RunOptions(**values)
+    """The HTTP params -> the pipeline's options (the same names; HTTP-less options at their defaults)."""
+    return RunOptions(**params.model_dump())
 
 
 class JobManager:
@@ -245,14 +245,15 @@ class JobManager:
                 record.job.status, record.job.stage, record.job.progress = "running", "decode", 0.0
                 self._save(record)
             try:
-                self._run(record, engine)
+                self._run_job(record, engine)
             except Exception:                                   # never let the worker die
                 log.exception("job %s crashed", job_id)
                 with self._lock:
                     self._finish(record, "failed", error="The server hit an internal error on this video; "
                                                          "see the server log, and report it if it repeats.")
 
-    def _run(self, record: JobRecord, engine) -> None:
+    def _run_job(self, record: JobRecord, engine) -> None:
+        """Run one job on ``engine`` and record how it ended (done, failed, cancelled or queued again)."""
         job_id = record.job.job_id
 
         def progress(stage: str, fraction: float, eta_s: float | None) -> None:

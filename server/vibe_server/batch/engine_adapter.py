@@ -20,7 +20,7 @@ from vibe_blender.core.errors import VibeError
 from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
 
-ENGINE_FACTORY = "vibe_server.pipeline.run:load_engine"
+ENGINE_FACTORY = "vibe_server.pipeline.engine:load_engine"
 FAST = "fast"
 
 
@@ -42,7 +42,7 @@ class WorkerSetupError(Exception):
 
 def make_options(**values):
     """The pipeline's ``RunOptions`` from keyword values, checked (VibeError when one is bad)."""
-    from ..pipeline.run import RunOptions
+    from ..pipeline.options import RunOptions
 
     options = RunOptions(**values)
     options.validate()
@@ -111,6 +111,6 @@ def made_by_placeholder(result_path: str | Path) -> bool:
     """True when the result came from the random-weight placeholder model (model data not installed)."""
     from vibe_blender.core.result_file import load_result
 
-    from ..pipeline.run import SYNTHETIC_MODEL_NAME
+    from ..data.loading import SYNTHETIC_MODEL_NAME
 
     return load_result(result_path).model_name == SYNTHETIC_MODEL_NAME

@@ -1,6 +1,7 @@
 """``vibe-mocap serve``: the HTTP job server for the Blender add-on (see docs/server.md)."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the inference server for the Blender add-on",
                        description="Serve the HTTP job API. Binds 127.0.0.1 by default. Every client sends the "
                                    f"server's token: --token, else ${TOKEN_ENV_VAR}, else the token file in the "
@@ -52,11 +53,12 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
     return ensure_token(), f"the token file {token_path()} (the add-on and other local tools read it there)"
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    # start-up: uvicorn, FastAPI and torch load only when the server really starts
     import uvicorn
 
     from ..api.app import create_app
-    from ..pipeline.run import resolve_device
+    from ..data.loading import resolve_device
 
     device = resolve_device(args.device)           # checks it; 'auto'/'cuda' stay: one worker per GPU
     token, token_source = resolve_token(args.token)

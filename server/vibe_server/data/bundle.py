@@ -1,4 +1,5 @@
-"""The model-data bundle: where it lives, what must be in it, installing and checking it.
+"""The model-data bundle: installing and checking it. Where it lives, its file names and reading the
+files are :mod:`vibe_server.data.loading`'s (re-exported here under the same names).
 
 The files are licensed to each user (SMPL) or large (weights), so they never ship with VIBE Mocap:
 ``vibe-mocap data install SOURCE`` copies them from the official ``vibe_data.zip``, a folder or a
@@ -21,25 +22,30 @@ from types import SimpleNamespace
 from typing import BinaryIO, Callable, Iterator
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.user_dirs import user_dir
+from vibe_blender.core.smpl_model import load_smpl_pkl
 
-ENV_VAR = "VIBE_DATA_DIR"
-SMPL_PKL = "SMPL_NEUTRAL.pkl"
-EXTRA_REGRESSOR = "J_regressor_extra.npy"
-H36M_REGRESSOR = "J_regressor_h36m.npy"
-MEAN_PARAMS = "smpl_mean_params.npz"
-SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
-VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
-VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
-YOLO_WEIGHTS = "yolov3.weights"
-YOLO_WEIGHTS_BYTES = 248_007_048      # 20-byte header + 62,001,757 float32
-
-MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)            # + the two checkpoints
-REQUIRED_FILES = (SMPL_PKL, EXTRA_REGRESSOR, H36M_REGRESSOR, MEAN_PARAMS, SPIN_CHECKPOINT,
-                  VIBE_CHECKPOINT, YOLO_WEIGHTS)
-OPTIONAL_FILES = (VIBE_CHECKPOINT_3DPW,)
-INSTALL_HINT = ("Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
-                "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'.")
+# The folder, the file names and the readers are the loader's; install and check use the same ones.
+from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/check side's name for them
+    ENV_VAR,
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    INSTALL_HINT,
+    MEAN_PARAMS,
+    MODEL_FILES,
+    OPTIONAL_FILES,
+    REQUIRED_FILES,
+    SMPL_PKL,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    VIBE_CHECKPOINT_3DPW,
+    YOLO_WEIGHTS,
+    YOLO_WEIGHTS_BYTES,
+    default_data_dir,
+    load_joint_regressor,
+    load_mean_params,
+    require_files,
+    resolve_data_dir,
+)
 
 MiB, GiB = 1 << 20, 1 << 30
 # The most each model file may hold: the official files' sizes with a wide margin, so that a wrong or
@@ -55,29 +61,6 @@ MAX_TOTAL_BYTES = 3 * GiB       # all model files of one install together
 MAX_DOWNLOAD_BYTES = 4 * GiB    # vibe_data.zip also holds files that are not installed (a sample video)
 
 
-def default_data_dir() -> Path:
-    """The platform's per-user data folder for VIBE Mocap."""
-    return user_dir("data")
-
-
-def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
-    """flag > $VIBE_DATA_DIR > :func:`default_data_dir`."""
-    if flag:
-        return Path(flag).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return default_data_dir()
-
-
-def require_files(data_dir: Path, names, extra_paths=()) -> None:
-    """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
-    missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
-    missing += [str(p) for p in extra_paths if not Path(p).is_file()]
-    if missing:
-        raise VibeError(f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
-                        f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)")
-
-
 # --------------------------------------------------------------------------------------------
 # Checking
 # --------------------------------------------------------------------------------------------
@@ -90,8 +73,6 @@ class FileStatus:
 
 
 def _check_smpl(path: Path) -> str:
-    from vibe_blender.core.smpl_model import load_smpl_pkl
-
     model = load_smpl_pkl(path)
     if model.num_vertices != 6890:
         raise VibeError(f"{model.num_vertices} vertices, expected 6890 (SMPL)")
@@ -100,22 +81,18 @@ def _check_smpl(path: Path) -> str:
 
 def _check_regressor(num_joints: int) -> Callable[[Path], str]:
     def check(path: Path) -> str:
-        from ..model.vibe import load_joint_regressor
-
         load_joint_regressor(path, num_joints)
         return f"({num_joints}, 6890)"
     return check
 
 
 def _check_mean_params(path: Path) -> str:
-    from ..model.vibe import load_mean_params
-
     load_mean_params(path)
     return "pose, shape, cam"
 
 
 def _check_spin(path: Path) -> str:
-    from .. import checkpoints
+    from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
     from ..model.backbone import ResNet50Features
 
     state = checkpoints.load_spin_checkpoint(path)
@@ -124,7 +101,7 @@ def _check_spin(path: Path) -> str:
 
 
 def _check_vibe(path: Path) -> str:
-    from .. import checkpoints
+    from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
 
     ckpt = checkpoints.load_vibe_checkpoint(path)
     checkpoints.check_generator_keys(ckpt["gen_state_dict"], source=path)
@@ -274,7 +251,7 @@ def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
 
 
 def _download(url: str, dest_dir: Path) -> Path:
-    from tqdm import tqdm
+    from tqdm import tqdm  # start-up: only a download shows a progress bar
 
     target = dest_dir / (Path(urllib.request.urlparse(url).path).name or "download.zip")
     limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)

@@ -2,7 +2,6 @@
 paths, no job names, no error texts)."""
 from __future__ import annotations
 
-import torch
 from fastapi import APIRouter, Request
 
 from ... import __version__
@@ -15,6 +14,8 @@ router = APIRouter(tags=["health"], dependencies=PUBLIC)
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
     """Async on purpose: answered on the event loop, never queued behind the worker threads."""
+    import torch  # start-up: importing the API does not import torch; the engine has loaded it by now
+
     engine, jobs = request.app.state.engine, request.app.state.jobs
     return Health(version=__version__, device=engine.device if engine else request.app.state.settings.device,
                   model=engine.model_name if engine else "none (model data missing)",

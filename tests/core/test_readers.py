@@ -9,7 +9,10 @@ from vibe_blender.core.readers import read_motion_file
 from vibe_blender.core.readers.official_pkl import load_joblib_pickle, read_official_pkl
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, ZUP_TO_BLENDER
 
-OFFICIAL_PKL = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_vibe_output.pkl"
+# The shared fixtures folder sits next to the checkout (or a level above a worktree).
+OFFICIAL_PKL = next((p / "shared" / "fixtures" / "official_vibe_output.pkl" for p in Path(__file__).resolve().parents[2:5]
+                     if (p / "shared" / "fixtures" / "official_vibe_output.pkl").is_file()),
+                    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_vibe_output.pkl")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import numpy as np
 
 MAX_DECODED_BYTES = 4 << 30        # no file decodes to more than 4 GiB in total
 MAX_ARRAY_BYTES = 4 << 30          # nor holds one array larger than that
-MAX_EXPANSION = 200                # decoded bytes per byte of file (real float data compresses < 10x)
+MAX_EXPANSION = 50                 # decoded bytes per byte of file (real float data compresses < 10x)
 MIN_BUDGET_BYTES = 64 << 20        # small files may still decode to this much (zero-filled arrays)
 MAX_NDIM = 32
 _CHUNK = 1 << 20

@@ -156,6 +156,11 @@ def _encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+def _empty_bytes():
+    """``bytes()``: how protocol-2 pickles store empty bytes (an empty array's data)."""
+    return b""
+
+
 def _scalar_items(items):
     items = list(items) if isinstance(items, (list, tuple, set, frozenset)) else None
     if items is None or not all(_is_plain_key(x) for x in items):
@@ -197,6 +202,7 @@ BASE_GLOBALS = {
     ("__builtin__", "set"): _set, ("builtins", "set"): _set,
     ("__builtin__", "frozenset"): _frozenset, ("builtins", "frozenset"): _frozenset,
     ("_codecs", "encode"): _encode,
+    ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes,
 }
 
 _PLAIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), np.ndarray, np.generic)

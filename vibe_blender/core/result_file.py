@@ -50,16 +50,18 @@ def check_range(label: str, name: str, value, low: float, high: float) -> float:
     return number
 
 
-def check_motion_values(label: str, frame_ids: np.ndarray, betas: np.ndarray, **arrays: np.ndarray) -> None:
-    """frame_ids (T,) integers in 0..MAX_FRAME_ID; betas (..., B) within ±BETA_LIMIT; every array finite."""
+def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.ndarray], **arrays: np.ndarray) -> None:
+    """frame_ids (T,) integers in 0..MAX_FRAME_ID; each of ``betas`` (name -> (..., B)) within ±BETA_LIMIT;
+    every array finite."""
     if frame_ids.dtype.kind not in "iu" or (frame_ids.size and (frame_ids.min() < 0 or frame_ids.max() > MAX_FRAME_ID)):
         raise VibeError(f"{label}: frame ids must be integers in 0..{MAX_FRAME_ID}; the file is damaged.")
-    for name, array in {"betas": betas, **arrays}.items():
+    for name, array in {**betas, **arrays}.items():
         if array.dtype.kind not in "biuf" or not np.all(np.isfinite(array)):
             raise VibeError(f"{label}: '{name}' holds NaN, infinite or non-numeric values; the file is damaged.")
-    if betas.size and np.max(np.abs(betas)) > BETA_LIMIT:
-        raise VibeError(f"{label}: a shape coefficient (beta) is {float(np.max(np.abs(betas))):.3g}, beyond "
-                        f"±{BETA_LIMIT:g}; the file is damaged.")
+    for name, array in betas.items():
+        if array.size and np.max(np.abs(array)) > BETA_LIMIT:
+            raise VibeError(f"{label}: a shape coefficient in '{name}' is {float(np.max(np.abs(array))):.3g}, beyond "
+                            f"±{BETA_LIMIT:g}; the file is damaged.")
 
 
 @dataclass
@@ -160,8 +162,9 @@ def _number(z: dict, key: str, label: str, low: float, high: float) -> float:
 
 def _track(z: dict, track_id: int, label: str) -> Track:
     arrays = {n: z[f"track_{track_id}/{n}"] for n in _TRACK_ARRAYS}
-    check_motion_values(f"{label}, track {track_id}", arrays["frame_ids"], arrays["betas"],
-                        **{n: a for n, a in arrays.items() if n not in ("frame_ids", "betas")})
+    shape_keys = ("betas", "betas_track")
+    check_motion_values(f"{label}, track {track_id}", arrays["frame_ids"], {k: arrays[k] for k in shape_keys},
+                        **{n: a for n, a in arrays.items() if n != "frame_ids" and n not in shape_keys})
     arrays["frame_ids"] = arrays["frame_ids"].astype(np.int64)
     return Track(track_id=track_id, **arrays)
 

@@ -39,7 +39,7 @@ def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
         b = arrays["betas"].astype(np.float64).reshape(-1)[:10]
         betas[:len(b)] = b
     frame_ids = np.arange(len(poses), dtype=np.int64)
-    check_motion_values(f"'{path.name}'", frame_ids, betas, poses=poses, trans=trans)
+    check_motion_values(f"'{path.name}'", frame_ids, {"betas": betas}, poses=poses, trans=trans)
     pose = np.zeros((len(poses), 72))
     pose[:, :72 if poses.shape[1] == 72 else 66] = poses[:, :72 if poses.shape[1] == 72 else 66]
     stored = arrays.get("mocap_framerate", arrays.get("mocap_frame_rate"))

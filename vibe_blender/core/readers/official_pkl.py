@@ -125,7 +125,7 @@ def _track_arrays(track_id, data, label) -> dict[str, np.ndarray]:
         if arrays[key].shape != expected:
             raise VibeError(f"{label}: person {track_id}'s '{key}' has shape {arrays[key].shape}, expected {expected}; "
                             "the file is damaged.")
-    check_motion_values(f"{label}: person {track_id}", arrays["frame_ids"], arrays["betas"],
+    check_motion_values(f"{label}: person {track_id}", arrays["frame_ids"], {"betas": arrays["betas"]},
                         **{k: v for k, v in arrays.items() if k not in ("frame_ids", "betas")})
     return arrays
 

@@ -177,10 +177,10 @@ def _frozenset(items=()):
 
 
 def _is_plain_key(key) -> bool:
-    """Hashing these is cheap (str/bytes hashes are cached, ints are bounded)."""
+    """Hashing these is cheap: str/bytes hashes are cached, ints are bounded, stand-ins hash by identity."""
     if type(key) is int:
         return key.bit_length() <= 64
-    return type(key) in (str, bytes, float, bool, type(None))
+    return type(key) in (str, bytes, float, bool, type(None)) or isinstance(key, StandIn)
 
 
 def _reconstructor(cls, base, state):

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .bounded_arrays import UntrustedDataError, array_from_bytes, plain_dtype
+from .bounded_arrays import NUMERIC_KINDS, UntrustedDataError, array_from_bytes
 
 MAX_OPCODES = 1_000_000
 MAX_NODES = 1_000_000
@@ -92,7 +92,9 @@ class DtypeSpec(StandIn):
     def __init__(self, kind=None, align=False, copy=True):
         super().__init__()
         kind = _text(kind)
-        self.dtype = plain_dtype(kind if isinstance(kind, str) and kind[:1] not in "<>|=" else repr(kind))
+        if not isinstance(kind, str) or kind not in NUMERIC_KINDS:
+            raise PickleRefused(f"refusing dtype {kind!r:.40}: only plain bool/int/float arrays are accepted")
+        self.dtype = np.dtype(kind)
 
     def __setstate__(self, state) -> None:
         # numpy writes (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata]).
@@ -225,6 +227,8 @@ class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler
         super().__init__(file, encoding="latin1")
         self.opcodes = 0
         self.finished: dict[int, tuple] = {}       # id(stand-in) -> (stand-in, what it became)
+        self.callables = [c for c in (*self.GLOBALS.values(), *self.MODULE_PREFIXES.values(), *self.extra_callables())
+                          if not isinstance(c, _Marker)]
 
     # ---- names ----
     def find_class(self, module, name):
@@ -236,14 +240,18 @@ class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler
             raise PickleRefused(f"refusing to load {module}.{name}: not part of {self.what}")
         return found
 
-    def _callables(self):
-        return set(self.GLOBALS.values()) | set(self.MODULE_PREFIXES.values())
+    def extra_callables(self) -> tuple:
+        """Stand-ins a subclass's ``find_class`` hands out beyond GLOBALS and MODULE_PREFIXES."""
+        return ()
+
+    def _allowed(self, func) -> bool:
+        return any(func is c for c in self.callables)
 
     # ---- object creation ----
     def load_reduce(self):
         args = self.stack.pop()
         func = self.stack[-1]
-        if not isinstance(args, tuple) or not any(func is c for c in self._callables()) or isinstance(func, _Marker):
+        if not isinstance(args, tuple) or not self._allowed(func):
             raise PickleRefused(f"refusing to call {func!r:.60}")
         if isinstance(func, type) and issubclass(func, StandIn) and func not in (DtypeSpec, PendingArray) and args:
             raise PickleRefused(f"refusing to construct {func.__name__} with arguments")
@@ -263,7 +271,7 @@ class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler
         self.append(self._new(cls, args))
 
     def _new(self, cls, args):
-        if not (isinstance(cls, type) and issubclass(cls, StandIn) and any(cls is c for c in self._callables())):
+        if not (isinstance(cls, type) and issubclass(cls, StandIn) and self._allowed(cls)):
             raise PickleRefused(f"refusing to create a {cls!r:.60}")
         if cls is DtypeSpec:
             return DtypeSpec(*args)

@@ -158,8 +158,8 @@ class _SmplUnpickler(RestrictedUnpickler):
             return _SPARSE[name]
         return super().find_class(module, name)
 
-    def _callables(self):
-        return super()._callables() | set(_SPARSE.values())
+    def extra_callables(self) -> tuple:
+        return tuple(_SPARSE.values())
 
 
 def _as_array(value, key: str, source: str) -> np.ndarray:

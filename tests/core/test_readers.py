@@ -125,3 +125,27 @@ def test_nan_pose_is_refused(tmp_path):
     np.savez(tmp_path / "nan.npz", poses=poses, trans=np.zeros((3, 3)), mocap_framerate=np.array(30.0))
     with pytest.raises(VibeError, match="NaN"):
         read_motion_file(tmp_path / "nan.npz")
+
+
+@pytest.mark.parametrize("compress", ["zlib", "gzip", "bz2", "xz", "lzma"])
+def test_compressed_joblib_files_still_read(tmp_path, official_pkl, compress):
+    joblib = pytest.importorskip("joblib")          # only to write the reference files
+    data = load_joblib_pickle(official_pkl)
+    path = tmp_path / f"vibe_output_{compress}.pkl"
+    joblib.dump(data, path, compress=(compress, 3))
+    again = load_joblib_pickle(path)
+    for key, value in data[1].items():
+        if value is None:
+            assert again[1][key] is None
+        else:
+            np.testing.assert_array_equal(again[1][key], value)
+
+
+def test_plain_pickles_of_any_protocol_read(tmp_path):
+    arrays = {"pose": np.arange(6.0).reshape(2, 3), "frame_ids": np.array([3, 4]), "fortran": np.asfortranarray(np.eye(3))}
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(pickle.dumps({1: arrays}, protocol=protocol))
+        loaded = load_joblib_pickle(path)[1]
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(loaded[key], value)

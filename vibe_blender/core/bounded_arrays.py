@@ -32,7 +32,7 @@ _CHUNK = 1 << 20
 
 # Plain numeric kinds as numpy writes them in pickles and .npy headers ('f8', '<f8', '|b1', ...).
 NUMERIC_KINDS = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"})
-MAX_TEXT_CHARS = 4096              # 'U'/'S' text arrays: longest string a result file may hold
+MAX_TEXT_CHARS = 65536             # longest string a text array (names, settings) may hold
 
 
 class UntrustedDataError(ValueError):

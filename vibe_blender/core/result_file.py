@@ -14,8 +14,8 @@ Conventions (also in docs/result_format.md):
 
 Reading (:func:`load_result`) goes through :mod:`.safe_npz` (bounded sizes, plain dtypes only) and
 refuses values no capture produces: NaN or infinite numbers, betas beyond ±10 (Blender's shape-key
-range), frame ids outside 0..10 000 000, frame rates outside 0.01..1000, focal lengths outside
-1..10^6 px, image sides outside 1..100 000 px.
+range), frame ids outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside
+0.01..32767, focal lengths outside 1..10^6 px, image sides outside 1..100 000 px.
 """
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ CAMERA_CONVENTION = "opencv: x right, y down, z forward; metres"
 
 # Values beyond these are damaged or hostile files, not captures (shared with the other motion readers).
 MAX_FRAME_ID = 10_000_000               # 3.8 days of video at 30 fps
+MAX_VIDEO_FRAMES = 2**31 - 1            # a container's own (possibly loose) count, as the server accepts it
 BETA_LIMIT = 10.0                       # Blender's shape-key slider range
-FPS_RANGE = (0.01, 1000.0)
+FPS_RANGE = (0.01, 32767.0)             # Blender's frame-rate field stops at 32767
 FOCAL_RANGE_PX = (1.0, 1e6)
 MAX_IMAGE_SIDE_PX = 100_000
 
@@ -192,7 +193,7 @@ def load_result(path_or_file) -> MocapResult:
             video=VideoInfo(name=_text(z, "video_name", label), fps=_number(z, "video_fps", label, *FPS_RANGE),
                             width=int(_number(z, "video_width", label, 1, MAX_IMAGE_SIDE_PX)),
                             height=int(_number(z, "video_height", label, 1, MAX_IMAGE_SIDE_PX)),
-                            frame_count=int(_number(z, "video_frame_count", label, 0, MAX_FRAME_ID + 1))),
+                            frame_count=int(_number(z, "video_frame_count", label, 0, MAX_VIDEO_FRAMES))),
             tracks=[_track(z, int(tid), label) for tid in track_ids.tolist()],
             model_name=_text(z, "model_name", label),
             focal_length_px=_number(z, "focal_length_px", label, *FOCAL_RANGE_PX),

@@ -35,12 +35,16 @@ def test_hostile_regressor_is_refused(tmp_path, content, match):
         load_joint_regressor(path, 9)
 
 
-def test_regressor_declaring_gigabytes_is_refused_in_a_sandbox(tmp_path):
-    path = tmp_path / "J_regressor_h36m.npy"
-    path.write_bytes(npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (17, 30000000), }",
-                         data=bytes(1 << 20)))
-    outcome = read_in_sandbox("vibe_blender.core.safe_npz:read_npy", path, memory_mb=1024)
-    assert outcome.refused and outcome.peak_mb < 300, outcome
+def test_mean_params_declaring_gigabytes_are_refused_in_a_sandbox(tmp_path):
+    """A 1 MB member whose header asks for 3.4 GB: refused before numpy allocates anything."""
+    huge = npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (425000000,), }", data=bytes(1 << 20))
+    path = tmp_path / "smpl_mean_params.npz"
+    path.write_bytes(zip_bytes([Member("pose.npy", huge), Member("shape.npy", npy(np.zeros(10, np.float32))),
+                                Member("cam.npy", npy(np.zeros(3, np.float32)))]))
+    baseline = read_in_sandbox("vibe_server.model.vibe:build_model", tmp_path / "absent", memory_mb=3072)
+    outcome = read_in_sandbox("vibe_server.model.vibe:load_mean_params", path, memory_mb=3072)
+    assert outcome.refused and "pose" in outcome.message, outcome
+    assert outcome.peak_mb < baseline.peak_mb + 100, (outcome.peak_mb, baseline.peak_mb)
 
 
 def test_hostile_mean_params_are_refused(tmp_path):

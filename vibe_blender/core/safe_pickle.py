@@ -111,7 +111,8 @@ class DtypeSpec(StandIn):
         return self.dtype
 
 
-def _dtype(value) -> np.dtype:
+def dtype_of(value) -> np.dtype:
+    """The numpy dtype a :class:`DtypeSpec` from the file stands for; anything else is refused."""
     if not isinstance(value, DtypeSpec):
         raise PickleRefused(f"expected a numpy dtype, got a {type(value).__name__}")
     return value.numpy()
@@ -133,7 +134,7 @@ class PendingArray(StandIn):
         shape, dtype, fortran, raw = state[-4:]
         if not isinstance(fortran, (bool, int)):
             raise PickleRefused("array state has no Fortran-order flag")
-        self.array = array_from_bytes(_raw_bytes(raw), _dtype(dtype), shape, fortran_order=bool(fortran))
+        self.array = array_from_bytes(_raw_bytes(raw), dtype_of(dtype), shape, fortran_order=bool(fortran))
 
     def finish(self, unpickler):
         if self.array is None:
@@ -143,12 +144,12 @@ class PendingArray(StandIn):
 
 def _frombuffer(buffer, dtype, shape, order="C"):
     """numpy's protocol-5 array: ``_frombuffer(bytearray, dtype, shape, order)``."""
-    return array_from_bytes(_raw_bytes(buffer), _dtype(dtype), shape, fortran_order=_text(order) == "F")
+    return array_from_bytes(_raw_bytes(buffer), dtype_of(dtype), shape, fortran_order=_text(order) == "F")
 
 
 def _scalar(dtype, raw=None):
     """numpy's ``scalar(dtype, bytes)``: one number of a plain dtype."""
-    return array_from_bytes(_raw_bytes(raw), _dtype(dtype), (1,))[0]
+    return array_from_bytes(_raw_bytes(raw), dtype_of(dtype), (1,))[0]
 
 
 def _encode(text, encoding="latin1"):

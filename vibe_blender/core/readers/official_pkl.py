@@ -6,7 +6,8 @@ array is replaced by a ``NumpyArrayWrapper`` (shape, dtype, order) whose raw byt
 opcode directly in the file (after one padding-length byte and padding, when the wrapper records an
 alignment). The reader below is a restricted pickle reader: it lets through plain containers,
 numpy dtypes/arrays and that wrapper, and refuses every other class, so a hostile file cannot run
-code. zlib/gzip/bz2/lzma-compressed joblib files and plain pickles are read too.
+code. zlib/gzip/bz2/lzma-compressed joblib files (decompressed up to
+:func:`..bounded_arrays.byte_budget`) and plain pickles are read too.
 
 The official result has no translation and no video size. Both are recovered here:
 - video size: ``orig_cam = [sx, sy, tx, ty]`` with ``sx = s · h_box / W`` and ``sy = s · h_box / H``
@@ -23,9 +24,9 @@ from typing import ClassVar
 import numpy as np
 
 from ..bounded_arrays import (
-    ByteBudget,
     array_from_bytes,
     array_nbytes,
+    byte_budget,
     checked_shape,
     decompress_bounded,
 )
@@ -44,6 +45,7 @@ from ..safe_pickle import (
     RestrictedUnpickler,
     StandIn,
     describe_failure,
+    dtype_of,
 )
 
 
@@ -54,10 +56,7 @@ class _ArrayWrapper(StandIn):
         d = self.state
         if d.get("subclass") is not NDARRAY or d.get("order") not in ("C", "F"):
             raise PickleRefused("a joblib array that is not a plain C- or F-ordered numpy array")
-        dtype = d.get("dtype")
-        dtype = dtype.numpy() if hasattr(dtype, "numpy") else None
-        if dtype is None:
-            raise PickleRefused("a joblib array without a plain dtype")
+        dtype = dtype_of(d.get("dtype"))
         shape = checked_shape(d.get("shape"))
         file = unpickler.array_source
         if d.get("numpy_array_alignment_bytes") is not None:
@@ -95,7 +94,7 @@ def load_joblib_pickle(path: str | Path):
     except OSError as err:
         raise VibeError(f"Cannot read '{path}': {err.strerror or err}.") from err
     try:
-        stream = decompress_bounded(raw, ByteBudget(len(raw)).limit)
+        stream = decompress_bounded(raw, byte_budget(len(raw)))
         return _JoblibUnpickler(io.BytesIO(stream)).load()
     except Exception as err:  # any unpickling failure means: not a file this reader accepts
         raise VibeError(f"'{path.name}' is not a VIBE vibe_output.pkl ({describe_failure(err)}). "

@@ -157,9 +157,3 @@ def read_npz(source, *, names: Iterable[str] | None = None, label: str | None = 
         return arrays
     except Exception as err:
         raise _fail(label, err, hint) from err
-
-
-def source_label(source) -> str:
-    """How messages name a path (quoted) or an open file."""
-    return _label(source, None)
-

@@ -204,7 +204,10 @@ except VibeError as err:
     outcome = "VibeError: " + str(err)
 except BaseException as err:
     outcome = type(err).__name__ + ": " + str(err)[:300]
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+try:   # this process's own high-water mark (ru_maxrss would include the parent's size at fork on Linux)
+    peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) // 1024
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1 << 20 if sys.platform == "darwin" else 1024)
 print("OUTCOME", outcome.replace("\n", " "))
 print("PEAK_MB", peak)
 """

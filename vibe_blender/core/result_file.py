@@ -11,6 +11,11 @@ Conventions (also in docs/result_format.md):
 - ``trans_cam_m`` is SMPL's ``transl`` in that same camera frame, metres: vertices_cam =
   SMPL(pose, betas) + trans_cam_m, with a pinhole camera of ``focal_length_px`` at the image centre.
 - ``frame_ids`` index the video's frames (0-based); a track may skip frames (gaps stay gaps).
+
+Reading (:func:`load_result`) goes through :mod:`.safe_npz` (bounded sizes, plain dtypes only) and
+refuses values no capture produces: NaN or infinite numbers, betas beyond ±10 (Blender's shape-key
+range), frame ids outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside
+0.01..32767, focal lengths outside 1..10^6 px, image sides outside 1..100 000 px.
 """
 from __future__ import annotations
 
@@ -20,10 +25,44 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VibeError
+from .safe_npz import read_npz
 
 FORMAT_NAME = "vibe-mocap-result"
 FORMAT_VERSION = 1
 CAMERA_CONVENTION = "opencv: x right, y down, z forward; metres"
+
+# Values beyond these are damaged or hostile files, not captures (shared with the other motion readers).
+MAX_FRAME_ID = 10_000_000               # 3.8 days of video at 30 fps
+MAX_VIDEO_FRAMES = 2**31 - 1            # a container's own (possibly loose) count, as the server accepts it
+BETA_LIMIT = 10.0                       # Blender's shape-key slider range
+FPS_RANGE = (0.01, 32767.0)             # Blender's frame-rate field stops at 32767
+FOCAL_RANGE_PX = (1.0, 1e6)
+MAX_IMAGE_SIDE_PX = 100_000
+
+
+def check_range(label: str, name: str, value, low: float, high: float) -> float:
+    """A number from a file -> float(value) when it is finite and within [low, high]; else VibeError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if not (np.isfinite(number) and low <= number <= high):
+        raise VibeError(f"{label}: {name} is {value!r:.40}, outside {low:g}..{high:g}; the file is damaged.")
+    return number
+
+
+def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.ndarray], **arrays: np.ndarray) -> None:
+    """frame_ids (T,) integers in 0..MAX_FRAME_ID; each of ``betas`` (name -> (..., B)) within ±BETA_LIMIT;
+    every array finite."""
+    if frame_ids.dtype.kind not in "iu" or (frame_ids.size and (frame_ids.min() < 0 or frame_ids.max() > MAX_FRAME_ID)):
+        raise VibeError(f"{label}: frame ids must be integers in 0..{MAX_FRAME_ID}; the file is damaged.")
+    for name, array in {**betas, **arrays}.items():
+        if array.dtype.kind not in "biuf" or not np.all(np.isfinite(array)):
+            raise VibeError(f"{label}: '{name}' holds NaN, infinite or non-numeric values; the file is damaged.")
+    for name, array in betas.items():
+        if array.size and np.max(np.abs(array)) > BETA_LIMIT:
+            raise VibeError(f"{label}: a shape coefficient in '{name}' is {float(np.max(np.abs(array))):.3g}, beyond "
+                            f"±{BETA_LIMIT:g}; the file is damaged.")
 
 
 @dataclass
@@ -108,33 +147,58 @@ def save_result(path_or_file, result: MocapResult) -> None:
     np.savez_compressed(path_or_file, **arrays)
 
 
+def _text(z: dict, key: str, label: str) -> str:
+    value = z[key]
+    if value.shape != () or value.dtype.kind not in "US":
+        raise VibeError(f"{label}: '{key}' is not a text field; the file is damaged.")
+    return str(value)
+
+
+def _number(z: dict, key: str, label: str, low: float, high: float) -> float:
+    value = z[key]
+    if value.shape != () or value.dtype.kind not in "iuf":
+        raise VibeError(f"{label}: '{key}' is not a single number; the file is damaged.")
+    return check_range(label, key, value.item(), low, high)
+
+
+def _track(z: dict, track_id: int, label: str) -> Track:
+    arrays = {n: z[f"track_{track_id}/{n}"] for n in _TRACK_ARRAYS}
+    shape_keys = ("betas", "betas_track")
+    check_motion_values(f"{label}, track {track_id}", arrays["frame_ids"], {k: arrays[k] for k in shape_keys},
+                        **{n: a for n, a in arrays.items() if n != "frame_ids" and n not in shape_keys})
+    arrays["frame_ids"] = arrays["frame_ids"].astype(np.int64)
+    return Track(track_id=track_id, **arrays)
+
+
 def load_result(path_or_file) -> MocapResult:
-    """Read a result file; any problem becomes one VibeError that names the file."""
+    """Read a result file; any problem (format, sizes, values) becomes one VibeError that names the file."""
     label = str(path_or_file) if isinstance(path_or_file, (str, Path)) else "the result file"
+    z = read_npz(path_or_file, label=label, hint="It is not a readable VIBE Mocap result (.npz) file.")
     try:
-        z = np.load(path_or_file, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise VibeError(f"Cannot read {label}: it is not a VIBE Mocap result (.npz) file ({err}).") from err
-    with z:
-        if "format" not in z.files or str(z["format"]) != FORMAT_NAME:
+        if "format" not in z or z["format"].dtype.kind not in "US" or str(z["format"]) != FORMAT_NAME:
             raise VibeError(f"{label} is an .npz file but not a VIBE Mocap result "
                             "(for AMASS motion use the AMASS importer).")
-        version = int(z["format_version"])
+        version = int(_number(z, "format_version", label, 0, 2**31))
         if version > FORMAT_VERSION:
             raise VibeError(f"{label} has result format version {version}; this version reads up to "
                             f"{FORMAT_VERSION}. Update VIBE Mocap.")
-        try:
-            tracks = [
-                Track(track_id=int(tid), **{n: z[f"track_{int(tid)}/{n}"] for n in _TRACK_ARRAYS})
-                for tid in z["track_ids"]
-            ]
-            return MocapResult(
-                video=VideoInfo(name=str(z["video_name"]), fps=float(z["video_fps"]),
-                                width=int(z["video_width"]), height=int(z["video_height"]),
-                                frame_count=int(z["video_frame_count"])),
-                tracks=tracks, model_name=str(z["model_name"]),
-                focal_length_px=float(z["focal_length_px"]), camera_convention=str(z["camera_convention"]),
-                meta=dict(zip(z["meta_keys"].tolist(), z["meta_values"].tolist())),
-            )
-        except KeyError as err:
-            raise VibeError(f"{label} is incomplete: {err} is missing. Run the capture again.") from err
+        track_ids = z["track_ids"]
+        if track_ids.ndim != 1 or track_ids.dtype.kind not in "iu" or len(set(track_ids.tolist())) != len(track_ids):
+            raise VibeError(f"{label}: 'track_ids' is not a list of distinct integers; the file is damaged.")
+        meta_keys, meta_values = z["meta_keys"], z["meta_values"]
+        if (meta_keys.ndim != 1 or meta_keys.shape != meta_values.shape
+                or meta_keys.dtype.kind not in "US" or meta_values.dtype.kind not in "US"):
+            raise VibeError(f"{label}: 'meta_keys'/'meta_values' are not two lists of texts; the file is damaged.")
+        return MocapResult(
+            video=VideoInfo(name=_text(z, "video_name", label), fps=_number(z, "video_fps", label, *FPS_RANGE),
+                            width=int(_number(z, "video_width", label, 1, MAX_IMAGE_SIDE_PX)),
+                            height=int(_number(z, "video_height", label, 1, MAX_IMAGE_SIDE_PX)),
+                            frame_count=int(_number(z, "video_frame_count", label, 0, MAX_VIDEO_FRAMES))),
+            tracks=[_track(z, int(tid), label) for tid in track_ids.tolist()],
+            model_name=_text(z, "model_name", label),
+            focal_length_px=_number(z, "focal_length_px", label, *FOCAL_RANGE_PX),
+            camera_convention=_text(z, "camera_convention", label),
+            meta=dict(zip(meta_keys.tolist(), meta_values.tolist())),
+        )
+    except KeyError as err:
+        raise VibeError(f"{label} is incomplete: {err} is missing. Run the capture again.") from err

@@ -10,13 +10,15 @@ cannot run code. The same arrays travel between server and add-on as a plain ``.
 from __future__ import annotations
 
 import io
-import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from .errors import VibeError
+from .safe_npz import read_npz
+from .safe_pickle import RestrictedUnpickler, StandIn, describe_failure
 
 NUM_JOINTS = 24
 NUM_BETAS = 10
@@ -88,8 +90,11 @@ class BodyModel:
                     f"{source}: '{name}' has shape {getattr(self, name).shape}, expected {shape}; "
                     "the file is not an SMPL model (reinstall the model data with 'vibe-mocap data install')."
                 )
-        if self.faces.ndim != 2 or self.faces.shape[1] != 3 or self.faces.max() >= V or self.faces.min() < 0:
+        if (self.faces.ndim != 2 or self.faces.shape[1] != 3 or self.faces.size == 0
+                or self.faces.max() >= V or self.faces.min() < 0):
             raise VibeError(f"{source}: 'faces' is not a (F, 3) array of vertex indices below {V}.")
+        if J == 0 or self.parents[0] != -1 or np.any(self.parents[1:] < 0) or np.any(self.parents[1:] >= np.arange(1, J)):
+            raise VibeError(f"{source}: the joint parents {self.parents.tolist()[:30]} are not a tree rooted at joint 0.")
         if self.shapedirs.shape[:2] != (V, 3) or self.shapedirs.shape[2] < NUM_BETAS:
             raise VibeError(f"{source}: 'shapedirs' has shape {self.shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS}).")
 
@@ -103,95 +108,81 @@ class _Struct:
 # Restricted reading of the official pickle
 # --------------------------------------------------------------------------------------------
 
-class _ChumpyLeaf:
+class _ChumpyLeaf(StandIn):
     """Stand-in for any ``chumpy`` class: keeps the pickled state; leaves hold their value in 'x'."""
 
     def __setstate__(self, state):
-        self.__dict__.update(state if isinstance(state, dict) else {"state": state})
+        super().__setstate__(state if isinstance(state, dict) else {"state": state})
 
 
-class _SparseMatrix:
+class _SparseMatrix(StandIn):
     """Stand-in for scipy's csc/csr matrices: densified from (data, indices, indptr) with numpy."""
 
     layout = "csc"
 
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-
-    def to_dense(self) -> np.ndarray:
-        d = self.__dict__
-        shape = tuple(int(s) for s in d.get("_shape", d.get("shape")))
-        data, indices, indptr = (np.asarray(d[k]) for k in ("data", "indices", "indptr"))
-        dense = np.zeros(shape, dtype=data.dtype)
-        outer = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-        if self.layout == "csc":
-            dense[indices, outer] = data
-        else:
-            dense[outer, indices] = data
-        return dense
+    def to_dense(self, expected_shape: tuple[int, int], key: str, source: str) -> np.ndarray:
+        """-> expected_shape (rows, cols) float64, after checking the stored shape and indices against it."""
+        d = self.state
+        shape = d.get("_shape", d.get("shape"))
+        if not isinstance(shape, tuple) or shape != tuple(expected_shape):
+            raise VibeError(f"{source}: the sparse '{key}' has shape {shape!r:.60}, expected {expected_shape}; "
+                            "the file is not an SMPL model.")
+        data, indices, indptr = (_as_array(d.get(k), f"{key}.{k}", source).reshape(-1)
+                                 for k in ("data", "indices", "indptr"))
+        inner, outer = expected_shape if self.layout == "csc" else expected_shape[::-1]
+        indices, indptr = indices.astype(np.int64), indptr.astype(np.int64)
+        if (len(indptr) != outer + 1 or len(indices) != len(data) or indptr[0] != 0 or indptr[-1] != len(data)
+                or np.any(np.diff(indptr) < 0) or (len(indices) and (indices.min() < 0 or indices.max() >= inner))):
+            raise VibeError(f"{source}: the sparse '{key}' has inconsistent indices; the file is damaged.")
+        dense = np.zeros((inner, outer), dtype=np.float64)
+        dense[indices, np.repeat(np.arange(outer), np.diff(indptr))] = data
+        return dense if self.layout == "csc" else dense.T
 
 
 class _CsrMatrix(_SparseMatrix):
     layout = "csr"
 
 
-_NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-}
+_SPARSE = {"csc_matrix": _SparseMatrix, "csr_matrix": _CsrMatrix}
 
 
-def _numpy_global(module: str, name: str):
-    """numpy 2 moved numpy.core to numpy._core; old pickles name the former."""
-    import importlib
+class _SmplUnpickler(RestrictedUnpickler):
+    """Numpy arrays, scipy csc/csr matrices and chumpy leaves; every other class is refused."""
 
-    if module == "numpy":
-        return getattr(np, name)
-    for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
-        try:
-            return getattr(importlib.import_module(mod), name)
-        except (ImportError, AttributeError):
-            continue
-    raise pickle.UnpicklingError(f"numpy has no {module}.{name}")
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Lets through numpy arrays, sparse matrices and chumpy leaves; refuses every other class."""
+    MODULE_PREFIXES: ClassVar[dict] = {"chumpy": _ChumpyLeaf}
+    OUTPUT_TYPES: ClassVar[tuple] = (_ChumpyLeaf, _SparseMatrix)
+    what = "an SMPL model file"
 
     def find_class(self, module, name):
-        if (module, name) in _NUMPY_GLOBALS:
-            return _numpy_global(module, name)
-        if module in ("copy_reg", "copyreg") and name == "_reconstructor":
-            import copyreg
+        if (module == "scipy.sparse" or module.startswith("scipy.sparse.")) and name in _SPARSE:
+            return _SPARSE[name]
+        return super().find_class(module, name)
 
-            return copyreg._reconstructor
-        if module in ("__builtin__", "builtins") and name in ("object", "set", "frozenset"):
-            return {"object": object, "set": set, "frozenset": frozenset}[name]
-        if module == "_codecs" and name == "encode":     # how Python 3 protocol-2 pickles store bytes
-            import codecs
-
-            return codecs.encode
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _ChumpyLeaf
-        if module.startswith("scipy.sparse") and name in ("csc_matrix", "csr_matrix"):
-            return _SparseMatrix if name == "csc_matrix" else _CsrMatrix
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of an SMPL model file")
+    def extra_callables(self) -> tuple:
+        return tuple(_SPARSE.values())
 
 
 def _as_array(value, key: str, source: str) -> np.ndarray:
+    """An array read from the file (a chumpy leaf's value unwrapped) -> that array, plain and finite."""
     if isinstance(value, _ChumpyLeaf):
-        if "x" not in value.__dict__:
+        if "x" not in value.state:
             raise VibeError(f"{source}: '{key}' is a derived chumpy expression, not stored data; "
                             "the file is not an official SMPL model.")
-        value = value.__dict__["x"]
-    if isinstance(value, _SparseMatrix):
-        value = value.to_dense()
-    return np.asarray(value)
+        value = value.state["x"]
+    if not isinstance(value, np.ndarray):
+        raise VibeError(f"{source}: '{key}' is a {type(value).__name__}, not an array; "
+                        "the file is not an SMPL model.")
+    if value.dtype.kind not in "biuf" or (value.dtype.kind == "f" and not np.all(np.isfinite(value))):
+        raise VibeError(f"{source}: '{key}' holds NaN/infinite numbers; the file is not a usable SMPL model.")
+    return value
 
 
 def load_smpl_pkl(path: str | Path) -> BodyModel:
-    """Read an official SMPL ``.pkl`` (chumpy or plain numpy; Python 2 or 3 pickle) -> BodyModel."""
+    """Read an official SMPL ``.pkl`` (chumpy or plain numpy; Python 2 or 3 pickle) -> BodyModel.
+
+    The pickle is read by :mod:`.safe_pickle` (no code, no numpy internals, bounded size); anything
+    that is not an SMPL model raises one VibeError naming the file.
+    """
     path = Path(path)
     try:
         raw_bytes = path.read_bytes()
@@ -199,9 +190,9 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
         raise VibeError(f"Cannot read the SMPL model '{path}': {err.strerror}. "
                         "Install the model data with 'vibe-mocap data install'.") from err
     try:
-        raw = _RestrictedUnpickler(io.BytesIO(raw_bytes), encoding="latin1").load()
+        raw = _SmplUnpickler(io.BytesIO(raw_bytes)).load()
     except Exception as err:  # any unpickling failure means: not a model file we can use
-        raise VibeError(f"'{path}' is not a readable SMPL model file ({err}). "
+        raise VibeError(f"'{path}' is not a readable SMPL model file ({describe_failure(err)}). "
                         "Reinstall the model data with 'vibe-mocap data install'.") from err
     if not isinstance(raw, dict):
         raise VibeError(f"'{path}' is not an SMPL model file (it holds a {type(raw).__name__}, not a dict).")
@@ -209,7 +200,14 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
     missing = [k for k in required if k not in raw]
     if missing:
         raise VibeError(f"'{path}' lacks {', '.join(missing)}: it is not an SMPL model file.")
-    a = {k: _as_array(raw[k], k, str(path)) for k in required}
+    source = str(path)
+    a = {k: _as_array(raw[k], k, source) for k in required if k != "J_regressor"}
+    if a["kintree_table"].ndim != 2 or a["kintree_table"].shape[0] != 2 or a["v_template"].ndim != 2:
+        raise VibeError(f"{source}: 'kintree_table' {a['kintree_table'].shape} or 'v_template' "
+                        f"{a['v_template'].shape} has the wrong shape; the file is not an SMPL model.")
+    regressor, regressor_shape = raw["J_regressor"], (a["kintree_table"].shape[1], a["v_template"].shape[0])
+    a["J_regressor"] = (regressor.to_dense(regressor_shape, "J_regressor", source)
+                        if isinstance(regressor, _SparseMatrix) else _as_array(regressor, "J_regressor", source))
     parents = a["kintree_table"][0].astype(np.int64)
     parents[0] = -1
     model = BodyModel(
@@ -221,7 +219,7 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
         J_regressor=a["J_regressor"].astype(np.float64),
         parents=parents,
     )
-    model.validate(str(path))
+    model.validate(source)
     return model
 
 
@@ -245,17 +243,22 @@ def save_body_model(path_or_file, model: BodyModel) -> None:
 
 
 def load_body_model(path_or_file) -> BodyModel:
-    """Read what :func:`save_body_model` wrote (``allow_pickle=False``)."""
-    try:
-        with np.load(path_or_file, allow_pickle=False) as z:
-            if "format" not in z or str(z["format"]) != BODY_MODEL_FORMAT:
-                raise VibeError(f"'{path_or_file}' is not a VIBE Mocap body-model file.")
-            if int(z["format_version"]) > BODY_MODEL_VERSION:
-                raise VibeError(f"'{path_or_file}' is a body-model file of version {int(z['format_version'])}; "
-                                f"this version reads up to {BODY_MODEL_VERSION}. Update the add-on.")
-            model = BodyModel(**{f.name: z[f.name].astype(np.float64) if f.name not in ("faces", "parents")
-                                 else z[f.name].astype(np.int64) for f in fields(BodyModel)})
-    except (OSError, ValueError, KeyError) as err:
-        raise VibeError(f"Cannot read the body-model file '{path_or_file}': {err}.") from err
-    model.validate(str(path_or_file))
+    """Read what :func:`save_body_model` wrote, through :mod:`.safe_npz` (bounded, no pickles)."""
+    label = f"the body-model file '{path_or_file}'" if isinstance(path_or_file, (str, Path)) else "the body-model file"
+    z = read_npz(path_or_file, label=label, hint="Download it again from the server.")
+    if "format" not in z or z["format"].dtype.kind != "U" or str(z["format"]) != BODY_MODEL_FORMAT:
+        raise VibeError(f"'{path_or_file}' is not a VIBE Mocap body-model file.")
+    version = z.get("format_version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise VibeError(f"{label} has no format version; it is damaged.")
+    if int(version) > BODY_MODEL_VERSION:
+        raise VibeError(f"'{path_or_file}' is a body-model file of version {int(version)}; "
+                        f"this version reads up to {BODY_MODEL_VERSION}. Update the add-on.")
+    missing = [f.name for f in fields(BodyModel) if f.name not in z]
+    if missing:
+        raise VibeError(f"{label} lacks {', '.join(missing)}; download it again from the server.")
+    arrays = {f.name: _as_array(z[f.name], f.name, label) for f in fields(BodyModel)}
+    model = BodyModel(**{name: a.astype(np.int64 if name in ("faces", "parents") else np.float64)
+                         for name, a in arrays.items()})
+    model.validate(label)
     return model

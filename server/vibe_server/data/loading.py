@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.safe_npz import read_npy, read_npz
 from vibe_blender.core.smpl_model import load_smpl_pkl
 from vibe_blender.core.user_dirs import user_dir
 
@@ -129,32 +130,25 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
-    """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            params = {k: z[k].astype(np.float32) for k in ("pose", "shape", "cam")}
-    except (OSError, ValueError, KeyError) as err:
-        raise VibeError(
-            f"'{path}' is not a valid smpl_mean_params.npz ({err}). "
-            "Reinstall the model data with 'vibe-mocap data install'."
-        ) from err
+    """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32 (bounded read)."""
+    hint = "Reinstall the model data with 'vibe-mocap data install'."
+    arrays = read_npz(path, names=("pose", "shape", "cam"), label=f"'{path}' (smpl_mean_params.npz)",
+                      hint=hint, allow_text=False)
     for k, n in (("pose", 144), ("shape", 10), ("cam", 3)):
-        if params[k].shape != (n,):
-            raise VibeError(f"'{path}': '{k}' has shape {params[k].shape}, expected ({n},).")
-    return params
+        if k not in arrays:
+            raise VibeError(f"'{path}' is not a valid smpl_mean_params.npz: it has no '{k}'. {hint}")
+        if arrays[k].shape != (n,) or not np.all(np.isfinite(arrays[k])):
+            raise VibeError(f"'{path}': '{k}' has shape {arrays[k].shape}, expected ({n},) finite numbers. {hint}")
+    return {k: a.astype(np.float32) for k, a in arrays.items()}
 
 
 def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
-    """A (num_joints, 6890) joint regressor ``.npy`` -> float32, with a clear error when it is not one."""
-    try:
-        reg = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise VibeError(
-            f"Cannot read the joint regressor '{path}' ({err}). "
-            "Reinstall the model data with 'vibe-mocap data install'."
-        ) from err
-    if reg.shape != (num_joints, 6890):
-        raise VibeError(f"'{path}' has shape {reg.shape}, expected ({num_joints}, 6890).")
+    """A (num_joints, 6890) joint regressor ``.npy`` -> float32, with a clear error when it is not one
+    (bounded read)."""
+    reg = read_npy(path, label=f"the joint regressor '{path}'",
+                   hint="Reinstall the model data with 'vibe-mocap data install'.")
+    if reg.shape != (num_joints, 6890) or not np.all(np.isfinite(reg)):
+        raise VibeError(f"'{path}' has shape {reg.shape}, expected ({num_joints}, 6890) finite numbers.")
     return reg.astype(np.float32)
 
 

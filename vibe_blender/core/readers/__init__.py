@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import VibeError
 from ..motion import MotionSet, from_result
 from ..result_file import load_result
+from ..safe_npz import npz_names
 from .amass_npz import read_amass_npz
 from .official_pkl import read_official_pkl
 
@@ -26,8 +27,7 @@ def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet
         return read_official_pkl(path, fps=fps or 30.0)
     if not zipfile.is_zipfile(path):
         raise VibeError(f"'{path.name}' is not {SUPPORTED}.")
-    with zipfile.ZipFile(path) as z:
-        names = {n.removesuffix(".npy") for n in z.namelist()}
+    names = set(npz_names(path, label=f"'{path.name}'", hint=f"Choose {SUPPORTED}."))
     if "format" in names:
         return from_result(load_result(path))
     if "poses" in names:

@@ -6,7 +6,8 @@ array is replaced by a ``NumpyArrayWrapper`` (shape, dtype, order) whose raw byt
 opcode directly in the file (after one padding-length byte and padding, when the wrapper records an
 alignment). The reader below is a restricted pickle reader: it lets through plain containers,
 numpy dtypes/arrays and that wrapper, and refuses every other class, so a hostile file cannot run
-code. zlib/gzip/bz2/lzma-compressed joblib files and plain pickles are read too.
+code. zlib/gzip/bz2/lzma-compressed joblib files (decompressed up to
+:func:`..bounded_arrays.byte_budget`) and plain pickles are read too.
 
 The official result has no translation and no video size. Both are recovered here:
 - video size: ``orig_cam = [sx, sy, tx, ty]`` with ``sx = s · h_box / W`` and ``sy = s · h_box / H``
@@ -16,120 +17,116 @@ The official result has no translation and no video size. Both are recovered her
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
-import lzma
-import pickle
-import zlib
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from ..bounded_arrays import (
+    array_from_bytes,
+    array_nbytes,
+    byte_budget,
+    checked_shape,
+    decompress_bounded,
+)
 from ..errors import VibeError
 from ..motion import CameraInfo, MotionSet, TrackMotion
+from ..result_file import (
+    FOCAL_RANGE_PX,
+    FPS_RANGE,
+    MAX_IMAGE_SIDE_PX,
+    check_motion_values,
+    check_range,
+)
+from ..safe_pickle import (
+    NDARRAY,
+    PickleRefused,
+    RestrictedUnpickler,
+    StandIn,
+    describe_failure,
+    dtype_of,
+)
 
 
-class _ArrayWrapper:
-    """Stand-in for joblib's NumpyArrayWrapper: reads its array from the bytes that follow it."""
+class _ArrayWrapper(StandIn):
+    """Stand-in for joblib's NumpyArrayWrapper: once built, reads its array from the bytes that follow."""
 
-    def read(self, file) -> np.ndarray:
-        d = self.__dict__
-        dtype, shape = np.dtype(d["dtype"]), tuple(int(s) for s in d["shape"])
-        if dtype.hasobject:
-            raise VibeError("the file stores Python objects inside an array; refusing to read it.")
+    def finish(self, unpickler: _JoblibUnpickler) -> np.ndarray:
+        d = self.state
+        if d.get("subclass") is not NDARRAY or d.get("order") not in ("C", "F"):
+            raise PickleRefused("a joblib array that is not a plain C- or F-ordered numpy array")
+        dtype = dtype_of(d.get("dtype"))
+        shape = checked_shape(d.get("shape"))
+        file = unpickler.array_source
         if d.get("numpy_array_alignment_bytes") is not None:
-            padding = file.read(1)
-            file.read(int.from_bytes(padding, "little"))
-        count = int(np.prod(shape, dtype=np.int64))
-        raw = file.read(count * dtype.itemsize)
-        if len(raw) != count * dtype.itemsize:
-            raise VibeError("the file ends in the middle of an array; it is truncated.")
-        array = np.frombuffer(raw, dtype=dtype, count=count)
-        array = array.reshape(shape[::-1]).T if d.get("order") == "F" else array.reshape(shape)
-        return array.astype(dtype.newbyteorder("="), copy=True)
+            padding = file.read(1)                              # one length byte, then that much padding
+            file.read(padding[0] if padding else 0)
+        return array_from_bytes(file.read(array_nbytes(shape, dtype)), dtype, shape, fortran_order=d["order"] == "F")
 
 
-def _numpy_global(module: str, name: str):
-    if module == "numpy" and name in ("ndarray", "dtype"):
-        return getattr(np, name)
-    if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
-        try:
-            from numpy._core import multiarray                    # numpy >= 2
-        except ImportError:
-            from numpy.core import multiarray                     # numpy 1.x
-        return getattr(multiarray, name)
-    return None
+def _ordered_dict():
+    """``collections.OrderedDict()``; its items follow as SETITEMS, whose keys are checked."""
+    return {}
 
 
-class _RestrictedJoblibUnpickler(pickle._Unpickler):               # the pure-Python unpickler: BUILD is overridable
-    dispatch = pickle._Unpickler.dispatch.copy()
+class _JoblibUnpickler(RestrictedUnpickler):
+    """Plain containers, numbers, strings, numpy arrays and joblib's array wrapper; nothing else."""
+
+    GLOBALS: ClassVar[dict] = {**RestrictedUnpickler.GLOBALS, ("collections", "OrderedDict"): _ordered_dict,
+               ("joblib.numpy_pickle", "NumpyArrayWrapper"): _ArrayWrapper,
+               ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper"): _ArrayWrapper}
+    what = "a VIBE result"
 
     def __init__(self, file):
-        super().__init__(file, encoding="latin1")
-        self._raw = file
-
-    def find_class(self, module, name):
-        if module.startswith("joblib.numpy_pickle") and name == "NumpyArrayWrapper":
-            return _ArrayWrapper
-        found = _numpy_global(module, name)
-        if found is not None:
-            return found
-        if module in ("collections",) and name == "OrderedDict":
-            import collections
-
-            return collections.OrderedDict
-        if module == "_codecs" and name == "encode":
-            import codecs
-
-            return codecs.encode
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a VIBE result")
-
-    def load_build(self):
-        pickle._Unpickler.load_build(self)
-        if isinstance(self.stack[-1], _ArrayWrapper):
-            self.stack[-1] = self.stack[-1].read(self._raw)
-
-    dispatch[pickle.BUILD[0]] = load_build
-
-
-def _decompressed(raw: bytes) -> bytes:
-    """joblib's compressed formats: zlib ('ZF' prefix or plain), gzip, bz2, xz/lzma; else as is."""
-    if raw.startswith(b"ZF"):                                     # joblib < 0.10 zlib container
-        return zlib.decompress(raw[raw.index(b"x", 2):])
-    if raw[:1] == b"\x78":
-        return zlib.decompress(raw)
-    if raw[:2] == b"\x1f\x8b":
-        return gzip.decompress(raw)
-    if raw[:3] == b"BZh":
-        return bz2.decompress(raw)
-    if raw[:6] == b"\xfd7zXZ\x00" or raw[:1] == b"\x5d":
-        return lzma.decompress(raw)
-    return raw
+        super().__init__(file)
+        self.array_source = file          # joblib writes each array's bytes right after its BUILD
 
 
 def load_joblib_pickle(path: str | Path):
-    """Read a joblib (or plain) pickle of dicts/lists/numbers/strings/numpy arrays, nothing else."""
+    """Read a joblib (or plain) pickle of dicts/lists/numbers/strings/numpy arrays, nothing else.
+
+    Compressed files are decompressed up to :func:`bounded_arrays.byte_budget` of the file size.
+    """
     path = Path(path)
     try:
-        raw = _decompressed(path.read_bytes())
-        return _RestrictedJoblibUnpickler(io.BytesIO(raw)).load()
-    except VibeError as err:
-        raise VibeError(f"Cannot read '{path.name}': {err}") from err
+        raw = path.read_bytes()
     except OSError as err:
         raise VibeError(f"Cannot read '{path}': {err.strerror or err}.") from err
+    try:
+        stream = decompress_bounded(raw, byte_budget(len(raw)))
+        return _JoblibUnpickler(io.BytesIO(stream)).load()
     except Exception as err:  # any unpickling failure means: not a file this reader accepts
-        raise VibeError(f"'{path.name}' is not a VIBE vibe_output.pkl ({err}). "
+        raise VibeError(f"'{path.name}' is not a VIBE vibe_output.pkl ({describe_failure(err)}). "
                         "Choose the vibe_output.pkl written by VIBE's demo.py.") from err
 
 
-def _track_arrays(track_id, data, label):
-    required = ("pose", "betas", "orig_cam", "pred_cam", "bboxes", "frame_ids")
-    if not isinstance(data, dict) or any(k not in data for k in required):
-        have = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise VibeError(f"{label}: person {track_id} lacks {', '.join(k for k in required if not isinstance(data, dict) or k not in data)} "
+_TRACK_SHAPES = {"pose": 72, "betas": 10, "orig_cam": 4, "pred_cam": 3, "bboxes": 4, "frame_ids": None}
+
+
+def _track_arrays(track_id, data, label) -> dict[str, np.ndarray]:
+    """One person's dict from the file -> its arrays (T rows each), shapes and values checked."""
+    if not isinstance(data, dict) or any(k not in data for k in _TRACK_SHAPES):
+        have = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        missing = [k for k in _TRACK_SHAPES if not isinstance(data, dict) or k not in data]
+        raise VibeError(f"{label}: person {track_id} lacks {', '.join(missing)} "
                         f"(it has {have}); is this a vibe_output.pkl from VIBE's demo.py?")
-    return {k: np.asarray(data[k], dtype=np.int64 if k == "frame_ids" else np.float64) for k in required}
+    arrays = {}
+    for key, width in _TRACK_SHAPES.items():
+        value = data[key]
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            raise VibeError(f"{label}: person {track_id}'s '{key}' is a {type(value).__name__}, not a numeric array; "
+                            "the file is damaged.")
+        arrays[key] = value.astype(np.int64 if key == "frame_ids" else np.float64)
+    T = len(arrays["frame_ids"])
+    for key, width in _TRACK_SHAPES.items():
+        expected = (T,) if width is None else (T, width)
+        if arrays[key].shape != expected:
+            raise VibeError(f"{label}: person {track_id}'s '{key}' has shape {arrays[key].shape}, expected {expected}; "
+                            "the file is damaged.")
+    check_motion_values(f"{label}: person {track_id}", arrays["frame_ids"], {"betas": arrays["betas"]},
+                        **{k: v for k, v in arrays.items() if k not in ("frame_ids", "betas")})
+    return arrays
 
 
 def video_size_from_cameras(orig_cam: np.ndarray, pred_cam: np.ndarray, bboxes: np.ndarray) -> tuple[int, int]:
@@ -138,8 +135,10 @@ def video_size_from_cameras(orig_cam: np.ndarray, pred_cam: np.ndarray, bboxes: 
     ok = (np.abs(orig_cam[:, 0]) > 1e-9) & (np.abs(orig_cam[:, 1]) > 1e-9)
     if not np.any(ok):
         raise VibeError("the cameras in the file are all zero; cannot recover the video size.")
-    return (int(round(float(np.median(s_h[ok] / orig_cam[ok, 0])))),
-            int(round(float(np.median(s_h[ok] / orig_cam[ok, 1])))))
+    size = [float(np.median(s_h[ok] / orig_cam[ok, axis])) for axis in (0, 1)]
+    for name, value in zip(("width", "height"), size):
+        check_range("the cameras in the file", f"the video {name} they imply", value, 1, MAX_IMAGE_SIDE_PX)
+    return round(size[0]), round(size[1])
 
 
 def weak_perspective_to_trans(orig_cam: np.ndarray, width_px: int, focal_length_px: float) -> np.ndarray:
@@ -155,6 +154,9 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
     focal length; default max(W, H), a normal lens.
     """
     path = Path(path)
+    check_range(path.name, "the frame rate", fps, *FPS_RANGE)
+    if focal_length_px is not None:
+        check_range(path.name, "the focal length (pixels)", focal_length_px, *FOCAL_RANGE_PX)
     data = load_joblib_pickle(path)
     if not isinstance(data, dict) or not data:
         raise VibeError(f"'{path.name}' holds no people (expected a dict of person id -> results). "

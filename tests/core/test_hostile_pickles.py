@@ -1,0 +1,208 @@
+"""Crafted pickles against the two pickle readers (SMPL_NEUTRAL.pkl and vibe_output.pkl).
+
+Each attack class is generated here and read in a sandboxed child (address-space limit, timeout):
+the reader must answer with one VibeError, without crashing, hanging or allocating what the file
+does not hold.
+"""
+import bz2
+import gzip
+import lzma
+import zlib
+
+import numpy as np
+import pytest
+from hostile_files import (
+    BUILD,
+    EMPTY_DICT,
+    EMPTY_TUPLE,
+    HOSTILE_DTYPES,
+    LIST,
+    MARK,
+    NEWFALSE,
+    PLAIN_F8_STATE,
+    POP,
+    REDUCE,
+    SETITEM,
+    TUPLE,
+    TUPLE3,
+    dtype_ops,
+    get,
+    glob,
+    joblib_array,
+    person_dict,
+    program,
+    put,
+    read_in_sandbox,
+    reconstructed_array,
+    shared_list_bomb,
+    shared_tuple_bomb,
+    smpl_dict,
+    value,
+)
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.readers.official_pkl import load_joblib_pickle
+from vibe_blender.core.smpl_model import load_smpl_pkl
+
+SMPL = "vibe_blender.core.smpl_model:load_smpl_pkl"
+OFFICIAL = "vibe_blender.core.readers.official_pkl:load_joblib_pickle"
+
+
+def write(tmp_path, blob: bytes, name="hostile.pkl"):
+    path = tmp_path / name
+    path.write_bytes(blob)
+    return path
+
+
+def assert_refused(reader, path, *match, memory_mb=1024, timeout_s=60):
+    outcome = read_in_sandbox(reader, path, memory_mb=memory_mb, timeout_s=timeout_s)
+    assert outcome.refused, outcome.message
+    for text in match:
+        assert text in outcome.message, outcome.message
+    return outcome
+
+
+# ---- 1. No file-controlled state reaches dtype.__setstate__ / ndarray.__setstate__ ------------
+
+# How each reader meets an array: numpy's own pickle layout, or joblib's wrapper + raw bytes.
+ARRAY_LAYOUTS = {
+    SMPL: lambda dtype: smpl_dict(v_template=reconstructed_array(dtype, (2,), bytes([0x41]) * 16)),
+    OFFICIAL: lambda dtype: person_dict(pose=joblib_array(dtype, (2,), bytes([0x41]) * 16)),
+}
+
+
+@pytest.mark.parametrize("reader", list(ARRAY_LAYOUTS))
+@pytest.mark.parametrize("name", list(HOSTILE_DTYPES))
+def test_hostile_dtypes_are_refused(tmp_path, reader, name):
+    kind, state = HOSTILE_DTYPES[name]
+    path = write(tmp_path, program(ARRAY_LAYOUTS[reader](dtype_ops(kind, state))))
+    assert_refused(reader, path, "refusing", "dtype")
+
+
+def test_state_cannot_be_set_again_on_a_built_array(tmp_path):
+    """Fetch an array that is already built and BUILD a hostile state onto it (ndarray.__setstate__)."""
+    good = reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (2,), bytes(16)) + put(7000) + POP
+    restate = (get(7000) + MARK + value(1) + value((2,)) + dtype_ops("f8", PLAIN_F8_STATE) + NEWFALSE
+               + value(bytes([0x41]) * 16) + TUPLE + BUILD)
+    path = write(tmp_path, program(smpl_dict(v_template=good + restate)))
+    assert_refused(SMPL, path, "refusing to set the state of a ndarray")
+
+
+def test_object_scalars_are_refused(tmp_path):
+    scalar = (glob("numpy.core.multiarray", "scalar") + dtype_ops("O8", (3, "|", None, None, None, -1, -1, 63))
+              + value(bytes(8)) + b"\x86" + REDUCE)
+    path = write(tmp_path, program(person_dict(pose=scalar)))
+    assert_refused(OFFICIAL, path, "refusing dtype 'O8'")
+
+
+def test_array_bytes_must_match_shape(tmp_path):
+    short = reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (1000, 1000), bytes(16))
+    path = write(tmp_path, program(smpl_dict(v_template=short)))
+    with pytest.raises(VibeError, match="needs 8000000 bytes but the file holds 16"):
+        load_smpl_pkl(path)
+
+
+# ---- 2. Memory and time bombs -----------------------------------------------------------------
+
+def _bomb_stream(kind: str) -> bytes:
+    """~2 GB of zeros behind a small joblib-style compressed container (concatenated streams where the
+    format allows, a repeated deflate block for bare zlib)."""
+    if kind == "zlib":
+        c = zlib.compressobj(9)
+        head = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+        block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+        return head + block * 2047 + c.flush()
+    compress = {"gzip": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind]
+    return compress(bytes(16 << 20)) * 128
+
+
+@pytest.mark.parametrize("kind", ["zlib", "gzip", "bz2", "xz"])
+def test_decompression_is_capped(tmp_path, kind):
+    path = write(tmp_path, _bomb_stream(kind))
+    outcome = assert_refused(OFFICIAL, path, "expands past", memory_mb=1024)
+    assert outcome.peak_mb < 400, outcome.peak_mb
+
+
+@pytest.mark.parametrize("reader, wrap", [
+    (SMPL, lambda bomb: smpl_dict(f=bomb)),
+    (OFFICIAL, lambda bomb: person_dict(pose=bomb)),
+])
+def test_shared_references_cannot_expand(tmp_path, reader, wrap):
+    """'Billion laughs': 2**30 leaves from a few hundred bytes."""
+    path = write(tmp_path, program(wrap(shared_list_bomb(30))))
+    assert_refused(reader, path, "expands to more than", memory_mb=768, timeout_s=60)
+
+
+def test_nested_tuple_keys_are_refused(tmp_path):
+    """A dict key whose hash would take 2**60 steps."""
+    path = write(tmp_path, program(EMPTY_DICT + shared_tuple_bomb(60) + value(1) + SETITEM))
+    assert_refused(OFFICIAL, path, "dict key", timeout_s=60)
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    depth = 100_000
+    nested = MARK * depth + LIST * depth                 # [[[...]]], two bytes per level
+    path = write(tmp_path, program(smpl_dict(f=nested)))
+    assert_refused(SMPL, path, "nests deeper than")
+
+
+def test_copyreg_reconstructor_cannot_allocate(tmp_path):
+    """copyreg._reconstructor(ndarray, ndarray, (2**28,)) would make numpy allocate 2 GB."""
+    alloc = (glob("copy_reg", "_reconstructor") + glob("numpy", "ndarray") + glob("numpy", "ndarray")
+             + value((1 << 28,)) + TUPLE3 + REDUCE)
+    path = write(tmp_path, program(smpl_dict(v_template=alloc)))
+    assert_refused(SMPL, path, "refusing copyreg._reconstructor", memory_mb=768)
+
+
+def test_sparse_shape_must_match_the_model(tmp_path):
+    """A csc_matrix whose _shape asks for a 100000 x 100000 dense matrix (80 GB)."""
+    sparse = (glob("scipy.sparse.csc", "csc_matrix") + EMPTY_TUPLE + b"\x81" + EMPTY_DICT
+              + value("_shape") + value((100_000, 100_000)) + SETITEM
+              + value("data") + value(np.zeros(1)) + SETITEM + value("indices") + value(np.zeros(1, np.int32)) + SETITEM
+              + value("indptr") + value(np.zeros(100_001, np.int32)) + SETITEM + BUILD)
+    path = write(tmp_path, program(smpl_dict(J_regressor=sparse)))
+    assert_refused(SMPL, path, "has shape (100000, 100000), expected (2, 4)", memory_mb=768)
+
+
+def test_operation_count_is_bounded(tmp_path):
+    """Millions of memoized empty dicts: memory grows with every three bytes of file."""
+    flood = (EMPTY_DICT + b"\x94" + POP) * 1_100_000
+    path = write(tmp_path, b"\x80\x04" + flood + smpl_dict() + b".")
+    with pytest.raises(VibeError, match="more than 1000000 operations"):
+        load_smpl_pkl(path)
+
+
+def test_huge_integers_are_refused(tmp_path):
+    path = write(tmp_path, program(person_dict(frame_ids=b"\x8b" + (1 << 20).to_bytes(4, "little") + bytes(1 << 20))))
+    with pytest.raises(VibeError, match="integer of"):
+        load_joblib_pickle(path)
+
+
+# ---- values read from vibe_output.pkl ----------------------------------------------------------
+
+@pytest.mark.parametrize("key, array, match", [
+    ("frame_ids", np.array([0, 1, 2**62]), "frame ids"),
+    ("frame_ids", np.array([-1, 0, 1]), "frame ids"),
+    ("betas", np.full((3, 10), 50.0), "beta"),
+    ("pose", np.full((3, 72), np.nan), "NaN"),
+    ("orig_cam", np.full((3, 4), np.inf), "NaN, infinite"),
+    ("pose", np.zeros((3, 71)), "shape"),
+    ("pose", np.array(["a"] * 3), "dtype 'U1'"),
+])
+def test_official_values_are_checked(tmp_path, key, array, match):
+    from vibe_blender.core.readers.official_pkl import read_official_pkl
+
+    path = write(tmp_path, program(person_dict(**{key: value(array)})))
+    with pytest.raises(VibeError, match=match):
+        read_official_pkl(path)
+
+
+def test_official_reader_parameters_are_checked(tmp_path):
+    from vibe_blender.core.readers.official_pkl import read_official_pkl
+
+    path = write(tmp_path, program(person_dict()))
+    assert read_official_pkl(path, fps=25).tracks[0].frame_ids.tolist() == [0, 1, 2]
+    with pytest.raises(VibeError, match="frame rate"):
+        read_official_pkl(path, fps=float("nan"))
+    with pytest.raises(VibeError, match="focal length"):
+        read_official_pkl(path, focal_length_px=-3.0)

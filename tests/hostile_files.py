@@ -1,0 +1,240 @@
+"""Builders of hostile files (crafted pickles, zips, .npy headers) and a sandbox to read them in.
+
+The sandbox runs one reader in a child Python with an address-space limit, so a reader that
+crashes (SIGSEGV), exhausts memory or hangs fails its test instead of taking the machine down.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------
+# Pickle assembly (protocol 2 opcodes)
+# ---------------------------------------------------------------------------------------------
+
+PROTO2, STOP = b"\x80\x02", b"."
+MARK, TUPLE, TUPLE1, TUPLE2, TUPLE3, EMPTY_TUPLE = b"(", b"t", b"\x85", b"\x86", b"\x87", b")"
+REDUCE, BUILD, NEWOBJ = b"R", b"b", b"\x81"
+EMPTY_LIST, EMPTY_DICT, LIST, APPEND, SETITEM, SETITEMS = b"]", b"}", b"l", b"a", b"s", b"u"
+POP, NONE, NEWFALSE = b"0", b"N", b"\x89"
+
+
+def glob(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def value(obj) -> bytes:
+    """The opcodes that push ``obj`` (a plain value), without PROTO/STOP. Its memo indices are below
+    1000 and only used inside it, so fragments can be concatenated."""
+    return pickle.dumps(obj, protocol=2)[2:-1]
+
+
+def put(i: int) -> bytes:
+    return b"r" + struct.pack("<I", i)
+
+
+def get(i: int) -> bytes:
+    return b"j" + struct.pack("<I", i)
+
+
+def program(*parts: bytes) -> bytes:
+    return PROTO2 + b"".join(parts) + STOP
+
+
+def dtype_ops(kind: str, state: tuple) -> bytes:
+    """numpy.dtype(kind, False, True) followed by BUILD with a state chosen by the file."""
+    return glob("numpy", "dtype") + value((kind, False, True)) + REDUCE + value(state) + BUILD
+
+
+PLAIN_F8_STATE = (3, "<", None, None, None, -1, -1, 0)
+# An object field and an int64 field at the same offset, flags 0 so that numpy believes the dtype
+# holds no objects: reading the int as a pointer crashes, writing it moves reference counts.
+OVERLAPPING_OBJECT_STATE = (3, "|", None, ("a", "b"),
+                            {"a": (np.dtype("O"), 0), "b": (np.dtype("<i8"), 0)}, 8, 1, 0)
+HOSTILE_DTYPES = {
+    "object field over a number, hasobject hidden": ("V8", OVERLAPPING_OBJECT_STATE),
+    "object kind": ("O8", (3, "|", None, None, None, -1, -1, 63)),
+    "plain record": ("V8", (3, "|", None, ("x",), {"x": (np.dtype("<f8"), 0)}, 8, 1, 16)),
+    "sub-array": ("V16", (3, "|", (np.dtype("<f8"), (2,)), None, None, 16, 8, 0)),
+    "metadata": ("f8", (4, "<", None, None, None, -1, -1, 0, {"x": 1})),
+}
+
+
+def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes) -> bytes:
+    """numpy's protocol-2 array: _reconstruct(ndarray, (0,), b'b') then BUILD (1, shape, dtype, False, raw)."""
+    return (glob("numpy.core.multiarray", "_reconstruct") + glob("numpy", "ndarray") + value((0,)) + value(b"b")
+            + TUPLE3 + REDUCE + MARK + value(1) + value(shape) + dtype + NEWFALSE + value(raw) + TUPLE + BUILD)
+
+
+def joblib_array(dtype: bytes, shape: tuple, raw: bytes) -> bytes:
+    """joblib's NumpyArrayWrapper (state dict) followed by the array's raw bytes."""
+    return (glob("joblib.numpy_pickle", "NumpyArrayWrapper") + EMPTY_TUPLE + NEWOBJ + EMPTY_DICT + MARK
+            + value("subclass") + glob("numpy", "ndarray") + value("shape") + value(shape)
+            + value("order") + value("C") + value("dtype") + dtype + value("allow_mmap") + NEWFALSE
+            + SETITEMS + BUILD + raw)
+
+
+def shared_list_bomb(depth: int, leaf: bytes = value(0.5)) -> bytes:
+    """'Billion laughs': L0 = [leaf], L(k+1) = [Lk, Lk]; a few bytes per level, 2**depth leaves."""
+    ops = EMPTY_LIST + leaf + APPEND + put(5000) + POP
+    for level in range(depth):
+        ops += EMPTY_LIST + get(5000 + level) + APPEND + get(5000 + level) + APPEND + put(5001 + level) + POP
+    return ops + get(5000 + depth)
+
+
+def shared_tuple_bomb(depth: int) -> bytes:
+    """T0 = (1,), T(k+1) = (Tk, Tk): hashing T(depth) takes 2**depth steps."""
+    ops = value((1,)) + put(6000) + POP
+    for level in range(depth):
+        ops += get(6000 + level) + get(6000 + level) + TUPLE2 + put(6001 + level) + POP
+    return ops + get(6000 + depth)
+
+
+def smpl_dict(**overrides: bytes) -> bytes:
+    """A dict with every key an SMPL model needs, plain small arrays, ``overrides`` as raw opcodes."""
+    arrays = {"v_template": np.zeros((4, 3)), "f": np.array([[0, 1, 2]]), "weights": np.full((4, 2), 0.5),
+              "shapedirs": np.zeros((4, 3, 10)), "posedirs": np.zeros((4, 3, 9)), "J_regressor": np.full((2, 4), 0.25),
+              "kintree_table": np.array([[-1, 0], [0, 1]])}
+    ops = EMPTY_DICT
+    for key, array in arrays.items():
+        ops += value(key) + overrides.get(key, value(array)) + SETITEM
+    return ops
+
+
+def person_dict(**overrides: bytes) -> bytes:
+    """{1: {pose, betas, orig_cam, pred_cam, bboxes, frame_ids}} as VIBE's demo writes it, plain pickle."""
+    T = 3
+    arrays = {"pose": np.zeros((T, 72)), "betas": np.zeros((T, 10)), "orig_cam": np.tile([0.5, 0.6, 0.0, 0.1], (T, 1)),
+              "pred_cam": np.tile([1.0, 0.0, 0.1], (T, 1)), "bboxes": np.tile([50.0, 50.0, 64.0, 64.0], (T, 1)),
+              "frame_ids": np.arange(T)}
+    ops = EMPTY_DICT + value(1) + EMPTY_DICT
+    for key, array in arrays.items():
+        ops += value(key) + overrides.get(key, value(array)) + SETITEM
+    return ops + SETITEM
+
+
+# ---------------------------------------------------------------------------------------------
+# .npy headers and zip archives with chosen (possibly lying) sizes
+# ---------------------------------------------------------------------------------------------
+
+def npy(array: np.ndarray | None = None, *, header: str | None = None, data: bytes | None = None,
+        version: tuple[int, int] = (1, 0), header_len: int | None = None) -> bytes:
+    """A .npy file; ``header``/``data``/``header_len`` replace what numpy would write."""
+    if header is None:
+        header = repr({"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                       "shape": array.shape})
+    if data is None:
+        data = array.tobytes()
+    text = header.encode("latin1")
+    length = len(text) if header_len is None else header_len
+    size = struct.pack("<H", length) if version[0] == 1 else struct.pack("<I", length)
+    return b"\x93NUMPY" + bytes(version) + size + text + data
+
+
+@dataclass
+class Member:
+    name: str
+    payload: bytes                   # the bytes stored in the archive (already compressed when method=8)
+    method: int = 0                  # 0 stored, 8 deflated, 12 bzip2, 14 lzma
+    file_size: int | None = None     # declared uncompressed size (default: len(payload) when stored)
+    crc: int | None = None
+    flags: int = 0
+
+
+def deflated(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def zip_bytes(members: list[Member]) -> bytes:
+    """A zip archive written field by field, so sizes and flags can lie."""
+    body, directory = b"", b""
+    for m in members:
+        name = m.name.encode()
+        size = len(m.payload) if m.file_size is None else m.file_size
+        crc = zlib.crc32(m.payload) if m.crc is None else m.crc
+        common = struct.pack("<HHHHHIII", 20, m.flags, m.method, 0, 0x21, crc, len(m.payload), size)
+        offset = len(body)
+        body += b"PK\x03\x04" + common + struct.pack("<HH", len(name), 0) + name + m.payload
+        directory += (b"PK\x01\x02" + struct.pack("<H", 20) + common
+                      + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, offset) + name)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(directory), len(body), 0)
+    return body + directory + end
+
+
+def npz_members(arrays: dict[str, np.ndarray]) -> list[Member]:
+    return [Member(f"{k}.npy", npy(np.asarray(v))) for k, v in arrays.items()]
+
+
+def repeated_deflate_zeros(megabytes: int) -> bytes:
+    """A raw deflate stream of ``megabytes`` MB of zeros, built in milliseconds: one full-flush block
+    repeated (each block stands alone), then an empty final block."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    c.compress(bytes(1 << 20))
+    c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return block * megabytes + c.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sandbox
+# ---------------------------------------------------------------------------------------------
+
+_CHILD = r"""
+import importlib, resource, sys
+limit = int(sys.argv[1]) << 20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+module, function, path = sys.argv[2:5]
+from vibe_blender.core.errors import VibeError
+reader = getattr(importlib.import_module(module), function)
+try:
+    reader(path)
+    outcome = "returned"
+except VibeError as err:
+    outcome = "VibeError: " + str(err)
+except BaseException as err:
+    outcome = type(err).__name__ + ": " + str(err)[:300]
+try:   # this process's own high-water mark (ru_maxrss would include the parent's size at fork on Linux)
+    peak = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) // 1024
+except OSError:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // (1 << 20 if sys.platform == "darwin" else 1024)
+print("OUTCOME", outcome.replace("\n", " "))
+print("PEAK_MB", peak)
+"""
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    message: str          # 'VibeError: ...', 'MemoryError: ...', 'returned', or how the child died
+    peak_mb: int
+
+    @property
+    def refused(self) -> bool:
+        return self.returncode == 0 and self.message.startswith("VibeError: ")
+
+
+def read_in_sandbox(reader: str, path: Path, *, memory_mb: int = 1024, timeout_s: float = 60) -> Outcome:
+    """Run ``reader`` ('module:function') on ``path`` in a child limited to ``memory_mb`` of address space."""
+    module, function = reader.split(":")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD, str(memory_mb), module, function, str(path)],
+                              capture_output=True, text=True, timeout=timeout_s, env=env, cwd=ROOT, check=False)
+    except subprocess.TimeoutExpired:
+        return Outcome(-1, f"still running after {timeout_s} s", -1)
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("OUTCOME", "PEAK_MB")))
+    if "OUTCOME" not in lines:
+        return Outcome(done.returncode, f"died with exit code {done.returncode}: {done.stderr[-300:]}", -1)
+    return Outcome(done.returncode, lines["OUTCOME"], int(lines.get("PEAK_MB", -1)))

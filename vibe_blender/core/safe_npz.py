@@ -1,0 +1,159 @@
+"""Bounded reading of ``.npy`` and ``.npz`` files that a user may have downloaded.
+
+``numpy.load`` trusts a file's declared shapes and sizes: a 1 MB ``.npz`` can ask for gigabytes and
+a damaged one escapes as MemoryError, ValueError, BadZipFile or OverflowError. Here:
+
+- the ``.npy`` header is parsed here (at most :data:`MAX_HEADER_BYTES`, a literal dict with exactly
+  ``descr``, ``fortran_order``, ``shape``); the dtype comes from
+  :func:`bounded_arrays.plain_dtype` (plain numbers, and fixed-width text where asked), never objects;
+- a member's declared shape × itemsize must equal the size the zip declares for it, the bytes it
+  really decompresses to, and stay within the file's :func:`bounded_arrays.byte_budget` (all members
+  together); only stored or deflated members are read, never encrypted ones;
+- every failure, whatever its kind, becomes one ``VibeError`` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import os
+import zipfile
+from collections.abc import Iterable
+
+import numpy as np
+
+from .bounded_arrays import (
+    ByteBudget,
+    UntrustedDataError,
+    array_from_bytes,
+    array_nbytes,
+    checked_shape,
+    plain_dtype,
+)
+from .errors import VibeError
+
+MAGIC = b"\x93NUMPY"
+MAX_HEADER_BYTES = 10_000          # numpy's own default limit
+MAX_MEMBERS = 100_000
+_HEADER_KEYS = {"descr", "fortran_order", "shape"}
+
+
+def _read_exact(file, n: int, what: str) -> bytes:
+    data = file.read(n)
+    if len(data) != n:
+        raise UntrustedDataError(f"{what} ends early (the file is truncated)")
+    return data
+
+
+def _read_header(file) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """An open .npy stream -> (dtype, shape, fortran_order, header length in bytes)."""
+    if _read_exact(file, 6, "the .npy header") != MAGIC:
+        raise UntrustedDataError("an array is not in numpy's .npy format")
+    major, _minor = _read_exact(file, 2, "the .npy header")
+    if major not in (1, 2, 3):
+        raise UntrustedDataError(f".npy format version {major} is unknown")
+    size_bytes = 2 if major == 1 else 4
+    length = int.from_bytes(_read_exact(file, size_bytes, "the .npy header"), "little")
+    if length > MAX_HEADER_BYTES:
+        raise UntrustedDataError(f"the .npy header claims {length} bytes, more than the {MAX_HEADER_BYTES} allowed")
+    text = _read_exact(file, length, "the .npy header").decode("utf-8" if major == 3 else "latin1")
+    try:
+        header = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+        raise UntrustedDataError(f"the .npy header is not a literal dict ({type(err).__name__})") from None
+    if not isinstance(header, dict) or set(header) != _HEADER_KEYS or type(header["fortran_order"]) is not bool:
+        raise UntrustedDataError(f"the .npy header {text[:80]!r} is not numpy's {{descr, fortran_order, shape}}")
+    return header["descr"], checked_shape(header["shape"]), header["fortran_order"], 6 + 2 + size_bytes + length
+
+
+def _read_array(file, available: int, *, allow_text: bool) -> np.ndarray:
+    """An open .npy stream of ``available`` declared bytes -> its array, sizes checked before reading."""
+    descr, shape, fortran, header_bytes = _read_header(file)
+    dtype = plain_dtype(descr, allow_text=allow_text)
+    nbytes = array_nbytes(shape, dtype)
+    if header_bytes + nbytes != available:
+        raise UntrustedDataError(f"an array of shape {shape} {dtype} needs {nbytes} bytes but "
+                                 f"{available - header_bytes} are declared for it")
+    array = array_from_bytes(_read_exact(file, nbytes, "the array data"), dtype, shape, fortran_order=fortran)
+    if file.read(1):
+        raise UntrustedDataError(f"an array of shape {shape} {dtype} is followed by extra bytes")
+    return array
+
+
+def _size_of(source) -> int:
+    if isinstance(source, (str, os.PathLike)):
+        return os.stat(source).st_size
+    here = source.tell()
+    size = source.seek(0, io.SEEK_END)
+    source.seek(here)
+    return size - here
+
+
+def _label(source, label: str | None) -> str:
+    if label:
+        return label
+    return f"'{source}'" if isinstance(source, (str, os.PathLike)) else "the file"
+
+
+def _fail(label: str, err: Exception, hint: str) -> VibeError:
+    reason = str(err) if isinstance(err, UntrustedDataError) else f"{type(err).__name__}: {err}"[:300]
+    return VibeError(f"Cannot read {label}: {reason}." + (f" {hint}" if hint else ""))
+
+
+def read_npy(source, *, label: str | None = None, hint: str = "", allow_text: bool = False) -> np.ndarray:
+    """A ``.npy`` path or binary file -> its array (plain dtype, size checked); else one VibeError."""
+    label = _label(source, label)
+    try:
+        size = _size_of(source)
+        ByteBudget(size).take(size, "the array")
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as file:
+                return _read_array(file, size, allow_text=allow_text)
+        return _read_array(source, size, allow_text=allow_text)
+    except Exception as err:
+        raise _fail(label, err, hint) from err
+
+
+def npz_names(source, *, label: str | None = None, hint: str = "") -> list[str]:
+    """The array names in a ``.npz`` (member names without '.npy'), without reading any array."""
+    label = _label(source, label)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            infos = archive.infolist()
+    except Exception as err:
+        raise _fail(label, err, hint) from err
+    return [info.filename.removesuffix(".npy") for info in infos[:MAX_MEMBERS]]
+
+
+def read_npz(source, *, names: Iterable[str] | None = None, label: str | None = None, hint: str = "",
+             allow_text: bool = True) -> dict[str, np.ndarray]:
+    """A ``.npz`` path or binary file -> {name: array} for ``names`` (all when None); arrays absent from
+    the file are simply not in the dict. Limits: see the module docstring; any failure is one VibeError."""
+    label = _label(source, label)
+    wanted = None if names is None else set(names)
+    try:
+        budget = ByteBudget(_size_of(source))
+        arrays: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(source) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise UntrustedDataError(f"the archive lists {len(infos)} members, more than {MAX_MEMBERS}")
+            for info in infos:
+                name = info.filename.removesuffix(".npy")
+                if wanted is not None and name not in wanted:
+                    continue
+                if name in arrays:
+                    raise UntrustedDataError(f"the archive holds '{name}' twice")
+                if info.flag_bits & 0x1:
+                    raise UntrustedDataError(f"'{name}' is encrypted")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise UntrustedDataError(f"'{name}' uses zip compression method {info.compress_type}; "
+                                             "numpy writes stored or deflated members only")
+                budget.take(info.file_size, f"'{name}'")
+                with archive.open(info) as member:
+                    try:
+                        arrays[name] = _read_array(member, info.file_size, allow_text=allow_text)
+                    except UntrustedDataError as err:
+                        raise UntrustedDataError(f"'{name}': {err}") from None
+        return arrays
+    except Exception as err:
+        raise _fail(label, err, hint) from err

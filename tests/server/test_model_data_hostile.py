@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # tests/hostile_files.py
 from hostile_files import Member, npy, read_in_sandbox, zip_bytes
 from vibe_server.data.synthetic import mean_params, random_joint_regressor
-from vibe_server.model.vibe import load_joint_regressor, load_mean_params
+from vibe_server.data.loading import load_joint_regressor, load_mean_params
 
 from vibe_blender.core.errors import VibeError
 

@@ -125,7 +125,7 @@ class FakeVibeServer:
             record["padding"] = "x" * self.json_padding
         return record
 
-    def _handler(server):                                   # noqa: N805  (closure over the fake server)
+    def _handler(server):
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass

@@ -11,7 +11,12 @@ from fake_vibe_server import FakeVibeServer
 
 from vibe_blender.core import user_dirs
 from vibe_blender.core.capture import CaptureJob
-from vibe_blender.core.client import START_SERVER_HINT, ServerClient, check_online_access, is_loopback_url
+from vibe_blender.core.client import (
+    START_SERVER_HINT,
+    ServerClient,
+    check_online_access,
+    is_loopback_url,
+)
 from vibe_blender.core.errors import VibeError
 
 TOKEN = "fake-token"
@@ -32,8 +37,7 @@ def _free_port() -> int:
 
 
 def _job(client, files, tmp_path, **kw):
-    result, body, video = files
-    return CaptureJob(client, video, tmp_path / "results", body_model_path=tmp_path / "cache" / "body_model.npz",
+    return CaptureJob(client, files[2], tmp_path / "results", body_model_path=tmp_path / "cache" / "body_model.npz",
                       poll_interval_s=0.01, **kw)
 
 

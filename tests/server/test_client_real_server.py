@@ -17,15 +17,23 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # tests/fake_vibe_server.py
-from fake_vibe_server import (JOB_PARAM_NAMES, LOCAL_PATH_REFUSED, TOKEN_REFUSED, FakeVibeServer,  # noqa: E402
-                              no_file_at, no_job, not_done, unknown_params)
+from fake_vibe_server import (
+    JOB_PARAM_NAMES,
+    LOCAL_PATH_REFUSED,
+    TOKEN_REFUSED,
+    FakeVibeServer,
+    no_file_at,
+    no_job,
+    not_done,
+    unknown_params,
+)
 
-from vibe_blender.core import user_dirs  # noqa: E402
-from vibe_blender.core.capture import CaptureJob  # noqa: E402
-from vibe_blender.core.client import ServerClient  # noqa: E402
-from vibe_blender.core.errors import VibeError  # noqa: E402
-from vibe_blender.core.result_file import load_result  # noqa: E402
-from vibe_blender.core.smpl_model import load_body_model  # noqa: E402
+from vibe_blender.core import user_dirs
+from vibe_blender.core.capture import CaptureJob
+from vibe_blender.core.client import ServerClient
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import load_result
+from vibe_blender.core.smpl_model import load_body_model
 
 REPO = Path(__file__).resolve().parents[2]
 FRAME_DELAY_S = 0.04                 # 60 frames: a job runs ~2.4 s, long enough to be cancelled
@@ -204,7 +212,7 @@ def test_the_fake_answers_like_the_real_server(server, video, tmp_path, server_f
     token = {"Authorization": f"Bearer {user_dirs.read_token()}"}
     json_type = {"Content-Type": "application/json"}
     missing = str(tmp_path / "missing.mp4")
-    local = lambda path, params: json.dumps({"video_path": path, "params": params})          # noqa: E731
+    local = lambda path, params: json.dumps({"video_path": path, "params": params})
     with FakeVibeServer(server_files[0], server_files[1], token=user_dirs.read_token()) as fake:
         cases = [
             (("GET", "/jobs"), 401, TOKEN_REFUSED),
@@ -228,7 +236,6 @@ def test_the_fake_answers_like_the_real_server(server, video, tmp_path, server_f
 def test_the_fakes_local_path_refusal_is_the_real_one(tmp_path, make_engine, server_files):
     """The real server refuses local paths from other machines with 403 (the fake used to say 400)."""
     from fastapi.testclient import TestClient
-
     from vibe_server.api.app import create_app
     from vibe_server.api.settings import Settings
 

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import uvicorn
 
-from conftest import ScriptedFrontEnd, TinyVIBE          # this folder's test fakes (first on sys.path)
-from vibe_blender.core.user_dirs import ensure_token
+# this folder's test fakes (the script's folder is first on sys.path)
+from conftest import ScriptedFrontEnd, TinyVIBE
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
 from vibe_server.pipeline.run import Engine
+
+from vibe_blender.core.user_dirs import ensure_token
 
 
 def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0") -> None:

@@ -61,7 +61,7 @@ class CaptureJob:
         self._server_job_id: str | None = None     # kept apart from the status, which a cancel freezes
 
     # ---------------------------------------------------------------- UI-thread side
-    def start(self) -> "CaptureJob":
+    def start(self) -> CaptureJob:
         self._thread = threading.Thread(target=self.run, name="vibe-mocap-capture", daemon=True)
         self._thread.start()
         return self

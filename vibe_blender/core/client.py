@@ -21,9 +21,9 @@ import socket
 import threading
 import urllib.parse
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
@@ -337,7 +337,7 @@ class ServerClient:
             declared = self._declared_length(response, max_bytes)   # refused before anything is written
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                f = open(partial, "wb")
+                f = open(partial, "wb")  # noqa: SIM115  (the with below closes it; an error here is the disk's)
             except OSError as err:
                 raise _cannot_write(partial, err) from None
             try:

@@ -57,7 +57,8 @@ def real_server(tmp_path_factory):
         deadline = time.monotonic() + 180
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as r:
+                health = urllib.request.Request(f"{url}/api/v1/health", headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(health, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:

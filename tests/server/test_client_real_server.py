@@ -68,6 +68,7 @@ def server(config_home, tmp_path_factory):
 
     smpl_dir = tmp_path_factory.mktemp("smpl")
     write_smpl_files(smpl_dir)
+    token = user_dirs.ensure_token()            # made here, read by the server as 'vibe-mocap serve' would
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != user_dirs.TOKEN_ENV_VAR}
     env.update(XDG_CONFIG_HOME=str(config_home), OMP_NUM_THREADS="1",
@@ -80,7 +81,7 @@ def server(config_home, tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while _status_of(url, "GET", "/health")[0] != 200:
+        while _status_of(url, "GET", "/health", headers={"Authorization": f"Bearer {token}"})[0] != 200:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("the server did not start:\n" + log_path.read_text())
             time.sleep(0.2)

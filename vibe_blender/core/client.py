@@ -68,19 +68,20 @@ def check_online_access(url: str, online_access: bool) -> None:
 
 def token_hint() -> str:
     """Where the token is expected, for error messages."""
-    return (f"'vibe-mocap serve' writes it to {token_path()} and prints it at start; the add-on reads that "
-            f"file (or ${TOKEN_ENV_VAR}) by itself, or paste it into the add-on preferences (Token)")
+    return (f"for a server on this machine leave the Token field in the add-on preferences empty: the add-on "
+            f"then reads ${TOKEN_ENV_VAR} or the file 'vibe-mocap serve' writes, {token_path()}; for a server "
+            "elsewhere, paste the token it printed at start into that field")
 
 
 def resolve_token(typed: str | None) -> str:
     """The token typed in the preferences, else ``$VIBE_MOCAP_TOKEN``, else the local token file."""
     token = (typed or "").strip() or read_token()
     if not token:
-        raise VibeError(f"No access token for the VIBE Mocap server: {token_hint()}. Start the server once "
-                        "with 'vibe-mocap serve' to create it.")
+        raise VibeError(f"No access token for the VIBE Mocap server: start the server once with 'vibe-mocap serve' "
+                        f"to create it ({token_hint()}).")
     if len(token) > TOKEN_MAX_CHARS or not token.isascii() or not token.isprintable() or " " in token:
         raise VibeError("The access token has characters a token never has (spaces, line breaks, non-ASCII); "
-                        f"copy it again exactly as the server printed it ({token_hint()}).")
+                        "copy it again exactly as the server printed it.")
     return token
 
 
@@ -236,8 +237,7 @@ class ServerClient:
 
     def _error_for(self, status: int, reason: str, detail: str | None) -> VibeError:
         if status == 401:
-            return VibeError(f"The server refused the access token ({token_hint()}). Copy the token the server "
-                             "printed at start into the add-on preferences (Token), or leave that field empty.")
+            return VibeError(f"The server refused the access token: {token_hint()}.")
         if status == 404 and not detail:
             return VibeError(f"{self.base_url} answered 404: it is not a VIBE Mocap server (API v1), or the job is gone.")
         return VibeError(detail or f"The server answered HTTP {status} {display_text(reason, 80)}.")

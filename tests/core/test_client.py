@@ -1,7 +1,7 @@
-"""The add-on's HTTP client and capture worker against a fake server: the answers a real server never
-gives (hostile ids, redirects, huge, malformed or slow answers) and the token lookup. The normal
-flow runs against the real server in tests/server/test_client_real_server.py."""
-import os
+"""The add-on's HTTP client and capture worker against a fake server, for what the real server never
+does: hostile ids, redirects, huge, malformed or slow answers, and (the server runs on this machine
+in tests) refusing a local path as from another machine. Also the token lookup. The normal flow
+runs against the real server in tests/server/test_client_real_server.py."""
 import socket
 import threading
 import time
@@ -47,17 +47,6 @@ def _files_under(folder):
 
 def _fake(server_files, **kw):
     return FakeVibeServer(server_files[0], server_files[1], **kw)
-
-
-def test_capture_with_local_path_names_the_result_itself(server_files, tmp_path):
-    with _fake(server_files) as server:
-        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
-    assert status.state == "done", status.message
-    assert status.result_path.parent == tmp_path / "results" and status.result_path.name.startswith("video_")
-    (job_id,) = server.jobs
-    assert job_id not in status.result_path.name
-    assert status.result_path.read_bytes() == server_files[0].read_bytes()
-    assert set(server.authorizations[1:]) == {f"Bearer {TOKEN}"}
 
 
 # ---------------------------------------------------------------- what the server sends is checked
@@ -144,18 +133,6 @@ def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_pat
     assert _files_under(tmp_path / "results") == []
 
 
-def test_cancel_stops_the_server_job(server_files, tmp_path):
-    with _fake(server_files, polls_per_job=10_000) as server:
-        job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).start()
-        while job.snapshot().state != "running":
-            time.sleep(0.002)
-        job.cancel()
-        job.join(5)
-        (record,) = server.jobs.values()
-        assert job.snapshot().state == "cancelled" and record["status"] == "cancelled"
-        assert ("DELETE", f"/api/v1/jobs/{record['job_id']}") in server.requests
-
-
 def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):
     with _fake(server_files, result_bytes_sent=1 << 40, polls_per_job=1) as server:
         client = ServerClient(server.url, TOKEN)
@@ -177,25 +154,10 @@ def test_upload_only_when_the_server_refuses_the_local_path(server_files, tmp_pa
     assert server.local_paths == [] and [u[0] for u in server.uploads] == ["video.mp4"]
 
 
-def test_other_errors_of_a_local_path_job_are_not_hidden_by_an_upload(server_files, tmp_path):
-    with _fake(server_files) as server:
-        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path, params={"bogus": 1}).run()
-    assert status.state == "failed" and "unknown parameter 'params.bogus'" in status.message
-    assert server.uploads == [] and [m for m, p in server.requests].count("POST") == 1
-
-
 # ---------------------------------------------------------------- token
-def test_the_token_file_is_used_when_none_is_typed(server_files, tmp_path):
-    token = user_dirs.ensure_token()
-    assert oct(os.stat(user_dirs.token_path()).st_mode & 0o777) == "0o600"
-    with _fake(server_files, token=token) as server:
-        status = _job(ServerClient(server.url), server_files, tmp_path).run()
-    assert status.state == "done", status.message
-    assert server.authorizations[-1] == f"Bearer {token}"
-
-
 def test_the_environment_variable_beats_the_file_and_a_typed_token_beats_both(monkeypatch):
-    user_dirs.ensure_token()
+    from_file = user_dirs.ensure_token()
+    assert ServerClient("http://127.0.0.1:1").token == from_file
     monkeypatch.setenv(user_dirs.TOKEN_ENV_VAR, "from-env")
     assert ServerClient("http://127.0.0.1:1").token == "from-env"
     assert ServerClient("http://127.0.0.1:1", "  typed ").token == "typed"
@@ -214,46 +176,17 @@ def test_a_token_that_cannot_be_one_is_refused(token):
         ServerClient("http://127.0.0.1:8765", token)
 
 
-def test_wrong_token_is_explained(server_files, tmp_path):
-    with _fake(server_files, token="right") as server:
-        status = _job(ServerClient(server.url, "wrong"), server_files, tmp_path).run()
-    assert status.state == "failed" and "refused the access token" in status.message
-    assert str(user_dirs.token_path()) in status.message
-
-
 # ---------------------------------------------------------------- the rest of the flow
-def test_progress_is_visible_while_running(server_files, tmp_path):
-    with _fake(server_files, polls_per_job=40) as server:
-        job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).start()
-        seen = set()
-        while not job.snapshot().finished:
-            s = job.snapshot()
-            seen.add((s.state, s.stage))
-            time.sleep(0.002)
-        job.join(5)
-    assert job.snapshot().state == "done"
-    assert any(state == "running" and stage for state, stage in seen)
-
-
 def test_server_down_says_how_to_start_it(server_files, tmp_path):
     status = _job(ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN), server_files, tmp_path).run()
     assert status.state == "failed"
     assert "Cannot reach the VIBE Mocap server" in status.message and START_SERVER_HINT in status.message
 
 
-def test_failed_job_shows_the_servers_reason(server_files, tmp_path):
-    with _fake(server_files, fail_with="No person was found in the video.") as server:
-        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
-    assert status.state == "failed"
-    assert status.message == "The capture failed on the server: No person was found in the video."
-    assert status.result_path is None
-
-
-def test_missing_video_is_reported(server_files, tmp_path):
-    with _fake(server_files) as server:
-        job = CaptureJob(ServerClient(server.url, TOKEN), tmp_path / "nope.mp4", tmp_path,
-                         body_model_path=tmp_path / "b.npz")
-        status = job.run()
+def test_missing_video_is_reported(tmp_path):
+    job = CaptureJob(ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN), tmp_path / "nope.mp4", tmp_path,
+                     body_model_path=tmp_path / "b.npz")
+    status = job.run()
     assert status.state == "failed" and "does not exist" in status.message
 
 

@@ -146,6 +146,7 @@ def test_local_path_capture(server, video, tmp_path):
     status = job.run()
     assert status.state == "done", status.message
     assert job.upload is False and status.result_path.parent == tmp_path / "results"
+    assert status.result_path.name.startswith("walk_") and status.job_id not in status.result_path.name
     result = load_result(status.result_path)
     assert result.video.name == "walk.mp4" and len(result.tracks) >= 1
     assert load_body_model(status.body_model_path).faces.shape[1] == 3
@@ -158,6 +159,27 @@ def test_upload_capture_with_the_token_from_the_environment(server, video, tmp_p
     status = _capture(ServerClient(server), video, tmp_path, upload=True).run()
     assert status.state == "done", status.message
     assert load_result(status.result_path).video.name == "walk.mp4"
+
+
+def test_progress_is_visible_while_running(server, video, tmp_path):
+    job = _capture(ServerClient(server), video, tmp_path).start()
+    seen = set()
+    deadline = time.monotonic() + 60
+    while not job.snapshot().finished:
+        s = job.snapshot()
+        seen.add((s.state, s.stage, s.progress))
+        assert time.monotonic() < deadline, s
+        time.sleep(0.01)
+    assert job.snapshot().state == "done", job.snapshot().message
+    assert any(state == "running" and stage and 0.0 < progress < 1.0 for state, stage, progress in seen), seen
+
+
+def test_failed_job_shows_the_servers_reason(server, tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"nobody in this scripted video")
+    status = _capture(ServerClient(server), empty, tmp_path).run()
+    assert status.state == "failed" and status.result_path is None
+    assert status.message.startswith("The capture failed on the server: ") and "empty.mp4" in status.message
 
 
 def test_wrong_token_is_explained(server, video, tmp_path):

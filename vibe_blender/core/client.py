@@ -133,7 +133,7 @@ class ServerClient:
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
+                except (OSError, ValueError):          # already closed: nothing left to abort
                     pass
 
     @contextmanager

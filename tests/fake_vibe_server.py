@@ -1,38 +1,89 @@
-"""A tiny stand-in for the VIBE Mocap server (HTTP API v1), for testing the add-on's client.
+"""A stand-in for the VIBE Mocap server (HTTP API v1), for what the real server cannot do: misbehave.
 
-Stdlib only (``http.server`` on 127.0.0.1, a free port, in a thread), so it runs in the bpy venvs
-too. It follows the HTTP API v1 contract: health, jobs (JSON local path or multipart upload), job status that
-advances one stage per poll, cancel, result and body-model downloads, bearer token, JSON errors.
+The add-on's client is tested against the REAL server (tests/server/test_client_real_server.py);
+this fake is for the hostile answers a real server never gives (bad job ids, redirects, huge or
+malformed bodies, a slow server) and for the Blender tests, whose venvs have no torch. Stdlib only
+(``http.server`` on 127.0.0.1, a free port, in a thread). Its normal answers copy the real server's
+status codes and messages; tests/server/test_client_real_server.py checks that they still match.
 """
 from __future__ import annotations
 
 import json
+import threading
+import time
+import uuid
 from email.parser import BytesParser
 from email.policy import HTTP
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
+# The fields of vibe_server.api.schemas.JobParams; the server's venv reads them from the schema, and
+# test_client_real_server.py checks this copy (used in the bpy venvs) against it.
+JOB_PARAM_NAMES = frozenset({"detector", "detection_stride", "min_track_frames", "smoothing", "smoothing_method",
+                             "official_uncrop", "chunking", "tracks_max"})
+try:
+    from vibe_server.api.schemas import JobParams
+
+    JOB_PARAM_NAMES = frozenset(JobParams.model_fields)
+except ImportError:                                        # a bpy venv: no server there
+    pass
+
+# The real server's answers (server/vibe_server/api), word for word.
+TOKEN_REFUSED = ("This server needs its token: send 'Authorization: Bearer <token>' (the add-on's server settings "
+                 "have a field for it).")
+LOCAL_PATH_REFUSED = ("A video path on the server's disk is only accepted from the same machine; upload the file "
+                      "instead.")
+
+
+def no_file_at(path) -> str:
+    return f"There is no file at '{path}'; check the path."
+
+
+def no_job(job_id: str) -> str:
+    return f"There is no job '{job_id}'; list the jobs with GET /api/v1/jobs."
+
+
+def not_done(job_id: str, status: str) -> str:
+    return f"Job '{job_id}' is {status}; the result is there once it is done."
+
+
+def unknown_params(names, what: str, prefix: str = "") -> str:
+    problems = "; ".join(f"unknown parameter '{prefix}{name}'" for name in sorted(names))
+    return f"Invalid {what}: {problems}. Check the parameter names and values in docs/server.md."
 
 
 class FakeVibeServer:
     """result_path: the .npz served as every job's result; body_model_path: served at /body_model.
-    fail_with: make every job fail with this error; token: require it; accept_local: False answers
-    local-path jobs with 400 (a server that cannot see this machine's files)."""
 
-    def __init__(self, result_path: Path, body_model_path: Path, *, token: str = "", fail_with: str | None = None,
-                 polls_per_job: int = 3, accept_local: bool = True):
+    Honest options: token (required on every call but health), fail_with (every job fails with this
+    error), polls_per_job, accept_local=False (local paths refused as from another machine: 403).
+    Hostile options: created_id (the job id POST /jobs answers), job_patch (merged into every job
+    record), redirect_to (every call but health answers 307 to that origin), result_bytes_sent /
+    declared_length (the result's body size and the Content-Length it claims), slow_s (job polls
+    after the first running one wait this long), json_padding (bytes of padding in job records),
+    content_type (of the result download)."""
+
+    def __init__(self, result_path: Path, body_model_path: Path, *, token: str = "fake-token",
+                 fail_with: str | None = None, polls_per_job: int = 3, accept_local: bool = True,
+                 created_id: str | None = None, job_patch: dict | None = None, redirect_to: str | None = None,
+                 result_bytes_sent: int | None = None, declared_length: int | None = None, slow_s: float = 0.0,
+                 json_padding: int = 0, content_type: str = "application/octet-stream"):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
         self.token, self.fail_with, self.polls_per_job = token, fail_with, polls_per_job
         self.accept_local = accept_local
+        self.created_id, self.job_patch, self.redirect_to = created_id, dict(job_patch or {}), redirect_to
+        self.result_bytes_sent, self.declared_length = result_bytes_sent, declared_length
+        self.slow_s, self.json_padding, self.content_type = slow_s, json_padding, content_type
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []
         self.uploads: list[tuple[str, bytes, dict]] = []      # (filename, content, params)
         self.local_paths: list[str] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -47,7 +98,7 @@ class FakeVibeServer:
     # ------------------------------------------------------------------------------------------
     def _new_job(self, video_name: str) -> dict:
         with self._lock:
-            job_id = f"job{len(self.jobs) + 1}"
+            job_id = uuid.uuid4().hex[:16]
             job = {"job_id": job_id, "status": "queued", "stage": None, "progress": 0.0, "eta_s": None,
                    "error": None, "video_name": video_name, "created": "2026-01-01T00:00:00Z", "num_tracks": None,
                    "_polls": 0}
@@ -67,24 +118,52 @@ class FakeVibeServer:
             job.update(status="running", stage=STAGES[job["_polls"] % len(STAGES)],
                        progress=job["_polls"] / self.polls_per_job, eta_s=1.5)
 
-    def _handler(server):                                   # noqa: N805  (closure over the fake server)
+    def _public(self, job: dict) -> dict:
+        record = {k: v for k, v in job.items() if not k.startswith("_")}
+        record.update(self.job_patch)
+        if self.json_padding:
+            record["padding"] = "x" * self.json_padding
+        return record
+
+    def _handler(server):
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def _send(self, code: int, body, content_type="application/json"):
+            def _send(self, code: int, body, content_type="application/json", headers=None):
                 data = json.dumps(body).encode() if content_type == "application/json" else body
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _public(self, job):
-                return {k: v for k, v in job.items() if not k.startswith("_")}
+            def _send_result(self):
+                size = len(server.result_bytes) if server.result_bytes_sent is None else server.result_bytes_sent
+                self.send_response(200)
+                self.send_header("Content-Type", server.content_type)
+                if server.declared_length is not None:
+                    self.send_header("Content-Length", str(server.declared_length))
+                elif server.result_bytes_sent is None:
+                    self.send_header("Content-Length", str(size))
+                else:
+                    self.close_connection = True              # no length: the body ends when the server closes
+                self.end_headers()
+                if server.result_bytes_sent is None:
+                    self.wfile.write(server.result_bytes)
+                    return
+                block = b"\0" * (1 << 16)
+                try:
+                    for start in range(0, size, len(block)):
+                        self.wfile.write(block[: min(len(block), size - start)])
+                except OSError:                                # the client stopped reading: what it should do
+                    pass
 
             def _route(self, method):
                 server.requests.append((method, self.path))
+                server.authorizations.append(self.headers.get("Authorization"))
                 path = self.path.split("?")[0]
                 if not path.startswith("/api/v1/"):
                     return self._send(404, {"detail": "Not Found"})
@@ -92,66 +171,74 @@ class FakeVibeServer:
                 if path == "/health" and method == "GET":
                     return self._send(200, {"status": "ok", "version": "0.1.0", "api_version": 1, "device": "cpu",
                                             "model": "synthetic placeholder", "torch": "2.13.0", "queue_length": 0})
-                if server.token and self.headers.get("Authorization") != f"Bearer {server.token}":
-                    return self._send(401, {"detail": "Missing or wrong access token; pass the server's token."})
+                if server.redirect_to:
+                    return self._send(307, {}, headers={"Location": server.redirect_to + self.path})
+                if self.headers.get("Authorization") != f"Bearer {server.token}":
+                    return self._send(401, {"detail": TOKEN_REFUSED}, headers={"WWW-Authenticate": "Bearer"})
                 if path == "/jobs" and method == "POST":
                     return self._submit()
                 if path == "/jobs" and method == "GET":
-                    return self._send(200, {"jobs": [self._public(j) for j in server.jobs.values()]})
+                    return self._send(200, {"jobs": [server._public(j) for j in server.jobs.values()]})
                 if path == "/body_model" and method == "GET":
                     return self._send(200, server.body_model_bytes, "application/octet-stream")
                 parts = path.strip("/").split("/")
                 if len(parts) >= 2 and parts[0] == "jobs":
                     job = server.jobs.get(parts[1])
                     if job is None:
-                        return self._send(404, {"detail": f"No job {parts[1]}."})
+                        return self._send(404, {"detail": no_job(parts[1])})
                     if len(parts) == 2 and method == "GET":
+                        if server.slow_s and job["status"] == "running":
+                            time.sleep(server.slow_s)
                         with server._lock:
                             server._advance(job)
-                        return self._send(200, self._public(job))
+                        return self._send(200, server._public(job))
                     if len(parts) == 2 and method == "DELETE":
                         if job["status"] in ("queued", "running"):
-                            job["status"] = "cancelled"
-                        return self._send(200, self._public(job))
+                            job["status"], job["eta_s"] = "cancelled", None
+                        return self._send(200, server._public(job))
                     if len(parts) == 3 and parts[2] == "result" and method == "GET":
                         if job["status"] != "done":
-                            return self._send(409, {"detail": "The job is not done yet."})
-                        return self._send(200, server.result_bytes, "application/octet-stream")
+                            return self._send(409, {"detail": not_done(parts[1], job["status"])})
+                        return self._send_result()
                 return self._send(404, {"detail": "Not Found"})
 
-            def _bad_params(self, params) -> bool:
-                unknown = set(params) - {"detector", "detection_stride", "min_track_frames", "smoothing",
-                                         "smoothing_method", "official_uncrop", "chunking", "tracks_max"}
+            def _bad_params(self, params, what: str, prefix: str = "") -> bool:
+                unknown = set(params) - JOB_PARAM_NAMES
                 if unknown:
-                    self._send(422, {"detail": f"Unknown parameter(s): {', '.join(sorted(unknown))}."})
+                    self._send(422, {"detail": unknown_params(unknown, what, prefix)})
                 return bool(unknown)
+
+            def _created(self, job: dict):
+                return self._send(201, {"job_id": server.created_id or job["job_id"], "status": "queued"})
 
             def _submit(self):
                 ctype = self.headers.get("Content-Type", "")
                 length = int(self.headers.get("Content-Length", 0))
                 if ctype.startswith("application/json"):
                     body = json.loads(self.rfile.read(length))
-                    if self._bad_params(body.get("params", {})):
+                    if not server.accept_local:
+                        return self._send(403, {"detail": LOCAL_PATH_REFUSED})
+                    if self._bad_params(body.get("params", {}), "request", "params."):
                         return None
-                    if not server.accept_local or not Path(body.get("video_path", "")).is_file():
-                        return self._send(400, {"detail": f"No video at {body.get('video_path')}; give an existing file."})
+                    if not Path(body.get("video_path", "")).is_file():
+                        return self._send(400, {"detail": no_file_at(body.get("video_path"))})
                     server.local_paths.append(body["video_path"])
-                    job = server._new_job(Path(body["video_path"]).name)
-                elif ctype.startswith("multipart/form-data"):
+                    return self._created(server._new_job(Path(body["video_path"]).name))
+                if ctype.startswith("multipart/form-data"):
                     raw = self.rfile.read(length)
                     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
                     fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
                     if "video" not in fields:
-                        return self._send(400, {"detail": "The upload has no 'video' part."})
+                        return self._send(400, {"detail": "The upload has no 'video' part; send the file as the "
+                                                          "form field 'video'."})
                     params = json.loads(fields["params"].get_payload(decode=True) or b"{}") if "params" in fields else {}
-                    if self._bad_params(params):
+                    if self._bad_params(params, "params"):
                         return None
                     video = fields["video"]
                     server.uploads.append((video.get_filename(), video.get_payload(decode=True), params))
-                    job = server._new_job(video.get_filename())
-                else:
-                    return self._send(415, {"detail": "Send multipart/form-data or JSON."})
-                return self._send(201, {"job_id": job["job_id"], "status": "queued"})
+                    return self._created(server._new_job(video.get_filename()))
+                return self._send(415, {"detail": f"Unsupported content type '{ctype or 'none'}': upload the video as "
+                                                  "multipart/form-data (part 'video'), or send JSON with 'video_path'."})
 
             def do_GET(self):
                 self._route("GET")

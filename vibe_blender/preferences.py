@@ -23,7 +23,8 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
         description="Address of the VIBE Mocap server (start it with 'vibe-mocap serve')")
     token: bpy.props.StringProperty(
         name="Token", subtype="PASSWORD", default="",
-        description="Access token the server printed at start (needed when it runs with a token)")
+        description="Access token of the server. Leave empty to use the one 'vibe-mocap serve' keeps in this "
+                    "user's config folder (or $VIBE_MOCAP_TOKEN); type the one a server on another machine printed")
     model_data_dir: bpy.props.StringProperty(
         name="Model data folder", subtype="DIR_PATH", default="",
         description="Folder with SMPL_NEUTRAL.pkl, to import motion files without a server")

@@ -5,6 +5,7 @@ bundle (official-size random weights) and OpenCV's HOG detector, which finds rea
 weights; the add-on side (this bpy venv) sends the video, follows the job and builds the scene.
 """
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -43,32 +44,41 @@ def real_server(tmp_path_factory):
 def _serve(tmp_path_factory):
     python = _main_python()
     data_dir, jobs_dir = tmp_path_factory.mktemp("server_data"), tmp_path_factory.mktemp("server_jobs")
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}")
-    subprocess.run([str(python), "-c", "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
-                    " write_synthetic_bundle(sys.argv[1])", str(data_dir)], check=True, env=env)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w+")
-    proc = subprocess.Popen([str(python), "-m", "vibe_server", "serve", "--port", str(port), "--data-dir",
-                             str(data_dir), "--jobs-dir", str(jobs_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            pytest.fail("the server did not start:\n" + log.read())
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(30)
-    log.close()
+    # The token reaches the server and the add-on through $VIBE_MOCAP_TOKEN (never a command line),
+    # with a config folder of the test's own (never the user's token file).
+    token = secrets.token_urlsafe(16)
+    config_home = tmp_path_factory.mktemp("config")
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}", XDG_CONFIG_HOME=str(config_home),
+               VIBE_MOCAP_TOKEN=token)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CONFIG_HOME", str(config_home))
+        patch.setenv("VIBE_MOCAP_TOKEN", token)
+        subprocess.run([str(python), "-c", "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
+                        " write_synthetic_bundle(sys.argv[1])", str(data_dir)], check=True, env=env)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w+")
+        proc = subprocess.Popen([str(python), "-m", "vibe_server", "serve", "--port", str(port), "--data-dir",
+                                 str(data_dir), "--jobs-dir", str(jobs_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                health = urllib.request.Request(f"{url}/api/v1/health", headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(health, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail("the server did not start:\n" + log.read())
+            time.sleep(0.5)
+        yield url
+        proc.terminate()
+        proc.wait(30)
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +121,9 @@ def test_capture_real_clip_through_the_real_server(registered, real_server, empt
         assert len(mesh.data.shape_keys.key_blocks) >= 11                  # basis + 10 betas
 
 
-def test_server_down_while_capturing_is_reported(registered, empty_scene):
+def test_server_down_while_capturing_is_reported(registered, empty_scene, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "any-token")
     jobs.start_capture(str(CLIP), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
     while jobs.tick() is not None:
         time.sleep(0.05)

@@ -6,6 +6,7 @@ import pytest
 from fake_vibe_server import FakeVibeServer
 
 from vibe_blender import jobs
+from vibe_blender.core import user_dirs
 from vibe_blender.core.errors import VibeError
 from vibe_blender.importer import ImportOptions
 
@@ -19,6 +20,14 @@ def registered():
     vibe_blender.register()
     yield
     vibe_blender.unregister()
+
+
+@pytest.fixture(autouse=True)
+def token(tmp_path, monkeypatch):
+    """A config folder of the test's own; the fake server's token comes from $VIBE_MOCAP_TOKEN."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv(user_dirs.TOKEN_ENV_VAR, "fake-token")
+    return "fake-token"
 
 
 @pytest.fixture
@@ -50,6 +59,23 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
     assert jobs.current_job().upload is False and server.local_paths == [str(video.resolve())]
 
 
+def test_the_token_file_is_read_when_none_is_typed(registered, empty_scene, reference_dir, video, monkeypatch):
+    monkeypatch.delenv(user_dirs.TOKEN_ENV_VAR)
+    token = user_dirs.ensure_token()
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", token=token) as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        status = _follow()
+    assert status.state == "done", status.message
+    assert server.authorizations[-1] == f"Bearer {token}"
+
+
+def test_a_missing_token_is_one_clear_message(registered, video, monkeypatch):
+    monkeypatch.delenv(user_dirs.TOKEN_ENV_VAR)
+    with pytest.raises(VibeError, match="No access token") as err:
+        jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
+    assert str(user_dirs.token_path()) in str(err.value)
+
+
 def test_server_down_is_reported_not_imported(registered, empty_scene, video):
     jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
     status = _follow()
@@ -71,8 +97,10 @@ def test_cancel_from_the_panel(registered, empty_scene, reference_dir, video):
         while jobs.current_job().snapshot().state != "running":
             time.sleep(0.01)
         bpy.ops.vibe_mocap.cancel_capture()
-        status = _follow()
-        assert server.jobs["job1"]["status"] == "cancelled"
+        status = _follow()                                   # 'cancelled' at once, for the panel
+        jobs.current_job().join(5)                           # the worker then tells the server
+        (record,) = server.jobs.values()
+        assert record["status"] == "cancelled"
     assert status.state == "cancelled" and not bpy.data.objects
 
 
@@ -89,8 +117,9 @@ def test_capture_operator_without_video_reports(registered, empty_scene):
 
 
 def test_import_operator(registered, empty_scene, reference_dir):
-    from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
     import shutil
+
+    from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
     shutil.copy(reference_dir / "body_model.npz", user_dir("cache") / BODY_MODEL_CACHE)
     assert bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "result.npz"), correctives="baked") == {"FINISHED"}
     assert {"track_1", "track_2"} <= set(bpy.data.objects.keys())

@@ -1,13 +1,33 @@
-"""The add-on's HTTP client and capture worker against a fake server that follows the API v1 contract."""
+"""The add-on's HTTP client and capture worker against a fake server, for what the real server never
+does: hostile ids, redirects, huge, malformed or slow answers, and (the server runs on this machine
+in tests) refusing a local path as from another machine. Also the token lookup. The normal flow
+runs against the real server in tests/server/test_client_real_server.py."""
 import socket
+import threading
 import time
 
 import pytest
 from fake_vibe_server import FakeVibeServer
 
+from vibe_blender.core import user_dirs
 from vibe_blender.core.capture import CaptureJob
-from vibe_blender.core.client import START_SERVER_HINT, ServerClient, check_online_access, is_loopback_url
+from vibe_blender.core.client import (
+    START_SERVER_HINT,
+    ServerClient,
+    check_online_access,
+    is_loopback_url,
+)
 from vibe_blender.core.errors import VibeError
+
+TOKEN = "fake-token"
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path, monkeypatch):
+    """No test sees the user's own token file or $VIBE_MOCAP_TOKEN."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(user_dirs.TOKEN_ENV_VAR, raising=False)
+    return tmp_path / "config"
 
 
 def _free_port() -> int:
@@ -17,104 +37,157 @@ def _free_port() -> int:
 
 
 def _job(client, files, tmp_path, **kw):
-    result, body, video = files
-    return CaptureJob(client, video, tmp_path / "results", body_model_path=tmp_path / "cache" / "body_model.npz",
+    return CaptureJob(client, files[2], tmp_path / "results", body_model_path=tmp_path / "cache" / "body_model.npz",
                       poll_interval_s=0.01, **kw)
 
 
-def test_capture_with_local_path(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1]) as server:
-        status = _job(ServerClient(server.url), server_files, tmp_path, params={"smoothing": 0.5}).run()
-    assert status.state == "done", status.message
-    assert status.result_path.read_bytes() == server_files[0].read_bytes()
-    assert status.body_model_path.read_bytes() == server_files[1].read_bytes()
-    assert server.local_paths == [str(server_files[2].resolve())] and server.uploads == []
-    assert ("GET", "/api/v1/jobs/job1/result") in server.requests
+def _files_under(folder):
+    return sorted(p.relative_to(folder) for p in folder.rglob("*")) if folder.exists() else []
 
 
-def test_capture_with_upload_and_token(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], token="s3cret") as server:
-        status = _job(ServerClient(server.url, token="s3cret"), server_files, tmp_path, upload=True,
-                      params={"detector": "hog"}).run()
-    assert status.state == "done", status.message
-    ((name, content, params),) = server.uploads
-    assert name == "video.mp4" and content == server_files[2].read_bytes() and params == {"detector": "hog"}
+def _fake(server_files, **kw):
+    return FakeVibeServer(server_files[0], server_files[1], **kw)
 
 
-def test_upload_when_the_server_cannot_see_the_file(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], accept_local=False) as server:
-        status = _job(ServerClient(server.url), server_files, tmp_path).run()
+# ---------------------------------------------------------------- what the server sends is checked
+@pytest.mark.parametrize("created_id", ["../../escaped", "/tmp/vibe-escaped", "..", "job1", "A" * 16])
+def test_job_ids_outside_the_servers_format_are_refused(server_files, tmp_path, created_id):
+    with _fake(server_files, created_id=created_id) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "invalid answer" in status.message and "job id" in status.message
+    assert _files_under(tmp_path) == [] and not (tmp_path.parent / "escaped.npz").exists()
+    assert not any("escaped" in path for _, path in server.requests)
+
+
+@pytest.mark.parametrize("patch, what", [
+    ({"status": "exploded"}, "job status"), ({"progress": 7}, "progress"), ({"progress": float("nan")}, "JSON"),
+    ({"progress": "half"}, "progress"), ({"stage": "s" * 500}, "stage"), ({"stage": "a\nb"}, "stage"),
+    ({"eta_s": -5}, "time left"), ({"num_tracks": "many"}, "number of people"), ({"num_tracks": True}, "number"),
+    ({"job_id": "0123456789abcdef"}, "another job"),
+])
+def test_bad_job_fields_are_refused(server_files, tmp_path, patch, what):
+    with _fake(server_files, job_patch=patch) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "invalid answer" in status.message and what in status.message
+    assert status.progress <= 1.0 and _files_under(tmp_path) == []
+
+
+def test_long_error_text_is_cut_and_cleaned(server_files, tmp_path):
+    with _fake(server_files, fail_with="bad\x1b[31m" + "x" * 50_000) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and len(status.message) < 1100 and "\x1b" not in status.message
+
+
+def test_oversized_json_is_refused(server_files, tmp_path):
+    with _fake(server_files, json_padding=3 << 20) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "more than 1 MiB" in status.message
+
+
+def test_result_with_the_wrong_content_type_is_not_written(server_files, tmp_path):
+    with _fake(server_files, content_type="text/html") as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "content type 'text/html'" in status.message
+    assert _files_under(tmp_path / "results") == []
+
+
+def test_redirects_are_refused_and_the_token_stays_home(server_files, tmp_path):
+    with _fake(server_files, token="elsewhere") as other, _fake(server_files, redirect_to=other.url) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "does not follow redirects" in status.message
+    assert other.requests == [] and other.authorizations == []
+
+
+def test_a_huge_declared_download_is_refused_before_writing(server_files, tmp_path):
+    with _fake(server_files, result_bytes_sent=4 << 20, declared_length=3 << 30) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "more than 2048 MiB" in status.message
+    assert _files_under(tmp_path / "results") == []
+
+
+def test_an_endless_download_stops_at_the_cap(server_files, tmp_path):
+    with _fake(server_files, result_bytes_sent=64 << 20, polls_per_job=1) as server:
+        client = ServerClient(server.url, TOKEN)
+        job_id = client.submit_local(server_files[2])["job_id"]
+        assert client.job(job_id)["status"] == "done"
+        with pytest.raises(VibeError, match="more than 4 MiB"):
+            client.download_result(job_id, tmp_path / "r.npz", max_bytes=4 << 20)
+    assert _files_under(tmp_path) == []
+
+
+def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_path):
+    with _fake(server_files, slow_s=8.0, polls_per_job=10_000) as server:
+        job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).start()
+        deadline = time.monotonic() + 10
+        while job.snapshot().state != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        time.sleep(0.2)                                   # the worker is now waiting on a slow poll
+        started = time.monotonic()
+        job.cancel()
+        assert job.snapshot().state == "cancelled"
+        job.join(5)
+        took = time.monotonic() - started
+        assert not job._thread.is_alive() and took < 1.0, took
+        assert job.snapshot().message == "Capture cancelled."
+    assert _files_under(tmp_path / "results") == []
+
+
+def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):
+    with _fake(server_files, result_bytes_sent=1 << 40, polls_per_job=1) as server:
+        client = ServerClient(server.url, TOKEN)
+        job_id = client.submit_local(server_files[2])["job_id"]
+        client.job(job_id)
+        stop = threading.Event()
+        threading.Timer(0.3, lambda: (stop.set(), client.interrupt())).start()
+        from vibe_blender.core.client import Cancelled
+        with pytest.raises(Cancelled):
+            client.download_result(job_id, tmp_path / "r.npz", should_stop=stop.is_set)
+    assert _files_under(tmp_path) == []
+
+
+# ---------------------------------------------------------------- upload fallback
+def test_upload_only_when_the_server_refuses_the_local_path(server_files, tmp_path):
+    with _fake(server_files, accept_local=False) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
     assert status.state == "done", status.message
     assert server.local_paths == [] and [u[0] for u in server.uploads] == ["video.mp4"]
 
 
-def test_progress_is_visible_while_running(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], polls_per_job=40) as server:
-        job = _job(ServerClient(server.url), server_files, tmp_path).start()
-        seen = set()
-        while not job.snapshot().finished:
-            s = job.snapshot()
-            seen.add((s.state, s.stage))
-            time.sleep(0.002)
-        job.join(5)
-    assert job.snapshot().state == "done"
-    assert any(state == "running" and stage for state, stage in seen)
+# ---------------------------------------------------------------- token
+def test_the_environment_variable_beats_the_file_and_a_typed_token_beats_both(monkeypatch):
+    from_file = user_dirs.ensure_token()
+    assert ServerClient("http://127.0.0.1:1").token == from_file
+    monkeypatch.setenv(user_dirs.TOKEN_ENV_VAR, "from-env")
+    assert ServerClient("http://127.0.0.1:1").token == "from-env"
+    assert ServerClient("http://127.0.0.1:1", "  typed ").token == "typed"
 
 
+def test_a_missing_token_says_where_it_is_expected():
+    with pytest.raises(VibeError) as err:
+        ServerClient("http://127.0.0.1:8765")
+    message = str(err.value)
+    assert str(user_dirs.token_path()) in message and user_dirs.TOKEN_ENV_VAR in message and "vibe-mocap serve" in message
+
+
+@pytest.mark.parametrize("token", ["two words", "line\r\nX-Injected: 1", "é" * 5, "x" * 300])
+def test_a_token_that_cannot_be_one_is_refused(token):
+    with pytest.raises(VibeError, match="access token has characters"):
+        ServerClient("http://127.0.0.1:8765", token)
+
+
+# ---------------------------------------------------------------- the rest of the flow
 def test_server_down_says_how_to_start_it(server_files, tmp_path):
-    status = _job(ServerClient(f"http://127.0.0.1:{_free_port()}"), server_files, tmp_path).run()
+    status = _job(ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN), server_files, tmp_path).run()
     assert status.state == "failed"
     assert "Cannot reach the VIBE Mocap server" in status.message and START_SERVER_HINT in status.message
 
 
-def test_wrong_token_is_explained(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], token="right") as server:
-        status = _job(ServerClient(server.url, token="wrong"), server_files, tmp_path).run()
-    assert status.state == "failed" and "refused the access token" in status.message
-
-
-def test_failed_job_shows_the_servers_reason(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], fail_with="No person was found in the video.") as server:
-        status = _job(ServerClient(server.url), server_files, tmp_path).run()
-    assert status.state == "failed"
-    assert status.message == "The capture failed on the server: No person was found in the video."
-    assert status.result_path is None
-
-
-def test_bad_parameter_detail_is_passed_on(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1]) as server:
-        status = _job(ServerClient(server.url), server_files, tmp_path, params={"bogus": 1}).run()
-    assert status.state == "failed" and "bogus" in status.message
-
-
-def test_cancel_stops_the_server_job(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], polls_per_job=10_000) as server:
-        job = _job(ServerClient(server.url), server_files, tmp_path).start()
-        while job.snapshot().state not in ("running",):
-            time.sleep(0.002)
-        job.cancel()
-        job.join(5)
-        assert job.snapshot().state == "cancelled"
-        assert server.jobs["job1"]["status"] == "cancelled"
-        assert ("DELETE", "/api/v1/jobs/job1") in server.requests
-    assert not (tmp_path / "results" / "job1.npz").exists()
-
-
-def test_missing_video_is_reported(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1]) as server:
-        job = CaptureJob(ServerClient(server.url), tmp_path / "nope.mp4", tmp_path, body_model_path=tmp_path / "b.npz")
-        status = job.run()
+def test_missing_video_is_reported(tmp_path):
+    job = CaptureJob(ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN), tmp_path / "nope.mp4", tmp_path,
+                     body_model_path=tmp_path / "b.npz")
+    status = job.run()
     assert status.state == "failed" and "does not exist" in status.message
-
-
-def test_result_before_done_is_a_clear_error(server_files, tmp_path):
-    with FakeVibeServer(server_files[0], server_files[1], polls_per_job=100) as server:
-        client = ServerClient(server.url)
-        job_id = client.submit_local(server_files[2])["job_id"]
-        with pytest.raises(VibeError, match="not done"):
-            client.download_result(job_id, tmp_path / "r.npz")
-        assert client.health()["api_version"] == 1
-        assert [j["job_id"] for j in client.jobs()] == [job_id]
 
 
 @pytest.mark.parametrize("url, loopback", [
@@ -132,6 +205,12 @@ def test_online_access_is_needed_for_other_hosts():
         check_online_access("http://192.168.1.5:8765", online_access=False)
 
 
-def test_bad_url_is_refused():
+@pytest.mark.parametrize("url", ["ftp://x", "http://127.0.0.1:99999", "http://user:pw@127.0.0.1", "http://h/?a=1"])
+def test_bad_url_is_refused(url):
     with pytest.raises(VibeError, match="not a server URL"):
-        ServerClient("ftp://x")
+        ServerClient(url, TOKEN)
+
+
+def test_a_bad_job_id_never_reaches_a_request():
+    with pytest.raises(VibeError, match="not a VIBE Mocap job id"):
+        ServerClient("http://127.0.0.1:1", TOKEN).download_result("../x", "/tmp/x.npz")

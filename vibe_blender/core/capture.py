@@ -7,16 +7,17 @@ and imports the result once the state is ``done``; all network I/O happens in th
 from __future__ import annotations
 
 import threading
-import time
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .client import Cancelled, ServerClient, is_loopback_url
+from .client import Cancelled, LocalPathRefused, ServerClient, is_loopback_url
 from .errors import VibeError
 
 # Job states as the panel shows them; the last three are final.
 ACTIVE_STATES = ("connecting", "uploading", "queued", "running", "downloading")
 FINAL_STATES = ("done", "failed", "cancelled")
+CANCEL_TIMEOUT_S = 0.8           # a cancel must not wait on a slow server for longer than this
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,10 @@ class CaptureStatus:
 
 
 class CaptureJob:
-    """video_path -> result .npz in out_dir (plus the server's body model at body_model_path)."""
+    """video_path -> result .npz in out_dir (plus the server's body model at body_model_path).
+
+    Local file names are made here, never from what the server sends: the result is
+    ``<video stem>_<random>.npz`` in out_dir."""
 
     def __init__(self, client: ServerClient, video_path: str | Path, out_dir: str | Path, *,
                  body_model_path: str | Path, params: dict | None = None, upload: bool | None = None,
@@ -44,6 +48,7 @@ class CaptureJob:
         self.client = client
         self.video_path = Path(video_path)
         self.out_dir = Path(out_dir)
+        self.result_path = self.out_dir / local_result_name(self.video_path)
         self.body_model_path = Path(body_model_path)
         self.params = dict(params or {})
         # Send the path when the server runs on this machine; upload the file otherwise.
@@ -53,16 +58,20 @@ class CaptureJob:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._server_job_id: str | None = None     # kept apart from the status, which a cancel freezes
 
     # ---------------------------------------------------------------- UI-thread side
-    def start(self) -> "CaptureJob":
+    def start(self) -> CaptureJob:
         self._thread = threading.Thread(target=self.run, name="vibe-mocap-capture", daemon=True)
         self._thread.start()
         return self
 
     def cancel(self) -> None:
-        """Ask the worker to stop; it cancels the server job and ends in state 'cancelled'."""
+        """Stop now: the state turns 'cancelled' at once, the request in flight is aborted, and the
+        worker then asks the server to cancel its job (waiting at most CANCEL_TIMEOUT_S for it)."""
         self._cancel.set()
+        self.client.interrupt()
+        self._set(state="cancelled", message="Capture cancelled.")
 
     def snapshot(self) -> CaptureStatus:
         with self._lock:
@@ -75,11 +84,13 @@ class CaptureJob:
     # ---------------------------------------------------------------- worker side
     def _set(self, **changes) -> None:
         with self._lock:
+            if self._status.finished:             # a cancel from the UI is final: later news is dropped
+                return
             self._status = replace(self._status, **changes)
 
     def run(self) -> CaptureStatus:
         try:
-            self._run()
+            self._send_follow_and_download()
         except Cancelled:
             self._cancel_on_server()
         except VibeError as err:
@@ -91,56 +102,58 @@ class CaptureJob:
     def _stop_requested(self) -> bool:
         return self._cancel.is_set()
 
-    def _run(self) -> None:
+    def _send_follow_and_download(self) -> None:
         if not self.video_path.is_file():
             raise VibeError(f"The video '{self.video_path}' does not exist; choose a video file.")
-        info = self.client.health()
-        if self._stop_requested():
-            raise Cancelled()
+        stop = self._stop_requested
+        info = self.client.health(should_stop=stop)
         job = None
         if not self.upload:
             try:
-                job = self.client.submit_local(self.video_path, self.params)
-            except VibeError as err:
-                # The server may not see this machine's files (another user, a container): upload instead.
-                if getattr(err, "http_status", None) == 401:
-                    raise
-                self.upload = True
+                job = self.client.submit_local(self.video_path, self.params, should_stop=stop)
+            except LocalPathRefused:
+                self.upload = True             # the server cannot see this machine's files: upload instead
         if job is None:
-            self._set(state="uploading", message=f"Uploading {self.video_path.name} to {info.get('device', 'the server')}")
-            job = self.client.submit_upload(self.video_path, self.params, should_stop=self._stop_requested,
-                                            on_progress=lambda p: self._set(progress=p))
-        job_id = job["job_id"]
+            self._set(state="uploading", message=f"Uploading {self.video_path.name} to {info['device']}")
+            job = self.client.submit_upload(self.video_path, self.params, should_stop=stop,
+                                            on_progress=lambda p: self._set(progress=min(max(p, 0.0), 1.0)))
+        job_id = self._server_job_id = job["job_id"]
         self._set(job_id=job_id, state="queued", progress=0.0, message="Waiting in the server's queue")
         while True:
-            if self._stop_requested():
+            if stop():
                 raise Cancelled()
-            job = self.client.job(job_id)
-            status = job.get("status")
+            job = self.client.job(job_id, should_stop=stop)
+            status = job["status"]
             if status == "done":
                 break
             if status == "failed":
-                raise VibeError(f"The capture failed on the server: {job.get('error') or 'no reason given'}")
+                raise VibeError(f"The capture failed on the server: {job['error'] or 'no reason given'}")
             if status == "cancelled":
                 self._set(state="cancelled", message="The job was cancelled on the server.")
                 return
-            stage = job.get("stage")
-            self._set(state=status if status in ACTIVE_STATES else "running", stage=stage,
-                      progress=float(job.get("progress") or 0.0), eta_s=job.get("eta_s"),
-                      message=f"{(stage or status or 'working').capitalize()}")
-            time.sleep(self.poll_interval_s)
+            stage = job["stage"]
+            self._set(state=status, stage=stage, progress=job["progress"], eta_s=job["eta_s"],
+                      message=(stage or status).capitalize())
+            self._cancel.wait(self.poll_interval_s)
         self._set(state="downloading", stage=None, progress=1.0, message="Downloading the result")
-        result = self.client.download_result(job_id, self.out_dir / f"{job_id}.npz", should_stop=self._stop_requested)
+        result = self.client.download_result(job_id, self.result_path, should_stop=stop)
         if not self.body_model_path.is_file():
-            self.client.download_body_model(self.body_model_path, should_stop=self._stop_requested)
+            self.client.download_body_model(self.body_model_path, should_stop=stop)
         self._set(state="done", result_path=result, body_model_path=self.body_model_path,
-                  message=f"Captured {job.get('num_tracks') or 0} person(s) from {self.video_path.name}")
+                  message=f"Captured {job['num_tracks'] or 0} person(s) from {self.video_path.name}")
 
     def _cancel_on_server(self) -> None:
-        job_id = self.snapshot().job_id
+        job_id = self._server_job_id
         if job_id:
+            quick = ServerClient(self.client.base_url, self.client.token, timeout_s=CANCEL_TIMEOUT_S)
             try:
-                self.client.cancel(job_id)
+                quick.cancel(job_id)
             except VibeError:
-                pass                     # the server may be gone; the local job is cancelled regardless
+                pass                     # the server may be gone or slow; the local job is cancelled regardless
         self._set(state="cancelled", message="Capture cancelled.")
+
+
+def local_result_name(video_path: Path) -> str:
+    """'<video stem>_<8 random hex>.npz', letters, digits, '-' and '_' only (at most 80 characters)."""
+    stem = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in video_path.stem)[:64]
+    return f"{stem or 'capture'}_{uuid.uuid4().hex[:8]}.npz"

@@ -1,27 +1,50 @@
-"""HTTP client for the VIBE Mocap server (HTTP API version 1), stdlib ``urllib`` only.
+"""HTTP client for the VIBE Mocap server (HTTP API version 1), stdlib ``http.client`` only.
 
 Every failure becomes one VibeError that says what happened and what to do: server not running,
-token refused, bad video, job failed. Call it from a worker thread, never from Blender's UI thread.
+token missing or refused, bad video, job failed. Call it from a worker thread, never from
+Blender's UI thread.
+
+The server is not trusted: every request carries the bearer token, so redirects are refused (they
+would carry it elsewhere); every answer is checked (status code, content type, size, each JSON
+field) before it reaches the disk or the UI; downloads are capped; and :meth:`ServerClient.interrupt`
+aborts a request in flight, so a slow server cannot hold up a cancel.
 """
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
+import math
 import os
+import re
 import socket
-import urllib.error
+import threading
 import urllib.parse
-import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 from .errors import VibeError
+from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 API = "/api/v1"
 CHUNK_BYTES = 1 << 20
 START_SERVER_HINT = "Start it with 'vibe-mocap serve'"
+
+# What the server may send back (see server/vibe_server/api/schemas.py).
+JOB_ID_PATTERN = re.compile(r"[0-9a-f]{16}")            # the server's ids: uuid4().hex[:16]
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+STAGE_PATTERN = re.compile(r"[A-Za-z0-9_ -]{1,64}")
+MAX_JSON_BYTES = 1 << 20                                 # a job list of thousands of jobs fits
+MAX_RESULT_BYTES = 2 << 30                               # hours of video, several people
+MAX_BODY_MODEL_BYTES = 256 << 20                         # the SMPL arrays are about 40 MiB
+MAX_TEXT_CHARS = 1000                                    # server messages shown in the UI
+MAX_ETA_S = 1e7
+MAX_TRACKS = 100_000
+TOKEN_MAX_CHARS = 256
+Stop = Callable[[], bool]
 
 
 def is_loopback_url(url: str) -> bool:
@@ -43,78 +66,213 @@ def check_online_access(url: str, online_access: bool) -> None:
                         "Allow it in Preferences > System > Network, or run the server on this machine.")
 
 
+def token_hint() -> str:
+    """Where the token is expected, for error messages."""
+    return (f"for a server on this machine leave the Token field in the add-on preferences empty: the add-on "
+            f"then reads ${TOKEN_ENV_VAR} or the file 'vibe-mocap serve' writes, {token_path()}; for a server "
+            "elsewhere, paste the token it printed at start into that field")
+
+
+def resolve_token(typed: str | None) -> str:
+    """The token typed in the preferences, else ``$VIBE_MOCAP_TOKEN``, else the local token file."""
+    token = (typed or "").strip() or read_token()
+    if not token:
+        raise VibeError(f"No access token for the VIBE Mocap server: start the server once with 'vibe-mocap serve' "
+                        f"to create it ({token_hint()}).")
+    if len(token) > TOKEN_MAX_CHARS or not token.isascii() or not token.isprintable() or " " in token:
+        raise VibeError("The access token has characters a token never has (spaces, line breaks, non-ASCII); "
+                        "copy it again exactly as the server printed it.")
+    return token
+
+
+def display_text(value, limit: int = MAX_TEXT_CHARS) -> str:
+    """A server-sent string made safe to show: printable characters only, at most ``limit`` long."""
+    text = "".join(c if c.isprintable() else " " for c in str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Cancelled(Exception):
-    """Raised inside an upload or download when the caller's ``should_stop()`` turns true."""
+    """Raised inside a request when the caller's ``should_stop()`` turns true."""
+
+
+class LocalPathRefused(VibeError):
+    """The server cannot use a path on this machine (it runs elsewhere, or cannot see the file)."""
 
 
 class ServerClient:
-    """One server. timeout_s bounds every single socket operation, not a whole transfer."""
+    """One server. timeout_s bounds every single socket operation, not a whole transfer.
 
-    def __init__(self, base_url: str = DEFAULT_URL, token: str = "", timeout_s: float = 10.0):
+    token: the one typed in the preferences; empty -> ``$VIBE_MOCAP_TOKEN`` or the token file."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout_s: float = 10.0):
         url = (base_url or DEFAULT_URL).strip().rstrip("/")
         parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            port = parsed.port
+        except ValueError:
+            port = -1
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1 \
+                or parsed.query or parsed.fragment or parsed.username or parsed.password:
             raise VibeError(f"'{base_url}' is not a server URL; use e.g. {DEFAULT_URL} in the add-on preferences.")
         self.base_url = url
-        self.token = (token or "").strip()
+        self.token = resolve_token(token)
         self.timeout_s = timeout_s
+        self._https = parsed.scheme == "https"
+        self._host, self._port, self._prefix = parsed.hostname, port, parsed.path
+        self._lock = threading.Lock()
+        self._in_flight: set[http.client.HTTPConnection] = set()
 
     # ---------------------------------------------------------------- requests
-    def _request(self, method: str, path: str, *, body=None, headers=None, stream: bool = False):
-        req = urllib.request.Request(self.base_url + API + path, data=body, method=method, headers=dict(headers or {}))
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            response = urllib.request.urlopen(req, timeout=self.timeout_s)
-        except urllib.error.HTTPError as err:
-            raise self._http_error(err) from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as err:
-            reason = getattr(err, "reason", err)
-            raise VibeError(f"Cannot reach the VIBE Mocap server at {self.base_url} ({reason}). {START_SERVER_HINT}, "
-                            "or check the server URL in the add-on preferences.") from None
-        if stream:
-            return response
-        with response:
-            data = response.read()
-        return json.loads(data) if data else {}
+    def interrupt(self) -> None:
+        """Abort the requests in flight (any thread): their reads and writes end at once. Call it
+        after making ``should_stop()`` true, so that the request sees why it ended."""
+        with self._lock:
+            connections = list(self._in_flight)
+        for conn in connections:
+            sock = conn.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except (OSError, ValueError):          # already closed: nothing left to abort
+                    pass
 
-    def _http_error(self, err: urllib.error.HTTPError) -> VibeError:
-        """-> the VibeError to raise, with the HTTP status kept as ``http_status``."""
-        error = self._http_error_message(err)
-        error.http_status = err.code
+    @contextmanager
+    def _exchange(self, method: str, path: str, *, body=None, headers=None,
+                  should_stop: Stop | None = None) -> Iterator[http.client.HTTPResponse]:
+        """One request -> its response with a 2xx status (anything else raises), closed on exit."""
+        connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        conn = connection_class(self._host, self._port, timeout=self.timeout_s)
+        with self._lock:                              # interrupt() either sees this connection or we see the stop
+            if should_stop and should_stop():
+                raise Cancelled()
+            self._in_flight.add(conn)
+        try:
+            try:
+                conn.request(method, self._prefix + API + path, body=body,
+                             headers={**(headers or {}), "Authorization": f"Bearer {self.token}"})
+                response = conn.getresponse()
+                if not 200 <= response.status < 300:
+                    raise self._status_error(response)
+                yield response
+            except (OSError, http.client.HTTPException) as err:
+                if should_stop and should_stop():
+                    raise Cancelled() from None
+                raise VibeError(f"Cannot reach the VIBE Mocap server at {self.base_url} ({err or type(err).__name__}). "
+                                f"{START_SERVER_HINT}, or check the server URL in the add-on preferences.") from None
+            except VibeError:
+                if should_stop and should_stop():
+                    raise Cancelled() from None
+                raise
+        finally:
+            with self._lock:
+                self._in_flight.discard(conn)
+            conn.close()
+
+    def _request_json(self, method: str, path: str, *, body=None, headers=None,
+                      should_stop: Stop | None = None) -> dict:
+        with self._exchange(method, path, body=body, headers=headers, should_stop=should_stop) as response:
+            data = self._read_json(response)
+        if should_stop and should_stop():
+            raise Cancelled()
+        return data
+
+    def _invalid(self, what: str) -> VibeError:
+        return VibeError(f"The server at {self.base_url} sent an invalid answer ({what}); it is not a compatible "
+                         "VIBE Mocap server (API v1). Check the server URL, or update the server and the add-on.")
+
+    def _expect_content_type(self, response: http.client.HTTPResponse, expected: str) -> None:
+        content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != expected:
+            raise self._invalid(f"content type '{display_text(content_type, 80)}' where {expected} was expected")
+
+    def _declared_length(self, response: http.client.HTTPResponse, max_bytes: int) -> int | None:
+        declared = response.getheader("Content-Length")
+        if declared is None:
+            return None
+        if not declared.strip().isdigit():
+            raise self._invalid("a Content-Length that is not a number")
+        if int(declared) > max_bytes:
+            raise self._too_large(max_bytes)
+        return int(declared)
+
+    def _too_large(self, max_bytes: int) -> VibeError:
+        return VibeError(f"The server at {self.base_url} sent more than {max_bytes / 1024 ** 2:.0f} MiB where a "
+                         "VIBE Mocap answer is much smaller; nothing was saved. Check the server URL.")
+
+    def _read_json(self, response: http.client.HTTPResponse) -> dict:
+        """The JSON object of a response, at most MAX_JSON_BYTES, strict JSON (no NaN)."""
+        self._expect_content_type(response, "application/json")
+        self._declared_length(response, MAX_JSON_BYTES)
+        data = response.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise self._too_large(MAX_JSON_BYTES)
+        try:
+            value = json.loads(data, parse_constant=_refuse_constant)
+        except ValueError:
+            raise self._invalid("a body that is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise self._invalid("JSON that is not an object")
+        return value
+
+    def _status_error(self, response: http.client.HTTPResponse) -> VibeError:
+        """-> the VibeError for a non-2xx answer, with the HTTP status kept as ``http_status``."""
+        detail = None
+        if 300 <= response.status < 400:
+            location = display_text(response.getheader("Location") or "elsewhere", 200)
+            error = VibeError(f"The server at {self.base_url} redirected to {location}; the add-on does not follow "
+                              "redirects (they would carry the access token elsewhere). Put the final address "
+                              "in the add-on preferences (Server URL).")
+        else:
+            try:
+                detail = self._read_json(response).get("detail")
+            except VibeError:
+                detail = None
+            if isinstance(detail, list):              # validation errors: a list of {loc, msg}
+                detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+            detail = display_text(detail) if detail else None
+            error = self._error_for(response.status, response.reason, detail)
+        error.http_status = response.status
+        error.detail = detail
         return error
 
-    def _http_error_message(self, err: urllib.error.HTTPError) -> VibeError:
-        try:
-            detail = json.loads(err.read() or b"{}").get("detail")
-        except (ValueError, AttributeError, OSError):
-            detail = None
-        if isinstance(detail, list):                  # validation errors: a list of {loc, msg}
-            detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-        if err.code == 401:
-            return VibeError("The server refused the access token. Copy the token the server printed at start "
-                             "into the add-on preferences (Token).")
-        if err.code == 404 and not detail:
+    def _error_for(self, status: int, reason: str, detail: str | None) -> VibeError:
+        if status == 401:
+            return VibeError(f"The server refused the access token: {token_hint()}.")
+        if status == 404 and not detail:
             return VibeError(f"{self.base_url} answered 404: it is not a VIBE Mocap server (API v1), or the job is gone.")
-        return VibeError(detail or f"The server answered HTTP {err.code} {err.reason}.")
+        return VibeError(detail or f"The server answered HTTP {status} {display_text(reason, 80)}.")
 
     # ---------------------------------------------------------------- API
-    def health(self) -> dict:
+    def health(self, should_stop: Stop | None = None) -> dict:
         """GET /health: {"status", "version", "api_version", "device", "model", ...}."""
-        info = self._request("GET", "/health")
-        if info.get("api_version") != 1:
-            raise VibeError(f"The server at {self.base_url} speaks API version {info.get('api_version')}; "
-                            "this add-on needs version 1. Update the add-on or the server.")
+        info = self._request_json("GET", "/health", should_stop=should_stop)
+        if info.get("api_version") != 1 or isinstance(info.get("api_version"), bool):
+            raise VibeError(f"The server at {self.base_url} speaks API version "
+                            f"{display_text(info.get('api_version'), 20)}; this add-on needs version 1. "
+                            "Update the add-on or the server.")
+        device = info.get("device")
+        if not isinstance(device, str) or not STAGE_PATTERN.fullmatch(device.replace(":", "_")):
+            raise self._invalid("no device name")
         return info
 
-    def submit_local(self, video_path: str | Path, params: dict | None = None) -> dict:
-        """POST /jobs with a path on this machine (loopback servers only)."""
+    def submit_local(self, video_path: str | Path, params: dict | None = None, *,
+                     should_stop: Stop | None = None) -> dict:
+        """POST /jobs with a path on this machine. LocalPathRefused when the server cannot use it."""
         body = json.dumps({"video_path": str(Path(video_path).resolve()), "params": params or {}}).encode()
-        return self._request("POST", "/jobs", body=body, headers={"Content-Type": "application/json"})
+        try:
+            created = self._request_json("POST", "/jobs", body=body, headers={"Content-Type": "application/json"},
+                                         should_stop=should_stop)
+        except VibeError as err:
+            if _is_local_path_refusal(err):
+                refused = LocalPathRefused(str(err))
+                refused.http_status, refused.detail = err.http_status, err.detail
+                raise refused from None
+            raise
+        return self._job_record(created, created_only=True)
 
     def submit_upload(self, video_path: str | Path, params: dict | None = None, *,
                       on_progress: Callable[[float], None] | None = None,
-                      should_stop: Callable[[], bool] | None = None) -> dict:
+                      should_stop: Stop | None = None) -> dict:
         """POST /jobs as multipart/form-data, streaming the file in CHUNK_BYTES pieces."""
         video_path = Path(video_path)
         try:
@@ -122,7 +280,7 @@ class ServerClient:
         except OSError as err:
             raise VibeError(f"Cannot read the video '{video_path}': {err.strerror}.") from err
         boundary = uuid.uuid4().hex
-        name = video_path.name.replace('"', "_")
+        name = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in video_path.name)
         head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n"
                 f"Content-Type: application/json\r\n\r\n{json.dumps(params or {})}\r\n"
                 f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"{name}\"\r\n"
@@ -144,35 +302,127 @@ class ServerClient:
 
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
                    "Content-Length": str(len(head) + size + len(tail))}
-        return self._request("POST", "/jobs", body=chunks(), headers=headers)
+        created = self._request_json("POST", "/jobs", body=chunks(), headers=headers, should_stop=should_stop)
+        return self._job_record(created, created_only=True)
 
-    def job(self, job_id: str) -> dict:
-        return self._request("GET", f"/jobs/{urllib.parse.quote(job_id)}")
+    def job(self, job_id: str, should_stop: Stop | None = None) -> dict:
+        """GET /jobs/{id}: the job record, every field checked."""
+        record = self._job_record(self._request_json("GET", f"/jobs/{_checked_id(job_id)}", should_stop=should_stop))
+        if record["job_id"] != job_id:
+            raise self._invalid("the record of another job")
+        return record
 
     def jobs(self) -> list[dict]:
-        return self._request("GET", "/jobs").get("jobs", [])
+        listed = self._request_json("GET", "/jobs").get("jobs")
+        if not isinstance(listed, list):
+            raise self._invalid("no job list")
+        return [self._job_record(job) for job in listed]
 
     def cancel(self, job_id: str) -> dict:
-        return self._request("DELETE", f"/jobs/{urllib.parse.quote(job_id)}")
+        return self._job_record(self._request_json("DELETE", f"/jobs/{_checked_id(job_id)}"))
 
-    def download_result(self, job_id: str, dest: str | Path, **kw) -> Path:
-        """GET /jobs/{id}/result -> the result .npz at ``dest``."""
-        return self._download(f"/jobs/{urllib.parse.quote(job_id)}/result", dest, **kw)
+    def download_result(self, job_id: str, dest: str | Path, *, max_bytes: int = MAX_RESULT_BYTES, **kw) -> Path:
+        """GET /jobs/{id}/result -> the result .npz at ``dest`` (a name the caller chose)."""
+        return self._download(f"/jobs/{_checked_id(job_id)}/result", dest, max_bytes=max_bytes, **kw)
 
-    def download_body_model(self, dest: str | Path, **kw) -> Path:
+    def download_body_model(self, dest: str | Path, *, max_bytes: int = MAX_BODY_MODEL_BYTES, **kw) -> Path:
         """GET /body_model -> the body-model .npz at ``dest``."""
-        return self._download("/body_model", dest, **kw)
+        return self._download("/body_model", dest, max_bytes=max_bytes, **kw)
 
-    def _download(self, path: str, dest: str | Path, *, should_stop: Callable[[], bool] | None = None) -> Path:
+    def _download(self, path: str, dest: str | Path, *, max_bytes: int, should_stop: Stop | None = None) -> Path:
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(dest.name + ".part")
-        with self._request("GET", path, stream=True) as response, open(partial, "wb") as f:
-            while block := response.read(CHUNK_BYTES):
-                if should_stop and should_stop():
-                    f.close()
-                    partial.unlink(missing_ok=True)
+        with self._exchange("GET", path, should_stop=should_stop) as response:
+            self._expect_content_type(response, "application/octet-stream")
+            declared = self._declared_length(response, max_bytes)   # refused before anything is written
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                f = open(partial, "wb")  # noqa: SIM115  (the with below closes it; an error here is the disk's)
+            except OSError as err:
+                raise _cannot_write(partial, err) from None
+            try:
+                received = 0
+                with f:
+                    while block := response.read(CHUNK_BYTES):
+                        if should_stop and should_stop():
+                            raise Cancelled()
+                        received += len(block)
+                        if received > max_bytes:
+                            raise self._too_large(max_bytes)
+                        try:
+                            f.write(block)
+                        except OSError as err:
+                            raise _cannot_write(partial, err) from None
+                if should_stop and should_stop():        # interrupted: the read ended early
                     raise Cancelled()
-                f.write(block)
+                if declared is not None and received != declared:
+                    raise VibeError(f"The download from {self.base_url} ended early ({received} of {declared} "
+                                    "bytes); try the capture again.")
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         os.replace(partial, dest)                    # never leave a half-written file under the final name
         return dest
+
+    # ---------------------------------------------------------------- checks of what the server sent
+    def _job_record(self, job: dict, *, created_only: bool = False) -> dict:
+        """A job record (or a POST /jobs answer) with every field the add-on uses checked."""
+        if not isinstance(job, dict):
+            raise self._invalid("a job that is not an object")
+        job_id = job.get("job_id")
+        if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+            raise self._invalid(f"the job id '{display_text(job_id, 40)}', which is not 16 hex digits")
+        status = job.get("status")
+        if status not in JOB_STATUSES:
+            raise self._invalid(f"the job status '{display_text(status, 40)}'")
+        record = {"job_id": job_id, "status": status}
+        if created_only:
+            return record
+        progress = _number(job.get("progress", 0.0), 0.0, 1.0)
+        if progress is None:
+            raise self._invalid("a progress outside 0..1")
+        eta_s = job.get("eta_s")
+        if eta_s is not None and _number(eta_s, 0.0, MAX_ETA_S) is None:
+            raise self._invalid("a time left that is not a number of seconds")
+        stage = job.get("stage")
+        if stage is not None and (not isinstance(stage, str) or not STAGE_PATTERN.fullmatch(stage)):
+            raise self._invalid("a stage name that is not a short word")
+        num_tracks = job.get("num_tracks")
+        if num_tracks is not None and (type(num_tracks) is not int or not 0 <= num_tracks <= MAX_TRACKS):
+            raise self._invalid("a number of people that is not a count")
+        error = job.get("error")
+        record.update(progress=progress, eta_s=None if eta_s is None else float(eta_s), stage=stage,
+                      num_tracks=num_tracks, error=display_text(error) if error else None,
+                      video_name=display_text(job.get("video_name") or "", 200))
+        return record
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _number(value, low: float, high: float) -> float | None:
+    """value as a float when it is a finite number in [low, high], else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and low <= value <= high else None
+
+
+def _cannot_write(path: Path, err: OSError) -> VibeError:
+    return VibeError(f"Cannot write the download to {path.parent} ({err.strerror or err}); free some disk space "
+                     "or check that folder's permissions.")
+
+
+def _checked_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        raise VibeError(f"'{display_text(job_id, 40)}' is not a VIBE Mocap job id (16 hex digits).")
+    return job_id
+
+
+def _is_local_path_refusal(err: VibeError) -> bool:
+    """The server's two answers for 'I cannot use a path on your machine': 403 (the request did not
+    come from the server's machine) and 400 'There is no file at ...' (the file exists here, as the
+    capture checked first, so the server sees another disk: a container, another machine)."""
+    status, detail = getattr(err, "http_status", None), getattr(err, "detail", None) or ""
+    return status == 403 or (status == 400 and detail.startswith("There is no file at"))

@@ -17,6 +17,8 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
+
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 # The fields of vibe_server.api.schemas.JobParams; the server's venv reads them from the schema, and
 # test_client_real_server.py checks this copy (used in the bpy venvs) against it.
@@ -30,14 +32,15 @@ except ImportError:                                        # a bpy venv: no serv
     pass
 
 # The real server's answers (server/vibe_server/api), word for word.
-TOKEN_REFUSED = ("This server needs its token: send 'Authorization: Bearer <token>' (the add-on's server settings "
-                 "have a field for it).")
+TOKEN_REFUSED = ("This server needs its token: send 'Authorization: Bearer <token>'. The add-on and the command line "
+                 "read it from the token file that 'vibe-mocap serve' names when it starts (or from $VIBE_MOCAP_TOKEN).")
 LOCAL_PATH_REFUSED = ("A video path on the server's disk is only accepted from the same machine; upload the file "
                       "instead.")
 
 
-def no_file_at(path) -> str:
-    return f"There is no file at '{path}'; check the path."
+def local_path_unreadable(path) -> str:
+    return (f"'{path}' is not a readable video file on this machine; check the path, or upload the file "
+            "instead.")
 
 
 def no_job(job_id: str) -> str:
@@ -221,7 +224,8 @@ class FakeVibeServer:
                     if self._bad_params(body.get("params", {}), "request", "params."):
                         return None
                     if not Path(body.get("video_path", "")).is_file():
-                        return self._send(400, {"detail": no_file_at(body.get("video_path"))})
+                        return self._send(415, {"detail": local_path_unreadable(body.get("video_path"))},
+                                          headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE})
                     server.local_paths.append(body["video_path"])
                     return self._created(server._new_job(Path(body["video_path"]).name))
                 if ctype.startswith("multipart/form-data"):

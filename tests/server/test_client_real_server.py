@@ -22,7 +22,7 @@ from fake_vibe_server import (
     LOCAL_PATH_REFUSED,
     TOKEN_REFUSED,
     FakeVibeServer,
-    no_file_at,
+    local_path_unreadable,
     no_job,
     not_done,
     unknown_params,
@@ -30,7 +30,7 @@ from fake_vibe_server import (
 
 from vibe_blender.core import user_dirs
 from vibe_blender.core.capture import CaptureJob
-from vibe_blender.core.client import ServerClient
+from vibe_blender.core.client import LocalPathRefused, ServerClient
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
@@ -193,11 +193,16 @@ def test_bad_parameter_fails_without_an_upload(server, video, tmp_path):
     assert status.state == "failed" and "unknown parameter 'params.bogus'" in status.message
 
 
-def test_unreadable_video_fails_without_an_upload(server, tmp_path):
+def test_a_local_path_the_server_cannot_read_is_uploaded_and_the_upload_answers(server, tmp_path):
+    """The server says the same for a path it cannot see and for a file that is no video (it reveals
+    nothing about files); the add-on then uploads, and the upload's answer is the final one."""
     notes = tmp_path / "notes.txt"                     # the scripted front end cannot read .txt files
     notes.write_text("not a video")
-    status = _capture(_no_upload(ServerClient(server)), notes, tmp_path).run()
-    assert status.state == "failed" and "'notes.txt' is not a video this server can read" in status.message
+    client = ServerClient(server)
+    with pytest.raises(LocalPathRefused, match="notes.txt' is not a readable video file on this machine"):
+        client.submit_local(notes)
+    status = _capture(client, notes, tmp_path).run()
+    assert status.state == "failed" and "notes.txt" in status.message and "not a video" in status.message
 
 
 def test_cancel_stops_the_real_job(server, video, tmp_path):
@@ -234,14 +239,14 @@ def test_the_fakes_parameter_list_is_the_schemas():
 def test_the_fake_answers_like_the_real_server(server, video, tmp_path, server_files):
     token = {"Authorization": f"Bearer {user_dirs.read_token()}"}
     json_type = {"Content-Type": "application/json"}
-    missing = str(tmp_path / "missing.mp4")
+    missing = str(tmp_path / "missing.txt")        # refused by the scripted front end as by the fake
     local = lambda path, params: json.dumps({"video_path": path, "params": params})
     with FakeVibeServer(server_files[0], server_files[1], token=user_dirs.read_token()) as fake:
         cases = [
             (("GET", "/jobs"), 401, TOKEN_REFUSED),
             (("POST", "/jobs", local(str(video), {"bogus": 1}), {**token, **json_type}), 422,
              unknown_params(["bogus"], "request", "params.")),
-            (("POST", "/jobs", local(missing, {}), {**token, **json_type}), 400, no_file_at(missing)),
+            (("POST", "/jobs", local(missing, {}), {**token, **json_type}), 415, local_path_unreadable(missing)),
             (("GET", "/jobs/0123456789abcdef", None, token), 404, no_job("0123456789abcdef")),
         ]
         for request, status, detail in cases:

@@ -41,8 +41,8 @@ def test_mean_params_declaring_gigabytes_are_refused_in_a_sandbox(tmp_path):
     path = tmp_path / "smpl_mean_params.npz"
     path.write_bytes(zip_bytes([Member("pose.npy", huge), Member("shape.npy", npy(np.zeros(10, np.float32))),
                                 Member("cam.npy", npy(np.zeros(3, np.float32)))]))
-    baseline = read_in_sandbox("vibe_server.model.vibe:build_model", tmp_path / "absent", memory_mb=3072)
-    outcome = read_in_sandbox("vibe_server.model.vibe:load_mean_params", path, memory_mb=3072)
+    baseline = read_in_sandbox("vibe_server.data.loading:build_model", tmp_path / "absent", memory_mb=3072)
+    outcome = read_in_sandbox("vibe_server.data.loading:load_mean_params", path, memory_mb=3072)
     assert outcome.refused and "pose" in outcome.message, outcome
     assert outcome.peak_mb < baseline.peak_mb + 100, (outcome.peak_mb, baseline.peak_mb)
 

@@ -17,7 +17,7 @@ import uvicorn
 from conftest import ScriptedFrontEnd, TinyVIBE
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
-from vibe_server.pipeline.run import Engine
+from vibe_server.pipeline.engine import Engine
 
 from vibe_blender.core.user_dirs import ensure_token
 

@@ -95,6 +95,11 @@ class Cancelled(Exception):
     """Raised inside a request when the caller's ``should_stop()`` turns true."""
 
 
+# The server marks its "I cannot use this path on your machine" answers with this header, so that the
+# capture uploads the file instead (and only then).
+REFUSAL_HEADER, LOCAL_PATH_UNREADABLE = "X-Vibe-Refusal", "local-path"
+
+
 class LocalPathRefused(VibeError):
     """The server cannot use a path on this machine (it runs elsewhere, or cannot see the file)."""
 
@@ -233,6 +238,7 @@ class ServerClient:
             error = self._error_for(response.status, response.reason, detail)
         error.http_status = response.status
         error.detail = detail
+        error.refusal = response.getheader(REFUSAL_HEADER) or ""
         return error
 
     def _error_for(self, status: int, reason: str, detail: str | None) -> VibeError:
@@ -422,7 +428,6 @@ def _checked_id(job_id: str) -> str:
 
 def _is_local_path_refusal(err: VibeError) -> bool:
     """The server's two answers for 'I cannot use a path on your machine': 403 (the request did not
-    come from the server's machine) and 400 'There is no file at ...' (the file exists here, as the
-    capture checked first, so the server sees another disk: a container, another machine)."""
-    status, detail = getattr(err, "http_status", None), getattr(err, "detail", None) or ""
-    return status == 403 or (status == 400 and detail.startswith("There is no file at"))
+    come from the server's machine) and 415 marked ``X-Vibe-Refusal: local-path`` (it cannot read
+    that file: it sees another disk, or lacks the rights; the upload then gives the final answer)."""
+    return getattr(err, "http_status", None) == 403 or getattr(err, "refusal", "") == LOCAL_PATH_UNREADABLE

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
 
+from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
@@ -218,7 +219,8 @@ async def _create_local_job(request: Request, settings, jobs, engine) -> JobCrea
         # about files it could not read itself
         log.info("local path refused: %s", err)
         raise HTTPException(415, f"'{label}' is not a readable video file on this machine; check the path, "
-                                 "or upload the file instead.") from err
+                                 "or upload the file instead.",
+                            headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE}) from err
     job_id, _ = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
     job = await _blocking(partial(jobs.submit, job_id, video_name=path.name[:MAX_SHOWN_CHARS], input_path=path,
                                   input_owned=False, params=req.params), timeout_s=settings.probe_timeout_s)

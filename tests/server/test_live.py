@@ -1,0 +1,72 @@
+"""The online pipeline against the offline one: with no frame dropped and no smoothing, live results
+are the offline "carry" results (same model, same detector, same tracker)."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
+from vibe_server.pipeline.run import Engine, RunOptions
+from vibe_server.pipeline.video import open_video
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4"
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory):
+    """The first 24 frames of the bundled clip (one person walking), as its own file."""
+    reader = open_video(SAMPLE)
+    path = tmp_path_factory.mktemp("live") / "walk24.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps,
+                             (reader.info.width, reader.info.height))
+    frames = []
+    for index, rgb in reader:
+        if index == 24:
+            break
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine(vibe_model, synthetic_bundle):
+    return Engine(vibe_model, model_name="synthetic", data_dir=synthetic_bundle, device="cpu", precision="fp32")
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_streamed_results_equal_offline_carry(engine, short_clip, stride):
+    offline = engine.run(short_clip, RunOptions(detector="hog", detection_stride=stride, min_track_frames=1,
+                                                chunking="carry", smoothing=0.0)).result
+    reader = open_video(short_clip)
+    session = LiveSession(engine, LiveOptions(detector="hog", detection_stride=stride),
+                          width=reader.info.width, height=reader.info.height)
+    streamed: dict[int, list] = {}
+    for index, rgb in reader:
+        for person in session.process(index, rgb, frame_time_s=index / reader.info.fps):
+            streamed.setdefault(person.track_id, []).append(person)
+    assert offline.tracks and sorted(streamed) == [t.track_id for t in offline.tracks]
+    for track in offline.tracks:
+        rows = streamed[track.track_id]
+        np.testing.assert_array_equal([p.frame_index for p in rows], track.frame_ids)
+        np.testing.assert_allclose(np.stack([p.pose for p in rows]), track.pose, atol=1e-5)
+        np.testing.assert_allclose(np.stack([p.betas for p in rows]), track.betas, atol=1e-5)
+        np.testing.assert_allclose(np.stack([p.trans_cam_m for p in rows]), track.trans_cam_m, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.stack([p.joints3d for p in rows]), track.joints3d, atol=1e-5)
+
+
+def test_recording_gives_the_standard_result_file(engine, short_clip, tmp_path):
+    from vibe_blender.core.result_file import load_result, save_result
+
+    reader = open_video(short_clip)
+    session = LiveSession(engine, LiveOptions(detector="hog", smoothing=0.5),
+                          width=reader.info.width, height=reader.info.height)
+    recording = LiveRecording(name="camera 0", fps=reader.info.fps, width=reader.info.width,
+                              height=reader.info.height, focal_px=session.focal_px, model_name="synthetic")
+    for index, rgb in reader:
+        recording.add(session.process(index, rgb, frame_time_s=index / reader.info.fps))
+    save_result(tmp_path / "live.npz", recording.result(frames_seen=24, dropped=0))
+    result = load_result(tmp_path / "live.npz")
+    assert result.video.frame_count == 24 and result.meta["source"] == "live"
+    assert sum(t.num_frames for t in result.tracks) == sum(len(r) for r in recording._rows.values()) > 15

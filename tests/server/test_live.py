@@ -70,3 +70,28 @@ def test_recording_gives_the_standard_result_file(engine, short_clip, tmp_path):
     result = load_result(tmp_path / "live.npz")
     assert result.video.frame_count == 24 and result.meta["source"] == "live"
     assert sum(t.num_frames for t in result.tracks) == sum(len(r) for r in recording._rows.values()) > 15
+
+
+def test_live_command_prints_figures_and_records(short_clip, synthetic_bundle, tmp_path, capsys):
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    out = tmp_path / "take.npz"
+    assert main(["live", str(short_clip), "--detector", "hog", "--data-dir", str(synthetic_bundle),
+                 "--device", "cpu", "--record", str(out)]) == 0
+    printed = capsys.readouterr()
+    summary = printed.out.strip().splitlines()[0]
+    assert "frames/s" in summary and "latency p50" in summary and "p95" in summary
+    processed = int(summary.split("processed ")[1].split()[0])
+    dropped, arrived = (int(v) for v in summary.split("dropped ")[1].split()[:3:2])
+    assert arrived == 24 and processed + dropped == arrived
+    result = load_result(out)
+    assert result.tracks and result.meta["frames_dropped"] == str(dropped)
+    assert "Recorded" in printed.out
+
+
+def test_live_command_refuses_a_bad_source(capsys):
+    from vibe_server.cli import main
+
+    assert main(["live", "rtsp://192.0.2.1/cam", "--device", "cpu"]) == 2
+    assert "not on this machine" in capsys.readouterr().err

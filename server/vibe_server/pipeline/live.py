@@ -208,3 +208,55 @@ def empty_track_error(name: str) -> VibeError:
                      "person is in view, then record again.")
 
 
+
+
+@dataclass
+class LiveStats:
+    """Figures of a running session: frames/s over the last second, latency percentiles, drops."""
+
+    frames_processed: int = 0
+    frames_arrived: int = 0
+    frames_dropped: int = 0
+    fps: float = 0.0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    _latencies: list[float] = field(default_factory=list)
+    _recent: list[float] = field(default_factory=list)
+
+    def add(self, arrived_s: float, done_s: float) -> None:
+        self.frames_processed += 1
+        self._latencies.append(done_s - arrived_s)
+        self._latencies = self._latencies[-2000:]                 # bounded: the last 2000 frames
+        self._recent = [t for t in self._recent if done_s - t < 1.0] + [done_s]
+        self.fps = float(len(self._recent))
+        self.latency_p50_s, self.latency_p95_s = (float(v) for v in np.percentile(self._latencies, [50, 95]))
+
+    def to_json(self) -> dict:
+        return {"frames_processed": self.frames_processed, "frames_arrived": self.frames_arrived,
+                "frames_dropped": self.frames_dropped, "fps": round(self.fps, 2),
+                "latency_p50_s": self.latency_p50_s, "latency_p95_s": self.latency_p95_s}
+
+
+def run_live(source, session: LiveSession, *, on_frame=None, should_stop=None,
+             recording: LiveRecording | None = None) -> LiveStats:
+    """Take frames from ``source`` (a started ``LiveSource``) until it ends or ``should_stop()``:
+    process each, call ``on_frame(people, stats)``, record when asked. The source drops what the
+    session cannot keep up with; the stats count it."""
+    stats = LiveStats()
+    while not (should_stop is not None and should_stop()):
+        frame = source.next_frame(timeout_s=0.5)
+        if frame is None:
+            if source.ended:
+                break
+            continue
+        people = session.process(frame.index, frame.rgb, frame.time_s)
+        stats.add(frame.time_s, time.monotonic())
+        stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+        if recording is not None:
+            recording.add(people)
+        if on_frame is not None:
+            on_frame(people, stats)
+    stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+    if source.error:
+        raise VibeError(source.error)
+    return stats

@@ -80,6 +80,12 @@ class LiveSource:
             self._ended = True
             self._cond.notify_all()
 
+    @property
+    def ended(self) -> bool:
+        """True once the source has no more frames and the last one was taken."""
+        with self._cond:
+            return self._ended and self._mailbox is None
+
     def next_frame(self, timeout_s: float | None = None) -> LiveFrame | None:
         """The newest frame not taken yet (waits for one); None when the source has ended."""
         with self._cond:

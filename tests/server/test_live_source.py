@@ -76,3 +76,12 @@ def test_bad_sources_are_refused(spec, message):
 def test_a_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(VibeError):
         open_live_source(str(tmp_path / "none.mp4"))
+
+
+def test_a_lossless_file_waits_for_a_slow_consumer():
+    with LiveSource(counting_frames(30), INFO, pace_fps=1000.0, lossless=True) as source:
+        seen = []
+        while (frame := source.next_frame(timeout_s=5)) is not None:
+            seen.append(frame.index)
+            time.sleep(0.01)
+    assert seen == list(range(30)) and source.dropped == 0

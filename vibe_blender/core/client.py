@@ -155,6 +155,25 @@ class ServerClient:
     def cancel(self, job_id: str) -> dict:
         return self._request("DELETE", f"/jobs/{urllib.parse.quote(job_id)}")
 
+    # ---------------------------------------------------------------- live
+    def start_live(self, source: str, params: dict | None = None) -> dict:
+        """POST /live: a camera index, a stream URL on the server's machine or a file there."""
+        body = json.dumps({"source": str(source), "params": params or {}}).encode()
+        return self._request("POST", "/live", body=body, headers={"Content-Type": "application/json"})
+
+    def stop_live(self, live_id: str) -> dict:
+        return self._request("POST", f"/live/{urllib.parse.quote(live_id)}/stop")
+
+    def open_live_stream(self, live_id: str):
+        """The session's WebSocket (``core.websocket.WebSocket``), with the token in the handshake."""
+        from .websocket import WebSocket
+
+        url = self.base_url.replace("http://", "ws://", 1) + API + f"/live/{urllib.parse.quote(live_id)}/stream"
+        if not url.startswith("ws://"):
+            raise VibeError("Live streams need an http:// server URL on this machine or the local network.")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return WebSocket(url, headers, timeout_s=max(self.timeout_s, 30.0))
+
     def download_result(self, job_id: str, dest: str | Path, **kw) -> Path:
         """GET /jobs/{id}/result -> the result .npz at ``dest``."""
         return self._download(f"/jobs/{urllib.parse.quote(job_id)}/result", dest, **kw)

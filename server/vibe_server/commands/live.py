@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
     p.add_argument("--detection-stride", type=int, default=1, metavar="N", help="detect every Nth frame (default 1)")
     p.add_argument("--smoothing", type=float, default=0.0, metavar="S", help="causal smoothing 0 (off) .. 1")
     p.add_argument("--max-people", type=int, default=4, metavar="N", help="follow at most N people (default 4)")
+    p.add_argument("--lossless", action="store_true",
+                   help="a file: wait for the model instead of dropping frames (a replay that keeps every frame)")
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.set_defaults(run=run)
@@ -44,14 +46,14 @@ def run(args) -> int:
     parse_source(args.source)                         # a bad source is refused before the model loads
     engine = load_engine(args.data_dir, device=resolve_device(args.device), allow_synthetic=True,
                          log=lambda msg: print(msg, file=sys.stderr))
-    source = open_live_source(args.source)
+    source = open_live_source(args.source, lossless=args.lossless)
     session = LiveSession(engine, options, width=source.info.width, height=source.info.height)
     recording = (LiveRecording(source.info.name, source.info.fps, source.info.width, source.info.height,
                                session.focal_px, engine.model_name) if record else None)
     t_end = time.monotonic() + args.duration if args.duration else None
     last_print = [0.0]
 
-    def show(people, stats) -> None:
+    def show(frame, people, stats) -> None:
         now = time.monotonic()
         if now - last_print[0] >= 1.0:
             last_print[0] = now

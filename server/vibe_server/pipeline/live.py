@@ -240,7 +240,7 @@ class LiveStats:
 def run_live(source, session: LiveSession, *, on_frame=None, should_stop=None,
              recording: LiveRecording | None = None) -> LiveStats:
     """Take frames from ``source`` (a started ``LiveSource``) until it ends or ``should_stop()``:
-    process each, call ``on_frame(people, stats)``, record when asked. The source drops what the
+    process each, call ``on_frame(frame, people, stats)``, record when asked. The source drops what the
     session cannot keep up with; the stats count it."""
     stats = LiveStats()
     while not (should_stop is not None and should_stop()):
@@ -255,7 +255,7 @@ def run_live(source, session: LiveSession, *, on_frame=None, should_stop=None,
         if recording is not None:
             recording.add(people)
         if on_frame is not None:
-            on_frame(people, stats)
+            on_frame(frame, people, stats)
     stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
     if source.error:
         raise VibeError(source.error)

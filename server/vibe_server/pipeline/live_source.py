@@ -47,13 +47,15 @@ class LiveSource:
     """The reader thread and the one-frame mailbox between it and the consumer.
 
     frames: an iterator of (H, W, 3) uint8 RGB frames (it may block until the next one arrives);
-    pace_fps: for a file, hand frames out at this rate (a camera or stream paces itself).
+    pace_fps: for a file, hand frames out at this rate (a camera or stream paces itself);
+    lossless: for a file, wait for the consumer instead of dropping (tests, and replays that must
+        keep every frame); pacing then gives the earliest time a frame is handed out.
     """
 
     def __init__(self, frames: Iterator[np.ndarray], info: SourceInfo, *, pace_fps: float | None = None,
-                 close: Callable[[], None] | None = None):
+                 lossless: bool = False, close: Callable[[], None] | None = None):
         self.info = info
-        self._frames, self._pace_fps, self._close = frames, pace_fps, close
+        self._frames, self._pace_fps, self._lossless, self._close = frames, pace_fps, lossless, close
         self._mailbox: LiveFrame | None = None
         self._cond = threading.Condition()
         self._ended = False
@@ -75,6 +77,8 @@ class LiveSource:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         self._thread.join(5.0)
         with self._cond:
             self._ended = True
@@ -91,6 +95,7 @@ class LiveSource:
         with self._cond:
             self._cond.wait_for(lambda: self._mailbox is not None or self._ended, timeout_s)
             frame, self._mailbox = self._mailbox, None
+            self._cond.notify_all()                  # a lossless reader waits for the mailbox to empty
             return frame
 
     def _read(self) -> None:
@@ -105,6 +110,8 @@ class LiveSource:
                         break
                 frame = LiveFrame(index, rgb, time.monotonic())
                 with self._cond:
+                    if self._lossless:
+                        self._cond.wait_for(lambda: self._mailbox is None or self._stop.is_set())
                     if self._mailbox is not None:
                         self.dropped += 1
                     self._mailbox = frame
@@ -143,8 +150,9 @@ def parse_source(spec: str) -> tuple[str, int | str]:
     return "file", spec
 
 
-def open_live_source(spec: str) -> LiveSource:
-    """A camera index, a loopback stream URL or a video file (played at its own frame rate)."""
+def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
+    """A camera index, a loopback stream URL or a video file (played at its own frame rate;
+    ``lossless``: a file waits for the consumer rather than drop frames)."""
     kind, target = parse_source(spec)
     if kind == "file":
         from .video import open_video
@@ -152,7 +160,7 @@ def open_live_source(spec: str) -> LiveSource:
         reader = open_video(str(target))
         info = SourceInfo(Path(str(target)).name, float(reader.info.fps or 30.0), reader.info.width,
                           reader.info.height)
-        return LiveSource((rgb for _, rgb in reader), info, pace_fps=info.fps)
+        return LiveSource((rgb for _, rgb in reader), info, pace_fps=info.fps, lossless=lossless)
     return _open_capture(kind, target)
 
 

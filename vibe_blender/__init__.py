@@ -4,12 +4,14 @@ files, as rigged, skinned, shape-keyed and keyframed characters.
 Layout: ``core/`` is pure Python + numpy (formats, maths, HTTP client; no bpy anywhere in it);
 the modules beside it use bpy: ``rig_builder`` (character), ``animation`` + ``keyframes`` (motion),
 ``importer`` (scene), ``jobs`` (capture thread <-> UI timer), ``operators``, ``panels``,
-``preferences``; ``retarget``, ``cleanup_ops`` and ``export`` with their UI in ``ui_retarget``;
+``preferences``; ``retarget``, ``cleanup_ops`` and ``export`` with their UI split the same way into
+``retarget_settings`` (scene properties), ``retarget_operators`` and ``retarget_panels``; every
+operator reports errors through ``operator_errors``;
 ``batch`` and ``export`` are command lines (``python -m vibe_blender.batch`` / ``.export``).
 This module imports no bpy at import time: Blender calls :func:`register`.
 """
 
-_MODULES = ("preferences", "jobs", "operators", "panels", "ui_retarget")
+_MODULES = ("preferences", "jobs", "operators", "panels", "retarget_settings", "retarget_operators", "retarget_panels")
 
 
 def _modules():

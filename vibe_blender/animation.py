@@ -21,14 +21,6 @@ from .rig_builder import (NUM_CORRECTIVES, place_bones, add_corrective_drivers, 
 FIRST_FRAME = 1
 
 
-def _rot_path(bone: str) -> str:
-    return f'pose.bones["{bone}"].rotation_quaternion'
-
-
-def _loc_path(bone: str) -> str:
-    return f'pose.bones["{bone}"].location'
-
-
 def key_interpolation(track: TrackMotion) -> np.ndarray:
     """(T,) LINEAR, except CONSTANT on the last key before each gap."""
     interpolation = np.full(len(track.frame_ids), keyframes.LINEAR, dtype=np.int32)
@@ -54,10 +46,10 @@ def animate_character(armature_obj, track: TrackMotion, *, ground_offset_m=None,
     channels = keyframes.new_channels(armature_obj, f"{armature_obj.name}_motion")
     for j, bone in enumerate(JOINT_NAMES):
         for c in range(4):
-            keyframes.write_fcurve(channels, _rot_path(bone), c, frames, quats[:, j, c], group=bone,
+            keyframes.write_fcurve(channels, keyframes.rotation_path(bone), c, frames, quats[:, j, c], group=bone,
                                    interpolation=interpolation)
     for c in range(3):
-        keyframes.write_fcurve(channels, _loc_path(JOINT_NAMES[0]), c, frames, loc[:, c], group=JOINT_NAMES[0],
+        keyframes.write_fcurve(channels, keyframes.location_path(JOINT_NAMES[0]), c, frames, loc[:, c], group=JOINT_NAMES[0],
                                interpolation=interpolation)
 
     if armature_obj.get("vibe_correctives") == "baked":
@@ -99,17 +91,17 @@ def refit_bones(armature_obj) -> None:
     q_rest_new = rest_quats(armature_obj)
     head_new = np.array(armature_obj.data.bones[JOINT_NAMES[0]].head_local)
     channels = keyframes.channels_of(armature_obj)
-    if channels is not None and channels.fcurves.find(_rot_path(JOINT_NAMES[0]), index=0) is not None:
-        values = np.stack([np.stack([keyframes.read_fcurve(channels, _rot_path(b), c)[1] for c in range(4)], -1)
+    if channels is not None and channels.fcurves.find(keyframes.rotation_path(JOINT_NAMES[0]), index=0) is not None:
+        values = np.stack([np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(b), c)[1] for c in range(4)], -1)
                            for b in JOINT_NAMES], axis=1)                                  # (T, 24, 4)
         values = refit_basis_quats(values, q_rest_old, q_rest_new)
         for j, bone in enumerate(JOINT_NAMES):
             for c in range(4):
-                keyframes.replace_fcurve_values(channels, _rot_path(bone), c, values[:, j, c])
-        if channels.fcurves.find(_loc_path(JOINT_NAMES[0]), index=0) is not None:
-            loc = np.stack([keyframes.read_fcurve(channels, _loc_path(JOINT_NAMES[0]), c)[1] for c in range(3)], -1)
+                keyframes.replace_fcurve_values(channels, keyframes.rotation_path(bone), c, values[:, j, c])
+        if channels.fcurves.find(keyframes.location_path(JOINT_NAMES[0]), index=0) is not None:
+            loc = np.stack([keyframes.read_fcurve(channels, keyframes.location_path(JOINT_NAMES[0]), c)[1] for c in range(3)], -1)
             loc = refit_root_locations(loc, head_old, q_rest_old[0], head_new, q_rest_new[0])
             for c in range(3):
-                keyframes.replace_fcurve_values(channels, _loc_path(JOINT_NAMES[0]), c, loc[:, c])
+                keyframes.replace_fcurve_values(channels, keyframes.location_path(JOINT_NAMES[0]), c, loc[:, c])
     if armature_obj.get("vibe_correctives") == "drivers":
         add_corrective_drivers(armature_obj, character_mesh(armature_obj))

@@ -23,25 +23,21 @@ BONE_GROUPS = {
 LEGS = [tuple(JOINT_NAMES.index(f"{s}_{p}") for p in ("hip", "knee", "ankle")) for s in ("left", "right")]
 
 
-def _rot_path(bone):
-    return f'pose.bones["{bone}"].rotation_quaternion'
-
-
-LOC_PATH = 'pose.bones["pelvis"].location'
+LOC_PATH = keyframes.location_path("pelvis")
 
 
 def read_motion(armature_obj):
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action."""
     channels = keyframes.channels_of(armature_obj)
     missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
-    if channels is None or missing or channels.fcurves.find(_rot_path("pelvis"), index=0) is None:
+    if channels is None or missing or channels.fcurves.find(keyframes.rotation_path("pelvis"), index=0) is None:
         raise VibeError(f"'{armature_obj.name}' is not an animated SMPL character; clean-up works on characters "
                         "imported by VIBE Mocap (retarget after cleaning).")
-    frames = keyframes.read_fcurve(channels, _rot_path("pelvis"), 0)[0]
+    frames = keyframes.read_fcurve(channels, keyframes.rotation_path("pelvis"), 0)[0]
     quats = np.zeros((len(frames), 24, 4))
     for j, bone in enumerate(JOINT_NAMES):
         for c in range(4):
-            curve = keyframes.read_fcurve(channels, _rot_path(bone), c)
+            curve = keyframes.read_fcurve(channels, keyframes.rotation_path(bone), c)
             if curve is None or len(curve[0]) != len(frames):
                 quats[:, j, c] = 1.0 if c == 0 else 0.0
             else:

@@ -16,6 +16,16 @@ CONSTANT, LINEAR, BEZIER = 0, 1, 2
 LAYERED_ACTIONS = bpy.app.version >= (4, 4, 0)
 
 
+def rotation_path(bone: str) -> str:
+    """F-curve data path of a pose bone's quaternion: 'pose.bones["left_hip"].rotation_quaternion'."""
+    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].rotation_quaternion'
+
+
+def location_path(bone: str) -> str:
+    """F-curve data path of a pose bone's location."""
+    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].location'
+
+
 def new_channels(id_block: bpy.types.ID, action_name: str):
     """Create an action for ``id_block`` and return the container whose ``.fcurves``/``.groups``
     take new curves: the action itself on 4.2, the slot's channelbag on 4.4+."""

@@ -1,9 +1,11 @@
-"""Operators: each reads its properties, calls one function and reports the one VibeError."""
+"""Operators: each reads its properties, calls one function and reports the one VibeError
+(through :func:`operator_errors.reports_errors`, as every operator of the add-on)."""
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .core.errors import VibeError
 from .importer import ImportOptions
+from .operator_errors import reports_errors
 from .rig_builder import is_character
 
 _CORRECTIVE_ITEMS = [
@@ -45,17 +47,14 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
     fps: bpy.props.FloatProperty(name="Frame rate", default=30.0, min=1.0,
                                  description="Used only for files that store no frame rate (vibe_output.pkl)")
 
+    @reports_errors
     def execute(self, context):
         from .importer import import_motion_file          # lazy: registration stays cheap
         from .preferences import resolve_body_model
         options = ImportOptions(correctives=self.correctives, root_motion=self.root_motion, add_camera=self.add_camera,
                                 video_path=bpy.path.abspath(self.video_path) if self.video_path else "", fps=self.fps)
-        try:
-            import_motion_file(self.filepath, resolve_body_model(context), options,
-                               report=lambda msg: self.report({"INFO"}, msg))
-        except VibeError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
+        import_motion_file(self.filepath, resolve_body_model(context), options,
+                           report=lambda msg: self.report({"INFO"}, msg))
         return {"FINISHED"}
 
 
@@ -64,17 +63,13 @@ class VIBE_OT_capture(bpy.types.Operator):
     bl_idname = "vibe_mocap.capture"
     bl_label = "Capture"
 
+    @reports_errors
     def execute(self, context):
         from . import jobs
         settings = context.scene.vibe_mocap
         if not settings.video_path:
-            self.report({"ERROR"}, "Choose a video first.")
-            return {"CANCELLED"}
-        try:
-            jobs.start_capture(settings.video_path, _options(settings))
-        except VibeError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
+            raise VibeError("Choose a video first.")
+        jobs.start_capture(settings.video_path, _options(settings))
         return {"FINISHED"}
 
 
@@ -83,6 +78,7 @@ class VIBE_OT_cancel_capture(bpy.types.Operator):
     bl_idname = "vibe_mocap.cancel_capture"
     bl_label = "Cancel"
 
+    @reports_errors
     def execute(self, context):
         from . import jobs
         jobs.cancel_capture()
@@ -99,13 +95,10 @@ class VIBE_OT_refit_bones(bpy.types.Operator):
     def poll(cls, context):
         return is_character(context.active_object)
 
+    @reports_errors
     def execute(self, context):
         from .animation import refit_bones
-        try:
-            refit_bones(context.active_object)
-        except VibeError as err:
-            self.report({"ERROR"}, str(err))
-            return {"CANCELLED"}
+        refit_bones(context.active_object)
         return {"FINISHED"}
 
 

@@ -2,8 +2,9 @@
 
 Read both rigs (rest matrices, hierarchy, object transforms) and the source's F-curves, evaluate the
 source in numpy (no frame stepping), carry every mapped bone's world rotation over with the rest-pose
-and roll correction of :mod:`core.retarget_math`, scale the root motion by leg length, and write
-one new action on the target in bulk through the one F-curve helper, :mod:`keyframes`.
+and roll correction of :mod:`core.retarget_math`, scale the root motion by leg length, lock the
+target's feet where the source's feet are planted (:mod:`core.cleanup`), and write one new action on
+the target in bulk through the one F-curve helper, :mod:`keyframes`.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import numpy as np
 from . import keyframes
 from .core.errors import VibeError
 from .core.retarget_map import ROOT_JOINT, validate_map
-from .core.retarget_math import (compose_basis, euler_to_rotmat, forward_kinematics, hip_height, quats_to_rotmat,
-                                 rest_offsets, retarget_rotations, rotation_part, scale_root_motion, solve_basis)
-from .core.rotations import make_continuous, rotmat_to_quat
+from .core.cleanup import detect_contacts, planted_leg_rotations
+from .core.retarget_math import (compose_basis, euler_to_rotmat, hip_height, leg_length, leg_scale, pose_from_basis,
+                                 quats_to_rotmat, rest_offsets, retarget_rotations, rotation_part, scale_root_motion,
+                                 solve_basis)
+from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
 
 def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -78,7 +81,7 @@ def sample_basis(armature_obj, frames: np.ndarray) -> np.ndarray:
 def world_pose(armature_obj, frames: np.ndarray) -> np.ndarray:
     """-> world matrices (T, N, 4, 4) of every bone at ``frames`` (numpy forward kinematics)."""
     _, parents, rest, world = armature_arrays(armature_obj)
-    return world @ forward_kinematics(parents, rest, sample_basis(armature_obj, frames))
+    return world @ pose_from_basis(parents, rest, sample_basis(armature_obj, frames))
 
 
 def _floor_origin(rest_world: np.ndarray, tails_world: np.ndarray, root: int) -> tuple[np.ndarray, float]:
@@ -93,12 +96,40 @@ def _tails_world(armature_obj, world: np.ndarray) -> np.ndarray:
     return tails @ world[:3, :3].T + world[:3, 3]
 
 
+SIDES = ("left", "right")
+LEG_JOINTS = ("hip", "knee", "ankle")
+
+
+def mapped_legs(mapping: dict[str, str]) -> list[str]:
+    """The sides whose hip, knee and ankle are all mapped."""
+    return [side for side in SIDES if all(mapping.get(f"{side}_{j}") for j in LEG_JOINTS)]
+
+
+def _leg_lengths(names: list[str], rest_world: np.ndarray, tails_world: np.ndarray, bones: dict[str, str],
+                 sides: list[str]) -> list[float]:
+    """Leg length per side (hip → knee → ankle → ground contact) of one rig; bones: SMPL joint ->
+    that rig's bone. The ground contact is the lowest of the ankle bone's tail and the toe's head."""
+    lengths = []
+    for side in sides:
+        hip, knee, ankle = (names.index(bones[f"{side}_{j}"]) for j in LEG_JOINTS)
+        ground_z = tails_world[ankle, 2]
+        toe = bones.get(f"{side}_foot")
+        if toe in names:
+            ground_z = min(ground_z, rest_world[names.index(toe), 2, 3])
+        lengths.append(leg_length(*(rest_world[j, :3, 3] for j in (hip, knee, ankle)), ground_z))
+    return lengths
+
+
 def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None = None,
-             frame_end: int | None = None, scale_root: bool = True, action_name: str = "") -> dict:
+             frame_end: int | None = None, scale_root: bool = True, lock_feet: bool = True,
+             fps: float | None = None, action_name: str = "") -> dict:
     """Bake ``source``'s motion onto ``target`` through ``mapping`` ({source bone: target bone}).
 
-    -> report {frames, bones, root_scale}. The target gets a new action; unmapped target bones are
-    set to their rest pose."""
+    scale_root: scale the root motion by the ratio of leg lengths; lock_feet: hold the target's
+    ankles still wherever the source's feet are planted (the source's contacts, detected at ``fps``,
+    default the scene's), so that other foot geometry does not slide.
+    -> report {frames, bones, root_scale, root_scale_from, contact_frames, constraint_passes,
+    fk_switches}. The target gets a new action; unmapped target bones are set to their rest pose."""
     s_names, s_parents, s_rest, s_world = armature_arrays(source)
     t_names, t_parents, t_rest, t_world = armature_arrays(target)
     if source == target:
@@ -116,35 +147,79 @@ def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None
     frames = np.arange(start, end + 1, dtype=np.float64)
 
     # 1. Source motion in the world, by forward kinematics of its keys.
-    src_pose = s_world @ forward_kinematics(s_parents, s_rest, sample_basis(source, frames))
+    src_pose = s_world @ pose_from_basis(s_parents, s_rest, sample_basis(source, frames))
     pairs = list(mapping.items())
     si = np.array([s_names.index(s) for s, _ in pairs])
     ti = np.array([t_names.index(t) for _, t in pairs])
     # 2. Rotations: rest-pose and roll correction per pair, then into the target's armature space.
     offsets = rest_offsets(rotation_part(s_world @ s_rest[si]), rotation_part(t_world @ t_rest[ti]))
     target_world_rot = retarget_rotations(rotation_part(src_pose[:, si]), offsets)
+    to_target = np.swapaxes(rotation_part(t_world), -1, -2)                     # world -> target armature
     target_rot = np.tile(np.eye(3), (len(frames), len(t_names), 1, 1))
-    target_rot[:, ti] = np.swapaxes(rotation_part(t_world), -1, -2) @ target_world_rot
+    target_rot[:, ti] = to_target @ target_world_rot
     mapped = np.zeros(len(t_names), bool)
     mapped[ti] = True
-    # 3. Root motion, scaled by the ratio of hip heights (leg length).
-    s_root, t_root = s_names.index(ROOT_JOINT if ROOT_JOINT in mapping else pairs[0][0]), t_names.index(mapping[ROOT_JOINT])
-    s_origin, s_height = _floor_origin(s_world @ s_rest, _tails_world(source, s_world), s_root)
-    t_origin, t_height = _floor_origin(t_world @ t_rest, _tails_world(target, t_world), t_root)
-    scale = t_height / s_height if scale_root else 1.0
-    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_origin, t_origin, scale)
+    # 3. Root motion about the rest hips, scaled by the ratio of leg lengths (hip height without legs).
+    s_root, t_root = s_names.index(ROOT_JOINT), t_names.index(mapping[ROOT_JOINT])
+    s_rest_world, t_rest_world = s_world @ s_rest, t_world @ t_rest
+    s_tails, t_tails = _tails_world(source, s_world), _tails_world(target, t_world)
+    sides = mapped_legs(mapping)
+    scale, scale_from = 1.0, "off"
+    if scale_root and sides:
+        scale = leg_scale(_leg_lengths(s_names, s_rest_world, s_tails, {j: j for j in mapping}, sides),
+                          _leg_lengths(t_names, t_rest_world, t_tails, mapping, sides))
+        scale_from = "legs"
+    elif scale_root:
+        scale = (_floor_origin(t_rest_world, t_tails, t_root)[1] / _floor_origin(s_rest_world, s_tails, s_root)[1])
+        scale_from = "hip height"
+    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_rest_world[s_root, :3, 3],
+                                   t_rest_world[t_root, :3, 3], scale)
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
     quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
-    # 4. Bake.
+    # 4. Feet: where the source's feet are planted, hold the target's ankles still (leg IK).
+    contact_frames = 0
+    if lock_feet and sides:
+        target_rot, contact_frames = _lock_target_feet(src_pose, s_names, t_parents, t_rest, t_names, target_rot,
+                                                       quats, root_loc, t_root, mapping, sides, to_target,
+                                                       fps or scene_fps())
+        quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
+    # 5. Bake.
     fk_switches = use_fk_controls(target)
     bake_pose_keys(target, frames, {t_names[j]: quats[:, j] for j in ti}, {t_names[t_root]: root_loc},
                    action_name or f"{target.name}_retarget")
-    # 5. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
+    # 6. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
     #    Blender's own evaluation, one pass per level of affected bones.
-    passes = refine_constrained(target, frames, {t_names[j]: target_world_rot[:, k] for k, j in enumerate(ti)},
+    wanted_world_rot = rotation_part(t_world) @ target_rot[:, ti]
+    passes = refine_constrained(target, frames, {t_names[j]: wanted_world_rot[:, k] for k, j in enumerate(ti)},
                                 t_names[t_root], hips_world) if has_constrained_parents(target, [t for _, t in pairs]) else 0
-    return {"frames": len(frames), "bones": len(pairs), "root_scale": float(scale), "constraint_passes": passes,
-            "fk_switches": fk_switches}
+    return {"frames": len(frames), "bones": len(pairs), "root_scale": float(scale), "root_scale_from": scale_from,
+            "contact_frames": contact_frames, "constraint_passes": passes, "fk_switches": fk_switches}
+
+
+def scene_fps() -> float:
+    import bpy
+
+    render = bpy.context.scene.render
+    return render.fps / render.fps_base
+
+
+def _lock_target_feet(src_pose, s_names, t_parents, t_rest, t_names, target_rot, quats, root_loc, t_root, mapping,
+                      sides, to_target, fps) -> tuple[np.ndarray, int]:
+    """The source's foot contacts -> target_rot with the target's thighs and shins turned so that
+    its planted ankles stay still; -> (target_rot, contact frames)."""
+    src_ankles = src_pose[:, [s_names.index(f"{side}_ankle") for side in sides]][..., :3, 3]
+    contacts = detect_contacts(src_ankles, fps)
+    legs = np.array([[t_names.index(mapping[f"{side}_{j}"]) for j in LEG_JOINTS] for side in sides])
+    location = np.zeros(quats.shape[:2] + (3,))
+    location[:, t_root] = root_loc
+    pose = pose_from_basis(t_parents, t_rest, compose_basis(location, quat_to_rotmat(quats)))
+    # The knee's bend axis where a leg is straight: the source knee's X axis (SMPL bones bend about X).
+    knee_x = src_pose[:, [s_names.index(f"{side}_knee") for side in sides]][..., :3, 0]
+    hinges = np.einsum("ab,tfb->tfa", to_target, knee_x)
+    leg_rot = planted_leg_rotations(pose[:, legs][..., :3, 3], target_rot[:, legs[:, :2]], contacts, hinges)
+    target_rot = target_rot.copy()
+    target_rot[:, legs[:, :2]] = leg_rot
+    return target_rot, int(contacts.sum())
 
 
 FK_SWITCH = "IK_FK"          # Rigify limb property: 0 = IK, 1 = FK
@@ -196,7 +271,7 @@ def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.n
                 pose_bone = rig.pose.bones[n]
                 chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
         basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
-        current = {n: quats_to_rotmat(np.stack([keyframes.read_fcurve(channels, _rot_path(rig, n), c)[1]
+        current = {n: quats_to_rotmat(np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(n), c)[1]
                                                 for c in range(4)], -1)) for n in names}
         off = [n for n in names if _max_angle_deg(current[n], basis_rot[n]) > tolerance_deg]
         if not off:
@@ -205,19 +280,15 @@ def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.n
         for n in (n for n in off if depth[n] == level):
             quats = make_continuous(rotmat_to_quat(basis_rot[n]))
             for c in range(4):
-                keyframes.replace_fcurve_values(channels, _rot_path(rig, n), c, quats[:, c])
+                keyframes.replace_fcurve_values(channels, keyframes.rotation_path(n), c, quats[:, c])
             if n == root_bone:
                 head = np.concatenate([root_world, np.ones((len(frames), 1))], -1)
                 loc = np.einsum("tab,tb->ta", np.linalg.inv(chains[n]), head)[:, :3]
                 for c in range(3):
-                    keyframes.replace_fcurve_values(channels, rig.pose.bones[n].path_from_id("location"), c, loc[:, c])
+                    keyframes.replace_fcurve_values(channels, keyframes.location_path(n), c, loc[:, c])
         passes += 1
     scene.frame_set(frame_before)
     return passes
-
-
-def _rot_path(rig, bone: str) -> str:
-    return rig.pose.bones[bone].path_from_id("rotation_quaternion")
 
 
 def _max_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
@@ -239,9 +310,9 @@ def bake_pose_keys(armature_obj, frames: np.ndarray, rotations: dict[str, np.nda
         pose_bone = armature_obj.pose.bones[bone]
         pose_bone.rotation_mode = "QUATERNION"
         for c in range(4):
-            keyframes.write_fcurve(channels, pose_bone.path_from_id("rotation_quaternion"), c, frames, quats[:, c],
+            keyframes.write_fcurve(channels, keyframes.rotation_path(bone), c, frames, quats[:, c],
                                    group=bone)
     for bone, loc in locations.items():
         pose_bone = armature_obj.pose.bones[bone]
         for c in range(3):
-            keyframes.write_fcurve(channels, pose_bone.path_from_id("location"), c, frames, loc[:, c], group=bone)
+            keyframes.write_fcurve(channels, keyframes.location_path(bone), c, frames, loc[:, c], group=bone)

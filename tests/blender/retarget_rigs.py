@@ -85,10 +85,11 @@ def _ry(deg):
 
 
 def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.0, roll_seed=None,
-               matrix_world=np.eye(4), root_bone=None, extra_spine=()):
+               matrix_world=np.eye(4), root_bone=None, extra_spine=(), foot_scale=None):
     """A humanoid built from the SMPL T-pose with names[joint] bone names (joints without a name are
     left out), legs/arms scaled, arms lowered into an A-pose, random rolls, an optional root bone
-    above the hips and unmapped bones inserted after the given spine joints. Feet rest on z = 0."""
+    above the hips and unmapped bones inserted after the given spine joints. Feet rest on z = 0.
+    foot_scale: the ankle-to-toe offset's own scale (default: the leg's), another foot geometry."""
     J = walk.J_REST
     joints = [j for j in range(24) if JOINT_NAMES[j] in names]
     pos = {0: J[0].copy()}
@@ -99,7 +100,7 @@ def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.
         part = JOINT_NAMES[j].split("_")[-1]
         offset = J[j] - J[p]
         if part in legs:
-            offset = offset * leg_scale
+            offset = offset * (foot_scale if part == "foot" and foot_scale is not None else leg_scale)
         if part in arms:
             offset = offset * arm_scale
             offset = _ry(a_pose_deg if JOINT_NAMES[j].startswith("left") else -a_pose_deg) @ offset
@@ -150,3 +151,15 @@ def world_bone_axes(obj, bone_names, frames):
         axes.append(m[:, :3, 1] / np.linalg.norm(m[:, :3, 1], axis=-1, keepdims=True))
         heads.append(m[:, :3, 3])
     return np.array(axes), np.array(heads)
+
+
+def angle_deg(a, b):
+    """Angle between unit vectors (..., 3), degrees."""
+    return np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, -1)))
+
+
+def planted_slide_mm(obj, ankle_bones, frames, stance):
+    """Mean horizontal travel of the ankles per frame where the walk's foot is planted (frames t-1
+    and t both in the stance), millimetres, as Blender evaluates the rig."""
+    _, heads = world_bone_axes(obj, ankle_bones, frames)
+    return np.linalg.norm(np.diff(heads[..., :2], axis=0), axis=-1)[stance[1:] & stance[:-1]].mean() * 1000

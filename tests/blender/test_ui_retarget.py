@@ -7,7 +7,7 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
-from vibe_blender import ui_retarget  # noqa: E402
+from vibe_blender import operators, retarget_operators, retarget_panels, retarget_settings  # noqa: E402
 from vibe_blender.core.retarget_map import PRESETS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
@@ -18,9 +18,12 @@ _spec.loader.exec_module(rigs)
 @pytest.fixture
 def registered():
     rigs.reset_scene()
-    ui_retarget.register()
+    modules = (retarget_settings, retarget_operators, retarget_panels)
+    for module in modules:
+        module.register()
     yield bpy.context.scene.vibe_retarget
-    ui_retarget.unregister()
+    for module in reversed(modules):
+        module.unregister()
 
 
 def test_workflow_through_the_operators(registered, tmp_path):
@@ -30,10 +33,11 @@ def test_workflow_through_the_operators(registered, tmp_path):
     s.source, s.target = source, target
     assert bpy.ops.vibe_mocap.fill_bone_map() == {"FINISHED"}
     assert {r.joint: r.bone for r in s.rows}["left_knee"] == "mixamorig:LeftLeg"
+    assert s.map_summary.startswith("22 of 22 body joints mapped from Mixamo") and s.map_missing == ""
     assert bpy.ops.vibe_mocap.save_bone_map(filepath=str(tmp_path / "mixamo.json")) == {"FINISHED"}
     s.rows.clear()
     assert bpy.ops.vibe_mocap.load_bone_map(filepath=str(tmp_path / "mixamo.json")) == {"FINISHED"}
-    assert len(ui_retarget.current_map(bpy.context)) == len(PRESETS["MIXAMO"])
+    assert len(retarget_settings.current_map(bpy.context)) == len(PRESETS["MIXAMO"])
     assert bpy.ops.vibe_mocap.retarget() == {"FINISHED"}
     assert target.animation_data.action is not None
 
@@ -68,3 +72,29 @@ def test_operators_report_errors(registered):
     registered.rows.clear()
     with pytest.raises(RuntimeError, match="no bone for 'pelvis'"):
         bpy.ops.vibe_mocap.retarget()
+
+
+def test_incomplete_map_shows_the_missing_joints_and_the_foot_lock_toggle(registered):
+    """A custom rig whose neck and right elbow have meaningless names: Fill maps the rest and names the
+    missing joints; the user picks the elbow in the list and Retarget runs, with and without the lock."""
+    s = registered
+    source, _, _ = rigs.smpl_source(T=30)
+    names = {j: f"{j}_jnt" for j in PRESETS["SMPL"] if not j.endswith("_hand")}
+    names["neck"], names["right_elbow"] = "bone_12", "bone_17"
+    s.source, s.target = source, rigs.target_rig("Custom", names, leg_scale=1.1, roll_seed=3)
+    assert bpy.ops.vibe_mocap.fill_bone_map() == {"FINISHED"}
+    assert s.map_missing == "neck, right_elbow" and "20 of 22" in s.map_summary
+    next(r for r in s.rows if r.joint == "right_elbow").bone = "bone_17"
+    s.lock_target_feet = False
+    assert bpy.ops.vibe_mocap.retarget() == {"FINISHED"}
+    unlocked = s.target.animation_data.action
+    s.lock_target_feet = True
+    assert bpy.ops.vibe_mocap.retarget() == {"FINISHED"}
+    assert s.target.animation_data.action != unlocked
+
+
+def test_every_operator_reports_errors_through_the_one_helper():
+    for module in (operators, retarget_operators):
+        for cls in module.classes:
+            if issubclass(cls, bpy.types.Operator):
+                assert getattr(cls.execute, "__wrapped__", None) is not None, cls.__name__

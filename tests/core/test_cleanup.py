@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from vibe_blender.core.cleanup import (clean_up, detect_contacts, foot_slide_mm, gaussian_smooth, ground_offset,
-                                       jitter, joint_positions, merge_tracks, reach, segments, smooth_quaternions,
+from vibe_blender.core.cleanup import (pose_matrices, clean_up, detect_contacts, foot_slide_mm, gaussian_smooth, ground_offset,
+                                       jitter, joint_positions, merge_tracks, planted_leg_rotations, reach, segments, smooth_quaternions,
                                        trim_mask)
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.retarget_math import bone_rest_matrices
@@ -74,6 +74,20 @@ def test_clean_walk_has_planted_feet_and_detected_contacts():
     contacts = detect_contacts(ankles, FPS)
     agree = (contacts == stance).mean()
     assert agree > 0.85, agree
+
+
+def test_contacts_cover_the_first_and_last_frame_of_every_stance():
+    """Before: the smoothed speed blurred the swing into the stance ends, so the first two frames of
+    each stance were no contact. Now every stance frame is a contact, and the extra frames are ones
+    where the foot is still too (the stance mask of the walk ends one frame before the lift)."""
+    rest, quats, root_loc, stance = clean_walk()
+    ankles = joint_positions(PARENTS, rest, quats, root_loc)[:, [LEGS[0][2], LEGS[1][2]]]
+    contacts = detect_contacts(ankles, FPS)
+    assert np.all(contacts[stance])
+    for f in range(2):
+        for start, end in segments(contacts[:, f]):
+            run = ankles[start:end, f]
+            assert np.abs(run - run[0]).max() < 1e-9          # exactly still over the whole contact
 
 
 def test_cleanup_halves_jitter_and_foot_slide_and_keeps_the_rest_of_the_motion():
@@ -156,3 +170,26 @@ def test_trim_and_merge_tracks():
         merge_tracks(f, {"x": f}, f, {"y": f})
     with pytest.raises(VibeError, match="shape"):
         merge_tracks(f, {"x": np.zeros((5, 2))}, f, {"x": np.zeros((5, 3))})
+
+
+def test_planted_leg_rotations_hold_sliding_ankles_and_leave_the_swing_alone():
+    """The walk with a sliding root: the IK rotations put each planted ankle on one point per
+    contact, and frames far from any contact keep their rotations exactly."""
+    rest, quats, root_loc, stance = clean_walk(90)
+    _, root_loc = noisy(quats, root_loc, np.random.default_rng(3), jitter_deg=0.0, root_noise_m=0.0, slide_m=0.01)
+    pose = pose_matrices(PARENTS, rest, quats, root_loc)
+    legs = np.array(LEGS)
+    P = pose[:, legs][..., :3, 3]                                       # (T, 2, 3, 3)
+    G = pose[:, legs[:, :2]][..., :3, :3]                              # (T, 2, 2, 3, 3) thigh, shin
+    hinges = pose[:, legs[:, 1]][..., :3, 0]
+    new = planted_leg_rotations(P, G, stance, hinges)
+    # rebuild the ankle from the new rotations: hip + R_thigh (knee - hip)_rest-direction ...
+    thigh = np.einsum("tfab,tfb->tfa", new[:, :, 0] @ np.swapaxes(G[:, :, 0], -1, -2), P[:, :, 1] - P[:, :, 0])
+    shin = np.einsum("tfab,tfb->tfa", new[:, :, 1] @ np.swapaxes(G[:, :, 1], -1, -2), P[:, :, 2] - P[:, :, 1])
+    ankle = P[:, :, 0] + thigh + shin
+    assert foot_slide_mm(P[:, :, 2], stance) > 1.0
+    assert foot_slide_mm(ankle, stance) < 1e-6
+    for f in range(2):                                  # more than 3 frames (the blend) from a contact
+        far = np.convolve(stance[:, f], np.ones(9), "same") == 0
+        assert np.any(far)
+        np.testing.assert_allclose(new[far, f], G[far, f], atol=1e-12)

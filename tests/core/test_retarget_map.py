@@ -4,8 +4,8 @@ import json
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.retarget_map import (PRESETS, auto_map, load_map, match_preset, preset_map, save_map,
-                                            split_name, validate_map)
+from vibe_blender.core.retarget_map import (BODY_JOINTS, PRESETS, auto_map, auto_map_report, load_map, match_preset,
+                                            preset_map, save_map, split_name, validate_map)
 from vibe_blender.core.smpl_model import JOINT_NAMES
 
 
@@ -35,6 +35,8 @@ def test_mixamo_prefix_follows_the_rig():
     ("mixamorig:LeftUpLeg", ("left", "upleg")), ("thigh_l", ("left", "thigh")), ("Spine.001", (None, "spine001")),
     ("DEF-upper_arm.R", ("right", "upperarm")), ("L_Hip", ("left", "hip")), ("Hips", (None, "hips")),
     ("Leftovers", (None, "leftovers")), ("rig:RightHand", ("right", "hand")),
+    ("pelvis_jnt", (None, "pelvis")), ("l_knee_jnt", ("left", "knee")), ("lThighBend", ("left", "thighbend")),
+    ("Hip.R", ("right", "hip")), ("Left_Thigh", ("left", "thigh")), ("ORG-shin.L", ("left", "shin")),
 ])
 def test_split_name(name, expected):
     assert split_name(name) == expected
@@ -88,3 +90,74 @@ def test_map_file_round_trip_and_bad_files(tmp_path):
     (tmp_path / "j.json").write_text(json.dumps({"format": "vibe-retarget-map", "version": 1, "bones": {"tail": "x"}}))
     with pytest.raises(VibeError, match="unknown SMPL joints tail"):
         load_map(tmp_path / "j.json")
+
+
+CONVENTIONS = ["MIXAMO", "UE5_MANNEQUIN", "UE4_MANNEQUIN", "RIGIFY_CONTROLS", "RIGIFY_DEFORM", "RIGIFY_ORG",
+               "RIGIFY_METARIG", "UNITY_HUMANOID", "VRM", "CHARACTER_CREATOR", "DAZ_GENESIS"]
+
+
+@pytest.mark.parametrize("preset", CONVENTIONS)
+def test_every_convention_maps_fully_with_extra_bones_and_a_prefix(preset):
+    """The rig holds the convention's bones plus unmapped ones (twists, a root, fingers), under a
+    namespace or a name prefix: the map is complete and names the rig's own bones."""
+    body = {j: b for j, b in PRESETS[preset].items() if j in BODY_JOINTS}
+    extras = ["root", "ik_foot_root", "thigh_twist_01_l", "index_01_l", "spine_extra"]
+    for prefix, suffix in (("", ""), ("Character1_", ""), ("rig7:", ""), ("", "_jnt")):
+        rig = {j: prefix + b.split(":")[-1] + suffix for j, b in body.items()}
+        bones = ["root"] + list(rig.values()) + extras[1:]
+        report = auto_map_report(bones)
+        assert report.preset == preset and report.complete and report.confidence == 1.0, (prefix, suffix, report)
+        assert report.mapping == rig
+        validate_map(report.mapping, bones)
+
+
+def _jnt_rig():
+    """A custom rig of the issue: every bone ends in _jnt, sides as l_ / r_, numbered spine."""
+    names = {"pelvis": "pelvis_jnt", "spine1": "spine_01_jnt", "spine2": "spine_02_jnt", "spine3": "spine_03_jnt",
+             "neck": "neck_jnt", "head": "head_jnt"}
+    for s, side in (("l", "left"), ("r", "right")):
+        for joint, word in (("hip", "hip"), ("knee", "knee"), ("ankle", "ankle"), ("foot", "ball"),
+                            ("collar", "clavicle"), ("shoulder", "shoulder"), ("elbow", "elbow"), ("wrist", "wrist")):
+            names[f"{side}_{joint}"] = f"{s}_{word}_jnt"
+    parents = {b: "pelvis_jnt" for b in names.values() if b != "pelvis_jnt"}
+    parents.update({"spine_02_jnt": "spine_01_jnt", "spine_03_jnt": "spine_02_jnt"})
+    return names, parents
+
+
+def test_auto_map_handles_jnt_suffixes_and_reports_a_full_map():
+    """Before: 'pelvis_jnt' matched no body-part word, 21 of 22 joints mapped and Retarget refused."""
+    names, parents = _jnt_rig()
+    report = auto_map_report(["world_jnt"] + list(names.values()), parents)
+    assert report.preset is None and report.complete, report.summary()
+    assert report.mapping == names
+    assert "22 of 22" in report.summary() and report.confidence > 0.8
+
+
+@pytest.mark.parametrize("style", ["{side}_{part}", "{part}.{S}", "{part}_{s}", "{Side}{Part}", "{Side}_{Part}"])
+def test_auto_map_side_variants(style):
+    parts = {"hip": "thigh", "knee": "shin", "ankle": "foot", "foot": "toe", "collar": "clavicle",
+             "shoulder": "upperarm", "elbow": "forearm", "wrist": "hand"}
+    bones = ["Hips", "Spine1", "Spine2", "Spine3", "Neck", "Head"]
+    expected = {"pelvis": "Hips", "spine1": "Spine1", "spine2": "Spine2", "spine3": "Spine3", "neck": "Neck",
+                "head": "Head"}
+    for side in ("left", "right"):
+        for joint, part in parts.items():
+            name = style.format(side=side[0], S=side[0].upper(), s=side[0], Side=side.title(), part=part,
+                                Part=part.title())
+            bones.append(name)
+            expected[f"{side}_{joint}"] = name
+    parents = {"Spine2": "Spine1", "Spine3": "Spine2", "Spine1": "Hips"}
+    report = auto_map_report(bones, parents)
+    assert report.complete and report.mapping == expected, report.summary()
+
+
+def test_incomplete_map_names_the_missing_joints_and_a_lower_confidence():
+    names, parents = _jnt_rig()
+    bones = [b for j, b in names.items() if j not in ("left_elbow", "neck")]
+    report = auto_map_report(bones, parents)
+    assert report.missing == ["neck", "left_elbow"]
+    assert not report.complete and report.confidence < 0.95
+    assert "20 of 22" in report.summary() and "missing: neck, left_elbow" in report.summary()
+    ue = [b for j, b in PRESETS["UE5_MANNEQUIN"].items() if j != "right_wrist"]        # 21 of 22: still the preset
+    report = auto_map_report(ue)
+    assert report.preset == "UE5_MANNEQUIN" and report.missing == ["right_wrist"] and "right_wrist" not in report.mapping

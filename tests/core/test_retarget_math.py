@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.retarget_math import (axis_rotations, compose_basis, euler_to_rotmat, forward_kinematics,
-                                             hip_height, rest_offsets, retarget_rotations, rotation_part,
+from vibe_blender.core.retarget_math import (axis_rotations, compose_basis, euler_to_rotmat, pose_from_basis,
+                                             hip_height, leg_length, leg_scale, rest_offsets, retarget_rotations, rotation_part,
                                              scale_root_motion, solve_basis, swing_rotation, topological_order)
 from vibe_blender.core.rotations import axis_angle_to_rotmat, quat_to_rotmat
 from vibe_blender.core.smpl_model import PARENTS
@@ -68,7 +68,7 @@ def test_forward_kinematics_of_a_two_bone_chain_by_hand():
     basis = np.tile(np.eye(4), (1, 2, 1, 1))
     basis[0, 0, :3, :3] = axis_rotations(np.pi / 2, 2)       # parent turns 90° about Z
     basis[0, 0, :3, 3] = [5, 0, 0]
-    pose = forward_kinematics(np.array([-1, 0]), rest, basis)
+    pose = pose_from_basis(np.array([-1, 0]), rest, basis)
     np.testing.assert_allclose(pose[0, 1, :3, 3], [5 - 1, 0, 0], atol=1e-12)   # (0,1,0) turned to (-1,0,0)
 
 
@@ -86,7 +86,7 @@ def test_retarget_to_a_rig_with_other_rest_rotations_matches_world_directions():
     src_rest = random_rig(rng, PARENTS)
     src_basis = compose_basis(np.zeros((T, 24, 3)), random_rotations(rng, (T, 24), 1.0))
     src_basis[:, 0, :3, 3] = rng.normal(0, 0.3, (T, 3))
-    src_world = forward_kinematics(PARENTS, src_rest, src_basis)               # source object = identity
+    src_world = pose_from_basis(PARENTS, src_rest, src_basis)               # source object = identity
 
     # target: the SMPL tree plus an unmapped bone inserted above each spine joint and a root bone
     tgt_parents = np.concatenate([PARENTS + 1, [0, 0, 0]])                    # 24 mapped + 3 extras
@@ -109,7 +109,7 @@ def test_retarget_to_a_rig_with_other_rest_rotations_matches_world_directions():
     quats, loc = solve_basis(tgt_parents, tgt_rest, target_rot, mapped, 1, head_arm)
     tgt_basis = compose_basis(np.zeros((T, N, 3)), quat_to_rotmat(quats))
     tgt_basis[:, 1, :3, 3] = loc
-    tgt_world = obj @ forward_kinematics(tgt_parents, tgt_rest, tgt_basis)
+    tgt_world = obj @ pose_from_basis(tgt_parents, tgt_rest, tgt_basis)
     err = angle_deg(tgt_world[:, 1:25, :3, 1], src_world[:, :, :3, 1])
     assert err.max() < 1e-6
     np.testing.assert_allclose(tgt_world[:, 1, :3, 3], head_world, atol=1e-9)
@@ -124,3 +124,16 @@ def test_root_motion_scales_about_the_floor_point_under_the_hips():
     assert hip_height(np.array([0, 0, 0.9]), 0.1) == pytest.approx(0.8)
     with pytest.raises(VibeError, match="leg length"):
         hip_height(np.array([0, 0, 0.0]), 0.1)
+
+
+def test_leg_length_is_the_chain_hip_knee_ankle_ground_and_the_scale_its_ratio():
+    hip, knee, ankle = np.array([0.1, 0, 0.9]), np.array([0.1, 0.03, 0.5]), np.array([0.1, 0, 0.1])
+    chain = np.linalg.norm(knee - hip) + np.linalg.norm(ankle - knee)
+    assert leg_length(hip, knee, ankle, ground_z=0.02) == pytest.approx(chain + 0.08)
+    assert leg_length(hip, knee, ankle, ground_z=0.5) == pytest.approx(chain)        # contact above: no drop
+    # legs x1.15 about the hips, the hip-to-pelvis offset unchanged: the scale is 1.15, whatever the pelvis
+    scaled = [leg_length(hip, hip + 1.15 * (knee - hip), hip + 1.15 * (ankle - hip), hip[2] - 1.15 * (hip[2] - 0.02))]
+    assert leg_scale([leg_length(hip, knee, ankle, 0.02)], scaled) == pytest.approx(1.15)
+    assert leg_scale([1.0, 0.9], [1.2, 1.0]) == pytest.approx(2.2 / 1.9)
+    with pytest.raises(VibeError, match="no length"):
+        leg_length(hip, hip, hip, hip[2])

@@ -3,7 +3,7 @@ jitter and foot-slide figures, trim / offset / merge of tracks.
 
 The motion is held as the armature keys it: parents (J,), rest (J, 4, 4) armature-space rest
 matrices, quats (T, J, 4) pose-bone quaternions wxyz, root_loc (T, 3) location of the root bone.
-Positions come from :func:`retarget_math.forward_kinematics`; armature space is Z up, metres.
+Positions come from :func:`retarget_math.pose_from_basis`; armature space is Z up, metres.
 Smoothing works on quaternions made sign-continuous (a normalised weighted mean is the chordal mean
 of nearby rotations), never on axis-angle components, which jump where the angle wraps.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import VibeError
-from .retarget_math import compose_basis, forward_kinematics, rotation_part, swing_rotation
+from .retarget_math import compose_basis, pose_from_basis, rotation_part, swing_rotation
 from .rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
 MAX_SIGMA_FRAMES = 4.0          # Gaussian width at strength 1 (about 0.13 s at 30 fps)
@@ -65,7 +65,7 @@ def pose_matrices(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray:
     T, J = quats.shape[:2]
     location = np.zeros((T, J, 3))
     location[:, root] = root_loc
-    return forward_kinematics(parents, rest, compose_basis(location, quat_to_rotmat(quats)))
+    return pose_from_basis(parents, rest, compose_basis(location, quat_to_rotmat(quats)))
 
 
 def joint_positions(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray:
@@ -105,19 +105,30 @@ def detect_contacts(foot_positions: np.ndarray, fps: float, *, floor_z: float | 
 
     floor_z defaults to the 5th percentile of foot heights. Speeds come from lightly smoothed
     positions, so jitter does not break a contact; gaps of one frame are closed and runs shorter
-    than ``min_frames`` dropped."""
+    than ``min_frames`` dropped. The smoothing blurs the fast swing into the first and last frames
+    of a stance, so each run then grows over neighbouring frames whose own (unsmoothed) step to the
+    run is slow: the whole stance, first and last frame included, is a contact."""
     if fps <= 0:
         raise VibeError(f"Frame rate must be positive to detect foot contacts; got {fps}.")
     heights = foot_positions[..., UP]
     floor_z = float(np.percentile(heights, 5)) if floor_z is None else floor_z
+    low = heights - floor_z < max_height_m
     steady = gaussian_smooth(foot_positions, 2.0)
     speed = np.linalg.norm(np.gradient(steady, axis=0), axis=-1) * fps
-    contacts = (speed < max_speed_mps) & (heights - floor_z < max_height_m)
+    step_speed = np.linalg.norm(np.diff(foot_positions, axis=0), axis=-1) * fps        # (T-1, F): t -> t+1
+    contacts = (speed < max_speed_mps) & low
+    T = len(contacts)
     for f in range(contacts.shape[1]):
         c = contacts[:, f]
         for start, end in segments(~c):
-            if 0 < start and end < len(c) and end - start == 1:
+            if 0 < start and end < T and end - start == 1:
                 c[start:end] = True
+        for start, end in segments(c):
+            while start > 0 and low[start - 1, f] and step_speed[start - 1, f] < max_speed_mps:
+                start -= 1
+            while end < T and low[end, f] and step_speed[end - 1, f] < max_speed_mps:
+                end += 1
+            c[start:end] = True
         for start, end in segments(c):
             if end - start < min_frames:
                 c[start:end] = False
@@ -202,6 +213,28 @@ def lock_feet(parents, rest, quats, root_loc, legs, contacts, *, blend_frames: i
     # 2. legs: IK to the targets, feet keep their world orientation
     quats = reach(parents, rest, quats, root_loc, legs, targets, root)
     return quats, root_loc
+
+
+def planted_leg_rotations(positions: np.ndarray, leg_rot: np.ndarray, contacts: np.ndarray, hinges: np.ndarray,
+                          *, blend_frames: int = 3) -> np.ndarray:
+    """Foot lock on any rig, as wanted rotations: each planted ankle is held where it is on average
+    over its contact, by turning the thigh about the hip and the shin about the knee (two-bone IK).
+
+    positions (T, F, 3, 3) heads of (hip, knee, ankle) per leg; leg_rot (T, F, 2, 3, 3) the thigh's
+    and shin's rotations, same space; contacts (T, F) bool; hinges (T, F, 3): the knee's bend axis,
+    used where a leg is straight. -> new leg_rot (T, F, 2, 3, 3). Frames away from any contact (more
+    than ``blend_frames``) keep their rotations exactly; the ankle's own rotation is not touched."""
+    out = np.array(leg_rot, dtype=np.float64)
+    for f in range(positions.shape[1]):
+        hip, knee, ankle = (positions[:, f, i] for i in range(3))
+        target, weight = _lock_targets(ankle, contacts[:, f], blend_frames)
+        near = weight > 0
+        if not np.any(near):
+            continue
+        R_thigh, R_shin = two_bone_ik(hip[near], knee[near], ankle[near], target[near], hinges[near, f])
+        out[near, f, 0] = R_thigh @ out[near, f, 0]
+        out[near, f, 1] = R_shin @ R_thigh @ out[near, f, 1]
+    return out
 
 
 def reach(parents, rest, quats, root_loc, legs, targets, root: int = 0) -> np.ndarray:

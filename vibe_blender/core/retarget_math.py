@@ -4,15 +4,17 @@ and roll correction, root motion scaled by leg length.
 All arrays are float64; T frames, N bones of one armature, M mapped bone pairs. Rest matrices are
 4x4 in armature space (``Bone.matrix_local``). Blender evaluates a pose bone (default bone options)
 as  pose_j = pose_parent · rest_parent⁻¹ · rest_j · basis_j  with basis_j = T(location) R(rotation)
-S(scale) (:func:`forward_kinematics`).
+S(scale) (:func:`pose_from_basis`, the project's one forward kinematics).
 
 Retarget rule: the source's world rotation G_s(t) of a mapped bone is carried to its target bone as
     G_t(t) = G_s(t) · O,        O = G_s,restᵀ · A · G_t,rest                 (:func:`rest_offsets`)
 with A the smallest rotation that turns the target's rest bone direction onto the source's (T-pose
 vs A-pose, bent rest knees ...). O is then a pure twist about the bone axis (the roll difference), so
 the target bone points where the source bone points in every frame, whatever the rest poses and rolls.
-The hips follow  p_t(t) = o_t + s · (p_s(t) - o_s)  with o the point under the rest hips on each
-rig's floor and s the ratio of rest hip heights (leg length).
+The hips follow  p_t(t) = h_t + s · (p_s(t) - h_s)  with h each rig's rest hips and s the ratio of
+the legs' real chain lengths, hip → knee → ankle → ground contact (:func:`leg_length`), averaged over
+both sides: the stride then scales with the leg, not with the hip height, which also holds the
+hip-to-pelvis offset and whatever the lowest bone tip of the rig happens to be.
 """
 from __future__ import annotations
 
@@ -77,8 +79,11 @@ def _local_rest(parents: np.ndarray, rest: np.ndarray) -> np.ndarray:
     return local
 
 
-def forward_kinematics(parents: np.ndarray, rest: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """parents (N,), rest (N, 4, 4), basis (T, N, 4, 4) -> pose matrices (T, N, 4, 4), armature space."""
+def pose_from_basis(parents: np.ndarray, rest: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """parents (N,), rest (N, 4, 4), basis (T, N, 4, 4) -> pose matrices (T, N, 4, 4), armature space.
+
+    Forward kinematics: pose_j = pose_parent · rest_parent⁻¹ · rest_j · basis_j. SMPL's own chain is
+    the special case of rest = translations to the rest joints and basis = the local rotations."""
     parents = np.asarray(parents)
     local = _local_rest(parents, np.asarray(rest, dtype=np.float64))
     pose = np.empty_like(basis, dtype=np.float64)
@@ -160,9 +165,26 @@ def hip_height(root_head_world: np.ndarray, floor_z: float) -> float:
     return height
 
 
+def leg_length(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, ground_z: float) -> float:
+    """Rest heads hip, knee, ankle (3,) in the world (Z up) and the height of the foot's ground
+    contact -> chain length hip → knee → ankle plus the ankle's height over the contact (metres)."""
+    hip, knee, ankle = (np.asarray(p, dtype=np.float64) for p in (hip, knee, ankle))
+    length = float(np.linalg.norm(knee - hip) + np.linalg.norm(ankle - knee) + max(ankle[2] - ground_z, 0.0))
+    if length <= 1e-4:
+        raise VibeError("A leg of the rig has no length (hip, knee and ankle bones at one point); check the "
+                        "bones mapped to the legs.")
+    return length
+
+
+def leg_scale(source_legs: list[float], target_legs: list[float]) -> float:
+    """Leg lengths of each rig (one per side) -> the root motion scale: ratio of the mean lengths."""
+    return float(np.mean(target_legs) / np.mean(source_legs))
+
+
 def scale_root_motion(source_root_world: np.ndarray, source_origin: np.ndarray, target_origin: np.ndarray,
                       scale: float) -> np.ndarray:
-    """source_root_world (T, 3) hips positions -> target hips (T, 3): o_t + s·(p_s - o_s)."""
+    """source_root_world (T, 3) hips positions -> target hips (T, 3): o_t + s·(p_s - o_s), with o the
+    rigs' rest hips (or any pair of corresponding points)."""
     return np.asarray(target_origin) + scale * (np.asarray(source_root_world) - np.asarray(source_origin))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .retarget_math import compose_basis, pose_from_basis
 from .rotations import axis_angle_to_rotmat
 from .smpl_model import BodyModel
 
@@ -20,20 +21,14 @@ def pose_feature(rotmat: np.ndarray) -> np.ndarray:
     return (rotmat[..., 1:, :, :] - np.eye(3)).reshape(lead + (-1,))
 
 
-def forward_kinematics(rotmat: np.ndarray, J: np.ndarray, parents: np.ndarray) -> np.ndarray:
+def joint_transforms(rotmat: np.ndarray, J: np.ndarray, parents: np.ndarray) -> np.ndarray:
     """rotmat (T, J, 3, 3) local rotations, J (J, 3) rest joints -> world transforms G (T, J, 4, 4).
 
-    G[:, j] maps joint j's rest-aligned local frame (origin at the joint) to the posed world.
-    """
-    T, nj = rotmat.shape[:2]
-    G = np.zeros((T, nj, 4, 4))
-    for j in range(nj):
-        local = np.zeros((T, 4, 4))
-        local[:, :3, :3] = rotmat[:, j]
-        local[:, :3, 3] = J[j] - (J[parents[j]] if parents[j] >= 0 else 0.0)
-        local[:, 3, 3] = 1.0
-        G[:, j] = local if parents[j] < 0 else G[:, parents[j]] @ local
-    return G
+    G[:, j] maps joint j's rest-aligned local frame (origin at the joint) to the posed world: the
+    armature forward kinematics with rest = translations to J and basis = the rotations."""
+    rest = np.tile(np.eye(4), (len(J), 1, 1))
+    rest[:, :3, 3] = J
+    return pose_from_basis(parents, rest, compose_basis(np.zeros(rotmat.shape[:-1]), rotmat))
 
 
 def smpl_forward(model: BodyModel, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray | None = None,
@@ -60,7 +55,7 @@ def smpl_forward(model: BodyModel, pose: np.ndarray, betas: np.ndarray, trans: n
     verts, joints = np.empty(v_posed.shape), np.empty((T, len(model.parents), 3))
     for t in range(T):
         J_t = J[t] if per_frame_shape else J
-        G = forward_kinematics(rotmat[t:t + 1], J_t, model.parents)[0]   # (24, 4, 4)
+        G = joint_transforms(rotmat[t:t + 1], J_t, model.parents)[0]   # (24, 4, 4)
         A = G.copy()
         A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J_t)        # remove the rest joint offset
         W = np.einsum("vj,jab->vab", weights, A)                         # (V, 4, 4)

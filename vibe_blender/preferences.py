@@ -27,18 +27,42 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
     model_data_dir: bpy.props.StringProperty(
         name="Model data folder", subtype="DIR_PATH", default="",
         description="Folder with SMPL_NEUTRAL.pkl, to import motion files without a server")
+    server_program: bpy.props.StringProperty(
+        name="vibe-mocap program", subtype="FILE_PATH", default="",
+        description="The vibe-mocap program the add-on starts; empty: the repository's .venv, then PATH")
+    keep_server_running: bpy.props.BoolProperty(
+        name="Keep the server running when Blender quits", default=False,
+        description="Leave the server the add-on started running after Blender quits")
 
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "server_url")
         layout.prop(self, "token")
         layout.prop(self, "model_data_dir")
+        layout.prop(self, "server_program")
+        self._draw_program(layout)
+        layout.prop(self, "keep_server_running")
         if not bpy.app.online_access:
             layout.label(text="Online access is off: only a server on this machine can be used.", icon="INFO")
 
 
+    @staticmethod
+    def _draw_program(layout):
+        from . import server_control
+        program, error, looking = server_control.program_state()
+        row = layout.row()
+        if looking:
+            row.label(text="Looking for vibe-mocap…", icon="VIEWZOOM")
+        elif program is not None:
+            row.label(text=f"Found {program.version} in {program.found_in}: {program.path}", icon="CHECKMARK")
+        else:
+            row.label(text=error or "Not looked for yet.", icon="ERROR" if error else "INFO")
+        row.operator("vibe_mocap.find_program", text="", icon="FILE_REFRESH")
+
+
 class _Defaults:
     server_url, token, model_data_dir = DEFAULT_URL, "", ""
+    server_program, keep_server_running = "", False
 
 
 def get_preferences(context=None):

@@ -1,6 +1,8 @@
 """``vibe-mocap data {path,check,install}``: the licensed model-data bundle."""
 from __future__ import annotations
 
+import json
+
 from ..data import bundle
 
 
@@ -19,6 +21,9 @@ def add_parser(sub) -> None:
         a.set_defaults(run=run)
         if name == "install":
             a.add_argument("source", help="vibe_data.zip, a folder holding the files, one file, or an http(s) URL")
+        if name == "check":
+            a.add_argument("--json", action="store_true",
+                           help="print {data_dir, ok, files: [{name, status, detail}]} as JSON (for the add-on)")
 
 
 def _path(args) -> int:
@@ -34,8 +39,12 @@ def _print_table(statuses) -> None:
 
 def _check(args) -> int:
     data_dir = bundle.resolve_data_dir(args.data_dir)
-    print(f"Model data in {data_dir}:")
     statuses = bundle.check_bundle(data_dir)
+    if getattr(args, "json", False):
+        files = [{"name": s.name, "status": s.status, "detail": s.detail} for s in statuses]
+        print(json.dumps({"data_dir": str(data_dir), "ok": bundle.bundle_ok(statuses), "files": files}))
+        return 0 if bundle.bundle_ok(statuses) else 1
+    print(f"Model data in {data_dir}:")
     _print_table(statuses)
     if bundle.bundle_ok(statuses):
         print("All required files are present and valid.")

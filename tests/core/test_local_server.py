@@ -1,0 +1,132 @@
+"""Finding, starting and watching the local server (vibe_blender.core.local_server), no bpy, no torch.
+
+The real server is started in tests/blender/test_local_server.py; here small stand-in programs play
+the failure cases that the real one cannot be made to show on cue (a broken install, a program that
+hangs, a crash while starting)."""
+import http.server
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+from vibe_blender.core import local_server
+from vibe_blender.core.errors import VibeError
+
+
+def write_program(path, body: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def no_path_program(monkeypatch):
+    monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
+
+
+def test_the_repository_venv_is_found_with_its_version(tmp_path, no_path_program):
+    write_program(local_server.venv_program(tmp_path), 'print("vibe-mocap 9.9.9")')
+    program = local_server.find_program(repo_root=tmp_path)
+    assert program.version == "vibe-mocap 9.9.9"
+    assert program.found_in == "the repository's .venv"
+
+
+def test_a_picked_program_wins_and_must_work(tmp_path, no_path_program):
+    write_program(local_server.venv_program(tmp_path), 'print("vibe-mocap 1.0.0")')
+    picked = write_program(tmp_path / "elsewhere" / "vibe-mocap", 'print("vibe-mocap 2.0.0")')
+    assert local_server.find_program(str(picked), repo_root=tmp_path).version == "vibe-mocap 2.0.0"
+    with pytest.raises(VibeError, match="does not exist"):
+        local_server.find_program(str(tmp_path / "missing"), repo_root=tmp_path)
+
+
+def test_a_broken_program_gives_one_clear_message(tmp_path, no_path_program):
+    broken = write_program(tmp_path / "vibe-mocap", 'raise SystemExit("ModuleNotFoundError: No module named torch")')
+    with pytest.raises(VibeError, match="not a working vibe-mocap program.*No module named torch"):
+        local_server.find_program(str(broken), repo_root=tmp_path)
+    not_executable = tmp_path / "plain-file"
+    not_executable.write_text("hello")
+    with pytest.raises(VibeError, match="cannot be run"):
+        local_server.find_program(str(not_executable), repo_root=tmp_path)
+
+
+def test_nothing_found_says_where_it_looked(tmp_path, no_path_program):
+    with pytest.raises(VibeError, match=r"No vibe-mocap program found.*\.venv.*scripts/setup.sh"):
+        local_server.find_program(repo_root=tmp_path)
+
+
+def test_a_hanging_program_times_out(tmp_path):
+    hanging = write_program(tmp_path / "vibe-mocap", "time.sleep(30)")
+    t0 = time.monotonic()
+    with pytest.raises(VibeError, match="did not answer"):
+        local_server.program_version(hanging, timeout_s=0.5)
+    assert time.monotonic() - t0 < 10
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):                       # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello from another program")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_who_answers_at_a_url():
+    assert local_server.url_owner(f"http://127.0.0.1:{local_server.free_port()}") == "nothing"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert local_server.url_owner(f"http://127.0.0.1:{server.server_port}") == "other"
+        server_ready = local_server.LocalServer(log_dir=".")
+        with pytest.raises(VibeError, match="Another program answers"):
+            local_server.connect_or_start(f"http://127.0.0.1:{server.server_port}", "", server_ready,
+                                          find=lambda: pytest.fail("must not start anything"))
+    finally:
+        server.shutdown()
+
+
+def test_nothing_is_started_for_a_remote_url():
+    server = local_server.LocalServer(log_dir=".")
+    with pytest.raises(VibeError, match="starts a server only on this machine"):
+        local_server.connect_or_start("http://192.0.2.1:9", "", server, find=lambda: pytest.fail("no start"))
+
+
+def test_a_program_that_dies_while_starting_is_reported_with_its_log(tmp_path):
+    dying = write_program(tmp_path / "vibe-mocap", 'print("loading the model"); print("RuntimeError: boom", '
+                                                   'file=sys.stderr); sys.exit(3)')
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server.start(dying)
+    status = server.wait_ready(30)
+    assert status.state == "failed"
+    assert "exit code 3" in status.message
+    assert "RuntimeError: boom" in status.log_tail
+
+
+def test_a_port_in_use_is_named(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        program = write_program(tmp_path / "vibe-mocap", 'print("ERROR: [Errno 98] error while attempting to bind '
+                                                         'on address: address already in use"); sys.exit(1)')
+        server = local_server.LocalServer(log_dir=tmp_path / "log")
+        server.start(program, port=port)
+        status = server.wait_ready(30)
+    assert status.state == "failed"
+    assert f"Port {port} is taken by another program" in status.message
+
+
+def test_the_token_goes_through_the_environment_not_the_command_line(tmp_path):
+    spy = write_program(tmp_path / "vibe-mocap", 'import os; print("ARGS", sys.argv[1:]); '
+                                                 'print("TOKEN", os.environ.get("VIBE_MOCAP_TOKEN")); sys.exit(0)')
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server.start(spy, port=12345)
+    server.wait_ready(30)
+    log = (tmp_path / "log" / "server.log").read_text()
+    assert f"TOKEN {server.token}" in log
+    assert server.token not in log.split("TOKEN")[0]
+    assert "'--host', '127.0.0.1', '--port', '12345'" in log

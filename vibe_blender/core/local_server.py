@@ -1,0 +1,381 @@
+"""The local server, run by the add-on: find the ``vibe-mocap`` program, start it, watch it, stop it.
+
+No bpy here: the Blender layer calls these from operators and timers, and the tests drive them
+directly. Nothing blocks the caller: starting, waiting for ``/health`` and watching the process run
+in a worker thread, and :meth:`LocalServer.snapshot` tells the UI where things stand.
+
+What the add-on runs, and why (docs/blender.md says the same to users):
+- ``vibe-mocap --version`` to check that the program it found works;
+- ``vibe-mocap serve --host 127.0.0.1 --port N`` with a fresh random token passed in the
+  environment (``$VIBE_MOCAP_TOKEN``, never on the command line where ``ps`` shows it); the server
+  binds loopback only, on a free port;
+- ``vibe-mocap data check --json`` and ``vibe-mocap data install SOURCE`` for the model data, so the
+  add-on installs with exactly the command line's code and never installs anything into Blender.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+from .client import ServerClient, is_loopback_url
+from .errors import VibeError
+from .user_dirs import TOKEN_ENV_VAR
+
+PROGRAM_NAME = "vibe-mocap"
+REPO_ROOT = Path(__file__).resolve().parents[2]        # the source tree, when the add-on runs from it
+VERSION_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 300.0                                # the first start may write the placeholder model
+HEALTH_POLL_S = 0.3
+STOP_TIMEOUT_S = 10.0
+LOG_TAIL_LINES = 15
+PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
+
+ServerState = Literal["stopped", "starting", "ready", "failed", "exited"]
+UrlOwner = Literal["vibe", "nothing", "other"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the program
+
+@dataclass(frozen=True)
+class ServerProgram:
+    path: Path
+    version: str                       # "vibe-mocap 0.1.0"
+    found_in: str                      # "preferences" | "the repository's .venv" | "PATH"
+
+
+def venv_program(root: Path) -> Path:
+    """Where scripts/setup.sh puts the program inside ``root``'s ``.venv``."""
+    if sys.platform == "win32":
+        return root / ".venv" / "Scripts" / f"{PROGRAM_NAME}.exe"
+    return root / ".venv" / "bin" / PROGRAM_NAME
+
+
+def program_candidates(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> list[tuple[str, Path]]:
+    """Where to look, in order: the path the user picked, the repository's .venv, then PATH."""
+    candidates = []
+    if user_path:
+        candidates.append(("preferences", Path(user_path).expanduser()))
+    candidates.append(("the repository's .venv", venv_program(repo_root)))
+    on_path = shutil.which(PROGRAM_NAME)
+    if on_path:
+        candidates.append(("PATH", Path(on_path)))
+    return candidates
+
+
+def program_version(path: Path, *, timeout_s: float = VERSION_TIMEOUT_S) -> str:
+    """``path --version`` -> "vibe-mocap X.Y.Z"; VibeError saying why when it is not a working program."""
+    try:
+        done = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise VibeError(f"'{path}' did not answer '--version' within {timeout_s:.0f} s; "
+                        "check that it is the vibe-mocap program.") from None
+    except OSError as err:
+        raise VibeError(f"'{path}' cannot be run ({err.strerror}); pick the vibe-mocap program "
+                        "made by scripts/setup.sh (.venv/bin/vibe-mocap).") from None
+    output = (done.stdout + done.stderr).strip()
+    if done.returncode != 0 or not output.startswith(PROGRAM_NAME):
+        last = output.splitlines()[-1] if output else f"exit code {done.returncode}"
+        raise VibeError(f"'{path}' is not a working vibe-mocap program ({last[:200]}); "
+                        "run scripts/setup.sh again or pick another program in the preferences.")
+    return output.splitlines()[0]
+
+
+def find_program(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> ServerProgram:
+    """The first working program of :func:`program_candidates`. A program the user picked must
+    work (its error is raised); an automatic find that fails says where it looked."""
+    problems = []
+    for found_in, path in program_candidates(user_path, repo_root=repo_root):
+        if not path.is_file():
+            if found_in == "preferences":
+                raise VibeError(f"The vibe-mocap program set in the preferences ('{path}') does not exist.")
+            problems.append(f"not in {found_in} ({path})")
+            continue
+        try:
+            return ServerProgram(path=path, version=program_version(path), found_in=found_in)
+        except VibeError as err:
+            if found_in == "preferences":
+                raise
+            problems.append(str(err))
+    raise VibeError("No vibe-mocap program found: " + "; ".join(problems) + ". Run 'bash scripts/setup.sh' "
+                    "in the VIBE Mocap folder, or pick the program in the add-on preferences.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Who answers at a URL
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
+    """"vibe" when a VIBE Mocap server answers /health at ``url``, "nothing" when nobody listens,
+    "other" when another program does. /health is public: the probe sends no token, so a foreign
+    program never sees it."""
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+    except OSError:
+        return "nothing"
+    try:
+        ServerClient(url, "", timeout_s=timeout_s).health()
+    except (VibeError, ValueError):                  # ValueError: an answer that is not JSON
+        return "other"
+    return "vibe"
+
+
+# ---------------------------------------------------------------------------------------------
+# The managed process
+
+@dataclass(frozen=True)
+class ServerStatus:
+    state: ServerState
+    url: str = ""
+    message: str = ""
+    log_tail: tuple[str, ...] = ()
+    model: str = ""                          # what /health says the server runs
+    elapsed_s: float = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("starting", "ready")
+
+
+@dataclass
+class LocalServer:
+    """One ``vibe-mocap serve`` process started by the add-on.
+
+    log_dir: where its output goes (``server.log``); synthetic: serve the labelled placeholder model
+    when the model data is missing, so that Capture works before the data is installed.
+    """
+
+    log_dir: Path
+    synthetic: bool = True
+    start_timeout_s: float = START_TIMEOUT_S
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    _status: ServerStatus = field(default_factory=lambda: ServerStatus("stopped"))
+    _process: subprocess.Popen | None = None
+    _stopping: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.log_dir) / "server.log"
+
+    def snapshot(self) -> ServerStatus:
+        with self._lock:
+            return self._status
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            self._status = ServerStatus(**{**self._status.__dict__, **changes})
+
+    def start(self, program: Path, *, port: int = 0, data_dir: str = "") -> None:
+        """Start the server in the background (returns at once); follow it with :meth:`snapshot`."""
+        if self.snapshot().running:
+            raise VibeError("The local server is already running; stop it first.")
+        port = port or free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if data_dir:
+            command += ["--data-dir", str(data_dir)]
+        if self.synthetic:
+            command.append("--synthetic")
+        self._stopping = False
+        self._ready.clear()
+        self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
+        threading.Thread(target=self._launch_and_watch, args=(command, url), daemon=True,
+                         name="vibe-local-server").start()
+
+    def report_start_error(self, message: str) -> None:
+        """The server could not even be launched (no program): show why, as a failed start."""
+        self._set(state="failed", message=message, log_tail=())
+        self._ready.set()
+
+    def wait_ready(self, timeout_s: float | None = None) -> ServerStatus:
+        """Block until the server answers or failed (for worker threads and tests, never the UI)."""
+        self._ready.wait(timeout_s)
+        return self.snapshot()
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop the process (terminate, then kill after ``timeout_s``); safe to call at any time."""
+        self._stopping = True
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout_s)
+        self._set(state="stopped", message="The server is stopped.")
+        self._ready.set()
+
+    # -- the worker thread -------------------------------------------------------------------
+    def _launch_and_watch(self, command: list[str], url: str) -> None:
+        t0 = time.monotonic()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
+        try:
+            with open(self.log_path, "wb") as log:
+                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, env=env)
+        except OSError as err:
+            self._fail(f"The server program could not be started ({err.strerror}).", t0)
+            return
+        if not self._wait_for_health(url, t0):
+            return
+        code = self._process.wait()
+        if not self._stopping:
+            self._set(state="exited", message=f"The server stopped unexpectedly (exit code {code}). "
+                                              "Its last lines are below; start it again.",
+                      log_tail=self.log_tail(), elapsed_s=time.monotonic() - t0)
+
+    def _wait_for_health(self, url: str, t0: float) -> bool:
+        client = ServerClient(url, self.token, timeout_s=2.0)
+        while not self._stopping:
+            code = self._process.poll()
+            if code is not None:
+                tail = self.log_tail()
+                if any(marker in line.lower() for line in tail for marker in PORT_IN_USE_MARKERS):
+                    self._fail(f"Port {url.rsplit(':', 1)[1]} is taken by another program; stop that "
+                               "program or let the add-on pick a free port.", t0)
+                else:
+                    self._fail(f"The server exited while starting (exit code {code}).", t0)
+                return False
+            try:
+                health = client.health()
+            except VibeError:
+                health = None
+            if health is not None:
+                self._set(state="ready", message="The server is running.", model=str(health.get("model", "")),
+                          elapsed_s=time.monotonic() - t0)
+                self._ready.set()
+                return True
+            if time.monotonic() - t0 > self.start_timeout_s:
+                self.stop()
+                self._fail(f"The server did not answer within {self.start_timeout_s:.0f} s.", t0)
+                return False
+            self._set(elapsed_s=time.monotonic() - t0)
+            time.sleep(HEALTH_POLL_S)
+        return False
+
+    def _fail(self, message: str, t0: float) -> None:
+        self._set(state="failed", message=message + " Last lines of its log are below.", log_tail=self.log_tail(),
+                  elapsed_s=time.monotonic() - t0)
+        self._ready.set()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> tuple[str, ...]:
+        """The last lines of the server's log (at most 64 KiB read)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+                text = f.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ()
+        return tuple(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
+
+
+def connect_or_start(url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram]) -> tuple[str, str]:
+    """The (url, token) to send a capture to. A VIBE server already answering at ``url`` is used;
+    when nothing answers at a loopback ``url``, the add-on's own server is started (or reused) and
+    waited for. Blocks: call it from a worker thread."""
+    status = server.snapshot()
+    if status.state == "ready":
+        return status.url, server.token
+    owner = url_owner(url)
+    if owner == "vibe":
+        return url, token
+    if owner == "other":
+        raise VibeError(f"Another program answers at {url}; it is not a VIBE Mocap server. Change the "
+                        "server URL in the add-on preferences, or stop that program.")
+    if not is_loopback_url(url):
+        raise VibeError(f"No VIBE Mocap server answers at {url}. The add-on starts a server only on this "
+                        "machine: start it on that computer, or set a 127.0.0.1 URL.")
+    if not status.running:
+        server.start(find().path)
+    status = server.wait_ready(server.start_timeout_s + 5)
+    if status.state != "ready":
+        raise VibeError(status.message + ("\n" + "\n".join(status.log_tail) if status.log_tail else ""))
+    return status.url, server.token
+
+
+# ---------------------------------------------------------------------------------------------
+# Model data, through the program's own commands
+
+@dataclass(frozen=True)
+class ModelFileState:
+    name: str
+    status: str                       # "present" | "missing" | "invalid"
+    detail: str
+
+
+def model_data_report(program: Path, *, data_dir: str = "", timeout_s: float = 120.0) -> tuple[str, list[ModelFileState]]:
+    """``vibe-mocap data check --json`` -> (data folder, one state per file)."""
+    command = [str(program), "data", "check", "--json"] + (["--data-dir", data_dir] if data_dir else [])
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        report = json.loads(done.stdout[-1_000_000:])
+        files = [ModelFileState(str(f["name"]), str(f["status"]), str(f.get("detail", ""))) for f in report["files"]]
+        return str(report["data_dir"]), files
+    except subprocess.TimeoutExpired:
+        raise VibeError(f"Checking the model data took over {timeout_s:.0f} s; try again.") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise VibeError(f"The model data could not be checked with '{program}' ({err}).") from None
+
+
+@dataclass
+class ModelDataInstall:
+    """``vibe-mocap data install SOURCE`` in the background; ``lines`` is its output so far."""
+
+    program: Path
+    source: str
+    data_dir: str = ""
+    lines: deque = field(default_factory=lambda: deque(maxlen=200))
+    returncode: int | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> "ModelDataInstall":
+        self._thread = threading.Thread(target=self._install, daemon=True, name="vibe-data-install")
+        self._thread.start()
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return self.returncode is not None
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _install(self) -> None:
+        command = [str(self.program), "data", "install", self.source]
+        if self.data_dir:
+            command += ["--data-dir", self.data_dir]
+        try:
+            with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1")) as process:
+                for line in process.stdout:
+                    self.lines.append(line.rstrip()[:500])
+                self.returncode = process.wait()
+        except OSError as err:
+            self.lines.append(f"error: the install could not be started ({err.strerror})")
+            self.returncode = -1

@@ -1,0 +1,199 @@
+"""The add-on's own local server and the model-data state, between worker threads and the UI.
+
+One ``LocalServer`` per Blender session (``core/local_server.py`` does the work, off the main
+thread). The panel reads :func:`server_status`, :func:`program_state` and :func:`model_data_state`;
+:func:`tick` runs from ``bpy.app.timers`` to redraw while something is going on (timers never fire in
+the ``bpy`` module build, so tests call it directly). The server stops when Blender quits or the
+add-on is disabled, unless the user chose to keep it running.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+from dataclasses import dataclass, field
+
+import bpy
+
+from .core.errors import VibeError
+from .core.local_server import (LocalServer, ModelDataInstall, ModelFileState, ServerProgram, ServerStatus,
+                                connect_or_start, find_program, model_data_report)
+from .preferences import get_preferences, user_dir
+
+TICK_S = 0.5
+
+
+@dataclass
+class _State:
+    server: LocalServer | None = None
+    program: ServerProgram | None = None
+    program_error: str = ""
+    looking: bool = False
+    data_dir: str = ""
+    data_files: list[ModelFileState] = field(default_factory=list)
+    data_error: str = ""
+    install: ModelDataInstall | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_state = _State()
+
+
+def local_server() -> LocalServer:
+    if _state.server is None:
+        _state.server = LocalServer(log_dir=user_dir("server"))
+    return _state.server
+
+
+def server_status() -> ServerStatus:
+    return local_server().snapshot()
+
+
+# -- the program ---------------------------------------------------------------------------------
+def program_state() -> tuple[ServerProgram | None, str, bool]:
+    """(program found, or None; why none was found; still looking)."""
+    return _state.program, _state.program_error, _state.looking
+
+
+def find_program_now() -> ServerProgram:
+    """Find (and remember) the program; blocks for ``--version``: worker threads and operators only."""
+    try:
+        program = find_program(get_preferences().server_program)
+    except VibeError as err:
+        _state.program, _state.program_error = None, str(err)
+        raise
+    _state.program, _state.program_error = program, ""
+    return program
+
+
+def look_for_program() -> None:
+    """Find the program in the background (the preferences and panel show the result)."""
+    if _state.looking:
+        return
+    _state.looking = True
+
+    def look():
+        try:
+            find_program_now()
+        except VibeError:
+            pass
+        finally:
+            _state.looking = False
+
+    threading.Thread(target=look, daemon=True, name="vibe-find-program").start()
+    _follow()
+
+
+# -- start / stop --------------------------------------------------------------------------------
+def start_server() -> None:
+    """Start the add-on's server in the background (finding the program first, off the main thread)."""
+    server = local_server()
+    if server.snapshot().running:
+        raise VibeError("The local server is already running.")
+    program = _state.program
+
+    def start():
+        try:
+            server.start((program or find_program_now()).path, data_dir=_data_dir_setting())
+        except VibeError as err:
+            server.report_start_error(str(err))
+
+    threading.Thread(target=start, daemon=True, name="vibe-start-server").start()
+    _follow()
+
+
+def stop_server() -> None:
+    if _state.server is not None:
+        _state.server.stop()
+
+
+def server_for_capture(url: str, token: str) -> tuple[str, str]:
+    """(url, token) to send a capture to, starting the add-on's server when nothing answers at a
+    loopback ``url``. Blocks until the server answers: call from the capture's worker thread."""
+    return connect_or_start(url, token, local_server(), find_program_now)
+
+
+def _stop_at_exit() -> None:
+    """Blender is quitting or the add-on is disabled: stop the server unless asked to keep it."""
+    if _state.server is None or not _state.server.snapshot().running:
+        return
+    try:
+        keep = bool(get_preferences().keep_server_running)
+    except Exception:                    # preferences are gone while Blender shuts down: stop it
+        keep = False
+    if not keep:
+        _state.server.stop()
+
+
+# -- model data ----------------------------------------------------------------------------------
+def model_data_state() -> tuple[str, list[ModelFileState], str]:
+    """(data folder, one state per file, the error of the last check)."""
+    return _state.data_dir, _state.data_files, _state.data_error
+
+
+def check_model_data() -> None:
+    """``vibe-mocap data check`` in the background; the panel shows the result."""
+    def check():
+        try:
+            program = _state.program or find_program_now()
+            _state.data_dir, _state.data_files = model_data_report(program.path, data_dir=_data_dir_setting())
+            _state.data_error = ""
+        except VibeError as err:
+            _state.data_error = str(err)
+
+    threading.Thread(target=check, daemon=True, name="vibe-check-data").start()
+    _follow()
+
+
+def install_model_data(source: str) -> ModelDataInstall:
+    """``vibe-mocap data install SOURCE`` in the background (the same code path as the command line)."""
+    if _state.install is not None and not _state.install.finished:
+        raise VibeError("A model-data install is already running; wait for it to finish.")
+    program = _state.program or find_program_now()
+    _state.install = ModelDataInstall(program.path, source, data_dir=_data_dir_setting()).start()
+    _follow()
+    return _state.install
+
+
+def current_install() -> ModelDataInstall | None:
+    return _state.install
+
+
+def _data_dir_setting() -> str:
+    folder = get_preferences().model_data_dir
+    return bpy.path.abspath(folder) if folder else ""
+
+
+# -- UI updates ----------------------------------------------------------------------------------
+def busy() -> bool:
+    install = _state.install
+    return (_state.looking or server_status().state == "starting"
+            or (install is not None and not install.finished))
+
+
+def tick() -> float | None:
+    """Redraw the panels while something runs; when an install ends, check the data again."""
+    install = _state.install
+    if install is not None and install.finished and not getattr(install, "checked", False):
+        install.checked = True
+        check_model_data()
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "PREFERENCES"):
+                area.tag_redraw()
+    return TICK_S if busy() else None
+
+
+def _follow() -> None:
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK_S)
+
+
+def register():
+    atexit.register(_stop_at_exit)
+
+
+def unregister():
+    atexit.unregister(_stop_at_exit)
+    _stop_at_exit()
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)

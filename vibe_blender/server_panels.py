@@ -1,0 +1,83 @@
+"""The "Server & Model Data" panel of the Mocap tab: the local server and the model files."""
+import bpy
+
+from .panels import _wrap
+
+PLACEHOLDER_MODEL = "synthetic placeholder"
+_FILE_ICONS = {"present": "CHECKMARK", "missing": "X", "invalid": "ERROR"}
+
+
+def _lines(layout, text: str, icon: str = "INFO") -> None:
+    for line in _wrap(text):
+        layout.label(text=line, icon=icon)
+        icon = "BLANK1"
+
+
+class VIEW3D_PT_vibe_server(bpy.types.Panel):
+    bl_label = "Server & Model Data"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Mocap"
+    bl_parent_id = "VIEW3D_PT_vibe_mocap"
+
+    def draw(self, context):
+        from . import server_control
+        layout = self.layout
+
+        box = layout.box()
+        status = server_control.server_status()
+        if status.state == "ready":
+            box.label(text=f"Running at {status.url}", icon="CHECKMARK")
+            if status.model == PLACEHOLDER_MODEL:
+                _lines(box, "Placeholder model: the motion will be random until the model data is installed "
+                            "(below).", icon="ERROR")
+            box.operator("vibe_mocap.server_stop", icon="PAUSE")
+        elif status.state == "starting":
+            box.progress(factor=min(status.elapsed_s / 30.0, 0.95), type="BAR",
+                         text=f"Starting the server… {status.elapsed_s:.0f} s")
+            box.operator("vibe_mocap.server_stop", icon="CANCEL")
+        else:
+            if status.state in ("failed", "exited"):
+                _lines(box, status.message, icon="ERROR")
+                log = box.column(align=True)
+                for line in status.log_tail[-6:]:
+                    log.label(text=line[:90])
+            else:
+                box.label(text="Capture starts the server when none is running.", icon="INFO")
+            box.operator("vibe_mocap.server_start", icon="PLAY")
+
+        program, error, looking = server_control.program_state()
+        if looking:
+            box.label(text="Looking for vibe-mocap…", icon="VIEWZOOM")
+        elif program is not None:
+            box.label(text=f"{program.version} ({program.found_in})", icon="CONSOLE")
+        elif error:
+            _lines(box, error, icon="ERROR")
+
+        box = layout.box()
+        box.label(text="Model data", icon="FILE_FOLDER")
+        data_dir, files, data_error = server_control.model_data_state()
+        if data_dir:
+            _lines(box, data_dir, icon="BLANK1")
+        col = box.column(align=True)
+        for state in files:
+            if state.detail == "optional" and state.status == "missing":
+                continue
+            col.label(text=f"{state.name}: {state.status}", icon=_FILE_ICONS.get(state.status, "QUESTION"))
+        if data_error:
+            _lines(box, data_error, icon="ERROR")
+        install = server_control.current_install()
+        if install is not None and not install.finished:
+            box.label(text=(install.lines[-1] if install.lines else "Installing…")[:90], icon="SORTTIME")
+        elif install is not None and install.returncode == 1:      # installed; the check still misses files
+            _lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
+        elif install is not None and install.returncode:
+            _lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")
+        row = box.row(align=True)
+        row.operator("vibe_mocap.model_data_check", icon="FILE_REFRESH")
+        row.operator("vibe_mocap.model_data_install", icon="IMPORT")
+
+
+classes = (VIEW3D_PT_vibe_server,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,42 +1,18 @@
 """The online pipeline against the offline one: with no frame dropped and no smoothing, live results
 are the offline "carry" results (same model, same detector, same tracker)."""
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
 
 from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
-from vibe_server.pipeline.run import Engine, RunOptions
+from vibe_server.pipeline.run import RunOptions
 from vibe_server.pipeline.video import open_video
 
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4"
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
-@pytest.fixture(scope="module")
-def short_clip(tmp_path_factory):
-    """The first 24 frames of the bundled clip (one person walking), as its own file."""
-    reader = open_video(SAMPLE)
-    path = tmp_path_factory.mktemp("live") / "walk24.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps,
-                             (reader.info.width, reader.info.height))
-    frames = []
-    for index, rgb in reader:
-        if index == 24:
-            break
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
-@pytest.fixture(scope="module")
-def engine(vibe_model, synthetic_bundle):
-    return Engine(vibe_model, model_name="synthetic", data_dir=synthetic_bundle, device="cpu", precision="fp32")
-
-
 @pytest.mark.parametrize("stride", [1, 3])
-def test_streamed_results_equal_offline_carry(engine, short_clip, stride):
+def test_streamed_results_equal_offline_carry(fp32_engine, short_clip, stride):
+    engine = fp32_engine
     offline = engine.run(short_clip, RunOptions(detector="hog", detection_stride=stride, min_track_frames=1,
                                                 chunking="carry", smoothing=0.0)).result
     reader = open_video(short_clip)
@@ -56,7 +32,8 @@ def test_streamed_results_equal_offline_carry(engine, short_clip, stride):
         np.testing.assert_allclose(np.stack([p.joints3d for p in rows]), track.joints3d, atol=1e-5)
 
 
-def test_recording_gives_the_standard_result_file(engine, short_clip, tmp_path):
+def test_recording_gives_the_standard_result_file(fp32_engine, short_clip, tmp_path):
+    engine = fp32_engine
     from vibe_blender.core.result_file import load_result, save_result
 
     reader = open_video(short_clip)

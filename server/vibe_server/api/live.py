@@ -75,7 +75,7 @@ class LiveManager:
     def active(self) -> LiveRun | None:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
 
-    def start(self, source_spec: str, options, *, lossless: bool = False) -> LiveRun:
+    def start(self, source_spec: str, options, *, lossless: bool = False, max_frames: int | None = None) -> LiveRun:
         from ..pipeline.live import LiveSession
         from ..pipeline.live_source import open_live_source
 
@@ -87,7 +87,7 @@ class LiveManager:
             run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name)
             self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
             self.runs[run.live_id] = run
-        run.thread = threading.Thread(target=self._work, args=(run, source, session), daemon=True,
+        run.thread = threading.Thread(target=self._work, args=(run, source, session, max_frames), daemon=True,
                                       name=f"vibe-live-{run.live_id}")
         run.thread.start()
         return run
@@ -101,7 +101,7 @@ class LiveManager:
         for run in list(self.runs.values()):
             self.stop(run)
 
-    def _work(self, run: LiveRun, source, session) -> None:
+    def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
         from ..pipeline.live import run_live
 
         def on_frame(frame, people, stats) -> None:
@@ -112,7 +112,8 @@ class LiveManager:
         run.status = "running"
         try:
             with source:
-                stats = run_live(source, session, on_frame=on_frame, should_stop=run.stop_event.is_set)
+                stats = run_live(source, session, on_frame=on_frame, should_stop=run.stop_event.is_set,
+                                 max_frames=max_frames)
             run.stats = stats.to_json()
             run.status = "stopped" if run.stop_event.is_set() else "ended"
         except VibeError as err:

@@ -74,6 +74,7 @@ class LiveParams(BaseModel):
     smoothing: float = Field(0.0, ge=0.0, le=1.0, description="causal smoothing, 0 (off) .. 1")
     max_people: int = Field(4, ge=1, le=32, description="follow at most this many people")
     lossless: bool = Field(False, description="files only: wait for the model instead of dropping frames")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many processed frames (empty: never)")
 
 
 class LiveRequest(BaseModel):

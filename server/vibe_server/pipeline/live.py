@@ -238,12 +238,13 @@ class LiveStats:
 
 
 def run_live(source, session: LiveSession, *, on_frame=None, should_stop=None,
-             recording: LiveRecording | None = None) -> LiveStats:
-    """Take frames from ``source`` (a started ``LiveSource``) until it ends or ``should_stop()``:
+             recording: LiveRecording | None = None, max_frames: int | None = None) -> LiveStats:
+    """Take frames from ``source`` (a started ``LiveSource``) until it ends, ``should_stop()`` or
+    ``max_frames`` frames were processed:
     process each, call ``on_frame(frame, people, stats)``, record when asked. The source drops what the
     session cannot keep up with; the stats count it."""
     stats = LiveStats()
-    while not (should_stop is not None and should_stop()):
+    while not (should_stop is not None and should_stop()) and stats.frames_processed != max_frames:
         frame = source.next_frame(timeout_s=0.5)
         if frame is None:
             if source.ended:

@@ -51,11 +51,12 @@ async def start_live(body: LiveRequest, request: Request) -> dict:
     if kind != "stream" and not client_is_loopback(request):
         raise HTTPException(403, "Only a client on the server's own machine may name a camera or a file there.")
     params = body.params.model_dump()
-    lossless = params.pop("lossless")
+    lossless, max_frames = params.pop("lossless"), params.pop("max_frames")
     options = LiveOptions(**params)
     manager = live_manager(request)
     try:
-        run = await run_in_threadpool(manager.start, body.source, options, lossless=lossless)   # opening blocks
+        run = await run_in_threadpool(manager.start, body.source, options, lossless=lossless,  # opening blocks
+                                      max_frames=max_frames)
     except VibeError as err:
         raise HTTPException(409 if "already running" in str(err) else 400, str(err)) from None
     return run.public()

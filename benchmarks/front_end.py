@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from timing import best_of
 
 from vibe_server.pipeline.crop import crop_people
 from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
@@ -26,14 +27,12 @@ from vibe_server.pipeline.detect.hog import HogDetector
 from vibe_server.pipeline.detect.yolo import YoloDetector
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
-from timing import best_of
-
-DEFAULT_VIDEO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "one-by-one-person-detection.mp4"
+from clips import WALKING_CLIP
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", default=str(DEFAULT_VIDEO))
+    parser.add_argument("--video", default=str(WALKING_CLIP))
     parser.add_argument("--weights")
     parser.add_argument("--frames", type=int, default=16, help="frames per detector measurement")
     parser.add_argument("--batch-sizes", default="1,8")
@@ -68,7 +67,7 @@ def main() -> None:
             detector = YoloDetector(args.weights, device=args.device, batch_size=batch_size,
                                     precision=precision, channels_last=channels_last)
             detector.detect(frames[:batch_size])  # warm-up
-            seconds = best_of(lambda: detector.detect(frames), args.repeats)
+            seconds = best_of(lambda d=detector: d.detect(frames), args.repeats)
             fps = len(frames) / seconds
             yolo_fp32_fps = yolo_fp32_fps or fps
             layout = "channels_last" if channels_last else "NCHW"

@@ -13,10 +13,10 @@ import tempfile
 import time
 
 import torch
+from timing import best_of
 
 from vibe_server import checkpoints, load_model
-from vibe_server.data import bundle
-from timing import best_of
+from vibe_server.data import loading
 
 
 def main() -> None:
@@ -35,11 +35,12 @@ def main() -> None:
         tmp = tempfile.TemporaryDirectory()
         args.data_dir = write_synthetic_bundle(tmp.name, cuda_tagged=True)
         print(f"synthetic bundle (official tensor sizes) in {args.data_dir}")
-    data_dir = bundle.resolve_data_dir(args.data_dir)
+    data_dir = loading.resolve_data_dir(args.data_dir)
 
     rows = []
-    rows.append(("load VIBE checkpoint", f"{best_of(lambda: checkpoints.load_vibe_checkpoint(data_dir / bundle.VIBE_CHECKPOINT), args.repeats):.3f} s"))
-    rows.append(("load SPIN checkpoint", f"{best_of(lambda: checkpoints.load_spin_checkpoint(data_dir / bundle.SPIN_CHECKPOINT), args.repeats):.3f} s"))
+    vibe_path, spin_path = data_dir / loading.VIBE_CHECKPOINT, data_dir / loading.SPIN_CHECKPOINT
+    rows.append(("load VIBE checkpoint", f"{best_of(lambda: checkpoints.load_vibe_checkpoint(vibe_path), args.repeats):.3f} s"))
+    rows.append(("load SPIN checkpoint", f"{best_of(lambda: checkpoints.load_spin_checkpoint(spin_path), args.repeats):.3f} s"))
     t0 = time.perf_counter()
     model = load_model(data_dir)
     rows.append(("load_model (both + SMPL)", f"{time.perf_counter() - t0:.3f} s"))

@@ -29,11 +29,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-
+from clips import WALKING_CLIP
 from timing import best_of
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CLIP = REPO.parent / "shared" / "data" / "real" / "one-by-one-person-detection.mp4"
 
 
 def slice_clip(src: Path, dst: Path, start: int, frames: int) -> int:
@@ -84,7 +83,7 @@ def hog_boxes(clip: Path) -> dict[str, np.ndarray]:
 
 def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats: int = 5) -> float:
     """ResNet-50 feature extraction alone on random crops: crops per second (best of repeats)."""
-    from vibe_server.pipeline.run import Engine
+    from vibe_server.pipeline.engine import Engine
 
     engine = Engine(model, model_name="bench", data_dir=None, device=device, precision=precision)
     crops = torch.randn(batch, 3, 224, 224)
@@ -110,7 +109,7 @@ def smpl_alone(engine, frames: int = 200) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights)")
-    parser.add_argument("--clip", default=str(DEFAULT_CLIP))
+    parser.add_argument("--clip", default=str(WALKING_CLIP))
     parser.add_argument("--start", type=int, default=250, help="first frame of the slice (people visible)")
     parser.add_argument("--frames", type=int, default=200, help="frames in the slice")
     parser.add_argument("--threads", type=int, default=2)
@@ -123,7 +122,11 @@ def main() -> int:
     import copy
 
     from vibe_server import load_model
-    from vibe_server.pipeline.run import STAGES, Engine, FrontEnd, RunOptions, resolve_device
+    from vibe_server.data.loading import resolve_device
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.frontend import FrontEnd
+    from vibe_server.pipeline.options import RunOptions
+    from vibe_server.pipeline.progress import STAGES
 
     device = resolve_device(args.device)
 

@@ -19,3 +19,4 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -c 'import vibe_server, torch, cv2, smplx; print(f"vibe-mocap ready: torch {torch.__version__}, OpenCV {cv2.__version__}")'
+.venv/bin/ruff --version >/dev/null    # the test extra brings ruff, which .ci/run uses

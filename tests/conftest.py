@@ -2,22 +2,21 @@
 checkpoint containers, generated once per test session (nothing is downloaded)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-REAL_CLIPS = SHARED / "data" / "real"
-FIXTURES = SHARED / "fixtures"
+sys.path.insert(0, str(Path(__file__).resolve().parent))    # testdata.py, fake_vibe_server.py
+from testdata import UNIT_REFERENCE
 
 
 @pytest.fixture(scope="session")
 def unit_reference():
-    """The official utility functions' inputs and outputs (see shared/fixtures/README.md)."""
+    """The official utility functions' inputs and outputs (see tests/data/fixtures/README.md)."""
     import numpy as np
 
-    with np.load(FIXTURES / "vibe_unit_reference.npz") as z:
+    with np.load(UNIT_REFERENCE) as z:
         return {k: z[k] for k in z.files}
 
 

@@ -48,8 +48,9 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
 
     @staticmethod
     def _draw_program(layout):
-        from . import server_control
-        program, error, looking = server_control.program_state()
+        from .server_state import program_state  # the server's state, kept apart from server_control
+
+        program, error, looking = program_state()
         row = layout.row()
         if looking:
             row.label(text="Looking for vibe-mocap…", icon="VIEWZOOM")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import atexit
 import threading
-from dataclasses import dataclass, field
 
 import bpy
 
@@ -18,24 +17,11 @@ from .core.errors import VibeError
 from .core.local_server import (LocalServer, ModelDataInstall, ModelFileState, ServerProgram, ServerStatus,
                                 connect_or_start, find_program, model_data_report)
 from .preferences import get_preferences, user_dir
+from .server_state import _state, program_state  # noqa: F401 - program_state is read by the panels
 
 TICK_S = 0.5
 
 
-@dataclass
-class _State:
-    server: LocalServer | None = None
-    program: ServerProgram | None = None
-    program_error: str = ""
-    looking: bool = False
-    data_dir: str = ""
-    data_files: list[ModelFileState] = field(default_factory=list)
-    data_error: str = ""
-    install: ModelDataInstall | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_state = _State()
 
 
 def local_server() -> LocalServer:
@@ -49,11 +35,6 @@ def server_status() -> ServerStatus:
 
 
 # -- the program ---------------------------------------------------------------------------------
-def program_state() -> tuple[ServerProgram | None, str, bool]:
-    """(program found, or None; why none was found; still looking)."""
-    return _state.program, _state.program_error, _state.looking
-
-
 def find_program_now() -> ServerProgram:
     """Find (and remember) the program; blocks for ``--version``: worker threads and operators only."""
     try:

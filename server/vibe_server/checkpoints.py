@@ -34,7 +34,7 @@ VIBE_TOP_LEVEL = ("epoch", "gen_state_dict", "performance", "gen_optimizer", "di
 def _numpy_safe_globals() -> list:
     """numpy scalar/dtype constructors, under both numpy 1 (``numpy.core``) and 2 (``numpy._core``) names."""
     try:
-        from numpy._core import multiarray
+        from numpy._core import multiarray  # numpy 2 (numpy 1 below): the name depends on the version
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
     allowed = [multiarray.scalar, np.dtype, (multiarray.scalar, "numpy.core.multiarray.scalar"),
@@ -65,12 +65,13 @@ def torch_load(path: str | Path, what: str) -> object:
 
 
 def _strip_prefixes(state: dict) -> dict:
-    """Drop ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes."""
+    """Drop ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes, in whichever
+    order the wrappers were nested (DDP of a compiled model, or a compiled DDP model)."""
+    wrappers = ("module.", "_orig_mod.")
     out = {}
     for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
+        while k.startswith(wrappers):
+            k = k.split(".", 1)[1]
         out[k] = v
     return out
 
@@ -122,7 +123,7 @@ def _load_exact(module: torch.nn.Module, state: dict, source, what: str) -> None
     module.load_state_dict(state, strict=True)
 
 
-def load_spin_into(model, spin_state: dict, source) -> None:
+def load_spin_into(model: torch.nn.Module, spin_state: dict, source: str | Path) -> None:
     """Backbone <- SPIN ``model`` (every key accounted for: ResNet-50 + the 13 head keys)."""
     missing_head = [k for k in SPIN_HEAD_KEYS if k not in spin_state]
     if missing_head:
@@ -131,7 +132,7 @@ def load_spin_into(model, spin_state: dict, source) -> None:
     _load_exact(model.backbone, backbone, source, "ResNet-50 backbone")
 
 
-def load_vibe_into(model, gen_state: dict, source) -> None:
+def load_vibe_into(model: torch.nn.Module, gen_state: dict, source: str | Path) -> None:
     """Encoder and regressor (with its SMPL copy) <- VIBE ``gen_state_dict``."""
     for key, shape in SMPL_BATCH_PARAMS.items():
         if key in gen_state and tuple(gen_state[key].shape) != shape:
@@ -141,7 +142,7 @@ def load_vibe_into(model, gen_state: dict, source) -> None:
     _load_exact(generator, state, source, "VIBE generator (encoder + regressor)")
 
 
-def generator_state_dict(model) -> dict:
+def generator_state_dict(model: torch.nn.Module) -> dict:
     """The official 35-entry ``gen_state_dict`` of a model with ``.encoder`` and ``.regressor``."""
     model = getattr(model, "module", model)        # DDP
     model = getattr(model, "_orig_mod", model)     # torch.compile
@@ -154,7 +155,7 @@ def generator_state_dict(model) -> dict:
     return state
 
 
-def save_vibe_checkpoint(path: str | Path, model, *, epoch: int = 0, performance: float | None = None,
+def save_vibe_checkpoint(path: str | Path, model: torch.nn.Module, *, epoch: int = 0, performance: float | None = None,
                          gen_optimizer: dict | None = None, disc_motion_state_dict: dict | None = None,
                          disc_motion_optimizer: dict | None = None, extra: dict | None = None,
                          legacy_format: bool = True) -> None:
@@ -207,7 +208,7 @@ GENERATOR_SHAPES = {
 }
 
 
-def check_generator_keys(gen_state: dict, source) -> None:
+def check_generator_keys(gen_state: dict, source: str | Path) -> None:
     """Raise a VibeError unless ``gen_state`` has exactly the official keys and shapes."""
     missing = [k for k in GENERATOR_SHAPES if k not in gen_state]
     unexpected = [k for k in gen_state if k not in GENERATOR_SHAPES]

@@ -7,12 +7,11 @@ import sys
 
 from vibe_blender.core.errors import VibeError
 
+from . import __version__
+from .commands import COMMANDS
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import COMMANDS
-
-    from . import __version__
-
     parser = argparse.ArgumentParser(prog="vibe-mocap", description="VIBE Mocap: video to SMPL motion.")
     parser.add_argument("--version", action="version", version=f"vibe-mocap {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))                     # fake_vibe_server.py
+sys.path.insert(0, str(REPO / "tests"))                     # testdata.py, fake_vibe_server.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # blender_eval.py
+from testdata import OFFICIAL_PKL, REAL_CLIPS  # noqa: E402  (needs the path above)
 if importlib.util.find_spec("bpy") is None:
     collect_ignore_glob = ["test_*.py"]   # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
 else:                                     # keep Blender's prefs and extension folders out of the user's home
@@ -55,21 +56,13 @@ def body_model(reference_dir):
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    folder = Path(os.environ.get("VIBE_SHARED_DIR", REPO.parent / "shared"))
-    if not folder.is_dir():
-        pytest.fail(f"The shared test material is not at {folder}; set VIBE_SHARED_DIR.")
-    return folder
+def real_data_dir() -> Path:
+    return REAL_CLIPS
 
 
 @pytest.fixture(scope="session")
-def real_data_dir(shared_dir) -> Path:
-    return shared_dir / "data" / "real"
-
-
-@pytest.fixture(scope="session")
-def official_pkl(shared_dir) -> Path:
-    return shared_dir / "fixtures" / "official_vibe_output.pkl"
+def official_pkl() -> Path:
+    return OFFICIAL_PKL
 
 
 @pytest.fixture

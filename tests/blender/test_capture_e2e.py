@@ -33,6 +33,14 @@ def _main_python() -> Path:
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
+    # the server and the add-on share a token through the environment, never the user's token file
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VIBE_MOCAP_TOKEN", "capture-e2e-token")
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("server_config")))
+        yield from _serve(tmp_path_factory)
+
+
+def _serve(tmp_path_factory):
     python = _main_python()
     data_dir, jobs_dir = tmp_path_factory.mktemp("server_data"), tmp_path_factory.mktemp("server_jobs")
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}")

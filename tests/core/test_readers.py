@@ -1,15 +1,14 @@
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
+from testdata import OFFICIAL_PKL
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.readers import read_motion_file
 from vibe_blender.core.readers.official_pkl import load_joblib_pickle, read_official_pkl
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, ZUP_TO_BLENDER
 
-OFFICIAL_PKL = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_vibe_output.pkl"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from torch import nn
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.model.encoder import TemporalEncoder
-from vibe_server.pipeline.run import Engine, FrontEnd
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.frontend import FrontEnd
 
 
 class TinySMPL(nn.Module):
@@ -84,17 +85,25 @@ class FakeDetector:
 @dataclass
 class ScriptedFrontEnd:
     """Frames 0..num_frames-1; ``tracks`` = {track_id: (first_frame, last_frame)} with a box that
-    moves a little each frame. Files ending in .txt raise like an unreadable video."""
+    moves a little each frame. Paths ending in .txt, and files whose bytes start with 'not a video'
+    (an upload is saved under a fixed name), raise like an unreadable video. ``real_video``: decode
+    real files with the real reader instead (people still scripted)."""
 
     num_frames: int = 60
     tracks: dict = field(default_factory=lambda: {1: (0, 59), 2: (5, 14), 3: (10, 49)})
     detectors: list = field(default_factory=list)
     delay_s: float = 0.0
+    real_video: bool = False
 
     def open_video(self, path):
-        if Path(path).suffix == ".txt":
+        if self.real_video:
+            from vibe_server.pipeline.video import open_video
+
+            return open_video(path)
+        head = Path(path).read_bytes()[:16] if Path(path).is_file() else b""
+        if Path(path).suffix == ".txt" or head.startswith(b"not a video"):
             raise VibeError(f"'{path}' is not a video OpenCV can read; convert it to .mp4 (H.264).")
-        nobody = Path(path).is_file() and Path(path).read_bytes().startswith(b"nobody")
+        nobody = head.startswith(b"nobody")
         return FakeReader(FakeInfo(name=Path(path).name, frame_count=self.num_frames, nobody=nobody), self.num_frames)
 
     def make_detector(self, name, *, data_dir=None, device="cpu", **options):
@@ -107,7 +116,7 @@ class ScriptedFrontEnd:
         """Video files whose bytes start with 'nobody' have no people in them."""
         import time
 
-        tracks = {} if reader.info.nobody else self.tracks
+        tracks = {} if getattr(reader.info, "nobody", False) else self.tracks
         for frame_index, frame in reader:
             if frame_index % detection_stride == 0:
                 detector.detect([frame])

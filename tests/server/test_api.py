@@ -1,28 +1,39 @@
 """The HTTP API with the tiny model and scripted front end: jobs end to end, parameter checks,
-upload limits, local paths, Host/token/Origin checks, cancel, restart, failure isolation."""
+upload limits, local paths, Host/token/Origin checks, cancel, restart, failure isolation; the real
+video reader where FFmpeg's behaviour is the point (containers, truncation)."""
+import asyncio
+import contextlib
+import errno
 import io
 import json
+import socket
+import threading
 import time
 
+import cv2
+import httpx
+import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
+from vibe_server.api.app import create_app
+from vibe_server.api.deps import get_settings
+from vibe_server.api.settings import Settings
+from vibe_server.data.synthetic import write_smpl_files
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
-from vibe_server.api.app import create_app
-from vibe_server.api.deps import get_settings
-from vibe_server.api.settings import Settings
-
-from vibe_server.data.synthetic import write_smpl_files
 
 BASE = "http://127.0.0.1:8765"
 API = "/api/v1"
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(jobs_dir=tmp_path / "jobs")
+    return Settings(jobs_dir=tmp_path / "jobs", token=TOKEN)
 
 
 @pytest.fixture
@@ -30,9 +41,11 @@ def engine(make_engine):
     return make_engine()
 
 
-def client_for(settings, engine, *, client_host="127.0.0.1"):
+def client_for(settings, engine, *, client_host="127.0.0.1", token=TOKEN):
+    """A client that sends the token (token=None: sends none)."""
     app = create_app(settings, engine_loader=lambda s: engine)
-    return TestClient(app, base_url=BASE, client=(client_host, 50000))
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return TestClient(app, base_url=BASE, client=(client_host, 50000), headers=headers)
 
 
 @pytest.fixture
@@ -149,7 +162,7 @@ def test_bad_params_are_422_and_leave_nothing(client, settings, params, words):
 
 
 def test_non_video_upload_is_415_and_leaves_nothing(client, settings):
-    assert_detail(upload(client, name="bad.txt", data=b"hello"), 415, "not a video", "bad.txt")
+    assert_detail(upload(client, name="bad.mp4", data=b"not a video, just text"), 415, "not a video", "bad.mp4")
     assert leftover_files(settings) == []
 
 
@@ -163,8 +176,10 @@ def test_upload_size_cap_is_413_and_leaves_nothing(settings, engine):
     settings.max_upload_bytes = 1000
     with client_for(settings, engine) as client:
         assert_detail(upload(client, data=b"\x00" * 5000), 413, "limit")
-        assert upload(client, data=b"\x00" * 900).status_code == 201
-    assert all(p.name != "input.mp4" for p in leftover_files(settings) if p.parent.name == "")
+        assert leftover_files(settings) == []
+        accepted = upload(client, data=b"\x00" * 900)
+        assert accepted.status_code == 201
+    assert {p.parent.name for p in leftover_files(settings)} == {accepted.json()["job_id"]}
 
 
 def test_size_cap_also_holds_without_content_length(settings, engine):
@@ -210,7 +225,7 @@ def test_missing_model_data_keeps_serving_with_a_reason(settings):
     def no_data(_settings):
         raise VibeError("Model data missing: /x/SMPL_NEUTRAL.pkl. Run 'vibe-mocap data install'.")
 
-    with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE) as client:
+    with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE, headers=AUTH) as client:
         health = client.get(f"{API}/health").json()
         assert health["model"].startswith("none")
         assert_detail(upload(client), 503, "data install")
@@ -225,7 +240,7 @@ def test_finished_results_stay_reachable_when_the_model_data_goes_missing(settin
     def no_data(_settings):
         raise VibeError("Model data missing: /x/SMPL_NEUTRAL.pkl. Run 'vibe-mocap data install'.")
 
-    with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE) as client:
+    with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE, headers=AUTH) as client:
         assert client.get(f"{API}/jobs/{job_id}").json()["status"] == "done"
         assert client.get(f"{API}/jobs/{job_id}/result").status_code == 200
         assert_detail(client.get(f"{API}/jobs/{job_id}/result.pkl"), 503, "data install")
@@ -245,7 +260,6 @@ def test_local_path_jobs_for_loopback_clients(client, tmp_path):
 
 @pytest.mark.parametrize("body, status, words", [
     ({"video_path": "relative.mp4"}, 400, ["absolute"]),
-    ({"video_path": "/no/such/file.mp4"}, 400, ["no file"]),
     ({"video_path": "/x.mp4", "params": {"foo": 1}}, 422, ["unknown parameter 'params.foo'"]),
     ({"video_path": "/x.mp4", "extra": 1}, 422, ["unknown parameter 'extra'"]),
     ({"path": "/x.mp4"}, 422, ["video_path"]),
@@ -254,20 +268,38 @@ def test_bad_local_path_requests(client, body, status, words):
     assert_detail(client.post(f"{API}/jobs", json=body), status, *words)
 
 
-def test_local_path_must_be_a_video(client, tmp_path):
+@pytest.fixture
+def real_video_client(settings, make_engine):
+    """The real video reader (OpenCV/FFmpeg), scripted people."""
+    with client_for(settings, make_engine(real_video=True, tracks={1: (0, 40)})) as c:
+        yield c
+
+
+def test_local_path_answers_never_tell_whether_a_file_exists(real_video_client, tmp_path):
+    """Missing, a folder, a non-video, a name too long for the OS, a NUL byte: one status and one
+    message shape, naming only the path the client sent (never a 500)."""
+    client = real_video_client
     text = tmp_path / "bad.txt"
     text.write_text("not a video")
-    assert_detail(client.post(f"{API}/jobs", json={"video_path": str(text)}), 415, "not a video")
+    answers = []
+    for path in [str(text), str(tmp_path / "missing.mp4"), str(tmp_path), "/" + "x" * 5000 + ".mp4",
+                 "/" + "d/" * 3000 + "clip.mp4"]:
+        r = client.post(f"{API}/jobs", json={"video_path": path})
+        assert_detail(r, 415, "is not a readable video file on this machine")
+        detail = r.json()["detail"]
+        assert detail.startswith(f"'{path[:200]}") and len(detail) < 400
+        answers.append(detail.replace(path[:200], "<path>").replace("...", ""))
+    assert len(set(answers)) == 1, answers
+    assert_detail(client.post(f"{API}/jobs", json={"video_path": "/tmp/a\x00b.mp4"}), 400, "NUL")
 
 
 def test_local_path_refused_for_other_clients(settings, engine, tmp_path):
-    settings.host, settings.token = "0.0.0.0", "s3cret"
+    settings.host = "0.0.0.0"
     video = tmp_path / "local.mp4"
     video.write_bytes(b"fake")
     with client_for(settings, engine, client_host="192.168.1.7") as client:
-        r = client.post(f"{API}/jobs", json={"video_path": str(video)}, headers={"Authorization": "Bearer s3cret"})
-        assert_detail(r, 403, "same machine")
-        assert upload(client, headers={"Authorization": "Bearer s3cret"}).status_code == 201
+        assert_detail(client.post(f"{API}/jobs", json={"video_path": str(video)}), 403, "same machine")
+        assert upload(client).status_code == 201
 
 
 # -- security -----------------------------------------------------------------------------------
@@ -285,30 +317,41 @@ def test_host_header_must_match_the_bound_host(client, host, ok):
         assert_detail(client.get(f"{API}/jobs", headers={"host": host}), 400)
 
 
-def test_token_is_required_when_set(settings, engine):
-    settings.token = "s3cret"
-    with client_for(settings, engine) as client:
-        assert client.get(f"{API}/health").status_code == 200
-        assert_detail(client.get(f"{API}/jobs"), 401, "Bearer")
-        assert_detail(client.get(f"{API}/jobs", headers={"Authorization": "Bearer wrong"}), 401)
-        assert_detail(upload(client), 401)
-        assert client.get(f"{API}/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+def test_every_client_needs_the_token_loopback_too(settings, engine, tmp_path):
+    """Other accounts on this machine reach 127.0.0.1 too: without the token they can neither
+    submit (upload or local path), list, read nor delete jobs."""
+    video = tmp_path / "local.mp4"
+    video.write_bytes(b"fake")
+    with client_for(settings, engine) as owner:
+        job_id = wait(owner, upload(owner).json()["job_id"])["job_id"]
+    for token in (None, "wrong"):
+        with client_for(settings, engine, token=token) as other:
+            health = other.get(f"{API}/health")
+            assert health.status_code == 200
+            assert str(settings.jobs_dir) not in health.text and job_id not in health.text
+            assert_detail(other.get(f"{API}/jobs"), 401, "Bearer", "token file")
+            assert_detail(upload(other), 401)
+            assert_detail(other.post(f"{API}/jobs", json={"video_path": str(video)}), 401)
+            for method, url in [("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/result"),
+                                ("DELETE", f"/jobs/{job_id}"), ("GET", "/body_model")]:
+                assert_detail(other.request(method, f"{API}{url}"), 401)
+    with client_for(settings, engine) as owner:
+        assert owner.get(f"{API}/jobs/{job_id}/result").status_code == 200
 
 
 def test_token_can_be_swapped_through_dependency_overrides(settings, engine):
     app = create_app(settings, engine_loader=lambda s: engine)
     app.dependency_overrides[get_settings] = lambda: Settings(jobs_dir=settings.jobs_dir, token="other")
-    with TestClient(app, base_url=BASE) as client:
+    with TestClient(app, base_url=BASE, headers=AUTH) as client:
         assert client.get(f"{API}/jobs").status_code == 401
         assert client.get(f"{API}/jobs", headers={"Authorization": "Bearer other"}).status_code == 200
 
 
-def test_non_loopback_bind_needs_a_token(tmp_path):
-    with pytest.raises(VibeError, match="--token"):
-        create_app(Settings(host="0.0.0.0", jobs_dir=tmp_path))
-    with pytest.raises(VibeError, match="--token"):
-        create_app(Settings(host="192.168.1.5", jobs_dir=tmp_path))
-    create_app(Settings(host="192.168.1.5", token="t", jobs_dir=tmp_path))
+def test_every_server_needs_a_token(tmp_path):
+    for host in ("127.0.0.1", "0.0.0.0", "192.168.1.5"):
+        with pytest.raises(VibeError, match="token"):
+            create_app(Settings(host=host, jobs_dir=tmp_path))
+        create_app(Settings(host=host, token="t", jobs_dir=tmp_path))
 
 
 def test_foreign_origin_cannot_change_state_and_no_cors_headers(client, settings):
@@ -395,3 +438,386 @@ def test_body_model_download(settings, make_engine, tmp_path):
     engine.data_dir = None
     with client_for(settings, engine) as client:
         assert_detail(client.get(f"{API}/body_model"), 503, "data install")
+
+
+# -- only real video containers reach FFmpeg ---------------------------------------------------
+
+def write_clip(path, num_frames=60, fourcc="MJPG", size=(64, 48)):
+    """A small real video file (random frames, so every frame differs)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, size)
+    rng = np.random.default_rng(0)
+    for _ in range(num_frames):
+        writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def not_a_video_files(folder):
+    """Files that make FFmpeg read OTHER files: an HLS playlist, a concat list, an image-sequence
+    pattern (a file literally named like the pattern, so that the path exists)."""
+    clip = write_clip(folder / "secret.avi")
+    playlist = folder / "list.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n#EXT-X-ENDLIST\n")
+    concat = folder / "concat.txt"
+    concat.write_text(f"ffconcat version 1.0\nfile '{clip}'\nfile '{clip}'\n")
+    for i in range(5):
+        cv2.imwrite(str(folder / f"img{i:03d}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    pattern = folder / "img%03d.png"
+    pattern.write_bytes((folder / "img000.png").read_bytes())
+    return {"playlist": playlist, "concat": concat, "pattern": pattern}
+
+
+@pytest.mark.parametrize("kind", ["playlist", "concat", "pattern"])
+def test_playlists_concat_lists_and_image_patterns_are_refused(real_video_client, settings, tmp_path, kind):
+    """Uploaded (whatever the client names it) or named by a local path: never decoded."""
+    path = not_a_video_files(tmp_path)[kind]
+    for name in (path.name, "clip.mp4"):
+        r = upload(real_video_client, name=name, data=path.read_bytes())
+        assert_detail(r, 415, name, "Playlists (.m3u8), concat lists, image sequences")
+        assert str(settings.jobs_dir) not in r.text
+    assert_detail(real_video_client.post(f"{API}/jobs", json={"video_path": str(path)}), 415,
+                  "not a readable video file")
+    assert leftover_files(settings) == []
+
+
+def test_an_upload_is_saved_under_a_fixed_name_whatever_the_client_calls_it(real_video_client, settings,
+                                                                            tmp_path):
+    data = write_clip(tmp_path / "clip.avi").read_bytes()
+    job_id = upload(real_video_client, name="clip.m3u8", data=data).json()["job_id"]
+    assert [p.name for p in (settings.jobs_dir / job_id).glob("input*")] in (["input.video"], [])
+    job = wait(real_video_client, job_id)
+    assert job["status"] == "done" and job["video_name"] == "clip.m3u8", job
+
+
+def test_error_answers_name_only_what_the_client_sent(real_video_client, settings, tmp_path):
+    r = upload(real_video_client, name="notes.mp4", data=b"these are not frames\n" * 50)
+    assert_detail(r, 415, "notes.mp4")
+    assert str(settings.jobs_dir) not in r.text and "input" not in r.text
+    long_name = "n" * 1000 + ".mp4"
+    r = upload(real_video_client, name=long_name, data=b"these are not frames\n" * 50)
+    assert r.status_code == 415 and len(r.json()["detail"]) < 1000
+
+
+def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(settings, make_engine, scripted):
+    engine = make_engine()
+    opened = []
+
+    def open_then_fail(path):                   # the probe opens it; the run finds it damaged
+        opened.append(path)
+        if len(opened) > 1:
+            raise VibeError(f"{path} is damaged in the middle; export it again.")
+        return scripted.open_video(path)
+
+    engine.open_video = open_then_fail
+    with client_for(settings, engine) as client:
+        job = wait(client, upload(client, name="holiday.mp4").json()["job_id"])
+    assert job["status"] == "failed" and job["error"] == "holiday.mp4 is damaged in the middle; export it again."
+
+
+# -- the event loop never blocks --------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(settings, engine):
+    """The app under uvicorn on 127.0.0.1 in a thread (one event loop, as in production)."""
+    settings.port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine_loader=lambda s: engine), host="127.0.0.1",
+                                           port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{settings.port}{API}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tmp_path):
+    """Opening a submitted video runs in a worker thread with a time limit: /health answers in
+    well under a second meanwhile, and the stuck submissions get a 415 at the limit."""
+    engine = make_engine()
+    release = threading.Event()
+
+    def stuck_open_video(path):                 # like FFmpeg waiting on a live playlist
+        release.wait(15)
+        raise VibeError("released")
+
+    engine.open_video = stuck_open_video
+    settings.probe_timeout_s = 3.0
+    video = tmp_path / "local.mp4"
+    video.write_bytes(b"fake")
+    answers = {}
+
+    def submit(name, **kwargs):
+        answers[name] = httpx.post(f"{base}/jobs", headers=AUTH, timeout=30, **kwargs)
+
+    try:
+        with live_server(settings, engine) as base:
+            submitters = [threading.Thread(target=submit, args=("upload1",),
+                                           kwargs={"files": {"video": ("a.mp4", b"\x00video", "video/mp4")}}),
+                          threading.Thread(target=submit, args=("upload2",),
+                                           kwargs={"files": {"video": ("b.mp4", b"\x00video", "video/mp4")}}),
+                          threading.Thread(target=submit, args=("local",), kwargs={"json": {"video_path": str(video)}})]
+            for t in submitters:
+                t.start()
+            time.sleep(0.5)
+            slowest = 0.0
+            for _ in range(5):
+                t0 = time.perf_counter()
+                assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+                slowest = max(slowest, time.perf_counter() - t0)
+                time.sleep(0.2)
+            for t in submitters:
+                t.join(20)
+            assert slowest < 1.0, f"/health took {slowest:.2f} s during the probes"
+            for name in ("upload1", "upload2"):
+                assert_detail(answers[name], 415, "longer than 3 s")
+            assert_detail(answers["local"], 415, "not a readable video file")
+    finally:
+        release.set()
+
+
+def test_live_playlist_uploads_are_refused_and_health_stays_fast(settings, make_engine, tmp_path):
+    """The real server and the real video reader: two uploads of a playlist without an end marker."""
+    clip = write_clip(tmp_path / "clip.avi")
+    live = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n".encode()
+    answers = []
+    with live_server(settings, make_engine(real_video=True)) as base:
+        posts = [threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{base}/jobs", headers=AUTH, timeout=30, files={"video": ("live.m3u8", live, "application/x-mpegurl")})))
+            for _ in range(2)]
+        for t in posts:
+            t.start()
+        time.sleep(0.5)                             # the uploads are in (a live playlist used to hang here)
+        t0 = time.perf_counter()
+        health = httpx.get(f"{base}/health", timeout=5)
+        took = time.perf_counter() - t0
+        for t in posts:
+            t.join(30)
+    assert health.status_code == 200 and took < 1.0
+    assert [a.status_code for a in answers] == [415, 415] and "Playlists" in answers[0].json()["detail"]
+
+
+def test_health_answers_while_every_worker_thread_is_busy(settings, engine):
+    """Plain-function routes run in a pool of 40 threads: with all of them waiting (here on the
+    official-pkl export lock), /health and its checks still answer at once on the event loop."""
+    from vibe_server.api.routes import jobs as jobs_routes
+
+    with live_server(settings, engine) as base:
+        r = httpx.post(f"{base}/jobs", headers=AUTH, files={"video": ("a.mp4", b"\x00video", "video/mp4")})
+        job_id = r.json()["job_id"]
+        while httpx.get(f"{base}/jobs/{job_id}", headers=AUTH).json()["status"] != "done":
+            time.sleep(0.05)
+        with jobs_routes._pkl_lock:
+            waiting = [threading.Thread(target=httpx.get, args=(f"{base}/jobs/{job_id}/result.pkl",),
+                                        kwargs={"headers": AUTH, "timeout": 60}) for _ in range(48)]
+            for t in waiting:
+                t.start()
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            r = httpx.get(f"{base}/health", timeout=5)
+            took = time.perf_counter() - t0
+        for t in waiting:
+            t.join(60)
+    assert r.status_code == 200 and took < 1.0, f"/health took {took:.2f} s"
+
+
+def test_blocking_runner_limits_time_and_threads():
+    """Results and errors come back; past the time limit the caller is answered (the thread is
+    abandoned, still holding its slot until it ends); with every slot taken the answer is a 503."""
+    from fastapi import HTTPException
+
+    from vibe_server.api.blocking import BlockingRunner, BlockingTimeout
+
+    runner, release = BlockingRunner(max_threads=1), threading.Event()
+
+    async def scenario():
+        assert await runner(lambda a, b: a + b, 2, 3, timeout_s=5) == 5
+        with pytest.raises(VibeError, match="bad file"):
+            await runner(lambda: (_ for _ in ()).throw(VibeError("bad file")), timeout_s=5)
+        t0 = time.perf_counter()
+        with pytest.raises(BlockingTimeout, match="longer than 0.3 s"):
+            await runner(release.wait, 10, timeout_s=0.3)
+        assert time.perf_counter() - t0 < 1.0
+        with pytest.raises(HTTPException) as busy:
+            await runner(lambda: 1, timeout_s=5)
+        assert busy.value.status_code == 503
+        release.set()
+        for _ in range(100):                        # the abandoned thread ends and frees its slot
+            try:
+                return await runner(lambda: 7, timeout_s=5)
+            except HTTPException:
+                await asyncio.sleep(0.02)
+
+    assert asyncio.run(scenario()) == 7
+
+
+# -- request bodies: bounded memory, 4xx -------------------------------------------------------
+
+def test_deeply_nested_json_is_a_422(client, settings):
+    for depth in (20_000, 33):
+        nested = "[" * depth + "]" * depth
+        r = client.post(f"{API}/jobs", content=f'{{"video_path": "/x.mp4", "params": {nested}}}',
+                        headers={"content-type": "application/json"})
+        assert_detail(r, 422, "deeper than")
+        assert_detail(upload(client, params=f'{{"smoothing": {nested}}}'), 422, "deeper than")
+    assert_detail(client.post(f"{API}/jobs", content="[" * 60_000, headers={"content-type": "application/json"}),
+                  422, "deeper than")
+    assert leftover_files(settings) == []
+
+
+def post_chunks_to_the_app(client, path, chunks, headers) -> tuple[int, int]:
+    """POST ``chunks`` straight to the ASGI app (TestClient would read the whole body first):
+    (status, number of chunks the app pulled)."""
+    pulled, status = 0, {}
+    chunks = iter(chunks)
+
+    async def receive():
+        nonlocal pulled
+        chunk = next(chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        pulled += 1
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            status["code"] = message["status"]
+
+    all_headers = {"host": "127.0.0.1:8765", **AUTH, **headers}
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in all_headers.items()],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8765)}
+
+    async def call():
+        await client.app(scope, receive, send)
+
+    client.portal.call(call)
+    return status["code"], pulled
+
+
+def test_a_chunked_json_body_is_refused_before_it_is_read_whole(client):
+    """No Content-Length: the server counts the bytes and stops at 64 KiB (it does not read on)."""
+    body = (b'{"video_path": "/x.mp4", "pad": "' if i == 0 else b"x" * 65536 for i in range(2000))   # 128 MB
+    status, pulled = post_chunks_to_the_app(client, f"{API}/jobs", body, {"content-type": "application/json"})
+    assert status == 413 and pulled < 10, (status, pulled)
+
+
+def test_oversized_multipart_part_headers_are_refused(client, settings):
+    """A part's headers are kept in memory while parsed: they are capped like the params part."""
+    boundary = "XyZ"
+    for padding in ([f"X-Padding: {'p' * 200_000}"], [f"X-Pad-{i}: {'p' * 100}" for i in range(2000)]):
+        head = "\r\n".join(['Content-Disposition: form-data; name="video"; filename="c.mp4"', *padding])
+        body = f"--{boundary}\r\n{head}\r\n\r\n".encode() + b"\x00video" + f"\r\n--{boundary}--\r\n".encode()
+        r = client.post(f"{API}/jobs", content=body,
+                        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        assert_detail(r, 400, "header")
+    assert leftover_files(settings) == []
+
+
+# -- limits: queued jobs and upload space ------------------------------------------------------
+
+def test_queued_jobs_are_limited_with_429(settings, make_engine):
+    settings.max_queued_jobs = 2
+    with client_for(settings, make_engine(delay_s=0.05)) as client:
+        first, second = upload(client).json()["job_id"], upload(client).json()["job_id"]
+        r = upload(client)
+        assert_detail(r, 429, "2 jobs waiting", "limit is 2")
+        assert r.headers["retry-after"]
+        assert_detail(client.post(f"{API}/jobs", json={"video_path": "/x.mp4"}), 429)
+        client.delete(f"{API}/jobs/{first}")
+        client.delete(f"{API}/jobs/{second}")
+        wait(client, first)
+        assert upload(client).status_code == 201
+    assert len([p for p in settings.jobs_dir.iterdir()]) == 3
+
+
+def test_disk_held_by_queued_uploads_is_limited_with_507(settings, make_engine):
+    settings.max_queued_upload_bytes = 1500
+    with client_for(settings, make_engine(delay_s=0.05)) as client:
+        first = upload(client, data=b"\x00" * 1000).json()["job_id"]
+        assert_detail(upload(client, data=b"\x00" * 1000), 507, "upload space")
+        assert len(list(settings.jobs_dir.iterdir())) == 1          # the refused upload left nothing
+        assert upload(client, data=b"\x00" * 400).status_code == 201
+        client.delete(f"{API}/jobs/{first}")
+        wait(client, first)
+        assert upload(client, data=b"\x00" * 1000).status_code == 201
+
+
+def test_a_full_disk_is_a_507_and_leaves_nothing(client, settings, monkeypatch):
+    """(A full disk cannot be made here: the upload's file write is made to fail as it would.)"""
+    import builtins
+
+    from vibe_server.api import upload as upload_module
+
+    class FullDiskFile:
+        def __init__(self, path, mode):
+            self._file = builtins.open(path, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self._file.close()
+
+    monkeypatch.setattr(upload_module, "open", FullDiskFile, raising=False)
+    assert_detail(upload(client), 507, "disk is full")
+    assert leftover_files(settings) == []
+
+
+def test_uploads_in_progress_count_against_the_upload_space(tmp_path):
+    from vibe_server.api.jobs import JobManager, UploadSpaceFull
+
+    jobs = JobManager(tmp_path, [], max_queued_jobs=4, max_queued_upload_bytes=1000)
+    with jobs.admission() as a, jobs.admission() as b:
+        jobs.reserve_upload_bytes(a, 600)
+        with pytest.raises(UploadSpaceFull):
+            jobs.reserve_upload_bytes(b, 600)
+        jobs.reserve_upload_bytes(b, 400)
+    with jobs.admission() as c:                     # both finished (refused): their bytes are free again
+        jobs.reserve_upload_bytes(c, 1000)
+
+
+# -- OpenAPI describes both forms of POST /jobs ------------------------------------------------
+
+def test_openapi_describes_the_upload_and_the_local_path_forms(client):
+    spec = client.get(f"{API}/openapi.json").json()
+    body = spec["paths"][f"{API}/jobs"]["post"]["requestBody"]["content"]
+    schemas = spec["components"]["schemas"]
+
+    def resolve(schema):
+        return schemas[schema["$ref"].rsplit("/", 1)[1]]
+
+    form = resolve(body["multipart/form-data"]["schema"])
+    assert form["properties"]["video"]["format"] == "binary" and "params" in form["properties"]
+    assert form["required"] == ["video"]
+    local = resolve(body["application/json"]["schema"])
+    assert local["required"] == ["video_path"] and resolve(local["properties"]["params"]) == schemas["JobParams"]
+    assert "smoothing" in schemas["JobParams"]["properties"]
+    assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    docs = client.get(f"{API}/docs")
+    assert docs.status_code == 200 and "openapi.json" in docs.text
+
+
+# -- a truncated video: the frames that decode are used, with a warning ------------------------
+
+def test_a_truncated_video_gives_a_result_with_a_warning(real_video_client, tmp_path):
+    whole = write_clip(tmp_path / "whole.avi", num_frames=120).read_bytes()
+    job = wait(real_video_client, upload(real_video_client, name="phone.avi",
+                                         data=whole[: len(whole) * 3 // 5]).json()["job_id"])
+    assert job["status"] == "done", job
+    assert len(job["warnings"]) == 1 and "truncated" in job["warnings"][0] and "of the 120" in job["warnings"][0]
+    assert str(tmp_path) not in job["warnings"][0]
+    result = load_result(io.BytesIO(real_video_client.get(f"{API}/jobs/{job['job_id']}/result").content))
+    assert result.meta["warnings"] == job["warnings"][0]
+    assert 41 < result.video.frame_count < 120 and result.tracks[0].frame_ids.max() == 40

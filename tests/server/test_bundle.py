@@ -1,5 +1,10 @@
 """The model-data bundle: location, check, install, and the CLI around it."""
+import http.server
+import os
 import shutil
+import stat
+import struct
+import threading
 import zipfile
 from pathlib import Path
 
@@ -59,15 +64,21 @@ def test_cli_check_exit_codes_and_table(full_bundle, tmp_path, capsys):
     assert "SMPL_NEUTRAL.pkl" in out and "missing" in out and "vibe-mocap data install" in out
 
 
-def test_install_from_the_official_zip_layout(full_bundle, tmp_path, capsys):
+@pytest.fixture
+def official_zip(full_bundle, tmp_path) -> Path:
+    """vibe_data.zip as the official script makes it: the files in vibe_data/, without yolov3.weights."""
     archive = tmp_path / "vibe_data.zip"
     with zipfile.ZipFile(archive, "w") as z:
         for f in full_bundle.iterdir():
             if f.name != bundle.YOLO_WEIGHTS:
                 z.write(f, f"vibe_data/{f.name}")
         z.writestr("vibe_data/sample_video.mp4", b"not needed")
+    return archive
+
+
+def test_install_from_the_official_zip_layout(full_bundle, official_zip, tmp_path, capsys):
     target = tmp_path / "installed"
-    assert cli(["data", "install", str(archive), "--data-dir", str(target)]) == 1    # yolo still missing
+    assert cli(["data", "install", str(official_zip), "--data-dir", str(target)]) == 1    # yolo still missing
     assert "installed SMPL_NEUTRAL.pkl" in capsys.readouterr().out
     assert not (target / "sample_video.mp4").exists()
     assert cli(["data", "install", str(full_bundle / bundle.YOLO_WEIGHTS), "--data-dir", str(target)]) == 0
@@ -109,3 +120,193 @@ def test_load_model_lists_every_missing_file(tmp_path):
     for name in (bundle.EXTRA_REGRESSOR, bundle.MEAN_PARAMS, bundle.SPIN_CHECKPOINT, bundle.VIBE_CHECKPOINT):
         assert name in text
     assert bundle.SMPL_PKL + "," not in text and "vibe-mocap data install" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile or broken sources: each is refused with one VibeError naming the entry, before anything
+# unbounded is read or written
+# --------------------------------------------------------------------------------------------
+
+def _installed(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+
+
+def test_folder_install_refuses_a_link_out_of_the_folder(full_bundle, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the user's private key")
+    (full_bundle / bundle.SMPL_PKL).unlink()
+    (full_bundle / bundle.SMPL_PKL).symlink_to(secret)
+    with pytest.raises(VibeError, match=rf"'{full_bundle / bundle.SMPL_PKL}' is a symbolic link"):
+        bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def test_folder_install_refuses_a_link_to_a_device(full_bundle, tmp_path):
+    (full_bundle / bundle.YOLO_WEIGHTS).unlink()
+    (full_bundle / bundle.YOLO_WEIGHTS).symlink_to("/dev/zero")      # would be copied without end
+    with pytest.raises(VibeError, match=rf"'{full_bundle / bundle.YOLO_WEIGHTS}' is a symbolic link"):
+        bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def test_folder_install_refuses_a_fifo(tmp_path):
+    folder = tmp_path / "src" / "vibe_data"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / bundle.SMPL_PKL)                              # opening it would block
+    with pytest.raises(VibeError, match=rf"'{folder / bundle.SMPL_PKL}' is not a regular file"):
+        bundle.install(str(tmp_path / "src"), tmp_path / "t", log=lambda _: None)
+
+
+@pytest.mark.parametrize("make_special", [
+    lambda p: os.mkfifo(p / "vibe_data.zip") or p / "vibe_data.zip",
+    lambda p: (p / bundle.YOLO_WEIGHTS).symlink_to("/dev/zero") or p / bundle.YOLO_WEIGHTS,
+], ids=["fifo", "link-to-dev-zero"])
+def test_a_special_file_named_as_the_source_is_refused(tmp_path, make_special, capsys):
+    source = make_special(tmp_path)
+    assert cli(["data", "install", str(source), "--data-dir", str(tmp_path / "t")]) == 2
+    assert f"'{source}' is not a regular file" in capsys.readouterr().err
+    assert _installed(tmp_path / "t") == []
+
+
+@pytest.mark.parametrize("name, size", [
+    (bundle.MEAN_PARAMS, 2 << 20),                      # 157 floats in the real file
+    (bundle.YOLO_WEIGHTS, bundle.YOLO_WEIGHTS_BYTES + 1),
+])
+def test_folder_install_bounds_each_file_by_the_real_files_size(tmp_path, name, size):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    with open(folder / name, "wb") as f:                # sparse: costs no disk
+        f.truncate(size)
+    with pytest.raises(VibeError, match=rf"'{folder / name}' holds {size:,} bytes, more than any real {name}"):
+        bundle.install(str(folder), tmp_path / "t", log=lambda _: None)
+    with pytest.raises(VibeError, match=rf"'{folder / name}' holds {size:,} bytes"):
+        bundle.install(str(folder / name), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def test_install_caps_the_total_before_copying_anything(full_bundle, tmp_path, monkeypatch):
+    total = sum(f.stat().st_size for f in full_bundle.iterdir())
+    monkeypatch.setattr(bundle, "MAX_TOTAL_BYTES", total - 1)
+    with pytest.raises(VibeError, match=rf"'{full_bundle}' holds {total:,} bytes of model files"):
+        bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+    monkeypatch.setattr(bundle, "MAX_TOTAL_BYTES", total)
+    assert len(bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)) == len(bundle.REQUIRED_FILES)
+
+
+def test_zip_link_member_is_refused(tmp_path):
+    archive = tmp_path / "vibe_data.zip"
+    link = zipfile.ZipInfo(f"vibe_data/{bundle.SMPL_PKL}")
+    link.create_system = 3                              # Unix: the mode is in the high 16 bits
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(link, "/home/user/.ssh/id_rsa")
+    with pytest.raises(VibeError, match=rf"'{archive}:vibe_data/{bundle.SMPL_PKL}' is a symbolic link"):
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def test_zip_bomb_is_refused_by_its_declared_size(tmp_path):
+    archive = tmp_path / "vibe_data.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"vibe_data/{bundle.MEAN_PARAMS}", bytes(64 << 20))     # 64 MiB of zeros, 64 KiB packed
+    assert archive.stat().st_size < 1 << 20
+    with pytest.raises(VibeError, match=rf"'{archive}:vibe_data/{bundle.MEAN_PARAMS}' holds 67,108,864 bytes"):
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def _zip_declaring(path: Path, member: str, data: bytes, declared_size: int) -> Path:
+    """A zip whose headers declare ``declared_size`` bytes for a member that really holds ``data``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(member, data)
+    raw = bytearray(path.read_bytes())
+    for signature, size_offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):   # local header, central directory
+        at = raw.index(signature) + size_offset
+        raw[at:at + 4] = struct.pack("<I", declared_size)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("declared_size", [100, 9000])
+def test_zip_member_whose_real_size_differs_from_the_declared_is_refused(tmp_path, declared_size):
+    member = f"vibe_data/{bundle.MEAN_PARAMS}"
+    archive = _zip_declaring(tmp_path / "vibe_data.zip", member, b"x" * 4096, declared_size)
+    with pytest.raises(VibeError, match=rf"'{archive}:{member}' "):
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def test_zip_total_is_capped(tmp_path, monkeypatch):
+    archive = tmp_path / "vibe_data.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(f"vibe_data/{bundle.EXTRA_REGRESSOR}", bytes(3000))
+        z.writestr(f"vibe_data/{bundle.H36M_REGRESSOR}", bytes(3000))
+    monkeypatch.setattr(bundle, "MAX_TOTAL_BYTES", 5000)
+    with pytest.raises(VibeError, match=rf"'{archive}' holds 6,000 bytes of model files"):
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+class _Payload(http.server.BaseHTTPRequestHandler):
+    body = b""
+    send_length = True
+
+    def do_GET(self):
+        self.send_response(200)
+        if self.send_length:
+            self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def serve(monkeypatch):
+    """serve(body, send_length) -> the base URL of a loopback server answering every GET with body."""
+    servers = []
+
+    def start(body: bytes, send_length: bool) -> str:
+        handler = type("Handler", (_Payload,), {"body": body, "send_length": send_length})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("send_length", [True, False])
+def test_url_download_is_bounded(serve, tmp_path, monkeypatch, send_length):
+    base = serve(bytes(5000), send_length)
+    monkeypatch.setattr(bundle, "MAX_DOWNLOAD_BYTES", 4000)
+    with pytest.raises(VibeError, match=rf"'{base}/vibe_data.zip' is larger than the model data can be \(4,000"):
+        bundle.install(f"{base}/vibe_data.zip", tmp_path / "t", log=lambda _: None)
+    monkeypatch.setitem(bundle.MAX_FILE_BYTES, bundle.MEAN_PARAMS, 4000)      # a named file: its own bound
+    with pytest.raises(VibeError, match=rf"'{base}/{bundle.MEAN_PARAMS}' is larger than the model data can be"):
+        bundle.install(f"{base}/{bundle.MEAN_PARAMS}", tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+def test_url_download_of_the_official_zip_layout(serve, full_bundle, official_zip, tmp_path):
+    base = serve(official_zip.read_bytes(), send_length=False)
+    installed = bundle.install(f"{base}/vibe_data.zip", tmp_path / "t", log=lambda _: None)
+    assert set(installed) == set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS}
+    assert (tmp_path / "t" / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
+
+
+def test_check_reports_special_and_impossible_files_without_reading_them(full_bundle):
+    (full_bundle / bundle.SPIN_CHECKPOINT).unlink()
+    os.mkfifo(full_bundle / bundle.SPIN_CHECKPOINT)
+    with open(full_bundle / bundle.SMPL_PKL, "r+b") as f:
+        f.truncate(bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1)
+    statuses = {s.name: s for s in bundle.check_bundle(full_bundle)}
+    assert statuses[bundle.SPIN_CHECKPOINT].status == "invalid"
+    assert "not a regular file" in statuses[bundle.SPIN_CHECKPOINT].detail
+    assert statuses[bundle.SMPL_PKL].status == "invalid"
+    assert f"{bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1:,} bytes, more than any real" in statuses[bundle.SMPL_PKL].detail

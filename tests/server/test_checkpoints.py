@@ -58,11 +58,17 @@ def test_save_round_trip_official_container(tmp_path, vibe_model):
         checkpoints.check_generator_keys(ckpt["gen_state_dict"], path)
 
 
-def test_prefixes_of_ddp_and_compile_are_stripped(tmp_path, synthetic_bundle):
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."],
+                         ids=["ddp", "compile", "ddp-of-compiled", "compiled-ddp"])
+def test_prefixes_of_ddp_and_compile_are_stripped(tmp_path, synthetic_bundle, prefix):
     ckpt = checkpoints.load_vibe_checkpoint(synthetic_bundle / "vibe_model_wo_3dpw.pth.tar")
-    ckpt["gen_state_dict"] = {f"module.{k}": v for k, v in ckpt["gen_state_dict"].items()}
-    torch.save(ckpt, tmp_path / "ddp.pth.tar")
-    checkpoints.check_generator_keys(checkpoints.load_vibe_checkpoint(tmp_path / "ddp.pth.tar")["gen_state_dict"], "x")
+    plain = ckpt["gen_state_dict"]
+    ckpt["gen_state_dict"] = {f"{prefix}{k}": v for k, v in plain.items()}
+    torch.save(ckpt, tmp_path / "wrapped.pth.tar")
+    stripped = checkpoints.load_vibe_checkpoint(tmp_path / "wrapped.pth.tar")["gen_state_dict"]
+    assert stripped.keys() == plain.keys()
+    assert all(torch.equal(stripped[k], plain[k]) for k in plain)
+    checkpoints.check_generator_keys(stripped, "x")
 
 
 # --- wrong files: one clear message naming the file ------------------------------------------

@@ -1,17 +1,16 @@
 """``vibe-mocap infer`` and ``serve`` argument handling, with the tiny engine and (slow) on a real
 clip with the synthetic placeholder model."""
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model, load_smpl_pkl
 from vibe_server.cli import main
-from vibe_server.pipeline import run as run_module
+from vibe_server.pipeline import engine as engine_module
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def tiny_infer(monkeypatch, make_engine, tmp_path):
         engine.precision = kwargs["precision"]
         return engine
 
-    monkeypatch.setattr(run_module, "load_engine", fake_load_engine)
+    monkeypatch.setattr(engine_module, "load_engine", fake_load_engine)
     monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"fake")
@@ -71,10 +70,59 @@ def test_infer_reports_nobody_found(tiny_infer, capsys):
     assert "Nobody was found" in capsys.readouterr().err
 
 
-def test_serve_refuses_a_public_bind_without_token(capsys, monkeypatch):
+def test_infer_on_a_truncated_video_keeps_the_frames_and_warns(monkeypatch, make_engine, tmp_path, capsys):
+    """The real video reader on a clip cut short: a result from the frames that decode, a warning
+    printed and recorded in the result file."""
+    engine = make_engine(real_video=True, tracks={1: (0, 40)})
+    monkeypatch.setattr(run_module, "load_engine", lambda data_dir, **kwargs: engine)
+    monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(120):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    video = tmp_path / "phone.avi"
+    video.write_bytes(whole.read_bytes()[: whole.stat().st_size * 3 // 5])
+    out = tmp_path / "phone.npz"
+    assert main(["infer", str(video), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: The video is truncated" in err and "of the 120" in err
+    result = load_result(out)
+    assert "of the 120" in result.meta["warnings"] and result.tracks[0].frame_ids.max() == 40
+
+
+@pytest.fixture
+def token_home(monkeypatch, tmp_path):
+    """An empty config folder of its own (never the real user's), no token in the environment."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("VIBE_MOCAP_TOKEN", raising=False)
-    assert main(["serve", "--host", "0.0.0.0"]) == 2
-    assert "--token" in capsys.readouterr().err
+    return tmp_path / "config" / "vibe-mocap" / "token"
+
+
+def test_serve_token_from_the_option_the_environment_or_the_token_file(token_home, monkeypatch):
+    from vibe_server.commands.serve import resolve_token
+
+    token, source = resolve_token(None)                        # made on first use, 0600
+    assert len(token) >= 32 and token_home.read_text().strip() == token and str(token_home) in source
+    assert token_home.stat().st_mode & 0o777 == 0o600
+    assert resolve_token(None)[0] == token                     # and kept
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "from-env")
+    assert resolve_token(None) == ("from-env", "$VIBE_MOCAP_TOKEN")
+    token, source = resolve_token("from-cli")
+    assert token == "from-cli" and "ps" in source
+
+
+def test_serve_prints_where_the_token_is_and_every_bind_gets_one(token_home, monkeypatch, tmp_path, capsys):
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
+    assert main(["serve", "--host", "0.0.0.0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
+    token = token_home.read_text().strip()
+    assert served["app"].state.settings.token == token and served["host"] == "0.0.0.0"
+    out = capsys.readouterr().out
+    assert str(token_home) in out and token not in out
 
 
 @pytest.mark.slow
@@ -103,3 +151,10 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
     body = load_body_model(tmp_path / "walk_body_model.npz")          # the placeholder's own SMPL
     np.testing.assert_allclose(body.v_template, load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl").v_template,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("option", ["--max-queued-jobs", "--max-queued-upload-mb", "--max-upload-mb",
+                                    "--probe-timeout-s"])
+def test_serve_refuses_limits_that_are_not_positive(token_home, tmp_path, capsys, option):
+    assert main(["serve", option, "0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+    assert "must be positive" in capsys.readouterr().err

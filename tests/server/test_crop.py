@@ -1,19 +1,15 @@
 """The official person crop (scale 1.1, 3-point affine, cv2.warpAffine) and ImageNet normalisation."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from vibe_server.pipeline.crop import crop_people, crop_people_uint8, crop_transform, normalize_crops
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def reference():
-    with np.load(FIXTURES / "vibe_unit_reference.npz") as z:
-        return {k: z[k] for k in ("fn_crop_img", "fn_crop_bboxes", "fn_crop_raw")}
+def reference(unit_reference):
+    return {k: unit_reference[k] for k in ("fn_crop_img", "fn_crop_bboxes", "fn_crop_raw")}
 
 
 def test_crop_matches_the_official_demo_crop_bit_for_bit(reference):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
-from vibe_server.pipeline.run import RunOptions
+from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.video import open_video
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")

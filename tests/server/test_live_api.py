@@ -52,7 +52,7 @@ def follow(live: LiveConnection, timeout_s: float = 300.0) -> list:
 
 
 def test_lossless_replay_streams_the_offline_carry_results(server, short_clip, fp32_engine):
-    from vibe_server.pipeline.run import RunOptions
+    from vibe_server.pipeline.options import RunOptions
 
     live = LiveConnection(ServerClient(server.snapshot().url, server.token))
     live.recording_start()

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline import run as run_module
-from vibe_server.pipeline.run import STAGES, Engine, JobCancelled, RunOptions
+from vibe_server.pipeline import engine as engine_module
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.options import RunOptions
+from vibe_server.pipeline.progress import STAGES, JobCancelled
 
 
 def run(engine, **options):
@@ -64,7 +66,7 @@ def test_gru_state_is_carried_even_when_the_model_does_not_return_it(make_engine
 
 
 def test_official_chunking_restarts_the_gru_every_chunk(tiny_engine, monkeypatch):
-    monkeypatch.setattr(run_module, "OFFICIAL_CHUNK_FRAMES", 20)
+    monkeypatch.setattr(engine_module, "OFFICIAL_CHUNK_FRAMES", 20)
     carry = poses(run(tiny_engine))[1]
     official = poses(run(tiny_engine, chunking="official"))[1]
     np.testing.assert_allclose(official[:20], carry[:20], atol=1e-5)   # first chunk: same start state
@@ -163,7 +165,12 @@ def test_bad_options_are_refused(tiny_engine, bad, message):
 def test_bf16_fast_preset_stays_close_to_fp32(make_engine):
     fp32, bf16 = make_engine(), make_engine(precision="bf16")
     a, b = poses(run(fp32)), poses(run(bf16))
+    assert a.keys() == b.keys()
     for tid in a:
-        np.testing.assert_allclose(a[tid], b[tid], atol=0.05)
+        # the tiny model's poses are scaled by 0.1: measure the error against how much the pose moves
+        motion = np.abs(a[tid] - a[tid].mean(axis=0)).max()
+        error = np.abs(b[tid] - a[tid]).max()
+        # 1.1-1.4 % measured; under 0.1 % means bf16 never ran (channels_last alone gives 1e-4 %)
+        assert 0.001 * motion < error < 0.05 * motion
     with pytest.raises(VibeError, match="fp16 needs a CUDA"):
         Engine(torch.nn.Module(), model_name="t", data_dir=None, precision="fp16")

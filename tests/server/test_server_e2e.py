@@ -14,12 +14,14 @@ from pathlib import Path
 import cv2
 import httpx
 import pytest
+from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
 
 pytestmark = pytest.mark.slow
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 REPO = Path(__file__).resolve().parents[2]
+TOKEN = "e2e-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def cut_clip(src: Path, dst: Path, start: int, frames: int) -> Path:
@@ -55,7 +57,9 @@ def server(synthetic_bundle, tmp_path_factory):
     write_random_darknet_weights(data_dir / "yolov3.weights")
     port = free_port()
     log_path = tmp_path_factory.mktemp("e2e_log") / "server.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)]),
+           "VIBE_MOCAP_TOKEN": TOKEN,                                 # never the real user's token file
+           "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("e2e_config"))}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--data-dir", str(data_dir),
@@ -66,7 +70,7 @@ def server(synthetic_bundle, tmp_path_factory):
         deadline = time.time() + 120
         while True:
             try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/health", headers=AUTH, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -82,7 +86,7 @@ def server(synthetic_bundle, tmp_path_factory):
 def wait_for(base: str, job_id: str, timeout_s: float = 300) -> dict:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        job = httpx.get(f"{base}/jobs/{job_id}", timeout=10).json()
+        job = httpx.get(f"{base}/jobs/{job_id}", headers=AUTH, timeout=10).json()
         if job["status"] in ("done", "failed", "cancelled"):
             return job
         time.sleep(1.0)
@@ -90,19 +94,19 @@ def wait_for(base: str, job_id: str, timeout_s: float = 300) -> dict:
 
 
 def test_real_clip_upload_to_result(server, tmp_path):
-    health = httpx.get(f"{server}/health").json()
+    health = httpx.get(f"{server}/health", headers=AUTH).json()
     assert health["api_version"] == 1 and health["model"] == "vibe_model_wo_3dpw" and health["device"] == "cpu"
     clip = cut_clip(REAL / "one-by-one-person-detection.mp4", tmp_path / "walk.mp4", start=262, frames=66)
     params = {"detector": "hog", "detection_stride": 2, "min_track_frames": 20, "smoothing": 0.3}
     with open(clip, "rb") as f:
-        r = httpx.post(f"{server}/jobs", files={"video": ("walk.mp4", f, "video/mp4")},
+        r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("walk.mp4", f, "video/mp4")},
                        data={"params": json.dumps(params)}, timeout=60)
     assert r.status_code == 201, r.text
     job = wait_for(server, r.json()["job_id"])
     assert job["status"] == "done", job
     assert job["num_tracks"] >= 1 and job["progress"] == 1.0
 
-    r = httpx.get(f"{server}/jobs/{job['job_id']}/result", timeout=60)
+    r = httpx.get(f"{server}/jobs/{job['job_id']}/result", headers=AUTH, timeout=60)
     assert r.status_code == 200
     result = load_result(io.BytesIO(r.content))
     assert result.video.name == "walk.mp4" and (result.video.width, result.video.height) == (768, 432)
@@ -113,7 +117,7 @@ def test_real_clip_upload_to_result(server, tmp_path):
     assert result.meta["detector"] == "hog" and result.meta["smoothing"] == "0.3"
 
     joblib = pytest.importorskip("joblib")
-    r = httpx.get(f"{server}/jobs/{job['job_id']}/result.pkl", timeout=120)
+    r = httpx.get(f"{server}/jobs/{job['job_id']}/result.pkl", headers=AUTH, timeout=120)
     assert r.status_code == 200
     official = joblib.load(io.BytesIO(r.content))
     assert official[track.track_id]["verts"].shape == (track.num_frames, 6890, 3)
@@ -123,32 +127,33 @@ def test_video_with_nobody_fails_with_a_reason(server, tmp_path):
     """The bottle clip, as a local-path job, with YOLO. (The YOLO weights here are random, so
     'nobody' comes from them as much as from the clip; with the real weights the clip has nobody.)"""
     clip = cut_clip(REAL / "bottle-detection-negative.mp4", tmp_path / "bottles.mp4", start=0, frames=30)
-    r = httpx.post(f"{server}/jobs", json={"video_path": str(clip),
+    r = httpx.post(f"{server}/jobs", headers=AUTH, json={"video_path": str(clip),
                                            "params": {"detector": "yolo", "detection_stride": 10}}, timeout=60)
     assert r.status_code == 201, r.text
     job = wait_for(server, r.json()["job_id"])
     assert job["status"] == "failed" and "Nobody was found in 'bottles.mp4'" in job["error"]
-    assert httpx.get(f"{server}/jobs/{job['job_id']}/result").status_code == 409
+    assert httpx.get(f"{server}/jobs/{job['job_id']}/result", headers=AUTH).status_code == 409
     assert clip.exists()
 
 
 def test_bad_files_are_refused_and_the_server_keeps_serving(server, tmp_path):
     text = b"this is not a video\n" * 100
-    r = httpx.post(f"{server}/jobs", files={"video": ("notes.mp4", text, "video/mp4")}, timeout=30)
+    r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("notes.mp4", text, "video/mp4")}, timeout=30)
     assert r.status_code == 415 and "notes.mp4" in r.json()["detail"]
     whole = cut_clip(REAL / "one-by-one-person-detection.mp4", tmp_path / "whole.mp4", start=262, frames=40)
     truncated = whole.read_bytes()[:3000]
-    r = httpx.post(f"{server}/jobs", files={"video": ("cut.mp4", truncated, "video/mp4")}, timeout=30)
+    r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("cut.mp4", truncated, "video/mp4")}, timeout=30)
     if r.status_code == 201:                                   # the container opened: the job must fail
         job = wait_for(server, r.json()["job_id"])
         assert job["status"] == "failed" and job["error"]
     else:
         assert r.status_code == 415 and r.json()["detail"]
-    r = httpx.post(f"{server}/jobs", files={"video": ("empty.mp4", b"", "video/mp4")}, timeout=30)
+    r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("empty.mp4", b"", "video/mp4")}, timeout=30)
     assert r.status_code == 400 and "empty" in r.json()["detail"]
-    r = httpx.post(f"{server}/jobs", files={"video": ("a.mp4", text, "video/mp4")},
+    r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("a.mp4", text, "video/mp4")},
                    data={"params": json.dumps({"speed": "max"})}, timeout=30)
     assert r.status_code == 422 and "speed" in r.json()["detail"]
-    r = httpx.get(f"{server}/health", headers={"Host": "localhost.attacker.example"})
+    r = httpx.get(f"{server}/health", headers={**AUTH, "Host": "localhost.attacker.example"})
     assert r.status_code == 400
-    assert httpx.get(f"{server}/health").json()["status"] == "ok"
+    assert httpx.get(f"{server}/health", headers=AUTH).json()["status"] == "ok"
+    assert httpx.get(f"{server}/jobs").status_code == 401                    # loopback needs the token too

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline import crop
 from vibe_server.train.features import read_bboxes
 
 
@@ -31,7 +32,6 @@ def test_bad_box_files_are_explained(tmp_path, content, message):
 
 
 def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bundle, vibe_model):
-    crop = pytest.importorskip("vibe_server.pipeline.crop", reason="the person crop comes with the pipeline")
     import cv2
     import joblib
 
@@ -62,3 +62,21 @@ def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bun
     with torch.no_grad():
         expected = vibe_model.extract_features(crop.normalize_crops(crops)[None])[0, 0].numpy()
     np.testing.assert_allclose(db["features"][2], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_extract_features_refuses_a_playlist(tmp_path):
+    """The training command reads videos through the same reader: a playlist is never decoded."""
+    import cv2
+
+    from vibe_server.commands.extract_features import iter_frames_rgb
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    assert sum(1 for _ in iter_frames_rgb(clip)) == 10
+    playlist = tmp_path / "list.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(VibeError, match="Playlists"):
+        next(iter_frames_rgb(playlist))

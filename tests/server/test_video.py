@@ -1,15 +1,14 @@
 """Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.video import open_video
 
-REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.mark.parametrize("name, fps, width, height, frame_count", [
@@ -115,8 +114,51 @@ def test_text_file_named_mp4(tmp_path):
 def test_png_renamed_mp4_is_a_still_image(tmp_path):
     cv2.imwrite(str(tmp_path / "still.png"), np.full((48, 64, 3), 128, np.uint8))
     shutil.move(tmp_path / "still.png", tmp_path / "still.mp4")
-    with pytest.raises(VibeError, match="still image"):
+    with pytest.raises(VibeError, match="still images are not videos here"):
         open_video(tmp_path / "still.mp4")
+
+
+NOT_A_VIDEO = "Playlists \\(.m3u8\\), concat lists, image sequences and still images are not videos here"
+
+
+@pytest.mark.parametrize("suffix", [".m3u8", ".mp4"])
+def test_a_playlist_naming_a_real_video_is_refused(tmp_path, suffix):
+    """FFmpeg's HLS demuxer would decode whatever file the playlist names."""
+    playlist = tmp_path / f"list{suffix}"
+    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n"
+                        f"{REAL_CLIPS / 'asl-walk.mkv'}\n#EXT-X-ENDLIST\n")
+    with pytest.raises(VibeError, match=NOT_A_VIDEO):
+        open_video(playlist)
+
+
+def test_a_live_playlist_is_refused_at_once(tmp_path):
+    """No end marker: FFmpeg would wait for more segments."""
+    playlist = tmp_path / "live.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{REAL_CLIPS / 'asl-walk.mkv'}\n")
+    with pytest.raises(VibeError, match=NOT_A_VIDEO):
+        open_video(playlist)
+
+
+def test_a_concat_list_is_refused(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"ffconcat version 1.0\nfile '{REAL_CLIPS / 'asl-walk.mkv'}'\n")
+    with pytest.raises(VibeError, match=NOT_A_VIDEO):
+        open_video(listing)
+
+
+def test_an_image_sequence_pattern_is_refused(tmp_path):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"frame{i:03d}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    pattern = tmp_path / "frame%03d.png"           # exists as a file, so only FFmpeg's reading decides
+    shutil.copy(tmp_path / "frame000.png", pattern)
+    with pytest.raises(VibeError, match=NOT_A_VIDEO):
+        open_video(pattern)
+
+
+@pytest.mark.parametrize("name", ["x" * 5000 + ".mp4", "bad\x00name.mp4"])
+def test_a_path_the_os_refuses_is_a_clear_error(tmp_path, name):
+    with pytest.raises(VibeError, match="Cannot read the video file"):
+        open_video(tmp_path / name)
 
 
 def test_video_without_frames(tmp_path):
@@ -130,20 +172,26 @@ def test_tiny_valid_video_opens(tmp_path):
     assert [i for i, _ in reader] == [0, 1, 2, 3, 4]
 
 
-def test_truncated_mp4_fails_while_decoding(tmp_path):
+def test_truncated_mp4_keeps_the_frames_that_decode_and_warns(tmp_path):
     data = (REAL_CLIPS / "one-by-one-person-detection.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[:300_000])    # the header survives, most frames do not
     reader = open_video(tmp_path / "cut.mp4")
-    with pytest.raises(VibeError, match="truncated"):
-        for _ in reader:
-            pass
+    assert reader.warnings == []
+    frames = dict(reader)
+    assert 50 < len(frames) < 1394 and sorted(frames) == list(range(len(frames)))
+    assert reader.info.frame_count == len(frames)
+    assert len(reader.warnings) == 1
+    assert f"stopped at frame {len(frames)} of the 1394" in reader.warnings[0] and "truncated" in reader.warnings[0]
+    whole = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
+    np.testing.assert_array_equal(frames[len(frames) - 1], dict(whole.frames(0, len(frames)))[len(frames) - 1])
 
 
-def test_truncated_mkv_fails_up_front_with_count_frames(tmp_path):
+def test_truncated_mkv_warns_up_front_with_count_frames(tmp_path):
     data = (REAL_CLIPS / "asl-walk.mkv").read_bytes()
     (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
-    with pytest.raises(VibeError, match="truncated"):
-        open_video(tmp_path / "cut.mkv", count_frames=True)
+    reader = open_video(tmp_path / "cut.mkv", count_frames=True)
+    assert 10 < reader.info.frame_count < 89 and "of the 89" in reader.warnings[0]
+    assert sum(1 for _ in reader) == reader.info.frame_count and len(reader.warnings) == 1
 
 
 def test_truncated_mp4_without_its_index_cannot_open(tmp_path):

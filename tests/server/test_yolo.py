@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from testdata import REAL_CLIPS
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.detect import make_detector
@@ -17,7 +18,6 @@ from vibe_server.pipeline.detect.yolo import (YoloDetector, person_detections, p
                                               rescale_boxes)
 from vibe_server.pipeline.detect.yolov3 import ANCHORS_WH_PX, YOLOv3, decode_heads, yolov3_layers
 
-REAL_CLIPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 
 
 @pytest.fixture(scope="module")

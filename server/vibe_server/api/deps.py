@@ -1,5 +1,6 @@
 """Request checks and shared objects, as FastAPI dependencies (tests swap them through
-``app.dependency_overrides``)."""
+``app.dependency_overrides``). All are cheap and async: FastAPI would run plain functions in its
+thread pool, and /health must never wait for a free thread."""
 from __future__ import annotations
 
 import hmac
@@ -13,18 +14,18 @@ from .settings import Settings, is_loopback
 STATE_CHANGING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_jobs(request: Request) -> JobManager:
+async def get_jobs(request: Request) -> JobManager:
     jobs = request.app.state.jobs
     if jobs is None:
         raise HTTPException(503, "The server is still starting; retry in a moment.")
     return jobs
 
 
-def get_engine(request: Request):
+async def get_engine(request: Request):
     """The loaded model; 503 with the reason (usually missing model data) when there is none."""
     engine = request.app.state.engine
     if engine is None:
@@ -36,7 +37,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 
 
-def check_host(request: Request, settings: SettingsDep) -> None:
+async def check_host(request: Request, settings: SettingsDep) -> None:
     """DNS-rebinding guard: the Host header must name the address the server is bound to."""
     host = request.headers.get("host", "")
     if not settings.host_allowed(host):
@@ -44,17 +45,20 @@ def check_host(request: Request, settings: SettingsDep) -> None:
                                  "connect to the server by its own address.")
 
 
-def check_token(request: Request, settings: SettingsDep) -> None:
-    if not settings.token:
-        return
+async def check_token(request: Request, settings: SettingsDep) -> None:
+    """Every client, loopback ones too, sends the token: other accounts on this machine reach
+    127.0.0.1 as well, but only the user can read the token file."""
+    if not settings.token:                       # never serve unauthenticated (validate() refuses this)
+        raise HTTPException(503, "This server has no token configured; restart it with 'vibe-mocap serve'.")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
-        raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>' "
-                                 "(the add-on's server settings have a field for it).",
+        raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>'. The add-on "
+                                 "and the command line read it from the token file that 'vibe-mocap serve' "
+                                 "names when it starts (or from $VIBE_MOCAP_TOKEN).",
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def check_origin(request: Request) -> None:
+async def check_origin(request: Request) -> None:
     """Browsers send Origin on cross-site requests: a state-changing request from any other origin
     than the server's own is refused (a web page cannot submit or delete jobs)."""
     origin = request.headers.get("origin")

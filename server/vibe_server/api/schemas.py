@@ -1,27 +1,39 @@
 """Request and response bodies of the HTTP API (version 1, see docs/server.md)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from ..pipeline.options import option_specs
 
 API_VERSION = 1
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
-class JobParams(BaseModel):
-    """Per-job options; unknown keys are refused (422)."""
+class _NullMeansDefault(BaseModel):
+    """Per-job options; unknown keys are refused (422); null stands for an option's default."""
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: Literal["yolo", "hog"] | None = None          # None: yolo when its weights are installed
-    detection_stride: int = Field(1, ge=1, le=1000)
-    min_track_frames: int = Field(25, ge=1)
-    smoothing: float = Field(0.0, ge=0.0, le=1.0)
-    smoothing_method: Literal["rotation", "one_euro"] = "rotation"
-    official_uncrop: bool = False
-    chunking: Literal["carry", "official"] = "carry"
-    tracks_max: int | None = Field(None, ge=1)
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields
+                    or cls.model_fields[k].default is None}
+        return data
+
+
+def _job_params_model() -> type[BaseModel]:
+    """``JobParams`` from the one definition of the options (``pipeline/options.py: RunOptions``)."""
+    fields = {spec.name: (spec.kind, Field(spec.default, ge=spec.ge, gt=spec.gt, le=spec.le, description=spec.help))
+              for spec in option_specs(http=True)}
+    return create_model("JobParams", __base__=_NullMeansDefault, __module__=__name__, __doc__=_NullMeansDefault.__doc__,
+                        **fields)
+
+
+JobParams = _job_params_model()
 
 
 class LocalJobRequest(BaseModel):
@@ -31,6 +43,15 @@ class LocalJobRequest(BaseModel):
 
     video_path: str
     params: JobParams = Field(default_factory=JobParams)
+
+
+class JobUpload(BaseModel):
+    """``multipart/form-data`` body of POST /jobs: the video file and its options. (Documentation
+    only: the route streams the parts to disk itself, see upload.py.)"""
+
+    video: bytes = Field(json_schema_extra={"format": "binary"},
+                         description="the video file (mp4, mov, mkv, webm, avi, gif...)")
+    params: str | None = Field(None, description="JSON object with the JobParams fields, e.g. {\"smoothing\": 0.5}")
 
 
 class Job(BaseModel):
@@ -43,6 +64,7 @@ class Job(BaseModel):
     video_name: str
     created: str
     num_tracks: int | None = None
+    warnings: list[str] = Field(default_factory=list)        # e.g. the video broke off: what was kept
 
 
 class JobCreated(BaseModel):

@@ -28,21 +28,28 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class Settings:
-    host: str = "127.0.0.1"                 # bind address; anything but loopback needs a token
+    host: str = "127.0.0.1"                 # bind address
     port: int = DEFAULT_PORT
-    token: str | None = None                # required as "Authorization: Bearer <token>" when set
+    token: str = ""                         # every request but /health sends "Authorization: Bearer <token>"
     data_dir: Path | None = None            # model data (None: $VIBE_DATA_DIR, then the user default)
     jobs_dir: Path = field(default_factory=default_jobs_dir)   # uploads and results, survive restarts
     device: str = "auto"
     precision: str = "fp32"                 # "bf16" (CPU/CUDA) or "fp16" (CUDA) for the fast preset
-    max_upload_bytes: int = 4 * 1024 ** 3
+    max_upload_bytes: int = 2 * 1024 ** 3               # one upload
+    max_queued_jobs: int = 16                           # queued + running + being submitted (429 beyond)
+    max_queued_upload_bytes: int = 8 * 1024 ** 3        # disk held by uploads of unfinished jobs (507 beyond)
+    probe_timeout_s: float = 60.0                       # each blocking step of a submission (opening the video: 415)
     allow_synthetic: bool = False           # run a labelled placeholder model when the data is missing
     allowed_hosts: tuple[str, ...] = ()     # extra Host names (e.g. a LAN name) besides the bind address
 
     def validate(self) -> None:
-        if not is_loopback(self.host) and not self.token:
-            raise VibeError(f"Binding to {self.host} exposes the server to the network: pass --token "
-                            "(or bind 127.0.0.1, the default).")
+        # loopback too: any account on this machine can reach 127.0.0.1, only the user can read the token
+        if not self.token:
+            raise VibeError("The server needs a token that every client sends; 'vibe-mocap serve' makes one "
+                            "in the user's config folder (or pass $VIBE_MOCAP_TOKEN).")
+        for name in ("max_upload_bytes", "max_queued_jobs", "max_queued_upload_bytes", "probe_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise VibeError(f"The server setting {name} must be positive, got {getattr(self, name)}.")
         if not 0 < self.port < 65536:
             raise VibeError(f"Port {self.port} is not a valid TCP port; use 1-65535 (default {DEFAULT_PORT}).")
 

@@ -3,16 +3,24 @@
 Starlette's ``request.form()`` would spool the whole body before the route sees it; this parser
 writes the ``video`` part to the job folder as the bytes arrive and stops with 413 as soon as the
 cap is passed. Parts: ``video`` (the file, required) and ``params`` (a JSON string, optional).
+
+The file is saved under one fixed name whatever the client called it: FFmpeg picks a demuxer by
+the file name too, and a client's ``.m3u8`` would otherwise make it read a playlist.
 """
 from __future__ import annotations
 
+import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_PARAMS_BYTES = 64 * 1024
+MAX_PART_HEADER_BYTES = 16 * 1024          # all headers of one part together
+MAX_FILENAME_CHARS = 200
 VIDEO_PART, PARAMS_PART = "video", "params"
 
 
@@ -29,9 +37,16 @@ def too_large(max_bytes: int) -> HTTPException:
                               "send a shorter clip or start the server with a larger --max-upload-mb.")
 
 
-async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int) -> Upload:
-    """Stream the request body into ``dest_stem`` + the upload's extension. The caller deletes the
-    folder when this raises."""
+def disk_full() -> HTTPException:
+    return HTTPException(507, "The server's disk is full; free some space (or delete finished jobs) and "
+                              "submit again.")
+
+
+async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
+                               reserve: Callable[[int], None] = lambda n: None) -> Upload:
+    """Stream the request body's video part into ``dest`` (a fixed name). ``reserve(n)`` is called
+    before n more video bytes are written and raises HTTPException to refuse them. The caller
+    deletes the folder when this raises."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary:
@@ -40,14 +55,23 @@ async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int
     if declared and declared.isdigit() and int(declared) > max_bytes + MAX_PARAMS_BYTES:
         raise too_large(max_bytes)
 
-    state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b""}
+    state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b"",
+             "header_bytes": 0}
     params = bytearray()
     video = {"path": None, "filename": None, "size": 0, "parts": 0}
 
+    def count_header_bytes(n: int) -> None:
+        state["header_bytes"] += n
+        if state["header_bytes"] > MAX_PART_HEADER_BYTES:
+            raise HTTPException(400, "A part of the multipart upload has oversized headers; send the video as "
+                                     "multipart/form-data.")
+
     def on_header_field(data, start, end):
+        count_header_bytes(end - start)
         state["field"] += data[start:end]
 
     def on_header_value(data, start, end):
+        count_header_bytes(end - start)
         state["value"] += data[start:end]
 
     def on_header_end():
@@ -62,8 +86,8 @@ async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int
             if video["parts"] > 1:
                 raise HTTPException(400, "Send one 'video' part per job.")
             filename = Path(disposition.get(b"filename", b"video").decode("utf-8", "replace")).name or "video"
-            video["filename"] = filename
-            video["path"] = dest_stem.with_suffix(Path(filename).suffix.lower()[:10] or ".video")
+            video["filename"] = filename[:MAX_FILENAME_CHARS]       # shown back to the client, kept short
+            video["path"] = dest
             state["file"] = open(video["path"], "wb")
 
     def on_part_data(data, start, end):
@@ -71,6 +95,7 @@ async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int
             video["size"] += end - start
             if video["size"] > max_bytes:
                 raise too_large(max_bytes)
+            reserve(end - start)
             state["file"].write(data[start:end])
         elif state["name"] == PARAMS_PART:
             params.extend(data[start:end])
@@ -81,7 +106,7 @@ async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int
         if state["file"] is not None:
             state["file"].close()
             state["file"] = None
-        state["headers"], state["name"] = {}, None
+        state["headers"], state["name"], state["header_bytes"] = {}, None, 0
 
     parser = MultipartParser(boundary, {
         "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
@@ -89,9 +114,13 @@ async def receive_video_upload(request: Request, dest_stem: Path, max_bytes: int
     })
     try:
         async for chunk in request.stream():
-            parser.write(chunk)
+            await to_thread.run_sync(parser.write, chunk)      # it writes to disk: off the event loop
         parser.finalize()
     except HTTPException:
+        raise
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise disk_full() from err
         raise
     except Exception as err:                      # python-multipart's parse errors
         raise HTTPException(400, f"The multipart upload is malformed ({err}); send it as multipart/form-data.") from err

@@ -2,13 +2,14 @@
 database file (3DPW, MPI-INF-3DHP or Human3.6M layout), overall and per sequence."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a VIBE checkpoint on a 3DPW / MPI-INF-3DHP / H36M database file")
     p.add_argument("db_file", help="e.g. data/vibe_db/3dpw_test_db.pt")
     p.add_argument("--checkpoint", help="VIBE checkpoint (default: vibe_model_wo_3dpw.pth.tar in the data folder)")
@@ -29,19 +30,20 @@ def dataset_from_name(db_file: Path) -> str:
     raise VibeError(f"Cannot tell the layout of {db_file.name} from its name; pass --dataset 3dpw, mpii3d or h36m.")
 
 
-def run(args) -> int:
-    from ..data import bundle
+def run(args: argparse.Namespace) -> int:
+    # start-up: torch and the training code load only when an evaluation really runs
+    from ..data import loading
     from ..evaluate.evaluate import evaluate_generator
     from ..train.datasets import SequenceDataset
-    from ..train.generator import build_generator, load_h36m_regressor
+    from ..train.generator import build_generator
 
     db_file = Path(args.db_file)
     name = args.dataset or dataset_from_name(db_file)
-    checkpoint = args.checkpoint or bundle.resolve_data_dir(args.data_dir) / bundle.VIBE_CHECKPOINT
+    checkpoint = args.checkpoint or loading.resolve_data_dir(args.data_dir) / loading.VIBE_CHECKPOINT
     generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(args.device)
     # 3DPW files carry SMPL ground truth (PVE); the others are scored on joints only
     dataset = SequenceDataset(None, name, "test" if name == "3dpw" else "val", seqlen=args.seqlen, path=db_file)
-    result = evaluate_generator(generator, dataset, load_h36m_regressor(args.data_dir), args.device,
+    result = evaluate_generator(generator, dataset, loading.load_h36m_regressor(args.data_dir), args.device,
                                 batch_size=args.batch_size)
     print(f"{checkpoint} on {db_file} ({result.num_frames} frames, T = {args.seqlen}); mm, mm/frame^2:")
     print(result.table())

@@ -2,12 +2,16 @@
 one tracked person, in the database-file layout (features, bbox, frame_id, vid_name)."""
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from vibe_blender.core.errors import VibeError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract-features", help="backbone features of a person in a video, for training files")
     p.add_argument("video", help="video file")
     p.add_argument("--bboxes", required=True,
@@ -21,22 +25,17 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def iter_frames_rgb(path: Path):
-    import cv2
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VibeError(f"Cannot open the video {path}; is it a video file OpenCV can read?")
-    try:
-        while True:
-            ok, frame_bgr = capture.read()
-            if not ok:
-                return
-            yield cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+def iter_frames_rgb(path: Path) -> Iterator[np.ndarray]:
+    """The frames of the video at ``path``, each (H, W, 3) uint8 RGB, through the pipeline's reader
+    (real video containers only)."""
+    from ..pipeline.video import open_video  # start-up: OpenCV loads only when a video is read
+
+    for _, frame_rgb in open_video(path):
+        yield frame_rgb
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    # start-up: torch and the model load only when features are really extracted
     from .. import load_model
     from ..train.features import extract_video_features, read_bboxes, write_feature_db
 

@@ -1,13 +1,23 @@
 """``vibe-mocap infer VIDEO -o OUT.npz``: run the whole pipeline on one video, without a server."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.options import add_cli_flags, options_from_cli
+from ..pipeline.progress import STAGES, STREAM_STAGES
 
-def add_parser(sub) -> None:
+if TYPE_CHECKING:
+    from ..pipeline.engine import Engine, RunOutput
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("infer", help="video -> result file (.npz), optionally the official vibe_output.pkl",
                        description="Run VIBE on a video: people are detected and tracked, and each track gets "
                                    "per-frame SMPL pose, shape, cameras and root translation.")
@@ -18,29 +28,27 @@ def add_parser(sub) -> None:
     p.add_argument("--body-model", nargs="?", const="", metavar="PATH",
                    help="also write the body-model arrays the Blender add-on builds the character from "
                         "(default path: next to the result)")
-    p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
-    p.add_argument("--detector", choices=("auto", "yolo", "hog"), default="auto",
-                   help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
-    p.add_argument("--detection-stride", type=int, default=1, metavar="N",
-                   help="detect people every Nth frame; the tracker carries the boxes in between (default 1)")
-    p.add_argument("--min-track-frames", type=int, default=25, metavar="N", help="drop shorter tracks (default 25)")
-    p.add_argument("--tracks-max", type=int, metavar="N", help="keep only the N longest tracks")
-    p.add_argument("--smoothing", type=float, default=0.0, metavar="S", help="0 (off) .. 1 (strongest)")
-    p.add_argument("--smoothing-method", choices=("rotation", "one_euro"), default="rotation",
-                   help="rotation: quaternion Gaussian (default); one_euro: the official filter")
-    p.add_argument("--official-uncrop", action="store_true",
-                   help="official 1.0x-box cameras (bodies ~9%% too small) instead of the corrected 1.1x")
-    p.add_argument("--chunking", choices=("carry", "official"), default="carry",
-                   help="carry the GRU state over the whole track (default) or restart it every 450 frames")
-    p.add_argument("--focal-px", type=float, help="focal length for the root translation (default: longer image side)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--fast", action="store_true",
-                   help="bf16 (CPU, needs AVX512-BF16/AMX to pay off) or fp16 (CUDA) for the backbone")
-    p.add_argument("--batch-size", type=int, default=32, help="person crops per backbone call (default 32)")
+    add_pipeline_arguments(p)
     p.set_defaults(run=run)
 
 
-def _precision(fast: bool, device: str) -> str:
+def add_pipeline_arguments(p) -> None:
+    """The model and pipeline options shared by ``infer`` and ``batch``."""
+    p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
+    add_cli_flags(p)                                   # the job options (pipeline/options.py)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--fast", action="store_true",
+                   help="bf16 (CPU, needs AVX512-BF16/AMX to pay off) or fp16 (CUDA) for the backbone")
+
+
+def run_options(args):
+    """The pipeline's ``RunOptions`` from the parsed arguments of ``add_pipeline_arguments``."""
+    options = options_from_cli(args)
+    options.validate()
+    return options
+
+
+def precision(fast: bool, device: str) -> str:
     if not fast:
         return "fp32"
     return "fp16" if device.startswith("cuda") else "bf16"
@@ -55,10 +63,6 @@ class _StageBars:
         self.bar, self.label = None, None
 
     def __call__(self, stage: str, fraction: float, eta_s) -> None:
-        from tqdm import tqdm
-
-        from ..pipeline.run import STREAM_STAGES
-
         label = self.STREAM_LABEL if stage in STREAM_STAGES else stage
         if label != self.label:
             self.close()
@@ -74,13 +78,14 @@ class _StageBars:
             self.bar = None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    # start-up: numpy, torch, OpenCV and the model load only when a video is really run (not for --help)
     from vibe_blender.core.result_file import save_result
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
+    from ..data.loading import INSTALL_HINT, SYNTHETIC_MODEL_NAME, model_data_problem, resolve_data_dir, resolve_device
     from ..pipeline import postprocess
-    from ..pipeline.run import SYNTHETIC_MODEL_NAME, RunOptions, load_engine, model_data_problem, resolve_device
-    from ..data.bundle import INSTALL_HINT, resolve_data_dir
+    from ..pipeline.engine import load_engine
 
     video = Path(args.video)
     if not video.is_file():
@@ -88,12 +93,7 @@ def run(args) -> int:
     output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"
     if output.suffix != ".npz":
         raise VibeError(f"The result file must end in .npz; got '{output}'.")
-    options = RunOptions(detector=args.detector, detection_stride=args.detection_stride,
-                         min_track_frames=args.min_track_frames, smoothing=args.smoothing,
-                         smoothing_method=args.smoothing_method, official_uncrop=args.official_uncrop,
-                         chunking=args.chunking, tracks_max=args.tracks_max, focal_px=args.focal_px,
-                         batch_size=args.batch_size)
-    options.validate()
+    options = run_options(args)
 
     device = resolve_device(args.device)
     data_dir = resolve_data_dir(args.data_dir)
@@ -101,7 +101,7 @@ def run(args) -> int:
         print(f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
               f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
               file=sys.stderr)
-    engine = load_engine(data_dir, device=device, precision=_precision(args.fast, device), allow_synthetic=True,
+    engine = load_engine(data_dir, device=device, precision=precision(args.fast, device), allow_synthetic=True,
                          log=lambda msg: print(msg, file=sys.stderr))
     bars = _StageBars()
     try:
@@ -129,13 +129,13 @@ def run(args) -> int:
           + (f"\nBody model: {body_path}" if body_path else ""))
     if out.result.model_name == SYNTHETIC_MODEL_NAME:
         print(f"(Model: {SYNTHETIC_MODEL_NAME}: install the real model data for real motion.)")
+    for warning in out.warnings:                # also in the result file's meta["warnings"]
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 0
 
 
-def summary_table(out, engine) -> str:
+def summary_table(out: RunOutput, engine: Engine) -> str:
     """The tracks found and the time per stage, as plain text."""
-    from ..pipeline.run import STAGES
-
     result = out.result
     fps = result.video.fps or 30.0
     lines = [f"\n{result.video.name}: {result.video.width}x{result.video.height}, {fps:g} fps, "

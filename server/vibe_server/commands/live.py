@@ -35,7 +35,8 @@ def run(args) -> int:
 
     from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, run_live
     from ..pipeline.live_source import open_live_source, parse_source
-    from ..pipeline.run import load_engine, resolve_device
+    from ..data.loading import resolve_device
+    from ..pipeline.engine import load_engine
 
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":

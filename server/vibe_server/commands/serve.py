@@ -1,48 +1,78 @@
 """``vibe-mocap serve``: the HTTP job server for the Blender add-on (see docs/server.md)."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
+from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
+
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 
-TOKEN_ENV = "VIBE_MOCAP_TOKEN"
 
-
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the inference server for the Blender add-on",
-                       description="Serve the HTTP job API. Binds 127.0.0.1 by default; any other address "
-                                   f"needs a token (--token or ${TOKEN_ENV}).")
+                       description="Serve the HTTP job API. Binds 127.0.0.1 by default. Every client sends the "
+                                   f"server's token: --token, else ${TOKEN_ENV_VAR}, else the token file in the "
+                                   "user's config folder (made on first start, readable by this user only; "
+                                   "the add-on reads it from there).")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                   help=f"require 'Authorization: Bearer TOKEN' (default ${TOKEN_ENV})")
+    p.add_argument("--token", help=f"the token clients must send (visible to every account in 'ps': prefer "
+                                   f"${TOKEN_ENV_VAR} or the token file, the default)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="another name clients use for this server in the Host header (repeatable)")
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one server per GPU)")
+    p.add_argument("--device", default="auto",
+                   help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N")
     p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) backbone")
-    p.add_argument("--max-upload-mb", type=int, default=4096, help="largest accepted upload (default 4096 MiB)")
+    defaults = Settings()
+    p.add_argument("--max-upload-mb", type=int, default=defaults.max_upload_bytes // 1024 ** 2,
+                   help="largest accepted upload (default %(default)s MiB)")
+    p.add_argument("--max-queued-jobs", type=int, default=defaults.max_queued_jobs,
+                   help="jobs queued or running at once; more are refused with 429 (default %(default)s)")
+    p.add_argument("--max-queued-upload-mb", type=int, default=defaults.max_queued_upload_bytes // 1024 ** 2,
+                   help="disk held by the uploads of unfinished jobs; more is refused with 507 "
+                        "(default %(default)s MiB)")
+    p.add_argument("--probe-timeout-s", type=float, default=defaults.probe_timeout_s,
+                   help="time to open a submitted video; a slower one is refused with 415 (default %(default)s s)")
     p.add_argument("--synthetic", action="store_true",
                    help="when the model data is missing, serve a labelled random-weight placeholder model")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def resolve_token(cli_token: str | None) -> tuple[str, str]:
+    """(token, where it comes from): --token, else $VIBE_MOCAP_TOKEN, else the token file (made
+    when absent)."""
+    if cli_token:
+        return cli_token, ("--token (other accounts on this machine can read it in 'ps'; prefer "
+                           f"${TOKEN_ENV_VAR} or the token file)")
+    if os.environ.get(TOKEN_ENV_VAR, "").strip():
+        return ensure_token(), f"${TOKEN_ENV_VAR}"
+    return ensure_token(), f"the token file {token_path()} (the add-on and other local tools read it there)"
+
+
+def run(args: argparse.Namespace) -> int:
+    # start-up: uvicorn, FastAPI and torch load only when the server really starts
     import uvicorn
 
     from ..api.app import create_app
-    from ..pipeline.run import resolve_device
+    from ..data.loading import resolve_device
 
-    device = resolve_device(args.device)
-    settings = Settings(host=args.host, port=args.port, token=args.token or None,
+    device = resolve_device(args.device)           # checks it; 'auto'/'cuda' stay: one worker per GPU
+    token, token_source = resolve_token(args.token)
+    settings = Settings(host=args.host, port=args.port, token=token,
                         data_dir=Path(args.data_dir) if args.data_dir else None, jobs_dir=Path(args.jobs_dir),
-                        device=device, precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
-                        max_upload_bytes=args.max_upload_mb * 1024 ** 2, allow_synthetic=args.synthetic,
+                        device=args.device if args.device in ("auto", "cuda") else device,
+                        precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
+                        max_upload_bytes=args.max_upload_mb * 1024 ** 2, max_queued_jobs=args.max_queued_jobs,
+                        max_queued_upload_bytes=args.max_queued_upload_mb * 1024 ** 2,
+                        probe_timeout_s=args.probe_timeout_s, allow_synthetic=args.synthetic,
                         allowed_hosts=tuple(args.allowed_host))
-    app = create_app(settings)                     # validates: a non-loopback bind needs a token
-    print(f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})", flush=True)
+    app = create_app(settings)                     # validates the settings
+    print(f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"
+          f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False,
                 server_header=False, date_header=False)
     return 0

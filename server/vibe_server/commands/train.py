@@ -4,9 +4,12 @@ discriminator or the MPoser prior) or the MPoser VAE. Settings are the fields of
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
+from ..train.config import MPoserConfig, TrainConfig
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train VIBE (or the MPoser prior) on the preprocessed database files",
                        description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32). "
                                    "For several GPUs run: torchrun --standalone --nproc_per_node=N "
@@ -16,11 +19,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    import dataclasses
-
-    from ..train.config import MPoserConfig, TrainConfig
-
+def run(args: argparse.Namespace) -> int:
     if any(a in ("-h", "--help") for a in args.settings):
         config_class = TrainConfig if args.what == "vibe" else MPoserConfig
         print(f"vibe-mocap train {args.what} [--key=value ...]; settings and defaults ({config_class.__name__}):")
@@ -28,7 +27,7 @@ def run(args) -> int:
             print(f"  --{f.name}={f.default}")
         return 0
     if args.what == "vibe":
-        from ..train.train import main
+        from ..train.train import main  # start-up: torch loads only when a run really starts
     else:
-        from ..train.mposer import main
+        from ..train.mposer import main  # start-up: torch loads only when a run really starts
     return main(args.settings)

@@ -1,4 +1,5 @@
-"""The model-data bundle: where it lives, what must be in it, installing and checking it.
+"""The model-data bundle: installing and checking it. Where it lives, its file names and reading the
+files are :mod:`vibe_server.data.loading`'s (re-exported here under the same names).
 
 The files are licensed to each user (SMPL) or large (weights), so they never ship with VIBE Mocap:
 ``vibe-mocap data install SOURCE`` copies them from the official ``vibe_data.zip``, a folder or a
@@ -8,59 +9,56 @@ platform's user-data folder (see :func:`default_data_dir`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
+import stat
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
+from typing import BinaryIO, Callable, Iterator
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.user_dirs import user_dir
+from vibe_blender.core.smpl_model import load_smpl_pkl
 
-ENV_VAR = "VIBE_DATA_DIR"
-SMPL_PKL = "SMPL_NEUTRAL.pkl"
-EXTRA_REGRESSOR = "J_regressor_extra.npy"
-H36M_REGRESSOR = "J_regressor_h36m.npy"
-MEAN_PARAMS = "smpl_mean_params.npz"
-SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
-VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
-VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
-YOLO_WEIGHTS = "yolov3.weights"
-YOLO_WEIGHTS_BYTES = 248_007_048      # 20-byte header + 62,001,757 float32
+# The folder, the file names and the readers are the loader's; install and check use the same ones.
+from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/check side's name for them
+    ENV_VAR,
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    INSTALL_HINT,
+    MEAN_PARAMS,
+    MODEL_FILES,
+    OPTIONAL_FILES,
+    REQUIRED_FILES,
+    SMPL_PKL,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    VIBE_CHECKPOINT_3DPW,
+    YOLO_WEIGHTS,
+    YOLO_WEIGHTS_BYTES,
+    default_data_dir,
+    load_joint_regressor,
+    load_mean_params,
+    require_files,
+    resolve_data_dir,
+)
 
-MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)            # + the two checkpoints
-REQUIRED_FILES = (SMPL_PKL, EXTRA_REGRESSOR, H36M_REGRESSOR, MEAN_PARAMS, SPIN_CHECKPOINT,
-                  VIBE_CHECKPOINT, YOLO_WEIGHTS)
-OPTIONAL_FILES = (VIBE_CHECKPOINT_3DPW,)
-INSTALL_HINT = ("Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
-                "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'.")
-
-
-def default_data_dir() -> Path:
-    """The platform's per-user data folder for VIBE Mocap."""
-    return user_dir("data")
-
-
-def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
-    """flag > $VIBE_DATA_DIR > :func:`default_data_dir`."""
-    if flag:
-        return Path(flag).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
-    return default_data_dir()
-
-
-def require_files(data_dir: Path, names, extra_paths=()) -> None:
-    """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
-    missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
-    missing += [str(p) for p in extra_paths if not Path(p).is_file()]
-    if missing:
-        raise VibeError(f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
-                        f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)")
+MiB, GiB = 1 << 20, 1 << 30
+# The most each model file may hold: the official files' sizes with a wide margin, so that a wrong or
+# hostile source (a zip bomb, a link to /dev/zero) cannot fill the disk. The regressors are
+# (J, 6890) float64 (under 1 MB), the mean parameters 157 floats, SMPL_NEUTRAL.pkl tens of MB, the
+# checkpoints a few hundred MB at most; yolov3.weights has exactly one size.
+MAX_FILE_BYTES = {
+    SMPL_PKL: 256 * MiB, EXTRA_REGRESSOR: 8 * MiB, H36M_REGRESSOR: 8 * MiB, MEAN_PARAMS: 1 * MiB,
+    SPIN_CHECKPOINT: 1 * GiB, VIBE_CHECKPOINT: 1 * GiB, VIBE_CHECKPOINT_3DPW: 1 * GiB,
+    YOLO_WEIGHTS: YOLO_WEIGHTS_BYTES,
+}
+MAX_TOTAL_BYTES = 3 * GiB       # all model files of one install together
+MAX_DOWNLOAD_BYTES = 4 * GiB    # vibe_data.zip also holds files that are not installed (a sample video)
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,8 +73,6 @@ class FileStatus:
 
 
 def _check_smpl(path: Path) -> str:
-    from vibe_blender.core.smpl_model import load_smpl_pkl
-
     model = load_smpl_pkl(path)
     if model.num_vertices != 6890:
         raise VibeError(f"{model.num_vertices} vertices, expected 6890 (SMPL)")
@@ -85,22 +81,18 @@ def _check_smpl(path: Path) -> str:
 
 def _check_regressor(num_joints: int) -> Callable[[Path], str]:
     def check(path: Path) -> str:
-        from ..model.vibe import load_joint_regressor
-
         load_joint_regressor(path, num_joints)
         return f"({num_joints}, 6890)"
     return check
 
 
 def _check_mean_params(path: Path) -> str:
-    from ..model.vibe import load_mean_params
-
     load_mean_params(path)
     return "pose, shape, cam"
 
 
 def _check_spin(path: Path) -> str:
-    from .. import checkpoints
+    from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
     from ..model.backbone import ResNet50Features
 
     state = checkpoints.load_spin_checkpoint(path)
@@ -109,7 +101,7 @@ def _check_spin(path: Path) -> str:
 
 
 def _check_vibe(path: Path) -> str:
-    from .. import checkpoints
+    from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
 
     ckpt = checkpoints.load_vibe_checkpoint(path)
     checkpoints.check_generator_keys(ckpt["gen_state_dict"], source=path)
@@ -137,7 +129,16 @@ def check_bundle(data_dir: Path, names=REQUIRED_FILES + OPTIONAL_FILES) -> list[
     for name in names:
         path = data_dir / name
         if not path.is_file():
-            statuses.append(FileStatus(name, "missing", "optional" if name in OPTIONAL_FILES else ""))
+            if os.path.lexists(path):
+                statuses.append(FileStatus(name, "invalid",
+                                           "not a regular file (a device, FIFO, socket or broken link)"))
+            else:
+                statuses.append(FileStatus(name, "missing", "optional" if name in OPTIONAL_FILES else ""))
+            continue
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES[name]:     # never read an impossible file
+            statuses.append(FileStatus(name, "invalid", f"{size:,} bytes, more than any real {name} "
+                                                        f"({MAX_FILE_BYTES[name]:,} at most)"))
             continue
         try:
             statuses.append(FileStatus(name, "present", CHECKS[name](path)))
@@ -155,17 +156,119 @@ def bundle_ok(statuses: list[FileStatus]) -> bool:
 # --------------------------------------------------------------------------------------------
 
 KNOWN_FILES = REQUIRED_FILES + OPTIONAL_FILES
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class _Found:
+    """One model file found in the source, checked but not yet copied."""
+    name: str                        # the model file it provides
+    entry: str                       # where it is, for messages
+    size: int                        # bytes, from the file system or as the zip declares them
+    open: Callable[[], BinaryIO]
+
+
+def _refuse(entry: str, problem: str, advice: str = "") -> VibeError:
+    return VibeError(f"Not installed: '{entry}' {problem}. "
+                     + (advice or "Use the official files (vibe_data.zip and yolov3.weights) as downloaded."))
+
+
+def _check_size(name: str, entry: str, size: int) -> None:
+    if size > MAX_FILE_BYTES[name]:
+        raise _refuse(entry, f"holds {size:,} bytes, more than any real {name} "
+                             f"({MAX_FILE_BYTES[name]:,} at most)")
+
+
+def _open_regular(path: Path, entry: str, *, follow_symlink: bool) -> BinaryIO:
+    """Open a regular file for reading. O_NONBLOCK keeps a FIFO from blocking the open; the check on
+    the open descriptor (not the name) cannot be raced by swapping the file."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+    if not follow_symlink:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as err:
+        raise _refuse(entry, f"cannot be opened ({err.strerror})",
+                      "Check that it is a plain file you can read.") from err
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _refuse(entry, "is not a regular file (a device, FIFO or socket)")
+    return os.fdopen(fd, "rb")
+
+
+def _regular_size(path: Path, entry: str, *, follow_symlink: bool) -> int:
+    """Size of a regular file; a symbolic link (unless followed) or a special file is refused."""
+    try:
+        info = os.stat(path, follow_symlinks=follow_symlink)
+    except OSError as err:
+        raise _refuse(entry, f"cannot be read ({err.strerror})",
+                      "Check that it is a plain file you can read.") from err
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse(entry, "is a symbolic link",
+                      "Copy the real file into the folder, or install it by its own path.")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(entry, "is not a regular file (a device, FIFO or socket)")
+    return info.st_size
+
+
+def _found_in_folder(folder: Path) -> list[_Found]:
+    """The first (in sorted path order) file of each known name anywhere under ``folder``. Links are
+    never followed: a link, or a special file, with a model file's name is refused."""
+    matches: dict[str, list[Path]] = {}
+    for root, dirs, files in os.walk(folder):        # does not descend into linked folders
+        for entry in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            if entry in KNOWN_FILES:
+                matches.setdefault(entry, []).append(Path(root) / entry)
+    found = []
+    for name in KNOWN_FILES:
+        paths = sorted(matches.get(name, ()))
+        sizes = [_regular_size(path, str(path), follow_symlink=False) for path in paths]   # refuses links
+        if paths:
+            path, size = paths[0], sizes[0]
+            _check_size(name, str(path), size)
+            found.append(_Found(name, str(path), size,
+                                lambda p=path: _open_regular(p, str(p), follow_symlink=False)))
+    return found
+
+
+def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
+    """The first member of each known name. Link and special-file members are refused, and each
+    member's declared size is bounded before anything is decompressed."""
+    found: dict[str, _Found] = {}
+    for info in archive.infolist():
+        name = Path(info.filename).name
+        if info.is_dir() or name not in KNOWN_FILES:
+            continue
+        entry = f"{source}:{info.filename}"
+        kind = stat.S_IFMT(info.external_attr >> 16)      # Unix file type, 0 when not recorded
+        if stat.S_ISLNK(kind):
+            raise _refuse(entry, "is a symbolic link")
+        if kind and not stat.S_ISREG(kind):
+            raise _refuse(entry, "is not a regular file")
+        _check_size(name, entry, info.file_size)
+        found.setdefault(name, _Found(name, entry, info.file_size, lambda i=info: archive.open(i)))
+    return list(found.values())
 
 
 def _download(url: str, dest_dir: Path) -> Path:
-    from tqdm import tqdm
+    from tqdm import tqdm  # start-up: only a download shows a progress bar
 
     target = dest_dir / (Path(urllib.request.urlparse(url).path).name or "download.zip")
+    limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)
+    too_big = (f"is larger than the model data can be ({limit:,} bytes at most)",
+               "Check the URL: it should be vibe_data.zip or one model file.")
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
+            declared = response.headers.get("Content-Length", "")
+            total = int(declared) if declared.isdigit() else None
+            if total is not None and total > limit:
+                raise _refuse(url, *too_big)
+            received = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                while chunk := response.read(1 << 20):
+                while chunk := response.read(CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > limit:
+                        raise _refuse(url, *too_big)
                     out.write(chunk)
                     bar.update(len(chunk))
     except OSError as err:
@@ -174,19 +277,43 @@ def _download(url: str, dest_dir: Path) -> Path:
     return target
 
 
-def _copy_atomic(read: Callable, dest: Path) -> None:
+def _read_exactly(item: _Found) -> Iterator[bytes]:
+    """item.size bytes from item, in chunks; a source that holds more or fewer is refused."""
+    copied = 0
+    try:
+        with item.open() as src:
+            while chunk := src.read(min(CHUNK_BYTES, item.size + 1 - copied)):
+                copied += len(chunk)
+                if copied > item.size:
+                    break
+                yield chunk
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
+        raise _refuse(item.entry, f"cannot be read ({err})", "The source is damaged: get it again.") from err
+    if copied != item.size:
+        raise _refuse(item.entry, f"holds {'more' if copied > item.size else f'only {copied:,}'} bytes where "
+                      f"{item.size:,} were declared", "The source is damaged or changed while it was read: "
+                      "get it again.")
+
+
+def _copy(item: _Found, dest: Path) -> None:
     """Write through a temp file in the same folder, so an interrupted install never leaves half a file."""
-    tmp = dest.with_name(dest.name + ".partial")
-    with read() as src, open(tmp, "wb") as out:
-        shutil.copyfileobj(src, out, length=1 << 20)
-    os.replace(tmp, dest)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in _read_exactly(item):
+                out.write(chunk)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> list[str]:
     """Copy the known model files from ``source`` (zip, folder, single file or http(s) URL) into
-    ``data_dir``. Returns the names installed; raises VibeError when nothing usable was found."""
+    ``data_dir``. Returns the names installed; raises VibeError when nothing usable was found, and
+    before copying anything when an entry is a link or special file, or too large."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp, contextlib.ExitStack() as stack:
         if source.startswith(("http://", "https://")):
             path = _download(source, Path(tmp))
         else:
@@ -194,28 +321,33 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
             if not path.exists():
                 raise VibeError(f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder "
                                 "holding the model files, or a URL.")
-        installed: list[str] = []
         if path.is_dir():
-            for name in KNOWN_FILES:
-                found = sorted(path.rglob(name))
-                if found:
-                    _copy_atomic(lambda f=found[0]: open(f, "rb"), data_dir / name)
-                    installed.append(name)
-        elif zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    name = Path(info.filename).name
-                    if name in KNOWN_FILES and name not in installed and not info.is_dir():
-                        _copy_atomic(lambda i=info: archive.open(i), data_dir / name)
-                        installed.append(name)
-        elif path.name in KNOWN_FILES:
-            _copy_atomic(lambda: open(path, "rb"), data_dir / path.name)
-            installed.append(path.name)
+            found = _found_in_folder(path)
         else:
-            raise VibeError(f"'{source}' is neither a zip archive, a folder nor one of the model files "
-                            f"({', '.join(KNOWN_FILES)}).")
-    if not installed:
+            # a path the user typed may be a link, but what it names must be a plain file: a FIFO
+            # would block zipfile's probe, /dev/zero would never end
+            size = _regular_size(path, source, follow_symlink=True)
+            if zipfile.is_zipfile(path):
+                try:
+                    archive = stack.enter_context(zipfile.ZipFile(path))
+                except zipfile.BadZipFile as err:
+                    raise _refuse(source, f"is a damaged zip archive ({err})", "Get it again.") from err
+                found = _found_in_zip(archive, source)
+            elif path.name in KNOWN_FILES:
+                _check_size(path.name, source, size)
+                found = [_Found(path.name, source, size,
+                                lambda: _open_regular(path, source, follow_symlink=True))]
+            else:
+                raise VibeError(f"'{source}' is neither a zip archive, a folder nor one of the model files "
+                                f"({', '.join(KNOWN_FILES)}).")
+        total = sum(item.size for item in found)
+        if total > MAX_TOTAL_BYTES:
+            raise _refuse(source, f"holds {total:,} bytes of model files, more than the whole model data "
+                          f"can be ({MAX_TOTAL_BYTES:,} at most)")
+        for item in found:
+            _copy(item, data_dir / item.name)
+    if not found:
         raise VibeError(f"'{source}' holds none of the model files ({', '.join(KNOWN_FILES)}).")
-    for name in installed:
-        log(f"installed {name}")
-    return installed
+    for item in found:
+        log(f"installed {item.name}")
+    return [item.name for item in found]

@@ -6,6 +6,7 @@ plain pickle, ``J_regressor_extra.npy``, ``J_regressor_h36m.npy``, ``smpl_mean_p
 a stick-figure body: one tube of vertices per joint, so that skinning, joints and shape keys behave
 like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can import it too.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,19 +24,70 @@ NUM_FACES = 13776
 TUBE_SIDES = 12
 
 # Rest joint locations of a neutral adult (metres, SMPL frame: Y up, +X = the body's left).
-REST_JOINTS = np.array([
-    [0.00, 0.00, 0.00], [0.06, -0.09, 0.00], [-0.06, -0.09, 0.00], [0.00, 0.11, -0.01],
-    [0.10, -0.47, 0.00], [-0.10, -0.47, 0.00], [0.00, 0.24, 0.00], [0.09, -0.87, -0.04],
-    [-0.09, -0.87, -0.04], [0.00, 0.29, 0.02], [0.11, -0.93, 0.08], [-0.11, -0.93, 0.08],
-    [0.00, 0.51, -0.01], [0.08, 0.42, 0.00], [-0.08, 0.42, 0.00], [0.00, 0.58, 0.04],
-    [0.17, 0.45, -0.01], [-0.17, 0.45, -0.01], [0.43, 0.44, -0.03], [-0.43, 0.44, -0.03],
-    [0.68, 0.45, -0.03], [-0.68, 0.45, -0.03], [0.76, 0.44, -0.04], [-0.76, 0.44, -0.04],
-])
+REST_JOINTS = np.array(
+    [
+        [0.00, 0.00, 0.00],
+        [0.06, -0.09, 0.00],
+        [-0.06, -0.09, 0.00],
+        [0.00, 0.11, -0.01],
+        [0.10, -0.47, 0.00],
+        [-0.10, -0.47, 0.00],
+        [0.00, 0.24, 0.00],
+        [0.09, -0.87, -0.04],
+        [-0.09, -0.87, -0.04],
+        [0.00, 0.29, 0.02],
+        [0.11, -0.93, 0.08],
+        [-0.11, -0.93, 0.08],
+        [0.00, 0.51, -0.01],
+        [0.08, 0.42, 0.00],
+        [-0.08, 0.42, 0.00],
+        [0.00, 0.58, 0.04],
+        [0.17, 0.45, -0.01],
+        [-0.17, 0.45, -0.01],
+        [0.43, 0.44, -0.03],
+        [-0.43, 0.44, -0.03],
+        [0.68, 0.45, -0.03],
+        [-0.68, 0.45, -0.03],
+        [0.76, 0.44, -0.04],
+        [-0.76, 0.44, -0.04],
+    ]
+)
 # Where each joint's tube ends: its first child, or a short extension for the leaves.
-_LEAF_TIPS = {10: [0.0, -0.02, 0.10], 11: [0.0, -0.02, 0.10], 15: [0.0, 0.20, 0.0],
-              22: [0.08, 0.0, 0.0], 23: [-0.08, 0.0, 0.0]}
-_RADII = np.array([0.12, 0.07, 0.07, 0.11, 0.05, 0.05, 0.12, 0.04, 0.04, 0.12, 0.03, 0.03,
-                   0.05, 0.05, 0.05, 0.09, 0.045, 0.045, 0.035, 0.035, 0.03, 0.03, 0.025, 0.025])
+_LEAF_TIPS = {
+    10: [0.0, -0.02, 0.10],
+    11: [0.0, -0.02, 0.10],
+    15: [0.0, 0.20, 0.0],
+    22: [0.08, 0.0, 0.0],
+    23: [-0.08, 0.0, 0.0],
+}
+_RADII = np.array(
+    [
+        0.12,
+        0.07,
+        0.07,
+        0.11,
+        0.05,
+        0.05,
+        0.12,
+        0.04,
+        0.04,
+        0.12,
+        0.03,
+        0.03,
+        0.05,
+        0.05,
+        0.05,
+        0.09,
+        0.045,
+        0.045,
+        0.035,
+        0.035,
+        0.03,
+        0.03,
+        0.025,
+        0.025,
+    ]
+)
 
 
 def _tube_ends() -> np.ndarray:
@@ -50,7 +102,7 @@ def make_body_model(seed: int = 0) -> BodyModel:
     """A stick-figure SMPL: V = 6890, F = 13776, 24 joints, 10 shape components, 207 correctives."""
     rng = np.random.default_rng(seed)
     ends = _tube_ends()
-    rings_total = (NUM_VERTICES - 2) // TUBE_SIDES          # 574 rings, 2 spare vertices
+    rings_total = (NUM_VERTICES - 2) // TUBE_SIDES  # 574 rings, 2 spare vertices
     rings = np.full(24, rings_total // 24)
     rings[: rings_total - rings.sum()] += 1
     verts, weights, faces, ring0 = [], [], [], []
@@ -68,7 +120,7 @@ def make_body_model(seed: int = 0) -> BodyModel:
             verts.append(a + t * (b - a) + _RADII[j] * circle)
             wj = np.zeros((TUBE_SIDES, 24))
             parent = PARENTS[j]
-            own = 1.0 if parent < 0 else min(1.0, 0.5 + 2.0 * t)   # blend into the parent near the joint
+            own = 1.0 if parent < 0 else min(1.0, 0.5 + 2.0 * t)  # blend into the parent near the joint
             wj[:, j] = own
             if parent >= 0:
                 wj[:, parent] += 1.0 - own
@@ -78,19 +130,19 @@ def make_body_model(seed: int = 0) -> BodyModel:
             for s in range(TUBE_SIDES):
                 p, q = start + r * TUBE_SIDES + s, start + r * TUBE_SIDES + (s + 1) % TUBE_SIDES
                 faces += [[p, q, p + TUBE_SIDES], [q, q + TUBE_SIDES, p + TUBE_SIDES]]
-    verts.append(np.zeros((2, 3)))                              # two spare vertices at the pelvis
+    verts.append(np.zeros((2, 3)))  # two spare vertices at the pelvis
     w_spare = np.zeros((2, 24))
     w_spare[:, 0] = 1.0
     weights.append(w_spare)
     v_template = np.concatenate(verts)
     lbs_weights = np.concatenate(weights)
     faces = np.array(faces, dtype=np.int64)
-    faces = np.concatenate([faces, faces[: NUM_FACES - len(faces)]])   # pad to the official count
+    faces = np.concatenate([faces, faces[: NUM_FACES - len(faces)]])  # pad to the official count
 
     # J_regressor: each joint is the mean of its tube's first ring, whose centre is the joint.
     J_regressor = np.zeros((24, NUM_VERTICES))
     for j, start in enumerate(ring0):
-        J_regressor[j, start:start + TUBE_SIDES] = 1.0 / TUBE_SIDES
+        J_regressor[j, start : start + TUBE_SIDES] = 1.0 / TUBE_SIDES
 
     # Shape space: beta 0 = overall size, beta 1 = girth, the rest small smooth random fields.
     shapedirs = rng.normal(0.0, 0.002, size=(NUM_VERTICES, 3, 10))
@@ -98,8 +150,15 @@ def make_body_model(seed: int = 0) -> BodyModel:
     radial = v_template - lbs_weights @ REST_JOINTS
     shapedirs[:, :, 1] = 0.15 * radial
     posedirs = rng.normal(0.0, 0.001, size=(NUM_VERTICES, 3, 207))
-    model = BodyModel(v_template=v_template, faces=faces, lbs_weights=lbs_weights, shapedirs=shapedirs,
-                      posedirs=posedirs, J_regressor=J_regressor, parents=PARENTS.copy())
+    model = BodyModel(
+        v_template=v_template,
+        faces=faces,
+        lbs_weights=lbs_weights,
+        shapedirs=shapedirs,
+        posedirs=posedirs,
+        J_regressor=J_regressor,
+        parents=PARENTS.copy(),
+    )
     model.validate("synthetic body model")
     return model
 
@@ -117,6 +176,7 @@ def random_joint_regressor(num_joints: int, seed: int) -> np.ndarray:
 # Writing the official-format pickle
 # --------------------------------------------------------------------------------------------
 
+
 def _fake_class(module: str, name: str):
     """A class that pickles under ``module.name`` (chumpy / old scipy) without those packages."""
     cls = type(name, (), {"__getstate__": lambda self: self.state, "__module__": module})
@@ -131,12 +191,18 @@ def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = T
     ``scipy.sparse.csc.csc_matrix``, with numpy 1.x module paths, as the official file has them.
     """
     kintree = np.stack([model.parents, np.arange(24)]).astype(np.int64)
-    kintree[0, 0] = 4294967295          # the official file stores the root's parent as uint32 -1
+    kintree[0, 0] = 4294967295  # the official file stores the root's parent as uint32 -1
     data = {
-        "v_template": model.v_template, "f": model.faces.astype(np.uint32),
-        "weights": model.lbs_weights, "shapedirs": model.shapedirs, "posedirs": model.posedirs,
-        "J_regressor": model.J_regressor, "kintree_table": kintree,
-        "J": model.J_regressor @ model.v_template, "bs_style": "lbs", "bs_type": "lrotmin",
+        "v_template": model.v_template,
+        "f": model.faces.astype(np.uint32),
+        "weights": model.lbs_weights,
+        "shapedirs": model.shapedirs,
+        "posedirs": model.posedirs,
+        "J_regressor": model.J_regressor,
+        "kintree_table": kintree,
+        "J": model.J_regressor @ model.v_template,
+        "bs_style": "lbs",
+        "bs_type": "lrotmin",
         "vert_sym_idxs": np.arange(NUM_VERTICES),
     }
     saved_modules = {}
@@ -146,11 +212,13 @@ def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = T
             for n in names:
                 saved_modules[n] = sys.modules.get(n)
             ch_mod, csc_mod = types.ModuleType("chumpy.ch"), types.ModuleType("scipy.sparse.csc")
-            ch_mod.Ch, csc_mod.csc_matrix = _fake_class("chumpy.ch", "Ch"), _fake_class("scipy.sparse.csc", "csc_matrix")
-            sys.modules.update({"chumpy": types.ModuleType("chumpy"), "chumpy.ch": ch_mod,
-                                "scipy.sparse.csc": csc_mod})
+            ch_mod.Ch, csc_mod.csc_matrix = (
+                _fake_class("chumpy.ch", "Ch"),
+                _fake_class("scipy.sparse.csc", "csc_matrix"),
+            )
+            sys.modules.update({"chumpy": types.ModuleType("chumpy"), "chumpy.ch": ch_mod, "scipy.sparse.csc": csc_mod})
             if "scipy" not in sys.modules and importlib.util.find_spec("scipy") is None:
-                for parent in ("scipy", "scipy.sparse"):   # pickle imports the parents; Blender has no scipy
+                for parent in ("scipy", "scipy.sparse"):  # pickle imports the parents; Blender has no scipy
                     saved_modules[parent] = None
                     sys.modules[parent] = types.ModuleType(parent)
             for key in ("v_template", "weights", "shapedirs", "posedirs", "J"):
@@ -161,7 +229,9 @@ def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = T
             cols = [np.flatnonzero(dense[:, c]) for c in range(dense.shape[1])]
             sparse = csc_mod.csc_matrix()
             sparse.state = {
-                "_shape": dense.shape, "maxprint": 50, "format": "csc",
+                "_shape": dense.shape,
+                "maxprint": 50,
+                "format": "csc",
                 "indices": np.concatenate(cols).astype(np.int32),
                 "indptr": np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int32),
                 "data": np.concatenate([dense[c, i] for i, c in enumerate(cols)]),
@@ -181,9 +251,12 @@ def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = T
 def mean_params() -> dict[str, np.ndarray]:
     """``smpl_mean_params.npz``: 6D mean pose (upright, facing the camera), zero shape, a camera."""
     pose6d = np.tile(np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), 24)
-    pose6d[:6] = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]     # root: 180 degrees about x (camera frame, y down)
-    return {"pose": pose6d.astype(np.float32), "shape": np.zeros(10, np.float32),
-            "cam": np.array([0.9, 0.0, 0.0], np.float32)}
+    pose6d[:6] = [1.0, 0.0, 0.0, -1.0, 0.0, 0.0]  # root: 180 degrees about x (camera frame, y down)
+    return {
+        "pose": pose6d.astype(np.float32),
+        "shape": np.zeros(10, np.float32),
+        "cam": np.array([0.9, 0.0, 0.0], np.float32),
+    }
 
 
 def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = True) -> BodyModel:
@@ -202,42 +275,53 @@ def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = 
 # Random weights in the official checkpoint containers
 # --------------------------------------------------------------------------------------------
 
-def write_synthetic_bundle(folder: str | Path, *, seed: int = 0, chumpy_style: bool = True,
-                           cuda_tagged: bool = False, numpy1_names: bool = True) -> Path:
+
+def write_synthetic_bundle(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    chumpy_style: bool = True,
+    cuda_tagged: bool = False,
+    numpy1_names: bool = True,
+) -> Path:
     """SMPL files + ``spin_model_checkpoint.pth.tar`` + ``vibe_model_wo_3dpw.pth.tar`` with random
     weights, written like the originals: legacy (non-zip) serialisation, ``performance`` as a numpy
     float64 pickled under numpy 1's module names, optionally CUDA-tagged storages. The regressor's
     output layers are scaled down so that the placeholder body stays near the mean pose.
     """
-    import torch
+    import torch  # start-up: the SMPL-file writers above are pure numpy (Blender's Python uses them)
 
-    from .. import checkpoints
-    from ..model.vibe import build_model
+    from .. import checkpoints  # start-up: imports torch
+    from ..model.vibe import VIBE  # start-up: imports torch
 
     folder = Path(folder)
-    write_smpl_files(folder, seed=seed, chumpy_style=chumpy_style)
+    body_model = write_smpl_files(folder, seed=seed, chumpy_style=chumpy_style)
     torch.manual_seed(seed)
-    model = build_model(folder)
+    # from the arrays just written (the same values the loader reads back from the files)
+    model = VIBE(body_model, random_joint_regressor(9, seed + 1).astype(np.float32), mean_params())
     with torch.no_grad():
         for m in model.backbone.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):   # realistic running statistics
+            if isinstance(m, torch.nn.BatchNorm2d):  # realistic running statistics
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.0)
         for layer in (model.regressor.decpose, model.regressor.decshape, model.regressor.deccam):
             layer.weight.mul_(0.1)
             layer.bias.zero_()
-    head = {k.removeprefix("regressor."): v for k, v in checkpoints.generator_state_dict(model).items()
-            if k.removeprefix("regressor.") in checkpoints.SPIN_HEAD_KEYS}
+    head = {
+        k.removeprefix("regressor."): v
+        for k, v in checkpoints.generator_state_dict(model).items()
+        if k.removeprefix("regressor.") in checkpoints.SPIN_HEAD_KEYS
+    }
     spin_path, vibe_path = folder / "spin_model_checkpoint.pth.tar", folder / "vibe_model_wo_3dpw.pth.tar"
     original_tag = torch.serialization.location_tag
     try:
-        if cuda_tagged:   # what a file saved from a GPU model looks like
+        if cuda_tagged:  # what a file saved from a GPU model looks like
             torch.serialization.location_tag = lambda storage: "cuda:0"
         checkpoints.save_spin_checkpoint(spin_path, model.backbone.state_dict(), head)
         checkpoints.save_vibe_checkpoint(vibe_path, model, epoch=30, performance=56.56075477600098)
     finally:
         torch.serialization.location_tag = original_tag
-    if numpy1_names:   # the official file was pickled by numpy 1.x, whose scalars live in numpy.core
+    if numpy1_names:  # the official file was pickled by numpy 1.x, whose scalars live in numpy.core
         vibe_path.write_bytes(vibe_path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
     return folder

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..geometry import batch_rodrigues
 from . import metrics
@@ -58,7 +58,8 @@ def summarise(pred_j3d: np.ndarray, target_j3d: np.ndarray, pve: np.ndarray) -> 
 
 
 @torch.no_grad()
-def evaluate_generator(generator, dataset, j_regressor_h36m: torch.Tensor, device="cpu",
+def evaluate_generator(generator: torch.nn.Module, dataset: Dataset, j_regressor_h36m: torch.Tensor,
+                       device: str | torch.device = "cpu",
                        batch_size: int = 32, num_workers: int = 0) -> EvaluationResult:
     """generator: features (N, T, 2048) -> VIBE dict; dataset: a non-training `SequenceDataset`."""
     was_training = generator.training

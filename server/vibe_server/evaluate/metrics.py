@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+ArrayOrTensor = np.ndarray | torch.Tensor
+
 PELVIS_JOINTS = (2, 3)   # right hip, left hip in the 14-joint (LSP) order
 
 
-def centre_on_pelvis(joints):
+def centre_on_pelvis(joints: ArrayOrTensor) -> ArrayOrTensor:
     """joints (N, 14, 3) -> the same minus the mean of the two hip joints (works for numpy and torch)."""
     pelvis = (joints[:, PELVIS_JOINTS[0]] + joints[:, PELVIS_JOINTS[1]]) / 2.0
     return joints - pelvis[:, None, :]

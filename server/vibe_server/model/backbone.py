@@ -39,7 +39,7 @@ class Bottleneck(nn.Module):
 class ResNet50Features(nn.Module):
     """images (B, 3, 224, 224) ImageNet-normalised RGB -> features (B, 2048), post-ReLU average."""
 
-    def __init__(self, layers=(3, 4, 6, 3)):
+    def __init__(self, layers: tuple[int, int, int, int] = (3, 4, 6, 3)) -> None:
         super().__init__()
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)

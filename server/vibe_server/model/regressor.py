@@ -37,7 +37,7 @@ class Regressor(nn.Module):
         self.register_buffer("init_shape", torch.tensor(mean_params["shape"][:], dtype=torch.float32).unsqueeze(0))
         self.register_buffer("init_cam", torch.tensor(mean_params["cam"][:], dtype=torch.float32).unsqueeze(0))
 
-    def iterate(self, x: torch.Tensor):
+    def iterate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, 2048) -> (pose6d (B, 144), betas (B, 10), cam (B, 3)) after ``n_iter`` IEF steps."""
         b = x.shape[0]
         pose6d, betas, cam = self.init_pose.expand(b, -1), self.init_shape.expand(b, -1), self.init_cam.expand(b, -1)

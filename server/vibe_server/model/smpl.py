@@ -53,7 +53,7 @@ class SMPL(smplx.SMPL):
         self.register_buffer("J_regressor_extra", torch.tensor(J_regressor_extra, dtype=torch.float32))
         self.register_buffer("joint_map", torch.tensor(JOINT_MAP, dtype=torch.long), persistent=False)
 
-    def forward_joints(self, betas: torch.Tensor, rotmat: torch.Tensor):
+    def forward_joints(self, betas: torch.Tensor, rotmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """betas (B, 10), rotmat (B, 24, 3, 3) -> (vertices (B, 6890, 3), joints (B, 49, 3)), metres."""
         out = super().forward(betas=betas, body_pose=rotmat[:, 1:], global_orient=rotmat[:, 0].unsqueeze(1),
                               pose2rot=False)

@@ -96,16 +96,18 @@ class PeopleStream:
         return self.collector.tracklets(min_track_frames)
 
 
-def stream_people(frames, detector: Detector, *, detection_stride: int = 1, progress=None) -> PeopleStream:
-    """Decode, detect and track in one pass, yielding every frame with its reported boxes.
+def stream_people(frames: Iterable, detector: Detector, *, detection_stride: int = 1,
+                  progress: Callable | None = None) -> PeopleStream:
+    """frames (H, W, 3) uint8 RGB -> iterator of (frame_index, frame_rgb, [(track_id, bbox (4,) [cx, cy, w, h]),
+    ...]): decode, detect and track in one pass.
 
     See :class:`PeopleStream`; call ``.tracklets(min_track_frames)`` once the iteration is done.
     """
     return PeopleStream(frames, detector, detection_stride=detection_stride, progress=progress)
 
 
-def find_people(reader, detector: Detector, *, detection_stride: int = 1,
-                min_track_frames: int = MIN_TRACK_FRAMES, progress=None) -> Tracklets:
+def find_people(reader: Iterable, detector: Detector, *, detection_stride: int = 1,
+                min_track_frames: int = MIN_TRACK_FRAMES, progress: Callable | None = None) -> Tracklets:
     """reader (frames), detector -> {track_id: Tracklet(frames (N,) int64, bboxes (N, 4) [cx, cy, w, h])}.
 
     One decoding pass; tracks shorter than ``min_track_frames`` (official: 25) are dropped.

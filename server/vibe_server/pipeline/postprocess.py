@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track
+from vibe_server.geometry import convert_crop_cam_to_orig_img, convert_crop_coords_to_orig_img, projection
 
 BBOX_SCALE = 1.1          # the crop covers 1.1 x the tracker's (square) box (official demo)
 CROP_SIZE_PX = 224
@@ -49,16 +51,12 @@ def default_focal_length_px(width: int, height: int) -> float:
 def crop_cam_to_orig_cam(pred_cam: np.ndarray, bboxes: np.ndarray, width: int, height: int, *,
                          official_uncrop: bool = False) -> np.ndarray:
     """pred_cam (T, 3) [s, tx, ty], bboxes (T, 4) [cx, cy, w, h] -> orig_cam (T, 4) [sx, sy, tx, ty]."""
-    from vibe_server.geometry import convert_crop_cam_to_orig_img
-
     return convert_crop_cam_to_orig_img(np.asarray(pred_cam, np.float64), np.asarray(bboxes, np.float64),
                                         width, height, bbox_scale=1.0 if official_uncrop else BBOX_SCALE)
 
 
 def crop_coords_to_image_px(kp_2d: np.ndarray, bboxes: np.ndarray, *, official_uncrop: bool = False) -> np.ndarray:
     """kp_2d (T, J, 2) normalised crop coords in [-1, 1] -> (T, J, 2) image pixels."""
-    from vibe_server.geometry import convert_crop_coords_to_orig_img
-
     return convert_crop_coords_to_orig_img(np.asarray(bboxes, np.float64), np.asarray(kp_2d), CROP_SIZE_PX,
                                            bbox_scale=1.0 if official_uncrop else BBOX_SCALE)
 
@@ -97,10 +95,6 @@ def official_output(result: MocapResult, smpl_fn: SmplFn) -> dict[int, dict]:
     """The official demo's output dict ``{track_id: {pred_cam, orig_cam, verts, pose, betas, joints3d,
     joints2d (None), joints2d_img_coord, bboxes, frame_ids}}`` from a result; vertices come from
     ``smpl_fn`` and the 2D joints from projecting joints3d with the crop camera (as the model does)."""
-    import torch
-
-    from vibe_server.geometry import projection
-
     official_uncrop = result.meta.get(UNCROP_META_KEY, UNCROP_CORRECTED) == UNCROP_OFFICIAL
     out = {}
     for track in result.tracks:
@@ -128,7 +122,7 @@ def write_official_pkl(path: str | Path, output: dict[int, dict]) -> None:
     pickle of numpy arrays (``joblib.load`` reads both)."""
     path = Path(path)
     try:
-        import joblib
+        import joblib  # optional dependency (the train extra); without it a plain pickle is written
     except ImportError:
         joblib = None
     tmp = path.with_name(path.name + ".part")

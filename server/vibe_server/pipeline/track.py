@@ -12,6 +12,7 @@ Unlike the official code, track ids count from 1 per :class:`Sort` instance, not
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -129,8 +130,10 @@ class KalmanBoxTracker:
         return state_to_bbox(self.x)
 
 
-def associate(dets_xyxy: np.ndarray, predicted_xyxy: np.ndarray, iou_threshold: float = IOU_THRESHOLD):
-    """Hungarian assignment on IoU -> (matches (M, 2) [det, track], unmatched dets, unmatched tracks).
+def associate(dets_xyxy: np.ndarray, predicted_xyxy: np.ndarray,
+              iou_threshold: float = IOU_THRESHOLD) -> tuple[np.ndarray, list[int], list[int]]:
+    """dets (K, 4+), predicted (P, 4) [x1, y1, x2, y2] -> (matches (M, 2) [det, track], unmatched det
+    indices, unmatched track indices), by Hungarian assignment on IoU.
 
     Assigned pairs with IoU below the threshold count as unmatched on both sides.
     """
@@ -170,6 +173,7 @@ class Sort:
         self._reported_ids: set[int] = set()
 
     def update(self, dets: np.ndarray) -> np.ndarray:
+        """dets (K, 5) [x1, y1, x2, y2, score] -> reported tracks (R, 5) [x1, y1, x2, y2, track_id]."""
         self.frame_count += 1
         # 1. predict every track; drop those whose prediction broke down
         predicted = np.array([t.predict() for t in self.trackers]).reshape(-1, 4)
@@ -194,6 +198,8 @@ class Sort:
         return np.array(reported, dtype=np.float64).reshape(-1, 5)
 
     def coast(self) -> np.ndarray:
+        """A frame without detection -> (R, 5) [x1, y1, x2, y2, track_id]: the last reported tracks,
+        carried by their Kalman prediction."""
         reported = []
         for tracker in reversed(self.trackers):
             tracker.kalman_predict()
@@ -245,11 +251,11 @@ class TrackletCollector:
                 for track_id, frames in sorted(self._frames.items()) if len(frames) >= min_track_frames}
 
 
-def track_detections(detections_per_frame, *, min_track_frames: int = MIN_TRACK_FRAMES,
-                     detected=None) -> Tracklets:
-    """Run SORT over a whole video's detections.
+def track_detections(detections_per_frame: Sequence[np.ndarray], *, min_track_frames: int = MIN_TRACK_FRAMES,
+                     detected: Sequence[bool] | None = None) -> Tracklets:
+    """detections_per_frame: (K_t, 5) [x1, y1, x2, y2, score] per frame -> tracklets, by SORT over the
+    whole video.
 
-    detections_per_frame: sequence over frames of (K, 5) [x1, y1, x2, y2, score] arrays.
     detected: optional sequence of bools, False where detection did not run (the tracker coasts).
     """
     sort, collector = Sort(), TrackletCollector()

@@ -3,48 +3,66 @@ overridden from the command line with `--key=value` and saved into every checkpo
 
     config = parse_overrides(TrainConfig, ["--batch_size=16", "--motion_prior=mposer"])
 """
+
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from dataclasses import dataclass
+from typing import TypeVar
 
 from vibe_blender.core.errors import VibeError
 
 
 @dataclass
-class TrainConfig:
-    """The VIBE generator + motion discriminator run. Batch sizes are per process (torchrun rank)."""
+class RunConfig:
+    """The settings every training run has (one definition; each trainer may change a default)."""
 
-    # --- data: the preprocessed database files (`data/vibe_db` in the original) ---
-    db_dir: str = "data/vibe_db"           # holds insta_train_db.h5, mpii3d_train_db.pt, amass_db.pt, ...
-    datasets_2d: str = "insta"              # comma list of: insta, pennaction, posetrack ('' = none)
-    datasets_3d: str = "mpii3d"             # comma list of: mpii3d, 3dpw, h36m
-    dataset_val: str = "3dpw"               # per-epoch validation set (its 'val' file), or 'none'
-    seqlen: int = 16                        # T, frames per window
-    batch_size: int = 32                    # sequences per step: 2D part int(batch * ratio), 3D the rest
-    data_2d_ratio: float = 0.6              # 19 + 13 with the defaults
-    motion_batch_size: int = 32             # AMASS sequences per step (real motion for D_M)
+    db_dir: str = "data/vibe_db"  # the preprocessed database files (`data/vibe_db` in the original)
+    seqlen: int = 16  # T, frames per window
+    batch_size: int = 32  # sequences per step, per process (torchrun rank)
+    num_workers: int = 8  # DataLoader worker processes
+    lr_patience: int = 5  # ReduceLROnPlateau on the validation value
+    epochs: int = 30
+    out_dir: str = "runs/vibe"  # checkpoints and CSV logs
+    resume: bool = True  # continue from the checkpoint in out_dir when it exists
+    device: str = "auto"  # auto = cuda when available (one GPU per rank), else cpu
+    seed: int = 0
+    log_interval: int = 10  # log every this many steps (VIBE) or epochs (MPoser)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """The VIBE generator + motion discriminator run. Batch sizes are per process (torchrun rank).
+    Also the fields of :class:`RunConfig` (db_dir: insta_train_db.h5, mpii3d_train_db.pt, amass_db.pt, ...;
+    batch_size: 2D part int(batch * ratio), 3D the rest; out_dir: checkpoint.pth.tar,
+    model_best.pth.tar, train_log.csv)."""
+
+    # --- data ---
+    datasets_2d: str = "insta"  # comma list of: insta, pennaction, posetrack ('' = none)
+    datasets_3d: str = "mpii3d"  # comma list of: mpii3d, 3dpw, h36m
+    dataset_val: str = "3dpw"  # per-epoch validation set (its 'val' file), or 'none'
+    data_2d_ratio: float = 0.6  # 19 + 13 with the defaults
+    motion_batch_size: int = 32  # AMASS sequences per step (real motion for D_M)
     val_batch_size: int = 32
-    num_workers: int = 8
     # Fixes for the original's data bugs (set false to reproduce the original exactly):
-    fix_pennaction_joints: bool = True      # PennAction db is in common-14 order; the original read it as 'pennaction'
-    match_keypoint_crop: bool = True        # normalise 2D keypoints with the crop scale the features were made
-                                            # with (MPI-INF-3DHP/PennAction/PoseTrack: 1.3) instead of a fixed 1.2
+    fix_pennaction_joints: bool = True  # PennAction db is in common-14 order; the original read it as 'pennaction'
+    match_keypoint_crop: bool = True  # normalise 2D keypoints with the crop scale the features were made
+    # with (MPI-INF-3DHP/PennAction/PoseTrack: 1.3) instead of a fixed 1.2
     # --- model ---
-    model_data_dir: str = ""                # SMPL + SPIN bundle ('' = $VIBE_DATA_DIR or the platform default)
-    init_from_spin: bool = True             # regressor starts from the SPIN checkpoint's head (as released)
-    pretrained: str = ""                    # a VIBE checkpoint to start the generator from (gen_state_dict)
+    model_data_dir: str = ""  # SMPL + SPIN bundle ('' = $VIBE_DATA_DIR or the platform default)
+    init_from_spin: bool = True  # regressor starts from the SPIN checkpoint's head (as released)
+    pretrained: str = ""  # a VIBE checkpoint to start the generator from (gen_state_dict)
     # --- motion prior: 'discriminator' (VIBE), 'mposer' (ablation; D_M off) or 'none' ---
     motion_prior: str = "discriminator"
     disc_hidden: int = 1024
     disc_layers: int = 2
-    disc_feature_pool: str = "attention"    # 'attention' (release) or 'concat' (paper: avg + max pooling)
+    disc_feature_pool: str = "attention"  # 'attention' (release) or 'concat' (paper: avg + max pooling)
     disc_attention_size: int = 1024
     disc_attention_layers: int = 3
     disc_attention_dropout: float = 0.2
-    disc_update_steps: int = 1              # D steps every this many G steps
-    mposer_checkpoint: str = ""             # written by `train mposer` (needed when motion_prior=mposer)
+    disc_update_steps: int = 1  # D steps every this many G steps
+    mposer_checkpoint: str = ""  # written by `train mposer` (needed when motion_prior=mposer)
     # --- loss weights ---
     kp_2d_w: float = 300.0
     kp_3d_w: float = 300.0
@@ -57,28 +75,24 @@ class TrainConfig:
     gen_wd: float = 0.0
     disc_lr: float = 1e-4
     disc_wd: float = 1e-4
-    lr_patience: int = 5                    # ReduceLROnPlateau on validation PA-MPJPE
     lr_factor: float = 0.1
-    epochs: int = 30
     iters_per_epoch: int = 500
-    abort_pa_mpjpe_mm: float = 80.0         # stop when validation PA-MPJPE exceeds this (0 = never)
+    abort_pa_mpjpe_mm: float = 80.0  # stop when validation PA-MPJPE exceeds this (0 = never)
     # --- system ---
-    out_dir: str = "runs/vibe"              # checkpoint.pth.tar, model_best.pth.tar, train_log.csv
-    resume: bool = True                     # continue from out_dir/checkpoint.pth.tar when it exists
-    device: str = "auto"                    # auto = cuda when available (one GPU per rank), else cpu
-    seed: int = 0
-    log_interval: int = 10
-    tensorboard: bool = True                # also write TensorBoard events when it is installed
+    tensorboard: bool = True  # also write TensorBoard events when it is installed
 
 
 @dataclass
-class MPoserConfig:
-    """The MPoser VAE on AMASS windows (VPoser V02_05 values where VIBE gives none)."""
+class MPoserConfig(RunConfig):
+    """The MPoser VAE on AMASS windows (VPoser V02_05 values where VIBE gives none); db_dir holds
+    amass_db.pt. Also the fields of :class:`RunConfig`, some with their own defaults here."""
 
-    db_dir: str = "data/vibe_db"            # holds amass_db.pt
-    seqlen: int = 16
     batch_size: int = 256
-    val_fraction: float = 0.05              # AMASS sequences held out for validation (by vid_name)
+    num_workers: int = 4
+    epochs: int = 100
+    out_dir: str = "runs/mposer"
+    log_interval: int = 50
+    val_fraction: float = 0.05  # AMASS sequences held out for validation (by vid_name)
     hidden_size: int = 512
     latent_size: int = 32
     num_layers: int = 2
@@ -86,15 +100,9 @@ class MPoserConfig:
     kl_w: float = 0.005
     lr: float = 1e-3
     weight_decay: float = 1e-5
-    lr_patience: int = 5
-    epochs: int = 100
-    num_workers: int = 4
-    out_dir: str = "runs/mposer"
-    resume: bool = True
-    device: str = "auto"
-    seed: int = 0
-    log_interval: int = 50
 
+
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -110,7 +118,7 @@ def _convert(name: str, kind: type, text: str):
         raise VibeError(f"--{name} takes a {kind.__name__}; got {text!r}.") from None
 
 
-def parse_overrides(config_class, argv: list[str]):
+def parse_overrides(config_class: type[ConfigT], argv: list[str]) -> ConfigT:
     """['--key=value', ...] -> config_class instance with those fields replaced (types checked)."""
     kinds = {f.name: type(f.default) for f in dataclasses.fields(config_class)}
     values = {}
@@ -121,13 +129,15 @@ def parse_overrides(config_class, argv: list[str]):
         if key not in kinds:
             close = difflib.get_close_matches(key, kinds, n=3)
             hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
-            raise VibeError(f"Unknown setting --{key}.{hint} See the dataclass {config_class.__name__} "
-                            "for every setting and its default.")
+            raise VibeError(
+                f"Unknown setting --{key}.{hint} See the dataclass {config_class.__name__} "
+                "for every setting and its default."
+            )
         values[key] = _convert(key, kinds[key], text)
     return config_class(**values)
 
 
-def config_from_dict(config_class, values: dict):
+def config_from_dict(config_class: type[ConfigT], values: dict) -> ConfigT:
     """A config saved in a checkpoint -> instance (keys unknown to this version are dropped)."""
     names = {f.name for f in dataclasses.fields(config_class)}
     return config_class(**{k: v for k, v in values.items() if k in names})
@@ -136,5 +146,3 @@ def config_from_dict(config_class, values: dict):
 def split_list(text: str) -> list[str]:
     """'insta, mpii3d' -> ['insta', 'mpii3d']; '' or 'none' -> []."""
     return [] if text.strip().lower() in ("", "none") else [s.strip() for s in text.split(",") if s.strip()]
-
-

@@ -104,7 +104,7 @@ def load_db(path: str | Path) -> dict:
     if path.suffix == ".h5":
         return H5Database(path)
     try:
-        import joblib
+        import joblib  # optional dependency (the train extra)
     except ImportError:
         raise VibeError("Reading the .pt database files needs joblib: pip install joblib") from None
     db = joblib.load(path)            # a pickle: only open database files you trust
@@ -120,13 +120,13 @@ class H5Database:
 
     def __init__(self, path: Path):
         try:
-            import h5py  # noqa: F401
+            import h5py  # noqa: F401 - optional dependency (the train extra): checked when the file is opened
         except ImportError:
             raise VibeError("Reading the InstaVariety .h5 database needs h5py: pip install h5py") from None
         self.path, self._file, self._pid = path, None, None
 
     def _handle(self):
-        import h5py
+        import h5py  # optional dependency (the train extra)
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._file

@@ -7,12 +7,15 @@ original extracted its training features at scale 1.3 (MPI-INF-3DHP, PennAction,
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
+
+from ..pipeline.crop import crop_person, normalize_crops
 
 
 def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -40,12 +43,11 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.ndarray, scale: float = 1.3,
-                           batch_size: int = 200, device="cpu") -> np.ndarray:
+def extract_video_features(model: torch.nn.Module, frames_rgb: Iterable[np.ndarray], frame_ids: np.ndarray,
+                           bboxes: np.ndarray, scale: float = 1.3, batch_size: int = 200,
+                           device: str | torch.device = "cpu") -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
     features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
-    from ..pipeline.crop import crop_person, normalize_crops
-
     wanted = {int(f): i for i, f in enumerate(frame_ids)}
     features = np.zeros((len(frame_ids), 2048), dtype=np.float32)
     pending_crops, pending_rows, done = [], [], 0
@@ -77,7 +79,8 @@ def extract_video_features(model, frames_rgb, frame_ids: np.ndarray, bboxes: np.
 def write_feature_db(path: str | Path, features: np.ndarray, frame_ids: np.ndarray, bboxes: np.ndarray,
                      vid_name: str) -> None:
     """-> a joblib `.pt` with `features`, `bbox`, `frame_id`, `vid_name` (the database-file layout)."""
-    import joblib
+    import joblib  # optional dependency (the train extra)
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     joblib.dump({"features": features, "bbox": bboxes, "frame_id": frame_ids,
                  "vid_name": np.array([vid_name] * len(frame_ids))}, path)

@@ -8,6 +8,7 @@ Then train VIBE with it as the motion prior (the discriminator is then off):
 Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`)
 and out_dir/mposer_log.csv; re-running resumes after the last finished epoch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,7 @@ from ..model.discriminator import BODY_POSE_SLICE
 from ..model.mposer import MPoser, mposer_vae_loss
 from .config import MPoserConfig, config_from_dict, parse_overrides
 from .datasets import SequenceDataset
-from .train import append_csv
+from .run_log import append_csv, log, show_progress_on_console
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
 
@@ -43,7 +44,13 @@ def split_by_sequence(dataset: SequenceDataset, val_fraction: float, seed: int) 
     return Subset(dataset, train_idx), Subset(dataset, val_idx)
 
 
-def run_epoch(model, loader, config, device, optimizer=None) -> dict:
+def run_epoch(
+    model: MPoser,
+    loader: DataLoader,
+    config: MPoserConfig,
+    device: str | torch.device,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict:
     """One pass; trains when an optimizer is given. -> mean 'loss', 'loss_recon', 'loss_kl'."""
     model.train(optimizer is not None)
     totals, count = {"loss": 0.0, "loss_recon": 0.0, "loss_kl": 0.0}, 0
@@ -64,8 +71,11 @@ def run_epoch(model, loader, config, device, optimizer=None) -> dict:
 
 def train_mposer(config: MPoserConfig) -> dict:
     """-> {'history': [per-epoch dicts], 'checkpoint': path}."""
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if config.device == "auto" else config.device))
+    device = torch.device(
+        "cuda"
+        if config.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if config.device == "auto" else config.device)
+    )
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,11 +84,13 @@ def train_mposer(config: MPoserConfig) -> dict:
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
 
-    model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size,
-                   num_layers=config.num_layers).to(device)
+    model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size, num_layers=config.num_layers).to(
+        device
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.1,
-                                                           patience=config.lr_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.1, patience=config.lr_patience
+    )
     checkpoint_path = out_dir / "mposer.pth.tar"
     start_epoch, best_val_loss = 0, math.inf
     if config.resume and checkpoint_path.exists():
@@ -87,7 +99,7 @@ def train_mposer(config: MPoserConfig) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best_val_loss = ckpt["epoch"] + 1, ckpt["best_val_loss"]
-        print(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+        log.info(f"resumed from {checkpoint_path} at epoch {start_epoch}")
 
     history = []
     for epoch in range(start_epoch, config.epochs):
@@ -96,27 +108,43 @@ def train_mposer(config: MPoserConfig) -> dict:
         val_stats = run_epoch(model, val_loader, config, device) if len(val_set) else train_stats
         scheduler.step(val_stats["loss"])
         best_val_loss = min(best_val_loss, val_stats["loss"])
-        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "time_s": f"{time.time() - started:.2f}",
-               **{f"train_{k.removeprefix('loss_')}": v for k, v in train_stats.items()},
-               **{f"val_{k.removeprefix('loss_')}": v for k, v in val_stats.items()}}
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "time_s": f"{time.time() - started:.2f}",
+            **{f"train_{k.removeprefix('loss_')}": v for k, v in train_stats.items()},
+            **{f"val_{k.removeprefix('loss_')}": v for k, v in val_stats.items()},
+        }
         history.append(row)
         append_csv(out_dir / "mposer_log.csv", LOG_COLUMNS, row)
         if epoch % config.log_interval == 0 or epoch == config.epochs - 1:
-            print(f"mposer epoch {epoch}: train {train_stats['loss']:.4f} (recon {train_stats['loss_recon']:.4f}) "
-                  f"val {val_stats['loss']:.4f}")
+            log.info(
+                f"mposer epoch {epoch}: train {train_stats['loss']:.4f} "
+                f"(recon {train_stats['loss_recon']:.4f}) val {val_stats['loss']:.4f}"
+            )
         tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "best_val_loss": best_val_loss,
-                    "config": dataclasses.asdict(config)}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "best_val_loss": best_val_loss,
+                "config": dataclasses.asdict(config),
+            },
+            tmp,
+        )
         os.replace(tmp, checkpoint_path)
     return {"history": history, "checkpoint": checkpoint_path}
 
 
-def load_mposer(path: str | Path, device="cpu") -> MPoser:
+def load_mposer(path: str | Path, device: str | torch.device = "cpu") -> MPoser:
     """A trained MPoser, frozen (eval mode, no gradients to its parameters), for the prior loss."""
     if not path or not Path(path).is_file():
-        raise VibeError(f"MPoser checkpoint {path!r} not found. Train one with 'vibe-mocap train mposer' "
-                        "and pass it as --mposer_checkpoint.")
+        raise VibeError(
+            f"MPoser checkpoint {path!r} not found. Train one with 'vibe-mocap train mposer' "
+            "and pass it as --mposer_checkpoint."
+        )
     ckpt = torch.load(path, map_location=device, weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise VibeError(f"{path} is not an MPoser checkpoint (written by 'vibe-mocap train mposer').")
@@ -127,6 +155,7 @@ def load_mposer(path: str | Path, device="cpu") -> MPoser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_progress_on_console()
     train_mposer(parse_overrides(MPoserConfig, sys.argv[1:] if argv is None else argv))
     return 0
 

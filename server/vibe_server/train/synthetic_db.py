@@ -44,8 +44,9 @@ def _features(rng, n: int) -> np.ndarray:
     return np.abs(rng.normal(0, 1, (n, FEATURE_SIZE))).astype(np.float32)   # post-ReLU, non-negative
 
 
-def write_3d_db(path: Path, rng, lengths: list[int], joints: int, with_smpl: bool, prefix: str) -> None:
-    import joblib
+def write_3d_db(path: Path, rng: np.random.Generator, lengths: list[int], joints: int, with_smpl: bool,
+                prefix: str) -> None:
+    import joblib  # optional dependency (the train extra)
     n = sum(lengths)
     bbox = _bbox(rng, n)
     db = {
@@ -72,7 +73,7 @@ def write_synthetic_db(folder: str | Path, seed: int = 0, lengths: list[int] | N
     3dpw_{train,val,test}_db.pt, h36m_{train,val}_db.pt, pennaction_train_db.pt and
     posetrack_train_db.pt into `folder`. Track lengths default to [40, 23, 10] (the last track is
     shorter than 16 frames, so it yields no window)."""
-    import joblib
+    import joblib  # optional dependency (the train extra)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -106,7 +107,7 @@ def write_synthetic_db(folder: str | Path, seed: int = 0, lengths: list[int] | N
                  "features": _features(rng, n)}, folder / "posetrack_train_db.pt")
 
     try:
-        import h5py
+        import h5py  # optional dependency (the train extra)
     except ImportError:
         return folder
     with h5py.File(folder / "insta_train_db.h5", "w") as f:

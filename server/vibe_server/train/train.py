@@ -14,9 +14,9 @@ schedulers and best value, so `vibe_server.load_model(vibe_checkpoint=...)` read
 model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (losses), val_log.csv (metrics).
 Re-running the same command resumes after the last finished epoch.
 """
+
 from __future__ import annotations
 
-import csv
 import dataclasses
 import inspect
 import math
@@ -24,33 +24,52 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.distributed import broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
 
 from .. import checkpoints
+from ..data import loading
 from ..evaluate.evaluate import evaluate_generator
 from ..model.discriminator import BODY_POSE_SLICE, MotionDiscriminator
 from ..model.mposer import mposer_prior_loss
 from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
-from .generator import build_generator, load_h36m_regressor
+from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
+from .mposer import load_mposer
+from .run_log import append_csv, log, show_progress_on_console
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
-NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
-                  else {"broadcast_buffers": False})
-LOSS_COLUMNS = ("loss_kp_2d", "loss_kp_3d", "loss_pose", "loss_shape", "e_m_disc_loss", "loss_mposer",
-                "gen_loss", "d_m_disc_real", "d_m_disc_fake", "d_m_disc_loss")
+NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DDP).parameters
+    else {"broadcast_buffers": False}
+)
+LOSS_COLUMNS = (
+    "loss_kp_2d",
+    "loss_kp_3d",
+    "loss_pose",
+    "loss_shape",
+    "e_m_disc_loss",
+    "loss_mposer",
+    "gen_loss",
+    "d_m_disc_real",
+    "d_m_disc_fake",
+    "d_m_disc_loss",
+)
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
 
 
-def cycle(loader: DataLoader):
+def cycle(loader: DataLoader) -> Iterator[dict]:
     """Endless batches: a new shuffled pass (sampler epoch) each time the loader runs out."""
     passes = 0
     while True:
@@ -59,26 +78,24 @@ def cycle(loader: DataLoader):
         passes += 1
 
 
-def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int, world_size: int):
-    dataset = ConcatDataset(datasets)                    # mixed in proportion to window counts
+def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int, world_size: int) -> DataLoader:
+    """The datasets mixed into one loader, this rank's share, reshuffled every pass."""
+    dataset = ConcatDataset(datasets)  # mixed in proportion to window counts
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=config.num_workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=False)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=False,
+    )
 
 
-def append_csv(path: Path, columns: tuple, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in columns})
-
-
-def open_tensorboard(out_dir: Path):
+def open_tensorboard(out_dir: Path) -> Any:
     """A TensorBoard writer when the tensorboard package is installed, else None (the CSVs remain)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency (tensorboard)
     except ImportError:
         return None
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
@@ -97,23 +114,27 @@ def train(config: TrainConfig) -> dict:
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
-    master = rank == 0                                   # logs, validates and saves
+    master = rank == 0  # logs, validates and saves
     torch.manual_seed(config.seed + rank)
     out_dir = Path(config.out_dir)
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
-    log = print if master else (lambda *a, **k: None)
+    say = log.info if master else (lambda *a, **k: None)  # rank 0 speaks for all
     try:
-        return _run(config, ddp, rank, world_size, device, master, out_dir, log)
+        return _train_this_process(config, ddp, rank, world_size, device, master, out_dir, say)
     finally:
         if ddp:
             destroy_process_group()
 
 
-def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
+def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, say) -> dict:
+    """Steps 2 to 7 in this process (one rank), once the process group and device are set up."""
     # ---- 2. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
-    options = dict(seqlen=config.seqlen, fix_pennaction_joints=config.fix_pennaction_joints,
-                   match_keypoint_crop=config.match_keypoint_crop)
+    options = dict(
+        seqlen=config.seqlen,
+        fix_pennaction_joints=config.fix_pennaction_joints,
+        match_keypoint_crop=config.match_keypoint_crop,
+    )
     if config.motion_prior not in ("discriminator", "mposer", "none"):
         raise VibeError(f"--motion_prior must be discriminator, mposer or none; got {config.motion_prior!r}.")
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)
@@ -121,43 +142,71 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
         raise VibeError("Training needs at least one 3D dataset (--datasets_3d), as the original does.")
     for name, expected in [(n, "2d") for n in names_2d] + [(n, "3d") for n in names_3d]:
         if spec_for(name).kind != expected:
-            raise VibeError(f"Dataset {name!r} is not a {expected.upper()} dataset; move it to "
-                            f"--datasets_{spec_for(name).kind}.")
+            raise VibeError(
+                f"Dataset {name!r} is not a {expected.upper()} dataset; move it to --datasets_{spec_for(name).kind}."
+            )
     batch_2d = int(config.batch_size * config.data_2d_ratio) if names_2d else 0
     batch_3d = config.batch_size - batch_2d
-    loader_2d = (make_loader([SequenceDataset(config.db_dir, n, "train", **options) for n in names_2d],
-                             batch_2d, config, rank, world_size) if names_2d else None)
-    loader_3d = make_loader([SequenceDataset(config.db_dir, n, "train", **options) for n in names_3d],
-                            batch_3d, config, rank, world_size)
+    loader_2d = (
+        make_loader(
+            [SequenceDataset(config.db_dir, n, "train", **options) for n in names_2d],
+            batch_2d,
+            config,
+            rank,
+            world_size,
+        )
+        if names_2d
+        else None
+    )
+    loader_3d = make_loader(
+        [SequenceDataset(config.db_dir, n, "train", **options) for n in names_3d], batch_3d, config, rank, world_size
+    )
     use_disc = config.motion_prior == "discriminator"
-    loader_motion = (make_loader([SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)],
-                                 config.motion_batch_size, config, rank, world_size) if use_disc else None)
+    loader_motion = (
+        make_loader(
+            [SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)],
+            config.motion_batch_size,
+            config,
+            rank,
+            world_size,
+        )
+        if use_disc
+        else None
+    )
     val_dataset = None
     if config.dataset_val.lower() != "none" and master:
         val_dataset = SequenceDataset(config.db_dir, config.dataset_val, "val", **options)
-    log(f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
+    say(
+        f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
         f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "
-        f"{world_size} process(es) on {device}")
+        f"{world_size} process(es) on {device}"
+    )
 
     # ---- 3. models and optimisers ----
-    generator = build_generator(config.model_data_dir, init_from_spin=config.init_from_spin,
-                                vibe_checkpoint=config.pretrained or None).to(device)
-    j_regressor_h36m = load_h36m_regressor(config.model_data_dir) if val_dataset is not None else None
+    generator = build_generator(
+        config.model_data_dir, init_from_spin=config.init_from_spin, vibe_checkpoint=config.pretrained or None
+    ).to(device)
+    j_regressor_h36m = loading.load_h36m_regressor(config.model_data_dir or None) if val_dataset is not None else None
     gen_optimizer = torch.optim.Adam(generator.parameters(), lr=config.gen_lr, weight_decay=config.gen_wd)
-    gen_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(gen_optimizer, mode="min", factor=config.lr_factor,
-                                                               patience=config.lr_patience)
+    gen_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        gen_optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+    )
     disc = disc_optimizer = disc_scheduler = mposer = None
     if use_disc:
-        disc = MotionDiscriminator(rnn_size=config.disc_hidden, num_layers=config.disc_layers,
-                                   feature_pool=config.disc_feature_pool, attention_size=config.disc_attention_size,
-                                   attention_layers=config.disc_attention_layers,
-                                   attention_dropout=config.disc_attention_dropout).to(device)
+        disc = MotionDiscriminator(
+            rnn_size=config.disc_hidden,
+            num_layers=config.disc_layers,
+            feature_pool=config.disc_feature_pool,
+            attention_size=config.disc_attention_size,
+            attention_layers=config.disc_attention_layers,
+            attention_dropout=config.disc_attention_dropout,
+        ).to(device)
         disc_optimizer = torch.optim.Adam(disc.parameters(), lr=config.disc_lr, weight_decay=config.disc_wd)
-        disc_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(disc_optimizer, mode="min", factor=config.lr_factor,
-                                                                    patience=config.lr_patience)
+        disc_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            disc_optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience
+        )
     elif config.motion_prior == "mposer":
-        from .mposer import load_mposer
-        mposer = load_mposer(config.mposer_checkpoint, device)        # frozen prior
+        mposer = load_mposer(config.mposer_checkpoint, device)  # frozen prior
 
     # ---- 4. resume from the last checkpoint ----
     start_epoch, best_performance = 0, math.inf
@@ -169,15 +218,17 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
         gen_scheduler.load_state_dict(ckpt["gen_scheduler"])
         if disc is not None:
             if not ckpt.get("disc_motion_state_dict"):
-                raise VibeError(f"{checkpoint_path} has no motion discriminator; resume it with the "
-                                "--motion_prior it was trained with, or use another --out_dir.")
+                raise VibeError(
+                    f"{checkpoint_path} has no motion discriminator; resume it with the "
+                    "--motion_prior it was trained with, or use another --out_dir."
+                )
             disc.load_state_dict(ckpt["disc_motion_state_dict"])
             disc_optimizer.load_state_dict(ckpt["disc_motion_optimizer"])
             disc_scheduler.load_state_dict(ckpt["disc_scheduler"])
         start_epoch, best_performance = int(ckpt["epoch"]) + 1, float(ckpt["best_performance"])
-        log(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
+        say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
 
-    raw_generator, raw_disc = generator, disc            # what gets saved: never the DDP wrapper
+    raw_generator, raw_disc = generator, disc  # what gets saved: never the DDP wrapper
     if ddp:
         device_ids = [device.index] if device.type == "cuda" else None
         generator = DDP(generator, device_ids=device_ids, **NO_BUFFER_SYNC)
@@ -196,20 +247,26 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
         if disc is not None:
             disc.train()
         started = time.time()
-        for iteration in range(config.iters_per_epoch):
+        for iteration in tqdm(
+            range(config.iters_per_epoch), desc=f"epoch {epoch}", unit="step", leave=False, disable=not master
+        ):
             # 5a. draw the 2D, 3D (and real-motion) sequences
             data_2d = next(batches_2d) if batches_2d else None
             data_3d = {k: v.to(device, non_blocking=True) for k, v in next(batches_3d).items()}
             num_2d = len(data_2d["features"]) if data_2d else 0
-            features = data_3d["features"] if data_2d is None else torch.cat([data_2d["features"].to(device),
-                                                                              data_3d["features"]])
-            gt_kp_2d = data_3d["kp_2d"] if data_2d is None else torch.cat([data_2d["kp_2d"].to(device),
-                                                                           data_3d["kp_2d"]])
+            features = (
+                data_3d["features"]
+                if data_2d is None
+                else torch.cat([data_2d["features"].to(device), data_3d["features"]])
+            )
+            gt_kp_2d = (
+                data_3d["kp_2d"] if data_2d is None else torch.cat([data_2d["kp_2d"].to(device), data_3d["kp_2d"]])
+            )
             # 5b. generator forward (final IEF iterate) and its losses
             pred = generator(features)
             losses = generator_losses(pred, gt_kp_2d, data_3d, num_2d, weights)
-            fake_motion = pred["theta"][:, :, BODY_POSE_SLICE]                    # (N, T, 69)
-            if raw_disc is not None:                 # D's own parameters get no gradient from this term
+            fake_motion = pred["theta"][:, :, BODY_POSE_SLICE]  # (N, T, 69)
+            if raw_disc is not None:  # D's own parameters get no gradient from this term
                 raw_disc.requires_grad_(False)
                 losses["e_m_disc_loss"] = generator_adversarial_loss(raw_disc(fake_motion)) * config.d_motion_w
                 raw_disc.requires_grad_(True)
@@ -217,8 +274,10 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
                 losses["loss_mposer"] = mposer_prior_loss(mposer, fake_motion) * config.mposer_w
             gen_loss = torch.stack(list(losses.values())).sum()
             if not torch.isfinite(gen_loss):
-                raise VibeError(f"The generator loss became {gen_loss.item()} at epoch {epoch}, iteration "
-                                f"{iteration}; lower --gen_lr or check the data.")
+                raise VibeError(
+                    f"The generator loss became {gen_loss.item()} at epoch {epoch}, iteration "
+                    f"{iteration}; lower --gen_lr or check the data."
+                )
             # 5c. generator step
             gen_optimizer.zero_grad(set_to_none=True)
             gen_loss.backward()
@@ -226,41 +285,60 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
             # 5d. discriminator step on real AMASS motion vs the (detached) generated motion
             if disc is not None and iteration % config.disc_update_steps == 0:
                 real_motion = next(batches_motion)["theta"].to(device)[:, :, BODY_POSE_SLICE]
-                scores = disc(torch.cat([real_motion, fake_motion.detach()]))      # one DDP forward
-                d_real, d_fake, d_loss = discriminator_loss(scores[:len(real_motion)], scores[len(real_motion):])
+                scores = disc(torch.cat([real_motion, fake_motion.detach()]))  # one DDP forward
+                d_real, d_fake, d_loss = discriminator_loss(scores[: len(real_motion)], scores[len(real_motion) :])
                 disc_optimizer.zero_grad(set_to_none=True)
                 (d_loss * config.d_motion_w).backward()
                 disc_optimizer.step()
-                losses.update(d_m_disc_real=d_real * config.d_motion_w, d_m_disc_fake=d_fake * config.d_motion_w,
-                              d_m_disc_loss=d_loss * config.d_motion_w)
+                losses.update(
+                    d_m_disc_real=d_real * config.d_motion_w,
+                    d_m_disc_fake=d_fake * config.d_motion_w,
+                    d_m_disc_loss=d_loss * config.d_motion_w,
+                )
             losses["gen_loss"] = gen_loss
             # 5e. log (rank 0's own losses)
             if master and (iteration % config.log_interval == 0 or iteration == config.iters_per_epoch - 1):
                 row = {k: f"{v.item():.6g}" for k, v in losses.items()}
-                row.update(epoch=epoch, iteration=iteration, step=epoch * config.iters_per_epoch + iteration,
-                           gen_lr=gen_optimizer.param_groups[0]["lr"], time_s=f"{time.time() - started:.2f}")
-                append_csv(out_dir / "train_log.csv", ("epoch", "iteration", "step") + LOSS_COLUMNS
-                           + ("gen_lr", "time_s"), row)
-                log(f"epoch {epoch} iter {iteration}: " + " ".join(f"{k} {v}" for k, v in row.items()
-                                                                     if k in LOSS_COLUMNS))
+                row.update(
+                    epoch=epoch,
+                    iteration=iteration,
+                    step=epoch * config.iters_per_epoch + iteration,
+                    gen_lr=gen_optimizer.param_groups[0]["lr"],
+                    time_s=f"{time.time() - started:.2f}",
+                )
+                append_csv(
+                    out_dir / "train_log.csv", ("epoch", "iteration", "step") + LOSS_COLUMNS + ("gen_lr", "time_s"), row
+                )
+                say(
+                    f"epoch {epoch} iter {iteration}: "
+                    + " ".join(f"{k} {v}" for k, v in row.items() if k in LOSS_COLUMNS)
+                )
                 if tensorboard:
                     for key, value in losses.items():
                         tensorboard.add_scalar(f"train_loss/{key}", value.item(), row["step"])
 
         # ---- 6. validation on rank 0; every rank steps its schedulers with the same value ----
-        performance = torch.tensor(math.nan, dtype=torch.float64, device=device)   # NCCL needs it on the GPU
+        performance = torch.tensor(math.nan, dtype=torch.float64, device=device)  # NCCL needs it on the GPU
         if master and val_dataset is not None:
-            result = evaluate_generator(raw_generator, val_dataset, j_regressor_h36m, device,
-                                        batch_size=config.val_batch_size)
+            result = evaluate_generator(
+                raw_generator, val_dataset, j_regressor_h36m, device, batch_size=config.val_batch_size
+            )
             performance.fill_(result.overall["pa_mpjpe"])
-            append_csv(out_dir / "val_log.csv", VAL_COLUMNS,
-                       {**result.overall, "epoch": epoch, "gen_lr": gen_optimizer.param_groups[0]["lr"],
-                        "disc_lr": disc_optimizer.param_groups[0]["lr"] if disc_optimizer else ""})
+            append_csv(
+                out_dir / "val_log.csv",
+                VAL_COLUMNS,
+                {
+                    **result.overall,
+                    "epoch": epoch,
+                    "gen_lr": gen_optimizer.param_groups[0]["lr"],
+                    "disc_lr": disc_optimizer.param_groups[0]["lr"] if disc_optimizer else "",
+                },
+            )
             if tensorboard:
                 for key in VAL_COLUMNS[1:6]:
                     tensorboard.add_scalar(f"error/{key}", result.overall[key], epoch)
                 tensorboard.add_scalar("lr/gen_lr", gen_optimizer.param_groups[0]["lr"], epoch)
-            log(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
+            say(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
         if ddp:
             broadcast(performance, src=0)
         performance = performance.item()
@@ -275,28 +353,41 @@ def _run(config, ddp, rank, world_size, device, master, out_dir, log) -> dict:
         if master:
             tmp = checkpoint_path.with_suffix(".tmp")
             checkpoints.save_vibe_checkpoint(
-                tmp, raw_generator, epoch=epoch, performance=performance,
+                tmp,
+                raw_generator,
+                epoch=epoch,
+                performance=performance,
                 gen_optimizer=gen_optimizer.state_dict(),
                 disc_motion_state_dict=raw_disc.state_dict() if raw_disc is not None else None,
                 disc_motion_optimizer=disc_optimizer.state_dict() if disc_optimizer else None,
-                extra={"config": dataclasses.asdict(config), "best_performance": best_performance,
-                       "gen_scheduler": gen_scheduler.state_dict(),
-                       "disc_scheduler": disc_scheduler.state_dict() if disc_scheduler else None})
+                extra={
+                    "config": dataclasses.asdict(config),
+                    "best_performance": best_performance,
+                    "gen_scheduler": gen_scheduler.state_dict(),
+                    "disc_scheduler": disc_scheduler.state_dict() if disc_scheduler else None,
+                },
+            )
             os.replace(tmp, checkpoint_path)
-            if is_best or math.isnan(performance):          # without validation, the latest is the best we know
+            if is_best or math.isnan(performance):  # without validation, the latest is the best we know
                 shutil.copyfile(checkpoint_path, out_dir / "model_best.pth.tar")
-            log(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
+            say(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
         if config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm:
-            log(f"stopping: validation PA-MPJPE {performance:.1f} mm > {config.abort_pa_mpjpe_mm} mm "
-                "(--abort_pa_mpjpe_mm); the run has diverged")
+            say(
+                f"stopping: validation PA-MPJPE {performance:.1f} mm > {config.abort_pa_mpjpe_mm} mm "
+                "(--abort_pa_mpjpe_mm); the run has diverged"
+            )
             break
     if tensorboard:
         tensorboard.close()
-    return {"epochs_run": epoch + 1 - start_epoch, "best_performance": best_performance,
-            "last_losses": {k: v.item() for k, v in losses.items()}}
+    return {
+        "epochs_run": epoch + 1 - start_epoch,
+        "best_performance": best_performance,
+        "last_losses": {k: v.item() for k, v in losses.items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
+    show_progress_on_console()
     train(parse_overrides(TrainConfig, sys.argv[1:] if argv is None else argv))
     return 0
 

@@ -1,4 +1,5 @@
-"""GET /health: liveness and what the server runs (no token needed)."""
+"""GET /health: liveness and what the server runs (no token needed, so nothing private: no
+paths, no job names, no error texts)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -11,8 +12,9 @@ router = APIRouter(tags=["health"], dependencies=PUBLIC)
 
 
 @router.get("/health", response_model=Health)
-def health(request: Request) -> Health:
-    import torch
+async def health(request: Request) -> Health:
+    """Async on purpose: answered on the event loop, never queued behind the worker threads."""
+    import torch  # start-up: importing the API does not import torch; the engine has loaded it by now
 
     engine, jobs = request.app.state.engine, request.app.state.jobs
     return Health(version=__version__, device=engine.device if engine else request.app.state.settings.device,

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
+from functools import partial
 from pathlib import Path
 
+from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 from pydantic import ValidationError
@@ -14,13 +17,32 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
 from ...pipeline import postprocess
+from ..blocking import BlockingRunner, BlockingTimeout
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
-from ..schemas import Job, JobCreated, JobList, JobParams, LocalJobRequest
+from ..jobs import UPLOAD_NAME, JobsFull, UploadSpaceFull
+from ..schemas import Job, JobCreated, JobList, JobParams, JobUpload, LocalJobRequest
 from ..upload import receive_video_upload
 
+log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
 MAX_JSON_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32                         # a job request is 3 levels deep; deeper is an attack on the parser
+MAX_SHOWN_CHARS = 200                       # a client's path or file name echoed in a message
 _pkl_lock = threading.Lock()                # one official-pkl export at a time
+_blocking = BlockingRunner()
+
+# POST /jobs reads its body itself (streamed upload or small JSON): this tells OpenAPI what it takes.
+CREATE_JOB_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/JobUpload"},
+                            "encoding": {"video": {"contentType": "application/octet-stream, video/*"}}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/LocalJobRequest"}},
+}}}
+OPENAPI_BODY_MODELS = (JobUpload, LocalJobRequest)
+
+
+def shown(text: str) -> str:
+    """What the client sent, cut to a readable length for a message."""
+    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
 
 
 def validation_sentence(err: ValidationError, what: str) -> str:
@@ -32,23 +54,59 @@ def validation_sentence(err: ValidationError, what: str) -> str:
     return f"Invalid {what}: {'; '.join(problems)}. Check the parameter names and values in docs/server.md."
 
 
+def json_too_deep(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """True when brackets nest deeper than max_depth (outside strings): checked before json.loads,
+    whose recursion a deeply nested body would exhaust."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def load_json_object(text: str | bytes, what: str, example: str) -> dict:
+    """Parse a small JSON object from a client; 422 with one sentence for anything else."""
+    if json_too_deep(text):
+        raise HTTPException(422, f"{what} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object, "
+                                 f"e.g. {example}.")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise HTTPException(422, f"{what} is not valid JSON ({shown(str(err))}); send a JSON object, "
+                                 f"e.g. {example}.") from err
+    if not isinstance(data, dict):
+        raise HTTPException(422, f"{what} must be a JSON object, e.g. {example}.")
+    return data
+
+
 def parse_params(text: str | None) -> JobParams:
     if not text:
         return JobParams()
-    try:
-        data = json.loads(text)
-    except ValueError as err:
-        raise HTTPException(422, f"The 'params' part is not valid JSON ({err}); send a JSON object.") from err
-    if not isinstance(data, dict):
-        raise HTTPException(422, "The 'params' part must be a JSON object, e.g. {\"smoothing\": 0.5}.")
+    data = load_json_object(text, "The 'params' part", '{"smoothing": 0.5}')
     try:
         return JobParams(**data)
     except ValidationError as err:
         raise HTTPException(422, validation_sentence(err, "params")) from err
 
 
-def probe_video(engine, path: Path, label: str) -> None:
-    """415 unless the front end can open it as a video (container, size, frame count)."""
+def check_video(engine, path: Path, label: str) -> None:
+    """VibeError unless the front end can open ``path`` as a video with frames (blocking: run it
+    through ``_blocking``). Messages name ``label`` (what the client sent), never ``path``."""
     try:
         reader = engine.open_video(path)
         info = reader.info
@@ -56,60 +114,114 @@ def probe_video(engine, path: Path, label: str) -> None:
         if close:
             close()
     except VibeError as err:
-        raise HTTPException(415, f"'{label}' is not a video this server can read: {err}") from err
+        raise VibeError(str(err).replace(str(path), label)) from None
+    except (OSError, ValueError) as err:            # a path the OS refuses: too long, NUL byte...
+        raise VibeError(f"'{label}' cannot be read ({getattr(err, 'strerror', None) or err}).") from None
     if not info.frame_count:
-        raise HTTPException(415, f"'{label}' has no video frames; send a video file.")
+        raise VibeError(f"'{label}' has no video frames; send a video file.")
 
 
-@router.post("", status_code=201, response_model=JobCreated)
+async def probe_video(engine, path: Path, label: str, timeout_s: float) -> None:
+    """415 unless the video opens (container, size, frame count) within timeout_s, off the event loop."""
+    try:
+        await _blocking(check_video, engine, path, label, timeout_s=timeout_s)
+    except VibeError as err:
+        raise HTTPException(415, f"'{label}' is not a video this server can read: {err}") from err
+    except BlockingTimeout as err:
+        raise HTTPException(415, f"'{label}' is not a video this server can read: opening it {err}. "
+                                 "Send a video file (mp4, mov, mkv, webm, avi, gif).") from err
+
+
+def _admission_refused(err: VibeError) -> HTTPException:
+    if isinstance(err, JobsFull):
+        return HTTPException(429, str(err), headers={"Retry-After": "60"})
+    return HTTPException(507, str(err))
+
+
+@router.post("", status_code=201, response_model=JobCreated, openapi_extra=CREATE_JOB_BODY,
+             summary="Submit a video: upload it (multipart) or name a file on this machine (JSON)")
 async def create_job(request: Request, settings: SettingsDep, jobs: JobsDep, engine=Depends(get_engine)) -> JobCreated:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        return await _create_local_job(request, jobs, engine)
-    if content_type != "multipart/form-data":
-        raise HTTPException(415, f"Unsupported content type '{content_type or 'none'}': upload the video as "
+    if content_type not in ("application/json", "multipart/form-data"):
+        raise HTTPException(415, f"Unsupported content type '{shown(content_type) or 'none'}': upload the video as "
                                  "multipart/form-data (part 'video'), or send JSON with 'video_path'.")
-    job_id, folder = jobs.new_job_folder()
     try:
-        upload = await receive_video_upload(request, folder / "input", settings.max_upload_bytes)
+        with jobs.admission() as admission:
+            if content_type == "application/json":
+                return await _create_local_job(request, settings, jobs, engine)
+            return await _create_upload_job(request, settings, jobs, engine, admission)
+    except (JobsFull, UploadSpaceFull) as err:
+        raise _admission_refused(err) from err
+    except BlockingTimeout as err:                  # the job store's disk (the video's own time limit is a 415)
+        raise HTTPException(503, f"The server's disk did not answer in time ({err}); retry in a moment.") from err
+
+
+async def _create_upload_job(request: Request, settings, jobs, engine, admission) -> JobCreated:
+    def reserve(num_bytes: int) -> None:
+        try:
+            jobs.reserve_upload_bytes(admission, num_bytes)
+        except UploadSpaceFull as err:
+            raise _admission_refused(err) from err
+
+    job_id, folder = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
+    try:
+        upload = await receive_video_upload(request, folder / UPLOAD_NAME, settings.max_upload_bytes, reserve)
         params = parse_params(upload.params_json)
-        probe_video(engine, upload.video_path, upload.filename)
+        await probe_video(engine, upload.video_path, upload.filename, settings.probe_timeout_s)
+        job = await _blocking(partial(jobs.submit, job_id, video_name=upload.filename, input_path=upload.video_path,
+                                      input_owned=True, params=params, input_bytes=upload.size_bytes),
+                              timeout_s=settings.probe_timeout_s)
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)             # no half-uploaded files left behind
+        # no half-uploaded files left behind (in a thread: a big file takes a moment to delete;
+        # shielded: a cancelled request still cleans up)
+        with CancelScope(shield=True):
+            await to_thread.run_sync(partial(shutil.rmtree, folder, ignore_errors=True))
         raise
-    job = jobs.submit(job_id, video_name=upload.filename, input_path=upload.video_path, input_owned=True,
-                      params=params)
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
-async def _create_local_job(request: Request, jobs, engine) -> JobCreated:
+async def _read_small_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it passes max_bytes (with or without Content-Length)."""
+    too_large = HTTPException(413, "The JSON body is too large; it should only name the video and its params.")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)
+
+
+async def _create_local_job(request: Request, settings, jobs, engine) -> JobCreated:
     if not client_is_loopback(request):
         raise HTTPException(403, "A video path on the server's disk is only accepted from the same machine; "
                                  "upload the file instead.")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-        raise HTTPException(413, "The JSON body is too large; it should only name the video and its params.")
-    body = await request.body()
-    if len(body) > MAX_JSON_BYTES:
-        raise HTTPException(413, "The JSON body is too large; it should only name the video and its params.")
-    try:
-        data = json.loads(body or b"null")
-    except ValueError as err:
-        raise HTTPException(400, f"The request body is not valid JSON ({err}).") from err
-    if not isinstance(data, dict):
-        raise HTTPException(422, "The JSON body must be an object with 'video_path' and optional 'params'.")
+    body = await _read_small_body(request, MAX_JSON_BYTES)
+    data = load_json_object(body or b"null", "The request body",
+                            '{"video_path": "/home/me/clip.mp4", "params": {"smoothing": 0.5}}')
     try:
         req = LocalJobRequest(**data)
     except ValidationError as err:
         raise HTTPException(422, validation_sentence(err, "request")) from err
+    label = shown(req.video_path.replace("\0", "\\0"))
+    if "\0" in req.video_path:
+        raise HTTPException(400, f"'{label}' contains a NUL character, which no file name has; check the path.")
+    if not Path(req.video_path).is_absolute():
+        raise HTTPException(400, f"'{label}' is not an absolute path; send the full path of the video.")
     path = Path(req.video_path)
-    if not path.is_absolute():
-        raise HTTPException(400, f"'{req.video_path}' is not an absolute path; send the full path of the video.")
-    if not path.is_file():
-        raise HTTPException(400, f"There is no file at '{req.video_path}'; check the path.")
-    probe_video(engine, path, path.name)
-    job_id, _ = jobs.new_job_folder()
-    job = jobs.submit(job_id, video_name=path.name, input_path=path, input_owned=False, params=req.params)
+    try:
+        await _blocking(check_video, engine, path, label, timeout_s=settings.probe_timeout_s)
+    except (VibeError, BlockingTimeout) as err:
+        # one answer whether the file is missing, unreadable or not a video: a client learns nothing
+        # about files it could not read itself
+        log.info("local path refused: %s", err)
+        raise HTTPException(415, f"'{label}' is not a readable video file on this machine; check the path, "
+                                 "or upload the file instead.") from err
+    job_id, _ = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
+    job = await _blocking(partial(jobs.submit, job_id, video_name=path.name[:MAX_SHOWN_CHARS], input_path=path,
+                                  input_owned=False, params=req.params), timeout_s=settings.probe_timeout_s)
     return JobCreated(job_id=job.job_id, status=job.status)
 
 

@@ -9,11 +9,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
+from vibe_server.data.loading import YOLO_WEIGHTS, resolve_data_dir
 
 DETECTOR_NAMES = ("yolo", "hog")
 
@@ -30,7 +31,8 @@ class Detector(Protocol):
         ...
 
 
-def make_detector(name: str = "yolo", *, data_dir=None, device="cpu", weights_path=None, **options) -> Detector:
+def make_detector(name: str = "yolo", *, data_dir: str | Path | None = None, device: str = "cpu",
+                  weights_path: str | Path | None = None, **options: Any) -> Detector:
     """Build a detector by name.
 
     name: "yolo" (alias "yolov3") or "hog".
@@ -42,15 +44,13 @@ def make_detector(name: str = "yolo", *, data_dir=None, device="cpu", weights_pa
     """
     key = name.lower()
     if key in ("yolo", "yolov3"):
-        from vibe_server.data.bundle import YOLO_WEIGHTS, resolve_data_dir
-
-        from .yolo import YoloDetector
+        from .yolo import YoloDetector  # start-up: only the detector in use loads (torch / OpenCV)
 
         if weights_path is None:
             weights_path = Path(data_dir if data_dir is not None else resolve_data_dir(None)) / YOLO_WEIGHTS
         return YoloDetector(weights_path, device=device, **options)
     if key == "hog":
-        from .hog import HogDetector
+        from .hog import HogDetector  # start-up: only the detector in use loads (torch / OpenCV)
 
         return HogDetector(**options)
     raise VibeError(f"Unknown person detector '{name}'; choose one of: {', '.join(DETECTOR_NAMES)}.")

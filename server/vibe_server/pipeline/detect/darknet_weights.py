@@ -39,7 +39,7 @@ def _header_bytes(major: int, minor: int) -> int:
     return 12 + (8 if wide_seen else 4)
 
 
-def load_darknet_weights(model: YOLOv3, path) -> dict:
+def load_darknet_weights(model: YOLOv3, path: str | Path) -> dict:
     """Copy the parameters of a Darknet weights file into ``model`` in place; returns the header.
 
     Raises VibeError naming the file when it is missing, truncated, too long or not YOLOv3's.
@@ -76,7 +76,7 @@ def load_darknet_weights(model: YOLOv3, path) -> dict:
     return {"major": major, "minor": minor, "revision": revision, "seen": seen}
 
 
-def write_random_darknet_weights(path, *, seed: int = 0, seen: int = 32_013_312) -> Path:
+def write_random_darknet_weights(path: str | Path, *, seed: int = 0, seen: int = 32_013_312) -> Path:
     """Write a version-0.2.0 YOLOv3 weights file of the official size with random, well-scaled values.
 
     For tests and benchmarks only (the detections are meaningless). Conv weights ~ N(0, 1/fan_in),

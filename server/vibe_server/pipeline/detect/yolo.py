@@ -9,7 +9,6 @@ threshold in the official code).
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from vibe_blender.core.errors import VibeError
 
+from ..precision import PRECISIONS, autocast
 from .boxes import merge_nms
 from .darknet_weights import load_darknet_weights
 from .yolov3 import PERSON_CLASS, YOLOv3, decode_heads
@@ -26,7 +26,6 @@ INPUT_SIZE_PX = 416
 OBJECTNESS_THRESHOLD = 0.8
 NMS_IOU_THRESHOLD = 0.4
 SCORE_THRESHOLD = 0.7
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
@@ -93,9 +92,10 @@ class YoloDetector:
     channels_last: NHWC memory format (pays off with bf16 on CPU and with fp16/bf16 on CUDA).
     """
 
-    def __init__(self, weights_path, *, device="cpu", batch_size: int = 8, precision: str = "fp32",
+    def __init__(self, weights_path: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 8,
+                 precision: str = "fp32",
                  channels_last: bool | None = None, input_size_px: int = INPUT_SIZE_PX,
-                 score_threshold: float = SCORE_THRESHOLD):
+                 score_threshold: float = SCORE_THRESHOLD) -> None:
         if precision not in PRECISIONS:
             raise VibeError(f"Unknown detector precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
         if input_size_px % 32:
@@ -114,12 +114,6 @@ class YoloDetector:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     @torch.inference_mode()
     def network_rows(self, frames_rgb: list[np.ndarray]) -> torch.Tensor:
         """B same-size frames (H, W, 3) uint8 -> decoded rows (B, 10647, 85) float32 on the device."""
@@ -129,7 +123,7 @@ class YoloDetector:
         images = preprocess_frames(frames, self.input_size_px)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with autocast(self.precision, self.device.type):
             heads = self.model(images)
         return decode_heads(heads, self.input_size_px)
 

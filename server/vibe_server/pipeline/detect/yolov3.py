@@ -99,6 +99,7 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(layer.out_channels, eps=BN_EPS, momentum=0.01) if layer.batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, H, W) -> (B, C_out, H / stride, W / stride)."""
         x = self.conv(x)
         if self.bn is not None:
             x = F.leaky_relu(self.bn(x), 0.1, inplace=True)  # the BN output is a fresh tensor
@@ -132,6 +133,8 @@ class YOLOv3(nn.Module):
             self._free_after.setdefault(reader, []).append(source)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, 3, S, S) in [0, 1] -> the three heads (B, 255, S/32, S/32), (B, 255, S/16, S/16),
+        (B, 255, S/8, S/8)."""
         outputs: dict[int, torch.Tensor] = {-1: images}
         heads = []
         for i, layer in enumerate(self.layers):

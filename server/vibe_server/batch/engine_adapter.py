@@ -1,0 +1,116 @@
+"""The one place the batch code touches the pipeline: load an engine, run one video, write its result.
+
+The pipeline's public names used here: ``load_engine(data_dir, device=, precision=, allow_synthetic=)``
+returning an ``Engine``, ``Engine.run(path, RunOptions, progress=, video_name=)`` returning a
+``RunOutput`` (``.result``, ``.frames_decoded``) and ``save_result``. The engine is made by a factory
+named as ``package.module:function`` (default ``ENGINE_FACTORY``) so that worker processes and Ray
+actors, which import it themselves, can load another engine (a test model, a custom pipeline).
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vibe_blender.core.errors import VibeError
+
+from .inputs import BatchItem
+from .manifest import atomic_write_bytes, make_record
+
+ENGINE_FACTORY = "vibe_server.pipeline.engine:load_engine"
+FAST = "fast"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a worker needs to load its engine (picklable: it travels to processes and actors)."""
+
+    device: str = "cpu"                    # the worker's device ("cpu", "cuda:N")
+    precision: str = "fp32"                # or FAST: fp16 on CUDA, bf16 on the CPU (set per worker's device)
+    data_dir: str | None = None
+    allow_synthetic: bool = True           # the labelled placeholder model when the model data is missing
+    factory: str = ENGINE_FACTORY
+    threads: int | None = None             # torch CPU threads per worker (None: torch's default)
+
+
+class WorkerSetupError(Exception):
+    """The worker could not load its engine: the whole batch stops with this message."""
+
+
+def make_options(**values):
+    """The pipeline's ``RunOptions`` from keyword values, checked (VibeError when one is bad)."""
+    from ..pipeline.options import RunOptions
+
+    options = RunOptions(**values)
+    options.validate()
+    return options
+
+
+def worker_precision(spec: EngineSpec) -> str:
+    """The precision on the worker's own device (a Ray actor learns its device only on its node)."""
+    if spec.precision != FAST:
+        return spec.precision
+    return "fp16" if spec.device.startswith("cuda") else "bf16"
+
+
+def load_engine(spec: EngineSpec):
+    """The engine for ``spec`` (once per worker); a problem becomes ``WorkerSetupError``."""
+    module_name, _, function_name = spec.factory.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise WorkerSetupError(f"The engine factory '{spec.factory}' cannot be imported ({err}); "
+                               "name it as package.module:function.") from err
+    if spec.threads:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    try:
+        return factory(spec.data_dir, device=spec.device, precision=worker_precision(spec),
+                       allow_synthetic=spec.allow_synthetic)
+    except VibeError as err:
+        raise WorkerSetupError(str(err)) from err
+
+
+def result_bytes(result) -> bytes:
+    from vibe_blender.core.result_file import save_result
+
+    buffer = io.BytesIO()
+    save_result(buffer, result)
+    return buffer.getvalue()
+
+
+def process_video(engine, item: BatchItem, options, *, worker: str, input_path: str | None = None,
+                  progress: Callable | None = None, write_output: bool = True) -> tuple[dict, bytes | None]:
+    """Run one video -> (manifest record, the result file's bytes when it is done).
+
+    With ``write_output`` the result is also written (atomically) to ``item.output_path``. Any error
+    becomes a failed record: one bad video never stops the batch."""
+    t0 = time.perf_counter()
+    try:
+        out = engine.run(input_path or item.input_path, options, progress=progress,
+                         video_name=Path(item.key).name)
+        data = result_bytes(out.result)
+        if write_output:
+            atomic_write_bytes(item.output_path, data)
+    except VibeError as err:
+        return make_record(item, "failed", seconds=time.perf_counter() - t0, error=str(err), worker=worker), None
+    except Exception as err:                              # noqa: BLE001 - the batch goes on, the error is recorded
+        message = (f"Internal error ({type(err).__name__}: {err}); the other videos are not affected. "
+                   "Report it if it repeats.")
+        return make_record(item, "failed", seconds=time.perf_counter() - t0, error=message, worker=worker), None
+    record = make_record(item, "done", tracks=len(out.result.tracks), frames=out.frames_decoded,
+                         seconds=time.perf_counter() - t0, worker=worker)
+    return record, data
+
+
+def made_by_placeholder(result_path: str | Path) -> bool:
+    """True when the result came from the random-weight placeholder model (model data not installed)."""
+    from vibe_blender.core.result_file import load_result
+
+    from ..data.loading import SYNTHETIC_MODEL_NAME
+
+    return load_result(result_path).model_name == SYNTHETIC_MODEL_NAME

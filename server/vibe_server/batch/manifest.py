@@ -1,0 +1,142 @@
+"""Atomic writes and ``OUTDIR/manifest.jsonl``: one JSON record per video, the newest one counts.
+
+Every file the batch writes goes to a temporary name in the same folder (``.<name>.<random>.part``)
+and is renamed into place, so a killed run leaves at most a ``.part`` file, never a half-written file
+under a finished name. The manifest is appended one line per finished video by the one process that
+drives the batch; a line cut short by a kill is ignored when reading, and ``compact`` rewrites the
+file (atomically) with one line per video.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .inputs import BatchItem
+
+MANIFEST_NAME = "manifest.jsonl"
+SUMMARY_NAME = "summary.txt"
+PART_SUFFIX = ".part"
+STATUSES = ("done", "failed")
+
+
+def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, flush it to disk, rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def remove_stale_parts(output_dir: Path) -> int:
+    """Delete the temporary files a killed run left behind; returns how many."""
+    removed = 0
+    for part in Path(output_dir).rglob(f".*{PART_SUFFIX}"):
+        part.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def make_record(item: BatchItem, status: str, *, tracks: int = 0, frames: int = 0, seconds: float = 0.0,
+                error: str | None = None, worker: str = "") -> dict:
+    """One manifest line. ``fps`` is video frames processed per second of wall time."""
+    return {
+        "input": item.key, "input_path": item.input_path, "output": item.output_key if status == "done" else None,
+        "status": status, "tracks": int(tracks), "frames": int(frames), "seconds": round(float(seconds), 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "error": error, "worker": worker,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+class Manifest:
+    """The records of ``OUTDIR/manifest.jsonl`` by input key (the newest wins)."""
+
+    def __init__(self, output_dir: str | Path):
+        self.path = Path(output_dir) / MANIFEST_NAME
+        self.records: dict[str, dict] = {}
+        self.damaged_lines = 0
+        if self.path.is_file():
+            self._read()
+
+    def _read(self) -> None:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:                      # a line cut short by a kill
+                    self.damaged_lines += 1
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("input"), str) \
+                        and record.get("status") in STATUSES:
+                    self.records[record["input"]] = record
+                else:
+                    self.damaged_lines += 1
+
+    def is_finished(self, item: BatchItem, *, retry_failed: bool) -> bool:
+        """Done with its result file present, or failed (unless failures are to be retried)."""
+        record = self.records.get(item.key)
+        if record is None:
+            return False
+        if record["status"] == "done":
+            return Path(item.output_path).is_file()
+        return not retry_failed
+
+    def append(self, record: dict) -> None:
+        """Add one record: a single write of one line, flushed to disk before the next video counts."""
+        self.records[record["input"]] = record
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if self._ends_mid_line(fd):
+                os.write(fd, b"\n")                     # finish a line a killed run cut short
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _ends_mid_line(self, fd: int) -> bool:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return False
+        with open(self.path, "rb") as f:
+            f.seek(size - 1)
+            return f.read(1) != b"\n"
+
+    def compact(self, keys: Iterable[str] | None = None) -> None:
+        """Rewrite the manifest with one line per video (in ``keys`` order first, then the rest)."""
+        order = list(dict.fromkeys(list(keys or []) + list(self.records)))
+        lines = "".join(json.dumps(self.records[k], ensure_ascii=False) + "\n" for k in order if k in self.records)
+        atomic_write_bytes(self.path, lines.encode("utf-8"))
+        self.damaged_lines = 0
+
+
+def summary_table(records: list[dict]) -> str:
+    """Plain text: one row per video, then the totals."""
+    width = max([len(r["input"]) for r in records] + [5])
+    lines = [f"{'video':<{width}}  {'status':<6}  {'tracks':>6}  {'frames':>7}  {'seconds':>8}  {'frames/s':>8}  error"]
+    for r in records:
+        lines.append(f"{r['input']:<{width}}  {r['status']:<6}  {r['tracks']:>6}  {r['frames']:>7}  "
+                     f"{r['seconds']:>8.2f}  {r['fps']:>8.2f}  {r['error'] or ''}")
+    done = [r for r in records if r["status"] == "done"]
+    frames = sum(r["frames"] for r in done)
+    seconds = sum(r["seconds"] for r in done)
+    lines.append("")
+    lines.append(f"{len(done)} done, {len(records) - len(done)} failed, {frames} frames in {seconds:.1f} s of "
+                 f"worker time ({frames / seconds if seconds else 0.0:.1f} frames/s per worker)")
+    return "\n".join(lines)

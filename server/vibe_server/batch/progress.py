@@ -1,0 +1,35 @@
+"""One overall progress bar for the batch plus one status line per worker (tqdm, on stderr)."""
+from __future__ import annotations
+
+import sys
+
+
+class BatchProgress:
+    """``advance(record)`` per finished video; ``worker_status(worker, text)`` for what a worker does now."""
+
+    def __init__(self, total: int, *, skipped: int = 0, enabled: bool | None = None):
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._disable = not sys.stderr.isatty() if enabled is None else not enabled
+        self.bar = tqdm(total=total + skipped, initial=skipped, desc="batch", unit="video", file=sys.stderr,
+                        disable=self._disable, dynamic_ncols=True)
+        self.failed = 0
+        self._lines: dict[str, object] = {}
+
+    def advance(self, record: dict) -> None:
+        self.failed += record["status"] != "done"
+        self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "", refresh=False)
+        self.bar.update(1)
+
+    def worker_status(self, worker: str, text: str) -> None:
+        line = self._lines.get(worker)
+        if line is None:
+            line = self._lines[worker] = self._tqdm(total=0, position=len(self._lines) + 1, bar_format="{desc}",
+                                                    file=sys.stderr, disable=self._disable, leave=False)
+        line.set_description_str(f"  {worker}: {text}")
+
+    def close(self) -> None:
+        for line in self._lines.values():
+            line.close()
+        self.bar.close()

@@ -1,0 +1,83 @@
+"""A batch from start to end: find the videos, skip the finished ones, run the rest on local
+workers or on Ray, append each record to the manifest as it arrives, write the summary."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from vibe_blender.core.errors import VibeError
+
+from .engine_adapter import EngineSpec
+from .inputs import BatchItem, discover
+from .manifest import SUMMARY_NAME, Manifest, atomic_write_bytes, remove_stale_parts, summary_table
+from .progress import BatchProgress
+
+LOCK_NAME = ".batch.lock"
+
+
+@dataclass
+class BatchPlan:
+    items: list[BatchItem]             # every video of the batch, in order
+    todo: list[BatchItem]              # those still to run
+    manifest: Manifest
+
+
+def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False) -> BatchPlan:
+    items = discover(inputs, output_dir)
+    manifest = Manifest(output_dir)
+    todo = [item for item in items if not manifest.is_finished(item, retry_failed=retry_failed)]
+    return BatchPlan(items=items, todo=todo, manifest=manifest)
+
+
+@contextlib.contextmanager
+def output_lock(output_dir: Path):
+    """One batch per output folder at a time (POSIX advisory lock; released when the process dies)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:                                  # Windows: no advisory locks; documented
+        yield
+        return
+    with open(output_dir / LOCK_NAME, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise VibeError(f"Another batch is writing to '{output_dir}'; wait for it to end or choose "
+                            "another output folder.") from err
+        yield
+
+
+def run_batch(inputs: list[str], output_dir: str | Path, spec: EngineSpec, options, *, jobs: int | None = None,
+              ray_address: str | None = None, use_ray: bool = False, transfer: str = "shared",
+              retry_failed: bool = False, show_progress: bool | None = None) -> list[dict]:
+    """Run the batch; returns the records of all its videos (this run's and earlier ones)."""
+    output_dir = Path(output_dir).resolve()
+    with output_lock(output_dir):
+        remove_stale_parts(output_dir)
+        batch = plan(inputs, output_dir, retry_failed=retry_failed)
+        batch.manifest.compact([item.key for item in batch.items])          # one line per video
+        progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
+
+        def on_record(record: dict) -> None:
+            batch.manifest.append(record)
+            progress.advance(record)
+
+        try:
+            if batch.todo and use_ray:
+                from .ray_runner import run_ray
+
+                run_ray(batch.todo, spec, options, address=ray_address, transfer=transfer, on_record=on_record,
+                        progress=progress)
+            elif batch.todo:
+                from .devices import default_jobs
+                from .local_pool import run_local
+
+                workers = min(jobs or default_jobs(spec.device), len(batch.todo))
+                run_local(batch.todo, spec, options, jobs=workers, on_record=on_record, progress=progress)
+        finally:
+            progress.close()
+            batch.manifest.compact([item.key for item in batch.items])
+        records = [batch.manifest.records[item.key] for item in batch.items if item.key in batch.manifest.records]
+        atomic_write_bytes(output_dir / SUMMARY_NAME, (summary_table(records) + "\n").encode("utf-8"))
+        return records

@@ -1,0 +1,289 @@
+"""Loading the model data, in one place: where the folder is, which files it must hold, reading each
+with one clear error, and building the VIBE network from them with the official checkpoints.
+
+    resolve_data_dir(flag)            -> the folder: flag > $VIBE_DATA_DIR > the user-data folder
+    load_model(folder, device=)       -> VIBE in eval mode: SMPL, the extra-joint and H36M
+                                         regressors, the mean parameters, SPIN's backbone and VIBE's
+                                         encoder + regressor (its embedded SMPL copy takes precedence
+                                         over SMPL_NEUTRAL.pkl, as in the original)
+    load_for_inference(folder, ...)   -> the same, or, when asked, the clearly labelled synthetic
+                                         placeholder (random weights, model name "synthetic placeholder")
+
+``model/`` holds only the ``nn.Module``s and gets arrays from here, never paths; ``pipeline/``
+receives the loaded model; ``data/bundle.py`` installs and checks the folder with these readers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.smpl_model import load_smpl_pkl
+from vibe_blender.core.user_dirs import user_dir
+
+from . import synthetic
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..model.vibe import VIBE
+
+# torch and the network are imported inside the functions that build it: every `vibe-mocap` command
+# imports this module (through data/bundle.py) and most of them never need torch.
+
+ENV_VAR = "VIBE_DATA_DIR"
+SMPL_PKL = "SMPL_NEUTRAL.pkl"
+EXTRA_REGRESSOR = "J_regressor_extra.npy"
+H36M_REGRESSOR = "J_regressor_h36m.npy"
+MEAN_PARAMS = "smpl_mean_params.npz"
+SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
+VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
+VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
+YOLO_WEIGHTS = "yolov3.weights"
+YOLO_WEIGHTS_BYTES = 248_007_048  # 20-byte header + 62,001,757 float32
+
+MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
+REQUIRED_FILES = (
+    SMPL_PKL,
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    MEAN_PARAMS,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    YOLO_WEIGHTS,
+)
+OPTIONAL_FILES = (VIBE_CHECKPOINT_3DPW,)
+INSTALL_HINT = (
+    "Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
+    "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'."
+)
+SYNTHETIC_MODEL_NAME = "synthetic placeholder"
+
+
+# --------------------------------------------------------------------------------------------
+# The folder
+# --------------------------------------------------------------------------------------------
+
+
+def default_data_dir() -> Path:
+    """The platform's per-user data folder for VIBE Mocap."""
+    return user_dir("data")
+
+
+def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
+    """flag > $VIBE_DATA_DIR > :func:`default_data_dir`."""
+    if flag:
+        return Path(flag).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return default_data_dir()
+
+
+def require_files(data_dir: Path, names: Iterable[str], extra_paths: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
+    missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
+    missing += [str(p) for p in extra_paths if not Path(p).is_file()]
+    if missing:
+        raise VibeError(
+            f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
+            f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)"
+        )
+
+
+def model_data_problem(data_dir: Path) -> str | None:
+    """None when the files the network needs are there, else the sentence saying what is missing."""
+    try:
+        require_files(data_dir, MODEL_FILES + (SPIN_CHECKPOINT, VIBE_CHECKPOINT))
+    except VibeError as err:
+        return str(err)
+    return None
+
+
+def synthetic_cache_dir() -> Path:
+    """Where the synthetic placeholder bundle is written once (user cache folder)."""
+    return user_dir("cache") / "synthetic-placeholder"
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; other values are checked."""
+    import torch  # start-up: see the note at the top
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VibeError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
+    return device
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the files
+# --------------------------------------------------------------------------------------------
+
+
+def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
+    """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            params = {k: z[k].astype(np.float32) for k in ("pose", "shape", "cam")}
+    except (OSError, ValueError, KeyError) as err:
+        raise VibeError(
+            f"'{path}' is not a valid smpl_mean_params.npz ({err}). "
+            "Reinstall the model data with 'vibe-mocap data install'."
+        ) from err
+    for k, n in (("pose", 144), ("shape", 10), ("cam", 3)):
+        if params[k].shape != (n,):
+            raise VibeError(f"'{path}': '{k}' has shape {params[k].shape}, expected ({n},).")
+    return params
+
+
+def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
+    """A (num_joints, 6890) joint regressor ``.npy`` -> float32, with a clear error when it is not one."""
+    try:
+        reg = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise VibeError(
+            f"Cannot read the joint regressor '{path}' ({err}). "
+            "Reinstall the model data with 'vibe-mocap data install'."
+        ) from err
+    if reg.shape != (num_joints, 6890):
+        raise VibeError(f"'{path}' has shape {reg.shape}, expected ({num_joints}, 6890).")
+    return reg.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Building the network
+# --------------------------------------------------------------------------------------------
+
+
+def build_model(data_dir: str | Path) -> VIBE:
+    """The VIBE architecture with SMPL, extra-joint regressor and mean parameters from ``data_dir``
+    (random network weights)."""
+    from ..model.smpl import NUM_EXTRA_JOINTS  # start-up: see the note at the top
+    from ..model.vibe import VIBE  # start-up: see the note at the top
+
+    data_dir = Path(data_dir)
+    return VIBE(
+        load_smpl_pkl(data_dir / SMPL_PKL),
+        load_joint_regressor(data_dir / EXTRA_REGRESSOR, NUM_EXTRA_JOINTS),
+        load_mean_params(data_dir / MEAN_PARAMS),
+    )
+
+
+def load_model(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    vibe_checkpoint: str | os.PathLike | None = None,
+    spin_checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> VIBE:
+    """The VIBE network in eval mode with the official checkpoints loaded unchanged (see the module
+    docstring). data_dir None: $VIBE_DATA_DIR, then the platform default; the checkpoint paths
+    override the files in data_dir."""
+    import torch  # start-up: see the note at the top
+
+    from .. import checkpoints  # start-up: imports torch
+
+    data_dir = resolve_data_dir(data_dir)
+    vibe_checkpoint = Path(vibe_checkpoint) if vibe_checkpoint else data_dir / VIBE_CHECKPOINT
+    spin_checkpoint = Path(spin_checkpoint) if spin_checkpoint else data_dir / SPIN_CHECKPOINT
+    require_files(data_dir, MODEL_FILES, extra_paths=(vibe_checkpoint, spin_checkpoint))
+
+    model = build_model(data_dir)
+    checkpoints.load_spin_into(model, checkpoints.load_spin_checkpoint(spin_checkpoint), source=spin_checkpoint)
+    vibe = checkpoints.load_vibe_checkpoint(vibe_checkpoint)
+    checkpoints.load_vibe_into(model, vibe["gen_state_dict"], source=vibe_checkpoint)
+    model.model_name = vibe_checkpoint.name.removesuffix(".pth.tar")
+    model.performance = vibe.get("performance")
+    h36m = data_dir / H36M_REGRESSOR
+    model.register_buffer(
+        "j_regressor_h36m",
+        torch.from_numpy(load_joint_regressor(h36m, 17)) if h36m.exists() else None,
+        persistent=False,
+    )
+    return model.to(device).eval()
+
+
+def load_training_model(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    init_from_spin: bool = False,
+    vibe_checkpoint: str | os.PathLike | None = None,
+) -> VIBE:
+    """VIBE for training and evaluation (its backbone unused: they run on precomputed features) with SMPL
+    from the model-data folder; the regressor head from SPIN's checkpoint (as the original's
+    ``PRETRAINED_REGRESSOR``) and/or the encoder and regressor from a VIBE checkpoint."""
+    from .. import checkpoints  # start-up: imports torch
+
+    data_dir = resolve_data_dir(data_dir)
+    require_files(data_dir, MODEL_FILES)
+    model = build_model(data_dir)
+    if init_from_spin:
+        spin_path = data_dir / SPIN_CHECKPOINT
+        spin_state = checkpoints.load_spin_checkpoint(spin_path)
+        missing = [k for k in checkpoints.SPIN_HEAD_KEYS if k not in spin_state]
+        if missing:
+            raise VibeError(f"'{spin_path}' lacks SPIN's regressor head ({', '.join(missing[:3])}).")
+        # SPIN's head (fc1, fc2, dec*, init_*) has the regressor's own key names
+        model.regressor.load_state_dict({k: spin_state[k] for k in checkpoints.SPIN_HEAD_KEYS}, strict=False)
+    if vibe_checkpoint:
+        state = checkpoints.load_vibe_checkpoint(vibe_checkpoint)["gen_state_dict"]
+        checkpoints.load_vibe_into(model, state, source=vibe_checkpoint)
+    return model
+
+
+def load_h36m_regressor(data_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """(17, 6890) ``J_regressor_h36m.npy`` of the model-data folder: the 14 evaluation joints."""
+    import torch  # start-up: see the note at the top
+
+    data_dir = resolve_data_dir(data_dir)
+    require_files(data_dir, (H36M_REGRESSOR,))
+    return torch.from_numpy(load_joint_regressor(data_dir / H36M_REGRESSOR, 17))
+
+
+@dataclass
+class LoadedModel:
+    """What inference needs from loading: the network on its device and where its data came from."""
+
+    model: VIBE
+    model_name: str  # the checkpoint's name, or SYNTHETIC_MODEL_NAME
+    data_dir: Path  # the folder the model came from (the detectors' weights too)
+    device: str  # resolved: 'cpu' or 'cuda:N'
+
+
+def load_for_inference(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    device: str = "auto",
+    allow_synthetic: bool = False,
+    synthetic_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> LoadedModel:
+    """The model for the data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default).
+
+    When the data is missing: VibeError saying how to install it, or, with ``allow_synthetic``, the
+    clearly labelled random-weight placeholder (written once to ``synthetic_dir``) whose results
+    carry ``model_name == "synthetic placeholder"``.
+    """
+    device = resolve_device(device)
+    data_dir = resolve_data_dir(data_dir)
+    problem = model_data_problem(data_dir)
+    model_name = None
+    if problem is not None:
+        if not allow_synthetic:
+            raise VibeError(problem)
+        data_dir = Path(synthetic_dir or synthetic_cache_dir())
+        if model_data_problem(data_dir) is not None:
+            if log:
+                log(f"Writing the synthetic placeholder model to {data_dir} (once).")
+            synthetic.write_synthetic_bundle(data_dir)
+        model_name = SYNTHETIC_MODEL_NAME
+    model = load_model(data_dir, device=device)
+    return LoadedModel(model=model, model_name=model_name or model.model_name, data_dir=data_dir, device=device)

@@ -1,0 +1,393 @@
+"""The Engine: a loaded model plus detectors, running one video at a time (video -> ``MocapResult``).
+
+    decode -> detect -> track -> crop -> backbone     one streaming pass over the video: each frame is
+                                                      decoded once, people are cropped as the tracker
+                                                      emits them and the crops go through ResNet-50 in
+                                                      batches; only 2048-d features are kept per track
+    temporal + regressor                              per track, over the whole track, in chunks with
+                                                      the GRU state carried (or the official fresh
+                                                      state every 450 frames)
+    smpl                                              joints recomputed from a smoothed pose
+    postprocess -> write                              cameras, root translation, the result file
+
+The engine receives a loaded model (``data/loading.py`` reads the files; :func:`load_engine` joins
+the two). Options: ``options.py``; progress, timing and cancel: ``progress.py``; the swappable video,
+detector, tracker and crop functions: ``frontend.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import MocapResult, Track, VideoInfo
+
+from .. import __version__
+from ..data import loading
+from ..geometry import batch_rodrigues
+from . import postprocess
+from .detect import Detector
+from .frontend import FrontEnd
+from .options import RunOptions
+from .precision import PRECISIONS, autocast
+from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
+from .smooth import smooth_pose
+
+OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
+WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
+
+
+@dataclass
+class RunOutput:
+    """What :meth:`Engine.run` returns: the result and where the time went."""
+
+    result: MocapResult
+    timings_s: dict[str, float]  # seconds per stage (STAGES)
+    frames_decoded: int
+    crops: int  # person crops that went through the backbone
+    wall_s: float
+    warnings: list[str] = field(default_factory=list)  # e.g. the video broke off (also in meta)
+
+
+@dataclass
+class _TrackBuffer:
+    frame_ids: list[int] = field(default_factory=list)
+    bboxes: list[np.ndarray] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)  # (B_i, 2048) blocks, in frame order
+    pending_crops: list | None = field(default_factory=list)  # held until the track is long enough
+    last_seen: int = 0
+
+
+class Engine:
+    """The loaded model plus detectors: runs videos one at a time (not thread-safe; one per device)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        model_name: str,
+        data_dir: Path | None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        frontend: FrontEnd | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise VibeError("fp16 needs a CUDA device; on CPU use bf16 (--fast) or fp32.")
+        self.model, self.model_name, self.data_dir = model, model_name, data_dir
+        self.device, self.precision = device, precision
+        self.frontend = frontend
+        self._detectors: dict[str, object] = {}
+        self._channels_last = precision != "fp32" or device.startswith("cuda")
+        if self._channels_last and hasattr(model, "backbone"):
+            model.backbone.to(memory_format=torch.channels_last)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _frontend(self) -> FrontEnd:
+        if self.frontend is None:
+            self.frontend = FrontEnd.default()
+        return self.frontend
+
+    def open_video(self, path: str | Path) -> Any:
+        """The front end's video reader (VibeError when the file is not a readable video)."""
+        return self._frontend().open_video(str(path))
+
+    def resolve_detector_name(self, name: str) -> str:
+        """'auto' -> 'yolo' when its weights are in the data folder, else 'hog'; other names as given."""
+        if name != "auto":
+            return name
+        has_yolo = self.data_dir is not None and (Path(self.data_dir) / loading.YOLO_WEIGHTS).is_file()
+        return "yolo" if has_yolo else "hog"
+
+    def detector(self, name: str) -> Detector:
+        """The detector ``name`` (made once, then reused)."""
+        name = self.resolve_detector_name(name)
+        if name not in self._detectors:
+            # YOLO follows the engine's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
+            options = {"precision": self.precision} if name == "yolo" else {}
+            self._detectors[name] = self._frontend().make_detector(
+                name, data_dir=self.data_dir, device=self.device, **options
+            )
+        return self._detectors[name]
+
+    def extract_features(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
+        """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
+        images = torch.as_tensor(crops)
+        if self.device.startswith("cuda"):
+            images = images.pin_memory()  # lets the copy overlap the GPU's work
+        images = images.to(self.device, non_blocking=True)
+        if self._channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(self.precision, self.device.split(":")[0]):
+            features = self.model.extract_features(images[None])[0]
+        return features.float().cpu().numpy()
+
+    def temporal(self, features: np.ndarray, *, chunking: str, chunk_frames: int) -> dict[str, np.ndarray]:
+        """features (T, 2048) -> {'theta' (T, 85), 'kp_3d' (T, 49, 3)} over the whole track.
+
+        "carry": chunks of chunk_frames with the GRU state passed on, so the output equals one call
+        over the whole track. "official": fresh state every 450 frames, as the official demo."""
+        if chunking == "official":
+            chunk_frames, carry = OFFICIAL_CHUNK_FRAMES, False
+        else:
+            carry = True
+        feats = torch.as_tensor(features, dtype=torch.float32)
+        theta, kp_3d, h = [], [], None
+        with torch.inference_mode():
+            for start in range(0, len(feats), chunk_frames):
+                x = feats[start : start + chunk_frames][None].to(self.device)  # (1, t, 2048)
+                out = self.model.forward_features(x, h0=h)
+                theta.append(out["theta"][0].float().cpu())
+                kp_3d.append(out["kp_3d"][0].float().cpu())
+                if carry:
+                    h = self._final_gru_state(out, x, h)
+        return {"theta": torch.cat(theta).numpy(), "kp_3d": torch.cat(kp_3d).numpy()}
+
+    def _final_gru_state(self, out: dict, x, h0):
+        """The GRU state after a chunk: from the model's output when it returns one, else by running
+        the encoder's GRU over the chunk again (it costs little next to the backbone)."""
+        if out.get("gru_state") is not None:
+            return out["gru_state"]
+        _, h_n = self.model.encoder.gru(x.permute(1, 0, 2), h0)  # GRU is time-major
+        return h_n
+
+    def smpl(self, pose: np.ndarray, betas: np.ndarray, *, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """pose (T, 72), betas (T, 10) -> verts (T, 6890, 3), joints (T, 49, 3) with the model's SMPL."""
+        verts, joints = [], []
+        with torch.inference_mode():
+            for start in range(0, len(pose), batch):
+                p = torch.as_tensor(pose[start : start + batch], dtype=torch.float32, device=self.device)
+                b = torch.as_tensor(betas[start : start + batch], dtype=torch.float32, device=self.device)
+                rotmat = batch_rodrigues(p.reshape(-1, 3)).reshape(len(p), 24, 3, 3)
+                v, j = self.model.regressor.smpl.forward_joints(b, rotmat)
+                verts.append(v.float().cpu())
+                joints.append(j.float().cpu())
+        return torch.cat(verts).numpy(), torch.cat(joints).numpy()
+
+    # -- the pipeline ---------------------------------------------------------------------------
+    def run(
+        self,
+        video_path: str | Path,
+        options: RunOptions | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        video_name: str | None = None,
+    ) -> RunOutput:
+        """video_name: the name to report (an upload's original file name); default the file's."""
+        options = options or RunOptions()
+        options.validate()
+        monitor = StageMonitor(progress, should_cancel)
+        t_start = time.perf_counter()
+        fe = self._frontend()
+        detector_name = self.resolve_detector_name(options.detector)
+
+        reader = self.open_video(video_path)
+        info = reader.info
+        video_name = video_name or info.name
+        monitor.report("decode", "stream", 0.0, force=True)
+        buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
+        if frames_decoded == 0:
+            raise VibeError(
+                f"No frame of '{video_name}' could be decoded. Check that the file plays, "
+                "or re-encode it (for example to H.264 .mp4)."
+            )
+        tracks = self._select_tracks(buffers, options, video_name)
+        warnings = list(getattr(reader, "warnings", ()))  # e.g. truncated: the frames before the break ran
+
+        results: list[Track] = []
+        focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
+        for i, (track_id, buf) in enumerate(tracks):
+            monitor.check_cancel()
+            monitor.report("temporal", "temporal", i / len(tracks), force=True)
+            with monitor.stage("temporal"):
+                out = self.temporal(
+                    np.concatenate(buf.features), chunking=options.chunking, chunk_frames=options.temporal_chunk_frames
+                )
+            theta, joints3d = out["theta"], out["kp_3d"]
+            if options.smoothing > 0:
+                monitor.report("smpl", "smpl", i / len(tracks), force=True)
+                with monitor.stage("smpl"):
+                    theta = theta.copy()
+                    theta[:, 3:75] = smooth_pose(
+                        theta[:, 3:75], options.smoothing, fps=info.fps or 30.0, method=options.smoothing_method
+                    )
+                    _, joints3d = self.smpl(theta[:, 3:75], theta[:, 75:85])
+            with monitor.stage("write"):
+                results.append(
+                    postprocess.build_track(
+                        track_id,
+                        np.asarray(buf.frame_ids),
+                        theta,
+                        joints3d,
+                        np.stack(buf.bboxes),
+                        width=info.width,
+                        height=info.height,
+                        focal_px=focal_px,
+                        official_uncrop=options.official_uncrop,
+                    )
+                )
+        monitor.report("write", "write", 1.0, force=True)
+
+        result = MocapResult(
+            video=VideoInfo(
+                name=video_name,
+                fps=float(info.fps),
+                width=int(info.width),
+                height=int(info.height),
+                frame_count=max(int(info.frame_count or 0), frames_decoded),
+            ),
+            tracks=results,
+            model_name=self.model_name,
+            focal_length_px=float(focal_px),
+            meta=self._meta(options, detector_name),
+        )
+        if warnings:
+            result.meta[WARNINGS_META_KEY] = "\n".join(warnings)
+        return RunOutput(
+            result=result,
+            timings_s=monitor.timings_s,
+            frames_decoded=frames_decoded,
+            crops=crops,
+            wall_s=time.perf_counter() - t_start,
+            warnings=warnings,
+        )
+
+    def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: StageMonitor):
+        """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in
+        its buffer until the track has min_track_frames (so short false positives never reach the
+        backbone), then go through the backbone in batches of batch_size."""
+        detector = TimedDetector(self.detector(options.detector), monitor)
+        stream: Iterable = fe.stream_people(
+            TimedReader(reader, monitor), detector, detection_stride=options.detection_stride
+        )
+        frame_count = max(int(reader.info.frame_count or 0), 1)
+        # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
+        stale_after = max(60, 4 * options.detection_stride)
+        buffers: dict[int, _TrackBuffer] = {}
+        queue: list[tuple[int, object]] = []  # (track_id, crop) waiting for the backbone
+        frames_decoded = crops_done = 0
+
+        def flush(n: int) -> None:
+            nonlocal crops_done
+            batch, rest = queue[:n], queue[n:]
+            queue[:] = rest
+            with monitor.stage("backbone"):
+                feats = self.extract_features(torch.stack([crop for _, crop in batch]))
+            crops_done += len(batch)
+            for (track_id, _), feat in zip(batch, feats):
+                buffers[track_id].features.append(feat[None])
+
+        iterator: Iterator = iter(stream)
+        while True:
+            monitor.check_cancel()
+            timed_inside_s = monitor.timings_s["decode"] + monitor.timings_s["detect"]
+            t = time.perf_counter()
+            item = next(iterator, None)
+            # the front end's own time, minus decoding and detection (timed inside it), is tracking
+            front_s = time.perf_counter() - t
+            timed_inside_s = monitor.timings_s["decode"] + monitor.timings_s["detect"] - timed_inside_s
+            monitor.timings_s["track"] += max(0.0, front_s - timed_inside_s)
+            if item is None:
+                break
+            frame_index, frame_rgb, people = item
+            frames_decoded += 1
+            if people:
+                with monitor.stage("crop"):
+                    boxes = np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4)
+                    frame_crops = torch.as_tensor(fe.crop_people(frame_rgb, boxes))
+                for (track_id, box), crop in zip(people, frame_crops):
+                    self._add_crop(buffers, queue, int(track_id), int(frame_index), box, crop, options)
+                while len(queue) >= options.batch_size:
+                    flush(options.batch_size)
+            for track_id, buf in list(buffers.items()):
+                if buf.pending_crops is not None and frame_index - buf.last_seen > stale_after:
+                    del buffers[track_id]
+            monitor.report(monitor.busiest_stream_stage(), "stream", frames_decoded / frame_count)
+        if queue:
+            flush(len(queue))
+        return buffers, frames_decoded, crops_done
+
+    @staticmethod
+    def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions) -> None:
+        buf = buffers.get(track_id)
+        if buf is None:
+            buf = buffers[track_id] = _TrackBuffer()
+        buf.frame_ids.append(frame_index)
+        buf.bboxes.append(np.asarray(box, dtype=np.float64))
+        buf.last_seen = frame_index
+        if buf.pending_crops is None:
+            queue.append((track_id, crop))
+            return
+        buf.pending_crops.append(crop)
+        if len(buf.pending_crops) >= options.min_track_frames:
+            queue.extend((track_id, c) for c in buf.pending_crops)
+            buf.pending_crops = None
+
+    @staticmethod
+    def _select_tracks(buffers: dict[int, _TrackBuffer], options: RunOptions, video_name: str):
+        tracks = [
+            (tid, buf)
+            for tid, buf in buffers.items()
+            if buf.pending_crops is None and len(buf.frame_ids) >= options.min_track_frames
+        ]
+        if not tracks:
+            raise VibeError(
+                f"Nobody was found in '{video_name}': no person was tracked for at least "
+                f"{options.min_track_frames} frames. Use a clip where a whole person is visible, "
+                "or lower min_track_frames for very short clips."
+            )
+        tracks.sort(key=lambda item: -len(item[1].frame_ids))
+        if options.tracks_max is not None:
+            tracks = tracks[: options.tracks_max]
+        return sorted(tracks, key=lambda item: item[0])
+
+    def _meta(self, options: RunOptions, detector_name: str) -> dict[str, str]:
+        meta = {k: ("" if v is None else str(v)) for k, v in asdict(options).items()}
+        meta.update(
+            {
+                "detector": detector_name,
+                "vibe_mocap_version": __version__,
+                "torch": torch.__version__,
+                "device": self.device,
+                "precision": self.precision,
+                postprocess.UNCROP_META_KEY: (
+                    postprocess.UNCROP_OFFICIAL if options.official_uncrop else postprocess.UNCROP_CORRECTED
+                ),
+            }
+        )
+        return meta
+
+
+def load_engine(
+    data_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    allow_synthetic: bool = False,
+    synthetic_dir: Path | None = None,
+    frontend: FrontEnd | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Engine:
+    """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default): the
+    model from :func:`vibe_server.data.loading.load_for_inference` (with ``allow_synthetic``, the
+    labelled placeholder when the data is missing), handed to :class:`Engine`."""
+    loaded = loading.load_for_inference(
+        data_dir, device=device, allow_synthetic=allow_synthetic, synthetic_dir=synthetic_dir, log=log
+    )
+    return Engine(
+        loaded.model,
+        model_name=loaded.model_name,
+        data_dir=loaded.data_dir,
+        device=loaded.device,
+        precision=precision,
+        frontend=frontend,
+    )

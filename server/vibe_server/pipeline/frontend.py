@@ -1,0 +1,35 @@
+"""The front end the pipeline calls: video reading, person detection, tracking and cropping, passed
+in as functions so that tests can swap them (``FrontEnd.default()``: the real ones)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class FrontEnd:
+    """The video/detection/tracking/crop functions the pipeline calls (``default()``: the real ones).
+
+    open_video(path) -> reader (``.info`` with name/fps/width/height/frame_count; iterates
+        (frame_index, frame_rgb)); make_detector(name, data_dir=, device=) -> detector;
+    stream_people(reader, detector, detection_stride=) -> iterator of
+        (frame_index, frame_rgb, [(track_id, bbox_cxcywh), ...]);
+    crop_people(frame_rgb, bboxes (K, 4) cxcywh) -> (K, 3, 224, 224) ImageNet-normalised float32.
+    """
+
+    open_video: Callable
+    make_detector: Callable
+    stream_people: Callable
+    crop_people: Callable
+
+    @classmethod
+    def default(cls) -> FrontEnd:
+        from . import crop, detect, people, video  # start-up: OpenCV and the detectors load only when used
+
+        return cls(
+            open_video=video.open_video,
+            make_detector=detect.make_detector,
+            stream_people=people.stream_people,
+            crop_people=crop.crop_people,
+        )

@@ -1,0 +1,250 @@
+"""The job options, defined once: :class:`RunOptions`.
+
+Each field carries its type (``Literal`` for a choice), its default and, through :func:`option`,
+its help text, its bounds and where it is offered. Everything else is derived from it:
+
+- the HTTP API's ``params`` (``api/schemas.py: JobParams``: types, bounds, descriptions), and from
+  that the stand-in server the add-on's tests use;
+- the ``vibe-mocap infer`` flags with their help and defaults (:func:`add_cli_flags`,
+  :func:`options_from_cli`);
+- the validation and its messages (:meth:`RunOptions.validate`), for the Python API;
+- the ``params`` table of docs/server.md (:func:`markdown_table`; a test keeps the two the same).
+
+Adding an option is one field here (then use it in ``engine.py``); ``http=False`` keeps it off the
+HTTP API, ``cli=False`` off the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from vibe_blender.core.errors import VibeError
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    label: str | None = None,
+    metavar: str | None = None,
+    http: bool = True,
+    cli: bool = True,
+) -> Any:
+    """A RunOptions field. help: one line for the CLI and the HTTP schema; ge/gt/le: bounds (>=, >, <=);
+    label: the option in words for messages (default: the name with spaces); http / cli: offered there."""
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "ge": ge,
+            "gt": gt,
+            "le": le,
+            "label": label,
+            "metavar": metavar,
+            "http": http,
+            "cli": cli,
+        },
+    )
+
+
+@dataclass
+class RunOptions:
+    """Per-job settings: the HTTP API's ``params``, the ``vibe-mocap infer`` flags, the Python API's options."""
+
+    detector: Literal["auto", "yolo", "hog"] = option(
+        "auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)"
+    )
+    detection_stride: int = option(
+        1, "detect people every Nth frame; the tracker carries the boxes in between", ge=1, le=1000, metavar="N"
+    )
+    min_track_frames: int = option(25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, metavar="N")
+    smoothing: float = option(0.0, "pose smoothing: 0 (off) .. 1 (strongest)", ge=0.0, le=1.0, metavar="S")
+    smoothing_method: Literal["rotation", "one_euro"] = option(
+        "rotation", "rotation: quaternion Gaussian; one_euro: the official filter"
+    )
+    official_uncrop: bool = option(
+        False, "official 1.0x-box cameras (bodies ~9% too small) instead of the corrected 1.1x"
+    )
+    chunking: Literal["carry", "official"] = option(
+        "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
+    )
+    tracks_max: int | None = option(None, "keep only the N longest tracks (default: all)", ge=1, metavar="N")
+    focal_px: float | None = option(
+        None,
+        "focal length in pixels for the root translation (default: the longer image side)",
+        gt=0.0,
+        label="focal length",
+        metavar="PX",
+        http=False,
+    )
+    batch_size: int = option(32, "person crops per backbone call", ge=1, metavar="N", http=False)
+    temporal_chunk_frames: int = option(
+        256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
+    )
+
+    def validate(self) -> None:
+        """One VibeError naming the first option out of its choices or bounds."""
+        for spec in option_specs():
+            problem = spec.problem(getattr(self, spec.name))
+            if problem:
+                raise VibeError(problem)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option as the derived interfaces need it."""
+
+    name: str
+    kind: Any  # the resolved annotation, e.g. Literal["carry", "official"] | int | None
+    default: Any
+    help: str
+    ge: float | None
+    gt: float | None
+    le: float | None
+    label: str
+    metavar: str | None
+    http: bool
+    cli: bool
+
+    @property
+    def optional(self) -> bool:
+        """None is allowed (it means 'not set')."""
+        return type(None) in typing.get_args(self.kind)
+
+    @property
+    def base(self) -> Any:
+        """The type without ``| None``."""
+        args = [a for a in typing.get_args(self.kind) if a is not type(None)]
+        if typing.get_origin(self.kind) in (types.UnionType, typing.Union):
+            return args[0]
+        return self.kind
+
+    @property
+    def choices(self) -> tuple | None:
+        return typing.get_args(self.base) if typing.get_origin(self.base) is Literal else None
+
+    @property
+    def scalar(self) -> type:
+        """str, int, float or bool."""
+        return type(self.choices[0]) if self.choices else self.base
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` is allowed, else the sentence saying what is wrong and what to use."""
+        if value is None:
+            return None if self.optional else f"'{self.name}' needs a value (default {self.default!r})."
+        if self.choices is not None:
+            if value not in self.choices:
+                return f"Unknown {self.label} '{value}'; use {' or '.join(repr(c) for c in self.choices)}."
+            return None
+        numeric = self.scalar in (int, float) and not isinstance(value, bool)
+        if self.scalar is bool and not isinstance(value, bool) or numeric and not isinstance(value, (int, float)):
+            return f"'{self.name}' takes a {self.scalar.__name__}; got {value!r}."
+        empty = " or empty" if self.optional else ""
+        if self.gt is not None and not value > self.gt:
+            return f"'{self.name}' ({self.label}) must be more than {self.gt:g}{empty}; got {value}."
+        if self.ge is not None and value < self.ge:
+            return f"'{self.name}' must be at least {self.ge:g}{empty}; got {value}."
+        if self.le is not None and value > self.le:
+            lower = self.ge if self.ge is not None else self.gt
+            allowed = f"between {lower:g} and {self.le:g}" if lower is not None else f"at most {self.le:g}"
+            return f"'{self.name}' must be {allowed}; got {value}."
+        return None
+
+
+def option_specs(*, http: bool | None = None, cli: bool | None = None) -> list[OptionSpec]:
+    """The options in definition order; http / cli: only those offered (True) or not (False) there."""
+    hints = typing.get_type_hints(RunOptions)
+    specs = []
+    for f in dataclasses.fields(RunOptions):
+        m = f.metadata
+        spec = OptionSpec(
+            name=f.name,
+            kind=hints[f.name],
+            default=f.default,
+            help=m["help"],
+            ge=m["ge"],
+            gt=m["gt"],
+            le=m["le"],
+            label=m["label"] or f.name.replace("_", " "),
+            metavar=m["metavar"],
+            http=m["http"],
+            cli=m["cli"],
+        )
+        if (http is None or spec.http == http) and (cli is None or spec.cli == cli):
+            specs.append(spec)
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------
+
+
+def add_cli_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag-name`` per CLI option, with its choices, type, default and help."""
+    for spec in option_specs(cli=True):
+        flag = "--" + spec.name.replace("_", "-")
+        text = spec.help.replace("%", "%%")  # argparse formats help with %
+        if spec.scalar is bool:
+            action = argparse.BooleanOptionalAction if spec.default else "store_true"
+            parser.add_argument(flag, action=action, default=spec.default, help=text)
+            continue
+        if spec.default is not None:
+            text += f" (default {spec.default})"
+        parser.add_argument(
+            flag, type=spec.scalar, choices=spec.choices, default=spec.default, metavar=spec.metavar, help=text
+        )
+
+
+def options_from_cli(args: argparse.Namespace) -> RunOptions:
+    """The parsed flags of :func:`add_cli_flags` -> RunOptions (CLI-less options at their defaults)."""
+    return RunOptions(**{spec.name: getattr(args, spec.name) for spec in option_specs(cli=True)})
+
+
+# --------------------------------------------------------------------------------------------
+# The documentation
+# --------------------------------------------------------------------------------------------
+
+
+def _type_text(spec: OptionSpec) -> str:
+    if spec.choices is not None:
+        text = " \\| ".join(f'`"{c}"`' for c in spec.choices)
+    else:
+        text = spec.scalar.__name__
+        lower = spec.ge if spec.ge is not None else spec.gt
+        if lower is not None and spec.le is not None:
+            text += f" {lower:g}..{spec.le:g}"
+        elif spec.ge is not None:
+            text += f" ≥ {spec.ge:g}"
+        elif spec.gt is not None:
+            text += f" > {spec.gt:g}"
+    return text + (" \\| null" if spec.optional else "")
+
+
+def _default_text(default: Any) -> str:
+    if default is None:
+        return "null"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def markdown_table(*, http: bool = True) -> str:
+    """The options offered over HTTP as the Markdown table of docs/server.md."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    rows += [
+        f"| `{s.name}` | {_type_text(s)} | {_default_text(s.default)} | {s.help} |" for s in option_specs(http=http)
+    ]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m vibe_server.pipeline.options: the table for docs/server.md
+    print(markdown_table())

@@ -1,0 +1,17 @@
+"""Reduced precision for the convolutional networks (backbone, YOLOv3): the names and the autocast."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: official numerics; bf16: CPU with AMX or CUDA; fp16: CUDA
+
+
+def autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` on ``device_type`` ('cpu' | 'cuda'); fp32: no autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device_type, dtype=dtype)

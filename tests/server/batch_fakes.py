@@ -1,0 +1,57 @@
+"""The engine the batch tests load in worker processes and Ray actors (by name, as
+``tests.server.batch_fakes:tiny_engine``): the tiny VIBE model on real decoded video, with a scripted
+tracker (one person in the middle of every frame) so that it runs in a fraction of a second per clip.
+
+A video whose name starts with ``crash-once`` kills its worker process halfway through the first
+time it is run (a marker file next to it records that), to test that a dead worker's video is retried.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from vibe_server.pipeline import video
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.frontend import FrontEnd
+
+from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
+
+CRASH_PREFIX = "crash-once"
+CRASH_AT_FRAME = 6
+SLOW_PREFIX = "slow"
+SLOW_FRAME_S = 0.1
+
+
+def _one_person(reader, detector, *, detection_stride=1):
+    """One track (id 1): a box over the middle of each frame; 'slow*' videos take SLOW_FRAME_S a frame."""
+    path = Path(str(reader.path))
+    slow = path.name.startswith(SLOW_PREFIX)
+    for frame_index, frame in reader:
+        if frame_index == CRASH_AT_FRAME and path.name.startswith(CRASH_PREFIX):
+            _crash_once(path)
+        if frame_index % detection_stride == 0:
+            detector.detect([frame])
+        if slow:
+            time.sleep(SLOW_FRAME_S)
+        h, w = frame.shape[:2]
+        yield frame_index, frame, [(1, np.array([w / 2, h / 2, w / 3, h / 1.5]))]
+
+
+def _crash_once(path: Path) -> None:
+    marker = path.with_name(path.name + ".crashed")
+    if not marker.exists():
+        marker.write_text("the worker was killed here once\n")
+        os._exit(17)                                      # like a worker killed by the OOM killer
+
+
+def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
+    import torch
+
+    torch.set_num_threads(1)
+    scripted = ScriptedFrontEnd()
+    frontend = FrontEnd(open_video=video.open_video, make_detector=scripted.make_detector,
+                        stream_people=_one_person, crop_people=scripted.crop_people)
+    return Engine(TinyVIBE(), model_name="tiny test model", data_dir=None, device=device, precision=precision,
+                  frontend=frontend)

@@ -1,0 +1,117 @@
+"""The job options are defined once (pipeline/options.py: RunOptions); the HTTP schema, the CLI flags,
+the validation and the docs table follow from it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.api.jobs import params_to_options
+from vibe_server.api.schemas import JobParams
+from vibe_server.cli import build_parser
+from vibe_server.pipeline import options as options_module
+from vibe_server.pipeline.options import RunOptions, add_cli_flags, markdown_table, option_specs, options_from_cli
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "server.md"
+
+
+def test_every_option_has_help_and_a_valid_default():
+    for spec in option_specs():
+        assert spec.help and spec.problem(spec.default) is None, spec.name
+    RunOptions().validate()
+
+
+def test_http_params_are_the_http_options_with_their_defaults_and_bounds():
+    http = {s.name: s for s in option_specs(http=True)}
+    assert list(JobParams.model_fields) == list(http)
+    assert JobParams().model_dump() == {name: s.default for name, s in http.items()}
+    assert params_to_options(JobParams()) == RunOptions()
+    schema = JobParams.model_json_schema()["properties"]
+    assert schema["detection_stride"]["maximum"] == 1000 and schema["detection_stride"]["minimum"] == 1
+    assert schema["chunking"]["enum"] == ["carry", "official"]
+    assert schema["smoothing"]["description"] == http["smoothing"].help
+    with pytest.raises(pydantic.ValidationError):
+        JobParams(detection_stride=1001)
+    with pytest.raises(pydantic.ValidationError):
+        JobParams(batch_size=8)  # CLI-only: not offered over HTTP
+    # null stands for the default (what older clients and stored job records send)
+    assert JobParams(detector=None, tracks_max=None).detector == "auto"
+
+
+def test_cli_flags_are_the_cli_options_with_help_and_defaults():
+    parser = argparse.ArgumentParser()
+    add_cli_flags(parser)
+    assert options_from_cli(parser.parse_args([])) == RunOptions()
+    args = parser.parse_args(
+        [
+            "--detector",
+            "hog",
+            "--detection-stride",
+            "3",
+            "--tracks-max",
+            "2",
+            "--official-uncrop",
+            "--focal-px",
+            "900",
+            "--smoothing-method",
+            "one_euro",
+        ]
+    )
+    assert options_from_cli(args) == RunOptions(
+        detector="hog",
+        detection_stride=3,
+        tracks_max=2,
+        official_uncrop=True,
+        focal_px=900.0,
+        smoothing_method="one_euro",
+    )
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--chunking", "overlap"])  # choices come from the Literal
+    help_text = parser.format_help()
+    for spec in option_specs(cli=True):
+        assert "--" + spec.name.replace("_", "-") in help_text
+    assert "--temporal-chunk-frames" not in help_text
+    assert "(default 25)" in help_text
+    assert "--detection-stride" in build_parser()._subparsers._group_actions[0].choices["infer"].format_help()
+
+
+def test_a_new_option_is_one_field(monkeypatch):
+    """Adding a field to RunOptions offers it on the command line, over HTTP and in validation."""
+
+    @dataclasses.dataclass
+    class Extended(RunOptions):
+        pose_scale: float = options_module.option(1.0, "a made-up option", gt=0.0)
+
+    monkeypatch.setattr(options_module, "RunOptions", Extended)
+    parser = argparse.ArgumentParser()
+    add_cli_flags(parser)
+    assert options_from_cli(parser.parse_args(["--pose-scale", "2"])).pose_scale == 2.0
+    assert "pose_scale" in [s.name for s in option_specs(http=True)]
+    with pytest.raises(VibeError, match="'pose_scale' .* must be more than 0"):
+        Extended(pose_scale=-1.0).validate()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"detector": "ssd"}, "Unknown detector 'ssd'; use 'auto' or 'yolo' or 'hog'."),
+        ({"detection_stride": 0}, "'detection_stride' must be at least 1; got 0."),
+        ({"detection_stride": 5000}, "'detection_stride' must be between 1 and 1000; got 5000."),
+        ({"tracks_max": 0}, "'tracks_max' must be at least 1 or empty; got 0."),
+        ({"official_uncrop": "yes"}, "'official_uncrop' takes a bool; got 'yes'."),
+        ({"min_track_frames": None}, "'min_track_frames' needs a value (default 25)."),
+    ],
+)
+def test_validation_messages(bad, message):
+    with pytest.raises(VibeError) as err:
+        RunOptions(**bad).validate()
+    assert str(err.value) == message
+
+
+def test_the_docs_table_is_the_definition():
+    assert markdown_table() in DOCS.read_text(), "run: python -m vibe_server.pipeline.options"

@@ -46,7 +46,7 @@ def test_recording_gives_the_standard_result_file(fp32_engine, short_clip, tmp_p
     save_result(tmp_path / "live.npz", recording.result(frames_seen=24, dropped=0))
     result = load_result(tmp_path / "live.npz")
     assert result.video.frame_count == 24 and result.meta["source"] == "live"
-    assert sum(t.num_frames for t in result.tracks) == sum(len(r) for r in recording._rows.values()) > 15
+    assert sum(t.num_frames for t in result.tracks) == sum(len(r) for r in recording._rows.values()) > 5
 
 
 def test_live_command_prints_figures_and_records(short_clip, synthetic_bundle, tmp_path, capsys):

@@ -1,14 +1,12 @@
 """/live: start a live session from a source, follow it over a WebSocket, stop it.
 
-The WebSocket handshake passes the same checks as every other request (Host, Origin, token), done by
-hand because browsers send no preflight for WebSockets: a page on another site could otherwise open
-one to this server (cross-site WebSocket hijacking). A refused handshake is closed before it is
-accepted, which the client sees as HTTP 403.
+The WebSocket handshake passes the same Host, Origin and token checks as every request
+(``deps.websocket_refusal``); a refused handshake is closed before it is accepted, which the client
+sees as HTTP 403.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 
 from fastapi import APIRouter, HTTPException, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
@@ -16,29 +14,28 @@ from starlette.websockets import WebSocketDisconnect
 
 from vibe_blender.core.errors import VibeError
 
-from ..deps import PROTECTED, client_is_loopback, get_engine
+from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
 from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, Subscriber
 from ..schemas import LiveRequest, LiveStatus
 
 router = APIRouter(prefix="/live", tags=["live"])
 
 
-def live_manager(request_or_ws) -> LiveManager:
-    app = request_or_ws.app
-    if getattr(app.state, "live", None) is None:
-        app.state.live = LiveManager(get_engine(request_or_ws))
+def live_manager(app, engine) -> LiveManager:
+    if app.state.live is None:
+        app.state.live = LiveManager(engine)
     return app.state.live
 
 
-def find_run(manager: LiveManager, live_id: str):
-    run = manager.runs.get(live_id)
+def find_run(manager: LiveManager | None, live_id: str):
+    run = manager.runs.get(live_id) if manager is not None else None
     if run is None:
         raise HTTPException(404, f"There is no live session '{live_id}'.")
     return run
 
 
 @router.post("", response_model=LiveStatus, status_code=201, dependencies=PROTECTED)
-async def start_live(body: LiveRequest, request: Request) -> dict:
+async def start_live(body: LiveRequest, request: Request, engine: EngineDep) -> dict:
     """Start a live session: a camera index, a stream URL on this machine, or a video file on the
     server's disk (loopback clients only) played at its own frame rate."""
     from ...pipeline.live import LiveOptions
@@ -53,7 +50,7 @@ async def start_live(body: LiveRequest, request: Request) -> dict:
     params = body.params.model_dump()
     lossless, max_frames = params.pop("lossless"), params.pop("max_frames")
     options = LiveOptions(**params)
-    manager = live_manager(request)
+    manager = live_manager(request.app, engine)
     try:
         run = await run_in_threadpool(manager.start, body.source, options, lossless=lossless,  # opening blocks
                                       max_frames=max_frames)
@@ -64,31 +61,15 @@ async def start_live(body: LiveRequest, request: Request) -> dict:
 
 @router.get("/{live_id}", response_model=LiveStatus, dependencies=PROTECTED)
 def live_status(live_id: str, request: Request) -> dict:
-    return find_run(live_manager(request), live_id).public()
+    return find_run(request.app.state.live, live_id).public()
 
 
 @router.post("/{live_id}/stop", response_model=LiveStatus, dependencies=PROTECTED)
 async def stop_live(live_id: str, request: Request) -> dict:
-    manager = live_manager(request)
+    manager = request.app.state.live
     run = find_run(manager, live_id)
     await run_in_threadpool(manager.stop, run)
     return run.public()
-
-
-def websocket_refusal(ws: WebSocket) -> str | None:
-    """Why this WebSocket handshake is refused (Host, Origin, token), or None."""
-    settings = ws.app.state.settings
-    host = ws.headers.get("host", "")
-    if not settings.host_allowed(host):
-        return "wrong Host"
-    origin = ws.headers.get("origin")
-    if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
-        return "foreign Origin"
-    if settings.token:
-        scheme, _, token = ws.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
-            return "missing or wrong token"
-    return None
 
 
 @router.websocket("/{live_id}/stream")
@@ -98,8 +79,8 @@ async def stream_live(ws: WebSocket, live_id: str) -> None:
     if websocket_refusal(ws) is not None:
         await ws.close(code=1008)
         return
-    manager = live_manager(ws)
-    run = manager.runs.get(live_id)
+    manager = ws.app.state.live
+    run = manager.runs.get(live_id) if manager is not None else None
     if run is None or len(run.subscribers) >= MAX_SUBSCRIBERS:
         await ws.close(code=1008)
         return

@@ -171,3 +171,28 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory):
+    """The first 24 frames of the bundled clip (one person walking), as its own file."""
+    import cv2
+
+    from vibe_server.pipeline.video import open_video
+
+    reader = open_video(Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4")
+    path = tmp_path_factory.mktemp("live") / "walk24.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps,
+                             (reader.info.width, reader.info.height))
+    for index, rgb in reader:
+        if index == 24:
+            break
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def fp32_engine(vibe_model, synthetic_bundle):
+    """The synthetic official-size model in fp32 on the CPU, as one Engine for the session."""
+    return Engine(vibe_model, model_name="synthetic", data_dir=synthetic_bundle, device="cpu", precision="fp32")

@@ -331,6 +331,25 @@ class ServerClient:
         """GET /jobs/{id}/result -> the result .npz at ``dest`` (a name the caller chose)."""
         return self._download(f"/jobs/{_checked_id(job_id)}/result", dest, max_bytes=max_bytes, **kw)
 
+    # ---------------------------------------------------------------- live
+    def start_live(self, source: str, params: dict | None = None) -> dict:
+        """POST /live: a camera index, a stream URL on the server's machine or a file there."""
+        body = json.dumps({"source": str(source), "params": params or {}}).encode()
+        return self._request_json("POST", "/live", body=body, headers={"Content-Type": "application/json"})
+
+    def stop_live(self, live_id: str) -> dict:
+        return self._request_json("POST", f"/live/{_checked_id(live_id)}/stop")
+
+    def open_live_stream(self, live_id: str):
+        """The session's WebSocket (``core.websocket.WebSocket``), with the token in the handshake."""
+        from .websocket import WebSocket
+
+        if self._https:
+            raise VibeError("Live streams need an http:// server URL (on this machine or the local network).")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        url = f"ws://{host}:{self._port}{self._prefix}{API}/live/{_checked_id(live_id)}/stream"
+        return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=max(self.timeout_s, 30.0))
+
     def download_body_model(self, dest: str | Path, *, max_bytes: int = MAX_BODY_MODEL_BYTES, **kw) -> Path:
         """GET /body_model -> the body-model .npz at ``dest``."""
         return self._download("/body_model", dest, max_bytes=max_bytes, **kw)
@@ -421,6 +440,7 @@ def _cannot_write(path: Path, err: OSError) -> VibeError:
 
 
 def _checked_id(job_id: str) -> str:
+    """A job or live-session id as the server makes them (16 hex digits), else VibeError."""
     if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
         raise VibeError(f"'{display_text(job_id, 40)}' is not a VIBE Mocap job id (16 hex digits).")
     return job_id

@@ -18,7 +18,7 @@ from vibe_blender.core.errors import VibeError
 from .. import __version__
 from ..batch.devices import server_devices
 from .jobs import JobManager
-from .routes import body_model, health, jobs
+from .routes import body_model, health, jobs, live
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -52,6 +52,8 @@ async def lifespan(app: FastAPI):
         yield
     finally:
         state.jobs.stop()
+        if getattr(state, "live", None) is not None:
+            state.live.stop_all()
 
 
 def openapi_schema(app: FastAPI) -> dict:
@@ -77,8 +79,8 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.openapi = lambda: openapi_schema(app)
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader
-    app.state.engine, app.state.engine_error, app.state.jobs = None, None, None
-    for router in (health.router, jobs.router, body_model.router):
+    app.state.engine, app.state.engine_error, app.state.jobs, app.state.live = None, None, None, None
+    for router in (health.router, jobs.router, body_model.router, live.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.exception_handler(RequestValidationError)

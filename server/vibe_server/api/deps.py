@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, WebSocket
 
 from .jobs import JobManager
 from .settings import Settings, is_loopback
@@ -45,13 +45,23 @@ async def check_host(request: Request, settings: SettingsDep) -> None:
                                  "connect to the server by its own address.")
 
 
+def bearer_token_ok(authorization: str, expected: str) -> bool:
+    """An ``Authorization: Bearer <token>`` header value against the server's token (constant time)."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+def same_origin(origin: str, host: str) -> bool:
+    """A browser's Origin header names this server itself (not another site's page)."""
+    return origin in (f"http://{host}", f"https://{host}")
+
+
 async def check_token(request: Request, settings: SettingsDep) -> None:
     """Every client, loopback ones too, sends the token: other accounts on this machine reach
     127.0.0.1 as well, but only the user can read the token file."""
     if not settings.token:                       # never serve unauthenticated (validate() refuses this)
         raise HTTPException(503, "This server has no token configured; restart it with 'vibe-mocap serve'.")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.token.encode()):
+    if not bearer_token_ok(request.headers.get("authorization", ""), settings.token):
         raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>'. The add-on "
                                  "and the command line read it from the token file that 'vibe-mocap serve' "
                                  "names when it starts (or from $VIBE_MOCAP_TOKEN).",
@@ -64,8 +74,7 @@ async def check_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if origin is None or request.method not in STATE_CHANGING_METHODS:
         return
-    host = request.headers.get("host", "")
-    if origin not in (f"http://{host}", f"https://{host}"):
+    if not same_origin(origin, request.headers.get("host", "")):
         raise HTTPException(403, f"Requests from the web page at '{origin}' are not allowed; "
                                  "use the Blender add-on or the command line.")
 
@@ -74,5 +83,22 @@ def client_is_loopback(request: Request) -> bool:
     return request.client is not None and is_loopback(request.client.host)
 
 
+def websocket_refusal(ws: WebSocket) -> str | None:
+    """Why a WebSocket handshake is refused, or None. The same Host, Origin and token rules as every
+    request, checked by hand: browsers send no preflight for WebSockets, so a page on another site
+    could otherwise open one to this server (cross-site WebSocket hijacking)."""
+    settings: Settings = ws.app.state.settings
+    host = ws.headers.get("host", "")
+    if not settings.host_allowed(host):
+        return "wrong Host"
+    origin = ws.headers.get("origin")
+    if origin is not None and not same_origin(origin, host):
+        return "foreign Origin"
+    if not settings.token or not bearer_token_ok(ws.headers.get("authorization", ""), settings.token):
+        return "missing or wrong token"
+    return None
+
+
+EngineDep = Annotated[object, Depends(get_engine)]
 PROTECTED = [Depends(check_host), Depends(check_token), Depends(check_origin)]
 PUBLIC = [Depends(check_host), Depends(check_origin)]

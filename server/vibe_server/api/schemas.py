@@ -84,3 +84,34 @@ class Health(BaseModel):
     model: str
     torch: str
     queue_length: int
+
+
+class LiveParams(BaseModel):
+    """Options of a live session; unknown keys are refused (422)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detector: Literal["auto", "yolo", "hog"] = "auto"
+    detection_stride: int = Field(1, ge=1, le=1000, description="detect every Nth processed frame")
+    smoothing: float = Field(0.0, ge=0.0, le=1.0, description="causal smoothing, 0 (off) .. 1")
+    max_people: int = Field(4, ge=1, le=32, description="follow at most this many people")
+    lossless: bool = Field(False, description="files only: wait for the model instead of dropping frames")
+    max_frames: int | None = Field(None, ge=1, description="stop after this many processed frames (empty: never)")
+
+
+class LiveRequest(BaseModel):
+    """POST /live: a camera index ("0"), a stream URL on the server's machine, or a video file path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(max_length=4096)
+    params: LiveParams = Field(default_factory=LiveParams)
+
+
+class LiveStatus(BaseModel):
+    live_id: str
+    status: Literal["starting", "running", "stopped", "ended", "failed"]
+    source: str
+    error: str | None = None
+    stats: dict = Field(default_factory=dict)
+    clients: int = 0

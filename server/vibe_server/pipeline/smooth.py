@@ -100,3 +100,52 @@ def one_euro_pose(pose: np.ndarray, *, min_cutoff: float = ONE_EURO_MIN_CUTOFF,
     for t in range(1, len(pose)):
         out[t] = one_euro(t, pose[t])
     return out
+
+
+# -- causal (live) ----------------------------------------------------------------------------------
+# Live smoothing: strength 1 gives this minimum cutoff; lower strengths raise it (less smoothing).
+LIVE_MIN_CUTOFF_HZ = 1.0
+LIVE_BETA = 0.5                      # cutoff rise per rad/s of joint speed: fast moves lag less
+
+
+class CausalRotationFilter:
+    """One-Euro on rotations, for live capture: each output depends only on the frames so far.
+
+    Per joint, the new rotation is sign-aligned with the last output, its angular speed (rad/s)
+    is low-pass filtered, and the output moves toward the input by One-Euro's alpha along the
+    shortest arc (normalised lerp of unit quaternions). Still poses are smoothed hard, fast moves
+    pass with little lag; nothing breaks where an angle crosses 180°, as it would on axis-angle.
+    strength: 0 (off) .. 1 (strongest).
+    """
+
+    def __init__(self, strength: float, *, min_cutoff_hz: float = LIVE_MIN_CUTOFF_HZ, beta: float = LIVE_BETA,
+                 d_cutoff_hz: float = 1.0):
+        if not 0.0 <= strength <= 1.0:
+            raise VibeError(f"Smoothing strength must be between 0 and 1; got {strength}.")
+        self.strength = float(strength)
+        self.min_cutoff_hz = min_cutoff_hz / max(self.strength, 1e-6)
+        self.beta, self.d_cutoff_hz = beta, d_cutoff_hz
+        self._quat: np.ndarray | None = None        # (24, 4) last output
+        self._speed: np.ndarray | None = None       # (24,) filtered rad/s
+        self._t: float | None = None
+
+    def __call__(self, t_s: float, pose: np.ndarray) -> np.ndarray:
+        """pose (72,) axis-angle at time t_s (seconds, increasing) -> smoothed (72,) float32."""
+        pose = np.asarray(pose, dtype=np.float64).reshape(24, 3)
+        if self.strength == 0.0:
+            return pose.reshape(72).astype(np.float32)
+        quat = axis_angle_to_quat(pose)
+        if self._quat is None or t_s <= self._t:
+            self._quat, self._speed, self._t = quat, np.zeros(24), float(t_s)
+            return pose.reshape(72).astype(np.float32)
+        dt = float(t_s) - self._t
+        dot = np.sum(quat * self._quat, axis=1)
+        quat = np.where(dot[:, None] < 0, -quat, quat)                     # the shortest arc
+        angle = 2.0 * np.arccos(np.clip(np.abs(dot), 0.0, 1.0))            # (24,) rad since last output
+        a_d = OneEuroFilter._alpha(dt, self.d_cutoff_hz)
+        self._speed = a_d * (angle / dt) + (1 - a_d) * self._speed
+        a = OneEuroFilter._alpha(dt, self.min_cutoff_hz + self.beta * self._speed)[:, None]
+        out = self._quat + a * (quat - self._quat)
+        self._quat = out / np.linalg.norm(out, axis=1, keepdims=True)
+        self._t = float(t_s)
+        return quat_to_axis_angle(self._quat).reshape(72).astype(np.float32)

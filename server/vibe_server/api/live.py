@@ -1,0 +1,124 @@
+"""Live sessions of the server: one source read by one thread, results fanned out to WebSocket clients.
+
+``LiveManager.start(source, options)`` opens the source (camera, loopback stream or paced file) and
+runs ``pipeline.live.run_live`` in a worker thread. Every processed frame becomes one JSON message,
+handed to each subscriber's bounded queue on the event loop: a subscriber that reads slower than
+the frames come loses its oldest messages (counted in ``dropped_for_client``), so no client can make
+the server hold more than ``SUBSCRIBER_QUEUE`` messages for it. One live session runs at a time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from vibe_blender.core.errors import VibeError
+
+log = logging.getLogger("vibe_server.api")
+SUBSCRIBER_QUEUE = 32                 # messages held per WebSocket client at most
+MAX_SUBSCRIBERS = 8
+
+
+@dataclass
+class Subscriber:
+    queue: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+    dropped: int = 0
+
+    def offer(self, message: dict) -> None:
+        """On the event loop: queue the message, dropping the oldest when the client lags."""
+        if self.queue.full():
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait({**message, "dropped_for_client": self.dropped})
+
+
+@dataclass
+class LiveRun:
+    live_id: str
+    source_name: str
+    status: str = "starting"                # starting | running | stopped | ended | failed
+    error: str | None = None
+    stats: dict = field(default_factory=dict)
+    created_s: float = field(default_factory=time.time)
+    subscribers: list[Subscriber] = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def public(self) -> dict:
+        return {"live_id": self.live_id, "status": self.status, "source": self.source_name, "error": self.error,
+                "stats": self.stats, "clients": len(self.subscribers)}
+
+    def publish(self, message: dict) -> None:
+        """From the worker thread: hand the message to every subscriber's loop."""
+        with self.lock:
+            subscribers = list(self.subscribers)
+        for sub in subscribers:
+            try:
+                sub.loop.call_soon_threadsafe(sub.offer, message)
+            except RuntimeError:                 # that client's loop is closed: it is gone
+                pass
+
+
+class LiveManager:
+    """The server's live sessions (engine shared with the job worker; torch inference is thread-safe)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.runs: dict[str, LiveRun] = {}
+        self._lock = threading.Lock()
+
+    def active(self) -> LiveRun | None:
+        return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
+
+    def start(self, source_spec: str, options, *, lossless: bool = False, max_frames: int | None = None) -> LiveRun:
+        from ..pipeline.live import LiveSession
+        from ..pipeline.live_source import open_live_source
+
+        with self._lock:
+            if self.active() is not None:
+                raise VibeError("A live session is already running; stop it first (POST /live/{id}/stop).")
+            source = open_live_source(source_spec, lossless=lossless)
+            session = LiveSession(self.engine, options, width=source.info.width, height=source.info.height)
+            run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name)
+            self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
+            self.runs[run.live_id] = run
+        run.thread = threading.Thread(target=self._work, args=(run, source, session, max_frames), daemon=True,
+                                      name=f"vibe-live-{run.live_id}")
+        run.thread.start()
+        return run
+
+    def stop(self, run: LiveRun, timeout_s: float = 5.0) -> None:
+        run.stop_event.set()
+        if run.thread is not None:
+            run.thread.join(timeout_s)
+
+    def stop_all(self) -> None:
+        for run in list(self.runs.values()):
+            self.stop(run)
+
+    def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
+        from ..pipeline.live import run_live
+
+        def on_frame(frame, people, stats) -> None:
+            run.stats = stats.to_json()
+            run.publish({"type": "frame", "frame_index": frame.index, "frame_time_s": frame.time_s,
+                         "people": [p.to_json() for p in people], "stats": run.stats})
+
+        run.status = "running"
+        try:
+            with source:
+                stats = run_live(source, session, on_frame=on_frame, should_stop=run.stop_event.is_set,
+                                 max_frames=max_frames)
+            run.stats = stats.to_json()
+            run.status = "stopped" if run.stop_event.is_set() else "ended"
+        except VibeError as err:
+            run.status, run.error = "failed", str(err)
+        except Exception as err:                              # never let the worker die silently
+            log.exception("live session %s failed", run.live_id)
+            run.status, run.error = "failed", f"The live session failed: {err}"
+        run.publish({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})

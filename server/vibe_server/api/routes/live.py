@@ -1,0 +1,108 @@
+"""/live: start a live session from a source, follow it over a WebSocket, stop it.
+
+The WebSocket handshake passes the same Host, Origin and token checks as every request
+(``deps.websocket_refusal``); a refused handshake is closed before it is accepted, which the client
+sees as HTTP 403.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, HTTPException, Request, WebSocket
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocketDisconnect
+
+from vibe_blender.core.errors import VibeError
+
+from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
+from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, Subscriber
+from ..schemas import LiveRequest, LiveStatus
+
+router = APIRouter(prefix="/live", tags=["live"])
+
+
+def live_manager(app, engine) -> LiveManager:
+    if app.state.live is None:
+        app.state.live = LiveManager(engine)
+    return app.state.live
+
+
+def find_run(manager: LiveManager | None, live_id: str):
+    run = manager.runs.get(live_id) if manager is not None else None
+    if run is None:
+        raise HTTPException(404, f"There is no live session '{live_id}'.")
+    return run
+
+
+@router.post("", response_model=LiveStatus, status_code=201, dependencies=PROTECTED)
+async def start_live(body: LiveRequest, request: Request, engine: EngineDep) -> dict:
+    """Start a live session: a camera index, a stream URL on this machine, or a video file on the
+    server's disk (loopback clients only) played at its own frame rate."""
+    from ...pipeline.live import LiveOptions
+    from ...pipeline.live_source import parse_source
+
+    try:
+        kind, _ = parse_source(body.source)
+    except VibeError as err:
+        raise HTTPException(400, str(err)) from None
+    if kind != "stream" and not client_is_loopback(request):
+        raise HTTPException(403, "Only a client on the server's own machine may name a camera or a file there.")
+    params = body.params.model_dump()
+    lossless, max_frames = params.pop("lossless"), params.pop("max_frames")
+    options = LiveOptions(**params)
+    manager = live_manager(request.app, engine)
+    try:
+        run = await run_in_threadpool(manager.start, body.source, options, lossless=lossless,  # opening blocks
+                                      max_frames=max_frames)
+    except VibeError as err:
+        raise HTTPException(409 if "already running" in str(err) else 400, str(err)) from None
+    return run.public()
+
+
+@router.get("/{live_id}", response_model=LiveStatus, dependencies=PROTECTED)
+def live_status(live_id: str, request: Request) -> dict:
+    return find_run(request.app.state.live, live_id).public()
+
+
+@router.post("/{live_id}/stop", response_model=LiveStatus, dependencies=PROTECTED)
+async def stop_live(live_id: str, request: Request) -> dict:
+    manager = request.app.state.live
+    run = find_run(manager, live_id)
+    await run_in_threadpool(manager.stop, run)
+    return run.public()
+
+
+@router.websocket("/{live_id}/stream")
+async def stream_live(ws: WebSocket, live_id: str) -> None:
+    """One JSON message per processed frame ({"type": "frame", "frame_index", "frame_time_s",
+    "people": [...], "stats", "dropped_for_client"}), then {"type": "end", ...}."""
+    if websocket_refusal(ws) is not None:
+        await ws.close(code=1008)
+        return
+    manager = ws.app.state.live
+    run = manager.runs.get(live_id) if manager is not None else None
+    if run is None or len(run.subscribers) >= MAX_SUBSCRIBERS:
+        await ws.close(code=1008)
+        return
+    await ws.accept()
+    sub = Subscriber(asyncio.Queue(SUBSCRIBER_QUEUE), asyncio.get_running_loop())
+    with run.lock:
+        run.subscribers.append(sub)
+    try:
+        if run.status not in ("starting", "running"):
+            await ws.send_json({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})
+            return
+        while True:
+            message = await sub.queue.get()
+            await ws.send_json(message)
+            if message["type"] == "end":
+                return
+    except WebSocketDisconnect:
+        pass
+    finally:
+        with run.lock:
+            run.subscribers.remove(sub)
+        try:
+            await ws.close()
+        except RuntimeError:                     # already closed by the client
+            pass

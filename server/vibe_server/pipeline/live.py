@@ -1,0 +1,263 @@
+"""The online pipeline: one frame in, the people in it out, as the frames arrive.
+
+    session = LiveSession(engine, LiveOptions(detection_stride=4), width=W, height=H, fps=fps)
+    for frame in source:                                    # pipeline.live_source.LiveSource
+        people = session.process(frame.index, frame.rgb, frame.time_s)     # [LivePerson, ...]
+
+Per frame: detect (every ``detection_stride`` processed frames) or carry the boxes with the tracker's
+prediction, crop each tracked person, ResNet-50 on the crops together, then one step of the temporal
+GRU per person with that person's state carried from their previous frame, the regressor, and the
+cameras and root translation of the offline result file. VIBE's GRU is unidirectional, so with no
+frame dropped and no smoothing this gives exactly the offline pipeline's "carry" results; smoothing
+here is causal (``smooth.CausalRotationFilter``). Every person is reported from their first tracked
+frame (the offline pipeline drops tracks shorter than ``min_track_frames`` afterwards).
+
+``LiveRecording`` keeps what was sent, frame by frame, and turns it into the standard result file.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import MocapResult, Track, VideoInfo
+
+from . import postprocess
+from .crop import crop_people
+from .smooth import CausalRotationFilter
+from .track import Sort, xyxy_to_square_cxcywh
+
+FORGET_AFTER_FRAMES = 30            # a person unseen this long starts a fresh GRU state if seen again
+
+
+@dataclass
+class LiveOptions:
+    detector: str = "auto"                 # "yolo" | "hog" | "auto"
+    detection_stride: int = 1             # detect every Nth processed frame; the tracker carries the rest
+    smoothing: float = 0.0                 # 0 (off) .. 1, causal
+    max_people: int = 4                    # the largest boxes are kept
+    focal_px: float | None = None          # for the root translation; None: the longer image side
+
+    def validate(self) -> None:
+        if self.detector not in ("auto", "yolo", "hog"):
+            raise VibeError(f"Unknown detector '{self.detector}'; use 'yolo', 'hog' or 'auto'.")
+        if not 1 <= int(self.detection_stride) <= 1000:
+            raise VibeError(f"'detection_stride' must be between 1 and 1000; got {self.detection_stride}.")
+        if not 0.0 <= float(self.smoothing) <= 1.0:
+            raise VibeError(f"'smoothing' must be between 0 and 1; got {self.smoothing}.")
+        if not 1 <= int(self.max_people) <= 32:
+            raise VibeError(f"'max_people' must be between 1 and 32; got {self.max_people}.")
+        if self.focal_px is not None and not self.focal_px > 0:
+            raise VibeError(f"The focal length must be positive; got {self.focal_px} px.")
+
+
+@dataclass(frozen=True)
+class LivePerson:
+    """One person at one frame, as streamed to the client."""
+
+    track_id: int
+    frame_index: int
+    frame_time_s: float                 # when the frame arrived (source clock, seconds)
+    latency_s: float                    # arrival -> result
+    pose: np.ndarray                    # (72,) axis-angle, SMPL joint order
+    betas: np.ndarray                   # (10,)
+    trans_cam_m: np.ndarray             # (3,) root translation, camera frame (x right, y down, z forward)
+    orig_cam: np.ndarray                # (4,) [sx, sy, tx, ty]
+    pred_cam: np.ndarray                # (3,) crop camera
+    bbox: np.ndarray                    # (4,) [cx, cy, w, h] pixels
+    joints3d: np.ndarray                # (49, 3)
+
+    def to_json(self) -> dict:
+        return {"track_id": self.track_id, "frame_index": self.frame_index, "frame_time_s": self.frame_time_s,
+                "latency_s": round(self.latency_s, 5), "pose": _floats(self.pose), "betas": _floats(self.betas),
+                "trans_cam_m": _floats(self.trans_cam_m), "orig_cam": _floats(self.orig_cam),
+                "bbox": _floats(self.bbox)}
+
+
+def _floats(array: np.ndarray) -> list[float]:
+    return [round(float(v), 6) for v in np.asarray(array).ravel()]
+
+
+@dataclass
+class _PersonState:
+    gru_state: object                        # (2, 1, 1024) torch tensor of this person's GRU
+    last_frame: int
+    smoother: CausalRotationFilter | None
+
+
+class LiveSession:
+    """The online pipeline for one source (not thread-safe: one consumer thread calls ``process``)."""
+
+    def __init__(self, engine, options: LiveOptions, *, width: int, height: int):
+        options.validate()
+        self.engine, self.options = engine, options
+        self.width, self.height = int(width), int(height)
+        self.focal_px = options.focal_px or postprocess.default_focal_length_px(width, height)
+        self.detector = engine.detector(options.detector)
+        self.sort = Sort()
+        self.frames_processed = 0
+        self._people: dict[int, _PersonState] = {}
+
+    def process(self, frame_index: int, frame_rgb: np.ndarray, frame_time_s: float) -> list[LivePerson]:
+        """frame (H, W, 3) uint8 RGB -> the people tracked in it."""
+        boxes = self._track(frame_rgb)
+        self.frames_processed += 1
+        if not boxes:
+            return []
+        track_ids = [track_id for track_id, _ in boxes]
+        bboxes = np.stack([bbox for _, bbox in boxes])
+        features = self.engine.extract_features(crop_people(frame_rgb, bboxes))          # (K, 2048)
+        theta, joints3d = self._temporal_step(track_ids, features, frame_index)
+        orig_cam = postprocess.crop_cam_to_orig_cam(theta[:, :3], bboxes, self.width, self.height)
+        trans = postprocess.trans_cam_from_orig_cam(orig_cam, self.width, self.focal_px)
+        done_s = time.monotonic()
+        people = []
+        for k, track_id in enumerate(track_ids):
+            pose = theta[k, 3:75]
+            smoother = self._people[track_id].smoother
+            if smoother is not None:
+                pose = smoother(frame_time_s, pose)
+            people.append(LivePerson(track_id, int(frame_index), float(frame_time_s), done_s - frame_time_s,
+                                     pose, theta[k, 75:85], trans[k].astype(np.float32),
+                                     orig_cam[k].astype(np.float32), theta[k, :3], bboxes[k].astype(np.float32),
+                                     joints3d[k]))
+        self._forget_old(frame_index)
+        return people
+
+    def _track(self, frame_rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Detect or carry; -> [(track_id, square bbox (4,) cxcywh)] of at most max_people people."""
+        if self.frames_processed % self.options.detection_stride == 0:
+            dets = self.detector.detect([frame_rgb])[0]
+            reported = self.sort.update(dets) if len(dets) else self.sort.skip()
+        else:
+            reported = self.sort.coast()
+        if len(reported) == 0:
+            return []
+        squares = xyxy_to_square_cxcywh(reported)
+        order = np.argsort(-squares[:, 2], kind="stable")[: self.options.max_people]       # largest first
+        return sorted((int(reported[i, 4]), squares[i]) for i in order)
+
+    def _temporal_step(self, track_ids: list[int], features: np.ndarray, frame_index: int):
+        """features (K, 2048) of K people -> theta (K, 85), joints3d (K, 49, 3): one GRU step each,
+        from the state each person had at their previous frame (all K in one batch)."""
+        import torch
+
+        engine = self.engine
+        hidden = engine.model.encoder.gru.hidden_size
+        layers = engine.model.encoder.gru.num_layers
+        zero = torch.zeros(layers, 1, hidden, device=engine.device)
+        h0 = torch.cat([self._people[t].gru_state if t in self._people else zero for t in track_ids], dim=1)
+        x = torch.as_tensor(features, dtype=torch.float32, device=engine.device)[:, None]      # (K, 1, 2048)
+        with torch.inference_mode():
+            out = engine.model.forward_features(x, h0=h0)
+        for k, track_id in enumerate(track_ids):
+            state = self._people.get(track_id)
+            if state is None:
+                smoother = CausalRotationFilter(self.options.smoothing) if self.options.smoothing > 0 else None
+                state = self._people[track_id] = _PersonState(None, frame_index, smoother)
+            state.gru_state = out["gru_state"][:, k:k + 1].clone()
+            state.last_frame = frame_index
+        return out["theta"][:, 0].float().cpu().numpy(), out["kp_3d"][:, 0].float().cpu().numpy()
+
+    def _forget_old(self, frame_index: int) -> None:
+        for track_id in [t for t, s in self._people.items() if frame_index - s.last_frame > FORGET_AFTER_FRAMES]:
+            del self._people[track_id]
+
+
+@dataclass
+class LiveRecording:
+    """What a live session sent, kept to write the standard result file when recording stops."""
+
+    name: str
+    fps: float
+    width: int
+    height: int
+    focal_px: float
+    model_name: str
+    _rows: dict[int, list[LivePerson]] = field(default_factory=dict)
+
+    def add(self, people: list[LivePerson]) -> None:
+        for person in people:
+            self._rows.setdefault(person.track_id, []).append(person)
+
+    @property
+    def frames_recorded(self) -> int:
+        return len({p.frame_index for rows in self._rows.values() for p in rows})
+
+    def result(self, *, frames_seen: int, dropped: int) -> MocapResult:
+        """The result file's content: one track per person, one row per frame they were streamed in."""
+        tracks = []
+        for track_id, rows in sorted(self._rows.items()):
+            theta = np.concatenate([np.stack([r.pred_cam for r in rows]), np.stack([r.pose for r in rows]),
+                                    np.stack([r.betas for r in rows])], axis=1)
+            tracks.append(postprocess.build_track(
+                track_id, np.array([r.frame_index for r in rows]), theta, np.stack([r.joints3d for r in rows]),
+                np.stack([r.bbox for r in rows]), width=self.width, height=self.height, focal_px=self.focal_px))
+        return MocapResult(
+            video=VideoInfo(name=self.name, fps=float(self.fps), width=self.width, height=self.height,
+                            frame_count=int(frames_seen)),
+            tracks=tracks, model_name=self.model_name, focal_length_px=float(self.focal_px),
+            meta={"source": "live", "frames_dropped": str(int(dropped))},
+        )
+
+
+def empty_track_error(name: str) -> VibeError:
+    return VibeError(f"Nobody was tracked while recording '{name}': nothing to save. Make sure a whole "
+                     "person is in view, then record again.")
+
+
+
+
+@dataclass
+class LiveStats:
+    """Figures of a running session: frames/s over the last second, latency percentiles, drops."""
+
+    frames_processed: int = 0
+    frames_arrived: int = 0
+    frames_dropped: int = 0
+    fps: float = 0.0
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    _latencies: list[float] = field(default_factory=list)
+    _recent: list[float] = field(default_factory=list)
+
+    def add(self, arrived_s: float, done_s: float) -> None:
+        self.frames_processed += 1
+        self._latencies.append(done_s - arrived_s)
+        self._latencies = self._latencies[-2000:]                 # bounded: the last 2000 frames
+        self._recent = [t for t in self._recent if done_s - t < 1.0] + [done_s]
+        self.fps = float(len(self._recent))
+        self.latency_p50_s, self.latency_p95_s = (float(v) for v in np.percentile(self._latencies, [50, 95]))
+
+    def to_json(self) -> dict:
+        return {"frames_processed": self.frames_processed, "frames_arrived": self.frames_arrived,
+                "frames_dropped": self.frames_dropped, "fps": round(self.fps, 2),
+                "latency_p50_s": self.latency_p50_s, "latency_p95_s": self.latency_p95_s}
+
+
+def run_live(source, session: LiveSession, *, on_frame=None, should_stop=None,
+             recording: LiveRecording | None = None, max_frames: int | None = None) -> LiveStats:
+    """Take frames from ``source`` (a started ``LiveSource``) until it ends, ``should_stop()`` or
+    ``max_frames`` frames were processed:
+    process each, call ``on_frame(frame, people, stats)``, record when asked. The source drops what the
+    session cannot keep up with; the stats count it."""
+    stats = LiveStats()
+    while not (should_stop is not None and should_stop()) and stats.frames_processed != max_frames:
+        frame = source.next_frame(timeout_s=0.5)
+        if frame is None:
+            if source.ended:
+                break
+            continue
+        people = session.process(frame.index, frame.rgb, frame.time_s)
+        stats.add(frame.time_s, time.monotonic())
+        stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+        if recording is not None:
+            recording.add(people)
+        if on_frame is not None:
+            on_frame(frame, people, stats)
+    stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+    if source.error:
+        raise VibeError(source.error)
+    return stats

@@ -1,0 +1,185 @@
+"""Frames as they arrive, for live capture: a camera, a stream on this machine, or a video file
+played at its own frame rate. The newest frame wins.
+
+A reader thread takes frames from the source at the source's pace and keeps only the newest one
+the consumer has not taken yet. When the consumer (the model) is slower than the source, the older
+frame is dropped and counted; memory holds at most one waiting frame, however slow the consumer.
+
+    with open_live_source("0") as source:            # camera 0; or "clip.mp4", "rtsp://127.0.0.1/x"
+        while (frame := source.next_frame()) is not None:
+            ...frame.index, frame.rgb, frame.time_s...
+        source.dropped                                 # frames the consumer never saw
+"""
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vibe_blender.core.client import is_loopback_url
+from vibe_blender.core.errors import VibeError
+
+STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
+MAX_CAMERA_INDEX = 63
+
+
+@dataclass(frozen=True)
+class LiveFrame:
+    index: int                  # position in the source, counting dropped frames too
+    rgb: np.ndarray             # (H, W, 3) uint8
+    time_s: float               # when it arrived (time.monotonic())
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    name: str
+    fps: float
+    width: int
+    height: int
+
+
+class LiveSource:
+    """The reader thread and the one-frame mailbox between it and the consumer.
+
+    frames: an iterator of (H, W, 3) uint8 RGB frames (it may block until the next one arrives);
+    pace_fps: for a file, hand frames out at this rate (a camera or stream paces itself);
+    lossless: for a file, wait for the consumer instead of dropping (tests, and replays that must
+        keep every frame); pacing then gives the earliest time a frame is handed out.
+    """
+
+    def __init__(self, frames: Iterator[np.ndarray], info: SourceInfo, *, pace_fps: float | None = None,
+                 lossless: bool = False, close: Callable[[], None] | None = None):
+        self.info = info
+        self._frames, self._pace_fps, self._lossless, self._close = frames, pace_fps, lossless, close
+        self._mailbox: LiveFrame | None = None
+        self._cond = threading.Condition()
+        self._ended = False
+        self._stop = threading.Event()
+        self.arrived = 0            # frames read from the source
+        self.dropped = 0            # frames replaced before the consumer took them
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True, name="vibe-live-source")
+
+    def __enter__(self) -> "LiveSource":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "LiveSource":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(5.0)
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    @property
+    def ended(self) -> bool:
+        """True once the source has no more frames and the last one was taken."""
+        with self._cond:
+            return self._ended and self._mailbox is None
+
+    def next_frame(self, timeout_s: float | None = None) -> LiveFrame | None:
+        """The newest frame not taken yet (waits for one); None when the source has ended."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._mailbox is not None or self._ended, timeout_s)
+            frame, self._mailbox = self._mailbox, None
+            self._cond.notify_all()                  # a lossless reader waits for the mailbox to empty
+            return frame
+
+    def _read(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for index, rgb in enumerate(self._frames):
+                if self._stop.is_set():
+                    break
+                if self._pace_fps:                      # a file: wait until this frame is "due"
+                    delay = t0 + index / self._pace_fps - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                frame = LiveFrame(index, rgb, time.monotonic())
+                with self._cond:
+                    if self._lossless:
+                        self._cond.wait_for(lambda: self._mailbox is None or self._stop.is_set())
+                    if self._mailbox is not None:
+                        self.dropped += 1
+                    self._mailbox = frame
+                    self.arrived += 1
+                    self._cond.notify_all()
+        except VibeError as err:
+            self.error = str(err)
+        finally:
+            if self._close is not None:
+                self._close()
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+
+def parse_source(spec: str) -> tuple[str, int | str]:
+    """"0" -> ("camera", 0); "rtsp://127.0.0.1:8554/x" -> ("stream", url); else ("file", path).
+
+    Streams are accepted from this machine only (a loopback host), so that a live session cannot be
+    pointed at other hosts on the network."""
+    spec = str(spec).strip()
+    if spec.isdigit():
+        index = int(spec)
+        if index > MAX_CAMERA_INDEX:
+            raise VibeError(f"Camera index {index} is out of range; use 0 for the first camera.")
+        return "camera", index
+    scheme = urllib.parse.urlparse(spec).scheme.lower()
+    if scheme in STREAM_SCHEMES:
+        if not is_loopback_url(spec.replace(f"{scheme}://", "http://", 1)):
+            raise VibeError(f"The stream '{spec}' is not on this machine; live streams must come from "
+                            "127.0.0.1 (relay the camera to this machine first).")
+        return "stream", spec
+    if scheme and len(scheme) > 1:
+        raise VibeError(f"'{spec}' is not a camera index, a video file or a stream URL "
+                        f"({', '.join(STREAM_SCHEMES)}) on this machine.")
+    return "file", spec
+
+
+def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
+    """A camera index, a loopback stream URL or a video file (played at its own frame rate;
+    ``lossless``: a file waits for the consumer rather than drop frames)."""
+    kind, target = parse_source(spec)
+    if kind == "file":
+        from .video import open_video
+
+        reader = open_video(str(target))
+        info = SourceInfo(Path(str(target)).name, float(reader.info.fps or 30.0), reader.info.width,
+                          reader.info.height)
+        return LiveSource((rgb for _, rgb in reader), info, pace_fps=info.fps, lossless=lossless)
+    return _open_capture(kind, target)
+
+
+def _open_capture(kind: str, target: int | str) -> LiveSource:
+    import cv2
+
+    capture = cv2.VideoCapture(target) if kind == "camera" else cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        what = f"camera {target}" if kind == "camera" else f"the stream {target}"
+        raise VibeError(f"Cannot open {what}: check that it is connected and not used by another program.")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    info = SourceInfo(f"camera {target}" if kind == "camera" else str(target), float(fps),
+                      int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+
+    def frames() -> Iterator[np.ndarray]:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    return LiveSource(frames(), info, close=capture.release)

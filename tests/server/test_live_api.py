@@ -91,7 +91,7 @@ def test_a_client_that_reads_late_gets_every_frame_or_its_drop_count(server):
                                 {"detector": "hog", "detection_stride": 4, "lossless": True, "max_frames": 60})["live_id"]
     ws = client.open_live_stream(live_id)
     deadline = time.monotonic() + 300
-    while client._request("GET", f"/live/{live_id}")["status"] == "running":
+    while client.live_status(live_id)["status"] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.5)
     messages = []

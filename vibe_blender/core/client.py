@@ -337,6 +337,10 @@ class ServerClient:
         body = json.dumps({"source": str(source), "params": params or {}}).encode()
         return self._request_json("POST", "/live", body=body, headers={"Content-Type": "application/json"})
 
+    def live_status(self, live_id: str) -> dict:
+        """GET /live/{id}: {live_id, status, source, error, stats, clients}."""
+        return self._request_json("GET", f"/live/{_checked_id(live_id)}")
+
     def stop_live(self, live_id: str) -> dict:
         return self._request_json("POST", f"/live/{_checked_id(live_id)}/stop")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import bpy
 
 from .core.capture import CaptureJob, CaptureStatus
-from .core.client import ServerClient, check_online_access
+from . import server_control
+from .core.client import ServerClient, check_online_access, is_loopback_url
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
@@ -42,10 +43,18 @@ def start_capture(video_path: str, options: ImportOptions, *, server_url: str | 
     prefs = get_preferences()
     url = server_url if server_url is not None else prefs.server_url
     check_online_access(url, bpy.app.online_access)
-    client = ServerClient(url, token if token is not None else prefs.token)
+    typed_token = token if token is not None else prefs.token
+    client, connect = None, None
+    if is_loopback_url(url):             # this machine: start the add-on's own server if none answers
+
+        def connect() -> ServerClient:
+            server_url_now, server_token = server_control.server_for_capture(url, typed_token)
+            return ServerClient(server_url_now, server_token)
+    else:
+        client = ServerClient(url, typed_token)
     job = CaptureJob(client, bpy.path.abspath(video_path), user_dir("results"),
                      body_model_path=user_dir("cache") / BODY_MODEL_CACHE, params=params, upload=upload,
-                     poll_interval_s=poll_interval_s)
+                     poll_interval_s=poll_interval_s, connect=connect)
     options.video_path = options.video_path or bpy.path.abspath(video_path)
     _current.update(job=job, options=options, imported=None, error=None)
     job.start()

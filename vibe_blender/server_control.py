@@ -67,18 +67,8 @@ def look_for_program() -> None:
 # -- start / stop --------------------------------------------------------------------------------
 def start_server() -> None:
     """Start the add-on's server in the background (finding the program first, off the main thread)."""
-    server = local_server()
-    if server.snapshot().running:
-        raise VibeError("The local server is already running.")
     program = _state.program
-
-    def start():
-        try:
-            server.start((program or find_program_now()).path, data_dir=_data_dir_setting())
-        except VibeError as err:
-            server.report_start_error(str(err))
-
-    threading.Thread(target=start, daemon=True, name="vibe-start-server").start()
+    local_server().start(lambda: (program or find_program_now()).path, data_dir=_data_dir_setting())
     _follow()
 
 

@@ -119,13 +119,3 @@ def test_capture_real_clip_through_the_real_server(registered, real_server, empt
                                           'pose.bones["pelvis"].rotation_quaternion', 0)
         np.testing.assert_array_equal(frames, track.frame_ids + 1)        # one key per tracked frame
         assert len(mesh.data.shape_keys.key_blocks) >= 11                  # basis + 10 betas
-
-
-def test_server_down_while_capturing_is_reported(registered, empty_scene, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
-    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "any-token")
-    jobs.start_capture(str(CLIP), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
-    while jobs.tick() is not None:
-        time.sleep(0.05)
-    status = jobs.current_job().snapshot()
-    assert status.state == "failed" and "vibe-mocap serve" in status.message

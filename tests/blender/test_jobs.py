@@ -69,17 +69,24 @@ def test_the_token_file_is_read_when_none_is_typed(registered, empty_scene, refe
     assert server.authorizations[-1] == f"Bearer {token}"
 
 
-def test_a_missing_token_is_one_clear_message(registered, video, monkeypatch):
+def test_a_missing_token_is_one_clear_message(registered, reference_dir, video, monkeypatch):
     monkeypatch.delenv(user_dirs.TOKEN_ENV_VAR)
-    with pytest.raises(VibeError, match="No access token") as err:
-        jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
-    assert str(user_dirs.token_path()) in str(err.value)
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", token="t") as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
+        status = _follow()
+    assert status.state == "failed" and "No access token" in status.message
+    assert str(user_dirs.token_path()) in status.message
 
 
-def test_server_down_is_reported_not_imported(registered, empty_scene, video):
+def test_no_server_and_no_program_is_reported_not_imported(registered, empty_scene, video, monkeypatch):
+    """Nothing answers on this machine and the server program cannot be found: one clear message."""
+    from vibe_blender import preferences, server_control
+
+    monkeypatch.setattr(preferences._Defaults, "server_program", "/nonexistent/vibe-mocap")
+    monkeypatch.setattr(server_control._state, "program", None)
     jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
     status = _follow()
-    assert status.state == "failed" and "Cannot reach" in status.message
+    assert status.state == "failed" and "program set in the preferences" in status.message
     assert jobs.last_import() is None and not bpy.data.objects
 
 
@@ -153,7 +160,9 @@ def _draw_panel(context):
     return calls
 
 
-def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video):
+def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video, monkeypatch):
+    from vibe_blender import preferences, server_control
+
     progress = bpy.types.UILayout.bl_rna.functions["progress"]            # the call the panel makes exists
     assert {"factor", "type", "text"} <= {p.identifier for p in progress.parameters}
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
@@ -165,8 +174,11 @@ def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, referen
         assert ("operator", ("vibe_mocap.cancel_capture",), {"icon": "CANCEL"}) in calls
         jobs.cancel_capture()
         _follow()
+    # nothing answers and no server program is found: the panel says why and offers Capture again
+    monkeypatch.setattr(preferences._Defaults, "server_program", "/nonexistent/vibe-mocap")
+    monkeypatch.setattr(server_control._state, "program", None)
     jobs.start_capture(str(video), ImportOptions(), server_url="http://127.0.0.1:9", use_timer=False)
     _follow()
     calls = _draw_panel(bpy.context)
     labels = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
-    assert "Cannot reach" in labels and ("operator", ("vibe_mocap.capture",), {"icon": "REC"}) in calls
+    assert "does not exist" in labels and ("operator", ("vibe_mocap.capture",), {"icon": "REC"}) in calls

@@ -147,3 +147,43 @@ def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp
     assert install.returncode == 1 and any("yolov3.weights" in line and "missing" in line for line in install.lines)
     states = {f.name: f.status for f in server_control.model_data_state()[1]}
     assert states["SMPL_NEUTRAL.pkl"] == states["vibe_model_wo_3dpw.pth.tar"] == "present"
+
+
+def test_capture_starts_the_server_imports_and_a_death_mid_job_loses_nothing(addon, monkeypatch):
+    """Capture with nothing running: the add-on starts the real server, captures the bundled clip and
+    imports it; then the server dies during a second capture, which is reported with the reason,
+    while the first character and its result file stay."""
+    from vibe_blender import jobs, preferences
+    from vibe_blender.core.local_server import free_port
+    from vibe_blender.importer import ImportOptions
+
+    clip = REPO / "samples" / "one-person-walk.mp4"
+    monkeypatch.setattr(preferences._Defaults, "server_url", f"http://127.0.0.1:{free_port()}")
+    params = {"detector": "hog", "detection_stride": 2, "min_track_frames": 20}
+    jobs.start_capture(str(clip), ImportOptions(), params=params, use_timer=False, poll_interval_s=0.2)
+    states = set()
+    deadline = time.monotonic() + 600
+    while jobs.tick() is not None:
+        states.add(jobs.current_job().snapshot().state)
+        assert time.monotonic() < deadline, jobs.current_job().snapshot()
+        time.sleep(0.2)
+    first = jobs.current_job().snapshot()
+    assert first.state == "done", first.message
+    assert "connecting" in states and server_control.server_status().state == "ready"
+    characters = jobs.last_import()
+    assert characters and all(arm.name in bpy.data.objects for arm, _ in characters)
+
+    jobs.start_capture(str(clip), ImportOptions(), params=params, use_timer=False, poll_interval_s=0.2)
+    while jobs.current_job().snapshot().state not in ("queued", "running", "failed"):
+        time.sleep(0.05)
+    server_control.local_server()._process.kill()
+    deadline = time.monotonic() + 120
+    while jobs.tick() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    second = jobs.current_job().snapshot()
+    assert second.state == "failed" and "Cannot reach" in second.message
+    follow_until(lambda: server_control.server_status().state == "exited", 30)
+    assert "stopped unexpectedly" in server_control.server_status().message
+    assert Path(first.result_path).is_file()
+    assert all(arm.name in bpy.data.objects for arm, _ in characters)

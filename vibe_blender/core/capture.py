@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,17 +43,20 @@ class CaptureJob:
     Local file names are made here, never from what the server sends: the result is
     ``<video stem>_<random>.npz`` in out_dir."""
 
-    def __init__(self, client: ServerClient, video_path: str | Path, out_dir: str | Path, *,
+    def __init__(self, client: ServerClient | None, video_path: str | Path, out_dir: str | Path, *,
                  body_model_path: str | Path, params: dict | None = None, upload: bool | None = None,
-                 poll_interval_s: float = 0.5):
-        self.client = client
+                 poll_interval_s: float = 0.5, connect: Callable[[], ServerClient] | None = None):
+        """connect: instead of ``client``, called first in the worker to get one (the add-on uses it to
+        start its local server when none answers); it may block."""
+        if client is None and connect is None:
+            raise ValueError("CaptureJob needs a client or a connect function")
+        self.client, self._connect = client, connect
         self.video_path = Path(video_path)
         self.out_dir = Path(out_dir)
         self.result_path = self.out_dir / local_result_name(self.video_path)
         self.body_model_path = Path(body_model_path)
         self.params = dict(params or {})
-        # Send the path when the server runs on this machine; upload the file otherwise.
-        self.upload = (not is_loopback_url(client.base_url)) if upload is None else upload
+        self.upload = upload          # None: decided once the server is known (see _decide_upload)
         self.poll_interval_s = poll_interval_s
         self._status = CaptureStatus()
         self._lock = threading.Lock()
@@ -70,7 +74,8 @@ class CaptureJob:
         """Stop now: the state turns 'cancelled' at once, the request in flight is aborted, and the
         worker then asks the server to cancel its job (waiting at most CANCEL_TIMEOUT_S for it)."""
         self._cancel.set()
-        self.client.interrupt()
+        if self.client is not None:
+            self.client.interrupt()
         self._set(state="cancelled", message="Capture cancelled.")
 
     def snapshot(self) -> CaptureStatus:
@@ -106,6 +111,14 @@ class CaptureJob:
         if not self.video_path.is_file():
             raise VibeError(f"The video '{self.video_path}' does not exist; choose a video file.")
         stop = self._stop_requested
+        if self._connect is not None:
+            self._set(state="connecting", message="Connecting to the server (starting one on this machine if "
+                                                  "none runs)")
+            self.client = self._connect()
+            if stop():
+                raise Cancelled()
+        if self.upload is None:          # send the path when the server runs on this machine, else upload
+            self.upload = not is_loopback_url(self.client.base_url)
         info = self.client.health(should_stop=stop)
         job = None
         if not self.upload:

@@ -14,6 +14,7 @@ What the add-on runs, and why (docs/blender.md says the same to users):
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from .client import ServerClient, is_loopback_url
+from .client import API, ServerClient, is_loopback_url
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR
 
@@ -127,18 +128,24 @@ def free_port() -> int:
 def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
     """"vibe" when a VIBE Mocap server answers /health at ``url``, "nothing" when nobody listens,
     "other" when another program does. /health is public: the probe sends no token, so a foreign
-    program never sees it."""
+    program never sees it, and reads at most 64 KiB of the answer."""
     parsed = urllib.parse.urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
     except OSError:
         return "nothing"
+    connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    conn = connection_class(parsed.hostname, port, timeout=timeout_s)
     try:
-        ServerClient(url, "", timeout_s=timeout_s).health()
-    except (VibeError, ValueError):                  # ValueError: an answer that is not JSON
-        return "other"
-    return "vibe"
+        conn.request("GET", parsed.path.rstrip("/") + API + "/health")
+        response = conn.getresponse()
+        health = json.loads(response.read(65536)) if response.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        health = None
+    finally:
+        conn.close()
+    return "vibe" if isinstance(health, dict) and health.get("api_version") == 1 else "other"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,27 +195,19 @@ class LocalServer:
         with self._lock:
             self._status = ServerStatus(**{**self._status.__dict__, **changes})
 
-    def start(self, program: Path, *, port: int = 0, data_dir: str = "") -> None:
-        """Start the server in the background (returns at once); follow it with :meth:`snapshot`."""
+    def start(self, program: Path | Callable[[], Path], *, port: int = 0, data_dir: str = "") -> None:
+        """Start the server in the background (returns at once, already "starting"); follow it with
+        :meth:`snapshot`. program: the vibe-mocap program, or a function that finds it (it runs in
+        the background too, as finding runs the program once)."""
         if self.snapshot().running:
             raise VibeError("The local server is already running; stop it first.")
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
-        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        if data_dir:
-            command += ["--data-dir", str(data_dir)]
-        if self.synthetic:
-            command.append("--synthetic")
-        self._stopping = False
+        self._stopping, self._process = False, None
         self._ready.clear()
         self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
-        threading.Thread(target=self._launch_and_watch, args=(command, url), daemon=True,
+        threading.Thread(target=self._launch_and_watch, args=(program, port, data_dir, url), daemon=True,
                          name="vibe-local-server").start()
-
-    def report_start_error(self, message: str) -> None:
-        """The server could not even be launched (no program): show why, as a failed start."""
-        self._set(state="failed", message=message, log_tail=())
-        self._ready.set()
 
     def wait_ready(self, timeout_s: float | None = None) -> ServerStatus:
         """Block until the server answers or failed (for worker threads and tests, never the UI)."""
@@ -230,8 +229,19 @@ class LocalServer:
         self._ready.set()
 
     # -- the worker thread -------------------------------------------------------------------
-    def _launch_and_watch(self, command: list[str], url: str) -> None:
+    def _launch_and_watch(self, program: Path | Callable[[], Path], port: int, data_dir: str, url: str) -> None:
         t0 = time.monotonic()
+        try:
+            program = program() if callable(program) else program
+        except VibeError as err:                     # no program: a failed start that says why
+            self._set(state="failed", message=str(err), log_tail=())
+            self._ready.set()
+            return
+        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if data_dir:
+            command += ["--data-dir", str(data_dir)]
+        if self.synthetic:
+            command.append("--synthetic")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
         try:
@@ -311,7 +321,7 @@ def connect_or_start(url: str, token: str, server: LocalServer, find: Callable[[
         raise VibeError(f"No VIBE Mocap server answers at {url}. The add-on starts a server only on this "
                         "machine: start it on that computer, or set a 127.0.0.1 URL.")
     if not status.running:
-        server.start(find().path)
+        server.start(lambda: find().path)
     status = server.wait_ready(server.start_timeout_s + 5)
     if status.state != "ready":
         raise VibeError(status.message + ("\n" + "\n".join(status.log_tail) if status.log_tail else ""))

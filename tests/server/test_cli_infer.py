@@ -22,7 +22,7 @@ def tiny_infer(monkeypatch, make_engine, tmp_path):
 
     def fake_load_engine(data_dir, **kwargs):
         calls.update(kwargs, data_dir=data_dir)
-        engine.precision = kwargs["precision"]
+        engine.default_precision = kwargs["precision"]
         return engine
 
     monkeypatch.setattr(run_module, "load_engine", fake_load_engine)

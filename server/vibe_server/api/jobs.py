@@ -21,7 +21,7 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 
-from ..pipeline.run import JobCancelled, RunOptions
+from ..pipeline.run import JobCancelled, RunOptions, official_options
 from .schemas import Job, JobParams
 
 log = logging.getLogger("vibe_server.jobs")
@@ -42,7 +42,9 @@ class JobRecord:
 def params_to_options(params: JobParams) -> RunOptions:
     values = params.model_dump()
     values["detector"] = values["detector"] or "auto"
-    return RunOptions(**values)
+    official = values.pop("official")
+    options = RunOptions(**values)
+    return official_options(options) if official else options
 
 
 class JobManager:

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..pipeline.run import DEFAULT_DETECTION_STRIDE
+
 API_VERSION = 1
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 
@@ -15,13 +17,15 @@ class JobParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     detector: Literal["yolo", "hog"] | None = None          # None: yolo when its weights are installed
-    detection_stride: int = Field(1, ge=1, le=1000)
+    detection_stride: int = Field(DEFAULT_DETECTION_STRIDE, ge=1, le=1000)
+    adaptive_detection: bool = True                       # also detect where the tracker may be wrong
     min_track_frames: int = Field(25, ge=1)
     smoothing: float = Field(0.0, ge=0.0, le=1.0)
     smoothing_method: Literal["rotation", "one_euro"] = "rotation"
     official_uncrop: bool = False
     chunking: Literal["carry", "official"] = "carry"
     tracks_max: int | None = Field(None, ge=1)
+    official: bool = False                                 # the official demo's exact configuration
 
 
 class LocalJobRequest(BaseModel):

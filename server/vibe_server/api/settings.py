@@ -34,7 +34,7 @@ class Settings:
     data_dir: Path | None = None            # model data (None: $VIBE_DATA_DIR, then the user default)
     jobs_dir: Path = field(default_factory=default_jobs_dir)   # uploads and results, survive restarts
     device: str = "auto"
-    precision: str = "fp32"                 # "bf16" (CPU/CUDA) or "fp16" (CUDA) for the fast preset
+    precision: str = "auto"                 # auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, else fp32
     max_upload_bytes: int = 4 * 1024 ** 3
     allow_synthetic: bool = False           # run a labelled placeholder model when the data is missing
     allowed_hosts: tuple[str, ...] = ()     # extra Host names (e.g. a LAN name) besides the bind address

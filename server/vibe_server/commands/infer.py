@@ -6,6 +6,9 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.cpu_features import choose_precision
+from ..pipeline.run import DEFAULT_DETECTION_STRIDE
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("infer", help="video -> result file (.npz), optionally the official vibe_output.pkl",
@@ -21,8 +24,12 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--detector", choices=("auto", "yolo", "hog"), default="auto",
                    help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
-    p.add_argument("--detection-stride", type=int, default=1, metavar="N",
-                   help="detect people every Nth frame; the tracker carries the boxes in between (default 1)")
+    p.add_argument("--detection-stride", type=int, default=DEFAULT_DETECTION_STRIDE, metavar="N",
+                   help="detect people every Nth frame; the tracker carries the boxes in between "
+                        f"(default {DEFAULT_DETECTION_STRIDE}; 1 = every frame, as the official demo)")
+    p.add_argument("--no-adaptive-detection", dest="adaptive_detection", action="store_false",
+                   help="detect only every Nth frame, not also where the tracker's boxes may be wrong "
+                        "(people entering, leaving or crossing)")
     p.add_argument("--min-track-frames", type=int, default=25, metavar="N", help="drop shorter tracks (default 25)")
     p.add_argument("--tracks-max", type=int, metavar="N", help="keep only the N longest tracks")
     p.add_argument("--smoothing", type=float, default=0.0, metavar="S", help="0 (off) .. 1 (strongest)")
@@ -34,16 +41,18 @@ def add_parser(sub) -> None:
                    help="carry the GRU state over the whole track (default) or restart it every 450 frames")
     p.add_argument("--focal-px", type=float, help="focal length for the root translation (default: longer image side)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto (default): fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX, else fp32")
     p.add_argument("--fast", action="store_true",
-                   help="bf16 (CPU, needs AVX512-BF16/AMX to pay off) or fp16 (CUDA) for the backbone")
+                   help="bf16 (CPU) or fp16 (CUDA) even where auto would choose fp32 (bf16 is slower "
+                        "on CPUs without AVX512-BF16/AMX)")
+    p.add_argument("--compile-backbone", choices=("auto", "on", "off"), default="auto",
+                   help="torch.compile ResNet-50: auto (default) does it for long videos in bf16 on CPU")
+    p.add_argument("--official", action="store_true",
+                   help="the official demo's exact configuration: detection on every frame, fp32, no compiling, "
+                        "a fresh GRU state every 450 frames, the official un-crop (about 15-25x slower on a CPU)")
     p.add_argument("--batch-size", type=int, default=32, help="person crops per backbone call (default 32)")
     p.set_defaults(run=run)
-
-
-def _precision(fast: bool, device: str) -> str:
-    if not fast:
-        return "fp32"
-    return "fp16" if device.startswith("cuda") else "bf16"
 
 
 class _StageBars:
@@ -79,7 +88,8 @@ def run(args) -> int:
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
     from ..pipeline import postprocess
-    from ..pipeline.run import SYNTHETIC_MODEL_NAME, RunOptions, load_engine, model_data_problem, resolve_device
+    from ..pipeline.run import (SYNTHETIC_MODEL_NAME, RunOptions, load_engine, model_data_problem, official_options,
+                                resolve_device)
     from ..data.bundle import INSTALL_HINT, resolve_data_dir
 
     video = Path(args.video)
@@ -92,7 +102,9 @@ def run(args) -> int:
                          min_track_frames=args.min_track_frames, smoothing=args.smoothing,
                          smoothing_method=args.smoothing_method, official_uncrop=args.official_uncrop,
                          chunking=args.chunking, tracks_max=args.tracks_max, focal_px=args.focal_px,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, adaptive_detection=args.adaptive_detection)
+    if args.official:
+        options = official_options(options)
     options.validate()
 
     device = resolve_device(args.device)
@@ -101,7 +113,9 @@ def run(args) -> int:
         print(f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
               f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
               file=sys.stderr)
-    engine = load_engine(data_dir, device=device, precision=_precision(args.fast, device), allow_synthetic=True,
+    precision = options.precision or choose_precision(args.precision, fast=args.fast, device=device)
+    engine = load_engine(data_dir, device=device, precision=precision, allow_synthetic=True,
+                         compile_backbone=options.compile_backbone or args.compile_backbone,
                          log=lambda msg: print(msg, file=sys.stderr))
     bars = _StageBars()
     try:
@@ -140,7 +154,9 @@ def summary_table(out, engine) -> str:
     fps = result.video.fps or 30.0
     lines = [f"\n{result.video.name}: {result.video.width}x{result.video.height}, {fps:g} fps, "
              f"{out.frames_decoded} frames decoded; model: {result.model_name}; device {engine.device}, "
-             f"{engine.precision}",
+             f"{engine.precision}; detection every {result.meta.get('detection_stride', '?')} frames"
+             f"{' + adaptive' if result.meta.get('adaptive_detection') == 'True' else ''}"
+             f"{'; compiled backbone' if result.meta.get('backbone_compiled') == 'True' else ''}",
              "", f"{'track':>5}  {'frames':>6}  {'first':>6}  {'last':>6}  {'seconds':>7}"]
     for t in result.tracks:
         lines.append(f"{t.track_id:>5}  {t.num_frames:>6}  {t.frame_ids[0]:>6}  {t.frame_ids[-1]:>6}  "

@@ -22,7 +22,10 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (one server per GPU)")
-    p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) backbone")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto (default): fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX, else fp32; "
+                        "a job with params {\"official\": true} always runs in fp32")
+    p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) even where auto chooses fp32")
     p.add_argument("--max-upload-mb", type=int, default=4096, help="largest accepted upload (default 4096 MiB)")
     p.add_argument("--synthetic", action="store_true",
                    help="when the model data is missing, serve a labelled random-weight placeholder model")
@@ -34,11 +37,12 @@ def run(args) -> int:
 
     from ..api.app import create_app
     from ..pipeline.run import resolve_device
+    from ..pipeline.cpu_features import choose_precision
 
     device = resolve_device(args.device)
     settings = Settings(host=args.host, port=args.port, token=args.token or None,
                         data_dir=Path(args.data_dir) if args.data_dir else None, jobs_dir=Path(args.jobs_dir),
-                        device=device, precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
+                        device=device, precision=choose_precision(args.precision, fast=args.fast, device=device),
                         max_upload_bytes=args.max_upload_mb * 1024 ** 2, allow_synthetic=args.synthetic,
                         allowed_hosts=tuple(args.allowed_host))
     app = create_app(settings)                     # validates: a non-loopback bind needs a token

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -29,11 +29,16 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo
 
 from . import postprocess
+from .compiled_backbone import COMPILE_MODES, BackboneRunner, compile_pays
+from .cpu_features import default_precision
 from .smooth import smooth_pose
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 STREAM_STAGES = STAGES[:5]                 # these run interleaved in the one pass over the video
 OFFICIAL_CHUNK_FRAMES = 450                # the official demo's --vibe_batch_size: fresh GRU state per chunk
+# Chosen with benchmarks/fidelity.py (README "Speed and accuracy"): with adaptive detection the
+# boxes stay within the stated bound of detecting on every frame.
+DEFAULT_DETECTION_STRIDE = 8
 # Share of a job's progress bar taken by each phase (the streaming pass dominates).
 _PHASE_SPAN = {"stream": (0.0, 0.9), "temporal": (0.9, 0.96), "smpl": (0.96, 0.98), "write": (0.98, 1.0)}
 
@@ -49,7 +54,8 @@ class RunOptions:
     """Per-job settings (the HTTP API's ``params`` plus CLI-only knobs)."""
 
     detector: str = "auto"                 # "yolo" | "hog" | "auto" (yolo when its weights are installed)
-    detection_stride: int = 1              # run the detector every Nth frame; the tracker carries the rest
+    detection_stride: int = DEFAULT_DETECTION_STRIDE   # detect every Nth frame; the tracker carries the rest
+    adaptive_detection: bool = True        # also detect at once when the tracker may be wrong (see people.py)
     min_track_frames: int = 25             # shorter tracks are dropped (official MIN_NUM_FRAMES)
     smoothing: float = 0.0                 # 0 = off, 1 = strongest
     smoothing_method: str = "rotation"     # "rotation" (quaternions) | "one_euro" (official)
@@ -59,6 +65,8 @@ class RunOptions:
     focal_px: float | None = None          # focal length for trans_cam_m; None: the longer image side
     batch_size: int = 32                   # crops per backbone call
     temporal_chunk_frames: int = 256       # frames per GRU call in "carry" mode (result does not depend on it)
+    precision: str | None = None           # "fp32" | "bf16" | "fp16"; None: the engine's (auto-detected)
+    compile_backbone: str | None = None    # "auto" | "on" | "off"; None: the engine's (see compiled_backbone.py)
 
     def validate(self) -> None:
         if self.detector not in ("auto", "yolo", "hog"):
@@ -76,6 +84,18 @@ class RunOptions:
             raise VibeError(f"Unknown chunking '{self.chunking}'; use 'carry' or 'official'.")
         if self.focal_px is not None and self.focal_px <= 0:
             raise VibeError(f"The focal length must be positive; got {self.focal_px} px.")
+        if self.precision not in (None, "fp32", "bf16", "fp16"):
+            raise VibeError(f"Unknown precision '{self.precision}'; use fp32, bf16 or fp16.")
+        if self.compile_backbone not in (None, *COMPILE_MODES):
+            raise VibeError(f"Unknown backbone compile mode '{self.compile_backbone}'; use auto, on or off.")
+
+
+def official_options(options: RunOptions | None = None) -> RunOptions:
+    """``options`` (default: the defaults) with everything the official demo does differently put
+    back: YOLO-or-HOG on every frame, fp32 eager, a fresh GRU state every 450 frames, the official
+    1.0x un-crop. Smoothing, track filters and the focal length are left as given."""
+    return replace(options or RunOptions(), detection_stride=1, adaptive_detection=False, chunking="official",
+                   official_uncrop=True, precision="fp32", compile_backbone="off")
 
 
 @dataclass
@@ -84,7 +104,7 @@ class FrontEnd:
 
     open_video(path) -> reader (``.info`` with name/fps/width/height/frame_count; iterates
         (frame_index, frame_rgb)); make_detector(name, data_dir=, device=) -> detector;
-    stream_people(reader, detector, detection_stride=) -> iterator of
+    stream_people(reader, detector, detection_stride=, adaptive_detection=) -> iterator of
         (frame_index, frame_rgb, [(track_id, bbox_cxcywh), ...]);
     crop_people(frame_rgb, bboxes (K, 4) cxcywh) -> (K, 3, 224, 224) ImageNet-normalised float32.
     """
@@ -202,20 +222,41 @@ class Engine:
     """The loaded model plus detectors: runs videos one at a time (not thread-safe; one per device)."""
 
     def __init__(self, model, *, model_name: str, data_dir: Path | None, device: str = "cpu",
-                 precision: str = "fp32", frontend: FrontEnd | None = None):
-        import torch
+                 precision: str = "fp32", frontend: FrontEnd | None = None, compile_backbone: str = "auto",
+                 log: Callable[[str], None] | None = None):
+        """precision: the default of runs that do not set one; compile_backbone: "auto" | "on" |
+        "off", likewise (see :mod:`.compiled_backbone`); log: where notes such as a compile
+        fallback go."""
+        self.model, self.model_name, self.data_dir = model, model_name, data_dir
+        self.device = device
+        self.frontend = frontend
+        self._detectors: dict[tuple[str, str], object] = {}
+        self._channels_last = False
+        self.precision = self._check_precision(precision)
+        self.default_precision = self.precision
+        if compile_backbone not in COMPILE_MODES:
+            raise VibeError(f"Unknown backbone compile mode '{compile_backbone}'; use auto, on or off.")
+        self.compile_backbone = compile_backbone
+        self._use_compiled = False
+        self.backbone_runner = BackboneRunner(model.backbone, on_fallback=log) if hasattr(model, "backbone") else None
+        self._set_precision(self.precision)
 
+    def _check_precision(self, precision: str) -> str:
         if precision not in ("fp32", "bf16", "fp16"):
             raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise VibeError("fp16 needs a CUDA device; on CPU use bf16 (--fast) or fp32.")
-        self.model, self.model_name, self.data_dir = model, model_name, data_dir
-        self.device, self.precision = device, precision
-        self.frontend = frontend
-        self._detectors: dict[str, object] = {}
-        self._channels_last = precision != "fp32" or device.startswith("cuda")
-        if self._channels_last and hasattr(model, "backbone"):
-            model.backbone.to(memory_format=torch.channels_last)
+        if precision == "fp16" and not self.device.startswith("cuda"):
+            raise VibeError("fp16 needs a CUDA device; on CPU use bf16 or fp32.")
+        return precision
+
+    def _set_precision(self, precision: str) -> None:
+        """Autocast dtype, and channels_last for the backbone whenever it is not plain fp32 on CPU."""
+        import torch
+
+        self.precision = self._check_precision(precision)
+        channels_last = precision != "fp32" or self.device.startswith("cuda")
+        if channels_last != self._channels_last and hasattr(self.model, "backbone"):
+            self.model.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._channels_last = channels_last
 
     # -- helpers ------------------------------------------------------------------------------
     def _frontend(self) -> FrontEnd:
@@ -243,12 +284,13 @@ class Engine:
 
     def detector(self, name: str):
         name = self.resolve_detector_name(name)
-        if name not in self._detectors:
-            # YOLO follows the engine's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
+        # YOLO follows the run's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
+        key = (name, self.precision if name == "yolo" else "")
+        if key not in self._detectors:
             options = {"precision": self.precision} if name == "yolo" else {}
-            self._detectors[name] = self._frontend().make_detector(name, data_dir=self.data_dir, device=self.device,
-                                                                   **options)
-        return self._detectors[name]
+            self._detectors[key] = self._frontend().make_detector(name, data_dir=self.data_dir, device=self.device,
+                                                                  **options)
+        return self._detectors[key]
 
     def extract_features(self, crops) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
@@ -261,7 +303,10 @@ class Engine:
         if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
-            features = self.model.extract_features(images[None])[0]
+            if self._use_compiled:
+                features = self.backbone_runner(images, compiled=True)
+            else:
+                features = self.model.extract_features(images[None])[0]
         return features.float().cpu().numpy()
 
     def temporal(self, features: np.ndarray, *, chunking: str, chunk_frames: int) -> dict[str, np.ndarray]:
@@ -326,6 +371,10 @@ class Engine:
 
         reader = self.open_video(video_path)
         info = reader.info
+        self._set_precision(options.precision or self.default_precision)
+        self._use_compiled = self.backbone_runner is not None and compile_pays(
+            options.compile_backbone or self.compile_backbone, device=self.device, precision=self.precision,
+            expected_crops=int(info.frame_count or 0), compiled_already=self.backbone_runner.compiled)
         video_name = video_name or info.name
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
@@ -374,7 +423,8 @@ class Engine:
 
         detector = _TimedDetector(self.detector(options.detector), monitor)
         stream: Iterable = fe.stream_people(_TimedReader(reader, monitor), detector,
-                                            detection_stride=options.detection_stride)
+                                            detection_stride=options.detection_stride,
+                                            adaptive_detection=options.adaptive_detection)
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
         stale_after = max(60, 4 * options.detection_stride)
@@ -461,6 +511,7 @@ class Engine:
         meta.update({
             "detector": detector_name, "vibe_mocap_version": __version__, "torch": torch.__version__,
             "device": self.device, "precision": self.precision,
+            "backbone_compiled": str(self._use_compiled and self.backbone_runner.compiled),
             postprocess.UNCROP_META_KEY: (postprocess.UNCROP_OFFICIAL if options.official_uncrop
                                           else postprocess.UNCROP_CORRECTED),
         })
@@ -504,10 +555,13 @@ def model_data_problem(data_dir: Path) -> str | None:
     return None
 
 
-def load_engine(data_dir=None, *, device: str = "auto", precision: str = "fp32", allow_synthetic: bool = False,
+def load_engine(data_dir=None, *, device: str = "auto", precision: str = "auto", allow_synthetic: bool = False,
                 synthetic_dir: Path | None = None, frontend: FrontEnd | None = None,
-                log: Callable[[str], None] | None = None) -> Engine:
+                log: Callable[[str], None] | None = None, compile_backbone: str = "auto") -> Engine:
     """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default).
+
+    precision "auto": fp16 on CUDA, bf16 on a CPU with AVX512-BF16/AMX, else fp32 (see
+    :mod:`.cpu_features`).
 
     When the data is missing: VibeError saying how to install it, or, with ``allow_synthetic``, a
     clearly labelled random-weight placeholder (written once to ``synthetic_dir``) whose results
@@ -517,6 +571,8 @@ def load_engine(data_dir=None, *, device: str = "auto", precision: str = "fp32",
     from vibe_server.data.bundle import resolve_data_dir
 
     device = resolve_device(device)
+    if precision == "auto":
+        precision = default_precision(device)
     data_dir = resolve_data_dir(data_dir)
     problem = model_data_problem(data_dir)
     model_name = None
@@ -534,4 +590,4 @@ def load_engine(data_dir=None, *, device: str = "auto", precision: str = "fp32",
     model = load_model(data_dir, device=device)
     model_name = model_name or getattr(model, "model_name", "vibe")
     return Engine(model, model_name=model_name, data_dir=data_dir, device=device, precision=precision,
-                  frontend=frontend)
+                  frontend=frontend, compile_backbone=compile_backbone, log=log)

@@ -7,8 +7,8 @@ when the video is long enough to win the time back (:func:`compile_pays`); a ser
 first long job and reuses it for every job after. Any failure to compile (no C compiler, an
 unsupported platform, an inductor bug) logs the reason and falls back to the eager module.
 
-The compiled module always gets batches of the same size: a short last batch is padded (one
-shape, one compilation).
+The compiled module always gets batches of the run's batch size: a short last batch is padded
+(one shape, one compilation).
 """
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def compile_pays(mode: str, *, device: str, precision: str, expected_crops: int,
 
 
 class BackboneRunner:
-    """Runs a backbone module eagerly or compiled: ``runner(images (B, 3, H, W), compiled=) -> (B, F)``.
+    """Runs a backbone module eagerly or compiled:
+    ``runner(images (B, 3, H, W), compiled=, batch_size=) -> (B, F)``; the compiled module sees only
+    batches of ``batch_size`` (shorter ones padded, longer ones split).
 
     The module is compiled on the first compiled call and kept; when compiling or the compiled
     call fails, the reason is logged (and passed to ``on_fallback``) and every later call is eager.
@@ -58,34 +60,32 @@ class BackboneRunner:
         self._compiled: Callable | None = None
         self._on_fallback = on_fallback
         self.fallback_reason: str | None = None
-        self.batch_size: int | None = None        # the one batch size the compiled module sees
 
     @property
     def compiled(self) -> bool:
         """True once a compiled module exists and has not failed."""
         return self._compiled is not None and self.fallback_reason is None
 
-    def __call__(self, images: torch.Tensor, *, compiled: bool) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, *, compiled: bool, batch_size: int = 32) -> torch.Tensor:
         if not compiled or self.fallback_reason is not None:
             return self.module(images)
         try:
-            return self._run_compiled(images)
+            return self._run_compiled(images, batch_size)
         except Exception as err:                   # compiling can fail in many ways; never fail the run
             self._fall_back(f"{type(err).__name__}: {err}")
             return self.module(images)
 
-    def _run_compiled(self, images: torch.Tensor) -> torch.Tensor:
+    def _run_compiled(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         import torch
 
         if self._compiled is None:
             self._compiled = self._compiler(self.module)
-            self.batch_size = len(images)
         n = len(images)
-        if n > self.batch_size:                    # larger batches: in pieces of the compiled size
-            return torch.cat([self._run_compiled(images[i:i + self.batch_size])
-                              for i in range(0, n, self.batch_size)])
-        if n < self.batch_size:                    # a short last batch: pad instead of recompiling
-            pad = images[:1].expand(self.batch_size - n, *images.shape[1:])
+        if n > batch_size:                         # larger batches: in pieces of the compiled size
+            return torch.cat([self._run_compiled(images[i:i + batch_size], batch_size)
+                              for i in range(0, n, batch_size)])
+        if n < batch_size:                         # a short last batch: pad instead of recompiling
+            pad = images[:1].expand(batch_size - n, *images.shape[1:])
             images = torch.cat([images, pad]).contiguous(memory_format=_memory_format(images))
         return self._compiled(images)[:n]
 

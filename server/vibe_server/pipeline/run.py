@@ -231,7 +231,8 @@ class Engine:
         self.device = device
         self.frontend = frontend
         self._detectors: dict[tuple[str, str], object] = {}
-        self._channels_last = False
+        self._channels_last: bool | None = None            # the backbone's memory format is set below
+        self._batch_size = RunOptions.batch_size
         self.precision = self._check_precision(precision)
         self.default_precision = self.precision
         if compile_backbone not in COMPILE_MODES:
@@ -304,7 +305,7 @@ class Engine:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             if self._use_compiled:
-                features = self.backbone_runner(images, compiled=True)
+                features = self.backbone_runner(images, compiled=True, batch_size=self._batch_size)
             else:
                 features = self.model.extract_features(images[None])[0]
         return features.float().cpu().numpy()
@@ -372,6 +373,7 @@ class Engine:
         reader = self.open_video(video_path)
         info = reader.info
         self._set_precision(options.precision or self.default_precision)
+        self._batch_size = options.batch_size
         self._use_compiled = self.backbone_runner is not None and compile_pays(
             options.compile_backbone or self.compile_backbone, device=self.device, precision=self.precision,
             expected_crops=int(info.frame_count or 0), compiled_already=self.backbone_runner.compiled)

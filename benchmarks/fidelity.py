@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import tempfile
 import time
@@ -134,6 +133,10 @@ def compare(official, other) -> dict[str, list]:
 
 # ---------------------------------------------------------------------------------------------
 
+def _mean(values: np.ndarray, scale: float = 1.0) -> float:
+    return scale * float(values.mean()) if len(values) else float("nan")
+
+
 def make_frontend(base, detector_for):
     """The real front end with ``make_detector`` replaced by ``detector_for(name, **kwargs)``."""
     from vibe_server.pipeline.run import FrontEnd
@@ -240,11 +243,11 @@ def main() -> int:
         fps = speeds.get(setting.name, float("nan"))
         ratio = fps / speeds["official"] if "official" in speeds else float("nan")
         box_note = "n/a" if (setting.name == "bf16 YOLO" and not real) else None
-        mean = lambda k, scale=1.0: scale * float(merged[k].mean()) if len(merged[k]) else float("nan")  # noqa: E731
         cells = (f"{recall:>8.3f}{np.median(merged['box_iou']):>8.3f}{np.median(merged['crop_iou']):>9.3f}"
                  if box_note is None else f"{box_note:>8}{box_note:>8}{box_note:>9}")
         print(f"{setting.name:<24}{fps:>9.2f}{ratio:>6.1f}{sum(len(r.tracks) for r in results[setting.name]):>7}"
-              f"{cells}{mean('mpjpe', 1000):>8.1f}{mean('pa_mpjpe', 1000):>9.1f}{mean('angle'):>7.2f}")
+              f"{cells}{_mean(merged['mpjpe'], 1000):>8.1f}{_mean(merged['pa_mpjpe'], 1000):>9.1f}"
+              f"{_mean(merged['angle']):>7.2f}")
     defaults = run_options(Setting("CLI defaults", defaults=True))
     print(f"\nCLI defaults: detection stride {defaults.detection_stride}, adaptive {defaults.adaptive_detection}, "
           f"precision {defaults.precision}, compile auto; speed runs on {speed_n} frames from frame {SPEED_START} "

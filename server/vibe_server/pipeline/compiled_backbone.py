@@ -13,7 +13,8 @@ The compiled module always gets batches of the run's batch size: a short last ba
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:                      # torch is imported when a runner is made (a fast CLI start)
     import torch

@@ -28,7 +28,7 @@ def _torch_capability() -> str:
         import torch
 
         return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:                                        # an old torch without the query
+    except (AttributeError, RuntimeError):                   # an old torch without the query
         return ""
 
 

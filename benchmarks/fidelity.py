@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -122,6 +123,7 @@ def compare(official, other) -> dict[str, list]:
             box[ri] = iou_cxcywh(ref.bboxes[ri], best.bboxes[ci])
             scaled = np.array([1, 1, CROP_SCALE, CROP_SCALE])
             crop[ri] = iou_cxcywh(ref.bboxes[ri] * scaled, best.bboxes[ci] * scaled)
+        if best is not None and ref.joints3d is not None:
             mpjpe, pa_mpjpe = compute_errors(ref.joints3d[ri][:, EVAL_JOINTS], best.joints3d[ci][:, EVAL_JOINTS])
             out["mpjpe"] += list(mpjpe)
             out["pa_mpjpe"] += list(pa_mpjpe)
@@ -135,6 +137,18 @@ def compare(official, other) -> dict[str, list]:
 
 def _mean(values: np.ndarray, scale: float = 1.0) -> float:
     return scale * float(values.mean()) if len(values) else float("nan")
+
+
+def track_only(clip: Path, detector, options) -> SimpleNamespace:
+    """Decode, detect and track only -> a result-like object: tracks with frame_ids, bboxes and
+    NaN pose figures (the pose columns then read nan)."""
+    from vibe_server.pipeline.people import find_people
+    from vibe_server.pipeline.video import open_video
+
+    tracklets = find_people(open_video(clip), detector, detection_stride=options.detection_stride,
+                            adaptive_detection=options.adaptive_detection, min_track_frames=options.min_track_frames)
+    return SimpleNamespace(tracks=[SimpleNamespace(frame_ids=t.frames, bboxes=t.bboxes, joints3d=None, pose=None)
+                                   for t in tracklets.values()])
 
 
 def make_frontend(base, detector_for):
@@ -157,6 +171,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only these settings (names as printed; official always)")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--hog-cache", help="an .npz file keeping the HOG boxes between runs (same clips only)")
+    parser.add_argument("--boxes-only", action="store_true",
+                        help="only decode, detect and track (box figures in seconds; no pose, no speed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -179,6 +196,8 @@ def main() -> int:
 
     real = bool(args.data_dir)
     base = FrontEnd.default()
+    if real and args.boxes_only:
+        raise SystemExit("--boxes-only replays HOG boxes; it does not run with --data-dir.")
     if real:
         data_dir = Path(args.data_dir)
         boxes = {}
@@ -189,20 +208,27 @@ def main() -> int:
         data_dir = work / "vibe_data"
         write_synthetic_bundle(data_dir)
         write_random_darknet_weights(data_dir / "yolov3.weights")
-        boxes = {}
+        cache = Path(args.hog_cache) if args.hog_cache else None
+        boxes = dict(np.load(cache, allow_pickle=False)) if cache and cache.is_file() else {}
         for clip in [c for _, c, _ in clips] + [speed_clip, warmup_clip]:
-            boxes.update(hog_boxes(clip))
+            if not cache or not cache.is_file():
+                boxes.update(hog_boxes(clip))
+        if cache and not cache.is_file():
+            np.savez(cache, **boxes)
     print(f"clips: {', '.join(f'{name} ({n} frames)' for name, _, n in clips)}; {args.threads} CPU threads; "
           f"torch {torch.__version__}; CPU bf16 hardware: {cpu_has_fast_bf16()} "
           f"(default precision {default_precision('cpu')})")
     print("boxes: " + ("real YOLOv3" if real else "OpenCV HOG people detector (random-weight YOLO cannot "
                                                   "detect; its cost is timed in the speed runs)"))
-    model = load_model(data_dir, device="cpu")
+    model = None if args.boxes_only else load_model(data_dir, device="cpu")
 
     results: dict[str, list] = {}
     speeds: dict[str, float] = {}
     for setting in settings:
         options = run_options(setting)
+        if args.boxes_only:
+            results[setting.name] = [track_only(clip, ReplayDetector(boxes), options) for _, clip, _ in clips]
+            continue
         yolo_p = yolo_precision(setting, options)
 
         def detector_for(name, *, replay: bool, yolo_p=yolo_p, **kwargs):

@@ -67,8 +67,10 @@ class ReplayDetector:
 
     def __init__(self, boxes_by_frame: dict[str, np.ndarray]):
         self.boxes_by_frame = boxes_by_frame
+        self.frames_detected = 0
 
     def detect(self, frames_rgb):
+        self.frames_detected += len(frames_rgb)
         return [self.boxes_by_frame.get(frame_key(f), np.zeros((0, 5), np.float32)) for f in frames_rgb]
 
 

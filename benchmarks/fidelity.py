@@ -139,6 +139,34 @@ def _mean(values: np.ndarray, scale: float = 1.0) -> float:
     return scale * float(values.mean()) if len(values) else float("nan")
 
 
+def cached_hog_boxes(clip: Path, cache_dir: Path | None, source: str) -> dict[str, np.ndarray]:
+    """HOG boxes of every frame of the clip, kept in cache_dir (one .npz per source: file name,
+    first frame and frame count) when given."""
+    import hashlib
+
+    if cache_dir is None:
+        return hog_boxes(clip)
+    path = cache_dir / f"hog-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    boxes = hog_boxes(clip)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **boxes)
+    return boxes
+
+
+class CountingDetector:
+    """Passes detection on to ``detector`` and counts the frames it was asked about."""
+
+    def __init__(self, detector):
+        self.detector, self.batch_size, self.frames = detector, detector.batch_size, 0
+
+    def detect(self, frames_rgb):
+        self.frames += len(frames_rgb)
+        return self.detector.detect(frames_rgb)
+
+
 def track_only(clip: Path, detector, options) -> SimpleNamespace:
     """Decode, detect and track only -> a result-like object: tracks with frame_ids, bboxes and
     NaN pose figures (the pose columns then read nan)."""
@@ -163,15 +191,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights, HOG boxes)")
     parser.add_argument("--clips-dir", default=str(REAL_CLIPS_DIR))
-    parser.add_argument("--clips", nargs="*", default=list(REAL_CLIPS), help="clip file names (default: all)")
-    parser.add_argument("--start", type=int, default=0, help="first frame of each clip (default 0)")
-    parser.add_argument("--frames", type=int, help="only N frames of each clip (default: all)")
+    parser.add_argument("--clips", nargs="*", default=list(REAL_CLIPS),
+                        help="clip file names, each optionally NAME:START:FRAMES (default: all, whole)")
+    parser.add_argument("--frames", type=int, help="at most N frames of each clip (default: all)")
     parser.add_argument("--speed-frames", type=int, default=SPEED_FRAMES,
                         help=f"frames of the speed slice (from frame {SPEED_START} of {SPEED_CLIP})")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only these settings (names as printed; official always)")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--hog-cache", help="an .npz file keeping the HOG boxes between runs (same clips only)")
+    parser.add_argument("--hog-cache", help="a folder keeping the HOG boxes of each clip between runs")
     parser.add_argument("--boxes-only", action="store_true",
                         help="only decode, detect and track (box figures in seconds; no pose, no speed)")
     args = parser.parse_args()
@@ -185,10 +213,12 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     work = Path(tmp.name)
     clips = []
-    for name in args.clips:
+    for spec in args.clips:
+        name, start, frames = (spec.split(":") + ["0", ""])[:3]
+        frames = int(frames) if frames else args.frames
         clip = work / (Path(name).stem + ".mp4")
-        n = slice_clip(Path(args.clips_dir) / name, clip, args.start, args.frames)
-        clips.append((name, clip, n))
+        n = slice_clip(Path(args.clips_dir) / name, clip, int(start), frames)
+        clips.append((name if spec == name else f"{name} from frame {start}", clip, n, f"{name}:{start}:{n}"))
     speed_clip = work / "speed.mp4"
     speed_n = slice_clip(Path(args.clips_dir) / SPEED_CLIP, speed_clip, SPEED_START, args.speed_frames)
     warmup_clip = work / "warmup.mp4"
@@ -208,14 +238,12 @@ def main() -> int:
         data_dir = work / "vibe_data"
         write_synthetic_bundle(data_dir)
         write_random_darknet_weights(data_dir / "yolov3.weights")
-        cache = Path(args.hog_cache) if args.hog_cache else None
-        boxes = dict(np.load(cache, allow_pickle=False)) if cache and cache.is_file() else {}
-        for clip in [c for _, c, _ in clips] + [speed_clip, warmup_clip]:
-            if not cache or not cache.is_file():
-                boxes.update(hog_boxes(clip))
-        if cache and not cache.is_file():
-            np.savez(cache, **boxes)
-    print(f"clips: {', '.join(f'{name} ({n} frames)' for name, _, n in clips)}; {args.threads} CPU threads; "
+        boxes = {}
+        sources = [(c[1], c[3]) for c in clips] + [(speed_clip, f"{SPEED_CLIP}:{SPEED_START}:{speed_n}"),
+                                                   (warmup_clip, f"{SPEED_CLIP}:{SPEED_START}:40")]
+        for clip, source in sources:
+            boxes.update(cached_hog_boxes(clip, Path(args.hog_cache) if args.hog_cache else None, source))
+    print(f"clips: {', '.join(f'{name} ({n} frames)' for name, _, n, _ in clips)}; {args.threads} CPU threads; "
           f"torch {torch.__version__}; CPU bf16 hardware: {cpu_has_fast_bf16()} "
           f"(default precision {default_precision('cpu')})")
     print("boxes: " + ("real YOLOv3" if real else "OpenCV HOG people detector (random-weight YOLO cannot "
@@ -224,18 +252,26 @@ def main() -> int:
 
     results: dict[str, list] = {}
     speeds: dict[str, float] = {}
+    detected: dict[str, float] = {}                  # share of the clips' frames on which detection ran
+    total_frames = sum(n for _, _, n, _ in clips)
     for setting in settings:
         options = run_options(setting)
         if args.boxes_only:
-            results[setting.name] = [track_only(clip, ReplayDetector(boxes), options) for _, clip, _ in clips]
+            counter = CountingDetector(ReplayDetector(boxes))
+            results[setting.name] = [track_only(clip, counter, options) for _, clip, *_ in clips]
+            detected[setting.name] = counter.frames / total_frames
             continue
         yolo_p = yolo_precision(setting, options)
 
-        def detector_for(name, *, replay: bool, yolo_p=yolo_p, **kwargs):
+        counters = []
+
+        def detector_for(name, *, replay: bool, yolo_p=yolo_p, counters=counters, **kwargs):
             kwargs["precision"] = yolo_p
-            if real:
-                return base.make_detector(name, **kwargs)
-            return ReplayDetector(boxes) if replay else YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
+            if not replay:
+                return base.make_detector(name, **kwargs) if real else \
+                    YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
+            counters.append(CountingDetector(base.make_detector(name, **kwargs) if real else ReplayDetector(boxes)))
+            return counters[-1]
 
         compile_mode = "auto" if setting.defaults else setting.compile
         engine = Engine(copy.deepcopy(model), model_name="fidelity", data_dir=data_dir, device="cpu",
@@ -245,7 +281,9 @@ def main() -> int:
         print(f"running {setting.name} ...", flush=True)
         if setting.compile == "on":
             engine.run(warmup_clip, options)                   # compiling is not part of the comparison
-        results[setting.name] = [engine.run(clip, options).result for _, clip, _ in clips]
+        before = sum(c.frames for c in counters)
+        results[setting.name] = [engine.run(clip, options).result for _, clip, *_ in clips]
+        detected[setting.name] = (sum(c.frames for c in counters) - before) / total_frames
         if not args.skip_speed:
             timed = Engine(engine.model, model_name="fidelity", data_dir=data_dir, device="cpu",
                            precision=options.precision, compile_backbone=compile_mode,
@@ -260,7 +298,7 @@ def main() -> int:
     print(f"\nCompared with the official configuration over {sum(len(t.frame_ids) for r in official for t in r.tracks)} "
           f"official track-frames ({sum(len(r.tracks) for r in official)} tracks) of {len(clips)} clips.")
     pose_note = "" if real else "  (pose: random-weight model, NOT meaningful)"
-    print(f"{'setting':<24}{'frames/s':>9}{'x':>6}{'tracks':>7}{'recall':>8}{'box IoU':>8}{'crop IoU':>9}"
+    print(f"{'setting':<24}{'frames/s':>9}{'x':>6}{'detect':>7}{'tracks':>7}{'recall':>8}{'box IoU':>8}{'crop IoU':>9}"
           f"{'MPJPE':>8}{'PA-MPJPE':>9}{'angle':>7}{pose_note}")
     for setting in settings:
         per_clip = [compare(o, r) for o, r in zip(official, results[setting.name])]
@@ -271,7 +309,7 @@ def main() -> int:
         box_note = "n/a" if (setting.name == "bf16 YOLO" and not real) else None
         cells = (f"{recall:>8.3f}{np.median(merged['box_iou']):>8.3f}{np.median(merged['crop_iou']):>9.3f}"
                  if box_note is None else f"{box_note:>8}{box_note:>8}{box_note:>9}")
-        print(f"{setting.name:<24}{fps:>9.2f}{ratio:>6.1f}{sum(len(r.tracks) for r in results[setting.name]):>7}"
+        print(f"{setting.name:<24}{fps:>9.2f}{ratio:>6.1f}{detected[setting.name]:>7.2f}{sum(len(r.tracks) for r in results[setting.name]):>7}"
               f"{cells}{_mean(merged['mpjpe'], 1000):>8.1f}{_mean(merged['pa_mpjpe'], 1000):>9.1f}"
               f"{_mean(merged['angle']):>7.2f}")
     defaults = run_options(Setting("CLI defaults", defaults=True))

@@ -129,3 +129,17 @@ def test_inside_share_and_the_reference_state():
     changed[:, :30] = 200                                       # something appears at the left edge
     assert triggers.reason(5, changed, sort) == "edge"
     assert triggers.reason(6, changed, sort) is None            # the edge is not checked again at once
+
+
+def test_a_one_frame_false_positive_costs_one_extra_detection():
+    scene = Scene(lambda t: [STATIC] + ([[250, 60, 290, 140]] if t == 16 else []))
+    people, tracklets = track(scene, 40, detection_stride=16, adaptive_detection=True)
+    assert sorted(scene.detected_frames) == [0, 1, 2, 3, 16, 17, 32]   # 17 checks the new box; no retry after
+    assert list(tracklets) == [1]
+
+
+def test_a_walking_person_is_detected_more_often_than_a_standing_one():
+    scene = Scene(lambda t: [[40 + 2 * t, 60, 80 + 2 * t, 140]])
+    people, _ = track(scene, 64, detection_stride=32, adaptive_detection=True)
+    assert people.extra_detections["moved"] >= 3
+    assert len(scene.detected_frames) < 32

@@ -50,8 +50,8 @@ def add_parser(sub) -> None:
                    help="torch.compile ResNet-50: auto (default) does it for long videos in bf16 on CPU")
     p.add_argument("--official", action="store_true",
                    help="the official demo's exact configuration: detection on every frame, fp32, no compiling, "
-                        "a fresh GRU state every 450 frames, the official un-crop; overrides the flags for these (about 15-25x "
-                        "slower on a CPU)")
+                        "a fresh GRU state every 450 frames, the official un-crop; overrides the flags for these "
+                        "(about 15-25x slower on a CPU)")
     p.add_argument("--batch-size", type=int, default=32, help="person crops per backbone call (default 32)")
     p.set_defaults(run=run)
 

@@ -3,9 +3,14 @@
 Between detection frames the tracker moves every box by its Kalman prediction. That is right while
 people keep walking as they did, and wrong in a few situations the tracker itself can see:
 
-- ``unsettled``: the last detection left a track unconfirmed (SORT reports a track only after 3
-  matches in a row) or unmatched, or found nobody while tracks exist. Detecting on the next frames
-  confirms or ends them as quickly as detecting on every frame would.
+- ``unsettled``: the last detection missed a confirmed track, or found nobody while there is one,
+  or started or matched a track not confirmed yet (SORT reports a track only after 3 matches in a
+  row). Detecting on the next frames keeps or confirms them as quickly as detecting on every frame
+  would. An unconfirmed track that was missed is not retried: a detector's one-frame false
+  positive costs one extra detection, not two.
+- ``moved``: a predicted box has moved far from where the last detection put it (IoU below
+  MOVED_IOU): a walking person is detected more often than a standing one, before a change of
+  pace or direction makes the constant-velocity prediction drift.
 - ``leaving``: a predicted box moves out of the frame (its share inside the frame fell since the
   last detection): the person is leaving, or turning at the edge.
 - ``overlap``: two predicted boxes overlap more (or less) than at the last detection: people cross,
@@ -21,6 +26,7 @@ import numpy as np
 
 from .track import Sort, iou_matrix
 
+MOVED_IOU = 0.75             # trigger when a box overlaps its last detected position less than this
 LEAVE_MARGIN = 0.1            # trigger when a box's share inside the frame fell by this much
 OVERLAP_CHANGE = 0.1          # ... when a pair's IoU changed by this much
 EDGE_STRIP = 1 / 8            # edge strips: this share of the width (left/right) and height (top/bottom)
@@ -63,6 +69,7 @@ class DetectionTriggers:
 
     def __init__(self):
         self._inside: dict[int, float] = {}
+        self._detected_at: dict[int, np.ndarray] = {}
         self._pair_iou: dict[tuple[int, int], float] = {}
         self._grey: np.ndarray | None = None
         self._edge_quiet_until = -1
@@ -72,6 +79,7 @@ class DetectionTriggers:
         height, width = frame_rgb.shape[:2]
         ids = boxes[:, 4].astype(int)
         self._inside = dict(zip(ids.tolist(), inside_share(boxes, width, height).tolist()))
+        self._detected_at = dict(zip(ids.tolist(), boxes))
         self._pair_iou = _pair_ious(boxes)
         self._grey = _grey_grid(frame_rgb)
 
@@ -81,9 +89,12 @@ class DetectionTriggers:
         boxes = sort.predicted_boxes()
         height, width = frame_rgb.shape[:2]
         shares = inside_share(boxes, width, height)
-        for track_id, share in zip(boxes[:, 4].astype(int).tolist(), shares.tolist()):
+        for box, track_id, share in zip(boxes, boxes[:, 4].astype(int).tolist(), shares.tolist()):
             if share < self._inside.get(track_id, 1.0) - LEAVE_MARGIN:
                 return "leaving"
+            detected_at = self._detected_at.get(track_id)
+            if detected_at is not None and iou_matrix(box[None], detected_at[None])[0, 0] < MOVED_IOU:
+                return "moved"
         for pair, iou in _pair_ious(boxes).items():
             if abs(iou - self._pair_iou.get(pair, 0.0)) >= OVERLAP_CHANGE:
                 return "overlap"

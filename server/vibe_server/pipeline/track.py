@@ -231,11 +231,15 @@ class Sort:
         return boxes[~np.isnan(boxes).any(axis=1)]
 
     def unsettled(self) -> bool:
-        """True when the last detection frame left a track unconfirmed (fewer than min_hits matches
-        in a row) or unmatched, or found nobody while tracks exist."""
+        """True when the last detection frame missed a confirmed track (matched min_hits times in
+        a row), or found nobody while there is one, or started or matched a track that is not
+        confirmed yet. An unconfirmed track that was missed is left alone (a false positive, most
+        likely: it ends at the next detection frame)."""
+        confirmed = [t for t in self.trackers if t.hit_streak >= self.min_hits]
         if self._last_found_nobody:
-            return bool(self.trackers)
-        return any(t.time_since_update > 0 or t.hit_streak < self.min_hits for t in self.trackers)
+            return bool(confirmed)
+        return any(t.time_since_update > 0 for t in confirmed) or any(
+            t.time_since_update == 0 and t.hit_streak < self.min_hits for t in self.trackers)
 
 
 # -- tracklets ----------------------------------------------------------------------------------

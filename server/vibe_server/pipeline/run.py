@@ -36,8 +36,8 @@ from .smooth import smooth_pose
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 STREAM_STAGES = STAGES[:5]                 # these run interleaved in the one pass over the video
 OFFICIAL_CHUNK_FRAMES = 450                # the official demo's --vibe_batch_size: fresh GRU state per chunk
-# Chosen with benchmarks/fidelity.py (README "Speed and accuracy"): with adaptive detection the
-# boxes stay within the stated bound of detecting on every frame.
+# Chosen with benchmarks/fidelity.py (README, "The defaults"): with adaptive detection, stride 8 is
+# the fastest setting whose boxes stay as close to detecting on every frame as stride 2 does.
 DEFAULT_DETECTION_STRIDE = 8
 # Share of a job's progress bar taken by each phase (the streaming pass dominates).
 _PHASE_SPAN = {"stream": (0.0, 0.9), "temporal": (0.9, 0.96), "smpl": (0.96, 0.98), "write": (0.98, 1.0)}

@@ -52,14 +52,11 @@ def _grey_grid(frame_rgb: np.ndarray) -> np.ndarray:
     return (grid[..., 0] + 2 * grid[..., 1] + grid[..., 2]) // 4
 
 
-def _edge_mask(shape: tuple[int, int]) -> np.ndarray:
-    """(h, w) bool: the grid cells in the strips along the four edges."""
+def _edge_strips(shape: tuple[int, int]) -> tuple:
+    """(h, w) grid -> the index slices of its left, right, top and bottom strips."""
     h, w = shape
-    mask = np.zeros((h, w), bool)
     dx, dy = max(1, round(w * EDGE_STRIP)), max(1, round(h * EDGE_STRIP))
-    mask[:, :dx] = mask[:, -dx:] = True
-    mask[:dy, :] = mask[-dy:, :] = True
-    return mask
+    return np.s_[:, :dx], np.s_[:, -dx:], np.s_[:dy, :], np.s_[-dy:, :]
 
 
 class DetectionTriggers:
@@ -107,15 +104,14 @@ class DetectionTriggers:
         grey = _grey_grid(frame_rgb)
         if self._grey is None or self._grey.shape != grey.shape:
             return False
-        mask = _edge_mask(grey.shape)
-        for x1, y1, x2, y2 in (boxes[:, :4] / GRID_STEP).tolist():     # tracked people are not newcomers
-            mask[max(0, int(y1)):max(0, int(np.ceil(y2)) + 1), max(0, int(x1)):max(0, int(np.ceil(x2)) + 1)] = False
+        away_from_people = np.ones(grey.shape, bool)           # tracked people are not newcomers
+        for x1, y1, x2, y2 in (boxes[:, :4] / GRID_STEP).tolist():
+            away_from_people[max(0, int(y1)):max(0, int(np.ceil(y2)) + 1),
+                             max(0, int(x1)):max(0, int(np.ceil(x2)) + 1)] = False
         changed = np.abs(grey - self._grey) > EDGE_GREY_CHANGE
-        h, w = grey.shape
-        dx, dy = max(1, round(w * EDGE_STRIP)), max(1, round(h * EDGE_STRIP))
-        for strip in (np.s_[:, :dx], np.s_[:, -dx:], np.s_[:dy, :], np.s_[-dy:, :]):
-            cells = mask[strip]
-            if cells.sum() and changed[strip][cells].mean() >= EDGE_CHANGED_SHARE:
+        for strip in _edge_strips(grey.shape):
+            cells = away_from_people[strip]
+            if cells.any() and changed[strip][cells].mean() >= EDGE_CHANGED_SHARE:
                 return True
         return False
 

@@ -133,7 +133,7 @@ def test_inside_share_and_the_reference_state():
 
 def test_a_one_frame_false_positive_costs_one_extra_detection():
     scene = Scene(lambda t: [STATIC] + ([[250, 60, 290, 140]] if t == 16 else []))
-    people, tracklets = track(scene, 40, detection_stride=16, adaptive_detection=True)
+    _, tracklets = track(scene, 40, detection_stride=16, adaptive_detection=True)
     assert sorted(scene.detected_frames) == [0, 1, 2, 3, 16, 17, 32]   # 17 checks the new box; no retry after
     assert list(tracklets) == [1]
 

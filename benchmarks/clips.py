@@ -1,9 +1,91 @@
-"""The benchmark clip: real footage kept in the repository for the tests (see tests/testdata.py)."""
+"""The real clips the benchmarks run on, and the stand-in detections they use without real YOLO weights.
+
+``REAL_CLIPS_DIR`` is where the clips are: the real footage kept in the repository for the tests
+(``tests/data/real``, defined once in ``tests/testdata.py``).
+"""
+from __future__ import annotations
+
+import hashlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from testdata import REAL_CLIPS  # noqa: E402  (needs the path above)
+import cv2
+import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from testdata import REAL_CLIPS as REAL_CLIPS_DIR  # noqa: E402  (needs the path above)
+# Every real clip the tests use
+REAL_CLIPS = ("one-by-one-person-detection.mp4", "face-demographics-walking.gif", "asl-walk.mkv",
+              "bottle-detection-negative.mp4")
+# The speed measurement: frames 250-449 of this clip (people visible)
+SPEED_CLIP, SPEED_START, SPEED_FRAMES = "one-by-one-person-detection.mp4", 250, 200
 # 768x432, 10 fps, 1394 frames: people walk into a room one at a time (tests/data/real/README.md)
-WALKING_CLIP = REAL_CLIPS / "one-by-one-person-detection.mp4"
+WALKING_CLIP = REAL_CLIPS_DIR / SPEED_CLIP
+
+
+def slice_clip(src: Path, dst: Path, start: int, frames: int | None) -> int:
+    """Copy frames [start, start + frames) of src (all from start when frames is None) to dst (mp4v);
+    returns the number written."""
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    if start:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    writer, written = None, 0
+    while frames is None or written < frames:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if writer is None:
+            h, w = frame.shape[:2]
+            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        writer.write(frame)
+        written += 1
+    cap.release()
+    if writer is None:
+        raise SystemExit(f"No frame could be read from {src} (from frame {start}); pass the clips folder "
+                         "with --clips-dir.")
+    writer.release()
+    return written
+
+
+def frame_key(frame_rgb: np.ndarray) -> str:
+    """A short hash of a frame's pixels (every 8th pixel), to find its detections again."""
+    return hashlib.blake2b(np.ascontiguousarray(frame_rgb[::8, ::8]).tobytes(), digest_size=12).hexdigest()
+
+
+def hog_boxes(clip: Path) -> dict[str, np.ndarray]:
+    """{frame_key: (K, 5) [x1, y1, x2, y2, score]}: OpenCV HOG's detections on every frame of the clip."""
+    from vibe_server.pipeline.detect import make_detector
+    from vibe_server.pipeline.video import open_video
+
+    hog = make_detector("hog")
+    return {frame_key(frame): hog.detect([frame])[0] for _, frame in open_video(clip)}
+
+
+class ReplayDetector:
+    """Returns the detections found beforehand for each frame it is given (nothing is computed)."""
+
+    batch_size = 8
+
+    def __init__(self, boxes_by_frame: dict[str, np.ndarray]):
+        self.boxes_by_frame = boxes_by_frame
+        self.frames_detected = 0
+
+    def detect(self, frames_rgb):
+        self.frames_detected += len(frames_rgb)
+        return [self.boxes_by_frame.get(frame_key(f), np.zeros((0, 5), np.float32)) for f in frames_rgb]
+
+
+class YoloCostHogBoxes(ReplayDetector):
+    """Runs the YOLO network on every frame it is given (so its cost is measured) but returns the
+    HOG boxes found beforehand for that frame (random YOLO weights detect nobody)."""
+
+    def __init__(self, yolo, boxes_by_frame: dict[str, np.ndarray]):
+        super().__init__(boxes_by_frame)
+        self.yolo = yolo
+        self.batch_size = yolo.batch_size
+
+    def detect(self, frames_rgb):
+        self.yolo.detect(frames_rgb)
+        return super().detect(frames_rgb)

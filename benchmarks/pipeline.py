@@ -1,14 +1,16 @@
 """Pipeline benchmark: per-stage throughput and end-to-end frames/s, ours against the official
 configuration, in one run on the same clip, machine and model.
 
-    python benchmarks/pipeline.py [--data-dir DIR] [--frames 200] [--start 250] [--threads 2] [--stride 16]
+    python benchmarks/pipeline.py [--data-dir DIR] [--frames 200] [--start 250] [--threads 2] [--repeats 3]
 
-- "official": YOLOv3 on every frame, fp32 eager, fresh GRU state every 450 frames (the demo's setup).
-- "ours": detection every --stride frames (default 16; the tracker carries the boxes), bf16
-  autocast + channels_last for YOLO and ResNet-50 (``--fast``), GRU state carried. YOLOv3-416
-  costs about 16 ResNet-50 crops per frame, so the stride is what lets the pipeline keep up with
-  its backbone.
-Both run the same streaming pipeline (one decode pass, batched crops).
+- "official": the official demo's configuration (``vibe-mocap infer --official``): YOLOv3 on every
+  frame, fp32 eager, fresh GRU state every 450 frames.
+- "ours": exactly what ``vibe-mocap infer`` does without flags (the options are printed): detection
+  every Nth frame plus adaptive detection, bf16 + channels_last where the CPU has bf16 hardware
+  (fp16 on CUDA), GRU state carried; the backbone compiled only for long videos.
+- "ours compiled" (with --compiled): the same with the compiled backbone (compiled in the warm-up).
+Each configuration runs once on a short warm-up clip, then --repeats times; the median run is reported.
+All run the same streaming pipeline (one decode pass, batched crops).
 
 The clip is ``one-by-one-person-detection.mp4`` (768x432); to stay within minutes a slice of
 --frames frames from --start (people visible) is re-encoded to a temporary file first.
@@ -20,65 +22,15 @@ timed). With the real model data the real detections are used.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from clips import WALKING_CLIP
+from clips import REAL_CLIPS_DIR, SPEED_CLIP, SPEED_FRAMES, SPEED_START, YoloCostHogBoxes, hog_boxes, slice_clip
 from timing import best_of
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def slice_clip(src: Path, dst: Path, start: int, frames: int) -> int:
-    """Copy frames [start, start + frames) of src to dst (mp4v); returns the number written."""
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    writer, written = None, 0
-    while written < frames:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if writer is None:
-            h, w = frame.shape[:2]
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        writer.write(frame)
-        written += 1
-    cap.release()
-    if writer is not None:
-        writer.release()
-    return written
-
-
-def frame_key(frame_rgb: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(frame_rgb[::8, ::8]).tobytes(), digest_size=12).hexdigest()
-
-
-class YoloCostHogBoxes:
-    """Runs the YOLO network on every frame it is given (so its cost is measured) but returns the
-    HOG boxes found beforehand for that frame (random YOLO weights detect nobody)."""
-
-    def __init__(self, yolo, boxes_by_frame: dict[str, np.ndarray]):
-        self.yolo, self.boxes_by_frame = yolo, boxes_by_frame
-        self.batch_size = yolo.batch_size
-
-    def detect(self, frames_rgb):
-        self.yolo.detect(frames_rgb)
-        return [self.boxes_by_frame.get(frame_key(f), np.zeros((0, 5), np.float32)) for f in frames_rgb]
-
-
-def hog_boxes(clip: Path) -> dict[str, np.ndarray]:
-    from vibe_server.pipeline.detect import make_detector
-    from vibe_server.pipeline.video import open_video
-
-    hog = make_detector("hog")
-    return {frame_key(frame): hog.detect([frame])[0] for _, frame in open_video(clip)}
 
 
 def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats: int = 5) -> float:
@@ -96,6 +48,41 @@ def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats:
     return batch / best_of(step, repeats)
 
 
+def _autocast(precision: str, device: str):
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _crops(batch: int, device: str) -> torch.Tensor:
+    return torch.randn(batch, 3, 224, 224).to(device).contiguous(memory_format=torch.channels_last)
+
+
+def compiled_backbone_alone(runner, precision: str, device: str, batch: int = 32, repeats: int = 5) -> float:
+    """The compiled ResNet-50 alone on random crops: crops per second (best of repeats)."""
+    crops = _crops(batch, device)
+
+    def step():
+        with torch.inference_mode(), _autocast(precision, device):
+            runner(crops, compiled=True, batch_size=batch)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    step()
+    return batch / best_of(step, repeats)
+
+
+def compiled_difference(runner, precision: str, device: str = "cpu", batch: int = 32) -> tuple[float, float]:
+    """Largest |compiled - eager| over the features of random crops, both in ``precision``, and the
+    largest |eager feature| (for scale)."""
+    crops = _crops(batch, device)
+    with torch.inference_mode(), _autocast(precision, device):
+        eager = runner(crops, compiled=False).float()
+        compiled = runner(crops, compiled=True, batch_size=batch).float()
+    return float((compiled - eager).abs().max()), float(eager.abs().max())
+
+
 def smpl_alone(engine, frames: int = 200) -> float:
     pose = np.zeros((frames, 72), np.float32)
     pose[:, 0] = np.pi
@@ -106,26 +93,35 @@ def smpl_alone(engine, frames: int = 200) -> float:
     return frames / (time.perf_counter() - t0)
 
 
+def median_run(engine, clip: Path, options, repeats: int):
+    """The run with the median wall time of ``repeats`` runs of the clip."""
+    outputs = sorted((engine.run(clip, options) for _ in range(repeats)), key=lambda out: out.wall_s)
+    return outputs[len(outputs) // 2]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights)")
-    parser.add_argument("--clip", default=str(WALKING_CLIP))
-    parser.add_argument("--start", type=int, default=250, help="first frame of the slice (people visible)")
-    parser.add_argument("--frames", type=int, default=200, help="frames in the slice")
+    parser.add_argument("--clip", default=str(REAL_CLIPS_DIR / SPEED_CLIP))
+    parser.add_argument("--start", type=int, default=SPEED_START, help="first frame of the slice (people visible)")
+    parser.add_argument("--frames", type=int, default=SPEED_FRAMES, help="frames in the slice")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--stride", type=int, default=16, help="our detection stride")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median reported)")
+    parser.add_argument("--compiled", action="store_true", help="also run ours with the compiled backbone")
     parser.add_argument("--skip-official", action="store_true")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu or cuda[:N]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     import copy
+    from dataclasses import asdict
 
     from vibe_server import load_model
     from vibe_server.data.loading import resolve_device
+    from vibe_server.pipeline.cpu_features import cpu_has_fast_bf16, default_precision
     from vibe_server.pipeline.engine import Engine
     from vibe_server.pipeline.frontend import FrontEnd
-    from vibe_server.pipeline.options import RunOptions
+    from vibe_server.pipeline.options import RunOptions, official_options
     from vibe_server.pipeline.progress import STAGES
 
     device = resolve_device(args.device)
@@ -134,8 +130,11 @@ def main() -> int:
     work = Path(tmp.name)
     clip = work / "slice.mp4"
     n = slice_clip(Path(args.clip), clip, args.start, args.frames)
+    warmup = work / "warmup.mp4"
+    slice_clip(Path(args.clip), warmup, args.start, 40)
     print(f"clip: {Path(args.clip).name}, frames {args.start}..{args.start + n - 1} ({n} frames, re-encoded mp4v); "
-          f"{args.threads} CPU threads; device {device}; torch {torch.__version__}")
+          f"{args.threads} CPU threads; device {device}; torch {torch.__version__}; "
+          f"CPU bf16 hardware (AVX512-BF16/AMX): {cpu_has_fast_bf16()}")
 
     frontend = FrontEnd.default()
     if args.data_dir:
@@ -149,7 +148,7 @@ def main() -> int:
         data_dir = work / "vibe_data"
         write_synthetic_bundle(data_dir)
         write_random_darknet_weights(data_dir / "yolov3.weights")
-        boxes = hog_boxes(clip)
+        boxes = {**hog_boxes(clip), **hog_boxes(warmup)}
         print(f"model data: full-size random weights; YOLO boxes replaced by HOG boxes "
               f"({sum(len(b) for b in boxes.values())} detections in {n} frames, computed beforehand)")
         real_make = frontend.make_detector
@@ -160,51 +159,66 @@ def main() -> int:
                         stream_people=frontend.stream_people, crop_people=frontend.crop_people)
 
     model = load_model(data_dir, device=device)
+    ours_precision = default_precision(device)
+    ours = RunOptions(detector="yolo")                       # the CLI defaults
     configs = []
     if not args.skip_official:
-        configs.append(("official", "fp32", RunOptions(detector="yolo", detection_stride=1, chunking="official")))
-    configs.append(("ours", "bf16", RunOptions(detector="yolo", detection_stride=args.stride, chunking="carry")))
+        configs.append(("official", official_options(RunOptions(detector="yolo")), "off"))
+    configs.append(("ours", ours, "auto"))
+    if args.compiled:
+        configs.append(("compiled", ours, "on"))
+    print("ours = the CLI defaults: " + ", ".join(f"{k}={v}" for k, v in asdict(ours).items())
+          + f"; precision {ours_precision} (auto); compile_backbone auto")
     outputs = {}
-    for name, precision, options in configs:
+    for name, options, compile_mode in configs:
+        precision = options.precision or ours_precision
         engine = Engine(copy.deepcopy(model), model_name="bench", data_dir=data_dir, device=device,
-                        precision=precision, frontend=frontend)
-        engine.detector("yolo")                                      # loading is not part of the run
-        print(f"running {name} ({precision}, detection stride {options.detection_stride}) ...", flush=True)
-        outputs[name] = (engine.run(clip, options), engine)
+                        precision=precision, frontend=frontend, compile_backbone=compile_mode,
+                        log=lambda msg: print(msg, file=sys.stderr))
+        print(f"running {name} ({precision}, detection stride {options.detection_stride}, adaptive "
+              f"{options.adaptive_detection}, compile {compile_mode}): warm-up, then {args.repeats} runs ...",
+              flush=True)
+        engine.run(warmup, options)                          # loading, first calls, compiling
+        outputs[name] = (median_run(engine, clip, options, args.repeats), engine)
 
-    backbone = {p: backbone_alone(copy.deepcopy(model), p, device) for p in ("fp32", "bf16")}
+    backbone = {p: backbone_alone(copy.deepcopy(model), p, device) for p in ("fp32", ours_precision)}
     smpl_fps = smpl_alone(outputs["ours"][1])
 
     names = list(outputs)
-    print("\nper stage: seconds (frames/s; backbone in person crops/s)")
-    header = f"{'stage':<10}" + "".join(f"{n + ' s':>12}{n + ' /s':>12}" for n in names)
-    print(header + ("   ratio" if len(names) == 2 else ""))
+    print("\nper stage, median run: seconds (frames/s; backbone in person crops/s)")
+    print(f"{'stage':<10}" + "".join(f"{n + ' s':>14}{n + ' /s':>14}" for n in names))
     for stage in STAGES:
-        row, rates = f"{stage:<10}", []
+        row = f"{stage:<10}"
         for n in names:
             out = outputs[n][0]
             seconds = out.timings_s[stage]
             count = out.crops if stage == "backbone" else out.frames_decoded
             rate = count / seconds if seconds > 1e-6 else float("inf")
-            rates.append(seconds)
-            row += f"{seconds:>12.2f}{rate:>12.1f}"
-        if len(names) == 2 and rates[1] > 1e-6:
-            row += f"{rates[0] / rates[1]:>8.1f}x"
+            row += f"{seconds:>14.2f}{rate:>14.1f}"
         print(row)
     print()
     e2e = {n: outputs[n][0].frames_decoded / outputs[n][0].wall_s for n in names}
     for n in names:
         out = outputs[n][0]
         print(f"end to end {n:<9} {out.wall_s:7.1f} s  {e2e[n]:6.2f} video frames/s  "
-              f"({out.crops} crops, {len(out.result.tracks)} tracks)")
+              f"{out.crops / out.wall_s:6.1f} person crops/s  ({out.crops} crops, {len(out.result.tracks)} tracks)")
     if "official" in e2e:
-        print(f"speed-up ours / official: {e2e['ours'] / e2e['official']:.1f}x   (goal >= 5x)")
-    ours = outputs["ours"][0]
-    crops_per_frame = ours.crops / max(ours.frames_decoded, 1)
-    pipeline_crop_rate = e2e["ours"] * crops_per_frame
-    print(f"backbone alone: fp32 {backbone['fp32']:.1f} crops/s, bf16+channels_last {backbone['bf16']:.1f} crops/s")
+        for n in names[1:]:
+            print(f"speed-up {n} / official: {e2e[n] / e2e['official']:.1f}x   (goal >= 15x; stretch 40x compiled)")
+    ours_out = outputs["ours"][0]
+    pipeline_crop_rate = ours_out.crops / ours_out.wall_s
+    print(f"backbone alone: fp32 {backbone['fp32']:.1f} crops/s, {ours_precision} {backbone[ours_precision]:.1f} crops/s")
     print(f"our pipeline: {pipeline_crop_rate:.1f} person crops/s end to end = "
-          f"{pipeline_crop_rate / backbone['bf16']:.2f} of the backbone alone (goal >= 0.5)")
+          f"{pipeline_crop_rate / backbone[ours_precision]:.2f} of the backbone alone (goal >= 0.8)")
+    if "compiled" in outputs:
+        runner = outputs["compiled"][1].backbone_runner
+        compiled_rate = compiled_backbone_alone(runner, ours_precision, device)
+        diff, scale = compiled_difference(runner, ours_precision, device)
+        out = outputs["compiled"][0]
+        print(f"compiled backbone alone: {compiled_rate:.1f} crops/s; our compiled pipeline "
+              f"{out.crops / out.wall_s:.1f} crops/s = {out.crops / out.wall_s / compiled_rate:.2f} of it; "
+              f"compiled vs eager features ({ours_precision}): max |difference| {diff:.2e} "
+              f"(largest feature {scale:.1f})")
     print(f"SMPL alone (the model's, fp32): {smpl_fps:.0f} frames/s")
     return 0
 

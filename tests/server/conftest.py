@@ -112,8 +112,8 @@ class ScriptedFrontEnd:
         self.detectors.append(detector)
         return detector
 
-    def stream_people(self, reader, detector, *, detection_stride=1):
-        """Video files whose bytes start with 'nobody' have no people in them."""
+    def stream_people(self, reader, detector, *, detection_stride=1, adaptive_detection=False):
+        """Video files whose bytes start with 'nobody' have no people in them (no adaptive detection here)."""
         import time
 
         tracks = {} if getattr(reader.info, "nobody", False) else self.tracks

@@ -109,6 +109,20 @@ def test_upload_job_runs_to_a_result_file(client, settings):
     assert [j["job_id"] for j in client.get(f"{API}/jobs").json()["jobs"]] == [job["job_id"]]
 
 
+def test_jobs_get_the_fast_defaults_and_official_restores_the_official_configuration(client):
+    from vibe_server.pipeline.options import DEFAULT_DETECTION_STRIDE
+
+    metas = []
+    for params in ({}, {"official": True, "smoothing": 0.5}):
+        job = wait(client, upload(client, params=params).json()["job_id"])
+        metas.append(load_result(io.BytesIO(client.get(f"{API}/jobs/{job['job_id']}/result").content)).meta)
+    fast, official = metas
+    assert fast["detection_stride"] == str(DEFAULT_DETECTION_STRIDE) and fast["adaptive_detection"] == "True"
+    assert (official["detection_stride"], official["adaptive_detection"], official["chunking"],
+            official["precision"], official["smoothing"]) == ("1", "False", "official", "fp32", "0.5")
+    assert official["uncrop"] == "official 1.0x box"
+
+
 def test_official_pkl_download_is_read_by_joblib(client):
     joblib = pytest.importorskip("joblib")
     job = wait(client, upload(client).json()["job_id"])

@@ -21,7 +21,7 @@ def tiny_infer(monkeypatch, make_engine, tmp_path):
 
     def fake_load_engine(data_dir, **kwargs):
         calls.update(kwargs, data_dir=data_dir)
-        engine.precision = kwargs["precision"]
+        engine.default_precision = kwargs["precision"]
         return engine
 
     monkeypatch.setattr(engine_module, "load_engine", fake_load_engine)
@@ -48,6 +48,32 @@ def test_infer_writes_the_result_and_prints_a_summary(tiny_infer, tmp_path, caps
     for word in ("track", "frames", "backbone", "temporal", "total", str(out)):
         assert word in captured.out
     assert not list(out.parent.glob("*.part"))
+
+
+def test_infer_defaults_are_fast_and_official_restores_the_official_configuration(tiny_infer, tmp_path, monkeypatch):
+    from vibe_server.pipeline import cpu_features
+
+    video, calls = tiny_infer
+    monkeypatch.setattr(cpu_features, "cpu_has_fast_bf16", lambda text=None: True)
+    out = tmp_path / "fast.npz"
+    assert main(["infer", str(video), "-o", str(out), "--device", "cpu"]) == 0
+    meta = load_result(out).meta
+    assert calls["precision"] == "bf16" and calls["compile_backbone"] == "auto"
+    assert meta["detection_stride"] == str(run_module.DEFAULT_DETECTION_STRIDE) and meta["adaptive_detection"] == "True"
+    assert meta["chunking"] == "carry" and meta["precision"] == "bf16"
+
+    assert main(["infer", str(video), "-o", str(out), "--device", "cpu", "--official"]) == 0
+    meta = load_result(out).meta
+    assert calls["precision"] == "fp32" and calls["compile_backbone"] == "off"
+    assert (meta["detection_stride"], meta["adaptive_detection"], meta["chunking"], meta["precision"]) == \
+        ("1", "False", "official", "fp32")
+    assert meta["uncrop"] == "official 1.0x box"
+
+    monkeypatch.setattr(cpu_features, "cpu_has_fast_bf16", lambda text=None: False)
+    assert main(["infer", str(video), "-o", str(out), "--device", "cpu"]) == 0
+    assert calls["precision"] == "fp32"                                # no bf16 hardware: bf16 would be slower
+    assert main(["infer", str(video), "-o", str(out), "--device", "cpu", "--fast"]) == 0
+    assert calls["precision"] == "bf16"
 
 
 @pytest.mark.parametrize("argv, message", [

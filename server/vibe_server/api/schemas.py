@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..pipeline.options import option_specs
 
+
+
 API_VERSION = 1
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 

@@ -34,7 +34,7 @@ class Settings:
     data_dir: Path | None = None            # model data (None: $VIBE_DATA_DIR, then the user default)
     jobs_dir: Path = field(default_factory=default_jobs_dir)   # uploads and results, survive restarts
     device: str = "auto"
-    precision: str = "fp32"                 # "bf16" (CPU/CUDA) or "fp16" (CUDA) for the fast preset
+    precision: str = "auto"                 # auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, else fp32
     max_upload_bytes: int = 2 * 1024 ** 3               # one upload
     max_queued_jobs: int = 16                           # queued + running + being submitted (429 beyond)
     max_queued_upload_bytes: int = 8 * 1024 ** 3        # disk held by uploads of unfinished jobs (507 beyond)

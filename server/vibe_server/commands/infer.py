@@ -12,6 +12,7 @@ from vibe_blender.core.errors import VibeError
 
 from ..pipeline.options import add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES
+from ..pipeline.cpu_features import choose_precision
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine, RunOutput
@@ -38,7 +39,8 @@ def add_pipeline_arguments(p) -> None:
     add_cli_flags(p)                                   # the job options (pipeline/options.py)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--fast", action="store_true",
-                   help="bf16 (CPU, needs AVX512-BF16/AMX to pay off) or fp16 (CUDA) for the backbone")
+                   help="bf16 (CPU) or fp16 (CUDA) even where auto would choose fp32 (bf16 is slower "
+                        "on CPUs without AVX512-BF16/AMX)")
 
 
 def run_options(args):
@@ -49,9 +51,8 @@ def run_options(args):
 
 
 def precision(fast: bool, device: str) -> str:
-    if not fast:
-        return "fp32"
-    return "fp16" if device.startswith("cuda") else "bf16"
+    """The engine's precision: "auto" (what the CPU or GPU does best), or with --fast bf16/fp16 forced."""
+    return choose_precision("auto", fast=fast, device=device)
 
 
 class _StageBars:
@@ -140,7 +141,9 @@ def summary_table(out: RunOutput, engine: Engine) -> str:
     fps = result.video.fps or 30.0
     lines = [f"\n{result.video.name}: {result.video.width}x{result.video.height}, {fps:g} fps, "
              f"{out.frames_decoded} frames decoded; model: {result.model_name}; device {engine.device}, "
-             f"{engine.precision}",
+             f"{engine.precision}; detection every {result.meta.get('detection_stride', '?')} frames"
+             f"{' + adaptive' if result.meta.get('adaptive_detection') == 'True' else ''}"
+             f"{'; compiled backbone' if result.meta.get('backbone_compiled') == 'True' else ''}",
              "", f"{'track':>5}  {'frames':>6}  {'first':>6}  {'last':>6}  {'seconds':>7}"]
     for t in result.tracks:
         lines.append(f"{t.track_id:>5}  {t.num_frames:>6}  {t.frame_ids[0]:>6}  {t.frame_ids[-1]:>6}  "

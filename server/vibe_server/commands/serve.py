@@ -26,7 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept")
     p.add_argument("--device", default="auto",
                    help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N")
-    p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) backbone")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto (default): fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX, else fp32; "
+                        "a job with params {\"official\": true} always runs in fp32")
+    p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) even where auto chooses fp32")
     defaults = Settings()
     p.add_argument("--max-upload-mb", type=int, default=defaults.max_upload_bytes // 1024 ** 2,
                    help="largest accepted upload (default %(default)s MiB)")
@@ -59,13 +62,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..api.app import create_app
     from ..data.loading import resolve_device
+    from ..pipeline.cpu_features import choose_precision
 
     device = resolve_device(args.device)           # checks it; 'auto'/'cuda' stay: one worker per GPU
     token, token_source = resolve_token(args.token)
     settings = Settings(host=args.host, port=args.port, token=token,
                         data_dir=Path(args.data_dir) if args.data_dir else None, jobs_dir=Path(args.jobs_dir),
                         device=args.device if args.device in ("auto", "cuda") else device,
-                        precision=("fp16" if device.startswith("cuda") else "bf16") if args.fast else "fp32",
+                        precision=choose_precision(args.precision, fast=args.fast, device=device),
                         max_upload_bytes=args.max_upload_mb * 1024 ** 2, max_queued_jobs=args.max_queued_jobs,
                         max_queued_upload_bytes=args.max_queued_upload_mb * 1024 ** 2,
                         probe_timeout_s=args.probe_timeout_s, allow_synthetic=args.synthetic,

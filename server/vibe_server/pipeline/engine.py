@@ -35,6 +35,8 @@ from ..geometry import batch_rodrigues
 from . import postprocess
 from .detect import Detector
 from .frontend import FrontEnd
+from .compiled_backbone import COMPILE_MODES, BackboneRunner, compile_pays
+from .cpu_features import default_precision
 from .options import RunOptions
 from .precision import PRECISIONS, autocast
 from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
@@ -77,18 +79,41 @@ class Engine:
         device: str = "cpu",
         precision: str = "fp32",
         frontend: FrontEnd | None = None,
+        compile_backbone: str = "auto",
+        log: Callable[[str], None] | None = None,
     ) -> None:
+        """precision: the default of runs that do not set one; compile_backbone: "auto" | "on" |
+        "off", likewise (see :mod:`.compiled_backbone`); log: where notes such as a compile
+        fallback go."""
+        self.model, self.model_name, self.data_dir = model, model_name, data_dir
+        self.device = device
+        self.frontend = frontend
+        self._detectors: dict[tuple[str, str], Detector] = {}
+        self._channels_last: bool | None = None  # the backbone's memory format is set below
+        self._batch_size = RunOptions.batch_size
+        self.precision = self._check_precision(precision)
+        self.default_precision = self.precision
+        if compile_backbone not in COMPILE_MODES:
+            raise VibeError(f"Unknown backbone compile mode '{compile_backbone}'; use auto, on or off.")
+        self.compile_backbone = compile_backbone
+        self._use_compiled = False
+        self.backbone_runner = BackboneRunner(model.backbone, on_fallback=log) if hasattr(model, "backbone") else None
+        self._set_precision(self.precision)
+
+    def _check_precision(self, precision: str) -> str:
         if precision not in PRECISIONS:
             raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
-        if precision == "fp16" and not device.startswith("cuda"):
-            raise VibeError("fp16 needs a CUDA device; on CPU use bf16 (--fast) or fp32.")
-        self.model, self.model_name, self.data_dir = model, model_name, data_dir
-        self.device, self.precision = device, precision
-        self.frontend = frontend
-        self._detectors: dict[str, object] = {}
-        self._channels_last = precision != "fp32" or device.startswith("cuda")
-        if self._channels_last and hasattr(model, "backbone"):
-            model.backbone.to(memory_format=torch.channels_last)
+        if precision == "fp16" and not self.device.startswith("cuda"):
+            raise VibeError("fp16 needs a CUDA device; on CPU use bf16 or fp32.")
+        return precision
+
+    def _set_precision(self, precision: str) -> None:
+        """Autocast dtype, and channels_last for the backbone whenever it is not plain fp32 on CPU."""
+        self.precision = self._check_precision(precision)
+        channels_last = precision != "fp32" or self.device.startswith("cuda")
+        if channels_last != self._channels_last and hasattr(self.model, "backbone"):
+            self.model.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self._channels_last = channels_last
 
     # -- helpers ------------------------------------------------------------------------------
     def _frontend(self) -> FrontEnd:
@@ -110,13 +135,14 @@ class Engine:
     def detector(self, name: str) -> Detector:
         """The detector ``name`` (made once, then reused)."""
         name = self.resolve_detector_name(name)
-        if name not in self._detectors:
-            # YOLO follows the engine's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
+        # YOLO follows the run's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
+        key = (name, self.precision if name == "yolo" else "")
+        if key not in self._detectors:
             options = {"precision": self.precision} if name == "yolo" else {}
-            self._detectors[name] = self._frontend().make_detector(
+            self._detectors[key] = self._frontend().make_detector(
                 name, data_dir=self.data_dir, device=self.device, **options
             )
-        return self._detectors[name]
+        return self._detectors[key]
 
     def extract_features(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
@@ -127,7 +153,10 @@ class Engine:
         if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.precision, self.device.split(":")[0]):
-            features = self.model.extract_features(images[None])[0]
+            if self._use_compiled:
+                features = self.backbone_runner(images, compiled=True, batch_size=self._batch_size)
+            else:
+                features = self.model.extract_features(images[None])[0]
         return features.float().cpu().numpy()
 
     def temporal(self, features: np.ndarray, *, chunking: str, chunk_frames: int) -> dict[str, np.ndarray]:
@@ -185,6 +214,7 @@ class Engine:
         """video_name: the name to report (an upload's original file name); default the file's."""
         options = options or RunOptions()
         options.validate()
+        options = options.effective()
         monitor = StageMonitor(progress, should_cancel)
         t_start = time.perf_counter()
         fe = self._frontend()
@@ -192,6 +222,15 @@ class Engine:
 
         reader = self.open_video(video_path)
         info = reader.info
+        self._set_precision(options.precision or self.default_precision)
+        self._batch_size = options.batch_size
+        self._use_compiled = self.backbone_runner is not None and compile_pays(
+            options.compile_backbone or self.compile_backbone,
+            device=self.device,
+            precision=self.precision,
+            expected_crops=int(info.frame_count or 0),
+            compiled_already=self.backbone_runner.compiled,
+        )
         video_name = video_name or info.name
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
@@ -267,7 +306,10 @@ class Engine:
         backbone), then go through the backbone in batches of batch_size."""
         detector = TimedDetector(self.detector(options.detector), monitor)
         stream: Iterable = fe.stream_people(
-            TimedReader(reader, monitor), detector, detection_stride=options.detection_stride
+            TimedReader(reader, monitor),
+            detector,
+            detection_stride=options.detection_stride,
+            adaptive_detection=options.adaptive_detection,
         )
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
@@ -359,6 +401,7 @@ class Engine:
                 "torch": torch.__version__,
                 "device": self.device,
                 "precision": self.precision,
+                "backbone_compiled": str(self._use_compiled and self.backbone_runner.compiled),
                 postprocess.UNCROP_META_KEY: (
                     postprocess.UNCROP_OFFICIAL if options.official_uncrop else postprocess.UNCROP_CORRECTED
                 ),
@@ -371,18 +414,24 @@ def load_engine(
     data_dir: str | Path | None = None,
     *,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     allow_synthetic: bool = False,
     synthetic_dir: Path | None = None,
     frontend: FrontEnd | None = None,
     log: Callable[[str], None] | None = None,
+    compile_backbone: str = "auto",
 ) -> Engine:
     """The Engine for the model data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default): the
     model from :func:`vibe_server.data.loading.load_for_inference` (with ``allow_synthetic``, the
-    labelled placeholder when the data is missing), handed to :class:`Engine`."""
+    labelled placeholder when the data is missing), handed to :class:`Engine`.
+
+    precision "auto": fp16 on CUDA, bf16 on a CPU with AVX512-BF16/AMX, else fp32 (see
+    :mod:`.cpu_features`)."""
     loaded = loading.load_for_inference(
         data_dir, device=device, allow_synthetic=allow_synthetic, synthetic_dir=synthetic_dir, log=log
     )
+    if precision == "auto":
+        precision = default_precision(loaded.device)
     return Engine(
         loaded.model,
         model_name=loaded.model_name,
@@ -390,4 +439,6 @@ def load_engine(
         device=loaded.device,
         precision=precision,
         frontend=frontend,
+        compile_backbone=compile_backbone,
+        log=log,
     )

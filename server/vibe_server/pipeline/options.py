@@ -55,6 +55,11 @@ def option(
     )
 
 
+# Chosen with benchmarks/fidelity.py (README, "The defaults"): with adaptive detection, stride 8 is
+# the fastest setting whose boxes stay as close to detecting on every frame as stride 2 does.
+DEFAULT_DETECTION_STRIDE = 8
+
+
 @dataclass
 class RunOptions:
     """Per-job settings: the HTTP API's ``params``, the ``vibe-mocap infer`` flags, the Python API's options."""
@@ -63,7 +68,15 @@ class RunOptions:
         "auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)"
     )
     detection_stride: int = option(
-        1, "detect people every Nth frame; the tracker carries the boxes in between", ge=1, le=1000, metavar="N"
+        DEFAULT_DETECTION_STRIDE,
+        "detect people every Nth frame; the tracker carries the boxes in between",
+        ge=1,
+        le=1000,
+        metavar="N",
+    )
+    adaptive_detection: bool = option(
+        True, "also detect at once where the tracker may be wrong (a box leaving the frame, tracks meeting, "
+              "someone entering at an edge)"
     )
     min_track_frames: int = option(25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, metavar="N")
     smoothing: float = option(0.0, "pose smoothing: 0 (off) .. 1 (strongest)", ge=0.0, le=1.0, metavar="S")
@@ -89,6 +102,18 @@ class RunOptions:
     temporal_chunk_frames: int = option(
         256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
     )
+    precision: Literal["fp32", "bf16", "fp16"] | None = option(
+        None, "backbone and YOLO precision (default: the engine's; fp16 on CUDA, bf16 on CPUs with AVX512-BF16 "
+              "or AMX, else fp32)", http=False
+    )
+    compile_backbone: Literal["auto", "on", "off"] | None = option(
+        None, "torch.compile the backbone (default: the engine's, auto: where it pays)", label="backbone compile mode",
+        http=False
+    )
+    official: bool = option(
+        False, "the official demo's exact configuration: detection on every frame, fp32, a fresh GRU state every "
+               "450 frames, the official un-crop (overrides those options)"
+    )
 
     def validate(self) -> None:
         """One VibeError naming the first option out of its choices or bounds."""
@@ -96,6 +121,19 @@ class RunOptions:
             problem = spec.problem(getattr(self, spec.name))
             if problem:
                 raise VibeError(problem)
+
+    def effective(self) -> RunOptions:
+        """These options as a run uses them: with ``official``, those of :func:`official_options`."""
+        return official_options(self) if self.official else self
+
+
+def official_options(options: RunOptions | None = None) -> RunOptions:
+    """``options`` (default: the defaults) with everything the official demo does differently put
+    back: detection on every frame, fp32 eager, a fresh GRU state every 450 frames, the official 1.0x
+    un-crop. Smoothing, track filters and the focal length are left as given."""
+    return dataclasses.replace(options or RunOptions(), detection_stride=1, adaptive_detection=False,
+                               chunking="official", official_uncrop=True, precision="fp32",
+                               compile_backbone="off", official=True)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,12 @@ or, to crop while tracking so the video is decoded only once::
 
 With ``detection_stride = N`` detection runs on frames 0, N, 2N, ... and the tracker carries the
 boxes over the frames in between with its Kalman prediction (N = 1 is the official behaviour).
+With ``adaptive_detection`` it also detects, on the spot, at any frame in between where the
+tracker's state says its boxes may be wrong (see :mod:`.adaptive_detection`).
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -21,6 +24,7 @@ import numpy as np
 
 from vibe_blender.core.errors import VibeError
 
+from .adaptive_detection import DetectionTriggers
 from .detect import Detector
 from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets
 
@@ -41,11 +45,14 @@ class PeopleStream:
     detector: a :class:`~vibe_server.pipeline.detect.Detector`; it gets ``detector.batch_size``
         detection frames per call.
     detection_stride: run detection on every Nth frame only (>= 1).
+    adaptive_detection: also detect at frames in between where the tracker may be wrong; the
+        extra detections are counted by reason in ``extra_detections``.
     progress: called as ``progress(frames_done, frame_count_or_None)`` after each batch.
     """
 
     def __init__(self, frames: Iterable[tuple[int, np.ndarray]], detector: Detector, *,
-                 detection_stride: int = 1, progress: Callable[[int, int | None], None] | None = None):
+                 detection_stride: int = 1, adaptive_detection: bool = False,
+                 progress: Callable[[int, int | None], None] | None = None):
         if int(detection_stride) < 1:
             raise VibeError(f"detection_stride must be 1 or more (1 = detect on every frame), got {detection_stride}.")
         self.frames = frames
@@ -54,6 +61,9 @@ class PeopleStream:
         self.progress = progress
         self.sort = Sort()
         self.collector = TrackletCollector()
+        self.triggers = DetectionTriggers() if adaptive_detection and self.detection_stride > 1 else None
+        self.extra_detections: Counter[str] = Counter()
+        self.frames_detected = 0
         self.frames_done = 0
         self._finished = False
 
@@ -80,11 +90,21 @@ class PeopleStream:
         to_detect = [frame for index, frame in pending if index % self.detection_stride == 0]
         detections = iter(self.detector.detect(to_detect) if to_detect else [])
         for frame_index, frame_rgb in pending:
-            if frame_index % self.detection_stride:
+            dets = None
+            if frame_index % self.detection_stride == 0:
+                dets = next(detections)
+            elif self.triggers is not None:
+                reason = self.triggers.reason(frame_index, frame_rgb, self.sort)
+                if reason is not None:
+                    self.extra_detections[reason] += 1
+                    dets = self.detector.detect([frame_rgb])[0]
+            if dets is None:
                 reported = self.sort.coast()
             else:
-                dets = next(detections)
+                self.frames_detected += 1
                 reported = self.sort.update(dets) if len(dets) else self.sort.skip()
+                if self.triggers is not None:
+                    self.triggers.reference(frame_index, frame_rgb, self.sort)
             yield FramePeople(frame_index, frame_rgb, self.collector.add(frame_index, reported))
         self.frames_done += len(pending)
         if self.progress is not None:
@@ -97,22 +117,24 @@ class PeopleStream:
 
 
 def stream_people(frames: Iterable, detector: Detector, *, detection_stride: int = 1,
-                  progress: Callable | None = None) -> PeopleStream:
+                  adaptive_detection: bool = False, progress: Callable | None = None) -> PeopleStream:
     """frames (H, W, 3) uint8 RGB -> iterator of (frame_index, frame_rgb, [(track_id, bbox (4,) [cx, cy, w, h]),
     ...]): decode, detect and track in one pass.
 
     See :class:`PeopleStream`; call ``.tracklets(min_track_frames)`` once the iteration is done.
     """
-    return PeopleStream(frames, detector, detection_stride=detection_stride, progress=progress)
+    return PeopleStream(frames, detector, detection_stride=detection_stride, adaptive_detection=adaptive_detection,
+                        progress=progress)
 
 
 def find_people(reader: Iterable, detector: Detector, *, detection_stride: int = 1,
-                min_track_frames: int = MIN_TRACK_FRAMES, progress: Callable | None = None) -> Tracklets:
+                adaptive_detection: bool = False, min_track_frames: int = MIN_TRACK_FRAMES, progress: Callable | None = None) -> Tracklets:
     """reader (frames), detector -> {track_id: Tracklet(frames (N,) int64, bboxes (N, 4) [cx, cy, w, h])}.
 
     One decoding pass; tracks shorter than ``min_track_frames`` (official: 25) are dropped.
     """
-    people = stream_people(reader, detector, detection_stride=detection_stride, progress=progress)
+    people = stream_people(reader, detector, detection_stride=detection_stride,
+                           adaptive_detection=adaptive_detection, progress=progress)
     for _ in people:
         pass
     return people.tracklets(min_track_frames)

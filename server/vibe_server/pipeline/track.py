@@ -102,6 +102,13 @@ class KalmanBoxTracker:
         self.x = self.F @ self.x
         self.P = self.F @ self.P @ self.F.T + self.Q
 
+    def peek(self) -> np.ndarray:
+        """The box one frame ahead (4,) [x1, y1, x2, y2], without changing the state."""
+        x = self.x.copy()
+        if x[6, 0] + x[2, 0] <= 0:
+            x[6] = 0.0
+        return state_to_bbox(self.F @ x)
+
     def predict(self) -> np.ndarray:
         """One SORT step without a match yet -> predicted box (4,) [x1, y1, x2, y2]."""
         self.kalman_predict()
@@ -171,6 +178,7 @@ class Sort:
         self.frame_count = 0
         self._next_id = 1
         self._reported_ids: set[int] = set()
+        self._last_found_nobody = False
 
     def update(self, dets: np.ndarray) -> np.ndarray:
         """dets (K, 5) [x1, y1, x2, y2, score] -> reported tracks (R, 5) [x1, y1, x2, y2, track_id]."""
@@ -195,6 +203,7 @@ class Sort:
                 reported.append(np.append(tracker.bbox(), tracker.track_id))
         self.trackers = [t for t in self.trackers if t.time_since_update <= self.max_age]
         self._reported_ids = {int(r[4]) for r in reported}
+        self._last_found_nobody = False
         return np.array(reported, dtype=np.float64).reshape(-1, 5)
 
     def coast(self) -> np.ndarray:
@@ -211,7 +220,32 @@ class Sort:
     def skip(self) -> np.ndarray:
         """A detection frame with nothing detected: no tracker update, nothing reported, nothing carried."""
         self._reported_ids = set()
+        self._last_found_nobody = True
         return np.empty((0, 5))
+
+    # -- the state, for deciding when to detect again (adaptive_detection.py) -------------------
+    def reported_boxes(self) -> np.ndarray:
+        """(M, 5) [x1, y1, x2, y2, id]: the current boxes of the tracks reported last."""
+        boxes = [np.append(t.bbox(), t.track_id) for t in self.trackers if t.track_id in self._reported_ids]
+        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
+        return boxes[~np.isnan(boxes).any(axis=1)]
+
+    def predicted_boxes(self) -> np.ndarray:
+        """(M, 5) [x1, y1, x2, y2, id]: where the reported tracks will be one frame ahead (no change)."""
+        boxes = [np.append(t.peek(), t.track_id) for t in self.trackers if t.track_id in self._reported_ids]
+        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
+        return boxes[~np.isnan(boxes).any(axis=1)]
+
+    def unsettled(self) -> bool:
+        """True when the last detection frame missed a confirmed track (matched min_hits times in
+        a row), or found nobody while there is one, or started or matched a track that is not
+        confirmed yet. An unconfirmed track that was missed is left alone (a false positive, most
+        likely: it ends at the next detection frame)."""
+        confirmed = [t for t in self.trackers if t.hit_streak >= self.min_hits]
+        if self._last_found_nobody:
+            return bool(confirmed)
+        return any(t.time_since_update > 0 for t in confirmed) or any(
+            t.time_since_update == 0 and t.hit_streak < self.min_hits for t in self.trackers)
 
 
 # -- tracklets ----------------------------------------------------------------------------------

@@ -1,0 +1,324 @@
+"""Accuracy cost of each speed setting: every real clip run in the official configuration and with
+each candidate setting, then compared with the official run, plus each setting's speed.
+
+    python benchmarks/fidelity.py [--data-dir DIR] [--clips-dir DIR] [--frames N] [--threads 2]
+
+Rows: the official configuration (detection on every frame, fp32 eager, fresh GRU state every 450
+frames), then one change each: detection stride 2, 4, 8, 16 (fixed), stride 8/16/32 with adaptive
+detection, bf16 YOLO, bf16 backbone, the compiled (bf16) backbone, and last the CLI defaults.
+
+Columns, over the official run's track-frames of all clips:
+- recall: share of official track-frames that the setting reproduces with box IoU >= 0.9 (the
+  setting's track that overlaps the official track most, frame by frame);
+- box IoU / crop IoU: median IoU of the tracker boxes and of the 1.1x crop boxes (0 when missing);
+- MPJPE / PA-MPJPE (mm) of the 14 evaluation joints of joints3d, pelvis-aligned, and the mean
+  joint-rotation difference (degrees), over the frames both runs have;
+- frames/s: the pipeline end to end on frames 250-449 of one-by-one-person-detection.mp4 (YOLO's
+  cost included), after a warm-up run.
+
+Without --data-dir the models are full-size with random weights: their cost is real, but random
+YOLO weights find nobody, so the boxes everywhere come from OpenCV's HOG people detector, run
+beforehand on every frame (a real detector; the YOLO network still runs, and is timed, in the speed
+runs). Then the box figures are HOG's, bf16 YOLO cannot change them (n/a), and the pose figures are
+printed but NOT meaningful (a random-weight model). With real model data, real YOLO is used throughout.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from clips import (REAL_CLIPS, REAL_CLIPS_DIR, SPEED_CLIP, SPEED_FRAMES, SPEED_START, ReplayDetector,
+                   YoloCostHogBoxes, hog_boxes, slice_clip)
+
+RECALL_IOU = 0.9
+CROP_SCALE = 1.1
+EVAL_JOINTS = slice(25, 39)          # the 14 common (LSP-order) joints of the 49, as VIBE's evaluation
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    stride: int = 1
+    adaptive: bool = False
+    yolo_precision: str = "fp32"
+    backbone_precision: str = "fp32"
+    compile: str = "off"
+    defaults: bool = False           # the CLI defaults (options, precision and compiling as `infer` chooses)
+
+
+SETTINGS = (
+    Setting("official"),
+    *(Setting(f"stride {n}", stride=n) for n in (2, 4, 8, 16)),
+    *(Setting(f"stride {n} + adaptive", stride=n, adaptive=True) for n in (8, 16, 32)),
+    Setting("bf16 YOLO", yolo_precision="bf16"),
+    Setting("bf16 backbone", backbone_precision="bf16"),
+    Setting("compiled bf16 backbone", backbone_precision="bf16", compile="on"),
+    Setting("CLI defaults", defaults=True),
+)
+
+
+def run_options(setting: Setting):
+    """The RunOptions of a setting: the CLI defaults, or the official ones with one change."""
+    from vibe_server.pipeline.cpu_features import default_precision
+    from vibe_server.pipeline.options import RunOptions, official_options
+
+    if setting.defaults:
+        return replace(RunOptions(detector="yolo"), precision=default_precision("cpu"))
+    return replace(official_options(RunOptions(detector="yolo")), detection_stride=setting.stride,
+                   adaptive_detection=setting.adaptive, precision=setting.backbone_precision,
+                   compile_backbone=setting.compile)
+
+
+def yolo_precision(setting: Setting, options) -> str:
+    return options.precision if setting.defaults else setting.yolo_precision
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison with the official run
+
+def iou_cxcywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a, b (N, 4) [cx, cy, w, h] -> (N,) IoU."""
+    a_lo, a_hi = a[:, :2] - a[:, 2:] / 2, a[:, :2] + a[:, 2:] / 2
+    b_lo, b_hi = b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+    inter = np.prod(np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None), axis=1)
+    union = np.prod(a[:, 2:], axis=1) + np.prod(b[:, 2:], axis=1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def joint_angle_deg(pose_a: np.ndarray, pose_b: np.ndarray) -> np.ndarray:
+    """pose_a, pose_b (N, 72) axis-angle -> (N,) mean over the 24 joints of the rotation between them."""
+    from scipy.spatial.transform import Rotation
+
+    ra = Rotation.from_rotvec(pose_a.reshape(-1, 3))
+    rb = Rotation.from_rotvec(pose_b.reshape(-1, 3))
+    return np.degrees((ra.inv() * rb).magnitude()).reshape(-1, 24).mean(axis=1)
+
+
+def compare(official, other) -> dict[str, list]:
+    """Two MocapResults of the same clip -> per official track-frame box and crop IoU, and per
+    frame both have (matched tracks) MPJPE, PA-MPJPE (m) and joint-angle difference (deg)."""
+    from vibe_server.evaluate.metrics import compute_errors
+
+    out = {"box_iou": [], "crop_iou": [], "mpjpe": [], "pa_mpjpe": [], "angle": []}
+    for ref in official.tracks:
+        best, best_rows, best_score = None, None, 0
+        for cand in other.tracks:                 # the track that overlaps this one on most frames
+            _, ri, ci = np.intersect1d(ref.frame_ids, cand.frame_ids, return_indices=True)
+            score = int((iou_cxcywh(ref.bboxes[ri], cand.bboxes[ci]) >= 0.5).sum())
+            if score > best_score:
+                best, best_rows, best_score = cand, (ri, ci), score
+        box = np.zeros(len(ref.frame_ids))
+        crop = np.zeros(len(ref.frame_ids))
+        if best is not None:
+            ri, ci = best_rows
+            box[ri] = iou_cxcywh(ref.bboxes[ri], best.bboxes[ci])
+            scaled = np.array([1, 1, CROP_SCALE, CROP_SCALE])
+            crop[ri] = iou_cxcywh(ref.bboxes[ri] * scaled, best.bboxes[ci] * scaled)
+        if best is not None and ref.joints3d is not None:
+            mpjpe, pa_mpjpe = compute_errors(ref.joints3d[ri][:, EVAL_JOINTS], best.joints3d[ci][:, EVAL_JOINTS])
+            out["mpjpe"] += list(mpjpe)
+            out["pa_mpjpe"] += list(pa_mpjpe)
+            out["angle"] += list(joint_angle_deg(ref.pose[ri], best.pose[ci]))
+        out["box_iou"] += list(box)
+        out["crop_iou"] += list(crop)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _mean(values: np.ndarray, scale: float = 1.0) -> float:
+    return scale * float(values.mean()) if len(values) else float("nan")
+
+
+def cached_hog_boxes(clip: Path, cache_dir: Path | None, source: str) -> dict[str, np.ndarray]:
+    """HOG boxes of every frame of the clip, kept in cache_dir (one .npz per source: file name,
+    first frame and frame count) when given."""
+    import hashlib
+
+    if cache_dir is None:
+        return hog_boxes(clip)
+    path = cache_dir / f"hog-{hashlib.blake2b(source.encode(), digest_size=8).hexdigest()}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    boxes = hog_boxes(clip)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **boxes)
+    return boxes
+
+
+class CountingDetector:
+    """Passes detection on to ``detector`` and counts the frames it was asked about."""
+
+    def __init__(self, detector):
+        self.detector, self.batch_size, self.frames = detector, detector.batch_size, 0
+
+    def detect(self, frames_rgb):
+        self.frames += len(frames_rgb)
+        return self.detector.detect(frames_rgb)
+
+
+def track_only(clip: Path, detector, options) -> SimpleNamespace:
+    """Decode, detect and track only -> a result-like object: tracks with frame_ids, bboxes and
+    NaN pose figures (the pose columns then read nan)."""
+    from vibe_server.pipeline.people import find_people
+    from vibe_server.pipeline.video import open_video
+
+    tracklets = find_people(open_video(clip), detector, detection_stride=options.detection_stride,
+                            adaptive_detection=options.adaptive_detection, min_track_frames=options.min_track_frames)
+    return SimpleNamespace(tracks=[SimpleNamespace(frame_ids=t.frames, bboxes=t.bboxes, joints3d=None, pose=None)
+                                   for t in tracklets.values()])
+
+
+def make_frontend(base, detector_for):
+    """The real front end with ``make_detector`` replaced by ``detector_for(name, **kwargs)``."""
+    from vibe_server.pipeline.frontend import FrontEnd
+
+    return FrontEnd(open_video=base.open_video, make_detector=detector_for, stream_people=base.stream_people,
+                    crop_people=base.crop_people)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="real model data (default: full-size random weights, HOG boxes)")
+    parser.add_argument("--clips-dir", default=str(REAL_CLIPS_DIR))
+    parser.add_argument("--clips", nargs="*", default=list(REAL_CLIPS),
+                        help="clip file names, each optionally NAME:START:FRAMES (default: all, whole)")
+    parser.add_argument("--frames", type=int, help="at most N frames of each clip (default: all)")
+    parser.add_argument("--speed-frames", type=int, default=SPEED_FRAMES,
+                        help=f"frames of the speed slice (from frame {SPEED_START} of {SPEED_CLIP})")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="run only these settings (names as printed; official always)")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--hog-cache", help="a folder keeping the HOG boxes of each clip between runs")
+    parser.add_argument("--boxes-only", action="store_true",
+                        help="only decode, detect and track (box figures in seconds; no pose, no speed)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from vibe_server import load_model
+    from vibe_server.pipeline.cpu_features import cpu_has_fast_bf16, default_precision
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.frontend import FrontEnd
+
+    settings = [s for s in SETTINGS if s.name == "official" or not args.only or s.name in args.only]
+    tmp = tempfile.TemporaryDirectory()
+    work = Path(tmp.name)
+    clips = []
+    for spec in args.clips:
+        name, start, frames = (spec.split(":") + ["0", ""])[:3]
+        frames = int(frames) if frames else args.frames
+        clip = work / (Path(name).stem + ".mp4")
+        n = slice_clip(Path(args.clips_dir) / name, clip, int(start), frames)
+        clips.append((name if spec == name else f"{name} from frame {start}", clip, n, f"{name}:{start}:{n}"))
+    speed_clip = work / "speed.mp4"
+    speed_n = slice_clip(Path(args.clips_dir) / SPEED_CLIP, speed_clip, SPEED_START, args.speed_frames)
+    warmup_clip = work / "warmup.mp4"
+    slice_clip(Path(args.clips_dir) / SPEED_CLIP, warmup_clip, SPEED_START, 40)
+
+    real = bool(args.data_dir)
+    base = FrontEnd.default()
+    if real and args.boxes_only:
+        raise SystemExit("--boxes-only replays HOG boxes; it does not run with --data-dir.")
+    if real:
+        data_dir = Path(args.data_dir)
+        boxes = {}
+    else:
+        from vibe_server.data.synthetic import write_synthetic_bundle
+        from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
+
+        data_dir = work / "vibe_data"
+        write_synthetic_bundle(data_dir)
+        write_random_darknet_weights(data_dir / "yolov3.weights")
+        boxes = {}
+        sources = [(c[1], c[3]) for c in clips] + [(speed_clip, f"{SPEED_CLIP}:{SPEED_START}:{speed_n}"),
+                                                   (warmup_clip, f"{SPEED_CLIP}:{SPEED_START}:40")]
+        for clip, source in sources:
+            boxes.update(cached_hog_boxes(clip, Path(args.hog_cache) if args.hog_cache else None, source))
+    print(f"clips: {', '.join(f'{name} ({n} frames)' for name, _, n, _ in clips)}; {args.threads} CPU threads; "
+          f"torch {torch.__version__}; CPU bf16 hardware: {cpu_has_fast_bf16()} "
+          f"(default precision {default_precision('cpu')})")
+    print("boxes: " + ("real YOLOv3" if real else "OpenCV HOG people detector (random-weight YOLO cannot "
+                                                  "detect; its cost is timed in the speed runs)"))
+    model = None if args.boxes_only else load_model(data_dir, device="cpu")
+
+    results: dict[str, list] = {}
+    speeds: dict[str, float] = {}
+    detected: dict[str, float] = {}                  # share of the clips' frames on which detection ran
+    total_frames = sum(n for _, _, n, _ in clips)
+    for setting in settings:
+        options = run_options(setting)
+        if args.boxes_only:
+            counter = CountingDetector(ReplayDetector(boxes))
+            results[setting.name] = [track_only(clip, counter, options) for _, clip, *_ in clips]
+            detected[setting.name] = counter.frames / total_frames
+            continue
+        yolo_p = yolo_precision(setting, options)
+
+        counters = []
+
+        def detector_for(name, *, replay: bool, yolo_p=yolo_p, counters=counters, **kwargs):
+            kwargs["precision"] = yolo_p
+            if not replay:
+                return base.make_detector(name, **kwargs) if real else \
+                    YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
+            counters.append(CountingDetector(base.make_detector(name, **kwargs) if real else ReplayDetector(boxes)))
+            return counters[-1]
+
+        compile_mode = "auto" if setting.defaults else setting.compile
+        engine = Engine(copy.deepcopy(model), model_name="fidelity", data_dir=data_dir, device="cpu",
+                        precision=options.precision, compile_backbone=compile_mode,
+                        frontend=make_frontend(base, lambda n, **kw: detector_for(n, replay=True, **kw)),
+                        log=lambda msg: print(msg, file=sys.stderr))
+        print(f"running {setting.name} ...", flush=True)
+        if setting.compile == "on":
+            engine.run(warmup_clip, options)                   # compiling is not part of the comparison
+        before = sum(c.frames for c in counters)
+        results[setting.name] = [engine.run(clip, options).result for _, clip, *_ in clips]
+        detected[setting.name] = (sum(c.frames for c in counters) - before) / total_frames
+        if not args.skip_speed:
+            timed = Engine(engine.model, model_name="fidelity", data_dir=data_dir, device="cpu",
+                           precision=options.precision, compile_backbone=compile_mode,
+                           frontend=make_frontend(base, lambda n, **kw: detector_for(n, replay=False, **kw)))
+            timed.backbone_runner = engine.backbone_runner     # compiled once
+            timed.run(warmup_clip, options)
+            t0 = time.perf_counter()
+            out = timed.run(speed_clip, options)
+            speeds[setting.name] = out.frames_decoded / (time.perf_counter() - t0)
+
+    official = results["official"]
+    print(f"\nCompared with the official configuration over {sum(len(t.frame_ids) for r in official for t in r.tracks)} "
+          f"official track-frames ({sum(len(r.tracks) for r in official)} tracks) of {len(clips)} clips.")
+    pose_note = "" if real else "  (pose: random-weight model, NOT meaningful)"
+    print(f"{'setting':<24}{'frames/s':>9}{'x':>6}{'detect':>7}{'tracks':>7}{'recall':>8}{'box IoU':>8}{'crop IoU':>9}"
+          f"{'MPJPE':>8}{'PA-MPJPE':>9}{'angle':>7}{pose_note}")
+    for setting in settings:
+        per_clip = [compare(o, r) for o, r in zip(official, results[setting.name])]
+        merged = {k: np.concatenate([np.asarray(c[k], dtype=np.float64) for c in per_clip]) for k in per_clip[0]}
+        recall = float((merged["box_iou"] >= RECALL_IOU).mean()) if len(merged["box_iou"]) else float("nan")
+        fps = speeds.get(setting.name, float("nan"))
+        ratio = fps / speeds["official"] if "official" in speeds else float("nan")
+        box_note = "n/a" if (setting.name == "bf16 YOLO" and not real) else None
+        cells = (f"{recall:>8.3f}{np.median(merged['box_iou']):>8.3f}{np.median(merged['crop_iou']):>9.3f}"
+                 if box_note is None else f"{box_note:>8}{box_note:>8}{box_note:>9}")
+        print(f"{setting.name:<24}{fps:>9.2f}{ratio:>6.1f}{detected[setting.name]:>7.2f}{sum(len(r.tracks) for r in results[setting.name]):>7}"
+              f"{cells}{_mean(merged['mpjpe'], 1000):>8.1f}{_mean(merged['pa_mpjpe'], 1000):>9.1f}"
+              f"{_mean(merged['angle']):>7.2f}")
+    defaults = run_options(Setting("CLI defaults", defaults=True))
+    print(f"\nCLI defaults: detection stride {defaults.detection_stride}, adaptive {defaults.adaptive_detection}, "
+          f"precision {defaults.precision}, compile auto; speed runs on {speed_n} frames from frame {SPEED_START} "
+          f"of {SPEED_CLIP}, one timed run after a warm-up, {args.threads} threads")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,6 +7,7 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline import engine as engine_module
+from vibe_server.pipeline import options as options_module
 from vibe_server.pipeline.engine import Engine
 from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.progress import STAGES, JobCancelled
@@ -178,12 +179,12 @@ def test_bf16_fast_preset_stays_close_to_fp32(make_engine):
 
 def test_defaults_are_the_fast_ones_and_official_options_restore_the_official_configuration():
     defaults = RunOptions()
-    assert defaults.detection_stride == run_module.DEFAULT_DETECTION_STRIDE > 1 and defaults.adaptive_detection
-    official = run_module.official_options(RunOptions(smoothing=0.3, tracks_max=2))
+    assert defaults.detection_stride == options_module.DEFAULT_DETECTION_STRIDE > 1 and defaults.adaptive_detection
+    official = options_module.official_options(RunOptions(smoothing=0.3, tracks_max=2))
     assert (official.detection_stride, official.adaptive_detection, official.chunking, official.official_uncrop,
             official.precision, official.compile_backbone) == (1, False, "official", True, "fp32", "off")
     assert (official.smoothing, official.tracks_max) == (0.3, 2)          # the user's own choices stay
-    assert run_module.official_options() == run_module.official_options(RunOptions())
+    assert options_module.official_options() == options_module.official_options(RunOptions())
 
 
 def test_a_run_can_set_its_own_precision_and_the_engine_default_comes_back(make_engine):
@@ -191,7 +192,7 @@ def test_a_run_can_set_its_own_precision_and_the_engine_default_comes_back(make_
     bf16 = run(engine)
     assert bf16.result.meta["precision"] == "bf16"
     assert engine.model.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
-    official = engine.run("clip.mp4", run_module.official_options())
+    official = engine.run("clip.mp4", options_module.official_options())
     assert official.result.meta["precision"] == "fp32" and official.result.meta["detection_stride"] == "1"
     assert engine.model.backbone[0].weight.is_contiguous()               # plain fp32 layout, as the official code
     reference = run(make_engine(), chunking="official", official_uncrop=True, detection_stride=1)
@@ -203,14 +204,16 @@ def test_a_run_can_set_its_own_precision_and_the_engine_default_comes_back(make_
 
 
 def test_load_engine_picks_the_precision_from_the_cpu(monkeypatch, tmp_path):
-    import vibe_server
+    from vibe_server.data import loading
     from vibe_server.pipeline import cpu_features
 
     from .conftest import TinyVIBE
 
-    monkeypatch.setattr(run_module, "model_data_problem", lambda data_dir: None)
-    monkeypatch.setattr(vibe_server, "load_model", lambda data_dir, device: TinyVIBE())
+    monkeypatch.setattr(loading, "model_data_problem", lambda data_dir: None)
+    tiny = TinyVIBE()
+    tiny.model_name = "tiny"
+    monkeypatch.setattr(loading, "load_model", lambda data_dir, device: tiny)
     for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(cpu_features, "cpu_has_fast_bf16", lambda text=None, v=has_bf16: v)
-        assert run_module.load_engine(tmp_path, device="cpu").precision == expected
-    assert run_module.load_engine(tmp_path, device="cpu", precision="fp32").precision == "fp32"
+        assert engine_module.load_engine(tmp_path, device="cpu").precision == expected
+    assert engine_module.load_engine(tmp_path, device="cpu", precision="fp32").precision == "fp32"

@@ -1,0 +1,103 @@
+"""VIBE's YOLOv3 post-processing for a whole batch of frames at once, on the network's device.
+
+``person_detections_batched`` gives, frame by frame, the boxes of ``detect.yolo.person_detections``
+(objectness >= 0.8, person class, merge-NMS at IoU > 0.4 with the +1-pixel convention, boxes mapped
+back to the frame, score > 0.7) without leaving the device and without a Python loop over frames:
+the greedy merge-NMS walks the K candidate columns once for every frame together. Only the final
+(B, K, 5) block and its counts cross to the host, in one copy.
+
+Equality with the per-frame reference: the candidates, their order (stable sort by descending
+score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
+another order, so they agree to float32 rounding (~1e-5 px).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..detect.yolo import INPUT_SIZE_PX, NMS_IOU_THRESHOLD, OBJECTNESS_THRESHOLD, SCORE_THRESHOLD
+from ..detect.yolov3 import PERSON_CLASS
+
+
+def box_iou_plus_one_matrix(boxes_xyxy: torch.Tensor) -> torch.Tensor:
+    """boxes (B, K, 4) -> (B, K, K) IoU between every pair, with the +1-pixel convention of
+    ``detect.boxes.box_iou_plus_one`` (same float32 operations, so the same values)."""
+    a, b = boxes_xyxy[:, :, None, :], boxes_xyxy[:, None, :, :]
+    inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0]) + 1).clamp(min=0)
+    inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1]) + 1).clamp(min=0)
+    inter = inter_w * inter_h
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return inter / (area_a + area_b - inter + 1e-16)
+
+
+def merge_nms_batched(boxes_xyxy: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor,
+                      iou_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy merge-NMS of ``detect.boxes.merge_nms`` for B frames at once.
+
+    boxes (B, K, 4) sorted by descending score per frame, weights (B, K) objectness, valid (B, K)
+    bool (padding columns False) -> (merged boxes (B, K, 4), kept (B, K) bool). Column i is kept
+    when it is still unclaimed on reaching it, which is exactly when the reference loop finds it at
+    the top of the remaining boxes; its merged box is the weighted mean of the unclaimed boxes that
+    overlap it (itself included), and those are claimed.
+    """
+    iou = box_iou_plus_one_matrix(boxes_xyxy)
+    remaining = valid.clone()
+    kept = torch.zeros_like(valid)
+    merged = torch.zeros_like(boxes_xyxy)
+    for i in range(boxes_xyxy.shape[1]):
+        is_top = remaining[:, i]                                                  # (B,)
+        group = remaining & (iou[:, i, :] > iou_threshold)                        # (B, K)
+        group[:, i] = is_top                                   # a degenerate top box still claims itself
+        w = weights * group                                                       # (B, K)
+        total = w.sum(dim=1, keepdim=True)                                        # (B, 1)
+        mean = (w[..., None] * boxes_xyxy).sum(dim=1) / torch.where(total > 0, total, 1)
+        merged[:, i] = mean
+        kept[:, i] = is_top
+        remaining &= ~(group & is_top[:, None])
+    return merged, kept
+
+
+def rescale_boxes_batched(boxes_xyxy: torch.Tensor, input_size_px: int, frame_height: int,
+                          frame_width: int) -> torch.Tensor:
+    """boxes (..., 4) network pixels -> frame pixels, as ``detect.yolo.rescale_boxes`` (float32)."""
+    side = max(frame_height, frame_width)
+    pad_x = max(frame_height - frame_width, 0) * (input_size_px / side)
+    pad_y = max(frame_width - frame_height, 0) * (input_size_px / side)
+    unpad_w, unpad_h = input_size_px - pad_x, input_size_px - pad_y
+
+    def f32(value: float) -> torch.Tensor:
+        return torch.tensor(np.float32(value), device=boxes_xyxy.device)
+
+    out = boxes_xyxy.clone()
+    out[..., 0::2] = (out[..., 0::2] - f32(pad_x // 2)) / f32(unpad_w) * f32(frame_width)
+    out[..., 1::2] = (out[..., 1::2] - f32(pad_y // 2)) / f32(unpad_h) * f32(frame_height)
+    return out
+
+
+def person_detections_batched(decoded: torch.Tensor, frame_height: int, frame_width: int, *,
+                              input_size_px: int = INPUT_SIZE_PX,
+                              objectness_threshold: float = OBJECTNESS_THRESHOLD,
+                              nms_iou_threshold: float = NMS_IOU_THRESHOLD,
+                              score_threshold: float = SCORE_THRESHOLD) -> list[np.ndarray]:
+    """decoded (B, N, 85) rows of B same-size frames (``decode_heads``) -> B arrays (K_b, 5) float32
+    [x1, y1, x2, y2, score], frame pixels, by descending score: ``person_detections`` per frame."""
+    rows = decoded.float()
+    class_prob, class_index = rows[..., 5:].max(dim=-1)                                   # (B, N)
+    candidate = (rows[..., 4] >= objectness_threshold) & (class_index == PERSON_CLASS)
+    score = rows[..., 4] * class_prob
+    # stable descending sort puts the candidates first, in the reference's order
+    order = torch.sort(torch.where(candidate, score, -1.0), dim=1, descending=True, stable=True).indices
+    k = max(int(candidate.sum(dim=1).max()), 1)                    # the one host sync: widest frame
+    order = order[:, :k]
+    valid = torch.gather(candidate, 1, order)
+    picked = torch.gather(rows[..., :5], 1, order[..., None].expand(-1, -1, 5))          # (B, k, 5)
+    score = torch.gather(score, 1, order)
+    half_wh = picked[..., 2:4] / 2
+    boxes = torch.cat([picked[..., :2] - half_wh, picked[..., :2] + half_wh], dim=-1)
+    merged, kept = merge_nms_batched(boxes, picked[..., 4], valid, nms_iou_threshold)
+    merged = rescale_boxes_batched(merged, input_size_px, frame_height, frame_width)
+    keep = kept & (score > score_threshold)
+    packed = torch.cat([merged, score[..., None]], dim=-1).cpu().numpy()
+    keep = keep.cpu().numpy()
+    return [packed[b][keep[b]].astype(np.float32) for b in range(len(packed))]

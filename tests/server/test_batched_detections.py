@@ -1,0 +1,58 @@
+"""Batched device-side YOLO post-processing against the per-frame reference (detect.yolo)."""
+import numpy as np
+import pytest
+import torch
+
+from vibe_server.pipeline.batched.detections import box_iou_plus_one_matrix, person_detections_batched
+from vibe_server.pipeline.detect.boxes import box_iou_plus_one
+from vibe_server.pipeline.detect.yolo import person_detections
+
+
+def synthetic_rows(rng, batch, n=600, people=6, height=432, width=768):
+    """Decoded rows (B, n, 85) in network pixels: clusters of overlapping person boxes around a
+    few centres (what NMS has to merge), other classes, and low-objectness clutter."""
+    rows = np.zeros((batch, n, 85), np.float32)
+    for b in range(batch):
+        centres = rng.uniform([40, 80], [376, 336], size=(people, 2))
+        sizes = rng.uniform([30, 60], [90, 200], size=(people, 2))
+        which = rng.integers(0, people, n)
+        rows[b, :, :2] = centres[which] + rng.normal(0, 6, (n, 2))
+        rows[b, :, 2:4] = sizes[which] * rng.uniform(0.85, 1.15, (n, 2))
+        rows[b, :, 4] = rng.choice([rng.uniform(0.5, 0.79), 1.0], n) * rng.uniform(0.8, 1.0, n)
+        rows[b, :, 5:] = rng.uniform(0, 0.6, (n, 80))
+        person = rng.random(n) < 0.8
+        rows[b, person, 5] = rng.uniform(0.6, 1.0, person.sum())
+    rows[0, 10:20] = rows[0, 5]                       # exact duplicates: ties in score
+    return torch.from_numpy(rows)
+
+
+@pytest.mark.parametrize("shape", [(432, 768), (480, 640), (640, 480)])
+def test_batched_equals_per_frame_reference(shape):
+    rows = synthetic_rows(np.random.default_rng(1), batch=5)
+    batched = person_detections_batched(rows, *shape)
+    total = 0
+    for b in range(len(rows)):
+        reference = person_detections(rows[b], *shape)
+        assert batched[b].shape == reference.shape
+        np.testing.assert_allclose(batched[b], reference, rtol=0, atol=1e-3)
+        total += len(reference)
+    assert total > 10                                  # the case merged and kept several people
+
+
+def test_frames_without_candidates_give_empty_arrays():
+    rows = synthetic_rows(np.random.default_rng(2), batch=3)
+    rows[1, :, 4] = 0.1                                # nothing passes the objectness threshold
+    out = person_detections_batched(rows, 432, 768)
+    assert out[1].shape == (0, 5)
+    assert len(out[0]) == len(person_detections(rows[0], 432, 768)) > 0
+    rows[:, :, 4] = 0.1
+    assert all(o.shape == (0, 5) for o in person_detections_batched(rows, 432, 768))
+
+
+def test_iou_matrix_is_the_reference_iou_bit_for_bit():
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 400, (1, 50, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 80, (1, 50, 2)).astype(np.float32)], axis=-1)
+    matrix = box_iou_plus_one_matrix(torch.from_numpy(boxes))[0].numpy()
+    for i in range(50):
+        np.testing.assert_array_equal(matrix[i], box_iou_plus_one(boxes[0, i], boxes[0]))

@@ -12,6 +12,7 @@ median of --repeats runs. "worker s/video" is the median time a worker spent on 
 manifest), so "batch wall - clips x worker s/video / workers" is the start-up and scheduling cost.
 Ray's overhead is measured against the local pool with as many workers as Ray has actors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "server")]
 
-from pipeline import DEFAULT_CLIP, slice_clip  # benchmarks/ is on the path when run as a script
-from vibe_server.batch.engine_adapter import ENGINE_FACTORY, EngineSpec, make_options
-from vibe_server.batch.runner import run_batch
+from pipeline import DEFAULT_CLIP, slice_clip  # noqa: E402  (benchmarks/ is on the path when run as a script)
+
+from vibe_server.batch.engine_adapter import ENGINE_FACTORY, EngineSpec, make_options  # noqa: E402
+from vibe_server.batch.runner import run_batch  # noqa: E402
 
 
 def one_batch(clips: Path, out: Path, spec: EngineSpec, options, *, jobs: int | None, use_ray: bool) -> dict:
@@ -37,8 +39,11 @@ def one_batch(clips: Path, out: Path, spec: EngineSpec, options, *, jobs: int | 
     failed = [r for r in records if r["status"] != "done"]
     if failed:
         raise SystemExit(f"benchmark batch failed: {failed[0]['input']}: {failed[0]['error']}")
-    return {"wall": wall, "frames": sum(r["frames"] for r in records),
-            "worker_s": statistics.median(r["seconds"] for r in records)}
+    return {
+        "wall": wall,
+        "frames": sum(r["frames"] for r in records),
+        "worker_s": statistics.median(r["seconds"] for r in records),
+    }
 
 
 def median_run(label: str, repeats: int, run) -> dict:
@@ -63,8 +68,12 @@ def main() -> int:
     args = parser.parse_args()
 
     options = make_options(detector="hog", detection_stride=4, min_track_frames=min(25, args.frames // 2))
-    spec = EngineSpec(device=args.device, data_dir=args.data_dir, factory=args.engine,
-                      threads=args.threads if args.device == "cpu" else None)
+    spec = EngineSpec(
+        device=args.device,
+        data_dir=args.data_dir,
+        factory=args.engine,
+        threads=args.threads if args.device == "cpu" else None,
+    )
     with tempfile.TemporaryDirectory(prefix="vibe-batch-bench-") as tmp:
         tmp = Path(tmp)
         clips = tmp / "clips"
@@ -75,36 +84,50 @@ def main() -> int:
                 raise SystemExit(f"{args.clip} has fewer than {args.start + i * 5 + args.frames} frames")
 
         def runner(jobs: int, use_ray: bool):
-            return lambda i: one_batch(clips, tmp / f"out-{'ray' if use_ray else 'local'}{jobs}-{i}", spec, options,
-                                       jobs=jobs, use_ray=use_ray)
+            return lambda i: one_batch(
+                clips, tmp / f"out-{'ray' if use_ray else 'local'}{jobs}-{i}", spec, options, jobs=jobs, use_ray=use_ray
+            )
 
-        rows = [median_run("local, 1 worker", args.repeats, runner(1, False)),
-                median_run("local, 2 workers", args.repeats, runner(2, False))]
+        rows = [
+            median_run("local, 1 worker", args.repeats, runner(1, False)),
+            median_run("local, 2 workers", args.repeats, runner(2, False)),
+        ]
         if args.ray:
             import ray  # optional extra, only for --ray
 
             # as many actors as local workers: Ray gives each CPU actor 2 CPUs (CPUS_PER_CPU_ACTOR)
             t0 = time.perf_counter()
-            ray.init(num_cpus=4 if args.device == "cpu" else None, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'server'}"}})
+            ray.init(
+                num_cpus=4 if args.device == "cpu" else None,
+                include_dashboard=False,
+                logging_level="WARNING",
+                log_to_driver=False,
+                runtime_env={"env_vars": {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'server'}"}},
+            )
             ray_start = time.perf_counter() - t0
             rows.append(median_run("ray, 2 actors", args.repeats, runner(2, True)))
             ray.shutdown()
 
-    print(f"\n{args.clips} clips x {args.frames} frames, engine {args.engine}, device {args.device}, "
-          f"median of {args.repeats} runs (each: start workers, load the model, run every clip)\n")
+    print(
+        f"\n{args.clips} clips x {args.frames} frames, engine {args.engine}, device {args.device}, "
+        f"median of {args.repeats} runs (each: start workers, load the model, run every clip)\n"
+    )
     print(f"{'configuration':<18}  {'batch wall s':>12}  {'videos/s':>8}  {'frames/s':>8}  {'worker s/video':>14}")
     for row in rows:
-        print(f"{row['label']:<18}  {row['wall']:>12.2f}  {args.clips / row['wall']:>8.2f}  "
-              f"{row['frames'] / row['wall']:>8.1f}  {row['worker_s']:>14.3f}")
+        print(
+            f"{row['label']:<18}  {row['wall']:>12.2f}  {args.clips / row['wall']:>8.2f}  "
+            f"{row['frames'] / row['wall']:>8.1f}  {row['worker_s']:>14.3f}"
+        )
     one, two = rows[0], rows[1]
     print(f"\n2 workers / 1 worker throughput: {one['wall'] / two['wall']:.2f}x")
     if args.ray:
         ray_row = rows[2]
         print(f"Ray cluster start (once, not in the rows): {ray_start:.1f} s")
-        print(f"Ray overhead per video against the local pool with 2 workers: "
-              f"{(ray_row['wall'] - two['wall']) / args.clips * 1000:+.0f} ms "
-              f"(worker time per video: local {two['worker_s']:.3f} s, Ray {ray_row['worker_s']:.3f} s)")
+        print(
+            f"Ray overhead per video against the local pool with 2 workers: "
+            f"{(ray_row['wall'] - two['wall']) / args.clips * 1000:+.0f} ms "
+            f"(worker time per video: local {two['worker_s']:.3f} s, Ray {ray_row['worker_s']:.3f} s)"
+        )
     return 0
 
 

@@ -7,6 +7,7 @@ of SMPL pose to 24 bone quaternions + root location and writing them with keyfra
 foreach_set, without and with the 207 baked pose-corrective shape keys, and (b) the naive path the
 older VIBE/SMPL add-ons use: set each pose bone, ``keyframe_insert`` per bone per frame.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,11 @@ import numpy as np  # noqa: E402
 
 from vibe_blender.animation import animate_character  # noqa: E402
 from vibe_blender.core.motion import TrackMotion  # noqa: E402
+from vibe_blender.core.readers import read_motion_file  # noqa: E402
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, save_result  # noqa: E402
 from vibe_blender.core.skeleton import bone_basis_quats, root_locations  # noqa: E402
 from vibe_blender.core.smpl_model import JOINT_NAMES  # noqa: E402
 from vibe_blender.importer import ImportOptions, import_motion  # noqa: E402
-from vibe_blender.core.readers import read_motion_file  # noqa: E402
 from vibe_blender.rig_builder import build_character, rest_quats  # noqa: E402
 from vibe_server.data.synthetic import make_body_model  # noqa: E402
 
@@ -35,11 +36,16 @@ def random_motion(frames: int, seed: int = 0) -> TrackMotion:
     """A smooth random walk in pose space, the root turning through 720°, drifting translation."""
     rng = np.random.default_rng(seed)
     pose = np.clip(np.cumsum(rng.normal(0, 0.03, (frames, 72)), axis=0), -1.2, 1.2)
-    pose[:, :3] = np.stack([np.pi + 0.2 * np.sin(np.linspace(0, 6, frames)), np.linspace(0, 4 * np.pi, frames),
-                            0.1 * np.cos(np.linspace(0, 9, frames))], 1)
+    pose[:, :3] = np.stack(
+        [
+            np.pi + 0.2 * np.sin(np.linspace(0, 6, frames)),
+            np.linspace(0, 4 * np.pi, frames),
+            0.1 * np.cos(np.linspace(0, 9, frames)),
+        ],
+        1,
+    )
     trans = np.array([0, 0, 4.0]) + np.cumsum(rng.normal(0, 0.01, (frames, 3)), axis=0)
-    return TrackMotion(name="bench", frame_ids=np.arange(frames), pose=pose, trans_m=trans,
-                       betas=rng.normal(0, 1, 10))
+    return TrackMotion(name="bench", frame_ids=np.arange(frames), pose=pose, trans_m=trans, betas=rng.normal(0, 1, 10))
 
 
 def naive_keyframes(armature_obj, track: TrackMotion) -> None:
@@ -87,11 +93,25 @@ def main() -> None:
         import tempfile
 
         T = len(track.frame_ids)
-        result = MocapResult(video=VideoInfo("bench.mp4", 30.0, 1280, 720, T), model_name="synthetic",
-                             focal_length_px=1280.0, tracks=[Track(
-                                 track_id=1, frame_ids=track.frame_ids, pose=track.pose, betas=np.tile(track.betas, (T, 1)),
-                                 betas_track=track.betas, pred_cam=np.ones((T, 3)), orig_cam=np.ones((T, 4)),
-                                 bboxes=np.ones((T, 4)), joints3d=np.zeros((T, 49, 3)), trans_cam_m=track.trans_m)])
+        result = MocapResult(
+            video=VideoInfo("bench.mp4", 30.0, 1280, 720, T),
+            model_name="synthetic",
+            focal_length_px=1280.0,
+            tracks=[
+                Track(
+                    track_id=1,
+                    frame_ids=track.frame_ids,
+                    pose=track.pose,
+                    betas=np.tile(track.betas, (T, 1)),
+                    betas_track=track.betas,
+                    pred_cam=np.ones((T, 3)),
+                    orig_cam=np.ones((T, 4)),
+                    bboxes=np.ones((T, 4)),
+                    joints3d=np.zeros((T, 49, 3)),
+                    trans_cam_m=track.trans_m,
+                )
+            ],
+        )
         with tempfile.TemporaryDirectory() as folder:
             save_result(f"{folder}/bench.npz", result)
             start = time.perf_counter()
@@ -104,8 +124,10 @@ def main() -> None:
     naive_s = timed(lambda: naive_keyframes(bpy.data.objects["naive"], track))
     rows.append((f"naive keyframe_insert: {args.frames} frames x 24 bones + root", naive_s))
 
-    print(f"\nBlender {bpy.app.version_string}, numpy {np.__version__}, {args.frames} frames "
-          f"({args.frames * (24 * 4 + 3)} bone keys, {args.frames * 207} shape-key keys)")
+    print(
+        f"\nBlender {bpy.app.version_string}, numpy {np.__version__}, {args.frames} frames "
+        f"({args.frames * (24 * 4 + 3)} bone keys, {args.frames * 207} shape-key keys)"
+    )
     print(f"{'step':58s} {'seconds':>9s}")
     for name, seconds in rows:
         print(f"{name:58s} {seconds:9.3f}")

@@ -3,6 +3,7 @@
 ``REAL_CLIPS_DIR`` is where the clips are: the real footage kept in the repository for the tests
 (``tests/data/real``, defined once in ``tests/testdata.py``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,9 +16,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from testdata import REAL_CLIPS as REAL_CLIPS_DIR  # noqa: E402  (needs the path above)
+
 # Every real clip the tests use
-REAL_CLIPS = ("one-by-one-person-detection.mp4", "face-demographics-walking.gif", "asl-walk.mkv",
-              "bottle-detection-negative.mp4")
+REAL_CLIPS = (
+    "one-by-one-person-detection.mp4",
+    "face-demographics-walking.gif",
+    "asl-walk.mkv",
+    "bottle-detection-negative.mp4",
+)
 # The speed measurement: frames 250-449 of this clip (people visible)
 SPEED_CLIP, SPEED_START, SPEED_FRAMES = "one-by-one-person-detection.mp4", 250, 200
 # 768x432, 10 fps, 1394 frames: people walk into a room one at a time (tests/data/real/README.md)
@@ -43,8 +49,9 @@ def slice_clip(src: Path, dst: Path, start: int, frames: int | None) -> int:
         written += 1
     cap.release()
     if writer is None:
-        raise SystemExit(f"No frame could be read from {src} (from frame {start}); pass the clips folder "
-                         "with --clips-dir.")
+        raise SystemExit(
+            f"No frame could be read from {src} (from frame {start}); pass the clips folder with --clips-dir."
+        )
     writer.release()
     return written
 

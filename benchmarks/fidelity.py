@@ -22,6 +22,7 @@ beforehand on every frame (a real detector; the YOLO network still runs, and is 
 runs). Then the box figures are HOG's, bf16 YOLO cannot change them (n/a), and the pose figures are
 printed but NOT meaningful (a random-weight model). With real model data, real YOLO is used throughout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-
-from clips import (REAL_CLIPS, REAL_CLIPS_DIR, SPEED_CLIP, SPEED_FRAMES, SPEED_START, ReplayDetector,
-                   YoloCostHogBoxes, hog_boxes, slice_clip)
+from clips import (
+    REAL_CLIPS,
+    REAL_CLIPS_DIR,
+    SPEED_CLIP,
+    SPEED_FRAMES,
+    SPEED_START,
+    ReplayDetector,
+    YoloCostHogBoxes,
+    hog_boxes,
+    slice_clip,
+)
 
 RECALL_IOU = 0.9
 CROP_SCALE = 1.1
-EVAL_JOINTS = slice(25, 39)          # the 14 common (LSP-order) joints of the 49, as VIBE's evaluation
+EVAL_JOINTS = slice(25, 39)  # the 14 common (LSP-order) joints of the 49, as VIBE's evaluation
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,7 @@ class Setting:
     yolo_precision: str = "fp32"
     backbone_precision: str = "fp32"
     compile: str = "off"
-    defaults: bool = False           # the CLI defaults (options, precision and compiling as `infer` chooses)
+    defaults: bool = False  # the CLI defaults (options, precision and compiling as `infer` chooses)
 
 
 SETTINGS = (
@@ -73,9 +82,13 @@ def run_options(setting: Setting):
 
     if setting.defaults:
         return replace(RunOptions(detector="yolo"), precision=default_precision("cpu"))
-    return replace(official_options(RunOptions(detector="yolo")), detection_stride=setting.stride,
-                   adaptive_detection=setting.adaptive, precision=setting.backbone_precision,
-                   compile_backbone=setting.compile)
+    return replace(
+        official_options(RunOptions(detector="yolo")),
+        detection_stride=setting.stride,
+        adaptive_detection=setting.adaptive,
+        precision=setting.backbone_precision,
+        compile_backbone=setting.compile,
+    )
 
 
 def yolo_precision(setting: Setting, options) -> str:
@@ -84,6 +97,7 @@ def yolo_precision(setting: Setting, options) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Comparison with the official run
+
 
 def iou_cxcywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a, b (N, 4) [cx, cy, w, h] -> (N,) IoU."""
@@ -111,7 +125,7 @@ def compare(official, other) -> dict[str, list]:
     out = {"box_iou": [], "crop_iou": [], "mpjpe": [], "pa_mpjpe": [], "angle": []}
     for ref in official.tracks:
         best, best_rows, best_score = None, None, 0
-        for cand in other.tracks:                 # the track that overlaps this one on most frames
+        for cand in other.tracks:  # the track that overlaps this one on most frames
             _, ri, ci = np.intersect1d(ref.frame_ids, cand.frame_ids, return_indices=True)
             score = int((iou_cxcywh(ref.bboxes[ri], cand.bboxes[ci]) >= 0.5).sum())
             if score > best_score:
@@ -134,6 +148,7 @@ def compare(official, other) -> dict[str, list]:
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def _mean(values: np.ndarray, scale: float = 1.0) -> float:
     return scale * float(values.mean()) if len(values) else float("nan")
@@ -173,35 +188,58 @@ def track_only(clip: Path, detector, options) -> SimpleNamespace:
     from vibe_server.pipeline.people import find_people
     from vibe_server.pipeline.video import open_video
 
-    tracklets = find_people(open_video(clip), detector, detection_stride=options.detection_stride,
-                            adaptive_detection=options.adaptive_detection, min_track_frames=options.min_track_frames)
-    return SimpleNamespace(tracks=[SimpleNamespace(frame_ids=t.frames, bboxes=t.bboxes, joints3d=None, pose=None)
-                                   for t in tracklets.values()])
+    tracklets = find_people(
+        open_video(clip),
+        detector,
+        detection_stride=options.detection_stride,
+        adaptive_detection=options.adaptive_detection,
+        min_track_frames=options.min_track_frames,
+    )
+    return SimpleNamespace(
+        tracks=[
+            SimpleNamespace(frame_ids=t.frames, bboxes=t.bboxes, joints3d=None, pose=None) for t in tracklets.values()
+        ]
+    )
 
 
 def make_frontend(base, detector_for):
     """The real front end with ``make_detector`` replaced by ``detector_for(name, **kwargs)``."""
     from vibe_server.pipeline.frontend import FrontEnd
 
-    return FrontEnd(open_video=base.open_video, make_detector=detector_for, stream_people=base.stream_people,
-                    crop_people=base.crop_people)
+    return FrontEnd(
+        open_video=base.open_video,
+        make_detector=detector_for,
+        stream_people=base.stream_people,
+        crop_people=base.crop_people,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights, HOG boxes)")
     parser.add_argument("--clips-dir", default=str(REAL_CLIPS_DIR))
-    parser.add_argument("--clips", nargs="*", default=list(REAL_CLIPS),
-                        help="clip file names, each optionally NAME:START:FRAMES (default: all, whole)")
+    parser.add_argument(
+        "--clips",
+        nargs="*",
+        default=list(REAL_CLIPS),
+        help="clip file names, each optionally NAME:START:FRAMES (default: all, whole)",
+    )
     parser.add_argument("--frames", type=int, help="at most N frames of each clip (default: all)")
-    parser.add_argument("--speed-frames", type=int, default=SPEED_FRAMES,
-                        help=f"frames of the speed slice (from frame {SPEED_START} of {SPEED_CLIP})")
+    parser.add_argument(
+        "--speed-frames",
+        type=int,
+        default=SPEED_FRAMES,
+        help=f"frames of the speed slice (from frame {SPEED_START} of {SPEED_CLIP})",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only these settings (names as printed; official always)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--hog-cache", help="a folder keeping the HOG boxes of each clip between runs")
-    parser.add_argument("--boxes-only", action="store_true",
-                        help="only decode, detect and track (box figures in seconds; no pose, no speed)")
+    parser.add_argument(
+        "--boxes-only",
+        action="store_true",
+        help="only decode, detect and track (box figures in seconds; no pose, no speed)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -240,20 +278,30 @@ def main() -> int:
         write_synthetic_bundle(data_dir)
         write_random_darknet_weights(data_dir / "yolov3.weights")
         boxes = {}
-        sources = [(c[1], c[3]) for c in clips] + [(speed_clip, f"{SPEED_CLIP}:{SPEED_START}:{speed_n}"),
-                                                   (warmup_clip, f"{SPEED_CLIP}:{SPEED_START}:40")]
+        sources = [(c[1], c[3]) for c in clips] + [
+            (speed_clip, f"{SPEED_CLIP}:{SPEED_START}:{speed_n}"),
+            (warmup_clip, f"{SPEED_CLIP}:{SPEED_START}:40"),
+        ]
         for clip, source in sources:
             boxes.update(cached_hog_boxes(clip, Path(args.hog_cache) if args.hog_cache else None, source))
-    print(f"clips: {', '.join(f'{name} ({n} frames)' for name, _, n, _ in clips)}; {args.threads} CPU threads; "
-          f"torch {torch.__version__}; CPU bf16 hardware: {cpu_has_fast_bf16()} "
-          f"(default precision {default_precision('cpu')})")
-    print("boxes: " + ("real YOLOv3" if real else "OpenCV HOG people detector (random-weight YOLO cannot "
-                                                  "detect; its cost is timed in the speed runs)"))
+    print(
+        f"clips: {', '.join(f'{name} ({n} frames)' for name, _, n, _ in clips)}; {args.threads} CPU threads; "
+        f"torch {torch.__version__}; CPU bf16 hardware: {cpu_has_fast_bf16()} "
+        f"(default precision {default_precision('cpu')})"
+    )
+    print(
+        "boxes: "
+        + (
+            "real YOLOv3"
+            if real
+            else "OpenCV HOG people detector (random-weight YOLO cannot detect; its cost is timed in the speed runs)"
+        )
+    )
     model = None if args.boxes_only else load_model(data_dir, device="cpu")
 
     results: dict[str, list] = {}
     speeds: dict[str, float] = {}
-    detected: dict[str, float] = {}                  # share of the clips' frames on which detection ran
+    detected: dict[str, float] = {}  # share of the clips' frames on which detection ran
     total_frames = sum(n for _, _, n, _ in clips)
     for setting in settings:
         options = run_options(setting)
@@ -269,38 +317,57 @@ def main() -> int:
         def detector_for(name, *, replay: bool, yolo_p=yolo_p, counters=counters, **kwargs):
             kwargs["precision"] = yolo_p
             if not replay:
-                return base.make_detector(name, **kwargs) if real else \
-                    YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
+                return (
+                    base.make_detector(name, **kwargs)
+                    if real
+                    else YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
+                )
             counters.append(CountingDetector(base.make_detector(name, **kwargs) if real else ReplayDetector(boxes)))
             return counters[-1]
 
         compile_mode = "auto" if setting.defaults else setting.compile
-        engine = Engine(copy.deepcopy(model), model_name="fidelity", data_dir=data_dir, device="cpu",
-                        precision=options.precision, compile_backbone=compile_mode,
-                        frontend=make_frontend(base, lambda n, **kw: detector_for(n, replay=True, **kw)),
-                        log=lambda msg: print(msg, file=sys.stderr))
+        engine = Engine(
+            copy.deepcopy(model),
+            model_name="fidelity",
+            data_dir=data_dir,
+            device="cpu",
+            precision=options.precision,
+            compile_backbone=compile_mode,
+            frontend=make_frontend(base, lambda n, **kw: detector_for(n, replay=True, **kw)),
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
         print(f"running {setting.name} ...", flush=True)
         if setting.compile == "on":
-            engine.run(warmup_clip, options)                   # compiling is not part of the comparison
+            engine.run(warmup_clip, options)  # compiling is not part of the comparison
         before = sum(c.frames for c in counters)
         results[setting.name] = [engine.run(clip, options).result for _, clip, *_ in clips]
         detected[setting.name] = (sum(c.frames for c in counters) - before) / total_frames
         if not args.skip_speed:
-            timed = Engine(engine.model, model_name="fidelity", data_dir=data_dir, device="cpu",
-                           precision=options.precision, compile_backbone=compile_mode,
-                           frontend=make_frontend(base, lambda n, **kw: detector_for(n, replay=False, **kw)))
-            timed.backbone_runner = engine.backbone_runner     # compiled once
+            timed = Engine(
+                engine.model,
+                model_name="fidelity",
+                data_dir=data_dir,
+                device="cpu",
+                precision=options.precision,
+                compile_backbone=compile_mode,
+                frontend=make_frontend(base, lambda n, **kw: detector_for(n, replay=False, **kw)),
+            )
+            timed.backbone_runner = engine.backbone_runner  # compiled once
             timed.run(warmup_clip, options)
             t0 = time.perf_counter()
             out = timed.run(speed_clip, options)
             speeds[setting.name] = out.frames_decoded / (time.perf_counter() - t0)
 
     official = results["official"]
-    print(f"\nCompared with the official configuration over {sum(len(t.frame_ids) for r in official for t in r.tracks)} "
-          f"official track-frames ({sum(len(r.tracks) for r in official)} tracks) of {len(clips)} clips.")
+    print(
+        f"\nCompared with the official configuration over {sum(len(t.frame_ids) for r in official for t in r.tracks)} "
+        f"official track-frames ({sum(len(r.tracks) for r in official)} tracks) of {len(clips)} clips."
+    )
     pose_note = "" if real else "  (pose: random-weight model, NOT meaningful)"
-    print(f"{'setting':<24}{'frames/s':>9}{'x':>6}{'detect':>7}{'tracks':>7}{'recall':>8}{'box IoU':>8}{'crop IoU':>9}"
-          f"{'MPJPE':>8}{'PA-MPJPE':>9}{'angle':>7}{pose_note}")
+    print(
+        f"{'setting':<24}{'frames/s':>9}{'x':>6}{'detect':>7}{'tracks':>7}{'recall':>8}{'box IoU':>8}{'crop IoU':>9}"
+        f"{'MPJPE':>8}{'PA-MPJPE':>9}{'angle':>7}{pose_note}"
+    )
     for setting in settings:
         per_clip = [compare(o, r) for o, r in zip(official, results[setting.name])]
         merged = {k: np.concatenate([np.asarray(c[k], dtype=np.float64) for c in per_clip]) for k in per_clip[0]}
@@ -308,15 +375,23 @@ def main() -> int:
         fps = speeds.get(setting.name, float("nan"))
         ratio = fps / speeds["official"] if "official" in speeds else float("nan")
         box_note = "n/a" if (setting.name == "bf16 YOLO" and not real) else None
-        cells = (f"{recall:>8.3f}{np.median(merged['box_iou']):>8.3f}{np.median(merged['crop_iou']):>9.3f}"
-                 if box_note is None else f"{box_note:>8}{box_note:>8}{box_note:>9}")
-        print(f"{setting.name:<24}{fps:>9.2f}{ratio:>6.1f}{detected[setting.name]:>7.2f}{sum(len(r.tracks) for r in results[setting.name]):>7}"
-              f"{cells}{_mean(merged['mpjpe'], 1000):>8.1f}{_mean(merged['pa_mpjpe'], 1000):>9.1f}"
-              f"{_mean(merged['angle']):>7.2f}")
+        cells = (
+            f"{recall:>8.3f}{np.median(merged['box_iou']):>8.3f}{np.median(merged['crop_iou']):>9.3f}"
+            if box_note is None
+            else f"{box_note:>8}{box_note:>8}{box_note:>9}"
+        )
+        print(
+            f"{setting.name:<24}{fps:>9.2f}{ratio:>6.1f}{detected[setting.name]:>7.2f}"
+            f"{sum(len(r.tracks) for r in results[setting.name]):>7}"
+            f"{cells}{_mean(merged['mpjpe'], 1000):>8.1f}{_mean(merged['pa_mpjpe'], 1000):>9.1f}"
+            f"{_mean(merged['angle']):>7.2f}"
+        )
     defaults = run_options(Setting("CLI defaults", defaults=True))
-    print(f"\nCLI defaults: detection stride {defaults.detection_stride}, adaptive {defaults.adaptive_detection}, "
-          f"precision {defaults.precision}, compile auto; speed runs on {speed_n} frames from frame {SPEED_START} "
-          f"of {SPEED_CLIP}, one timed run after a warm-up, {args.threads} threads")
+    print(
+        f"\nCLI defaults: detection stride {defaults.detection_stride}, adaptive {defaults.adaptive_detection}, "
+        f"precision {defaults.precision}, compile auto; speed runs on {speed_n} frames from frame {SPEED_START} "
+        f"of {SPEED_CLIP}, one timed run after a warm-up, {args.threads} threads"
+    )
     return 0
 
 

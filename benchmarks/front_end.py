@@ -9,6 +9,7 @@ second of the clip's own frames, best of --repeats; compare ratios measured in o
 shared machine that is busy, use --threads 1: OpenMP threads that wait for a busy core make
 multi-threaded figures swing by several times.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from clips import WALKING_CLIP
 from timing import best_of
 
 from vibe_server.pipeline.crop import crop_people
@@ -27,7 +29,6 @@ from vibe_server.pipeline.detect.hog import HogDetector
 from vibe_server.pipeline.detect.yolo import YoloDetector
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
-from clips import WALKING_CLIP
 
 
 def main() -> None:
@@ -64,30 +65,43 @@ def main() -> None:
     yolo_fp32_fps = None
     for precision, channels_last in (("fp32", False), ("bf16", True)):
         for batch_size in batch_sizes:
-            detector = YoloDetector(args.weights, device=args.device, batch_size=batch_size,
-                                    precision=precision, channels_last=channels_last)
+            detector = YoloDetector(
+                args.weights,
+                device=args.device,
+                batch_size=batch_size,
+                precision=precision,
+                channels_last=channels_last,
+            )
             detector.detect(frames[:batch_size])  # warm-up
             seconds = best_of(lambda d=detector: d.detect(frames), args.repeats)
             fps = len(frames) / seconds
             yolo_fp32_fps = yolo_fp32_fps or fps
             layout = "channels_last" if channels_last else "NCHW"
-            rows.append((f"YOLOv3-416 {precision} {layout} batch {batch_size}",
-                         f"{fps:.1f} frames/s ({fps / yolo_fp32_fps:.2f}x)"))
+            rows.append(
+                (
+                    f"YOLOv3-416 {precision} {layout} batch {batch_size}",
+                    f"{fps:.1f} frames/s ({fps / yolo_fp32_fps:.2f}x)",
+                )
+            )
 
     hog = HogDetector()
     hog_frames = frames[: max(4, args.frames // 2)]
     seconds = best_of(lambda: hog.detect(hog_frames), args.repeats)
     rows.append((f"HOG people detector ({info.width}x{info.height})", f"{len(hog_frames) / seconds:.1f} frames/s"))
-    walkers = [np.array([[100 + 3 * t + 150 * p, 80, 160 + 3 * t + 150 * p, 240, 0.9] for p in range(3)], np.float32)
-               for t in range(300)]
+    walkers = [
+        np.array([[100 + 3 * t + 150 * p, 80, 160 + 3 * t + 150 * p, 240, 0.9] for p in range(3)], np.float32)
+        for t in range(300)
+    ]
     seconds = best_of(lambda: track_detections(walkers, min_track_frames=1), args.repeats)
     rows.append(("SORT, 3 people per frame", f"{len(walkers) / seconds:.0f} frames/s"))
     boxes = np.array([[info.width / 2, info.height / 2, 150.0, 150.0]] * 8)
     seconds = best_of(lambda: crop_people(frames[0], boxes), args.repeats)
     rows.append(("crop + normalise, 8 boxes", f"{8 / seconds:.0f} crops/s"))
 
-    print(f"\nVIBE front end on {Path(args.video).name} ({info.width}x{info.height}), {args.device}, "
-          f"{args.threads} threads, torch {torch.__version__}")
+    print(
+        f"\nVIBE front end on {Path(args.video).name} ({info.width}x{info.height}), {args.device}, "
+        f"{args.threads} threads, torch {torch.__version__}"
+    )
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

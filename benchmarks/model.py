@@ -5,6 +5,7 @@
 Without --data-dir it writes a synthetic bundle (official-size random weights in the official
 containers) to a temporary folder, so the figures hold for the real checkpoints' tensor sizes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ def main() -> None:
 
     rows = []
     vibe_path, spin_path = data_dir / loading.VIBE_CHECKPOINT, data_dir / loading.SPIN_CHECKPOINT
-    rows.append(("load VIBE checkpoint", f"{best_of(lambda: checkpoints.load_vibe_checkpoint(vibe_path), args.repeats):.3f} s"))
-    rows.append(("load SPIN checkpoint", f"{best_of(lambda: checkpoints.load_spin_checkpoint(spin_path), args.repeats):.3f} s"))
+    rows.append(
+        ("load VIBE checkpoint", f"{best_of(lambda: checkpoints.load_vibe_checkpoint(vibe_path), args.repeats):.3f} s")
+    )
+    rows.append(
+        ("load SPIN checkpoint", f"{best_of(lambda: checkpoints.load_spin_checkpoint(spin_path), args.repeats):.3f} s")
+    )
     t0 = time.perf_counter()
     model = load_model(data_dir)
     rows.append(("load_model (both + SMPL)", f"{time.perf_counter() - t0:.3f} s"))
@@ -55,7 +60,9 @@ def main() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model_cl(images)
             bf16 = best_of(lambda: model_cl(images), args.repeats)
-        rows.append((f"model(images) T={T} bf16 autocast + channels_last", f"{T / bf16:.1f} frames/s ({fp32 / bf16:.2f}x)"))
+        rows.append(
+            (f"model(images) T={T} bf16 autocast + channels_last", f"{T / bf16:.1f} frames/s ({fp32 / bf16:.2f}x)")
+        )
     rows.append(("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"))
 
     print(f"\nVIBE model core, CPU, {args.threads} threads, torch {torch.__version__}")

@@ -19,6 +19,7 @@ Darknet weights): their cost is the real models' cost, but random YOLO weights f
 boxes are replaced by OpenCV HOG detections computed beforehand (the YOLO network still runs and is
 timed). With the real model data the real detections are used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,8 @@ def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats:
         engine.extract_features(crops)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-    step()                                                          # warm-up
+
+    step()  # warm-up
     return batch / best_of(step, repeats)
 
 
@@ -69,6 +71,7 @@ def compiled_backbone_alone(runner, precision: str, device: str, batch: int = 32
             runner(crops, compiled=True, batch_size=batch)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
+
     step()
     return batch / best_of(step, repeats)
 
@@ -132,9 +135,11 @@ def main() -> int:
     n = slice_clip(Path(args.clip), clip, args.start, args.frames)
     warmup = work / "warmup.mp4"
     slice_clip(Path(args.clip), warmup, args.start, 40)
-    print(f"clip: {Path(args.clip).name}, frames {args.start}..{args.start + n - 1} ({n} frames, re-encoded mp4v); "
-          f"{args.threads} CPU threads; device {device}; torch {torch.__version__}; "
-          f"CPU bf16 hardware (AVX512-BF16/AMX): {cpu_has_fast_bf16()}")
+    print(
+        f"clip: {Path(args.clip).name}, frames {args.start}..{args.start + n - 1} ({n} frames, re-encoded mp4v); "
+        f"{args.threads} CPU threads; device {device}; torch {torch.__version__}; "
+        f"CPU bf16 hardware (AVX512-BF16/AMX): {cpu_has_fast_bf16()}"
+    )
 
     frontend = FrontEnd.default()
     if args.data_dir:
@@ -149,36 +154,55 @@ def main() -> int:
         write_synthetic_bundle(data_dir)
         write_random_darknet_weights(data_dir / "yolov3.weights")
         boxes = {**hog_boxes(clip), **hog_boxes(warmup)}
-        print(f"model data: full-size random weights; YOLO boxes replaced by HOG boxes "
-              f"({sum(len(b) for b in boxes.values())} detections in {n} frames, computed beforehand)")
+        print(
+            f"model data: full-size random weights; YOLO boxes replaced by HOG boxes "
+            f"({sum(len(b) for b in boxes.values())} detections in {n} frames, computed beforehand)"
+        )
         real_make = frontend.make_detector
 
         def make_detector(name, **kw):
             return YoloCostHogBoxes(real_make(name, **kw), boxes)
-    frontend = FrontEnd(open_video=frontend.open_video, make_detector=make_detector,
-                        stream_people=frontend.stream_people, crop_people=frontend.crop_people)
+
+    frontend = FrontEnd(
+        open_video=frontend.open_video,
+        make_detector=make_detector,
+        stream_people=frontend.stream_people,
+        crop_people=frontend.crop_people,
+    )
 
     model = load_model(data_dir, device=device)
     ours_precision = default_precision(device)
-    ours = RunOptions(detector="yolo")                       # the CLI defaults
+    ours = RunOptions(detector="yolo")  # the CLI defaults
     configs = []
     if not args.skip_official:
         configs.append(("official", official_options(RunOptions(detector="yolo")), "off"))
     configs.append(("ours", ours, "auto"))
     if args.compiled:
         configs.append(("compiled", ours, "on"))
-    print("ours = the CLI defaults: " + ", ".join(f"{k}={v}" for k, v in asdict(ours).items())
-          + f"; precision {ours_precision} (auto); compile_backbone auto")
+    print(
+        "ours = the CLI defaults: "
+        + ", ".join(f"{k}={v}" for k, v in asdict(ours).items())
+        + f"; precision {ours_precision} (auto); compile_backbone auto"
+    )
     outputs = {}
     for name, options, compile_mode in configs:
         precision = options.precision or ours_precision
-        engine = Engine(copy.deepcopy(model), model_name="bench", data_dir=data_dir, device=device,
-                        precision=precision, frontend=frontend, compile_backbone=compile_mode,
-                        log=lambda msg: print(msg, file=sys.stderr))
-        print(f"running {name} ({precision}, detection stride {options.detection_stride}, adaptive "
-              f"{options.adaptive_detection}, compile {compile_mode}): warm-up, then {args.repeats} runs ...",
-              flush=True)
-        engine.run(warmup, options)                          # loading, first calls, compiling
+        engine = Engine(
+            copy.deepcopy(model),
+            model_name="bench",
+            data_dir=data_dir,
+            device=device,
+            precision=precision,
+            frontend=frontend,
+            compile_backbone=compile_mode,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+        print(
+            f"running {name} ({precision}, detection stride {options.detection_stride}, adaptive "
+            f"{options.adaptive_detection}, compile {compile_mode}): warm-up, then {args.repeats} runs ...",
+            flush=True,
+        )
+        engine.run(warmup, options)  # loading, first calls, compiling
         outputs[name] = (median_run(engine, clip, options, args.repeats), engine)
 
     backbone = {p: backbone_alone(copy.deepcopy(model), p, device) for p in ("fp32", ours_precision)}
@@ -200,25 +224,33 @@ def main() -> int:
     e2e = {n: outputs[n][0].frames_decoded / outputs[n][0].wall_s for n in names}
     for n in names:
         out = outputs[n][0]
-        print(f"end to end {n:<9} {out.wall_s:7.1f} s  {e2e[n]:6.2f} video frames/s  "
-              f"{out.crops / out.wall_s:6.1f} person crops/s  ({out.crops} crops, {len(out.result.tracks)} tracks)")
+        print(
+            f"end to end {n:<9} {out.wall_s:7.1f} s  {e2e[n]:6.2f} video frames/s  "
+            f"{out.crops / out.wall_s:6.1f} person crops/s  ({out.crops} crops, {len(out.result.tracks)} tracks)"
+        )
     if "official" in e2e:
         for n in names[1:]:
             print(f"speed-up {n} / official: {e2e[n] / e2e['official']:.1f}x   (goal >= 15x; stretch 40x compiled)")
     ours_out = outputs["ours"][0]
     pipeline_crop_rate = ours_out.crops / ours_out.wall_s
-    print(f"backbone alone: fp32 {backbone['fp32']:.1f} crops/s, {ours_precision} {backbone[ours_precision]:.1f} crops/s")
-    print(f"our pipeline: {pipeline_crop_rate:.1f} person crops/s end to end = "
-          f"{pipeline_crop_rate / backbone[ours_precision]:.2f} of the backbone alone (goal >= 0.8)")
+    print(
+        f"backbone alone: fp32 {backbone['fp32']:.1f} crops/s, {ours_precision} {backbone[ours_precision]:.1f} crops/s"
+    )
+    print(
+        f"our pipeline: {pipeline_crop_rate:.1f} person crops/s end to end = "
+        f"{pipeline_crop_rate / backbone[ours_precision]:.2f} of the backbone alone (goal >= 0.8)"
+    )
     if "compiled" in outputs:
         runner = outputs["compiled"][1].backbone_runner
         compiled_rate = compiled_backbone_alone(runner, ours_precision, device)
         diff, scale = compiled_difference(runner, ours_precision, device)
         out = outputs["compiled"][0]
-        print(f"compiled backbone alone: {compiled_rate:.1f} crops/s; our compiled pipeline "
-              f"{out.crops / out.wall_s:.1f} crops/s = {out.crops / out.wall_s / compiled_rate:.2f} of it; "
-              f"compiled vs eager features ({ours_precision}): max |difference| {diff:.2e} "
-              f"(largest feature {scale:.1f})")
+        print(
+            f"compiled backbone alone: {compiled_rate:.1f} crops/s; our compiled pipeline "
+            f"{out.crops / out.wall_s:.1f} crops/s = {out.crops / out.wall_s / compiled_rate:.2f} of it; "
+            f"compiled vs eager features ({ours_precision}): max |difference| {diff:.2e} "
+            f"(largest feature {scale:.1f})"
+        )
     print(f"SMPL alone (the model's, fp32): {smpl_fps:.0f} frames/s")
     return 0
 

@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic SMPL-format model-data bundle with random weights in the official
 checkpoint containers, generated once per test session (nothing is downloaded)."""
+
 from __future__ import annotations
 
 import sys
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))    # testdata.py, fake_vibe_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # testdata.py, fake_vibe_server.py
 from testdata import UNIT_REFERENCE
 
 

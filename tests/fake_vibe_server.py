@@ -6,6 +6,7 @@ malformed bodies, a slow server) and for the Blender tests, whose venvs have no 
 (``http.server`` on 127.0.0.1, a free port, in a thread). Its normal answers copy the real server's
 status codes and messages; tests/server/test_client_real_server.py checks that they still match.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,25 +23,37 @@ from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 # The fields of vibe_server.api.schemas.JobParams; the server's venv reads them from the schema, and
 # test_client_real_server.py checks this copy (used in the bpy venvs) against it.
-JOB_PARAM_NAMES = frozenset({"detector", "detection_stride", "min_track_frames", "smoothing", "smoothing_method",
-                             "official_uncrop", "chunking", "tracks_max"})
+JOB_PARAM_NAMES = frozenset(
+    {
+        "detector",
+        "detection_stride",
+        "min_track_frames",
+        "smoothing",
+        "smoothing_method",
+        "official_uncrop",
+        "chunking",
+        "tracks_max",
+    }
+)
 try:
     from vibe_server.api.schemas import JobParams
 
     JOB_PARAM_NAMES = frozenset(JobParams.model_fields)
-except ImportError:                                        # a bpy venv: no server there
+except ImportError:  # a bpy venv: no server there
     pass
 
 # The real server's answers (server/vibe_server/api), word for word.
-TOKEN_REFUSED = ("This server needs its token: send 'Authorization: Bearer <token>'. The add-on and the command line "
-                 "read it from the token file that 'vibe-mocap serve' names when it starts (or from $VIBE_MOCAP_TOKEN).")
-LOCAL_PATH_REFUSED = ("A video path on the server's disk is only accepted from the same machine; upload the file "
-                      "instead.")
+TOKEN_REFUSED = (
+    "This server needs its token: send 'Authorization: Bearer <token>'. The add-on and the command line "
+    "read it from the token file that 'vibe-mocap serve' names when it starts (or from $VIBE_MOCAP_TOKEN)."
+)
+LOCAL_PATH_REFUSED = (
+    "A video path on the server's disk is only accepted from the same machine; upload the file instead."
+)
 
 
 def local_path_unreadable(path) -> str:
-    return (f"'{path}' is not a readable video file on this machine; check the path, or upload the file "
-            "instead.")
+    return f"'{path}' is not a readable video file on this machine; check the path, or upload the file instead."
 
 
 def no_job(job_id: str) -> str:
@@ -67,11 +80,24 @@ class FakeVibeServer:
     after the first running one wait this long), json_padding (bytes of padding in job records),
     content_type (of the result download)."""
 
-    def __init__(self, result_path: Path, body_model_path: Path, *, token: str = "fake-token",
-                 fail_with: str | None = None, polls_per_job: int = 3, accept_local: bool = True,
-                 created_id: str | None = None, job_patch: dict | None = None, redirect_to: str | None = None,
-                 result_bytes_sent: int | None = None, declared_length: int | None = None, slow_s: float = 0.0,
-                 json_padding: int = 0, content_type: str = "application/octet-stream"):
+    def __init__(
+        self,
+        result_path: Path,
+        body_model_path: Path,
+        *,
+        token: str = "fake-token",
+        fail_with: str | None = None,
+        polls_per_job: int = 3,
+        accept_local: bool = True,
+        created_id: str | None = None,
+        job_patch: dict | None = None,
+        redirect_to: str | None = None,
+        result_bytes_sent: int | None = None,
+        declared_length: int | None = None,
+        slow_s: float = 0.0,
+        json_padding: int = 0,
+        content_type: str = "application/octet-stream",
+    ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
         self.token, self.fail_with, self.polls_per_job = token, fail_with, polls_per_job
@@ -82,7 +108,7 @@ class FakeVibeServer:
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
-        self.uploads: list[tuple[str, bytes, dict]] = []      # (filename, content, params)
+        self.uploads: list[tuple[str, bytes, dict]] = []  # (filename, content, params)
         self.local_paths: list[str] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -102,9 +128,18 @@ class FakeVibeServer:
     def _new_job(self, video_name: str) -> dict:
         with self._lock:
             job_id = uuid.uuid4().hex[:16]
-            job = {"job_id": job_id, "status": "queued", "stage": None, "progress": 0.0, "eta_s": None,
-                   "error": None, "video_name": video_name, "created": "2026-01-01T00:00:00Z", "num_tracks": None,
-                   "_polls": 0}
+            job = {
+                "job_id": job_id,
+                "status": "queued",
+                "stage": None,
+                "progress": 0.0,
+                "eta_s": None,
+                "error": None,
+                "video_name": video_name,
+                "created": "2026-01-01T00:00:00Z",
+                "num_tracks": None,
+                "_polls": 0,
+            }
             self.jobs[job_id] = job
             return job
 
@@ -118,8 +153,12 @@ class FakeVibeServer:
             else:
                 job.update(status="done", progress=1.0, stage=None, eta_s=0.0, num_tracks=2)
         else:
-            job.update(status="running", stage=STAGES[job["_polls"] % len(STAGES)],
-                       progress=job["_polls"] / self.polls_per_job, eta_s=1.5)
+            job.update(
+                status="running",
+                stage=STAGES[job["_polls"] % len(STAGES)],
+                progress=job["_polls"] / self.polls_per_job,
+                eta_s=1.5,
+            )
 
     def _public(self, job: dict) -> dict:
         record = {k: v for k, v in job.items() if not k.startswith("_")}
@@ -152,7 +191,7 @@ class FakeVibeServer:
                 elif server.result_bytes_sent is None:
                     self.send_header("Content-Length", str(size))
                 else:
-                    self.close_connection = True              # no length: the body ends when the server closes
+                    self.close_connection = True  # no length: the body ends when the server closes
                 self.end_headers()
                 if server.result_bytes_sent is None:
                     self.wfile.write(server.result_bytes)
@@ -161,7 +200,7 @@ class FakeVibeServer:
                 try:
                     for start in range(0, size, len(block)):
                         self.wfile.write(block[: min(len(block), size - start)])
-                except OSError:                                # the client stopped reading: what it should do
+                except OSError:  # the client stopped reading: what it should do
                     pass
 
             def _route(self, method):
@@ -170,10 +209,20 @@ class FakeVibeServer:
                 path = self.path.split("?")[0]
                 if not path.startswith("/api/v1/"):
                     return self._send(404, {"detail": "Not Found"})
-                path = path[len("/api/v1"):]
+                path = path[len("/api/v1") :]
                 if path == "/health" and method == "GET":
-                    return self._send(200, {"status": "ok", "version": "0.1.0", "api_version": 1, "device": "cpu",
-                                            "model": "synthetic placeholder", "torch": "2.13.0", "queue_length": 0})
+                    return self._send(
+                        200,
+                        {
+                            "status": "ok",
+                            "version": "0.1.0",
+                            "api_version": 1,
+                            "device": "cpu",
+                            "model": "synthetic placeholder",
+                            "torch": "2.13.0",
+                            "queue_length": 0,
+                        },
+                    )
                 if server.redirect_to:
                     return self._send(307, {}, headers={"Location": server.redirect_to + self.path})
                 if self.headers.get("Authorization") != f"Bearer {server.token}":
@@ -224,25 +273,38 @@ class FakeVibeServer:
                     if self._bad_params(body.get("params", {}), "request", "params."):
                         return None
                     if not Path(body.get("video_path", "")).is_file():
-                        return self._send(415, {"detail": local_path_unreadable(body.get("video_path"))},
-                                          headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE})
+                        return self._send(
+                            415,
+                            {"detail": local_path_unreadable(body.get("video_path"))},
+                            headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
+                        )
                     server.local_paths.append(body["video_path"])
                     return self._created(server._new_job(Path(body["video_path"]).name))
                 if ctype.startswith("multipart/form-data"):
                     raw = self.rfile.read(length)
                     message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {ctype}\r\n\r\n".encode() + raw)
-                    fields = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+                    fields = {
+                        part.get_param("name", header="content-disposition"): part for part in message.iter_parts()
+                    }
                     if "video" not in fields:
-                        return self._send(400, {"detail": "The upload has no 'video' part; send the file as the "
-                                                          "form field 'video'."})
-                    params = json.loads(fields["params"].get_payload(decode=True) or b"{}") if "params" in fields else {}
+                        return self._send(
+                            400, {"detail": "The upload has no 'video' part; send the file as the form field 'video'."}
+                        )
+                    params = (
+                        json.loads(fields["params"].get_payload(decode=True) or b"{}") if "params" in fields else {}
+                    )
                     if self._bad_params(params, "params"):
                         return None
                     video = fields["video"]
                     server.uploads.append((video.get_filename(), video.get_payload(decode=True), params))
                     return self._created(server._new_job(video.get_filename()))
-                return self._send(415, {"detail": f"Unsupported content type '{ctype or 'none'}': upload the video as "
-                                                  "multipart/form-data (part 'video'), or send JSON with 'video_path'."})
+                return self._send(
+                    415,
+                    {
+                        "detail": f"Unsupported content type '{ctype or 'none'}': upload the video as "
+                        "multipart/form-data (part 'video'), or send JSON with 'video_path'."
+                    },
+                )
 
             def do_GET(self):
                 self._route("GET")

@@ -3,6 +3,7 @@
 The sandbox runs one reader in a child Python with an address-space limit, so a reader that
 crashes (SIGSEGV), exhausts memory or hangs fails its test instead of taking the machine down.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,7 @@ def dtype_ops(kind: str, state: tuple) -> bytes:
 PLAIN_F8_STATE = (3, "<", None, None, None, -1, -1, 0)
 # An object field and an int64 field at the same offset, flags 0 so that numpy believes the dtype
 # holds no objects: reading the int as a pointer crashes, writing it moves reference counts.
-OVERLAPPING_OBJECT_STATE = (3, "|", None, ("a", "b"),
-                            {"a": (np.dtype("O"), 0), "b": (np.dtype("<i8"), 0)}, 8, 1, 0)
+OVERLAPPING_OBJECT_STATE = (3, "|", None, ("a", "b"), {"a": (np.dtype("O"), 0), "b": (np.dtype("<i8"), 0)}, 8, 1, 0)
 HOSTILE_DTYPES = {
     "object field over a number, hasobject hidden": ("V8", OVERLAPPING_OBJECT_STATE),
     "object kind": ("O8", (3, "|", None, None, None, -1, -1, 63)),
@@ -72,16 +72,46 @@ HOSTILE_DTYPES = {
 
 def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes) -> bytes:
     """numpy's protocol-2 array: _reconstruct(ndarray, (0,), b'b') then BUILD (1, shape, dtype, False, raw)."""
-    return (glob("numpy.core.multiarray", "_reconstruct") + glob("numpy", "ndarray") + value((0,)) + value(b"b")
-            + TUPLE3 + REDUCE + MARK + value(1) + value(shape) + dtype + NEWFALSE + value(raw) + TUPLE + BUILD)
+    return (
+        glob("numpy.core.multiarray", "_reconstruct")
+        + glob("numpy", "ndarray")
+        + value((0,))
+        + value(b"b")
+        + TUPLE3
+        + REDUCE
+        + MARK
+        + value(1)
+        + value(shape)
+        + dtype
+        + NEWFALSE
+        + value(raw)
+        + TUPLE
+        + BUILD
+    )
 
 
 def joblib_array(dtype: bytes, shape: tuple, raw: bytes) -> bytes:
     """joblib's NumpyArrayWrapper (state dict) followed by the array's raw bytes."""
-    return (glob("joblib.numpy_pickle", "NumpyArrayWrapper") + EMPTY_TUPLE + NEWOBJ + EMPTY_DICT + MARK
-            + value("subclass") + glob("numpy", "ndarray") + value("shape") + value(shape)
-            + value("order") + value("C") + value("dtype") + dtype + value("allow_mmap") + NEWFALSE
-            + SETITEMS + BUILD + raw)
+    return (
+        glob("joblib.numpy_pickle", "NumpyArrayWrapper")
+        + EMPTY_TUPLE
+        + NEWOBJ
+        + EMPTY_DICT
+        + MARK
+        + value("subclass")
+        + glob("numpy", "ndarray")
+        + value("shape")
+        + value(shape)
+        + value("order")
+        + value("C")
+        + value("dtype")
+        + dtype
+        + value("allow_mmap")
+        + NEWFALSE
+        + SETITEMS
+        + BUILD
+        + raw
+    )
 
 
 def shared_list_bomb(depth: int, leaf: bytes = value(0.5)) -> bytes:
@@ -102,9 +132,15 @@ def shared_tuple_bomb(depth: int) -> bytes:
 
 def smpl_dict(**overrides: bytes) -> bytes:
     """A dict with every key an SMPL model needs, plain small arrays, ``overrides`` as raw opcodes."""
-    arrays = {"v_template": np.zeros((4, 3)), "f": np.array([[0, 1, 2]]), "weights": np.full((4, 2), 0.5),
-              "shapedirs": np.zeros((4, 3, 10)), "posedirs": np.zeros((4, 3, 9)), "J_regressor": np.full((2, 4), 0.25),
-              "kintree_table": np.array([[-1, 0], [0, 1]])}
+    arrays = {
+        "v_template": np.zeros((4, 3)),
+        "f": np.array([[0, 1, 2]]),
+        "weights": np.full((4, 2), 0.5),
+        "shapedirs": np.zeros((4, 3, 10)),
+        "posedirs": np.zeros((4, 3, 9)),
+        "J_regressor": np.full((2, 4), 0.25),
+        "kintree_table": np.array([[-1, 0], [0, 1]]),
+    }
     ops = EMPTY_DICT
     for key, array in arrays.items():
         ops += value(key) + overrides.get(key, value(array)) + SETITEM
@@ -114,9 +150,14 @@ def smpl_dict(**overrides: bytes) -> bytes:
 def person_dict(**overrides: bytes) -> bytes:
     """{1: {pose, betas, orig_cam, pred_cam, bboxes, frame_ids}} as VIBE's demo writes it, plain pickle."""
     T = 3
-    arrays = {"pose": np.zeros((T, 72)), "betas": np.zeros((T, 10)), "orig_cam": np.tile([0.5, 0.6, 0.0, 0.1], (T, 1)),
-              "pred_cam": np.tile([1.0, 0.0, 0.1], (T, 1)), "bboxes": np.tile([50.0, 50.0, 64.0, 64.0], (T, 1)),
-              "frame_ids": np.arange(T)}
+    arrays = {
+        "pose": np.zeros((T, 72)),
+        "betas": np.zeros((T, 10)),
+        "orig_cam": np.tile([0.5, 0.6, 0.0, 0.1], (T, 1)),
+        "pred_cam": np.tile([1.0, 0.0, 0.1], (T, 1)),
+        "bboxes": np.tile([50.0, 50.0, 64.0, 64.0], (T, 1)),
+        "frame_ids": np.arange(T),
+    }
     ops = EMPTY_DICT + value(1) + EMPTY_DICT
     for key, array in arrays.items():
         ops += value(key) + overrides.get(key, value(array)) + SETITEM
@@ -127,12 +168,20 @@ def person_dict(**overrides: bytes) -> bytes:
 # .npy headers and zip archives with chosen (possibly lying) sizes
 # ---------------------------------------------------------------------------------------------
 
-def npy(array: np.ndarray | None = None, *, header: str | None = None, data: bytes | None = None,
-        version: tuple[int, int] = (1, 0), header_len: int | None = None) -> bytes:
+
+def npy(
+    array: np.ndarray | None = None,
+    *,
+    header: str | None = None,
+    data: bytes | None = None,
+    version: tuple[int, int] = (1, 0),
+    header_len: int | None = None,
+) -> bytes:
     """A .npy file; ``header``/``data``/``header_len`` replace what numpy would write."""
     if header is None:
-        header = repr({"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
-                       "shape": array.shape})
+        header = repr(
+            {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False, "shape": array.shape}
+        )
     if data is None:
         data = array.tobytes()
     text = header.encode("latin1")
@@ -144,9 +193,9 @@ def npy(array: np.ndarray | None = None, *, header: str | None = None, data: byt
 @dataclass
 class Member:
     name: str
-    payload: bytes                   # the bytes stored in the archive (already compressed when method=8)
-    method: int = 0                  # 0 stored, 8 deflated, 12 bzip2, 14 lzma
-    file_size: int | None = None     # declared uncompressed size (default: len(payload) when stored)
+    payload: bytes  # the bytes stored in the archive (already compressed when method=8)
+    method: int = 0  # 0 stored, 8 deflated, 12 bzip2, 14 lzma
+    file_size: int | None = None  # declared uncompressed size (default: len(payload) when stored)
     crc: int | None = None
     flags: int = 0
 
@@ -166,8 +215,13 @@ def zip_bytes(members: list[Member]) -> bytes:
         common = struct.pack("<HHHHHIII", 20, m.flags, m.method, 0, 0x21, crc, len(m.payload), size)
         offset = len(body)
         body += b"PK\x03\x04" + common + struct.pack("<HH", len(name), 0) + name + m.payload
-        directory += (b"PK\x01\x02" + struct.pack("<H", 20) + common
-                      + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, offset) + name)
+        directory += (
+            b"PK\x01\x02"
+            + struct.pack("<H", 20)
+            + common
+            + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, offset)
+            + name
+        )
     end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(directory), len(body), 0)
     return body + directory + end
 
@@ -216,7 +270,7 @@ print("PEAK_MB", peak)
 @dataclass
 class Outcome:
     returncode: int
-    message: str          # 'VibeError: ...', 'MemoryError: ...', 'returned', or how the child died
+    message: str  # 'VibeError: ...', 'MemoryError: ...', 'returned', or how the child died
     peak_mb: int
 
     @property
@@ -227,11 +281,23 @@ class Outcome:
 def read_in_sandbox(reader: str, path: Path, *, memory_mb: int = 1024, timeout_s: float = 60) -> Outcome:
     """Run ``reader`` ('module:function') on ``path`` in a child limited to ``memory_mb`` of address space."""
     module, function = reader.split(":")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD, str(memory_mb), module, function, str(path)],
-                              capture_output=True, text=True, timeout=timeout_s, env=env, cwd=ROOT, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(memory_mb), module, function, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return Outcome(-1, f"still running after {timeout_s} s", -1)
     lines = dict(line.split(" ", 1) for line in done.stdout.splitlines() if line.startswith(("OUTCOME", "PEAK_MB")))

@@ -4,10 +4,11 @@ One definition for the Python suite (tests/conftest.py puts this folder on ``sys
 Blender suite (tests/blender/conftest.py, which runs without tests/conftest.py) and the benchmarks.
 Only the standard library: it is imported inside Blender's Python too.
 """
+
 from pathlib import Path
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
-REAL_CLIPS = TEST_DATA / "real"                    # four CC BY 4.0 clips of people (and one without)
-FIXTURES = TEST_DATA / "fixtures"                  # made with the official VIBE code
+REAL_CLIPS = TEST_DATA / "real"  # four CC BY 4.0 clips of people (and one without)
+FIXTURES = TEST_DATA / "fixtures"  # made with the official VIBE code
 OFFICIAL_PKL = FIXTURES / "official_vibe_output.pkl"
 UNIT_REFERENCE = FIXTURES / "vibe_unit_reference.npz"

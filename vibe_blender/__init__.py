@@ -11,8 +11,18 @@ operator reports errors through ``operator_errors``;
 This module imports no bpy at import time: Blender calls :func:`register`.
 """
 
-_MODULES = ("preferences", "jobs", "server_control", "operators", "server_operators", "panels", "server_panels",
-            "retarget_settings", "retarget_operators", "retarget_panels")
+_MODULES = (
+    "preferences",
+    "jobs",
+    "server_control",
+    "operators",
+    "server_operators",
+    "panels",
+    "server_panels",
+    "retarget_settings",
+    "retarget_operators",
+    "retarget_panels",
+)
 
 
 def _modules():

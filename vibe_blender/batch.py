@@ -7,6 +7,7 @@ Runs with Blender as a Python module (a bpy venv, see scripts/setup_blender.sh),
 
 RESULT may be a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or AMASS motion (.npz).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     body.add_argument("--model-dir", type=Path, help="model-data folder holding SMPL_NEUTRAL.pkl")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .blend file to write")
     p.add_argument("--fbx", type=Path, help="also export the characters and their motion as FBX")
-    p.add_argument("--correctives", choices=("off", "drivers", "baked"), default="off",
-                   help="SMPL pose-corrective shape keys (default: off)")
+    p.add_argument(
+        "--correctives",
+        choices=("off", "drivers", "baked"),
+        default="off",
+        help="SMPL pose-corrective shape keys (default: off)",
+    )
     p.add_argument("--root-motion", choices=("full", "in_place"), default="full")
     p.add_argument("--video", default="", help="the source video, shown behind the camera")
     p.add_argument("--no-camera", action="store_true", help="do not add a camera matching the video")
@@ -34,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import bpy                                            # after argument errors: fast --help
+    import bpy  # after argument errors: fast --help
 
     from .core.errors import VibeError
     from .export import export_fbx
@@ -43,11 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         bpy.ops.wm.read_factory_settings(use_empty=True)
-        options = ImportOptions(correctives=args.correctives, root_motion=args.root_motion,
-                                add_camera=not args.no_camera, video_path=str(Path(args.video).resolve()) if args.video else "",
-                                fps=args.fps)
-        characters = import_motion_file(args.motion, args.body_model or args.model_dir, options,
-                                        report=lambda msg: print(msg))
+        options = ImportOptions(
+            correctives=args.correctives,
+            root_motion=args.root_motion,
+            add_camera=not args.no_camera,
+            video_path=str(Path(args.video).resolve()) if args.video else "",
+            fps=args.fps,
+        )
+        characters = import_motion_file(
+            args.motion, args.body_model or args.model_dir, options, report=lambda msg: print(msg)
+        )
         blend = args.output.resolve()
         blend.parent.mkdir(parents=True, exist_ok=True)
         bpy.ops.wm.save_as_mainfile(filepath=str(blend), check_existing=False)
@@ -56,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     scene = bpy.context.scene
-    print(f"Wrote {blend}: {len(characters)} animated character(s) "
-          f"({', '.join(a.name for a, _ in characters)}), frames {scene.frame_start}-{scene.frame_end} "
-          f"at {scene.render.fps / scene.render.fps_base:.5g} fps, in {time.perf_counter() - start:.1f} s.")
+    print(
+        f"Wrote {blend}: {len(characters)} animated character(s) "
+        f"({', '.join(a.name for a, _ in characters)}), frames {scene.frame_start}-{scene.frame_end} "
+        f"at {scene.render.fps / scene.render.fps_base:.5g} fps, in {time.perf_counter() - start:.1f} s."
+    )
     print(f"  Open it with:  blender {blend}   (press Space to play; the Mocap tab is in the sidebar, N)")
     if fbx:
         print(f"Wrote {fbx}: import it in any DCC or game engine (Blender: File > Import > FBX).")

@@ -1,6 +1,7 @@
 """Clean up an SMPL character's keys in place: smoothing, foot locking, ground snapping, trim,
 frame offset and merging two broken tracks of one person. The maths is :mod:`core.cleanup`; this
 module only reads the keys (pose-bone quaternions + pelvis location) and writes them back in bulk."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,11 +15,30 @@ from .retarget import bake_pose_keys
 
 BONE_GROUPS = {
     "ALL": None,
-    "LEGS": ["pelvis", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
-             "left_foot", "right_foot"],
+    "LEGS": [
+        "pelvis",
+        "left_hip",
+        "right_hip",
+        "left_knee",
+        "right_knee",
+        "left_ankle",
+        "right_ankle",
+        "left_foot",
+        "right_foot",
+    ],
     "SPINE": ["spine1", "spine2", "spine3", "neck", "head"],
-    "ARMS": ["left_collar", "right_collar", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-             "left_wrist", "right_wrist", "left_hand", "right_hand"],
+    "ARMS": [
+        "left_collar",
+        "right_collar",
+        "left_shoulder",
+        "right_shoulder",
+        "left_elbow",
+        "right_elbow",
+        "left_wrist",
+        "right_wrist",
+        "left_hand",
+        "right_hand",
+    ],
 }
 LEGS = [tuple(JOINT_NAMES.index(f"{s}_{p}") for p in ("hip", "knee", "ankle")) for s in ("left", "right")]
 
@@ -31,8 +51,10 @@ def read_motion(armature_obj):
     channels = keyframes.channels_of(armature_obj)
     missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
     if channels is None or missing or channels.fcurves.find(keyframes.rotation_path("pelvis"), index=0) is None:
-        raise VibeError(f"'{armature_obj.name}' is not an animated SMPL character; clean-up works on characters "
-                        "imported by VIBE Mocap (retarget after cleaning).")
+        raise VibeError(
+            f"'{armature_obj.name}' is not an animated SMPL character; clean-up works on characters "
+            "imported by VIBE Mocap (retarget after cleaning)."
+        )
     frames = keyframes.read_fcurve(channels, keyframes.rotation_path("pelvis"), 0)[0]
     quats = np.zeros((len(frames), 24, 4))
     for j, bone in enumerate(JOINT_NAMES):
@@ -51,9 +73,13 @@ def read_motion(armature_obj):
 
 
 def write_motion(armature_obj, frames, quats, loc) -> None:
-    bake_pose_keys(armature_obj, np.asarray(frames, dtype=np.float64),
-                   {b: quats[:, j] for j, b in enumerate(JOINT_NAMES)}, {"pelvis": loc},
-                   armature_obj.animation_data.action.name if armature_obj.animation_data else "motion")
+    bake_pose_keys(
+        armature_obj,
+        np.asarray(frames, dtype=np.float64),
+        {b: quats[:, j] for j, b in enumerate(JOINT_NAMES)},
+        {"pelvis": loc},
+        armature_obj.animation_data.action.name if armature_obj.animation_data else "motion",
+    )
 
 
 def _rest(armature_obj) -> np.ndarray:
@@ -73,8 +99,15 @@ def measure_character(armature_obj, fps: float | None = None) -> dict:
     return motion_figures(PARENTS, _rest(armature_obj), quats, loc, LEGS, _fps(fps))
 
 
-def clean_up_character(armature_obj, *, strength: float = 0.5, bone_group: str = "ALL", lock_feet: bool = True,
-                       snap_to_ground: bool = True, fps: float | None = None) -> dict:
+def clean_up_character(
+    armature_obj,
+    *,
+    strength: float = 0.5,
+    bone_group: str = "ALL",
+    lock_feet: bool = True,
+    snap_to_ground: bool = True,
+    fps: float | None = None,
+) -> dict:
     """Smooth / lock feet / snap one character; -> the core report (jitter and slide before/after)."""
     if bone_group not in BONE_GROUPS:
         raise VibeError(f"Unknown bone group '{bone_group}'; choose one of {', '.join(BONE_GROUPS)}.")
@@ -83,9 +116,22 @@ def clean_up_character(armature_obj, *, strength: float = 0.5, bone_group: str =
     group = BONE_GROUPS[bone_group]
     joints = None if group is None else [JOINT_NAMES.index(b) for b in group]
     rest = _rest(armature_obj)
-    sole = float(rest[LEGS[0][2], 2, 3] - min(armature_obj.data.bones[b].tail_local[2] for b in ("left_ankle", "left_foot")))
-    quats, loc, report = clean_up(PARENTS, rest, quats, loc, LEGS, fps, strength=strength, lock=lock_feet,
-                                  snap=snap_to_ground, smooth_joints=joints, sole_height_m=sole)
+    sole = float(
+        rest[LEGS[0][2], 2, 3] - min(armature_obj.data.bones[b].tail_local[2] for b in ("left_ankle", "left_foot"))
+    )
+    quats, loc, report = clean_up(
+        PARENTS,
+        rest,
+        quats,
+        loc,
+        LEGS,
+        fps,
+        strength=strength,
+        lock=lock_feet,
+        snap=snap_to_ground,
+        smooth_joints=joints,
+        sole_height_m=sole,
+    )
     write_motion(armature_obj, frames, quats, loc)
     return report
 

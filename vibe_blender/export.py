@@ -10,6 +10,7 @@ Blender with up = Z, forward = Y). Batch use, with Blender as a Python module::
     python -m vibe_blender.export scene.blend --format bvh -o out.bvh --object SMPL
     python -m vibe_blender.export scene.blend --format glb -o out.glb
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,13 @@ from .core.errors import VibeError
 
 FBX_PRESETS = {
     "DEFAULT": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_NONE", axis_forward="-Z", axis_up="Y"),
-    "UNITY": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_UNITS", axis_forward="-Z", axis_up="Y",
-                  bake_space_transform=False),
+    "UNITY": dict(
+        global_scale=1.0,
+        apply_scale_options="FBX_SCALE_UNITS",
+        axis_forward="-Z",
+        axis_up="Y",
+        bake_space_transform=False,
+    ),
     "UNREAL": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_UNITS", axis_forward="X", axis_up="Z"),
 }
 FORMATS = ("fbx", "bvh", "glb", "gltf")
@@ -71,10 +77,18 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT") -> Path:
     path = _prepare(path)
     _select(objects)
     result = bpy.ops.export_scene.fbx(
-        filepath=str(path), use_selection=True, object_types={"ARMATURE", "MESH"},
-        add_leaf_bones=False, bake_anim=True, bake_anim_use_all_actions=False, bake_anim_use_nla_strips=False,
-        bake_anim_simplify_factor=0.0, use_armature_deform_only=True, mesh_smooth_type="OFF",
-        **FBX_PRESETS[preset])
+        filepath=str(path),
+        use_selection=True,
+        object_types={"ARMATURE", "MESH"},
+        add_leaf_bones=False,
+        bake_anim=True,
+        bake_anim_use_all_actions=False,
+        bake_anim_use_nla_strips=False,
+        bake_anim_simplify_factor=0.0,
+        use_armature_deform_only=True,
+        mesh_smooth_type="OFF",
+        **FBX_PRESETS[preset],
+    )
     return _check(result, path, "FBX")
 
 
@@ -86,12 +100,16 @@ def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end:
         raise VibeError("BVH holds one skeleton: pick one armature to export.")
     scene = bpy.context.scene
     anim = armature_obj.animation_data
-    first, last = (anim.action.frame_range if anim and anim.action else (scene.frame_start, scene.frame_end))
+    first, last = anim.action.frame_range if anim and anim.action else (scene.frame_start, scene.frame_end)
     path = _prepare(path)
     _select([armature_obj])
-    result = bpy.ops.export_anim.bvh(filepath=str(path), frame_start=int(frame_start or first),
-                                     frame_end=int(frame_end or last), rotate_mode="NATIVE",
-                                     root_transform_only=True)
+    result = bpy.ops.export_anim.bvh(
+        filepath=str(path),
+        frame_start=int(frame_start or first),
+        frame_end=int(frame_end or last),
+        rotate_mode="NATIVE",
+        root_transform_only=True,
+    )
     return _check(result, path, "BVH")
 
 
@@ -104,9 +122,13 @@ def export_gltf(path, objects=None) -> Path:
         raise VibeError("There is no armature to export; import or retarget a character first.")
     path = _prepare(path)
     _select(objects)
-    result = bpy.ops.export_scene.gltf(filepath=str(path), use_selection=True,
-                                       export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
-                                       export_animations=True, export_force_sampling=True)
+    result = bpy.ops.export_scene.gltf(
+        filepath=str(path),
+        use_selection=True,
+        export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
+        export_animations=True,
+        export_force_sampling=True,
+    )
     return _check(result, path, "glTF")
 
 

@@ -3,6 +3,7 @@
 ``import_motion_file`` is what the import operator, the capture job and the batch command call.
 It also runs without any operator or UI (tests, ``python -m vibe_blender.batch``).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,16 +28,17 @@ SENSOR_WIDTH_MM = 36.0
 
 @dataclass
 class ImportOptions:
-    correctives: str = "off"            # off | drivers | baked
-    root_motion: str = "full"           # full (from the video's camera) | in_place
-    add_camera: bool = True             # a camera matching the video (when the source has one)
-    video_path: str = ""                # shown behind the camera when given
-    set_scene: bool = True              # scene fps and frame range from the source
-    fps: float = 0.0                    # frame rate for files that store none (0: 30)
+    correctives: str = "off"  # off | drivers | baked
+    root_motion: str = "full"  # full (from the video's camera) | in_place
+    add_camera: bool = True  # a camera matching the video (when the source has one)
+    video_path: str = ""  # shown behind the camera when given
+    set_scene: bool = True  # scene fps and frame range from the source
+    fps: float = 0.0  # frame rate for files that store none (0: 30)
 
 
-def import_motion_file(path, body_model: BodyModel | str | Path, options: ImportOptions | None = None,
-                       *, report=print) -> list:
+def import_motion_file(
+    path, body_model: BodyModel | str | Path, options: ImportOptions | None = None, *, report=print
+) -> list:
     """-> [(armature_obj, mesh_obj)] for each track of the file at ``path``."""
     options = options or ImportOptions()
     motion = read_motion_file(path, fps=options.fps or None)
@@ -45,8 +47,9 @@ def import_motion_file(path, body_model: BodyModel | str | Path, options: Import
     return import_motion(motion, body_model, options, report=report)
 
 
-def import_motion(motion: MotionSet, body_model: BodyModel, options: ImportOptions | None = None,
-                  *, report=print) -> list:
+def import_motion(
+    motion: MotionSet, body_model: BodyModel, options: ImportOptions | None = None, *, report=print
+) -> list:
     options = options or ImportOptions()
     if options.root_motion not in ROOT_MOTION_MODES:
         raise VibeError(f"Root motion must be one of {', '.join(ROOT_MOTION_MODES)}; got '{options.root_motion}'.")
@@ -59,10 +62,16 @@ def import_motion(motion: MotionSet, body_model: BodyModel, options: ImportOptio
     bpy.context.scene.collection.children.link(collection)
     characters = []
     for track in motion.tracks:
-        armature_obj, mesh_obj = build_character(body_model, track.betas, track.name,
-                                                 correctives=options.correctives, collection=collection)
-        animate_character(armature_obj, track, ground_offset_m=offset, in_place=options.root_motion == "in_place",
-                          last_frame_id=motion.frame_count - 1)
+        armature_obj, mesh_obj = build_character(
+            body_model, track.betas, track.name, correctives=options.correctives, collection=collection
+        )
+        animate_character(
+            armature_obj,
+            track,
+            ground_offset_m=offset,
+            in_place=options.root_motion == "in_place",
+            last_frame_id=motion.frame_count - 1,
+        )
         characters.append((armature_obj, mesh_obj))
 
     if options.set_scene:
@@ -71,9 +80,10 @@ def import_motion(motion: MotionSet, body_model: BodyModel, options: ImportOptio
         scene.frame_start, scene.frame_end = FIRST_FRAME, FIRST_FRAME + motion.frame_count - 1
     if options.add_camera and motion.camera is not None and camera_frame:
         add_video_camera(motion, collection, video_path=options.video_path, report=report)
-    bpy.context.scene.frame_set(bpy.context.scene.frame_start)          # evaluate the new objects
-    report(f"Imported {len(characters)} character(s) from {motion.source_name}: "
-           f"{', '.join(a.name for a, _ in characters)}")
+    bpy.context.scene.frame_set(bpy.context.scene.frame_start)  # evaluate the new objects
+    report(
+        f"Imported {len(characters)} character(s) from {motion.source_name}: {', '.join(a.name for a, _ in characters)}"
+    )
     return characters
 
 

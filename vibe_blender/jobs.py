@@ -5,12 +5,13 @@ status. :func:`tick` runs on the main thread (from ``bpy.app.timers``): it redra
 once the job is done, imports the result. Timers never fire in the ``bpy`` module build (no event
 loop), so tests call :func:`tick` directly.
 """
+
 from __future__ import annotations
 
 import bpy
 
-from .core.capture import CaptureJob, CaptureStatus
 from . import server_control
+from .core.capture import CaptureJob, CaptureStatus
 from .core.client import ServerClient, check_online_access, is_loopback_url
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
@@ -33,9 +34,17 @@ def last_error() -> str | None:
     return _current["error"]
 
 
-def start_capture(video_path: str, options: ImportOptions, *, server_url: str | None = None,
-                  token: str | None = None, params: dict | None = None, upload: bool | None = None,
-                  use_timer: bool = True, poll_interval_s: float = 0.5) -> CaptureJob:
+def start_capture(
+    video_path: str,
+    options: ImportOptions,
+    *,
+    server_url: str | None = None,
+    token: str | None = None,
+    params: dict | None = None,
+    upload: bool | None = None,
+    use_timer: bool = True,
+    poll_interval_s: float = 0.5,
+) -> CaptureJob:
     """Start sending ``video_path`` to the server; the result is imported by :func:`tick`."""
     job = current_job()
     if job is not None and not job.snapshot().finished:
@@ -45,16 +54,23 @@ def start_capture(video_path: str, options: ImportOptions, *, server_url: str | 
     check_online_access(url, bpy.app.online_access)
     typed_token = token if token is not None else prefs.token
     client, connect = None, None
-    if is_loopback_url(url):             # this machine: start the add-on's own server if none answers
+    if is_loopback_url(url):  # this machine: start the add-on's own server if none answers
 
         def connect() -> ServerClient:
             server_url_now, server_token = server_control.server_for_capture(url, typed_token)
             return ServerClient(server_url_now, server_token)
     else:
         client = ServerClient(url, typed_token)
-    job = CaptureJob(client, bpy.path.abspath(video_path), user_dir("results"),
-                     body_model_path=user_dir("cache") / BODY_MODEL_CACHE, params=params, upload=upload,
-                     poll_interval_s=poll_interval_s, connect=connect)
+    job = CaptureJob(
+        client,
+        bpy.path.abspath(video_path),
+        user_dir("results"),
+        body_model_path=user_dir("cache") / BODY_MODEL_CACHE,
+        params=params,
+        upload=upload,
+        poll_interval_s=poll_interval_s,
+        connect=connect,
+    )
     options.video_path = options.video_path or bpy.path.abspath(video_path)
     _current.update(job=job, options=options, imported=None, error=None)
     job.start()

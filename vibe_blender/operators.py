@@ -1,5 +1,6 @@
 """Operators: each reads its properties, calls one function and reports the one VibeError
 (through :func:`operator_errors.reports_errors`, as every operator of the add-on)."""
+
 import bpy
 from bpy_extras.io_utils import ImportHelper
 
@@ -23,17 +24,22 @@ class VIBE_SceneSettings(bpy.types.PropertyGroup):
     video_path: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", description="The video to capture")
     correctives: bpy.props.EnumProperty(name="Pose correctives", items=_CORRECTIVE_ITEMS, default="off")
     root_motion: bpy.props.EnumProperty(name="Root motion", items=_ROOT_ITEMS, default="full")
-    add_camera: bpy.props.BoolProperty(name="Camera with video", default=True,
-                                       description="Add a camera matching the video, with the video as background")
+    add_camera: bpy.props.BoolProperty(
+        name="Camera with video",
+        default=True,
+        description="Add a camera matching the video, with the video as background",
+    )
 
 
 def _options(settings, **extra) -> ImportOptions:
-    return ImportOptions(correctives=settings.correctives, root_motion=settings.root_motion,
-                         add_camera=settings.add_camera, **extra)
+    return ImportOptions(
+        correctives=settings.correctives, root_motion=settings.root_motion, add_camera=settings.add_camera, **extra
+    )
 
 
 class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
     """Import a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or AMASS motion (.npz)"""
+
     bl_idname = "vibe_mocap.import_motion"
     bl_label = "Import Motion File"
     bl_options = {"REGISTER", "UNDO"}
@@ -42,30 +48,44 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
     correctives: bpy.props.EnumProperty(name="Pose correctives", items=_CORRECTIVE_ITEMS, default="off")
     root_motion: bpy.props.EnumProperty(name="Root motion", items=_ROOT_ITEMS, default="full")
     add_camera: bpy.props.BoolProperty(name="Camera", default=True)
-    video_path: bpy.props.StringProperty(name="Video", subtype="FILE_PATH", default="",
-                                         description="Optional: the video, shown behind the camera")
-    fps: bpy.props.FloatProperty(name="Frame rate", default=30.0, min=1.0,
-                                 description="Used only for files that store no frame rate (vibe_output.pkl)")
+    video_path: bpy.props.StringProperty(
+        name="Video", subtype="FILE_PATH", default="", description="Optional: the video, shown behind the camera"
+    )
+    fps: bpy.props.FloatProperty(
+        name="Frame rate",
+        default=30.0,
+        min=1.0,
+        description="Used only for files that store no frame rate (vibe_output.pkl)",
+    )
 
     @reports_errors
     def execute(self, context):
-        from .importer import import_motion_file          # lazy: registration stays cheap
+        from .importer import import_motion_file  # lazy: registration stays cheap
         from .preferences import resolve_body_model
-        options = ImportOptions(correctives=self.correctives, root_motion=self.root_motion, add_camera=self.add_camera,
-                                video_path=bpy.path.abspath(self.video_path) if self.video_path else "", fps=self.fps)
-        import_motion_file(self.filepath, resolve_body_model(context), options,
-                           report=lambda msg: self.report({"INFO"}, msg))
+
+        options = ImportOptions(
+            correctives=self.correctives,
+            root_motion=self.root_motion,
+            add_camera=self.add_camera,
+            video_path=bpy.path.abspath(self.video_path) if self.video_path else "",
+            fps=self.fps,
+        )
+        import_motion_file(
+            self.filepath, resolve_body_model(context), options, report=lambda msg: self.report({"INFO"}, msg)
+        )
         return {"FINISHED"}
 
 
 class VIBE_OT_capture(bpy.types.Operator):
     """Send the video to the VIBE Mocap server and import the people it finds"""
+
     bl_idname = "vibe_mocap.capture"
     bl_label = "Capture"
 
     @reports_errors
     def execute(self, context):
         from . import jobs
+
         settings = context.scene.vibe_mocap
         if not settings.video_path:
             raise VibeError("Choose a video first.")
@@ -75,18 +95,21 @@ class VIBE_OT_capture(bpy.types.Operator):
 
 class VIBE_OT_cancel_capture(bpy.types.Operator):
     """Stop the running capture (the server job is cancelled too)"""
+
     bl_idname = "vibe_mocap.cancel_capture"
     bl_label = "Cancel"
 
     @reports_errors
     def execute(self, context):
         from . import jobs
+
         jobs.cancel_capture()
         return {"FINISHED"}
 
 
 class VIBE_OT_refit_bones(bpy.types.Operator):
     """Move the bones to the body's current shape (Shape000..009), keeping the animation"""
+
     bl_idname = "vibe_mocap.refit_bones"
     bl_label = "Refit Bones to Shape"
     bl_options = {"REGISTER", "UNDO"}
@@ -98,6 +121,7 @@ class VIBE_OT_refit_bones(bpy.types.Operator):
     @reports_errors
     def execute(self, context):
         from .animation import refit_bones
+
         refit_bones(context.active_object)
         return {"FINISHED"}
 

@@ -1,4 +1,5 @@
 """The "Mocap" tab of the 3D View sidebar: capture, import, and the selected character's shape."""
+
 import bpy
 
 from .core.capture import FINAL_STATES
@@ -13,6 +14,7 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
     def draw(self, context):
         from . import jobs
         from .preferences import get_preferences
+
         layout = self.layout
         settings = context.scene.vibe_mocap
 
@@ -44,6 +46,7 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         op.correctives, op.root_motion, op.add_camera = settings.correctives, settings.root_motion, settings.add_camera
 
         from .rig_builder import character_mesh, is_character, shape_key_name
+
         obj = context.active_object
         if is_character(obj):
             box = layout.box()

@@ -1,4 +1,5 @@
 """Add-on preferences (server URL, token, model-data folder) and where the add-on may write files."""
+
 from pathlib import Path
 
 import bpy
@@ -19,21 +20,34 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_PACKAGE
 
     server_url: bpy.props.StringProperty(
-        name="Server URL", default=DEFAULT_URL,
-        description="Address of the VIBE Mocap server (start it with 'vibe-mocap serve')")
+        name="Server URL",
+        default=DEFAULT_URL,
+        description="Address of the VIBE Mocap server (start it with 'vibe-mocap serve')",
+    )
     token: bpy.props.StringProperty(
-        name="Token", subtype="PASSWORD", default="",
+        name="Token",
+        subtype="PASSWORD",
+        default="",
         description="Access token of the server. Leave empty to use the one 'vibe-mocap serve' keeps in this "
-                    "user's config folder (or $VIBE_MOCAP_TOKEN); type the one a server on another machine printed")
+        "user's config folder (or $VIBE_MOCAP_TOKEN); type the one a server on another machine printed",
+    )
     model_data_dir: bpy.props.StringProperty(
-        name="Model data folder", subtype="DIR_PATH", default="",
-        description="Folder with SMPL_NEUTRAL.pkl, to import motion files without a server")
+        name="Model data folder",
+        subtype="DIR_PATH",
+        default="",
+        description="Folder with SMPL_NEUTRAL.pkl, to import motion files without a server",
+    )
     server_program: bpy.props.StringProperty(
-        name="vibe-mocap program", subtype="FILE_PATH", default="",
-        description="The vibe-mocap program the add-on starts; empty: the repository's .venv, then PATH")
+        name="vibe-mocap program",
+        subtype="FILE_PATH",
+        default="",
+        description="The vibe-mocap program the add-on starts; empty: the repository's .venv, then PATH",
+    )
     keep_server_running: bpy.props.BoolProperty(
-        name="Keep the server running when Blender quits", default=False,
-        description="Leave the server the add-on started running after Blender quits")
+        name="Keep the server running when Blender quits",
+        default=False,
+        description="Leave the server the add-on started running after Blender quits",
+    )
 
     def draw(self, context):
         layout = self.layout
@@ -45,7 +59,6 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
         layout.prop(self, "keep_server_running")
         if not bpy.app.online_access:
             layout.label(text="Online access is off: only a server on this machine can be used.", icon="INFO")
-
 
     @staticmethod
     def _draw_program(layout):
@@ -78,7 +91,7 @@ def user_dir(subfolder: str) -> Path:
     """A folder the add-on may write to: the extension's user folder (never the add-on folder)."""
     try:
         return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=subfolder, create=True))
-    except ValueError:                   # not installed as an extension (source tree, tests)
+    except ValueError:  # not installed as an extension (source tree, tests)
         return Path(bpy.utils.user_resource("CONFIG", path=f"vibe_mocap/{subfolder}", create=True))
 
 
@@ -91,8 +104,10 @@ def resolve_body_model(context=None) -> BodyModel:
     cached = user_dir("cache") / BODY_MODEL_CACHE
     if cached.is_file():
         return read_body_model(cached)
-    raise VibeError("No body model to build the character from. Set the model-data folder (with "
-                    "SMPL_NEUTRAL.pkl) in the add-on preferences, or capture once through the server.")
+    raise VibeError(
+        "No body model to build the character from. Set the model-data folder (with "
+        "SMPL_NEUTRAL.pkl) in the add-on preferences, or capture once through the server."
+    )
 
 
 classes = (VIBE_AddonPreferences,)

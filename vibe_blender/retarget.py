@@ -6,17 +6,29 @@ and roll correction of :mod:`core.retarget_math`, scale the root motion by leg l
 target's feet where the source's feet are planted (:mod:`core.cleanup`), and write one new action on
 the target in bulk through the one F-curve helper, :mod:`keyframes`.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from . import keyframes
+from .core.cleanup import detect_contacts, planted_leg_rotations
 from .core.errors import VibeError
 from .core.retarget_map import ROOT_JOINT, validate_map
-from .core.cleanup import detect_contacts, planted_leg_rotations
-from .core.retarget_math import (compose_basis, euler_to_rotmat, hip_height, leg_length, leg_scale, pose_from_basis,
-                                 quats_to_rotmat, rest_offsets, retarget_rotations, rotation_part, scale_root_motion,
-                                 solve_basis)
+from .core.retarget_math import (
+    compose_basis,
+    euler_to_rotmat,
+    hip_height,
+    leg_length,
+    leg_scale,
+    pose_from_basis,
+    quats_to_rotmat,
+    rest_offsets,
+    retarget_rotations,
+    rotation_part,
+    scale_root_motion,
+    solve_basis,
+)
 from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
 
@@ -32,8 +44,10 @@ def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np
     world = np.array(armature_obj.matrix_world, dtype=np.float64)
     scale = np.linalg.norm(world[:3, :3], axis=0)
     if np.ptp(scale) > 1e-4 * scale.max():
-        raise VibeError(f"'{armature_obj.name}' has a non-uniform object scale {tuple(np.round(scale, 4))}; "
-                        "apply the scale (Ctrl+A > Scale) first.")
+        raise VibeError(
+            f"'{armature_obj.name}' has a non-uniform object scale {tuple(np.round(scale, 4))}; "
+            "apply the scale (Ctrl+A > Scale) first."
+        )
     return names, parents, rest, world
 
 
@@ -70,8 +84,10 @@ def sample_basis(armature_obj, frames: np.ndarray) -> np.ndarray:
         if mode == "QUATERNION":
             rot = quats_to_rotmat(_sample(channels, pose_bone, "rotation_quaternion", 4, frames))
         elif mode == "AXIS_ANGLE":
-            raise VibeError(f"Bone '{pose_bone.name}' uses axis-angle rotation; set it to Quaternion or an Euler "
-                            "mode before retargeting.")
+            raise VibeError(
+                f"Bone '{pose_bone.name}' uses axis-angle rotation; set it to Quaternion or an Euler "
+                "mode before retargeting."
+            )
         else:
             rot = euler_to_rotmat(_sample(channels, pose_bone, "rotation_euler", 3, frames), mode)
         out.append(compose_basis(loc, rot, scale))
@@ -105,8 +121,9 @@ def mapped_legs(mapping: dict[str, str]) -> list[str]:
     return [side for side in SIDES if all(mapping.get(f"{side}_{j}") for j in LEG_JOINTS)]
 
 
-def _leg_lengths(names: list[str], rest_world: np.ndarray, tails_world: np.ndarray, bones: dict[str, str],
-                 sides: list[str]) -> list[float]:
+def _leg_lengths(
+    names: list[str], rest_world: np.ndarray, tails_world: np.ndarray, bones: dict[str, str], sides: list[str]
+) -> list[float]:
     """Leg length per side (hip → knee → ankle → ground contact) of one rig; bones: SMPL joint ->
     that rig's bone. The ground contact is the lowest of the ankle bone's tail and the toe's head."""
     lengths = []
@@ -120,9 +137,18 @@ def _leg_lengths(names: list[str], rest_world: np.ndarray, tails_world: np.ndarr
     return lengths
 
 
-def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None = None,
-             frame_end: int | None = None, scale_root: bool = True, lock_feet: bool = True,
-             fps: float | None = None, action_name: str = "") -> dict:
+def retarget(
+    source,
+    target,
+    mapping: dict[str, str],
+    *,
+    frame_start: int | None = None,
+    frame_end: int | None = None,
+    scale_root: bool = True,
+    lock_feet: bool = True,
+    fps: float | None = None,
+    action_name: str = "",
+) -> dict:
     """Bake ``source``'s motion onto ``target`` through ``mapping`` ({source bone: target bone}).
 
     scale_root: scale the root motion by the ratio of leg lengths; lock_feet: hold the target's
@@ -138,7 +164,9 @@ def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None
     validate_map(mapping, t_names)
     missing = sorted(set(mapping) - set(s_names))
     if missing:
-        raise VibeError(f"The source armature has no bone {', '.join(missing)}; retarget from an imported SMPL character.")
+        raise VibeError(
+            f"The source armature has no bone {', '.join(missing)}; retarget from an imported SMPL character."
+        )
     start, end = action_frame_range(source)
     start = start if frame_start is None else frame_start
     end = end if frame_end is None else frame_end
@@ -154,7 +182,7 @@ def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None
     # 2. Rotations: rest-pose and roll correction per pair, then into the target's armature space.
     offsets = rest_offsets(rotation_part(s_world @ s_rest[si]), rotation_part(t_world @ t_rest[ti]))
     target_world_rot = retarget_rotations(rotation_part(src_pose[:, si]), offsets)
-    to_target = np.swapaxes(rotation_part(t_world), -1, -2)                     # world -> target armature
+    to_target = np.swapaxes(rotation_part(t_world), -1, -2)  # world -> target armature
     target_rot = np.tile(np.eye(3), (len(frames), len(t_names), 1, 1))
     target_rot[:, ti] = to_target @ target_world_rot
     mapped = np.zeros(len(t_names), bool)
@@ -166,34 +194,66 @@ def retarget(source, target, mapping: dict[str, str], *, frame_start: int | None
     sides = mapped_legs(mapping)
     scale, scale_from = 1.0, "off"
     if scale_root and sides:
-        scale = leg_scale(_leg_lengths(s_names, s_rest_world, s_tails, {j: j for j in mapping}, sides),
-                          _leg_lengths(t_names, t_rest_world, t_tails, mapping, sides))
+        scale = leg_scale(
+            _leg_lengths(s_names, s_rest_world, s_tails, {j: j for j in mapping}, sides),
+            _leg_lengths(t_names, t_rest_world, t_tails, mapping, sides),
+        )
         scale_from = "legs"
     elif scale_root:
-        scale = (_floor_origin(t_rest_world, t_tails, t_root)[1] / _floor_origin(s_rest_world, s_tails, s_root)[1])
+        scale = _floor_origin(t_rest_world, t_tails, t_root)[1] / _floor_origin(s_rest_world, s_tails, s_root)[1]
         scale_from = "hip height"
-    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_rest_world[s_root, :3, 3],
-                                   t_rest_world[t_root, :3, 3], scale)
+    hips_world = scale_root_motion(
+        src_pose[:, s_root, :3, 3], s_rest_world[s_root, :3, 3], t_rest_world[t_root, :3, 3], scale
+    )
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
     quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
     # 4. Feet: where the source's feet are planted, hold the target's ankles still (leg IK).
     contact_frames = 0
     if lock_feet and sides:
-        target_rot, contact_frames = _lock_target_feet(src_pose, s_names, t_parents, t_rest, t_names, target_rot,
-                                                       quats, root_loc, t_root, mapping, sides, to_target,
-                                                       fps or scene_fps())
+        target_rot, contact_frames = _lock_target_feet(
+            src_pose,
+            s_names,
+            t_parents,
+            t_rest,
+            t_names,
+            target_rot,
+            quats,
+            root_loc,
+            t_root,
+            mapping,
+            sides,
+            to_target,
+            fps or scene_fps(),
+        )
         quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
     # 5. Bake.
     fk_switches = use_fk_controls(target)
-    bake_pose_keys(target, frames, {t_names[j]: quats[:, j] for j in ti}, {t_names[t_root]: root_loc},
-                   action_name or f"{target.name}_retarget")
+    bake_pose_keys(
+        target,
+        frames,
+        {t_names[j]: quats[:, j] for j in ti},
+        {t_names[t_root]: root_loc},
+        action_name or f"{target.name}_retarget",
+    )
     # 6. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
     #    Blender's own evaluation, one pass per level of affected bones.
     wanted_world_rot = rotation_part(t_world) @ target_rot[:, ti]
-    passes = refine_constrained(target, frames, {t_names[j]: wanted_world_rot[:, k] for k, j in enumerate(ti)},
-                                t_names[t_root], hips_world) if has_constrained_parents(target, [t for _, t in pairs]) else 0
-    return {"frames": len(frames), "bones": len(pairs), "root_scale": float(scale), "root_scale_from": scale_from,
-            "contact_frames": contact_frames, "constraint_passes": passes, "fk_switches": fk_switches}
+    passes = (
+        refine_constrained(
+            target, frames, {t_names[j]: wanted_world_rot[:, k] for k, j in enumerate(ti)}, t_names[t_root], hips_world
+        )
+        if has_constrained_parents(target, [t for _, t in pairs])
+        else 0
+    )
+    return {
+        "frames": len(frames),
+        "bones": len(pairs),
+        "root_scale": float(scale),
+        "root_scale_from": scale_from,
+        "contact_frames": contact_frames,
+        "constraint_passes": passes,
+        "fk_switches": fk_switches,
+    }
 
 
 def scene_fps() -> float:
@@ -203,8 +263,9 @@ def scene_fps() -> float:
     return render.fps / render.fps_base
 
 
-def _lock_target_feet(src_pose, s_names, t_parents, t_rest, t_names, target_rot, quats, root_loc, t_root, mapping,
-                      sides, to_target, fps) -> tuple[np.ndarray, int]:
+def _lock_target_feet(
+    src_pose, s_names, t_parents, t_rest, t_names, target_rot, quats, root_loc, t_root, mapping, sides, to_target, fps
+) -> tuple[np.ndarray, int]:
     """The source's foot contacts -> target_rot with the target's thighs and shins turned so that
     its planted ankles stay still; -> (target_rot, contact frames)."""
     src_ankles = src_pose[:, [s_names.index(f"{side}_ankle") for side in sides]][..., :3, 3]
@@ -222,7 +283,7 @@ def _lock_target_feet(src_pose, s_names, t_parents, t_rest, t_names, target_rot,
     return target_rot, int(contacts.sum())
 
 
-FK_SWITCH = "IK_FK"          # Rigify limb property: 0 = IK, 1 = FK
+FK_SWITCH = "IK_FK"  # Rigify limb property: 0 = IK, 1 = FK
 
 
 def use_fk_controls(rig) -> int:
@@ -247,8 +308,15 @@ def has_constrained_parents(rig, bone_names) -> bool:
     return False
 
 
-def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.ndarray], root_bone: str,
-                       root_world: np.ndarray, tolerance_deg: float = 0.01, max_passes: int = 12) -> int:
+def refine_constrained(
+    rig,
+    frames: np.ndarray,
+    wanted_world_rot: dict[str, np.ndarray],
+    root_bone: str,
+    root_world: np.ndarray,
+    tolerance_deg: float = 0.01,
+    max_passes: int = 12,
+) -> int:
     """Re-solve keyed bones against their parent chains as Blender evaluates them (constraints included).
 
     Each pass steps through the frames once, reads every mapped bone's evaluated chain
@@ -271,8 +339,12 @@ def refine_constrained(rig, frames: np.ndarray, wanted_world_rot: dict[str, np.n
                 pose_bone = rig.pose.bones[n]
                 chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
         basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
-        current = {n: quats_to_rotmat(np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(n), c)[1]
-                                                for c in range(4)], -1)) for n in names}
+        current = {
+            n: quats_to_rotmat(
+                np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(n), c)[1] for c in range(4)], -1)
+            )
+            for n in names
+        }
         off = [n for n in names if _max_angle_deg(current[n], basis_rot[n]) > tolerance_deg]
         if not off:
             break
@@ -296,8 +368,13 @@ def _max_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max())
 
 
-def bake_pose_keys(armature_obj, frames: np.ndarray, rotations: dict[str, np.ndarray],
-                   locations: dict[str, np.ndarray], action_name: str) -> None:
+def bake_pose_keys(
+    armature_obj,
+    frames: np.ndarray,
+    rotations: dict[str, np.ndarray],
+    locations: dict[str, np.ndarray],
+    action_name: str,
+) -> None:
     """A new action on ``armature_obj`` with quaternion keys (T, 4) per bone in ``rotations`` and
     location keys (T, 3) per bone in ``locations``; every other bone is put in its rest pose."""
     for pose_bone in armature_obj.pose.bones:
@@ -310,8 +387,7 @@ def bake_pose_keys(armature_obj, frames: np.ndarray, rotations: dict[str, np.nda
         pose_bone = armature_obj.pose.bones[bone]
         pose_bone.rotation_mode = "QUATERNION"
         for c in range(4):
-            keyframes.write_fcurve(channels, keyframes.rotation_path(bone), c, frames, quats[:, c],
-                                   group=bone)
+            keyframes.write_fcurve(channels, keyframes.rotation_path(bone), c, frames, quats[:, c], group=bone)
     for bone, loc in locations.items():
         pose_bone = armature_obj.pose.bones[bone]
         for c in range(3):

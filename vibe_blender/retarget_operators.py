@@ -1,6 +1,7 @@
 """Operators of the Retarget, Clean Up and Export panels. Each is thin: read the scene settings
 (:mod:`retarget_settings`), call one function of retarget / cleanup_ops / export, and report a
 VibeError the one way every operator of the add-on does (:func:`operator_errors.reports_errors`)."""
+
 from __future__ import annotations
 
 import bpy
@@ -28,6 +29,7 @@ def _characters_or_error(context, what: str):
 # ---------------------------------------------------------------- retarget
 class VIBE_OT_fill_bone_map(bpy.types.Operator):
     """Fill the bone map from the preset (or by matching names) for the target rig"""
+
     bl_idname = "vibe_mocap.fill_bone_map"
     bl_label = "Fill Bone Map"
     bl_options = {"REGISTER", "UNDO"}
@@ -52,6 +54,7 @@ class VIBE_OT_fill_bone_map(bpy.types.Operator):
 
 class VIBE_OT_retarget(bpy.types.Operator):
     """Bake the source character's motion onto the target rig's own keys"""
+
     bl_idname = "vibe_mocap.retarget"
     bl_label = "Retarget"
     bl_options = {"REGISTER", "UNDO"}
@@ -59,19 +62,25 @@ class VIBE_OT_retarget(bpy.types.Operator):
     @reports_errors
     def execute(self, context):
         from .retarget import retarget
+
         s = settings(context)
         if s.source is None or s.target is None:
             raise VibeError("Pick the source character and the target armature first.")
-        report = retarget(s.source, s.target, current_map(context), scale_root=s.scale_root,
-                          lock_feet=s.lock_target_feet)
-        self.report({"INFO"}, f"Retargeted {report['bones']} bones over {report['frames']} frames "
-                              f"(root motion x{report['root_scale']:.3f}, {report['contact_frames']} foot-contact "
-                              "frames locked).")
+        report = retarget(
+            s.source, s.target, current_map(context), scale_root=s.scale_root, lock_feet=s.lock_target_feet
+        )
+        self.report(
+            {"INFO"},
+            f"Retargeted {report['bones']} bones over {report['frames']} frames "
+            f"(root motion x{report['root_scale']:.3f}, {report['contact_frames']} foot-contact "
+            "frames locked).",
+        )
         return {"FINISHED"}
 
 
 class VIBE_OT_save_bone_map(bpy.types.Operator, ExportHelper):
     """Save the bone map as a JSON preset"""
+
     bl_idname = "vibe_mocap.save_bone_map"
     bl_label = "Save Bone Map"
     filename_ext = ".json"
@@ -85,6 +94,7 @@ class VIBE_OT_save_bone_map(bpy.types.Operator, ExportHelper):
 
 class VIBE_OT_load_bone_map(bpy.types.Operator, ImportHelper):
     """Load a bone map saved as a JSON preset"""
+
     bl_idname = "vibe_mocap.load_bone_map"
     bl_label = "Load Bone Map"
     bl_options = {"REGISTER", "UNDO"}
@@ -101,12 +111,14 @@ class VIBE_OT_load_bone_map(bpy.types.Operator, ImportHelper):
 # ---------------------------------------------------------------- clean-up
 class VIBE_OT_measure_motion(bpy.types.Operator):
     """Measure jitter and foot slide of the active character"""
+
     bl_idname = "vibe_mocap.measure_motion"
     bl_label = "Measure"
 
     @reports_errors
     def execute(self, context):
         from .cleanup_ops import measure_character
+
         chars = _characters(context)
         if not chars:
             raise VibeError("Select an imported character.")
@@ -114,13 +126,15 @@ class VIBE_OT_measure_motion(bpy.types.Operator):
         s = settings(context)
         s.slide_before_mm, s.jitter_before = figures["slide_mm"], figures["jitter"]
         s.slide_after_mm = s.jitter_after = -1.0
-        self.report({"INFO"}, f"Foot slide {figures['slide_mm']:.1f} mm per contact frame, "
-                              f"jitter {figures['jitter']:.2f} m/s².")
+        self.report(
+            {"INFO"}, f"Foot slide {figures['slide_mm']:.1f} mm per contact frame, jitter {figures['jitter']:.2f} m/s²."
+        )
         return {"FINISHED"}
 
 
 class VIBE_OT_clean_up(bpy.types.Operator):
     """Smooth, lock planted feet and snap to the ground, on the selected characters"""
+
     bl_idname = "vibe_mocap.clean_up"
     bl_label = "Clean Up"
     bl_options = {"REGISTER", "UNDO"}
@@ -128,21 +142,31 @@ class VIBE_OT_clean_up(bpy.types.Operator):
     @reports_errors
     def execute(self, context):
         from .cleanup_ops import clean_up_character
+
         s = settings(context)
         chars = _characters_or_error(context, "clean up")
         for obj in chars:
-            report = clean_up_character(obj, strength=s.strength, bone_group=s.bone_group, lock_feet=s.lock_feet,
-                                        snap_to_ground=s.snap_to_ground)
+            report = clean_up_character(
+                obj,
+                strength=s.strength,
+                bone_group=s.bone_group,
+                lock_feet=s.lock_feet,
+                snap_to_ground=s.snap_to_ground,
+            )
         s.slide_before_mm, s.slide_after_mm = report["slide_before_mm"], report["slide_after_mm"]
         s.jitter_before, s.jitter_after = report["jitter_before"], report["jitter_after"]
-        self.report({"INFO"}, f"Cleaned {len(chars)} character(s): foot slide {report['slide_before_mm']:.1f} -> "
-                              f"{report['slide_after_mm']:.1f} mm, jitter {report['jitter_before']:.2f} -> "
-                              f"{report['jitter_after']:.2f} m/s².")
+        self.report(
+            {"INFO"},
+            f"Cleaned {len(chars)} character(s): foot slide {report['slide_before_mm']:.1f} -> "
+            f"{report['slide_after_mm']:.1f} mm, jitter {report['jitter_before']:.2f} -> "
+            f"{report['jitter_after']:.2f} m/s².",
+        )
         return {"FINISHED"}
 
 
 class VIBE_OT_trim_offset(bpy.types.Operator):
     """Keep the keys between Start and End and move them by Offset frames"""
+
     bl_idname = "vibe_mocap.trim_offset"
     bl_label = "Trim / Offset"
     bl_options = {"REGISTER", "UNDO"}
@@ -150,6 +174,7 @@ class VIBE_OT_trim_offset(bpy.types.Operator):
     @reports_errors
     def execute(self, context):
         from .cleanup_ops import trim_and_offset
+
         s = settings(context)
         for obj in _characters_or_error(context, "trim"):
             trim_and_offset(obj, start=s.trim_start, end=s.trim_end, offset=s.frame_offset)
@@ -158,6 +183,7 @@ class VIBE_OT_trim_offset(bpy.types.Operator):
 
 class VIBE_OT_merge_tracks(bpy.types.Operator):
     """Merge another track of the same person into the active character (the other one is removed)"""
+
     bl_idname = "vibe_mocap.merge_tracks"
     bl_label = "Merge Tracks"
     bl_options = {"REGISTER", "UNDO"}
@@ -165,6 +191,7 @@ class VIBE_OT_merge_tracks(bpy.types.Operator):
     @reports_errors
     def execute(self, context):
         from .cleanup_ops import merge_characters
+
         s = settings(context)
         if context.object is None or s.merge_from is None:
             raise VibeError("Make the character to keep active and pick the track to merge from.")
@@ -176,6 +203,7 @@ class VIBE_OT_merge_tracks(bpy.types.Operator):
 # ---------------------------------------------------------------- export
 class VIBE_OT_export(bpy.types.Operator, ExportHelper):
     """Export the selected characters (all when none is selected) as FBX, BVH or glTF"""
+
     bl_idname = "vibe_mocap.export"
     bl_label = "Export"
     filename_ext = ""
@@ -191,14 +219,28 @@ class VIBE_OT_export(bpy.types.Operator, ExportHelper):
     @reports_errors
     def execute(self, context):
         from .export import export
+
         objects = [o for o in context.selected_objects if o.type == "ARMATURE"] or None
-        path = export(bpy.path.ensure_ext(self.filepath, "." + self.export_format), self.export_format, objects,
-                      preset=self.fbx_preset)
+        path = export(
+            bpy.path.ensure_ext(self.filepath, "." + self.export_format),
+            self.export_format,
+            objects,
+            preset=self.fbx_preset,
+        )
         self.report({"INFO"}, f"Wrote {path}")
         return {"FINISHED"}
 
 
-classes = (VIBE_OT_fill_bone_map, VIBE_OT_retarget, VIBE_OT_save_bone_map, VIBE_OT_load_bone_map,
-           VIBE_OT_measure_motion, VIBE_OT_clean_up, VIBE_OT_trim_offset, VIBE_OT_merge_tracks, VIBE_OT_export)
+classes = (
+    VIBE_OT_fill_bone_map,
+    VIBE_OT_retarget,
+    VIBE_OT_save_bone_map,
+    VIBE_OT_load_bone_map,
+    VIBE_OT_measure_motion,
+    VIBE_OT_clean_up,
+    VIBE_OT_trim_offset,
+    VIBE_OT_merge_tracks,
+    VIBE_OT_export,
+)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

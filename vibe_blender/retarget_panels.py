@@ -1,4 +1,5 @@
 """The Retarget, Clean Up and Export panels of the sidebar's "Mocap" tab and the bone-map list."""
+
 from __future__ import annotations
 
 import bpy

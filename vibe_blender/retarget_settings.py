@@ -1,5 +1,6 @@
 """Scene settings of the Retarget, Clean Up and Export panels (``scene.vibe_retarget``): the source
 and target, the bone-map rows, and the options the operators read."""
+
 from __future__ import annotations
 
 import bpy
@@ -8,12 +9,19 @@ from .core.retarget_map import PRESET_LABELS, PRESETS
 from .core.smpl_model import JOINT_NAMES
 
 PRESET_ITEMS = [("AUTO", "Automatic", "Detect a preset from the bone names, else match names")] + [
-    (key, PRESET_LABELS[key], f"Bone names of the {PRESET_LABELS[key]} rig") for key in PRESETS]
-GROUP_ITEMS = [("ALL", "Whole body", ""), ("LEGS", "Legs and hips", ""), ("SPINE", "Spine and head", ""),
-               ("ARMS", "Arms", "")]
-FBX_ITEMS = [("DEFAULT", "Blender", "Metres, Blender's FBX axes"),
-             ("UNITY", "Unity", "Metres, Y up, -Z forward, scale applied as FBX units"),
-             ("UNREAL", "Unreal", "Centimetres via FBX units, Z up, X forward")]
+    (key, PRESET_LABELS[key], f"Bone names of the {PRESET_LABELS[key]} rig") for key in PRESETS
+]
+GROUP_ITEMS = [
+    ("ALL", "Whole body", ""),
+    ("LEGS", "Legs and hips", ""),
+    ("SPINE", "Spine and head", ""),
+    ("ARMS", "Arms", ""),
+]
+FBX_ITEMS = [
+    ("DEFAULT", "Blender", "Metres, Blender's FBX axes"),
+    ("UNITY", "Unity", "Metres, Y up, -Z forward, scale applied as FBX units"),
+    ("UNREAL", "Unreal", "Centimetres via FBX units, Z up, X forward"),
+]
 FORMAT_ITEMS = [("fbx", "FBX", ""), ("bvh", "BVH", "One armature; Z up (Blender axes)"), ("glb", "glTF (.glb)", "")]
 
 
@@ -27,10 +35,12 @@ class VIBE_BoneMapRow(bpy.types.PropertyGroup):
 
 
 class VIBE_RetargetSettings(bpy.types.PropertyGroup):
-    source: bpy.props.PointerProperty(name="Source", type=bpy.types.Object, poll=_is_armature,
-                                      description="The animated SMPL character")
-    target: bpy.props.PointerProperty(name="Target", type=bpy.types.Object, poll=_is_armature,
-                                      description="The rig to animate")
+    source: bpy.props.PointerProperty(
+        name="Source", type=bpy.types.Object, poll=_is_armature, description="The animated SMPL character"
+    )
+    target: bpy.props.PointerProperty(
+        name="Target", type=bpy.types.Object, poll=_is_armature, description="The rig to animate"
+    )
     preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="AUTO")
     rows: bpy.props.CollectionProperty(type=VIBE_BoneMapRow)
     active_row: bpy.props.IntProperty()
@@ -38,12 +48,19 @@ class VIBE_RetargetSettings(bpy.types.PropertyGroup):
     map_missing: bpy.props.StringProperty(name="Missing joints", description="Body joints the map has no bone for")
     scale_root: bpy.props.BoolProperty(name="Scale root motion by leg length", default=True)
     lock_target_feet: bpy.props.BoolProperty(
-        name="Lock feet on the target", default=True,
+        name="Lock feet on the target",
+        default=True,
         description="Hold the target's ankles still wherever the source's feet are planted (leg IK), so that "
-                    "other foot proportions do not slide")
+        "other foot proportions do not slide",
+    )
     # clean-up
-    strength: bpy.props.FloatProperty(name="Smoothing", min=0.0, max=1.0, default=0.5,
-                                      description="0 keeps the motion, 1 smooths over about ±4 frames")
+    strength: bpy.props.FloatProperty(
+        name="Smoothing",
+        min=0.0,
+        max=1.0,
+        default=0.5,
+        description="0 keeps the motion, 1 smooths over about ±4 frames",
+    )
     bone_group: bpy.props.EnumProperty(name="Bones", items=GROUP_ITEMS, default="ALL")
     lock_feet: bpy.props.BoolProperty(name="Lock feet", default=True)
     snap_to_ground: bpy.props.BoolProperty(name="Snap to ground", default=True)
@@ -54,8 +71,12 @@ class VIBE_RetargetSettings(bpy.types.PropertyGroup):
     trim_start: bpy.props.IntProperty(name="Start", default=1)
     trim_end: bpy.props.IntProperty(name="End", default=250)
     frame_offset: bpy.props.IntProperty(name="Offset", default=0)
-    merge_from: bpy.props.PointerProperty(name="Merge from", type=bpy.types.Object, poll=_is_armature,
-                                          description="Another track of the same person, removed after merging")
+    merge_from: bpy.props.PointerProperty(
+        name="Merge from",
+        type=bpy.types.Object,
+        poll=_is_armature,
+        description="Another track of the same person, removed after merging",
+    )
     # export
     export_format: bpy.props.EnumProperty(name="Format", items=FORMAT_ITEMS, default="fbx")
     fbx_preset: bpy.props.EnumProperty(name="FBX for", items=FBX_ITEMS, default="DEFAULT")

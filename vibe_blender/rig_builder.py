@@ -7,6 +7,7 @@ correctives ``Pose000..206``, driven live from the bones ("drivers") or keyed pe
 The armature stores J_template and J_dirs so that :func:`refit_bones` can move the bones when the
 shape keys change without the body model at hand.
 """
+
 from __future__ import annotations
 
 import bpy
@@ -61,8 +62,7 @@ def place_bones(armature_obj, J: np.ndarray) -> None:
     view_layer.objects.active = previous
 
 
-def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctives: str = "off",
-                    collection=None):
+def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctives: str = "off", collection=None):
     """-> (armature_obj, mesh_obj) for one person with shape ``betas`` (10,)."""
     if correctives not in CORRECTIVE_MODES:
         raise VibeError(f"Pose correctives must be one of {', '.join(CORRECTIVE_MODES)}; got '{correctives}'.")
@@ -74,7 +74,9 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
     # 1. Armature at J(betas), remembering how joints follow betas.
     armature = bpy.data.armatures.new(name)
     armature["vibe_J_template"] = (model.J_regressor @ model.v_template).ravel().tolist()
-    armature["vibe_J_dirs"] = np.einsum("jv,vkl->jkl", model.J_regressor, model.shapedirs[:, :, :NUM_BETAS]).ravel().tolist()
+    armature["vibe_J_dirs"] = (
+        np.einsum("jv,vkl->jkl", model.J_regressor, model.shapedirs[:, :, :NUM_BETAS]).ravel().tolist()
+    )
     armature["vibe_parents"] = model.parents.tolist()
     armature_obj = bpy.data.objects.new(name, armature)
     collection.objects.link(armature_obj)
@@ -94,7 +96,7 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
         column = model.lbs_weights[:, j]
         nonzero = np.flatnonzero(column > 0)
         weights, inverse = np.unique(column[nonzero], return_inverse=True)
-        for w_index, weight in enumerate(weights):           # one call per distinct weight value
+        for w_index, weight in enumerate(weights):  # one call per distinct weight value
             group.add(nonzero[inverse == w_index].tolist(), float(weight), "REPLACE")
     modifier = mesh_obj.modifiers.new("Armature", "ARMATURE")
     modifier.object = armature_obj
@@ -103,8 +105,12 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
     # 3. Shape keys: Basis = template, Shape00i = template + shapedirs_i (applied before skinning).
     mesh_obj.shape_key_add(name="Basis", from_mix=False)
     for i in range(NUM_BETAS):
-        _add_key(mesh_obj, shape_key_name(i), v_template_bl + model.shapedirs[:, :, i] @ SMPL_TO_BLENDER.T,
-                 value=float(betas[i]))
+        _add_key(
+            mesh_obj,
+            shape_key_name(i),
+            v_template_bl + model.shapedirs[:, :, i] @ SMPL_TO_BLENDER.T,
+            value=float(betas[i]),
+        )
     if correctives != "off":
         posedirs_bl = np.einsum("vkp,lk->vlp", model.posedirs, SMPL_TO_BLENDER)
         for k in range(NUM_CORRECTIVES):
@@ -119,7 +125,7 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
 def _add_key(mesh_obj, name: str, coords: np.ndarray, value: float):
     key = mesh_obj.shape_key_add(name=name, from_mix=False)
     key.data.foreach_set("co", coords.astype(np.float32).ravel())
-    key.slider_min, key.slider_max = -10.0, 10.0           # the default 0..1 would clamp negative values
+    key.slider_min, key.slider_max = -10.0, 10.0  # the default 0..1 would clamp negative values
     key.value = value
     return key
 

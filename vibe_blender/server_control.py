@@ -6,6 +6,7 @@ thread). The panel reads :func:`server_status`, :func:`program_state` and :func:
 the ``bpy`` module build, so tests call it directly). The server stops when Blender quits or the
 add-on is disabled, unless the user chose to keep it running.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -14,14 +15,20 @@ import threading
 import bpy
 
 from .core.errors import VibeError
-from .core.local_server import (LocalServer, ModelDataInstall, ModelFileState, ServerProgram, ServerStatus,
-                                connect_or_start, find_program, model_data_report)
+from .core.local_server import (
+    LocalServer,
+    ModelDataInstall,
+    ModelFileState,
+    ServerProgram,
+    ServerStatus,
+    connect_or_start,
+    find_program,
+    model_data_report,
+)
 from .preferences import get_preferences, user_dir
 from .server_state import _state, program_state  # noqa: F401 - program_state is read by the panels
 
 TICK_S = 0.5
-
-
 
 
 def local_server() -> LocalServer:
@@ -89,7 +96,7 @@ def _stop_at_exit() -> None:
         return
     try:
         keep = bool(get_preferences().keep_server_running)
-    except Exception:                    # preferences are gone while Blender shuts down: stop it
+    except Exception:  # preferences are gone while Blender shuts down: stop it
         keep = False
     if not keep:
         _state.server.stop()
@@ -103,6 +110,7 @@ def model_data_state() -> tuple[str, list[ModelFileState], str]:
 
 def check_model_data() -> None:
     """``vibe-mocap data check`` in the background; the panel shows the result."""
+
     def check():
         try:
             program = _state.program or find_program_now()
@@ -137,8 +145,7 @@ def _data_dir_setting() -> str:
 # -- UI updates ----------------------------------------------------------------------------------
 def busy() -> bool:
     install = _state.install
-    return (_state.looking or server_status().state == "starting"
-            or (install is not None and not install.finished))
+    return _state.looking or server_status().state == "starting" or (install is not None and not install.finished)
 
 
 def tick() -> float | None:

@@ -1,4 +1,5 @@
 """The "Server & Model Data" panel of the Mocap tab: the local server and the model files."""
+
 import bpy
 
 from .panels import _wrap
@@ -22,6 +23,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
 
     def draw(self, context):
         from . import server_control
+
         layout = self.layout
 
         box = layout.box()
@@ -29,12 +31,18 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         if status.state == "ready":
             box.label(text=f"Running at {status.url}", icon="CHECKMARK")
             if status.model == PLACEHOLDER_MODEL:
-                _lines(box, "Placeholder model: the motion will be random until the model data is installed "
-                            "(below).", icon="ERROR")
+                _lines(
+                    box,
+                    "Placeholder model: the motion will be random until the model data is installed (below).",
+                    icon="ERROR",
+                )
             box.operator("vibe_mocap.server_stop", icon="PAUSE")
         elif status.state == "starting":
-            box.progress(factor=min(status.elapsed_s / 30.0, 0.95), type="BAR",
-                         text=f"Starting the server… {status.elapsed_s:.0f} s")
+            box.progress(
+                factor=min(status.elapsed_s / 30.0, 0.95),
+                type="BAR",
+                text=f"Starting the server… {status.elapsed_s:.0f} s",
+            )
             box.operator("vibe_mocap.server_stop", icon="CANCEL")
         else:
             if status.state in ("failed", "exited"):
@@ -69,7 +77,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         install = server_control.current_install()
         if install is not None and not install.finished:
             box.label(text=(install.lines[-1] if install.lines else "Installing…")[:90], icon="SORTTIME")
-        elif install is not None and install.returncode == 1:      # installed; the check still misses files
+        elif install is not None and install.returncode == 1:  # installed; the check still misses files
             _lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
         elif install is not None and install.returncode:
             _lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")

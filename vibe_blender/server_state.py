@@ -1,5 +1,6 @@
 """What the add-on knows about its local server and the model data, shared by ``server_control``
 (which updates it from worker threads) and the preferences and panels (which only read it)."""
+
 from __future__ import annotations
 
 import threading

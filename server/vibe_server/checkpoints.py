@@ -10,6 +10,7 @@ Files written on GPUs carry CUDA-tagged storages and older PyTorch's legacy (non
 load here with ``map_location='cpu'``. Loading is ``weights_only`` with numpy's scalar types
 allowed, so a checkpoint cannot run code.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -22,13 +23,34 @@ from vibe_blender.core.errors import VibeError
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
 # model weights: dropped on load, written as zeros for the original code's strict loading.
-SMPL_BATCH_PARAMS = {"regressor.smpl.betas": (64, 10), "regressor.smpl.global_orient": (64, 3),
-                     "regressor.smpl.body_pose": (64, 69)}
-SPIN_HEAD_KEYS = ("init_pose", "init_shape", "init_cam", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
-                  "decpose.weight", "decpose.bias", "decshape.weight", "decshape.bias",
-                  "deccam.weight", "deccam.bias")
-VIBE_TOP_LEVEL = ("epoch", "gen_state_dict", "performance", "gen_optimizer", "disc_motion_state_dict",
-                  "disc_motion_optimizer")
+SMPL_BATCH_PARAMS = {
+    "regressor.smpl.betas": (64, 10),
+    "regressor.smpl.global_orient": (64, 3),
+    "regressor.smpl.body_pose": (64, 69),
+}
+SPIN_HEAD_KEYS = (
+    "init_pose",
+    "init_shape",
+    "init_cam",
+    "fc1.weight",
+    "fc1.bias",
+    "fc2.weight",
+    "fc2.bias",
+    "decpose.weight",
+    "decpose.bias",
+    "decshape.weight",
+    "decshape.bias",
+    "deccam.weight",
+    "deccam.bias",
+)
+VIBE_TOP_LEVEL = (
+    "epoch",
+    "gen_state_dict",
+    "performance",
+    "gen_optimizer",
+    "disc_motion_state_dict",
+    "disc_motion_optimizer",
+)
 
 
 def _numpy_safe_globals() -> list:
@@ -37,8 +59,12 @@ def _numpy_safe_globals() -> list:
         from numpy._core import multiarray  # numpy 2 (numpy 1 below): the name depends on the version
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray
-    allowed = [multiarray.scalar, np.dtype, (multiarray.scalar, "numpy.core.multiarray.scalar"),
-               (multiarray.scalar, "numpy._core.multiarray.scalar")]
+    allowed = [
+        multiarray.scalar,
+        np.dtype,
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+        (multiarray.scalar, "numpy._core.multiarray.scalar"),
+    ]
     allowed += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "u1", "bool")]
     return allowed
 
@@ -47,21 +73,28 @@ def torch_load(path: str | Path, what: str) -> object:
     """torch.load on CPU, weights only (+ numpy scalars), with one clear error for each failure."""
     path = Path(path)
     if not path.is_file():
-        raise VibeError(f"The {what} '{path}' does not exist. Install the model data with "
-                        "'vibe-mocap data install' or pass the right path.")
+        raise VibeError(
+            f"The {what} '{path}' does not exist. Install the model data with "
+            "'vibe-mocap data install' or pass the right path."
+        )
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
         if "Weights only load failed" in text or "Unsupported global" in text:
-            raise VibeError(f"The {what} '{path}' contains Python objects other than weights, so it was "
-                            "not loaded (it may not be an official checkpoint).") from err
-        raise VibeError(f"The {what} '{path}' is not a PyTorch checkpoint or is damaged ({text[:200]}). "
-                        "Download it again.") from err
+            raise VibeError(
+                f"The {what} '{path}' contains Python objects other than weights, so it was "
+                "not loaded (it may not be an official checkpoint)."
+            ) from err
+        raise VibeError(
+            f"The {what} '{path}' is not a PyTorch checkpoint or is damaged ({text[:200]}). Download it again."
+        ) from err
     except Exception as err:  # noqa: BLE001 - any parse failure means a damaged or foreign file
-        raise VibeError(f"The {what} '{path}' is damaged or not a PyTorch checkpoint "
-                        f"({type(err).__name__}: {str(err)[:200]}). Download it again.") from err
+        raise VibeError(
+            f"The {what} '{path}' is damaged or not a PyTorch checkpoint "
+            f"({type(err).__name__}: {str(err)[:200]}). Download it again."
+        ) from err
 
 
 def _strip_prefixes(state: dict) -> dict:
@@ -88,18 +121,27 @@ def _load_container(path, what: str, key: str, other_key: str, other_hint: str) 
 
 def load_vibe_checkpoint(path: str | Path) -> dict:
     """The VIBE container as a dict; ``gen_state_dict`` guaranteed present."""
-    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", "model",
-                           "It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is "
-                           "vibe_model_wo_3dpw.pth.tar.")
+    ckpt = _load_container(
+        path,
+        "VIBE checkpoint",
+        "gen_state_dict",
+        "model",
+        "It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is vibe_model_wo_3dpw.pth.tar.",
+    )
     ckpt["gen_state_dict"] = _strip_prefixes(ckpt["gen_state_dict"])
     return ckpt
 
 
 def load_spin_checkpoint(path: str | Path) -> dict:
     """SPIN's ``model`` state dict (backbone + its unused regression head)."""
-    ckpt = _load_container(path, "SPIN checkpoint", "model", "gen_state_dict",
-                           "It looks like a VIBE checkpoint (it has 'gen_state_dict'); the SPIN checkpoint is "
-                           "spin_model_checkpoint.pth.tar.")
+    ckpt = _load_container(
+        path,
+        "SPIN checkpoint",
+        "model",
+        "gen_state_dict",
+        "It looks like a VIBE checkpoint (it has 'gen_state_dict'); the SPIN checkpoint is "
+        "spin_model_checkpoint.pth.tar.",
+    )
     return _strip_prefixes(ckpt["model"])
 
 
@@ -108,8 +150,11 @@ def _load_exact(module: torch.nn.Module, state: dict, source, what: str) -> None
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -118,8 +163,7 @@ def _load_exact(module: torch.nn.Module, state: dict, source, what: str) -> None
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         if wrong:
             parts.append(f"{len(wrong)} with the wrong shape (e.g. {'; '.join(wrong[:2])})")
-        raise VibeError(f"'{source}' does not fit the {what}: {', '.join(parts)} keys. "
-                        "Is it the right file?")
+        raise VibeError(f"'{source}' does not fit the {what}: {', '.join(parts)} keys. Is it the right file?")
     module.load_state_dict(state, strict=True)
 
 
@@ -144,8 +188,8 @@ def load_vibe_into(model: torch.nn.Module, gen_state: dict, source: str | Path) 
 
 def generator_state_dict(model: torch.nn.Module) -> dict:
     """The official 35-entry ``gen_state_dict`` of a model with ``.encoder`` and ``.regressor``."""
-    model = getattr(model, "module", model)        # DDP
-    model = getattr(model, "_orig_mod", model)     # torch.compile
+    model = getattr(model, "module", model)  # DDP
+    model = getattr(model, "_orig_mod", model)  # torch.compile
     state = {}
     for name in ("encoder", "regressor"):
         for k, v in getattr(model, name).state_dict().items():
@@ -155,16 +199,24 @@ def generator_state_dict(model: torch.nn.Module) -> dict:
     return state
 
 
-def save_vibe_checkpoint(path: str | Path, model: torch.nn.Module, *, epoch: int = 0, performance: float | None = None,
-                         gen_optimizer: dict | None = None, disc_motion_state_dict: dict | None = None,
-                         disc_motion_optimizer: dict | None = None, extra: dict | None = None,
-                         legacy_format: bool = True) -> None:
+def save_vibe_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    epoch: int = 0,
+    performance: float | None = None,
+    gen_optimizer: dict | None = None,
+    disc_motion_state_dict: dict | None = None,
+    disc_motion_optimizer: dict | None = None,
+    extra: dict | None = None,
+    legacy_format: bool = True,
+) -> None:
     """Write the official VIBE container (legacy serialisation by default, readable by the original
     code's PyTorch 1.4). ``extra`` adds keys (e.g. a training config) beside the official ones."""
     ckpt = {
         "epoch": int(epoch),
         "gen_state_dict": generator_state_dict(model),
-        "performance": np.float64(performance if performance is not None else np.nan),   # as the original
+        "performance": np.float64(performance if performance is not None else np.nan),  # as the original
         "gen_optimizer": gen_optimizer,
         "disc_motion_state_dict": disc_motion_state_dict,
         "disc_motion_optimizer": disc_motion_optimizer,
@@ -174,36 +226,63 @@ def save_vibe_checkpoint(path: str | Path, model: torch.nn.Module, *, epoch: int
     torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy_format)
 
 
-def save_spin_checkpoint(path: str | Path, backbone_state: dict, head_state: dict, *, legacy_format: bool = True) -> None:
+def save_spin_checkpoint(
+    path: str | Path, backbone_state: dict, head_state: dict, *, legacy_format: bool = True
+) -> None:
     """Write SPIN's container (``model`` = backbone + head keys; the saver's other fields)."""
     missing = [k for k in SPIN_HEAD_KEYS if k not in head_state]
     if missing:
         raise ValueError(f"head_state lacks {missing}")
-    model_state = {**{k: v.detach().cpu().clone() for k, v in backbone_state.items()},
-                   **{k: head_state[k].detach().cpu().clone() for k in SPIN_HEAD_KEYS}}
-    ckpt = {"model": model_state, "optimizer": None, "epoch": 0, "batch_idx": 0, "batch_size": 64,
-            "dataset_perm": None, "total_step_count": 0}
+    model_state = {
+        **{k: v.detach().cpu().clone() for k, v in backbone_state.items()},
+        **{k: head_state[k].detach().cpu().clone() for k in SPIN_HEAD_KEYS},
+    }
+    ckpt = {
+        "model": model_state,
+        "optimizer": None,
+        "epoch": 0,
+        "batch_idx": 0,
+        "batch_size": 64,
+        "dataset_perm": None,
+        "total_step_count": 0,
+    }
     torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy_format)
 
 
 # The official gen_state_dict, key -> shape (``spec``: vibe_state_dict_keys.md).
 GENERATOR_SHAPES = {
-    "encoder.gru.weight_ih_l0": (3072, 2048), "encoder.gru.weight_hh_l0": (3072, 1024),
-    "encoder.gru.bias_ih_l0": (3072,), "encoder.gru.bias_hh_l0": (3072,),
-    "encoder.gru.weight_ih_l1": (3072, 1024), "encoder.gru.weight_hh_l1": (3072, 1024),
-    "encoder.gru.bias_ih_l1": (3072,), "encoder.gru.bias_hh_l1": (3072,),
-    "encoder.linear.weight": (2048, 1024), "encoder.linear.bias": (2048,),
-    "regressor.init_pose": (1, 144), "regressor.init_shape": (1, 10), "regressor.init_cam": (1, 3),
-    "regressor.fc1.weight": (1024, 2205), "regressor.fc1.bias": (1024,),
-    "regressor.fc2.weight": (1024, 1024), "regressor.fc2.bias": (1024,),
-    "regressor.decpose.weight": (144, 1024), "regressor.decpose.bias": (144,),
-    "regressor.decshape.weight": (10, 1024), "regressor.decshape.bias": (10,),
-    "regressor.deccam.weight": (3, 1024), "regressor.deccam.bias": (3,),
+    "encoder.gru.weight_ih_l0": (3072, 2048),
+    "encoder.gru.weight_hh_l0": (3072, 1024),
+    "encoder.gru.bias_ih_l0": (3072,),
+    "encoder.gru.bias_hh_l0": (3072,),
+    "encoder.gru.weight_ih_l1": (3072, 1024),
+    "encoder.gru.weight_hh_l1": (3072, 1024),
+    "encoder.gru.bias_ih_l1": (3072,),
+    "encoder.gru.bias_hh_l1": (3072,),
+    "encoder.linear.weight": (2048, 1024),
+    "encoder.linear.bias": (2048,),
+    "regressor.init_pose": (1, 144),
+    "regressor.init_shape": (1, 10),
+    "regressor.init_cam": (1, 3),
+    "regressor.fc1.weight": (1024, 2205),
+    "regressor.fc1.bias": (1024,),
+    "regressor.fc2.weight": (1024, 1024),
+    "regressor.fc2.bias": (1024,),
+    "regressor.decpose.weight": (144, 1024),
+    "regressor.decpose.bias": (144,),
+    "regressor.decshape.weight": (10, 1024),
+    "regressor.decshape.bias": (10,),
+    "regressor.deccam.weight": (3, 1024),
+    "regressor.deccam.bias": (3,),
     **SMPL_BATCH_PARAMS,
-    "regressor.smpl.shapedirs": (6890, 3, 10), "regressor.smpl.faces_tensor": (13776, 3),
-    "regressor.smpl.v_template": (6890, 3), "regressor.smpl.J_regressor": (24, 6890),
-    "regressor.smpl.posedirs": (207, 20670), "regressor.smpl.parents": (24,),
-    "regressor.smpl.lbs_weights": (6890, 24), "regressor.smpl.J_regressor_extra": (9, 6890),
+    "regressor.smpl.shapedirs": (6890, 3, 10),
+    "regressor.smpl.faces_tensor": (13776, 3),
+    "regressor.smpl.v_template": (6890, 3),
+    "regressor.smpl.J_regressor": (24, 6890),
+    "regressor.smpl.posedirs": (207, 20670),
+    "regressor.smpl.parents": (24,),
+    "regressor.smpl.lbs_weights": (6890, 24),
+    "regressor.smpl.J_regressor_extra": (9, 6890),
     "regressor.smpl.vertex_joint_selector.extra_joints_idxs": (21,),
 }
 
@@ -212,8 +291,13 @@ def check_generator_keys(gen_state: dict, source: str | Path) -> None:
     """Raise a VibeError unless ``gen_state`` has exactly the official keys and shapes."""
     missing = [k for k in GENERATOR_SHAPES if k not in gen_state]
     unexpected = [k for k in gen_state if k not in GENERATOR_SHAPES]
-    wrong = [f"{k} {tuple(gen_state[k].shape)}" for k, s in GENERATOR_SHAPES.items()
-             if k in gen_state and tuple(gen_state[k].shape) != s]
+    wrong = [
+        f"{k} {tuple(gen_state[k].shape)}"
+        for k, s in GENERATOR_SHAPES.items()
+        if k in gen_state and tuple(gen_state[k].shape) != s
+    ]
     if missing or unexpected or wrong:
-        raise VibeError(f"'{source}' is not an official VIBE generator: missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}.")
+        raise VibeError(
+            f"'{source}' is not an official VIBE generator: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}."
+        )

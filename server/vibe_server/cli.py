@@ -1,5 +1,6 @@
 """``vibe-mocap``: the command line. Each subcommand lives in its own module under ``commands/``
 and registers itself through ``add_parser(subparsers)``; this file only wires them together."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """Read back what Blender evaluates: world-space vertices of a mesh, world-space joint positions."""
+
 from __future__ import annotations
 
 import bpy

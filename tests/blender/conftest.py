@@ -4,6 +4,7 @@ The smplx reference (vertices and joints for random poses and shapes of the synt
 by tests/blender/make_smplx_reference.py with the main .venv, which has torch and smplx; this suite
 only reads the arrays. $VIBE_SMPLX_REFERENCE names the folder; when unset it is generated here.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -16,12 +17,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))                     # testdata.py, fake_vibe_server.py
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # blender_eval.py
+sys.path.insert(0, str(REPO / "tests"))  # testdata.py, fake_vibe_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender_eval.py
 from testdata import OFFICIAL_PKL, REAL_CLIPS  # noqa: E402  (needs the path above)
+
 if importlib.util.find_spec("bpy") is None:
-    collect_ignore_glob = ["test_*.py"]   # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
-else:                                     # keep Blender's prefs and extension folders out of the user's home
+    collect_ignore_glob = ["test_*.py"]  # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
+else:  # keep Blender's prefs and extension folders out of the user's home
     os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="vibe_blender_user_"))
 
 
@@ -35,8 +37,9 @@ def reference_dir(tmp_path_factory) -> Path:
         pytest.fail("No smplx reference: set VIBE_SMPLX_REFERENCE or create the main .venv (scripts/setup.sh).")
     out = tmp_path_factory.mktemp("smplx_reference")
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'server'}")
-    subprocess.run([str(main_python), str(REPO / "tests/blender/make_smplx_reference.py"), str(out)],
-                   check=True, env=env, cwd=REPO)
+    subprocess.run(
+        [str(main_python), str(REPO / "tests/blender/make_smplx_reference.py"), str(out)], check=True, env=env, cwd=REPO
+    )
     return out
 
 

@@ -1,6 +1,7 @@
 """Test rigs for the retarget / clean-up / export tests: an SMPL-named source character walking
 with planted feet, and generated target rigs with other names, rest poses, rolls and proportions.
 (A helper module, not a test file: loaded by path from the tests beside it.)"""
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,7 +16,7 @@ from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
 
 _spec = importlib.util.spec_from_file_location("core_walk", Path(__file__).parents[1] / "core" / "test_cleanup.py")
 walk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(walk)          # J_REST, clean_walk(), smpl_rest(), LEGS, IDX, FPS
+_spec.loader.exec_module(walk)  # J_REST, clean_walk(), smpl_rest(), LEGS, IDX, FPS
 
 MAIN_CHILD = {0: 3, 9: 12}
 
@@ -29,7 +30,10 @@ def child_of(j, parents=PARENTS):
     return MAIN_CHILD.get(j, kids[0] if len(kids) else None)
 
 
-def build_armature(name, bone_names, parents, heads, tails, rolls=None, matrix_world=np.eye(4)):
+IDENTITY = np.eye(4)  # read-only default transform (never modified in place)
+
+
+def build_armature(name, bone_names, parents, heads, tails, rolls=None, matrix_world=IDENTITY):
     """heads/tails (N, 3) world -> armature object whose object transform is matrix_world."""
     inv = np.linalg.inv(matrix_world)
     to_data = lambda p: (np.c_[p, np.ones(len(p))] @ inv.T)[:, :3]
@@ -68,7 +72,7 @@ def smpl_source(T=60):
     heads, tails = smpl_heads_tails(walk.J_REST)
     obj = build_armature("SMPL", JOINT_NAMES, PARENTS, heads, tails)
     rest = np.array([np.array(obj.data.bones[n].matrix_local) for n in JOINT_NAMES])
-    _, quats, root_loc, stance = walk.clean_walk(T, rest)        # made for Blender's own bone rolls
+    _, quats, root_loc, stance = walk.clean_walk(T, rest)  # made for Blender's own bone rolls
     frames = np.arange(1, T + 1, dtype=np.float64)
     channels = keyframes.new_channels(obj, "SMPL_motion")
     for j, bone in enumerate(JOINT_NAMES):
@@ -84,8 +88,19 @@ def _ry(deg):
     return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
 
 
-def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.0, roll_seed=None,
-               matrix_world=np.eye(4), root_bone=None, extra_spine=(), foot_scale=None):
+def target_rig(
+    name,
+    names: dict,
+    *,
+    leg_scale=1.0,
+    arm_scale=1.0,
+    a_pose_deg=0.0,
+    roll_seed=None,
+    matrix_world=IDENTITY,
+    root_bone=None,
+    extra_spine=(),
+    foot_scale=None,
+):
     """A humanoid built from the SMPL T-pose with names[joint] bone names (joints without a name are
     left out), legs/arms scaled, arms lowered into an A-pose, random rolls, an optional root bone
     above the hips and unmapped bones inserted after the given spine joints. Feet rest on z = 0.
@@ -115,7 +130,7 @@ def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.
         tail = pos[c] if c is not None and c in joints else head + 0.5 * (head - pos[PARENTS[j]])
         p = PARENTS[j]
         parent = index[p] if p >= 0 else (0 if root_bone else -1)
-        if JOINT_NAMES[j] in extra_spine:                       # split the bone: an unmapped half after it
+        if JOINT_NAMES[j] in extra_spine:  # split the bone: an unmapped half after it
             mid = 0.5 * (head + tail)
             index[j] = len(bones)
             bones.append(names[JOINT_NAMES[j]]), parents.append(parent), heads.append(head), tails.append(mid)
@@ -126,7 +141,7 @@ def target_rig(name, names: dict, *, leg_scale=1.0, arm_scale=1.0, a_pose_deg=0.
         index[j] = len(bones)
         bones.append(names[JOINT_NAMES[j]]), parents.append(parent), heads.append(head), tails.append(tail)
     # children of split bones hang from the unmapped half
-    for k, j in enumerate(joints):
+    for j in joints:
         p = PARENTS[j]
         if p >= 0 and ("extra", p) in index:
             parents[index[j]] = index[("extra", p)]

@@ -1,4 +1,5 @@
 """python -m vibe_blender.batch: a motion file -> .blend + FBX, as the README's demo runs it."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_batch_writes_blend_and_fbx(reference_dir, tmp_path):
     blend, fbx = tmp_path / "out" / "capture.blend", tmp_path / "out" / "capture.fbx"
-    run = subprocess.run([sys.executable, "-m", "vibe_blender.batch", str(reference_dir / "result.npz"),
-                          "--body-model", str(reference_dir / "body_model.npz"), "-o", str(blend), "--fbx", str(fbx)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vibe_blender.batch",
+            str(reference_dir / "result.npz"),
+            "--body-model",
+            str(reference_dir / "body_model.npz"),
+            "-o",
+            str(blend),
+            "--fbx",
+            str(fbx),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert f"Wrote {blend}" in run.stdout and f"Wrote {fbx}" in run.stdout and "blender " in run.stdout
     bpy.ops.wm.open_mainfile(filepath=str(blend))
@@ -29,9 +45,22 @@ def test_batch_writes_blend_and_fbx(reference_dir, tmp_path):
 
 
 def test_batch_reports_a_bad_body_model(reference_dir, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "vibe_blender.batch", str(reference_dir / "result.npz"),
-                          "--model-dir", str(tmp_path), "-o", str(tmp_path / "x.blend")],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vibe_blender.batch",
+            str(reference_dir / "result.npz"),
+            "--model-dir",
+            str(tmp_path),
+            "-o",
+            str(tmp_path / "x.blend"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 1
     assert "has no SMPL_NEUTRAL.pkl" in run.stderr and "Traceback" not in run.stderr
 
@@ -41,8 +70,25 @@ def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):
 
     write_smpl_files(tmp_path / "vibe_data", seed=0)
     blend = tmp_path / "official.blend"
-    run = subprocess.run([sys.executable, "-m", "vibe_blender.batch", str(official_pkl), "--model-dir",
-                          str(tmp_path / "vibe_data"), "-o", str(blend), "--fps", "24", "--correctives", "drivers"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vibe_blender.batch",
+            str(official_pkl),
+            "--model-dir",
+            str(tmp_path / "vibe_data"),
+            "-o",
+            str(blend),
+            "--fps",
+            "24",
+            "--correctives",
+            "drivers",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "frames 1-32 at 24 fps" in run.stdout and blend.is_file()

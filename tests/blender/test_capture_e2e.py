@@ -4,6 +4,7 @@ The server runs in the main .venv (torch) as a subprocess on 127.0.0.1 with a sy
 bundle (official-size random weights) and OpenCV's HOG detector, which finds real people without any
 weights; the add-on side (this bpy venv) sends the video, follows the job and builds the scene.
 """
+
 import os
 import secrets
 import socket
@@ -48,19 +49,47 @@ def _serve(tmp_path_factory):
     # with a config folder of the test's own (never the user's token file).
     token = secrets.token_urlsafe(16)
     config_home = tmp_path_factory.mktemp("config")
-    env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}", XDG_CONFIG_HOME=str(config_home),
-               VIBE_MOCAP_TOKEN=token)
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}",
+        XDG_CONFIG_HOME=str(config_home),
+        VIBE_MOCAP_TOKEN=token,
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CONFIG_HOME", str(config_home))
         patch.setenv("VIBE_MOCAP_TOKEN", token)
-        subprocess.run([str(python), "-c", "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
-                        " write_synthetic_bundle(sys.argv[1])", str(data_dir)], check=True, env=env)
+        subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
+                " write_synthetic_bundle(sys.argv[1])",
+                str(data_dir),
+            ],
+            check=True,
+            env=env,
+        )
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w+")
-        proc = subprocess.Popen([str(python), "-m", "vibe_server", "serve", "--port", str(port), "--data-dir",
-                                 str(data_dir), "--jobs-dir", str(jobs_dir)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                str(python),
+                "-m",
+                "vibe_server",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--jobs-dir",
+                str(jobs_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
         while True:
@@ -92,11 +121,12 @@ def registered():
 
 def test_capture_real_clip_through_the_real_server(registered, real_server, empty_scene):
     params = {"detector": "hog", "detection_stride": 2, "min_track_frames": 20}
-    jobs.start_capture(str(CLIP), ImportOptions(), server_url=real_server, params=params,
-                       use_timer=False, poll_interval_s=0.2)
+    jobs.start_capture(
+        str(CLIP), ImportOptions(), server_url=real_server, params=params, use_timer=False, poll_interval_s=0.2
+    )
     deadline = time.monotonic() + 600
     stages = set()
-    while jobs.tick() is not None:            # what Blender's timer does (timers never fire in bpy)
+    while jobs.tick() is not None:  # what Blender's timer does (timers never fire in bpy)
         status = jobs.current_job().snapshot()
         stages.add(status.state)
         assert time.monotonic() < deadline, status
@@ -115,7 +145,8 @@ def test_capture_real_clip_through_the_real_server(registered, real_server, empt
     for (armature, mesh), track in zip(characters, result.tracks):
         assert armature.type == "ARMATURE" and mesh.parent == armature
         assert armature.name == f"track_{track.track_id}"
-        frames, _ = keyframes.read_fcurve(keyframes.channels_of(armature),
-                                          'pose.bones["pelvis"].rotation_quaternion', 0)
-        np.testing.assert_array_equal(frames, track.frame_ids + 1)        # one key per tracked frame
-        assert len(mesh.data.shape_keys.key_blocks) >= 11                  # basis + 10 betas
+        frames, _ = keyframes.read_fcurve(
+            keyframes.channels_of(armature), 'pose.bones["pelvis"].rotation_quaternion', 0
+        )
+        np.testing.assert_array_equal(frames, track.frame_ids + 1)  # one key per tracked frame
+        assert len(mesh.data.shape_keys.key_blocks) >= 11  # basis + 10 betas

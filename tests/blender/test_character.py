@@ -1,4 +1,5 @@
 """The character: bones, names, shape keys, correctives, and re-fitting bones to a new shape."""
+
 import bpy
 import numpy as np
 import pytest
@@ -21,12 +22,13 @@ def test_bones_are_named_mirrored_parented_and_point_at_children(empty_scene, bo
     for j, name in enumerate(JOINT_NAMES):
         assert (bones[name].parent.name if bones[name].parent else None) == (JOINT_NAMES[PARENTS[j]] if j else None)
         if name.startswith("left_"):
-            assert bpy.utils.flip_name(name) == "right_" + name[5:]       # X-mirror and paste-flipped work
+            assert bpy.utils.flip_name(name) == "right_" + name[5:]  # X-mirror and paste-flipped work
     np.testing.assert_allclose(bones["left_knee"].tail_local, bones["left_ankle"].head_local, atol=1e-6)
     np.testing.assert_allclose(bones["pelvis"].tail_local, bones["spine1"].head_local, atol=1e-6)
     J = body_model.joints_rest(np.zeros(10))
-    np.testing.assert_allclose([bones[n].head_local for n in JOINT_NAMES], J @ np.array(
-        [[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T, atol=1e-6)
+    np.testing.assert_allclose(
+        [bones[n].head_local for n in JOINT_NAMES], J @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T, atol=1e-6
+    )
 
 
 def test_beta_shape_keys_hold_negative_values(empty_scene, body_model):
@@ -37,9 +39,10 @@ def test_beta_shape_keys_hold_negative_values(empty_scene, body_model):
     for i, beta in enumerate(betas):
         assert (keys[i + 1].slider_min, keys[i + 1].slider_max) == (-10.0, 10.0)
         assert keys[i + 1].value == pytest.approx(beta)
-    v = evaluated_vertices(mesh_obj)                                     # rest pose = SMPL's v_shaped
-    np.testing.assert_allclose(v, body_model.v_shaped(betas) @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T,
-                               atol=1e-5)
+    v = evaluated_vertices(mesh_obj)  # rest pose = SMPL's v_shaped
+    np.testing.assert_allclose(
+        v, body_model.v_shaped(betas) @ np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T, atol=1e-5
+    )
 
 
 def test_corrective_modes(empty_scene, body_model):
@@ -50,7 +53,7 @@ def test_corrective_modes(empty_scene, body_model):
     assert len(keys.key_blocks) == 11 + 207
     drivers = keys.animation_data.drivers
     assert len(drivers) == 207
-    assert all(d.driver.is_simple_expression for d in drivers)           # no Python, no "Auto Run Scripts"
+    assert all(d.driver.is_simple_expression for d in drivers)  # no Python, no "Auto Run Scripts"
     assert all(d.driver.is_valid for d in drivers)
     with pytest.raises(Exception, match="correctives"):
         build_character(body_model, np.zeros(10), "bad", correctives="sometimes")
@@ -59,6 +62,7 @@ def test_corrective_modes(empty_scene, body_model):
 def test_refit_bones_follows_new_betas_and_keeps_the_motion(empty_scene, reference_dir, body_model):
     ((arm, mesh), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
     from vibe_blender.core.readers import read_motion_file
+
     track = read_motion_file(reference_dir / "result.npz").tracks[0]
     frame = 3
     empty_scene.frame_set(frame + 1)
@@ -69,9 +73,11 @@ def test_refit_bones_follows_new_betas_and_keeps_the_motion(empty_scene, referen
     refit_bones(arm)
     empty_scene.frame_set(1)
     empty_scene.frame_set(frame + 1)
-    verts, joints = smpl_forward(body_model, track.pose[frame:frame + 1], new_betas, pose_correctives=False)
+    verts, joints = smpl_forward(body_model, track.pose[frame : frame + 1], new_betas, pose_correctives=False)
     shift = pelvis_before - CAMERA_TO_BLENDER @ joints[0, 0]
     np.testing.assert_allclose(evaluated_joints(arm), joints[0] @ CAMERA_TO_BLENDER.T + shift, atol=1e-5)
     np.testing.assert_allclose(evaluated_vertices(mesh), verts[0] @ CAMERA_TO_BLENDER.T + shift, atol=1e-5)
     J_new = body_model.joints_rest(new_betas)
-    np.testing.assert_allclose(arm.data.bones["left_knee"].head_local, [J_new[4, 0], -J_new[4, 2], J_new[4, 1]], atol=1e-6)
+    np.testing.assert_allclose(
+        arm.data.bones["left_knee"].head_local, [J_new[4, 0], -J_new[4, 2], J_new[4, 1]], atol=1e-6
+    )

@@ -1,4 +1,5 @@
 """Clean-up on a character's keys in Blender: jitter and foot slide halve, trim/offset, merge."""
+
 import importlib.util
 from pathlib import Path
 
@@ -34,12 +35,12 @@ def test_clean_up_character_halves_jitter_and_slide_and_snaps_by_a_vertical_shif
     print("clean-up report", report)
     assert report["jitter_after"] <= 0.5 * report["jitter_before"]
     assert report["slide_after_mm"] <= 0.5 * report["slide_before_mm"]
-    assert report["ground_shift_m"] < -0.01              # brought back down towards the floor
+    assert report["ground_shift_m"] < -0.01  # brought back down towards the floor
     f, q, loc = read_motion(source)
     unsnapped = noisy_character()
-    clean_up_character(unsnapped, strength=0.5, snap_to_ground=False, fps=30)     # the same contacts as above
-    shift = loc - read_motion(unsnapped)[2]               # pelvis location is bone-local: compare lengths
-    np.testing.assert_allclose(np.linalg.norm(shift, axis=-1), abs(report["ground_shift_m"]), atol=1e-4)   # float32 keys
+    clean_up_character(unsnapped, strength=0.5, snap_to_ground=False, fps=30)  # the same contacts as above
+    shift = loc - read_motion(unsnapped)[2]  # pelvis location is bone-local: compare lengths
+    np.testing.assert_allclose(np.linalg.norm(shift, axis=-1), abs(report["ground_shift_m"]), atol=1e-4)  # float32 keys
     assert len(f) == 90 and np.allclose(np.linalg.norm(q, axis=-1), 1.0, atol=1e-5)
 
 
@@ -50,6 +51,7 @@ def test_smoothing_one_bone_group_leaves_the_others():
     _, q1, _ = read_motion(source)
     changed = np.abs(q1 - q0).max(axis=(0, 2)) > 1e-4
     from vibe_blender.core.smpl_model import JOINT_NAMES
+
     assert changed[JOINT_NAMES.index("left_elbow")] and not changed[JOINT_NAMES.index("left_knee")]
     with pytest.raises(VibeError, match="bone group"):
         clean_up_character(source, bone_group="TAIL")
@@ -57,12 +59,18 @@ def test_smoothing_one_bone_group_leaves_the_others():
 
 def test_trim_offset_and_merge():
     source = noisy_character(T=40)
-    other = rigs.build_armature("SMPL2", [b.name for b in source.data.bones],
-                                [(-1 if b.parent is None else [x.name for x in source.data.bones].index(b.parent.name))
-                                 for b in source.data.bones],
-                                [b.head_local for b in source.data.bones], [b.tail_local for b in source.data.bones])
+    other = rigs.build_armature(
+        "SMPL2",
+        [b.name for b in source.data.bones],
+        [
+            (-1 if b.parent is None else [x.name for x in source.data.bones].index(b.parent.name))
+            for b in source.data.bones
+        ],
+        [b.head_local for b in source.data.bones],
+        [b.tail_local for b in source.data.bones],
+    )
     f, q, loc = read_motion(source)
-    write_motion(other, f[30:] + 20, q[30:], loc[30:])    # the same person found again later
+    write_motion(other, f[30:] + 20, q[30:], loc[30:])  # the same person found again later
     assert trim_and_offset(source, start=5, end=24, offset=-4) == 20
     assert read_motion(source)[0][[0, -1]].tolist() == [1.0, 20.0]
     assert merge_characters(source, other) == 30

@@ -1,4 +1,5 @@
 """Export round trips: FBX, BVH and glTF written, read back, world joint positions per frame agree."""
+
 import importlib.util
 import subprocess
 import sys
@@ -37,8 +38,9 @@ def test_fbx_round_trip_within_0_1_mm(tmp_path):
     source, frames, heads = reference()
     path = export_fbx(tmp_path / "walk.fbx", [source])
     rigs.reset_scene()
-    bpy.ops.import_scene.fbx(filepath=str(path), automatic_bone_orientation=False, ignore_leaf_bones=False,
-                             anim_offset=0.0)            # the importer's default shifts keys by one frame
+    bpy.ops.import_scene.fbx(
+        filepath=str(path), automatic_bone_orientation=False, ignore_leaf_bones=False, anim_offset=0.0
+    )  # the importer's default shifts keys by one frame
     err = np.abs(imported_heads(frames) - heads).max()
     print(f"FBX round trip max joint error {err:.2e} m")
     assert err < 1e-4
@@ -49,12 +51,17 @@ def test_fbx_presets_write_files_that_import(tmp_path, preset):
     source, frames, heads = reference()
     path = export_fbx(tmp_path / f"walk_{preset}.fbx", [source], preset=preset)
     rigs.reset_scene()
-    bpy.ops.import_scene.fbx(filepath=str(path), anim_offset=0.0, ignore_leaf_bones=False,
-                             axis_forward=FBX_PRESETS[preset]["axis_forward"], axis_up=FBX_PRESETS[preset]["axis_up"])
+    bpy.ops.import_scene.fbx(
+        filepath=str(path),
+        anim_offset=0.0,
+        ignore_leaf_bones=False,
+        axis_forward=FBX_PRESETS[preset]["axis_forward"],
+        axis_up=FBX_PRESETS[preset]["axis_up"],
+    )
     err = np.abs(imported_heads(frames) - heads).max()
     print(f"FBX {preset} round trip max joint error {err:.2e} m")
     assert err < 1e-4
-    assert not any(b.name.endswith("_end") for b in bpy.data.armatures[0].bones)     # leaf bones off
+    assert not any(b.name.endswith("_end") for b in bpy.data.armatures[0].bones)  # leaf bones off
 
 
 def test_bvh_is_z_up_and_round_trips(tmp_path):
@@ -103,8 +110,9 @@ def test_command_line_exports_from_a_blend_file(tmp_path):
     blend = tmp_path / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     root = Path(__file__).resolve().parents[2]
-    run = lambda *a: subprocess.run([sys.executable, "-m", "vibe_blender.export", *a], cwd=root,
-                                    capture_output=True, text=True, timeout=120)
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "vibe_blender.export", *a], cwd=root, capture_output=True, text=True, timeout=120
+    )
     done = run(str(blend), "-o", str(tmp_path / "cli.fbx"), "--preset", "unreal", "--object", "SMPL")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cli.fbx").stat().st_size > 1000

@@ -1,4 +1,5 @@
 """The extension zip: built and validated with Blender's own tool, installed and enabled in Blender."""
+
 import json
 import os
 import subprocess
@@ -38,8 +39,13 @@ print("FACTS" + json.dumps(facts))
 @pytest.fixture(scope="module")
 def extension_zip(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    run = subprocess.run(["bash", str(REPO / "scripts/build_extension.sh"), "--output-dir", str(out)],
-                         env=dict(os.environ, BPY_PYTHON=sys.executable), capture_output=True, text=True, cwd=REPO)
+    run = subprocess.run(
+        ["bash", str(REPO / "scripts/build_extension.sh"), "--output-dir", str(out)],
+        env=dict(os.environ, BPY_PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     (zip_path,) = out.glob("vibe_mocap-*.zip")
     return zip_path
@@ -49,15 +55,22 @@ def test_zip_holds_only_the_add_on(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "vibe_blender/core/skeleton.py" in names and "vibe_blender/panels.py" in names
-    stray = [n for n in names if n not in ("blender_manifest.toml", "__init__.py") and not n.startswith("vibe_blender/")]
+    stray = [
+        n for n in names if n not in ("blender_manifest.toml", "__init__.py") and not n.startswith("vibe_blender/")
+    ]
     assert stray == []
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
 def test_zip_installs_enables_and_disables(extension_zip, tmp_path):
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
-    run = subprocess.run([sys.executable, "-c", INSTALL_AND_CHECK, str(extension_zip)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", INSTALL_AND_CHECK, str(extension_zip)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in run.stdout.splitlines() if line.startswith("FACTS")]
     assert run.returncode == 0 and lines, run.stdout[-3000:] + run.stderr[-3000:]
     facts = json.loads(lines[0][5:])
@@ -65,5 +78,5 @@ def test_zip_installs_enables_and_disables(extension_zip, tmp_path):
     assert facts["server_url"] == "http://127.0.0.1:8765"
     assert all(facts["operators"]) and facts["panel"] and facts["panel_category"] == "Mocap"
     assert facts["scene_settings"]
-    assert facts["results_dir"].startswith(facts["extension_user_dir"])   # user files only under the extension's dir
+    assert facts["results_dir"].startswith(facts["extension_user_dir"])  # user files only under the extension's dir
     assert facts["disabled_cleanly"]

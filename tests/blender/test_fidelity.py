@@ -1,4 +1,5 @@
 """The character Blender evaluates is SMPL: vertices and joints match smplx within 1e-5 m."""
+
 import numpy as np
 import pytest
 from blender_eval import evaluated_joints, evaluated_vertices
@@ -18,7 +19,7 @@ def test_result_import_matches_smplx(empty_scene, reference_dir, reference, body
     characters = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions(correctives=correctives))
     motion = read_motion_file(reference_dir / "result.npz")
     offset = ground_offset(body_model, motion.tracks)
-    tag = "nocorr" if correctives == "off" else "corr"          # no correctives == SMPL without pose blend shapes
+    tag = "nocorr" if correctives == "off" else "corr"  # no correctives == SMPL without pose blend shapes
     worst_v = worst_j = 0.0
     for (armature_obj, mesh_obj), track in zip(characters, motion.tracks):
         assert armature_obj.name == track.name and mesh_obj.name == f"{track.name}_body"
@@ -34,8 +35,9 @@ def test_result_import_matches_smplx(empty_scene, reference_dir, reference, body
 
 @pytest.mark.parametrize("correctives", ["off", "drivers"])
 def test_amass_import_matches_smplx(empty_scene, reference_dir, reference, body_model, correctives, fidelity_log):
-    ((armature_obj, mesh_obj),) = import_motion_file(reference_dir / "amass.npz", body_model,
-                                                     ImportOptions(correctives=correctives))
+    ((armature_obj, mesh_obj),) = import_motion_file(
+        reference_dir / "amass.npz", body_model, ImportOptions(correctives=correctives)
+    )
     tag = "nocorr" if correctives == "off" else "corr"
     assert empty_scene.render.fps == 120 and empty_scene.frame_end == 4
     worst_v = worst_j = 0.0

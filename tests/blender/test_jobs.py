@@ -1,4 +1,5 @@
 """Capture from the panel's point of view: worker thread + UI tick, against a fake server."""
+
 import time
 
 import bpy
@@ -55,7 +56,8 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
     assert bpy.data.objects["track_1"].animation_data.action is not None
     assert empty_scene.frame_end == 10
     from vibe_blender.preferences import user_dir
-    assert status.result_path.parent == user_dir("results")                  # written only in the user dir
+
+    assert status.result_path.parent == user_dir("results")  # written only in the user dir
     assert jobs.current_job().upload is False and server.local_paths == [str(video.resolve())]
 
 
@@ -91,8 +93,9 @@ def test_no_server_and_no_program_is_reported_not_imported(registered, empty_sce
 
 
 def test_failed_job_is_reported(registered, empty_scene, reference_dir, video):
-    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz",
-                        fail_with="The video has no frames.") as server:
+    with FakeVibeServer(
+        reference_dir / "result.npz", reference_dir / "body_model.npz", fail_with="The video has no frames."
+    ) as server:
         jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
         status = _follow()
     assert status.state == "failed" and "The video has no frames." in status.message
@@ -104,15 +107,15 @@ def test_cancel_from_the_panel(registered, empty_scene, reference_dir, video):
         while jobs.current_job().snapshot().state != "running":
             time.sleep(0.01)
         bpy.ops.vibe_mocap.cancel_capture()
-        status = _follow()                                   # 'cancelled' at once, for the panel
-        jobs.current_job().join(5)                           # the worker then tells the server
+        status = _follow()  # 'cancelled' at once, for the panel
+        jobs.current_job().join(5)  # the worker then tells the server
         (record,) = server.jobs.values()
         assert record["status"] == "cancelled"
     assert status.state == "cancelled" and not bpy.data.objects
 
 
 def test_remote_server_needs_online_access(registered, video):
-    assert not bpy.app.online_access                                           # the bpy module's default
+    assert not bpy.app.online_access  # the bpy module's default
     with pytest.raises(VibeError, match="online access"):
         jobs.start_capture(str(video), ImportOptions(), server_url="http://192.0.2.1:8765", use_timer=False)
 
@@ -127,8 +130,11 @@ def test_import_operator(registered, empty_scene, reference_dir):
     import shutil
 
     from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
+
     shutil.copy(reference_dir / "body_model.npz", user_dir("cache") / BODY_MODEL_CACHE)
-    assert bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "result.npz"), correctives="baked") == {"FINISHED"}
+    assert bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "result.npz"), correctives="baked") == {
+        "FINISHED"
+    }
     assert {"track_1", "track_2"} <= set(bpy.data.objects.keys())
     with pytest.raises(RuntimeError, match="does not exist"):
         bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "missing.npz"))
@@ -144,6 +150,7 @@ class _RecordingLayout:
         def record(*args, **kwargs):
             self.calls.append((name, args, kwargs))
             return _RecordingLayout(self.calls) if name in ("box", "column", "row") else _OperatorProps()
+
         return record
 
 
@@ -163,7 +170,7 @@ def _draw_panel(context):
 def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video, monkeypatch):
     from vibe_blender import preferences, server_control
 
-    progress = bpy.types.UILayout.bl_rna.functions["progress"]            # the call the panel makes exists
+    progress = bpy.types.UILayout.bl_rna.functions["progress"]  # the call the panel makes exists
     assert {"factor", "type", "text"} <= {p.identifier for p in progress.parameters}
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
         jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)

@@ -2,6 +2,7 @@
 
 Each test isolates the server's folders (XDG_* in a temp dir): the synthetic placeholder model is
 written there once, and no token or job of the user's is touched."""
+
 import os
 import socket
 import subprocess
@@ -76,7 +77,7 @@ def test_start_and_stop_leave_no_process(addon):
     assert not pid_alive(pid)
     port = int(status.url.rsplit(":", 1)[1])
     with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0          # nothing listens there any more
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there any more
 
 
 def test_a_missing_program_gives_one_clear_message(addon, monkeypatch):
@@ -103,7 +104,8 @@ def test_a_server_that_dies_is_reported_with_its_log(addon):
 def test_quitting_blender_stops_the_server(isolated_user_dirs, tmp_path):
     """A separate Blender process registers the add-on, starts the server and exits normally."""
     script = tmp_path / "quit.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(REPO)!r})
         import vibe_blender
@@ -116,7 +118,8 @@ def test_quitting_blender_stops_the_server(isolated_user_dirs, tmp_path):
             time.sleep(0.2)
         assert server_control.server_status().state == "ready", server_control.server_status()
         print("SERVER_PID", server_control.local_server()._process.pid, flush=True)
-    """))
+    """)
+    )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=400)
     # the bpy 4.2 module build may crash in its own exit-time destructors (after atexit ran)
     assert "SERVER_PID" in done.stdout and done.returncode in (0, -11), done.stdout + done.stderr
@@ -131,8 +134,17 @@ def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp
     main_python = REPO / ".venv" / "bin" / "python"
     source = tmp_path / "vibe_data"
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}")
-    subprocess.run([str(main_python), "-c", "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
-                    " write_synthetic_bundle(sys.argv[1])", str(source)], check=True, env=env)
+    subprocess.run(
+        [
+            str(main_python),
+            "-c",
+            "import sys; from vibe_server.data.synthetic import write_synthetic_bundle;"
+            " write_synthetic_bundle(sys.argv[1])",
+            str(source),
+        ],
+        check=True,
+        env=env,
+    )
 
     assert bpy.ops.vibe_mocap.model_data_check() == {"FINISHED"}
     follow_until(lambda: server_control.model_data_state()[1] or server_control.model_data_state()[2], 120)
@@ -141,8 +153,9 @@ def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp
     assert {f.name: f.status for f in files}["SMPL_NEUTRAL.pkl"] == "missing"
 
     install = server_control.install_model_data(str(source))
-    follow_until(lambda: install.finished and any(f.status == "present" for f in server_control.model_data_state()[1]),
-                 300)
+    follow_until(
+        lambda: install.finished and any(f.status == "present" for f in server_control.model_data_state()[1]), 300
+    )
     # exit code 1 and a "missing" line: the synthetic bundle has no yolov3.weights (the check says so)
     assert install.returncode == 1 and any("yolov3.weights" in line and "missing" in line for line in install.lines)
     states = {f.name: f.status for f in server_control.model_data_state()[1]}

@@ -1,4 +1,5 @@
 """Motion: bulk keys on 4.2's and 5.x's action APIs, continuity, gaps, fps, camera, other formats."""
+
 import bpy
 import numpy as np
 import pytest
@@ -20,8 +21,9 @@ def imported(empty_scene, reference_dir, body_model):
 
 def _rotation_curves(armature_obj, bone):
     channels = keyframes.channels_of(armature_obj)
-    return np.stack([keyframes.read_fcurve(channels, f'pose.bones["{bone}"].rotation_quaternion', c)[1]
-                     for c in range(4)], -1)
+    return np.stack(
+        [keyframes.read_fcurve(channels, f'pose.bones["{bone}"].rotation_quaternion', c)[1] for c in range(4)], -1
+    )
 
 
 def test_action_layout_matches_the_blender_version(imported):
@@ -30,7 +32,7 @@ def test_action_layout_matches_the_blender_version(imported):
     if bpy.app.version >= (4, 4, 0):
         assert armature_obj.animation_data.action_slot is not None and len(action.layers) == 1
         if bpy.app.version >= (5, 0, 0):
-            assert not hasattr(action, "fcurves")                            # removed in 5.0
+            assert not hasattr(action, "fcurves")  # removed in 5.0
     else:
         assert len(action.fcurves) == 24 * 4 + 3
     channels = keyframes.channels_of(armature_obj)
@@ -42,7 +44,7 @@ def test_keys_are_at_video_frames_with_sign_continuity(imported):
     arm2, _ = imported[1]
     channels = keyframes.channels_of(arm2)
     frames, _ = keyframes.read_fcurve(channels, 'pose.bones["pelvis"].rotation_quaternion', 0)
-    np.testing.assert_array_equal(frames, [1, 2, 3, 7, 8, 9])               # frame ids 0 1 2 6 7 8, +1
+    np.testing.assert_array_equal(frames, [1, 2, 3, 7, 8, 9])  # frame ids 0 1 2 6 7 8, +1
     for bone in ("pelvis", "left_knee", "right_wrist"):
         q = _rotation_curves(arm2, bone)
         assert np.all(np.sum(q[1:] * q[:-1], -1) >= 0)
@@ -51,21 +53,28 @@ def test_keys_are_at_video_frames_with_sign_continuity(imported):
 def test_gaps_hold_and_hide_instead_of_sliding(imported, empty_scene):
     arm2, mesh2 = imported[1]
     fcurve = keyframes.channels_of(arm2).fcurves.find('pose.bones["pelvis"].rotation_quaternion', index=0)
-    assert [k.interpolation for k in fcurve.keyframe_points] == ["LINEAR", "LINEAR", "CONSTANT", "LINEAR", "LINEAR", "LINEAR"]
+    assert [k.interpolation for k in fcurve.keyframe_points] == [
+        "LINEAR",
+        "LINEAR",
+        "CONSTANT",
+        "LINEAR",
+        "LINEAR",
+        "LINEAR",
+    ]
     empty_scene.frame_set(3)
     last_seen = evaluated_joints(arm2)
     assert not mesh2.hide_render and not mesh2.hide_viewport
-    for frame in (4, 5, 6):                                                   # no detection here
+    for frame in (4, 5, 6):  # no detection here
         empty_scene.frame_set(frame)
         assert mesh2.hide_render and mesh2.hide_viewport
         np.testing.assert_allclose(evaluated_joints(arm2), last_seen, atol=1e-6)
     empty_scene.frame_set(7)
     assert not mesh2.hide_render
-    mesh1 = imported[0][1]                                                    # frames 0-4 of a 10-frame video
+    mesh1 = imported[0][1]  # frames 0-4 of a 10-frame video
     empty_scene.frame_set(5)
     assert not mesh1.hide_render
     empty_scene.frame_set(6)
-    assert mesh1.hide_render and mesh1.hide_viewport                         # gone after the track ends
+    assert mesh1.hide_render and mesh1.hide_viewport  # gone after the track ends
 
 
 def test_a_track_seen_in_every_frame_is_never_hidden(empty_scene, reference_dir, body_model):
@@ -75,12 +84,12 @@ def test_a_track_seen_in_every_frame_is_never_hidden(empty_scene, reference_dir,
 
 def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir, body_model):
     render = empty_scene.render
-    assert render.fps == 30 and render.fps / render.fps_base == pytest.approx(29.97)   # the video's rate
+    assert render.fps == 30 and render.fps / render.fps_base == pytest.approx(29.97)  # the video's rate
     assert (empty_scene.frame_start, empty_scene.frame_end) == (1, 10)
     camera = empty_scene.camera
     assert camera is not None and camera.type == "CAMERA"
     assert (render.resolution_x, render.resolution_y) == (640, 480)
-    assert camera.data.lens == pytest.approx(600.0 / 640 * 36)               # focal 600 px on a 640 px image
+    assert camera.data.lens == pytest.approx(600.0 / 640 * 36)  # focal 600 px on a 640 px image
     np.testing.assert_allclose(np.array(camera.matrix_world)[:3, :3], [[1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
     # The camera sits where the video's camera was: above the floor (z = 0) that the lowest feet touch.
     motion = read_motion_file(reference_dir / "result.npz")
@@ -92,12 +101,13 @@ def test_scene_fps_frame_range_and_camera(imported, empty_scene, reference_dir, 
         for frame_id in track.frame_ids:
             empty_scene.frame_set(int(frame_id) + 1)
             lowest.append(evaluated_vertices(mesh_obj)[:, 2].min())
-    assert min(lowest) < 1e-5                                                  # someone touches the floor
+    assert min(lowest) < 1e-5  # someone touches the floor
 
 
 def test_video_background(empty_scene, reference_dir, body_model, real_data_dir):
-    import_motion_file(reference_dir / "result.npz", body_model,
-                       ImportOptions(video_path=str(real_data_dir / REAL_VIDEO)))
+    import_motion_file(
+        reference_dir / "result.npz", body_model, ImportOptions(video_path=str(real_data_dir / REAL_VIDEO))
+    )
     camera = empty_scene.camera.data
     assert camera.show_background_images and len(camera.background_images) == 1
     clip = camera.background_images[0].clip

@@ -1,6 +1,7 @@
 """Retarget the SMPL walk onto generated rigs with other names, rest poses, rolls and proportions:
 bone directions match the source within 0.01° per frame, the root scale from the legs' chain
 lengths keeps planted feet still, and the foot lock holds them on another foot geometry."""
+
 import importlib.util
 from pathlib import Path
 
@@ -20,19 +21,45 @@ _spec.loader.exec_module(rigs)
 
 FBX_LIKE = np.diag([0.01, 0.01, 0.01, 1.0]) @ np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])
 FBX_LIKE[:3, 3] = [1.5, 0.0, 0.0]
-CUSTOM = {"pelvis": "Pelvis", "spine1": "Spine_A", "spine2": "Spine_B", "spine3": "Chest", "neck": "Neck",
-          "head": "Head"}
+CUSTOM = {
+    "pelvis": "Pelvis",
+    "spine1": "Spine_A",
+    "spine2": "Spine_B",
+    "spine3": "Chest",
+    "neck": "Neck",
+    "head": "Head",
+}
 for _s, _side in (("L", "left"), ("R", "right")):
-    CUSTOM.update({f"{_side}_hip": f"{_s}_Thigh", f"{_side}_knee": f"{_s}_Calf", f"{_side}_ankle": f"{_s}_Foot",
-                   f"{_side}_foot": f"{_s}_Toe", f"{_side}_collar": f"{_s}_Clavicle",
-                   f"{_side}_shoulder": f"{_s}_UpperArm", f"{_side}_elbow": f"{_s}_Forearm", f"{_side}_wrist": f"{_s}_Hand"})
+    CUSTOM.update(
+        {
+            f"{_side}_hip": f"{_s}_Thigh",
+            f"{_side}_knee": f"{_s}_Calf",
+            f"{_side}_ankle": f"{_s}_Foot",
+            f"{_side}_foot": f"{_s}_Toe",
+            f"{_side}_collar": f"{_s}_Clavicle",
+            f"{_side}_shoulder": f"{_s}_UpperArm",
+            f"{_side}_elbow": f"{_s}_Forearm",
+            f"{_side}_wrist": f"{_s}_Hand",
+        }
+    )
 
 CASES = {
     # name: (bone names, rig options)
-    "mixamo_apose_fbx_scaled": (PRESETS["MIXAMO"], dict(leg_scale=1.2, arm_scale=0.9, a_pose_deg=45, roll_seed=1,
-                                                         matrix_world=FBX_LIKE)),
-    "ue5_root_extra_spine": (PRESETS["UE5_MANNEQUIN"], dict(leg_scale=0.85, arm_scale=1.1, a_pose_deg=30, roll_seed=2,
-                                                             root_bone="root", extra_spine=("spine1", "spine2"))),
+    "mixamo_apose_fbx_scaled": (
+        PRESETS["MIXAMO"],
+        dict(leg_scale=1.2, arm_scale=0.9, a_pose_deg=45, roll_seed=1, matrix_world=FBX_LIKE),
+    ),
+    "ue5_root_extra_spine": (
+        PRESETS["UE5_MANNEQUIN"],
+        dict(
+            leg_scale=0.85,
+            arm_scale=1.1,
+            a_pose_deg=30,
+            roll_seed=2,
+            root_bone="root",
+            extra_spine=("spine1", "spine2"),
+        ),
+    ),
     "rigify_deform": (PRESETS["RIGIFY_DEFORM"], dict(leg_scale=1.05, roll_seed=3)),
     "custom_names_auto_map": (CUSTOM, dict(leg_scale=1.1, arm_scale=1.2, a_pose_deg=-10, roll_seed=4)),
     "jnt_suffix_auto_map": ({j: f"{j}_jnt" for j in CUSTOM}, dict(leg_scale=0.9, a_pose_deg=35, roll_seed=6)),
@@ -58,16 +85,22 @@ def test_retarget_matches_bone_directions_and_keeps_feet_planted(case):
     err = rigs.angle_deg(src_axes, tgt_axes)
     # feet: the ankle of a planted foot stays put and sits at its rest height
     ankles = [list(mapping).index(j) for j in ("left_ankle", "right_ankle")]
-    rest_z = np.array([(np.array(target.matrix_world) @ np.array([*target.data.bones[mapping[j]].head_local, 1]))[2]
-                       for j in ("left_ankle", "right_ankle")])
+    rest_z = np.array(
+        [
+            (np.array(target.matrix_world) @ np.array([*target.data.bones[mapping[j]].head_local, 1]))[2]
+            for j in ("left_ankle", "right_ankle")
+        ]
+    )
     feet = tgt_heads[:, ankles]
     slide = np.linalg.norm(np.diff(feet[..., :2], axis=0), axis=-1)[stance[1:] & stance[:-1]]
     height = np.abs(feet[..., 2] - rest_z)[stance]
     RESULTS[case] = (err.max(), slide.mean() * 1000, height.max() * 1000)
-    print(f"{case}: max angle {err.max():.2e} deg, planted-foot slide {slide.mean() * 1000:.2f} mm/frame, "
-          f"height error max {height.max() * 1000:.1f} mm, root scale {report['root_scale']:.3f}")
+    print(
+        f"{case}: max angle {err.max():.2e} deg, planted-foot slide {slide.mean() * 1000:.2f} mm/frame, "
+        f"height error max {height.max() * 1000:.1f} mm, root scale {report['root_scale']:.3f}"
+    )
     assert err.max() < 0.01
-    assert slide.mean() < 2e-4 and height.max() < 1e-3       # metres: under 0.2 mm/frame, 1 mm
+    assert slide.mean() < 2e-4 and height.max() < 1e-3  # metres: under 0.2 mm/frame, 1 mm
 
 
 @pytest.mark.parametrize("leg_scale", [0.8, 1.0, 1.15, 1.3])
@@ -91,23 +124,26 @@ def test_foot_lock_holds_the_targets_feet_on_another_foot_geometry():
     ankles sliding; the foot lock (default on) holds them, and touches no bone above the legs."""
     rigs.reset_scene()
     source, frames, stance = rigs.smpl_source(T=60)
-    target = rigs.target_rig("Target", PRESETS["UE5_MANNEQUIN"], leg_scale=1.15, foot_scale=0.7, a_pose_deg=30,
-                             roll_seed=8)
+    target = rigs.target_rig(
+        "Target", PRESETS["UE5_MANNEQUIN"], leg_scale=1.15, foot_scale=0.7, a_pose_deg=30, roll_seed=8
+    )
     mapping = auto_map([b.name for b in target.data.bones])
     ankles = [mapping["left_ankle"], mapping["right_ankle"]]
     src = rigs.planted_slide_mm(source, ["left_ankle", "right_ankle"], frames, stance)
     retarget(source, target, mapping, lock_feet=False)
     unlocked = rigs.planted_slide_mm(target, ankles, frames, stance)
-    upper = [j for j in mapping if not j.split("_")[-1] in ("hip", "knee")]
+    upper = [j for j in mapping if j.split("_")[-1] not in ("hip", "knee")]
     axes_unlocked, _ = rigs.world_bone_axes(target, [mapping[j] for j in upper], frames)
     report = retarget(source, target, mapping, fps=rigs.walk.FPS)
     locked = rigs.planted_slide_mm(target, ankles, frames, stance)
     axes_locked, _ = rigs.world_bone_axes(target, [mapping[j] for j in upper], frames)
-    print(f"foot x0.7: slide source {src:.3f}, target unlocked {unlocked:.3f}, locked {locked:.3f} mm/frame, "
-          f"{report['contact_frames']} contact frames")
-    assert unlocked > src + 0.3                 # the case the lock is for
+    print(
+        f"foot x0.7: slide source {src:.3f}, target unlocked {unlocked:.3f}, locked {locked:.3f} mm/frame, "
+        f"{report['contact_frames']} contact frames"
+    )
+    assert unlocked > src + 0.3  # the case the lock is for
     assert locked <= src + 0.2 and report["contact_frames"] >= stance.sum()
-    assert rigs.angle_deg(axes_unlocked, axes_locked).max() < 0.01     # ankles, toes, spine, arms: unchanged
+    assert rigs.angle_deg(axes_unlocked, axes_locked).max() < 0.01  # ankles, toes, spine, arms: unchanged
 
 
 def test_rig_without_mapped_legs_scales_the_root_by_hip_height_and_skips_the_foot_lock():
@@ -117,7 +153,7 @@ def test_rig_without_mapped_legs_scales_the_root_by_hip_height_and_skips_the_foo
     upper = {j: b for j, b in PRESETS["UE5_MANNEQUIN"].items() if not j.endswith(("_knee", "_ankle", "_foot"))}
     report = retarget(source, target, upper)
     assert report["root_scale_from"] == "hip height" and report["contact_frames"] == 0
-    assert 1.0 < report["root_scale"] < 1.2          # the hips' height grows less than the legs
+    assert 1.0 < report["root_scale"] < 1.2  # the hips' height grows less than the legs
     assert retarget(source, target, upper, scale_root=False)["root_scale"] == 1.0
 
 
@@ -157,11 +193,14 @@ def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
     report = retarget(source, metarig, auto_map([b.name for b in metarig.data.bones]), lock_feet=False)
     assert report["constraint_passes"] == 0
     mapping = auto_map([b.name for b in rig.data.bones])
-    assert mapping["left_elbow"] == "forearm_fk.L"                       # controls, not DEF bones
+    assert mapping["left_elbow"] == "forearm_fk.L"  # controls, not DEF bones
     report = retarget(source, rig, mapping, lock_feet=False)
     assert report["fk_switches"] == 4 and report["constraint_passes"] >= 1
-    deform = {j: "DEF-" + b for j, b in preset_map("RIGIFY_METARIG").items()
-              if j not in ("pelvis", "neck") and "DEF-" + b in rig.data.bones}   # hips/neck DEF bones are bendy
+    deform = {
+        j: "DEF-" + b
+        for j, b in preset_map("RIGIFY_METARIG").items()
+        if j not in ("pelvis", "neck") and "DEF-" + b in rig.data.bones
+    }  # hips/neck DEF bones are bendy
     for obj, bones in ((metarig, auto_map([b.name for b in metarig.data.bones])), (rig, mapping), (rig, deform)):
         src_axes, _ = rigs.world_bone_axes(source, list(bones), frames)
         tgt_axes, _ = rigs.world_bone_axes(obj, list(bones.values()), frames)

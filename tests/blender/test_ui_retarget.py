@@ -1,4 +1,5 @@
 """The Retarget / Clean Up / Export operators and panels register and drive the workflow end to end."""
+
 import importlib.util
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def test_workflow_through_the_operators(registered, tmp_path):
     s.trim_start, s.trim_end, s.frame_offset = 5, 30, 10
     assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
     from vibe_blender.cleanup_ops import read_motion
+
     assert read_motion(source)[0][[0, -1]].tolist() == [15.0, 40.0]
 
     out = tmp_path / "walk.bvh"

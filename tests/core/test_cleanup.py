@@ -1,10 +1,24 @@
 """Clean-up on synthetic walking motion with injected jitter and sliding."""
+
 import numpy as np
 import pytest
 
-from vibe_blender.core.cleanup import (pose_matrices, clean_up, detect_contacts, foot_slide_mm, gaussian_smooth, ground_offset,
-                                       jitter, joint_positions, merge_tracks, planted_leg_rotations, reach, segments, smooth_quaternions,
-                                       trim_mask)
+from vibe_blender.core.cleanup import (
+    clean_up,
+    detect_contacts,
+    foot_slide_mm,
+    gaussian_smooth,
+    ground_offset,
+    jitter,
+    joint_positions,
+    merge_tracks,
+    planted_leg_rotations,
+    pose_matrices,
+    reach,
+    segments,
+    smooth_quaternions,
+    trim_mask,
+)
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.retarget_math import bone_rest_matrices
 from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous, quat_multiply
@@ -12,13 +26,39 @@ from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
 
 FPS = 30.0
 # Rough SMPL T-pose joints in Blender's frame (Z up, facing -Y), metres.
-J_REST = np.array([
-    [0, 0, .93], [.06, 0, .84], [-.06, 0, .84], [0, 0, 1.04], [.10, 0, .47], [-.10, 0, .47], [0, 0, 1.17],
-    [.09, .03, .08], [-.09, .03, .08], [0, 0, 1.22], [.11, -.10, .02], [-.11, -.10, .02], [0, 0, 1.44],
-    [.08, 0, 1.36], [-.08, 0, 1.36], [0, -.02, 1.53], [.18, 0, 1.40], [-.18, 0, 1.40], [.43, 0, 1.40],
-    [-.43, 0, 1.40], [.68, 0, 1.40], [-.68, 0, 1.40], [.76, 0, 1.40], [-.76, 0, 1.40]])
+J_REST = np.array(
+    [
+        [0, 0, 0.93],
+        [0.06, 0, 0.84],
+        [-0.06, 0, 0.84],
+        [0, 0, 1.04],
+        [0.10, 0, 0.47],
+        [-0.10, 0, 0.47],
+        [0, 0, 1.17],
+        [0.09, 0.03, 0.08],
+        [-0.09, 0.03, 0.08],
+        [0, 0, 1.22],
+        [0.11, -0.10, 0.02],
+        [-0.11, -0.10, 0.02],
+        [0, 0, 1.44],
+        [0.08, 0, 1.36],
+        [-0.08, 0, 1.36],
+        [0, -0.02, 1.53],
+        [0.18, 0, 1.40],
+        [-0.18, 0, 1.40],
+        [0.43, 0, 1.40],
+        [-0.43, 0, 1.40],
+        [0.68, 0, 1.40],
+        [-0.68, 0, 1.40],
+        [0.76, 0, 1.40],
+        [-0.76, 0, 1.40],
+    ]
+)
 IDX = {n: i for i, n in enumerate(JOINT_NAMES)}
-LEGS = [(IDX["left_hip"], IDX["left_knee"], IDX["left_ankle"]), (IDX["right_hip"], IDX["right_knee"], IDX["right_ankle"])]
+LEGS = [
+    (IDX["left_hip"], IDX["left_knee"], IDX["left_ankle"]),
+    (IDX["right_hip"], IDX["right_knee"], IDX["right_ankle"]),
+]
 
 
 def smpl_rest():
@@ -35,21 +75,23 @@ def clean_walk(T=150, rest=None):
     rest: the rig's rest matrices (24, 4, 4), default :func:`smpl_rest`."""
     rest = smpl_rest() if rest is None else rest
     t = np.arange(T) / FPS
-    phase = (t % 1.0)                                    # 1 s gait cycle
+    phase = t % 1.0  # 1 s gait cycle
     root_world = np.stack([0.01 * np.sin(2 * np.pi * t), -0.6 * t, 0.84 + 0.01 * np.cos(4 * np.pi * t)], -1)
     root_loc = (root_world - J_REST[0]) @ rest[0, :3, :3]
     quats = np.tile([1.0, 0, 0, 0], (T, 24, 1))
     # arms down a little and swinging, so that every bone moves
     for side, sign in (("left", 1), ("right", -1)):
         swing = 0.3 * np.sin(2 * np.pi * t + (0 if sign > 0 else np.pi))
-        quats[:, IDX[f"{side}_shoulder"]] = axis_angle_to_quat(np.stack([swing, np.zeros(T), np.full(T, -1.1 * sign)], -1))
+        quats[:, IDX[f"{side}_shoulder"]] = axis_angle_to_quat(
+            np.stack([swing, np.zeros(T), np.full(T, -1.1 * sign)], -1)
+        )
     targets, stance = np.zeros((T, 2, 3)), np.zeros((T, 2), bool)
     for f, (offset, x) in enumerate(((0.0, 0.09), (0.5, -0.09))):
-        p = (phase + offset) % 1.0                       # stance while p < 0.6
+        p = (phase + offset) % 1.0  # stance while p < 0.6
         cycle = np.floor(t + offset)
-        plant_y = -0.6 * (cycle - offset + 0.3)         # body position at mid-stance
+        plant_y = -0.6 * (cycle - offset + 0.3)  # body position at mid-stance
         stance[:, f] = p < 0.6
-        s = np.clip((p - 0.6) / 0.4, 0, 1)               # swing progress
+        s = np.clip((p - 0.6) / 0.4, 0, 1)  # swing progress
         y = np.where(p < 0.6, plant_y, plant_y - s * 0.6)
         z = 0.08 + np.where(p < 0.6, 0.0, 0.08 * np.sin(np.pi * s))
         targets[:, f] = np.stack([np.full(T, x), y, z], -1)
@@ -61,8 +103,9 @@ def noisy(quats, root_loc, rng, jitter_deg=0.5, root_noise_m=0.003, slide_m=0.02
     T = len(quats)
     noise = axis_angle_to_quat(rng.normal(0, np.radians(jitter_deg), (T, 24, 3)))
     q = make_continuous(quat_multiply(quats, noise))
-    slide = slide_m * np.stack([np.sin(2 * np.pi * np.arange(T) / 30), np.cos(2 * np.pi * np.arange(T) / 40),
-                                np.zeros(T)], -1)
+    slide = slide_m * np.stack(
+        [np.sin(2 * np.pi * np.arange(T) / 30), np.cos(2 * np.pi * np.arange(T) / 40), np.zeros(T)], -1
+    )
     return q, root_loc + rng.normal(0, root_noise_m, root_loc.shape) + slide
 
 
@@ -87,7 +130,7 @@ def test_contacts_cover_the_first_and_last_frame_of_every_stance():
     for f in range(2):
         for start, end in segments(contacts[:, f]):
             run = ankles[start:end, f]
-            assert np.abs(run - run[0]).max() < 1e-9          # exactly still over the whole contact
+            assert np.abs(run - run[0]).max() < 1e-9  # exactly still over the whole contact
 
 
 def test_cleanup_halves_jitter_and_foot_slide_and_keeps_the_rest_of_the_motion():
@@ -111,8 +154,10 @@ def test_cleanup_halves_jitter_and_foot_slide_and_keeps_the_rest_of_the_motion()
     for f, (_, _, a) in enumerate(LEGS):
         swing = ~stance[:, f]
         assert moved[swing, a].mean() < 0.02
-        assert (np.linalg.norm(after[swing, a] - truth[swing, a], axis=-1).mean()
-                < np.linalg.norm(before[swing, a] - truth[swing, a], axis=-1).mean())
+        assert (
+            np.linalg.norm(after[swing, a] - truth[swing, a], axis=-1).mean()
+            < np.linalg.norm(before[swing, a] - truth[swing, a], axis=-1).mean()
+        )
     assert moved[:, upper].mean() < 0.02
     assert np.linalg.norm(after - truth, axis=-1).mean() < np.linalg.norm(before - truth, axis=-1).mean()
 
@@ -120,17 +165,17 @@ def test_cleanup_halves_jitter_and_foot_slide_and_keeps_the_rest_of_the_motion()
 def test_smoothing_is_rotation_aware_and_strength_zero_is_identity():
     rng = np.random.default_rng(1)
     T = 60
-    angle = np.linspace(0, 4 * np.pi, T)                 # two full turns: axis-angle wraps, quaternions flip
+    angle = np.linspace(0, 4 * np.pi, T)  # two full turns: axis-angle wraps, quaternions flip
     q = axis_angle_to_quat(np.stack([np.zeros(T), np.zeros(T), angle], -1))[:, None]
-    q[::2] *= -1                                         # sign flips must not matter
+    q[::2] *= -1  # sign flips must not matter
     np.testing.assert_allclose(np.abs(np.sum(smooth_quaternions(q, 0.0) * q, -1)), 1.0, atol=1e-12)
     smoothed = smooth_quaternions(q, 1.0)
-    dots = np.abs(np.sum(smoothed * make_continuous(q), -1))[13:-13]     # away from padded ends
-    assert np.degrees(2 * np.arccos(np.clip(dots, -1, 1))).max() < 1.0   # a steady spin stays a spin
+    dots = np.abs(np.sum(smoothed * make_continuous(q), -1))[13:-13]  # away from padded ends
+    assert np.degrees(2 * np.arccos(np.clip(dots, -1, 1))).max() < 1.0  # a steady spin stays a spin
     np.testing.assert_allclose(np.linalg.norm(smoothed, axis=-1), 1.0)
     with pytest.raises(VibeError, match="between 0 and 1"):
         smooth_quaternions(q, 1.5)
-    only = smooth_quaternions(np.concatenate([q, q], 1) + rng.normal(0, .01, (T, 2, 4)), 1.0, joints=[1])
+    only = smooth_quaternions(np.concatenate([q, q], 1) + rng.normal(0, 0.01, (T, 2, 4)), 1.0, joints=[1])
     assert only.shape == (T, 2, 4)
 
 
@@ -146,7 +191,7 @@ def test_ground_offset_puts_the_lowest_contact_on_the_floor():
 
 def test_metrics():
     x = np.zeros((5, 1, 3))
-    x[:, 0, 0] = np.arange(5) ** 2 / 900.0               # constant acceleration 2 (1/900 m per frame²)
+    x[:, 0, 0] = np.arange(5) ** 2 / 900.0  # constant acceleration 2 (1/900 m per frame²)
     assert jitter(x, 30.0) == pytest.approx(2.0)
     c = np.ones((5, 1), bool)
     assert foot_slide_mm(x, c) == pytest.approx(np.diff(x[:, 0, 0]).mean() * 1000)
@@ -162,8 +207,9 @@ def test_trim_and_merge_tracks():
     assert trim_mask(frames, 12, 14).sum() == 3
     with pytest.raises(VibeError, match="leaves no frame"):
         trim_mask(frames, 30, 40)
-    f, merged = merge_tracks(np.array([0, 1, 2]), {"x": np.array([1.0, 2, 3])},
-                             np.array([2, 5, 6]), {"x": np.array([9.0, 6, 7])})
+    f, merged = merge_tracks(
+        np.array([0, 1, 2]), {"x": np.array([1.0, 2, 3])}, np.array([2, 5, 6]), {"x": np.array([9.0, 6, 7])}
+    )
     np.testing.assert_array_equal(f, [0, 1, 2, 5, 6])
     np.testing.assert_array_equal(merged["x"], [1, 2, 3, 6, 7])
     with pytest.raises(VibeError, match="different channels"):
@@ -179,8 +225,8 @@ def test_planted_leg_rotations_hold_sliding_ankles_and_leave_the_swing_alone():
     _, root_loc = noisy(quats, root_loc, np.random.default_rng(3), jitter_deg=0.0, root_noise_m=0.0, slide_m=0.01)
     pose = pose_matrices(PARENTS, rest, quats, root_loc)
     legs = np.array(LEGS)
-    P = pose[:, legs][..., :3, 3]                                       # (T, 2, 3, 3)
-    G = pose[:, legs[:, :2]][..., :3, :3]                              # (T, 2, 2, 3, 3) thigh, shin
+    P = pose[:, legs][..., :3, 3]  # (T, 2, 3, 3)
+    G = pose[:, legs[:, :2]][..., :3, :3]  # (T, 2, 2, 3, 3) thigh, shin
     hinges = pose[:, legs[:, 1]][..., :3, 0]
     new = planted_leg_rotations(P, G, stance, hinges)
     # rebuild the ankle from the new rotations: hip + R_thigh (knee - hip)_rest-direction ...
@@ -189,7 +235,7 @@ def test_planted_leg_rotations_hold_sliding_ankles_and_leave_the_swing_alone():
     ankle = P[:, :, 0] + thigh + shin
     assert foot_slide_mm(P[:, :, 2], stance) > 1.0
     assert foot_slide_mm(ankle, stance) < 1e-6
-    for f in range(2):                                  # more than 3 frames (the blend) from a contact
+    for f in range(2):  # more than 3 frames (the blend) from a contact
         far = np.convolve(stance[:, f], np.ones(9), "same") == 0
         assert np.any(far)
         np.testing.assert_allclose(new[far, f], G[far, f], atol=1e-12)

@@ -2,6 +2,7 @@
 does: hostile ids, redirects, huge, malformed or slow answers, and (the server runs on this machine
 in tests) refusing a local path as from another machine. Also the token lookup. The normal flow
 runs against the real server in tests/server/test_client_real_server.py."""
+
 import socket
 import threading
 import time
@@ -37,8 +38,14 @@ def _free_port() -> int:
 
 
 def _job(client, files, tmp_path, **kw):
-    return CaptureJob(client, files[2], tmp_path / "results", body_model_path=tmp_path / "cache" / "body_model.npz",
-                      poll_interval_s=0.01, **kw)
+    return CaptureJob(
+        client,
+        files[2],
+        tmp_path / "results",
+        body_model_path=tmp_path / "cache" / "body_model.npz",
+        poll_interval_s=0.01,
+        **kw,
+    )
 
 
 def _files_under(folder):
@@ -59,12 +66,21 @@ def test_job_ids_outside_the_servers_format_are_refused(server_files, tmp_path, 
     assert not any("escaped" in path for _, path in server.requests)
 
 
-@pytest.mark.parametrize("patch, what", [
-    ({"status": "exploded"}, "job status"), ({"progress": 7}, "progress"), ({"progress": float("nan")}, "JSON"),
-    ({"progress": "half"}, "progress"), ({"stage": "s" * 500}, "stage"), ({"stage": "a\nb"}, "stage"),
-    ({"eta_s": -5}, "time left"), ({"num_tracks": "many"}, "number of people"), ({"num_tracks": True}, "number"),
-    ({"job_id": "0123456789abcdef"}, "another job"),
-])
+@pytest.mark.parametrize(
+    "patch, what",
+    [
+        ({"status": "exploded"}, "job status"),
+        ({"progress": 7}, "progress"),
+        ({"progress": float("nan")}, "JSON"),
+        ({"progress": "half"}, "progress"),
+        ({"stage": "s" * 500}, "stage"),
+        ({"stage": "a\nb"}, "stage"),
+        ({"eta_s": -5}, "time left"),
+        ({"num_tracks": "many"}, "number of people"),
+        ({"num_tracks": True}, "number"),
+        ({"job_id": "0123456789abcdef"}, "another job"),
+    ],
+)
 def test_bad_job_fields_are_refused(server_files, tmp_path, patch, what):
     with _fake(server_files, job_patch=patch) as server:
         status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
@@ -122,7 +138,7 @@ def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_pat
         while job.snapshot().state != "running":
             assert time.monotonic() < deadline
             time.sleep(0.002)
-        time.sleep(0.2)                                   # the worker is now waiting on a slow poll
+        time.sleep(0.2)  # the worker is now waiting on a slow poll
         started = time.monotonic()
         job.cancel()
         assert job.snapshot().state == "cancelled"
@@ -141,6 +157,7 @@ def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):
         stop = threading.Event()
         threading.Timer(0.3, lambda: (stop.set(), client.interrupt())).start()
         from vibe_blender.core.client import Cancelled
+
         with pytest.raises(Cancelled):
             client.download_result(job_id, tmp_path / "r.npz", should_stop=stop.is_set)
     assert _files_under(tmp_path) == []
@@ -167,7 +184,9 @@ def test_a_missing_token_says_where_it_is_expected():
     with pytest.raises(VibeError) as err:
         ServerClient("http://127.0.0.1:8765")
     message = str(err.value)
-    assert str(user_dirs.token_path()) in message and user_dirs.TOKEN_ENV_VAR in message and "vibe-mocap serve" in message
+    assert (
+        str(user_dirs.token_path()) in message and user_dirs.TOKEN_ENV_VAR in message and "vibe-mocap serve" in message
+    )
 
 
 @pytest.mark.parametrize("token", ["two words", "line\r\nX-Injected: 1", "é" * 5, "x" * 300])
@@ -184,16 +203,27 @@ def test_server_down_says_how_to_start_it(server_files, tmp_path):
 
 
 def test_missing_video_is_reported(tmp_path):
-    job = CaptureJob(ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN), tmp_path / "nope.mp4", tmp_path,
-                     body_model_path=tmp_path / "b.npz")
+    job = CaptureJob(
+        ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN),
+        tmp_path / "nope.mp4",
+        tmp_path,
+        body_model_path=tmp_path / "b.npz",
+    )
     status = job.run()
     assert status.state == "failed" and "does not exist" in status.message
 
 
-@pytest.mark.parametrize("url, loopback", [
-    ("http://127.0.0.1:8765", True), ("http://localhost:1", True), ("http://[::1]:8765", True),
-    ("http://127.8.9.10", True), ("http://192.168.1.5:8765", False), ("https://gpu.example.org", False),
-])
+@pytest.mark.parametrize(
+    "url, loopback",
+    [
+        ("http://127.0.0.1:8765", True),
+        ("http://localhost:1", True),
+        ("http://[::1]:8765", True),
+        ("http://127.8.9.10", True),
+        ("http://192.168.1.5:8765", False),
+        ("https://gpu.example.org", False),
+    ],
+)
 def test_loopback_detection(url, loopback):
     assert is_loopback_url(url) is loopback
 

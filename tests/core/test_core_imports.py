@@ -1,4 +1,5 @@
 """vibe_blender.core must import without bpy (and without torch): it is shared with the server."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_core_imports_only_core_numpy_and_stdlib():
         package = path.relative_to(REPO).with_suffix("").parts[:-1]
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
-                base = package[:len(package) - node.level + 1]
+                base = package[: len(package) - node.level + 1]
                 target = ".".join(base + ((node.module,) if node.module else ()))
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 target = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name

@@ -3,6 +3,7 @@
 Every malformed file must give one VibeError naming it; memory bombs are read in a sandboxed child
 (address-space limit) and must be refused without allocating what the file does not hold.
 """
+
 import io
 import zipfile
 import zlib
@@ -34,9 +35,18 @@ from vibe_blender.core.smpl_model import load_body_model, save_body_model
 
 def result_arrays(**video) -> dict:
     T = 3
-    track = Track(track_id=1, frame_ids=np.arange(T), pose=np.zeros((T, 72)), betas=np.zeros((T, 10)),
-                  betas_track=np.zeros(10), pred_cam=np.ones((T, 3)), orig_cam=np.ones((T, 4)),
-                  bboxes=np.ones((T, 4)), joints3d=np.zeros((T, 49, 3)), trans_cam_m=np.ones((T, 3)))
+    track = Track(
+        track_id=1,
+        frame_ids=np.arange(T),
+        pose=np.zeros((T, 72)),
+        betas=np.zeros((T, 10)),
+        betas_track=np.zeros(10),
+        pred_cam=np.ones((T, 3)),
+        orig_cam=np.ones((T, 4)),
+        bboxes=np.ones((T, 4)),
+        joints3d=np.zeros((T, 49, 3)),
+        trans_cam_m=np.ones((T, 3)),
+    )
     info = {"name": "clip.mp4", "fps": 25.0, "width": 320, "height": 240, "frame_count": 3, **video}
     buf = io.BytesIO()
     save_result(buf, MocapResult(video=VideoInfo(**info), tracks=[track], model_name="m", focal_length_px=400.0))
@@ -46,8 +56,12 @@ def result_arrays(**video) -> dict:
 
 
 def amass_arrays() -> dict:
-    return {"poses": np.zeros((4, 156)), "trans": np.zeros((4, 3)), "betas": np.zeros(16),
-            "mocap_framerate": np.array(60.0)}
+    return {
+        "poses": np.zeros((4, 156)),
+        "trans": np.zeros((4, 3)),
+        "betas": np.zeros(16),
+        "mocap_framerate": np.array(60.0),
+    }
 
 
 def body_arrays(body_model) -> dict:
@@ -58,7 +72,7 @@ def body_arrays(body_model) -> dict:
         return dict(z)
 
 
-READERS = {   # name -> (sandbox reader, in-process reader, member to spoil)
+READERS = {  # name -> (sandbox reader, in-process reader, member to spoil)
     "result": ("vibe_blender.core.result_file:load_result", load_result, "track_1/pose"),
     "amass": ("vibe_blender.core.readers.amass_npz:read_amass_npz", read_amass_npz, "poses"),
     "body model": ("vibe_blender.core.smpl_model:load_body_model", load_body_model, "v_template"),
@@ -95,33 +109,49 @@ MALFORMED = {
     "broken deflate": lambda a, t: spoiled(a, t, Member(f"{t}.npy", b"\xff" * 64, method=8, file_size=1280)),
     "member twice": lambda a, t: spoiled(a, t, npy_member(t, array=F8), npy_member(t, array=F8)),
     "declared size larger": lambda a, t: spoiled(a, t, Member(f"{t}.npy", npy(F8), file_size=len(npy(F8)) + 9)),
-    "declared size smaller": lambda a, t: spoiled(a, t, Member(f"{t}.npy", deflated(npy(F8)), method=8,
-                                                             file_size=len(npy(F8)) - 8)),
+    "declared size smaller": lambda a, t: spoiled(
+        a, t, Member(f"{t}.npy", deflated(npy(F8)), method=8, file_size=len(npy(F8)) - 8)
+    ),
     "not an npy": lambda a, t: spoiled(a, t, Member(f"{t}.npy", b"hello world")),
     "npy version 9": lambda a, t: spoiled(a, t, npy_member(t, array=F8, version=(9, 0))),
     "header length beyond the file": lambda a, t: spoiled(a, t, npy_member(t, array=F8, header_len=60000)),
     "header not a literal": lambda a, t: spoiled(a, t, npy_member(t, header="{'descr': f8}", data=b"")),
     "header a list": lambda a, t: spoiled(a, t, npy_member(t, header="[1, 2]", data=b"")),
-    "header extra key": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (2, 72), 'x': 1}", data=F8.tobytes())),
+    "header extra key": lambda a, t: spoiled(
+        a,
+        t,
+        npy_member(t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (2, 72), 'x': 1}", data=F8.tobytes()),
+    ),
     "header deeply nested": lambda a, t: spoiled(a, t, npy_member(t, header="(" * 3000 + ")" * 3000, data=b"")),
     "header not utf-8": lambda a, t: spoiled(a, t, npy_member(t, header="\xff\xfe{", data=b"", version=(3, 0))),
-    "object dtype": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '|O', 'fortran_order': False, 'shape': (2,), }", data=bytes(16))),
-    "record dtype": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (2,), }", data=bytes(16))),
-    "complex dtype": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", data=bytes(32))),
-    "negative shape": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (-1, 72), }", data=b"")),
-    "float shape": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (2.0, 72), }", data=F8.tobytes())),
-    "too many dimensions": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<f8', 'fortran_order': False, 'shape': " + repr((1,) * 40) + ", }", data=bytes(8))),
-    "shape overflows int64": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (2**62, 2**62), }", data=bytes(8))),
-    "fortran flag not a bool": lambda a, t: spoiled(a, t, npy_member(
-        t, header="{'descr': '<f8', 'fortran_order': 1, 'shape': (2, 72), }", data=F8.tobytes())),
+    "object dtype": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': '|O', 'fortran_order': False, 'shape': (2,), }", data=bytes(16))
+    ),
+    "record dtype": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': [('a', '<f8')], 'fortran_order': False, 'shape': (2,), }", data=bytes(16))
+    ),
+    "complex dtype": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': '<c16', 'fortran_order': False, 'shape': (2,), }", data=bytes(32))
+    ),
+    "negative shape": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (-1, 72), }", data=b"")
+    ),
+    "float shape": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (2.0, 72), }", data=F8.tobytes())
+    ),
+    "too many dimensions": lambda a, t: spoiled(
+        a,
+        t,
+        npy_member(
+            t, header="{'descr': '<f8', 'fortran_order': False, 'shape': " + repr((1,) * 40) + ", }", data=bytes(8)
+        ),
+    ),
+    "shape overflows int64": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': '<f8', 'fortran_order': False, 'shape': (2**62, 2**62), }", data=bytes(8))
+    ),
+    "fortran flag not a bool": lambda a, t: spoiled(
+        a, t, npy_member(t, header="{'descr': '<f8', 'fortran_order': 1, 'shape': (2, 72), }", data=F8.tobytes())
+    ),
     "data shorter than shape": lambda a, t: spoiled(a, t, npy_member(t, header=GOOD_HEADER, data=bytes(100))),
     "data longer than shape": lambda a, t: spoiled(a, t, npy_member(t, header=GOOD_HEADER, data=F8.tobytes() + b"x")),
     "text where numbers belong": lambda a, t: spoiled(a, t, npy_member(t, array=np.array([["a"] * 72] * 2))),
@@ -149,6 +179,7 @@ def test_the_valid_files_built_here_read_back(tmp_path, valid_arrays):
 
 # ---- memory bombs -------------------------------------------------------------------------------
 
+
 def _declared_huge(arrays, target):
     """A 1 MB member whose header asks for 3.4 GB."""
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (425000000,), }"
@@ -159,8 +190,9 @@ def _deflate_bomb(arrays, target):
     """2 GB of real zeros deflated to 2 MB, sizes consistent (only the checksum is left wrong)."""
     header = npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (268435456,), }", data=b"")
     payload = _raw_deflate(header) + repeated_deflate_zeros(2048)
-    return spoiled(arrays, target, Member(f"{target}.npy", payload, method=8, file_size=len(header) + (2048 << 20),
-                                          crc=0))
+    return spoiled(
+        arrays, target, Member(f"{target}.npy", payload, method=8, file_size=len(header) + (2048 << 20), crc=0)
+    )
 
 
 def _raw_deflate(data: bytes) -> bytes:
@@ -190,6 +222,7 @@ def test_motion_file_dispatch_reads_names_only(tmp_path, valid_arrays):
 
 # ---- values no capture produces -----------------------------------------------------------------
 
+
 def _result_with(**changes) -> dict:
     arrays = result_arrays()
     for key, value in changes.items():
@@ -197,30 +230,33 @@ def _result_with(**changes) -> dict:
     return arrays
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"track_1/frame_ids": np.array([0, 1, 2**62])}, "frame ids"),
-    ({"track_1/frame_ids": np.array([-5, 1, 2])}, "frame ids"),
-    ({"track_1/frame_ids": np.array([0.0, 1.0, 2.0])}, "frame ids"),
-    ({"track_1/betas": np.full((3, 10), 50.0)}, "beta"),
-    ({"track_1/betas_track": np.full(10, -11.0)}, "beta"),
-    ({"track_1/pose": np.full((3, 72), np.nan)}, "NaN"),
-    ({"track_1/trans_cam_m": np.full((3, 3), np.inf)}, "NaN"),
-    ({"track_1/joints3d": np.full((3, 49, 3), -np.inf)}, "NaN"),
-    ({"focal_length_px": 0.0}, "focal_length_px"),
-    ({"focal_length_px": np.inf}, "focal_length_px"),
-    ({"focal_length_px": 1e300}, "focal_length_px"),
-    ({"video_fps": np.nan}, "video_fps"),
-    ({"video_fps": -25.0}, "video_fps"),
-    ({"video_width": 0}, "video_width"),
-    ({"video_height": 10**9}, "video_height"),
-    ({"video_frame_count": 2**62}, "video_frame_count"),
-    ({"video_fps": np.array([25.0, 30.0])}, "single number"),
-    ({"format_version": np.array("one")}, "single number"),
-    ({"track_ids": np.array([1.5])}, "track_ids"),
-    ({"track_ids": np.array([1, 1])}, "track_ids"),
-    ({"video_name": np.array(3.0)}, "text"),
-    ({"meta_keys": np.array(["a", "b"]), "meta_values": np.array(["x"])}, "meta"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"track_1/frame_ids": np.array([0, 1, 2**62])}, "frame ids"),
+        ({"track_1/frame_ids": np.array([-5, 1, 2])}, "frame ids"),
+        ({"track_1/frame_ids": np.array([0.0, 1.0, 2.0])}, "frame ids"),
+        ({"track_1/betas": np.full((3, 10), 50.0)}, "beta"),
+        ({"track_1/betas_track": np.full(10, -11.0)}, "beta"),
+        ({"track_1/pose": np.full((3, 72), np.nan)}, "NaN"),
+        ({"track_1/trans_cam_m": np.full((3, 3), np.inf)}, "NaN"),
+        ({"track_1/joints3d": np.full((3, 49, 3), -np.inf)}, "NaN"),
+        ({"focal_length_px": 0.0}, "focal_length_px"),
+        ({"focal_length_px": np.inf}, "focal_length_px"),
+        ({"focal_length_px": 1e300}, "focal_length_px"),
+        ({"video_fps": np.nan}, "video_fps"),
+        ({"video_fps": -25.0}, "video_fps"),
+        ({"video_width": 0}, "video_width"),
+        ({"video_height": 10**9}, "video_height"),
+        ({"video_frame_count": 2**62}, "video_frame_count"),
+        ({"video_fps": np.array([25.0, 30.0])}, "single number"),
+        ({"format_version": np.array("one")}, "single number"),
+        ({"track_ids": np.array([1.5])}, "track_ids"),
+        ({"track_ids": np.array([1, 1])}, "track_ids"),
+        ({"video_name": np.array(3.0)}, "text"),
+        ({"meta_keys": np.array(["a", "b"]), "meta_values": np.array(["x"])}, "meta"),
+    ],
+)
 def test_result_values_out_of_range_are_refused(tmp_path, changes, match):
     path = tmp_path / "r.npz"
     np.savez(path, **_result_with(**changes))
@@ -228,13 +264,16 @@ def test_result_values_out_of_range_are_refused(tmp_path, changes, match):
         load_result(path)
 
 
-@pytest.mark.parametrize("changes, match", [
-    ({"mocap_framerate": np.array(np.inf)}, "frame rate"),
-    ({"mocap_framerate": np.array(-120.0)}, "frame rate"),
-    ({"betas": np.full(16, 1e6)}, "beta"),
-    ({"trans": np.full((4, 3), np.nan)}, "NaN"),
-    ({"poses": np.zeros((4, 10))}, "not AMASS motion"),
-])
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"mocap_framerate": np.array(np.inf)}, "frame rate"),
+        ({"mocap_framerate": np.array(-120.0)}, "frame rate"),
+        ({"betas": np.full(16, 1e6)}, "beta"),
+        ({"trans": np.full((4, 3), np.nan)}, "NaN"),
+        ({"poses": np.zeros((4, 10))}, "not AMASS motion"),
+    ],
+)
 def test_amass_values_out_of_range_are_refused(tmp_path, changes, match):
     path = tmp_path / "a.npz"
     np.savez(path, **{**amass_arrays(), **changes})

@@ -4,6 +4,7 @@ Each attack class is generated here and read in a sandboxed child (address-space
 the reader must answer with one VibeError, without crashing, hanging or allocating what the file
 does not hold.
 """
+
 import bz2
 import gzip
 import lzma
@@ -82,15 +83,29 @@ def test_hostile_dtypes_are_refused(tmp_path, reader, name):
 def test_state_cannot_be_set_again_on_a_built_array(tmp_path):
     """Fetch an array that is already built and BUILD a hostile state onto it (ndarray.__setstate__)."""
     good = reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (2,), bytes(16)) + put(7000) + POP
-    restate = (get(7000) + MARK + value(1) + value((2,)) + dtype_ops("f8", PLAIN_F8_STATE) + NEWFALSE
-               + value(bytes([0x41]) * 16) + TUPLE + BUILD)
+    restate = (
+        get(7000)
+        + MARK
+        + value(1)
+        + value((2,))
+        + dtype_ops("f8", PLAIN_F8_STATE)
+        + NEWFALSE
+        + value(bytes([0x41]) * 16)
+        + TUPLE
+        + BUILD
+    )
     path = write(tmp_path, program(smpl_dict(v_template=good + restate)))
     assert_refused(SMPL, path, "refusing to set the state of a ndarray")
 
 
 def test_object_scalars_are_refused(tmp_path):
-    scalar = (glob("numpy.core.multiarray", "scalar") + dtype_ops("O8", (3, "|", None, None, None, -1, -1, 63))
-              + value(bytes(8)) + b"\x86" + REDUCE)
+    scalar = (
+        glob("numpy.core.multiarray", "scalar")
+        + dtype_ops("O8", (3, "|", None, None, None, -1, -1, 63))
+        + value(bytes(8))
+        + b"\x86"
+        + REDUCE
+    )
     path = write(tmp_path, program(person_dict(pose=scalar)))
     assert_refused(OFFICIAL, path, "refusing dtype 'O8'")
 
@@ -103,6 +118,7 @@ def test_array_bytes_must_match_shape(tmp_path):
 
 
 # ---- 2. Memory and time bombs -----------------------------------------------------------------
+
 
 def _bomb_stream(kind: str) -> bytes:
     """~2 GB of zeros behind a small joblib-style compressed container (concatenated streams where the
@@ -123,10 +139,13 @@ def test_decompression_is_capped(tmp_path, kind):
     assert outcome.peak_mb < 400, outcome.peak_mb
 
 
-@pytest.mark.parametrize("reader, wrap", [
-    (SMPL, lambda bomb: smpl_dict(f=bomb)),
-    (OFFICIAL, lambda bomb: person_dict(pose=bomb)),
-])
+@pytest.mark.parametrize(
+    "reader, wrap",
+    [
+        (SMPL, lambda bomb: smpl_dict(f=bomb)),
+        (OFFICIAL, lambda bomb: person_dict(pose=bomb)),
+    ],
+)
 def test_shared_references_cannot_expand(tmp_path, reader, wrap):
     """'Billion laughs': 2**30 leaves from a few hundred bytes."""
     path = write(tmp_path, program(wrap(shared_list_bomb(30))))
@@ -141,25 +160,46 @@ def test_nested_tuple_keys_are_refused(tmp_path):
 
 def test_deep_nesting_is_refused(tmp_path):
     depth = 100_000
-    nested = MARK * depth + LIST * depth                 # [[[...]]], two bytes per level
+    nested = MARK * depth + LIST * depth  # [[[...]]], two bytes per level
     path = write(tmp_path, program(smpl_dict(f=nested)))
     assert_refused(SMPL, path, "nests deeper than")
 
 
 def test_copyreg_reconstructor_cannot_allocate(tmp_path):
     """copyreg._reconstructor(ndarray, ndarray, (2**28,)) would make numpy allocate 2 GB."""
-    alloc = (glob("copy_reg", "_reconstructor") + glob("numpy", "ndarray") + glob("numpy", "ndarray")
-             + value((1 << 28,)) + TUPLE3 + REDUCE)
+    alloc = (
+        glob("copy_reg", "_reconstructor")
+        + glob("numpy", "ndarray")
+        + glob("numpy", "ndarray")
+        + value((1 << 28,))
+        + TUPLE3
+        + REDUCE
+    )
     path = write(tmp_path, program(smpl_dict(v_template=alloc)))
     assert_refused(SMPL, path, "refusing copyreg._reconstructor", memory_mb=768)
 
 
 def test_sparse_shape_must_match_the_model(tmp_path):
     """A csc_matrix whose _shape asks for a 100000 x 100000 dense matrix (80 GB)."""
-    sparse = (glob("scipy.sparse.csc", "csc_matrix") + EMPTY_TUPLE + b"\x81" + EMPTY_DICT
-              + value("_shape") + value((100_000, 100_000)) + SETITEM
-              + value("data") + value(np.zeros(1)) + SETITEM + value("indices") + value(np.zeros(1, np.int32)) + SETITEM
-              + value("indptr") + value(np.zeros(100_001, np.int32)) + SETITEM + BUILD)
+    sparse = (
+        glob("scipy.sparse.csc", "csc_matrix")
+        + EMPTY_TUPLE
+        + b"\x81"
+        + EMPTY_DICT
+        + value("_shape")
+        + value((100_000, 100_000))
+        + SETITEM
+        + value("data")
+        + value(np.zeros(1))
+        + SETITEM
+        + value("indices")
+        + value(np.zeros(1, np.int32))
+        + SETITEM
+        + value("indptr")
+        + value(np.zeros(100_001, np.int32))
+        + SETITEM
+        + BUILD
+    )
     path = write(tmp_path, program(smpl_dict(J_regressor=sparse)))
     assert_refused(SMPL, path, "has shape (100000, 100000), expected (2, 4)", memory_mb=768)
 
@@ -180,15 +220,19 @@ def test_huge_integers_are_refused(tmp_path):
 
 # ---- values read from vibe_output.pkl ----------------------------------------------------------
 
-@pytest.mark.parametrize("key, array, match", [
-    ("frame_ids", np.array([0, 1, 2**62]), "frame ids"),
-    ("frame_ids", np.array([-1, 0, 1]), "frame ids"),
-    ("betas", np.full((3, 10), 50.0), "beta"),
-    ("pose", np.full((3, 72), np.nan), "NaN"),
-    ("orig_cam", np.full((3, 4), np.inf), "NaN, infinite"),
-    ("pose", np.zeros((3, 71)), "shape"),
-    ("pose", np.array(["a"] * 3), "dtype 'U1'"),
-])
+
+@pytest.mark.parametrize(
+    "key, array, match",
+    [
+        ("frame_ids", np.array([0, 1, 2**62]), "frame ids"),
+        ("frame_ids", np.array([-1, 0, 1]), "frame ids"),
+        ("betas", np.full((3, 10), 50.0), "beta"),
+        ("pose", np.full((3, 72), np.nan), "NaN"),
+        ("orig_cam", np.full((3, 4), np.inf), "NaN, infinite"),
+        ("pose", np.zeros((3, 71)), "shape"),
+        ("pose", np.array(["a"] * 3), "dtype 'U1'"),
+    ],
+)
 def test_official_values_are_checked(tmp_path, key, array, match):
     from vibe_blender.core.readers.official_pkl import read_official_pkl
 

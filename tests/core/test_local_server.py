@@ -3,6 +3,7 @@
 The real server is started in tests/blender/test_local_server.py; here small stand-in programs play
 the failure cases that the real one cannot be made to show on cue (a broken install, a program that
 hangs, a crash while starting)."""
+
 import http.server
 import socket
 import sys
@@ -66,7 +67,7 @@ def test_a_hanging_program_times_out(tmp_path):
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):                       # noqa: N802 (http.server's name)
+    def do_GET(self):  # noqa: N802 (http.server's name)
         self.send_response(200)
         self.end_headers()
         self.wfile.write(b"hello from another program")
@@ -83,8 +84,12 @@ def test_who_answers_at_a_url():
         assert local_server.url_owner(f"http://127.0.0.1:{server.server_port}") == "other"
         server_ready = local_server.LocalServer(log_dir=".")
         with pytest.raises(VibeError, match="Another program answers"):
-            local_server.connect_or_start(f"http://127.0.0.1:{server.server_port}", "", server_ready,
-                                          find=lambda: pytest.fail("must not start anything"))
+            local_server.connect_or_start(
+                f"http://127.0.0.1:{server.server_port}",
+                "",
+                server_ready,
+                find=lambda: pytest.fail("must not start anything"),
+            )
     finally:
         server.shutdown()
 
@@ -96,8 +101,9 @@ def test_nothing_is_started_for_a_remote_url():
 
 
 def test_a_program_that_dies_while_starting_is_reported_with_its_log(tmp_path):
-    dying = write_program(tmp_path / "vibe-mocap", 'print("loading the model"); print("RuntimeError: boom", '
-                                                   'file=sys.stderr); sys.exit(3)')
+    dying = write_program(
+        tmp_path / "vibe-mocap", 'print("loading the model"); print("RuntimeError: boom", file=sys.stderr); sys.exit(3)'
+    )
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     server.start(dying)
     status = server.wait_ready(30)
@@ -111,8 +117,10 @@ def test_a_port_in_use_is_named(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        program = write_program(tmp_path / "vibe-mocap", 'print("ERROR: [Errno 98] error while attempting to bind '
-                                                         'on address: address already in use"); sys.exit(1)')
+        program = write_program(
+            tmp_path / "vibe-mocap",
+            'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use"); sys.exit(1)',
+        )
         server = local_server.LocalServer(log_dir=tmp_path / "log")
         server.start(program, port=port)
         status = server.wait_ready(30)
@@ -121,8 +129,10 @@ def test_a_port_in_use_is_named(tmp_path):
 
 
 def test_the_token_goes_through_the_environment_not_the_command_line(tmp_path):
-    spy = write_program(tmp_path / "vibe-mocap", 'import os; print("ARGS", sys.argv[1:]); '
-                                                 'print("TOKEN", os.environ.get("VIBE_MOCAP_TOKEN")); sys.exit(0)')
+    spy = write_program(
+        tmp_path / "vibe-mocap",
+        'import os; print("ARGS", sys.argv[1:]); print("TOKEN", os.environ.get("VIBE_MOCAP_TOKEN")); sys.exit(0)',
+    )
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     server.start(spy, port=12345)
     server.wait_ready(30)

@@ -15,7 +15,7 @@ def test_model_data_folder_npz_and_pkl_give_the_same_model(tmp_path, body_model)
     from_npz = read_body_model(tmp_path / "body_model.npz")
     from_pkl = read_body_model(tmp_path / "data" / "SMPL_NEUTRAL.pkl")
     np.testing.assert_allclose(from_folder.J_regressor, body_model.J_regressor)
-    np.testing.assert_allclose(from_npz.shapedirs, body_model.shapedirs, atol=1e-7)     # npz stores float32
+    np.testing.assert_allclose(from_npz.shapedirs, body_model.shapedirs, atol=1e-7)  # npz stores float32
     np.testing.assert_array_equal(from_pkl.faces, body_model.faces)
 
 

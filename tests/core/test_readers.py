@@ -10,7 +10,6 @@ from vibe_blender.core.readers.official_pkl import load_joblib_pickle, read_offi
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, ZUP_TO_BLENDER
 
 
-
 @pytest.fixture(scope="module")
 def official_pkl():
     if not OFFICIAL_PKL.is_file():
@@ -27,7 +26,7 @@ def test_official_pkl_reads_without_joblib(official_pkl):
 
 
 def test_official_pkl_matches_joblib(official_pkl):
-    joblib = pytest.importorskip("joblib")          # the test extra has it; Blender does not
+    joblib = pytest.importorskip("joblib")  # the test extra has it; Blender does not
     ours, theirs = load_joblib_pickle(official_pkl), joblib.load(official_pkl)
     assert ours.keys() == theirs.keys()
     for key, value in theirs[1].items():
@@ -39,12 +38,12 @@ def test_official_pkl_matches_joblib(official_pkl):
 
 def test_official_pkl_motion_recovers_video_size_and_depth(official_pkl):
     motion = read_official_pkl(official_pkl, fps=25.0)
-    assert (motion.camera.width_px, motion.camera.height_px) == (256, 192)      # the fixture's video size
+    assert (motion.camera.width_px, motion.camera.height_px) == (256, 192)  # the fixture's video size
     assert motion.fps == 25.0 and motion.frame_count == 32
     (track,) = motion.tracks
     assert track.name == "track_1"
     np.testing.assert_allclose(track.source_to_blender, CAMERA_TO_BLENDER)
-    assert np.all(track.trans_m[:, 2] > 0.5)                                    # in front of the camera
+    assert np.all(track.trans_m[:, 2] > 0.5)  # in front of the camera
     raw = load_joblib_pickle(official_pkl)[1]
     np.testing.assert_allclose(track.trans_m[:, :2], raw["orig_cam"][:, 2:])
     # Weak perspective sx·(X + tx) equals a pinhole of focal f at depth tz = 2 f / (W sx).
@@ -80,13 +79,19 @@ def test_result_file_becomes_motion(server_files):
 def test_amass_npz(tmp_path):
     rng = np.random.default_rng(0)
     poses = rng.normal(size=(7, 156))
-    np.savez(tmp_path / "walk_poses.npz", poses=poses, trans=rng.normal(size=(7, 3)), betas=rng.normal(size=16),
-             mocap_framerate=np.array(120.0), gender=np.array("female"))
+    np.savez(
+        tmp_path / "walk_poses.npz",
+        poses=poses,
+        trans=rng.normal(size=(7, 3)),
+        betas=rng.normal(size=16),
+        mocap_framerate=np.array(120.0),
+        gender=np.array("female"),
+    )
     motion = read_motion_file(tmp_path / "walk_poses.npz")
     (track,) = motion.tracks
     assert motion.fps == 120.0 and motion.camera is None
     np.testing.assert_allclose(track.pose[:, :66], poses[:, :66])
-    np.testing.assert_allclose(track.pose[:, 66:], 0.0)                 # SMPL-H hands are not SMPL's hand joints
+    np.testing.assert_allclose(track.pose[:, 66:], 0.0)  # SMPL-H hands are not SMPL's hand joints
     assert track.betas.shape == (10,)
     np.testing.assert_allclose(track.source_to_blender, ZUP_TO_BLENDER)
 
@@ -97,10 +102,13 @@ def test_amass_without_frame_rate_asks_for_one(tmp_path):
         read_motion_file(tmp_path / "a.npz")
 
 
-@pytest.mark.parametrize("content, match", [
-    (None, "does not exist"),
-    (b"not a zip", "is not a VIBE Mocap result"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "does not exist"),
+        (b"not a zip", "is not a VIBE Mocap result"),
+    ],
+)
 def test_unreadable_files(tmp_path, content, match):
     path = tmp_path / "x.npz"
     if content is not None:

@@ -1,28 +1,39 @@
 """The result file: round trip, pickle-free, clear errors."""
+
 import io
 
 import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import (FORMAT_VERSION, MocapResult, Track, VideoInfo, load_result,
-                                           save_result)
+from vibe_blender.core.result_file import FORMAT_VERSION, MocapResult, Track, VideoInfo, load_result, save_result
 
 
 def make_track(track_id=1, frames=(0, 1, 2, 5, 6), seed=0):
     rng = np.random.default_rng(seed)
     T = len(frames)
-    return Track(track_id=track_id, frame_ids=np.array(frames), pose=rng.normal(size=(T, 72)),
-                 betas=rng.normal(size=(T, 10)), betas_track=rng.normal(size=10),
-                 pred_cam=rng.normal(size=(T, 3)), orig_cam=rng.normal(size=(T, 4)),
-                 bboxes=rng.uniform(10, 100, size=(T, 4)), joints3d=rng.normal(size=(T, 49, 3)),
-                 trans_cam_m=rng.normal(size=(T, 3)))
+    return Track(
+        track_id=track_id,
+        frame_ids=np.array(frames),
+        pose=rng.normal(size=(T, 72)),
+        betas=rng.normal(size=(T, 10)),
+        betas_track=rng.normal(size=10),
+        pred_cam=rng.normal(size=(T, 3)),
+        orig_cam=rng.normal(size=(T, 4)),
+        bboxes=rng.uniform(10, 100, size=(T, 4)),
+        joints3d=rng.normal(size=(T, 49, 3)),
+        trans_cam_m=rng.normal(size=(T, 3)),
+    )
 
 
 def make_result():
-    return MocapResult(video=VideoInfo("clip.mp4", 29.97, 640, 360, 120),
-                       tracks=[make_track(1), make_track(4, frames=(3, 4), seed=1)],
-                       model_name="vibe_model_wo_3dpw", focal_length_px=5000.0, meta={"device": "cpu"})
+    return MocapResult(
+        video=VideoInfo("clip.mp4", 29.97, 640, 360, 120),
+        tracks=[make_track(1), make_track(4, frames=(3, 4), seed=1)],
+        model_name="vibe_model_wo_3dpw",
+        focal_length_px=5000.0,
+        meta={"device": "cpu"},
+    )
 
 
 def test_round_trip_keeps_every_array_and_field():
@@ -73,7 +84,17 @@ def test_newer_version_asks_for_an_update(tmp_path):
 
 def test_damaged_tracks_are_reported():
     with pytest.raises(VibeError, match="'pose' has shape"):
-        Track(1, np.arange(3), np.zeros((2, 72)), np.zeros((3, 10)), np.zeros(10), np.zeros((3, 3)),
-              np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((3, 49, 3)), np.zeros((3, 3)))
+        Track(
+            1,
+            np.arange(3),
+            np.zeros((2, 72)),
+            np.zeros((3, 10)),
+            np.zeros(10),
+            np.zeros((3, 3)),
+            np.zeros((3, 4)),
+            np.zeros((3, 4)),
+            np.zeros((3, 49, 3)),
+            np.zeros((3, 3)),
+        )
     with pytest.raises(VibeError, match="not increasing"):
         make_track(frames=(0, 2, 1))

@@ -1,11 +1,22 @@
 """Bone maps: presets, prefix handling, name matching, validation and the JSON file format."""
+
 import json
 
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.retarget_map import (BODY_JOINTS, PRESETS, auto_map, auto_map_report, load_map, match_preset,
-                                            preset_map, save_map, split_name, validate_map)
+from vibe_blender.core.retarget_map import (
+    BODY_JOINTS,
+    PRESETS,
+    auto_map,
+    auto_map_report,
+    load_map,
+    match_preset,
+    preset_map,
+    save_map,
+    split_name,
+    validate_map,
+)
 from vibe_blender.core.smpl_model import JOINT_NAMES
 
 
@@ -31,13 +42,25 @@ def test_mixamo_prefix_follows_the_rig():
     assert preset_map("MIXAMO", plain)["left_elbow"] == "LeftForeArm"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("mixamorig:LeftUpLeg", ("left", "upleg")), ("thigh_l", ("left", "thigh")), ("Spine.001", (None, "spine001")),
-    ("DEF-upper_arm.R", ("right", "upperarm")), ("L_Hip", ("left", "hip")), ("Hips", (None, "hips")),
-    ("Leftovers", (None, "leftovers")), ("rig:RightHand", ("right", "hand")),
-    ("pelvis_jnt", (None, "pelvis")), ("l_knee_jnt", ("left", "knee")), ("lThighBend", ("left", "thighbend")),
-    ("Hip.R", ("right", "hip")), ("Left_Thigh", ("left", "thigh")), ("ORG-shin.L", ("left", "shin")),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mixamorig:LeftUpLeg", ("left", "upleg")),
+        ("thigh_l", ("left", "thigh")),
+        ("Spine.001", (None, "spine001")),
+        ("DEF-upper_arm.R", ("right", "upperarm")),
+        ("L_Hip", ("left", "hip")),
+        ("Hips", (None, "hips")),
+        ("Leftovers", (None, "leftovers")),
+        ("rig:RightHand", ("right", "hand")),
+        ("pelvis_jnt", (None, "pelvis")),
+        ("l_knee_jnt", ("left", "knee")),
+        ("lThighBend", ("left", "thighbend")),
+        ("Hip.R", ("right", "hip")),
+        ("Left_Thigh", ("left", "thigh")),
+        ("ORG-shin.L", ("left", "shin")),
+    ],
+)
 def test_split_name(name, expected):
     assert split_name(name) == expected
 
@@ -45,8 +68,16 @@ def test_split_name(name, expected):
 def test_auto_map_matches_an_unknown_naming_scheme():
     bones = ["Root", "Pelvis", "Spine_A", "Spine_B", "Chest", "Neck", "Head"]
     for s in "LR":
-        bones += [f"{s}_Thigh", f"{s}_Calf", f"{s}_Foot", f"{s}_Toe", f"{s}_Clavicle", f"{s}_UpperArm",
-                  f"{s}_Forearm", f"{s}_Hand"]
+        bones += [
+            f"{s}_Thigh",
+            f"{s}_Calf",
+            f"{s}_Foot",
+            f"{s}_Toe",
+            f"{s}_Clavicle",
+            f"{s}_UpperArm",
+            f"{s}_Forearm",
+            f"{s}_Hand",
+        ]
     parents = {"Pelvis": "Root", "Spine_A": "Pelvis", "Spine_B": "Spine_A", "Chest": "Spine_B"}
     mapping = auto_map(bones, parents)
     assert mapping["pelvis"] == "Pelvis"
@@ -92,8 +123,19 @@ def test_map_file_round_trip_and_bad_files(tmp_path):
         load_map(tmp_path / "j.json")
 
 
-CONVENTIONS = ["MIXAMO", "UE5_MANNEQUIN", "UE4_MANNEQUIN", "RIGIFY_CONTROLS", "RIGIFY_DEFORM", "RIGIFY_ORG",
-               "RIGIFY_METARIG", "UNITY_HUMANOID", "VRM", "CHARACTER_CREATOR", "DAZ_GENESIS"]
+CONVENTIONS = [
+    "MIXAMO",
+    "UE5_MANNEQUIN",
+    "UE4_MANNEQUIN",
+    "RIGIFY_CONTROLS",
+    "RIGIFY_DEFORM",
+    "RIGIFY_ORG",
+    "RIGIFY_METARIG",
+    "UNITY_HUMANOID",
+    "VRM",
+    "CHARACTER_CREATOR",
+    "DAZ_GENESIS",
+]
 
 
 @pytest.mark.parametrize("preset", CONVENTIONS)
@@ -113,11 +155,25 @@ def test_every_convention_maps_fully_with_extra_bones_and_a_prefix(preset):
 
 def _jnt_rig():
     """A custom rig of the issue: every bone ends in _jnt, sides as l_ / r_, numbered spine."""
-    names = {"pelvis": "pelvis_jnt", "spine1": "spine_01_jnt", "spine2": "spine_02_jnt", "spine3": "spine_03_jnt",
-             "neck": "neck_jnt", "head": "head_jnt"}
+    names = {
+        "pelvis": "pelvis_jnt",
+        "spine1": "spine_01_jnt",
+        "spine2": "spine_02_jnt",
+        "spine3": "spine_03_jnt",
+        "neck": "neck_jnt",
+        "head": "head_jnt",
+    }
     for s, side in (("l", "left"), ("r", "right")):
-        for joint, word in (("hip", "hip"), ("knee", "knee"), ("ankle", "ankle"), ("foot", "ball"),
-                            ("collar", "clavicle"), ("shoulder", "shoulder"), ("elbow", "elbow"), ("wrist", "wrist")):
+        for joint, word in (
+            ("hip", "hip"),
+            ("knee", "knee"),
+            ("ankle", "ankle"),
+            ("foot", "ball"),
+            ("collar", "clavicle"),
+            ("shoulder", "shoulder"),
+            ("elbow", "elbow"),
+            ("wrist", "wrist"),
+        ):
             names[f"{side}_{joint}"] = f"{s}_{word}_jnt"
     parents = {b: "pelvis_jnt" for b in names.values() if b != "pelvis_jnt"}
     parents.update({"spine_02_jnt": "spine_01_jnt", "spine_03_jnt": "spine_02_jnt"})
@@ -135,15 +191,30 @@ def test_auto_map_handles_jnt_suffixes_and_reports_a_full_map():
 
 @pytest.mark.parametrize("style", ["{side}_{part}", "{part}.{S}", "{part}_{s}", "{Side}{Part}", "{Side}_{Part}"])
 def test_auto_map_side_variants(style):
-    parts = {"hip": "thigh", "knee": "shin", "ankle": "foot", "foot": "toe", "collar": "clavicle",
-             "shoulder": "upperarm", "elbow": "forearm", "wrist": "hand"}
+    parts = {
+        "hip": "thigh",
+        "knee": "shin",
+        "ankle": "foot",
+        "foot": "toe",
+        "collar": "clavicle",
+        "shoulder": "upperarm",
+        "elbow": "forearm",
+        "wrist": "hand",
+    }
     bones = ["Hips", "Spine1", "Spine2", "Spine3", "Neck", "Head"]
-    expected = {"pelvis": "Hips", "spine1": "Spine1", "spine2": "Spine2", "spine3": "Spine3", "neck": "Neck",
-                "head": "Head"}
+    expected = {
+        "pelvis": "Hips",
+        "spine1": "Spine1",
+        "spine2": "Spine2",
+        "spine3": "Spine3",
+        "neck": "Neck",
+        "head": "Head",
+    }
     for side in ("left", "right"):
         for joint, part in parts.items():
-            name = style.format(side=side[0], S=side[0].upper(), s=side[0], Side=side.title(), part=part,
-                                Part=part.title())
+            name = style.format(
+                side=side[0], S=side[0].upper(), s=side[0], Side=side.title(), part=part, Part=part.title()
+            )
             bones.append(name)
             expected[f"{side}_{joint}"] = name
     parents = {"Spine2": "Spine1", "Spine3": "Spine2", "Spine1": "Hips"}
@@ -158,6 +229,8 @@ def test_incomplete_map_names_the_missing_joints_and_a_lower_confidence():
     assert report.missing == ["neck", "left_elbow"]
     assert not report.complete and report.confidence < 0.95
     assert "20 of 22" in report.summary() and "missing: neck, left_elbow" in report.summary()
-    ue = [b for j, b in PRESETS["UE5_MANNEQUIN"].items() if j != "right_wrist"]        # 21 of 22: still the preset
+    ue = [b for j, b in PRESETS["UE5_MANNEQUIN"].items() if j != "right_wrist"]  # 21 of 22: still the preset
     report = auto_map_report(ue)
-    assert report.preset == "UE5_MANNEQUIN" and report.missing == ["right_wrist"] and "right_wrist" not in report.mapping
+    assert (
+        report.preset == "UE5_MANNEQUIN" and report.missing == ["right_wrist"] and "right_wrist" not in report.mapping
+    )

@@ -1,11 +1,25 @@
 """Retargeting maths: FK, swing/twist rest correction, solving pose channels, root scaling."""
+
 import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.retarget_math import (axis_rotations, compose_basis, euler_to_rotmat, pose_from_basis,
-                                             hip_height, leg_length, leg_scale, rest_offsets, retarget_rotations, rotation_part,
-                                             scale_root_motion, solve_basis, swing_rotation, topological_order)
+from vibe_blender.core.retarget_math import (
+    axis_rotations,
+    compose_basis,
+    euler_to_rotmat,
+    hip_height,
+    leg_length,
+    leg_scale,
+    pose_from_basis,
+    rest_offsets,
+    retarget_rotations,
+    rotation_part,
+    scale_root_motion,
+    solve_basis,
+    swing_rotation,
+    topological_order,
+)
 from vibe_blender.core.rotations import axis_angle_to_rotmat, quat_to_rotmat
 from vibe_blender.core.smpl_model import PARENTS
 
@@ -44,8 +58,8 @@ def test_swing_rotation_takes_a_to_b_including_opposite_vectors():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(50, 3))
     b = rng.normal(size=(50, 3))
-    b[0] = -a[0]                                   # antiparallel
-    b[1] = a[1] * 2                                # parallel
+    b[0] = -a[0]  # antiparallel
+    b[1] = a[1] * 2  # parallel
     R = swing_rotation(a, b)
     np.testing.assert_allclose(R @ np.swapaxes(R, -1, -2), np.tile(np.eye(3), (50, 1, 1)), atol=1e-9)
     np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-9)
@@ -58,18 +72,18 @@ def test_swing_rotation_takes_a_to_b_including_opposite_vectors():
 def test_rest_offset_is_a_pure_twist_about_the_bone_axis():
     rng = np.random.default_rng(1)
     src, tgt = random_rotations(rng, (30,)), random_rotations(rng, (30,))
-    O = rest_offsets(src, tgt)
-    np.testing.assert_allclose(O[:, :, 1], np.tile([0.0, 1.0, 0.0], (30, 1)), atol=1e-9)
+    offsets = rest_offsets(src, tgt)
+    np.testing.assert_allclose(offsets[:, :, 1], np.tile([0.0, 1.0, 0.0], (30, 1)), atol=1e-9)
 
 
 def test_forward_kinematics_of_a_two_bone_chain_by_hand():
     rest = np.tile(np.eye(4), (2, 1, 1))
-    rest[1, :3, 3] = [0, 1, 0]                     # child head one unit along the parent's Y
+    rest[1, :3, 3] = [0, 1, 0]  # child head one unit along the parent's Y
     basis = np.tile(np.eye(4), (1, 2, 1, 1))
-    basis[0, 0, :3, :3] = axis_rotations(np.pi / 2, 2)       # parent turns 90° about Z
+    basis[0, 0, :3, :3] = axis_rotations(np.pi / 2, 2)  # parent turns 90° about Z
     basis[0, 0, :3, 3] = [5, 0, 0]
     pose = pose_from_basis(np.array([-1, 0]), rest, basis)
-    np.testing.assert_allclose(pose[0, 1, :3, 3], [5 - 1, 0, 0], atol=1e-12)   # (0,1,0) turned to (-1,0,0)
+    np.testing.assert_allclose(pose[0, 1, :3, 3], [5 - 1, 0, 0], atol=1e-12)  # (0,1,0) turned to (-1,0,0)
 
 
 def test_topological_order_rejects_cycles():
@@ -86,22 +100,22 @@ def test_retarget_to_a_rig_with_other_rest_rotations_matches_world_directions():
     src_rest = random_rig(rng, PARENTS)
     src_basis = compose_basis(np.zeros((T, 24, 3)), random_rotations(rng, (T, 24), 1.0))
     src_basis[:, 0, :3, 3] = rng.normal(0, 0.3, (T, 3))
-    src_world = pose_from_basis(PARENTS, src_rest, src_basis)               # source object = identity
+    src_world = pose_from_basis(PARENTS, src_rest, src_basis)  # source object = identity
 
     # target: the SMPL tree plus an unmapped bone inserted above each spine joint and a root bone
-    tgt_parents = np.concatenate([PARENTS + 1, [0, 0, 0]])                    # 24 mapped + 3 extras
-    tgt_parents[0] = -1                                                       # bone 0 = "root"
+    tgt_parents = np.concatenate([PARENTS + 1, [0, 0, 0]])  # 24 mapped + 3 extras
+    tgt_parents[0] = -1  # bone 0 = "root"
     tgt_parents = np.concatenate([[-1], np.where(PARENTS < 0, 0, PARENTS + 1), [1, 4, 7]])
     N = len(tgt_parents)
     tgt_rest = random_rig(rng, tgt_parents)
     obj = np.eye(4)
-    obj[:3, :3] = 0.01 * axis_rotations(np.pi / 2, 0)                        # like an FBX import
+    obj[:3, :3] = 0.01 * axis_rotations(np.pi / 2, 0)  # like an FBX import
     obj[:3, 3] = [1, 2, 0]
     mapped = np.zeros(N, bool)
     mapped[1:25] = True
     tgt_rest_world_rot = rotation_part(obj @ tgt_rest)
-    O = rest_offsets(rotation_part(src_rest), tgt_rest_world_rot[1:25])
-    world_rot = retarget_rotations(rotation_part(src_world), O)               # (T, 24, 3, 3)
+    offsets = rest_offsets(rotation_part(src_rest), tgt_rest_world_rot[1:25])
+    world_rot = retarget_rotations(rotation_part(src_world), offsets)  # (T, 24, 3, 3)
     target_rot = np.tile(np.eye(3), (T, N, 1, 1))
     target_rot[:, 1:25] = rotation_part(obj).T @ world_rot
     head_world = src_world[:, 0, :3, 3]
@@ -113,8 +127,8 @@ def test_retarget_to_a_rig_with_other_rest_rotations_matches_world_directions():
     err = angle_deg(tgt_world[:, 1:25, :3, 1], src_world[:, :, :3, 1])
     assert err.max() < 1e-6
     np.testing.assert_allclose(tgt_world[:, 1, :3, 3], head_world, atol=1e-9)
-    np.testing.assert_allclose(quats[:, 25:], np.tile([1.0, 0, 0, 0], (T, 3, 1)), atol=1e-12)   # unmapped: rest
-    assert np.all(np.sum(quats[1:] * quats[:-1], -1) >= 0)                   # sign continuity
+    np.testing.assert_allclose(quats[:, 25:], np.tile([1.0, 0, 0, 0], (T, 3, 1)), atol=1e-12)  # unmapped: rest
+    assert np.all(np.sum(quats[1:] * quats[:-1], -1) >= 0)  # sign continuity
 
 
 def test_root_motion_scales_about_the_floor_point_under_the_hips():
@@ -130,7 +144,7 @@ def test_leg_length_is_the_chain_hip_knee_ankle_ground_and_the_scale_its_ratio()
     hip, knee, ankle = np.array([0.1, 0, 0.9]), np.array([0.1, 0.03, 0.5]), np.array([0.1, 0, 0.1])
     chain = np.linalg.norm(knee - hip) + np.linalg.norm(ankle - knee)
     assert leg_length(hip, knee, ankle, ground_z=0.02) == pytest.approx(chain + 0.08)
-    assert leg_length(hip, knee, ankle, ground_z=0.5) == pytest.approx(chain)        # contact above: no drop
+    assert leg_length(hip, knee, ankle, ground_z=0.5) == pytest.approx(chain)  # contact above: no drop
     # legs x1.15 about the hips, the hip-to-pelvis offset unchanged: the scale is 1.15, whatever the pelvis
     scaled = [leg_length(hip, hip + 1.15 * (knee - hip), hip + 1.15 * (ankle - hip), hip[2] - 1.15 * (hip[2] - 0.02))]
     assert leg_scale([leg_length(hip, knee, ankle, 0.02)], scaled) == pytest.approx(1.15)

@@ -1,12 +1,19 @@
 import numpy as np
 
-from vibe_blender.core.rotations import (axis_angle_to_quat, axis_angle_to_rotmat, make_continuous, quat_conjugate,
-                                         quat_multiply, quat_to_rotmat, rotmat_to_quat)
+from vibe_blender.core.rotations import (
+    axis_angle_to_quat,
+    axis_angle_to_rotmat,
+    make_continuous,
+    quat_conjugate,
+    quat_multiply,
+    quat_to_rotmat,
+    rotmat_to_quat,
+)
 
 
 def _random_axis_angle(rng, n):
     aa = rng.normal(0, 1.5, (n, 3))
-    aa[:4] = [[0, 0, 0], [1e-9, 0, 0], [np.pi, 0, 0], [0, -np.pi + 1e-7, 0]]     # zero, tiny, half turns
+    aa[:4] = [[0, 0, 0], [1e-9, 0, 0], [np.pi, 0, 0], [0, -np.pi + 1e-7, 0]]  # zero, tiny, half turns
     return aa
 
 
@@ -36,13 +43,13 @@ def test_quaternion_product_composes_rotations():
 
 def test_make_continuous_removes_sign_flips_without_changing_rotations():
     rng = np.random.default_rng(3)
-    t = np.linspace(0, 4 * np.pi, 400)                                    # a root spinning through 720°
+    t = np.linspace(0, 4 * np.pi, 400)  # a root spinning through 720°
     q = axis_angle_to_quat(np.stack([np.zeros_like(t), t, np.zeros_like(t)], -1))[:, None]
-    q = q * rng.choice([-1.0, 1.0], size=(400, 1, 1))                     # random signs, as from a converter
+    q = q * rng.choice([-1.0, 1.0], size=(400, 1, 1))  # random signs, as from a converter
     c = make_continuous(q)
     assert np.all(np.sum(c[1:] * c[:-1], -1) > 0)
     np.testing.assert_allclose(quat_to_rotmat(c), quat_to_rotmat(q), atol=1e-12)
-    assert np.sum(np.sum(q[1:] * q[:-1], -1) < 0) > 50                     # the input really had flips
+    assert np.sum(np.sum(q[1:] * q[:-1], -1) < 0) > 50  # the input really had flips
 
 
 def test_quaternion_to_axis_angle_round_trip_including_zero_and_pi():

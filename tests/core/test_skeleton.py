@@ -1,13 +1,23 @@
 """The SMPL -> Blender maths, checked against SMPL's own forward pass with a numpy model of how
 Blender evaluates an armature (so no bpy is needed; the Blender suite checks the real thing)."""
+
 import numpy as np
 import pytest
 
 from vibe_blender.core.motion import TrackMotion, ground_offset
 from vibe_blender.core.rotations import axis_angle_to_quat, axis_angle_to_rotmat, quat_to_rotmat
-from vibe_blender.core.skeleton import (CAMERA_TO_BLENDER, SMPL_TO_BLENDER, bone_basis_quats, bone_layout,
-                                        bone_to_smpl_rotations, corrective_driver_expression, fps_to_blender,
-                                        refit_basis_quats, refit_root_locations, root_locations)
+from vibe_blender.core.skeleton import (
+    CAMERA_TO_BLENDER,
+    SMPL_TO_BLENDER,
+    bone_basis_quats,
+    bone_layout,
+    bone_to_smpl_rotations,
+    corrective_driver_expression,
+    fps_to_blender,
+    refit_basis_quats,
+    refit_root_locations,
+    root_locations,
+)
 from vibe_blender.core.smpl_math import smpl_forward
 from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
 
@@ -39,7 +49,7 @@ def test_bone_channels_reproduce_smpl_for_any_rest_orientation(body_model, sourc
     offset = np.array([0.0, 0.0, 1.3])
     J = body_model.joints_rest(betas)
     heads, _ = bone_layout(J)
-    q_rest = axis_angle_to_quat(rng.normal(0, 2, (24, 3)))           # any rest frames: the formula is general
+    q_rest = axis_angle_to_quat(rng.normal(0, 2, (24, 3)))  # any rest frames: the formula is general
     basis = bone_basis_quats(pose, q_rest, source_to_blender)
     loc = root_locations(trans, J[0], q_rest[0], source_to_blender, offset)
     v_ref, j_ref = smpl_forward(body_model, pose, betas, trans, pose_correctives=False)
@@ -60,11 +70,11 @@ def test_camera_frame_person_stands_upright_facing_the_camera(body_model):
     pose[0, :3] = [np.pi, 0, 0]
     _, joints = smpl_forward(body_model, pose, np.zeros(10), np.array([[0.0, 0.0, 4.0]]))
     bl = joints[0] @ CAMERA_TO_BLENDER.T
-    assert bl[15, 2] - bl[0, 2] > 0.3                                 # head above pelvis
-    assert bl[0, 1] > 3.5                                               # 4 m in front of the camera
+    assert bl[15, 2] - bl[0, 2] > 0.3  # head above pelvis
+    assert bl[0, 1] > 3.5  # 4 m in front of the camera
     facing = CAMERA_TO_BLENDER @ axis_angle_to_rotmat(pose[0, :3]) @ np.array([0.0, 0.0, 1.0])
     np.testing.assert_allclose(facing, [0.0, -1.0, 0.0], atol=1e-12)
-    assert bl[1, 0] > bl[2, 0]                                          # left hip on the +X side, as in SMPL
+    assert bl[1, 0] > bl[2, 0]  # left hip on the +X side, as in SMPL
 
 
 def test_bone_layout_points_bones_at_children_and_names_mirror(body_model):
@@ -72,9 +82,9 @@ def test_bone_layout_points_bones_at_children_and_names_mirror(body_model):
     heads, tails = bone_layout(J)
     np.testing.assert_allclose(heads, J @ SMPL_TO_BLENDER.T)
     np.testing.assert_allclose(tails[JOINT_NAMES.index("left_knee")], heads[JOINT_NAMES.index("left_ankle")])
-    np.testing.assert_allclose(tails[0], heads[3])                     # pelvis -> spine1, not a hip
-    np.testing.assert_allclose(tails[9], heads[12])                    # spine3 -> neck, not a collar
-    assert np.all(np.linalg.norm(tails - heads, axis=1) > 1e-3)        # no zero-length bone
+    np.testing.assert_allclose(tails[0], heads[3])  # pelvis -> spine1, not a hip
+    np.testing.assert_allclose(tails[9], heads[12])  # spine3 -> neck, not a collar
+    assert np.all(np.linalg.norm(tails - heads, axis=1) > 1e-3)  # no zero-length bone
     for name in JOINT_NAMES:
         if name.startswith("left_"):
             assert "right_" + name[5:] in JOINT_NAMES
@@ -101,8 +111,8 @@ def test_corrective_driver_expression_matches_the_matrix_and_fits_blender():
         for r in range(3):
             for c in range(3):
                 expr = corrective_driver_expression(M[j], r, c)
-                assert len(expr) < 256, expr                            # Blender truncates longer ones
-                assert set(expr) <= set("0123456789.+-*wxyze")           # a "simple expression"
+                assert len(expr) < 256, expr  # Blender truncates longer ones
+                assert set(expr) <= set("0123456789.+-*wxyze")  # a "simple expression"
                 assert abs(eval(expr, {}, dict(w=w, x=x, y=y, z=z)) - expected[r, c]) < 1e-8
 
 
@@ -111,13 +121,16 @@ def test_refit_keeps_armature_space_rotations_and_pelvis_world_position():
     q_old, q_new = axis_angle_to_quat(rng.normal(0, 1, (24, 3))), axis_angle_to_quat(rng.normal(0, 1, (24, 3)))
     basis = axis_angle_to_quat(rng.normal(0, 1, (6, 24, 3)))
     new = refit_basis_quats(basis, q_old, q_new)
-    arm = lambda q_rest, b: quat_to_rotmat(q_rest)[None] @ quat_to_rotmat(b) @ quat_to_rotmat(q_rest).swapaxes(-1, -2)[None]  # noqa: E731
+    arm = lambda q_rest, b: (
+        quat_to_rotmat(q_rest)[None] @ quat_to_rotmat(b) @ quat_to_rotmat(q_rest).swapaxes(-1, -2)[None]
+    )  # noqa: E731
     np.testing.assert_allclose(arm(q_new, new), arm(q_old, basis), atol=1e-12)
     loc = rng.normal(0, 1, (6, 3))
     h_old, h_new = rng.normal(0, 1, 3), rng.normal(0, 1, 3)
     loc_new = refit_root_locations(loc, h_old, q_old[0], h_new, q_new[0])
-    np.testing.assert_allclose(loc_new @ quat_to_rotmat(q_new[0]).T + h_new, loc @ quat_to_rotmat(q_old[0]).T + h_old,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        loc_new @ quat_to_rotmat(q_new[0]).T + h_new, loc @ quat_to_rotmat(q_old[0]).T + h_old, atol=1e-12
+    )
 
 
 def test_fps_to_blender():
@@ -131,8 +144,13 @@ def test_fps_to_blender():
 
 
 def test_segments_split_at_gaps():
-    track = TrackMotion(name="t", frame_ids=np.array([0, 1, 2, 6, 7, 9]), pose=np.zeros((6, 72)),
-                        trans_m=np.zeros((6, 3)), betas=np.zeros(10))
+    track = TrackMotion(
+        name="t",
+        frame_ids=np.array([0, 1, 2, 6, 7, 9]),
+        pose=np.zeros((6, 72)),
+        trans_m=np.zeros((6, 3)),
+        betas=np.zeros(10),
+    )
     assert track.segments() == [(0, 3), (3, 5), (5, 6)]
 
 
@@ -140,11 +158,11 @@ def test_ground_offset_puts_the_feet_on_the_floor(body_model):
     rng = np.random.default_rng(4)
     pose = rng.normal(0, 0.1, (10, 72))
     pose[:, :3] = [np.pi, 0, 0]
-    trans = np.tile([0.0, 0.9, 4.0], (10, 1))                           # camera 0.9 m above the hips
+    trans = np.tile([0.0, 0.9, 4.0], (10, 1))  # camera 0.9 m above the hips
     track = TrackMotion(name="t", frame_ids=np.arange(10), pose=pose, trans_m=trans, betas=np.zeros(10))
     offset = ground_offset(body_model, [track])
     verts, _ = smpl_forward(body_model, pose, np.zeros(10), trans, pose_correctives=False)
     lowest = (verts @ CAMERA_TO_BLENDER.T + offset)[..., 2].min(axis=1)
     assert offset[:2].tolist() == [0.0, 0.0]
     assert np.percentile(lowest, 2) == pytest.approx(0.0, abs=1e-9)
-    assert lowest.min() > -0.01 and lowest.max() < 0.1                 # nobody sinks or floats
+    assert lowest.min() > -0.01 and lowest.max() < 0.1  # nobody sinks or floats

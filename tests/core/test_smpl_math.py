@@ -14,7 +14,7 @@ def test_rest_pose_is_the_shaped_template(body_model):
 def test_rotating_one_joint_moves_its_subtree_rigidly(body_model):
     """Bending the left knee 90°: the left ankle rotates about the knee, the right leg stays."""
     pose = np.zeros((1, 72))
-    pose[0, 3 * 4:3 * 5] = [np.pi / 2, 0, 0]
+    pose[0, 3 * 4 : 3 * 5] = [np.pi / 2, 0, 0]
     _, joints = smpl_forward(body_model, pose, np.zeros(10), pose_correctives=False)
     J = body_model.joints_rest(np.zeros(10))
     R = axis_angle_to_rotmat(pose[0, 12:15])

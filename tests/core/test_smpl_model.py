@@ -1,4 +1,5 @@
 """The SMPL model files: restricted reading of the official pickle, the npz that travels to Blender."""
+
 import io
 import pickle
 
@@ -22,7 +23,7 @@ def test_official_pickle_layouts_read_back_exactly(tmp_path, body, chumpy_style)
     path = tmp_path / "SMPL_NEUTRAL.pkl"
     write_smpl_pkl(path, body, chumpy_style=chumpy_style)
     blob = path.read_bytes()
-    if chumpy_style:   # the file really names chumpy, old scipy and numpy-1 modules
+    if chumpy_style:  # the file really names chumpy, old scipy and numpy-1 modules
         assert b"chumpy.ch" in blob and b"scipy.sparse.csc" in blob and b"numpy.core.multiarray" in blob
     loaded = load_smpl_pkl(path)
     for name in ARRAYS:
@@ -32,10 +33,15 @@ def test_official_pickle_layouts_read_back_exactly(tmp_path, body, chumpy_style)
 
 def test_real_scipy_sparse_regressor_is_densified(tmp_path, body):
     scipy_sparse = pytest.importorskip("scipy.sparse")
-    data = {"v_template": body.v_template, "f": body.faces, "weights": body.lbs_weights,
-            "shapedirs": body.shapedirs, "posedirs": body.posedirs,
-            "J_regressor": scipy_sparse.csc_matrix(body.J_regressor),
-            "kintree_table": np.stack([np.r_[4294967295, PARENTS[1:]], np.arange(24)])}
+    data = {
+        "v_template": body.v_template,
+        "f": body.faces,
+        "weights": body.lbs_weights,
+        "shapedirs": body.shapedirs,
+        "posedirs": body.posedirs,
+        "J_regressor": scipy_sparse.csc_matrix(body.J_regressor),
+        "kintree_table": np.stack([np.r_[4294967295, PARENTS[1:]], np.arange(24)]),
+    }
     path = tmp_path / "m.pkl"
     path.write_bytes(pickle.dumps(data, protocol=4))
     np.testing.assert_array_equal(load_smpl_pkl(path).J_regressor, body.J_regressor)
@@ -44,6 +50,7 @@ def test_real_scipy_sparse_regressor_is_densified(tmp_path, body):
 class _Evil:
     def __reduce__(self):
         import os
+
         return (os.system, ("echo pwned",))
 
 
@@ -54,11 +61,14 @@ def test_pickle_with_code_is_refused(tmp_path):
         load_smpl_pkl(path)
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"not a pickle at all", "not a readable SMPL model"),
-    (pickle.dumps([1, 2, 3]), "holds a list"),
-    (pickle.dumps({"v_template": np.zeros((5, 3))}), "lacks f, weights"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"not a pickle at all", "not a readable SMPL model"),
+        (pickle.dumps([1, 2, 3]), "holds a list"),
+        (pickle.dumps({"v_template": np.zeros((5, 3))}), "lacks f, weights"),
+    ],
+)
 def test_bad_model_files_get_one_clear_error(tmp_path, payload, message):
     path = tmp_path / "SMPL_NEUTRAL.pkl"
     path.write_bytes(payload)

@@ -1,4 +1,5 @@
 """Per-user folders and the local token file (vibe_blender.core.user_dirs)."""
+
 import os
 import stat
 

@@ -5,6 +5,7 @@ tracker (one person in the middle of every frame) so that it runs in a fraction 
 A video whose name starts with ``crash-once`` kills its worker process halfway through the first
 time it is run (a marker file next to it records that), to test that a dead worker's video is retried.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,11 +13,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
 from vibe_server.pipeline import video
 from vibe_server.pipeline.engine import Engine
 from vibe_server.pipeline.frontend import FrontEnd
-
-from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
 
 CRASH_PREFIX = "crash-once"
 CRASH_AT_FRAME = 6
@@ -43,7 +44,7 @@ def _crash_once(path: Path) -> None:
     marker = path.with_name(path.name + ".crashed")
     if not marker.exists():
         marker.write_text("the worker was killed here once\n")
-        os._exit(17)                                      # like a worker killed by the OOM killer
+        os._exit(17)  # like a worker killed by the OOM killer
 
 
 def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
@@ -51,7 +52,12 @@ def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_syntheti
 
     torch.set_num_threads(1)
     scripted = ScriptedFrontEnd()
-    frontend = FrontEnd(open_video=video.open_video, make_detector=scripted.make_detector,
-                        stream_people=_one_person, crop_people=scripted.crop_people)
-    return Engine(TinyVIBE(), model_name="tiny test model", data_dir=None, device=device, precision=precision,
-                  frontend=frontend)
+    frontend = FrontEnd(
+        open_video=video.open_video,
+        make_detector=scripted.make_detector,
+        stream_people=_one_person,
+        crop_people=scripted.crop_people,
+    )
+    return Engine(
+        TinyVIBE(), model_name="tiny test model", data_dir=None, device=device, precision=precision, frontend=frontend
+    )

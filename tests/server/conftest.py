@@ -1,5 +1,6 @@
 """Fakes for the pipeline and server tests: a tiny VIBE-shaped model (real GRU, so chunking and
 state carrying are tested for real) and a scripted front end (video, detector, tracker, crop)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ class TinyVIBE(nn.Module):
     def __init__(self, *, return_gru_state: bool = True):
         super().__init__()
         torch.manual_seed(0)
-        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 16, stride=16), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                      nn.Linear(4, 2048))
+        self.backbone = nn.Sequential(
+            nn.Conv2d(3, 4, 16, stride=16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2048)
+        )
         self.encoder = TemporalEncoder(n_layers=2, hidden_size=16)
         self.head = nn.Linear(2048, 85)
         self.regressor = SimpleNamespace(smpl=TinySMPL())
@@ -46,7 +48,7 @@ class TinyVIBE(nn.Module):
     def forward_features(self, features, j_regressor=None, h0=None):
         encoded, state = self.encoder(features, h0)
         theta = 0.1 * self.head(encoded)
-        theta[..., 0] = 1.0 + 0.1 * torch.tanh(theta[..., 0])             # positive camera scale
+        theta[..., 0] = 1.0 + 0.1 * torch.tanh(theta[..., 0])  # positive camera scale
         kp_3d = theta[..., 3:75].reshape(*theta.shape[:2], 24, 3).repeat(1, 1, 3, 1)[:, :, :49]
         out = {"theta": theta, "kp_3d": kp_3d, "verts": torch.zeros(*theta.shape[:2], 6890, 3)}
         if self.return_gru_state:
@@ -122,8 +124,11 @@ class ScriptedFrontEnd:
                 detector.detect([frame])
             if self.delay_s:
                 time.sleep(self.delay_s)
-            people = [(tid, np.array([100.0 + 2 * tid + frame_index, 120.0, 80.0 + tid, 80.0 + tid]))
-                      for tid, (first, last) in tracks.items() if first <= frame_index <= last]
+            people = [
+                (tid, np.array([100.0 + 2 * tid + frame_index, 120.0, 80.0 + tid, 80.0 + tid]))
+                for tid, (first, last) in tracks.items()
+                if first <= frame_index <= last
+            ]
             yield frame_index, frame, people
 
     def crop_people(self, frame, boxes):
@@ -137,8 +142,12 @@ class ScriptedFrontEnd:
         return torch.stack(crops).numpy()
 
     def as_frontend(self) -> FrontEnd:
-        return FrontEnd(open_video=self.open_video, make_detector=self.make_detector,
-                        stream_people=self.stream_people, crop_people=self.crop_people)
+        return FrontEnd(
+            open_video=self.open_video,
+            make_detector=self.make_detector,
+            stream_people=self.stream_people,
+            crop_people=self.crop_people,
+        )
 
 
 @pytest.fixture
@@ -157,8 +166,13 @@ def make_engine():
 
     def make(*, return_gru_state=True, precision="fp32", **script):
         scripted = ScriptedFrontEnd(**script)
-        return Engine(TinyVIBE(return_gru_state=return_gru_state), model_name="tiny test model", data_dir=None,
-                      precision=precision, frontend=scripted.as_frontend())
+        return Engine(
+            TinyVIBE(return_gru_state=return_gru_state),
+            model_name="tiny test model",
+            data_dir=None,
+            precision=precision,
+            frontend=scripted.as_frontend(),
+        )
 
     return make
 
@@ -182,8 +196,9 @@ def short_clip(tmp_path_factory):
 
     reader = open_video(Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4")
     path = tmp_path_factory.mktemp("live") / "walk24.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps,
-                             (reader.info.width, reader.info.height))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps, (reader.info.width, reader.info.height)
+    )
     for index, rgb in reader:
         if index == 24:
             break

@@ -1,6 +1,7 @@
 """The HTTP API with the tiny model and scripted front end: jobs end to end, parameter checks,
 upload limits, local paths, Host/token/Origin checks, cancel, restart, failure isolation; the real
 video reader where FFmpeg's behaviour is the point (containers, truncation)."""
+
 import asyncio
 import contextlib
 import errno
@@ -16,14 +17,14 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from vibe_server.api.app import create_app
-from vibe_server.api.deps import get_settings
-from vibe_server.api.settings import Settings
-from vibe_server.data.synthetic import write_smpl_files
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
+from vibe_server.api.app import create_app
+from vibe_server.api.deps import get_settings
+from vibe_server.api.settings import Settings
+from vibe_server.data.synthetic import write_smpl_files
 
 BASE = "http://127.0.0.1:8765"
 API = "/api/v1"
@@ -84,6 +85,7 @@ def leftover_files(settings):
 
 # -- the happy path -----------------------------------------------------------------------------
 
+
 def test_health(client):
     r = client.get(f"{API}/health")
     assert r.status_code == 200
@@ -118,8 +120,13 @@ def test_jobs_get_the_fast_defaults_and_official_restores_the_official_configura
         metas.append(load_result(io.BytesIO(client.get(f"{API}/jobs/{job['job_id']}/result").content)).meta)
     fast, official = metas
     assert fast["detection_stride"] == str(DEFAULT_DETECTION_STRIDE) and fast["adaptive_detection"] == "True"
-    assert (official["detection_stride"], official["adaptive_detection"], official["chunking"],
-            official["precision"], official["smoothing"]) == ("1", "False", "official", "fp32", "0.5")
+    assert (
+        official["detection_stride"],
+        official["adaptive_detection"],
+        official["chunking"],
+        official["precision"],
+        official["smoothing"],
+    ) == ("1", "False", "official", "fp32", "0.5")
     assert official["uncrop"] == "official 1.0x box"
 
 
@@ -161,15 +168,19 @@ def test_progress_is_reported_while_running(settings, make_engine):
 
 # -- bad input ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("params, words", [
-    ({"smoothness": 0.5}, ["unknown parameter 'smoothness'"]),
-    ({"smoothing": 3}, ["'smoothing'"]),
-    ({"detector": "ssd"}, ["'detector'"]),
-    ({"detection_stride": 0}, ["'detection_stride'"]),
-    ({"chunking": "overlap"}, ["'chunking'"]),
-    ("{not json", ["not valid JSON"]),
-    ("[1, 2]", ["JSON object"]),
-])
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"smoothness": 0.5}, ["unknown parameter 'smoothness'"]),
+        ({"smoothing": 3}, ["'smoothing'"]),
+        ({"detector": "ssd"}, ["'detector'"]),
+        ({"detection_stride": 0}, ["'detection_stride'"]),
+        ({"chunking": "overlap"}, ["'chunking'"]),
+        ("{not json", ["not valid JSON"]),
+        ("[1, 2]", ["JSON object"]),
+    ],
+)
 def test_bad_params_are_422_and_leave_nothing(client, settings, params, words):
     assert_detail(upload(client, params=params), 422, *words)
     assert leftover_files(settings) == []
@@ -200,23 +211,31 @@ def test_size_cap_also_holds_without_content_length(settings, engine):
     """A chunked body has no Content-Length: the streaming parser counts the bytes itself."""
     settings.max_upload_bytes = 1000
     boundary = "XyZ"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"c.mp4\"\r\n"
-            f"Content-Type: video/mp4\r\n\r\n").encode() + b"\x00" * 5000 + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"c.mp4\"\r\n"
+            f"Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        + b"\x00" * 5000
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
     def chunks():
         for i in range(0, len(body), 512):
-            yield body[i:i + 512]
+            yield body[i : i + 512]
 
     with client_for(settings, engine) as client:
-        r = client.post(f"{API}/jobs", content=chunks(),
-                        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        r = client.post(
+            f"{API}/jobs", content=chunks(), headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert_detail(r, 413, "limit")
     assert leftover_files(settings) == []
 
 
 def test_wrong_content_type_is_415(client):
-    assert_detail(client.post(f"{API}/jobs", content=b"abc", headers={"content-type": "text/plain"}), 415,
-                  "multipart/form-data")
+    assert_detail(
+        client.post(f"{API}/jobs", content=b"abc", headers={"content-type": "text/plain"}), 415, "multipart/form-data"
+    )
 
 
 def test_a_video_with_nobody_fails_with_a_reason_and_the_server_keeps_serving(client):
@@ -262,6 +281,7 @@ def test_finished_results_stay_reachable_when_the_model_data_goes_missing(settin
 
 # -- local paths ---------------------------------------------------------------------------------
 
+
 def test_local_path_jobs_for_loopback_clients(client, tmp_path):
     video = tmp_path / "local.mp4"
     video.write_bytes(b"fake")
@@ -269,15 +289,18 @@ def test_local_path_jobs_for_loopback_clients(client, tmp_path):
     assert r.status_code == 201, r.text
     job = wait(client, r.json()["job_id"])
     assert job["status"] == "done" and job["num_tracks"] == 1 and job["video_name"] == "local.mp4"
-    assert video.exists()                                     # a local input is never deleted
+    assert video.exists()  # a local input is never deleted
 
 
-@pytest.mark.parametrize("body, status, words", [
-    ({"video_path": "relative.mp4"}, 400, ["absolute"]),
-    ({"video_path": "/x.mp4", "params": {"foo": 1}}, 422, ["unknown parameter 'params.foo'"]),
-    ({"video_path": "/x.mp4", "extra": 1}, 422, ["unknown parameter 'extra'"]),
-    ({"path": "/x.mp4"}, 422, ["video_path"]),
-])
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        ({"video_path": "relative.mp4"}, 400, ["absolute"]),
+        ({"video_path": "/x.mp4", "params": {"foo": 1}}, 422, ["unknown parameter 'params.foo'"]),
+        ({"video_path": "/x.mp4", "extra": 1}, 422, ["unknown parameter 'extra'"]),
+        ({"path": "/x.mp4"}, 422, ["video_path"]),
+    ],
+)
 def test_bad_local_path_requests(client, body, status, words):
     assert_detail(client.post(f"{API}/jobs", json=body), status, *words)
 
@@ -296,8 +319,13 @@ def test_local_path_answers_never_tell_whether_a_file_exists(real_video_client, 
     text = tmp_path / "bad.txt"
     text.write_text("not a video")
     answers = []
-    for path in [str(text), str(tmp_path / "missing.mp4"), str(tmp_path), "/" + "x" * 5000 + ".mp4",
-                 "/" + "d/" * 3000 + "clip.mp4"]:
+    for path in [
+        str(text),
+        str(tmp_path / "missing.mp4"),
+        str(tmp_path),
+        "/" + "x" * 5000 + ".mp4",
+        "/" + "d/" * 3000 + "clip.mp4",
+    ]:
         r = client.post(f"{API}/jobs", json={"video_path": path})
         assert_detail(r, 415, "is not a readable video file on this machine")
         detail = r.json()["detail"]
@@ -318,11 +346,20 @@ def test_local_path_refused_for_other_clients(settings, engine, tmp_path):
 
 # -- security -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("host, ok", [
-    ("127.0.0.1:8765", True), ("localhost:8765", True), ("127.0.0.1", True),
-    ("localhost.attacker.example", False), ("localhost.attacker.example:8765", False),
-    ("127.0.0.1:9999", False), ("evil.example", False), ("", False),
-])
+
+@pytest.mark.parametrize(
+    "host, ok",
+    [
+        ("127.0.0.1:8765", True),
+        ("localhost:8765", True),
+        ("127.0.0.1", True),
+        ("localhost.attacker.example", False),
+        ("localhost.attacker.example:8765", False),
+        ("127.0.0.1:9999", False),
+        ("evil.example", False),
+        ("", False),
+    ],
+)
 def test_host_header_must_match_the_bound_host(client, host, ok):
     r = client.get(f"{API}/health", headers={"host": host})
     assert (r.status_code == 200) == ok, (host, r.text)
@@ -346,8 +383,12 @@ def test_every_client_needs_the_token_loopback_too(settings, engine, tmp_path):
             assert_detail(other.get(f"{API}/jobs"), 401, "Bearer", "token file")
             assert_detail(upload(other), 401)
             assert_detail(other.post(f"{API}/jobs", json={"video_path": str(video)}), 401)
-            for method, url in [("GET", f"/jobs/{job_id}"), ("GET", f"/jobs/{job_id}/result"),
-                                ("DELETE", f"/jobs/{job_id}"), ("GET", "/body_model")]:
+            for method, url in [
+                ("GET", f"/jobs/{job_id}"),
+                ("GET", f"/jobs/{job_id}/result"),
+                ("DELETE", f"/jobs/{job_id}"),
+                ("GET", "/body_model"),
+            ]:
                 assert_detail(other.request(method, f"{API}{url}"), 401)
     with client_for(settings, engine) as owner:
         assert owner.get(f"{API}/jobs/{job_id}/result").status_code == 200
@@ -376,12 +417,14 @@ def test_foreign_origin_cannot_change_state_and_no_cors_headers(client, settings
     assert_detail(client.delete(f"{API}/jobs/{job_id}", headers={"Origin": "http://evil.example"}), 403)
     r = client.get(f"{API}/jobs", headers={"Origin": "http://evil.example"})
     assert not any(h.lower().startswith("access-control-") for h in r.headers)
-    pre = client.options(f"{API}/jobs", headers={"Origin": "http://evil.example",
-                                                 "Access-Control-Request-Method": "POST"})
+    pre = client.options(
+        f"{API}/jobs", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in pre.headers
 
 
 # -- cancel, delete, restart --------------------------------------------------------------------
+
 
 def test_cancel_a_running_job_then_delete_it(settings, make_engine):
     with client_for(settings, make_engine(delay_s=0.05)) as client:
@@ -391,7 +434,7 @@ def test_cancel_a_running_job_then_delete_it(settings, make_engine):
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
         time.sleep(0.3)
         assert client.get(f"{API}/jobs/{job_id}").json()["status"] == "cancelled"
-        assert not list(settings.jobs_dir.glob(f"{job_id}/input*"))     # the upload is cleaned up
+        assert not list(settings.jobs_dir.glob(f"{job_id}/input*"))  # the upload is cleaned up
         assert client.delete(f"{API}/jobs/{job_id}").status_code == 200
         assert client.get(f"{API}/jobs/{job_id}").status_code == 404
 
@@ -456,6 +499,7 @@ def test_body_model_download(settings, make_engine, tmp_path):
 
 # -- only real video containers reach FFmpeg ---------------------------------------------------
 
+
 def write_clip(path, num_frames=60, fourcc="MJPG", size=(64, 48)):
     """A small real video file (random frames, so every frame differs)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, size)
@@ -489,13 +533,13 @@ def test_playlists_concat_lists_and_image_patterns_are_refused(real_video_client
         r = upload(real_video_client, name=name, data=path.read_bytes())
         assert_detail(r, 415, name, "Playlists (.m3u8), concat lists, image sequences")
         assert str(settings.jobs_dir) not in r.text
-    assert_detail(real_video_client.post(f"{API}/jobs", json={"video_path": str(path)}), 415,
-                  "not a readable video file")
+    assert_detail(
+        real_video_client.post(f"{API}/jobs", json={"video_path": str(path)}), 415, "not a readable video file"
+    )
     assert leftover_files(settings) == []
 
 
-def test_an_upload_is_saved_under_a_fixed_name_whatever_the_client_calls_it(real_video_client, settings,
-                                                                            tmp_path):
+def test_an_upload_is_saved_under_a_fixed_name_whatever_the_client_calls_it(real_video_client, settings, tmp_path):
     data = write_clip(tmp_path / "clip.avi").read_bytes()
     job_id = upload(real_video_client, name="clip.m3u8", data=data).json()["job_id"]
     assert [p.name for p in (settings.jobs_dir / job_id).glob("input*")] in (["input.video"], [])
@@ -516,7 +560,7 @@ def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(sett
     engine = make_engine()
     opened = []
 
-    def open_then_fail(path):                   # the probe opens it; the run finds it damaged
+    def open_then_fail(path):  # the probe opens it; the run finds it damaged
         opened.append(path)
         if len(opened) > 1:
             raise VibeError(f"{path} is damaged in the middle; export it again.")
@@ -530,6 +574,7 @@ def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(sett
 
 # -- the event loop never blocks --------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -540,8 +585,14 @@ def free_port() -> int:
 def live_server(settings, engine):
     """The app under uvicorn on 127.0.0.1 in a thread (one event loop, as in production)."""
     settings.port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, engine_loader=lambda s: engine), host="127.0.0.1",
-                                           port=settings.port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, engine_loader=lambda s: engine),
+            host="127.0.0.1",
+            port=settings.port,
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -561,7 +612,7 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
     engine = make_engine()
     release = threading.Event()
 
-    def stuck_open_video(path):                 # like FFmpeg waiting on a live playlist
+    def stuck_open_video(path):  # like FFmpeg waiting on a live playlist
         release.wait(15)
         raise VibeError("released")
 
@@ -576,11 +627,15 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
 
     try:
         with live_server(settings, engine) as base:
-            submitters = [threading.Thread(target=submit, args=("upload1",),
-                                           kwargs={"files": {"video": ("a.mp4", b"\x00video", "video/mp4")}}),
-                          threading.Thread(target=submit, args=("upload2",),
-                                           kwargs={"files": {"video": ("b.mp4", b"\x00video", "video/mp4")}}),
-                          threading.Thread(target=submit, args=("local",), kwargs={"json": {"video_path": str(video)}})]
+            submitters = [
+                threading.Thread(
+                    target=submit, args=("upload1",), kwargs={"files": {"video": ("a.mp4", b"\x00video", "video/mp4")}}
+                ),
+                threading.Thread(
+                    target=submit, args=("upload2",), kwargs={"files": {"video": ("b.mp4", b"\x00video", "video/mp4")}}
+                ),
+                threading.Thread(target=submit, args=("local",), kwargs={"json": {"video_path": str(video)}}),
+            ]
             for t in submitters:
                 t.start()
             time.sleep(0.5)
@@ -606,12 +661,22 @@ def test_live_playlist_uploads_are_refused_and_health_stays_fast(settings, make_
     live = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n".encode()
     answers = []
     with live_server(settings, make_engine(real_video=True)) as base:
-        posts = [threading.Thread(target=lambda: answers.append(httpx.post(
-            f"{base}/jobs", headers=AUTH, timeout=30, files={"video": ("live.m3u8", live, "application/x-mpegurl")})))
-            for _ in range(2)]
+        posts = [
+            threading.Thread(
+                target=lambda: answers.append(
+                    httpx.post(
+                        f"{base}/jobs",
+                        headers=AUTH,
+                        timeout=30,
+                        files={"video": ("live.m3u8", live, "application/x-mpegurl")},
+                    )
+                )
+            )
+            for _ in range(2)
+        ]
         for t in posts:
             t.start()
-        time.sleep(0.5)                             # the uploads are in (a live playlist used to hang here)
+        time.sleep(0.5)  # the uploads are in (a live playlist used to hang here)
         t0 = time.perf_counter()
         health = httpx.get(f"{base}/health", timeout=5)
         took = time.perf_counter() - t0
@@ -632,8 +697,14 @@ def test_health_answers_while_every_worker_thread_is_busy(settings, engine):
         while httpx.get(f"{base}/jobs/{job_id}", headers=AUTH).json()["status"] != "done":
             time.sleep(0.05)
         with jobs_routes._pkl_lock:
-            waiting = [threading.Thread(target=httpx.get, args=(f"{base}/jobs/{job_id}/result.pkl",),
-                                        kwargs={"headers": AUTH, "timeout": 60}) for _ in range(48)]
+            waiting = [
+                threading.Thread(
+                    target=httpx.get,
+                    args=(f"{base}/jobs/{job_id}/result.pkl",),
+                    kwargs={"headers": AUTH, "timeout": 60},
+                )
+                for _ in range(48)
+            ]
             for t in waiting:
                 t.start()
             time.sleep(1.0)
@@ -666,7 +737,7 @@ def test_blocking_runner_limits_time_and_threads():
             await runner(lambda: 1, timeout_s=5)
         assert busy.value.status_code == 503
         release.set()
-        for _ in range(100):                        # the abandoned thread ends and frees its slot
+        for _ in range(100):  # the abandoned thread ends and frees its slot
             try:
                 return await runner(lambda: 7, timeout_s=5)
             except HTTPException:
@@ -677,15 +748,22 @@ def test_blocking_runner_limits_time_and_threads():
 
 # -- request bodies: bounded memory, 4xx -------------------------------------------------------
 
+
 def test_deeply_nested_json_is_a_422(client, settings):
     for depth in (20_000, 33):
         nested = "[" * depth + "]" * depth
-        r = client.post(f"{API}/jobs", content=f'{{"video_path": "/x.mp4", "params": {nested}}}',
-                        headers={"content-type": "application/json"})
+        r = client.post(
+            f"{API}/jobs",
+            content=f'{{"video_path": "/x.mp4", "params": {nested}}}',
+            headers={"content-type": "application/json"},
+        )
         assert_detail(r, 422, "deeper than")
         assert_detail(upload(client, params=f'{{"smoothing": {nested}}}'), 422, "deeper than")
-    assert_detail(client.post(f"{API}/jobs", content="[" * 60_000, headers={"content-type": "application/json"}),
-                  422, "deeper than")
+    assert_detail(
+        client.post(f"{API}/jobs", content="[" * 60_000, headers={"content-type": "application/json"}),
+        422,
+        "deeper than",
+    )
     assert leftover_files(settings) == []
 
 
@@ -708,10 +786,20 @@ def post_chunks_to_the_app(client, path, chunks, headers) -> tuple[int, int]:
             status["code"] = message["status"]
 
     all_headers = {"host": "127.0.0.1:8765", **AUTH, **headers}
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in all_headers.items()],
-             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8765)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in all_headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8765),
+    }
 
     async def call():
         await client.app(scope, receive, send)
@@ -722,7 +810,7 @@ def post_chunks_to_the_app(client, path, chunks, headers) -> tuple[int, int]:
 
 def test_a_chunked_json_body_is_refused_before_it_is_read_whole(client):
     """No Content-Length: the server counts the bytes and stops at 64 KiB (it does not read on)."""
-    body = (b'{"video_path": "/x.mp4", "pad": "' if i == 0 else b"x" * 65536 for i in range(2000))   # 128 MB
+    body = (b'{"video_path": "/x.mp4", "pad": "' if i == 0 else b"x" * 65536 for i in range(2000))  # 128 MB
     status, pulled = post_chunks_to_the_app(client, f"{API}/jobs", body, {"content-type": "application/json"})
     assert status == 413 and pulled < 10, (status, pulled)
 
@@ -733,13 +821,15 @@ def test_oversized_multipart_part_headers_are_refused(client, settings):
     for padding in ([f"X-Padding: {'p' * 200_000}"], [f"X-Pad-{i}: {'p' * 100}" for i in range(2000)]):
         head = "\r\n".join(['Content-Disposition: form-data; name="video"; filename="c.mp4"', *padding])
         body = f"--{boundary}\r\n{head}\r\n\r\n".encode() + b"\x00video" + f"\r\n--{boundary}--\r\n".encode()
-        r = client.post(f"{API}/jobs", content=body,
-                        headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+        r = client.post(
+            f"{API}/jobs", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert_detail(r, 400, "header")
     assert leftover_files(settings) == []
 
 
 # -- limits: queued jobs and upload space ------------------------------------------------------
+
 
 def test_queued_jobs_are_limited_with_429(settings, make_engine):
     settings.max_queued_jobs = 2
@@ -761,7 +851,7 @@ def test_disk_held_by_queued_uploads_is_limited_with_507(settings, make_engine):
     with client_for(settings, make_engine(delay_s=0.05)) as client:
         first = upload(client, data=b"\x00" * 1000).json()["job_id"]
         assert_detail(upload(client, data=b"\x00" * 1000), 507, "upload space")
-        assert len(list(settings.jobs_dir.iterdir())) == 1          # the refused upload left nothing
+        assert len(list(settings.jobs_dir.iterdir())) == 1  # the refused upload left nothing
         assert upload(client, data=b"\x00" * 400).status_code == 201
         client.delete(f"{API}/jobs/{first}")
         wait(client, first)
@@ -798,11 +888,12 @@ def test_uploads_in_progress_count_against_the_upload_space(tmp_path):
         with pytest.raises(UploadSpaceFull):
             jobs.reserve_upload_bytes(b, 600)
         jobs.reserve_upload_bytes(b, 400)
-    with jobs.admission() as c:                     # both finished (refused): their bytes are free again
+    with jobs.admission() as c:  # both finished (refused): their bytes are free again
         jobs.reserve_upload_bytes(c, 1000)
 
 
 # -- OpenAPI describes both forms of POST /jobs ------------------------------------------------
+
 
 def test_openapi_describes_the_upload_and_the_local_path_forms(client):
     spec = client.get(f"{API}/openapi.json").json()
@@ -825,10 +916,13 @@ def test_openapi_describes_the_upload_and_the_local_path_forms(client):
 
 # -- a truncated video: the frames that decode are used, with a warning ------------------------
 
+
 def test_a_truncated_video_gives_a_result_with_a_warning(real_video_client, tmp_path):
     whole = write_clip(tmp_path / "whole.avi", num_frames=120).read_bytes()
-    job = wait(real_video_client, upload(real_video_client, name="phone.avi",
-                                         data=whole[: len(whole) * 3 // 5]).json()["job_id"])
+    job = wait(
+        real_video_client,
+        upload(real_video_client, name="phone.avi", data=whole[: len(whole) * 3 // 5]).json()["job_id"],
+    )
     assert job["status"] == "done", job
     assert len(job["warnings"]) == 1 and "truncated" in job["warnings"][0] and "of the 120" in job["warnings"][0]
     assert str(tmp_path) not in job["warnings"][0]

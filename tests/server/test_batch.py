@@ -1,6 +1,7 @@
 """``vibe-mocap batch`` on local worker processes: inputs, manifest, atomic writes, a corrupt file,
 a killed run resumed, a dead worker retried. The workers load the tiny model on real decoded clips
 (``batch_fakes.tiny_engine``)."""
+
 from __future__ import annotations
 
 import json
@@ -18,6 +19,11 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS
+
+from tests.server.batch_fakes import CRASH_PREFIX
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import load_result
 from vibe_server.batch import local_pool, ray_runner
 from vibe_server.batch.engine_adapter import FAST, EngineSpec, worker_precision
 from vibe_server.batch.inputs import discover
@@ -25,22 +31,21 @@ from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, ma
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 
-from testdata import REAL_CLIPS
-from tests.server.batch_fakes import CRASH_PREFIX
-from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import load_result
-
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "tests.server.batch_fakes:tiny_engine"
 CLIPS_DIR = REAL_CLIPS
 CLIP_FRAMES = 12
 # (source clip, first frame): short cuts of the real clips, downscaled so that a batch takes seconds
-CLIP_SOURCES = {"walk.mp4": ("one-by-one-person-detection.mp4", 262), "sign.mp4": ("asl-walk.mkv", 0),
-                "street.mp4": ("face-demographics-walking.gif", 0)}
+CLIP_SOURCES = {
+    "walk.mp4": ("one-by-one-person-detection.mp4", 262),
+    "sign.mp4": ("asl-walk.mkv", 0),
+    "street.mp4": ("face-demographics-walking.gif", 0),
+}
 
 
-def cut_clip(source: str, first_frame: int, destination: Path, *, frames: int = CLIP_FRAMES,
-             size: tuple[int, int] = (192, 112)) -> Path:
+def cut_clip(
+    source: str, first_frame: int, destination: Path, *, frames: int = CLIP_FRAMES, size: tuple[int, int] = (192, 112)
+) -> Path:
     """A short mp4 (small by default) from one of the real clips."""
     if not (CLIPS_DIR / source).is_file():
         pytest.fail(f"The real clip {CLIPS_DIR / source} is missing from the repository.")
@@ -77,8 +82,18 @@ def place(clip_bank, root: Path, layout: dict[str, str]) -> Path:
 
 
 def batch_args(*inputs, out: Path, extra=()) -> list[str]:
-    return ["batch", *map(str, inputs), "-o", str(out), "--engine", ENGINE, "--min-track-frames", "5",
-            "--no-progress", *extra]
+    return [
+        "batch",
+        *map(str, inputs),
+        "-o",
+        str(out),
+        "--engine",
+        ENGINE,
+        "--min-track-frames",
+        "5",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def manifest_lines(out: Path) -> list[dict]:
@@ -87,9 +102,16 @@ def manifest_lines(out: Path) -> list[dict]:
 
 # -- inputs -------------------------------------------------------------------------------------
 
+
 def test_discover_keeps_the_folder_layout_and_reads_path_lists(tmp_path):
-    for name in ("shoot/day1/take1.mp4", "shoot/day1/take2.MOV", "shoot/notes.txt", "shoot/.hidden/x.mp4",
-                 "loose/one.mkv", "other/two.avi"):
+    for name in (
+        "shoot/day1/take1.mp4",
+        "shoot/day1/take2.MOV",
+        "shoot/notes.txt",
+        "shoot/.hidden/x.mp4",
+        "loose/one.mkv",
+        "other/two.avi",
+    ):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     paths = tmp_path / "list.txt"
@@ -100,11 +122,14 @@ def test_discover_keeps_the_folder_layout_and_reads_path_lists(tmp_path):
     assert items[3].input_path == str(tmp_path / "other" / "two.avi")
 
 
-@pytest.mark.parametrize("make_inputs, message", [
-    (lambda d: [str(d / "missing.mp4")], "no file or folder"),
-    (lambda d: [str(d / "empty")], "holds no video"),
-    (lambda d: [str(d / "a.mp4"), str(d / "b/a.mp4")], "would both write 'a.npz'"),
-])
+@pytest.mark.parametrize(
+    "make_inputs, message",
+    [
+        (lambda d: [str(d / "missing.mp4")], "no file or folder"),
+        (lambda d: [str(d / "empty")], "holds no video"),
+        (lambda d: [str(d / "a.mp4"), str(d / "b/a.mp4")], "would both write 'a.npz'"),
+    ],
+)
 def test_discover_bad_inputs_give_one_clear_error(tmp_path, make_inputs, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "b").mkdir()
@@ -116,6 +141,7 @@ def test_discover_bad_inputs_give_one_clear_error(tmp_path, make_inputs, message
 
 # -- manifest and atomic writes ---------------------------------------------------------------
 
+
 def test_manifest_skips_a_line_cut_short_and_keeps_the_newest_record(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x")
     [item] = discover([str(tmp_path / "a.mp4")], tmp_path)
@@ -123,7 +149,7 @@ def test_manifest_skips_a_line_cut_short_and_keeps_the_newest_record(tmp_path):
     manifest.append(make_record(item, "failed", error="first try"))
     manifest.append(make_record(item, "done", tracks=2, frames=10, seconds=2.0))
     with open(manifest.path, "a") as f:
-        f.write('{"input": "b.mp4", "status": "do')                # a kill in the middle of a line
+        f.write('{"input": "b.mp4", "status": "do')  # a kill in the middle of a line
     again = Manifest(tmp_path)
     assert again.damaged_lines == 1 and again.records["a.mp4"]["status"] == "done"
     assert again.records["a.mp4"]["fps"] == 5.0
@@ -144,12 +170,16 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
 
 # -- local runs --------------------------------------------------------------------------------
 
+
 def test_a_corrupt_video_is_recorded_and_the_others_are_done(clip_bank, tmp_path, capsys):
-    inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4", "day2/sign.mp4": "sign.mp4",
-                                                "day2/street.mp4": "street.mp4"})
+    inputs = place(
+        clip_bank,
+        tmp_path / "in",
+        {"walk.mp4": "walk.mp4", "day2/sign.mp4": "sign.mp4", "day2/street.mp4": "street.mp4"},
+    )
     (inputs / "day2" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))
     out = tmp_path / "out"
-    assert main(batch_args(inputs, out=out, extra=["--jobs", "2"])) == 1      # 1: some video failed
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "2"])) == 1  # 1: some video failed
     records = {r["input"]: r for r in manifest_lines(out)}
     assert sorted(records) == ["day2/broken.mp4", "day2/sign.mp4", "day2/street.mp4", "walk.mp4"]
     broken = records.pop("day2/broken.mp4")
@@ -177,27 +207,32 @@ def test_a_killed_run_resumes_without_duplicates_or_half_written_files(clip_bank
     inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": name for i, name in enumerate(sorted(CLIP_SOURCES))})
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen([sys.executable, "-m", "vibe_server", *batch_args(inputs, out=out, extra=["--jobs", "1"])],
-                           env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "vibe_server", *batch_args(inputs, out=out, extra=["--jobs", "1"])],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and run.poll() is None:
         if (out / MANIFEST_NAME).is_file() and manifest_lines(out):
             break
         time.sleep(0.05)
     assert run.poll() is None, run.stderr.read().decode()
-    os.killpg(run.pid, signal.SIGKILL)                       # the driver and its worker, mid-video
+    os.killpg(run.pid, signal.SIGKILL)  # the driver and its worker, mid-video
     run.wait()
     first = manifest_lines(out)
     assert [r["status"] for r in first] == ["done"]
-    for result in out.glob("*.npz"):                        # whatever looks finished is whole
+    for result in out.glob("*.npz"):  # whatever looks finished is whole
         load_result(result)
     assert len(list(out.glob("*.npz"))) == 1
 
     assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
     records = manifest_lines(out)
     assert sorted(r["input"] for r in records) == ["slow0.mp4", "slow1.mp4", "slow2.mp4"]
-    assert {r["input"]: r for r in records}[first[0]["input"]] == first[0]   # not run twice
+    assert {r["input"]: r for r in records}[first[0]["input"]] == first[0]  # not run twice
     assert all(r["status"] == "done" for r in records) and not list(out.rglob("*.part"))
 
 
@@ -205,7 +240,7 @@ def test_a_worker_that_dies_midway_is_replaced_and_its_video_retried(clip_bank, 
     inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", f"{CRASH_PREFIX}.mp4": "sign.mp4"})
     out = tmp_path / "out"
     assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
-    assert (inputs / f"{CRASH_PREFIX}.mp4.crashed").is_file()                 # the worker did die once
+    assert (inputs / f"{CRASH_PREFIX}.mp4.crashed").is_file()  # the worker did die once
     records = manifest_lines(out)
     assert sorted(r["input"] for r in records) == ["a.mp4", f"{CRASH_PREFIX}.mp4"]
     assert all(r["status"] == "done" for r in records)
@@ -220,12 +255,15 @@ def test_a_worker_that_cannot_load_its_engine_stops_the_batch_with_one_error(cli
     assert manifest_lines(tmp_path / "out") == []
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--jobs", "0"], "--jobs must be at least 1"),
-    (["--device", "tpu"], "Unknown device"),
-    (["--smoothing", "2"], "between 0 and 1"),
-    (["--ray", "{input}"], "put --ray after the inputs"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--device", "tpu"], "Unknown device"),
+        (["--smoothing", "2"], "between 0 and 1"),
+        (["--ray", "{input}"], "put --ray after the inputs"),
+    ],
+)
 def test_batch_bad_arguments_give_one_clear_error(tmp_path, capsys, extra, message):
     (tmp_path / "a.mp4").write_bytes(b"x")
     extra = [e.replace("{input}", str(tmp_path / "a.mp4")) for e in extra]
@@ -234,7 +272,7 @@ def test_batch_bad_arguments_give_one_clear_error(tmp_path, capsys, extra, messa
 
 
 def test_ray_not_installed_gives_one_clear_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "ray", None)                          # import ray -> ImportError
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     (tmp_path / "a.mp4").write_bytes(b"x")
     assert main(batch_args(tmp_path / "a.mp4", out=tmp_path / "out", extra=["--ray"])) == 2
     assert "pip install 'vibe-mocap[ray]'" in capsys.readouterr().err
@@ -256,11 +294,27 @@ def test_result_arrays_do_not_depend_on_the_number_of_workers(clip_bank, tmp_pat
 def test_the_real_pipeline_in_a_batch_worker(synthetic_bundle, tmp_path):
     """The default engine factory (the real pipeline: OpenCV decode, HOG, SORT, crops, ResNet-50, GRU)
     with the random-weight model data, in a worker process, on a full-size cut of a real clip."""
-    clip = cut_clip("one-by-one-person-detection.mp4", 262, tmp_path / "in" / "walk.mp4", frames=40,
-                    size=(768, 432))
+    clip = cut_clip("one-by-one-person-detection.mp4", 262, tmp_path / "in" / "walk.mp4", frames=40, size=(768, 432))
     out = tmp_path / "out"
-    argv = ["batch", str(clip.parent), "-o", str(out), "--data-dir", str(synthetic_bundle), "--detector", "hog",
-            "--detection-stride", "2", "--min-track-frames", "15", "--device", "cpu", "--jobs", "1", "--no-progress"]
+    argv = [
+        "batch",
+        str(clip.parent),
+        "-o",
+        str(out),
+        "--data-dir",
+        str(synthetic_bundle),
+        "--detector",
+        "hog",
+        "--detection-stride",
+        "2",
+        "--min-track-frames",
+        "15",
+        "--device",
+        "cpu",
+        "--jobs",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     [record] = manifest_lines(out)
     assert record["status"] == "done" and record["tracks"] >= 1 and record["frames"] == 40
@@ -278,9 +332,10 @@ def test_fast_means_bf16_on_cpu_workers_and_fp16_on_gpu_workers(clip_bank, tmp_p
 
 # -- bounded memory for large batches (the pools' bookkeeping, with stand-ins for the workers) ---
 
+
 def many_items(tmp_path, count: int = 10_000) -> list:
     listing = tmp_path / "videos.txt"
-    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))   # listed, need not exist
+    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))  # listed, need not exist
     return discover([str(listing)], tmp_path / "out")
 
 
@@ -289,7 +344,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
     in_flight: dict = {}
     most = []
 
-    class InstantPool:                      # ProcessPoolExecutor's submit, the video done at once
+    class InstantPool:  # ProcessPoolExecutor's submit, the video done at once
         def submit(self, fn, item):
             most.append(len(in_flight) + 1)
             future = Future()
@@ -297,8 +352,15 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
             return future
 
     records = []
-    local_pool._drive(InstantPool(), deque(items), in_flight, 3, queue.Queue(), records.append,
-                      BatchProgress(len(items), enabled=False))
+    local_pool._drive(
+        InstantPool(),
+        deque(items),
+        in_flight,
+        3,
+        queue.Queue(),
+        records.append,
+        BatchProgress(len(items), enabled=False),
+    )
     assert len(records) == 10_000 and len({r["input"] for r in records}) == 10_000
     assert max(most) == local_pool.IN_FLIGHT_PER_WORKER * 3
 
@@ -306,7 +368,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
 def test_ray_submits_a_video_only_when_an_actor_is_free_for_10000_inputs(tmp_path):
     items = many_items(tmp_path)
 
-    class ActorPoolStandIn:                 # ray.util.ActorPool's interface, 4 actors, results at once
+    class ActorPoolStandIn:  # ray.util.ActorPool's interface, 4 actors, results at once
         def __init__(self, actors: int):
             self.actors, self.pending, self.most = actors, [], 0
 
@@ -315,7 +377,7 @@ def test_ray_submits_a_video_only_when_an_actor_is_free_for_10000_inputs(tmp_pat
 
         def submit(self, fn, job):
             assert self.has_free(), "submitted with no free actor"
-            item = job[0]                   # (item, bytes or None)
+            item = job[0]  # (item, bytes or None)
             self.pending.append((make_record(item, "done", frames=1, seconds=0.1), None))
             self.most = max(self.most, len(self.pending))
 

@@ -1,6 +1,7 @@
 """``vibe-mocap batch --ray`` on a local Ray cluster (2 CPUs, bound to 127.0.0.1): the same result
 arrays as a local run, through a shared path and through the object store, and an actor killed
 midway is restarted and its video retried, with one manifest line per video."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vibe_server.cli import main
 
 from tests.server.batch_fakes import CRASH_PREFIX
 from tests.server.test_batch import ROOT, batch_args, cut_clips, manifest_lines, place
+from vibe_server.cli import main
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra vibe-mocap[ray]")
 
@@ -24,8 +25,13 @@ def local_cluster():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{ROOT / 'server'}")
         patch.setenv("OMP_NUM_THREADS", "1")
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING",
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
         yield
         ray.shutdown()
 
@@ -41,7 +47,7 @@ def assert_same_arrays(left: Path, right: Path, names) -> None:
         b = np.load(right / Path(name).with_suffix(".npz"))
         assert a.files == b.files
         for key in a.files:
-            if key not in ("meta_keys", "meta_values"):              # meta holds the device and versions
+            if key not in ("meta_keys", "meta_values"):  # meta holds the device and versions
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
 
 
@@ -61,11 +67,12 @@ def test_ray_results_equal_the_local_run(local_cluster, clip_bank, tmp_path):
 
 
 def test_a_killed_ray_actor_is_restarted_and_its_video_retried(local_cluster, clip_bank, tmp_path):
-    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", f"{CRASH_PREFIX}.mp4": "sign.mp4",
-                                                "b.mp4": "street.mp4"})
+    inputs = place(
+        clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", f"{CRASH_PREFIX}.mp4": "sign.mp4", "b.mp4": "street.mp4"}
+    )
     out = tmp_path / "out"
     assert main(batch_args(inputs, out=out, extra=["--ray"])) == 0
-    assert (inputs / f"{CRASH_PREFIX}.mp4.crashed").is_file()                 # the actor process did die
+    assert (inputs / f"{CRASH_PREFIX}.mp4.crashed").is_file()  # the actor process did die
     records = manifest_lines(out)
     assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4", f"{CRASH_PREFIX}.mp4"]
     assert all(r["status"] == "done" for r in records)
@@ -78,10 +85,15 @@ def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank
     address = ray.get_runtime_context().gcs_address
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
-    run = subprocess.run([sys.executable, "-m", "vibe_server", *batch_args(inputs, out=tmp_path / "out",
-                                                                          extra=["--ray", address])],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "vibe_server", *batch_args(inputs, out=tmp_path / "out", extra=["--ray", address])],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     [record] = manifest_lines(tmp_path / "out")
     assert record["status"] == "done" and record["worker"].startswith("ray ")
-

@@ -1,4 +1,5 @@
 """Batched grid_sample crops against the official cv2.warpAffine crop (pipeline.crop)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4"
 def frames():
     from vibe_server.pipeline.video import open_video
 
-    return np.stack([f for i, f in open_video(SAMPLE).frames(0, 40) if i % 10 == 0])      # (4, H, W, 3)
+    return np.stack([f for i, f in open_video(SAMPLE).frames(0, 40) if i % 10 == 0])  # (4, H, W, 3)
 
 
 def boxes_for(frames, rng, count):

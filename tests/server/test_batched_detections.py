@@ -1,4 +1,5 @@
 """Batched device-side YOLO post-processing against the per-frame reference (detect.yolo)."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,7 @@ def synthetic_rows(rng, batch, n=600, people=6, height=432, width=768):
         rows[b, :, 5:] = rng.uniform(0, 0.6, (n, 80))
         person = rng.random(n) < 0.8
         rows[b, person, 5] = rng.uniform(0.6, 1.0, person.sum())
-    rows[0, 10:20] = rows[0, 5]                       # exact duplicates: ties in score
+    rows[0, 10:20] = rows[0, 5]  # exact duplicates: ties in score
     return torch.from_numpy(rows)
 
 
@@ -36,12 +37,12 @@ def test_batched_equals_per_frame_reference(shape):
         assert batched[b].shape == reference.shape
         np.testing.assert_allclose(batched[b], reference, rtol=0, atol=1e-3)
         total += len(reference)
-    assert total > 10                                  # the case merged and kept several people
+    assert total > 10  # the case merged and kept several people
 
 
 def test_frames_without_candidates_give_empty_arrays():
     rows = synthetic_rows(np.random.default_rng(2), batch=3)
-    rows[1, :, 4] = 0.1                                # nothing passes the objectness threshold
+    rows[1, :, 4] = 0.1  # nothing passes the objectness threshold
     out = person_detections_batched(rows, 432, 768)
     assert out[1].shape == (0, 5)
     assert len(out[0]) == len(person_detections(rows[0], 432, 768)) > 0

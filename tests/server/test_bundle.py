@@ -1,4 +1,5 @@
 """The model-data bundle: location, check, install, and the CLI around it."""
+
 import http.server
 import os
 import shutil
@@ -27,7 +28,7 @@ def test_location_flag_beats_environment_beats_default(monkeypatch, tmp_path):
 
 
 def _with_yolo(folder: Path) -> Path:
-    with open(folder / bundle.YOLO_WEIGHTS, "wb") as f:     # sparse file of the official size
+    with open(folder / bundle.YOLO_WEIGHTS, "wb") as f:  # sparse file of the official size
         f.truncate(bundle.YOLO_WEIGHTS_BYTES)
     return folder
 
@@ -50,7 +51,9 @@ def test_check_lists_present_missing_invalid(full_bundle):
     with open(full_bundle / bundle.YOLO_WEIGHTS, "r+b") as f:
         f.truncate(1000)
     statuses = {s.name: s for s in bundle.check_bundle(full_bundle)}
-    assert statuses[bundle.EXTRA_REGRESSOR].status == "invalid" and "(9, 6890)" in statuses[bundle.EXTRA_REGRESSOR].detail
+    assert (
+        statuses[bundle.EXTRA_REGRESSOR].status == "invalid" and "(9, 6890)" in statuses[bundle.EXTRA_REGRESSOR].detail
+    )
     assert statuses[bundle.SPIN_CHECKPOINT].status == "missing"
     assert statuses[bundle.YOLO_WEIGHTS].status == "invalid" and "1,000 bytes" in statuses[bundle.YOLO_WEIGHTS].detail
     assert not bundle.bundle_ok(list(statuses.values()))
@@ -78,7 +81,7 @@ def official_zip(full_bundle, tmp_path) -> Path:
 
 def test_install_from_the_official_zip_layout(full_bundle, official_zip, tmp_path, capsys):
     target = tmp_path / "installed"
-    assert cli(["data", "install", str(official_zip), "--data-dir", str(target)]) == 1    # yolo still missing
+    assert cli(["data", "install", str(official_zip), "--data-dir", str(target)]) == 1  # yolo still missing
     assert "installed SMPL_NEUTRAL.pkl" in capsys.readouterr().out
     assert not (target / "sample_video.mp4").exists()
     assert cli(["data", "install", str(full_bundle / bundle.YOLO_WEIGHTS), "--data-dir", str(target)]) == 0
@@ -91,11 +94,14 @@ def test_install_from_a_folder(full_bundle, tmp_path):
     assert set(installed) == set(bundle.REQUIRED_FILES)
 
 
-@pytest.mark.parametrize("make_source, message", [
-    (lambda p: p / "nope.zip", "does not exist"),
-    (lambda p: (p / "readme.txt").write_text("hi") and p / "readme.txt", "neither a zip archive"),
-    (lambda p: _empty_zip(p), "holds none of the model files"),
-])
+@pytest.mark.parametrize(
+    "make_source, message",
+    [
+        (lambda p: p / "nope.zip", "does not exist"),
+        (lambda p: (p / "readme.txt").write_text("hi") and p / "readme.txt", "neither a zip archive"),
+        (lambda p: _empty_zip(p), "holds none of the model files"),
+    ],
+)
 def test_install_bad_sources(tmp_path, make_source, message, capsys):
     assert cli(["data", "install", str(make_source(tmp_path)), "--data-dir", str(tmp_path / "d")]) == 2
     assert message in capsys.readouterr().err
@@ -127,6 +133,7 @@ def test_load_model_lists_every_missing_file(tmp_path):
 # unbounded is read or written
 # --------------------------------------------------------------------------------------------
 
+
 def _installed(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
 
@@ -143,7 +150,7 @@ def test_folder_install_refuses_a_link_out_of_the_folder(full_bundle, tmp_path):
 
 def test_folder_install_refuses_a_link_to_a_device(full_bundle, tmp_path):
     (full_bundle / bundle.YOLO_WEIGHTS).unlink()
-    (full_bundle / bundle.YOLO_WEIGHTS).symlink_to("/dev/zero")      # would be copied without end
+    (full_bundle / bundle.YOLO_WEIGHTS).symlink_to("/dev/zero")  # would be copied without end
     with pytest.raises(VibeError, match=rf"'{full_bundle / bundle.YOLO_WEIGHTS}' is a symbolic link"):
         bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
     assert _installed(tmp_path / "t") == []
@@ -152,15 +159,19 @@ def test_folder_install_refuses_a_link_to_a_device(full_bundle, tmp_path):
 def test_folder_install_refuses_a_fifo(tmp_path):
     folder = tmp_path / "src" / "vibe_data"
     folder.mkdir(parents=True)
-    os.mkfifo(folder / bundle.SMPL_PKL)                              # opening it would block
+    os.mkfifo(folder / bundle.SMPL_PKL)  # opening it would block
     with pytest.raises(VibeError, match=rf"'{folder / bundle.SMPL_PKL}' is not a regular file"):
         bundle.install(str(tmp_path / "src"), tmp_path / "t", log=lambda _: None)
 
 
-@pytest.mark.parametrize("make_special", [
-    lambda p: os.mkfifo(p / "vibe_data.zip") or p / "vibe_data.zip",
-    lambda p: (p / bundle.YOLO_WEIGHTS).symlink_to("/dev/zero") or p / bundle.YOLO_WEIGHTS,
-], ids=["fifo", "link-to-dev-zero"])
+@pytest.mark.parametrize(
+    "make_special",
+    [
+        lambda p: os.mkfifo(p / "vibe_data.zip") or p / "vibe_data.zip",
+        lambda p: (p / bundle.YOLO_WEIGHTS).symlink_to("/dev/zero") or p / bundle.YOLO_WEIGHTS,
+    ],
+    ids=["fifo", "link-to-dev-zero"],
+)
 def test_a_special_file_named_as_the_source_is_refused(tmp_path, make_special, capsys):
     source = make_special(tmp_path)
     assert cli(["data", "install", str(source), "--data-dir", str(tmp_path / "t")]) == 2
@@ -168,14 +179,17 @@ def test_a_special_file_named_as_the_source_is_refused(tmp_path, make_special, c
     assert _installed(tmp_path / "t") == []
 
 
-@pytest.mark.parametrize("name, size", [
-    (bundle.MEAN_PARAMS, 2 << 20),                      # 157 floats in the real file
-    (bundle.YOLO_WEIGHTS, bundle.YOLO_WEIGHTS_BYTES + 1),
-])
+@pytest.mark.parametrize(
+    "name, size",
+    [
+        (bundle.MEAN_PARAMS, 2 << 20),  # 157 floats in the real file
+        (bundle.YOLO_WEIGHTS, bundle.YOLO_WEIGHTS_BYTES + 1),
+    ],
+)
 def test_folder_install_bounds_each_file_by_the_real_files_size(tmp_path, name, size):
     folder = tmp_path / "src"
     folder.mkdir()
-    with open(folder / name, "wb") as f:                # sparse: costs no disk
+    with open(folder / name, "wb") as f:  # sparse: costs no disk
         f.truncate(size)
     with pytest.raises(VibeError, match=rf"'{folder / name}' holds {size:,} bytes, more than any real {name}"):
         bundle.install(str(folder), tmp_path / "t", log=lambda _: None)
@@ -197,7 +211,7 @@ def test_install_caps_the_total_before_copying_anything(full_bundle, tmp_path, m
 def test_zip_link_member_is_refused(tmp_path):
     archive = tmp_path / "vibe_data.zip"
     link = zipfile.ZipInfo(f"vibe_data/{bundle.SMPL_PKL}")
-    link.create_system = 3                              # Unix: the mode is in the high 16 bits
+    link.create_system = 3  # Unix: the mode is in the high 16 bits
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr(link, "/home/user/.ssh/id_rsa")
@@ -209,7 +223,7 @@ def test_zip_link_member_is_refused(tmp_path):
 def test_zip_bomb_is_refused_by_its_declared_size(tmp_path):
     archive = tmp_path / "vibe_data.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr(f"vibe_data/{bundle.MEAN_PARAMS}", bytes(64 << 20))     # 64 MiB of zeros, 64 KiB packed
+        z.writestr(f"vibe_data/{bundle.MEAN_PARAMS}", bytes(64 << 20))  # 64 MiB of zeros, 64 KiB packed
     assert archive.stat().st_size < 1 << 20
     with pytest.raises(VibeError, match=rf"'{archive}:vibe_data/{bundle.MEAN_PARAMS}' holds 67,108,864 bytes"):
         bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
@@ -221,9 +235,9 @@ def _zip_declaring(path: Path, member: str, data: bytes, declared_size: int) -> 
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(member, data)
     raw = bytearray(path.read_bytes())
-    for signature, size_offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):   # local header, central directory
+    for signature, size_offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
         at = raw.index(signature) + size_offset
-        raw[at:at + 4] = struct.pack("<I", declared_size)
+        raw[at : at + 4] = struct.pack("<I", declared_size)
     path.write_bytes(bytes(raw))
     return path
 
@@ -287,7 +301,7 @@ def test_url_download_is_bounded(serve, tmp_path, monkeypatch, send_length):
     monkeypatch.setattr(bundle, "MAX_DOWNLOAD_BYTES", 4000)
     with pytest.raises(VibeError, match=rf"'{base}/vibe_data.zip' is larger than the model data can be \(4,000"):
         bundle.install(f"{base}/vibe_data.zip", tmp_path / "t", log=lambda _: None)
-    monkeypatch.setitem(bundle.MAX_FILE_BYTES, bundle.MEAN_PARAMS, 4000)      # a named file: its own bound
+    monkeypatch.setitem(bundle.MAX_FILE_BYTES, bundle.MEAN_PARAMS, 4000)  # a named file: its own bound
     with pytest.raises(VibeError, match=rf"'{base}/{bundle.MEAN_PARAMS}' is larger than the model data can be"):
         bundle.install(f"{base}/{bundle.MEAN_PARAMS}", tmp_path / "t", log=lambda _: None)
     assert _installed(tmp_path / "t") == []
@@ -309,4 +323,6 @@ def test_check_reports_special_and_impossible_files_without_reading_them(full_bu
     assert statuses[bundle.SPIN_CHECKPOINT].status == "invalid"
     assert "not a regular file" in statuses[bundle.SPIN_CHECKPOINT].detail
     assert statuses[bundle.SMPL_PKL].status == "invalid"
-    assert f"{bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1:,} bytes, more than any real" in statuses[bundle.SMPL_PKL].detail
+    assert (
+        f"{bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1:,} bytes, more than any real" in statuses[bundle.SMPL_PKL].detail
+    )

@@ -1,4 +1,5 @@
 """Official checkpoint containers: load unchanged, write back, and refuse wrong files clearly."""
+
 import shutil
 
 import numpy as np
@@ -13,9 +14,9 @@ from vibe_server.model.backbone import ResNet50Features
 def test_originals_are_legacy_cuda_tagged_with_numpy_performance(synthetic_bundle):
     vibe = synthetic_bundle / "vibe_model_wo_3dpw.pth.tar"
     blob = vibe.read_bytes()
-    assert not blob.startswith(b"PK")                      # legacy, not zip
+    assert not blob.startswith(b"PK")  # legacy, not zip
     assert b"cuda:0" in blob and b"numpy.core.multiarray" in blob
-    with pytest.raises(RuntimeError, match="CUDA"):        # why map_location is needed
+    with pytest.raises(RuntimeError, match="CUDA"):  # why map_location is needed
         torch.load(vibe, weights_only=False)
     ckpt = checkpoints.load_vibe_checkpoint(vibe)
     assert isinstance(ckpt["performance"], np.float64)
@@ -58,8 +59,11 @@ def test_save_round_trip_official_container(tmp_path, vibe_model):
         checkpoints.check_generator_keys(ckpt["gen_state_dict"], path)
 
 
-@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."],
-                         ids=["ddp", "compile", "ddp-of-compiled", "compiled-ddp"])
+@pytest.mark.parametrize(
+    "prefix",
+    ["module.", "_orig_mod.", "module._orig_mod.", "_orig_mod.module."],
+    ids=["ddp", "compile", "ddp-of-compiled", "compiled-ddp"],
+)
 def test_prefixes_of_ddp_and_compile_are_stripped(tmp_path, synthetic_bundle, prefix):
     ckpt = checkpoints.load_vibe_checkpoint(synthetic_bundle / "vibe_model_wo_3dpw.pth.tar")
     plain = ckpt["gen_state_dict"]
@@ -72,6 +76,7 @@ def test_prefixes_of_ddp_and_compile_are_stripped(tmp_path, synthetic_bundle, pr
 
 
 # --- wrong files: one clear message naming the file ------------------------------------------
+
 
 def test_spin_file_given_as_vibe(synthetic_bundle):
     with pytest.raises(VibeError, match="looks like the SPIN checkpoint"):
@@ -121,6 +126,7 @@ def test_checkpoint_holding_code_is_not_executed(tmp_path):
     class Evil:
         def __reduce__(self):
             return (print, ("pwned",))
+
     path = tmp_path / "evil.pth.tar"
     torch.save({"gen_state_dict": {}, "payload": Evil()}, path)
     with pytest.raises(VibeError, match="other than weights"):

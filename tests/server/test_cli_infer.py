@@ -13,7 +13,6 @@ from vibe_server.pipeline import engine as engine_module
 from vibe_server.pipeline import options as options_module
 
 
-
 @pytest.fixture
 def tiny_infer(monkeypatch, make_engine, tmp_path):
     """infer with the tiny engine; the model data folder is empty (so the placeholder notice shows)."""
@@ -36,8 +35,25 @@ def test_infer_writes_the_result_and_prints_a_summary(tiny_infer, tmp_path, caps
     joblib = pytest.importorskip("joblib")
     video, calls = tiny_infer
     out = tmp_path / "out" / "clip.npz"
-    assert main(["infer", str(video), "-o", str(out), "--pkl", "--smoothing", "0.5", "--tracks-max", "1",
-                 "--fast", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                str(video),
+                "-o",
+                str(out),
+                "--pkl",
+                "--smoothing",
+                "0.5",
+                "--tracks-max",
+                "1",
+                "--fast",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     result = load_result(out)
     assert [t.track_id for t in result.tracks] == [1] and result.meta["smoothing"] == "0.5"
     assert calls["precision"] == "bf16" and calls["allow_synthetic"] is True
@@ -45,7 +61,7 @@ def test_infer_writes_the_result_and_prints_a_summary(tiny_infer, tmp_path, caps
     assert list(official) == [1]
     captured = capsys.readouterr()
     assert "SYNTHETIC PLACEHOLDER" in captured.err and "vibe-mocap data install" in captured.err
-    assert "decode/detect/track/crop/backbone" in captured.err           # the stage bars
+    assert "decode/detect/track/crop/backbone" in captured.err  # the stage bars
     for word in ("track", "frames", "backbone", "temporal", "total", str(out)):
         assert word in captured.out
     assert not list(out.parent.glob("*.part"))
@@ -60,31 +76,41 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
     assert main(["infer", str(video), "-o", str(out), "--device", "cpu"]) == 0
     meta = load_result(out).meta
     assert calls["precision"] == "bf16" and calls.get("compile_backbone", "auto") == "auto"
-    assert meta["detection_stride"] == str(options_module.DEFAULT_DETECTION_STRIDE) and meta["adaptive_detection"] == "True"
+    assert (
+        meta["detection_stride"] == str(options_module.DEFAULT_DETECTION_STRIDE)
+        and meta["adaptive_detection"] == "True"
+    )
     assert meta["chunking"] == "carry" and meta["precision"] == "bf16"
 
     assert main(["infer", str(video), "-o", str(out), "--device", "cpu", "--official"]) == 0
     meta = load_result(out).meta
     # the run itself is official (fp32, nothing compiled), whatever the engine's default precision
     assert meta["compile_backbone"] == "off" and meta["backbone_compiled"] == "False"
-    assert (meta["detection_stride"], meta["adaptive_detection"], meta["chunking"], meta["precision"]) == \
-        ("1", "False", "official", "fp32")
+    assert (meta["detection_stride"], meta["adaptive_detection"], meta["chunking"], meta["precision"]) == (
+        "1",
+        "False",
+        "official",
+        "fp32",
+    )
     assert meta["uncrop"] == "official 1.0x box"
 
     monkeypatch.setattr(cpu_features, "cpu_has_fast_bf16", lambda text=None: False)
     assert main(["infer", str(video), "-o", str(out), "--device", "cpu"]) == 0
-    assert calls["precision"] == "fp32"                                # no bf16 hardware: bf16 would be slower
+    assert calls["precision"] == "fp32"  # no bf16 hardware: bf16 would be slower
     assert main(["infer", str(video), "-o", str(out), "--device", "cpu", "--fast"]) == 0
     assert calls["precision"] == "bf16"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["infer", "/no/such/video.mp4"], "no video at"),
-    (["infer", "{video}", "-o", "out.txt"], "must end in .npz"),
-    (["infer", "{video}", "--detection-stride", "0"], "at least 1"),
-    (["infer", "{video}", "--smoothing", "3"], "between 0 and 1"),
-    (["infer", "{video}", "--device", "tpu"], "Unknown device"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["infer", "/no/such/video.mp4"], "no video at"),
+        (["infer", "{video}", "-o", "out.txt"], "must end in .npz"),
+        (["infer", "{video}", "--detection-stride", "0"], "at least 1"),
+        (["infer", "{video}", "--smoothing", "3"], "between 0 and 1"),
+        (["infer", "{video}", "--device", "tpu"], "Unknown device"),
+    ],
+)
 def test_infer_bad_arguments_give_one_clear_error(tiny_infer, capsys, argv, message):
     video, _ = tiny_infer
     assert main([a.replace("{video}", str(video)) for a in argv]) == 2
@@ -131,10 +157,10 @@ def token_home(monkeypatch, tmp_path):
 def test_serve_token_from_the_option_the_environment_or_the_token_file(token_home, monkeypatch):
     from vibe_server.commands.serve import resolve_token
 
-    token, source = resolve_token(None)                        # made on first use, 0600
+    token, source = resolve_token(None)  # made on first use, 0600
     assert len(token) >= 32 and token_home.read_text().strip() == token and str(token_home) in source
     assert token_home.stat().st_mode & 0o777 == 0o600
-    assert resolve_token(None)[0] == token                     # and kept
+    assert resolve_token(None)[0] == token  # and kept
     monkeypatch.setenv("VIBE_MOCAP_TOKEN", "from-env")
     assert resolve_token(None) == ("from-env", "$VIBE_MOCAP_TOKEN")
     token, source = resolve_token("from-cli")
@@ -169,20 +195,38 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
         writer.write(cap.read()[1])
     writer.release()
     out = tmp_path / "walk.npz"
-    assert main(["infer", str(clip), "-o", str(out), "--detector", "hog", "--detection-stride", "2",
-                 "--min-track-frames", "15", "--body-model"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                str(clip),
+                "-o",
+                str(out),
+                "--detector",
+                "hog",
+                "--detection-stride",
+                "2",
+                "--min-track-frames",
+                "15",
+                "--body-model",
+            ]
+        )
+        == 0
+    )
     result = load_result(out)
     assert result.model_name == "synthetic placeholder" and result.tracks
     assert np.isfinite(result.tracks[0].pose).all()
     printed = capsys.readouterr().out
     assert "synthetic placeholder" in printed and "walk_body_model.npz" in printed
-    body = load_body_model(tmp_path / "walk_body_model.npz")          # the placeholder's own SMPL
-    np.testing.assert_allclose(body.v_template, load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl").v_template,
-                               atol=1e-6)
+    body = load_body_model(tmp_path / "walk_body_model.npz")  # the placeholder's own SMPL
+    np.testing.assert_allclose(
+        body.v_template, load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl").v_template, atol=1e-6
+    )
 
 
-@pytest.mark.parametrize("option", ["--max-queued-jobs", "--max-queued-upload-mb", "--max-upload-mb",
-                                    "--probe-timeout-s"])
+@pytest.mark.parametrize(
+    "option", ["--max-queued-jobs", "--max-queued-upload-mb", "--max-upload-mb", "--probe-timeout-s"]
+)
 def test_serve_refuses_limits_that_are_not_positive(token_home, tmp_path, capsys, option):
     assert main(["serve", option, "0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
     assert "must be positive" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 front end), with the token the way ``vibe-mocap serve`` keeps it. Also checks that the fake server
 (tests/fake_vibe_server.py, kept for hostile answers and the torch-free Blender tests) still answers
 as the real one does."""
+
 from __future__ import annotations
 
 import http.client
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # tests/fake_vibe_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/fake_vibe_server.py
 from fake_vibe_server import (
     JOB_PARAM_NAMES,
     LOCAL_PATH_REFUSED,
@@ -36,7 +37,7 @@ from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
 
 REPO = Path(__file__).resolve().parents[2]
-FRAME_DELAY_S = 0.04                 # 60 frames: a job runs ~2.4 s, long enough to be cancelled
+FRAME_DELAY_S = 0.04  # 60 frames: a job runs ~2.4 s, long enough to be cancelled
 
 
 def _free_port() -> int:
@@ -68,16 +69,29 @@ def server(config_home, tmp_path_factory):
 
     smpl_dir = tmp_path_factory.mktemp("smpl")
     write_smpl_files(smpl_dir)
-    token = user_dirs.ensure_token()            # made here, read by the server as 'vibe-mocap serve' would
+    token = user_dirs.ensure_token()  # made here, read by the server as 'vibe-mocap serve' would
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != user_dirs.TOKEN_ENV_VAR}
-    env.update(XDG_CONFIG_HOME=str(config_home), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]))
+    env.update(
+        XDG_CONFIG_HOME=str(config_home),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]),
+    )
     log_path = tmp_path_factory.mktemp("server_log") / "server.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tiny_server.py")), str(port),
-                                 str(tmp_path_factory.mktemp("jobs")), str(smpl_dir), str(FRAME_DELAY_S)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("tiny_server.py")),
+                str(port),
+                str(tmp_path_factory.mktemp("jobs")),
+                str(smpl_dir),
+                str(FRAME_DELAY_S),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -123,13 +137,20 @@ def video(tmp_path):
 
 
 def _capture(client, video, tmp_path, **kw) -> CaptureJob:
-    return CaptureJob(client, video, tmp_path / "results", body_model_path=tmp_path / "cache" / "body_model.npz",
-                      poll_interval_s=0.05, **kw)
+    return CaptureJob(
+        client,
+        video,
+        tmp_path / "results",
+        body_model_path=tmp_path / "cache" / "body_model.npz",
+        poll_interval_s=0.05,
+        **kw,
+    )
 
 
 def _no_upload(client):
     def refuse(*args, **kwargs):
         raise AssertionError("the client fell back to an upload")
+
     client.submit_upload = refuse
     return client
 
@@ -138,7 +159,7 @@ def test_the_token_file_is_what_both_sides_use(server):
     assert user_dirs.token_path().is_file()
     assert oct(user_dirs.token_path().stat().st_mode & 0o777) == "0o600"
     assert ServerClient(server).token == user_dirs.read_token()
-    assert _status_of(server, "GET", "/jobs")[0] == 401                       # the server does require it
+    assert _status_of(server, "GET", "/jobs")[0] == 401  # the server does require it
 
 
 def test_local_path_capture(server, video, tmp_path):
@@ -155,7 +176,7 @@ def test_local_path_capture(server, video, tmp_path):
 
 def test_upload_capture_with_the_token_from_the_environment(server, video, tmp_path, monkeypatch):
     monkeypatch.setenv(user_dirs.TOKEN_ENV_VAR, user_dirs.read_token())
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))       # no file: only the variable
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))  # no file: only the variable
     status = _capture(ServerClient(server), video, tmp_path, upload=True).run()
     assert status.state == "done", status.message
     assert load_result(status.result_path).video.name == "walk.mp4"
@@ -196,7 +217,7 @@ def test_bad_parameter_fails_without_an_upload(server, video, tmp_path):
 def test_a_local_path_the_server_cannot_read_is_uploaded_and_the_upload_answers(server, tmp_path):
     """The server says the same for a path it cannot see and for a file that is no video (it reveals
     nothing about files); the add-on then uploads, and the upload's answer is the final one."""
-    notes = tmp_path / "notes.txt"                     # the scripted front end cannot read .txt files
+    notes = tmp_path / "notes.txt"  # the scripted front end cannot read .txt files
     notes.write_text("not a video")
     client = ServerClient(server)
     with pytest.raises(LocalPathRefused, match="notes.txt' is not a readable video file on this machine"):
@@ -239,40 +260,51 @@ def test_the_fakes_parameter_list_is_the_schemas():
 def test_the_fake_answers_like_the_real_server(server, video, tmp_path, server_files):
     token = {"Authorization": f"Bearer {user_dirs.read_token()}"}
     json_type = {"Content-Type": "application/json"}
-    missing = str(tmp_path / "missing.txt")        # refused by the scripted front end as by the fake
+    missing = str(tmp_path / "missing.txt")  # refused by the scripted front end as by the fake
     local = lambda path, params: json.dumps({"video_path": path, "params": params})
     with FakeVibeServer(server_files[0], server_files[1], token=user_dirs.read_token()) as fake:
         cases = [
             (("GET", "/jobs"), 401, TOKEN_REFUSED),
-            (("POST", "/jobs", local(str(video), {"bogus": 1}), {**token, **json_type}), 422,
-             unknown_params(["bogus"], "request", "params.")),
+            (
+                ("POST", "/jobs", local(str(video), {"bogus": 1}), {**token, **json_type}),
+                422,
+                unknown_params(["bogus"], "request", "params."),
+            ),
             (("POST", "/jobs", local(missing, {}), {**token, **json_type}), 415, local_path_unreadable(missing)),
             (("GET", "/jobs/0123456789abcdef", None, token), 404, no_job("0123456789abcdef")),
         ]
         for request, status, detail in cases:
             for url in (server, fake.url):
                 assert _status_of(url, *request) == (status, {"detail": detail}), (url, request)
-        for url in (server, fake.url):                # a job just submitted has no result yet
+        for url in (server, fake.url):  # a job just submitted has no result yet
             code, created = _status_of(url, "POST", "/jobs", local(str(video), {}), {**token, **json_type})
             assert code == 201 and set(created) == {"job_id", "status"} and len(created["job_id"]) == 16
             code, answer = _status_of(url, "GET", f"/jobs/{created['job_id']}/result", None, token)
             state = _status_of(url, "GET", f"/jobs/{created['job_id']}", None, token)[1]["status"]
-            assert code == 409 and answer["detail"] in {not_done(created["job_id"], s) for s in ("queued", "running")}, \
-                (url, answer, state)
+            assert code == 409 and answer["detail"] in {
+                not_done(created["job_id"], s) for s in ("queued", "running")
+            }, (url, answer, state)
 
 
 def test_the_fakes_local_path_refusal_is_the_real_one(tmp_path, make_engine, server_files):
     """The real server refuses local paths from other machines with 403 (the fake used to say 400)."""
     from fastapi.testclient import TestClient
+
     from vibe_server.api.app import create_app
     from vibe_server.api.settings import Settings
 
-    app = create_app(Settings(host="0.0.0.0", token="t", jobs_dir=tmp_path / "jobs"),
-                     engine_loader=lambda s: make_engine())
+    app = create_app(
+        Settings(host="0.0.0.0", token="t", jobs_dir=tmp_path / "jobs"), engine_loader=lambda s: make_engine()
+    )
     body = {"video_path": str(server_files[2]), "params": {}}
     with TestClient(app, base_url="http://127.0.0.1:8765", client=("192.0.2.7", 50000)) as remote:
         real = remote.post("/api/v1/jobs", json=body, headers={"Authorization": "Bearer t"})
     with FakeVibeServer(server_files[0], server_files[1], token="t", accept_local=False) as fake:
-        fake_answer = _status_of(fake.url, "POST", "/jobs", json.dumps(body),
-                                 {"Authorization": "Bearer t", "Content-Type": "application/json"})
+        fake_answer = _status_of(
+            fake.url,
+            "POST",
+            "/jobs",
+            json.dumps(body),
+            {"Authorization": "Bearer t", "Content-Type": "application/json"},
+        )
     assert (real.status_code, real.json()) == fake_answer == (403, {"detail": LOCAL_PATH_REFUSED})

@@ -1,10 +1,10 @@
 """The official person crop (scale 1.1, 3-point affine, cv2.warpAffine) and ImageNet normalisation."""
+
 import numpy as np
 import pytest
 import torch
 
 from vibe_server.pipeline.crop import crop_people, crop_people_uint8, crop_transform, normalize_crops
-
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,10 @@ def test_crop_per_frame_list_equals_one_frame_for_all_boxes(reference):
 def test_crop_transform_maps_the_scaled_box_onto_the_crop():
     cx, cy, w, h = 300.0, 200.0, 100.0, 160.0
     T = crop_transform(np.array([cx, cy, w, h]))
+
     def apply(x, y):
         return T @ np.array([x, y, 1.0])
+
     np.testing.assert_allclose(apply(cx, cy), [112, 112], atol=1e-4)
     np.testing.assert_allclose(apply(cx + 0.55 * w, cy + 0.55 * h), [224, 224], atol=1e-4)
     np.testing.assert_allclose(apply(cx - 0.55 * w, cy - 0.55 * h), [0, 0], atol=1e-4)

@@ -1,4 +1,5 @@
 """Database files in the original's layouts -> windows and training items."""
+
 import joblib
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ def test_windows_stay_inside_tracks_and_drop_tails():
     names = np.array(["b"] * 40 + ["a"] * 23 + ["c"] * 10)
     assert split_into_chunks(names, 16, 16) == [(0, 15), (16, 31), (40, 55)]
     stride4 = split_into_chunks(names, 16, 4)
-    assert len(stride4) == 7 + 2                       # floor((n - 16) / 4) + 1 per track
+    assert len(stride4) == 7 + 2  # floor((n - 16) / 4) + 1 per track
     assert stride4[0] == (0, 15) and stride4[-1] == (44, 59)
     assert all(names[s] == names[e] for s, e in stride4)
     with pytest.raises(VibeError, match="split in several runs"):
@@ -27,8 +28,14 @@ def test_windows_stay_inside_tracks_and_drop_tails():
 
 
 def test_every_layout_gives_items_of_the_documented_shapes(db_dir):
-    for name, split, kp_3d_joints in [("mpii3d", "train", 49), ("mpii3d", "val", 14), ("3dpw", "train", 49),
-                                      ("3dpw", "test", 14), ("h36m", "train", 49), ("h36m", "val", 14)]:
+    for name, split, kp_3d_joints in [
+        ("mpii3d", "train", 49),
+        ("mpii3d", "val", 14),
+        ("3dpw", "train", 49),
+        ("3dpw", "test", 14),
+        ("h36m", "train", 49),
+        ("h36m", "val", 14),
+    ]:
         item = SequenceDataset(db_dir, name, split)[1]
         assert item["features"].shape == (16, 2048) and item["features"].dtype == torch.float32
         assert item["kp_2d"].shape == (16, 49, 3)
@@ -45,8 +52,8 @@ def test_every_layout_gives_items_of_the_documented_shapes(db_dir):
 
 
 def test_2d_sets_use_overlapping_windows_3d_sets_do_not(db_dir):
-    assert len(SequenceDataset(db_dir, "pennaction", "train")) == 7 + 2     # stride 4
-    assert len(SequenceDataset(db_dir, "mpii3d", "train")) == 2 + 1         # stride 16
+    assert len(SequenceDataset(db_dir, "pennaction", "train")) == 7 + 2  # stride 4
+    assert len(SequenceDataset(db_dir, "mpii3d", "train")) == 2 + 1  # stride 16
 
 
 def test_keypoints_are_normalised_to_the_crop(db_dir):
@@ -54,13 +61,12 @@ def test_keypoints_are_normalised_to_the_crop(db_dir):
     bbox = np.array([[500.0, 400.0, 200.0, 200.0]])
     out = datasets.normalize_keypoints_to_crop(kp, bbox, 1.2)
     np.testing.assert_allclose(out[0], [[0.0, 0.0, 1.0], [1.0, -1.0, 1.0]])
-    assert kp[0, 1, 0] == 620.0                               # input untouched
+    assert kp[0, 1, 0] == 620.0  # input untouched
 
     raw = datasets.load_db(db_dir / "insta_train_db.h5")
     item = SequenceDataset(db_dir, "insta", "train")[0]
     # insta joint 14 (OpenPose nose) -> spin 0; pixels of the 224 crop -> 2k/224 - 1
-    np.testing.assert_allclose(item["kp_2d"][:, 0, :2].numpy(), 2 * raw["joints2D"][:16, 14, :2] / 224 - 1,
-                               atol=1e-6)
+    np.testing.assert_allclose(item["kp_2d"][:, 0, :2].numpy(), 2 * raw["joints2D"][:16, 14, :2] / 224 - 1, atol=1e-6)
 
 
 def test_keypoint_crop_scale_switch(db_dir):
@@ -74,8 +80,9 @@ def test_keypoint_crop_scale_switch(db_dir):
 def test_pennaction_joint_order_switch(db_dir):
     raw = datasets.load_db(db_dir / "pennaction_train_db.pt")
     fixed = SequenceDataset(db_dir, "pennaction", "train", match_keypoint_crop=False)[0]["kp_2d"]
-    original = SequenceDataset(db_dir, "pennaction", "train", fix_pennaction_joints=False,
-                               match_keypoint_crop=False)[0]["kp_2d"]
+    original = SequenceDataset(db_dir, "pennaction", "train", fix_pennaction_joints=False, match_keypoint_crop=False)[
+        0
+    ]["kp_2d"]
     bbox = raw["bbox"][:16]
     expect = datasets.normalize_keypoints_to_crop(raw["joints2D"][:16], bbox, 1.2)
     # fixed: common order -> spin 25..38 (headtop = common 13); original: spin 38 <- common 0 (right ankle)
@@ -88,7 +95,7 @@ def test_items_never_modify_the_database(db_dir):
     dataset = SequenceDataset(db_dir, "mpii3d", "train")
     before = {k: np.array(v, copy=True) for k, v in dataset.db.items()}
     first = dataset[0]["kp_2d"].clone()
-    assert torch.equal(dataset[0]["kp_2d"], first)                  # same item twice: same values
+    assert torch.equal(dataset[0]["kp_2d"], first)  # same item twice: same values
     for key, value in before.items():
         assert np.array_equal(dataset.db[key], value), key
 
@@ -100,11 +107,18 @@ def test_bad_inputs_get_one_clear_message(db_dir, tmp_path):
         SequenceDataset(db_dir, "coco", "train")
     with pytest.raises(VibeError, match="no 'test' split"):
         SequenceDataset(db_dir, "mpii3d", "test")
-    joblib.dump({"features": np.zeros((20, 2048)), "vid_name": np.array(["a"] * 20)},
-                tmp_path / "mpii3d_train_db.pt")
+    joblib.dump({"features": np.zeros((20, 2048)), "vid_name": np.array(["a"] * 20)}, tmp_path / "mpii3d_train_db.pt")
     with pytest.raises(VibeError, match="lacks joints2D, joints3D, bbox"):
         SequenceDataset(tmp_path, "mpii3d", "train")
-    joblib.dump({"features": np.zeros((8, 2048)), "vid_name": np.array(["a"] * 8), "joints2D": np.zeros((8, 49, 3)),
-                 "joints3D": np.zeros((8, 49, 3)), "bbox": np.ones((8, 4))}, tmp_path / "mpii3d_val_db.pt")
+    joblib.dump(
+        {
+            "features": np.zeros((8, 2048)),
+            "vid_name": np.array(["a"] * 8),
+            "joints2D": np.zeros((8, 49, 3)),
+            "joints3D": np.zeros((8, 49, 3)),
+            "bbox": np.ones((8, 4)),
+        },
+        tmp_path / "mpii3d_val_db.pt",
+    )
     with pytest.raises(VibeError, match="no track of at least 16 frames"):
         SequenceDataset(tmp_path, "mpii3d", "val")

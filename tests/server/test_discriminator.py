@@ -1,5 +1,6 @@
 """Motion discriminator: the released key names and shapes, both pooling variants, and that it
 learns to tell smooth motion from noise."""
+
 import pytest
 import torch
 
@@ -9,13 +10,22 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 RELEASED_SHAPES = {
-    "gru.weight_ih_l0": (3072, 69), "gru.weight_hh_l0": (3072, 1024), "gru.bias_ih_l0": (3072,),
-    "gru.bias_hh_l0": (3072,), "gru.weight_ih_l1": (3072, 1024), "gru.weight_hh_l1": (3072, 1024),
-    "gru.bias_ih_l1": (3072,), "gru.bias_hh_l1": (3072,),
-    "attention.attention.0.weight": (1024, 1024), "attention.attention.0.bias": (1024,),
-    "attention.attention.3.weight": (1024, 1024), "attention.attention.3.bias": (1024,),
-    "attention.attention.6.weight": (1, 1024), "attention.attention.6.bias": (1,),
-    "fc.weight": (1, 1024), "fc.bias": (1,),
+    "gru.weight_ih_l0": (3072, 69),
+    "gru.weight_hh_l0": (3072, 1024),
+    "gru.bias_ih_l0": (3072,),
+    "gru.bias_hh_l0": (3072,),
+    "gru.weight_ih_l1": (3072, 1024),
+    "gru.weight_hh_l1": (3072, 1024),
+    "gru.bias_ih_l1": (3072,),
+    "gru.bias_hh_l1": (3072,),
+    "attention.attention.0.weight": (1024, 1024),
+    "attention.attention.0.bias": (1024,),
+    "attention.attention.3.weight": (1024, 1024),
+    "attention.attention.3.bias": (1024,),
+    "attention.attention.6.weight": (1, 1024),
+    "attention.attention.6.bias": (1,),
+    "fc.weight": (1, 1024),
+    "fc.bias": (1,),
 }
 
 
@@ -31,7 +41,7 @@ def test_pooling_variants_give_one_score_per_sequence(pool, fc_in):
     disc = MotionDiscriminator(rnn_size=32, attention_size=32, feature_pool=pool)
     assert disc.fc.in_features == fc_in
     assert disc(torch.randn(5, 16, 69)).shape == (5, 1)
-    assert disc(torch.randn(1, 16, 69)).shape == (1, 1)     # batch of one keeps its batch axis
+    assert disc(torch.randn(1, 16, 69)).shape == (1, 1)  # batch of one keeps its batch axis
 
 
 def test_bad_options_are_refused():

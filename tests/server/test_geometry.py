@@ -1,4 +1,5 @@
 """Rotations and cameras against the official utility functions' recorded outputs."""
+
 import numpy as np
 import torch
 
@@ -45,14 +46,16 @@ def test_crop_projection(unit_reference):
 
 
 def test_crop_camera_to_image_camera_official(unit_reference):
-    out = geometry.convert_crop_cam_to_orig_img(unit_reference["fn_orig_cam_in_cam"],
-                                                unit_reference["fn_orig_cam_in_bbox"], 1280, 720)
+    out = geometry.convert_crop_cam_to_orig_img(
+        unit_reference["fn_orig_cam_in_cam"], unit_reference["fn_orig_cam_in_bbox"], 1280, 720
+    )
     np.testing.assert_allclose(out, unit_reference["fn_orig_cam_out"], atol=1e-6)
 
 
 def test_crop_keypoints_to_pixels_official(unit_reference):
-    out = geometry.convert_crop_coords_to_orig_img(unit_reference["fn_orig_cam_in_bbox"],
-                                                   unit_reference["fn_kp_uncrop_in"])
+    out = geometry.convert_crop_coords_to_orig_img(
+        unit_reference["fn_orig_cam_in_bbox"], unit_reference["fn_kp_uncrop_in"]
+    )
     np.testing.assert_allclose(out, unit_reference["fn_kp_uncrop_out"], atol=1e-4)
 
 

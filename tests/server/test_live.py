@@ -1,5 +1,6 @@
 """The online pipeline against the offline one: with no frame dropped and no smoothing, live results
 are the offline "carry" results (same model, same detector, same tracker)."""
+
 import numpy as np
 import pytest
 
@@ -13,11 +14,14 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 @pytest.mark.parametrize("stride", [1, 3])
 def test_streamed_results_equal_offline_carry(fp32_engine, short_clip, stride):
     engine = fp32_engine
-    offline = engine.run(short_clip, RunOptions(detector="hog", detection_stride=stride, min_track_frames=1,
-                                                chunking="carry", smoothing=0.0)).result
+    offline = engine.run(
+        short_clip,
+        RunOptions(detector="hog", detection_stride=stride, min_track_frames=1, chunking="carry", smoothing=0.0),
+    ).result
     reader = open_video(short_clip)
-    session = LiveSession(engine, LiveOptions(detector="hog", detection_stride=stride),
-                          width=reader.info.width, height=reader.info.height)
+    session = LiveSession(
+        engine, LiveOptions(detector="hog", detection_stride=stride), width=reader.info.width, height=reader.info.height
+    )
     streamed: dict[int, list] = {}
     for index, rgb in reader:
         for person in session.process(index, rgb, frame_time_s=index / reader.info.fps):
@@ -37,10 +41,17 @@ def test_recording_gives_the_standard_result_file(fp32_engine, short_clip, tmp_p
     from vibe_blender.core.result_file import load_result, save_result
 
     reader = open_video(short_clip)
-    session = LiveSession(engine, LiveOptions(detector="hog", smoothing=0.5),
-                          width=reader.info.width, height=reader.info.height)
-    recording = LiveRecording(name="camera 0", fps=reader.info.fps, width=reader.info.width,
-                              height=reader.info.height, focal_px=session.focal_px, model_name="synthetic")
+    session = LiveSession(
+        engine, LiveOptions(detector="hog", smoothing=0.5), width=reader.info.width, height=reader.info.height
+    )
+    recording = LiveRecording(
+        name="camera 0",
+        fps=reader.info.fps,
+        width=reader.info.width,
+        height=reader.info.height,
+        focal_px=session.focal_px,
+        model_name="synthetic",
+    )
     for index, rgb in reader:
         recording.add(session.process(index, rgb, frame_time_s=index / reader.info.fps))
     save_result(tmp_path / "live.npz", recording.result(frames_seen=24, dropped=0))
@@ -54,8 +65,23 @@ def test_live_command_prints_figures_and_records(short_clip, synthetic_bundle, t
     from vibe_server.cli import main
 
     out = tmp_path / "take.npz"
-    assert main(["live", str(short_clip), "--detector", "hog", "--data-dir", str(synthetic_bundle),
-                 "--device", "cpu", "--record", str(out)]) == 0
+    assert (
+        main(
+            [
+                "live",
+                str(short_clip),
+                "--detector",
+                "hog",
+                "--data-dir",
+                str(synthetic_bundle),
+                "--device",
+                "cpu",
+                "--record",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     summary = printed.out.strip().splitlines()[0]
     assert "frames/s" in summary and "latency p50" in summary and "p95" in summary

@@ -1,5 +1,6 @@
 """Live capture through the REAL server (``vibe-mocap serve`` on loopback, started the way the add-on
 starts it) and the add-on's own client (``core.live_client``, stdlib WebSocket)."""
+
 import json
 import os
 import time
@@ -25,7 +26,7 @@ def server(synthetic_bundle, tmp_path_factory):
         pytest.fail("The main .venv's vibe-mocap is missing: run scripts/setup.sh first.")
     local = LocalServer(log_dir=tmp_path_factory.mktemp("live_server"), synthetic=False)
     saved = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))       # the server's jobs folder
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # the server's jobs folder
     try:
         local.start(program, data_dir=str(synthetic_bundle))
         status = local.wait_ready(300)
@@ -87,8 +88,10 @@ def test_a_client_that_reads_late_gets_every_frame_or_its_drop_count(server):
     frame (the kernel's socket buffers may hold some; the server's own queue holds 32 at most, see
     test_a_subscriber_that_never_reads_holds_32_messages)."""
     client = ServerClient(server.snapshot().url, server.token)
-    live_id = client.start_live(str(REPO / "samples" / "one-person-walk.mp4"),
-                                {"detector": "hog", "detection_stride": 4, "lossless": True, "max_frames": 60})["live_id"]
+    live_id = client.start_live(
+        str(REPO / "samples" / "one-person-walk.mp4"),
+        {"detector": "hog", "detection_stride": 4, "lossless": True, "max_frames": 60},
+    )["live_id"]
     ws = client.open_live_stream(live_id)
     deadline = time.monotonic() + 300
     while client.live_status(live_id)["status"] == "running":
@@ -117,17 +120,16 @@ def test_a_subscriber_that_never_reads_holds_32_messages():
         run = LiveRun(live_id="0" * 16, source_name="test", subscribers=[sub])
         for i in range(500):
             run.publish({"type": "frame", "frame_index": i})
-        await asyncio.sleep(0.1)                       # let the loop deliver the offers
+        await asyncio.sleep(0.1)  # let the loop deliver the offers
         return sub
 
     sub = asyncio.run(publish_to_a_stalled_client())
     assert sub.queue.qsize() == SUBSCRIBER_QUEUE == 32 and sub.dropped == 500 - 32
     newest = [sub.queue.get_nowait() for _ in range(32)]
-    assert [m["frame_index"] for m in newest] == list(range(468, 500))          # the newest are kept
+    assert [m["frame_index"] for m in newest] == list(range(468, 500))  # the newest are kept
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                     "token+origin"])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, "token+origin"])
 def test_websocket_handshake_needs_token_and_own_origin(server, short_clip, headers):
     client = ServerClient(server.snapshot().url, server.token)
     live_id = client.start_live(str(short_clip), {"detector": "hog"})["live_id"]

@@ -1,4 +1,5 @@
 """The causal rotation filter used in live capture."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ def angle_between(pose_a, pose_b):
 def noisy_motion(rng, frames=120, fps=30.0):
     t = np.arange(frames) / fps
     clean = np.zeros((frames, 72))
-    clean[:, 0] = np.pi                                    # the root near 180°: axis-angle breaks here
+    clean[:, 0] = np.pi  # the root near 180°: axis-angle breaks here
     clean[:, 3 * 18 + 2] = 0.8 * np.sin(2 * np.pi * 0.5 * t)
     return t, clean, clean + rng.normal(0, 0.03, clean.shape)
 
@@ -24,7 +25,7 @@ def test_it_reduces_jitter_and_keeps_the_motion():
     f = CausalRotationFilter(1.0)
     out = np.stack([f(ti, p) for ti, p in zip(t, noisy)])
     assert angle_between(out, clean)[20:].mean() < 0.6 * angle_between(noisy, clean)[20:].mean()
-    assert np.all(angle_between(out, clean) < 0.3)            # no flip at the 180° root
+    assert np.all(angle_between(out, clean) < 0.3)  # no flip at the 180° root
 
 
 def test_it_is_causal():

@@ -1,4 +1,5 @@
 """Live frame sources: newest frame wins, drops counted, memory bounded, files paced at their fps."""
+
 import time
 from pathlib import Path
 
@@ -32,22 +33,22 @@ def test_a_slow_consumer_gets_drop_counts_not_a_queue():
         seen = []
         while (frame := source.next_frame(timeout_s=5)) is not None:
             seen.append(frame.index)
-            time.sleep(0.02)                                  # a model 8x slower than the source
+            time.sleep(0.02)  # a model 8x slower than the source
     assert source.arrived == 400
-    assert source.dropped == 400 - len(seen) > 300             # every frame is either seen or counted
+    assert source.dropped == 400 - len(seen) > 300  # every frame is either seen or counted
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
-    assert source._mailbox is None                             # at most one frame ever waited
+    assert source._mailbox is None  # at most one frame ever waited
 
 
 def test_a_file_is_played_at_its_own_frame_rate():
-    source = open_live_source(str(SAMPLE))                      # 10 frames/s
+    source = open_live_source(str(SAMPLE))  # 10 frames/s
     assert source.info.fps == pytest.approx(10.0)
     t0 = time.monotonic()
     with source:
         frames = [source.next_frame(timeout_s=5) for _ in range(6)]
     elapsed = time.monotonic() - t0
     assert [f.index for f in frames] == list(range(6))
-    assert 0.4 < elapsed < 2.0                                 # frame 5 is due at 0.5 s, not at once
+    assert 0.4 < elapsed < 2.0  # frame 5 is due at 0.5 s, not at once
     assert frames[0].rgb.shape == (source.info.height, source.info.width, 3)
 
 
@@ -59,15 +60,27 @@ def test_stop_ends_the_stream_at_once():
     assert source.next_frame(timeout_s=5) is None and time.monotonic() - t0 < 1.0
 
 
-@pytest.mark.parametrize("spec, expected", [("0", ("camera", 0)), ("rtsp://127.0.0.1:8554/cam", ("stream",
-                                            "rtsp://127.0.0.1:8554/cam")), ("clip.mp4", ("file", "clip.mp4"))])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("0", ("camera", 0)),
+        ("rtsp://127.0.0.1:8554/cam", ("stream", "rtsp://127.0.0.1:8554/cam")),
+        ("clip.mp4", ("file", "clip.mp4")),
+    ],
+)
 def test_source_kinds(spec, expected):
     assert parse_source(spec) == expected
 
 
-@pytest.mark.parametrize("spec, message", [("rtsp://192.0.2.7/cam", "not on this machine"),
-                                           ("http://example.com/live.m3u8", "not on this machine"),
-                                           ("999", "out of range"), ("ftp://127.0.0.1/x", "not a camera index")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("rtsp://192.0.2.7/cam", "not on this machine"),
+        ("http://example.com/live.m3u8", "not on this machine"),
+        ("999", "out of range"),
+        ("ftp://127.0.0.1/x", "not a camera index"),
+    ],
+)
 def test_bad_sources_are_refused(spec, message):
     with pytest.raises(VibeError, match=message):
         parse_source(spec)

@@ -1,4 +1,5 @@
 """The VIBE network: the documented API, and each stage checked against an independent path."""
+
 import copy
 
 import numpy as np
@@ -25,8 +26,13 @@ def outputs(vibe_model, images):
 
 def test_api_shapes_and_eval_mode(vibe_model, outputs):
     assert not vibe_model.training
-    expected = {"theta": (2, 3, 85), "verts": (2, 3, 6890, 3), "kp_2d": (2, 3, 49, 2),
-                "kp_3d": (2, 3, 49, 3), "rotmat": (2, 3, 24, 3, 3)}
+    expected = {
+        "theta": (2, 3, 85),
+        "verts": (2, 3, 6890, 3),
+        "kp_2d": (2, 3, 49, 2),
+        "kp_3d": (2, 3, 49, 3),
+        "rotmat": (2, 3, 24, 3, 3),
+    }
     for key, shape in expected.items():
         assert tuple(outputs[key].shape) == shape, key
         assert outputs[key].dtype == torch.float32
@@ -43,7 +49,7 @@ def test_forward_is_features_then_temporal_model(vibe_model, images, outputs):
     with torch.no_grad():
         features = vibe_model.extract_features(images)
         again = vibe_model.forward_features(features)
-    assert features.shape == (2, 3, 2048) and float(features.min()) >= 0.0   # post-ReLU average
+    assert features.shape == (2, 3, 2048) and float(features.min()) >= 0.0  # post-ReLU average
     for key in ("theta", "verts", "kp_3d"):
         torch.testing.assert_close(again[key], outputs[key], rtol=0, atol=0)
 
@@ -66,8 +72,8 @@ def _gru_numpy(x, state, layers=2, hidden=1024):
         for x_t in seq:
             gi, gh = x_t @ W_ih.T + b_ih, h @ W_hh.T + b_hh
             r = sig(gi[:, :hidden] + gh[:, :hidden])
-            z = sig(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
-            n = np.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
+            z = sig(gi[:, hidden : 2 * hidden] + gh[:, hidden : 2 * hidden])
+            n = np.tanh(gi[:, 2 * hidden :] + r * gh[:, 2 * hidden :])
             h = (1 - z) * n + z * h
             out.append(h)
         seq = np.stack(out)
@@ -78,9 +84,11 @@ def test_temporal_encoder_matches_gru_equations(vibe_model, synthetic_bundle):
     gen = checkpoints.load_vibe_checkpoint(synthetic_bundle / "vibe_model_wo_3dpw.pth.tar")["gen_state_dict"]
     state = {k: v.double().numpy() for k, v in gen.items() if k.startswith("encoder.")}
     rng = np.random.default_rng(1)
-    x = np.abs(rng.normal(size=(2, 5, 2048)))                    # (N, T, F)
-    y = _gru_numpy(x.transpose(1, 0, 2), state)                  # (T, N, H)
-    expected = (np.maximum(y, 0) @ state["encoder.linear.weight"].T + state["encoder.linear.bias"]).transpose(1, 0, 2) + x
+    x = np.abs(rng.normal(size=(2, 5, 2048)))  # (N, T, F)
+    y = _gru_numpy(x.transpose(1, 0, 2), state)  # (T, N, H)
+    expected = (np.maximum(y, 0) @ state["encoder.linear.weight"].T + state["encoder.linear.bias"]).transpose(
+        1, 0, 2
+    ) + x
     with torch.no_grad():
         got, _ = vibe_model.encoder(torch.from_numpy(x).float())
     np.testing.assert_allclose(got.numpy(), expected, atol=2e-5)
@@ -90,9 +98,16 @@ def test_body_outputs_equal_plain_smplx_with_the_checkpoint_body(vibe_model, syn
     gen = checkpoints.load_vibe_checkpoint(synthetic_bundle / "vibe_model_wo_3dpw.pth.tar")["gen_state_dict"]
     body = load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl")
     smpl = smplx.SMPL("", data_struct=body.to_smplx_struct(), create_transl=False, batch_size=6)
-    smpl.load_state_dict({k.removeprefix("regressor.smpl."): v for k, v in gen.items()
-                          if k.startswith("regressor.smpl.") and "extra" not in k
-                          and not k.endswith(("betas", "global_orient", "body_pose"))}, strict=False)
+    smpl.load_state_dict(
+        {
+            k.removeprefix("regressor.smpl."): v
+            for k, v in gen.items()
+            if k.startswith("regressor.smpl.")
+            and "extra" not in k
+            and not k.endswith(("betas", "global_orient", "body_pose"))
+        },
+        strict=False,
+    )
     rotmat = outputs["rotmat"].reshape(6, 24, 3, 3)
     betas = outputs["theta"].reshape(6, 85)[:, 75:]
     with torch.no_grad():
@@ -109,7 +124,9 @@ def test_body_outputs_equal_plain_smplx_with_the_checkpoint_body(vibe_model, syn
 def test_theta_layout_camera_pose_betas(outputs):
     theta = outputs["theta"].reshape(6, 85)
     rotmat = outputs["rotmat"].reshape(6 * 24, 3, 3)
-    np.testing.assert_allclose(geometry.batch_rodrigues(theta[:, 3:75].reshape(-1, 3)).numpy(), rotmat.numpy(), atol=2e-5)
+    np.testing.assert_allclose(
+        geometry.batch_rodrigues(theta[:, 3:75].reshape(-1, 3)).numpy(), rotmat.numpy(), atol=2e-5
+    )
     assert torch.allclose(torch.det(rotmat), torch.ones(6 * 24), atol=1e-5)
     kp_2d = geometry.projection(outputs["kp_3d"].reshape(6, 49, 3), theta[:, :3])
     torch.testing.assert_close(outputs["kp_2d"].reshape(6, 49, 2), kp_2d, rtol=0, atol=1e-6)
@@ -132,7 +149,7 @@ def test_carried_gru_state_makes_chunking_invisible(vibe_model):
         whole = vibe_model.forward_features(features)
         first = vibe_model.forward_features(features[:, :5])
         second = vibe_model.forward_features(features[:, 5:], h0=first["gru_state"])
-        fresh = vibe_model.forward_features(features[:, 5:])      # the official chunking
+        fresh = vibe_model.forward_features(features[:, 5:])  # the official chunking
     chunked = torch.cat([first["theta"], second["theta"]], dim=1)
     torch.testing.assert_close(chunked, whole["theta"], rtol=0, atol=1e-5)
     assert (fresh["theta"] - whole["theta"][:, 5:]).abs().max() > 1e-4
@@ -157,8 +174,8 @@ def test_bf16_autocast_stays_close(vibe_model, images):
         features = vibe_model.extract_features(images)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast_features = vibe_model.extract_features(images)
-    assert fast_features.dtype == torch.bfloat16                       # the backbone did run in bf16
-    assert _relative_error(fast_features, features) < 0.02             # 0.4 % measured
+    assert fast_features.dtype == torch.bfloat16  # the backbone did run in bf16
+    assert _relative_error(fast_features, features) < 0.02  # 0.4 % measured
 
     # the temporal model, regressor and SMPL at full scale (the 0.1 undone), on features that differ
     # from frame to frame as much as real ones do
@@ -171,6 +188,6 @@ def test_bf16_autocast_stays_close(vibe_model, images):
         exact = full_scale.forward_features(varied)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             fast = full_scale.forward_features(varied)
-    assert _relative_error(fast["theta"], exact["theta"], centre=True) < 0.01     # 0.01 % measured
+    assert _relative_error(fast["theta"], exact["theta"], centre=True) < 0.01  # 0.01 % measured
     assert fast["verts"].dtype == torch.bfloat16
-    assert _relative_error(fast["verts"], exact["verts"]) < 0.01                  # bf16 rounding: 0.3 %
+    assert _relative_error(fast["verts"], exact["verts"]) < 0.01  # bf16 rounding: 0.3 %

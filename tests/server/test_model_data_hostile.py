@@ -1,5 +1,6 @@
 """The server's readers of user-installed model data (J_regressor_*.npy, smpl_mean_params.npz) use
 the bounded readers: hostile files give one VibeError, never an allocation the file does not hold."""
+
 import pickle
 import sys
 from pathlib import Path
@@ -7,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))      # tests/hostile_files.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hostile_files.py
 from hostile_files import Member, npy, read_in_sandbox, zip_bytes
-from vibe_server.data.synthetic import mean_params, random_joint_regressor
-from vibe_server.data.loading import load_joint_regressor, load_mean_params
 
 from vibe_blender.core.errors import VibeError
+from vibe_server.data.loading import load_joint_regressor, load_mean_params
+from vibe_server.data.synthetic import mean_params, random_joint_regressor
 
 
 def test_real_files_still_load(tmp_path):
@@ -22,12 +23,18 @@ def test_real_files_still_load(tmp_path):
     assert load_mean_params(tmp_path / "m.npz")["pose"].shape == (144,)
 
 
-@pytest.mark.parametrize("content, match", [
-    (npy(header="{'descr': '|O', 'fortran_order': False, 'shape': (9, 6890), }", data=bytes(8 * 9 * 6890)), "dtype"),
-    (npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (9, 6890), }", data=bytes(80)), "needs"),
-    (pickle.dumps({"J": list(range(100))}), ".npy format"),
-    (npy(np.full((9, 6890), np.nan)), "finite"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (
+            npy(header="{'descr': '|O', 'fortran_order': False, 'shape': (9, 6890), }", data=bytes(8 * 9 * 6890)),
+            "dtype",
+        ),
+        (npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (9, 6890), }", data=bytes(80)), "needs"),
+        (pickle.dumps({"J": list(range(100))}), ".npy format"),
+        (npy(np.full((9, 6890), np.nan)), "finite"),
+    ],
+)
 def test_hostile_regressor_is_refused(tmp_path, content, match):
     path = tmp_path / "J_regressor_extra.npy"
     path.write_bytes(content)
@@ -39,8 +46,15 @@ def test_mean_params_declaring_gigabytes_are_refused_in_a_sandbox(tmp_path):
     """A 1 MB member whose header asks for 3.4 GB: refused before numpy allocates anything."""
     huge = npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (425000000,), }", data=bytes(1 << 20))
     path = tmp_path / "smpl_mean_params.npz"
-    path.write_bytes(zip_bytes([Member("pose.npy", huge), Member("shape.npy", npy(np.zeros(10, np.float32))),
-                                Member("cam.npy", npy(np.zeros(3, np.float32)))]))
+    path.write_bytes(
+        zip_bytes(
+            [
+                Member("pose.npy", huge),
+                Member("shape.npy", npy(np.zeros(10, np.float32))),
+                Member("cam.npy", npy(np.zeros(3, np.float32))),
+            ]
+        )
+    )
     baseline = read_in_sandbox("vibe_server.data.loading:build_model", tmp_path / "absent", memory_mb=3072)
     outcome = read_in_sandbox("vibe_server.data.loading:load_mean_params", path, memory_mb=3072)
     assert outcome.refused and "pose" in outcome.message, outcome
@@ -48,9 +62,13 @@ def test_mean_params_declaring_gigabytes_are_refused_in_a_sandbox(tmp_path):
 
 
 def test_hostile_mean_params_are_refused(tmp_path):
-    members = [Member("pose.npy", npy(header="{'descr': '|O', 'fortran_order': False, 'shape': (144,), }",
-                                      data=bytes(8 * 144))),
-               Member("shape.npy", npy(np.zeros(10, np.float32))), Member("cam.npy", npy(np.zeros(3, np.float32)))]
+    members = [
+        Member(
+            "pose.npy", npy(header="{'descr': '|O', 'fortran_order': False, 'shape': (144,), }", data=bytes(8 * 144))
+        ),
+        Member("shape.npy", npy(np.zeros(10, np.float32))),
+        Member("cam.npy", npy(np.zeros(3, np.float32))),
+    ]
     path = tmp_path / "smpl_mean_params.npz"
     path.write_bytes(zip_bytes(members))
     with pytest.raises(VibeError, match="smpl_mean_params.npz.*dtype"):

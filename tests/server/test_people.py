@@ -13,7 +13,6 @@ from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
 
 
-
 def _walker(t):
     """Two people: one walks right the whole time, one stands still from frame 12 on."""
     people = [[60 + 3 * t, 40, 100 + 3 * t, 120, 0.9]]
@@ -86,7 +85,7 @@ def test_detection_stride_detects_every_nth_frame_and_carries_the_rest():
     tracklets = find_people(_frames(30), detector, detection_stride=3, min_track_frames=1)
     assert sorted(i for call in detector.calls for i in call) == list(range(0, 30, 3))
     frames, bboxes = tracklets[1]
-    assert frames.tolist() == list(range(30))            # boxes on the frames in between too
+    assert frames.tolist() == list(range(30))  # boxes on the frames in between too
     np.testing.assert_allclose(bboxes[10:, 0], 80 + 3 * np.arange(10, 30), atol=2.0)
 
 
@@ -118,7 +117,7 @@ def _moving_person_box(clip, frames_rgb) -> np.ndarray:
     boxes = []
     for frame in frames_rgb:
         moved = (np.abs(frame - empty).max(axis=-1) > 40).astype(np.uint8)
-        moved = cv2.morphologyEx(moved, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))    # drop noise
+        moved = cv2.morphologyEx(moved, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))  # drop noise
         _, _, stats, _ = cv2.connectedComponentsWithStats(moved)
         x, y, w, h, _ = stats[1 + np.argmax(stats[1:, cv2.CC_STAT_AREA])]
         boxes.append([x + w / 2, y + h / 2, h])
@@ -138,7 +137,7 @@ def test_hog_finds_and_tracks_a_real_person():
     tracklets = people.tracklets(min_track_frames=8)
     assert len(tracklets) >= 1
     longest = max(tracklets.values(), key=lambda t: len(t.frames))
-    cx, cy, side = np.median(longest.bboxes, axis=0)[[0, 1, 3]]        # square boxes: side = height
+    cx, cy, side = np.median(longest.bboxes, axis=0)[[0, 1, 3]]  # square boxes: side = height
     person_cx, person_cy, person_h = _moving_person_box(clip, [f for _, f in frames])
     # the track sits on the person (a tenth of their height) and is about as tall
     assert abs(cx - person_cx) < 0.1 * person_h and abs(cy - person_cy) < 0.1 * person_h

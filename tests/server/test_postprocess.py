@@ -1,5 +1,6 @@
 """Post-processing: official camera parity (fixture), the corrected 1.1x un-crop, root translation
 from the crop camera, robust betas, and the official vibe_output.pkl export."""
+
 import builtins
 
 import numpy as np
@@ -15,8 +16,9 @@ W, H = 1280, 720
 
 def test_official_uncrop_matches_the_fixture(unit_reference):
     ref = unit_reference
-    orig_cam = postprocess.crop_cam_to_orig_cam(ref["fn_orig_cam_in_cam"], ref["fn_orig_cam_in_bbox"], W, H,
-                                                official_uncrop=True)
+    orig_cam = postprocess.crop_cam_to_orig_cam(
+        ref["fn_orig_cam_in_cam"], ref["fn_orig_cam_in_bbox"], W, H, official_uncrop=True
+    )
     np.testing.assert_allclose(orig_cam, ref["fn_orig_cam_out"], rtol=1e-12, atol=1e-9)
     kp = postprocess.crop_coords_to_image_px(ref["fn_kp_uncrop_in"], ref["fn_orig_cam_in_bbox"], official_uncrop=True)
     np.testing.assert_allclose(kp, ref["fn_kp_uncrop_out"], atol=1e-4)
@@ -37,7 +39,9 @@ def test_corrected_uncrop_is_1_1_times_larger_around_the_box_centre(unit_referen
 def scene(seed=0, T=5):
     rng = np.random.default_rng(seed)
     joints = rng.normal(0, 0.4, (T, 49, 3)).astype(np.float32)
-    pred_cam = np.stack([rng.uniform(0.7, 1.1, T), rng.normal(0, 0.1, T), rng.normal(0.2, 0.1, T)], 1).astype(np.float32)
+    pred_cam = np.stack([rng.uniform(0.7, 1.1, T), rng.normal(0, 0.1, T), rng.normal(0.2, 0.1, T)], 1).astype(
+        np.float32
+    )
     side = rng.uniform(150, 400, T)
     bboxes = np.stack([rng.uniform(300, 900, T), rng.uniform(200, 500, T), side, side], 1)
     return joints, pred_cam, bboxes
@@ -56,7 +60,7 @@ def test_trans_cam_m_reprojects_like_the_uncropped_model_camera(flat):
     kp_image = postprocess.crop_coords_to_image_px(kp_crop, bboxes)
     for t in range(len(joints)):
         focal_px = 5000.0 * 1.1 * bboxes[t, 2] / 224
-        orig_cam = postprocess.crop_cam_to_orig_cam(pred_cam[t:t + 1], bboxes[t:t + 1], W, H)
+        orig_cam = postprocess.crop_cam_to_orig_cam(pred_cam[t : t + 1], bboxes[t : t + 1], W, H)
         trans = postprocess.trans_cam_from_orig_cam(orig_cam, W, focal_px)[0]
         points = joints[t].astype(np.float64) + trans
         pinhole = focal_px * points[:, :2] / points[:, 2:] + [W / 2, H / 2]
@@ -88,11 +92,19 @@ def make_result(official_uncrop=False):
     joints, pred_cam, bboxes = scene(T=6)
     rng = np.random.default_rng(3)
     theta = np.concatenate([pred_cam, rng.normal(0, 0.2, (6, 72)), rng.normal(0, 1, (6, 10))], 1)
-    track = postprocess.build_track(4, np.arange(10, 16), theta, joints, bboxes, width=W, height=H,
-                                    focal_px=1000.0, official_uncrop=official_uncrop)
-    meta = {postprocess.UNCROP_META_KEY: postprocess.UNCROP_OFFICIAL if official_uncrop else postprocess.UNCROP_CORRECTED}
-    return MocapResult(video=VideoInfo("clip.mp4", 30.0, W, H, 20), tracks=[track], model_name="test",
-                       focal_length_px=1000.0, meta=meta), theta
+    track = postprocess.build_track(
+        4, np.arange(10, 16), theta, joints, bboxes, width=W, height=H, focal_px=1000.0, official_uncrop=official_uncrop
+    )
+    meta = {
+        postprocess.UNCROP_META_KEY: postprocess.UNCROP_OFFICIAL if official_uncrop else postprocess.UNCROP_CORRECTED
+    }
+    return MocapResult(
+        video=VideoInfo("clip.mp4", 30.0, W, H, 20),
+        tracks=[track],
+        model_name="test",
+        focal_length_px=1000.0,
+        meta=meta,
+    ), theta
 
 
 def test_build_track_splits_theta_and_fills_cameras():
@@ -119,8 +131,18 @@ def test_official_pkl_is_read_by_joblib_with_the_official_layout(tmp_path, offic
     data = joblib.load(path)
     assert list(data) == [4]
     entry = data[4]
-    assert set(entry) == {"pred_cam", "orig_cam", "verts", "pose", "betas", "joints3d", "joints2d",
-                          "joints2d_img_coord", "bboxes", "frame_ids"}
+    assert set(entry) == {
+        "pred_cam",
+        "orig_cam",
+        "verts",
+        "pose",
+        "betas",
+        "joints3d",
+        "joints2d",
+        "joints2d_img_coord",
+        "bboxes",
+        "frame_ids",
+    }
     assert entry["joints2d"] is None
     assert entry["verts"].shape == (6, 6890, 3) and entry["joints2d_img_coord"].shape == (6, 49, 2)
     np.testing.assert_array_equal(entry["frame_ids"], np.arange(10, 16))

@@ -1,6 +1,7 @@
 """The pipeline orchestration with a tiny VIBE-shaped model and a scripted front end: streaming,
 batching, chunking with the GRU state carried, the official chunking, track filtering, smoothing,
 progress, cancel and bad input."""
+
 import numpy as np
 import pytest
 import torch
@@ -24,11 +25,11 @@ def poses(output):
 def test_tracks_are_kept_filtered_and_in_frame_order(tiny_engine):
     out = run(tiny_engine, min_track_frames=25)
     result = out.result
-    assert [t.track_id for t in result.tracks] == [1, 3]          # track 2 has 10 frames only
+    assert [t.track_id for t in result.tracks] == [1, 3]  # track 2 has 10 frames only
     np.testing.assert_array_equal(result.track(1).frame_ids, np.arange(60))
     np.testing.assert_array_equal(result.track(3).frame_ids, np.arange(10, 50))
     assert out.frames_decoded == 60
-    assert out.crops == 60 + 40                                   # the short track never reached the backbone
+    assert out.crops == 60 + 40  # the short track never reached the backbone
     assert result.model_name == "tiny test model"
     assert result.video.name == "clip.mp4" and result.video.frame_count == 60
     assert set(out.timings_s) == set(STAGES)
@@ -70,8 +71,8 @@ def test_official_chunking_restarts_the_gru_every_chunk(tiny_engine, monkeypatch
     monkeypatch.setattr(engine_module, "OFFICIAL_CHUNK_FRAMES", 20)
     carry = poses(run(tiny_engine))[1]
     official = poses(run(tiny_engine, chunking="official"))[1]
-    np.testing.assert_allclose(official[:20], carry[:20], atol=1e-5)   # first chunk: same start state
-    assert np.abs(official[20:] - carry[20:]).max() > 1e-3            # later chunks start from zeros
+    np.testing.assert_allclose(official[:20], carry[:20], atol=1e-5)  # first chunk: same start state
+    assert np.abs(official[20:] - carry[20:]).max() > 1e-3  # later chunks start from zeros
     # and each official chunk equals a fresh run over just that chunk's features
     features = torch.stack([torch.as_tensor(f) for f in _features(tiny_engine)])
     fresh = tiny_engine.model.forward_features(features[20:40][None])["theta"][0, :, 3:75]
@@ -105,7 +106,7 @@ def test_uncrop_mode_and_settings_are_recorded(tiny_engine):
     np.testing.assert_allclose(corrected.track(1).orig_cam[:, 0], 1.1 * official.track(1).orig_cam[:, 0], rtol=1e-6)
     assert official.meta["uncrop"] == "official 1.0x box"
     assert corrected.meta["chunking"] == "carry" and corrected.meta["detector"] == "hog"
-    assert corrected.focal_length_px == 320.0                      # the longer image side by default
+    assert corrected.focal_length_px == 320.0  # the longer image side by default
 
 
 def test_detection_stride_calls_the_detector_less(scripted, tiny_engine):
@@ -153,11 +154,17 @@ def test_unreadable_video_error_passes_through(tiny_engine):
         tiny_engine.run("notes.txt", RunOptions())
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"detector": "ssd"}, "Unknown detector"), ({"detection_stride": 0}, "at least 1"),
-    ({"smoothing": 2.0}, "between 0 and 1"), ({"chunking": "overlap"}, "Unknown chunking"),
-    ({"tracks_max": 0}, "tracks_max"), ({"focal_px": -1.0}, "focal length"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"detector": "ssd"}, "Unknown detector"),
+        ({"detection_stride": 0}, "at least 1"),
+        ({"smoothing": 2.0}, "between 0 and 1"),
+        ({"chunking": "overlap"}, "Unknown chunking"),
+        ({"tracks_max": 0}, "tracks_max"),
+        ({"focal_px": -1.0}, "focal length"),
+    ],
+)
 def test_bad_options_are_refused(tiny_engine, bad, message):
     with pytest.raises(VibeError, match=message):
         run(tiny_engine, **bad)
@@ -181,9 +188,15 @@ def test_defaults_are_the_fast_ones_and_official_options_restore_the_official_co
     defaults = RunOptions()
     assert defaults.detection_stride == options_module.DEFAULT_DETECTION_STRIDE > 1 and defaults.adaptive_detection
     official = options_module.official_options(RunOptions(smoothing=0.3, tracks_max=2))
-    assert (official.detection_stride, official.adaptive_detection, official.chunking, official.official_uncrop,
-            official.precision, official.compile_backbone) == (1, False, "official", True, "fp32", "off")
-    assert (official.smoothing, official.tracks_max) == (0.3, 2)          # the user's own choices stay
+    assert (
+        official.detection_stride,
+        official.adaptive_detection,
+        official.chunking,
+        official.official_uncrop,
+        official.precision,
+        official.compile_backbone,
+    ) == (1, False, "official", True, "fp32", "off")
+    assert (official.smoothing, official.tracks_max) == (0.3, 2)  # the user's own choices stay
     assert options_module.official_options() == options_module.official_options(RunOptions())
 
 
@@ -194,10 +207,10 @@ def test_a_run_can_set_its_own_precision_and_the_engine_default_comes_back(make_
     assert engine.model.backbone[0].weight.is_contiguous(memory_format=torch.channels_last)
     official = engine.run("clip.mp4", options_module.official_options())
     assert official.result.meta["precision"] == "fp32" and official.result.meta["detection_stride"] == "1"
-    assert engine.model.backbone[0].weight.is_contiguous()               # plain fp32 layout, as the official code
+    assert engine.model.backbone[0].weight.is_contiguous()  # plain fp32 layout, as the official code
     reference = run(make_engine(), chunking="official", official_uncrop=True, detection_stride=1)
     for a, b in zip(official.result.tracks, reference.result.tracks):
-        np.testing.assert_array_equal(a.pose, b.pose)                  # exactly the fp32 engine's result
+        np.testing.assert_array_equal(a.pose, b.pose)  # exactly the fp32 engine's result
     assert run(engine).result.meta["precision"] == "bf16"
     with pytest.raises(VibeError, match="Unknown precision"):
         run(engine, precision="int8")

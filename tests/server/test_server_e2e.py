@@ -1,5 +1,6 @@
 """End to end: the real server (uvicorn in a subprocess, full-size random-weight model, the real
 video/detector/tracker/crop front end) on 127.0.0.1, fed with cuts of the real clips."""
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,9 @@ def cut_clip(src: Path, dst: Path, start: int, frames: int) -> Path:
         ok, frame = cap.read()
         assert ok
         if writer is None:
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS),
-                                     (frame.shape[1], frame.shape[0]))
+            writer = cv2.VideoWriter(
+                str(dst), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), (frame.shape[1], frame.shape[0])
+            )
         writer.write(frame)
     writer.release()
     cap.release()
@@ -57,14 +59,30 @@ def server(synthetic_bundle, tmp_path_factory):
     write_random_darknet_weights(data_dir / "yolov3.weights")
     port = free_port()
     log_path = tmp_path_factory.mktemp("e2e_log") / "server.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)]),
-           "VIBE_MOCAP_TOKEN": TOKEN,                                 # never the real user's token file
-           "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("e2e_config"))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "server"), str(REPO)]),
+        "VIBE_MOCAP_TOKEN": TOKEN,  # never the real user's token file
+        "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("e2e_config")),
+    }
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--data-dir", str(data_dir),
-             "--jobs-dir", str(tmp_path_factory.mktemp("e2e_jobs"))],
-            stdout=log, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "vibe_server",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--jobs-dir",
+                str(tmp_path_factory.mktemp("e2e_jobs")),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
         deadline = time.time() + 120
@@ -99,8 +117,13 @@ def test_real_clip_upload_to_result(server, tmp_path):
     clip = cut_clip(REAL / "one-by-one-person-detection.mp4", tmp_path / "walk.mp4", start=262, frames=66)
     params = {"detector": "hog", "detection_stride": 2, "min_track_frames": 20, "smoothing": 0.3}
     with open(clip, "rb") as f:
-        r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("walk.mp4", f, "video/mp4")},
-                       data={"params": json.dumps(params)}, timeout=60)
+        r = httpx.post(
+            f"{server}/jobs",
+            headers=AUTH,
+            files={"video": ("walk.mp4", f, "video/mp4")},
+            data={"params": json.dumps(params)},
+            timeout=60,
+        )
     assert r.status_code == 201, r.text
     job = wait_for(server, r.json()["job_id"])
     assert job["status"] == "done", job
@@ -113,7 +136,7 @@ def test_real_clip_upload_to_result(server, tmp_path):
     assert result.video.frame_count == 66 and result.video.fps == pytest.approx(10.0)
     track = max(result.tracks, key=lambda t: t.num_frames)
     assert track.num_frames >= 20 and track.frame_ids.max() < 66
-    assert (track.trans_cam_m[:, 2] > 0).all()                 # in front of the camera
+    assert (track.trans_cam_m[:, 2] > 0).all()  # in front of the camera
     assert result.meta["detector"] == "hog" and result.meta["smoothing"] == "0.3"
 
     joblib = pytest.importorskip("joblib")
@@ -127,8 +150,12 @@ def test_video_with_nobody_fails_with_a_reason(server, tmp_path):
     """The bottle clip, as a local-path job, with YOLO. (The YOLO weights here are random, so
     'nobody' comes from them as much as from the clip; with the real weights the clip has nobody.)"""
     clip = cut_clip(REAL / "bottle-detection-negative.mp4", tmp_path / "bottles.mp4", start=0, frames=30)
-    r = httpx.post(f"{server}/jobs", headers=AUTH, json={"video_path": str(clip),
-                                           "params": {"detector": "yolo", "detection_stride": 10}}, timeout=60)
+    r = httpx.post(
+        f"{server}/jobs",
+        headers=AUTH,
+        json={"video_path": str(clip), "params": {"detector": "yolo", "detection_stride": 10}},
+        timeout=60,
+    )
     assert r.status_code == 201, r.text
     job = wait_for(server, r.json()["job_id"])
     assert job["status"] == "failed" and "Nobody was found in 'bottles.mp4'" in job["error"]
@@ -143,17 +170,22 @@ def test_bad_files_are_refused_and_the_server_keeps_serving(server, tmp_path):
     whole = cut_clip(REAL / "one-by-one-person-detection.mp4", tmp_path / "whole.mp4", start=262, frames=40)
     truncated = whole.read_bytes()[:3000]
     r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("cut.mp4", truncated, "video/mp4")}, timeout=30)
-    if r.status_code == 201:                                   # the container opened: the job must fail
+    if r.status_code == 201:  # the container opened: the job must fail
         job = wait_for(server, r.json()["job_id"])
         assert job["status"] == "failed" and job["error"]
     else:
         assert r.status_code == 415 and r.json()["detail"]
     r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("empty.mp4", b"", "video/mp4")}, timeout=30)
     assert r.status_code == 400 and "empty" in r.json()["detail"]
-    r = httpx.post(f"{server}/jobs", headers=AUTH, files={"video": ("a.mp4", text, "video/mp4")},
-                   data={"params": json.dumps({"speed": "max"})}, timeout=30)
+    r = httpx.post(
+        f"{server}/jobs",
+        headers=AUTH,
+        files={"video": ("a.mp4", text, "video/mp4")},
+        data={"params": json.dumps({"speed": "max"})},
+        timeout=30,
+    )
     assert r.status_code == 422 and "speed" in r.json()["detail"]
     r = httpx.get(f"{server}/health", headers={**AUTH, "Host": "localhost.attacker.example"})
     assert r.status_code == 400
     assert httpx.get(f"{server}/health", headers=AUTH).json()["status"] == "ok"
-    assert httpx.get(f"{server}/jobs").status_code == 401                    # loopback needs the token too
+    assert httpx.get(f"{server}/jobs").status_code == 401  # loopback needs the token too

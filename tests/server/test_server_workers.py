@@ -1,9 +1,11 @@
 """The server's job workers: one per engine (one engine per visible GPU, else one), all taking jobs
 from one queue, so jobs run side by side as in ``vibe-mocap batch``."""
+
 import time
 
 import pytest
 from fastapi.testclient import TestClient
+
 from vibe_server.api.app import create_app
 from vibe_server.api.jobs import JobManager
 from vibe_server.api.schemas import JobParams
@@ -25,8 +27,9 @@ def submit_two_jobs(jobs: JobManager) -> list[str]:
     for name in ("a.mp4", "b.mp4"):
         job_id, folder = jobs.new_job_folder()
         (folder / name).write_bytes(b"video")
-        jobs.submit(job_id, video_name=name, input_path=folder / name, input_owned=False,
-                    params=JobParams(min_track_frames=5))
+        jobs.submit(
+            job_id, video_name=name, input_path=folder / name, input_owned=False, params=JobParams(min_track_frames=5)
+        )
         ids.append(job_id)
     return ids
 
@@ -36,8 +39,9 @@ def test_two_engines_run_two_jobs_at_the_same_time(make_engine, tmp_path):
     jobs.start()
     try:
         ids = submit_two_jobs(jobs)
-        assert wait_for(lambda: all(jobs.get(i).status == "running" for i in ids)), \
-            [jobs.get(i).status for i in ids]                  # side by side, not one after the other
+        assert wait_for(lambda: all(jobs.get(i).status == "running" for i in ids)), [
+            jobs.get(i).status for i in ids
+        ]  # side by side, not one after the other
         assert wait_for(lambda: all(jobs.get(i).status == "done" for i in ids))
     finally:
         jobs.stop()
@@ -55,10 +59,16 @@ def test_one_engine_runs_jobs_one_at_a_time(make_engine, tmp_path):
         jobs.stop()
 
 
-@pytest.mark.parametrize("device, gpus, expected", [
-    ("auto", 0, ["cpu"]), ("auto", 2, ["cuda:0", "cuda:1"]), ("cuda", 3, ["cuda:0", "cuda:1", "cuda:2"]),
-    ("cuda:1", 2, ["cuda:1"]), ("cpu", 2, ["cpu"]),
-])
+@pytest.mark.parametrize(
+    "device, gpus, expected",
+    [
+        ("auto", 0, ["cpu"]),
+        ("auto", 2, ["cuda:0", "cuda:1"]),
+        ("cuda", 3, ["cuda:0", "cuda:1", "cuda:2"]),
+        ("cuda:1", 2, ["cuda:1"]),
+        ("cpu", 2, ["cpu"]),
+    ],
+)
 def test_the_server_loads_one_engine_per_visible_gpu(make_engine, tmp_path, monkeypatch, device, gpus, expected):
     monkeypatch.setattr(devices, "gpu_count", lambda: gpus)
     loaded = []
@@ -67,7 +77,9 @@ def test_the_server_loads_one_engine_per_visible_gpu(make_engine, tmp_path, monk
         loaded.append(settings.device)
         return make_engine()
 
-    with TestClient(create_app(Settings(jobs_dir=tmp_path / "jobs", device=device, token="t"), engine_loader=loader),
-                    base_url="http://127.0.0.1:8765") as client:
+    with TestClient(
+        create_app(Settings(jobs_dir=tmp_path / "jobs", device=device, token="t"), engine_loader=loader),
+        base_url="http://127.0.0.1:8765",
+    ) as client:
         assert client.app.state.jobs.engines and len(client.app.state.jobs.engines) == len(expected)
     assert loaded == expected

@@ -1,9 +1,16 @@
 """SORT as VIBE runs it: Kalman maths, ids, the emission rule, gaps, skipped frames, coasting."""
+
 import numpy as np
 import pytest
 
-from vibe_server.pipeline.track import (KalmanBoxTracker, Sort, TrackletCollector, bbox_to_z, track_detections,
-                                        xyxy_to_square_cxcywh)
+from vibe_server.pipeline.track import (
+    KalmanBoxTracker,
+    Sort,
+    TrackletCollector,
+    bbox_to_z,
+    track_detections,
+    xyxy_to_square_cxcywh,
+)
 
 
 def box(cx, cy, w=40.0, h=80.0, score=0.9):
@@ -23,8 +30,8 @@ def test_first_kalman_step_by_hand():
     np.testing.assert_allclose(tracker.x[0, 0], 100 + 10 * 10011 / 10012, rtol=1e-12)
     np.testing.assert_allclose(tracker.x[4, 0], 10 * 10000 / 10012, rtol=1e-12)
     np.testing.assert_allclose(tracker.x[1, 0], 50.0)
-    np.testing.assert_allclose(tracker.x[2, 0], 40 * 80)       # area unchanged
-    np.testing.assert_allclose(tracker.x[3, 0], 0.5)           # ratio w / h
+    np.testing.assert_allclose(tracker.x[2, 0], 40 * 80)  # area unchanged
+    np.testing.assert_allclose(tracker.x[3, 0], 0.5)  # ratio w / h
 
 
 def test_static_person_gives_the_detection_back_with_a_stable_id():
@@ -80,7 +87,7 @@ def test_one_missed_frame_makes_a_gap_two_end_the_track():
     history = []
     for t in range(20):
         people = [box(100 + 2 * t, 100)] if t not in (8, 14, 15) else []
-        people.append(box(400, 300))                           # keeps the tracker updating every frame
+        people.append(box(400, 300))  # keeps the tracker updating every frame
         out = sort.update(dets(*people))
         history.append({int(i) for i in out[:, 4]})
     walker = [t for t, ids in enumerate(history) if 1 in ids]
@@ -107,7 +114,7 @@ def test_tracklets_are_square_centre_boxes_and_short_ones_are_dropped():
     sequence = [dets(box(100 + t, 100, w=40, h=80)) for t in range(30)]
     sequence[10:15] = [dets(box(100 + t, 100), box(500, 400, w=90, h=30)) for t in range(10, 15)]
     tracklets = track_detections(sequence, min_track_frames=25)
-    assert list(tracklets) == [1]                              # the 2-frame blip is gone
+    assert list(tracklets) == [1]  # the 2-frame blip is gone
     frames, bboxes = tracklets[1]
     assert frames.dtype == np.int64 and frames.tolist() == list(range(30))
     assert bboxes.shape == (30, 4)
@@ -136,7 +143,7 @@ def test_coasting_carries_boxes_between_detection_frames():
     tracklets = track_detections(sequence, detected=detected, min_track_frames=1)
     assert list(tracklets) == [1]
     frames, bboxes = tracklets[1]
-    assert frames.tolist() == list(range(30))                  # reported on every frame, coasted ones too
+    assert frames.tolist() == list(range(30))  # reported on every frame, coasted ones too
     # once the velocity is learnt, coasted centres follow the motion closely
     np.testing.assert_allclose(bboxes[15:, 0], 100 + 4 * np.arange(15, 30), atol=3.0)
 

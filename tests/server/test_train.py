@@ -1,5 +1,6 @@
 """The training loop on tiny synthetic database files: the loss falls, checkpoints load into the
 inference model, resuming continues, two gloo processes under torchrun work, evaluation prints."""
+
 import csv
 import os
 import subprocess
@@ -28,11 +29,24 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 def tiny(dirs, out: str, *extra) -> TrainConfig:
     """A config that runs in seconds on a CPU: small batches and discriminator, no workers."""
-    return parse_overrides(TrainConfig, [
-        f"--db_dir={dirs['db']}", f"--model_data_dir={dirs['data']}", f"--out_dir={dirs['root'] / out}",
-        "--batch_size=4", "--motion_batch_size=4", "--val_batch_size=8", "--disc_hidden=32",
-        "--disc_attention_size=32", "--num_workers=0", "--device=cpu", "--abort_pa_mpjpe_mm=0",
-        "--log_interval=1", *extra])
+    return parse_overrides(
+        TrainConfig,
+        [
+            f"--db_dir={dirs['db']}",
+            f"--model_data_dir={dirs['data']}",
+            f"--out_dir={dirs['root'] / out}",
+            "--batch_size=4",
+            "--motion_batch_size=4",
+            "--val_batch_size=8",
+            "--disc_hidden=32",
+            "--disc_attention_size=32",
+            "--num_workers=0",
+            "--device=cpu",
+            "--abort_pa_mpjpe_mm=0",
+            "--log_interval=1",
+            *extra,
+        ],
+    )
 
 
 def read_csv(path):
@@ -41,14 +55,25 @@ def read_csv(path):
 
 
 def test_config_overrides_are_typed_and_checked():
-    config = parse_overrides(TrainConfig, ["--batch_size=8", "--gen_lr=1e-4", "--resume=false",
-                                           "--datasets_2d=insta,pennaction"])
+    config = parse_overrides(
+        TrainConfig, ["--batch_size=8", "--gen_lr=1e-4", "--resume=false", "--datasets_2d=insta,pennaction"]
+    )
     assert (config.batch_size, config.gen_lr, config.resume) == (8, 1e-4, False)
-    default = TrainConfig()    # the official values
-    assert (default.kp_2d_w, default.kp_3d_w, default.pose_w, default.shape_w, default.d_motion_w) == \
-        (300.0, 300.0, 60.0, 0.06, 0.5)
-    assert (default.gen_lr, default.disc_lr, default.disc_wd, default.seqlen, default.batch_size) == \
-        (5e-5, 1e-4, 1e-4, 16, 32)
+    default = TrainConfig()  # the official values
+    assert (default.kp_2d_w, default.kp_3d_w, default.pose_w, default.shape_w, default.d_motion_w) == (
+        300.0,
+        300.0,
+        60.0,
+        0.06,
+        0.5,
+    )
+    assert (default.gen_lr, default.disc_lr, default.disc_wd, default.seqlen, default.batch_size) == (
+        5e-5,
+        1e-4,
+        1e-4,
+        16,
+        32,
+    )
     with pytest.raises(VibeError, match="Did you mean --batch_size"):
         parse_overrides(TrainConfig, ["--batchsize=8"])
     with pytest.raises(VibeError, match="takes a int"):
@@ -74,8 +99,18 @@ def test_train_command_reports_bad_settings(capsys):
 def test_generator_loss_falls_when_overfitting(dirs):
     from vibe_server.train.train import train
 
-    config = tiny(dirs, "overfit", "--datasets_2d=", "--datasets_3d=3dpw", "--dataset_val=none",
-                  "--motion_prior=none", "--batch_size=3", "--epochs=1", "--iters_per_epoch=15", "--gen_lr=2e-4")
+    config = tiny(
+        dirs,
+        "overfit",
+        "--datasets_2d=",
+        "--datasets_3d=3dpw",
+        "--dataset_val=none",
+        "--motion_prior=none",
+        "--batch_size=3",
+        "--epochs=1",
+        "--iters_per_epoch=15",
+        "--gen_lr=2e-4",
+    )
     train(config)
     rows = read_csv(dirs["root"] / "overfit" / "train_log.csv")
     first = sum(float(r["gen_loss"]) for r in rows[:3]) / 3
@@ -107,11 +142,12 @@ def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch
     board = FakeTensorBoard()
     monkeypatch.setattr(train_module, "open_tensorboard", lambda out_dir: board)
 
-    config = tiny(dirs, "resume", "--datasets_2d=insta", "--datasets_3d=mpii3d,3dpw", "--epochs=1",
-                  "--iters_per_epoch=2")
+    config = tiny(
+        dirs, "resume", "--datasets_2d=insta", "--datasets_3d=mpii3d,3dpw", "--epochs=1", "--iters_per_epoch=2"
+    )
     assert train(config)["epochs_run"] == 1
     config.epochs = 2
-    summary = train(config)                                     # same command, more epochs: resumes
+    summary = train(config)  # same command, more epochs: resumes
     assert summary["epochs_run"] == 1
     out = dirs["root"] / "resume"
     assert [r["epoch"] for r in read_csv(out / "val_log.csv")] == ["0", "1"]
@@ -123,7 +159,7 @@ def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch
     assert ckpt["epoch"] == 1 and ckpt["config"]["iters_per_epoch"] == 2
     assert set(checkpoints.VIBE_TOP_LEVEL) <= set(ckpt)
     checkpoints.check_generator_keys(ckpt["gen_state_dict"], "trained checkpoint")
-    assert ckpt["gen_optimizer"]["state"][0]["step"] == 4       # Adam continued: 2 epochs x 2 steps
+    assert ckpt["gen_optimizer"]["state"][0]["step"] == 4  # Adam continued: 2 epochs x 2 steps
     assert set(ckpt["disc_motion_state_dict"]) >= {"gru.weight_ih_l0", "attention.attention.6.weight", "fc.bias"}
     assert (out / "model_best.pth.tar").exists()
 
@@ -154,9 +190,16 @@ def test_bad_settings_get_clear_messages(dirs):
 
 def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     out = dirs["root"] / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "vibe_server.train.train",
-               *_args(dirs, out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "vibe_server.train.train",
+        *_args(dirs, out),
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
     first = subprocess.run(command + ["--epochs=1"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
@@ -164,7 +207,7 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     second = subprocess.run(command + ["--epochs=2"], capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
     assert "resumed from" in second.stdout and "continuing at epoch 1" in second.stdout
-    assert second.stdout.count("validation:") == 1               # rank 0 alone validates and logs
+    assert second.stdout.count("validation:") == 1  # rank 0 alone validates and logs
     ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
     assert ckpt["epoch"] == 1
     assert not any(k.startswith("module.") for k in ckpt["gen_state_dict"])
@@ -172,10 +215,21 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
 
 
 def _args(dirs, out):
-    return [f"--db_dir={dirs['db']}", f"--model_data_dir={dirs['data']}", f"--out_dir={out}",
-            "--batch_size=4", "--motion_batch_size=4", "--disc_hidden=32", "--disc_attention_size=32",
-            "--num_workers=0", "--device=cpu", "--abort_pa_mpjpe_mm=0", "--iters_per_epoch=2",
-            "--datasets_2d=insta", "--datasets_3d=mpii3d"]
+    return [
+        f"--db_dir={dirs['db']}",
+        f"--model_data_dir={dirs['data']}",
+        f"--out_dir={out}",
+        "--batch_size=4",
+        "--motion_batch_size=4",
+        "--disc_hidden=32",
+        "--disc_attention_size=32",
+        "--num_workers=0",
+        "--device=cpu",
+        "--abort_pa_mpjpe_mm=0",
+        "--iters_per_epoch=2",
+        "--datasets_2d=insta",
+        "--datasets_3d=mpii3d",
+    ]
 
 
 def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
@@ -184,8 +238,18 @@ def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
     from vibe_server.cli import main
 
     checkpoint = dirs["data"] / "vibe_model_wo_3dpw.pth.tar"
-    rc = main(["evaluate", str(dirs["db"] / "3dpw_test_db.pt"), "--checkpoint", str(checkpoint),
-               "--data-dir", str(dirs["data"]), "--json", str(tmp_path / "r.json")])
+    rc = main(
+        [
+            "evaluate",
+            str(dirs["db"] / "3dpw_test_db.pt"),
+            "--checkpoint",
+            str(checkpoint),
+            "--data-dir",
+            str(dirs["data"]),
+            "--json",
+            str(tmp_path / "r.json"),
+        ]
+    )
     text = capsys.readouterr().out
     print(text)
     assert rc == 0
@@ -196,9 +260,19 @@ def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
     assert 0 < result["overall"]["pa_mpjpe"] < result["overall"]["mpjpe"]
     assert result["overall"]["pve"] > 0
 
-    rc = main(["evaluate", str(dirs["db"] / "mpii3d_val_db.pt"), "--checkpoint", str(checkpoint),
-               "--data-dir", str(dirs["data"]), "--json", str(tmp_path / "m.json")])
+    rc = main(
+        [
+            "evaluate",
+            str(dirs["db"] / "mpii3d_val_db.pt"),
+            "--checkpoint",
+            str(checkpoint),
+            "--data-dir",
+            str(dirs["data"]),
+            "--json",
+            str(tmp_path / "m.json"),
+        ]
+    )
     result = json.loads((tmp_path / "m.json").read_text())
-    assert rc == 0 and result["overall"]["pve"] != result["overall"]["pve"]   # NaN: no SMPL ground truth
+    assert rc == 0 and result["overall"]["pve"] != result["overall"]["pve"]  # NaN: no SMPL ground truth
     assert main(["evaluate", str(dirs["db"] / "amass_db.pt"), "--data-dir", str(dirs["data"])]) == 2
     assert "Cannot tell the layout" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Backbone features for new footage, in the database-file layout."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,12 +18,15 @@ def test_box_files_in_both_forms(tmp_path):
     assert frames.tolist() == [4, 7] and boxes[1].tolist() == [52, 41, 30, 30]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("1,2,3\n", "expected \\(N, 4\\)"),
-    ("5,50,40,30,30\n3,50,40,30,30\n", "increasing"),
-    ("50,40,0,30\n", "positive"),
-    ("a,b,c,d\n", "Cannot read boxes"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1,2,3\n", "expected \\(N, 4\\)"),
+        ("5,50,40,30,30\n3,50,40,30,30\n", "increasing"),
+        ("50,40,0,30\n", "positive"),
+        ("a,b,c,d\n", "Cannot read boxes"),
+    ],
+)
 def test_bad_box_files_are_explained(tmp_path, content, message):
     (tmp_path / "boxes.csv").write_text(content)
     with pytest.raises(VibeError, match=message):
@@ -47,8 +51,20 @@ def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bun
     writer.release()
     (tmp_path / "boxes.csv").write_text("1,60,50,40,40\n2,62,50,40,40\n4,64,48,42,42\n")
 
-    rc = main(["extract-features", str(video), "--bboxes", str(tmp_path / "boxes.csv"), "--out",
-               str(tmp_path / "clip.pt"), "--data-dir", str(synthetic_bundle), "--batch-size", "2"])
+    rc = main(
+        [
+            "extract-features",
+            str(video),
+            "--bboxes",
+            str(tmp_path / "boxes.csv"),
+            "--out",
+            str(tmp_path / "clip.pt"),
+            "--data-dir",
+            str(synthetic_bundle),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert rc == 0
     db = joblib.load(tmp_path / "clip.pt")
     assert db["features"].shape == (3, 2048) and db["features"].dtype == np.float32

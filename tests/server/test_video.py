@@ -1,4 +1,5 @@
 """Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
+
 import shutil
 
 import cv2
@@ -10,13 +11,15 @@ from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.video import open_video
 
 
-
-@pytest.mark.parametrize("name, fps, width, height, frame_count", [
-    ("one-by-one-person-detection.mp4", 10.0, 768, 432, 1394),
-    ("asl-walk.mkv", 30.0, 640, 480, 89),
-    ("face-demographics-walking.gif", 12.5, 480, 270, 35),
-    ("bottle-detection-negative.mp4", 29.833, 640, 360, 1189),
-])
+@pytest.mark.parametrize(
+    "name, fps, width, height, frame_count",
+    [
+        ("one-by-one-person-detection.mp4", 10.0, 768, 432, 1394),
+        ("asl-walk.mkv", 30.0, 640, 480, 89),
+        ("face-demographics-walking.gif", 12.5, 480, 270, 35),
+        ("bottle-detection-negative.mp4", 29.833, 640, 360, 1189),
+    ],
+)
 def test_real_clips_report_container_facts(name, fps, width, height, frame_count):
     info = open_video(REAL_CLIPS / name).info
     assert info.name == name
@@ -37,7 +40,7 @@ def test_iteration_yields_every_frame_as_rgb(name, frame_count):
     _, first_bgr = capture.read()
     capture.release()
     first = next(iter(reader))[1]
-    np.testing.assert_array_equal(first, first_bgr[:, :, ::-1])    # RGB, not OpenCV's BGR
+    np.testing.assert_array_equal(first, first_bgr[:, :, ::-1])  # RGB, not OpenCV's BGR
     assert not np.array_equal(first, last)
 
 
@@ -61,7 +64,7 @@ def test_prefetch_thread_gives_the_same_frames_and_stops_early():
     for (i, a), (j, b) in zip(plain, ahead, strict=True):
         assert i == j
         np.testing.assert_array_equal(a, b)
-    for frame_index, _ in ahead:   # leaving early must not hang the decoding thread
+    for frame_index, _ in ahead:  # leaving early must not hang the decoding thread
         if frame_index == 2:
             break
 
@@ -72,10 +75,10 @@ def test_count_frames_pass_agrees_with_the_container():
 
 def test_a_small_container_miscount_is_corrected_not_fatal():
     reader = open_video(REAL_CLIPS / "face-demographics-walking.gif")
-    reader._container_frame_count = 37          # a header that over-counts by two frames
+    reader._container_frame_count = 37  # a header that over-counts by two frames
     assert sum(1 for _ in reader) == 35
     assert reader.info.frame_count == 35
-    reader._container_frame_count = reader.info.frame_count = 30     # and one that under-counts
+    reader._container_frame_count = reader.info.frame_count = 30  # and one that under-counts
     assert sum(1 for _ in reader) == 35
     assert reader.info.frame_count == 35
 
@@ -125,8 +128,9 @@ NOT_A_VIDEO = "Playlists \\(.m3u8\\), concat lists, image sequences and still im
 def test_a_playlist_naming_a_real_video_is_refused(tmp_path, suffix):
     """FFmpeg's HLS demuxer would decode whatever file the playlist names."""
     playlist = tmp_path / f"list{suffix}"
-    playlist.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n"
-                        f"{REAL_CLIPS / 'asl-walk.mkv'}\n#EXT-X-ENDLIST\n")
+    playlist.write_text(
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{REAL_CLIPS / 'asl-walk.mkv'}\n#EXT-X-ENDLIST\n"
+    )
     with pytest.raises(VibeError, match=NOT_A_VIDEO):
         open_video(playlist)
 
@@ -149,7 +153,7 @@ def test_a_concat_list_is_refused(tmp_path):
 def test_an_image_sequence_pattern_is_refused(tmp_path):
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"frame{i:03d}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
-    pattern = tmp_path / "frame%03d.png"           # exists as a file, so only FFmpeg's reading decides
+    pattern = tmp_path / "frame%03d.png"  # exists as a file, so only FFmpeg's reading decides
     shutil.copy(tmp_path / "frame000.png", pattern)
     with pytest.raises(VibeError, match=NOT_A_VIDEO):
         open_video(pattern)
@@ -174,7 +178,7 @@ def test_tiny_valid_video_opens(tmp_path):
 
 def test_truncated_mp4_keeps_the_frames_that_decode_and_warns(tmp_path):
     data = (REAL_CLIPS / "one-by-one-person-detection.mp4").read_bytes()
-    (tmp_path / "cut.mp4").write_bytes(data[:300_000])    # the header survives, most frames do not
+    (tmp_path / "cut.mp4").write_bytes(data[:300_000])  # the header survives, most frames do not
     reader = open_video(tmp_path / "cut.mp4")
     assert reader.warnings == []
     frames = dict(reader)

@@ -1,4 +1,5 @@
 """YOLOv3: the layer table, the Darknet weights file, decoding, VIBE's pre/post-processing, OpenCV parity."""
+
 from pathlib import Path
 
 import cv2
@@ -11,13 +12,15 @@ from testdata import REAL_CLIPS
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.detect import make_detector
 from vibe_server.pipeline.detect.boxes import merge_nms, nms
-from vibe_server.pipeline.detect.darknet_weights import (OFFICIAL_FILE_BYTES, OFFICIAL_FLOAT_COUNT,
-                                                         load_darknet_weights, parameter_tensors,
-                                                         write_random_darknet_weights)
-from vibe_server.pipeline.detect.yolo import (YoloDetector, person_detections, preprocess_frames,
-                                              rescale_boxes)
+from vibe_server.pipeline.detect.darknet_weights import (
+    OFFICIAL_FILE_BYTES,
+    OFFICIAL_FLOAT_COUNT,
+    load_darknet_weights,
+    parameter_tensors,
+    write_random_darknet_weights,
+)
+from vibe_server.pipeline.detect.yolo import YoloDetector, person_detections, preprocess_frames, rescale_boxes
 from vibe_server.pipeline.detect.yolov3 import ANCHORS_WH_PX, YOLOv3, decode_heads, yolov3_layers
-
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,7 @@ def test_wrong_weights_files_are_named_and_explained(tmp_path):
     long = tmp_path / "long.weights"
     with open(long, "wb") as f:
         f.write(np.array([0, 2, 0, 0, 0], "<i4").tobytes())
-        f.truncate(OFFICIAL_FILE_BYTES + 4 * 1000)     # sparse: cheap to make
+        f.truncate(OFFICIAL_FILE_BYTES + 4 * 1000)  # sparse: cheap to make
     with pytest.raises(VibeError, match="more parameters"):
         load_darknet_weights(model, long)
     tiny = tmp_path / "tiny.weights"
@@ -135,9 +138,17 @@ def _darknet_cfg(input_size_px: int) -> str:
     lines = ["[net]", "batch=1", f"width={input_size_px}", f"height={input_size_px}", "channels=3", ""]
     for layer in yolov3_layers():
         if layer.kind == "conv":
-            lines += ["[convolutional]"] + ["batch_normalize=1"] * layer.batch_norm + [
-                f"filters={layer.out_channels}", f"size={layer.kernel}", f"stride={layer.stride}", "pad=1",
-                "activation=leaky" if layer.batch_norm else "activation=linear"]
+            lines += (
+                ["[convolutional]"]
+                + ["batch_normalize=1"] * layer.batch_norm
+                + [
+                    f"filters={layer.out_channels}",
+                    f"size={layer.kernel}",
+                    f"stride={layer.stride}",
+                    "pad=1",
+                    "activation=leaky" if layer.batch_norm else "activation=linear",
+                ]
+            )
         elif layer.kind == "shortcut":
             lines += ["[shortcut]", "from=-3", "activation=linear"]
         elif layer.kind == "route":
@@ -145,8 +156,13 @@ def _darknet_cfg(input_size_px: int) -> str:
         elif layer.kind == "upsample":
             lines += ["[upsample]", "stride=2"]
         else:
-            lines += ["[yolo]", "mask=" + ",".join(map(str, layer.anchor_mask)), "classes=80", "num=9",
-                      "anchors=" + ",".join(f"{w},{h}" for w, h in ANCHORS_WH_PX)]
+            lines += [
+                "[yolo]",
+                "mask=" + ",".join(map(str, layer.anchor_mask)),
+                "classes=80",
+                "num=9",
+                "anchors=" + ",".join(f"{w},{h}" for w, h in ANCHORS_WH_PX),
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -163,7 +179,7 @@ def test_heads_match_opencv_dnn_on_the_same_weights(weights_file, model, tmp_pat
     reference_boxes = net.forward(["yolo_82", "yolo_94", "yolo_106"])
     eps = [m.bn.eps for m in model.convs if m.bn is not None]
     try:
-        for m in model.convs:        # OpenCV normalises with sqrt(var + 1e-6); VIBE's detector with 1e-5
+        for m in model.convs:  # OpenCV normalises with sqrt(var + 1e-6); VIBE's detector with 1e-5
             if m.bn is not None:
                 m.bn.eps = 1e-6
         with torch.no_grad():
@@ -179,7 +195,7 @@ def test_heads_match_opencv_dnn_on_the_same_weights(weights_file, model, tmp_pat
     start = 0
     for theirs in reference_boxes:
         grid = int(round((len(theirs) / 3) ** 0.5))
-        ours = rows[start:start + 3 * grid * grid].reshape(3, grid, grid, 85).transpose(1, 2, 0, 3).reshape(-1, 85)
+        ours = rows[start : start + 3 * grid * grid].reshape(3, grid, grid, 85).transpose(1, 2, 0, 3).reshape(-1, 85)
         start += 3 * grid * grid
         np.testing.assert_allclose(ours[:, :4] / size, theirs[:, :4], atol=2e-5)
         np.testing.assert_allclose(ours[:, 4], theirs[:, 4], atol=1e-5)
@@ -200,8 +216,13 @@ def test_decode_heads_places_one_cell():
     rows = decode_heads(heads, 416)
     row = rows[0, 507 + 2 * 26 * 26 + 4 * 26 + 7]
     sig = torch.sigmoid
-    expected = [(sig(torch.tensor(1.0)) + 7) * 16, (sig(torch.tensor(-0.5)) + 4) * 16,
-                np.exp(0.3) * 59, np.exp(-0.2) * 119, sig(torch.tensor(2.0))]
+    expected = [
+        (sig(torch.tensor(1.0)) + 7) * 16,
+        (sig(torch.tensor(-0.5)) + 4) * 16,
+        np.exp(0.3) * 59,
+        np.exp(-0.2) * 119,
+        sig(torch.tensor(2.0)),
+    ]
     np.testing.assert_allclose(row[:5].numpy(), np.array(expected, dtype=np.float32), rtol=1e-6)
     assert row[5 + 17] == pytest.approx(float(sig(torch.tensor(3.0))))
     assert row[5] == pytest.approx(0.5)  # independent sigmoids, no softmax
@@ -250,14 +271,16 @@ def _row(cx, cy, w, h, obj, class_probs):
 
 
 def test_person_detections_thresholds_classes_and_scores():
-    rows = torch.stack([
-        _row(100, 100, 40, 80, 0.95, {0: 0.99}),        # person, kept
-        _row(102, 101, 40, 80, 0.90, {0: 0.98}),        # overlaps the first: merged into it
-        _row(300, 200, 30, 60, 0.79, {0: 1.0}),         # objectness under 0.8
-        _row(300, 300, 30, 60, 0.99, {0: 0.9, 2: 0.95}),  # best class is a car
-        _row(200, 300, 30, 60, 0.85, {0: 0.80}),        # person but obj x cls = 0.68 <= 0.7
-        _row(50, 350, 20, 40, 0.90, {0: 0.90}),         # person, score 0.81
-    ])
+    rows = torch.stack(
+        [
+            _row(100, 100, 40, 80, 0.95, {0: 0.99}),  # person, kept
+            _row(102, 101, 40, 80, 0.90, {0: 0.98}),  # overlaps the first: merged into it
+            _row(300, 200, 30, 60, 0.79, {0: 1.0}),  # objectness under 0.8
+            _row(300, 300, 30, 60, 0.99, {0: 0.9, 2: 0.95}),  # best class is a car
+            _row(200, 300, 30, 60, 0.85, {0: 0.80}),  # person but obj x cls = 0.68 <= 0.7
+            _row(50, 350, 20, 40, 0.90, {0: 0.90}),  # person, score 0.81
+        ]
+    )
     dets = person_detections(rows, 416, 416)
     assert dets.dtype == np.float32 and dets.shape == (2, 5)
     np.testing.assert_allclose(dets[:, 4], [0.95 * 0.99, 0.81], rtol=1e-6)
@@ -286,7 +309,7 @@ def _one_anchor_sees_people_everywhere(detector):
 
 
 def test_yolo_detector_batches_and_maps_boxes_to_the_frame(weights_file, frames):
-    detector = YoloDetector(weights_file, batch_size=2, input_size_px=160)   # small input: fast
+    detector = YoloDetector(weights_file, batch_size=2, input_size_px=160)  # small input: fast
     _one_anchor_sees_people_everywhere(detector)
     frames = frames[:2]
     batched = detector.detect(frames)
@@ -294,7 +317,7 @@ def test_yolo_detector_batches_and_maps_boxes_to_the_frame(weights_file, frames)
     assert len(batched) == 2
     expected_score = float(torch.sigmoid(torch.tensor(8.0)) ** 2)
     for a, b in zip(batched, single):
-        assert a.dtype == np.float32 and a.shape[1] == 5 and 1 < len(a) < 25   # merge-NMS joined cells
+        assert a.dtype == np.float32 and a.shape[1] == 5 and 1 < len(a) < 25  # merge-NMS joined cells
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a[:, 4], expected_score, rtol=1e-6)
         # equal-size boxes stay 116 x 90 network pixels after merging, then scale to the 768 x 432 frame
@@ -309,6 +332,10 @@ def test_bf16_channels_last_fast_path_runs(weights_file, frames):
     detector = YoloDetector(weights_file, precision="bf16", batch_size=1, input_size_px=160)
     assert detector.channels_last
     rows = detector.network_rows(frames[:1])
-    assert rows.shape == (1, 3 * (5 * 5 + 10 * 10 + 20 * 20), 85) and rows.dtype == torch.float32 and torch.isfinite(rows).all()
+    assert (
+        rows.shape == (1, 3 * (5 * 5 + 10 * 10 + 20 * 20), 85)
+        and rows.dtype == torch.float32
+        and torch.isfinite(rows).all()
+    )
     with pytest.raises(VibeError, match="precision"):
         YoloDetector(weights_file, precision="int8")

@@ -6,6 +6,7 @@ model and the scripted front end, for client tests that need a server process of
 The token is the one ``vibe-mocap serve`` uses: $VIBE_MOCAP_TOKEN, else the token file in the
 user's config folder (created when missing).
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,21 +16,27 @@ import uvicorn
 
 # this folder's test fakes (the script's folder is first on sys.path)
 from conftest import ScriptedFrontEnd, TinyVIBE
+
+from vibe_blender.core.user_dirs import ensure_token
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
 from vibe_server.pipeline.engine import Engine
 
-from vibe_blender.core.user_dirs import ensure_token
-
 
 def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0") -> None:
     front_end = ScriptedFrontEnd(delay_s=float(frame_delay_s))
-    engine = Engine(TinyVIBE(), model_name="tiny test model", data_dir=Path(smpl_dir),
-                    frontend=front_end.as_frontend())
+    engine = Engine(TinyVIBE(), model_name="tiny test model", data_dir=Path(smpl_dir), frontend=front_end.as_frontend())
     settings = Settings(port=int(port), token=ensure_token(), jobs_dir=Path(jobs_dir))
     app = create_app(settings, engine_loader=lambda s: engine)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=False,
-                server_header=False, date_header=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
 
 
 if __name__ == "__main__":

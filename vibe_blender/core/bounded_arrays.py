@@ -14,6 +14,7 @@ its arrays here, so the limits are the same everywhere:
 
 Problems raise :class:`UntrustedDataError`; each reader turns it into one ``VibeError`` naming its file.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -23,16 +24,16 @@ import zlib
 
 import numpy as np
 
-MAX_DECODED_BYTES = 4 << 30        # no file decodes to more than 4 GiB in total
-MAX_ARRAY_BYTES = 4 << 30          # nor holds one array larger than that
-MAX_EXPANSION = 50                 # decoded bytes per byte of file (real float data compresses < 10x)
-MIN_BUDGET_BYTES = 64 << 20        # small files may still decode to this much (zero-filled arrays)
+MAX_DECODED_BYTES = 4 << 30  # no file decodes to more than 4 GiB in total
+MAX_ARRAY_BYTES = 4 << 30  # nor holds one array larger than that
+MAX_EXPANSION = 50  # decoded bytes per byte of file (real float data compresses < 10x)
+MIN_BUDGET_BYTES = 64 << 20  # small files may still decode to this much (zero-filled arrays)
 MAX_NDIM = 32
 _CHUNK = 1 << 20
 
 # Plain numeric kinds as numpy writes them in pickles and .npy headers ('f8', '<f8', '|b1', ...).
 NUMERIC_KINDS = frozenset({"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"})
-MAX_TEXT_CHARS = 65536             # longest string a text array (names, settings) may hold
+MAX_TEXT_CHARS = 65536  # longest string a text array (names, settings) may hold
 
 
 class UntrustedDataError(ValueError):
@@ -55,7 +56,8 @@ class ByteBudget:
         if nbytes < 0 or self.used + nbytes > self.limit:
             raise UntrustedDataError(
                 f"{what} would need {nbytes} bytes, more than the {self.limit} bytes a file of this size "
-                "may hold (a damaged or deliberately inflated file)")
+                "may hold (a damaged or deliberately inflated file)"
+            )
         self.used += nbytes
 
 
@@ -67,7 +69,13 @@ def plain_dtype(descr: str, *, allow_text: bool = False) -> np.dtype:
     if not isinstance(descr, str) or not 2 <= len(descr) <= 12:
         raise UntrustedDataError(f"refusing dtype {descr!r}: only plain bool/int/float arrays are accepted")
     order, kind = (descr[0], descr[1:]) if descr[0] in "<>|=" else ("=", descr)
-    if kind in NUMERIC_KINDS or allow_text and kind[:1] in ("U", "S") and kind[1:].isdigit() and 0 < int(kind[1:]) <= MAX_TEXT_CHARS:
+    if (
+        kind in NUMERIC_KINDS
+        or allow_text
+        and kind[:1] in ("U", "S")
+        and kind[1:].isdigit()
+        and 0 < int(kind[1:]) <= MAX_TEXT_CHARS
+    ):
         pass
     else:
         raise UntrustedDataError(f"refusing dtype {descr!r}: only plain bool/int/float arrays are accepted")
@@ -78,17 +86,18 @@ def checked_shape(shape) -> tuple[int, ...]:
     """A shape from a file: a tuple of at most 32 non-negative Python ints."""
     if not isinstance(shape, (tuple, list)) or len(shape) > MAX_NDIM:
         raise UntrustedDataError(f"shape {shape!r:.80} is not a tuple of at most {MAX_NDIM} sizes")
-    if not all(type(s) is int and s >= 0 for s in shape):    # bool and huge-float tricks excluded
+    if not all(type(s) is int and s >= 0 for s in shape):  # bool and huge-float tricks excluded
         raise UntrustedDataError(f"shape {shape!r:.80} holds something other than non-negative integers")
     return tuple(shape)
 
 
 def array_nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Bytes an array of ``shape`` and ``dtype`` needs; refuses more than MAX_ARRAY_BYTES."""
-    nbytes = math.prod(shape) * dtype.itemsize               # Python ints: no overflow
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
     if nbytes > MAX_ARRAY_BYTES:
-        raise UntrustedDataError(f"an array of shape {shape} {dtype} would need {nbytes} bytes, "
-                                 f"more than the {MAX_ARRAY_BYTES} allowed")
+        raise UntrustedDataError(
+            f"an array of shape {shape} {dtype} would need {nbytes} bytes, more than the {MAX_ARRAY_BYTES} allowed"
+        )
     return nbytes
 
 
@@ -100,8 +109,10 @@ def array_from_bytes(raw: bytes | bytearray, dtype: np.dtype, shape, *, fortran_
     shape = checked_shape(shape)
     nbytes = array_nbytes(shape, dtype)
     if len(raw) != nbytes:
-        raise UntrustedDataError(f"an array of shape {shape} {dtype} needs {nbytes} bytes but the file "
-                                 f"holds {len(raw)} for it (truncated or damaged)")
+        raise UntrustedDataError(
+            f"an array of shape {shape} {dtype} needs {nbytes} bytes but the file "
+            f"holds {len(raw)} for it (truncated or damaged)"
+        )
     native = dtype.newbyteorder("=")
     if nbytes == 0:
         return np.zeros(shape, dtype=native)
@@ -111,7 +122,7 @@ def array_from_bytes(raw: bytes | bytearray, dtype: np.dtype, shape, *, fortran_
 
 def _decompressor(raw: bytes):
     """joblib's containers: zlib ('ZF' header or bare), gzip, bz2, xz/lzma; None when not compressed."""
-    if raw.startswith(b"ZF"):                                     # joblib < 0.10: 'ZF' + length + zlib
+    if raw.startswith(b"ZF"):  # joblib < 0.10: 'ZF' + length + zlib
         start = raw.find(b"x", 2)
         if start < 0:
             raise UntrustedDataError("the 'ZF' compressed container holds no zlib stream")
@@ -122,7 +133,7 @@ def _decompressor(raw: bytes):
         return (lambda: zlib.decompressobj(wbits=31)), raw
     if raw[:3] == b"BZh":
         return bz2.BZ2Decompressor, raw
-    if raw[:6] == b"\xfd7zXZ\x00" or raw[:2] == b"\x5d\x00":      # xz, or lzma-alone as joblib writes it
+    if raw[:6] == b"\xfd7zXZ\x00" or raw[:2] == b"\x5d\x00":  # xz, or lzma-alone as joblib writes it
         return lzma.LZMADecompressor, raw
     return None, raw
 
@@ -140,13 +151,14 @@ def decompress_bounded(raw: bytes, limit: int) -> bytes:
             chunk = engine.decompress(data, min(_CHUNK, limit + 1 - len(out)))
             out += chunk
             if len(out) > limit:
-                raise UntrustedDataError(f"the compressed data expands past {limit} bytes "
-                                         "(a damaged file or a decompression bomb)")
+                raise UntrustedDataError(
+                    f"the compressed data expands past {limit} bytes (a damaged file or a decompression bomb)"
+                )
             if engine.eof:
                 break
-            if hasattr(engine, "unconsumed_tail"):                # zlib hands back what it did not read
+            if hasattr(engine, "unconsumed_tail"):  # zlib hands back what it did not read
                 data, pending = engine.unconsumed_tail, bool(engine.unconsumed_tail)
-            else:                                                 # bz2/lzma keep it inside
+            else:  # bz2/lzma keep it inside
                 data, pending = b"", not engine.needs_input
             if not pending and not chunk:
                 raise UntrustedDataError("the compressed data ends early (the file is truncated)")

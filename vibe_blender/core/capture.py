@@ -4,6 +4,7 @@ Blender's UI thread only ever calls :meth:`CaptureJob.snapshot` (cheap, under a 
 and imports the result once the state is ``done``; all network I/O happens in the worker thread.
 :meth:`CaptureJob.run` is the thread body and can be called directly (tests, scripts).
 """
+
 from __future__ import annotations
 
 import threading
@@ -18,14 +19,14 @@ from .errors import VibeError
 # Job states as the panel shows them; the last three are final.
 ACTIVE_STATES = ("connecting", "uploading", "queued", "running", "downloading")
 FINAL_STATES = ("done", "failed", "cancelled")
-CANCEL_TIMEOUT_S = 0.8           # a cancel must not wait on a slow server for longer than this
+CANCEL_TIMEOUT_S = 0.8  # a cancel must not wait on a slow server for longer than this
 
 
 @dataclass(frozen=True)
 class CaptureStatus:
     state: str = "connecting"
-    progress: float = 0.0            # 0..1 of the current state (upload, then the server's job)
-    stage: str | None = None         # the server's stage: decode, detect, track, ...
+    progress: float = 0.0  # 0..1 of the current state (upload, then the server's job)
+    stage: str | None = None  # the server's stage: decode, detect, track, ...
     message: str = "Connecting to the server"
     job_id: str | None = None
     eta_s: float | None = None
@@ -43,9 +44,18 @@ class CaptureJob:
     Local file names are made here, never from what the server sends: the result is
     ``<video stem>_<random>.npz`` in out_dir."""
 
-    def __init__(self, client: ServerClient | None, video_path: str | Path, out_dir: str | Path, *,
-                 body_model_path: str | Path, params: dict | None = None, upload: bool | None = None,
-                 poll_interval_s: float = 0.5, connect: Callable[[], ServerClient] | None = None):
+    def __init__(
+        self,
+        client: ServerClient | None,
+        video_path: str | Path,
+        out_dir: str | Path,
+        *,
+        body_model_path: str | Path,
+        params: dict | None = None,
+        upload: bool | None = None,
+        poll_interval_s: float = 0.5,
+        connect: Callable[[], ServerClient] | None = None,
+    ):
         """connect: instead of ``client``, called first in the worker to get one (the add-on uses it to
         start its local server when none answers); it may block."""
         if client is None and connect is None:
@@ -56,13 +66,13 @@ class CaptureJob:
         self.result_path = self.out_dir / local_result_name(self.video_path)
         self.body_model_path = Path(body_model_path)
         self.params = dict(params or {})
-        self.upload = upload          # None: decided once the server is known (see _decide_upload)
+        self.upload = upload  # None: decided once the server is known (see _decide_upload)
         self.poll_interval_s = poll_interval_s
         self._status = CaptureStatus()
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-        self._server_job_id: str | None = None     # kept apart from the status, which a cancel freezes
+        self._server_job_id: str | None = None  # kept apart from the status, which a cancel freezes
 
     # ---------------------------------------------------------------- UI-thread side
     def start(self) -> CaptureJob:
@@ -89,7 +99,7 @@ class CaptureJob:
     # ---------------------------------------------------------------- worker side
     def _set(self, **changes) -> None:
         with self._lock:
-            if self._status.finished:             # a cancel from the UI is final: later news is dropped
+            if self._status.finished:  # a cancel from the UI is final: later news is dropped
                 return
             self._status = replace(self._status, **changes)
 
@@ -100,7 +110,7 @@ class CaptureJob:
             self._cancel_on_server()
         except VibeError as err:
             self._set(state="failed", message=str(err))
-        except Exception as err:        # the thread must never die silently: show what broke
+        except Exception as err:  # the thread must never die silently: show what broke
             self._set(state="failed", message=f"Unexpected error during the capture: {err!r}. Please report it.")
         return self.snapshot()
 
@@ -112,12 +122,13 @@ class CaptureJob:
             raise VibeError(f"The video '{self.video_path}' does not exist; choose a video file.")
         stop = self._stop_requested
         if self._connect is not None:
-            self._set(state="connecting", message="Connecting to the server (starting one on this machine if "
-                                                  "none runs)")
+            self._set(
+                state="connecting", message="Connecting to the server (starting one on this machine if none runs)"
+            )
             self.client = self._connect()
             if stop():
                 raise Cancelled()
-        if self.upload is None:          # send the path when the server runs on this machine, else upload
+        if self.upload is None:  # send the path when the server runs on this machine, else upload
             self.upload = not is_loopback_url(self.client.base_url)
         info = self.client.health(should_stop=stop)
         job = None
@@ -125,11 +136,15 @@ class CaptureJob:
             try:
                 job = self.client.submit_local(self.video_path, self.params, should_stop=stop)
             except LocalPathRefused:
-                self.upload = True             # the server cannot see this machine's files: upload instead
+                self.upload = True  # the server cannot see this machine's files: upload instead
         if job is None:
             self._set(state="uploading", message=f"Uploading {self.video_path.name} to {info['device']}")
-            job = self.client.submit_upload(self.video_path, self.params, should_stop=stop,
-                                            on_progress=lambda p: self._set(progress=min(max(p, 0.0), 1.0)))
+            job = self.client.submit_upload(
+                self.video_path,
+                self.params,
+                should_stop=stop,
+                on_progress=lambda p: self._set(progress=min(max(p, 0.0), 1.0)),
+            )
         job_id = self._server_job_id = job["job_id"]
         self._set(job_id=job_id, state="queued", progress=0.0, message="Waiting in the server's queue")
         while True:
@@ -145,15 +160,24 @@ class CaptureJob:
                 self._set(state="cancelled", message="The job was cancelled on the server.")
                 return
             stage = job["stage"]
-            self._set(state=status, stage=stage, progress=job["progress"], eta_s=job["eta_s"],
-                      message=(stage or status).capitalize())
+            self._set(
+                state=status,
+                stage=stage,
+                progress=job["progress"],
+                eta_s=job["eta_s"],
+                message=(stage or status).capitalize(),
+            )
             self._cancel.wait(self.poll_interval_s)
         self._set(state="downloading", stage=None, progress=1.0, message="Downloading the result")
         result = self.client.download_result(job_id, self.result_path, should_stop=stop)
         if not self.body_model_path.is_file():
             self.client.download_body_model(self.body_model_path, should_stop=stop)
-        self._set(state="done", result_path=result, body_model_path=self.body_model_path,
-                  message=f"Captured {job['num_tracks'] or 0} person(s) from {self.video_path.name}")
+        self._set(
+            state="done",
+            result_path=result,
+            body_model_path=self.body_model_path,
+            message=f"Captured {job['num_tracks'] or 0} person(s) from {self.video_path.name}",
+        )
 
     def _cancel_on_server(self) -> None:
         job_id = self._server_job_id
@@ -162,7 +186,7 @@ class CaptureJob:
             try:
                 quick.cancel(job_id)
             except VibeError:
-                pass                     # the server may be gone or slow; the local job is cancelled regardless
+                pass  # the server may be gone or slow; the local job is cancelled regardless
         self._set(state="cancelled", message="Capture cancelled.")
 
 

@@ -7,6 +7,7 @@ Positions come from :func:`retarget_math.pose_from_basis`; armature space is Z u
 Smoothing works on quaternions made sign-continuous (a normalised weighted mean is the chordal mean
 of nearby rotations), never on axis-angle components, which jump where the angle wraps.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,8 @@ from .errors import VibeError
 from .retarget_math import compose_basis, pose_from_basis, rotation_part, swing_rotation
 from .rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
-MAX_SIGMA_FRAMES = 4.0          # Gaussian width at strength 1 (about 0.13 s at 30 fps)
-UP = 2                          # armature space is Z up
+MAX_SIGMA_FRAMES = 4.0  # Gaussian width at strength 1 (about 0.13 s at 30 fps)
+UP = 2  # armature space is Z up
 
 
 # ---------------------------------------------------------------- smoothing
@@ -29,7 +30,7 @@ def gaussian_smooth(x: np.ndarray, sigma_frames: float) -> np.ndarray:
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_frames) ** 2)
     k /= k.sum()
     padded = np.concatenate([np.repeat(x[:1], radius, 0), x, np.repeat(x[-1:], radius, 0)])
-    return sum(w * padded[i:i + len(x)] for i, w in enumerate(k))
+    return sum(w * padded[i : i + len(x)] for i, w in enumerate(k))
 
 
 def strength_to_sigma(strength: float) -> float:
@@ -99,8 +100,15 @@ def segments(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
-def detect_contacts(foot_positions: np.ndarray, fps: float, *, floor_z: float | None = None,
-                    max_speed_mps: float = 0.3, max_height_m: float = 0.08, min_frames: int = 3) -> np.ndarray:
+def detect_contacts(
+    foot_positions: np.ndarray,
+    fps: float,
+    *,
+    floor_z: float | None = None,
+    max_speed_mps: float = 0.3,
+    max_height_m: float = 0.08,
+    min_frames: int = 3,
+) -> np.ndarray:
     """foot_positions (T, F, 3) -> contacts (T, F) bool: the foot is slow and near the floor.
 
     floor_z defaults to the 5th percentile of foot heights. Speeds come from lightly smoothed
@@ -115,7 +123,7 @@ def detect_contacts(foot_positions: np.ndarray, fps: float, *, floor_z: float | 
     low = heights - floor_z < max_height_m
     steady = gaussian_smooth(foot_positions, 2.0)
     speed = np.linalg.norm(np.gradient(steady, axis=0), axis=-1) * fps
-    step_speed = np.linalg.norm(np.diff(foot_positions, axis=0), axis=-1) * fps        # (T-1, F): t -> t+1
+    step_speed = np.linalg.norm(np.diff(foot_positions, axis=0), axis=-1) * fps  # (T-1, F): t -> t+1
     contacts = (speed < max_speed_mps) & low
     T = len(contacts)
     for f in range(contacts.shape[1]):
@@ -165,8 +173,9 @@ def _lock_targets(ankle: np.ndarray, contact: np.ndarray, blend_frames: int) -> 
     return target, weight
 
 
-def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np.ndarray,
-                hinge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def two_bone_ik(
+    hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np.ndarray, hinge: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Joint positions (T, 3) and wanted ankle (T, 3) -> world rotations (T, 3, 3) to apply to the
     thigh (about the hip) and, after it, to the shin (about the knee). The knee stays in the leg's
     current bend plane; ``hinge`` (T, 3) is that plane's normal where the leg is straight."""
@@ -189,8 +198,9 @@ def two_bone_ik(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, target: np
     return R_thigh, R_shin
 
 
-def lock_feet(parents, rest, quats, root_loc, legs, contacts, *, blend_frames: int = 3,
-              root_share: float = 0.5, root: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lock_feet(
+    parents, rest, quats, root_loc, legs, contacts, *, blend_frames: int = 3, root_share: float = 0.5, root: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Hold planted feet still: the root takes ``root_share`` of the mean horizontal correction of
     the planted feet (smoothed), two-bone IK on each leg does the rest; ankle orientations are kept.
 
@@ -200,7 +210,7 @@ def lock_feet(parents, rest, quats, root_loc, legs, contacts, *, blend_frames: i
     pose = pose_matrices(parents, rest, quats, root_loc, root)
     P = pose[..., :3, 3]
     targets, weights = zip(*[_lock_targets(P[:, a], contacts[:, f], blend_frames) for f, (_, _, a) in enumerate(legs)])
-    targets, weights = np.stack(targets, 1), np.stack(weights, 1)                  # (T, F, 3), (T, F)
+    targets, weights = np.stack(targets, 1), np.stack(weights, 1)  # (T, F, 3), (T, F)
     # 1. root: a smoothed share of the feet's horizontal correction
     correction = (targets - np.stack([P[:, a] for _, _, a in legs], 1)) * weights[..., None]
     total = weights.sum(axis=1, keepdims=True)
@@ -208,15 +218,16 @@ def lock_feet(parents, rest, quats, root_loc, legs, contacts, *, blend_frames: i
     shift[:, UP] = 0.0
     shift = gaussian_smooth(shift * root_share, 2.0)
     rest_rot0 = rotation_part(rest[root])
-    root_loc = root_loc + shift @ rest_rot0                                         # world shift -> bone-local
+    root_loc = root_loc + shift @ rest_rot0  # world shift -> bone-local
     P = P + shift[:, None]
     # 2. legs: IK to the targets, feet keep their world orientation
     quats = reach(parents, rest, quats, root_loc, legs, targets, root)
     return quats, root_loc
 
 
-def planted_leg_rotations(positions: np.ndarray, leg_rot: np.ndarray, contacts: np.ndarray, hinges: np.ndarray,
-                          *, blend_frames: int = 3) -> np.ndarray:
+def planted_leg_rotations(
+    positions: np.ndarray, leg_rot: np.ndarray, contacts: np.ndarray, hinges: np.ndarray, *, blend_frames: int = 3
+) -> np.ndarray:
     """Foot lock on any rig, as wanted rotations: each planted ankle is held where it is on average
     over its contact, by turning the thigh about the hip and the shin about the knee (two-bone IK).
 
@@ -262,13 +273,29 @@ def motion_figures(parents, rest, quats, root_loc, legs, fps: float, root: int =
     ankles = [a for _, _, a in legs]
     positions = joint_positions(np.asarray(parents), rest, quats, root_loc, root)
     contacts = detect_contacts(positions[:, ankles], fps, **contact_options)
-    return {"jitter": jitter(positions, fps), "slide_mm": foot_slide_mm(positions[:, ankles], contacts),
-            "contact_frames": int(contacts.sum())}
+    return {
+        "jitter": jitter(positions, fps),
+        "slide_mm": foot_slide_mm(positions[:, ankles], contacts),
+        "contact_frames": int(contacts.sum()),
+    }
 
 
-def clean_up(parents, rest, quats, root_loc, legs, fps: float, *, strength: float = 0.5, lock: bool = True,
-             snap: bool = True, smooth_joints=None, root: int = 0, sole_height_m: float = 0.0,
-             **contact_options):
+def clean_up(
+    parents,
+    rest,
+    quats,
+    root_loc,
+    legs,
+    fps: float,
+    *,
+    strength: float = 0.5,
+    lock: bool = True,
+    snap: bool = True,
+    smooth_joints=None,
+    root: int = 0,
+    sole_height_m: float = 0.0,
+    **contact_options,
+):
     """Smooth, detect contacts, lock feet and snap to the floor (z = 0) in one pass. sole_height_m:
     height of the ankle joint over the sole, so that snapping puts soles (not ankles) on the floor.
 
@@ -279,8 +306,10 @@ def clean_up(parents, rest, quats, root_loc, legs, fps: float, *, strength: floa
     before = joint_positions(parents, rest, quats, root_loc, root)
     contacts = detect_contacts(before[:, ankles], fps, **contact_options)
     if not np.any(contacts) and lock:
-        raise VibeError("No foot contact was found (no slow foot near the floor), so feet cannot be locked; "
-                        "turn foot locking off or check that the character walks on a floor.")
+        raise VibeError(
+            "No foot contact was found (no slow foot near the floor), so feet cannot be locked; "
+            "turn foot locking off or check that the character walks on a floor."
+        )
     quats = smooth_quaternions(quats, strength, smooth_joints)
     if smooth_joints is None or root in np.atleast_1d(smooth_joints):
         root_loc = smooth_positions(root_loc, strength)
@@ -292,10 +321,14 @@ def clean_up(parents, rest, quats, root_loc, legs, fps: float, *, strength: floa
         shift = ground_offset(feet, contacts, floor_z=sole_height_m)
         root_loc = root_loc + np.array([0.0, 0.0, shift]) @ rotation_part(rest[root])
     after = joint_positions(parents, rest, quats, root_loc, root)
-    report = {"jitter_before": jitter(before, fps), "jitter_after": jitter(after, fps),
-              "slide_before_mm": foot_slide_mm(before[:, ankles], contacts),
-              "slide_after_mm": foot_slide_mm(after[:, ankles], contacts),
-              "contact_frames": int(contacts.sum()), "ground_shift_m": shift}
+    report = {
+        "jitter_before": jitter(before, fps),
+        "jitter_after": jitter(after, fps),
+        "slide_before_mm": foot_slide_mm(before[:, ankles], contacts),
+        "slide_after_mm": foot_slide_mm(after[:, ankles], contacts),
+        "contact_frames": int(contacts.sum()),
+        "ground_shift_m": shift,
+    }
     return quats, root_loc, report
 
 
@@ -309,8 +342,10 @@ def trim_mask(frame_ids: np.ndarray, start: int | None, end: int | None) -> np.n
     if end is not None:
         keep &= frame_ids <= end
     if not np.any(keep):
-        raise VibeError(f"Trimming to frames {start}..{end} leaves no frame of the motion "
-                        f"(it spans {frame_ids.min()}..{frame_ids.max()}); widen the range.")
+        raise VibeError(
+            f"Trimming to frames {start}..{end} leaves no frame of the motion "
+            f"(it spans {frame_ids.min()}..{frame_ids.max()}); widen the range."
+        )
     return keep
 
 
@@ -318,8 +353,10 @@ def merge_tracks(frames_a: np.ndarray, arrays_a: dict, frames_b: np.ndarray, arr
     """Two broken tracks of one person -> (frame_ids, arrays) on the union of their frames; where both
     have a frame the first track's values are kept. Arrays are (T, ...) and must have the same keys."""
     if set(arrays_a) != set(arrays_b):
-        raise VibeError("The two tracks carry different channels and cannot be merged; merge tracks of the "
-                        "same kind (two imported characters).")
+        raise VibeError(
+            "The two tracks carry different channels and cannot be merged; merge tracks of the "
+            "same kind (two imported characters)."
+        )
     frames_a, frames_b = np.asarray(frames_a), np.asarray(frames_b)
     only_b = ~np.isin(frames_b, frames_a)
     frames = np.concatenate([frames_a, frames_b[only_b]])
@@ -328,7 +365,9 @@ def merge_tracks(frames_a: np.ndarray, arrays_a: dict, frames_b: np.ndarray, arr
     for key in arrays_a:
         a, b = np.asarray(arrays_a[key]), np.asarray(arrays_b[key])
         if a.shape[1:] != b.shape[1:]:
-            raise VibeError(f"Channel '{key}' has shape {a.shape[1:]} in one track and {b.shape[1:]} in the "
-                            "other; the tracks cannot be merged.")
+            raise VibeError(
+                f"Channel '{key}' has shape {a.shape[1:]} in one track and {b.shape[1:]} in the "
+                "other; the tracks cannot be merged."
+            )
         merged[key] = np.concatenate([a, b[only_b]])[order]
     return frames[order], merged

@@ -9,6 +9,7 @@ would carry it elsewhere); every answer is checked (status code, content type, s
 field) before it reaches the disk or the UI; downloads are capped; and :meth:`ServerClient.interrupt`
 aborts a request in flight, so a slow server cannot hold up a cancel.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -34,13 +35,13 @@ CHUNK_BYTES = 1 << 20
 START_SERVER_HINT = "Start it with 'vibe-mocap serve'"
 
 # What the server may send back (see server/vibe_server/api/schemas.py).
-JOB_ID_PATTERN = re.compile(r"[0-9a-f]{16}")            # the server's ids: uuid4().hex[:16]
+JOB_ID_PATTERN = re.compile(r"[0-9a-f]{16}")  # the server's ids: uuid4().hex[:16]
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 STAGE_PATTERN = re.compile(r"[A-Za-z0-9_ -]{1,64}")
-MAX_JSON_BYTES = 1 << 20                                 # a job list of thousands of jobs fits
-MAX_RESULT_BYTES = 2 << 30                               # hours of video, several people
-MAX_BODY_MODEL_BYTES = 256 << 20                         # the SMPL arrays are about 40 MiB
-MAX_TEXT_CHARS = 1000                                    # server messages shown in the UI
+MAX_JSON_BYTES = 1 << 20  # a job list of thousands of jobs fits
+MAX_RESULT_BYTES = 2 << 30  # hours of video, several people
+MAX_BODY_MODEL_BYTES = 256 << 20  # the SMPL arrays are about 40 MiB
+MAX_TEXT_CHARS = 1000  # server messages shown in the UI
 MAX_ETA_S = 1e7
 MAX_TRACKS = 100_000
 TOKEN_MAX_CHARS = 256
@@ -62,26 +63,34 @@ def check_online_access(url: str, online_access: bool) -> None:
     """Blender's rule: no network beyond this machine unless the user allowed online access."""
     if not is_loopback_url(url) and not online_access:
         host = urllib.parse.urlparse(url).hostname
-        raise VibeError(f"The server {host} is on another machine and Blender's online access is off. "
-                        "Allow it in Preferences > System > Network, or run the server on this machine.")
+        raise VibeError(
+            f"The server {host} is on another machine and Blender's online access is off. "
+            "Allow it in Preferences > System > Network, or run the server on this machine."
+        )
 
 
 def token_hint() -> str:
     """Where the token is expected, for error messages."""
-    return (f"for a server on this machine leave the Token field in the add-on preferences empty: the add-on "
-            f"then reads ${TOKEN_ENV_VAR} or the file 'vibe-mocap serve' writes, {token_path()}; for a server "
-            "elsewhere, paste the token it printed at start into that field")
+    return (
+        f"for a server on this machine leave the Token field in the add-on preferences empty: the add-on "
+        f"then reads ${TOKEN_ENV_VAR} or the file 'vibe-mocap serve' writes, {token_path()}; for a server "
+        "elsewhere, paste the token it printed at start into that field"
+    )
 
 
 def resolve_token(typed: str | None) -> str:
     """The token typed in the preferences, else ``$VIBE_MOCAP_TOKEN``, else the local token file."""
     token = (typed or "").strip() or read_token()
     if not token:
-        raise VibeError(f"No access token for the VIBE Mocap server: start the server once with 'vibe-mocap serve' "
-                        f"to create it ({token_hint()}).")
+        raise VibeError(
+            f"No access token for the VIBE Mocap server: start the server once with 'vibe-mocap serve' "
+            f"to create it ({token_hint()})."
+        )
     if len(token) > TOKEN_MAX_CHARS or not token.isascii() or not token.isprintable() or " " in token:
-        raise VibeError("The access token has characters a token never has (spaces, line breaks, non-ASCII); "
-                        "copy it again exactly as the server printed it.")
+        raise VibeError(
+            "The access token has characters a token never has (spaces, line breaks, non-ASCII); "
+            "copy it again exactly as the server printed it."
+        )
     return token
 
 
@@ -116,8 +125,15 @@ class ServerClient:
             port = parsed.port
         except ValueError:
             port = -1
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1 \
-                or parsed.query or parsed.fragment or parsed.username or parsed.password:
+        if (
+            parsed.scheme not in ("http", "https")
+            or not parsed.hostname
+            or port == -1
+            or parsed.query
+            or parsed.fragment
+            or parsed.username
+            or parsed.password
+        ):
             raise VibeError(f"'{base_url}' is not a server URL; use e.g. {DEFAULT_URL} in the add-on preferences.")
         self.base_url = url
         self.token = resolve_token(token)
@@ -138,23 +154,28 @@ class ServerClient:
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
-                except (OSError, ValueError):          # already closed: nothing left to abort
+                except (OSError, ValueError):  # already closed: nothing left to abort
                     pass
 
     @contextmanager
-    def _exchange(self, method: str, path: str, *, body=None, headers=None,
-                  should_stop: Stop | None = None) -> Iterator[http.client.HTTPResponse]:
+    def _exchange(
+        self, method: str, path: str, *, body=None, headers=None, should_stop: Stop | None = None
+    ) -> Iterator[http.client.HTTPResponse]:
         """One request -> its response with a 2xx status (anything else raises), closed on exit."""
         connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = connection_class(self._host, self._port, timeout=self.timeout_s)
-        with self._lock:                              # interrupt() either sees this connection or we see the stop
+        with self._lock:  # interrupt() either sees this connection or we see the stop
             if should_stop and should_stop():
                 raise Cancelled()
             self._in_flight.add(conn)
         try:
             try:
-                conn.request(method, self._prefix + API + path, body=body,
-                             headers={**(headers or {}), "Authorization": f"Bearer {self.token}"})
+                conn.request(
+                    method,
+                    self._prefix + API + path,
+                    body=body,
+                    headers={**(headers or {}), "Authorization": f"Bearer {self.token}"},
+                )
                 response = conn.getresponse()
                 if not 200 <= response.status < 300:
                     raise self._status_error(response)
@@ -162,8 +183,10 @@ class ServerClient:
             except (OSError, http.client.HTTPException) as err:
                 if should_stop and should_stop():
                     raise Cancelled() from None
-                raise VibeError(f"Cannot reach the VIBE Mocap server at {self.base_url} ({err or type(err).__name__}). "
-                                f"{START_SERVER_HINT}, or check the server URL in the add-on preferences.") from None
+                raise VibeError(
+                    f"Cannot reach the VIBE Mocap server at {self.base_url} ({err or type(err).__name__}). "
+                    f"{START_SERVER_HINT}, or check the server URL in the add-on preferences."
+                ) from None
             except VibeError:
                 if should_stop and should_stop():
                     raise Cancelled() from None
@@ -173,8 +196,9 @@ class ServerClient:
                 self._in_flight.discard(conn)
             conn.close()
 
-    def _request_json(self, method: str, path: str, *, body=None, headers=None,
-                      should_stop: Stop | None = None) -> dict:
+    def _request_json(
+        self, method: str, path: str, *, body=None, headers=None, should_stop: Stop | None = None
+    ) -> dict:
         with self._exchange(method, path, body=body, headers=headers, should_stop=should_stop) as response:
             data = self._read_json(response)
         if should_stop and should_stop():
@@ -182,8 +206,10 @@ class ServerClient:
         return data
 
     def _invalid(self, what: str) -> VibeError:
-        return VibeError(f"The server at {self.base_url} sent an invalid answer ({what}); it is not a compatible "
-                         "VIBE Mocap server (API v1). Check the server URL, or update the server and the add-on.")
+        return VibeError(
+            f"The server at {self.base_url} sent an invalid answer ({what}); it is not a compatible "
+            "VIBE Mocap server (API v1). Check the server URL, or update the server and the add-on."
+        )
 
     def _expect_content_type(self, response: http.client.HTTPResponse, expected: str) -> None:
         content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
@@ -201,8 +227,10 @@ class ServerClient:
         return int(declared)
 
     def _too_large(self, max_bytes: int) -> VibeError:
-        return VibeError(f"The server at {self.base_url} sent more than {max_bytes / 1024 ** 2:.0f} MiB where a "
-                         "VIBE Mocap answer is much smaller; nothing was saved. Check the server URL.")
+        return VibeError(
+            f"The server at {self.base_url} sent more than {max_bytes / 1024**2:.0f} MiB where a "
+            "VIBE Mocap answer is much smaller; nothing was saved. Check the server URL."
+        )
 
     def _read_json(self, response: http.client.HTTPResponse) -> dict:
         """The JSON object of a response, at most MAX_JSON_BYTES, strict JSON (no NaN)."""
@@ -224,15 +252,17 @@ class ServerClient:
         detail = None
         if 300 <= response.status < 400:
             location = display_text(response.getheader("Location") or "elsewhere", 200)
-            error = VibeError(f"The server at {self.base_url} redirected to {location}; the add-on does not follow "
-                              "redirects (they would carry the access token elsewhere). Put the final address "
-                              "in the add-on preferences (Server URL).")
+            error = VibeError(
+                f"The server at {self.base_url} redirected to {location}; the add-on does not follow "
+                "redirects (they would carry the access token elsewhere). Put the final address "
+                "in the add-on preferences (Server URL)."
+            )
         else:
             try:
                 detail = self._read_json(response).get("detail")
             except VibeError:
                 detail = None
-            if isinstance(detail, list):              # validation errors: a list of {loc, msg}
+            if isinstance(detail, list):  # validation errors: a list of {loc, msg}
                 detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
             detail = display_text(detail) if detail else None
             error = self._error_for(response.status, response.reason, detail)
@@ -245,7 +275,9 @@ class ServerClient:
         if status == 401:
             return VibeError(f"The server refused the access token: {token_hint()}.")
         if status == 404 and not detail:
-            return VibeError(f"{self.base_url} answered 404: it is not a VIBE Mocap server (API v1), or the job is gone.")
+            return VibeError(
+                f"{self.base_url} answered 404: it is not a VIBE Mocap server (API v1), or the job is gone."
+            )
         return VibeError(detail or f"The server answered HTTP {status} {display_text(reason, 80)}.")
 
     # ---------------------------------------------------------------- API
@@ -253,21 +285,25 @@ class ServerClient:
         """GET /health: {"status", "version", "api_version", "device", "model", ...}."""
         info = self._request_json("GET", "/health", should_stop=should_stop)
         if info.get("api_version") != 1 or isinstance(info.get("api_version"), bool):
-            raise VibeError(f"The server at {self.base_url} speaks API version "
-                            f"{display_text(info.get('api_version'), 20)}; this add-on needs version 1. "
-                            "Update the add-on or the server.")
+            raise VibeError(
+                f"The server at {self.base_url} speaks API version "
+                f"{display_text(info.get('api_version'), 20)}; this add-on needs version 1. "
+                "Update the add-on or the server."
+            )
         device = info.get("device")
         if not isinstance(device, str) or not STAGE_PATTERN.fullmatch(device.replace(":", "_")):
             raise self._invalid("no device name")
         return info
 
-    def submit_local(self, video_path: str | Path, params: dict | None = None, *,
-                     should_stop: Stop | None = None) -> dict:
+    def submit_local(
+        self, video_path: str | Path, params: dict | None = None, *, should_stop: Stop | None = None
+    ) -> dict:
         """POST /jobs with a path on this machine. LocalPathRefused when the server cannot use it."""
         body = json.dumps({"video_path": str(Path(video_path).resolve()), "params": params or {}}).encode()
         try:
-            created = self._request_json("POST", "/jobs", body=body, headers={"Content-Type": "application/json"},
-                                         should_stop=should_stop)
+            created = self._request_json(
+                "POST", "/jobs", body=body, headers={"Content-Type": "application/json"}, should_stop=should_stop
+            )
         except VibeError as err:
             if _is_local_path_refusal(err):
                 refused = LocalPathRefused(str(err))
@@ -276,9 +312,14 @@ class ServerClient:
             raise
         return self._job_record(created, created_only=True)
 
-    def submit_upload(self, video_path: str | Path, params: dict | None = None, *,
-                      on_progress: Callable[[float], None] | None = None,
-                      should_stop: Stop | None = None) -> dict:
+    def submit_upload(
+        self,
+        video_path: str | Path,
+        params: dict | None = None,
+        *,
+        on_progress: Callable[[float], None] | None = None,
+        should_stop: Stop | None = None,
+    ) -> dict:
         """POST /jobs as multipart/form-data, streaming the file in CHUNK_BYTES pieces."""
         video_path = Path(video_path)
         try:
@@ -287,10 +328,12 @@ class ServerClient:
             raise VibeError(f"Cannot read the video '{video_path}': {err.strerror}.") from err
         boundary = uuid.uuid4().hex
         name = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in video_path.name)
-        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n"
-                f"Content-Type: application/json\r\n\r\n{json.dumps(params or {})}\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"{name}\"\r\n"
-                f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        head = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n"
+            f"Content-Type: application/json\r\n\r\n{json.dumps(params or {})}\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
 
         def chunks():
@@ -306,8 +349,10 @@ class ServerClient:
                     yield block
             yield tail
 
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
-                   "Content-Length": str(len(head) + size + len(tail))}
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Content-Length": str(len(head) + size + len(tail)),
+        }
         created = self._request_json("POST", "/jobs", body=chunks(), headers=headers, should_stop=should_stop)
         return self._job_record(created, created_only=True)
 
@@ -363,7 +408,7 @@ class ServerClient:
         partial = dest.with_name(dest.name + ".part")
         with self._exchange("GET", path, should_stop=should_stop) as response:
             self._expect_content_type(response, "application/octet-stream")
-            declared = self._declared_length(response, max_bytes)   # refused before anything is written
+            declared = self._declared_length(response, max_bytes)  # refused before anything is written
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 f = open(partial, "wb")  # noqa: SIM115  (the with below closes it; an error here is the disk's)
@@ -382,15 +427,17 @@ class ServerClient:
                             f.write(block)
                         except OSError as err:
                             raise _cannot_write(partial, err) from None
-                if should_stop and should_stop():        # interrupted: the read ended early
+                if should_stop and should_stop():  # interrupted: the read ended early
                     raise Cancelled()
                 if declared is not None and received != declared:
-                    raise VibeError(f"The download from {self.base_url} ended early ({received} of {declared} "
-                                    "bytes); try the capture again.")
+                    raise VibeError(
+                        f"The download from {self.base_url} ended early ({received} of {declared} "
+                        "bytes); try the capture again."
+                    )
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-        os.replace(partial, dest)                    # never leave a half-written file under the final name
+        os.replace(partial, dest)  # never leave a half-written file under the final name
         return dest
 
     # ---------------------------------------------------------------- checks of what the server sent
@@ -420,9 +467,14 @@ class ServerClient:
         if num_tracks is not None and (type(num_tracks) is not int or not 0 <= num_tracks <= MAX_TRACKS):
             raise self._invalid("a number of people that is not a count")
         error = job.get("error")
-        record.update(progress=progress, eta_s=None if eta_s is None else float(eta_s), stage=stage,
-                      num_tracks=num_tracks, error=display_text(error) if error else None,
-                      video_name=display_text(job.get("video_name") or "", 200))
+        record.update(
+            progress=progress,
+            eta_s=None if eta_s is None else float(eta_s),
+            stage=stage,
+            num_tracks=num_tracks,
+            error=display_text(error) if error else None,
+            video_name=display_text(job.get("video_name") or "", 200),
+        )
         return record
 
 
@@ -439,8 +491,10 @@ def _number(value, low: float, high: float) -> float | None:
 
 
 def _cannot_write(path: Path, err: OSError) -> VibeError:
-    return VibeError(f"Cannot write the download to {path.parent} ({err.strerror or err}); free some disk space "
-                     "or check that folder's permissions.")
+    return VibeError(
+        f"Cannot write the download to {path.parent} ({err.strerror or err}); free some disk space "
+        "or check that folder's permissions."
+    )
 
 
 def _checked_id(job_id: str) -> str:

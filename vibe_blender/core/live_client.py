@@ -10,6 +10,7 @@ Every field of every message is checked before use (types, sizes, finite numbers
 fails is counted as bad and skipped. When the connection drops, ``state`` says so and the recording
 so far is kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,16 @@ from .errors import VibeError
 from .websocket import WebSocket, WebSocketClosed
 
 MAX_PEOPLE_PER_FRAME = 32
-MAX_RECORDED_FRAMES = 2_000_000          # rows over all tracks (~0.7 GB of float32 pose): then it stops
+MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~0.7 GB of float32 pose): then it stops
 
 
 @dataclass(frozen=True)
 class LivePersonFrame:
     track_id: int
     frame_index: int
-    pose: np.ndarray                     # (72,) float32 axis-angle
-    betas: np.ndarray                    # (10,) float32
-    trans_cam_m: np.ndarray              # (3,) float32
+    pose: np.ndarray  # (72,) float32 axis-angle
+    betas: np.ndarray  # (10,) float32
+    trans_cam_m: np.ndarray  # (3,) float32
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def _vector(value, n: int, what: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _index(value, what: str, upper: int = 2 ** 40) -> int:
+def _index(value, what: str, upper: int = 2**40) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < upper:
         raise ValueError(f"{what} must be a non-negative integer")
     return value
@@ -68,9 +69,15 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
     for person in people:
         if not isinstance(person, dict):
             raise ValueError("each person must be an object")
-        parsed.append(LivePersonFrame(_index(person.get("track_id"), "track_id", 2 ** 31), frame_index,
-                                      _vector(person.get("pose"), 72, "pose"), _vector(person.get("betas"), 10, "betas"),
-                                      _vector(person.get("trans_cam_m"), 3, "trans_cam_m")))
+        parsed.append(
+            LivePersonFrame(
+                _index(person.get("track_id"), "track_id", 2**31),
+                frame_index,
+                _vector(person.get("pose"), 72, "pose"),
+                _vector(person.get("betas"), 10, "betas"),
+                _vector(person.get("trans_cam_m"), 3, "trans_cam_m"),
+            )
+        )
         value = person.get("latency_s")
         if isinstance(value, (int, float)) and math.isfinite(value):
             latency = float(value)
@@ -110,7 +117,7 @@ class LiveConnection:
     def __init__(self, client: ServerClient):
         self.client = client
         self.live_id: str | None = None
-        self.state = "idle"                   # idle | connecting | streaming | ended | lost | failed
+        self.state = "idle"  # idle | connecting | streaming | ended | lost | failed
         self.error: str | None = None
         self.frames_received = 0
         self.bad_messages = 0
@@ -123,11 +130,12 @@ class LiveConnection:
         self._stopping = False
 
     # -- control (any thread) ------------------------------------------------------------------
-    def start(self, source: str, params: dict | None = None) -> "LiveConnection":
+    def start(self, source: str, params: dict | None = None) -> LiveConnection:
         """Start the session on the server and the receiving thread (both off the caller's thread)."""
         self.state = "connecting"
-        self._thread = threading.Thread(target=self._run, args=(source, params or {}), daemon=True,
-                                        name="vibe-live-client")
+        self._thread = threading.Thread(
+            target=self._run, args=(source, params or {}), daemon=True, name="vibe-live-client"
+        )
         self._thread.start()
         return self
 
@@ -168,7 +176,7 @@ class LiveConnection:
         try:
             answer = self.client.start_live(source, params)
             live_id = answer.get("live_id") if isinstance(answer, dict) else None
-            if not isinstance(live_id, str) or not JOB_ID_PATTERN.fullmatch(live_id):   # same format as jobs
+            if not isinstance(live_id, str) or not JOB_ID_PATTERN.fullmatch(live_id):  # same format as jobs
                 raise VibeError("The server's answer to the live request has no valid session id.")
             self.live_id = live_id
             self._ws = self.client.open_live_stream(live_id)
@@ -185,8 +193,7 @@ class LiveConnection:
                 if self.state == "streaming":
                     self.state = "ended" if self._stopping else "lost"
                     if not self._stopping:
-                        self.error = (f"The connection to the server was lost ({err}); the recording so far "
-                                      "is kept.")
+                        self.error = f"The connection to the server was lost ({err}); the recording so far is kept."
                 return
             try:
                 message = json.loads(text)
@@ -200,8 +207,11 @@ class LiveConnection:
                     raise ValueError("unknown message type")
                 frame = parse_frame_message(message)
                 if isinstance(message.get("stats"), dict):
-                    self.server_stats = {k: v for k, v in message["stats"].items()
-                                         if isinstance(k, str) and isinstance(v, (int, float, type(None)))}
+                    self.server_stats = {
+                        k: v
+                        for k, v in message["stats"].items()
+                        if isinstance(k, str) and isinstance(v, (int, float, type(None)))
+                    }
             except ValueError:
                 self.bad_messages += 1
                 continue

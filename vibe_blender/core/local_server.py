@@ -12,6 +12,7 @@ What the add-on runs, and why (docs/blender.md says the same to users):
 - ``vibe-mocap data check --json`` and ``vibe-mocap data install SOURCE`` for the model data, so the
   add-on installs with exactly the command line's code and never installs anything into Blender.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -26,18 +27,19 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from .client import API, ServerClient, is_loopback_url
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR
 
 PROGRAM_NAME = "vibe-mocap"
-REPO_ROOT = Path(__file__).resolve().parents[2]        # the source tree, when the add-on runs from it
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree, when the add-on runs from it
 VERSION_TIMEOUT_S = 60.0
-START_TIMEOUT_S = 300.0                                # the first start may write the placeholder model
+START_TIMEOUT_S = 300.0  # the first start may write the placeholder model
 HEALTH_POLL_S = 0.3
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 15
@@ -50,11 +52,12 @@ UrlOwner = Literal["vibe", "nothing", "other"]
 # ---------------------------------------------------------------------------------------------
 # Finding the program
 
+
 @dataclass(frozen=True)
 class ServerProgram:
     path: Path
-    version: str                       # "vibe-mocap 0.1.0"
-    found_in: str                      # "preferences" | "the repository's .venv" | "PATH"
+    version: str  # "vibe-mocap 0.1.0"
+    found_in: str  # "preferences" | "the repository's .venv" | "PATH"
 
 
 def venv_program(root: Path) -> Path:
@@ -79,19 +82,25 @@ def program_candidates(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> l
 def program_version(path: Path, *, timeout_s: float = VERSION_TIMEOUT_S) -> str:
     """``path --version`` -> "vibe-mocap X.Y.Z"; VibeError saying why when it is not a working program."""
     try:
-        done = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
-        raise VibeError(f"'{path}' did not answer '--version' within {timeout_s:.0f} s; "
-                        "check that it is the vibe-mocap program.") from None
+        raise VibeError(
+            f"'{path}' did not answer '--version' within {timeout_s:.0f} s; check that it is the vibe-mocap program."
+        ) from None
     except OSError as err:
-        raise VibeError(f"'{path}' cannot be run ({err.strerror}); pick the vibe-mocap program "
-                        "made by scripts/setup.sh (.venv/bin/vibe-mocap).") from None
+        raise VibeError(
+            f"'{path}' cannot be run ({err.strerror}); pick the vibe-mocap program "
+            "made by scripts/setup.sh (.venv/bin/vibe-mocap)."
+        ) from None
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0 or not output.startswith(PROGRAM_NAME):
         last = output.splitlines()[-1] if output else f"exit code {done.returncode}"
-        raise VibeError(f"'{path}' is not a working vibe-mocap program ({last[:200]}); "
-                        "run scripts/setup.sh again or pick another program in the preferences.")
+        raise VibeError(
+            f"'{path}' is not a working vibe-mocap program ({last[:200]}); "
+            "run scripts/setup.sh again or pick another program in the preferences."
+        )
     return output.splitlines()[0]
 
 
@@ -111,12 +120,15 @@ def find_program(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> ServerP
             if found_in == "preferences":
                 raise
             problems.append(str(err))
-    raise VibeError("No vibe-mocap program found: " + "; ".join(problems) + ". Run 'bash scripts/setup.sh' "
-                    "in the VIBE Mocap folder, or pick the program in the add-on preferences.")
+    raise VibeError(
+        "No vibe-mocap program found: " + "; ".join(problems) + ". Run 'bash scripts/setup.sh' "
+        "in the VIBE Mocap folder, or pick the program in the add-on preferences."
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Who answers at a URL
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -126,7 +138,7 @@ def free_port() -> int:
 
 
 def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
-    """"vibe" when a VIBE Mocap server answers /health at ``url``, "nothing" when nobody listens,
+    """ "vibe" when a VIBE Mocap server answers /health at ``url``, "nothing" when nobody listens,
     "other" when another program does. /health is public: the probe sends no token, so a foreign
     program never sees it, and reads at most 64 KiB of the answer."""
     parsed = urllib.parse.urlparse(url)
@@ -151,13 +163,14 @@ def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
 # ---------------------------------------------------------------------------------------------
 # The managed process
 
+
 @dataclass(frozen=True)
 class ServerStatus:
     state: ServerState
     url: str = ""
     message: str = ""
     log_tail: tuple[str, ...] = ()
-    model: str = ""                          # what /health says the server runs
+    model: str = ""  # what /health says the server runs
     elapsed_s: float = 0.0
 
     @property
@@ -206,8 +219,9 @@ class LocalServer:
         self._stopping, self._process = False, None
         self._ready.clear()
         self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
-        threading.Thread(target=self._launch_and_watch, args=(program, port, data_dir, url), daemon=True,
-                         name="vibe-local-server").start()
+        threading.Thread(
+            target=self._launch_and_watch, args=(program, port, data_dir, url), daemon=True, name="vibe-local-server"
+        ).start()
 
     def wait_ready(self, timeout_s: float | None = None) -> ServerStatus:
         """Block until the server answers or failed (for worker threads and tests, never the UI)."""
@@ -233,7 +247,7 @@ class LocalServer:
         t0 = time.monotonic()
         try:
             program = program() if callable(program) else program
-        except VibeError as err:                     # no program: a failed start that says why
+        except VibeError as err:  # no program: a failed start that says why
             self._set(state="failed", message=str(err), log_tail=())
             self._ready.set()
             return
@@ -246,8 +260,9 @@ class LocalServer:
         env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
         try:
             with open(self.log_path, "wb") as log:
-                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, env=env)
+                self._process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                )
         except OSError as err:
             self._fail(f"The server program could not be started ({err.strerror}).", t0)
             return
@@ -255,9 +270,13 @@ class LocalServer:
             return
         code = self._process.wait()
         if not self._stopping:
-            self._set(state="exited", message=f"The server stopped unexpectedly (exit code {code}). "
-                                              "Its last lines are below; start it again.",
-                      log_tail=self.log_tail(), elapsed_s=time.monotonic() - t0)
+            self._set(
+                state="exited",
+                message=f"The server stopped unexpectedly (exit code {code}). "
+                "Its last lines are below; start it again.",
+                log_tail=self.log_tail(),
+                elapsed_s=time.monotonic() - t0,
+            )
 
     def _wait_for_health(self, url: str, t0: float) -> bool:
         client = ServerClient(url, self.token, timeout_s=2.0)
@@ -266,8 +285,11 @@ class LocalServer:
             if code is not None:
                 tail = self.log_tail()
                 if any(marker in line.lower() for line in tail for marker in PORT_IN_USE_MARKERS):
-                    self._fail(f"Port {url.rsplit(':', 1)[1]} is taken by another program; stop that "
-                               "program or let the add-on pick a free port.", t0)
+                    self._fail(
+                        f"Port {url.rsplit(':', 1)[1]} is taken by another program; stop that "
+                        "program or let the add-on pick a free port.",
+                        t0,
+                    )
                 else:
                     self._fail(f"The server exited while starting (exit code {code}).", t0)
                 return False
@@ -276,8 +298,12 @@ class LocalServer:
             except VibeError:
                 health = None
             if health is not None:
-                self._set(state="ready", message="The server is running.", model=str(health.get("model", "")),
-                          elapsed_s=time.monotonic() - t0)
+                self._set(
+                    state="ready",
+                    message="The server is running.",
+                    model=str(health.get("model", "")),
+                    elapsed_s=time.monotonic() - t0,
+                )
                 self._ready.set()
                 return True
             if time.monotonic() - t0 > self.start_timeout_s:
@@ -289,8 +315,12 @@ class LocalServer:
         return False
 
     def _fail(self, message: str, t0: float) -> None:
-        self._set(state="failed", message=message + " Last lines of its log are below.", log_tail=self.log_tail(),
-                  elapsed_s=time.monotonic() - t0)
+        self._set(
+            state="failed",
+            message=message + " Last lines of its log are below.",
+            log_tail=self.log_tail(),
+            elapsed_s=time.monotonic() - t0,
+        )
         self._ready.set()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> tuple[str, ...]:
@@ -315,11 +345,15 @@ def connect_or_start(url: str, token: str, server: LocalServer, find: Callable[[
     if owner == "vibe":
         return url, token
     if owner == "other":
-        raise VibeError(f"Another program answers at {url}; it is not a VIBE Mocap server. Change the "
-                        "server URL in the add-on preferences, or stop that program.")
+        raise VibeError(
+            f"Another program answers at {url}; it is not a VIBE Mocap server. Change the "
+            "server URL in the add-on preferences, or stop that program."
+        )
     if not is_loopback_url(url):
-        raise VibeError(f"No VIBE Mocap server answers at {url}. The add-on starts a server only on this "
-                        "machine: start it on that computer, or set a 127.0.0.1 URL.")
+        raise VibeError(
+            f"No VIBE Mocap server answers at {url}. The add-on starts a server only on this "
+            "machine: start it on that computer, or set a 127.0.0.1 URL."
+        )
     if not status.running:
         server.start(lambda: find().path)
     status = server.wait_ready(server.start_timeout_s + 5)
@@ -331,14 +365,17 @@ def connect_or_start(url: str, token: str, server: LocalServer, find: Callable[[
 # ---------------------------------------------------------------------------------------------
 # Model data, through the program's own commands
 
+
 @dataclass(frozen=True)
 class ModelFileState:
     name: str
-    status: str                       # "present" | "missing" | "invalid"
+    status: str  # "present" | "missing" | "invalid"
     detail: str
 
 
-def model_data_report(program: Path, *, data_dir: str = "", timeout_s: float = 120.0) -> tuple[str, list[ModelFileState]]:
+def model_data_report(
+    program: Path, *, data_dir: str = "", timeout_s: float = 120.0
+) -> tuple[str, list[ModelFileState]]:
     """``vibe-mocap data check --json`` -> (data folder, one state per file)."""
     command = [str(program), "data", "check", "--json"] + (["--data-dir", data_dir] if data_dir else [])
     try:
@@ -363,7 +400,7 @@ class ModelDataInstall:
     returncode: int | None = None
     _thread: threading.Thread | None = None
 
-    def start(self) -> "ModelDataInstall":
+    def start(self) -> ModelDataInstall:
         self._thread = threading.Thread(target=self._install, daemon=True, name="vibe-data-install")
         self._thread.start()
         return self
@@ -381,8 +418,14 @@ class ModelDataInstall:
         if self.data_dir:
             command += ["--data-dir", self.data_dir]
         try:
-            with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                  stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1")) as process:
+            with subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            ) as process:
                 for line in process.stdout:
                     self.lines.append(line.rstrip()[:500])
                 self.returncode = process.wait()

@@ -1,4 +1,5 @@
 """Find and read the body model the character is built from: a file or the model-data folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,11 +19,15 @@ def read_body_model(path: str | Path) -> BodyModel:
         for name in (SMPL_FILE, BODY_MODEL_NPZ):
             if (path / name).is_file():
                 return read_body_model(path / name)
-        raise VibeError(f"The model-data folder '{path}' has no {SMPL_FILE}. Install the model data with "
-                        "'vibe-mocap data install', or point the add-on preferences at the right folder.")
+        raise VibeError(
+            f"The model-data folder '{path}' has no {SMPL_FILE}. Install the model data with "
+            "'vibe-mocap data install', or point the add-on preferences at the right folder."
+        )
     if not path.is_file():
-        raise VibeError(f"The body model '{path}' does not exist. Give an SMPL_NEUTRAL.pkl, a body-model .npz "
-                        "or the model-data folder.")
+        raise VibeError(
+            f"The body model '{path}' does not exist. Give an SMPL_NEUTRAL.pkl, a body-model .npz "
+            "or the model-data folder."
+        )
     if path.suffix.lower() == ".pkl":
         return load_smpl_pkl(path)
     return load_body_model(path)

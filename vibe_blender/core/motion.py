@@ -5,6 +5,7 @@ Readers (our result file, the official ``vibe_output.pkl``, AMASS-style ``.npz``
 rotation and translation are expressed (``source_to_blender``), so there is exactly one place where
 camera or Z-up data are turned into Blender's frame (:mod:`.skeleton`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,11 +27,11 @@ GROUND_SAMPLE_FRAMES = 48
 class TrackMotion:
     """One person. T frames."""
 
-    name: str                    # object names in Blender, e.g. "track_1"
-    frame_ids: np.ndarray        # (T,) int64, 0-based frame index in the source; may have gaps
-    pose: np.ndarray             # (T, 72) axis-angle, root in the source frame
-    trans_m: np.ndarray          # (T, 3) SMPL transl in the source frame, metres
-    betas: np.ndarray            # (10,) the track's shape
+    name: str  # object names in Blender, e.g. "track_1"
+    frame_ids: np.ndarray  # (T,) int64, 0-based frame index in the source; may have gaps
+    pose: np.ndarray  # (T, 72) axis-angle, root in the source frame
+    trans_m: np.ndarray  # (T, 3) SMPL transl in the source frame, metres
+    betas: np.ndarray  # (10,) the track's shape
     source_to_blender: np.ndarray = field(default_factory=lambda: CAMERA_TO_BLENDER.copy())  # (3, 3)
 
     def __post_init__(self):
@@ -38,8 +39,10 @@ class TrackMotion:
         if T == 0:
             raise VibeError(f"{self.name} has no frames; nothing to animate.")
         if np.shape(self.pose) != (T, 72) or np.shape(self.trans_m) != (T, 3) or np.shape(self.betas) != (10,):
-            raise VibeError(f"{self.name}: pose {np.shape(self.pose)}, translation {np.shape(self.trans_m)} and "
-                            f"betas {np.shape(self.betas)} do not fit {T} frames of SMPL (72, 3 and 10 values).")
+            raise VibeError(
+                f"{self.name}: pose {np.shape(self.pose)}, translation {np.shape(self.trans_m)} and "
+                f"betas {np.shape(self.betas)} do not fit {T} frames of SMPL (72, 3 and 10 values)."
+            )
         if not (np.all(np.isfinite(self.pose)) and np.all(np.isfinite(self.trans_m))):
             raise VibeError(f"{self.name} contains NaN or infinite values; the file is damaged.")
         if np.any(np.diff(self.frame_ids) <= 0):
@@ -66,8 +69,8 @@ class CameraInfo:
 class MotionSet:
     tracks: list[TrackMotion]
     fps: float
-    frame_count: int             # frames in the source (video length), >= last frame id + 1
-    source_name: str             # video or file name, for messages and object names
+    frame_count: int  # frames in the source (video length), >= last frame id + 1
+    source_name: str  # video or file name, for messages and object names
     camera: CameraInfo | None = None
     ground_offset_m: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) Blender world
 
@@ -80,14 +83,26 @@ class MotionSet:
 
 def from_result(result: MocapResult) -> MotionSet:
     """Our result file (camera frame, OpenCV axes) -> MotionSet."""
-    tracks = [TrackMotion(name=f"track_{t.track_id}", frame_ids=np.asarray(t.frame_ids, dtype=np.int64),
-                          pose=np.asarray(t.pose, dtype=np.float64), trans_m=np.asarray(t.trans_cam_m, dtype=np.float64),
-                          betas=np.asarray(t.betas_track, dtype=np.float64))
-              for t in result.tracks if t.num_frames > 0]
+    tracks = [
+        TrackMotion(
+            name=f"track_{t.track_id}",
+            frame_ids=np.asarray(t.frame_ids, dtype=np.int64),
+            pose=np.asarray(t.pose, dtype=np.float64),
+            trans_m=np.asarray(t.trans_cam_m, dtype=np.float64),
+            betas=np.asarray(t.betas_track, dtype=np.float64),
+        )
+        for t in result.tracks
+        if t.num_frames > 0
+    ]
     v = result.video
     last = max((int(t.frame_ids[-1]) + 1 for t in tracks), default=0)
-    return MotionSet(tracks=tracks, fps=v.fps, frame_count=max(int(v.frame_count), last), source_name=v.name,
-                     camera=CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)))
+    return MotionSet(
+        tracks=tracks,
+        fps=v.fps,
+        frame_count=max(int(v.frame_count), last),
+        source_name=v.name,
+        camera=CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)),
+    )
 
 
 def ground_offset(model: BodyModel, tracks: list[TrackMotion]) -> np.ndarray:
@@ -100,9 +115,12 @@ def ground_offset(model: BodyModel, tracks: list[TrackMotion]) -> np.ndarray:
     foot_vertices = np.flatnonzero(model.lbs_weights[:, list(_FOOT_JOINTS)].sum(1) > 0.5)
     lows = []
     for track in tracks:
-        rows = np.unique(np.linspace(0, len(track.frame_ids) - 1, min(GROUND_SAMPLE_FRAMES, len(track.frame_ids))).astype(int))
-        verts, _ = smpl_forward(model, track.pose[rows], track.betas, track.trans_m[rows], pose_correctives=False,
-                                vertex_ids=foot_vertices)
+        rows = np.unique(
+            np.linspace(0, len(track.frame_ids) - 1, min(GROUND_SAMPLE_FRAMES, len(track.frame_ids))).astype(int)
+        )
+        verts, _ = smpl_forward(
+            model, track.pose[rows], track.betas, track.trans_m[rows], pose_correctives=False, vertex_ids=foot_vertices
+        )
         z = (verts @ track.source_to_blender.T)[..., 2]
         lows.append(z.min(axis=1))
     return np.array([0.0, 0.0, -float(np.percentile(np.concatenate(lows), 2))])

@@ -17,6 +17,7 @@ refuses values no capture produces: NaN or infinite numbers, betas beyond ±10 (
 range), frame ids outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside
 0.01..32767, focal lengths outside 1..10^6 px, image sides outside 1..100 000 px.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -32,10 +33,10 @@ FORMAT_VERSION = 1
 CAMERA_CONVENTION = "opencv: x right, y down, z forward; metres"
 
 # Values beyond these are damaged or hostile files, not captures (shared with the other motion readers).
-MAX_FRAME_ID = 10_000_000               # 3.8 days of video at 30 fps
-MAX_VIDEO_FRAMES = 2**31 - 1            # a container's own (possibly loose) count, as the server accepts it
-BETA_LIMIT = 10.0                       # Blender's shape-key slider range
-FPS_RANGE = (0.01, 32767.0)             # Blender's frame-rate field stops at 32767
+MAX_FRAME_ID = 10_000_000  # 3.8 days of video at 30 fps
+MAX_VIDEO_FRAMES = 2**31 - 1  # a container's own (possibly loose) count, as the server accepts it
+BETA_LIMIT = 10.0  # Blender's shape-key slider range
+FPS_RANGE = (0.01, 32767.0)  # Blender's frame-rate field stops at 32767
 FOCAL_RANGE_PX = (1.0, 1e6)
 MAX_IMAGE_SIDE_PX = 100_000
 
@@ -61,8 +62,10 @@ def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.n
             raise VibeError(f"{label}: '{name}' holds NaN, infinite or non-numeric values; the file is damaged.")
     for name, array in betas.items():
         if array.size and np.max(np.abs(array)) > BETA_LIMIT:
-            raise VibeError(f"{label}: a shape coefficient in '{name}' is {float(np.max(np.abs(array))):.3g}, beyond "
-                            f"±{BETA_LIMIT:g}; the file is damaged.")
+            raise VibeError(
+                f"{label}: a shape coefficient in '{name}' is {float(np.max(np.abs(array))):.3g}, beyond "
+                f"±{BETA_LIMIT:g}; the file is damaged."
+            )
 
 
 @dataclass
@@ -70,26 +73,37 @@ class Track:
     """One person. T rows, one per frame in ``frame_ids``."""
 
     track_id: int
-    frame_ids: np.ndarray        # (T,) int64, video frame index of each row
-    pose: np.ndarray             # (T, 72) float32 axis-angle, SMPL joint order
-    betas: np.ndarray            # (T, 10) float32 per-frame shape
-    betas_track: np.ndarray      # (10,) float32 robust per-track shape (median over frames)
-    pred_cam: np.ndarray         # (T, 3) [s, tx, ty] weak-perspective camera of the 224 px crop
-    orig_cam: np.ndarray         # (T, 4) [sx, sy, tx, ty] camera of the whole image
-    bboxes: np.ndarray           # (T, 4) [cx, cy, w, h] pixels
-    joints3d: np.ndarray         # (T, 49, 3) metres, camera frame, not root-centred
-    trans_cam_m: np.ndarray      # (T, 3) SMPL transl in the camera frame, metres
+    frame_ids: np.ndarray  # (T,) int64, video frame index of each row
+    pose: np.ndarray  # (T, 72) float32 axis-angle, SMPL joint order
+    betas: np.ndarray  # (T, 10) float32 per-frame shape
+    betas_track: np.ndarray  # (10,) float32 robust per-track shape (median over frames)
+    pred_cam: np.ndarray  # (T, 3) [s, tx, ty] weak-perspective camera of the 224 px crop
+    orig_cam: np.ndarray  # (T, 4) [sx, sy, tx, ty] camera of the whole image
+    bboxes: np.ndarray  # (T, 4) [cx, cy, w, h] pixels
+    joints3d: np.ndarray  # (T, 49, 3) metres, camera frame, not root-centred
+    trans_cam_m: np.ndarray  # (T, 3) SMPL transl in the camera frame, metres
 
     def __post_init__(self):
         T = len(self.frame_ids)
-        expected = {"pose": (T, 72), "betas": (T, 10), "betas_track": (10,), "pred_cam": (T, 3),
-                    "orig_cam": (T, 4), "bboxes": (T, 4), "trans_cam_m": (T, 3)}
+        expected = {
+            "pose": (T, 72),
+            "betas": (T, 10),
+            "betas_track": (10,),
+            "pred_cam": (T, 3),
+            "orig_cam": (T, 4),
+            "bboxes": (T, 4),
+            "trans_cam_m": (T, 3),
+        }
         for name, shape in expected.items():
             if np.shape(getattr(self, name)) != shape:
-                raise VibeError(f"track {self.track_id}: '{name}' has shape {np.shape(getattr(self, name))}, "
-                                f"expected {shape}; the result file is damaged.")
+                raise VibeError(
+                    f"track {self.track_id}: '{name}' has shape {np.shape(getattr(self, name))}, "
+                    f"expected {shape}; the result file is damaged."
+                )
         if np.ndim(self.joints3d) != 3 or np.shape(self.joints3d)[0] != T:
-            raise VibeError(f"track {self.track_id}: 'joints3d' has shape {np.shape(self.joints3d)}, expected ({T}, J, 3).")
+            raise VibeError(
+                f"track {self.track_id}: 'joints3d' has shape {np.shape(self.joints3d)}, expected ({T}, J, 3)."
+            )
         if T and np.any(np.diff(self.frame_ids) <= 0):
             raise VibeError(f"track {self.track_id}: frame ids are not increasing; the result file is damaged.")
 
@@ -115,10 +129,10 @@ class VideoInfo:
 class MocapResult:
     video: VideoInfo
     tracks: list[Track]
-    model_name: str                      # e.g. "vibe_model_wo_3dpw", or "synthetic placeholder"
+    model_name: str  # e.g. "vibe_model_wo_3dpw", or "synthetic placeholder"
     focal_length_px: float
     camera_convention: str = CAMERA_CONVENTION
-    meta: dict[str, str] = field(default_factory=dict)   # free-form strings (versions, settings)
+    meta: dict[str, str] = field(default_factory=dict)  # free-form strings (versions, settings)
 
     def track(self, track_id: int) -> Track:
         for t in self.tracks:
@@ -130,11 +144,15 @@ class MocapResult:
 def save_result(path_or_file, result: MocapResult) -> None:
     """Write ``result`` as a compressed npz (no pickles)."""
     arrays = {
-        "format": np.array(FORMAT_NAME), "format_version": np.array(FORMAT_VERSION),
-        "video_name": np.array(result.video.name), "video_fps": np.array(float(result.video.fps)),
-        "video_width": np.array(int(result.video.width)), "video_height": np.array(int(result.video.height)),
+        "format": np.array(FORMAT_NAME),
+        "format_version": np.array(FORMAT_VERSION),
+        "video_name": np.array(result.video.name),
+        "video_fps": np.array(float(result.video.fps)),
+        "video_width": np.array(int(result.video.width)),
+        "video_height": np.array(int(result.video.height)),
         "video_frame_count": np.array(int(result.video.frame_count)),
-        "model_name": np.array(result.model_name), "focal_length_px": np.array(float(result.focal_length_px)),
+        "model_name": np.array(result.model_name),
+        "focal_length_px": np.array(float(result.focal_length_px)),
         "camera_convention": np.array(result.camera_convention),
         "track_ids": np.array([t.track_id for t in result.tracks], dtype=np.int64),
         "meta_keys": np.array(list(result.meta.keys()), dtype=str),
@@ -164,8 +182,12 @@ def _number(z: dict, key: str, label: str, low: float, high: float) -> float:
 def _track(z: dict, track_id: int, label: str) -> Track:
     arrays = {n: z[f"track_{track_id}/{n}"] for n in _TRACK_ARRAYS}
     shape_keys = ("betas", "betas_track")
-    check_motion_values(f"{label}, track {track_id}", arrays["frame_ids"], {k: arrays[k] for k in shape_keys},
-                        **{n: a for n, a in arrays.items() if n != "frame_ids" and n not in shape_keys})
+    check_motion_values(
+        f"{label}, track {track_id}",
+        arrays["frame_ids"],
+        {k: arrays[k] for k in shape_keys},
+        **{n: a for n, a in arrays.items() if n != "frame_ids" and n not in shape_keys},
+    )
     arrays["frame_ids"] = arrays["frame_ids"].astype(np.int64)
     return Track(track_id=track_id, **arrays)
 
@@ -176,24 +198,34 @@ def load_result(path_or_file) -> MocapResult:
     z = read_npz(path_or_file, label=label, hint="It is not a readable VIBE Mocap result (.npz) file.")
     try:
         if "format" not in z or z["format"].dtype.kind not in "US" or str(z["format"]) != FORMAT_NAME:
-            raise VibeError(f"{label} is an .npz file but not a VIBE Mocap result "
-                            "(for AMASS motion use the AMASS importer).")
+            raise VibeError(
+                f"{label} is an .npz file but not a VIBE Mocap result (for AMASS motion use the AMASS importer)."
+            )
         version = int(_number(z, "format_version", label, 0, 2**31))
         if version > FORMAT_VERSION:
-            raise VibeError(f"{label} has result format version {version}; this version reads up to "
-                            f"{FORMAT_VERSION}. Update VIBE Mocap.")
+            raise VibeError(
+                f"{label} has result format version {version}; this version reads up to "
+                f"{FORMAT_VERSION}. Update VIBE Mocap."
+            )
         track_ids = z["track_ids"]
         if track_ids.ndim != 1 or track_ids.dtype.kind not in "iu" or len(set(track_ids.tolist())) != len(track_ids):
             raise VibeError(f"{label}: 'track_ids' is not a list of distinct integers; the file is damaged.")
         meta_keys, meta_values = z["meta_keys"], z["meta_values"]
-        if (meta_keys.ndim != 1 or meta_keys.shape != meta_values.shape
-                or meta_keys.dtype.kind not in "US" or meta_values.dtype.kind not in "US"):
+        if (
+            meta_keys.ndim != 1
+            or meta_keys.shape != meta_values.shape
+            or meta_keys.dtype.kind not in "US"
+            or meta_values.dtype.kind not in "US"
+        ):
             raise VibeError(f"{label}: 'meta_keys'/'meta_values' are not two lists of texts; the file is damaged.")
         return MocapResult(
-            video=VideoInfo(name=_text(z, "video_name", label), fps=_number(z, "video_fps", label, *FPS_RANGE),
-                            width=int(_number(z, "video_width", label, 1, MAX_IMAGE_SIDE_PX)),
-                            height=int(_number(z, "video_height", label, 1, MAX_IMAGE_SIDE_PX)),
-                            frame_count=int(_number(z, "video_frame_count", label, 0, MAX_VIDEO_FRAMES))),
+            video=VideoInfo(
+                name=_text(z, "video_name", label),
+                fps=_number(z, "video_fps", label, *FPS_RANGE),
+                width=int(_number(z, "video_width", label, 1, MAX_IMAGE_SIDE_PX)),
+                height=int(_number(z, "video_height", label, 1, MAX_IMAGE_SIDE_PX)),
+                frame_count=int(_number(z, "video_frame_count", label, 0, MAX_VIDEO_FRAMES)),
+            ),
             tracks=[_track(z, int(tid), label) for tid in track_ids.tolist()],
             model_name=_text(z, "model_name", label),
             focal_length_px=_number(z, "focal_length_px", label, *FOCAL_RANGE_PX),

@@ -12,6 +12,7 @@ variants (``_l``, ``.L``, ``Left``, ``l`` + capital, ``_jnt``, numbered spines).
     {"format": "vibe-retarget-map", "version": 1, "name": "My rig",
      "bones": {"pelvis": "Hips", "left_hip": "Thigh.L", ...}}
 """
+
 from __future__ import annotations
 
 import json
@@ -34,55 +35,160 @@ BODY_JOINTS = tuple(j for j in JOINT_NAMES if not j.endswith("_hand"))
 # the convention's side token (left / right) given in _SIDES.
 _TABLES = {
     "MIXAMO": {
-        "pelvis": "mixamorig:Hips", "spine1": "mixamorig:Spine", "spine2": "mixamorig:Spine1",
-        "spine3": "mixamorig:Spine2", "neck": "mixamorig:Neck", "head": "mixamorig:Head",
-        "hip": "mixamorig:{L}UpLeg", "knee": "mixamorig:{L}Leg", "ankle": "mixamorig:{L}Foot",
-        "foot": "mixamorig:{L}ToeBase", "collar": "mixamorig:{L}Shoulder", "shoulder": "mixamorig:{L}Arm",
-        "elbow": "mixamorig:{L}ForeArm", "wrist": "mixamorig:{L}Hand"},
+        "pelvis": "mixamorig:Hips",
+        "spine1": "mixamorig:Spine",
+        "spine2": "mixamorig:Spine1",
+        "spine3": "mixamorig:Spine2",
+        "neck": "mixamorig:Neck",
+        "head": "mixamorig:Head",
+        "hip": "mixamorig:{L}UpLeg",
+        "knee": "mixamorig:{L}Leg",
+        "ankle": "mixamorig:{L}Foot",
+        "foot": "mixamorig:{L}ToeBase",
+        "collar": "mixamorig:{L}Shoulder",
+        "shoulder": "mixamorig:{L}Arm",
+        "elbow": "mixamorig:{L}ForeArm",
+        "wrist": "mixamorig:{L}Hand",
+    },
     "UE5_MANNEQUIN": {
-        "pelvis": "pelvis", "spine1": "spine_01", "spine2": "spine_03", "spine3": "spine_05", "neck": "neck_01",
-        "head": "head", "hip": "thigh_{L}", "knee": "calf_{L}", "ankle": "foot_{L}", "foot": "ball_{L}",
-        "collar": "clavicle_{L}", "shoulder": "upperarm_{L}", "elbow": "lowerarm_{L}", "wrist": "hand_{L}"},
+        "pelvis": "pelvis",
+        "spine1": "spine_01",
+        "spine2": "spine_03",
+        "spine3": "spine_05",
+        "neck": "neck_01",
+        "head": "head",
+        "hip": "thigh_{L}",
+        "knee": "calf_{L}",
+        "ankle": "foot_{L}",
+        "foot": "ball_{L}",
+        "collar": "clavicle_{L}",
+        "shoulder": "upperarm_{L}",
+        "elbow": "lowerarm_{L}",
+        "wrist": "hand_{L}",
+    },
     "UE4_MANNEQUIN": {
-        "pelvis": "pelvis", "spine1": "spine_01", "spine2": "spine_02", "spine3": "spine_03", "neck": "neck_01",
-        "head": "head", "hip": "thigh_{L}", "knee": "calf_{L}", "ankle": "foot_{L}", "foot": "ball_{L}",
-        "collar": "clavicle_{L}", "shoulder": "upperarm_{L}", "elbow": "lowerarm_{L}", "wrist": "hand_{L}"},
+        "pelvis": "pelvis",
+        "spine1": "spine_01",
+        "spine2": "spine_02",
+        "spine3": "spine_03",
+        "neck": "neck_01",
+        "head": "head",
+        "hip": "thigh_{L}",
+        "knee": "calf_{L}",
+        "ankle": "foot_{L}",
+        "foot": "ball_{L}",
+        "collar": "clavicle_{L}",
+        "shoulder": "upperarm_{L}",
+        "elbow": "lowerarm_{L}",
+        "wrist": "hand_{L}",
+    },
     "RIGIFY_CONTROLS": {
-        "pelvis": "torso", "spine1": "spine_fk.001", "spine2": "spine_fk.002", "spine3": "spine_fk.003",
-        "neck": "neck", "head": "head", "hip": "thigh_fk.{L}", "knee": "shin_fk.{L}", "ankle": "foot_fk.{L}",
-        "foot": "toe_fk.{L}", "collar": "shoulder.{L}", "shoulder": "upper_arm_fk.{L}",
-        "elbow": "forearm_fk.{L}", "wrist": "hand_fk.{L}"},
+        "pelvis": "torso",
+        "spine1": "spine_fk.001",
+        "spine2": "spine_fk.002",
+        "spine3": "spine_fk.003",
+        "neck": "neck",
+        "head": "head",
+        "hip": "thigh_fk.{L}",
+        "knee": "shin_fk.{L}",
+        "ankle": "foot_fk.{L}",
+        "foot": "toe_fk.{L}",
+        "collar": "shoulder.{L}",
+        "shoulder": "upper_arm_fk.{L}",
+        "elbow": "forearm_fk.{L}",
+        "wrist": "hand_fk.{L}",
+    },
     "RIGIFY_METARIG": {
-        "pelvis": "spine", "spine1": "spine.001", "spine2": "spine.002", "spine3": "spine.003",
-        "neck": "spine.004", "head": "spine.006", "hip": "thigh.{L}", "knee": "shin.{L}", "ankle": "foot.{L}",
-        "foot": "toe.{L}", "collar": "shoulder.{L}", "shoulder": "upper_arm.{L}", "elbow": "forearm.{L}",
-        "wrist": "hand.{L}"},
+        "pelvis": "spine",
+        "spine1": "spine.001",
+        "spine2": "spine.002",
+        "spine3": "spine.003",
+        "neck": "spine.004",
+        "head": "spine.006",
+        "hip": "thigh.{L}",
+        "knee": "shin.{L}",
+        "ankle": "foot.{L}",
+        "foot": "toe.{L}",
+        "collar": "shoulder.{L}",
+        "shoulder": "upper_arm.{L}",
+        "elbow": "forearm.{L}",
+        "wrist": "hand.{L}",
+    },
     "UNITY_HUMANOID": {
-        "pelvis": "Hips", "spine1": "Spine", "spine2": "Chest", "spine3": "UpperChest", "neck": "Neck",
-        "head": "Head", "hip": "{L}UpperLeg", "knee": "{L}LowerLeg", "ankle": "{L}Foot", "foot": "{L}Toes",
-        "collar": "{L}Shoulder", "shoulder": "{L}UpperArm", "elbow": "{L}LowerArm", "wrist": "{L}Hand"},
+        "pelvis": "Hips",
+        "spine1": "Spine",
+        "spine2": "Chest",
+        "spine3": "UpperChest",
+        "neck": "Neck",
+        "head": "Head",
+        "hip": "{L}UpperLeg",
+        "knee": "{L}LowerLeg",
+        "ankle": "{L}Foot",
+        "foot": "{L}Toes",
+        "collar": "{L}Shoulder",
+        "shoulder": "{L}UpperArm",
+        "elbow": "{L}LowerArm",
+        "wrist": "{L}Hand",
+    },
     "VRM": {
-        "pelvis": "J_Bip_C_Hips", "spine1": "J_Bip_C_Spine", "spine2": "J_Bip_C_Chest",
-        "spine3": "J_Bip_C_UpperChest", "neck": "J_Bip_C_Neck", "head": "J_Bip_C_Head",
-        "hip": "J_Bip_{L}_UpperLeg", "knee": "J_Bip_{L}_LowerLeg", "ankle": "J_Bip_{L}_Foot",
-        "foot": "J_Bip_{L}_ToeBase", "collar": "J_Bip_{L}_Shoulder", "shoulder": "J_Bip_{L}_UpperArm",
-        "elbow": "J_Bip_{L}_LowerArm", "wrist": "J_Bip_{L}_Hand"},
+        "pelvis": "J_Bip_C_Hips",
+        "spine1": "J_Bip_C_Spine",
+        "spine2": "J_Bip_C_Chest",
+        "spine3": "J_Bip_C_UpperChest",
+        "neck": "J_Bip_C_Neck",
+        "head": "J_Bip_C_Head",
+        "hip": "J_Bip_{L}_UpperLeg",
+        "knee": "J_Bip_{L}_LowerLeg",
+        "ankle": "J_Bip_{L}_Foot",
+        "foot": "J_Bip_{L}_ToeBase",
+        "collar": "J_Bip_{L}_Shoulder",
+        "shoulder": "J_Bip_{L}_UpperArm",
+        "elbow": "J_Bip_{L}_LowerArm",
+        "wrist": "J_Bip_{L}_Hand",
+    },
     "CHARACTER_CREATOR": {
-        "pelvis": "CC_Base_Hip", "spine1": "CC_Base_Waist", "spine2": "CC_Base_Spine01",
-        "spine3": "CC_Base_Spine02", "neck": "CC_Base_NeckTwist01", "head": "CC_Base_Head",
-        "hip": "CC_Base_{L}_Thigh", "knee": "CC_Base_{L}_Calf", "ankle": "CC_Base_{L}_Foot",
-        "foot": "CC_Base_{L}_ToeBase", "collar": "CC_Base_{L}_Clavicle", "shoulder": "CC_Base_{L}_Upperarm",
-        "elbow": "CC_Base_{L}_Forearm", "wrist": "CC_Base_{L}_Hand"},
+        "pelvis": "CC_Base_Hip",
+        "spine1": "CC_Base_Waist",
+        "spine2": "CC_Base_Spine01",
+        "spine3": "CC_Base_Spine02",
+        "neck": "CC_Base_NeckTwist01",
+        "head": "CC_Base_Head",
+        "hip": "CC_Base_{L}_Thigh",
+        "knee": "CC_Base_{L}_Calf",
+        "ankle": "CC_Base_{L}_Foot",
+        "foot": "CC_Base_{L}_ToeBase",
+        "collar": "CC_Base_{L}_Clavicle",
+        "shoulder": "CC_Base_{L}_Upperarm",
+        "elbow": "CC_Base_{L}_Forearm",
+        "wrist": "CC_Base_{L}_Hand",
+    },
     "DAZ_GENESIS": {
-        "pelvis": "hip", "spine1": "abdomenLower", "spine2": "chestLower", "spine3": "chestUpper",
-        "neck": "neckLower", "head": "head", "hip": "{L}ThighBend", "knee": "{L}Shin", "ankle": "{L}Foot",
-        "foot": "{L}Toe", "collar": "{L}Collar", "shoulder": "{L}ShldrBend", "elbow": "{L}ForearmBend",
-        "wrist": "{L}Hand"},
+        "pelvis": "hip",
+        "spine1": "abdomenLower",
+        "spine2": "chestLower",
+        "spine3": "chestUpper",
+        "neck": "neckLower",
+        "head": "head",
+        "hip": "{L}ThighBend",
+        "knee": "{L}Shin",
+        "ankle": "{L}Foot",
+        "foot": "{L}Toe",
+        "collar": "{L}Collar",
+        "shoulder": "{L}ShldrBend",
+        "elbow": "{L}ForearmBend",
+        "wrist": "{L}Hand",
+    },
 }
-_SIDES = {   # convention -> (left token, right token)
-    "MIXAMO": ("Left", "Right"), "UE5_MANNEQUIN": ("l", "r"), "UE4_MANNEQUIN": ("l", "r"),
-    "RIGIFY_CONTROLS": ("L", "R"), "RIGIFY_METARIG": ("L", "R"), "UNITY_HUMANOID": ("Left", "Right"),
-    "VRM": ("L", "R"), "CHARACTER_CREATOR": ("L", "R"), "DAZ_GENESIS": ("l", "r"),
+_SIDES = {  # convention -> (left token, right token)
+    "MIXAMO": ("Left", "Right"),
+    "UE5_MANNEQUIN": ("l", "r"),
+    "UE4_MANNEQUIN": ("l", "r"),
+    "RIGIFY_CONTROLS": ("L", "R"),
+    "RIGIFY_METARIG": ("L", "R"),
+    "UNITY_HUMANOID": ("Left", "Right"),
+    "VRM": ("L", "R"),
+    "CHARACTER_CREATOR": ("L", "R"),
+    "DAZ_GENESIS": ("l", "r"),
 }
 
 
@@ -108,10 +214,17 @@ PRESETS["RIGIFY_ORG"] = {k: "ORG-" + v for k, v in _expand(_TABLES["RIGIFY_METAR
 for _key in ("RIGIFY_METARIG", "UNITY_HUMANOID", "VRM", "CHARACTER_CREATOR", "DAZ_GENESIS"):
     PRESETS[_key] = _expand(_TABLES[_key], _SIDES[_key])
 PRESET_LABELS = {
-    "SMPL": "SMPL names", "MIXAMO": "Mixamo / Maya HumanIK", "UE5_MANNEQUIN": "Unreal Engine 5 mannequin",
-    "UE4_MANNEQUIN": "Unreal Engine 4 mannequin", "RIGIFY_CONTROLS": "Rigify (FK controls)",
-    "RIGIFY_DEFORM": "Rigify (deform bones)", "RIGIFY_ORG": "Rigify (ORG bones)", "RIGIFY_METARIG": "Rigify (meta-rig)",
-    "UNITY_HUMANOID": "Unity Humanoid", "VRM": "VRM / VRoid", "CHARACTER_CREATOR": "Character Creator / iClone",
+    "SMPL": "SMPL names",
+    "MIXAMO": "Mixamo / Maya HumanIK",
+    "UE5_MANNEQUIN": "Unreal Engine 5 mannequin",
+    "UE4_MANNEQUIN": "Unreal Engine 4 mannequin",
+    "RIGIFY_CONTROLS": "Rigify (FK controls)",
+    "RIGIFY_DEFORM": "Rigify (deform bones)",
+    "RIGIFY_ORG": "Rigify (ORG bones)",
+    "RIGIFY_METARIG": "Rigify (meta-rig)",
+    "UNITY_HUMANOID": "Unity Humanoid",
+    "VRM": "VRM / VRoid",
+    "CHARACTER_CREATOR": "Character Creator / iClone",
     "DAZ_GENESIS": "DAZ Genesis",
 }
 
@@ -134,11 +247,13 @@ def _rig_affixes(wanted, names: set[str]) -> tuple[str, str]:
             i = name.find(w)
             if i < 0:
                 continue
-            prefix, suffix = name[:i], name[i + len(w):]
+            prefix, suffix = name[:i], name[i + len(w) :]
             if (not prefix or prefix[-1] in ":_") and (not suffix or suffix[0] in "_."):
                 candidates.add((prefix, suffix))
-    return max(sorted(candidates, key=lambda a: len(a[0]) + len(a[1])),
-               key=lambda a: sum(a[0] + w + a[1] in names for w in wanted))
+    return max(
+        sorted(candidates, key=lambda a: len(a[0]) + len(a[1])),
+        key=lambda a: sum(a[0] + w + a[1] in names for w in wanted),
+    )
 
 
 def preset_map(preset: str, bone_names=None) -> dict[str, str]:
@@ -243,6 +358,7 @@ class AutoMap:
     mapping: {SMPL joint: bone}; preset: the convention recognised (None: matched by name);
     missing: body joints left without a bone (the user picks them in the list); confidence 0..1:
     the share of body joints mapped, weighted by how specific each name match was."""
+
     mapping: dict[str, str]
     preset: str | None
     missing: list[str] = field(default_factory=list)
@@ -306,14 +422,19 @@ def auto_map_report(bone_names, parents: dict[str, str | None] | None = None) ->
         if best is not None:
             mapping[joint] = best
             quality[joint] = 1.0 if best_rank == 0 else 0.9
-    spine = [b for b in bone_names if split[b][0] is None and split[b][1].startswith(_SPINE_WORDS)
-             and b not in mapping.values()]
+    spine = [
+        b
+        for b in bone_names
+        if split[b][0] is None and split[b][1].startswith(_SPINE_WORDS) and b not in mapping.values()
+    ]
     if parents is not None:
+
         def depth(b):
             d = 0
             while parents.get(b):
                 b, d = parents[b], d + 1
             return d
+
         spine.sort(key=depth)
     if spine:
         mapping["spine1"] = spine[0]
@@ -335,26 +456,38 @@ def validate_map(mapping: dict[str, str], bone_names) -> None:
     names = set(bone_names)
     unknown_joints = sorted(set(mapping) - set(JOINT_NAMES))
     if unknown_joints:
-        raise VibeError(f"The bone map names SMPL joints that do not exist: {', '.join(unknown_joints)}; "
-                        f"use the SMPL joint names ({JOINT_NAMES[0]}, {JOINT_NAMES[1]}, ...).")
+        raise VibeError(
+            f"The bone map names SMPL joints that do not exist: {', '.join(unknown_joints)}; "
+            f"use the SMPL joint names ({JOINT_NAMES[0]}, {JOINT_NAMES[1]}, ...)."
+        )
     if not mapping.get(ROOT_JOINT):
-        raise VibeError(f"The bone map has no bone for '{ROOT_JOINT}' (the hips); pick the target's hip/root "
-                        "bone in the mapping list.")
+        raise VibeError(
+            f"The bone map has no bone for '{ROOT_JOINT}' (the hips); pick the target's hip/root "
+            "bone in the mapping list."
+        )
     missing = sorted(b for b in mapping.values() if b and b not in names)
     if missing:
-        raise VibeError(f"The target armature has no bone named {', '.join(repr(b) for b in missing)}; "
-                        "choose another preset or fix those rows of the mapping.")
+        raise VibeError(
+            f"The target armature has no bone named {', '.join(repr(b) for b in missing)}; "
+            "choose another preset or fix those rows of the mapping."
+        )
     used = [b for b in mapping.values() if b]
     twice = sorted({b for b in used if used.count(b) > 1})
     if twice:
-        raise VibeError(f"Bone {', '.join(repr(b) for b in twice)} is mapped from more than one SMPL joint; "
-                        "each target bone can follow one joint only.")
+        raise VibeError(
+            f"Bone {', '.join(repr(b) for b in twice)} is mapped from more than one SMPL joint; "
+            "each target bone can follow one joint only."
+        )
 
 
 def save_map(path: str | Path, mapping: dict[str, str], name: str = "") -> Path:
     path = Path(path)
-    payload = {"format": MAP_FORMAT, "version": MAP_VERSION, "name": name or path.stem,
-               "bones": {j: mapping[j] for j in JOINT_NAMES if mapping.get(j)}}
+    payload = {
+        "format": MAP_FORMAT,
+        "version": MAP_VERSION,
+        "name": name or path.stem,
+        "bones": {j: mapping[j] for j in JOINT_NAMES if mapping.get(j)},
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -369,14 +502,18 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
-        raise VibeError(f"The bone map '{path}' does not exist; choose a .json map saved from the Retarget panel.") from err
+        raise VibeError(
+            f"The bone map '{path}' does not exist; choose a .json map saved from the Retarget panel."
+        ) from err
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise VibeError(f"'{path}' is not a readable JSON bone map ({err}); save the map again.") from err
     if not isinstance(payload, dict) or payload.get("format") != MAP_FORMAT:
         raise VibeError(f"'{path}' is not a VIBE Mocap bone map (its 'format' is not '{MAP_FORMAT}').")
     if payload.get("version") != MAP_VERSION:
-        raise VibeError(f"'{path}' is a bone map of version {payload.get('version')}; this add-on reads version "
-                        f"{MAP_VERSION}. Update the add-on or save the map again.")
+        raise VibeError(
+            f"'{path}' is a bone map of version {payload.get('version')}; this add-on reads version "
+            f"{MAP_VERSION}. Update the add-on or save the map again."
+        )
     bones = payload.get("bones")
     if not isinstance(bones, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in bones.items()):
         raise VibeError(f"'{path}': 'bones' must map SMPL joint names to bone names (strings).")

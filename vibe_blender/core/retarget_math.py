@@ -16,6 +16,7 @@ the legs' real chain lengths, hip → knee → ankle → ground contact (:func:`
 both sides: the stride then scales with the leg, not with the hip height, which also holds the
 hip-to-pelvis offset and whatever the lowest bone tip of the rig happens to be.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ def euler_to_rotmat(euler: np.ndarray, order: str = "XYZ") -> np.ndarray:
         raise VibeError(f"Euler order must be a permutation of XYZ; got '{order}'.")
     euler = np.asarray(euler, dtype=np.float64)
     R = np.broadcast_to(np.eye(3), euler.shape[:-1] + (3, 3))
-    for axis in order:                                   # later axes multiply from the left
+    for axis in order:  # later axes multiply from the left
         R = axis_rotations(euler[..., _AXES[axis]], _AXES[axis]) @ R
     return R
 
@@ -127,8 +128,14 @@ def rest_offsets(source_rest_rot: np.ndarray, target_rest_rot: np.ndarray) -> np
     return np.swapaxes(source_rest_rot, -1, -2) @ A @ target_rest_rot
 
 
-def solve_basis(parents: np.ndarray, rest: np.ndarray, target_rot: np.ndarray, mapped: np.ndarray,
-                root_index: int, root_head: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def solve_basis(
+    parents: np.ndarray,
+    rest: np.ndarray,
+    target_rot: np.ndarray,
+    mapped: np.ndarray,
+    root_index: int,
+    root_head: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Pose-bone channels that give bones wanted armature-space rotations.
 
     parents (N,), rest (N, 4, 4) armature space; target_rot (T, N, 3, 3) wanted armature-space
@@ -160,8 +167,10 @@ def hip_height(root_head_world: np.ndarray, floor_z: float) -> float:
     """Rest height of the hips over the rig's floor (metres); raises when the rig has no legs below."""
     height = float(root_head_world[2] - floor_z)
     if height <= 1e-4:
-        raise VibeError("The hip bone is not above the rest of the rig, so leg length cannot be measured; "
-                        "map the hips to a bone above the feet.")
+        raise VibeError(
+            "The hip bone is not above the rest of the rig, so leg length cannot be measured; "
+            "map the hips to a bone above the feet."
+        )
     return height
 
 
@@ -171,8 +180,10 @@ def leg_length(hip: np.ndarray, knee: np.ndarray, ankle: np.ndarray, ground_z: f
     hip, knee, ankle = (np.asarray(p, dtype=np.float64) for p in (hip, knee, ankle))
     length = float(np.linalg.norm(knee - hip) + np.linalg.norm(ankle - knee) + max(ankle[2] - ground_z, 0.0))
     if length <= 1e-4:
-        raise VibeError("A leg of the rig has no length (hip, knee and ankle bones at one point); check the "
-                        "bones mapped to the legs.")
+        raise VibeError(
+            "A leg of the rig has no length (hip, knee and ankle bones at one point); check the "
+            "bones mapped to the legs."
+        )
     return length
 
 
@@ -181,8 +192,9 @@ def leg_scale(source_legs: list[float], target_legs: list[float]) -> float:
     return float(np.mean(target_legs) / np.mean(source_legs))
 
 
-def scale_root_motion(source_root_world: np.ndarray, source_origin: np.ndarray, target_origin: np.ndarray,
-                      scale: float) -> np.ndarray:
+def scale_root_motion(
+    source_root_world: np.ndarray, source_origin: np.ndarray, target_origin: np.ndarray, scale: float
+) -> np.ndarray:
     """source_root_world (T, 3) hips positions -> target hips (T, 3): o_t + s·(p_s - o_s), with o the
     rigs' rest hips (or any pair of corresponding points)."""
     return np.asarray(target_origin) + scale * (np.asarray(source_root_world) - np.asarray(source_origin))

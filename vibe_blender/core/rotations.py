@@ -2,6 +2,7 @@
 
 Stateless, vectorised over any leading dimensions ``...``; float64 throughout.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,13 +11,13 @@ import numpy as np
 def axis_angle_to_rotmat(aa: np.ndarray) -> np.ndarray:
     """aa (..., 3) axis-angle (radians) -> rotmat (..., 3, 3) by Rodrigues' formula."""
     aa = np.asarray(aa, dtype=np.float64)
-    angle = np.linalg.norm(aa, axis=-1, keepdims=True)                   # (..., 1)
-    k = aa / np.where(angle < 1e-12, 1.0, angle)                         # unit axis (..., 3)
+    angle = np.linalg.norm(aa, axis=-1, keepdims=True)  # (..., 1)
+    k = aa / np.where(angle < 1e-12, 1.0, angle)  # unit axis (..., 3)
     K = np.zeros(aa.shape[:-1] + (3, 3))
     K[..., 0, 1], K[..., 0, 2] = -k[..., 2], k[..., 1]
     K[..., 1, 0], K[..., 1, 2] = k[..., 2], -k[..., 0]
     K[..., 2, 0], K[..., 2, 1] = -k[..., 1], k[..., 0]
-    angle = angle[..., None]                                             # (..., 1, 1)
+    angle = angle[..., None]  # (..., 1, 1)
     return np.eye(3) + np.sin(angle) * K + (1.0 - np.cos(angle)) * (K @ K)
 
 
@@ -32,7 +33,7 @@ def axis_angle_to_quat(aa: np.ndarray) -> np.ndarray:
 def quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
     """Unit q (..., 4) wxyz -> axis-angle (..., 3) with angle in [0, π] (q and -q give the same)."""
     q = np.asarray(q, dtype=np.float64)
-    q = q * np.where(q[..., :1] < 0, -1.0, 1.0)                          # w >= 0: angle <= π
+    q = q * np.where(q[..., :1] < 0, -1.0, 1.0)  # w >= 0: angle <= π
     sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
     angle = 2.0 * np.arctan2(sin_half, q[..., :1])
     small = sin_half < 1e-8
@@ -44,10 +45,15 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Hamilton product a·b of quaternions (..., 4) wxyz (broadcasting)."""
     aw, ax, ay, az = np.moveaxis(np.asarray(a, dtype=np.float64), -1, 0)
     bw, bx, by, bz = np.moveaxis(np.asarray(b, dtype=np.float64), -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz,
-                     aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx,
-                     aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+    return np.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        axis=-1,
+    )
 
 
 def quat_conjugate(q: np.ndarray) -> np.ndarray:
@@ -58,11 +64,14 @@ def quat_conjugate(q: np.ndarray) -> np.ndarray:
 def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
     """Unit q (..., 4) wxyz -> rotmat (..., 3, 3)."""
     w, x, y, z = np.moveaxis(np.asarray(q, dtype=np.float64), -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
@@ -81,20 +90,28 @@ def rotmat_to_quat(R: np.ndarray) -> np.ndarray:
         s = m[sel]
         if i == 0:
             r = np.sqrt(1.0 + trace[sel]) * 2
-            q[sel] = np.stack([0.25 * r, (s[:, 2, 1] - s[:, 1, 2]) / r, (s[:, 0, 2] - s[:, 2, 0]) / r,
-                               (s[:, 1, 0] - s[:, 0, 1]) / r], -1)
+            q[sel] = np.stack(
+                [0.25 * r, (s[:, 2, 1] - s[:, 1, 2]) / r, (s[:, 0, 2] - s[:, 2, 0]) / r, (s[:, 1, 0] - s[:, 0, 1]) / r],
+                -1,
+            )
         elif i == 1:
             r = np.sqrt(1.0 + s[:, 0, 0] - s[:, 1, 1] - s[:, 2, 2]) * 2
-            q[sel] = np.stack([(s[:, 2, 1] - s[:, 1, 2]) / r, 0.25 * r, (s[:, 0, 1] + s[:, 1, 0]) / r,
-                               (s[:, 0, 2] + s[:, 2, 0]) / r], -1)
+            q[sel] = np.stack(
+                [(s[:, 2, 1] - s[:, 1, 2]) / r, 0.25 * r, (s[:, 0, 1] + s[:, 1, 0]) / r, (s[:, 0, 2] + s[:, 2, 0]) / r],
+                -1,
+            )
         elif i == 2:
             r = np.sqrt(1.0 + s[:, 1, 1] - s[:, 0, 0] - s[:, 2, 2]) * 2
-            q[sel] = np.stack([(s[:, 0, 2] - s[:, 2, 0]) / r, (s[:, 0, 1] + s[:, 1, 0]) / r, 0.25 * r,
-                               (s[:, 1, 2] + s[:, 2, 1]) / r], -1)
+            q[sel] = np.stack(
+                [(s[:, 0, 2] - s[:, 2, 0]) / r, (s[:, 0, 1] + s[:, 1, 0]) / r, 0.25 * r, (s[:, 1, 2] + s[:, 2, 1]) / r],
+                -1,
+            )
         else:
             r = np.sqrt(1.0 + s[:, 2, 2] - s[:, 0, 0] - s[:, 1, 1]) * 2
-            q[sel] = np.stack([(s[:, 1, 0] - s[:, 0, 1]) / r, (s[:, 0, 2] + s[:, 2, 0]) / r,
-                               (s[:, 1, 2] + s[:, 2, 1]) / r, 0.25 * r], -1)
+            q[sel] = np.stack(
+                [(s[:, 1, 0] - s[:, 0, 1]) / r, (s[:, 0, 2] + s[:, 2, 0]) / r, (s[:, 1, 2] + s[:, 2, 1]) / r, 0.25 * r],
+                -1,
+            )
     q *= np.where(q[:, :1] < 0, -1.0, 1.0)
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     return q.reshape(R.shape[:-2] + (4,))

@@ -11,6 +11,7 @@ a damaged one escapes as MemoryError, ValueError, BadZipFile or OverflowError. H
   together); only stored or deflated members are read, never encrypted ones;
 - every failure, whatever its kind, becomes one ``VibeError`` naming the file and what is wrong.
 """
+
 from __future__ import annotations
 
 import ast
@@ -32,7 +33,7 @@ from .bounded_arrays import (
 from .errors import VibeError
 
 MAGIC = b"\x93NUMPY"
-MAX_HEADER_BYTES = 10_000          # numpy's own default limit
+MAX_HEADER_BYTES = 10_000  # numpy's own default limit
 MAX_MEMBERS = 100_000
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
 
@@ -71,8 +72,9 @@ def _read_array(file, available: int, *, allow_text: bool) -> np.ndarray:
     dtype = plain_dtype(descr, allow_text=allow_text)
     nbytes = array_nbytes(shape, dtype)
     if header_bytes + nbytes != available:
-        raise UntrustedDataError(f"an array of shape {shape} {dtype} needs {nbytes} bytes but "
-                                 f"{available - header_bytes} are declared for it")
+        raise UntrustedDataError(
+            f"an array of shape {shape} {dtype} needs {nbytes} bytes but {available - header_bytes} are declared for it"
+        )
     array = array_from_bytes(_read_exact(file, nbytes, "the array data"), dtype, shape, fortran_order=fortran)
     if file.read(1):
         raise UntrustedDataError(f"an array of shape {shape} {dtype} is followed by extra bytes")
@@ -124,8 +126,9 @@ def npz_names(source, *, label: str | None = None, hint: str = "") -> list[str]:
     return [info.filename.removesuffix(".npy") for info in infos[:MAX_MEMBERS]]
 
 
-def read_npz(source, *, names: Iterable[str] | None = None, label: str | None = None, hint: str = "",
-             allow_text: bool = True) -> dict[str, np.ndarray]:
+def read_npz(
+    source, *, names: Iterable[str] | None = None, label: str | None = None, hint: str = "", allow_text: bool = True
+) -> dict[str, np.ndarray]:
     """A ``.npz`` path or binary file -> {name: array} for ``names`` (all when None); arrays absent from
     the file are simply not in the dict. Limits: see the module docstring; any failure is one VibeError."""
     label = _label(source, label)
@@ -146,8 +149,10 @@ def read_npz(source, *, names: Iterable[str] | None = None, label: str | None = 
                 if info.flag_bits & 0x1:
                     raise UntrustedDataError(f"'{name}' is encrypted")
                 if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise UntrustedDataError(f"'{name}' uses zip compression method {info.compress_type}; "
-                                             "numpy writes stored or deflated members only")
+                    raise UntrustedDataError(
+                        f"'{name}' uses zip compression method {info.compress_type}; "
+                        "numpy writes stored or deflated members only"
+                    )
                 budget.take(info.file_size, f"'{name}'")
                 with archive.open(info) as member:
                     try:

@@ -20,6 +20,7 @@ it) then crashes Python. Here no file-controlled state ever reaches numpy:
 Readers subclass :class:`RestrictedUnpickler`, add their globals and stand-ins, and turn any
 exception into one ``VibeError`` naming the file.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -78,7 +79,7 @@ def _text(value) -> str:
 
 
 def _raw_bytes(value) -> bytes | bytearray:
-    if isinstance(value, str):              # Python 2 str read with encoding="latin1"
+    if isinstance(value, str):  # Python 2 str read with encoding="latin1"
         return value.encode("latin1")
     if isinstance(value, (bytes, bytearray)):
         return value
@@ -101,7 +102,12 @@ class DtypeSpec(StandIn):
         if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
             raise PickleRefused(f"dtype state {state!r:.80} is not the state of a plain numeric dtype")
         order, subarray, names, fields = (_text(s) for s in state[1:5])
-        if subarray is not None or names is not None or fields is not None or (len(state) == 9 and state[8] is not None):
+        if (
+            subarray is not None
+            or names is not None
+            or fields is not None
+            or (len(state) == 9 and state[8] is not None)
+        ):
             raise PickleRefused("refusing a structured, sub-array or annotated dtype: only plain numbers are accepted")
         if order not in ("<", ">", "|", "="):
             raise PickleRefused(f"dtype byte order {order!r:.20} is not one of < > | =")
@@ -154,7 +160,11 @@ def _scalar(dtype, raw=None):
 
 def _encode(text, encoding="latin1"):
     """``_codecs.encode(str, 'latin1')``: how Python 3 protocol-2 pickles store bytes."""
-    if not isinstance(text, str) or _text(encoding).lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
+    if not isinstance(text, str) or _text(encoding).lower().replace("_", "-") not in (
+        "latin1",
+        "latin-1",
+        "iso-8859-1",
+    ):
         raise PickleRefused("refusing _codecs.encode other than text to latin-1 bytes")
     return text.encode("latin1")
 
@@ -196,22 +206,33 @@ def _reconstructor(cls, base, state):
 _NUMPY = {"_reconstruct": PendingArray, "scalar": _scalar, "_frombuffer": _frombuffer}
 
 BASE_GLOBALS = {
-    **{(mod, name): func for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
-       for name, func in _NUMPY.items() if name != "_frombuffer"},
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer, ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): NDARRAY, ("numpy", "dtype"): DtypeSpec,
-    ("copy_reg", "_reconstructor"): _reconstructor, ("copyreg", "_reconstructor"): _reconstructor,
-    ("__builtin__", "object"): OBJECT, ("builtins", "object"): OBJECT,
-    ("__builtin__", "set"): _set, ("builtins", "set"): _set,
-    ("__builtin__", "frozenset"): _frozenset, ("builtins", "frozenset"): _frozenset,
+    **{
+        (mod, name): func
+        for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name, func in _NUMPY.items()
+        if name != "_frombuffer"
+    },
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy", "ndarray"): NDARRAY,
+    ("numpy", "dtype"): DtypeSpec,
+    ("copy_reg", "_reconstructor"): _reconstructor,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    ("__builtin__", "object"): OBJECT,
+    ("builtins", "object"): OBJECT,
+    ("__builtin__", "set"): _set,
+    ("builtins", "set"): _set,
+    ("__builtin__", "frozenset"): _frozenset,
+    ("builtins", "frozenset"): _frozenset,
     ("_codecs", "encode"): _encode,
-    ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
 
 _PLAIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), np.ndarray, np.generic)
 
 
-class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler: every opcode is overridable
+class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: every opcode is overridable
     """Loads plain containers, numbers, strings and numpy arrays of plain dtypes; nothing else.
 
     Subclasses extend :attr:`GLOBALS` ((module, name) -> stand-in class or function),
@@ -227,16 +248,25 @@ class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler
     def __init__(self, file):
         super().__init__(file, encoding="latin1")
         self.opcodes = 0
-        self.finished: dict[int, tuple] = {}       # id(stand-in) -> (stand-in, what it became)
-        self.callables = [c for c in (*self.GLOBALS.values(), *self.MODULE_PREFIXES.values(), *self.extra_callables())
-                          if not isinstance(c, _Marker)]
+        self.finished: dict[int, tuple] = {}  # id(stand-in) -> (stand-in, what it became)
+        self.callables = [
+            c
+            for c in (*self.GLOBALS.values(), *self.MODULE_PREFIXES.values(), *self.extra_callables())
+            if not isinstance(c, _Marker)
+        ]
 
     # ---- names ----
     def find_class(self, module, name):
         found = self.GLOBALS.get((module, name))
         if found is None:
-            found = next((cls for prefix, cls in self.MODULE_PREFIXES.items()
-                          if module == prefix or module.startswith(prefix + ".")), None)
+            found = next(
+                (
+                    cls
+                    for prefix, cls in self.MODULE_PREFIXES.items()
+                    if module == prefix or module.startswith(prefix + ".")
+                ),
+                None,
+            )
         if found is None:
             raise PickleRefused(f"refusing to load {module}.{name}: not part of {self.what}")
         return found
@@ -313,8 +343,10 @@ class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler
     def _check_keys(self, keys):
         for key in keys:
             if not _is_plain_key(key):
-                raise PickleRefused(f"refusing a {type(key).__name__} as dict key or set item: only "
-                                    "plain numbers and strings are accepted")
+                raise PickleRefused(
+                    f"refusing a {type(key).__name__} as dict key or set item: only "
+                    "plain numbers and strings are accepted"
+                )
 
     @staticmethod
     def _check_target(stack: list, depth: int, kind: type) -> None:
@@ -386,8 +418,10 @@ class RestrictedUnpickler(pickle._Unpickler):        # the pure-Python unpickler
         self.append(pickle.decode_long(self.read(n)))
 
     def _refused(self):
-        raise PickleRefused("refusing pickle extensions, persistent ids, out-of-band buffers and "
-                            "old-style instances: not used by this file format")
+        raise PickleRefused(
+            "refusing pickle extensions, persistent ids, out-of-band buffers and "
+            "old-style instances: not used by this file format"
+        )
 
     # ---- the opcode table (built below for each class): every opcode counted, unsupported ones refused ----
     dispatch: ClassVar[dict] = {}
@@ -408,15 +442,25 @@ def _counted(func):
         if self.opcodes > MAX_OPCODES:
             raise PickleRefused(f"the pickle runs more than {MAX_OPCODES} operations")
         func(self)
+
     return run
 
 
 def _build_dispatch(cls) -> dict:
-    refused = {pickle.INST, pickle.OBJ, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID, pickle.BINPERSID,
-               pickle.NEXT_BUFFER, pickle.READONLY_BUFFER}
+    refused = {
+        pickle.INST,
+        pickle.OBJ,
+        pickle.EXT1,
+        pickle.EXT2,
+        pickle.EXT4,
+        pickle.PERSID,
+        pickle.BINPERSID,
+        pickle.NEXT_BUFFER,
+        pickle.READONLY_BUFFER,
+    }
     table = {}
     for code, func in pickle._Unpickler.dispatch.items():
-        own = getattr(cls, func.__name__)                       # the override when there is one
+        own = getattr(cls, func.__name__)  # the override when there is one
         table[code] = _counted(cls._refused if bytes([code]) in refused else own)
     return table
 
@@ -433,8 +477,10 @@ def check_structure(value, output_types: tuple = ()) -> None:
         item, depth = todo.pop()
         nodes += 1
         if nodes > MAX_NODES or depth > MAX_DEPTH:
-            raise PickleRefused(f"the pickled data nests deeper than {MAX_DEPTH} levels or expands to more than "
-                                f"{MAX_NODES} values (shared or circular references)")
+            raise PickleRefused(
+                f"the pickled data nests deeper than {MAX_DEPTH} levels or expands to more than "
+                f"{MAX_NODES} values (shared or circular references)"
+            )
         if isinstance(item, _PLAIN_VALUES):
             continue
         if type(item) in (list, tuple, set, frozenset):

@@ -15,22 +15,29 @@ and, for the root, R_0 is first taken from its source frame S (camera, AMASS wor
     Basis_0 = q_rest_0⁻¹ · (S · R_0 · q_C⁻¹) · q_rest_0,
     location_0 = R_rest_0ᵀ · (S · (J_0 + trans) + ground_offset - q_C · J_0).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from .rotations import (axis_angle_to_quat, make_continuous, quat_conjugate, quat_multiply,
-                        quat_to_rotmat, rotmat_to_quat)
+from .rotations import (
+    axis_angle_to_quat,
+    make_continuous,
+    quat_conjugate,
+    quat_multiply,
+    quat_to_rotmat,
+    rotmat_to_quat,
+)
 from .smpl_model import PARENTS
 
-SMPL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])     # Rx(+90°)
-CAMERA_TO_SMPL = np.diag([1.0, -1.0, -1.0])                                          # Rx(180°)
-CAMERA_TO_BLENDER = SMPL_TO_BLENDER @ CAMERA_TO_SMPL                                 # x, z, -y
-ZUP_TO_BLENDER = np.eye(3)            # AMASS and other Z-up worlds already match Blender's axes
+SMPL_TO_BLENDER = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])  # Rx(+90°)
+CAMERA_TO_SMPL = np.diag([1.0, -1.0, -1.0])  # Rx(180°)
+CAMERA_TO_BLENDER = SMPL_TO_BLENDER @ CAMERA_TO_SMPL  # x, z, -y
+ZUP_TO_BLENDER = np.eye(3)  # AMASS and other Z-up worlds already match Blender's axes
 
 # Bones point at their child joint; where a joint has several children, at the one along the spine.
 _MAIN_CHILD = {0: 3, 9: 12}
-LEAF_BONE_SCALE = 0.5                  # a leaf bone continues its parent's direction at half length
+LEAF_BONE_SCALE = 0.5  # a leaf bone continues its parent's direction at half length
 
 
 def bone_layout(J: np.ndarray, parents: np.ndarray = PARENTS) -> tuple[np.ndarray, np.ndarray]:
@@ -61,43 +68,50 @@ def bone_basis_quats(pose: np.ndarray, q_rest: np.ndarray, source_to_blender: np
     sign continuity along T."""
     pose = np.asarray(pose, dtype=np.float64)
     T = len(pose)
-    q_smpl = axis_angle_to_quat(pose.reshape(T, -1, 3))                     # (T, 24, 4)
+    q_smpl = axis_angle_to_quat(pose.reshape(T, -1, 3))  # (T, 24, 4)
     q_c = _quat(SMPL_TO_BLENDER)
-    q_arm = quat_multiply(quat_multiply(q_c, q_smpl), quat_conjugate(q_c))   # C R_j C⁻¹
+    q_arm = quat_multiply(quat_multiply(q_c, q_smpl), quat_conjugate(q_c))  # C R_j C⁻¹
     q_s = _quat(np.asarray(source_to_blender, dtype=np.float64))
-    q_arm[:, 0] = quat_multiply(quat_multiply(q_s, q_smpl[:, 0]), quat_conjugate(q_c))   # S R_0 C⁻¹
+    q_arm[:, 0] = quat_multiply(quat_multiply(q_s, q_smpl[:, 0]), quat_conjugate(q_c))  # S R_0 C⁻¹
     q_rest = np.asarray(q_rest, dtype=np.float64)
     q_basis = quat_multiply(quat_multiply(quat_conjugate(q_rest)[None], q_arm), q_rest[None])
     return make_continuous(q_basis)
 
 
-def root_locations(trans: np.ndarray, J0: np.ndarray, q_rest0: np.ndarray, source_to_blender: np.ndarray,
-                   ground_offset: np.ndarray | None = None, *, in_place: bool = False) -> np.ndarray:
+def root_locations(
+    trans: np.ndarray,
+    J0: np.ndarray,
+    q_rest0: np.ndarray,
+    source_to_blender: np.ndarray,
+    ground_offset: np.ndarray | None = None,
+    *,
+    in_place: bool = False,
+) -> np.ndarray:
     """trans (T, 3) SMPL transl in the source frame, J0 (3,) rest pelvis joint (SMPL frame),
     q_rest0 (4,) pelvis rest rotation -> pelvis pose-bone locations (T, 3), bone-local metres.
 
     in_place: keep the pelvis over the world origin (height still follows the motion)."""
     trans = np.asarray(trans, dtype=np.float64)
     S = np.asarray(source_to_blender, dtype=np.float64)
-    world = (np.asarray(J0) + trans) @ S.T                                   # pelvis in Blender world
+    world = (np.asarray(J0) + trans) @ S.T  # pelvis in Blender world
     if ground_offset is not None:
         world = world + ground_offset
     if in_place:
         world[:, :2] = 0.0
     rest_head = SMPL_TO_BLENDER @ np.asarray(J0)
-    return (world - rest_head) @ quat_to_rotmat(q_rest0)                     # R_rest0ᵀ (world - head)
+    return (world - rest_head) @ quat_to_rotmat(q_rest0)  # R_rest0ᵀ (world - head)
 
 
 def refit_basis_quats(q_basis: np.ndarray, q_rest_old: np.ndarray, q_rest_new: np.ndarray) -> np.ndarray:
     """q_basis (T, J, 4) keyed against rest rotations q_rest_old (J, 4) -> the same armature-space
     rotations expressed against q_rest_new (used when bones move because betas changed)."""
     to_arm = quat_multiply(quat_multiply(q_rest_old[None], q_basis), quat_conjugate(q_rest_old)[None])
-    return make_continuous(quat_multiply(quat_multiply(quat_conjugate(q_rest_new)[None], to_arm),
-                                         q_rest_new[None]))
+    return make_continuous(quat_multiply(quat_multiply(quat_conjugate(q_rest_new)[None], to_arm), q_rest_new[None]))
 
 
-def refit_root_locations(loc: np.ndarray, head_old: np.ndarray, q_rest0_old: np.ndarray,
-                         head_new: np.ndarray, q_rest0_new: np.ndarray) -> np.ndarray:
+def refit_root_locations(
+    loc: np.ndarray, head_old: np.ndarray, q_rest0_old: np.ndarray, head_new: np.ndarray, q_rest0_new: np.ndarray
+) -> np.ndarray:
     """loc (T, 3) pelvis locations -> the ones that keep the pelvis where it was in the world."""
     world = np.asarray(loc) @ quat_to_rotmat(q_rest0_old).T + head_old
     return (world - head_new) @ quat_to_rotmat(q_rest0_new)
@@ -115,10 +129,14 @@ def bone_to_smpl_rotations(q_rest: np.ndarray) -> np.ndarray:
 _MONOMIALS = ("w*w", "x*x", "y*y", "z*z", "w*x", "w*y", "w*z", "x*y", "x*z", "y*z")
 _R_COEFFS = np.zeros((3, 3, 10))
 for (_a, _b), _terms in {
-    (0, 0): {"w*w": 1, "x*x": 1, "y*y": -1, "z*z": -1}, (0, 1): {"x*y": 2, "w*z": -2},
-    (0, 2): {"x*z": 2, "w*y": 2}, (1, 0): {"x*y": 2, "w*z": 2},
-    (1, 1): {"w*w": 1, "x*x": -1, "y*y": 1, "z*z": -1}, (1, 2): {"y*z": 2, "w*x": -2},
-    (2, 0): {"x*z": 2, "w*y": -2}, (2, 1): {"y*z": 2, "w*x": 2},
+    (0, 0): {"w*w": 1, "x*x": 1, "y*y": -1, "z*z": -1},
+    (0, 1): {"x*y": 2, "w*z": -2},
+    (0, 2): {"x*z": 2, "w*y": 2},
+    (1, 0): {"x*y": 2, "w*z": 2},
+    (1, 1): {"w*w": 1, "x*x": -1, "y*y": 1, "z*z": -1},
+    (1, 2): {"y*z": 2, "w*x": -2},
+    (2, 0): {"x*z": 2, "w*y": -2},
+    (2, 1): {"y*z": 2, "w*x": 2},
     (2, 2): {"w*w": 1, "x*x": -1, "y*y": -1, "z*z": 1},
 }.items():
     for _m, _k in _terms.items():

@@ -3,6 +3,7 @@
 The add-on lets Blender do the skinning; this is only used where the numbers are needed before the
 scene exists (the ground height of a track) and by tests as an independent reference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,15 @@ def joint_transforms(rotmat: np.ndarray, J: np.ndarray, parents: np.ndarray) -> 
     return pose_from_basis(parents, rest, compose_basis(np.zeros(rotmat.shape[:-1]), rotmat))
 
 
-def smpl_forward(model: BodyModel, pose: np.ndarray, betas: np.ndarray, trans: np.ndarray | None = None,
-                 *, pose_correctives: bool = True, vertex_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def smpl_forward(
+    model: BodyModel,
+    pose: np.ndarray,
+    betas: np.ndarray,
+    trans: np.ndarray | None = None,
+    *,
+    pose_correctives: bool = True,
+    vertex_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """pose (T, 72) axis-angle, betas (10,) or (T, 10), trans (T, 3) ->
     (vertices (T, V, 3), joints (T, 24, 3)), metres, in the frame of the root rotation (SMPL's own).
 
@@ -42,12 +50,12 @@ def smpl_forward(model: BodyModel, pose: np.ndarray, betas: np.ndarray, trans: n
     T = len(pose)
     betas = np.asarray(betas, dtype=np.float64)
     per_frame_shape = betas.ndim == 2
-    v_shaped = model.v_shaped(betas)                                     # (V, 3) or (T, V, 3)
-    J = np.einsum("jv,...vk->...jk", model.J_regressor, v_shaped)       # (24, 3) or (T, 24, 3)
+    v_shaped = model.v_shaped(betas)  # (V, 3) or (T, V, 3)
+    J = np.einsum("jv,...vk->...jk", model.J_regressor, v_shaped)  # (24, 3) or (T, 24, 3)
     if vertex_ids is not None:
         v_shaped = v_shaped[..., vertex_ids, :]
     weights = model.lbs_weights if vertex_ids is None else model.lbs_weights[vertex_ids]
-    rotmat = axis_angle_to_rotmat(pose)                                  # (T, 24, 3, 3)
+    rotmat = axis_angle_to_rotmat(pose)  # (T, 24, 3, 3)
     v_posed = np.broadcast_to(v_shaped, (T,) + v_shaped.shape[-2:])
     if pose_correctives:
         posedirs = model.posedirs if vertex_ids is None else model.posedirs[vertex_ids]
@@ -55,10 +63,10 @@ def smpl_forward(model: BodyModel, pose: np.ndarray, betas: np.ndarray, trans: n
     verts, joints = np.empty(v_posed.shape), np.empty((T, len(model.parents), 3))
     for t in range(T):
         J_t = J[t] if per_frame_shape else J
-        G = joint_transforms(rotmat[t:t + 1], J_t, model.parents)[0]   # (24, 4, 4)
+        G = joint_transforms(rotmat[t : t + 1], J_t, model.parents)[0]  # (24, 4, 4)
         A = G.copy()
-        A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J_t)        # remove the rest joint offset
-        W = np.einsum("vj,jab->vab", weights, A)                         # (V, 4, 4)
+        A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], J_t)  # remove the rest joint offset
+        W = np.einsum("vj,jab->vab", weights, A)  # (V, 4, 4)
         verts[t] = np.einsum("vab,vb->va", W[:, :3, :3], v_posed[t]) + W[:, :3, 3]
         joints[t] = G[:, :3, 3]
     if trans is not None:

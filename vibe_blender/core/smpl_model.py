@@ -7,6 +7,7 @@ and turns the last two into dense numpy arrays. Nothing else can be constructed,
 cannot run code. The same arrays travel between server and add-on as a plain ``.npz``
 (:func:`save_body_model` / :func:`load_body_model`), readable with ``allow_pickle=False``.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,14 +26,32 @@ NUM_BETAS = 10
 
 # SMPL joint order (index = joint id in pose vectors), readable names with .L/.R-friendly sides.
 JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist", "left_hand", "right_hand",
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
 )
-PARENTS = np.array(
-    [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21], dtype=np.int64
-)
+PARENTS = np.array([-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21], dtype=np.int64)
 
 
 @dataclass
@@ -71,8 +90,12 @@ class BodyModel:
         kintree = np.stack([self.parents.astype(np.int64), np.arange(len(self.parents))])
         kintree[0, 0] = -1
         return _Struct(
-            v_template=self.v_template, f=self.faces, weights=self.lbs_weights,
-            shapedirs=self.shapedirs, posedirs=self.posedirs, J_regressor=self.J_regressor,
+            v_template=self.v_template,
+            f=self.faces,
+            weights=self.lbs_weights,
+            shapedirs=self.shapedirs,
+            posedirs=self.posedirs,
+            J_regressor=self.J_regressor,
             kintree_table=kintree,
         )
 
@@ -81,8 +104,11 @@ class BodyModel:
         V = self.num_vertices
         J = self.J_regressor.shape[0]
         expected = {
-            "v_template": (V, 3), "lbs_weights": (V, J), "J_regressor": (J, V),
-            "parents": (J,), "posedirs": (V, 3, 9 * (J - 1)),
+            "v_template": (V, 3),
+            "lbs_weights": (V, J),
+            "J_regressor": (J, V),
+            "parents": (J,),
+            "posedirs": (V, 3, 9 * (J - 1)),
         }
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
@@ -90,13 +116,27 @@ class BodyModel:
                     f"{source}: '{name}' has shape {getattr(self, name).shape}, expected {shape}; "
                     "the file is not an SMPL model (reinstall the model data with 'vibe-mocap data install')."
                 )
-        if (self.faces.ndim != 2 or self.faces.shape[1] != 3 or self.faces.size == 0
-                or self.faces.max() >= V or self.faces.min() < 0):
+        if (
+            self.faces.ndim != 2
+            or self.faces.shape[1] != 3
+            or self.faces.size == 0
+            or self.faces.max() >= V
+            or self.faces.min() < 0
+        ):
             raise VibeError(f"{source}: 'faces' is not a (F, 3) array of vertex indices below {V}.")
-        if J == 0 or self.parents[0] != -1 or np.any(self.parents[1:] < 0) or np.any(self.parents[1:] >= np.arange(1, J)):
-            raise VibeError(f"{source}: the joint parents {self.parents.tolist()[:30]} are not a tree rooted at joint 0.")
+        if (
+            J == 0
+            or self.parents[0] != -1
+            or np.any(self.parents[1:] < 0)
+            or np.any(self.parents[1:] >= np.arange(1, J))
+        ):
+            raise VibeError(
+                f"{source}: the joint parents {self.parents.tolist()[:30]} are not a tree rooted at joint 0."
+            )
         if self.shapedirs.shape[:2] != (V, 3) or self.shapedirs.shape[2] < NUM_BETAS:
-            raise VibeError(f"{source}: 'shapedirs' has shape {self.shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS}).")
+            raise VibeError(
+                f"{source}: 'shapedirs' has shape {self.shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS})."
+            )
 
 
 class _Struct:
@@ -107,6 +147,7 @@ class _Struct:
 # --------------------------------------------------------------------------------------------
 # Restricted reading of the official pickle
 # --------------------------------------------------------------------------------------------
+
 
 class _ChumpyLeaf(StandIn):
     """Stand-in for any ``chumpy`` class: keeps the pickled state; leaves hold their value in 'x'."""
@@ -125,14 +166,23 @@ class _SparseMatrix(StandIn):
         d = self.state
         shape = d.get("_shape", d.get("shape"))
         if not isinstance(shape, tuple) or shape != tuple(expected_shape):
-            raise VibeError(f"{source}: the sparse '{key}' has shape {shape!r:.60}, expected {expected_shape}; "
-                            "the file is not an SMPL model.")
-        data, indices, indptr = (_as_array(d.get(k), f"{key}.{k}", source).reshape(-1)
-                                 for k in ("data", "indices", "indptr"))
+            raise VibeError(
+                f"{source}: the sparse '{key}' has shape {shape!r:.60}, expected {expected_shape}; "
+                "the file is not an SMPL model."
+            )
+        data, indices, indptr = (
+            _as_array(d.get(k), f"{key}.{k}", source).reshape(-1) for k in ("data", "indices", "indptr")
+        )
         inner, outer = expected_shape if self.layout == "csc" else expected_shape[::-1]
         indices, indptr = indices.astype(np.int64), indptr.astype(np.int64)
-        if (len(indptr) != outer + 1 or len(indices) != len(data) or indptr[0] != 0 or indptr[-1] != len(data)
-                or np.any(np.diff(indptr) < 0) or (len(indices) and (indices.min() < 0 or indices.max() >= inner))):
+        if (
+            len(indptr) != outer + 1
+            or len(indices) != len(data)
+            or indptr[0] != 0
+            or indptr[-1] != len(data)
+            or np.any(np.diff(indptr) < 0)
+            or (len(indices) and (indices.min() < 0 or indices.max() >= inner))
+        ):
             raise VibeError(f"{source}: the sparse '{key}' has inconsistent indices; the file is damaged.")
         dense = np.zeros((inner, outer), dtype=np.float64)
         dense[indices, np.repeat(np.arange(outer), np.diff(indptr))] = data
@@ -166,12 +216,13 @@ def _as_array(value, key: str, source: str) -> np.ndarray:
     """An array read from the file (a chumpy leaf's value unwrapped) -> that array, plain and finite."""
     if isinstance(value, _ChumpyLeaf):
         if "x" not in value.state:
-            raise VibeError(f"{source}: '{key}' is a derived chumpy expression, not stored data; "
-                            "the file is not an official SMPL model.")
+            raise VibeError(
+                f"{source}: '{key}' is a derived chumpy expression, not stored data; "
+                "the file is not an official SMPL model."
+            )
         value = value.state["x"]
     if not isinstance(value, np.ndarray):
-        raise VibeError(f"{source}: '{key}' is a {type(value).__name__}, not an array; "
-                        "the file is not an SMPL model.")
+        raise VibeError(f"{source}: '{key}' is a {type(value).__name__}, not an array; the file is not an SMPL model.")
     if value.dtype.kind not in "biuf" or (value.dtype.kind == "f" and not np.all(np.isfinite(value))):
         raise VibeError(f"{source}: '{key}' holds NaN/infinite numbers; the file is not a usable SMPL model.")
     return value
@@ -187,13 +238,17 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
     try:
         raw_bytes = path.read_bytes()
     except OSError as err:
-        raise VibeError(f"Cannot read the SMPL model '{path}': {err.strerror}. "
-                        "Install the model data with 'vibe-mocap data install'.") from err
+        raise VibeError(
+            f"Cannot read the SMPL model '{path}': {err.strerror}. "
+            "Install the model data with 'vibe-mocap data install'."
+        ) from err
     try:
         raw = _SmplUnpickler(io.BytesIO(raw_bytes)).load()
     except Exception as err:  # any unpickling failure means: not a model file we can use
-        raise VibeError(f"'{path}' is not a readable SMPL model file ({describe_failure(err)}). "
-                        "Reinstall the model data with 'vibe-mocap data install'.") from err
+        raise VibeError(
+            f"'{path}' is not a readable SMPL model file ({describe_failure(err)}). "
+            "Reinstall the model data with 'vibe-mocap data install'."
+        ) from err
     if not isinstance(raw, dict):
         raise VibeError(f"'{path}' is not an SMPL model file (it holds a {type(raw).__name__}, not a dict).")
     required = ("v_template", "f", "weights", "shapedirs", "posedirs", "J_regressor", "kintree_table")
@@ -203,11 +258,16 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
     source = str(path)
     a = {k: _as_array(raw[k], k, source) for k in required if k != "J_regressor"}
     if a["kintree_table"].ndim != 2 or a["kintree_table"].shape[0] != 2 or a["v_template"].ndim != 2:
-        raise VibeError(f"{source}: 'kintree_table' {a['kintree_table'].shape} or 'v_template' "
-                        f"{a['v_template'].shape} has the wrong shape; the file is not an SMPL model.")
+        raise VibeError(
+            f"{source}: 'kintree_table' {a['kintree_table'].shape} or 'v_template' "
+            f"{a['v_template'].shape} has the wrong shape; the file is not an SMPL model."
+        )
     regressor, regressor_shape = raw["J_regressor"], (a["kintree_table"].shape[1], a["v_template"].shape[0])
-    a["J_regressor"] = (regressor.to_dense(regressor_shape, "J_regressor", source)
-                        if isinstance(regressor, _SparseMatrix) else _as_array(regressor, "J_regressor", source))
+    a["J_regressor"] = (
+        regressor.to_dense(regressor_shape, "J_regressor", source)
+        if isinstance(regressor, _SparseMatrix)
+        else _as_array(regressor, "J_regressor", source)
+    )
     parents = a["kintree_table"][0].astype(np.int64)
     parents[0] = -1
     model = BodyModel(
@@ -234,11 +294,13 @@ BODY_MODEL_VERSION = 1
 def save_body_model(path_or_file, model: BodyModel) -> None:
     """Write the arrays (float32, faces/parents int64) plus joint names to an npz without pickles."""
     arrays = {f.name: getattr(model, f.name) for f in fields(BodyModel)}
-    arrays = {k: (v.astype(np.int64) if k in ("faces", "parents") else v.astype(np.float32))
-              for k, v in arrays.items()}
+    arrays = {k: (v.astype(np.int64) if k in ("faces", "parents") else v.astype(np.float32)) for k, v in arrays.items()}
     np.savez_compressed(
-        path_or_file, format=np.array(BODY_MODEL_FORMAT), format_version=np.array(BODY_MODEL_VERSION),
-        joint_names=np.array(JOINT_NAMES), **arrays,
+        path_or_file,
+        format=np.array(BODY_MODEL_FORMAT),
+        format_version=np.array(BODY_MODEL_VERSION),
+        joint_names=np.array(JOINT_NAMES),
+        **arrays,
     )
 
 
@@ -252,13 +314,16 @@ def load_body_model(path_or_file) -> BodyModel:
     if version is None or version.shape != () or version.dtype.kind not in "iu":
         raise VibeError(f"{label} has no format version; it is damaged.")
     if int(version) > BODY_MODEL_VERSION:
-        raise VibeError(f"'{path_or_file}' is a body-model file of version {int(version)}; "
-                        f"this version reads up to {BODY_MODEL_VERSION}. Update the add-on.")
+        raise VibeError(
+            f"'{path_or_file}' is a body-model file of version {int(version)}; "
+            f"this version reads up to {BODY_MODEL_VERSION}. Update the add-on."
+        )
     missing = [f.name for f in fields(BodyModel) if f.name not in z]
     if missing:
         raise VibeError(f"{label} lacks {', '.join(missing)}; download it again from the server.")
     arrays = {f.name: _as_array(z[f.name], f.name, label) for f in fields(BodyModel)}
-    model = BodyModel(**{name: a.astype(np.int64 if name in ("faces", "parents") else np.float64)
-                         for name, a in arrays.items()})
+    model = BodyModel(
+        **{name: a.astype(np.int64 if name in ("faces", "parents") else np.float64) for name, a in arrays.items()}
+    )
     model.validate(label)
     return model

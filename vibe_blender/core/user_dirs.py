@@ -13,6 +13,7 @@ serve`` creates one on first use in a file only the user can read (0600 in a 070
 command line and the add-on read it from there, so it never appears on a command line (``ps``).
 ``$VIBE_MOCAP_TOKEN`` overrides the file.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ from .errors import VibeError
 APP_NAME = "vibe-mocap"
 TOKEN_ENV_VAR = "VIBE_MOCAP_TOKEN"
 TOKEN_FILE_NAME = "token"
-_TOKEN_MAX_BYTES = 256                      # a token is 43 characters; anything longer is not ours
+_TOKEN_MAX_BYTES = 256  # a token is 43 characters; anything longer is not ours
 
 DirKind = Literal["config", "data", "cache"]
 
@@ -41,9 +42,11 @@ def user_dir(kind: DirKind) -> Path:
     if sys.platform == "darwin":
         library = home / "Library"
         return library / ("Caches" if kind == "cache" else "Application Support") / APP_NAME
-    xdg = {"config": ("XDG_CONFIG_HOME", home / ".config"),
-           "data": ("XDG_DATA_HOME", home / ".local" / "share"),
-           "cache": ("XDG_CACHE_HOME", home / ".cache")}
+    xdg = {
+        "config": ("XDG_CONFIG_HOME", home / ".config"),
+        "data": ("XDG_DATA_HOME", home / ".local" / "share"),
+        "cache": ("XDG_CACHE_HOME", home / ".cache"),
+    }
     env_var, fallback = xdg[kind]
     return Path(os.environ.get(env_var) or fallback) / APP_NAME
 
@@ -64,12 +67,16 @@ def read_token() -> str | None:
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise VibeError(f"The server token file {path} cannot be read ({err.strerror}); "
-                        f"check its permissions or set ${TOKEN_ENV_VAR}.") from None
+        raise VibeError(
+            f"The server token file {path} cannot be read ({err.strerror}); "
+            f"check its permissions or set ${TOKEN_ENV_VAR}."
+        ) from None
     token = raw.decode("ascii", errors="replace").strip()
     if not token or len(raw) > _TOKEN_MAX_BYTES or not token.isprintable() or " " in token:
-        raise VibeError(f"The server token file {path} does not hold a token; delete it and start "
-                        "'vibe-mocap serve' again to make a new one.")
+        raise VibeError(
+            f"The server token file {path} does not hold a token; delete it and start "
+            "'vibe-mocap serve' again to make a new one."
+        )
     return token
 
 
@@ -84,7 +91,7 @@ def ensure_token() -> str:
     token = secrets.token_urlsafe(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    except FileExistsError:                 # another server made it a moment ago: use theirs
+    except FileExistsError:  # another server made it a moment ago: use theirs
         return read_token() or token
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(token + "\n")

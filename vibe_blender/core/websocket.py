@@ -6,6 +6,7 @@ online access, another; text messages in, close and ping handled; every size bou
 answer, each message) so that a hostile server cannot make Blender allocate without end. Messages
 the client sends are masked, as the protocol requires of clients.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,7 @@ from .errors import VibeError
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HANDSHAKE_BYTES = 16 * 1024
-MAX_MESSAGE_BYTES = 1 << 20                 # a frame of 32 people is ~40 KB of JSON
+MAX_MESSAGE_BYTES = 1 << 20  # a frame of 32 people is ~40 KB of JSON
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -45,18 +46,26 @@ class WebSocket:
             raise VibeError(f"Cannot reach the live stream at {parsed.hostname}:{port} ({err}).") from None
         key = base64.b64encode(os.urandom(16)).decode()
         host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
-        lines = [f"GET {parsed.path or '/'}{'?' + parsed.query if parsed.query else ''} HTTP/1.1",
-                 f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
-                 f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {parsed.path or '/'}{'?' + parsed.query if parsed.query else ''} HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self._buffer = b""
         status, answer = self._read_handshake()
         if status != 101:
             self.sock.close()
-            raise VibeError(f"The server refused the live stream (HTTP {status}): check the token and that the "
-                            "session is still running." if status in (401, 403) else
-                            f"The server answered HTTP {status} instead of opening the live stream.")
+            raise VibeError(
+                f"The server refused the live stream (HTTP {status}): check the token and that the "
+                "session is still running."
+                if status in (401, 403)
+                else f"The server answered HTTP {status} instead of opening the live stream."
+            )
         expected = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
         if answer.get("sec-websocket-accept") != expected:
             self.sock.close()
@@ -99,8 +108,9 @@ class WebSocket:
         elif length == 127:
             (length,) = struct.unpack("!Q", self._read_exact(8))
         if length > MAX_MESSAGE_BYTES:
-            raise VibeError(f"The server sent a {length}-byte message; the live stream allows "
-                            f"{MAX_MESSAGE_BYTES} at most.")
+            raise VibeError(
+                f"The server sent a {length}-byte message; the live stream allows {MAX_MESSAGE_BYTES} at most."
+            )
         mask = self._read_exact(4) if masked else b""
         payload = self._read_exact(length)
         if masked:

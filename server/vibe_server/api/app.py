@@ -1,11 +1,12 @@
 """The FastAPI app: wiring only. ``create_app(settings)`` builds it; the lifespan loads the model
 and starts the job worker. Routers live in ``routes/``, checks in ``deps.py``."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,24 +29,35 @@ log = logging.getLogger("vibe_server.api")
 def default_engine_loader(settings: Settings):
     from ..pipeline.engine import load_engine  # start-up: torch loads when the server starts, not on import
 
-    return load_engine(settings.data_dir, device=settings.device, precision=settings.precision,
-                       allow_synthetic=settings.allow_synthetic, log=log.info)
+    return load_engine(
+        settings.data_dir,
+        device=settings.device,
+        precision=settings.precision,
+        allow_synthetic=settings.allow_synthetic,
+        log=log.info,
+    )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     state = app.state
-    try:                                           # one engine per visible GPU ('auto'/'cuda'), else one
-        engines = [state.engine_loader(replace(state.settings, device=device))
-                   for device in server_devices(state.settings.device)]
-        state.engine = engines[0]                  # the routes' engine (probing, body model)
-    except VibeError as err:                       # e.g. model data missing: keep serving, say why
+    try:  # one engine per visible GPU ('auto'/'cuda'), else one
+        engines = [
+            state.engine_loader(replace(state.settings, device=device))
+            for device in server_devices(state.settings.device)
+        ]
+        state.engine = engines[0]  # the routes' engine (probing, body model)
+    except VibeError as err:  # e.g. model data missing: keep serving, say why
         log.error("%s", err)
         engines, state.engine, state.engine_error = [], None, str(err)
     # finished results stay reachable even without a model; only a loaded model gets workers
     settings = state.settings
-    state.jobs = JobManager(settings.jobs_dir, engines, max_queued_jobs=settings.max_queued_jobs,
-                            max_queued_upload_bytes=settings.max_queued_upload_bytes)
+    state.jobs = JobManager(
+        settings.jobs_dir,
+        engines,
+        max_queued_jobs=settings.max_queued_jobs,
+        max_queued_upload_bytes=settings.max_queued_upload_bytes,
+    )
     if engines:
         state.jobs.start()
     try:
@@ -60,12 +72,14 @@ def openapi_schema(app: FastAPI) -> dict:
     """FastAPI's schema, plus the bodies POST /jobs reads by hand (its requestBody refers to them)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        _, defs = models_json_schema([(model, "validation") for model in jobs.OPENAPI_BODY_MODELS],
-                                     ref_template="#/components/schemas/{model}")
+        _, defs = models_json_schema(
+            [(model, "validation") for model in jobs.OPENAPI_BODY_MODELS], ref_template="#/components/schemas/{model}"
+        )
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(defs["$defs"])
-        components["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer",
-                                                   "description": "the server's token (see docs/server.md)"}}
+        components["securitySchemes"] = {
+            "token": {"type": "http", "scheme": "bearer", "description": "the server's token (see docs/server.md)"}
+        }
         schema["security"] = [{"token": []}]
         app.openapi_schema = schema
     return app.openapi_schema
@@ -74,8 +88,14 @@ def openapi_schema(app: FastAPI) -> dict:
 def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object] | None = None) -> FastAPI:
     """engine_loader(settings) -> Engine (default: the real model from settings.data_dir)."""
     settings.validate()
-    app = FastAPI(title="VIBE Mocap", version=__version__, lifespan=lifespan,
-                  docs_url=f"{API_PREFIX}/docs", redoc_url=None, openapi_url=f"{API_PREFIX}/openapi.json")
+    app = FastAPI(
+        title="VIBE Mocap",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+    )
     app.openapi = lambda: openapi_schema(app)
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader

@@ -6,6 +6,7 @@ time limit the request gets its answer and the thread is abandoned (it ends on i
 cannot be interrupted). A fixed number of such threads may run at once, abandoned ones included,
 so slow files cannot pile up threads without bound.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +31,9 @@ class BlockingRunner:
     async def __call__(self, fn: Callable[..., T], *args, timeout_s: float) -> T:
         """fn(*args) in a worker thread; BlockingTimeout after timeout_s, 503 when all threads are busy."""
         if not self._slots.acquire(blocking=False):
-            raise HTTPException(503, "The server is busy checking other videos; retry in a minute.",
-                                headers={"Retry-After": "60"})
+            raise HTTPException(
+                503, "The server is busy checking other videos; retry in a minute.", headers={"Retry-After": "60"}
+            )
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
@@ -42,13 +44,13 @@ class BlockingRunner:
         def work() -> None:
             try:
                 result, error = fn(*args), None
-            except BaseException as err:          # handed to the waiting request
+            except BaseException as err:  # handed to the waiting request
                 result, error = None, err
             finally:
                 self._slots.release()
             try:
                 loop.call_soon_threadsafe(settle, result, error)
-            except RuntimeError:                  # the loop is gone (server stopped): nobody waits
+            except RuntimeError:  # the loop is gone (server stopped): nobody waits
                 pass
 
         threading.Thread(target=work, name=f"blocking {getattr(fn, '__name__', 'call')}", daemon=True).start()

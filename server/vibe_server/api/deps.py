@@ -1,6 +1,7 @@
 """Request checks and shared objects, as FastAPI dependencies (tests swap them through
 ``app.dependency_overrides``). All are cheap and async: FastAPI would run plain functions in its
 thread pool, and /health must never wait for a free thread."""
+
 from __future__ import annotations
 
 import hmac
@@ -41,8 +42,11 @@ async def check_host(request: Request, settings: SettingsDep) -> None:
     """DNS-rebinding guard: the Host header must name the address the server is bound to."""
     host = request.headers.get("host", "")
     if not settings.host_allowed(host):
-        raise HTTPException(400, f"Host header '{host}' does not match this server ({settings.host}:{settings.port}); "
-                                 "connect to the server by its own address.")
+        raise HTTPException(
+            400,
+            f"Host header '{host}' does not match this server ({settings.host}:{settings.port}); "
+            "connect to the server by its own address.",
+        )
 
 
 def bearer_token_ok(authorization: str, expected: str) -> bool:
@@ -59,13 +63,16 @@ def same_origin(origin: str, host: str) -> bool:
 async def check_token(request: Request, settings: SettingsDep) -> None:
     """Every client, loopback ones too, sends the token: other accounts on this machine reach
     127.0.0.1 as well, but only the user can read the token file."""
-    if not settings.token:                       # never serve unauthenticated (validate() refuses this)
+    if not settings.token:  # never serve unauthenticated (validate() refuses this)
         raise HTTPException(503, "This server has no token configured; restart it with 'vibe-mocap serve'.")
     if not bearer_token_ok(request.headers.get("authorization", ""), settings.token):
-        raise HTTPException(401, "This server needs its token: send 'Authorization: Bearer <token>'. The add-on "
-                                 "and the command line read it from the token file that 'vibe-mocap serve' "
-                                 "names when it starts (or from $VIBE_MOCAP_TOKEN).",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "This server needs its token: send 'Authorization: Bearer <token>'. The add-on "
+            "and the command line read it from the token file that 'vibe-mocap serve' "
+            "names when it starts (or from $VIBE_MOCAP_TOKEN).",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 async def check_origin(request: Request) -> None:
@@ -75,8 +82,10 @@ async def check_origin(request: Request) -> None:
     if origin is None or request.method not in STATE_CHANGING_METHODS:
         return
     if not same_origin(origin, request.headers.get("host", "")):
-        raise HTTPException(403, f"Requests from the web page at '{origin}' are not allowed; "
-                                 "use the Blender add-on or the command line.")
+        raise HTTPException(
+            403,
+            f"Requests from the web page at '{origin}' are not allowed; use the Blender add-on or the command line.",
+        )
 
 
 def client_is_loopback(request: Request) -> bool:

@@ -12,6 +12,7 @@ Limits: at most ``max_queued_jobs`` jobs queued, running or being submitted (``J
 most ``max_queued_upload_bytes`` of uploads held for them, counted while the bytes arrive
 (``UploadSpaceFull``).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
@@ -59,9 +60,9 @@ class Admission:
 class JobRecord:
     job: Job
     input_path: Path
-    input_owned: bool                       # uploaded (ours to delete) or a local file (never deleted)
+    input_owned: bool  # uploaded (ours to delete) or a local file (never deleted)
     params: JobParams
-    input_bytes: int = 0                    # size of an uploaded input (counts against the upload budget)
+    input_bytes: int = 0  # size of an uploaded input (counts against the upload budget)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -75,13 +76,14 @@ class JobManager:
     (``Engine.run``) on its own worker thread; with none (model data missing) the records and
     results are still served, and nothing runs."""
 
-    def __init__(self, jobs_dir: Path, engines, *, max_queued_jobs: int = 16,
-                 max_queued_upload_bytes: int = 8 * 1024 ** 3):
+    def __init__(
+        self, jobs_dir: Path, engines, *, max_queued_jobs: int = 16, max_queued_upload_bytes: int = 8 * 1024**3
+    ):
         self.jobs_dir = Path(jobs_dir)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.engines = list(engines)
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
-        self._admissions: list[Admission] = []          # submissions in progress
+        self._admissions: list[Admission] = []  # submissions in progress
         self._records: dict[str, JobRecord] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -100,10 +102,14 @@ class JobManager:
         return self.folder(job_id) / PKL_NAME
 
     def _save(self, record: JobRecord) -> None:
-        data = {"job": record.job.model_dump(), "input_path": str(record.input_path),
-                "input_owned": record.input_owned, "params": record.params.model_dump()}
+        data = {
+            "job": record.job.model_dump(),
+            "input_path": str(record.input_path),
+            "input_owned": record.input_owned,
+            "params": record.params.model_dump(),
+        }
         folder = self.folder(record.job.job_id)
-        if not folder.is_dir():                                  # deleted meanwhile: nothing to keep
+        if not folder.is_dir():  # deleted meanwhile: nothing to keep
             return
         path = folder / RECORD_NAME
         tmp = path.with_suffix(".json.part")
@@ -114,8 +120,12 @@ class JobManager:
         for path in sorted(self.jobs_dir.glob(f"*/{RECORD_NAME}")):
             try:
                 data = json.loads(path.read_text())
-                record = JobRecord(job=Job(**data["job"]), input_path=Path(data["input_path"]),
-                                   input_owned=bool(data["input_owned"]), params=JobParams(**data["params"]))
+                record = JobRecord(
+                    job=Job(**data["job"]),
+                    input_path=Path(data["input_path"]),
+                    input_owned=bool(data["input_owned"]),
+                    params=JobParams(**data["params"]),
+                )
                 if record.input_owned and record.input_path.is_file():
                     record.input_bytes = record.input_path.stat().st_size
             except (OSError, ValueError, KeyError, TypeError) as err:
@@ -123,14 +133,20 @@ class JobManager:
                 continue
             job = record.job
             if job.status == "running":
-                self._finish(record, "failed", error="The server stopped while this job was running; "
-                                                     "submit the video again.", save=False)
+                self._finish(
+                    record,
+                    "failed",
+                    error="The server stopped while this job was running; submit the video again.",
+                    save=False,
+                )
             elif job.status == "done" and not self.result_path(job.job_id).is_file():
-                self._finish(record, "failed", error="The result file of this job is gone; submit the video again.",
-                             save=False)
+                self._finish(
+                    record, "failed", error="The result file of this job is gone; submit the video again.", save=False
+                )
             elif job.status == "queued" and not record.input_path.is_file():
-                self._finish(record, "failed", error="The input video of this job is gone; submit it again.",
-                             save=False)
+                self._finish(
+                    record, "failed", error="The input video of this job is gone; submit it again.", save=False
+                )
             self._records[job.job_id] = record
             self._save(record)
             if job.status == "queued":
@@ -150,8 +166,10 @@ class JobManager:
         with self._lock:
             waiting = sum(r.job.status in WAITING_STATES for r in self._records.values()) + len(self._admissions)
             if waiting >= self.max_queued_jobs:
-                raise JobsFull(f"The server already has {waiting} jobs waiting (its limit is {self.max_queued_jobs}); "
-                               "wait for some to finish, or cancel some, then submit again.")
+                raise JobsFull(
+                    f"The server already has {waiting} jobs waiting (its limit is {self.max_queued_jobs}); "
+                    "wait for some to finish, or cancel some, then submit again."
+                )
             admission = Admission()
             self._admissions.append(admission)
         try:
@@ -163,22 +181,37 @@ class JobManager:
     def reserve_upload_bytes(self, admission: Admission, num_bytes: int) -> None:
         """Count num_bytes more of an upload against the budget; UploadSpaceFull when it is spent."""
         with self._lock:
-            held = sum(r.input_bytes for r in self._records.values()
-                       if r.input_owned and r.job.status in WAITING_STATES)
+            held = sum(
+                r.input_bytes for r in self._records.values() if r.input_owned and r.job.status in WAITING_STATES
+            )
             held += sum(a.upload_bytes for a in self._admissions)
             if held + num_bytes > self.max_queued_upload_bytes:
                 raise UploadSpaceFull(
                     f"The uploads of the jobs waiting on this server already fill its upload space "
-                    f"({self.max_queued_upload_bytes / 1024 ** 2:.0f} MiB); wait for some jobs to finish, then "
-                    "submit again.")
+                    f"({self.max_queued_upload_bytes / 1024**2:.0f} MiB); wait for some jobs to finish, then "
+                    "submit again."
+                )
             admission.upload_bytes += num_bytes
 
-    def submit(self, job_id: str, *, video_name: str, input_path: Path, input_owned: bool,
-               params: JobParams, input_bytes: int = 0) -> Job:
-        job = Job(job_id=job_id, status="queued", video_name=video_name,
-                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        record = JobRecord(job=job, input_path=Path(input_path), input_owned=input_owned, params=params,
-                           input_bytes=input_bytes)
+    def submit(
+        self,
+        job_id: str,
+        *,
+        video_name: str,
+        input_path: Path,
+        input_owned: bool,
+        params: JobParams,
+        input_bytes: int = 0,
+    ) -> Job:
+        job = Job(
+            job_id=job_id,
+            status="queued",
+            video_name=video_name,
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        record = JobRecord(
+            job=job, input_path=Path(input_path), input_owned=input_owned, params=params, input_bytes=input_bytes
+        )
         with self._lock:
             self._records[job_id] = record
             self._save(record)
@@ -246,11 +279,15 @@ class JobManager:
                 self._save(record)
             try:
                 self._run_job(record, engine)
-            except Exception:                                   # never let the worker die
+            except Exception:  # never let the worker die
                 log.exception("job %s crashed", job_id)
                 with self._lock:
-                    self._finish(record, "failed", error="The server hit an internal error on this video; "
-                                                         "see the server log, and report it if it repeats.")
+                    self._finish(
+                        record,
+                        "failed",
+                        error="The server hit an internal error on this video; "
+                        "see the server log, and report it if it repeats.",
+                    )
 
     def _run_job(self, record: JobRecord, engine) -> None:
         """Run one job on ``engine`` and record how it ended (done, failed, cancelled or queued again)."""
@@ -263,17 +300,26 @@ class JobManager:
 
         result_tmp = self.result_path(job_id).with_suffix(".npz.part")
         try:
-            output = engine.run(record.input_path, params_to_options(record.params), progress=progress,
-                                     should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
-                                     video_name=record.job.video_name)
+            output = engine.run(
+                record.input_path,
+                params_to_options(record.params),
+                progress=progress,
+                should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
+                video_name=record.job.video_name,
+            )
             _save_npz(result_tmp, output.result)
         except JobCancelled:
             result_tmp.unlink(missing_ok=True)
             with self._lock:
                 if record.cancel.is_set():
                     self._finish(record, "cancelled")
-                else:                                            # server shutdown: run it next time
-                    record.job.status, record.job.stage, record.job.progress, record.job.eta_s = "queued", None, 0.0, None
+                else:  # server shutdown: run it next time
+                    record.job.status, record.job.stage, record.job.progress, record.job.eta_s = (
+                        "queued",
+                        None,
+                        0.0,
+                        None,
+                    )
                     self._save(record)
             return
         except VibeError as err:
@@ -285,7 +331,7 @@ class JobManager:
             result_tmp.unlink(missing_ok=True)
             raise
         with self._lock:
-            if record.cancel.is_set():                            # cancelled while the result was written
+            if record.cancel.is_set():  # cancelled while the result was written
                 result_tmp.unlink(missing_ok=True)
                 self._finish(record, "cancelled")
                 return

@@ -6,6 +6,7 @@ handed to each subscriber's bounded queue on the event loop: a subscriber that r
 the frames come loses its oldest messages (counted in ``dropped_for_client``), so no client can make
 the server hold more than ``SUBSCRIBER_QUEUE`` messages for it. One live session runs at a time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from vibe_blender.core.errors import VibeError
 
 log = logging.getLogger("vibe_server.api")
-SUBSCRIBER_QUEUE = 32                 # messages held per WebSocket client at most
+SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
 MAX_SUBSCRIBERS = 8
 
 
@@ -40,7 +41,7 @@ class Subscriber:
 class LiveRun:
     live_id: str
     source_name: str
-    status: str = "starting"                # starting | running | stopped | ended | failed
+    status: str = "starting"  # starting | running | stopped | ended | failed
     error: str | None = None
     stats: dict = field(default_factory=dict)
     created_s: float = field(default_factory=time.time)
@@ -50,8 +51,14 @@ class LiveRun:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def public(self) -> dict:
-        return {"live_id": self.live_id, "status": self.status, "source": self.source_name, "error": self.error,
-                "stats": self.stats, "clients": len(self.subscribers)}
+        return {
+            "live_id": self.live_id,
+            "status": self.status,
+            "source": self.source_name,
+            "error": self.error,
+            "stats": self.stats,
+            "clients": len(self.subscribers),
+        }
 
     def publish(self, message: dict) -> None:
         """From the worker thread: hand the message to every subscriber's loop."""
@@ -60,7 +67,7 @@ class LiveRun:
         for sub in subscribers:
             try:
                 sub.loop.call_soon_threadsafe(sub.offer, message)
-            except RuntimeError:                 # that client's loop is closed: it is gone
+            except RuntimeError:  # that client's loop is closed: it is gone
                 pass
 
 
@@ -87,8 +94,9 @@ class LiveManager:
             run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name)
             self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
             self.runs[run.live_id] = run
-        run.thread = threading.Thread(target=self._work, args=(run, source, session, max_frames), daemon=True,
-                                      name=f"vibe-live-{run.live_id}")
+        run.thread = threading.Thread(
+            target=self._work, args=(run, source, session, max_frames), daemon=True, name=f"vibe-live-{run.live_id}"
+        )
         run.thread.start()
         return run
 
@@ -106,19 +114,27 @@ class LiveManager:
 
         def on_frame(frame, people, stats) -> None:
             run.stats = stats.to_json()
-            run.publish({"type": "frame", "frame_index": frame.index, "frame_time_s": frame.time_s,
-                         "people": [p.to_json() for p in people], "stats": run.stats})
+            run.publish(
+                {
+                    "type": "frame",
+                    "frame_index": frame.index,
+                    "frame_time_s": frame.time_s,
+                    "people": [p.to_json() for p in people],
+                    "stats": run.stats,
+                }
+            )
 
         run.status = "running"
         try:
             with source:
-                stats = run_live(source, session, on_frame=on_frame, should_stop=run.stop_event.is_set,
-                                 max_frames=max_frames)
+                stats = run_live(
+                    source, session, on_frame=on_frame, should_stop=run.stop_event.is_set, max_frames=max_frames
+                )
             run.stats = stats.to_json()
             run.status = "stopped" if run.stop_event.is_set() else "ended"
         except VibeError as err:
             run.status, run.error = "failed", str(err)
-        except Exception as err:                              # never let the worker die silently
+        except Exception as err:  # never let the worker die silently
             log.exception("live session %s failed", run.live_id)
             run.status, run.error = "failed", f"The live session failed: {err}"
         run.publish({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})

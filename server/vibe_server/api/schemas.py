@@ -1,4 +1,5 @@
 """Request and response bodies of the HTTP API (version 1, see docs/server.md)."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -6,8 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
 from ..pipeline.options import option_specs
-
-
 
 API_VERSION = 1
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -22,17 +21,23 @@ class _NullMeansDefault(BaseModel):
     @classmethod
     def _drop_nulls(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if v is not None or k not in cls.model_fields
-                    or cls.model_fields[k].default is None}
+            return {
+                k: v
+                for k, v in data.items()
+                if v is not None or k not in cls.model_fields or cls.model_fields[k].default is None
+            }
         return data
 
 
 def _job_params_model() -> type[BaseModel]:
     """``JobParams`` from the one definition of the options (``pipeline/options.py: RunOptions``)."""
-    fields = {spec.name: (spec.kind, Field(spec.default, ge=spec.ge, gt=spec.gt, le=spec.le, description=spec.help))
-              for spec in option_specs(http=True)}
-    return create_model("JobParams", __base__=_NullMeansDefault, __module__=__name__, __doc__=_NullMeansDefault.__doc__,
-                        **fields)
+    fields = {
+        spec.name: (spec.kind, Field(spec.default, ge=spec.ge, gt=spec.gt, le=spec.le, description=spec.help))
+        for spec in option_specs(http=True)
+    }
+    return create_model(
+        "JobParams", __base__=_NullMeansDefault, __module__=__name__, __doc__=_NullMeansDefault.__doc__, **fields
+    )
 
 
 JobParams = _job_params_model()
@@ -51,8 +56,9 @@ class JobUpload(BaseModel):
     """``multipart/form-data`` body of POST /jobs: the video file and its options. (Documentation
     only: the route streams the parts to disk itself, see upload.py.)"""
 
-    video: bytes = Field(json_schema_extra={"format": "binary"},
-                         description="the video file (mp4, mov, mkv, webm, avi, gif...)")
+    video: bytes = Field(
+        json_schema_extra={"format": "binary"}, description="the video file (mp4, mov, mkv, webm, avi, gif...)"
+    )
     params: str | None = Field(None, description="JSON object with the JobParams fields, e.g. {\"smoothing\": 0.5}")
 
 
@@ -66,7 +72,7 @@ class Job(BaseModel):
     video_name: str
     created: str
     num_tracks: int | None = None
-    warnings: list[str] = Field(default_factory=list)        # e.g. the video broke off: what was kept
+    warnings: list[str] = Field(default_factory=list)  # e.g. the video broke off: what was kept
 
 
 class JobCreated(BaseModel):

@@ -1,4 +1,5 @@
 """Server settings: one class, filled by ``vibe-mocap serve`` (or by tests)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -28,25 +29,27 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class Settings:
-    host: str = "127.0.0.1"                 # bind address
+    host: str = "127.0.0.1"  # bind address
     port: int = DEFAULT_PORT
-    token: str = ""                         # every request but /health sends "Authorization: Bearer <token>"
-    data_dir: Path | None = None            # model data (None: $VIBE_DATA_DIR, then the user default)
-    jobs_dir: Path = field(default_factory=default_jobs_dir)   # uploads and results, survive restarts
+    token: str = ""  # every request but /health sends "Authorization: Bearer <token>"
+    data_dir: Path | None = None  # model data (None: $VIBE_DATA_DIR, then the user default)
+    jobs_dir: Path = field(default_factory=default_jobs_dir)  # uploads and results, survive restarts
     device: str = "auto"
-    precision: str = "auto"                 # auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, else fp32
-    max_upload_bytes: int = 2 * 1024 ** 3               # one upload
-    max_queued_jobs: int = 16                           # queued + running + being submitted (429 beyond)
-    max_queued_upload_bytes: int = 8 * 1024 ** 3        # disk held by uploads of unfinished jobs (507 beyond)
-    probe_timeout_s: float = 60.0                       # each blocking step of a submission (opening the video: 415)
-    allow_synthetic: bool = False           # run a labelled placeholder model when the data is missing
-    allowed_hosts: tuple[str, ...] = ()     # extra Host names (e.g. a LAN name) besides the bind address
+    precision: str = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, else fp32
+    max_upload_bytes: int = 2 * 1024**3  # one upload
+    max_queued_jobs: int = 16  # queued + running + being submitted (429 beyond)
+    max_queued_upload_bytes: int = 8 * 1024**3  # disk held by uploads of unfinished jobs (507 beyond)
+    probe_timeout_s: float = 60.0  # each blocking step of a submission (opening the video: 415)
+    allow_synthetic: bool = False  # run a labelled placeholder model when the data is missing
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names (e.g. a LAN name) besides the bind address
 
     def validate(self) -> None:
         # loopback too: any account on this machine can reach 127.0.0.1, only the user can read the token
         if not self.token:
-            raise VibeError("The server needs a token that every client sends; 'vibe-mocap serve' makes one "
-                            "in the user's config folder (or pass $VIBE_MOCAP_TOKEN).")
+            raise VibeError(
+                "The server needs a token that every client sends; 'vibe-mocap serve' makes one "
+                "in the user's config folder (or pass $VIBE_MOCAP_TOKEN)."
+            )
         for name in ("max_upload_bytes", "max_queued_jobs", "max_queued_upload_bytes", "probe_timeout_s"):
             if not getattr(self, name) > 0:
                 raise VibeError(f"The server setting {name} must be positive, got {getattr(self, name)}.")

@@ -7,6 +7,7 @@ cap is passed. Parts: ``video`` (the file, required) and ``params`` (a JSON stri
 The file is saved under one fixed name whatever the client called it: FFmpeg picks a demuxer by
 the file name too, and a client's ``.m3u8`` would otherwise make it read a playlist.
 """
+
 from __future__ import annotations
 
 import errno
@@ -19,7 +20,7 @@ from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MAX_PARAMS_BYTES = 64 * 1024
-MAX_PART_HEADER_BYTES = 16 * 1024          # all headers of one part together
+MAX_PART_HEADER_BYTES = 16 * 1024  # all headers of one part together
 MAX_FILENAME_CHARS = 200
 VIDEO_PART, PARAMS_PART = "video", "params"
 
@@ -33,17 +34,20 @@ class Upload:
 
 
 def too_large(max_bytes: int) -> HTTPException:
-    return HTTPException(413, f"The upload is larger than this server's limit of {max_bytes / 1024 ** 2:.0f} MiB; "
-                              "send a shorter clip or start the server with a larger --max-upload-mb.")
+    return HTTPException(
+        413,
+        f"The upload is larger than this server's limit of {max_bytes / 1024**2:.0f} MiB; "
+        "send a shorter clip or start the server with a larger --max-upload-mb.",
+    )
 
 
 def disk_full() -> HTTPException:
-    return HTTPException(507, "The server's disk is full; free some space (or delete finished jobs) and "
-                              "submit again.")
+    return HTTPException(507, "The server's disk is full; free some space (or delete finished jobs) and submit again.")
 
 
-async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
-                               reserve: Callable[[int], None] = lambda n: None) -> Upload:
+async def receive_video_upload(
+    request: Request, dest: Path, max_bytes: int, reserve: Callable[[int], None] = lambda n: None
+) -> Upload:
     """Stream the request body's video part into ``dest`` (a fixed name). ``reserve(n)`` is called
     before n more video bytes are written and raises HTTPException to refuse them. The caller
     deletes the folder when this raises."""
@@ -55,16 +59,16 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
     if declared and declared.isdigit() and int(declared) > max_bytes + MAX_PARAMS_BYTES:
         raise too_large(max_bytes)
 
-    state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b"",
-             "header_bytes": 0}
+    state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b"", "header_bytes": 0}
     params = bytearray()
     video = {"path": None, "filename": None, "size": 0, "parts": 0}
 
     def count_header_bytes(n: int) -> None:
         state["header_bytes"] += n
         if state["header_bytes"] > MAX_PART_HEADER_BYTES:
-            raise HTTPException(400, "A part of the multipart upload has oversized headers; send the video as "
-                                     "multipart/form-data.")
+            raise HTTPException(
+                400, "A part of the multipart upload has oversized headers; send the video as multipart/form-data."
+            )
 
     def on_header_field(data, start, end):
         count_header_bytes(end - start)
@@ -86,7 +90,7 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
             if video["parts"] > 1:
                 raise HTTPException(400, "Send one 'video' part per job.")
             filename = Path(disposition.get(b"filename", b"video").decode("utf-8", "replace")).name or "video"
-            video["filename"] = filename[:MAX_FILENAME_CHARS]       # shown back to the client, kept short
+            video["filename"] = filename[:MAX_FILENAME_CHARS]  # shown back to the client, kept short
             video["path"] = dest
             state["file"] = open(video["path"], "wb")
 
@@ -108,13 +112,20 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
             state["file"] = None
         state["headers"], state["name"], state["header_bytes"] = {}, None, 0
 
-    parser = MultipartParser(boundary, {
-        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
-    })
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
     try:
         async for chunk in request.stream():
-            await to_thread.run_sync(parser.write, chunk)      # it writes to disk: off the event loop
+            await to_thread.run_sync(parser.write, chunk)  # it writes to disk: off the event loop
         parser.finalize()
     except HTTPException:
         raise
@@ -122,7 +133,7 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
         if err.errno == errno.ENOSPC:
             raise disk_full() from err
         raise
-    except Exception as err:                      # python-multipart's parse errors
+    except Exception as err:  # python-multipart's parse errors
         raise HTTPException(400, f"The multipart upload is malformed ({err}); send it as multipart/form-data.") from err
     finally:
         if state["file"] is not None:
@@ -131,5 +142,9 @@ async def receive_video_upload(request: Request, dest: Path, max_bytes: int,
         raise HTTPException(400, "The upload has no 'video' part; send the file as the form field 'video'.")
     if video["size"] == 0:
         raise HTTPException(400, f"The uploaded file '{video['filename']}' is empty; send a video file.")
-    return Upload(video_path=video["path"], filename=video["filename"],
-                  params_json=params.decode("utf-8", "replace") if params else None, size_bytes=video["size"])
+    return Upload(
+        video_path=video["path"],
+        filename=video["filename"],
+        params_json=params.decode("utf-8", "replace") if params else None,
+        size_bytes=video["size"],
+    )

@@ -1,10 +1,11 @@
 """How many workers, on which devices: one per GPU, else as many CPU workers as cores and memory allow.
 Shared by the batch's local pool and the server's job workers."""
+
 from __future__ import annotations
 
 import os
 
-CPU_WORKER_MEMORY_BYTES = 3 << 30    # ResNet-50 + GRU + a batch of crops, fp32, with headroom
+CPU_WORKER_MEMORY_BYTES = 3 << 30  # ResNet-50 + GRU + a batch of crops, fp32, with headroom
 CORES_PER_CPU_WORKER = 4
 
 
@@ -21,7 +22,7 @@ def default_jobs(device: str) -> int:
     cores = os.cpu_count() or 1
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):      # not POSIX: go by the cores alone
+    except (ValueError, OSError, AttributeError):  # not POSIX: go by the cores alone
         memory = CPU_WORKER_MEMORY_BYTES * cores
     return max(1, min(cores // CORES_PER_CPU_WORKER, memory // CPU_WORKER_MEMORY_BYTES))
 

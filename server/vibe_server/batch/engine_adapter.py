@@ -6,6 +6,7 @@ returning an ``Engine``, ``Engine.run(path, RunOptions, progress=, video_name=)`
 named as ``package.module:function`` (default ``ENGINE_FACTORY``) so that worker processes and Ray
 actors, which import it themselves, can load another engine (a test model, a custom pipeline).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -28,12 +29,12 @@ FAST = "fast"
 class EngineSpec:
     """Everything a worker needs to load its engine (picklable: it travels to processes and actors)."""
 
-    device: str = "cpu"                    # the worker's device ("cpu", "cuda:N")
-    precision: str = "fp32"                # or FAST: fp16 on CUDA, bf16 on the CPU (set per worker's device)
+    device: str = "cpu"  # the worker's device ("cpu", "cuda:N")
+    precision: str = "fp32"  # or FAST: fp16 on CUDA, bf16 on the CPU (set per worker's device)
     data_dir: str | None = None
-    allow_synthetic: bool = True           # the labelled placeholder model when the model data is missing
+    allow_synthetic: bool = True  # the labelled placeholder model when the model data is missing
     factory: str = ENGINE_FACTORY
-    threads: int | None = None             # torch CPU threads per worker (None: torch's default)
+    threads: int | None = None  # torch CPU threads per worker (None: torch's default)
 
 
 class WorkerSetupError(Exception):
@@ -62,15 +63,17 @@ def load_engine(spec: EngineSpec):
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError, ValueError) as err:
-        raise WorkerSetupError(f"The engine factory '{spec.factory}' cannot be imported ({err}); "
-                               "name it as package.module:function.") from err
+        raise WorkerSetupError(
+            f"The engine factory '{spec.factory}' cannot be imported ({err}); name it as package.module:function."
+        ) from err
     if spec.threads:
         import torch
 
         torch.set_num_threads(spec.threads)
     try:
-        return factory(spec.data_dir, device=spec.device, precision=worker_precision(spec),
-                       allow_synthetic=spec.allow_synthetic)
+        return factory(
+            spec.data_dir, device=spec.device, precision=worker_precision(spec), allow_synthetic=spec.allow_synthetic
+        )
     except VibeError as err:
         raise WorkerSetupError(str(err)) from err
 
@@ -83,27 +86,41 @@ def result_bytes(result) -> bytes:
     return buffer.getvalue()
 
 
-def process_video(engine, item: BatchItem, options, *, worker: str, input_path: str | None = None,
-                  progress: Callable | None = None, write_output: bool = True) -> tuple[dict, bytes | None]:
+def process_video(
+    engine,
+    item: BatchItem,
+    options,
+    *,
+    worker: str,
+    input_path: str | None = None,
+    progress: Callable | None = None,
+    write_output: bool = True,
+) -> tuple[dict, bytes | None]:
     """Run one video -> (manifest record, the result file's bytes when it is done).
 
     With ``write_output`` the result is also written (atomically) to ``item.output_path``. Any error
     becomes a failed record: one bad video never stops the batch."""
     t0 = time.perf_counter()
     try:
-        out = engine.run(input_path or item.input_path, options, progress=progress,
-                         video_name=Path(item.key).name)
+        out = engine.run(input_path or item.input_path, options, progress=progress, video_name=Path(item.key).name)
         data = result_bytes(out.result)
         if write_output:
             atomic_write_bytes(item.output_path, data)
     except VibeError as err:
         return make_record(item, "failed", seconds=time.perf_counter() - t0, error=str(err), worker=worker), None
-    except Exception as err:                              # noqa: BLE001 - the batch goes on, the error is recorded
-        message = (f"Internal error ({type(err).__name__}: {err}); the other videos are not affected. "
-                   "Report it if it repeats.")
+    except Exception as err:  # noqa: BLE001 - the batch goes on, the error is recorded
+        message = (
+            f"Internal error ({type(err).__name__}: {err}); the other videos are not affected. Report it if it repeats."
+        )
         return make_record(item, "failed", seconds=time.perf_counter() - t0, error=message, worker=worker), None
-    record = make_record(item, "done", tracks=len(out.result.tracks), frames=out.frames_decoded,
-                         seconds=time.perf_counter() - t0, worker=worker)
+    record = make_record(
+        item,
+        "done",
+        tracks=len(out.result.tracks),
+        frames=out.frames_decoded,
+        seconds=time.perf_counter() - t0,
+        worker=worker,
+    )
     return record, data
 
 

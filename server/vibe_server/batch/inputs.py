@@ -4,6 +4,7 @@ Each video gets a key, its path relative to the input it came from (a folder's v
 layout under it; a single file is its own name; a list's entries are relative to the entries'
 common folder). The result goes to ``OUTDIR/<key without extension>.npz``.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,17 +13,35 @@ from pathlib import Path, PurePosixPath
 
 from vibe_blender.core.errors import VibeError
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".gif", ".mpg", ".mpeg", ".wmv",
-                              ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv"})
+VIDEO_EXTENSIONS = frozenset(
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".avi",
+        ".webm",
+        ".gif",
+        ".mpg",
+        ".mpeg",
+        ".wmv",
+        ".flv",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".3gp",
+        ".ogv",
+    }
+)
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 RESULT_SUFFIX = ".npz"
 
 
 @dataclass(frozen=True)
 class BatchItem:
-    key: str            # input path relative to its root, '/'-separated: the manifest's identity of a video
-    input_path: str     # absolute path of the video
-    output_path: str    # absolute path of its result file
+    key: str  # input path relative to its root, '/'-separated: the manifest's identity of a video
+    input_path: str  # absolute path of the video
+    output_path: str  # absolute path of its result file
 
     @property
     def output_key(self) -> str:
@@ -37,7 +56,7 @@ def is_video(path: Path) -> bool:
 def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))       # skip hidden folders
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skip hidden folders
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if not name.startswith(".") and is_video(path):
@@ -49,8 +68,10 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
     try:
         lines = list_file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise VibeError(f"Cannot read the list of videos '{list_file}' ({err}); give a UTF-8 text file with "
-                        "one video path per line.") from err
+        raise VibeError(
+            f"Cannot read the list of videos '{list_file}' ({err}); give a UTF-8 text file with "
+            "one video path per line."
+        ) from err
     paths = []
     for line in lines:
         line = line.strip()
@@ -76,7 +97,9 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
         if path.is_dir():
             videos = _folder_videos(path.resolve())
             if not videos:
-                raise VibeError(f"The folder '{path}' holds no video (looked for {', '.join(sorted(VIDEO_EXTENSIONS))}).")
+                raise VibeError(
+                    f"The folder '{path}' holds no video (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})."
+                )
             keyed += videos
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
             keyed += _list_videos(path)
@@ -90,13 +113,17 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
     items: list[BatchItem] = []
     by_output: dict[str, str] = {}
     for key, path in keyed:
-        item = BatchItem(key=key, input_path=str(path), output_path=str(output_dir / PurePosixPath(key).with_suffix(RESULT_SUFFIX)))
+        item = BatchItem(
+            key=key, input_path=str(path), output_path=str(output_dir / PurePosixPath(key).with_suffix(RESULT_SUFFIX))
+        )
         earlier = by_output.get(item.output_key)
         if earlier is not None:
-            if earlier == item.input_path:                  # the same video named twice: once is enough
+            if earlier == item.input_path:  # the same video named twice: once is enough
                 continue
-            raise VibeError(f"'{earlier}' and '{path}' would both write '{item.output_key}' in {output_dir}; "
-                            "rename one of them or run them as separate batches.")
+            raise VibeError(
+                f"'{earlier}' and '{path}' would both write '{item.output_key}' in {output_dir}; "
+                "rename one of them or run them as separate batches."
+            )
         by_output[item.output_key] = item.input_path
         items.append(item)
     return items

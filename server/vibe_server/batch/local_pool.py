@@ -4,6 +4,7 @@ At most ``2 x workers`` videos are submitted at a time, so memory stays bounded 
 size. A worker process that dies (killed, out of memory, a crash in native code) breaks the pool:
 a new pool is made and the videos that were in flight are tried again, up to ``MAX_ATTEMPTS`` times.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,8 @@ from .inputs import BatchItem
 from .manifest import make_record
 from .progress import BatchProgress
 
-MAX_ATTEMPTS = 3                  # a video in flight when its worker died this often is marked failed
-IN_FLIGHT_PER_WORKER = 2          # one running, one waiting: workers never idle, memory stays bounded
+MAX_ATTEMPTS = 3  # a video in flight when its worker died this often is marked failed
+IN_FLIGHT_PER_WORKER = 2  # one running, one waiting: workers never idle, memory stays bounded
 
 # The worker process's state (set once by ``_init_worker``).
 _engine = None
@@ -41,7 +42,7 @@ def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
     _worker_name = f"worker {os.getpid()} ({device})"
     try:
         _engine = load_engine(replace(spec, device=device))
-    except WorkerSetupError as err:                     # reported with the first video, then the batch stops
+    except WorkerSetupError as err:  # reported with the first video, then the batch stops
         _setup_error = str(err)
 
 
@@ -58,8 +59,15 @@ def _run_item(item: BatchItem) -> dict:
     return record
 
 
-def run_local(items: list[BatchItem], spec: EngineSpec, options, *, jobs: int,
-              on_record: Callable[[dict], None], progress: BatchProgress) -> None:
+def run_local(
+    items: list[BatchItem],
+    spec: EngineSpec,
+    options,
+    *,
+    jobs: int,
+    on_record: Callable[[dict], None],
+    progress: BatchProgress,
+) -> None:
     """Process ``items`` on ``jobs`` worker processes; ``on_record`` gets each finished video's record
     (in the calling thread). Raises VibeError when the workers cannot load their engine."""
     import multiprocessing
@@ -68,16 +76,20 @@ def run_local(items: list[BatchItem], spec: EngineSpec, options, *, jobs: int,
     pending = deque(items)
     attempts: Counter[str] = Counter()
     layout = worker_devices(spec.device, jobs)
-    on_cpu = all(device == "cpu" for device in layout)          # CPU workers share the cores out
+    on_cpu = all(device == "cpu" for device in layout)  # CPU workers share the cores out
     spec = replace(spec, threads=spec.threads or (max(1, (os.cpu_count() or 1) // jobs) if on_cpu else None))
     while pending:
         devices, status_queue = context.Queue(), context.Queue()
         for device in layout:
             devices.put(device)
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker,
-                                   initargs=(spec, options, devices, status_queue))
+        pool = ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(spec, options, devices, status_queue),
+        )
         in_flight: dict = {}
-        stopped = True                     # Ctrl-C or a setup error: do not wait for the videos in flight
+        stopped = True  # Ctrl-C or a setup error: do not wait for the videos in flight
         try:
             _drive(pool, pending, in_flight, jobs, status_queue, on_record, progress)
             stopped = False
@@ -112,10 +124,17 @@ def _retry_or_fail(in_flight: dict, pending: deque, attempts: Counter, on_record
             continue
         attempts[item.key] += 1
         if attempts[item.key] >= MAX_ATTEMPTS:
-            on_record(make_record(item, "failed", error=(
-                f"A worker process died {MAX_ATTEMPTS} times while this video was being processed (out of "
-                "memory, or a crash in native code); check the file plays, or run it alone with "
-                "'vibe-mocap infer'.")))
+            on_record(
+                make_record(
+                    item,
+                    "failed",
+                    error=(
+                        f"A worker process died {MAX_ATTEMPTS} times while this video was being processed (out of "
+                        "memory, or a crash in native code); check the file plays, or run it alone with "
+                        "'vibe-mocap infer'."
+                    ),
+                )
+            )
         else:
             pending.appendleft(item)
     in_flight.clear()

@@ -6,6 +6,7 @@ under a finished name. The manifest is appended one line per finished video by t
 drives the batch; a line cut short by a kill is ignored when reading, and ``compact`` rewrites the
 file (atomically) with one line per video.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,13 +53,28 @@ def remove_stale_parts(output_dir: Path) -> int:
     return removed
 
 
-def make_record(item: BatchItem, status: str, *, tracks: int = 0, frames: int = 0, seconds: float = 0.0,
-                error: str | None = None, worker: str = "") -> dict:
+def make_record(
+    item: BatchItem,
+    status: str,
+    *,
+    tracks: int = 0,
+    frames: int = 0,
+    seconds: float = 0.0,
+    error: str | None = None,
+    worker: str = "",
+) -> dict:
     """One manifest line. ``fps`` is video frames processed per second of wall time."""
     return {
-        "input": item.key, "input_path": item.input_path, "output": item.output_key if status == "done" else None,
-        "status": status, "tracks": int(tracks), "frames": int(frames), "seconds": round(float(seconds), 3),
-        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0, "error": error, "worker": worker,
+        "input": item.key,
+        "input_path": item.input_path,
+        "output": item.output_key if status == "done" else None,
+        "status": status,
+        "tracks": int(tracks),
+        "frames": int(frames),
+        "seconds": round(float(seconds), 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
+        "error": error,
+        "worker": worker,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -78,11 +94,14 @@ class Manifest:
             for line in f:
                 try:
                     record = json.loads(line)
-                except ValueError:                      # a line cut short by a kill
+                except ValueError:  # a line cut short by a kill
                     self.damaged_lines += 1
                     continue
-                if isinstance(record, dict) and isinstance(record.get("input"), str) \
-                        and record.get("status") in STATUSES:
+                if (
+                    isinstance(record, dict)
+                    and isinstance(record.get("input"), str)
+                    and record.get("status") in STATUSES
+                ):
                     self.records[record["input"]] = record
                 else:
                     self.damaged_lines += 1
@@ -104,7 +123,7 @@ class Manifest:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if self._ends_mid_line(fd):
-                os.write(fd, b"\n")                     # finish a line a killed run cut short
+                os.write(fd, b"\n")  # finish a line a killed run cut short
             os.write(fd, line)
             os.fsync(fd)
         finally:
@@ -131,12 +150,16 @@ def summary_table(records: list[dict]) -> str:
     width = max([len(r["input"]) for r in records] + [5])
     lines = [f"{'video':<{width}}  {'status':<6}  {'tracks':>6}  {'frames':>7}  {'seconds':>8}  {'frames/s':>8}  error"]
     for r in records:
-        lines.append(f"{r['input']:<{width}}  {r['status']:<6}  {r['tracks']:>6}  {r['frames']:>7}  "
-                     f"{r['seconds']:>8.2f}  {r['fps']:>8.2f}  {r['error'] or ''}")
+        lines.append(
+            f"{r['input']:<{width}}  {r['status']:<6}  {r['tracks']:>6}  {r['frames']:>7}  "
+            f"{r['seconds']:>8.2f}  {r['fps']:>8.2f}  {r['error'] or ''}"
+        )
     done = [r for r in records if r["status"] == "done"]
     frames = sum(r["frames"] for r in done)
     seconds = sum(r["seconds"] for r in done)
     lines.append("")
-    lines.append(f"{len(done)} done, {len(records) - len(done)} failed, {frames} frames in {seconds:.1f} s of "
-                 f"worker time ({frames / seconds if seconds else 0.0:.1f} frames/s per worker)")
+    lines.append(
+        f"{len(done)} done, {len(records) - len(done)} failed, {frames} frames in {seconds:.1f} s of "
+        f"worker time ({frames / seconds if seconds else 0.0:.1f} frames/s per worker)"
+    )
     return "\n".join(lines)

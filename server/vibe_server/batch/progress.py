@@ -1,4 +1,5 @@
 """One overall progress bar for the batch plus one status line per worker (tqdm, on stderr)."""
+
 from __future__ import annotations
 
 import sys
@@ -12,8 +13,15 @@ class BatchProgress:
 
         self._tqdm = tqdm
         self._disable = not sys.stderr.isatty() if enabled is None else not enabled
-        self.bar = tqdm(total=total + skipped, initial=skipped, desc="batch", unit="video", file=sys.stderr,
-                        disable=self._disable, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total + skipped,
+            initial=skipped,
+            desc="batch",
+            unit="video",
+            file=sys.stderr,
+            disable=self._disable,
+            dynamic_ncols=True,
+        )
         self.failed = 0
         self._lines: dict[str, object] = {}
 
@@ -25,8 +33,14 @@ class BatchProgress:
     def worker_status(self, worker: str, text: str) -> None:
         line = self._lines.get(worker)
         if line is None:
-            line = self._lines[worker] = self._tqdm(total=0, position=len(self._lines) + 1, bar_format="{desc}",
-                                                    file=sys.stderr, disable=self._disable, leave=False)
+            line = self._lines[worker] = self._tqdm(
+                total=0,
+                position=len(self._lines) + 1,
+                bar_format="{desc}",
+                file=sys.stderr,
+                disable=self._disable,
+                leave=False,
+            )
         line.set_description_str(f"  {worker}: {text}")
 
     def close(self) -> None:

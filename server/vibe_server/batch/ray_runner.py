@@ -11,6 +11,7 @@ Transfer: ``shared`` (inputs and outputs on a path every node sees, the default)
 ``object-store`` (the driver sends each video's bytes and writes each result itself: for small
 clips when nodes share no file system).
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,8 @@ from .manifest import atomic_write_bytes, make_record
 from .progress import BatchProgress
 
 TRANSFERS = ("shared", "object-store")
-MAX_TASK_RETRIES = 2                       # a video that kills its actor 3 times is marked failed
-OBJECT_STORE_MAX_BYTES = 256 << 20         # larger videos must be on a shared path
+MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
+OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 CPUS_PER_CPU_ACTOR = 2
 
 
@@ -41,28 +42,31 @@ class VideoActor:
         self.name = f"ray {socket.gethostname()}:{os.getpid()} ({spec.device})"
         try:
             self.engine, self.setup_error = load_engine(spec), None
-        except WorkerSetupError as err:          # reported with the first video, then the batch stops
+        except WorkerSetupError as err:  # reported with the first video, then the batch stops
             self.engine, self.setup_error = None, str(err)
 
     def process(self, item: BatchItem, data: bytes | None) -> tuple[dict, bytes | None]:
         if self.setup_error is not None:
             return {"setup_error": self.setup_error}, None
-        if data is None:                              # shared path: the actor writes the result itself
+        if data is None:  # shared path: the actor writes the result itself
             record, _ = process_video(self.engine, item, self.options, worker=self.name)
             return record, None
         with tempfile.TemporaryDirectory(prefix="vibe-batch-") as folder:
             local = Path(folder) / ("input" + Path(item.key).suffix)
             local.write_bytes(data)
-            return process_video(self.engine, item, self.options, worker=self.name, input_path=str(local),
-                                 write_output=False)
+            return process_video(
+                self.engine, item, self.options, worker=self.name, input_path=str(local), write_output=False
+            )
 
 
 def _import_ray():
     try:
         import ray  # optional extra: only --ray needs it
     except ImportError as err:
-        raise VibeError("--ray needs Ray, which is not installed: pip install 'vibe-mocap[ray]' "
-                        "(on the driver and on every node of the cluster).") from err
+        raise VibeError(
+            "--ray needs Ray, which is not installed: pip install 'vibe-mocap[ray]' "
+            "(on the driver and on every node of the cluster)."
+        ) from err
     return ray
 
 
@@ -71,7 +75,7 @@ def _actor_layout(ray, device: str) -> tuple[dict, int, str]:
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if device != "cpu" and gpus > 0:
-        return {"num_gpus": 1}, gpus, "cuda:0"          # Ray shows each actor only its own GPU
+        return {"num_gpus": 1}, gpus, "cuda:0"  # Ray shows each actor only its own GPU
     if device.startswith("cuda"):
         raise VibeError(f"Device '{device}' was asked for but the Ray cluster has no GPU; use --device cpu.")
     cpus = int(resources.get("CPU", 1))
@@ -86,15 +90,25 @@ def _payload(item: BatchItem, transfer: str) -> tuple[bytes | None, str | None]:
     try:
         size = os.path.getsize(item.input_path)
         if size > OBJECT_STORE_MAX_BYTES:
-            return None, (f"The video is {size / 2**20:.0f} MiB, more than the object store takes per clip "
-                          f"({OBJECT_STORE_MAX_BYTES >> 20} MiB); put it on a shared path and use --transfer shared.")
+            return None, (
+                f"The video is {size / 2**20:.0f} MiB, more than the object store takes per clip "
+                f"({OBJECT_STORE_MAX_BYTES >> 20} MiB); put it on a shared path and use --transfer shared."
+            )
         return Path(item.input_path).read_bytes(), None
     except OSError as err:
         return None, f"Cannot read the video ({err}); check the path."
 
 
-def run_ray(items: list[BatchItem], spec: EngineSpec, options, *, address: str | None, transfer: str,
-            on_record: Callable[[dict], None], progress: BatchProgress) -> None:
+def run_ray(
+    items: list[BatchItem],
+    spec: EngineSpec,
+    options,
+    *,
+    address: str | None,
+    transfer: str,
+    on_record: Callable[[dict], None],
+    progress: BatchProgress,
+) -> None:
     """Process ``items`` on the Ray cluster at ``address`` (None: $RAY_ADDRESS, the last cluster started
     on this machine, else a new local one). ``on_record`` gets each finished video's record."""
     if transfer not in TRANSFERS:
@@ -107,12 +121,13 @@ def run_ray(items: list[BatchItem], spec: EngineSpec, options, *, address: str |
         try:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         except ConnectionError as err:
-            raise VibeError(f"Cannot reach the Ray cluster at '{address}' ({err}); start it with "
-                            "'ray start --head' or give its address.") from err
+            raise VibeError(
+                f"Cannot reach the Ray cluster at '{address}' ({err}); start it with "
+                "'ray start --head' or give its address."
+            ) from err
     try:
         resources, count, device = _actor_layout(ray, spec.device)
-        actor_class = ray.remote(VideoActor).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES,
-                                                     **resources)
+        actor_class = ray.remote(VideoActor).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES, **resources)
         actor_spec = replace(spec, device=device, threads=resources.get("num_cpus"))
         pool = ActorPool([actor_class.remote(actor_spec, options) for _ in range(min(count, len(items)))])
         _drive(ray, pool, items, transfer, on_record, progress)
@@ -127,7 +142,7 @@ def _drive(ray, pool, items: list[BatchItem], transfer: str, on_record, progress
     queue = iter(items)
     exhausted = False
     while True:
-        while not exhausted and pool.has_free():            # backpressure: one video per free actor
+        while not exhausted and pool.has_free():  # backpressure: one video per free actor
             item = next(queue, None)
             if item is None:
                 exhausted = True
@@ -144,7 +159,7 @@ def _drive(ray, pool, items: list[BatchItem], transfer: str, on_record, progress
         try:
             record, data = pool.get_next_unordered()
         except ray.exceptions.RayActorError:
-            continue                                      # retries used up: reported below, by key
+            continue  # retries used up: reported below, by key
         if "setup_error" in record:
             raise VibeError(f"The Ray actors could not load the model: {record['setup_error']}")
         item = by_key[record["input"]]
@@ -153,6 +168,13 @@ def _drive(ray, pool, items: list[BatchItem], transfer: str, on_record, progress
         outstanding.discard(item.key)
         on_record(record)
     for key in sorted(outstanding):
-        on_record(make_record(by_key[key], "failed", error=(
-            f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
-            "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'.")))
+        on_record(
+            make_record(
+                by_key[key],
+                "failed",
+                error=(
+                    f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
+                    "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
+                ),
+            )
+        )

@@ -1,5 +1,6 @@
 """A batch from start to end: find the videos, skip the finished ones, run the rest on local
 workers or on Ray, append each record to the manifest as it arrives, write the summary."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,8 @@ LOCK_NAME = ".batch.lock"
 
 @dataclass
 class BatchPlan:
-    items: list[BatchItem]             # every video of the batch, in order
-    todo: list[BatchItem]              # those still to run
+    items: list[BatchItem]  # every video of the batch, in order
+    todo: list[BatchItem]  # those still to run
     manifest: Manifest
 
 
@@ -36,27 +37,38 @@ def output_lock(output_dir: Path):
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
-    except ImportError:                                  # Windows: no advisory locks; documented
+    except ImportError:  # Windows: no advisory locks; documented
         yield
         return
     with open(output_dir / LOCK_NAME, "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            raise VibeError(f"Another batch is writing to '{output_dir}'; wait for it to end or choose "
-                            "another output folder.") from err
+            raise VibeError(
+                f"Another batch is writing to '{output_dir}'; wait for it to end or choose another output folder."
+            ) from err
         yield
 
 
-def run_batch(inputs: list[str], output_dir: str | Path, spec: EngineSpec, options, *, jobs: int | None = None,
-              ray_address: str | None = None, use_ray: bool = False, transfer: str = "shared",
-              retry_failed: bool = False, show_progress: bool | None = None) -> list[dict]:
+def run_batch(
+    inputs: list[str],
+    output_dir: str | Path,
+    spec: EngineSpec,
+    options,
+    *,
+    jobs: int | None = None,
+    ray_address: str | None = None,
+    use_ray: bool = False,
+    transfer: str = "shared",
+    retry_failed: bool = False,
+    show_progress: bool | None = None,
+) -> list[dict]:
     """Run the batch; returns the records of all its videos (this run's and earlier ones)."""
     output_dir = Path(output_dir).resolve()
     with output_lock(output_dir):
         remove_stale_parts(output_dir)
         batch = plan(inputs, output_dir, retry_failed=retry_failed)
-        batch.manifest.compact([item.key for item in batch.items])          # one line per video
+        batch.manifest.compact([item.key for item in batch.items])  # one line per video
         progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
 
         def on_record(record: dict) -> None:
@@ -67,8 +79,15 @@ def run_batch(inputs: list[str], output_dir: str | Path, spec: EngineSpec, optio
             if batch.todo and use_ray:
                 from .ray_runner import run_ray
 
-                run_ray(batch.todo, spec, options, address=ray_address, transfer=transfer, on_record=on_record,
-                        progress=progress)
+                run_ray(
+                    batch.todo,
+                    spec,
+                    options,
+                    address=ray_address,
+                    transfer=transfer,
+                    on_record=on_record,
+                    progress=progress,
+                )
             elif batch.todo:
                 from .devices import default_jobs
                 from .local_pool import run_local

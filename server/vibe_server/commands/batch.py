@@ -1,4 +1,5 @@
 """``vibe-mocap batch INPUT... -o OUTDIR``: many videos on local workers or a Ray cluster, resumable."""
+
 from __future__ import annotations
 
 import sys
@@ -10,24 +11,43 @@ from .infer import add_pipeline_arguments, run_options
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("batch", help="many videos -> one result file each, with a manifest (resumable)",
-                       description="Run VIBE on every video of the inputs: files, folders (searched recursively) "
-                                   "or text files with one video path per line. Results keep the inputs' layout "
-                                   "under OUTDIR; OUTDIR/manifest.jsonl records each video. Running the same "
-                                   "command again skips the finished videos.")
+    p = sub.add_parser(
+        "batch",
+        help="many videos -> one result file each, with a manifest (resumable)",
+        description="Run VIBE on every video of the inputs: files, folders (searched recursively) "
+        "or text files with one video path per line. Results keep the inputs' layout "
+        "under OUTDIR; OUTDIR/manifest.jsonl records each video. Running the same "
+        "command again skips the finished videos.",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, or .txt lists of video paths")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="where results and the manifest go")
-    p.add_argument("--jobs", type=int, metavar="N",
-                   help="local worker processes (default: one per GPU, else as many as cores and memory allow)")
-    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
-                   help="run on a Ray cluster (pip install 'vibe-mocap[ray]'); without ADDRESS: $RAY_ADDRESS, "
-                        "the cluster started on this machine, else a new local one")
-    p.add_argument("--transfer", choices=("shared", "object-store"), default="shared",
-                   help="with --ray: inputs and outputs on a shared path (default), or sent through Ray's "
-                        "object store (small clips, nodes without a shared file system)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="local worker processes (default: one per GPU, else as many as cores and memory allow)",
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (pip install 'vibe-mocap[ray]'); without ADDRESS: $RAY_ADDRESS, "
+        "the cluster started on this machine, else a new local one",
+    )
+    p.add_argument(
+        "--transfer",
+        choices=("shared", "object-store"),
+        default="shared",
+        help="with --ray: inputs and outputs on a shared path (default), or sent through Ray's "
+        "object store (small clips, nodes without a shared file system)",
+    )
     p.add_argument("--retry-failed", action="store_true", help="run the videos that failed before again")
-    p.add_argument("--engine", metavar="MODULE:FUNCTION",
-                   help="a custom engine factory with load_engine's signature (default: the VIBE pipeline)")
+    p.add_argument(
+        "--engine",
+        metavar="MODULE:FUNCTION",
+        help="a custom engine factory with load_engine's signature (default: the VIBE pipeline)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     add_pipeline_arguments(p)
     p.set_defaults(run=run)
@@ -41,19 +61,37 @@ def run(args) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise VibeError(f"--jobs must be at least 1; got {args.jobs}.")
     if args.jobs is not None and args.ray is not None:
-        raise VibeError("--jobs is for local workers; with --ray the cluster's GPUs (or CPUs) set the number of actors.")
+        raise VibeError(
+            "--jobs is for local workers; with --ray the cluster's GPUs (or CPUs) set the number of actors."
+        )
     if args.ray and Path(args.ray).exists():
-        raise VibeError(f"--ray took '{args.ray}' as the cluster's address, but it is a file or folder: put --ray "
-                        "after the inputs (or write --ray=ADDRESS).")
+        raise VibeError(
+            f"--ray took '{args.ray}' as the cluster's address, but it is a file or folder: put --ray "
+            "after the inputs (or write --ray=ADDRESS)."
+        )
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)
-    spec = EngineSpec(device=args.device, precision=FAST if args.fast else "fp32",
-                      data_dir=args.data_dir, allow_synthetic=True, factory=args.engine or ENGINE_FACTORY)
+    spec = EngineSpec(
+        device=args.device,
+        precision=FAST if args.fast else "fp32",
+        data_dir=args.data_dir,
+        allow_synthetic=True,
+        factory=args.engine or ENGINE_FACTORY,
+    )
     output_dir = Path(args.output_dir)
-    records = run_batch(args.inputs, output_dir, spec, options, jobs=args.jobs, use_ray=args.ray is not None,
-                        ray_address=args.ray or None, transfer=args.transfer, retry_failed=args.retry_failed,
-                        show_progress=False if args.no_progress else None)
+    records = run_batch(
+        args.inputs,
+        output_dir,
+        spec,
+        options,
+        jobs=args.jobs,
+        use_ray=args.ray is not None,
+        ray_address=args.ray or None,
+        transfer=args.transfer,
+        retry_failed=args.retry_failed,
+        show_progress=False if args.no_progress else None,
+    )
     print(summary_table(records))
     print(f"\nManifest: {output_dir / MANIFEST_NAME}\nSummary: {output_dir / SUMMARY_NAME}")
     done = [r for r in records if r["status"] == "done"]

@@ -1,4 +1,5 @@
 """``vibe-mocap data {path,check,install}``: the licensed model-data bundle."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,9 @@ from ..data import bundle
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="install or check the model data (SMPL, checkpoints, detector)",
-                       description=bundle.__doc__)
+    p = sub.add_parser(
+        "data", help="install or check the model data (SMPL, checkpoints, detector)", description=bundle.__doc__
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help_text, run in (
         ("path", "print the model-data folder in use", _path),
@@ -16,14 +18,18 @@ def add_parser(sub) -> None:
         ("install", "install the model files from a zip, a folder or a URL", _install),
     ):
         a = actions.add_parser(name, help=help_text)
-        a.add_argument("--data-dir", help=f"model-data folder (default: ${bundle.ENV_VAR}, "
-                                          f"else {bundle.default_data_dir()})")
+        a.add_argument(
+            "--data-dir", help=f"model-data folder (default: ${bundle.ENV_VAR}, else {bundle.default_data_dir()})"
+        )
         a.set_defaults(run=run)
         if name == "install":
             a.add_argument("source", help="vibe_data.zip, a folder holding the files, one file, or an http(s) URL")
         if name == "check":
-            a.add_argument("--json", action="store_true",
-                           help="print {data_dir, ok, files: [{name, status, detail}]} as JSON (for the add-on)")
+            a.add_argument(
+                "--json",
+                action="store_true",
+                help="print {data_dir, ok, files: [{name, status, detail}]} as JSON (for the add-on)",
+            )
 
 
 def _path(args) -> int:

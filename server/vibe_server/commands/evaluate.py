@@ -1,5 +1,6 @@
 """``vibe-mocap evaluate DB_FILE``: MPJPE, PA-MPJPE, PVE, ACCEL, ACCEL_ERR of a VIBE checkpoint on a
 database file (3DPW, MPI-INF-3DHP or Human3.6M layout), overall and per sequence."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a VIBE checkpoint on a 3DPW / MPI-INF-3DHP / H36M database file")
     p.add_argument("db_file", help="e.g. data/vibe_db/3dpw_test_db.pt")
     p.add_argument("--checkpoint", help="VIBE checkpoint (default: vibe_model_wo_3dpw.pth.tar in the data folder)")
-    p.add_argument("--dataset", choices=("3dpw", "mpii3d", "h36m"),
-                   help="layout of db_file (default: from its name, e.g. 3dpw_test_db.pt -> 3dpw)")
+    p.add_argument(
+        "--dataset",
+        choices=("3dpw", "mpii3d", "h36m"),
+        help="layout of db_file (default: from its name, e.g. 3dpw_test_db.pt -> 3dpw)",
+    )
     p.add_argument("--data-dir", help="model-data folder (SMPL, J_regressor_h36m.npy)")
     p.add_argument("--seqlen", type=int, default=16, help="window length T (results depend on it)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -43,12 +47,21 @@ def run(args: argparse.Namespace) -> int:
     generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(args.device)
     # 3DPW files carry SMPL ground truth (PVE); the others are scored on joints only
     dataset = SequenceDataset(None, name, "test" if name == "3dpw" else "val", seqlen=args.seqlen, path=db_file)
-    result = evaluate_generator(generator, dataset, loading.load_h36m_regressor(args.data_dir), args.device,
-                                batch_size=args.batch_size)
+    result = evaluate_generator(
+        generator, dataset, loading.load_h36m_regressor(args.data_dir), args.device, batch_size=args.batch_size
+    )
     print(f"{checkpoint} on {db_file} ({result.num_frames} frames, T = {args.seqlen}); mm, mm/frame^2:")
     print(result.table())
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"checkpoint": str(checkpoint), "db_file": str(db_file),
-                                                    "overall": result.overall, "per_sequence": result.per_sequence},
-                                                   indent=1))
+        Path(args.json_path).write_text(
+            json.dumps(
+                {
+                    "checkpoint": str(checkpoint),
+                    "db_file": str(db_file),
+                    "overall": result.overall,
+                    "per_sequence": result.per_sequence,
+                },
+                indent=1,
+            )
+        )
     return 0

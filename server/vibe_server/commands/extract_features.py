@@ -1,5 +1,6 @@
 """``vibe-mocap extract-features VIDEO --bboxes BOXES --out OUT.pt``: per-frame ResNet-50 features of
 one tracked person, in the database-file layout (features, bbox, frame_id, vid_name)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,9 @@ from vibe_blender.core.errors import VibeError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract-features", help="backbone features of a person in a video, for training files")
     p.add_argument("video", help="video file")
-    p.add_argument("--bboxes", required=True,
-                   help=".npy or .csv: rows [cx, cy, w, h] per frame from 0, or [frame, cx, cy, w, h]")
+    p.add_argument(
+        "--bboxes", required=True, help=".npy or .csv: rows [cx, cy, w, h] per frame from 0, or [frame, cx, cy, w, h]"
+    )
     p.add_argument("--out", required=True, help="output .pt (joblib dict of arrays, like the original's db files)")
     p.add_argument("--scale", type=float, default=1.3, help="crop side / box side (original training: 1.3)")
     p.add_argument("--name", help="vid_name of the track (default: the video's file name)")
@@ -44,8 +46,15 @@ def run(args: argparse.Namespace) -> int:
         raise VibeError(f"Video {video} not found.")
     frame_ids, bboxes = read_bboxes(args.bboxes)
     model = load_model(args.data_dir, device=args.device)
-    features = extract_video_features(model, iter_frames_rgb(video), frame_ids, bboxes, scale=args.scale,
-                                      batch_size=args.batch_size, device=args.device)
+    features = extract_video_features(
+        model,
+        iter_frames_rgb(video),
+        frame_ids,
+        bboxes,
+        scale=args.scale,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     write_feature_db(args.out, features, frame_ids, bboxes, args.name or video.stem)
     print(f"wrote {args.out}: {len(frame_ids)} frames x 2048 features")
     return 0

@@ -1,4 +1,5 @@
 """``vibe-mocap infer VIDEO -o OUT.npz``: run the whole pipeline on one video, without a server."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,25 +11,38 @@ from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES
-from ..pipeline.cpu_features import choose_precision
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine, RunOutput
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("infer", help="video -> result file (.npz), optionally the official vibe_output.pkl",
-                       description="Run VIBE on a video: people are detected and tracked, and each track gets "
-                                   "per-frame SMPL pose, shape, cameras and root translation.")
+    p = sub.add_parser(
+        "infer",
+        help="video -> result file (.npz), optionally the official vibe_output.pkl",
+        description="Run VIBE on a video: people are detected and tracked, and each track gets "
+        "per-frame SMPL pose, shape, cameras and root translation.",
+    )
     p.add_argument("video", help="the video file (mp4, mkv, avi, gif, ...)")
     p.add_argument("-o", "--output", help="result file (default: <video name>_vibe.npz in the current folder)")
-    p.add_argument("--pkl", nargs="?", const="", metavar="PATH",
-                   help="also write the official vibe_output.pkl (default path: next to the result)")
-    p.add_argument("--body-model", nargs="?", const="", metavar="PATH",
-                   help="also write the body-model arrays the Blender add-on builds the character from "
-                        "(default path: next to the result)")
+    p.add_argument(
+        "--pkl",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also write the official vibe_output.pkl (default path: next to the result)",
+    )
+    p.add_argument(
+        "--body-model",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also write the body-model arrays the Blender add-on builds the character from "
+        "(default path: next to the result)",
+    )
     add_pipeline_arguments(p)
     p.set_defaults(run=run)
 
@@ -36,11 +50,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def add_pipeline_arguments(p) -> None:
     """The model and pipeline options shared by ``infer`` and ``batch``."""
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
-    add_cli_flags(p)                                   # the job options (pipeline/options.py)
+    add_cli_flags(p)  # the job options (pipeline/options.py)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--fast", action="store_true",
-                   help="bf16 (CPU) or fp16 (CUDA) even where auto would choose fp32 (bf16 is slower "
-                        "on CPUs without AVX512-BF16/AMX)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="bf16 (CPU) or fp16 (CUDA) even where auto would choose fp32 (bf16 is slower "
+        "on CPUs without AVX512-BF16/AMX)",
+    )
 
 
 def run_options(args):
@@ -67,8 +84,14 @@ class _StageBars:
         label = self.STREAM_LABEL if stage in STREAM_STAGES else stage
         if label != self.label:
             self.close()
-            self.bar = tqdm(total=100, desc=f"{label:<34}", unit="%", leave=True, file=sys.stderr,
-                            bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+            self.bar = tqdm(
+                total=100,
+                desc=f"{label:<34}",
+                unit="%",
+                leave=True,
+                file=sys.stderr,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+            )
             self.label = label
         self.bar.n = round(100 * fraction, 1)
         self.bar.refresh()
@@ -99,11 +122,18 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     data_dir = resolve_data_dir(args.data_dir)
     if model_data_problem(data_dir) is not None:
-        print(f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
-              f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
-              file=sys.stderr)
-    engine = load_engine(data_dir, device=device, precision=precision(args.fast, device), allow_synthetic=True,
-                         log=lambda msg: print(msg, file=sys.stderr))
+        print(
+            f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
+            f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+    engine = load_engine(
+        data_dir,
+        device=device,
+        precision=precision(args.fast, device),
+        allow_synthetic=True,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
     bars = _StageBars()
     try:
         out = engine.run(video, options, progress=bars)
@@ -126,11 +156,14 @@ def run(args: argparse.Namespace) -> int:
         save_body_model(body_path, load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl"))
 
     print(summary_table(out, engine))
-    print(f"\nResult: {output}" + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
-          + (f"\nBody model: {body_path}" if body_path else ""))
+    print(
+        f"\nResult: {output}"
+        + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
+        + (f"\nBody model: {body_path}" if body_path else "")
+    )
     if out.result.model_name == SYNTHETIC_MODEL_NAME:
         print(f"(Model: {SYNTHETIC_MODEL_NAME}: install the real model data for real motion.)")
-    for warning in out.warnings:                # also in the result file's meta["warnings"]
+    for warning in out.warnings:  # also in the result file's meta["warnings"]
         print(f"WARNING: {warning}", file=sys.stderr)
     return 0
 
@@ -139,19 +172,25 @@ def summary_table(out: RunOutput, engine: Engine) -> str:
     """The tracks found and the time per stage, as plain text."""
     result = out.result
     fps = result.video.fps or 30.0
-    lines = [f"\n{result.video.name}: {result.video.width}x{result.video.height}, {fps:g} fps, "
-             f"{out.frames_decoded} frames decoded; model: {result.model_name}; device {engine.device}, "
-             f"{engine.precision}; detection every {result.meta.get('detection_stride', '?')} frames"
-             f"{' + adaptive' if result.meta.get('adaptive_detection') == 'True' else ''}"
-             f"{'; compiled backbone' if result.meta.get('backbone_compiled') == 'True' else ''}",
-             "", f"{'track':>5}  {'frames':>6}  {'first':>6}  {'last':>6}  {'seconds':>7}"]
+    lines = [
+        f"\n{result.video.name}: {result.video.width}x{result.video.height}, {fps:g} fps, "
+        f"{out.frames_decoded} frames decoded; model: {result.model_name}; device {engine.device}, "
+        f"{engine.precision}; detection every {result.meta.get('detection_stride', '?')} frames"
+        f"{' + adaptive' if result.meta.get('adaptive_detection') == 'True' else ''}"
+        f"{'; compiled backbone' if result.meta.get('backbone_compiled') == 'True' else ''}",
+        "",
+        f"{'track':>5}  {'frames':>6}  {'first':>6}  {'last':>6}  {'seconds':>7}",
+    ]
     for t in result.tracks:
-        lines.append(f"{t.track_id:>5}  {t.num_frames:>6}  {t.frame_ids[0]:>6}  {t.frame_ids[-1]:>6}  "
-                     f"{t.num_frames / fps:>7.1f}")
+        lines.append(
+            f"{t.track_id:>5}  {t.num_frames:>6}  {t.frame_ids[0]:>6}  {t.frame_ids[-1]:>6}  {t.num_frames / fps:>7.1f}"
+        )
     lines += ["", f"{'stage':<10}  {'seconds':>8}  {'share':>6}"]
     total = sum(out.timings_s.values()) or 1.0
     for stage in STAGES:
         lines.append(f"{stage:<10}  {out.timings_s[stage]:>8.2f}  {100 * out.timings_s[stage] / total:>5.1f}%")
-    lines.append(f"{'total':<10}  {out.wall_s:>8.2f}  ({out.frames_decoded / max(out.wall_s, 1e-9):.1f} video frames/s, "
-                 f"{out.crops} person crops)")
+    lines.append(
+        f"{'total':<10}  {out.wall_s:>8.2f}  ({out.frames_decoded / max(out.wall_s, 1e-9):.1f} video frames/s, "
+        f"{out.crops} person crops)"
+    )
     return "\n".join(lines)

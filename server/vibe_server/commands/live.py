@@ -1,6 +1,7 @@
 """``vibe-mocap live SOURCE``: capture a camera, a stream on this machine or a video file (played at
 its own frame rate) live, printing frames/s, latency and dropped frames; ``--record`` saves the
 standard result file."""
+
 from __future__ import annotations
 
 import sys
@@ -11,20 +12,31 @@ from vibe_blender.core.errors import VibeError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("live", help="live capture from a camera, a local stream or a file at its frame rate",
-                       description="Run VIBE on frames as they arrive. Frames the model cannot keep up with are "
-                                   "dropped (and counted), never queued.")
+    p = sub.add_parser(
+        "live",
+        help="live capture from a camera, a local stream or a file at its frame rate",
+        description="Run VIBE on frames as they arrive. Frames the model cannot keep up with are "
+        "dropped (and counted), never queued.",
+    )
     p.add_argument("source", help="camera index (0), a video file, or a stream URL on 127.0.0.1 (rtsp://, udp://, ...)")
     p.add_argument("--record", metavar="OUT.npz", help="write what was captured as a result file when it stops")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until the source "
-                                                               "ends or Ctrl-C)")
-    p.add_argument("--detector", choices=("auto", "yolo", "hog"), default="auto",
-                   help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
+    p.add_argument(
+        "--duration", type=float, metavar="S", help="stop after S seconds (default: until the source ends or Ctrl-C)"
+    )
+    p.add_argument(
+        "--detector",
+        choices=("auto", "yolo", "hog"),
+        default="auto",
+        help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)",
+    )
     p.add_argument("--detection-stride", type=int, default=1, metavar="N", help="detect every Nth frame (default 1)")
     p.add_argument("--smoothing", type=float, default=0.0, metavar="S", help="causal smoothing 0 (off) .. 1")
     p.add_argument("--max-people", type=int, default=4, metavar="N", help="follow at most N people (default 4)")
-    p.add_argument("--lossless", action="store_true",
-                   help="a file: wait for the model instead of dropping frames (a replay that keeps every frame)")
+    p.add_argument(
+        "--lossless",
+        action="store_true",
+        help="a file: wait for the model instead of dropping frames (a replay that keeps every frame)",
+    )
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.set_defaults(run=run)
@@ -33,24 +45,42 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from vibe_blender.core.result_file import save_result
 
-    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, run_live
-    from ..pipeline.live_source import open_live_source, parse_source
     from ..data.loading import resolve_device
     from ..pipeline.engine import load_engine
+    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, run_live
+    from ..pipeline.live_source import open_live_source, parse_source
 
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":
         raise VibeError(f"The recording must end in .npz; got '{record}'.")
-    options = LiveOptions(detector=args.detector, detection_stride=args.detection_stride,
-                          smoothing=args.smoothing, max_people=args.max_people)
+    options = LiveOptions(
+        detector=args.detector,
+        detection_stride=args.detection_stride,
+        smoothing=args.smoothing,
+        max_people=args.max_people,
+    )
     options.validate()
-    parse_source(args.source)                         # a bad source is refused before the model loads
-    engine = load_engine(args.data_dir, device=resolve_device(args.device), allow_synthetic=True,
-                         log=lambda msg: print(msg, file=sys.stderr))
+    parse_source(args.source)  # a bad source is refused before the model loads
+    engine = load_engine(
+        args.data_dir,
+        device=resolve_device(args.device),
+        allow_synthetic=True,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
     source = open_live_source(args.source, lossless=args.lossless)
     session = LiveSession(engine, options, width=source.info.width, height=source.info.height)
-    recording = (LiveRecording(source.info.name, source.info.fps, source.info.width, source.info.height,
-                               session.focal_px, engine.model_name) if record else None)
+    recording = (
+        LiveRecording(
+            source.info.name,
+            source.info.fps,
+            source.info.width,
+            source.info.height,
+            session.focal_px,
+            engine.model_name,
+        )
+        if record
+        else None
+    )
     t_end = time.monotonic() + args.duration if args.duration else None
     last_print = [0.0]
 
@@ -60,26 +90,36 @@ def run(args) -> int:
             last_print[0] = now
             print(_stats_line(stats, len(people)), file=sys.stderr, flush=True)
 
-    print(f"Live from {source.info.name} ({source.info.width}x{source.info.height}, {source.info.fps:g} fps), "
-          f"model: {engine.model_name}. Ctrl-C stops.", file=sys.stderr)
+    print(
+        f"Live from {source.info.name} ({source.info.width}x{source.info.height}, {source.info.fps:g} fps), "
+        f"model: {engine.model_name}. Ctrl-C stops.",
+        file=sys.stderr,
+    )
     interrupted = False
     with source:
         try:
-            stats = run_live(source, session, on_frame=show, recording=recording,
-                             should_stop=(lambda: time.monotonic() > t_end) if t_end else None)
+            stats = run_live(
+                source,
+                session,
+                on_frame=show,
+                recording=recording,
+                should_stop=(lambda: time.monotonic() > t_end) if t_end else None,
+            )
         except KeyboardInterrupt:
             interrupted, stats = True, None
-    if stats is None:                                          # Ctrl-C: figures from the source
+    if stats is None:  # Ctrl-C: figures from the source
         from ..pipeline.live import LiveStats
 
-        stats = LiveStats(frames_processed=session.frames_processed, frames_arrived=source.arrived,
-                          frames_dropped=source.dropped)
+        stats = LiveStats(
+            frames_processed=session.frames_processed, frames_arrived=source.arrived, frames_dropped=source.dropped
+        )
     print(_stats_line(stats, None) + (" (interrupted)" if interrupted else ""))
     if record is not None:
         result = recording.result(frames_seen=stats.frames_arrived, dropped=stats.frames_dropped)
         if not result.tracks:
-            raise VibeError(f"Nobody was tracked from {source.info.name}: nothing to record. Make sure a "
-                            "whole person is in view.")
+            raise VibeError(
+                f"Nobody was tracked from {source.info.name}: nothing to record. Make sure a whole person is in view."
+            )
         record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_name(record.name + ".part")
         with open(tmp, "wb") as f:
@@ -92,6 +132,8 @@ def run(args) -> int:
 def _stats_line(stats, people: int | None) -> str:
     p50 = f"{1000 * stats.latency_p50_s:.0f}" if stats.latency_p50_s is not None else "-"
     p95 = f"{1000 * stats.latency_p95_s:.0f}" if stats.latency_p95_s is not None else "-"
-    line = (f"{stats.fps:5.1f} frames/s  latency p50 {p50} ms  p95 {p95} ms  "
-            f"processed {stats.frames_processed}  dropped {stats.frames_dropped} of {stats.frames_arrived}")
+    line = (
+        f"{stats.fps:5.1f} frames/s  latency p50 {p50} ms  p95 {p95} ms  "
+        f"processed {stats.frames_processed}  dropped {stats.frames_dropped} of {stats.frames_arrived}"
+    )
     return line + (f"  people {people}" if people is not None else "")

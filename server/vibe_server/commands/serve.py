@@ -1,4 +1,5 @@
 """``vibe-mocap serve``: the HTTP job server for the Blender add-on (see docs/server.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,37 +12,73 @@ from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the inference server for the Blender add-on",
-                       description="Serve the HTTP job API. Binds 127.0.0.1 by default. Every client sends the "
-                                   f"server's token: --token, else ${TOKEN_ENV_VAR}, else the token file in the "
-                                   "user's config folder (made on first start, readable by this user only; "
-                                   "the add-on reads it from there).")
+    p = sub.add_parser(
+        "serve",
+        help="run the inference server for the Blender add-on",
+        description="Serve the HTTP job API. Binds 127.0.0.1 by default. Every client sends the "
+        f"server's token: --token, else ${TOKEN_ENV_VAR}, else the token file in the "
+        "user's config folder (made on first start, readable by this user only; "
+        "the add-on reads it from there).",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    p.add_argument("--token", help=f"the token clients must send (visible to every account in 'ps': prefer "
-                                   f"${TOKEN_ENV_VAR} or the token file, the default)")
-    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                   help="another name clients use for this server in the Host header (repeatable)")
+    p.add_argument(
+        "--token",
+        help=f"the token clients must send (visible to every account in 'ps': prefer "
+        f"${TOKEN_ENV_VAR} or the token file, the default)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name clients use for this server in the Host header (repeatable)",
+    )
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     p.add_argument("--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept")
-    p.add_argument("--device", default="auto",
-                   help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="auto (default): fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX, else fp32; "
-                        "a job with params {\"official\": true} always runs in fp32")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto (default): fp16 on CUDA, bf16 on a CPU with AVX512-BF16 or AMX, else fp32; "
+        "a job with params {\"official\": true} always runs in fp32",
+    )
     p.add_argument("--fast", action="store_true", help="bf16 (CPU) / fp16 (CUDA) even where auto chooses fp32")
     defaults = Settings()
-    p.add_argument("--max-upload-mb", type=int, default=defaults.max_upload_bytes // 1024 ** 2,
-                   help="largest accepted upload (default %(default)s MiB)")
-    p.add_argument("--max-queued-jobs", type=int, default=defaults.max_queued_jobs,
-                   help="jobs queued or running at once; more are refused with 429 (default %(default)s)")
-    p.add_argument("--max-queued-upload-mb", type=int, default=defaults.max_queued_upload_bytes // 1024 ** 2,
-                   help="disk held by the uploads of unfinished jobs; more is refused with 507 "
-                        "(default %(default)s MiB)")
-    p.add_argument("--probe-timeout-s", type=float, default=defaults.probe_timeout_s,
-                   help="time to open a submitted video; a slower one is refused with 415 (default %(default)s s)")
-    p.add_argument("--synthetic", action="store_true",
-                   help="when the model data is missing, serve a labelled random-weight placeholder model")
+    p.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=defaults.max_upload_bytes // 1024**2,
+        help="largest accepted upload (default %(default)s MiB)",
+    )
+    p.add_argument(
+        "--max-queued-jobs",
+        type=int,
+        default=defaults.max_queued_jobs,
+        help="jobs queued or running at once; more are refused with 429 (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-queued-upload-mb",
+        type=int,
+        default=defaults.max_queued_upload_bytes // 1024**2,
+        help="disk held by the uploads of unfinished jobs; more is refused with 507 (default %(default)s MiB)",
+    )
+    p.add_argument(
+        "--probe-timeout-s",
+        type=float,
+        default=defaults.probe_timeout_s,
+        help="time to open a submitted video; a slower one is refused with 415 (default %(default)s s)",
+    )
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="when the model data is missing, serve a labelled random-weight placeholder model",
+    )
     p.set_defaults(run=run)
 
 
@@ -49,8 +86,9 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
     """(token, where it comes from): --token, else $VIBE_MOCAP_TOKEN, else the token file (made
     when absent)."""
     if cli_token:
-        return cli_token, ("--token (other accounts on this machine can read it in 'ps'; prefer "
-                           f"${TOKEN_ENV_VAR} or the token file)")
+        return cli_token, (
+            f"--token (other accounts on this machine can read it in 'ps'; prefer ${TOKEN_ENV_VAR} or the token file)"
+        )
     if os.environ.get(TOKEN_ENV_VAR, "").strip():
         return ensure_token(), f"${TOKEN_ENV_VAR}"
     return ensure_token(), f"the token file {token_path()} (the add-on and other local tools read it there)"
@@ -64,19 +102,36 @@ def run(args: argparse.Namespace) -> int:
     from ..data.loading import resolve_device
     from ..pipeline.cpu_features import choose_precision
 
-    device = resolve_device(args.device)           # checks it; 'auto'/'cuda' stay: one worker per GPU
+    device = resolve_device(args.device)  # checks it; 'auto'/'cuda' stay: one worker per GPU
     token, token_source = resolve_token(args.token)
-    settings = Settings(host=args.host, port=args.port, token=token,
-                        data_dir=Path(args.data_dir) if args.data_dir else None, jobs_dir=Path(args.jobs_dir),
-                        device=args.device if args.device in ("auto", "cuda") else device,
-                        precision=choose_precision(args.precision, fast=args.fast, device=device),
-                        max_upload_bytes=args.max_upload_mb * 1024 ** 2, max_queued_jobs=args.max_queued_jobs,
-                        max_queued_upload_bytes=args.max_queued_upload_mb * 1024 ** 2,
-                        probe_timeout_s=args.probe_timeout_s, allow_synthetic=args.synthetic,
-                        allowed_hosts=tuple(args.allowed_host))
-    app = create_app(settings)                     # validates the settings
-    print(f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"
-          f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False,
-                server_header=False, date_header=False)
+    settings = Settings(
+        host=args.host,
+        port=args.port,
+        token=token,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        jobs_dir=Path(args.jobs_dir),
+        device=args.device if args.device in ("auto", "cuda") else device,
+        precision=choose_precision(args.precision, fast=args.fast, device=device),
+        max_upload_bytes=args.max_upload_mb * 1024**2,
+        max_queued_jobs=args.max_queued_jobs,
+        max_queued_upload_bytes=args.max_queued_upload_mb * 1024**2,
+        probe_timeout_s=args.probe_timeout_s,
+        allow_synthetic=args.synthetic,
+        allowed_hosts=tuple(args.allowed_host),
+    )
+    app = create_app(settings)  # validates the settings
+    print(
+        f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"
+        f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
     return 0

@@ -1,6 +1,7 @@
 """``vibe-mocap train {vibe,mposer} [--key=value ...]``: train the VIBE generator (with the motion
 discriminator or the MPoser prior) or the MPoser VAE. Settings are the fields of
 ``vibe_server.train.config.TrainConfig`` / ``MPoserConfig``; see docs/training.md."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,10 +11,13 @@ from ..train.config import MPoserConfig, TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train VIBE (or the MPoser prior) on the preprocessed database files",
-                       description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32). "
-                                   "For several GPUs run: torchrun --standalone --nproc_per_node=N "
-                                   "-m vibe_server.train.train --key=value ...")
+    p = sub.add_parser(
+        "train",
+        help="train VIBE (or the MPoser prior) on the preprocessed database files",
+        description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32). "
+        "For several GPUs run: torchrun --standalone --nproc_per_node=N "
+        "-m vibe_server.train.train --key=value ...",
+    )
     p.add_argument("what", choices=("vibe", "mposer"), help="vibe: the generator; mposer: the motion VAE")
     p.add_argument("settings", nargs=argparse.REMAINDER, help="--key=value overrides of the config dataclass")
     p.set_defaults(run=run)

@@ -7,6 +7,7 @@ URL into the data folder, and ``vibe-mocap data check`` says, file by file, what
 missing or invalid. The folder is chosen by: command-line flag > ``$VIBE_DATA_DIR`` > the
 platform's user-data folder (see :func:`default_data_dir`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,10 +17,11 @@ import tempfile
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.smpl_model import load_smpl_pkl
@@ -53,22 +55,28 @@ MiB, GiB = 1 << 20, 1 << 30
 # (J, 6890) float64 (under 1 MB), the mean parameters 157 floats, SMPL_NEUTRAL.pkl tens of MB, the
 # checkpoints a few hundred MB at most; yolov3.weights has exactly one size.
 MAX_FILE_BYTES = {
-    SMPL_PKL: 256 * MiB, EXTRA_REGRESSOR: 8 * MiB, H36M_REGRESSOR: 8 * MiB, MEAN_PARAMS: 1 * MiB,
-    SPIN_CHECKPOINT: 1 * GiB, VIBE_CHECKPOINT: 1 * GiB, VIBE_CHECKPOINT_3DPW: 1 * GiB,
+    SMPL_PKL: 256 * MiB,
+    EXTRA_REGRESSOR: 8 * MiB,
+    H36M_REGRESSOR: 8 * MiB,
+    MEAN_PARAMS: 1 * MiB,
+    SPIN_CHECKPOINT: 1 * GiB,
+    VIBE_CHECKPOINT: 1 * GiB,
+    VIBE_CHECKPOINT_3DPW: 1 * GiB,
     YOLO_WEIGHTS: YOLO_WEIGHTS_BYTES,
 }
-MAX_TOTAL_BYTES = 3 * GiB       # all model files of one install together
-MAX_DOWNLOAD_BYTES = 4 * GiB    # vibe_data.zip also holds files that are not installed (a sample video)
+MAX_TOTAL_BYTES = 3 * GiB  # all model files of one install together
+MAX_DOWNLOAD_BYTES = 4 * GiB  # vibe_data.zip also holds files that are not installed (a sample video)
 
 
 # --------------------------------------------------------------------------------------------
 # Checking
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class FileStatus:
     name: str
-    status: str          # "present" | "missing" | "invalid"
+    status: str  # "present" | "missing" | "invalid"
     detail: str = ""
 
 
@@ -83,6 +91,7 @@ def _check_regressor(num_joints: int) -> Callable[[Path], str]:
     def check(path: Path) -> str:
         load_joint_regressor(path, num_joints)
         return f"({num_joints}, 6890)"
+
     return check
 
 
@@ -117,9 +126,14 @@ def _check_yolo(path: Path) -> str:
 
 
 CHECKS: dict[str, Callable[[Path], str]] = {
-    SMPL_PKL: _check_smpl, EXTRA_REGRESSOR: _check_regressor(9), H36M_REGRESSOR: _check_regressor(17),
-    MEAN_PARAMS: _check_mean_params, SPIN_CHECKPOINT: _check_spin, VIBE_CHECKPOINT: _check_vibe,
-    VIBE_CHECKPOINT_3DPW: _check_vibe, YOLO_WEIGHTS: _check_yolo,
+    SMPL_PKL: _check_smpl,
+    EXTRA_REGRESSOR: _check_regressor(9),
+    H36M_REGRESSOR: _check_regressor(17),
+    MEAN_PARAMS: _check_mean_params,
+    SPIN_CHECKPOINT: _check_spin,
+    VIBE_CHECKPOINT: _check_vibe,
+    VIBE_CHECKPOINT_3DPW: _check_vibe,
+    YOLO_WEIGHTS: _check_yolo,
 }
 
 
@@ -130,15 +144,19 @@ def check_bundle(data_dir: Path, names=REQUIRED_FILES + OPTIONAL_FILES) -> list[
         path = data_dir / name
         if not path.is_file():
             if os.path.lexists(path):
-                statuses.append(FileStatus(name, "invalid",
-                                           "not a regular file (a device, FIFO, socket or broken link)"))
+                statuses.append(
+                    FileStatus(name, "invalid", "not a regular file (a device, FIFO, socket or broken link)")
+                )
             else:
                 statuses.append(FileStatus(name, "missing", "optional" if name in OPTIONAL_FILES else ""))
             continue
         size = path.stat().st_size
-        if size > MAX_FILE_BYTES[name]:     # never read an impossible file
-            statuses.append(FileStatus(name, "invalid", f"{size:,} bytes, more than any real {name} "
-                                                        f"({MAX_FILE_BYTES[name]:,} at most)"))
+        if size > MAX_FILE_BYTES[name]:  # never read an impossible file
+            statuses.append(
+                FileStatus(
+                    name, "invalid", f"{size:,} bytes, more than any real {name} ({MAX_FILE_BYTES[name]:,} at most)"
+                )
+            )
             continue
         try:
             statuses.append(FileStatus(name, "present", CHECKS[name](path)))
@@ -162,21 +180,23 @@ CHUNK_BYTES = 1 << 20
 @dataclass
 class _Found:
     """One model file found in the source, checked but not yet copied."""
-    name: str                        # the model file it provides
-    entry: str                       # where it is, for messages
-    size: int                        # bytes, from the file system or as the zip declares them
+
+    name: str  # the model file it provides
+    entry: str  # where it is, for messages
+    size: int  # bytes, from the file system or as the zip declares them
     open: Callable[[], BinaryIO]
 
 
 def _refuse(entry: str, problem: str, advice: str = "") -> VibeError:
-    return VibeError(f"Not installed: '{entry}' {problem}. "
-                     + (advice or "Use the official files (vibe_data.zip and yolov3.weights) as downloaded."))
+    return VibeError(
+        f"Not installed: '{entry}' {problem}. "
+        + (advice or "Use the official files (vibe_data.zip and yolov3.weights) as downloaded.")
+    )
 
 
 def _check_size(name: str, entry: str, size: int) -> None:
     if size > MAX_FILE_BYTES[name]:
-        raise _refuse(entry, f"holds {size:,} bytes, more than any real {name} "
-                             f"({MAX_FILE_BYTES[name]:,} at most)")
+        raise _refuse(entry, f"holds {size:,} bytes, more than any real {name} ({MAX_FILE_BYTES[name]:,} at most)")
 
 
 def _open_regular(path: Path, entry: str, *, follow_symlink: bool) -> BinaryIO:
@@ -188,8 +208,9 @@ def _open_regular(path: Path, entry: str, *, follow_symlink: bool) -> BinaryIO:
     try:
         fd = os.open(path, flags)
     except OSError as err:
-        raise _refuse(entry, f"cannot be opened ({err.strerror})",
-                      "Check that it is a plain file you can read.") from err
+        raise _refuse(
+            entry, f"cannot be opened ({err.strerror})", "Check that it is a plain file you can read."
+        ) from err
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise _refuse(entry, "is not a regular file (a device, FIFO or socket)")
@@ -201,11 +222,9 @@ def _regular_size(path: Path, entry: str, *, follow_symlink: bool) -> int:
     try:
         info = os.stat(path, follow_symlinks=follow_symlink)
     except OSError as err:
-        raise _refuse(entry, f"cannot be read ({err.strerror})",
-                      "Check that it is a plain file you can read.") from err
+        raise _refuse(entry, f"cannot be read ({err.strerror})", "Check that it is a plain file you can read.") from err
     if stat.S_ISLNK(info.st_mode):
-        raise _refuse(entry, "is a symbolic link",
-                      "Copy the real file into the folder, or install it by its own path.")
+        raise _refuse(entry, "is a symbolic link", "Copy the real file into the folder, or install it by its own path.")
     if not stat.S_ISREG(info.st_mode):
         raise _refuse(entry, "is not a regular file (a device, FIFO or socket)")
     return info.st_size
@@ -215,19 +234,18 @@ def _found_in_folder(folder: Path) -> list[_Found]:
     """The first (in sorted path order) file of each known name anywhere under ``folder``. Links are
     never followed: a link, or a special file, with a model file's name is refused."""
     matches: dict[str, list[Path]] = {}
-    for root, dirs, files in os.walk(folder):        # does not descend into linked folders
+    for root, dirs, files in os.walk(folder):  # does not descend into linked folders
         for entry in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
             if entry in KNOWN_FILES:
                 matches.setdefault(entry, []).append(Path(root) / entry)
     found = []
     for name in KNOWN_FILES:
         paths = sorted(matches.get(name, ()))
-        sizes = [_regular_size(path, str(path), follow_symlink=False) for path in paths]   # refuses links
+        sizes = [_regular_size(path, str(path), follow_symlink=False) for path in paths]  # refuses links
         if paths:
             path, size = paths[0], sizes[0]
             _check_size(name, str(path), size)
-            found.append(_Found(name, str(path), size,
-                                lambda p=path: _open_regular(p, str(p), follow_symlink=False)))
+            found.append(_Found(name, str(path), size, lambda p=path: _open_regular(p, str(p), follow_symlink=False)))
     return found
 
 
@@ -240,7 +258,7 @@ def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
         if info.is_dir() or name not in KNOWN_FILES:
             continue
         entry = f"{source}:{info.filename}"
-        kind = stat.S_IFMT(info.external_attr >> 16)      # Unix file type, 0 when not recorded
+        kind = stat.S_IFMT(info.external_attr >> 16)  # Unix file type, 0 when not recorded
         if stat.S_ISLNK(kind):
             raise _refuse(entry, "is a symbolic link")
         if kind and not stat.S_ISREG(kind):
@@ -255,8 +273,10 @@ def _download(url: str, dest_dir: Path) -> Path:
 
     target = dest_dir / (Path(urllib.request.urlparse(url).path).name or "download.zip")
     limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)
-    too_big = (f"is larger than the model data can be ({limit:,} bytes at most)",
-               "Check the URL: it should be vibe_data.zip or one model file.")
+    too_big = (
+        f"is larger than the model data can be ({limit:,} bytes at most)",
+        "Check the URL: it should be vibe_data.zip or one model file.",
+    )
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
             declared = response.headers.get("Content-Length", "")
@@ -272,8 +292,10 @@ def _download(url: str, dest_dir: Path) -> Path:
                     out.write(chunk)
                     bar.update(len(chunk))
     except OSError as err:
-        raise VibeError(f"Could not download '{url}': {err}. Download it in a browser and install "
-                        "the file with 'vibe-mocap data install FILE'.") from err
+        raise VibeError(
+            f"Could not download '{url}': {err}. Download it in a browser and install "
+            "the file with 'vibe-mocap data install FILE'."
+        ) from err
     return target
 
 
@@ -290,9 +312,11 @@ def _read_exactly(item: _Found) -> Iterator[bytes]:
     except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         raise _refuse(item.entry, f"cannot be read ({err})", "The source is damaged: get it again.") from err
     if copied != item.size:
-        raise _refuse(item.entry, f"holds {'more' if copied > item.size else f'only {copied:,}'} bytes where "
-                      f"{item.size:,} were declared", "The source is damaged or changed while it was read: "
-                      "get it again.")
+        raise _refuse(
+            item.entry,
+            f"holds {'more' if copied > item.size else f'only {copied:,}'} bytes where {item.size:,} were declared",
+            "The source is damaged or changed while it was read: get it again.",
+        )
 
 
 def _copy(item: _Found, dest: Path) -> None:
@@ -319,8 +343,10 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
         else:
             path = Path(source).expanduser()
             if not path.exists():
-                raise VibeError(f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder "
-                                "holding the model files, or a URL.")
+                raise VibeError(
+                    f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder "
+                    "holding the model files, or a URL."
+                )
         if path.is_dir():
             found = _found_in_folder(path)
         else:
@@ -335,15 +361,19 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
                 found = _found_in_zip(archive, source)
             elif path.name in KNOWN_FILES:
                 _check_size(path.name, source, size)
-                found = [_Found(path.name, source, size,
-                                lambda: _open_regular(path, source, follow_symlink=True))]
+                found = [_Found(path.name, source, size, lambda: _open_regular(path, source, follow_symlink=True))]
             else:
-                raise VibeError(f"'{source}' is neither a zip archive, a folder nor one of the model files "
-                                f"({', '.join(KNOWN_FILES)}).")
+                raise VibeError(
+                    f"'{source}' is neither a zip archive, a folder nor one of the model files "
+                    f"({', '.join(KNOWN_FILES)})."
+                )
         total = sum(item.size for item in found)
         if total > MAX_TOTAL_BYTES:
-            raise _refuse(source, f"holds {total:,} bytes of model files, more than the whole model data "
-                          f"can be ({MAX_TOTAL_BYTES:,} at most)")
+            raise _refuse(
+                source,
+                f"holds {total:,} bytes of model files, more than the whole model data "
+                f"can be ({MAX_TOTAL_BYTES:,} at most)",
+            )
         for item in found:
             _copy(item, data_dir / item.name)
     if not found:

@@ -132,8 +132,9 @@ def resolve_device(device: str = "auto") -> str:
 def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
     """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32 (bounded read)."""
     hint = "Reinstall the model data with 'vibe-mocap data install'."
-    arrays = read_npz(path, names=("pose", "shape", "cam"), label=f"'{path}' (smpl_mean_params.npz)",
-                      hint=hint, allow_text=False)
+    arrays = read_npz(
+        path, names=("pose", "shape", "cam"), label=f"'{path}' (smpl_mean_params.npz)", hint=hint, allow_text=False
+    )
     for k, n in (("pose", 144), ("shape", 10), ("cam", 3)):
         if k not in arrays:
             raise VibeError(f"'{path}' is not a valid smpl_mean_params.npz: it has no '{k}'. {hint}")
@@ -145,8 +146,9 @@ def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
 def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
     """A (num_joints, 6890) joint regressor ``.npy`` -> float32, with a clear error when it is not one
     (bounded read)."""
-    reg = read_npy(path, label=f"the joint regressor '{path}'",
-                   hint="Reinstall the model data with 'vibe-mocap data install'.")
+    reg = read_npy(
+        path, label=f"the joint regressor '{path}'", hint="Reinstall the model data with 'vibe-mocap data install'."
+    )
     if reg.shape != (num_joints, 6890) or not np.all(np.isfinite(reg)):
         raise VibeError(f"'{path}' has shape {reg.shape}, expected ({num_joints}, 6890) finite numbers.")
     return reg.astype(np.float32)

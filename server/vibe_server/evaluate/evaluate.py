@@ -8,6 +8,7 @@ per sequence, with the official definitions (`lib/core/evaluate.py`).
 - ACCEL / ACCEL_ERR overall: on all scored frames concatenated, so, as in the original, the terms
   that straddle two tracks are included. Per sequence: on that track's frames only.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -27,6 +28,7 @@ M_TO_MM = 1000.0
 @dataclass
 class EvaluationResult:
     """Metrics in mm (accelerations in mm/frame^2); `per_sequence` maps track name -> the same dict."""
+
     overall: dict
     per_sequence: OrderedDict = field(default_factory=OrderedDict)
     num_frames: int = 0
@@ -52,15 +54,23 @@ def summarise(pred_j3d: np.ndarray, target_j3d: np.ndarray, pve: np.ndarray) -> 
         "pa_mpjpe": float(metrics.pa_mpjpe_per_frame(pred, target).mean()) * M_TO_MM,
         "pve": float(np.mean(pve)) * M_TO_MM,
         "accel": float(np.mean(metrics.compute_accel(pred_c.numpy()))) * M_TO_MM if len(pred) > 2 else float("nan"),
-        "accel_err": (float(np.mean(metrics.compute_error_accel(target_c.numpy(), pred_c.numpy()))) * M_TO_MM
-                      if len(pred) > 2 else float("nan")),
+        "accel_err": (
+            float(np.mean(metrics.compute_error_accel(target_c.numpy(), pred_c.numpy()))) * M_TO_MM
+            if len(pred) > 2
+            else float("nan")
+        ),
     }
 
 
 @torch.no_grad()
-def evaluate_generator(generator: torch.nn.Module, dataset: Dataset, j_regressor_h36m: torch.Tensor,
-                       device: str | torch.device = "cpu",
-                       batch_size: int = 32, num_workers: int = 0) -> EvaluationResult:
+def evaluate_generator(
+    generator: torch.nn.Module,
+    dataset: Dataset,
+    j_regressor_h36m: torch.Tensor,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    num_workers: int = 0,
+) -> EvaluationResult:
     """generator: features (N, T, 2048) -> VIBE dict; dataset: a non-training `SequenceDataset`."""
     was_training = generator.training
     generator.eval()
@@ -90,7 +100,7 @@ def evaluate_generator(generator: torch.nn.Module, dataset: Dataset, j_regressor
     # frame k of the concatenation belongs to window k // T
     tracks = np.repeat([dataset.window_track(i) for i in range(len(dataset))], dataset.seqlen)
     result = EvaluationResult(overall=summarise(pred_j3d, target_j3d, pve), num_frames=len(pred_j3d))
-    for name in dict.fromkeys(tracks):                   # first-appearance order
+    for name in dict.fromkeys(tracks):  # first-appearance order
         rows = tracks == name
         result.per_sequence[name] = summarise(pred_j3d[rows], target_j3d[rows], pve[rows])
     return result

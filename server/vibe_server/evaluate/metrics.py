@@ -4,6 +4,7 @@ All inputs are in metres and all outputs too; the reports multiply by 1000 (mm).
 14 LSP-ordered joints (`J_regressor_h36m` through `H36M_TO_J14`); the pelvis is the mean of joints
 2 and 3 (right and left hip). Pure tensor/array functions: no model, no data loading.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 ArrayOrTensor = np.ndarray | torch.Tensor
 
-PELVIS_JOINTS = (2, 3)   # right hip, left hip in the 14-joint (LSP) order
+PELVIS_JOINTS = (2, 3)  # right hip, left hip in the 14-joint (LSP) order
 
 
 def centre_on_pelvis(joints: ArrayOrTensor) -> ArrayOrTensor:
@@ -24,12 +25,12 @@ def similarity_transform(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     """pred, target (J, 3) -> pred after the Procrustes fit (scale, rotation, translation) to target.
 
     Reflections are excluded by flipping the smallest singular direction (sign of det)."""
-    pred_t, target_t = pred.T, target.T                      # (3, J)
+    pred_t, target_t = pred.T, target.T  # (3, J)
     mu_pred = pred_t.mean(axis=1, keepdims=True)
     mu_target = target_t.mean(axis=1, keepdims=True)
     x_pred, x_target = pred_t - mu_pred, target_t - mu_target
-    var_pred = np.sum(x_pred ** 2)
-    k = x_pred @ x_target.T                                  # (3, 3)
+    var_pred = np.sum(x_pred**2)
+    k = x_pred @ x_target.T  # (3, 3)
     u, _, vh = np.linalg.svd(k)
     v = vh.T
     z = np.eye(3)
@@ -42,18 +43,18 @@ def similarity_transform(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def batch_similarity_transform(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """pred, target (N, J, 3) -> pred (N, J, 3) aligned to target frame by frame (Procrustes with scale)."""
-    pred_t, target_t = pred.transpose(1, 2), target.transpose(1, 2)          # (N, 3, J)
+    pred_t, target_t = pred.transpose(1, 2), target.transpose(1, 2)  # (N, 3, J)
     mu_pred = pred_t.mean(dim=2, keepdim=True)
     mu_target = target_t.mean(dim=2, keepdim=True)
     x_pred, x_target = pred_t - mu_pred, target_t - mu_target
-    var_pred = (x_pred ** 2).sum(dim=(1, 2))                                  # (N,)
-    k = x_pred @ x_target.transpose(1, 2)                                     # (N, 3, 3)
+    var_pred = (x_pred**2).sum(dim=(1, 2))  # (N,)
+    k = x_pred @ x_target.transpose(1, 2)  # (N, 3, 3)
     u, _, vh = torch.linalg.svd(k)
     v = vh.transpose(1, 2)
     z = torch.eye(3, dtype=pred.dtype, device=pred.device).repeat(len(pred), 1, 1)
     z[:, -1, -1] *= torch.sign(torch.linalg.det(u @ v.transpose(1, 2)))
     rotation = v @ z @ u.transpose(1, 2)
-    scale = torch.einsum("nii->n", rotation @ k) / var_pred                   # trace(R K) / var
+    scale = torch.einsum("nii->n", rotation @ k) / var_pred  # trace(R K) / var
     translation = mu_target - scale[:, None, None] * (rotation @ mu_pred)
     return (scale[:, None, None] * rotation @ pred_t + translation).transpose(1, 2)
 

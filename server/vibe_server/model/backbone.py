@@ -4,6 +4,7 @@ ResNet-50 v1.5 (stride on the 3×3 convolution), module names as in SPIN's check
 ``model`` state dict loads key for key. Only the feature path exists here: SPIN's own regression
 head is unused by VIBE (its keys are accounted for by :mod:`vibe_server.checkpoints`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,8 @@ class ResNet50Features(nn.Module):
         self.layer2 = self._make_layer(128, layers[1], stride=2)
         self.layer3 = self._make_layer(256, layers[2], stride=2)
         self.layer4 = self._make_layer(512, layers[3], stride=2)
-        self.avgpool = nn.AvgPool2d(7, stride=1)   # the 7×7 final map of a 224 crop
-        for m in self.modules():   # HMR's init; the SPIN checkpoint overwrites all of it
+        self.avgpool = nn.AvgPool2d(7, stride=1)  # the 7×7 final map of a 224 crop
+        for m in self.modules():  # HMR's init; the SPIN checkpoint overwrites all of it
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
@@ -73,4 +74,4 @@ class ResNet50Features(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1)   # (B, 2048)
+        return self.avgpool(x).flatten(1)  # (B, 2048)

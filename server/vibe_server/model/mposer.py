@@ -9,6 +9,7 @@ predicted sequence to the generator loss). No official code exists; the choices 
 - loss = reconstruction MSE * 4 + KL(q || N(0, I)) * 0.005 (VPoser V02_05 weights);
 - prior loss = mean over frames of |mu_t|_2 (the mean, not a sample: a deterministic regulariser).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,11 +19,9 @@ from torch import nn
 class MPoser(nn.Module):
     """body_pose (N, T, 69) -> reconstruction (N, T, 69), mu (N, T, Z), logvar (N, T, Z)."""
 
-    def __init__(self, input_size: int = 69, hidden_size: int = 512, latent_size: int = 32,
-                 num_layers: int = 2):
+    def __init__(self, input_size: int = 69, hidden_size: int = 512, latent_size: int = 32, num_layers: int = 2):
         super().__init__()
-        self.encoder_gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True,
-                                  bidirectional=True)
+        self.encoder_gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True, bidirectional=True)
         self.encoder_out = nn.Linear(2 * hidden_size, 2 * latent_size)
         self.decoder_gru = nn.GRU(latent_size, hidden_size, num_layers=num_layers, batch_first=True)
         self.decoder_out = nn.Linear(hidden_size, input_size)
@@ -30,7 +29,7 @@ class MPoser(nn.Module):
 
     def encode(self, body_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """body_pose (N, T, 69) -> mu, logvar (N, T, Z)."""
-        hidden, _ = self.encoder_gru(body_pose)                   # (N, T, 2H)
+        hidden, _ = self.encoder_gru(body_pose)  # (N, T, 2H)
         mu, logvar = self.encoder_out(hidden).chunk(2, dim=-1)
         return mu, logvar.clamp(-20.0, 10.0)
 
@@ -51,18 +50,23 @@ class MPoser(nn.Module):
         return self.decode(z)
 
 
-def mposer_vae_loss(reconstruction: torch.Tensor, body_pose: torch.Tensor, mu: torch.Tensor,
-                    logvar: torch.Tensor, reconstruction_weight: float = 4.0, kl_weight: float = 0.005
-                    ) -> dict[str, torch.Tensor]:
+def mposer_vae_loss(
+    reconstruction: torch.Tensor,
+    body_pose: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    reconstruction_weight: float = 4.0,
+    kl_weight: float = 0.005,
+) -> dict[str, torch.Tensor]:
     """All (N, T, .) -> `loss_recon`, `loss_kl` (each weighted) and their sum `loss`."""
     recon = ((reconstruction - body_pose) ** 2).mean() * reconstruction_weight
-    kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(dim=-1)).mean() * kl_weight
+    kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(dim=-1)).mean() * kl_weight
     return {"loss_recon": recon, "loss_kl": kl, "loss": recon + kl}
 
 
 def mposer_prior_loss(mposer: MPoser, body_pose: torch.Tensor) -> torch.Tensor:
     """body_pose (N, T, 69) generated -> mean |mu_t|_2, differentiable w.r.t. body_pose only
     (the prior is frozen: its parameters should have requires_grad False)."""
-    with torch.backends.cudnn.flags(enabled=False):   # cuDNN's GRU backward refuses eval mode
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's GRU backward refuses eval mode
         mu, _ = mposer.encode(body_pose)
     return mu.norm(dim=-1).mean()

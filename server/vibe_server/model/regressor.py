@@ -4,6 +4,7 @@ Starting from the mean parameters, three iterations of error feedback (IEF):
 ``xc = [x | pose6d (144) | betas (10) | cam (3)] -> fc1 -> fc2 -> (decpose, decshape, deccam)``
 each added to the current estimate. No nonlinearity in the MLP; dropout only while training.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,5 +63,8 @@ class Regressor(nn.Module):
         pose = rotation_matrix_to_angle_axis(rotmat.reshape(-1, 3, 3)).reshape(-1, NUM_JOINTS * 3)
         return {
             "theta": torch.cat([cam, pose, betas], dim=1),
-            "verts": verts, "kp_2d": kp_2d, "kp_3d": joints, "rotmat": rotmat,
+            "verts": verts,
+            "kp_2d": kp_2d,
+            "kp_3d": joints,
+            "rotmat": rotmat,
         }

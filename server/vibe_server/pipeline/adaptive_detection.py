@@ -20,28 +20,30 @@ people keep walking as they did, and wrong in a few situations the tracker itsel
 
 The fixed every-Nth-frame detection stays; these only add detection frames.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 from .track import Sort, iou_matrix
 
-MOVED_IOU = 0.75             # trigger when a box overlaps its last detected position less than this
-LEAVE_MARGIN = 0.1            # trigger when a box's share inside the frame fell by this much
-OVERLAP_CHANGE = 0.1          # ... when a pair's IoU changed by this much
-EDGE_STRIP = 1 / 8            # edge strips: this share of the width (left/right) and height (top/bottom)
-EDGE_GREY_CHANGE = 30         # a grid pixel changed when its grey level moved by more than this
-EDGE_CHANGED_SHARE = 0.03     # ... and the strip changed when this share of its pixels did
-EDGE_COOLDOWN_FRAMES = 4      # after an edge trigger, the edge is not checked again for this many frames
-GRID_STEP = 8                 # the edge check looks at every 8th pixel in both directions
+MOVED_IOU = 0.75  # trigger when a box overlaps its last detected position less than this
+LEAVE_MARGIN = 0.1  # trigger when a box's share inside the frame fell by this much
+OVERLAP_CHANGE = 0.1  # ... when a pair's IoU changed by this much
+EDGE_STRIP = 1 / 8  # edge strips: this share of the width (left/right) and height (top/bottom)
+EDGE_GREY_CHANGE = 30  # a grid pixel changed when its grey level moved by more than this
+EDGE_CHANGED_SHARE = 0.03  # ... and the strip changed when this share of its pixels did
+EDGE_COOLDOWN_FRAMES = 4  # after an edge trigger, the edge is not checked again for this many frames
+GRID_STEP = 8  # the edge check looks at every 8th pixel in both directions
 
 
 def inside_share(boxes_xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
     """boxes (M, 4+) [x1, y1, x2, y2] -> (M,) share of each box's area inside the frame (0..1)."""
     b = np.asarray(boxes_xyxy, dtype=np.float64)[:, :4]
     area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    inside = (np.clip(np.minimum(b[:, 2], width) - np.maximum(b[:, 0], 0), 0, None)
-              * np.clip(np.minimum(b[:, 3], height) - np.maximum(b[:, 1], 0), 0, None))
+    inside = np.clip(np.minimum(b[:, 2], width) - np.maximum(b[:, 0], 0), 0, None) * np.clip(
+        np.minimum(b[:, 3], height) - np.maximum(b[:, 1], 0), 0, None
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(area > 0, inside / area, 0.0)
 
@@ -104,10 +106,11 @@ class DetectionTriggers:
         grey = _grey_grid(frame_rgb)
         if self._grey is None or self._grey.shape != grey.shape:
             return False
-        away_from_people = np.ones(grey.shape, bool)           # tracked people are not newcomers
+        away_from_people = np.ones(grey.shape, bool)  # tracked people are not newcomers
         for x1, y1, x2, y2 in (boxes[:, :4] / GRID_STEP).tolist():
-            away_from_people[max(0, int(y1)):max(0, int(np.ceil(y2)) + 1),
-                             max(0, int(x1)):max(0, int(np.ceil(x2)) + 1)] = False
+            away_from_people[
+                max(0, int(y1)) : max(0, int(np.ceil(y2)) + 1), max(0, int(x1)) : max(0, int(np.ceil(x2)) + 1)
+            ] = False
         changed = np.abs(grey - self._grey) > EDGE_GREY_CHANGE
         for strip in _edge_strips(grey.shape):
             cells = away_from_people[strip]
@@ -122,5 +125,8 @@ def _pair_ious(boxes: np.ndarray) -> dict[tuple[int, int], float]:
         return {}
     iou = iou_matrix(boxes, boxes)
     ids = boxes[:, 4].astype(int).tolist()
-    return {(min(ids[i], ids[j]), max(ids[i], ids[j])): float(iou[i, j])
-            for i in range(len(ids)) for j in range(i + 1, len(ids))}
+    return {
+        (min(ids[i], ids[j]), max(ids[i], ids[j])): float(iou[i, j])
+        for i in range(len(ids))
+        for j in range(i + 1, len(ids))
+    }

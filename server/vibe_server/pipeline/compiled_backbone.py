@@ -10,13 +10,14 @@ unsupported platform, an inductor bug) logs the reason and falls back to the eag
 The compiled module always gets batches of the run's batch size: a short last batch is padded
 (one shape, one compilation).
 """
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:                      # torch is imported when a runner is made (a fast CLI start)
+if TYPE_CHECKING:  # torch is imported when a runner is made (a fast CLI start)
     import torch
     from torch import nn
 
@@ -54,8 +55,13 @@ class BackboneRunner:
     call fails, the reason is logged (and passed to ``on_fallback``) and every later call is eager.
     """
 
-    def __init__(self, module: nn.Module, *, on_fallback: Callable[[str], None] | None = None,
-                 compiler: Callable[[nn.Module], Callable] | None = None):
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        on_fallback: Callable[[str], None] | None = None,
+        compiler: Callable[[nn.Module], Callable] | None = None,
+    ):
         self.module = module
         self._compiler = compiler or _torch_compile
         self._compiled: Callable | None = None
@@ -72,7 +78,7 @@ class BackboneRunner:
             return self.module(images)
         try:
             return self._run_compiled(images, batch_size)
-        except Exception as err:                   # compiling can fail in many ways; never fail the run
+        except Exception as err:  # compiling can fail in many ways; never fail the run
             self._fall_back(f"{type(err).__name__}: {err}")
             return self.module(images)
 
@@ -82,10 +88,11 @@ class BackboneRunner:
         if self._compiled is None:
             self._compiled = self._compiler(self.module)
         n = len(images)
-        if n > batch_size:                         # larger batches: in pieces of the compiled size
-            return torch.cat([self._run_compiled(images[i:i + batch_size], batch_size)
-                              for i in range(0, n, batch_size)])
-        if n < batch_size:                         # a short last batch: pad instead of recompiling
+        if n > batch_size:  # larger batches: in pieces of the compiled size
+            return torch.cat(
+                [self._run_compiled(images[i : i + batch_size], batch_size) for i in range(0, n, batch_size)]
+            )
+        if n < batch_size:  # a short last batch: pad instead of recompiling
             pad = images[:1].expand(batch_size - n, *images.shape[1:])
             images = torch.cat([images, pad]).contiguous(memory_format=_memory_format(images))
         return self._compiled(images)[:n]

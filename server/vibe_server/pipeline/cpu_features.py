@@ -4,6 +4,7 @@ On a CPU without AVX512-BF16 or AMX, PyTorch emulates bf16 matrix products and R
 slower than in fp32; with them, bf16 + channels_last runs it about twice as fast. So bf16 is the
 default only where the CPU has the instructions.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,7 @@ def _torch_capability() -> str:
         import torch
 
         return str(torch.backends.cpu.get_cpu_capability())
-    except (AttributeError, RuntimeError):                   # an old torch without the query
+    except (AttributeError, RuntimeError):  # an old torch without the query
         return ""
 
 

@@ -3,6 +3,7 @@
 Bit-exact with the official demo: the affine is built from three float32 point pairs with
 ``cv2.getAffineTransform`` and applied with ``cv2.warpAffine`` (fixed-point bilinear, black border).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,8 +19,9 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
 
-def crop_transform(bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE,
-                   crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
+def crop_transform(
+    bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX
+) -> np.ndarray:
     """bbox (4,) [cx, cy, w, h] pixels -> (2, 3) float64 affine from image to crop pixels.
 
     The box centre maps to the crop centre, ``scale * w`` to the crop width, ``scale * h`` to its
@@ -39,26 +41,37 @@ def crop_transform(bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE,
     return cv2.getAffineTransform(src, dst)
 
 
-def crop_person(frame_rgb: np.ndarray, bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE,
-                crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
+def crop_person(
+    frame_rgb: np.ndarray, bbox_cxcywh_px: ArrayLike, *, scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX
+) -> np.ndarray:
     """frame_rgb (H, W, 3) uint8, bbox (4,) [cx, cy, w, h] -> crop (crop_size, crop_size, 3) uint8."""
     transform = crop_transform(bbox_cxcywh_px, scale=scale, crop_size_px=crop_size_px)
-    return cv2.warpAffine(frame_rgb, transform, (crop_size_px, crop_size_px),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return cv2.warpAffine(
+        frame_rgb, transform, (crop_size_px, crop_size_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
 
 
-def crop_people(frames_rgb: np.ndarray | Sequence[np.ndarray], bboxes_cxcywh_px: ArrayLike, *,
-                scale: float = BBOX_SCALE, crop_size_px: int = CROP_SIZE_PX,
-                device: str | torch.device = "cpu") -> torch.Tensor:
+def crop_people(
+    frames_rgb: np.ndarray | Sequence[np.ndarray],
+    bboxes_cxcywh_px: ArrayLike,
+    *,
+    scale: float = BBOX_SCALE,
+    crop_size_px: int = CROP_SIZE_PX,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """frames_rgb (H, W, 3) uint8 (one frame for all boxes) or B such frames, bboxes (B, 4) [cx, cy, w, h]
     -> (B, 3, c, c) float32 tensor, ImageNet-normalised RGB: the model's input."""
     crops = crop_people_uint8(frames_rgb, bboxes_cxcywh_px, scale=scale, crop_size_px=crop_size_px)
     return normalize_crops(crops, device=device)
 
 
-def crop_people_uint8(frames_rgb: np.ndarray | Sequence[np.ndarray], bboxes_cxcywh_px: ArrayLike, *,
-                      scale: float = BBOX_SCALE,
-                      crop_size_px: int = CROP_SIZE_PX) -> np.ndarray:
+def crop_people_uint8(
+    frames_rgb: np.ndarray | Sequence[np.ndarray],
+    bboxes_cxcywh_px: ArrayLike,
+    *,
+    scale: float = BBOX_SCALE,
+    crop_size_px: int = CROP_SIZE_PX,
+) -> np.ndarray:
     """frames_rgb: one (H, W, 3) uint8 frame for all boxes, or B frames; bboxes (B, 4) -> (B, c, c, 3) uint8."""
     bboxes = np.asarray(bboxes_cxcywh_px).reshape(-1, 4)
     if isinstance(frames_rgb, np.ndarray) and frames_rgb.ndim == 3:

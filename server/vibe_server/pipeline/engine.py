@@ -33,10 +33,10 @@ from .. import __version__
 from ..data import loading
 from ..geometry import batch_rodrigues
 from . import postprocess
-from .detect import Detector
-from .frontend import FrontEnd
 from .compiled_backbone import COMPILE_MODES, BackboneRunner, compile_pays
 from .cpu_features import default_precision
+from .detect import Detector
+from .frontend import FrontEnd
 from .options import RunOptions
 from .precision import PRECISIONS, autocast
 from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader

@@ -14,6 +14,7 @@ frame (the offline pipeline drops tracks shorter than ``min_track_frames`` after
 
 ``LiveRecording`` keeps what was sent, frame by frame, and turns it into the standard result file.
 """
+
 from __future__ import annotations
 
 import time
@@ -22,23 +23,23 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import MocapResult, Track, VideoInfo
+from vibe_blender.core.result_file import MocapResult, VideoInfo
 
 from . import postprocess
 from .crop import crop_people
 from .smooth import CausalRotationFilter
 from .track import Sort, xyxy_to_square_cxcywh
 
-FORGET_AFTER_FRAMES = 30            # a person unseen this long starts a fresh GRU state if seen again
+FORGET_AFTER_FRAMES = 30  # a person unseen this long starts a fresh GRU state if seen again
 
 
 @dataclass
 class LiveOptions:
-    detector: str = "auto"                 # "yolo" | "hog" | "auto"
-    detection_stride: int = 1             # detect every Nth processed frame; the tracker carries the rest
-    smoothing: float = 0.0                 # 0 (off) .. 1, causal
-    max_people: int = 4                    # the largest boxes are kept
-    focal_px: float | None = None          # for the root translation; None: the longer image side
+    detector: str = "auto"  # "yolo" | "hog" | "auto"
+    detection_stride: int = 1  # detect every Nth processed frame; the tracker carries the rest
+    smoothing: float = 0.0  # 0 (off) .. 1, causal
+    max_people: int = 4  # the largest boxes are kept
+    focal_px: float | None = None  # for the root translation; None: the longer image side
 
     def validate(self) -> None:
         if self.detector not in ("auto", "yolo", "hog"):
@@ -59,21 +60,28 @@ class LivePerson:
 
     track_id: int
     frame_index: int
-    frame_time_s: float                 # when the frame arrived (source clock, seconds)
-    latency_s: float                    # arrival -> result
-    pose: np.ndarray                    # (72,) axis-angle, SMPL joint order
-    betas: np.ndarray                   # (10,)
-    trans_cam_m: np.ndarray             # (3,) root translation, camera frame (x right, y down, z forward)
-    orig_cam: np.ndarray                # (4,) [sx, sy, tx, ty]
-    pred_cam: np.ndarray                # (3,) crop camera
-    bbox: np.ndarray                    # (4,) [cx, cy, w, h] pixels
-    joints3d: np.ndarray                # (49, 3)
+    frame_time_s: float  # when the frame arrived (source clock, seconds)
+    latency_s: float  # arrival -> result
+    pose: np.ndarray  # (72,) axis-angle, SMPL joint order
+    betas: np.ndarray  # (10,)
+    trans_cam_m: np.ndarray  # (3,) root translation, camera frame (x right, y down, z forward)
+    orig_cam: np.ndarray  # (4,) [sx, sy, tx, ty]
+    pred_cam: np.ndarray  # (3,) crop camera
+    bbox: np.ndarray  # (4,) [cx, cy, w, h] pixels
+    joints3d: np.ndarray  # (49, 3)
 
     def to_json(self) -> dict:
-        return {"track_id": self.track_id, "frame_index": self.frame_index, "frame_time_s": self.frame_time_s,
-                "latency_s": round(self.latency_s, 5), "pose": _floats(self.pose), "betas": _floats(self.betas),
-                "trans_cam_m": _floats(self.trans_cam_m), "orig_cam": _floats(self.orig_cam),
-                "bbox": _floats(self.bbox)}
+        return {
+            "track_id": self.track_id,
+            "frame_index": self.frame_index,
+            "frame_time_s": self.frame_time_s,
+            "latency_s": round(self.latency_s, 5),
+            "pose": _floats(self.pose),
+            "betas": _floats(self.betas),
+            "trans_cam_m": _floats(self.trans_cam_m),
+            "orig_cam": _floats(self.orig_cam),
+            "bbox": _floats(self.bbox),
+        }
 
 
 def _floats(array: np.ndarray) -> list[float]:
@@ -82,7 +90,7 @@ def _floats(array: np.ndarray) -> list[float]:
 
 @dataclass
 class _PersonState:
-    gru_state: object                        # (2, 1, 1024) torch tensor of this person's GRU
+    gru_state: object  # (2, 1, 1024) torch tensor of this person's GRU
     last_frame: int
     smoother: CausalRotationFilter | None
 
@@ -108,7 +116,7 @@ class LiveSession:
             return []
         track_ids = [track_id for track_id, _ in boxes]
         bboxes = np.stack([bbox for _, bbox in boxes])
-        features = self.engine.extract_features(crop_people(frame_rgb, bboxes))          # (K, 2048)
+        features = self.engine.extract_features(crop_people(frame_rgb, bboxes))  # (K, 2048)
         theta, joints3d = self._temporal_step(track_ids, features, frame_index)
         orig_cam = postprocess.crop_cam_to_orig_cam(theta[:, :3], bboxes, self.width, self.height)
         trans = postprocess.trans_cam_from_orig_cam(orig_cam, self.width, self.focal_px)
@@ -119,10 +127,21 @@ class LiveSession:
             smoother = self._people[track_id].smoother
             if smoother is not None:
                 pose = smoother(frame_time_s, pose)
-            people.append(LivePerson(track_id, int(frame_index), float(frame_time_s), done_s - frame_time_s,
-                                     pose, theta[k, 75:85], trans[k].astype(np.float32),
-                                     orig_cam[k].astype(np.float32), theta[k, :3], bboxes[k].astype(np.float32),
-                                     joints3d[k]))
+            people.append(
+                LivePerson(
+                    track_id,
+                    int(frame_index),
+                    float(frame_time_s),
+                    done_s - frame_time_s,
+                    pose,
+                    theta[k, 75:85],
+                    trans[k].astype(np.float32),
+                    orig_cam[k].astype(np.float32),
+                    theta[k, :3],
+                    bboxes[k].astype(np.float32),
+                    joints3d[k],
+                )
+            )
         self._forget_old(frame_index)
         return people
 
@@ -136,7 +155,7 @@ class LiveSession:
         if len(reported) == 0:
             return []
         squares = xyxy_to_square_cxcywh(reported)
-        order = np.argsort(-squares[:, 2], kind="stable")[: self.options.max_people]       # largest first
+        order = np.argsort(-squares[:, 2], kind="stable")[: self.options.max_people]  # largest first
         return sorted((int(reported[i, 4]), squares[i]) for i in order)
 
     def _temporal_step(self, track_ids: list[int], features: np.ndarray, frame_index: int):
@@ -149,7 +168,7 @@ class LiveSession:
         layers = engine.model.encoder.gru.num_layers
         zero = torch.zeros(layers, 1, hidden, device=engine.device)
         h0 = torch.cat([self._people[t].gru_state if t in self._people else zero for t in track_ids], dim=1)
-        x = torch.as_tensor(features, dtype=torch.float32, device=engine.device)[:, None]      # (K, 1, 2048)
+        x = torch.as_tensor(features, dtype=torch.float32, device=engine.device)[:, None]  # (K, 1, 2048)
         with torch.inference_mode():
             out = engine.model.forward_features(x, h0=h0)
         for k, track_id in enumerate(track_ids):
@@ -157,7 +176,7 @@ class LiveSession:
             if state is None:
                 smoother = CausalRotationFilter(self.options.smoothing) if self.options.smoothing > 0 else None
                 state = self._people[track_id] = _PersonState(None, frame_index, smoother)
-            state.gru_state = out["gru_state"][:, k:k + 1].clone()
+            state.gru_state = out["gru_state"][:, k : k + 1].clone()
             state.last_frame = frame_index
         return out["theta"][:, 0].float().cpu().numpy(), out["kp_3d"][:, 0].float().cpu().numpy()
 
@@ -190,24 +209,42 @@ class LiveRecording:
         """The result file's content: one track per person, one row per frame they were streamed in."""
         tracks = []
         for track_id, rows in sorted(self._rows.items()):
-            theta = np.concatenate([np.stack([r.pred_cam for r in rows]), np.stack([r.pose for r in rows]),
-                                    np.stack([r.betas for r in rows])], axis=1)
-            tracks.append(postprocess.build_track(
-                track_id, np.array([r.frame_index for r in rows]), theta, np.stack([r.joints3d for r in rows]),
-                np.stack([r.bbox for r in rows]), width=self.width, height=self.height, focal_px=self.focal_px))
+            theta = np.concatenate(
+                [
+                    np.stack([r.pred_cam for r in rows]),
+                    np.stack([r.pose for r in rows]),
+                    np.stack([r.betas for r in rows]),
+                ],
+                axis=1,
+            )
+            tracks.append(
+                postprocess.build_track(
+                    track_id,
+                    np.array([r.frame_index for r in rows]),
+                    theta,
+                    np.stack([r.joints3d for r in rows]),
+                    np.stack([r.bbox for r in rows]),
+                    width=self.width,
+                    height=self.height,
+                    focal_px=self.focal_px,
+                )
+            )
         return MocapResult(
-            video=VideoInfo(name=self.name, fps=float(self.fps), width=self.width, height=self.height,
-                            frame_count=int(frames_seen)),
-            tracks=tracks, model_name=self.model_name, focal_length_px=float(self.focal_px),
+            video=VideoInfo(
+                name=self.name, fps=float(self.fps), width=self.width, height=self.height, frame_count=int(frames_seen)
+            ),
+            tracks=tracks,
+            model_name=self.model_name,
+            focal_length_px=float(self.focal_px),
             meta={"source": "live", "frames_dropped": str(int(dropped))},
         )
 
 
 def empty_track_error(name: str) -> VibeError:
-    return VibeError(f"Nobody was tracked while recording '{name}': nothing to save. Make sure a whole "
-                     "person is in view, then record again.")
-
-
+    return VibeError(
+        f"Nobody was tracked while recording '{name}': nothing to save. Make sure a whole "
+        "person is in view, then record again."
+    )
 
 
 @dataclass
@@ -226,19 +263,31 @@ class LiveStats:
     def add(self, arrived_s: float, done_s: float) -> None:
         self.frames_processed += 1
         self._latencies.append(done_s - arrived_s)
-        self._latencies = self._latencies[-2000:]                 # bounded: the last 2000 frames
+        self._latencies = self._latencies[-2000:]  # bounded: the last 2000 frames
         self._recent = [t for t in self._recent if done_s - t < 1.0] + [done_s]
         self.fps = float(len(self._recent))
         self.latency_p50_s, self.latency_p95_s = (float(v) for v in np.percentile(self._latencies, [50, 95]))
 
     def to_json(self) -> dict:
-        return {"frames_processed": self.frames_processed, "frames_arrived": self.frames_arrived,
-                "frames_dropped": self.frames_dropped, "fps": round(self.fps, 2),
-                "latency_p50_s": self.latency_p50_s, "latency_p95_s": self.latency_p95_s}
+        return {
+            "frames_processed": self.frames_processed,
+            "frames_arrived": self.frames_arrived,
+            "frames_dropped": self.frames_dropped,
+            "fps": round(self.fps, 2),
+            "latency_p50_s": self.latency_p50_s,
+            "latency_p95_s": self.latency_p95_s,
+        }
 
 
-def run_live(source, session: LiveSession, *, on_frame=None, should_stop=None,
-             recording: LiveRecording | None = None, max_frames: int | None = None) -> LiveStats:
+def run_live(
+    source,
+    session: LiveSession,
+    *,
+    on_frame=None,
+    should_stop=None,
+    recording: LiveRecording | None = None,
+    max_frames: int | None = None,
+) -> LiveStats:
     """Take frames from ``source`` (a started ``LiveSource``) until it ends, ``should_stop()`` or
     ``max_frames`` frames were processed:
     process each, call ``on_frame(frame, people, stats)``, record when asked. The source drops what the

@@ -10,6 +10,7 @@ frame is dropped and counted; memory holds at most one waiting frame, however sl
             ...frame.index, frame.rgb, frame.time_s...
         source.dropped                                 # frames the consumer never saw
 """
+
 from __future__ import annotations
 
 import threading
@@ -30,9 +31,9 @@ MAX_CAMERA_INDEX = 63
 
 @dataclass(frozen=True)
 class LiveFrame:
-    index: int                  # position in the source, counting dropped frames too
-    rgb: np.ndarray             # (H, W, 3) uint8
-    time_s: float               # when it arrived (time.monotonic())
+    index: int  # position in the source, counting dropped frames too
+    rgb: np.ndarray  # (H, W, 3) uint8
+    time_s: float  # when it arrived (time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -52,26 +53,33 @@ class LiveSource:
         keep every frame); pacing then gives the earliest time a frame is handed out.
     """
 
-    def __init__(self, frames: Iterator[np.ndarray], info: SourceInfo, *, pace_fps: float | None = None,
-                 lossless: bool = False, close: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        frames: Iterator[np.ndarray],
+        info: SourceInfo,
+        *,
+        pace_fps: float | None = None,
+        lossless: bool = False,
+        close: Callable[[], None] | None = None,
+    ):
         self.info = info
         self._frames, self._pace_fps, self._lossless, self._close = frames, pace_fps, lossless, close
         self._mailbox: LiveFrame | None = None
         self._cond = threading.Condition()
         self._ended = False
         self._stop = threading.Event()
-        self.arrived = 0            # frames read from the source
-        self.dropped = 0            # frames replaced before the consumer took them
+        self.arrived = 0  # frames read from the source
+        self.dropped = 0  # frames replaced before the consumer took them
         self.error: str | None = None
         self._thread = threading.Thread(target=self._read, daemon=True, name="vibe-live-source")
 
-    def __enter__(self) -> "LiveSource":
+    def __enter__(self) -> LiveSource:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self) -> "LiveSource":
+    def start(self) -> LiveSource:
         self._thread.start()
         return self
 
@@ -95,7 +103,7 @@ class LiveSource:
         with self._cond:
             self._cond.wait_for(lambda: self._mailbox is not None or self._ended, timeout_s)
             frame, self._mailbox = self._mailbox, None
-            self._cond.notify_all()                  # a lossless reader waits for the mailbox to empty
+            self._cond.notify_all()  # a lossless reader waits for the mailbox to empty
             return frame
 
     def _read(self) -> None:
@@ -104,7 +112,7 @@ class LiveSource:
             for index, rgb in enumerate(self._frames):
                 if self._stop.is_set():
                     break
-                if self._pace_fps:                      # a file: wait until this frame is "due"
+                if self._pace_fps:  # a file: wait until this frame is "due"
                     delay = t0 + index / self._pace_fps - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
@@ -128,7 +136,7 @@ class LiveSource:
 
 
 def parse_source(spec: str) -> tuple[str, int | str]:
-    """"0" -> ("camera", 0); "rtsp://127.0.0.1:8554/x" -> ("stream", url); else ("file", path).
+    """ "0" -> ("camera", 0); "rtsp://127.0.0.1:8554/x" -> ("stream", url); else ("file", path).
 
     Streams are accepted from this machine only (a loopback host), so that a live session cannot be
     pointed at other hosts on the network."""
@@ -141,12 +149,16 @@ def parse_source(spec: str) -> tuple[str, int | str]:
     scheme = urllib.parse.urlparse(spec).scheme.lower()
     if scheme in STREAM_SCHEMES:
         if not is_loopback_url(spec.replace(f"{scheme}://", "http://", 1)):
-            raise VibeError(f"The stream '{spec}' is not on this machine; live streams must come from "
-                            "127.0.0.1 (relay the camera to this machine first).")
+            raise VibeError(
+                f"The stream '{spec}' is not on this machine; live streams must come from "
+                "127.0.0.1 (relay the camera to this machine first)."
+            )
         return "stream", spec
     if scheme and len(scheme) > 1:
-        raise VibeError(f"'{spec}' is not a camera index, a video file or a stream URL "
-                        f"({', '.join(STREAM_SCHEMES)}) on this machine.")
+        raise VibeError(
+            f"'{spec}' is not a camera index, a video file or a stream URL "
+            f"({', '.join(STREAM_SCHEMES)}) on this machine."
+        )
     return "file", spec
 
 
@@ -158,8 +170,7 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
         from .video import open_video
 
         reader = open_video(str(target))
-        info = SourceInfo(Path(str(target)).name, float(reader.info.fps or 30.0), reader.info.width,
-                          reader.info.height)
+        info = SourceInfo(Path(str(target)).name, float(reader.info.fps or 30.0), reader.info.width, reader.info.height)
         return LiveSource((rgb for _, rgb in reader), info, pace_fps=info.fps, lossless=lossless)
     return _open_capture(kind, target)
 
@@ -172,8 +183,12 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
         what = f"camera {target}" if kind == "camera" else f"the stream {target}"
         raise VibeError(f"Cannot open {what}: check that it is connected and not used by another program.")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    info = SourceInfo(f"camera {target}" if kind == "camera" else str(target), float(fps),
-                      int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    info = SourceInfo(
+        f"camera {target}" if kind == "camera" else str(target),
+        float(fps),
+        int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
 
     def frames() -> Iterator[np.ndarray]:
         while True:

@@ -75,8 +75,9 @@ class RunOptions:
         metavar="N",
     )
     adaptive_detection: bool = option(
-        True, "also detect at once where the tracker may be wrong (a box leaving the frame, tracks meeting, "
-              "someone entering at an edge)"
+        True,
+        "also detect at once where the tracker may be wrong (a box leaving the frame, tracks meeting, "
+        "someone entering at an edge)",
     )
     min_track_frames: int = option(25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, metavar="N")
     smoothing: float = option(0.0, "pose smoothing: 0 (off) .. 1 (strongest)", ge=0.0, le=1.0, metavar="S")
@@ -103,16 +104,21 @@ class RunOptions:
         256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
     )
     precision: Literal["fp32", "bf16", "fp16"] | None = option(
-        None, "backbone and YOLO precision (default: the engine's; fp16 on CUDA, bf16 on CPUs with AVX512-BF16 "
-              "or AMX, else fp32)", http=False
+        None,
+        "backbone and YOLO precision (default: the engine's; fp16 on CUDA, bf16 on CPUs with AVX512-BF16 "
+        "or AMX, else fp32)",
+        http=False,
     )
     compile_backbone: Literal["auto", "on", "off"] | None = option(
-        None, "torch.compile the backbone (default: the engine's, auto: where it pays)", label="backbone compile mode",
-        http=False
+        None,
+        "torch.compile the backbone (default: the engine's, auto: where it pays)",
+        label="backbone compile mode",
+        http=False,
     )
     official: bool = option(
-        False, "the official demo's exact configuration: detection on every frame, fp32, a fresh GRU state every "
-               "450 frames, the official un-crop (overrides those options)"
+        False,
+        "the official demo's exact configuration: detection on every frame, fp32, a fresh GRU state every "
+        "450 frames, the official un-crop (overrides those options)",
     )
 
     def validate(self) -> None:
@@ -131,9 +137,16 @@ def official_options(options: RunOptions | None = None) -> RunOptions:
     """``options`` (default: the defaults) with everything the official demo does differently put
     back: detection on every frame, fp32 eager, a fresh GRU state every 450 frames, the official 1.0x
     un-crop. Smoothing, track filters and the focal length are left as given."""
-    return dataclasses.replace(options or RunOptions(), detection_stride=1, adaptive_detection=False,
-                               chunking="official", official_uncrop=True, precision="fp32",
-                               compile_backbone="off", official=True)
+    return dataclasses.replace(
+        options or RunOptions(),
+        detection_stride=1,
+        adaptive_detection=False,
+        chunking="official",
+        official_uncrop=True,
+        precision="fp32",
+        compile_backbone="off",
+        official=True,
+    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ boxes over the frames in between with its Kalman prediction (N = 1 is the offici
 With ``adaptive_detection`` it also detects, on the spot, at any frame in between where the
 tracker's state says its boxes may be wrong (see :mod:`.adaptive_detection`).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -33,8 +34,8 @@ class FramePeople(NamedTuple):
     """One decoded frame and the tracks reported at it."""
 
     frame_index: int
-    frame_rgb: np.ndarray                   # (H, W, 3) uint8 RGB
-    boxes: list[tuple[int, np.ndarray]]     # [(track_id, bbox (4,) float64 [cx, cy, w, h], w = h)]
+    frame_rgb: np.ndarray  # (H, W, 3) uint8 RGB
+    boxes: list[tuple[int, np.ndarray]]  # [(track_id, bbox (4,) float64 [cx, cy, w, h], w = h)]
 
 
 class PeopleStream:
@@ -50,9 +51,15 @@ class PeopleStream:
     progress: called as ``progress(frames_done, frame_count_or_None)`` after each batch.
     """
 
-    def __init__(self, frames: Iterable[tuple[int, np.ndarray]], detector: Detector, *,
-                 detection_stride: int = 1, adaptive_detection: bool = False,
-                 progress: Callable[[int, int | None], None] | None = None):
+    def __init__(
+        self,
+        frames: Iterable[tuple[int, np.ndarray]],
+        detector: Detector,
+        *,
+        detection_stride: int = 1,
+        adaptive_detection: bool = False,
+        progress: Callable[[int, int | None], None] | None = None,
+    ):
         if int(detection_stride) < 1:
             raise VibeError(f"detection_stride must be 1 or more (1 = detect on every frame), got {detection_stride}.")
         self.frames = frames
@@ -116,25 +123,40 @@ class PeopleStream:
         return self.collector.tracklets(min_track_frames)
 
 
-def stream_people(frames: Iterable, detector: Detector, *, detection_stride: int = 1,
-                  adaptive_detection: bool = False, progress: Callable | None = None) -> PeopleStream:
+def stream_people(
+    frames: Iterable,
+    detector: Detector,
+    *,
+    detection_stride: int = 1,
+    adaptive_detection: bool = False,
+    progress: Callable | None = None,
+) -> PeopleStream:
     """frames (H, W, 3) uint8 RGB -> iterator of (frame_index, frame_rgb, [(track_id, bbox (4,) [cx, cy, w, h]),
     ...]): decode, detect and track in one pass.
 
     See :class:`PeopleStream`; call ``.tracklets(min_track_frames)`` once the iteration is done.
     """
-    return PeopleStream(frames, detector, detection_stride=detection_stride, adaptive_detection=adaptive_detection,
-                        progress=progress)
+    return PeopleStream(
+        frames, detector, detection_stride=detection_stride, adaptive_detection=adaptive_detection, progress=progress
+    )
 
 
-def find_people(reader: Iterable, detector: Detector, *, detection_stride: int = 1,
-                adaptive_detection: bool = False, min_track_frames: int = MIN_TRACK_FRAMES, progress: Callable | None = None) -> Tracklets:
+def find_people(
+    reader: Iterable,
+    detector: Detector,
+    *,
+    detection_stride: int = 1,
+    adaptive_detection: bool = False,
+    min_track_frames: int = MIN_TRACK_FRAMES,
+    progress: Callable | None = None,
+) -> Tracklets:
     """reader (frames), detector -> {track_id: Tracklet(frames (N,) int64, bboxes (N, 4) [cx, cy, w, h])}.
 
     One decoding pass; tracks shorter than ``min_track_frames`` (official: 25) are dropped.
     """
-    people = stream_people(reader, detector, detection_stride=detection_stride,
-                           adaptive_detection=adaptive_detection, progress=progress)
+    people = stream_people(
+        reader, detector, detection_stride=detection_stride, adaptive_detection=adaptive_detection, progress=progress
+    )
     for _ in people:
         pass
     return people.tracklets(min_track_frames)

@@ -21,11 +21,12 @@ in VIBE's camera frame (x right, y down, z forward, metres): vertices_cam = SMPL
 trans_cam_m. With the crop's own camera (focal 5000 px on a 224 px crop) this is exactly the
 official depth 2 * 5000 / (224 * s). Depth is only as good as the assumed focal length.
 """
+
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track
 from vibe_server.geometry import convert_crop_cam_to_orig_img, convert_crop_coords_to_orig_img, projection
 
-BBOX_SCALE = 1.1          # the crop covers 1.1 x the tracker's (square) box (official demo)
+BBOX_SCALE = 1.1  # the crop covers 1.1 x the tracker's (square) box (official demo)
 CROP_SIZE_PX = 224
 UNCROP_META_KEY = "uncrop"
 UNCROP_OFFICIAL, UNCROP_CORRECTED = "official 1.0x box", "corrected 1.1x box"
@@ -48,17 +49,27 @@ def default_focal_length_px(width: int, height: int) -> float:
     return float(max(width, height))
 
 
-def crop_cam_to_orig_cam(pred_cam: np.ndarray, bboxes: np.ndarray, width: int, height: int, *,
-                         official_uncrop: bool = False) -> np.ndarray:
+def crop_cam_to_orig_cam(
+    pred_cam: np.ndarray, bboxes: np.ndarray, width: int, height: int, *, official_uncrop: bool = False
+) -> np.ndarray:
     """pred_cam (T, 3) [s, tx, ty], bboxes (T, 4) [cx, cy, w, h] -> orig_cam (T, 4) [sx, sy, tx, ty]."""
-    return convert_crop_cam_to_orig_img(np.asarray(pred_cam, np.float64), np.asarray(bboxes, np.float64),
-                                        width, height, bbox_scale=1.0 if official_uncrop else BBOX_SCALE)
+    return convert_crop_cam_to_orig_img(
+        np.asarray(pred_cam, np.float64),
+        np.asarray(bboxes, np.float64),
+        width,
+        height,
+        bbox_scale=1.0 if official_uncrop else BBOX_SCALE,
+    )
 
 
 def crop_coords_to_image_px(kp_2d: np.ndarray, bboxes: np.ndarray, *, official_uncrop: bool = False) -> np.ndarray:
     """kp_2d (T, J, 2) normalised crop coords in [-1, 1] -> (T, J, 2) image pixels."""
-    return convert_crop_coords_to_orig_img(np.asarray(bboxes, np.float64), np.asarray(kp_2d), CROP_SIZE_PX,
-                                           bbox_scale=1.0 if official_uncrop else BBOX_SCALE)
+    return convert_crop_coords_to_orig_img(
+        np.asarray(bboxes, np.float64),
+        np.asarray(kp_2d),
+        CROP_SIZE_PX,
+        bbox_scale=1.0 if official_uncrop else BBOX_SCALE,
+    )
 
 
 def trans_cam_from_orig_cam(orig_cam: np.ndarray, width: int, focal_px: float) -> np.ndarray:
@@ -73,23 +84,39 @@ def robust_betas(betas: np.ndarray) -> np.ndarray:
     return np.median(np.asarray(betas, np.float32), axis=0).astype(np.float32)
 
 
-def build_track(track_id: int, frame_ids: np.ndarray, theta: np.ndarray, joints3d: np.ndarray,
-                bboxes: np.ndarray, *, width: int, height: int, focal_px: float,
-                official_uncrop: bool = False) -> Track:
+def build_track(
+    track_id: int,
+    frame_ids: np.ndarray,
+    theta: np.ndarray,
+    joints3d: np.ndarray,
+    bboxes: np.ndarray,
+    *,
+    width: int,
+    height: int,
+    focal_px: float,
+    official_uncrop: bool = False,
+) -> Track:
     """theta (T, 85) [cam | pose | betas], joints3d (T, 49, 3), bboxes (T, 4) -> Track."""
     theta = np.asarray(theta, np.float32)
     pred_cam, pose, betas = theta[:, :3], theta[:, 3:75], theta[:, 75:85]
     orig_cam = crop_cam_to_orig_cam(pred_cam, bboxes, width, height, official_uncrop=official_uncrop)
     return Track(
-        track_id=int(track_id), frame_ids=np.asarray(frame_ids, np.int64), pose=pose, betas=betas,
-        betas_track=robust_betas(betas), pred_cam=pred_cam, orig_cam=orig_cam,
-        bboxes=np.asarray(bboxes, np.float32), joints3d=np.asarray(joints3d, np.float32),
+        track_id=int(track_id),
+        frame_ids=np.asarray(frame_ids, np.int64),
+        pose=pose,
+        betas=betas,
+        betas_track=robust_betas(betas),
+        pred_cam=pred_cam,
+        orig_cam=orig_cam,
+        bboxes=np.asarray(bboxes, np.float32),
+        joints3d=np.asarray(joints3d, np.float32),
         trans_cam_m=trans_cam_from_orig_cam(orig_cam, width, focal_px),
     )
 
 
 # ---------------------------------------------------------------------------------------------
 # The official vibe_output.pkl
+
 
 def official_output(result: MocapResult, smpl_fn: SmplFn) -> dict[int, dict]:
     """The official demo's output dict ``{track_id: {pred_cam, orig_cam, verts, pose, betas, joints3d,
@@ -100,8 +127,10 @@ def official_output(result: MocapResult, smpl_fn: SmplFn) -> dict[int, dict]:
     for track in result.tracks:
         verts, _ = smpl_fn(track.pose, track.betas)
         with torch.no_grad():
-            kp_2d = projection(torch.as_tensor(track.joints3d, dtype=torch.float32),
-                               torch.as_tensor(track.pred_cam, dtype=torch.float32)).numpy()
+            kp_2d = projection(
+                torch.as_tensor(track.joints3d, dtype=torch.float32),
+                torch.as_tensor(track.pred_cam, dtype=torch.float32),
+            ).numpy()
         out[track.track_id] = {
             "pred_cam": track.pred_cam.astype(np.float32),
             "orig_cam": track.orig_cam.astype(np.float64),

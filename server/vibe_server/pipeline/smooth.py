@@ -10,11 +10,13 @@ Two methods:
 
 Betas and cameras are not smoothed (as in the official code).
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
 from vibe_blender.core.cleanup import gaussian_smooth_quaternions
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous, quat_to_axis_angle
@@ -56,8 +58,7 @@ def smooth_rotations(pose: np.ndarray, sigma_frames: float) -> np.ndarray:
     T = len(pose)
     if sigma_frames <= 0 or T < 2:
         return np.asarray(pose, np.float32).copy()
-    quat = gaussian_smooth_quaternions(axis_angle_to_quat(np.asarray(pose, np.float64).reshape(T, 24, 3)),
-                                       sigma_frames)
+    quat = gaussian_smooth_quaternions(axis_angle_to_quat(np.asarray(pose, np.float64).reshape(T, 24, 3)), sigma_frames)
     return quat_to_axis_angle(quat).reshape(T, 72).astype(np.float32)
 
 
@@ -65,8 +66,16 @@ class OneEuroFilter:
     """The official One-Euro filter (``lib/utils/one_euro_filter.py``): built on the first sample,
     then called once per later sample with its time stamp. Works on arrays, element-wise."""
 
-    def __init__(self, t0: float, x0: np.ndarray, dx0: float = 0.0, *, min_cutoff: float = 1.0,
-                 beta: float = 0.0, d_cutoff: float = 1.0):
+    def __init__(
+        self,
+        t0: float,
+        x0: np.ndarray,
+        dx0: float = 0.0,
+        *,
+        min_cutoff: float = 1.0,
+        beta: float = 0.0,
+        d_cutoff: float = 1.0,
+    ):
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
         self.x_prev = x0
         self.dx_prev = np.full_like(x0, dx0)
@@ -89,8 +98,9 @@ class OneEuroFilter:
         return x_hat
 
 
-def one_euro_pose(pose: np.ndarray, *, min_cutoff: float = ONE_EURO_MIN_CUTOFF,
-                  beta: float = ONE_EURO_BETA) -> np.ndarray:
+def one_euro_pose(
+    pose: np.ndarray, *, min_cutoff: float = ONE_EURO_MIN_CUTOFF, beta: float = ONE_EURO_BETA
+) -> np.ndarray:
     """pose (T, 72) -> (T, 72) float32, exactly as the official demo's ``smooth_pose``: time stamp =
     row index (gaps ignored), the first frame passes through."""
     pose = np.asarray(pose, dtype=np.float32)
@@ -105,7 +115,7 @@ def one_euro_pose(pose: np.ndarray, *, min_cutoff: float = ONE_EURO_MIN_CUTOFF,
 # -- causal (live) ----------------------------------------------------------------------------------
 # Live smoothing: strength 1 gives this minimum cutoff; lower strengths raise it (less smoothing).
 LIVE_MIN_CUTOFF_HZ = 1.0
-LIVE_BETA = 0.5                      # cutoff rise per rad/s of joint speed: fast moves lag less
+LIVE_BETA = 0.5  # cutoff rise per rad/s of joint speed: fast moves lag less
 
 
 class CausalRotationFilter:
@@ -118,15 +128,21 @@ class CausalRotationFilter:
     strength: 0 (off) .. 1 (strongest).
     """
 
-    def __init__(self, strength: float, *, min_cutoff_hz: float = LIVE_MIN_CUTOFF_HZ, beta: float = LIVE_BETA,
-                 d_cutoff_hz: float = 1.0):
+    def __init__(
+        self,
+        strength: float,
+        *,
+        min_cutoff_hz: float = LIVE_MIN_CUTOFF_HZ,
+        beta: float = LIVE_BETA,
+        d_cutoff_hz: float = 1.0,
+    ):
         if not 0.0 <= strength <= 1.0:
             raise VibeError(f"Smoothing strength must be between 0 and 1; got {strength}.")
         self.strength = float(strength)
         self.min_cutoff_hz = min_cutoff_hz / max(self.strength, 1e-6)
         self.beta, self.d_cutoff_hz = beta, d_cutoff_hz
-        self._quat: np.ndarray | None = None        # (24, 4) last output
-        self._speed: np.ndarray | None = None       # (24,) filtered rad/s
+        self._quat: np.ndarray | None = None  # (24, 4) last output
+        self._speed: np.ndarray | None = None  # (24,) filtered rad/s
         self._t: float | None = None
 
     def __call__(self, t_s: float, pose: np.ndarray) -> np.ndarray:
@@ -140,8 +156,8 @@ class CausalRotationFilter:
             return pose.reshape(72).astype(np.float32)
         dt = float(t_s) - self._t
         dot = np.sum(quat * self._quat, axis=1)
-        quat = np.where(dot[:, None] < 0, -quat, quat)                     # the shortest arc
-        angle = 2.0 * np.arccos(np.clip(np.abs(dot), 0.0, 1.0))            # (24,) rad since last output
+        quat = np.where(dot[:, None] < 0, -quat, quat)  # the shortest arc
+        angle = 2.0 * np.arccos(np.clip(np.abs(dot), 0.0, 1.0))  # (24,) rad since last output
         a_d = OneEuroFilter._alpha(dt, self.d_cutoff_hz)
         self._speed = a_d * (angle / dt) + (1 - a_d) * self._speed
         a = OneEuroFilter._alpha(dt, self.min_cutoff_hz + self.beta * self._speed)[:, None]

@@ -10,6 +10,7 @@ without any detection are not given to the tracker at all, so tracks do not age 
 
 Unlike the official code, track ids count from 1 per :class:`Sort` instance, not per process.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -58,8 +59,9 @@ def iou_matrix(dets_xyxy: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
     """dets (D, 4+), boxes (T, 4+) -> (D, T) float32 IoU (continuous coordinates, as SORT)."""
     a = np.asarray(dets_xyxy, dtype=np.float64)[:, None, :4]
     b = np.asarray(boxes_xyxy, dtype=np.float64)[None, :, :4]
-    inter = (np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-             * np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None))
+    inter = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None) * np.clip(
+        np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None
+    )
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -137,8 +139,9 @@ class KalmanBoxTracker:
         return state_to_bbox(self.x)
 
 
-def associate(dets_xyxy: np.ndarray, predicted_xyxy: np.ndarray,
-              iou_threshold: float = IOU_THRESHOLD) -> tuple[np.ndarray, list[int], list[int]]:
+def associate(
+    dets_xyxy: np.ndarray, predicted_xyxy: np.ndarray, iou_threshold: float = IOU_THRESHOLD
+) -> tuple[np.ndarray, list[int], list[int]]:
     """dets (K, 4+), predicted (P, 4) [x1, y1, x2, y2] -> (matches (M, 2) [det, track], unmatched det
     indices, unmatched track indices), by Hungarian assignment on IoU.
 
@@ -198,8 +201,9 @@ class Sort:
         # 3. report confirmed, just-matched tracks; forget tracks unmatched for over max_age updates
         reported = []
         for tracker in reversed(self.trackers):
-            if tracker.time_since_update < 1 and (tracker.hit_streak >= self.min_hits
-                                                   or self.frame_count <= self.min_hits):
+            if tracker.time_since_update < 1 and (
+                tracker.hit_streak >= self.min_hits or self.frame_count <= self.min_hits
+            ):
                 reported.append(np.append(tracker.bbox(), tracker.track_id))
         self.trackers = [t for t in self.trackers if t.time_since_update <= self.max_age]
         self._reported_ids = {int(r[4]) for r in reported}
@@ -245,7 +249,8 @@ class Sort:
         if self._last_found_nobody:
             return bool(confirmed)
         return any(t.time_since_update > 0 for t in confirmed) or any(
-            t.time_since_update == 0 and t.hit_streak < self.min_hits for t in self.trackers)
+            t.time_since_update == 0 and t.hit_streak < self.min_hits for t in self.trackers
+        )
 
 
 # -- tracklets ----------------------------------------------------------------------------------
@@ -281,12 +286,19 @@ class TrackletCollector:
 
     def tracklets(self, min_track_frames: int = MIN_TRACK_FRAMES) -> Tracklets:
         """Tracklets with at least ``min_track_frames`` frames, by track id."""
-        return {track_id: Tracklet(np.asarray(frames, dtype=np.int64), np.asarray(self._bboxes[track_id]))
-                for track_id, frames in sorted(self._frames.items()) if len(frames) >= min_track_frames}
+        return {
+            track_id: Tracklet(np.asarray(frames, dtype=np.int64), np.asarray(self._bboxes[track_id]))
+            for track_id, frames in sorted(self._frames.items())
+            if len(frames) >= min_track_frames
+        }
 
 
-def track_detections(detections_per_frame: Sequence[np.ndarray], *, min_track_frames: int = MIN_TRACK_FRAMES,
-                     detected: Sequence[bool] | None = None) -> Tracklets:
+def track_detections(
+    detections_per_frame: Sequence[np.ndarray],
+    *,
+    min_track_frames: int = MIN_TRACK_FRAMES,
+    detected: Sequence[bool] | None = None,
+) -> Tracklets:
     """detections_per_frame: (K_t, 5) [x1, y1, x2, y2, score] per frame -> tracklets, by SORT over the
     whole video.
 

@@ -13,6 +13,7 @@ ahead into a bounded queue, so decoding overlaps whatever the consumer does with
 
 Frame indices are 0-based positions in decode order, as the official demo's sorted PNG list gives.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,22 @@ _FALLBACK_FPS = 30.0
 # FFmpeg picks a demuxer by probing the file, and some demuxers read OTHER files: an HLS playlist
 # (.m3u8), a concat list or an image-sequence pattern names files anywhere on the disk (or URLs).
 # Only real video containers are allowed, and only plain files: every open passes these options.
-VIDEO_CONTAINERS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2",      # FFmpeg's "mov,mp4,..." demuxer
-                    "matroska", "webm", "avi", "gif", "mpegts", "mpeg", "flv", "asf")
+VIDEO_CONTAINERS = (
+    "mov",
+    "mp4",
+    "m4a",
+    "3gp",
+    "3g2",
+    "mj2",  # FFmpeg's "mov,mp4,..." demuxer
+    "matroska",
+    "webm",
+    "avi",
+    "gif",
+    "mpegts",
+    "mpeg",
+    "flv",
+    "asf",
+)
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 FFMPEG_CAPTURE_OPTIONS = f"format_whitelist;{','.join(VIDEO_CONTAINERS)}|protocol_whitelist;file"
 CONTAINER_NAMES = "mp4, mov, mkv, webm, avi, gif, mpeg-ts, mpeg, flv, wmv"
@@ -45,7 +60,7 @@ CONTAINER_NAMES = "mp4, mov, mkv, webm, avi, gif, mpeg-ts, mpeg, flv, wmv"
 _END = object()
 
 
-def open_video(path, *, count_frames: bool = False, prefetch: int = 0, label: str | None = None) -> "VideoReader":
+def open_video(path, *, count_frames: bool = False, prefetch: int = 0, label: str | None = None) -> VideoReader:
     """Open a video file for streaming decode; raises VibeError when it is not a usable video.
 
     path: a video file in a real container (mp4, mov, mkv, webm, avi, gif, mpeg-ts...); playlists,
@@ -72,17 +87,18 @@ class VideoReader:
         self.path = Path(path)
         self.label = label if label is not None else str(self.path)
         self.prefetch = int(prefetch)
-        self.warnings: list[str] = []          # e.g. the file breaks off; set once a decode reaches the end
+        self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
         try:
             st = self.path.stat()
         except FileNotFoundError:
             raise VibeError(f"Video file not found: {self.label}. Check the path.") from None
-        except (OSError, ValueError) as err:   # name too long, NUL byte, no permission...
+        except (OSError, ValueError) as err:  # name too long, NUL byte, no permission...
             reason = getattr(err, "strerror", None) or str(err)
             raise VibeError(f"Cannot read the video file {self.label} ({reason}). Check the path.") from None
         if not self.path.is_file():
-            raise VibeError(f"{self.label} is not a regular video file (a folder or a device). "
-                            "Pass the path of a video file.")
+            raise VibeError(
+                f"{self.label} is not a regular video file (a folder or a device). Pass the path of a video file."
+            )
         if st.st_size == 0:
             raise VibeError(f"Video file {self.label} is empty (0 bytes). Copy or export it again.")
 
@@ -94,8 +110,10 @@ class VideoReader:
         finally:
             capture.release()
         if not ok or first_bgr is None:
-            raise VibeError(f"{self.label} contains no decodable frames: it is empty, truncated or not a video. "
-                            "Export it again as an mp4 (H.264) file.")
+            raise VibeError(
+                f"{self.label} contains no decodable frames: it is empty, truncated or not a video. "
+                "Export it again as an mp4 (H.264) file."
+            )
         height, width = first_bgr.shape[:2]  # the decoded size (after any rotation metadata) is the truth
         if not (np.isfinite(fps) and fps > 0):
             fps = _FALLBACK_FPS
@@ -107,8 +125,10 @@ class VideoReader:
         if count_frames or frame_count is None:
             frame_count = self._count_by_decoding()
         if frame_count < 2:
-            raise VibeError(f"{self.label} has a single frame: it is a still image, not a video. "
-                            "Pass a video file (mp4, mkv, avi, mov, gif...).")
+            raise VibeError(
+                f"{self.label} has a single frame: it is a still image, not a video. "
+                "Pass a video file (mp4, mkv, avi, mov, gif...)."
+            )
         self.info = VideoInfo(name=self.path.name, fps=fps, width=width, height=height, frame_count=int(frame_count))
 
     # -- iteration -----------------------------------------------------------------------------
@@ -201,10 +221,12 @@ class VideoReader:
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not capture.isOpened():
             capture.release()
-            raise VibeError(f"Cannot open {self.label} as a video: it is not a video file in a container this "
-                            f"program reads ({CONTAINER_NAMES}), or it is damaged. Playlists (.m3u8), concat "
-                            "lists, image sequences and still images are not videos here. Export the clip "
-                            "as an mp4 (H.264) file.")
+            raise VibeError(
+                f"Cannot open {self.label} as a video: it is not a video file in a container this "
+                f"program reads ({CONTAINER_NAMES}), or it is damaged. Playlists (.m3u8), concat "
+                "lists, image sequences and still images are not videos here. Export the clip "
+                "as an mp4 (H.264) file."
+            )
         return capture
 
     def _count_by_decoding(self) -> int:
@@ -224,15 +246,17 @@ class VideoReader:
         count, and make ``info.frame_count`` the number of frames actually decoded."""
         expected = self._container_frame_count
         if expected is None or frames_decoded >= expected:
-            if update and frames_decoded > self.info.frame_count:   # the container under-counted
+            if update and frames_decoded > self.info.frame_count:  # the container under-counted
                 self.info.frame_count = frames_decoded
             return
         tolerance = max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * expected))
         if expected - frames_decoded > tolerance:
             # a phone that stopped recording: keep what decodes, and say clearly what is missing
-            warning = (f"The video is truncated or damaged: decoding stopped at frame {frames_decoded} of the "
-                       f"{expected} its header announces, so only those {frames_decoded} frames were used. "
-                       "Copy or export the video again to get the rest.")
+            warning = (
+                f"The video is truncated or damaged: decoding stopped at frame {frames_decoded} of the "
+                f"{expected} its header announces, so only those {frames_decoded} frames were used. "
+                "Copy or export the video again to get the rest."
+            )
             if warning not in self.warnings:
                 self.warnings.append(warning)
         if update:

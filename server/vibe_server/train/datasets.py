@@ -12,6 +12,7 @@ with confidence last, `kp_3d` (T, 49, 3) metres when training / (T, 14, 3) for e
 Unlike the original, arrays are copied before they are transformed (the original overwrote the
 database in place through views) and nothing passes through float16.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,18 +26,56 @@ from torch.utils.data import Dataset
 from vibe_blender.core.errors import VibeError
 
 NUM_SPIN_JOINTS = 49
-LSP_IN_SPIN = slice(25, 39)   # the 14 common (LSP-order) joints inside spin-49
+LSP_IN_SPIN = slice(25, 39)  # the 14 common (LSP-order) joints inside spin-49
 
 # dst spin-49 index <- src index, per source joint order (from the original's joint-name tables).
 TO_SPIN = {
-    "insta": {0: 14, 1: 12, 2: 8, 3: 7, 4: 6, 5: 9, 6: 10, 7: 11, 9: 2, 10: 1, 11: 24, 12: 3, 13: 4,
-              14: 23, 15: 16, 16: 15, 17: 18, 18: 17, 19: 19, 20: 21, 21: 5, 22: 20, 23: 22, 24: 0, 38: 13},
+    "insta": {
+        0: 14,
+        1: 12,
+        2: 8,
+        3: 7,
+        4: 6,
+        5: 9,
+        6: 10,
+        7: 11,
+        9: 2,
+        10: 1,
+        11: 24,
+        12: 3,
+        13: 4,
+        14: 23,
+        15: 16,
+        16: 15,
+        17: 18,
+        18: 17,
+        19: 19,
+        20: 21,
+        21: 5,
+        22: 20,
+        23: 22,
+        24: 0,
+        38: 13,
+    },
     "common": {25 + i: i for i in range(14)},
     "spin": {i: i for i in range(NUM_SPIN_JOINTS)},
     # What the original applies to PennAction (its 13-name 'pennaction' order, although the stored
     # array is in common order): kept only to reproduce it with fix_pennaction_joints=false.
-    "pennaction_original": {38: 0, 34: 1, 33: 2, 35: 3, 32: 4, 36: 5, 31: 6, 28: 7, 27: 8, 29: 9,
-                            26: 10, 30: 11, 25: 12},
+    "pennaction_original": {
+        38: 0,
+        34: 1,
+        33: 2,
+        35: 3,
+        32: 4,
+        36: 5,
+        31: 6,
+        28: 7,
+        27: 8,
+        29: 9,
+        26: 10,
+        30: 11,
+        25: 12,
+    },
 }
 
 
@@ -52,34 +91,48 @@ def to_spin(joints: np.ndarray, src: str) -> np.ndarray:
 @dataclass(frozen=True)
 class DatasetSpec:
     """How one dataset's database file is read."""
+
     name: str
-    kind: str                       # '2d', '3d' or 'motion'
-    files: dict                     # split -> file name in db_dir
-    joints_2d: str = "spin"         # source order of joints2D
-    joints_3d: str = "spin"         # source order of joints3D
+    kind: str  # '2d', '3d' or 'motion'
+    files: dict  # split -> file name in db_dir
+    joints_2d: str = "spin"  # source order of joints2D
+    joints_3d: str = "spin"  # source order of joints3D
     feature_crop_scale: float = 1.2  # crop side / bbox side the features were extracted with
-    train_stride_fraction: float = 1.0   # window stride as a fraction of seqlen (training)
-    smpl_splits: tuple = ()          # splits whose pose/shape are ground truth (w_smpl = 1)
+    train_stride_fraction: float = 1.0  # window stride as a fraction of seqlen (training)
+    smpl_splits: tuple = ()  # splits whose pose/shape are ground truth (w_smpl = 1)
     extra: dict = field(default_factory=dict)
 
 
 DATASETS = {
-    "insta": DatasetSpec("insta", "2d", {"train": "insta_train_db.h5"}, joints_2d="insta",
-                         feature_crop_scale=0.0),   # 0: keypoints are already in the 224 crop's pixels
-    "pennaction": DatasetSpec("pennaction", "2d", {"train": "pennaction_train_db.pt"}, joints_2d="common",
-                              feature_crop_scale=1.3, train_stride_fraction=0.25),
-    "posetrack": DatasetSpec("posetrack", "2d", {"train": "posetrack_train_db.pt"}, feature_crop_scale=1.3,
-                             train_stride_fraction=0.25),
-    "mpii3d": DatasetSpec("mpii3d", "3d", {"train": "mpii3d_train_db.pt", "val": "mpii3d_val_db.pt"},
-                          feature_crop_scale=1.3),
-    "3dpw": DatasetSpec("3dpw", "3d", {"train": "3dpw_train_db.pt", "val": "3dpw_val_db.pt",
-                                       "test": "3dpw_test_db.pt"},
-                        joints_2d="common", joints_3d="common", smpl_splits=("train", "val", "test")),
-    "h36m": DatasetSpec("h36m", "3d", {"train": "h36m_train_db.pt", "val": "h36m_val_db.pt"},
-                        smpl_splits=("train",)),
+    "insta": DatasetSpec(
+        "insta", "2d", {"train": "insta_train_db.h5"}, joints_2d="insta", feature_crop_scale=0.0
+    ),  # 0: keypoints are already in the 224 crop's pixels
+    "pennaction": DatasetSpec(
+        "pennaction",
+        "2d",
+        {"train": "pennaction_train_db.pt"},
+        joints_2d="common",
+        feature_crop_scale=1.3,
+        train_stride_fraction=0.25,
+    ),
+    "posetrack": DatasetSpec(
+        "posetrack", "2d", {"train": "posetrack_train_db.pt"}, feature_crop_scale=1.3, train_stride_fraction=0.25
+    ),
+    "mpii3d": DatasetSpec(
+        "mpii3d", "3d", {"train": "mpii3d_train_db.pt", "val": "mpii3d_val_db.pt"}, feature_crop_scale=1.3
+    ),
+    "3dpw": DatasetSpec(
+        "3dpw",
+        "3d",
+        {"train": "3dpw_train_db.pt", "val": "3dpw_val_db.pt", "test": "3dpw_test_db.pt"},
+        joints_2d="common",
+        joints_3d="common",
+        smpl_splits=("train", "val", "test"),
+    ),
+    "h36m": DatasetSpec("h36m", "3d", {"train": "h36m_train_db.pt", "val": "h36m_val_db.pt"}, smpl_splits=("train",)),
     "amass": DatasetSpec("amass", "motion", {"train": "amass_db.pt"}),
 }
-ORIGINAL_KEYPOINT_CROP_SCALE = 1.2   # what the original normalises every non-Insta keypoint with
+ORIGINAL_KEYPOINT_CROP_SCALE = 1.2  # what the original normalises every non-Insta keypoint with
 
 
 def spec_for(name: str) -> DatasetSpec:
@@ -99,15 +152,17 @@ def load_db(path: str | Path) -> dict:
     """A database file -> dict of numpy arrays (`.pt` = joblib) or a lazy dict view (`.h5` = HDF5)."""
     path = Path(path)
     if not path.exists():
-        raise VibeError(f"Database file {path} not found. Put the preprocessed files (the original's "
-                        "data/vibe_db) there or point --db_dir at them.")
+        raise VibeError(
+            f"Database file {path} not found. Put the preprocessed files (the original's "
+            "data/vibe_db) there or point --db_dir at them."
+        )
     if path.suffix == ".h5":
         return H5Database(path)
     try:
         import joblib  # optional dependency (the train extra)
     except ImportError:
         raise VibeError("Reading the .pt database files needs joblib: pip install joblib") from None
-    db = joblib.load(path)            # a pickle: only open database files you trust
+    db = joblib.load(path)  # a pickle: only open database files you trust
     if not isinstance(db, dict):
         raise VibeError(f"{path} is not a database file (expected a dict of arrays, got {type(db).__name__}).")
     return db
@@ -127,6 +182,7 @@ class H5Database:
 
     def _handle(self):
         import h5py  # optional dependency (the train extra)
+
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._file
@@ -137,15 +193,16 @@ class H5Database:
     def __getitem__(self, key: str):
         return self._handle()[key]
 
-    def __getstate__(self):              # DataLoader workers reopen the file themselves
+    def __getstate__(self):  # DataLoader workers reopen the file themselves
         return {"path": self.path, "_file": None, "_pid": None}
 
 
 def require_keys(db: dict, keys: tuple, path: str | Path) -> None:
     missing = [k for k in keys if k not in db]
     if missing:
-        raise VibeError(f"{path} lacks {', '.join(missing)}; it is not in the expected layout "
-                        f"(needs {', '.join(keys)}).")
+        raise VibeError(
+            f"{path} lacks {', '.join(missing)}; it is not in the expected layout (needs {', '.join(keys)})."
+        )
 
 
 def split_into_chunks(vid_names: np.ndarray, seqlen: int, stride: int) -> list[tuple[int, int]]:
@@ -158,8 +215,10 @@ def split_into_chunks(vid_names: np.ndarray, seqlen: int, stride: int) -> list[t
     tracks = sorted(zip(first, counts))
     ends = [int(start) for start, _ in tracks[1:]] + [len(vid_names)]
     if any(end - start != count for (start, count), end in zip(tracks, ends)):
-        raise VibeError("A track (vid_name) of the database is split in several runs of frames; the "
-                        "database files keep each track's frames together. Is the file damaged?")
+        raise VibeError(
+            "A track (vid_name) of the database is split in several runs of frames; the "
+            "database files keep each track's frames together. Is the file damaged?"
+        )
     windows = []
     for start, count in tracks:
         for offset in range(0, count - seqlen + 1, stride):
@@ -181,9 +240,16 @@ def normalize_keypoints_to_crop(kp_2d: np.ndarray, bbox: np.ndarray, crop_scale:
 class SequenceDataset(Dataset):
     """T-frame windows of one database file (2D, 3D or motion layout); see the module docstring."""
 
-    def __init__(self, db_dir: str | Path, name: str, split: str = "train", seqlen: int = 16,
-                 fix_pennaction_joints: bool = True, match_keypoint_crop: bool = True,
-                 path: str | Path | None = None):
+    def __init__(
+        self,
+        db_dir: str | Path,
+        name: str,
+        split: str = "train",
+        seqlen: int = 16,
+        fix_pennaction_joints: bool = True,
+        match_keypoint_crop: bool = True,
+        path: str | Path | None = None,
+    ):
         """db_dir + name + split pick the file (e.g. mpii3d, train -> mpii3d_train_db.pt); `path`
         names another file in that dataset's layout. split 'train' gives training items."""
         self.spec = spec_for(name)
@@ -191,8 +257,11 @@ class SequenceDataset(Dataset):
         self.is_train = split == "train"
         self.path = Path(path) if path else db_path(db_dir, name, split)
         self.db = load_db(self.path)
-        needed = {"motion": ("theta", "vid_name"), "2d": ("features", "joints2D", "vid_name"),
-                  "3d": ("features", "joints2D", "joints3D", "bbox", "vid_name")}[self.spec.kind]
+        needed = {
+            "motion": ("theta", "vid_name"),
+            "2d": ("features", "joints2D", "vid_name"),
+            "3d": ("features", "joints2D", "joints3D", "bbox", "vid_name"),
+        }[self.spec.kind]
         if self.spec.kind == "2d" and name != "insta":
             needed = needed + ("bbox",)
         if self.spec.kind == "3d" and split in self.spec.smpl_splits:
@@ -202,11 +271,11 @@ class SequenceDataset(Dataset):
         self.joints_2d_src = self.spec.joints_2d
         if name == "pennaction" and not fix_pennaction_joints:
             self.joints_2d_src = "pennaction_original"
-        self.keypoint_crop_scale = (self.spec.feature_crop_scale if match_keypoint_crop
-                                    else ORIGINAL_KEYPOINT_CROP_SCALE)
+        self.keypoint_crop_scale = self.spec.feature_crop_scale if match_keypoint_crop else ORIGINAL_KEYPOINT_CROP_SCALE
         stride = max(1, int(seqlen * self.spec.train_stride_fraction)) if self.is_train else seqlen
-        self.vid_names = np.array([v.decode() if isinstance(v, bytes) else str(v)
-                                   for v in np.asarray(self.db["vid_name"][()])])
+        self.vid_names = np.array(
+            [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(self.db["vid_name"][()])]
+        )
         self.windows = split_into_chunks(self.vid_names, seqlen, stride)
         if not self.windows:
             raise VibeError(f"{self.path} has no track of at least {seqlen} frames; nothing to train on.")
@@ -235,7 +304,7 @@ class SequenceDataset(Dataset):
     def _keypoints_2d(self, frames: slice) -> np.ndarray:
         """-> (T, 49, 3) in [-1, 1] crop units, confidence last (a copy: the db is never written)."""
         kp = to_spin(np.asarray(self.db["joints2D"][frames], dtype=np.float64), self.joints_2d_src)
-        if self.keypoint_crop_scale == 0.0:                  # Insta: pixels of the stored 224 crop
+        if self.keypoint_crop_scale == 0.0:  # Insta: pixels of the stored 224 crop
             kp[:, :, :2] = 2.0 * kp[:, :, :2] / 224.0 - 1.0
             return kp
         bbox = np.asarray(self.db["bbox"][frames], dtype=np.float64)
@@ -243,9 +312,9 @@ class SequenceDataset(Dataset):
 
     def _targets_3d(self, frames: slice) -> dict:
         joints_3d = np.asarray(self.db["joints3D"][frames], dtype=np.float64)[:, :, :3]
-        if joints_3d.shape[1] == 14:                          # common order (3DPW)
+        if joints_3d.shape[1] == 14:  # common order (3DPW)
             kp_3d = to_spin(joints_3d, "common") if self.is_train else joints_3d
-        else:                                                 # spin-49
+        else:  # spin-49
             kp_3d = joints_3d if self.is_train else joints_3d[:, LSP_IN_SPIN]
         has_smpl = self.split in self.spec.smpl_splits
         if has_smpl:
@@ -255,5 +324,9 @@ class SequenceDataset(Dataset):
             pose, betas = np.zeros((self.seqlen, 72)), np.zeros((self.seqlen, 10))
         cam = np.tile([1.0, 0.0, 0.0], (self.seqlen, 1))
         f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
-        return {"kp_3d": f32(kp_3d), "theta": f32(np.concatenate([cam, pose, betas], axis=1)),
-                "w_3d": torch.ones(self.seqlen), "w_smpl": torch.full((self.seqlen,), float(has_smpl))}
+        return {
+            "kp_3d": f32(kp_3d),
+            "theta": f32(np.concatenate([cam, pose, betas], axis=1)),
+            "w_3d": torch.ones(self.seqlen),
+            "w_smpl": torch.full((self.seqlen,), float(has_smpl)),
+        }

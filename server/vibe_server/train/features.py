@@ -5,6 +5,7 @@ then the frozen ResNet-50 of the VIBE model (`model.extract_features`) -> (2048,
 original extracted its training features at scale 1.3 (MPI-INF-3DHP, PennAction, PoseTrack) and
 1.2 (3DPW); the demo crops at 1.1.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -27,12 +28,15 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         boxes = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
     except ValueError as err:
-        raise VibeError(f"Cannot read boxes from {path} ({err}); expected rows of cx,cy,w,h "
-                        "or frame,cx,cy,w,h.") from None
+        raise VibeError(
+            f"Cannot read boxes from {path} ({err}); expected rows of cx,cy,w,h or frame,cx,cy,w,h."
+        ) from None
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or len(boxes) == 0:
-        raise VibeError(f"{path} holds an array of shape {boxes.shape}; expected (N, 4) [cx, cy, w, h] "
-                        "or (N, 5) [frame, cx, cy, w, h].")
+        raise VibeError(
+            f"{path} holds an array of shape {boxes.shape}; expected (N, 4) [cx, cy, w, h] "
+            "or (N, 5) [frame, cx, cy, w, h]."
+        )
     frame_ids = boxes[:, 0].astype(int) if boxes.shape[1] == 5 else np.arange(len(boxes))
     boxes = boxes[:, -4:]
     if np.any(np.diff(frame_ids) <= 0) or frame_ids[0] < 0:
@@ -43,9 +47,15 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def extract_video_features(model: torch.nn.Module, frames_rgb: Iterable[np.ndarray], frame_ids: np.ndarray,
-                           bboxes: np.ndarray, scale: float = 1.3, batch_size: int = 200,
-                           device: str | torch.device = "cpu") -> np.ndarray:
+def extract_video_features(
+    model: torch.nn.Module,
+    frames_rgb: Iterable[np.ndarray],
+    frame_ids: np.ndarray,
+    bboxes: np.ndarray,
+    scale: float = 1.3,
+    batch_size: int = 200,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
     features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
     wanted = {int(f): i for i, f in enumerate(frame_ids)}
@@ -53,7 +63,7 @@ def extract_video_features(model: torch.nn.Module, frames_rgb: Iterable[np.ndarr
     pending_crops, pending_rows, done = [], [], 0
 
     def flush():
-        images = normalize_crops(np.stack(pending_crops), device=device)          # (B, 3, 224, 224)
+        images = normalize_crops(np.stack(pending_crops), device=device)  # (B, 3, 224, 224)
         features[pending_rows] = model.extract_features(images[None]).reshape(-1, 2048).float().cpu().numpy()
         pending_crops.clear()
         pending_rows.clear()
@@ -61,7 +71,7 @@ def extract_video_features(model: torch.nn.Module, frames_rgb: Iterable[np.ndarr
     for index, frame in enumerate(frames_rgb):
         if index in wanted:
             row = wanted[index]
-            pending_crops.append(crop_person(frame, bboxes[row], scale=scale))       # (224, 224, 3) uint8
+            pending_crops.append(crop_person(frame, bboxes[row], scale=scale))  # (224, 224, 3) uint8
             pending_rows.append(row)
             done += 1
             if len(pending_crops) == batch_size:
@@ -71,16 +81,23 @@ def extract_video_features(model: torch.nn.Module, frames_rgb: Iterable[np.ndarr
     if pending_crops:
         flush()
     if done < len(frame_ids):
-        raise VibeError(f"The video has fewer frames than the boxes ask for (frame {int(frame_ids[done])} "
-                        "is missing).")
+        raise VibeError(f"The video has fewer frames than the boxes ask for (frame {int(frame_ids[done])} is missing).")
     return features
 
 
-def write_feature_db(path: str | Path, features: np.ndarray, frame_ids: np.ndarray, bboxes: np.ndarray,
-                     vid_name: str) -> None:
+def write_feature_db(
+    path: str | Path, features: np.ndarray, frame_ids: np.ndarray, bboxes: np.ndarray, vid_name: str
+) -> None:
     """-> a joblib `.pt` with `features`, `bbox`, `frame_id`, `vid_name` (the database-file layout)."""
     import joblib  # optional dependency (the train extra)
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump({"features": features, "bbox": bboxes, "frame_id": frame_ids,
-                 "vid_name": np.array([vid_name] * len(frame_ids))}, path)
+    joblib.dump(
+        {
+            "features": features,
+            "bbox": bboxes,
+            "frame_id": frame_ids,
+            "vid_name": np.array([vid_name] * len(frame_ids)),
+        },
+        path,
+    )

@@ -3,6 +3,7 @@
 Same file names, keys, shapes and dtypes as the preprocessed `data/vibe_db` files (see the training
 spec), a few tracks each. The numbers mean nothing: smooth random motion, random features.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,12 +42,14 @@ def _keypoints_in_box(rng, bbox: np.ndarray, joints: int, visible: np.ndarray | 
 
 
 def _features(rng, n: int) -> np.ndarray:
-    return np.abs(rng.normal(0, 1, (n, FEATURE_SIZE))).astype(np.float32)   # post-ReLU, non-negative
+    return np.abs(rng.normal(0, 1, (n, FEATURE_SIZE))).astype(np.float32)  # post-ReLU, non-negative
 
 
-def write_3d_db(path: Path, rng: np.random.Generator, lengths: list[int], joints: int, with_smpl: bool,
-                prefix: str) -> None:
+def write_3d_db(
+    path: Path, rng: np.random.Generator, lengths: list[int], joints: int, with_smpl: bool, prefix: str
+) -> None:
     import joblib  # optional dependency (the train extra)
+
     n = sum(lengths)
     bbox = _bbox(rng, n)
     db = {
@@ -59,10 +62,10 @@ def write_3d_db(path: Path, rng: np.random.Generator, lengths: list[int], joints
         "features": _features(rng, n),
     }
     if joints == 49:
-        db["joints2D"][:, :25, 2] = 0.0                      # ground-truth joints only
+        db["joints2D"][:, :25, 2] = 0.0  # ground-truth joints only
     if with_smpl:
         pose = _per_track(rng, lengths, 72, 0.3)
-        pose[:, 0] += np.pi                                  # upright in the camera frame
+        pose[:, 0] += np.pi  # upright in the camera frame
         db["pose"] = pose.astype(np.float32)
         db["shape"] = np.repeat(rng.normal(0, 0.5, (len(lengths), 10)), lengths, axis=0).astype(np.float32)
     joblib.dump(db, path)
@@ -74,6 +77,7 @@ def write_synthetic_db(folder: str | Path, seed: int = 0, lengths: list[int] | N
     posetrack_train_db.pt into `folder`. Track lengths default to [40, 23, 10] (the last track is
     shorter than 16 frames, so it yields no window)."""
     import joblib  # optional dependency (the train extra)
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -82,8 +86,9 @@ def write_synthetic_db(folder: str | Path, seed: int = 0, lengths: list[int] | N
 
     # AMASS: theta (N, 82) = 72 axis-angle + 10 betas, smooth motion.
     amass_lengths = [80, 64, 48]
-    theta = np.concatenate([_per_track(rng, amass_lengths, 72, 0.4),
-                            np.repeat(rng.normal(0, 0.5, (3, 10)), amass_lengths, axis=0)], axis=1)
+    theta = np.concatenate(
+        [_per_track(rng, amass_lengths, 72, 0.4), np.repeat(rng.normal(0, 0.5, (3, 10)), amass_lengths, axis=0)], axis=1
+    )
     joblib.dump({"theta": theta, "vid_name": _tracks("CMU_01", amass_lengths)}, folder / "amass_db.pt")
 
     write_3d_db(folder / "mpii3d_train_db.pt", rng, lengths, 49, False, "subj1_seq1_vid0_seg")
@@ -95,16 +100,30 @@ def write_synthetic_db(folder: str | Path, seed: int = 0, lengths: list[int] | N
 
     bbox = _bbox(rng, n)
     penn = _keypoints_in_box(rng, bbox, 14)
-    penn[:, 12] = 0.0                                        # PennAction has no neck
-    joblib.dump({"vid_name": _tracks("penn", lengths), "img_name": np.array([f"p{i}.jpg" for i in range(n)]),
-                 "joints2D": penn, "bbox": bbox, "features": _features(rng, n)},
-                folder / "pennaction_train_db.pt")
+    penn[:, 12] = 0.0  # PennAction has no neck
+    joblib.dump(
+        {
+            "vid_name": _tracks("penn", lengths),
+            "img_name": np.array([f"p{i}.jpg" for i in range(n)]),
+            "joints2D": penn,
+            "bbox": bbox,
+            "features": _features(rng, n),
+        },
+        folder / "pennaction_train_db.pt",
+    )
     bbox = _bbox(rng, n)
     visible = np.zeros((n, 49))
     visible[:, [25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 44, 47, 48]] = 1.0
-    joblib.dump({"vid_name": _tracks("posetrack", lengths), "img_name": np.array([f"q{i}.jpg" for i in range(n)]),
-                 "joints2D": _keypoints_in_box(rng, bbox, 49, visible), "bbox": bbox,
-                 "features": _features(rng, n)}, folder / "posetrack_train_db.pt")
+    joblib.dump(
+        {
+            "vid_name": _tracks("posetrack", lengths),
+            "img_name": np.array([f"q{i}.jpg" for i in range(n)]),
+            "joints2D": _keypoints_in_box(rng, bbox, 49, visible),
+            "bbox": bbox,
+            "features": _features(rng, n),
+        },
+        folder / "posetrack_train_db.pt",
+    )
 
     try:
         import h5py  # optional dependency (the train extra)

@@ -3,6 +3,7 @@
 :func:`read_motion_file` picks the reader from the file's content: our result ``.npz``, the official
 VIBE ``vibe_output.pkl`` (joblib) or an AMASS-style ``.npz`` (``poses``, ``trans``, ``betas``).
 """
+
 from __future__ import annotations
 
 import zipfile
@@ -32,5 +33,7 @@ def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet
         return from_result(load_result(path))
     if "poses" in names:
         return read_amass_npz(path)
-    raise VibeError(f"'{path.name}' is an .npz file but neither a VIBE Mocap result nor AMASS motion "
-                    f"(it holds {', '.join(sorted(names)[:8])}); choose {SUPPORTED}.")
+    raise VibeError(
+        f"'{path.name}' is an .npz file but neither a VIBE Mocap result nor AMASS motion "
+        f"(it holds {', '.join(sorted(names)[:8])}); choose {SUPPORTED}."
+    )

@@ -15,6 +15,7 @@ The official result has no translation and no video size. Both are recovered her
 - translation: VIBE's weak-perspective ``x_ndc = sx (X + tx)`` equals a pinhole camera of focal f
   (pixels) at depth ``tz = 2 f / (W · sx)``, so ``trans = (tx, ty, 2 f / (W · sx))``.
 """
+
 from __future__ import annotations
 
 import io
@@ -60,7 +61,7 @@ class _ArrayWrapper(StandIn):
         shape = checked_shape(d.get("shape"))
         file = unpickler.array_source
         if d.get("numpy_array_alignment_bytes") is not None:
-            padding = file.read(1)                              # one length byte, then that much padding
+            padding = file.read(1)  # one length byte, then that much padding
             file.read(padding[0] if padding else 0)
         return array_from_bytes(file.read(array_nbytes(shape, dtype)), dtype, shape, fortran_order=d["order"] == "F")
 
@@ -73,14 +74,17 @@ def _ordered_dict():
 class _JoblibUnpickler(RestrictedUnpickler):
     """Plain containers, numbers, strings, numpy arrays and joblib's array wrapper; nothing else."""
 
-    GLOBALS: ClassVar[dict] = {**RestrictedUnpickler.GLOBALS, ("collections", "OrderedDict"): _ordered_dict,
-               ("joblib.numpy_pickle", "NumpyArrayWrapper"): _ArrayWrapper,
-               ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper"): _ArrayWrapper}
+    GLOBALS: ClassVar[dict] = {
+        **RestrictedUnpickler.GLOBALS,
+        ("collections", "OrderedDict"): _ordered_dict,
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"): _ArrayWrapper,
+        ("sklearn.externals.joblib.numpy_pickle", "NumpyArrayWrapper"): _ArrayWrapper,
+    }
     what = "a VIBE result"
 
     def __init__(self, file):
         super().__init__(file)
-        self.array_source = file          # joblib writes each array's bytes right after its BUILD
+        self.array_source = file  # joblib writes each array's bytes right after its BUILD
 
 
 def load_joblib_pickle(path: str | Path):
@@ -97,8 +101,10 @@ def load_joblib_pickle(path: str | Path):
         stream = decompress_bounded(raw, byte_budget(len(raw)))
         return _JoblibUnpickler(io.BytesIO(stream)).load()
     except Exception as err:  # any unpickling failure means: not a file this reader accepts
-        raise VibeError(f"'{path.name}' is not a VIBE vibe_output.pkl ({describe_failure(err)}). "
-                        "Choose the vibe_output.pkl written by VIBE's demo.py.") from err
+        raise VibeError(
+            f"'{path.name}' is not a VIBE vibe_output.pkl ({describe_failure(err)}). "
+            "Choose the vibe_output.pkl written by VIBE's demo.py."
+        ) from err
 
 
 _TRACK_SHAPES = {"pose": 72, "betas": 10, "orig_cam": 4, "pred_cam": 3, "bboxes": 4, "frame_ids": None}
@@ -109,23 +115,33 @@ def _track_arrays(track_id, data, label) -> dict[str, np.ndarray]:
     if not isinstance(data, dict) or any(k not in data for k in _TRACK_SHAPES):
         have = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
         missing = [k for k in _TRACK_SHAPES if not isinstance(data, dict) or k not in data]
-        raise VibeError(f"{label}: person {track_id} lacks {', '.join(missing)} "
-                        f"(it has {have}); is this a vibe_output.pkl from VIBE's demo.py?")
+        raise VibeError(
+            f"{label}: person {track_id} lacks {', '.join(missing)} "
+            f"(it has {have}); is this a vibe_output.pkl from VIBE's demo.py?"
+        )
     arrays = {}
-    for key, width in _TRACK_SHAPES.items():
+    for key in _TRACK_SHAPES:
         value = data[key]
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
-            raise VibeError(f"{label}: person {track_id}'s '{key}' is a {type(value).__name__}, not a numeric array; "
-                            "the file is damaged.")
+            raise VibeError(
+                f"{label}: person {track_id}'s '{key}' is a {type(value).__name__}, not a numeric array; "
+                "the file is damaged."
+            )
         arrays[key] = value.astype(np.int64 if key == "frame_ids" else np.float64)
     T = len(arrays["frame_ids"])
     for key, width in _TRACK_SHAPES.items():
         expected = (T,) if width is None else (T, width)
         if arrays[key].shape != expected:
-            raise VibeError(f"{label}: person {track_id}'s '{key}' has shape {arrays[key].shape}, expected {expected}; "
-                            "the file is damaged.")
-    check_motion_values(f"{label}: person {track_id}", arrays["frame_ids"], {"betas": arrays["betas"]},
-                        **{k: v for k, v in arrays.items() if k not in ("frame_ids", "betas")})
+            raise VibeError(
+                f"{label}: person {track_id}'s '{key}' has shape {arrays[key].shape}, expected {expected}; "
+                "the file is damaged."
+            )
+    check_motion_values(
+        f"{label}: person {track_id}",
+        arrays["frame_ids"],
+        {"betas": arrays["betas"]},
+        **{k: v for k, v in arrays.items() if k not in ("frame_ids", "betas")},
+    )
     return arrays
 
 
@@ -159,20 +175,31 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
         check_range(path.name, "the focal length (pixels)", focal_length_px, *FOCAL_RANGE_PX)
     data = load_joblib_pickle(path)
     if not isinstance(data, dict) or not data:
-        raise VibeError(f"'{path.name}' holds no people (expected a dict of person id -> results). "
-                        "Choose the vibe_output.pkl written by VIBE's demo.py.")
+        raise VibeError(
+            f"'{path.name}' holds no people (expected a dict of person id -> results). "
+            "Choose the vibe_output.pkl written by VIBE's demo.py."
+        )
     tracks_raw = {tid: _track_arrays(tid, d, path.name) for tid, d in sorted(data.items(), key=lambda kv: str(kv[0]))}
-    width, height = video_size_from_cameras(np.concatenate([t["orig_cam"] for t in tracks_raw.values()]),
-                                            np.concatenate([t["pred_cam"] for t in tracks_raw.values()]),
-                                            np.concatenate([t["bboxes"] for t in tracks_raw.values()]))
+    width, height = video_size_from_cameras(
+        np.concatenate([t["orig_cam"] for t in tracks_raw.values()]),
+        np.concatenate([t["pred_cam"] for t in tracks_raw.values()]),
+        np.concatenate([t["bboxes"] for t in tracks_raw.values()]),
+    )
     focal = float(focal_length_px or max(width, height))
     tracks = []
     for tid, t in tracks_raw.items():
         if len(t["frame_ids"]) == 0:
             continue
-        tracks.append(TrackMotion(name=f"track_{tid}", frame_ids=t["frame_ids"], pose=t["pose"],
-                                  trans_m=weak_perspective_to_trans(t["orig_cam"], width, focal),
-                                  betas=np.median(t["betas"], axis=0)))
+        tracks.append(
+            TrackMotion(
+                name=f"track_{tid}",
+                frame_ids=t["frame_ids"],
+                pose=t["pose"],
+                trans_m=weak_perspective_to_trans(t["orig_cam"], width, focal),
+                betas=np.median(t["betas"], axis=0),
+            )
+        )
     last = max((int(t.frame_ids[-1]) + 1 for t in tracks), default=0)
-    return MotionSet(tracks=tracks, fps=float(fps), frame_count=last, source_name=path.stem,
-                     camera=CameraInfo(width, height, focal))
+    return MotionSet(
+        tracks=tracks, fps=float(fps), frame_count=last, source_name=path.stem, camera=CameraInfo(width, height, focal)
+    )

@@ -1,4 +1,5 @@
 """GET /body_model: the SMPL arrays the add-on needs to build the character (npz, no pickles)."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,9 @@ def body_model(request: Request, engine=Depends(get_engine)) -> Response:
     cached = getattr(request.app.state, "body_model_npz", None)
     if cached is None:
         if engine.data_dir is None:
-            raise HTTPException(503, "This server has no SMPL model file; install the model data with "
-                                     "'vibe-mocap data install'.")
+            raise HTTPException(
+                503, "This server has no SMPL model file; install the model data with 'vibe-mocap data install'."
+            )
         try:
             model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
         except VibeError as err:
@@ -28,5 +30,8 @@ def body_model(request: Request, engine=Depends(get_engine)) -> Response:
         buffer = io.BytesIO()
         save_body_model(buffer, model)
         cached = request.app.state.body_model_npz = buffer.getvalue()
-    return Response(cached, media_type="application/octet-stream",
-                    headers={"Content-Disposition": 'attachment; filename="body_model.npz"'})
+    return Response(
+        cached,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": 'attachment; filename="body_model.npz"'},
+    )

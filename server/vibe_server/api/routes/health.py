@@ -1,5 +1,6 @@
 """GET /health: liveness and what the server runs (no token needed, so nothing private: no
 paths, no job names, no error texts)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -17,6 +18,10 @@ async def health(request: Request) -> Health:
     import torch  # start-up: importing the API does not import torch; the engine has loaded it by now
 
     engine, jobs = request.app.state.engine, request.app.state.jobs
-    return Health(version=__version__, device=engine.device if engine else request.app.state.settings.device,
-                  model=engine.model_name if engine else "none (model data missing)",
-                  torch=torch.__version__, queue_length=jobs.queue_length() if jobs else 0)
+    return Health(
+        version=__version__,
+        device=engine.device if engine else request.app.state.settings.device,
+        model=engine.model_name if engine else "none (model data missing)",
+        torch=torch.__version__,
+        queue_length=jobs.queue_length() if jobs else 0,
+    )

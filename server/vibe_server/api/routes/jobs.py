@@ -1,4 +1,5 @@
 """/jobs: submit a video (upload or local path), follow it, cancel it, download the result."""
+
 from __future__ import annotations
 
 import json
@@ -27,17 +28,24 @@ from ..upload import receive_video_upload
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
 MAX_JSON_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 32                         # a job request is 3 levels deep; deeper is an attack on the parser
-MAX_SHOWN_CHARS = 200                       # a client's path or file name echoed in a message
-_pkl_lock = threading.Lock()                # one official-pkl export at a time
+MAX_JSON_DEPTH = 32  # a job request is 3 levels deep; deeper is an attack on the parser
+MAX_SHOWN_CHARS = 200  # a client's path or file name echoed in a message
+_pkl_lock = threading.Lock()  # one official-pkl export at a time
 _blocking = BlockingRunner()
 
 # POST /jobs reads its body itself (streamed upload or small JSON): this tells OpenAPI what it takes.
-CREATE_JOB_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"$ref": "#/components/schemas/JobUpload"},
-                            "encoding": {"video": {"contentType": "application/octet-stream, video/*"}}},
-    "application/json": {"schema": {"$ref": "#/components/schemas/LocalJobRequest"}},
-}}}
+CREATE_JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"$ref": "#/components/schemas/JobUpload"},
+                "encoding": {"video": {"contentType": "application/octet-stream, video/*"}},
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/LocalJobRequest"}},
+        },
+    }
+}
 OPENAPI_BODY_MODELS = (JobUpload, LocalJobRequest)
 
 
@@ -83,13 +91,15 @@ def json_too_deep(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
 def load_json_object(text: str | bytes, what: str, example: str) -> dict:
     """Parse a small JSON object from a client; 422 with one sentence for anything else."""
     if json_too_deep(text):
-        raise HTTPException(422, f"{what} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object, "
-                                 f"e.g. {example}.")
+        raise HTTPException(
+            422, f"{what} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object, e.g. {example}."
+        )
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as err:
-        raise HTTPException(422, f"{what} is not valid JSON ({shown(str(err))}); send a JSON object, "
-                                 f"e.g. {example}.") from err
+        raise HTTPException(
+            422, f"{what} is not valid JSON ({shown(str(err))}); send a JSON object, e.g. {example}."
+        ) from err
     if not isinstance(data, dict):
         raise HTTPException(422, f"{what} must be a JSON object, e.g. {example}.")
     return data
@@ -116,7 +126,7 @@ def check_video(engine, path: Path, label: str) -> None:
             close()
     except VibeError as err:
         raise VibeError(str(err).replace(str(path), label)) from None
-    except (OSError, ValueError) as err:            # a path the OS refuses: too long, NUL byte...
+    except (OSError, ValueError) as err:  # a path the OS refuses: too long, NUL byte...
         raise VibeError(f"'{label}' cannot be read ({getattr(err, 'strerror', None) or err}).") from None
     if not info.frame_count:
         raise VibeError(f"'{label}' has no video frames; send a video file.")
@@ -129,8 +139,11 @@ async def probe_video(engine, path: Path, label: str, timeout_s: float) -> None:
     except VibeError as err:
         raise HTTPException(415, f"'{label}' is not a video this server can read: {err}") from err
     except BlockingTimeout as err:
-        raise HTTPException(415, f"'{label}' is not a video this server can read: opening it {err}. "
-                                 "Send a video file (mp4, mov, mkv, webm, avi, gif).") from err
+        raise HTTPException(
+            415,
+            f"'{label}' is not a video this server can read: opening it {err}. "
+            "Send a video file (mp4, mov, mkv, webm, avi, gif).",
+        ) from err
 
 
 def _admission_refused(err: VibeError) -> HTTPException:
@@ -139,13 +152,21 @@ def _admission_refused(err: VibeError) -> HTTPException:
     return HTTPException(507, str(err))
 
 
-@router.post("", status_code=201, response_model=JobCreated, openapi_extra=CREATE_JOB_BODY,
-             summary="Submit a video: upload it (multipart) or name a file on this machine (JSON)")
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobCreated,
+    openapi_extra=CREATE_JOB_BODY,
+    summary="Submit a video: upload it (multipart) or name a file on this machine (JSON)",
+)
 async def create_job(request: Request, settings: SettingsDep, jobs: JobsDep, engine=Depends(get_engine)) -> JobCreated:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ("application/json", "multipart/form-data"):
-        raise HTTPException(415, f"Unsupported content type '{shown(content_type) or 'none'}': upload the video as "
-                                 "multipart/form-data (part 'video'), or send JSON with 'video_path'.")
+        raise HTTPException(
+            415,
+            f"Unsupported content type '{shown(content_type) or 'none'}': upload the video as "
+            "multipart/form-data (part 'video'), or send JSON with 'video_path'.",
+        )
     try:
         with jobs.admission() as admission:
             if content_type == "application/json":
@@ -153,7 +174,7 @@ async def create_job(request: Request, settings: SettingsDep, jobs: JobsDep, eng
             return await _create_upload_job(request, settings, jobs, engine, admission)
     except (JobsFull, UploadSpaceFull) as err:
         raise _admission_refused(err) from err
-    except BlockingTimeout as err:                  # the job store's disk (the video's own time limit is a 415)
+    except BlockingTimeout as err:  # the job store's disk (the video's own time limit is a 415)
         raise HTTPException(503, f"The server's disk did not answer in time ({err}); retry in a moment.") from err
 
 
@@ -169,9 +190,18 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
         upload = await receive_video_upload(request, folder / UPLOAD_NAME, settings.max_upload_bytes, reserve)
         params = parse_params(upload.params_json)
         await probe_video(engine, upload.video_path, upload.filename, settings.probe_timeout_s)
-        job = await _blocking(partial(jobs.submit, job_id, video_name=upload.filename, input_path=upload.video_path,
-                                      input_owned=True, params=params, input_bytes=upload.size_bytes),
-                              timeout_s=settings.probe_timeout_s)
+        job = await _blocking(
+            partial(
+                jobs.submit,
+                job_id,
+                video_name=upload.filename,
+                input_path=upload.video_path,
+                input_owned=True,
+                params=params,
+                input_bytes=upload.size_bytes,
+            ),
+            timeout_s=settings.probe_timeout_s,
+        )
     except BaseException:
         # no half-uploaded files left behind (in a thread: a big file takes a moment to delete;
         # shielded: a cancelled request still cleans up)
@@ -197,11 +227,13 @@ async def _read_small_body(request: Request, max_bytes: int) -> bytes:
 
 async def _create_local_job(request: Request, settings, jobs, engine) -> JobCreated:
     if not client_is_loopback(request):
-        raise HTTPException(403, "A video path on the server's disk is only accepted from the same machine; "
-                                 "upload the file instead.")
+        raise HTTPException(
+            403, "A video path on the server's disk is only accepted from the same machine; upload the file instead."
+        )
     body = await _read_small_body(request, MAX_JSON_BYTES)
-    data = load_json_object(body or b"null", "The request body",
-                            '{"video_path": "/home/me/clip.mp4", "params": {"smoothing": 0.5}}')
+    data = load_json_object(
+        body or b"null", "The request body", '{"video_path": "/home/me/clip.mp4", "params": {"smoothing": 0.5}}'
+    )
     try:
         req = LocalJobRequest(**data)
     except ValidationError as err:
@@ -218,12 +250,23 @@ async def _create_local_job(request: Request, settings, jobs, engine) -> JobCrea
         # one answer whether the file is missing, unreadable or not a video: a client learns nothing
         # about files it could not read itself
         log.info("local path refused: %s", err)
-        raise HTTPException(415, f"'{label}' is not a readable video file on this machine; check the path, "
-                                 "or upload the file instead.",
-                            headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE}) from err
+        raise HTTPException(
+            415,
+            f"'{label}' is not a readable video file on this machine; check the path, or upload the file instead.",
+            headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
+        ) from err
     job_id, _ = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
-    job = await _blocking(partial(jobs.submit, job_id, video_name=path.name[:MAX_SHOWN_CHARS], input_path=path,
-                                  input_owned=False, params=req.params), timeout_s=settings.probe_timeout_s)
+    job = await _blocking(
+        partial(
+            jobs.submit,
+            job_id,
+            video_name=path.name[:MAX_SHOWN_CHARS],
+            input_path=path,
+            input_owned=False,
+            params=req.params,
+        ),
+        timeout_s=settings.probe_timeout_s,
+    )
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
@@ -268,8 +311,9 @@ def _download_name(job: Job, suffix: str) -> str:
 @router.get("/{job_id}/result")
 def get_result(job_id: str, jobs: JobsDep) -> FileResponse:
     job = _require_done(jobs, job_id)
-    return FileResponse(jobs.result_path(job_id), media_type="application/octet-stream",
-                        filename=_download_name(job, "_vibe.npz"))
+    return FileResponse(
+        jobs.result_path(job_id), media_type="application/octet-stream", filename=_download_name(job, "_vibe.npz")
+    )
 
 
 @router.get("/{job_id}/result.pkl")
@@ -285,5 +329,4 @@ def get_result_pkl(job_id: str, jobs: JobsDep, engine=Depends(get_engine)) -> Fi
                 postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl))
             except VibeError as err:
                 raise HTTPException(500, str(err)) from err
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=_download_name(job, "_vibe_output.pkl"))
+    return FileResponse(path, media_type="application/octet-stream", filename=_download_name(job, "_vibe_output.pkl"))

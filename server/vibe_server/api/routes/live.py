@@ -4,6 +4,7 @@ The WebSocket handshake passes the same Host, Origin and token checks as every r
 (``deps.websocket_refusal``); a refused handshake is closed before it is accepted, which the client
 sees as HTTP 403.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,8 +53,13 @@ async def start_live(body: LiveRequest, request: Request, engine: EngineDep) -> 
     options = LiveOptions(**params)
     manager = live_manager(request.app, engine)
     try:
-        run = await run_in_threadpool(manager.start, body.source, options, lossless=lossless,  # opening blocks
-                                      max_frames=max_frames)
+        run = await run_in_threadpool(
+            manager.start,
+            body.source,
+            options,
+            lossless=lossless,  # opening blocks
+            max_frames=max_frames,
+        )
     except VibeError as err:
         raise HTTPException(409 if "already running" in str(err) else 400, str(err)) from None
     return run.public()
@@ -104,5 +110,5 @@ async def stream_live(ws: WebSocket, live_id: str) -> None:
             run.subscribers.remove(sub)
         try:
             await ws.close()
-        except RuntimeError:                     # already closed by the client
+        except RuntimeError:  # already closed by the client
             pass

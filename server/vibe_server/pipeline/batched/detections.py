@@ -10,6 +10,7 @@ Equality with the per-frame reference: the candidates, their order (stable sort 
 score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
 another order, so they agree to float32 rounding (~1e-5 px).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,9 @@ def box_iou_plus_one_matrix(boxes_xyxy: torch.Tensor) -> torch.Tensor:
     return inter / (area_a + area_b - inter + 1e-16)
 
 
-def merge_nms_batched(boxes_xyxy: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor,
-                      iou_threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_nms_batched(
+    boxes_xyxy: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor, iou_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy merge-NMS of ``detect.boxes.merge_nms`` for B frames at once.
 
     boxes (B, K, 4) sorted by descending score per frame, weights (B, K) objectness, valid (B, K)
@@ -46,11 +48,11 @@ def merge_nms_batched(boxes_xyxy: torch.Tensor, weights: torch.Tensor, valid: to
     kept = torch.zeros_like(valid)
     merged = torch.zeros_like(boxes_xyxy)
     for i in range(boxes_xyxy.shape[1]):
-        is_top = remaining[:, i]                                                  # (B,)
-        group = remaining & (iou[:, i, :] > iou_threshold)                        # (B, K)
-        group[:, i] = is_top                                   # a degenerate top box still claims itself
-        w = weights * group                                                       # (B, K)
-        total = w.sum(dim=1, keepdim=True)                                        # (B, 1)
+        is_top = remaining[:, i]  # (B,)
+        group = remaining & (iou[:, i, :] > iou_threshold)  # (B, K)
+        group[:, i] = is_top  # a degenerate top box still claims itself
+        w = weights * group  # (B, K)
+        total = w.sum(dim=1, keepdim=True)  # (B, 1)
         mean = (w[..., None] * boxes_xyxy).sum(dim=1) / torch.where(total > 0, total, 1)
         merged[:, i] = mean
         kept[:, i] = is_top
@@ -58,8 +60,9 @@ def merge_nms_batched(boxes_xyxy: torch.Tensor, weights: torch.Tensor, valid: to
     return merged, kept
 
 
-def rescale_boxes_batched(boxes_xyxy: torch.Tensor, input_size_px: int, frame_height: int,
-                          frame_width: int) -> torch.Tensor:
+def rescale_boxes_batched(
+    boxes_xyxy: torch.Tensor, input_size_px: int, frame_height: int, frame_width: int
+) -> torch.Tensor:
     """boxes (..., 4) network pixels -> frame pixels, as ``detect.yolo.rescale_boxes`` (float32)."""
     side = max(frame_height, frame_width)
     pad_x = max(frame_height - frame_width, 0) * (input_size_px / side)
@@ -75,23 +78,28 @@ def rescale_boxes_batched(boxes_xyxy: torch.Tensor, input_size_px: int, frame_he
     return out
 
 
-def person_detections_batched(decoded: torch.Tensor, frame_height: int, frame_width: int, *,
-                              input_size_px: int = INPUT_SIZE_PX,
-                              objectness_threshold: float = OBJECTNESS_THRESHOLD,
-                              nms_iou_threshold: float = NMS_IOU_THRESHOLD,
-                              score_threshold: float = SCORE_THRESHOLD) -> list[np.ndarray]:
+def person_detections_batched(
+    decoded: torch.Tensor,
+    frame_height: int,
+    frame_width: int,
+    *,
+    input_size_px: int = INPUT_SIZE_PX,
+    objectness_threshold: float = OBJECTNESS_THRESHOLD,
+    nms_iou_threshold: float = NMS_IOU_THRESHOLD,
+    score_threshold: float = SCORE_THRESHOLD,
+) -> list[np.ndarray]:
     """decoded (B, N, 85) rows of B same-size frames (``decode_heads``) -> B arrays (K_b, 5) float32
     [x1, y1, x2, y2, score], frame pixels, by descending score: ``person_detections`` per frame."""
     rows = decoded.float()
-    class_prob, class_index = rows[..., 5:].max(dim=-1)                                   # (B, N)
+    class_prob, class_index = rows[..., 5:].max(dim=-1)  # (B, N)
     candidate = (rows[..., 4] >= objectness_threshold) & (class_index == PERSON_CLASS)
     score = rows[..., 4] * class_prob
     # stable descending sort puts the candidates first, in the reference's order
     order = torch.sort(torch.where(candidate, score, -1.0), dim=1, descending=True, stable=True).indices
-    k = max(int(candidate.sum(dim=1).max()), 1)                    # the one host sync: widest frame
+    k = max(int(candidate.sum(dim=1).max()), 1)  # the one host sync: widest frame
     order = order[:, :k]
     valid = torch.gather(candidate, 1, order)
-    picked = torch.gather(rows[..., :5], 1, order[..., None].expand(-1, -1, 5))          # (B, k, 5)
+    picked = torch.gather(rows[..., :5], 1, order[..., None].expand(-1, -1, 5))  # (B, k, 5)
     score = torch.gather(score, 1, order)
     half_wh = picked[..., 2:4] / 2
     boxes = torch.cat([picked[..., :2] - half_wh, picked[..., :2] + half_wh], dim=-1)

@@ -6,6 +6,7 @@
 - ``yolo``: VIBE's detector, YOLOv3-416 from the official Darknet ``yolov3.weights`` (model data).
 - ``hog``: OpenCV's HOG people detector; no model data, low quality (smoke tests, demos).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,14 @@ class Detector(Protocol):
         ...
 
 
-def make_detector(name: str = "yolo", *, data_dir: str | Path | None = None, device: str = "cpu",
-                  weights_path: str | Path | None = None, **options: Any) -> Detector:
+def make_detector(
+    name: str = "yolo",
+    *,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    weights_path: str | Path | None = None,
+    **options: Any,
+) -> Detector:
     """Build a detector by name.
 
     name: "yolo" (alias "yolov3") or "hog".

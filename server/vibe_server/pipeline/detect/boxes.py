@@ -3,6 +3,7 @@
 Boxes are (N, 4) [x1, y1, x2, y2] pixels. The greedy loops run on the CPU on the few boxes left
 after thresholding; numpy keeps each step at microseconds even for thousands of boxes.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ conv layers in cfg order. Per conv layer: with batch norm, BN beta (bias), gamma
 mean, running variance, then the conv weights (out, in, ky, kx); without, the conv bias, then the
 weights. The official file is version 0.2.0: 20-byte header + 62,001,757 floats = 248,007,048 bytes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,22 +47,31 @@ def load_darknet_weights(model: YOLOv3, path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise VibeError(f"Detector weights {WEIGHTS_FILE_NAME} not found at {path}. Install the model data "
-                        "(vibe-mocap data install) or pass the folder that holds yolov3.weights.")
+        raise VibeError(
+            f"Detector weights {WEIGHTS_FILE_NAME} not found at {path}. Install the model data "
+            "(vibe-mocap data install) or pass the folder that holds yolov3.weights."
+        )
     file_bytes = path.stat().st_size
     if file_bytes < 20:
-        raise VibeError(f"{path} is {file_bytes} bytes, too short to be Darknet weights. Download yolov3.weights again.")
+        raise VibeError(
+            f"{path} is {file_bytes} bytes, too short to be Darknet weights. Download yolov3.weights again."
+        )
     major, minor, revision = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
     header_bytes = _header_bytes(major, minor)
     tensors = parameter_tensors(model)
     float_count = sum(t.numel() for t in tensors)
     expected_bytes = header_bytes + 4 * float_count
     if file_bytes != expected_bytes:
-        hint = ("it is truncated (an interrupted download?)" if file_bytes < expected_bytes
-                else "it holds more parameters than YOLOv3-416 (a different Darknet model?)")
-        raise VibeError(f"{path} is {file_bytes:,} bytes but the official YOLOv3 {WEIGHTS_FILE_NAME} is "
-                        f"{expected_bytes:,} bytes: {hint}. Download the official yolov3.weights again "
-                        "(vibe-mocap data install).")
+        hint = (
+            "it is truncated (an interrupted download?)"
+            if file_bytes < expected_bytes
+            else "it holds more parameters than YOLOv3-416 (a different Darknet model?)"
+        )
+        raise VibeError(
+            f"{path} is {file_bytes:,} bytes but the official YOLOv3 {WEIGHTS_FILE_NAME} is "
+            f"{expected_bytes:,} bytes: {hint}. Download the official yolov3.weights again "
+            "(vibe-mocap data install)."
+        )
     seen = int(np.fromfile(path, dtype="<u8" if header_bytes == 20 else "<i4", count=1, offset=12)[0])
     floats = np.fromfile(path, dtype="<f4", offset=header_bytes)
     if not np.isfinite(floats).all():
@@ -70,7 +80,7 @@ def load_darknet_weights(model: YOLOv3, path: str | Path) -> dict:
     with torch.no_grad():
         for tensor in tensors:
             n = tensor.numel()
-            tensor.copy_(torch.from_numpy(floats[offset:offset + n].reshape(tensor.shape)))
+            tensor.copy_(torch.from_numpy(floats[offset : offset + n].reshape(tensor.shape)))
             offset += n
     assert offset == len(floats)  # guaranteed by the size check above
     return {"major": major, "minor": minor, "revision": revision, "seen": seen}
@@ -99,6 +109,6 @@ def write_random_darknet_weights(path: str | Path, *, seed: int = 0, seen: int =
                 f.write(np.concatenate([beta, gamma, mean, var]).astype("<f4").tobytes())
             else:
                 f.write(rng.normal(0.0, 0.5, out_channels).astype("<f4").tobytes())
-            weights = rng.standard_normal(out_channels * fan_in, dtype=np.float32) * np.float32(fan_in ** -0.5)
+            weights = rng.standard_normal(out_channels * fan_in, dtype=np.float32) * np.float32(fan_in**-0.5)
             f.write(weights.astype("<f4").tobytes())
     return path

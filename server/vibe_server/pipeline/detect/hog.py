@@ -3,6 +3,7 @@
 Quality is far below YOLOv3 (upright full bodies only, false positives on clutter); use it for
 smoke tests and demos without the model data. OpenCV 5 wheels (except contrib) removed HOG.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -27,11 +28,20 @@ class HogDetector:
 
     batch_size = 1
 
-    def __init__(self, *, score_threshold: float = 0.5, max_side_px: int = 800, win_stride_px: int = 8,
-                 scale: float = 1.05, nms_iou_threshold: float = 0.4):
+    def __init__(
+        self,
+        *,
+        score_threshold: float = 0.5,
+        max_side_px: int = 800,
+        win_stride_px: int = 8,
+        scale: float = 1.05,
+        nms_iou_threshold: float = 0.4,
+    ):
         if not hasattr(cv2, "HOGDescriptor"):
-            raise VibeError(f"The installed OpenCV {cv2.__version__} has no HOG people detector (OpenCV 5 "
-                            "removed it). Install opencv-python-headless>=4.10,<5, or use the 'yolo' detector.")
+            raise VibeError(
+                f"The installed OpenCV {cv2.__version__} has no HOG people detector (OpenCV 5 "
+                "removed it). Install opencv-python-headless>=4.10,<5, or use the 'yolo' detector."
+            )
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.score_threshold = score_threshold
@@ -43,8 +53,11 @@ class HogDetector:
     def detect_one(self, frame_rgb: np.ndarray) -> np.ndarray:
         """frame (H, W, 3) uint8 RGB -> (K, 5) float32 [x1, y1, x2, y2, score], frame pixels."""
         resize = min(1.0, self.max_side_px / max(frame_rgb.shape[:2]))
-        image = frame_rgb if resize == 1.0 else cv2.resize(frame_rgb, None, fx=resize, fy=resize,
-                                                            interpolation=cv2.INTER_AREA)
+        image = (
+            frame_rgb
+            if resize == 1.0
+            else cv2.resize(frame_rgb, None, fx=resize, fy=resize, interpolation=cv2.INTER_AREA)
+        )
         stride = (self.win_stride_px, self.win_stride_px)
         rects, weights = self.hog.detectMultiScale(image, winStride=stride, padding=stride, scale=self.scale)
         if len(rects) == 0:

@@ -7,6 +7,7 @@ probability, person class only, merge-NMS at IoU > 0.4 in network pixels, boxes 
 the frame (no clipping), score = objectness x class probability, kept when > 0.7 (the tracker's
 threshold in the official code).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,7 @@ def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_
     images = frames_rgb.permute(0, 3, 1, 2)
     padded = images.new_zeros((batch, 3, side, side))
     top, left = (side - height) // 2, (side - width) // 2
-    padded[:, :, top:top + height, left:left + width] = images
+    padded[:, :, top : top + height, left : left + width] = images
     resized = F.interpolate(padded, size=(input_size_px, input_size_px), mode="nearest")
     return resized.float().div_(255.0)
 
@@ -55,10 +56,16 @@ def rescale_boxes(boxes_xyxy: np.ndarray, input_size_px: int, frame_height: int,
     return out
 
 
-def person_detections(decoded: torch.Tensor, frame_height: int, frame_width: int, *,
-                      input_size_px: int = INPUT_SIZE_PX, objectness_threshold: float = OBJECTNESS_THRESHOLD,
-                      nms_iou_threshold: float = NMS_IOU_THRESHOLD,
-                      score_threshold: float = SCORE_THRESHOLD) -> np.ndarray:
+def person_detections(
+    decoded: torch.Tensor,
+    frame_height: int,
+    frame_width: int,
+    *,
+    input_size_px: int = INPUT_SIZE_PX,
+    objectness_threshold: float = OBJECTNESS_THRESHOLD,
+    nms_iou_threshold: float = NMS_IOU_THRESHOLD,
+    score_threshold: float = SCORE_THRESHOLD,
+) -> np.ndarray:
     """decoded (N, 85) rows of one image (see ``decode_heads``) -> (K, 5) float32 [x1, y1, x2, y2, score].
 
     Frame pixels, sorted by descending score. NMS per class then keeping persons equals keeping
@@ -92,10 +99,17 @@ class YoloDetector:
     channels_last: NHWC memory format (pays off with bf16 on CPU and with fp16/bf16 on CUDA).
     """
 
-    def __init__(self, weights_path: str | Path, *, device: str | torch.device = "cpu", batch_size: int = 8,
-                 precision: str = "fp32",
-                 channels_last: bool | None = None, input_size_px: int = INPUT_SIZE_PX,
-                 score_threshold: float = SCORE_THRESHOLD) -> None:
+    def __init__(
+        self,
+        weights_path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+        precision: str = "fp32",
+        channels_last: bool | None = None,
+        input_size_px: int = INPUT_SIZE_PX,
+        score_threshold: float = SCORE_THRESHOLD,
+    ) -> None:
         if precision not in PRECISIONS:
             raise VibeError(f"Unknown detector precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
         if input_size_px % 32:
@@ -131,13 +145,20 @@ class YoloDetector:
         """frames (H, W, 3) uint8 RGB -> one (K, 5) float32 [x1, y1, x2, y2, score] per frame (persons)."""
         results: list[np.ndarray] = []
         for start in range(0, len(frames_rgb), self.batch_size):
-            chunk = frames_rgb[start:start + self.batch_size]
+            chunk = frames_rgb[start : start + self.batch_size]
             for group in _same_size_runs(chunk):
                 rows = self.network_rows(group)
                 height, width = group[0].shape[:2]
                 for image_rows in rows:
-                    results.append(person_detections(image_rows, height, width, input_size_px=self.input_size_px,
-                                                     score_threshold=self.score_threshold))
+                    results.append(
+                        person_detections(
+                            image_rows,
+                            height,
+                            width,
+                            input_size_px=self.input_size_px,
+                            score_threshold=self.score_threshold,
+                        )
+                    )
         return results
 
 

@@ -9,6 +9,7 @@ Semantics (Darknet): conv padding k//2; BN then LeakyReLU(0.1), except the three
 (layers 81, 93, 105: conv bias, linear); shortcut adds the output three layers back; route
 concatenates channels in the listed order; upsample is nearest x2.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ NUM_CLASSES = 80
 VALUES_PER_ANCHOR = 5 + NUM_CLASSES  # cx, cy, w, h, objectness, 80 class scores
 ANCHORS_WH_PX = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
 PERSON_CLASS = 0  # COCO class 0
-BN_EPS = 1e-5     # PyTorch's default, as VIBE's detector uses (Darknet itself differs slightly)
+BN_EPS = 1e-5  # PyTorch's default, as VIBE's detector uses (Darknet itself differs slightly)
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,8 @@ class Layer:
     kernel: int = 0
     stride: int = 1
     batch_norm: bool = True
-    sources: tuple[int, ...] = ()          # absolute layer indices (shortcut: the -3 layer; route: inputs)
-    anchor_mask: tuple[int, ...] = ()      # yolo: indices into ANCHORS_WH_PX
+    sources: tuple[int, ...] = ()  # absolute layer indices (shortcut: the -3 layer; route: inputs)
+    anchor_mask: tuple[int, ...] = ()  # yolo: indices into ANCHORS_WH_PX
 
 
 def yolov3_layers() -> list[Layer]:
@@ -94,8 +95,14 @@ class ConvBlock(nn.Module):
 
     def __init__(self, layer: Layer):
         super().__init__()
-        self.conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.stride,
-                              padding=layer.kernel // 2, bias=not layer.batch_norm)
+        self.conv = nn.Conv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel,
+            layer.stride,
+            padding=layer.kernel // 2,
+            bias=not layer.batch_norm,
+        )
         self.bn = nn.BatchNorm2d(layer.out_channels, eps=BN_EPS, momentum=0.01) if layer.batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +131,7 @@ class YOLOv3(nn.Module):
         # about 230 MB per 416 frame in fp32).
         last_reader = {}
         for i, layer in enumerate(self.layers):
-            for source in (layer.sources if layer.kind in ("route", "shortcut") else ()):
+            for source in layer.sources if layer.kind in ("route", "shortcut") else ():
                 last_reader[source] = i
             if layer.kind != "route":
                 last_reader[i - 1] = max(last_reader.get(i - 1, -1), i)
@@ -143,7 +150,11 @@ class YOLOv3(nn.Module):
             elif layer.kind == "shortcut":
                 x = outputs[i - 1] + outputs[layer.sources[0]]
             elif layer.kind == "route":
-                x = torch.cat([outputs[s] for s in layer.sources], 1) if len(layer.sources) > 1 else outputs[layer.sources[0]]
+                x = (
+                    torch.cat([outputs[s] for s in layer.sources], 1)
+                    if len(layer.sources) > 1
+                    else outputs[layer.sources[0]]
+                )
             elif layer.kind == "upsample":
                 x = F.interpolate(outputs[i - 1], scale_factor=2, mode="nearest")
             else:  # yolo: the head is the previous conv's raw output
@@ -168,8 +179,11 @@ def decode_heads(heads: list[torch.Tensor], input_size_px: int) -> torch.Tensor:
         batch, _, grid, _ = head.shape
         stride = input_size_px / grid
         p = head.float().view(batch, 3, VALUES_PER_ANCHOR, grid, grid).permute(0, 1, 3, 4, 2)  # (B, 3, G, G, 85)
-        gy, gx = torch.meshgrid(torch.arange(grid, device=head.device, dtype=torch.float32),
-                                torch.arange(grid, device=head.device, dtype=torch.float32), indexing="ij")
+        gy, gx = torch.meshgrid(
+            torch.arange(grid, device=head.device, dtype=torch.float32),
+            torch.arange(grid, device=head.device, dtype=torch.float32),
+            indexing="ij",
+        )
         anchors = torch.tensor([ANCHORS_WH_PX[m] for m in mask], dtype=torch.float32, device=head.device)
         cx = (torch.sigmoid(p[..., 0]) + gx) * stride
         cy = (torch.sigmoid(p[..., 1]) + gy) * stride

@@ -42,8 +42,15 @@ def one_press(work: Path, program: Path) -> tuple[float, float]:
         ready_s.append(time.perf_counter() - t0)
         return ServerClient(server_url, token)
 
-    job = CaptureJob(None, CLIP, work / "results", body_model_path=work / "body_model.npz",
-                     params={"detector": "hog"}, poll_interval_s=0.05, connect=connect).start()
+    job = CaptureJob(
+        None,
+        CLIP,
+        work / "results",
+        body_model_path=work / "body_model.npz",
+        params={"detector": "hog"},
+        poll_interval_s=0.05,
+        connect=connect,
+    ).start()
     try:
         while job.snapshot().state not in ("queued", "running", "done", "failed"):
             time.sleep(0.01)

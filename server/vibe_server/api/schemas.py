@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..pipeline.options import option_specs
+from ..pipeline.options import DEFAULT_DETECTION_STRIDE, option_specs
 
 API_VERSION = 1
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -100,7 +100,10 @@ class LiveParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     detector: Literal["auto", "yolo", "hog"] = "auto"
-    detection_stride: int = Field(1, ge=1, le=1000, description="detect every Nth processed frame")
+    detection_stride: int = Field(
+        DEFAULT_DETECTION_STRIDE, ge=1, le=1000, description="detect every Nth processed frame"
+    )
+    adaptive_detection: bool = Field(True, description="also detect where the tracker may be wrong")
     smoothing: float = Field(0.0, ge=0.0, le=1.0, description="causal smoothing, 0 (off) .. 1")
     max_people: int = Field(4, ge=1, le=32, description="follow at most this many people")
     lossless: bool = Field(False, description="files only: wait for the model instead of dropping frames")

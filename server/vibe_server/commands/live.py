@@ -10,6 +10,8 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.options import DEFAULT_DETECTION_STRIDE
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -29,7 +31,19 @@ def add_parser(sub) -> None:
         default="auto",
         help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)",
     )
-    p.add_argument("--detection-stride", type=int, default=1, metavar="N", help="detect every Nth frame (default 1)")
+    p.add_argument(
+        "--detection-stride",
+        type=int,
+        default=DEFAULT_DETECTION_STRIDE,
+        metavar="N",
+        help=f"detect every Nth frame (default {DEFAULT_DETECTION_STRIDE})",
+    )
+    p.add_argument(
+        "--no-adaptive-detection",
+        dest="adaptive_detection",
+        action="store_false",
+        help="detect only every Nth frame, not also where the tracker's boxes may be wrong",
+    )
     p.add_argument("--smoothing", type=float, default=0.0, metavar="S", help="causal smoothing 0 (off) .. 1")
     p.add_argument("--max-people", type=int, default=4, metavar="N", help="follow at most N people (default 4)")
     p.add_argument(
@@ -56,6 +70,7 @@ def run(args) -> int:
     options = LiveOptions(
         detector=args.detector,
         detection_stride=args.detection_stride,
+        adaptive_detection=args.adaptive_detection,
         smoothing=args.smoothing,
         max_people=args.max_people,
     )

@@ -1,13 +1,14 @@
 """The online pipeline: one frame in, the people in it out, as the frames arrive.
 
-    session = LiveSession(engine, LiveOptions(detection_stride=4), width=W, height=H, fps=fps)
+    session = LiveSession(engine, LiveOptions(), width=W, height=H)
     for frame in source:                                    # pipeline.live_source.LiveSource
         people = session.process(frame.index, frame.rgb, frame.time_s)     # [LivePerson, ...]
 
-Per frame: detect (every ``detection_stride`` processed frames) or carry the boxes with the tracker's
-prediction, crop each tracked person, ResNet-50 on the crops together, then one step of the temporal
-GRU per person with that person's state carried from their previous frame, the regressor, and the
-cameras and root translation of the offline result file. VIBE's GRU is unidirectional, so with no
+Per frame: detect (every ``detection_stride`` processed frames, and with adaptive detection
+wherever the tracker's boxes may be wrong, as offline: ``people.DetectionSchedule``) or carry the
+boxes with the tracker's prediction, crop each tracked person, ResNet-50 on the crops together, then
+one step of the temporal GRU per person with that person's state carried from their previous frame,
+the regressor, and the cameras and root translation of the offline result file. VIBE's GRU is unidirectional, so with no
 frame dropped and no smoothing this gives exactly the offline pipeline's "carry" results; smoothing
 here is causal (``smooth.CausalRotationFilter``). Every person is reported from their first tracked
 frame (the offline pipeline drops tracks shorter than ``min_track_frames`` afterwards).
@@ -27,8 +28,10 @@ from vibe_blender.core.result_file import MocapResult, VideoInfo
 
 from . import postprocess
 from .crop import crop_people
+from .options import DEFAULT_DETECTION_STRIDE
+from .people import DetectionSchedule
 from .smooth import CausalRotationFilter
-from .track import Sort, xyxy_to_square_cxcywh
+from .track import xyxy_to_square_cxcywh
 
 FORGET_AFTER_FRAMES = 30  # a person unseen this long starts a fresh GRU state if seen again
 
@@ -36,7 +39,8 @@ FORGET_AFTER_FRAMES = 30  # a person unseen this long starts a fresh GRU state i
 @dataclass
 class LiveOptions:
     detector: str = "auto"  # "yolo" | "hog" | "auto"
-    detection_stride: int = 1  # detect every Nth processed frame; the tracker carries the rest
+    detection_stride: int = DEFAULT_DETECTION_STRIDE  # detect every Nth processed frame; the tracker carries the rest
+    adaptive_detection: bool = True  # also detect where the tracker may be wrong (as offline)
     smoothing: float = 0.0  # 0 (off) .. 1, causal
     max_people: int = 4  # the largest boxes are kept
     focal_px: float | None = None  # for the root translation; None: the longer image side
@@ -103,8 +107,9 @@ class LiveSession:
         self.engine, self.options = engine, options
         self.width, self.height = int(width), int(height)
         self.focal_px = options.focal_px or postprocess.default_focal_length_px(width, height)
-        self.detector = engine.detector(options.detector)
-        self.sort = Sort()
+        self.schedule = DetectionSchedule(
+            engine.detector(options.detector), options.detection_stride, adaptive_detection=options.adaptive_detection
+        )
         self.frames_processed = 0
         self._people: dict[int, _PersonState] = {}
 
@@ -146,12 +151,9 @@ class LiveSession:
         return people
 
     def _track(self, frame_rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Detect or carry; -> [(track_id, square bbox (4,) cxcywh)] of at most max_people people."""
-        if self.frames_processed % self.options.detection_stride == 0:
-            dets = self.detector.detect([frame_rgb])[0]
-            reported = self.sort.update(dets) if len(dets) else self.sort.skip()
-        else:
-            reported = self.sort.coast()
+        """Detect or carry; -> [(track_id, square bbox (4,) cxcywh)] of at most max_people people.
+        The schedule counts processed frames (dropped ones never reach the tracker)."""
+        reported = self.schedule.step(self.frames_processed, frame_rgb)
         if len(reported) == 0:
             return []
         squares = xyxy_to_square_cxcywh(reported)

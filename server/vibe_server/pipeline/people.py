@@ -38,6 +38,44 @@ class FramePeople(NamedTuple):
     boxes: list[tuple[int, np.ndarray]]  # [(track_id, bbox (4,) float64 [cx, cy, w, h], w = h)]
 
 
+class DetectionSchedule:
+    """The tracker, frame by frame: detect on every Nth frame (and, adaptive, wherever the tracker's
+    own state says its boxes may be wrong, see :mod:`.adaptive_detection`), else carry the boxes with
+    the Kalman prediction. Shared by the offline stream (which detects the scheduled frames in
+    batches) and live capture (which detects as the frames come)."""
+
+    def __init__(self, detector: Detector, detection_stride: int = 1, *, adaptive_detection: bool = False):
+        self.detector, self.detection_stride = detector, int(detection_stride)
+        self.sort = Sort()
+        self.triggers = DetectionTriggers() if adaptive_detection and self.detection_stride > 1 else None
+        self.extra_detections: Counter[str] = Counter()
+        self.frames_detected = 0
+
+    def scheduled(self, frame_index: int) -> bool:
+        """A fixed detection frame (every Nth)."""
+        return frame_index % self.detection_stride == 0
+
+    def step(self, frame_index: int, frame_rgb: np.ndarray, dets: np.ndarray | None = None) -> np.ndarray:
+        """One frame -> the tracks reported there, (M, 5) [x1, y1, x2, y2, track_id]. dets: the
+        detections of a scheduled frame when the caller ran them already (batched); else a scheduled
+        or triggered frame is detected here."""
+        if dets is None:
+            if self.scheduled(frame_index):
+                dets = self.detector.detect([frame_rgb])[0]
+            elif self.triggers is not None:
+                reason = self.triggers.reason(frame_index, frame_rgb, self.sort)
+                if reason is not None:
+                    self.extra_detections[reason] += 1
+                    dets = self.detector.detect([frame_rgb])[0]
+        if dets is None:
+            return self.sort.coast()
+        self.frames_detected += 1
+        reported = self.sort.update(dets) if len(dets) else self.sort.skip()
+        if self.triggers is not None:
+            self.triggers.reference(frame_index, frame_rgb, self.sort)
+        return reported
+
+
 class PeopleStream:
     """Iterate once over :class:`FramePeople`; afterwards ``tracklets()`` gives the tracks.
 
@@ -66,13 +104,16 @@ class PeopleStream:
         self.detector = detector
         self.detection_stride = int(detection_stride)
         self.progress = progress
-        self.sort = Sort()
+        self.schedule = DetectionSchedule(detector, self.detection_stride, adaptive_detection=adaptive_detection)
         self.collector = TrackletCollector()
-        self.triggers = DetectionTriggers() if adaptive_detection and self.detection_stride > 1 else None
-        self.extra_detections: Counter[str] = Counter()
-        self.frames_detected = 0
         self.frames_done = 0
         self._finished = False
+
+    # the schedule's figures, under the names callers know
+    sort = property(lambda self: self.schedule.sort)
+    triggers = property(lambda self: self.schedule.triggers)
+    extra_detections = property(lambda self: self.schedule.extra_detections)
+    frames_detected = property(lambda self: self.schedule.frames_detected)
 
     def __iter__(self) -> Iterator[FramePeople]:
         if self.frames_done or self._finished:
@@ -94,24 +135,11 @@ class PeopleStream:
         """Detect on the batch's detection frames, then step the tracker frame by frame, in order."""
         if not pending:
             return
-        to_detect = [frame for index, frame in pending if index % self.detection_stride == 0]
-        detections = iter(self.detector.detect(to_detect) if to_detect else [])
+        to_detect = [frame for index, frame in pending if self.schedule.scheduled(index)]
+        detections = iter(self.detector.detect(to_detect) if to_detect else [])  # batched, on the device
         for frame_index, frame_rgb in pending:
-            dets = None
-            if frame_index % self.detection_stride == 0:
-                dets = next(detections)
-            elif self.triggers is not None:
-                reason = self.triggers.reason(frame_index, frame_rgb, self.sort)
-                if reason is not None:
-                    self.extra_detections[reason] += 1
-                    dets = self.detector.detect([frame_rgb])[0]
-            if dets is None:
-                reported = self.sort.coast()
-            else:
-                self.frames_detected += 1
-                reported = self.sort.update(dets) if len(dets) else self.sort.skip()
-                if self.triggers is not None:
-                    self.triggers.reference(frame_index, frame_rgb, self.sort)
+            dets = next(detections) if self.schedule.scheduled(frame_index) else None
+            reported = self.schedule.step(frame_index, frame_rgb, dets)
             yield FramePeople(frame_index, frame_rgb, self.collector.add(frame_index, reported))
         self.frames_done += len(pending)
         if self.progress is not None:

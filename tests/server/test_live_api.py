@@ -24,7 +24,9 @@ def server(synthetic_bundle, tmp_path_factory):
     program = venv_program(REPO)
     if not program.is_file():
         pytest.fail("The main .venv's vibe-mocap is missing: run scripts/setup.sh first.")
-    local = LocalServer(log_dir=tmp_path_factory.mktemp("live_server"), synthetic=False)
+    local = LocalServer(
+        log_dir=tmp_path_factory.mktemp("live_server"), synthetic=False, serve_args=("--precision", "fp32")
+    )
     saved = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # the server's jobs folder
     try:

@@ -188,6 +188,7 @@ class LocalServer:
 
     log_dir: Path
     synthetic: bool = True
+    serve_args: tuple[str, ...] = ()  # more `vibe-mocap serve` options (tools and tests; the add-on adds none)
     start_timeout_s: float = START_TIMEOUT_S
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _status: ServerStatus = field(default_factory=lambda: ServerStatus("stopped"))
@@ -256,6 +257,7 @@ class LocalServer:
             command += ["--data-dir", str(data_dir)]
         if self.synthetic:
             command.append("--synthetic")
+        command += list(self.serve_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import bpy
@@ -197,8 +197,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     path = user_dir("results") / f"live_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.npz"
     save_result(path, take_to_result(take, path.stem, fps=_scene_fps()))
     session.last_result_path = path
-    options = options or ImportOptions()
-    options.add_camera = False  # the stream has no camera to match
+    options = replace(options or ImportOptions(), add_camera=False)  # the stream has no camera to match
     return import_motion_file(path, session.body_model, options)
 
 

@@ -61,6 +61,17 @@ def pose_of(armature_obj) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def draw_live_panel() -> list:
+    """The Live panel's layout calls (name, args, kwargs), drawn with a recording layout."""
+    from test_jobs import _RecordingLayout
+
+    from vibe_blender.live_panels import VIEW3D_PT_vibe_live
+
+    calls = []
+    VIEW3D_PT_vibe_live.draw(type("P", (), {"layout": _RecordingLayout(calls)})(), bpy.context)
+    return calls
+
+
 def rotation_keys(armature_obj, bone: str) -> np.ndarray:
     frames, _ = keyframes.read_fcurve(keyframes.channels_of(armature_obj), keyframes.rotation_path(bone), 0)
     return frames
@@ -73,7 +84,13 @@ def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_fra
         live.start_live(str(CLIP), use_timer=False)
     first_seen = {}  # track id -> (rotations, pelvis location) when its character appeared
     deadline = time.monotonic() + 120
+    drawn_streaming = False
     while live.live_tick() is not None:
+        if session.state == "streaming" and not drawn_streaming:
+            calls = draw_live_panel()
+            assert ("operator", ("vibe_mocap.live_stop",), {"icon": "PAUSE"}) in calls
+            assert ("operator", ("vibe_mocap.live_record_stop",), {"icon": "SNAP_FACE"}) in calls
+            drawn_streaming = True
         for tid, character in session.characters.items():
             first_seen.setdefault(tid, pose_of(bpy.data.objects[character.armature_name]))
         assert session.state != "failed" and time.monotonic() < deadline, session.message
@@ -124,6 +141,9 @@ def test_a_server_dying_mid_stream_is_reported_and_the_recording_is_kept(addon):
     tick_until(lambda: live.live_tick() is None, 60)
     assert session.state == "lost"
     assert "lost" in session.message and "recording so far is kept" in session.message
+    calls = draw_live_panel()
+    assert any(name == "label" and kw.get("icon") == "ERROR" and "lost" in kw["text"] for name, _, kw in calls)
+    assert ("operator", ("vibe_mocap.live_record_stop",), {"icon": "SNAP_FACE"}) in calls  # still recording
 
     characters = live.stop_recording()
     take = session.last_take

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bpy
 
-from .core.capture import CaptureJob, CaptureStatus
 from . import server_control
+from .core.capture import CaptureJob, CaptureStatus
 from .core.client import ServerClient, check_online_access, is_loopback_url
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file

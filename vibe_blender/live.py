@@ -65,6 +65,9 @@ class LiveSession:
     characters: dict[int, _LiveCharacter] = field(default_factory=dict)
     collection_name: str = ""
     record_on_connect: bool = False
+    stop_requested: bool = False
+    stop_sent_for: str | None = None  # the server session a stop was sent for
+    connector: threading.Thread | None = None  # the thread connecting (it ends once the stream runs)
     last_take: LiveTake | None = None
     last_result_path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,13 +77,17 @@ class LiveSession:
         """connecting | streaming | ended | lost | failed."""
         if self.error is not None:
             return "failed"
-        return self.connection.state if self.connection is not None else "connecting"
+        if self.connection is None:
+            return "ended" if self.stop_requested else "connecting"
+        return self.connection.state
 
     @property
     def message(self) -> str:
         if self.error is not None:
             return self.error
         connection = self.connection
+        if connection is None and self.stop_requested:
+            return "Stopped before the live session started."
         if connection is None or connection.state in ("idle", "connecting"):
             return "Connecting to the server (starting one on this machine if none runs)"
         if connection.error:
@@ -128,9 +135,10 @@ def start_live(
     typed_token = token if token is not None else prefs.token
     session = LiveSession(source=source)
     _current["session"] = session
-    threading.Thread(
+    session.connector = threading.Thread(
         target=_connect, args=(session, url, typed_token, dict(params or {})), daemon=True, name="vibe-live-connect"
-    ).start()
+    )
+    session.connector.start()
     if use_timer and not bpy.app.timers.is_registered(live_tick):
         bpy.app.timers.register(live_tick, first_interval=TICK_S)
     return session
@@ -148,11 +156,13 @@ def _connect(session: LiveSession, url: str, token: str, params: dict) -> None:
         session.body_model = read_body_model(body_model_path)
         connection = LiveConnection(client)
         with session._lock:
+            if session.stop_requested:  # stopped while connecting: start nothing
+                return
             if session.record_on_connect:
                 connection.recording_start()
                 session.record_on_connect = False
             session.connection = connection
-        connection.start(session.source, params)
+            connection.start(session.source, params)  # only starts its thread
     except VibeError as err:
         session.error = str(err)
     except Exception as err:  # the thread must never die silently: show what broke
@@ -160,10 +170,22 @@ def _connect(session: LiveSession, url: str, token: str, params: dict) -> None:
 
 
 def stop_live() -> None:
-    """Stop the session on the server (in a worker thread); the characters and any recording stay."""
+    """Stop the session (on the server too, from a worker thread); the characters and any recording
+    stay. Stopped while connecting, the session never starts."""
     session = current_session()
-    connection = session.connection if session is not None else None
-    if connection is not None:
+    if session is not None:
+        with session._lock:
+            session.stop_requested = True
+        _send_stop(session)
+
+
+def _send_stop(session: LiveSession) -> None:
+    """Once the server named the session (the receiver thread may not have yet), stop it there."""
+    connection = session.connection
+    if not session.stop_requested or connection is None or connection.state in FINAL_STATES:
+        return
+    if connection.live_id is not None and session.stop_sent_for != connection.live_id:
+        session.stop_sent_for = connection.live_id
         threading.Thread(target=connection.stop, daemon=True, name="vibe-live-stop").start()
 
 
@@ -249,6 +271,7 @@ def live_tick() -> float | None:
     session = current_session()
     if session is None:
         return None
+    _send_stop(session)
     connection = session.connection
     frame = connection.take_latest() if connection is not None else None
     if frame is not None and session.body_model is not None:

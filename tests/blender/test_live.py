@@ -3,6 +3,7 @@ bundled clip: the characters follow the stream from the timer step, a recording 
 character with one key per received frame, and a server that dies mid-stream is reported while the
 recording so far is kept. The server's folders are isolated (XDG_* in a temp dir)."""
 
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from vibe_blender import keyframes, live, preferences, server_control
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.local_server import free_port, venv_program
+from vibe_blender.core.model_data import read_body_model
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from vibe_blender.core.smpl_model import JOINT_NAMES
 from vibe_blender.rig_builder import rest_quats
@@ -129,6 +131,35 @@ def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_fra
             keys = rotation_keys(arm, bone)
             assert len(keys) == len(received) == len(set(received.tolist()))  # exactly one key per frame
             np.testing.assert_array_equal(keys, received - first_frame + 1)
+
+
+def test_stop_ends_the_session_on_the_server_and_keeps_the_characters(addon, monkeypatch):
+    stopped = threading.Event()  # holds the connecting thread until Stop was pressed
+
+    def read_body_model_after_stop(path):
+        stopped.wait(10)
+        return read_body_model(path)
+
+    monkeypatch.setattr(live, "read_body_model", read_body_model_after_stop)
+    session = live.start_live(str(CLIP), dict(PARAMS, max_frames=10_000), use_timer=False)
+    assert session.state == "connecting"
+    assert bpy.ops.vibe_mocap.live_stop() == {"FINISHED"}  # while connecting: it never starts
+    stopped.set()
+    tick_until(lambda: live.live_tick() is None, 60)
+    session.connector.join(30)
+    assert session.state == "ended" and session.connection is None and session.body_model is not None
+    assert session.message == "Stopped before the live session started."
+    monkeypatch.undo()
+
+    session = live.start_live(str(CLIP), dict(PARAMS, max_frames=10_000), use_timer=False)
+    tick_until(lambda: session.state == "streaming" and session.characters)
+    names = [c.armature_name for c in session.characters.values()]
+    live.stop_live()
+    tick_until(lambda: live.live_tick() is None, 30)
+    assert session.state == "ended" and not session.connection.error
+    status = session.connection.client.live_status(session.connection.live_id)
+    assert status["status"] == "stopped"  # the server's session stopped too
+    assert all(name in bpy.data.objects for name in names)
 
 
 def test_a_server_dying_mid_stream_is_reported_and_the_recording_is_kept(addon):

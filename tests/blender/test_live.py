@@ -151,7 +151,11 @@ def test_stop_ends_the_session_on_the_server_and_keeps_the_characters(addon, mon
     assert session.message == "Stopped before the live session started."
     monkeypatch.undo()
 
-    session = live.start_live(str(CLIP), dict(PARAMS, max_frames=10_000), use_timer=False)
+    settings = bpy.context.scene.vibe_live  # the panel's way: the clip plays at its own speed
+    settings.source, settings.detector = str(CLIP), "hog"
+    assert bpy.ops.vibe_mocap.live_start() == {"FINISHED"}
+    assert bpy.app.timers.is_registered(live.live_tick)  # Blender would call the step from now on
+    session = live.current_session()
     tick_until(lambda: session.state == "streaming" and session.characters)
     names = [c.armature_name for c in session.characters.values()]
     live.stop_live()

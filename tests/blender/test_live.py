@@ -166,6 +166,14 @@ def test_stop_ends_the_session_on_the_server_and_keeps_the_characters(addon, mon
     assert all(name in bpy.data.objects for name in names)
 
 
+def test_a_source_the_server_refuses_is_reported(addon, tmp_path):
+    session = live.start_live(str(tmp_path / "no-such-video.mp4"), use_timer=False)
+    tick_until(lambda: live.live_tick() is None, 60)
+    assert session.state == "failed"
+    assert "not found" in session.message and "no-such-video.mp4" in session.message  # the server's reason
+    assert bpy.ops.vibe_mocap.live_stop() == {"FINISHED"}  # nothing left to stop: no error
+
+
 def test_a_server_dying_mid_stream_is_reported_and_the_recording_is_kept(addon):
     session = live.start_live(str(CLIP), dict(PARAMS, max_frames=10_000), use_timer=False)
     live.start_recording()

@@ -3,7 +3,8 @@ files, as rigged, skinned, shape-keyed and keyframed characters.
 
 Layout: ``core/`` is pure Python + numpy (formats, maths, HTTP client; no bpy anywhere in it);
 the modules beside it use bpy: ``rig_builder`` (character), ``animation`` + ``keyframes`` (motion),
-``importer`` (scene), ``jobs`` (capture thread <-> UI timer), ``operators``, ``panels``,
+``importer`` (scene), ``jobs`` (capture thread <-> UI timer), ``live`` (live stream <-> UI timer,
+with ``live_operators`` and ``live_panels``), ``operators``, ``panels``,
 ``preferences``; ``retarget``, ``cleanup_ops`` and ``export`` with their UI split the same way into
 ``retarget_settings`` (scene properties), ``retarget_operators`` and ``retarget_panels``; every
 operator reports errors through ``operator_errors``;
@@ -22,6 +23,9 @@ _MODULES = (
     "retarget_settings",
     "retarget_operators",
     "retarget_panels",
+    "live",
+    "live_operators",
+    "live_panels",
 )
 
 

@@ -88,7 +88,7 @@ def cancel_capture() -> None:
 def tick() -> float | None:
     """One UI-thread step: redraw the panel; import the result when the job is done.
     Returns the delay until the next call, or None when there is nothing left to follow."""
-    _redraw_panels()
+    redraw_panels()
     job = current_job()
     if job is None:
         return None
@@ -105,10 +105,10 @@ def _import(status: CaptureStatus) -> None:
         _current["imported"] = import_motion_file(status.result_path, status.body_model_path, _current["options"])
     except VibeError as err:
         _current["error"] = str(err)
-    _redraw_panels()
+    redraw_panels()
 
 
-def _redraw_panels() -> None:
+def redraw_panels() -> None:
     window_manager = getattr(bpy.context, "window_manager", None)
     for window in getattr(window_manager, "windows", []):
         for area in window.screen.areas:

@@ -42,7 +42,10 @@ def test_recording_gives_the_standard_result_file(fp32_engine, short_clip, tmp_p
 
     reader = open_video(short_clip)
     session = LiveSession(
-        engine, LiveOptions(detector="hog", detection_stride=1, smoothing=0.5), width=reader.info.width, height=reader.info.height
+        engine,
+        LiveOptions(detector="hog", detection_stride=1, smoothing=0.5),
+        width=reader.info.width,
+        height=reader.info.height,
     )
     recording = LiveRecording(
         name="camera 0",

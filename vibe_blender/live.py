@@ -1,0 +1,337 @@
+"""Live capture in Blender: characters that follow the server's live stream, and recordings of it.
+
+A worker thread connects (starting the add-on's own server when nothing answers on this machine),
+fetches the body model and starts the :class:`~.core.live_client.LiveConnection`, which receives the
+stream in its own thread. :func:`live_tick` runs on the main thread from ``bpy.app.timers``: it takes
+the newest frame and poses each person's character for it (a character is built the first time a
+track id is seen). Timers never fire in the ``bpy`` module build, so tests call :func:`live_tick`
+directly. Stopping a recording saves it as a standard result file in the add-on's results folder
+and imports it, so the keys are written in bulk on the usual character (one key per received frame).
+Nothing here blocks Blender: network calls and the session's stop run in worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from . import server_control
+from .core.client import ServerClient, check_online_access, is_loopback_url
+from .core.errors import VibeError
+from .core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, LiveTake
+from .core.model_data import read_body_model
+from .core.motion import TrackMotion, ground_offset
+from .core.result_file import MocapResult, Track, VideoInfo, save_result
+from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
+from .core.smpl_model import JOINT_NAMES, BodyModel
+from .importer import ImportOptions, import_motion_file
+from .jobs import redraw_panels
+from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
+from .rig_builder import build_character, current_betas, joints_for_betas, rest_quats
+
+TICK_S = 1.0 / 30.0
+FINAL_STATES = ("ended", "lost", "failed")
+# The live stream carries no video size or focal length: the recording's result file says so, and
+# these stand in for the fields the format requires (the import adds no camera for it).
+UNKNOWN_VIDEO_SIDE_PX = 1000
+UNKNOWN_FOCAL_PX = 1000.0
+
+
+@dataclass
+class _LiveCharacter:
+    """A character following one track: its armature's name and what posing it needs each frame."""
+
+    armature_name: str
+    q_rest: np.ndarray  # (24, 4) bone rest rotations
+    J0: np.ndarray  # (3,) rest pelvis joint, SMPL frame
+    offset: np.ndarray  # (3,) Blender world shift that put the first frame's feet on z = 0
+
+
+@dataclass
+class LiveSession:
+    """One live session as Blender sees it (read by the panel, changed by the operators)."""
+
+    source: str
+    connection: LiveConnection | None = None
+    body_model: BodyModel | None = None
+    error: str | None = None  # why connecting failed
+    frames_shown: int = 0
+    characters: dict[int, _LiveCharacter] = field(default_factory=dict)
+    collection_name: str = ""
+    record_on_connect: bool = False
+    stop_requested: bool = False
+    stop_sent_for: str | None = None  # the server session a stop was sent for
+    connector: threading.Thread | None = None  # the thread connecting (it ends once the stream runs)
+    last_take: LiveTake | None = None
+    last_result_path: Path | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def state(self) -> str:
+        """connecting | streaming | ended | lost | failed."""
+        if self.error is not None:
+            return "failed"
+        if self.connection is None:
+            return "ended" if self.stop_requested else "connecting"
+        return self.connection.state
+
+    @property
+    def message(self) -> str:
+        if self.error is not None:
+            return self.error
+        connection = self.connection
+        if connection is None and self.stop_requested:
+            return "Stopped before the live session started."
+        if connection is None or connection.state in ("idle", "connecting"):
+            return "Connecting to the server (starting one on this machine if none runs)"
+        if connection.error:
+            return connection.error
+        if connection.state == "streaming":
+            fps = connection.server_stats.get("fps")
+            return f"Streaming: {connection.frames_received} frames" + (f", {fps:g} frames/s" if fps else "")
+        return f"The live session ended after {connection.frames_received} frames."
+
+    @property
+    def recording(self) -> bool:
+        with self._lock:
+            return self.record_on_connect or (self.connection is not None and self.connection.recording)
+
+
+_current: dict = {"session": None}
+
+
+def current_session() -> LiveSession | None:
+    return _current["session"]
+
+
+# -- start / stop (main thread; the work runs in threads) ---------------------------------------
+def start_live(
+    source: str,
+    params: dict | None = None,
+    *,
+    server_url: str | None = None,
+    token: str | None = None,
+    use_timer: bool = True,
+) -> LiveSession:
+    """Connect and start a live session from ``source`` (a camera index such as "0", a stream URL on
+    the server's machine, or a video file there); :func:`live_tick` shows what arrives."""
+    session = current_session()
+    if session is not None and session.state not in FINAL_STATES:
+        raise VibeError("A live session is already running; stop it first.")
+    source = source.strip()
+    if not source:
+        raise VibeError(
+            "Choose a live source first: a camera number (0 for the first camera), a stream URL or a video file."
+        )
+    prefs = get_preferences()
+    url = server_url if server_url is not None else prefs.server_url
+    check_online_access(url, bpy.app.online_access)
+    typed_token = token if token is not None else prefs.token
+    session = LiveSession(source=source)
+    _current["session"] = session
+    session.connector = threading.Thread(
+        target=_connect, args=(session, url, typed_token, dict(params or {})), daemon=True, name="vibe-live-connect"
+    )
+    session.connector.start()
+    if use_timer and not bpy.app.timers.is_registered(live_tick):
+        bpy.app.timers.register(live_tick, first_interval=TICK_S)
+    return session
+
+
+def _connect(session: LiveSession, url: str, token: str, params: dict) -> None:
+    """Worker thread: server (started if needed), body model, then the session's own receiver."""
+    try:
+        if is_loopback_url(url):
+            url, token = server_control.server_for_capture(url, token)
+        client = ServerClient(url, token)
+        body_model_path = user_dir("cache") / BODY_MODEL_CACHE
+        if not body_model_path.is_file():
+            client.download_body_model(body_model_path)
+        session.body_model = read_body_model(body_model_path)
+        connection = LiveConnection(client)
+        with session._lock:
+            if session.stop_requested:  # stopped while connecting: start nothing
+                return
+            if session.record_on_connect:
+                connection.recording_start()
+                session.record_on_connect = False
+            session.connection = connection
+            connection.start(session.source, params)  # only starts its thread
+    except VibeError as err:
+        session.error = str(err)
+    except Exception as err:  # the thread must never die silently: show what broke
+        session.error = f"Unexpected error while starting the live session: {err!r}. Please report it."
+
+
+def stop_live() -> None:
+    """Stop the session (on the server too, from a worker thread); the characters and any recording
+    stay. Stopped while connecting, the session never starts."""
+    session = current_session()
+    if session is not None:
+        with session._lock:
+            session.stop_requested = True
+        _send_stop(session)
+
+
+def _send_stop(session: LiveSession) -> None:
+    """Once the server named the session (the receiver thread may not have yet), stop it there."""
+    connection = session.connection
+    if not session.stop_requested or connection is None or connection.state in FINAL_STATES:
+        return
+    if connection.live_id is not None and session.stop_sent_for != connection.live_id:
+        session.stop_sent_for = connection.live_id
+        threading.Thread(target=connection.stop, daemon=True, name="vibe-live-stop").start()
+
+
+# -- recording ----------------------------------------------------------------------------------
+def start_recording() -> None:
+    session = current_session()
+    if session is None or session.state in FINAL_STATES:
+        raise VibeError("Start a live session first, then record.")
+    with session._lock:
+        if session.connection is None:
+            session.record_on_connect = True  # begins with the first frame received
+        else:
+            session.connection.recording_start()
+
+
+def stop_recording(options: ImportOptions | None = None) -> list:
+    """Save what was recorded as a result file and import it -> [(armature_obj, mesh_obj)].
+    Works after the session ended or its connection dropped: the recording so far is kept."""
+    session = current_session()
+    if session is None:
+        raise VibeError("There is no live session to stop recording.")
+    with session._lock:
+        session.record_on_connect = False
+        take = session.connection.recording_stop() if session.connection is not None else None
+    if take is None or not take.track_ids:
+        raise VibeError(
+            "Nothing was recorded: nobody was tracked while recording. Make sure a whole person is "
+            "in view, then record again."
+        )
+    session.last_take = take
+    path = user_dir("results") / f"live_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.npz"
+    save_result(path, take_to_result(take, path.stem, fps=_scene_fps()))
+    session.last_result_path = path
+    options = replace(options or ImportOptions(), add_camera=False)  # the stream has no camera to match
+    return import_motion_file(path, session.body_model, options)
+
+
+def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
+    """A recording -> the standard result: one track per id, frame ids counted from the recording's
+    first frame. The stream sends no crop camera, image box or 3D joints: those arrays are zero
+    (joints3d has no joints) and the video size and focal length are marked unknown in ``meta``."""
+    first = min(ids[0] for ids in take.frame_ids.values())
+    tracks = []
+    for track_id in take.track_ids:
+        frame_ids = np.asarray(take.frame_ids[track_id], dtype=np.int64) - first
+        T = len(frame_ids)
+        betas = np.stack(take.betas[track_id]).astype(np.float32)
+        tracks.append(
+            Track(
+                track_id=track_id,
+                frame_ids=frame_ids,
+                pose=np.stack(take.pose[track_id]),
+                betas=betas,
+                betas_track=np.median(betas, axis=0).astype(np.float32),
+                pred_cam=np.zeros((T, 3), np.float32),
+                orig_cam=np.zeros((T, 4), np.float32),
+                bboxes=np.zeros((T, 4), np.float32),
+                joints3d=np.zeros((T, 0, 3), np.float32),
+                trans_cam_m=np.stack(take.trans_cam_m[track_id]),
+            )
+        )
+    frame_count = max(int(t.frame_ids[-1]) + 1 for t in tracks)
+    return MocapResult(
+        video=VideoInfo(
+            name=name, fps=fps, width=UNKNOWN_VIDEO_SIDE_PX, height=UNKNOWN_VIDEO_SIDE_PX, frame_count=frame_count
+        ),
+        tracks=tracks,
+        model_name="live",
+        focal_length_px=UNKNOWN_FOCAL_PX,
+        meta={"source": "live", "first_frame_index": str(first), "video_size": "unknown", "focal_length": "unknown"},
+    )
+
+
+def _scene_fps() -> float:
+    render = bpy.context.scene.render
+    return render.fps / render.fps_base
+
+
+# -- the timer step (main thread) ---------------------------------------------------------------
+def live_tick() -> float | None:
+    """Pose the characters for the newest frame. Returns the delay until the next call, or None once
+    the session is over (ended, dropped or failed) and everything received was shown."""
+    session = current_session()
+    if session is None:
+        return None
+    _send_stop(session)
+    connection = session.connection
+    frame = connection.take_latest() if connection is not None else None
+    if frame is not None and session.body_model is not None:
+        show_frame(session, frame)
+    redraw_panels()
+    if session.state in FINAL_STATES and frame is None:
+        return None
+    return TICK_S
+
+
+def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
+    """Pose each person's character (built on first sight of its track id) as in ``frame``."""
+    for person in frame.people:
+        character = session.characters.get(person.track_id)
+        armature_obj = bpy.data.objects.get(character.armature_name) if character is not None else None
+        if armature_obj is None:
+            character = _new_character(session, person)
+            armature_obj = bpy.data.objects[character.armature_name]
+        quats = bone_basis_quats(person.pose[None], character.q_rest, CAMERA_TO_BLENDER)[0]  # (24, 4)
+        location = root_locations(
+            person.trans_cam_m[None], character.J0, character.q_rest[0], CAMERA_TO_BLENDER, character.offset
+        )[0]
+        bones = armature_obj.pose.bones
+        for j, name in enumerate(JOINT_NAMES):
+            bones[name].rotation_quaternion = quats[j].tolist()
+        bones[JOINT_NAMES[0]].location = location.tolist()
+    session.frames_shown += 1
+
+
+def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharacter:
+    collection = bpy.data.collections.get(session.collection_name)
+    if collection is None:
+        collection = bpy.data.collections.new("Mocap live")
+        bpy.context.scene.collection.children.link(collection)
+        session.collection_name = collection.name
+    armature_obj, _ = build_character(
+        session.body_model, person.betas, f"live_{person.track_id}", collection=collection
+    )
+    first = TrackMotion(
+        name=armature_obj.name,
+        frame_ids=np.zeros(1, np.int64),
+        pose=person.pose[None].astype(np.float64),
+        trans_m=person.trans_cam_m[None].astype(np.float64),
+        betas=person.betas.astype(np.float64),
+    )
+    character = _LiveCharacter(
+        armature_obj.name,
+        rest_quats(armature_obj),
+        joints_for_betas(armature_obj, current_betas(armature_obj))[0],
+        ground_offset(session.body_model, [first]),
+    )
+    session.characters[person.track_id] = character
+    return character
+
+
+def register():
+    pass
+
+
+def unregister():
+    stop_live()
+    if bpy.app.timers.is_registered(live_tick):
+        bpy.app.timers.unregister(live_tick)

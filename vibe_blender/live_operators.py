@@ -1,0 +1,118 @@
+"""The Live panel's settings (``scene.vibe_live``) and operators: connect and start, stop, record.
+Each operator calls one function of :mod:`.live` (which keeps the network off the main thread) and
+reports errors through :func:`operator_errors.reports_errors`, as every operator of the add-on."""
+
+import bpy
+
+from .operator_errors import reports_errors
+from .operators import _options
+
+_DETECTOR_ITEMS = [
+    ("auto", "Auto", "YOLO when its weights are installed, else the built-in HOG detector"),
+    ("yolo", "YOLO", "The official detector (needs yolov3.weights)"),
+    ("hog", "HOG", "OpenCV's people detector: no extra files, less accurate"),
+]
+
+
+class VIBE_LiveSettings(bpy.types.PropertyGroup):
+    source: bpy.props.StringProperty(
+        name="Source",
+        default="0",
+        description="A camera number on the server's machine (0: the first camera), a stream URL there, or a "
+        "video file path (played at its own speed)",
+    )
+    detector: bpy.props.EnumProperty(name="Detector", items=_DETECTOR_ITEMS, default="auto")
+    detection_stride: bpy.props.IntProperty(
+        name="Detect every", default=1, min=1, max=1000, description="Look for people every Nth processed frame"
+    )
+    smoothing: bpy.props.FloatProperty(
+        name="Smoothing", default=0.0, min=0.0, max=1.0, description="Causal smoothing of the motion, 0 (off) to 1"
+    )
+    max_people: bpy.props.IntProperty(
+        name="People", default=4, min=1, max=32, description="Follow at most this many people"
+    )
+
+    def params(self) -> dict:
+        return {
+            "detector": self.detector,
+            "detection_stride": self.detection_stride,
+            "smoothing": self.smoothing,
+            "max_people": self.max_people,
+        }
+
+
+class VIBE_OT_live_start(bpy.types.Operator):
+    """Connect to the server (starting one on this machine if none runs) and follow the live source"""
+
+    bl_idname = "vibe_mocap.live_start"
+    bl_label = "Start Live"
+
+    @reports_errors
+    def execute(self, context):
+        from . import live
+
+        settings = context.scene.vibe_live
+        live.start_live(
+            bpy.path.abspath(settings.source) if settings.source.startswith("//") else settings.source,
+            settings.params(),
+        )
+        return {"FINISHED"}
+
+
+class VIBE_OT_live_stop(bpy.types.Operator):
+    """Stop the live session (the characters and any recording stay)"""
+
+    bl_idname = "vibe_mocap.live_stop"
+    bl_label = "Stop Live"
+
+    @reports_errors
+    def execute(self, context):
+        from . import live
+
+        live.stop_live()
+        return {"FINISHED"}
+
+
+class VIBE_OT_live_record(bpy.types.Operator):
+    """Start recording the live motion"""
+
+    bl_idname = "vibe_mocap.live_record"
+    bl_label = "Record"
+
+    @reports_errors
+    def execute(self, context):
+        from . import live
+
+        live.start_recording()
+        return {"FINISHED"}
+
+
+class VIBE_OT_live_record_stop(bpy.types.Operator):
+    """Stop recording and key the recorded motion on a new character (one key per received frame)"""
+
+    bl_idname = "vibe_mocap.live_record_stop"
+    bl_label = "Stop Recording"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @reports_errors
+    def execute(self, context):
+        from . import live
+
+        characters = live.stop_recording(_options(context.scene.vibe_mocap))
+        self.report({"INFO"}, f"Recorded {len(characters)} character(s): {', '.join(a.name for a, _ in characters)}")
+        return {"FINISHED"}
+
+
+classes = (VIBE_LiveSettings, VIBE_OT_live_start, VIBE_OT_live_stop, VIBE_OT_live_record, VIBE_OT_live_record_stop)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.vibe_live = bpy.props.PointerProperty(type=VIBE_LiveSettings)
+
+
+def unregister():
+    del bpy.types.Scene.vibe_live
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

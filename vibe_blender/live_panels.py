@@ -1,0 +1,56 @@
+"""The "Live" panel of the Mocap tab: follow a camera, stream or video live, and record it."""
+
+import bpy
+
+from .server_panels import _lines
+
+_STATE_ICONS = {"connecting": "SORTTIME", "streaming": "PLAY", "ended": "INFO", "lost": "ERROR", "failed": "ERROR"}
+
+
+class VIEW3D_PT_vibe_live(bpy.types.Panel):
+    bl_label = "Live"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Mocap"
+    bl_parent_id = "VIEW3D_PT_vibe_mocap"
+
+    def draw(self, context):
+        from . import live
+
+        layout = self.layout
+        settings = context.scene.vibe_live
+        session = live.current_session()
+        running = session is not None and session.state not in live.FINAL_STATES
+
+        col = layout.column()
+        col.enabled = not running
+        col.prop(settings, "source")
+        col.prop(settings, "detector")
+        row = col.row(align=True)
+        row.prop(settings, "detection_stride")
+        row.prop(settings, "max_people")
+        col.prop(settings, "smoothing")
+
+        row = layout.row(align=True)
+        if running:
+            row.operator("vibe_mocap.live_stop", icon="PAUSE")
+        else:
+            row.operator("vibe_mocap.live_start", icon="PLAY")
+        if session is not None and session.recording:
+            row.operator("vibe_mocap.live_record_stop", icon="SNAP_FACE")
+        else:
+            sub = row.row(align=True)
+            sub.enabled = running
+            sub.operator("vibe_mocap.live_record", icon="REC")
+
+        if session is not None:
+            _lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))
+            if session.recording:
+                layout.label(text="Recording…", icon="REC")
+            if session.last_result_path is not None:
+                _lines(layout, f"Last recording: {session.last_result_path.name}", icon="FILE")
+
+
+classes = (VIEW3D_PT_vibe_live,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

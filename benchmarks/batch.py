@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "server")]
 
-from pipeline import DEFAULT_CLIP, slice_clip  # noqa: E402  (benchmarks/ is on the path when run as a script)
+from clips import WALKING_CLIP, slice_clip  # noqa: E402  (benchmarks/ is on the path when run as a script)
 
 from vibe_server.batch.engine_adapter import ENGINE_FACTORY, EngineSpec, make_options  # noqa: E402
 from vibe_server.batch.runner import run_batch  # noqa: E402
@@ -55,7 +55,7 @@ def median_run(label: str, repeats: int, run) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip", default=str(DEFAULT_CLIP))
+    parser.add_argument("--clip", default=str(WALKING_CLIP))
     parser.add_argument("--start", type=int, default=262, help="first frame of the slices (people visible)")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--frames", type=int, default=60, help="frames per clip")

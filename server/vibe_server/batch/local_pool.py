@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from vibe_blender.core.errors import VibeError
 
-from .devices import worker_devices
+from ..pipeline.devices import worker_devices
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
 from .manifest import make_record

@@ -89,7 +89,7 @@ def run_batch(
                     progress=progress,
                 )
             elif batch.todo:
-                from .devices import default_jobs
+                from ..pipeline.devices import default_jobs
                 from .local_pool import run_local
 
                 workers = min(jobs or default_jobs(spec.device), len(batch.todo))

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.live_source import open_live_source
+
 log = logging.getLogger("vibe_server.api")
 SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
 MAX_SUBSCRIBERS = 8
@@ -83,8 +85,7 @@ class LiveManager:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
 
     def start(self, source_spec: str, options, *, lossless: bool = False, max_frames: int | None = None) -> LiveRun:
-        from ..pipeline.live import LiveSession
-        from ..pipeline.live_source import open_live_source
+        from ..pipeline.live import LiveSession  # start-up: OpenCV loads with the first live session, not with the API
 
         with self._lock:
             if self.active() is not None:
@@ -110,7 +111,7 @@ class LiveManager:
             self.stop(run)
 
     def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
-        from ..pipeline.live import run_live
+        from ..pipeline.live import run_live  # start-up: OpenCV loads with the first live session, not with the API
 
         def on_frame(frame, people, stats) -> None:
             run.stats = stats.to_json()

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import load_result, save_result
 
+from ..data.loading import SYNTHETIC_MODEL_NAME
+from ..pipeline.options import RunOptions
 from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
 
@@ -43,8 +46,6 @@ class WorkerSetupError(Exception):
 
 def make_options(**values):
     """The pipeline's ``RunOptions`` from keyword values, checked (VibeError when one is bad)."""
-    from ..pipeline.options import RunOptions
-
     options = RunOptions(**values)
     options.validate()
     return options
@@ -67,7 +68,7 @@ def load_engine(spec: EngineSpec):
             f"The engine factory '{spec.factory}' cannot be imported ({err}); name it as package.module:function."
         ) from err
     if spec.threads:
-        import torch
+        import torch  # start-up: torch loads in the worker, not when the batch command starts
 
         torch.set_num_threads(spec.threads)
     try:
@@ -79,8 +80,6 @@ def load_engine(spec: EngineSpec):
 
 
 def result_bytes(result) -> bytes:
-    from vibe_blender.core.result_file import save_result
-
     buffer = io.BytesIO()
     save_result(buffer, result)
     return buffer.getvalue()
@@ -126,8 +125,4 @@ def process_video(
 
 def made_by_placeholder(result_path: str | Path) -> bool:
     """True when the result came from the random-weight placeholder model (model data not installed)."""
-    from vibe_blender.core.result_file import load_result
-
-    from ..data.loading import SYNTHETIC_MODEL_NAME
-
     return load_result(result_path).model_name == SYNTHETIC_MODEL_NAME

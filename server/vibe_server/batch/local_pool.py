@@ -7,6 +7,7 @@ a new pool is made and the videos that were in flight are tried again, up to ``M
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 from collections import Counter, deque
@@ -70,8 +71,6 @@ def run_local(
 ) -> None:
     """Process ``items`` on ``jobs`` worker processes; ``on_record`` gets each finished video's record
     (in the calling thread). Raises VibeError when the workers cannot load their engine."""
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     pending = deque(items)
     attempts: Counter[str] = Counter()

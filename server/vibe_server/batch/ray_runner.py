@@ -114,7 +114,7 @@ def run_ray(
     if transfer not in TRANSFERS:
         raise VibeError(f"Unknown transfer '{transfer}'; use {' or '.join(TRANSFERS)}.")
     ray = _import_ray()
-    from ray.util import ActorPool
+    from ray.util import ActorPool  # optional dependency: the ray extra (checked just above)
 
     started_here = not ray.is_initialized()
     if started_here:

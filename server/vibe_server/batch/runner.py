@@ -9,10 +9,13 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.devices import default_jobs
 from .engine_adapter import EngineSpec
 from .inputs import BatchItem, discover
+from .local_pool import run_local
 from .manifest import SUMMARY_NAME, Manifest, atomic_write_bytes, remove_stale_parts, summary_table
 from .progress import BatchProgress
+from .ray_runner import run_ray
 
 LOCK_NAME = ".batch.lock"
 
@@ -36,7 +39,7 @@ def output_lock(output_dir: Path):
     """One batch per output folder at a time (POSIX advisory lock; released when the process dies)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # optional dependency: POSIX only (fcntl is not on Windows)
     except ImportError:  # Windows: no advisory locks; documented
         yield
         return
@@ -77,8 +80,6 @@ def run_batch(
 
         try:
             if batch.todo and use_ray:
-                from .ray_runner import run_ray
-
                 run_ray(
                     batch.todo,
                     spec,
@@ -89,9 +90,6 @@ def run_batch(
                     progress=progress,
                 )
             elif batch.todo:
-                from ..pipeline.devices import default_jobs
-                from .local_pool import run_local
-
                 workers = min(jobs or default_jobs(spec.device), len(batch.todo))
                 run_local(batch.todo, spec, options, jobs=workers, on_record=on_record, progress=progress)
         finally:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..batch.engine_adapter import ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
+from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
+from ..batch.runner import run_batch
 from .infer import add_pipeline_arguments, run_options
 
 
@@ -54,10 +57,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..batch.engine_adapter import ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
-    from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
-    from ..batch.runner import run_batch
-
     if args.jobs is not None and args.jobs < 1:
         raise VibeError(f"--jobs must be at least 1; got {args.jobs}.")
     if args.jobs is not None and args.ray is not None:

@@ -9,6 +9,10 @@ import time
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import save_result
+
+from ..data.loading import resolve_device
+from ..pipeline.live_source import open_live_source, parse_source
 
 
 def add_parser(sub) -> None:
@@ -43,12 +47,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vibe_blender.core.result_file import save_result
-
-    from ..data.loading import resolve_device
-    from ..pipeline.engine import load_engine
-    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, run_live
-    from ..pipeline.live_source import open_live_source, parse_source
+    from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
+    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, LiveStats, run_live
 
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":
@@ -108,8 +108,6 @@ def run(args) -> int:
         except KeyboardInterrupt:
             interrupted, stats = True, None
     if stats is None:  # Ctrl-C: figures from the source
-        from ..pipeline.live import LiveStats
-
         stats = LiveStats(
             frames_processed=session.frames_processed, frames_arrived=source.arrived, frames_dropped=source.dropped
         )

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo
@@ -161,8 +162,6 @@ class LiveSession:
     def _temporal_step(self, track_ids: list[int], features: np.ndarray, frame_index: int):
         """features (K, 2048) of K people -> theta (K, 85), joints3d (K, 49, 3): one GRU step each,
         from the state each person had at their previous frame (all K in one batch)."""
-        import torch
-
         engine = self.engine
         hidden = engine.model.encoder.gru.hidden_size
         layers = engine.model.encoder.gru.num_layers

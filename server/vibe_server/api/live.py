@@ -15,10 +15,15 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
 
 from ..pipeline.live_source import open_live_source
+
+if TYPE_CHECKING:
+    from ..pipeline.engine import Engine
+    from ..pipeline.live import LiveOptions
 
 log = logging.getLogger("vibe_server.api")
 SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
@@ -76,7 +81,7 @@ class LiveRun:
 class LiveManager:
     """The server's live sessions (engine shared with the job worker; torch inference is thread-safe)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.runs: dict[str, LiveRun] = {}
         self._lock = threading.Lock()
@@ -84,7 +89,9 @@ class LiveManager:
     def active(self) -> LiveRun | None:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
 
-    def start(self, source_spec: str, options, *, lossless: bool = False, max_frames: int | None = None) -> LiveRun:
+    def start(
+        self, source_spec: str, options: LiveOptions, *, lossless: bool = False, max_frames: int | None = None
+    ) -> LiveRun:
         from ..pipeline.live import LiveSession  # start-up: OpenCV loads with the first live session, not with the API
 
         with self._lock:

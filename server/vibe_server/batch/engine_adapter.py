@@ -15,14 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import load_result, save_result
+from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
 from ..data.loading import SYNTHETIC_MODEL_NAME
 from ..pipeline.options import RunOptions
 from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
+
+if TYPE_CHECKING:  # torch loads in the workers, not with the batch command
+    from ..pipeline.engine import Engine
 
 ENGINE_FACTORY = "vibe_server.pipeline.engine:load_engine"
 FAST = "fast"
@@ -44,7 +48,7 @@ class WorkerSetupError(Exception):
     """The worker could not load its engine: the whole batch stops with this message."""
 
 
-def make_options(**values):
+def make_options(**values: object) -> RunOptions:
     """The pipeline's ``RunOptions`` from keyword values, checked (VibeError when one is bad)."""
     options = RunOptions(**values)
     options.validate()
@@ -58,7 +62,7 @@ def worker_precision(spec: EngineSpec) -> str:
     return "fp16" if spec.device.startswith("cuda") else "bf16"
 
 
-def load_engine(spec: EngineSpec):
+def load_engine(spec: EngineSpec) -> Engine:
     """The engine for ``spec`` (once per worker); a problem becomes ``WorkerSetupError``."""
     module_name, _, function_name = spec.factory.partition(":")
     try:
@@ -79,16 +83,16 @@ def load_engine(spec: EngineSpec):
         raise WorkerSetupError(str(err)) from err
 
 
-def result_bytes(result) -> bytes:
+def result_bytes(result: MocapResult) -> bytes:
     buffer = io.BytesIO()
     save_result(buffer, result)
     return buffer.getvalue()
 
 
 def process_video(
-    engine,
+    engine: Engine,
     item: BatchItem,
-    options,
+    options: RunOptions,
     *,
     worker: str,
     input_path: str | None = None,

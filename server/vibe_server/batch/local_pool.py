@@ -19,6 +19,7 @@ from dataclasses import replace
 from vibe_blender.core.errors import VibeError
 
 from ..pipeline.devices import worker_devices
+from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
 from .manifest import make_record
@@ -63,7 +64,7 @@ def _run_item(item: BatchItem) -> dict:
 def run_local(
     items: list[BatchItem],
     spec: EngineSpec,
-    options,
+    options: RunOptions,
     *,
     jobs: int,
     on_record: Callable[[dict], None],

@@ -4,12 +4,14 @@ workers or on Ray, append each record to the manifest as it arrives, write the s
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
 from ..pipeline.devices import default_jobs
+from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
 from .inputs import BatchItem, discover
 from .local_pool import run_local
@@ -35,7 +37,7 @@ def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False) -> 
 
 
 @contextlib.contextmanager
-def output_lock(output_dir: Path):
+def output_lock(output_dir: Path) -> Iterator[None]:
     """One batch per output folder at a time (POSIX advisory lock; released when the process dies)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -57,7 +59,7 @@ def run_batch(
     inputs: list[str],
     output_dir: str | Path,
     spec: EngineSpec,
-    options,
+    options: RunOptions,
     *,
     jobs: int | None = None,
     ray_address: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from ..batch.runner import run_batch
 from .infer import add_pipeline_arguments, run_options
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "batch",
         help="many videos -> one result file each, with a manifest (resumable)",
@@ -56,7 +57,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise VibeError(f"--jobs must be at least 1; got {args.jobs}.")
     if args.jobs is not None and args.ray is not None:

@@ -4,6 +4,7 @@ standard result file."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from ..data.loading import resolve_device
 from ..pipeline.live_source import open_live_source, parse_source
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "live",
         help="live capture from a camera, a local stream or a file at its frame rate",
@@ -46,7 +47,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
     from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, LiveStats, run_live
 

@@ -18,7 +18,9 @@ frame (the offline pipeline drops tracks shorter than ``min_track_frames`` after
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +32,10 @@ from . import postprocess
 from .crop import crop_people
 from .smooth import CausalRotationFilter
 from .track import Sort, xyxy_to_square_cxcywh
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .live_source import LiveFrame, LiveSource
 
 FORGET_AFTER_FRAMES = 30  # a person unseen this long starts a fresh GRU state if seen again
 
@@ -99,7 +105,7 @@ class _PersonState:
 class LiveSession:
     """The online pipeline for one source (not thread-safe: one consumer thread calls ``process``)."""
 
-    def __init__(self, engine, options: LiveOptions, *, width: int, height: int):
+    def __init__(self, engine: Engine, options: LiveOptions, *, width: int, height: int) -> None:
         options.validate()
         self.engine, self.options = engine, options
         self.width, self.height = int(width), int(height)
@@ -279,11 +285,11 @@ class LiveStats:
 
 
 def run_live(
-    source,
+    source: LiveSource,
     session: LiveSession,
     *,
-    on_frame=None,
-    should_stop=None,
+    on_frame: Callable[[LiveFrame, list[LivePerson], LiveStats], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     recording: LiveRecording | None = None,
     max_frames: int | None = None,
 ) -> LiveStats:

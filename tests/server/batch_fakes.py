@@ -25,8 +25,9 @@ SLOW_PREFIX = "slow"
 SLOW_FRAME_S = 0.1
 
 
-def _one_person(reader, detector, *, detection_stride=1):
-    """One track (id 1): a box over the middle of each frame; 'slow*' videos take SLOW_FRAME_S a frame."""
+def _one_person(reader, detector, *, detection_stride=1, adaptive_detection=False):
+    """One track (id 1): a box over the middle of each frame; 'slow*' videos take SLOW_FRAME_S a frame
+    (no adaptive detection here: one still person needs none)."""
     path = Path(str(reader.path))
     slow = path.name.startswith(SLOW_PREFIX)
     for frame_index, frame in reader:

@@ -10,7 +10,7 @@ from vibe_server.api.app import create_app
 from vibe_server.api.jobs import JobManager
 from vibe_server.api.schemas import JobParams
 from vibe_server.api.settings import Settings
-from vibe_server.batch import devices
+from vibe_server.pipeline import devices
 
 
 def wait_for(condition, timeout_s: float = 30.0) -> bool:

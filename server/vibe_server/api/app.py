@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 from vibe_blender.core.errors import VibeError
 
 from .. import __version__
-from ..batch.devices import server_devices
+from ..pipeline.devices import server_devices
 from .jobs import JobManager
 from .routes import body_model, health, jobs, live
 from .settings import Settings

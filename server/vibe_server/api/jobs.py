@@ -1,5 +1,5 @@
 """The job store (on disk) and the workers that run jobs: one per engine (one engine per visible GPU,
-or one on the CPU; see ``batch/devices.py``), all taking jobs from one queue.
+or one on the CPU; see ``pipeline/devices.py``), all taking jobs from one queue.
 
 Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input.video`` (an uploaded video, deleted
 when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer),

@@ -15,8 +15,15 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
+
+from ..pipeline.live_source import open_live_source
+
+if TYPE_CHECKING:
+    from ..pipeline.engine import Engine
+    from ..pipeline.live import LiveOptions
 
 log = logging.getLogger("vibe_server.api")
 SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
@@ -74,7 +81,7 @@ class LiveRun:
 class LiveManager:
     """The server's live sessions (engine shared with the job worker; torch inference is thread-safe)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.runs: dict[str, LiveRun] = {}
         self._lock = threading.Lock()
@@ -82,9 +89,10 @@ class LiveManager:
     def active(self) -> LiveRun | None:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
 
-    def start(self, source_spec: str, options, *, lossless: bool = False, max_frames: int | None = None) -> LiveRun:
-        from ..pipeline.live import LiveSession
-        from ..pipeline.live_source import open_live_source
+    def start(
+        self, source_spec: str, options: LiveOptions, *, lossless: bool = False, max_frames: int | None = None
+    ) -> LiveRun:
+        from ..pipeline.live import LiveSession  # start-up: OpenCV loads with the first live session, not with the API
 
         with self._lock:
             if self.active() is not None:
@@ -110,7 +118,7 @@ class LiveManager:
             self.stop(run)
 
     def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
-        from ..pipeline.live import run_live
+        from ..pipeline.live import run_live  # start-up: OpenCV loads with the first live session, not with the API
 
         def on_frame(frame, people, stats) -> None:
             run.stats = stats.to_json()

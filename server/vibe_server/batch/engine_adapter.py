@@ -15,11 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
+from ..data.loading import SYNTHETIC_MODEL_NAME
+from ..pipeline.options import RunOptions
 from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
+
+if TYPE_CHECKING:  # torch loads in the workers, not with the batch command
+    from ..pipeline.engine import Engine
 
 ENGINE_FACTORY = "vibe_server.pipeline.engine:load_engine"
 FAST = "fast"
@@ -41,10 +48,8 @@ class WorkerSetupError(Exception):
     """The worker could not load its engine: the whole batch stops with this message."""
 
 
-def make_options(**values):
+def make_options(**values: object) -> RunOptions:
     """The pipeline's ``RunOptions`` from keyword values, checked (VibeError when one is bad)."""
-    from ..pipeline.options import RunOptions
-
     options = RunOptions(**values)
     options.validate()
     return options
@@ -57,7 +62,7 @@ def worker_precision(spec: EngineSpec) -> str:
     return "fp16" if spec.device.startswith("cuda") else "bf16"
 
 
-def load_engine(spec: EngineSpec):
+def load_engine(spec: EngineSpec) -> Engine:
     """The engine for ``spec`` (once per worker); a problem becomes ``WorkerSetupError``."""
     module_name, _, function_name = spec.factory.partition(":")
     try:
@@ -67,7 +72,7 @@ def load_engine(spec: EngineSpec):
             f"The engine factory '{spec.factory}' cannot be imported ({err}); name it as package.module:function."
         ) from err
     if spec.threads:
-        import torch
+        import torch  # start-up: torch loads in the worker, not when the batch command starts
 
         torch.set_num_threads(spec.threads)
     try:
@@ -78,18 +83,16 @@ def load_engine(spec: EngineSpec):
         raise WorkerSetupError(str(err)) from err
 
 
-def result_bytes(result) -> bytes:
-    from vibe_blender.core.result_file import save_result
-
+def result_bytes(result: MocapResult) -> bytes:
     buffer = io.BytesIO()
     save_result(buffer, result)
     return buffer.getvalue()
 
 
 def process_video(
-    engine,
+    engine: Engine,
     item: BatchItem,
-    options,
+    options: RunOptions,
     *,
     worker: str,
     input_path: str | None = None,
@@ -126,8 +129,4 @@ def process_video(
 
 def made_by_placeholder(result_path: str | Path) -> bool:
     """True when the result came from the random-weight placeholder model (model data not installed)."""
-    from vibe_blender.core.result_file import load_result
-
-    from ..data.loading import SYNTHETIC_MODEL_NAME
-
     return load_result(result_path).model_name == SYNTHETIC_MODEL_NAME

@@ -7,6 +7,7 @@ a new pool is made and the videos that were in flight are tried again, up to ``M
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 from collections import Counter, deque
@@ -17,7 +18,8 @@ from dataclasses import replace
 
 from vibe_blender.core.errors import VibeError
 
-from .devices import worker_devices
+from ..pipeline.devices import worker_devices
+from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
 from .manifest import make_record
@@ -62,7 +64,7 @@ def _run_item(item: BatchItem) -> dict:
 def run_local(
     items: list[BatchItem],
     spec: EngineSpec,
-    options,
+    options: RunOptions,
     *,
     jobs: int,
     on_record: Callable[[dict], None],
@@ -70,8 +72,6 @@ def run_local(
 ) -> None:
     """Process ``items`` on ``jobs`` worker processes; ``on_record`` gets each finished video's record
     (in the calling thread). Raises VibeError when the workers cannot load their engine."""
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")
     pending = deque(items)
     attempts: Counter[str] = Counter()

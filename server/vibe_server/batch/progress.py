@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
+from tqdm import tqdm
+
 
 class BatchProgress:
     """``advance(record)`` per finished video; ``worker_status(worker, text)`` for what a worker does now."""
 
     def __init__(self, total: int, *, skipped: int = 0, enabled: bool | None = None):
-        from tqdm import tqdm
-
         self._tqdm = tqdm
         self._disable = not sys.stderr.isatty() if enabled is None else not enabled
         self.bar = tqdm(

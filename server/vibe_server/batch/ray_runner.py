@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
@@ -37,7 +38,7 @@ CPUS_PER_CPU_ACTOR = 2
 class VideoActor:
     """Holds one engine; ``process`` runs one video (its path, or its bytes in object-store mode)."""
 
-    def __init__(self, spec: EngineSpec, options):
+    def __init__(self, spec: EngineSpec, options: RunOptions) -> None:
         self.options = options
         self.name = f"ray {socket.gethostname()}:{os.getpid()} ({spec.device})"
         try:
@@ -102,7 +103,7 @@ def _payload(item: BatchItem, transfer: str) -> tuple[bytes | None, str | None]:
 def run_ray(
     items: list[BatchItem],
     spec: EngineSpec,
-    options,
+    options: RunOptions,
     *,
     address: str | None,
     transfer: str,
@@ -114,7 +115,7 @@ def run_ray(
     if transfer not in TRANSFERS:
         raise VibeError(f"Unknown transfer '{transfer}'; use {' or '.join(TRANSFERS)}.")
     ray = _import_ray()
-    from ray.util import ActorPool
+    from ray.util import ActorPool  # optional dependency: the ray extra (checked just above)
 
     started_here = not ray.is_initialized()
     if started_here:

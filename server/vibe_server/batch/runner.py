@@ -4,15 +4,20 @@ workers or on Ray, append each record to the manifest as it arrives, write the s
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..pipeline.devices import default_jobs
+from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
 from .inputs import BatchItem, discover
+from .local_pool import run_local
 from .manifest import SUMMARY_NAME, Manifest, atomic_write_bytes, remove_stale_parts, summary_table
 from .progress import BatchProgress
+from .ray_runner import run_ray
 
 LOCK_NAME = ".batch.lock"
 
@@ -32,11 +37,11 @@ def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False) -> 
 
 
 @contextlib.contextmanager
-def output_lock(output_dir: Path):
+def output_lock(output_dir: Path) -> Iterator[None]:
     """One batch per output folder at a time (POSIX advisory lock; released when the process dies)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
-        import fcntl
+        import fcntl  # optional dependency: POSIX only (fcntl is not on Windows)
     except ImportError:  # Windows: no advisory locks; documented
         yield
         return
@@ -54,7 +59,7 @@ def run_batch(
     inputs: list[str],
     output_dir: str | Path,
     spec: EngineSpec,
-    options,
+    options: RunOptions,
     *,
     jobs: int | None = None,
     ray_address: str | None = None,
@@ -77,8 +82,6 @@ def run_batch(
 
         try:
             if batch.todo and use_ray:
-                from .ray_runner import run_ray
-
                 run_ray(
                     batch.todo,
                     spec,
@@ -89,9 +92,6 @@ def run_batch(
                     progress=progress,
                 )
             elif batch.todo:
-                from .devices import default_jobs
-                from .local_pool import run_local
-
                 workers = min(jobs or default_jobs(spec.device), len(batch.todo))
                 run_local(batch.todo, spec, options, jobs=workers, on_record=on_record, progress=progress)
         finally:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..batch.engine_adapter import ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
+from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
+from ..batch.runner import run_batch
 from .infer import add_pipeline_arguments, run_options
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "batch",
         help="many videos -> one result file each, with a manifest (resumable)",
@@ -53,11 +57,7 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ..batch.engine_adapter import ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
-    from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
-    from ..batch.runner import run_batch
-
+def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise VibeError(f"--jobs must be at least 1; got {args.jobs}.")
     if args.jobs is not None and args.ray is not None:

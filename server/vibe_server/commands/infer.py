@@ -12,7 +12,7 @@ from tqdm import tqdm
 from vibe_blender.core.errors import VibeError
 
 from ..pipeline.cpu_features import choose_precision
-from ..pipeline.options import add_cli_flags, options_from_cli
+from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def add_pipeline_arguments(p) -> None:
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model and pipeline options shared by ``infer`` and ``batch``."""
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
     add_cli_flags(p)  # the job options (pipeline/options.py)
@@ -60,7 +60,7 @@ def add_pipeline_arguments(p) -> None:
     )
 
 
-def run_options(args):
+def run_options(args: argparse.Namespace) -> RunOptions:
     """The pipeline's ``RunOptions`` from the parsed arguments of ``add_pipeline_arguments``."""
     options = options_from_cli(args)
     options.validate()

@@ -4,16 +4,21 @@ standard result file."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import save_result
+
+from ..data.loading import resolve_device
+from ..pipeline.live_source import open_live_source, parse_source
 
 from ..pipeline.options import DEFAULT_DETECTION_STRIDE
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "live",
         help="live capture from a camera, a local stream or a file at its frame rate",
@@ -56,13 +61,9 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from vibe_blender.core.result_file import save_result
-
-    from ..data.loading import resolve_device
-    from ..pipeline.engine import load_engine
-    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, run_live
-    from ..pipeline.live_source import open_live_source, parse_source
+def run(args: argparse.Namespace) -> int:
+    from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
+    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, LiveStats, run_live
 
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":
@@ -123,8 +124,6 @@ def run(args) -> int:
         except KeyboardInterrupt:
             interrupted, stats = True, None
     if stats is None:  # Ctrl-C: figures from the source
-        from ..pipeline.live import LiveStats
-
         stats = LiveStats(
             frames_processed=session.frames_processed, frames_arrived=source.arrived, frames_dropped=source.dropped
         )

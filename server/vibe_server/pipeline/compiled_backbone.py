@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported when a runner is made (a fast CLI start)
-    import torch
-    from torch import nn
+import torch
+from torch import nn
+
+from vibe_blender.core.errors import VibeError
 
 log = logging.getLogger("vibe_server.compile")
 
@@ -36,8 +36,6 @@ def compile_pays(mode: str, *, device: str, precision: str, expected_crops: int,
     compile time back.
     """
     if mode not in COMPILE_MODES:
-        from vibe_blender.core.errors import VibeError
-
         raise VibeError(f"Unknown backbone compile mode '{mode}'; use auto, on or off.")
     if mode != "auto":
         return mode == "on"
@@ -83,8 +81,6 @@ class BackboneRunner:
             return self.module(images)
 
     def _run_compiled(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        import torch
-
         if self._compiled is None:
             self._compiled = self._compiler(self.module)
         n = len(images)
@@ -106,12 +102,8 @@ class BackboneRunner:
 
 
 def _torch_compile(module: nn.Module):
-    import torch
-
     return torch.compile(module, dynamic=False)
 
 
 def _memory_format(images: torch.Tensor):
-    import torch
-
     return torch.channels_last if images.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format

@@ -26,7 +26,7 @@ def parse_cpu_flags(cpuinfo_text: str) -> set[str]:
 
 def _torch_capability() -> str:
     try:
-        import torch
+        import torch  # start-up: `vibe-mocap infer` imports this module to parse its options, before torch
 
         return str(torch.backends.cpu.get_cpu_capability())
     except (AttributeError, RuntimeError):  # an old torch without the query

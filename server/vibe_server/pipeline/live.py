@@ -19,9 +19,12 @@ frame (the offline pipeline drops tracks shorter than ``min_track_frames`` after
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo
@@ -32,6 +35,10 @@ from .options import DEFAULT_DETECTION_STRIDE
 from .people import DetectionSchedule
 from .smooth import CausalRotationFilter
 from .track import xyxy_to_square_cxcywh
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .live_source import LiveFrame, LiveSource
 
 FORGET_AFTER_FRAMES = 30  # a person unseen this long starts a fresh GRU state if seen again
 
@@ -102,7 +109,7 @@ class _PersonState:
 class LiveSession:
     """The online pipeline for one source (not thread-safe: one consumer thread calls ``process``)."""
 
-    def __init__(self, engine, options: LiveOptions, *, width: int, height: int):
+    def __init__(self, engine: Engine, options: LiveOptions, *, width: int, height: int) -> None:
         options.validate()
         self.engine, self.options = engine, options
         self.width, self.height = int(width), int(height)
@@ -163,8 +170,6 @@ class LiveSession:
     def _temporal_step(self, track_ids: list[int], features: np.ndarray, frame_index: int):
         """features (K, 2048) of K people -> theta (K, 85), joints3d (K, 49, 3): one GRU step each,
         from the state each person had at their previous frame (all K in one batch)."""
-        import torch
-
         engine = self.engine
         hidden = engine.model.encoder.gru.hidden_size
         layers = engine.model.encoder.gru.num_layers
@@ -282,11 +287,11 @@ class LiveStats:
 
 
 def run_live(
-    source,
+    source: LiveSource,
     session: LiveSession,
     *,
-    on_frame=None,
-    should_stop=None,
+    on_frame: Callable[[LiveFrame, list[LivePerson], LiveStats], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     recording: LiveRecording | None = None,
     max_frames: int | None = None,
 ) -> LiveStats:

@@ -167,7 +167,7 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
     ``lossless``: a file waits for the consumer rather than drop frames)."""
     kind, target = parse_source(spec)
     if kind == "file":
-        from .video import open_video
+        from .video import open_video  # start-up: OpenCV loads only when a source is opened
 
         reader = open_video(str(target))
         info = SourceInfo(Path(str(target)).name, float(reader.info.fps or 30.0), reader.info.width, reader.info.height)
@@ -176,7 +176,7 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
 
 
 def _open_capture(kind: str, target: int | str) -> LiveSource:
-    import cv2
+    import cv2  # start-up: OpenCV loads only when a source is opened
 
     capture = cv2.VideoCapture(target) if kind == "camera" else cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
     if not capture.isOpened():

@@ -115,7 +115,7 @@ def parse_params(text: str | None) -> JobParams:
         raise HTTPException(422, validation_sentence(err, "params")) from err
 
 
-def check_video(engine, path: Path, label: str) -> None:
+def check_video(engine: object, path: Path, label: str) -> None:
     """VibeError unless the front end can open ``path`` as a video with frames (blocking: run it
     through ``_blocking``). Messages name ``label`` (what the client sent), never ``path``."""
     try:

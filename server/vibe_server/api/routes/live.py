@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
 from vibe_blender.core.errors import VibeError
 
+from ...pipeline.live_source import parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
-from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, Subscriber
+from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, LiveRun, Subscriber
 from ..schemas import LiveRequest, LiveStatus
 
 router = APIRouter(prefix="/live", tags=["live"])
 
 
-def live_manager(app, engine) -> LiveManager:
+def live_manager(app: FastAPI, engine: object) -> LiveManager:
     if app.state.live is None:
         app.state.live = LiveManager(engine)
     return app.state.live
 
 
-def find_run(manager: LiveManager | None, live_id: str):
+def find_run(manager: LiveManager | None, live_id: str) -> LiveRun:
     run = manager.runs.get(live_id) if manager is not None else None
     if run is None:
         raise HTTPException(404, f"There is no live session '{live_id}'.")
@@ -39,8 +40,7 @@ def find_run(manager: LiveManager | None, live_id: str):
 async def start_live(body: LiveRequest, request: Request, engine: EngineDep) -> dict:
     """Start a live session: a camera index, a stream URL on this machine, or a video file on the
     server's disk (loopback clients only) played at its own frame rate."""
-    from ...pipeline.live import LiveOptions
-    from ...pipeline.live_source import parse_source
+    from ...pipeline.live import LiveOptions  # start-up: OpenCV loads with the first live session, not with the API
 
     try:
         kind, _ = parse_source(body.source)

@@ -10,7 +10,7 @@ CORES_PER_CPU_WORKER = 4
 
 
 def gpu_count() -> int:
-    import torch
+    import torch  # start-up: the CLI and the API import this module before they need torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 

@@ -5,26 +5,19 @@ import numpy as np
 import pytest
 
 from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
-from vibe_server.pipeline.options import RunOptions
+from vibe_server.pipeline.options import DEFAULT_DETECTION_STRIDE, RunOptions
 from vibe_server.pipeline.video import open_video
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
-@pytest.mark.parametrize("stride", [1, 3])
+@pytest.mark.parametrize("stride", [1, 3, DEFAULT_DETECTION_STRIDE])
 def test_streamed_results_equal_offline_carry(fp32_engine, short_clip, stride):
     engine = fp32_engine
     offline = engine.run(
         short_clip,
-        # a live session has no adaptive detection: the offline run detects on the same frames only
-        RunOptions(
-            detector="hog",
-            detection_stride=stride,
-            adaptive_detection=False,
-            min_track_frames=1,
-            chunking="carry",
-            smoothing=0.0,
-        ),
+        # the same detection schedule as the live session (stride, adaptive detection), GRU carried
+        RunOptions(detector="hog", detection_stride=stride, min_track_frames=1, chunking="carry", smoothing=0.0),
     ).result
     reader = open_video(short_clip)
     session = LiveSession(

@@ -64,8 +64,8 @@ def test_lossless_replay_streams_the_offline_carry_results(server, short_clip, f
     assert live.state == "ended", live.error
     take = live.recording_stop()
     assert live.server_stats["frames_dropped"] == 0 and live.frames_received == 24
-    # the live defaults: detection on every frame, no adaptive detection
-    live_schedule = RunOptions(detector="hog", detection_stride=1, adaptive_detection=False, min_track_frames=1)
+    # the defaults on both sides: the same detection schedule (stride and adaptive detection)
+    live_schedule = RunOptions(detector="hog", min_track_frames=1)
     offline = fp32_engine.run(short_clip, live_schedule).result
     assert take.track_ids == [t.track_id for t in offline.tracks]
     for track in offline.tracks:

@@ -14,7 +14,6 @@ from vibe_blender.core.result_file import save_result
 
 from ..data.loading import resolve_device
 from ..pipeline.live_source import open_live_source, parse_source
-
 from ..pipeline.options import DEFAULT_DETECTION_STRIDE
 
 

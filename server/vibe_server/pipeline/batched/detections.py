@@ -2,9 +2,10 @@
 
 ``person_detections_batched`` gives, frame by frame, the boxes of ``detect.yolo.person_detections``
 (objectness >= 0.8, person class, merge-NMS at IoU > 0.4 with the +1-pixel convention, boxes mapped
-back to the frame, score > 0.7) without leaving the device and without a Python loop over frames:
-the greedy merge-NMS walks the K candidate columns once for every frame together. Only the final
-(B, K, 5) block and its counts cross to the host, in one copy.
+back to the frame, score > 0.7) with the selection and the NMS on the device and no Python loop over
+candidates per frame: the greedy merge-NMS walks the K candidate columns once for every frame
+together. The merged boxes cross to the host in one copy; mapping the few kept ones back to frame
+pixels is ``detect.yolo.rescale_boxes``.
 
 Equality with the per-frame reference: the candidates, their order (stable sort by descending
 score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
@@ -16,7 +17,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..detect.yolo import INPUT_SIZE_PX, NMS_IOU_THRESHOLD, OBJECTNESS_THRESHOLD, SCORE_THRESHOLD
+from ..detect.yolo import (
+    INPUT_SIZE_PX,
+    NMS_IOU_THRESHOLD,
+    OBJECTNESS_THRESHOLD,
+    SCORE_THRESHOLD,
+    rescale_boxes,
+)
 from ..detect.yolov3 import PERSON_CLASS
 
 
@@ -60,24 +67,6 @@ def merge_nms_batched(
     return merged, kept
 
 
-def rescale_boxes_batched(
-    boxes_xyxy: torch.Tensor, input_size_px: int, frame_height: int, frame_width: int
-) -> torch.Tensor:
-    """boxes (..., 4) network pixels -> frame pixels, as ``detect.yolo.rescale_boxes`` (float32)."""
-    side = max(frame_height, frame_width)
-    pad_x = max(frame_height - frame_width, 0) * (input_size_px / side)
-    pad_y = max(frame_width - frame_height, 0) * (input_size_px / side)
-    unpad_w, unpad_h = input_size_px - pad_x, input_size_px - pad_y
-
-    def f32(value: float) -> torch.Tensor:
-        return torch.tensor(np.float32(value), device=boxes_xyxy.device)
-
-    out = boxes_xyxy.clone()
-    out[..., 0::2] = (out[..., 0::2] - f32(pad_x // 2)) / f32(unpad_w) * f32(frame_width)
-    out[..., 1::2] = (out[..., 1::2] - f32(pad_y // 2)) / f32(unpad_h) * f32(frame_height)
-    return out
-
-
 def person_detections_batched(
     decoded: torch.Tensor,
     frame_height: int,
@@ -104,8 +93,10 @@ def person_detections_batched(
     half_wh = picked[..., 2:4] / 2
     boxes = torch.cat([picked[..., :2] - half_wh, picked[..., :2] + half_wh], dim=-1)
     merged, kept = merge_nms_batched(boxes, picked[..., 4], valid, nms_iou_threshold)
-    merged = rescale_boxes_batched(merged, input_size_px, frame_height, frame_width)
     keep = kept & (score > score_threshold)
-    packed = torch.cat([merged, score[..., None]], dim=-1).cpu().numpy()
-    keep = keep.cpu().numpy()
-    return [packed[b][keep[b]].astype(np.float32) for b in range(len(packed))]
+    merged, score, keep = merged.cpu().numpy(), score.cpu().numpy(), keep.cpu().numpy()  # the one copy back
+    detections = []
+    for b in range(len(merged)):  # network pixels -> frame pixels, on the few kept boxes
+        boxes = rescale_boxes(merged[b][keep[b]], input_size_px, frame_height, frame_width)
+        detections.append(np.concatenate([boxes, score[b][keep[b], None]], axis=1).astype(np.float32))
+    return detections

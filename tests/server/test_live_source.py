@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.live_source import LiveSource, SourceInfo, open_live_source, parse_source
+from vibe_server.pipeline.live_source import MAX_WAITING, LiveSource, SourceInfo, open_live_source, parse_source
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4"
 INFO = SourceInfo("test", 100.0, 8, 8)
@@ -28,16 +28,26 @@ def test_a_fast_consumer_sees_every_frame_in_order():
     assert seen == list(range(50)) and source.dropped == 0 and source.arrived == 50
 
 
-def test_a_slow_consumer_gets_drop_counts_not_a_queue():
+def test_a_slow_consumer_gets_drop_counts_not_a_growing_queue():
     with LiveSource(counting_frames(400), INFO, pace_fps=400.0) as source:
-        seen = []
+        seen, waiting = [], []
         while (frame := source.next_frame(timeout_s=5)) is not None:
             seen.append(frame.index)
+            waiting.append(len(source._waiting))
             time.sleep(0.02)  # a model 8x slower than the source
     assert source.arrived == 400
     assert source.dropped == 400 - len(seen) > 300  # every frame is either seen or counted
     assert seen == sorted(seen) and len(set(seen)) == len(seen)
-    assert source._mailbox is None  # at most one frame ever waited
+    assert max(waiting) <= MAX_WAITING == 3  # never more than the bound waited
+
+
+def test_a_short_stall_is_absorbed_without_a_drop():
+    with LiveSource(counting_frames(60), INFO, pace_fps=100.0) as source:
+        seen = []
+        while (frame := source.next_frame(timeout_s=5)) is not None:
+            seen.append(frame.index)
+            time.sleep(0.025 if frame.index == 20 else 0.002)  # one frame 2.5 intervals slow
+    assert seen == list(range(60)) and source.dropped == 0
 
 
 def test_a_file_is_played_at_its_own_frame_rate():

@@ -1,9 +1,11 @@
 """Frames as they arrive, for live capture: a camera, a stream on this machine, or a video file
-played at its own frame rate. The newest frame wins.
+played at its own frame rate.
 
-A reader thread takes frames from the source at the source's pace and keeps only the newest one
-the consumer has not taken yet. When the consumer (the model) is slower than the source, the older
-frame is dropped and counted; memory holds at most one waiting frame, however slow the consumer.
+A reader thread takes frames from the source at the source's pace into a small queue
+(``MAX_WAITING`` frames). The consumer (the model) takes them in order; a short stall (a frame that
+needs a detection) is absorbed by the queue, and when the consumer stays slower than the source the
+oldest waiting frame is dropped and counted. Memory holds at most ``MAX_WAITING`` frames, however
+slow the consumer; the queue adds at most that many frame intervals of latency.
 
     with open_live_source("0") as source:            # camera 0; or "clip.mp4", "rtsp://127.0.0.1/x"
         while (frame := source.next_frame()) is not None:
@@ -16,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from vibe_blender.core.errors import VibeError
 
 STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
 MAX_CAMERA_INDEX = 63
+MAX_WAITING = 3  # frames held for the consumer: absorbs a few slow frames, bounds latency and memory
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class SourceInfo:
 
 
 class LiveSource:
-    """The reader thread and the one-frame mailbox between it and the consumer.
+    """The reader thread and the bounded queue between it and the consumer.
 
     frames: an iterator of (H, W, 3) uint8 RGB frames (it may block until the next one arrives);
     pace_fps: for a file, hand frames out at this rate (a camera or stream paces itself);
@@ -64,12 +68,12 @@ class LiveSource:
     ):
         self.info = info
         self._frames, self._pace_fps, self._lossless, self._close = frames, pace_fps, lossless, close
-        self._mailbox: LiveFrame | None = None
+        self._waiting: deque[LiveFrame] = deque()
         self._cond = threading.Condition()
         self._ended = False
         self._stop = threading.Event()
         self.arrived = 0  # frames read from the source
-        self.dropped = 0  # frames replaced before the consumer took them
+        self.dropped = 0  # frames pushed out of the full queue before the consumer took them
         self.error: str | None = None
         self._thread = threading.Thread(target=self._read, daemon=True, name="vibe-live-source")
 
@@ -96,14 +100,14 @@ class LiveSource:
     def ended(self) -> bool:
         """True once the source has no more frames and the last one was taken."""
         with self._cond:
-            return self._ended and self._mailbox is None
+            return self._ended and not self._waiting
 
     def next_frame(self, timeout_s: float | None = None) -> LiveFrame | None:
-        """The newest frame not taken yet (waits for one); None when the source has ended."""
+        """The oldest frame still waiting (waits for one); None when the source has ended."""
         with self._cond:
-            self._cond.wait_for(lambda: self._mailbox is not None or self._ended, timeout_s)
-            frame, self._mailbox = self._mailbox, None
-            self._cond.notify_all()  # a lossless reader waits for the mailbox to empty
+            self._cond.wait_for(lambda: self._waiting or self._ended, timeout_s)
+            frame = self._waiting.popleft() if self._waiting else None
+            self._cond.notify_all()  # a lossless reader waits for room in the queue
             return frame
 
     def _read(self) -> None:
@@ -119,10 +123,11 @@ class LiveSource:
                 frame = LiveFrame(index, rgb, time.monotonic())
                 with self._cond:
                     if self._lossless:
-                        self._cond.wait_for(lambda: self._mailbox is None or self._stop.is_set())
-                    if self._mailbox is not None:
+                        self._cond.wait_for(lambda: len(self._waiting) < MAX_WAITING or self._stop.is_set())
+                    if len(self._waiting) >= MAX_WAITING:
+                        self._waiting.popleft()
                         self.dropped += 1
-                    self._mailbox = frame
+                    self._waiting.append(frame)
                     self.arrived += 1
                     self._cond.notify_all()
         except VibeError as err:

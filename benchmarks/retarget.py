@@ -28,26 +28,14 @@ sys.path[:0] = [str(REPO), str(REPO / "server")]
 
 import numpy as np  # noqa: E402
 
-from vibe_blender.core.retarget_map import BODY_JOINTS, PRESETS, auto_map_report  # noqa: E402
+from vibe_blender.core.retarget_map import BODY_JOINTS, FOREIGN_PRESETS, PRESETS, auto_map_report  # noqa: E402
 from vibe_blender.retarget import retarget  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", REPO / "tests/blender/retarget_rigs.py")
 rigs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rigs)
 
-CONVENTIONS = [
-    "MIXAMO",
-    "UE5_MANNEQUIN",
-    "UE4_MANNEQUIN",
-    "RIGIFY_CONTROLS",
-    "RIGIFY_DEFORM",
-    "RIGIFY_ORG",
-    "RIGIFY_METARIG",
-    "UNITY_HUMANOID",
-    "VRM",
-    "CHARACTER_CREATOR",
-    "DAZ_GENESIS",
-]
+CONVENTIONS = FOREIGN_PRESETS
 
 
 def _name_tables() -> dict[str, dict[str, str]]:

@@ -7,6 +7,7 @@ import pytest
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.retarget_map import (
     BODY_JOINTS,
+    FOREIGN_PRESETS,
     PRESETS,
     auto_map,
     auto_map_report,
@@ -123,19 +124,7 @@ def test_map_file_round_trip_and_bad_files(tmp_path):
         load_map(tmp_path / "j.json")
 
 
-CONVENTIONS = [
-    "MIXAMO",
-    "UE5_MANNEQUIN",
-    "UE4_MANNEQUIN",
-    "RIGIFY_CONTROLS",
-    "RIGIFY_DEFORM",
-    "RIGIFY_ORG",
-    "RIGIFY_METARIG",
-    "UNITY_HUMANOID",
-    "VRM",
-    "CHARACTER_CREATOR",
-    "DAZ_GENESIS",
-]
+CONVENTIONS = FOREIGN_PRESETS
 
 
 @pytest.mark.parametrize("preset", CONVENTIONS)

@@ -213,6 +213,9 @@ PRESETS["RIGIFY_DEFORM"] = {k: "DEF-" + v for k, v in _expand(_TABLES["RIGIFY_ME
 PRESETS["RIGIFY_ORG"] = {k: "ORG-" + v for k, v in _expand(_TABLES["RIGIFY_METARIG"], ("L", "R")).items()}
 for _key in ("RIGIFY_METARIG", "UNITY_HUMANOID", "VRM", "CHARACTER_CREATOR", "DAZ_GENESIS"):
     PRESETS[_key] = _expand(_TABLES[_key], _SIDES[_key])
+# The naming conventions of other tools (every preset except SMPL's own names)
+FOREIGN_PRESETS = tuple(name for name in PRESETS if name != "SMPL")
+
 PRESET_LABELS = {
     "SMPL": "SMPL names",
     "MIXAMO": "Mixamo / Maya HumanIK",

@@ -15,7 +15,7 @@ router = APIRouter(tags=["health"], dependencies=PUBLIC)
 @router.get("/health", response_model=Health)
 async def health(request: Request) -> Health:
     """Async on purpose: answered on the event loop, never queued behind the worker threads."""
-    import torch  # start-up: importing the API does not import torch; the engine has loaded it by now
+    import torch  # already loaded with the engine; kept here so the health route's module needs no torch
 
     engine, jobs = request.app.state.engine, request.app.state.jobs
     return Health(

@@ -204,14 +204,7 @@ def track_only(clip: Path, detector, options) -> SimpleNamespace:
 
 def make_frontend(base, detector_for):
     """The real front end with ``make_detector`` replaced by ``detector_for(name, **kwargs)``."""
-    from vibe_server.pipeline.frontend import FrontEnd
-
-    return FrontEnd(
-        open_video=base.open_video,
-        make_detector=detector_for,
-        stream_people=base.stream_people,
-        crop_people=base.crop_people,
-    )
+    return replace(base, make_detector=detector_for)
 
 
 def main() -> int:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 from clips import WALKING_CLIP
+from reference_sort import ReferenceSort  # tests/, put on sys.path by clips
 from timing import best_of
 
 from vibe_server.pipeline.crop import crop_people
@@ -88,12 +89,23 @@ def main() -> None:
     hog_frames = frames[: max(4, args.frames // 2)]
     seconds = best_of(lambda: hog.detect(hog_frames), args.repeats)
     rows.append((f"HOG people detector ({info.width}x{info.height})", f"{len(hog_frames) / seconds:.1f} frames/s"))
-    walkers = [
-        np.array([[100 + 3 * t + 150 * p, 80, 160 + 3 * t + 150 * p, 240, 0.9] for p in range(3)], np.float32)
-        for t in range(300)
-    ]
-    seconds = best_of(lambda: track_detections(walkers, min_track_frames=1), args.repeats)
-    rows.append(("SORT, 3 people per frame", f"{len(walkers) / seconds:.0f} frames/s"))
+    for people in (3, 10, 30):  # people walking side by side, in rows
+        walkers = [
+            np.array(
+                [[100 + 3 * t + 150 * p, 80 + 200 * (p % 5), 160 + 3 * t + 150 * p, 240 + 200 * (p % 5), 0.9]
+                 for p in range(people)],
+                np.float32,
+            )
+            for t in range(300)
+        ]  # fmt: skip
+        seconds = best_of(lambda w=walkers: track_detections(w, min_track_frames=1), args.repeats)
+        reference_s = best_of(lambda w=walkers: [s.update(d) for s in [ReferenceSort()] for d in w], args.repeats)
+        rows.append(
+            (
+                f"SORT, {people} people: filters in arrays / one object per person (as the official code)",
+                f"{len(walkers) / seconds:.0f} / {len(walkers) / reference_s:.0f} updates/s",
+            )
+        )
     boxes = np.array([[info.width / 2, info.height / 2, 150.0, 150.0]] * 8)
     seconds = best_of(lambda: crop_people(frames[0], boxes), args.repeats)
     rows.append(("crop + normalise, 8 boxes", f"{8 / seconds:.0f} crops/s"))

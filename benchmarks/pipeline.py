@@ -117,6 +117,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     import copy
+    import dataclasses
     from dataclasses import asdict
 
     from vibe_server import load_model
@@ -163,12 +164,7 @@ def main() -> int:
         def make_detector(name, **kw):
             return YoloCostHogBoxes(real_make(name, **kw), boxes)
 
-    frontend = FrontEnd(
-        open_video=frontend.open_video,
-        make_detector=make_detector,
-        stream_people=frontend.stream_people,
-        crop_people=frontend.crop_people,
-    )
+    frontend = dataclasses.replace(frontend, make_detector=make_detector)
 
     model = load_model(data_dir, device=device)
     ours_precision = default_precision(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # testdata.py, fake_vibe_server.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # testdata.py, fake_vibe_server.py, reference_sort.py
 from testdata import UNIT_REFERENCE
 
 

@@ -12,3 +12,4 @@ REAL_CLIPS = TEST_DATA / "real"  # four CC BY 4.0 clips of people (and one witho
 FIXTURES = TEST_DATA / "fixtures"  # made with the official VIBE code
 OFFICIAL_PKL = FIXTURES / "official_vibe_output.pkl"
 UNIT_REFERENCE = FIXTURES / "vibe_unit_reference.npz"
+HOG_DETECTIONS = FIXTURES / "hog_detections.npz"  # OpenCV HOG on every frame of the REAL_CLIPS

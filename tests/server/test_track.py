@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+from reference_sort import ReferenceSort, bbox_to_z
+from testdata import HOG_DETECTIONS
 
 from vibe_server.pipeline.track import (
-    KalmanBoxTracker,
     Sort,
     TrackletCollector,
-    bbox_to_z,
+    boxes_to_z,
     track_detections,
     xyxy_to_square_cxcywh,
 )
@@ -24,14 +25,15 @@ def dets(*boxes):
 def test_first_kalman_step_by_hand():
     # per axis: P = diag(10, 10000) at start; predict -> [[10011, 10000], [10000, 10000.01]];
     # update with R = 1: gain = P[:, 0] / (10011 + 1)
-    tracker = KalmanBoxTracker(np.array(box(100, 50)), track_id=1)
-    tracker.predict()
-    tracker.update(np.array(box(110, 50)))
-    np.testing.assert_allclose(tracker.x[0, 0], 100 + 10 * 10011 / 10012, rtol=1e-12)
-    np.testing.assert_allclose(tracker.x[4, 0], 10 * 10000 / 10012, rtol=1e-12)
-    np.testing.assert_allclose(tracker.x[1, 0], 50.0)
-    np.testing.assert_allclose(tracker.x[2, 0], 40 * 80)  # area unchanged
-    np.testing.assert_allclose(tracker.x[3, 0], 0.5)  # ratio w / h
+    sort = Sort()
+    sort.update(dets(box(100, 50)))  # starts the track
+    sort.update(dets(box(110, 50)))  # predict, then correct
+    x = sort.x[0]
+    np.testing.assert_allclose(x[0], 100 + 10 * 10011 / 10012, rtol=1e-12)
+    np.testing.assert_allclose(x[4], 10 * 10000 / 10012, rtol=1e-12)
+    np.testing.assert_allclose(x[1], 50.0)
+    np.testing.assert_allclose(x[2], 40 * 80)  # area unchanged
+    np.testing.assert_allclose(x[3], 0.5)  # ratio w / h
 
 
 def test_static_person_gives_the_detection_back_with_a_stable_id():
@@ -130,10 +132,15 @@ def test_square_conversion_takes_the_longer_side():
 
 
 def test_measurement_arithmetic_matches_float32_detections():
-    z = bbox_to_z(np.array([10.5, 20.25, 50.75, 100.125, 0.9], dtype=np.float32))
-    assert z.dtype == np.float64 and z.shape == (4, 1)
+    z = boxes_to_z(np.array([[10.5, 20.25, 50.75, 100.125, 0.9]], dtype=np.float32))
+    assert z.dtype == np.float64 and z.shape == (1, 4)
     w, h = np.float32(50.75) - np.float32(10.5), np.float32(100.125) - np.float32(20.25)
-    np.testing.assert_allclose(z[:, 0], [10.5 + w / 2, 20.25 + h / 2, np.float32(w * h), w / h])
+    w64, h64 = np.float64(w), np.float64(h)
+    np.testing.assert_array_equal(z[0], [10.5 + w64 / 2, 20.25 + h64 / 2, np.float32(w * h), w64 / h64])
+    # and row by row exactly the official per-box conversion
+    boxes = np.random.default_rng(0).uniform(0, 500, (50, 5)).astype(np.float32)
+    boxes[:, 2:4] += boxes[:, 0:2]
+    np.testing.assert_array_equal(boxes_to_z(boxes), np.hstack([bbox_to_z(b) for b in boxes]).T)
 
 
 def test_coasting_carries_boxes_between_detection_frames():
@@ -156,3 +163,79 @@ def test_coasting_stops_after_an_empty_detection_frame():
     collector.add(4, sort.skip())
     collector.add(5, sort.coast())
     assert collector.tracklets(1)[1].frames.tolist() == [0, 1, 2, 3]
+
+
+# -- the array tracker against the official per-track structure ---------------------------------
+def _random_scene(seed: int, frames: int = 400) -> list[np.ndarray]:
+    """People walking at different speeds and sizes, crossing, entering and leaving; detections
+    jittered, some missed, some false positives, some frames with nobody (float32, as a detector)."""
+    rng = np.random.default_rng(seed)
+    people = [
+        (rng.uniform(0, 600), rng.uniform(100, 300), rng.uniform(-4, 4), rng.uniform(-1, 1), rng.uniform(30, 90), start)
+        for start in rng.integers(0, frames // 2, size=5)
+    ]
+    out = []
+    for t in range(frames):
+        rows = []
+        for x0, y0, vx, vy, size, start in people:
+            if not start <= t < start + 250 or rng.random() < 0.08:  # absent, or missed
+                continue
+            cx, cy = x0 + vx * (t - start) + rng.normal(0, 2), y0 + vy * (t - start) + rng.normal(0, 2)
+            w, h = size * rng.uniform(0.9, 1.1), 2 * size * rng.uniform(0.9, 1.1)
+            rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, rng.uniform(0.5, 1)])
+        if rng.random() < 0.1:  # a false positive
+            x, y = rng.uniform(0, 600, 2)
+            rows.append([x, y, x + rng.uniform(10, 80), y + rng.uniform(10, 160), 0.6])
+        out.append(np.array(rows, dtype=np.float32).reshape(-1, 5))
+    return out
+
+
+def _assert_same_tracking(detections: list[np.ndarray], detected: list[bool]) -> int:
+    """Run both trackers frame by frame; every output and every piece of state the adaptive
+    detection reads must agree. -> the number of reported boxes compared."""
+    ours, reference = Sort(), ReferenceSort()
+    compared = 0
+    for dets, detect in zip(detections, detected, strict=True):
+        if not detect:
+            a, b = ours.coast(), reference.coast()
+        elif len(dets):
+            a, b = ours.update(dets), reference.update(dets)
+        else:
+            a, b = ours.skip(), reference.skip()
+        assert a.shape == b.shape
+        np.testing.assert_array_equal(a[:, 4], b[:, 4])  # the same ids in the same order
+        np.testing.assert_allclose(a[:, :4], b[:, :4], rtol=0, atol=1e-6)
+        for ours_boxes, reference_boxes in (
+            (ours.reported_boxes(), reference.reported_boxes()),
+            (ours.predicted_boxes(), reference.predicted_boxes()),
+        ):
+            np.testing.assert_array_equal(ours_boxes[:, 4], reference_boxes[:, 4])
+            np.testing.assert_allclose(ours_boxes[:, :4], reference_boxes[:, :4], rtol=0, atol=1e-6)
+        assert ours.unsettled() == reference.unsettled()
+        assert len(ours) == len(reference.trackers)
+        compared += len(a)
+    return compared
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("stride", [1, 4])
+def test_array_tracker_equals_the_per_track_reference_on_random_scenes(seed, stride):
+    detections = _random_scene(seed)
+    detected = [t % stride == 0 for t in range(len(detections))]
+    assert _assert_same_tracking(detections, detected) > 500
+
+
+def test_array_tracker_equals_the_per_track_reference_on_recorded_detections():
+    """OpenCV HOG's detections on every frame of the bundled clips (recorded once, see
+    tests/data/fixtures/README.md): flickering boxes, misses and false positives of a real detector."""
+    with np.load(HOG_DETECTIONS) as recorded:
+        clips = sorted({key.split("/")[0] for key in recorded.files})
+        assert len(clips) == 4
+        compared = 0
+        for clip in clips:
+            rows, counts = recorded[f"{clip}/boxes"], recorded[f"{clip}/counts"]
+            detections = np.split(rows, np.cumsum(counts)[:-1])
+            for stride in (1, 3):
+                detected = [t % stride == 0 for t in range(len(detections))]
+                compared += _assert_same_tracking(detections, detected)
+    assert compared > 3000

@@ -80,14 +80,17 @@ class Engine:
         precision: str = "fp32",
         frontend: FrontEnd | None = None,
         compile_backbone: str = "auto",
+        gpu_front_end: bool | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
         """precision: the default of runs that do not set one; compile_backbone: "auto" | "on" |
-        "off", likewise (see :mod:`.compiled_backbone`); log: where notes such as a compile
-        fallback go."""
+        "off", likewise (see :mod:`.compiled_backbone`); gpu_front_end: decode, detect and track in
+        overlapping stages (:mod:`.staged`) and crop on the device (default: on CUDA; ``--official``
+        runs keep OpenCV's crop); log: where notes such as a compile fallback go."""
         self.model, self.model_name, self.data_dir = model, model_name, data_dir
         self.device = device
         self.frontend = frontend
+        self.gpu_front_end = device.startswith("cuda") if gpu_front_end is None else bool(gpu_front_end)
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._channels_last: bool | None = None  # the backbone's memory format is set below
         self._batch_size = RunOptions.batch_size
@@ -147,7 +150,7 @@ class Engine:
     def extract_features(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
         images = torch.as_tensor(crops)
-        if self.device.startswith("cuda"):
+        if self.device.startswith("cuda") and images.device.type == "cpu":
             images = images.pin_memory()  # lets the copy overlap the GPU's work
         images = images.to(self.device, non_blocking=True)
         if self._channels_last:
@@ -305,7 +308,13 @@ class Engine:
         its buffer until the track has min_track_frames (so short false positives never reach the
         backbone), then go through the backbone in batches of batch_size."""
         detector = TimedDetector(self.detector(options.detector), monitor)
-        stream: Iterable = fe.stream_people(
+        stream_people = fe.stream_people
+        if self.gpu_front_end and fe.stream_people_staged is not None:
+            stream_people = fe.stream_people_staged
+        crop_on_device = None
+        if self.gpu_front_end and fe.crop_people_on_device is not None and not options.official:
+            crop_on_device = fe.crop_people_on_device
+        stream: Iterable = stream_people(
             TimedReader(reader, monitor),
             detector,
             detection_stride=options.detection_stride,
@@ -345,7 +354,10 @@ class Engine:
             if people:
                 with monitor.stage("crop"):
                     boxes = np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4)
-                    frame_crops = torch.as_tensor(fe.crop_people(frame_rgb, boxes))
+                    if crop_on_device is not None:
+                        frame_crops = crop_on_device(frame_rgb, boxes, self.device)
+                    else:
+                        frame_crops = torch.as_tensor(fe.crop_people(frame_rgb, boxes))
                 for (track_id, box), crop in zip(people, frame_crops):
                     self._add_crop(buffers, queue, int(track_id), int(frame_index), box, crop, options)
                 while len(queue) >= options.batch_size:
@@ -402,6 +414,7 @@ class Engine:
                 "device": self.device,
                 "precision": self.precision,
                 "backbone_compiled": str(self._use_compiled and self.backbone_runner.compiled),
+                "gpu_front_end": str(self.gpu_front_end),
                 postprocess.UNCROP_META_KEY: (
                     postprocess.UNCROP_OFFICIAL if options.official_uncrop else postprocess.UNCROP_CORRECTED
                 ),

@@ -16,20 +16,29 @@ class FrontEnd:
     stream_people(reader, detector, detection_stride=) -> iterator of
         (frame_index, frame_rgb, [(track_id, bbox_cxcywh), ...]);
     crop_people(frame_rgb, bboxes (K, 4) cxcywh) -> (K, 3, 224, 224) ImageNet-normalised float32.
+
+    For a GPU (``Engine(gpu_front_end=True)``, the default on CUDA):
+    stream_people_staged: ``stream_people`` with decoding, detection and tracking overlapping;
+    crop_people_on_device(frame_rgb, bboxes, device) -> the crops made on the device (grid_sample).
     """
 
     open_video: Callable
     make_detector: Callable
     stream_people: Callable
     crop_people: Callable
+    stream_people_staged: Callable | None = None
+    crop_people_on_device: Callable | None = None
 
     @classmethod
     def default(cls) -> FrontEnd:
-        from . import crop, detect, people, video  # start-up: OpenCV and the detectors load only when used
+        from . import crop, detect, people, staged, video  # start-up: OpenCV and the detectors load only when used
+        from .batched.crop import crop_people_on_device
 
         return cls(
             open_video=video.open_video,
             make_detector=detect.make_detector,
             stream_people=people.stream_people,
             crop_people=crop.crop_people,
+            stream_people_staged=staged.stream_people_staged,
+            crop_people_on_device=crop_people_on_device,
         )

@@ -116,8 +116,17 @@ class PeopleStream:
     frames_detected = property(lambda self: self.schedule.frames_detected)
 
     def __iter__(self) -> Iterator[FramePeople]:
+        self._start()
+        for pending in self._detection_batches():
+            yield from self._track(pending, self._detect_scheduled(pending))
+        self._finished = True
+
+    def _start(self) -> None:
         if self.frames_done or self._finished:
             raise RuntimeError("a PeopleStream can be iterated only once")
+
+    def _detection_batches(self) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """The frames in runs that hold ``detector.batch_size`` scheduled detection frames each."""
         batch_size = max(1, int(getattr(self.detector, "batch_size", 1)))
         pending: list[tuple[int, np.ndarray]] = []
         detection_frames = 0
@@ -126,19 +135,21 @@ class PeopleStream:
             if frame_index % self.detection_stride == 0:
                 detection_frames += 1
                 if detection_frames == batch_size:
-                    yield from self._track(pending)
+                    yield pending
                     pending, detection_frames = [], 0
-        yield from self._track(pending)
-        self._finished = True
+        if pending:
+            yield pending
 
-    def _track(self, pending: list[tuple[int, np.ndarray]]) -> Iterator[FramePeople]:
-        """Detect on the batch's detection frames, then step the tracker frame by frame, in order."""
-        if not pending:
-            return
+    def _detect_scheduled(self, pending: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        """The detections of the run's scheduled frames, in one batch (on the detector's device)."""
         to_detect = [frame for index, frame in pending if self.schedule.scheduled(index)]
-        detections = iter(self.detector.detect(to_detect) if to_detect else [])  # batched, on the device
+        return self.detector.detect(to_detect) if to_detect else []
+
+    def _track(self, pending: list[tuple[int, np.ndarray]], detections: list[np.ndarray]) -> Iterator[FramePeople]:
+        """Step the tracker frame by frame, in order, with the scheduled frames' detections."""
+        scheduled = iter(detections)
         for frame_index, frame_rgb in pending:
-            dets = next(detections) if self.schedule.scheduled(frame_index) else None
+            dets = next(scheduled) if self.schedule.scheduled(frame_index) else None
             reported = self.schedule.step(frame_index, frame_rgb, dets)
             yield FramePeople(frame_index, frame_rgb, self.collector.add(frame_index, reported))
         self.frames_done += len(pending)

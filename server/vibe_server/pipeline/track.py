@@ -3,6 +3,9 @@
 SORT (Bewley et al. 2016): one constant-velocity Kalman filter per person over
 z = [cx, cy, area, ratio] (state [cx, cy, area, ratio, vx, vy, va]), detections assigned to the
 predicted boxes by the Hungarian method on IoU (``scipy.optimize.linear_sum_assignment``).
+The filters of all tracks live in arrays (states (N, 7), covariances (N, 7, 7)) and step together,
+with the official code's maths (filterpy's, Joseph-form update); ``tests/reference_sort.py``
+is the official per-track structure the tests hold this one to.
 VIBE's settings: max_age 1, min_hits 3, IoU 0.3. A track is reported at a frame when it was
 matched there and has been matched ``min_hits`` frames in a row (or the tracker is in its first
 ``min_hits`` updates); the reported box is the Kalman estimate, not the raw detection. Frames
@@ -26,24 +29,26 @@ MIN_TRACK_FRAMES = 25  # VIBE drops shorter tracklets
 
 
 # -- box conversions ----------------------------------------------------------------------------
-def bbox_to_z(bbox_xyxy: np.ndarray) -> np.ndarray:
-    """bbox (4+,) [x1, y1, x2, y2] -> z (4, 1) float64 [cx, cy, area, ratio w/h].
+def boxes_to_z(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """boxes (N, 4+) [x1, y1, x2, y2] -> z (N, 4) float64 [cx, cy, area, ratio w/h].
 
-    Arithmetic as the official code under numpy 1.x: w, h and the area in the box's dtype
+    Arithmetic as the official code under numpy 1.x: w, h and the area in the boxes' dtype
     (float32 from the detector), centre and ratio in float64.
     """
-    w = bbox_xyxy[2] - bbox_xyxy[0]
-    h = bbox_xyxy[3] - bbox_xyxy[1]
+    boxes = np.asarray(boxes_xyxy)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
     area = w * h
-    w64, h64 = np.float64(w), np.float64(h)
-    return np.array([[bbox_xyxy[0] + w64 / 2.0], [bbox_xyxy[1] + h64 / 2.0], [area], [w64 / h64]], dtype=np.float64)
+    w64, h64 = w.astype(np.float64), h.astype(np.float64)
+    return np.stack([boxes[:, 0] + w64 / 2.0, boxes[:, 1] + h64 / 2.0, area.astype(np.float64), w64 / h64], axis=1)
 
 
-def state_to_bbox(x: np.ndarray) -> np.ndarray:
-    """Kalman state (7, 1) -> (4,) float64 [x1, y1, x2, y2]."""
-    w = np.sqrt(x[2, 0] * x[3, 0])
-    h = x[2, 0] / w
-    return np.array([x[0, 0] - w / 2.0, x[1, 0] - h / 2.0, x[0, 0] + w / 2.0, x[1, 0] + h / 2.0])
+def states_to_boxes(x: np.ndarray) -> np.ndarray:
+    """Kalman states (N, 7+) -> (N, 4) float64 [x1, y1, x2, y2]."""
+    w = np.sqrt(x[:, 2] * x[:, 3])
+    half = np.empty((len(x), 2))
+    half[:, 0], half[:, 1] = w / 2.0, x[:, 2] / w / 2.0
+    return np.concatenate([x[:, :2] - half, x[:, :2] + half], axis=1)
 
 
 def xyxy_to_square_cxcywh(boxes_xyxy: np.ndarray) -> np.ndarray:
@@ -59,84 +64,47 @@ def iou_matrix(dets_xyxy: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
     """dets (D, 4+), boxes (T, 4+) -> (D, T) float32 IoU (continuous coordinates, as SORT)."""
     a = np.asarray(dets_xyxy, dtype=np.float64)[:, None, :4]
     b = np.asarray(boxes_xyxy, dtype=np.float64)[None, :, :4]
-    inter = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None) * np.clip(
-        np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None
-    )
+    inter_w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
+    inter_h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
+    inter = inter_w * inter_h
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return (inter / (area_a + area_b - inter)).astype(np.float32)
 
 
-# -- Kalman filter ------------------------------------------------------------------------------
-class KalmanBoxTracker:
-    """One tracked person: a constant-velocity Kalman filter over [cx, cy, area, ratio].
+# -- Kalman filters, all tracks at once ---------------------------------------------------------
+F = np.eye(7)  # constant velocity: [cx, cy, area] += [vx, vy, va]
+F[0, 4] = F[1, 5] = F[2, 6] = 1.0
+R = np.diag([1.0, 1.0, 10.0, 10.0])  # measurement noise (SORT's)
+Q = np.diag([1.0, 1.0, 1.0, 1.0, 0.01, 0.01, 0.0001])  # process noise (SORT's)
+P0 = np.diag([10.0, 10.0, 10.0, 10.0, 10000.0, 10000.0, 10000.0])  # initial velocities are unobserved
+_I7 = np.eye(7)
 
-    Matrices and update equations as filterpy's ``KalmanFilter`` (Joseph-form covariance update),
-    with SORT's noise settings.
-    """
 
-    F = np.eye(7)
-    F[0, 4] = F[1, 5] = F[2, 6] = 1.0
-    H = np.eye(4, 7)
+def kalman_predict(x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """States (N, 7), covariances (N, 7, 7) one frame ahead (an area shrinking below zero stops):
+    x' = F x, P' = F P F^T + Q, with F's products written out as the additions they are."""
+    x = x.copy()
+    x[x[:, 6] + x[:, 2] <= 0, 6] *= 0.0
+    x[:, :3] += x[:, 4:]
+    FP = P.copy()
+    FP[:, :3, :] += P[:, 4:, :]
+    FPF = FP.copy()
+    FPF[:, :, :3] += FP[:, :, 4:]
+    return x, FPF + Q
 
-    def __init__(self, bbox_xyxy: np.ndarray, track_id: int):
-        self.x = np.zeros((7, 1))
-        self.x[:4] = bbox_to_z(bbox_xyxy)
-        self.R = np.eye(4)
-        self.R[2:, 2:] *= 10.0
-        self.P = np.eye(7)
-        self.P[4:, 4:] *= 1000.0  # initial velocities are unobserved
-        self.P *= 10.0
-        self.Q = np.eye(7)
-        self.Q[-1, -1] *= 0.01
-        self.Q[4:, 4:] *= 0.01
-        self.track_id = track_id
-        self.time_since_update = 0
-        self.hits = 0
-        self.hit_streak = 0
-        self.age = 0
 
-    def kalman_predict(self) -> None:
-        """Advance the state one frame (area kept from going negative)."""
-        if self.x[6, 0] + self.x[2, 0] <= 0:
-            self.x[6] *= 0.0
-        self.x = self.F @ self.x
-        self.P = self.F @ self.P @ self.F.T + self.Q
-
-    def peek(self) -> np.ndarray:
-        """The box one frame ahead (4,) [x1, y1, x2, y2], without changing the state."""
-        x = self.x.copy()
-        if x[6, 0] + x[2, 0] <= 0:
-            x[6] = 0.0
-        return state_to_bbox(self.F @ x)
-
-    def predict(self) -> np.ndarray:
-        """One SORT step without a match yet -> predicted box (4,) [x1, y1, x2, y2]."""
-        self.kalman_predict()
-        self.age += 1
-        if self.time_since_update > 0:
-            self.hit_streak = 0
-        self.time_since_update += 1
-        return state_to_bbox(self.x)
-
-    def update(self, bbox_xyxy: np.ndarray) -> None:
-        """Correct the state with a matched detection [x1, y1, x2, y2, ...]."""
-        self.time_since_update = 0
-        self.hits += 1
-        self.hit_streak += 1
-        z = bbox_to_z(bbox_xyxy)
-        y = z - self.H @ self.x
-        PHT = self.P @ self.H.T
-        S = self.H @ PHT + self.R
-        K = PHT @ np.linalg.inv(S)
-        self.x = self.x + K @ y
-        I_KH = np.eye(7) - K @ self.H
-        self.P = I_KH @ self.P @ I_KH.T + K @ self.R @ K.T
-
-    def bbox(self) -> np.ndarray:
-        """Current estimate (4,) float64 [x1, y1, x2, y2]."""
-        return state_to_bbox(self.x)
+def kalman_update(x: np.ndarray, P: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """States (M, 7), covariances (M, 7, 7) corrected by measurements z (M, 4) (H = [I 0])."""
+    PHT = P[:, :, :4]
+    S = P[:, :4, :4] + R
+    K = PHT @ np.linalg.inv(S)  # (M, 7, 4)
+    x = x + (K @ (z - x[:, :4])[:, :, None])[:, :, 0]
+    I_KH = np.broadcast_to(_I7, P.shape).copy()
+    I_KH[:, :, :4] -= K
+    P = I_KH @ P @ I_KH.transpose(0, 2, 1) + K @ R @ K.transpose(0, 2, 1)
+    return x, P
 
 
 def associate(
@@ -152,16 +120,18 @@ def associate(
         return np.empty((0, 2), dtype=int), list(range(num_dets)), list(range(num_tracks))
     iou = iou_matrix(dets_xyxy, predicted_xyxy)
     det_rows, track_cols = linear_sum_assignment(-iou)
-    unmatched_dets = [d for d in range(num_dets) if d not in det_rows]
-    unmatched_tracks = [t for t in range(num_tracks) if t not in track_cols]
-    matches = []
-    for d, t in zip(det_rows, track_cols):
-        if iou[d, t] < iou_threshold:
-            unmatched_dets.append(d)
-            unmatched_tracks.append(t)
-        else:
-            matches.append((d, t))
-    return np.array(matches, dtype=int).reshape(-1, 2), unmatched_dets, unmatched_tracks
+    good = iou[det_rows, track_cols] >= iou_threshold
+    det_matched = np.zeros(num_dets, bool)
+    det_matched[det_rows[good]] = True
+    track_matched = np.zeros(num_tracks, bool)
+    track_matched[track_cols[good]] = True
+    # unmatched in SORT's order: never assigned first, then assigned below the threshold
+    assigned_dets, assigned_tracks = np.zeros(num_dets, bool), np.zeros(num_tracks, bool)
+    assigned_dets[det_rows], assigned_tracks[track_cols] = True, True
+    unmatched_dets = np.flatnonzero(~assigned_dets).tolist() + det_rows[~good].tolist()
+    unmatched_tracks = np.flatnonzero(~assigned_tracks).tolist() + track_cols[~good].tolist()
+    matches = np.stack([det_rows[good], track_cols[good]], axis=1).astype(int)
+    return matches, unmatched_dets, unmatched_tracks
 
 
 class Sort:
@@ -171,73 +141,104 @@ class Sort:
     ``coast()`` is for frames on which detection did not run (detection every Nth frame): every
     track moves by its Kalman prediction, and the tracks reported at the last update are reported
     again at their predicted boxes. Matching ages and streaks only change in ``update``.
+
+    Track i (oldest first) is row i of every array: ``x`` (N, 7) states, ``P`` (N, 7, 7)
+    covariances, ``ids``, ``time_since_update``, ``hit_streak``.
     """
 
     def __init__(self, max_age: int = MAX_AGE, min_hits: int = MIN_HITS, iou_threshold: float = IOU_THRESHOLD):
         self.max_age = max_age
         self.min_hits = min_hits
         self.iou_threshold = iou_threshold
-        self.trackers: list[KalmanBoxTracker] = []
+        self.x = np.zeros((0, 7))
+        self.P = np.zeros((0, 7, 7))
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.time_since_update = np.zeros(0, dtype=np.int64)
+        self.hit_streak = np.zeros(0, dtype=np.int64)
         self.frame_count = 0
         self._next_id = 1
-        self._reported_ids: set[int] = set()
+        self._reported = np.zeros(0, dtype=bool)  # per track: reported at the last update
         self._last_found_nobody = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     def update(self, dets: np.ndarray) -> np.ndarray:
         """dets (K, 5) [x1, y1, x2, y2, score] -> reported tracks (R, 5) [x1, y1, x2, y2, track_id]."""
         self.frame_count += 1
         # 1. predict every track; drop those whose prediction broke down
-        predicted = np.array([t.predict() for t in self.trackers]).reshape(-1, 4)
+        self.x, self.P = kalman_predict(self.x, self.P)
+        self.hit_streak[self.time_since_update > 0] = 0
+        self.time_since_update += 1
+        predicted = states_to_boxes(self.x)
         valid = ~np.isnan(predicted).any(axis=1)
-        self.trackers = [t for t, ok in zip(self.trackers, valid) if ok]
+        self._keep(valid)
         predicted = predicted[valid]
         # 2. assign detections to predictions, correct matched tracks, start new ones
         matches, unmatched_dets, _ = associate(dets, predicted, self.iou_threshold)
-        for d, t in matches:
-            self.trackers[t].update(dets[d])
-        for d in unmatched_dets:
-            self.trackers.append(KalmanBoxTracker(dets[d], self._next_id))
-            self._next_id += 1
+        d, t = matches[:, 0], matches[:, 1]
+        self.x[t], self.P[t] = kalman_update(self.x[t], self.P[t], boxes_to_z(dets[d]))
+        self.time_since_update[t] = 0
+        self.hit_streak[t] += 1
+        self._start(dets[unmatched_dets])
         # 3. report confirmed, just-matched tracks; forget tracks unmatched for over max_age updates
-        reported = []
-        for tracker in reversed(self.trackers):
-            if tracker.time_since_update < 1 and (
-                tracker.hit_streak >= self.min_hits or self.frame_count <= self.min_hits
-            ):
-                reported.append(np.append(tracker.bbox(), tracker.track_id))
-        self.trackers = [t for t in self.trackers if t.time_since_update <= self.max_age]
-        self._reported_ids = {int(r[4]) for r in reported}
+        self._reported = (self.time_since_update < 1) & (
+            (self.hit_streak >= self.min_hits) | (self.frame_count <= self.min_hits)
+        )
+        reported = self._boxes_of(self.x, self._reported)[::-1]  # newest track first, as SORT
+        self._keep(self.time_since_update <= self.max_age)
         self._last_found_nobody = False
-        return np.array(reported, dtype=np.float64).reshape(-1, 5)
+        return reported
 
     def coast(self) -> np.ndarray:
         """A frame without detection -> (R, 5) [x1, y1, x2, y2, track_id]: the last reported tracks,
         carried by their Kalman prediction."""
-        reported = []
-        for tracker in reversed(self.trackers):
-            tracker.kalman_predict()
-            if tracker.track_id in self._reported_ids:
-                reported.append(np.append(tracker.bbox(), tracker.track_id))
-        reported = np.array(reported, dtype=np.float64).reshape(-1, 5)
+        self.x, self.P = kalman_predict(self.x, self.P)
+        reported = self._boxes_of(self.x, self._reported)[::-1]
         return reported[~np.isnan(reported).any(axis=1)]
 
     def skip(self) -> np.ndarray:
         """A detection frame with nothing detected: no tracker update, nothing reported, nothing carried."""
-        self._reported_ids = set()
+        self._reported[:] = False
         self._last_found_nobody = True
         return np.empty((0, 5))
+
+    def _start(self, dets: np.ndarray) -> None:
+        """One new track per detection row, with the next ids."""
+        n = len(dets)
+        if n == 0:
+            return
+        x = np.zeros((n, 7))
+        x[:, :4] = boxes_to_z(dets)
+        self.x = np.concatenate([self.x, x])
+        self.P = np.concatenate([self.P, np.broadcast_to(P0, (n, 7, 7))])
+        self.ids = np.concatenate([self.ids, np.arange(self._next_id, self._next_id + n)])
+        self.time_since_update = np.concatenate([self.time_since_update, np.zeros(n, dtype=np.int64)])
+        self.hit_streak = np.concatenate([self.hit_streak, np.zeros(n, dtype=np.int64)])
+        self._reported = np.concatenate([self._reported, np.zeros(n, dtype=bool)])
+        self._next_id += n
+
+    def _keep(self, keep: np.ndarray) -> None:
+        """Keep only the tracks where ``keep`` is True."""
+        if keep.all():
+            return
+        self.x, self.P, self.ids = self.x[keep], self.P[keep], self.ids[keep]
+        self.time_since_update, self.hit_streak = self.time_since_update[keep], self.hit_streak[keep]
+        self._reported = self._reported[keep]
+
+    def _boxes_of(self, states: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(M, 5) float64 [x1, y1, x2, y2, id] of the tracks in ``rows``, oldest first."""
+        return np.concatenate([states_to_boxes(states[rows]), self.ids[rows, None].astype(np.float64)], axis=1)
 
     # -- the state, for deciding when to detect again (adaptive_detection.py) -------------------
     def reported_boxes(self) -> np.ndarray:
         """(M, 5) [x1, y1, x2, y2, id]: the current boxes of the tracks reported last."""
-        boxes = [np.append(t.bbox(), t.track_id) for t in self.trackers if t.track_id in self._reported_ids]
-        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
+        boxes = self._boxes_of(self.x, self._reported)
         return boxes[~np.isnan(boxes).any(axis=1)]
 
     def predicted_boxes(self) -> np.ndarray:
         """(M, 5) [x1, y1, x2, y2, id]: where the reported tracks will be one frame ahead (no change)."""
-        boxes = [np.append(t.peek(), t.track_id) for t in self.trackers if t.track_id in self._reported_ids]
-        boxes = np.array(boxes, dtype=np.float64).reshape(-1, 5)
+        boxes = self._boxes_of(kalman_predict(self.x, self.P)[0], self._reported)
         return boxes[~np.isnan(boxes).any(axis=1)]
 
     def unsettled(self) -> bool:
@@ -245,12 +246,11 @@ class Sort:
         a row), or found nobody while there is one, or started or matched a track that is not
         confirmed yet. An unconfirmed track that was missed is left alone (a false positive, most
         likely: it ends at the next detection frame)."""
-        confirmed = [t for t in self.trackers if t.hit_streak >= self.min_hits]
+        confirmed = self.hit_streak >= self.min_hits
         if self._last_found_nobody:
-            return bool(confirmed)
-        return any(t.time_since_update > 0 for t in confirmed) or any(
-            t.time_since_update == 0 and t.hit_streak < self.min_hits for t in self.trackers
-        )
+            return bool(confirmed.any())
+        just_matched = self.time_since_update == 0
+        return bool((confirmed & ~just_matched).any() or (just_matched & ~confirmed).any())
 
 
 # -- tracklets ----------------------------------------------------------------------------------

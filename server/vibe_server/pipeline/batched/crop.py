@@ -72,3 +72,16 @@ def crop_people_batched(
     mean = torch.tensor(IMAGENET_MEAN_RGB, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD_RGB, device=device).view(1, 3, 1, 1)
     return crops.sub_(mean).div_(std).to(dtype)
+
+
+def crop_people_on_device(
+    frame_rgb: np.ndarray, bboxes_cxcywh_px: np.ndarray, device: str | torch.device
+) -> torch.Tensor:
+    """One frame (H, W, 3) uint8 on the host, bboxes (K, 4) [cx, cy, w, h] -> (K, 3, 224, 224)
+    ImageNet-normalised float32 crops on ``device``: the frame is copied once, all its boxes cropped there."""
+    frame = torch.from_numpy(np.ascontiguousarray(frame_rgb))
+    if torch.device(device).type == "cuda":
+        frame = frame.pin_memory()
+    frame = frame.to(device, non_blocking=True)[None]
+    boxes = np.asarray(bboxes_cxcywh_px, dtype=np.float64).reshape(-1, 4)
+    return crop_people_batched(frame, torch.zeros(len(boxes), dtype=torch.long, device=frame.device), boxes)

@@ -1,0 +1,224 @@
+"""GPU benchmark: ours against the official configuration on one GPU, in one run.
+
+    PYTHONPATH=server:. python benchmarks/gpu.py [--data-dir DIR] [--device cuda] [--minutes 10] [--repeats 3]
+
+Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432, 1394 frames):
+- frames/s per stage (decode, detect, track, crop, backbone, temporal, write; the backbone in
+  person crops/s) and end to end, for
+  "official": ``--official`` (YOLOv3 on every frame, fp32 eager, a fresh GRU state every 450
+  frames, OpenCV's crop), "ours": the defaults on a GPU (fp16, the staged front end with crops on
+  the GPU, detection every 8th frame plus adaptive detection), and "ours, every frame": the same
+  with detection on every frame;
+- end to end on a --minutes long video: the clip decoded again and again as one video;
+- peak GPU memory and peak host RSS of each;
+- the accuracy difference to the official run (as benchmarks/fidelity.py: track recall at box IoU
+  >= 0.9, median box IoU);
+- ``--official`` in fp32 on the GPU against the same on the CPU, on a slice: the largest pose and
+  joint difference and the smallest box IoU (goal: within 1e-4, IoU >= 0.999).
+
+Without --data-dir the models are full-size with random weights (a synthetic bundle and random
+Darknet weights): their cost is the real models' cost, but random YOLO weights find nobody, so its
+boxes are replaced by OpenCV HOG's boxes recorded on every frame of the clip
+(tests/data/fixtures/hog_detections.npz); the YOLO network still runs on every frame it is given,
+and is timed. With real model data the real detections are used.
+
+``--device cpu --frames N --minutes M`` runs the same code on a CPU, to check the script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from clips import REAL_CLIPS_DIR, SPEED_CLIP, YoloCostHogBoxes, frame_key, slice_clip
+from fidelity import RECALL_IOU, compare
+from pipeline import median_run
+from testdata import HOG_DETECTIONS
+
+
+def recorded_hog_boxes(clip: Path) -> dict[str, np.ndarray]:
+    """{frame_key: (K, 5)} of every frame of ``clip`` (the sample clip or a slice of it from frame
+    0), from the detections recorded on the sample clip, matched by decode order."""
+    from vibe_server.pipeline.video import open_video
+
+    with np.load(HOG_DETECTIONS) as recorded:
+        rows, counts = recorded[f"{SPEED_CLIP}/boxes"], recorded[f"{SPEED_CLIP}/counts"]
+    per_frame = np.split(rows, np.cumsum(counts)[:-1])
+    return {frame_key(frame): per_frame[i] for i, frame in open_video(clip) if i < len(per_frame)}
+
+
+class LoopedVideo:
+    """A reader that decodes the clip ``loops`` times in a row as one video (frame indices go on)."""
+
+    def __init__(self, reader, loops: int):
+        self.reader, self.loops = reader, loops
+        self.info = dataclasses.replace(reader.info, frame_count=reader.info.frame_count * loops)
+        self.warnings: list[str] = []
+
+    def __iter__(self):
+        n = self.reader.info.frame_count
+        for loop in range(self.loops):
+            for index, frame in self.reader:
+                yield loop * n + index, frame
+
+
+def peak_host_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", help="real model data (default: full-size random weights, recorded HOG boxes)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--frames", type=int, help="only the first N frames of the clip (default: all)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the looped video")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median reported)")
+    parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("No CUDA device is visible; run on a GPU machine, or pass --device cpu to check the script.")
+
+    from vibe_server import load_model
+    from vibe_server.pipeline.cpu_features import default_precision
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.frontend import FrontEnd
+    from vibe_server.pipeline.options import RunOptions, official_options
+    from vibe_server.pipeline.progress import STAGES
+
+    device = args.device
+    cuda = device.startswith("cuda")
+    tmp = tempfile.TemporaryDirectory()
+    work = Path(tmp.name)
+    source = REAL_CLIPS_DIR / SPEED_CLIP
+    clip = work / "clip.mp4"
+    if args.frames:
+        slice_clip(source, clip, 0, args.frames)
+    else:
+        clip = source
+    warmup = work / "warmup.mp4"
+    slice_clip(source, warmup, 250, 64)
+
+    base = FrontEnd.default()
+    if args.data_dir:
+        data_dir = Path(args.data_dir)
+        make_detector = base.make_detector
+        detections = "real YOLOv3"
+    else:
+        from vibe_server.data.synthetic import write_synthetic_bundle
+        from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
+
+        data_dir = work / "vibe_data"
+        write_synthetic_bundle(data_dir)
+        write_random_darknet_weights(data_dir / "yolov3.weights")
+        boxes = {**recorded_hog_boxes(clip), **recorded_hog_boxes(warmup)}
+        detections = "OpenCV HOG's, recorded (random-weight YOLOv3 runs and is timed)"
+
+        def make_detector(name, **kwargs):
+            return YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
+
+    frontend = dataclasses.replace(base, make_detector=make_detector)
+    reader = frontend.open_video(str(clip))
+    loops = max(1, round(args.minutes * 60 * reader.info.fps / reader.info.frame_count))
+    looped = dataclasses.replace(frontend, open_video=lambda path: LoopedVideo(base.open_video(path), loops))
+    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    print(
+        f"device: {name}; torch {torch.__version__}; clip {SPEED_CLIP} ({reader.info.width}x{reader.info.height}, "
+        f"{reader.info.frame_count} frames); detections: {detections}"
+    )
+
+    model = load_model(data_dir, device=device)
+    configs = [
+        ("official", official_options(RunOptions(detector="yolo"))),
+        ("ours", RunOptions(detector="yolo")),
+        ("ours, every frame", RunOptions(detector="yolo", detection_stride=1)),
+    ]
+    outputs, peaks = {}, {}
+    for label, options in configs:
+        engine = Engine(
+            copy.deepcopy(model),
+            model_name="bench",
+            data_dir=data_dir,
+            device=device,
+            precision=options.precision or default_precision(device),
+            frontend=frontend,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+        print(f"running {label}: warm-up, then {args.repeats} runs ...", flush=True)
+        engine.run(warmup, options)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        outputs[label] = median_run(engine, clip, options, args.repeats)
+        peaks[label] = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), peak_host_rss_mib())
+        if label == "ours":
+            engine.frontend = looped
+            t0 = time.perf_counter()
+            long_run = engine.run(clip, options)
+            long_s = time.perf_counter() - t0
+
+    print("\nper stage, median run: seconds (frames/s; backbone in person crops/s)")
+    print(f"{'stage':<10}" + "".join(f"{label[:18]:>20}" for label, _ in configs))
+    for stage in STAGES:
+        cells = []
+        for label, _ in configs:
+            out = outputs[label]
+            count = out.crops if stage == "backbone" else out.frames_decoded
+            seconds = out.timings_s[stage]
+            cells.append(f"{seconds:7.2f} s {count / seconds if seconds > 1e-6 else float('inf'):8.0f}/s")
+        print(f"{stage:<10}" + "".join(f"{c:>20}" for c in cells))
+    print()
+    fps = {label: out.frames_decoded / out.wall_s for label, out in outputs.items()}
+    for label, _ in configs:
+        out = outputs[label]
+        gpu_mib, rss_mib = peaks[label]
+        print(
+            f"end to end {label:<18} {out.wall_s:7.2f} s {fps[label]:8.1f} frames/s  {out.crops} crops, "
+            f"{len(out.result.tracks)} tracks; peak GPU memory {gpu_mib:.0f} MiB, peak host RSS {rss_mib:.0f} MiB"
+        )
+    print(
+        f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.1f} "
+        f"minutes, the clip {loops} times): {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s; "
+        f"peak host RSS {peak_host_rss_mib():.0f} MiB"
+    )
+    for label in ("ours", "ours, every frame"):
+        merged = compare(outputs["official"].result, outputs[label].result)
+        box = np.asarray(merged["box_iou"], dtype=np.float64)
+        print(
+            f"{label}: {fps[label] / fps['official']:.1f}x the official configuration (goal >= 40x, >= 1000 frames/s); "
+            f"track recall {float((box >= RECALL_IOU).mean()):.3f}, median box IoU {float(np.median(box)):.3f} "
+            f"over {len(box)} official track-frames"
+        )
+
+    if cuda and args.equality_frames:
+        equality_clip = work / "equality.mp4"
+        slice_clip(source, equality_clip, 250, args.equality_frames)
+        options = official_options(RunOptions(detector="yolo"))
+        results = {}
+        for where in (device, "cpu"):
+            engine = Engine(
+                copy.deepcopy(model).to(where), model_name="bench", data_dir=data_dir, device=where,
+                precision="fp32", frontend=frontend,
+            )  # fmt: skip
+            results[where] = engine.run(equality_clip, options).result
+        gpu, cpu = results[device], results["cpu"]
+        pairs = list(zip(gpu.tracks, cpu.tracks))
+        pose = max((float(np.abs(a.pose - b.pose).max()) for a, b in pairs), default=0.0)
+        joints = max((float(np.abs(a.joints3d - b.joints3d).max()) for a, b in pairs), default=0.0)
+        iou = np.asarray(compare(cpu, gpu)["box_iou"], dtype=np.float64)
+        print(
+            f"--official fp32, GPU vs CPU on {args.equality_frames} frames: {len(gpu.tracks)} vs {len(cpu.tracks)} "
+            f"tracks; max |pose difference| {pose:.2e}, max |joints3d difference| {joints:.2e} (goal <= 1e-4); "
+            f"min box IoU {float(iou.min()) if len(iou) else float('nan'):.4f} (goal >= 0.999)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

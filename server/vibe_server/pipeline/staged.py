@@ -1,0 +1,87 @@
+"""The front end in stages that overlap, for a GPU: decoding, detecting and tracking run at once.
+
+    decode thread     the reader decodes ahead (``open_video(prefetch=)``)       -> bounded queue
+    detect thread     each run of frames holding ``detector.batch_size`` scheduled detection frames
+                      is detected in one batch (on the GPU: letterbox, YOLOv3 and NMS on the
+                      device, one copy of the boxes back)                         -> bounded queue
+    caller's thread   SORT frame by frame (an adaptive detection runs there, on the spot), then
+                      the caller crops and runs the backbone
+
+While the tracker steps through one run, the next run is being detected and the ones after it
+decoded. The queues bound the memory: at most ``queue_runs`` detected runs wait, and the reader's
+prefetch holds its own few frames, whatever the video's length.
+
+It yields exactly what :class:`~vibe_server.pipeline.people.PeopleStream` yields for the same
+frames and detector (the same runs, the same scheduled frames, the same tracker), only sooner; the
+tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+from .detect import Detector
+from .people import FramePeople, PeopleStream
+
+QUEUE_RUNS = 2  # detected runs waiting for the tracker (each run: batch_size detection frames)
+_END = object()
+
+
+class StagedPeopleStream(PeopleStream):
+    """:class:`PeopleStream` with detection in a background thread, ``queue_runs`` runs ahead."""
+
+    def __init__(self, frames: Iterable, detector: Detector, *, queue_runs: int = QUEUE_RUNS, **kwargs):
+        super().__init__(frames, detector, **kwargs)
+        self.queue_runs = max(1, int(queue_runs))
+
+    def __iter__(self) -> Iterator[FramePeople]:
+        self._start()
+        detected: queue.Queue = queue.Queue(maxsize=self.queue_runs)
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            """Wait for room unless the consumer has gone; False once it has."""
+            while not stop.is_set():
+                try:
+                    detected.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def detect_runs() -> None:
+            try:
+                for pending in self._detection_batches():
+                    if not put((pending, self._detect_scheduled(pending))):
+                        return
+                put(_END)
+            except BaseException as err:  # handed to the consumer, raised there
+                put(err)
+
+        worker = threading.Thread(target=detect_runs, name="detect", daemon=True)
+        worker.start()
+        try:
+            while (item := detected.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from self._track(*item)
+            self._finished = True
+        finally:
+            stop.set()  # a consumer that stops early (cancel, error) releases the detect thread
+            worker.join(timeout=5)
+
+
+def stream_people_staged(
+    frames: Iterable,
+    detector: Detector,
+    *,
+    detection_stride: int = 1,
+    adaptive_detection: bool = False,
+    progress: Callable | None = None,
+) -> StagedPeopleStream:
+    """:func:`~vibe_server.pipeline.people.stream_people` with the stages overlapping."""
+    return StagedPeopleStream(
+        frames, detector, detection_stride=detection_stride, adaptive_detection=adaptive_detection, progress=progress
+    )

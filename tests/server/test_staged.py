@@ -1,0 +1,144 @@
+"""The staged front end (decode, detect and track overlapping, for a GPU) against the streaming one."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from vibe_server.pipeline.people import stream_people
+from vibe_server.pipeline.staged import StagedPeopleStream, stream_people_staged
+
+
+def moving_people_frames(n: int = 90, size: tuple[int, int] = (120, 200)):
+    """Frames with two bright blocks walking across a dark room, a third appearing half-way."""
+    height, width = size
+    frames = []
+    for t in range(n):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[0, 0, 1] = t % 251  # the frame's number, for the detector's misses
+        for x0, speed, start in ((10, 1.5, 0), (150, -1.0, 0), (80, 0.5, n // 2)):
+            if t >= start:
+                x = int(x0 + speed * (t - start)) % (width - 20)
+                frame[30 : 30 + 60, x : x + 20] = 255
+        frames.append(frame)
+    return frames
+
+
+class BlockDetector:
+    """Finds the bright blocks by their columns (a real, cheap computation on the pixels); misses
+    everyone on every 7th frame, as a real detector misses now and then."""
+
+    def __init__(self, batch_size: int = 3, fail_on_call: int | None = None, delay_s: float = 0.0):
+        self.batch_size, self.calls, self.fail_on_call, self.delay_s = batch_size, 0, fail_on_call, delay_s
+        self.lock = threading.Lock()
+
+    def detect(self, frames_rgb):
+        with self.lock:
+            self.calls += 1
+            call = self.calls
+        if call == self.fail_on_call:
+            raise RuntimeError("the detector broke")
+        time.sleep(self.delay_s)
+        out = []
+        for frame in frames_rgb:
+            columns = frame[1:, :, 0].max(axis=0) > 0
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], columns.astype(int), [0]])))
+            boxes = [[x1, 28, x2, 92, 0.9] for x1, x2 in zip(edges[::2], edges[1::2], strict=True)]
+            out.append(np.array([] if frame[0, 0, 1] % 7 == 3 else boxes, np.float32).reshape(-1, 5))
+        return out
+
+
+def indexed(frames):
+    return list(enumerate(frames))
+
+
+@pytest.mark.parametrize("stride, adaptive", [(1, False), (4, False), (4, True), (8, True)])
+def test_staged_stream_yields_exactly_what_the_streaming_one_yields(stride, adaptive):
+    frames = moving_people_frames()
+    schedule = {"detection_stride": stride, "adaptive_detection": adaptive}
+    plain = stream_people(indexed(frames), BlockDetector(), **schedule)
+    staged = stream_people_staged(indexed(frames), BlockDetector(), **schedule)
+    a, b = list(plain), list(staged)
+    assert len(a) == len(b) == len(frames)
+    for x, y in zip(a, b, strict=True):
+        assert x.frame_index == y.frame_index and x.frame_rgb is frames[x.frame_index] and y.frame_rgb is x.frame_rgb
+        assert [t for t, _ in x.boxes] == [t for t, _ in y.boxes]
+        for (_, box_a), (_, box_b) in zip(x.boxes, y.boxes, strict=True):
+            np.testing.assert_array_equal(box_a, box_b)
+    assert sum(len(f.boxes) for f in a) > 100  # people were tracked, not two empty streams
+    assert plain.frames_detected == staged.frames_detected
+    assert plain.extra_detections == staged.extra_detections
+    ta, tb = plain.tracklets(10), staged.tracklets(10)
+    assert ta.keys() == tb.keys() and len(ta) >= 2
+    for track_id in ta:
+        np.testing.assert_array_equal(ta[track_id].frames, tb[track_id].frames)
+        np.testing.assert_array_equal(ta[track_id].bboxes, tb[track_id].bboxes)
+
+
+def test_detection_stays_a_bounded_number_of_runs_ahead_of_the_tracker():
+    """Memory stays bounded: while the consumer is slow, detection is never more than the queue
+    (plus the run being handed over and the one being detected) ahead."""
+    detector = BlockDetector(batch_size=2)
+    stream = StagedPeopleStream(indexed(moving_people_frames(120)), detector, detection_stride=1, queue_runs=2)
+    for consumed, _ in enumerate(stream, start=1):
+        time.sleep(0.002)
+        runs_consumed = (consumed + 1) // 2
+        assert detector.calls <= runs_consumed + 2 + 1
+    assert detector.calls == 60
+
+
+def test_a_consumer_that_stops_early_releases_the_detect_thread():
+    stream = stream_people_staged(indexed(moving_people_frames(200)), BlockDetector(delay_s=0.001))
+    iterator = iter(stream)
+    for _ in range(5):
+        next(iterator)
+    iterator.close()  # what a cancelled run does
+    deadline = time.monotonic() + 5
+    while any(t.name == "detect" and t.is_alive() for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "detect" and t.is_alive() for t in threading.enumerate())
+
+
+def test_an_error_while_detecting_reaches_the_consumer():
+    stream = stream_people_staged(indexed(moving_people_frames()), BlockDetector(fail_on_call=4))
+    with pytest.raises(RuntimeError, match="the detector broke"):
+        for _ in stream:
+            pass
+
+
+def test_a_staged_stream_can_be_iterated_only_once():
+    stream = stream_people_staged(indexed(moving_people_frames(10)), BlockDetector())
+    list(stream)
+    with pytest.raises(RuntimeError, match="only once"):
+        list(stream)
+
+
+def test_the_gpu_front_end_on_a_cpu_gives_the_streaming_results(short_clip):
+    """The whole engine with the real front end (HOG, the bundled walk), once streaming with
+    OpenCV's crop and once staged with the device crop (grid_sample, here on the CPU): the same
+    tracks, frames and boxes; the poses differ only by the crops' few grey levels."""
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.options import RunOptions
+
+    from .conftest import TinyVIBE
+
+    options = RunOptions(detector="hog", min_track_frames=5, detection_stride=2, adaptive_detection=True)
+    results = []
+    for gpu_front_end in (False, True):
+        engine = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu", gpu_front_end=gpu_front_end)
+        results.append(engine.run(short_clip, options).result)
+    streaming, staged = results
+    assert len(streaming.tracks) == len(staged.tracks) >= 1
+    for a, b in zip(streaming.tracks, staged.tracks, strict=True):
+        np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
+        np.testing.assert_array_equal(a.bboxes, b.bboxes)
+        np.testing.assert_allclose(a.pose, b.pose, atol=2e-3)
+        assert not np.array_equal(a.pose, b.pose)  # the device crop did run
+    official = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu", gpu_front_end=True)
+    again = official.run(short_clip, RunOptions(detector="hog", min_track_frames=5, official=True)).result
+    reference = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu").run(
+        short_clip, RunOptions(detector="hog", min_track_frames=5, official=True)
+    )
+    for a, b in zip(again.tracks, reference.result.tracks, strict=True):
+        np.testing.assert_array_equal(a.pose, b.pose)  # --official keeps OpenCV's crop on any front end

@@ -43,16 +43,18 @@ from fidelity import RECALL_IOU, compare
 from pipeline import median_run
 from testdata import HOG_DETECTIONS
 
+WARMUP_START = 250  # the warm-up and the GPU = CPU check use frames from here (people visible)
 
-def recorded_hog_boxes(clip: Path) -> dict[str, np.ndarray]:
-    """{frame_key: (K, 5)} of every frame of ``clip`` (the sample clip or a slice of it from frame
-    0), from the detections recorded on the sample clip, matched by decode order."""
+
+def recorded_hog_boxes(clip: Path, start: int = 0) -> dict[str, np.ndarray]:
+    """{frame_key: (K, 5)} of every frame of ``clip`` (the sample clip, or a slice of it from frame
+    ``start``), from the detections recorded on the sample clip, matched by decode order."""
     from vibe_server.pipeline.video import open_video
 
     with np.load(HOG_DETECTIONS) as recorded:
         rows, counts = recorded[f"{SPEED_CLIP}/boxes"], recorded[f"{SPEED_CLIP}/counts"]
     per_frame = np.split(rows, np.cumsum(counts)[:-1])
-    return {frame_key(frame): per_frame[i] for i, frame in open_video(clip) if i < len(per_frame)}
+    return {frame_key(frame): per_frame[start + i] for i, frame in open_video(clip) if start + i < len(per_frame)}
 
 
 class LoopedVideo:
@@ -78,9 +80,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights, recorded HOG boxes)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--frames", type=int, help="only the first N frames of the clip (default: all)")
+    parser.add_argument("--frames", type=int, help="only N frames of the clip, from frame 250 (default: all)")
+    parser.add_argument("--min-track-frames", type=int, default=25, help="for short checks (official: 25)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the looped video")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median reported)")
+    parser.add_argument("--warmup-frames", type=int, default=64)
     parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -99,12 +103,13 @@ def main() -> int:
     work = Path(tmp.name)
     source = REAL_CLIPS_DIR / SPEED_CLIP
     clip = work / "clip.mp4"
+    clip_start = WARMUP_START if args.frames else 0
     if args.frames:
-        slice_clip(source, clip, 0, args.frames)
+        slice_clip(source, clip, clip_start, args.frames)
     else:
         clip = source
     warmup = work / "warmup.mp4"
-    slice_clip(source, warmup, 250, 64)
+    slice_clip(source, warmup, WARMUP_START, args.warmup_frames)
 
     base = FrontEnd.default()
     if args.data_dir:
@@ -118,7 +123,7 @@ def main() -> int:
         data_dir = work / "vibe_data"
         write_synthetic_bundle(data_dir)
         write_random_darknet_weights(data_dir / "yolov3.weights")
-        boxes = {**recorded_hog_boxes(clip), **recorded_hog_boxes(warmup)}
+        boxes = {**recorded_hog_boxes(clip, clip_start), **recorded_hog_boxes(warmup, WARMUP_START)}
         detections = "OpenCV HOG's, recorded (random-weight YOLOv3 runs and is timed)"
 
         def make_detector(name, **kwargs):
@@ -135,10 +140,11 @@ def main() -> int:
     )
 
     model = load_model(data_dir, device=device)
+    defaults = RunOptions(detector="yolo", min_track_frames=args.min_track_frames)
     configs = [
-        ("official", official_options(RunOptions(detector="yolo"))),
-        ("ours", RunOptions(detector="yolo")),
-        ("ours, every frame", RunOptions(detector="yolo", detection_stride=1)),
+        ("official", official_options(defaults)),
+        ("ours", defaults),
+        ("ours, every frame", dataclasses.replace(defaults, detection_stride=1)),
     ]
     outputs, peaks = {}, {}
     for label, options in configs:
@@ -198,8 +204,10 @@ def main() -> int:
 
     if cuda and args.equality_frames:
         equality_clip = work / "equality.mp4"
-        slice_clip(source, equality_clip, 250, args.equality_frames)
-        options = official_options(RunOptions(detector="yolo"))
+        slice_clip(source, equality_clip, WARMUP_START, args.equality_frames)
+        if not args.data_dir:
+            boxes.update(recorded_hog_boxes(equality_clip, WARMUP_START))
+        options = official_options(defaults)
         results = {}
         for where in (device, "cpu"):
             engine = Engine(

@@ -328,6 +328,21 @@ def test_yolo_detector_batches_and_maps_boxes_to_the_frame(weights_file, frames)
         assert (centres_x > 0).all() and (centres_x < 768).all()
 
 
+def test_the_gpu_post_processing_gives_the_per_frame_detections(weights_file, frames):
+    """The batched post-processing a GPU uses (all frames of a batch at once, on the device), run
+    here on the CPU through the real detector, against the official per-frame loop."""
+    per_frame = YoloDetector(weights_file, batch_size=3, input_size_px=160, batched_postprocess=False)
+    batched = YoloDetector(weights_file, batch_size=3, input_size_px=160, batched_postprocess=True)
+    assert not YoloDetector(weights_file, input_size_px=160).batched_postprocess  # CPU default: the official loop
+    for detector in (per_frame, batched):
+        _one_anchor_sees_people_everywhere(detector)
+    expected, got = per_frame.detect(frames), batched.detect(frames)
+    assert len(got) == len(expected) == 3
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == b.shape and len(b) > 1
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-3)
+
+
 def test_bf16_channels_last_fast_path_runs(weights_file, frames):
     detector = YoloDetector(weights_file, precision="bf16", batch_size=1, input_size_px=160)
     assert detector.channels_last

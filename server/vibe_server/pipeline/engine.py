@@ -43,6 +43,7 @@ from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
 
 OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
+DECODE_AHEAD_FRAMES = 64  # the GPU front end's decode thread runs at most this far ahead
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 
@@ -224,6 +225,8 @@ class Engine:
         detector_name = self.resolve_detector_name(options.detector)
 
         reader = self.open_video(video_path)
+        if self.gpu_front_end and hasattr(reader, "prefetch"):  # decode in a thread of its own
+            reader.prefetch = max(reader.prefetch, DECODE_AHEAD_FRAMES)
         info = reader.info
         self._set_precision(options.precision or self.default_precision)
         self._batch_size = options.batch_size

@@ -1,6 +1,6 @@
 """The front end in stages that overlap, for a GPU: decoding, detecting and tracking run at once.
 
-    decode thread     the reader decodes ahead (``open_video(prefetch=)``)       -> bounded queue
+    decode thread     the reader decodes ahead (the engine sets its ``prefetch``)  -> bounded queue
     detect thread     each run of frames holding ``detector.batch_size`` scheduled detection frames
                       is detected in one batch (on the GPU: letterbox, YOLOv3 and NMS on the
                       device, one copy of the boxes back)                         -> bounded queue

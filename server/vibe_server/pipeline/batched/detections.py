@@ -1,11 +1,11 @@
 """VIBE's YOLOv3 post-processing for a whole batch of frames at once, on the network's device.
 
-``person_detections_batched`` gives, frame by frame, the boxes of ``detect.yolo.person_detections``
+``person_detections_batched`` gives, frame by frame, the boxes of ``detect.yolo_postprocess.person_detections``
 (objectness >= 0.8, person class, merge-NMS at IoU > 0.4 with the +1-pixel convention, boxes mapped
 back to the frame, score > 0.7) with the selection and the NMS on the device and no Python loop over
 candidates per frame: the greedy merge-NMS walks the K candidate columns once for every frame
 together. The merged boxes cross to the host in one copy; mapping the few kept ones back to frame
-pixels is ``detect.yolo.rescale_boxes``.
+pixels is ``detect.yolo_postprocess.rescale_boxes``.
 
 Equality with the per-frame reference: the candidates, their order (stable sort by descending
 score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..detect.yolo import (
+from ..detect.yolo_postprocess import (
     INPUT_SIZE_PX,
     NMS_IOU_THRESHOLD,
     OBJECTNESS_THRESHOLD,

@@ -2,10 +2,8 @@
 
 Pre-processing (per frame): RGB in [0, 1], pad to a square with 0 (black; top/left get half the
 difference, bottom/right the rest), resize to 416 with torch ``nearest`` (not cv2's nearest, which
-picks different pixels). Post-processing: objectness >= 0.8, best class by max class
-probability, person class only, merge-NMS at IoU > 0.4 in network pixels, boxes mapped back to
-the frame (no clipping), score = objectness x class probability, kept when > 0.7 (the tracker's
-threshold in the official code).
+picks different pixels). Post-processing: ``yolo_postprocess.py`` frame by frame, or on a GPU
+``batched/detections.py`` for the whole batch on the device.
 """
 
 from __future__ import annotations
@@ -18,15 +16,13 @@ import torch.nn.functional as F
 
 from vibe_blender.core.errors import VibeError
 
+from ..batched.detections import person_detections_batched
 from ..precision import PRECISIONS, autocast
-from .boxes import merge_nms
 from .darknet_weights import load_darknet_weights
-from .yolov3 import PERSON_CLASS, YOLOv3, decode_heads
+from .yolo_postprocess import INPUT_SIZE_PX, SCORE_THRESHOLD, person_detections, rescale_boxes
+from .yolov3 import YOLOv3, decode_heads
 
-INPUT_SIZE_PX = 416
-OBJECTNESS_THRESHOLD = 0.8
-NMS_IOU_THRESHOLD = 0.4
-SCORE_THRESHOLD = 0.7
+__all__ = ["INPUT_SIZE_PX", "YoloDetector", "person_detections", "preprocess_frames", "rescale_boxes"]
 
 
 def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
@@ -42,50 +38,6 @@ def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_
     padded[:, :, top : top + height, left : left + width] = images
     resized = F.interpolate(padded, size=(input_size_px, input_size_px), mode="nearest")
     return resized.float().div_(255.0)
-
-
-def rescale_boxes(boxes_xyxy: np.ndarray, input_size_px: int, frame_height: int, frame_width: int) -> np.ndarray:
-    """boxes (K, 4) in network pixels -> frame pixels, undoing the pad-to-square (no clipping)."""
-    side = max(frame_height, frame_width)
-    pad_x = max(frame_height - frame_width, 0) * (input_size_px / side)
-    pad_y = max(frame_width - frame_height, 0) * (input_size_px / side)
-    unpad_w, unpad_h = input_size_px - pad_x, input_size_px - pad_y
-    out = np.array(boxes_xyxy, dtype=np.float32)
-    out[:, 0::2] = (out[:, 0::2] - np.float32(pad_x // 2)) / np.float32(unpad_w) * np.float32(frame_width)
-    out[:, 1::2] = (out[:, 1::2] - np.float32(pad_y // 2)) / np.float32(unpad_h) * np.float32(frame_height)
-    return out
-
-
-def person_detections(
-    decoded: torch.Tensor,
-    frame_height: int,
-    frame_width: int,
-    *,
-    input_size_px: int = INPUT_SIZE_PX,
-    objectness_threshold: float = OBJECTNESS_THRESHOLD,
-    nms_iou_threshold: float = NMS_IOU_THRESHOLD,
-    score_threshold: float = SCORE_THRESHOLD,
-) -> np.ndarray:
-    """decoded (N, 85) rows of one image (see ``decode_heads``) -> (K, 5) float32 [x1, y1, x2, y2, score].
-
-    Frame pixels, sorted by descending score. NMS per class then keeping persons equals keeping
-    rows whose best class is person before NMS, which is what runs here.
-    """
-    rows = decoded[decoded[:, 4] >= objectness_threshold]
-    class_prob, class_index = rows[:, 5:].max(dim=1)
-    is_person = class_index == PERSON_CLASS
-    rows = rows[is_person, :5].float().cpu().numpy()
-    class_prob = class_prob[is_person].float().cpu().numpy()
-    objectness = rows[:, 4]
-    score = objectness * class_prob
-    order = np.argsort(-score, kind="stable")
-    rows, objectness, score = rows[order], objectness[order], score[order]
-    half_wh = rows[:, 2:4] / np.float32(2)
-    boxes = np.concatenate([rows[:, :2] - half_wh, rows[:, :2] + half_wh], axis=1)
-    boxes, kept = merge_nms(boxes, objectness, nms_iou_threshold)
-    boxes = rescale_boxes(boxes, input_size_px, frame_height, frame_width)
-    detections = np.concatenate([boxes, score[kept, None]], axis=1).astype(np.float32)
-    return detections[detections[:, 4] > score_threshold]
 
 
 class YoloDetector:
@@ -109,6 +61,7 @@ class YoloDetector:
         channels_last: bool | None = None,
         input_size_px: int = INPUT_SIZE_PX,
         score_threshold: float = SCORE_THRESHOLD,
+        batched_postprocess: bool | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise VibeError(f"Unknown detector precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
@@ -122,6 +75,9 @@ class YoloDetector:
         self.channels_last = (precision != "fp32") if channels_last is None else channels_last
         self.input_size_px = input_size_px
         self.score_threshold = score_threshold
+        # On a GPU, boxes of all frames of a batch are filtered, sorted and merged there, with one
+        # copy back (batched.detections); on a CPU the per-frame loop is as fast and the official code.
+        self.batched_postprocess = self.device.type == "cuda" if batched_postprocess is None else batched_postprocess
         self.model = YOLOv3().eval()
         self.header = load_darknet_weights(self.model, Path(weights_path))
         self.model.to(self.device)
@@ -149,6 +105,11 @@ class YoloDetector:
             for group in _same_size_runs(chunk):
                 rows = self.network_rows(group)
                 height, width = group[0].shape[:2]
+                if self.batched_postprocess:
+                    results += person_detections_batched(
+                        rows, height, width, input_size_px=self.input_size_px, score_threshold=self.score_threshold
+                    )
+                    continue
                 for image_rows in rows:
                     results.append(
                         person_detections(

@@ -18,15 +18,13 @@ tests hold the two equal.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
 
+from .background import ahead_in_thread
 from .detect import Detector
 from .people import FramePeople, PeopleStream
 
 QUEUE_RUNS = 2  # detected runs waiting for the tracker (each run: batch_size detection frames)
-_END = object()
 
 
 class StagedPeopleStream(PeopleStream):
@@ -38,39 +36,10 @@ class StagedPeopleStream(PeopleStream):
 
     def __iter__(self) -> Iterator[FramePeople]:
         self._start()
-        detected: queue.Queue = queue.Queue(maxsize=self.queue_runs)
-        stop = threading.Event()
-
-        def put(item) -> bool:
-            """Wait for room unless the consumer has gone; False once it has."""
-            while not stop.is_set():
-                try:
-                    detected.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def detect_runs() -> None:
-            try:
-                for pending in self._detection_batches():
-                    if not put((pending, self._detect_scheduled(pending))):
-                        return
-                put(_END)
-            except BaseException as err:  # handed to the consumer, raised there
-                put(err)
-
-        worker = threading.Thread(target=detect_runs, name="detect", daemon=True)
-        worker.start()
-        try:
-            while (item := detected.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield from self._track(*item)
-            self._finished = True
-        finally:
-            stop.set()  # a consumer that stops early (cancel, error) releases the detect thread
-            worker.join(timeout=5)
+        runs = ((pending, self._detect_scheduled(pending)) for pending in self._detection_batches())
+        for pending, detections in ahead_in_thread(runs, max_ahead=self.queue_runs, name="detect"):
+            yield from self._track(pending, detections)
+        self._finished = True
 
 
 def stream_people_staged(

@@ -17,8 +17,6 @@ Frame indices are 0-based positions in decode order, as the official demo's sort
 from __future__ import annotations
 
 import os
-import queue
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +25,8 @@ import numpy as np
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import VideoInfo
+
+from .background import ahead_in_thread
 
 # A container's frame count is an estimate for some formats (duration x fps); a shortfall this small
 # is taken as the container's error, a larger one as a truncated or damaged file.
@@ -56,8 +56,6 @@ VIDEO_CONTAINERS = (
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 FFMPEG_CAPTURE_OPTIONS = f"format_whitelist;{','.join(VIDEO_CONTAINERS)}|protocol_whitelist;file"
 CONTAINER_NAMES = "mp4, mov, mkv, webm, avi, gif, mpeg-ts, mpeg, flv, wmv"
-
-_END = object()
 
 
 def open_video(path, *, count_frames: bool = False, prefetch: int = 0, label: str | None = None) -> VideoReader:
@@ -178,41 +176,8 @@ class VideoReader:
             self._check_complete(frame_index)
 
     def _iter_prefetched(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode in a daemon thread into a bounded queue; errors are re-raised in the consumer."""
-        frames: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    frames.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def decode() -> None:
-            try:
-                for item in self.frames():
-                    if not put(item):
-                        return
-                put(_END)
-            except BaseException as err:  # handed to the consumer, which re-raises it
-                put(err)
-
-        worker = threading.Thread(target=decode, name=f"decode {self.path.name}", daemon=True)
-        worker.start()
-        try:
-            while True:
-                item = frames.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()  # the consumer stopped early (or finished): let the worker exit
-            worker.join(timeout=5)
+        """Decode in a daemon thread, at most ``prefetch`` frames ahead; errors are re-raised here."""
+        return ahead_in_thread(self.frames(), max_ahead=self.prefetch, name=f"decode {self.path.name}")
 
     # -- helpers -------------------------------------------------------------------------------
     def _open_capture(self) -> cv2.VideoCapture:

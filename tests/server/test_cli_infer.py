@@ -109,6 +109,7 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
         (["infer", "{video}", "--detection-stride", "0"], "at least 1"),
         (["infer", "{video}", "--smoothing", "3"], "between 0 and 1"),
         (["infer", "{video}", "--device", "tpu"], "Unknown device"),
+        (["infer", "{video}", "--devices", "cpu,gpu"], "Unknown device 'gpu'"),
     ],
 )
 def test_infer_bad_arguments_give_one_clear_error(tiny_infer, capsys, argv, message):
@@ -180,8 +181,10 @@ def test_serve_prints_where_the_token_is_and_every_bind_gets_one(token_home, mon
 
 
 @pytest.mark.slow
-def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, tmp_path, monkeypatch, capsys):
-    """No model data installed: the placeholder (already in the cache folder here) is used, labelled."""
+@pytest.mark.parametrize("devices", [None, "cpu,cpu"], ids=["one device", "divided among two"])
+def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, tmp_path, monkeypatch, capsys, devices):
+    """No model data installed: the placeholder (already in the cache folder here) is used, labelled.
+    With --devices the video is divided among the devices (two CPU engines stand in for two GPUs)."""
     cache = tmp_path / "cache"
     (cache / "vibe-mocap").mkdir(parents=True)
     (cache / "vibe-mocap" / "synthetic-placeholder").symlink_to(synthetic_bundle)
@@ -209,6 +212,7 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
                 "--min-track-frames",
                 "15",
                 "--body-model",
+                *(["--devices", devices] if devices else []),
             ]
         )
         == 0
@@ -218,6 +222,7 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
     assert np.isfinite(result.tracks[0].pose).all()
     printed = capsys.readouterr().out
     assert "synthetic placeholder" in printed and "walk_body_model.npz" in printed
+    assert ("devices cpu, cpu" in printed) == (devices is not None)
     body = load_body_model(tmp_path / "walk_body_model.npz")  # the placeholder's own SMPL
     np.testing.assert_allclose(
         body.v_template, load_smpl_pkl(synthetic_bundle / "SMPL_NEUTRAL.pkl").v_template, atol=1e-6

@@ -44,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default path: next to the result)",
     )
     add_pipeline_arguments(p)
+    p.add_argument(
+        "--devices",
+        metavar="LIST",
+        help="divide the video among these devices, comma-separated, e.g. cuda:0,cuda:1 (default: "
+        "every visible GPU with --device auto or cuda; the result equals a one-device run)",
+    )
     p.set_defaults(run=run)
 
 
@@ -109,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.loading import INSTALL_HINT, SYNTHETIC_MODEL_NAME, model_data_problem, resolve_data_dir, resolve_device
     from ..pipeline import postprocess
+    from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
+    from ..pipeline.segmented import run_across_devices
 
     video = Path(args.video)
     if not video.is_file():
@@ -119,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
         raise VibeError(f"The result file must end in .npz; got '{output}'.")
     options = run_options(args)
 
-    device = resolve_device(args.device)
+    # one engine per device: every visible GPU for auto/cuda (one video divided among them), else one
+    wanted = args.devices.split(",") if args.devices else server_devices(args.device)
+    devices = [resolve_device(d.strip()) for d in wanted]
     data_dir = resolve_data_dir(args.data_dir)
     if model_data_problem(data_dir) is not None:
         print(
@@ -127,16 +137,20 @@ def run(args: argparse.Namespace) -> int:
             f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
             file=sys.stderr,
         )
-    engine = load_engine(
-        data_dir,
-        device=device,
-        precision=precision(args.fast, device),
-        allow_synthetic=True,
-        log=lambda msg: print(msg, file=sys.stderr),
-    )
+    engines = [
+        load_engine(
+            data_dir,
+            device=each,
+            precision=precision(args.fast, each),
+            allow_synthetic=True,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+        for each in devices
+    ]
+    engine = engines[0]
     bars = _StageBars()
     try:
-        out = engine.run(video, options, progress=bars)
+        out = run_across_devices(engines, video, options, progress=bars)
     finally:
         bars.close()
 
@@ -155,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
         save_body_model(body_path, load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl"))
 
-    print(summary_table(out, engine))
+    print(summary_table(out, engine, devices=devices))
     print(
         f"\nResult: {output}"
         + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
@@ -168,13 +182,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_table(out: RunOutput, engine: Engine) -> str:
-    """The tracks found and the time per stage, as plain text."""
+def summary_table(out: RunOutput, engine: Engine, *, devices: list[str] | None = None) -> str:
+    """The tracks found and the time per stage, as plain text (devices: those the video was divided among)."""
     result = out.result
     fps = result.video.fps or 30.0
+    where = f"devices {', '.join(devices)}" if devices and len(devices) > 1 else f"device {engine.device}"
     lines = [
         f"\n{result.video.name}: {result.video.width}x{result.video.height}, {fps:g} fps, "
-        f"{out.frames_decoded} frames decoded; model: {result.model_name}; device {engine.device}, "
+        f"{out.frames_decoded} frames decoded; model: {result.model_name}; "
+        f"{where}, "
         f"{engine.precision}; detection every {result.meta.get('detection_stride', '?')} frames"
         f"{' + adaptive' if result.meta.get('adaptive_detection') == 'True' else ''}"
         f"{'; compiled backbone' if result.meta.get('backbone_compiled') == 'True' else ''}",

@@ -163,11 +163,20 @@ class Engine:
                 features = self.model.extract_features(images[None])[0]
         return features.float().cpu().numpy()
 
-    def temporal(self, features: np.ndarray, *, chunking: str, chunk_frames: int) -> dict[str, np.ndarray]:
+    def temporal(
+        self,
+        features: np.ndarray,
+        *,
+        chunking: str,
+        chunk_frames: int,
+        engine_for_chunk: Callable[[int], Engine] | None = None,
+    ) -> dict[str, np.ndarray]:
         """features (T, 2048) -> {'theta' (T, 85), 'kp_3d' (T, 49, 3)} over the whole track.
 
         "carry": chunks of chunk_frames with the GRU state passed on, so the output equals one call
-        over the whole track. "official": fresh state every 450 frames, as the official demo."""
+        over the whole track. "official": fresh state every 450 frames, as the official demo.
+        engine_for_chunk(start): the engine (device) that runs the chunk starting at the track's
+        frame ``start`` (default: this one); the GRU state is handed over from device to device."""
         if chunking == "official":
             chunk_frames, carry = OFFICIAL_CHUNK_FRAMES, False
         else:
@@ -176,12 +185,14 @@ class Engine:
         theta, kp_3d, h = [], [], None
         with torch.inference_mode():
             for start in range(0, len(feats), chunk_frames):
-                x = feats[start : start + chunk_frames][None].to(self.device)  # (1, t, 2048)
-                out = self.model.forward_features(x, h0=h)
+                engine = self if engine_for_chunk is None else engine_for_chunk(start)
+                x = feats[start : start + chunk_frames][None].to(engine.device)  # (1, t, 2048)
+                h = None if h is None else h.to(engine.device)
+                out = engine.model.forward_features(x, h0=h)
                 theta.append(out["theta"][0].float().cpu())
                 kp_3d.append(out["kp_3d"][0].float().cpu())
                 if carry:
-                    h = self._final_gru_state(out, x, h)
+                    h = engine._final_gru_state(out, x, h)
         return {"theta": torch.cat(theta).numpy(), "kp_3d": torch.cat(kp_3d).numpy()}
 
     def _final_gru_state(self, out: dict, x, h0):
@@ -228,15 +239,7 @@ class Engine:
         if self.gpu_front_end and hasattr(reader, "prefetch"):  # decode in a thread of its own
             reader.prefetch = max(reader.prefetch, DECODE_AHEAD_FRAMES)
         info = reader.info
-        self._set_precision(options.precision or self.default_precision)
-        self._batch_size = options.batch_size
-        self._use_compiled = self.backbone_runner is not None and compile_pays(
-            options.compile_backbone or self.compile_backbone,
-            device=self.device,
-            precision=self.precision,
-            expected_crops=int(info.frame_count or 0),
-            compiled_already=self.backbone_runner.compiled,
-        )
+        self._prepare(options, expected_crops=int(info.frame_count or 0))
         video_name = video_name or info.name
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
@@ -246,16 +249,63 @@ class Engine:
                 "or re-encode it (for example to H.264 .mp4)."
             )
         tracks = self._select_tracks(buffers, options, video_name)
-        warnings = list(getattr(reader, "warnings", ()))  # e.g. truncated: the frames before the break ran
+        return self._finish(
+            [(track_id, buf.frame_ids, buf.bboxes, np.concatenate(buf.features)) for track_id, buf in tracks],
+            info=info,
+            options=options,
+            video_name=video_name,
+            detector_name=detector_name,
+            monitor=monitor,
+            t_start=t_start,
+            frames_decoded=frames_decoded,
+            crops=crops,
+            warnings=list(getattr(reader, "warnings", ())),  # e.g. truncated: the frames before the break ran
+        )
 
+    def _prepare(self, options: RunOptions, *, expected_crops: int) -> None:
+        """The run's precision, backbone batch size and whether the compiled backbone pays."""
+        self._set_precision(options.precision or self.default_precision)
+        self._batch_size = options.batch_size
+        self._use_compiled = self.backbone_runner is not None and compile_pays(
+            options.compile_backbone or self.compile_backbone,
+            device=self.device,
+            precision=self.precision,
+            expected_crops=expected_crops,
+            compiled_already=self.backbone_runner.compiled,
+        )
+
+    def _finish(
+        self,
+        tracks: list[tuple[int, list[int], list[np.ndarray], np.ndarray]],
+        *,
+        info,
+        options: RunOptions,
+        video_name: str,
+        detector_name: str,
+        monitor: StageMonitor,
+        t_start: float,
+        frames_decoded: int,
+        crops: int,
+        warnings: list[str],
+        engine_for_frame: Callable[[int], Engine] | None = None,
+    ) -> RunOutput:
+        """Tracks [(track_id, frame ids, boxes, features (T, 2048))] -> the RunOutput: the temporal
+        model per track, smoothing, cameras. engine_for_frame(frame index): the engine whose device
+        runs the GRU chunk that starts at that frame (default: this one)."""
         results: list[Track] = []
         focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
-        for i, (track_id, buf) in enumerate(tracks):
+        for i, (track_id, frame_ids, bboxes, features) in enumerate(tracks):
             monitor.check_cancel()
             monitor.report("temporal", "temporal", i / len(tracks), force=True)
+            chunk_engine = None
+            if engine_for_frame is not None:
+                chunk_engine = lambda start, frames=frame_ids: engine_for_frame(frames[start])  # noqa: E731
             with monitor.stage("temporal"):
                 out = self.temporal(
-                    np.concatenate(buf.features), chunking=options.chunking, chunk_frames=options.temporal_chunk_frames
+                    features,
+                    chunking=options.chunking,
+                    chunk_frames=options.temporal_chunk_frames,
+                    engine_for_chunk=chunk_engine,
                 )
             theta, joints3d = out["theta"], out["kp_3d"]
             if options.smoothing > 0:
@@ -270,10 +320,10 @@ class Engine:
                 results.append(
                     postprocess.build_track(
                         track_id,
-                        np.asarray(buf.frame_ids),
+                        np.asarray(frame_ids),
                         theta,
                         joints3d,
-                        np.stack(buf.bboxes),
+                        np.stack(bboxes),
                         width=info.width,
                         height=info.height,
                         focal_px=focal_px,
@@ -314,9 +364,7 @@ class Engine:
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
             stream_people = fe.stream_people_staged
-        crop_on_device = None
-        if self.gpu_front_end and fe.crop_people_on_device is not None and not options.official:
-            crop_on_device = fe.crop_people_on_device
+        crop_frame = self.crop_function(fe, options)
         stream: Iterable = stream_people(
             TimedReader(reader, monitor),
             detector,
@@ -357,10 +405,7 @@ class Engine:
             if people:
                 with monitor.stage("crop"):
                     boxes = np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4)
-                    if crop_on_device is not None:
-                        frame_crops = crop_on_device(frame_rgb, boxes, self.device)
-                    else:
-                        frame_crops = torch.as_tensor(fe.crop_people(frame_rgb, boxes))
+                    frame_crops = crop_frame(frame_rgb, boxes)
                 for (track_id, box), crop in zip(people, frame_crops):
                     self._add_crop(buffers, queue, int(track_id), int(frame_index), box, crop, options)
                 while len(queue) >= options.batch_size:
@@ -372,6 +417,13 @@ class Engine:
         if queue:
             flush(len(queue))
         return buffers, frames_decoded, crops_done
+
+    def crop_function(self, fe: FrontEnd, options: RunOptions) -> Callable[[np.ndarray, np.ndarray], torch.Tensor]:
+        """(frame_rgb, boxes (K, 4) cxcywh) -> (K, 3, 224, 224) crops: on the device with the GPU
+        front end (except ``--official``, which keeps OpenCV's crop), else the front end's."""
+        if self.gpu_front_end and fe.crop_people_on_device is not None and not options.official:
+            return lambda frame_rgb, boxes: fe.crop_people_on_device(frame_rgb, boxes, self.device)
+        return lambda frame_rgb, boxes: torch.as_tensor(fe.crop_people(frame_rgb, boxes))
 
     @staticmethod
     def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions) -> None:
@@ -391,21 +443,8 @@ class Engine:
 
     @staticmethod
     def _select_tracks(buffers: dict[int, _TrackBuffer], options: RunOptions, video_name: str):
-        tracks = [
-            (tid, buf)
-            for tid, buf in buffers.items()
-            if buf.pending_crops is None and len(buf.frame_ids) >= options.min_track_frames
-        ]
-        if not tracks:
-            raise VibeError(
-                f"Nobody was found in '{video_name}': no person was tracked for at least "
-                f"{options.min_track_frames} frames. Use a clip where a whole person is visible, "
-                "or lower min_track_frames for very short clips."
-            )
-        tracks.sort(key=lambda item: -len(item[1].frame_ids))
-        if options.tracks_max is not None:
-            tracks = tracks[: options.tracks_max]
-        return sorted(tracks, key=lambda item: item[0])
+        complete = {tid: len(buf.frame_ids) for tid, buf in buffers.items() if buf.pending_crops is None}
+        return [(tid, buffers[tid]) for tid in select_tracks(complete, options, video_name)]
 
     def _meta(self, options: RunOptions, detector_name: str) -> dict[str, str]:
         meta = {k: ("" if v is None else str(v)) for k, v in asdict(options).items()}
@@ -424,6 +463,22 @@ class Engine:
             }
         )
         return meta
+
+
+def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_name: str) -> list[int]:
+    """{track_id: frames} -> the ids of the tracks a run keeps, in id order: at least
+    min_track_frames frames, the tracks_max longest. VibeError when none is left."""
+    kept = [tid for tid, n in frames_per_track.items() if n >= options.min_track_frames]
+    if not kept:
+        raise VibeError(
+            f"Nobody was found in '{video_name}': no person was tracked for at least "
+            f"{options.min_track_frames} frames. Use a clip where a whole person is visible, "
+            "or lower min_track_frames for very short clips."
+        )
+    kept.sort(key=lambda tid: -frames_per_track[tid])
+    if options.tracks_max is not None:
+        kept = kept[: options.tracks_max]
+    return sorted(kept)
 
 
 def load_engine(

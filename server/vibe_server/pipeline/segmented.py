@@ -1,0 +1,198 @@
+"""One long video on several devices at once, with the result of a one-device run.
+
+    output = run_across_devices([engine_gpu0, engine_gpu1], "long.mp4", options)
+
+The video is cut into as many consecutive segments as there are engines, one per engine's device.
+The heavy work that does not depend on earlier frames runs on all devices at once; the light work
+that does runs once, in order:
+
+1. detect (all devices): each decodes its segment and detects its scheduled frames (every Nth);
+2. track (in order, on the host): SORT over the whole video with those detections; with adaptive
+   detection the video is decoded once more here and a trigger detects on the first device, on
+   the spot, exactly as a one-device run would;
+3. crop + backbone (all devices): each decodes its segment again and runs ResNet-50 on the crops
+   of the kept tracks there;
+4. temporal: each track's GRU chunks (the very chunks of a one-device run) run on the device of
+   the segment where they start, the GRU state handed over from device to device.
+
+So tracks, frames and boxes equal a one-device run's, and the poses do up to the devices'
+arithmetic. Decoding is exact: a segment's worker decodes and drops the frames before its segment
+(OpenCV has no frame-exact seek), so detection and the backbone are divided, decoding is not.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vibe_blender.core.errors import VibeError
+
+from .engine import Engine, RunOutput, select_tracks
+from .options import RunOptions
+from .people import DetectionSchedule
+from .progress import ProgressFn, StageMonitor
+from .track import TrackletCollector
+
+
+def segment_bounds(frame_count: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) of ``parts`` consecutive segments of near-equal length covering the frames."""
+    edges = np.linspace(0, frame_count, parts + 1).round().astype(int).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def run_across_devices(
+    engines: Sequence[Engine],
+    video_path: str | Path,
+    options: RunOptions | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    video_name: str | None = None,
+) -> RunOutput:
+    """:meth:`Engine.run` with the work divided among ``engines`` (one per device, the same model)."""
+    if not engines:
+        raise VibeError("Running across devices needs at least one engine.")
+    if len(engines) == 1:
+        return engines[0].run(
+            video_path, options, progress=progress, should_cancel=should_cancel, video_name=video_name
+        )
+    options = options or RunOptions()
+    options.validate()
+    options = options.effective()
+    lead = engines[0]
+    monitor = StageMonitor(progress, should_cancel)
+    t_start = time.perf_counter()
+    reader = lead.open_video(video_path)
+    info = reader.info
+    video_name = video_name or info.name
+    for engine in engines:
+        engine._prepare(options, expected_crops=int(info.frame_count or 0) // len(engines))
+    bounds = segment_bounds(int(info.frame_count), len(engines))
+    pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
+
+    # 1. detect the scheduled frames of every segment, all devices at once
+    monitor.report("detect", "stream", 0.0, force=True)
+    with monitor.stage("detect"):
+        parts = list(pool.map(lambda job: _detect_segment(*job, video_path, options), zip(engines, bounds)))
+    scheduled = {index: dets for part, _ in parts for index, dets in part.items()}
+    frames_decoded = sum(decoded for _, decoded in parts)
+    if frames_decoded == 0:
+        raise VibeError(
+            f"No frame of '{video_name}' could be decoded. Check that the file plays, "
+            "or re-encode it (for example to H.264 .mp4)."
+        )
+    monitor.check_cancel()
+
+    # 2. track over the whole video, in order
+    with monitor.stage("track"):
+        schedule = DetectionSchedule(
+            lead.detector(options.detector), options.detection_stride, adaptive_detection=options.adaptive_detection
+        )
+        collector = TrackletCollector()
+        # adaptive triggers look at the frames; fixed-stride tracking needs only the detections
+        frames = (
+            lead.open_video(video_path) if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
+        )
+        for index, frame_rgb in frames:
+            dets = scheduled.get(index) if schedule.scheduled(index) else None
+            collector.add(index, schedule.step(index, frame_rgb, dets))
+        tracklets = collector.tracklets(min_track_frames=1)
+        kept = select_tracks({tid: len(t.frames) for tid, t in tracklets.items()}, options, video_name)
+    monitor.check_cancel()
+
+    # 3. crops and backbone, all devices at once
+    boxes_at: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for tid in kept:
+        for frame_index, box in zip(tracklets[tid].frames.tolist(), tracklets[tid].bboxes):
+            boxes_at.setdefault(frame_index, []).append((tid, box))
+    monitor.report("backbone", "stream", 0.5, force=True)
+    with monitor.stage("backbone"):
+        features = {}
+        for part in pool.map(lambda job: _features_segment(*job, video_path, options, boxes_at), zip(engines, bounds)):
+            features.update(part)
+    pool.shutdown()
+
+    # 4. the temporal model, chunk by chunk on the device of the chunk's segment
+    starts = [start for start, _ in bounds]
+    tracks = [
+        (
+            tid,
+            tracklets[tid].frames.tolist(),
+            list(tracklets[tid].bboxes),
+            np.stack([features[(tid, f)] for f in tracklets[tid].frames.tolist()]),
+        )
+        for tid in kept
+    ]
+    return lead._finish(
+        tracks,
+        info=info,
+        options=options,
+        video_name=video_name,
+        detector_name=lead.resolve_detector_name(options.detector),
+        monitor=monitor,
+        t_start=t_start,
+        frames_decoded=frames_decoded,
+        crops=len(features),
+        warnings=list(getattr(reader, "warnings", ())),
+        engine_for_frame=lambda frame: engines[bisect.bisect_right(starts, frame) - 1],
+    )
+
+
+def _detect_segment(
+    engine: Engine, bounds: tuple[int, int], video_path, options: RunOptions
+) -> tuple[dict[int, np.ndarray], int]:
+    """One segment on one engine -> ({frame index: detections} of its scheduled frames, frames decoded)."""
+    detector = engine.detector(options.detector)
+    batch_size = max(1, int(getattr(detector, "batch_size", 1)))
+    found: dict[int, np.ndarray] = {}
+    pending: list[tuple[int, np.ndarray]] = []
+    decoded = 0
+
+    def flush() -> None:
+        for (index, _), dets in zip(pending, detector.detect([frame for _, frame in pending]), strict=True):
+            found[index] = dets
+        pending.clear()
+
+    for index, frame_rgb in engine.open_video(video_path).frames(*bounds):
+        decoded += 1
+        if index % options.detection_stride == 0:
+            pending.append((index, frame_rgb))
+            if len(pending) == batch_size:
+                flush()
+    if pending:
+        flush()
+    return found, decoded
+
+
+def _features_segment(
+    engine: Engine, bounds: tuple[int, int], video_path, options: RunOptions, boxes_at: dict
+) -> dict[tuple[int, int], np.ndarray]:
+    """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
+    crop = engine.crop_function(engine._frontend(), options)
+    features: dict[tuple[int, int], np.ndarray] = {}
+    keys: list[tuple[int, int]] = []
+    crops: list[torch.Tensor] = []
+
+    def flush() -> None:
+        for key, feature in zip(keys, engine.extract_features(torch.cat(crops)), strict=True):
+            features[key] = feature
+        keys.clear()
+        crops.clear()
+
+    for index, frame_rgb in engine.open_video(video_path).frames(*bounds):
+        people = boxes_at.get(index)
+        if not people:
+            continue
+        crops.append(crop(frame_rgb, np.stack([box for _, box in people])))
+        keys.extend((tid, index) for tid, _ in people)
+        if len(keys) >= options.batch_size:
+            flush()
+    if keys:
+        flush()
+    return features

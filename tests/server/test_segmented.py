@@ -1,0 +1,104 @@
+"""One video on several devices at once (two CPU engines stand in for two GPUs) gives the result
+of a one-device run: the same tracks, frames and boxes, the same poses."""
+
+import numpy as np
+import pytest
+
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.options import RunOptions
+from vibe_server.pipeline.segmented import run_across_devices, segment_bounds
+
+from .conftest import TinyVIBE
+
+
+def test_segments_cover_the_video_in_order():
+    assert segment_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert segment_bounds(1394, 2) == [(0, 697), (697, 1394)]
+    assert segment_bounds(5, 1) == [(0, 5)]
+
+
+def _engine() -> Engine:
+    return Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RunOptions(detector="hog", min_track_frames=5, detection_stride=2, temporal_chunk_frames=4),
+        RunOptions(
+            detector="hog", min_track_frames=5, detection_stride=2, adaptive_detection=True, temporal_chunk_frames=5
+        ),
+        RunOptions(detector="hog", min_track_frames=5, official=True),
+    ],
+    ids=["stride 2", "stride 2 + adaptive", "official"],
+)
+def test_two_devices_give_the_one_device_result(short_clip, options):
+    one = _engine().run(short_clip, options).result
+    engines = [_engine(), _engine()]
+    second_device_chunks = []
+    forward = engines[1].model.forward_features
+
+    def counting_forward(features, h0=None, **kwargs):
+        second_device_chunks.append(h0 is not None)
+        return forward(features, h0=h0, **kwargs)
+
+    engines[1].model.forward_features = counting_forward
+    split = run_across_devices(engines, short_clip, options).result
+    assert [t.track_id for t in split.tracks] == [t.track_id for t in one.tracks] and one.tracks
+    for a, b in zip(split.tracks, one.tracks, strict=True):
+        np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
+        np.testing.assert_array_equal(a.bboxes, b.bboxes)
+        np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a.joints3d, b.joints3d, rtol=0, atol=1e-5)
+    # every GRU chunk that starts in the second half ran on the second device, and took over the
+    # state of the chunk before it (on either device) unless it is a track's first, or the official
+    # fresh state every 450 frames
+    effective = options.effective()
+    chunk = 450 if effective.chunking == "official" else effective.temporal_chunk_frames
+    second_half = segment_bounds(split.video.frame_count, 2)[1][0]
+    expected = [
+        effective.chunking == "carry" and start > 0
+        for track in one.tracks
+        for start in range(0, len(track.frame_ids), chunk)
+        if track.frame_ids[start] >= second_half
+    ]
+    assert second_device_chunks == expected
+    assert expected or effective.chunking == "official"  # (one 450-frame chunk: all on the first device)
+    assert split.video.frame_count == one.video.frame_count
+
+
+def test_the_gru_state_crosses_devices_inside_a_track(short_clip):
+    """Three devices: the walker's track runs through the second cut, so its chunk after the cut
+    starts, on the third device, from the state the second device left; the result is still the
+    one-device result."""
+    options = RunOptions(detector="hog", min_track_frames=5, detection_stride=2, temporal_chunk_frames=4)
+    engines = [_engine(), _engine(), _engine()]
+    handed_over = []
+    forward = engines[2].model.forward_features
+    engines[2].model.forward_features = lambda x, h0=None, **kw: (
+        handed_over.append(h0 is not None),
+        forward(x, h0=h0, **kw),
+    )[1]
+    split = run_across_devices(engines, short_clip, options).result
+    one = _engine().run(short_clip, options).result
+    cut = segment_bounds(split.video.frame_count, 3)[2][0]
+    assert any(t.frame_ids[0] < cut <= t.frame_ids[-1] for t in split.tracks)
+    assert handed_over and all(handed_over)
+    for a, b in zip(split.tracks, one.tracks, strict=True):
+        np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
+
+
+def test_one_engine_is_a_plain_run(short_clip):
+    options = RunOptions(detector="hog", min_track_frames=5)
+    a = run_across_devices([_engine()], short_clip, options).result
+    b = _engine().run(short_clip, options).result
+    for x, y in zip(a.tracks, b.tracks, strict=True):
+        np.testing.assert_array_equal(x.pose, y.pose)
+
+
+def test_nobody_in_the_video_is_the_one_clear_error(short_clip, monkeypatch):
+    from vibe_blender.core.errors import VibeError
+
+    options = RunOptions(detector="hog", min_track_frames=500)
+    with pytest.raises(VibeError, match="Nobody was found"):
+        run_across_devices([_engine(), _engine()], short_clip, options)

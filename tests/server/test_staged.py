@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from vibe_server.pipeline.people import stream_people
 from vibe_server.pipeline.staged import StagedPeopleStream, stream_people_staged
@@ -142,3 +143,15 @@ def test_the_gpu_front_end_on_a_cpu_gives_the_streaming_results(short_clip):
     )
     for a, b in zip(again.tracks, reference.result.tracks, strict=True):
         np.testing.assert_array_equal(a.pose, b.pose)  # --official keeps OpenCV's crop on any front end
+
+
+def test_detection_gets_a_cuda_stream_of_its_own_only_on_a_gpu():
+    from types import SimpleNamespace
+
+    from vibe_server.pipeline.staged import detection_stream
+
+    assert detection_stream(BlockDetector()) is None  # no device: the caller's
+    assert detection_stream(SimpleNamespace(device="cpu")) is None
+    if torch.cuda.is_available():  # a GPU machine: a stream on the detector's device
+        stream = detection_stream(SimpleNamespace(device="cuda:0"))
+        assert isinstance(stream, torch.cuda.Stream) and stream.device == torch.device("cuda:0")

@@ -2,8 +2,8 @@
 
     decode thread     the reader decodes ahead (the engine sets its ``prefetch``)  -> bounded queue
     detect thread     each run of frames holding ``detector.batch_size`` scheduled detection frames
-                      is detected in one batch (on the GPU: letterbox, YOLOv3 and NMS on the
-                      device, one copy of the boxes back)                         -> bounded queue
+                      is detected in one batch (on the GPU: on a CUDA stream of its own, letterbox,
+                      YOLOv3 and NMS on the device, one copy of the boxes back)   -> bounded queue
     caller's thread   SORT frame by frame (an adaptive detection runs there, on the spot), then
                       the caller crops and runs the backbone
 
@@ -18,7 +18,11 @@ tests hold the two equal.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
 
 from .background import ahead_in_thread
 from .detect import Detector
@@ -36,10 +40,25 @@ class StagedPeopleStream(PeopleStream):
 
     def __iter__(self) -> Iterator[FramePeople]:
         self._start()
-        runs = ((pending, self._detect_scheduled(pending)) for pending in self._detection_batches())
+        stream = detection_stream(self.detector)
+        runs = ((pending, self._detect_on(stream, pending)) for pending in self._detection_batches())
         for pending, detections in ahead_in_thread(runs, max_ahead=self.queue_runs, name="detect"):
             yield from self._track(pending, detections)
         self._finished = True
+
+    def _detect_on(self, stream, pending: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        """The scheduled frames' detections, their GPU work queued on ``stream`` (None: the current one)."""
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            return self._detect_scheduled(pending)  # ends with the boxes on the host: the stream is done
+
+
+def detection_stream(detector: Detector):
+    """A CUDA stream of its own for a detector on a GPU, so that YOLOv3 runs beside the backbone's
+    work on the default stream; None on a CPU."""
+    device = getattr(detector, "device", None)
+    if device is None or torch.device(device).type != "cuda":
+        return None
+    return torch.cuda.Stream(device=device)
 
 
 def stream_people_staged(

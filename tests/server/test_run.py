@@ -230,3 +230,29 @@ def test_load_engine_picks_the_precision_from_the_cpu(monkeypatch, tmp_path):
         monkeypatch.setattr(cpu_features, "cpu_has_fast_bf16", lambda text=None, v=has_bf16: v)
         assert engine_module.load_engine(tmp_path, device="cpu").precision == expected
     assert engine_module.load_engine(tmp_path, device="cpu", precision="fp32").precision == "fp32"
+
+
+@pytest.mark.parametrize("return_gru_state", [True, False])
+@pytest.mark.parametrize("chunking, chunk_frames", [("carry", 7), ("carry", 256), ("official", 256)])
+def test_tracks_through_the_temporal_model_together_equal_one_by_one(
+    make_engine, return_gru_state, chunking, chunk_frames, monkeypatch
+):
+    """GRU, regressor and SMPL batched over tracks of different lengths (padded chunks) give each
+    track what it gets alone."""
+    import vibe_server.pipeline.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "OFFICIAL_CHUNK_FRAMES", 9)  # official chunks short enough to matter
+    engine = make_engine(return_gru_state=return_gru_state)
+    rng = np.random.default_rng(0)
+    features = [rng.normal(size=(n, 2048)).astype(np.float32) for n in (30, 3, 14, 7, 22)]
+    batches = []
+    forward = engine.model.forward_features
+    engine.model.forward_features = lambda x, h0=None, **kw: (batches.append(x.shape[0]), forward(x, h0=h0, **kw))[1]
+    together = engine.temporal_tracks(features, chunking=chunking, chunk_frames=chunk_frames)
+    assert batches[0] == len(features)  # the first chunks of all five tracks in one call
+    engine.model.forward_features = forward
+    for f, out in zip(features, together, strict=True):
+        alone = engine.temporal(f, chunking=chunking, chunk_frames=chunk_frames)
+        assert out["theta"].shape == (len(f), 85) and out["kp_3d"].shape == (len(f), 49, 3)
+        np.testing.assert_allclose(out["theta"], alone["theta"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(out["kp_3d"], alone["kp_3d"], rtol=0, atol=1e-5)

@@ -195,6 +195,34 @@ class Engine:
                     h = engine._final_gru_state(out, x, h)
         return {"theta": torch.cat(theta).numpy(), "kp_3d": torch.cat(kp_3d).numpy()}
 
+    def temporal_tracks(self, features: list[np.ndarray], *, chunking: str, chunk_frames: int) -> list[dict]:
+        """:meth:`temporal` for several tracks at once: chunk k of every track that has one goes
+        through the model in one batch (shorter chunks padded at the end). Equal to one call per
+        track: the GRU runs forward in time, so padding never changes a real frame, and only a
+        track's last chunk can be short, so a state after padding is never carried on."""
+        if chunking == "official":
+            chunk_frames, carry = OFFICIAL_CHUNK_FRAMES, False
+        else:
+            carry = True
+        feats = [torch.as_tensor(f, dtype=torch.float32) for f in features]
+        pieces: list[dict[str, list[torch.Tensor]]] = [{"theta": [], "kp_3d": []} for _ in feats]
+        active: list[int] = []
+        h = None  # (layers, len(active), hidden): the carried state of the tracks in ``active``
+        with torch.inference_mode():
+            for start in range(0, max((len(f) for f in feats), default=0), chunk_frames):
+                now = [i for i, f in enumerate(feats) if len(f) > start]
+                if h is not None:
+                    h = h[:, [active.index(i) for i in now]]
+                active = now
+                chunks = [feats[i][start : start + chunk_frames] for i in active]
+                x = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True).to(self.device)
+                out = self.model.forward_features(x, h0=h)
+                for row, (i, chunk) in enumerate(zip(active, chunks, strict=True)):
+                    pieces[i]["theta"].append(out["theta"][row, : len(chunk)].float().cpu())
+                    pieces[i]["kp_3d"].append(out["kp_3d"][row, : len(chunk)].float().cpu())
+                h = self._final_gru_state(out, x, h) if carry else None
+        return [{key: torch.cat(parts).numpy() for key, parts in track.items()} for track in pieces]
+
     def _final_gru_state(self, out: dict, x, h0):
         """The GRU state after a chunk: from the model's output when it returns one, else by running
         the encoder's GRU over the chunk again (it costs little next to the backbone)."""
@@ -294,19 +322,27 @@ class Engine:
         runs the GRU chunk that starts at that frame (default: this one)."""
         results: list[Track] = []
         focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
-        for i, (track_id, frame_ids, bboxes, features) in enumerate(tracks):
-            monitor.check_cancel()
-            monitor.report("temporal", "temporal", i / len(tracks), force=True)
-            chunk_engine = None
-            if engine_for_frame is not None:
-                chunk_engine = lambda start, frames=frame_ids: engine_for_frame(frames[start])  # noqa: E731
+        monitor.report("temporal", "temporal", 0.0, force=True)
+        if engine_for_frame is None:  # every track at once
             with monitor.stage("temporal"):
-                out = self.temporal(
-                    features,
+                outputs = self.temporal_tracks(
+                    [features for *_, features in tracks],
                     chunking=options.chunking,
                     chunk_frames=options.temporal_chunk_frames,
-                    engine_for_chunk=chunk_engine,
                 )
+        for i, (track_id, frame_ids, bboxes, features) in enumerate(tracks):
+            monitor.check_cancel()
+            if engine_for_frame is None:
+                out = outputs[i]
+            else:  # track by track, each chunk on its segment's device
+                monitor.report("temporal", "temporal", i / len(tracks), force=True)
+                with monitor.stage("temporal"):
+                    out = self.temporal(
+                        features,
+                        chunking=options.chunking,
+                        chunk_frames=options.temporal_chunk_frames,
+                        engine_for_chunk=lambda start, frames=frame_ids: engine_for_frame(frames[start]),
+                    )
             theta, joints3d = out["theta"], out["kp_3d"]
             if options.smoothing > 0:
                 monitor.report("smpl", "smpl", i / len(tracks), force=True)

@@ -115,3 +115,24 @@ def test_validation_messages(bad, message):
 
 def test_the_docs_table_is_the_definition():
     assert markdown_table() in DOCS.read_text(), "run: python -m vibe_server.pipeline.options"
+
+
+def test_the_live_options_are_defined_once_too():
+    """The live API's params and the `vibe-mocap live` flags come from LiveOptions, with its bounds."""
+    import pydantic
+
+    from vibe_server.api.schemas import LiveParams
+    from vibe_server.pipeline.live_options import LiveOptions
+
+    http = [s.name for s in option_specs(LiveOptions, http=True)]
+    assert list(LiveParams.model_fields) == [*http, "lossless", "max_frames"]
+    assert "focal_px" not in http
+    for bad in ({"max_people": 33}, {"smoothing": 1.5}, {"detection_stride": 0}, {"detector": "ssd"}):
+        with pytest.raises(pydantic.ValidationError):
+            LiveParams(**bad)
+        with pytest.raises(VibeError):
+            LiveOptions(**bad).validate()
+    parser = argparse.ArgumentParser()
+    add_cli_flags(parser, LiveOptions)
+    parsed = options_from_cli(parser.parse_args(["--max-people", "2", "--no-adaptive-detection"]), LiveOptions)
+    assert parsed == LiveOptions(max_people=2, adaptive_detection=False)

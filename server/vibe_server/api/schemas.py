@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..pipeline.options import DEFAULT_DETECTION_STRIDE, option_specs
+from ..pipeline.live_options import LiveOptions
+from ..pipeline.options import option_specs
 
 API_VERSION = 1
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -29,12 +30,17 @@ class _NullMeansDefault(BaseModel):
         return data
 
 
+def _fields(specs: list) -> dict[str, tuple]:
+    """Pydantic fields (type, default, bounds, description) of option specs."""
+    return {
+        spec.name: (spec.kind, Field(spec.default, ge=spec.ge, gt=spec.gt, le=spec.le, description=spec.help))
+        for spec in specs
+    }
+
+
 def _job_params_model() -> type[BaseModel]:
     """``JobParams`` from the one definition of the options (``pipeline/options.py: RunOptions``)."""
-    fields = {
-        spec.name: (spec.kind, Field(spec.default, ge=spec.ge, gt=spec.gt, le=spec.le, description=spec.help))
-        for spec in option_specs(http=True)
-    }
+    fields = _fields(option_specs(http=True))
     return create_model(
         "JobParams", __base__=_NullMeansDefault, __module__=__name__, __doc__=_NullMeansDefault.__doc__, **fields
     )
@@ -94,20 +100,27 @@ class Health(BaseModel):
     queue_length: int
 
 
-class LiveParams(BaseModel):
+class _LiveParamsBase(BaseModel):
     """Options of a live session; unknown keys are refused (422)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: Literal["auto", "yolo", "hog"] = "auto"
-    detection_stride: int = Field(
-        DEFAULT_DETECTION_STRIDE, ge=1, le=1000, description="detect every Nth processed frame"
+
+def _live_params_model() -> type[BaseModel]:
+    """``LiveParams``: the live options (``pipeline/live.py: LiveOptions``, one definition) plus the
+    two that belong to a session's source rather than its pipeline."""
+    fields = _fields(option_specs(LiveOptions, http=True))
+    fields["lossless"] = (bool, Field(False, description="files only: wait for the model instead of dropping frames"))
+    fields["max_frames"] = (
+        int | None,
+        Field(None, ge=1, description="stop after this many processed frames (empty: never)"),
     )
-    adaptive_detection: bool = Field(True, description="also detect where the tracker may be wrong")
-    smoothing: float = Field(0.0, ge=0.0, le=1.0, description="causal smoothing, 0 (off) .. 1")
-    max_people: int = Field(4, ge=1, le=32, description="follow at most this many people")
-    lossless: bool = Field(False, description="files only: wait for the model instead of dropping frames")
-    max_frames: int | None = Field(None, ge=1, description="stop after this many processed frames (empty: never)")
+    return create_model(
+        "LiveParams", __base__=_LiveParamsBase, __module__=__name__, __doc__=_LiveParamsBase.__doc__, **fields
+    )
+
+
+LiveParams = _live_params_model()
 
 
 class LiveRequest(BaseModel):

@@ -13,8 +13,9 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 
 from ..data.loading import resolve_device
+from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import open_live_source, parse_source
-from ..pipeline.options import DEFAULT_DETECTION_STRIDE
+from ..pipeline.options import add_cli_flags, options_from_cli
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,27 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--duration", type=float, metavar="S", help="stop after S seconds (default: until the source ends or Ctrl-C)"
     )
-    p.add_argument(
-        "--detector",
-        choices=("auto", "yolo", "hog"),
-        default="auto",
-        help="person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)",
-    )
-    p.add_argument(
-        "--detection-stride",
-        type=int,
-        default=DEFAULT_DETECTION_STRIDE,
-        metavar="N",
-        help=f"detect every Nth frame (default {DEFAULT_DETECTION_STRIDE})",
-    )
-    p.add_argument(
-        "--no-adaptive-detection",
-        dest="adaptive_detection",
-        action="store_false",
-        help="detect only every Nth frame, not also where the tracker's boxes may be wrong",
-    )
-    p.add_argument("--smoothing", type=float, default=0.0, metavar="S", help="causal smoothing 0 (off) .. 1")
-    p.add_argument("--max-people", type=int, default=4, metavar="N", help="follow at most N people (default 4)")
+    add_cli_flags(p, LiveOptions)  # the live options (pipeline/live_options.py)
     p.add_argument(
         "--lossless",
         action="store_true",
@@ -62,18 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
-    from ..pipeline.live import LiveOptions, LiveRecording, LiveSession, LiveStats, run_live
+    from ..pipeline.live import LiveRecording, LiveSession, LiveStats, run_live
 
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":
         raise VibeError(f"The recording must end in .npz; got '{record}'.")
-    options = LiveOptions(
-        detector=args.detector,
-        detection_stride=args.detection_stride,
-        adaptive_detection=args.adaptive_detection,
-        smoothing=args.smoothing,
-        max_people=args.max_people,
-    )
+    options = options_from_cli(args, LiveOptions)
     options.validate()
     parse_source(args.source)  # a bad source is refused before the model loads
     engine = load_engine(

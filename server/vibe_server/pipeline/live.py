@@ -31,7 +31,7 @@ from vibe_blender.core.result_file import MocapResult, VideoInfo
 
 from . import postprocess
 from .crop import crop_people
-from .options import DEFAULT_DETECTION_STRIDE
+from .live_options import LiveOptions
 from .people import DetectionSchedule
 from .smooth import CausalRotationFilter
 from .track import xyxy_to_square_cxcywh
@@ -41,28 +41,6 @@ if TYPE_CHECKING:
     from .live_source import LiveFrame, LiveSource
 
 FORGET_AFTER_FRAMES = 30  # a person unseen this long starts a fresh GRU state if seen again
-
-
-@dataclass
-class LiveOptions:
-    detector: str = "auto"  # "yolo" | "hog" | "auto"
-    detection_stride: int = DEFAULT_DETECTION_STRIDE  # detect every Nth processed frame; the tracker carries the rest
-    adaptive_detection: bool = True  # also detect where the tracker may be wrong (as offline)
-    smoothing: float = 0.0  # 0 (off) .. 1, causal
-    max_people: int = 4  # the largest boxes are kept
-    focal_px: float | None = None  # for the root translation; None: the longer image side
-
-    def validate(self) -> None:
-        if self.detector not in ("auto", "yolo", "hog"):
-            raise VibeError(f"Unknown detector '{self.detector}'; use 'yolo', 'hog' or 'auto'.")
-        if not 1 <= int(self.detection_stride) <= 1000:
-            raise VibeError(f"'detection_stride' must be between 1 and 1000; got {self.detection_stride}.")
-        if not 0.0 <= float(self.smoothing) <= 1.0:
-            raise VibeError(f"'smoothing' must be between 0 and 1; got {self.smoothing}.")
-        if not 1 <= int(self.max_people) <= 32:
-            raise VibeError(f"'max_people' must be between 1 and 32; got {self.max_people}.")
-        if self.focal_px is not None and not self.focal_px > 0:
-            raise VibeError(f"The focal length must be positive; got {self.focal_px} px.")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ its help text, its bounds and where it is offered. Everything else is derived fr
 - the ``params`` table of docs/server.md (:func:`markdown_table`; a test keeps the two the same).
 
 Adding an option is one field here (then use it in ``engine.py``); ``http=False`` keeps it off the
-HTTP API, ``cli=False`` off the command line.
+HTTP API, ``cli=False`` off the command line. Live capture's ``LiveOptions`` (``pipeline/live.py``)
+is defined the same way, and its HTTP schema, flags and checks come from the same functions.
 """
 
 from __future__ import annotations
@@ -123,10 +124,7 @@ class RunOptions:
 
     def validate(self) -> None:
         """One VibeError naming the first option out of its choices or bounds."""
-        for spec in option_specs():
-            problem = spec.problem(getattr(self, spec.name))
-            if problem:
-                raise VibeError(problem)
+        validate_options(self)
 
     def effective(self) -> RunOptions:
         """These options as a run uses them: with ``official``, those of :func:`official_options`."""
@@ -210,11 +208,15 @@ class OptionSpec:
         return None
 
 
-def option_specs(*, http: bool | None = None, cli: bool | None = None) -> list[OptionSpec]:
-    """The options in definition order; http / cli: only those offered (True) or not (False) there."""
-    hints = typing.get_type_hints(RunOptions)
+def option_specs(
+    options_class: type | None = None, *, http: bool | None = None, cli: bool | None = None
+) -> list[OptionSpec]:
+    """The options of ``options_class`` (a dataclass of :func:`option` fields; default RunOptions)
+    in definition order; http / cli: only those offered (True) or not (False) there."""
+    options_class = options_class or RunOptions
+    hints = typing.get_type_hints(options_class)
     specs = []
-    for f in dataclasses.fields(RunOptions):
+    for f in dataclasses.fields(options_class):
         m = f.metadata
         spec = OptionSpec(
             name=f.name,
@@ -234,14 +236,22 @@ def option_specs(*, http: bool | None = None, cli: bool | None = None) -> list[O
     return specs
 
 
+def validate_options(options: Any) -> None:
+    """One VibeError naming the first field of ``options`` out of its choices or bounds."""
+    for spec in option_specs(type(options)):
+        problem = spec.problem(getattr(options, spec.name))
+        if problem:
+            raise VibeError(problem)
+
+
 # --------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------
 
 
-def add_cli_flags(parser: argparse.ArgumentParser) -> None:
+def add_cli_flags(parser: argparse.ArgumentParser, options_class: type | None = None) -> None:
     """One ``--flag-name`` per CLI option, with its choices, type, default and help."""
-    for spec in option_specs(cli=True):
+    for spec in option_specs(options_class, cli=True):
         flag = "--" + spec.name.replace("_", "-")
         text = spec.help.replace("%", "%%")  # argparse formats help with %
         if spec.scalar is bool:
@@ -255,9 +265,10 @@ def add_cli_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def options_from_cli(args: argparse.Namespace) -> RunOptions:
-    """The parsed flags of :func:`add_cli_flags` -> RunOptions (CLI-less options at their defaults)."""
-    return RunOptions(**{spec.name: getattr(args, spec.name) for spec in option_specs(cli=True)})
+def options_from_cli(args: argparse.Namespace, options_class: type | None = None) -> Any:
+    """The parsed flags of :func:`add_cli_flags` -> the options (CLI-less options at their defaults)."""
+    options_class = options_class or RunOptions
+    return options_class(**{spec.name: getattr(args, spec.name) for spec in option_specs(options_class, cli=True)})
 
 
 # --------------------------------------------------------------------------------------------

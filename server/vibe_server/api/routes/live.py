@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from vibe_blender.core.errors import VibeError
 
+from ...pipeline.live_options import LiveOptions
 from ...pipeline.live_source import parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
 from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, LiveRun, Subscriber
@@ -40,8 +41,6 @@ def find_run(manager: LiveManager | None, live_id: str) -> LiveRun:
 async def start_live(body: LiveRequest, request: Request, engine: EngineDep) -> dict:
     """Start a live session: a camera index, a stream URL on this machine, or a video file on the
     server's disk (loopback clients only) played at its own frame rate."""
-    from ...pipeline.live import LiveOptions  # start-up: OpenCV loads with the first live session, not with the API
-
     try:
         kind, _ = parse_source(body.source)
     except VibeError as err:

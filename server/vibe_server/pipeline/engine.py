@@ -43,7 +43,7 @@ from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
 
 OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
-DECODE_AHEAD_FRAMES = 64  # the GPU front end's decode thread runs at most this far ahead
+DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 
@@ -267,7 +267,7 @@ class Engine:
         if self.gpu_front_end and hasattr(reader, "prefetch"):  # decode in a thread of its own
             reader.prefetch = max(reader.prefetch, DECODE_AHEAD_FRAMES)
         info = reader.info
-        self._prepare(options, expected_crops=int(info.frame_count or 0))
+        self.prepare_run(options, expected_crops=int(info.frame_count or 0))
         video_name = video_name or info.name
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
@@ -277,7 +277,7 @@ class Engine:
                 "or re-encode it (for example to H.264 .mp4)."
             )
         tracks = self._select_tracks(buffers, options, video_name)
-        return self._finish(
+        return self.finish_run(
             [(track_id, buf.frame_ids, buf.bboxes, np.concatenate(buf.features)) for track_id, buf in tracks],
             info=info,
             options=options,
@@ -290,7 +290,7 @@ class Engine:
             warnings=list(getattr(reader, "warnings", ())),  # e.g. truncated: the frames before the break ran
         )
 
-    def _prepare(self, options: RunOptions, *, expected_crops: int) -> None:
+    def prepare_run(self, options: RunOptions, *, expected_crops: int) -> None:
         """The run's precision, backbone batch size and whether the compiled backbone pays."""
         self._set_precision(options.precision or self.default_precision)
         self._batch_size = options.batch_size
@@ -302,7 +302,7 @@ class Engine:
             compiled_already=self.backbone_runner.compiled,
         )
 
-    def _finish(
+    def finish_run(
         self,
         tracks: list[tuple[int, list[int], list[np.ndarray], np.ndarray]],
         *,
@@ -400,7 +400,7 @@ class Engine:
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
             stream_people = fe.stream_people_staged
-        crop_frame = self.crop_function(fe, options)
+        crop_frame = self.crop_function(options)
         stream: Iterable = stream_people(
             TimedReader(reader, monitor),
             detector,
@@ -454,9 +454,10 @@ class Engine:
             flush(len(queue))
         return buffers, frames_decoded, crops_done
 
-    def crop_function(self, fe: FrontEnd, options: RunOptions) -> Callable[[np.ndarray, np.ndarray], torch.Tensor]:
+    def crop_function(self, options: RunOptions) -> Callable[[np.ndarray, np.ndarray], torch.Tensor]:
         """(frame_rgb, boxes (K, 4) cxcywh) -> (K, 3, 224, 224) crops: on the device with the GPU
         front end (except ``--official``, which keeps OpenCV's crop), else the front end's."""
+        fe = self._frontend()
         if self.gpu_front_end and fe.crop_people_on_device is not None and not options.official:
             return lambda frame_rgb, boxes: fe.crop_people_on_device(frame_rgb, boxes, self.device)
         return lambda frame_rgb, boxes: torch.as_tensor(fe.crop_people(frame_rgb, boxes))

@@ -72,7 +72,7 @@ def run_across_devices(
     info = reader.info
     video_name = video_name or info.name
     for engine in engines:
-        engine._prepare(options, expected_crops=int(info.frame_count or 0) // len(engines))
+        engine.prepare_run(options, expected_crops=int(info.frame_count or 0) // len(engines))
     bounds = segment_bounds(int(info.frame_count), len(engines))
     pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
 
@@ -129,7 +129,7 @@ def run_across_devices(
         )
         for tid in kept
     ]
-    return lead._finish(
+    return lead.finish_run(
         tracks,
         info=info,
         options=options,
@@ -174,7 +174,7 @@ def _features_segment(
     engine: Engine, bounds: tuple[int, int], video_path, options: RunOptions, boxes_at: dict
 ) -> dict[tuple[int, int], np.ndarray]:
     """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
-    crop = engine.crop_function(engine._frontend(), options)
+    crop = engine.crop_function(options)
     features: dict[tuple[int, int], np.ndarray] = {}
     keys: list[tuple[int, int]] = []
     crops: list[torch.Tensor] = []

@@ -46,13 +46,13 @@ class StagedPeopleStream(PeopleStream):
             yield from self._track(pending, detections)
         self._finished = True
 
-    def _detect_on(self, stream, pending: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+    def _detect_on(self, stream: torch.cuda.Stream | None, pending: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         """The scheduled frames' detections, their GPU work queued on ``stream`` (None: the current one)."""
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             return self._detect_scheduled(pending)  # ends with the boxes on the host: the stream is done
 
 
-def detection_stream(detector: Detector):
+def detection_stream(detector: Detector) -> torch.cuda.Stream | None:
     """A CUDA stream of its own for a detector on a GPU, so that YOLOv3 runs beside the backbone's
     work on the default stream; None on a CPU."""
     device = getattr(detector, "device", None)

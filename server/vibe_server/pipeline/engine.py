@@ -306,7 +306,7 @@ class Engine:
         self,
         tracks: list[tuple[int, list[int], list[np.ndarray], np.ndarray]],
         *,
-        info,
+        info: VideoInfo,
         options: RunOptions,
         video_name: str,
         detector_name: str,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .options import DEFAULT_DETECTION_STRIDE, option, validate_options
+from .options import detection_stride_option, detector_option, focal_px_option, option, validate_options
 
 
 @dataclass
@@ -14,28 +14,12 @@ class LiveOptions:
     """A live session's settings: the HTTP API's live ``params``, the ``vibe-mocap live`` flags (both
     derived, as for :class:`~vibe_server.pipeline.options.RunOptions`)."""
 
-    detector: Literal["auto", "yolo", "hog"] = option(
-        "auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)"
-    )
-    detection_stride: int = option(
-        DEFAULT_DETECTION_STRIDE,
-        "detect every Nth processed frame; the tracker carries the boxes in between",
-        ge=1,
-        le=1000,
-        metavar="N",
-    )
+    detector: Literal["auto", "yolo", "hog"] = detector_option()
+    detection_stride: int = detection_stride_option()  # counted in processed frames
     adaptive_detection: bool = option(True, "also detect at once where the tracker's boxes may be wrong (as offline)")
     smoothing: float = option(0.0, "causal pose smoothing: 0 (off) .. 1", ge=0.0, le=1.0, metavar="S")
     max_people: int = option(4, "follow at most this many people (the largest boxes)", ge=1, le=32, metavar="N")
-    focal_px: float | None = option(
-        None,
-        "focal length in pixels for the root translation (default: the longer image side)",
-        gt=0.0,
-        label="focal length",
-        metavar="PX",
-        http=False,
-        cli=False,
-    )
+    focal_px: float | None = focal_px_option(cli=False)
 
     def validate(self) -> None:
         """One VibeError naming the first option out of its choices or bounds."""

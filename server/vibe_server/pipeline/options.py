@@ -61,20 +61,41 @@ def option(
 DEFAULT_DETECTION_STRIDE = 8
 
 
-@dataclass
-class RunOptions:
-    """Per-job settings: the HTTP API's ``params``, the ``vibe-mocap infer`` flags, the Python API's options."""
+def detector_option() -> Any:
+    """The ``detector`` field, shared with the live options."""
+    return option("auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)")
 
-    detector: Literal["auto", "yolo", "hog"] = option(
-        "auto", "person detector (auto: YOLOv3 when its weights are installed, else OpenCV HOG)"
-    )
-    detection_stride: int = option(
+
+def detection_stride_option() -> Any:
+    """The ``detection_stride`` field, shared with the live options."""
+    return option(
         DEFAULT_DETECTION_STRIDE,
         "detect people every Nth frame; the tracker carries the boxes in between",
         ge=1,
         le=1000,
         metavar="N",
     )
+
+
+def focal_px_option(*, cli: bool = True) -> Any:
+    """The ``focal_px`` field (not over HTTP), shared with the live options."""
+    return option(
+        None,
+        "focal length in pixels for the root translation (default: the longer image side)",
+        gt=0.0,
+        label="focal length",
+        metavar="PX",
+        http=False,
+        cli=cli,
+    )
+
+
+@dataclass
+class RunOptions:
+    """Per-job settings: the HTTP API's ``params``, the ``vibe-mocap infer`` flags, the Python API's options."""
+
+    detector: Literal["auto", "yolo", "hog"] = detector_option()
+    detection_stride: int = detection_stride_option()
     adaptive_detection: bool = option(
         True,
         "also detect at once where the tracker may be wrong (a box leaving the frame, tracks meeting, "
@@ -92,14 +113,7 @@ class RunOptions:
         "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
     )
     tracks_max: int | None = option(None, "keep only the N longest tracks (default: all)", ge=1, metavar="N")
-    focal_px: float | None = option(
-        None,
-        "focal length in pixels for the root translation (default: the longer image side)",
-        gt=0.0,
-        label="focal length",
-        metavar="PX",
-        http=False,
-    )
+    focal_px: float | None = focal_px_option()
     batch_size: int = option(32, "person crops per backbone call", ge=1, metavar="N", http=False)
     temporal_chunk_frames: int = option(
         256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False

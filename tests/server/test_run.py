@@ -256,3 +256,15 @@ def test_tracks_through_the_temporal_model_together_equal_one_by_one(
         assert out["theta"].shape == (len(f), 85) and out["kp_3d"].shape == (len(f), 49, 3)
         np.testing.assert_allclose(out["theta"], alone["theta"], rtol=0, atol=1e-5)
         np.testing.assert_allclose(out["kp_3d"], alone["kp_3d"], rtol=0, atol=1e-5)
+
+
+def test_the_backbone_batch_is_larger_on_a_gpu_unless_a_run_sets_it(tiny_engine):
+    from .conftest import TinyVIBE
+
+    assert tiny_engine.default_batch_size() == 32
+    tiny_engine.run("clip.mp4", RunOptions())
+    assert tiny_engine.batch_size == 32
+    tiny_engine.run("clip.mp4", RunOptions(batch_size=5))
+    assert tiny_engine.batch_size == 5
+    on_gpu = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cuda:0")  # built, never run, here
+    assert on_gpu.default_batch_size() == 128 and on_gpu.gpu_front_end

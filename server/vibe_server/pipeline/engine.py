@@ -43,6 +43,7 @@ from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
 
 OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
+CPU_BACKBONE_BATCH, GPU_BACKBONE_BATCH = 32, 128  # crops per backbone call by default
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
@@ -94,7 +95,7 @@ class Engine:
         self.gpu_front_end = device.startswith("cuda") if gpu_front_end is None else bool(gpu_front_end)
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._channels_last: bool | None = None  # the backbone's memory format is set below
-        self._batch_size = RunOptions.batch_size
+        self.batch_size = self.default_batch_size()  # crops per backbone call in the current run
         self.precision = self._check_precision(precision)
         self.default_precision = self.precision
         if compile_backbone not in COMPILE_MODES:
@@ -103,6 +104,10 @@ class Engine:
         self._use_compiled = False
         self.backbone_runner = BackboneRunner(model.backbone, on_fallback=log) if hasattr(model, "backbone") else None
         self._set_precision(self.precision)
+
+    def default_batch_size(self) -> int:
+        """Crops per backbone call when a run does not say: a GPU keeps busy only with large batches."""
+        return GPU_BACKBONE_BATCH if self.device.startswith("cuda") else CPU_BACKBONE_BATCH
 
     def _check_precision(self, precision: str) -> str:
         if precision not in PRECISIONS:
@@ -158,7 +163,7 @@ class Engine:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.precision, self.device.split(":")[0]):
             if self._use_compiled:
-                features = self.backbone_runner(images, compiled=True, batch_size=self._batch_size)
+                features = self.backbone_runner(images, compiled=True, batch_size=self.batch_size)
             else:
                 features = self.model.extract_features(images[None])[0]
         return features.float().cpu().numpy()
@@ -293,7 +298,7 @@ class Engine:
     def prepare_run(self, options: RunOptions, *, expected_crops: int) -> None:
         """The run's precision, backbone batch size and whether the compiled backbone pays."""
         self._set_precision(options.precision or self.default_precision)
-        self._batch_size = options.batch_size
+        self.batch_size = options.batch_size or self.default_batch_size()
         self._use_compiled = self.backbone_runner is not None and compile_pays(
             options.compile_backbone or self.compile_backbone,
             device=self.device,
@@ -395,7 +400,7 @@ class Engine:
     def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: StageMonitor):
         """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in
         its buffer until the track has min_track_frames (so short false positives never reach the
-        backbone), then go through the backbone in batches of batch_size."""
+        backbone), then go through the backbone in batches of the run's batch size."""
         detector = TimedDetector(self.detector(options.detector), monitor)
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
@@ -444,8 +449,8 @@ class Engine:
                     frame_crops = crop_frame(frame_rgb, boxes)
                 for (track_id, box), crop in zip(people, frame_crops):
                     self._add_crop(buffers, queue, int(track_id), int(frame_index), box, crop, options)
-                while len(queue) >= options.batch_size:
-                    flush(options.batch_size)
+                while len(queue) >= self.batch_size:
+                    flush(self.batch_size)
             for track_id, buf in list(buffers.items()):
                 if buf.pending_crops is not None and frame_index - buf.last_seen > stale_after:
                     del buffers[track_id]

@@ -114,7 +114,9 @@ class RunOptions:
     )
     tracks_max: int | None = option(None, "keep only the N longest tracks (default: all)", ge=1, metavar="N")
     focal_px: float | None = focal_px_option()
-    batch_size: int = option(32, "person crops per backbone call", ge=1, metavar="N", http=False)
+    batch_size: int | None = option(
+        None, "person crops per backbone call (default: 32 on a CPU, 128 on a GPU)", ge=1, metavar="N", http=False
+    )
     temporal_chunk_frames: int = option(
         256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
     )

@@ -191,7 +191,7 @@ def _features_segment(
             continue
         crops.append(crop(frame_rgb, np.stack([box for _, box in people])))
         keys.extend((tid, index) for tid, _ in people)
-        if len(keys) >= options.batch_size:
+        if len(keys) >= engine.batch_size:
             flush()
     if keys:
         flush()

@@ -182,15 +182,14 @@ class Engine:
         over the whole track. "official": fresh state every 450 frames, as the official demo.
         engine_for_chunk(start): the engine (device) that runs the chunk starting at the track's
         frame ``start`` (default: this one); the GRU state is handed over from device to device."""
-        if chunking == "official":
-            chunk_frames, carry = OFFICIAL_CHUNK_FRAMES, False
-        else:
-            carry = True
+        if engine_for_chunk is None:
+            return self.temporal_tracks([features], chunking=chunking, chunk_frames=chunk_frames)[0]
+        chunk_frames, carry = _chunk_plan(chunking, chunk_frames)
         feats = torch.as_tensor(features, dtype=torch.float32)
         theta, kp_3d, h = [], [], None
         with torch.inference_mode():
             for start in range(0, len(feats), chunk_frames):
-                engine = self if engine_for_chunk is None else engine_for_chunk(start)
+                engine = engine_for_chunk(start)
                 x = feats[start : start + chunk_frames][None].to(engine.device)  # (1, t, 2048)
                 h = None if h is None else h.to(engine.device)
                 out = engine.model.forward_features(x, h0=h)
@@ -205,10 +204,7 @@ class Engine:
         through the model in one batch (shorter chunks padded at the end). Equal to one call per
         track: the GRU runs forward in time, so padding never changes a real frame, and only a
         track's last chunk can be short, so a state after padding is never carried on."""
-        if chunking == "official":
-            chunk_frames, carry = OFFICIAL_CHUNK_FRAMES, False
-        else:
-            carry = True
+        chunk_frames, carry = _chunk_plan(chunking, chunk_frames)
         feats = [torch.as_tensor(f, dtype=torch.float32) for f in features]
         pieces: list[dict[str, list[torch.Tensor]]] = [{"theta": [], "kp_3d": []} for _ in feats]
         active: list[int] = []
@@ -505,6 +501,12 @@ class Engine:
             }
         )
         return meta
+
+
+def _chunk_plan(chunking: str, chunk_frames: int) -> tuple[int, bool]:
+    """chunking "carry" | "official" -> (frames per GRU call, whether the state is carried on):
+    "official" restarts the state every 450 frames, as the official demo."""
+    return (OFFICIAL_CHUNK_FRAMES, False) if chunking == "official" else (chunk_frames, True)
 
 
 def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_name: str) -> list[int]:

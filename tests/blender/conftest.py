@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))  # testdata.py, fake_vibe_server.py
+sys.path.insert(0, str(REPO / "tests"))  # testdata.py, fake_vibe_server.py, server_process.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender_eval.py
 from testdata import OFFICIAL_PKL, REAL_CLIPS  # noqa: E402  (needs the path above)
 

@@ -10,12 +10,12 @@ import secrets
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
+from server_process import running_server  # tests/, on the path (conftest.py)
 
 from vibe_blender import jobs, keyframes
 from vibe_blender.core.result_file import load_result
@@ -72,42 +72,11 @@ def _serve(tmp_path_factory):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        log = open(tmp_path_factory.mktemp("server_log") / "server.log", "w+")
-        proc = subprocess.Popen(
-            [
-                str(python),
-                "-m",
-                "vibe_server",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--jobs-dir",
-                str(jobs_dir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                health = urllib.request.Request(f"{url}/api/v1/health", headers={"Authorization": f"Bearer {token}"})
-                with urllib.request.urlopen(health, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail("the server did not start:\n" + log.read())
-            time.sleep(0.5)
-        yield url
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        command = [str(python), "-m", "vibe_server", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        command += ["--jobs-dir", str(jobs_dir)]
+        log_path = tmp_path_factory.mktemp("server_log") / "server.log"
+        with running_server(command, port=port, token=token, log_path=log_path, env=env, timeout_s=180) as url:
+            yield url
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from fake_vibe_server import (
     not_done,
     unknown_params,
 )
+from server_process import running_server
 
 from vibe_blender.core import user_dirs
 from vibe_blender.core.capture import CaptureJob
@@ -78,31 +78,10 @@ def server(config_home, tmp_path_factory):
         PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]),
     )
     log_path = tmp_path_factory.mktemp("server_log") / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("tiny_server.py")),
-                str(port),
-                str(tmp_path_factory.mktemp("jobs")),
-                str(smpl_dir),
-                str(FRAME_DELAY_S),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while _status_of(url, "GET", "/health", headers={"Authorization": f"Bearer {token}"})[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the server did not start:\n" + log_path.read_text())
-            time.sleep(0.2)
+    command = [sys.executable, str(Path(__file__).with_name("tiny_server.py")), str(port)]
+    command += [str(tmp_path_factory.mktemp("jobs")), str(smpl_dir), str(FRAME_DELAY_S)]
+    with running_server(command, port=port, token=token, log_path=log_path, env=env) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def _status_of(url, method, path, body=None, headers=None) -> tuple[int, dict]:

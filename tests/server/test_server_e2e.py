@@ -7,7 +7,6 @@ import io
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import cv2
 import httpx
 import pytest
+from server_process import running_server
 from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
@@ -65,40 +65,10 @@ def server(synthetic_bundle, tmp_path_factory):
         "VIBE_MOCAP_TOKEN": TOKEN,  # never the real user's token file
         "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("e2e_config")),
     }
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vibe_server",
-                "serve",
-                "--port",
-                str(port),
-                "--data-dir",
-                str(data_dir),
-                "--jobs-dir",
-                str(tmp_path_factory.mktemp("e2e_jobs")),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", headers=AUTH, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise AssertionError("the server did not start:\n" + log_path.read_text())
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    command = [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    command += ["--jobs-dir", str(tmp_path_factory.mktemp("e2e_jobs"))]
+    with running_server(command, port=port, token=TOKEN, log_path=log_path, env=env) as url:
+        yield f"{url}/api/v1"
 
 
 def wait_for(base: str, job_id: str, timeout_s: float = 300) -> dict:

@@ -33,10 +33,10 @@ OVERLAP_CHANGE = 0.1  # ... when a pair's IoU changed by this much
 EDGE_STRIP = 1 / 8  # edge strips: this share of the width (left/right) and height (top/bottom)
 EDGE_GREY_CHANGE = 30  # a grid pixel changed when its grey level moved by more than this
 EDGE_CHANGED_SHARE = 0.03  # ... and the strip changed when this share of its pixels did
-# After an edge trigger the edge is not checked again for this many frames: someone entering takes
-# longer than that, and on the test clips 8 instead of 4 saved a third of the edge detections at the
-# same recall (benchmarks/fidelity.py).
-EDGE_COOLDOWN_FRAMES = 8
+# After an edge trigger the edge is not checked again for this many frames. 8 saved a third of the
+# edge detections at the same recall on the test clips (benchmarks/fidelity.py), but found a person
+# walking in several frames later, which live capture shows: 4 stays.
+EDGE_COOLDOWN_FRAMES = 4
 GRID_STEP = 8  # the edge check looks at every 8th pixel in both directions
 
 

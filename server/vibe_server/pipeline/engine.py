@@ -87,8 +87,9 @@ class Engine:
     ) -> None:
         """precision: the default of runs that do not set one; compile_backbone: "auto" | "on" |
         "off", likewise (see :mod:`.compiled_backbone`); gpu_front_end: decode, detect and track in
-        overlapping stages (:mod:`.staged`) and crop on the device (default: on CUDA; ``--official``
-        runs keep OpenCV's crop); log: where notes such as a compile fallback go."""
+        overlapping stages (:mod:`.staged`), crop on the device (``--official`` runs keep OpenCV's
+        crop) and run all tracks through the temporal model together (default: on CUDA); log: where
+        notes such as a compile fallback go."""
         self.model, self.model_name, self.data_dir = model, model_name, data_dir
         self.device = device
         self.frontend = frontend
@@ -324,7 +325,10 @@ class Engine:
         results: list[Track] = []
         focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
         monitor.report("temporal", "temporal", 0.0, force=True)
-        if engine_for_frame is None:  # every track at once
+        # With the GPU front end every track goes through the temporal model at once; a CPU would
+        # spend the padding of the shorter tracks (the regressor and SMPL run on every padded frame).
+        together = engine_for_frame is None and self.gpu_front_end
+        if together:
             with monitor.stage("temporal"):
                 outputs = self.temporal_tracks(
                     [features for *_, features in tracks],
@@ -333,16 +337,18 @@ class Engine:
                 )
         for i, (track_id, frame_ids, bboxes, features) in enumerate(tracks):
             monitor.check_cancel()
-            if engine_for_frame is None:
+            if together:
                 out = outputs[i]
-            else:  # track by track, each chunk on its segment's device
+            else:  # track by track (with several devices: each chunk on its segment's device)
                 monitor.report("temporal", "temporal", i / len(tracks), force=True)
                 with monitor.stage("temporal"):
                     out = self.temporal(
                         features,
                         chunking=options.chunking,
                         chunk_frames=options.temporal_chunk_frames,
-                        engine_for_chunk=lambda start, frames=frame_ids: engine_for_frame(frames[start]),
+                        engine_for_chunk=None
+                        if engine_for_frame is None
+                        else lambda start, frames=frame_ids: engine_for_frame(frames[start]),
                     )
             theta, joints3d = out["theta"], out["kp_3d"]
             if options.smoothing > 0:

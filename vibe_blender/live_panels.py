@@ -2,7 +2,7 @@
 
 import bpy
 
-from .server_panels import _lines
+from .server_panels import label_lines
 
 _STATE_ICONS = {"connecting": "SORTTIME", "streaming": "PLAY", "ended": "INFO", "lost": "ERROR", "failed": "ERROR"}
 
@@ -44,11 +44,11 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
             sub.operator("vibe_mocap.live_record", icon="REC")
 
         if session is not None:
-            _lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))
+            label_lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))
             if session.recording:
                 layout.label(text="Recording…", icon="REC")
             if session.last_result_path is not None:
-                _lines(layout, f"Last recording: {session.last_result_path.name}", icon="FILE")
+                label_lines(layout, f"Last recording: {session.last_result_path.name}", icon="FILE")
 
 
 classes = (VIEW3D_PT_vibe_live,)

@@ -8,7 +8,7 @@ PLACEHOLDER_MODEL = "synthetic placeholder"
 _FILE_ICONS = {"present": "CHECKMARK", "missing": "X", "invalid": "ERROR"}
 
 
-def _lines(layout, text: str, icon: str = "INFO") -> None:
+def label_lines(layout, text: str, icon: str = "INFO") -> None:
     for line in _wrap(text):
         layout.label(text=line, icon=icon)
         icon = "BLANK1"
@@ -31,7 +31,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         if status.state == "ready":
             box.label(text=f"Running at {status.url}", icon="CHECKMARK")
             if status.model == PLACEHOLDER_MODEL:
-                _lines(
+                label_lines(
                     box,
                     "Placeholder model: the motion will be random until the model data is installed (below).",
                     icon="ERROR",
@@ -46,7 +46,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
             box.operator("vibe_mocap.server_stop", icon="CANCEL")
         else:
             if status.state in ("failed", "exited"):
-                _lines(box, status.message, icon="ERROR")
+                label_lines(box, status.message, icon="ERROR")
                 log = box.column(align=True)
                 for line in status.log_tail[-6:]:
                     log.label(text=line[:90])
@@ -60,27 +60,27 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         elif program is not None:
             box.label(text=f"{program.version} ({program.found_in})", icon="CONSOLE")
         elif error:
-            _lines(box, error, icon="ERROR")
+            label_lines(box, error, icon="ERROR")
 
         box = layout.box()
         box.label(text="Model data", icon="FILE_FOLDER")
         data_dir, files, data_error = server_control.model_data_state()
         if data_dir:
-            _lines(box, data_dir, icon="BLANK1")
+            label_lines(box, data_dir, icon="BLANK1")
         col = box.column(align=True)
         for state in files:
             if state.detail == "optional" and state.status == "missing":
                 continue
             col.label(text=f"{state.name}: {state.status}", icon=_FILE_ICONS.get(state.status, "QUESTION"))
         if data_error:
-            _lines(box, data_error, icon="ERROR")
+            label_lines(box, data_error, icon="ERROR")
         install = server_control.current_install()
         if install is not None and not install.finished:
             box.label(text=(install.lines[-1] if install.lines else "Installing…")[:90], icon="SORTTIME")
         elif install is not None and install.returncode == 1:  # installed; the check still misses files
-            _lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
+            label_lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
         elif install is not None and install.returncode:
-            _lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")
+            label_lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")
         row = box.row(align=True)
         row.operator("vibe_mocap.model_data_check", icon="FILE_REFRESH")
         row.operator("vibe_mocap.model_data_install", icon="IMPORT")

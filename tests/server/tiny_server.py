@@ -12,14 +12,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import uvicorn
-
 # this folder's test fakes (the script's folder is first on sys.path)
 from conftest import ScriptedFrontEnd, TinyVIBE
 
 from vibe_blender.core.user_dirs import ensure_token
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
+from vibe_server.commands.serve import run_app
 from vibe_server.pipeline.engine import Engine
 
 
@@ -28,15 +27,7 @@ def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0") -> N
     engine = Engine(TinyVIBE(), model_name="tiny test model", data_dir=Path(smpl_dir), frontend=front_end.as_frontend())
     settings = Settings(port=int(port), token=ensure_token(), jobs_dir=Path(jobs_dir))
     app = create_app(settings, engine_loader=lambda s: engine)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-    )
+    run_app(app, host=settings.host, port=settings.port, log_level="warning")
 
 
 if __name__ == "__main__":

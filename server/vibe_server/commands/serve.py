@@ -96,8 +96,6 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     # start-up: uvicorn, FastAPI and torch load only when the server really starts
-    import uvicorn
-
     from ..api.app import create_app
     from ..data.loading import resolve_device
     from ..pipeline.cpu_features import choose_precision
@@ -125,13 +123,15 @@ def run(args: argparse.Namespace) -> int:
         f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
         flush=True,
     )
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-    )
+    run_app(app, host=args.host, port=args.port)
     return 0
+
+
+def run_app(app: object, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn until stopped: no proxy headers trusted (the client address is the
+    socket's, which the loopback checks rely on), no Server or Date header."""
+    import uvicorn  # start-up: uvicorn loads only when a server really starts
+
+    uvicorn.run(
+        app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False, date_header=False
+    )

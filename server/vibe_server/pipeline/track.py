@@ -82,12 +82,18 @@ P0 = np.diag([10.0, 10.0, 10.0, 10.0, 10000.0, 10000.0, 10000.0])  # initial vel
 _I7 = np.eye(7)
 
 
-def kalman_predict(x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """States (N, 7), covariances (N, 7, 7) one frame ahead (an area shrinking below zero stops):
-    x' = F x, P' = F P F^T + Q, with F's products written out as the additions they are."""
+def predict_states(x: np.ndarray) -> np.ndarray:
+    """States (N, 7) one frame ahead, x' = F x (an area shrinking below zero stops)."""
     x = x.copy()
     x[x[:, 6] + x[:, 2] <= 0, 6] *= 0.0
     x[:, :3] += x[:, 4:]
+    return x
+
+
+def kalman_predict(x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """States (N, 7), covariances (N, 7, 7) one frame ahead: x' = F x, P' = F P F^T + Q, with F's
+    products written out as the additions they are."""
+    x = predict_states(x)
     FP = P.copy()
     FP[:, :3, :] += P[:, 4:, :]
     FPF = FP.copy()
@@ -238,7 +244,7 @@ class Sort:
 
     def predicted_boxes(self) -> np.ndarray:
         """(M, 5) [x1, y1, x2, y2, id]: where the reported tracks will be one frame ahead (no change)."""
-        boxes = self._boxes_of(kalman_predict(self.x, self.P)[0], self._reported)
+        boxes = self._boxes_of(predict_states(self.x), self._reported)
         return boxes[~np.isnan(boxes).any(axis=1)]
 
     def unsettled(self) -> bool:

@@ -13,3 +13,4 @@ FIXTURES = TEST_DATA / "fixtures"  # made with the official VIBE code
 OFFICIAL_PKL = FIXTURES / "official_vibe_output.pkl"
 UNIT_REFERENCE = FIXTURES / "vibe_unit_reference.npz"
 HOG_DETECTIONS = FIXTURES / "hog_detections.npz"  # OpenCV HOG on every frame of the REAL_CLIPS
+SAMPLE = TEST_DATA.parents[1] / "samples" / "one-person-walk.mp4"  # the clip the Quick start runs on

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from testdata import SAMPLE
 from torch import nn
 
 from vibe_blender.core.errors import VibeError
@@ -194,7 +195,7 @@ def short_clip(tmp_path_factory):
 
     from vibe_server.pipeline.video import open_video
 
-    reader = open_video(Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4")
+    reader = open_video(SAMPLE)
     path = tmp_path_factory.mktemp("live") / "walk24.avi"
     writer = cv2.VideoWriter(
         str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps, (reader.info.width, reader.info.height)

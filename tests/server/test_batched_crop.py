@@ -1,15 +1,12 @@
 """Batched grid_sample crops against the official cv2.warpAffine crop (pipeline.crop)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from testdata import SAMPLE
 
 from vibe_server.pipeline.batched.crop import crop_people_batched, crop_to_image_affines
 from vibe_server.pipeline.crop import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, crop_people, crop_transform
-
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4"
 
 
 @pytest.fixture(scope="module")

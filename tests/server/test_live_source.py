@@ -1,15 +1,14 @@
 """Live frame sources: newest frame wins, drops counted, memory bounded, files paced at their fps."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from testdata import SAMPLE
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.live_source import MAX_WAITING, LiveSource, SourceInfo, open_live_source, parse_source
 
-SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4"
 INFO = SourceInfo("test", 100.0, 8, 8)
 
 

@@ -17,6 +17,16 @@ def test_segments_cover_the_video_in_order():
     assert segment_bounds(5, 1) == [(0, 5)]
 
 
+def test_cuts_move_onto_keyframes_within_reach():
+    every_ten = range(0, 1394, 10)
+    assert segment_bounds(1394, 2, every_ten) == [(0, 700), (700, 1394)]
+    assert segment_bounds(1394, 3, every_ten) == [(0, 460), (460, 930), (930, 1394)]
+    # keyframes too far from the even cut (or only the first frame): the cut stays even
+    assert segment_bounds(1189, 2, [0, 250, 500, 750, 1000]) == [(0, 500), (500, 1189)]
+    assert segment_bounds(1000, 2, [0, 100]) == [(0, 500), (500, 1000)]
+    assert segment_bounds(89, 2, [0]) == [(0, 44), (44, 89)]
+
+
 def _engine() -> Engine:
     return Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu")
 
@@ -85,6 +95,42 @@ def test_the_gru_state_crosses_devices_inside_a_track(short_clip):
     assert any(t.frame_ids[0] < cut <= t.frame_ids[-1] for t in split.tracks)
     assert handed_over and all(handed_over)
     for a, b in zip(split.tracks, one.tracks, strict=True):
+        np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
+
+
+def test_each_device_decodes_only_its_segment_and_a_missed_jump_is_decoded_again(short_clip, monkeypatch):
+    """The clip's every frame is a keyframe, so the second device jumps to its cut; when a jump lands
+    on the wrong frame, the check where the segments meet catches it and that segment is decoded again
+    from the first frame: the result is still the one-device result."""
+    from vibe_server.pipeline.video import VideoReader
+
+    options = RunOptions(detector="hog", min_track_frames=5, detection_stride=2, temporal_chunk_frames=4)
+    one = _engine().run(short_clip, options).result
+    decode, jumps = VideoReader._decode, []
+
+    def recording(self, start, stop, *, from_keyframe=0, marks=None):
+        jumps.append((start, from_keyframe))
+        yield from decode(self, start, stop, from_keyframe=from_keyframe, marks=marks)
+
+    monkeypatch.setattr(VideoReader, "_decode", recording)
+    run_across_devices([_engine(), _engine()], short_clip, options)
+    assert (12, 12) in jumps and all(keyframe == start for start, keyframe in jumps)  # nothing decoded twice
+
+    def landing_late(self, start, stop, *, from_keyframe=0, marks=None):
+        jumps.append((start, from_keyframe))
+        if from_keyframe == 0:
+            yield from decode(self, start, stop, marks=marks)
+            return
+        for index, frame in decode(self, start + 1, stop and stop + 1, from_keyframe=from_keyframe, marks=marks):
+            yield index - 1, frame
+
+    jumps.clear()
+    monkeypatch.setattr(VideoReader, "_decode", landing_late)
+    split = run_across_devices([_engine(), _engine()], short_clip, options).result
+    assert (12, 0) in jumps  # the second segment, decoded again from the first frame
+    for a, b in zip(split.tracks, one.tracks, strict=True):
+        np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
+        np.testing.assert_array_equal(a.bboxes, b.bboxes)
         np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
 
 

@@ -5,10 +5,10 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from testdata import REAL_CLIPS
+from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.video import open_video
+from vibe_server.pipeline.video import VideoReader, open_video, segments_meet
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,65 @@ def test_batches_and_ranges():
     assert [i for i, _ in ranged] == [40, 41, 42, 43, 44]
     full = dict(reader.frames(0, 45))
     np.testing.assert_array_equal(ranged[0][1], full[40])
+
+
+def test_keyframes_are_read_from_the_packets():
+    assert open_video(REAL_CLIPS / "one-by-one-person-detection.mp4").keyframes() == list(range(0, 1394, 10))
+    assert open_video(REAL_CLIPS / "bottle-detection-negative.mp4").keyframes() == [0, 250, 500, 750, 1000]
+    assert open_video(REAL_CLIPS / "asl-walk.mkv").keyframes() == [0]
+
+
+def test_keyframes_are_only_the_first_frame_when_packets_and_frames_disagree():
+    reader = open_video(REAL_CLIPS / "bottle-detection-negative.mp4")
+    reader.info.frame_count += 1  # a header counting a frame the packets do not hold
+    assert reader.keyframes() == [0]
+
+
+def _off_by_one_jumps(monkeypatch):
+    """Make every jump land one frame late (as a container with wrong timestamps could)."""
+    decode = VideoReader._decode
+
+    def landing_late(self, start, stop, *, from_keyframe=0, marks=None):
+        if from_keyframe == 0:
+            yield from decode(self, start, stop, marks=marks)
+            return
+        late = decode(self, start + 1, None if stop is None else stop + 1, from_keyframe=from_keyframe, marks=marks)
+        for index, frame in late:
+            yield index - 1, frame
+
+    monkeypatch.setattr(VideoReader, "_decode", landing_late)
+
+
+@pytest.mark.parametrize(
+    "clip, cuts, keyframe_step",
+    [(REAL_CLIPS / "one-by-one-person-detection.mp4", (0, 500, 910, 1000), 10), (SAMPLE, (0, 3, 47, None), 12)],
+    ids=["on keyframes", "between keyframes, to the end"],
+)
+def test_segments_decode_exactly_the_frames_of_one_decode_and_meet(clip, cuts, keyframe_step):
+    reader = open_video(clip)
+    whole = dict(reader.frames(0, cuts[-1]))
+    segments = [reader.segment(start, stop) for start, stop in zip(cuts, cuts[1:])]
+    seen = {}
+    for segment in segments:
+        for index, frame in segment:
+            seen[index] = frame
+    assert sorted(seen) == sorted(whole)
+    for index, frame in whole.items():
+        np.testing.assert_array_equal(seen[index], frame)
+    # each jumped to the keyframe at or before its start instead of decoding from the first frame
+    assert [s.from_keyframe for s in segments[1:]] == [c // keyframe_step * keyframe_step for c in cuts[1:-1]]
+    assert sum(s.decoded for s in segments) == len(whole)
+    assert all(segments_meet(a, b) for a, b in zip(segments, segments[1:]))
+
+
+def test_a_jump_that_lands_on_the_wrong_frame_is_caught_where_segments_meet(monkeypatch):
+    _off_by_one_jumps(monkeypatch)
+    reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
+    first, second, exact = reader.segment(0, 40), reader.segment(40, 80), reader.segment(40, 80, seek=False)
+    for segment in (first, second, exact):
+        frames = dict(segment)
+    assert not segments_meet(first, second)
+    assert segments_meet(first, exact) and sorted(frames) == list(range(40, 80))
 
 
 def test_prefetch_thread_gives_the_same_frames_and_stops_early():

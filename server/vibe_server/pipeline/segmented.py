@@ -16,8 +16,12 @@ that does runs once, in order:
    the segment where they start, the GRU state handed over from device to device.
 
 So tracks, frames and boxes equal a one-device run's, and the poses do up to the devices'
-arithmetic. Decoding is exact: a segment's worker decodes and drops the frames before its segment
-(OpenCV has no frame-exact seek), so detection and the backbone are divided, decoding is not.
+arithmetic. The cuts sit on keyframes (GOP starts) where the video has them, so each device decodes
+only its own segment, jumping straight to it. A jump is trusted only once checked: the segment
+before a cut decodes one frame past it, and both decoders must have seen the same frame there
+(timestamp and pixels); a segment whose jump missed is decoded again from the video's first frame,
+which is always exact. Videos with few keyframes are cut evenly, each decoder starting at the
+keyframe before its cut and dropping the frames up to it.
 """
 
 from __future__ import annotations
@@ -38,11 +42,21 @@ from .options import RunOptions
 from .people import DetectionSchedule
 from .progress import ProgressFn, StageMonitor
 from .track import TrackletCollector
+from .video import VideoSegment, segments_meet
+
+# A cut moves to the nearest keyframe when that is at most this share of a segment away.
+KEYFRAME_REACH = 0.25
 
 
-def segment_bounds(frame_count: int, parts: int) -> list[tuple[int, int]]:
-    """[start, stop) of ``parts`` consecutive segments of near-equal length covering the frames."""
+def segment_bounds(frame_count: int, parts: int, keyframes: Sequence[int] = (0,)) -> list[tuple[int, int]]:
+    """[start, stop) of ``parts`` consecutive segments of near-equal length covering the frames,
+    each cut moved onto the nearest of ``keyframes`` within reach (see KEYFRAME_REACH)."""
     edges = np.linspace(0, frame_count, parts + 1).round().astype(int).tolist()
+    reach = KEYFRAME_REACH * frame_count / parts
+    for k in range(1, parts):
+        nearest = min(keyframes, key=lambda frame: abs(frame - edges[k]))
+        if abs(nearest - edges[k]) <= reach and edges[k - 1] < nearest < edges[k + 1]:
+            edges[k] = nearest
     return list(zip(edges[:-1], edges[1:]))
 
 
@@ -73,15 +87,22 @@ def run_across_devices(
     video_name = video_name or info.name
     for engine in engines:
         engine.prepare_run(options, expected_crops=int(info.frame_count or 0) // len(engines))
-    bounds = segment_bounds(int(info.frame_count), len(engines))
+    bounds = segment_bounds(int(info.frame_count), len(engines), reader.keyframes())
     pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
 
-    # 1. detect the scheduled frames of every segment, all devices at once
+    # 1. detect the scheduled frames of every segment, all devices at once; then check the cuts in
+    # order (a segment decoded again is what the next cut is checked against)
     monitor.report("detect", "stream", 0.0, force=True)
     with monitor.stage("detect"):
-        parts = list(pool.map(lambda job: _detect_segment(*job, video_path, options), zip(engines, bounds)))
-    scheduled = {index: dets for part, _ in parts for index, dets in part.items()}
-    frames_decoded = sum(decoded for _, decoded in parts)
+        spans = [*bounds[:-1], (bounds[-1][0], None)]  # the last one to the end, whatever the header says
+        segments = [engine.open_video(video_path).segment(*span) for engine, span in zip(engines, spans)]
+        parts = list(pool.map(lambda job: _detect_segment(*job, options), zip(engines, segments)))
+        for k in range(1, len(segments)):
+            if not segments_meet(segments[k - 1], segments[k]):
+                segments[k] = engines[k].open_video(video_path).segment(*spans[k], seek=False)
+                parts[k] = _detect_segment(engines[k], segments[k], options)
+    scheduled = {index: dets for part in parts for index, dets in part.items()}
+    frames_decoded = sum(segment.decoded for segment in segments)
     if frames_decoded == 0:
         raise VibeError(
             f"No frame of '{video_name}' could be decoded. Check that the file plays, "
@@ -114,7 +135,11 @@ def run_across_devices(
     monitor.report("backbone", "stream", 0.5, force=True)
     with monitor.stage("backbone"):
         features = {}
-        for part in pool.map(lambda job: _features_segment(*job, video_path, options, boxes_at), zip(engines, bounds)):
+        again = [
+            engine.open_video(video_path).segment(segment.start, segment.stop, seek=segment.seek)
+            for engine, segment in zip(engines, segments)
+        ]
+        for part in pool.map(lambda job: _features_segment(*job, options, boxes_at), zip(engines, again)):
             features.update(part)
     pool.shutdown()
 
@@ -139,39 +164,35 @@ def run_across_devices(
         t_start=t_start,
         frames_decoded=frames_decoded,
         crops=len(features),
-        warnings=list(getattr(reader, "warnings", ())),
+        warnings=list(dict.fromkeys(w for segment in segments for w in segment.reader.warnings)),
         engine_for_frame=lambda frame: engines[bisect.bisect_right(starts, frame) - 1],
     )
 
 
-def _detect_segment(
-    engine: Engine, bounds: tuple[int, int], video_path, options: RunOptions
-) -> tuple[dict[int, np.ndarray], int]:
-    """One segment on one engine -> ({frame index: detections} of its scheduled frames, frames decoded)."""
+def _detect_segment(engine: Engine, segment: VideoSegment, options: RunOptions) -> dict[int, np.ndarray]:
+    """One segment on one engine -> {frame index: detections} of its scheduled frames."""
     detector = engine.detector(options.detector)
     batch_size = max(1, int(getattr(detector, "batch_size", 1)))
     found: dict[int, np.ndarray] = {}
     pending: list[tuple[int, np.ndarray]] = []
-    decoded = 0
 
     def flush() -> None:
         for (index, _), dets in zip(pending, detector.detect([frame for _, frame in pending]), strict=True):
             found[index] = dets
         pending.clear()
 
-    for index, frame_rgb in engine.open_video(video_path).frames(*bounds):
-        decoded += 1
+    for index, frame_rgb in segment:
         if index % options.detection_stride == 0:
             pending.append((index, frame_rgb))
             if len(pending) == batch_size:
                 flush()
     if pending:
         flush()
-    return found, decoded
+    return found
 
 
 def _features_segment(
-    engine: Engine, bounds: tuple[int, int], video_path, options: RunOptions, boxes_at: dict
+    engine: Engine, segment: VideoSegment, options: RunOptions, boxes_at: dict
 ) -> dict[tuple[int, int], np.ndarray]:
     """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
     crop = engine.crop_function(options)
@@ -185,7 +206,7 @@ def _features_segment(
         keys.clear()
         crops.clear()
 
-    for index, frame_rgb in engine.open_video(video_path).frames(*bounds):
+    for index, frame_rgb in segment:
         people = boxes_at.get(index)
         if not people:
             continue

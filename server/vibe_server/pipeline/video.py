@@ -6,16 +6,27 @@
         ...
     for frame_indices, frames_rgb in reader.batches(16):   # (B,) int64, list of B (H, W, 3) uint8
         ...
+    part = reader.segment(700, 1394)           # a decoder of its own that starts at a keyframe
+    for frame_index, frame_rgb in part:        # frames 700..1393; then part.head / part.tail
+        ...
 
 OpenCV's FFMPEG backend decodes one frame at a time, so memory stays bounded by the batch size and
 the prefetch queue, whatever the video length. With ``prefetch > 0`` a background thread decodes
 ahead into a bounded queue, so decoding overlaps whatever the consumer does with the frames.
 
 Frame indices are 0-based positions in decode order, as the official demo's sorted PNG list gives.
+
+Segments let several decoders share one video: ``keyframes()`` lists where decoding can start on
+its own (read from the container's packets, nothing decoded), and a segment's decoder jumps to the
+keyframe at or before its start. Whether a jump landed on the right frame is checked, not assumed:
+a segment records a mark (timestamp + pixel digest) of its first frame, and of the frame just past
+its end, so that consecutive segments must agree where they meet (``segments_meet``).
 """
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +97,7 @@ class VideoReader:
         self.label = label if label is not None else str(self.path)
         self.prefetch = int(prefetch)
         self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
+        self._keyframes: list[int] | None = None
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -157,9 +169,49 @@ class VideoReader:
 
         Frames before ``start`` are decoded and dropped (exact, unlike container seeking).
         """
+        return self._decode(start, stop)
+
+    def keyframes(self) -> list[int]:
+        """Indices of the frames where decoding can start on its own (GOP starts), ascending, from 0.
+
+        Read from the container's packets without decoding them (milliseconds for minutes of video).
+        Only ``[0]`` when the packets do not map one to one onto the frames (then only a decode from
+        the start is known to be exact).
+        """
+        if self._keyframes is None:
+            capture = self._open_capture(raw_packets=True)
+            found, packets = [], 0
+            try:
+                while capture.grab():
+                    if capture.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
+                        found.append(packets)
+                    packets += 1
+            finally:
+                capture.release()
+            one_to_one = packets == self.info.frame_count and found[:1] == [0]
+            self._keyframes = found if one_to_one else [0]
+        return list(self._keyframes)
+
+    def segment(self, start: int, stop: int | None, *, seek: bool = True) -> VideoSegment:
+        """Frames [start, stop) from a decoder of their own that jumps to the keyframe at or before
+        ``start`` (``seek=False``: decodes from the first frame, always exact)."""
+        return VideoSegment(self, start, stop, seek=seek)
+
+    def _decode(
+        self, start: int, stop: int | None, *, from_keyframe: int = 0, marks: VideoSegment | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode from ``from_keyframe`` (a jump), drop the frames before ``start``, yield to ``stop``;
+        ``marks`` gets the first frame's mark (head) and the mark of the frame at ``stop`` (tail)."""
         capture = self._open_capture()
         frame_index = 0
         try:
+            if from_keyframe > 0:
+                landed = capture.set(cv2.CAP_PROP_POS_FRAMES, from_keyframe)
+                if landed and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == from_keyframe:
+                    frame_index = from_keyframe
+                else:  # the container cannot jump there: decode from the first frame
+                    capture.release()
+                    capture = self._open_capture()
             while stop is None or frame_index < stop:
                 if frame_index < start:
                     ok, frame_bgr = capture.grab(), None
@@ -168,10 +220,17 @@ class VideoReader:
                 if not ok:
                     break
                 if frame_bgr is not None:
+                    if marks is not None and frame_index == start:
+                        marks.head = _frame_mark(capture, frame_bgr)
                     yield frame_index, cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
                 frame_index += 1
+            if marks is not None and stop is not None and frame_index == stop:
+                ok, frame_bgr = capture.read()  # the next segment's first frame, to check the cut
+                marks.tail = _frame_mark(capture, frame_bgr) if ok else None
         finally:
             capture.release()
+        if marks is not None:
+            marks.decoded = max(0, frame_index - start)
         if stop is None or frame_index < stop:
             self._check_complete(frame_index)
 
@@ -180,10 +239,12 @@ class VideoReader:
         return ahead_in_thread(self.frames(), max_ahead=self.prefetch, name=f"decode {self.path.name}")
 
     # -- helpers -------------------------------------------------------------------------------
-    def _open_capture(self) -> cv2.VideoCapture:
+    def _open_capture(self, *, raw_packets: bool = False) -> cv2.VideoCapture:
+        """A capture of the file (``raw_packets``: demuxing only, each grab one compressed packet)."""
         if os.environ.get(FFMPEG_OPTIONS_ENV) != FFMPEG_CAPTURE_OPTIONS:  # read by OpenCV at every open
             os.environ[FFMPEG_OPTIONS_ENV] = FFMPEG_CAPTURE_OPTIONS
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        params = [cv2.CAP_PROP_FORMAT, -1] if raw_packets else []
+        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
         if not capture.isOpened():
             capture.release()
             raise VibeError(
@@ -226,3 +287,39 @@ class VideoReader:
                 self.warnings.append(warning)
         if update:
             self.info.frame_count = frames_decoded
+
+
+FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is
+
+
+def _frame_mark(capture: cv2.VideoCapture, frame_bgr: np.ndarray) -> FrameMark:
+    digest = hashlib.blake2b(np.ascontiguousarray(frame_bgr).data, digest_size=16).digest()
+    return float(capture.get(cv2.CAP_PROP_POS_MSEC)), digest
+
+
+class VideoSegment:
+    """Frames [start, stop) of a video, decoded by a capture of their own (see ``VideoReader.segment``).
+
+    Iterating yields ``(frame_index, frame_rgb)``; afterwards ``head`` marks the frame decoded as
+    ``start`` and ``tail`` the frame decoded as ``stop`` (read past the end, not yielded; None at
+    the video's end), and ``decoded`` counts the frames yielded.
+    """
+
+    def __init__(self, reader: VideoReader, start: int, stop: int | None, *, seek: bool = True):
+        self.reader = reader
+        self.start, self.stop, self.seek = int(start), stop, seek
+        keyframes = reader.keyframes() if seek and start > 0 else [0]
+        self.from_keyframe = keyframes[bisect.bisect_right(keyframes, self.start) - 1]
+        self.head: FrameMark | None = None
+        self.tail: FrameMark | None = None
+        self.decoded = 0
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        return self.reader._decode(self.start, self.stop, from_keyframe=self.from_keyframe, marks=self)
+
+
+def segments_meet(earlier: VideoSegment, later: VideoSegment) -> bool:
+    """Did ``later``'s decoder start on the very frame that ``earlier``'s decoder reached at their
+    cut? (Both decoded to their ends. A segment that starts at frame 0 jumps nowhere, so checking
+    the cuts in order chains the proof up from the first frame.)"""
+    return earlier.tail is not None and earlier.tail == later.head

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from testdata import SAMPLE
 from torch import nn
 
 from vibe_blender.core.errors import VibeError
@@ -195,10 +194,11 @@ def short_clip(tmp_path_factory):
 
     from vibe_server.pipeline.video import open_video
 
-    reader = open_video(SAMPLE)
+    # (not testdata.SAMPLE: servers started by the tests import this module without tests/ on sys.path)
+    reader = open_video(Path(__file__).resolve().parents[2] / "samples" / "one-person-walk.mp4")
     path = tmp_path_factory.mktemp("live") / "walk24.avi"
     writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*"MJPG"), reader.info.fps, (reader.info.width, reader.info.height)
+        str(path), cv2.VideoWriter.fourcc(*"MJPG"), reader.info.fps, (reader.info.width, reader.info.height)
     )
     for index, rgb in reader:
         if index == 24:

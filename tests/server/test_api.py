@@ -502,7 +502,7 @@ def test_body_model_download(settings, make_engine, tmp_path):
 
 def write_clip(path, num_frames=60, fourcc="MJPG", size=(64, 48)):
     """A small real video file (random frames, so every frame differs)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), 25, size)
     rng = np.random.default_rng(0)
     for _ in range(num_frames):
         writer.write(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))

@@ -52,7 +52,7 @@ def cut_clip(
     cap = cv2.VideoCapture(str(CLIPS_DIR / source))
     cap.set(cv2.CAP_PROP_POS_FRAMES, first_frame)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(destination), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    writer = cv2.VideoWriter(str(destination), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, size)
     for _ in range(frames):
         ok, frame = cap.read()
         assert ok, f"{source} has fewer frames than the test needs"

@@ -132,7 +132,7 @@ def test_infer_on_a_truncated_video_keeps_the_frames_and_warns(monkeypatch, make
     monkeypatch.setattr(engine_module, "load_engine", lambda data_dir, **kwargs: engine)
     monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
     whole = tmp_path / "whole.avi"
-    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 48))
     rng = np.random.default_rng(0)
     for _ in range(120):
         writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
@@ -193,7 +193,7 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
     cap = cv2.VideoCapture(str(REAL / "one-by-one-person-detection.mp4"))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 262)
     clip = tmp_path / "walk.mp4"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (768, 432))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (768, 432))
     for _ in range(40):
         writer.write(cap.read()[1])
     writer.release()

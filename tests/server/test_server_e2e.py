@@ -34,7 +34,7 @@ def cut_clip(src: Path, dst: Path, start: int, frames: int) -> Path:
         assert ok
         if writer is None:
             writer = cv2.VideoWriter(
-                str(dst), cv2.VideoWriter_fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), (frame.shape[1], frame.shape[0])
+                str(dst), cv2.VideoWriter.fourcc(*"mp4v"), cap.get(cv2.CAP_PROP_FPS), (frame.shape[1], frame.shape[0])
             )
         writer.write(frame)
     writer.release()

@@ -45,7 +45,7 @@ def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bun
     rng = np.random.default_rng(0)
     frames_rgb = rng.integers(0, 255, (6, 96, 128, 3), dtype=np.uint8)
     video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (128, 96))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 25, (128, 96))
     for frame in frames_rgb:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
@@ -87,7 +87,7 @@ def test_extract_features_refuses_a_playlist(tmp_path):
     from vibe_server.commands.extract_features import iter_frames_rgb
 
     clip = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 48))
     for i in range(10):
         writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
     writer.release()

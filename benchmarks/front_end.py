@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from clips import WALKING_CLIP
 from reference_sort import ReferenceSort  # tests/, put on sys.path by clips
-from timing import best_of
+from timing import best_of, decode_rates
 
 from vibe_server.pipeline.crop import crop_people
 from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
@@ -55,6 +55,8 @@ def main() -> None:
     prefetched = open_video(args.video, prefetch=8)
     decode_s = best_of(lambda: sum(1 for _ in itertools.islice(prefetched, decode_frames)), args.repeats)
     rows.append(("decode, background thread", f"{decode_frames / decode_s:.0f} frames/s"))
+    for workers, fps in decode_rates(args.video, (1, 2, 4), args.repeats).items():
+        rows.append((f"decode the whole clip, {workers} thread(s) over keyframe chunks", f"{fps:.0f} frames/s"))
 
     # frames with a person in them (the clip's second visit)
     frames = [f for _, f in reader.frames(300, 300 + args.frames)]

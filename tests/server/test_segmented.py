@@ -9,6 +9,7 @@ from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.segmented import run_across_devices, segment_bounds
 
 from .conftest import TinyVIBE
+from .late_jumps import record_decodes
 
 
 def test_segments_cover_the_video_in_order():
@@ -102,32 +103,16 @@ def test_each_device_decodes_only_its_segment_and_a_missed_jump_is_decoded_again
     """The clip's every frame is a keyframe, so the second device jumps to its cut; when a jump lands
     on the wrong frame, the check where the segments meet catches it and that segment is decoded again
     from the first frame: the result is still the one-device result."""
-    from vibe_server.pipeline.video import VideoReader
-
     options = RunOptions(detector="hog", min_track_frames=5, detection_stride=2, temporal_chunk_frames=4)
     one = _engine().run(short_clip, options).result
-    decode, jumps = VideoReader._decode, []
+    with pytest.MonkeyPatch.context() as patch:
+        decodes = record_decodes(patch)
+        run_across_devices([_engine(), _engine()], short_clip, options)
+    assert (12, 12) in decodes and all(keyframe == start for start, keyframe in decodes)  # nothing decoded twice
 
-    def recording(self, start, stop, *, from_keyframe=0, marks=None):
-        jumps.append((start, from_keyframe))
-        yield from decode(self, start, stop, from_keyframe=from_keyframe, marks=marks)
-
-    monkeypatch.setattr(VideoReader, "_decode", recording)
-    run_across_devices([_engine(), _engine()], short_clip, options)
-    assert (12, 12) in jumps and all(keyframe == start for start, keyframe in jumps)  # nothing decoded twice
-
-    def landing_late(self, start, stop, *, from_keyframe=0, marks=None):
-        jumps.append((start, from_keyframe))
-        if from_keyframe == 0:
-            yield from decode(self, start, stop, marks=marks)
-            return
-        for index, frame in decode(self, start + 1, stop and stop + 1, from_keyframe=from_keyframe, marks=marks):
-            yield index - 1, frame
-
-    jumps.clear()
-    monkeypatch.setattr(VideoReader, "_decode", landing_late)
+    decodes = record_decodes(monkeypatch, late_everywhere=True)
     split = run_across_devices([_engine(), _engine()], short_clip, options).result
-    assert (12, 0) in jumps  # the second segment, decoded again from the first frame
+    assert (12, 0) in decodes  # the second segment, decoded again from the first frame
     for a, b in zip(split.tracks, one.tracks, strict=True):
         np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
         np.testing.assert_array_equal(a.bboxes, b.bboxes)

@@ -8,7 +8,9 @@ import pytest
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.video import VideoReader, open_video, segments_meet
+from vibe_server.pipeline.video import VideoReader, open_video
+
+from .late_jumps import record_decodes
 
 
 @pytest.mark.parametrize(
@@ -70,19 +72,18 @@ def test_keyframes_are_only_the_first_frame_when_packets_and_frames_disagree():
     assert reader.keyframes() == [0]
 
 
-def _off_by_one_jumps(monkeypatch):
-    """Make every jump land one frame late (as a container with wrong timestamps could)."""
-    decode = VideoReader._decode
+def test_an_opencv_that_cannot_hand_out_packets_gives_one_decoder(monkeypatch):
+    open_capture = VideoReader._open_capture
 
-    def landing_late(self, start, stop, *, from_keyframe=0, marks=None):
-        if from_keyframe == 0:
-            yield from decode(self, start, stop, marks=marks)
-            return
-        late = decode(self, start + 1, None if stop is None else stop + 1, from_keyframe=from_keyframe, marks=marks)
-        for index, frame in late:
-            yield index - 1, frame
+    def no_raw_packets(self, *, raw_packets=False):
+        if raw_packets:
+            raise cv2.error("raw packets are not supported by this build")
+        return open_capture(self)
 
-    monkeypatch.setattr(VideoReader, "_decode", landing_late)
+    monkeypatch.setattr(VideoReader, "_open_capture", no_raw_packets)
+    reader = open_video(SAMPLE, decode_workers=3)
+    assert reader.keyframes() == [0]
+    assert [i for i, _ in reader] == list(range(150))  # still every frame, from one decoder
 
 
 @pytest.mark.parametrize(
@@ -104,17 +105,17 @@ def test_segments_decode_exactly_the_frames_of_one_decode_and_meet(clip, cuts, k
     # each jumped to the keyframe at or before its start instead of decoding from the first frame
     assert [s.from_keyframe for s in segments[1:]] == [c // keyframe_step * keyframe_step for c in cuts[1:-1]]
     assert sum(s.decoded for s in segments) == len(whole)
-    assert all(segments_meet(a, b) for a, b in zip(segments, segments[1:]))
+    assert all(later.continues(earlier) for earlier, later in zip(segments, segments[1:]))
 
 
 def test_a_jump_that_lands_on_the_wrong_frame_is_caught_where_segments_meet(monkeypatch):
-    _off_by_one_jumps(monkeypatch)
+    record_decodes(monkeypatch, late_everywhere=True)
     reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
     first, second, exact = reader.segment(0, 40), reader.segment(40, 80), reader.segment(40, 80, seek=False)
     for segment in (first, second, exact):
         frames = dict(segment)
-    assert not segments_meet(first, second)
-    assert segments_meet(first, exact) and sorted(frames) == list(range(40, 80))
+    assert not second.continues(first)
+    assert exact.continues(first) and sorted(frames) == list(range(40, 80))
 
 
 def test_prefetch_thread_gives_the_same_frames_and_stops_early():
@@ -144,7 +145,7 @@ def test_a_small_container_miscount_is_corrected_not_fatal():
 
 # -- bad input ---------------------------------------------------------------------------------
 def _write_video(path, num_frames, size=(64, 48)):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25, size)
     for i in range(num_frames):
         writer.write(np.full((size[1], size[0], 3), (10 * i) % 256, np.uint8))
     writer.release()

@@ -42,7 +42,7 @@ from .options import RunOptions
 from .people import DetectionSchedule
 from .progress import ProgressFn, StageMonitor
 from .track import TrackletCollector
-from .video import VideoSegment, segments_meet
+from .video import VideoSegment
 
 # A cut moves to the nearest keyframe when that is at most this share of a segment away.
 KEYFRAME_REACH = 0.25
@@ -98,7 +98,7 @@ def run_across_devices(
         segments = [engine.open_video(video_path).segment(*span) for engine, span in zip(engines, spans)]
         parts = list(pool.map(lambda job: _detect_segment(*job, options), zip(engines, segments)))
         for k in range(1, len(segments)):
-            if not segments_meet(segments[k - 1], segments[k]):
+            if not segments[k].continues(segments[k - 1]):
                 segments[k] = engines[k].open_video(video_path).segment(*spans[k], seek=False)
                 parts[k] = _detect_segment(engines[k], segments[k], options)
     scheduled = {index: dets for part in parts for index, dets in part.items()}

@@ -12,7 +12,8 @@
 
 OpenCV's FFMPEG backend decodes one frame at a time, so memory stays bounded by the batch size and
 the prefetch queue, whatever the video length. With ``prefetch > 0`` a background thread decodes
-ahead into a bounded queue, so decoding overlaps whatever the consumer does with the frames.
+ahead into a bounded queue, so decoding overlaps whatever the consumer does with the frames; with
+``decode_workers > 1`` several threads decode chunks of the video at once (``parallel_decode``).
 
 Frame indices are 0-based positions in decode order, as the official demo's sorted PNG list gives.
 
@@ -20,7 +21,7 @@ Segments let several decoders share one video: ``keyframes()`` lists where decod
 its own (read from the container's packets, nothing decoded), and a segment's decoder jumps to the
 keyframe at or before its start. Whether a jump landed on the right frame is checked, not assumed:
 a segment records a mark (timestamp + pixel digest) of its first frame, and of the frame just past
-its end, so that consecutive segments must agree where they meet (``segments_meet``).
+its end, so that consecutive segments must agree where they meet (``later.continues(earlier)``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import VideoInfo
 
 from .background import ahead_in_thread
+from .parallel_decode import decode_in_parallel
 
 # A container's frame count is an estimate for some formats (duration x fps); a shortfall this small
 # is taken as the container's error, a larger one as a truncated or damaged file.
@@ -69,7 +71,9 @@ FFMPEG_CAPTURE_OPTIONS = f"format_whitelist;{','.join(VIDEO_CONTAINERS)}|protoco
 CONTAINER_NAMES = "mp4, mov, mkv, webm, avi, gif, mpeg-ts, mpeg, flv, wmv"
 
 
-def open_video(path, *, count_frames: bool = False, prefetch: int = 0, label: str | None = None) -> VideoReader:
+def open_video(
+    path, *, count_frames: bool = False, prefetch: int = 0, decode_workers: int = 1, label: str | None = None
+) -> VideoReader:
     """Open a video file for streaming decode; raises VibeError when it is not a usable video.
 
     path: a video file in a real container (mp4, mov, mkv, webm, avi, gif, mpeg-ts...); playlists,
@@ -78,12 +82,13 @@ def open_video(path, *, count_frames: bool = False, prefetch: int = 0, label: st
         count and to catch a truncated file before any work starts. Otherwise the container's count
         is used and a truncation is reported while iterating.
     prefetch: number of frames a background thread may decode ahead (0: decode in the caller's thread).
+    decode_workers: threads decoding chunks of the video at once (see parallel_decode; 1: one decoder).
     label: how messages name the file (default: the path); a server passes what its client sent.
 
     A file that breaks off (truncated, damaged) is not refused: the frames before the break are
     decoded, and ``reader.warnings`` says what was lost once the decode reaches the break.
     """
-    return VideoReader(path, count_frames=count_frames, prefetch=prefetch, label=label)
+    return VideoReader(path, count_frames=count_frames, prefetch=prefetch, decode_workers=decode_workers, label=label)
 
 
 class VideoReader:
@@ -92,10 +97,19 @@ class VideoReader:
     Each iteration (or ``batches`` call) decodes the video from the start again.
     """
 
-    def __init__(self, path, *, count_frames: bool = False, prefetch: int = 0, label: str | None = None):
+    def __init__(
+        self,
+        path,
+        *,
+        count_frames: bool = False,
+        prefetch: int = 0,
+        decode_workers: int = 1,
+        label: str | None = None,
+    ):
         self.path = Path(path)
         self.label = label if label is not None else str(self.path)
         self.prefetch = int(prefetch)
+        self.decode_workers = int(decode_workers)
         self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
         self._keyframes: list[int] | None = None
         try:
@@ -143,6 +157,8 @@ class VideoReader:
 
     # -- iteration -----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        if self.decode_workers > 1:
+            return decode_in_parallel(self, self.decode_workers)
         if self.prefetch > 0:
             return self._iter_prefetched()
         return self.frames()
@@ -179,15 +195,18 @@ class VideoReader:
         the start is known to be exact).
         """
         if self._keyframes is None:
-            capture = self._open_capture(raw_packets=True)
             found, packets = [], 0
             try:
-                while capture.grab():
-                    if capture.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
-                        found.append(packets)
-                    packets += 1
-            finally:
-                capture.release()
+                capture = self._open_capture(raw_packets=True)
+                try:
+                    while capture.grab():
+                        if capture.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
+                            found.append(packets)
+                        packets += 1
+                finally:
+                    capture.release()
+            except (VibeError, cv2.error, AttributeError):  # an OpenCV build that cannot hand out packets
+                found = []
             one_to_one = packets == self.info.frame_count and found[:1] == [0]
             self._keyframes = found if one_to_one else [0]
         return list(self._keyframes)
@@ -317,9 +336,8 @@ class VideoSegment:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         return self.reader._decode(self.start, self.stop, from_keyframe=self.from_keyframe, marks=self)
 
-
-def segments_meet(earlier: VideoSegment, later: VideoSegment) -> bool:
-    """Did ``later``'s decoder start on the very frame that ``earlier``'s decoder reached at their
-    cut? (Both decoded to their ends. A segment that starts at frame 0 jumps nowhere, so checking
-    the cuts in order chains the proof up from the first frame.)"""
-    return earlier.tail is not None and earlier.tail == later.head
+    def continues(self, earlier: VideoSegment) -> bool:
+        """Did this segment's decoder start on the very frame that ``earlier``'s reached at their cut?
+        (Both decoded to their ends. A segment from frame 0 jumps nowhere, so checking the cuts in
+        order chains the proof up from the first frame.)"""
+        return earlier.tail is not None and earlier.tail == self.head

@@ -1,0 +1,87 @@
+"""Several threads decoding one video give exactly the frames of one decoder, in order, with
+bounded memory; a jump that misses its frame is caught and the decode stays exact."""
+
+import hashlib
+import threading
+import time
+
+import numpy as np
+import pytest
+from testdata import REAL_CLIPS
+
+from vibe_server.pipeline.parallel_decode import chunk_bounds, decode_in_parallel
+from vibe_server.pipeline.video import VideoReader, open_video
+
+from .late_jumps import record_decodes
+
+CLIP = REAL_CLIPS / "one-by-one-person-detection.mp4"  # a keyframe every 10 frames, 1394 frames
+
+
+def _digests(frames) -> list[tuple[int, bytes]]:
+    return [(index, hashlib.blake2b(frame.tobytes(), digest_size=16).digest()) for index, frame in frames]
+
+
+@pytest.fixture(scope="module")
+def one_decoder():
+    return _digests(open_video(CLIP).frames())
+
+
+def test_chunks_start_on_keyframes_and_cover_the_video():
+    assert chunk_bounds(list(range(0, 100, 10)), 25) == [(0, 30), (30, 60), (60, 90), (90, None)]
+    assert chunk_bounds([0, 250, 500], 60) == [(0, 250), (250, 500), (500, None)]
+    assert chunk_bounds([0], 60) == [(0, None)]
+
+
+@pytest.mark.parametrize("workers, chunk_frames", [(2, 60), (3, 20), (4, 200)])
+def test_threads_give_the_frames_of_one_decoder_in_order(one_decoder, workers, chunk_frames):
+    reader = open_video(CLIP)
+    assert _digests(decode_in_parallel(reader, workers, chunk_frames=chunk_frames)) == one_decoder
+
+
+def test_the_reader_decodes_in_parallel_when_asked(one_decoder):
+    assert _digests(open_video(CLIP, decode_workers=2)) == one_decoder
+
+
+def test_decoded_frames_waiting_stay_within_the_memory_bound(monkeypatch):
+    decode, produced = VideoReader._decode, []
+
+    def counting(self, *args, **kwargs):
+        for item in decode(self, *args, **kwargs):
+            produced.append(item[0])
+            yield item
+
+    monkeypatch.setattr(VideoReader, "_decode", counting)
+    frame_bytes = 768 * 432 * 3
+    frames = decode_in_parallel(open_video(CLIP), 3, chunk_frames=30, max_bytes=30 * frame_bytes)
+    next(frames)
+    time.sleep(1.0)  # the threads decode ahead until their queues are full
+    per_queue = 30 // 3
+    # each of the 3 threads: its queue, plus one frame in hand waiting for room
+    assert 3 * per_queue <= len(produced) <= 3 * (per_queue + 1) + 1
+    frames.close()
+
+
+def test_a_missed_jump_falls_back_to_an_exact_decode(one_decoder, monkeypatch):
+    decodes = record_decodes(monkeypatch, late_at=(120,))  # the third chunk's
+    assert _digests(decode_in_parallel(open_video(CLIP), 2, chunk_frames=60)) == one_decoder
+    assert (120, 0) in decodes  # the rest decoded from the first frame
+
+
+def test_stopping_early_releases_every_thread():
+    before = {t for t in threading.enumerate() if t.name.startswith("decode")}
+    frames = decode_in_parallel(open_video(CLIP), 3, chunk_frames=30)
+    for index, _ in frames:
+        if index == 45:
+            break
+    frames.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and {t for t in threading.enumerate() if t.name.startswith("decode")} - before:
+        time.sleep(0.05)
+    assert not {t for t in threading.enumerate() if t.name.startswith("decode")} - before
+
+
+def test_a_video_with_one_keyframe_is_decoded_by_one_decoder():
+    clip = REAL_CLIPS / "asl-walk.mkv"
+    frames = list(decode_in_parallel(open_video(clip), 4))
+    assert [i for i, _ in frames] == list(range(89))
+    np.testing.assert_array_equal(frames[50][1], dict(open_video(clip).frames(50, 51))[50])

@@ -44,7 +44,9 @@ def slice_clip(src: Path, dst: Path, start: int, frames: int | None) -> int:
             break
         if writer is None:
             h, w = frame.shape[:2]
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+            if not writer.isOpened():
+                raise SystemExit(f"This OpenCV cannot write an mp4v video to {dst}; the benchmark cuts its clips so.")
         writer.write(frame)
         written += 1
     cap.release()
@@ -92,6 +94,7 @@ class YoloCostHogBoxes(ReplayDetector):
         super().__init__(boxes_by_frame)
         self.yolo = yolo
         self.batch_size = yolo.batch_size
+        self.device = getattr(yolo, "device", None)  # the staged front end gives a GPU detector its own stream
 
     def detect(self, frames_rgb):
         self.yolo.detect(frames_rgb)

@@ -13,7 +13,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY / "server"), str(REPOSITORY)])}
     args = ["--device", "cpu", "--frames", "30", "--warmup-frames", "30", "--minutes", "0.1", "--repeats", "1"]
-    args += ["--min-track-frames", "4", "--equality-frames", "0"]
+    args += ["--min-track-frames", "4", "--equality-frames", "20"]
     done = subprocess.run(
         [sys.executable, str(REPOSITORY / "benchmarks" / "gpu.py"), *args],
         capture_output=True,
@@ -24,6 +24,7 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
+    assert re.search(r"^decode alone \(whole clip to RGB\): 1 thread\(s\) \d+ frames/s, 2 thread\(s\)", out, re.M)
     for stage in ("decode", "detect", "track", "crop", "backbone", "temporal", "write"):
         assert re.search(rf"^{stage}\s+\d+\.\d+ s\s+\S+/s\s+\d+\.\d+ s", out, re.MULTILINE), stage
     for config in ("official", "ours", "ours, every frame"):
@@ -33,3 +34,6 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     every_frame = r"^ours, every frame: [\d.]+x the official .* track recall 1\.000, median box IoU 1\.000"
     assert re.search(every_frame, out, re.M)
     assert re.search(r"^ours: [\d.]+x the official configuration .* track recall [01]\.\d{3}", out, re.M)
+    # the GPU = CPU check runs (here CPU against CPU: no difference at all)
+    equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "
+    assert re.search(equal + r"max \|joints3d difference\| 0\.00e\+00 .* min box IoU 1\.0000", out, re.M), out[-2000:]

@@ -143,3 +143,23 @@ def test_hog_finds_and_tracks_a_real_person():
     assert abs(cx - person_cx) < 0.1 * person_h and abs(cy - person_cy) < 0.1 * person_h
     assert 0.75 < side / person_h < 1.1
     assert crops and all(c.shape[1:] == (3, 224, 224) for c in crops)
+
+
+def test_the_tracker_clocks_itself_without_the_detections_it_runs():
+    """The schedule's ``tracking_s`` is the tracker's own time: a detection it runs on the spot
+    (here a slow one) does not count, so the per-stage figures stay true when decoding and
+    detection run in other threads."""
+    import time
+
+    from vibe_server.pipeline.people import DetectionSchedule
+
+    class SlowDetector(ScriptedDetector):
+        def detect(self, frames_rgb):
+            time.sleep(0.05)
+            return super().detect(frames_rgb)
+
+    schedule = DetectionSchedule(SlowDetector(1), detection_stride=2)
+    for index, frame in _frames(10):
+        schedule.step(index, frame)  # detects on the spot at frames 0, 2, 4, 6, 8
+    assert schedule.frames_detected == 5
+    assert 0 < schedule.tracking_s < 0.05  # five detections took 0.25 s

@@ -268,3 +268,20 @@ def test_the_backbone_batch_is_larger_on_a_gpu_unless_a_run_sets_it(tiny_engine)
     assert tiny_engine.batch_size == 5
     on_gpu = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cuda:0")  # built, never run, here
     assert on_gpu.default_batch_size() == 128 and on_gpu.gpu_front_end
+
+
+def test_fp32_on_a_gpu_is_fp32_not_tf32():
+    """An engine on CUDA turns TF32 off for the process, so that --official on a GPU equals the CPU
+    (cuDNN allows TF32 in convolutions and the GRU by default); one on a CPU leaves the flags alone."""
+    from .conftest import TinyVIBE
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    try:
+        cudnn.allow_tf32 = matmul.allow_tf32 = True
+        Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu")
+        assert cudnn.allow_tf32 and matmul.allow_tf32
+        Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cuda:0")  # built, never run, here
+        assert not cudnn.allow_tf32 and not matmul.allow_tf32
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved

@@ -115,20 +115,24 @@ def test_a_staged_stream_can_be_iterated_only_once():
         list(stream)
 
 
-def test_the_gpu_front_end_on_a_cpu_gives_the_streaming_results(short_clip):
+def test_the_gpu_front_end_on_a_cpu_gives_the_streaming_results(short_clip, monkeypatch):
     """The whole engine with the real front end (HOG, the bundled walk), once streaming with
     OpenCV's crop and once staged with the device crop (grid_sample, here on the CPU): the same
     tracks, frames and boxes; the poses differ only by the crops' few grey levels."""
+    from vibe_server.pipeline import engine as engine_module
     from vibe_server.pipeline.engine import Engine
     from vibe_server.pipeline.options import RunOptions
 
     from .conftest import TinyVIBE
 
     options = RunOptions(detector="hog", min_track_frames=5, detection_stride=2, adaptive_detection=True)
-    results = []
+    results, readers = [], []
+    monkeypatch.setattr(engine_module, "DECODE_WORKERS", 3)  # (as on a 12-core machine)
     for gpu_front_end in (False, True):
         engine = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu", gpu_front_end=gpu_front_end)
+        engine.open_video = lambda path, open_video=engine.open_video: readers.append(open_video(path)) or readers[-1]
         results.append(engine.run(short_clip, options).result)
+    assert [r.decode_workers for r in readers] == [1, 3]  # the GPU front end decodes in threads
     streaming, staged = results
     assert len(streaming.tracks) == len(staged.tracks) >= 1
     for a, b in zip(streaming.tracks, staged.tracks, strict=True):

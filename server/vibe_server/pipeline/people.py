@@ -17,6 +17,7 @@ tracker's state says its boxes may be wrong (see :mod:`.adaptive_detection`).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
@@ -50,6 +51,7 @@ class DetectionSchedule:
         self.triggers = DetectionTriggers() if adaptive_detection and self.detection_stride > 1 else None
         self.extra_detections: Counter[str] = Counter()
         self.frames_detected = 0
+        self.tracking_s = 0.0  # seconds in step() not spent detecting: the tracker's own time
 
     def scheduled(self, frame_index: int) -> bool:
         """A fixed detection frame (every Nth)."""
@@ -59,21 +61,30 @@ class DetectionSchedule:
         """One frame -> the tracks reported there, (M, 5) [x1, y1, x2, y2, track_id]. dets: the
         detections of a scheduled frame when the caller ran them already (batched); else a scheduled
         or triggered frame is detected here."""
+        t_start, detect_s = time.perf_counter(), 0.0
         if dets is None:
             if self.scheduled(frame_index):
-                dets = self.detector.detect([frame_rgb])[0]
+                dets, detect_s = self._detect_now(frame_rgb)
             elif self.triggers is not None:
                 reason = self.triggers.reason(frame_index, frame_rgb, self.sort)
                 if reason is not None:
                     self.extra_detections[reason] += 1
-                    dets = self.detector.detect([frame_rgb])[0]
+                    dets, detect_s = self._detect_now(frame_rgb)
         if dets is None:
-            return self.sort.coast()
-        self.frames_detected += 1
-        reported = self.sort.update(dets) if len(dets) else self.sort.skip()
-        if self.triggers is not None:
-            self.triggers.reference(frame_index, frame_rgb, self.sort)
+            reported = self.sort.coast()
+        else:
+            self.frames_detected += 1
+            reported = self.sort.update(dets) if len(dets) else self.sort.skip()
+            if self.triggers is not None:
+                self.triggers.reference(frame_index, frame_rgb, self.sort)
+        self.tracking_s += time.perf_counter() - t_start - detect_s
         return reported
+
+    def _detect_now(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """One frame's detections, on the spot, and the seconds they took."""
+        t_start = time.perf_counter()
+        dets = self.detector.detect([frame_rgb])[0]
+        return dets, time.perf_counter() - t_start
 
 
 class PeopleStream:
@@ -114,6 +125,7 @@ class PeopleStream:
     triggers = property(lambda self: self.schedule.triggers)
     extra_detections = property(lambda self: self.schedule.extra_detections)
     frames_detected = property(lambda self: self.schedule.frames_detected)
+    tracking_s = property(lambda self: self.schedule.tracking_s)
 
     def __iter__(self) -> Iterator[FramePeople]:
         self._start()

@@ -58,7 +58,9 @@ def detection_stream(detector: Detector) -> torch.cuda.Stream | None:
     device = getattr(detector, "device", None)
     if device is None or torch.device(device).type != "cuda":
         return None
-    return torch.cuda.Stream(device=device)
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_stream(torch.cuda.current_stream(device))  # the detector's weights, made ready on the default one
+    return stream
 
 
 def stream_people_staged(

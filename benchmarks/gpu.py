@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import importlib.util
 import resource
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def main() -> int:
     parser.add_argument("--warmup-frames", type=int, default=64)
     parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
     args = parser.parse_args()
+    if importlib.util.find_spec("smplx") is None:  # the body model, needed long after the slow start
+        raise SystemExit("smplx is not installed here: install it (pip install smplx, pure Python) and run again.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("No CUDA device is visible; run on a GPU machine, or pass --device cpu to check the script.")
 

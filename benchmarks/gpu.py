@@ -248,14 +248,13 @@ def check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults
     if boxes is not None:
         boxes.update(recorded_hog_boxes(equality_clip, WARMUP_START))
     options = official_options(defaults)
-    results = {}
-    for where in (args.device, "cpu"):
-        engine = Engine(
+    gpu, cpu = (
+        Engine(
             copy.deepcopy(model).to(where), model_name="bench", data_dir=data_dir, device=where,
             precision="fp32", frontend=frontend,
-        )  # fmt: skip
-        results[where] = engine.run(equality_clip, options).result
-    gpu, cpu = results[args.device], results["cpu"]
+        ).run(equality_clip, options).result
+        for where in (args.device, "cpu")
+    )  # fmt: skip
     pose, joints = largest_differences(cpu, gpu)
     iou = np.asarray(compare(cpu, gpu)["box_iou"], dtype=np.float64)
     print(
@@ -279,8 +278,6 @@ def largest_differences(reference, other) -> tuple[float, float]:
         pose = max(pose, float(np.abs(ref.pose[rows] - match.pose[cols]).max(initial=0.0)))
         joints = max(joints, float(np.abs(ref.joints3d[rows] - match.joints3d[cols]).max(initial=0.0)))
     return pose, joints
-
-    return 0
 
 
 if __name__ == "__main__":

@@ -97,3 +97,21 @@ def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank
     assert run.returncode == 0, run.stderr[-2000:]
     [record] = manifest_lines(tmp_path / "out")
     assert record["status"] == "done" and record["worker"].startswith("ray ")
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [("127.0.0.1:1", "Cannot reach the Ray cluster at '127.0.0.1:1'"), ("head-node", "is not a Ray cluster address")],
+)
+def test_an_unreachable_or_malformed_cluster_address_is_one_clear_error_at_once(
+    clip_bank, tmp_path, capsys, address, message
+):
+    """Ray itself retries an address that answers nothing for minutes; the batch says so at once."""
+    import time
+
+    inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
+    started = time.perf_counter()
+    assert main(batch_args(inputs, out=tmp_path / "out", extra=["--ray", address])) != 0
+    assert time.perf_counter() - started < 30
+    assert message in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("*.npz"))

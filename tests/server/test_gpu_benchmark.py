@@ -37,3 +37,26 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     # the GPU = CPU check runs (here CPU against CPU: no difference at all)
     equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "
     assert re.search(equal + r"max \|joints3d difference\| 0\.00e\+00 .* min box IoU 1\.0000", out, re.M), out[-2000:]
+
+
+def test_the_gpu_cpu_check_compares_matched_tracks_on_the_frames_they_share(monkeypatch):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(REPOSITORY / "benchmarks"))
+    from gpu import largest_differences
+
+    def track(frames, offset=0.0):
+        frames = np.asarray(frames)
+        return SimpleNamespace(
+            frame_ids=frames, pose=frames[:, None] + np.zeros((1, 72)) + offset, joints3d=np.zeros((len(frames), 49, 3))
+        )
+
+    cpu = SimpleNamespace(tracks=[track(range(0, 10)), track(range(20, 30))])
+    # the GPU found the second person one frame later, and in another order; its poses differ by 3e-5
+    gpu = SimpleNamespace(tracks=[track(range(21, 30), 3e-5), track(range(0, 10))])
+    pose, joints = largest_differences(cpu, gpu)
+    assert abs(pose - 3e-5) < 1e-9 and joints == 0.0
+    gpu.tracks[1].joints3d[4, 7, 2] = 0.5
+    assert largest_differences(cpu, gpu)[1] == 0.5

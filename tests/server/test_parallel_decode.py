@@ -12,7 +12,7 @@ from testdata import REAL_CLIPS
 from vibe_server.pipeline.parallel_decode import chunk_bounds, decode_in_parallel
 from vibe_server.pipeline.video import VideoReader, open_video
 
-from .late_jumps import record_decodes
+from .late_jumps import count_decoded_frames, record_decodes
 
 CLIP = REAL_CLIPS / "one-by-one-person-detection.mp4"  # a keyframe every 10 frames, 1394 frames
 
@@ -26,10 +26,10 @@ def one_decoder():
     return _digests(open_video(CLIP).frames())
 
 
-def test_chunks_start_on_keyframes_and_cover_the_video():
-    assert chunk_bounds(list(range(0, 100, 10)), 25) == [(0, 30), (30, 60), (60, 90), (90, None)]
-    assert chunk_bounds([0, 250, 500], 60) == [(0, 250), (250, 500), (500, None)]
-    assert chunk_bounds([0], 60) == [(0, None)]
+def test_chunks_start_on_jump_targets_and_cover_the_video():
+    assert chunk_bounds(list(range(16, 100, 10)), 25) == [(0, 26), (26, 56), (56, 86), (86, None)]
+    assert chunk_bounds([16, 266, 516], 60) == [(0, 266), (266, 516), (516, None)]
+    assert chunk_bounds([16], 60) == [(0, None)]
 
 
 @pytest.mark.parametrize("workers, chunk_frames", [(2, 60), (3, 20), (4, 200)])
@@ -39,7 +39,18 @@ def test_threads_give_the_frames_of_one_decoder_in_order(one_decoder, workers, c
 
 
 def test_the_reader_decodes_in_parallel_when_asked(one_decoder):
-    assert _digests(open_video(CLIP, decode_workers=2)) == one_decoder
+    reader = open_video(CLIP, decode_workers=2)
+    assert _digests(reader) == one_decoder
+    assert reader.info.frame_count == 1394 and reader.warnings == []
+
+
+def test_each_chunk_decodes_only_its_own_frames_and_opencv_s_preroll(monkeypatch):
+    reader = open_video(CLIP)
+    chunks = chunk_bounds(reader.jump_targets(), 120)  # (the packets read for this are not decoded)
+    decoded = count_decoded_frames(monkeypatch)
+    frames = sum(1 for _ in decode_in_parallel(reader, 3, chunk_frames=120))
+    # every frame once, plus per jump the frame past a chunk's end and the 16 OpenCV decodes first
+    assert frames == 1394 and len(decoded) <= 1394 + (len(chunks) - 1) * (1 + 16 + 1)
 
 
 def test_decoded_frames_waiting_stay_within_the_memory_bound(monkeypatch):
@@ -62,9 +73,21 @@ def test_decoded_frames_waiting_stay_within_the_memory_bound(monkeypatch):
 
 
 def test_a_missed_jump_falls_back_to_an_exact_decode(one_decoder, monkeypatch):
-    decodes = record_decodes(monkeypatch, late_at=(120,))  # the third chunk's
-    assert _digests(decode_in_parallel(open_video(CLIP), 2, chunk_frames=60)) == one_decoder
-    assert (120, 0) in decodes  # the rest decoded from the first frame
+    decodes = record_decodes(monkeypatch, late_at=(126,))  # the third chunk's: 0, 66, 126, ...
+    reader = open_video(CLIP)
+    assert _digests(decode_in_parallel(reader, 2, chunk_frames=60)) == one_decoder
+    assert (126, False) in decodes  # the rest decoded from the first frame
+    assert reader.info.frame_count == 1394 and reader.warnings == []  # the chunks counted nothing
+
+
+def test_a_truncated_video_gives_the_frames_and_the_warning_of_one_decoder(tmp_path):
+    truncated = tmp_path / "cut.mp4"
+    data = CLIP.read_bytes()
+    truncated.write_bytes(data[: len(data) * 2 // 3])
+    plain, threaded = open_video(truncated), open_video(truncated, decode_workers=3)
+    assert _digests(threaded) == _digests(plain)
+    assert threaded.warnings == plain.warnings and len(plain.warnings) == 1
+    assert threaded.info.frame_count == plain.info.frame_count < 1394
 
 
 def test_stopping_early_releases_every_thread():

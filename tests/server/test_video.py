@@ -8,9 +8,9 @@ import pytest
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.video import VideoReader, open_video
+from vibe_server.pipeline.video import JUMP_PREROLL_FRAMES, VideoReader, open_video
 
-from .late_jumps import record_decodes
+from .late_jumps import count_decoded_frames, record_decodes
 
 
 @pytest.mark.parametrize(
@@ -86,12 +86,18 @@ def test_an_opencv_that_cannot_hand_out_packets_gives_one_decoder(monkeypatch):
     assert [i for i, _ in reader] == list(range(150))  # still every frame, from one decoder
 
 
+def test_the_cheapest_frames_to_jump_to_follow_each_keyframe():
+    reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
+    assert reader.jump_targets() == [k + JUMP_PREROLL_FRAMES for k in range(0, 1394 - JUMP_PREROLL_FRAMES, 10)]
+    assert open_video(REAL_CLIPS / "asl-walk.mkv").jump_targets() == [JUMP_PREROLL_FRAMES]
+
+
 @pytest.mark.parametrize(
-    "clip, cuts, keyframe_step",
-    [(REAL_CLIPS / "one-by-one-person-detection.mp4", (0, 500, 910, 1000), 10), (SAMPLE, (0, 3, 47, None), 12)],
-    ids=["on keyframes", "between keyframes, to the end"],
+    "clip, cuts",
+    [(REAL_CLIPS / "one-by-one-person-detection.mp4", (0, 506, 916, 1000)), (SAMPLE, (0, 3, 47, None))],
+    ids=["at jump targets", "elsewhere, to the end"],
 )
-def test_segments_decode_exactly_the_frames_of_one_decode_and_meet(clip, cuts, keyframe_step):
+def test_segments_decode_exactly_the_frames_of_one_decode_and_meet(clip, cuts):
     reader = open_video(clip)
     whole = dict(reader.frames(0, cuts[-1]))
     segments = [reader.segment(start, stop) for start, stop in zip(cuts, cuts[1:])]
@@ -102,10 +108,19 @@ def test_segments_decode_exactly_the_frames_of_one_decode_and_meet(clip, cuts, k
     assert sorted(seen) == sorted(whole)
     for index, frame in whole.items():
         np.testing.assert_array_equal(seen[index], frame)
-    # each jumped to the keyframe at or before its start instead of decoding from the first frame
-    assert [s.from_keyframe for s in segments[1:]] == [c // keyframe_step * keyframe_step for c in cuts[1:-1]]
     assert sum(s.decoded for s in segments) == len(whole)
     assert all(later.continues(earlier) for earlier, later in zip(segments, segments[1:]))
+
+
+def test_a_segment_jumps_instead_of_decoding_the_frames_before_it(monkeypatch):
+    reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
+    decoded = count_decoded_frames(monkeypatch)
+    assert [i for i, _ in reader.segment(916, 1000)] == list(range(916, 1000))
+    # 84 frames, the one past the end (to check the next cut) and OpenCV's 16 before a jump target
+    assert len(decoded) <= 84 + 1 + JUMP_PREROLL_FRAMES + 1
+    decoded.clear()
+    list(reader.segment(916, 1000, seek=False))
+    assert len(decoded) >= 1000
 
 
 def test_a_jump_that_lands_on_the_wrong_frame_is_caught_where_segments_meet(monkeypatch):

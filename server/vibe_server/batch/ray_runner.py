@@ -33,6 +33,7 @@ TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 CPUS_PER_CPU_ACTOR = 2
+CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is unreachable
 
 
 class VideoActor:
@@ -117,6 +118,7 @@ def run_ray(
     ray = _import_ray()
     from ray.util import ActorPool  # optional dependency: the ray extra (checked just above)
 
+    check_reachable(address)
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -135,6 +137,28 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """VibeError unless the cluster at ``address`` ("HOST:PORT" or "ray://HOST:PORT"; None, "auto"
+    and "local" are Ray's to resolve) accepts a connection: Ray itself would retry for minutes."""
+    if address is None or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise VibeError(
+            f"'{address}' is not a Ray cluster address: give HOST:PORT (the head node's, e.g. 10.0.0.5:6379), "
+            "'auto', or no address to start a cluster on this machine."
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise VibeError(
+            f"Cannot reach the Ray cluster at '{address}' ({reason}); start it with 'ray start --head' "
+            "or give its head node's address."
+        ) from None
 
 
 def _drive(ray, pool, items: list[BatchItem], transfer: str, on_record, progress: BatchProgress) -> None:

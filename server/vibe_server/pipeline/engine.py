@@ -49,7 +49,7 @@ DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this 
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder (FFmpeg's own threads already fill 2 cores: 1,600 against 1,200 frames/s
 # with two chunk threads on the sample clip).
-DECODE_WORKERS = min(4, max(1, (os.cpu_count() or 1) // 4))
+DECODE_WORKERS = min(4, max(1, len(os.sched_getaffinity(0)) // 4))  # the cores this process may use
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 

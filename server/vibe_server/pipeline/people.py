@@ -163,7 +163,10 @@ class PeopleStream:
         for frame_index, frame_rgb in pending:
             dets = next(scheduled) if self.schedule.scheduled(frame_index) else None
             reported = self.schedule.step(frame_index, frame_rgb, dets)
-            yield FramePeople(frame_index, frame_rgb, self.collector.add(frame_index, reported))
+            t_start = time.perf_counter()
+            boxes = self.collector.add(frame_index, reported)
+            self.schedule.tracking_s += time.perf_counter() - t_start  # the tracks' bookkeeping counts too
+            yield FramePeople(frame_index, frame_rgb, boxes)
         self.frames_done += len(pending)
         if self.progress is not None:
             info = getattr(self.frames, "info", None)

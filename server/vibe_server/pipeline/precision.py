@@ -20,6 +20,7 @@ def autocast(precision: str, device_type: str) -> contextlib.AbstractContextMana
 def exact_fp32_on_cuda() -> None:
     """No TF32 on this process's GPUs (cuDNN's convolutions and GRU, matrix products): fp32 is
     fp32, as in the official code (written before TF32), so that ``--official`` on a GPU equals the
-    CPU. The fast runs lose nothing: their convolutions run in bf16/fp16 under autocast."""
+    CPU. The fast runs lose next to nothing: their convolutions run in bf16/fp16 under autocast,
+    only the small temporal model and SMPL in fp32."""
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False

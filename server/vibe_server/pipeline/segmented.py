@@ -16,12 +16,12 @@ that does runs once, in order:
    the segment where they start, the GRU state handed over from device to device.
 
 So tracks, frames and boxes equal a one-device run's, and the poses do up to the devices'
-arithmetic. The cuts sit on keyframes (GOP starts) where the video has them, so each device decodes
-only its own segment, jumping straight to it. A jump is trusted only once checked: the segment
-before a cut decodes one frame past it, and both decoders must have seen the same frame there
-(timestamp and pixels); a segment whose jump missed is decoded again from the video's first frame,
-which is always exact. Videos with few keyframes are cut evenly, each decoder starting at the
-keyframe before its cut and dropping the frames up to it.
+arithmetic. Each device decodes only its own segment, jumping straight to its start; the cuts sit
+where a jump costs least (just after a keyframe, see ``VideoReader.jump_targets``) where the video
+has such frames near the even cuts. A jump is trusted only once checked: the segment before a cut
+decodes one frame past it, and both decoders must have seen the same frame there (timestamp and
+pixels); a segment whose jump missed is decoded again from the video's first frame, which is always
+exact. The second pass over a segment jumps again, and must land on the frame the first did.
 """
 
 from __future__ import annotations
@@ -44,17 +44,17 @@ from .progress import ProgressFn, StageMonitor
 from .track import TrackletCollector
 from .video import VideoSegment
 
-# A cut moves to the nearest keyframe when that is at most this share of a segment away.
-KEYFRAME_REACH = 0.25
+# A cut moves to the nearest cheap jump target when that is at most this share of a segment away.
+JUMP_REACH = 0.25
 
 
-def segment_bounds(frame_count: int, parts: int, keyframes: Sequence[int] = (0,)) -> list[tuple[int, int]]:
+def segment_bounds(frame_count: int, parts: int, jump_targets: Sequence[int] = ()) -> list[tuple[int, int]]:
     """[start, stop) of ``parts`` consecutive segments of near-equal length covering the frames,
-    each cut moved onto the nearest of ``keyframes`` within reach (see KEYFRAME_REACH)."""
+    each cut moved onto the nearest of ``jump_targets`` within reach (see JUMP_REACH)."""
     edges = np.linspace(0, frame_count, parts + 1).round().astype(int).tolist()
-    reach = KEYFRAME_REACH * frame_count / parts
+    reach = JUMP_REACH * frame_count / parts
     for k in range(1, parts):
-        nearest = min(keyframes, key=lambda frame: abs(frame - edges[k]))
+        nearest = min(jump_targets, key=lambda frame: abs(frame - edges[k]), default=edges[k])
         if abs(nearest - edges[k]) <= reach and edges[k - 1] < nearest < edges[k + 1]:
             edges[k] = nearest
     return list(zip(edges[:-1], edges[1:]))
@@ -87,7 +87,7 @@ def run_across_devices(
     video_name = video_name or info.name
     for engine in engines:
         engine.prepare_run(options, expected_crops=int(info.frame_count or 0) // len(engines))
-    bounds = segment_bounds(int(info.frame_count), len(engines), reader.keyframes())
+    bounds = segment_bounds(int(info.frame_count), len(engines), reader.jump_targets())
     pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
 
     # 1. detect the scheduled frames of every segment, all devices at once; then check the cuts in
@@ -103,6 +103,7 @@ def run_across_devices(
                 parts[k] = _detect_segment(engines[k], segments[k], options)
     scheduled = {index: dets for part in parts for index, dets in part.items()}
     frames_decoded = sum(segment.decoded for segment in segments)
+    reader.check_complete(frames_decoded)  # a truncated video: the warning, and the frames that decoded
     if frames_decoded == 0:
         raise VibeError(
             f"No frame of '{video_name}' could be decoded. Check that the file plays, "
@@ -141,6 +142,10 @@ def run_across_devices(
         ]
         for part in pool.map(lambda job: _features_segment(*job, options, boxes_at), zip(engines, again)):
             features.update(part)
+        for k, (first, second) in enumerate(zip(segments, again)):
+            if second.head != first.head:  # this jump missed where the first one landed: decode exactly
+                exact = engines[k].open_video(video_path).segment(first.start, first.stop, seek=False)
+                features.update(_features_segment(engines[k], exact, options, boxes_at))
     pool.shutdown()
 
     # 4. the temporal model, chunk by chunk on the device of the chunk's segment
@@ -164,7 +169,7 @@ def run_across_devices(
         t_start=t_start,
         frames_decoded=frames_decoded,
         crops=len(features),
-        warnings=list(dict.fromkeys(w for segment in segments for w in segment.reader.warnings)),
+        warnings=list(reader.warnings),
         engine_for_frame=lambda frame: engines[bisect.bisect_right(starts, frame) - 1],
     )
 

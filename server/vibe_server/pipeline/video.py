@@ -18,17 +18,18 @@ ahead into a bounded queue, so decoding overlaps whatever the consumer does with
 Frame indices are 0-based positions in decode order, as the official demo's sorted PNG list gives.
 
 Segments let several decoders share one video: ``keyframes()`` lists where decoding can start on
-its own (read from the container's packets, nothing decoded), and a segment's decoder jumps to the
-keyframe at or before its start. Whether a jump landed on the right frame is checked, not assumed:
+its own (read from the container's packets, nothing decoded), ``jump_targets()`` the frames that
+are cheapest to jump to, and a segment's decoder jumps straight to its start. Whether a jump landed
+on the right frame is checked, not assumed:
 a segment records a mark (timestamp + pixel digest) of its first frame, and of the frame just past
 its end, so that consecutive segments must agree where they meet (``later.continues(earlier)``).
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import os
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +41,10 @@ from vibe_blender.core.result_file import VideoInfo
 
 from .background import ahead_in_thread
 from .parallel_decode import decode_in_parallel
+
+# OpenCV's FFmpeg reader starts a jump to frame n from the keyframe at or before n - 16 and decodes
+# forward to n, so the cheapest frames to jump to are the 16th after each keyframe.
+JUMP_PREROLL_FRAMES = 16
 
 # A container's frame count is an estimate for some formats (duration x fps); a shortfall this small
 # is taken as the container's error, a larger one as a truncated or damaged file.
@@ -190,44 +195,56 @@ class VideoReader:
     def keyframes(self) -> list[int]:
         """Indices of the frames where decoding can start on its own (GOP starts), ascending, from 0.
 
-        Read from the container's packets without decoding them (milliseconds for minutes of video).
-        Only ``[0]`` when the packets do not map one to one onto the frames (then only a decode from
-        the start is known to be exact).
+        Read from the container's packets without decoding them (milliseconds for minutes of video;
+        never more packets than the header's frame count). Only ``[0]`` when the packets do not map
+        one to one onto the frames.
         """
         if self._keyframes is None:
-            found, packets = [], 0
+            found, packets = array("q"), 0  # 8 bytes a keyframe, bounded by the file's packets
             try:
                 capture = self._open_capture(raw_packets=True)
                 try:
-                    while capture.grab():
+                    while packets <= self.info.frame_count and capture.grab():
                         if capture.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME):
                             found.append(packets)
                         packets += 1
                 finally:
                     capture.release()
             except (VibeError, cv2.error, AttributeError):  # an OpenCV build that cannot hand out packets
-                found = []
-            one_to_one = packets == self.info.frame_count and found[:1] == [0]
-            self._keyframes = found if one_to_one else [0]
+                found = array("q")
+            one_to_one = packets == self.info.frame_count and found[:1].tolist() == [0]
+            self._keyframes = found.tolist() if one_to_one else [0]
         return list(self._keyframes)
 
+    def jump_targets(self) -> list[int]:
+        """The frames a decoder jumps to with the least waste, ascending: JUMP_PREROLL_FRAMES after
+        each keyframe (a jump to any other frame decodes more frames before it)."""
+        return [k + JUMP_PREROLL_FRAMES for k in self.keyframes() if k + JUMP_PREROLL_FRAMES < self.info.frame_count]
+
     def segment(self, start: int, stop: int | None, *, seek: bool = True) -> VideoSegment:
-        """Frames [start, stop) from a decoder of their own that jumps to the keyframe at or before
-        ``start`` (``seek=False``: decodes from the first frame, always exact)."""
+        """Frames [start, stop) from a decoder of their own that jumps to ``start`` (``seek=False``:
+        decodes from the first frame and drops the frames before ``start``, always exact)."""
         return VideoSegment(self, start, stop, seek=seek)
 
+    def check_complete(self, frames_decoded: int) -> None:
+        """After a decode to the end that covered ``frames_decoded`` frames: warn (``self.warnings``)
+        when that is well short of the container's count, and make it ``info.frame_count``. (Called
+        by whoever saw the whole video: a plain decode itself, the caller of segments.)"""
+        self._check_complete(frames_decoded)
+
     def _decode(
-        self, start: int, stop: int | None, *, from_keyframe: int = 0, marks: VideoSegment | None = None
+        self, start: int, stop: int | None, *, jump: bool = False, marks: VideoSegment | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode from ``from_keyframe`` (a jump), drop the frames before ``start``, yield to ``stop``;
-        ``marks`` gets the first frame's mark (head) and the mark of the frame at ``stop`` (tail)."""
+        """Decode frames [start, stop): ``jump`` straight to ``start``, or from the first frame
+        dropping those before it. ``marks`` (a segment's decode) gets the mark of the first frame
+        (head) and of the frame at ``stop`` (tail); then the caller checks completeness."""
         capture = self._open_capture()
         frame_index = 0
         try:
-            if from_keyframe > 0:
-                landed = capture.set(cv2.CAP_PROP_POS_FRAMES, from_keyframe)
-                if landed and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == from_keyframe:
-                    frame_index = from_keyframe
+            if jump and start > 0:
+                landed = capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+                if landed and int(capture.get(cv2.CAP_PROP_POS_FRAMES)) == start:
+                    frame_index = start
                 else:  # the container cannot jump there: decode from the first frame
                     capture.release()
                     capture = self._open_capture()
@@ -250,7 +267,7 @@ class VideoReader:
             capture.release()
         if marks is not None:
             marks.decoded = max(0, frame_index - start)
-        if stop is None or frame_index < stop:
+        elif stop is None or frame_index < stop:
             self._check_complete(frame_index)
 
     def _iter_prefetched(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -321,20 +338,20 @@ class VideoSegment:
 
     Iterating yields ``(frame_index, frame_rgb)``; afterwards ``head`` marks the frame decoded as
     ``start`` and ``tail`` the frame decoded as ``stop`` (read past the end, not yielded; None at
-    the video's end), and ``decoded`` counts the frames yielded.
+    the video's end), and ``decoded`` counts the frames yielded. A segment never changes its
+    reader's ``info`` or ``warnings``: several may decode at once; their caller, who sees where the
+    whole decode ended, calls ``reader.check_complete``.
     """
 
     def __init__(self, reader: VideoReader, start: int, stop: int | None, *, seek: bool = True):
         self.reader = reader
         self.start, self.stop, self.seek = int(start), stop, seek
-        keyframes = reader.keyframes() if seek and start > 0 else [0]
-        self.from_keyframe = keyframes[bisect.bisect_right(keyframes, self.start) - 1]
         self.head: FrameMark | None = None
         self.tail: FrameMark | None = None
         self.decoded = 0
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        return self.reader._decode(self.start, self.stop, from_keyframe=self.from_keyframe, marks=self)
+        return self.reader._decode(self.start, self.stop, jump=self.seek, marks=self)
 
     def continues(self, earlier: VideoSegment) -> bool:
         """Did this segment's decoder start on the very frame that ``earlier``'s reached at their cut?

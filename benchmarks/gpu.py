@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from clips import REAL_CLIPS_DIR, SPEED_CLIP, YoloCostHogBoxes, frame_key, slice_clip
+from clips import REAL_CLIPS_DIR, SPEED_CLIP, CountingDetector, YoloCostHogBoxes, frame_key, slice_clip
 from fidelity import RECALL_IOU, compare
 from pipeline import median_run
 from testdata import HOG_DETECTIONS
@@ -144,7 +144,13 @@ def main() -> int:
         def make_detector(name, **kwargs):
             return YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
 
-    frontend = dataclasses.replace(base, make_detector=make_detector)
+    counters: list[CountingDetector] = []
+
+    def counted_detector(name, **kwargs):
+        counters.append(CountingDetector(make_detector(name, **kwargs)))
+        return counters[-1]
+
+    frontend = dataclasses.replace(base, make_detector=counted_detector)
     reader = frontend.open_video(str(clip))
     loops = max(1, round(args.minutes * 60 * reader.info.fps / reader.info.frame_count))
     looped = dataclasses.replace(frontend, open_video=lambda path: LoopedVideo(base.open_video(path), loops))
@@ -167,7 +173,7 @@ def main() -> int:
         ("ours", defaults),
         ("ours, every frame", dataclasses.replace(defaults, detection_stride=1)),
     ]
-    outputs, peaks = {}, {}
+    outputs, peaks, detections = {}, {}, {}
     for label, options in configs:
         engine = Engine(
             copy.deepcopy(model),
@@ -182,7 +188,13 @@ def main() -> int:
         engine.run(warmup, options)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
+        for counter in counters:
+            counter.reset()
         outputs[label] = median_run(engine, clip, options, args.repeats)
+        detections[label] = {
+            kind: [sum(c.frames[kind] for c in counters), sum(c.seconds[kind] for c in counters)]
+            for kind in ("batched", "on the spot")
+        }
         peaks[label] = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), peak_host_rss_mib())
         out = outputs[label]
         print(f"  {label}: {out.wall_s:.2f} s, {out.frames_decoded / out.wall_s:.1f} frames/s", flush=True)
@@ -216,6 +228,11 @@ def main() -> int:
             f"{len(out.result.tracks)} tracks; peak GPU memory {gpu_mib:.0f} MiB, peak host RSS {rss_mib:.0f} MiB"
             " (the process's, so far)"
         )
+    for label, _ in configs:
+        cells = [
+            f"{kind} {frames:.0f} frames in {seconds:.2f} s" for kind, (frames, seconds) in detections[label].items()
+        ]
+        print(f"detections {label:<18} " + "; ".join(cells) + " (a run's average)")
     print(
         f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.1f} "
         f"minutes, the clip {loops} times): {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s; "

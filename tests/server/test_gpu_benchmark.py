@@ -29,6 +29,9 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
         assert re.search(rf"^{stage}\s+\d+\.\d+ s\s+\S+/s\s+\d+\.\d+ s", out, re.MULTILINE), stage
     for config in ("official", "ours", "ours, every frame"):
         assert re.search(rf"^end to end {config}\s+[\d.]+ s\s+[\d.]+ frames/s .*peak host RSS \d+ MiB", out, re.M)
+    for config in ("official", "ours"):  # which detections ran in batches and which one frame at a time
+        assert re.search(rf"^detections {config}\s+batched \d+ frames in [\d.]+ s; on the spot \d+ frames", out, re.M)
+    assert re.search(r"^detections official\s+batched \d+ frames in [\d.]+ s; on the spot 0 frames", out, re.M)
     assert re.search(r"end to end ours, 60 frames \(0\.1 minutes, the clip 2 times\): [\d.]+ s", out)
     # detection on every frame reproduces the official boxes exactly
     every_frame = r"^ours, every frame: [\d.]+x the official .* track recall 1\.000, median box IoU 1\.000"

@@ -3,6 +3,7 @@
     PYTHONPATH=server:. python benchmarks/gpu.py [--data-dir DIR] [--device cuda] [--minutes 10] [--repeats 3]
 
 Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432, 1394 frames):
+- how fast the clip decodes alone, with 1, 2, 4 and 8 decoding threads;
 - frames/s per stage (decode, detect, track, crop, backbone, temporal, write; the backbone in
   person crops/s) and end to end, for
   "official": ``--official`` (YOLOv3 on every frame, fp32 eager, a fresh GRU state every 450
@@ -10,7 +11,8 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
   the GPU, detection every 8th frame plus adaptive detection), and "ours, every frame": the same
   with detection on every frame;
 - end to end on a --minutes long video: the clip decoded again and again as one video;
-- peak GPU memory and peak host RSS of each;
+- peak GPU memory and peak host RSS of each, and the frames each detected in batches and one at a
+  time on the spot (adaptive detection), with the seconds they took;
 - the accuracy difference to the official run (as benchmarks/fidelity.py: track recall at box IoU
   >= 0.9, median box IoU);
 - ``--official`` in fp32 on the GPU against the same on the CPU, on a slice: the largest pose and

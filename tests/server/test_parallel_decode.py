@@ -108,3 +108,34 @@ def test_a_video_with_one_keyframe_is_decoded_by_one_decoder():
     frames = list(decode_in_parallel(open_video(clip), 4))
     assert [i for i, _ in frames] == list(range(89))
     np.testing.assert_array_equal(frames[50][1], dict(open_video(clip).frames(50, 51))[50])
+
+
+def test_the_staged_front_end_on_decoding_threads_finds_the_tracks_of_the_plain_one(one_decoder):
+    """The GPU front end's pieces together on the real clip: decoding threads inside the staged
+    stream's detection thread, detections replayed from OpenCV HOG's recorded boxes, stride 8 with
+    adaptive detection: the same tracks, frames and boxes as one decoder and the streaming front end."""
+    from testdata import HOG_DETECTIONS
+
+    from vibe_server.pipeline.people import find_people
+    from vibe_server.pipeline.staged import stream_people_staged
+
+    with np.load(HOG_DETECTIONS) as recorded:
+        rows, counts = recorded[f"{CLIP.name}/boxes"], recorded[f"{CLIP.name}/counts"]
+    per_frame = np.split(rows, np.cumsum(counts)[:-1])
+    index_of = {digest: index for index, digest in one_decoder}
+
+    class RecordedHog:
+        batch_size = 8
+
+        def detect(self, frames_rgb):
+            return [per_frame[index_of[_digests([(0, frame)])[0][1]]] for frame in frames_rgb]
+
+    schedule = {"detection_stride": 8, "adaptive_detection": True}
+    plain = find_people(open_video(CLIP), RecordedHog(), min_track_frames=1, **schedule)
+    staged = stream_people_staged(open_video(CLIP, decode_workers=3, prefetch=8), RecordedHog(), **schedule)
+    assert sum(1 for _ in staged) == 1394
+    threaded = staged.tracklets(min_track_frames=1)
+    assert sorted(plain) == sorted(threaded) and len(plain) >= 5
+    for track_id, track in plain.items():
+        np.testing.assert_array_equal(track.frames, threaded[track_id].frames)
+        np.testing.assert_array_equal(track.bboxes, threaded[track_id].bboxes)

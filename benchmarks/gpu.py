@@ -16,7 +16,9 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
 - the accuracy difference to the official run (as benchmarks/fidelity.py: track recall at box IoU
   >= 0.9, median box IoU);
 - ``--official`` in fp32 on the GPU against the same on the CPU, on a slice: the largest pose and
-  joint difference and the smallest box IoU (goal: within 1e-4, IoU >= 0.999).
+  joint difference and the smallest box IoU (goal: within 1e-4, IoU >= 0.999);
+- with ``--compiled``, last: ours with the backbone and YOLOv3's network through torch.compile
+  (the warm-up's seconds include compiling).
 
 Without --data-dir the models are full-size with random weights (a synthetic bundle and random
 Darknet weights): their cost is the real models' cost, but random YOLO weights find nobody, so its
@@ -86,6 +88,12 @@ class LoopedVideo:
                 yield loop * n + index, frame
 
 
+def detection_figures(sums: dict[str, list], repeats: int) -> str:
+    """'batched F frames in S s; on the spot F frames in S s' for one run, from the sums of ``repeats``."""
+    cells = [f"{kind} {frames / repeats:.0f} frames in {secs / repeats:.2f} s" for kind, (frames, secs) in sums.items()]
+    return "; ".join(cells)
+
+
 def peak_host_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
@@ -99,6 +107,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the looped video")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median reported)")
     parser.add_argument("--warmup-frames", type=int, default=64)
+    parser.add_argument("--compiled", action="store_true", help="also run ours with backbone and YOLOv3 compiled, last")
     parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
     args = parser.parse_args()
     if importlib.util.find_spec("smplx") is None:  # the body model, needed long after the slow start
@@ -176,7 +185,9 @@ def main() -> int:
         ("ours, every frame", dataclasses.replace(defaults, detection_stride=1)),
     ]
     outputs, peaks, detections = {}, {}, {}
-    for label, options in configs:
+
+    def measure(label: str, options):
+        """Warm-up, then the median of --repeats runs; keeps its figures and prints its line at once."""
         engine = Engine(
             copy.deepcopy(model),
             model_name="bench",
@@ -187,19 +198,24 @@ def main() -> int:
             log=lambda msg: print(msg, file=sys.stderr),
         )
         print(f"running {label}: warm-up, then {args.repeats} runs ...", flush=True)
+        t0 = time.perf_counter()
         engine.run(warmup, options)
+        print(f"  warm-up (compiling, where asked): {time.perf_counter() - t0:.1f} s", flush=True)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         for counter in counters:
             counter.reset()
-        outputs[label] = median_run(engine, clip, options, args.repeats)
+        outputs[label] = out = median_run(engine, clip, options, args.repeats)
         detections[label] = {
             kind: [sum(c.frames[kind] for c in counters), sum(c.seconds[kind] for c in counters)]
             for kind in ("batched", "on the spot")
         }
         peaks[label] = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), peak_host_rss_mib())
-        out = outputs[label]
         print(f"  {label}: {out.wall_s:.2f} s, {out.frames_decoded / out.wall_s:.1f} frames/s", flush=True)
+        return engine
+
+    for label, options in configs:
+        engine = measure(label, options)
         if label == "ours":
             engine.frontend = looped
             t0 = time.perf_counter()
@@ -231,10 +247,7 @@ def main() -> int:
             " (the process's, so far)"
         )
     for label, _ in configs:
-        cells = [
-            f"{kind} {frames:.0f} frames in {seconds:.2f} s" for kind, (frames, seconds) in detections[label].items()
-        ]
-        print(f"detections {label:<18} " + "; ".join(cells) + " (a run's average)")
+        print(f"detections {label:<18} {detection_figures(detections[label], args.repeats)} (a run's average)")
     print(
         f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.1f} "
         f"minutes, the clip {loops} times): {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s; "
@@ -254,6 +267,18 @@ def main() -> int:
             check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults, boxes)
         except Exception as err:  # the figures above stand; say what broke here
             print(f"--official fp32, GPU vs CPU: the check failed: {type(err).__name__}: {err}")
+
+    if args.compiled:  # last: compiling may take minutes, and everything above is printed already
+        label = "ours, compiled"
+        measure(label, dataclasses.replace(defaults, compile_backbone="on", compile_detector=True))
+        out, (gpu_mib, _) = outputs[label], peaks[label]
+        fps = out.frames_decoded / out.wall_s
+        official_fps = outputs["official"].frames_decoded / outputs["official"].wall_s
+        print(
+            f"end to end {label} (backbone and YOLOv3 compiled) {out.wall_s:.2f} s {fps:.1f} frames/s = "
+            f"{fps / official_fps:.1f}x the official configuration; {len(out.result.tracks)} tracks; "
+            f"peak GPU memory {gpu_mib:.0f} MiB; detections {detection_figures(detections[label], args.repeats)}"
+        )
     return 0
 
 

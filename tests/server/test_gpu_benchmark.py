@@ -13,7 +13,7 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY / "server"), str(REPOSITORY)])}
     args = ["--device", "cpu", "--frames", "30", "--warmup-frames", "30", "--minutes", "0.1", "--repeats", "1"]
-    args += ["--min-track-frames", "4", "--equality-frames", "20"]
+    args += ["--min-track-frames", "4", "--equality-frames", "20", "--compiled"]
     done = subprocess.run(
         [sys.executable, str(REPOSITORY / "benchmarks" / "gpu.py"), *args],
         capture_output=True,
@@ -37,6 +37,10 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     every_frame = r"^ours, every frame: [\d.]+x the official .* track recall 1\.000, median box IoU 1\.000"
     assert re.search(every_frame, out, re.M)
     assert re.search(r"^ours: [\d.]+x the official configuration .* track recall [01]\.\d{3}", out, re.M)
+    # last, ours with both networks compiled (the real torch.compile, on the CPU here)
+    compiled = r"^end to end ours, compiled \(backbone and YOLOv3 compiled\) [\d.]+ s [\d.]+ frames/s = [\d.]+x"
+    assert re.search(compiled + r".* detections batched \d+ frames in [\d.]+ s; on the spot \d+ frames", out, re.M)
+    assert "is not available" not in done.stderr  # neither compile fell back to eager
     # the GPU = CPU check runs (here CPU against CPU: no difference at all)
     equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "
     assert re.search(equal + r"max \|joints3d difference\| 0\.00e\+00 .* min box IoU 1\.0000", out, re.M), out[-2000:]
@@ -63,3 +67,11 @@ def test_the_gpu_cpu_check_compares_matched_tracks_on_the_frames_they_share(monk
     assert abs(pose - 3e-5) < 1e-9 and joints == 0.0
     gpu.tracks[1].joints3d[4, 7, 2] = 0.5
     assert largest_differences(cpu, gpu)[1] == 0.5
+
+
+def test_detection_figures_are_one_run_s_average(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPOSITORY / "benchmarks"))
+    from gpu import detection_figures
+
+    sums = {"batched": [300, 1.5], "on the spot": [90, 0.6]}  # three runs together
+    assert detection_figures(sums, 3) == "batched 100 frames in 0.50 s; on the spot 30 frames in 0.20 s"

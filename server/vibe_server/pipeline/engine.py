@@ -34,7 +34,7 @@ from .. import __version__
 from ..data import loading
 from ..geometry import batch_rodrigues
 from . import postprocess
-from .compiled_backbone import COMPILE_MODES, BackboneRunner, compile_pays
+from .compiled import COMPILE_MODES, CompiledRunner, compile_pays
 from .cpu_features import default_precision
 from .detect import Detector
 from .frontend import FrontEnd
@@ -91,7 +91,7 @@ class Engine:
         log: Callable[[str], None] | None = None,
     ) -> None:
         """precision: the default of runs that do not set one; compile_backbone: "auto" | "on" |
-        "off", likewise (see :mod:`.compiled_backbone`); gpu_front_end: decode, detect and track in
+        "off", likewise (see :mod:`.compiled`); gpu_front_end: decode, detect and track in
         overlapping stages (:mod:`.staged`), crop on the device (``--official`` runs keep OpenCV's
         crop) and run all tracks through the temporal model together (default: on CUDA); log: where
         notes such as a compile fallback go."""
@@ -110,7 +110,8 @@ class Engine:
             raise VibeError(f"Unknown backbone compile mode '{compile_backbone}'; use auto, on or off.")
         self.compile_backbone = compile_backbone
         self._use_compiled = False
-        self.backbone_runner = BackboneRunner(model.backbone, on_fallback=log) if hasattr(model, "backbone") else None
+        self._log = log  # notes such as a compile fallback
+        self.backbone_runner = CompiledRunner(model.backbone, on_fallback=log) if hasattr(model, "backbone") else None
         self._set_precision(self.precision)
 
     def default_batch_size(self) -> int:
@@ -149,13 +150,17 @@ class Engine:
         has_yolo = self.data_dir is not None and (Path(self.data_dir) / loading.YOLO_WEIGHTS).is_file()
         return "yolo" if has_yolo else "hog"
 
-    def detector(self, name: str) -> Detector:
-        """The detector ``name`` (made once, then reused)."""
+    def detector(self, name: str, *, compiled: bool = False) -> Detector:
+        """The detector ``name`` (made once, then reused); ``compiled``: YOLOv3's network through
+        torch.compile (see :mod:`.compiled`)."""
         name = self.resolve_detector_name(name)
         # YOLO follows the run's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
-        key = (name, self.precision if name == "yolo" else "")
+        yolo = name == "yolo"
+        key = (name, self.precision if yolo else "", compiled and yolo)
         if key not in self._detectors:
-            options = {"precision": self.precision} if name == "yolo" else {}
+            options = {"precision": self.precision} if yolo else {}
+            if compiled and yolo:
+                options.update(compiled=True, on_compile_fallback=self._log)
             self._detectors[key] = self._frontend().make_detector(
                 name, data_dir=self.data_dir, device=self.device, **options
             )
@@ -411,7 +416,7 @@ class Engine:
         """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in
         its buffer until the track has min_track_frames (so short false positives never reach the
         backbone), then go through the backbone in batches of the run's batch size."""
-        detector = TimedDetector(self.detector(options.detector), monitor)
+        detector = TimedDetector(self.detector(options.detector, compiled=options.compile_detector), monitor)
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
             stream_people = fe.stream_people_staged

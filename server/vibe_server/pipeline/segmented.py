@@ -114,7 +114,9 @@ def run_across_devices(
     # 2. track over the whole video, in order
     with monitor.stage("track"):
         schedule = DetectionSchedule(
-            lead.detector(options.detector), options.detection_stride, adaptive_detection=options.adaptive_detection
+            lead.detector(options.detector, compiled=options.compile_detector),
+            options.detection_stride,
+            adaptive_detection=options.adaptive_detection,
         )
         collector = TrackletCollector()
         # adaptive triggers look at the frames; fixed-stride tracking needs only the detections
@@ -176,7 +178,7 @@ def run_across_devices(
 
 def _detect_segment(engine: Engine, segment: VideoSegment, options: RunOptions) -> dict[int, np.ndarray]:
     """One segment on one engine -> {frame index: detections} of its scheduled frames."""
-    detector = engine.detector(options.detector)
+    detector = engine.detector(options.detector, compiled=options.compile_detector)
     batch_size = max(1, int(getattr(detector, "batch_size", 1)))
     found: dict[int, np.ndarray] = {}
     pending: list[tuple[int, np.ndarray]] = []

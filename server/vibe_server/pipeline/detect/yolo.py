@@ -8,6 +8,7 @@ picks different pixels). Post-processing: ``yolo_postprocess.py`` frame by frame
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from vibe_blender.core.errors import VibeError
 
 from ..batched.detections import person_detections_batched
+from ..compiled import CompiledRunner
 from ..precision import PRECISIONS, autocast
 from .darknet_weights import load_darknet_weights
 from .yolo_postprocess import INPUT_SIZE_PX, SCORE_THRESHOLD, person_detections, rescale_boxes
@@ -49,6 +51,8 @@ class YoloDetector:
     precision: "fp32" (official numerics), "bf16" (CPU with AMX or CUDA) or "fp16" (CUDA) autocast.
         Reduced precision moves logits by ~0.02, which can flip detections close to the thresholds.
     channels_last: NHWC memory format (pays off with bf16 on CPU and with fp16/bf16 on CUDA).
+    compiled: run the network through ``torch.compile`` (see :mod:`..compiled`), every call padded
+        to ``batch_size`` frames; a failure to compile falls back to eager with the reason logged.
     """
 
     def __init__(
@@ -62,6 +66,8 @@ class YoloDetector:
         input_size_px: int = INPUT_SIZE_PX,
         score_threshold: float = SCORE_THRESHOLD,
         batched_postprocess: bool | None = None,
+        compiled: bool = False,
+        on_compile_fallback: Callable[[str], None] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise VibeError(f"Unknown detector precision '{precision}'; use one of {', '.join(PRECISIONS)}.")
@@ -83,6 +89,8 @@ class YoloDetector:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.compiled = bool(compiled)
+        self.runner = CompiledRunner(self.model, name="detector network", on_fallback=on_compile_fallback)
 
     @torch.inference_mode()
     def network_rows(self, frames_rgb: list[np.ndarray]) -> torch.Tensor:
@@ -94,7 +102,7 @@ class YoloDetector:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.precision, self.device.type):
-            heads = self.model(images)
+            heads = self.runner(images, compiled=self.compiled, batch_size=self.batch_size)
         return decode_heads(heads, self.input_size_px)
 
     def detect(self, frames_rgb: list[np.ndarray]) -> list[np.ndarray]:

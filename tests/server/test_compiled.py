@@ -9,7 +9,7 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.model.backbone import Bottleneck
-from vibe_server.pipeline.compiled_backbone import COMPILE_MIN_CROPS, BackboneRunner, compile_pays
+from vibe_server.pipeline.compiled import COMPILE_MIN_CROPS, CompiledRunner, compile_pays
 from vibe_server.pipeline.engine import Engine
 from vibe_server.pipeline.options import RunOptions
 
@@ -46,7 +46,7 @@ def test_compiled_resnet_matches_eager_within_1e3():
         torch.nn.Flatten(),
     ).eval()
     images = torch.randn(2, 3, 64, 64)
-    runner = BackboneRunner(module)
+    runner = CompiledRunner(module)
     with torch.inference_mode():
         eager = runner(images, compiled=False)
         compiled = runner(images, compiled=True, batch_size=2)
@@ -57,7 +57,7 @@ def test_compiled_resnet_matches_eager_within_1e3():
 def test_short_batches_are_padded_and_long_ones_split_so_the_compiled_module_sees_one_shape():
     compiler = CountingCompiler()
     module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten())
-    runner = BackboneRunner(module, compiler=compiler)
+    runner = CompiledRunner(module, compiler=compiler)
     images = torch.randn(11, 3, 16, 16)
     with torch.inference_mode():
         out = runner(images, compiled=True, batch_size=4)
@@ -74,7 +74,7 @@ def test_a_failing_compile_falls_back_to_eager_with_the_reason_logged(caplog):
 
     notes = []
     module = torch.nn.Linear(3, 2)
-    runner = BackboneRunner(module, compiler=broken_compiler, on_fallback=notes.append)
+    runner = CompiledRunner(module, compiler=broken_compiler, on_fallback=notes.append)
     x = torch.randn(5, 3)
     with caplog.at_level(logging.WARNING, logger="vibe_server.compile"):
         out = runner(x, compiled=True, batch_size=8)
@@ -93,7 +93,7 @@ def test_a_compiled_module_that_fails_when_called_also_falls_back():
         return compiled
 
     module = torch.nn.Linear(3, 2)
-    runner = BackboneRunner(module, compiler=failing_at_run)
+    runner = CompiledRunner(module, compiler=failing_at_run)
     x = torch.randn(2, 3)
     torch.testing.assert_close(runner(x, compiled=True, batch_size=2), module(x))
     assert "inductor kernel failed" in runner.fallback_reason
@@ -140,7 +140,7 @@ def test_engine_uses_the_compiled_backbone_when_asked_and_records_it(tiny_engine
 def test_engine_falls_back_to_eager_when_compiling_fails(make_engine):
     notes = []
     engine = make_engine()
-    engine.backbone_runner = BackboneRunner(
+    engine.backbone_runner = CompiledRunner(
         engine.model.backbone,
         on_fallback=notes.append,
         compiler=lambda m: (_ for _ in ()).throw(RuntimeError("inductor: no cc")),
@@ -155,3 +155,70 @@ def test_engine_falls_back_to_eager_when_compiling_fails(make_engine):
 def test_engine_refuses_an_unknown_compile_mode():
     with pytest.raises(VibeError, match="compile mode"):
         Engine(torch.nn.Module(), model_name="t", data_dir=None, compile_backbone="yes")
+
+
+def test_compiled_yolo_matches_eager_and_sees_one_batch_shape(tmp_path):
+    """The real torch.compile on YOLOv3's full network (random weights, a small input for a short
+    compile): within 1e-3 of eager; a single frame (an on-the-spot detection) and a short last batch
+    are padded, so it is compiled once."""
+    from vibe_server.pipeline.compiled import _torch_compile
+    from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
+    from vibe_server.pipeline.detect.yolo import YoloDetector
+
+    weights = write_random_darknet_weights(tmp_path / "yolov3.weights")
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(3)]
+    eager = YoloDetector(weights, input_size_px=64, batch_size=2)
+    compiled = YoloDetector(weights, input_size_px=64, batch_size=2, compiled=True)
+    shapes, compiles = [], []
+
+    def recording_compiler(module):
+        compiles.append(module)
+        real = _torch_compile(module)
+        return lambda images: (shapes.append(tuple(images.shape)), real(images))[1]
+
+    compiled.runner._compiler = recording_compiler
+    for group in (frames[:1], frames[:2], frames):
+        np.testing.assert_allclose(
+            compiled.network_rows(group).numpy(), eager.network_rows(group).numpy(), atol=1e-3, rtol=0
+        )
+    for mine, theirs in zip(compiled.detect(frames), eager.detect(frames), strict=True):
+        assert mine.shape == theirs.shape  # (random weights: boxes only where a score passes)
+    assert len(compiles) == 1 and compiled.runner.compiled and set(shapes) == {(2, 3, 64, 64)}
+
+
+def test_threads_sharing_a_runner_compile_its_module_once():
+    """The staged front end detects in two threads (batches ahead, single frames on the spot)."""
+    import threading
+    import time
+
+    compiles = []
+
+    def slow_compiler(module):
+        compiles.append(module)
+        time.sleep(0.2)  # wide open for a second thread to start compiling too
+        return module
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten())
+    runner = CompiledRunner(module, compiler=slow_compiler)
+    outputs = []
+    threads = [
+        threading.Thread(target=lambda: outputs.append(runner(torch.randn(1, 3, 16, 16), compiled=True, batch_size=2)))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(compiles) == 1 and len(outputs) == 4 and all(o.shape == (1, 16) for o in outputs)
+
+
+def test_runs_compile_the_detector_only_when_asked(tiny_engine, scripted):
+    tiny_engine.run("clip.mp4", RunOptions(detector="yolo"))
+    tiny_engine.run("clip.mp4", RunOptions(detector="yolo", compile_detector=True))
+    eager_calls = scripted.detectors[0].calls
+    tiny_engine.run("clip.mp4", RunOptions(detector="yolo", compile_detector=True, official=True))
+    assert scripted.detectors[0].calls > eager_calls  # the official run used the eager detector
+    tiny_engine.run("clip.mp4", RunOptions(detector="hog", compile_detector=True))  # OpenCV's: nothing to compile
+    made = [(d.name, d.options.get("compiled", False)) for d in scripted.detectors]
+    assert made == [("yolo", False), ("yolo", True), ("hog", False)]

@@ -53,6 +53,13 @@ DECODE_WORKERS = min(4, max(1, len(os.sched_getaffinity(0)) // 4))  # the cores 
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 
+def no_frames_error(video_name: str) -> VibeError:
+    return VibeError(
+        f"No frame of '{video_name}' could be decoded. Check that the file plays, "
+        "or re-encode it (for example to H.264 .mp4)."
+    )
+
+
 @dataclass
 class RunOutput:
     """What :meth:`Engine.run` returns: the result and where the time went."""
@@ -287,10 +294,7 @@ class Engine:
         monitor.report("decode", "stream", 0.0, force=True)
         buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
-            raise VibeError(
-                f"No frame of '{video_name}' could be decoded. Check that the file plays, "
-                "or re-encode it (for example to H.264 .mp4)."
-            )
+            raise no_frames_error(video_name)
         tracks = self._select_tracks(buffers, options, video_name)
         return self.finish_run(
             [(track_id, buf.frame_ids, buf.bboxes, np.concatenate(buf.features)) for track_id, buf in tracks],

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .background import InThread, ahead_in_thread
+from .background import InThread
 
 
 class ChunkableVideo(Protocol):
@@ -33,7 +33,6 @@ class ChunkableVideo(Protocol):
     this module when its ``decode_workers`` is above 1)."""
 
     info: Any  # .width, .height
-    prefetch: int
 
     def jump_targets(self) -> list[int]: ...
 
@@ -41,7 +40,7 @@ class ChunkableVideo(Protocol):
 
     def segment(self, start: int, stop: int | None) -> Any: ...  # a VideoSegment
 
-    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]: ...
+    def frames_ahead(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]: ...
 
 
 CHUNK_FRAMES = 120  # each jump decodes JUMP_PREROLL_FRAMES (16) frames it does not keep: 13 % more
@@ -65,7 +64,7 @@ def decode_in_parallel(
     # (a generator: no thread starts before the first frame is asked for)
     chunks = chunk_bounds(reader.jump_targets(), chunk_frames)
     if workers < 2 or len(chunks) < 2:
-        yield from _one_decoder(reader)
+        yield from reader.frames_ahead()
         return
     info = reader.info
     frames_per_queue = max(2, max_bytes // max(1, 3 * info.width * info.height) // workers)
@@ -91,7 +90,7 @@ def decode_in_parallel(
             first = next(items, None)  # its head mark is set once its first frame is decoded
             if previous is not None and not segment.continues(previous):
                 stop_all()
-                yield from _one_decoder(reader, segment.start)  # exact, from the first frame
+                yield from reader.frames_ahead(segment.start)  # exact, from the first frame
                 return
             if first is not None:
                 yield first
@@ -103,11 +102,3 @@ def decode_in_parallel(
         reader.check_complete(previous.start + previous.decoded)  # the last chunk ran to the end
     finally:
         stop_all()
-
-
-def _one_decoder(reader: ChunkableVideo, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-    """Frames from ``start`` on from one decoder, ahead in a thread where the reader prefetches."""
-    frames = reader.frames(start)
-    if reader.prefetch > 0:
-        return ahead_in_thread(frames, max_ahead=reader.prefetch, name="decode")
-    return frames

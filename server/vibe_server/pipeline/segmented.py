@@ -37,7 +37,7 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
-from .engine import Engine, RunOutput, select_tracks
+from .engine import Engine, RunOutput, no_frames_error, select_tracks
 from .options import RunOptions
 from .people import DetectionSchedule
 from .progress import ProgressFn, StageMonitor
@@ -95,20 +95,17 @@ def run_across_devices(
     monitor.report("detect", "stream", 0.0, force=True)
     with monitor.stage("detect"):
         spans = [*bounds[:-1], (bounds[-1][0], None)]  # the last one to the end, whatever the header says
-        segments = [engine.open_video(video_path).segment(*span) for engine, span in zip(engines, spans)]
+        segments = [reader.segment(*span) for span in spans]  # each decodes with a capture of its own
         parts = list(pool.map(lambda job: _detect_segment(*job, options), zip(engines, segments)))
         for k in range(1, len(segments)):
             if not segments[k].continues(segments[k - 1]):
-                segments[k] = engines[k].open_video(video_path).segment(*spans[k], seek=False)
+                segments[k] = reader.segment(*spans[k], seek=False)
                 parts[k] = _detect_segment(engines[k], segments[k], options)
     scheduled = {index: dets for part in parts for index, dets in part.items()}
     frames_decoded = sum(segment.decoded for segment in segments)
     reader.check_complete(frames_decoded)  # a truncated video: the warning, and the frames that decoded
     if frames_decoded == 0:
-        raise VibeError(
-            f"No frame of '{video_name}' could be decoded. Check that the file plays, "
-            "or re-encode it (for example to H.264 .mp4)."
-        )
+        raise no_frames_error(video_name)
     monitor.check_cancel()
 
     # 2. track over the whole video, in order
@@ -120,9 +117,7 @@ def run_across_devices(
         )
         collector = TrackletCollector()
         # adaptive triggers look at the frames; fixed-stride tracking needs only the detections
-        frames = (
-            lead.open_video(video_path) if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
-        )
+        frames = reader if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
         for index, frame_rgb in frames:
             dets = scheduled.get(index) if schedule.scheduled(index) else None
             collector.add(index, schedule.step(index, frame_rgb, dets))
@@ -138,15 +133,12 @@ def run_across_devices(
     monitor.report("backbone", "stream", 0.5, force=True)
     with monitor.stage("backbone"):
         features = {}
-        again = [
-            engine.open_video(video_path).segment(segment.start, segment.stop, seek=segment.seek)
-            for engine, segment in zip(engines, segments)
-        ]
+        again = [reader.segment(segment.start, segment.stop, seek=segment.seek) for segment in segments]
         for part in pool.map(lambda job: _features_segment(*job, options, boxes_at), zip(engines, again)):
             features.update(part)
         for k, (first, second) in enumerate(zip(segments, again)):
             if second.head != first.head:  # this jump missed where the first one landed: decode exactly
-                exact = engines[k].open_video(video_path).segment(first.start, first.stop, seek=False)
+                exact = reader.segment(first.start, first.stop, seek=False)
                 features.update(_features_segment(engines[k], exact, options, boxes_at))
     pool.shutdown()
 

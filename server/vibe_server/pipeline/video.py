@@ -164,9 +164,7 @@ class VideoReader:
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self.decode_workers > 1:
             return decode_in_parallel(self, self.decode_workers)
-        if self.prefetch > 0:
-            return self._iter_prefetched()
-        return self.frames()
+        return self.frames_ahead()
 
     def __len__(self) -> int:
         return self.info.frame_count
@@ -226,12 +224,6 @@ class VideoReader:
         decodes from the first frame and drops the frames before ``start``, always exact)."""
         return VideoSegment(self, start, stop, seek=seek)
 
-    def check_complete(self, frames_decoded: int) -> None:
-        """After a decode to the end that covered ``frames_decoded`` frames: warn (``self.warnings``)
-        when that is well short of the container's count, and make it ``info.frame_count``. (Called
-        by whoever saw the whole video: a plain decode itself, the caller of segments.)"""
-        self._check_complete(frames_decoded)
-
     def _decode(
         self, start: int, stop: int | None, *, jump: bool = False, marks: VideoSegment | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
@@ -268,11 +260,14 @@ class VideoReader:
         if marks is not None:
             marks.decoded = max(0, frame_index - start)
         elif stop is None or frame_index < stop:
-            self._check_complete(frame_index)
+            self.check_complete(frame_index)
 
-    def _iter_prefetched(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode in a daemon thread, at most ``prefetch`` frames ahead; errors are re-raised here."""
-        return ahead_in_thread(self.frames(), max_ahead=self.prefetch, name=f"decode {self.path.name}")
+    def frames_ahead(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """``frames(start)`` from one decoder; with ``prefetch > 0`` in a daemon thread, at most
+        ``prefetch`` frames ahead (its errors are re-raised here)."""
+        if self.prefetch <= 0:
+            return self.frames(start)
+        return ahead_in_thread(self.frames(start), max_ahead=self.prefetch, name=f"decode {self.path.name}")
 
     # -- helpers -------------------------------------------------------------------------------
     def _open_capture(self, *, raw_packets: bool = False) -> cv2.VideoCapture:
@@ -300,12 +295,13 @@ class VideoReader:
                 count += 1
         finally:
             capture.release()
-        self._check_complete(count, update=False)
+        self.check_complete(count, update=False)
         return count
 
-    def _check_complete(self, frames_decoded: int, *, update: bool = True) -> None:
-        """After a full decode: warn (``self.warnings``) when it stopped well short of the container's
-        count, and make ``info.frame_count`` the number of frames actually decoded."""
+    def check_complete(self, frames_decoded: int, *, update: bool = True) -> None:
+        """After a decode to the end that covered ``frames_decoded`` frames: warn (``self.warnings``)
+        when that is well short of the container's count, and (``update``) make it ``info.frame_count``.
+        Called by whoever saw where the whole decode ended: a plain decode itself, the caller of segments."""
         expected = self._container_frame_count
         if expected is None or frames_decoded >= expected:
             if update and frames_decoded > self.info.frame_count:  # the container under-counted

@@ -97,30 +97,29 @@ class YoloCostHogBoxes(ReplayDetector):
         self.batch_size = yolo.batch_size
         self.device = getattr(yolo, "device", None)  # the staged front end gives a GPU detector its own stream
 
+    spot_batch_size = property(lambda self: getattr(self.yolo, "spot_batch_size", 1))  # as YOLO's, on the spot
+
     def detect(self, frames_rgb):
         self.yolo.detect(frames_rgb)
         return super().detect(frames_rgb)
 
 
 class CountingDetector:
-    """Wraps a detector: counts the frames it detects and the seconds it takes, apart for the calls
-    with one frame (the adaptive detections made on the spot) and with several (scheduled batches)."""
+    """Wraps a detector: counts the frames it is given and the seconds it takes."""
 
     def __init__(self, detector):
         self.detector = detector
         self.reset()
 
     def reset(self) -> None:
-        self.frames = {"batched": 0, "on the spot": 0}
-        self.seconds = {"batched": 0.0, "on the spot": 0.0}
+        self.frames, self.seconds = 0, 0.0
 
     def detect(self, frames_rgb):
-        kind = "on the spot" if len(frames_rgb) == 1 else "batched"
         started = time.perf_counter()
         found = self.detector.detect(frames_rgb)  # boxes on the host: any GPU work is done
-        self.seconds[kind] += time.perf_counter() - started
-        self.frames[kind] += len(frames_rgb)
+        self.seconds += time.perf_counter() - started
+        self.frames += len(frames_rgb)
         return found
 
-    def __getattr__(self, name):  # batch_size, device, ...
+    def __getattr__(self, name):  # batch_size, spot_batch_size, device, ...
         return getattr(self.detector, name)

@@ -42,6 +42,7 @@ from clips import (
     SPEED_CLIP,
     SPEED_FRAMES,
     SPEED_START,
+    CountingDetector,
     ReplayDetector,
     YoloCostHogBoxes,
     hog_boxes,
@@ -169,17 +170,6 @@ def cached_hog_boxes(clip: Path, cache_dir: Path | None, source: str) -> dict[st
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.savez(path, **boxes)
     return boxes
-
-
-class CountingDetector:
-    """Passes detection on to ``detector`` and counts the frames it was asked about."""
-
-    def __init__(self, detector):
-        self.detector, self.batch_size, self.frames = detector, detector.batch_size, 0
-
-    def detect(self, frames_rgb):
-        self.frames += len(frames_rgb)
-        return self.detector.detect(frames_rgb)
 
 
 def track_only(clip: Path, detector, options) -> SimpleNamespace:

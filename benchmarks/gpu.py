@@ -11,8 +11,9 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
   the GPU, detection every 8th frame plus adaptive detection), and "ours, every frame": the same
   with detection on every frame;
 - end to end on a --minutes long video: the clip decoded again and again as one video;
-- peak GPU memory and peak host RSS of each, and the frames each detected in batches and one at a
-  time on the spot (adaptive detection), with the seconds they took;
+- peak GPU memory and peak host RSS of each, and the frames each detected in scheduled batches and
+  on the spot (adaptive detection: the triggered frames, and the frames and calls that detected
+  them, each call carrying the frames ahead), with the seconds they took;
 - the accuracy difference to the official run (as benchmarks/fidelity.py: track recall at box IoU
   >= 0.9, median box IoU);
 - ``--official`` in fp32 on the GPU against the same on the CPU, on a slice: the largest pose and
@@ -88,10 +89,30 @@ class LoopedVideo:
                 yield loop * n + index, frame
 
 
-def detection_figures(sums: dict[str, list], repeats: int) -> str:
-    """'batched F frames in S s; on the spot F frames in S s' for one run, from the sums of ``repeats``."""
-    cells = [f"{kind} {frames / repeats:.0f} frames in {secs / repeats:.2f} s" for kind, (frames, secs) in sums.items()]
-    return "; ".join(cells)
+def detection_counts(counters: list[CountingDetector], streams: list) -> dict[str, float]:
+    """Sums over the runs since the counters were reset: the frames detected in scheduled batches,
+    and on the spot (the triggered frames, the frames their calls carried, the calls), with seconds."""
+    schedules = [stream.schedule for stream in streams]
+    sent = sum(schedule.spot_frames_sent for schedule in schedules)
+    spot_s = sum(schedule.spot_s for schedule in schedules)
+    return {
+        "batched frames": sum(counter.frames for counter in counters) - sent,
+        "batched s": sum(counter.seconds for counter in counters) - spot_s,
+        "triggered": sum(sum(schedule.extra_detections.values()) for schedule in schedules),
+        "sent": sent,
+        "calls": sum(schedule.spot_calls for schedule in schedules),
+        "spot s": spot_s,
+    }
+
+
+def detection_figures(sums: dict[str, float], repeats: int) -> str:
+    """One run's detections, from the sums of ``repeats`` runs (:func:`detection_counts`)."""
+    run = {key: value / repeats for key, value in sums.items()}
+    return (
+        f"batched {run['batched frames']:.0f} frames in {run['batched s']:.2f} s; on the spot "
+        f"{run['triggered']:.0f} frames ({run['sent']:.0f} detected in {run['calls']:.0f} calls) "
+        f"in {run['spot s']:.2f} s"
+    )
 
 
 def peak_host_rss_mib() -> float:
@@ -156,12 +177,25 @@ def main() -> int:
             return YoloCostHogBoxes(base.make_detector(name, **kwargs), boxes)
 
     counters: list[CountingDetector] = []
+    streams: list = []  # each run's people stream: its schedule counts the on-the-spot detections
 
     def counted_detector(name, **kwargs):
         counters.append(CountingDetector(make_detector(name, **kwargs)))
         return counters[-1]
 
-    frontend = dataclasses.replace(base, make_detector=counted_detector)
+    def kept(make_stream):
+        def make(*args, **kwargs):
+            streams.append(make_stream(*args, **kwargs))
+            return streams[-1]
+
+        return make
+
+    frontend = dataclasses.replace(
+        base,
+        make_detector=counted_detector,
+        stream_people=kept(base.stream_people),
+        stream_people_staged=kept(base.stream_people_staged),
+    )
     reader = frontend.open_video(str(clip))
     loops = max(1, round(args.minutes * 60 * reader.info.fps / reader.info.frame_count))
     looped = dataclasses.replace(frontend, open_video=lambda path: LoopedVideo(base.open_video(path), loops))
@@ -205,11 +239,9 @@ def main() -> int:
             torch.cuda.reset_peak_memory_stats(device)
         for counter in counters:
             counter.reset()
+        streams.clear()
         outputs[label] = out = median_run(engine, clip, options, args.repeats)
-        detections[label] = {
-            kind: [sum(c.frames[kind] for c in counters), sum(c.seconds[kind] for c in counters)]
-            for kind in ("batched", "on the spot")
-        }
+        detections[label] = detection_counts(counters, streams)
         peaks[label] = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), peak_host_rss_mib())
         print(f"  {label}: {out.wall_s:.2f} s, {out.frames_decoded / out.wall_s:.1f} frames/s", flush=True)
         return engine

@@ -1,7 +1,6 @@
 """Several threads decoding one video give exactly the frames of one decoder, in order, with
 bounded memory; a jump that misses its frame is caught and the decode stays exact."""
 
-import hashlib
 import threading
 import time
 
@@ -13,12 +12,13 @@ from vibe_server.pipeline.parallel_decode import chunk_bounds, decode_in_paralle
 from vibe_server.pipeline.video import VideoReader, open_video
 
 from .late_jumps import count_decoded_frames, record_decodes
+from .recorded_hog import RecordedHog, frame_digest
 
 CLIP = REAL_CLIPS / "one-by-one-person-detection.mp4"  # a keyframe every 10 frames, 1394 frames
 
 
 def _digests(frames) -> list[tuple[int, bytes]]:
-    return [(index, hashlib.blake2b(frame.tobytes(), digest_size=16).digest()) for index, frame in frames]
+    return [(index, frame_digest(frame)) for index, frame in frames]
 
 
 @pytest.fixture(scope="module")
@@ -112,27 +112,19 @@ def test_a_video_with_one_keyframe_is_decoded_by_one_decoder():
 
 def test_the_staged_front_end_on_decoding_threads_finds_the_tracks_of_the_plain_one(one_decoder):
     """The GPU front end's pieces together on the real clip: decoding threads inside the staged
-    stream's detection thread, detections replayed from OpenCV HOG's recorded boxes, stride 8 with
-    adaptive detection: the same tracks, frames and boxes as one decoder and the streaming front end."""
-    from testdata import HOG_DETECTIONS
-
+    stream's detection thread, on-the-spot detections carrying 8 frames, detections replayed from
+    OpenCV HOG's recorded boxes, stride 8 with adaptive detection: the same tracks, frames and boxes
+    as one decoder, one frame per on-the-spot call and the streaming front end."""
     from vibe_server.pipeline.people import find_people
     from vibe_server.pipeline.staged import stream_people_staged
 
-    with np.load(HOG_DETECTIONS) as recorded:
-        rows, counts = recorded[f"{CLIP.name}/boxes"], recorded[f"{CLIP.name}/counts"]
-    per_frame = np.split(rows, np.cumsum(counts)[:-1])
-    index_of = {digest: index for index, digest in one_decoder}
-
-    class RecordedHog:
-        batch_size = 8
-
-        def detect(self, frames_rgb):
-            return [per_frame[index_of[_digests([(0, frame)])[0][1]]] for frame in frames_rgb]
-
     schedule = {"detection_stride": 8, "adaptive_detection": True}
-    plain = find_people(open_video(CLIP), RecordedHog(), min_track_frames=1, **schedule)
-    staged = stream_people_staged(open_video(CLIP, decode_workers=3, prefetch=8), RecordedHog(), **schedule)
+    plain = find_people(open_video(CLIP), RecordedHog(CLIP, digests=one_decoder), min_track_frames=1, **schedule)
+    staged = stream_people_staged(
+        open_video(CLIP, decode_workers=3, prefetch=8),
+        RecordedHog(CLIP, spot_batch_size=8, digests=one_decoder),
+        **schedule,
+    )
     assert sum(1 for _ in staged) == 1394
     threaded = staged.tracklets(min_track_frames=1)
     assert sorted(plain) == sorted(threaded) and len(plain) >= 5

@@ -354,3 +354,16 @@ def test_bf16_channels_last_fast_path_runs(weights_file, frames):
     )
     with pytest.raises(VibeError, match="precision"):
         YoloDetector(weights_file, precision="int8")
+
+
+def test_an_on_the_spot_detection_carries_frames_ahead_only_where_they_come_for_free(weights_file):
+    """A batch on a GPU (a small call costs its launches) or when compiled (every call is padded to
+    a batch anyway); one frame in eager on a CPU, where each frame costs its own compute."""
+    detector = YoloDetector(weights_file, batch_size=6, input_size_px=160)
+    assert detector.spot_batch_size == 1
+    detector.compiled = True
+    assert detector.spot_batch_size == 6
+    detector.runner.fallback_reason = "no compiler"  # compiling failed: eager again
+    assert detector.spot_batch_size == 1
+    detector.device = torch.device("cuda")  # (the rule only; no GPU here)
+    assert detector.spot_batch_size == 6

@@ -17,6 +17,7 @@ tracker's state says its boxes may be wrong (see :mod:`.adaptive_detection`).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -52,24 +53,38 @@ class DetectionSchedule:
         self.extra_detections: Counter[str] = Counter()
         self.frames_detected = 0
         self.tracking_s = 0.0  # seconds in step() not spent detecting: the tracker's own time
+        # How many frames an on-the-spot detection may carry for about the cost of one; the detector
+        # says (a GPU call costs mostly its launches and one copy back, so a few frames cost as one).
+        self.spot_batch_size = max(1, int(getattr(detector, "spot_batch_size", 1)))
+        self._detected_ahead: dict[int, np.ndarray] = {}  # frame index -> boxes detected with an earlier trigger
+        self.spot_calls = 0  # detector calls made on the spot
+        self.spot_frames_sent = 0  # frames those calls carried: the triggered ones and those ahead
+        self.spot_s = 0.0  # seconds those calls took
 
     def scheduled(self, frame_index: int) -> bool:
         """A fixed detection frame (every Nth)."""
         return frame_index % self.detection_stride == 0
 
-    def step(self, frame_index: int, frame_rgb: np.ndarray, dets: np.ndarray | None = None) -> np.ndarray:
+    def step(
+        self,
+        frame_index: int,
+        frame_rgb: np.ndarray,
+        dets: np.ndarray | None = None,
+        upcoming: Iterable[tuple[int, np.ndarray]] = (),
+    ) -> np.ndarray:
         """One frame -> the tracks reported there, (M, 5) [x1, y1, x2, y2, track_id]. dets: the
         detections of a scheduled frame when the caller ran them already (batched); else a scheduled
-        or triggered frame is detected here."""
+        or triggered frame is detected here. upcoming: the frames that will follow, in order, as
+        far as the caller holds them (see :meth:`_detect_on_the_spot`)."""
         t_start, detect_s = time.perf_counter(), 0.0
         if dets is None:
             if self.scheduled(frame_index):
-                dets, detect_s = self._detect_now(frame_rgb)
+                (dets,), detect_s = self._detect([frame_rgb])
             elif self.triggers is not None:
                 reason = self.triggers.reason(frame_index, frame_rgb, self.sort)
                 if reason is not None:
                     self.extra_detections[reason] += 1
-                    dets, detect_s = self._detect_now(frame_rgb)
+                    dets, detect_s = self._detect_on_the_spot(frame_index, frame_rgb, upcoming)
         if dets is None:
             reported = self.sort.coast()
         else:
@@ -80,11 +95,34 @@ class DetectionSchedule:
         self.tracking_s += time.perf_counter() - t_start - detect_s
         return reported
 
-    def _detect_now(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, float]:
-        """One frame's detections, on the spot, and the seconds they took."""
+    def _detect_on_the_spot(
+        self, frame_index: int, frame_rgb: np.ndarray, upcoming: Iterable[tuple[int, np.ndarray]]
+    ) -> tuple[np.ndarray, float]:
+        """A triggered frame's detections and the seconds they took now.
+
+        With ``spot_batch_size`` > 1 the call also carries the next unscheduled frames of
+        ``upcoming``, and their boxes wait for a trigger there (triggers come in runs: a new track
+        needs three matches in a row). A frame's boxes do not depend on the other frames of its
+        batch (up to float rounding where a batch of another size takes another kernel), so the
+        tracks are those of detecting each triggered frame alone, in fewer calls; boxes found ahead
+        for a frame whose trigger does not fire are dropped.
+        """
+        if frame_index in self._detected_ahead:
+            return self._detected_ahead.pop(frame_index), 0.0
+        unscheduled = ((index, frame) for index, frame in upcoming if not self.scheduled(index))
+        ahead = list(itertools.islice(unscheduled, self.spot_batch_size - 1))
+        found, seconds = self._detect([frame_rgb, *(frame for _, frame in ahead)])
+        self._detected_ahead = {index: boxes for (index, _), boxes in zip(ahead, found[1:])}  # older ones are past
+        self.spot_calls += 1
+        self.spot_frames_sent += 1 + len(ahead)
+        self.spot_s += seconds
+        return found[0], seconds
+
+    def _detect(self, frames_rgb: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """The frames' detections, and the seconds they took."""
         t_start = time.perf_counter()
-        dets = self.detector.detect([frame_rgb])[0]
-        return dets, time.perf_counter() - t_start
+        found = self.detector.detect(frames_rgb)
+        return found, time.perf_counter() - t_start
 
 
 class PeopleStream:
@@ -160,9 +198,10 @@ class PeopleStream:
     def _track(self, pending: list[tuple[int, np.ndarray]], detections: list[np.ndarray]) -> Iterator[FramePeople]:
         """Step the tracker frame by frame, in order, with the scheduled frames' detections."""
         scheduled = iter(detections)
-        for frame_index, frame_rgb in pending:
+        for position, (frame_index, frame_rgb) in enumerate(pending):
             dets = next(scheduled) if self.schedule.scheduled(frame_index) else None
-            reported = self.schedule.step(frame_index, frame_rgb, dets)
+            upcoming = itertools.islice(pending, position + 1, None)  # read only by an on-the-spot detection
+            reported = self.schedule.step(frame_index, frame_rgb, dets, upcoming)
             t_start = time.perf_counter()
             boxes = self.collector.add(frame_index, reported)
             self.schedule.tracking_s += time.perf_counter() - t_start  # the tracks' bookkeeping counts too

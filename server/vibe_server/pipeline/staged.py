@@ -4,8 +4,9 @@
     detect thread     each run of frames holding ``detector.batch_size`` scheduled detection frames
                       is detected in one batch (on the GPU: on a CUDA stream of its own, letterbox,
                       YOLOv3 and NMS on the device, one copy of the boxes back)   -> bounded queue
-    caller's thread   SORT frame by frame (an adaptive detection runs there, on the spot), then
-                      the caller crops and runs the backbone
+    caller's thread   SORT frame by frame (an adaptive detection runs there, on the spot, carrying
+                      the run's next unscheduled frames for later triggers), then the caller crops
+                      and runs the backbone
 
 While the tracker steps through one run, the next run is being detected and the ones after it
 decoded. The queues bound the memory: at most ``queue_runs`` detected runs wait, and the reader's

@@ -22,7 +22,9 @@ DETECTOR_NAMES = ("yolo", "hog")
 
 @runtime_checkable
 class Detector(Protocol):
-    """Finds persons. ``batch_size`` is how many frames it likes per ``detect`` call."""
+    """Finds persons. ``batch_size`` is how many frames it likes per ``detect`` call. It may also
+    say ``spot_batch_size``: how many frames a single on-the-spot detection may carry for about the
+    cost of one (default 1; see ``pipeline.people.DetectionSchedule``)."""
 
     batch_size: int
 

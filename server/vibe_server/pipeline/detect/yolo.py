@@ -92,6 +92,14 @@ class YoloDetector:
         self.compiled = bool(compiled)
         self.runner = CompiledRunner(self.model, name="detector network", on_fallback=on_compile_fallback)
 
+    @property
+    def spot_batch_size(self) -> int:
+        """Frames an on-the-spot detection may carry for about the cost of one (see
+        ``DetectionSchedule``): a batch on a GPU, where a small call costs mostly its launches and
+        one copy back; a batch when compiled, as every call is padded to one; else one frame."""
+        compiled = self.compiled and self.runner.fallback_reason is None
+        return self.batch_size if self.device.type == "cuda" or compiled else 1
+
     @torch.inference_mode()
     def network_rows(self, frames_rgb: list[np.ndarray]) -> torch.Tensor:
         """B same-size frames (H, W, 3) uint8 -> decoded rows (B, 10647, 85) float32 on the device."""

@@ -9,6 +9,7 @@ configuration, in one run on the same clip, machine and model.
   every Nth frame plus adaptive detection, bf16 + channels_last where the CPU has bf16 hardware
   (fp16 on CUDA), GRU state carried; the backbone compiled only for long videos.
 - "ours compiled" (with --compiled): the same with the compiled backbone (compiled in the warm-up).
+- "yolo comp" (with --compiled-detector): ours with YOLOv3's network compiled (``--compile-detector``).
 Each configuration runs once on a short warm-up clip, then --repeats times; the median run is reported.
 All run the same streaming pipeline (one decode pass, batched crops).
 
@@ -111,6 +112,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median reported)")
     parser.add_argument("--compiled", action="store_true", help="also run ours with the compiled backbone")
+    parser.add_argument(
+        "--compiled-detector", action="store_true", help="also run ours with YOLOv3 compiled (--compile-detector)"
+    )
     parser.add_argument("--skip-official", action="store_true")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu or cuda[:N]")
     args = parser.parse_args()
@@ -175,6 +179,8 @@ def main() -> int:
     configs.append(("ours", ours, "auto"))
     if args.compiled:
         configs.append(("compiled", ours, "on"))
+    if args.compiled_detector:
+        configs.append(("yolo comp", dataclasses.replace(ours, compile_detector=True), "auto"))
     print(
         "ours = the CLI defaults: "
         + ", ".join(f"{k}={v}" for k, v in asdict(ours).items())

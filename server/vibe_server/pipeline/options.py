@@ -134,8 +134,8 @@ class RunOptions:
     )
     compile_detector: bool = option(
         False,
-        "torch.compile YOLOv3's network too (padded to one batch shape): about +17 % on a 2-core CPU in bf16 "
-        "after tens of seconds of compiling; on a GPU unmeasured",
+        "torch.compile YOLOv3's network too (every call padded to one batch shape): for GPUs; on a CPU the "
+        "padded on-the-spot calls make the pipeline slower (see docs/server.md)",
         http=False,
     )
     official: bool = option(

@@ -53,13 +53,16 @@ class DetectionSchedule:
         self.extra_detections: Counter[str] = Counter()
         self.frames_detected = 0
         self.tracking_s = 0.0  # seconds in step() not spent detecting: the tracker's own time
-        # How many frames an on-the-spot detection may carry for about the cost of one; the detector
-        # says (a GPU call costs mostly its launches and one copy back, so a few frames cost as one).
-        self.spot_batch_size = max(1, int(getattr(detector, "spot_batch_size", 1)))
         self._detected_ahead: dict[int, np.ndarray] = {}  # frame index -> boxes detected with an earlier trigger
         self.spot_calls = 0  # detector calls made on the spot
         self.spot_frames_sent = 0  # frames those calls carried: the triggered ones and those ahead
         self.spot_s = 0.0  # seconds those calls took
+
+    @property
+    def spot_batch_size(self) -> int:
+        """How many frames an on-the-spot detection may carry for about the cost of one. The detector
+        says, at each call (a compiled one that fell back to eager says 1 from then on)."""
+        return max(1, int(getattr(self.detector, "spot_batch_size", 1)))
 
     def scheduled(self, frame_index: int) -> bool:
         """A fixed detection frame (every Nth)."""

@@ -8,8 +8,9 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
   person crops/s) and end to end, for
   "official": ``--official`` (YOLOv3 on every frame, fp32 eager, a fresh GRU state every 450
   frames, OpenCV's crop), "ours": the defaults on a GPU (fp16, the staged front end with crops on
-  the GPU, detection every 8th frame plus adaptive detection), and "ours, every frame": the same
-  with detection on every frame;
+  the GPU, detection every 8th frame plus adaptive detection), "ours, every frame": the same
+  with detection on every frame, and "ours, 1-frame spot": ours with each on-the-spot detection
+  carrying only its own frame (not the frames ahead; its speed and boxes against ours are printed);
 - end to end on a --minutes long video: the clip decoded again and again as one video;
 - peak GPU memory and peak host RSS of each, and the frames each detected in scheduled batches and
   on the spot (adaptive detection: the triggered frames, and the frames and calls that detected
@@ -87,6 +88,21 @@ class LoopedVideo:
         for loop in range(self.loops):
             for index, frame in self.reader:
                 yield loop * n + index, frame
+
+
+class OneFrameSpots:
+    """A detector whose on-the-spot detections carry the triggered frame only, not the frames ahead."""
+
+    spot_batch_size = 1
+
+    def __init__(self, detector):
+        self.detector = detector
+
+    def detect(self, frames_rgb):
+        return self.detector.detect(frames_rgb)
+
+    def __getattr__(self, name):  # batch_size, device, ...
+        return getattr(self.detector, name)
 
 
 def detection_counts(counters: list[CountingDetector], streams: list) -> dict[str, float]:
@@ -213,14 +229,18 @@ def main() -> int:
 
     model = load_model(data_dir, device=device)
     defaults = RunOptions(detector="yolo", min_track_frames=args.min_track_frames)
+    one_frame_spots = dataclasses.replace(
+        frontend, make_detector=lambda name, **kwargs: OneFrameSpots(counted_detector(name, **kwargs))
+    )
     configs = [
-        ("official", official_options(defaults)),
-        ("ours", defaults),
-        ("ours, every frame", dataclasses.replace(defaults, detection_stride=1)),
+        ("official", official_options(defaults), frontend),
+        ("ours", defaults, frontend),
+        ("ours, every frame", dataclasses.replace(defaults, detection_stride=1), frontend),
+        ("ours, 1-frame spot", defaults, one_frame_spots),  # on-the-spot calls without the frames ahead
     ]
     outputs, peaks, detections = {}, {}, {}
 
-    def measure(label: str, options):
+    def measure(label: str, options, front_end=frontend):
         """Warm-up, then the median of --repeats runs; keeps its figures and prints its line at once."""
         engine = Engine(
             copy.deepcopy(model),
@@ -228,7 +248,7 @@ def main() -> int:
             data_dir=data_dir,
             device=device,
             precision=options.precision or default_precision(device),
-            frontend=frontend,
+            frontend=front_end,
             log=lambda msg: print(msg, file=sys.stderr),
         )
         print(f"running {label}: warm-up, then {args.repeats} runs ...", flush=True)
@@ -246,8 +266,8 @@ def main() -> int:
         print(f"  {label}: {out.wall_s:.2f} s, {out.frames_decoded / out.wall_s:.1f} frames/s", flush=True)
         return engine
 
-    for label, options in configs:
-        engine = measure(label, options)
+    for label, options, front_end in configs:
+        engine = measure(label, options, front_end)
         if label == "ours":
             engine.frontend = looped
             t0 = time.perf_counter()
@@ -259,10 +279,10 @@ def main() -> int:
         "\nper stage, median run: seconds (frames/s; backbone in person crops/s). In ours decoding and detection"
         "\nrun in threads of their own, beside tracking and the backbone: their seconds overlap the others'."
     )
-    print(f"{'stage':<10}" + "".join(f"{label[:18]:>20}" for label, _ in configs))
+    print(f"{'stage':<10}" + "".join(f"{label[:18]:>20}" for label, *_ in configs))
     for stage in STAGES:
         cells = []
-        for label, _ in configs:
+        for label, *_ in configs:
             out = outputs[label]
             count = out.crops if stage == "backbone" else out.frames_decoded
             seconds = out.timings_s[stage]
@@ -270,7 +290,7 @@ def main() -> int:
         print(f"{stage:<10}" + "".join(f"{c:>20}" for c in cells))
     print()
     fps = {label: out.frames_decoded / out.wall_s for label, out in outputs.items()}
-    for label, _ in configs:
+    for label, *_ in configs:
         out = outputs[label]
         gpu_mib, rss_mib = peaks[label]
         print(
@@ -278,7 +298,7 @@ def main() -> int:
             f"{len(out.result.tracks)} tracks; peak GPU memory {gpu_mib:.0f} MiB, peak host RSS {rss_mib:.0f} MiB"
             " (the process's, so far)"
         )
-    for label, _ in configs:
+    for label, *_ in configs:
         print(f"detections {label:<18} {detection_figures(detections[label], args.repeats)} (a run's average)")
     print(
         f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.1f} "
@@ -293,6 +313,13 @@ def main() -> int:
             f"track recall {float((box >= RECALL_IOU).mean()):.3f}, median box IoU {float(np.median(box)):.3f} "
             f"over {len(box)} official track-frames"
         )
+    merged = compare(outputs["ours, 1-frame spot"].result, outputs["ours"].result)
+    box = np.asarray(merged["box_iou"], dtype=np.float64)
+    print(
+        f"ours against ours, 1-frame spot: {fps['ours'] / fps['ours, 1-frame spot']:.2f}x as fast; track recall "
+        f"{float((box >= RECALL_IOU).mean()):.3f}, min box IoU {float(box.min()) if len(box) else float('nan'):.4f} "
+        "(the frames ahead should change no box)"
+    )
 
     if args.equality_frames:  # (on a CPU this checks the script: CPU against CPU)
         try:

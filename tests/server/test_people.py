@@ -213,3 +213,26 @@ def test_on_the_spot_detections_in_batches_give_the_same_tracks_in_far_fewer_cal
     assert batched.schedule.spot_calls < triggered / 3  # measured: 585 triggers, 107 calls
     assert batched.schedule.spot_frames_sent <= 8 * batched.schedule.spot_calls
     assert max(in_batches.calls) == 8 and len(alone.tracklets(25)) >= 3
+
+
+def test_frames_read_one_by_one_come_with_the_frames_ahead():
+    from vibe_server.pipeline.people import with_frames_ahead
+
+    pairs = [(i, f"frame {i}") for i in range(4)]
+    assert [(i, ahead) for i, _, ahead in with_frames_ahead(pairs, 0)] == [(i, ()) for i in range(4)]
+    got = [(i, frame, [j for j, _ in ahead]) for i, frame, ahead in with_frames_ahead(iter(pairs), 2)]
+    assert got == [(0, "frame 0", [1, 2]), (1, "frame 1", [2, 3]), (2, "frame 2", [3]), (3, "frame 3", [])]
+
+
+@pytest.mark.parametrize("stride", [2, 3, 4, 8])
+def test_the_frames_held_ahead_always_hold_a_full_spot_batch(stride):
+    from vibe_server.pipeline.people import DetectionSchedule
+
+    detector = ScriptedDetector(1)
+    detector.spot_batch_size = 8
+    schedule = DetectionSchedule(detector, stride, adaptive_detection=True)
+    held = schedule.frames_to_hold_ahead()
+    for triggered in range(1, 3 * stride):
+        ahead = range(triggered + 1, triggered + 1 + held)
+        assert sum(not schedule.scheduled(i) for i in ahead) >= 7, (triggered, held)
+    assert held <= 14

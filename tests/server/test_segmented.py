@@ -79,6 +79,30 @@ def test_two_devices_give_the_one_device_result(short_clip, options):
     assert split.video.frame_count == one.video.frame_count
 
 
+def test_a_divided_run_s_on_the_spot_detections_carry_the_frames_ahead(short_clip, monkeypatch):
+    """The adaptive tracking pass reads the video one frame at a time; where the detector says the
+    frames ahead come for free (here HOG told so), its on-the-spot calls carry them, and the
+    result is the one-device result with one frame per call."""
+    from vibe_server.pipeline.detect.hog import HogDetector
+
+    options = RunOptions(detector="hog", min_track_frames=5, detection_stride=4, adaptive_detection=True)
+    one = _engine().run(short_clip, options).result
+    calls = []
+    detect = HogDetector.detect
+    monkeypatch.setattr(
+        HogDetector, "detect", lambda self, frames: (calls.append(len(frames)), detect(self, frames))[1]
+    )
+    monkeypatch.setattr(HogDetector, "spot_batch_size", 4, raising=False)
+    split = run_across_devices([_engine(), _engine()], short_clip, options).result
+    assert max(calls) == 4  # (scheduled frames are detected per segment, one HOG call per frame)
+    assert calls.count(4) >= 3
+    assert [t.track_id for t in split.tracks] == [t.track_id for t in one.tracks] and one.tracks
+    for a, b in zip(split.tracks, one.tracks, strict=True):
+        np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
+        np.testing.assert_array_equal(a.bboxes, b.bboxes)
+        np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
+
+
 def test_the_gru_state_crosses_devices_inside_a_track(short_clip):
     """Three devices: the walker's track runs through the second cut, so its chunk after the cut
     starts, on the third device, from the state the second device left; the result is still the

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -63,6 +63,12 @@ class DetectionSchedule:
         """How many frames an on-the-spot detection may carry for about the cost of one. The detector
         says, at each call (a compiled one that fell back to eager says 1 from then on)."""
         return max(1, int(getattr(self.detector, "spot_batch_size", 1)))
+
+    def frames_to_hold_ahead(self) -> int:
+        """How many frames after a triggered one hold ``spot_batch_size - 1`` unscheduled frames
+        (every Nth is scheduled), for a caller that reads frames one by one."""
+        wanted = self.spot_batch_size - 1
+        return wanted + -(-wanted // max(1, self.detection_stride - 1))
 
     def scheduled(self, frame_index: int) -> bool:
         """A fixed detection frame (every Nth)."""
@@ -126,6 +132,20 @@ class DetectionSchedule:
         t_start = time.perf_counter()
         found = self.detector.detect(frames_rgb)
         return found, time.perf_counter() - t_start
+
+
+def with_frames_ahead(frames: Iterable[tuple[int, np.ndarray]], ahead: int) -> Iterator[tuple[int, np.ndarray, tuple]]:
+    """``(index, frame)`` pairs -> ``(index, frame, the next `ahead` pairs)``, holding ``ahead + 1``
+    frames: the ``upcoming`` of :meth:`DetectionSchedule.step` for frames read one by one."""
+    window: deque[tuple[int, np.ndarray]] = deque()
+    for pair in frames:
+        window.append(pair)
+        if len(window) > ahead:
+            index, frame = window.popleft()
+            yield index, frame, tuple(window)
+    while window:
+        index, frame = window.popleft()
+        yield index, frame, tuple(window)
 
 
 class PeopleStream:

@@ -39,7 +39,7 @@ from vibe_blender.core.errors import VibeError
 
 from .engine import Engine, RunOutput, no_frames_error, select_tracks
 from .options import RunOptions
-from .people import DetectionSchedule
+from .people import DetectionSchedule, with_frames_ahead
 from .progress import ProgressFn, StageMonitor
 from .track import TrackletCollector
 from .video import VideoSegment
@@ -116,11 +116,12 @@ def run_across_devices(
             adaptive_detection=options.adaptive_detection,
         )
         collector = TrackletCollector()
-        # adaptive triggers look at the frames; fixed-stride tracking needs only the detections
+        # adaptive triggers look at the frames (and an on-the-spot detection at the frames ahead);
+        # fixed-stride tracking needs only the detections
         frames = reader if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
-        for index, frame_rgb in frames:
+        for index, frame_rgb, upcoming in with_frames_ahead(frames, schedule.frames_to_hold_ahead()):
             dets = scheduled.get(index) if schedule.scheduled(index) else None
-            collector.add(index, schedule.step(index, frame_rgb, dets))
+            collector.add(index, schedule.step(index, frame_rgb, dets, upcoming))
         tracklets = collector.tracklets(min_track_frames=1)
         kept = select_tracks({tid: len(t.frames) for tid, t in tracklets.items()}, options, video_name)
     monitor.check_cancel()

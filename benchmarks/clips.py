@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +110,7 @@ class CountingDetector:
 
     def __init__(self, detector):
         self.detector = detector
+        self.lock = threading.Lock()  # the staged front end detects in two threads
         self.reset()
 
     def reset(self) -> None:
@@ -117,8 +119,9 @@ class CountingDetector:
     def detect(self, frames_rgb):
         started = time.perf_counter()
         found = self.detector.detect(frames_rgb)  # boxes on the host: any GPU work is done
-        self.seconds += time.perf_counter() - started
-        self.frames += len(frames_rgb)
+        with self.lock:
+            self.seconds += time.perf_counter() - started
+            self.frames += len(frames_rgb)
         return found
 
     def __getattr__(self, name):  # batch_size, spot_batch_size, device, ...

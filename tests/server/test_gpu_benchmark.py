@@ -40,7 +40,8 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     every_frame = r"^ours, every frame: [\d.]+x the official .* track recall 1\.000, median box IoU 1\.000"
     assert re.search(every_frame, out, re.M)
     assert re.search(r"^ours: [\d.]+x the official configuration .* track recall [01]\.\d{3}", out, re.M)
-    # on-the-spot calls carrying the frames ahead against one frame a call: the same boxes
+    # ours against one frame per on-the-spot call (on a CPU eager YOLO carries no frames ahead, so this
+    # checks the line; test_people.py holds the boxes equal where frames are carried)
     assert re.search(
         r"^ours against ours, 1-frame spot: [\d.]+x as fast; track recall 1\.000, min box IoU 1\.0000", out, re.M
     )
@@ -48,7 +49,7 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
     compiled = r"^end to end ours, compiled \(backbone and YOLOv3 compiled\) [\d.]+ s [\d.]+ frames/s = [\d.]+x"
     found = re.search(compiled + rf".* detections batched \d+ frames in [\d.]+ s; {spot}", out, re.M)
     triggered, sent, calls = map(int, found.groups())  # compiled YOLO pads every call: it carries frames ahead
-    assert calls <= triggered <= sent <= 8 * calls
+    assert calls < triggered <= sent <= 8 * calls
     assert "is not available" not in done.stderr  # neither compile fell back to eager
     # the GPU = CPU check runs (here CPU against CPU: no difference at all)
     equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "

@@ -1,6 +1,8 @@
 """One video on several devices at once (two CPU engines stand in for two GPUs) gives the result
 of a one-device run: the same tracks, frames and boxes, the same poses."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,17 @@ def test_a_divided_run_s_on_the_spot_detections_carry_the_frames_ahead(short_cli
         np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
         np.testing.assert_array_equal(a.bboxes, b.bboxes)
         np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
+    # without triggers nothing is detected on the spot: no frame is held ahead
+    from vibe_server.pipeline import segmented
+
+    held = []
+    with_frames_ahead = segmented.with_frames_ahead
+    monkeypatch.setattr(
+        segmented, "with_frames_ahead", lambda frames, n: (held.append(n), with_frames_ahead(frames, n))[1]
+    )
+    run_across_devices([_engine(), _engine()], short_clip, options)
+    run_across_devices([_engine(), _engine()], short_clip, replace(options, adaptive_detection=False))
+    assert held == [4, 0]
 
 
 def test_the_gru_state_crosses_devices_inside_a_track(short_clip):

@@ -134,8 +134,8 @@ class RunOptions:
     )
     compile_detector: bool = option(
         False,
-        "torch.compile YOLOv3's network too (every call padded to one batch shape): for GPUs; on a CPU the "
-        "padded on-the-spot calls make the pipeline slower (see docs/server.md)",
+        "torch.compile YOLOv3's network too (every call padded to one batch shape): on a CPU it makes the "
+        "pipeline slower (see docs/server.md); on a GPU unmeasured",
         http=False,
     )
     official: bool = option(

@@ -119,7 +119,8 @@ def run_across_devices(
         # adaptive triggers look at the frames (and an on-the-spot detection at the frames ahead);
         # fixed-stride tracking needs only the detections
         frames = reader if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
-        for index, frame_rgb, upcoming in with_frames_ahead(frames, schedule.frames_to_hold_ahead()):
+        hold = schedule.frames_to_hold_ahead() if schedule.triggers is not None else 0  # nothing to detect ahead
+        for index, frame_rgb, upcoming in with_frames_ahead(frames, hold):
             dets = scheduled.get(index) if schedule.scheduled(index) else None
             collector.add(index, schedule.step(index, frame_rgb, dets, upcoming))
         tracklets = collector.tracklets(min_track_frames=1)

@@ -118,6 +118,12 @@ def joint_angle_deg(pose_a: np.ndarray, pose_b: np.ndarray) -> np.ndarray:
     return np.degrees((ra.inv() * rb).magnitude()).reshape(-1, 24).mean(axis=1)
 
 
+def track_recall(box_iou) -> float:
+    """Share of the official track-frames reproduced with box IoU >= RECALL_IOU (nan: none)."""
+    box_iou = np.asarray(box_iou, dtype=np.float64)
+    return float((box_iou >= RECALL_IOU).mean()) if len(box_iou) else float("nan")
+
+
 def compare(official, other) -> dict[str, list]:
     """Two MocapResults of the same clip -> per official track-frame box and crop IoU, and per
     frame both have (matched tracks) MPJPE, PA-MPJPE (m) and joint-angle difference (deg)."""
@@ -354,7 +360,7 @@ def main() -> int:
     for setting in settings:
         per_clip = [compare(o, r) for o, r in zip(official, results[setting.name])]
         merged = {k: np.concatenate([np.asarray(c[k], dtype=np.float64) for c in per_clip]) for k in per_clip[0]}
-        recall = float((merged["box_iou"] >= RECALL_IOU).mean()) if len(merged["box_iou"]) else float("nan")
+        recall = track_recall(merged["box_iou"])
         fps = speeds.get(setting.name, float("nan"))
         ratio = fps / speeds["official"] if "official" in speeds else float("nan")
         box_note = "n/a" if (setting.name == "bf16 YOLO" and not real) else None

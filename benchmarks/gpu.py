@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from clips import REAL_CLIPS_DIR, SPEED_CLIP, CountingDetector, YoloCostHogBoxes, frame_key, slice_clip
-from fidelity import RECALL_IOU, compare
+from fidelity import compare, track_recall
 from pipeline import median_run
-from testdata import HOG_DETECTIONS
+from recorded_detections import recorded_hog_detections
 from timing import decode_rates
 
 WARMUP_START = 250  # the warm-up and the GPU = CPU check use frames from here (people visible)
@@ -59,9 +59,7 @@ def recorded_hog_boxes(clip: Path, start: int = 0) -> dict[str, np.ndarray]:
     ``start``), from the detections recorded on the sample clip, matched by decode order."""
     from vibe_server.pipeline.video import open_video
 
-    with np.load(HOG_DETECTIONS) as recorded:
-        rows, counts = recorded[f"{SPEED_CLIP}/boxes"], recorded[f"{SPEED_CLIP}/counts"]
-    per_frame = np.split(rows, np.cumsum(counts)[:-1])
+    per_frame = recorded_hog_detections()[SPEED_CLIP]
     return {frame_key(frame): per_frame[start + i] for i, frame in open_video(clip) if start + i < len(per_frame)}
 
 
@@ -310,14 +308,14 @@ def main() -> int:
         box = np.asarray(merged["box_iou"], dtype=np.float64)
         print(
             f"{label}: {fps[label] / fps['official']:.1f}x the official configuration (goal >= 40x, >= 1000 frames/s); "
-            f"track recall {float((box >= RECALL_IOU).mean()):.3f}, median box IoU {float(np.median(box)):.3f} "
+            f"track recall {track_recall(box):.3f}, median box IoU {float(np.median(box)):.3f} "
             f"over {len(box)} official track-frames"
         )
     merged = compare(outputs["ours, 1-frame spot"].result, outputs["ours"].result)
     box = np.asarray(merged["box_iou"], dtype=np.float64)
     print(
         f"ours against ours, 1-frame spot: {fps['ours'] / fps['ours, 1-frame spot']:.2f}x as fast; track recall "
-        f"{float((box >= RECALL_IOU).mean()):.3f}, min box IoU {float(box.min()) if len(box) else float('nan'):.4f} "
+        f"{track_recall(box):.3f}, min box IoU {float(box.min()) if len(box) else float('nan'):.4f} "
         "(the frames ahead should change no box)"
     )
 

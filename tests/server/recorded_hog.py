@@ -1,11 +1,10 @@
 """A detector that replays OpenCV HOG's boxes recorded on every frame of a real clip
-(tests/data/fixtures/hog_detections.npz): a real detector's flickering boxes, misses and false
-positives, at no cost. It finds each frame it is given by the frame's pixels."""
+(``recorded_detections``), at no cost. It finds each frame it is given by the frame's pixels."""
 
 import hashlib
 
 import numpy as np
-from testdata import HOG_DETECTIONS
+from recorded_detections import recorded_hog_detections
 
 from vibe_server.pipeline.video import open_video
 
@@ -19,9 +18,7 @@ class RecordedHog:
 
     def __init__(self, clip, *, batch_size: int = 8, spot_batch_size: int = 1, digests=None):
         """digests: [(frame_index, frame_digest)] of the clip's frames, when the caller has them."""
-        with np.load(HOG_DETECTIONS) as recorded:
-            rows, counts = recorded[f"{clip.name}/boxes"], recorded[f"{clip.name}/counts"]
-        self.per_frame = np.split(rows, np.cumsum(counts)[:-1])
+        self.per_frame = recorded_hog_detections()[clip.name]
         if digests is None:
             digests = [(index, frame_digest(frame)) for index, frame in open_video(clip)]
         self.index_of = {digest: index for index, digest in digests}

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from recorded_detections import recorded_hog_detections
 from reference_sort import ReferenceSort, bbox_to_z
-from testdata import HOG_DETECTIONS
 
 from vibe_server.pipeline.track import (
     Sort,
@@ -228,14 +228,11 @@ def test_array_tracker_equals_the_per_track_reference_on_random_scenes(seed, str
 def test_array_tracker_equals_the_per_track_reference_on_recorded_detections():
     """OpenCV HOG's detections on every frame of the bundled clips (recorded once, see
     tests/data/fixtures/README.md): flickering boxes, misses and false positives of a real detector."""
-    with np.load(HOG_DETECTIONS) as recorded:
-        clips = sorted({key.split("/")[0] for key in recorded.files})
-        assert len(clips) == 4
-        compared = 0
-        for clip in clips:
-            rows, counts = recorded[f"{clip}/boxes"], recorded[f"{clip}/counts"]
-            detections = np.split(rows, np.cumsum(counts)[:-1])
-            for stride in (1, 3):
-                detected = [t % stride == 0 for t in range(len(detections))]
-                compared += _assert_same_tracking(detections, detected)
+    recorded = recorded_hog_detections()
+    assert len(recorded) == 4
+    compared = 0
+    for detections in recorded.values():
+        for stride in (1, 3):
+            detected = [t % stride == 0 for t in range(len(detections))]
+            compared += _assert_same_tracking(detections, detected)
     assert compared > 3000

@@ -47,8 +47,8 @@ OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU 
 CPU_BACKBONE_BATCH, GPU_BACKBONE_BATCH = 32, 128  # crops per backbone call by default
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
-# Below 8 cores one decoder (FFmpeg's own threads already fill 2 cores: 1,600 against 1,200 frames/s
-# with two chunk threads on the sample clip).
+# Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
+# 1,370-1,650 frames/s, two chunk threads 1,450-1,510).
 DECODE_WORKERS = min(4, max(1, len(os.sched_getaffinity(0)) // 4))  # the cores this process may use
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 

@@ -59,3 +59,24 @@ def test_one_frame_many_people_and_dtype(frames):
     assert out.shape == (2, 3, 224, 224) and out.dtype == torch.bfloat16
     official = crop_people(frames[2], boxes)
     assert (out.float() - official).abs().mean() < 0.02
+
+
+def test_the_device_crop_takes_several_frames_in_one_call_with_the_one_frame_result(frames):
+    from vibe_server.pipeline.batched.crop import crop_people_on_device
+
+    rng = np.random.default_rng(2)
+    boxes = [boxes_for(frames, rng, count) for count in (1, 3, 2, 1)]  # each frame its own people
+    together = crop_people_on_device(list(frames), boxes, "cpu")
+    one_by_one = torch.cat([crop_people_on_device([frame], [b], "cpu") for frame, b in zip(frames, boxes)])
+    assert together.shape == (7, 3, 224, 224)
+    torch.testing.assert_close(together, one_by_one, rtol=0, atol=0)
+    # the same crops as grid_sample over the stacked frames, each box from its own frame
+    frame_index = torch.tensor([0, 1, 1, 1, 2, 2, 3])
+    expected = crop_people_batched(torch.from_numpy(frames), frame_index, np.concatenate(boxes))
+    torch.testing.assert_close(together, expected, rtol=0, atol=0)
+    # frames of two sizes (not from one video) are cropped one by one; no boxes gives no crops
+    small = np.ascontiguousarray(frames[0][:200, :300])
+    mixed = crop_people_on_device([frames[1], small], [boxes[1], boxes[0]], "cpu")
+    torch.testing.assert_close(mixed[:3], one_by_one[1:4], rtol=0, atol=0)
+    torch.testing.assert_close(mixed[3:], crop_people_on_device([small], [boxes[0]], "cpu"), rtol=0, atol=0)
+    assert crop_people_on_device([frames[0]], [np.zeros((0, 4))], "cpu").shape == (0, 3, 224, 224)

@@ -159,3 +159,56 @@ def test_detection_gets_a_cuda_stream_of_its_own_only_on_a_gpu():
     if torch.cuda.is_available():  # a GPU machine: a stream on the detector's device
         stream = detection_stream(SimpleNamespace(device="cuda:0"))
         assert isinstance(stream, torch.cuda.Stream) and stream.device == torch.device("cuda:0")
+
+
+def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(monkeypatch):
+    """The GPU front end crops up to CROP_GROUP_FRAMES frames with people in one call (a GPU's
+    launches and copies paid once): the same tracks and poses as one frame a call, also for a
+    pending track seen again while its frames wait in a group, and a stale one freed."""
+    import dataclasses
+
+    from vibe_server.pipeline import engine as engine_module
+    from vibe_server.pipeline.batched.crop import crop_people_on_device
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.options import RunOptions
+
+    from .conftest import ScriptedFrontEnd, TinyVIBE
+
+    # track 1: three frames, then again 60 frames later (kept: 7 frames); track 3: three frames, then
+    # again after it went stale (dropped: a new buffer of 3 < 5 frames); track 2 all along
+    seen = {1: [0, 1, 2, 62, 63, 64, 65], 2: range(5, 40), 3: [10, 11, 12, 100, 101, 102]}
+    gradient = np.linspace(0, 200, 320, dtype=np.float32)[None, :, None]
+
+    def stream_people(reader, detector, **schedule):
+        for index, _ in reader:
+            frame = np.broadcast_to(gradient + index % 50, (240, 320, 3)).astype(np.uint8)
+            people = [
+                (tid, np.array([60.0 + 3 * tid + index, 120.0, 70.0, 90.0])) for tid in seen if index in seen[tid]
+            ]
+            yield index, frame, people
+
+    calls = []
+
+    def counted_crop(frames, boxes, device):
+        calls.append(len(frames))
+        return crop_people_on_device(frames, boxes, device)
+
+    script = ScriptedFrontEnd(num_frames=110)
+    frontend = dataclasses.replace(
+        script.as_frontend(), stream_people_staged=stream_people, crop_people_on_device=counted_crop
+    )
+    results = {}
+    for group_frames in (1, engine_module.CROP_GROUP_FRAMES):
+        monkeypatch.setattr(engine_module, "CROP_GROUP_FRAMES", group_frames)
+        calls.clear()
+        engine = Engine(TinyVIBE(), model_name="tiny", data_dir=None, frontend=frontend, gpu_front_end=True)
+        results[group_frames] = engine.run("walk.mp4", RunOptions(detector="hog", min_track_frames=5)).result
+        assert max(calls) == group_frames
+    # 45 frames with people: 45 calls of one frame, or 7 of the frames within 8 of each other
+    assert calls == [6, 8, 8, 8, 8, 4, 3]  # 0-7 (6 with people), 8-39 (4 x 8), 62-65, 100-102
+    one_by_one, grouped = results.values()
+    assert [list(t.frame_ids) for t in grouped.tracks] == [[0, 1, 2, 62, 63, 64, 65], list(range(5, 40))]
+    for a, b in zip(one_by_one.tracks, grouped.tracks, strict=True):
+        np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
+        np.testing.assert_array_equal(a.pose, b.pose)
+        np.testing.assert_array_equal(a.joints3d, b.joints3d)

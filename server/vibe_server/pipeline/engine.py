@@ -45,11 +45,15 @@ from .smooth import smooth_pose
 
 OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
 CPU_BACKBONE_BATCH, GPU_BACKBONE_BATCH = 32, 128  # crops per backbone call by default
+# frames with people the device crop takes in one call (its launches and copies paid once): they
+# are held on the host until then, within this many frames of each other
+CROP_GROUP_FRAMES = 8
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
 # 1,370-1,650 frames/s, two chunk threads 1,450-1,510).
 DECODE_WORKERS = min(4, max(1, len(os.sched_getaffinity(0)) // 4))  # the cores this process may use
+CropFrames = Callable[[list[np.ndarray], list[np.ndarray]], torch.Tensor]
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 
@@ -424,7 +428,7 @@ class Engine:
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
             stream_people = fe.stream_people_staged
-        crop_frame = self.crop_function(options)
+        crop_frames, group_frames = self.crop_function(options)
         stream: Iterable = stream_people(
             TimedReader(reader, monitor),
             detector,
@@ -436,6 +440,7 @@ class Engine:
         stale_after = max(60, 4 * options.detection_stride)
         buffers: dict[int, _TrackBuffer] = {}
         queue: list[tuple[int, object]] = []  # (track_id, crop) waiting for the backbone
+        group: list[tuple] = []  # (frame_index, frame_rgb, people) of frames waiting to be cropped together
         frames_decoded = crops_done = 0
 
         def flush(n: int) -> None:
@@ -447,6 +452,20 @@ class Engine:
             crops_done += len(batch)
             for (track_id, _), feat in zip(batch, feats):
                 buffers[track_id].features.append(feat[None])
+
+        def crop_group() -> None:
+            """Crops the frames in ``group`` in one call; each crop joins its track's buffer, in order."""
+            with monitor.stage("crop"):
+                boxes = [
+                    np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4) for *_, people in group
+                ]
+                crops = crop_frames([frame_rgb for _, frame_rgb, _ in group], boxes).unbind(0)
+            people_crops = ((index, person) for index, _, people in group for person in people)
+            for (index, (track_id, box)), crop in zip(people_crops, crops, strict=True):
+                self._add_crop(buffers, queue, int(track_id), int(index), box, crop, options)
+            group.clear()
+            while len(queue) >= self.batch_size:
+                flush(self.batch_size)
 
         iterator: Iterator = iter(stream)
         while True:
@@ -466,28 +485,32 @@ class Engine:
             frame_index, frame_rgb, people = item
             frames_decoded += 1
             if people:
-                with monitor.stage("crop"):
-                    boxes = np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4)
-                    frame_crops = crop_frame(frame_rgb, boxes)
-                for (track_id, box), crop in zip(people, frame_crops):
-                    self._add_crop(buffers, queue, int(track_id), int(frame_index), box, crop, options)
-                while len(queue) >= self.batch_size:
-                    flush(self.batch_size)
+                group.append(item)
+            if group and (len(group) == group_frames or frame_index - group[0][0] >= group_frames - 1):
+                crop_group()
+            waiting = {int(track_id) for *_, people in group for track_id, _ in people}  # seen, not yet cropped
             for track_id, buf in list(buffers.items()):
-                if buf.pending_crops is not None and frame_index - buf.last_seen > stale_after:
+                stale = frame_index - buf.last_seen > stale_after
+                if buf.pending_crops is not None and stale and track_id not in waiting:
                     del buffers[track_id]
             monitor.report(monitor.busiest_stream_stage(), "stream", frames_decoded / frame_count)
+        if group:
+            crop_group()
         if queue:
             flush(len(queue))
         return buffers, frames_decoded, crops_done
 
-    def crop_function(self, options: RunOptions) -> Callable[[np.ndarray, np.ndarray], torch.Tensor]:
-        """(frame_rgb, boxes (K, 4) cxcywh) -> (K, 3, 224, 224) crops: on the device with the GPU
-        front end (except ``--official``, which keeps OpenCV's crop), else the front end's."""
+    def crop_function(self, options: RunOptions) -> tuple[CropFrames, int]:
+        """The crop of a run and how many frames it takes at once: (frames_rgb, each frame's boxes
+        (K_i, 4) cxcywh) -> (sum K_i, 3, 224, 224) crops in order. On the device with the GPU front
+        end, ``CROP_GROUP_FRAMES`` frames a call (``--official`` keeps OpenCV's crop); else the front
+        end's, frame by frame."""
         fe = self._frontend()
         if self.gpu_front_end and fe.crop_people_on_device is not None and not options.official:
-            return lambda frame_rgb, boxes: fe.crop_people_on_device(frame_rgb, boxes, self.device)
-        return lambda frame_rgb, boxes: torch.as_tensor(fe.crop_people(frame_rgb, boxes))
+            return (lambda frames, boxes: fe.crop_people_on_device(frames, boxes, self.device)), CROP_GROUP_FRAMES
+        return (
+            lambda frames, boxes: torch.cat([torch.as_tensor(fe.crop_people(f, b)) for f, b in zip(frames, boxes)])
+        ), 1
 
     @staticmethod
     def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions) -> None:

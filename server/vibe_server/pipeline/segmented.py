@@ -196,12 +196,21 @@ def _features_segment(
     engine: Engine, segment: VideoSegment, options: RunOptions, boxes_at: dict
 ) -> dict[tuple[int, int], np.ndarray]:
     """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
-    crop = engine.crop_function(options)
+    crop_frames, group_frames = engine.crop_function(options)
     features: dict[tuple[int, int], np.ndarray] = {}
     keys: list[tuple[int, int]] = []
     crops: list[torch.Tensor] = []
+    frames: list[np.ndarray] = []  # frames waiting to be cropped together, with their boxes
+    boxes: list[np.ndarray] = []
+
+    def crop() -> None:
+        crops.append(crop_frames(frames, boxes))
+        frames.clear()
+        boxes.clear()
 
     def flush() -> None:
+        if frames:
+            crop()
         for key, feature in zip(keys, engine.extract_features(torch.cat(crops)), strict=True):
             features[key] = feature
         keys.clear()
@@ -211,8 +220,11 @@ def _features_segment(
         people = boxes_at.get(index)
         if not people:
             continue
-        crops.append(crop(frame_rgb, np.stack([box for _, box in people])))
+        frames.append(frame_rgb)
+        boxes.append(np.stack([box for _, box in people]))
         keys.extend((tid, index) for tid, _ in people)
+        if len(frames) == group_frames:
+            crop()
         if len(keys) >= engine.batch_size:
             flush()
     if keys:

@@ -10,6 +10,8 @@ two differ by a few grey levels at sharp edges and agree on average to well unde
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,13 +77,21 @@ def crop_people_batched(
 
 
 def crop_people_on_device(
-    frame_rgb: np.ndarray, bboxes_cxcywh_px: np.ndarray, device: str | torch.device
+    frames_rgb: Sequence[np.ndarray], bboxes_cxcywh_px: Sequence[np.ndarray], device: str | torch.device
 ) -> torch.Tensor:
-    """One frame (H, W, 3) uint8 on the host, bboxes (K, 4) [cx, cy, w, h] -> (K, 3, 224, 224)
-    ImageNet-normalised float32 crops on ``device``: the frame is copied once, all its boxes cropped there."""
-    frame = torch.from_numpy(np.ascontiguousarray(frame_rgb))
-    if torch.device(device).type == "cuda":
-        frame = frame.pin_memory()
-    frame = frame.to(device, non_blocking=True)[None]
-    boxes = np.asarray(bboxes_cxcywh_px, dtype=np.float64).reshape(-1, 4)
-    return crop_people_batched(frame, torch.zeros(len(boxes), dtype=torch.long, device=frame.device), boxes)
+    """A few frames (H, W, 3) uint8 on the host, one video's (one size), and each frame's boxes
+    (K_i, 4) [cx, cy, w, h] -> (sum K_i, 3, 224, 224) ImageNet-normalised float32 crops on ``device``,
+    in order. The frames go over in one copy (from pinned memory on a GPU) and are cropped in one
+    call: a GPU's launches and copies are paid per few frames, not per frame."""
+    if len({frame.shape for frame in frames_rgb}) > 1:  # frames of one video have one size; if not, one by one
+        return torch.cat([crop_people_on_device([f], [b], device) for f, b in zip(frames_rgb, bboxes_cxcywh_px)])
+    boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in bboxes_cxcywh_px]
+    if not sum(len(b) for b in boxes):
+        return torch.zeros((0, 3, CROP_SIZE_PX, CROP_SIZE_PX), device=device)
+    on_cuda = torch.device(device).type == "cuda"  # pinned: the copy runs beside the host's work
+    host = torch.empty((len(frames_rgb), *frames_rgb[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
+    for slot, frame in zip(host.numpy(), frames_rgb):
+        slot[...] = frame
+    frames = host.to(device, non_blocking=True)
+    frame_index = torch.from_numpy(np.repeat(np.arange(len(boxes)), [len(b) for b in boxes]))
+    return crop_people_batched(frames, frame_index, np.concatenate(boxes))

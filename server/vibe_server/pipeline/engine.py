@@ -2,8 +2,9 @@
 
     decode -> detect -> track -> crop -> backbone     one streaming pass over the video: each frame is
                                                       decoded once, people are cropped as the tracker
-                                                      emits them and the crops go through ResNet-50 in
-                                                      batches; only 2048-d features are kept per track
+                                                      emits them (on a GPU a few frames at a time) and
+                                                      the crops go through ResNet-50 in batches; only
+                                                      2048-d features are kept per track
     temporal + regressor                              per track, over the whole track, in chunks with
                                                       the GRU state carried (or the official fresh
                                                       state every 450 frames)

@@ -98,3 +98,23 @@ def test_detection_figures_are_one_run_s_average(monkeypatch):
     assert detection_figures(sums, 3) == (
         "batched 90 frames in 0.50 s; on the spot 30 frames (40 detected in 6 calls) in 0.20 s"
     )
+
+
+def test_the_host_operations_benchmark_counts_fewer_operations_with_the_frames_cropped_together():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY / "server"), str(REPOSITORY)])}
+    args = ["--frames", "40", "--repeats", "1", "--min-track-frames", "4"]
+    done = subprocess.run(
+        [sys.executable, str(REPOSITORY / "benchmarks" / "host_ops.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPOSITORY,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = r"^device crop (one frame|8 frames) a call +(\d+) PyTorch operations in the job's thread, .*; (\d+) crop"
+    found = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(line, done.stdout, re.M)}
+    assert set(found) == {"one frame", "8 frames"}, done.stdout
+    (ops_one, calls_one), (ops_grouped, calls_grouped) = found["one frame"], found["8 frames"]
+    assert ops_grouped < ops_one and calls_grouped < calls_one
+    assert re.search(r"^tracking .*: [\d.]+ ms a frame", done.stdout, re.M)

@@ -1,0 +1,112 @@
+"""Host work of the GPU path's job thread: the PyTorch operations it issues per frame.
+
+    PYTHONPATH=server:. python benchmarks/host_ops.py [--frames N] [--device cpu]
+
+On a GPU each PyTorch operation costs the host a launch or a copy, whatever its size, and at 1000
+frames/s the job's thread has 1 ms a frame for all of its work. This runs the GPU front end (the
+staged stream and the device crop, ``Engine(gpu_front_end=True)``) on the sample clip and counts
+the operations that thread issues (aten operations, views included), with the device crop taking
+``CROP_GROUP_FRAMES`` frames a call against one frame a call, in one run. The counts do not depend
+on the device, so a CPU gives them. The detector replays OpenCV HOG's boxes recorded on the clip
+and the backbone's forward is left out (its operations are per batch of 128 crops, not per frame);
+the temporal model, SMPL and the result are counted. Counts are exact; the tracker's seconds a
+frame are the median of --repeats runs without counting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from clips import REAL_CLIPS_DIR, SPEED_CLIP, ReplayDetector, slice_clip
+from gpu import WARMUP_START, recorded_hog_boxes
+from pipeline import median_run
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class CountOperations(TorchDispatchMode):
+    """Counts the aten operations issued by one thread while active."""
+
+    def __init__(self, thread_id: int):
+        super().__init__()
+        self.thread_id = thread_id
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if threading.get_ident() == self.thread_id:
+            self.counts[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, help="only N frames of the clip, from frame 250 (default: all)")
+    parser.add_argument("--min-track-frames", type=int, default=25, help="for short checks (official: 25)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from vibe_server import load_model
+    from vibe_server.data.synthetic import write_synthetic_bundle
+    from vibe_server.pipeline import engine as engine_module
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.frontend import FrontEnd
+    from vibe_server.pipeline.options import RunOptions
+
+    work = Path(tempfile.mkdtemp())
+    clip, start = REAL_CLIPS_DIR / SPEED_CLIP, 0
+    if args.frames:
+        start, clip = WARMUP_START, work / "clip.mp4"
+        slice_clip(REAL_CLIPS_DIR / SPEED_CLIP, clip, start, args.frames)
+    boxes = recorded_hog_boxes(clip, start)
+    write_synthetic_bundle(work / "data")
+    base = FrontEnd.default()
+    crop_calls = [0]
+
+    def counted_crop(frames, bboxes, device):
+        crop_calls[0] += 1
+        return base.crop_people_on_device(frames, bboxes, device)
+
+    frontend = dataclasses.replace(
+        base, make_detector=lambda name, **kwargs: ReplayDetector(boxes), crop_people_on_device=counted_crop
+    )
+    engine = Engine(
+        load_model(work / "data", device=args.device), model_name="bench", data_dir=work / "data",
+        device=args.device, precision="fp32", frontend=frontend, gpu_front_end=True,
+    )  # fmt: skip
+    engine.extract_features = lambda crops: np.zeros((len(crops), 2048), np.float32)  # the backbone left out
+    options = RunOptions(detector="yolo", min_track_frames=args.min_track_frames)
+    grouped = engine_module.CROP_GROUP_FRAMES
+    print(f"device: {args.device}; torch {torch.__version__}; clip {SPEED_CLIP}; the GPU front end, defaults")
+    engine.run(clip, options)  # warm-up
+    for label, group_frames in (("one frame a call", 1), (f"{grouped} frames a call", grouped)):
+        engine_module.CROP_GROUP_FRAMES = group_frames
+        crop_calls[0] = 0
+        with CountOperations(threading.get_ident()) as counter:
+            out = engine.run(clip, options)
+        total = sum(counter.counts.values())
+        common = ", ".join(f"{name.removeprefix('aten.')} {n}" for name, n in counter.counts.most_common(4))
+        print(
+            f"device crop {label:<18} {total:6d} PyTorch operations in the job's thread, "
+            f"{total / out.frames_decoded:.1f} a frame; {crop_calls[0]} crop calls ({out.frames_decoded} frames, "
+            f"{out.crops} crops); most: {common}"
+        )
+    engine_module.CROP_GROUP_FRAMES = grouped
+    out = median_run(engine, clip, options, args.repeats)
+    per_frame_ms = 1000 * out.timings_s["track"] / out.frames_decoded
+    print(
+        f"tracking (the tracker's own clock, adaptive detection included): {per_frame_ms:.2f} ms a frame, "
+        f"median of {args.repeats} runs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

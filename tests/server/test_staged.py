@@ -166,6 +166,7 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
     launches and copies paid once): the same tracks and poses as one frame a call, also for a
     pending track seen again while its frames wait in a group, and a stale one freed."""
     import dataclasses
+    import weakref
 
     from vibe_server.pipeline import engine as engine_module
     from vibe_server.pipeline.batched.crop import crop_people_on_device
@@ -187,11 +188,15 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
             ]
             yield index, frame, people
 
-    calls = []
+    calls, batches = [], []  # frames in each call; each call's crops (weakly: are they freed?)
+    alive_at_call = []  # the earlier calls' crop batches still in memory at each call
 
     def counted_crop(frames, boxes, device):
         calls.append(len(frames))
-        return crop_people_on_device(frames, boxes, device)
+        alive_at_call.append(sum(batch() is not None for batch in batches))
+        crops = crop_people_on_device(frames, boxes, device)
+        batches.append(weakref.ref(crops))
+        return crops
 
     script = ScriptedFrontEnd(num_frames=110)
     frontend = dataclasses.replace(
@@ -207,6 +212,11 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
     # 45 frames with people: 45 calls of one frame, or 7 of the frames within 8 of each other
     assert calls == [6, 8, 8, 8, 8, 4, 3]  # 0-7 (6 with people), 8-39 (4 x 8), 62-65, 100-102
     one_by_one, grouped = results.values()
+    # with one crop a backbone call, a group's batch is freed at once: a short track's crops waiting
+    # for it to reach min_track_frames are copies, which do not keep their group's whole batch
+    batches.clear(), alive_at_call.clear()
+    engine.run("walk.mp4", RunOptions(detector="hog", min_track_frames=5, batch_size=1))
+    assert alive_at_call == [0] * 7
     assert [list(t.frame_ids) for t in grouped.tracks] == [[0, 1, 2, 62, 63, 64, 65], list(range(5, 40))]
     for a, b in zip(one_by_one.tracks, grouped.tracks, strict=True):
         np.testing.assert_array_equal(a.frame_ids, b.frame_ids)

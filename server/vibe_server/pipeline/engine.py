@@ -461,9 +461,12 @@ class Engine:
                     np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4) for *_, people in group
                 ]
                 crops = crop_frames([frame_rgb for _, frame_rgb, _ in group], boxes).unbind(0)
+            # a crop held for a track still too short is copied out of the group's batch, which it would
+            # otherwise keep in memory whole while the track lasts (up to min_track_frames crops)
+            hold = torch.clone if len(group) > 1 else None
             people_crops = ((index, person) for index, _, people in group for person in people)
             for (index, (track_id, box)), crop in zip(people_crops, crops, strict=True):
-                self._add_crop(buffers, queue, int(track_id), int(index), box, crop, options)
+                self._add_crop(buffers, queue, int(track_id), int(index), box, crop, options, hold=hold)
             group.clear()
             while len(queue) >= self.batch_size:
                 flush(self.batch_size)
@@ -514,7 +517,9 @@ class Engine:
         ), 1
 
     @staticmethod
-    def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions) -> None:
+    def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions, *, hold=None) -> None:
+        """The crop goes to the backbone's queue, or waits in its track's buffer (through ``hold``,
+        when given) until the track has ``min_track_frames``."""
         buf = buffers.get(track_id)
         if buf is None:
             buf = buffers[track_id] = _TrackBuffer()
@@ -524,7 +529,7 @@ class Engine:
         if buf.pending_crops is None:
             queue.append((track_id, crop))
             return
-        buf.pending_crops.append(crop)
+        buf.pending_crops.append(hold(crop) if hold is not None else crop)
         if len(buf.pending_crops) >= options.min_track_frames:
             queue.extend((track_id, c) for c in buf.pending_crops)
             buf.pending_crops = None

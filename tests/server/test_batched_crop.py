@@ -61,7 +61,8 @@ def test_one_frame_many_people_and_dtype(frames):
     assert (out.float() - official).abs().mean() < 0.02
 
 
-def test_the_device_crop_takes_several_frames_in_one_call_with_the_one_frame_result(frames):
+def test_the_device_crop_takes_several_frames_in_one_call_with_the_one_frame_result(frames, monkeypatch):
+    from vibe_server.pipeline.batched import crop as batched_crop
     from vibe_server.pipeline.batched.crop import crop_people_on_device
 
     rng = np.random.default_rng(2)
@@ -80,3 +81,29 @@ def test_the_device_crop_takes_several_frames_in_one_call_with_the_one_frame_res
     torch.testing.assert_close(mixed[:3], one_by_one[1:4], rtol=0, atol=0)
     torch.testing.assert_close(mixed[3:], crop_people_on_device([small], [boxes[0]], "cpu"), rtol=0, atol=0)
     assert crop_people_on_device([frames[0]], [np.zeros((0, 4))], "cpu").shape == (0, 3, 224, 224)
+    # where the frames hold more pixels than one call may make float, they are cropped in parts
+    height, width = frames.shape[1:3]
+    monkeypatch.setattr(batched_crop, "CALL_PIXELS", 2 * height * width + 1)
+    calls = []
+    monkeypatch.setattr(
+        batched_crop, "crop_people_batched", lambda f, *a, **k: calls.append(len(f)) or crop_people_batched(f, *a, **k)
+    )
+    torch.testing.assert_close(crop_people_on_device(list(frames), boxes, "cpu"), together, rtol=0, atol=0)
+    assert calls == [2, 2]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has none; the CPU runs the same code above)")
+def test_on_a_gpu_the_device_crop_does_not_make_the_host_wait(frames):
+    from vibe_server.pipeline.batched.crop import crop_people_on_device
+
+    boxes = [boxes_for(frames, np.random.default_rng(3), 2) for _ in frames]
+    on_cpu = crop_people_on_device(list(frames), boxes, "cpu")
+    crop_people_on_device(list(frames), boxes, "cuda")  # the constants are made, once
+    torch.cuda.set_sync_debug_mode("error")  # a call that waits for the GPU raises
+    try:
+        on_gpu = crop_people_on_device(list(frames), boxes, "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    # the same samples up to float rounding, which may move a level by one
+    assert np.abs(to_levels(on_gpu.cpu()) - to_levels(on_cpu)).max() <= 1.0 + 1e-3

@@ -17,6 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from ..crop import BBOX_SCALE, CROP_SIZE_PX, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from .transfers import device_constant, to_device
+
+# a sampling point outside every image (normalised coordinates run -1..1): it samples black
+OUTSIDE = 2.0
+# frames cropped in one call at most hold this many pixels (8 frames of 1080p; 2 of 4K): the frames
+# are made float on the device for the call (4 bytes a channel)
+CALL_PIXELS = 8 * 1920 * 1080
 
 
 def crop_to_image_affines(
@@ -52,27 +59,41 @@ def _grid_sample_theta(affines: np.ndarray, image_height: int, image_width: int,
 
 def crop_people_batched(
     frames_rgb: torch.Tensor,
-    frame_index: torch.Tensor,
+    frame_index: np.ndarray | torch.Tensor,
     bboxes_cxcywh_px: np.ndarray,
     *,
     scale: float = BBOX_SCALE,
     crop_size_px: int = CROP_SIZE_PX,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """frames (F, H, W, 3) uint8 RGB on a device, frame_index (K,) long (the frame of each box),
-    bboxes (K, 4) [cx, cy, w, h] pixels -> (K, 3, c, c) ImageNet-normalised crops on that device."""
+    """frames (F, H, W, 3) uint8 RGB on a device, frame_index (K,) ints on the host (the frame of each
+    box), bboxes (K, 4) [cx, cy, w, h] pixels -> (K, 3, c, c) ImageNet-normalised crops on that device.
+
+    Each frame is made float once, and all of its boxes are sampled in one ``grid_sample`` row: the
+    sampling grids are laid out (F, most boxes in a frame x c, c), padded with points outside every
+    image (which sample black), so memory grows with the frames, not with frames x boxes."""
     device = frames_rgb.device
-    _, height, width, _ = frames_rgb.shape
-    affines = crop_to_image_affines(bboxes_cxcywh_px, scale=scale, crop_size_px=crop_size_px)
-    theta = torch.as_tensor(
-        _grid_sample_theta(affines, height, width, crop_size_px), dtype=torch.float32, device=device
+    frames_count, height, width, _ = frames_rgb.shape
+    c = crop_size_px
+    frame_of_box = np.asarray(frame_index, dtype=np.int64).reshape(-1)
+    slot_of_box = np.zeros_like(frame_of_box)  # each box's place among its frame's boxes
+    for frame in np.unique(frame_of_box):
+        mine = frame_of_box == frame
+        slot_of_box[mine] = np.arange(mine.sum())
+    slots = int(slot_of_box.max(initial=-1)) + 1
+    affines = crop_to_image_affines(bboxes_cxcywh_px, scale=scale, crop_size_px=c)
+    theta = to_device(_grid_sample_theta(affines, height, width, c).astype(np.float32), device)
+    where = to_device(np.stack([frame_of_box, slot_of_box]), device)
+    grids = torch.full((frames_count, slots, c, c, 2), OUTSIDE, device=device)
+    grids[where[0], where[1]] = F.affine_grid(theta, [len(theta), 3, c, c], align_corners=False)
+    images = frames_rgb.permute(0, 3, 1, 2).float()  # (F, 3, H, W)
+    rows = F.grid_sample(
+        images, grids.view(frames_count, slots * c, c, 2), mode="bilinear", padding_mode="zeros", align_corners=False
     )
-    images = frames_rgb.index_select(0, frame_index.to(device)).permute(0, 3, 1, 2).float()  # (K, 3, H, W)
-    grid = F.affine_grid(theta, [len(theta), 3, crop_size_px, crop_size_px], align_corners=False)
-    crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    crops = rows.view(frames_count, 3, slots, c, c).permute(0, 2, 1, 3, 4)[where[0], where[1]]  # (K, 3, c, c)
     crops = crops.round_().clamp_(0, 255).div_(255.0)  # uint8 levels, as the OpenCV crop
-    mean = torch.tensor(IMAGENET_MEAN_RGB, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD_RGB, device=device).view(1, 3, 1, 1)
+    mean = device_constant(IMAGENET_MEAN_RGB, device).view(1, 3, 1, 1)
+    std = device_constant(IMAGENET_STD_RGB, device).view(1, 3, 1, 1)
     return crops.sub_(mean).div_(std).to(dtype)
 
 
@@ -81,17 +102,23 @@ def crop_people_on_device(
 ) -> torch.Tensor:
     """A few frames (H, W, 3) uint8 on the host, one video's (one size), and each frame's boxes
     (K_i, 4) [cx, cy, w, h] -> (sum K_i, 3, 224, 224) ImageNet-normalised float32 crops on ``device``,
-    in order. The frames go over in one copy (from pinned memory on a GPU) and are cropped in one
-    call: a GPU's launches and copies are paid per few frames, not per frame."""
-    if len({frame.shape for frame in frames_rgb}) > 1:  # frames of one video have one size; if not, one by one
-        return torch.cat([crop_people_on_device([f], [b], device) for f, b in zip(frames_rgb, bboxes_cxcywh_px)])
+    in order. The frames go over in one copy from pinned memory and are cropped in one call, as many
+    as ``CALL_PIXELS`` allows: a GPU's launches and copies are paid per few frames, not per frame."""
     boxes = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in bboxes_cxcywh_px]
     if not sum(len(b) for b in boxes):
         return torch.zeros((0, 3, CROP_SIZE_PX, CROP_SIZE_PX), device=device)
-    on_cuda = torch.device(device).type == "cuda"  # pinned: the copy runs beside the host's work
-    host = torch.empty((len(frames_rgb), *frames_rgb[0].shape), dtype=torch.uint8, pin_memory=on_cuda)
+    height, width = frames_rgb[0].shape[:2]
+    one_size = len({frame.shape for frame in frames_rgb}) == 1  # one video's frames are; if not, one by one
+    per_call = max(1, CALL_PIXELS // (height * width)) if one_size else 1
+    if len(frames_rgb) > per_call:
+        parts = range(0, len(frames_rgb), per_call)
+        return torch.cat(
+            [crop_people_on_device(frames_rgb[i : i + per_call], boxes[i : i + per_call], device) for i in parts]
+        )
+    host = torch.empty(
+        (len(frames_rgb), height, width, 3), dtype=torch.uint8, pin_memory=torch.device(device).type == "cuda"
+    )
     for slot, frame in zip(host.numpy(), frames_rgb):
         slot[...] = frame
-    frames = host.to(device, non_blocking=True)
-    frame_index = torch.from_numpy(np.repeat(np.arange(len(boxes)), [len(b) for b in boxes]))
-    return crop_people_batched(frames, frame_index, np.concatenate(boxes))
+    frame_index = np.repeat(np.arange(len(boxes)), [len(b) for b in boxes])
+    return crop_people_batched(to_device(host, device), frame_index, np.concatenate(boxes))

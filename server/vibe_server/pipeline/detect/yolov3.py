@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batched.transfers import device_constant
+
 NUM_CLASSES = 80
 VALUES_PER_ANCHOR = 5 + NUM_CLASSES  # cx, cy, w, h, objectness, 80 class scores
 ANCHORS_WH_PX = ((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119), (116, 90), (156, 198), (373, 326))
@@ -184,7 +186,7 @@ def decode_heads(heads: list[torch.Tensor], input_size_px: int) -> torch.Tensor:
             torch.arange(grid, device=head.device, dtype=torch.float32),
             indexing="ij",
         )
-        anchors = torch.tensor([ANCHORS_WH_PX[m] for m in mask], dtype=torch.float32, device=head.device)
+        anchors = device_constant(tuple(ANCHORS_WH_PX[m] for m in mask), head.device)  # made once per device
         cx = (torch.sigmoid(p[..., 0]) + gx) * stride
         cy = (torch.sigmoid(p[..., 1]) + gy) * stride
         w = torch.exp(p[..., 2]) * anchors[:, 0].view(1, 3, 1, 1)

@@ -1,0 +1,36 @@
+"""Host data to a device without making the host wait for the device.
+
+A plain copy from ordinary host memory to a GPU (``tensor.to("cuda")``, ``torch.tensor(..., device=
+"cuda")``) returns only once the stream has finished all the work queued on it. In the GPU front end
+that would stall the job's thread at every crop and detection call until the GPU ran dry. So small
+constants are made once per device, and other host data goes over from pinned memory in a copy that
+does not wait. On a CPU both are plain tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+
+def device_constant(values: tuple, device: str | torch.device) -> torch.Tensor:
+    """A float32 tensor of ``values`` (a tuple, nested for more dimensions) on ``device``, made once
+    per device and shared: never write into it."""
+    return _constant(values, str(device))
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple, device: str) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device)  # waits once, when first made
+
+
+def to_device(array: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """A host array (or CPU tensor) on ``device``; to a GPU through pinned memory, without waiting."""
+    tensor = torch.as_tensor(array)
+    target = torch.device(device)
+    if target.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(target)
+    # the pinned block stays reserved until the copy is done (PyTorch records the copy on it)
+    return tensor.pin_memory().to(target, non_blocking=True)

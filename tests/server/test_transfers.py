@@ -1,0 +1,35 @@
+"""Host data to a device without waiting for it (pipeline/batched/transfers.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vibe_server.pipeline.batched.transfers import device_constant, to_device
+
+
+def test_a_device_constant_is_made_once_per_device_with_its_values():
+    first = device_constant(((10.0, 13.0), (16.0, 30.0)), "cpu")
+    assert first.dtype == torch.float32 and first.tolist() == [[10.0, 13.0], [16.0, 30.0]]
+    assert device_constant(((10.0, 13.0), (16.0, 30.0)), torch.device("cpu")) is first  # shared
+    assert device_constant((0.5, 0.25), "cpu") is not first
+
+
+def test_to_device_keeps_the_values_and_dtype():
+    array = np.arange(12, dtype=np.int64).reshape(3, 4)
+    moved = to_device(array, "cpu")
+    assert moved.dtype == torch.int64 and np.array_equal(moved.numpy(), array)
+    assert to_device(torch.ones(2), "cpu").tolist() == [1.0, 1.0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has none; the CPU branches are above)")
+def test_on_a_gpu_neither_makes_the_host_wait():
+    device_constant((1.0, 2.0), "cuda")  # made (and waited for) once
+    torch.cuda.set_sync_debug_mode("error")  # a synchronising call raises
+    try:
+        moved = to_device(np.arange(1000, dtype=np.float32), "cuda")
+        again = device_constant((1.0, 2.0), "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert moved.device.type == "cuda" and again.device.type == "cuda"
+    assert moved.cpu()[-1] == 999.0

@@ -31,8 +31,8 @@ def test_cuts_move_onto_the_cheapest_jump_targets_within_reach():
     assert segment_bounds(89, 2) == [(0, 44), (44, 89)]
 
 
-def _engine() -> Engine:
-    return Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu")
+def _engine(gpu_front_end: bool = False) -> Engine:
+    return Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu", gpu_front_end=gpu_front_end)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +46,10 @@ def _engine() -> Engine:
     ],
     ids=["stride 2", "stride 2 + adaptive", "official"],
 )
-def test_two_devices_give_the_one_device_result(short_clip, options):
-    one = _engine().run(short_clip, options).result
-    engines = [_engine(), _engine()]
+@pytest.mark.parametrize("gpu_front_end", [False, True], ids=["", "GPU front end"])  # (the device crop, in groups)
+def test_two_devices_give_the_one_device_result(short_clip, options, gpu_front_end):
+    one = _engine(gpu_front_end).run(short_clip, options).result
+    engines = [_engine(gpu_front_end), _engine(gpu_front_end)]
     second_device_chunks = []
     forward = engines[1].model.forward_features
 

@@ -176,8 +176,9 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
     from .conftest import ScriptedFrontEnd, TinyVIBE
 
     # track 1: three frames, then again 60 frames later (kept: 7 frames); track 3: three frames, then
-    # again after it went stale (dropped: a new buffer of 3 < 5 frames); track 2 all along
-    seen = {1: [0, 1, 2, 62, 63, 64, 65], 2: range(5, 40), 3: [10, 11, 12, 100, 101, 102]}
+    # again after it went stale (dropped: a new buffer of 3 < 5 frames); track 2 all along; track 4 in
+    # the last 6 frames (kept: cropped when the stream ends, inside a group)
+    seen = {1: [0, 1, 2, 62, 63, 64, 65], 2: range(5, 40), 3: [10, 11, 12, 90, 91, 92], 4: range(98, 104)}
     gradient = np.linspace(0, 200, 320, dtype=np.float32)[None, :, None]
 
     def stream_people(reader, detector, **schedule):
@@ -198,7 +199,7 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
         batches.append(weakref.ref(crops))
         return crops
 
-    script = ScriptedFrontEnd(num_frames=110)
+    script = ScriptedFrontEnd(num_frames=104)
     frontend = dataclasses.replace(
         script.as_frontend(), stream_people_staged=stream_people, crop_people_on_device=counted_crop
     )
@@ -209,15 +210,16 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
         engine = Engine(TinyVIBE(), model_name="tiny", data_dir=None, frontend=frontend, gpu_front_end=True)
         results[group_frames] = engine.run("walk.mp4", RunOptions(detector="hog", min_track_frames=5)).result
         assert max(calls) == group_frames
-    # 45 frames with people: 45 calls of one frame, or 7 of the frames within 8 of each other
-    assert calls == [6, 8, 8, 8, 8, 4, 3]  # 0-7 (6 with people), 8-39 (4 x 8), 62-65, 100-102
+    # 51 frames with people: 51 calls of one frame, or 8 of the frames within 8 of each other
+    assert calls == [6, 8, 8, 8, 8, 4, 3, 6]  # 0-7 (6 with people), 8-39 (4 x 8), 62-65, 90-92, 98-103
     one_by_one, grouped = results.values()
     # with one crop a backbone call, a group's batch is freed at once: a short track's crops waiting
     # for it to reach min_track_frames are copies, which do not keep their group's whole batch
     batches.clear(), alive_at_call.clear()
     engine.run("walk.mp4", RunOptions(detector="hog", min_track_frames=5, batch_size=1))
-    assert alive_at_call == [0] * 7
-    assert [list(t.frame_ids) for t in grouped.tracks] == [[0, 1, 2, 62, 63, 64, 65], list(range(5, 40))]
+    assert alive_at_call == [0] * 8
+    expected = [[0, 1, 2, 62, 63, 64, 65], list(range(5, 40)), list(range(98, 104))]
+    assert [list(t.frame_ids) for t in grouped.tracks] == expected
     for a, b in zip(one_by_one.tracks, grouped.tracks, strict=True):
         np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
         np.testing.assert_array_equal(a.pose, b.pose)

@@ -47,14 +47,15 @@ from .smooth import smooth_pose
 OFFICIAL_CHUNK_FRAMES = 450  # the official demo's --vibe_batch_size: fresh GRU state per chunk
 CPU_BACKBONE_BATCH, GPU_BACKBONE_BATCH = 32, 128  # crops per backbone call by default
 # frames with people the device crop takes in one call (its launches and copies paid once): they
-# are held on the host until then, within this many frames of each other
+# are held on the host until then, within this many frames of each other (4K: ~200 MB more)
 CROP_GROUP_FRAMES = 8
+# a run's crop: (frames_rgb, each frame's boxes (K_i, 4) cxcywh) -> (sum K_i, 3, 224, 224), in order
+CropFrames = Callable[[list[np.ndarray], list[np.ndarray]], torch.Tensor]
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
 # 1,370-1,650 frames/s, two chunk threads 1,450-1,510).
 DECODE_WORKERS = min(4, max(1, len(os.sched_getaffinity(0)) // 4))  # the cores this process may use
-CropFrames = Callable[[list[np.ndarray], list[np.ndarray]], torch.Tensor]
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 
@@ -461,12 +462,12 @@ class Engine:
                     np.asarray([box for _, box in people], dtype=np.float64).reshape(-1, 4) for *_, people in group
                 ]
                 crops = crop_frames([frame_rgb for _, frame_rgb, _ in group], boxes).unbind(0)
-            # a crop held for a track still too short is copied out of the group's batch, which it would
-            # otherwise keep in memory whole while the track lasts (up to min_track_frames crops)
-            hold = torch.clone if len(group) > 1 else None
+            # on the device, a crop held for a track still too short is copied out of the call's batch,
+            # which it would otherwise keep in memory whole while the track lasts
+            copy_held = group_frames > 1 and len(crops) > 1
             people_crops = ((index, person) for index, _, people in group for person in people)
             for (index, (track_id, box)), crop in zip(people_crops, crops, strict=True):
-                self._add_crop(buffers, queue, int(track_id), int(index), box, crop, options, hold=hold)
+                self._add_crop(buffers, queue, int(track_id), int(index), box, crop, options, copy_held=copy_held)
             group.clear()
             while len(queue) >= self.batch_size:
                 flush(self.batch_size)
@@ -512,14 +513,17 @@ class Engine:
         fe = self._frontend()
         if self.gpu_front_end and fe.crop_people_on_device is not None and not options.official:
             return (lambda frames, boxes: fe.crop_people_on_device(frames, boxes, self.device)), CROP_GROUP_FRAMES
-        return (
-            lambda frames, boxes: torch.cat([torch.as_tensor(fe.crop_people(f, b)) for f, b in zip(frames, boxes)])
-        ), 1
+
+        def crop_one_by_one(frames, boxes):
+            crops = [torch.as_tensor(fe.crop_people(frame, frame_boxes)) for frame, frame_boxes in zip(frames, boxes)]
+            return crops[0] if len(crops) == 1 else torch.cat(crops)  # one frame: no copy
+
+        return crop_one_by_one, 1
 
     @staticmethod
-    def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions, *, hold=None) -> None:
-        """The crop goes to the backbone's queue, or waits in its track's buffer (through ``hold``,
-        when given) until the track has ``min_track_frames``."""
+    def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions, *, copy_held: bool) -> None:
+        """The crop goes to the backbone's queue, or waits in its track's buffer (a copy, with
+        ``copy_held``) until the track has ``min_track_frames``."""
         buf = buffers.get(track_id)
         if buf is None:
             buf = buffers[track_id] = _TrackBuffer()
@@ -529,7 +533,7 @@ class Engine:
         if buf.pending_crops is None:
             queue.append((track_id, crop))
             return
-        buf.pending_crops.append(hold(crop) if hold is not None else crop)
+        buf.pending_crops.append(crop.clone() if copy_held else crop)
         if len(buf.pending_crops) >= options.min_track_frames:
             queue.extend((track_id, c) for c in buf.pending_crops)
             buf.pending_crops = None

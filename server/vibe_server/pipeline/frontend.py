@@ -19,7 +19,8 @@ class FrontEnd:
 
     For a GPU (``Engine(gpu_front_end=True)``, the default on CUDA):
     stream_people_staged: ``stream_people`` with decoding, detection and tracking overlapping;
-    crop_people_on_device(frame_rgb, bboxes, device) -> the crops made on the device (grid_sample).
+    crop_people_on_device(frames_rgb, bboxes per frame, device) -> the crops of a few frames made
+        together on the device (grid_sample), in order.
     """
 
     open_video: Callable

@@ -15,6 +15,7 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
 - peak GPU memory and peak host RSS of each, and the frames each detected in scheduled batches and
   on the spot (adaptive detection: the triggered frames, and the frames and calls that detected
   them, each call carrying the frames ahead), with the seconds they took;
+- on a GPU, how many times one run of ours makes the host wait for the GPU (CUDA's sync debug mode);
 - the accuracy difference to the official run (as benchmarks/fidelity.py: track recall at box IoU
   >= 0.9, median box IoU);
 - ``--official`` in fp32 on the GPU against the same on the CPU, on a slice: the largest pose and
@@ -273,8 +274,11 @@ def main() -> int:
         print(f"  {label}: {out.wall_s:.2f} s, {out.frames_decoded / out.wall_s:.1f} frames/s", flush=True)
         return engine
 
+    waits = None
     for label, options, front_end in configs:
         engine = measure(label, options, front_end)
+        if label == "ours" and cuda:
+            waits = host_waits(engine, clip, options)
         if label == "ours":
             engine.frontend = looped
             t0 = time.perf_counter()
@@ -320,6 +324,11 @@ def main() -> int:
             f"track recall {track_recall(box):.3f}, median box IoU {float(np.median(box)):.3f} "
             f"over {len(box)} official track-frames"
         )
+    if waits is not None:
+        print(
+            f"ours: the host waited for the GPU {waits} times in one run (CUDA's sync debug mode; the copies back "
+            "of each detection call and each backbone batch are among them)"
+        )
     merged = compare(outputs["ours, 1-frame spot"].result, outputs["ours"].result)
     box = np.asarray(merged["box_iou"], dtype=np.float64)
     print(
@@ -346,6 +355,23 @@ def main() -> int:
             f"peak GPU memory {gpu_mib:.0f} MiB; detections {detection_figures(detections[label], args.repeats)}"
         )
     return 0
+
+
+def host_waits(engine, clip: Path, options) -> int | str:
+    """How many times one run makes the host wait for the GPU: CUDA's sync debug mode warns at each."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                engine.run(clip, options)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    except Exception as err:  # the figures stand without it; say what broke
+        return f"(not counted: {type(err).__name__}: {err})"
+    return sum("synchroniz" in str(warning.message) for warning in caught)
 
 
 def check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults, boxes) -> None:

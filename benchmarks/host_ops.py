@@ -2,15 +2,16 @@
 
     PYTHONPATH=server:. python benchmarks/host_ops.py [--frames N] [--device cpu]
 
-On a GPU each PyTorch operation costs the host a launch or a copy, whatever its size, and at 1000
-frames/s the job's thread has 1 ms a frame for all of its work. This runs the GPU front end (the
-staged stream and the device crop, ``Engine(gpu_front_end=True)``) on the sample clip and counts
-the operations that thread issues (aten operations, views included), with the device crop taking
-``CROP_GROUP_FRAMES`` frames a call against one frame a call, in one run. The counts do not depend
-on the device, so a CPU gives them. The detector replays OpenCV HOG's boxes recorded on the clip
-and the backbone's forward is left out (its operations are per batch of 128 crops, not per frame);
-the temporal model, SMPL and the result are counted. Counts are exact; the tracker's seconds a
-frame are the median of --repeats runs without counting.
+On a GPU each PyTorch operation that does work costs the host a launch or a copy, whatever its
+size, and at 1000 frames/s the job's thread has 1 ms a frame for all of its work. This runs the GPU
+front end (the staged stream and the device crop, ``Engine(gpu_front_end=True)``) on the sample
+clip and counts the aten operations that thread issues, those doing work (views and empty
+allocations left out) and all, with the device crop taking ``CROP_GROUP_FRAMES`` frames a call
+against one frame a call, in one run. A CPU gives the counts: the same code issues the same
+operations on a GPU, but for the host-to-device copies (a few a crop call) that a CPU does not need.
+The detector replays OpenCV HOG's boxes recorded on the clip and the backbone's forward is left out
+(its operations are per batch of crops, not per frame); the temporal model, SMPL and the result are
+counted. Counts are exact; the tracker's seconds a frame are the median of --repeats runs.
 """
 
 from __future__ import annotations
@@ -32,16 +33,20 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 
 class CountOperations(TorchDispatchMode):
-    """Counts the aten operations issued by one thread while active."""
+    """Counts the aten operations issued by one thread while active: all of them, and those that do
+    work (not views, which only describe a tensor, nor an empty tensor's allocation)."""
 
     def __init__(self, thread_id: int):
         super().__init__()
         self.thread_id = thread_id
         self.counts: collections.Counter[str] = collections.Counter()
+        self.working: collections.Counter[str] = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if threading.get_ident() == self.thread_id:
             self.counts[str(func)] += 1
+            if not func.is_view and func.overloadpacket is not torch.ops.aten.empty:
+                self.working[str(func)] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -91,12 +96,12 @@ def main() -> int:
         crop_calls[0] = 0
         with CountOperations(threading.get_ident()) as counter:
             out = engine.run(clip, options)
-        total = sum(counter.counts.values())
-        common = ", ".join(f"{name.removeprefix('aten.')} {n}" for name, n in counter.counts.most_common(4))
+        total, working = sum(counter.counts.values()), sum(counter.working.values())
+        common = ", ".join(f"{name.removeprefix('aten.')} {n}" for name, n in counter.working.most_common(4))
         print(
-            f"device crop {label:<18} {total:6d} PyTorch operations in the job's thread, "
-            f"{total / out.frames_decoded:.1f} a frame; {crop_calls[0]} crop calls ({out.frames_decoded} frames, "
-            f"{out.crops} crops); most: {common}"
+            f"device crop {label:<18} {working:6d} PyTorch operations doing work in the job's thread, "
+            f"{working / out.frames_decoded:.1f} a frame ({total} with views); {crop_calls[0]} crop calls "
+            f"({out.frames_decoded} frames, {out.crops} crops); most: {common}"
         )
     engine_module.CROP_GROUP_FRAMES = grouped
     out = median_run(engine, clip, options, args.repeats)

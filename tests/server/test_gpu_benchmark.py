@@ -112,7 +112,7 @@ def test_the_host_operations_benchmark_counts_fewer_operations_with_the_frames_c
         cwd=REPOSITORY,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    line = r"^device crop (one frame|8 frames) a call +(\d+) PyTorch operations in the job's thread, .*; (\d+) crop"
+    line = r"^device crop (one frame|8 frames) a call +(\d+) PyTorch operations doing work in .*; (\d+) crop"
     found = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(line, done.stdout, re.M)}
     assert set(found) == {"one frame", "8 frames"}, done.stdout
     (ops_one, calls_one), (ops_grouped, calls_grouped) = found["one frame"], found["8 frames"]

@@ -46,7 +46,7 @@ def _engine(gpu_front_end: bool = False) -> Engine:
     ],
     ids=["stride 2", "stride 2 + adaptive", "official"],
 )
-@pytest.mark.parametrize("gpu_front_end", [False, True], ids=["", "GPU front end"])  # (the device crop, in groups)
+@pytest.mark.parametrize("gpu_front_end", [False, True], ids=["streaming", "GPU front end"])  # (device crop in groups)
 def test_two_devices_give_the_one_device_result(short_clip, options, gpu_front_end):
     one = _engine(gpu_front_end).run(short_clip, options).result
     engines = [_engine(gpu_front_end), _engine(gpu_front_end)]

@@ -14,6 +14,14 @@ def test_a_device_constant_is_made_once_per_device_with_its_values():
     assert device_constant((0.5, 0.25), "cpu") is not first
 
 
+def test_a_device_constant_first_made_in_inference_mode_serves_gradients_later():
+    with torch.inference_mode():
+        device_constant((3.0, 4.0), "cpu")
+    weight = torch.ones(2, requires_grad=True)
+    (weight * device_constant((3.0, 4.0), "cpu")).sum().backward()  # an inference tensor would raise here
+    assert weight.grad.tolist() == [3.0, 4.0]
+
+
 def test_to_device_keeps_the_values_and_dtype():
     array = np.arange(12, dtype=np.int64).reshape(3, 4)
     moved = to_device(array, "cpu")

@@ -71,7 +71,8 @@ def crop_people_batched(
 
     Each frame is made float once, and all of its boxes are sampled in one ``grid_sample`` row: the
     sampling grids are laid out (F, most boxes in a frame x c, c), padded with points outside every
-    image (which sample black), so memory grows with the frames, not with frames x boxes."""
+    image (which sample black). The float frames take memory per frame, not per box as a copy of the
+    frame per box would; the grids and sampled rows take frames x the most boxes in one frame."""
     device = frames_rgb.device
     frames_count, height, width, _ = frames_rgb.shape
     c = crop_size_px

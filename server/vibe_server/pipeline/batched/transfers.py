@@ -18,16 +18,23 @@ import torch
 def device_constant(values: tuple, device: str | torch.device) -> torch.Tensor:
     """A float32 tensor of ``values`` (a tuple, nested for more dimensions) on ``device``, made once
     per device and shared: never write into it."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "cuda": the current GPU, named
+        device = torch.device("cuda", torch.cuda.current_device())
     return _constant(values, str(device))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.cache  # a few constants per device; never dropped while a stream may read one
 def _constant(values: tuple, device: str) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device)  # waits once, when first made
+    # a plain tensor whatever mode the first caller runs in (an inference-mode tensor would break a
+    # later caller that records gradients); made with a copy that waits, once
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=torch.float32, device=device)
 
 
 def to_device(array: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
-    """A host array (or CPU tensor) on ``device``; to a GPU through pinned memory, without waiting."""
+    """A host array (or CPU tensor) on ``device``; to a GPU through pinned memory, without waiting
+    (an already pinned tensor is copied from directly: do not write into it until the copy has run)."""
     tensor = torch.as_tensor(array)
     target = torch.device(device)
     if target.type != "cuda" or tensor.device.type != "cpu":

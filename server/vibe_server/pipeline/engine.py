@@ -35,6 +35,7 @@ from .. import __version__
 from ..data import loading
 from ..geometry import batch_rodrigues
 from . import postprocess
+from .batched.transfers import to_device
 from .compiled import COMPILE_MODES, CompiledRunner, compile_pays
 from .cpu_features import default_precision
 from .detect import Detector
@@ -181,10 +182,7 @@ class Engine:
 
     def extract_features(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
         """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
-        images = torch.as_tensor(crops)
-        if self.device.startswith("cuda") and images.device.type == "cpu":
-            images = images.pin_memory()  # lets the copy overlap the GPU's work
-        images = images.to(self.device, non_blocking=True)
+        images = to_device(crops, self.device)  # host crops go to a GPU from pinned memory, without waiting
         if self._channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(self.precision, self.device.split(":")[0]):

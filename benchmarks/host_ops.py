@@ -57,7 +57,11 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:  # the synthetic model data is about 500 MB
+        return measure(args, Path(work))
 
+
+def measure(args: argparse.Namespace, work: Path) -> int:
     from vibe_server import load_model
     from vibe_server.data.synthetic import write_synthetic_bundle
     from vibe_server.pipeline import engine as engine_module
@@ -65,7 +69,6 @@ def main() -> int:
     from vibe_server.pipeline.frontend import FrontEnd
     from vibe_server.pipeline.options import RunOptions
 
-    work = Path(tempfile.mkdtemp())
     clip, start = REAL_CLIPS_DIR / SPEED_CLIP, 0
     if args.frames:
         start, clip = WARMUP_START, work / "clip.mp4"

@@ -10,9 +10,11 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(script: str, args: list[str]) -> subprocess.CompletedProcess:
-    """benchmarks/SCRIPT with ARGS from the repository root, as a user runs it; it must succeed."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPOSITORY / "server"), str(REPOSITORY)])}
+def run_benchmark(script: str, args: list[str], temp: Path) -> subprocess.CompletedProcess:
+    """benchmarks/SCRIPT with ARGS from the repository root, as a user runs it, with TEMP as the
+    temporary folder; it must succeed and leave nothing there but torch.compile's cache."""
+    paths = os.pathsep.join([str(REPOSITORY / "server"), str(REPOSITORY)])
+    env = {**os.environ, "PYTHONPATH": paths, "TMPDIR": str(temp)}
     done = subprocess.run(
         [sys.executable, str(REPOSITORY / "benchmarks" / script), *args],
         capture_output=True,
@@ -22,13 +24,15 @@ def run_benchmark(script: str, args: list[str]) -> subprocess.CompletedProcess:
         cwd=REPOSITORY,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    left = [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")]
+    assert left == [], f"{script} left its temporary files behind"
     return done
 
 
-def test_the_gpu_benchmark_prints_every_figure_on_a_cpu():
+def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     args = ["--device", "cpu", "--frames", "30", "--warmup-frames", "30", "--minutes", "0.1", "--repeats", "1"]
     args += ["--min-track-frames", "4", "--equality-frames", "20", "--compiled"]
-    done = run_benchmark("gpu.py", args)
+    done = run_benchmark("gpu.py", args, tmp_path)
     out = done.stdout
     # the first line names the versions; with OpenCV 5 a note says the official crop is not bit-exact
     import cv2
@@ -106,8 +110,9 @@ def test_detection_figures_are_one_run_s_average(monkeypatch):
     )
 
 
-def test_the_host_operations_benchmark_counts_fewer_operations_with_the_frames_cropped_together():
-    done = run_benchmark("host_ops.py", ["--frames", "40", "--repeats", "1", "--min-track-frames", "4"])
+def test_the_host_operations_benchmark_counts_fewer_operations_with_the_frames_cropped_together(tmp_path):
+    args = ["--frames", "40", "--repeats", "1", "--min-track-frames", "4"]
+    done = run_benchmark("host_ops.py", args, tmp_path)
     line = r"^device crop (one frame|8 frames) a call +(\d+) PyTorch operations doing work in .*; (\d+) crop"
     found = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(line, done.stdout, re.M)}
     assert set(found) == {"one frame", "8 frames"}, done.stdout

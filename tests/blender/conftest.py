@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,9 @@ from testdata import OFFICIAL_PKL, REAL_CLIPS  # noqa: E402  (needs the path abo
 
 if importlib.util.find_spec("bpy") is None:
     collect_ignore_glob = ["test_*.py"]  # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
-else:  # keep Blender's prefs and extension folders out of the user's home
-    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="vibe_blender_user_"))
+elif "BLENDER_USER_RESOURCES" not in os.environ:  # keep Blender's prefs and extensions out of the user's home
+    _user_resources = tempfile.TemporaryDirectory(prefix="vibe_blender_user_")  # removed when the run ends
+    os.environ["BLENDER_USER_RESOURCES"] = _user_resources.name
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +107,17 @@ def pytest_unconfigure(config):
     """End a bpy run without the bpy module's exit-time C++ destructors.
 
     After Rigify has generated a rig, bpy 4.5 deadlocks and 4.2 crashes in those destructors, once
-    every test has passed and the summary is printed. The exit status stays pytest's own.
+    every test has passed and the summary is printed. The exit status stays pytest's own. Exiting so
+    skips the clean-up at exit too, so the temporary folders (ours and Blender's) are removed here.
     """
     if "bpy" in sys.modules and hasattr(config, "vibe_exitstatus"):
+        import bpy
+
+        session_temp = Path(bpy.app.tempdir)
+        if session_temp.name.startswith("blender_"):  # Blender's own folder, not the system's it falls back to
+            shutil.rmtree(session_temp, ignore_errors=True)
+        if "_user_resources" in globals():
+            _user_resources.cleanup()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(config.vibe_exitstatus)

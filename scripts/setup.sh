@@ -3,6 +3,7 @@
 # Idempotent: a second run only checks that everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/free_space.sh
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -15,6 +16,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # The tested torch build; pyproject only asks for torch>=2.6 so that other hosts can bring their own.
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    need_free_space 2500 . "PyTorch and the other packages in .venv"
     .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true

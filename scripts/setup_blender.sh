@@ -12,6 +12,7 @@
 # that leave Blender's support window, so bump a pin when its install fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/free_space.sh
 
 PYTHON311="${PYTHON311:-python3.11}"
 works() { [ -n "$1" ] && "$1" -c "import sys; sys.exit(sys.version_info[:2] != ($2))" >/dev/null 2>&1; }
@@ -40,6 +41,7 @@ for v in $VERSIONS; do
         echo "$venv ready: bpy $pin"
         continue
     fi
+    need_free_space 1500 . "bpy $pin in $venv" || { failed+=("$v"); continue; }
     echo "Installing bpy==$pin into $venv ($("$python" --version))"
     [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
     # shellcheck disable=SC2086

@@ -125,7 +125,8 @@ def test_quitting_blender_stops_the_server(isolated_user_dirs, tmp_path):
         print("SERVER_PID", server_control.local_server()._process.pid, flush=True)
     """)
     )
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # Blender's session folder, which os._exit leaves behind
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert "SERVER_PID" in done.stdout and done.returncode == 0, done.stdout + done.stderr
     pid = int(done.stdout.split("SERVER_PID")[1].split()[0])
     deadline = time.monotonic() + 15

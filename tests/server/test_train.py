@@ -201,6 +201,7 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
         *_args(dirs, out),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = str(out.parent)  # torchrun's own log folders stay with the test's files
     first = subprocess.run(command + ["--epochs=1"], capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert "2 process(es) on cpu" in first.stdout

@@ -119,3 +119,6 @@ def test_the_host_operations_benchmark_counts_fewer_operations_with_the_frames_c
     (ops_one, calls_one), (ops_grouped, calls_grouped) = found["one frame"], found["8 frames"]
     assert ops_grouped < ops_one and calls_grouped < calls_one
     assert re.search(r"^tracking .*: [\d.]+ ms a frame", done.stdout, re.M)
+    job = r"^job thread's own CPU time in the stream pass, .*: ([\d.]+) ms a frame, .*: at most (\d+) frames/s"
+    job_ms, ceiling = map(float, re.search(job, done.stdout, re.M).groups())
+    assert 0 < job_ms and 1000 / (job_ms + 0.005) - 1 <= ceiling <= 1000 / max(job_ms - 0.005, 1e-9) + 1  # rounded

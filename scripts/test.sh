@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source scripts/free_space.sh
 # the model-data, training and benchmark tests hold up to about 3 GB of temporary files at once
-need_free_space 3500 "${TMPDIR:-/tmp}" "the tests' temporary files"
+need_free_space 3500 "${TMPDIR:-/tmp}" "the tests' temporary files (TMPDIR can name another folder)"
 .venv/bin/python -m pytest -m "not blender" "$@"
 if [ -f scripts/test_blender.sh ]; then
     bash scripts/test_blender.sh

@@ -22,6 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))  # testdata.py, fake_vibe_server.py, ser
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender_eval.py
 from testdata import OFFICIAL_PKL, REAL_CLIPS  # noqa: E402  (needs the path above)
 
+_user_resources: tempfile.TemporaryDirectory | None = None  # Blender's prefs and extensions, when ours
 if importlib.util.find_spec("bpy") is None:
     collect_ignore_glob = ["test_*.py"]  # not a bpy venv: nothing here can run (scripts/test_blender.sh runs it)
 elif "BLENDER_USER_RESOURCES" not in os.environ:  # keep Blender's prefs and extensions out of the user's home
@@ -116,7 +117,7 @@ def pytest_unconfigure(config):
         session_temp = Path(bpy.app.tempdir)
         if session_temp.name.startswith("blender_"):  # Blender's own folder, not the system's it falls back to
             shutil.rmtree(session_temp, ignore_errors=True)
-        if "_user_resources" in globals():
+        if _user_resources is not None:
             _user_resources.cleanup()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,13 +1,17 @@
 """Live frame sources: newest frame wins, drops counted, memory bounded, files paced at their fps."""
 
+import http.server
+import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 from testdata import SAMPLE
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.live_source import MAX_WAITING, LiveSource, SourceInfo, open_live_source, parse_source
+from vibe_server.pipeline.video import open_video
 
 INFO = SourceInfo("test", 100.0, 8, 8)
 
@@ -107,3 +111,60 @@ def test_a_lossless_file_waits_for_a_slow_consumer():
             seen.append(frame.index)
             time.sleep(0.01)
     assert seen == list(range(30)) and source.dropped == 0
+
+
+class LoopbackHttp:
+    """An HTTP server on 127.0.0.1 serving ``folder``, recording the paths asked for."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        asked = self.asked = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(folder), **kwargs)
+
+            def do_GET(self):
+                asked.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+
+@pytest.fixture
+def loopback_http(tmp_path):
+    """A stream on this machine: 12 frames of the sample clip as an MJPEG AVI (readable as it arrives)."""
+    writer = cv2.VideoWriter(str(tmp_path / "live.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 90))
+    for _, (_, rgb) in zip(range(12), open_video(SAMPLE)):
+        writer.write(cv2.resize(rgb, (160, 90)))
+    writer.release()
+    http_server = LoopbackHttp(tmp_path)
+    yield http_server
+    http_server.server.shutdown()
+    http_server.server.server_close()
+
+
+def test_a_stream_on_this_machine_plays_after_a_file_was_opened(loopback_http):
+    """Opening a file limits FFmpeg to files; a stream opened later in the same process (a live
+    session after a capture job, in one server) still gets its own protocols."""
+    assert len(open_video(SAMPLE)) > 0
+    with open_live_source(f"{loopback_http.url}/live.avi") as source:
+        frames = []
+        while (frame := source.next_frame(timeout_s=10)) is not None:
+            frames.append(frame)
+    assert source.error is None and len(frames) == 12
+    assert frames[0].rgb.shape == (90, 160, 3) and source.info.width == 160
+
+
+def test_a_playlist_on_this_machine_is_refused_before_it_names_anything(loopback_http):
+    """An HLS playlist served on 127.0.0.1 could name files or other hosts: FFmpeg may not read it."""
+    playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nlive.avi\n#EXT-X-ENDLIST\n"
+    (loopback_http.folder / "live.m3u8").write_text(playlist)
+    with pytest.raises(VibeError, match=r"playlists \(\.m3u8\) are not read"):
+        open_live_source(f"{loopback_http.url}/live.m3u8")
+    assert loopback_http.asked and "/live.avi" not in loopback_http.asked

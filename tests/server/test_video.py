@@ -1,6 +1,10 @@
 """Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,6 +15,8 @@ from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.video import JUMP_PREROLL_FRAMES, VideoReader, open_video
 
 from .late_jumps import count_decoded_frames, record_decodes
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -187,6 +193,28 @@ def test_text_file_named_mp4(tmp_path):
     (tmp_path / "notes.mp4").write_text("these are not frames\n" * 50)
     with pytest.raises(VibeError, match="not a video"):
         open_video(tmp_path / "notes.mp4")
+
+
+@pytest.mark.parametrize("user_level", [None, "24"])
+def test_a_bad_video_is_one_message_without_ffmpegs_own_lines(tmp_path, user_level):
+    """FFmpeg and OpenCV print their own lines (\"moov atom not found\", a WARN) before our message;
+    they stay silent unless the user asks for them with OPENCV_FFMPEG_LOGLEVEL (24: warnings)."""
+    (tmp_path / "notes.mp4").write_text("these are not frames\n")
+    script = (
+        "from vibe_blender.core.errors import VibeError\n"
+        "from vibe_server.pipeline.video import open_video\n"
+        "try:\n    open_video('notes.mp4')\nexcept VibeError as err:\n    print(err)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "server")])
+    if user_level:
+        env["OPENCV_FFMPEG_LOGLEVEL"] = user_level
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1].startswith("Cannot open notes.mp4 as a video")
+    ffmpeg_lines = done.stdout + done.stderr  # OpenCV's FFmpeg callback prints to stdout
+    assert ("moov atom not found" in ffmpeg_lines) == bool(user_level)
+    if not user_level:
+        assert done.stderr == "" and done.stdout.count("\n") == 1
 
 
 def test_png_renamed_mp4_is_a_still_image(tmp_path):

@@ -183,10 +183,19 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
 def _open_capture(kind: str, target: int | str) -> LiveSource:
     import cv2  # start-up: OpenCV loads only when a source is opened
 
-    capture = cv2.VideoCapture(target) if kind == "camera" else cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
+    from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
+
+    if kind == "camera":
+        capture = cv2.VideoCapture(target)
+    else:  # only this scheme's protocols and real video containers: no playlist naming other hosts
+        capture = open_ffmpeg_capture(str(target), scheme=urllib.parse.urlparse(str(target)).scheme.lower())
     if not capture.isOpened():
-        what = f"camera {target}" if kind == "camera" else f"the stream {target}"
-        raise VibeError(f"Cannot open {what}: check that it is connected and not used by another program.")
+        if kind == "camera":
+            raise VibeError(f"Cannot open camera {target}: check that it is connected and not used by another program.")
+        raise VibeError(
+            f"Cannot open the stream {target}: check that it is running on this machine and sends video in a "
+            f"container ({CONTAINER_NAMES}); playlists (.m3u8) are not read."
+        )
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     info = SourceInfo(
         f"camera {target}" if kind == "camera" else str(target),

@@ -28,7 +28,6 @@ its end, so that consecutive segments must agree where they meet (``later.contin
 from __future__ import annotations
 
 import hashlib
-import os
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import VideoInfo
 
 from .background import ahead_in_thread
+from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
 from .parallel_decode import decode_in_parallel
 
 # OpenCV's FFmpeg reader starts a jump to frame n from the keyframe at or before n - 16 and decodes
@@ -52,29 +52,6 @@ _SHORTFALL_TOLERANCE_FRAMES = 3
 _SHORTFALL_TOLERANCE_FRACTION = 0.02
 _FALLBACK_FPS = 30.0
 
-# FFmpeg picks a demuxer by probing the file, and some demuxers read OTHER files: an HLS playlist
-# (.m3u8), a concat list or an image-sequence pattern names files anywhere on the disk (or URLs).
-# Only real video containers are allowed, and only plain files: every open passes these options.
-VIDEO_CONTAINERS = (
-    "mov",
-    "mp4",
-    "m4a",
-    "3gp",
-    "3g2",
-    "mj2",  # FFmpeg's "mov,mp4,..." demuxer
-    "matroska",
-    "webm",
-    "avi",
-    "gif",
-    "mpegts",
-    "mpeg",
-    "flv",
-    "asf",
-)
-FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-FFMPEG_CAPTURE_OPTIONS = f"format_whitelist;{','.join(VIDEO_CONTAINERS)}|protocol_whitelist;file"
-CONTAINER_NAMES = "mp4, mov, mkv, webm, avi, gif, mpeg-ts, mpeg, flv, wmv"
-
 
 def open_video(
     path, *, count_frames: bool = False, prefetch: int = 0, decode_workers: int = 1, label: str | None = None
@@ -82,7 +59,7 @@ def open_video(
     """Open a video file for streaming decode; raises VibeError when it is not a usable video.
 
     path: a video file in a real container (mp4, mov, mkv, webm, avi, gif, mpeg-ts...); playlists,
-        concat lists, image sequences and still images are refused (see VIDEO_CONTAINERS).
+        concat lists, image sequences and still images are refused (see ffmpeg_capture.VIDEO_CONTAINERS).
     count_frames: decode the whole file once up front (fast ``grab`` pass) to get the exact frame
         count and to catch a truncated file before any work starts. Otherwise the container's count
         is used and a truncation is reported while iterating.
@@ -272,10 +249,7 @@ class VideoReader:
     # -- helpers -------------------------------------------------------------------------------
     def _open_capture(self, *, raw_packets: bool = False) -> cv2.VideoCapture:
         """A capture of the file (``raw_packets``: demuxing only, each grab one compressed packet)."""
-        if os.environ.get(FFMPEG_OPTIONS_ENV) != FFMPEG_CAPTURE_OPTIONS:  # read by OpenCV at every open
-            os.environ[FFMPEG_OPTIONS_ENV] = FFMPEG_CAPTURE_OPTIONS
-        params = [cv2.CAP_PROP_FORMAT, -1] if raw_packets else []
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
+        capture = open_ffmpeg_capture(str(self.path), params=(cv2.CAP_PROP_FORMAT, -1) if raw_packets else ())
         if not capture.isOpened():
             capture.release()
             raise VibeError(

@@ -30,6 +30,7 @@ from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, make_record
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
+from vibe_server.pipeline.cpu_features import default_precision
 
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE = "tests.server.batch_fakes:tiny_engine"
@@ -328,6 +329,15 @@ def test_fast_means_bf16_on_cpu_workers_and_fp16_on_gpu_workers(clip_bank, tmp_p
     inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
     assert main(batch_args(inputs, out=tmp_path / "out", extra=["--fast", "--jobs", "1"])) == 0
     assert load_result(tmp_path / "out" / "a.npz").meta["precision"] == "bf16"
+
+
+def test_by_default_each_worker_takes_the_precision_infer_would_take_on_its_device(clip_bank, tmp_path):
+    """No flag: fp16 on a GPU worker, bf16 on a CPU worker with bf16 hardware, else fp32, as infer."""
+    assert worker_precision(EngineSpec(device="cuda:1")) == "fp16"
+    assert worker_precision(EngineSpec(device="cpu")) == default_precision("cpu")
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
+    assert main(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "1"])) == 0
+    assert load_result(tmp_path / "out" / "a.npz").meta["precision"] == default_precision("cpu")
 
 
 # -- bounded memory for large batches (the pools' bookkeeping, with stand-ins for the workers) ---

@@ -21,6 +21,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
 from ..data.loading import SYNTHETIC_MODEL_NAME
+from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions
 from .inputs import BatchItem
 from .manifest import atomic_write_bytes, make_record
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # torch loads in the workers, not with the batch command
     from ..pipeline.engine import Engine
 
 ENGINE_FACTORY = "vibe_server.pipeline.engine:load_engine"
-FAST = "fast"
+AUTO, FAST = "auto", "fast"  # chosen by each worker for its own device, as infer and serve choose
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class EngineSpec:
     """Everything a worker needs to load its engine (picklable: it travels to processes and actors)."""
 
     device: str = "cpu"  # the worker's device ("cpu", "cuda:N")
-    precision: str = "fp32"  # or FAST: fp16 on CUDA, bf16 on the CPU (set per worker's device)
+    # AUTO: what the worker's device does best (fp16 on CUDA, bf16 on CPUs with AVX512-BF16/AMX, else
+    # fp32); FAST: fp16 on CUDA, bf16 on any CPU; or fp32, bf16, fp16 for every worker
+    precision: str = AUTO
     data_dir: str | None = None
     allow_synthetic: bool = True  # the labelled placeholder model when the model data is missing
     factory: str = ENGINE_FACTORY
@@ -56,10 +59,11 @@ def make_options(**values: object) -> RunOptions:
 
 
 def worker_precision(spec: EngineSpec) -> str:
-    """The precision on the worker's own device (a Ray actor learns its device only on its node)."""
-    if spec.precision != FAST:
+    """The precision on the worker's own device, chosen in the worker (a Ray actor learns its device
+    and its CPU only on its node)."""
+    if spec.precision not in (AUTO, FAST):
         return spec.precision
-    return "fp16" if spec.device.startswith("cuda") else "bf16"
+    return choose_precision("auto", fast=spec.precision == FAST, device=spec.device)
 
 
 def load_engine(spec: EngineSpec) -> Engine:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
-from ..batch.engine_adapter import ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
+from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
 from ..batch.runner import run_batch
 from .infer import add_pipeline_arguments, run_options
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = run_options(args)
     spec = EngineSpec(
         device=args.device,
-        precision=FAST if args.fast else "fp32",
+        precision=FAST if args.fast else AUTO,
         data_dir=args.data_dir,
         allow_synthetic=True,
         factory=args.engine or ENGINE_FACTORY,

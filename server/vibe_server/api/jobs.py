@@ -5,8 +5,9 @@ Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input.video`` (an uploade
 when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer),
 ``result.npz`` (written to a temporary name and renamed, so a result is either whole or absent)
 and ``vibe_output.pkl`` (the official layout, made on first request).
-Finished results survive a restart; a job that was running when the server stopped is marked
-failed, queued ones are queued again. A failing job only ever touches its own folder.
+Finished results survive a restart; a job interrupted by a clean shutdown is queued again, as queued
+ones are; one whose record still says running (the server was killed or crashed) is marked failed. A
+failing job only ever touches its own folder.
 
 Limits: at most ``max_queued_jobs`` jobs queued, running or being submitted (``JobsFull``), and at
 most ``max_queued_upload_bytes`` of uploads held for them, counted while the bytes arrive

@@ -13,6 +13,8 @@ from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.live_source import MAX_WAITING, LiveSource, SourceInfo, open_live_source, parse_source
 from vibe_server.pipeline.video import open_video
 
+from .test_video import tiny_gif
+
 INFO = SourceInfo("test", 100.0, 8, 8)
 
 
@@ -168,3 +170,9 @@ def test_a_playlist_on_this_machine_is_refused_before_it_names_anything(loopback
     with pytest.raises(VibeError, match=r"playlists \(\.m3u8\) are not read"):
         open_live_source(f"{loopback_http.url}/live.m3u8")
     assert loopback_http.asked and "/live.avi" not in loopback_http.asked
+
+
+def test_a_stream_that_states_frames_larger_than_8k_is_refused(loopback_http):
+    (loopback_http.folder / "huge.gif").write_bytes(tiny_gif(16000, 16000))
+    with pytest.raises(VibeError, match="frames of 16000 x 16000 pixels"):
+        open_live_source(f"{loopback_http.url}/huge.gif")

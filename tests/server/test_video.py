@@ -2,9 +2,11 @@
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline import video as video_module
 from vibe_server.pipeline.video import JUMP_PREROLL_FRAMES, VideoReader, open_video
 
 from .late_jumps import count_decoded_frames, record_decodes
@@ -215,6 +218,40 @@ def test_a_bad_video_is_one_message_without_ffmpegs_own_lines(tmp_path, user_lev
     assert ("moov atom not found" in ffmpeg_lines) == bool(user_level)
     if not user_level:
         assert done.stderr == "" and done.stdout.count("\n") == 1
+
+
+def tiny_gif(width: int, height: int, frames: int = 3) -> bytes:
+    """A GIF whose screen is width x height, with ``frames`` frames of one pixel each."""
+    data = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + bytes(3) + b"\xff" * 3
+    for _ in range(frames):
+        data += b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # 0.1 s a frame
+        data += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # 1 pixel, LZW
+    return data + b"\x3b"
+
+
+@pytest.mark.parametrize("width, height", [(16000, 16000), (8193, 100), (100, 8193), (8192, 4321)])
+def test_frames_larger_than_8k_are_refused_before_one_is_decoded(tmp_path, monkeypatch, width, height):
+    """An 89-byte GIF can claim a 16000 x 16000 screen: 768 MB a decoded frame."""
+    (tmp_path / "huge.gif").write_bytes(tiny_gif(width, height))
+    reads, real_open = [], video_module.open_ffmpeg_capture
+
+    def counting_capture(*args, **kwargs):
+        capture = real_open(*args, **kwargs)
+        return SimpleNamespace(
+            get=capture.get, isOpened=capture.isOpened, release=capture.release, read=lambda: reads.append(1)
+        )
+
+    monkeypatch.setattr(video_module, "open_ffmpeg_capture", counting_capture)
+    with pytest.raises(VibeError, match=rf"frames of {width} x {height} pixels; the largest this program reads is 8K"):
+        open_video(tmp_path / "huge.gif")
+    assert reads == []
+
+
+def test_frames_up_to_8k_either_way_up_are_read(tmp_path):
+    for width, height in [(64, 48), (8192, 8), (8, 8192)]:  # landscape or portrait, up to 8192 a side
+        (tmp_path / "ok.gif").write_bytes(tiny_gif(width, height))
+        info = open_video(tmp_path / "ok.gif").info
+        assert (info.width, info.height, info.frame_count) == (width, height, 3)
 
 
 def test_png_renamed_mp4_is_a_still_image(tmp_path):

@@ -184,6 +184,7 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
     import cv2  # start-up: OpenCV loads only when a source is opened
 
     from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
+    from .video import check_frame_size
 
     if kind == "camera":
         capture = cv2.VideoCapture(target)
@@ -196,6 +197,11 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
             f"Cannot open the stream {target}: check that it is running on this machine and sends video in a "
             f"container ({CONTAINER_NAMES}); playlists (.m3u8) are not read."
         )
+    try:  # the size the source states (0 when it does not), before its frames are read
+        check_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), str(target))
+    except VibeError:
+        capture.release()
+        raise
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     info = SourceInfo(
         f"camera {target}" if kind == "camera" else str(target),

@@ -52,6 +52,12 @@ _SHORTFALL_TOLERANCE_FRAMES = 3
 _SHORTFALL_TOLERANCE_FRACTION = 0.02
 _FALLBACK_FPS = 30.0
 
+# The largest frames read: 8K (DCI 8192 x 4320, either way up). The model sees 224-pixel crops, so
+# larger frames add nothing, and a header can claim any size (an 89-byte GIF can claim 16000 x 16000:
+# 768 MB a decoded frame).
+MAX_FRAME_SIDE = 8192
+MAX_FRAME_PIXELS = 8192 * 4320
+
 
 def open_video(
     path, *, count_frames: bool = False, prefetch: int = 0, decode_workers: int = 1, label: str | None = None
@@ -112,6 +118,8 @@ class VideoReader:
         try:
             fps = float(capture.get(cv2.CAP_PROP_FPS))
             container_count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            # the size the file states, checked before a frame of that size is decoded
+            check_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), self.label)
             ok, first_bgr = capture.read()
         finally:
             capture.release()
@@ -121,6 +129,7 @@ class VideoReader:
                 "Export it again as an mp4 (H.264) file."
             )
         height, width = first_bgr.shape[:2]  # the decoded size (after any rotation metadata) is the truth
+        check_frame_size(width, height, self.label)
         if not (np.isfinite(fps) and fps > 0):
             fps = _FALLBACK_FPS
         # Negative, zero or absurd counts mean the container does not know (still images, some streams).
@@ -296,6 +305,18 @@ class VideoReader:
 
 
 FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is
+
+
+def check_frame_size(width: float, height: float, label: str) -> None:
+    """VibeError when a frame of width x height would be larger than 8K (see MAX_FRAME_PIXELS); a
+    size the file does not state (0) passes here and is checked on the decoded frame."""
+    width, height = int(width or 0), int(height or 0)
+    if max(width, height) > MAX_FRAME_SIDE or width * height > MAX_FRAME_PIXELS:
+        raise VibeError(
+            f"{label} has frames of {width} x {height} pixels; the largest this program reads is 8K "
+            f"({MAX_FRAME_SIDE} x {MAX_FRAME_PIXELS // MAX_FRAME_SIDE}). Scale the video down: "
+            "1920 x 1080 is plenty for the model."
+        )
 
 
 def _frame_mark(capture: cv2.VideoCapture, frame_bgr: np.ndarray) -> FrameMark:

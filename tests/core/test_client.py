@@ -3,6 +3,7 @@ does: hostile ids, redirects, huge, malformed or slow answers, and (the server r
 in tests) refusing a local path as from another machine. Also the token lookup. The normal flow
 runs against the real server in tests/server/test_client_real_server.py."""
 
+import http.server
 import socket
 import threading
 import time
@@ -161,6 +162,45 @@ def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):
         with pytest.raises(Cancelled):
             client.download_result(job_id, tmp_path / "r.npz", should_stop=stop.is_set)
     assert _files_under(tmp_path) == []
+
+
+DEEP_JSON = b"[" * 300_000 + b"]" * 300_000  # 600 kB, under the 1 MiB cap: json.loads alone recurses out
+
+
+class _DeepAnswer(http.server.BaseHTTPRequestHandler):
+    """Answers every request with JSON nested 300,000 levels deep, with the status the test asks for."""
+
+    status = 200
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(DEEP_JSON)))
+        self.end_headers()
+        self.wfile.write(DEEP_JSON)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    "status, message",
+    [
+        (200, "sent an invalid answer (JSON nested deeper than 64 levels); it is not a compatible"),
+        (500, "The server answered HTTP 500"),
+    ],
+)
+def test_deeply_nested_json_is_one_clear_error(status, message):
+    handler = type("Handler", (_DeepAnswer,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(VibeError) as err:
+            ServerClient(f"http://127.0.0.1:{server.server_port}", TOKEN).health()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert message in str(err.value)
 
 
 # ---------------------------------------------------------------- upload fallback

@@ -94,6 +94,34 @@ def test_who_answers_at_a_url():
         server.shutdown()
 
 
+class _DeepHealth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = b"[" * 30_000 + b"]" * 30_000  # 60 kB, under the probe's 64 KiB: json.loads alone recurses out
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_deeply_nested_health_is_another_program():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DeepHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert local_server.url_owner(f"http://127.0.0.1:{server.server_port}") == "other"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_deeply_nested_model_data_report_is_one_clear_error(tmp_path):
+    program = write_program(tmp_path / "vibe-mocap", "print('[' * 200_000 + ']' * 200_000)")
+    with pytest.raises(VibeError, match=r"could not be checked with .* \(JSON nested deeper than 64 levels\)"):
+        local_server.model_data_report(program)
+
+
 def test_nothing_is_started_for_a_remote_url():
     server = local_server.LocalServer(log_dir=".")
     with pytest.raises(VibeError, match="starts a server only on this machine"):

@@ -124,6 +124,17 @@ def test_map_file_round_trip_and_bad_files(tmp_path):
         load_map(tmp_path / "j.json")
 
 
+def test_a_deeply_nested_map_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text('{"format": "vibe-retarget-map", "bones": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(VibeError) as err:
+        load_map(path)
+    assert str(err.value) == (
+        f"'{path}' holds JSON nested deeper than 64 levels, which no bone map does; choose a .json map "
+        "saved from the Retarget panel."
+    )
+
+
 CONVENTIONS = FOREIGN_PRESETS
 
 

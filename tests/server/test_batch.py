@@ -414,3 +414,13 @@ def test_the_progress_shows_the_batch_and_each_worker(tmp_path, capsys):
     progress.close()
     shown = capsys.readouterr().err
     assert "worker 7 (cpu): a.mp4  backbone  40%" in shown and "2/3" in shown and "1 failed" in shown
+
+
+def test_manifest_counts_a_deeply_nested_line_as_damaged_and_keeps_the_others(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "a.mp4")], tmp_path)
+    Manifest(tmp_path).append(make_record(item, "done", tracks=1, frames=10, seconds=2.0))
+    with open(tmp_path / MANIFEST_NAME, "a") as f:
+        f.write("[" * 200_000 + "]" * 200_000 + "\n")  # json.loads alone recurses out on this line
+    again = Manifest(tmp_path)
+    assert again.damaged_lines == 1 and again.records["a.mp4"]["status"] == "done"

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import safe_json
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
 
@@ -240,7 +241,9 @@ class ServerClient:
         if len(data) > MAX_JSON_BYTES:
             raise self._too_large(MAX_JSON_BYTES)
         try:
-            value = json.loads(data, parse_constant=_refuse_constant)
+            value = safe_json.loads(data, parse_constant=_refuse_constant)
+        except safe_json.JSONTooDeep as err:
+            raise self._invalid(str(err)) from None
         except ValueError:
             raise self._invalid("a body that is not valid JSON") from None
         if not isinstance(value, dict):

@@ -7,19 +7,19 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     live.stop()
 
 Every field of every message is checked before use (types, sizes, finite numbers); a message that
-fails is counted as bad and skipped. When the connection drops, ``state`` says so and the recording
-so far is kept.
+fails is counted as bad and skipped (one nested deeply enough to exhaust the parser too). When the
+connection drops, ``state`` says so and the recording so far is kept.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import safe_json
 from .client import JOB_ID_PATTERN, ServerClient
 from .errors import VibeError
 from .websocket import WebSocket, WebSocketClosed
@@ -196,7 +196,7 @@ class LiveConnection:
                         self.error = f"The connection to the server was lost ({err}); the recording so far is kept."
                 return
             try:
-                message = json.loads(text)
+                message = safe_json.loads(text)
                 kind = message.get("type") if isinstance(message, dict) else None
                 if kind == "end":
                     self.state = "ended"
@@ -212,7 +212,7 @@ class LiveConnection:
                         for k, v in message["stats"].items()
                         if isinstance(k, str) and isinstance(v, (int, float, type(None)))
                     }
-            except ValueError:
+            except ValueError:  # garbled, or nested deep enough to exhaust the parser (safe_json)
                 self.bad_messages += 1
                 continue
             with self._lock:

@@ -16,7 +16,6 @@ What the add-on runs, and why (docs/blender.md says the same to users):
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import secrets
 import shutil
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from . import safe_json
 from .client import API, ServerClient, is_loopback_url
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR
@@ -152,7 +152,7 @@ def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
     try:
         conn.request("GET", parsed.path.rstrip("/") + API + "/health")
         response = conn.getresponse()
-        health = json.loads(response.read(65536)) if response.status == 200 else None
+        health = safe_json.loads(response.read(65536)) if response.status == 200 else None
     except (OSError, ValueError, http.client.HTTPException):
         health = None
     finally:
@@ -382,7 +382,7 @@ def model_data_report(
     command = [str(program), "data", "check", "--json"] + (["--data-dir", data_dir] if data_dir else [])
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-        report = json.loads(done.stdout[-1_000_000:])
+        report = safe_json.loads(done.stdout[-1_000_000:])
         files = [ModelFileState(str(f["name"]), str(f["status"]), str(f.get("detail", ""))) for f in report["files"]]
         return str(report["data_dir"]), files
     except subprocess.TimeoutExpired:

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import safe_json
 from .errors import VibeError
 from .smpl_model import JOINT_NAMES
 
@@ -503,11 +504,15 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
     """-> (name, mapping) from a JSON map file written by :func:`save_map`."""
     path = Path(path)
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
+        payload = safe_json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise VibeError(
             f"The bone map '{path}' does not exist; choose a .json map saved from the Retarget panel."
         ) from err
+    except safe_json.JSONTooDeep as err:
+        raise VibeError(
+            f"'{path}' holds {err}, which no bone map does; choose a .json map saved from the Retarget panel."
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise VibeError(f"'{path}' is not a readable JSON bone map ({err}); save the map again.") from err
     if not isinstance(payload, dict) or payload.get("format") != MAP_FORMAT:

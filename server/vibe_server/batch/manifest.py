@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vibe_blender.core import safe_json
+
 from .inputs import BatchItem
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -93,8 +95,8 @@ class Manifest:
         with open(self.path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
-                    record = json.loads(line)
-                except ValueError:  # a line cut short by a kill
+                    record = safe_json.loads(line)
+                except ValueError:  # a line cut short by a kill (or nested too deep to parse safely)
                     self.damaged_lines += 1
                     continue
                 if (

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
+from vibe_blender.core.safe_json import json_too_deep
 
 from ...pipeline import postprocess
 from ..blocking import BlockingRunner, BlockingTimeout
@@ -63,34 +64,9 @@ def validation_sentence(err: ValidationError, what: str) -> str:
     return f"Invalid {what}: {'; '.join(problems)}. Check the parameter names and values in docs/server.md."
 
 
-def json_too_deep(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
-    """True when brackets nest deeper than max_depth (outside strings): checked before json.loads,
-    whose recursion a deeply nested body would exhaust."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    depth, in_string, escaped = 0, False, False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
 def load_json_object(text: str | bytes, what: str, example: str) -> dict:
     """Parse a small JSON object from a client; 422 with one sentence for anything else."""
-    if json_too_deep(text):
+    if json_too_deep(text, MAX_JSON_DEPTH):  # before json.loads, whose recursion deep nesting exhausts
         raise HTTPException(
             422, f"{what} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object, e.g. {example}."
         )

@@ -892,6 +892,52 @@ def test_uploads_in_progress_count_against_the_upload_space(tmp_path):
         jobs.reserve_upload_bytes(c, 1000)
 
 
+# -- a body is read only after the request's checks -----------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/live", "/jobs"])
+def test_a_client_without_the_token_cannot_make_the_server_read_a_body(settings, engine, path):
+    """FastAPI reads a declared body before any check runs: POST /live did, so a client without the
+    token could make the server hold a JSON body of any size."""
+    app = create_app(settings, engine_loader=lambda s: engine)
+    chunks_read, sent = 0, []
+
+    async def receive():  # up to 1 GiB of JSON, 1 MiB at a time
+        nonlocal chunks_read
+        chunks_read += 1
+        return {"type": "http.request", "body": b"[" * 2**20, "more_body": chunks_read < 1024}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": f"{API}{path}",
+        "raw_path": f"{API}{path}".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8765"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8765),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and chunks_read == 0
+
+
+def test_live_json_body_is_bounded_and_each_problem_is_one_sentence(client):
+    big = {"source": "0" * (70 * 1024)}
+    assert_detail(client.post(f"{API}/live", json=big), 413, "The JSON body is too large")
+    deep = "[" * 100 + "]" * 100
+    assert_detail(client.post(f"{API}/live", content=deep), 422, "nests deeper than 32 levels")
+    assert_detail(client.post(f"{API}/live", json=["0"]), 422, "must be a JSON object")
+    assert_detail(client.post(f"{API}/live", json={"source": "0", "speed": 2}), 422, "unknown parameter 'speed'")
+    assert_detail(client.post(f"{API}/live", json={}), 422, "'source': Field required")
+
+
 # -- OpenAPI describes both forms of POST /jobs ------------------------------------------------
 
 
@@ -910,6 +956,8 @@ def test_openapi_describes_the_upload_and_the_local_path_forms(client):
     assert local["required"] == ["video_path"] and resolve(local["properties"]["params"]) == schemas["JobParams"]
     assert "smoothing" in schemas["JobParams"]["properties"]
     assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+    live = resolve(spec["paths"][f"{API}/live"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert live["required"] == ["source"] and "params" in live["properties"]
     docs = client.get(f"{API}/docs")
     assert docs.status_code == 200 and "openapi.json" in docs.text
 

@@ -69,11 +69,12 @@ async def lifespan(app: FastAPI):
 
 
 def openapi_schema(app: FastAPI) -> dict:
-    """FastAPI's schema, plus the bodies POST /jobs reads by hand (its requestBody refers to them)."""
+    """FastAPI's schema, plus the bodies POST /jobs and POST /live read by hand (their requestBody refers to them)."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         _, defs = models_json_schema(
-            [(model, "validation") for model in jobs.OPENAPI_BODY_MODELS], ref_template="#/components/schemas/{model}"
+            [(model, "validation") for model in (*jobs.OPENAPI_BODY_MODELS, *live.OPENAPI_BODY_MODELS)],
+            ref_template="#/components/schemas/{model}",
         )
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(defs["$defs"])

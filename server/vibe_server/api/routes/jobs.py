@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -17,20 +16,17 @@ from pydantic import ValidationError
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
-from vibe_blender.core.safe_json import json_too_deep
 
 from ...pipeline import postprocess
 from ..blocking import BlockingRunner, BlockingTimeout
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
 from ..jobs import UPLOAD_NAME, JobsFull, UploadSpaceFull
+from ..json_body import MAX_SHOWN_CHARS, load_json_object, read_json_model, shown, validation_sentence
 from ..schemas import Job, JobCreated, JobList, JobParams, JobUpload, LocalJobRequest
 from ..upload import receive_video_upload
 
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
-MAX_JSON_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 32  # a job request is 3 levels deep; deeper is an attack on the parser
-MAX_SHOWN_CHARS = 200  # a client's path or file name echoed in a message
 _pkl_lock = threading.Lock()  # one official-pkl export at a time
 _blocking = BlockingRunner()
 
@@ -48,37 +44,6 @@ CREATE_JOB_BODY = {
     }
 }
 OPENAPI_BODY_MODELS = (JobUpload, LocalJobRequest)
-
-
-def shown(text: str) -> str:
-    """What the client sent, cut to a readable length for a message."""
-    return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
-
-
-def validation_sentence(err: ValidationError, what: str) -> str:
-    """A pydantic error -> one sentence naming each bad field."""
-    problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or what
-        problems.append(f"unknown parameter '{where}'" if e["type"] == "extra_forbidden" else f"'{where}': {e['msg']}")
-    return f"Invalid {what}: {'; '.join(problems)}. Check the parameter names and values in docs/server.md."
-
-
-def load_json_object(text: str | bytes, what: str, example: str) -> dict:
-    """Parse a small JSON object from a client; 422 with one sentence for anything else."""
-    if json_too_deep(text, MAX_JSON_DEPTH):  # before json.loads, whose recursion deep nesting exhausts
-        raise HTTPException(
-            422, f"{what} nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object, e.g. {example}."
-        )
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as err:
-        raise HTTPException(
-            422, f"{what} is not valid JSON ({shown(str(err))}); send a JSON object, e.g. {example}."
-        ) from err
-    if not isinstance(data, dict):
-        raise HTTPException(422, f"{what} must be a JSON object, e.g. {example}.")
-    return data
 
 
 def parse_params(text: str | None) -> JobParams:
@@ -187,33 +152,14 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
-async def _read_small_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 as soon as it passes max_bytes (with or without Content-Length)."""
-    too_large = HTTPException(413, "The JSON body is too large; it should only name the video and its params.")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise too_large
-    return bytes(body)
-
-
 async def _create_local_job(request: Request, settings, jobs, engine) -> JobCreated:
     if not client_is_loopback(request):
         raise HTTPException(
             403, "A video path on the server's disk is only accepted from the same machine; upload the file instead."
         )
-    body = await _read_small_body(request, MAX_JSON_BYTES)
-    data = load_json_object(
-        body or b"null", "The request body", '{"video_path": "/home/me/clip.mp4", "params": {"smoothing": 0.5}}'
+    req = await read_json_model(
+        request, LocalJobRequest, '{"video_path": "/home/me/clip.mp4", "params": {"smoothing": 0.5}}'
     )
-    try:
-        req = LocalJobRequest(**data)
-    except ValidationError as err:
-        raise HTTPException(422, validation_sentence(err, "request")) from err
     label = shown(req.video_path.replace("\0", "\\0"))
     if "\0" in req.video_path:
         raise HTTPException(400, f"'{label}' contains a NUL character, which no file name has; check the path.")

@@ -18,10 +18,12 @@ from vibe_blender.core.errors import VibeError
 from ...pipeline.live_options import LiveOptions
 from ...pipeline.live_source import parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
+from ..json_body import json_body_openapi, read_json_model
 from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, LiveRun, Subscriber
 from ..schemas import LiveRequest, LiveStatus
 
 router = APIRouter(prefix="/live", tags=["live"])
+OPENAPI_BODY_MODELS = (LiveRequest,)  # read by hand (json_body): their schemas join the API's components
 
 
 def live_manager(app: FastAPI, engine: object) -> LiveManager:
@@ -37,10 +39,17 @@ def find_run(manager: LiveManager | None, live_id: str) -> LiveRun:
     return run
 
 
-@router.post("", response_model=LiveStatus, status_code=201, dependencies=PROTECTED)
-async def start_live(body: LiveRequest, request: Request, engine: EngineDep) -> dict:
+@router.post(
+    "",
+    response_model=LiveStatus,
+    status_code=201,
+    dependencies=PROTECTED,
+    openapi_extra=json_body_openapi("LiveRequest"),
+)
+async def start_live(request: Request, engine: EngineDep) -> dict:
     """Start a live session: a camera index, a stream URL on this machine, or a video file on the
     server's disk (loopback clients only) played at its own frame rate."""
+    body = await read_json_model(request, LiveRequest, '{"source": "0", "params": {"smoothing": 0.5}}')
     try:
         kind, _ = parse_source(body.source)
     except VibeError as err:

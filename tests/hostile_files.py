@@ -205,8 +205,10 @@ def deflated(data: bytes) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def zip_bytes(members: list[Member]) -> bytes:
-    """A zip archive written field by field, so sizes and flags can lie."""
+def zip_bytes(members: list[Member], *, copies: int = 1, declared: int | None = None, zip64: bool = False) -> bytes:
+    """A zip archive written field by field, so sizes and flags can lie. ``copies``: how many times the
+    central directory lists each member; ``declared``: the entry count the end record gives (default:
+    the true one); ``zip64``: end with a zip64 record and locator, as zipfile does past 65535 entries."""
     body, directory = b"", b""
     for m in members:
         name = m.name.encode()
@@ -222,8 +224,16 @@ def zip_bytes(members: list[Member]) -> bytes:
             + struct.pack("<HHHHHII", len(name), 0, 0, 0, 0, 0, offset)
             + name
         )
-    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(directory), len(body), 0)
-    return body + directory + end
+    directory *= copies
+    count = len(members) * copies if declared is None else declared
+    if not zip64:
+        listed = count & 0xFFFF  # a 16-bit field in the plain record
+        end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, listed, listed, len(directory), len(body), 0)
+        return body + directory + end
+    record = b"PK\x06\x06" + struct.pack("<QHHIIQQQQ", 44, 45, 45, 0, 0, count, count, len(directory), len(body))
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, len(body) + len(directory), 1)
+    end = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return body + directory + record + locator + end
 
 
 def npz_members(arrays: dict[str, np.ndarray]) -> list[Member]:

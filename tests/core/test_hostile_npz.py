@@ -30,6 +30,7 @@ from vibe_blender.core.result_file import (
     load_result,
     save_result,
 )
+from vibe_blender.core.safe_npz import MAX_DIRECTORY_BYTES, MAX_MEMBERS, npz_names
 from vibe_blender.core.smpl_model import load_body_model, save_body_model
 
 
@@ -218,6 +219,49 @@ def test_motion_file_dispatch_reads_names_only(tmp_path, valid_arrays):
     path.write_bytes(_declared_huge(valid_arrays["amass"], "poses"))
     with pytest.raises(VibeError, match="walk.npz"):
         read_motion_file(path)
+
+
+# ---- zip directories listing more members than allowed -----------------------------------------
+
+
+HUGE_DIRECTORIES = {  # name -> builder(valid result arrays) -> file bytes
+    "zip64 count": lambda a: zip_bytes(npz_members(a)[:1], copies=MAX_MEMBERS + 1, zip64=True),
+    # the end record's count cannot be trusted: zipfile reads every entry of the directory
+    "count understated": lambda a: zip_bytes(npz_members(a)[:1], copies=MAX_DIRECTORY_BYTES // 46, declared=1),
+    "zip64 count understated": lambda a: zip_bytes(
+        npz_members(a)[:1], copies=MAX_DIRECTORY_BYTES // 46, declared=1, zip64=True
+    ),
+}
+
+
+@pytest.fixture
+def zipfile_opened(monkeypatch):
+    """The files zipfile.ZipFile was asked to open (it builds an object per directory entry)."""
+    opened, real = [], zipfile.ZipFile
+
+    def spy(file, *args, **kwargs):
+        opened.append(file)
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", spy)
+    return opened
+
+
+@pytest.mark.parametrize("read", [load_result, npz_names], ids=["load_result", "npz_names"])
+@pytest.mark.parametrize("case", list(HUGE_DIRECTORIES))
+def test_huge_zip_directories_are_refused_before_zipfile_reads_them(tmp_path, valid_arrays, zipfile_opened, read, case):
+    path = tmp_path / "huge.npz"
+    path.write_bytes(HUGE_DIRECTORIES[case](valid_arrays["result"]))
+    with pytest.raises(VibeError, match=rf"huge\.npz.*(more than {MAX_MEMBERS}|directory)"):
+        read(path)
+    assert zipfile_opened == []
+
+
+def test_zip64_end_records_read_back(tmp_path, valid_arrays):
+    """The zip64 records built above are the ones zipfile follows: a valid file ending so still reads."""
+    path = tmp_path / "r.npz"
+    path.write_bytes(zip_bytes(npz_members(valid_arrays["result"]), zip64=True))
+    assert load_result(path).tracks
 
 
 # ---- values no capture produces -----------------------------------------------------------------

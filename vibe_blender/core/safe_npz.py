@@ -9,6 +9,9 @@ a damaged one escapes as MemoryError, ValueError, BadZipFile or OverflowError. H
 - a member's declared shape × itemsize must equal the size the zip declares for it, the bytes it
   really decompresses to, and stay within the file's :func:`bounded_arrays.byte_budget` (all members
   together); only stored or deflated members are read, never encrypted ones;
+- the zip's end record (zip64 too) may declare at most :data:`MAX_MEMBERS` entries in a central
+  directory of at most :data:`MAX_DIRECTORY_BYTES`, checked before ``zipfile`` builds an object
+  per entry;
 - every failure, whatever its kind, becomes one ``VibeError`` naming the file and what is wrong.
 """
 
@@ -18,7 +21,8 @@ import ast
 import io
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -31,10 +35,15 @@ from .bounded_arrays import (
     plain_dtype,
 )
 from .errors import VibeError
+from .zip_directory import central_directory
 
 MAGIC = b"\x93NUMPY"
 MAX_HEADER_BYTES = 10_000  # numpy's own default limit
 MAX_MEMBERS = 100_000
+# Room for MAX_MEMBERS directory entries (46 bytes each) with names of 18 bytes on average
+# ('arr_12345.npy' is 13). The end record's count may lie: zipfile builds an object for every entry
+# the directory holds, so its size bounds that work (at worst ~1 s and ~60 MB).
+MAX_DIRECTORY_BYTES = 64 * MAX_MEMBERS
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
 
 
@@ -101,6 +110,42 @@ def _fail(label: str, err: Exception, hint: str) -> VibeError:
     return VibeError(f"Cannot read {label}: {reason}." + (f" {hint}" if hint else ""))
 
 
+def _check_members(count: int) -> None:
+    if count > MAX_MEMBERS:
+        raise UntrustedDataError(f"the archive lists {count} members, more than {MAX_MEMBERS}")
+
+
+def _check_directory(file) -> None:
+    """Refuses a zip whose end record states more than MAX_MEMBERS entries or a central directory
+    larger than MAX_DIRECTORY_BYTES (or than the file), before zipfile reads that directory."""
+    size = file.seek(0, io.SEEK_END)
+    numbers = central_directory(file)
+    if numbers is None:
+        raise UntrustedDataError("it is not a zip archive, as every .npz is (no end-of-central-directory record)")
+    entries, directory_bytes = numbers
+    _check_members(entries)
+    if directory_bytes > min(size, MAX_DIRECTORY_BYTES):
+        raise UntrustedDataError(
+            f"the archive's directory is said to take {directory_bytes} bytes, more than the file holds "
+            f"or the {MAX_DIRECTORY_BYTES} that {MAX_MEMBERS} members need"
+        )
+
+
+@contextmanager
+def _open_zip(source) -> Iterator[zipfile.ZipFile]:
+    """``zipfile.ZipFile(source)`` once its end record passed :func:`_check_directory`."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as file:
+            _check_directory(file)
+    else:
+        here = source.tell()
+        _check_directory(source)
+        source.seek(here)
+    with zipfile.ZipFile(source) as archive:
+        _check_members(len(archive.infolist()))  # the end record's count may understate it
+        yield archive
+
+
 def read_npy(source, *, label: str | None = None, hint: str = "", allow_text: bool = False) -> np.ndarray:
     """A ``.npy`` path or binary file -> its array (plain dtype, size checked); else one VibeError."""
     label = _label(source, label)
@@ -119,11 +164,10 @@ def npz_names(source, *, label: str | None = None, hint: str = "") -> list[str]:
     """The array names in a ``.npz`` (member names without '.npy'), without reading any array."""
     label = _label(source, label)
     try:
-        with zipfile.ZipFile(source) as archive:
-            infos = archive.infolist()
+        with _open_zip(source) as archive:
+            return [info.filename.removesuffix(".npy") for info in archive.infolist()]
     except Exception as err:
         raise _fail(label, err, hint) from err
-    return [info.filename.removesuffix(".npy") for info in infos[:MAX_MEMBERS]]
 
 
 def read_npz(
@@ -136,11 +180,8 @@ def read_npz(
     try:
         budget = ByteBudget(_size_of(source))
         arrays: dict[str, np.ndarray] = {}
-        with zipfile.ZipFile(source) as archive:
-            infos = archive.infolist()
-            if len(infos) > MAX_MEMBERS:
-                raise UntrustedDataError(f"the archive lists {len(infos)} members, more than {MAX_MEMBERS}")
-            for info in infos:
+        with _open_zip(source) as archive:
+            for info in archive.infolist():
                 name = info.filename.removesuffix(".npy")
                 if wanted is not None and name not in wanted:
                     continue

@@ -7,19 +7,25 @@
   ResNet-50 (which VIBE uses as its backbone) and SPIN's own regression head (unused by VIBE).
 
 Files written on GPUs carry CUDA-tagged storages and older PyTorch's legacy (non-zip) format; both
-load here with ``map_location='cpu'``. Loading is ``weights_only`` with numpy's scalar types
-allowed, so a checkpoint cannot run code.
+load here with ``map_location='cpu'``. Loading is ``weights_only``, so a checkpoint cannot run code;
+its numpy scalars are rebuilt by :mod:`vibe_blender.core.safe_pickle`'s stand-ins, so no dtype state
+from the file reaches numpy. Zip-format files must hold uncompressed records no larger in total than
+the file, so nothing is inflated.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.safe_pickle import BASE_GLOBALS
+from vibe_blender.core.zip_directory import central_directory
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
 # model weights: dropped on load, written as zeros for the original code's strict loading.
@@ -53,20 +59,55 @@ VIBE_TOP_LEVEL = (
 )
 
 
-def _numpy_safe_globals() -> list:
-    """numpy scalar/dtype constructors, under both numpy 1 (``numpy.core``) and 2 (``numpy._core``) names."""
+# A numpy scalar (``performance``) is pickled as scalar(dtype('f8') + its BUILD state, bytes). Given the
+# real np.dtype, the weights-only unpickler hands the file's state to numpy's dtype.__setstate__ (object
+# fields, flags): these names map to safe_pickle's stand-ins instead, which accept only a plain
+# numeric dtype and build the value from exactly its bytes with np.frombuffer.
+NUMPY_SAFE_GLOBALS = [
+    (BASE_GLOBALS[(module, name)], f"{module}.{name}")
+    for module, name in (
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),  # numpy 1 pickles (the official files)
+        ("numpy._core.multiarray", "scalar"),  # numpy 2
+    )
+]
+ZIP_MAGIC = b"PK\x03\x04"  # how torch.load tells its zip format from the legacy one
+# zipfile builds one ZipInfo (several times an entry's size) per central-directory entry: checked first.
+# A VIBE checkpoint with its optimiser states has a few hundred entries of ~100 bytes.
+MAX_ZIP_DIRECTORY_BYTES = 4 << 20
+
+
+def _zip_problem(file, size: int) -> str | None:
+    """What in this zip-format file torch.save never writes (None when nothing)."""
+    _, directory = central_directory(file) or (0, 0)  # no end record: ZipFile itself refuses the file
+    if directory > MAX_ZIP_DIRECTORY_BYTES:
+        return f"a zip directory of {directory} bytes (more than {MAX_ZIP_DIRECTORY_BYTES})"
+    with zipfile.ZipFile(file) as archive:
+        infos = archive.infolist()
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        return f"{len(packed)} compressed records (e.g. '{packed[0][:80]}')"
+    total = sum(i.file_size for i in infos)
+    if total > size:  # overlapping or inflated records: torch.load would allocate what they claim
+        return f"records of {total} bytes in all, more than the file's {size}"
+    return None
+
+
+def check_zip_records(file, path: Path, what: str) -> None:
+    """Refuse a zip-format checkpoint whose records torch.load would inflate (it does so without a
+    limit) or that claim more bytes than the file holds: torch.save stores its records uncompressed."""
+    file.seek(0)
+    if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+        return  # legacy format: torch reads its storages uncompressed, straight from the file
     try:
-        from numpy._core import multiarray  # numpy 2 (numpy 1 below): the name depends on the version
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray
-    allowed = [
-        multiarray.scalar,
-        np.dtype,
-        (multiarray.scalar, "numpy.core.multiarray.scalar"),
-        (multiarray.scalar, "numpy._core.multiarray.scalar"),
-    ]
-    allowed += [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "u1", "bool")]
-    return allowed
+        problem = _zip_problem(file, os.fstat(file.fileno()).st_size)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        problem = f"a damaged zip structure ({type(err).__name__}: {str(err)[:200]})"
+    if problem:
+        raise VibeError(
+            f"The {what} '{path}' was not loaded: it has {problem}, which torch.save never writes "
+            "(a damaged or altered file). Download the official checkpoint again."
+        )
 
 
 def torch_load(path: str | Path, what: str) -> object:
@@ -77,15 +118,22 @@ def torch_load(path: str | Path, what: str) -> object:
             f"The {what} '{path}' does not exist. Install the model data with "
             "'vibe-mocap data install' or pass the right path."
         )
+    with path.open("rb") as file:  # one handle: the file checked is the file loaded
+        check_zip_records(file, path, what)
+        file.seek(0)
+        return _torch_load_checked(file, path, what)
+
+
+def _torch_load_checked(file, path: Path, what: str) -> object:
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
+            return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
         if "Weights only load failed" in text or "Unsupported global" in text:
             raise VibeError(
                 f"The {what} '{path}' contains Python objects other than weights, so it was "
-                "not loaded (it may not be an official checkpoint)."
+                "not loaded (it may not be an official checkpoint). Download the official checkpoint again."
             ) from err
         raise VibeError(
             f"The {what} '{path}' is not a PyTorch checkpoint or is damaged ({text[:200]}). Download it again."

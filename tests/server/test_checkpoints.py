@@ -1,6 +1,7 @@
 """Official checkpoint containers: load unchanged, write back, and refuse wrong files clearly."""
 
 import shutil
+import zipfile
 
 import numpy as np
 import pytest
@@ -131,3 +132,112 @@ def test_checkpoint_holding_code_is_not_executed(tmp_path):
     torch.save({"gen_state_dict": {}, "payload": Evil()}, path)
     with pytest.raises(VibeError, match="other than weights"):
         checkpoints.load_vibe_checkpoint(path)
+
+
+# --- crafted files: numpy state and zip records are checked before anything is built -----------
+
+
+class _Reduce:
+    """Pickles as ``reduce`` says: how a crafted file's opcodes are written with torch.save."""
+
+    def __init__(self, *reduce):
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+_SCALAR = np.float64(0).__reduce__()[0]  # numpy's scalar(dtype, bytes), under this numpy's module name
+_OBJECT_DTYPE = _Reduce(np.dtype, ("O8", False, True))  # no BUILD: torch's allow-list could not build it
+_FIELDS = {
+    "object": {"a": (_OBJECT_DTYPE, 0), "b": (np.dtype("i8"), 0)},  # a pointer over an int: crashes on use
+    "record": {"a": (np.dtype("i8"), 0)},
+}
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
+@pytest.mark.parametrize("fields", _FIELDS)
+def test_crafted_dtype_state_is_refused(tmp_path, legacy, fields):
+    names = tuple(_FIELDS[fields])
+    state = (3, "|", None, names, _FIELDS[fields], 8, 1, 63)  # given to numpy's dtype.__setstate__ before the fix
+    path = tmp_path / "crafted.pth.tar"
+    crafted = _Reduce(np.dtype, ("f8", False, True), state)
+    torch.save({"gen_state_dict": {}, "performance": crafted}, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(VibeError, match=r"crafted.pth.tar' contains Python objects other than weights.*Download"):
+        checkpoints.load_vibe_checkpoint(path)
+
+
+def test_dtype_flags_from_the_file_are_ignored(tmp_path):
+    flagged = _Reduce(np.dtype, ("f8", False, True), (3, "<", None, None, None, -1, -1, 63))  # 63: "holds objects"
+    path = tmp_path / "flags.pth.tar"
+    torch.save({"gen_state_dict": {}, "performance": _Reduce(_SCALAR, (flagged, np.float64(2.5).tobytes()))}, path)
+    value = checkpoints.load_vibe_checkpoint(path)["performance"]
+    assert type(value) is np.float64 and value == 2.5 and not value.dtype.hasobject
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy-numpy1", "zip-numpy2"])
+def test_numpy_scalars_of_real_checkpoints_load(tmp_path, legacy):
+    values = {
+        "performance": np.float64(56.56075477600098),
+        "best": np.float32(1.5),
+        "step": np.int64(-3),
+        "count": np.uint8(7),
+        "flag": np.bool_(True),
+    }
+    path = tmp_path / "v.pth.tar"
+    torch.save({"gen_state_dict": {"w": torch.ones(2)}, **values}, path, _use_new_zipfile_serialization=not legacy)
+    if legacy:  # the official files were pickled by numpy 1 (a GLOBAL line: its length may change)
+        path.write_bytes(path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+        assert b"numpy.core.multiarray" in path.read_bytes()
+    ckpt = checkpoints.load_vibe_checkpoint(path)
+    for key, value in values.items():
+        assert type(ckpt[key]) is type(value) and ckpt[key] == value, key
+    assert torch.equal(ckpt["gen_state_dict"]["w"], torch.ones(2))
+
+
+def _stored_checkpoint(tmp_path):
+    path = tmp_path / "stored.pth.tar"
+    torch.save({"gen_state_dict": {"w": torch.zeros(1 << 20)}}, path)  # 4 MiB of zeros, stored as torch writes it
+    return path
+
+
+def _deflated(stored, path):
+    with zipfile.ZipFile(stored) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info))
+    assert path.stat().st_size < 100_000
+    assert torch.load(path, weights_only=True)["gen_state_dict"]["w"].numel() == 1 << 20  # torch inflates it
+
+
+def _oversized(stored, path):
+    blob = bytearray(stored.read_bytes())
+    name = b"stored.pth/data/0"  # torch names records after the file
+    entry = blob.rindex(name) - 46  # the central directory (after the records) repeats each name
+    assert blob[entry : entry + 4] == b"PK\x01\x02"
+    blob[entry + 24 : entry + 28] = (256 << 20).to_bytes(4, "little")  # its uncompressed size: 256 MiB
+    path.write_bytes(blob)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [(_deflated, r"7 compressed records"), (_oversized, r"records of \d+ bytes in all, more than the file's")],
+    ids=["deflated", "oversized"],
+)
+def test_zip_records_torch_save_never_writes_are_refused_before_loading(tmp_path, monkeypatch, make, match):
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    make(_stored_checkpoint(tmp_path), path)
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or pytest.fail("torch.load was reached"))
+    with pytest.raises(VibeError, match=rf"vibe_model_wo_3dpw.pth.tar' was not loaded: it has {match}.*Download the"):
+        checkpoints.load_vibe_checkpoint(path)
+    assert loads == []
+
+
+def test_zip_directory_is_bounded_before_zipfile_reads_it(tmp_path, monkeypatch):
+    path = _stored_checkpoint(tmp_path)
+    opened = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: opened.append(a) or pytest.fail("ZipFile was reached"))
+    monkeypatch.setattr(checkpoints, "MAX_ZIP_DIRECTORY_BYTES", 200)  # torch's 7 entries take ~500 bytes
+    with pytest.raises(VibeError, match=r"stored.pth.tar' was not loaded: it has a zip directory of \d+ bytes"):
+        checkpoints.load_vibe_checkpoint(path)
+    assert opened == []

@@ -1,5 +1,7 @@
 """Database files in the original's layouts -> windows and training items."""
 
+import os
+
 import joblib
 import numpy as np
 import pytest
@@ -122,3 +124,41 @@ def test_bad_inputs_get_one_clear_message(db_dir, tmp_path):
     )
     with pytest.raises(VibeError, match="no track of at least 16 frames"):
         SequenceDataset(tmp_path, "mpii3d", "val")
+
+
+class _RunsCode:
+    """Pickles as a call of ``func(arg)``: what a hostile database file would hold."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+@pytest.mark.parametrize("func", [os.system, exec], ids=["os.system", "exec"])
+def test_database_files_never_run_code(tmp_path, func):
+    marker = tmp_path / "ran"
+    arg = f"touch '{marker}'" if func is os.system else f"open({str(marker)!r}, 'w').close()"
+    path = tmp_path / "amass_db.pt"
+    joblib.dump({"theta": np.zeros((20, 82)), "vid_name": _RunsCode(func, arg)}, path)
+    with pytest.raises(VibeError, match=r"amass_db\.pt. is not a training database .* \(refusing to load"):
+        datasets.load_db(path)
+    assert not marker.exists()
+
+
+def test_real_layouts_are_read_without_joblib(db_dir, tmp_path, monkeypatch):
+    """Every layout (numbers, text names), compressed or not, reads as joblib reads it, without joblib.load."""
+    joblib.dump(joblib.load(db_dir / "3dpw_train_db.pt"), tmp_path / "compressed.pt", compress=3)
+    paths = [*sorted(db_dir.glob("*.pt")), tmp_path / "compressed.pt"]
+    expected = {path: joblib.load(path) for path in paths}
+
+    def unrestricted(*args, **kwargs):
+        raise AssertionError("joblib.load unpickles anything")
+
+    monkeypatch.setattr(joblib, "load", unrestricted)
+    for path in paths:
+        db = datasets.load_db(path)
+        assert db.keys() == expected[path].keys(), path
+        for key, value in expected[path].items():
+            assert db[key].dtype == value.dtype and np.array_equal(db[key], value), (path, key)

@@ -18,12 +18,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vibe_blender.core.bounded_arrays import UntrustedDataError, plain_dtype
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.readers.official_pkl import JoblibUnpickler, load_joblib_pickle
+from vibe_blender.core.safe_pickle import DtypeSpec, PickleRefused, StandIn
 
 NUM_SPIN_JOINTS = 49
 LSP_IN_SPIN = slice(25, 39)  # the 14 common (LSP-order) joints inside spin-49
@@ -148,8 +152,32 @@ def db_path(db_dir: str | Path, name: str, split: str) -> Path:
     return Path(db_dir) / spec.files[split]
 
 
+class _DatabaseDtype(DtypeSpec):
+    """``numpy.dtype`` in a database: plain numbers or fixed-width text (`vid_name`, `img_name`)."""
+
+    def __init__(self, kind=None, align=False, copy=True):
+        StandIn.__init__(self)  # not DtypeSpec's: it takes numbers only
+        try:
+            self.dtype = plain_dtype(kind, allow_text=True)
+        except UntrustedDataError as err:
+            raise PickleRefused(str(err)) from None
+
+
+def _database_dtype(*args) -> _DatabaseDtype:
+    """What the file's REDUCE calls (the restricted reader passes arguments to DtypeSpec itself only)."""
+    return _DatabaseDtype(*args)
+
+
+class _DatabaseUnpickler(JoblibUnpickler):
+    """The restricted joblib reader of vibe_output.pkl, with text arrays: never runs code from the file."""
+
+    GLOBALS: ClassVar[dict] = {**JoblibUnpickler.GLOBALS, ("numpy", "dtype"): _database_dtype}
+    what = "a training database"
+
+
 def load_db(path: str | Path) -> dict:
-    """A database file -> dict of numpy arrays (`.pt` = joblib) or a lazy dict view (`.h5` = HDF5)."""
+    """A database file -> dict of numpy arrays (`.pt` = joblib pickle, read by a restricted reader that
+    builds only containers, numbers, text and arrays) or a lazy dict view (`.h5` = HDF5)."""
     path = Path(path)
     if not path.exists():
         raise VibeError(
@@ -158,11 +186,12 @@ def load_db(path: str | Path) -> dict:
         )
     if path.suffix == ".h5":
         return H5Database(path)
-    try:
-        import joblib  # optional dependency (the train extra)
-    except ImportError:
-        raise VibeError("Reading the .pt database files needs joblib: pip install joblib") from None
-    db = joblib.load(path)  # a pickle: only open database files you trust
+    db = load_joblib_pickle(
+        path,
+        unpickler=_DatabaseUnpickler,
+        expected="a training database (a joblib dict of number and text arrays, as VIBE's preprocessing writes)",
+        hint="Get the original's database files (its data/vibe_db folder) again.",
+    )
     if not isinstance(db, dict):
         raise VibeError(f"{path} is not a database file (expected a dict of arrays, got {type(db).__name__}).")
     return db

@@ -53,7 +53,7 @@ from ..safe_pickle import (
 class _ArrayWrapper(StandIn):
     """Stand-in for joblib's NumpyArrayWrapper: once built, reads its array from the bytes that follow."""
 
-    def finish(self, unpickler: _JoblibUnpickler) -> np.ndarray:
+    def finish(self, unpickler: JoblibUnpickler) -> np.ndarray:
         d = self.state
         if d.get("subclass") is not NDARRAY or d.get("order") not in ("C", "F"):
             raise PickleRefused("a joblib array that is not a plain C- or F-ordered numpy array")
@@ -71,7 +71,7 @@ def _ordered_dict():
     return {}
 
 
-class _JoblibUnpickler(RestrictedUnpickler):
+class JoblibUnpickler(RestrictedUnpickler):
     """Plain containers, numbers, strings, numpy arrays and joblib's array wrapper; nothing else."""
 
     GLOBALS: ClassVar[dict] = {
@@ -87,8 +87,16 @@ class _JoblibUnpickler(RestrictedUnpickler):
         self.array_source = file  # joblib writes each array's bytes right after its BUILD
 
 
-def load_joblib_pickle(path: str | Path):
-    """Read a joblib (or plain) pickle of dicts/lists/numbers/strings/numpy arrays, nothing else.
+def load_joblib_pickle(
+    path: str | Path,
+    *,
+    unpickler: type[JoblibUnpickler] = JoblibUnpickler,
+    expected: str = "a VIBE vibe_output.pkl",
+    hint: str = "Choose the vibe_output.pkl written by VIBE's demo.py.",
+):
+    """Read a joblib (or plain) pickle of dicts/lists/numbers/strings/numpy arrays, nothing else
+    (``unpickler``: a JoblibUnpickler that allows a little more); else one VibeError saying the file
+    is not ``expected``, and ``hint``.
 
     Compressed files are decompressed up to :func:`bounded_arrays.byte_budget` of the file size.
     """
@@ -99,12 +107,9 @@ def load_joblib_pickle(path: str | Path):
         raise VibeError(f"Cannot read '{path}': {err.strerror or err}.") from err
     try:
         stream = decompress_bounded(raw, byte_budget(len(raw)))
-        return _JoblibUnpickler(io.BytesIO(stream)).load()
+        return unpickler(io.BytesIO(stream)).load()
     except Exception as err:  # any unpickling failure means: not a file this reader accepts
-        raise VibeError(
-            f"'{path.name}' is not a VIBE vibe_output.pkl ({describe_failure(err)}). "
-            "Choose the vibe_output.pkl written by VIBE's demo.py."
-        ) from err
+        raise VibeError(f"'{path.name}' is not {expected} ({describe_failure(err)}). {hint}") from err
 
 
 _TRACK_SHAPES = {"pose": 72, "betas": 10, "orig_cam": 4, "pred_cam": 3, "bboxes": 4, "frame_ids": None}

@@ -240,6 +240,15 @@ def npz_members(arrays: dict[str, np.ndarray]) -> list[Member]:
     return [Member(f"{k}.npy", npy(np.asarray(v))) for k, v in arrays.items()]
 
 
+def tiny_gif(width: int, height: int, frames: int = 3) -> bytes:
+    """A GIF whose screen is width x height, with ``frames`` frames of one pixel each."""
+    data = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + bytes(3) + b"\xff" * 3
+    for _ in range(frames):
+        data += b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # 0.1 s a frame
+        data += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # 1 pixel, LZW
+    return data + b"\x3b"
+
+
 def repeated_deflate_zeros(megabytes: int) -> bytes:
     """A raw deflate stream of ``megabytes`` MB of zeros, built in milliseconds: one full-flush block
     repeated (each block stands alone), then an empty final block."""

@@ -7,13 +7,12 @@ import time
 import cv2
 import numpy as np
 import pytest
+from hostile_files import tiny_gif
 from testdata import SAMPLE
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.live_source import MAX_WAITING, LiveSource, SourceInfo, open_live_source, parse_source
 from vibe_server.pipeline.video import open_video
-
-from .test_video import tiny_gif
 
 INFO = SourceInfo("test", 100.0, 8, 8)
 

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from hostile_files import tiny_gif
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
@@ -218,15 +218,6 @@ def test_a_bad_video_is_one_message_without_ffmpegs_own_lines(tmp_path, user_lev
     assert ("moov atom not found" in ffmpeg_lines) == bool(user_level)
     if not user_level:
         assert done.stderr == "" and done.stdout.count("\n") == 1
-
-
-def tiny_gif(width: int, height: int, frames: int = 3) -> bytes:
-    """A GIF whose screen is width x height, with ``frames`` frames of one pixel each."""
-    data = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + bytes(3) + b"\xff" * 3
-    for _ in range(frames):
-        data += b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # 0.1 s a frame
-        data += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # 1 pixel, LZW
-    return data + b"\x3b"
 
 
 @pytest.mark.parametrize("width, height", [(16000, 16000), (8193, 100), (100, 8193), (8192, 4321)])

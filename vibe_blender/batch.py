@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from .core.motion import MAX_CHARACTERS
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vibe_blender.batch", description=__doc__.split("\n\n")[0])
@@ -34,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--video", default="", help="the source video, shown behind the camera")
     p.add_argument("--no-camera", action="store_true", help="do not add a camera matching the video")
     p.add_argument("--fps", type=float, default=0.0, help="frame rate for files that store none (default 30)")
+    p.add_argument(
+        "--max-characters",
+        type=int,
+        default=MAX_CHARACTERS,
+        metavar="N",
+        help=f"a file with more people imports the N seen in the most frames (default {MAX_CHARACTERS})",
+    )
     return p
 
 
@@ -54,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             add_camera=not args.no_camera,
             video_path=str(Path(args.video).resolve()) if args.video else "",
             fps=args.fps,
+            max_characters=args.max_characters,
         )
         characters = import_motion_file(
             args.motion, args.body_model or args.model_dir, options, report=lambda msg: print(msg)

@@ -7,7 +7,7 @@ It also runs without any operator or UI (tests, ``python -m vibe_blender.batch``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import bpy
@@ -16,7 +16,7 @@ import numpy as np
 from .animation import FIRST_FRAME, animate_character
 from .core.errors import VibeError
 from .core.model_data import read_body_model
-from .core.motion import MotionSet, ground_offset
+from .core.motion import MAX_CHARACTERS, MotionSet, ground_offset, longest_tracks
 from .core.readers import read_motion_file
 from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
@@ -34,6 +34,7 @@ class ImportOptions:
     video_path: str = ""  # shown behind the camera when given
     set_scene: bool = True  # scene fps and frame range from the source
     fps: float = 0.0  # frame rate for files that store none (0: 30)
+    max_characters: int = MAX_CHARACTERS  # the tracks with the most frames, when a file holds more
 
 
 def import_motion_file(
@@ -53,6 +54,15 @@ def import_motion(
     options = options or ImportOptions()
     if options.root_motion not in ROOT_MOTION_MODES:
         raise VibeError(f"Root motion must be one of {', '.join(ROOT_MOTION_MODES)}; got '{options.root_motion}'.")
+    if options.max_characters < 1:
+        raise VibeError(f"Max characters must be at least 1; got {options.max_characters}.")
+    tracks = longest_tracks(motion.tracks, options.max_characters)
+    if len(tracks) < len(motion.tracks):
+        report(
+            f"{motion.source_name} holds {len(motion.tracks)} people; importing the {len(tracks)} seen in the "
+            "most frames. Raise 'Max characters' in the import options to import more."
+        )
+        motion = replace(motion, tracks=tracks)
     camera_frame = any(np.allclose(t.source_to_blender, CAMERA_TO_BLENDER) for t in motion.tracks)
     # Camera-frame data: put the lowest foot on the floor (z = 0); Z-up worlds already have a floor.
     offset = ground_offset(body_model, motion.tracks) if camera_frame else np.zeros(3)

@@ -5,6 +5,7 @@ import bpy
 from bpy_extras.io_utils import ImportHelper
 
 from .core.errors import VibeError
+from .core.motion import MAX_CHARACTERS
 from .importer import ImportOptions
 from .operator_errors import reports_errors
 from .rig_builder import is_character
@@ -57,6 +58,13 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
         min=1.0,
         description="Used only for files that store no frame rate (vibe_output.pkl)",
     )
+    max_characters: bpy.props.IntProperty(
+        name="Max characters",
+        default=MAX_CHARACTERS,
+        min=1,
+        soft_max=200,
+        description="A file with more people imports those seen in the most frames",
+    )
 
     @reports_errors
     def execute(self, context):
@@ -69,6 +77,7 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
             add_camera=self.add_camera,
             video_path=bpy.path.abspath(self.video_path) if self.video_path else "",
             fps=self.fps,
+            max_characters=self.max_characters,
         )
         import_motion_file(
             self.filepath, resolve_body_model(context), options, report=lambda msg: self.report({"INFO"}, msg)

@@ -92,3 +92,13 @@ def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "frames 1-32 at 24 fps" in run.stdout and blend.is_file()
+
+
+def test_batch_imports_at_most_max_characters(reference_dir, tmp_path, capsys):
+    from vibe_blender.batch import main
+
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    assert main([*argv, "-o", str(tmp_path / "one.blend"), "--max-characters", "1"]) == 0
+    assert "holds 2 people; importing the 1 seen in the most frames" in capsys.readouterr().out
+    assert len([o for o in bpy.data.objects if o.type == "ARMATURE"]) == 1
+    bpy.ops.wm.read_factory_settings(use_empty=True)

@@ -1,14 +1,17 @@
 """Motion: bulk keys on 4.2's and 5.x's action APIs, continuity, gaps, fps, camera, other formats."""
 
+import dataclasses
+
 import bpy
 import numpy as np
 import pytest
 from blender_eval import evaluated_joints, evaluated_vertices
 
 from vibe_blender import keyframes
+from vibe_blender.core.errors import VibeError
 from vibe_blender.core.motion import ground_offset
 from vibe_blender.core.readers import read_motion_file
-from vibe_blender.importer import ImportOptions, import_motion_file
+from vibe_blender.importer import ImportOptions, import_motion, import_motion_file
 
 pytestmark = pytest.mark.blender
 REAL_VIDEO = "asl-walk.mkv"
@@ -128,6 +131,24 @@ def test_official_pkl_import(empty_scene, body_model, official_pkl):
     assert (empty_scene.render.resolution_x, empty_scene.render.resolution_y) == (256, 192)
     q = _rotation_curves(armature_obj, "pelvis")
     assert q.shape == (32, 4) and np.all(np.isfinite(q))
+
+
+def test_a_file_with_more_people_than_max_characters_imports_the_longest(empty_scene, reference_dir, body_model):
+    motion = read_motion_file(reference_dir / "result.npz")
+    base = motion.tracks[0]  # 5 frames
+    motion.tracks = [  # four people seen in 2, 5, 3 and 5 frames
+        dataclasses.replace(
+            base, name=f"person_{i}", frame_ids=base.frame_ids[:n], pose=base.pose[:n], trans_m=base.trans_m[:n]
+        )
+        for i, n in enumerate((2, 5, 3, 5))
+    ]
+    messages = []
+    characters = import_motion(motion, body_model, ImportOptions(max_characters=2), report=messages.append)
+    assert [armature.name for armature, _ in characters] == ["person_1", "person_3"]
+    assert "holds 4 people; importing the 2 seen in the most frames" in messages[0]
+    assert "person_0" not in bpy.data.objects and "person_2" not in bpy.data.objects
+    with pytest.raises(VibeError, match="Max characters must be at least 1"):
+        import_motion(motion, body_model, ImportOptions(max_characters=0))
 
 
 def test_keyframe_helper_writes_any_id(empty_scene):

@@ -81,6 +81,19 @@ class MotionSet:
             raise VibeError(f"{self.source_name} has an invalid frame rate ({self.fps}).")
 
 
+# Each character is a whole SMPL mesh with shape keys and an armature: a crowd of thousands of
+# tracks (or a hostile file of them) would take hours. By default the longest this many are imported.
+MAX_CHARACTERS = 50
+
+
+def longest_tracks(tracks: list[TrackMotion], limit: int) -> list[TrackMotion]:
+    """The ``limit`` tracks with the most frames (ties: the earlier), in their original order."""
+    if len(tracks) <= limit:
+        return tracks
+    kept = sorted(range(len(tracks)), key=lambda i: (-len(tracks[i].frame_ids), i))[:limit]
+    return [tracks[i] for i in sorted(kept)]
+
+
 def from_result(result: MocapResult) -> MotionSet:
     """Our result file (camera frame, OpenCV axes) -> MotionSet."""
     tracks = [

@@ -91,5 +91,6 @@ def _quiet_logs_once() -> None:
     _quieted = True
     if FFMPEG_LOGLEVEL_ENV not in os.environ and "OPENCV_FFMPEG_DEBUG" not in os.environ:
         os.environ[FFMPEG_LOGLEVEL_ENV] = FFMPEG_QUIET
-    if "OPENCV_LOG_LEVEL" not in os.environ:  # e.g. "backend is generally available but can't be used"
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)  # None in builds without its bindings
+    if "OPENCV_LOG_LEVEL" not in os.environ and logging is not None:  # "backend is available but can't be used"
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)

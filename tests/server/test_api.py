@@ -366,6 +366,8 @@ def test_host_header_must_match_the_bound_host(client, host, ok):
     if not ok:
         assert_detail(r, 400, "Host header")
         assert_detail(client.get(f"{API}/jobs", headers={"host": host}), 400)
+    for public in ("openapi.json", "docs"):  # no token needed, but the same Host check
+        assert (client.get(f"{API}/{public}", headers={"host": host}).status_code == 200) == ok, public
 
 
 def test_every_client_needs_the_token_loopback_too(settings, engine, tmp_path):

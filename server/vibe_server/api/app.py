@@ -19,7 +19,7 @@ from vibe_blender.core.errors import VibeError
 from .. import __version__
 from ..pipeline.devices import server_devices
 from .jobs import JobManager
-from .routes import body_model, health, jobs, live
+from .routes import api_docs, body_model, health, jobs, live
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -93,15 +93,15 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
         title="VIBE Mocap",
         version=__version__,
         lifespan=lifespan,
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served by routes/api_docs.py, behind the Host and Origin checks
         redoc_url=None,
-        openapi_url=f"{API_PREFIX}/openapi.json",
+        openapi_url=None,
     )
     app.openapi = lambda: openapi_schema(app)
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader
     app.state.engine, app.state.engine_error, app.state.jobs, app.state.live = None, None, None, None
-    for router in (health.router, jobs.router, body_model.router, live.router):
+    for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.exception_handler(RequestValidationError)

@@ -135,6 +135,14 @@ def test_a_deeply_nested_map_file_is_one_clear_error(tmp_path):
     )
 
 
+def test_a_file_far_larger_than_a_map_is_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "video.json"
+    with path.open("wb") as f:
+        f.truncate(64 << 20)  # 64 MiB, sparse
+    with pytest.raises(VibeError, match="is over 1024 KiB, far larger than a bone map"):
+        load_map(path)
+
+
 CONVENTIONS = FOREIGN_PRESETS
 
 

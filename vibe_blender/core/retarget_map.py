@@ -500,11 +500,21 @@ def save_map(path: str | Path, mapping: dict[str, str], name: str = "") -> Path:
     return path
 
 
+MAX_MAP_BYTES = 1 << 20
+
+
 def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
     """-> (name, mapping) from a JSON map file written by :func:`save_map`."""
     path = Path(path)
     try:
-        payload = safe_json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as file:
+            data = file.read(MAX_MAP_BYTES + 1)  # a map is a few kB: never read a wrong pick whole
+        if len(data) > MAX_MAP_BYTES:
+            raise VibeError(
+                f"'{path}' is over {MAX_MAP_BYTES // 1024} KiB, far larger than a bone map; choose a .json map "
+                "saved from the Retarget panel."
+            )
+        payload = safe_json.loads(data.decode("utf-8"))
     except FileNotFoundError as err:
         raise VibeError(
             f"The bone map '{path}' does not exist; choose a .json map saved from the Retarget panel."

@@ -220,7 +220,7 @@ def _oversized(stored, path):
 
 @pytest.mark.parametrize(
     "make, match",
-    [(_deflated, r"7 compressed records"), (_oversized, r"records of \d+ bytes in all, more than the file's")],
+    [(_deflated, r"\d+ compressed records"), (_oversized, r"records of \d+ bytes in all, more than the file's")],
     ids=["deflated", "oversized"],
 )
 def test_zip_records_torch_save_never_writes_are_refused_before_loading(tmp_path, monkeypatch, make, match):

@@ -51,11 +51,16 @@ def main(argv: list[str] | None = None) -> int:
     import bpy  # after argument errors: fast --help
 
     from .core.errors import VibeError
+    from .core.output_paths import check_output_path
     from .export import export_fbx
     from .importer import ImportOptions, import_motion_file
 
     start = time.perf_counter()
     try:
+        inputs = {"the motion file": args.motion, "the body model": args.body_model, "the video": args.video or None}
+        check_output_path(args.output, "the .blend file", inputs)
+        if args.fbx:
+            check_output_path(args.fbx, "the FBX file", {**inputs, "the .blend file": args.output})
         bpy.ops.wm.read_factory_settings(use_empty=True)
         options = ImportOptions(
             correctives=args.correctives,

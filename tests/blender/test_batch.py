@@ -102,3 +102,20 @@ def test_batch_imports_at_most_max_characters(reference_dir, tmp_path, capsys):
     assert "holds 2 people; importing the 1 seen in the most frames" in capsys.readouterr().out
     assert len([o for o in bpy.data.objects if o.type == "ARMATURE"]) == 1
     bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_batch_refuses_outputs_that_would_destroy_an_input_before_any_work(reference_dir, tmp_path, capsys):
+    from vibe_blender.batch import main
+
+    motion = tmp_path / "motion.npz"
+    motion.write_bytes((reference_dir / "result.npz").read_bytes())
+    argv = [str(motion), "--body-model", str(reference_dir / "body_model.npz")]
+    assert main([*argv, "-o", str(motion)]) == 1
+    assert (
+        "The .blend file" in capsys.readouterr().err
+        and motion.read_bytes() == (reference_dir / "result.npz").read_bytes()
+    )
+    assert main([*argv, "-o", str(tmp_path / "a.blend"), "--fbx", str(motion)]) == 1
+    assert "The FBX file" in capsys.readouterr().err and not (tmp_path / "a.blend").exists()
+    assert main([*argv, "-o", str(tmp_path)]) == 1
+    assert "is a folder" in capsys.readouterr().err

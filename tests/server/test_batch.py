@@ -27,7 +27,7 @@ from vibe_blender.core.result_file import load_result
 from vibe_server.batch import local_pool, ray_runner
 from vibe_server.batch.engine_adapter import FAST, EngineSpec, worker_precision
 from vibe_server.batch.inputs import discover
-from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, atomic_write, make_record
+from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 from vibe_server.pipeline.cpu_features import default_precision
@@ -157,16 +157,6 @@ def test_manifest_skips_a_line_cut_short_and_keeps_the_newest_record(tmp_path):
     again.append(make_record(item, "done", frames=10, seconds=1.0))  # starts on a fresh line
     again.compact(["a.mp4"])
     assert [r["input"] for r in manifest_lines(tmp_path)] == ["a.mp4"]
-
-
-def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
-    def fail_halfway(f):
-        f.write(b"half")
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(tmp_path / "r.npz", fail_halfway)
-    assert list(tmp_path.iterdir()) == []
 
 
 # -- local runs --------------------------------------------------------------------------------

@@ -21,10 +21,11 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
 from ..data.loading import SYNTHETIC_MODEL_NAME
+from ..output_files import atomic_write_bytes
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions
 from .inputs import BatchItem
-from .manifest import atomic_write_bytes, make_record
+from .manifest import make_record
 
 if TYPE_CHECKING:  # torch loads in the workers, not with the batch command
     from ..pipeline.engine import Engine

@@ -1,49 +1,28 @@
-"""Atomic writes and ``OUTDIR/manifest.jsonl``: one JSON record per video, the newest one counts.
+"""``OUTDIR/manifest.jsonl``: one JSON record per video, the newest one counts.
 
-Every file the batch writes goes to a temporary name in the same folder (``.<name>.<random>.part``)
-and is renamed into place, so a killed run leaves at most a ``.part`` file, never a half-written file
-under a finished name. The manifest is appended one line per finished video by the one process that
-drives the batch; a line cut short by a kill is ignored when reading, and ``compact`` rewrites the
-file (atomically) with one line per video.
+Every file the batch writes goes through ``output_files.atomic_write`` (a temporary name in the same
+folder, renamed into place), so a killed run leaves at most a ``.part`` file, never a half-written
+file under a finished name; the next run removes them. The manifest is appended one line per
+finished video by the one process that drives the batch; a line cut short by a kill is ignored when
+reading, and ``compact`` rewrites the file (atomically) with one line per video.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from vibe_blender.core import safe_json
 
+from ..output_files import PART_SUFFIX, atomic_write_bytes
 from .inputs import BatchItem
 
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.txt"
-PART_SUFFIX = ".part"
 STATUSES = ("done", "failed")
-
-
-def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, flush it to disk, rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
 
 
 def remove_stale_parts(output_dir: Path) -> int:

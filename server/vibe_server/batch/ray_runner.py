@@ -23,10 +23,11 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..output_files import atomic_write_bytes
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
-from .manifest import atomic_write_bytes, make_record
+from .manifest import make_record
 from .progress import BatchProgress
 
 TRANSFERS = ("shared", "object-store")

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
 from .inputs import BatchItem, discover
 from .local_pool import run_local
-from .manifest import SUMMARY_NAME, Manifest, atomic_write_bytes, remove_stale_parts, summary_table
+from .manifest import SUMMARY_NAME, Manifest, remove_stale_parts, summary_table
 from .progress import BatchProgress
 from .ray_runner import run_ray
 

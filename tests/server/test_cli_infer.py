@@ -235,3 +235,43 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, t
 def test_serve_refuses_limits_that_are_not_positive(token_home, tmp_path, capsys, option):
     assert main(["serve", option, "0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--focal-px", "inf"], "'focal_px' must be a finite number more than 0 or empty; got inf."),
+        (["--smoothing", "nan"], "'smoothing' must be a finite number between 0 and 1; got nan."),
+    ],
+)
+@pytest.mark.parametrize("command", ["infer", "batch"])
+def test_infer_and_batch_refuse_non_finite_numbers(tiny_infer, tmp_path, capsys, command, flags, message):
+    """Before the fix the run went through and wrote trans_cam_m = inf, which load_result calls damaged."""
+    video, _ = tiny_infer
+    out = ["-o", str(tmp_path / "out.npz")] if command == "infer" else ["-o", str(tmp_path / "batch_out")]
+    assert main([command, str(video), *out, *flags, "--device", "cpu"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists() and not (tmp_path / "batch_out").exists()
+
+
+def test_serve_refuses_fp16_on_a_cpu_before_listening(token_home, monkeypatch, tmp_path, capsys):
+    import uvicorn
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app))
+    argv = ["serve", "--precision", "fp16", "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
+    assert main(argv) == 2
+    assert "fp16 needs a CUDA device; on CPU use bf16 or fp32." in capsys.readouterr().err
+    assert not served
+
+
+def test_official_overrides_fast_and_the_detection_stride(tiny_infer, tmp_path):
+    """--official is the official configuration whatever else is given (docs/server.md: it overrides
+    those options): the run is fp32 with detection on every frame even with --fast and a stride."""
+    video, calls = tiny_infer
+    out = tmp_path / "official.npz"
+    argv = ["infer", str(video), "-o", str(out), "--device", "cpu", "--official", "--fast", "--detection-stride", "4"]
+    assert main(argv) == 0
+    meta = load_result(out).meta
+    assert calls["precision"] == "bf16"  # the engine's default; the official run itself is fp32
+    assert (meta["precision"], meta["detection_stride"], meta["chunking"]) == ("fp32", "1", "official")

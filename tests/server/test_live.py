@@ -102,3 +102,19 @@ def test_live_command_refuses_a_bad_source(capsys):
 
     assert main(["live", "rtsp://192.0.2.1/cam", "--device", "cpu"]) == 2
     assert "not on this machine" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("duration", ["-1", "0", "nan", "inf"])
+def test_live_command_refuses_a_duration_that_is_not_positive(capsys, duration):
+    from vibe_server.cli import main
+
+    # refused before the source is looked at (this one would be refused too, differently)
+    assert main(["live", "rtsp://192.0.2.1/cam", "--duration", duration, "--device", "cpu"]) == 2
+    assert "--duration must be a number of seconds more than 0" in capsys.readouterr().err
+
+
+def test_live_command_refuses_non_finite_options(capsys):
+    from vibe_server.cli import main
+
+    assert main(["live", "rtsp://192.0.2.1/cam", "--smoothing", "nan", "--device", "cpu"]) == 2
+    assert "'smoothing' must be a finite number between 0 and 1; got nan." in capsys.readouterr().err

@@ -136,3 +136,43 @@ def test_the_live_options_are_defined_once_too():
     add_cli_flags(parser, LiveOptions)
     parsed = options_from_cli(parser.parse_args(["--max-people", "2", "--no-adaptive-detection"]), LiveOptions)
     assert parsed == LiveOptions(max_people=2, adaptive_detection=False)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_option_must_be_finite(value):
+    """NaN passes every bound and inf a one-sided one: a run would write inf into the result file."""
+    from vibe_server.pipeline.live_options import LiveOptions
+
+    for options_class in (RunOptions, LiveOptions):
+        floats = [s for s in option_specs(options_class) if s.scalar is float]
+        assert {"smoothing", "focal_px"} <= {s.name for s in floats}
+        for spec in floats:
+            with pytest.raises(VibeError, match=f"^'{spec.name}' must be a finite number"):
+                options_class(**{spec.name: value}).validate()
+
+
+def test_non_finite_messages():
+    with pytest.raises(VibeError) as err:
+        RunOptions(smoothing=float("nan")).validate()
+    assert str(err.value) == "'smoothing' must be a finite number between 0 and 1; got nan."
+    with pytest.raises(VibeError) as err:
+        RunOptions(focal_px=float("inf")).validate()
+    assert str(err.value) == "'focal_px' must be a finite number more than 0 or empty; got inf."
+
+
+def test_http_params_refuse_non_finite_numbers():
+    """Python's json reads NaN and Infinity; the HTTP models refuse them for every float option."""
+    from vibe_server.api.routes.jobs import parse_params
+    from vibe_server.api.schemas import LiveParams
+    from vibe_server.pipeline.live_options import LiveOptions
+
+    for model, options_class in ((JobParams, RunOptions), (LiveParams, LiveOptions)):
+        for spec in option_specs(options_class, http=True):
+            if spec.scalar is float:
+                for value in (float("nan"), float("inf"), float("-inf")):
+                    with pytest.raises(pydantic.ValidationError):
+                        model(**{spec.name: value})
+    for text in ('{"smoothing": NaN}', '{"smoothing": Infinity}'):
+        with pytest.raises(Exception, match="smoothing") as err:
+            parse_params(text)
+        assert err.value.status_code == 422

@@ -96,3 +96,41 @@ def test_extract_features_refuses_a_playlist(tmp_path):
     playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{clip}\n#EXT-X-ENDLIST\n")
     with pytest.raises(VibeError, match="Playlists"):
         next(iter_frames_rgb(playlist))
+
+
+@pytest.mark.parametrize(
+    "content, row",
+    [
+        ("50,40,30,30\n100,100,nan,50\n", 2),  # a NaN size
+        ("nan,40,30,30\n", 1),  # a NaN centre
+        ("3,50,40,30,30\n4,50,inf,30,30\n", 2),
+    ],
+)
+def test_boxes_must_be_finite(tmp_path, content, row):
+    (tmp_path / "boxes.csv").write_text(content)
+    with pytest.raises(VibeError, match=f"row {row} .* not a finite number"):
+        read_bboxes(tmp_path / "boxes.csv")
+    boxes = np.loadtxt(tmp_path / "boxes.csv", delimiter=",", ndmin=2)
+    np.save(tmp_path / "boxes.npy", boxes)
+    with pytest.raises(VibeError, match=f"row {row} "):
+        read_bboxes(tmp_path / "boxes.npy")
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "nan", "inf"])
+def test_extract_features_refuses_a_bad_scale_before_loading_the_model(tmp_path, capsys, scale):
+    from vibe_server.cli import main
+
+    (tmp_path / "clip.avi").write_bytes(b"not read: the scale is refused first")
+    (tmp_path / "boxes.csv").write_text("50,40,30,30\n")
+    argv = ["extract-features", str(tmp_path / "clip.avi"), "--bboxes", str(tmp_path / "boxes.csv")]
+    argv += ["--out", str(tmp_path / "clip.pt"), "--data-dir", str(tmp_path / "no_data"), "--scale", scale]
+    assert main(argv) == 2
+    assert "The crop scale (--scale) must be a number more than 0" in capsys.readouterr().err
+    assert not (tmp_path / "clip.pt").exists()
+
+
+def test_extract_video_features_refuses_a_bad_scale():
+    from vibe_server.train.features import extract_video_features
+
+    with pytest.raises(VibeError, match="crop scale"):
+        extract_video_features(None, [], np.array([0]), np.array([[50.0, 40, 30, 30]]), scale=0.0)

@@ -39,12 +39,13 @@ def iter_frames_rgb(path: Path) -> Iterator[np.ndarray]:
 def run(args: argparse.Namespace) -> int:
     # start-up: torch and the model load only when features are really extracted
     from .. import load_model
-    from ..train.features import extract_video_features, read_bboxes, write_feature_db
+    from ..train.features import check_crop_scale, extract_video_features, read_bboxes, write_feature_db
 
     video = Path(args.video)
     if not video.is_file():
         raise VibeError(f"Video {video} not found.")
     frame_ids, bboxes = read_bboxes(args.bboxes)
+    check_crop_scale(args.scale)  # before the model loads
     model = load_model(args.data_dir, device=args.device)
     features = extract_video_features(
         model,

@@ -5,6 +5,7 @@ standard result file."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":
         raise VibeError(f"The recording must end in .npz; got '{record}'.")
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise VibeError(
+            f"--duration must be a number of seconds more than 0; got {args.duration:g}. "
+            "Leave it out to capture until the source ends or Ctrl-C."
+        )
     options = options_from_cli(args, LiveOptions)
     options.validate()
     parse_source(args.source)  # a bad source is refused before the model loads
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if record
         else None
     )
-    t_end = time.monotonic() + args.duration if args.duration else None
+    t_end = time.monotonic() + args.duration if args.duration is not None else None
     last_print = [0.0]
 
     def show(frame, people, stats) -> None:
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 session,
                 on_frame=show,
                 recording=recording,
-                should_stop=(lambda: time.monotonic() > t_end) if t_end else None,
+                should_stop=(lambda: time.monotonic() > t_end) if t_end is not None else None,
             )
         except KeyboardInterrupt:
             interrupted, stats = True, None

@@ -99,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
     from ..api.app import create_app
     from ..data.loading import resolve_device
     from ..pipeline.cpu_features import choose_precision
+    from ..pipeline.precision import check_precision
 
     device = resolve_device(args.device)  # checks it; 'auto'/'cuda' stay: one worker per GPU
+    precision = choose_precision(args.precision, fast=args.fast, device=device)
+    # the engine's own check (fp16 needs CUDA) now: at load time the server would listen without a model
+    check_precision(precision, device)
     token, token_source = resolve_token(args.token)
     settings = Settings(
         host=args.host,
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         jobs_dir=Path(args.jobs_dir),
         device=args.device if args.device in ("auto", "cuda") else device,
-        precision=choose_precision(args.precision, fast=args.fast, device=device),
+        precision=precision,
         max_upload_bytes=args.max_upload_mb * 1024**2,
         max_queued_jobs=args.max_queued_jobs,
         max_queued_upload_bytes=args.max_queued_upload_mb * 1024**2,

@@ -41,7 +41,7 @@ from .cpu_features import default_precision
 from .detect import Detector
 from .frontend import FrontEnd
 from .options import RunOptions
-from .precision import PRECISIONS, autocast, exact_fp32_on_cuda
+from .precision import autocast, check_precision, exact_fp32_on_cuda
 from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
 
@@ -118,7 +118,7 @@ class Engine:
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._channels_last: bool | None = None  # the backbone's memory format is set below
         self.batch_size = self.default_batch_size()  # crops per backbone call in the current run
-        self.precision = self._check_precision(precision)
+        self.precision = check_precision(precision, self.device)
         self.default_precision = self.precision
         if compile_backbone not in COMPILE_MODES:
             raise VibeError(f"Unknown backbone compile mode '{compile_backbone}'; use auto, on or off.")
@@ -132,16 +132,9 @@ class Engine:
         """Crops per backbone call when a run does not say: a GPU keeps busy only with large batches."""
         return GPU_BACKBONE_BATCH if self.device.startswith("cuda") else CPU_BACKBONE_BATCH
 
-    def _check_precision(self, precision: str) -> str:
-        if precision not in PRECISIONS:
-            raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
-        if precision == "fp16" and not self.device.startswith("cuda"):
-            raise VibeError("fp16 needs a CUDA device; on CPU use bf16 or fp32.")
-        return precision
-
     def _set_precision(self, precision: str) -> None:
         """Autocast dtype, and channels_last for the backbone whenever it is not plain fp32 on CPU."""
-        self.precision = self._check_precision(precision)
+        self.precision = check_precision(precision, self.device)
         channels_last = precision != "fp32" or self.device.startswith("cuda")
         if channels_last != self._channels_last and hasattr(self.model, "backbone"):
             self.model.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -220,15 +221,27 @@ class OptionSpec:
         if self.scalar is bool and not isinstance(value, bool) or numeric and not isinstance(value, (int, float)):
             return f"'{self.name}' takes a {self.scalar.__name__}; got {value!r}."
         empty = " or empty" if self.optional else ""
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every bound, inf a one-sided one
+            allowed = f" {self.bounds_text()}" if self.bounds_text() else ""
+            return f"'{self.name}' must be a finite number{allowed}{empty}; got {value}."
         if self.gt is not None and not value > self.gt:
             return f"'{self.name}' ({self.label}) must be more than {self.gt:g}{empty}; got {value}."
         if self.ge is not None and value < self.ge:
             return f"'{self.name}' must be at least {self.ge:g}{empty}; got {value}."
         if self.le is not None and value > self.le:
-            lower = self.ge if self.ge is not None else self.gt
-            allowed = f"between {lower:g} and {self.le:g}" if lower is not None else f"at most {self.le:g}"
-            return f"'{self.name}' must be {allowed}; got {value}."
+            return f"'{self.name}' must be {self.bounds_text()}; got {value}."
         return None
+
+    def bounds_text(self) -> str:
+        """The allowed range in words ('between 0 and 1', 'more than 0', ...; '' when unbounded)."""
+        lower = self.ge if self.ge is not None else self.gt
+        if lower is not None and self.le is not None:
+            return f"between {lower:g} and {self.le:g}"
+        if self.le is not None:
+            return f"at most {self.le:g}"
+        if self.gt is not None:
+            return f"more than {self.gt:g}"
+        return f"at least {self.ge:g}" if self.ge is not None else ""
 
 
 def option_specs(

@@ -6,7 +6,18 @@ import contextlib
 
 import torch
 
+from vibe_blender.core.errors import VibeError
+
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: official numerics; bf16: CPU with AMX or CUDA; fp16: CUDA
+
+
+def check_precision(precision: str, device: str) -> str:
+    """``precision`` when ``device`` runs it; else VibeError (fp16 needs CUDA)."""
+    if precision not in PRECISIONS:
+        raise VibeError(f"Unknown precision '{precision}'; use fp32, bf16 or fp16.")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise VibeError("fp16 needs a CUDA device; on CPU use bf16 or fp32.")
+    return precision
 
 
 def autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:

@@ -37,6 +37,13 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} holds an array of shape {boxes.shape}; expected (N, 4) [cx, cy, w, h] "
             "or (N, 5) [frame, cx, cy, w, h]."
         )
+    bad_rows = np.flatnonzero(~np.isfinite(boxes).all(axis=1))
+    if len(bad_rows):  # NaN would pass the checks below and be written into the training file
+        row = bad_rows[0]
+        raise VibeError(
+            f"{path}: row {row + 1} ({', '.join(f'{v:g}' for v in boxes[row])}) holds a value that is not a "
+            f"finite number ({len(bad_rows)} such row(s)); fix or remove those rows."
+        )
     frame_ids = boxes[:, 0].astype(int) if boxes.shape[1] == 5 else np.arange(len(boxes))
     boxes = boxes[:, -4:]
     if np.any(np.diff(frame_ids) <= 0) or frame_ids[0] < 0:
@@ -44,6 +51,15 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if np.any(boxes[:, 2:] <= 0):
         raise VibeError(f"{path}: box widths and heights must be positive.")
     return frame_ids, boxes
+
+
+def check_crop_scale(scale: float) -> None:
+    """VibeError unless ``scale`` (crop side / box side) is a finite number more than 0."""
+    if not (np.isfinite(scale) and scale > 0):
+        raise VibeError(
+            "The crop scale (--scale) must be a number more than 0, e.g. 1.3 as in the original training; "
+            f"got {scale:g}."
+        )
 
 
 @torch.no_grad()
@@ -58,6 +74,7 @@ def extract_video_features(
 ) -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
     features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
+    check_crop_scale(scale)
     wanted = {int(f): i for i, f in enumerate(frame_ids)}
     features = np.zeros((len(frame_ids), 2048), dtype=np.float32)
     pending_crops, pending_rows, done = [], [], 0

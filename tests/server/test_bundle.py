@@ -326,3 +326,148 @@ def test_check_reports_special_and_impossible_files_without_reading_them(full_bu
     assert (
         f"{bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1:,} bytes, more than any real" in statuses[bundle.SMPL_PKL].detail
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Invalid source files never replace installed ones
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broken_source(full_bundle, tmp_path) -> Path:
+    """Official names with broken contents (a text SMPL file, an empty regressor, a random
+    checkpoint), beside one valid file."""
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / bundle.SMPL_PKL).write_text("not a model\n")
+    (folder / bundle.EXTRA_REGRESSOR).write_bytes(b"")
+    (folder / bundle.VIBE_CHECKPOINT).write_bytes(np.random.default_rng(0).bytes(5000))
+    shutil.copy(full_bundle / bundle.H36M_REGRESSOR, folder)
+    return folder
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != bundle.YOLO_WEIGHTS}
+
+
+def test_install_keeps_the_installed_files_when_the_new_ones_are_invalid(full_bundle, broken_source, capsys):
+    before = _contents(full_bundle)
+    assert cli(["data", "install", str(broken_source), "--data-dir", str(full_bundle)]) == 2
+    captured = capsys.readouterr()
+    for name in (bundle.SMPL_PKL, bundle.EXTRA_REGRESSOR, bundle.VIBE_CHECKPOINT):
+        assert f"kept the existing {name}: the new one is invalid: " in captured.out
+    assert f"installed {bundle.H36M_REGRESSOR}: (17, 6890)" in captured.out
+    assert f"'{broken_source / bundle.SMPL_PKL}' is not a readable SMPL model file" in captured.out  # the source
+    assert ".download-" not in captured.out + captured.err  # never the staged copy
+    assert "installed SMPL_NEUTRAL.pkl" not in captured.out
+    err = captured.err
+    assert err.count("error:") == 1 and f"{bundle.SMPL_PKL}, {bundle.EXTRA_REGRESSOR}, {bundle.VIBE_CHECKPOINT}" in err
+    assert "is unchanged" in err and "vibe-mocap data check" in err
+    assert _contents(full_bundle) == before
+    assert bundle.bundle_ok(bundle.check_bundle(full_bundle))
+    assert not [p for p in full_bundle.iterdir() if p.name.startswith(".")]
+
+
+def test_install_of_an_invalid_file_into_an_empty_folder_installs_nothing_under_its_name(
+    full_bundle, broken_source, tmp_path, capsys
+):
+    target = tmp_path / "fresh"
+    with pytest.raises(VibeError, match=rf"Not installed: {bundle.SMPL_PKL}, "):
+        bundle.install(str(broken_source), target)
+    out = capsys.readouterr().out
+    assert f"not installed {bundle.SMPL_PKL}: the new one is invalid, and none is installed: " in out
+    assert _installed(target) == [bundle.H36M_REGRESSOR]
+    # a valid file installs over an invalid one
+    (target / bundle.SMPL_PKL).write_text("damaged")
+    assert bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None) == [bundle.SMPL_PKL]
+    assert (target / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
+
+
+def test_install_refuses_a_folder_in_a_model_files_place(full_bundle, tmp_path, capsys):
+    target = tmp_path / "t"
+    (target / bundle.SMPL_PKL).mkdir(parents=True)
+    (target / bundle.SMPL_PKL / "notes.txt").write_text("the user's notes")
+    assert cli(["data", "install", str(full_bundle), "--data-dir", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{target / bundle.SMPL_PKL}' is a folder where {bundle.SMPL_PKL} must be a file" in err
+    assert ".download-" not in err
+    assert _installed(target) == [bundle.SMPL_PKL]
+    assert (target / bundle.SMPL_PKL / "notes.txt").read_text() == "the user's notes"
+
+
+# --------------------------------------------------------------------------------------------
+# The placeholder stands in only when no model data is installed
+# --------------------------------------------------------------------------------------------
+
+
+def _partial(folder: Path, how: str) -> Path:
+    if how == "only-yolo":
+        for f in folder.iterdir():
+            if f.name != bundle.YOLO_WEIGHTS:
+                f.unlink()
+        return folder
+    (folder / bundle.SMPL_PKL).unlink()
+    if how == "folder":
+        (folder / bundle.SMPL_PKL).mkdir()
+    return folder
+
+
+@pytest.mark.parametrize("how", ["missing", "folder", "only-yolo"])
+def test_partial_model_data_fails_instead_of_running_the_placeholder(full_bundle, tmp_path, how):
+    from vibe_server.data.loading import load_for_inference
+
+    data_dir = _partial(full_bundle, how)
+    placeholder = tmp_path / "placeholder"
+    with pytest.raises(VibeError) as err:
+        load_for_inference(data_dir, device="cpu", allow_synthetic=True, synthetic_dir=placeholder)
+    text = str(err.value)
+    assert f"The model data in {data_dir} is incomplete" in text
+    smpl = "invalid: not a regular file (a folder" if how == "folder" else "missing"
+    assert f"  {bundle.SMPL_PKL}: {smpl}" in text
+    assert (f"  {bundle.VIBE_CHECKPOINT}: missing" in text) == (how == "only-yolo")
+    assert f"'vibe-mocap data install PATH_OR_URL --data-dir {data_dir}'" in text
+    assert f"'vibe-mocap data check --data-dir {data_dir}'" in text
+    assert not placeholder.exists()
+
+
+def test_no_model_data_still_runs_the_placeholder(synthetic_bundle, tmp_path):
+    from vibe_server.data.loading import SYNTHETIC_MODEL_NAME, load_for_inference
+
+    (tmp_path / "data" / "sample_video.mp4").parent.mkdir()  # other files are not model data
+    (tmp_path / "data" / "sample_video.mp4").write_bytes(b"x")
+    loaded = load_for_inference(tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=synthetic_bundle)
+    assert loaded.model_name == SYNTHETIC_MODEL_NAME and loaded.data_dir == synthetic_bundle
+    with pytest.raises(VibeError, match="Model data missing"):
+        load_for_inference(tmp_path / "data", device="cpu")
+
+
+def test_infer_on_partial_model_data_says_what_is_missing(full_bundle, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # never the user's placeholder
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"fake")
+    data_dir = _partial(full_bundle, "missing")
+    assert cli(["infer", str(video), "--data-dir", str(data_dir), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "SYNTHETIC" not in err and err.count("error:") == 1
+    assert f"is incomplete:\n  {bundle.SMPL_PKL}: missing" in err
+
+
+def test_serve_on_partial_model_data_answers_503_with_the_reason(full_bundle, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from vibe_server.api.app import create_app
+    from vibe_server.api.settings import Settings
+
+    settings = Settings(
+        token="t",
+        data_dir=_partial(full_bundle, "missing"),
+        jobs_dir=tmp_path / "jobs",
+        device="cpu",
+        allow_synthetic=True,
+    )
+    with TestClient(
+        create_app(settings), base_url="http://127.0.0.1:8765", headers={"Authorization": "Bearer t"}
+    ) as client:
+        answer = client.get("/api/v1/body_model")
+    assert answer.status_code == 503
+    assert "is incomplete" in answer.json()["detail"] and bundle.SMPL_PKL in answer.json()["detail"]

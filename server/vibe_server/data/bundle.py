@@ -3,8 +3,9 @@ files are :mod:`vibe_server.data.loading`'s (re-exported here under the same nam
 
 The files are licensed to each user (SMPL) or large (weights), so they never ship with VIBE Mocap:
 ``vibe-mocap data install SOURCE`` copies them from the official ``vibe_data.zip``, a folder or a
-URL into the data folder, and ``vibe-mocap data check`` says, file by file, what is present,
-missing or invalid. The folder is chosen by: command-line flag > ``$VIBE_DATA_DIR`` > the
+URL into the data folder, each only once it passes the same validation as ``vibe-mocap data check``
+(an invalid file never replaces an installed one), and ``data check`` says, file by file, what is
+present, missing or invalid. The folder is chosen by: command-line flag > ``$VIBE_DATA_DIR`` > the
 platform's user-data folder (see :func:`default_data_dir`).
 """
 
@@ -137,32 +138,26 @@ CHECKS: dict[str, Callable[[Path], str]] = {
 }
 
 
+def check_file(name: str, path: Path) -> FileStatus:
+    """One model file's status by ``data check``'s validators; 'invalid' carries the reason."""
+    if not path.is_file():
+        if os.path.lexists(path):
+            return FileStatus(name, "invalid", "not a regular file (a folder, device, FIFO, socket or broken link)")
+        return FileStatus(name, "missing", "optional" if name in OPTIONAL_FILES else "")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES[name]:  # never read an impossible file
+        return FileStatus(
+            name, "invalid", f"{size:,} bytes, more than any real {name} ({MAX_FILE_BYTES[name]:,} at most)"
+        )
+    try:
+        return FileStatus(name, "present", CHECKS[name](path))
+    except VibeError as err:
+        return FileStatus(name, "invalid", str(err))
+
+
 def check_bundle(data_dir: Path, names=REQUIRED_FILES + OPTIONAL_FILES) -> list[FileStatus]:
     """Each file's status; 'invalid' carries the reason."""
-    statuses = []
-    for name in names:
-        path = data_dir / name
-        if not path.is_file():
-            if os.path.lexists(path):
-                statuses.append(
-                    FileStatus(name, "invalid", "not a regular file (a device, FIFO, socket or broken link)")
-                )
-            else:
-                statuses.append(FileStatus(name, "missing", "optional" if name in OPTIONAL_FILES else ""))
-            continue
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES[name]:  # never read an impossible file
-            statuses.append(
-                FileStatus(
-                    name, "invalid", f"{size:,} bytes, more than any real {name} ({MAX_FILE_BYTES[name]:,} at most)"
-                )
-            )
-            continue
-        try:
-            statuses.append(FileStatus(name, "present", CHECKS[name](path)))
-        except VibeError as err:
-            statuses.append(FileStatus(name, "invalid", str(err)))
-    return statuses
+    return [check_file(name, data_dir / name) for name in names]
 
 
 def bundle_ok(statuses: list[FileStatus]) -> bool:
@@ -319,23 +314,36 @@ def _read_exactly(item: _Found) -> Iterator[bytes]:
         )
 
 
-def _copy(item: _Found, dest: Path) -> None:
-    """Write through a temp file in the same folder, so an interrupted install never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str], None]) -> bool:
+    """Copy ``item`` into ``stage`` (inside data_dir, so the rename is atomic), validate the copy with
+    ``data check``'s validators and only then rename it over the installed file: an invalid file never
+    replaces one, and an interrupted install never leaves half a file. True when installed."""
+    staged = stage / item.name  # the real name: some readers and messages go by it
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(staged, "xb") as out:
             for chunk in _read_exactly(item):
                 out.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        status = check_file(item.name, staged)
+        if status.status == "present":
+            os.replace(staged, data_dir / item.name)
+            log(f"installed {item.name}: {status.detail}")
+            return True
+    finally:
+        staged.unlink(missing_ok=True)
+    reason = status.detail.replace(str(staged), item.entry)  # name the source, not the staged copy
+    if os.path.lexists(data_dir / item.name):
+        log(f"kept the existing {item.name}: the new one is invalid: {reason}")
+    else:
+        log(f"not installed {item.name}: the new one is invalid, and none is installed: {reason}")
+    return False
 
 
 def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> list[str]:
     """Copy the known model files from ``source`` (zip, folder, single file or http(s) URL) into
-    ``data_dir``. Returns the names installed; raises VibeError when nothing usable was found, and
-    before copying anything when an entry is a link or special file, or too large."""
+    ``data_dir``, each only once it passes ``data check``'s validation, logging what happened to each.
+    Returns the names installed; raises VibeError when nothing usable was found, before copying
+    anything when an entry is a link or special file, or too large, and at the end when some file was
+    invalid (the others are installed)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp, contextlib.ExitStack() as stack:
         if source.startswith(("http://", "https://")):
@@ -367,6 +375,13 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
                     f"'{source}' is neither a zip archive, a folder nor one of the model files "
                     f"({', '.join(KNOWN_FILES)})."
                 )
+        for item in found:  # a file cannot replace a folder, and the folder may hold the user's files
+            target = data_dir / item.name
+            if target.is_dir() and not target.is_symlink():
+                raise VibeError(
+                    f"Nothing installed: '{target}' is a folder where {item.name} must be a file. Move it "
+                    "out of the data folder (it was left as it is) and install again."
+                )
         total = sum(item.size for item in found)
         if total > MAX_TOTAL_BYTES:
             raise _refuse(
@@ -374,10 +389,16 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
                 f"holds {total:,} bytes of model files, more than the whole model data "
                 f"can be ({MAX_TOTAL_BYTES:,} at most)",
             )
-        for item in found:
-            _copy(item, data_dir / item.name)
+        stage = Path(tmp) / "staged"  # apart: a downloaded model file lies in tmp under its own name
+        stage.mkdir()
+        invalid = [item.name for item in found if not _install_one(item, stage, data_dir, log)]
     if not found:
         raise VibeError(f"'{source}' holds none of the model files ({', '.join(KNOWN_FILES)}).")
-    for item in found:
-        log(f"installed {item.name}")
+    if invalid:
+        raise VibeError(
+            f"Not installed: {', '.join(invalid)} from '{source}' {'is' if len(invalid) == 1 else 'are'} invalid "
+            f"(see above); whatever {data_dir} held under {'that name' if len(invalid) == 1 else 'those names'} "
+            "is unchanged. Get the official files again (vibe_data.zip and yolov3.weights) and install them; "
+            f"'vibe-mocap data check --data-dir {data_dir}' shows the state of each installed file."
+        )
     return [item.name for item in found]

@@ -50,6 +50,7 @@ YOLO_WEIGHTS = "yolov3.weights"
 YOLO_WEIGHTS_BYTES = 248_007_048  # 20-byte header + 62,001,757 float32
 
 MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
+NETWORK_FILES = MODEL_FILES + (SPIN_CHECKPOINT, VIBE_CHECKPOINT)  # what load_model reads from the folder
 REQUIRED_FILES = (
     SMPL_PKL,
     EXTRA_REGRESSOR,
@@ -86,9 +87,14 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
+def missing_files(data_dir: Path, names: Iterable[str]) -> list[str]:
+    """The ``names`` that are not regular files in data_dir."""
+    return [n for n in names if not (data_dir / n).is_file()]
+
+
 def require_files(data_dir: Path, names: Iterable[str], extra_paths: Iterable[str | os.PathLike] = ()) -> None:
     """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
-    missing = [str(data_dir / n) for n in names if not (data_dir / n).is_file()]
+    missing = [str(data_dir / n) for n in missing_files(data_dir, names)]
     missing += [str(p) for p in extra_paths if not Path(p).is_file()]
     if missing:
         raise VibeError(
@@ -98,12 +104,34 @@ def require_files(data_dir: Path, names: Iterable[str], extra_paths: Iterable[st
 
 
 def model_data_problem(data_dir: Path) -> str | None:
-    """None when the files the network needs are there, else the sentence saying what is missing."""
+    """None when the files the network needs are there; when the folder holds none of the model files
+    (nothing installed yet), the sentence saying how to install them, for the caller to raise or to
+    run the placeholder on. Some model files but not all is an unfinished or damaged install, never a
+    reason for the placeholder: VibeError naming each missing or invalid file."""
     try:
-        require_files(data_dir, MODEL_FILES + (SPIN_CHECKPOINT, VIBE_CHECKPOINT))
+        require_files(data_dir, NETWORK_FILES)
     except VibeError as err:
+        if any(os.path.lexists(data_dir / name) for name in REQUIRED_FILES + OPTIONAL_FILES):
+            raise _incomplete_data_error(data_dir) from None
         return str(err)
     return None
+
+
+def _incomplete_data_error(data_dir: Path) -> VibeError:
+    from .bundle import check_bundle  # imports this module; its validators are `data check`'s own
+
+    problems = [
+        f"  {s.name}: {s.status}" + (f": {s.detail}" if s.detail else "")
+        for s in check_bundle(data_dir, REQUIRED_FILES)
+        if s.status != "present"
+    ]
+    lines = "\n".join(problems)
+    return VibeError(
+        f"The model data in {data_dir} is incomplete:\n{lines}\nInstall the official files "
+        f"(vibe_data.zip, with yolov3.weights) with 'vibe-mocap data install PATH_OR_URL --data-dir {data_dir}' "
+        f"and see each file's state with 'vibe-mocap data check --data-dir {data_dir}'. (The synthetic "
+        "placeholder model stands in only when none of the model files are installed.)"
+    )
 
 
 def synthetic_cache_dir() -> Path:
@@ -264,9 +292,10 @@ def load_for_inference(
 ) -> LoadedModel:
     """The model for the data in ``data_dir`` (flag > $VIBE_DATA_DIR > platform default).
 
-    When the data is missing: VibeError saying how to install it, or, with ``allow_synthetic``, the
-    clearly labelled random-weight placeholder (written once to ``synthetic_dir``) whose results
-    carry ``model_name == "synthetic placeholder"``.
+    When no model file is installed: VibeError saying how to install them, or, with
+    ``allow_synthetic``, the clearly labelled random-weight placeholder (written once to
+    ``synthetic_dir``) whose results carry ``model_name == "synthetic placeholder"``. When only some
+    are (see :func:`model_data_problem`): VibeError naming each missing or invalid file.
     """
     device = resolve_device(device)
     data_dir = resolve_data_dir(data_dir)
@@ -276,7 +305,7 @@ def load_for_inference(
         if not allow_synthetic:
             raise VibeError(problem)
         data_dir = Path(synthetic_dir or synthetic_cache_dir())
-        if model_data_problem(data_dir) is not None:
+        if missing_files(data_dir, NETWORK_FILES):  # a half-written placeholder is written again
             if log:
                 log(f"Writing the synthetic placeholder model to {data_dir} (once).")
             synthetic.write_synthetic_bundle(data_dir)

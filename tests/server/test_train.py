@@ -3,6 +3,8 @@ inference model, resuming continues, two gloo processes under torchrun work, eva
 
 import csv
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +279,39 @@ def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
     assert rc == 0 and result["overall"]["pve"] != result["overall"]["pve"]  # NaN: no SMPL ground truth
     assert main(["evaluate", str(dirs["db"] / "amass_db.pt"), "--data-dir", str(dirs["data"])]) == 2
     assert "Cannot tell the layout" in capsys.readouterr().err
+
+
+def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):
+    from vibe_server.cli import main
+
+    test_db = str(dirs["db"] / "3dpw_test_db.pt")
+    cases = [
+        ([test_db, "--seqlen", "0"], "--seqlen=0 is out of range: it must be a whole number >= 1"),
+        ([test_db, "--seqlen", "-5"], "--seqlen=-5 is out of range"),
+        ([test_db, "--batch-size", "0"], "--batch-size=0 is out of range"),
+        ([str(dirs["root"] / "missing_db.pt")], "missing_db.pt not found"),
+        ([str(dirs["root"] / "missing_db.pt"), "--dataset", "3dpw"], "missing_db.pt not found"),
+        ([str(dirs["db"])], "is a folder, not a database file"),
+        (
+            [test_db, "--dataset", "h36m"],
+            r"3dpw_test_db.pt is not in the h36m layout: its joints2D has shape \(73, 14, 3\), h36m files have "
+            r"\(N, 49, 3\). It looks like 3dpw data. Pass --dataset",
+        ),
+        ([str(dirs["db"] / "h36m_train_db.pt"), "--dataset", "3dpw"], "It looks like mpii3d or h36m data"),
+    ]
+    for args, message in cases:
+        assert main(["evaluate", *args, "--data-dir", str(dirs["data"])]) == 2, args
+        err = capsys.readouterr().err
+        assert re.match(f"error: .*{message}", err) and err.count("\n") == 1, (args, err)
+        assert "--db_dir" not in err and "nothing to train on" not in err
+
+
+def test_training_refuses_a_file_of_another_dataset(dirs, tmp_path):
+    from vibe_server.train.train import train
+
+    shutil.copyfile(dirs["db"] / "3dpw_train_db.pt", tmp_path / "h36m_train_db.pt")  # 14 joints, not 49
+    config = tiny(
+        dirs, "wrong_file", f"--db_dir={tmp_path}", "--datasets_2d=", "--datasets_3d=h36m", "--dataset_val=none"
+    )
+    with pytest.raises(VibeError, match="not in the h36m layout.*looks like 3dpw data. Put the original's h36m_train"):
+        train(config)

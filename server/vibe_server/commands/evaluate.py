@@ -9,6 +9,10 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 
+from ..train.config import check_setting
+
+SEQLEN, BATCH_SIZE = 16, 32  # the original's evaluation window and batch
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a VIBE checkpoint on a 3DPW / MPI-INF-3DHP / H36M database file")
@@ -20,8 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="layout of db_file (default: from its name, e.g. 3dpw_test_db.pt -> 3dpw)",
     )
     p.add_argument("--data-dir", help="model-data folder (SMPL, J_regressor_h36m.npy)")
-    p.add_argument("--seqlen", type=int, default=16, help="window length T (results depend on it)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seqlen", type=int, default=SEQLEN, help="window length T (results depend on it)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
     p.set_defaults(run=run)
@@ -35,18 +39,26 @@ def dataset_from_name(db_file: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_setting("seqlen", args.seqlen, flag="--seqlen", default=SEQLEN)
+    check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE)
+    db_file = Path(args.db_file)
+    if not db_file.is_file():  # before the layout: a wrong path is the first thing to fix
+        what = "is a folder, not a database file" if db_file.is_dir() else "not found"
+        raise VibeError(f"Database file {db_file} {what}; give the path of a file such as 3dpw_test_db.pt.")
+    name = args.dataset or dataset_from_name(db_file)
+
     # start-up: torch and the training code load only when an evaluation really runs
     from ..data import loading
     from ..evaluate.evaluate import evaluate_generator
     from ..train.datasets import SequenceDataset
     from ..train.generator import build_generator
+    from ..train.layout import check_joint_layout
 
-    db_file = Path(args.db_file)
-    name = args.dataset or dataset_from_name(db_file)
-    checkpoint = args.checkpoint or loading.resolve_data_dir(args.data_dir) / loading.VIBE_CHECKPOINT
-    generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(args.device)
     # 3DPW files carry SMPL ground truth (PVE); the others are scored on joints only
     dataset = SequenceDataset(None, name, "test" if name == "3dpw" else "val", seqlen=args.seqlen, path=db_file)
+    check_joint_layout(dataset, "Pass --dataset with the layout the file was made in (3dpw, mpii3d or h36m).")
+    checkpoint = args.checkpoint or loading.resolve_data_dir(args.data_dir) / loading.VIBE_CHECKPOINT
+    generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(args.device)
     result = evaluate_generator(
         generator, dataset, loading.load_h36m_regressor(args.data_dir), args.device, batch_size=args.batch_size
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -29,6 +30,15 @@ class RunConfig:
     device: str = "auto"  # auto = cuda when available (one GPU per rank), else cpu
     seed: int = 0
     log_interval: int = 10  # log every this many steps (VIBE) or epochs (MPoser)
+
+    def __post_init__(self) -> None:
+        # every config (command line, checkpoint, code) is checked once here, before any work starts
+        for f in dataclasses.fields(self):
+            check_setting(f.name, getattr(self, f.name), default=f.default)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Settings that are valid alone but not together (a trainer adds its own)."""
 
 
 @dataclass
@@ -81,6 +91,29 @@ class TrainConfig(RunConfig):
     # --- system ---
     tensorboard: bool = True  # also write TensorBoard events when it is installed
 
+    def batch_split(self) -> tuple[int, int]:
+        """-> (2D, 3D) sequences per step: int(batch_size * data_2d_ratio) 2D (0 without 2D sets), the rest 3D."""
+        batch_2d = int(self.batch_size * self.data_2d_ratio) if split_list(self.datasets_2d) else 0
+        return batch_2d, self.batch_size - batch_2d
+
+    def _check_combinations(self) -> None:
+        batch_2d, batch_3d = self.batch_split()
+        if min(batch_2d, batch_3d) < 1 and split_list(self.datasets_2d):
+            raise VibeError(
+                f"--batch_size={self.batch_size} with --data_2d_ratio={self.data_2d_ratio} gives {batch_2d} 2D and "
+                f"{batch_3d} 3D sequences per step; each needs at least one. Raise --batch_size, change "
+                "--data_2d_ratio, or train without 2D data (--datasets_2d=)."
+            )
+        if (
+            self.motion_prior == "discriminator"
+            and self.disc_feature_pool == "attention"
+            and self.disc_attention_size != self.disc_hidden
+        ):  # attention pools the GRU's hidden states
+            raise VibeError(
+                f"--disc_attention_size={self.disc_attention_size} must equal --disc_hidden={self.disc_hidden} "
+                "with --disc_feature_pool=attention; set both to the same value."
+            )
+
 
 @dataclass
 class MPoserConfig(RunConfig):
@@ -103,6 +136,68 @@ class MPoserConfig(RunConfig):
 
 
 ConfigT = TypeVar("ConfigT", bound=RunConfig)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; NaN and infinities never are."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False  # high itself excluded
+
+    def __contains__(self, value: float) -> bool:
+        above_low = value > self.low if self.low_open else value >= self.low
+        below_high = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above_low and below_high
+
+    def describe(self, kind: type) -> str:
+        def show(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else str(x)
+
+        text = "a whole number" if kind is int else "a finite number"
+        text += f" {'>' if self.low_open else '>='} {show(self.low)}"
+        if self.high != math.inf:
+            text += f" and {'<' if self.high_open else '<='} {show(self.high)}"
+        return text
+
+
+_COUNT, _POSITIVE, _NON_NEGATIVE = Range(0), Range(1), Range(0.0)
+# Every int and float setting of the trainers (a name means the same in each), from its meaning:
+RANGES = {
+    **dict.fromkeys(("seqlen", "batch_size", "epochs", "log_interval", "iters_per_epoch"), _POSITIVE),
+    **dict.fromkeys(("motion_batch_size", "val_batch_size", "disc_update_steps"), _POSITIVE),
+    **dict.fromkeys(("disc_hidden", "disc_layers", "disc_attention_size", "disc_attention_layers"), _POSITIVE),
+    **dict.fromkeys(("hidden_size", "latent_size", "num_layers"), _POSITIVE),
+    **dict.fromkeys(("num_workers", "lr_patience"), _COUNT),
+    "seed": Range(0, 2**32 - 1),  # numpy refuses negative seeds; 32 bits suit every generator
+    "data_2d_ratio": Range(0.0, 1.0),  # with 2D sets, batch_split also needs one sequence of each kind
+    "disc_attention_dropout": Range(0.0, 1.0, high_open=True),  # 1 would drop every attention input
+    "val_fraction": Range(0.0, 1.0, high_open=True),  # 1 would leave nothing to train on
+    **dict.fromkeys(("kp_2d_w", "kp_3d_w", "pose_w", "shape_w", "d_motion_w", "mposer_w"), _NON_NEGATIVE),
+    **dict.fromkeys(("reconstruction_w", "kl_w"), _NON_NEGATIVE),
+    **dict.fromkeys(("gen_lr", "gen_wd", "disc_lr", "disc_wd", "lr", "weight_decay"), _NON_NEGATIVE),
+    "lr_factor": Range(0.0, 1.0, low_open=True, high_open=True),  # the learning rate shrinks, never to 0
+    "abort_pa_mpjpe_mm": _NON_NEGATIVE,  # 0 = never
+}
+CHOICES = {
+    "motion_prior": ("discriminator", "mposer", "none"),
+    "disc_feature_pool": ("attention", "concat", "last"),
+}
+
+
+def check_setting(name: str, value, flag: str | None = None, default=None) -> None:
+    """Raises VibeError when `value` is outside what setting `name` (a RANGES or CHOICES key) may take.
+    flag: how the user gave it (default --name); default: a value to suggest."""
+    flag = flag or f"--{name}"
+    example = f" (default {flag}={default})" if default is not None else ""
+    if name in CHOICES and value not in CHOICES[name]:
+        raise VibeError(f"{flag} must be one of {', '.join(CHOICES[name])}; got {value!r}{example}.")
+    if name in RANGES and value not in RANGES[name]:
+        described = RANGES[name].describe(type(value))
+        raise VibeError(f"{flag}={value} is out of range: it must be {described}{example}.")
+
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 

@@ -44,6 +44,7 @@ from ..model.mposer import mposer_prior_loss
 from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator
+from .layout import check_joint_layout
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer
 from .run_log import append_csv, log, show_progress_on_console
@@ -135,8 +136,12 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
         fix_pennaction_joints=config.fix_pennaction_joints,
         match_keypoint_crop=config.match_keypoint_crop,
     )
-    if config.motion_prior not in ("discriminator", "mposer", "none"):
-        raise VibeError(f"--motion_prior must be discriminator, mposer or none; got {config.motion_prior!r}.")
+
+    def open_set(name: str, split: str) -> SequenceDataset:
+        dataset = SequenceDataset(config.db_dir, name, split, **options)
+        check_joint_layout(dataset, f"Put the original's {spec_for(name).files[split]} in --db_dir.")
+        return dataset
+
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)
     if not names_3d:
         raise VibeError("Training needs at least one 3D dataset (--datasets_3d), as the original does.")
@@ -145,11 +150,10 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
             raise VibeError(
                 f"Dataset {name!r} is not a {expected.upper()} dataset; move it to --datasets_{spec_for(name).kind}."
             )
-    batch_2d = int(config.batch_size * config.data_2d_ratio) if names_2d else 0
-    batch_3d = config.batch_size - batch_2d
+    batch_2d, batch_3d = config.batch_split()
     loader_2d = (
         make_loader(
-            [SequenceDataset(config.db_dir, n, "train", **options) for n in names_2d],
+            [open_set(n, "train") for n in names_2d],
             batch_2d,
             config,
             rank,
@@ -158,9 +162,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
         if names_2d
         else None
     )
-    loader_3d = make_loader(
-        [SequenceDataset(config.db_dir, n, "train", **options) for n in names_3d], batch_3d, config, rank, world_size
-    )
+    loader_3d = make_loader([open_set(n, "train") for n in names_3d], batch_3d, config, rank, world_size)
     use_disc = config.motion_prior == "discriminator"
     loader_motion = (
         make_loader(
@@ -175,7 +177,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
     )
     val_dataset = None
     if config.dataset_val.lower() != "none" and master:
-        val_dataset = SequenceDataset(config.db_dir, config.dataset_val, "val", **options)
+        val_dataset = open_set(config.dataset_val, "val")
     say(
         f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
         f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "

@@ -28,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a file the command reads or writes: missing, no permission, disk full...
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

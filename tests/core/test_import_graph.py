@@ -165,6 +165,7 @@ MAY_IMPORT = {
         "vibe_server.evaluate",
         "vibe_server.geometry",
         "vibe_server.model",
+        "vibe_server.output_files",
         "vibe_server.pipeline",
         CORE,
     },

@@ -422,7 +422,7 @@ def test_partial_model_data_fails_instead_of_running_the_placeholder(full_bundle
         load_for_inference(data_dir, device="cpu", allow_synthetic=True, synthetic_dir=placeholder)
     text = str(err.value)
     assert f"The model data in {data_dir} is incomplete" in text
-    smpl = "invalid: not a regular file (a folder" if how == "folder" else "missing"
+    smpl = "not a regular file" if how == "folder" else "missing"
     assert f"  {bundle.SMPL_PKL}: {smpl}" in text
     assert (f"  {bundle.VIBE_CHECKPOINT}: missing" in text) == (how == "only-yolo")
     assert f"'vibe-mocap data install PATH_OR_URL --data-dir {data_dir}'" in text

@@ -44,6 +44,87 @@ def test_an_output_that_is_a_folder_is_refused(tmp_path):
 def test_an_output_inside_a_file_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("a file")
     for path in (tmp_path / "notes.txt" / "r.npz", tmp_path / "notes.txt" / "more" / "r.npz"):
-        with pytest.raises(VibeError, match=r"The result file '.*' cannot be written: '.*notes.txt' is a file"):
+        with pytest.raises(VibeError, match=r"The result file '.*' cannot be made: '.*notes.txt' is a file"):
             check_output_path(path, "the result file")
     assert check_output_path(tmp_path / "new" / "deeper" / "r.npz", "the result file")  # made when written
+
+
+# -- every command checks its outputs before its work, and says so in one line ----------------------
+
+
+@pytest.fixture
+def files(tmp_path):
+    """An input video, a boxes file, a database file, a plain file and a folder."""
+    for name in ("clip.mp4", "boxes.csv", "3dpw_test_db.pt", "notes.txt"):
+        (tmp_path / name).write_bytes(b"kept as it is")
+    (tmp_path / "folder.npz").mkdir()
+    return tmp_path
+
+
+COMMANDS = {  # argv (from the fixture's folder) -> the words of its one error line
+    "infer: -o is a folder": (["infer", "clip.mp4", "-o", "folder.npz"], "The result file 'folder.npz' is a folder"),
+    "infer: --pkl is the video": (
+        ["infer", "clip.mp4", "-o", "r.npz", "--pkl", "clip.mp4"],
+        "The official pkl 'clip.mp4' is the same file as the video",
+    ),
+    "infer: --body-model is the result": (
+        ["infer", "clip.mp4", "-o", "r.npz", "--body-model", "r.npz"],
+        "The body-model file 'r.npz' is the same file as the result file",
+    ),
+    "infer: -o inside a file": (["infer", "clip.mp4", "-o", "notes.txt/r.npz"], "'notes.txt' is a file, not a folder"),
+    "live: --record is a folder": (
+        ["live", "clip.mp4", "--record", "folder.npz"],
+        "The recording 'folder.npz' is a folder",
+    ),
+    "evaluate: --json is the database": (
+        ["evaluate", "3dpw_test_db.pt", "--json", "3dpw_test_db.pt"],
+        "The JSON report '3dpw_test_db.pt' is the same file as the database",
+    ),
+    "extract-features: --out is the video": (
+        ["extract-features", "clip.mp4", "--bboxes", "boxes.csv", "--out", "clip.mp4"],
+        "The feature file 'clip.mp4' is the same file as the video",
+    ),
+    "batch: -o is a file": (["batch", "clip.mp4", "-o", "notes.txt"], "The output folder 'notes.txt' cannot be made"),
+    "data install: --data-dir is a file": (
+        ["data", "install", "clip.mp4", "--data-dir", "notes.txt"],
+        "The model-data folder 'notes.txt' cannot be made",
+    ),
+    "serve: --jobs-dir is a file": (
+        ["serve", "--jobs-dir", "notes.txt", "--token", "t"],
+        "The jobs folder 'notes.txt' cannot be made",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COMMANDS))
+def test_outputs_are_checked_before_the_work(files, monkeypatch, capsys, case):
+    from vibe_server.cli import main
+
+    argv, words = COMMANDS[case]
+    monkeypatch.chdir(files)
+    monkeypatch.setenv("VIBE_DATA_DIR", str(files / "no_data"))
+    before = {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before  # nothing written or lost
+
+
+def test_a_failed_write_is_one_line_and_leaves_no_part_file(tmp_path, monkeypatch, capsys):
+    """An OSError (here: the disk full) is one message from the command line, never a traceback."""
+    from vibe_server import output_files
+    from vibe_server.cli import main
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "report.json"))
+
+    monkeypatch.setattr(output_files.os, "fsync", disk_full)
+    (tmp_path / "3dpw_test_db.pt").write_bytes(b"x")
+    with pytest.raises(OSError):
+        output_files.atomic_write(tmp_path / "report.json", lambda f: f.write(b"{}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3dpw_test_db.pt"]
+    monkeypatch.setattr("vibe_server.commands.evaluate.check_setting", disk_full)  # the first thing evaluate does
+    assert main(["evaluate", str(tmp_path / "3dpw_test_db.pt")]) == 2
+    err = capsys.readouterr().err
+    path = tmp_path / "report.json"
+    assert err == f"error: No space left on device ({path}). Check the path, its permissions and the free disk space.\n"

@@ -35,7 +35,7 @@ def check_folder_can_hold(folder: Path, what: str, path: Path) -> None:
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise VibeError(
-            f"{what[0].upper()}{what[1:]} '{path}' cannot be written: '{existing}' is a file, not a folder. "
+            f"{what[0].upper()}{what[1:]} '{path}' cannot be made: '{existing}' is a file, not a folder. "
             "Choose another folder."
         )
 
@@ -45,3 +45,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
     except OSError:  # unreadable: not provably the same
         return False
+
+
+def check_output_folder(folder: str | Path, what: str) -> Path:
+    """``folder`` as the folder of the output ``what`` (made when missing): VibeError when it, or the
+    nearest existing part of it, is a file."""
+    folder = Path(folder)
+    check_folder_can_hold(folder, what, folder)
+    return folder

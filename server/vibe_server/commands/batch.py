@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.output_paths import check_output_folder
 
 from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)
+    check_output_folder(args.output_dir, "the output folder")
     spec = EngineSpec(
         device=args.device,
         precision=FAST if args.fast else AUTO,

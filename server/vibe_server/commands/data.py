@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from vibe_blender.core.output_paths import check_output_folder
+
 from ..data import bundle
 
 
@@ -60,6 +62,6 @@ def _check(args) -> int:
 
 
 def _install(args) -> int:
-    data_dir = bundle.resolve_data_dir(args.data_dir)
+    data_dir = check_output_folder(bundle.resolve_data_dir(args.data_dir), "the model-data folder")
     bundle.install(args.source, data_dir)
     return _check(args)

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.output_paths import check_output_path
 
+from ..output_files import atomic_write_bytes
 from ..train.config import check_setting
 
 SEQLEN, BATCH_SIZE = 16, 32  # the original's evaluation window and batch
@@ -46,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         what = "is a folder, not a database file" if db_file.is_dir() else "not found"
         raise VibeError(f"Database file {db_file} {what}; give the path of a file such as 3dpw_test_db.pt.")
     name = args.dataset or dataset_from_name(db_file)
+    if args.json_path:
+        others = {"the database": db_file, "the checkpoint": args.checkpoint}
+        check_output_path(args.json_path, "the JSON report", others)
 
     # start-up: torch and the training code load only when an evaluation really runs
     from ..data import loading
@@ -65,15 +70,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{checkpoint} on {db_file} ({result.num_frames} frames, T = {args.seqlen}); mm, mm/frame^2:")
     print(result.table())
     if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps(
-                {
-                    "checkpoint": str(checkpoint),
-                    "db_file": str(db_file),
-                    "overall": result.overall,
-                    "per_sequence": result.per_sequence,
-                },
-                indent=1,
-            )
-        )
+        report = {
+            "checkpoint": str(checkpoint),
+            "db_file": str(db_file),
+            "overall": result.overall,
+            "per_sequence": result.per_sequence,
+        }
+        atomic_write_bytes(args.json_path, json.dumps(report, indent=1).encode("utf-8"))
     return 0

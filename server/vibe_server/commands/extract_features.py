@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.output_paths import check_output_path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     video = Path(args.video)
     if not video.is_file():
         raise VibeError(f"Video {video} not found.")
+    check_output_path(args.out, "the feature file", {"the video": video, "the boxes": args.bboxes})
     frame_ids, bboxes = read_bboxes(args.bboxes)
     check_crop_scale(args.scale)  # before the model loads
     model = load_model(args.data_dir, device=args.device)

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.output_paths import check_output_path
 
+from ..output_files import atomic_write
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES
@@ -125,6 +127,16 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"
     if output.suffix != ".npz":
         raise VibeError(f"The result file must end in .npz; got '{output}'.")
+    # every output checked before the run: none may be a folder, the video or another output
+    output = check_output_path(output, "the result file", {"the video": video})
+    pkl_path = body_path = None
+    if args.pkl is not None:
+        pkl_path = Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl")
+        check_output_path(pkl_path, "the official pkl", {"the video": video, "the result file": output})
+    if args.body_model is not None:
+        body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
+        others = {"the video": video, "the result file": output, "the official pkl": pkl_path}
+        check_output_path(body_path, "the body-model file", others)
     options = run_options(args)
 
     # one engine per device: every visible GPU for auto/cuda (one video divided among them), else one
@@ -154,20 +166,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".part")
-    with open(tmp, "wb") as f:
-        save_result(f, out.result)
-    tmp.replace(output)
-    pkl_path = None
-    if args.pkl is not None:
-        pkl_path = Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl")
+    atomic_write(output, lambda f: save_result(f, out.result))
+    if pkl_path is not None:
         postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
-
-    body_path = None
-    if args.body_model is not None:
-        body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
-        save_body_model(body_path, load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl"))
+    if body_path is not None:
+        body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
+        atomic_write(body_path, lambda f: save_body_model(f, body_model))
 
     print(summary_table(out, engine, devices=devices))
     print(

@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.output_paths import check_output_path
 from vibe_blender.core.result_file import save_result
 
 from ..data.loading import resolve_device
+from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli
@@ -56,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         )
     options = options_from_cli(args, LiveOptions)
     options.validate()
-    parse_source(args.source)  # a bad source is refused before the model loads
+    kind, target = parse_source(args.source)  # a bad source is refused before the model loads
+    if record is not None:
+        check_output_path(record, "the recording", {"the video": target if kind == "file" else None})
     engine = load_engine(
         args.data_dir,
         device=resolve_device(args.device),
@@ -114,11 +118,7 @@ def run(args: argparse.Namespace) -> int:
             raise VibeError(
                 f"Nobody was tracked from {source.info.name}: nothing to record. Make sure a whole person is in view."
             )
-        record.parent.mkdir(parents=True, exist_ok=True)
-        tmp = record.with_name(record.name + ".part")
-        with open(tmp, "wb") as f:
-            save_result(f, result)
-        tmp.replace(record)
+        atomic_write(record, lambda f: save_result(f, result))
         print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         token=token,
         data_dir=Path(args.data_dir) if args.data_dir else None,
-        jobs_dir=Path(args.jobs_dir),
+        jobs_dir=check_output_folder(args.jobs_dir, "the jobs folder"),
         device=args.device if args.device in ("auto", "cuda") else device,
         precision=precision,
         max_upload_bytes=args.max_upload_mb * 1024**2,

@@ -118,16 +118,12 @@ def model_data_problem(data_dir: Path) -> str | None:
 
 
 def _incomplete_data_error(data_dir: Path) -> VibeError:
-    from .bundle import check_bundle  # imports this module; its validators are `data check`'s own
-
-    problems = [
-        f"  {s.name}: {s.status}" + (f": {s.detail}" if s.detail else "")
-        for s in check_bundle(data_dir, REQUIRED_FILES)
-        if s.status != "present"
-    ]
-    lines = "\n".join(problems)
+    missing = "\n".join(
+        f"  {name}: " + ("not a regular file" if os.path.lexists(data_dir / name) else "missing")
+        for name in missing_files(data_dir, REQUIRED_FILES)
+    )
     return VibeError(
-        f"The model data in {data_dir} is incomplete:\n{lines}\nInstall the official files "
+        f"The model data in {data_dir} is incomplete:\n{missing}\nInstall the official files "
         f"(vibe_data.zip, with yolov3.weights) with 'vibe-mocap data install PATH_OR_URL --data-dir {data_dir}' "
         f"and see each file's state with 'vibe-mocap data check --data-dir {data_dir}'. (The synthetic "
         "placeholder model stands in only when none of the model files are installed.)"

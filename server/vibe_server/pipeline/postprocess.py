@@ -34,6 +34,7 @@ import torch
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track
 from vibe_server.geometry import convert_crop_cam_to_orig_img, convert_crop_coords_to_orig_img, projection
+from vibe_server.output_files import atomic_write
 
 BBOX_SCALE = 1.1  # the crop covers 1.1 x the tracker's (square) box (official demo)
 CROP_SIZE_PX = 224
@@ -154,14 +155,10 @@ def write_official_pkl(path: str | Path, output: dict[int, dict]) -> None:
         import joblib  # optional dependency (the train extra); without it a plain pickle is written
     except ImportError:
         joblib = None
-    tmp = path.with_name(path.name + ".part")
     try:
         if joblib is not None:
-            joblib.dump(output, tmp)
+            atomic_write(path, lambda f: joblib.dump(output, f))
         else:
-            with open(tmp, "wb") as f:
-                pickle.dump(output, f, protocol=4)
-        tmp.replace(path)
+            atomic_write(path, lambda f: pickle.dump(output, f, protocol=4))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise VibeError(f"Cannot write {path}: {err}. Choose a writable output folder.") from err

@@ -16,6 +16,7 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
+from ..output_files import atomic_write
 from ..pipeline.crop import crop_person, normalize_crops
 
 
@@ -108,13 +109,10 @@ def write_feature_db(
     """-> a joblib `.pt` with `features`, `bbox`, `frame_id`, `vid_name` (the database-file layout)."""
     import joblib  # optional dependency (the train extra)
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(
-        {
-            "features": features,
-            "bbox": bboxes,
-            "frame_id": frame_ids,
-            "vid_name": np.array([vid_name] * len(frame_ids)),
-        },
-        path,
-    )
+    db = {
+        "features": features,
+        "bbox": bboxes,
+        "frame_id": frame_ids,
+        "vid_name": np.array([vid_name] * len(frame_ids)),
+    }
+    atomic_write(path, lambda f: joblib.dump(db, f))

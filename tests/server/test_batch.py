@@ -253,6 +253,7 @@ def test_a_worker_that_cannot_load_its_engine_stops_the_batch_with_one_error(cli
         (["--device", "tpu"], "Unknown device"),
         (["--smoothing", "2"], "between 0 and 1"),
         (["--ray", "{input}"], "put --ray after the inputs"),
+        (["--transfer", "object-store"], "it needs --ray"),
     ],
 )
 def test_batch_bad_arguments_give_one_clear_error(tmp_path, capsys, extra, message):

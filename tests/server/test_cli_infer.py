@@ -105,6 +105,7 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
     "argv, message",
     [
         (["infer", "/no/such/video.mp4"], "no video at"),
+        (["infer", "/"], "'/' is a folder; infer takes one video. For every video in it: vibe-mocap batch"),
         (["infer", "{video}", "-o", "out.txt"], "must end in .npz"),
         (["infer", "{video}", "--detection-stride", "0"], "at least 1"),
         (["infer", "{video}", "--smoothing", "3"], "between 0 and 1"),

@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         raise VibeError(
             "--jobs is for local workers; with --ray the cluster's GPUs (or CPUs) set the number of actors."
         )
+    if args.transfer != "shared" and args.ray is None:
+        raise VibeError(
+            "--transfer chooses how a Ray cluster moves files; it needs --ray (local workers share the disk)."
+        )
     if args.ray and Path(args.ray).exists():
         raise VibeError(
             f"--ray took '{args.ray}' as the cluster's address, but it is a file or folder: put --ray "

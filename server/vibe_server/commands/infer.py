@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.segmented import run_across_devices
 
     video = Path(args.video)
+    if video.is_dir():
+        raise VibeError(
+            f"'{video}' is a folder; infer takes one video. For every video in it: vibe-mocap batch '{video}' -o OUTDIR"
+        )
     if not video.is_file():
         raise VibeError(f"There is no video at '{video}'; check the path.")
     output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"

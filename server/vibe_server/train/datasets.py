@@ -230,7 +230,8 @@ def require_keys(db: dict, keys: tuple, path: str | Path) -> None:
     missing = [k for k in keys if k not in db]
     if missing:
         raise VibeError(
-            f"{path} lacks {', '.join(missing)}; it is not in the expected layout (needs {', '.join(keys)})."
+            f"{path} lacks {', '.join(missing)}, so it is not in the layout expected here (which needs "
+            f"{', '.join(keys)}). Check that the dataset named for it matches the file (its name or --dataset)."
         )
 
 
@@ -307,7 +308,10 @@ class SequenceDataset(Dataset):
         )
         self.windows = split_into_chunks(self.vid_names, seqlen, stride)
         if not self.windows:
-            raise VibeError(f"{self.path} has no track of at least {seqlen} frames; nothing to train on.")
+            raise VibeError(
+                f"{self.path} has no track of at least {seqlen} frames, the sequence length (--seqlen): "
+                "there is no window to use. Lower --seqlen or use a file with longer tracks."
+            )
 
     def __len__(self) -> int:
         return len(self.windows)

@@ -19,6 +19,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # how torch.load tells its zip format from the legacy
 MAX_ZIP_DIRECTORY_BYTES = 4 << 20
 
 
-def _zip_problem(file, size: int) -> str | None:
+def _zip_problem(file: BinaryIO, size: int) -> str | None:
     """What in this zip-format file torch.save never writes (None when nothing)."""
     _, directory = central_directory(file) or (0, 0)  # no end record: ZipFile itself refuses the file
     if directory > MAX_ZIP_DIRECTORY_BYTES:
@@ -93,7 +94,7 @@ def _zip_problem(file, size: int) -> str | None:
     return None
 
 
-def check_zip_records(file, path: Path, what: str) -> None:
+def check_zip_records(file: BinaryIO, path: Path, what: str) -> None:
     """Refuse a zip-format checkpoint whose records torch.load would inflate (it does so without a
     limit) or that claim more bytes than the file holds: torch.save stores its records uncompressed."""
     file.seek(0)

@@ -187,7 +187,7 @@ CHOICES = {
 }
 
 
-def check_setting(name: str, value, flag: str | None = None, default=None) -> None:
+def check_setting(name: str, value: object, flag: str | None = None, default: object = None) -> None:
     """Raises VibeError when `value` is outside what setting `name` (a RANGES or CHOICES key) may take.
     flag: how the user gave it (default --name); default: a value to suggest."""
     flag = flag or f"--{name}"

@@ -23,6 +23,10 @@ from .core.smpl_model import BodyModel
 from .rig_builder import build_character
 
 ROOT_MOTION_MODES = ("full", "in_place")
+BLENDER_MAX_FRAME = 1_048_574  # the last frame of Blender's timeline (MAXFRAME)
+# Each frame of a person is about 100 keys (15 KB of Blender's memory, 3x with baked correctives): past
+# this many person-frames an import needs many GB, so it is refused rather than started.
+MAX_PERSON_FRAMES = 300_000
 SENSOR_WIDTH_MM = 36.0
 
 
@@ -63,6 +67,7 @@ def import_motion(
             "most frames. Raise 'Max characters' in the import options to import more."
         )
         motion = replace(motion, tracks=tracks)
+    last_frame_id = _check_fits_blender(motion)
     camera_frame = any(np.allclose(t.source_to_blender, CAMERA_TO_BLENDER) for t in motion.tracks)
     # Camera-frame data: put the lowest foot on the floor (z = 0); Z-up worlds already have a floor.
     offset = ground_offset(body_model, motion.tracks) if camera_frame else np.zeros(3)
@@ -80,14 +85,14 @@ def import_motion(
             track,
             ground_offset_m=offset,
             in_place=options.root_motion == "in_place",
-            last_frame_id=motion.frame_count - 1,
+            last_frame_id=last_frame_id,
         )
         characters.append((armature_obj, mesh_obj))
 
     if options.set_scene:
         scene = bpy.context.scene
         scene.render.fps, scene.render.fps_base = fps_to_blender(motion.fps)
-        scene.frame_start, scene.frame_end = FIRST_FRAME, FIRST_FRAME + motion.frame_count - 1
+        scene.frame_start, scene.frame_end = FIRST_FRAME, FIRST_FRAME + last_frame_id
     if options.add_camera and motion.camera is not None and camera_frame:
         add_video_camera(motion, collection, video_path=options.video_path, report=report)
     bpy.context.scene.frame_set(bpy.context.scene.frame_start)  # evaluate the new objects
@@ -95,6 +100,26 @@ def import_motion(
         f"Imported {len(characters)} character(s) from {motion.source_name}: {', '.join(a.name for a, _ in characters)}"
     )
     return characters
+
+
+def _check_fits_blender(motion: MotionSet) -> int:
+    """The last source frame the scene shows (the video's, or the last with motion when the video's
+    own count passes Blender's timeline); VibeError when the motion itself does not fit in Blender."""
+    last_motion = max(int(t.frame_ids[-1]) for t in motion.tracks)
+    if FIRST_FRAME + last_motion > BLENDER_MAX_FRAME:
+        raise VibeError(
+            f"{motion.source_name} has motion at frame {last_motion:,}, past the end of Blender's timeline "
+            f"(frame {BLENDER_MAX_FRAME:,}); the file is damaged or is no capture Blender can hold."
+        )
+    person_frames = sum(len(t.frame_ids) for t in motion.tracks)
+    if person_frames > MAX_PERSON_FRAMES:
+        raise VibeError(
+            f"{motion.source_name} holds {person_frames:,} frames of motion over {len(motion.tracks)} people; "
+            f"more than {MAX_PERSON_FRAMES:,} would need many GB of memory in Blender. Lower 'Max characters' "
+            "to import fewer people, or import a shorter capture."
+        )
+    last_video = motion.frame_count - 1
+    return last_video if FIRST_FRAME + last_video <= BLENDER_MAX_FRAME else last_motion
 
 
 def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", report=print):
@@ -120,6 +145,10 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
             report(f"The video '{video_path}' was not found; the camera has no background.")
             return cam_obj
         clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+        if clip.frame_duration < 1:  # Blender loads any file as a clip, with no frames when it cannot read it
+            bpy.data.movieclips.remove(clip)
+            report(f"'{video_path}' is not a video Blender can read; the camera has no background.")
+            return cam_obj
         clip.frame_start = FIRST_FRAME
         background = cam_data.background_images.new()
         background.source = "MOVIE_CLIP"

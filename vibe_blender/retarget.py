@@ -155,7 +155,8 @@ def retarget(
     ankles still wherever the source's feet are planted (the source's contacts, detected at ``fps``,
     default the scene's), so that other foot geometry does not slide.
     -> report {frames, bones, root_scale, root_scale_from, contact_frames, constraint_passes,
-    fk_switches}. The target gets a new action; unmapped target bones are set to their rest pose."""
+    fk_switches, kept_action}. The target gets a new action (its previous one, kept_action, is kept in
+    the file with a fake user); unmapped target bones are set to their rest pose."""
     s_names, s_parents, s_rest, s_world = armature_arrays(source)
     t_names, t_parents, t_rest, t_world = armature_arrays(target)
     if source == target:
@@ -226,7 +227,10 @@ def retarget(
             fps or scene_fps(),
         )
         quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
-    # 5. Bake.
+    # 5. Bake, onto a new action: the rig's own animation stays in the file (a fake user keeps it).
+    previous = target.animation_data.action if target.animation_data else None
+    if previous is not None:
+        previous.use_fake_user = True
     fk_switches = use_fk_controls(target)
     bake_pose_keys(
         target,
@@ -253,6 +257,7 @@ def retarget(
         "contact_frames": contact_frames,
         "constraint_passes": passes,
         "fk_switches": fk_switches,
+        "kept_action": previous.name if previous is not None else None,
     }
 
 

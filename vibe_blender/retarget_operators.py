@@ -73,7 +73,8 @@ class VIBE_OT_retarget(bpy.types.Operator):
             {"INFO"},
             f"Retargeted {report['bones']} bones over {report['frames']} frames "
             f"(root motion x{report['root_scale']:.3f}, {report['contact_frames']} foot-contact "
-            "frames locked).",
+            "frames locked)."
+            + (f" The rig's previous action '{report['kept_action']}' is kept." if report["kept_action"] else ""),
         )
         return {"FINISHED"}
 

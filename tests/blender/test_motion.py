@@ -151,6 +151,45 @@ def test_a_file_with_more_people_than_max_characters_imports_the_longest(empty_s
         import_motion(motion, body_model, ImportOptions(max_characters=0))
 
 
+def test_motion_past_blenders_timeline_or_memory_is_refused_before_anything_is_built(
+    empty_scene, reference_dir, body_model
+):
+    from vibe_blender.importer import BLENDER_MAX_FRAME, MAX_PERSON_FRAMES
+
+    motion = read_motion_file(reference_dir / "result.npz")
+    late = dataclasses.replace(motion.tracks[0], frame_ids=motion.tracks[0].frame_ids + BLENDER_MAX_FRAME)
+    objects = len(bpy.data.objects)
+    with pytest.raises(VibeError, match="past the end of Blender's timeline"):
+        import_motion(dataclasses.replace(motion, tracks=[late], frame_count=2 * BLENDER_MAX_FRAME), body_model)
+    T = MAX_PERSON_FRAMES // 2 + 1
+    long = dataclasses.replace(
+        motion.tracks[0], frame_ids=np.arange(T), pose=np.zeros((T, 72)), trans_m=np.zeros((T, 3))
+    )
+    with pytest.raises(VibeError, match=f"holds {2 * T:,} frames of motion over 2 people.*Lower 'Max characters'"):
+        import_motion(dataclasses.replace(motion, tracks=[long, long], frame_count=T), body_model)
+    assert len(bpy.data.objects) == objects
+
+
+def test_a_video_longer_than_blenders_timeline_ends_the_scene_at_the_last_motion(
+    empty_scene, reference_dir, body_model
+):
+    from vibe_blender.importer import BLENDER_MAX_FRAME
+
+    motion = read_motion_file(reference_dir / "result.npz")
+    import_motion(dataclasses.replace(motion, frame_count=2**31 - 1), body_model, ImportOptions(add_camera=False))
+    last = max(int(t.frame_ids[-1]) for t in motion.tracks)
+    assert bpy.context.scene.frame_end == 1 + last < BLENDER_MAX_FRAME
+
+
+def test_a_video_blender_cannot_read_gives_no_background_and_says_so(empty_scene, reference_dir, body_model, tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    messages = []
+    options = ImportOptions(video_path=str(tmp_path / "notes.mp4"))
+    import_motion_file(reference_dir / "result.npz", body_model, options, report=messages.append)
+    assert any("is not a video Blender can read; the camera has no background" in m for m in messages)
+    assert not bpy.data.movieclips and not bpy.context.scene.camera.data.background_images
+
+
 def test_keyframe_helper_writes_any_id(empty_scene):
     """The one helper also keys non-armature IDs (shape keys, objects) on every version."""
     empty = bpy.data.objects.new("e", None)

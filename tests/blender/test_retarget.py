@@ -157,6 +157,19 @@ def test_rig_without_mapped_legs_scales_the_root_by_hip_height_and_skips_the_foo
     assert retarget(source, target, upper, scale_root=False)["root_scale"] == 1.0
 
 
+def test_the_rigs_own_animation_is_kept_with_a_fake_user():
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=5)
+    target = rigs.target_rig("Target", PRESETS["UE5_MANNEQUIN"])
+    own = bpy.data.actions.new("HandKeyed")
+    target.animation_data_create().action = own
+    report = retarget(source, target, PRESETS["UE5_MANNEQUIN"])
+    assert report["kept_action"] == "HandKeyed" and target.animation_data.action != own
+    assert own.use_fake_user and own.users == 1  # saved with the file, not dropped as an orphan
+    first = target.animation_data.action
+    assert retarget(source, target, PRESETS["UE5_MANNEQUIN"])["kept_action"] == first.name and first.use_fake_user
+
+
 def test_retarget_refuses_bad_input():
     rigs.reset_scene()
     source, _, _ = rigs.smpl_source(T=5)

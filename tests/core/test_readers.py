@@ -100,6 +100,20 @@ def test_amass_without_frame_rate_asks_for_one(tmp_path):
     np.savez(tmp_path / "a.npz", poses=np.zeros((3, 72)), trans=np.zeros((3, 3)), betas=np.zeros(10))
     with pytest.raises(VibeError, match="frame rate"):
         read_motion_file(tmp_path / "a.npz")
+    assert read_motion_file(tmp_path / "a.npz", fps=25.0).fps == 25.0  # the import option gives it
+
+
+def test_amass_own_frame_rate_wins_over_the_import_option(tmp_path):
+    np.savez(tmp_path / "a.npz", poses=np.zeros((3, 72)), trans=np.zeros((3, 3)), mocap_framerate=np.array(60.0))
+    assert read_motion_file(tmp_path / "a.npz", fps=30.0).fps == 60.0
+
+
+def test_translations_kilometres_away_are_refused(tmp_path):
+    trans = np.zeros((3, 3))
+    trans[1, 2] = 2e4  # 20 km: float32 keys would still hold it, but no capture does
+    np.savez(tmp_path / "far.npz", poses=np.zeros((3, 72)), trans=trans, mocap_framerate=np.array(30.0))
+    with pytest.raises(VibeError, match=r"a translation in 'trans' is 2e\+04 m, beyond ±10000 m"):
+        read_motion_file(tmp_path / "far.npz")
 
 
 @pytest.mark.parametrize(

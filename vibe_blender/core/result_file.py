@@ -38,7 +38,9 @@ MAX_VIDEO_FRAMES = 2**31 - 1  # a container's own (possibly loose) count, as the
 BETA_LIMIT = 10.0  # Blender's shape-key slider range
 FPS_RANGE = (0.01, 32767.0)  # Blender's frame-rate field stops at 32767
 FOCAL_RANGE_PX = (1.0, 1e6)
-MAX_IMAGE_SIDE_PX = 100_000
+MAX_IMAGE_SIDE_PX = 65_536  # Blender's render resolution stops there
+MAX_TRANSLATION_M = 10_000.0  # a person 10 km from the camera (or the world origin) is no capture
+TRANSLATIONS = ("trans", "trans_cam_m")  # the arrays of metres among the motion arrays
 
 
 def check_range(label: str, name: str, value, low: float, high: float) -> float:
@@ -54,12 +56,18 @@ def check_range(label: str, name: str, value, low: float, high: float) -> float:
 
 def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.ndarray], **arrays: np.ndarray) -> None:
     """frame_ids (T,) integers in 0..MAX_FRAME_ID; each of ``betas`` (name -> (..., B)) within ±BETA_LIMIT;
-    every array finite."""
+    every array finite; translations (``TRANSLATIONS``) within ±MAX_TRANSLATION_M."""
     if frame_ids.dtype.kind not in "iu" or (frame_ids.size and (frame_ids.min() < 0 or frame_ids.max() > MAX_FRAME_ID)):
         raise VibeError(f"{label}: frame ids must be integers in 0..{MAX_FRAME_ID}; the file is damaged.")
     for name, array in {**betas, **arrays}.items():
         if array.dtype.kind not in "biuf" or not np.all(np.isfinite(array)):
             raise VibeError(f"{label}: '{name}' holds NaN, infinite or non-numeric values; the file is damaged.")
+    for name, array in arrays.items():
+        if name in TRANSLATIONS and array.size and np.max(np.abs(array)) > MAX_TRANSLATION_M:
+            raise VibeError(
+                f"{label}: a translation in '{name}' is {float(np.max(np.abs(array))):.3g} m, beyond "
+                f"±{MAX_TRANSLATION_M:g} m; the file is damaged."
+            )
     for name, array in betas.items():
         if array.size and np.max(np.abs(array)) > BETA_LIMIT:
             raise VibeError(

@@ -20,7 +20,8 @@ SUPPORTED = "a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or an 
 
 
 def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet:
-    """Any supported motion file -> MotionSet. fps: frame rate when the file stores none (official pkl)."""
+    """Any supported motion file -> MotionSet. fps: frame rate when the file stores none (official pkl,
+    AMASS without mocap_framerate)."""
     path = Path(path)
     if not path.is_file():
         raise VibeError(f"'{path}' does not exist or is not a file; choose {SUPPORTED}.")
@@ -32,7 +33,7 @@ def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet
     if "format" in names:
         return from_result(load_result(path))
     if "poses" in names:
-        return read_amass_npz(path)
+        return read_amass_npz(path, fps=fps)
     raise VibeError(
         f"'{path.name}' is an .npz file but neither a VIBE Mocap result nor AMASS motion "
         f"(it holds {', '.join(sorted(names)[:8])}); choose {SUPPORTED}."

@@ -21,7 +21,8 @@ _NAMES = ("poses", "trans", "betas", "mocap_framerate", "mocap_frame_rate")
 
 
 def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
-    """AMASS-style .npz -> MotionSet with one track (root in the Z-up world).
+    """AMASS-style .npz -> MotionSet with one track (root in the Z-up world). fps: the frame rate
+    when the file stores none (its own wins).
 
     Read through :mod:`..safe_npz` (bounded sizes, plain numbers only); values are checked like a
     result file's (finite, betas within ±10, a frame rate in range).
@@ -46,11 +47,10 @@ def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
     pose = np.zeros((len(poses), 72))
     pose[:, : 72 if poses.shape[1] == 72 else 66] = poses[:, : 72 if poses.shape[1] == 72 else 66]
     stored = arrays.get("mocap_framerate", arrays.get("mocap_frame_rate"))
-    if fps is None and (stored is None or stored.size != 1):
+    has_rate = stored is not None and stored.size == 1
+    if not has_rate and fps is None:
         raise VibeError(f"'{path.name}' stores no frame rate (mocap_framerate); give one with the fps option.")
-    rate = check_range(
-        f"'{path.name}'", "the frame rate", fps if fps is not None else stored.reshape(-1)[0], *FPS_RANGE
-    )
+    rate = check_range(f"'{path.name}'", "the frame rate", stored.reshape(-1)[0] if has_rate else fps, *FPS_RANGE)
     track = TrackMotion(
         name=path.stem,
         frame_ids=frame_ids,

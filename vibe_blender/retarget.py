@@ -31,6 +31,10 @@ from .core.retarget_math import (
 )
 from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
+# Every frame of the range is baked (about 20 KB of memory a frame and mapped rig): a capture of an hour
+# at 30 frames/s is 108,000 frames; a gap of millions of frames in a damaged file is refused.
+MAX_RETARGET_FRAMES = 200_000
+
 
 def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """-> bone names (N,), parents (N,) (-1 for roots), rest (N, 4, 4) armature space, world (4, 4)."""
@@ -173,6 +177,12 @@ def retarget(
     end = end if frame_end is None else frame_end
     if end < start:
         raise VibeError(f"The frame range {start}..{end} is empty; set an end frame after the start frame.")
+    if end - start + 1 > MAX_RETARGET_FRAMES:
+        raise VibeError(
+            f"The source's animation spans {end - start + 1:,} frames ({start}..{end}); retargeting bakes every "
+            f"frame, at most {MAX_RETARGET_FRAMES:,} at once (more would need many GB). Retarget a part of it "
+            "(frame_start and frame_end of vibe_blender.retarget.retarget in Python)."
+        )
     frames = np.arange(start, end + 1, dtype=np.float64)
 
     # 1. Source motion in the world, by forward kinematics of its keys.

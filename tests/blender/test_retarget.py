@@ -13,7 +13,7 @@ bpy = pytest.importorskip("bpy")
 
 from vibe_blender.core.errors import VibeError  # noqa: E402
 from vibe_blender.core.retarget_map import PRESETS, auto_map, preset_map  # noqa: E402
-from vibe_blender.retarget import retarget  # noqa: E402
+from vibe_blender.retarget import MAX_RETARGET_FRAMES, retarget  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
 rigs = importlib.util.module_from_spec(_spec)
@@ -182,6 +182,8 @@ def test_retarget_refuses_bad_input():
         retarget(source, source, preset_map("SMPL"))
     with pytest.raises(VibeError, match="frame range"):
         retarget(source, target, PRESETS["UE5_MANNEQUIN"], frame_start=10, frame_end=2)
+    with pytest.raises(VibeError, match=f"spans {MAX_RETARGET_FRAMES + 1:,} frames.*Retarget a part"):
+        retarget(source, target, PRESETS["UE5_MANNEQUIN"], frame_start=0, frame_end=MAX_RETARGET_FRAMES)
     with pytest.raises(VibeError, match="no animation"):
         retarget(target, source, {"pelvis": "pelvis"})
     mesh = bpy.data.objects.new("Mesh", bpy.data.meshes.new("Mesh"))

@@ -22,7 +22,7 @@ import io
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 
@@ -133,15 +133,14 @@ def _check_directory(file) -> None:
 
 @contextmanager
 def _open_zip(source) -> Iterator[zipfile.ZipFile]:
-    """``zipfile.ZipFile(source)`` once its end record passed :func:`_check_directory`."""
-    if isinstance(source, (str, os.PathLike)):
-        with open(source, "rb") as file:
-            _check_directory(file)
-    else:
-        here = source.tell()
-        _check_directory(source)
-        source.seek(here)
-    with zipfile.ZipFile(source) as archive:
+    """``zipfile.ZipFile(source)`` once its end record passed :func:`_check_directory`, on one open
+    file (the file checked is the file read)."""
+    with ExitStack() as stack:
+        file = stack.enter_context(open(source, "rb")) if isinstance(source, (str, os.PathLike)) else source
+        here = file.tell()
+        _check_directory(file)
+        file.seek(here)
+        archive = stack.enter_context(zipfile.ZipFile(file))
         _check_members(len(archive.infolist()))  # the end record's count may understate it
         yield archive
 

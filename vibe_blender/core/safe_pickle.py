@@ -28,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .bounded_arrays import NUMERIC_KINDS, UntrustedDataError, array_from_bytes
+from .bounded_arrays import NUMERIC_KINDS, UntrustedDataError, array_from_bytes, plain_dtype
 
 MAX_OPCODES = 1_000_000
 MAX_NODES = 1_000_000
@@ -90,12 +90,17 @@ class DtypeSpec(StandIn):
     """``numpy.dtype(kind, align, copy)`` from the file. Only the kind (allow-listed) and, from the
     state, the byte order are used; :meth:`numpy` makes the real dtype."""
 
+    allow_text: ClassVar[bool] = False  # fixed-width text too: a reader of files that hold names sets it
+
     def __init__(self, kind=None, align=False, copy=True):
         super().__init__()
         kind = _text(kind)
-        if not isinstance(kind, str) or kind not in NUMERIC_KINDS:
+        if not isinstance(kind, str) or not (kind in NUMERIC_KINDS or self.allow_text):
             raise PickleRefused(f"refusing dtype {kind!r:.40}: only plain bool/int/float arrays are accepted")
-        self.dtype = np.dtype(kind)
+        try:
+            self.dtype = plain_dtype(kind, allow_text=self.allow_text)
+        except UntrustedDataError as err:
+            raise PickleRefused(str(err)) from None
 
     def __setstate__(self, state) -> None:
         # numpy writes (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata]).
@@ -284,7 +289,12 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
         func = self.stack[-1]
         if not isinstance(args, tuple) or not self._allowed(func):
             raise PickleRefused(f"refusing to call {func!r:.60}")
-        if isinstance(func, type) and issubclass(func, StandIn) and func not in (DtypeSpec, PendingArray) and args:
+        if (
+            isinstance(func, type)
+            and issubclass(func, StandIn)
+            and not issubclass(func, (DtypeSpec, PendingArray))
+            and args
+        ):
             raise PickleRefused(f"refusing to construct {func.__name__} with arguments")
         self.stack[-1] = func(*args)
 
@@ -304,8 +314,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
     def _new(self, cls, args):
         if not (isinstance(cls, type) and issubclass(cls, StandIn) and self._allowed(cls)):
             raise PickleRefused(f"refusing to create a {cls!r:.60}")
-        if cls is DtypeSpec:
-            return DtypeSpec(*args)
+        if issubclass(cls, DtypeSpec):
+            return cls(*args)
         if args:
             raise PickleRefused(f"refusing to construct {cls.__name__} with arguments")
         return cls()

@@ -107,7 +107,7 @@ def model_data_problem(data_dir: Path) -> str | None:
     """None when the files the network needs are there; when the folder holds none of the model files
     (nothing installed yet), the sentence saying how to install them, for the caller to raise or to
     run the placeholder on. Some model files but not all is an unfinished or damaged install, never a
-    reason for the placeholder: VibeError naming each missing or invalid file."""
+    reason for the placeholder: VibeError naming each missing file."""
     try:
         require_files(data_dir, NETWORK_FILES)
     except VibeError as err:

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vibe_blender.core.bounded_arrays import UntrustedDataError, plain_dtype
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.readers.official_pkl import JoblibUnpickler, load_joblib_pickle
-from vibe_blender.core.safe_pickle import DtypeSpec, PickleRefused, StandIn
+from vibe_blender.core.safe_pickle import DtypeSpec
 
 NUM_SPIN_JOINTS = 49
 LSP_IN_SPIN = slice(25, 39)  # the 14 common (LSP-order) joints inside spin-49
@@ -155,23 +154,13 @@ def db_path(db_dir: str | Path, name: str, split: str) -> Path:
 class _DatabaseDtype(DtypeSpec):
     """``numpy.dtype`` in a database: plain numbers or fixed-width text (`vid_name`, `img_name`)."""
 
-    def __init__(self, kind=None, align=False, copy=True):
-        StandIn.__init__(self)  # not DtypeSpec's: it takes numbers only
-        try:
-            self.dtype = plain_dtype(kind, allow_text=True)
-        except UntrustedDataError as err:
-            raise PickleRefused(str(err)) from None
-
-
-def _database_dtype(*args) -> _DatabaseDtype:
-    """What the file's REDUCE calls (the restricted reader passes arguments to DtypeSpec itself only)."""
-    return _DatabaseDtype(*args)
+    allow_text = True
 
 
 class _DatabaseUnpickler(JoblibUnpickler):
     """The restricted joblib reader of vibe_output.pkl, with text arrays: never runs code from the file."""
 
-    GLOBALS: ClassVar[dict] = {**JoblibUnpickler.GLOBALS, ("numpy", "dtype"): _database_dtype}
+    GLOBALS: ClassVar[dict] = {**JoblibUnpickler.GLOBALS, ("numpy", "dtype"): _DatabaseDtype}
     what = "a training database"
 
 

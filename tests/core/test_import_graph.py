@@ -154,10 +154,18 @@ MAY_IMPORT = {
     "vibe_blender": {CORE},  # the bpy layer
     "vibe_server.geometry": set(),
     "vibe_server.output_files": set(),
+    "vibe_server.value_range": set(),
     "vibe_server.checkpoints": {CORE},
     "vibe_server.model": {"vibe_server.geometry", CORE},
     "vibe_server.data": {"vibe_server.model", "vibe_server.checkpoints", CORE},
-    "vibe_server.pipeline": {"vibe_server.data", "vibe_server.geometry", "vibe_server.output_files", CORE, SERVER},
+    "vibe_server.pipeline": {
+        "vibe_server.data",
+        "vibe_server.geometry",
+        "vibe_server.output_files",
+        "vibe_server.value_range",
+        CORE,
+        SERVER,
+    },
     "vibe_server.evaluate": {"vibe_server.geometry", "vibe_server.model", CORE},
     "vibe_server.train": {
         "vibe_server.checkpoints",
@@ -167,6 +175,7 @@ MAY_IMPORT = {
         "vibe_server.model",
         "vibe_server.output_files",
         "vibe_server.pipeline",
+        "vibe_server.value_range",
         CORE,
     },
     "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", CORE, SERVER},

@@ -107,7 +107,7 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
         (["infer", "/no/such/video.mp4"], "no video at"),
         (["infer", "/"], "'/' is a folder; infer takes one video. For every video in it: vibe-mocap batch"),
         (["infer", "{video}", "-o", "out.txt"], "must end in .npz"),
-        (["infer", "{video}", "--detection-stride", "0"], "at least 1"),
+        (["infer", "{video}", "--detection-stride", "0"], "between 1 and 1000"),
         (["infer", "{video}", "--smoothing", "3"], "between 0 and 1"),
         (["infer", "{video}", "--device", "tpu"], "Unknown device"),
         (["infer", "{video}", "--devices", "cpu,gpu"], "Unknown device 'gpu'"),

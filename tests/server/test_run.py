@@ -158,11 +158,11 @@ def test_unreadable_video_error_passes_through(tiny_engine):
     "bad, message",
     [
         ({"detector": "ssd"}, "Unknown detector"),
-        ({"detection_stride": 0}, "at least 1"),
+        ({"detection_stride": 0}, "between 1 and 1000"),
         ({"smoothing": 2.0}, "between 0 and 1"),
         ({"chunking": "overlap"}, "Unknown chunking"),
         ({"tracks_max": 0}, "tracks_max"),
-        ({"focal_px": -1.0}, "focal length"),
+        ({"focal_px": -1.0}, "focal_px. must be more than 0"),
     ],
 )
 def test_bad_options_are_refused(tiny_engine, bad, message):

@@ -286,7 +286,7 @@ def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):
 
     test_db = str(dirs["db"] / "3dpw_test_db.pt")
     cases = [
-        ([test_db, "--seqlen", "0"], "--seqlen=0 is out of range: it must be a whole number >= 1"),
+        ([test_db, "--seqlen", "0"], "--seqlen=0 is out of range: it must be a whole number, at least 1"),
         ([test_db, "--seqlen", "-5"], "--seqlen=-5 is out of range"),
         ([test_db, "--batch-size", "0"], "--batch-size=0 is out of range"),
         ([str(dirs["root"] / "missing_db.pt")], "missing_db.pt not found"),

@@ -33,7 +33,17 @@ class _NullMeansDefault(BaseModel):
 def _fields(specs: list) -> dict[str, tuple]:
     """Pydantic fields (type, default, bounds, description) of option specs."""
     return {
-        spec.name: (spec.kind, Field(spec.default, ge=spec.ge, gt=spec.gt, le=spec.le, description=spec.help))
+        spec.name: (
+            spec.kind,
+            Field(
+                spec.default,
+                ge=spec.bounds.ge,
+                gt=spec.bounds.gt,
+                le=spec.bounds.le,
+                lt=spec.bounds.lt,
+                description=spec.help,
+            ),
+        )
         for spec in specs
     }
 

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from vibe_blender.core.errors import VibeError
 
+from ..value_range import ValueRange
+
 
 def option(
     default: Any,
@@ -41,14 +43,12 @@ def option(
     cli: bool = True,
 ) -> Any:
     """A RunOptions field. help: one line for the CLI and the HTTP schema; ge/gt/le: bounds (>=, >, <=);
-    label: the option in words for messages (default: the name with spaces); http / cli: offered there."""
+    label: a choice option in words for messages (default: the name with spaces); http / cli: offered there."""
     return field(
         default=default,
         metadata={
             "help": help,
-            "ge": ge,
-            "gt": gt,
-            "le": le,
+            "bounds": ValueRange(ge=ge, gt=gt, le=le),
             "label": label,
             "metavar": metavar,
             "http": http,
@@ -84,7 +84,6 @@ def focal_px_option(*, cli: bool = True) -> Any:
         None,
         "focal length in pixels for the root translation (default: the longer image side)",
         gt=0.0,
-        label="focal length",
         metavar="PX",
         http=False,
         cli=cli,
@@ -179,9 +178,7 @@ class OptionSpec:
     kind: Any  # the resolved annotation, e.g. Literal["carry", "official"] | int | None
     default: Any
     help: str
-    ge: float | None
-    gt: float | None
-    le: float | None
+    bounds: ValueRange  # of a number
     label: str
     metavar: str | None
     http: bool
@@ -220,28 +217,12 @@ class OptionSpec:
         numeric = self.scalar in (int, float) and not isinstance(value, bool)
         if self.scalar is bool and not isinstance(value, bool) or numeric and not isinstance(value, (int, float)):
             return f"'{self.name}' takes a {self.scalar.__name__}; got {value!r}."
-        empty = " or empty" if self.optional else ""
-        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every bound, inf a one-sided one
-            allowed = f" {self.bounds_text()}" if self.bounds_text() else ""
-            return f"'{self.name}' must be a finite number{allowed}{empty}; got {value}."
-        if self.gt is not None and not value > self.gt:
-            return f"'{self.name}' ({self.label}) must be more than {self.gt:g}{empty}; got {value}."
-        if self.ge is not None and value < self.ge:
-            return f"'{self.name}' must be at least {self.ge:g}{empty}; got {value}."
-        if self.le is not None and value > self.le:
-            return f"'{self.name}' must be {self.bounds_text()}; got {value}."
+        if numeric and value not in self.bounds:
+            finite = "" if math.isfinite(value) else "a finite number"
+            allowed = " ".join(text for text in (finite, self.bounds.words()) if text)
+            empty = " or empty" if self.optional else ""
+            return f"'{self.name}' must be {allowed}{empty}; got {value}."
         return None
-
-    def bounds_text(self) -> str:
-        """The allowed range in words ('between 0 and 1', 'more than 0', ...; '' when unbounded)."""
-        lower = self.ge if self.ge is not None else self.gt
-        if lower is not None and self.le is not None:
-            return f"between {lower:g} and {self.le:g}"
-        if self.le is not None:
-            return f"at most {self.le:g}"
-        if self.gt is not None:
-            return f"more than {self.gt:g}"
-        return f"at least {self.ge:g}" if self.ge is not None else ""
 
 
 def option_specs(
@@ -259,9 +240,7 @@ def option_specs(
             kind=hints[f.name],
             default=f.default,
             help=m["help"],
-            ge=m["ge"],
-            gt=m["gt"],
-            le=m["le"],
+            bounds=m["bounds"],
             label=m["label"] or f.name.replace("_", " "),
             metavar=m["metavar"],
             http=m["http"],
@@ -316,14 +295,7 @@ def _type_text(spec: OptionSpec) -> str:
     if spec.choices is not None:
         text = " \\| ".join(f'`"{c}"`' for c in spec.choices)
     else:
-        text = spec.scalar.__name__
-        lower = spec.ge if spec.ge is not None else spec.gt
-        if lower is not None and spec.le is not None:
-            text += f" {lower:g}..{spec.le:g}"
-        elif spec.ge is not None:
-            text += f" ≥ {spec.ge:g}"
-        elif spec.gt is not None:
-            text += f" > {spec.gt:g}"
+        text = f"{spec.scalar.__name__} {spec.bounds.symbols()}".rstrip()
     return text + (" \\| null" if spec.optional else "")
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from dataclasses import dataclass
 from typing import TypeVar
 
 from vibe_blender.core.errors import VibeError
+
+from ..value_range import ValueRange
 
 
 @dataclass
@@ -138,32 +139,7 @@ class MPoserConfig(RunConfig):
 ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 
-@dataclass(frozen=True)
-class Range:
-    """The values a numeric setting may take; NaN and infinities never are."""
-
-    low: float
-    high: float = math.inf
-    low_open: bool = False  # low itself excluded
-    high_open: bool = False  # high itself excluded
-
-    def __contains__(self, value: float) -> bool:
-        above_low = value > self.low if self.low_open else value >= self.low
-        below_high = value < self.high if self.high_open else value <= self.high
-        return math.isfinite(value) and above_low and below_high
-
-    def describe(self, kind: type) -> str:
-        def show(x: float) -> str:
-            return str(int(x)) if float(x).is_integer() else str(x)
-
-        text = "a whole number" if kind is int else "a finite number"
-        text += f" {'>' if self.low_open else '>='} {show(self.low)}"
-        if self.high != math.inf:
-            text += f" and {'<' if self.high_open else '<='} {show(self.high)}"
-        return text
-
-
-_COUNT, _POSITIVE, _NON_NEGATIVE = Range(0), Range(1), Range(0.0)
+_COUNT, _POSITIVE, _NON_NEGATIVE = ValueRange(ge=0), ValueRange(ge=1), ValueRange(ge=0.0)
 # Every int and float setting of the trainers (a name means the same in each), from its meaning:
 RANGES = {
     **dict.fromkeys(("seqlen", "batch_size", "epochs", "log_interval", "iters_per_epoch"), _POSITIVE),
@@ -171,14 +147,14 @@ RANGES = {
     **dict.fromkeys(("disc_hidden", "disc_layers", "disc_attention_size", "disc_attention_layers"), _POSITIVE),
     **dict.fromkeys(("hidden_size", "latent_size", "num_layers"), _POSITIVE),
     **dict.fromkeys(("num_workers", "lr_patience"), _COUNT),
-    "seed": Range(0, 2**32 - 1),  # numpy refuses negative seeds; 32 bits suit every generator
-    "data_2d_ratio": Range(0.0, 1.0),  # with 2D sets, batch_split also needs one sequence of each kind
-    "disc_attention_dropout": Range(0.0, 1.0, high_open=True),  # 1 would drop every attention input
-    "val_fraction": Range(0.0, 1.0, high_open=True),  # 1 would leave nothing to train on
+    "seed": ValueRange(ge=0, le=2**32 - 1),  # numpy refuses negative seeds; 32 bits suit every generator
+    "data_2d_ratio": ValueRange(ge=0.0, le=1.0),  # with 2D sets, batch_split also needs one sequence of each kind
+    "disc_attention_dropout": ValueRange(ge=0.0, lt=1.0),  # 1 would drop every attention input
+    "val_fraction": ValueRange(ge=0.0, lt=1.0),  # 1 would leave nothing to train on
     **dict.fromkeys(("kp_2d_w", "kp_3d_w", "pose_w", "shape_w", "d_motion_w", "mposer_w"), _NON_NEGATIVE),
     **dict.fromkeys(("reconstruction_w", "kl_w"), _NON_NEGATIVE),
     **dict.fromkeys(("gen_lr", "gen_wd", "disc_lr", "disc_wd", "lr", "weight_decay"), _NON_NEGATIVE),
-    "lr_factor": Range(0.0, 1.0, low_open=True, high_open=True),  # the learning rate shrinks, never to 0
+    "lr_factor": ValueRange(gt=0.0, lt=1.0),  # the learning rate shrinks, never to 0
     "abort_pa_mpjpe_mm": _NON_NEGATIVE,  # 0 = never
 }
 CHOICES = {
@@ -195,8 +171,8 @@ def check_setting(name: str, value: object, flag: str | None = None, default: ob
     if name in CHOICES and value not in CHOICES[name]:
         raise VibeError(f"{flag} must be one of {', '.join(CHOICES[name])}; got {value!r}{example}.")
     if name in RANGES and value not in RANGES[name]:
-        described = RANGES[name].describe(type(value))
-        raise VibeError(f"{flag}={value} is out of range: it must be {described}{example}.")
+        number = "a whole number" if isinstance(value, int) else "a finite number"
+        raise VibeError(f"{flag}={value} is out of range: it must be {number}, {RANGES[name].words()}{example}.")
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -19,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
+from vibe_blender.core.server_proof import server_proof
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
 # The fields of vibe_server.api.schemas.JobParams; the server's venv reads them from the schema, and
@@ -211,6 +213,8 @@ class FakeVibeServer:
                     return self._send(404, {"detail": "Not Found"})
                 path = path[len("/api/v1") :]
                 if path == "/health" and method == "GET":
+                    challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("challenge")
+                    proof = {"proof": server_proof(server.token, challenge[0])} if challenge else {}
                     return self._send(
                         200,
                         {
@@ -221,6 +225,7 @@ class FakeVibeServer:
                             "model": "synthetic placeholder",
                             "torch": "2.13.0",
                             "queue_length": 0,
+                            **proof,
                         },
                     )
                 if server.redirect_to:

@@ -136,7 +136,10 @@ def start_live(
     session = LiveSession(source=source)
     _current["session"] = session
     session.connector = threading.Thread(
-        target=_connect, args=(session, url, typed_token, dict(params or {})), daemon=True, name="vibe-live-connect"
+        target=_connect,
+        args=(session, url, typed_token, dict(params or {}), server_control.data_dir_setting()),
+        daemon=True,
+        name="vibe-live-connect",
     )
     session.connector.start()
     if use_timer and not bpy.app.timers.is_registered(live_tick):
@@ -144,11 +147,12 @@ def start_live(
     return session
 
 
-def _connect(session: LiveSession, url: str, token: str, params: dict) -> None:
-    """Worker thread: server (started if needed), body model, then the session's own receiver."""
+def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir: str) -> None:
+    """Worker thread: server (started if needed, with the model data in ``data_dir``), body model,
+    then the session's own receiver."""
     try:
         if is_loopback_url(url):
-            url, token = server_control.server_for_capture(url, token)
+            url, token = server_control.server_for_capture(url, token, data_dir)
         client = ServerClient(url, token)
         body_model_path = user_dir("cache") / BODY_MODEL_CACHE
         if not body_model_path.is_file():

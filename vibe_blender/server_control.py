@@ -75,7 +75,7 @@ def look_for_program() -> None:
 def start_server() -> None:
     """Start the add-on's server in the background (finding the program first, off the main thread)."""
     program = _state.program
-    local_server().start(lambda: (program or find_program_now()).path, data_dir=_data_dir_setting())
+    local_server().start(lambda: (program or find_program_now()).path, data_dir=data_dir_setting())
     _follow()
 
 
@@ -84,10 +84,11 @@ def stop_server() -> None:
         _state.server.stop()
 
 
-def server_for_capture(url: str, token: str) -> tuple[str, str]:
-    """(url, token) to send a capture to, starting the add-on's server when nothing answers at a
+def server_for_capture(url: str, token: str, data_dir: str) -> tuple[str, str]:
+    """(url, token) to send a capture to, starting the add-on's server (with the model data in
+    ``data_dir``: :func:`data_dir_setting`, read on the main thread) when nothing answers at a
     loopback ``url``. Blocks until the server answers: call from the capture's worker thread."""
-    return connect_or_start(url, token, local_server(), find_program_now)
+    return connect_or_start(url, token, local_server(), find_program_now, data_dir=data_dir)
 
 
 def _stop_at_exit() -> None:
@@ -114,7 +115,7 @@ def check_model_data() -> None:
     def check():
         try:
             program = _state.program or find_program_now()
-            _state.data_dir, _state.data_files = model_data_report(program.path, data_dir=_data_dir_setting())
+            _state.data_dir, _state.data_files = model_data_report(program.path, data_dir=data_dir_setting())
             _state.data_error = ""
         except VibeError as err:
             _state.data_error = str(err)
@@ -128,7 +129,7 @@ def install_model_data(source: str) -> ModelDataInstall:
     if _state.install is not None and not _state.install.finished:
         raise VibeError("A model-data install is already running; wait for it to finish.")
     program = _state.program or find_program_now()
-    _state.install = ModelDataInstall(program.path, source, data_dir=_data_dir_setting()).start()
+    _state.install = ModelDataInstall(program.path, source, data_dir=data_dir_setting()).start()
     _follow()
     return _state.install
 
@@ -137,7 +138,8 @@ def current_install() -> ModelDataInstall | None:
     return _state.install
 
 
-def _data_dir_setting() -> str:
+def data_dir_setting() -> str:
+    """The preferences' model-data folder, absolute ('' = the server's default); main thread only."""
     folder = get_preferences().model_data_dir
     return bpy.path.abspath(folder) if folder else ""
 

@@ -115,6 +115,15 @@ def test_redirects_are_refused_and_the_token_stays_home(server_files, tmp_path):
     assert other.requests == [] and other.authorizations == []
 
 
+def test_a_program_that_cannot_prove_the_token_never_receives_it(server_files, tmp_path):
+    """Another program on the address answers /health like a VIBE server, but not the challenge."""
+    with _fake(server_files, token="a-squatters-own") as squatter:
+        status = _job(ServerClient(squatter.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "did not prove that it holds this add-on's access token" in status.message
+    assert squatter.requests == [("GET", squatter.requests[0][1])] and "challenge=" in squatter.requests[0][1]
+    assert squatter.authorizations == [None]
+
+
 def test_a_huge_declared_download_is_refused_before_writing(server_files, tmp_path):
     with _fake(server_files, result_bytes_sent=4 << 20, declared_length=3 << 30) as server:
         status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()

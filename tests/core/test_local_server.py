@@ -122,6 +122,27 @@ def test_deeply_nested_model_data_report_is_one_clear_error(tmp_path):
         local_server.model_data_report(program)
 
 
+def test_a_capture_starts_the_server_on_the_chosen_model_data(tmp_path):
+    """Capture and Live start the server with the preferences' data folder, as Start Server does
+    (without it the server would fall back to the placeholder model)."""
+    started = {}
+
+    class Recording(local_server.LocalServer):
+        def start(self, program, *, port=0, data_dir=""):
+            started.update(program=program(), data_dir=data_dir)
+            self._set(state="ready", url="http://127.0.0.1:1")
+            self._ready.set()
+
+    program = local_server.ServerProgram(path=tmp_path / "vibe-mocap", version="vibe-mocap 0", found_in="PATH")
+    url = f"http://127.0.0.1:{local_server.free_port()}"  # nobody answers there
+    server = Recording(log_dir=tmp_path)
+    assert local_server.connect_or_start(url, "", server, lambda: program, data_dir="/my/data") == (
+        "http://127.0.0.1:1",
+        server.token,
+    )
+    assert started == {"program": program.path, "data_dir": "/my/data"}
+
+
 def test_nothing_is_started_for_a_remote_url():
     server = local_server.LocalServer(log_dir=".")
     with pytest.raises(VibeError, match="starts a server only on this machine"):

@@ -29,7 +29,7 @@ from fake_vibe_server import (
 )
 from server_process import running_server
 
-from vibe_blender.core import user_dirs
+from vibe_blender.core import server_proof, user_dirs
 from vibe_blender.core.capture import CaptureJob
 from vibe_blender.core.client import LocalPathRefused, ServerClient
 from vibe_blender.core.errors import VibeError
@@ -182,9 +182,21 @@ def test_failed_job_shows_the_servers_reason(server, tmp_path):
     assert status.message.startswith("The capture failed on the server: ") and "empty.mp4" in status.message
 
 
+def test_the_real_server_proves_it_holds_the_token(server):
+    token = user_dirs.read_token()
+    challenge = server_proof.new_challenge()
+    status, health = _status_of(server, "GET", f"/health?challenge={challenge}")
+    assert status == 200 and server_proof.proof_ok(token, challenge, health["proof"])
+    assert not server_proof.proof_ok("another-token", challenge, health["proof"])
+    assert _status_of(server, "GET", "/health")[1]["proof"] is None
+    for bad in ("short", "x" * 129, "not/url/safe/but/long/enough"):
+        assert _status_of(server, "GET", f"/health?challenge={bad}")[0] == 422
+
+
 def test_wrong_token_is_explained(server, video, tmp_path):
     status = _capture(ServerClient(server, "not-the-token"), video, tmp_path).run()
-    assert status.state == "failed" and "refused the access token" in status.message
+    assert status.state == "failed" and "did not prove that it holds this add-on's access token" in status.message
+    assert "or the server uses another token" in status.message
     assert str(user_dirs.token_path()) in status.message
 
 

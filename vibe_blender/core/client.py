@@ -4,10 +4,11 @@ Every failure becomes one VibeError that says what happened and what to do: serv
 token missing or refused, bad video, job failed. Call it from a worker thread, never from
 Blender's UI thread.
 
-The server is not trusted: every request carries the bearer token, so redirects are refused (they
-would carry it elsewhere); every answer is checked (status code, content type, size, each JSON
-field) before it reaches the disk or the UI; downloads are capped; and :meth:`ServerClient.interrupt`
-aborts a request in flight, so a slow server cannot hold up a cancel.
+The server is not trusted: the token goes out only after the server proved it holds it
+(``server_proof.py``: another program on the address gets nothing); every request then carries it,
+so redirects are refused (they would carry it elsewhere); every answer is checked (status code,
+content type, size, each JSON field) before it reaches the disk or the UI; downloads are capped; and
+:meth:`ServerClient.interrupt` aborts a request in flight, so a slow server cannot hold up a cancel.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from . import safe_json
 from .errors import VibeError
+from .server_proof import new_challenge, proof_ok
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -143,6 +145,7 @@ class ServerClient:
         self._host, self._port, self._prefix = parsed.hostname, port, parsed.path
         self._lock = threading.Lock()
         self._in_flight: set[http.client.HTTPConnection] = set()
+        self._server_proved = False  # the token goes out only after the server proved it holds it
 
     # ---------------------------------------------------------------- requests
     def interrupt(self) -> None:
@@ -158,11 +161,39 @@ class ServerClient:
                 except (OSError, ValueError):  # already closed: nothing left to abort
                     pass
 
+    def _prove_server(self, should_stop: Stop | None = None) -> None:
+        """Ask the server to prove it holds the token (``core/server_proof.py``), once per client,
+        before the token is sent: a program that took the address gets nothing."""
+        if self._server_proved:
+            return
+        challenge = new_challenge()
+        with self._exchange(
+            "GET", f"/health?challenge={challenge}", should_stop=should_stop, with_token=False
+        ) as response:
+            proof = self._read_json(response).get("proof")
+        if not proof_ok(self.token, challenge, proof):
+            raise VibeError(
+                f"The server at {self.base_url} did not prove that it holds this add-on's access token, "
+                "so the token was not sent. Either another program took that address (stop it, or set "
+                f"another server URL), or the server uses another token: {token_hint()}."
+            )
+        self._server_proved = True
+
     @contextmanager
     def _exchange(
-        self, method: str, path: str, *, body=None, headers=None, should_stop: Stop | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        body=None,
+        headers=None,
+        should_stop: Stop | None = None,
+        with_token: bool = True,
     ) -> Iterator[http.client.HTTPResponse]:
-        """One request -> its response with a 2xx status (anything else raises), closed on exit."""
+        """One request -> its response with a 2xx status (anything else raises), closed on exit.
+        with_token: send the token (after the server proved it holds it)."""
+        if with_token:
+            self._prove_server(should_stop)
         connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = connection_class(self._host, self._port, timeout=self.timeout_s)
         with self._lock:  # interrupt() either sees this connection or we see the stop
@@ -171,12 +202,8 @@ class ServerClient:
             self._in_flight.add(conn)
         try:
             try:
-                conn.request(
-                    method,
-                    self._prefix + API + path,
-                    body=body,
-                    headers={**(headers or {}), "Authorization": f"Bearer {self.token}"},
-                )
+                authorization = {"Authorization": f"Bearer {self.token}"} if with_token else {}
+                conn.request(method, self._prefix + API + path, body=body, headers={**(headers or {}), **authorization})
                 response = conn.getresponse()
                 if not 200 <= response.status < 300:
                     raise self._status_error(response)
@@ -398,6 +425,7 @@ class ServerClient:
 
         if self._https:
             raise VibeError("Live streams need an http:// server URL (on this machine or the local network).")
+        self._prove_server()
         host = f"[{self._host}]" if ":" in self._host else self._host
         url = f"ws://{host}:{self._port}{self._prefix}{API}/live/{_checked_id(live_id)}/stream"
         return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=max(self.timeout_s, 30.0))

@@ -336,10 +336,13 @@ class LocalServer:
         return tuple(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
 
 
-def connect_or_start(url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram]) -> tuple[str, str]:
+def connect_or_start(
+    url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram], *, data_dir: str = ""
+) -> tuple[str, str]:
     """The (url, token) to send a capture to. A VIBE server already answering at ``url`` is used;
-    when nothing answers at a loopback ``url``, the add-on's own server is started (or reused) and
-    waited for. Blocks: call it from a worker thread."""
+    when nothing answers at a loopback ``url``, the add-on's own server is started (or reused, with
+    the model data in ``data_dir``, the preferences' folder) and waited for. Blocks: call it from a
+    worker thread."""
     status = server.snapshot()
     if status.state == "ready":
         return status.url, server.token
@@ -357,7 +360,7 @@ def connect_or_start(url: str, token: str, server: LocalServer, find: Callable[[
             "machine: start it on that computer, or set a 127.0.0.1 URL."
         )
     if not status.running:
-        server.start(lambda: find().path)
+        server.start(lambda: find().path, data_dir=data_dir)
     status = server.wait_ready(server.start_timeout_s + 5)
     if status.state != "ready":
         raise VibeError(status.message + ("\n" + "\n".join(status.log_tail) if status.log_tail else ""))

@@ -108,6 +108,7 @@ class Health(BaseModel):
     model: str
     torch: str
     queue_length: int
+    proof: str | None = None  # HMAC-SHA256(token, challenge) when asked with ?challenge=
 
 
 class _LiveParamsBase(BaseModel):

@@ -118,3 +118,48 @@ def test_live_command_refuses_non_finite_options(capsys):
 
     assert main(["live", "rtsp://192.0.2.1/cam", "--smoothing", "nan", "--device", "cpu"]) == 2
     assert "'smoothing' must be a finite number between 0 and 1; got nan." in capsys.readouterr().err
+
+
+def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine, monkeypatch):
+    """A live session shares the engine with the job worker: an official (fp32) or compiled job run
+    must not switch the live backbone calls, which stay eager in the engine's default precision."""
+    import contextlib
+
+    from vibe_server.pipeline import engine as engine_module
+    from vibe_server.pipeline.options import official_options
+
+    engine = make_engine(precision="bf16")
+    used = []
+    monkeypatch.setattr(
+        engine_module, "autocast", lambda precision, device: used.append(precision) or contextlib.nullcontext()
+    )
+    engine.prepare_run(official_options(), expected_crops=10**6)
+    assert engine.precision == "fp32"
+    engine._use_compiled = True  # as after a long default run
+
+    def compiled_runner(*args, **kwargs):
+        raise AssertionError("a live frame went through the compiled backbone")
+
+    engine.backbone_runner = compiled_runner
+    crops = np.zeros((2, 3, 224, 224), np.float32)
+    assert engine.extract_features(crops, run_settings=False).shape == (2, 2048)
+    assert used == ["bf16"]
+    with pytest.raises(AssertionError, match="compiled backbone"):
+        engine.extract_features(crops)  # a job's own call does use its run's settings
+    assert used == ["bf16", "fp32"]
+
+
+def test_live_sessions_ask_for_the_engines_default(fp32_engine, short_clip, monkeypatch):
+    calls = []
+    original = fp32_engine.extract_features
+
+    def spy(crops, **kwargs):
+        calls.append(kwargs)
+        return original(crops, **kwargs)
+
+    monkeypatch.setattr(fp32_engine, "extract_features", spy)
+    reader = open_video(short_clip)
+    session = LiveSession(fp32_engine, LiveOptions(detector="hog"), width=reader.info.width, height=reader.info.height)
+    for index, rgb in reader:
+        session.process(index, rgb, frame_time_s=index / reader.info.fps)
+    assert calls and all(kwargs == {"run_settings": False} for kwargs in calls)

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("vibe_server.api")
 SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
 MAX_SUBSCRIBERS = 8
+SOURCE_RELEASE_S = 6.0  # a stopped session's reader joins within 5 s (LiveSource.stop)
+# A session nobody watches stops by itself after this long (a client that lost its connection, or
+# never connected, leaves no camera running and no session blocking the next start).
+UNWATCHED_STOP_S = 30.0
 
 
 @dataclass
@@ -56,6 +60,27 @@ class LiveRun:
     stop_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    unwatched_since_s: float | None = field(default_factory=time.monotonic)  # None while someone watches
+    finished: threading.Event = field(default_factory=threading.Event)  # the status is final
+
+    def subscribe(self, subscriber: Subscriber) -> bool:
+        """Add a viewer; False when the session already has MAX_SUBSCRIBERS."""
+        with self.lock:
+            if len(self.subscribers) >= MAX_SUBSCRIBERS:
+                return False
+            self.subscribers.append(subscriber)
+            self.unwatched_since_s = None
+            return True
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self.lock:
+            self.subscribers.remove(subscriber)
+            if not self.subscribers:
+                self.unwatched_since_s = time.monotonic()
+
+    def unwatched_too_long(self) -> bool:
+        since = self.unwatched_since_s
+        return since is not None and time.monotonic() - since > UNWATCHED_STOP_S
 
     def public(self) -> dict:
         return {
@@ -95,10 +120,22 @@ class LiveManager:
         from ..pipeline.live import LiveSession  # start-up: OpenCV loads with the first live session, not with the API
 
         with self._lock:
-            if self.active() is not None:
-                raise VibeError("A live session is already running; stop it first (POST /live/{id}/stop).")
+            running = self.active()
+            if running is not None:
+                raise VibeError(
+                    f"A live session is already running ('{running.live_id}'); stop it first "
+                    f"(POST /live/{running.live_id}/stop), or wait: a session nobody watches stops "
+                    f"after {UNWATCHED_STOP_S:.0f} s."
+                )
+            for run in self.runs.values():  # a stopped session may still be releasing its camera
+                if run.thread is not None:
+                    run.thread.join(SOURCE_RELEASE_S)
             source = open_live_source(source_spec, lossless=lossless)
-            session = LiveSession(self.engine, options, width=source.info.width, height=source.info.height)
+            try:
+                session = LiveSession(self.engine, options, width=source.info.width, height=source.info.height)
+            except BaseException:  # e.g. the YOLO weights are missing: the camera is free again at once
+                source.discard()
+                raise
             run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name)
             self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
             self.runs[run.live_id] = run
@@ -109,9 +146,10 @@ class LiveManager:
         return run
 
     def stop(self, run: LiveRun, timeout_s: float = 5.0) -> None:
+        """Ask the session to stop and wait until it has (its status is final then, even while a
+        stalled source is still being released)."""
         run.stop_event.set()
-        if run.thread is not None:
-            run.thread.join(timeout_s)
+        run.finished.wait(timeout_s)
 
     def stop_all(self) -> None:
         for run in list(self.runs.values()):
@@ -132,17 +170,25 @@ class LiveManager:
                 }
             )
 
+        def should_stop() -> bool:
+            if run.unwatched_too_long() and not run.stop_event.is_set():
+                run.error = f"Stopped: nobody watched this session for {UNWATCHED_STOP_S:.0f} s."
+                run.stop_event.set()
+            return run.stop_event.is_set()
+
         run.status = "running"
+        source.start()
         try:
-            with source:
-                stats = run_live(
-                    source, session, on_frame=on_frame, should_stop=run.stop_event.is_set, max_frames=max_frames
-                )
-            run.stats = stats.to_json()
-            run.status = "stopped" if run.stop_event.is_set() else "ended"
-        except VibeError as err:
-            run.status, run.error = "failed", str(err)
-        except Exception as err:  # never let the worker die silently
-            log.exception("live session %s failed", run.live_id)
-            run.status, run.error = "failed", f"The live session failed: {err}"
-        run.publish({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})
+            try:
+                stats = run_live(source, session, on_frame=on_frame, should_stop=should_stop, max_frames=max_frames)
+                run.stats = stats.to_json()
+                run.status = "stopped" if run.stop_event.is_set() else "ended"
+            except VibeError as err:
+                run.status, run.error = "failed", str(err)
+            except Exception as err:  # never let the worker die silently
+                log.exception("live session %s failed", run.live_id)
+                run.status, run.error = "failed", f"The live session failed: {err}"
+            run.finished.set()  # final before the source is released: a stalled camera read can take seconds
+            run.publish({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})
+        finally:
+            source.stop()

@@ -19,6 +19,7 @@ detector, tracker and crop functions: ``frontend.py``.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -117,6 +118,9 @@ class Engine:
             exact_fp32_on_cuda()
         self._detectors: dict[tuple[str, str], Detector] = {}
         self._channels_last: bool | None = None  # the backbone's memory format is set below
+        # A live session shares the engine with the job worker: a run's precision switch re-lays the
+        # backbone's weights, which must never happen in the middle of the other thread's forward.
+        self._backbone_lock = threading.Lock()
         self.batch_size = self.default_batch_size()  # crops per backbone call in the current run
         self.precision = check_precision(precision, self.device)
         self.default_precision = self.precision
@@ -136,9 +140,10 @@ class Engine:
         """Autocast dtype, and channels_last for the backbone whenever it is not plain fp32 on CPU."""
         self.precision = check_precision(precision, self.device)
         channels_last = precision != "fp32" or self.device.startswith("cuda")
-        if channels_last != self._channels_last and hasattr(self.model, "backbone"):
-            self.model.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self._channels_last = channels_last
+        with self._backbone_lock:
+            if channels_last != self._channels_last and hasattr(self.model, "backbone"):
+                self.model.backbone.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self._channels_last = channels_last
 
     # -- helpers ------------------------------------------------------------------------------
     def _frontend(self) -> FrontEnd:
@@ -173,17 +178,20 @@ class Engine:
             )
         return self._detectors[key]
 
-    def extract_features(self, crops: np.ndarray | torch.Tensor) -> np.ndarray:
-        """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy."""
+    def extract_features(self, crops: np.ndarray | torch.Tensor, *, run_settings: bool = True) -> np.ndarray:
+        """crops (B, 3, 224, 224) float32 -> features (B, 2048) float32 numpy.
+        run_settings: in the current run's precision and compile choice (:meth:`prepare_run`); False:
+        eager, in the engine's default precision (live sessions, which run beside the jobs)."""
         images = to_device(crops, self.device)  # host crops go to a GPU from pinned memory, without waiting
-        if self._channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast(self.precision, self.device.split(":")[0]):
-            if self._use_compiled:
+        precision = self.precision if run_settings else self.default_precision
+        with self._backbone_lock, torch.inference_mode(), autocast(precision, self.device.split(":")[0]):
+            if self._channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            if self._use_compiled and run_settings:
                 features = self.backbone_runner(images, compiled=True, batch_size=self.batch_size)
             else:
                 features = self.model.extract_features(images[None])[0]
-        return features.float().cpu().numpy()
+            return features.float().cpu().numpy()
 
     def temporal(
         self,

@@ -52,6 +52,7 @@ STREAM_PROTOCOLS = {
 }
 STREAM_DEMUXERS = {"rtsp": ("rtsp",)}
 STREAM_OPEN_TIMEOUT_MS = 10_000  # the lock is held while a stream connects; OpenCV's default is 30 s
+STREAM_READ_TIMEOUT_MS = 10_000  # a stream that sends nothing for this long has ended
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, at OpenCV's first FFmpeg open
@@ -69,8 +70,9 @@ def capture_options(scheme: str = "file") -> str:
 def open_ffmpeg_capture(target: str, *, scheme: str = "file", params: tuple[int, ...] = ()) -> cv2.VideoCapture:
     """cv2.VideoCapture of ``target`` through FFmpeg, with only ``scheme``'s protocols and the real
     video containers allowed (see ``capture_options``); the caller checks ``isOpened()``."""
-    if scheme != "file":
+    if scheme != "file":  # a stalled stream ends (and frees the reader) instead of blocking a read forever
         params = (*params, cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS)
+        params = (*params, cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS)
     with _open_lock:
         _quiet_logs_once()
         os.environ[FFMPEG_OPTIONS_ENV] = capture_options(scheme)

@@ -106,7 +106,8 @@ class LiveSession:
             return []
         track_ids = [track_id for track_id, _ in boxes]
         bboxes = np.stack([bbox for _, bbox in boxes])
-        features = self.engine.extract_features(crop_people(frame_rgb, bboxes))  # (K, 2048)
+        # eager in the engine's default precision, whatever the job beside it chose for its run
+        features = self.engine.extract_features(crop_people(frame_rgb, bboxes), run_settings=False)  # (K, 2048)
         theta, joints3d = self._temporal_step(track_ids, features, frame_index)
         orig_cam = postprocess.crop_cam_to_orig_cam(theta[:, :3], bboxes, self.width, self.height)
         trans = postprocess.trans_cam_from_orig_cam(orig_cam, self.width, self.focal_px)

@@ -87,6 +87,11 @@ class LiveSource:
         self._thread.start()
         return self
 
+    def discard(self) -> None:
+        """Release a source that was never started (its reader would have released it)."""
+        if self._close is not None and not self._thread.is_alive():
+            self._close()
+
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
@@ -146,7 +151,7 @@ def parse_source(spec: str) -> tuple[str, int | str]:
     Streams are accepted from this machine only (a loopback host), so that a live session cannot be
     pointed at other hosts on the network."""
     spec = str(spec).strip()
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():  # not "²": a digit to str.isdigit, not to int()
         index = int(spec)
         if index > MAX_CAMERA_INDEX:
             raise VibeError(f"Camera index {index} is out of range; use 0 for the first camera.")
@@ -197,24 +202,33 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
             f"Cannot open the stream {target}: check that it is running on this machine and sends video in a "
             f"container ({CONTAINER_NAMES}); playlists (.m3u8) are not read."
         )
-    try:  # the size the source states (0 when it does not), before its frames are read
-        check_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), str(target))
+    name = f"camera {target}" if kind == "camera" else str(target)
+    try:
+        # the size the source states (0 when it does not), before a frame is decoded; then the first
+        # decoded frame's, which is the truth the cameras are computed from
+        check_frame_size(capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT), name)
+        ok, first = capture.read()
+        if not ok:
+            raise VibeError(f"{name} opened but sent no frame; check that it is sending video, then start again.")
+        height, width = first.shape[:2]
+        check_frame_size(width, height, name)
     except VibeError:
         capture.release()
         raise
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    info = SourceInfo(
-        f"camera {target}" if kind == "camera" else str(target),
-        float(fps),
-        int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-        int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-    )
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    info = SourceInfo(name, float(fps) if np.isfinite(fps) and fps > 0 else 30.0, width, height)
 
     def frames() -> Iterator[np.ndarray]:
+        bgr = first
         while True:
+            if bgr.shape[:2] != (height, width):  # the cameras and the tracker assume one size
+                raise VibeError(
+                    f"{name} changed its frame size from {width} x {height} to {bgr.shape[1]} x "
+                    f"{bgr.shape[0]} pixels; start the live session again."
+                )
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             ok, bgr = capture.read()
             if not ok:
                 return
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
     return LiveSource(frames(), info, close=capture.release)

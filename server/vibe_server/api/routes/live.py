@@ -95,28 +95,45 @@ async def stream_live(ws: WebSocket, live_id: str) -> None:
         return
     manager = ws.app.state.live
     run = manager.runs.get(live_id) if manager is not None else None
-    if run is None or len(run.subscribers) >= MAX_SUBSCRIBERS:
+    if run is None:
         await ws.close(code=1008)
         return
     await ws.accept()
     sub = Subscriber(asyncio.Queue(SUBSCRIBER_QUEUE), asyncio.get_running_loop())
-    with run.lock:
-        run.subscribers.append(sub)
+    if not run.subscribe(sub):  # counted and added under the run's lock: no handshake race past the cap
+        full = f"This live session already has {MAX_SUBSCRIBERS} viewers; close one, then connect again."
+        await ws.send_json({"type": "end", "status": run.status, "error": full, "stats": run.stats})
+        await ws.close()
+        return
+    # the client's side is read too, so that a viewer who leaves while no frame comes (a stalled
+    # source, before the first frame) frees its place at once
+    left = asyncio.ensure_future(_until_disconnected(ws))
     try:
         if run.status not in ("starting", "running"):
             await ws.send_json({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})
             return
         while True:
-            message = await sub.queue.get()
+            next_message = asyncio.ensure_future(sub.queue.get())
+            await asyncio.wait({next_message, left}, return_when=asyncio.FIRST_COMPLETED)
+            if left.done():
+                next_message.cancel()
+                return
+            message = next_message.result()
             await ws.send_json(message)
             if message["type"] == "end":
                 return
     except WebSocketDisconnect:
         pass
     finally:
-        with run.lock:
-            run.subscribers.remove(sub)
+        left.cancel()
+        run.unsubscribe(sub)
         try:
             await ws.close()
         except RuntimeError:  # already closed by the client
             pass
+
+
+async def _until_disconnected(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends until it disconnects."""
+    while (await ws.receive())["type"] != "websocket.disconnect":
+        pass

@@ -1,0 +1,212 @@
+"""The server's live sessions with a source that cannot run in a test (a camera that stalls, a
+stream that changes size): a stand-in source and model behind the real manager and routes. The real
+source and model are tested in test_live_source.py, test_live.py and test_live_api.py."""
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+import vibe_server.api.live as api_live
+import vibe_server.pipeline.live as pipeline_live
+from vibe_blender.core.errors import VibeError
+from vibe_server.api.app import create_app
+from vibe_server.api.settings import Settings
+from vibe_server.pipeline.live_options import LiveOptions
+from vibe_server.pipeline.live_source import LiveSource, SourceInfo, open_live_source, parse_source
+
+BASE = "http://127.0.0.1:8765"
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class Camera:
+    """Frames while ``flowing`` is set, else a read that waits (a stalled camera); records release."""
+
+    def __init__(self):
+        self.flowing = threading.Event()
+        self.released = threading.Event()
+
+    def frames(self):
+        while not self.released.is_set():
+            if self.flowing.wait(0.05):
+                yield np.zeros((8, 8, 3), np.uint8)
+                time.sleep(0.01)
+
+    def source(self, spec, lossless=False):
+        return LiveSource(self.frames(), SourceInfo("camera 0", 30.0, 8, 8), close=self.released.set)
+
+
+class NoModel:
+    """The live model, reduced to counting frames (nobody is ever found)."""
+
+    def __init__(self, engine, options, width, height):
+        self.frames_processed = 0
+
+    def process(self, index, rgb, time_s):
+        self.frames_processed += 1
+        return []
+
+
+@pytest.fixture
+def camera(monkeypatch):
+    camera = Camera()
+    monkeypatch.setattr(api_live, "open_live_source", camera.source)
+    monkeypatch.setattr(pipeline_live, "LiveSession", NoModel)
+    yield camera
+    camera.released.set()
+
+
+@pytest.fixture
+def manager(camera):
+    manager = api_live.LiveManager(engine=object())
+    yield manager
+    manager.stop_all()
+
+
+def test_a_session_that_cannot_be_set_up_releases_its_camera_at_once(camera, monkeypatch):
+    def no_weights(*args, **kwargs):
+        raise VibeError("YOLO weights are missing (yolov3.weights).")
+
+    monkeypatch.setattr(pipeline_live, "LiveSession", no_weights)
+    with pytest.raises(VibeError, match="YOLO weights are missing"):
+        api_live.LiveManager(engine=object()).start("0", LiveOptions())
+    assert camera.released.is_set()
+
+
+def test_a_session_nobody_watches_stops_by_itself(manager, camera, monkeypatch):
+    monkeypatch.setattr(api_live, "UNWATCHED_STOP_S", 0.3)
+    camera.flowing.set()
+    run = manager.start("0", LiveOptions())
+    assert run.finished.wait(10)
+    assert run.status == "stopped" and "nobody watched this session" in run.error
+    assert camera.released.wait(10)
+    manager.start("0", LiveOptions())  # the next start is not blocked
+
+
+def test_a_watched_session_keeps_running(manager, camera, monkeypatch):
+    monkeypatch.setattr(api_live, "UNWATCHED_STOP_S", 0.3)
+    camera.flowing.set()
+    run = manager.start("0", LiveOptions())
+    loop = asyncio.new_event_loop()  # a viewer's loop (not run: the messages wait in its queue)
+    try:
+        assert run.subscribe(api_live.Subscriber(asyncio.Queue(api_live.SUBSCRIBER_QUEUE), loop))
+        time.sleep(1.0)
+        assert run.status == "running"
+        manager.stop(run)
+    finally:
+        loop.close()
+
+
+def test_stop_on_a_stalled_camera_answers_with_the_final_status(manager, camera):
+    run = manager.start("0", LiveOptions())  # the camera sends nothing
+    t0 = time.monotonic()
+    manager.stop(run)
+    assert run.status == "stopped" and time.monotonic() - t0 < 3.0
+    assert manager.active() is None
+
+
+def test_a_second_start_names_the_running_session_and_what_to_do(manager, camera):
+    run = manager.start("0", LiveOptions())
+    with pytest.raises(VibeError, match=rf"already running \('{run.live_id}'\).*POST /live/{run.live_id}/stop.*30 s"):
+        manager.start("0", LiveOptions())
+
+
+@pytest.fixture
+def client(camera, tmp_path):
+    app = create_app(Settings(jobs_dir=tmp_path / "jobs", token=TOKEN), engine_loader=lambda s: object())
+    with TestClient(app, base_url=BASE, headers=AUTH, client=("127.0.0.1", 50000)) as client:
+        yield client
+
+
+def _wait_for(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_viewers_who_leave_before_any_frame_free_their_places(client, camera):
+    live_id = client.post("/api/v1/live", json={"source": "0"}).json()["live_id"]
+    run = client.app.state.live.runs[live_id]
+    for _ in range(api_live.MAX_SUBSCRIBERS + 2):  # the camera stalls: no frame tells who left
+        with client.websocket_connect(f"ws://127.0.0.1:8765/api/v1/live/{live_id}/stream", headers=AUTH):
+            _wait_for(lambda: len(run.subscribers) == 1)
+        _wait_for(lambda: len(run.subscribers) == 0)
+    assert run.status == "running"
+
+
+def test_a_viewer_beyond_the_limit_is_told_why(client, camera):
+    live_id = client.post("/api/v1/live", json={"source": "0"}).json()["live_id"]
+    url = f"ws://127.0.0.1:8765/api/v1/live/{live_id}/stream"
+    viewers = [client.websocket_connect(url, headers=AUTH) for _ in range(api_live.MAX_SUBSCRIBERS)]
+    for viewer in viewers:
+        viewer.__enter__()
+    try:
+        with client.websocket_connect(url, headers=AUTH) as one_too_many:
+            message = one_too_many.receive_json()
+        assert message["type"] == "end" and "already has 8 viewers; close one" in message["error"]
+    finally:
+        for viewer in viewers:
+            viewer.__exit__(None, None, None)
+
+
+def test_a_unicode_digit_is_no_camera_index():
+    assert parse_source("²") == ("file", "²")  # str.isdigit says yes, int() would fail
+
+
+class ResizingCapture:
+    """cv2.VideoCapture stand-in: states no size, then sends frames of ``sizes`` (h, w) in turn."""
+
+    def __init__(self, sizes):
+        self.sizes, self.released = list(sizes), False
+
+    def isOpened(self):  # noqa: N802 (OpenCV's name)
+        return True
+
+    def get(self, prop):
+        return 0.0  # states neither size nor frame rate
+
+    def read(self):
+        if not self.sizes:
+            return False, None
+        h, w = self.sizes.pop(0)
+        return True, np.zeros((h, w, 3), np.uint8)
+
+    def release(self):
+        self.released = True
+
+
+def _camera_sending(monkeypatch, sizes):
+    import cv2
+
+    capture = ResizingCapture(sizes)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: capture)
+    return capture
+
+
+def test_a_camera_that_states_no_size_gets_its_first_frames_size(monkeypatch):
+    capture = _camera_sending(monkeypatch, [(48, 64), (48, 64)])
+    source = open_live_source("0")
+    assert (source.info.width, source.info.height, source.info.fps) == (64, 48, 30.0)
+    with source:
+        assert [source.next_frame(5).rgb.shape for _ in range(2)] == [(48, 64, 3), (48, 64, 3)]
+    assert capture.released
+
+
+def test_a_camera_that_changes_its_frame_size_ends_with_one_message(monkeypatch):
+    _camera_sending(monkeypatch, [(48, 64), (96, 128)])
+    with open_live_source("0") as source:
+        assert source.next_frame(5) is not None
+        _wait_for(lambda: source.ended)
+    assert "changed its frame size from 64 x 48 to 128 x 96 pixels; start the live session again" in source.error
+
+
+def test_a_camera_that_sends_no_frame_is_one_message(monkeypatch):
+    capture = _camera_sending(monkeypatch, [])
+    with pytest.raises(VibeError, match="camera 0 opened but sent no frame"):
+        open_live_source("0")
+    assert capture.released

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import bpy
 
+from . import server_state
 from .core.client import DEFAULT_URL
 from .core.errors import VibeError
 from .core.model_data import read_body_model
@@ -42,11 +43,14 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
         subtype="FILE_PATH",
         default="",
         description="The vibe-mocap program the add-on starts; empty: the repository's .venv, then PATH",
+        update=lambda self, context: server_state.forget_program(),
     )
     keep_server_running: bpy.props.BoolProperty(
         name="Keep the server running when Blender quits",
         default=False,
-        description="Leave the server the add-on started running after Blender quits",
+        description="Leave the server the add-on starts running after Blender quits; the next Blender "
+        "session uses it again (from the next start of the server)",
+        update=lambda self, context: server_state.set_keep_server(self.keep_server_running),
     )
 
     def draw(self, context):
@@ -62,9 +66,7 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
 
     @staticmethod
     def _draw_program(layout):
-        from .server_state import program_state  # the server's state, kept apart from server_control
-
-        program, error, looking = program_state()
+        program, error, looking = server_state.program_state()
         row = layout.row()
         if looking:
             row.label(text="Looking for vibe-mocap…", icon="VIEWZOOM")

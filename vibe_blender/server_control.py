@@ -26,14 +26,14 @@ from .core.local_server import (
     model_data_report,
 )
 from .preferences import get_preferences, user_dir
-from .server_state import _state, program_state  # noqa: F401 - program_state is read by the panels
+from .server_state import _state, program_state, set_keep_server  # noqa: F401 - program_state: the panels
 
 TICK_S = 0.5
 
 
 def local_server() -> LocalServer:
     if _state.server is None:
-        _state.server = LocalServer(log_dir=user_dir("server"))
+        _state.server = LocalServer(log_dir=user_dir("server"), stop_with_parent=not _state.keep_server)
     return _state.server
 
 
@@ -80,8 +80,10 @@ def start_server() -> None:
 
 
 def stop_server() -> None:
+    """Stop the add-on's server in the background (the panel shows "stopping" meanwhile)."""
     if _state.server is not None:
-        _state.server.stop()
+        _state.server.stop_in_background()
+        _follow()
 
 
 def server_for_capture(url: str, token: str, data_dir: str) -> tuple[str, str]:
@@ -92,14 +94,15 @@ def server_for_capture(url: str, token: str, data_dir: str) -> tuple[str, str]:
 
 
 def _stop_at_exit() -> None:
-    """Blender is quitting or the add-on is disabled: stop the server unless asked to keep it."""
-    if _state.server is None or not _state.server.snapshot().running:
+    """Blender is quitting or the add-on is disabled: stop the server, unless the user keeps it
+    (then its address and token are noted for the next session)."""
+    if _state.server is None:
         return
     try:
         keep = bool(get_preferences().keep_server_running)
     except Exception:  # preferences are gone while Blender shuts down: stop it
         keep = False
-    if not keep:
+    if not (keep and _state.server.keep_for_next_session()):
         _state.server.stop()
 
 
@@ -125,11 +128,14 @@ def check_model_data() -> None:
 
 
 def install_model_data(source: str) -> ModelDataInstall:
-    """``vibe-mocap data install SOURCE`` in the background (the same code path as the command line)."""
+    """``vibe-mocap data install SOURCE`` in the background (the same code path as the command line;
+    the program is found there too, as finding runs it)."""
     if _state.install is not None and not _state.install.finished:
         raise VibeError("A model-data install is already running; wait for it to finish.")
-    program = _state.program or find_program_now()
-    _state.install = ModelDataInstall(program.path, source, data_dir=data_dir_setting()).start()
+    program = _state.program
+    _state.install = ModelDataInstall(
+        lambda: (program or find_program_now()).path, source, data_dir=data_dir_setting()
+    ).start()
     _follow()
     return _state.install
 
@@ -147,7 +153,8 @@ def data_dir_setting() -> str:
 # -- UI updates ----------------------------------------------------------------------------------
 def busy() -> bool:
     install = _state.install
-    return _state.looking or server_status().state == "starting" or (install is not None and not install.finished)
+    starting_or_stopping = server_status().state in ("starting", "stopping")
+    return _state.looking or starting_or_stopping or (install is not None and not install.finished)
 
 
 def tick() -> float | None:
@@ -170,6 +177,10 @@ def _follow() -> None:
 
 def register():
     atexit.register(_stop_at_exit)
+    try:
+        set_keep_server(bool(get_preferences().keep_server_running))
+    except Exception:  # no preferences yet (the add-on is being enabled): the default stops with Blender
+        pass
 
 
 def unregister():

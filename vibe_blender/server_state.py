@@ -19,10 +19,23 @@ class _State:
     data_files: list[ModelFileState] = field(default_factory=list)
     data_error: str = ""
     install: ModelDataInstall | None = None
+    keep_server: bool = False  # the preference: the next server started outlives Blender
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _state = _State()
+
+
+def forget_program() -> None:
+    """Another program was picked in the preferences: the next action looks for it again."""
+    _state.program, _state.program_error = None, ""
+
+
+def set_keep_server(keep: bool) -> None:
+    """The preference changed: servers started from now on stop with Blender unless ``keep``."""
+    _state.keep_server = keep
+    if _state.server is not None:
+        _state.server.stop_with_parent = not keep
 
 
 def program_state() -> tuple[ServerProgram | None, str, bool]:

@@ -5,10 +5,12 @@ the failure cases that the real one cannot be made to show on cue (a broken inst
 hangs, a crash while starting)."""
 
 import http.server
+import json
 import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +191,122 @@ def test_the_token_goes_through_the_environment_not_the_command_line(tmp_path):
     assert f"TOKEN {server.token}" in log
     assert server.token not in log.split("TOKEN")[0]
     assert "'--host', '127.0.0.1', '--port', '12345'" in log
+
+
+def test_a_server_stopped_while_its_program_is_found_is_never_launched(tmp_path):
+    marker = tmp_path / "launched"
+    program = write_program(tmp_path / "vibe-mocap", f"open({str(marker)!r}, 'w').close(); time.sleep(30)")
+
+    def slow_find():
+        time.sleep(1.0)  # '--version' takes a while
+        return program
+
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server.start(slow_find)
+    server.stop()  # Stop pressed (or Blender quitting) while the program is being found
+    time.sleep(2.0)
+    assert not marker.exists() and server._process is None
+    assert server.snapshot().state == "stopped"
+
+
+def test_the_server_is_told_to_stop_with_blender_unless_kept(tmp_path):
+    argv = tmp_path / "argv"
+    program = write_program(tmp_path / "vibe-mocap", f"open({str(argv)!r}, 'w').write(' '.join(sys.argv)); sys.exit(1)")
+    for stop_with_parent, expected in ((True, True), (False, False)):
+        server = local_server.LocalServer(log_dir=tmp_path / "log", stop_with_parent=stop_with_parent)
+        server.start(program)
+        server.wait_ready(30)
+        assert ("--stop-on-stdin-close" in argv.read_text()) is expected
+
+
+def test_stop_in_background_returns_at_once(tmp_path):
+    slow_to_stop = "import signal; signal.signal(signal.SIGTERM, lambda *a: time.sleep(1.5) or sys.exit(0))"
+    program = write_program(tmp_path / "vibe-mocap", slow_to_stop + "; time.sleep(60)")
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    server.start(program)
+    deadline = time.monotonic() + 30
+    while server._process is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)  # the program installed its handler
+    t0 = time.monotonic()
+    server.stop_in_background()
+    assert time.monotonic() - t0 < 0.5 and server.snapshot().state == "stopping"
+    with pytest.raises(VibeError, match="still stopping"):
+        server.start(program)
+    deadline = time.monotonic() + 30
+    while server.snapshot().state != "stopped":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def proving_server(tmp_path):
+    """A stand-in VIBE server holding the token 'kept-token' (it proves it on /health)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/fake_vibe_server.py
+    from fake_vibe_server import FakeVibeServer
+
+    (tmp_path / "result.npz").write_bytes(b"x")
+    with FakeVibeServer(tmp_path / "result.npz", tmp_path / "result.npz", token="kept-token") as server:
+        yield server
+
+
+def _kept_record(server, record: dict) -> None:
+    server.kept_path.parent.mkdir(parents=True, exist_ok=True)
+    server.kept_path.write_text(json.dumps(record))
+
+
+def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_server):
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    _kept_record(server, {"url": proving_server.url, "token": "kept-token"})
+    server.start(lambda: pytest.fail("nothing is launched"))
+    status = server.wait_ready(30)
+    assert status.state == "ready" and status.url == proving_server.url and server.token == "kept-token"
+    assert "earlier Blender session" in status.message
+    server.stop()
+    assert ("POST", "/api/v1/shutdown") in proving_server.requests
+    assert not server.kept_path.exists()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"url": "http://127.0.0.1:{port}", "token": "not-the-servers-token"},  # cannot prove it
+        {"url": "http://192.0.2.1:{port}", "token": "kept-token"},  # not this machine
+        {"url": "http://127.0.0.1:{port}"},  # no token
+        "[[[[",  # damaged
+    ],
+)
+def test_a_kept_record_that_fails_any_check_is_dropped(tmp_path, proving_server, record):
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    port = proving_server.url.rsplit(":", 1)[1]
+    server.kept_path.parent.mkdir(parents=True, exist_ok=True)
+    text = record if isinstance(record, str) else json.dumps({k: v.format(port=port) for k, v in record.items()})
+    server.kept_path.write_text(text)
+    assert not server.adopt_kept_server()
+    assert not server.kept_path.exists()
+    assert all("Bearer kept-token" != a for a in proving_server.authorizations)
+
+
+def test_only_a_server_started_to_outlive_blender_is_kept(tmp_path):
+    program = write_program(tmp_path / "vibe-mocap", "time.sleep(60)")
+    for stop_with_parent in (True, False):
+        server = local_server.LocalServer(log_dir=tmp_path / "log", stop_with_parent=stop_with_parent)
+        server.start(program)
+        while server._process is None:
+            time.sleep(0.05)
+        server._set(state="ready")  # as once /health answers
+        assert server.keep_for_next_session() is (not stop_with_parent)
+        server.stop()
+    record = json.loads(server.kept_path.read_text())
+    assert record == {"url": server.snapshot().url, "token": server.token}
+    assert server.kept_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_install_without_a_program_says_why(tmp_path):
+    def no_program():
+        raise VibeError("No vibe-mocap program found: …")
+
+    install = local_server.ModelDataInstall(no_program, str(tmp_path / "source")).start()
+    install.join(10)
+    assert install.returncode == 1 and list(install.lines) == ["No vibe-mocap program found: …"]

@@ -1,7 +1,7 @@
 """The real HTTP server (create_app + uvicorn, as ``vibe-mocap serve`` runs it) with the tiny test
 model and the scripted front end, for client tests that need a server process of their own.
 
-    python tests/server/tiny_server.py PORT JOBS_DIR SMPL_DIR [FRAME_DELAY_S]
+    python tests/server/tiny_server.py PORT JOBS_DIR SMPL_DIR [FRAME_DELAY_S [stop-on-stdin-close]]
 
 The token is the one ``vibe-mocap serve`` uses: $VIBE_MOCAP_TOKEN, else the token file in the
 user's config folder (created when missing).
@@ -22,12 +22,18 @@ from vibe_server.commands.serve import run_app
 from vibe_server.pipeline.engine import Engine
 
 
-def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0") -> None:
+def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop: str = "") -> None:
     front_end = ScriptedFrontEnd(delay_s=float(frame_delay_s))
     engine = Engine(TinyVIBE(), model_name="tiny test model", data_dir=Path(smpl_dir), frontend=front_end.as_frontend())
     settings = Settings(port=int(port), token=ensure_token(), jobs_dir=Path(jobs_dir))
     app = create_app(settings, engine_loader=lambda s: engine)
-    run_app(app, host=settings.host, port=settings.port, log_level="warning")
+    run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        stop_on_stdin_close=stop == "stop-on-stdin-close",
+    )
 
 
 if __name__ == "__main__":

@@ -416,6 +416,10 @@ class ServerClient:
         """GET /live/{id}: {live_id, status, source, error, stats, clients}."""
         return self._request_json("GET", f"/live/{_checked_id(live_id)}")
 
+    def shutdown(self) -> dict:
+        """POST /shutdown: stop the server (a server on this machine only)."""
+        return self._request_json("POST", "/shutdown")
+
     def stop_live(self, live_id: str) -> dict:
         return self._request_json("POST", f"/live/{_checked_id(live_id)}/stop")
 

@@ -6,9 +6,12 @@ in a worker thread, and :meth:`LocalServer.snapshot` tells the UI where things s
 
 What the add-on runs, and why (docs/blender.md says the same to users):
 - ``vibe-mocap --version`` to check that the program it found works;
-- ``vibe-mocap serve --host 127.0.0.1 --port N`` with a fresh random token passed in the
-  environment (``$VIBE_MOCAP_TOKEN``, never on the command line where ``ps`` shows it); the server
-  binds loopback only, on a free port;
+- ``vibe-mocap serve --host 127.0.0.1 --port N --stop-on-stdin-close`` with a fresh random token
+  passed in the environment (``$VIBE_MOCAP_TOKEN``, never on the command line where ``ps`` shows
+  it); the server binds loopback only, on a free port, and stops when Blender exits, even when it
+  crashes (the system closes its standard input). When the user keeps it running after Blender
+  quits, its address and token are kept in a file only the user can read, and the next session
+  uses it again once it proved it holds that token (``server_proof.py``);
 - ``vibe-mocap data check --json`` and ``vibe-mocap data install SOURCE`` for the model data, so the
   add-on installs with exactly the command line's code and never installs anything into Blender.
 """
@@ -16,7 +19,9 @@ What the add-on runs, and why (docs/blender.md says the same to users):
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -34,7 +39,7 @@ from typing import Literal
 from . import safe_json
 from .client import API, ServerClient, is_loopback_url
 from .errors import VibeError
-from .user_dirs import TOKEN_ENV_VAR
+from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
 PROGRAM_NAME = "vibe-mocap"
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree, when the add-on runs from it
@@ -45,7 +50,9 @@ STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 15
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
-ServerState = Literal["stopped", "starting", "ready", "failed", "exited"]
+ServerState = Literal["stopped", "starting", "ready", "stopping", "failed", "exited"]
+KEPT_SERVER_FILE = "kept_server.json"  # in the log folder: a server left running for the next session
+KEPT_WATCH_S = 2.0  # how often a kept server is checked
 UrlOwner = Literal["vibe", "nothing", "other"]
 
 
@@ -183,17 +190,22 @@ class LocalServer:
     """One ``vibe-mocap serve`` process started by the add-on.
 
     log_dir: where its output goes (``server.log``); synthetic: serve the labelled placeholder model
-    when the model data is missing, so that Capture works before the data is installed.
+    when the model data is missing, so that Capture works before the data is installed;
+    stop_with_parent: the server stops when this process exits (off: it may be kept running, see
+    :meth:`keep_for_next_session`; read at each start).
     """
 
     log_dir: Path
     synthetic: bool = True
+    stop_with_parent: bool = True
     serve_args: tuple[str, ...] = ()  # more `vibe-mocap serve` options (tools and tests; the add-on adds none)
     start_timeout_s: float = START_TIMEOUT_S
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     _status: ServerStatus = field(default_factory=lambda: ServerStatus("stopped"))
     _process: subprocess.Popen | None = None
     _stopping: bool = False
+    _generation: int = 0  # of the latest start: a worker of an earlier start launches nothing
+    _kept: bool = False  # the server is one an earlier session kept running (no process handle)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
 
@@ -213,15 +225,23 @@ class LocalServer:
         """Start the server in the background (returns at once, already "starting"); follow it with
         :meth:`snapshot`. program: the vibe-mocap program, or a function that finds it (it runs in
         the background too, as finding runs the program once)."""
-        if self.snapshot().running:
+        state = self.snapshot().state
+        if state in ("starting", "ready"):
             raise VibeError("The local server is already running; stop it first.")
+        if state == "stopping":
+            raise VibeError("The local server is still stopping; start it again in a moment.")
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
-        self._stopping, self._process = False, None
+        with self._lock:
+            self._generation += 1
+            self._stopping, self._process, self._kept = False, None, False
         self._ready.clear()
         self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
         threading.Thread(
-            target=self._launch_and_watch, args=(program, port, data_dir, url), daemon=True, name="vibe-local-server"
+            target=self._launch_and_watch,
+            args=(program, port, data_dir, url, self._generation),
+            daemon=True,
+            name="vibe-local-server",
         ).start()
 
     def wait_ready(self, timeout_s: float | None = None) -> ServerStatus:
@@ -230,9 +250,14 @@ class LocalServer:
         return self.snapshot()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Stop the process (terminate, then kill after ``timeout_s``); safe to call at any time."""
-        self._stopping = True
-        process = self._process
+        """Stop the server (terminate, then kill after ``timeout_s``; a kept one is asked over HTTP);
+        safe to call at any time, also while it is starting (nothing is launched after it). Blocks:
+        the UI calls :meth:`stop_in_background`."""
+        with self._lock:
+            self._stopping = True
+            process, kept = self._process, self._kept
+        if kept:
+            self._shutdown_kept()
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -240,12 +265,89 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout_s)
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
         self._set(state="stopped", message="The server is stopped.")
         self._ready.set()
 
+    def stop_in_background(self) -> None:
+        """:meth:`stop` in a worker thread; the state is "stopping" until it is done."""
+        if not self.snapshot().running:
+            return
+        self._set(state="stopping", message="Stopping the server…")
+        threading.Thread(target=self.stop, daemon=True, name="vibe-stop-server").start()
+
+    # -- a server kept running for the next session ----------------------------------------------
+    @property
+    def kept_path(self) -> Path:
+        return Path(self.log_dir) / KEPT_SERVER_FILE
+
+    def keep_for_next_session(self) -> bool:
+        """Blender is quitting and the user keeps the server: note its address and token (a file
+        only the user can read) for the next session. False when there is nothing to keep (no
+        server, or one started to stop with this process)."""
+        with self._lock:
+            process, kept, status = self._process, self._kept, self._status
+        if status.state != "ready" or not (kept or (process is not None and not self.stop_with_parent)):
+            return False
+        record = json.dumps({"url": status.url, "token": self.token}).encode()
+        write_private_file(self.kept_path, record)
+        return True
+
+    def adopt_kept_server(self) -> bool:
+        """Use the server an earlier session kept running, when its record is valid and the server
+        there proves it holds the recorded token; the record is removed otherwise. Blocks (a
+        request of at most a few seconds): worker threads only."""
+        try:
+            raw = self.kept_path.read_bytes()[:4096]
+        except OSError:
+            return False
+        try:
+            record = safe_json.loads(raw)
+            url, token = record["url"], record["token"]
+            if not (isinstance(url, str) and re.fullmatch(r"http://127\.0\.0\.1:\d{1,5}", url)):
+                raise ValueError("not this machine's address")
+            health = ServerClient(url, token, timeout_s=2.0).health()  # the server proves the token first
+        except (ValueError, KeyError, TypeError, VibeError):
+            self.kept_path.unlink(missing_ok=True)  # gone, or not ours: start a new one
+            return False
+        with self._lock:
+            self._kept, self.token = True, token
+        self._set(
+            state="ready",
+            url=url,
+            message="Using the server an earlier Blender session kept running.",
+            model=str(health.get("model", "")),
+        )
+        self._ready.set()
+        return True
+
+    def _watch_kept(self, url: str) -> None:
+        while True:
+            time.sleep(KEPT_WATCH_S)
+            with self._lock:
+                if self._stopping or not self._kept:
+                    return
+            if url_owner(url) != "vibe":
+                self.kept_path.unlink(missing_ok=True)
+                self._set(state="exited", message="The server kept from an earlier session stopped; start it again.")
+                return
+
+    def _shutdown_kept(self) -> None:
+        try:
+            ServerClient(self.snapshot().url, self.token, timeout_s=5.0).shutdown()
+        except VibeError:  # already gone: nothing left to stop
+            pass
+        self.kept_path.unlink(missing_ok=True)
+
     # -- the worker thread -------------------------------------------------------------------
-    def _launch_and_watch(self, program: Path | Callable[[], Path], port: int, data_dir: str, url: str) -> None:
+    def _launch_and_watch(
+        self, program: Path | Callable[[], Path], port: int, data_dir: str, url: str, generation: int
+    ) -> None:
         t0 = time.monotonic()
+        if self.adopt_kept_server():
+            self._watch_kept(self.snapshot().url)
+            return
         try:
             program = program() if callable(program) else program
         except VibeError as err:  # no program: a failed start that says why
@@ -257,14 +359,18 @@ class LocalServer:
             command += ["--data-dir", str(data_dir)]
         if self.synthetic:
             command.append("--synthetic")
+        if self.stop_with_parent:
+            command.append("--stop-on-stdin-close")
         command += list(self.serve_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
+        # the system closes this pipe when Blender exits or crashes: the server's sign to stop
+        stdin = subprocess.PIPE if self.stop_with_parent else subprocess.DEVNULL
         try:
-            with open(self.log_path, "wb") as log:
-                self._process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-                )
+            with self._lock, open(self.log_path, "wb") as log:
+                if self._stopping or generation != self._generation:  # stopped while finding the program
+                    return
+                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env)
         except OSError as err:
             self._fail(f"The server program could not be started ({err.strerror}).", t0)
             return
@@ -398,7 +504,7 @@ def model_data_report(
 class ModelDataInstall:
     """``vibe-mocap data install SOURCE`` in the background; ``lines`` is its output so far."""
 
-    program: Path
+    program: Path | Callable[[], Path]  # or a function that finds it (run in the background)
     source: str
     data_dir: str = ""
     lines: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -419,7 +525,13 @@ class ModelDataInstall:
             self._thread.join(timeout_s)
 
     def _install(self) -> None:
-        command = [str(self.program), "data", "install", self.source]
+        try:
+            program = self.program() if callable(self.program) else self.program
+        except VibeError as err:  # no program: the install fails saying why
+            self.lines.append(str(err))
+            self.returncode = 1
+            return
+        command = [str(program), "data", "install", self.source]
         if self.data_dir:
             command += ["--data-dir", self.data_dir]
         try:

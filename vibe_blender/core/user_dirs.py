@@ -80,6 +80,22 @@ def read_token() -> str | None:
     return token
 
 
+def write_private_file(path: Path, data: bytes) -> None:
+    """``data`` in ``path``, readable by this user only (0600, made in a 0700 folder when new),
+    replaced at once: a reader sees the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
 def ensure_token() -> str:
     """The token (see :func:`read_token`), created on first use: 32 random bytes, URL-safe, in a
     file that only this user can read."""

@@ -19,7 +19,7 @@ from vibe_blender.core.errors import VibeError
 from .. import __version__
 from ..pipeline.devices import server_devices
 from .jobs import JobManager
-from .routes import api_docs, body_model, health, jobs, live
+from .routes import api_docs, body_model, health, jobs, live, shutdown
 from .settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -101,7 +101,8 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader
     app.state.engine, app.state.engine_error, app.state.jobs, app.state.live = None, None, None, None
-    for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router):
+    app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
+    for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.exception_handler(RequestValidationError)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -76,6 +83,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="time to open a submitted video; a slower one is refused with 415 (default %(default)s s)",
     )
     p.add_argument(
+        "--stop-on-stdin-close",
+        action="store_true",
+        help="stop when standard input closes (the add-on's server stops with Blender, even when Blender crashes)",
+    )
+    p.add_argument(
         "--synthetic",
         action="store_true",
         help="when the model data is missing, serve a labelled random-weight placeholder model",
@@ -128,15 +140,36 @@ def run(args: argparse.Namespace) -> int:
         f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
         flush=True,
     )
-    run_app(app, host=args.host, port=args.port)
+    run_app(app, host=args.host, port=args.port, stop_on_stdin_close=args.stop_on_stdin_close)
     return 0
 
 
-def run_app(app: object, *, host: str, port: int, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn until stopped: no proxy headers trusted (the client address is the
-    socket's, which the loopback checks rely on), no Server or Date header."""
+def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info", stop_on_stdin_close: bool = False) -> None:
+    """Serve ``app`` with uvicorn until stopped (Ctrl-C, POST /shutdown, or with ``stop_on_stdin_close``
+    the end of standard input): no proxy headers trusted (the client address is the socket's, which
+    the loopback checks rely on), no Server or Date header."""
     import uvicorn  # start-up: uvicorn loads only when a server really starts
 
-    uvicorn.run(
+    config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False, date_header=False
     )
+    server = uvicorn.Server(config)
+
+    def request_stop() -> None:
+        server.should_exit = True  # uvicorn's own flag: the same graceful shutdown as Ctrl-C
+
+    app.state.request_stop = request_stop
+    if stop_on_stdin_close and sys.stdin is not None:
+        threading.Thread(target=_stop_at_end_of_input, args=(request_stop,), daemon=True, name="vibe-stdin").start()
+    server.run()
+
+
+def _stop_at_end_of_input(request_stop: Callable[[], None]) -> None:
+    """The parent holds our standard input open and never writes; when it exits or crashes, the
+    system closes it and the read ends."""
+    try:
+        while sys.stdin.buffer.read(65536):
+            pass
+    except (OSError, ValueError):  # no usable standard input: the same as its end
+        pass
+    request_stop()

@@ -1,1 +1,1 @@
-"""One router per resource: health, jobs, body_model."""
+"""One router per resource: health, API docs, jobs, body_model, live, shutdown."""

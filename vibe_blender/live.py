@@ -6,7 +6,9 @@ stream in its own thread. :func:`live_tick` runs on the main thread from ``bpy.a
 the newest frame and poses each person's character for it (a character is built the first time a
 track id is seen). Timers never fire in the ``bpy`` module build, so tests call :func:`live_tick`
 directly. Stopping a recording saves it as a standard result file in the add-on's results folder
-and imports it, so the keys are written in bulk on the usual character (one key per received frame).
+and imports it, so the keys are written in bulk on the usual character: one key per scene frame, placed
+by the server's frame times so that the motion plays at real speed in the scene's frame rate (frames
+the server dropped are interpolated across; a frame without the person is a gap).
 Nothing here blocks Blender: network calls and the session's stop run in worker threads.
 """
 
@@ -24,7 +26,14 @@ import numpy as np
 from . import server_control
 from .core.client import ServerClient, check_online_access, is_loopback_url
 from .core.errors import VibeError
-from .core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, LiveTake
+from .core.live_client import (
+    START_TIMEOUT_S,
+    LiveConnection,
+    LiveFrameMessage,
+    LivePersonFrame,
+    LiveTake,
+    take_on_frames,
+)
 from .core.model_data import read_body_model
 from .core.motion import TrackMotion, ground_offset
 from .core.result_file import MocapResult, Track, VideoInfo, save_result
@@ -66,7 +75,7 @@ class LiveSession:
     collection_name: str = ""
     record_on_connect: bool = False
     stop_requested: bool = False
-    stop_sent_for: str | None = None  # the server session a stop was sent for
+    stop_sent: bool = False
     connector: threading.Thread | None = None  # the thread connecting (it ends once the stream runs)
     last_take: LiveTake | None = None
     last_result_path: Path | None = None
@@ -158,15 +167,15 @@ def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir:
         if not body_model_path.is_file():
             client.download_body_model(body_model_path)
         session.body_model = read_body_model(body_model_path)
-        connection = LiveConnection(client)
+        connection = LiveConnection(client, start_client=ServerClient(url, token, timeout_s=START_TIMEOUT_S))
         with session._lock:
             if session.stop_requested:  # stopped while connecting: start nothing
                 return
             if session.record_on_connect:
                 connection.recording_start()
                 session.record_on_connect = False
-            session.connection = connection
             connection.start(session.source, params)  # only starts its thread
+            session.connection = connection  # seen "connecting" at once: a stop from now on reaches the server
     except VibeError as err:
         session.error = str(err)
     except Exception as err:  # the thread must never die silently: show what broke
@@ -184,13 +193,13 @@ def stop_live() -> None:
 
 
 def _send_stop(session: LiveSession) -> None:
-    """Once the server named the session (the receiver thread may not have yet), stop it there."""
+    """Once the connection exists (the connecting thread may not have made it yet), stop it: on the
+    server too, when the server answers the start request if it has not yet."""
     connection = session.connection
-    if not session.stop_requested or connection is None or connection.state in FINAL_STATES:
+    if not session.stop_requested or session.stop_sent or connection is None or connection.state in FINAL_STATES:
         return
-    if connection.live_id is not None and session.stop_sent_for != connection.live_id:
-        session.stop_sent_for = connection.live_id
-        threading.Thread(target=connection.stop, daemon=True, name="vibe-live-stop").start()
+    session.stop_sent = True
+    threading.Thread(target=connection.stop, daemon=True, name="vibe-live-stop").start()
 
 
 # -- recording ----------------------------------------------------------------------------------
@@ -228,38 +237,46 @@ def stop_recording(options: ImportOptions | None = None) -> list:
 
 
 def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
-    """A recording -> the standard result: one track per id, frame ids counted from the recording's
-    first frame. The stream sends no crop camera, image box or 3D joints: those arrays are zero
-    (joints3d has no joints) and the video size and focal length are marked unknown in ``meta``."""
-    first = min(ids[0] for ids in take.frame_ids.values())
+    """A recording -> the standard result at ``fps`` (:func:`.core.live_client.take_on_frames`): one
+    track per id, frame 0 at the recording's first received frame. The stream sends no crop camera,
+    image box or 3D joints: those arrays are zero (joints3d has no joints) and the video size and focal
+    length are marked unknown in ``meta``."""
+    on_frames = take_on_frames(take, fps)
     tracks = []
     for track_id in take.track_ids:
-        frame_ids = np.asarray(take.frame_ids[track_id], dtype=np.int64) - first
-        T = len(frame_ids)
-        betas = np.stack(take.betas[track_id]).astype(np.float32)
+        T = len(on_frames.frame_ids[track_id])
         tracks.append(
             Track(
                 track_id=track_id,
-                frame_ids=frame_ids,
-                pose=np.stack(take.pose[track_id]),
-                betas=betas,
-                betas_track=np.median(betas, axis=0).astype(np.float32),
+                frame_ids=on_frames.frame_ids[track_id],
+                pose=on_frames.pose[track_id],
+                betas=on_frames.betas[track_id],
+                betas_track=np.median(np.stack(take.betas[track_id]), axis=0).astype(np.float32),
                 pred_cam=np.zeros((T, 3), np.float32),
                 orig_cam=np.zeros((T, 4), np.float32),
                 bboxes=np.zeros((T, 4), np.float32),
                 joints3d=np.zeros((T, 0, 3), np.float32),
-                trans_cam_m=np.stack(take.trans_cam_m[track_id]),
+                trans_cam_m=on_frames.trans_cam_m[track_id],
             )
         )
-    frame_count = max(int(t.frame_ids[-1]) + 1 for t in tracks)
     return MocapResult(
         video=VideoInfo(
-            name=name, fps=fps, width=UNKNOWN_VIDEO_SIDE_PX, height=UNKNOWN_VIDEO_SIDE_PX, frame_count=frame_count
+            name=name,
+            fps=fps,
+            width=UNKNOWN_VIDEO_SIDE_PX,
+            height=UNKNOWN_VIDEO_SIDE_PX,
+            frame_count=on_frames.frame_count,
         ),
         tracks=tracks,
         model_name="live",
         focal_length_px=UNKNOWN_FOCAL_PX,
-        meta={"source": "live", "first_frame_index": str(first), "video_size": "unknown", "focal_length": "unknown"},
+        meta={
+            "source": "live",
+            "first_frame_index": str(take.received_index[0]),
+            "frames_received": str(len(take.received_index)),
+            "video_size": "unknown",
+            "focal_length": "unknown",
+        },
     )
 
 

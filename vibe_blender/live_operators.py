@@ -88,7 +88,7 @@ class VIBE_OT_live_record(bpy.types.Operator):
 
 
 class VIBE_OT_live_record_stop(bpy.types.Operator):
-    """Stop recording and key the recorded motion on a new character (one key per received frame)"""
+    """Stop recording and key the recorded motion on a new character, at real speed in the scene's frame rate"""
 
     bl_idname = "vibe_mocap.live_record_stop"
     bl_label = "Stop Recording"

@@ -45,6 +45,13 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
 
         if session is not None:
             label_lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))
+            bad = session.connection.bad_messages if session.connection is not None else 0
+            if bad:
+                label_lines(
+                    layout,
+                    f"Skipped {bad} malformed message(s) from the server; if this keeps growing, update the server.",
+                    icon="ERROR",
+                )
             if session.recording:
                 layout.label(text="Recording…", icon="REC")
             if session.last_result_path is not None:

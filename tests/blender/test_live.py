@@ -1,8 +1,11 @@
 """Live capture in Blender through the REAL server (the add-on's own, from the main .venv), on the
 bundled clip: the characters follow the stream from the timer step, a recording becomes the usual
-character with one key per received frame, and a server that dies mid-stream is reported while the
-recording so far is kept. The server's folders are isolated (XDG_* in a temp dir)."""
+character keyed on the scene's frames at real speed, and a server that dies mid-stream is reported
+while the recording so far is kept. The server's folders are isolated (XDG_* in a temp dir). What the
+real server never does (answer slowly, send malformed messages, drop frames by the dozen on cue) runs
+against tests/fake_live_server.py and recordings made in code."""
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -10,9 +13,12 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from fake_live_server import LIVE_ID, FakeLiveServer, frame_message, moving_take, person
 
 from vibe_blender import keyframes, live, preferences, server_control
+from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.live_client import LiveConnection, take_on_frames
 from vibe_blender.core.local_server import free_port, venv_program
 from vibe_blender.core.model_data import read_body_model
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
@@ -121,16 +127,17 @@ def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_fra
     assert np.linalg.norm(now[1] - first_seen[walker][1]) > 0.01  # the pelvis moved by more than 1 cm
 
     assert len(characters) == len(take.track_ids)
-    first_frame = min(min(ids) for ids in take.frame_ids.values())
+    # The take plays at real speed: its scene frames span the time between its first and last frames.
+    fps, scene = live._scene_fps(), bpy.context.scene
+    times = np.asarray(take.received_time_s)
+    assert abs((scene.frame_end - scene.frame_start) / fps - (times[-1] - times[0])) <= 0.5 / fps
+    placed = take_on_frames(take, fps)
     for tid in take.track_ids:
         arm, mesh = next(c for c in characters if c[0].name.startswith(f"track_{tid}"))
         assert mesh.type == "MESH" and mesh.parent == arm
         assert mesh.data.shape_keys is not None and len(mesh.data.shape_keys.key_blocks) >= 11
-        received = np.asarray(take.frame_ids[tid])
         for bone in (JOINT_NAMES[0], JOINT_NAMES[5]):
-            keys = rotation_keys(arm, bone)
-            assert len(keys) == len(received) == len(set(received.tolist()))  # exactly one key per frame
-            np.testing.assert_array_equal(keys, received - first_frame + 1)
+            np.testing.assert_array_equal(rotation_keys(arm, bone), placed.frame_ids[tid] + 1)
 
 
 def test_stop_ends_the_session_on_the_server_and_keeps_the_characters(addon, monkeypatch):
@@ -195,7 +202,7 @@ def test_a_server_dying_mid_stream_is_reported_and_the_recording_is_kept(addon):
     for tid in take.track_ids:
         arm, mesh = next(c for c in characters if c[0].name.startswith(f"track_{tid}"))
         assert mesh.data.shape_keys is not None
-        assert len(rotation_keys(arm, JOINT_NAMES[0])) == len(take.frame_ids[tid])
+        assert len(rotation_keys(arm, JOINT_NAMES[0])) == len(take_on_frames(take, live._scene_fps()).frame_ids[tid])
 
 
 def test_bad_requests_give_one_clear_message(addon):
@@ -210,3 +217,92 @@ def test_bad_requests_give_one_clear_message(addon):
         bpy.ops.vibe_mocap.live_record()
     with pytest.raises(RuntimeError, match="Nothing was recorded"):
         bpy.ops.vibe_mocap.live_record_stop()
+
+
+# -- recordings made in code, and a fake server ------------------------------------------------
+def import_recording(body_model, take, fps: int) -> tuple:
+    """Stop Recording on a session that recorded ``take``, in a scene of ``fps`` -> (armature, mesh)."""
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = fps, 1.0
+    connection = LiveConnection(client=None)
+    connection.recording_start()
+    connection._take, connection.state = take, "ended"
+    live._current["session"] = live.LiveSession(source="0", connection=connection, body_model=body_model)
+    ((armature, mesh),) = live.stop_recording()
+    return armature, mesh
+
+
+def hidden_frames(mesh) -> list[int]:
+    scene = bpy.context.scene
+    hidden = []
+    for frame in range(scene.frame_start, scene.frame_end + 1):
+        scene.frame_set(frame)
+        if mesh.hide_viewport or mesh.hide_render:
+            hidden.append(frame)
+    return hidden
+
+
+def test_a_recording_with_dropped_frames_imports_smooth_at_real_speed(addon, body_model):
+    """2 s of a 30 frames/s camera where the server dropped every other frame, in a 24 frames/s
+    scene: the body was hidden on each dropped frame, held still before it (CONSTANT keys), and the
+    take played at the wrong speed (one scene frame per source frame)."""
+    armature, mesh = import_recording(body_model, moving_take(range(0, 60, 2)), 24)
+    scene = bpy.context.scene
+    assert live._scene_fps() == 24
+    assert abs(scene.frame_end - scene.frame_start + 1 - 2 * 24) <= 1
+    assert hidden_frames(mesh) == []
+    np.testing.assert_array_equal(
+        rotation_keys(armature, JOINT_NAMES[1]), np.arange(scene.frame_start, scene.frame_end + 1)
+    )
+    channels = keyframes.channels_of(armature)
+    for fcurve in channels.fcurves:
+        interpolation = np.empty(len(fcurve.keyframe_points), dtype=np.int32)
+        fcurve.keyframe_points.foreach_get("interpolation", interpolation)
+        assert np.all(interpolation == keyframes.LINEAR), fcurve.data_path
+
+
+def test_a_person_missing_from_processed_frames_is_hidden_there(addon, body_model):
+    absent = {20, 22, 24}  # frames the server processed without seeing the person
+    armature, mesh = import_recording(body_model, moving_take(range(0, 60, 2), absent=absent), 24)
+    scene = bpy.context.scene
+    gap = [
+        f for f in range(scene.frame_start, scene.frame_end + 1) if 20 / 30 <= (f - scene.frame_start) / 24 <= 24 / 30
+    ]
+    assert gap and set(gap) <= set(hidden_frames(mesh))
+    assert scene.frame_start not in hidden_frames(mesh) and scene.frame_end not in hidden_frames(mesh)
+
+
+@pytest.fixture
+def fake_server_setup(monkeypatch, reference_dir):
+    """Live sessions go to the URL given (no add-on server is started), the usual requests time out
+    after 0.5 s, and a fake server serves the reference body model."""
+    monkeypatch.setattr(server_control, "server_for_capture", lambda url, token, data_dir: (url, token))
+    monkeypatch.setattr(live, "ServerClient", functools.partial(ServerClient, timeout_s=0.5))
+    return {"body_model": reference_dir / "body_model.npz"}
+
+
+def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setup):
+    """The start request waits for the server to open its source (it timed out with the client's
+    usual timeout and said the server was unreachable); malformed messages are counted in the panel;
+    a lost connection asks the server to stop the session, which nobody follows any more."""
+    bad_pose = frame_message(1, 10.05, [person(1, pose=[0.0] * 71)])
+    messages = [frame_message(0, 10.0, [person(1)]), bad_pose, "{not json", frame_message(2, 10.1, [person(1)])]
+    with FakeLiveServer(messages, after="close", start_delay_s=1.5, **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        tick_until(lambda: live.live_tick() is None, 30)
+        assert server.wait_for_stop()
+    assert session.state == "lost" and "lost" in session.message, session.message
+    assert session.connection.frames_received == 2 and session.characters
+    calls = draw_live_panel()
+    assert any(name == "label" and "Skipped 2 malformed" in kw["text"] for name, _, kw in calls), calls
+
+
+def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):
+    with FakeLiveServer([frame_message(0, 10.0, [person(1)])], start_delay_s=3.0, **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        tick_until(lambda: session.connection is not None, 30)  # the start request is out
+        live.stop_live()
+        tick_until(lambda: live.live_tick() is None, 2)  # ended without waiting for the server's answer
+        assert session.state == "ended" and not server.stop_requests
+        assert server.wait_for_stop()  # the session the server then started is stopped there
+    assert server.stop_requests == [LIVE_ID] and server.streams_opened == 0

@@ -1,89 +1,221 @@
-"""The live client's receiver thread against a hostile WebSocket server (a plain socket in a thread),
-for what the real server never sends. The normal flow runs against the real server in
-tests/server/test_live_api.py."""
+"""The live client against a hostile or slow live server (tests/fake_live_server.py), for what the real
+server never sends or does, and the placing of a recording on the scene's timeline. The normal flow
+runs against the real server in tests/server/test_live_api.py."""
 
-import base64
-import hashlib
 import json
-import socket
-import struct
 import threading
+import time
 
-from vibe_blender.core.live_client import LiveConnection
-from vibe_blender.core.websocket import GUID, WebSocket
-
-LIVE_ID = "0123456789abcdef"
-FRAME = json.dumps(
-    {
-        "type": "frame",
-        "frame_index": 0,
-        "people": [{"track_id": 1, "pose": [0.0] * 72, "betas": [0.0] * 10, "trans_cam_m": [0.0, 0.0, 3.0]}],
-    }
+import numpy as np
+import pytest
+from fake_live_server import (
+    END,
+    LIVE_ID,
+    OMEGA,
+    SPEED,
+    FakeLiveServer,
+    frame_message,
+    moving_take,
+    person,
+    raw_frame,
+    text_frame,
 )
+
+from vibe_blender.core.client import ServerClient
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.live_client import (
+    START_TIMEOUT_S,
+    LiveConnection,
+    LiveFrameMessage,
+    LivePersonFrame,
+    LiveTake,
+    take_on_frames,
+)
+from vibe_blender.core.rotations import axis_angle_to_quat
+from vibe_blender.core.websocket import OP_PING
+
+FRAME = frame_message(0, 100.0, [person(1)])
 DEEP = "[" * 200_000 + "]" * 200_000  # 400 kB, under the 1 MiB message cap: json.loads alone recurses out
 
 
-def _websocket_server(messages: list[str]) -> int:
-    """A one-connection WebSocket server on 127.0.0.1 that sends ``messages`` as text, then waits for
-    the client to go; -> its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn, listener:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
-            key = next(
-                line.split(b":", 1)[1].strip()
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"sec-websocket-key:")
-            )
-            accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
-            conn.sendall(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-            )
-            for text in messages:
-                payload = text.encode()
-                conn.sendall(bytes([0x81, 127]) + struct.pack("!Q", len(payload)) + payload)
-            conn.settimeout(10)
-            try:
-                while conn.recv(65536):
-                    pass
-            except OSError:
-                pass
-
-    threading.Thread(target=serve, daemon=True).start()
-    return listener.getsockname()[1]
+def follow(server: FakeLiveServer, *, record: bool = False, timeout_s: float = 20.0, **kwargs) -> LiveConnection:
+    """A session on ``server`` followed until its receiver thread ends."""
+    live = LiveConnection(ServerClient(server.url, server.token), **kwargs)
+    if record:
+        live.recording_start()
+    live.start("0")
+    live._thread.join(timeout_s)
+    assert not live._thread.is_alive(), (live.state, live.error)
+    return live
 
 
-class _Client:
-    """The part of ServerClient a LiveConnection uses, with the stream on the fake WebSocket server."""
-
-    def __init__(self, port: int):
-        self.port = port
-
-    def start_live(self, source, params):
-        return {"live_id": LIVE_ID}
-
-    def open_live_stream(self, live_id):
-        return WebSocket(f"ws://127.0.0.1:{self.port}/api/v1/live/{live_id}/stream")
-
-    def stop_live(self, live_id):
-        return {}
+def frame_with_pose(index: int, pose) -> str:
+    message = json.loads(frame_message(index, 100.0 + index / 30, [person(1)]))
+    message["people"][0]["pose"] = pose
+    return json.dumps(message)
 
 
 def test_a_deeply_nested_message_is_skipped_as_bad_and_the_session_goes_on():
     """json.loads alone raised RecursionError there, which killed the receiver thread: the session
     stayed "streaming" for ever."""
-    client = _Client(_websocket_server([FRAME, "{not json", DEEP, FRAME, json.dumps({"type": "end"})]))
-    live = LiveConnection(client)
-    live.recording_start()
-    live.start("0")
-    live._thread.join(20)
-    assert not live._thread.is_alive()
+    second = frame_message(1, 100.1, [person(1)])
+    with FakeLiveServer([FRAME, "{not json", DEEP, second, END]) as server:
+        live = follow(server, record=True)
     assert live.state == "ended" and live.error is None, (live.state, live.error)
     assert live.frames_received == 2 and live.bad_messages == 2
     take = live.recording_stop()
     assert take is not None and take.track_ids == [1] and take.rows == 2
+
+
+def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
+    """A pose of objects raised TypeError (only ValueError was caught), which killed the receiver
+    thread; a pose of pairs was taken as a (72, 2) array that broke the timer step later."""
+    bad = [
+        frame_with_pose(1, [{}] * 72),
+        frame_with_pose(2, [[0.1, 0.2]] * 72),
+        frame_with_pose(3, [True] * 72),
+        frame_with_pose(4, [10**400] + [0.0] * 71),  # past float64's range
+        frame_with_pose(5, ["0.1"] * 72),
+        frame_message(6, 100.2, [person(1), person(1)]),  # one track twice in a frame
+        json.dumps({"type": "frame", "frame_index": 7, "people": []}),  # no frame time
+        frame_message(8, float("nan"), []),
+        frame_message(0, 100.3, []),  # an index the stream already passed
+    ]
+    with FakeLiveServer([FRAME, *bad, frame_message(9, 100.4, [person(1)]), END]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    assert live.frames_received == 2 and live.bad_messages == len(bad)
+    take = live.recording_stop()
+    assert take.received_index == [0, 9] and take.frame_ids == {1: [0, 9]}
+    assert all(p.shape == (72,) for p in take.pose[1])
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [raw_frame(OP_PING, b"x" * 70_000), raw_frame(OP_PING, b"x" * 126), raw_frame(OP_PING, b"x", fin=False)],
+    ids=["70 kB ping", "126-byte ping", "fragmented ping"],
+)
+def test_a_control_frame_that_breaks_the_protocol_fails_the_session_with_one_message(frame):
+    """A ping of 64 KiB or more made the pong's '!H' length overflow (struct.error): the receiver
+    thread died with the panel saying "streaming"."""
+    with FakeLiveServer([FRAME, frame, text_frame(FRAME)]) as server:
+        live = follow(server, record=True)
+        assert server.wait_for_stop()  # nobody follows the session any more: stopped on the server
+    assert live.state == "failed"
+    assert live.error.startswith("The server broke the WebSocket protocol") and "control frame" in live.error
+    assert live.recording_stop().rows == 1  # the recording so far is kept
+
+
+def test_an_unexpected_error_in_the_receiver_fails_the_session(monkeypatch):
+    def broken_add(self, frame):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(LiveTake, "add", broken_add)
+    with FakeLiveServer([FRAME]) as server:
+        live = follow(server, record=True)
+        assert server.wait_for_stop()
+    assert live.state == "failed"
+    assert "unexpected error" in live.error and "disk on fire" in live.error
+
+
+def test_a_lost_connection_asks_the_server_to_stop_the_session():
+    with FakeLiveServer([FRAME], after="close") as server:
+        live = follow(server)
+        assert server.wait_for_stop()
+    assert live.state == "lost" and "lost" in live.error and live.frames_received == 1
+
+
+def test_a_stop_the_server_does_not_confirm_is_reported():
+    with FakeLiveServer([FRAME], stop_status=500) as server:
+        live = LiveConnection(ServerClient(server.url, server.token)).start("0")
+        deadline = time.monotonic() + 10
+        while live.frames_received < 1:
+            assert time.monotonic() < deadline, (live.state, live.error)
+            time.sleep(0.02)
+        live.stop()
+    assert server.stop_requests == [LIVE_ID]
+    assert live.state == "ended"
+    assert "may still run on the server" in live.error and "could not be stopped" in live.error
+
+
+def test_stop_while_the_server_starts_the_session_ends_it_at_once_and_stops_it_there():
+    """The start request waits for the server to open the source; a stop meanwhile must not wait
+    for it, and the session the server then starts must not run for nobody."""
+    with FakeLiveServer([FRAME], start_delay_s=1.5) as server:
+        live = LiveConnection(ServerClient(server.url, server.token)).start("0")
+        stopper = threading.Thread(target=live.stop)
+        stopper.start()
+        deadline = time.monotonic() + 1.0
+        while live.state != "ended":
+            assert time.monotonic() < deadline, live.state
+            time.sleep(0.01)
+        assert not server.stop_requests  # the server has not answered yet
+        assert server.wait_for_stop()
+        stopper.join(10)
+        live._thread.join(10)
+    assert live.state == "ended" and live.error is None
+    assert server.streams_opened == 0 and live.frames_received == 0
+
+
+def test_a_start_slower_than_the_client_timeout_is_waited_for():
+    """The server answers the start once the source is open and the detector loaded: with the
+    client's usual timeout, Blender reported the server unreachable while the session started."""
+    with FakeLiveServer([FRAME, END], start_delay_s=1.0) as server:
+        quick = ServerClient(server.url, server.token, timeout_s=0.3)
+        with pytest.raises(VibeError, match="Cannot reach"):
+            quick.start_live("0")
+        slow_start = ServerClient(server.url, server.token, timeout_s=START_TIMEOUT_S)
+        live = follow(server, start_client=slow_start)
+    assert live.state == "ended" and live.error is None and live.frames_received == 1
+
+
+# -- the recording on the scene's timeline ------------------------------------------------------
+def test_dropped_frames_are_interpolated_across_at_real_speed():
+    """2 s of a 30 frames/s camera with every other frame dropped, in a 24 frames/s scene: the person
+    is there in every scene frame (no gap per dropped frame), the take spans 2 s of the scene's
+    frames, and each frame holds the motion of its own time."""
+    take = moving_take(range(0, 60, 2))
+    placed = take_on_frames(take, 24.0)
+    assert abs(placed.frame_count - 2 * 24) <= 1
+    np.testing.assert_array_equal(placed.frame_ids[1], np.arange(placed.frame_count))
+    t = np.minimum(placed.frame_ids[1] / 24.0, 58 / 30)  # the last frame may round past the last received
+    np.testing.assert_allclose(placed.pose[1][:, 5], OMEGA * t, atol=1e-5)
+    np.testing.assert_allclose(placed.trans_cam_m[1][:, 0], SPEED * t, atol=1e-5)
+    assert placed.pose[1].dtype == np.float32 and placed.pose[1].shape == (placed.frame_count, 72)
+
+
+def test_a_person_absent_from_a_processed_frame_is_a_gap():
+    indices = list(range(0, 60, 2))
+    absent = {20, 22, 24}  # processed (received, empty of this person), not dropped
+    take = moving_take(indices, absent=absent)
+    take.add(LiveFrameMessage(60, 5000.0 + 60 / 30, (), None))  # a last frame with nobody
+    placed = take_on_frames(take, 24.0)
+    times = placed.frame_ids[1] / 24.0
+    assert not np.any((times >= 20 / 30) & (times <= 24 / 30))
+    grid = np.arange(placed.frame_count) / 24.0
+    seen = (grid <= 18 / 30) | ((grid >= 26 / 30) & (grid <= 58 / 30))
+    assert set(np.flatnonzero(seen)) <= set(placed.frame_ids[1].tolist())
+    assert placed.frame_ids[1][-1] < placed.frame_count - 1  # gone before the take's last frame
+
+
+def test_rotations_are_interpolated_the_short_way():
+    """A root turning from 179° to 181° about x (stored as -179°) passes 180°, not 0°."""
+    take = LiveTake()
+    for i, angle in enumerate((np.pi - 0.02, -(np.pi - 0.02))):
+        pose = np.zeros(72, np.float32)
+        pose[0] = angle
+        take.add(
+            LiveFrameMessage(
+                i, i / 10, (LivePersonFrame(1, i, pose, np.zeros(10, np.float32), np.zeros(3, np.float32)),), None
+            )
+        )
+    placed = take_on_frames(take, 20.0)  # frames at 0, 0.05 (halfway) and 0.1 s
+    halfway = axis_angle_to_quat(placed.pose[1][1, :3].astype(np.float64))
+    np.testing.assert_allclose(abs(halfway[0]), 0.0, atol=1e-6)  # w = cos(180° / 2)
+
+
+def test_a_recording_whose_times_span_too_long_is_refused():
+    take = moving_take([0, 1])
+    take.received_time_s[1] = take.received_time_s[0] + 1e6  # a broken clock: 11 days between two frames
+    with pytest.raises(VibeError, match="too long to keep"):
+        take_on_frames(take, 24.0)

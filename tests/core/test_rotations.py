@@ -6,6 +6,8 @@ from vibe_blender.core.rotations import (
     make_continuous,
     quat_conjugate,
     quat_multiply,
+    quat_slerp,
+    quat_to_axis_angle,
     quat_to_rotmat,
     rotmat_to_quat,
 )
@@ -64,3 +66,14 @@ def test_quaternion_to_axis_angle_round_trip_including_zero_and_pi():
     np.testing.assert_allclose(axis_angle_to_rotmat(back), axis_angle_to_rotmat(aa), atol=1e-9)
     assert np.linalg.norm(back, axis=1).max() <= np.pi + 1e-12
     np.testing.assert_allclose(quat_to_axis_angle(-axis_angle_to_quat(aa[:10])), back[:10], atol=1e-12)
+
+
+def test_slerp_goes_the_short_way_at_constant_speed():
+    axis = np.array([0.0, 0.0, 1.0])
+    q0 = axis_angle_to_quat(np.zeros(3))
+    q1 = -axis_angle_to_quat(axis * 1.2)  # the same rotation with the other sign
+    for w in (0.0, 0.25, 0.5, 1.0):
+        q = quat_slerp(q0, q1, np.array([w]))
+        np.testing.assert_allclose(quat_to_axis_angle(q), axis * 1.2 * w, atol=1e-9)
+    same = quat_slerp(q0, q0, np.array([0.3]))  # no 0/0 between equal rotations
+    np.testing.assert_allclose(same, q0, atol=1e-12)

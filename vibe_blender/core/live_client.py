@@ -4,11 +4,13 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     live = LiveConnection(client).start("0", {"detection_stride": 2})
     ... in Blender's timer:  frame = live.take_latest()    # newest frame not shown yet, or None
     live.recording_start(); ...; take = live.recording_stop()   # per track: frames, pose, betas, trans
+    frames = take_on_frames(take, 24.0)   # the recording on a 24 frames/s timeline, at real speed
     live.stop()
 
 Every field of every message is checked before use (types, sizes, finite numbers); a message that
 fails is counted as bad and skipped (one nested deeply enough to exhaust the parser too). When the
-connection drops, ``state`` says so and the recording so far is kept.
+connection drops or the server breaks the protocol, ``state`` says so, the recording so far is kept
+and the server is asked to stop the session (nobody follows it any more).
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ import numpy as np
 from . import safe_json
 from .client import JOB_ID_PATTERN, ServerClient
 from .errors import VibeError
+from .rotations import axis_angle_to_quat, quat_slerp, quat_to_axis_angle
 from .websocket import WebSocket, WebSocketClosed
 
 MAX_PEOPLE_PER_FRAME = 32
 MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~0.7 GB of float32 pose): then it stops
+MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; beyond is no clock
+# The start request waits while the server opens the source (a stream may take 10 s) and loads its
+# detector and model (a minute on a slow machine); the server starts the session even when the
+# client gave up, so giving up early would leave it running for nobody.
+START_TIMEOUT_S = 120.0
+RESAMPLE_CHUNK = 65_536  # frames interpolated at a time (bounds the float64 temporaries)
 
 
 @dataclass(frozen=True)
@@ -40,17 +49,32 @@ class LivePersonFrame:
 @dataclass(frozen=True)
 class LiveFrameMessage:
     frame_index: int
+    frame_time_s: float  # when the frame arrived at the server (its clock, seconds)
     people: tuple[LivePersonFrame, ...]
     latency_s: float | None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _vector(value, n: int, what: str) -> np.ndarray:
-    if not isinstance(value, list) or len(value) != n:
+    """A flat list of exactly ``n`` finite numbers -> (n,) float32 (ValueError else)."""
+    if not isinstance(value, list) or len(value) != n or not all(_is_number(v) for v in value):
         raise ValueError(f"{what} must be a list of {n} numbers")
-    array = np.asarray(value, dtype=np.float64)
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except OverflowError:  # an integer past float64's range
+        raise ValueError(f"{what} holds huge numbers") from None
     if not np.all(np.isfinite(array)) or np.abs(array).max(initial=0) > 1e6:
         raise ValueError(f"{what} holds non-finite or huge numbers")
     return array.astype(np.float32)
+
+
+def _time(value, what: str) -> float:
+    if not _is_number(value) or not math.isfinite(value) or abs(value) > MAX_FRAME_TIME_S:
+        raise ValueError(f"{what} must be a time in seconds")
+    return float(value)
 
 
 def _index(value, what: str, upper: int = 2**40) -> int:
@@ -62,6 +86,7 @@ def _index(value, what: str, upper: int = 2**40) -> int:
 def parse_frame_message(message: dict) -> LiveFrameMessage:
     """A server "frame" message -> checked arrays (ValueError naming the first bad field)."""
     frame_index = _index(message.get("frame_index"), "frame_index")
+    frame_time_s = _time(message.get("frame_time_s"), "frame_time_s")
     people = message.get("people")
     if not isinstance(people, list) or len(people) > MAX_PEOPLE_PER_FRAME:
         raise ValueError("people must be a list of at most 32 entries")
@@ -69,6 +94,8 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
     for person in people:
         if not isinstance(person, dict):
             raise ValueError("each person must be an object")
+        if any(p.track_id == person.get("track_id") for p in parsed):
+            raise ValueError("a track id appears twice in one frame")
         parsed.append(
             LivePersonFrame(
                 _index(person.get("track_id"), "track_id", 2**31),
@@ -81,13 +108,17 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
         value = person.get("latency_s")
         if isinstance(value, (int, float)) and math.isfinite(value):
             latency = float(value)
-    return LiveFrameMessage(frame_index, tuple(parsed), latency)
+    return LiveFrameMessage(frame_index, frame_time_s, tuple(parsed), latency)
 
 
 @dataclass
 class LiveTake:
-    """A recording: per track, the frames it was seen in and its pose, betas and root translation."""
+    """A recording: every frame received (its index and time, empty frames too: the server sends each
+    frame it processed, so a frame missing here was dropped), and per track the frames it was seen in
+    and its pose, betas and root translation. Frames are added in order (index and time increasing)."""
 
+    received_index: list[int] = field(default_factory=list)
+    received_time_s: list[float] = field(default_factory=list)
     frame_ids: dict[int, list[int]] = field(default_factory=dict)
     pose: dict[int, list[np.ndarray]] = field(default_factory=dict)
     betas: dict[int, list[np.ndarray]] = field(default_factory=dict)
@@ -96,8 +127,10 @@ class LiveTake:
 
     def add(self, frame: LiveFrameMessage) -> bool:
         """False once the recording is full (it then keeps what it has)."""
-        if self.rows + len(frame.people) > MAX_RECORDED_FRAMES:
+        if self.rows + len(frame.people) > MAX_RECORDED_FRAMES or len(self.received_index) >= MAX_RECORDED_FRAMES:
             return False
+        self.received_index.append(frame.frame_index)
+        self.received_time_s.append(frame.frame_time_s)
         for p in frame.people:
             self.frame_ids.setdefault(p.track_id, []).append(p.frame_index)
             self.pose.setdefault(p.track_id, []).append(p.pose)
@@ -111,11 +144,89 @@ class LiveTake:
         return sorted(self.frame_ids)
 
 
-class LiveConnection:
-    """One live session on the server, followed by a worker thread."""
+@dataclass(frozen=True)
+class TakeOnFrames:
+    """A recording on a timeline of ``fps`` frames, frame 0 at its first received frame."""
 
-    def __init__(self, client: ServerClient):
+    frame_count: int  # timeline frames from the first received frame to the last
+    frame_ids: dict[int, np.ndarray]  # per track (T,) int64 timeline frames; a gap where it was absent
+    pose: dict[int, np.ndarray]  # (T, 72) float32
+    betas: dict[int, np.ndarray]  # (T, 10) float32
+    trans_cam_m: dict[int, np.ndarray]  # (T, 3) float32
+
+
+def take_on_frames(take: LiveTake, fps: float) -> TakeOnFrames:
+    """Place a recording on a timeline of ``fps`` frames by the server's frame times, so that it plays
+    at real speed whatever the source's rate and whatever the server dropped. Each timeline frame shows
+    a person as in the received frame nearest in time, interpolated (rotations by slerp) towards the
+    received frame on the other side of it when the person is in both: a frame the server dropped or
+    never sent leaves no gap, a received frame without the person does."""
+    times = np.asarray(take.received_time_s, dtype=np.float64)
+    times -= times[0]
+    frame_count = int(round(times[-1] * fps)) + 1
+    if frame_count > MAX_RECORDED_FRAMES:
+        raise _too_long(frame_count, fps)
+    grid = np.arange(frame_count) / fps
+    before = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 1)
+    after = np.minimum(before + 1, len(times) - 1)
+    nearest = np.where(grid - times[before] <= times[after] - grid, before, after)
+    span = times[after] - times[before]
+    weight = np.clip((grid - times[before]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
+    received_index = np.asarray(take.received_index, dtype=np.int64)
+    placed, total = {}, 0
+    for track_id in take.track_ids:
+        row = np.full(len(times), -1, dtype=np.int64)  # received frame -> the track's row, -1: absent
+        row[np.searchsorted(received_index, take.frame_ids[track_id])] = np.arange(len(take.frame_ids[track_id]))
+        shown = np.flatnonzero(row[nearest] >= 0)
+        total += len(shown)
+        if total > MAX_RECORDED_FRAMES:
+            raise _too_long(total, fps)
+        both = (row[before[shown]] >= 0) & (row[after[shown]] >= 0)
+        first = np.where(both, row[before[shown]], row[nearest[shown]])
+        second = np.where(both, row[after[shown]], first)
+        placed[track_id] = (shown, first, second, np.where(both, weight[shown], 0.0))
+    return TakeOnFrames(
+        frame_count=frame_count,
+        frame_ids={t: placed[t][0].astype(np.int64) for t in placed},
+        pose={t: _slerp_poses(np.stack(take.pose[t]), *placed[t][1:]) for t in placed},
+        betas={t: _lerp(np.stack(take.betas[t]), *placed[t][1:]) for t in placed},
+        trans_cam_m={t: _lerp(np.stack(take.trans_cam_m[t]), *placed[t][1:]) for t in placed},
+    )
+
+
+def _too_long(frames: int, fps: float) -> VibeError:
+    return VibeError(
+        f"The recording is too long to keep: {frames:,} frames of motion at {fps:g} frames/s, more than "
+        f"{MAX_RECORDED_FRAMES:,}; record shorter takes."
+    )
+
+
+def _lerp(values: np.ndarray, first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    w = weight[:, None]
+    return ((1.0 - w) * values[first] + w * values[second]).astype(np.float32)
+
+
+def _slerp_poses(poses: np.ndarray, first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """poses (R, 72) axis-angle -> (T, 72): each joint's rotation a fraction ``weight`` of the shortest
+    way from row ``first`` to row ``second`` (in chunks: the quaternions are float64)."""
+    out = np.empty((len(first), 72), dtype=np.float32)
+    for s in range(0, len(first), RESAMPLE_CHUNK):
+        part = slice(s, s + RESAMPLE_CHUNK)
+        q0 = axis_angle_to_quat(poses[first[part]].reshape(-1, 24, 3))
+        q1 = axis_angle_to_quat(poses[second[part]].reshape(-1, 24, 3))
+        out[part] = quat_to_axis_angle(quat_slerp(q0, q1, weight[part, None, None])).reshape(-1, 72)
+    return out
+
+
+class LiveConnection:
+    """One live session on the server, followed by a worker thread.
+
+    start_client: the client for the start request (``client`` when None), one whose timeout covers
+    the server's opening of the source and loading of the detector (:data:`START_TIMEOUT_S`)."""
+
+    def __init__(self, client: ServerClient, *, start_client: ServerClient | None = None):
         self.client = client
+        self.start_client = start_client if start_client is not None else client
         self.live_id: str | None = None
         self.state = "idle"  # idle | connecting | streaming | ended | lost | failed
         self.error: str | None = None
@@ -140,17 +251,31 @@ class LiveConnection:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the session on the server and close the stream; the recording is kept."""
-        self._stopping = True
-        if self.live_id is not None:
-            try:
-                self.client.stop_live(self.live_id)
-            except VibeError:
-                pass
+        """Stop the session on the server and close the stream; the recording is kept. While the start
+        request is still out, the session ends here at once and the worker thread stops it on the
+        server when the server answers."""
+        with self._lock:
+            self._stopping = True
+            live_id = self.live_id
+            if live_id is None and self.state in ("idle", "connecting"):
+                self.state = "ended"
+        if live_id is not None:
+            self._stop_on_server(live_id, report=True)
         if self._ws is not None:
             self._ws.close()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def _stop_on_server(self, live_id: str, *, report: bool) -> None:
+        """Ask the server to stop the session; report: say so in ``error`` when it does not answer."""
+        try:
+            self.client.stop_live(live_id)
+        except VibeError as err:
+            if report:
+                self.error = (
+                    f"The live session may still run on the server, which did not confirm the stop ({err}); "
+                    "it stops by itself once nobody watches it, or restart the server to end it now."
+                )
 
     def take_latest(self) -> LiveFrameMessage | None:
         """The newest frame not taken yet (older ones were superseded: the view shows the newest)."""
@@ -174,22 +299,49 @@ class LiveConnection:
     # -- the worker thread ---------------------------------------------------------------------
     def _run(self, source: str, params: dict) -> None:
         try:
-            answer = self.client.start_live(source, params)
-            live_id = answer.get("live_id") if isinstance(answer, dict) else None
-            if not isinstance(live_id, str) or not JOB_ID_PATTERN.fullmatch(live_id):  # same format as jobs
-                raise VibeError("The server's answer to the live request has no valid session id.")
+            self._start_and_receive(source, params)
+        except VibeError as err:  # refused, unreachable, or the server broke the protocol
+            self._fail(str(err))
+        except Exception as err:  # never a dead thread under a panel that still says "streaming"
+            self._fail(
+                f"The live stream stopped on an unexpected error ({err!r}); the recording so far is kept, "
+                "please report the error."
+            )
+        finally:
+            if self._ws is not None:
+                self._ws.close()
+        if self.state in ("lost", "failed") and self.live_id is not None:
+            self._stop_on_server(self.live_id, report=False)  # best effort: nobody follows it any more
+
+    def _fail(self, message: str) -> None:
+        if self._stopping:  # stopped by the user: what broke while stopping does not matter
+            if self.state not in ("ended", "lost", "failed"):
+                self.state = "ended"
+            return
+        self.state, self.error = "failed", message
+
+    def _start_and_receive(self, source: str, params: dict) -> None:
+        answer = self.start_client.start_live(source, params)
+        live_id = answer.get("live_id") if isinstance(answer, dict) else None
+        if not isinstance(live_id, str) or not JOB_ID_PATTERN.fullmatch(live_id):  # same format as jobs
+            raise VibeError("The server's answer to the live request has no valid session id.")
+        with self._lock:  # stop() either sees the id or left the stop to this thread
             self.live_id = live_id
-            self._ws = self.client.open_live_stream(live_id)
-            self.state = "streaming"
-            self._receive()
-        except VibeError as err:
-            self.state, self.error = "failed", str(err)
+            stopped = self._stopping
+        if stopped:  # stopped while the server was starting the session
+            self.state = "ended"
+            self._stop_on_server(live_id, report=True)
+            return
+        self._ws = self.client.open_live_stream(live_id)
+        self.state = "streaming"
+        self._receive()
 
     def _receive(self) -> None:
+        last: LiveFrameMessage | None = None
         while True:
             try:
                 text = self._ws.recv_text()
-            except (WebSocketClosed, OSError, VibeError) as err:
+            except (WebSocketClosed, OSError) as err:
                 if self.state == "streaming":
                     self.state = "ended" if self._stopping else "lost"
                     if not self._stopping:
@@ -206,13 +358,18 @@ class LiveConnection:
                 if kind != "frame":
                     raise ValueError("unknown message type")
                 frame = parse_frame_message(message)
+                if last is not None and (
+                    frame.frame_index <= last.frame_index or frame.frame_time_s < last.frame_time_s
+                ):  # the server sends its frames in order: the recording's timeline relies on it
+                    raise ValueError("frames out of order")
+                last = frame
                 if isinstance(message.get("stats"), dict):
                     self.server_stats = {
                         k: v
                         for k, v in message["stats"].items()
                         if isinstance(k, str) and isinstance(v, (int, float, type(None)))
                     }
-            except ValueError:  # garbled, or nested deep enough to exhaust the parser (safe_json)
+            except (ValueError, TypeError):  # garbled, or nested deep enough to exhaust the parser (safe_json)
                 self.bad_messages += 1
                 continue
             with self._lock:

@@ -56,6 +56,21 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     )
 
 
+def quat_slerp(q0: np.ndarray, q1: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Unit q0, q1 (..., 4), weight (..., 1) in [0, 1] -> the unit quaternion a fraction ``weight``
+    of the shortest way from q0 to q1 (q and -q are the same rotation)."""
+    q0, q1 = np.asarray(q0, dtype=np.float64), np.asarray(q1, dtype=np.float64)
+    dot = np.sum(q0 * q1, axis=-1, keepdims=True)
+    q1 = np.where(dot < 0, -q1, q1)
+    angle = np.arccos(np.clip(np.abs(dot), 0.0, 1.0))
+    sin = np.sin(angle)
+    close = sin < 1e-6  # (nearly) the same rotation: the linear blend is exact and has no 0/0
+    k0 = np.where(close, 1.0 - weight, np.sin((1.0 - weight) * angle) / np.where(close, 1.0, sin))
+    k1 = np.where(close, weight, np.sin(weight * angle) / np.where(close, 1.0, sin))
+    q = k0 * q0 + k1 * q1
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
 def quat_conjugate(q: np.ndarray) -> np.ndarray:
     """q (..., 4) -> conjugate (the inverse of a unit quaternion)."""
     return np.asarray(q, dtype=np.float64) * np.array([1.0, -1.0, -1.0, -1.0])

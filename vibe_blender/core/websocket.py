@@ -21,6 +21,7 @@ from .errors import VibeError
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HANDSHAKE_BYTES = 16 * 1024
 MAX_MESSAGE_BYTES = 1 << 20  # a frame of 32 people is ~40 KB of JSON
+MAX_CONTROL_BYTES = 125  # RFC 6455 5.5: a close, ping or pong frame holds 125 bytes at most, unfragmented
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -111,6 +112,12 @@ class WebSocket:
             raise VibeError(
                 f"The server sent a {length}-byte message; the live stream allows {MAX_MESSAGE_BYTES} at most."
             )
+        if opcode & 0x8 and (length > MAX_CONTROL_BYTES or not fin):  # a pong echoes the ping: it must fit too
+            raise VibeError(
+                f"The server broke the WebSocket protocol with a {length}-byte{'' if fin else ' fragmented'} "
+                f"control frame (at most {MAX_CONTROL_BYTES} bytes, unfragmented), so the live stream was closed; "
+                "update the server, or report it if it is up to date."
+            )
         mask = self._read_exact(4) if masked else b""
         payload = self._read_exact(length)
         if masked:
@@ -149,7 +156,12 @@ class WebSocket:
             pass
 
     def close(self) -> None:
+        """Close the connection (any thread): a ``recv_text`` waiting in another thread ends at once."""
         self._send(OP_CLOSE, struct.pack("!H", 1000))
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # close() alone leaves another thread's recv waiting
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:

@@ -109,6 +109,9 @@ def test_upload_job_runs_to_a_result_file(client, settings):
     # the uploaded input is deleted once the job is over; only the record and the result stay
     assert sorted(p.name for p in leftover_files(settings)) == ["job.json", "result.npz"]
     assert [j["job_id"] for j in client.get(f"{API}/jobs").json()["jobs"]] == [job["job_id"]]
+    # the footage and the motion are the user's: no other account on the machine can read them
+    for folder in (settings.jobs_dir, settings.jobs_dir / job["job_id"]):
+        assert folder.stat().st_mode & 0o077 == 0, oct(folder.stat().st_mode)
 
 
 def test_jobs_get_the_fast_defaults_and_official_restores_the_official_configuration(client):

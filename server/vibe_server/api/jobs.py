@@ -81,7 +81,7 @@ class JobManager:
         self, jobs_dir: Path, engines, *, max_queued_jobs: int = 16, max_queued_upload_bytes: int = 8 * 1024**3
     ):
         self.jobs_dir = Path(jobs_dir)
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.engines = list(engines)
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
         self._admissions: list[Admission] = []  # submissions in progress
@@ -157,7 +157,7 @@ class JobManager:
     def new_job_folder(self) -> tuple[str, Path]:
         job_id = uuid.uuid4().hex[:16]
         folder = self.folder(job_id)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, mode=0o700)  # the user's footage and motion: no other account reads them
         return job_id, folder
 
     @contextmanager

@@ -61,6 +61,13 @@ def test_restricted_reader_refuses_code(tmp_path):
         read_motion_file(bad)
 
 
+def test_person_ids_that_read_alike_keep_their_own_names(official_pkl, tmp_path):
+    person = load_joblib_pickle(official_pkl)[1]
+    both = tmp_path / "vibe_output.pkl"
+    both.write_bytes(pickle.dumps({1: person, "1": person}))
+    assert sorted(t.name for t in read_official_pkl(both).tracks) == ["track_'1'", "track_1"]
+
+
 def test_truncated_pkl_is_reported(tmp_path, official_pkl):
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(official_pkl.read_bytes()[:5000])

@@ -191,13 +191,15 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
         np.concatenate([t["bboxes"] for t in tracks_raw.values()]),
     )
     focal = float(focal_length_px or max(width, height))
-    tracks = []
+    tracks, names = [], set()
     for tid, t in tracks_raw.items():
         if len(t["frame_ids"]) == 0:
             continue
+        name = f"track_{tid}" if f"track_{tid}" not in names else f"track_{tid!r}"  # ids 1 and "1"
+        names.add(name)
         tracks.append(
             TrackMotion(
-                name=f"track_{tid}",
+                name=name,
                 frame_ids=t["frame_ids"],
                 pose=t["pose"],
                 trans_m=weak_perspective_to_trans(t["orig_cam"], width, focal),

@@ -17,14 +17,14 @@ from .core.errors import VibeError
 from .core.retarget_map import ROOT_JOINT, validate_map
 from .core.retarget_math import (
     compose_basis,
-    euler_to_rotmat,
     hip_height,
     leg_length,
     leg_scale,
     pose_from_basis,
-    quats_to_rotmat,
     rest_offsets,
     retarget_rotations,
+    rotation_keys,
+    rotation_matrices,
     rotation_part,
     scale_root_motion,
     solve_basis,
@@ -55,6 +55,103 @@ def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np
     return names, parents, rest, world
 
 
+def linked_without_override(obj) -> bool:
+    """True for an object linked from another file that is not a library override: the file keeps
+    only the link, so an action assigned to it is lost when the file is saved."""
+    return obj.library is not None
+
+
+def check_editable(target) -> None:
+    if linked_without_override(target):
+        raise VibeError(
+            f"'{target.name}' is linked from '{target.library.filepath}', so a new action on it would be lost when "
+            "the file is saved; make a library override first (Object > Library Override > Make) and retarget "
+            "onto the override."
+        )
+
+
+def bones_with_parents(rig, bone_names) -> list[str]:
+    """The bones and all their parents, each once: the chains the forward kinematics walks."""
+    chain: dict[str, None] = {}
+    for name in bone_names:
+        bone = rig.data.bones[name]
+        while bone is not None and bone.name not in chain:
+            chain[bone.name] = None
+            bone = bone.parent
+    return list(chain)
+
+
+def check_bone_options(rig, bone_names, root: str, scaled=()) -> None:
+    """Refuse bone options that the forward kinematics (:func:`core.retarget_math.pose_from_basis`)
+    does not reproduce, on ``bone_names`` (root among them) and their parents; the rig is not changed.
+
+    Inherit Scale matters only under a parent in ``scaled`` (bones whose keys scale them): with unit
+    scales every Inherit Scale mode gives the same pose, and the retarget keys the target's scales 1."""
+    bones = rig.data.bones
+    chain = bones_with_parents(rig, bone_names)
+    hinged = [n for n in chain if bones[n].parent is not None and not bones[n].use_inherit_rotation]
+    if hinged:
+        raise VibeError(
+            f"Bones {_names(hinged)} of '{rig.name}' do not inherit their parent's rotation, which the retarget "
+            "cannot reproduce; tick Inherit Rotation on them (Bone properties > Relations)."
+        )
+    scaled = set(scaled)
+    partial = [
+        n
+        for n in chain
+        if bones[n].inherit_scale != "FULL" and any(p.name in scaled for p in bones[n].parent_recursive)
+    ]
+    if partial:
+        raise VibeError(
+            f"Bones {_names(partial)} of '{rig.name}' inherit only part of their parents' scale while the keys "
+            "scale those parents, which the retarget cannot reproduce; set Inherit Scale to Full on them "
+            "(Bone properties > Relations) or remove the scale keys."
+        )
+    if bones[root].use_connect:
+        raise VibeError(
+            f"The root bone '{root}' of '{rig.name}' is connected to its parent, so Blender ignores its location "
+            "keys and the root motion would be lost; untick Connected on it in Edit Mode, or map the root to an "
+            "unconnected bone."
+        )
+    if not bones[root].use_local_location:
+        raise VibeError(
+            f"The root bone '{root}' of '{rig.name}' has Local Location off, which the retarget cannot key; tick "
+            "Local Location on it (Bone properties > Relations), or map the root to another bone."
+        )
+
+
+def pose_overrides(rig, bone_names) -> dict[str, list[str]]:
+    """What sets a bone's pose over its keys: enabled, valid constraints with influence on it, IK
+    chains it belongs to, and drivers on the transform channels it reads (its rotation mode's).
+    -> {bone: [descriptions]} for the ``bone_names`` that have any, in their order."""
+    wanted = set(bone_names)
+    found: dict[str, list[str]] = {}
+    for owner in rig.pose.bones:
+        for con in owner.constraints:
+            if not (con.enabled and con.influence > 0 and con.is_valid):
+                continue
+            moved = [owner]
+            if con.type in ("IK", "SPLINE_IK"):  # the chain above the owner turns too (0: up to the root)
+                chain = [owner, *owner.parent_recursive]
+                moved = chain[: con.chain_count or len(chain)]
+            kind = type(con).bl_rna.properties["type"].enum_items[con.type].name
+            for bone in moved:
+                if bone.name in wanted:
+                    where = "" if bone == owner else f" on '{owner.name}'"
+                    found.setdefault(bone.name, []).append(f"{kind} constraint '{con.name}'{where}")
+    if rig.animation_data is not None:
+        channels = {}
+        for name in wanted:
+            pose_bone = rig.pose.bones[name]
+            for prop in ("location", rotation_channel(pose_bone.rotation_mode)[0], "scale"):
+                channels[pose_bone.path_from_id(prop)] = (name, prop)
+        for fcurve in rig.animation_data.drivers:
+            hit = channels.get(fcurve.data_path)
+            if hit is not None and not fcurve.mute:
+                found.setdefault(hit[0], []).append(f"driver on {hit[1]}[{fcurve.array_index}]")
+    return {n: found[n] for n in dict.fromkeys(bone_names) if n in found}
+
+
 def action_frame_range(armature_obj) -> tuple[int, int]:
     anim = armature_obj.animation_data
     if anim is None or anim.action is None:
@@ -77,6 +174,13 @@ def _sample(channels, pose_bone, prop: str, size: int, frames: np.ndarray) -> np
     return out
 
 
+def rotation_channel(mode: str) -> tuple[str, int]:
+    """-> (pose-bone property, size) that a bone in rotation ``mode`` reads its rotation from."""
+    return {"QUATERNION": ("rotation_quaternion", 4), "AXIS_ANGLE": ("rotation_axis_angle", 4)}.get(
+        mode, ("rotation_euler", 3)
+    )
+
+
 def sample_basis(armature_obj, frames: np.ndarray) -> np.ndarray:
     """-> pose-bone basis matrices (T, N, 4, 4) from the armature's action at ``frames``."""
     channels = keyframes.channels_of(armature_obj)
@@ -84,16 +188,8 @@ def sample_basis(armature_obj, frames: np.ndarray) -> np.ndarray:
     for pose_bone in armature_obj.pose.bones:
         loc = _sample(channels, pose_bone, "location", 3, frames)
         scale = _sample(channels, pose_bone, "scale", 3, frames)
-        mode = pose_bone.rotation_mode
-        if mode == "QUATERNION":
-            rot = quats_to_rotmat(_sample(channels, pose_bone, "rotation_quaternion", 4, frames))
-        elif mode == "AXIS_ANGLE":
-            raise VibeError(
-                f"Bone '{pose_bone.name}' uses axis-angle rotation; set it to Quaternion or an Euler "
-                "mode before retargeting."
-            )
-        else:
-            rot = euler_to_rotmat(_sample(channels, pose_bone, "rotation_euler", 3, frames), mode)
+        prop, size = rotation_channel(pose_bone.rotation_mode)
+        rot = rotation_matrices(_sample(channels, pose_bone, prop, size, frames), pose_bone.rotation_mode)
         out.append(compose_basis(loc, rot, scale))
     return np.stack(out, axis=1)
 
@@ -159,14 +255,22 @@ def retarget(
     ankles still wherever the source's feet are planted (the source's contacts, detected at ``fps``,
     default the scene's), so that other foot geometry does not slide.
     -> report {frames, bones, root_scale, root_scale_from, contact_frames, constraint_passes,
-    fk_switches, kept_action}. The target gets a new action (its previous one, kept_action, is kept in
-    the file with a fake user); unmapped target bones are set to their rest pose."""
+    fk_switches, kept_action, overridden, unsettled, warnings}. The target gets a new action (its
+    previous one, kept_action, is kept in the file with a fake user) keyed in each bone's own rotation
+    mode; the mapped bones and their parents are keyed whole (unmapped ones at rest), other bones keep
+    their pose. overridden: {bone: [constraints, drivers]} that set a mapped bone's pose over its keys
+    (listed, left as they are); unsettled: {bone: degrees} still off where constraint-driven parents
+    did not settle; warnings: one sentence each on those and on limbs switched to FK.
+    Raises VibeError, changing nothing, for a linked rig without library override and for bone
+    options the forward kinematics does not reproduce (:func:`check_bone_options`)."""
     s_names, s_parents, s_rest, s_world = armature_arrays(source)
     t_names, t_parents, t_rest, t_world = armature_arrays(target)
     if source == target:
         raise VibeError("Source and target are the same armature; pick the rig to animate as the target.")
+    check_editable(target)
     mapping = {s: t for s, t in mapping.items() if t}
     validate_map(mapping, t_names)
+    check_bone_options(target, list(mapping.values()), mapping[ROOT_JOINT])
     missing = sorted(set(mapping) - set(s_names))
     if missing:
         raise VibeError(
@@ -186,7 +290,10 @@ def retarget(
     frames = np.arange(start, end + 1, dtype=np.float64)
 
     # 1. Source motion in the world, by forward kinematics of its keys.
-    src_pose = s_world @ pose_from_basis(s_parents, s_rest, sample_basis(source, frames))
+    src_basis = sample_basis(source, frames)
+    scale_off = np.abs(np.linalg.norm(src_basis[..., :3, :3], axis=-2) - 1.0).max(axis=(0, 2))
+    check_bone_options(source, list(mapping), ROOT_JOINT, [n for n, d in zip(s_names, scale_off) if d > 1e-6])
+    src_pose = s_world @ pose_from_basis(s_parents, s_rest, src_basis)
     pairs = list(mapping.items())
     si = np.array([s_names.index(s) for s, _ in pairs])
     ti = np.array([t_names.index(t) for _, t in pairs])
@@ -238,27 +345,39 @@ def retarget(
         )
         quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
     # 5. Bake, onto a new action: the rig's own animation stays in the file (a fake user keeps it).
+    #    The mapped chains are keyed whole (the solution assumes unmapped parents, locations and
+    #    scales at rest), so the action plays the same whatever pose the rig is left in.
+    overridden = pose_overrides(target, [t for _, t in pairs])
     previous = target.animation_data.action if target.animation_data else None
     if previous is not None:
         previous.use_fake_user = True
-    fk_switches = use_fk_controls(target)
-    bake_pose_keys(
+    chain = bones_with_parents(target, [t for _, t in pairs])
+    rest_quat, zero, one = np.array([[1.0, 0.0, 0.0, 0.0]]), np.zeros((1, 3)), np.ones((1, 3))
+    channels = keyframes.new_channels(target, action_name or f"{target.name}_retarget")
+    write_pose_keys(
         target,
+        channels,
         frames,
-        {t_names[j]: quats[:, j] for j in ti},
-        {t_names[t_root]: root_loc},
-        action_name or f"{target.name}_retarget",
+        {n: rest_quat for n in chain} | {t_names[j]: quats[:, j] for j in ti},
+        {n: zero for n in chain} | {t_names[t_root]: root_loc},
+        {n: one for n in chain},
     )
+    fk_switched = use_fk_controls(target, channels, frames)
     # 6. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
-    #    Blender's own evaluation, one pass per level of affected bones.
+    #    Blender's own evaluation, one pass per level of affected bones. Bones under an overridden
+    #    bone are left out: compensating for a constraint the user is told to mute would bake it in.
     wanted_world_rot = rotation_part(t_world) @ target_rot[:, ti]
-    passes = (
-        refine_constrained(
-            target, frames, {t_names[j]: wanted_world_rot[:, k] for k, j in enumerate(ti)}, t_names[t_root], hips_world
-        )
-        if has_constrained_parents(target, [t for _, t in pairs])
-        else 0
+    free = {}
+    for k, j in enumerate(ti):
+        pose_bone = target.pose.bones[t_names[j]]
+        if not overridden.keys() & {pose_bone.name, *(p.name for p in pose_bone.parent_recursive)}:
+            free[pose_bone.name] = wanted_world_rot[:, k]
+    passes, unsettled = (
+        refine_constrained(target, frames, free, t_names[t_root], hips_world)
+        if has_constrained_parents(target, list(free))
+        else (0, {})
     )
+    kept = previous.name if previous is not None else None
     return {
         "frames": len(frames),
         "bones": len(pairs),
@@ -266,9 +385,40 @@ def retarget(
         "root_scale_from": scale_from,
         "contact_frames": contact_frames,
         "constraint_passes": passes,
-        "fk_switches": fk_switches,
-        "kept_action": previous.name if previous is not None else None,
+        "fk_switches": len(fk_switched),
+        "kept_action": kept,
+        "overridden": overridden,
+        "unsettled": unsettled,
+        "warnings": _warnings(overridden, unsettled, passes, fk_switched, kept),
     }
+
+
+def _names(bones) -> str:
+    return ", ".join(f"'{b}'" for b in bones)
+
+
+def _warnings(overridden: dict, unsettled: dict, passes: int, fk_switched: list[str], kept: str | None) -> list[str]:
+    """One sentence per thing the user has to know to play the result: what happened, what to do."""
+    out = []
+    if overridden:
+        listed = "; ".join(f"'{bone}' ({', '.join(what)})" for bone, what in overridden.items())
+        out.append(
+            f"Keys are written for every mapped bone, but constraints or drivers set the pose of {len(overridden)} "
+            f"of them instead: {listed}; mute those (or switch the IK to FK) to play the retargeted motion."
+        )
+    if unsettled:
+        out.append(
+            f"The parent bones of {_names(unsettled)}, set by constraints or drivers, did not settle in {passes} "
+            f"correction passes, so these bones are still off by up to {max(unsettled.values()):.2f}°; check the "
+            "constraints and drivers on those parents."
+        )
+    if fk_switched:
+        then = f"play '{kept}' as before" if kept else "animate with IK again"
+        out.append(
+            f"Limbs were switched from IK to FK (IK_FK set to 1 on {_names(fk_switched)}, and keyed so in the new "
+            f"action); set IK_FK back to {then}."
+        )
+    return out
 
 
 def scene_fps() -> float:
@@ -301,26 +451,24 @@ def _lock_target_feet(
 FK_SWITCH = "IK_FK"  # Rigify limb property: 0 = IK, 1 = FK
 
 
-def use_fk_controls(rig) -> int:
-    """Switch Rigify-style limbs to FK (the retarget keys the FK controls); -> switches changed."""
-    changed = 0
+def use_fk_controls(rig, channels, frames: np.ndarray) -> list[str]:
+    """Switch Rigify-style limbs to FK (the retarget keys the FK controls) and key the switch in the
+    new action, so that it plays right after the user switches back to IK; -> bones switched now."""
+    changed = []
     for pose_bone in rig.pose.bones:
-        if FK_SWITCH in pose_bone.keys() and pose_bone[FK_SWITCH] != 1.0:
-            pose_bone[FK_SWITCH] = 1.0
-            changed += 1
+        if FK_SWITCH in pose_bone.keys():
+            path = f'{pose_bone.path_from_id()}["{FK_SWITCH}"]'
+            keyframes.write_fcurve(channels, path, 0, frames[:1], np.ones(1), group=pose_bone.name)
+            if pose_bone[FK_SWITCH] != 1.0:
+                pose_bone[FK_SWITCH] = 1.0
+                changed.append(pose_bone.name)
     return changed
 
 
 def has_constrained_parents(rig, bone_names) -> bool:
-    """True when a constraint sits on any ancestor of the mapped bones (their parent chain is then
-    not the plain rest hierarchy that the numpy solution assumes)."""
-    for name in bone_names:
-        bone = rig.pose.bones[name].parent
-        while bone is not None:
-            if any(c.enabled and c.influence > 0 for c in bone.constraints):
-                return True
-            bone = bone.parent
-    return False
+    """True when a constraint or a driver sets the pose of any ancestor of the bones (their parent
+    chain is then not the plain rest hierarchy that the numpy solution assumes)."""
+    return bool(pose_overrides(rig, {p.name for n in bone_names for p in rig.pose.bones[n].parent_recursive}))
 
 
 def refine_constrained(
@@ -331,12 +479,13 @@ def refine_constrained(
     root_world: np.ndarray,
     tolerance_deg: float = 0.01,
     max_passes: int = 12,
-) -> int:
+) -> tuple[int, dict[str, float]]:
     """Re-solve keyed bones against their parent chains as Blender evaluates them (constraints included).
 
     Each pass steps through the frames once, reads every mapped bone's evaluated chain
     (pose matrix · basis⁻¹), and rewrites the keys of the shallowest bones still off by more than
-    ``tolerance_deg``; their children are fixed in later passes. -> passes that changed keys."""
+    ``tolerance_deg``; their children are fixed in later passes. -> (passes that changed keys,
+    {bone: largest error in degrees} of the bones still off after ``max_passes``, else empty)."""
     import bpy
 
     scene = bpy.context.scene
@@ -345,7 +494,7 @@ def refine_constrained(
     depth = {n: sum(1 for p in rig.pose.bones[n].parent_recursive if p.name in wanted_world_rot) for n in names}
     frame_before = scene.frame_current
     passes = 0
-    for _ in range(max_passes):
+    while True:  # the last round only measures what the last pass left
         chains = {n: np.empty((len(frames), 4, 4)) for n in names}
         for i, f in enumerate(frames):
             scene.frame_set(int(f))
@@ -354,28 +503,33 @@ def refine_constrained(
                 pose_bone = rig.pose.bones[n]
                 chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
         basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
-        current = {
-            n: quats_to_rotmat(
-                np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(n), c)[1] for c in range(4)], -1)
-            )
-            for n in names
-        }
-        off = [n for n in names if _max_angle_deg(current[n], basis_rot[n]) > tolerance_deg]
-        if not off:
+        error = {n: _max_angle_deg(_keyed_rotations(channels, rig.pose.bones[n]), basis_rot[n]) for n in names}
+        off = [n for n in names if error[n] > tolerance_deg]
+        if not off or passes == max_passes:
             break
         level = min(depth[n] for n in off)
         for n in (n for n in off if depth[n] == level):
-            quats = make_continuous(rotmat_to_quat(basis_rot[n]))
-            for c in range(4):
-                keyframes.replace_fcurve_values(channels, keyframes.rotation_path(n), c, quats[:, c])
+            pose_bone = rig.pose.bones[n]
+            values = rotation_keys(make_continuous(rotmat_to_quat(basis_rot[n])), pose_bone.rotation_mode)
+            path = pose_bone.path_from_id(rotation_channel(pose_bone.rotation_mode)[0])
+            for c in range(values.shape[-1]):
+                keyframes.replace_fcurve_values(channels, path, c, values[:, c])
             if n == root_bone:
                 head = np.concatenate([root_world, np.ones((len(frames), 1))], -1)
                 loc = np.einsum("tab,tb->ta", np.linalg.inv(chains[n]), head)[:, :3]
                 for c in range(3):
-                    keyframes.replace_fcurve_values(channels, keyframes.location_path(n), c, loc[:, c])
+                    keyframes.replace_fcurve_values(channels, pose_bone.path_from_id("location"), c, loc[:, c])
         passes += 1
     scene.frame_set(frame_before)
-    return passes
+    return passes, {n: error[n] for n in off}
+
+
+def _keyed_rotations(channels, pose_bone) -> np.ndarray:
+    """-> rotations (T, 3, 3) of a bone's rotation keys, in its rotation mode."""
+    prop, size = rotation_channel(pose_bone.rotation_mode)
+    path = pose_bone.path_from_id(prop)
+    values = np.stack([keyframes.read_fcurve(channels, path, c)[1] for c in range(size)], -1)
+    return rotation_matrices(values, pose_bone.rotation_mode)
 
 
 def _max_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
@@ -390,20 +544,38 @@ def bake_pose_keys(
     locations: dict[str, np.ndarray],
     action_name: str,
 ) -> None:
-    """A new action on ``armature_obj`` with quaternion keys (T, 4) per bone in ``rotations`` and
-    location keys (T, 3) per bone in ``locations``; every other bone is put in its rest pose."""
+    """A new action on ``armature_obj`` with quaternion keys (T, 4) per bone in ``rotations`` (the
+    bones are set to quaternion rotation) and location keys (T, 3) per bone in ``locations``; every
+    other bone is put in its rest pose. (Clean-up's writer of an SMPL character's whole motion.)"""
     for pose_bone in armature_obj.pose.bones:
         pose_bone.location = (0.0, 0.0, 0.0)
         pose_bone.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
         pose_bone.rotation_euler = (0.0, 0.0, 0.0)
         pose_bone.scale = (1.0, 1.0, 1.0)
-    channels = keyframes.new_channels(armature_obj, action_name)
+    for bone in rotations:
+        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
+    write_pose_keys(armature_obj, keyframes.new_channels(armature_obj, action_name), frames, rotations, locations)
+
+
+def write_pose_keys(
+    armature_obj,
+    channels,
+    frames: np.ndarray,
+    rotations: dict[str, np.ndarray],
+    locations: dict[str, np.ndarray],
+    scales: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Keys on ``channels``: sign-continuous quaternions (T, 4) per bone in ``rotations``, written in
+    each bone's own rotation mode (the mode stays, so the rig's other actions still play), locations
+    and scales (T, 3). An array of one row is one key at the first frame: a constant curve."""
     for bone, quats in rotations.items():
         pose_bone = armature_obj.pose.bones[bone]
-        pose_bone.rotation_mode = "QUATERNION"
-        for c in range(4):
-            keyframes.write_fcurve(channels, keyframes.rotation_path(bone), c, frames, quats[:, c], group=bone)
-    for bone, loc in locations.items():
-        pose_bone = armature_obj.pose.bones[bone]
-        for c in range(3):
-            keyframes.write_fcurve(channels, keyframes.location_path(bone), c, frames, loc[:, c], group=bone)
+        values = rotation_keys(quats, pose_bone.rotation_mode)
+        path = pose_bone.path_from_id(rotation_channel(pose_bone.rotation_mode)[0])
+        for c in range(values.shape[-1]):
+            keyframes.write_fcurve(channels, path, c, frames[: len(values)], values[:, c], group=bone)
+    for prop, per_bone in (("location", locations), ("scale", scales or {})):
+        for bone, values in per_bone.items():
+            path = armature_obj.pose.bones[bone].path_from_id(prop)
+            for c in range(3):
+                keyframes.write_fcurve(channels, path, c, frames[: len(values)], values[:, c], group=bone)

@@ -69,12 +69,15 @@ class VIBE_OT_retarget(bpy.types.Operator):
         report = retarget(
             s.source, s.target, current_map(context), scale_root=s.scale_root, lock_feet=s.lock_target_feet
         )
+        # What the user must do to play the result (overridden bones, unsettled parents, IK/FK) comes
+        # with the summary, and makes it a warning.
         self.report(
-            {"INFO"},
+            {"WARNING"} if report["warnings"] else {"INFO"},
             f"Retargeted {report['bones']} bones over {report['frames']} frames "
             f"(root motion x{report['root_scale']:.3f}, {report['contact_frames']} foot-contact "
             "frames locked)."
-            + (f" The rig's previous action '{report['kept_action']}' is kept." if report["kept_action"] else ""),
+            + (f" The rig's previous action '{report['kept_action']}' is kept." if report["kept_action"] else "")
+            + "".join(f" {warning}" for warning in report["warnings"]),
         )
         return {"FINISHED"}
 

@@ -7,6 +7,7 @@ import bpy
 
 from .core.retarget_map import PRESET_LABELS, PRESETS
 from .core.smpl_model import JOINT_NAMES
+from .retarget import linked_without_override
 
 PRESET_ITEMS = [("AUTO", "Automatic", "Detect a preset from the bone names, else match names")] + [
     (key, PRESET_LABELS[key], f"Bone names of the {PRESET_LABELS[key]} rig") for key in PRESETS
@@ -29,6 +30,11 @@ def _is_armature(_self, obj):
     return obj.type == "ARMATURE"
 
 
+def _is_target_rig(_self, obj):
+    """An armature that can keep a new action: not linked from another file without an override."""
+    return obj.type == "ARMATURE" and not linked_without_override(obj)
+
+
 class VIBE_BoneMapRow(bpy.types.PropertyGroup):
     joint: bpy.props.StringProperty(name="SMPL joint")
     bone: bpy.props.StringProperty(name="Target bone", description="Bone of the target that follows this joint")
@@ -39,7 +45,10 @@ class VIBE_RetargetSettings(bpy.types.PropertyGroup):
         name="Source", type=bpy.types.Object, poll=_is_armature, description="The animated SMPL character"
     )
     target: bpy.props.PointerProperty(
-        name="Target", type=bpy.types.Object, poll=_is_armature, description="The rig to animate"
+        name="Target",
+        type=bpy.types.Object,
+        poll=_is_target_rig,
+        description="The rig to animate (a linked rig needs a library override first)",
     )
     preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="AUTO")
     rows: bpy.props.CollectionProperty(type=VIBE_BoneMapRow)

@@ -1,6 +1,8 @@
 """Retarget the SMPL walk onto generated rigs with other names, rest poses, rolls and proportions:
 bone directions match the source within 0.01° per frame, the root scale from the legs' chain
-lengths keeps planted feet still, and the foot lock holds them on another foot geometry."""
+lengths keeps planted feet still, and the foot lock holds them on another foot geometry. The rig
+stays as it was: keys in each bone's own rotation mode, constraints and drivers reported rather than
+changed, and what cannot be baked exactly (bone options, linked rigs) refused before anything changes."""
 
 import importlib.util
 from pathlib import Path
@@ -11,9 +13,12 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
+from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.core.errors import VibeError  # noqa: E402
 from vibe_blender.core.retarget_map import PRESETS, auto_map, preset_map  # noqa: E402
-from vibe_blender.retarget import MAX_RETARGET_FRAMES, retarget  # noqa: E402
+from vibe_blender.core.retarget_math import EULER_ORDERS, rotation_keys  # noqa: E402
+from vibe_blender.retarget import MAX_RETARGET_FRAMES, retarget, rotation_channel  # noqa: E402
+from vibe_blender.retarget_settings import _is_target_rig  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
 rigs = importlib.util.module_from_spec(_spec)
@@ -207,10 +212,16 @@ def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
     # the source's directions on purpose (the meta-rig's wider hips would otherwise slide its feet)
     report = retarget(source, metarig, auto_map([b.name for b in metarig.data.bones]), lock_feet=False)
     assert report["constraint_passes"] == 0
+    assert metarig.pose.bones["shoulder.L"].rotation_mode == "YXZ"  # keyed in its own Euler order
     mapping = auto_map([b.name for b in rig.data.bones])
     assert mapping["left_elbow"] == "forearm_fk.L"  # controls, not DEF bones
     report = retarget(source, rig, mapping, lock_feet=False)
-    assert report["fk_switches"] == 4 and report["constraint_passes"] >= 1
+    assert report["fk_switches"] == 4 and report["constraint_passes"] >= 1 and report["unsettled"] == {}
+    # the switch is keyed in the new action (it plays after the user goes back to IK) and reported
+    switches = [pb for pb in rig.pose.bones if "IK_FK" in pb.keys()]
+    channels = keyframes.channels_of(rig)
+    assert all(channels.fcurves.find(f'{pb.path_from_id()}["IK_FK"]') for pb in switches) and len(switches) == 4
+    assert any(w.startswith("Limbs were switched from IK to FK") for w in report["warnings"])
     deform = {
         j: "DEF-" + b
         for j, b in preset_map("RIGIFY_METARIG").items()
@@ -222,3 +233,263 @@ def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
         err = rigs.angle_deg(src_axes, tgt_axes)
         print(f"{obj.name} ({len(bones)} bones): max angle {err.max():.2e} deg")
         assert err.max() < 1.0, dict(zip(bones.values(), err.max(0)))
+
+
+UE5 = PRESETS["UE5_MANNEQUIN"]
+MODES = [*EULER_ORDERS, "AXIS_ANGLE", "QUATERNION"]
+
+
+def _direction_error(source, target, mapping, frames):
+    src_axes, _ = rigs.world_bone_axes(source, list(mapping), frames)
+    tgt_axes, _ = rigs.world_bone_axes(target, list(mapping.values()), frames)
+    return rigs.angle_deg(src_axes, tgt_axes).max(0)
+
+
+def _use_action(obj, action):
+    """Assign an action as a user does (on 4.4+ its slot too) and evaluate the current frame."""
+    obj.animation_data.action = action
+    if getattr(obj.animation_data, "action_slot", False) is None and action.slots:
+        obj.animation_data.action_slot = action.slots[0]
+    bpy.context.view_layer.update()
+
+
+def _poses(obj, frames):
+    out = []
+    for f in frames:
+        bpy.context.scene.frame_set(int(f))
+        out.append([np.array(pb.matrix) for pb in obj.pose.bones])
+    return np.array(out)
+
+
+def test_keys_are_written_in_each_bones_own_rotation_mode_and_the_kept_action_still_plays():
+    """An animator's rig: bones in every Euler order, axis-angle and quaternion, a hand-keyed action,
+    a hand-posed bone outside the mapped chains and a posed unmapped parent. Before: every mapped bone
+    was set to quaternion rotation, so the kept action's Euler keys no longer played, and the whole
+    pose was reset to rest."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=30)
+    target = rigs.target_rig("Target", UE5, a_pose_deg=30, roll_seed=9, root_bone="root")
+    mapping = {j: b for j, b in UE5.items() if j != "left_wrist"}  # the left hand stays unmapped
+    modes = {pb.name: MODES[i % len(MODES)] for i, pb in enumerate(target.pose.bones)}
+    rng = np.random.default_rng(9)
+    for pb in target.pose.bones:
+        pb.rotation_mode = modes[pb.name]
+        for f in (1, 12):  # the rig's own animation, keyed in each bone's mode
+            pb.rotation_euler = rng.uniform(-1, 1, 3)
+            pb.rotation_quaternion = rng.normal(size=4)
+            pb.rotation_axis_angle = (rng.uniform(-2, 2), *rng.normal(size=3))
+            pb.location = rng.uniform(-0.05, 0.05, 3)
+            pb.keyframe_insert(rotation_channel(pb.rotation_mode)[0], frame=f)
+            pb.keyframe_insert("location", frame=f)
+    own = target.animation_data.action
+    hand = target.pose.bones[UE5["left_wrist"]]
+    hand.scale = (1.0, 1.2, 1.0)  # posed by hand, not keyed
+    before = _poses(target, [1, 5, 12])
+    target.pose.bones["root"].location = (0.3, 0.0, 0.1)  # an unmapped parent of the hips, posed
+
+    report = retarget(source, target, mapping, lock_feet=False)
+
+    assert {pb.name: pb.rotation_mode for pb in target.pose.bones} == modes
+    err = _direction_error(source, target, mapping, frames)
+    print(f"own rotation modes: max angle {err.max():.2e} deg")
+    assert err.max() < 0.01  # as exact as quaternion keys (float32 keys)
+    channels = keyframes.channels_of(target)
+    for name in mapping.values():
+        pb = target.pose.bones[name]
+        prop = rotation_channel(pb.rotation_mode)[0]
+        values = np.array([keyframes.read_fcurve(channels, pb.path_from_id(prop), c)[1] for c in range(3)])
+        assert np.abs(np.diff(values, axis=1)).max() < 0.5, name  # no jumps of 2π between frames
+        assert channels.fcurves.find(pb.path_from_id("rotation_quaternion")) is None or pb.rotation_mode == "QUATERNION"
+    assert tuple(hand.scale) == pytest.approx((1.0, 1.2, 1.0))
+    assert report["kept_action"] == own.name and report["warnings"] == []
+
+    _use_action(target, own)
+    np.testing.assert_allclose(_poses(target, [1, 5, 12]), before, atol=1e-5)
+
+
+def test_a_source_keyed_in_euler_and_axis_angle_rotations_is_read_as_blender_plays_it():
+    """Before: a source bone in axis-angle rotation was refused."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=20)
+    channels = keyframes.channels_of(source)
+    for i, pb in enumerate(source.pose.bones):
+        path = keyframes.rotation_path(pb.name)
+        quats = np.stack([keyframes.read_fcurve(channels, path, c)[1] for c in range(4)], -1)
+        pb.rotation_mode = ("ZXY", "AXIS_ANGLE", "QUATERNION")[i % 3]
+        values = rotation_keys(quats, pb.rotation_mode)
+        for c in range(values.shape[-1]):
+            prop = rotation_channel(pb.rotation_mode)[0]
+            if pb.rotation_mode != "QUATERNION":
+                keyframes.write_fcurve(channels, pb.path_from_id(prop), c, frames, values[:, c])
+    target = rigs.target_rig("Target", UE5, a_pose_deg=20, roll_seed=5)
+    retarget(source, target, UE5, lock_feet=False)
+    assert _direction_error(source, target, UE5, frames).max() < 0.01
+
+
+def test_constraints_and_drivers_on_mapped_bones_are_reported_and_left_alone():
+    """An IK on the shin, a Copy Location on the head and a driver on a spine bone set those bones
+    over their keys. Before: reported as a plain success, and twelve correction passes baked the IK's
+    pull into the foot's keys. Muted, zero-influence and target-less constraints and muted drivers
+    do not count."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=20)
+    target = rigs.target_rig("Target", UE5, a_pose_deg=30)
+    goal = bpy.data.objects.new("Goal", None)
+    bpy.context.scene.collection.objects.link(goal)
+    goal.location = (0.1, -0.3, 0.1)
+    bones = target.pose.bones
+
+    def constrain(bone, kind, **options):
+        con = bones[UE5[bone]].constraints.new(kind)
+        con.target = goal
+        for key, value in options.items():
+            setattr(con, key, value)
+        return con
+
+    ik = constrain("left_knee", "IK", chain_count=2)
+    follow = constrain("head", "COPY_LOCATION")
+    constrain("right_shoulder", "COPY_ROTATION", enabled=False)
+    constrain("right_wrist", "DAMPED_TRACK", influence=0.0)
+    constrain("right_elbow", "TRACK_TO", target=None)  # no target: Blender skips it
+    spine = bones[UE5["spine2"]].driver_add("rotation_quaternion", 1)
+    spine.driver.expression = "0.3"
+    bones[UE5["neck"]].driver_add("rotation_quaternion", 2).mute = True
+    bones[UE5["left_collar"]].driver_add("rotation_euler", 0).driver.expression = "1"  # a channel it does not read
+
+    report = retarget(source, target, UE5, lock_feet=False)
+
+    assert report["overridden"] == {
+        UE5["left_hip"]: [f"Inverse Kinematics constraint '{ik.name}' on '{UE5['left_knee']}'"],
+        UE5["left_knee"]: [f"Inverse Kinematics constraint '{ik.name}'"],
+        UE5["spine2"]: ["driver on rotation_quaternion[1]"],
+        UE5["head"]: [f"Copy Location constraint '{follow.name}'"],
+    }
+    (warning,) = report["warnings"]
+    assert warning.startswith("Keys are written for every mapped bone") and "mute those" in warning
+    assert all(f"'{UE5[j]}'" in warning for j in ("left_hip", "left_knee", "spine2", "head"))
+    assert report["constraint_passes"] == 0 and report["unsettled"] == {}
+    assert ik.enabled and follow.enabled and not spine.mute and ik.chain_count == 2  # the rig is as it was
+    err = _direction_error(source, target, UE5, frames)
+    assert err[list(UE5).index("left_knee")] > 1.0  # the IK wins until muted
+    ik.enabled = follow.enabled = False
+    spine.mute = True
+    assert _direction_error(source, target, UE5, frames).max() < 0.01  # the keys themselves are right
+
+
+def test_parents_whose_constraints_or_drivers_do_not_settle_are_reported_with_the_error_left():
+    """An unmapped spine bone turned by a driver that reads its child's key: every correction moves
+    the parent again. Before: drivers on parents were not looked at, and the retarget reported plain
+    success with the bones off."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=10)
+    target = rigs.target_rig("Target", UE5, extra_spine=("spine3",))
+    parent, collar = target.pose.bones[UE5["spine3"] + "_extra"], target.pose.bones[UE5["left_collar"]]
+    parent.rotation_mode = collar.rotation_mode = "XYZ"
+    driver = parent.driver_add("rotation_euler", 0).driver
+    var = driver.variables.new()
+    var.targets[0].id = target
+    var.targets[0].data_path = collar.path_from_id("rotation_euler") + "[0]"
+    driver.expression = f"0.5 - 2 * {var.name}"
+
+    report = retarget(source, target, UE5, lock_feet=False)
+
+    assert report["constraint_passes"] == 12 and UE5["left_collar"] in report["unsettled"]
+    worst = max(report["unsettled"].values())
+    err = _direction_error(source, target, UE5, frames)
+    assert worst > 1.0 and err.max() > 1.0
+    assert any(w.startswith("The parent bones of") and f"{worst:.2f}°" in w for w in report["warnings"])
+
+
+def _set_bone_option(rig, option):
+    if option == "connected root":
+        bpy.context.view_layer.objects.active = rig
+        bpy.ops.object.mode_set(mode="EDIT")
+        edit_bones = rig.data.edit_bones
+        edit_bones["root"].tail = edit_bones[UE5["pelvis"]].head
+        edit_bones[UE5["pelvis"]].use_connect = True
+        bpy.ops.object.mode_set(mode="OBJECT")
+    elif option == "no inherit rotation":
+        rig.data.bones[UE5["left_elbow"]].use_inherit_rotation = False
+    elif option == "root location not local":
+        rig.data.bones[UE5["pelvis"]].use_local_location = False
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("connected root", r"root bone 'pelvis' of 'Target' is connected.*untick Connected"),
+        ("no inherit rotation", r"'lowerarm_l' of 'Target' do not inherit.*tick Inherit Rotation"),
+        ("root location not local", r"'pelvis' of 'Target' has Local Location off.*tick Local Location"),
+        ("source scale not inherited", r"'left_knee' of 'SMPL' inherit only part.*Inherit Scale to Full"),
+    ],
+)
+def test_bone_options_the_retarget_cannot_reproduce_are_refused_and_nothing_changes(option, message):
+    """Before: a connected hips bone lost the root motion (the character walked on the spot), a bone
+    that does not inherit rotation was off by up to 76°; all reported success."""
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=10)
+    target = rigs.target_rig("Target", UE5, root_bone="root")
+    own = bpy.data.actions.new("Own")
+    target.animation_data_create().action = own
+    for pb in target.pose.bones:
+        pb.rotation_mode = "XYZ"
+    if option == "source scale not inherited":
+        source.data.bones["left_knee"].inherit_scale = "NONE"
+        channels = keyframes.channels_of(source)
+        keyframes.write_fcurve(channels, 'pose.bones["left_hip"].scale', 2, np.array([1.0, 10.0]), np.array([1.0, 1.3]))
+    else:
+        _set_bone_option(target, option)
+    actions = set(bpy.data.actions)
+    with pytest.raises(VibeError, match=message):
+        retarget(source, target, UE5)
+    assert target.animation_data.action == own and set(bpy.data.actions) == actions and not own.use_fake_user
+    assert {pb.rotation_mode for pb in target.pose.bones} == {"XYZ"}
+
+
+def test_inherit_scale_modes_are_exact_because_the_mapped_chains_are_keyed_at_unit_scale():
+    """Every Inherit Scale mode gives the same pose under unscaled parents; a parent left scaled by
+    hand is keyed back to scale 1 in the new action."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=20)
+    source.data.bones["left_knee"].inherit_scale = "NONE"  # the source's keys scale nothing
+    target = rigs.target_rig("Target", UE5, a_pose_deg=20, roll_seed=3)
+    for bone, mode in zip(UE5.values(), ["NONE", "ALIGNED", "AVERAGE", "FIX_SHEAR", "NONE_LEGACY"] * 5):
+        target.data.bones[bone].inherit_scale = mode
+    target.pose.bones[UE5["spine1"]].scale = (1.3, 0.8, 1.1)
+    retarget(source, target, UE5, lock_feet=False)
+    assert _direction_error(source, target, UE5, frames).max() < 0.01
+
+
+def test_a_linked_rig_is_refused_and_its_library_override_keeps_the_new_action(tmp_path):
+    """Before: a linked rig took the action and reported success, and the action was gone after
+    saving and reopening the file."""
+    rigs.reset_scene()
+    rig = rigs.target_rig("Target", UE5)
+    collection = bpy.data.collections.new("Rig")
+    collection.objects.link(rig)
+    library = tmp_path / "rig.blend"
+    bpy.data.libraries.write(str(library), {collection})
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=10)
+    with bpy.data.libraries.load(str(library), link=True) as (_, data_to):
+        data_to.collections = ["Rig"]
+    instance = bpy.data.objects.new("RigInstance", None)
+    instance.instance_type, instance.instance_collection = "COLLECTION", data_to.collections[0]
+    bpy.context.scene.collection.objects.link(instance)
+    linked = bpy.data.objects["Target"]
+    assert linked.library is not None
+    with pytest.raises(VibeError, match=r"linked from .*make a library override first \(Object > Library Override"):
+        retarget(source, linked, UE5)
+    assert linked.animation_data is None and not _is_target_rig(None, linked) and _is_target_rig(None, source)
+
+    data_to.collections[0].override_hierarchy_create(bpy.context.scene, bpy.context.view_layer)
+    override = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o.override_library is not None)
+    assert _is_target_rig(None, override)
+    retarget(source, override, UE5, lock_feet=False)
+    saved = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(saved))
+    bpy.ops.wm.open_mainfile(filepath=str(saved))
+    source = bpy.data.objects["SMPL"]
+    override = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o.override_library is not None)
+    assert override.animation_data.action.name == "Target_retarget"
+    assert _direction_error(source, override, UE5, frames).max() < 0.01

@@ -100,3 +100,17 @@ def test_every_operator_reports_errors_through_the_one_helper():
         for cls in module.classes:
             if issubclass(cls, bpy.types.Operator):
                 assert getattr(cls.execute, "__wrapped__", None) is not None, cls.__name__
+
+
+def test_retarget_reports_what_sets_mapped_bones_over_their_keys_as_a_warning(registered, capfd):
+    """Before: the operator reported plain success while a driver held a spine bone off the motion."""
+    s = registered
+    s.source, _, _ = rigs.smpl_source(T=10)
+    s.target = rigs.target_rig("UE", PRESETS["UE5_MANNEQUIN"])
+    retarget_settings.fill_rows(bpy.context, PRESETS["UE5_MANNEQUIN"])
+    s.target.pose.bones["spine_03"].driver_add("rotation_quaternion", 1).driver.expression = "0.3"
+    capfd.readouterr()
+    assert bpy.ops.vibe_mocap.retarget() == {"FINISHED"}
+    printed = "".join(capfd.readouterr())  # Blender prints the reports of an operator run without a window
+    assert "Warning: Retargeted 22 bones" in printed
+    assert "'spine_03' (driver on rotation_quaternion[1]); mute those" in printed

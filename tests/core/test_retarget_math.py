@@ -5,6 +5,7 @@ import pytest
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.retarget_math import (
+    EULER_ORDERS,
     axis_rotations,
     compose_basis,
     euler_to_rotmat,
@@ -14,13 +15,16 @@ from vibe_blender.core.retarget_math import (
     pose_from_basis,
     rest_offsets,
     retarget_rotations,
+    rotation_keys,
+    rotation_matrices,
     rotation_part,
+    rotmat_to_euler,
     scale_root_motion,
     solve_basis,
     swing_rotation,
     topological_order,
 )
-from vibe_blender.core.rotations import axis_angle_to_rotmat, quat_to_rotmat
+from vibe_blender.core.rotations import axis_angle_to_rotmat, make_continuous, quat_to_rotmat, rotmat_to_quat
 from vibe_blender.core.smpl_model import PARENTS
 
 
@@ -52,6 +56,56 @@ def test_euler_order_matches_blender_convention():
     np.testing.assert_allclose(euler_to_rotmat(e, "ZXY"), Ry @ Rx @ Rz, atol=1e-12)
     with pytest.raises(VibeError, match="permutation"):
         euler_to_rotmat(e, "XXY")
+
+
+@pytest.mark.parametrize("order", EULER_ORDERS)
+def test_euler_angles_of_rotations_round_trip_also_where_the_axes_line_up(order):
+    rng = np.random.default_rng(3)
+    R = random_rotations(rng, (200,))
+    np.testing.assert_allclose(euler_to_rotmat(rotmat_to_euler(R, order), order), R, atol=1e-12)
+    lined_up = rng.uniform(-3, 3, (40, 3))
+    lined_up[:, "XYZ".index(order[1])] = rng.choice([-np.pi / 2, np.pi / 2], 40)  # gimbal: middle angle ±90°
+    R = euler_to_rotmat(lined_up, order)
+    np.testing.assert_allclose(euler_to_rotmat(rotmat_to_euler(R, order), order), R, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", EULER_ORDERS)
+def test_euler_keys_are_continuous_through_whole_turns_and_past_the_middle_axis_limit(order):
+    """Keys that jump by 2π (or from one Euler triple to its twin) spin the bone between frames."""
+    t = np.linspace(0.0, 6 * np.pi, 400)[:, None]
+    axis = np.array([0.3, 0.5, 0.8]) / np.linalg.norm([0.3, 0.5, 0.8])
+    spin = axis_angle_to_rotmat(t * axis)  # three turns about a tilted axis
+    middle = np.zeros(3)
+    middle["XYZ".index(order[1])] = 1.0
+    # a turn about the middle axis from 0 to 2.5 rad: past 90°, where the angle itself cannot go on
+    sweep = axis_angle_to_rotmat(np.linspace(0, 2.5, 400)[:, None] * middle) @ euler_to_rotmat([0.2, 0.3, 0.1], order)
+    for R in (spin, sweep):
+        euler = rotmat_to_euler(R, order)
+        np.testing.assert_allclose(euler_to_rotmat(euler, order), R, atol=1e-12)
+        assert np.abs(np.diff(euler, axis=0)).max() < 0.25  # ~0.05 rad of motion per frame
+    # several bones at once: the same per bone
+    both = rotmat_to_euler(np.stack([spin, sweep], 1), order)
+    np.testing.assert_allclose(both[:, 0], rotmat_to_euler(spin, order), atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", [*EULER_ORDERS, "QUATERNION", "AXIS_ANGLE"])
+def test_rotation_keys_of_each_mode_give_back_the_rotations_and_run_on_smoothly(mode):
+    rng = np.random.default_rng(4)
+    R = random_rotations(rng, (30, 5))
+    q = make_continuous(rotmat_to_quat(R))
+    np.testing.assert_allclose(rotation_matrices(rotation_keys(q, mode), mode), R, atol=1e-12)
+    t = np.linspace(0.05, 6 * np.pi, 300)[:, None]
+    spin = axis_angle_to_rotmat(t * np.array([0.6, 0.0, 0.8]))
+    keys = rotation_keys(make_continuous(rotmat_to_quat(spin)), mode)
+    np.testing.assert_allclose(rotation_matrices(keys, mode), spin, atol=1e-12)
+    assert np.abs(np.diff(keys, axis=0)).max() < 0.25
+    if mode == "QUATERNION":
+        np.testing.assert_array_equal(rotation_keys(q, mode), q)  # written as solved
+    if mode == "AXIS_ANGLE":  # Blender's reading: the axis need not be unit, a zero axis turns nothing
+        np.testing.assert_allclose(
+            rotation_matrices([[0.7, 0.0, 2.0, 0.0], [1.0, 0, 0, 0]], mode)[0], axis_rotations(0.7, 1), atol=1e-12
+        )
+        np.testing.assert_allclose(rotation_matrices([[1.0, 0, 0, 0]], mode)[0], np.eye(3))
 
 
 def test_swing_rotation_takes_a_to_b_including_opposite_vectors():

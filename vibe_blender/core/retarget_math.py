@@ -4,7 +4,10 @@ and roll correction, root motion scaled by leg length.
 All arrays are float64; T frames, N bones of one armature, M mapped bone pairs. Rest matrices are
 4x4 in armature space (``Bone.matrix_local``). Blender evaluates a pose bone (default bone options)
 as  pose_j = pose_parent · rest_parent⁻¹ · rest_j · basis_j  with basis_j = T(location) R(rotation)
-S(scale) (:func:`pose_from_basis`, the project's one forward kinematics).
+S(scale) (:func:`pose_from_basis`, the project's one forward kinematics). That holds with Inherit
+Rotation and Local Location on, and for any Inherit Scale mode while the parents are unscaled; the
+add-on refuses rigs that differ before baking. Keys go back in each bone's own rotation mode
+(:func:`rotation_keys`, :func:`rotmat_to_euler`: Euler angles continuous from frame to frame).
 
 Retarget rule: the source's world rotation G_s(t) of a mapped bone is carried to its target bone as
     G_t(t) = G_s(t) · O,        O = G_s,restᵀ · A · G_t,rest                 (:func:`rest_offsets`)
@@ -22,9 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import VibeError
-from .rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
+from .rotations import axis_angle_to_rotmat, make_continuous, quat_to_rotmat, rotmat_to_quat
 
 _AXES = {"X": 0, "Y": 1, "Z": 2}
+EULER_ORDERS = ("XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX")
 
 
 def axis_rotations(angle: np.ndarray, axis: int) -> np.ndarray:
@@ -46,6 +50,82 @@ def euler_to_rotmat(euler: np.ndarray, order: str = "XYZ") -> np.ndarray:
     for axis in order:  # later axes multiply from the left
         R = axis_rotations(euler[..., _AXES[axis]], _AXES[axis]) @ R
     return R
+
+
+def _euler_angles(R: np.ndarray, order: str) -> np.ndarray:
+    """R (..., 3, 3) -> one Euler triple (..., 3) for ``order``, middle angle in [-pi/2, pi/2]."""
+    i, j, k = (_AXES[a] for a in order)
+    s = 1.0 if order in ("XYZ", "YZX", "ZXY") else -1.0  # even permutations of XYZ
+    cos_b = np.hypot(R[..., i, i], R[..., j, i])
+    gimbal = cos_b < 1e-9  # first and last axes line up: only their sum is defined, put it all on the first
+    out = np.empty(R.shape[:-2] + (3,))
+    out[..., i] = np.where(
+        gimbal, np.arctan2(-s * R[..., j, k], R[..., j, j]), np.arctan2(s * R[..., k, j], R[..., k, k])
+    )
+    out[..., j] = np.arctan2(-s * R[..., k, i], cos_b)
+    out[..., k] = np.where(gimbal, 0.0, np.arctan2(s * R[..., j, i], R[..., i, i]))
+    return out
+
+
+def rotmat_to_euler(R: np.ndarray, order: str = "XYZ") -> np.ndarray:
+    """R (T, ..., 3, 3) over T frames -> Euler angles (T, ..., 3) in Blender's ``order``, continuous
+    in time: each frame takes whichever of the two equivalent triples is nearer the previous frame,
+    and whole turns are added where an angle wraps (keys that jump by 2*pi spin between frames)."""
+    if order not in EULER_ORDERS:
+        raise VibeError(f"Euler order must be a permutation of XYZ; got '{order}'.")
+    i, j, k = (_AXES[a] for a in order)
+    first = _euler_angles(np.asarray(R, dtype=np.float64), order)
+    second = first.copy()  # (a, b, c) ~ (a + pi, pi - b, c + pi)
+    second[..., i] += np.pi
+    second[..., j] = np.pi - first[..., j]
+    second[..., k] += np.pi
+    if len(first) > 1:
+        # Keeping or switching the triple between two frames costs the same from either triple, so
+        # the choice of each frame is the running parity of the switches.
+        def step(d):
+            return np.abs((d + np.pi) % (2 * np.pi) - np.pi).sum(-1)
+
+        switch = step(second[1:] - first[:-1]) < step(first[1:] - first[:-1])
+        parity = np.concatenate([np.zeros_like(switch[:1]), np.cumsum(switch, axis=0) % 2 == 1])
+        first = np.where(parity[..., None], second, first)
+    return np.unwrap(first, axis=0)
+
+
+def rotation_keys(q: np.ndarray, mode: str) -> np.ndarray:
+    """Sign-continuous quaternions (T, ..., 4) wxyz -> key values for a pose bone's ``rotation_mode``:
+    the quaternions (T, ..., 4), continuous Euler angles (T, ..., 3), or axis-angle (angle, x, y, z)."""
+    q = np.asarray(q, dtype=np.float64)
+    if mode == "QUATERNION":
+        return q.copy()
+    if mode == "AXIS_ANGLE":
+        sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+        angle = 2.0 * np.arctan2(sin_half, q[..., :1])
+        # No turn has no axis: take the latest frame's (or the first one's) so the axis does not jump.
+        defined = sin_half[..., 0] > 1e-9
+        latest = np.where(defined, np.arange(len(q)).reshape((-1,) + (1,) * (defined.ndim - 1)), -1)
+        latest = np.maximum.accumulate(latest, axis=0)
+        latest = np.where(latest < 0, np.argmax(defined, axis=0), latest)
+        axis = np.take_along_axis(q[..., 1:] / np.maximum(sin_half, 1e-12), latest[..., None], axis=0)
+        axis = np.where(defined.any(axis=0)[..., None], axis, [0.0, 1.0, 0.0])  # Blender's default axis
+        if len(q) > 1:  # (angle, axis) ~ (-angle, -axis): keep the axis from flipping between frames
+            flip = np.sum(axis[1:] * axis[:-1], axis=-1, keepdims=True) < 0
+            sign = np.where(np.concatenate([np.zeros_like(flip[:1]), np.cumsum(flip, axis=0) % 2 == 1]), -1.0, 1.0)
+            angle, axis = np.unwrap(angle * sign, axis=0), axis * sign
+        return np.concatenate([angle, axis], axis=-1)
+    return rotmat_to_euler(quat_to_rotmat(q / np.linalg.norm(q, axis=-1, keepdims=True)), mode)
+
+
+def rotation_matrices(values: np.ndarray, mode: str) -> np.ndarray:
+    """Key values of a pose bone's ``rotation_mode`` (quaternion, Euler or axis-angle, as Blender
+    reads them: quaternions and axes need not be unit) -> rotations (..., 3, 3)."""
+    values = np.asarray(values, dtype=np.float64)
+    if mode == "QUATERNION":
+        return quats_to_rotmat(values)
+    if mode == "AXIS_ANGLE":
+        length = np.linalg.norm(values[..., 1:], axis=-1, keepdims=True)
+        unit = np.where(length > 1e-12, values[..., 1:] / np.maximum(length, 1e-12), 0.0)  # no axis: no turn
+        return axis_angle_to_rotmat(unit * values[..., :1])
+    return euler_to_rotmat(values, mode)
 
 
 def compose_basis(location: np.ndarray, rotmat: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:

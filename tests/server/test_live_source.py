@@ -109,9 +109,11 @@ def test_a_lossless_file_waits_for_a_slow_consumer():
     with LiveSource(counting_frames(30), INFO, pace_fps=1000.0, lossless=True) as source:
         seen = []
         while (frame := source.next_frame(timeout_s=5)) is not None:
-            seen.append(frame.index)
+            seen.append(frame)
             time.sleep(0.01)
-    assert seen == list(range(30)) and source.dropped == 0
+    assert [f.index for f in seen] == list(range(30)) and source.dropped == 0
+    # each frame is timed by the file's clock, not by when the slow consumer let it in
+    np.testing.assert_allclose(np.diff([f.time_s for f in seen]), 1 / 1000.0, atol=1e-9)
 
 
 class LoopbackHttp:

@@ -37,7 +37,7 @@ MAX_WAITING = 3  # frames held for the consumer: absorbs a few slow frames, boun
 class LiveFrame:
     index: int  # position in the source, counting dropped frames too
     rgb: np.ndarray  # (H, W, 3) uint8
-    time_s: float  # when it arrived (time.monotonic())
+    time_s: float  # when it arrived (time.monotonic()); a file's: when it was due at its frame rate
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,10 @@ class LiveSource:
                     delay = t0 + index / self._pace_fps - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
-                frame = LiveFrame(index, rgb, time.monotonic())
+                # a file's frame time is its own clock (when it is due), so a lossless replay that
+                # waits for a slow model still times its frames at the file's rate
+                due = t0 + index / self._pace_fps if self._pace_fps else None
+                frame = LiveFrame(index, rgb, due if due is not None else time.monotonic())
                 with self._cond:
                     if self._lossless:
                         self._cond.wait_for(lambda: len(self._waiting) < MAX_WAITING or self._stop.is_set())

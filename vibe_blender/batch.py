@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .core.errors import VibeError
 from .core.motion import MAX_CHARACTERS
 
 
@@ -50,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import bpy  # after argument errors: fast --help
 
-    from .core.errors import VibeError
     from .core.output_paths import check_output_path
     from .export import export_fbx
     from .importer import ImportOptions, import_motion_file
@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         check_output_path(args.output, "the .blend file", inputs)
         if args.fbx:
             check_output_path(args.fbx, "the FBX file", {**inputs, "the .blend file": args.output})
+        blend = args.output.resolve()
+        for path in (blend, args.fbx):
+            if path:  # before the import: a folder that cannot be made fails at once, not after the work
+                _make_folder(Path(path).parent)
         bpy.ops.wm.read_factory_settings(use_empty=True)
         options = ImportOptions(
             correctives=args.correctives,
@@ -73,10 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         characters = import_motion_file(
             args.motion, args.body_model or args.model_dir, options, report=lambda msg: print(msg)
         )
-        blend = args.output.resolve()
-        blend.parent.mkdir(parents=True, exist_ok=True)
-        bpy.ops.wm.save_as_mainfile(filepath=str(blend), check_existing=False)
-        fbx = export_fbx(args.fbx) if args.fbx else None
+        _write(blend, lambda: bpy.ops.wm.save_as_mainfile(filepath=str(blend), check_existing=False))
+        fbx = _write(args.fbx, lambda: export_fbx(args.fbx)) if args.fbx else None
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -90,6 +92,26 @@ def main(argv: list[str] | None = None) -> int:
     if fbx:
         print(f"Wrote {fbx}: import it in any DCC or game engine (Blender: File > Import > FBX).")
     return 0
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VibeError(
+            f"Cannot make the output folder '{folder}' ({err.strerror or err}); choose a folder you can write to."
+        ) from err
+
+
+def _write(path: Path, save):
+    """``save()``, with a failure to write ``path`` (Blender raises RuntimeError) as one VibeError."""
+    try:
+        return save()
+    except (OSError, RuntimeError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise VibeError(
+            f"Cannot write '{path}' ({reason}); check that its folder is writable and the disk has free space."
+        ) from err
 
 
 if __name__ == "__main__":

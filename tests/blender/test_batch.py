@@ -11,26 +11,16 @@ pytestmark = pytest.mark.blender
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_batch(reference_dir, *args: str) -> subprocess.CompletedProcess:
+    """``python -m vibe_blender.batch`` on the reference result and body model, with ``args``."""
+    result, body = str(reference_dir / "result.npz"), str(reference_dir / "body_model.npz")
+    command = [sys.executable, "-m", "vibe_blender.batch", result, "--body-model", body, *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
 def test_batch_writes_blend_and_fbx(reference_dir, tmp_path):
     blend, fbx = tmp_path / "out" / "capture.blend", tmp_path / "out" / "capture.fbx"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vibe_blender.batch",
-            str(reference_dir / "result.npz"),
-            "--body-model",
-            str(reference_dir / "body_model.npz"),
-            "-o",
-            str(blend),
-            "--fbx",
-            str(fbx),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_batch(reference_dir, "-o", str(blend), "--fbx", str(fbx))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert f"Wrote {blend}" in run.stdout and f"Wrote {fbx}" in run.stdout and "blender " in run.stdout
     bpy.ops.wm.open_mainfile(filepath=str(blend))
@@ -119,3 +109,15 @@ def test_batch_refuses_outputs_that_would_destroy_an_input_before_any_work(refer
     assert "The FBX file" in capsys.readouterr().err and not (tmp_path / "a.blend").exists()
     assert main([*argv, "-o", str(tmp_path)]) == 1
     assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux) for a place no one can write")
+@pytest.mark.parametrize(
+    "output, message",
+    [("/proc/vibe-mocap/capture.blend", "Cannot make the output folder"), ("/proc/self/capture.blend", "Cannot write")],
+)
+def test_batch_reports_an_output_it_cannot_write_in_one_line(reference_dir, tmp_path, output, message):
+    run = run_batch(reference_dir, "-o", output)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert len([line for line in run.stderr.splitlines() if line.startswith("error:")]) == 1

@@ -3,7 +3,10 @@
 tracker (one person in the middle of every frame) so that it runs in a fraction of a second per clip.
 
 A video whose name starts with ``crash-once`` kills its worker process halfway through the first
-time it is run (a marker file next to it records that), to test that a dead worker's video is retried.
+time it is run (a marker file next to it records that), to test that a dead worker's video is retried;
+one whose name starts with ``crash-always`` kills it every time. ``failing_engine`` cannot be loaded
+(like a GPU out of memory). ``FakeRay`` stands in for Ray's ``wait``/``get`` and actors in the Ray
+driver's bookkeeping tests.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -20,6 +24,8 @@ from vibe_server.pipeline.engine import Engine
 from vibe_server.pipeline.frontend import FrontEnd
 
 CRASH_PREFIX = "crash-once"
+CRASH_ALWAYS_PREFIX = "crash-always"
+LOAD_ERROR = "CUDA out of memory while loading the checkpoint"
 CRASH_AT_FRAME = 6
 SLOW_PREFIX = "slow"
 SLOW_FRAME_S = 0.1
@@ -33,6 +39,8 @@ def _one_person(reader, detector, *, detection_stride=1, adaptive_detection=Fals
     for frame_index, frame in reader:
         if frame_index == CRASH_AT_FRAME and path.name.startswith(CRASH_PREFIX):
             _crash_once(path)
+        if frame_index == CRASH_AT_FRAME and path.name.startswith(CRASH_ALWAYS_PREFIX):
+            os._exit(17)
         if frame_index % detection_stride == 0:
             detector.detect([frame])
         if slow:
@@ -62,3 +70,52 @@ def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_syntheti
     return Engine(
         TinyVIBE(), model_name="tiny test model", data_dir=None, device=device, precision=precision, frontend=frontend
     )
+
+
+def failing_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
+    raise RuntimeError(LOAD_ERROR)
+
+
+class FakeActor:
+    """A Ray actor handle: ``actor.process.remote(item, data)`` -> a task of ``FakeRay``."""
+
+    def __init__(self, ray: FakeRay):
+        self.process = self
+        self._ray = ray
+
+    def remote(self, item, data):
+        return self._ray.start(self, item, data)
+
+
+class FakeRay:
+    """``wait`` and ``get`` over tasks whose outcome is ``reply(item, data)`` (a value, or an exception
+    to raise); ``most`` is the largest number of tasks in flight at once."""
+
+    class RayActorError(Exception):
+        def __init__(self, actor_init_failed: bool = False):
+            super().__init__("actor died")
+            self.actor_init_failed = actor_init_failed
+
+    exceptions = SimpleNamespace(RayActorError=RayActorError)
+
+    def __init__(self, reply):
+        self.reply, self.tasks, self.most, self.submitted = reply, {}, 0, []
+
+    def actors(self, count: int) -> list[FakeActor]:
+        return [FakeActor(self) for _ in range(count)]
+
+    def start(self, actor, item, data):
+        task = object()
+        self.tasks[task] = (item, data)
+        self.submitted.append(item.key)
+        self.most = max(self.most, len(self.tasks))
+        return task
+
+    def wait(self, tasks, num_returns=1):
+        return tasks[:num_returns], tasks[num_returns:]
+
+    def get(self, task):
+        outcome = self.reply(*self.tasks.pop(task))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome

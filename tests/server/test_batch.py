@@ -14,14 +14,13 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 from testdata import REAL_CLIPS
 
-from tests.server.batch_fakes import CRASH_PREFIX
+from tests.server.batch_fakes import CRASH_PREFIX, FakeRay
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_server.batch import local_pool, ray_runner
@@ -99,6 +98,27 @@ def batch_args(*inputs, out: Path, extra=()) -> list[str]:
 
 def manifest_lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+
+
+def start_batch_until_first_record(inputs: Path, out: Path) -> subprocess.Popen:
+    """``vibe-mocap batch --jobs 1`` in a process group of its own, once its first record is written
+    (so that a signal sent then lands while the next video is being processed)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "vibe_server", *batch_args(inputs, out=out, extra=["--jobs", "1"])],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        if (out / MANIFEST_NAME).is_file() and manifest_lines(out):
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, run.stderr.read().decode()
+    return run
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -197,21 +217,7 @@ def test_a_killed_run_resumes_without_duplicates_or_half_written_files(clip_bank
     # 'slow' videos take ~1.2 s each, so the kill lands while one is being processed
     inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": name for i, name in enumerate(sorted(CLIP_SOURCES))})
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "vibe_server", *batch_args(inputs, out=out, extra=["--jobs", "1"])],
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and run.poll() is None:
-        if (out / MANIFEST_NAME).is_file() and manifest_lines(out):
-            break
-        time.sleep(0.05)
-    assert run.poll() is None, run.stderr.read().decode()
+    run = start_batch_until_first_record(inputs, out)
     os.killpg(run.pid, signal.SIGKILL)  # the driver and its worker, mid-video
     run.wait()
     first = manifest_lines(out)
@@ -355,7 +361,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
     records = []
     local_pool._drive(
         InstantPool(),
-        deque(items),
+        local_pool.LocalQueue(deque(items)),
         in_flight,
         3,
         queue.Queue(),
@@ -368,32 +374,19 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
 
 def test_ray_submits_a_video_only_when_an_actor_is_free_for_10000_inputs(tmp_path):
     items = many_items(tmp_path)
-
-    class ActorPoolStandIn:  # ray.util.ActorPool's interface, 4 actors, results at once
-        def __init__(self, actors: int):
-            self.actors, self.pending, self.most = actors, [], 0
-
-        def has_free(self):
-            return len(self.pending) < self.actors
-
-        def submit(self, fn, job):
-            assert self.has_free(), "submitted with no free actor"
-            item = job[0]  # (item, bytes or None)
-            self.pending.append((make_record(item, "done", frames=1, seconds=0.1), None))
-            self.most = max(self.most, len(self.pending))
-
-        def has_next(self):
-            return bool(self.pending)
-
-        def get_next_unordered(self):
-            return self.pending.pop(0)
-
-    pool = ActorPoolStandIn(4)
-    fake_ray = SimpleNamespace(exceptions=SimpleNamespace(RayActorError=RuntimeError))
+    fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None))
     records = []
-    ray_runner._drive(fake_ray, pool, items, "shared", records.append, BatchProgress(len(items), enabled=False))
+    ray_runner._drive(
+        fake_ray,
+        fake_ray.actors(4),
+        items,
+        "shared",
+        records.append,
+        BatchProgress(len(items), enabled=False),
+        output_dir=tmp_path / "out",
+    )
     assert len(records) == 10_000 and len({r["input"] for r in records}) == 10_000
-    assert pool.most == 4
+    assert fake_ray.most == 4
 
 
 def test_the_progress_shows_the_batch_and_each_worker(tmp_path, capsys):

@@ -76,16 +76,21 @@ def load_engine(spec: EngineSpec) -> Engine:
         raise WorkerSetupError(
             f"The engine factory '{spec.factory}' cannot be imported ({err}); name it as package.module:function."
         ) from err
-    if spec.threads:
-        import torch  # start-up: torch loads in the worker, not when the batch command starts
-
-        torch.set_num_threads(spec.threads)
     try:
+        if spec.threads:
+            import torch  # start-up: torch loads in the worker, not when the batch command starts
+
+            torch.set_num_threads(spec.threads)
         return factory(
             spec.data_dir, device=spec.device, precision=worker_precision(spec), allow_synthetic=spec.allow_synthetic
         )
     except VibeError as err:
         raise WorkerSetupError(str(err)) from err
+    except Exception as err:  # out of memory, a missing driver, an unreadable file: the batch cannot run either
+        raise WorkerSetupError(
+            f"loading it on {spec.device} failed with {type(err).__name__}: {err}. Check the device's free "
+            "memory and the model data, or choose another --device."
+        ) from err
 
 
 def result_bytes(result: MocapResult) -> bytes:

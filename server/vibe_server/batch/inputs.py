@@ -1,8 +1,8 @@
 """Which videos a batch processes: files, folders (searched recursively) and text files of paths.
 
 Each video gets a key, its path relative to the input it came from (a folder's videos keep their
-layout under it; a single file is its own name; a list's entries are relative to the entries'
-common folder). The result goes to ``OUTDIR/<key without extension>.npz``.
+layout under it; a single file is its own name; a list's entries are relative to the list file's
+folder, so adding an entry renames no other). The result goes to ``OUTDIR/<key without extension>.npz``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,22 @@ class BatchItem:
     @property
     def output_key(self) -> str:
         """The result's path relative to the output folder."""
-        return str(PurePosixPath(self.key).with_suffix(RESULT_SUFFIX))
+        return output_key(self.key)
+
+
+def output_key(key: str) -> str:
+    """The result file's path relative to the output folder for the video ``key``."""
+    return str(PurePosixPath(key).with_suffix(RESULT_SUFFIX))
+
+
+def check_inside(path: str | Path, output_dir: str | Path) -> None:
+    """VibeError when ``path`` really lies outside ``output_dir`` (a symbolic link in between)."""
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(os.path.realpath(output_dir)):
+        raise VibeError(
+            f"The result '{path}' would be written to '{real}', outside the output folder, through a symbolic "
+            "link; remove the link or choose another output folder."
+        )
 
 
 def is_video(path: Path) -> bool:
@@ -72,17 +87,25 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
             f"Cannot read the list of videos '{list_file}' ({err}); give a UTF-8 text file with "
             "one video path per line."
         ) from err
-    paths = []
+    root = list_file.parent.resolve()
+    videos = []
     for line in lines:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         path = Path(line).expanduser()
-        paths.append((path if path.is_absolute() else list_file.parent / path).resolve())
-    if not paths:
-        return []
-    root = Path(os.path.commonpath([p.parent for p in paths]))
-    return [(p.relative_to(root).as_posix(), p) for p in paths]
+        path = (path if path.is_absolute() else root / path).resolve()
+        videos.append((_list_key(path, root), path))
+    return videos
+
+
+def _list_key(path: Path, root: Path) -> str:
+    """A listed video's key: its path relative to the list's folder, which does not change when entries
+    are added (a path outside that folder keeps its whole path, without its root)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return PurePosixPath(*path.parts[1:]).as_posix()
 
 
 def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
@@ -122,7 +145,7 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
                 continue
             raise VibeError(
                 f"'{earlier}' and '{path}' would both write '{item.output_key}' in {output_dir}; "
-                "rename one of them or run them as separate batches."
+                "rename one of them, or run them as separate batches, each into another OUTDIR."
             )
         by_output[item.output_key] = item.input_path
         items.append(item)

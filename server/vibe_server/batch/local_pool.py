@@ -2,7 +2,10 @@
 
 At most ``2 x workers`` videos are submitted at a time, so memory stays bounded whatever the batch
 size. A worker process that dies (killed, out of memory, a crash in native code) breaks the pool:
-a new pool is made and the videos that were in flight are tried again, up to ``MAX_ATTEMPTS`` times.
+a new pool is made and the videos that were in flight are tried again. The video the dead worker was
+running counts an attempt (``MAX_ATTEMPTS`` make a failed record); when that is not known (several
+were running), each of them runs alone next, so that a second death names it. Ctrl-C stops the
+workers at once: the queued videos are cancelled, those already finished are recorded.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from vibe_blender.core.errors import VibeError
 
@@ -25,7 +29,7 @@ from .inputs import BatchItem
 from .manifest import make_record
 from .progress import BatchProgress
 
-MAX_ATTEMPTS = 3  # a video in flight when its worker died this often is marked failed
+MAX_ATTEMPTS = 3  # a video whose worker died this often while running it is marked failed
 IN_FLIGHT_PER_WORKER = 2  # one running, one waiting: workers never idle, memory stays bounded
 
 # The worker process's state (set once by ``_init_worker``).
@@ -36,9 +40,20 @@ _status_queue = None
 _setup_error: str | None = None
 
 
+@dataclass
+class LocalQueue:
+    """The driver's bookkeeping across pools: what is left, and who is to blame for a worker's death."""
+
+    pending: deque[BatchItem]
+    attempts: Counter[str] = field(default_factory=Counter)  # worker deaths while running each video
+    suspects: set[str] = field(default_factory=set)  # running beside a death: each runs alone next
+    running: dict[str, str] = field(default_factory=dict)  # worker -> the video it said it started
+
+
 def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
     """Runs once in each worker process: take a device, load the engine."""
     global _engine, _options, _worker_name, _status_queue, _setup_error
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver stops us
     device = devices.get()
     _options, _status_queue = options, status_queue
     _worker_name = f"worker {os.getpid()} ({device})"
@@ -53,11 +68,11 @@ def _run_item(item: BatchItem) -> dict:
         raise WorkerSetupError(_setup_error)
 
     def progress(stage: str, fraction: float, eta_s) -> None:
-        _status_queue.put((_worker_name, f"{item.key}  {stage} {100 * fraction:3.0f}%"))
+        _status_queue.put((_worker_name, item.key, f"{item.key}  {stage} {100 * fraction:3.0f}%"))
 
-    _status_queue.put((_worker_name, f"{item.key}  starting"))
+    _status_queue.put((_worker_name, item.key, f"{item.key}  starting"))  # names the video if this worker dies
     record, _ = process_video(_engine, item, _options, worker=_worker_name, progress=progress)
-    _status_queue.put((_worker_name, "idle"))
+    _status_queue.put((_worker_name, None, "idle"))
     return record
 
 
@@ -71,14 +86,14 @@ def run_local(
     progress: BatchProgress,
 ) -> None:
     """Process ``items`` on ``jobs`` worker processes; ``on_record`` gets each finished video's record
-    (in the calling thread). Raises VibeError when the workers cannot load their engine."""
+    (in the calling thread). Raises VibeError when the workers cannot load their engine; on that or on
+    Ctrl-C the worker processes have ended when it returns."""
     context = multiprocessing.get_context("spawn")
-    pending = deque(items)
-    attempts: Counter[str] = Counter()
+    state = LocalQueue(deque(items))
     layout = worker_devices(spec.device, jobs)
     on_cpu = all(device == "cpu" for device in layout)  # CPU workers share the cores out
     spec = replace(spec, threads=spec.threads or (max(1, (os.cpu_count() or 1) // jobs) if on_cpu else None))
-    while pending:
+    while state.pending:
         devices, status_queue = context.Queue(), context.Queue()
         for device in layout:
             devices.put(device)
@@ -89,61 +104,109 @@ def run_local(
             initargs=(spec, options, devices, status_queue),
         )
         in_flight: dict = {}
-        stopped = True  # Ctrl-C or a setup error: do not wait for the videos in flight
         try:
-            _drive(pool, pending, in_flight, jobs, status_queue, on_record, progress)
-            stopped = False
-        except BrokenProcessPool:
-            _retry_or_fail(in_flight, pending, attempts, on_record)
-            stopped = False
-        finally:
-            pool.shutdown(wait=not stopped, cancel_futures=True)
+            try:
+                _drive(pool, state, in_flight, jobs, status_queue, on_record, progress)
+            except BrokenProcessPool:
+                _show_status(status_queue, progress, state.running)  # the dead worker's last 'starting'
+                _retry_or_fail(in_flight, state, on_record)
+        except BaseException:  # Ctrl-C or a setup error: no worker may write once the batch has ended
+            _record_finished(in_flight, on_record)
+            _stop_workers(pool)
+            raise
+        pool.shutdown(wait=True)
 
 
-def _drive(pool, pending: deque, in_flight: dict, jobs: int, status_queue, on_record, progress) -> None:
-    while pending or in_flight:
-        while pending and len(in_flight) < IN_FLIGHT_PER_WORKER * jobs:
-            item = pending.popleft()
-            in_flight[pool.submit(_run_item, item)] = item
+def _drive(
+    pool, state: LocalQueue, in_flight: dict, jobs: int, status_queue, on_record, progress: BatchProgress
+) -> None:
+    while state.pending or in_flight:
+        _submit(pool, state, in_flight, jobs)
         done, _ = wait(list(in_flight), timeout=0.25, return_when=FIRST_COMPLETED)
-        _show_status(status_queue, progress)
+        _show_status(status_queue, progress, state.running)
         for future in done:
             try:
                 record = future.result()
             except WorkerSetupError as err:
                 raise VibeError(f"The workers could not load the model: {err}") from err
-            del in_flight[future]
+            item = in_flight.pop(future)
+            state.suspects.discard(item.key)
             on_record(record)
 
 
-def _retry_or_fail(in_flight: dict, pending: deque, attempts: Counter, on_record) -> None:
-    """A worker died: finished futures keep their result, the others go back to the queue."""
-    for future, item in in_flight.items():
-        if future.done() and not future.cancelled() and future.exception() is None:
-            on_record(future.result())
-            continue
-        attempts[item.key] += 1
-        if attempts[item.key] >= MAX_ATTEMPTS:
-            on_record(
-                make_record(
-                    item,
-                    "failed",
-                    error=(
-                        f"A worker process died {MAX_ATTEMPTS} times while this video was being processed (out of "
-                        "memory, or a crash in native code); check the file plays, or run it alone with "
-                        "'vibe-mocap infer'."
-                    ),
-                )
-            )
-        else:
-            pending.appendleft(item)
+def _submit(pool, state: LocalQueue, in_flight: dict, jobs: int) -> None:
+    while state.pending and len(in_flight) < IN_FLIGHT_PER_WORKER * jobs:
+        running_suspect = any(item.key in state.suspects for item in in_flight.values())
+        if in_flight and (running_suspect or state.pending[0].key in state.suspects):
+            return  # a suspect runs alone, so that a crash names it
+        item = state.pending.popleft()
+        in_flight[pool.submit(_run_item, item)] = item
+
+
+def _retry_or_fail(in_flight: dict, state: LocalQueue, on_record) -> None:
+    """A worker died: finished futures keep their result; the video it was running counts an attempt
+    (or, when several were running, each becomes a suspect); the others go back to the queue."""
+    _record_finished(in_flight, on_record)
+    started = set(state.running.values())
+    state.running.clear()
+    unfinished = [item for future, item in in_flight.items() if not _finished(future)]
     in_flight.clear()
+    culprits = [item for item in unfinished if item.key in started] or unfinished  # no 'starting' seen: all
+    if len(culprits) > 1:
+        state.suspects.update(item.key for item in culprits)
+        culprits = []
+    retry = []
+    for item in unfinished:
+        if item in culprits:
+            state.attempts[item.key] += 1
+            if state.attempts[item.key] >= MAX_ATTEMPTS:
+                state.suspects.discard(item.key)
+                on_record(
+                    make_record(
+                        item,
+                        "failed",
+                        error=(
+                            f"A worker process died {MAX_ATTEMPTS} times while processing this video (out of "
+                            "memory, or a crash in native code); check the file plays, or run it alone with "
+                            "'vibe-mocap infer'."
+                        ),
+                    )
+                )
+                continue
+        retry.append(item)
+    state.pending.extendleft(reversed(retry))
 
 
-def _show_status(status_queue, progress: BatchProgress) -> None:
+def _finished(future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _record_finished(in_flight: dict, on_record) -> None:
+    """Record the videos whose result came back but was not taken yet (they are not run again)."""
+    for future in [f for f in in_flight if _finished(f)]:
+        on_record(future.result())
+        del in_flight[future]
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued videos and end the worker processes now (``shutdown`` alone lets them finish
+    the videos they hold, writing results after the batch has ended)."""
+    processes = list((pool._processes or {}).values())  # the executor has no public way to stop its workers
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join()
+
+
+def _show_status(status_queue, progress: BatchProgress, running: dict[str, str]) -> None:
     while True:
         try:
-            worker, text = status_queue.get_nowait()
-        except (queue.Empty, OSError, EOFError):
+            worker, key, text = status_queue.get_nowait()
+        except (queue.Empty, OSError, EOFError, ValueError):
             return
+        if key is None:
+            running.pop(worker, None)
+        else:
+            running[worker] = key
         progress.worker_status(worker, text)

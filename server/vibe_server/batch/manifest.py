@@ -4,12 +4,14 @@ Every file the batch writes goes through ``output_files.atomic_write`` (a tempor
 folder, renamed into place), so a killed run leaves at most a ``.part`` file, never a half-written
 file under a finished name; the next run removes them. The manifest is appended one line per
 finished video by the one process that drives the batch; a line cut short by a kill is ignored when
-reading, and ``compact`` rewrites the file (atomically) with one line per video.
+reading, and ``compact`` rewrites the file (atomically) with one line per video. A record whose fields
+are missing or of the wrong type counts as a damaged line: its video runs again.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from pathlib import Path
 from vibe_blender.core import safe_json
 
 from ..output_files import PART_SUFFIX, atomic_write_bytes
-from .inputs import BatchItem
+from .inputs import BatchItem, output_key
 
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.txt"
@@ -28,9 +30,11 @@ STATUSES = ("done", "failed")
 def remove_stale_parts(output_dir: Path) -> int:
     """Delete the temporary files a killed run left behind; returns how many."""
     removed = 0
-    for part in Path(output_dir).rglob(f".*{PART_SUFFIX}"):
-        part.unlink(missing_ok=True)
-        removed += 1
+    for dirpath, _, filenames in os.walk(output_dir, followlinks=False):  # never outside OUTDIR
+        for name in filenames:
+            if name.startswith(".") and name.endswith(PART_SUFFIX):
+                (Path(dirpath) / name).unlink(missing_ok=True)
+                removed += 1
     return removed
 
 
@@ -60,6 +64,47 @@ def make_record(
     }
 
 
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0  # bool is an int too, but no count
+
+
+def _seconds(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value >= 0
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+RECORD_FIELDS = {  # field -> check of its value
+    "input": lambda v: isinstance(v, str) and v != "",
+    "input_path": lambda v: isinstance(v, str),
+    "output": _text_or_none,
+    "status": lambda v: v in STATUSES,
+    "tracks": _count,
+    "frames": _count,
+    "seconds": _seconds,
+    "fps": _seconds,
+    "error": _text_or_none,
+    "worker": lambda v: isinstance(v, str),
+    "finished": lambda v: isinstance(v, str),
+}
+
+
+def record_problem(record: object) -> str | None:
+    """Why ``record`` is not a manifest record (a field missing or of the wrong type, or an ``output``
+    other than its own video's result), or None when it is one."""
+    if not isinstance(record, dict):
+        return "it is not a JSON object"
+    for name, valid in RECORD_FIELDS.items():
+        if name not in record or not valid(record[name]):
+            return f"its '{name}' is missing or of the wrong type"
+    expected = output_key(record["input"]) if record["status"] == "done" else None
+    if record["output"] != expected:
+        return f"its 'output' is not {expected!r}"
+    return None
+
+
 class Manifest:
     """The records of ``OUTDIR/manifest.jsonl`` by input key (the newest wins)."""
 
@@ -78,19 +123,16 @@ class Manifest:
                 except ValueError:  # a line cut short by a kill (or nested too deep to parse safely)
                     self.damaged_lines += 1
                     continue
-                if (
-                    isinstance(record, dict)
-                    and isinstance(record.get("input"), str)
-                    and record.get("status") in STATUSES
-                ):
+                if record_problem(record) is None:
                     self.records[record["input"]] = record
-                else:
+                else:  # hand-edited, or written by another program: its video runs again
                     self.damaged_lines += 1
 
     def is_finished(self, item: BatchItem, *, retry_failed: bool) -> bool:
-        """Done with its result file present, or failed (unless failures are to be retried)."""
+        """Done with its result file present, or failed (unless failures are to be retried), for this very
+        input file: a video of the same name from another path runs again."""
         record = self.records.get(item.key)
-        if record is None:
+        if record is None or record["input_path"] != item.input_path:
             return False
         if record["status"] == "done":
             return Path(item.output_path).is_file()

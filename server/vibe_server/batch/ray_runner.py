@@ -1,11 +1,12 @@
 """The batch on a Ray cluster: one actor per GPU (or per CPU slot), each loads its engine once.
 
-Scheduling is Ray's ``ActorPool``: a video is submitted only when an actor is free, so at most one
-video per actor is in flight (inputs are read lazily; 10 000 inputs cost 10 000 small items, never
-their bytes). Actors restart after a crash or a lost node (``max_restarts=-1``) and the video they
-were on is retried (``max_task_retries``); its result path is deterministic and written by rename,
-and the driver writes one manifest line per video, so a retry leaves no duplicate. A video whose
-retries are used up gets a failed record.
+A video is submitted only when an actor is free, so at most one video per actor is in flight (inputs
+are read lazily; 10 000 inputs cost 10 000 small items, never their bytes). The driver keeps which
+video each task was submitted for and checks every reply (the record's fields, the result file)
+before it records or writes anything. Actors restart after a crash or a lost node
+(``max_restarts=-1``) and the video they were on is retried (``max_task_retries``); its result path
+is deterministic and written by rename, and the driver writes one manifest line per video, so a
+retry leaves no duplicate. A video whose retries are used up gets a failed record.
 
 Transfer: ``shared`` (inputs and outputs on a path every node sees, the default) or
 ``object-store`` (the driver sends each video's bytes and writes each result itself: for small
@@ -14,20 +15,23 @@ clips when nodes share no file system).
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import load_result
 
 from ..output_files import atomic_write_bytes
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
-from .inputs import BatchItem
-from .manifest import make_record
+from .inputs import BatchItem, check_inside
+from .manifest import make_record, record_problem
 from .progress import BatchProgress
 
 TRANSFERS = ("shared", "object-store")
@@ -35,6 +39,9 @@ MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 CPUS_PER_CPU_ACTOR = 2
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is unreachable
+# A Ray head (GCS or Ray Client) speaks gRPC: to HTTP/2's client preface it answers with a SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+HTTP2_SETTINGS = 0x04
 
 
 class VideoActor:
@@ -45,8 +52,9 @@ class VideoActor:
         self.name = f"ray {socket.gethostname()}:{os.getpid()} ({spec.device})"
         try:
             self.engine, self.setup_error = load_engine(spec), None
-        except WorkerSetupError as err:  # reported with the first video, then the batch stops
-            self.engine, self.setup_error = None, str(err)
+        except Exception as err:  # noqa: BLE001 - a raising constructor kills the actor and hides the reason
+            # reported with the first video, then the batch stops
+            self.engine, self.setup_error = None, str(err) if isinstance(err, WorkerSetupError) else repr(err)
 
     def process(self, item: BatchItem, data: bytes | None) -> tuple[dict, bytes | None]:
         if self.setup_error is not None:
@@ -111,15 +119,16 @@ def run_ray(
     transfer: str,
     on_record: Callable[[dict], None],
     progress: BatchProgress,
+    output_dir: str | Path,
 ) -> None:
     """Process ``items`` on the Ray cluster at ``address`` (None: $RAY_ADDRESS, the last cluster started
-    on this machine, else a new local one). ``on_record`` gets each finished video's record."""
+    on this machine, else a new local one). ``on_record`` gets each finished video's record; results
+    the driver writes must lie inside ``output_dir``."""
     if transfer not in TRANSFERS:
         raise VibeError(f"Unknown transfer '{transfer}'; use {' or '.join(TRANSFERS)}.")
     ray = _import_ray()
-    from ray.util import ActorPool  # optional dependency: the ray extra (checked just above)
 
-    check_reachable(address)
+    check_reachable(address or os.environ.get("RAY_ADDRESS") or None)
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -133,8 +142,8 @@ def run_ray(
         resources, count, device = _actor_layout(ray, spec.device)
         actor_class = ray.remote(VideoActor).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES, **resources)
         actor_spec = replace(spec, device=device, threads=resources.get("num_cpus"))
-        pool = ActorPool([actor_class.remote(actor_spec, options) for _ in range(min(count, len(items)))])
-        _drive(ray, pool, items, transfer, on_record, progress)
+        actors = [actor_class.remote(actor_spec, options) for _ in range(min(count, len(items)))]
+        _drive(ray, actors, items, transfer, on_record, progress, output_dir=output_dir)
     finally:
         if started_here:
             ray.shutdown()
@@ -142,7 +151,8 @@ def run_ray(
 
 def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """VibeError unless the cluster at ``address`` ("HOST:PORT" or "ray://HOST:PORT"; None, "auto"
-    and "local" are Ray's to resolve) accepts a connection: Ray itself would retry for minutes."""
+    and "local" are Ray's to resolve) accepts a connection and answers as a gRPC server does: Ray
+    itself would retry for minutes."""
     if address is None or address in ("auto", "local"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -152,55 +162,118 @@ def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -
             "'auto', or no address to start a cluster on this machine."
         )
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return  # a TLS head does not speak cleartext HTTP/2: accepting the connection must do
+            connection.settimeout(timeout_s)
+            connection.sendall(HTTP2_PREFACE)
+            answer = _read_up_to(connection, 9)  # one HTTP/2 frame header
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise VibeError(
             f"Cannot reach the Ray cluster at '{address}' ({reason}); start it with 'ray start --head' "
             "or give its head node's address."
         ) from None
+    if len(answer) < 9 or answer[3] != HTTP2_SETTINGS:
+        raise VibeError(
+            f"'{address}' accepts connections but is not a Ray cluster's head (it does not answer as one); "
+            "give the head node's address (the one 'ray start --head' prints, port 6379 by default)."
+        )
 
 
-def _drive(ray, pool, items: list[BatchItem], transfer: str, on_record, progress: BatchProgress) -> None:
-    by_key = {item.key: item for item in items}
-    outstanding: set[str] = set()
-    queue = iter(items)
-    exhausted = False
-    while True:
-        while not exhausted and pool.has_free():  # backpressure: one video per free actor
-            item = next(queue, None)
-            if item is None:
-                exhausted = True
-                break
+def _read_up_to(connection: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _drive(
+    ray, actors: list, items: list[BatchItem], transfer: str, on_record, progress: BatchProgress, *, output_dir
+) -> None:
+    idle = list(actors)
+    running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
+    waiting = deque(items)
+    while waiting or running:
+        while idle and waiting:  # backpressure: one video per free actor
+            item = waiting.popleft()
             data, error = _payload(item, transfer)
             if error is not None:
                 on_record(make_record(item, "failed", error=error))
                 continue
-            outstanding.add(item.key)
-            pool.submit(lambda actor, job: actor.process.remote(*job), (item, data))
-        if not pool.has_next():
+            actor = idle.pop()
+            running[actor.process.remote(item, data)] = (actor, item)
+        if not running:
+            if waiting:  # every actor is gone
+                raise VibeError(
+                    f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start; "
+                    "check the cluster's logs ('ray logs'), then run the same command again to resume."
+                )
             break
-        progress.worker_status("ray", f"{len(outstanding)} videos running")
+        progress.worker_status("ray", f"{len(running)} videos running")
+        [task], _ = ray.wait(list(running), num_returns=1)
+        actor, item = running.pop(task)
         try:
-            record, data = pool.get_next_unordered()
-        except ray.exceptions.RayActorError:
-            continue  # retries used up: reported below, by key
-        if "setup_error" in record:
-            raise VibeError(f"The Ray actors could not load the model: {record['setup_error']}")
-        item = by_key[record["input"]]
-        if data is not None and record["status"] == "done":
+            reply = ray.get(task)
+        except ray.exceptions.RayActorError as err:
+            if getattr(err, "actor_init_failed", False):  # never started: it will not come back
+                waiting.appendleft(item)
+                continue
+            idle.append(actor)  # max_restarts=-1: Ray brings it back
+            on_record(make_record(item, "failed", error=_DIED))
+            continue
+        if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "setup_error" in reply[0]:
+            raise VibeError(f"The Ray actors could not load the model: {reply[0]['setup_error']}")
+        idle.append(actor)
+        on_record(_checked(item, reply, transfer, output_dir))
+
+
+_DIED = (
+    f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
+    "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
+)
+
+
+def _checked(item: BatchItem, reply: object, transfer: str, output_dir) -> dict:
+    """The manifest record for ``item`` from an actor's reply, after checking it: fields of the right
+    types, and for a done video a readable result file (written here from the reply's bytes, or made by
+    the actor on the shared path). Anything else becomes a failed record."""
+    record, data = reply if isinstance(reply, tuple) and len(reply) == 2 else (reply, None)
+    problem = record_problem(record)
+    if problem is not None:
+        return make_record(item, "failed", error=_bad_reply(f"its record is unusable: {problem}"))
+    if record["status"] == "failed":
+        return make_record(item, "failed", seconds=record["seconds"], error=record["error"], worker=record["worker"])
+    if transfer != "shared":
+        check_inside(item.output_path, output_dir)  # a link made during the run: stop, write nothing outside
+    try:
+        if transfer == "shared":
+            result = load_result(item.output_path)  # the actor wrote it: it must be there and whole for us too
+        else:
+            if not isinstance(data, bytes):
+                raise VibeError("it sent no result file")
+            result = load_result(io.BytesIO(data))
             atomic_write_bytes(item.output_path, data)
-        outstanding.discard(item.key)
-        on_record(record)
-    for key in sorted(outstanding):
-        on_record(
-            make_record(
-                by_key[key],
-                "failed",
-                error=(
-                    f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
-                    "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
-                ),
-            )
+    except (VibeError, OSError) as err:
+        return make_record(
+            item, "failed", worker=record["worker"], error=_bad_reply(f"its result file is unusable: {err}")
         )
+    return make_record(
+        item,
+        "done",
+        tracks=len(result.tracks),
+        frames=record["frames"],
+        seconds=record["seconds"],
+        worker=record["worker"],
+    )
+
+
+def _bad_reply(why: str) -> str:
+    return (
+        f"The Ray actor's answer for this video cannot be used ({why}); check that every node runs the same "
+        "VIBE Mocap version and sees OUTDIR at the same path (or use --transfer object-store), then run the "
+        "batch again with --retry-failed."
+    )

@@ -4,6 +4,9 @@ workers or on Ray, append each record to the manifest as it arrives, write the s
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +17,9 @@ from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
-from .inputs import BatchItem, discover
+from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
-from .manifest import SUMMARY_NAME, Manifest, remove_stale_parts, summary_table
+from .manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, remove_stale_parts, summary_table
 from .progress import BatchProgress
 from .ray_runner import run_ray
 
@@ -34,6 +37,8 @@ def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False) -> 
     items = discover(inputs, output_dir)
     manifest = Manifest(output_dir)
     todo = [item for item in items if not manifest.is_finished(item, retry_failed=retry_failed)]
+    for item in todo:
+        check_inside(item.output_path, output_dir)
     return BatchPlan(items=items, todo=todo, manifest=manifest)
 
 
@@ -46,14 +51,25 @@ def output_lock(output_dir: Path) -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks; documented
         yield
         return
-    with open(output_dir / LOCK_NAME, "w") as lock:
+    path = output_dir / LOCK_NAME
+    try:  # never through a link, never truncated: the lock file's content is not ours to destroy
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise VibeError(
+            f"'{path}' is a symbolic link; delete it (the batch makes its own lock file) and run again."
+        ) from err
+    try:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             raise VibeError(
                 f"Another batch is writing to '{output_dir}'; wait for it to end or choose another output folder."
             ) from err
         yield
+    finally:
+        os.close(fd)
 
 
 def run_batch(
@@ -74,6 +90,12 @@ def run_batch(
     with output_lock(output_dir):
         remove_stale_parts(output_dir)
         batch = plan(inputs, output_dir, retry_failed=retry_failed)
+        if batch.manifest.damaged_lines:
+            print(
+                f"Note: {batch.manifest.damaged_lines} line(s) of {output_dir / MANIFEST_NAME} were damaged or "
+                "invalid and are dropped; their videos run again.",
+                file=sys.stderr,
+            )
         batch.manifest.compact([item.key for item in batch.items])  # one line per video
         progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
 
@@ -91,6 +113,7 @@ def run_batch(
                     transfer=transfer,
                     on_record=on_record,
                     progress=progress,
+                    output_dir=output_dir,
                 )
             elif batch.todo:
                 workers = min(jobs or default_jobs(spec.device), len(batch.todo))

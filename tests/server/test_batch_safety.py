@@ -1,0 +1,329 @@
+"""``vibe-mocap batch`` when things go wrong around the videos: a model that cannot be loaded, a
+resume into an output folder another batch used, a hand-edited manifest, replies from Ray actors
+that cannot be trusted, symbolic links in the output folder, Ctrl-C, a wrong cluster address, a
+growing list file, and a good video running beside one that kills its worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.server.batch_fakes import CRASH_ALWAYS_PREFIX, LOAD_ERROR, FakeRay
+from tests.server.test_batch import (
+    CLIP_SOURCES,
+    ENGINE,
+    batch_args,
+    cut_clip,
+    cut_clips,
+    manifest_lines,
+    place,
+    start_batch_until_first_record,
+)
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
+from vibe_server.batch import ray_runner
+from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
+from vibe_server.batch.inputs import discover
+from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record, summary_table
+from vibe_server.batch.progress import BatchProgress
+from vibe_server.cli import main
+
+FAILING_ENGINE = "tests.server.batch_fakes:failing_engine"
+
+
+@pytest.fixture(scope="module")
+def clip_bank(tmp_path_factory) -> dict[str, Path]:
+    return cut_clips(tmp_path_factory.mktemp("clips"))
+
+
+def with_engine(argv: list[str], engine: str) -> list[str]:
+    argv[argv.index(ENGINE)] = engine
+    return argv
+
+
+# -- a model that cannot be loaded -----------------------------------------------------------------
+
+
+def test_any_error_while_loading_the_engine_is_a_setup_error_with_its_message():
+    with pytest.raises(WorkerSetupError, match=f"RuntimeError: {LOAD_ERROR}"):
+        load_engine(EngineSpec(factory=FAILING_ENGINE))
+
+
+def test_a_model_that_cannot_be_loaded_stops_the_local_batch_with_one_error(clip_bank, tmp_path, capsys):
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", "b.mp4": "sign.mp4", "c.mp4": "street.mp4"})
+    started = time.perf_counter()
+    assert main(with_engine(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "2"]), FAILING_ENGINE)) == 2
+    err = capsys.readouterr().err
+    assert "could not load the model" in err and LOAD_ERROR in err and err.count("error:") == 1
+    assert manifest_lines(tmp_path / "out") == []  # nothing is marked failed: fix the cause and run again
+    assert time.perf_counter() - started < 60
+
+
+def test_a_ray_actor_that_cannot_load_its_engine_reports_why_instead_of_dying(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "a.mp4")], tmp_path / "out")
+    actor = ray_runner.VideoActor(EngineSpec(factory=FAILING_ENGINE), make_options())
+    record, data = actor.process(item, None)
+    assert LOAD_ERROR in record["setup_error"] and data is None
+
+
+def test_the_ray_driver_stops_with_one_error_when_no_actor_is_left(tmp_path):
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+    fake_ray = FakeRay(lambda item, data: FakeRay.RayActorError(actor_init_failed=True))
+    records = []
+    with pytest.raises(VibeError, match="No Ray actor is left to run the remaining 3 video"):
+        ray_runner._drive(
+            fake_ray,
+            fake_ray.actors(2),
+            items,
+            "shared",
+            records.append,
+            BatchProgress(3, enabled=False),
+            output_dir=tmp_path / "out",
+        )
+    assert records == []
+
+
+# -- resume matches the input file, not only its name ------------------------------------------------
+
+
+def test_a_video_of_the_same_name_from_another_folder_runs_again(clip_bank, tmp_path):
+    first = place(clip_bank, tmp_path / "first", {"take.mp4": "walk.mp4"})
+    second = place(clip_bank, tmp_path / "second", {"take.mp4": "sign.mp4"})
+    out = tmp_path / "out"
+    assert main(batch_args(first, out=out, extra=["--jobs", "1"])) == 0
+    assert main(batch_args(second, out=out, extra=["--jobs", "1"])) == 0
+    [record] = manifest_lines(out)
+    assert record["input_path"] == str((second / "take.mp4").resolve())
+    stamp = (out / "take.npz").stat().st_mtime_ns
+    assert main(batch_args(second, out=out, extra=["--jobs", "1"])) == 0  # now it is finished: skipped
+    assert manifest_lines(out) == [record] and (out / "take.npz").stat().st_mtime_ns == stamp
+
+
+# -- the manifest is read, not trusted ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.pop("tracks"),
+        lambda r: r.update(frames="12"),
+        lambda r: r.update(seconds=True),
+        lambda r: r.update(error=3),
+        lambda r: r.update(output="/etc/passwd"),
+        lambda r: r.update(output="other.npz"),
+    ],
+)
+def test_a_record_with_a_missing_or_wrong_field_counts_as_damaged(tmp_path, change):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "a.npz").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "a.mp4")], tmp_path)
+    record = make_record(item, "done", tracks=1, frames=12, seconds=1.0)
+    change(record)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(record) + "\n")
+    manifest = Manifest(tmp_path)
+    assert manifest.damaged_lines == 1 and manifest.records == {}
+    assert not manifest.is_finished(item, retry_failed=False)
+    summary_table(list(manifest.records.values()))
+
+
+def test_a_hand_edited_manifest_is_noted_and_its_videos_run_again(clip_bank, tmp_path, capsys):
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
+    out = tmp_path / "out"
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
+    [record] = manifest_lines(out)
+    (out / MANIFEST_NAME).write_text(json.dumps({**record, "output": "/etc/passwd", "tracks": "many"}) + "\n")
+    capsys.readouterr()
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
+    assert "1 line(s)" in capsys.readouterr().err
+    [again] = manifest_lines(out)
+    assert again["output"] == "a.npz" and again["tracks"] == 1 and again["finished"] >= record["finished"]
+
+
+# -- replies from Ray actors are checked -------------------------------------------------------------
+
+
+def ray_items(tmp_path: Path, names=("a.mp4", "b.mp4")) -> list:
+    for name in names:
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    return discover([str(tmp_path / "in")], tmp_path / "out")
+
+
+def drive(tmp_path: Path, reply, transfer: str = "object-store", items=None) -> list[dict]:
+    items = items if items is not None else ray_items(tmp_path)
+    fake_ray, records = FakeRay(reply), []
+    ray_runner._drive(
+        fake_ray,
+        fake_ray.actors(1),
+        items,
+        transfer,
+        records.append,
+        BatchProgress(len(items), enabled=False),
+        output_dir=tmp_path / "out",
+    )
+    return records
+
+
+def test_a_ray_reply_names_no_video_and_its_bytes_must_be_a_result_file(tmp_path):
+    items = ray_items(tmp_path)
+    good = result_bytes(MocapResult(VideoInfo("a.mp4", 30.0, 64, 48, 12), [], "test model", 500.0))
+
+    def reply(item, data):  # a's task answers for b with good bytes; b's answers for a key of no batch
+        if item.key == "a.mp4":
+            return make_record(items[1], "done", tracks=1, frames=12, seconds=1.0), good
+        return {**make_record(items[0], "done", frames=1, seconds=1.0), "input": "zzz.mp4", "output": "zzz.npz"}, b"x"
+
+    records = {r["input"]: r for r in drive(tmp_path, reply, items=items)}
+    assert records["a.mp4"]["status"] == "done" and records["a.mp4"]["output"] == "a.npz"
+    assert records["a.mp4"]["tracks"] == 0 and records["a.mp4"]["frames"] == 12  # tracks: the file's own
+    assert load_result(tmp_path / "out" / "a.npz").video.name == "a.mp4"  # written for the video submitted
+    assert records["b.mp4"]["status"] == "failed" and "result file is unusable" in records["b.mp4"]["error"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npz"]
+
+
+def test_a_ray_reply_with_a_malformed_record_is_a_failed_record(tmp_path):
+    records = drive(tmp_path, lambda item, data: ({"status": "done", "frames": "many"}, b"x"))
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert all("record is unusable" in r["error"] for r in records)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_shared_path_result_the_driver_cannot_see_is_a_failed_record(tmp_path):
+    records = drive(
+        tmp_path, lambda item, data: (make_record(item, "done", tracks=1, frames=3, seconds=1.0), None), "shared"
+    )
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert "sees OUTDIR at the same path" in records[0]["error"]
+
+
+# -- symbolic links in the output folder -------------------------------------------------------------
+
+
+def test_a_lock_file_that_is_a_symbolic_link_is_refused_and_its_target_kept(clip_bank, tmp_path, capsys):
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".batch.lock").symlink_to(precious)
+    assert main(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "1"])) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and precious.read_text() == "keep me\n"
+
+
+def test_an_output_subfolder_linked_elsewhere_is_refused_before_any_work(clip_bank, tmp_path, capsys):
+    inputs = place(clip_bank, tmp_path / "in", {"day1/a.mp4": "walk.mp4"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "day1").symlink_to(elsewhere, target_is_directory=True)
+    assert main(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "1"])) == 2
+    assert "outside the output folder" in capsys.readouterr().err and list(elsewhere.iterdir()) == []
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_stops_the_workers_before_the_batch_ends(clip_bank, tmp_path):
+    inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": "walk.mp4" for i in range(4)})
+    out = tmp_path / "out"
+    run = start_batch_until_first_record(inputs, out)
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal sends it: to the driver and its workers
+    assert run.wait(timeout=30) == 130
+    time.sleep(3)  # a worker left running would finish its video (1.2 s each) meanwhile
+    with pytest.raises(ProcessLookupError):
+        os.killpg(run.pid, 0)  # no process of the batch is left
+    recorded = {r["output"] for r in manifest_lines(out) if r["status"] == "done"}
+    assert 1 <= len(recorded) < 4
+    assert {p.name for p in out.glob("*.npz")} == recorded  # every result on disk has its record
+
+
+# -- the Ray cluster's address -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def not_a_ray_head():
+    """A port that accepts connections and answers like a web server, not like a Ray head."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    server.close()
+
+
+def test_an_open_port_that_is_not_a_ray_head_is_one_clear_error_at_once(not_a_ray_head):
+    started = time.perf_counter()
+    with pytest.raises(VibeError, match="is not a Ray cluster's head"):
+        ray_runner.check_reachable(not_a_ray_head, timeout_s=2)
+    assert time.perf_counter() - started < 5
+
+
+def test_a_silent_port_is_one_clear_error_within_the_timeout():
+    server = socket.create_server(("127.0.0.1", 0))  # accepts (the backlog) but never answers
+    try:
+        started = time.perf_counter()
+        with pytest.raises(VibeError, match="Cannot reach the Ray cluster"):
+            ray_runner.check_reachable(f"127.0.0.1:{server.getsockname()[1]}", timeout_s=1)
+        assert time.perf_counter() - started < 5
+    finally:
+        server.close()
+
+
+def test_the_ray_address_from_the_environment_is_checked_too(not_a_ray_head, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is the optional extra vibe-mocap[ray]")
+    monkeypatch.setenv("RAY_ADDRESS", not_a_ray_head)
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    started = time.perf_counter()
+    assert main(batch_args(tmp_path / "a.mp4", out=tmp_path / "out", extra=["--ray"])) == 2
+    assert "is not a Ray cluster's head" in capsys.readouterr().err and time.perf_counter() - started < 30
+
+
+# -- list files ---------------------------------------------------------------------------------------
+
+
+def test_adding_an_entry_to_a_list_file_renames_no_other_video(tmp_path):
+    for name in ("shoot/day1/a.mp4", "shoot/day1/b.mp4", "shoot/day2/c.mp4"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    listing = tmp_path / "shoot" / "clips.txt"
+    listing.write_text("day1/a.mp4\nday1/b.mp4\n")
+    before = {i.input_path: i.key for i in discover([str(listing)], tmp_path / "out")}
+    listing.write_text("day1/a.mp4\nday1/b.mp4\nday2/c.mp4\n")
+    after = {i.input_path: i.key for i in discover([str(listing)], tmp_path / "out")}
+    assert before == {p: k for p, k in after.items() if p in before} and before
+    assert sorted(after.values()) == ["day1/a.mp4", "day1/b.mp4", "day2/c.mp4"]
+
+
+# -- a good video beside one that kills its worker ----------------------------------------------------
+
+
+def test_a_good_video_beside_one_that_kills_its_worker_is_done(clip_bank, tmp_path):
+    inputs = place(clip_bank, tmp_path / "in", {f"{CRASH_ALWAYS_PREFIX}.mp4": "sign.mp4"})
+    source, first = CLIP_SOURCES["walk.mp4"]
+    cut_clip(source, first, inputs / "slow.mp4", frames=50)  # 5 s: still running when the other's worker dies
+    out = tmp_path / "out"
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "2"])) == 1
+    records = {r["input"]: r for r in manifest_lines(out)}
+    assert records["slow.mp4"]["status"] == "done"
+    assert records[f"{CRASH_ALWAYS_PREFIX}.mp4"]["status"] == "failed"
+    assert "died 3 times" in records[f"{CRASH_ALWAYS_PREFIX}.mp4"]["error"]

@@ -124,6 +124,8 @@ class FakeLiveServer:
 
     def _handler(server):  # noqa: N805  (the handler's methods see the FakeLiveServer as ``server``)
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the token follows the proof on one connection
+
             def log_message(self, *args):
                 pass
 
@@ -145,7 +147,7 @@ class FakeLiveServer:
                             "status": "ok",
                             "api_version": 1,
                             "device": "cpu",
-                            "proof": server_proof(server.token, challenge),
+                            "proof": server_proof(server.token, challenge, self.server.server_address[1]),
                         },
                     )
                 elif url.path == f"{API}/body_model" and server.body_model is not None:

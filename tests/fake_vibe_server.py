@@ -80,7 +80,8 @@ class FakeVibeServer:
     record), redirect_to (every call but health answers 307 to that origin), result_bytes_sent /
     declared_length (the result's body size and the Content-Length it claims), slow_s (job polls
     after the first running one wait this long), json_padding (bytes of padding in job records),
-    content_type (of the result download)."""
+    content_type (of the result download), prove=False (/health answers no proof, as servers before
+    the proof did)."""
 
     def __init__(
         self,
@@ -99,6 +100,7 @@ class FakeVibeServer:
         slow_s: float = 0.0,
         json_padding: int = 0,
         content_type: str = "application/octet-stream",
+        prove: bool = True,
     ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
@@ -107,6 +109,7 @@ class FakeVibeServer:
         self.created_id, self.job_patch, self.redirect_to = created_id, dict(job_patch or {}), redirect_to
         self.result_bytes_sent, self.declared_length = result_bytes_sent, declared_length
         self.slow_s, self.json_padding, self.content_type = slow_s, json_padding, content_type
+        self.prove = prove
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
@@ -171,6 +174,8 @@ class FakeVibeServer:
 
     def _handler(server):
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the token follows the proof on one connection
+
             def log_message(self, *args):
                 pass
 
@@ -214,7 +219,9 @@ class FakeVibeServer:
                 path = path[len("/api/v1") :]
                 if path == "/health" and method == "GET":
                     challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("challenge")
-                    proof = {"proof": server_proof(server.token, challenge[0])} if challenge else {}
+                    proof = {}
+                    if challenge and server.prove:
+                        proof["proof"] = server_proof(server.token, challenge[0], self.server.server_address[1])
                     return self._send(
                         200,
                         {

@@ -124,6 +124,78 @@ def test_a_program_that_cannot_prove_the_token_never_receives_it(server_files, t
     assert squatter.authorizations == [None]
 
 
+class Listener:
+    """A program on a loopback port that records every byte sent to it (port=0: a free one)."""
+
+    def __init__(self, port=0, forward_to=None):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen()
+        self.port, self.forward_to, self.received = self.sock.getsockname()[1], forward_to, b""
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.forward_to is None:
+                threading.Thread(target=self._pipe, args=(client, None), daemon=True).start()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.forward_to))
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source, target, record=True):
+        try:
+            while chunk := source.recv(65536):
+                if record:
+                    self.received += chunk
+                if target is not None:
+                    target.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_relay_to_the_real_server_from_another_port_never_sees_the_token(server_files, tmp_path):
+    with _fake(server_files) as server:
+        relay = Listener(forward_to=int(server.url.rsplit(":", 1)[1]))
+        try:
+            with pytest.raises(VibeError, match="did not prove that it holds"):
+                ServerClient(f"http://127.0.0.1:{relay.port}", TOKEN).jobs()
+        finally:
+            relay.close()
+    assert b"challenge=" in relay.received and TOKEN.encode() not in relay.received
+
+
+def test_a_program_that_takes_the_port_after_the_server_stopped_gets_no_token(server_files, tmp_path):
+    with _fake(server_files) as server:
+        client = ServerClient(server.url, TOKEN)
+        assert client.jobs() == []  # proved and sent the token to the real server
+        port = int(server.url.rsplit(":", 1)[1])
+    taker = Listener(port=port)
+    try:
+        with pytest.raises(VibeError):
+            ServerClient(server.url, TOKEN, timeout_s=1.0).jobs()
+        with pytest.raises(VibeError):
+            client.jobs()  # the same client: a new connection proves again
+    finally:
+        taker.close()
+    assert TOKEN.encode() not in taker.received
+
+
+def test_an_older_server_without_proofs_is_named_as_such(server_files, tmp_path):
+    with _fake(server_files, prove=False) as server:
+        with pytest.raises(VibeError, match="older than this add-on"):
+            ServerClient(server.url, TOKEN).jobs()
+    assert f"Bearer {TOKEN}" not in server.authorizations
+
+
 def test_a_huge_declared_download_is_refused_before_writing(server_files, tmp_path):
     with _fake(server_files, result_bytes_sent=4 << 20, declared_length=3 << 30) as server:
         status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()

@@ -7,10 +7,17 @@ from vibe_blender.core import server_proof
 
 def test_only_the_token_answers_the_challenge():
     challenge = server_proof.new_challenge()
-    proof = server_proof.server_proof("the-token", challenge)
-    assert server_proof.proof_ok("the-token", challenge, proof)
-    assert not server_proof.proof_ok("another-token", challenge, proof)
-    assert not server_proof.proof_ok("the-token", server_proof.new_challenge(), proof)  # a replayed answer
+    proof = server_proof.server_proof("the-token", challenge, 8765)
+    assert server_proof.proof_ok("the-token", challenge, 8765, proof)
+    assert not server_proof.proof_ok("another-token", challenge, 8765, proof)
+    assert not server_proof.proof_ok("the-token", server_proof.new_challenge(), 8765, proof)  # a replayed answer
+
+
+def test_a_proof_holds_for_the_port_it_was_made_on_only():
+    """A relay on port 8765 that passes the challenge to the real server on 9000 gets 9000's proof."""
+    challenge = server_proof.new_challenge()
+    relayed = server_proof.server_proof("the-token", challenge, 9000)
+    assert not server_proof.proof_ok("the-token", challenge, 8765, relayed)
 
 
 def test_challenges_are_fresh():
@@ -19,9 +26,10 @@ def test_challenges_are_fresh():
 
 @pytest.mark.parametrize("proof", [None, 12, ["x"], {"proof": "x"}, "", "0" * 64])
 def test_anything_else_a_server_sends_is_no_proof(proof):
-    assert not server_proof.proof_ok("the-token", server_proof.new_challenge(), proof)
+    assert not server_proof.proof_ok("the-token", server_proof.new_challenge(), 8765, proof)
 
 
 def test_a_challenge_outside_the_format_is_never_proved():
     challenge = "short"
-    assert not server_proof.proof_ok("the-token", challenge, server_proof.server_proof("the-token", challenge))
+    proof = server_proof.server_proof("the-token", challenge, 8765)
+    assert not server_proof.proof_ok("the-token", challenge, 8765, proof)

@@ -185,9 +185,11 @@ def test_failed_job_shows_the_servers_reason(server, tmp_path):
 def test_the_real_server_proves_it_holds_the_token(server):
     token = user_dirs.read_token()
     challenge = server_proof.new_challenge()
+    port = int(server.rsplit(":", 1)[1])
     status, health = _status_of(server, "GET", f"/health?challenge={challenge}")
-    assert status == 200 and server_proof.proof_ok(token, challenge, health["proof"])
-    assert not server_proof.proof_ok("another-token", challenge, health["proof"])
+    assert status == 200 and server_proof.proof_ok(token, challenge, port, health["proof"])
+    assert not server_proof.proof_ok("another-token", challenge, port, health["proof"])
+    assert not server_proof.proof_ok(token, challenge, port + 1, health["proof"])  # bound to the port reached
     assert _status_of(server, "GET", "/health")[1]["proof"] is None
     for bad in ("short", "x" * 129, "not/url/safe/but/long/enough"):
         assert _status_of(server, "GET", f"/health?challenge={bad}")[0] == 422

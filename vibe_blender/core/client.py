@@ -112,6 +112,10 @@ class Cancelled(Exception):
 REFUSAL_HEADER, LOCAL_PATH_UNREADABLE = "X-Vibe-Refusal", "local-path"
 
 
+class ServerProofError(VibeError):
+    """The server did not prove it holds the token (``server_proof.py``): the token was not sent."""
+
+
 class LocalPathRefused(VibeError):
     """The server cannot use a path on this machine (it runs elsewhere, or cannot see the file)."""
 
@@ -142,10 +146,12 @@ class ServerClient:
         self.token = resolve_token(token)
         self.timeout_s = timeout_s
         self._https = parsed.scheme == "https"
-        self._host, self._port, self._prefix = parsed.hostname, port, parsed.path
+        # "localhost" may be ::1 first, where another account could listen on the server's port: the
+        # server binds 127.0.0.1, so connect there (server_proof.py)
+        host = "127.0.0.1" if parsed.hostname.lower() == "localhost" else parsed.hostname
+        self._host, self._port, self._prefix = host, port or (443 if self._https else 80), parsed.path
         self._lock = threading.Lock()
         self._in_flight: set[http.client.HTTPConnection] = set()
-        self._server_proved = False  # the token goes out only after the server proved it holds it
 
     # ---------------------------------------------------------------- requests
     def interrupt(self) -> None:
@@ -161,23 +167,31 @@ class ServerClient:
                 except (OSError, ValueError):  # already closed: nothing left to abort
                     pass
 
-    def _prove_server(self, should_stop: Stop | None = None) -> None:
-        """Ask the server to prove it holds the token (``core/server_proof.py``), once per client,
-        before the token is sent: a program that took the address gets nothing."""
-        if self._server_proved:
-            return
+    def _prove_connection(self, conn: http.client.HTTPConnection) -> None:
+        """Ask the server on ``conn`` to prove it holds the token (``server_proof.py``) before the
+        token goes out on that connection, and on no other: a program on the address, a relay from
+        another port, or one that took the port after the server stopped, gets nothing."""
         challenge = new_challenge()
-        with self._exchange(
-            "GET", f"/health?challenge={challenge}", should_stop=should_stop, with_token=False
-        ) as response:
-            proof = self._read_json(response).get("proof")
-        if not proof_ok(self.token, challenge, proof):
-            raise VibeError(
+        conn.request("GET", f"{self._prefix}{API}/health?challenge={challenge}")
+        response = conn.getresponse()
+        if not 200 <= response.status < 300:
+            raise self._status_error(response)
+        health = self._read_json(response)
+        if "proof" not in health and health.get("api_version") == 1:
+            raise ServerProofError(
+                f"The server at {self.base_url} is older than this add-on (it cannot prove it holds the "
+                "access token, so the token was not sent); update the server to this version."
+            )
+        if not proof_ok(self.token, challenge, self._port, health.get("proof")):
+            raise ServerProofError(
                 f"The server at {self.base_url} did not prove that it holds this add-on's access token, "
                 "so the token was not sent. Either another program took that address (stop it, or set "
-                f"another server URL), or the server uses another token: {token_hint()}."
+                "another server URL; an SSH tunnel must keep the server's own port number), or the "
+                f"server uses another token: {token_hint()}."
             )
-        self._server_proved = True
+        if response.will_close:
+            raise VibeError(f"The server at {self.base_url} closed the connection after its proof; try again.")
+        conn.auto_open = 0  # never reconnect silently: a new connection carries no proof
 
     @contextmanager
     def _exchange(
@@ -191,9 +205,7 @@ class ServerClient:
         with_token: bool = True,
     ) -> Iterator[http.client.HTTPResponse]:
         """One request -> its response with a 2xx status (anything else raises), closed on exit.
-        with_token: send the token (after the server proved it holds it)."""
-        if with_token:
-            self._prove_server(should_stop)
+        with_token: send the token (on this connection, after the server proved it holds it)."""
         connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = connection_class(self._host, self._port, timeout=self.timeout_s)
         with self._lock:  # interrupt() either sees this connection or we see the stop
@@ -202,6 +214,8 @@ class ServerClient:
             self._in_flight.add(conn)
         try:
             try:
+                if with_token:
+                    self._prove_connection(conn)
                 authorization = {"Authorization": f"Bearer {self.token}"} if with_token else {}
                 conn.request(method, self._prefix + API + path, body=body, headers={**(headers or {}), **authorization})
                 response = conn.getresponse()
@@ -429,10 +443,20 @@ class ServerClient:
 
         if self._https:
             raise VibeError("Live streams need an http:// server URL (on this machine or the local network).")
-        self._prove_server()
         host = f"[{self._host}]" if ":" in self._host else self._host
         url = f"ws://{host}:{self._port}{self._prefix}{API}/live/{_checked_id(live_id)}/stream"
-        return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=max(self.timeout_s, 30.0))
+        timeout_s = max(self.timeout_s, 30.0)
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+        try:
+            self._prove_connection(conn)  # the handshake, with the token, follows on this connection
+        except (OSError, http.client.HTTPException) as err:
+            conn.close()
+            raise VibeError(f"Cannot reach the live stream at {self.base_url} ({err or type(err).__name__}).") from None
+        except VibeError:
+            conn.close()
+            raise
+        sock, conn.sock = conn.sock, None
+        return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=timeout_s, sock=sock)
 
     def download_body_model(self, dest: str | Path, *, max_bytes: int = MAX_BODY_MODEL_BYTES, **kw) -> Path:
         """GET /body_model -> the body-model .npz at ``dest``."""

@@ -36,13 +36,23 @@ class WebSocketClosed(Exception):
 class WebSocket:
     """A connected client. ``recv_text()`` blocks for the next text message (``timeout_s`` per read)."""
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None, *, timeout_s: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str] | None = None,
+        *,
+        timeout_s: float = 10.0,
+        sock: socket.socket | None = None,
+    ):
+        """sock: a connection to ``url``'s host already open (its earlier exchanges all answered),
+        on which the handshake goes; default: a new one."""
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme != "ws" or not parsed.hostname:
             raise VibeError(f"'{url}' is not a ws:// address.")
         port = parsed.port or 80
         try:
-            self.sock = socket.create_connection((parsed.hostname, port), timeout=timeout_s)
+            self.sock = sock or socket.create_connection((parsed.hostname, port), timeout=timeout_s)
+            self.sock.settimeout(timeout_s)
         except OSError as err:
             raise VibeError(f"Cannot reach the live stream at {parsed.hostname}:{port} ({err}).") from None
         key = base64.b64encode(os.urandom(16)).decode()

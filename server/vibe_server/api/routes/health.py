@@ -28,5 +28,11 @@ async def health(request: Request, challenge: str | None = Query(None, pattern=C
         model=engine.model_name if engine else "none (model data missing)",
         torch=torch.__version__,
         queue_length=jobs.queue_length() if jobs else 0,
-        proof=server_proof(token, challenge) if challenge and token else None,
+        proof=server_proof(token, challenge, _local_port(request)) if challenge and token else None,
     )
+
+
+def _local_port(request: Request) -> int:
+    """The port this connection reached (the listening socket's, also behind a wildcard bind)."""
+    server = request.scope.get("server")
+    return int(server[1]) if server and server[1] is not None else 0

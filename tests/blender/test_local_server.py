@@ -173,19 +173,24 @@ def test_a_blender_crash_stops_the_server_too(isolated_user_dirs, tmp_path):
     assert _gone_within(_server_pid(output))
 
 
-def test_a_kept_server_is_used_by_the_next_session_and_stopped_there(isolated_user_dirs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ending", ["quit", "crash"])
+def test_a_kept_server_is_used_by_the_next_session_and_stopped_there(isolated_user_dirs, tmp_path, monkeypatch, ending):
     from vibe_blender import preferences
 
     output = _blender_session(
         tmp_path,
         "keep",
-        """
+        f"""
         preferences._Defaults.keep_server_running = True  # outside the add-on list: the defaults object
         vibe_blender.register()
         server_control.start_server()
         wait_ready()
+        while not server_control.local_server().kept_path.exists():  # noted once it answers
+            time.sleep(0.05)
         print("SERVER_PID", server_control.local_server()._process.pid, server_control.server_status().url)
         sys.stdout.flush()
+        if {ending!r} == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
         """,
     )
     pid, url = _server_pid(output), output.split("SERVER_PID")[1].split()[1]

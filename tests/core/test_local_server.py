@@ -288,7 +288,7 @@ def test_a_kept_record_that_fails_any_check_is_dropped(tmp_path, proving_server,
     assert all("Bearer kept-token" != a for a in proving_server.authorizations)
 
 
-def test_only_a_server_started_to_outlive_blender_is_kept(tmp_path):
+def test_only_a_server_launched_to_outlive_blender_is_kept_and_stop_forgets_it(tmp_path):
     program = write_program(tmp_path / "vibe-mocap", "time.sleep(60)")
     for stop_with_parent in (True, False):
         server = local_server.LocalServer(log_dir=tmp_path / "log", stop_with_parent=stop_with_parent)
@@ -296,11 +296,48 @@ def test_only_a_server_started_to_outlive_blender_is_kept(tmp_path):
         while server._process is None:
             time.sleep(0.05)
         server._set(state="ready")  # as once /health answers
+        server.stop_with_parent = not server.stop_with_parent  # the preference changed since: no matter
         assert server.keep_for_next_session() is (not stop_with_parent)
+        if not stop_with_parent:
+            server._write_kept_record(server.snapshot().url)  # as once it answered
         server.stop()
-    record = json.loads(server.kept_path.read_text())
-    assert record == {"url": server.snapshot().url, "token": server.token}
+        assert not server.kept_path.exists()
+
+
+def test_the_kept_record_is_private(tmp_path):
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server._write_kept_record("http://127.0.0.1:1")
+    assert json.loads(server.kept_path.read_text()) == {"url": "http://127.0.0.1:1", "token": server.token}
     assert server.kept_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_each_start_has_a_token_of_its_own(tmp_path):
+    program = write_program(tmp_path / "vibe-mocap", "sys.exit(1)")
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    tokens = []
+    for _ in range(2):
+        server.start(program)
+        tokens.append(server.token)
+        server.wait_ready(30)
+    assert tokens[0] != tokens[1]
+
+
+def test_stop_while_a_kept_server_is_checked_leaves_the_add_on_stopped(tmp_path, proving_server, monkeypatch):
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    _kept_record(server, {"url": proving_server.url, "token": "kept-token"})
+    health = local_server.ServerClient.health
+
+    def slow_health(client, *args, **kwargs):
+        time.sleep(1.0)
+        return health(client, *args, **kwargs)
+
+    monkeypatch.setattr(local_server.ServerClient, "health", slow_health)
+    server.start(lambda: pytest.fail("nothing is launched"))
+    time.sleep(0.3)
+    server.stop()
+    time.sleep(1.5)
+    assert server.snapshot().state == "stopped" and not server._kept
+    assert server.kept_path.exists()  # that server still runs: the next start uses it
 
 
 def test_an_install_without_a_program_says_why(tmp_path):

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import safe_json
-from .client import API, ServerClient, is_loopback_url
+from .client import API, ServerClient, ServerProofError, is_loopback_url
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
@@ -171,6 +171,10 @@ def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
 # The managed process
 
 
+class KeptServerBusy(VibeError):
+    """The server an earlier session kept running is there but does not answer in time."""
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     state: ServerState
@@ -223,8 +227,9 @@ class LocalServer:
 
     def start(self, program: Path | Callable[[], Path], *, port: int = 0, data_dir: str = "") -> None:
         """Start the server in the background (returns at once, already "starting"); follow it with
-        :meth:`snapshot`. program: the vibe-mocap program, or a function that finds it (it runs in
-        the background too, as finding runs the program once)."""
+        :meth:`snapshot`. A server an earlier session kept running is used again when it proves it
+        holds its token. program: the vibe-mocap program, or a function that finds it (it runs in the
+        background too, as finding runs the program once)."""
         state = self.snapshot().state
         if state in ("starting", "ready"):
             raise VibeError("The local server is already running; stop it first.")
@@ -234,12 +239,14 @@ class LocalServer:
         url = f"http://127.0.0.1:{port}"
         with self._lock:
             self._generation += 1
+            generation = self._generation
             self._stopping, self._process, self._kept = False, None, False
+            self.token = secrets.token_urlsafe(32)  # a token seen by an earlier server opens nothing now
         self._ready.clear()
         self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
         threading.Thread(
             target=self._launch_and_watch,
-            args=(program, port, data_dir, url, self._generation),
+            args=(program, port, data_dir, url, generation),
             daemon=True,
             name="vibe-local-server",
         ).start()
@@ -251,8 +258,8 @@ class LocalServer:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop the server (terminate, then kill after ``timeout_s``; a kept one is asked over HTTP);
-        safe to call at any time, also while it is starting (nothing is launched after it). Blocks:
-        the UI calls :meth:`stop_in_background`."""
+        safe to call at any time, also while it is starting (nothing is launched or used after it).
+        Blocks: the UI calls :meth:`stop_in_background`."""
         with self._lock:
             self._stopping = True
             process, kept = self._process, self._kept
@@ -267,6 +274,8 @@ class LocalServer:
                 process.wait(timeout_s)
         if process is not None and process.stdin is not None:
             process.stdin.close()
+        if kept or self._outlives(process):
+            self.kept_path.unlink(missing_ok=True)
         self._set(state="stopped", message="The server is stopped.")
         self._ready.set()
 
@@ -277,27 +286,37 @@ class LocalServer:
         self._set(state="stopping", message="Stopping the server…")
         threading.Thread(target=self.stop, daemon=True, name="vibe-stop-server").start()
 
+    def _current(self, generation: int) -> bool:
+        """Whether the start ``generation`` is still the one that counts (not stopped, not replaced)."""
+        with self._lock:
+            return not self._stopping and generation == self._generation
+
     # -- a server kept running for the next session ----------------------------------------------
     @property
     def kept_path(self) -> Path:
         return Path(self.log_dir) / KEPT_SERVER_FILE
 
-    def keep_for_next_session(self) -> bool:
-        """Blender is quitting and the user keeps the server: note its address and token (a file
-        only the user can read) for the next session. False when there is nothing to keep (no
-        server, or one started to stop with this process)."""
-        with self._lock:
-            process, kept, status = self._process, self._kept, self._status
-        if status.state != "ready" or not (kept or (process is not None and not self.stop_with_parent)):
-            return False
-        record = json.dumps({"url": status.url, "token": self.token}).encode()
-        write_private_file(self.kept_path, record)
-        return True
+    @staticmethod
+    def _outlives(process: subprocess.Popen | None) -> bool:
+        """A process launched without --stop-on-stdin-close (it may outlive Blender)."""
+        return process is not None and "--stop-on-stdin-close" not in process.args
 
-    def adopt_kept_server(self) -> bool:
+    def keep_for_next_session(self) -> bool:
+        """Blender is quitting and the user keeps the server: True when the running server may stay
+        (launched to outlive Blender, its record written when it became ready, or itself a kept
+        one); False when there is nothing to keep, or it was launched to stop with Blender."""
+        with self._lock:
+            process, kept, state = self._process, self._kept, self._status.state
+        return state == "ready" and (kept or self._outlives(process))
+
+    def _write_kept_record(self, url: str) -> None:
+        write_private_file(self.kept_path, json.dumps({"url": url, "token": self.token}).encode())
+
+    def adopt_kept_server(self, generation: int | None = None) -> bool:
         """Use the server an earlier session kept running, when its record is valid and the server
-        there proves it holds the recorded token; the record is removed otherwise. Blocks (a
-        request of at most a few seconds): worker threads only."""
+        there proves it holds the recorded token. The record is removed when it is damaged, nothing
+        listens there or the proof fails; kept when the server is only slow (a start then fails,
+        saying so). Blocks (a request of at most a few seconds): worker threads only."""
         try:
             raw = self.kept_path.read_bytes()[:4096]
         except OSError:
@@ -307,30 +326,41 @@ class LocalServer:
             url, token = record["url"], record["token"]
             if not (isinstance(url, str) and re.fullmatch(r"http://127\.0\.0\.1:\d{1,5}", url)):
                 raise ValueError("not this machine's address")
-            health = ServerClient(url, token, timeout_s=2.0).health()  # the server proves the token first
-        except (ValueError, KeyError, TypeError, VibeError):
+            if url_owner(url) == "nothing":
+                raise ValueError("nothing listens there any more")
+            health = ServerClient(url, token, timeout_s=5.0).health()  # the server proves the token first
+        except (ValueError, KeyError, TypeError, ServerProofError):
             self.kept_path.unlink(missing_ok=True)  # gone, or not ours: start a new one
             return False
+        except VibeError as err:
+            raise KeptServerBusy(
+                f"The server an earlier Blender session kept running ({record['url']}) does not answer in "
+                f"time ({err}); try again in a moment."
+            ) from None
         with self._lock:
+            if self._stopping or (generation is not None and generation != self._generation):
+                return False  # stopped while it was being checked: it stays as it is, for the next start
             self._kept, self.token = True, token
-        self._set(
-            state="ready",
-            url=url,
-            message="Using the server an earlier Blender session kept running.",
-            model=str(health.get("model", "")),
-        )
+            self._status = ServerStatus(
+                state="ready",
+                url=url,
+                message="Using the server an earlier Blender session kept running.",
+                model=str(health.get("model", "")),
+            )
         self._ready.set()
         return True
 
-    def _watch_kept(self, url: str) -> None:
+    def _watch_kept(self, url: str, generation: int) -> None:
         while True:
             time.sleep(KEPT_WATCH_S)
-            with self._lock:
-                if self._stopping or not self._kept:
-                    return
+            if not self._current(generation):
+                return
             if url_owner(url) != "vibe":
                 self.kept_path.unlink(missing_ok=True)
-                self._set(state="exited", message="The server kept from an earlier session stopped; start it again.")
+                if self._current(generation):
+                    self._set(
+                        state="exited", message="The server kept from an earlier session stopped; start it again."
+                    )
                 return
 
     def _shutdown_kept(self) -> None:
@@ -338,15 +368,21 @@ class LocalServer:
             ServerClient(self.snapshot().url, self.token, timeout_s=5.0).shutdown()
         except VibeError:  # already gone: nothing left to stop
             pass
-        self.kept_path.unlink(missing_ok=True)
 
     # -- the worker thread -------------------------------------------------------------------
     def _launch_and_watch(
         self, program: Path | Callable[[], Path], port: int, data_dir: str, url: str, generation: int
     ) -> None:
         t0 = time.monotonic()
-        if self.adopt_kept_server():
-            self._watch_kept(self.snapshot().url)
+        try:
+            if self.adopt_kept_server(generation):
+                self._watch_kept(self.snapshot().url, generation)
+                return
+        except KeptServerBusy as err:
+            self._set(state="failed", message=str(err), log_tail=())
+            self._ready.set()
+            return
+        if not self._current(generation):  # stopped while a kept server was checked
             return
         try:
             program = program() if callable(program) else program
@@ -370,14 +406,18 @@ class LocalServer:
             with self._lock, open(self.log_path, "wb") as log:
                 if self._stopping or generation != self._generation:  # stopped while finding the program
                     return
-                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env)
+                process = self._process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env
+                )
         except OSError as err:
             self._fail(f"The server program could not be started ({err.strerror}).", t0)
             return
-        if not self._wait_for_health(url, t0):
+        if not self._wait_for_health(url, t0, process, generation):
             return
-        code = self._process.wait()
-        if not self._stopping:
+        if self._outlives(process):  # noted now: a crash of Blender leaves it findable too
+            self._write_kept_record(url)
+        code = process.wait()
+        if self._current(generation):
             self._set(
                 state="exited",
                 message=f"The server stopped unexpectedly (exit code {code}). "
@@ -386,10 +426,10 @@ class LocalServer:
                 elapsed_s=time.monotonic() - t0,
             )
 
-    def _wait_for_health(self, url: str, t0: float) -> bool:
+    def _wait_for_health(self, url: str, t0: float, process: subprocess.Popen, generation: int) -> bool:
         client = ServerClient(url, self.token, timeout_s=2.0)
-        while not self._stopping:
-            code = self._process.poll()
+        while self._current(generation):
+            code = process.poll()
             if code is not None:
                 tail = self.log_tail()
                 if any(marker in line.lower() for line in tail for marker in PORT_IN_USE_MARKERS):
@@ -406,12 +446,18 @@ class LocalServer:
             except VibeError:
                 health = None
             if health is not None:
-                self._set(
-                    state="ready",
-                    message="The server is running.",
-                    model=str(health.get("model", "")),
-                    elapsed_s=time.monotonic() - t0,
-                )
+                with self._lock:
+                    if self._stopping or generation != self._generation:
+                        return False
+                    self._status = ServerStatus(
+                        **{
+                            **self._status.__dict__,
+                            "state": "ready",
+                            "message": "The server is running.",
+                            "model": str(health.get("model", "")),
+                            "elapsed_s": time.monotonic() - t0,
+                        }
+                    )
                 self._ready.set()
                 return True
             if time.monotonic() - t0 > self.start_timeout_s:

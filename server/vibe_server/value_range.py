@@ -7,6 +7,11 @@ import math
 from dataclasses import dataclass
 
 
+def is_finite(value: float) -> bool:
+    """Not NaN or infinite; a Python int always is (math.isfinite overflows past 1e308)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
 def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
@@ -23,7 +28,7 @@ class ValueRange:
 
     def __contains__(self, value: float) -> bool:
         return (
-            math.isfinite(value)
+            is_finite(value)
             and (self.ge is None or value >= self.ge)
             and (self.gt is None or value > self.gt)
             and (self.le is None or value <= self.le)

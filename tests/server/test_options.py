@@ -176,3 +176,8 @@ def test_http_params_refuse_non_finite_numbers():
         with pytest.raises(Exception, match="smoothing") as err:
             parse_params(text)
         assert err.value.status_code == 422
+
+
+def test_a_huge_whole_number_gets_the_range_message():
+    with pytest.raises(VibeError, match="^'detection_stride' must be between 1 and 1000; got 1000000"):
+        RunOptions(detection_stride=10**400).validate()

@@ -45,3 +45,8 @@ def test_nan_and_infinities_are_never_in_range(value_range):
 def test_words_and_symbols_name_every_bound(value_range, words, symbols):
     assert value_range.words() == words
     assert value_range.symbols() == symbols
+
+
+def test_a_huge_whole_number_is_simply_out_of_range():
+    assert 10**400 not in ValueRange(ge=1, le=1000)
+    assert 10**400 in ValueRange(ge=1)  # a whole number is finite, however large

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any, Literal
 
 from vibe_blender.core.errors import VibeError
 
-from ..value_range import ValueRange
+from ..value_range import ValueRange, is_finite
 
 
 def option(
@@ -218,7 +217,7 @@ class OptionSpec:
         if self.scalar is bool and not isinstance(value, bool) or numeric and not isinstance(value, (int, float)):
             return f"'{self.name}' takes a {self.scalar.__name__}; got {value!r}."
         if numeric and value not in self.bounds:
-            finite = "" if math.isfinite(value) else "a finite number"
+            finite = "" if is_finite(value) else "a finite number"
             allowed = " ".join(text for text in (finite, self.bounds.words()) if text)
             empty = " or empty" if self.optional else ""
             return f"'{self.name}' must be {allowed}{empty}; got {value}."

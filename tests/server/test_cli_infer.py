@@ -173,7 +173,7 @@ def test_serve_prints_where_the_token_is_and_every_bind_gets_one(token_home, mon
     import uvicorn
 
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.update(app=self.config.app, host=self.config.host))
     assert main(["serve", "--host", "0.0.0.0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
     token = token_home.read_text().strip()
     assert served["app"].state.settings.token == token and served["host"] == "0.0.0.0"
@@ -259,7 +259,7 @@ def test_serve_refuses_fp16_on_a_cpu_before_listening(token_home, monkeypatch, t
     import uvicorn
 
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.update(app=self.config.app))
     argv = ["serve", "--precision", "fp16", "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
     assert main(argv) == 2
     assert "fp16 needs a CUDA device; on CPU use bf16 or fp32." in capsys.readouterr().err

@@ -143,31 +143,19 @@ def _gone_within(pid: int, timeout_s: float = 15.0) -> bool:
     return not pid_alive(pid)
 
 
-def test_quitting_blender_stops_the_server(isolated_user_dirs, tmp_path):
+@pytest.mark.parametrize("ending", ["quit", "crash"])
+def test_the_server_stops_when_blender_quits_or_crashes(isolated_user_dirs, tmp_path, ending):
+    """On a crash no exit handler runs: the server sees its standard input close."""
     output = _blender_session(
         tmp_path,
-        "quit",
-        """
+        ending,
+        f"""
         vibe_blender.register()
         server_control.start_server()
         wait_ready()
         print("SERVER_PID", server_control.local_server()._process.pid, flush=True)
-        """,
-    )
-    assert _gone_within(_server_pid(output))
-
-
-def test_a_blender_crash_stops_the_server_too(isolated_user_dirs, tmp_path):
-    """No exit handler runs when Blender crashes; the server sees its standard input close."""
-    output = _blender_session(
-        tmp_path,
-        "crash",
-        """
-        vibe_blender.register()
-        server_control.start_server()
-        wait_ready()
-        print("SERVER_PID", server_control.local_server()._process.pid, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        if {ending!r} == "crash":
+            os.kill(os.getpid(), signal.SIGKILL)
         """,
     )
     assert _gone_within(_server_pid(output))

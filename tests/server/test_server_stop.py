@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from vibe_blender.core import user_dirs
+from vibe_blender.core.local_server import free_port
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
 
@@ -19,14 +20,6 @@ from server_process import health_answers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -40,7 +33,7 @@ def start_tiny_server(tmp_path, monkeypatch):
 
         smpl = tmp_path / "smpl"
         write_smpl_files(smpl)
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, str(Path(__file__).with_name("tiny_server.py")), str(port)]
         command += [str(tmp_path / "jobs"), str(smpl), "0", *extra]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]), OMP_NUM_THREADS="1")

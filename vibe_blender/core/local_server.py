@@ -225,6 +225,14 @@ class LocalServer:
         with self._lock:
             self._status = ServerStatus(**{**self._status.__dict__, **changes})
 
+    def _set_if_current(self, generation: int, **changes) -> bool:
+        """:meth:`_set`, only while the start ``generation`` still counts (checked under the same lock)."""
+        with self._lock:
+            if self._stopping or generation != self._generation:
+                return False
+            self._status = ServerStatus(**{**self._status.__dict__, **changes})
+            return True
+
     def start(self, program: Path | Callable[[], Path], *, port: int = 0, data_dir: str = "") -> None:
         """Start the server in the background (returns at once, already "starting"); follow it with
         :meth:`snapshot`. A server an earlier session kept running is used again when it proves it
@@ -357,10 +365,8 @@ class LocalServer:
                 return
             if url_owner(url) != "vibe":
                 self.kept_path.unlink(missing_ok=True)
-                if self._current(generation):
-                    self._set(
-                        state="exited", message="The server kept from an earlier session stopped; start it again."
-                    )
+                stopped = "The server kept from an earlier session stopped; start it again."
+                self._set_if_current(generation, state="exited", message=stopped)
                 return
 
     def _shutdown_kept(self) -> None:
@@ -417,14 +423,13 @@ class LocalServer:
         if self._outlives(process):  # noted now: a crash of Blender leaves it findable too
             self._write_kept_record(url)
         code = process.wait()
-        if self._current(generation):
-            self._set(
-                state="exited",
-                message=f"The server stopped unexpectedly (exit code {code}). "
-                "Its last lines are below; start it again.",
-                log_tail=self.log_tail(),
-                elapsed_s=time.monotonic() - t0,
-            )
+        self._set_if_current(
+            generation,
+            state="exited",
+            message=f"The server stopped unexpectedly (exit code {code}). Its last lines are below; start it again.",
+            log_tail=self.log_tail(),
+            elapsed_s=time.monotonic() - t0,
+        )
 
     def _wait_for_health(self, url: str, t0: float, process: subprocess.Popen, generation: int) -> bool:
         client = ServerClient(url, self.token, timeout_s=2.0)
@@ -446,18 +451,11 @@ class LocalServer:
             except VibeError:
                 health = None
             if health is not None:
-                with self._lock:
-                    if self._stopping or generation != self._generation:
-                        return False
-                    self._status = ServerStatus(
-                        **{
-                            **self._status.__dict__,
-                            "state": "ready",
-                            "message": "The server is running.",
-                            "model": str(health.get("model", "")),
-                            "elapsed_s": time.monotonic() - t0,
-                        }
-                    )
+                model, elapsed_s = str(health.get("model", "")), time.monotonic() - t0
+                if not self._set_if_current(
+                    generation, state="ready", message="The server is running.", model=model, elapsed_s=elapsed_s
+                ):
+                    return False
                 self._ready.set()
                 return True
             if time.monotonic() - t0 > self.start_timeout_s:

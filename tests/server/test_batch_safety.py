@@ -107,6 +107,36 @@ def test_a_video_of_the_same_name_from_another_folder_runs_again(clip_bank, tmp_
     assert manifest_lines(out) == [record] and (out / "take.npz").stat().st_mtime_ns == stamp
 
 
+def test_a_video_replaced_at_the_same_path_runs_again(clip_bank, tmp_path):
+    inputs = place(clip_bank, tmp_path / "in", {"take.mp4": "walk.mp4"})
+    out = tmp_path / "out"
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
+    [first] = manifest_lines(out)
+    assert first["input_size"] == (inputs / "take.mp4").stat().st_size
+    result_written = (out / "take.npz").stat().st_mtime_ns
+    place(clip_bank, inputs, {"take.mp4": "sign.mp4"})  # another take saved over the first
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
+    [second] = manifest_lines(out)
+    assert second["input_size"] == (inputs / "take.mp4").stat().st_size != first["input_size"]
+    assert (out / "take.npz").stat().st_mtime_ns > result_written
+
+
+def test_a_touched_video_runs_again_and_a_record_without_a_stamp_still_resumes(tmp_path):
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"x")
+    (tmp_path / "a.npz").write_bytes(b"x")
+    [item] = discover([str(video)], tmp_path)
+    record = make_record(item, "done", tracks=1, frames=12, seconds=1.0)
+    Manifest(tmp_path).append(record)
+    assert Manifest(tmp_path).is_finished(item, retry_failed=False)
+    os.utime(video, ns=(0, record["input_mtime_ns"] + 1))  # same size, saved again
+    [touched] = discover([str(video)], tmp_path)
+    assert not Manifest(tmp_path).is_finished(touched, retry_failed=False)
+    older = {k: v for k, v in record.items() if k not in ("input_size", "input_mtime_ns")}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(older) + "\n")  # written before stamps existed
+    assert Manifest(tmp_path).is_finished(touched, retry_failed=False)
+
+
 # -- the manifest is read, not trusted ---------------------------------------------------------------
 
 
@@ -119,6 +149,9 @@ def test_a_video_of_the_same_name_from_another_folder_runs_again(clip_bank, tmp_
         lambda r: r.update(error=3),
         lambda r: r.update(output="/etc/passwd"),
         lambda r: r.update(output="other.npz"),
+        lambda r: r.update(input_size=-1),
+        lambda r: r.update(input_mtime_ns=1.5),
+        lambda r: r.pop("input_mtime_ns"),
     ],
 )
 def test_a_record_with_a_missing_or_wrong_field_counts_as_damaged(tmp_path, change):

@@ -42,11 +42,22 @@ class BatchItem:
     key: str  # input path relative to its root, '/'-separated: the manifest's identity of a video
     input_path: str  # absolute path of the video
     output_path: str  # absolute path of its result file
+    input_stamp: tuple[int, int] | None = None  # (size, mtime_ns) when found; None: no file there
 
     @property
     def output_key(self) -> str:
         """The result's path relative to the output folder."""
         return output_key(self.key)
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size in bytes, modification time in ns) of a file, None when there is none: a video replaced at
+    the same path gets another stamp, so a resumed batch runs it again."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_size, stat.st_mtime_ns)
 
 
 def output_key(key: str) -> str:
@@ -137,7 +148,10 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
     by_output: dict[str, str] = {}
     for key, path in keyed:
         item = BatchItem(
-            key=key, input_path=str(path), output_path=str(output_dir / PurePosixPath(key).with_suffix(RESULT_SUFFIX))
+            key=key,
+            input_path=str(path),
+            output_path=str(output_dir / PurePosixPath(key).with_suffix(RESULT_SUFFIX)),
+            input_stamp=file_stamp(path),
         )
         earlier = by_output.get(item.output_key)
         if earlier is not None:

@@ -25,6 +25,7 @@ from .inputs import BatchItem, output_key
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.txt"
 STATUSES = ("done", "failed")
+STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed
 
 
 def remove_stale_parts(output_dir: Path) -> int:
@@ -36,6 +37,10 @@ def remove_stale_parts(output_dir: Path) -> int:
                 (Path(dirpath) / name).unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def _stamp_values(item: BatchItem) -> tuple[int | None, int | None]:
+    return item.input_stamp or (None, None)
 
 
 def make_record(
@@ -52,6 +57,7 @@ def make_record(
     return {
         "input": item.key,
         "input_path": item.input_path,
+        **dict(zip(STAMP_FIELDS, _stamp_values(item), strict=True)),
         "output": item.output_key if status == "done" else None,
         "status": status,
         "tracks": int(tracks),
@@ -70,6 +76,10 @@ def _count(value: object) -> bool:
 
 def _seconds(value: object) -> bool:
     return type(value) in (int, float) and math.isfinite(value) and value >= 0
+
+
+def _count_or_none(value: object) -> bool:
+    return value is None or _count(value)
 
 
 def _text_or_none(value: object) -> bool:
@@ -99,6 +109,10 @@ def record_problem(record: object) -> str | None:
     for name, valid in RECORD_FIELDS.items():
         if name not in record or not valid(record[name]):
             return f"its '{name}' is missing or of the wrong type"
+    if any(name in record for name in STAMP_FIELDS):
+        for name in STAMP_FIELDS:
+            if name not in record or not _count_or_none(record[name]):
+                return f"its '{name}' is missing or of the wrong type"
     expected = output_key(record["input"]) if record["status"] == "done" else None
     if record["output"] != expected:
         return f"its 'output' is not {expected!r}"
@@ -130,9 +144,12 @@ class Manifest:
 
     def is_finished(self, item: BatchItem, *, retry_failed: bool) -> bool:
         """Done with its result file present, or failed (unless failures are to be retried), for this very
-        input file: a video of the same name from another path runs again."""
+        input file: a video of the same name from another path, or one replaced or changed at the same
+        path (another size or modification time), runs again."""
         record = self.records.get(item.key)
         if record is None or record["input_path"] != item.input_path:
+            return False
+        if STAMP_FIELDS[0] in record and tuple(record[name] for name in STAMP_FIELDS) != _stamp_values(item):
             return False
         if record["status"] == "done":
             return Path(item.output_path).is_file()

@@ -1,7 +1,7 @@
-"""``vibe-mocap batch`` when things go wrong around the videos: a model that cannot be loaded, a
-resume into an output folder another batch used, a hand-edited manifest, replies from Ray actors
-that cannot be trusted, symbolic links in the output folder, Ctrl-C, a wrong cluster address, a
-growing list file, and a good video running beside one that kills its worker."""
+"""``vibe-mocap batch`` when things go wrong around the videos: a model that cannot be loaded, a resume
+into an output folder another batch used, a video replaced at its path, a hand-edited manifest,
+replies from Ray actors that cannot be trusted, symbolic links in the output folder, Ctrl-C, a wrong
+cluster address, a growing list file, and a good video running beside one that kills its worker."""
 
 from __future__ import annotations
 

@@ -130,16 +130,20 @@ def shared_tuple_bomb(depth: int) -> bytes:
     return ops + get(6000 + depth)
 
 
+SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+
+
 def smpl_dict(**overrides: bytes) -> bytes:
-    """A dict with every key an SMPL model needs, plain small arrays, ``overrides`` as raw opcodes."""
+    """A dict with every key an SMPL model needs (24 joints, 4 vertices: a valid model), plain small
+    arrays, ``overrides`` as raw opcodes."""
     arrays = {
         "v_template": np.zeros((4, 3)),
         "f": np.array([[0, 1, 2]]),
-        "weights": np.full((4, 2), 0.5),
+        "weights": np.full((4, 24), 1 / 24),
         "shapedirs": np.zeros((4, 3, 10)),
-        "posedirs": np.zeros((4, 3, 9)),
-        "J_regressor": np.full((2, 4), 0.25),
-        "kintree_table": np.array([[-1, 0], [0, 1]]),
+        "posedirs": np.zeros((4, 3, 207)),
+        "J_regressor": np.full((24, 4), 0.25),
+        "kintree_table": np.array([SMPL_PARENTS, list(range(24))]),
     }
     ops = EMPTY_DICT
     for key, array in arrays.items():

@@ -1,13 +1,18 @@
 """The SMPL model files: restricted reading of the official pickle, the npz that travels to Blender."""
 
+import copy
 import io
 import pickle
+import re
+import sys
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.smpl_model import PARENTS, load_body_model, load_smpl_pkl, save_body_model
+from vibe_blender.core.smpl_model import MAX_VERTICES, PARENTS, load_body_model, load_smpl_pkl, save_body_model
 from vibe_server.data.synthetic import REST_JOINTS, make_body_model, write_smpl_pkl
 
 ARRAYS = ("v_template", "faces", "lbs_weights", "shapedirs", "posedirs", "J_regressor", "parents")
@@ -112,3 +117,135 @@ def test_joints_rest_follow_the_shape_space(body):
     taller = body.joints_rest(np.r_[2.0, np.zeros(9)])
     # beta 0 of the synthetic model scales the body: the head moves away from the pelvis
     assert np.linalg.norm(taller[15] - taller[0]) > np.linalg.norm(REST_JOINTS[15] - REST_JOINTS[0])
+
+
+# ---- the shapes a sparse J_regressor is densified to, and SMPL's own structure ---------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hostile_files.py
+from hostile_files import (  # noqa: E402
+    BUILD,
+    EMPTY_DICT,
+    EMPTY_TUPLE,
+    MARK,
+    NEWOBJ,
+    PLAIN_F8_STATE,
+    SETITEMS,
+    dtype_ops,
+    glob,
+    program,
+    reconstructed_array,
+    smpl_dict,
+    value,
+)
+
+
+def _csr(shape: tuple[int, int]) -> bytes:
+    """A one-entry scipy csr_matrix of ``shape`` (a few hundred bytes whatever the shape)."""
+    i8 = dtype_ops("i8", (3, "<", None, None, None, -1, -1, 0))
+    return (
+        glob("scipy.sparse.csr", "csr_matrix")
+        + EMPTY_TUPLE
+        + NEWOBJ
+        + EMPTY_DICT
+        + MARK
+        + value("_shape")
+        + value(shape)
+        + value("data")
+        + reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (1,), np.ones(1).tobytes())
+        + value("indices")
+        + reconstructed_array(i8, (1,), np.zeros(1, "<i8").tobytes())
+        + value("indptr")
+        + reconstructed_array(i8, (shape[0] + 1,), np.r_[0, np.ones(shape[0], "<i8")].astype("<i8").tobytes())
+        + SETITEMS
+        + BUILD
+    )
+
+
+def _peak_mb(read, path) -> tuple[float, str]:
+    tracemalloc.start()
+    try:
+        with pytest.raises(VibeError) as err:
+            read(path)
+        return tracemalloc.get_traced_memory()[1] / 2**20, str(err.value)
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "v_template, joints, match",
+    [
+        # zero bytes of vertices that would size a (24, 20 000 000) dense regressor (3.8 GB)
+        (
+            reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (20_000_000, 0), b""),
+            24,
+            r"'v_template' \(20000000, 0\)",
+        ),
+        # 600 kB of bool vertices: more vertices than any body model
+        (value(np.zeros((MAX_VERTICES + 1, 3), bool)), 24, "1..100000 vertices"),
+        # a kintree of 1000 joints
+        (value(np.zeros((4, 3))), 1000, r"'kintree_table' has shape \(2, 1000\)"),
+    ],
+)
+def test_a_sparse_regressor_is_densified_only_to_a_bounded_smpl_shape(tmp_path, v_template, joints, match):
+    V = 20_000_000 if joints == 24 else 4
+    kintree = value(np.stack([np.r_[-1, np.zeros(joints - 1, int)], np.arange(joints)]))
+    path = tmp_path / "SMPL_NEUTRAL.pkl"
+    path.write_bytes(program(smpl_dict(v_template=v_template, J_regressor=_csr((joints, V)), kintree_table=kintree)))
+    peak_mb, message = _peak_mb(load_smpl_pkl, path)
+    assert re.search(match, message), message
+    assert peak_mb < 16, peak_mb  # refused before any (J, V) matrix exists
+
+
+def test_the_small_hostile_model_builder_makes_a_valid_model(tmp_path):
+    path = tmp_path / "m.pkl"
+    path.write_bytes(program(smpl_dict(J_regressor=_csr((24, 4)))))
+    assert load_smpl_pkl(path).J_regressor.shape == (24, 4)
+
+
+def _bad_parents(model):
+    model.parents = model.parents.copy()
+    model.parents[23] = 20  # right hand on the left wrist: still a tree, not SMPL's
+    return model
+
+
+def _fewer_joints(model):
+    model.J_regressor, model.lbs_weights = model.J_regressor[:23], model.lbs_weights[:, :23]
+    model.parents, model.posedirs = model.parents[:23], model.posedirs[:, :, : 9 * 22]
+    return model
+
+
+@pytest.mark.parametrize(
+    "spoil, match",
+    [
+        (_bad_parents, "are not SMPL's"),
+        (
+            _fewer_joints,
+            r"'lbs_weights' has shape \(6890, 23\), expected \(6890, 24\)|'kintree_table' has shape \(2, 23\)",
+        ),
+        (
+            lambda m: setattr(m, "posedirs", m.posedirs[:, :, :200]) or m,
+            r"'posedirs' has shape .* expected \(6890, 3, 207\)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("form", ["pkl", "npz"])
+def test_a_model_that_is_not_smpls_structure_is_refused(tmp_path, body, spoil, match, form):
+    bad = spoil(copy.deepcopy(body))
+    path = tmp_path / f"m.{form}"
+    if form == "pkl":
+        arrays = {
+            "v_template": bad.v_template,
+            "f": bad.faces,
+            "weights": bad.lbs_weights,
+            "shapedirs": bad.shapedirs,
+            "posedirs": bad.posedirs,
+            "J_regressor": bad.J_regressor,
+            "kintree_table": np.stack([bad.parents, np.arange(len(bad.parents))]),
+        }
+        path.write_bytes(pickle.dumps(arrays, protocol=2))
+        read = load_smpl_pkl
+    else:
+        save_body_model(path, bad)
+        read = load_body_model
+    with pytest.raises(VibeError, match=match):
+        read(path)

@@ -23,6 +23,8 @@ from .safe_pickle import RestrictedUnpickler, StandIn, describe_failure
 
 NUM_JOINTS = 24
 NUM_BETAS = 10
+NUM_POSE_BASIS = 9 * (NUM_JOINTS - 1)  # 207: one 3x3 rotation per joint but the root
+MAX_VERTICES = 100_000  # SMPL has 6890, SMPL-X 10475: more is no body model (and bounds the dense J_regressor)
 
 # SMPL joint order (index = joint id in pose vectors), readable names with .L/.R-friendly sides.
 JOINT_NAMES = (
@@ -100,15 +102,16 @@ class BodyModel:
         )
 
     def validate(self, source: str = "body model") -> None:
-        """Raise VibeError naming ``source`` when an array has the wrong shape."""
+        """Raise VibeError naming ``source`` unless the arrays are SMPL's: 24 joints with SMPL's parents,
+        (V, 3, 207) pose correctives, at most MAX_VERTICES vertices, faces indexing them."""
         V = self.num_vertices
-        J = self.J_regressor.shape[0]
+        J = NUM_JOINTS
         expected = {
             "v_template": (V, 3),
             "lbs_weights": (V, J),
             "J_regressor": (J, V),
             "parents": (J,),
-            "posedirs": (V, 3, 9 * (J - 1)),
+            "posedirs": (V, 3, NUM_POSE_BASIS),
         }
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
@@ -116,6 +119,8 @@ class BodyModel:
                     f"{source}: '{name}' has shape {getattr(self, name).shape}, expected {shape}; "
                     "the file is not an SMPL model (reinstall the model data with 'vibe-mocap data install')."
                 )
+        if V > MAX_VERTICES:
+            raise VibeError(f"{source}: {V} vertices, more than any body model ({MAX_VERTICES}); the file is damaged.")
         if (
             self.faces.ndim != 2
             or self.faces.shape[1] != 3
@@ -124,14 +129,10 @@ class BodyModel:
             or self.faces.min() < 0
         ):
             raise VibeError(f"{source}: 'faces' is not a (F, 3) array of vertex indices below {V}.")
-        if (
-            J == 0
-            or self.parents[0] != -1
-            or np.any(self.parents[1:] < 0)
-            or np.any(self.parents[1:] >= np.arange(1, J))
-        ):
+        if not np.array_equal(self.parents, PARENTS):
             raise VibeError(
-                f"{source}: the joint parents {self.parents.tolist()[:30]} are not a tree rooted at joint 0."
+                f"{source}: the joint parents {self.parents.tolist()} are not SMPL's {PARENTS.tolist()}; "
+                "the file is not an SMPL model."
             )
         if self.shapedirs.shape[:2] != (V, 3) or self.shapedirs.shape[2] < NUM_BETAS:
             raise VibeError(
@@ -257,12 +258,15 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
         raise VibeError(f"'{path}' lacks {', '.join(missing)}: it is not an SMPL model file.")
     source = str(path)
     a = {k: _as_array(raw[k], k, source) for k in required if k != "J_regressor"}
-    if a["kintree_table"].ndim != 2 or a["kintree_table"].shape[0] != 2 or a["v_template"].ndim != 2:
+    # the sparse J_regressor is densified to (J, V) from these two shapes: both checked (and V bounded) first
+    V = a["v_template"].shape[0] if a["v_template"].ndim == 2 else -1
+    if a["v_template"].shape != (V, 3) or a["kintree_table"].shape != (2, NUM_JOINTS) or not 0 < V <= MAX_VERTICES:
         raise VibeError(
-            f"{source}: 'kintree_table' {a['kintree_table'].shape} or 'v_template' "
-            f"{a['v_template'].shape} has the wrong shape; the file is not an SMPL model."
+            f"{source}: 'kintree_table' has shape {a['kintree_table'].shape} and 'v_template' "
+            f"{a['v_template'].shape}, expected (2, {NUM_JOINTS}) and (V, 3) with 1..{MAX_VERTICES} vertices; "
+            "the file is not an SMPL model."
         )
-    regressor, regressor_shape = raw["J_regressor"], (a["kintree_table"].shape[1], a["v_template"].shape[0])
+    regressor, regressor_shape = raw["J_regressor"], (NUM_JOINTS, V)
     a["J_regressor"] = (
         regressor.to_dense(regressor_shape, "J_regressor", source)
         if isinstance(regressor, _SparseMatrix)

@@ -13,8 +13,10 @@ import zlib
 import numpy as np
 import pytest
 from hostile_files import (
+    APPEND,
     BUILD,
     EMPTY_DICT,
+    EMPTY_LIST,
     EMPTY_TUPLE,
     HOSTILE_DTYPES,
     LIST,
@@ -25,6 +27,8 @@ from hostile_files import (
     REDUCE,
     SETITEM,
     TUPLE,
+    TUPLE1,
+    TUPLE2,
     TUPLE3,
     dtype_ops,
     get,
@@ -41,6 +45,7 @@ from hostile_files import (
     value,
 )
 
+from vibe_blender.core import bounded_arrays
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.readers.official_pkl import load_joblib_pickle
 from vibe_blender.core.smpl_model import load_smpl_pkl
@@ -202,6 +207,85 @@ def test_sparse_shape_must_match_the_model(tmp_path):
     )
     path = write(tmp_path, program(smpl_dict(J_regressor=sparse)))
     assert_refused(SMPL, path, "has shape (100000, 100000), expected (24, 4)", memory_mb=768)
+
+
+# One memoized value (put once, fetched with BINGET) handed to many builds: each build is a full copy.
+F8 = dtype_ops("f8", PLAIN_F8_STATE)
+SHARED_BYTES = 128 << 10
+REUSE = {
+    "numpy _reconstruct": (
+        value(bytes(SHARED_BYTES)),
+        glob("numpy.core.multiarray", "_reconstruct")
+        + glob("numpy", "ndarray")
+        + value((0,))
+        + value(b"b")
+        + TUPLE3
+        + REDUCE
+        + MARK
+        + value(1)
+        + value((SHARED_BYTES // 8,))
+        + F8
+        + NEWFALSE
+        + get(9000)
+        + TUPLE
+        + BUILD,
+    ),
+    "numpy _reconstruct of Python-2 text": (
+        value("a" * SHARED_BYTES),
+        glob("numpy.core.multiarray", "_reconstruct")
+        + glob("numpy", "ndarray")
+        + value((0,))
+        + value(b"b")
+        + TUPLE3
+        + REDUCE
+        + MARK
+        + value(1)
+        + value((SHARED_BYTES,))
+        + dtype_ops("u1", (3, "|", None, None, None, -1, -1, 0))
+        + NEWFALSE
+        + get(9000)
+        + TUPLE
+        + BUILD,
+    ),
+    "numpy _frombuffer": (
+        value(bytes(SHARED_BYTES)),
+        glob("numpy.core.numeric", "_frombuffer")
+        + MARK
+        + get(9000)
+        + F8
+        + value((SHARED_BYTES // 8,))
+        + value("C")
+        + TUPLE
+        + REDUCE,
+    ),
+    "_codecs.encode": (
+        value("a" * SHARED_BYTES),
+        glob("_codecs", "encode") + get(9000) + value("latin1") + TUPLE2 + REDUCE,
+    ),
+    "set": (value(list(range(SHARED_BYTES // 32))), glob("builtins", "set") + get(9000) + TUPLE1 + REDUCE),
+}
+
+
+@pytest.mark.parametrize("name", list(REUSE))
+def test_a_memoized_value_reused_by_many_builds_is_charged_each_time(tmp_path, monkeypatch, name):
+    """A 130 kB file whose builds would copy 13 MB: refused once they pass the budget of its size (the
+    budget's floor lowered from 64 MiB to 1 MiB so the file stays small: the budget is 50 x 130 kB)."""
+    monkeypatch.setattr(bounded_arrays, "MIN_BUDGET_BYTES", 1 << 20)
+    shared, build = REUSE[name]
+    once = write(tmp_path, program(EMPTY_LIST + shared + put(9000) + POP + build + APPEND), "once.pkl")
+    assert len(load_joblib_pickle(once)) == 1
+    path = write(tmp_path, program(EMPTY_LIST + shared + put(9000) + POP + (build + APPEND) * 100))
+    assert path.stat().st_size < 2 * SHARED_BYTES
+    with pytest.raises(VibeError, match="more than the .* bytes a file of this size may produce"):
+        load_joblib_pickle(path)
+
+
+def test_the_smpl_reader_charges_its_builds_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(bounded_arrays, "MIN_BUDGET_BYTES", 1 << 20)
+    shared, build = REUSE["numpy _reconstruct"]
+    path = write(tmp_path, program(shared + put(9000) + POP + smpl_dict(f=EMPTY_LIST + (build + APPEND) * 100)))
+    with pytest.raises(VibeError, match="may produce"):
+        load_smpl_pkl(path)
 
 
 def test_operation_count_is_bounded(tmp_path):

@@ -8,9 +8,10 @@ its arrays here, so the limits are the same everywhere:
   text where a format needs it); object, structured, sub-array and void dtypes are refused;
 - an array's declared shape × itemsize must equal the bytes the file really holds for it, and
   stays under :data:`MAX_ARRAY_BYTES`;
-- decompression stops at a budget: :func:`byte_budget` of the file's size, at most
-  :data:`MAX_DECODED_BYTES` and at most :data:`MAX_EXPANSION` times the file's size (but at least
-  :data:`MIN_BUDGET_BYTES`), so an 800-byte file cannot expand to gigabytes.
+- decompression, and what a restricted pickle builds from its stream, stop at a budget:
+  :func:`byte_budget` of the file's (or stream's) size, at most :data:`MAX_DECODED_BYTES` and at most
+  :data:`MAX_EXPANSION` times that size (but at least :data:`MIN_BUDGET_BYTES`), so an 800-byte file
+  cannot expand to gigabytes.
 
 Problems raise :class:`UntrustedDataError`; each reader turns it into one ``VibeError`` naming its file.
 """
@@ -55,8 +56,8 @@ class ByteBudget:
     def take(self, nbytes: int, what: str) -> None:
         if nbytes < 0 or self.used + nbytes > self.limit:
             raise UntrustedDataError(
-                f"{what} would need {nbytes} bytes, more than the {self.limit} bytes a file of this size "
-                "may hold (a damaged or deliberately inflated file)"
+                f"{what} would need {nbytes} bytes after {self.used} already built, more than the {self.limit} "
+                "bytes a file of this size may produce (a damaged or deliberately inflated file)"
             )
         self.used += nbytes
 

@@ -10,6 +10,9 @@ it) then crashes Python. Here no file-controlled state ever reaches numpy:
 - a dtype is a plain kind from :data:`bounded_arrays.NUMERIC_KINDS`; of its pickled state only the
   byte order is used, and records, sub-arrays and metadata are refused;
 - arrays are built with ``np.frombuffer`` from bytes whose length must equal shape × itemsize;
+- what the stand-ins build (arrays, ``_codecs.encode`` bytes, sets) is charged to a
+  :class:`bounded_arrays.ByteBudget` of the stream's length: one memoized value reused (BINGET) by
+  many builds is a full copy each time, so a 1 MiB file cannot grow to hundreds of MiB;
 - BUILD (``__setstate__``) and NEWOBJ apply only to the stand-ins; REDUCE calls only allow-listed
   functions; dict keys and set items must be plain scalars (hashing a nested tuple costs time
   exponential in its depth);
@@ -23,17 +26,19 @@ exception into one ``VibeError`` naming the file.
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import ClassVar
 
 import numpy as np
 
-from .bounded_arrays import NUMERIC_KINDS, UntrustedDataError, array_from_bytes, plain_dtype
+from .bounded_arrays import NUMERIC_KINDS, ByteBudget, UntrustedDataError, array_from_bytes, plain_dtype
 
 MAX_OPCODES = 1_000_000
 MAX_NODES = 1_000_000
 MAX_DEPTH = 64
 MAX_INT_BITS = 128
+SET_ITEM_BYTES = 64  # what one item of a built set costs (its slot, its share of the list copied into it)
 
 
 class PickleRefused(pickle.UnpicklingError):
@@ -78,12 +83,23 @@ def _text(value) -> str:
     return value.decode("latin1") if isinstance(value, bytes) else value
 
 
-def _raw_bytes(value) -> bytes | bytearray:
-    if isinstance(value, str):  # Python 2 str read with encoding="latin1"
+def _raw_bytes(value, budget: ByteBudget | None) -> bytes | bytearray:
+    if isinstance(value, str):  # Python 2 str read with encoding="latin1": a copy, charged
+        if budget is not None:
+            budget.take(len(value), "the array data")
         return value.encode("latin1")
     if isinstance(value, (bytes, bytearray)):
         return value
     raise PickleRefused(f"array data is a {type(value).__name__}, not bytes")
+
+
+def build_array(raw, dtype: np.dtype, shape, budget: ByteBudget | None, *, fortran_order: bool = False) -> np.ndarray:
+    """:func:`bounded_arrays.array_from_bytes` with the bytes it copies charged to ``budget`` first (None:
+    not charged; torch's weights-only loader calls :func:`_scalar`, one number, without a budget)."""
+    data = _raw_bytes(raw, budget)
+    if budget is not None:
+        budget.take(len(data), "an array")
+    return array_from_bytes(data, dtype, shape, fortran_order=fortran_order)
 
 
 class DtypeSpec(StandIn):
@@ -145,25 +161,31 @@ class PendingArray(StandIn):
         shape, dtype, fortran, raw = state[-4:]
         if not isinstance(fortran, (bool, int)):
             raise PickleRefused("array state has no Fortran-order flag")
-        self.array = array_from_bytes(_raw_bytes(raw), dtype_of(dtype), shape, fortran_order=bool(fortran))
+        self.array = (raw, dtype_of(dtype), shape, bool(fortran))
 
     def finish(self, unpickler):
         if self.array is None:
             raise PickleRefused("an array was given no data")
-        return self.array
+        raw, dtype, shape, fortran = self.array
+        return build_array(raw, dtype, shape, unpickler.budget, fortran_order=fortran)
 
 
-def _frombuffer(buffer, dtype, shape, order="C"):
+# The functions below are called by REDUCE with the file's arguments; the reader passes its byte budget
+# as the keyword ``budget`` (a file cannot: REDUCE has no keywords). torch's weights-only loader calls
+# _scalar directly, without one.
+
+
+def _frombuffer(buffer, dtype, shape, order="C", *, budget: ByteBudget | None = None):
     """numpy's protocol-5 array: ``_frombuffer(bytearray, dtype, shape, order)``."""
-    return array_from_bytes(_raw_bytes(buffer), dtype_of(dtype), shape, fortran_order=_text(order) == "F")
+    return build_array(buffer, dtype_of(dtype), shape, budget, fortran_order=_text(order) == "F")
 
 
-def _scalar(dtype, raw=None):
+def _scalar(dtype, raw=None, *, budget: ByteBudget | None = None):
     """numpy's ``scalar(dtype, bytes)``: one number of a plain dtype."""
-    return array_from_bytes(_raw_bytes(raw), dtype_of(dtype), (1,))[0]
+    return build_array(raw, dtype_of(dtype), (1,), budget)[0]
 
 
-def _encode(text, encoding="latin1"):
+def _encode(text, encoding="latin1", *, budget: ByteBudget | None = None):
     """``_codecs.encode(str, 'latin1')``: how Python 3 protocol-2 pickles store bytes."""
     if not isinstance(text, str) or _text(encoding).lower().replace("_", "-") not in (
         "latin1",
@@ -171,6 +193,8 @@ def _encode(text, encoding="latin1"):
         "iso-8859-1",
     ):
         raise PickleRefused("refusing _codecs.encode other than text to latin-1 bytes")
+    if budget is not None:
+        budget.take(len(text), "_codecs.encode")
     return text.encode("latin1")
 
 
@@ -179,19 +203,23 @@ def _empty_bytes():
     return b""
 
 
-def _scalar_items(items):
-    items = list(items) if isinstance(items, (list, tuple, set, frozenset)) else None
-    if items is None or not all(_is_plain_key(x) for x in items):
+def _scalar_items(items, budget: ByteBudget | None):
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise PickleRefused("a set may hold only plain numbers and strings")
+    if budget is not None:
+        budget.take(SET_ITEM_BYTES * len(items), "a set")
+    items = list(items)
+    if not all(_is_plain_key(x) for x in items):
         raise PickleRefused("a set may hold only plain numbers and strings")
     return items
 
 
-def _set(items=()):
-    return set(_scalar_items(items))
+def _set(items=(), *, budget: ByteBudget | None = None):
+    return set(_scalar_items(items, budget))
 
 
-def _frozenset(items=()):
-    return frozenset(_scalar_items(items))
+def _frozenset(items=(), *, budget: ByteBudget | None = None):
+    return frozenset(_scalar_items(items, budget))
 
 
 def _is_plain_key(key) -> bool:
@@ -209,6 +237,7 @@ def _reconstructor(cls, base, state):
 
 
 _NUMPY = {"_reconstruct": PendingArray, "scalar": _scalar, "_frombuffer": _frombuffer}
+_CHARGED = (_frombuffer, _scalar, _encode, _set, _frozenset)  # called with budget=
 
 BASE_GLOBALS = {
     **{
@@ -251,7 +280,11 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
     what = "this file"
 
     def __init__(self, file):
+        """file: a seekable binary stream; what it holds from its position on is the byte budget's size."""
         super().__init__(file, encoding="latin1")
+        here = file.tell()
+        self.budget = ByteBudget(file.seek(0, io.SEEK_END) - here)  # what the stand-ins may build in all
+        file.seek(here)
         self.opcodes = 0
         self.finished: dict[int, tuple] = {}  # id(stand-in) -> (stand-in, what it became)
         self.callables = [
@@ -296,7 +329,8 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
             and args
         ):
             raise PickleRefused(f"refusing to construct {func.__name__} with arguments")
-        self.stack[-1] = func(*args)
+        charged = any(func is c for c in _CHARGED)
+        self.stack[-1] = func(*args, budget=self.budget) if charged else func(*args)
 
     def load_newobj(self):
         args = self.stack.pop()

@@ -25,7 +25,6 @@ from typing import ClassVar
 import numpy as np
 
 from ..bounded_arrays import (
-    array_from_bytes,
     array_nbytes,
     byte_budget,
     checked_shape,
@@ -45,6 +44,7 @@ from ..safe_pickle import (
     PickleRefused,
     RestrictedUnpickler,
     StandIn,
+    build_array,
     describe_failure,
     dtype_of,
 )
@@ -63,7 +63,8 @@ class _ArrayWrapper(StandIn):
         if d.get("numpy_array_alignment_bytes") is not None:
             padding = file.read(1)  # one length byte, then that much padding
             file.read(padding[0] if padding else 0)
-        return array_from_bytes(file.read(array_nbytes(shape, dtype)), dtype, shape, fortran_order=d["order"] == "F")
+        raw = file.read(array_nbytes(shape, dtype))
+        return build_array(raw, dtype, shape, unpickler.budget, fortran_order=d["order"] == "F")
 
 
 def _ordered_dict():

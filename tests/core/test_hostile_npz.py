@@ -299,6 +299,15 @@ def _result_with(**changes) -> dict:
         ({"track_ids": np.array([1, 1])}, "track_ids"),
         ({"video_name": np.array(3.0)}, "text"),
         ({"meta_keys": np.array(["a", "b"]), "meta_values": np.array(["x"])}, "meta"),
+        # bool or int motion is no capture (a bool pose would animate as 0/1 rad)
+        ({"track_1/pose": np.ones((3, 72), bool)}, "'pose' holds bool values"),
+        ({"track_1/trans_cam_m": np.ones((3, 3), np.int64)}, "'trans_cam_m' holds int64 values"),
+        ({"track_1/betas": np.zeros((3, 10), np.int8)}, "'betas' holds int8 values"),
+        ({"video_fps": np.array(True)}, "video_fps"),
+        # rotations whose quaternions would be NaN, translations no capture makes
+        ({"track_1/pose": np.full((3, 72), 1e200)}, r"a joint rotation in 'pose' is 1e\+200 rad, beyond ±1000 rad"),
+        ({"track_1/pose": np.full((3, 72), -1001.0)}, "a joint rotation"),
+        ({"track_1/trans_cam_m": np.full((3, 3), 2e4)}, "a translation in 'trans_cam_m'"),
     ],
 )
 def test_result_values_out_of_range_are_refused(tmp_path, changes, match):
@@ -316,6 +325,11 @@ def test_result_values_out_of_range_are_refused(tmp_path, changes, match):
         ({"betas": np.full(16, 1e6)}, "beta"),
         ({"trans": np.full((4, 3), np.nan)}, "NaN"),
         ({"poses": np.zeros((4, 10))}, "not AMASS motion"),
+        ({"poses": np.ones((4, 156), bool)}, "'poses' holds bool values"),
+        ({"trans": np.zeros((4, 3), np.int32)}, "'trans' holds int32 values"),
+        ({"betas": np.zeros(16, np.int64)}, "'betas' holds int64 values"),
+        ({"poses": np.full((4, 156), 1e200)}, "a joint rotation in 'poses'"),
+        ({"mocap_framerate": np.array(True)}, "frame rate is stored as bool, not a number"),
     ],
 )
 def test_amass_values_out_of_range_are_refused(tmp_path, changes, match):
@@ -323,6 +337,15 @@ def test_amass_values_out_of_range_are_refused(tmp_path, changes, match):
     np.savez(path, **{**amass_arrays(), **changes})
     with pytest.raises(VibeError, match=match):
         read_amass_npz(path)
+
+
+def test_integer_frame_rates_and_rotations_up_to_the_bound_still_read(tmp_path):
+    path = tmp_path / "a.npz"
+    np.savez(path, **{**amass_arrays(), "mocap_framerate": np.array(120), "poses": np.full((4, 156), 999.0)})
+    assert read_amass_npz(path).fps == 120.0
+    path = tmp_path / "r.npz"
+    np.savez(path, **_result_with(**{"track_1/pose": np.full((3, 72), -1000.0, np.float32)}))
+    assert load_result(path).tracks[0].pose.min() == -1000.0
 
 
 def test_text_members_are_read_without_pickles(tmp_path):

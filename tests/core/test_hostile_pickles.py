@@ -312,9 +312,17 @@ def test_huge_integers_are_refused(tmp_path):
         ("frame_ids", np.array([-1, 0, 1]), "frame ids"),
         ("betas", np.full((3, 10), 50.0), "beta"),
         ("pose", np.full((3, 72), np.nan), "NaN"),
-        ("orig_cam", np.full((3, 4), np.inf), "NaN, infinite"),
+        ("orig_cam", np.full((3, 4), np.inf), "NaN or infinite"),
         ("pose", np.zeros((3, 71)), "shape"),
         ("pose", np.array(["a"] * 3), "dtype 'U1'"),
+        # kinds are checked before any conversion: bool poses, truncated float frame ids
+        ("pose", np.ones((3, 72), bool), "'pose' is an array of bool, not an array of floating-point numbers"),
+        ("betas", np.zeros((3, 10), np.int64), "'betas' is an array of int64"),
+        ("frame_ids", np.array([0.0, 1.5, 2.0]), "'frame_ids' is an array of float64, not an array of integer"),
+        ("frame_ids", np.array(3), r"'frame_ids' has shape \(\), expected \(T,\)"),
+        ("pose", np.full((3, 72), 1e200), "a joint rotation in 'pose' is 1e\\+200 rad"),
+        # the translation the cameras imply: a huge tx, or a scale that puts the person kilometres away
+        ("orig_cam", np.tile([0.5, 0.6, 1e300, 0.1], (3, 1)), "a translation in 'trans' is 1e\\+300 m"),
     ],
 )
 def test_official_values_are_checked(tmp_path, key, array, match):
@@ -322,6 +330,17 @@ def test_official_values_are_checked(tmp_path, key, array, match):
 
     path = write(tmp_path, program(person_dict(**{key: value(array)})))
     with pytest.raises(VibeError, match=match):
+        read_official_pkl(path)
+
+
+def test_a_camera_scale_that_puts_the_person_kilometres_away_is_refused(tmp_path):
+    """sx, sy and s all tiny, consistent with a 640 x 480 video: tz = 2 f / (W max(sx, 1e-6)) is 2000 km."""
+    from vibe_blender.core.readers.official_pkl import read_official_pkl
+
+    orig_cam = np.tile([1e-7, 1e-7 * 640 / 480, 0.0, 0.1], (3, 1))
+    pred_cam = np.tile([1e-7 * 640 / 64, 0.0, 0.1], (3, 1))  # bboxes are 64 px high
+    path = write(tmp_path, program(person_dict(orig_cam=value(orig_cam), pred_cam=value(pred_cam))))
+    with pytest.raises(VibeError, match=r"person 1: a translation in 'trans' is 2e\+06 m, beyond ±10000 m"):
         read_official_pkl(path)
 
 

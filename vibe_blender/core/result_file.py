@@ -13,9 +13,11 @@ Conventions (also in docs/result_format.md):
 - ``frame_ids`` index the video's frames (0-based); a track may skip frames (gaps stay gaps).
 
 Reading (:func:`load_result`) goes through :mod:`.safe_npz` (bounded sizes, plain dtypes only) and
-refuses values no capture produces: NaN or infinite numbers, betas beyond ±10 (Blender's shape-key
-range), frame ids outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside
-0.01..32767, focal lengths outside 1..10^6 px, image sides outside 1..100 000 px.
+refuses values no capture produces: motion arrays that are not floating-point (a bool pose would
+animate as 0/1 rad) or frame ids that are not integers, NaN or infinite numbers, joint rotations
+beyond ±1000 rad, translations beyond ±10 km, betas beyond ±10 (Blender's shape-key range), frame ids
+outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside 0.01..32767, focal lengths
+outside 1..10^6 px, image sides outside 1..100 000 px.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ FOCAL_RANGE_PX = (1.0, 1e6)
 MAX_IMAGE_SIDE_PX = 65_536  # Blender's render resolution stops there
 MAX_TRANSLATION_M = 10_000.0  # a person 10 km from the camera (or the world origin) is no capture
 TRANSLATIONS = ("trans", "trans_cam_m")  # the arrays of metres among the motion arrays
+MAX_POSE_RAD = 1_000.0  # |axis-angle| bound: far beyond any capture, small enough for exact quaternions
+POSES = ("pose", "poses")  # the axis-angle arrays among the motion arrays
 
 
 def check_range(label: str, name: str, value, low: float, high: float) -> float:
@@ -56,18 +60,27 @@ def check_range(label: str, name: str, value, low: float, high: float) -> float:
 
 def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.ndarray], **arrays: np.ndarray) -> None:
     """frame_ids (T,) integers in 0..MAX_FRAME_ID; each of ``betas`` (name -> (..., B)) within ±BETA_LIMIT;
-    every array finite; translations (``TRANSLATIONS``) within ±MAX_TRANSLATION_M."""
+    ``betas`` and ``arrays`` floating-point (checked before any conversion: bool or int motion is no
+    capture) and finite; poses (``POSES``) within ±MAX_POSE_RAD; translations (``TRANSLATIONS``) within
+    ±MAX_TRANSLATION_M."""
     if frame_ids.dtype.kind not in "iu" or (frame_ids.size and (frame_ids.min() < 0 or frame_ids.max() > MAX_FRAME_ID)):
         raise VibeError(f"{label}: frame ids must be integers in 0..{MAX_FRAME_ID}; the file is damaged.")
     for name, array in {**betas, **arrays}.items():
-        if array.dtype.kind not in "biuf" or not np.all(np.isfinite(array)):
-            raise VibeError(f"{label}: '{name}' holds NaN, infinite or non-numeric values; the file is damaged.")
-    for name, array in arrays.items():
-        if name in TRANSLATIONS and array.size and np.max(np.abs(array)) > MAX_TRANSLATION_M:
+        if array.dtype.kind != "f":
             raise VibeError(
-                f"{label}: a translation in '{name}' is {float(np.max(np.abs(array))):.3g} m, beyond "
-                f"±{MAX_TRANSLATION_M:g} m; the file is damaged."
+                f"{label}: '{name}' holds {array.dtype} values where a capture stores floating-point "
+                "numbers; the file is damaged."
             )
+        if not np.all(np.isfinite(array)):
+            raise VibeError(f"{label}: '{name}' holds NaN or infinite values; the file is damaged.")
+    bounds = ((TRANSLATIONS, MAX_TRANSLATION_M, "a translation", "m"), (POSES, MAX_POSE_RAD, "a joint rotation", "rad"))
+    for names, limit, what, unit in bounds:
+        for name, array in arrays.items():
+            if name in names and array.size and np.max(np.abs(array)) > limit:
+                raise VibeError(
+                    f"{label}: {what} in '{name}' is {float(np.max(np.abs(array))):.3g} {unit}, beyond "
+                    f"±{limit:g} {unit}; the file is damaged."
+                )
     for name, array in betas.items():
         if array.size and np.max(np.abs(array)) > BETA_LIMIT:
             raise VibeError(

@@ -25,29 +25,33 @@ def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
     when the file stores none (its own wins).
 
     Read through :mod:`..safe_npz` (bounded sizes, plain numbers only); values are checked like a
-    result file's (finite, betas within ±10, a frame rate in range).
+    result file's (floating-point, finite, rotations within ±1000 rad, translations within ±10 km, betas
+    within ±10, a frame rate that is a number in range).
     """
     path = Path(path)
     arrays = read_npz(path, names=_NAMES, label=f"'{path.name}' as AMASS motion", allow_text=False)
     for key in ("poses", "trans"):
         if key not in arrays:
             raise VibeError(f"'{path.name}' has no '{key}' array; AMASS motion needs poses, trans and betas.")
-    poses, trans = arrays["poses"].astype(np.float64), arrays["trans"].astype(np.float64)
+    poses, trans = arrays["poses"], arrays["trans"]
     if poses.ndim != 2 or poses.shape[1] < 66 or trans.shape != (len(poses), 3):
         raise VibeError(
             f"'{path.name}': poses {poses.shape} and trans {trans.shape} are not AMASS motion "
             "(expected (T, 72 or more) and (T, 3))."
         )
-    betas = np.zeros(10)
-    if "betas" in arrays:
-        b = arrays["betas"].astype(np.float64).reshape(-1)[:10]
-        betas[: len(b)] = b
+    stored_betas = arrays.get("betas", np.zeros(10)).reshape(-1)[:10]
     frame_ids = np.arange(len(poses), dtype=np.int64)
-    check_motion_values(f"'{path.name}'", frame_ids, {"betas": betas}, poses=poses, trans=trans)
+    # kinds, finiteness and bounds checked on the stored arrays, before any conversion
+    check_motion_values(f"'{path.name}'", frame_ids, {"betas": stored_betas}, poses=poses, trans=trans)
+    poses, trans = poses.astype(np.float64), trans.astype(np.float64)
+    betas = np.zeros(10)
+    betas[: len(stored_betas)] = stored_betas
     pose = np.zeros((len(poses), 72))
     pose[:, : 72 if poses.shape[1] == 72 else 66] = poses[:, : 72 if poses.shape[1] == 72 else 66]
     stored = arrays.get("mocap_framerate", arrays.get("mocap_frame_rate"))
     has_rate = stored is not None and stored.size == 1
+    if has_rate and stored.dtype.kind not in "iuf":  # a bool would read as 1 fps
+        raise VibeError(f"'{path.name}': the frame rate is stored as {stored.dtype}, not a number; it is damaged.")
     if not has_rate and fps is None:
         raise VibeError(f"'{path.name}' stores no frame rate (mocap_framerate); give one with the fps option.")
     rate = check_range(f"'{path.name}'", "the frame rate", stored.reshape(-1)[0] if has_rate else fps, *FPS_RANGE)

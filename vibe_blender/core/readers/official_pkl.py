@@ -126,14 +126,21 @@ def _track_arrays(track_id, data, label) -> dict[str, np.ndarray]:
             f"(it has {have}); is this a vibe_output.pkl from VIBE's demo.py?"
         )
     arrays = {}
-    for key in _TRACK_SHAPES:
-        value = data[key]
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+    for key in _TRACK_SHAPES:  # kinds checked before any conversion: float frame ids, bool poses are damage
+        value, kinds = data[key], ("iu" if key == "frame_ids" else "f")
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
+            what = f"an array of {value.dtype}" if isinstance(value, np.ndarray) else f"a {type(value).__name__}"
+            expected = "integer" if key == "frame_ids" else "floating-point"
             raise VibeError(
-                f"{label}: person {track_id}'s '{key}' is a {type(value).__name__}, not a numeric array; "
+                f"{label}: person {track_id}'s '{key}' is {what}, not an array of {expected} numbers; "
                 "the file is damaged."
             )
-        arrays[key] = value.astype(np.int64 if key == "frame_ids" else np.float64)
+        arrays[key] = value
+    if arrays["frame_ids"].ndim != 1:
+        raise VibeError(
+            f"{label}: person {track_id}'s 'frame_ids' has shape {arrays['frame_ids'].shape}, expected (T,); "
+            "the file is damaged."
+        )
     T = len(arrays["frame_ids"])
     for key, width in _TRACK_SHAPES.items():
         expected = (T,) if width is None else (T, width)
@@ -148,7 +155,7 @@ def _track_arrays(track_id, data, label) -> dict[str, np.ndarray]:
         {"betas": arrays["betas"]},
         **{k: v for k, v in arrays.items() if k not in ("frame_ids", "betas")},
     )
-    return arrays
+    return {k: v.astype(np.int64 if k == "frame_ids" else np.float64) for k, v in arrays.items()}
 
 
 def video_size_from_cameras(orig_cam: np.ndarray, pred_cam: np.ndarray, bboxes: np.ndarray) -> tuple[int, int]:
@@ -198,12 +205,15 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
             continue
         name = f"track_{tid}" if f"track_{tid}" not in names else f"track_{tid!r}"  # ids 1 and "1"
         names.add(name)
+        trans = weak_perspective_to_trans(t["orig_cam"], width, focal)
+        # the translation the cameras imply, bounded like a stored one (a huge tx, a vanishing scale)
+        check_motion_values(f"{path.name}: person {tid}", t["frame_ids"], {}, trans=trans)
         tracks.append(
             TrackMotion(
                 name=name,
                 frame_ids=t["frame_ids"],
                 pose=t["pose"],
-                trans_m=weak_perspective_to_trans(t["orig_cam"], width, focal),
+                trans_m=trans,
                 betas=np.median(t["betas"], axis=0),
             )
         )

@@ -34,7 +34,7 @@ from .core.live_client import (
     LiveTake,
     take_on_frames,
 )
-from .core.model_data import read_body_model
+from .core.model_data import ensure_body_model, read_body_model
 from .core.motion import TrackMotion, ground_offset
 from .core.result_file import MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
@@ -163,9 +163,7 @@ def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir:
         if is_loopback_url(url):
             url, token = server_control.server_for_capture(url, token, data_dir)
         client = ServerClient(url, token)
-        body_model_path = user_dir("cache") / BODY_MODEL_CACHE
-        if not body_model_path.is_file():
-            client.download_body_model(body_model_path)
+        body_model_path = ensure_body_model(client, user_dir("cache") / BODY_MODEL_CACHE)
         session.body_model = read_body_model(body_model_path)
         connection = LiveConnection(client, start_client=ServerClient(url, token, timeout_s=START_TIMEOUT_S))
         with session._lock:

@@ -7,7 +7,7 @@ import bpy
 from . import server_state
 from .core.client import DEFAULT_URL
 from .core.errors import VibeError
-from .core.model_data import read_body_model
+from .core.model_data import read_body_model, read_cached_body_model
 from .core.smpl_model import BodyModel
 
 # Blender registers the extension as bl_ext.<repo>.<id>; this package is then "<that>.vibe_blender".
@@ -103,9 +103,9 @@ def resolve_body_model(context=None) -> BodyModel:
     folder = bpy.path.abspath(prefs.model_data_dir) if prefs.model_data_dir else ""
     if folder:
         return read_body_model(folder)
-    cached = user_dir("cache") / BODY_MODEL_CACHE
-    if cached.is_file():
-        return read_body_model(cached)
+    cached = read_cached_body_model(user_dir("cache") / BODY_MODEL_CACHE)  # unreadable: deleted, VibeError
+    if cached is not None:
+        return cached
     raise VibeError(
         "No body model to build the character from. Set the model-data folder (with "
         "SMPL_NEUTRAL.pkl) in the add-on preferences, or capture once through the server."

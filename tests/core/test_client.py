@@ -4,9 +4,11 @@ in tests) refusing a local path as from another machine. Also the token lookup. 
 runs against the real server in tests/server/test_client_real_server.py."""
 
 import http.server
+import json
 import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 from fake_vibe_server import FakeVibeServer
@@ -20,6 +22,9 @@ from vibe_blender.core.client import (
     is_loopback_url,
 )
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.model_data import ensure_body_model, read_cached_body_model
+from vibe_blender.core.server_proof import server_proof
+from vibe_blender.core.smpl_model import load_body_model
 
 TOKEN = "fake-token"
 
@@ -365,3 +370,130 @@ def test_bad_url_is_refused(url):
 def test_a_bad_job_id_never_reaches_a_request():
     with pytest.raises(VibeError, match="not a VIBE Mocap job id"):
         ServerClient("http://127.0.0.1:1", TOKEN).download_result("../x", "/tmp/x.npz")
+
+
+# ---------------------------------------------------------------- the body model the server sends
+def _cache(tmp_path):
+    return tmp_path / "cache" / "body_model.npz"
+
+
+def test_a_body_model_that_does_not_read_is_never_cached(server_files, tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a body model")
+    with FakeVibeServer(server_files[0], junk) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "sent a body model that cannot be used" in status.message
+    assert _files_under(tmp_path / "cache") == []  # neither the file nor its .part
+
+
+@pytest.mark.parametrize("cached", [b"not a body model", b""])
+def test_an_unreadable_cached_body_model_is_downloaded_again_once(server_files, tmp_path, cached):
+    _cache(tmp_path).parent.mkdir()
+    _cache(tmp_path).write_bytes(cached)
+    with _fake(server_files) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "done", status.message
+    assert load_body_model(_cache(tmp_path)).num_vertices == 6890
+    assert [p for _, p in server.requests if p.endswith("/body_model")] == ["/api/v1/body_model"]
+
+
+def test_a_readable_cached_body_model_is_not_downloaded_again(server_files, tmp_path):
+    _cache(tmp_path).parent.mkdir()
+    _cache(tmp_path).write_bytes(server_files[1].read_bytes())
+    with _fake(server_files) as server:
+        assert _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run().state == "done"
+    assert not any(p.endswith("/body_model") for _, p in server.requests)
+
+
+def test_an_unreadable_cached_body_model_and_a_bad_download_leave_nothing_cached(server_files, tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"still not a body model")
+    _cache(tmp_path).parent.mkdir()
+    _cache(tmp_path).write_bytes(b"not a body model")
+    with FakeVibeServer(server_files[0], junk) as server:
+        with pytest.raises(VibeError, match="sent a body model that cannot be used"):
+            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+    assert _files_under(tmp_path / "cache") == []
+    assert sum(p.endswith("/body_model") for _, p in server.requests) == 1
+
+
+def test_reading_an_unreadable_cache_deletes_it_and_says_how_to_get_it_again(tmp_path):
+    path = _cache(tmp_path)
+    assert read_cached_body_model(path) is None
+    path.parent.mkdir()
+    path.write_bytes(b"PK\x03\x04 damaged")
+    with pytest.raises(VibeError, match="was unreadable and was deleted.*Capture once through the server"):
+        read_cached_body_model(path)
+    assert not path.exists() and read_cached_body_model(path) is None
+
+
+def test_a_download_of_unknown_length_is_refused(server_files, tmp_path):
+    """No Content-Length and no chunked encoding: the body ends when the connection does, so a cut-off
+    transfer would look whole."""
+    with _fake(server_files, result_bytes_sent=1000, polls_per_job=1) as server:
+        client = ServerClient(server.url, TOKEN)
+        job_id = client.submit_local(server_files[2])["job_id"]
+        client.job(job_id)
+        with pytest.raises(VibeError, match="without its length.*nothing was saved"):
+            client.download_result(job_id, tmp_path / "r.npz")
+    assert _files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("length", ["²", "1²", "³"])  # str.isdigit says yes, int() no
+def test_a_content_length_that_is_not_ascii_digits_is_an_invalid_answer(server_files, tmp_path, length):
+    with _fake(server_files, declared_length=length) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "a Content-Length that is not a number" in status.message
+    assert _files_under(tmp_path / "results") == []
+
+
+class _ChunkedBodyModel(http.server.BaseHTTPRequestHandler):
+    """/health with the proof; /body_model in chunked encoding, cut before its last chunk when ``cut``."""
+
+    protocol_version = "HTTP/1.1"
+    body, cut = b"", False
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.startswith("/api/v1/health"):
+            challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["challenge"][0]
+            proof = server_proof(TOKEN, challenge, self.server.server_address[1])
+            data = json.dumps({"status": "ok", "api_version": 1, "device": "cpu", "proof": proof}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        step = 1 << 20
+        for start in range(0, len(self.body) // 2 if self.cut else len(self.body), step):
+            part = self.body[start : start + step]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        if not self.cut:
+            self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_a_chunked_download_is_whole_or_refused(server_files, tmp_path, cut):
+    handler = type("Handler", (_ChunkedBodyModel,), {"body": server_files[1].read_bytes(), "cut": cut})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ServerClient(f"http://127.0.0.1:{server.server_port}", TOKEN)
+        if cut:
+            with pytest.raises(VibeError):
+                client.download_body_model(_cache(tmp_path))
+            assert _files_under(tmp_path / "cache") == []
+        else:
+            client.download_body_model(_cache(tmp_path))
+            assert load_body_model(_cache(tmp_path)).num_vertices == 6890
+    finally:
+        server.shutdown()
+        server.server_close()

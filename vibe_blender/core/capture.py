@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .client import Cancelled, LocalPathRefused, ServerClient, is_loopback_url
 from .errors import VibeError
+from .model_data import ensure_body_model
 
 # Job states as the panel shows them; the last three are final.
 ACTIVE_STATES = ("connecting", "uploading", "queued", "running", "downloading")
@@ -170,8 +171,7 @@ class CaptureJob:
             self._cancel.wait(self.poll_interval_s)
         self._set(state="downloading", stage=None, progress=1.0, message="Downloading the result")
         result = self.client.download_result(job_id, self.result_path, should_stop=stop)
-        if not self.body_model_path.is_file():
-            self.client.download_body_model(self.body_model_path, should_stop=stop)
+        ensure_body_model(self.client, self.body_model_path, should_stop=stop)
         self._set(
             state="done",
             result_path=result,

@@ -30,6 +30,7 @@ from pathlib import Path
 from . import safe_json
 from .errors import VibeError
 from .server_proof import new_challenge, proof_ok
+from .smpl_model import load_body_model
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -49,6 +50,13 @@ MAX_ETA_S = 1e7
 MAX_TRACKS = 100_000
 TOKEN_MAX_CHARS = 256
 Stop = Callable[[], bool]
+
+
+def parse_content_length(value: str | None) -> int | None:
+    """A Content-Length header -> its number; None when absent or not plain ASCII digits ('²' and '٣'
+    pass ``str.isdigit`` but are no length)."""
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def is_loopback_url(url: str) -> bool:
@@ -262,11 +270,12 @@ class ServerClient:
         declared = response.getheader("Content-Length")
         if declared is None:
             return None
-        if not declared.strip().isdigit():
+        length = parse_content_length(declared)
+        if length is None:
             raise self._invalid("a Content-Length that is not a number")
-        if int(declared) > max_bytes:
+        if length > max_bytes:
             raise self._too_large(max_bytes)
-        return int(declared)
+        return length
 
     def _too_large(self, max_bytes: int) -> VibeError:
         return VibeError(
@@ -459,10 +468,30 @@ class ServerClient:
         return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=timeout_s, sock=sock)
 
     def download_body_model(self, dest: str | Path, *, max_bytes: int = MAX_BODY_MODEL_BYTES, **kw) -> Path:
-        """GET /body_model -> the body-model .npz at ``dest``."""
-        return self._download("/body_model", dest, max_bytes=max_bytes, **kw)
+        """GET /body_model -> the body-model .npz at ``dest``, only once it reads as one (a file that does
+        not replaces nothing)."""
+        return self._download("/body_model", dest, max_bytes=max_bytes, check=self._check_body_model, **kw)
 
-    def _download(self, path: str, dest: str | Path, *, max_bytes: int, should_stop: Stop | None = None) -> Path:
+    def _check_body_model(self, partial: Path) -> None:
+        try:
+            load_body_model(partial)
+        except VibeError as err:
+            raise VibeError(
+                f"The server at {self.base_url} sent a body model that cannot be used ({err}); nothing was "
+                "saved. Check the server's model data ('vibe-mocap data check') or update the server."
+            ) from None
+
+    def _download(
+        self,
+        path: str,
+        dest: str | Path,
+        *,
+        max_bytes: int,
+        should_stop: Stop | None = None,
+        check: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """GET ``path`` -> ``dest``, written as ``dest.part`` and renamed once whole (its length known:
+        declared or chunked) and, with ``check``, once ``check(part)`` passed."""
         dest = Path(dest)
         partial = dest.with_name(dest.name + ".part")
         with self._exchange("GET", path, should_stop=should_stop) as response:
@@ -493,10 +522,21 @@ class ServerClient:
                         f"The download from {self.base_url} ended early ({received} of {declared} "
                         "bytes); try the capture again."
                     )
+                if declared is None and not response.chunked:  # the body ended when the connection did
+                    raise VibeError(
+                        f"The server at {self.base_url} sent a download without its length, so a cut-off "
+                        "transfer cannot be told from a whole one; nothing was saved. Check the server URL "
+                        "(a proxy in between may drop the length), or update the server."
+                    )
+                if check is not None:
+                    check(partial)
+                try:
+                    os.replace(partial, dest)  # never leave a half-written file under the final name
+                except OSError as err:
+                    raise _cannot_write(dest, err) from None
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-        os.replace(partial, dest)  # never leave a half-written file under the final name
         return dest
 
     # ---------------------------------------------------------------- checks of what the server sent

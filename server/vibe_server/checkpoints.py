@@ -15,6 +15,7 @@ the file, so nothing is inflated.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import zipfile
@@ -159,17 +160,57 @@ def _strip_prefixes(state: dict) -> dict:
 
 
 def _load_container(path, what: str, key: str, other_key: str, other_hint: str) -> dict:
-    """torch_load + check that the dict has ``key``; name the other container if it has ``other_key``."""
+    """torch_load + check that the dict has ``key``, a dict of str -> tensor (the weights); name the
+    other container if it has ``other_key``."""
     ckpt = torch_load(path, what)
     if not isinstance(ckpt, dict) or key not in ckpt:
-        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         hint = f" {other_hint}" if isinstance(ckpt, dict) and other_key in ckpt else ""
         raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{hint}")
+    _check_state_dict(ckpt[key], f"'{path}': its '{key}'", what)
     return ckpt
 
 
+def _check_state_dict(state, label: str, what: str) -> None:
+    """A state dict as torch.save writes one: a dict of str -> torch.Tensor; else one VibeError."""
+    if not isinstance(state, dict):
+        problem = f"is a {type(state).__name__}, not a dict of named tensors"
+    else:
+        bad_keys = [k for k in state if not isinstance(k, str)][:1]
+        bad_value = next(((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+        if bad_keys:
+            problem = f"has the key {bad_keys[0]!r:.60}, which is not a name"
+        elif bad_value is not None:
+            problem = (
+                f"holds a value of type {type(bad_value[1]).__name__} under '{str(bad_value[0])[:80]}', not a tensor"
+            )
+        else:
+            return
+    raise VibeError(f"{label} {problem}: it is not the {what} (a damaged or altered file). Download it again.")
+
+
+def _performance(value, path, what: str) -> np.float64 | None:
+    """``performance`` as the official container stores it (a numpy float64; NaN when unknown, as this
+    code and the original write it without validation) -> a finite np.float64 or None; else VibeError."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.dtype.is_complex:
+        value = value.item()
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        if math.isfinite(number):
+            return np.float64(number)
+    raise VibeError(
+        f"'{path}': its 'performance' is {value!r:.60}, not one finite number (the validation error the "
+        f"{what} was saved with): a damaged or altered file. Download it again."
+    )
+
+
 def load_vibe_checkpoint(path: str | Path) -> dict:
-    """The VIBE container as a dict; ``gen_state_dict`` guaranteed present."""
+    """The VIBE container as a dict: ``gen_state_dict`` a dict of str -> tensor, ``performance`` a
+    finite np.float64 or None (absent, or NaN as written without validation)."""
     ckpt = _load_container(
         path,
         "VIBE checkpoint",
@@ -178,11 +219,12 @@ def load_vibe_checkpoint(path: str | Path) -> dict:
         "It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is vibe_model_wo_3dpw.pth.tar.",
     )
     ckpt["gen_state_dict"] = _strip_prefixes(ckpt["gen_state_dict"])
+    ckpt["performance"] = _performance(ckpt.get("performance"), path, "VIBE checkpoint")
     return ckpt
 
 
 def load_spin_checkpoint(path: str | Path) -> dict:
-    """SPIN's ``model`` state dict (backbone + its unused regression head)."""
+    """SPIN's ``model`` state dict (backbone + its unused regression head), a dict of str -> tensor."""
     ckpt = _load_container(
         path,
         "SPIN checkpoint",

@@ -2,6 +2,8 @@
 
 import http.server
 import os
+import pickle
+import re
 import shutil
 import stat
 import struct
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_server import load_model
@@ -471,3 +474,67 @@ def test_serve_on_partial_model_data_answers_503_with_the_reason(full_bundle, tm
         answer = client.get("/api/v1/body_model")
     assert answer.status_code == 503
     assert "is incomplete" in answer.json()["detail"] and bundle.SMPL_PKL in answer.json()["detail"]
+
+
+# --------------------------------------------------------------------------------------------
+# Files that load but are not what their name says: 'invalid', never a crash
+# --------------------------------------------------------------------------------------------
+
+
+def _generator(**changes) -> dict:
+    """A gen_state_dict of the official keys and shapes, each a stride-0 view (a few bytes on disk)."""
+    from vibe_server import checkpoints
+
+    state = {k: torch.zeros(1).expand(*s) if s else torch.zeros(()) for k, s in checkpoints.GENERATOR_SHAPES.items()}
+    return {**state, **changes}
+
+
+@pytest.mark.parametrize(
+    "name, ckpt, match",
+    [
+        (bundle.VIBE_CHECKPOINT, {"gen_state_dict": [1, 2, 3]}, "'gen_state_dict' is a list"),
+        (bundle.VIBE_CHECKPOINT, {"gen_state_dict": {1: torch.zeros(1)}}, "has the key 1"),
+        (bundle.VIBE_CHECKPOINT, {"gen_state_dict": _generator(**{"encoder.linear.bias": 0})}, "value of type int"),
+        (bundle.VIBE_CHECKPOINT_3DPW, {"gen_state_dict": _generator(), "performance": "abc"}, "'performance' is 'abc'"),
+        (bundle.VIBE_CHECKPOINT, {"gen_state_dict": _generator(), "performance": torch.zeros(2)}, "'performance' is"),
+        (bundle.SPIN_CHECKPOINT, {"model": [1]}, "'model' is a list"),
+    ],
+)
+def test_a_checkpoint_of_the_wrong_structure_is_invalid(tmp_path, name, ckpt, match):
+    torch.save(ckpt, tmp_path / name)
+    status = bundle.check_file(name, tmp_path / name)
+    assert status.status == "invalid" and re.search(match, status.detail), status.detail
+
+
+def test_an_smpl_model_with_other_joint_parents_is_invalid(tmp_path, synthetic_bundle):
+    from vibe_blender.core.smpl_model import load_smpl_pkl
+
+    model = load_smpl_pkl(synthetic_bundle / bundle.SMPL_PKL)
+    parents = model.parents.copy()
+    parents[23] = 20
+    arrays = {
+        "v_template": model.v_template,
+        "f": model.faces,
+        "weights": model.lbs_weights,
+        "shapedirs": model.shapedirs,
+        "posedirs": model.posedirs,
+        "J_regressor": model.J_regressor,
+        "kintree_table": np.stack([parents, np.arange(24)]),
+    }
+    (tmp_path / bundle.SMPL_PKL).write_bytes(pickle.dumps(arrays, protocol=2))
+    status = bundle.check_file(bundle.SMPL_PKL, tmp_path / bundle.SMPL_PKL)
+    assert status.status == "invalid" and "are not SMPL's" in status.detail
+
+
+def test_any_failure_of_a_validator_is_invalid_and_the_install_goes_on(full_bundle, tmp_path, monkeypatch):
+    def unforeseen(path):
+        raise KeyError("an unforeseen problem")
+
+    monkeypatch.setitem(bundle.CHECKS, bundle.MEAN_PARAMS, unforeseen)
+    status = bundle.check_file(bundle.MEAN_PARAMS, full_bundle / bundle.MEAN_PARAMS)
+    assert status.status == "invalid" and "KeyError" in status.detail and "an unforeseen problem" in status.detail
+    logged = []
+    with pytest.raises(VibeError, match=rf"Not installed: {bundle.MEAN_PARAMS} from"):
+        bundle.install(str(full_bundle), tmp_path / "t", log=logged.append)
+    assert set(_installed(tmp_path / "t")) == set(bundle.REQUIRED_FILES) - {bundle.MEAN_PARAMS}
+    assert any(line.startswith(f"not installed {bundle.MEAN_PARAMS}: ") and "KeyError" in line for line in logged)

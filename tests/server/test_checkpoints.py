@@ -241,3 +241,58 @@ def test_zip_directory_is_bounded_before_zipfile_reads_it(tmp_path, monkeypatch)
     with pytest.raises(VibeError, match=r"stored.pth.tar' was not loaded: it has a zip directory of \d+ bytes"):
         checkpoints.load_vibe_checkpoint(path)
     assert opened == []
+
+
+# --- files that load under weights_only but are not the containers' structure ----------------
+
+
+@pytest.mark.parametrize(
+    "ckpt, load, match",
+    [
+        ({"gen_state_dict": [1, 2, 3]}, "vibe", "'gen_state_dict' is a list, not a dict of named tensors"),
+        ({"gen_state_dict": {1: torch.zeros(1)}}, "vibe", "'gen_state_dict' has the key 1, which is not a name"),
+        ({"gen_state_dict": {None: torch.zeros(1)}}, "vibe", "'gen_state_dict' has the key None"),
+        (
+            {"gen_state_dict": {"a": torch.zeros(1), "b": 0}},
+            "vibe",
+            "'gen_state_dict' holds a value of type int under 'b'",
+        ),
+        ({"gen_state_dict": {"a": [torch.zeros(1)]}}, "vibe", "'gen_state_dict' holds a value of type list under 'a'"),
+        ({"model": [1]}, "spin", "'model' is a list, not a dict of named tensors"),
+        ({"model": {("a",): torch.zeros(1)}}, "spin", r"'model' has the key \('a',\)"),
+    ],
+)
+def test_a_container_whose_weights_are_not_named_tensors_is_refused(tmp_path, ckpt, load, match):
+    path = tmp_path / "odd.pth.tar"
+    torch.save(ckpt, path)
+    loader = checkpoints.load_vibe_checkpoint if load == "vibe" else checkpoints.load_spin_checkpoint
+    with pytest.raises(VibeError, match=rf"odd.pth.tar': its {match}.*Download it again"):
+        loader(path)
+
+
+@pytest.mark.parametrize("performance", ["abc", torch.zeros(2), [1.0], np.float64(np.inf), True, {"pa": 1.0}])
+def test_a_performance_that_is_not_one_finite_number_is_refused(tmp_path, performance):
+    path = tmp_path / "perf.pth.tar"
+    torch.save({"gen_state_dict": {"w": torch.ones(1)}, "performance": performance}, path)
+    with pytest.raises(VibeError, match=r"perf.pth.tar': its 'performance' is .*not one finite number"):
+        checkpoints.load_vibe_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    "performance, expected",
+    [(np.float64(51.5), 51.5), (torch.tensor(2.5), 2.5), (7, 7.0), (np.float64(np.nan), None), (None, None)],
+)
+def test_performance_reads_as_one_number_or_none(tmp_path, performance, expected):
+    """NaN is how the container says "not validated" (the original's code and ours write it so)."""
+    path = tmp_path / "perf.pth.tar"
+    torch.save({"gen_state_dict": {"w": torch.ones(1)}, "performance": performance}, path)
+    value = checkpoints.load_vibe_checkpoint(path)["performance"]
+    assert value == expected if expected is not None else value is None
+    assert expected is None or type(value) is np.float64
+
+
+def test_a_generator_of_non_tensors_stops_model_loading_with_one_clear_error(synthetic_bundle, tmp_path):
+    path = tmp_path / "v.pth.tar"
+    torch.save({"gen_state_dict": dict.fromkeys(checkpoints.GENERATOR_SHAPES, 0)}, path)
+    with pytest.raises(VibeError, match="v.pth.tar': its 'gen_state_dict' holds a value of type int"):
+        load_model(synthetic_bundle, vibe_checkpoint=path)

@@ -113,10 +113,10 @@ def _check_spin(path: Path) -> str:
 def _check_vibe(path: Path) -> str:
     from .. import checkpoints  # start-up: torch loads only when a checkpoint is checked
 
-    ckpt = checkpoints.load_vibe_checkpoint(path)
+    ckpt = checkpoints.load_vibe_checkpoint(path)  # performance: a finite np.float64 or None
     checkpoints.check_generator_keys(ckpt["gen_state_dict"], source=path)
-    perf = ckpt.get("performance")
-    return f"{len(ckpt['gen_state_dict'])} tensors" + (f", PA-MPJPE {float(perf):.2f}" if perf is not None else "")
+    perf = ckpt["performance"]
+    return f"{len(ckpt['gen_state_dict'])} tensors" + (f", PA-MPJPE {perf:.2f}" if perf is not None else "")
 
 
 def _check_yolo(path: Path) -> str:
@@ -139,7 +139,8 @@ CHECKS: dict[str, Callable[[Path], str]] = {
 
 
 def check_file(name: str, path: Path) -> FileStatus:
-    """One model file's status by ``data check``'s validators; 'invalid' carries the reason."""
+    """One model file's status by ``data check``'s validators; 'invalid' carries the reason (whatever
+    went wrong: a file they did not foresee is invalid, so an install goes on with the other files)."""
     if not path.is_file():
         if os.path.lexists(path):
             return FileStatus(name, "invalid", "not a regular file (a folder, device, FIFO, socket or broken link)")
@@ -153,6 +154,8 @@ def check_file(name: str, path: Path) -> FileStatus:
         return FileStatus(name, "present", CHECKS[name](path))
     except VibeError as err:
         return FileStatus(name, "invalid", str(err))
+    except Exception as err:  # noqa: BLE001 - a file the validators did not foresee is invalid, never a crash
+        return FileStatus(name, "invalid", f"unreadable as {name} ({type(err).__name__}: {str(err)[:200]})")
 
 
 def check_bundle(data_dir: Path, names=REQUIRED_FILES + OPTIONAL_FILES) -> list[FileStatus]:

@@ -25,9 +25,10 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.safe_npz import check_zip_directory
 from vibe_blender.core.safe_pickle import BASE_GLOBALS
-from vibe_blender.core.zip_directory import central_directory
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
 # model weights: dropped on load, written as zeros for the original code's strict loading.
@@ -81,9 +82,10 @@ MAX_ZIP_DIRECTORY_BYTES = 4 << 20
 
 def _zip_problem(file: BinaryIO, size: int) -> str | None:
     """What in this zip-format file torch.save never writes (None when nothing)."""
-    _, directory = central_directory(file) or (0, 0)  # no end record: ZipFile itself refuses the file
-    if directory > MAX_ZIP_DIRECTORY_BYTES:
-        return f"a zip directory of {directory} bytes (more than {MAX_ZIP_DIRECTORY_BYTES})"
+    try:
+        check_zip_directory(file, max_directory_bytes=MAX_ZIP_DIRECTORY_BYTES)
+    except UntrustedDataError as err:
+        return str(err)
     with zipfile.ZipFile(file) as archive:
         infos = archive.infolist()
     packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]

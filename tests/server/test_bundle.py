@@ -7,6 +7,7 @@ import re
 import shutil
 import stat
 import struct
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hostile_files.py
+from hostile_files import Member, zip_bytes
 
 from vibe_blender.core.errors import VibeError
 from vibe_server import load_model
@@ -538,3 +542,51 @@ def test_any_failure_of_a_validator_is_invalid_and_the_install_goes_on(full_bund
         bundle.install(str(full_bundle), tmp_path / "t", log=logged.append)
     assert set(_installed(tmp_path / "t")) == set(bundle.REQUIRED_FILES) - {bundle.MEAN_PARAMS}
     assert any(line.startswith(f"not installed {bundle.MEAN_PARAMS}: ") and "KeyError" in line for line in logged)
+
+
+# --------------------------------------------------------------------------------------------
+# An archive's central directory is bounded before zipfile reads it
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: zip_bytes([Member("x", b"a")], copies=40), "a zip directory listing 40 entries, more than 10"),
+        # the end record's count may lie: zipfile reads every entry the directory holds
+        (lambda: zip_bytes([Member("x", b"a")], copies=40, declared=1), r"a zip directory of 1880 bytes"),
+    ],
+    ids=["many entries", "count understated"],
+)
+def test_an_archive_with_a_huge_directory_is_refused_before_zipfile_reads_it(tmp_path, monkeypatch, make, match):
+    monkeypatch.setattr(bundle, "MAX_ARCHIVE_MEMBERS", 10)
+    monkeypatch.setattr(bundle, "MAX_ARCHIVE_DIRECTORY_BYTES", 1000)
+    archive = tmp_path / "vibe_data.zip"
+    archive.write_bytes(make())
+    opened = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: opened.append(a) or pytest.fail("ZipFile was reached"))
+    with pytest.raises(VibeError, match=rf"Not installed: '{archive}' has {match}"):
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert opened == [] and _installed(tmp_path / "t") == []
+
+
+class _OddLength(_Payload):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "²")  # str.isdigit says yes, int() no
+        self.end_headers()
+        self.wfile.write(self.body)
+
+
+def test_a_content_length_of_non_ascii_digits_is_no_length(tmp_path, monkeypatch):
+    handler = type("Handler", (_OddLength,), {"body": bytes(5000)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(bundle, "MAX_DOWNLOAD_BYTES", 4000)
+    try:
+        with pytest.raises(VibeError, match="is larger than the model data can be"):  # bounded while reading
+            bundle.install(f"http://127.0.0.1:{server.server_address[1]}/vibe_data.zip", tmp_path / "t")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _installed(tmp_path / "t") == []

@@ -11,7 +11,8 @@ a damaged one escapes as MemoryError, ValueError, BadZipFile or OverflowError. H
   together); only stored or deflated members are read, never encrypted ones;
 - the zip's end record (zip64 too) may declare at most :data:`MAX_MEMBERS` entries in a central
   directory of at most :data:`MAX_DIRECTORY_BYTES`, checked before ``zipfile`` builds an object
-  per entry;
+  per entry (:func:`check_zip_directory`, which the server's checkpoint and model-data readers use
+  with their own bounds);
 - every failure, whatever its kind, becomes one ``VibeError`` naming the file and what is wrong.
 """
 
@@ -115,30 +116,36 @@ def _check_members(count: int) -> None:
         raise UntrustedDataError(f"the archive lists {count} members, more than {MAX_MEMBERS}")
 
 
-def _check_directory(file) -> None:
-    """Refuses a zip whose end record states more than MAX_MEMBERS entries or a central directory
-    larger than MAX_DIRECTORY_BYTES (or than the file), before zipfile reads that directory."""
+def check_zip_directory(
+    file, *, max_members: int = MAX_MEMBERS, max_directory_bytes: int = MAX_DIRECTORY_BYTES
+) -> None:
+    """Refuses (UntrustedDataError) a zip in the binary ``file`` whose end record states more than
+    ``max_members`` entries or a central directory larger than ``max_directory_bytes`` (or than the
+    file), before ``zipfile`` reads that directory (it builds an object per entry, whatever the end
+    record's count says); and a file with no end record. The one check of every zip a user may have
+    downloaded (``.npz`` files, checkpoints, ``vibe_data.zip``). Its messages complete "it has ..."."""
     size = file.seek(0, io.SEEK_END)
     numbers = central_directory(file)
     if numbers is None:
-        raise UntrustedDataError("it is not a zip archive, as every .npz is (no end-of-central-directory record)")
+        raise UntrustedDataError("no end-of-central-directory record (it is not a zip archive)")
     entries, directory_bytes = numbers
-    _check_members(entries)
-    if directory_bytes > min(size, MAX_DIRECTORY_BYTES):
+    if entries > max_members:
+        raise UntrustedDataError(f"a zip directory listing {entries} entries, more than {max_members}")
+    if directory_bytes > min(size, max_directory_bytes):
         raise UntrustedDataError(
-            f"the archive's directory is said to take {directory_bytes} bytes, more than the file holds "
-            f"or the {MAX_DIRECTORY_BYTES} that {MAX_MEMBERS} members need"
+            f"a zip directory of {directory_bytes} bytes, more than the file holds or the "
+            f"{max_directory_bytes} that {max_members} entries need"
         )
 
 
 @contextmanager
 def _open_zip(source) -> Iterator[zipfile.ZipFile]:
-    """``zipfile.ZipFile(source)`` once its end record passed :func:`_check_directory`, on one open
+    """``zipfile.ZipFile(source)`` once its end record passed :func:`check_zip_directory`, on one open
     file (the file checked is the file read)."""
     with ExitStack() as stack:
         file = stack.enter_context(open(source, "rb")) if isinstance(source, (str, os.PathLike)) else source
         here = file.tell()
-        _check_directory(file)
+        check_zip_directory(file)
         file.seek(here)
         archive = stack.enter_context(zipfile.ZipFile(file))
         _check_members(len(archive.infolist()))  # the end record's count may understate it

@@ -24,7 +24,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
+from vibe_blender.core.bounded_arrays import UntrustedDataError
+from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.safe_npz import check_zip_directory
 from vibe_blender.core.smpl_model import load_smpl_pkl
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
@@ -67,6 +70,10 @@ MAX_FILE_BYTES = {
 }
 MAX_TOTAL_BYTES = 3 * GiB  # all model files of one install together
 MAX_DOWNLOAD_BYTES = 4 * GiB  # vibe_data.zip also holds files that are not installed (a sample video)
+# vibe_data.zip holds a few dozen entries; zipfile builds an object per central-directory entry before
+# any other check, so the directory is bounded first (a 13 MB archive may list 300 000 entries).
+MAX_ARCHIVE_MEMBERS = 10_000
+MAX_ARCHIVE_DIRECTORY_BYTES = 4 * MiB
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +254,23 @@ def _found_in_folder(folder: Path) -> list[_Found]:
     return found
 
 
+@contextlib.contextmanager
+def _open_archive(path: Path, source: str) -> Iterator[zipfile.ZipFile]:
+    """``zipfile.ZipFile`` on the archive once its central directory is bounded (zipfile builds an
+    object per entry before anything else is checked), on one open file: the file checked is the file read."""
+    with open(path, "rb") as file:
+        try:
+            check_zip_directory(file, max_members=MAX_ARCHIVE_MEMBERS, max_directory_bytes=MAX_ARCHIVE_DIRECTORY_BYTES)
+            file.seek(0)
+            archive = zipfile.ZipFile(file)
+        except UntrustedDataError as err:
+            raise _refuse(source, f"has {err}, which vibe_data.zip has not", "Get it again.") from err
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise _refuse(source, f"is a damaged zip archive ({err})", "Get it again.") from err
+        with archive:
+            yield archive
+
+
 def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
     """The first member of each known name. Link and special-file members are refused, and each
     member's declared size is bounded before anything is decompressed."""
@@ -277,8 +301,7 @@ def _download(url: str, dest_dir: Path) -> Path:
     )
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-            declared = response.headers.get("Content-Length", "")
-            total = int(declared) if declared.isdigit() else None
+            total = parse_content_length(response.headers.get("Content-Length"))
             if total is not None and total > limit:
                 raise _refuse(url, *too_big)
             received = 0
@@ -365,10 +388,7 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
             # would block zipfile's probe, /dev/zero would never end
             size = _regular_size(path, source, follow_symlink=True)
             if zipfile.is_zipfile(path):
-                try:
-                    archive = stack.enter_context(zipfile.ZipFile(path))
-                except zipfile.BadZipFile as err:
-                    raise _refuse(source, f"is a damaged zip archive ({err})", "Get it again.") from err
+                archive = stack.enter_context(_open_archive(path, source))
                 found = _found_in_zip(archive, source)
             elif path.name in KNOWN_FILES:
                 _check_size(path.name, source, size)

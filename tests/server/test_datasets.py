@@ -126,6 +126,79 @@ def test_bad_inputs_get_one_clear_message(db_dir, tmp_path):
         SequenceDataset(tmp_path, "mpii3d", "val")
 
 
+def _mpii3d(n: int = 32, **changes) -> dict:
+    return {
+        "features": np.zeros((n, 2048)),
+        "vid_name": np.array(["a"] * n),
+        "joints2D": np.zeros((n, 49, 3)),
+        "joints3D": np.zeros((n, 49, 3)),
+        "bbox": np.ones((n, 4)),
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    "name, split, db, match",
+    [
+        (
+            "mpii3d",
+            "val",
+            _mpii3d(features=np.zeros((10, 2048))),
+            r"'features' has shape \(10, 2048\), expected \(N, 2048\) with N = 32",
+        ),
+        (
+            "mpii3d",
+            "val",
+            _mpii3d(joints2D=np.zeros((32, 5, 3))),
+            r"'joints2D' has shape \(32, 5, 3\), expected \(N, >=49, 3\)",
+        ),
+        (
+            "mpii3d",
+            "val",
+            _mpii3d(joints3D=np.zeros((32, 20, 3))),
+            r"'joints3D' has shape .* expected \(N, 14 or 49, >=3\)",
+        ),
+        ("mpii3d", "val", _mpii3d(bbox=np.ones((32, 4, 1))), r"'bbox' has shape \(32, 4, 1\), expected \(N, 4\)"),
+        ("mpii3d", "val", _mpii3d(bbox=np.ones((32, 4), bool)), "'bbox' is an array of bool, not an array of numbers"),
+        (
+            "mpii3d",
+            "val",
+            _mpii3d(features=np.array(["x"] * 32)),
+            "'features' is an array of <U1, not an array of numbers",
+        ),
+        ("mpii3d", "val", _mpii3d(vid_name=np.array([["a"]] * 32)), r"'vid_name' has shape \(32, 1\), expected \(N,\)"),
+        (
+            "amass",
+            "train",
+            {"theta": "not an array", "vid_name": np.array(["a"] * 32)},
+            "'theta' is a str, not an array",
+        ),
+        (
+            "amass",
+            "train",
+            {"theta": np.zeros((32, 72)), "vid_name": np.array(["a"] * 32)},
+            r"'theta' has shape \(32, 72\), expected \(N, >=82\)",
+        ),
+        (
+            "3dpw",
+            "train",
+            {**_mpii3d(joints2D=np.zeros((32, 14, 3))), "pose": np.zeros((32, 69)), "shape": np.zeros((32, 10))},
+            r"'pose' has shape \(32, 69\), expected \(N, 72\)",
+        ),
+    ],
+)
+def test_a_database_whose_arrays_do_not_fit_its_layout_is_named(tmp_path, name, split, db, match):
+    path = datasets.db_path(tmp_path, name, split)
+    joblib.dump(db, path)
+    with pytest.raises(VibeError, match=rf"{path.name}: {match}"):
+        SequenceDataset(tmp_path, name, split)
+
+
+def test_a_database_that_fits_its_layout_still_reads(tmp_path):
+    joblib.dump(_mpii3d(joints3D=np.zeros((32, 49, 4), np.float32)), tmp_path / "mpii3d_val_db.pt")
+    assert [item["kp_3d"].shape for item in SequenceDataset(tmp_path, "mpii3d", "val")] == [(16, 14, 3)] * 2
+
+
 class _RunsCode:
     """Pickles as a call of ``func(arg)``: what a hostile database file would hold."""
 

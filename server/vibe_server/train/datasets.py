@@ -224,6 +224,64 @@ def require_keys(db: dict, keys: tuple, path: str | Path) -> None:
         )
 
 
+def _trailing_rules(joints_2d_src: str) -> dict:
+    """key -> what each of its N rows must be: per dimension an int (that size), a set (one of those
+    sizes) or a (min, None) pair (at least min): what the items are cut from."""
+    return {
+        "features": (2048,),
+        "bbox": (4,),
+        "joints2D": ((max(TO_SPIN[joints_2d_src].values()) + 1, None), 3),  # the source order's joints
+        "joints3D": ({14, 49}, (3, None)),  # common or spin-49 order
+        "pose": (72,),
+        "shape": ((10, None),),
+        "theta": ((82, None),),  # 72 pose + 10 betas
+    }
+
+
+def _fits(size: int, rule) -> bool:
+    if isinstance(rule, int):
+        return size == rule
+    if isinstance(rule, set):
+        return size in rule
+    return size >= rule[0]
+
+
+def _describe(rule) -> str:
+    if isinstance(rule, int):
+        return str(rule)
+    if isinstance(rule, set):
+        return " or ".join(map(str, sorted(rule)))
+    return f">={rule[0]}"
+
+
+def check_database(db, keys: tuple, path: str | Path, joints_2d_src: str = "spin") -> None:
+    """Every array of ``keys`` as the items need it: one row per ``vid_name`` entry, numbers (a
+    ``vid_name`` of text), the trailing shape of :func:`_trailing_rules`; else one VibeError naming
+    the file and the array (the items would fail later with an IndexError, or be cut short)."""
+    vid_name = db["vid_name"]
+    if getattr(vid_name, "ndim", None) != 1:
+        raise VibeError(
+            f"{path}: 'vid_name' has shape {getattr(vid_name, 'shape', None)}, expected (N,), one track name "
+            "per frame; the file is damaged or not a database of this dataset."
+        )
+    n = vid_name.shape[0]
+    rules = _trailing_rules(joints_2d_src)
+    for key in keys:
+        if key not in rules:
+            continue
+        array, rule = db[key], rules[key]
+        shape, dtype = getattr(array, "shape", None), getattr(array, "dtype", None)
+        if shape is None or dtype is None or dtype.kind not in "iuf":
+            what = f"an array of {dtype}" if dtype is not None else f"a {type(array).__name__}"
+            raise VibeError(f"{path}: '{key}' is {what}, not an array of numbers; the file is damaged.")
+        if len(shape) != 1 + len(rule) or shape[0] != n or not all(map(_fits, shape[1:], rule)):
+            expected = ", ".join(["N", *map(_describe, rule)])
+            raise VibeError(
+                f"{path}: '{key}' has shape {tuple(shape)}, expected ({expected}) with N = {n}, the rows of "
+                "'vid_name'; the file is damaged or not a database of this dataset."
+            )
+
+
 def split_into_chunks(vid_names: np.ndarray, seqlen: int, stride: int) -> list[tuple[int, int]]:
     """vid_names (N,) -> inclusive (start, end) windows of seqlen frames inside each track.
 
@@ -290,6 +348,7 @@ class SequenceDataset(Dataset):
         self.joints_2d_src = self.spec.joints_2d
         if name == "pennaction" and not fix_pennaction_joints:
             self.joints_2d_src = "pennaction_original"
+        check_database(self.db, needed, self.path, self.joints_2d_src)
         self.keypoint_crop_scale = self.spec.feature_crop_scale if match_keypoint_crop else ORIGINAL_KEYPOINT_CROP_SCALE
         stride = max(1, int(seqlen * self.spec.train_stride_fraction)) if self.is_train else seqlen
         self.vid_names = np.array(

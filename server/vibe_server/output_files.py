@@ -3,7 +3,7 @@
 
 ``atomic_write`` writes to a temporary name in the same folder (``.<name>.<random>.part``) and
 renames it into place, so a killed write never leaves a half-written file under the real name, and
-a failed one leaves nothing.
+a failed one leaves nothing. An OSError of the write names the real output, not the temporary name.
 """
 
 from __future__ import annotations
@@ -18,15 +18,31 @@ PART_SUFFIX = ".part"
 
 def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
     """Call ``write(binary_file)`` on a temporary file next to ``path``, flush it to disk, rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-    try:
+
+    def write_file(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             write(f)
-            f.flush()
+
+    atomic_save(path, write_file)
+
+
+def atomic_save(path: str | Path, save: Callable[[Path], None]) -> None:
+    """Call ``save(temporary_path)`` (a writer that takes a path, e.g. a checkpoint saver), flush the
+    file to disk and rename it onto ``path``; a failed or interrupted save leaves ``path`` as it was
+    and no temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save(tmp)
+        with open(tmp, "ab") as f:  # (append mode: writable, as Windows needs for fsync; changes nothing)
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename in (None, str(tmp), tmp):  # the user knows the output, not its temporary name
+            err.filename = str(path)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

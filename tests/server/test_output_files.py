@@ -1,6 +1,7 @@
 """Output files: refused before any work when they would destroy an input, written atomically."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,45 @@ def test_a_failed_write_is_one_line_and_leaves_no_part_file(tmp_path, monkeypatc
     err = capsys.readouterr().err
     path = tmp_path / "report.json"
     assert err == f"error: No space left on device ({path}). Check the path, its permissions and the free disk space.\n"
+
+
+def test_a_failed_write_names_the_output_not_its_temporary_name(tmp_path):
+    def disk_full(f):
+        f.write(b"half")
+        raise OSError(28, "No space left on device")  # as a write() raises it: no file name
+
+    with pytest.raises(OSError) as err:
+        atomic_write(tmp_path / "r.npz", disk_full)
+    assert err.value.filename == str(tmp_path / "r.npz") and list(tmp_path.iterdir()) == []
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+
+
+@needs_proc
+def test_a_folder_that_takes_no_files_is_refused_before_the_work(tmp_path):
+    # /proc takes no new files, even for root
+    with pytest.raises(VibeError, match=r"The result file '/proc/r.npz' cannot be written: the folder '/proc' takes"):
+        check_output_path("/proc/r.npz", "the result file")
+    assert check_output_path(tmp_path / "r.npz", "the result file")
+    assert list(tmp_path.iterdir()) == []  # the probe file is gone
+
+
+@needs_proc
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["infer", "clip.mp4", "-o", "/proc/r.npz"],
+        ["evaluate", "3dpw_test_db.pt", "--json", "/proc/r.json"],
+        ["extract-features", "clip.mp4", "--bboxes", "boxes.csv", "--out", "/proc/r.pt"],
+    ],
+)
+def test_every_command_probes_its_output_folder_first(files, monkeypatch, capsys, argv):
+    from vibe_server.cli import main
+
+    monkeypatch.chdir(files)
+    monkeypatch.setenv("VIBE_DATA_DIR", str(files / "no_data"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The ") and f"'{argv[-1]}' cannot be written: the folder '/proc'" in err, err
+    assert err.count("\n") == 1 and ".part" not in err

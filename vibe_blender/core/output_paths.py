@@ -1,13 +1,15 @@
 """Where a command may write an output file, checked before its (possibly long) work starts.
 
-A folder, a name inside a file, or a name that is also one of the command's inputs or other outputs
-is one clear message at once, not a traceback after the run or a destroyed input. Standard library
-only: the Blender batch command uses it too.
+A folder, a name inside a file, a folder that takes no new files (read-only, no permission), or a
+name that is also one of the command's inputs or other outputs is one clear message at once, not a
+traceback after the run or a destroyed input. Standard library only: the Blender batch command uses
+it too.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,13 +33,34 @@ def check_output_path(path: str | Path, what: str, others: Mapping[str, str | Pa
 
 
 def check_folder_can_hold(folder: Path, what: str, path: Path) -> None:
-    """VibeError when ``folder`` (made when missing) cannot be: the nearest existing part of it is a file."""
+    """VibeError when ``folder`` (made when missing) cannot be: the nearest existing part of it is a
+    file, or it takes no new files (a probe file is made there and removed at once)."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise VibeError(
             f"{what[0].upper()}{what[1:]} '{path}' cannot be made: '{existing}' is a file, not a folder. "
             "Choose another folder."
         )
+    problem = _write_problem(existing or Path("."))
+    if problem:
+        raise VibeError(
+            f"{what[0].upper()}{what[1:]} '{path}' cannot be written: the folder '{existing}' takes no new "
+            f"files ({problem}). Choose a folder you can write to."
+        )
+
+
+def _write_problem(folder: Path) -> str | None:
+    """None when a file can be made in ``folder`` (an existing folder), else the system's reason."""
+    probe = folder / f".vibe-write-test.{uuid.uuid4().hex[:8]}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as err:
+        return err.strerror or str(err)
+    try:
+        os.unlink(probe)
+    except OSError:  # made but not removable: the folder takes files, which is all this asks
+        pass
+    return None
 
 
 def _same_file(a: Path, b: Path) -> bool:

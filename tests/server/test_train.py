@@ -253,9 +253,11 @@ def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
             str(tmp_path / "r.json"),
         ]
     )
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     print(text)
     assert rc == 0
+    assert "evaluate: 100%" in captured.err  # the progress bar, on stderr
     for name in ("MPJPE", "PA_MPJPE", "PVE", "ACCEL", "ACCEL_ERR", "courtyard_test_0", "courtyard_test_1", "ALL"):
         assert name in text
     result = json.loads((tmp_path / "r.json").read_text())
@@ -289,6 +291,8 @@ def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):
         ([test_db, "--seqlen", "0"], "--seqlen=0 is out of range: it must be a whole number, at least 1"),
         ([test_db, "--seqlen", "-5"], "--seqlen=-5 is out of range"),
         ([test_db, "--batch-size", "0"], "--batch-size=0 is out of range"),
+        ([test_db, "--device", "tpu"], r"Unknown device 'tpu'; use auto, cpu or cuda\[:N\]"),
+        ([test_db, "--device", "gpu"], "Unknown device 'gpu'"),
         ([str(dirs["root"] / "missing_db.pt")], "missing_db.pt not found"),
         ([str(dirs["root"] / "missing_db.pt"), "--dataset", "3dpw"], "missing_db.pt not found"),
         ([str(dirs["db"])], "is a folder, not a database file"),
@@ -304,6 +308,25 @@ def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):
         err = capsys.readouterr().err
         assert re.match(f"error: .*{message}", err) and err.count("\n") == 1, (args, err)
         assert "--db_dir" not in err and "nothing to train on" not in err
+
+
+def test_evaluate_refuses_a_gpu_that_is_not_there(dirs, capsys, monkeypatch):
+    from vibe_server.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", str(dirs["db"] / "3dpw_test_db.pt"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: Device 'cuda' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.\n")
+
+
+def test_evaluate_help_gives_the_defaults(capsys):
+    from vibe_server.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("default 16)", "windows per forward pass (default 32)", "cpu, cuda or cuda:N (default cpu)"):
+        assert words in text, words
 
 
 def test_training_refuses_a_file_of_another_dataset(dirs, tmp_path):

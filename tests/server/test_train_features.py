@@ -35,7 +35,7 @@ def test_bad_box_files_are_explained(tmp_path, content, message):
         read_bboxes(tmp_path / "missing.csv")
 
 
-def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bundle, vibe_model):
+def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bundle, vibe_model, capsys):
     import cv2
     import joblib
 
@@ -66,6 +66,7 @@ def test_extract_features_command_writes_a_database_file(tmp_path, synthetic_bun
         ]
     )
     assert rc == 0
+    assert "features: 100%" in capsys.readouterr().err  # the progress bar, on stderr
     db = joblib.load(tmp_path / "clip.pt")
     assert db["features"].shape == (3, 2048) and db["features"].dtype == np.float32
     assert db["frame_id"].tolist() == [1, 2, 4] and list(db["vid_name"]) == ["clip"] * 3
@@ -134,3 +135,60 @@ def test_extract_video_features_refuses_a_bad_scale():
 
     with pytest.raises(VibeError, match="crop scale"):
         extract_video_features(None, [], np.array([0]), np.array([[50.0, 40, 30, 30]]), scale=0.0)
+
+
+def _argv(tmp_path, *extra):
+    (tmp_path / "clip.avi").write_bytes(b"not read: refused first")
+    (tmp_path / "boxes.csv").write_text("50,40,30,30\n")
+    argv = ["extract-features", str(tmp_path / "clip.avi"), "--bboxes", str(tmp_path / "boxes.csv")]
+    return argv + ["--out", str(tmp_path / "clip.pt"), "--data-dir", str(tmp_path / "no_data"), *extra]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch-size", "0"], "--batch-size=0 is out of range: it must be a whole number, at least 1 (default "),
+        (["--batch-size", "-3"], "--batch-size=-3 is out of range"),
+        (["--device", "tpu"], "Unknown device 'tpu'; use auto, cpu or cuda[:N]."),
+        (["--device", "cuda:x"], "Unknown device 'cuda:x'"),
+    ],
+)
+def test_extract_features_refuses_bad_settings_at_once(tmp_path, capsys, extra, message):
+    from vibe_server.cli import main
+
+    assert main(_argv(tmp_path, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "clip.pt").exists()
+
+
+def test_extract_features_refuses_a_gpu_that_is_not_there(tmp_path, capsys, monkeypatch):
+    from vibe_server.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(_argv(tmp_path, "--device", "cuda")) == 2
+    assert "sees no CUDA GPU; use --device cpu" in capsys.readouterr().err
+
+
+def test_extract_features_without_joblib_says_how_to_install_it_before_any_work(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from vibe_server.cli import main
+
+    monkeypatch.setitem(sys.modules, "joblib", None)  # import joblib raises ImportError
+    assert main(_argv(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: extract-features writes its .pt file with joblib, which is not installed. Install the training "
+        'extras with: pip install -e ".[train]" (or: pip install joblib).\n'
+    )
+
+
+def test_extract_features_help_gives_the_defaults(capsys):
+    from vibe_server.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["extract-features", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("(default 1.3,", "(default 200)", "(default cpu)", "the whole installed bundle"):
+        assert words in text, words

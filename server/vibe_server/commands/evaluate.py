@@ -26,9 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="layout of db_file (default: from its name, e.g. 3dpw_test_db.pt -> 3dpw)",
     )
     p.add_argument("--data-dir", help="model-data folder (SMPL, J_regressor_h36m.npy)")
-    p.add_argument("--seqlen", type=int, default=SEQLEN, help="window length T (results depend on it)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--seqlen", type=int, default=SEQLEN, help=f"window length T (results depend on it; default {SEQLEN})"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help=f"windows per forward pass (default {BATCH_SIZE})"
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
     p.set_defaults(run=run)
 
@@ -43,6 +47,9 @@ def dataset_from_name(db_file: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     check_setting("seqlen", args.seqlen, flag="--seqlen", default=SEQLEN)
     check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE)
+    from ..data.loading import resolve_device  # start-up: torch loads only when an evaluation really runs
+
+    device = resolve_device(args.device)
     db_file = Path(args.db_file)
     if not db_file.is_file():  # before the layout: a wrong path is the first thing to fix
         what = "is a folder, not a database file" if db_file.is_dir() else "not found"
@@ -63,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     dataset = SequenceDataset(None, name, "test" if name == "3dpw" else "val", seqlen=args.seqlen, path=db_file)
     check_joint_layout(dataset, "Pass --dataset with the layout the file was made in (3dpw, mpii3d or h36m).")
     checkpoint = args.checkpoint or loading.resolve_data_dir(args.data_dir) / loading.VIBE_CHECKPOINT
-    generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(args.device)
-    result = evaluate_generator(
-        generator, dataset, loading.load_h36m_regressor(args.data_dir), args.device, batch_size=args.batch_size
-    )
+    generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(device)
+    j_regressor = loading.load_h36m_regressor(args.data_dir)
+    result = evaluate_generator(generator, dataset, j_regressor, device, batch_size=args.batch_size, progress=True)
     print(f"{checkpoint} on {db_file} ({result.num_frames} frames, T = {args.seqlen}); mm, mm/frame^2:")
     print(result.table())
     if args.json_path:

@@ -12,6 +12,10 @@ import numpy as np
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.output_paths import check_output_path
 
+from ..train.config import check_setting
+
+SCALE, BATCH_SIZE = 1.3, 200  # the original's training crops; frames per backbone call
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract-features", help="backbone features of a person in a video, for training files")
@@ -20,11 +24,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--bboxes", required=True, help=".npy or .csv: rows [cx, cy, w, h] per frame from 0, or [frame, cx, cy, w, h]"
     )
     p.add_argument("--out", required=True, help="output .pt (joblib dict of arrays, like the original's db files)")
-    p.add_argument("--scale", type=float, default=1.3, help="crop side / box side (original training: 1.3)")
+    p.add_argument(
+        "--scale", type=float, default=SCALE, help=f"crop side / box side (default {SCALE}, as the original training)"
+    )
     p.add_argument("--name", help="vid_name of the track (default: the video's file name)")
-    p.add_argument("--data-dir", help="model-data folder (the SPIN checkpoint holds the backbone)")
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--data-dir",
+        help="model-data folder: the whole installed bundle (SMPL, both checkpoints; the backbone is the "
+        "SPIN checkpoint's ResNet-50) (default: $VIBE_DATA_DIR, then the user data folder)",
+    )
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"crops per backbone call (default {BATCH_SIZE})")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(run=run)
 
 
@@ -40,15 +50,25 @@ def iter_frames_rgb(path: Path) -> Iterator[np.ndarray]:
 def run(args: argparse.Namespace) -> int:
     # start-up: torch and the model load only when features are really extracted
     from .. import load_model
-    from ..train.features import check_crop_scale, extract_video_features, read_bboxes, write_feature_db
+    from ..data.loading import resolve_device
+    from ..train.features import (
+        check_crop_scale,
+        extract_video_features,
+        read_bboxes,
+        require_joblib,
+        write_feature_db,
+    )
 
+    check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE)
+    device = resolve_device(args.device)
+    require_joblib()  # writes the result: missing, it would lose the whole run
     video = Path(args.video)
     if not video.is_file():
         raise VibeError(f"Video {video} not found.")
     check_output_path(args.out, "the feature file", {"the video": video, "the boxes": args.bboxes})
     frame_ids, bboxes = read_bboxes(args.bboxes)
     check_crop_scale(args.scale)  # before the model loads
-    model = load_model(args.data_dir, device=args.device)
+    model = load_model(args.data_dir, device=device)
     features = extract_video_features(
         model,
         iter_frames_rgb(video),
@@ -56,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         bboxes,
         scale=args.scale,
         batch_size=args.batch_size,
-        device=args.device,
+        device=device,
+        progress=True,
     )
     write_feature_db(args.out, features, frame_ids, bboxes, args.name or video.stem)
     print(f"wrote {args.out}: {len(frame_ids)} frames x 2048 features")

@@ -16,6 +16,7 @@ receives the loaded model; ``data/bundle.py`` installs and checks the folder wit
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,10 +142,16 @@ def resolve_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VibeError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise VibeError(
+            f"Device '{device}' was asked for but only {count} CUDA GPU(s) are visible "
+            f"(cuda:0 to cuda:{count - 1}); pick one of those."
+        )
     return device
 
 

@@ -11,12 +11,14 @@ per sequence, with the official definitions (`lib/core/evaluate.py`).
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ..geometry import batch_rodrigues
 from . import metrics
@@ -70,15 +72,17 @@ def evaluate_generator(
     device: str | torch.device = "cpu",
     batch_size: int = 32,
     num_workers: int = 0,
+    progress: bool = False,
 ) -> EvaluationResult:
-    """generator: features (N, T, 2048) -> VIBE dict; dataset: a non-training `SequenceDataset`."""
+    """generator: features (N, T, 2048) -> VIBE dict; dataset: a non-training `SequenceDataset`.
+    progress: a bar on stderr counting the batches."""
     was_training = generator.training
     generator.eval()
     j_regressor = j_regressor_h36m.to(device)
     smpl = generator.regressor.smpl
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     pred_j3d, target_j3d, pve = [], [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc="evaluate", unit="batch", file=sys.stderr, disable=not progress):
         out = generator(batch["features"].to(device), j_regressor=j_regressor)
         n, t = out["kp_3d"].shape[:2]
         pred_j3d.append(out["kp_3d"].reshape(n * t, 14, 3).float().cpu())

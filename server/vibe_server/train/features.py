@@ -8,11 +8,13 @@ original extracted its training features at scale 1.3 (MPI-INF-3DHP, PennAction,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
 
@@ -54,6 +56,17 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return frame_ids, boxes
 
 
+def require_joblib() -> None:
+    """VibeError unless joblib (the train extra), which writes the feature file, can be imported."""
+    try:
+        import joblib  # noqa: F401  # optional dependency (the train extra)
+    except ImportError:
+        raise VibeError(
+            "extract-features writes its .pt file with joblib, which is not installed. Install the training "
+            'extras with: pip install -e ".[train]" (or: pip install joblib).'
+        ) from None
+
+
 def check_crop_scale(scale: float) -> None:
     """VibeError unless ``scale`` (crop side / box side) is a finite number more than 0."""
     if not (np.isfinite(scale) and scale > 0):
@@ -72,9 +85,11 @@ def extract_video_features(
     scale: float = 1.3,
     batch_size: int = 200,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> np.ndarray:
     """frames_rgb: iterable of (H, W, 3) uint8 frames from frame 0; frame_ids (N,), bboxes (N, 4) ->
-    features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded."""
+    features (N, 2048) float32. Frames are cropped as they stream by; memory stays bounded.
+    progress: a bar on stderr counting the boxed frames cropped."""
     check_crop_scale(scale)
     wanted = {int(f): i for i, f in enumerate(frame_ids)}
     features = np.zeros((len(frame_ids), 2048), dtype=np.float32)
@@ -86,18 +101,21 @@ def extract_video_features(
         pending_crops.clear()
         pending_rows.clear()
 
-    for index, frame in enumerate(frames_rgb):
-        if index in wanted:
-            row = wanted[index]
-            pending_crops.append(crop_person(frame, bboxes[row], scale=scale))  # (224, 224, 3) uint8
-            pending_rows.append(row)
-            done += 1
-            if len(pending_crops) == batch_size:
-                flush()
-        if done == len(frame_ids):
-            break
-    if pending_crops:
-        flush()
+    bar = tqdm(total=len(frame_ids), desc="features", unit="frame", file=sys.stderr, disable=not progress)
+    with bar:
+        for index, frame in enumerate(frames_rgb):
+            if index in wanted:
+                row = wanted[index]
+                pending_crops.append(crop_person(frame, bboxes[row], scale=scale))  # (224, 224, 3) uint8
+                pending_rows.append(row)
+                done += 1
+                bar.update(1)
+                if len(pending_crops) == batch_size:
+                    flush()
+            if done == len(frame_ids):
+                break
+        if pending_crops:
+            flush()
     if done < len(frame_ids):
         raise VibeError(f"The video has fewer frames than the boxes ask for (frame {int(frame_ids[done])} is missing).")
     return features

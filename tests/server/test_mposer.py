@@ -121,3 +121,99 @@ def test_missing_or_wrong_checkpoint_is_explained(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pth.tar")
     with pytest.raises(VibeError, match="not an MPoser checkpoint"):
         load_mposer(tmp_path / "other.pth.tar")
+
+
+def mposer_config(tmp_path, *extra) -> MPoserConfig:
+    db = tmp_path / "db"
+    if not db.exists():
+        write_synthetic_db(db)
+    return parse_overrides(
+        MPoserConfig,
+        [
+            f"--db_dir={db}",
+            f"--out_dir={tmp_path / 'mp'}",
+            "--hidden_size=16",
+            "--latent_size=8",
+            "--epochs=1",
+            "--num_workers=0",
+            "--device=cpu",
+            *extra,
+        ],
+    )
+
+
+def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path, capsys):
+    from vibe_server.cli import main
+
+    train_mposer(mposer_config(tmp_path))
+    checkpoint = tmp_path / "mp" / "mposer.pth.tar"
+    assert "mposer: 100%" in capsys.readouterr().err  # the epochs' progress bar
+    with pytest.raises(
+        VibeError, match=r"was trained with --latent_size=8, not --latent_size=4; use the same settings"
+    ):
+        train_mposer(mposer_config(tmp_path, "--latent_size=4", "--epochs=2"))
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    argv = [f"--db_dir={tmp_path / 'db'}", f"--out_dir={tmp_path / 'mp'}", "--hidden_size=16", "--latent_size=8"]
+    assert main(["train", "mposer", *argv, "--epochs=2", "--num_workers=0", "--device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: Cannot resume from '{checkpoint}': it is damaged, cut short")
+        and "--resume=false" in err
+    )
+    assert err.count("\n") == 1
+
+
+def test_a_finished_run_says_so_and_starting_over_keeps_the_old_log(tmp_path, caplog):
+    import logging
+
+    train_mposer(mposer_config(tmp_path))
+    log_file = tmp_path / "mp" / "mposer_log.csv"
+    old = log_file.read_text()
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        assert train_mposer(mposer_config(tmp_path))["history"] == []
+        assert "all 1 epochs are done" in caplog.text
+        train_mposer(mposer_config(tmp_path, "--resume=false"))
+    assert (tmp_path / "mp" / "mposer_log.prev.csv").read_text() == old
+    assert len(log_file.read_text().splitlines()) == 2  # header + this run's epoch
+
+
+def test_load_mposer_refuses_a_vibe_checkpoint_and_a_damaged_file(tmp_path, synthetic_bundle):
+    with pytest.raises(VibeError, match="is not an MPoser checkpoint. It looks like a VIBE checkpoint"):
+        load_mposer(synthetic_bundle / "vibe_model_wo_3dpw.pth.tar")
+    train_mposer(mposer_config(tmp_path))
+    data = (tmp_path / "mp" / "mposer.pth.tar").read_bytes()
+    (tmp_path / "cut.pth.tar").write_bytes(data[:-200])
+    with pytest.raises(VibeError, match="is not a readable MPoser checkpoint .*train mposer"):
+        load_mposer(tmp_path / "cut.pth.tar")
+
+
+def test_val_fraction_zero_holds_out_no_sequence():
+    from vibe_server.train.mposer import split_by_sequence
+
+    class Windows:
+        names = ["a", "a", "b", "c", "c", "d"]
+
+        def __len__(self):
+            return len(self.names)
+
+        def window_track(self, i):
+            return self.names[i]
+
+    train_set, val_set = split_by_sequence(Windows(), 0.0, seed=0)
+    assert len(train_set) == 6 and len(val_set) == 0
+    train_set, val_set = split_by_sequence(Windows(), 0.01, seed=0)
+    assert len(val_set) >= 1  # any fraction more than 0 holds out at least one sequence
+
+
+def test_a_loss_that_is_not_finite_stops_the_run(tmp_path, monkeypatch):
+    from vibe_server.train import mposer as mposer_module
+
+    def nan_loss(*args, **kwargs):
+        nan = torch.tensor(float("nan"), requires_grad=True)
+        return {"loss": nan, "loss_recon": nan, "loss_kl": nan}
+
+    monkeypatch.setattr(mposer_module, "mposer_vae_loss", nan_loss)
+    with pytest.raises(VibeError, match="The MPoser loss became nan at epoch 0; lower --lr or check the data"):
+        train_mposer(mposer_config(tmp_path))
+    assert not (tmp_path / "mp" / "mposer.pth.tar").exists()

@@ -92,7 +92,12 @@ def test_train_command_reports_bad_settings(capsys):
     assert main(["train", "vibe", "--gen_lr=fast"]) == 2
     assert "--gen_lr takes a float" in capsys.readouterr().err
     assert main(["train", "mposer", "--latent=16"]) == 2
-    assert "Did you mean --latent_size" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Did you mean --latent_size? 'vibe-mocap train mposer --help' lists every setting" in err
+    assert "dataclass" not in err
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "'vibe-mocap train vibe --help'" in " ".join(capsys.readouterr().out.split())
     assert main(["train", "vibe", "--help"]) == 0
     listing = capsys.readouterr().out
     assert "--gen_lr=5e-05" in listing and "--fix_pennaction_joints=True" in listing

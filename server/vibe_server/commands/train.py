@@ -14,12 +14,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train VIBE (or the MPoser prior) on the preprocessed database files",
-        description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32). "
-        "For several GPUs run: torchrun --standalone --nproc_per_node=N "
+        description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32); "
+        "'vibe-mocap train vibe --help' and 'vibe-mocap train mposer --help' list every setting with its "
+        "default. For several GPUs run: torchrun --standalone --nproc_per_node=N "
         "-m vibe_server.train.train --key=value ...",
     )
     p.add_argument("what", choices=("vibe", "mposer"), help="vibe: the generator; mposer: the motion VAE")
-    p.add_argument("settings", nargs=argparse.REMAINDER, help="--key=value overrides of the config dataclass")
+    p.add_argument(
+        "settings", nargs=argparse.REMAINDER, help="--key=value settings ('vibe-mocap train vibe --help' lists them)"
+    )
     p.set_defaults(run=run)
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from vibe_blender.core.errors import VibeError
 
@@ -20,6 +21,7 @@ from ..value_range import ValueRange
 class RunConfig:
     """The settings every training run has (one definition; each trainer may change a default)."""
 
+    COMMAND: ClassVar[str] = "train"  # how the user runs this trainer (for messages)
     db_dir: str = "data/vibe_db"  # the preprocessed database files (`data/vibe_db` in the original)
     seqlen: int = 16  # T, frames per window
     batch_size: int = 32  # sequences per step, per process (torchrun rank)
@@ -28,7 +30,7 @@ class RunConfig:
     epochs: int = 30
     out_dir: str = "runs/vibe"  # checkpoints and CSV logs
     resume: bool = True  # continue from the checkpoint in out_dir when it exists
-    device: str = "auto"  # auto = cuda when available (one GPU per rank), else cpu
+    device: str = "auto"  # auto = cuda when available (one GPU per rank), else cpu; or cpu, cuda, cuda:N
     seed: int = 0
     log_interval: int = 10  # log every this many steps (VIBE) or epochs (MPoser)
 
@@ -49,6 +51,7 @@ class TrainConfig(RunConfig):
     batch_size: 2D part int(batch * ratio), 3D the rest; out_dir: checkpoint.pth.tar,
     model_best.pth.tar, train_log.csv)."""
 
+    COMMAND: ClassVar[str] = "train vibe"
     # --- data ---
     datasets_2d: str = "insta"  # comma list of: insta, pennaction, posetrack ('' = none)
     datasets_3d: str = "mpii3d"  # comma list of: mpii3d, 3dpw, h36m
@@ -98,6 +101,7 @@ class TrainConfig(RunConfig):
         return batch_2d, self.batch_size - batch_2d
 
     def _check_combinations(self) -> None:
+        self._check_dataset_names()
         batch_2d, batch_3d = self.batch_split()
         if min(batch_2d, batch_3d) < 1 and split_list(self.datasets_2d):
             raise VibeError(
@@ -115,18 +119,44 @@ class TrainConfig(RunConfig):
                 "with --disc_feature_pool=attention; set both to the same value."
             )
 
+    def _check_dataset_names(self) -> None:
+        """Every dataset name is known and of its list's kind; the validation set has a 'val' file."""
+        from .datasets import DATASETS  # start-up: imports torch, which a training run loads anyway
+
+        def unknown(name: str, flag: str, names: list[str]) -> VibeError:
+            return VibeError(f"Unknown dataset {name!r} in {flag}; choose from {', '.join(names)}.")
+
+        names_3d = split_list(self.datasets_3d)
+        if not names_3d:
+            raise VibeError("Training needs at least one 3D dataset (--datasets_3d), as the original does.")
+        for kind, names in (("2d", split_list(self.datasets_2d)), ("3d", names_3d)):
+            allowed = [n for n, spec in DATASETS.items() if spec.kind == kind]
+            for name in names:
+                if name not in DATASETS:
+                    raise unknown(name, f"--datasets_{kind}", allowed)
+                if DATASETS[name].kind != kind:
+                    raise VibeError(
+                        f"Dataset {name!r} is not a {kind.upper()} dataset; move it to "
+                        f"--datasets_{DATASETS[name].kind}."
+                    )
+        if self.dataset_val.lower() != "none":
+            with_val = [n for n, spec in DATASETS.items() if "val" in spec.files]
+            if self.dataset_val not in with_val:
+                raise unknown(self.dataset_val, "--dataset_val", with_val + ["none"])
+
 
 @dataclass
 class MPoserConfig(RunConfig):
     """The MPoser VAE on AMASS windows (VPoser V02_05 values where VIBE gives none); db_dir holds
     amass_db.pt. Also the fields of :class:`RunConfig`, some with their own defaults here."""
 
+    COMMAND: ClassVar[str] = "train mposer"
     batch_size: int = 256
     num_workers: int = 4
     epochs: int = 100
     out_dir: str = "runs/mposer"
     log_interval: int = 50
-    val_fraction: float = 0.05  # AMASS sequences held out for validation (by vid_name)
+    val_fraction: float = 0.05  # AMASS sequences held out for validation (by vid_name); 0 = none
     hidden_size: int = 512
     latent_size: int = 32
     num_layers: int = 2
@@ -161,6 +191,7 @@ CHOICES = {
     "motion_prior": ("discriminator", "mposer", "none"),
     "disc_feature_pool": ("attention", "concat", "last"),
 }
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # checked here by name; data.loading.resolve_device checks the GPU
 
 
 def check_setting(name: str, value: object, flag: str | None = None, default: object = None) -> None:
@@ -170,6 +201,8 @@ def check_setting(name: str, value: object, flag: str | None = None, default: ob
     example = f" (default {flag}={default})" if default is not None else ""
     if name in CHOICES and value not in CHOICES[name]:
         raise VibeError(f"{flag} must be one of {', '.join(CHOICES[name])}; got {value!r}{example}.")
+    if name == "device" and not DEVICE_NAME.fullmatch(str(value)):
+        raise VibeError(f"Unknown device {value!r} ({flag}); use auto, cpu, cuda or cuda:N{example}.")
     if name in RANGES and value not in RANGES[name]:
         number = "a whole number" if isinstance(value, int) else "a finite number"
         raise VibeError(f"{flag}={value} is out of range: it must be {number}, {RANGES[name].words()}{example}.")
@@ -201,8 +234,8 @@ def parse_overrides(config_class: type[ConfigT], argv: list[str]) -> ConfigT:
             close = difflib.get_close_matches(key, kinds, n=3)
             hint = f" Did you mean {', '.join('--' + c for c in close)}?" if close else ""
             raise VibeError(
-                f"Unknown setting --{key}.{hint} See the dataclass {config_class.__name__} "
-                "for every setting and its default."
+                f"Unknown setting --{key}.{hint} 'vibe-mocap {config_class.COMMAND} --help' lists every "
+                "setting and its default."
             )
         values[key] = _convert(key, kinds[key], text)
     return config_class(**values)

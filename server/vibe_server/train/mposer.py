@@ -5,15 +5,17 @@
 Then train VIBE with it as the motion prior (the discriminator is then off):
     vibe-mocap train vibe --motion_prior=mposer --mposer_checkpoint=runs/mposer/mposer.pth.tar
 
-Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`)
-and out_dir/mposer_log.csv; re-running resumes after the last finished epoch.
+Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`;
+renamed into place once whole) and out_dir/mposer_log.csv; re-running resumes after the last finished
+epoch (with the same model settings); --resume=false starts over, keeping the old log as
+mposer_log.prev.csv. A loss that is not a finite number stops the run with a message.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,23 +23,31 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
 
+from .. import checkpoints
+from ..data.loading import resolve_device
 from ..model.discriminator import BODY_POSE_SLICE
 from ..model.mposer import MPoser, mposer_vae_loss
+from ..output_files import atomic_write
 from .config import MPoserConfig, config_from_dict, parse_overrides
 from .datasets import SequenceDataset
+from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
 from .run_log import append_csv, log, show_progress_on_console
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
+MODEL_SETTINGS = ("hidden_size", "latent_size", "num_layers")  # what shapes the saved weights
+WHAT = "MPoser checkpoint"
 
 
 def split_by_sequence(dataset: SequenceDataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
-    """Hold out whole AMASS sequences (never windows of a training sequence) for validation."""
+    """Hold out whole AMASS sequences (never windows of a training sequence) for validation: at least
+    one when ``val_fraction`` > 0 and there are two or more, none when it is 0."""
     names = sorted({dataset.window_track(i) for i in range(len(dataset))})
     rng = np.random.default_rng(seed)
-    n_val = max(1, round(len(names) * val_fraction)) if len(names) > 1 else 0
+    n_val = max(1, round(len(names) * val_fraction)) if len(names) > 1 and val_fraction > 0 else 0
     held_out = set(rng.choice(names, size=n_val, replace=False)) if n_val else set()
     train_idx = [i for i in range(len(dataset)) if dataset.window_track(i) not in held_out]
     val_idx = [i for i in range(len(dataset)) if dataset.window_track(i) in held_out]
@@ -50,6 +60,7 @@ def run_epoch(
     config: MPoserConfig,
     device: str | torch.device,
     optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
 ) -> dict:
     """One pass; trains when an optimizer is given. -> mean 'loss', 'loss_recon', 'loss_kl'."""
     model.train(optimizer is not None)
@@ -59,6 +70,10 @@ def run_epoch(
             body_pose = batch["theta"][:, :, BODY_POSE_SLICE].to(device)
             reconstruction, mu, logvar = model(body_pose)
             losses = mposer_vae_loss(reconstruction, body_pose, mu, logvar, config.reconstruction_w, config.kl_w)
+            if not torch.isfinite(losses["loss"]):
+                raise VibeError(
+                    f"The MPoser loss became {losses['loss'].item()} at epoch {epoch}; lower --lr or check the data."
+                )
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
@@ -69,20 +84,43 @@ def run_epoch(
     return {k: v / max(count, 1) for k, v in totals.items()}
 
 
+def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
+    """The out_dir's checkpoint when the run resumes from it (checked against the settings), else None."""
+    if not (config.resume and path.exists()):
+        return None
+    ckpt = read_checkpoint(path, lambda p: checkpoints.torch_load(p, WHAT))
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "scheduler", "epoch", "best_val_loss"} <= set(ckpt):
+        raise VibeError(
+            f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. "
+            "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
+        )
+    check_same_settings(path, ckpt.get("config"), config, MODEL_SETTINGS)
+    return ckpt
+
+
 def train_mposer(config: MPoserConfig) -> dict:
     """-> {'history': [per-epoch dicts], 'checkpoint': path}."""
-    device = torch.device(
-        "cuda"
-        if config.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if config.device == "auto" else config.device)
-    )
+    device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out_dir / "mposer.pth.tar"
+    ckpt = read_resume_checkpoint(config, checkpoint_path)
+    start_epoch, best_val_loss = 0, math.inf
+    if ckpt is not None:
+        start_epoch, best_val_loss = int(ckpt["epoch"]) + 1, float(ckpt["best_val_loss"])
+        if start_epoch >= config.epochs:
+            log.info(
+                f"all {config.epochs} epochs are done in {out_dir} (mposer.pth.tar is after epoch "
+                f"{start_epoch - 1}); raise --epochs to train longer, or start over with --resume=false"
+            )
+            return {"history": [], "checkpoint": checkpoint_path}
     dataset = SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)
     train_set, val_set = split_by_sequence(dataset, config.val_fraction, config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if ckpt is None:
+        keep_old_logs(out_dir, ["mposer_log.csv"], log.info)
 
     model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size, num_layers=config.num_layers).to(
         device
@@ -91,21 +129,20 @@ def train_mposer(config: MPoserConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=0.1, patience=config.lr_patience
     )
-    checkpoint_path = out_dir / "mposer.pth.tar"
-    start_epoch, best_val_loss = 0, math.inf
-    if config.resume and checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best_val_loss = ckpt["epoch"] + 1, ckpt["best_val_loss"]
+    if ckpt is not None:
+        load_state(model, ckpt["model"], checkpoint_path, "MPoser")
+        load_optimizer(optimizer, ckpt["optimizer"], checkpoint_path, "optimiser")
+        load_optimizer(scheduler, ckpt["scheduler"], checkpoint_path, "scheduler")
         log.info(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+        del ckpt
 
     history = []
-    for epoch in range(start_epoch, config.epochs):
+    bar = tqdm(range(start_epoch, config.epochs), desc="mposer", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+    for epoch in bar:
         started = time.time()
-        train_stats = run_epoch(model, train_loader, config, device, optimizer)
-        val_stats = run_epoch(model, val_loader, config, device) if len(val_set) else train_stats
+        train_stats = run_epoch(model, train_loader, config, device, optimizer, epoch)
+        val_stats = run_epoch(model, val_loader, config, device, epoch=epoch) if len(val_set) else train_stats
+        bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False)
         scheduler.step(val_stats["loss"])
         best_val_loss = min(best_val_loss, val_stats["loss"])
         row = {
@@ -122,35 +159,49 @@ def train_mposer(config: MPoserConfig) -> dict:
                 f"mposer epoch {epoch}: train {train_stats['loss']:.4f} "
                 f"(recon {train_stats['loss_recon']:.4f}) val {val_stats['loss']:.4f}"
             )
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "best_val_loss": best_val_loss,
-                "config": dataclasses.asdict(config),
-            },
-            tmp,
-        )
-        os.replace(tmp, checkpoint_path)
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "best_val_loss": best_val_loss,
+            "config": dataclasses.asdict(config),
+        }
+        atomic_write(checkpoint_path, functools.partial(torch.save, state))  # an interrupted write keeps the last
+    bar.close()
     return {"history": history, "checkpoint": checkpoint_path}
+
+
+def require_mposer_checkpoint(path: str | Path) -> None:
+    """VibeError unless ``path`` (--mposer_checkpoint) is a file."""
+    if not path or not Path(path).is_file():
+        raise VibeError(
+            f"MPoser checkpoint {str(path)!r} not found. Train one with 'vibe-mocap train mposer' "
+            "and pass it as --mposer_checkpoint."
+        )
 
 
 def load_mposer(path: str | Path, device: str | torch.device = "cpu") -> MPoser:
     """A trained MPoser, frozen (eval mode, no gradients to its parameters), for the prior loss."""
-    if not path or not Path(path).is_file():
+    require_mposer_checkpoint(path)
+    path = Path(path)
+    written_by = "Pass the mposer.pth.tar that 'vibe-mocap train mposer' writes as --mposer_checkpoint."
+    try:
+        ckpt = checkpoints.torch_load(path, WHAT)
+    except VibeError:
         raise VibeError(
-            f"MPoser checkpoint {path!r} not found. Train one with 'vibe-mocap train mposer' "
-            "and pass it as --mposer_checkpoint."
-        )
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+            f"{path} is not a readable MPoser checkpoint (damaged, cut short or another kind of file). {written_by}"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise VibeError(f"{path} is not an MPoser checkpoint (written by 'vibe-mocap train mposer').")
+        vibe = isinstance(ckpt, dict) and "gen_state_dict" in ckpt
+        looks = " It looks like a VIBE checkpoint (it has 'gen_state_dict')." if vibe else ""
+        raise VibeError(f"{path} is not an MPoser checkpoint.{looks} {written_by}")
     config = config_from_dict(MPoserConfig, ckpt["config"])
     model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size, num_layers=config.num_layers)
-    model.load_state_dict(ckpt["model"])
+    try:
+        load_state(model, ckpt["model"], path, "MPoser")
+    except VibeError:
+        raise VibeError(f"{path}: its weights do not match its own settings (an altered file). {written_by}") from None
     return model.to(device).eval().requires_grad_(False)
 
 

@@ -11,16 +11,20 @@ Two CPU processes (gloo), e.g. a smoke test:
 Every setting is a field of `TrainConfig` (official values as defaults), given as --key=value.
 Writes into out_dir: checkpoint.pth.tar (every epoch; the official VIBE container plus `config`,
 schedulers and best value, so `vibe_server.load_model(vibe_checkpoint=...)` reads it unchanged),
-model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (losses), val_log.csv (metrics).
-Re-running the same command resumes after the last finished epoch.
+model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (losses), val_log.csv (metrics);
+each checkpoint is written under a temporary name and renamed, so an interrupted write keeps the last.
+Re-running the same command resumes after the last finished epoch (with the same model settings);
+--resume=false starts over, keeping the old logs as *.prev.csv.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -41,12 +45,14 @@ from ..data import loading
 from ..evaluate.evaluate import evaluate_generator
 from ..model.discriminator import BODY_POSE_SLICE, MotionDiscriminator
 from ..model.mposer import mposer_prior_loss
+from ..output_files import atomic_save, atomic_write
 from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator
 from .layout import check_joint_layout
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
-from .mposer import load_mposer
+from .mposer import load_mposer, require_mposer_checkpoint
+from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
 from .run_log import append_csv, log, show_progress_on_console
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
@@ -68,6 +74,9 @@ LOSS_COLUMNS = (
     "d_m_disc_loss",
 )
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
+LOGS = ("train_log.csv", "val_log.csv")
+# the settings that shape the saved motion discriminator (a resumed run must keep them)
+DISC_SETTINGS = ("disc_hidden", "disc_layers", "disc_feature_pool", "disc_attention_size", "disc_attention_layers")
 
 
 def cycle(loader: DataLoader) -> Iterator[dict]:
@@ -102,34 +111,90 @@ def open_tensorboard(out_dir: Path) -> Any:
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """The folders and files the settings name exist (before anything is loaded or written)."""
+    if not Path(config.db_dir).is_dir():
+        raise VibeError(f"The database folder --db_dir={config.db_dir} was not found; pass the folder of the db files.")
+    if config.motion_prior == "mposer":
+        require_mposer_checkpoint(config.mposer_checkpoint)
+    if config.pretrained and not Path(config.pretrained).is_file():
+        raise VibeError(f"The checkpoint --pretrained={config.pretrained} was not found; check the path.")
+
+
+def train_device(config: TrainConfig, ddp: bool, local_rank: int) -> torch.device:
+    """--device for this process: under torchrun each process takes the GPU of its local rank."""
+    if ddp and re.fullmatch(r"cuda:\d+", config.device):
+        raise VibeError(
+            f"--device={config.device}: under torchrun each process uses the GPU of its local rank; "
+            "pass --device=cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES."
+        )
+    name = loading.resolve_device(config.device)  # VibeError for cuda without a GPU
+    if name.startswith("cuda") and ddp:
+        name = loading.resolve_device(f"cuda:{local_rank}")
+    return torch.device(name)
+
+
 def train(config: TrainConfig) -> dict:
     """Runs the whole training; returns {'epochs_run', 'best_performance', 'last_losses'} (rank 0's)."""
     # ---- 1. processes and devices: torchrun sets RANK/LOCAL_RANK/WORLD_SIZE ----
     ddp = int(os.environ.get("RANK", -1)) != -1
-    use_cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
-    rank, local_rank, world_size = 0, 0, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", 0)) if ddp else 0
+    device = train_device(config, ddp, local_rank)
+    check_inputs(config)
+    rank, world_size = 0, 1
     if ddp:
-        init_process_group(backend="nccl" if use_cuda else "gloo")
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-        world_size = int(os.environ["WORLD_SIZE"])
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
+        init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     master = rank == 0  # logs, validates and saves
     torch.manual_seed(config.seed + rank)
-    out_dir = Path(config.out_dir)
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
     say = log.info if master else (lambda *a, **k: None)  # rank 0 speaks for all
     try:
-        return _train_this_process(config, ddp, rank, world_size, device, master, out_dir, say)
+        return _train_this_process(config, ddp, rank, world_size, device, master, say)
     finally:
         if ddp:
             destroy_process_group()
 
 
-def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, say) -> dict:
+def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict | None:
+    """The out_dir's checkpoint when the run resumes from it (checked against the settings), else None."""
+    if not (config.resume and checkpoint_path.exists()):
+        return None
+    ckpt = read_checkpoint(checkpoint_path, checkpoints.load_vibe_checkpoint)
+    saved = ckpt.get("config")
+    check_same_settings(checkpoint_path, saved, config, ("motion_prior",))
+    if config.motion_prior == "discriminator":
+        if not ckpt.get("disc_motion_state_dict"):
+            raise VibeError(
+                f"{checkpoint_path} has no motion discriminator; resume it with the "
+                "--motion_prior it was trained with, or use another --out_dir."
+            )
+        check_same_settings(checkpoint_path, saved, config, DISC_SETTINGS)
+    return ckpt
+
+
+def _train_this_process(config, ddp, rank, world_size, device, master, say) -> dict:
     """Steps 2 to 7 in this process (one rank), once the process group and device are set up."""
+    # ---- 2. the run so far: resume after the checkpoint's epoch, or start over ----
+    out_dir = Path(config.out_dir)
+    checkpoint_path = out_dir / "checkpoint.pth.tar"
+    ckpt = read_resume_checkpoint(config, checkpoint_path)
+    start_epoch, best_performance = 0, math.inf
+    if ckpt is not None:
+        start_epoch, best_performance = int(ckpt["epoch"]) + 1, float(ckpt["best_performance"])
+        if start_epoch >= config.epochs:
+            say(
+                f"all {config.epochs} epochs are done in {out_dir} (checkpoint.pth.tar is after epoch "
+                f"{start_epoch - 1}); raise --epochs to train longer, or start over with --resume=false"
+            )
+            return {"epochs_run": 0, "best_performance": best_performance, "last_losses": {}}
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            keep_old_logs(out_dir, LOGS, say)
+
+    # ---- 3. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
     # ---- 2. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
     options = dict(
         seqlen=config.seqlen,
@@ -142,14 +207,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
         check_joint_layout(dataset, f"Put the original's {spec_for(name).files[split]} in --db_dir.")
         return dataset
 
-    names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)
-    if not names_3d:
-        raise VibeError("Training needs at least one 3D dataset (--datasets_3d), as the original does.")
-    for name, expected in [(n, "2d") for n in names_2d] + [(n, "3d") for n in names_3d]:
-        if spec_for(name).kind != expected:
-            raise VibeError(
-                f"Dataset {name!r} is not a {expected.upper()} dataset; move it to --datasets_{spec_for(name).kind}."
-            )
+    names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)  # checked by the config
     batch_2d, batch_3d = config.batch_split()
     loader_2d = (
         make_loader(
@@ -184,7 +242,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
         f"{world_size} process(es) on {device}"
     )
 
-    # ---- 3. models and optimisers ----
+    # ---- 4. models and optimisers ----
     generator = build_generator(
         config.model_data_dir, init_from_spin=config.init_from_spin, vibe_checkpoint=config.pretrained or None
     ).to(device)
@@ -210,25 +268,17 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
     elif config.motion_prior == "mposer":
         mposer = load_mposer(config.mposer_checkpoint, device)  # frozen prior
 
-    # ---- 4. resume from the last checkpoint ----
-    start_epoch, best_performance = 0, math.inf
-    checkpoint_path = out_dir / "checkpoint.pth.tar"
-    if config.resume and checkpoint_path.exists():
-        ckpt = checkpoints.load_vibe_checkpoint(checkpoint_path)
+    # ---- 5. the checkpoint's weights and optimiser states ----
+    if ckpt is not None:
         checkpoints.load_vibe_into(generator, ckpt["gen_state_dict"], source=checkpoint_path)
-        gen_optimizer.load_state_dict(ckpt["gen_optimizer"])
-        gen_scheduler.load_state_dict(ckpt["gen_scheduler"])
+        load_optimizer(gen_optimizer, ckpt.get("gen_optimizer"), checkpoint_path, "generator optimiser")
+        load_optimizer(gen_scheduler, ckpt.get("gen_scheduler"), checkpoint_path, "generator scheduler")
         if disc is not None:
-            if not ckpt.get("disc_motion_state_dict"):
-                raise VibeError(
-                    f"{checkpoint_path} has no motion discriminator; resume it with the "
-                    "--motion_prior it was trained with, or use another --out_dir."
-                )
-            disc.load_state_dict(ckpt["disc_motion_state_dict"])
-            disc_optimizer.load_state_dict(ckpt["disc_motion_optimizer"])
-            disc_scheduler.load_state_dict(ckpt["disc_scheduler"])
-        start_epoch, best_performance = int(ckpt["epoch"]) + 1, float(ckpt["best_performance"])
+            load_state(disc, ckpt["disc_motion_state_dict"], checkpoint_path, "motion discriminator")
+            for part, key in ((disc_optimizer, "disc_motion_optimizer"), (disc_scheduler, "disc_scheduler")):
+                load_optimizer(part, ckpt.get(key), checkpoint_path, "discriminator " + key.split("_")[-1])
         say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
+        del ckpt  # the weights are in the models now
 
     raw_generator, raw_disc = generator, disc  # what gets saved: never the DDP wrapper
     if ddp:
@@ -238,7 +288,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
             disc = DDP(disc, device_ids=device_ids, **NO_BUFFER_SYNC)
     tensorboard = open_tensorboard(out_dir) if master and config.tensorboard else None
 
-    # ---- 5. the loop: epochs of iters_per_epoch steps, validation and a checkpoint after each ----
+    # ---- 6. the loop: epochs of iters_per_epoch steps, validation and a checkpoint after each ----
     batches_2d = cycle(loader_2d) if loader_2d else None
     batches_3d = cycle(loader_3d)
     batches_motion = cycle(loader_motion) if loader_motion else None
@@ -319,7 +369,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
                     for key, value in losses.items():
                         tensorboard.add_scalar(f"train_loss/{key}", value.item(), row["step"])
 
-        # ---- 6. validation on rank 0; every rank steps its schedulers with the same value ----
+        # ---- 7. validation on rank 0; every rank steps its schedulers with the same value ----
         performance = torch.tensor(math.nan, dtype=torch.float64, device=device)  # NCCL needs it on the GPU
         if master and val_dataset is not None:
             result = evaluate_generator(
@@ -349,14 +399,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
             if disc_scheduler is not None:
                 disc_scheduler.step(performance)
 
-        # ---- 7. checkpoint (rank 0): official container + what resuming needs ----
+        # ---- 8. checkpoint (rank 0): official container + what resuming needs ----
         is_best = not math.isnan(performance) and performance < best_performance
         best_performance = performance if is_best else best_performance
-        if master:
-            tmp = checkpoint_path.with_suffix(".tmp")
-            checkpoints.save_vibe_checkpoint(
-                tmp,
-                raw_generator,
+        if master:  # each file renamed into place once whole: an interrupted write keeps the last one
+            save = functools.partial(
+                checkpoints.save_vibe_checkpoint,
+                model=raw_generator,
                 epoch=epoch,
                 performance=performance,
                 gen_optimizer=gen_optimizer.state_dict(),
@@ -369,9 +418,9 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
                     "disc_scheduler": disc_scheduler.state_dict() if disc_scheduler else None,
                 },
             )
-            os.replace(tmp, checkpoint_path)
+            atomic_save(checkpoint_path, save)
             if is_best or math.isnan(performance):  # without validation, the latest is the best we know
-                shutil.copyfile(checkpoint_path, out_dir / "model_best.pth.tar")
+                atomic_write(out_dir / "model_best.pth.tar", functools.partial(copy_file, checkpoint_path))
             say(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
         if config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm:
             say(
@@ -386,6 +435,12 @@ def _train_this_process(config, ddp, rank, world_size, device, master, out_dir, 
         "best_performance": best_performance,
         "last_losses": {k: v.item() for k, v in losses.items()},
     }
+
+
+def copy_file(path: Path, out) -> None:
+    """The bytes of ``path`` into the open binary file ``out``."""
+    with open(path, "rb") as src:
+        shutil.copyfileobj(src, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,261 @@
+"""A training run's out_dir is never lost to a bad input: the device and dataset names are checked
+before anything is written, a checkpoint that does not fit the settings is refused with one message,
+an interrupted save keeps the last checkpoint and the best one, and starting over keeps the old logs."""
+
+import csv
+import logging
+import re
+import shutil
+
+import pytest
+import torch
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.train.config import MPoserConfig, TrainConfig, parse_overrides
+
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory, synthetic_bundle):
+    from vibe_server.train.synthetic_db import write_synthetic_db
+
+    root = tmp_path_factory.mktemp("resume")
+    return {"data": synthetic_bundle, "db": write_synthetic_db(root / "db"), "root": root}
+
+
+def settings(dirs, out: str, *extra) -> list[str]:
+    """One-epoch runs of two steps on 3DPW, no validation: seconds on a CPU."""
+    return [
+        f"--db_dir={dirs['db']}",
+        f"--model_data_dir={dirs['data']}",
+        f"--out_dir={dirs['root'] / out}",
+        "--datasets_2d=",
+        "--datasets_3d=3dpw",
+        "--dataset_val=none",
+        "--batch_size=2",
+        "--motion_batch_size=2",
+        "--disc_hidden=32",
+        "--disc_attention_size=32",
+        "--num_workers=0",
+        "--device=cpu",
+        "--epochs=1",
+        "--iters_per_epoch=2",
+        "--log_interval=1",
+        "--tensorboard=false",
+        *extra,
+    ]
+
+
+def tiny(dirs, out: str, *extra) -> TrainConfig:
+    return parse_overrides(TrainConfig, settings(dirs, out, *extra))
+
+
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x", "CPU"])
+def test_an_unknown_device_is_one_message_before_any_work(dirs, capsys, device):
+    from vibe_server.cli import main
+
+    for what in ("vibe", "mposer"):
+        argv = ["train", what, f"--device={device}", f"--out_dir={dirs['root'] / 'never'}"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert (
+            err
+            == f"error: Unknown device '{device}' (--device); use auto, cpu, cuda or cuda:N (default --device=auto).\n"
+        )
+    assert not (dirs["root"] / "never").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_gpu_that_is_not_there_is_refused_not_replaced_by_the_cpu(dirs, monkeypatch, device):
+    from vibe_server.train.mposer import train_mposer
+    from vibe_server.train.train import train
+
+    no_gpu(monkeypatch)
+    with pytest.raises(VibeError, match=f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU"):
+        train(tiny(dirs, "no_gpu", f"--device={device}"))
+    mposer = [f"--db_dir={dirs['db']}", f"--out_dir={dirs['root'] / 'no_gpu'}", f"--device={device}"]
+    with pytest.raises(VibeError, match="sees no CUDA GPU"):
+        train_mposer(parse_overrides(MPoserConfig, mposer))
+    assert not (dirs["root"] / "no_gpu").exists()
+
+
+def test_a_gpu_index_past_the_visible_ones_is_refused(monkeypatch):
+    from vibe_server.data.loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(VibeError, match=r"'cuda:1' .* only 1 CUDA GPU\(s\) are visible \(cuda:0 to cuda:0\)"):
+        resolve_device("cuda:1")
+
+
+def test_torchrun_takes_the_gpu_of_the_rank_not_an_index(monkeypatch):
+    from vibe_server.train.train import train_device
+
+    config = TrainConfig(device="cuda:1")
+    with pytest.raises(VibeError, match="under torchrun each process uses the GPU of its local rank"):
+        train_device(config, ddp=True, local_rank=0)
+    assert train_device(TrainConfig(device="cpu"), ddp=True, local_rank=1) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("--datasets_2d=foo", "Unknown dataset 'foo' in --datasets_2d; choose from insta, pennaction, posetrack."),
+        ("--datasets_3d=mpii3d,bar", "Unknown dataset 'bar' in --datasets_3d; choose from mpii3d, 3dpw, h36m."),
+        ("--dataset_val=foo", "Unknown dataset 'foo' in --dataset_val; choose from mpii3d, 3dpw, h36m, none."),
+        ("--dataset_val=insta", "Unknown dataset 'insta' in --dataset_val"),
+    ],
+)
+def test_dataset_names_are_checked_before_the_out_dir_is_made(dirs, capsys, setting, message):
+    from vibe_server.cli import main
+
+    out = dirs["root"] / "names"
+    assert main(["train", "vibe", f"--out_dir={out}", f"--db_dir={dirs['db']}", setting]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_named_input_files_are_checked_before_the_out_dir_is_made(dirs):
+    from vibe_server.train.train import train
+
+    missing = dirs["root"] / "missing.pth.tar"
+    with pytest.raises(VibeError, match="--pretrained=.*missing.pth.tar was not found"):
+        train(tiny(dirs, "inputs", f"--pretrained={missing}"))
+    with pytest.raises(VibeError, match="MPoser checkpoint .* not found"):
+        train(tiny(dirs, "inputs", "--motion_prior=mposer", f"--mposer_checkpoint={missing}"))
+    with pytest.raises(VibeError, match="--db_dir=.*nowhere was not found"):
+        train(tiny(dirs, "inputs", f"--db_dir={dirs['root'] / 'nowhere'}"))
+    assert not (dirs["root"] / "inputs").exists()
+
+
+@pytest.fixture(scope="module")
+def one_epoch(dirs):
+    """A run of one finished epoch (discriminator with 32 hidden units), copied by each test."""
+    from vibe_server.train.train import train
+
+    train(tiny(dirs, "one_epoch"))
+    return dirs["root"] / "one_epoch"
+
+
+def copy_run(one_epoch, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(one_epoch, out)
+    return out
+
+
+def test_resuming_with_another_discriminator_names_the_setting(dirs, one_epoch, tmp_path):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    before = (out / "checkpoint.pth.tar").read_bytes()
+    config = tiny(dirs, "x", f"--out_dir={out}", "--epochs=2", "--disc_hidden=16", "--disc_attention_size=16")
+    expected = (
+        f"This out_dir ({out}) was trained with --disc_hidden=32, --disc_attention_size=32, not "
+        "--disc_hidden=16, --disc_attention_size=16; use the same settings, a new --out_dir or --resume=false"
+    )
+    with pytest.raises(VibeError, match=re.escape(expected)):
+        train(config)
+    with pytest.raises(VibeError, match="was trained with --motion_prior=discriminator, not --motion_prior=none"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2", "--motion_prior=none"))
+    assert (out / "checkpoint.pth.tar").read_bytes() == before
+
+
+def test_a_checkpoint_without_its_settings_is_compared_by_shapes(dirs, one_epoch, tmp_path):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    del ckpt["config"]
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    config = tiny(dirs, "x", f"--out_dir={out}", "--epochs=2", "--disc_hidden=16", "--disc_attention_size=16")
+    with pytest.raises(
+        VibeError,
+        match=r"discriminator in '.*' has another architecture \(e\.g\. gru.weight_ih_l0 is \(96, 69\) there, "
+        r"\(48, 69\) with these settings\); use the same settings",
+    ):
+        train(config)
+
+
+def test_a_damaged_checkpoint_is_one_message(dirs, one_epoch, tmp_path, capsys):
+    from vibe_server.cli import main
+
+    out = copy_run(one_epoch, tmp_path)
+    data = (out / "checkpoint.pth.tar").read_bytes()
+    (out / "checkpoint.pth.tar").write_bytes(data[: len(data) // 2])  # cut short
+    assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--epochs=2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot resume from '{out / 'checkpoint.pth.tar'}': it is damaged, cut short")
+    assert "--resume=false" in err and err.count("\n") == 1
+
+
+def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        summary = train(tiny(dirs, "x", f"--out_dir={out}"))
+    assert summary["epochs_run"] == 0
+    assert f"all 1 epochs are done in {out}" in caplog.text and "raise --epochs" in caplog.text
+    assert len(list(csv.DictReader(open(out / "train_log.csv")))) == 2  # nothing appended
+
+
+def test_an_interrupted_save_keeps_the_last_checkpoint_and_the_best(dirs, one_epoch, tmp_path, monkeypatch):
+    """Ctrl-C or a full disk while a checkpoint is written: the previous files stay whole, no temporary file."""
+    from vibe_server import checkpoints
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    before = {name: (out / name).read_bytes() for name in ("checkpoint.pth.tar", "model_best.pth.tar")}
+    real_save = checkpoints.save_vibe_checkpoint
+
+    def interrupted(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        with open(path, "r+b") as f:
+            f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "save_vibe_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    monkeypatch.setattr(checkpoints, "save_vibe_checkpoint", real_save)
+
+    def disk_full(src, dst, *args, **kwargs):  # the copy of the best checkpoint fails half-way
+        with open(dst, "wb") if isinstance(dst, str | type(out)) else dst as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", disk_full)
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(OSError) as err:
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert err.value.filename == str(out / "model_best.pth.tar")  # the file the user knows
+    assert (out / "model_best.pth.tar").read_bytes() == before["model_best.pth.tar"]
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1  # epoch 1 saved
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        "checkpoint.pth.tar",
+        "model_best.pth.tar",
+        "train_log.csv",
+    ]
+
+
+def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    old = (out / "train_log.csv").read_text()
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
+    assert (out / "train_log.prev.csv").read_text() == old
+    assert "the old train_log.csv is kept as train_log.prev.csv" in caplog.text
+    new = list(csv.DictReader(open(out / "train_log.csv")))
+    assert [r["iteration"] for r in new] == ["0", "1"]  # this run's rows only
+    train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
+    assert (out / "train_log.prev.csv").read_text() == old and (out / "train_log.prev2.csv").exists()

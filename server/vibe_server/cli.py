@@ -4,6 +4,7 @@ and registers itself through ``add_parser(subparsers)``; this file only wires th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vibe_blender.core.errors import VibeError
@@ -25,19 +26,49 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError as err:
+        if not _stdout_is_broken():  # another pipe or socket: reported as below
+            return _report_os_error(err)
+        _silence_stdout()  # the reader of stdout went away (e.g. `vibe-mocap data check | head -1`): quietly
+        return 141  # as a process ended by SIGPIPE: 128 + 13
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a file the command reads or writes: missing, no permission, disk full...
-        where = f" ({err.filename})" if err.filename else ""
-        print(
-            f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.",
-            file=sys.stderr,
-        )
-        return 2
+        return _report_os_error(err)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _report_os_error(err: OSError) -> int:
+    where = f" ({err.filename})" if err.filename else ""
+    print(
+        f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _stdout_is_broken() -> bool:
+    """Whether stdout is a pipe whose reader has gone (POSIX: poll reports an error on it; elsewhere
+    assumed, as stdout is what the commands write most)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (ImportError, AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout
+        return True
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that flushing it at exit raises nothing more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (e.g. captured in tests)
+        pass
 
 
 if __name__ == "__main__":

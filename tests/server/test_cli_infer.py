@@ -14,8 +14,18 @@ from vibe_server.pipeline import options as options_module
 
 
 @pytest.fixture
-def tiny_infer(monkeypatch, make_engine, tmp_path):
-    """infer with the tiny engine; the model data folder is empty (so the placeholder notice shows)."""
+def no_model_data(monkeypatch, tmp_path):
+    """The default model-data folder (no --data-dir, no $VIBE_DATA_DIR) is an empty one of the test's."""
+    from vibe_server.data import loading
+
+    monkeypatch.delenv("VIBE_DATA_DIR", raising=False)
+    monkeypatch.setattr(loading, "default_data_dir", lambda: tmp_path / "no_data")
+    return tmp_path / "no_data"
+
+
+@pytest.fixture
+def tiny_infer(monkeypatch, make_engine, tmp_path, no_model_data):
+    """infer with the tiny engine; the default model data folder is empty (so the placeholder notice shows)."""
     engine = make_engine()
     calls = {}
 
@@ -25,7 +35,6 @@ def tiny_infer(monkeypatch, make_engine, tmp_path):
         return engine
 
     monkeypatch.setattr(engine_module, "load_engine", fake_load_engine)
-    monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"fake")
     return video, calls
@@ -123,15 +132,81 @@ def test_infer_reports_nobody_found(tiny_infer, capsys):
     video, _ = tiny_infer
     video.write_bytes(b"nobody")
     assert main(["infer", str(video)]) == 2
-    assert "Nobody was found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Nobody was found" in err and "vibe-mocap infer --min-track-frames N" in err
 
 
-def test_infer_on_a_truncated_video_keeps_the_frames_and_warns(monkeypatch, make_engine, tmp_path, capsys):
+@pytest.mark.parametrize("how", ["--data-dir", "VIBE_DATA_DIR"])
+@pytest.mark.parametrize("state", ["missing", "empty", "a file"])
+def test_a_named_model_data_folder_without_the_data_is_refused_not_replaced(
+    tiny_infer, tmp_path, monkeypatch, capsys, how, state
+):
+    """Only the default folder falls back to the placeholder: a folder the user named must hold the data."""
+    video, calls = tiny_infer
+    folder = tmp_path / "my_data"
+    if state == "empty":
+        folder.mkdir()
+    elif state == "a file":
+        folder.write_bytes(b"x")
+    argv = ["infer", str(video), "-o", str(tmp_path / "r.npz"), "--device", "cpu"]
+    if how == "--data-dir":
+        argv += ["--data-dir", str(folder)]
+    else:
+        monkeypatch.setenv("VIBE_DATA_DIR", str(folder))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    words = {"missing": "does not exist", "empty": "holds none of the model files", "a file": "is a file"}[state]
+    source = "--data-dir" if how == "--data-dir" else "$VIBE_DATA_DIR"
+    assert err.startswith(f"error: The model-data folder '{folder}' (from {source}) {words}")
+    assert "vibe-mocap data install" in err and "SYNTHETIC" not in err and err.count("\n") == 1
+    assert not calls and not (tmp_path / "r.npz").exists()  # no engine loaded, nothing written
+
+
+def test_each_stage_bar_counts_its_own_stage(monkeypatch):
+    from vibe_server.commands import infer as infer_command
+    from vibe_server.pipeline.progress import phase_fraction
+
+    assert phase_fraction("temporal", 0.9) == 0.0 and phase_fraction("temporal", 0.96) == 1.0
+    assert phase_fraction("decode", 0.45) == pytest.approx(0.5) and phase_fraction("write", 1.0) == 1.0
+    bars = infer_command._StageBars()
+    shown = []
+
+    def close():  # what each bar showed when it was closed
+        if bars.bar is not None:
+            shown.append((bars.label, bars.bar.n))
+        infer_command._StageBars.close(bars)
+
+    monkeypatch.setattr(bars, "close", close)
+    for stage, fraction in [("decode", 0.0), ("backbone", 0.9), ("temporal", 0.9), ("temporal", 0.93)]:
+        bars(stage, fraction, None)
+    assert shown == [(infer_command._StageBars.STREAM_LABEL, 100.0)]
+    assert (bars.label, bars.bar.n) == ("temporal", 50.0)  # half of its own work, not 93 % of the run's
+    bars.close()
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path):
+    """`vibe-mocap data check | head -1`: the reader goes away; no traceback, no message."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "server")])}
+    command = [sys.executable, "-m", "vibe_server", "data", "check", "--data-dir", str(tmp_path / "none")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # long before the command prints (Python takes a while to start)
+    err = process.stderr.read()
+    assert process.wait(timeout=60) == 141 and err == b"", err
+
+
+def test_infer_on_a_truncated_video_keeps_the_frames_and_warns(
+    monkeypatch, make_engine, tmp_path, capsys, no_model_data
+):
     """The real video reader on a clip cut short: a result from the frames that decode, a warning
     printed and recorded in the result file."""
     engine = make_engine(real_video=True, tracks={1: (0, 40)})
     monkeypatch.setattr(engine_module, "load_engine", lambda data_dir, **kwargs: engine)
-    monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
     whole = tmp_path / "whole.avi"
     writer = cv2.VideoWriter(str(whole), cv2.VideoWriter.fourcc(*"MJPG"), 25, (64, 48))
     rng = np.random.default_rng(0)
@@ -183,14 +258,15 @@ def test_serve_prints_where_the_token_is_and_every_bind_gets_one(token_home, mon
 
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [None, "cpu,cpu"], ids=["one device", "divided among two"])
-def test_infer_on_a_real_clip_with_the_synthetic_placeholder(synthetic_bundle, tmp_path, monkeypatch, capsys, devices):
+def test_infer_on_a_real_clip_with_the_synthetic_placeholder(
+    synthetic_bundle, tmp_path, monkeypatch, capsys, devices, no_model_data
+):
     """No model data installed: the placeholder (already in the cache folder here) is used, labelled.
     With --devices the video is divided among the devices (two CPU engines stand in for two GPUs)."""
     cache = tmp_path / "cache"
     (cache / "vibe-mocap").mkdir(parents=True)
     (cache / "vibe-mocap" / "synthetic-placeholder").symlink_to(synthetic_bundle)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("VIBE_DATA_DIR", str(tmp_path / "no_data"))
     cap = cv2.VideoCapture(str(REAL / "one-by-one-person-detection.mp4"))
     cap.set(cv2.CAP_PROP_POS_FRAMES, 262)
     clip = tmp_path / "walk.mp4"

@@ -77,6 +77,8 @@ def test_cli_flags_are_the_cli_options_with_help_and_defaults():
         assert "--" + spec.name.replace("_", "-") in help_text
     assert "--temporal-chunk-frames" not in help_text
     assert "(default 25)" in help_text
+    text = " ".join(help_text.split()).replace("--no-adaptive- detection", "--no-adaptive-detection")  # (wrapped)
+    assert "(default on; --no-adaptive-detection turns it off)" in text
     assert "--detection-stride" in build_parser()._subparsers._group_actions[0].choices["infer"].format_help()
 
 

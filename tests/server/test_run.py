@@ -139,7 +139,8 @@ def test_cancel_stops_the_run(tiny_engine):
 
 def test_nobody_found_is_a_clear_error(make_engine):
     engine = make_engine(tracks={})
-    with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'.*min_track_frames"):
+    # the one message of the command line and the server: each one's name for the setting
+    with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'.*--min-track-frames N.*min_track_frames"):
         run(engine)
 
 

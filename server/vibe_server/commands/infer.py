@@ -15,7 +15,7 @@ from vibe_blender.core.output_paths import check_output_path
 from ..output_files import atomic_write
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
-from ..pipeline.progress import STAGES, STREAM_STAGES
+from ..pipeline.progress import STAGES, STREAM_STAGES, phase_fraction
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine, RunOutput
@@ -81,7 +81,8 @@ def precision(fast: bool, device: str) -> str:
 
 
 class _StageBars:
-    """One tqdm bar per phase; the streaming stages share one bar (they run interleaved)."""
+    """One tqdm bar per phase, each counting its own phase's work; the streaming stages share one bar
+    (they run interleaved)."""
 
     STREAM_LABEL = "decode/detect/track/crop/backbone"
 
@@ -101,7 +102,7 @@ class _StageBars:
                 bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
             )
             self.label = label
-        self.bar.n = round(100 * fraction, 1)
+        self.bar.n = round(100 * phase_fraction(stage, fraction), 1)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -115,7 +116,14 @@ def run(args: argparse.Namespace) -> int:
     from vibe_blender.core.result_file import save_result
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
-    from ..data.loading import INSTALL_HINT, SYNTHETIC_MODEL_NAME, model_data_problem, resolve_data_dir, resolve_device
+    from ..data.loading import (
+        INSTALL_HINT,
+        SYNTHETIC_MODEL_NAME,
+        model_data_problem,
+        named_data_dir_error,
+        resolve_data_dir,
+        resolve_device,
+    )
     from ..pipeline import postprocess
     from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
@@ -148,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     devices = [resolve_device(d.strip()) for d in wanted]
     data_dir = resolve_data_dir(args.data_dir)
     if model_data_problem(data_dir) is not None:
+        named = named_data_dir_error(args.data_dir, data_dir)  # a folder the user named: no placeholder
+        if named is not None:
+            raise named
         print(
             f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
             f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",

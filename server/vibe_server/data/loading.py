@@ -88,6 +88,27 @@ def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
     return default_data_dir()
 
 
+def named_data_dir_error(flag: str | os.PathLike | None, data_dir: Path) -> VibeError | None:
+    """For a folder without model data (see :func:`model_data_problem`): the VibeError to raise when the
+    user named it (``flag`` or $VIBE_DATA_DIR), None for the default folder, where the synthetic
+    placeholder may stand in."""
+    source = "--data-dir" if flag else f"${ENV_VAR}" if os.environ.get(ENV_VAR) else None
+    if source is None:
+        return None
+    if not data_dir.exists():
+        state = "does not exist; check the path, or install the model data there"
+    elif not data_dir.is_dir():
+        state = "is a file, not a folder; check the path"
+    else:
+        state = "holds none of the model files; install them there"
+    return VibeError(
+        f"The model-data folder '{data_dir}' (from {source}) {state}: "
+        f"vibe-mocap data install PATH_OR_URL --data-dir '{data_dir}' (PATH_OR_URL: the official vibe_data.zip "
+        "with yolov3.weights). The synthetic placeholder model stands in only for the default folder, with "
+        f"neither --data-dir nor ${ENV_VAR} set."
+    )
+
+
 def missing_files(data_dir: Path, names: Iterable[str]) -> list[str]:
     """The ``names`` that are not regular files in data_dir."""
     return [n for n in names if not (data_dir / n).is_file()]

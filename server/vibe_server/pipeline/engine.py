@@ -574,8 +574,9 @@ def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_n
     if not kept:
         raise VibeError(
             f"Nobody was found in '{video_name}': no person was tracked for at least "
-            f"{options.min_track_frames} frames. Use a clip where a whole person is visible, "
-            "or lower min_track_frames for very short clips."
+            f"{options.min_track_frames} frames. Use a clip where a whole person is visible, or, for very short "
+            "clips, lower the minimum track length (vibe-mocap infer --min-track-frames N; the job option "
+            "min_track_frames over the server's API)."
         )
     kept.sort(key=lambda tid: -frames_per_track[tid])
     if options.tracks_max is not None:

@@ -270,6 +270,7 @@ def add_cli_flags(parser: argparse.ArgumentParser, options_class: type | None = 
         text = spec.help.replace("%", "%%")  # argparse formats help with %
         if spec.scalar is bool:
             action = argparse.BooleanOptionalAction if spec.default else "store_true"
+            text += f" (default on; {flag.replace('--', '--no-', 1)} turns it off)" if spec.default else ""
             parser.add_argument(flag, action=action, default=spec.default, help=text)
             continue
         if spec.default is not None:

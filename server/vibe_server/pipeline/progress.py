@@ -59,6 +59,13 @@ class StageMonitor:
         return max(STREAM_STAGES, key=lambda s: self.timings_s[s])
 
 
+def phase_fraction(stage: str, fraction: float) -> float:
+    """A progress report (``stage``, ``fraction`` of the whole job) -> the fraction of that stage's own
+    phase done (the streaming stages share one phase), 0..1: for one bar per phase."""
+    lo, hi = _PHASE_SPAN["stream" if stage in STREAM_STAGES else stage]
+    return min(1.0, max(0.0, (fraction - lo) / (hi - lo)))
+
+
 class TimedReader:
     """Wraps a video reader so that the time spent decoding counts as 'decode'."""
 

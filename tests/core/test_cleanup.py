@@ -162,6 +162,32 @@ def test_cleanup_halves_jitter_and_foot_slide_and_keeps_the_rest_of_the_motion()
     assert np.linalg.norm(after - truth, axis=-1).mean() < np.linalg.norm(before - truth, axis=-1).mean()
 
 
+def test_runs_across_a_gap_are_cleaned_and_measured_apart():
+    """Keys on both sides of a gap (the person was not seen) are no neighbours: smoothing, foot
+    contacts and locking treat each run of consecutive frames as its own motion."""
+    rng = np.random.default_rng(2)
+    rest, quats, root_loc, _ = clean_walk(T=120)
+    quats, root_loc = noisy(quats, root_loc, rng)
+    root_loc[60:] += [0.5, 0.0, 0.0]  # the person is elsewhere when seen again
+    frame_ids = np.r_[np.arange(60), np.arange(300, 360)]
+    options = dict(strength=0.5, snap=False, floor_z=0.05)
+    out_q, out_root, report = clean_up(PARENTS, rest, quats, root_loc, LEGS, FPS, frame_ids=frame_ids, **options)
+    for run in (slice(0, 60), slice(60, 120)):
+        alone_q, alone_root, _ = clean_up(PARENTS, rest, quats[run], root_loc[run], LEGS, FPS, **options)
+        np.testing.assert_allclose(np.abs(np.sum(out_q[run] * alone_q, -1)), 1.0, atol=1e-9)
+        np.testing.assert_allclose(out_root[run], alone_root, atol=1e-9)
+    # the 0.5 m jump at the gap is no jitter: the figure is the mean of the two runs' (equally long)
+    positions = joint_positions(PARENTS, rest, quats, root_loc)
+    runs_jitter = (jitter(positions[:60], FPS) + jitter(positions[60:], FPS)) / 2
+    assert report["jitter_before"] == pytest.approx(runs_jitter)
+    assert jitter(positions, FPS) > 1.2 * runs_jitter
+    x = np.zeros((6, 1, 3))
+    x[3:, 0, 0] = 1.0
+    gap = np.array([0, 1, 2, 10, 11, 12])
+    assert jitter(x, 30.0, gap) == 0.0 and jitter(x, 30.0) > 0.0
+    assert foot_slide_mm(x, np.ones((6, 1), bool), gap) == 0.0
+
+
 def test_smoothing_is_rotation_aware_and_strength_zero_is_identity():
     rng = np.random.default_rng(1)
     T = 60

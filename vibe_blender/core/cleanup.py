@@ -2,7 +2,9 @@
 jitter and foot-slide figures, trim / offset / merge of tracks.
 
 The motion is held as the armature keys it: parents (J,), rest (J, 4, 4) armature-space rest
-matrices, quats (T, J, 4) pose-bone quaternions wxyz, root_loc (T, 3) location of the root bone.
+matrices, quats (T, J, 4) pose-bone quaternions wxyz, root_loc (T, 3) location of the root bone,
+frame_ids (T,) the frames of the keys. A gap in frame_ids (the person was not seen) splits the motion
+into runs that are measured and cleaned apart: no key is a neighbour of a key across a gap.
 Positions come from :func:`retarget_math.pose_from_basis`; armature space is Z up, metres.
 Smoothing works on quaternions made sign-continuous (a normalised weighted mean is the chordal mean
 of nearby rotations), never on axis-angle components, which jump where the angle wraps.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import VibeError
+from .motion import frame_runs
 from .retarget_math import compose_basis, pose_from_basis, rotation_part, swing_rotation
 from .rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
@@ -74,18 +77,28 @@ def joint_positions(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray
     return pose_matrices(parents, rest, quats, root_loc, root)[..., :3, 3]
 
 
-def jitter(positions: np.ndarray, fps: float) -> float:
-    """positions (T, J, 3) -> mean acceleration magnitude, m/s²."""
-    if len(positions) < 3:
+def consecutive_steps(frame_ids: np.ndarray | None, T: int) -> np.ndarray:
+    """(T - 1,) bool: row t+1 is the frame right after row t (no gap between them); all when None."""
+    if frame_ids is None:
+        return np.ones(max(T - 1, 0), bool)
+    return np.diff(np.asarray(frame_ids, dtype=np.float64)) <= 1
+
+
+def jitter(positions: np.ndarray, fps: float, frame_ids: np.ndarray | None = None) -> float:
+    """positions (T, J, 3) -> mean acceleration magnitude, m/s², over frames whose neighbours are
+    consecutive frames (frame_ids (T,); None: all rows are)."""
+    steps = consecutive_steps(frame_ids, len(positions))
+    inner = steps[1:] & steps[:-1]  # (T - 2,)
+    if not np.any(inner):
         return 0.0
-    acc = positions[2:] - 2 * positions[1:-1] + positions[:-2]
+    acc = (positions[2:] - 2 * positions[1:-1] + positions[:-2])[inner]
     return float(np.linalg.norm(acc, axis=-1).mean() * fps * fps)
 
 
-def foot_slide_mm(foot_positions: np.ndarray, contacts: np.ndarray) -> float:
+def foot_slide_mm(foot_positions: np.ndarray, contacts: np.ndarray, frame_ids: np.ndarray | None = None) -> float:
     """foot_positions (T, F, 3), contacts (T, F) -> mean horizontal move of a planted foot per
-    contact frame (frames t-1 and t both in contact), millimetres; 0 without contacts."""
-    both = contacts[1:] & contacts[:-1]
+    contact frame (frames t-1 and t both in contact and consecutive), millimetres; 0 without contacts."""
+    both = contacts[1:] & contacts[:-1] & consecutive_steps(frame_ids, len(contacts))[:, None]
     if not np.any(both):
         return 0.0
     step = np.linalg.norm(np.diff(foot_positions[..., :2], axis=0), axis=-1)
@@ -140,6 +153,22 @@ def detect_contacts(
         for start, end in segments(c):
             if end - start < min_frames:
                 c[start:end] = False
+    return contacts
+
+
+def detect_contacts_per_run(
+    foot_positions: np.ndarray, fps: float, frame_ids: np.ndarray | None = None, **contact_options
+) -> np.ndarray:
+    """:func:`detect_contacts` on each run of consecutive frames apart (one floor for all of them);
+    a run of a single frame has no contact. -> contacts (T, F) bool."""
+    T = len(foot_positions)
+    runs = frame_runs(np.arange(T) if frame_ids is None else frame_ids)
+    if contact_options.get("floor_z") is None:
+        contact_options["floor_z"] = float(np.percentile(foot_positions[..., UP], 5))
+    contacts = np.zeros(foot_positions.shape[:2], bool)
+    for start, end in runs:
+        if end - start > 1:
+            contacts[start:end] = detect_contacts(foot_positions[start:end], fps, **contact_options)
     return contacts
 
 
@@ -268,14 +297,16 @@ def reach(parents, rest, quats, root_loc, legs, targets, root: int = 0) -> np.nd
     return make_continuous(quats)
 
 
-def motion_figures(parents, rest, quats, root_loc, legs, fps: float, root: int = 0, **contact_options) -> dict:
+def motion_figures(
+    parents, rest, quats, root_loc, legs, fps: float, root: int = 0, frame_ids=None, **contact_options
+) -> dict:
     """-> {jitter (m/s²), slide_mm (per contact frame), contact_frames} of a motion as it is."""
     ankles = [a for _, _, a in legs]
     positions = joint_positions(np.asarray(parents), rest, quats, root_loc, root)
-    contacts = detect_contacts(positions[:, ankles], fps, **contact_options)
+    contacts = detect_contacts_per_run(positions[:, ankles], fps, frame_ids, **contact_options)
     return {
-        "jitter": jitter(positions, fps),
-        "slide_mm": foot_slide_mm(positions[:, ankles], contacts),
+        "jitter": jitter(positions, fps, frame_ids),
+        "slide_mm": foot_slide_mm(positions[:, ankles], contacts, frame_ids),
         "contact_frames": int(contacts.sum()),
     }
 
@@ -294,27 +325,34 @@ def clean_up(
     smooth_joints=None,
     root: int = 0,
     sole_height_m: float = 0.0,
+    frame_ids=None,
     **contact_options,
 ):
     """Smooth, detect contacts, lock feet and snap to the floor (z = 0) in one pass. sole_height_m:
     height of the ankle joint over the sole, so that snapping puts soles (not ankles) on the floor.
+    frame_ids (T,): each run of consecutive frames is smoothed and locked apart (None: one run).
 
     -> (quats, root_loc, report) with report = {jitter_before/after (m/s²), slide_before/after_mm,
     contact_frames, ground_shift_m} measured on the same contacts (detected on the input)."""
     parents = np.asarray(parents)
     ankles = [a for _, _, a in legs]
     before = joint_positions(parents, rest, quats, root_loc, root)
-    contacts = detect_contacts(before[:, ankles], fps, **contact_options)
+    contacts = detect_contacts_per_run(before[:, ankles], fps, frame_ids, **contact_options)
     if not np.any(contacts) and lock:
         raise VibeError(
             "No foot contact was found (no slow foot near the floor), so feet cannot be locked; "
             "turn foot locking off or check that the character walks on a floor."
         )
-    quats = smooth_quaternions(quats, strength, smooth_joints)
-    if smooth_joints is None or root in np.atleast_1d(smooth_joints):
-        root_loc = smooth_positions(root_loc, strength)
-    if lock:
-        quats, root_loc = lock_feet(parents, rest, quats, root_loc, legs, contacts, root=root)
+    quats, root_loc = make_continuous(quats), np.array(root_loc, dtype=np.float64)
+    for start, end in frame_runs(np.arange(len(quats)) if frame_ids is None else frame_ids):
+        run = slice(start, end)
+        quats[run] = smooth_quaternions(quats[run], strength, smooth_joints)
+        if smooth_joints is None or root in np.atleast_1d(smooth_joints):
+            root_loc[run] = smooth_positions(root_loc[run], strength)
+        if lock:
+            quats[run], root_loc[run] = lock_feet(
+                parents, rest, quats[run], root_loc[run], legs, contacts[run], root=root
+            )
     shift = 0.0
     if snap:
         feet = joint_positions(parents, rest, quats, root_loc, root)[:, ankles]
@@ -322,10 +360,10 @@ def clean_up(
         root_loc = root_loc + np.array([0.0, 0.0, shift]) @ rotation_part(rest[root])
     after = joint_positions(parents, rest, quats, root_loc, root)
     report = {
-        "jitter_before": jitter(before, fps),
-        "jitter_after": jitter(after, fps),
-        "slide_before_mm": foot_slide_mm(before[:, ankles], contacts),
-        "slide_after_mm": foot_slide_mm(after[:, ankles], contacts),
+        "jitter_before": jitter(before, fps, frame_ids),
+        "jitter_after": jitter(after, fps, frame_ids),
+        "slide_before_mm": foot_slide_mm(before[:, ankles], contacts, frame_ids),
+        "slide_after_mm": foot_slide_mm(after[:, ankles], contacts, frame_ids),
         "contact_frames": int(contacts.sum()),
         "ground_shift_m": shift,
     }

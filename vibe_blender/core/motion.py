@@ -50,10 +50,16 @@ class TrackMotion:
 
     def segments(self) -> list[tuple[int, int]]:
         """Runs of consecutive frames as (first row, last row + 1): a gap (no detection) splits them."""
-        breaks = np.flatnonzero(np.diff(self.frame_ids) > 1) + 1
-        starts = np.concatenate([[0], breaks])
-        ends = np.concatenate([breaks, [len(self.frame_ids)]])
-        return list(zip(starts.tolist(), ends.tolist()))
+        return frame_runs(self.frame_ids)
+
+
+def frame_runs(frames: np.ndarray) -> list[tuple[int, int]]:
+    """frames (T,) increasing frame numbers -> runs of consecutive frames as (first row, last row + 1);
+    a gap (a missing frame) splits them. The keys of a character are such frames (Blender's, +1)."""
+    breaks = np.flatnonzero(np.diff(np.asarray(frames)) > 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(frames)]])
+    return list(zip(starts.tolist(), ends.tolist()))
 
 
 @dataclass

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import keyframes
-from .core.motion import TrackMotion
+from .core.errors import VibeError
+from .core.motion import TrackMotion, frame_runs
 from .core.rotations import axis_angle_to_rotmat
 from .core.skeleton import bone_basis_quats, refit_basis_quats, refit_root_locations, root_locations
 from .core.smpl_math import pose_feature
@@ -27,12 +28,13 @@ from .rig_builder import (
 )
 
 FIRST_FRAME = 1
+VISIBILITY_PATHS = ("hide_viewport", "hide_render")
 
 
-def key_interpolation(track: TrackMotion) -> np.ndarray:
-    """(T,) LINEAR, except CONSTANT on the last key before each gap."""
-    interpolation = np.full(len(track.frame_ids), keyframes.LINEAR, dtype=np.int32)
-    for _, end in track.segments()[:-1]:
+def key_interpolation(frames: np.ndarray) -> np.ndarray:
+    """frames (T,) of the keys -> (T,) LINEAR, except CONSTANT on the last key before each gap."""
+    interpolation = np.full(len(frames), keyframes.LINEAR, dtype=np.int32)
+    for _, end in frame_runs(frames)[:-1]:
         interpolation[end - 1] = keyframes.CONSTANT
     return interpolation
 
@@ -49,12 +51,24 @@ def animate_character(
     quats = bone_basis_quats(track.pose, q_rest, track.source_to_blender)  # (T, 24, 4)
     loc = root_locations(track.trans_m, J0, q_rest[0], track.source_to_blender, ground_offset_m, in_place=in_place)
     frames = track.frame_ids.astype(np.float64) + FIRST_FRAME
-    interpolation = key_interpolation(track)
+    key_motion(armature_obj, frames, quats, loc)
+    if armature_obj.get("vibe_correctives") == "baked":
+        weights = pose_feature(axis_angle_to_rotmat(track.pose.reshape(-1, 24, 3)))  # (T, 207)
+        key_correctives(armature_obj, mesh_obj, frames, weights)
+    last = int(track.frame_ids[-1]) if last_frame_id is None else last_frame_id
+    key_visibility(mesh_obj, frames, FIRST_FRAME, FIRST_FRAME + last)
 
-    channels = keyframes.new_channels(armature_obj, f"{armature_obj.name}_motion")
+
+def key_motion(armature_obj, frames: np.ndarray, quats: np.ndarray, loc: np.ndarray) -> None:
+    """frames (T,), quats (T, 24, 4) pose-bone quaternions, loc (T, 3) pelvis location -> the keys of
+    the character's action (made when it has none; the F-curves of these channels are replaced).
+    The last key before each gap holds (CONSTANT), so nothing slides across the gap."""
+    channels = keyframes.channels_for_rewrite(armature_obj, f"{armature_obj.name}_motion")
+    interpolation = key_interpolation(frames)
     for j, bone in enumerate(JOINT_NAMES):
+        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
         for c in range(4):
-            keyframes.write_fcurve(
+            keyframes.rewrite_fcurve(
                 channels,
                 keyframes.rotation_path(bone),
                 c,
@@ -64,7 +78,7 @@ def animate_character(
                 interpolation=interpolation,
             )
     for c in range(3):
-        keyframes.write_fcurve(
+        keyframes.rewrite_fcurve(
             channels,
             keyframes.location_path(JOINT_NAMES[0]),
             c,
@@ -74,71 +88,97 @@ def animate_character(
             interpolation=interpolation,
         )
 
-    if armature_obj.get("vibe_correctives") == "baked":
-        weights = pose_feature(axis_angle_to_rotmat(track.pose.reshape(-1, 24, 3)))  # (T, 207)
-        key = mesh_obj.data.shape_keys
-        key_channels = keyframes.new_channels(key, f"{armature_obj.name}_correctives")
-        for k in range(NUM_CORRECTIVES):
-            keyframes.write_fcurve(
-                key_channels,
-                f'key_blocks["{corrective_key_name(k)}"].value',
-                0,
-                frames,
-                weights[:, k],
-                group="Pose correctives",
-                interpolation=interpolation,
-            )
-    _key_visibility(mesh_obj, track, last_frame_id)
+
+def key_correctives(armature_obj, mesh_obj, frames: np.ndarray, weights: np.ndarray) -> None:
+    """frames (T,), weights (T, 207) -> keys of the baked pose correctives Pose000..206 (replaced
+    when keyed already), holding before gaps as the motion does."""
+    key = mesh_obj.data.shape_keys
+    channels = keyframes.channels_for_rewrite(key, f"{armature_obj.name}_correctives")
+    interpolation = key_interpolation(frames)
+    for k in range(NUM_CORRECTIVES):
+        keyframes.rewrite_fcurve(
+            channels,
+            f'key_blocks["{corrective_key_name(k)}"].value',
+            0,
+            frames,
+            weights[:, k],
+            group="Pose correctives",
+            interpolation=interpolation,
+        )
 
 
-def _key_visibility(mesh_obj, track: TrackMotion, last_frame_id: int | None) -> None:
-    """Hide the body where the track has no frames: before its first run, in gaps, after its end."""
-    segments = track.segments()
-    last = int(track.frame_ids[-1]) if last_frame_id is None else last_frame_id
-    if len(segments) == 1 and track.frame_ids[0] == 0 and track.frame_ids[-1] >= last:
-        return  # seen in every frame
-    frames, hidden = [], []
-    if track.frame_ids[0] > 0:
-        frames.append(FIRST_FRAME), hidden.append(1.0)
-    for start, end in segments:
-        frames.append(track.frame_ids[start] + FIRST_FRAME), hidden.append(0.0)
-        if track.frame_ids[end - 1] < last:
-            frames.append(track.frame_ids[end - 1] + 1 + FIRST_FRAME), hidden.append(1.0)
-    channels = keyframes.new_channels(mesh_obj, f"{mesh_obj.name}_visibility")
-    for path in ("hide_viewport", "hide_render"):
-        keyframes.write_fcurve(
-            channels, path, 0, np.array(frames, dtype=np.float64), np.array(hidden), interpolation=keyframes.CONSTANT
+def key_visibility(mesh_obj, frames: np.ndarray, first_frame: float, last_frame: float) -> None:
+    """Show the body on the frames of the motion's keys ``frames`` (T,) and hide it elsewhere in
+    [first_frame, last_frame]: before its first run, in gaps, after its end. A body seen in every
+    frame of that range has no visibility keys (those it had are removed)."""
+    times, hidden = [], []
+    if frames[0] > first_frame:
+        times.append(first_frame), hidden.append(1.0)
+    for start, end in frame_runs(frames):
+        times.append(frames[start]), hidden.append(0.0)
+        if frames[end - 1] < last_frame:
+            times.append(frames[end - 1] + 1), hidden.append(1.0)
+    if len(times) == 1:  # seen throughout
+        channels = keyframes.channels_of(mesh_obj)
+        for path in VISIBILITY_PATHS:
+            if channels is not None:
+                keyframes.remove_fcurves(channels, path)
+            setattr(mesh_obj, path, False)
+        return
+    channels = keyframes.channels_for_rewrite(mesh_obj, f"{mesh_obj.name}_visibility")
+    for path in VISIBILITY_PATHS:
+        keyframes.rewrite_fcurve(
+            channels,
+            path,
+            0,
+            np.array(times, dtype=np.float64),
+            np.array(hidden),
+            interpolation=keyframes.CONSTANT,
         )
 
 
 def refit_bones(armature_obj) -> None:
     """Move the bones to J(betas) for the betas the Shape keys hold now, keeping the animation:
-    every keyed bone keeps its armature-space rotation and the pelvis keeps its world position."""
+    every keyed bone keeps its armature-space rotation and the pelvis keeps its world position.
+    All keys are read (and checked) before the rig changes: a VibeError leaves it as it was."""
     betas = current_betas(armature_obj)
+    mesh_obj = character_mesh(armature_obj)
+    channels = keyframes.channels_of(armature_obj)
+    rotations, location = _read_pose_keys(armature_obj, channels)
     q_rest_old = rest_quats(armature_obj)
     head_old = np.array(armature_obj.data.bones[JOINT_NAMES[0]].head_local)
     place_bones(armature_obj, joints_for_betas(armature_obj, betas))
     q_rest_new = rest_quats(armature_obj)
     head_new = np.array(armature_obj.data.bones[JOINT_NAMES[0]].head_local)
-    channels = keyframes.channels_of(armature_obj)
-    if channels is not None and channels.fcurves.find(keyframes.rotation_path(JOINT_NAMES[0]), index=0) is not None:
-        values = np.stack(
-            [
-                np.stack([keyframes.read_fcurve(channels, keyframes.rotation_path(b), c)[1] for c in range(4)], -1)
-                for b in JOINT_NAMES
-            ],
-            axis=1,
-        )  # (T, 24, 4)
-        values = refit_basis_quats(values, q_rest_old, q_rest_new)
-        for j, bone in enumerate(JOINT_NAMES):
-            for c in range(4):
-                keyframes.replace_fcurve_values(channels, keyframes.rotation_path(bone), c, values[:, j, c])
-        if channels.fcurves.find(keyframes.location_path(JOINT_NAMES[0]), index=0) is not None:
-            loc = np.stack(
-                [keyframes.read_fcurve(channels, keyframes.location_path(JOINT_NAMES[0]), c)[1] for c in range(3)], -1
-            )
-            loc = refit_root_locations(loc, head_old, q_rest_old[0], head_new, q_rest_new[0])
-            for c in range(3):
-                keyframes.replace_fcurve_values(channels, keyframes.location_path(JOINT_NAMES[0]), c, loc[:, c])
+    for bone, q_basis in rotations.items():  # each bone on its own keys: a user's extra key is fine
+        j = JOINT_NAMES.index(bone)
+        refit = refit_basis_quats(q_basis[:, None], q_rest_old[j : j + 1], q_rest_new[j : j + 1])[:, 0]
+        for c in range(4):
+            keyframes.replace_fcurve_values(channels, keyframes.rotation_path(bone), c, refit[:, c])
+    if location is not None:
+        refit = refit_root_locations(location, head_old, q_rest_old[0], head_new, q_rest_new[0])
+        for c in range(3):
+            keyframes.replace_fcurve_values(channels, keyframes.location_path(JOINT_NAMES[0]), c, refit[:, c])
     if armature_obj.get("vibe_correctives") == "drivers":
-        add_corrective_drivers(armature_obj, character_mesh(armature_obj))
+        add_corrective_drivers(armature_obj, mesh_obj)
+
+
+def _read_pose_keys(armature_obj, channels) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """-> ({bone: quaternion keys (N, 4)} for the keyed bones, pelvis location keys (N, 3) or None);
+    VibeError when a bone's channels are keyed on different frames (it could not be refit)."""
+    rotations, location = {}, None
+    if channels is None:
+        return rotations, location
+    try:
+        for bone in JOINT_NAMES:
+            keys = keyframes.read_vector_keys(channels, keyframes.rotation_path(bone), 4)
+            if keys is not None:
+                rotations[bone] = keys[1]
+        keys = keyframes.read_vector_keys(channels, keyframes.location_path(JOINT_NAMES[0]), 3)
+        location = None if keys is None else keys[1]
+    except ValueError as err:
+        raise VibeError(
+            f"Cannot refit '{armature_obj.name}': {err}. Key all channels of that bone together "
+            "(Insert Keyframe > Rotation or Location) or delete the odd keys, then refit again."
+        ) from err
+    return rotations, location

@@ -1,17 +1,26 @@
 """Clean up an SMPL character's keys in place: smoothing, foot locking, ground snapping, trim,
 frame offset and merging two broken tracks of one person. The maths is :mod:`core.cleanup`; this
-module only reads the keys (pose-bone quaternions + pelvis location) and writes them back in bulk."""
+module only reads the keys (pose-bone quaternions + pelvis location) and writes them back in bulk,
+into the same action, with what follows from them on an imported character: the body's visibility
+(shown on the frames with keys) and its baked pose correctives.
+
+Functions that take several characters work out every result before they change any character,
+so a VibeError (which names the character) leaves all of them as they were."""
 
 from __future__ import annotations
 
+import bpy
 import numpy as np
 
 from . import keyframes
+from .animation import key_correctives, key_motion, key_visibility
 from .core.cleanup import clean_up, merge_tracks, motion_figures, trim_mask
 from .core.errors import VibeError
 from .core.rotations import make_continuous
+from .core.skeleton import refit_basis_quats, refit_root_locations, smpl_rotations_from_basis
+from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, PARENTS
-from .retarget import bake_pose_keys
+from .rig_builder import find_character_mesh, rest_quats
 
 BONE_GROUPS = {
     "ALL": None,
@@ -47,7 +56,8 @@ LOC_PATH = keyframes.location_path("pelvis")
 
 
 def read_motion(armature_obj):
-    """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action."""
+    """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
+    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there)."""
     channels = keyframes.channels_of(armature_obj)
     missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
     if channels is None or missing or channels.fcurves.find(keyframes.rotation_path("pelvis"), index=0) is None:
@@ -57,29 +67,35 @@ def read_motion(armature_obj):
         )
     frames = keyframes.read_fcurve(channels, keyframes.rotation_path("pelvis"), 0)[0]
     quats = np.zeros((len(frames), 24, 4))
+    quats[..., 0] = 1.0  # an unkeyed channel stays at rest
     for j, bone in enumerate(JOINT_NAMES):
         for c in range(4):
-            curve = keyframes.read_fcurve(channels, keyframes.rotation_path(bone), c)
-            if curve is None or len(curve[0]) != len(frames):
-                quats[:, j, c] = 1.0 if c == 0 else 0.0
-            else:
-                quats[:, j, c] = curve[1]
+            values = keyframes.sample_fcurve(channels, keyframes.rotation_path(bone), c, frames)
+            if values is not None:
+                quats[:, j, c] = values
     loc = np.zeros((len(frames), 3))
     for c in range(3):
-        curve = keyframes.read_fcurve(channels, LOC_PATH, c)
-        if curve is not None and len(curve[0]) == len(frames):
-            loc[:, c] = curve[1]
+        values = keyframes.sample_fcurve(channels, LOC_PATH, c, frames)
+        if values is not None:
+            loc[:, c] = values
     return frames, quats, loc
 
 
 def write_motion(armature_obj, frames, quats, loc) -> None:
-    bake_pose_keys(
-        armature_obj,
-        np.asarray(frames, dtype=np.float64),
-        {b: quats[:, j] for j, b in enumerate(JOINT_NAMES)},
-        {"pelvis": loc},
-        armature_obj.animation_data.action.name if armature_obj.animation_data else "motion",
-    )
+    """Replace the character's keys with frames (T,), quats (T, 24, 4), pelvis location (T, 3), in
+    its action. An imported character's body is then shown on these frames only, and its baked
+    pose correctives are keyed from the new rotations."""
+    frames = np.asarray(frames, dtype=np.float64)
+    quats = make_continuous(np.asarray(quats, dtype=np.float64))
+    key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
+    mesh_obj = find_character_mesh(armature_obj)
+    if mesh_obj is None:
+        return  # a bare SMPL armature (no body of ours): nothing follows from the keys
+    if armature_obj.get("vibe_correctives") == "baked":
+        rotmats = smpl_rotations_from_basis(quats, rest_quats(armature_obj))
+        key_correctives(armature_obj, mesh_obj, frames, pose_feature(rotmats))
+    scene = bpy.context.scene
+    key_visibility(mesh_obj, frames, min(scene.frame_start, frames[0]), max(scene.frame_end, frames[-1]))
 
 
 def _rest(armature_obj) -> np.ndarray:
@@ -87,75 +103,132 @@ def _rest(armature_obj) -> np.ndarray:
 
 
 def _fps(fps: float | None) -> float:
-    import bpy
-
     scene = bpy.context.scene
     return fps or scene.render.fps / scene.render.fps_base
 
 
+def _for_each(armature_objs, work) -> list:
+    """[work(obj)] for every character; a VibeError names the character it came from."""
+    results = []
+    for obj in armature_objs:
+        try:
+            results.append(work(obj))
+        except VibeError as err:
+            if len(armature_objs) == 1:
+                raise
+            raise VibeError(f"{obj.name}: {err} No character was changed.") from err
+    return results
+
+
 def measure_character(armature_obj, fps: float | None = None) -> dict:
     """Jitter (m/s²) and foot slide (mm per contact frame) of a character's keys, unchanged."""
-    _, quats, loc = read_motion(armature_obj)
-    return motion_figures(PARENTS, _rest(armature_obj), quats, loc, LEGS, _fps(fps))
+    frames, quats, loc = read_motion(armature_obj)
+    return motion_figures(PARENTS, _rest(armature_obj), quats, loc, LEGS, _fps(fps), frame_ids=frames)
 
 
-def clean_up_character(
-    armature_obj,
+def clean_up_character(armature_obj, **options) -> dict:
+    """Smooth / lock feet / snap one character; -> the core report (jitter and slide before/after).
+    Options as :func:`clean_up_characters`."""
+    return clean_up_characters([armature_obj], **options)[0]
+
+
+def clean_up_characters(
+    armature_objs,
     *,
     strength: float = 0.5,
     bone_group: str = "ALL",
     lock_feet: bool = True,
     snap_to_ground: bool = True,
     fps: float | None = None,
-) -> dict:
-    """Smooth / lock feet / snap one character; -> the core report (jitter and slide before/after)."""
+) -> list[dict]:
+    """Smooth / lock feet / snap each character, every run of consecutive frames on its own (keys
+    across a gap are no neighbours); -> the core report of each. All or nothing."""
     if bone_group not in BONE_GROUPS:
         raise VibeError(f"Unknown bone group '{bone_group}'; choose one of {', '.join(BONE_GROUPS)}.")
-    frames, quats, loc = read_motion(armature_obj)
     fps = _fps(fps)
     group = BONE_GROUPS[bone_group]
     joints = None if group is None else [JOINT_NAMES.index(b) for b in group]
-    rest = _rest(armature_obj)
-    sole = float(
-        rest[LEGS[0][2], 2, 3] - min(armature_obj.data.bones[b].tail_local[2] for b in ("left_ankle", "left_foot"))
-    )
-    quats, loc, report = clean_up(
-        PARENTS,
-        rest,
-        quats,
-        loc,
-        LEGS,
-        fps,
-        strength=strength,
-        lock=lock_feet,
-        snap=snap_to_ground,
-        smooth_joints=joints,
-        sole_height_m=sole,
-    )
-    write_motion(armature_obj, frames, quats, loc)
-    return report
+
+    def cleaned(armature_obj):
+        frames, quats, loc = read_motion(armature_obj)
+        rest = _rest(armature_obj)
+        bones = armature_obj.data.bones
+        sole = float(rest[LEGS[0][2], 2, 3] - min(bones[b].tail_local[2] for b in ("left_ankle", "left_foot")))
+        quats, loc, report = clean_up(
+            PARENTS,
+            rest,
+            quats,
+            loc,
+            LEGS,
+            fps,
+            strength=strength,
+            lock=lock_feet,
+            snap=snap_to_ground,
+            smooth_joints=joints,
+            sole_height_m=sole,
+            frame_ids=frames,
+        )
+        return frames, quats, loc, report
+
+    results = _for_each(armature_objs, cleaned)
+    for armature_obj, (frames, quats, loc, _) in zip(armature_objs, results):
+        write_motion(armature_obj, frames, quats, loc)
+    return [report for *_, report in results]
 
 
 def trim_and_offset(armature_obj, *, start: int | None = None, end: int | None = None, offset: int = 0) -> int:
-    """Keep keys in [start, end] and move them by ``offset`` frames; -> number of frames kept."""
-    frames, quats, loc = read_motion(armature_obj)
-    keep = trim_mask(frames, start, end)
-    write_motion(armature_obj, frames[keep] + offset, quats[keep], loc[keep])
-    return int(keep.sum())
+    """Keep keys in [start, end] and move them by ``offset`` frames; -> number of frames kept.
+    The body's visibility and baked correctives move with them."""
+    return trim_and_offset_characters([armature_obj], start=start, end=end, offset=offset)[0]
+
+
+def trim_and_offset_characters(armature_objs, *, start=None, end=None, offset: int = 0) -> list[int]:
+    """:func:`trim_and_offset` on each character, all or nothing; -> frames kept per character."""
+
+    def trimmed(armature_obj):
+        frames, quats, loc = read_motion(armature_obj)
+        keep = trim_mask(frames, start, end)
+        return frames[keep] + offset, quats[keep], loc[keep]
+
+    results = _for_each(armature_objs, trimmed)
+    for armature_obj, motion in zip(armature_objs, results):
+        write_motion(armature_obj, *motion)
+    return [len(frames) for frames, _, _ in results]
 
 
 def merge_characters(keep_obj, other_obj) -> int:
     """Append ``other_obj``'s frames that ``keep_obj`` lacks (same person, broken track), then delete
-    ``other_obj`` and its mesh; -> frame count of the merged motion."""
-    import bpy
-
+    ``other_obj`` and its mesh; -> frame count of the merged motion. The other track's keys are
+    moved onto the kept rig's rest pose (its shape may differ): every bone keeps its armature-space
+    rotation and the pelvis its place in the scene."""
     if keep_obj == other_obj:
         raise VibeError("Pick two different characters to merge.")
+    if not np.allclose(np.array(keep_obj.matrix_world), np.array(other_obj.matrix_world), atol=1e-6):
+        raise VibeError(
+            f"'{keep_obj.name}' and '{other_obj.name}' are not placed alike in the scene (their object "
+            "transforms differ); clear or apply the transform of one, then merge."
+        )
     fa, qa, la = read_motion(keep_obj)
     fb, qb, lb = read_motion(other_obj)
+    q_rest_a, q_rest_b = rest_quats(keep_obj), rest_quats(other_obj)
+    qb = refit_basis_quats(qb, q_rest_b, q_rest_a)
+    lb = refit_root_locations(lb, _pelvis_head(other_obj), q_rest_b[0], _pelvis_head(keep_obj), q_rest_a[0])
     frames, merged = merge_tracks(fa, {"q": qa, "loc": la}, fb, {"q": qb, "loc": lb})
-    write_motion(keep_obj, frames, make_continuous(merged["q"]), merged["loc"])
-    for child in list(other_obj.children):
-        bpy.data.objects.remove(child, do_unlink=True)
-    bpy.data.objects.remove(other_obj, do_unlink=True)
+    write_motion(keep_obj, frames, merged["q"], merged["loc"])
+    _delete_character(other_obj)
     return len(frames)
+
+
+def _delete_character(armature_obj) -> None:
+    """Remove the character's objects, and their data and actions that nothing else uses."""
+    objects = [armature_obj, *armature_obj.children]
+    data = [obj.data for obj in objects if obj.data is not None]
+    animated = objects + data + [d.shape_keys for d in data if getattr(d, "shape_keys", None) is not None]
+    actions = {i.animation_data.action for i in animated if i.animation_data and i.animation_data.action}
+    bpy.data.batch_remove(objects)
+    bpy.data.batch_remove([d for d in data if d.users == 0])
+    bpy.data.batch_remove([a for a in actions if a.users == 0])
+
+
+def _pelvis_head(armature_obj) -> np.ndarray:
+    return np.array(armature_obj.data.bones[JOINT_NAMES[0]].head_local)

@@ -41,6 +41,12 @@ def new_channels(id_block: bpy.types.ID, action_name: str):
     return strip.channelbag(slot, ensure=True)
 
 
+def channels_for_rewrite(id_block: bpy.types.ID, action_name: str):
+    """The container of ``id_block``'s F-curves in its current action (see channels_of), or a new
+    action's when it has none: rewriting keys keeps the action, not a new "name.001" per edit."""
+    return channels_of(id_block) or new_channels(id_block, action_name)
+
+
 def channels_of(id_block: bpy.types.ID):
     """The container of ``id_block``'s existing F-curves (see new_channels), or None."""
     anim = id_block.animation_data
@@ -81,6 +87,31 @@ def write_fcurve(
     return fcurve
 
 
+def rewrite_fcurve(
+    channels,
+    data_path: str,
+    index: int,
+    frames: np.ndarray,
+    values: np.ndarray,
+    *,
+    group: str | None = None,
+    interpolation: np.ndarray | int = LINEAR,
+):
+    """:func:`write_fcurve`, first removing the F-curve of that path and index when it exists
+    (its group is kept when none is given)."""
+    old = channels.fcurves.find(data_path, index=index)
+    if old is not None:
+        group = group or (old.group.name if old.group else None)
+        channels.fcurves.remove(old)
+    return write_fcurve(channels, data_path, index, frames, values, group=group, interpolation=interpolation)
+
+
+def remove_fcurves(channels, data_path: str) -> None:
+    """Remove every F-curve of ``data_path`` (all indices)."""
+    for fcurve in [f for f in channels.fcurves if f.data_path == data_path]:
+        channels.fcurves.remove(fcurve)
+
+
 def read_fcurve(channels, data_path: str, index: int) -> tuple[np.ndarray, np.ndarray] | None:
     """-> (frames (N,), values (N,)) of an existing F-curve, or None."""
     fcurve = channels.fcurves.find(data_path, index=index)
@@ -89,6 +120,33 @@ def read_fcurve(channels, data_path: str, index: int) -> tuple[np.ndarray, np.nd
     co = np.empty(2 * len(fcurve.keyframe_points), dtype=np.float32)
     fcurve.keyframe_points.foreach_get("co", co)
     return co[0::2].astype(np.float64), co[1::2].astype(np.float64)
+
+
+def read_vector_keys(channels, data_path: str, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """-> (frames (N,), values (N, size)) of a vector property keyed on all ``size`` channels at the
+    same frames (a quaternion, a location), or None when none of them is keyed. ValueError, naming
+    the channels, when only some are keyed or their keys are on different frames."""
+    curves = [read_fcurve(channels, data_path, c) for c in range(size)]
+    if all(curve is None for curve in curves):
+        return None
+    frames = next(curve[0] for curve in curves if curve is not None)
+    for curve in curves:
+        if curve is None or curve[0].shape != frames.shape or np.any(curve[0] != frames):
+            counts = ", ".join("no keys" if k is None else f"{len(k[0])} keys" for k in curves)
+            raise ValueError(f"{data_path} is not keyed on the same frames in all its channels ({counts})")
+    return frames, np.stack([curve[1] for curve in curves], -1)
+
+
+def sample_fcurve(channels, data_path: str, index: int, frames: np.ndarray) -> np.ndarray | None:
+    """(N,) values of an existing F-curve at ``frames`` (its keys when they are exactly these frames,
+    else the curve evaluated there), or None when there is no such F-curve."""
+    fcurve = channels.fcurves.find(data_path, index=index)
+    if fcurve is None:
+        return None
+    keys_frames, values = read_fcurve(channels, data_path, index)
+    if keys_frames.shape == np.shape(frames) and np.all(keys_frames == frames):
+        return values
+    return np.array([fcurve.evaluate(float(f)) for f in frames])
 
 
 def replace_fcurve_values(channels, data_path: str, index: int, values: np.ndarray) -> None:

@@ -1,6 +1,11 @@
 """The one way an operator of the add-on reports a user error: decorate its ``execute`` with
 :func:`reports_errors` and raise :class:`VibeError`; the message becomes one ERROR report and the
-operator is cancelled (nothing half-done is kept by Blender's undo step)."""
+operator is cancelled.
+
+Cancelling rolls nothing back: Blender pushes no undo step for a cancelled operator, and whatever
+it changed before the error stays in the scene. So an operator checks (and reads) everything it
+needs before it changes anything, and one working on several characters either works out all of
+them first or says which ones it changed."""
 
 from __future__ import annotations
 

@@ -145,18 +145,17 @@ class VIBE_OT_clean_up(bpy.types.Operator):
 
     @reports_errors
     def execute(self, context):
-        from .cleanup_ops import clean_up_character
+        from .cleanup_ops import clean_up_characters
 
         s = settings(context)
         chars = _characters_or_error(context, "clean up")
-        for obj in chars:
-            report = clean_up_character(
-                obj,
-                strength=s.strength,
-                bone_group=s.bone_group,
-                lock_feet=s.lock_feet,
-                snap_to_ground=s.snap_to_ground,
-            )
+        *_, report = clean_up_characters(
+            chars,
+            strength=s.strength,
+            bone_group=s.bone_group,
+            lock_feet=s.lock_feet,
+            snap_to_ground=s.snap_to_ground,
+        )
         s.slide_before_mm, s.slide_after_mm = report["slide_before_mm"], report["slide_after_mm"]
         s.jitter_before, s.jitter_after = report["jitter_before"], report["jitter_after"]
         self.report(
@@ -177,11 +176,11 @@ class VIBE_OT_trim_offset(bpy.types.Operator):
 
     @reports_errors
     def execute(self, context):
-        from .cleanup_ops import trim_and_offset
+        from .cleanup_ops import trim_and_offset_characters
 
         s = settings(context)
-        for obj in _characters_or_error(context, "trim"):
-            trim_and_offset(obj, start=s.trim_start, end=s.trim_end, offset=s.frame_offset)
+        chars = _characters_or_error(context, "trim")
+        trim_and_offset_characters(chars, start=s.trim_start, end=s.trim_end, offset=s.frame_offset)
         return {"FINISHED"}
 
 
@@ -230,6 +229,7 @@ class VIBE_OT_export(bpy.types.Operator, ExportHelper):
             self.export_format,
             objects,
             preset=self.fbx_preset,
+            report=lambda msg: self.report({"WARNING"}, msg),
         )
         self.report({"INFO"}, f"Wrote {path}")
         return {"FINISHED"}

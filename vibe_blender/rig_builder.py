@@ -151,8 +151,31 @@ def add_corrective_drivers(armature_obj, mesh_obj) -> None:
                 driver.expression = corrective_driver_expression(M[j], r, c)
 
 
-def character_mesh(armature_obj):
+def find_character_mesh(armature_obj):
+    """The character's body: the child mesh with shape keys whose Armature modifier deforms it by
+    ``armature_obj`` (so renaming or duplicating the body keeps the link), else the mesh named when
+    it was built unless another armature deforms that one; None when there is none."""
+    bodies = [
+        child
+        for child in armature_obj.children
+        if child.type == "MESH" and child.data.shape_keys is not None and _deforming_armature(child) == armature_obj
+    ]
+    if bodies:
+        named = [b for b in bodies if b.name == armature_obj.get("vibe_mesh")]
+        return (named or bodies)[0]
     mesh_obj = bpy.data.objects.get(armature_obj.get("vibe_mesh", ""))
+    if mesh_obj is None or mesh_obj.type != "MESH" or _deforming_armature(mesh_obj) not in (None, armature_obj):
+        return None
+    return mesh_obj
+
+
+def _deforming_armature(mesh_obj):
+    return next((m.object for m in mesh_obj.modifiers if m.type == "ARMATURE" and m.object is not None), None)
+
+
+def character_mesh(armature_obj):
+    """The character's body (see :func:`find_character_mesh`); VibeError when it has none."""
+    mesh_obj = find_character_mesh(armature_obj)
     if mesh_obj is None:
         raise VibeError(f"'{armature_obj.name}' has lost its body mesh; import the character again.")
     return mesh_obj

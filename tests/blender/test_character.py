@@ -81,3 +81,77 @@ def test_refit_bones_follows_new_betas_and_keeps_the_motion(empty_scene, referen
     np.testing.assert_allclose(
         arm.data.bones["left_knee"].head_local, [J_new[4, 0], -J_new[4, 2], J_new[4, 1]], atol=1e-6
     )
+
+
+def _arm_space_rotations(armature_obj, frame):
+    """(24, 3, 3) how far each bone is turned from its rest, in armature space (pose · rest⁻¹)."""
+    bpy.context.scene.frame_set(frame)
+    return np.array(
+        [
+            np.array(pb.matrix.to_3x3()) @ np.array(armature_obj.data.bones[pb.name].matrix_local.to_3x3()).T
+            for pb in armature_obj.pose.bones
+        ]
+    )
+
+
+def _set_betas(mesh_obj, betas):
+    for i, b in enumerate(betas):
+        mesh_obj.data.shape_keys.key_blocks[f"Shape{i:03d}"].value = b
+
+
+def test_refit_keeps_a_key_the_user_added_on_one_bone(empty_scene, reference_dir, body_model):
+    ((arm, mesh), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    knee = arm.pose.bones["left_knee"]
+    knee.rotation_quaternion = (0.9, 0.3, 0.1, 0.0)
+    knee.keyframe_insert("rotation_quaternion", frame=100)  # one bone keyed past the motion's end
+    before = {frame: _arm_space_rotations(arm, frame) for frame in (4, 100)}
+    _set_betas(mesh, np.linspace(-1.5, 1.5, 10))
+    refit_bones(arm)
+    for frame, rotations in before.items():
+        np.testing.assert_allclose(_arm_space_rotations(arm, frame), rotations, atol=1e-4)  # float32 keys
+
+
+def test_refit_refuses_a_bone_keyed_apart_and_changes_nothing(empty_scene, reference_dir, body_model):
+    from vibe_blender import keyframes
+    from vibe_blender.core.errors import VibeError
+
+    ((arm, mesh), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    arm.pose.bones["left_knee"].keyframe_insert("rotation_quaternion", index=0, frame=100)  # W alone
+    heads = [tuple(b.head_local) for b in arm.data.bones]
+    keys = keyframes.read_fcurve(keyframes.channels_of(arm), keyframes.rotation_path("left_knee"), 1)[1]
+    _set_betas(mesh, np.linspace(-1.5, 1.5, 10))
+    with pytest.raises(VibeError, match=r"Cannot refit 'track_1': .*left_knee.*\(6 keys, 5 keys, 5 keys, 5 keys\)"):
+        refit_bones(arm)
+    assert [tuple(b.head_local) for b in arm.data.bones] == heads
+    np.testing.assert_array_equal(
+        keyframes.read_fcurve(keyframes.channels_of(arm), keyframes.rotation_path("left_knee"), 1)[1], keys
+    )
+
+
+def _driver_armatures(mesh_obj):
+    return {v.targets[0].id.name for d in mesh_obj.data.shape_keys.animation_data.drivers for v in d.driver.variables}
+
+
+def test_the_body_is_the_mesh_the_armature_deforms_whatever_its_name(empty_scene, reference_dir, body_model):
+    from vibe_blender.rig_builder import character_mesh
+
+    options = ImportOptions(correctives="drivers", add_camera=False)
+    ((arm, mesh), _) = import_motion_file(reference_dir / "result.npz", body_model, options)
+    mesh.name = "Bob"
+    assert character_mesh(arm) == mesh
+    _set_betas(mesh, np.full(10, 0.5))
+    refit_bones(arm)  # found by its Armature modifier, not by the name it was built with
+    J = body_model.joints_rest(np.full(10, 0.5))
+    np.testing.assert_allclose(arm.data.bones["left_knee"].head_local, [J[4, 0], -J[4, 2], J[4, 1]], atol=1e-6)
+    # Shift+D on the character: the copy refits its own body and drives its own correctives
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(obj in (arm, mesh))
+    bpy.context.view_layer.objects.active = arm
+    bpy.ops.object.duplicate()
+    copy = bpy.context.view_layer.objects.active
+    copy_mesh = character_mesh(copy)
+    assert copy != arm and copy_mesh not in (mesh, None)
+    _set_betas(copy_mesh, np.full(10, -1.0))
+    refit_bones(copy)
+    assert _driver_armatures(mesh) == {arm.name} and _driver_armatures(copy_mesh) == {copy.name}
+    np.testing.assert_allclose(arm.data.bones["left_knee"].head_local, [J[4, 0], -J[4, 2], J[4, 1]], atol=1e-6)

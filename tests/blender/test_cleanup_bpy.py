@@ -1,4 +1,5 @@
-"""Clean-up on a character's keys in Blender: jitter and foot slide halve, trim/offset, merge."""
+"""Clean-up on a character's keys in Blender: jitter and foot slide halve, trim/offset, merge, and
+what follows the keys on an imported character (its body's visibility and baked correctives)."""
 
 import importlib.util
 from pathlib import Path
@@ -9,7 +10,18 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
-from vibe_blender.cleanup_ops import clean_up_character, merge_characters, read_motion, trim_and_offset, write_motion  # noqa: E402
+from characters import imported_tracks  # noqa: E402
+
+from vibe_blender import keyframes  # noqa: E402
+from vibe_blender.cleanup_ops import (  # noqa: E402
+    clean_up_character,
+    clean_up_characters,
+    merge_characters,
+    read_motion,
+    trim_and_offset,
+    trim_and_offset_characters,
+    write_motion,
+)
 from vibe_blender.core.errors import VibeError  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
@@ -81,3 +93,88 @@ def test_trim_offset_and_merge():
     empty = rigs.build_armature("Empty", ["pelvis"], [-1], [[0, 0, 0]], [[0, 0, 1]])
     with pytest.raises(VibeError, match="not an animated SMPL character"):
         read_motion(empty)
+
+
+def arm_rotations_and_pelvis(armature_obj, frame):
+    """-> armature-space rotations of the pose (24, 3, 3) (pose · rest⁻¹) and the pelvis's world place."""
+    bpy.context.scene.frame_set(frame)
+    rotations = [
+        np.array(pb.matrix.to_3x3()) @ np.array(armature_obj.data.bones[pb.name].matrix_local.to_3x3()).T
+        for pb in armature_obj.pose.bones
+    ]
+    return np.array(rotations), np.array(armature_obj.matrix_world @ armature_obj.pose.bones["pelvis"].head)
+
+
+def corrective_values(mesh_obj, frame):
+    bpy.context.scene.frame_set(frame)
+    return np.array([k.value for k in mesh_obj.data.shape_keys.key_blocks if k.name.startswith("Pose")])
+
+
+def hidden_at(mesh_obj, frames):
+    out = []
+    for frame in frames:
+        bpy.context.scene.frame_set(frame)
+        out.append(mesh_obj.hide_viewport and mesh_obj.hide_render)
+    return out
+
+
+def test_merge_moves_the_other_track_onto_the_kept_body(empty_scene, body_model):
+    (a, a_body), (b, b_body) = imported_tracks(body_model, [range(0, 20), range(30, 50)])
+    b_rotations, b_pelvis = arm_rotations_and_pelvis(b, 41)
+    b_correctives = corrective_values(b_body, 41)
+    actions = sorted(x.name for x in bpy.data.actions if x.users)
+    assert merge_characters(a, b) == 40
+    # B's frames keep their pose on A's body (another shape, so other rest bones): every bone turns as
+    # it did and the pelvis is where it was; the baked correctives are keyed on those frames too
+    a_rotations, a_pelvis = arm_rotations_and_pelvis(a, 41)
+    np.testing.assert_allclose(a_rotations, b_rotations, atol=1e-5)
+    np.testing.assert_allclose(a_pelvis, b_pelvis, atol=1e-5)
+    np.testing.assert_allclose(corrective_values(a_body, 41), b_correctives, atol=1e-5)
+    # the kept body shows on the merged frames and hides in the gap between the tracks
+    assert hidden_at(a_body, [1, 20, 21, 30, 31, 50, 51]) == [False, False, True, True, False, False, True]
+    assert sorted(x.name for x in bpy.data.actions if x.users) == [n for n in actions if not n.startswith("P1")]
+
+
+def test_trim_and_offset_move_the_bodys_visibility_and_correctives(empty_scene, body_model):
+    ((b, body),) = imported_tracks(body_model, [range(30, 50)])
+    before = corrective_values(body, 41)
+    assert trim_and_offset(b, start=31, end=45, offset=-30) == 15  # Blender frames 31..45 -> 1..15
+    assert hidden_at(body, [1, 15, 16, 40]) == [False, False, True, True]
+    correctives = keyframes.channels_of(body.data.shape_keys)
+    np.testing.assert_array_equal(
+        keyframes.read_fcurve(correctives, 'key_blocks["Pose000"].value', 0)[0], np.arange(1, 16)
+    )
+    np.testing.assert_allclose(corrective_values(body, 11), before, atol=1e-5)
+
+
+def test_clean_up_keeps_each_run_apart_and_the_hold_before_a_gap(empty_scene, body_model):
+    """Keys on both sides of a gap are no neighbours: a pose held still within each run stays as it is
+    (it would be blended with the pose after the gap), the last key before the gap still holds, and
+    the keys are rewritten in the character's own actions (none left behind, none added)."""
+    pose = np.zeros((40, 72))
+    pose[:20, 3 * 18 + 2], pose[20:, 3 * 18 + 2] = -1.2, 1.2  # the left elbow differs across the gap
+    ((person, body),) = imported_tracks(body_model, [np.r_[0:20, 40:60]], pose=pose)
+    actions = sorted(a.name for a in bpy.data.actions)
+    f0, q0, _ = read_motion(person)
+    clean_up_character(person, strength=1.0, lock_feet=False, snap_to_ground=False, fps=30)
+    f1, q1, _ = read_motion(person)
+    np.testing.assert_array_equal(f1, f0)
+    assert np.abs(q1 - q0).max() < 1e-5
+    fcurve = keyframes.channels_of(person).fcurves.find(keyframes.rotation_path("left_elbow"), index=0)
+    assert fcurve.keyframe_points[19].interpolation == "CONSTANT"
+    assert {k.interpolation for k in list(fcurve.keyframe_points)[20:]} == {"LINEAR"}
+    assert sorted(a.name for a in bpy.data.actions) == actions and all(a.users for a in bpy.data.actions)
+    assert hidden_at(body, [20, 21, 40, 41]) == [False, True, True, False]
+
+
+def test_several_characters_are_cleaned_all_or_none(empty_scene, body_model):
+    (a, _), (b, _) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    still = rigs.build_armature("Still", [b.name for b in a.data.bones], [-1] * 24, [(0, 0, 0)] * 24, [(0, 0, 1)] * 24)
+    keys_before = [read_motion(obj)[1].copy() for obj in (a, b)]
+    with pytest.raises(VibeError, match="^Still: .*not an animated SMPL character.*No character was changed"):
+        clean_up_characters([a, b, still], strength=1.0, lock_feet=False, snap_to_ground=False, fps=30)
+    with pytest.raises(VibeError, match="^P1: Trimming to frames 1..5 leaves no frame"):
+        trim_and_offset_characters([a, b], start=1, end=5)
+    for obj, keys in zip((a, b), keys_before):
+        np.testing.assert_array_equal(read_motion(obj)[1], keys)
+    assert trim_and_offset_characters([a, b], end=40) == [20, 10]

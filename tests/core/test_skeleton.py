@@ -17,6 +17,7 @@ from vibe_blender.core.skeleton import (
     refit_basis_quats,
     refit_root_locations,
     root_locations,
+    smpl_rotations_from_basis,
 )
 from vibe_blender.core.smpl_math import smpl_forward
 from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
@@ -114,6 +115,16 @@ def test_corrective_driver_expression_matches_the_matrix_and_fits_blender():
                 assert len(expr) < 256, expr  # Blender truncates longer ones
                 assert set(expr) <= set("0123456789.+-*wxyze")  # a "simple expression"
                 assert abs(eval(expr, {}, dict(w=w, x=x, y=y, z=z)) - expected[r, c]) < 1e-8
+
+
+def test_smpl_rotations_come_back_from_the_keys_on_any_rest_pose():
+    """What baked correctives are computed from when keys change in Blender (clean-up, merge)."""
+    rng = np.random.default_rng(5)
+    pose = rng.normal(0, 0.6, (4, 72))
+    for q_rest in (axis_angle_to_quat(rng.normal(0, 2, (24, 3))), axis_angle_to_quat(rng.normal(0, 2, (24, 3)))):
+        basis = bone_basis_quats(pose, q_rest, CAMERA_TO_BLENDER)
+        R = smpl_rotations_from_basis(basis, q_rest)
+        np.testing.assert_allclose(R[:, 1:], axis_angle_to_rotmat(pose.reshape(4, 24, 3))[:, 1:], atol=1e-12)
 
 
 def test_refit_keeps_armature_space_rotations_and_pelvis_world_position():

@@ -125,6 +125,15 @@ def bone_to_smpl_rotations(q_rest: np.ndarray) -> np.ndarray:
     return SMPL_TO_BLENDER.T[None] @ quat_to_rotmat(q_rest)
 
 
+def smpl_rotations_from_basis(q_basis: np.ndarray, q_rest: np.ndarray) -> np.ndarray:
+    """q_basis (T, 24, 4) pose-bone quaternions, q_rest (24, 4) -> SMPL's local rotations R_j
+    (T, 24, 3, 3) for joints 1..23, the inverse of :func:`bone_basis_quats` (row 0, the root, is its
+    rotation in Blender's world, not SMPL's). They do not depend on the rest pose, so pose
+    correctives computed from them hold for any shape (and for motion moved from another body)."""
+    M = bone_to_smpl_rotations(q_rest)
+    return M[None] @ quat_to_rotmat(np.asarray(q_basis, dtype=np.float64)) @ np.swapaxes(M, -1, -2)[None]
+
+
 # R(q) of a unit quaternion as homogeneous quadratics: R[a][b] = sum over monomials of coef * q_i q_j.
 _MONOMIALS = ("w*w", "x*x", "y*y", "z*z", "w*x", "w*y", "w*z", "x*y", "x*z", "y*z")
 _R_COEFFS = np.zeros((3, 3, 10))

@@ -1,5 +1,10 @@
 """Export characters with Blender's own FBX, BVH and glTF exporters, with settings that keep the motion.
 
+Every body is written whole, whatever its visibility keys say at the current frame (a person not
+seen on that frame): the characters are shown while the exporter runs and put back after it.
+Characters in a collection excluded from the view layer cannot be exported; they are left out
+and named in one message.
+
 FBX presets: "DEFAULT" (metres, Blender axes), "UNITY" (Y up, -Z forward... Unity's FBX importer
 defaults, scale 1), "UNREAL" (centimetres: scale 100 via FBX units, X forward, Z up). All keep every
 key (no simplification) and add no leaf bones. BVH has no axis option: the file is written in
@@ -18,6 +23,7 @@ import sys
 from pathlib import Path
 
 from .core.errors import VibeError
+from .core.output_paths import check_output_path
 
 FBX_PRESETS = {
     "DEFAULT": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_NONE", axis_forward="-Z", axis_up="Y"),
@@ -50,6 +56,31 @@ def _with_children(objects):
     return out
 
 
+def _exportable(objects, report) -> list:
+    """The armatures ``objects`` (default: every armature of the scene) with their children, less
+    those outside the view layer, which are named in one report; VibeError when none is left."""
+    import bpy
+
+    from .visibility import outside_view_layer
+
+    objects = _with_children(objects or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"])
+    if not objects:
+        raise VibeError("There is no armature to export; import or retarget a character first.")
+    left_out = outside_view_layer(objects)
+    names = ", ".join(obj.name for obj in left_out)
+    if len(left_out) == len(objects):
+        raise VibeError(
+            f"Nothing to export: {names} are in collections excluded from the view layer; "
+            "include them (the checkbox in the Outliner) and export again."
+        )
+    if left_out:
+        report(
+            f"Left out {names}: in collections excluded from the view layer (include them with the "
+            "checkbox in the Outliner to export them)."
+        )
+    return [obj for obj in objects if obj not in left_out]
+
+
 def _check(result, path: Path, what: str) -> Path:
     if "FINISHED" not in result or not path.is_file():
         raise VibeError(f"Blender's {what} exporter could not write '{path}'; check the folder is writable.")
@@ -65,30 +96,31 @@ def _prepare(path) -> Path:
     return path
 
 
-def export_fbx(path, objects=None, *, preset: str = "DEFAULT") -> Path:
+def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> Path:
     """The armatures in ``objects`` (default: every armature) with their meshes -> one FBX."""
     import bpy
 
+    from .visibility import shown
+
     if preset not in FBX_PRESETS:
         raise VibeError(f"Unknown FBX preset '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
-    objects = _with_children(objects or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"])
-    if not objects:
-        raise VibeError("There is no armature to export; import or retarget a character first.")
+    objects = _exportable(objects, report)
     path = _prepare(path)
-    _select(objects)
-    result = bpy.ops.export_scene.fbx(
-        filepath=str(path),
-        use_selection=True,
-        object_types={"ARMATURE", "MESH"},
-        add_leaf_bones=False,
-        bake_anim=True,
-        bake_anim_use_all_actions=False,
-        bake_anim_use_nla_strips=False,
-        bake_anim_simplify_factor=0.0,
-        use_armature_deform_only=True,
-        mesh_smooth_type="OFF",
-        **FBX_PRESETS[preset],
-    )
+    with shown(objects):
+        _select(objects)
+        result = bpy.ops.export_scene.fbx(
+            filepath=str(path),
+            use_selection=True,
+            object_types={"ARMATURE", "MESH"},
+            add_leaf_bones=False,
+            bake_anim=True,
+            bake_anim_use_all_actions=False,
+            bake_anim_use_nla_strips=False,
+            bake_anim_simplify_factor=0.0,
+            use_armature_deform_only=True,
+            mesh_smooth_type="OFF",
+            **FBX_PRESETS[preset],
+        )
     return _check(result, path, "FBX")
 
 
@@ -96,54 +128,63 @@ def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end:
     """One armature's motion -> BVH (Blender axes: Z up; see the module docstring)."""
     import bpy
 
+    from .visibility import outside_view_layer, shown
+
     if armature_obj is None or armature_obj.type != "ARMATURE":
         raise VibeError("BVH holds one skeleton: pick one armature to export.")
+    if outside_view_layer([armature_obj]):
+        raise VibeError(
+            f"'{armature_obj.name}' is in a collection excluded from the view layer; include it (the "
+            "checkbox in the Outliner) and export again."
+        )
     scene = bpy.context.scene
     anim = armature_obj.animation_data
     first, last = anim.action.frame_range if anim and anim.action else (scene.frame_start, scene.frame_end)
     path = _prepare(path)
-    _select([armature_obj])
-    result = bpy.ops.export_anim.bvh(
-        filepath=str(path),
-        frame_start=int(frame_start or first),
-        frame_end=int(frame_end or last),
-        rotate_mode="NATIVE",
-        root_transform_only=True,
-    )
+    with shown([armature_obj]):
+        _select([armature_obj])
+        result = bpy.ops.export_anim.bvh(
+            filepath=str(path),
+            frame_start=int(frame_start or first),
+            frame_end=int(frame_end or last),
+            rotate_mode="NATIVE",
+            root_transform_only=True,
+        )
     return _check(result, path, "BVH")
 
 
-def export_gltf(path, objects=None) -> Path:
+def export_gltf(path, objects=None, *, report=print) -> Path:
     """Armatures with their meshes and animation -> .glb (binary) or .gltf (by the suffix)."""
     import bpy
 
-    objects = _with_children(objects or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"])
-    if not objects:
-        raise VibeError("There is no armature to export; import or retarget a character first.")
+    from .visibility import shown
+
+    objects = _exportable(objects, report)
     path = _prepare(path)
-    _select(objects)
-    result = bpy.ops.export_scene.gltf(
-        filepath=str(path),
-        use_selection=True,
-        export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
-        export_animations=True,
-        export_force_sampling=True,
-    )
+    with shown(objects):
+        _select(objects)
+        result = bpy.ops.export_scene.gltf(
+            filepath=str(path),
+            use_selection=True,
+            export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
+            export_animations=True,
+            export_force_sampling=True,
+        )
     return _check(result, path, "glTF")
 
 
-def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT") -> Path:
-    """One entry for the panel and the CLI."""
+def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT", report=print) -> Path:
+    """One entry for the panel and the CLI; ``report`` gets the names of characters left out."""
     fmt = fmt.lower()
     if fmt == "fbx":
-        return export_fbx(path, objects, preset=preset)
+        return export_fbx(path, objects, preset=preset, report=report)
     if fmt == "bvh":
         armatures = [o for o in (objects or []) if o.type == "ARMATURE"]
         if len(armatures) != 1:
             raise VibeError(f"BVH holds one skeleton; name exactly one armature (got {len(armatures)}).")
         return export_bvh(path, armatures[0])
     if fmt in ("glb", "gltf"):
-        return export_gltf(path, objects)
+        return export_gltf(path, objects, report=report)
     raise VibeError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
 
 
@@ -161,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.blend.is_file():
             raise VibeError(f"'{args.blend}' does not exist; give the .blend file saved with your characters.")
+        check_output_path(args.output, f"the {fmt.upper()} file", {"the .blend file": args.blend})
         bpy.ops.wm.open_mainfile(filepath=str(args.blend.resolve()))
         objects = []
         for name in args.object:

@@ -11,9 +11,13 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
+from characters import imported_tracks  # noqa: E402
+
+from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.core.errors import VibeError  # noqa: E402
 from vibe_blender.core.smpl_model import JOINT_NAMES  # noqa: E402
 from vibe_blender.export import FBX_PRESETS, export, export_bvh, export_fbx, export_gltf  # noqa: E402
+from vibe_blender.visibility import shown  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
 rigs = importlib.util.module_from_spec(_spec)
@@ -118,3 +122,73 @@ def test_command_line_exports_from_a_blend_file(tmp_path):
     assert (tmp_path / "cli.fbx").stat().st_size > 1000
     bad = run(str(tmp_path / "missing.blend"), "-o", str(tmp_path / "x.fbx"))
     assert bad.returncode == 1 and "does not exist" in bad.stderr
+    blend_bytes = blend.read_bytes()
+    over_input = run(str(blend), "-o", str(blend), "--format", "glb")
+    assert over_input.returncode == 1 and "is the same file as the .blend file" in over_input.stderr
+    assert blend.read_bytes() == blend_bytes
+
+
+def _read_back(path):
+    """Object names of a fresh scene holding the FBX or glTF file at ``path``."""
+    rigs.reset_scene()
+    if path.suffix == ".fbx":
+        bpy.ops.import_scene.fbx(filepath=str(path))
+    else:
+        bpy.ops.import_scene.gltf(filepath=str(path))
+    return {o.name for o in bpy.data.objects if o.type in ("ARMATURE", "MESH")}
+
+
+def _visibility_state(objects):
+    state = [(o.name, o.hide_get(), o.hide_viewport, o.hide_render, o.hide_select, o.select_get()) for o in objects]
+    animation = [o.animation_data for o in objects if o.animation_data and o.animation_data.action]
+    mutes = [f.mute for a in animation for f in keyframes.channels_of(a.id_data).fcurves]
+    return state, mutes, bpy.context.view_layer.objects.active
+
+
+@pytest.mark.parametrize("suffix", [".fbx", ".glb"])
+def test_every_body_is_exported_whatever_its_visibility_at_the_current_frame(empty_scene, body_model, tmp_path, suffix):
+    """At frame 1 the second person has not been seen yet (the body is hidden by its keys) and the
+    user hid the first one's armature: both characters are still written whole, and put back as they were."""
+    (a, a_body), (b, b_body) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    empty_scene.frame_set(1)
+    a.hide_set(True)
+    b.select_set(True)
+    assert b_body.hide_viewport and b_body.hide_render
+    before = _visibility_state([a, a_body, b, b_body])
+    path = export(tmp_path / f"both{suffix}", suffix[1:])
+    assert _visibility_state([a, a_body, b, b_body]) == before
+    assert {"P0", "P0_body", "P1", "P1_body"} <= _read_back(path)
+
+
+def test_shown_puts_everything_back_when_the_export_fails(empty_scene, body_model):
+    ((a, body),) = imported_tracks(body_model, [range(30, 50)], correctives="off")
+    collection = a.users_collection[0]
+    layer_collection = bpy.context.view_layer.layer_collection.children[collection.name]
+    layer_collection.hide_viewport = collection.hide_select = True
+    empty_scene.frame_set(1)
+    before = _visibility_state([a, body]), layer_collection.hide_viewport, collection.hide_select
+    with pytest.raises(RuntimeError, match="exporter failed"):
+        with shown([a, body]):
+            assert body.visible_get() and a.visible_get()
+            empty_scene.frame_set(2)  # the exporter steps through frames: the keys must not hide the body
+            assert body.visible_get()
+            raise RuntimeError("exporter failed")
+    assert (_visibility_state([a, body]), layer_collection.hide_viewport, collection.hide_select) == before
+
+
+def test_characters_in_an_excluded_collection_are_named_not_a_traceback(empty_scene, body_model, tmp_path):
+    (a, a_body), (b, b_body) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    stash = bpy.data.collections.new("Stash")
+    empty_scene.collection.children.link(stash)
+    for obj in (b, b_body):
+        for collection in obj.users_collection:
+            collection.objects.unlink(obj)
+        stash.objects.link(obj)
+    bpy.context.view_layer.layer_collection.children["Stash"].exclude = True
+    messages = []
+    path = export_fbx(tmp_path / "seen.fbx", report=messages.append)
+    assert messages == [
+        "Left out P1, P1_body: in collections excluded from the view layer (include them with the "
+        "checkbox in the Outliner to export them)."
+    ]
+    assert _read_back(path) == {"P0", "P0_body"}

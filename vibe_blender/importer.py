@@ -2,11 +2,18 @@
 
 ``import_motion_file`` is what the import operator, the capture job and the batch command call.
 It also runs without any operator or UI (tests, ``python -m vibe_blender.batch``).
+
+The scene's frame rate and range follow the first capture imported into it; later imports (into a
+scene with animated characters) only grow the range, so an earlier character keeps all its frames,
+and keep the frame rate, with a warning when theirs differs. Characters are built in metres and
+scaled by the scene's unit scale, as Blender's FBX importer does, so they have their real size in a
+scene that counts in centimetres.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +27,7 @@ from .core.motion import MAX_CHARACTERS, MotionSet, ground_offset, longest_track
 from .core.readers import read_motion_file
 from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
-from .rig_builder import build_character
+from .rig_builder import build_character, is_character
 
 ROOT_MOTION_MODES = ("full", "in_place")
 BLENDER_MAX_FRAME = 1_048_574  # the last frame of Blender's timeline (MAXFRAME)
@@ -36,33 +43,36 @@ class ImportOptions:
     root_motion: str = "full"  # full (from the video's camera) | in_place
     add_camera: bool = True  # a camera matching the video (when the source has one)
     video_path: str = ""  # shown behind the camera when given
-    set_scene: bool = True  # scene fps and frame range from the source
+    set_scene: bool = True  # scene fps and frame range from the source (only grown when characters exist)
     fps: float = 0.0  # frame rate for files that store none (0: 30)
     max_characters: int = MAX_CHARACTERS  # the tracks with the most frames, when a file holds more
 
 
 def import_motion_file(
-    path, body_model: BodyModel | str | Path, options: ImportOptions | None = None, *, report=print
+    path, body_model: BodyModel | str | Path, options: ImportOptions | None = None, *, report=print, warn=None
 ) -> list:
     """-> [(armature_obj, mesh_obj)] for each track of the file at ``path``."""
     options = options or ImportOptions()
     motion = read_motion_file(path, fps=options.fps or None)
     if not isinstance(body_model, BodyModel):
         body_model = read_body_model(body_model)
-    return import_motion(motion, body_model, options, report=report)
+    return import_motion(motion, body_model, options, report=report, warn=warn)
 
 
 def import_motion(
-    motion: MotionSet, body_model: BodyModel, options: ImportOptions | None = None, *, report=print
+    motion: MotionSet, body_model: BodyModel, options: ImportOptions | None = None, *, report=print, warn=None
 ) -> list:
+    """-> [(armature_obj, mesh_obj)] for each track. ``report`` gets the summary, ``warn`` (default:
+    ``report``) what the user may want to change: people left out, a frame rate unlike the scene's."""
     options = options or ImportOptions()
+    warn = warn or report
     if options.root_motion not in ROOT_MOTION_MODES:
         raise VibeError(f"Root motion must be one of {', '.join(ROOT_MOTION_MODES)}; got '{options.root_motion}'.")
     if options.max_characters < 1:
         raise VibeError(f"Max characters must be at least 1; got {options.max_characters}.")
     tracks = longest_tracks(motion.tracks, options.max_characters)
     if len(tracks) < len(motion.tracks):
-        report(
+        warn(
             f"{motion.source_name} holds {len(motion.tracks)} people; importing the {len(tracks)} seen in the "
             "most frames. Raise 'Max characters' in the import options to import more."
         )
@@ -73,33 +83,85 @@ def import_motion(
     offset = ground_offset(body_model, motion.tracks) if camera_frame else np.zeros(3)
     motion.ground_offset_m = offset
 
+    scene = bpy.context.scene
+    had_characters = any(
+        is_character(obj) and obj.animation_data and obj.animation_data.action for obj in scene.objects
+    )
+    units_per_metre = _units_per_metre(scene)
     collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
-    bpy.context.scene.collection.children.link(collection)
+    scene.collection.children.link(collection)
     characters = []
-    for track in motion.tracks:
-        armature_obj, mesh_obj = build_character(
-            body_model, track.betas, track.name, correctives=options.correctives, collection=collection
-        )
-        animate_character(
-            armature_obj,
-            track,
-            ground_offset_m=offset,
-            in_place=options.root_motion == "in_place",
-            last_frame_id=last_frame_id,
-        )
-        characters.append((armature_obj, mesh_obj))
+    with _progress(len(motion.tracks)) as step:
+        for done, track in enumerate(motion.tracks, start=1):
+            armature_obj, mesh_obj = build_character(
+                body_model, track.betas, track.name, correctives=options.correctives, collection=collection
+            )
+            armature_obj.scale = (units_per_metre,) * 3
+            animate_character(
+                armature_obj,
+                track,
+                ground_offset_m=offset,
+                in_place=options.root_motion == "in_place",
+                last_frame_id=last_frame_id,
+            )
+            characters.append((armature_obj, mesh_obj))
+            step(done)
 
+    if had_characters:
+        _warn_on_other_frame_rate(scene, motion, warn)
     if options.set_scene:
-        scene = bpy.context.scene
-        scene.render.fps, scene.render.fps_base = fps_to_blender(motion.fps)
-        scene.frame_start, scene.frame_end = FIRST_FRAME, FIRST_FRAME + last_frame_id
+        _fit_scene(scene, motion.fps, FIRST_FRAME + last_frame_id, grow_only=had_characters)
     if options.add_camera and motion.camera is not None and camera_frame:
-        add_video_camera(motion, collection, video_path=options.video_path, report=report)
+        add_video_camera(motion, collection, video_path=options.video_path, report=warn)
     bpy.context.scene.frame_set(bpy.context.scene.frame_start)  # evaluate the new objects
     report(
         f"Imported {len(characters)} character(s) from {motion.source_name}: {', '.join(a.name for a, _ in characters)}"
     )
     return characters
+
+
+def _fit_scene(scene, fps: float, last_frame: int, *, grow_only: bool) -> None:
+    """The scene's frame rate and range for motion ending at ``last_frame``; ``grow_only`` (there are
+    characters already): only widen the range, and keep their frame rate."""
+    if grow_only:
+        scene.frame_start, scene.frame_end = min(scene.frame_start, FIRST_FRAME), max(scene.frame_end, last_frame)
+        return
+    scene.render.fps, scene.render.fps_base = fps_to_blender(fps)
+    scene.frame_start, scene.frame_end = FIRST_FRAME, last_frame
+
+
+def _warn_on_other_frame_rate(scene, motion: MotionSet, warn) -> None:
+    scene_fps = scene.render.fps / scene.render.fps_base
+    if abs(scene_fps - motion.fps) > 1e-3 * motion.fps:
+        warn(
+            f"{motion.source_name} was filmed at {motion.fps:.5g} fps but the scene, which has characters already, "
+            f"plays at {scene_fps:.5g} fps: its characters play {scene_fps / motion.fps:.3g}x as fast as filmed. "
+            "Import it into a new scene to keep both right."
+        )
+
+
+@contextmanager
+def _progress(steps: int):
+    """Blender's progress counter (on the mouse cursor) over ``steps``; yields ``step(done)``.
+    Nothing is shown where there is no window manager (a background run)."""
+    window_manager = _window_manager()
+    if window_manager is None:
+        yield lambda done: None
+        return
+    window_manager.progress_begin(0, steps)
+    try:
+        yield window_manager.progress_update
+    finally:
+        window_manager.progress_end()
+
+
+def _units_per_metre(scene) -> float:
+    """Blender units in a metre: 100 in a scene whose unit scale is 0.01 (it counts in centimetres)."""
+    return 1.0 / scene.unit_settings.scale_length
+
+
+def _window_manager():
+    return getattr(bpy.context, "window_manager", None)
 
 
 def _check_fits_blender(motion: MotionSet) -> int:
@@ -135,8 +197,8 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
     # A Blender camera looks along its -Z with +Y up; the video camera looks along +z with y down:
     # camera -> Blender world is CAMERA_TO_BLENDER · diag(1, -1, -1) = SMPL_TO_BLENDER = Rx(+90°).
     cam_obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
-    cam_obj.location = tuple(float(v) for v in motion.ground_offset_m)
     scene = bpy.context.scene
+    cam_obj.location = tuple(_units_per_metre(scene) * float(v) for v in motion.ground_offset_m)
     scene.camera = cam_obj
     scene.render.resolution_x, scene.render.resolution_y = int(info.width_px), int(info.height_px)
     scene.render.resolution_percentage = 100

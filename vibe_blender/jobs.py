@@ -2,8 +2,10 @@
 
 Blender's API is not thread-safe, so the worker thread never touches bpy: it only updates its
 status. :func:`tick` runs on the main thread (from ``bpy.app.timers``): it redraws the panel and,
-once the job is done, imports the result. Timers never fire in the ``bpy`` module build (no event
-loop), so tests call :func:`tick` directly.
+once the job is done, imports the result. The timer is persistent, so opening another file during
+a capture still imports the result (into the file then open), and whatever happens to the import
+ends in one line naming the result file (:func:`last_outcome`): nothing done on the server is lost.
+Timers never fire in the ``bpy`` module build (no event loop), so tests call :func:`tick` directly.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .importer import ImportOptions, import_motion_file
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
 
 TICK_S = 0.25
-_current: dict = {"job": None, "options": None, "imported": None, "error": None}
+_current: dict = {"job": None, "options": None, "imported": None, "error": None, "outcome": None}
 
 
 def current_job() -> CaptureJob | None:
@@ -31,7 +33,14 @@ def last_import() -> list | None:
 
 
 def last_error() -> str | None:
+    """Why the last finished capture's result could not be imported (None when it was)."""
     return _current["error"]
+
+
+def last_outcome() -> str | None:
+    """One line on the last finished capture's import, naming the result file: what was imported
+    or why it could not be (None before a capture finished)."""
+    return _current["error"] or _current["outcome"]
 
 
 def start_capture(
@@ -73,10 +82,10 @@ def start_capture(
         connect=connect,
     )
     options.video_path = options.video_path or bpy.path.abspath(video_path)
-    _current.update(job=job, options=options, imported=None, error=None)
+    _current.update(job=job, options=options, imported=None, error=None, outcome=None)
     job.start()
     if use_timer and not bpy.app.timers.is_registered(tick):
-        bpy.app.timers.register(tick, first_interval=TICK_S)
+        bpy.app.timers.register(tick, first_interval=TICK_S, persistent=True)  # outlives File > Open/New
     return job
 
 
@@ -102,10 +111,18 @@ def tick() -> float | None:
 
 
 def _import(status: CaptureStatus) -> None:
+    path = status.result_path
     try:
-        _current["imported"] = import_motion_file(status.result_path, status.body_model_path, _current["options"])
-    except VibeError as err:
-        _current["error"] = str(err)
+        characters = import_motion_file(path, status.body_model_path, _current["options"])
+    except Exception as err:  # noqa: BLE001  any failure must end in a message, never kill the timer silently
+        reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}; please report it"
+        _current["error"] = (
+            f"The capture's result could not be imported ({reason.rstrip('.')}). It is kept in '{path}': "
+            "import it with File > Import > VIBE Mocap."
+        )
+    else:
+        _current["imported"] = characters
+        _current["outcome"] = f"Imported {len(characters)} character(s) from '{path}'."
     redraw_panels()
 
 

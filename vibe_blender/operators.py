@@ -65,6 +65,12 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
         soft_max=200,
         description="A file with more people imports those seen in the most frames",
     )
+    set_scene: bpy.props.BoolProperty(
+        name="Set scene frame rate and range",
+        default=True,
+        description="Take the frame rate and frame range from the file. With characters in the scene "
+        "already, the range only grows and their frame rate stays",
+    )
 
     @reports_errors
     def execute(self, context):
@@ -78,9 +84,14 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
             video_path=bpy.path.abspath(self.video_path) if self.video_path else "",
             fps=self.fps,
             max_characters=self.max_characters,
+            set_scene=self.set_scene,
         )
         import_motion_file(
-            self.filepath, resolve_body_model(context), options, report=lambda msg: self.report({"INFO"}, msg)
+            self.filepath,
+            resolve_body_model(context),
+            options,
+            report=lambda msg: self.report({"INFO"}, msg),
+            warn=lambda msg: self.report({"WARNING"}, msg),
         )
         return {"FINISHED"}
 

@@ -31,9 +31,8 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         else:
             box.operator("vibe_mocap.capture", icon="REC")
             if status is not None:
-                error = jobs.last_error()
-                icon = "ERROR" if status.state == "failed" or error else "INFO"
-                for line in _wrap(error or status.message):
+                icon = "ERROR" if status.state == "failed" or jobs.last_error() else "INFO"
+                for line in _wrap(jobs.last_outcome() or status.message):
                     box.label(text=line, icon=icon)
                     icon = "BLANK1"
 
@@ -44,18 +43,19 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         box.prop(settings, "add_camera")
         op = box.operator("vibe_mocap.import_motion", icon="IMPORT")
         op.correctives, op.root_motion, op.add_camera = settings.correctives, settings.root_motion, settings.add_camera
+        op.video_path = settings.video_path
 
-        from .rig_builder import character_mesh, is_character, shape_key_name
+        from .rig_builder import find_character_mesh, is_character, shape_key_name
 
         obj = context.active_object
         if is_character(obj):
             box = layout.box()
             box.label(text=f"Shape of {obj.name}", icon="SHAPEKEY_DATA")
-            mesh = bpy.data.objects.get(obj.get("vibe_mesh", ""))
+            mesh = find_character_mesh(obj)
             if mesh is not None and mesh.data.shape_keys is not None:
                 col = box.column(align=True)
                 for i in range(10):
-                    key_block = character_mesh(obj).data.shape_keys.key_blocks.get(shape_key_name(i))
+                    key_block = mesh.data.shape_keys.key_blocks.get(shape_key_name(i))
                     if key_block is not None:
                         col.prop(key_block, "value", text=f"Beta {i}")
             box.operator("vibe_mocap.refit_bones", icon="BONE_DATA")

@@ -59,6 +59,43 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
 
     assert status.result_path.parent == user_dir("results")  # written only in the user dir
     assert jobs.current_job().upload is False and server.local_paths == [str(video.resolve())]
+    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'."
+
+
+def test_the_capture_goes_on_when_another_file_is_opened(registered, reference_dir, video):
+    """File > New or Open during a capture: the result is still imported (into the file then open)."""
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, poll_interval_s=0.01)
+        try:
+            bpy.ops.wm.read_factory_settings(use_empty=True)
+            assert bpy.app.timers.is_registered(jobs.tick)
+        finally:
+            bpy.app.timers.unregister(jobs.tick)
+        status = _follow()
+    assert status.state == "done" and [a.name for a, _ in jobs.last_import()] == ["track_1", "track_2"]
+
+
+def test_an_import_that_fails_says_why_and_where_the_result_is(
+    registered, empty_scene, reference_dir, video, monkeypatch
+):
+    def broken_import(*args, **kwargs):
+        raise KeyError("pose")  # a bug, not a VibeError: still reported, the timer still ends cleanly
+
+    monkeypatch.setattr(jobs, "import_motion_file", broken_import)
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        status = _follow()
+    assert jobs.last_import() is None and status.result_path.is_file()
+    assert (
+        jobs.last_outcome()
+        == jobs.last_error()
+        == (
+            "The capture's result could not be imported (unexpected KeyError: 'pose'; please report it). "
+            f"It is kept in '{status.result_path}': import it with File > Import > VIBE Mocap."
+        )
+    )
+    labels = " ".join(kw.get("text", "") for name, _, kw in _draw_panel(bpy.context) if name == "label")
+    assert "could not be imported" in labels
 
 
 def test_the_token_file_is_read_when_none_is_typed(registered, empty_scene, reference_dir, video, monkeypatch):
@@ -136,20 +173,29 @@ def test_import_operator(registered, empty_scene, reference_dir):
         "FINISHED"
     }
     assert {"track_1", "track_2"} <= set(bpy.data.objects.keys())
+    empty_scene.frame_end = 3
+    bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "result.npz"), set_scene=False)
+    assert empty_scene.frame_end == 3 and "track_1.001" in bpy.data.objects
     with pytest.raises(RuntimeError, match="does not exist"):
         bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "missing.npz"))
 
 
 class _RecordingLayout:
-    """Stands in for UILayout (panels cannot draw without a window): records what draw() asks for."""
+    """Stands in for UILayout (panels cannot draw without a window): records what draw() asks for,
+    and the properties the panel sets on each operator button (``operators``, by idname)."""
 
-    def __init__(self, calls):
-        self.calls = calls
+    def __init__(self, calls, operators=None):
+        self.calls, self.operators = calls, {} if operators is None else operators
 
     def __getattr__(self, name):
         def record(*args, **kwargs):
             self.calls.append((name, args, kwargs))
-            return _RecordingLayout(self.calls) if name in ("box", "column", "row") else _OperatorProps()
+            if name in ("box", "column", "row"):
+                return _RecordingLayout(self.calls, self.operators)
+            props = _OperatorProps()
+            if name == "operator":
+                self.operators[args[0]] = props
+            return props
 
         return record
 
@@ -158,13 +204,29 @@ class _OperatorProps:
     pass
 
 
-def _draw_panel(context):
+def _draw_panel(context, operators=None):
     from vibe_blender.panels import VIEW3D_PT_vibe_mocap
 
     calls = []
-    panel = type("P", (), {"layout": _RecordingLayout(calls)})()
+    panel = type("P", (), {"layout": _RecordingLayout(calls, operators)})()
     VIEW3D_PT_vibe_mocap.draw(panel, context)
     return calls
+
+
+def test_panel_imports_with_the_chosen_video_and_shows_a_renamed_bodys_shape(
+    registered, empty_scene, reference_dir, body_model, video
+):
+    from vibe_blender.importer import import_motion_file
+
+    empty_scene.vibe_mocap.video_path = str(video)
+    ((armature_obj, mesh_obj), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    mesh_obj.name = "Dancer"
+    bpy.context.view_layer.objects.active = armature_obj
+    operators = {}
+    calls = _draw_panel(bpy.context, operators)
+    assert operators["vibe_mocap.import_motion"].video_path == str(video)
+    sliders = [kw["text"] for name, _, kw in calls if name == "prop" and kw.get("text", "").startswith("Beta")]
+    assert sliders == [f"Beta {i}" for i in range(10)]
 
 
 def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video, monkeypatch):

@@ -85,7 +85,7 @@ def rotation_keys(armature_obj, bone: str) -> np.ndarray:
     return frames
 
 
-def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_frame(addon):
+def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_frame(addon, empty_scene):
     session = live.start_live(str(CLIP), dict(PARAMS, max_frames=30), use_timer=False)
     live.start_recording()  # before the first frame: the whole session is recorded
     with pytest.raises(VibeError, match="already running"):
@@ -242,7 +242,7 @@ def hidden_frames(mesh) -> list[int]:
     return hidden
 
 
-def test_a_recording_with_dropped_frames_imports_smooth_at_real_speed(addon, body_model):
+def test_a_recording_with_dropped_frames_imports_smooth_at_real_speed(addon, empty_scene, body_model):
     """2 s of a 30 frames/s camera where the server dropped every other frame, in a 24 frames/s
     scene: the body was hidden on each dropped frame, held still before it (CONSTANT keys), and the
     take played at the wrong speed (one scene frame per source frame)."""
@@ -261,7 +261,7 @@ def test_a_recording_with_dropped_frames_imports_smooth_at_real_speed(addon, bod
         assert np.all(interpolation == keyframes.LINEAR), fcurve.data_path
 
 
-def test_a_person_missing_from_processed_frames_is_hidden_there(addon, body_model):
+def test_a_person_missing_from_processed_frames_is_hidden_there(addon, empty_scene, body_model):
     absent = {20, 22, 24}  # frames the server processed without seeing the person
     armature, mesh = import_recording(body_model, moving_take(range(0, 60, 2), absent=absent), 24)
     scene = bpy.context.scene

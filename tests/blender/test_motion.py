@@ -198,3 +198,64 @@ def test_keyframe_helper_writes_any_id(empty_scene):
     keyframes.write_fcurve(channels, "location", 2, np.array([1.0, 11.0]), np.array([0.0, 5.0]))
     empty_scene.frame_set(6)
     assert empty.location.z == pytest.approx(2.5)
+
+
+def test_a_second_capture_grows_the_scene_and_keeps_its_frame_rate(imported, empty_scene, reference_dir, body_model):
+    """The scene follows the first capture (29.97 fps, frames 1-10); a later one at 25 fps that is
+    shorter leaves it alone and says its speed is off; a longer one only moves the end."""
+    motion = read_motion_file(reference_dir / "result.npz")
+    short = dataclasses.replace(motion, fps=25.0, frame_count=6, source_name="short_clip")
+    warnings, infos = [], []
+    import_motion(short, body_model, ImportOptions(add_camera=False), report=infos.append, warn=warnings.append)
+    render = empty_scene.render
+    assert (empty_scene.frame_start, empty_scene.frame_end) == (1, 10)
+    assert render.fps / render.fps_base == pytest.approx(29.97)
+    assert warnings == [
+        "short_clip was filmed at 25 fps but the scene, which has characters already, plays at 29.97 fps: its "
+        "characters play 1.2x as fast as filmed. Import it into a new scene to keep both right."
+    ]
+    assert infos and infos[-1].startswith("Imported 2 character(s) from short_clip")
+    long = dataclasses.replace(motion, frame_count=40)
+    import_motion(long, body_model, ImportOptions(add_camera=False), warn=warnings.append)
+    assert (empty_scene.frame_start, empty_scene.frame_end) == (1, 40) and len(warnings) == 1
+    empty_scene.frame_start, empty_scene.frame_end = 5, 8
+    import_motion(long, body_model, ImportOptions(add_camera=False, set_scene=False))
+    assert (empty_scene.frame_start, empty_scene.frame_end) == (5, 8)
+
+
+def test_characters_have_their_real_size_in_a_scene_counted_in_centimetres(empty_scene, reference_dir, body_model):
+    ((in_metres, _), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    empty_scene.frame_set(3)
+    joints_m, camera_m = evaluated_joints(in_metres), np.array(empty_scene.camera.location)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.unit_settings.scale_length = 0.01  # 1 Blender unit = 1 cm
+    ((in_cm, mesh), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    scene.frame_set(3)
+    np.testing.assert_allclose(evaluated_joints(in_cm), 100 * joints_m, atol=1e-3)
+    np.testing.assert_allclose(np.array(scene.camera.location), 100 * camera_m, atol=1e-4)
+    assert evaluated_vertices(mesh)[:, 2].ptp() > 100  # a body over a metre tall, in centimetres
+
+
+def test_import_shows_progress_per_character(empty_scene, reference_dir, body_model, monkeypatch):
+    from vibe_blender import importer
+
+    calls = []
+
+    class WindowManager:
+        def progress_begin(self, first, last):
+            calls.append(("begin", first, last))
+
+        def progress_update(self, value):
+            calls.append(("update", value))
+
+        def progress_end(self):
+            calls.append(("end",))
+
+    monkeypatch.setattr(importer, "_window_manager", WindowManager)
+    import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    assert calls == [("begin", 0, 2), ("update", 1), ("update", 2), ("end",)]
+    calls.clear()
+    with pytest.raises(VibeError):
+        import_motion_file(reference_dir / "result.npz", body_model, ImportOptions(root_motion="sideways"))
+    assert calls == []  # refused before anything is built: no counter left on the cursor

@@ -149,15 +149,10 @@ def _mpii3d(n: int = 32, **changes) -> dict:
         (
             "mpii3d",
             "val",
-            _mpii3d(joints2D=np.zeros((32, 5, 3))),
-            r"'joints2D' has shape \(32, 5, 3\), expected \(N, >=49, 3\)",
+            _mpii3d(joints2D=np.zeros((32, 49, 3)), features=np.zeros((31, 2048))),
+            r"'features' has shape \(31, 2048\), expected \(N, 2048\) with N = 32",
         ),
-        (
-            "mpii3d",
-            "val",
-            _mpii3d(joints3D=np.zeros((32, 20, 3))),
-            r"'joints3D' has shape .* expected \(N, 14 or 49, >=3\)",
-        ),
+        ("mpii3d", "val", _mpii3d(joints2D="not an array"), "'joints2D' is a str, not an array"),
         ("mpii3d", "val", _mpii3d(bbox=np.ones((32, 4, 1))), r"'bbox' has shape \(32, 4, 1\), expected \(N, 4\)"),
         ("mpii3d", "val", _mpii3d(bbox=np.ones((32, 4), bool)), "'bbox' is an array of bool, not an array of numbers"),
         (
@@ -192,6 +187,24 @@ def test_a_database_whose_arrays_do_not_fit_its_layout_is_named(tmp_path, name, 
     joblib.dump(db, path)
     with pytest.raises(VibeError, match=rf"{path.name}: {match}"):
         SequenceDataset(tmp_path, name, split)
+
+
+@pytest.mark.parametrize(
+    "db, match",
+    [
+        (
+            _mpii3d(joints2D=np.zeros((32, 14, 3))),
+            r"its joints2D has shape \(32, 14, 3\), mpii3d files have \(N, 49, 3\)\. "
+            "It looks like 3dpw data",
+        ),
+        (_mpii3d(joints3D=np.zeros((32, 20, 3))), r"its joints3D has shape \(32, 20, 3\), expected \(N, 14 or 49, 3\)"),
+    ],
+)
+def test_a_database_in_another_joint_layout_is_named_before_other_shapes(tmp_path, db, match):
+    path = tmp_path / "mpii3d_val_db.pt"
+    joblib.dump({**db, "bbox": np.ones((32, 4, 1))}, path)  # a wrong bbox too: the joints speak first
+    with pytest.raises(VibeError, match=rf"{path.name} is not in the mpii3d layout: {match}.*Use the database file"):
+        SequenceDataset(tmp_path, "mpii3d", "val")
 
 
 def test_a_database_that_fits_its_layout_still_reads(tmp_path):

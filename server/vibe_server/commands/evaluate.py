@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate.evaluate import evaluate_generator
     from ..train.datasets import SequenceDataset
     from ..train.generator import build_generator
-    from ..train.layout import check_joint_layout
 
     # 3DPW files carry SMPL ground truth (PVE); the others are scored on joints only
-    dataset = SequenceDataset(None, name, "test" if name == "3dpw" else "val", seqlen=args.seqlen, path=db_file)
-    check_joint_layout(dataset, "Pass --dataset with the layout the file was made in (3dpw, mpii3d or h36m).")
+    fix = "Pass --dataset with the layout the file was made in (3dpw, mpii3d or h36m)."
+    split = "test" if name == "3dpw" else "val"
+    dataset = SequenceDataset(None, name, split, seqlen=args.seqlen, path=db_file, layout_fix=fix)
     checkpoint = args.checkpoint or loading.resolve_data_dir(args.data_dir) / loading.VIBE_CHECKPOINT
     generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(device)
     j_regressor = loading.load_h36m_regressor(args.data_dir)

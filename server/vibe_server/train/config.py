@@ -121,7 +121,7 @@ class TrainConfig(RunConfig):
 
     def _check_dataset_names(self) -> None:
         """Every dataset name is known and of its list's kind; the validation set has a 'val' file."""
-        from .datasets import DATASETS  # start-up: imports torch, which a training run loads anyway
+        from .dataset_specs import DATASETS
 
         def unknown(name: str, flag: str, names: list[str]) -> VibeError:
             return VibeError(f"Unknown dataset {name!r} in {flag}; choose from {', '.join(names)}.")

@@ -1,13 +1,14 @@
 """Does a database file's content match the dataset it is read as? The keys are checked when it is
-opened (`datasets.require_keys`); the joint counts are checked here, from the arrays' shapes, since a
-file of another dataset otherwise fails deep inside a batch (index out of bounds) or, worse, is read
-with the wrong joint order without a word."""
+opened (`datasets.require_keys`); the joint counts are checked here, from the arrays' shapes, before
+any other shape (`datasets.check_database`), since a file of another dataset otherwise fails deep
+inside a batch (index out of bounds) or, worse, is read with the wrong joint order without a word;
+the message names the datasets the file looks like."""
 
 from __future__ import annotations
 
 from vibe_blender.core.errors import VibeError
 
-from .datasets import DATASETS, TO_SPIN, SequenceDataset
+from .dataset_specs import DATASETS, TO_SPIN, DatasetSpec
 
 JOINTS_3D = (14, 49)  # what `SequenceDataset._targets_3d` reads: the common 14 or spin-49
 
@@ -21,19 +22,19 @@ def _shape(db, key: str) -> tuple:
     return tuple(db[key].shape)
 
 
-def check_joint_layout(dataset: SequenceDataset, fix: str) -> None:
-    """Raises VibeError when joints2D / joints3D of `dataset`'s file do not have its dataset's shapes,
-    naming the datasets the file looks like; `fix` says what to do (it depends on the command)."""
-    spec = dataset.spec
-    if spec.kind == "motion":
-        return
-    expected_2d = joint_count(dataset.joints_2d_src)
-    shape_2d = _shape(dataset.db, "joints2D")
+def check_joint_layout(spec: DatasetSpec, db, path, fix: str) -> None:
+    """Raises VibeError when joints2D / joints3D of the database ``db`` (read from ``path``) do not have
+    the shapes of dataset ``spec``'s files, naming the datasets the file looks like; ``fix`` says what
+    to do (it depends on the command)."""
+    if spec.kind == "motion" or not all(hasattr(db[key], "shape") for key in ("joints2D", "joints3D") if key in db):
+        return  # check_database names what a non-array is
+    expected_2d = joint_count(spec.joints_2d)  # as stored; how it is read may differ (pennaction)
+    shape_2d = _shape(db, "joints2D")
     problems = []
     if len(shape_2d) != 3 or shape_2d[1:] != (expected_2d, 3):
         problems.append(f"joints2D has shape {shape_2d}, {spec.name} files have (N, {expected_2d}, 3)")
     if spec.kind == "3d":
-        shape_3d = _shape(dataset.db, "joints3D")
+        shape_3d = _shape(db, "joints3D")
         if len(shape_3d) != 3 or shape_3d[1] not in JOINTS_3D or shape_3d[2] < 3:
             problems.append(f"joints3D has shape {shape_3d}, expected (N, 14 or 49, 3)")
     if not problems:
@@ -47,4 +48,4 @@ def check_joint_layout(dataset: SequenceDataset, fix: str) -> None:
         and shape_2d[1] == joint_count(other.joints_2d)
     ]
     guess = f" It looks like {' or '.join(looks_like)} data." if looks_like else ""
-    raise VibeError(f"{dataset.path} is not in the {spec.name} layout: its {'; its '.join(problems)}.{guess} {fix}")
+    raise VibeError(f"{path} is not in the {spec.name} layout: its {'; its '.join(problems)}.{guess} {fix}")

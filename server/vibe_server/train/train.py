@@ -49,7 +49,6 @@ from ..output_files import atomic_save, atomic_write
 from .config import TrainConfig, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator
-from .layout import check_joint_layout
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
@@ -203,9 +202,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     )
 
     def open_set(name: str, split: str) -> SequenceDataset:
-        dataset = SequenceDataset(config.db_dir, name, split, **options)
-        check_joint_layout(dataset, f"Put the original's {spec_for(name).files[split]} in --db_dir.")
-        return dataset
+        fix = f"Put the original's {spec_for(name).files[split]} in --db_dir."
+        return SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options)
 
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)  # checked by the config
     batch_2d, batch_3d = config.batch_split()

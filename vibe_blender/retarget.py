@@ -537,26 +537,6 @@ def _max_angle_deg(Ra: np.ndarray, Rb: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))).max())
 
 
-def bake_pose_keys(
-    armature_obj,
-    frames: np.ndarray,
-    rotations: dict[str, np.ndarray],
-    locations: dict[str, np.ndarray],
-    action_name: str,
-) -> None:
-    """A new action on ``armature_obj`` with quaternion keys (T, 4) per bone in ``rotations`` (the
-    bones are set to quaternion rotation) and location keys (T, 3) per bone in ``locations``; every
-    other bone is put in its rest pose. (Clean-up's writer of an SMPL character's whole motion.)"""
-    for pose_bone in armature_obj.pose.bones:
-        pose_bone.location = (0.0, 0.0, 0.0)
-        pose_bone.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
-        pose_bone.rotation_euler = (0.0, 0.0, 0.0)
-        pose_bone.scale = (1.0, 1.0, 1.0)
-    for bone in rotations:
-        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
-    write_pose_keys(armature_obj, keyframes.new_channels(armature_obj, action_name), frames, rotations, locations)
-
-
 def write_pose_keys(
     armature_obj,
     channels,

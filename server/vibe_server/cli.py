@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 
 from vibe_blender.core.errors import VibeError
@@ -54,8 +55,6 @@ def _stdout_is_broken() -> bool:
     """Whether stdout is a pipe whose reader has gone (POSIX: poll reports an error on it; elsewhere
     assumed, as stdout is what the commands write most)."""
     try:
-        import select
-
         poller = select.poll()
         poller.register(sys.stdout.fileno(), select.POLLOUT)
         return any(events & select.POLLERR for _, events in poller.poll(0))

@@ -15,6 +15,7 @@ from typing import ClassVar, TypeVar
 from vibe_blender.core.errors import VibeError
 
 from ..value_range import ValueRange
+from .dataset_specs import DATASETS
 
 
 @dataclass
@@ -121,7 +122,6 @@ class TrainConfig(RunConfig):
 
     def _check_dataset_names(self) -> None:
         """Every dataset name is known and of its list's kind; the validation set has a 'val' file."""
-        from .dataset_specs import DATASETS
 
         def unknown(name: str, flag: str, names: list[str]) -> VibeError:
             return VibeError(f"Unknown dataset {name!r} in {flag}; choose from {', '.join(names)}.")

@@ -141,7 +141,7 @@ def _describe(rule) -> str:
     return f">={rule[0]}"
 
 
-def check_database(db, keys: tuple, path: str | Path, joints_2d_src: str = "spin") -> None:
+def check_database(db: dict, keys: tuple, path: str | Path, joints_2d_src: str = "spin") -> None:
     """Every array of ``keys`` as the items need it: one row per ``vid_name`` entry, numbers (a
     ``vid_name`` of text), the trailing shape of :func:`_trailing_rules`; else one VibeError naming
     the file and the array (the items would fail later with an IndexError, or be cut short)."""

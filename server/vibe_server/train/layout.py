@@ -6,6 +6,8 @@ the message names the datasets the file looks like."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vibe_blender.core.errors import VibeError
 
 from .dataset_specs import DATASETS, TO_SPIN, DatasetSpec
@@ -22,7 +24,7 @@ def _shape(db, key: str) -> tuple:
     return tuple(db[key].shape)
 
 
-def check_joint_layout(spec: DatasetSpec, db, path, fix: str) -> None:
+def check_joint_layout(spec: DatasetSpec, db: dict, path: str | Path, fix: str) -> None:
     """Raises VibeError when joints2D / joints3D of the database ``db`` (read from ``path``) do not have
     the shapes of dataset ``spec``'s files, naming the datasets the file looks like; ``fix`` says what
     to do (it depends on the command)."""

@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch.distributed import broadcast, destroy_process_group, init_process_group
@@ -435,7 +435,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     }
 
 
-def copy_file(path: Path, out) -> None:
+def copy_file(path: Path, out: BinaryIO) -> None:
     """The bytes of ``path`` into the open binary file ``out``."""
     with open(path, "rb") as src:
         shutil.copyfileobj(src, out)

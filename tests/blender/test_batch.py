@@ -114,7 +114,10 @@ def test_batch_refuses_outputs_that_would_destroy_an_input_before_any_work(refer
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux) for a place no one can write")
 @pytest.mark.parametrize(
     "output, message",
-    [("/proc/vibe-mocap/capture.blend", "Cannot make the output folder"), ("/proc/self/capture.blend", "Cannot write")],
+    [
+        ("/proc/vibe-mocap/capture.blend", "cannot be written: the folder '/proc' takes no new files"),
+        ("/proc/self/capture.blend", "cannot be written: the folder '/proc/self' takes no new files"),
+    ],
 )
 def test_batch_reports_an_output_it_cannot_write_in_one_line(reference_dir, tmp_path, output, message):
     run = run_batch(reference_dir, "-o", output)

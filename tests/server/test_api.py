@@ -721,6 +721,33 @@ def test_health_answers_while_every_worker_thread_is_busy(settings, engine):
     assert r.status_code == 200 and took < 1.0, f"/health took {took:.2f} s"
 
 
+def test_a_slow_disk_never_holds_up_health_or_the_job_list(settings, engine, monkeypatch):
+    """Writing a job's record takes 3 s (a stalled disk): /health (on the event loop) and GET /jobs
+    answer at once meanwhile; no route waits on a lock held during disk work."""
+    from vibe_server.api import jobs as jobs_module
+    from vibe_server.api.job_store import write_record
+
+    def slow_write(folder, data):
+        if data["job"]["status"] == "queued":
+            time.sleep(3)
+        write_record(folder, data)
+
+    monkeypatch.setattr(jobs_module, "write_record", slow_write)
+    with client_for(settings, engine) as client:
+        first = wait(client, upload(client).json()["job_id"])
+        submitting = threading.Thread(target=upload, args=(client,))
+        submitting.start()
+        time.sleep(1.0)  # the second job's record is being written
+        took = {}
+        for path in ("/health", "/jobs"):
+            t0 = time.perf_counter()
+            assert client.get(f"{API}{path}").status_code == 200
+            took[path] = time.perf_counter() - t0
+        submitting.join(30)
+    assert first["status"] == "done"
+    assert max(took.values()) < 1.0, took
+
+
 def test_blocking_runner_limits_time_and_threads():
     """Results and errors come back; past the time limit the caller is answered (the thread is
     abandoned, still holding its slot until it ends); with every slot taken the answer is a 503."""
@@ -883,6 +910,33 @@ def test_a_full_disk_is_a_507_and_leaves_nothing(client, settings, monkeypatch):
     monkeypatch.setattr(upload_module, "open", FullDiskFile, raising=False)
     assert_detail(upload(client), 507, "disk is full")
     assert leftover_files(settings) == []
+
+
+def raise_(err: Exception):
+    raise err
+
+
+@pytest.mark.parametrize("step", ["folder", "record"])
+def test_a_full_disk_while_a_job_is_stored_is_a_507_and_leaves_no_job(settings, engine, monkeypatch, tmp_path, step):
+    """A job is registered only once its record is written: no ghost job keeps a queue slot."""
+    from vibe_server.api import jobs as jobs_module
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    video = tmp_path / "local.mp4"
+    video.write_bytes(b"fake")
+    settings.max_queued_jobs = 1
+    with client_for(settings, engine) as client:
+        with monkeypatch.context() as m:
+            if step == "record":
+                m.setattr(jobs_module, "write_record", lambda folder, data: raise_(full))
+            else:
+                m.setattr(client.app.state.jobs, "new_job_folder", lambda: raise_(full))
+            for _ in range(2):
+                assert_detail(upload(client), 507, "disk is full")
+            assert_detail(client.post(f"{API}/jobs", json={"video_path": str(video)}), 507, "disk is full")
+        assert client.get(f"{API}/jobs").json() == {"jobs": []}
+        assert leftover_files(settings) == []
+        assert wait(client, upload(client).json()["job_id"])["status"] == "done"  # space freed: the slot is free
 
 
 def test_uploads_in_progress_count_against_the_upload_space(tmp_path):

@@ -27,9 +27,7 @@ def submit_two_jobs(jobs: JobManager) -> list[str]:
     for name in ("a.mp4", "b.mp4"):
         job_id, folder = jobs.new_job_folder()
         (folder / name).write_bytes(b"video")
-        jobs.submit(
-            job_id, video_name=name, input_path=folder / name, input_owned=False, params=JobParams(min_track_frames=5)
-        )
+        jobs.submit(job_id, video_name=name, local_path=folder / name, params=JobParams(min_track_frames=5))
         ids.append(job_id)
     return ids
 

@@ -57,6 +57,8 @@ async def lifespan(app: FastAPI):
         engines,
         max_queued_jobs=settings.max_queued_jobs,
         max_queued_upload_bytes=settings.max_queued_upload_bytes,
+        keep_finished_s=settings.keep_finished_days * 24 * 3600,
+        keep_finished_jobs=settings.keep_finished_jobs,
     )
     if engines:
         state.jobs.start()

@@ -1,30 +1,33 @@
-"""The job store (on disk) and the workers that run jobs: one per engine (one engine per visible GPU,
-or one on the CPU; see ``pipeline/devices.py``), all taking jobs from one queue.
+"""The jobs and the workers that run them: one worker per engine (one engine per visible GPU, or one
+on the CPU; see ``pipeline/devices.py``), all taking jobs from one queue. The files live in the job
+store (``job_store.py``).
 
-Layout: ``jobs_dir/<job_id>/job.json`` (the record), ``input.video`` (an uploaded video, deleted
-when the job ends; a fixed name, so the client's file name never picks FFmpeg's demuxer),
-``result.npz`` (written to a temporary name and renamed, so a result is either whole or absent)
-and ``vibe_output.pkl`` (the official layout, made on first request).
-Finished results survive a restart; a job interrupted by a clean shutdown is queued again, as queued
-ones are; one whose record still says running (the server was killed or crashed) is marked failed. A
-failing job only ever touches its own folder.
+The state lives in memory under one lock, held for memory only: a job.json write, an upload's
+deletion or any other file work happens outside it, so the routes on the event loop (``/health``,
+admissions) never wait for the disk. Each job's record is written by one thread at a time, always
+with its newest state, so job.json never goes back to an older one.
+
+Finished results survive a restart; a clean shutdown leaves queued jobs queued and puts the running
+ones back in the queue; a job whose record still says running (the server was killed) is marked
+failed. A failing job only ever touches its own folder, and a worker survives any job's failure.
 
 Limits: at most ``max_queued_jobs`` jobs queued, running or being submitted (``JobsFull``), and at
 most ``max_queued_upload_bytes`` of uploads held for them, counted while the bytes arrive
-(``UploadSpaceFull``).
+(``UploadSpaceFull``). Finished jobs are kept for ``keep_finished_s`` and at most
+``keep_finished_jobs`` of them, but each for at least ``MIN_KEEP_S``: a client fetches a result
+right after its job ends.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
-import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,13 +36,27 @@ from vibe_blender.core.result_file import save_result
 
 from ..pipeline.options import RunOptions
 from ..pipeline.progress import JobCancelled
+from . import job_store
+from .job_store import (
+    DISK_FULL_MESSAGE,
+    FINAL_STATES,
+    PKL_NAME,
+    RESULT_NAME,
+    WAITING_STATES,
+    JobRecord,
+    is_disk_full,
+    record_data,
+    write_record,
+)
 from .schemas import Job, JobParams
 
 log = logging.getLogger("vibe_server.jobs")
 
-RECORD_NAME, RESULT_NAME, PKL_NAME, UPLOAD_NAME = "job.json", "result.npz", "vibe_output.pkl", "input.video"
-FINAL_STATES = ("done", "failed", "cancelled")
-WAITING_STATES = ("queued", "running")
+MIN_KEEP_S = 3600.0  # a finished job stays at least this long, whatever the retention limits
+SWEEP_INTERVAL_S = 3600.0  # how often a running server looks for leftovers of a killed one
+INTERNAL_ERROR_MESSAGE = (
+    "The server hit an internal error on this video; see the server log, and report it if it repeats."
+)
 
 
 class JobsFull(VibeError):
@@ -50,26 +67,28 @@ class UploadSpaceFull(VibeError):
     """The uploads of waiting jobs hold the whole upload budget (answered 507)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Admission:
     """One job being submitted: holds a queue slot, and the upload bytes reserved so far."""
 
     upload_bytes: int = 0
 
 
-@dataclass
-class JobRecord:
-    job: Job
-    input_path: Path
-    input_owned: bool  # uploaded (ours to delete) or a local file (never deleted)
-    params: JobParams
-    input_bytes: int = 0  # size of an uploaded input (counts against the upload budget)
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
 def params_to_options(params: JobParams) -> RunOptions:
     """The HTTP params -> the pipeline's options (the same names; HTTP-less options at their defaults)."""
     return RunOptions(**params.model_dump())
+
+
+def failure_message(err: BaseException) -> str:
+    """What a job that failed on ``err`` (not a VibeError) tells the client."""
+    if is_disk_full(err):
+        return DISK_FULL_MESSAGE
+    if isinstance(err, OSError):
+        return (
+            f"The server's disk failed on this job ({err.strerror or type(err).__name__}); "
+            "check the disk, then submit the video again."
+        )
+    return INTERNAL_ERROR_MESSAGE
 
 
 class JobManager:
@@ -78,21 +97,31 @@ class JobManager:
     results are still served, and nothing runs."""
 
     def __init__(
-        self, jobs_dir: Path, engines, *, max_queued_jobs: int = 16, max_queued_upload_bytes: int = 8 * 1024**3
+        self,
+        jobs_dir: Path,
+        engines,
+        *,
+        max_queued_jobs: int = 16,
+        max_queued_upload_bytes: int = 8 * 1024**3,
+        keep_finished_s: float = 7 * 24 * 3600.0,
+        keep_finished_jobs: int = 200,
     ):
-        self.jobs_dir = Path(jobs_dir)
-        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.jobs_dir = job_store.prepare_jobs_dir(jobs_dir)
         self.engines = list(engines)
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
-        self._admissions: list[Admission] = []  # submissions in progress
+        self.keep_finished_s, self.keep_finished_jobs = keep_finished_s, keep_finished_jobs
+        self._lock = threading.Lock()  # the state below; held for memory only, never for the disk
         self._records: dict[str, JobRecord] = {}
-        self._lock = threading.Lock()
+        self._admissions: list[Admission] = []  # submissions in progress
+        self._waiting_jobs = 0  # registered jobs queued or running
+        self._held_upload_bytes = 0  # uploads of waiting jobs + bytes reserved by admissions
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._next_sweep = 0.0  # time.monotonic() of the next look for leftovers
         self._load_existing()
 
-    # -- persistence ---------------------------------------------------------------------------
+    # -- paths ---------------------------------------------------------------------------------
     def folder(self, job_id: str) -> Path:
         return self.jobs_dir / job_id
 
@@ -102,70 +131,127 @@ class JobManager:
     def pkl_path(self, job_id: str) -> Path:
         return self.folder(job_id) / PKL_NAME
 
-    def _save(self, record: JobRecord) -> None:
-        data = {
-            "job": record.job.model_dump(),
-            "input_path": str(record.input_path),
-            "input_owned": record.input_owned,
-            "params": record.params.model_dump(),
-        }
-        folder = self.folder(record.job.job_id)
-        if not folder.is_dir():  # deleted meanwhile: nothing to keep
-            return
-        path = folder / RECORD_NAME
-        tmp = path.with_suffix(".json.part")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+    def input_path(self, record: JobRecord) -> Path:
+        return job_store.input_path(self.folder(record.job.job_id), record)
+
+    # -- the state (the caller holds the lock) -------------------------------------------------
+    def _register(self, record: JobRecord) -> None:
+        self._records[record.job.job_id] = record
+        self._count_waiting(record, +1)
+
+    def _unregister(self, record: JobRecord) -> None:
+        """Forget a job whose folder is about to be deleted."""
+        if self._records.pop(record.job.job_id, None) is record:
+            self._count_waiting(record, -1)
+        record.removed = True
+
+    def _count_waiting(self, record: JobRecord, sign: int) -> None:
+        if record.job.status in WAITING_STATES:
+            self._waiting_jobs += sign
+            self._held_upload_bytes += sign * (record.input_bytes if record.uploaded else 0)
+
+    def _set_status(self, record: JobRecord, status: str) -> None:
+        registered = self._records.get(record.job.job_id) is record
+        if registered:
+            self._count_waiting(record, -1)
+        record.job.status = status
+        if registered:
+            self._count_waiting(record, +1)
+
+    def _finish(self, record: JobRecord, status: str, *, error: str | None = None) -> None:
+        """The final state, in memory (``_end`` writes it and deletes the upload)."""
+        self._set_status(record, status)
+        job = record.job
+        job.error, job.eta_s = error, None
+        if status == "done":
+            job.progress, job.stage = 1.0, "write"
+        record.finished_at = time.time()
+
+    def _requeue(self, record: JobRecord) -> None:
+        self._set_status(record, "queued")
+        record.job.stage, record.job.progress, record.job.eta_s = None, 0.0, None
+
+    # -- the files (never under the lock) ------------------------------------------------------
+    def _persist(self, record: JobRecord) -> None:
+        """Write the record's current state to its job.json (OSError when the disk refuses)."""
+        with record.write_lock:  # one writer per job, each with the newest state: never an older one last
+            with self._lock:
+                if record.removed:
+                    return
+                data = record_data(record)
+            write_record(self.folder(record.job.job_id), data)
+
+    def _delete_upload(self, record: JobRecord) -> None:
+        if record.uploaded:
+            try:
+                self.input_path(record).unlink(missing_ok=True)
+            except OSError as err:
+                log.warning("cannot delete the upload of job %s: %s", record.job.job_id, err)
+
+    def _remove_folder(self, record: JobRecord) -> None:
+        """Delete an unregistered job's folder (after any job.json write in progress)."""
+        with record.write_lock:
+            job_store.remove_folder(self.folder(record.job.job_id))
+
+    def _persist_or_log(self, record: JobRecord) -> None:
+        """``_persist`` where the change stands in memory whatever the disk says: a job that stays
+        running on disk counts as failed after a restart."""
+        try:
+            self._persist(record)
+        except OSError as err:
+            log.error("cannot record that job %s is %s: %s", record.job.job_id, record.job.status, err)
+
+    def _end(self, record: JobRecord, status: str, *, error: str | None = None) -> None:
+        """Final state: in memory, then in job.json, then the upload deleted (also when the write
+        fails: a full disk gets the space back)."""
+        with self._lock:
+            self._finish(record, status, error=error)
+        self._persist_or_log(record)
+        self._delete_upload(record)
 
     def _load_existing(self) -> None:
-        for path in sorted(self.jobs_dir.glob(f"*/{RECORD_NAME}")):
-            try:
-                data = json.loads(path.read_text())
-                record = JobRecord(
-                    job=Job(**data["job"]),
-                    input_path=Path(data["input_path"]),
-                    input_owned=bool(data["input_owned"]),
-                    params=JobParams(**data["params"]),
-                )
-                if record.input_owned and record.input_path.is_file():
-                    record.input_bytes = record.input_path.stat().st_size
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                log.warning("ignoring damaged job record %s: %s", path, err)
-                continue
-            job = record.job
-            if job.status == "running":
-                self._finish(
-                    record,
-                    "failed",
-                    error="The server stopped while this job was running; submit the video again.",
-                    save=False,
-                )
-            elif job.status == "done" and not self.result_path(job.job_id).is_file():
-                self._finish(
-                    record, "failed", error="The result file of this job is gone; submit the video again.", save=False
-                )
-            elif job.status == "queued" and not record.input_path.is_file():
-                self._finish(
-                    record, "failed", error="The input video of this job is gone; submit it again.", save=False
-                )
-            self._records[job.job_id] = record
-            self._save(record)
-            if job.status == "queued":
-                self._queue.put(job.job_id)
+        """The store's jobs at start: interrupted ones marked, queued ones queued, old ones removed."""
+        records = job_store.load_records(self.jobs_dir)
+        errors = [self._start_error(record) for record in records]  # (file checks: before the lock)
+        with self._lock:
+            for record, error in zip(records, errors, strict=True):
+                if error:
+                    self._finish(record, "failed", error=error)
+                self._register(record)
+                if record.job.status == "queued":
+                    self._queue.put(record.job.job_id)
+        for record, error in zip(records, errors, strict=True):
+            if error:
+                self._persist_or_log(record)  # (or marked again at the next start)
+            if record.job.status in FINAL_STATES:
+                self._delete_upload(record)  # the server stopped between the record and the deletion
+        self._tidy()
+
+    def _start_error(self, record: JobRecord) -> str | None:
+        """Why a job found at start cannot go on as its record says, or None."""
+        job = record.job
+        if job.status == "running":
+            return "The server stopped while this job was running; submit the video again."
+        if job.status == "done" and not self.result_path(job.job_id).is_file():
+            return "The result file of this job is gone; submit the video again."
+        if job.status == "queued" and not self.input_path(record).is_file():
+            return "The input video of this job is gone; submit it again."
+        return None
 
     # -- the public operations -----------------------------------------------------------------
     def new_job_folder(self) -> tuple[str, Path]:
+        """A fresh folder for a job being submitted (OSError when the disk refuses)."""
         job_id = uuid.uuid4().hex[:16]
         folder = self.folder(job_id)
-        folder.mkdir(parents=True, mode=0o700)  # the user's footage and motion: no other account reads them
+        folder.mkdir(mode=0o700)  # the user's footage and motion: no other account reads them
         return job_id, folder
 
     @contextmanager
     def admission(self) -> Iterator[Admission]:
         """Hold a queue slot while a job is submitted; JobsFull when none is free. Submit the job
-        inside the ``with`` block (it then counts as queued)."""
+        inside the ``with`` block (the job then holds the slot and the bytes)."""
         with self._lock:
-            waiting = sum(r.job.status in WAITING_STATES for r in self._records.values()) + len(self._admissions)
+            waiting = self._waiting_jobs + len(self._admissions)
             if waiting >= self.max_queued_jobs:
                 raise JobsFull(
                     f"The server already has {waiting} jobs waiting (its limit is {self.max_queued_jobs}); "
@@ -177,47 +263,66 @@ class JobManager:
             yield admission
         finally:
             with self._lock:
-                self._admissions.remove(admission)
+                self._release(admission)
+
+    def _release(self, admission: Admission) -> None:
+        if admission in self._admissions:
+            self._admissions.remove(admission)
+            self._held_upload_bytes -= admission.upload_bytes
+            admission.upload_bytes = 0
 
     def reserve_upload_bytes(self, admission: Admission, num_bytes: int) -> None:
         """Count num_bytes more of an upload against the budget; UploadSpaceFull when it is spent."""
         with self._lock:
-            held = sum(
-                r.input_bytes for r in self._records.values() if r.input_owned and r.job.status in WAITING_STATES
-            )
-            held += sum(a.upload_bytes for a in self._admissions)
-            if held + num_bytes > self.max_queued_upload_bytes:
+            if self._held_upload_bytes + num_bytes > self.max_queued_upload_bytes:
                 raise UploadSpaceFull(
                     f"The uploads of the jobs waiting on this server already fill its upload space "
                     f"({self.max_queued_upload_bytes / 1024**2:.0f} MiB); wait for some jobs to finish, then "
                     "submit again."
                 )
             admission.upload_bytes += num_bytes
+            self._held_upload_bytes += num_bytes
 
     def submit(
         self,
         job_id: str,
         *,
         video_name: str,
-        input_path: Path,
-        input_owned: bool,
         params: JobParams,
+        local_path: Path | None = None,
         input_bytes: int = 0,
+        admission: Admission | None = None,
     ) -> Job:
+        """Queue the job in ``new_job_folder(job_id)``: an upload there (``job_store.upload_path``),
+        or ``local_path``. The record is written first: when that fails (OSError) nothing is
+        registered. ``admission``: its slot and bytes pass to the job."""
         job = Job(
             job_id=job_id,
             status="queued",
             video_name=video_name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        record = JobRecord(
-            job=job, input_path=Path(input_path), input_owned=input_owned, params=params, input_bytes=input_bytes
-        )
+        record = JobRecord(job=job, params=params, local_path=local_path, input_bytes=input_bytes)
+        self._persist(record)
         with self._lock:
-            self._records[job_id] = record
-            self._save(record)
+            if admission is not None:
+                self._release(admission)
+            self._register(record)
+            copy = job.model_copy()
         self._queue.put(job_id)
-        return job.model_copy()
+        return copy
+
+    def discard(self, job_id: str) -> None:
+        """A submission that failed: forget the job if it was registered, and delete its folder."""
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None:
+                record.cancel.set()
+                self._unregister(record)
+        if record is not None:
+            self._remove_folder(record)
+        else:
+            job_store.remove_folder(self.folder(job_id))
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:
@@ -230,7 +335,7 @@ class JobManager:
 
     def queue_length(self) -> int:
         with self._lock:
-            return sum(r.job.status in WAITING_STATES for r in self._records.values())
+            return self._waiting_jobs
 
     def delete(self, job_id: str) -> Job | None:
         """Cancel a queued/running job (its record stays, status 'cancelled'); a finished one is
@@ -239,19 +344,22 @@ class JobManager:
             record = self._records.get(job_id)
             if record is None:
                 return None
-            if record.job.status in ("queued", "running"):
+            status = record.job.status
+            if status in WAITING_STATES:
                 record.cancel.set()
-                if record.job.status == "queued":
-                    self._finish(record, "cancelled")
-                else:
-                    record.job.status, record.job.eta_s = "cancelled", None
-                    self._save(record)
-                return record.job.model_copy()
-            del self._records[job_id]
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
-        return record.job.model_copy()
+                self._finish(record, "cancelled")
+            else:
+                self._unregister(record)
+            job = record.job.model_copy()
+        if status not in WAITING_STATES:
+            self._remove_folder(record)
+            return job
+        self._persist_or_log(record)
+        if status == "queued":  # a running job's worker deletes its upload when it stops
+            self._delete_upload(record)
+        return job
 
-    # -- the worker ----------------------------------------------------------------------------
+    # -- the workers ---------------------------------------------------------------------------
     def start(self) -> None:
         """One worker thread per engine (torch releases the GIL while a device computes)."""
         for i, engine in enumerate(self.engines):
@@ -260,35 +368,49 @@ class JobManager:
             self._workers.append(worker)
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the workers; jobs they were running go back to the queue (they run after a restart)."""
+        """Stop the workers within timeout_s in all. Queued jobs stay queued and running ones go
+        back to the queue: they run after a restart (also one whose worker did not stop in time)."""
         self._stopping.set()
         for _ in self._workers:
             self._queue.put(None)
+        deadline = time.monotonic() + timeout_s
         for worker in self._workers:
-            worker.join(timeout_s)
+            worker.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            late = [r for r in self._records.values() if r.job.status == "running"]
+            for record in late:
+                self._requeue(record)
+        for record in late:
+            log.warning("job %s did not stop in time; it runs again after the restart", record.job.job_id)
+            self._persist_or_log(record)
 
     def _work(self, engine) -> None:
         while True:
             job_id = self._queue.get()
-            if job_id is None:
-                return
-            with self._lock:
-                record = self._records.get(job_id)
-                if record is None or record.job.status != "queued":
-                    continue
-                record.job.status, record.job.stage, record.job.progress = "running", "decode", 0.0
-                self._save(record)
+            if job_id is None or self._stopping.is_set():
+                return  # the jobs still in the queue stay queued (on disk too)
             try:
-                self._run_job(record, engine)
-            except Exception:  # never let the worker die
-                log.exception("job %s crashed", job_id)
-                with self._lock:
-                    self._finish(
-                        record,
-                        "failed",
-                        error="The server hit an internal error on this video; "
-                        "see the server log, and report it if it repeats.",
-                    )
+                self._run_next(job_id, engine)
+                self._tidy()
+            except Exception:  # never let the worker die: log it, the next job runs
+                log.exception("the worker failed after job %s", job_id)
+
+    def _run_next(self, job_id: str, engine) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is None or record.job.status != "queued":
+                return  # cancelled or deleted meanwhile
+            self._set_status(record, "running")
+            record.job.stage, record.job.progress = "decode", 0.0
+        try:
+            self._persist(record)
+            self._run_job(record, engine)
+        except Exception as err:
+            log.exception("job %s failed", job_id)
+            if record.cancel.is_set():  # what its client asked for, whatever broke on the way
+                self._end(record, "cancelled")
+            else:
+                self._end(record, "failed", error=failure_message(err))
 
     def _run_job(self, record: JobRecord, engine) -> None:
         """Run one job on ``engine`` and record how it ended (done, failed, cancelled or queued again)."""
@@ -299,66 +421,88 @@ class JobManager:
                 if record.job.status == "running":
                     record.job.stage, record.job.progress, record.job.eta_s = stage, round(fraction, 4), eta_s
 
-        result_tmp = self.result_path(job_id).with_suffix(".npz.part")
+        result_tmp = self.result_path(job_id).with_name(RESULT_NAME + job_store.PART_SUFFIX)
         try:
             output = engine.run(
-                record.input_path,
+                self.input_path(record),
                 params_to_options(record.params),
                 progress=progress,
                 should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
                 video_name=record.job.video_name,
             )
             _save_npz(result_tmp, output.result)
+            result_tmp.replace(self.result_path(job_id))
         except JobCancelled:
             result_tmp.unlink(missing_ok=True)
-            with self._lock:
-                if record.cancel.is_set():
-                    self._finish(record, "cancelled")
-                else:  # server shutdown: run it next time
-                    record.job.status, record.job.stage, record.job.progress, record.job.eta_s = (
-                        "queued",
-                        None,
-                        0.0,
-                        None,
-                    )
-                    self._save(record)
+            if record.cancel.is_set():
+                self._end(record, "cancelled")
+            else:  # server shutdown: run it next time
+                with self._lock:
+                    self._requeue(record)
+                self._persist_or_log(record)
             return
         except VibeError as err:
             result_tmp.unlink(missing_ok=True)
-            with self._lock:
-                self._finish(record, "failed", error=self._client_message(str(err), record))
+            self._end(record, "failed", error=self._client_message(str(err), record))
             return
         except BaseException:
             result_tmp.unlink(missing_ok=True)
             raise
         with self._lock:
-            if record.cancel.is_set():  # cancelled while the result was written
-                result_tmp.unlink(missing_ok=True)
-                self._finish(record, "cancelled")
-                return
-            result_tmp.replace(self.result_path(job_id))
-            record.job.num_tracks = len(output.result.tracks)
-            record.job.warnings = [self._client_message(w, record) for w in output.warnings]
-            self._finish(record, "done")
+            cancelled = record.cancel.is_set()  # cancelled while the result was written
+            if not cancelled:
+                record.job.num_tracks = len(output.result.tracks)
+                record.job.warnings = [self._client_message(w, record) for w in output.warnings]
+        if cancelled:
+            self.result_path(job_id).unlink(missing_ok=True)
+        self._end(record, "cancelled" if cancelled else "done")
 
     def _client_message(self, text: str, record: JobRecord) -> str:
         """A message names only what the client sent: the upload's own path becomes its file name,
         and no other path of the job store is shown."""
-        if record.input_owned:
-            text = text.replace(str(record.input_path), record.job.video_name)
-        folder = str(self.folder(record.job.job_id))
-        return text.replace(folder, "the job folder").replace(str(self.jobs_dir), "the job store")
+        return self.client_text(text, record.job.job_id, record.job.video_name if record.uploaded else None)
 
-    def _finish(self, record: JobRecord, status: str, *, error: str | None = None, save: bool = True) -> None:
-        """Final state; the caller holds the lock. Uploaded input is deleted (temp files cleaned)."""
-        job = record.job
-        job.status, job.error, job.eta_s = status, error, None
-        if status == "done":
-            job.progress, job.stage = 1.0, "write"
-        if record.input_owned:
-            record.input_path.unlink(missing_ok=True)
-        if save:
-            self._save(record)
+    def client_text(self, text: str, job_id: str, upload_name: str | None = None) -> str:
+        """``text`` without the job store's paths: a job's upload becomes ``upload_name``, its folder
+        'the job folder', the store 'the job store'."""
+        folder = self.folder(job_id)
+        if upload_name is not None:
+            text = text.replace(str(job_store.upload_path(folder)), upload_name)
+        return text.replace(str(folder), "the job folder").replace(str(self.jobs_dir), "the job store")
+
+    # -- retention -----------------------------------------------------------------------------
+    def _tidy(self) -> None:
+        """Remove finished jobs past the retention limits, and now and then a killed server's leftovers."""
+        self._remove_expired()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+            with self._lock:
+                known = set(self._records)
+            job_store.delete_leftovers(self.jobs_dir, known)
+
+    def _remove_expired(self) -> None:
+        now = time.time()
+        with self._lock:
+            finished = sorted(
+                (r for r in self._records.values() if r.job.status in FINAL_STATES), key=lambda r: r.finished_at
+            )
+            too_many = len(finished) - self.keep_finished_jobs
+            expired = []
+            for i, record in enumerate(finished):
+                age_s = now - record.finished_at
+                if age_s < MIN_KEEP_S:
+                    break  # the rest finished later still
+                if i < too_many or age_s > self.keep_finished_s:
+                    expired.append(record)
+            for record in expired:
+                self._unregister(record)
+        for record in expired:
+            log.info("removing job %s, finished %s", record.job.job_id, _ago(now - record.finished_at))
+            self._remove_folder(record)
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds / 86400:.1f} days ago" if seconds >= 86400 else f"{seconds / 3600:.1f} hours ago"
 
 
 def _save_npz(path: Path, result) -> None:

@@ -40,6 +40,8 @@ class Settings:
     max_queued_jobs: int = 16  # queued + running + being submitted (429 beyond)
     max_queued_upload_bytes: int = 8 * 1024**3  # disk held by uploads of unfinished jobs (507 beyond)
     probe_timeout_s: float = 60.0  # each blocking step of a submission (opening the video: 415)
+    keep_finished_days: float = 7.0  # finished jobs and their results are removed after this long...
+    keep_finished_jobs: int = 200  # ...or beyond this many (oldest first; each kept an hour at least)
     allow_synthetic: bool = False  # run a labelled placeholder model when the data is missing
     allowed_hosts: tuple[str, ...] = ()  # extra Host names (e.g. a LAN name) besides the bind address
 
@@ -50,7 +52,14 @@ class Settings:
                 "The server needs a token that every client sends; 'vibe-mocap serve' makes one "
                 "in the user's config folder (or pass $VIBE_MOCAP_TOKEN)."
             )
-        for name in ("max_upload_bytes", "max_queued_jobs", "max_queued_upload_bytes", "probe_timeout_s"):
+        for name in (
+            "max_upload_bytes",
+            "max_queued_jobs",
+            "max_queued_upload_bytes",
+            "probe_timeout_s",
+            "keep_finished_days",
+            "keep_finished_jobs",
+        ):
             if not getattr(self, name) > 0:
                 raise VibeError(f"The server setting {name} must be positive, got {getattr(self, name)}.")
         if not 0 < self.port < 65536:

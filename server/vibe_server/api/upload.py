@@ -10,7 +10,6 @@ the file name too, and a client's ``.m3u8`` would otherwise make it read a playl
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from pathlib import Path
 from anyio import to_thread
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
+
+from .job_store import DISK_FULL_MESSAGE, is_disk_full
 
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024  # all headers of one part together
@@ -42,7 +43,7 @@ def too_large(max_bytes: int) -> HTTPException:
 
 
 def disk_full() -> HTTPException:
-    return HTTPException(507, "The server's disk is full; free some space (or delete finished jobs) and submit again.")
+    return HTTPException(507, DISK_FULL_MESSAGE)
 
 
 async def receive_video_upload(
@@ -130,7 +131,7 @@ async def receive_video_upload(
     except HTTPException:
         raise
     except OSError as err:
-        if err.errno == errno.ENOSPC:
+        if is_disk_full(err):
             raise disk_full() from err
         raise
     except Exception as err:  # python-multipart's parse errors

@@ -83,6 +83,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="time to open a submitted video; a slower one is refused with 415 (default %(default)s s)",
     )
     p.add_argument(
+        "--keep-finished-days",
+        type=float,
+        default=defaults.keep_finished_days,
+        help="finished jobs and their results are deleted after this many days (default %(default)s)",
+    )
+    p.add_argument(
+        "--keep-finished-jobs",
+        type=int,
+        default=defaults.keep_finished_jobs,
+        help="at most this many finished jobs are kept, the oldest deleted first; each is kept at least "
+        "an hour (default %(default)s)",
+    )
+    p.add_argument(
         "--stop-on-stdin-close",
         action="store_true",
         help="stop when standard input closes (the add-on's server stops with Blender, even when Blender crashes)",
@@ -110,6 +123,7 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     # start-up: uvicorn, FastAPI and torch load only when the server really starts
     from ..api.app import create_app
+    from ..api.job_store import prepare_jobs_dir
     from ..data.loading import resolve_device
     from ..pipeline.cpu_features import choose_precision
     from ..pipeline.precision import check_precision
@@ -124,13 +138,15 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         token=token,
         data_dir=Path(args.data_dir) if args.data_dir else None,
-        jobs_dir=check_output_folder(args.jobs_dir, "the jobs folder"),
+        jobs_dir=prepare_jobs_dir(check_output_folder(args.jobs_dir, "the jobs folder")),
         device=args.device if args.device in ("auto", "cuda") else device,
         precision=precision,
         max_upload_bytes=args.max_upload_mb * 1024**2,
         max_queued_jobs=args.max_queued_jobs,
         max_queued_upload_bytes=args.max_queued_upload_mb * 1024**2,
         probe_timeout_s=args.probe_timeout_s,
+        keep_finished_days=args.keep_finished_days,
+        keep_finished_jobs=args.keep_finished_jobs,
         allow_synthetic=args.synthetic,
         allowed_hosts=tuple(args.allowed_host),
     )

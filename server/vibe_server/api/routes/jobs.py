@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -20,10 +21,12 @@ from vibe_blender.core.result_file import load_result
 from ...pipeline import postprocess
 from ..blocking import BlockingRunner, BlockingTimeout
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
-from ..jobs import UPLOAD_NAME, JobsFull, UploadSpaceFull
+from ..job_store import is_disk_full, upload_path
+from ..jobs import JobManager, JobsFull, UploadSpaceFull
 from ..json_body import MAX_SHOWN_CHARS, load_json_object, read_json_model, shown, validation_sentence
 from ..schemas import Job, JobCreated, JobList, JobParams, JobUpload, LocalJobRequest
-from ..upload import receive_video_upload
+from ..settings import Settings
+from ..upload import disk_full, receive_video_upload
 
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
@@ -93,6 +96,29 @@ def _admission_refused(err: VibeError) -> HTTPException:
     return HTTPException(507, str(err))
 
 
+def _disk_refused(err: OSError, what: str) -> HTTPException:
+    """507 for a full disk, else 500; the message names no path of the server."""
+    if is_disk_full(err):
+        return disk_full()
+    return HTTPException(
+        500, f"The server could not {what} ({err.strerror or type(err).__name__}); check its disk, then try again."
+    )
+
+
+@asynccontextmanager
+async def _new_job(jobs: JobManager, settings: Settings) -> AsyncIterator[tuple[str, Path]]:
+    """(job_id, folder) of a fresh job folder; when the block fails, the job is discarded with it."""
+    job_id, folder = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
+    try:
+        yield job_id, folder
+    except BaseException:
+        # no half-submitted job or file left behind (in a thread: a big upload takes a moment to
+        # delete; shielded: a cancelled request still cleans up)
+        with CancelScope(shield=True):
+            await to_thread.run_sync(jobs.discard, job_id)
+        raise
+
+
 @router.post(
     "",
     status_code=201,
@@ -111,12 +137,14 @@ async def create_job(request: Request, settings: SettingsDep, jobs: JobsDep, eng
     try:
         with jobs.admission() as admission:
             if content_type == "application/json":
-                return await _create_local_job(request, settings, jobs, engine)
+                return await _create_local_job(request, settings, jobs, engine, admission)
             return await _create_upload_job(request, settings, jobs, engine, admission)
     except (JobsFull, UploadSpaceFull) as err:
         raise _admission_refused(err) from err
     except BlockingTimeout as err:  # the job store's disk (the video's own time limit is a 415)
         raise HTTPException(503, f"The server's disk did not answer in time ({err}); retry in a moment.") from err
+    except OSError as err:  # the job store's disk refused a folder, a file or a record
+        raise _disk_refused(err, "store the job") from err
 
 
 async def _create_upload_job(request: Request, settings, jobs, engine, admission) -> JobCreated:
@@ -126,9 +154,13 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
         except UploadSpaceFull as err:
             raise _admission_refused(err) from err
 
-    job_id, folder = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
-    try:
-        upload = await receive_video_upload(request, folder / UPLOAD_NAME, settings.max_upload_bytes, reserve)
+    async with _new_job(jobs, settings) as (job_id, folder):
+        upload = await receive_video_upload(
+            request,
+            upload_path(folder),
+            settings.max_upload_bytes,
+            reserve,
+        )
         params = parse_params(upload.params_json)
         await probe_video(engine, upload.video_path, upload.filename, settings.probe_timeout_s)
         job = await _blocking(
@@ -136,23 +168,16 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
                 jobs.submit,
                 job_id,
                 video_name=upload.filename,
-                input_path=upload.video_path,
-                input_owned=True,
                 params=params,
                 input_bytes=upload.size_bytes,
+                admission=admission,
             ),
             timeout_s=settings.probe_timeout_s,
         )
-    except BaseException:
-        # no half-uploaded files left behind (in a thread: a big file takes a moment to delete;
-        # shielded: a cancelled request still cleans up)
-        with CancelScope(shield=True):
-            await to_thread.run_sync(partial(shutil.rmtree, folder, ignore_errors=True))
-        raise
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
-async def _create_local_job(request: Request, settings, jobs, engine) -> JobCreated:
+async def _create_local_job(request: Request, settings, jobs, engine, admission) -> JobCreated:
     if not client_is_loopback(request):
         raise HTTPException(
             403, "A video path on the server's disk is only accepted from the same machine; upload the file instead."
@@ -177,18 +202,18 @@ async def _create_local_job(request: Request, settings, jobs, engine) -> JobCrea
             f"'{label}' is not a readable video file on this machine; check the path, or upload the file instead.",
             headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
         ) from err
-    job_id, _ = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
-    job = await _blocking(
-        partial(
-            jobs.submit,
-            job_id,
-            video_name=path.name[:MAX_SHOWN_CHARS],
-            input_path=path,
-            input_owned=False,
-            params=req.params,
-        ),
-        timeout_s=settings.probe_timeout_s,
-    )
+    async with _new_job(jobs, settings) as (job_id, _):
+        job = await _blocking(
+            partial(
+                jobs.submit,
+                job_id,
+                video_name=path.name[:MAX_SHOWN_CHARS],
+                params=req.params,
+                local_path=path,
+                admission=admission,
+            ),
+            timeout_s=settings.probe_timeout_s,
+        )
     return JobCreated(job_id=job.job_id, status=job.status)
 
 

@@ -1,0 +1,315 @@
+"""The job manager and its store on disk, without HTTP: workers that survive any job, a stop that
+leaves jobs queued, retention of finished jobs, leftovers of a killed server, and records that
+cannot name other files."""
+
+import errno
+import os
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.api import job_store
+from vibe_server.api import jobs as jobs_module
+from vibe_server.api.job_store import DISK_FULL_MESSAGE, JobRecord, record_data, upload_path, write_record
+from vibe_server.api.jobs import MIN_KEEP_S, JobManager
+from vibe_server.api.schemas import Job, JobParams
+from vibe_server.pipeline.progress import JobCancelled
+
+HOUR, DAY = 3600.0, 86400.0
+
+
+class FakeEngine:
+    """``run`` calls ``script(video_name, should_cancel)``, which returns nothing or raises."""
+
+    def __init__(self, script=lambda name, should_cancel: None):
+        self.script, self.started = script, []
+
+    def run(self, path, options, *, progress, should_cancel, video_name):
+        self.started.append(video_name)
+        self.script(video_name, should_cancel)
+        return SimpleNamespace(result=SimpleNamespace(tracks=[]), warnings=[])
+
+
+@pytest.fixture(autouse=True)
+def fake_result_files(monkeypatch):
+    """The fake engine's empty results are written as a few bytes."""
+    monkeypatch.setattr(jobs_module, "_save_npz", lambda path, result: path.write_bytes(b"result"))
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def submit_upload(jobs: JobManager, name: str) -> str:
+    job_id, folder = jobs.new_job_folder()
+    upload_path(folder).write_bytes(b"video")
+    jobs.submit(job_id, video_name=name, params=JobParams(), input_bytes=5)
+    return job_id
+
+
+def plant(jobs_dir, job_id: str, status: str, *, finished_ago_s: float | None = None, **record) -> object:
+    """A job folder as an earlier server left it; -> the folder."""
+    folder = jobs_dir / job_id
+    folder.mkdir(parents=True, mode=0o700)
+    job = Job(job_id=job_id, status=status, video_name=f"{job_id}.mp4", created="2024-01-01T00:00:00+00:00")
+    finished_at = None if finished_ago_s is None else time.time() - finished_ago_s
+    data = record_data(JobRecord(job=job, params=JobParams(), finished_at=finished_at))
+    write_record(folder, {**data, **record})
+    if status == "done":
+        (folder / "result.npz").write_bytes(b"result")
+    return folder
+
+
+def age(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+# -- a worker survives any job ------------------------------------------------------------------
+
+
+def test_a_full_disk_fails_the_job_with_one_message_and_the_worker_runs_the_next(tmp_path, monkeypatch):
+    """The disk fills up while a job runs: its result and its record cannot be written. The job is
+    failed (in memory: the disk refuses), its upload deleted, and the next job runs once space is free."""
+    disk_full = threading.Event()
+
+    def write(folder, data):
+        if disk_full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_record(folder, data)
+
+    def script(name, should_cancel):
+        if name == "first":
+            disk_full.set()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobs_module, "write_record", write)
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    try:
+        first = submit_upload(jobs, "first")
+        assert wait_for(lambda: jobs.get(first).status == "failed")
+        assert jobs.get(first).error == DISK_FULL_MESSAGE
+        assert not upload_path(jobs.folder(first)).exists()  # the space comes back
+        disk_full.clear()  # the user frees space
+        second = submit_upload(jobs, "second")
+        assert wait_for(lambda: jobs.get(second).status == "done"), jobs.get(second)
+        assert all(worker.is_alive() for worker in jobs._workers)
+        assert jobs.queue_length() == 0
+    finally:
+        jobs.stop()
+
+
+def test_an_internal_error_fails_the_job_and_the_next_one_runs(tmp_path):
+    def script(name, should_cancel):
+        if name == "bad":
+            raise RuntimeError("a bug")
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    try:
+        bad, good = submit_upload(jobs, "bad"), submit_upload(jobs, "good")
+        assert wait_for(lambda: jobs.get(good).status == "done")
+        assert jobs.get(bad).status == "failed" and "internal error" in jobs.get(bad).error
+    finally:
+        jobs.stop()
+
+
+# -- stopping ---------------------------------------------------------------------------------
+
+
+def test_stop_leaves_queued_jobs_queued_and_puts_the_running_one_back(tmp_path):
+    """Only the running job sees the stop; the queued ones are never started, and after a restart
+    every job is queued again with its upload."""
+
+    def script(name, should_cancel):
+        time.sleep(0.3)  # opening the video
+        while not should_cancel():
+            time.sleep(0.01)
+        raise JobCancelled()
+
+    engine = FakeEngine(script)
+    jobs = JobManager(tmp_path / "jobs", [engine])
+    jobs.start()
+    ids = [submit_upload(jobs, f"v{i}") for i in range(5)]
+    assert wait_for(lambda: jobs.get(ids[0]).status == "running")
+    jobs.stop()
+    assert engine.started == ["v0"]
+    restarted = JobManager(tmp_path / "jobs", [])
+    assert [restarted.get(i).status for i in ids] == ["queued"] * 5
+    assert all(upload_path(restarted.folder(i)).is_file() for i in ids)
+
+
+def test_stop_has_one_deadline_for_all_workers_and_a_job_that_did_not_stop_runs_again(tmp_path):
+    release = threading.Event()
+
+    def script(name, should_cancel):  # deaf to the stop until released (a long decode pass)
+        release.wait(30)
+        raise JobCancelled()
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script), FakeEngine(script)])
+    jobs.start()
+    ids = [submit_upload(jobs, name) for name in ("a", "b")]
+    try:
+        assert wait_for(lambda: all(jobs.get(i).status == "running" for i in ids))
+        t0 = time.monotonic()
+        jobs.stop(timeout_s=1.0)
+        assert time.monotonic() - t0 < 1.8  # one deadline, not one per worker
+        assert [JobManager(tmp_path / "jobs", []).get(i).status for i in ids] == ["queued", "queued"]
+    finally:
+        release.set()
+        for worker in jobs._workers:
+            worker.join(10)
+
+
+# -- retention --------------------------------------------------------------------------------
+
+
+def test_finished_jobs_past_the_retention_limits_are_removed_at_start(tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    plant(jobs_dir, "old", "done", finished_ago_s=8 * DAY)
+    for name, ago in (("h5", 5 * HOUR), ("h3", 3 * HOUR), ("h2", 2 * HOUR)):
+        plant(jobs_dir, name, "failed", finished_ago_s=ago)
+    plant(jobs_dir, "m10", "done", finished_ago_s=600)  # a client may still be fetching these
+    plant(jobs_dir, "m5", "cancelled", finished_ago_s=300)
+    queued = plant(jobs_dir, "queued", "queued")
+    upload_path(queued).write_bytes(b"video")
+    jobs = JobManager(jobs_dir, [], keep_finished_s=7 * DAY, keep_finished_jobs=1)
+    assert sorted(j.job_id for j in jobs.list()) == ["m10", "m5", "queued"]
+    assert sorted(p.name for p in jobs_dir.iterdir()) == ["m10", "m5", "queued"]
+
+
+def test_the_oldest_finished_job_goes_when_a_new_one_finishes(tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    plant(jobs_dir, "earlier", "done", finished_ago_s=2 * HOUR)
+    jobs = JobManager(jobs_dir, [FakeEngine()], keep_finished_jobs=1)
+    assert [j.job_id for j in jobs.list()] == ["earlier"]
+    jobs.start()
+    try:
+        new = submit_upload(jobs, "new")
+        assert wait_for(lambda: jobs.get("earlier") is None)
+        assert jobs.get(new).status == "done" and (jobs_dir / new / "result.npz").is_file()
+        assert not (jobs_dir / "earlier").exists()
+    finally:
+        jobs.stop()
+
+
+def test_records_without_a_finish_time_age_from_their_last_write(tmp_path):
+    """Records written before finish times were kept."""
+    folder = plant(tmp_path / "jobs", "legacy", "done", finished_at=None)
+    age(folder / "job.json", 30 * DAY)
+    assert JobManager(tmp_path / "jobs", []).list() == []
+
+
+def test_a_finished_job_is_kept_an_hour_whatever_the_limits(tmp_path):
+    plant(tmp_path / "jobs", "recent", "done", finished_ago_s=MIN_KEEP_S - 60)
+    jobs = JobManager(tmp_path / "jobs", [], keep_finished_s=1.0, keep_finished_jobs=1)
+    assert [j.job_id for j in jobs.list()] == ["recent"]
+
+
+# -- leftovers of a killed server ----------------------------------------------------------------
+
+
+def test_leftovers_of_a_killed_server_are_deleted_at_start(tmp_path):
+    jobs_dir = tmp_path / "jobs"
+    cut_off = jobs_dir / "cutoff"  # killed mid-upload: no record
+    cut_off.mkdir(parents=True)
+    upload_path(cut_off).write_bytes(b"\0" * 1000)
+    damaged = jobs_dir / "damaged"
+    damaged.mkdir()
+    (damaged / "job.json").write_text("{not json")
+    for folder in (cut_off, damaged):
+        for path in (*folder.iterdir(), folder):
+            age(path, 2 * HOUR)
+    in_progress = jobs_dir / "uploading"  # another server's upload, or one a moment ago: kept
+    in_progress.mkdir()
+    upload_path(in_progress).write_bytes(b"\0")
+    done = plant(jobs_dir, "done", "done", finished_ago_s=HOUR)
+    upload_path(done).write_bytes(b"video")  # killed between the record and the deletion
+    for name in ("result.npz.part", ".vibe_output.pkl.0a1b2c3d.part", "job.json.part"):
+        (done / name).write_bytes(b"half")
+        age(done / name, 2 * HOUR)
+    (done / "fresh.part").write_bytes(b"being written")
+
+    jobs = JobManager(jobs_dir, [])
+    assert sorted(p.name for p in jobs_dir.iterdir()) == ["done", "uploading"]
+    assert sorted(p.name for p in done.iterdir()) == ["fresh.part", "job.json", "result.npz"]
+    assert jobs.get("done").status == "done"
+
+
+# -- records cannot name other files --------------------------------------------------------------
+
+
+def test_a_planted_record_cannot_make_the_server_delete_another_file(tmp_path):
+    victim = tmp_path / "thesis.docx"
+    victim.write_text("precious")
+    jobs_dir = tmp_path / "jobs"
+    for job_id, status in (("running", "running"), ("queued", "queued"), ("done", "done")):
+        plant(jobs_dir, job_id, status, finished_ago_s=HOUR, input_owned=True, input_path=str(victim))
+    foreign = {"job_id": "../thesis", "status": "done", "video_name": "x.mp4", "created": "2024-01-01"}
+    plant(jobs_dir, "other", "done", finished_ago_s=HOUR, job=foreign)
+    jobs = JobManager(jobs_dir, [])
+    assert victim.read_text() == "precious"
+    assert jobs.get("running").status == "failed" and jobs.get("queued").status == "failed"
+    assert jobs.get("../thesis") is None and jobs.get("other") is None  # a record for another folder
+
+
+def test_a_jobs_folder_open_to_other_accounts_is_refused(tmp_path, monkeypatch):
+    if os.name != "posix":
+        pytest.skip("POSIX permissions")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o700)
+    shared.chmod(0o777)
+    with pytest.raises(VibeError, match="can be changed by other accounts.*chmod 700"):
+        JobManager(shared, [])
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    with pytest.raises(VibeError, match="belongs to another account"):
+        job_store.prepare_jobs_dir(tmp_path / "mine")
+
+
+def test_serve_refuses_an_open_jobs_folder_in_one_message(tmp_path, monkeypatch, capsys):
+    if os.name != "posix":
+        pytest.skip("POSIX permissions")
+    import uvicorn
+
+    from vibe_server.cli import main
+
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "test-token")
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: pytest.fail("the server started"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert main(["serve", "--jobs-dir", str(shared), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The jobs folder") and "chmod 700" in err and "Traceback" not in err
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+
+def test_a_submitted_upload_holds_its_bytes_once_until_its_job_ends(tmp_path):
+    from vibe_server.api.jobs import UploadSpaceFull
+
+    jobs = JobManager(tmp_path / "jobs", [], max_queued_upload_bytes=1000)
+    with jobs.admission() as admission:
+        jobs.reserve_upload_bytes(admission, 600)
+        job_id, folder = jobs.new_job_folder()
+        upload_path(folder).write_bytes(b"\0" * 600)
+        jobs.submit(job_id, video_name="a.mp4", params=JobParams(), input_bytes=600, admission=admission)
+        with jobs.admission() as other:
+            jobs.reserve_upload_bytes(other, 400)  # the job's 600 count once
+            with pytest.raises(UploadSpaceFull):
+                jobs.reserve_upload_bytes(other, 1)
+    assert jobs.queue_length() == 1
+    jobs.delete(job_id)
+    with jobs.admission() as admission:
+        jobs.reserve_upload_bytes(admission, 1000)
+    assert jobs.queue_length() == 0

@@ -235,6 +235,26 @@ def test_size_cap_also_holds_without_content_length(settings, engine):
     assert leftover_files(settings) == []
 
 
+@pytest.mark.parametrize("cut", ["in the video", "in the params", "before the params"])
+def test_an_upload_cut_off_before_its_end_is_a_400_and_leaves_nothing(client, settings, cut):
+    """Without its closing boundary an upload is not whole: no truncated video is queued, no params
+    silently left at their defaults."""
+    boundary = "XyZ"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="clip.mp4"\r\n\r\n'.encode()
+    video = head + b"\x00fake video bytes" * 100
+    params = f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n'.encode()
+    bodies = {
+        "in the video": video,
+        "in the params": video + params + b'{"smoothing": 0.9}',
+        "before the params": video + params,
+    }
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert_detail(client.post(f"{API}/jobs", content=bodies[cut], headers=headers), 400, "cut off", "send it again")
+    assert client.get(f"{API}/jobs").json() == {"jobs": []} and leftover_files(settings) == []
+    whole = video + params + b'{"smoothing": 0.9}' + f"\r\n--{boundary}--\r\n".encode()
+    assert client.post(f"{API}/jobs", content=whole, headers=headers).status_code == 201
+
+
 def test_wrong_content_type_is_415(client):
     assert_detail(
         client.post(f"{API}/jobs", content=b"abc", headers={"content-type": "text/plain"}), 415, "multipart/form-data"
@@ -799,15 +819,20 @@ def test_deeply_nested_json_is_a_422(client, settings):
     assert leftover_files(settings) == []
 
 
-def post_chunks_to_the_app(client, path, chunks, headers, *, token=TOKEN) -> tuple[int, int]:
+def post_chunks_to_the_app(client, path, chunks, headers, *, token=TOKEN, stall=False, answer=None) -> tuple[int, int]:
     """POST ``chunks`` straight to the ASGI app (TestClient would read the whole body first), with
-    ``token`` (None: none): (status, number of chunks the app pulled)."""
+    ``token`` (None: none); ``stall``: the client then stops sending without ending the body:
+    (status, number of chunks the app pulled). ``answer`` (a dict) gets the answer's "body"."""
     pulled, status = 0, {}
+    answer = {} if answer is None else answer
+    answer["body"] = b""
     chunks = iter(chunks)
 
     async def receive():
         nonlocal pulled
         chunk = next(chunks, None)
+        if chunk is None and stall:
+            await asyncio.sleep(3600)
         if chunk is None:
             return {"type": "http.request", "body": b"", "more_body": False}
         pulled += 1
@@ -816,6 +841,8 @@ def post_chunks_to_the_app(client, path, chunks, headers, *, token=TOKEN) -> tup
     async def send(message):
         if message["type"] == "http.response.start":
             status["code"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
 
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     all_headers = {"host": "127.0.0.1:8765", **auth, **headers}
@@ -937,6 +964,25 @@ def test_a_full_disk_while_a_job_is_stored_is_a_507_and_leaves_no_job(settings, 
         assert client.get(f"{API}/jobs").json() == {"jobs": []}
         assert leftover_files(settings) == []
         assert wait(client, upload(client).json()["job_id"])["status"] == "done"  # space freed: the slot is free
+
+
+@pytest.mark.parametrize("kind", ["upload", "local path"])
+def test_a_body_that_stops_arriving_is_a_408_and_frees_its_slot(settings, engine, kind):
+    """A client that stalls mid-body (hung, suspended, a dead link) would hold its job slot for ever."""
+    settings.body_idle_timeout_s, settings.max_queued_jobs = 0.5, 1
+    if kind == "upload":
+        head = b'--XyZ\r\nContent-Disposition: form-data; name="video"; filename="c.mp4"\r\n\r\n\x00video'
+        headers = {"content-type": "multipart/form-data; boundary=XyZ"}
+    else:
+        head, headers = b'{"video_path": "/x.mp4", ', {"content-type": "application/json"}
+    with client_for(settings, engine) as client:
+        answer = {}
+        t0 = time.monotonic()
+        status, _ = post_chunks_to_the_app(client, f"{API}/jobs", [head], headers, stall=True, answer=answer)
+        assert status == 408 and time.monotonic() - t0 < 10
+        assert "stopped arriving" in json.loads(answer["body"])["detail"]
+        assert leftover_files(settings) == []
+        assert upload(client).status_code == 201  # the slot is free again
 
 
 def test_uploads_in_progress_count_against_the_upload_space(tmp_path):

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from vibe_blender.core.safe_json import json_too_deep
 
+from .request_body import body_chunks
+
 MAX_JSON_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # a request is 3 levels deep; deeper is an attack on the parser
 MAX_SHOWN_CHARS = 200  # a client's path or file name echoed in a message
@@ -54,7 +56,8 @@ def load_json_object(text: str | bytes, what: str, example: str) -> dict:
 
 
 async def read_small_body(request: Request, max_bytes: int = MAX_JSON_BYTES) -> bytes:
-    """The body, refused with 413 as soon as it passes max_bytes (with or without Content-Length)."""
+    """The body, refused with 413 as soon as it passes max_bytes (with or without Content-Length),
+    and with 408 when it stalls (the server setting ``body_idle_timeout_s``)."""
     too_large = HTTPException(
         413, "The JSON body is too large; it should only name the video or source and its params."
     )
@@ -62,7 +65,7 @@ async def read_small_body(request: Request, max_bytes: int = MAX_JSON_BYTES) -> 
     if declared.isdigit() and int(declared) > max_bytes:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
+    async for chunk in body_chunks(request, request.app.state.settings.body_idle_timeout_s):
         body.extend(chunk)
         if len(body) > max_bytes:
             raise too_large

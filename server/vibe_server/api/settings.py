@@ -40,6 +40,7 @@ class Settings:
     max_queued_jobs: int = 16  # queued + running + being submitted (429 beyond)
     max_queued_upload_bytes: int = 8 * 1024**3  # disk held by uploads of unfinished jobs (507 beyond)
     probe_timeout_s: float = 60.0  # each blocking step of a submission (opening the video: 415)
+    body_idle_timeout_s: float = 30.0  # a request body that sends nothing for this long gets 408
     keep_finished_days: float = 7.0  # finished jobs and their results are removed after this long...
     keep_finished_jobs: int = 200  # ...or beyond this many (oldest first; each kept an hour at least)
     allow_synthetic: bool = False  # run a labelled placeholder model when the data is missing
@@ -57,6 +58,7 @@ class Settings:
             "max_queued_jobs",
             "max_queued_upload_bytes",
             "probe_timeout_s",
+            "body_idle_timeout_s",
             "keep_finished_days",
             "keep_finished_jobs",
         ):

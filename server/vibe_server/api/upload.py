@@ -2,7 +2,9 @@
 
 Starlette's ``request.form()`` would spool the whole body before the route sees it; this parser
 writes the ``video`` part to the job folder as the bytes arrive and stops with 413 as soon as the
-cap is passed. Parts: ``video`` (the file, required) and ``params`` (a JSON string, optional).
+cap is passed, with 408 when the body stalls, and with 400 when it ends before its closing boundary
+(a cut-off upload is never taken for a whole one). Parts: ``video`` (the file, required) and
+``params`` (a JSON string, optional).
 
 The file is saved under one fixed name whatever the client called it: FFmpeg picks a demuxer by
 the file name too, and a client's ``.m3u8`` would otherwise make it read a playlist.
@@ -16,9 +18,10 @@ from pathlib import Path
 
 from anyio import to_thread
 from fastapi import HTTPException, Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from .job_store import DISK_FULL_MESSAGE, is_disk_full
+from .request_body import body_chunks
 
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024  # all headers of one part together
@@ -47,11 +50,16 @@ def disk_full() -> HTTPException:
 
 
 async def receive_video_upload(
-    request: Request, dest: Path, max_bytes: int, reserve: Callable[[int], None] = lambda n: None
+    request: Request,
+    dest: Path,
+    max_bytes: int,
+    reserve: Callable[[int], None] = lambda n: None,
+    *,
+    idle_timeout_s: float,
 ) -> Upload:
     """Stream the request body's video part into ``dest`` (a fixed name). ``reserve(n)`` is called
-    before n more video bytes are written and raises HTTPException to refuse them. The caller
-    deletes the folder when this raises."""
+    before n more video bytes are written and raises HTTPException to refuse them; 408 when no byte
+    comes for ``idle_timeout_s``. The caller deletes the folder when this raises."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary:
@@ -125,7 +133,7 @@ async def receive_video_upload(
         },
     )
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, idle_timeout_s):
             await to_thread.run_sync(parser.write, chunk)  # it writes to disk: off the event loop
         parser.finalize()
     except HTTPException:
@@ -139,6 +147,8 @@ async def receive_video_upload(
     finally:
         if state["file"] is not None:
             state["file"].close()
+    if parser.state != MultipartState.END:  # python-multipart's finalize() does not check it
+        raise HTTPException(400, "The upload was cut off before its end; send it again.")
     if video["path"] is None:
         raise HTTPException(400, "The upload has no 'video' part; send the file as the form field 'video'.")
     if video["size"] == 0:

@@ -160,6 +160,7 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
             upload_path(folder),
             settings.max_upload_bytes,
             reserve,
+            idle_timeout_s=settings.body_idle_timeout_s,
         )
         params = parse_params(upload.params_json)
         await probe_video(engine, upload.video_path, upload.filename, settings.probe_timeout_s)

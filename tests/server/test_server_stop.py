@@ -73,6 +73,33 @@ def test_shutdown_stops_the_server(start_tiny_server):
     assert process.wait(30) == 0
 
 
+def test_a_stalled_upload_does_not_keep_a_stopping_server_alive(start_tiny_server):
+    """A client that stops sending mid-upload: after POST /shutdown the server gives running
+    requests their grace time (here 1 s), then stops all the same."""
+    import socket
+    import urllib.request
+
+    process, url = start_tiny_server("-", "1")
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as stalled:
+        head = 'Content-Disposition: form-data; name="video"; filename="a.mp4"'
+        stalled.sendall(
+            (
+                f"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 10000000\r\n\r\n"
+                f"--XyZ\r\n{head}\r\n\r\n"
+            ).encode()
+            + b"\0" * 1000
+        )
+        time.sleep(0.5)
+        request = urllib.request.Request(
+            f"{url}/api/v1/shutdown", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 202
+        assert process.wait(15) == 0
+
+
 @pytest.mark.parametrize(
     "client_host, headers, status",
     [

@@ -1,7 +1,9 @@
 """The real HTTP server (create_app + uvicorn, as ``vibe-mocap serve`` runs it) with the tiny test
 model and the scripted front end, for client tests that need a server process of their own.
 
-    python tests/server/tiny_server.py PORT JOBS_DIR SMPL_DIR [FRAME_DELAY_S [stop-on-stdin-close]]
+    python tests/server/tiny_server.py PORT JOBS_DIR SMPL_DIR [FRAME_DELAY_S [stop-on-stdin-close|- [GRACE_S]]]
+
+GRACE_S: how long requests still running get once the server is asked to stop (default: serve's).
 
 The token is the one ``vibe-mocap serve`` uses: $VIBE_MOCAP_TOKEN, else the token file in the
 user's config folder (created when missing).
@@ -18,11 +20,11 @@ from conftest import ScriptedFrontEnd, TinyVIBE
 from vibe_blender.core.user_dirs import ensure_token
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
-from vibe_server.commands.serve import run_app
+from vibe_server.commands.serve import GRACEFUL_SHUTDOWN_S, run_app
 from vibe_server.pipeline.engine import Engine
 
 
-def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop: str = "") -> None:
+def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop: str = "-", grace_s: str = "") -> None:
     front_end = ScriptedFrontEnd(delay_s=float(frame_delay_s))
     engine = Engine(TinyVIBE(), model_name="tiny test model", data_dir=Path(smpl_dir), frontend=front_end.as_frontend())
     settings = Settings(port=int(port), token=ensure_token(), jobs_dir=Path(jobs_dir))
@@ -33,6 +35,7 @@ def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop
         port=settings.port,
         log_level="warning",
         stop_on_stdin_close=stop == "stop-on-stdin-close",
+        graceful_shutdown_s=float(grace_s) if grace_s else GRACEFUL_SHUTDOWN_S,
     )
 
 

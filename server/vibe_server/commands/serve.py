@@ -15,6 +15,10 @@ from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 
+# after POST /shutdown, the end of standard input or Ctrl-C, requests still running get this long
+# (a stalled client cannot keep the server alive); the job workers then get their own 10 s
+GRACEFUL_SHUTDOWN_S = 15
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -160,14 +164,30 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_app(app: FastAPI, *, host: str, port: int, log_level: str = "info", stop_on_stdin_close: bool = False) -> None:
+def run_app(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    stop_on_stdin_close: bool = False,
+    graceful_shutdown_s: float = GRACEFUL_SHUTDOWN_S,
+) -> None:
     """Serve ``app`` with uvicorn until stopped (Ctrl-C, POST /shutdown, or with ``stop_on_stdin_close``
-    the end of standard input): no proxy headers trusted (the client address is the socket's, which
-    the loopback checks rely on), no Server or Date header."""
+    the end of standard input), then give running requests ``graceful_shutdown_s``: no proxy headers
+    trusted (the client address is the socket's, which the loopback checks rely on), no Server or
+    Date header."""
     import uvicorn  # start-up: uvicorn loads only when a server really starts
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, proxy_headers=False, server_header=False, date_header=False
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=graceful_shutdown_s,
     )
     server = uvicorn.Server(config)
 

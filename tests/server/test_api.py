@@ -481,6 +481,30 @@ def test_deleting_a_finished_job_removes_its_result(client, settings):
     assert not (settings.jobs_dir / job_id).exists()
 
 
+def test_a_result_removed_before_it_is_sent_is_a_404_naming_no_path(client, settings):
+    job_id = wait(client, upload(client).json()["job_id"])["job_id"]
+    r = client.get(f"{API}/jobs/{job_id}/result")
+    assert r.headers["content-disposition"] == 'attachment; filename="clip_vibe.npz"'
+    assert int(r.headers["content-length"]) == len(r.content)
+    (settings.jobs_dir / job_id / "result.npz").unlink()  # as a deletion between the check and the send does
+    for name in ("result", "result.pkl"):
+        r = client.get(f"{API}/jobs/{job_id}/{name}")
+        assert_detail(r, 404, "is gone", "submit the video again")
+        assert str(settings.jobs_dir) not in r.text
+
+
+def test_a_full_disk_while_the_pkl_is_made_is_a_507(client, settings, monkeypatch):
+    from vibe_server.pipeline import postprocess
+
+    job_id = wait(client, upload(client).json()["job_id"])["job_id"]
+    with monkeypatch.context() as m:
+        m.setattr(postprocess, "atomic_write", lambda path, write: raise_(OSError(errno.ENOSPC, "No space", str(path))))
+        r = client.get(f"{API}/jobs/{job_id}/result.pkl")
+        assert_detail(r, 507, "disk is full")
+        assert str(settings.jobs_dir) not in r.text
+    assert client.get(f"{API}/jobs/{job_id}/result.pkl").status_code == 200
+
+
 def test_finished_results_survive_a_restart(settings, engine):
     with client_for(settings, engine) as client:
         job_id = wait(client, upload(client).json()["job_id"])["job_id"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from anyio import CancelScope, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
@@ -21,6 +21,7 @@ from vibe_blender.core.result_file import load_result
 from ...pipeline import postprocess
 from ..blocking import BlockingRunner, BlockingTimeout
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
+from ..file_download import open_download
 from ..job_store import is_disk_full, upload_path
 from ..jobs import JobManager, JobsFull, UploadSpaceFull
 from ..json_body import MAX_SHOWN_CHARS, load_json_object, read_json_model, shown, validation_sentence
@@ -256,25 +257,54 @@ def _download_name(job: Job, suffix: str) -> str:
     return f"{stem}{suffix}"
 
 
-@router.get("/{job_id}/result")
-def get_result(job_id: str, jobs: JobsDep) -> FileResponse:
-    job = _require_done(jobs, job_id)
-    return FileResponse(
-        jobs.result_path(job_id), media_type="application/octet-stream", filename=_download_name(job, "_vibe.npz")
+def _result_gone(job_id: str) -> HTTPException:
+    return HTTPException(
+        404,
+        f"The result of job '{job_id}' is gone (the job was deleted, or its files removed); submit the video again.",
     )
 
 
+def _download(job_id: str, path: Path, filename: str) -> StreamingResponse:
+    try:
+        return open_download(path, filename)
+    except FileNotFoundError as err:
+        raise _result_gone(job_id) from err
+    except OSError as err:
+        raise _disk_refused(err, "read the result") from err
+
+
+@router.get("/{job_id}/result")
+def get_result(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    job = _require_done(jobs, job_id)
+    return _download(job_id, jobs.result_path(job_id), _download_name(job, "_vibe.npz"))
+
+
 @router.get("/{job_id}/result.pkl")
-def get_result_pkl(job_id: str, jobs: JobsDep, engine=Depends(get_engine)) -> FileResponse:
+def get_result_pkl(job_id: str, jobs: JobsDep, engine=Depends(get_engine)) -> StreamingResponse:
     """The official ``vibe_output.pkl`` layout, made from the result on first request (vertices from
     the model's SMPL)."""
     job = _require_done(jobs, job_id)
     path = jobs.pkl_path(job_id)
     with _pkl_lock:
         if not path.is_file():
-            try:
-                result = load_result(jobs.result_path(job_id))
-                postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl))
-            except VibeError as err:
-                raise HTTPException(500, str(err)) from err
-    return FileResponse(path, media_type="application/octet-stream", filename=_download_name(job, "_vibe_output.pkl"))
+            _write_official_pkl(jobs, job_id, engine)
+    return _download(job_id, path, _download_name(job, "_vibe_output.pkl"))
+
+
+def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
+    try:
+        with open(jobs.result_path(job_id), "rb") as f:
+            result = load_result(f)
+    except FileNotFoundError as err:
+        raise _result_gone(job_id) from err
+    except OSError as err:
+        raise _disk_refused(err, "read the result") from err
+    except VibeError as err:  # a damaged result (the file object: no path in the message)
+        raise HTTPException(500, f"{err} Submit the video again.") from err
+    try:
+        postprocess.write_official_pkl(jobs.pkl_path(job_id), postprocess.official_output(result, engine.smpl))
+    except VibeError as err:  # names the server's path: the cause says what happened
+        cause = err.__cause__
+        if isinstance(cause, OSError):
+            raise _disk_refused(cause, "write the .pkl file") from err
+        raise HTTPException(500, jobs.client_text(str(err), job_id)) from err

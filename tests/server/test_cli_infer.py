@@ -256,6 +256,29 @@ def test_serve_prints_where_the_token_is_and_every_bind_gets_one(token_home, mon
     assert str(token_home) in out and token not in out
 
 
+def test_a_second_server_on_the_same_jobs_folder_is_refused_before_it_reads_it(
+    token_home, monkeypatch, tmp_path, capsys
+):
+    """Each server marks the jobs it finds running as failed at start: two on one folder would fail each
+    other's jobs. The folder is locked before the app reads it, and released when the server ends."""
+    import uvicorn
+
+    from vibe_server.commands.serve import SERVER_LOCK_NAME
+    from vibe_server.folder_lock import folder_lock
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config.app))
+    jobs = tmp_path / "jobs"
+    argv = ["serve", "--jobs-dir", str(jobs), "--device", "cpu"]
+    with folder_lock(jobs, SERVER_LOCK_NAME, "held by the first server"):  # a server running on the folder
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"Another VIBE Mocap server uses the jobs folder {jobs}" in err and "--jobs-dir" in err
+    assert err.count("error:") == 1 and not served
+    assert main(argv) == 0 and len(served) == 1  # the first one has ended: the folder is free again
+    assert main(argv) == 0 and len(served) == 2  # and a server that ended released it too
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [None, "cpu,cpu"], ids=["one device", "divided among two"])
 def test_infer_on_a_real_clip_with_the_synthetic_placeholder(

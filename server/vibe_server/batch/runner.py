@@ -4,15 +4,11 @@ workers or on Ray, append each record to the manifest as it arrives, write the s
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vibe_blender.core.errors import VibeError
-
+from ..folder_lock import folder_lock
 from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
 from ..pipeline.options import RunOptions
@@ -42,34 +38,13 @@ def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False) -> 
     return BatchPlan(items=items, todo=todo, manifest=manifest)
 
 
-@contextlib.contextmanager
-def output_lock(output_dir: Path) -> Iterator[None]:
-    """One batch per output folder at a time (POSIX advisory lock; released when the process dies)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl  # optional dependency: POSIX only (fcntl is not on Windows)
-    except ImportError:  # Windows: no advisory locks; documented
-        yield
-        return
-    path = output_dir / LOCK_NAME
-    try:  # never through a link, never truncated: the lock file's content is not ours to destroy
-        fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as err:
-        if err.errno != errno.ELOOP:
-            raise
-        raise VibeError(
-            f"'{path}' is a symbolic link; delete it (the batch makes its own lock file) and run again."
-        ) from err
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            raise VibeError(
-                f"Another batch is writing to '{output_dir}'; wait for it to end or choose another output folder."
-            ) from err
-        yield
-    finally:
-        os.close(fd)
+def output_lock(output_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """One batch per output folder at a time."""
+    return folder_lock(
+        output_dir,
+        LOCK_NAME,
+        f"Another batch is writing to '{output_dir}'; wait for it to end or choose another output folder.",
+    )
 
 
 def run_batch(

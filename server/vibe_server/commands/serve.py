@@ -14,10 +14,12 @@ from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
+from ..folder_lock import folder_lock
 
 # after POST /shutdown, the end of standard input or Ctrl-C, requests still running get this long
 # (a stalled client cannot keep the server alive); the job workers then get their own 10 s
 GRACEFUL_SHUTDOWN_S = 15
+SERVER_LOCK_NAME = ".server.lock"  # in the jobs folder: one server per jobs folder
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -154,13 +156,19 @@ def run(args: argparse.Namespace) -> int:
         allow_synthetic=args.synthetic,
         allowed_hosts=tuple(args.allowed_host),
     )
-    app = create_app(settings)  # validates the settings
-    print(
-        f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"
-        f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
-        flush=True,
+    busy = (
+        f"Another VIBE Mocap server uses the jobs folder {settings.jobs_dir}; connect to that one, stop it, "
+        "or give this one a folder of its own with --jobs-dir."
     )
-    run_app(app, host=args.host, port=args.port, stop_on_stdin_close=args.stop_on_stdin_close)
+    # held before the app reads the folder: each server would mark the other's running jobs failed
+    with folder_lock(settings.jobs_dir, SERVER_LOCK_NAME, busy):
+        app = create_app(settings)  # validates the settings
+        print(
+            f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"
+            f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
+            flush=True,
+        )
+        run_app(app, host=args.host, port=args.port, stop_on_stdin_close=args.stop_on_stdin_close)
     return 0
 
 

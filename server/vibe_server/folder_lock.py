@@ -1,0 +1,41 @@
+"""One process at a time per folder: a batch per output folder, a server per jobs folder.
+
+A POSIX advisory lock on a file in the folder, released by the system when the process dies, so a
+crash never leaves a stale lock. Windows has no such lock: there the folder is not guarded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from vibe_blender.core.errors import VibeError
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, lock_name: str, busy: str) -> Iterator[None]:
+    """Hold ``folder/lock_name`` for the block; VibeError ``busy`` when another process holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl  # optional dependency: POSIX only (fcntl is not on Windows)
+    except ImportError:  # Windows: no advisory locks; documented
+        yield
+        return
+    path = folder / lock_name
+    try:  # never through a link, never truncated: the lock file's content is not ours to destroy
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise VibeError(f"'{path}' is a symbolic link; delete it (a lock file is made there) and run again.") from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise VibeError(busy) from err
+        yield
+    finally:
+        os.close(fd)

@@ -138,8 +138,9 @@ def test_infer_reports_nobody_found(tiny_infer, capsys):
 
 @pytest.mark.parametrize("how", ["--data-dir", "VIBE_DATA_DIR"])
 @pytest.mark.parametrize("state", ["missing", "empty", "a file"])
+@pytest.mark.parametrize("command", ["infer", "batch", "live"])
 def test_a_named_model_data_folder_without_the_data_is_refused_not_replaced(
-    tiny_infer, tmp_path, monkeypatch, capsys, how, state
+    tiny_infer, tmp_path, monkeypatch, capsys, how, state, command
 ):
     """Only the default folder falls back to the placeholder: a folder the user named must hold the data."""
     video, calls = tiny_infer
@@ -148,7 +149,11 @@ def test_a_named_model_data_folder_without_the_data_is_refused_not_replaced(
         folder.mkdir()
     elif state == "a file":
         folder.write_bytes(b"x")
-    argv = ["infer", str(video), "-o", str(tmp_path / "r.npz"), "--device", "cpu"]
+    argv = {
+        "infer": ["infer", str(video), "-o", str(tmp_path / "r.npz")],
+        "batch": ["batch", str(video), "-o", str(tmp_path / "r.npz")],  # an output folder of that name
+        "live": ["live", str(video), "--record", str(tmp_path / "r.npz")],
+    }[command] + ["--device", "cpu"]
     if how == "--data-dir":
         argv += ["--data-dir", str(folder)]
     else:

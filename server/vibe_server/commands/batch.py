@@ -13,6 +13,7 @@ from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_
 from ..batch.inputs import output_key
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
 from ..batch.runner import run_batch
+from ..data.loading import checked_data_dir
 from .infer import add_pipeline_arguments, run_options
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     spec = EngineSpec(
         device=args.device,
         precision=FAST if args.fast else AUTO,
-        data_dir=args.data_dir,
+        data_dir=str(checked_data_dir(args.data_dir)),  # a folder the user named: no placeholder
         allow_synthetic=True,
         factory=args.engine or ENGINE_FACTORY,
     )

@@ -119,9 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.loading import (
         INSTALL_HINT,
         SYNTHETIC_MODEL_NAME,
+        checked_data_dir,
         model_data_problem,
-        named_data_dir_error,
-        resolve_data_dir,
         resolve_device,
     )
     from ..pipeline import postprocess
@@ -154,11 +153,8 @@ def run(args: argparse.Namespace) -> int:
     # one engine per device: every visible GPU for auto/cuda (one video divided among them), else one
     wanted = args.devices.split(",") if args.devices else server_devices(args.device)
     devices = [resolve_device(d.strip()) for d in wanted]
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
     if model_data_problem(data_dir) is not None:
-        named = named_data_dir_error(args.data_dir, data_dir)  # a folder the user named: no placeholder
-        if named is not None:
-            raise named
         print(
             f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
             f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",

@@ -14,7 +14,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.output_paths import check_output_path
 from vibe_blender.core.result_file import save_result
 
-from ..data.loading import resolve_device
+from ..data.loading import checked_data_dir, resolve_device
 from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import open_live_source, parse_source
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if record is not None:
         check_output_path(record, "the recording", {"the video": target if kind == "file" else None})
     engine = load_engine(
-        args.data_dir,
+        checked_data_dir(args.data_dir),  # a folder the user named: no placeholder
         device=resolve_device(args.device),
         allow_synthetic=True,
         log=lambda msg: print(msg, file=sys.stderr),

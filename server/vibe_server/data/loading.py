@@ -109,6 +109,18 @@ def named_data_dir_error(flag: str | os.PathLike | None, data_dir: Path) -> Vibe
     )
 
 
+def checked_data_dir(flag: str | os.PathLike | None) -> Path:
+    """The model-data folder for ``flag`` (see :func:`resolve_data_dir`); VibeError when the user named a
+    folder (``flag`` or $VIBE_DATA_DIR) that holds no model data, where a command would otherwise run
+    the synthetic placeholder without being asked to."""
+    data_dir = resolve_data_dir(flag)
+    if model_data_problem(data_dir) is not None:
+        named = named_data_dir_error(flag, data_dir)
+        if named is not None:
+            raise named
+    return data_dir
+
+
 def missing_files(data_dir: Path, names: Iterable[str]) -> list[str]:
     """The ``names`` that are not regular files in data_dir."""
     return [n for n in names if not (data_dir / n).is_file()]

@@ -26,9 +26,9 @@ from .rig_builder import (
     place_bones,
     rest_quats,
 )
+from .visibility import ANIMATED_FLAGS
 
 FIRST_FRAME = 1
-VISIBILITY_PATHS = ("hide_viewport", "hide_render")
 
 
 def key_interpolation(frames: np.ndarray) -> np.ndarray:
@@ -92,6 +92,7 @@ def key_motion(armature_obj, frames: np.ndarray, quats: np.ndarray, loc: np.ndar
 def key_correctives(armature_obj, mesh_obj, frames: np.ndarray, weights: np.ndarray) -> None:
     """frames (T,), weights (T, 207) -> keys of the baked pose correctives Pose000..206 (replaced
     when keyed already), holding before gaps as the motion does."""
+    check_correctives(armature_obj, mesh_obj)
     key = mesh_obj.data.shape_keys
     channels = keyframes.channels_for_rewrite(key, f"{armature_obj.name}_correctives")
     interpolation = key_interpolation(frames)
@@ -107,6 +108,18 @@ def key_correctives(armature_obj, mesh_obj, frames: np.ndarray, weights: np.ndar
         )
 
 
+def check_correctives(armature_obj, mesh_obj) -> None:
+    """VibeError unless the body holds the pose-corrective shape keys its baked correctives key."""
+    key = mesh_obj.data.shape_keys
+    missing = [k for k in range(NUM_CORRECTIVES) if key is None or key.key_blocks.get(corrective_key_name(k)) is None]
+    if missing:
+        raise VibeError(
+            f"'{armature_obj.name}' bakes its pose correctives but its body '{mesh_obj.name}' lacks "
+            f"{len(missing)} of their shape keys ({corrective_key_name(missing[0])}...); import the "
+            "character again to get them back."
+        )
+
+
 def key_visibility(mesh_obj, frames: np.ndarray, first_frame: float, last_frame: float) -> None:
     """Show the body on the frames of the motion's keys ``frames`` (T,) and hide it elsewhere in
     [first_frame, last_frame]: before its first run, in gaps, after its end. A body seen in every
@@ -118,15 +131,17 @@ def key_visibility(mesh_obj, frames: np.ndarray, first_frame: float, last_frame:
         times.append(frames[start]), hidden.append(0.0)
         if frames[end - 1] < last_frame:
             times.append(frames[end - 1] + 1), hidden.append(1.0)
-    if len(times) == 1:  # seen throughout
+    if len(times) == 1:  # seen throughout: its visibility keys go; a flag the user set stays
         channels = keyframes.channels_of(mesh_obj)
-        for path in VISIBILITY_PATHS:
-            if channels is not None:
-                keyframes.remove_fcurves(channels, path)
-            setattr(mesh_obj, path, False)
+        if channels is None or not any(f.data_path in ANIMATED_FLAGS for f in channels.fcurves):
+            return
+        channels = keyframes.channels_for_rewrite(mesh_obj, f"{mesh_obj.name}_visibility")
+        for path in ANIMATED_FLAGS:
+            if keyframes.remove_fcurves(channels, path):
+                setattr(mesh_obj, path, False)  # no longer animated: left as the last frame evaluated
         return
     channels = keyframes.channels_for_rewrite(mesh_obj, f"{mesh_obj.name}_visibility")
-    for path in VISIBILITY_PATHS:
+    for path in ANIMATED_FLAGS:
         keyframes.rewrite_fcurve(
             channels,
             path,

@@ -13,7 +13,7 @@ import bpy
 import numpy as np
 
 from . import keyframes
-from .animation import key_correctives, key_motion, key_visibility
+from .animation import check_correctives, key_correctives, key_motion, key_visibility
 from .core.cleanup import clean_up, merge_tracks, motion_figures, trim_mask
 from .core.errors import VibeError
 from .core.rotations import make_continuous
@@ -87,11 +87,14 @@ def write_motion(armature_obj, frames, quats, loc) -> None:
     pose correctives are keyed from the new rotations."""
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
-    key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
     mesh_obj = find_character_mesh(armature_obj)
+    baked = mesh_obj is not None and armature_obj.get("vibe_correctives") == "baked"
+    if baked:
+        check_correctives(armature_obj, mesh_obj)  # before any key changes
+    key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
     if mesh_obj is None:
         return  # a bare SMPL armature (no body of ours): nothing follows from the keys
-    if armature_obj.get("vibe_correctives") == "baked":
+    if baked:
         rotmats = smpl_rotations_from_basis(quats, rest_quats(armature_obj))
         key_correctives(armature_obj, mesh_obj, frames, pose_feature(rotmats))
     scene = bpy.context.scene

@@ -43,8 +43,26 @@ def new_channels(id_block: bpy.types.ID, action_name: str):
 
 def channels_for_rewrite(id_block: bpy.types.ID, action_name: str):
     """The container of ``id_block``'s F-curves in its current action (see channels_of), or a new
-    action's when it has none: rewriting keys keeps the action, not a new "name.001" per edit."""
+    action's when it has none: rewriting keys keeps the action, not a new "name.001" per edit. An
+    action another ID uses too (a linked duplicate) is copied first: the rewrite changes only this one."""
+    own_action(id_block)
     return channels_of(id_block) or new_channels(id_block, action_name)
+
+
+def own_action(id_block: bpy.types.ID) -> None:
+    """Give ``id_block`` its own copy of its action when another user shares it (a linked duplicate,
+    an NLA strip), keeping its slot (4.4+) so it stays animated by the same channels."""
+    anim = id_block.animation_data
+    action = None if anim is None else anim.action
+    if action is None or action.users - int(action.use_fake_user) <= 1:
+        return
+    identifier = anim.action_slot.identifier if LAYERED_ACTIONS and anim.action_slot else None
+    copy = action.copy()
+    anim.action = copy
+    if identifier is not None:
+        slot = next((s for s in copy.slots if s.identifier == identifier), None)
+        if slot is not None and anim.action_slot != slot:
+            anim.action_slot = slot
 
 
 def channels_of(id_block: bpy.types.ID):
@@ -106,10 +124,12 @@ def rewrite_fcurve(
     return write_fcurve(channels, data_path, index, frames, values, group=group, interpolation=interpolation)
 
 
-def remove_fcurves(channels, data_path: str) -> None:
-    """Remove every F-curve of ``data_path`` (all indices)."""
-    for fcurve in [f for f in channels.fcurves if f.data_path == data_path]:
+def remove_fcurves(channels, data_path: str) -> int:
+    """Remove every F-curve of ``data_path`` (all indices); -> how many there were."""
+    fcurves = [f for f in channels.fcurves if f.data_path == data_path]
+    for fcurve in fcurves:
         channels.fcurves.remove(fcurve)
+    return len(fcurves)
 
 
 def read_fcurve(channels, data_path: str, index: int) -> tuple[np.ndarray, np.ndarray] | None:

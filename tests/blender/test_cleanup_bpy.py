@@ -23,6 +23,7 @@ from vibe_blender.cleanup_ops import (  # noqa: E402
     write_motion,
 )
 from vibe_blender.core.errors import VibeError  # noqa: E402
+from vibe_blender.core.smpl_model import JOINT_NAMES  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
 rigs = importlib.util.module_from_spec(_spec)
@@ -178,3 +179,41 @@ def test_several_characters_are_cleaned_all_or_none(empty_scene, body_model):
     for obj, keys in zip((a, b), keys_before):
         np.testing.assert_array_equal(read_motion(obj)[1], keys)
     assert trim_and_offset_characters([a, b], end=40) == [20, 10]
+
+
+def test_trimming_a_linked_duplicate_leaves_the_other_ones_keys(empty_scene, body_model):
+    """Alt+D shares the action: rewriting one character's keys gives it its own copy first."""
+    ((person, _),) = imported_tracks(body_model, [range(0, 40)], correctives="off")
+    twin = person.copy()  # a linked duplicate: the same action, the same slot
+    bpy.context.scene.collection.objects.link(twin)
+    assert twin.animation_data.action == person.animation_data.action
+    frames, quats, loc = (x.copy() for x in read_motion(twin))
+    assert trim_and_offset(person, start=5, end=20, offset=3) == 16
+    assert read_motion(person)[0][[0, -1]].tolist() == [8.0, 23.0]
+    assert twin.animation_data.action != person.animation_data.action
+    np.testing.assert_array_equal(read_motion(twin)[0], frames)
+    np.testing.assert_array_equal(read_motion(twin)[1], quats)
+    np.testing.assert_array_equal(read_motion(twin)[2], loc)
+    if keyframes.LAYERED_ACTIONS:  # the copy animates the character through the slot it had
+        assert person.animation_data.action_slot.identifier == twin.animation_data.action_slot.identifier
+    bpy.context.scene.frame_set(10)
+    posed = np.array(person.pose.bones["left_elbow"].rotation_quaternion)
+    keyed = quats[frames.tolist().index(10.0 - 3), JOINT_NAMES.index("left_elbow")]
+    np.testing.assert_allclose(posed, keyed, atol=1e-6)
+
+
+def test_a_body_seen_throughout_keeps_the_hiding_its_user_set(empty_scene, body_model):
+    ((person, body),) = imported_tracks(body_model, [range(0, 60)], correctives="off")
+    assert keyframes.channels_of(body) is None  # seen in every frame: no visibility keys
+    body.hide_render = True
+    assert trim_and_offset(person, offset=0) == 60
+    assert body.hide_render and not body.hide_viewport
+
+
+def test_baked_correctives_on_a_body_without_their_shape_keys_is_one_clear_message(empty_scene, body_model):
+    ((person, body),) = imported_tracks(body_model, [range(0, 20)])
+    body.shape_key_clear()
+    keys = read_motion(person)[1].copy()
+    with pytest.raises(VibeError, match="lacks 207 of their shape keys.*import the character again"):
+        trim_and_offset(person, start=5)
+    np.testing.assert_array_equal(read_motion(person)[1], keys)  # nothing changed

@@ -245,6 +245,64 @@ def test_leftovers_of_a_killed_server_are_deleted_at_start(tmp_path):
     assert jobs.get("done").status == "done"
 
 
+def test_a_record_this_version_cannot_read_is_kept_with_its_result(tmp_path):
+    """A record that parses but fails this version's checks (an option renamed since) is another
+    version's job: skipped, never deleted as a leftover."""
+    jobs_dir = tmp_path / "jobs"
+    folder = plant(jobs_dir, "older", "done", finished_ago_s=2 * HOUR, params={"old_option": 1})
+    for path in (*folder.iterdir(), folder):
+        age(path, 2 * HOUR)
+    jobs = JobManager(jobs_dir, [])
+    assert jobs.get("older") is None  # not this version's job
+    assert sorted(p.name for p in folder.iterdir()) == ["job.json", "result.npz"]
+
+
+def test_an_idle_server_applies_the_retention_limits(tmp_path, monkeypatch):
+    """With no job finishing (or no model, so no worker at all), finished jobs still expire."""
+    monkeypatch.setattr(jobs_module, "TIDY_INTERVAL_S", 0.05)
+    jobs_dir = tmp_path / "jobs"
+    plant(jobs_dir, "recent", "done", finished_ago_s=MIN_KEEP_S - 60)
+    jobs = JobManager(jobs_dir, [], keep_finished_s=MIN_KEEP_S)
+    assert [j.job_id for j in jobs.list()] == ["recent"]
+    monkeypatch.setattr(jobs_module.time, "time", lambda real=time.time: real() + 120)  # two minutes on
+    jobs.start()
+    try:
+        assert wait_for(lambda: jobs.get("recent") is None)
+        assert not (jobs_dir / "recent").exists()
+    finally:
+        jobs.stop()
+
+
+def test_a_job_cancelled_while_running_stays_cancelled_whatever_the_run_says_after(tmp_path):
+    cancelled = threading.Event()
+
+    def script(name, should_cancel):
+        assert wait_for(should_cancel)
+        cancelled.set()
+        raise VibeError("Nobody was found in the video.")  # before the run's next cancel check
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    try:
+        job_id = submit_upload(jobs, "a.mp4")
+        assert wait_for(lambda: jobs.get(job_id).status == "running")
+        assert jobs.delete(job_id).status == "cancelled"
+        assert wait_for(cancelled.is_set) and wait_for(
+            lambda: not (tmp_path / "jobs" / job_id / "input.video").exists()
+        )
+        job = jobs.get(job_id)
+        assert job.status == "cancelled" and job.error is None
+    finally:
+        jobs.stop()
+
+
+def test_a_jobs_folder_deleted_while_the_server_runs_is_made_again(tmp_path):
+    jobs = JobManager(tmp_path / "jobs", [])
+    (tmp_path / "jobs").rmdir()  # a cache clean-up
+    job_id, folder = jobs.new_job_folder()
+    assert folder.is_dir() and (tmp_path / "jobs").stat().st_mode & 0o777 == 0o700
+
+
 # -- records cannot name other files --------------------------------------------------------------
 
 

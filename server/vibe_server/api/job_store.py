@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vibe_blender.core import safe_json
 from vibe_blender.core.errors import VibeError
 
 from .schemas import Job, JobParams
@@ -30,6 +31,7 @@ from .schemas import Job, JobParams
 log = logging.getLogger("vibe_server.jobs")
 
 RECORD_NAME, RESULT_NAME, PKL_NAME, UPLOAD_NAME = "job.json", "result.npz", "vibe_output.pkl", "input.video"
+MAX_RECORD_BYTES = 1024**2  # a job.json is a few KiB: a larger one is damaged
 PART_SUFFIX = ".part"  # a file being written (ours, or ``output_files.atomic_write``'s)
 FINAL_STATES = ("done", "failed", "cancelled")
 WAITING_STATES = ("queued", "running")
@@ -111,8 +113,7 @@ def write_record(folder: Path, data: dict) -> None:
 
 def read_record(folder: Path) -> JobRecord:
     """The record in ``folder``; ValueError, KeyError, TypeError or OSError when it is damaged."""
-    path = folder / RECORD_NAME
-    data = json.loads(path.read_text())
+    data = _record_json(folder)
     job = Job(**data["job"])
     if job.job_id != folder.name:
         raise ValueError(f"the record is for job '{job.job_id}'")
@@ -125,7 +126,7 @@ def read_record(folder: Path) -> JobRecord:
             raise ValueError("the local video path is not absolute")
     finished_at = data.get("finished_at")
     if job.status in FINAL_STATES and not isinstance(finished_at, (int, float)):
-        finished_at = path.stat().st_mtime  # a record from before finish times were kept
+        finished_at = (folder / RECORD_NAME).stat().st_mtime  # a record from before finish times were kept
     record = JobRecord(job=job, params=JobParams(**data["params"]), local_path=local_path, finished_at=finished_at)
     if record.uploaded and upload_path(folder).is_file():
         record.input_bytes = upload_path(folder).stat().st_size
@@ -146,8 +147,8 @@ def load_records(jobs_dir: Path) -> list[JobRecord]:
 
 def delete_leftovers(jobs_dir: Path, known_ids: set[str]) -> None:
     """Delete what a killed server left behind and nobody touched for ``LEFTOVER_AGE_S``: .part
-    files, and folders of no known job without a readable record (an upload cut off by the kill, a
-    damaged record)."""
+    files, and folders of no known job without a record that parses (an upload cut off by the kill,
+    a record cut short)."""
     now = time.time()
     for folder in _job_folders(jobs_dir):
         try:
@@ -157,8 +158,8 @@ def delete_leftovers(jobs_dir: Path, known_ids: set[str]) -> None:
         except OSError as err:  # deleted meanwhile, or unreadable
             log.warning("cannot check the job folder %s for leftovers: %s", folder, err)
             continue
-        if not _has_readable_record(folder):  # readable: another server's job (it knows it)
-            log.warning("deleting the job folder %s, left over without a readable record", folder)
+        if not _has_record_file(folder):  # a record this server cannot use may be another version's job
+            log.warning("deleting the job folder %s, left over without a record", folder)
             remove_folder(folder)
 
 
@@ -170,12 +171,26 @@ def _job_folders(jobs_dir: Path) -> list[Path]:
     return [p for p in sorted(jobs_dir.iterdir()) if not p.is_symlink() and p.is_dir()]
 
 
-def _has_readable_record(folder: Path) -> bool:
+def _has_record_file(folder: Path) -> bool:
+    """Whether the folder holds a job.json that parses as JSON: one that fails this version's checks
+    (an option renamed since, say) is kept with its result, never deleted as a leftover."""
     try:
-        read_record(folder)
-    except (OSError, ValueError, KeyError, TypeError):
+        _record_json(folder)
+    except (OSError, ValueError):
         return False
     return True
+
+
+def _record_json(folder: Path) -> dict:
+    """job.json's content (at most MAX_RECORD_BYTES, depth-checked); ValueError or OSError otherwise."""
+    with open(folder / RECORD_NAME, "rb") as f:
+        data = f.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(f"the record is larger than {MAX_RECORD_BYTES} bytes")
+    record = safe_json.loads(data.decode("utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError("the record is not a JSON object")
+    return record
 
 
 def _delete_old_part_files(folder: Path, now: float) -> None:

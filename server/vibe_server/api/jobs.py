@@ -54,6 +54,7 @@ log = logging.getLogger("vibe_server.jobs")
 
 MIN_KEEP_S = 3600.0  # a finished job stays at least this long, whatever the retention limits
 SWEEP_INTERVAL_S = 3600.0  # how often a running server looks for leftovers of a killed one
+TIDY_INTERVAL_S = 600.0  # how often an idle server removes finished jobs past the retention limits
 INTERNAL_ERROR_MESSAGE = (
     "The server hit an internal error on this video; see the server log, and report it if it repeats."
 )
@@ -118,6 +119,7 @@ class JobManager:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._tidy_lock = threading.Lock()  # the workers and the retention thread tidy one at a time
         self._next_sweep = 0.0  # time.monotonic() of the next look for leftovers
         self._load_existing()
 
@@ -243,6 +245,7 @@ class JobManager:
         """A fresh folder for a job being submitted (OSError when the disk refuses)."""
         job_id = uuid.uuid4().hex[:16]
         folder = self.folder(job_id)
+        self.jobs_dir.mkdir(mode=0o700, exist_ok=True)  # deleted while the server runs (a cache clean-up)
         folder.mkdir(mode=0o700)  # the user's footage and motion: no other account reads them
         return job_id, folder
 
@@ -361,11 +364,20 @@ class JobManager:
 
     # -- the workers ---------------------------------------------------------------------------
     def start(self) -> None:
-        """One worker thread per engine (torch releases the GIL while a device computes)."""
+        """One worker thread per engine (torch releases the GIL while a device computes), and one that
+        applies the retention limits while the server is idle (or has no model to run jobs)."""
         for i, engine in enumerate(self.engines):
             worker = threading.Thread(target=self._work, args=(engine,), name=f"vibe-worker-{i}", daemon=True)
             worker.start()
             self._workers.append(worker)
+        threading.Thread(target=self._tidy_until_stopped, name="vibe-retention", daemon=True).start()
+
+    def _tidy_until_stopped(self) -> None:
+        while not self._stopping.wait(TIDY_INTERVAL_S):
+            try:
+                self._tidy()
+            except Exception:  # a disk error now is logged; the next round tries again
+                log.exception("applying the retention limits failed")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the workers within timeout_s in all. Queued jobs stay queued and running ones go
@@ -443,7 +455,10 @@ class JobManager:
             return
         except VibeError as err:
             result_tmp.unlink(missing_ok=True)
-            self._end(record, "failed", error=self._client_message(str(err), record))
+            if record.cancel.is_set():  # what its client asked for, whatever the run said after
+                self._end(record, "cancelled")
+            else:
+                self._end(record, "failed", error=self._client_message(str(err), record))
             return
         except BaseException:
             result_tmp.unlink(missing_ok=True)
@@ -473,12 +488,13 @@ class JobManager:
     # -- retention -----------------------------------------------------------------------------
     def _tidy(self) -> None:
         """Remove finished jobs past the retention limits, and now and then a killed server's leftovers."""
-        self._remove_expired()
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
-            with self._lock:
-                known = set(self._records)
-            job_store.delete_leftovers(self.jobs_dir, known)
+        with self._tidy_lock:
+            self._remove_expired()
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+                with self._lock:
+                    known = set(self._records)
+                job_store.delete_leftovers(self.jobs_dir, known)
 
     def _remove_expired(self) -> None:
         now = time.time()

@@ -34,8 +34,13 @@ def folder_lock(folder: Path, lock_name: str, busy: str) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
+        except BlockingIOError as err:  # held by another process
             raise VibeError(busy) from err
+        except OSError as err:  # no locks on this file system (NFS without lockd, ...): say so, not "busy"
+            raise VibeError(
+                f"Cannot lock '{path}' ({err.strerror or err}): its file system does not support the locks "
+                "that keep two runs apart; choose a folder on a local disk."
+            ) from err
         yield
     finally:
         os.close(fd)

@@ -137,6 +137,17 @@ def test_a_touched_video_runs_again_and_a_record_without_a_stamp_still_resumes(t
     assert Manifest(tmp_path).is_finished(touched, retry_failed=False)
 
 
+def test_a_video_dated_before_1970_resumes(tmp_path):
+    video = tmp_path / "old.mp4"
+    video.write_bytes(b"x")
+    (tmp_path / "old.npz").write_bytes(b"x")
+    os.utime(video, ns=(0, -(10**18)))  # 1938: a negative modification time
+    [item] = discover([str(video)], tmp_path)
+    Manifest(tmp_path).append(make_record(item, "done", tracks=1, frames=12, seconds=1.0))
+    again = Manifest(tmp_path)
+    assert again.damaged_lines == 0 and again.is_finished(item, retry_failed=False)
+
+
 # -- the manifest is read, not trusted ---------------------------------------------------------------
 
 

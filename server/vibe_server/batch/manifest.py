@@ -82,6 +82,10 @@ def _count_or_none(value: object) -> bool:
     return value is None or _count(value)
 
 
+def _whole_or_none(value: object) -> bool:
+    return value is None or type(value) is int  # a modification time before 1970 is negative
+
+
 def _text_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
 
@@ -110,8 +114,8 @@ def record_problem(record: object) -> str | None:
         if name not in record or not valid(record[name]):
             return f"its '{name}' is missing or of the wrong type"
     if any(name in record for name in STAMP_FIELDS):
-        for name in STAMP_FIELDS:
-            if name not in record or not _count_or_none(record[name]):
+        for name, valid in zip(STAMP_FIELDS, (_count_or_none, _whole_or_none), strict=True):
+            if name not in record or not valid(record[name]):
                 return f"its '{name}' is missing or of the wrong type"
     expected = output_key(record["input"]) if record["status"] == "done" else None
     if record["output"] != expected:

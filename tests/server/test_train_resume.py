@@ -196,6 +196,18 @@ def test_a_damaged_checkpoint_is_one_message(dirs, one_epoch, tmp_path, capsys):
     assert "--resume=false" in err and err.count("\n") == 1
 
 
+def test_an_official_model_copied_in_as_the_checkpoint_is_one_message(dirs, tmp_path, capsys):
+    from vibe_server.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copyfile(dirs["data"] / "vibe_model_wo_3dpw.pth.tar", out / "checkpoint.pth.tar")
+    assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--epochs=2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot resume from '{out / 'checkpoint.pth.tar'}': it is not a checkpoint of")
+    assert "--pretrained" in err and "--resume=false" in err and err.count("\n") == 1
+
+
 def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):
     from vibe_server.train.train import train
 
@@ -244,6 +256,18 @@ def test_an_interrupted_save_keeps_the_last_checkpoint_and_the_best(dirs, one_ep
         "model_best.pth.tar",
         "train_log.csv",
     ]
+
+
+def test_a_run_that_cannot_open_its_data_leaves_the_old_logs_in_place(dirs, one_epoch, tmp_path):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    old = (out / "train_log.csv").read_text()
+    (tmp_path / "empty_db").mkdir()  # a folder without the database files: found when they are opened
+    config = tiny(dirs, "x", f"--out_dir={out}", "--resume=false", f"--db_dir={tmp_path / 'empty_db'}")
+    with pytest.raises(VibeError, match="not found"):
+        train(config)
+    assert (out / "train_log.csv").read_text() == old and not (out / "train_log.prev.csv").exists()
 
 
 def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):

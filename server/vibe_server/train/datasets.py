@@ -30,12 +30,11 @@ from vibe_blender.core.safe_pickle import DtypeSpec
 from .dataset_specs import (
     LSP_IN_SPIN,
     ORIGINAL_KEYPOINT_CROP_SCALE,
-    TO_SPIN,
     db_path,
     spec_for,
     to_spin,
 )
-from .layout import check_joint_layout
+from .layout import JOINTS_3D, check_joint_layout, joint_count
 
 
 class _DatabaseDtype(DtypeSpec):
@@ -117,8 +116,8 @@ def _trailing_rules(joints_2d_src: str) -> dict:
     return {
         "features": (2048,),
         "bbox": (4,),
-        "joints2D": ((max(TO_SPIN[joints_2d_src].values()) + 1, None), 3),  # the source order's joints
-        "joints3D": ({14, 49}, (3, None)),  # common or spin-49 order
+        "joints2D": ((joint_count(joints_2d_src), None), 3),  # the source order's joints
+        "joints3D": (set(JOINTS_3D), (3, None)),  # common or spin-49 order
         "pose": (72,),
         "shape": ((10, None),),
         "theta": ((82, None),),  # 72 pose + 10 betas

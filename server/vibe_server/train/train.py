@@ -161,6 +161,12 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
     if not (config.resume and checkpoint_path.exists()):
         return None
     ckpt = read_checkpoint(checkpoint_path, checkpoints.load_vibe_checkpoint)
+    if not {"epoch", "best_performance"} <= set(ckpt):
+        raise VibeError(
+            f"Cannot resume from '{checkpoint_path}': it is not a checkpoint of 'vibe-mocap train vibe' (it has "
+            "no epoch; an official model is a starting point: pass it with --pretrained). Start over with "
+            "--resume=false (the file is then replaced) or use a new --out_dir."
+        )
     saved = ckpt.get("config")
     check_same_settings(checkpoint_path, saved, config, ("motion_prior",))
     if config.motion_prior == "discriminator":
@@ -188,13 +194,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                 f"{start_epoch - 1}); raise --epochs to train longer, or start over with --resume=false"
             )
             return {"epochs_run": 0, "best_performance": best_performance, "last_losses": {}}
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            keep_old_logs(out_dir, LOGS, say)
-
     # ---- 3. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
-    # ---- 2. data: 2D and 3D sets mixed per batch (2D first), AMASS for real motion ----
     options = dict(
         seqlen=config.seqlen,
         fix_pennaction_joints=config.fix_pennaction_joints,
@@ -239,6 +239,10 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "
         f"{world_size} process(es) on {device}"
     )
+    if master:  # once the data is known to open: a run that cannot start leaves the old logs in place
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            keep_old_logs(out_dir, LOGS, say)
 
     # ---- 4. models and optimisers ----
     generator = build_generator(
@@ -300,7 +304,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         for iteration in tqdm(
             range(config.iters_per_epoch), desc=f"epoch {epoch}", unit="step", leave=False, disable=not master
         ):
-            # 5a. draw the 2D, 3D (and real-motion) sequences
+            # 6a. draw the 2D, 3D (and real-motion) sequences
             data_2d = next(batches_2d) if batches_2d else None
             data_3d = {k: v.to(device, non_blocking=True) for k, v in next(batches_3d).items()}
             num_2d = len(data_2d["features"]) if data_2d else 0
@@ -312,7 +316,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
             gt_kp_2d = (
                 data_3d["kp_2d"] if data_2d is None else torch.cat([data_2d["kp_2d"].to(device), data_3d["kp_2d"]])
             )
-            # 5b. generator forward (final IEF iterate) and its losses
+            # 6b. generator forward (final IEF iterate) and its losses
             pred = generator(features)
             losses = generator_losses(pred, gt_kp_2d, data_3d, num_2d, weights)
             fake_motion = pred["theta"][:, :, BODY_POSE_SLICE]  # (N, T, 69)
@@ -328,11 +332,11 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                     f"The generator loss became {gen_loss.item()} at epoch {epoch}, iteration "
                     f"{iteration}; lower --gen_lr or check the data."
                 )
-            # 5c. generator step
+            # 6c. generator step
             gen_optimizer.zero_grad(set_to_none=True)
             gen_loss.backward()
             gen_optimizer.step()
-            # 5d. discriminator step on real AMASS motion vs the (detached) generated motion
+            # 6d. discriminator step on real AMASS motion vs the (detached) generated motion
             if disc is not None and iteration % config.disc_update_steps == 0:
                 real_motion = next(batches_motion)["theta"].to(device)[:, :, BODY_POSE_SLICE]
                 scores = disc(torch.cat([real_motion, fake_motion.detach()]))  # one DDP forward
@@ -346,7 +350,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                     d_m_disc_loss=d_loss * config.d_motion_w,
                 )
             losses["gen_loss"] = gen_loss
-            # 5e. log (rank 0's own losses)
+            # 6e. log (rank 0's own losses)
             if master and (iteration % config.log_interval == 0 or iteration == config.iters_per_epoch - 1):
                 row = {k: f"{v.item():.6g}" for k, v in losses.items()}
                 row.update(

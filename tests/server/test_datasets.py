@@ -146,12 +146,6 @@ def _mpii3d(n: int = 32, **changes) -> dict:
             _mpii3d(features=np.zeros((10, 2048))),
             r"'features' has shape \(10, 2048\), expected \(N, 2048\) with N = 32",
         ),
-        (
-            "mpii3d",
-            "val",
-            _mpii3d(joints2D=np.zeros((32, 49, 3)), features=np.zeros((31, 2048))),
-            r"'features' has shape \(31, 2048\), expected \(N, 2048\) with N = 32",
-        ),
         ("mpii3d", "val", _mpii3d(joints2D="not an array"), "'joints2D' is a str, not an array"),
         ("mpii3d", "val", _mpii3d(bbox=np.ones((32, 4, 1))), r"'bbox' has shape \(32, 4, 1\), expected \(N, 4\)"),
         ("mpii3d", "val", _mpii3d(bbox=np.ones((32, 4), bool)), "'bbox' is an array of bool, not an array of numbers"),

@@ -384,6 +384,12 @@ def test_a_body_model_that_does_not_read_is_never_cached(server_files, tmp_path)
         status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
     assert status.state == "failed" and "sent a body model that cannot be used" in status.message
     assert _files_under(tmp_path / "cache") == []  # neither the file nor its .part
+    # the result came before the body model: it is kept, and the message says where and how to import it
+    (result,) = (tmp_path / "results").iterdir()
+    assert status.result_path == result and result.stat().st_size > 0
+    assert "nothing was saved" not in status.message
+    assert f"The captured result is saved in '{result}'" in status.message
+    assert "File > Import > VIBE Mocap once the model-data folder" in status.message
 
 
 @pytest.mark.parametrize("cached", [b"not a body model", b""])

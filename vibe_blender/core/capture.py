@@ -171,7 +171,15 @@ class CaptureJob:
             self._cancel.wait(self.poll_interval_s)
         self._set(state="downloading", stage=None, progress=1.0, message="Downloading the result")
         result = self.client.download_result(job_id, self.result_path, should_stop=stop)
-        ensure_body_model(self.client, self.body_model_path, should_stop=stop)
+        self._set(result_path=result)
+        try:
+            ensure_body_model(self.client, self.body_model_path, should_stop=stop)
+        except VibeError as err:  # the result is saved: say where, and how to import it without the server
+            raise VibeError(
+                f"{str(err).rstrip('.')}. The captured result is saved in '{result}': import it with "
+                "File > Import > VIBE Mocap once the model-data folder (with SMPL_NEUTRAL.pkl) is set in "
+                "the add-on's preferences."
+            ) from None
         self._set(
             state="done",
             result_path=result,

@@ -477,8 +477,8 @@ class ServerClient:
             load_body_model(partial)
         except VibeError as err:
             raise VibeError(
-                f"The server at {self.base_url} sent a body model that cannot be used ({err}); nothing was "
-                "saved. Check the server's model data ('vibe-mocap data check') or update the server."
+                f"The server at {self.base_url} sent a body model that cannot be used ({err}); no body model "
+                "was saved. Check the server's model data ('vibe-mocap data check') or update the server."
             ) from None
 
     def _download(

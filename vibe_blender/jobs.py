@@ -20,7 +20,7 @@ from .importer import ImportOptions, import_motion_file
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
 
 TICK_S = 0.25
-_current: dict = {"job": None, "options": None, "imported": None, "error": None, "outcome": None}
+_current: dict = {"job": None, "options": None, "imported": None, "error": None, "outcome": None, "warnings": []}
 
 
 def current_job() -> CaptureJob | None:
@@ -35,6 +35,12 @@ def last_import() -> list | None:
 def last_error() -> str | None:
     """Why the last finished capture's result could not be imported (None when it was)."""
     return _current["error"]
+
+
+def last_warnings() -> list[str]:
+    """What the last finished capture's import warned about (a frame rate unlike the scene's, people
+    left out), also part of :func:`last_outcome`."""
+    return list(_current["warnings"])
 
 
 def last_outcome() -> str | None:
@@ -82,7 +88,7 @@ def start_capture(
         connect=connect,
     )
     options.video_path = options.video_path or bpy.path.abspath(video_path)
-    _current.update(job=job, options=options, imported=None, error=None, outcome=None)
+    _current.update(job=job, options=options, imported=None, error=None, outcome=None, warnings=[])
     job.start()
     if use_timer and not bpy.app.timers.is_registered(tick):
         bpy.app.timers.register(tick, first_interval=TICK_S, persistent=True)  # outlives File > Open/New
@@ -112,8 +118,9 @@ def tick() -> float | None:
 
 def _import(status: CaptureStatus) -> None:
     path = status.result_path
+    warnings = _current["warnings"] = []
     try:
-        characters = import_motion_file(path, status.body_model_path, _current["options"])
+        characters = import_motion_file(path, status.body_model_path, _current["options"], warn=warnings.append)
     except Exception as err:  # noqa: BLE001  any failure must end in a message, never kill the timer silently
         reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}; please report it"
         _current["error"] = (
@@ -122,7 +129,7 @@ def _import(status: CaptureStatus) -> None:
         )
     else:
         _current["imported"] = characters
-        _current["outcome"] = f"Imported {len(characters)} character(s) from '{path}'."
+        _current["outcome"] = " ".join([f"Imported {len(characters)} character(s) from '{path}'.", *warnings])
     redraw_panels()
 
 

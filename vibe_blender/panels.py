@@ -31,7 +31,8 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         else:
             box.operator("vibe_mocap.capture", icon="REC")
             if status is not None:
-                icon = "ERROR" if status.state == "failed" or jobs.last_error() else "INFO"
+                warned = status.state == "failed" or jobs.last_error() or jobs.last_warnings()
+                icon = "ERROR" if warned else "INFO"
                 for line in _wrap(jobs.last_outcome() or status.message):
                     box.label(text=line, icon=icon)
                     icon = "BLANK1"

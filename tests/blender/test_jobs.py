@@ -59,7 +59,29 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
 
     assert status.result_path.parent == user_dir("results")  # written only in the user dir
     assert jobs.current_job().upload is False and server.local_paths == [str(video.resolve())]
-    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'."
+    (warning,) = jobs.last_warnings()  # the test's video file holds no video
+    assert warning.endswith("is not a video Blender can read; the camera has no background.")
+    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {warning}"
+
+
+def test_what_the_capture_import_warns_about_is_in_the_panels_outcome(
+    registered, empty_scene, reference_dir, body_model, video
+):
+    from vibe_blender.importer import import_motion_file
+
+    import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())  # a character already...
+    empty_scene.render.fps, empty_scene.render.fps_base = 24, 1.0  # ...in a scene at another frame rate
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        options = ImportOptions(add_camera=False)
+        jobs.start_capture(str(video), options, server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        status = _follow()
+    assert status.state == "done" and len(jobs.last_import()) == 2
+    (warning,) = jobs.last_warnings()
+    assert "but the scene, which has characters already, plays at 24 fps" in warning
+    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {warning}"
+    labels = [(kw.get("text", ""), kw.get("icon")) for name, _, kw in _draw_panel(bpy.context) if name == "label"]
+    first = next(i for i, (text, _) in enumerate(labels) if text.startswith("Imported 2 character(s)"))
+    assert labels[first][1] == "ERROR" and "plays at 24 fps" in " ".join(text for text, _ in labels[first:])
 
 
 def test_the_capture_goes_on_when_another_file_is_opened(registered, reference_dir, video):

@@ -268,7 +268,7 @@ def test_an_idle_server_applies_the_retention_limits(tmp_path, monkeypatch):
     jobs.start()
     try:
         assert wait_for(lambda: jobs.get("recent") is None)
-        assert not (jobs_dir / "recent").exists()
+        assert wait_for(lambda: not (jobs_dir / "recent").exists())  # deleted just after it is forgotten
     finally:
         jobs.stop()
 
@@ -294,6 +294,24 @@ def test_a_job_cancelled_while_running_stays_cancelled_whatever_the_run_says_aft
         assert job.status == "cancelled" and job.error is None
     finally:
         jobs.stop()
+
+
+def test_a_submission_its_request_gave_up_on_is_never_registered_afterwards(tmp_path, monkeypatch):
+    """The request timed out (or the server stopped) while its submit still ran in a thread: the
+    request discards the job after the record is written and before it is registered; no job appears
+    and the folder goes."""
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine()])
+    job_id, folder = jobs.new_job_folder()
+    upload_path(folder).write_bytes(b"video")
+
+    def write_then_give_up(folder, data):
+        write_record(folder, data)
+        jobs.discard(job_id)  # the request's clean-up, in the middle of the submit
+
+    monkeypatch.setattr(jobs_module, "write_record", write_then_give_up)
+    with pytest.raises(JobCancelled, match="abandoned"):
+        jobs.submit(job_id, video_name="a.mp4", params=JobParams(), input_bytes=5)
+    assert jobs.get(job_id) is None and jobs.queue_length() == 0 and not folder.exists()
 
 
 def test_a_jobs_folder_deleted_while_the_server_runs_is_made_again(tmp_path):

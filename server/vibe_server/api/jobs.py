@@ -119,6 +119,7 @@ class JobManager:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self._discarded: dict[str, float] = {}  # job id -> time.monotonic() of a discarded submission
         self._tidy_lock = threading.Lock()  # the workers and the retention thread tidy one at a time
         self._next_sweep = 0.0  # time.monotonic() of the next look for leftovers
         self._load_existing()
@@ -310,8 +311,13 @@ class JobManager:
         with self._lock:
             if admission is not None:
                 self._release(admission)
-            self._register(record)
+            abandoned = self._discarded.pop(job_id, None) is not None
+            if not abandoned:
+                self._register(record)
             copy = job.model_copy()
+        if abandoned:  # its request gave up (a timeout, a shutdown) while this thread still worked
+            job_store.remove_folder(self.folder(job_id))
+            raise JobCancelled(f"The submission of job {job_id} was abandoned.")
         self._queue.put(job_id)
         return copy
 
@@ -322,6 +328,8 @@ class JobManager:
             if record is not None:
                 record.cancel.set()
                 self._unregister(record)
+            else:  # a submit still running in an abandoned thread must not register it afterwards
+                self._discarded[job_id] = time.monotonic()
         if record is not None:
             self._remove_folder(record)
         else:
@@ -490,6 +498,10 @@ class JobManager:
         """Remove finished jobs past the retention limits, and now and then a killed server's leftovers."""
         with self._tidy_lock:
             self._remove_expired()
+            now = time.monotonic()
+            with self._lock:  # an abandoned submit ends within its time limit: an hour is plenty
+                for job_id in [k for k, t in self._discarded.items() if now - t > job_store.LEFTOVER_AGE_S]:
+                    del self._discarded[job_id]
             if time.monotonic() >= self._next_sweep:
                 self._next_sweep = time.monotonic() + SWEEP_INTERVAL_S
                 with self._lock:

@@ -100,6 +100,13 @@ def manifest_lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before it runs: Ctrl-C as a shell leaves it (neither ignored nor blocked), whatever
+    a library loaded earlier in the test process did to its own signals (both are inherited)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_batch_until_first_record(inputs: Path, out: Path) -> subprocess.Popen:
     """``vibe-mocap batch --jobs 1`` in a process group of its own, once its first record is written
     (so that a signal sent then lands while the next video is being processed)."""
@@ -109,6 +116,7 @@ def start_batch_until_first_record(inputs: Path, out: Path) -> subprocess.Popen:
         env=env,
         cwd=ROOT,
         start_new_session=True,
+        preexec_fn=_as_from_a_terminal,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -279,7 +279,7 @@ def test_ctrl_c_stops_the_workers_before_the_batch_ends(clip_bank, tmp_path):
     out = tmp_path / "out"
     run = start_batch_until_first_record(inputs, out)
     os.killpg(run.pid, signal.SIGINT)  # as a terminal sends it: to the driver and its workers
-    assert run.wait(timeout=30) == 130
+    assert run.wait(timeout=30) == 130, run.stderr.read().decode()[-2000:]
     time.sleep(3)  # a worker left running would finish its video (1.2 s each) meanwhile
     with pytest.raises(ProcessLookupError):
         os.killpg(run.pid, 0)  # no process of the batch is left

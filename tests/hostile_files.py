@@ -70,8 +70,9 @@ HOSTILE_DTYPES = {
 }
 
 
-def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes) -> bytes:
-    """numpy's protocol-2 array: _reconstruct(ndarray, (0,), b'b') then BUILD (1, shape, dtype, False, raw)."""
+def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes, *, raw_ops: bytes | None = None) -> bytes:
+    """numpy's protocol-2 array: _reconstruct(ndarray, (0,), b'b') then BUILD (1, shape, dtype, False, raw).
+    ``raw_ops`` pushes the data another way instead (e.g. a memo fetch of a value put earlier)."""
     return (
         glob("numpy.core.multiarray", "_reconstruct")
         + glob("numpy", "ndarray")
@@ -84,7 +85,7 @@ def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes) -> bytes:
         + value(shape)
         + dtype
         + NEWFALSE
-        + value(raw)
+        + (value(raw) if raw_ops is None else raw_ops)
         + TUPLE
         + BUILD
     )

@@ -215,37 +215,13 @@ SHARED_BYTES = 128 << 10
 REUSE = {
     "numpy _reconstruct": (
         value(bytes(SHARED_BYTES)),
-        glob("numpy.core.multiarray", "_reconstruct")
-        + glob("numpy", "ndarray")
-        + value((0,))
-        + value(b"b")
-        + TUPLE3
-        + REDUCE
-        + MARK
-        + value(1)
-        + value((SHARED_BYTES // 8,))
-        + F8
-        + NEWFALSE
-        + get(9000)
-        + TUPLE
-        + BUILD,
+        reconstructed_array(F8, (SHARED_BYTES // 8,), b"", raw_ops=get(9000)),
     ),
     "numpy _reconstruct of Python-2 text": (
         value("a" * SHARED_BYTES),
-        glob("numpy.core.multiarray", "_reconstruct")
-        + glob("numpy", "ndarray")
-        + value((0,))
-        + value(b"b")
-        + TUPLE3
-        + REDUCE
-        + MARK
-        + value(1)
-        + value((SHARED_BYTES,))
-        + dtype_ops("u1", (3, "|", None, None, None, -1, -1, 0))
-        + NEWFALSE
-        + get(9000)
-        + TUPLE
-        + BUILD,
+        reconstructed_array(
+            dtype_ops("u1", (3, "|", None, None, None, -1, -1, 0)), (SHARED_BYTES,), b"", raw_ops=get(9000)
+        ),
     ),
     "numpy _frombuffer": (
         value(bytes(SHARED_BYTES)),

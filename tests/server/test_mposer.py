@@ -72,21 +72,8 @@ def test_training_vibe_with_the_mposer_prior(tmp_path, synthetic_bundle):
     from vibe_server.train.config import TrainConfig
     from vibe_server.train.train import train
 
-    db = write_synthetic_db(tmp_path / "db")
-    train_mposer(
-        parse_overrides(
-            MPoserConfig,
-            [
-                f"--db_dir={db}",
-                f"--out_dir={tmp_path / 'mp'}",
-                "--hidden_size=16",
-                "--latent_size=8",
-                "--epochs=1",
-                "--num_workers=0",
-                "--device=cpu",
-            ],
-        )
-    )
+    train_mposer(mposer_config(tmp_path))  # writes the database to tmp_path / "db"
+    db = tmp_path / "db"
     data = synthetic_bundle
     config = parse_overrides(
         TrainConfig,

@@ -5,6 +5,7 @@ import pytest
 from testdata import OFFICIAL_PKL
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.motion import frame_runs
 from vibe_blender.core.readers import read_motion_file
 from vibe_blender.core.readers.official_pkl import load_joblib_pickle, read_official_pkl
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, ZUP_TO_BLENDER
@@ -80,7 +81,7 @@ def test_result_file_becomes_motion(server_files):
     assert [t.name for t in motion.tracks] == ["track_1", "track_2"]
     assert motion.fps == 25.0 and motion.frame_count == 12
     assert (motion.camera.width_px, motion.camera.height_px, motion.camera.focal_length_px) == (320, 240, 400.0)
-    assert motion.tracks[1].segments() == [(0, 2), (2, 4)]
+    assert frame_runs(motion.tracks[1].frame_ids) == [(0, 2), (2, 4)]
 
 
 def test_amass_npz(tmp_path):

@@ -4,7 +4,7 @@ Blender evaluates an armature (so no bpy is needed; the Blender suite checks the
 import numpy as np
 import pytest
 
-from vibe_blender.core.motion import TrackMotion, ground_offset
+from vibe_blender.core.motion import TrackMotion, frame_runs, ground_offset
 from vibe_blender.core.rotations import axis_angle_to_quat, axis_angle_to_rotmat, quat_to_rotmat
 from vibe_blender.core.skeleton import (
     CAMERA_TO_BLENDER,
@@ -154,7 +154,7 @@ def test_fps_to_blender():
         fps_to_blender(0.0)
 
 
-def test_segments_split_at_gaps():
+def test_frame_runs_split_at_gaps():
     track = TrackMotion(
         name="t",
         frame_ids=np.array([0, 1, 2, 6, 7, 9]),
@@ -162,7 +162,7 @@ def test_segments_split_at_gaps():
         trans_m=np.zeros((6, 3)),
         betas=np.zeros(10),
     )
-    assert track.segments() == [(0, 3), (3, 5), (5, 6)]
+    assert frame_runs(track.frame_ids) == [(0, 3), (3, 5), (5, 6)]
 
 
 def test_ground_offset_puts_the_feet_on_the_floor(body_model):

@@ -48,10 +48,6 @@ class TrackMotion:
         if np.any(np.diff(self.frame_ids) <= 0):
             raise VibeError(f"{self.name}: frame numbers are not increasing; the file is damaged.")
 
-    def segments(self) -> list[tuple[int, int]]:
-        """Runs of consecutive frames as (first row, last row + 1): a gap (no detection) splits them."""
-        return frame_runs(self.frame_ids)
-
 
 def frame_runs(frames: np.ndarray) -> list[tuple[int, int]]:
     """frames (T,) increasing frame numbers -> runs of consecutive frames as (first row, last row + 1);

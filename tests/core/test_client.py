@@ -503,3 +503,35 @@ def test_a_chunked_download_is_whole_or_refused(server_files, tmp_path, cut):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _BodyModelWithoutLength(_ChunkedBodyModel):
+    """/body_model with neither a length nor chunked encoding, whose body waits for ``release``."""
+
+    release = threading.Event()
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if self.path.startswith("/api/v1/health"):
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        self.wfile.flush()
+        self.release.wait(30)
+        self.close_connection = True
+
+
+def test_a_download_of_unknown_length_is_refused_without_waiting_for_its_body(tmp_path):
+    """Refused on its headers: a client that read the body first would wait here until its timeout."""
+    handler = type("Handler", (_BodyModelWithoutLength,), {"release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = ServerClient(f"http://127.0.0.1:{server.server_port}", TOKEN, timeout_s=3.0)
+        with pytest.raises(VibeError, match="without its length.*nothing was saved"):
+            client.download_body_model(_cache(tmp_path))
+        assert _files_under(tmp_path) == []
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()

@@ -497,6 +497,12 @@ class ServerClient:
         with self._exchange("GET", path, should_stop=should_stop) as response:
             self._expect_content_type(response, "application/octet-stream")
             declared = self._declared_length(response, max_bytes)  # refused before anything is written
+            if declared is None and not response.chunked:  # its body would end only when the connection did
+                raise VibeError(
+                    f"The server at {self.base_url} sent a download without its length, so a cut-off "
+                    "transfer cannot be told from a whole one; nothing was saved. Check the server URL "
+                    "(a proxy in between may drop the length), or update the server."
+                )
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 f = open(partial, "wb")  # noqa: SIM115  (the with below closes it; an error here is the disk's)
@@ -521,12 +527,6 @@ class ServerClient:
                     raise VibeError(
                         f"The download from {self.base_url} ended early ({received} of {declared} "
                         "bytes); try the capture again."
-                    )
-                if declared is None and not response.chunked:  # the body ended when the connection did
-                    raise VibeError(
-                        f"The server at {self.base_url} sent a download without its length, so a cut-off "
-                        "transfer cannot be told from a whole one; nothing was saved. Check the server URL "
-                        "(a proxy in between may drop the length), or update the server."
                     )
                 if check is not None:
                     check(partial)

@@ -78,7 +78,8 @@ class FakeVibeServer:
     error), polls_per_job, accept_local=False (local paths refused as from another machine: 403).
     Hostile options: created_id (the job id POST /jobs answers), job_patch (merged into every job
     record), redirect_to (every call but health answers 307 to that origin), result_bytes_sent /
-    declared_length (the result's body size and the Content-Length it claims), slow_s (job polls
+    declared_length (the result's body size and the Content-Length it claims), chunked (a result of
+    result_bytes_sent bytes without a declared length is sent in chunked encoding), slow_s (job polls
     after the first running one wait this long), json_padding (bytes of padding in job records),
     content_type (of the result download), prove=False (/health answers no proof, as servers before
     the proof did)."""
@@ -97,6 +98,7 @@ class FakeVibeServer:
         redirect_to: str | None = None,
         result_bytes_sent: int | None = None,
         declared_length: int | None = None,
+        chunked: bool = False,
         slow_s: float = 0.0,
         json_padding: int = 0,
         content_type: str = "application/octet-stream",
@@ -108,6 +110,7 @@ class FakeVibeServer:
         self.accept_local = accept_local
         self.created_id, self.job_patch, self.redirect_to = created_id, dict(job_patch or {}), redirect_to
         self.result_bytes_sent, self.declared_length = result_bytes_sent, declared_length
+        self.chunked = chunked
         self.slow_s, self.json_padding, self.content_type = slow_s, json_padding, content_type
         self.prove = prove
         self.jobs: dict[str, dict] = {}
@@ -197,6 +200,9 @@ class FakeVibeServer:
                     self.send_header("Content-Length", str(server.declared_length))
                 elif server.result_bytes_sent is None:
                     self.send_header("Content-Length", str(size))
+                elif server.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.close_connection = True
                 else:
                     self.close_connection = True  # no length: the body ends when the server closes
                 self.end_headers()
@@ -204,9 +210,13 @@ class FakeVibeServer:
                     self.wfile.write(server.result_bytes)
                     return
                 block = b"\0" * (1 << 16)
+                chunked = server.chunked and server.declared_length is None
                 try:
                     for start in range(0, size, len(block)):
-                        self.wfile.write(block[: min(len(block), size - start)])
+                        part = block[: min(len(block), size - start)]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                    if chunked:
+                        self.wfile.write(b"0\r\n\r\n")
                 except OSError:  # the client stopped reading: what it should do
                     pass
 

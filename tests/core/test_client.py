@@ -209,7 +209,7 @@ def test_a_huge_declared_download_is_refused_before_writing(server_files, tmp_pa
 
 
 def test_an_endless_download_stops_at_the_cap(server_files, tmp_path):
-    with _fake(server_files, result_bytes_sent=64 << 20, polls_per_job=1) as server:
+    with _fake(server_files, result_bytes_sent=64 << 20, chunked=True, polls_per_job=1) as server:
         client = ServerClient(server.url, TOKEN)
         job_id = client.submit_local(server_files[2])["job_id"]
         assert client.job(job_id)["status"] == "done"
@@ -237,7 +237,7 @@ def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_pat
 
 
 def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):
-    with _fake(server_files, result_bytes_sent=1 << 40, polls_per_job=1) as server:
+    with _fake(server_files, result_bytes_sent=1 << 40, chunked=True, polls_per_job=1) as server:
         client = ServerClient(server.url, TOKEN)
         job_id = client.submit_local(server_files[2])["job_id"]
         client.job(job_id)

@@ -275,9 +275,13 @@ def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):
 
     out = copy_run(one_epoch, tmp_path)
     old = (out / "train_log.csv").read_text()
+    (out / "tensorboard").mkdir(exist_ok=True)
+    (out / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old events")
     with caplog.at_level(logging.INFO, logger="vibe_server.train"):
         train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
     assert (out / "train_log.prev.csv").read_text() == old
+    assert (out / "tensorboard.prev" / "events.out.tfevents.old").read_bytes() == b"old events"
+    assert not (out / "tensorboard" / "events.out.tfevents.old").exists()  # new events are not appended to it
     assert "the old train_log.csv is kept as train_log.prev.csv" in caplog.text
     new = list(csv.DictReader(open(out / "train_log.csv")))
     assert [r["iteration"] for r in new] == ["0", "1"]  # this run's rows only

@@ -67,13 +67,14 @@ def load_optimizer(optimizer: object, state: object, path: Path, what: str) -> N
 
 def keep_old_logs(out_dir: Path, names: Iterable[str], say: Callable[[str], None]) -> None:
     """A run that starts at epoch 0 writes new logs: each existing ``name.csv`` becomes
-    ``name.prev.csv`` (``name.prev2.csv``, ... when that is taken), so nothing is appended to or lost."""
+    ``name.prev.csv`` (``name.prev2.csv``, ... when that is taken), and a log folder ``name`` becomes
+    ``name.prev``, so nothing is appended to or lost."""
     for name in names:
         log = out_dir / name
         if not log.exists():
             continue
         stem, n = log.stem, 1
-        while (kept := log.with_name(f"{stem}.prev{n if n > 1 else ''}.csv")).exists():
+        while (kept := log.with_name(f"{stem}.prev{n if n > 1 else ''}{log.suffix}")).exists():
             n += 1
         log.rename(kept)
         say(f"starting over: the old {name} is kept as {kept.name}")

@@ -14,7 +14,7 @@ schedulers and best value, so `vibe_server.load_model(vibe_checkpoint=...)` read
 model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (losses), val_log.csv (metrics);
 each checkpoint is written under a temporary name and renamed, so an interrupted write keeps the last.
 Re-running the same command resumes after the last finished epoch (with the same model settings);
---resume=false starts over, keeping the old logs as *.prev.csv.
+--resume=false starts over, keeping the old logs as *.prev.csv (and tensorboard.prev).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ LOSS_COLUMNS = (
     "d_m_disc_loss",
 )
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
-LOGS = ("train_log.csv", "val_log.csv")
+LOGS = ("train_log.csv", "val_log.csv", "tensorboard")  # the last is TensorBoard's event folder
 # the settings that shape the saved motion discriminator (a resumed run must keep them)
 DISC_SETTINGS = ("disc_hidden", "disc_layers", "disc_feature_pool", "disc_attention_size", "disc_attention_layers")
 

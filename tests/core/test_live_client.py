@@ -55,6 +55,14 @@ def frame_with_pose(index: int, pose) -> str:
     return json.dumps(message)
 
 
+def frame_with(index: int, **fields) -> str:
+    """A frame of track 1 at ``index`` with the message's ``fields`` (``latency_s``: the person's) replaced."""
+    message = json.loads(frame_message(index, 100.0 + index / 30, [person(1)]))
+    if "latency_s" in fields:
+        message["people"][0]["latency_s"] = fields.pop("latency_s")
+    return json.dumps({**message, **fields})
+
+
 def test_a_deeply_nested_message_is_skipped_as_bad_and_the_session_goes_on():
     """json.loads alone raised RecursionError there, which killed the receiver thread: the session
     stayed "streaming" for ever."""
@@ -80,14 +88,31 @@ def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
         json.dumps({"type": "frame", "frame_index": 7, "people": []}),  # no frame time
         frame_message(8, float("nan"), []),
         frame_message(0, 100.3, []),  # an index the stream already passed
+        frame_with(10, frame_time_s=10**400),  # past a float's range: math.isfinite raised OverflowError
+        frame_with(11, latency_s=10**400),
+        frame_with(12, latency_s=True),
     ]
-    with FakeLiveServer([FRAME, *bad, frame_message(9, 100.4, [person(1)]), END]) as server:
+    with FakeLiveServer([FRAME, *bad, frame_message(13, 100.5, [person(1)]), END]) as server:
         live = follow(server, record=True)
     assert live.state == "ended" and live.error is None, (live.state, live.error)
     assert live.frames_received == 2 and live.bad_messages == len(bad)
     take = live.recording_stop()
-    assert take.received_index == [0, 9] and take.frame_ids == {1: [0, 9]}
+    assert take.received_index == [0, 13] and take.frame_ids == {1: [0, 13]}
     assert all(p.shape == (72,) for p in take.pose[1])
+
+
+def test_stats_keep_only_finite_numbers_and_the_end_error_is_made_displayable():
+    """A huge integer in the stats reached the panel, whose f"{fps:g}" raised OverflowError on every
+    draw; the end message's error was only cut, control characters and all."""
+    stats = {"fps": 10**400, "frames_processed": 2, "latency_p50_s": None, "frames_dropped": True, "x": "7"}
+    frame = frame_with(1, stats=stats)
+    end = json.dumps({"type": "end", "status": "failed", "error": "camera\x1b[2J gone\n" + "x" * 5000})
+    with FakeLiveServer([FRAME, frame, end]) as server:
+        live = follow(server)
+    assert live.frames_received == 2 and live.bad_messages == 0
+    assert live.server_stats == {"frames_processed": 2.0}
+    assert live.state == "ended" and live.error.startswith("camera [2J gone ")
+    assert live.error.isprintable() and len(live.error) <= 1000
 
 
 @pytest.mark.parametrize(

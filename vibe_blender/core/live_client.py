@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import safe_json
-from .client import JOB_ID_PATTERN, ServerClient
+from .client import JOB_ID_PATTERN, ServerClient, display_text
 from .errors import VibeError
 from .rotations import axis_angle_to_quat, quat_slerp, quat_to_axis_angle
 from .websocket import WebSocket, WebSocketClosed
@@ -58,6 +58,18 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _finite(value) -> float | None:
+    """A JSON number that is finite as a float -> that float; anything else (a bool, text, NaN, an
+    integer past float64's range) -> None."""
+    if not _is_number(value):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _vector(value, n: int, what: str) -> np.ndarray:
     """A flat list of exactly ``n`` finite numbers -> (n,) float32 (ValueError else)."""
     if not isinstance(value, list) or len(value) != n or not all(_is_number(v) for v in value):
@@ -72,9 +84,10 @@ def _vector(value, n: int, what: str) -> np.ndarray:
 
 
 def _time(value, what: str) -> float:
-    if not _is_number(value) or not math.isfinite(value) or abs(value) > MAX_FRAME_TIME_S:
+    number = _finite(value)
+    if number is None or abs(number) > MAX_FRAME_TIME_S:
         raise ValueError(f"{what} must be a time in seconds")
-    return float(value)
+    return number
 
 
 def _index(value, what: str, upper: int = 2**40) -> int:
@@ -106,8 +119,8 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
             )
         )
         value = person.get("latency_s")
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            latency = float(value)
+        if value is not None:  # optional, but a number when sent
+            latency = _time(value, "latency_s")
     return LiveFrameMessage(frame_index, frame_time_s, tuple(parsed), latency)
 
 
@@ -353,7 +366,7 @@ class LiveConnection:
                 if kind == "end":
                     self.state = "ended"
                     if isinstance(message.get("error"), str):
-                        self.error = message["error"][:500]
+                        self.error = display_text(message["error"])
                     return
                 if kind != "frame":
                     raise ValueError("unknown message type")
@@ -363,13 +376,14 @@ class LiveConnection:
                 ):  # the server sends its frames in order: the recording's timeline relies on it
                     raise ValueError("frames out of order")
                 last = frame
-                if isinstance(message.get("stats"), dict):
+                if isinstance(message.get("stats"), dict):  # figures for the panel: finite floats only
                     self.server_stats = {
-                        k: v
+                        k: number
                         for k, v in message["stats"].items()
-                        if isinstance(k, str) and isinstance(v, (int, float, type(None)))
+                        if isinstance(k, str) and (number := _finite(v)) is not None
                     }
-            except (ValueError, TypeError):  # garbled, or nested deep enough to exhaust the parser (safe_json)
+            # garbled, nested deep enough to exhaust the parser (safe_json), or a number past a float's range
+            except (ValueError, TypeError, ArithmeticError):
                 self.bad_messages += 1
                 continue
             with self._lock:

@@ -8,12 +8,15 @@ track id is seen). Timers never fire in the ``bpy`` module build, so tests call 
 directly. Stopping a recording saves it as a standard result file in the add-on's results folder
 and imports it, so the keys are written in bulk on the usual character: one key per scene frame, placed
 by the server's frame times so that the motion plays at real speed in the scene's frame rate (frames
-the server dropped are interpolated across; a frame without the person is a gap).
+the server dropped are interpolated across; a frame without the person is a gap). The file appears
+whole or not at all; a take that could not be saved stays with the session until Stop Recording
+saves it, and no new session starts over a take that was not saved.
 Nothing here blocks Blender: network calls and the session's stop run in worker threads.
 """
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 import uuid
@@ -39,6 +42,7 @@ from .core.motion import TrackMotion, ground_offset
 from .core.result_file import MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
+from .core.user_dirs import write_private_file
 from .importer import ImportOptions, import_motion_file
 from .jobs import redraw_panels
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
@@ -77,6 +81,7 @@ class LiveSession:
     stop_requested: bool = False
     stop_sent: bool = False
     connector: threading.Thread | None = None  # the thread connecting (it ends once the stream runs)
+    unsaved_take: LiveTake | None = None  # recording stopped, its file not written yet (Stop Recording retries)
     last_take: LiveTake | None = None
     last_result_path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -108,8 +113,13 @@ class LiveSession:
 
     @property
     def recording(self) -> bool:
+        """Recording, or holding a take Stop Recording has still to save."""
         with self._lock:
-            return self.record_on_connect or (self.connection is not None and self.connection.recording)
+            return (
+                self.record_on_connect
+                or self.unsaved_take is not None
+                or (self.connection is not None and self.connection.recording)
+            )
 
 
 _current: dict = {"session": None}
@@ -203,6 +213,8 @@ def _send_stop(session: LiveSession) -> None:
 # -- recording ----------------------------------------------------------------------------------
 def start_recording() -> None:
     session = current_session()
+    if session is not None and session.unsaved_take is not None:
+        raise VibeError(UNSAVED_TAKE)
     if session is None or session.state in FINAL_STATES:
         raise VibeError("Start a live session first, then record.")
     with session._lock:
@@ -214,24 +226,50 @@ def start_recording() -> None:
 
 def stop_recording(options: ImportOptions | None = None) -> list:
     """Save what was recorded as a result file and import it -> [(armature_obj, mesh_obj)].
-    Works after the session ended or its connection dropped: the recording so far is kept."""
+    Works after the session ended or its connection dropped: the recording so far is kept. When the
+    file cannot be written, the take stays with the session (``unsaved_take``) and the next call
+    saves it."""
     session = current_session()
     if session is None:
         raise VibeError("There is no live session to stop recording.")
     with session._lock:
         session.record_on_connect = False
-        take = session.connection.recording_stop() if session.connection is not None else None
+        if session.unsaved_take is None and session.connection is not None:
+            session.unsaved_take = session.connection.recording_stop()
+        take = session.unsaved_take
     if take is None or not take.track_ids:
+        session.unsaved_take = None
         raise VibeError(
             "Nothing was recorded: nobody was tracked while recording. Make sure a whole person is "
             "in view, then record again."
         )
-    session.last_take = take
     path = user_dir("results") / f"live_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.npz"
-    save_result(path, take_to_result(take, path.stem, fps=_scene_fps()))
-    session.last_result_path = path
+    try:
+        result = take_to_result(take, path.stem, fps=_scene_fps())
+    except VibeError:  # too long for the scene's frames: no retry would place it
+        session.unsaved_take = None
+        raise
+    _write_result(path, result)  # a failure leaves the take in unsaved_take for the next try
+    session.unsaved_take = None
+    session.last_take, session.last_result_path = take, path
     options = replace(options or ImportOptions(), add_camera=False)  # the stream has no camera to match
     return import_motion_file(path, session.body_model, options)
+
+
+UNSAVED_TAKE = "The last recording is not saved yet: press Stop Recording to save it first."
+
+
+def _write_result(path: Path, result: MocapResult) -> None:
+    """The result file at ``path``, whole or not at all; what stops the write -> VibeError."""
+    buffer = io.BytesIO()
+    save_result(buffer, result)
+    try:
+        write_private_file(path, buffer.getbuffer())
+    except OSError as err:
+        raise VibeError(
+            f"The recording could not be saved in {path.parent} ({err.strerror or err}). Free some disk space "
+            "or make that folder writable, then press Stop Recording again: the take is kept until it is saved."
+        ) from None
 
 
 def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:

@@ -52,7 +52,9 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
                     f"Skipped {bad} malformed message(s) from the server; if this keeps growing, update the server.",
                     icon="ERROR",
                 )
-            if session.recording:
+            if session.unsaved_take is not None:
+                label_lines(layout, live.UNSAVED_TAKE, icon="ERROR")
+            elif session.recording:
                 layout.label(text="Recording…", icon="REC")
             if session.last_result_path is not None:
                 label_lines(layout, f"Last recording: {session.last_result_path.name}", icon="FILE")

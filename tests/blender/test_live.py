@@ -16,6 +16,7 @@ import pytest
 from fake_live_server import LIVE_ID, FakeLiveServer, frame_message, moving_take, person
 
 from vibe_blender import keyframes, live, preferences, server_control
+from vibe_blender.core import user_dirs
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import LiveConnection, take_on_frames
@@ -306,3 +307,52 @@ def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):
         assert session.state == "ended" and not server.stop_requests
         assert server.wait_for_stop()  # the session the server then started is stopped there
     assert server.stop_requests == [LIVE_ID] and server.streams_opened == 0
+
+
+def recorded_session(body_model, take, state="ended") -> live.LiveSession:
+    """The current session: a connection in ``state`` that recorded ``take`` and still records."""
+    connection = LiveConnection(client=None)
+    connection.recording_start()
+    connection._take, connection.state = take, state
+    session = live.LiveSession(source="0", connection=connection, body_model=body_model)
+    live._current["session"] = session
+    return session
+
+
+def raise_oserror(errno: int, text: str):
+    def fail(*args, **kwargs):
+        raise OSError(errno, text)
+
+    return fail
+
+
+def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
+    addon, empty_scene, body_model, tmp_path, monkeypatch
+):
+    """The take was taken out of the connection before its file was written: a failed write lost it,
+    showed a traceback, and could leave a partial .npz under the final name."""
+    take = moving_take(range(0, 60, 2))
+    session = recorded_session(body_model, take)
+    results = tmp_path / "results"
+    (tmp_path / "blocked").write_text("a file where the results folder should be")
+    monkeypatch.setattr(live, "user_dir", lambda name: tmp_path / "blocked" / name)
+    with pytest.raises(RuntimeError, match=r"could not be saved in .*blocked.*press Stop Recording again"):
+        bpy.ops.vibe_mocap.live_record_stop()  # one report, no traceback
+    assert session.unsaved_take is take and session.recording and session.last_result_path is None
+    calls = draw_live_panel()
+    assert ("operator", ("vibe_mocap.live_record_stop",), {"icon": "SNAP_FACE"}) in calls
+    assert any(kw.get("text", "").startswith("The last recording is not saved") for _, _, kw in calls), calls
+    with pytest.raises(VibeError, match="not saved yet"):
+        live.start_recording()  # one take at a time: the unsaved one first
+
+    monkeypatch.setattr(live, "user_dir", lambda name: results)
+    with monkeypatch.context() as disk_full:  # the write fails at its end: nothing under the final name
+        disk_full.setattr(user_dirs.os, "replace", raise_oserror(28, "No space left on device"))
+        with pytest.raises(VibeError, match=r"No space left on device.*the take is kept"):
+            live.stop_recording()
+    assert list(results.iterdir()) == [] and session.unsaved_take is take
+
+    ((armature, _),) = live.stop_recording()  # the retry saves it
+    assert session.unsaved_take is None and session.last_take is take and not session.recording
+    assert [p.name for p in results.iterdir()] == [session.last_result_path.name]
+    assert rotation_keys(armature, JOINT_NAMES[1]).size > 0

@@ -143,6 +143,11 @@ def start_live(
     session = current_session()
     if session is not None and session.state not in FINAL_STATES:
         raise VibeError("A live session is already running; stop it first.")
+    if session is not None and _holds_unsaved_motion(session):  # a new session would replace it
+        raise VibeError(
+            "The last live session holds a recording that is not saved: press Stop Recording to keep the "
+            "take, then start again."
+        )
     source = source.strip()
     if not source:
         raise VibeError(
@@ -164,6 +169,13 @@ def start_live(
     if use_timer and not bpy.app.timers.is_registered(live_tick):
         bpy.app.timers.register(live_tick, first_interval=TICK_S)
     return session
+
+
+def _holds_unsaved_motion(session: LiveSession) -> bool:
+    """True while ``session`` holds recorded motion that Stop Recording has not saved (a recording
+    in which nobody was tracked holds nothing to lose)."""
+    connection = session.connection
+    return session.unsaved_take is not None or (connection is not None and connection.recorded_rows > 0)
 
 
 def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir: str) -> None:

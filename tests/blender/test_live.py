@@ -356,3 +356,28 @@ def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
     assert session.unsaved_take is None and session.last_take is take and not session.recording
     assert [p.name for p in results.iterdir()] == [session.last_result_path.name]
     assert rotation_keys(armature, JOINT_NAMES[1]).size > 0
+
+
+def test_start_live_keeps_a_recording_that_was_not_saved(addon, empty_scene, body_model, fake_server_setup):
+    """Start Live after a dropped connection replaced the session and threw its recording away."""
+    take = moving_take(range(0, 60, 2))
+    session = recorded_session(body_model, take, state="lost")
+    with FakeLiveServer([frame_message(0, 10.0, [person(1)])], **fake_server_setup) as server:
+        start = functools.partial(live.start_live, "0", server_url=server.url, token=server.token, use_timer=False)
+        with pytest.raises(VibeError, match="holds a recording that is not saved: press Stop Recording"):
+            start()
+        assert live.current_session() is session and session.recording
+        assert len(live.stop_recording()) == 1
+        assert session.last_take is take and session.last_result_path.is_file()
+        new = start()  # the take is saved: nothing is lost any more
+        assert live.current_session() is new is not session
+        live.stop_live()
+        tick_until(lambda: live.live_tick() is None, 30)
+
+        # a lost session whose recording holds nobody has nothing to lose
+        session = recorded_session(body_model, moving_take(range(0, 10), absent=set(range(10))), state="lost")
+        assert session.recording
+        new = start()
+        assert live.current_session() is new is not session
+        live.stop_live()
+        tick_until(lambda: live.live_tick() is None, 30)

@@ -309,6 +309,12 @@ class LiveConnection:
     def recording(self) -> bool:
         return self._take is not None
 
+    @property
+    def recorded_rows(self) -> int:
+        """The person-frames recorded so far (0 when not recording or nobody was tracked yet)."""
+        with self._lock:
+            return self._take.rows if self._take is not None else 0
+
     # -- the worker thread ---------------------------------------------------------------------
     def _run(self, source: str, params: dict) -> None:
         try:

@@ -8,8 +8,9 @@ hostile WebSocket frames, drop the connection on cue, refuse a stop. Stdlib only
         server.stop_requests   # the live ids that POST /live/{id}/stop named
 
 The session id is always ``LIVE_ID``; the stream sends ``messages`` (text, or raw WebSocket frames as
-bytes) once a client connects, then, by ``after``: "wait" keeps the connection open until the client
-closes it, "close" drops it (the connection is lost). :func:`moving_take` makes a recording in code.
+bytes; at ``HOLD`` it waits until ``server.resume`` is set) once a client connects, then, by
+``after``: "wait" keeps the connection open until the client closes it, "close" drops it (the
+connection is lost). :func:`moving_take` makes a recording in code.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vibe_blender.core.websocket import GUID, OP_TEXT
 
 LIVE_ID = "0123456789abcdef"
 API = "/api/v1"
+HOLD = object()  # in ``messages``: the stream waits here until ``resume`` is set
 
 
 def raw_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
@@ -98,7 +100,8 @@ class FakeLiveServer:
         body_model: Path | None = None,
         token: str = "fake-live-token",
     ):
-        self.messages = [m if isinstance(m, bytes) else text_frame(m) for m in messages]
+        self.messages = [m if m is HOLD or isinstance(m, bytes) else text_frame(m) for m in messages]
+        self.resume = threading.Event()
         self.after, self.start_delay_s, self.stop_status = after, start_delay_s, stop_status
         self.body_model, self.token = body_model, token
         self.stop_requests: list[str] = []
@@ -188,7 +191,10 @@ class FakeLiveServer:
                 server.streams_opened += 1
                 conn = self.connection
                 for message in server.messages:
-                    conn.sendall(message)
+                    if message is HOLD:
+                        server.resume.wait(30)
+                    else:
+                        conn.sendall(message)
                 if server.after == "close":
                     conn.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True

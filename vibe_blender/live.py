@@ -167,7 +167,7 @@ def start_live(
     )
     session.connector.start()
     if use_timer and not bpy.app.timers.is_registered(live_tick):
-        bpy.app.timers.register(live_tick, first_interval=TICK_S)
+        bpy.app.timers.register(live_tick, first_interval=TICK_S, persistent=True)  # outlives File > Open/New
     return session
 
 
@@ -356,7 +356,7 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
     for person in frame.people:
         character = session.characters.get(person.track_id)
         armature_obj = bpy.data.objects.get(character.armature_name) if character is not None else None
-        if armature_obj is None:
+        if armature_obj is None or armature_obj.type != "ARMATURE":  # gone (deleted, another file opened)
             character = _new_character(session, person)
             armature_obj = bpy.data.objects[character.armature_name]
         quats = bone_basis_quats(person.pose[None], character.q_rest, CAMERA_TO_BLENDER)[0]  # (24, 4)

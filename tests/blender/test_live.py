@@ -13,7 +13,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from fake_live_server import LIVE_ID, FakeLiveServer, frame_message, moving_take, person
+from fake_live_server import END, HOLD, LIVE_ID, FakeLiveServer, frame_message, moving_take, person
 
 from vibe_blender import keyframes, live, preferences, server_control
 from vibe_blender.core import user_dirs
@@ -381,3 +381,28 @@ def test_start_live_keeps_a_recording_that_was_not_saved(addon, empty_scene, bod
         assert live.current_session() is new is not session
         live.stop_live()
         tick_until(lambda: live.live_tick() is None, 30)
+
+
+def test_the_live_view_goes_on_in_a_file_opened_meanwhile(addon, fake_server_setup):
+    """File > New or Open during a live session removed its timer (not persistent): the view froze
+    while the session ran on. The characters were in the old file: they are built again in the new one."""
+    messages = [frame_message(0, 10.0, [person(1)]), HOLD, frame_message(1, 10.1, [person(1, trans=(0.5, 0, 3))]), END]
+    with FakeLiveServer(messages, **fake_server_setup) as server:
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        session = live.start_live("0", server_url=server.url, token=server.token)
+        try:
+            tick_until(lambda: session.characters)
+            before = session.characters[1].armature_name
+            bpy.ops.wm.read_factory_settings(use_empty=True)  # File > New
+            assert bpy.app.timers.is_registered(live.live_tick)
+        finally:
+            if bpy.app.timers.is_registered(live.live_tick):  # it never fires in the bpy module: called below
+                bpy.app.timers.unregister(live.live_tick)
+        assert before not in bpy.data.objects
+        bpy.data.objects.new(before, bpy.data.meshes.new("mesh"))  # an object of the new file has its name
+        server.resume.set()
+        tick_until(lambda: live.live_tick() is None, 30)
+    assert session.state == "ended" and session.frames_shown == 2, session.message
+    armature = bpy.data.objects[session.characters[1].armature_name]
+    assert armature.type == "ARMATURE" and armature.name != before and armature.name in bpy.context.scene.objects
+    assert np.array(armature.pose.bones[JOINT_NAMES[0]].location).any()  # posed for the second frame

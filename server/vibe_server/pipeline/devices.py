@@ -9,6 +9,22 @@ CPU_WORKER_MEMORY_BYTES = 3 << 30  # ResNet-50 + GRU + a batch of crops, fp32, w
 CORES_PER_CPU_WORKER = 4
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity where the platform reports one
+    (``os.process_cpu_count`` on Python 3.13+, ``os.sched_getaffinity`` on Linux), else all the
+    machine's cores (``os.sched_getaffinity`` does not exist on macOS or Windows)."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return count() or 1
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        try:
+            return len(affinity(0)) or 1
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
 def gpu_count() -> int:
     import torch  # start-up: the CLI and the API import this module before they need torch
 
@@ -19,7 +35,7 @@ def default_jobs(device: str) -> int:
     """One worker per GPU ('auto'/'cuda'), one for a named GPU; on CPU as many as cores and memory allow."""
     if device != "cpu" and gpu_count() > 0:
         return gpu_count() if device in ("auto", "cuda") else 1
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not POSIX: go by the cores alone

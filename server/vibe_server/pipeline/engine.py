@@ -18,7 +18,6 @@ detector, tracker and crop functions: ``frontend.py``.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +39,7 @@ from .batched.transfers import to_device
 from .compiled import COMPILE_MODES, CompiledRunner, compile_pays
 from .cpu_features import default_precision
 from .detect import Detector
+from .devices import usable_cores
 from .frontend import FrontEnd
 from .options import RunOptions
 from .precision import autocast, check_precision, exact_fp32_on_cuda
@@ -57,7 +57,7 @@ DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this 
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
 # 1,370-1,650 frames/s, two chunk threads 1,450-1,510).
-DECODE_WORKERS = min(4, max(1, len(os.sched_getaffinity(0)) // 4))  # the cores this process may use
+DECODE_WORKERS = min(4, max(1, usable_cores() // 4))
 WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 

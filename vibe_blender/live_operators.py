@@ -14,6 +14,9 @@ _DETECTOR_ITEMS = [
 ]
 
 
+# The live options of the server (server/vibe_server/pipeline/live_options.py: LiveOptions), which the
+# add-on cannot import (it ships without the server): the same defaults and bounds, kept equal by
+# tests/server/test_live.py.
 class VIBE_LiveSettings(bpy.types.PropertyGroup):
     source: bpy.props.StringProperty(
         name="Source",
@@ -23,7 +26,11 @@ class VIBE_LiveSettings(bpy.types.PropertyGroup):
     )
     detector: bpy.props.EnumProperty(name="Detector", items=_DETECTOR_ITEMS, default="auto")
     detection_stride: bpy.props.IntProperty(
-        name="Detect every", default=1, min=1, max=1000, description="Look for people every Nth processed frame"
+        name="Detect every",
+        default=8,
+        min=1,
+        max=1000,
+        description="Look for people every Nth processed frame (the tracker carries the boxes in between)",
     )
     smoothing: bpy.props.FloatProperty(
         name="Smoothing", default=0.0, min=0.0, max=1.0, description="Causal smoothing of the motion, 0 (off) to 1"

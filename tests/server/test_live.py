@@ -1,6 +1,11 @@
 """The online pipeline against the offline one: with no frame dropped and no smoothing, live results
 are the offline "carry" results (same model, same detector, same tracker)."""
 
+import ast
+import dataclasses
+import typing
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -163,3 +168,45 @@ def test_live_sessions_ask_for_the_engines_default(fp32_engine, short_clip, monk
     for index, rgb in reader:
         session.process(index, rgb, frame_time_s=index / reader.info.fps)
     assert calls and all(kwargs == {"run_settings": False} for kwargs in calls)
+
+
+def _blender_live_settings() -> dict[str, dict]:
+    """The Live panel's settings (vibe_blender/live_operators.py, which needs bpy), read from its source:
+    property name -> its keyword arguments (``items``: the enum's identifiers)."""
+    source = Path(__file__).resolve().parents[2] / "vibe_blender" / "live_operators.py"
+    tree = ast.parse(source.read_text())
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper()
+    }
+    (settings,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "VIBE_LiveSettings"]
+    found = {}
+    for node in settings.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Call):  # name: bpy.props.X(...)
+            kwargs = {
+                k.arg: constants[k.value.id] if isinstance(k.value, ast.Name) else ast.literal_eval(k.value)
+                for k in node.annotation.keywords
+            }
+            if "items" in kwargs:
+                kwargs["items"] = [item[0] for item in kwargs["items"]]
+            found[node.target.id] = kwargs
+    return found
+
+
+def test_the_blender_live_settings_have_the_servers_defaults_and_bounds():
+    """The panel sends each of these with every start: "Detect every" defaulted to 1, not the
+    server's documented live default (the figures of docs/server.md are measured with it)."""
+    blender = _blender_live_settings()
+    fields = {f.name: f for f in dataclasses.fields(LiveOptions)}
+    sent = ("detector", "detection_stride", "smoothing", "max_people")
+    assert set(sent) <= set(blender)
+    for name in sent:
+        field, prop = fields[name], blender[name]
+        assert prop["default"] == field.default, name
+        if name == "detector":
+            assert sorted(prop["items"]) == sorted(typing.get_args(typing.get_type_hints(LiveOptions)["detector"]))
+        else:
+            bounds = field.metadata["bounds"]
+            assert (prop["min"], prop["max"]) == (bounds.ge, bounds.le), name
+    assert blender["detection_stride"]["default"] == DEFAULT_DETECTION_STRIDE

@@ -154,6 +154,19 @@ def test_a_viewer_beyond_the_limit_is_told_why(client, camera):
             viewer.__exit__(None, None, None)
 
 
+def test_only_a_running_session_makes_a_start_a_conflict(client, camera, monkeypatch, tmp_path):
+    """409 was chosen by the error's text: a video named "already running.mp4" that cannot be opened
+    was a conflict too."""
+    live_id = client.post("/api/v1/live", json={"source": "0"}).json()["live_id"]
+    second = client.post("/api/v1/live", json={"source": "0"})
+    assert second.status_code == 409 and f"already running ('{live_id}')" in second.json()["detail"]
+    client.post(f"/api/v1/live/{live_id}/stop")
+    monkeypatch.setattr(api_live, "open_live_source", open_live_source)  # the real one: the file is missing
+    missing = str(tmp_path / "already running.mp4")
+    answer = client.post("/api/v1/live", json={"source": missing})
+    assert answer.status_code == 400 and "already running.mp4" in answer.json()["detail"]
+
+
 def test_a_unicode_digit_is_no_camera_index():
     assert parse_source("²") == ("file", "²")  # str.isdigit says yes, int() would fail
 

@@ -34,6 +34,10 @@ SOURCE_RELEASE_S = 6.0  # a stopped session's reader joins within 5 s (LiveSourc
 UNWATCHED_STOP_S = 30.0
 
 
+class LiveSessionRunning(VibeError):
+    """A live session was asked to start while another one runs (one at a time)."""
+
+
 @dataclass
 class Subscriber:
     queue: asyncio.Queue
@@ -122,7 +126,7 @@ class LiveManager:
         with self._lock:
             running = self.active()
             if running is not None:
-                raise VibeError(
+                raise LiveSessionRunning(
                     f"A live session is already running ('{running.live_id}'); stop it first "
                     f"(POST /live/{running.live_id}/stop), or wait: a session nobody watches stops "
                     f"after {UNWATCHED_STOP_S:.0f} s."

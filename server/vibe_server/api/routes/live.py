@@ -19,7 +19,7 @@ from ...pipeline.live_options import LiveOptions
 from ...pipeline.live_source import parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
 from ..json_body import json_body_openapi, read_json_model
-from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, LiveRun, Subscriber
+from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, LiveRun, LiveSessionRunning, Subscriber
 from ..schemas import LiveRequest, LiveStatus
 
 router = APIRouter(prefix="/live", tags=["live"])
@@ -68,8 +68,10 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
             lossless=lossless,  # opening blocks
             max_frames=max_frames,
         )
+    except LiveSessionRunning as err:
+        raise HTTPException(409, str(err)) from None
     except VibeError as err:
-        raise HTTPException(409 if "already running" in str(err) else 400, str(err)) from None
+        raise HTTPException(400, str(err)) from None
     return run.public()
 
 

@@ -179,6 +179,32 @@ def test_a_port_in_use_is_named(tmp_path):
     assert f"Port {port} is taken by another program" in status.message
 
 
+class _ReadyRecorder(threading.Event):
+    """The event a start sets when it is over, recording the state published at that moment."""
+
+    def __init__(self, server):
+        super().__init__()
+        self.server, self.states_when_set = server, []
+
+    def set(self):
+        self.states_when_set.append(self.server.snapshot().state)
+        super().set()
+
+
+def test_a_start_timeout_is_reported_as_a_failure_every_time(tmp_path):
+    """The program never answers: each waiter wakes to "failed" with the reason, never "stopped"."""
+    silent = write_program(tmp_path / "vibe-mocap", 'print("loading model...", flush=True); time.sleep(60)')
+    for _ in range(3):
+        server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=1.0)
+        server._ready = _ReadyRecorder(server)
+        server.start(silent)
+        status = server.wait_ready(30)
+        assert status.state == "failed" and "did not answer within 1 s" in status.message, status
+        assert "loading model..." in status.log_tail
+        assert server._ready.states_when_set == ["failed"]
+        assert server._process.wait(10) is not None  # the program was ended
+
+
 def test_the_token_goes_through_the_environment_not_the_command_line(tmp_path):
     spy = write_program(
         tmp_path / "vibe-mocap",

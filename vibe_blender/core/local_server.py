@@ -273,15 +273,8 @@ class LocalServer:
             process, kept = self._process, self._kept
         if kept:
             self._shutdown_kept()
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout_s)
-        if process is not None and process.stdin is not None:
-            process.stdin.close()
+        if process is not None:
+            _end_process(process, timeout_s)
         if kept or self._outlives(process):
             self.kept_path.unlink(missing_ok=True)
         self._set(state="stopped", message="The server is stopped.")
@@ -416,7 +409,7 @@ class LocalServer:
                     command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env
                 )
         except OSError as err:
-            self._fail(f"The server program could not be started ({err.strerror}).", t0)
+            self._fail(f"The server program could not be started ({err.strerror}).", t0, generation)
             return
         if not self._wait_for_health(url, t0, process, generation):
             return
@@ -442,9 +435,10 @@ class LocalServer:
                         f"Port {url.rsplit(':', 1)[1]} is taken by another program; stop that "
                         "program or let the add-on pick a free port.",
                         t0,
+                        generation,
                     )
                 else:
-                    self._fail(f"The server exited while starting (exit code {code}).", t0)
+                    self._fail(f"The server exited while starting (exit code {code}).", t0, generation)
                 return False
             try:
                 health = client.health()
@@ -459,21 +453,24 @@ class LocalServer:
                 self._ready.set()
                 return True
             if time.monotonic() - t0 > self.start_timeout_s:
-                self.stop()
-                self._fail(f"The server did not answer within {self.start_timeout_s:.0f} s.", t0)
+                _end_process(process)  # without publishing "stopped": the waiter must see why it failed
+                self._fail(f"The server did not answer within {self.start_timeout_s:.0f} s.", t0, generation)
                 return False
             self._set(elapsed_s=time.monotonic() - t0)
             time.sleep(HEALTH_POLL_S)
         return False
 
-    def _fail(self, message: str, t0: float) -> None:
-        self._set(
+    def _fail(self, message: str, t0: float, generation: int) -> None:
+        """The start ``generation`` failed: say why, with the log's last lines, then wake the waiters
+        (a start stopped or replaced meanwhile has said what it has to say)."""
+        if self._set_if_current(
+            generation,
             state="failed",
             message=message + " Last lines of its log are below.",
             log_tail=self.log_tail(),
             elapsed_s=time.monotonic() - t0,
-        )
-        self._ready.set()
+        ):
+            self._ready.set()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> tuple[str, ...]:
         """The last lines of the server's log (at most 64 KiB read)."""
@@ -484,6 +481,19 @@ class LocalServer:
         except OSError:
             return ()
         return tuple(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
+
+
+def _end_process(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Terminate ``process`` (killed after ``timeout_s``) and close its standard input."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout_s)
+    if process.stdin is not None:
+        process.stdin.close()
 
 
 def connect_or_start(

@@ -53,6 +53,9 @@ CPU_BACKBONE_BATCH, GPU_BACKBONE_BATCH = 32, 128  # crops per backbone call by d
 CROP_GROUP_FRAMES = 8
 # a run's crop: (frames_rgb, each frame's boxes (K_i, 4) cxcywh) -> (sum K_i, 3, 224, 224), in order
 CropFrames = Callable[[list[np.ndarray], list[np.ndarray]], torch.Tensor]
+# frames (tracks × chunk frames) in one temporal-model call with the GPU front end: the regressor
+# builds SMPL vertices for each (4,096 x 6,890 x 3 fp32: 340 MB, a few times that inside SMPL)
+TEMPORAL_BATCH_FRAMES = 4096
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
@@ -108,7 +111,7 @@ class Engine:
         """precision: the default of runs that do not set one; compile_backbone: "auto" | "on" |
         "off", likewise (see :mod:`.compiled`); gpu_front_end: decode, detect and track in
         overlapping stages (:mod:`.staged`), crop on the device (``--official`` runs keep OpenCV's
-        crop) and run all tracks through the temporal model together (default: on CUDA); log: where
+        crop) and run the tracks through the temporal model many at once (default: on CUDA); log: where
         notes such as a compile fallback go."""
         self.model, self.model_name, self.data_dir = model, model_name, data_dir
         self.device = device
@@ -224,29 +227,45 @@ class Engine:
                     h = engine._final_gru_state(out, x, h)
         return {"theta": torch.cat(theta).numpy(), "kp_3d": torch.cat(kp_3d).numpy()}
 
-    def temporal_tracks(self, features: list[np.ndarray], *, chunking: str, chunk_frames: int) -> list[dict]:
-        """:meth:`temporal` for several tracks at once: chunk k of every track that has one goes
+    def temporal_tracks(
+        self,
+        features: list[np.ndarray],
+        *,
+        chunking: str,
+        chunk_frames: int,
+        batch_frames: int | None = None,
+    ) -> list[dict]:
+        """:meth:`temporal` for several tracks at once: chunk k of the tracks of a group goes
         through the model in one batch (shorter chunks padded at the end). Equal to one call per
         track: the GRU runs forward in time, so padding never changes a real frame, and only a
-        track's last chunk can be short, so a state after padding is never carried on."""
+        track's last chunk can be short, so a state after padding is never carried on.
+
+        The tracks go in groups of similar length, as many as keep tracks × chunk frames within
+        ``batch_frames`` (default ``TEMPORAL_BATCH_FRAMES``; at least one track a call), so the
+        memory of a call does not grow with the number of tracks in the video."""
         chunk_frames, carry = _chunk_plan(chunking, chunk_frames)
+        per_call = max(1, (batch_frames or TEMPORAL_BATCH_FRAMES) // chunk_frames)
         feats = [torch.as_tensor(f, dtype=torch.float32) for f in features]
+        longest_first = sorted(range(len(feats)), key=lambda i: -len(feats[i]))  # little padding in a group
         pieces: list[dict[str, list[torch.Tensor]]] = [{"theta": [], "kp_3d": []} for _ in feats]
-        active: list[int] = []
-        h = None  # (layers, len(active), hidden): the carried state of the tracks in ``active``
         with torch.inference_mode():
-            for start in range(0, max((len(f) for f in feats), default=0), chunk_frames):
-                now = [i for i, f in enumerate(feats) if len(f) > start]
-                if h is not None:
-                    h = h[:, [active.index(i) for i in now]]
-                active = now
-                chunks = [feats[i][start : start + chunk_frames] for i in active]
-                x = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True).to(self.device)
-                out = self.model.forward_features(x, h0=h)
-                for row, (i, chunk) in enumerate(zip(active, chunks, strict=True)):
-                    pieces[i]["theta"].append(out["theta"][row, : len(chunk)].float().cpu())
-                    pieces[i]["kp_3d"].append(out["kp_3d"][row, : len(chunk)].float().cpu())
-                h = self._final_gru_state(out, x, h) if carry else None
+            for first in range(0, len(longest_first), per_call):
+                group = longest_first[first : first + per_call]
+                active: list[int] = []
+                h = None  # (layers, len(active), hidden): the carried state of the tracks in ``active``
+                for start in range(0, len(feats[group[0]]), chunk_frames):
+                    now = [i for i in group if len(feats[i]) > start]
+                    if h is not None:
+                        h = h[:, [active.index(i) for i in now]]
+                    active = now
+                    chunks = [feats[i][start : start + chunk_frames] for i in active]
+                    x = torch.nn.utils.rnn.pad_sequence(chunks, batch_first=True).to(self.device)
+                    out = self.model.forward_features(x, h0=h)
+                    for row, (i, chunk) in enumerate(zip(active, chunks, strict=True)):
+                        pieces[i]["theta"].append(out["theta"][row, : len(chunk)].float().cpu())
+                        pieces[i]["kp_3d"].append(out["kp_3d"][row, : len(chunk)].float().cpu())
+                    h = self._final_gru_state(out, x, h) if carry else None
+                    del out
         return [{key: torch.cat(parts).numpy() for key, parts in track.items()} for track in pieces]
 
     def _final_gru_state(self, out: dict, x, h0):
@@ -347,8 +366,9 @@ class Engine:
         results: list[Track] = []
         focal_px = options.focal_px or postprocess.default_focal_length_px(info.width, info.height)
         monitor.report("temporal", "temporal", 0.0, force=True)
-        # With the GPU front end every track goes through the temporal model at once; a CPU would
-        # spend the padding of the shorter tracks (the regressor and SMPL run on every padded frame).
+        # With the GPU front end the tracks go through the temporal model many at once (up to
+        # TEMPORAL_BATCH_FRAMES a call); a CPU would spend the padding of the shorter tracks (the
+        # regressor and SMPL run on every padded frame).
         together = engine_for_frame is None and self.gpu_front_end
         if together:
             with monitor.stage("temporal"):

@@ -218,6 +218,34 @@ def test_a_camera_that_changes_its_frame_size_ends_with_one_message(monkeypatch)
     assert "changed its frame size from 64 x 48 to 128 x 96 pixels; start the live session again" in source.error
 
 
+def test_an_unplugged_camera_ends_the_session_with_its_cause(monkeypatch):
+    """A camera whose read fails (unplugged) looked like a finished file: the session "ended"
+    without a word."""
+    _camera_sending(monkeypatch, [(48, 64), (48, 64)])  # then every read fails
+    with open_live_source("0") as source:
+        assert [source.next_frame(5) is not None for _ in range(2)] == [True, True]
+        _wait_for(lambda: source.ended)
+    assert source.error == (
+        "camera 0 stopped sending frames; check that it is still connected, then start the live session again."
+    )
+
+
+def test_a_camera_that_breaks_fails_the_session_with_its_cause(manager, camera, monkeypatch):
+    """What the client is told (the Blender panel shows the end message's error)."""
+
+    def breaking_frames():
+        yield np.zeros((8, 8, 3), np.uint8)
+        raise RuntimeError("cv2.error: camera unplugged")
+
+    monkeypatch.setattr(camera, "frames", breaking_frames)
+    run = manager.start("0", LiveOptions())
+    assert run.finished.wait(10)
+    assert run.status == "failed" and run.error.startswith(
+        "camera 0 stopped (RuntimeError: cv2.error: camera unplugged)"
+    )
+    assert camera.released.wait(10)
+
+
 def test_a_camera_that_sends_no_frame_is_one_message(monkeypatch):
     capture = _camera_sending(monkeypatch, [])
     with pytest.raises(VibeError, match="camera 0 opened but sent no frame"):

@@ -66,6 +66,25 @@ def test_a_file_is_played_at_its_own_frame_rate():
     assert frames[0].rgb.shape == (source.info.height, source.info.width, 3)
 
 
+def test_a_source_that_breaks_ends_with_its_cause():
+    """Only a VibeError was caught: a cv2.error or OSError from the capture killed the reader thread
+    with a traceback, and the session ended as if the source had finished."""
+
+    def breaking_frames():
+        yield from counting_frames(3)
+        raise OSError(5, "Input/output error")
+
+    with LiveSource(breaking_frames(), SourceInfo("camera 0", 30.0, 8, 8)) as source:
+        seen = []
+        while (frame := source.next_frame(timeout_s=5)) is not None:
+            seen.append(frame.index)
+    assert seen == [0, 1, 2] and source.ended
+    assert source.error == (
+        "camera 0 stopped (OSError: [Errno 5] Input/output error); check its connection, then start the live "
+        "session again."
+    )
+
+
 def test_stop_ends_the_stream_at_once():
     source = LiveSource(counting_frames(10_000, every_s=0.01), INFO).start()
     source.next_frame(timeout_s=5)
@@ -160,7 +179,8 @@ def test_a_stream_on_this_machine_plays_after_a_file_was_opened(loopback_http):
         frames = []
         while (frame := source.next_frame(timeout_s=10)) is not None:
             frames.append(frame)
-    assert source.error is None and len(frames) == 12
+    assert len(frames) == 12  # every frame; then a stream that stops sending is no finished file
+    assert source.error.startswith(f"The stream {loopback_http.url}/live.avi stopped sending frames")
     assert frames[0].rgb.shape == (90, 160, 3) and source.info.width == 160
 
 

@@ -140,6 +140,11 @@ class LiveSource:
                     self._cond.notify_all()
         except VibeError as err:
             self.error = str(err)
+        except Exception as err:  # e.g. cv2.error or OSError from the capture: the session says why it ended
+            self.error = (
+                f"{self.info.name} stopped ({type(err).__name__}: {err}); check its connection, then start the "
+                "live session again."
+            )
         finally:
             if self._close is not None:
                 self._close()
@@ -191,7 +196,7 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
 def _open_capture(kind: str, target: int | str) -> LiveSource:
     import cv2  # start-up: OpenCV loads only when a source is opened
 
-    from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
+    from .ffmpeg_capture import CONTAINER_NAMES, STREAM_READ_TIMEOUT_MS, open_ffmpeg_capture
     from .video import check_frame_size
 
     if kind == "camera":
@@ -221,6 +226,16 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
     fps = capture.get(cv2.CAP_PROP_FPS)
     info = SourceInfo(name, float(fps) if np.isfinite(fps) and fps > 0 else 30.0, width, height)
 
+    # a camera or a stream has no end: a read that fails is a camera unplugged or a stream that stopped
+    # sending (for STREAM_READ_TIMEOUT_MS), not a finished file
+    if kind == "camera":
+        stopped = f"{name} stopped sending frames; check that it is still connected, then start the live session again."
+    else:
+        stopped = (
+            f"The stream {name} stopped sending frames (it ended, or sent nothing for "
+            f"{STREAM_READ_TIMEOUT_MS / 1000:g} s); check that it is still running, then start the live session again."
+        )
+
     def frames() -> Iterator[np.ndarray]:
         bgr = first
         while True:
@@ -232,6 +247,6 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             ok, bgr = capture.read()
             if not ok:
-                return
+                raise VibeError(stopped)
 
     return LiveSource(frames(), info, close=capture.release)

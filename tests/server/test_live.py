@@ -3,12 +3,14 @@ are the offline "carry" results (same model, same detector, same tracker)."""
 
 import ast
 import dataclasses
+import types
 import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
 from vibe_server.pipeline.options import DEFAULT_DETECTION_STRIDE, RunOptions
 from vibe_server.pipeline.video import open_video
@@ -100,6 +102,73 @@ def test_live_command_prints_figures_and_records(short_clip, synthetic_bundle, t
     result = load_result(out)
     assert result.tracks and result.meta["frames_dropped"] == str(dropped)
     assert "Recorded" in printed.out
+
+
+class _FakeLiveModel:
+    """The live model reduced to one person (track 1) in every frame."""
+
+    focal_px = 500.0
+
+    def __init__(self, engine=None, options=None, *, width=8, height=8):
+        self.frames_processed = 0
+
+    def process(self, index, rgb, time_s):
+        from vibe_server.pipeline.live import LivePerson
+
+        self.frames_processed += 1
+        theta = np.full((1, 85), 0.1, np.float32)  # as the real session: rows of one batch's arrays
+        joints3d = np.zeros((1, 49, 3), np.float32)
+        z = np.zeros
+        return [
+            LivePerson(
+                1, index, time_s, 0.01, theta[0, 3:75], theta[0, 75:85], z(3, np.float32), z(4, np.float32),
+                theta[0, :3], np.array([4, 4, 4, 4], np.float32), joints3d[0],
+            )
+        ]  # fmt: skip
+
+
+@pytest.fixture
+def fake_live_command(monkeypatch):
+    """``vibe-mocap live 0`` on a camera that sends ``camera.frames`` then raises ``camera.error``, and
+    the fake model: no engine, no data folder."""
+    import vibe_server.commands.live as command
+    import vibe_server.pipeline.engine as engine_module
+    import vibe_server.pipeline.live as pipeline_live
+    from vibe_server.pipeline.live_source import LiveSource, SourceInfo
+
+    camera = types.SimpleNamespace(frames=30, error=None)
+
+    def frames():
+        for _ in range(camera.frames):
+            yield np.zeros((8, 8, 3), np.uint8)
+        if camera.error is not None:
+            raise camera.error
+
+    def open_camera(spec, lossless=False):
+        return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True)
+
+    monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: types.SimpleNamespace(model_name="fake"))
+    monkeypatch.setattr(command, "checked_data_dir", lambda folder: folder)
+    monkeypatch.setattr(command, "resolve_device", lambda device: "cpu")
+    monkeypatch.setattr(command, "open_live_source", open_camera)
+    monkeypatch.setattr(pipeline_live, "LiveSession", _FakeLiveModel)
+    return camera
+
+
+def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_command, tmp_path, capsys):
+    """Only Ctrl-C saved the recording: a source that broke (here a new frame size) lost it."""
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    fake_live_command.error = VibeError("camera 0 changed its frame size from 8 x 8 to 16 x 16 pixels; start again.")
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert f"Recorded 1 track(s), 30 frames: {out}" in printed.out and "(failed)" in printed.out
+    assert "camera 0 changed its frame size" in printed.err
+    (track,) = load_result(out).tracks
+    np.testing.assert_array_equal(track.frame_ids, np.arange(30))
+    np.testing.assert_allclose(track.pose, 0.1)
 
 
 def test_live_command_refuses_a_bad_source(capsys):

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         f"model: {engine.model_name}. Ctrl-C stops.",
         file=sys.stderr,
     )
-    interrupted = False
+    interrupted, failure = False, None
     with source:
         try:
             stats = run_live(
@@ -107,19 +107,24 @@ def run(args: argparse.Namespace) -> int:
             )
         except KeyboardInterrupt:
             interrupted, stats = True, None
-    if stats is None:  # Ctrl-C: figures from the source
+        except VibeError as err:  # the source broke (a camera unplugged, a new frame size): keep the recording
+            failure, stats = err, None
+    if stats is None:  # Ctrl-C or a broken source: figures from the source
         stats = LiveStats(
             frames_processed=session.frames_processed, frames_arrived=source.arrived, frames_dropped=source.dropped
         )
-    print(_stats_line(stats, None) + (" (interrupted)" if interrupted else ""))
+    print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
     if record is not None:
         result = recording.result(frames_seen=stats.frames_arrived, dropped=stats.frames_dropped)
-        if not result.tracks:
+        if result.tracks:
+            atomic_write(record, lambda f: save_result(f, result))
+            print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
+        elif failure is None:
             raise VibeError(
                 f"Nobody was tracked from {source.info.name}: nothing to record. Make sure a whole person is in view."
             )
-        atomic_write(record, lambda f: save_result(f, result))
-        print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
+    if failure is not None:  # reported once what was recorded is saved; the exit status says it failed
+        raise failure
     return 0
 
 

@@ -82,7 +82,7 @@ class FakeVibeServer:
     result_bytes_sent bytes without a declared length is sent in chunked encoding), slow_s (job polls
     after the first running one wait this long), json_padding (bytes of padding in job records),
     content_type (of the result download), prove=False (/health answers no proof, as servers before
-    the proof did)."""
+    the proof did). port: where it listens (0: a free port)."""
 
     def __init__(
         self,
@@ -103,6 +103,7 @@ class FakeVibeServer:
         json_padding: int = 0,
         content_type: str = "application/octet-stream",
         prove: bool = True,
+        port: int = 0,
     ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
@@ -119,7 +120,7 @@ class FakeVibeServer:
         self.uploads: list[tuple[str, bytes, dict]] = []  # (filename, content, params)
         self.local_paths: list[str] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

@@ -17,12 +17,39 @@ import pytest
 from vibe_blender.core import local_server
 from vibe_blender.core.errors import VibeError
 
+TESTS = Path(__file__).resolve().parents[1]
+
 
 def write_program(path, body: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!{sys.executable}\nimport sys, time\n{body}\n")
     path.chmod(0o755)
     return path
+
+
+def vibe_stand_in(folder: Path) -> Path:
+    """A program that serves like a VIBE server (tests/fake_vibe_server.py) with the port and token the
+    add-on gives it, printing its arguments first, until it is ended."""
+    blob = folder / "served.npz"
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(b"x")
+    return write_program(
+        folder / "vibe-mocap",
+        f"""import os
+sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS)!r}]
+from fake_vibe_server import FakeVibeServer
+args = sys.argv[1:]
+print("ARGS", args, flush=True)
+port = int(args[args.index("--port") + 1])
+with FakeVibeServer({str(blob)!r}, {str(blob)!r}, token=os.environ["VIBE_MOCAP_TOKEN"], port=port):
+    time.sleep(120)""",
+    )
+
+
+def join_workers(timeout_s: float = 30.0) -> None:
+    for thread in threading.enumerate():
+        if thread.name == "vibe-local-server":
+            thread.join(timeout_s)
 
 
 @pytest.fixture
@@ -328,6 +355,24 @@ def test_only_a_server_launched_to_outlive_blender_is_kept_and_stop_forgets_it(t
             server._write_kept_record(server.snapshot().url)  # as once it answered
         server.stop()
         assert not server.kept_path.exists()
+
+
+def test_a_server_stopped_as_it_becomes_ready_leaves_no_kept_record(tmp_path):
+    """Stop pressed between "ready" and the noting of a server launched to outlive Blender: the next
+    session finds no record of a server that is gone."""
+
+    class StopAtReady(local_server.LocalServer):
+        def _set_if_current(self, generation, **changes):
+            published = super()._set_if_current(generation, **changes)
+            if published and changes.get("state") == "ready":
+                self.stop()
+            return published
+
+    server = StopAtReady(log_dir=tmp_path / "log", stop_with_parent=False)
+    server.start(vibe_stand_in(tmp_path / "stand-in"))
+    join_workers()
+    assert server.snapshot().state == "stopped" and server._process.poll() is not None
+    assert not server.kept_path.exists()
 
 
 def test_the_kept_record_is_private(tmp_path):

@@ -310,8 +310,14 @@ class LocalServer:
             process, kept, state = self._process, self._kept, self._status.state
         return state == "ready" and (kept or self._outlives(process))
 
-    def _write_kept_record(self, url: str) -> None:
-        write_private_file(self.kept_path, json.dumps({"url": url, "token": self.token}).encode())
+    def _write_kept_record(self, url: str, generation: int | None = None) -> None:
+        """Note the server at ``url`` for the next session; with ``generation``, only while that start
+        still counts (checked under the lock that Stop takes first: a server stopped meanwhile is
+        never noted)."""
+        with self._lock:
+            if generation is not None and (self._stopping or generation != self._generation):
+                return
+            write_private_file(self.kept_path, json.dumps({"url": url, "token": self.token}).encode())
 
     def adopt_kept_server(self, generation: int | None = None) -> bool:
         """Use the server an earlier session kept running, when its record is valid and the server
@@ -414,7 +420,7 @@ class LocalServer:
         if not self._wait_for_health(url, t0, process, generation):
             return
         if self._outlives(process):  # noted now: a crash of Blender leaves it findable too
-            self._write_kept_record(url)
+            self._write_kept_record(url, generation)
         code = process.wait()
         self._set_if_current(
             generation,

@@ -224,3 +224,32 @@ def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(m
         np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
         np.testing.assert_array_equal(a.pose, b.pose)
         np.testing.assert_array_equal(a.joints3d, b.joints3d)
+
+
+class SpotBatchDetector(BlockDetector):
+    """BlockDetector whose on-the-spot detections carry the frames ahead (as YOLO on a GPU)."""
+
+    spot_batch_size = property(lambda self: self.batch_size)
+
+
+@pytest.mark.parametrize("stride", [20, 100])
+def test_a_run_holds_a_bounded_number_of_frames_whatever_the_stride(stride, monkeypatch):
+    """A run ends at RUN_FRAMES_MAX frames even before it holds a detector batch of scheduled
+    frames (stride x batch frames), with the tracks of runs as long as the batch makes them."""
+    from vibe_server.pipeline import people as people_module
+    from vibe_server.pipeline.people import RUN_FRAMES_MAX, PeopleStream
+
+    long_runs = PeopleStream(((i, None) for i in range(20_000)), BlockDetector(batch_size=8), detection_stride=1000)
+    runs = [len(run) for run in long_runs._detection_batches()]
+    assert sum(runs) == 20_000 and max(runs) <= RUN_FRAMES_MAX
+
+    frames = moving_people_frames(400)
+    schedule = {"detection_stride": stride, "adaptive_detection": True}
+    bounded = list(stream_people_staged(indexed(frames), SpotBatchDetector(batch_size=8), **schedule))
+    monkeypatch.setattr(people_module, "RUN_FRAMES_MAX", 10**9)
+    unbounded = list(stream_people_staged(indexed(frames), SpotBatchDetector(batch_size=8), **schedule))
+    assert sum(len(f.boxes) for f in bounded) > 300  # people were tracked
+    for x, y in zip(bounded, unbounded, strict=True):
+        assert x.frame_index == y.frame_index and [t for t, _ in x.boxes] == [t for t, _ in y.boxes]
+        for (_, box_a), (_, box_b) in zip(x.boxes, y.boxes, strict=True):
+            np.testing.assert_array_equal(box_a, box_b)

@@ -31,6 +31,12 @@ from .adaptive_detection import DetectionTriggers
 from .detect import Detector
 from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets
 
+# Frames a run of the stream holds at most (the staged front end keeps a few runs alive at once):
+# a run ends at ``detector.batch_size`` scheduled frames or at this many frames, whichever comes
+# first, so a long detection stride does not make it hold stride x batch frames. The default
+# stride (8) with YOLO's batch (8) fills it exactly.
+RUN_FRAMES_MAX = 64
+
 
 class FramePeople(NamedTuple):
     """One decoded frame and the tracks reported at it."""
@@ -199,7 +205,8 @@ class PeopleStream:
             raise RuntimeError("a PeopleStream can be iterated only once")
 
     def _detection_batches(self) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """The frames in runs that hold ``detector.batch_size`` scheduled detection frames each."""
+        """The frames in runs that hold ``detector.batch_size`` scheduled detection frames each, or
+        ``RUN_FRAMES_MAX`` frames where that comes first (the tracks do not depend on the runs)."""
         batch_size = max(1, int(getattr(self.detector, "batch_size", 1)))
         pending: list[tuple[int, np.ndarray]] = []
         detection_frames = 0
@@ -207,9 +214,9 @@ class PeopleStream:
             pending.append((frame_index, frame_rgb))
             if frame_index % self.detection_stride == 0:
                 detection_frames += 1
-                if detection_frames == batch_size:
-                    yield pending
-                    pending, detection_frames = [], 0
+            if detection_frames == batch_size or len(pending) >= RUN_FRAMES_MAX:
+                yield pending
+                pending, detection_frames = [], 0
         if pending:
             yield pending
 

@@ -2,15 +2,16 @@
 
     decode thread     the reader decodes ahead (the engine sets its ``prefetch``)  -> bounded queue
     detect thread     each run of frames holding ``detector.batch_size`` scheduled detection frames
-                      is detected in one batch (on the GPU: on a CUDA stream of its own, letterbox,
-                      YOLOv3 and NMS on the device, one copy of the boxes back)   -> bounded queue
+                      (``RUN_FRAMES_MAX`` frames at most) is detected in one batch (on the GPU: on
+                      a CUDA stream of its own, letterbox, YOLOv3 and NMS on the device, the boxes
+                      copied back)                                                -> bounded queue
     caller's thread   SORT frame by frame (an adaptive detection runs there, on the spot, carrying
                       the run's next unscheduled frames for later triggers), then the caller crops
                       and runs the backbone
 
 While the tracker steps through one run, the next run is being detected and the ones after it
 decoded. The queues bound the memory: at most ``queue_runs`` detected runs wait, and the reader's
-prefetch holds its own few frames, whatever the video's length.
+prefetch holds its own few frames, whatever the video's length and the detection stride.
 
 It yields exactly what :class:`~vibe_server.pipeline.people.PeopleStream` yields for the same
 frames and detector (the same runs, the same scheduled frames, the same tracker), only sooner; the
@@ -29,7 +30,7 @@ from .background import ahead_in_thread
 from .detect import Detector
 from .people import FramePeople, PeopleStream
 
-QUEUE_RUNS = 2  # detected runs waiting for the tracker (each run: batch_size detection frames)
+QUEUE_RUNS = 2  # detected runs waiting for the tracker (each run: batch_size detection frames, <= RUN_FRAMES_MAX)
 
 
 class StagedPeopleStream(PeopleStream):

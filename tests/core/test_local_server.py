@@ -27,9 +27,9 @@ def write_program(path, body: str):
     return path
 
 
-def vibe_stand_in(folder: Path) -> Path:
+def vibe_stand_in(folder: Path, prelude: str = "") -> Path:
     """A program that serves like a VIBE server (tests/fake_vibe_server.py) with the port and token the
-    add-on gives it, printing its arguments first, until it is ended."""
+    add-on gives it, printing its arguments first, until it is ended; ``prelude`` runs first."""
     blob = folder / "served.npz"
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(b"x")
@@ -40,6 +40,7 @@ sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS)!r}]
 from fake_vibe_server import FakeVibeServer
 args = sys.argv[1:]
 print("ARGS", args, flush=True)
+{prelude}
 port = int(args[args.index("--port") + 1])
 with FakeVibeServer({str(blob)!r}, {str(blob)!r}, token=os.environ["VIBE_MOCAP_TOKEN"], port=port):
     time.sleep(120)""",
@@ -230,6 +231,36 @@ def test_a_start_timeout_is_reported_as_a_failure_every_time(tmp_path):
         assert "loading model..." in status.log_tail
         assert server._ready.states_when_set == ["failed"]
         assert server._process.wait(10) is not None  # the program was ended
+
+
+PORT_TAKEN = 'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use")'
+
+
+def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again_once(tmp_path):
+    first_try = tmp_path / "tried"
+    prelude = f"if not os.path.exists({str(first_try)!r}):\n    open({str(first_try)!r}, 'w').close()\n"
+    prelude += f"    {PORT_TAKEN}; sys.exit(1)"
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server.start(vibe_stand_in(tmp_path / "stand-in", prelude))
+    first_url = server.snapshot().url
+    status = server.wait_ready(30)
+    try:
+        assert status.state == "ready", status
+        assert status.url != first_url and local_server.url_owner(status.url) == "vibe"
+    finally:
+        server.stop()
+
+
+def test_a_picked_port_taken_twice_says_so(tmp_path):
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server.start(write_program(tmp_path / "vibe-mocap", f"{PORT_TAKEN}; sys.exit(1)"))
+    status = server.wait_ready(30)
+    assert status.state == "failed"
+    assert (
+        "each free when picked, were taken by other programs" in status.message
+        and "start the server again" in status.message
+    )
+    assert "let the add-on pick" not in status.message
 
 
 def test_the_token_goes_through_the_environment_not_the_command_line(tmp_path):

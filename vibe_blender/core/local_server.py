@@ -243,7 +243,7 @@ class LocalServer:
             raise VibeError("The local server is already running; stop it first.")
         if state == "stopping":
             raise VibeError("The local server is still stopping; start it again in a moment.")
-        port = port or free_port()
+        pick_port, port = not port, port or free_port()
         url = f"http://127.0.0.1:{port}"
         with self._lock:
             self._generation += 1
@@ -254,7 +254,7 @@ class LocalServer:
         self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
         threading.Thread(
             target=self._launch_and_watch,
-            args=(program, port, data_dir, url, generation),
+            args=(program, port, pick_port, data_dir, generation),
             daemon=True,
             name="vibe-local-server",
         ).start()
@@ -376,7 +376,7 @@ class LocalServer:
 
     # -- the worker thread -------------------------------------------------------------------
     def _launch_and_watch(
-        self, program: Path | Callable[[], Path], port: int, data_dir: str, url: str, generation: int
+        self, program: Path | Callable[[], Path], port: int, pick_port: bool, data_dir: str, generation: int
     ) -> None:
         t0 = time.monotonic()
         try:
@@ -395,29 +395,30 @@ class LocalServer:
             self._set(state="failed", message=str(err), log_tail=())
             self._ready.set()
             return
-        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
-        if data_dir:
-            command += ["--data-dir", str(data_dir)]
-        if self.synthetic:
-            command.append("--synthetic")
-        if self.stop_with_parent:
-            command.append("--stop-on-stdin-close")
-        command += list(self.serve_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
-        # the system closes this pipe when Blender exits or crashes: the server's sign to stop
-        stdin = subprocess.PIPE if self.stop_with_parent else subprocess.DEVNULL
-        try:
-            with self._lock, open(self.log_path, "wb") as log:
-                if self._stopping or generation != self._generation:  # stopped while finding the program
-                    return
-                process = self._process = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env
+        ports = [port]
+        while True:  # a port picked here may be taken before the server binds it: then once more, on another
+            url = f"http://127.0.0.1:{ports[-1]}"
+            process = self._launch(self._command(program, ports[-1], data_dir), t0, generation)
+            if process is None:
+                return
+            outcome = self._wait_for_health(url, t0, process, generation)
+            if outcome != "port taken":
+                break
+            if not pick_port or len(ports) == 2:
+                taken = (
+                    f"Ports {ports[0]} and {ports[1]}, each free when picked, were taken by other programs "
+                    "before the server could use them; start the server again."
+                    if len(ports) == 2
+                    else f"Port {ports[0]} is taken by another program; stop that program or let the add-on "
+                    "pick a free port."
                 )
-        except OSError as err:
-            self._fail(f"The server program could not be started ({err.strerror}).", t0, generation)
-            return
-        if not self._wait_for_health(url, t0, process, generation):
+                self._fail(taken, t0, generation)
+                return
+            ports.append(free_port())
+            if not self._set_if_current(generation, url=f"http://127.0.0.1:{ports[-1]}"):
+                return
+        if outcome != "ready":
             return
         if self._outlives(process):  # noted now: a crash of Blender leaves it findable too
             self._write_kept_record(url, generation)
@@ -430,22 +431,46 @@ class LocalServer:
             elapsed_s=time.monotonic() - t0,
         )
 
-    def _wait_for_health(self, url: str, t0: float, process: subprocess.Popen, generation: int) -> bool:
+    def _command(self, program: Path, port: int, data_dir: str) -> list[str]:
+        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if data_dir:
+            command += ["--data-dir", str(data_dir)]
+        if self.synthetic:
+            command.append("--synthetic")
+        if self.stop_with_parent:
+            command.append("--stop-on-stdin-close")
+        return command + list(self.serve_args)
+
+    def _launch(self, command: list[str], t0: float, generation: int) -> subprocess.Popen | None:
+        """The server process, its output in the log (started afresh); None when the start was stopped
+        meanwhile or the program could not be run (then the start failed, saying why)."""
+        env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
+        # the system closes this pipe when Blender exits or crashes: the server's sign to stop
+        stdin = subprocess.PIPE if self.stop_with_parent else subprocess.DEVNULL
+        try:
+            with self._lock, open(self.log_path, "wb") as log:
+                if self._stopping or generation != self._generation:  # stopped while finding the program
+                    return None
+                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env)
+                return self._process
+        except OSError as err:
+            self._fail(f"The server program could not be started ({err.strerror}).", t0, generation)
+            return None
+
+    def _wait_for_health(
+        self, url: str, t0: float, process: subprocess.Popen, generation: int
+    ) -> Literal["ready", "port taken", "failed"]:
+        """Poll /health until the server answers ("ready"), exits ("port taken" when its log says its
+        port is in use: the caller says so; else "failed", said here) or takes too long ("failed")."""
         client = ServerClient(url, self.token, timeout_s=2.0)
         while self._current(generation):
             code = process.poll()
             if code is not None:
                 tail = self.log_tail()
                 if any(marker in line.lower() for line in tail for marker in PORT_IN_USE_MARKERS):
-                    self._fail(
-                        f"Port {url.rsplit(':', 1)[1]} is taken by another program; stop that "
-                        "program or let the add-on pick a free port.",
-                        t0,
-                        generation,
-                    )
-                else:
-                    self._fail(f"The server exited while starting (exit code {code}).", t0, generation)
-                return False
+                    return "port taken"
+                self._fail(f"The server exited while starting (exit code {code}).", t0, generation)
+                return "failed"
             try:
                 health = client.health()
             except VibeError:
@@ -455,16 +480,16 @@ class LocalServer:
                 if not self._set_if_current(
                     generation, state="ready", message="The server is running.", model=model, elapsed_s=elapsed_s
                 ):
-                    return False
+                    return "failed"
                 self._ready.set()
-                return True
+                return "ready"
             if time.monotonic() - t0 > self.start_timeout_s:
                 _end_process(process)  # without publishing "stopped": the waiter must see why it failed
                 self._fail(f"The server did not answer within {self.start_timeout_s:.0f} s.", t0, generation)
-                return False
+                return "failed"
             self._set(elapsed_s=time.monotonic() - t0)
             time.sleep(HEALTH_POLL_S)
-        return False
+        return "failed"
 
     def _fail(self, message: str, t0: float, generation: int) -> None:
         """The start ``generation`` failed: say why, with the log's last lines, then wake the waiters

@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from tests.server.batch_fakes import CRASH_ALWAYS_PREFIX, LOAD_ERROR, FakeRay
 from tests.server.test_batch import (
     CLIP_SOURCES,
     ENGINE,
+    ROOT,
     batch_args,
     cut_clip,
     cut_clips,
@@ -31,7 +34,7 @@ from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
 from vibe_server.batch import ray_runner
 from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
 from vibe_server.batch.inputs import discover
-from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record, summary_table
+from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 
@@ -89,6 +92,43 @@ def test_the_ray_driver_stops_with_one_error_when_no_actor_is_left(tmp_path):
             output_dir=tmp_path / "out",
         )
     assert records == []
+
+
+# -- a file name that is not valid UTF-8 ---------------------------------------------------------------
+
+NOT_UTF8_NAME = os.fsdecode(b"caf\xe9.mp4")  # as os.walk gives it: 'caf\udce9.mp4'
+
+
+def test_a_video_whose_name_is_not_utf8_is_one_failed_record_and_the_batch_resumes(clip_bank, tmp_path, capsys):
+    inputs = place(clip_bank, tmp_path / "in", {"good.mp4": "walk.mp4", NOT_UTF8_NAME: "sign.mp4"})
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run resumes over the first one's manifest
+        assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 1
+        printed = capsys.readouterr()
+        assert "Traceback" not in printed.err and "caf\\udce9.mp4" in printed.out
+    records = {r["input"]: r for r in manifest_lines(out)}
+    assert records["good.mp4"]["status"] == "done"
+    bad = records[NOT_UTF8_NAME]  # read back as the very same name
+    assert bad["status"] == "failed" and "is not valid UTF-8" in bad["error"] and "rename" in bad["error"]
+    assert bad["worker"] == ""  # no worker ran it
+    assert (out / MANIFEST_NAME).read_bytes().isascii()
+    assert "caf\\udce9.mp4" in (out / SUMMARY_NAME).read_text(encoding="utf-8")
+
+
+def test_the_video_reader_refuses_a_name_that_is_not_utf8_before_opening_it(clip_bank, tmp_path):
+    bad = tmp_path / NOT_UTF8_NAME
+    bad.write_bytes(clip_bank["walk.mp4"].read_bytes())
+    code = (  # in a process of its own: OpenCV given such a path crashes the process
+        "import sys\n"
+        "from vibe_blender.core.errors import VibeError\n"
+        "from vibe_server.pipeline.video import open_video\n"
+        "try:\n    open_video(sys.argv[1])\n"
+        "except VibeError as err:\n    print(ascii(str(err)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}"}
+    run = subprocess.run([sys.executable, "-c", code, str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "is not valid UTF-8" in run.stdout and "rename the file" in run.stdout
 
 
 # -- resume matches the input file, not only its name ------------------------------------------------

@@ -3,6 +3,8 @@
 Each video gets a key, its path relative to the input it came from (a folder's videos keep their
 layout under it; a single file is its own name; a list's entries are relative to the list file's
 folder, so adding an entry renames no other). The result goes to ``OUTDIR/<key without extension>.npz``.
+A video that cannot be run at all (a file name that is not valid UTF-8) carries its ``problem``: it
+gets a failed record without a worker.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vibe_blender.core.errors import VibeError
+
+from ..pipeline.video import check_file_name
 
 VIDEO_EXTENSIONS = frozenset(
     {
@@ -43,6 +47,7 @@ class BatchItem:
     input_path: str  # absolute path of the video
     output_path: str  # absolute path of its result file
     input_stamp: tuple[int, int] | None = None  # (size, mtime_ns) when found; None: no file there
+    problem: str | None = None  # why the video cannot be run at all: its failed record's error
 
     @property
     def output_key(self) -> str:
@@ -73,6 +78,16 @@ def check_inside(path: str | Path, output_dir: str | Path) -> None:
             f"The result '{path}' would be written to '{real}', outside the output folder, through a symbolic "
             "link; remove the link or choose another output folder."
         )
+
+
+def input_problem(path: Path) -> str | None:
+    """Why the video at ``path`` cannot be run at all, or None: a name the video reader cannot open
+    (it would crash its worker) is found here, before any worker runs it."""
+    try:
+        check_file_name(path, "this video")
+    except VibeError as err:
+        return str(err)
+    return None
 
 
 def is_video(path: Path) -> bool:
@@ -152,6 +167,7 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             input_path=str(path),
             output_path=str(output_dir / PurePosixPath(key).with_suffix(RESULT_SUFFIX)),
             input_stamp=file_stamp(path),
+            problem=input_problem(path),
         )
         earlier = by_output.get(item.output_key)
         if earlier is not None:

@@ -162,7 +162,7 @@ class Manifest:
     def append(self, record: dict) -> None:
         """Add one record: a single write of one line, flushed to disk before the next video counts."""
         self.records[record["input"]] = record
-        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        line = _json_line(record).encode("ascii")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -184,19 +184,32 @@ class Manifest:
     def compact(self, keys: Iterable[str] | None = None) -> None:
         """Rewrite the manifest with one line per video (in ``keys`` order first, then the rest)."""
         order = list(dict.fromkeys(list(keys or []) + list(self.records)))
-        lines = "".join(json.dumps(self.records[k], ensure_ascii=False) + "\n" for k in order if k in self.records)
-        atomic_write_bytes(self.path, lines.encode("utf-8"))
+        lines = "".join(_json_line(self.records[k]) for k in order if k in self.records)
+        atomic_write_bytes(self.path, lines.encode("ascii"))
         self.damaged_lines = 0
 
 
+def _json_line(record: dict) -> str:
+    """One manifest line, ASCII only: a file name that is not valid UTF-8 (kept by Python as surrogates)
+    is written as a JSON escape and read back as the same name."""
+    return json.dumps(record, ensure_ascii=True) + "\n"
+
+
+def printable(text: str) -> str:
+    """``text`` that any UTF-8 output takes: the surrogates of a file name that is not valid UTF-8
+    become backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def summary_table(records: list[dict]) -> str:
-    """Plain text: one row per video, then the totals."""
-    width = max([len(r["input"]) for r in records] + [5])
+    """Plain text: one row per video, then the totals (printable: see ``printable``)."""
+    names = [printable(r["input"]) for r in records]
+    width = max([len(name) for name in names] + [5])
     lines = [f"{'video':<{width}}  {'status':<6}  {'tracks':>6}  {'frames':>7}  {'seconds':>8}  {'frames/s':>8}  error"]
-    for r in records:
+    for name, r in zip(names, records, strict=True):
         lines.append(
-            f"{r['input']:<{width}}  {r['status']:<6}  {r['tracks']:>6}  {r['frames']:>7}  "
-            f"{r['seconds']:>8.2f}  {r['fps']:>8.2f}  {r['error'] or ''}"
+            f"{name:<{width}}  {r['status']:<6}  {r['tracks']:>6}  {r['frames']:>7}  "
+            f"{r['seconds']:>8.2f}  {r['fps']:>8.2f}  {printable(r['error'] or '')}"
         )
     done = [r for r in records if r["status"] == "done"]
     frames = sum(r["frames"] for r in done)

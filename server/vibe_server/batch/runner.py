@@ -15,7 +15,7 @@ from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
 from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
-from .manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, remove_stale_parts, summary_table
+from .manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, remove_stale_parts, summary_table
 from .progress import BatchProgress
 from .ray_runner import run_ray
 
@@ -78,10 +78,14 @@ def run_batch(
             batch.manifest.append(record)
             progress.advance(record)
 
+        runnable = [item for item in batch.todo if item.problem is None]
         try:
-            if batch.todo and use_ray:
+            for item in batch.todo:
+                if item.problem is not None:  # it cannot run at all: no worker takes it
+                    on_record(make_record(item, "failed", error=item.problem))
+            if runnable and use_ray:
                 run_ray(
-                    batch.todo,
+                    runnable,
                     spec,
                     options,
                     address=ray_address,
@@ -90,9 +94,9 @@ def run_batch(
                     progress=progress,
                     output_dir=output_dir,
                 )
-            elif batch.todo:
-                workers = min(jobs or default_jobs(spec.device), len(batch.todo))
-                run_local(batch.todo, spec, options, jobs=workers, on_record=on_record, progress=progress)
+            elif runnable:
+                workers = min(jobs or default_jobs(spec.device), len(runnable))
+                run_local(runnable, spec, options, jobs=workers, on_record=on_record, progress=progress)
         finally:
             progress.close()
             batch.manifest.compact([item.key for item in batch.items])

@@ -28,6 +28,7 @@ its end, so that consecutive segments must agree where they meet (``later.contin
 from __future__ import annotations
 
 import hashlib
+import os
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,7 @@ class VideoReader:
         self.decode_workers = int(decode_workers)
         self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
         self._keyframes: list[int] | None = None
+        check_file_name(self.path, self.label)
         try:
             st = self.path.stat()
         except FileNotFoundError:
@@ -302,6 +304,17 @@ class VideoReader:
                 self.warnings.append(warning)
         if update:
             self.info.frame_count = frames_decoded
+
+
+def check_file_name(path, label: str) -> None:
+    """VibeError when ``path`` is not valid UTF-8 (a name whose bytes the file system could not decode,
+    which Python keeps as surrogates: 'caf\\udce9.mp4'): OpenCV's reader crashes the process on it."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise VibeError(
+            f"The file name of {label} is not valid UTF-8, which the video reader cannot open; rename the file."
+        ) from None
 
 
 FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is

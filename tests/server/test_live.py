@@ -63,12 +63,24 @@ def test_recording_gives_the_standard_result_file(fp32_engine, short_clip, tmp_p
         focal_px=session.focal_px,
         model_name="synthetic",
     )
+    streamed: dict[int, list] = {}
     for index, rgb in reader:
-        recording.add(session.process(index, rgb, frame_time_s=index / reader.info.fps))
+        people = session.process(index, rgb, frame_time_s=index / reader.info.fps)
+        recording.add(people)
+        for person in people:
+            streamed.setdefault(person.track_id, []).append(person)
     save_result(tmp_path / "live.npz", recording.result(frames_seen=24, dropped=0))
     result = load_result(tmp_path / "live.npz")
     assert result.video.frame_count == 24 and result.meta["source"] == "live"
-    assert sum(t.num_frames for t in result.tracks) == sum(len(r) for r in recording._rows.values()) > 5
+    assert sum(t.num_frames for t in result.tracks) == recording.rows > 5
+    assert [t.track_id for t in result.tracks] == sorted(streamed)
+    for track in result.tracks:  # each person as streamed (the smoothed pose), in frame order
+        rows = streamed[track.track_id]
+        np.testing.assert_array_equal(track.frame_ids, [p.frame_index for p in rows])
+        for name, values in (("pose", "pose"), ("betas", "betas"), ("pred_cam", "pred_cam"), ("bboxes", "bbox")):
+            np.testing.assert_array_equal(getattr(track, name), np.stack([getattr(p, values) for p in rows]), name)
+        np.testing.assert_array_equal(track.joints3d, np.stack([p.joints3d for p in rows]))
+        np.testing.assert_allclose(track.trans_cam_m, np.stack([p.trans_cam_m for p in rows]), rtol=1e-5, atol=1e-5)
 
 
 def test_live_command_prints_figures_and_records(short_clip, synthetic_bundle, tmp_path, capsys):
@@ -169,6 +181,63 @@ def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_comma
     (track,) = load_result(out).tracks
     np.testing.assert_array_equal(track.frame_ids, np.arange(30))
     np.testing.assert_allclose(track.pose, 0.1)
+
+
+def test_a_full_recording_stops_the_command_and_is_saved(fake_live_command, tmp_path, capsys, monkeypatch):
+    """The command's recording had no bound: memory grew for as long as it ran."""
+    import vibe_server.pipeline.live as pipeline_live
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    monkeypatch.setattr(pipeline_live, "MAX_RECORDED_FRAMES", 10)
+    fake_live_command.frames = 10_000
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "The recording is full: 10 person-frames" in printed.err and "what was recorded is saved" in printed.err
+    processed = int(printed.out.split("processed ")[1].split()[0])
+    assert processed < 100  # it stopped there, not at the source's end
+    (track,) = load_result(out).tracks
+    np.testing.assert_array_equal(track.frame_ids, np.arange(10))
+
+
+def test_a_recording_keeps_only_what_the_result_file_needs():
+    """Each person-frame kept its whole LivePerson, whose arrays were views holding the frame's whole
+    batch: about 2.3 kB per person-frame (246 MB an hour for one person at 30 frames/s)."""
+    import tracemalloc
+
+    from vibe_server.pipeline.live import RECORD_CHUNK, ROW_WIDTH
+
+    recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
+    model = _FakeLiveModel()
+    n = 5 * RECORD_CHUNK - 100
+    tracemalloc.start()
+    try:
+        for i in range(n):
+            recording.add(model.process(i, None, i / 30))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ROW_WIDTH == 3 + 72 + 10 + 4 + 49 * 3  # pred_cam, pose, betas, bbox, joints3d: nothing else
+    # whole chunks of those float32 and two int64 keys per row, and a few kB of bookkeeping
+    assert used < 5 * RECORD_CHUNK * (4 * ROW_WIDTH + 16) + 16_384
+    assert used / n < 1000  # bytes a person-frame (was about 2,300)
+    assert recording.rows == recording.frames_recorded == n
+
+
+def test_a_full_recording_keeps_what_it_has(monkeypatch):
+    import vibe_server.pipeline.live as pipeline_live
+
+    monkeypatch.setattr(pipeline_live, "MAX_RECORDED_FRAMES", 4)
+    recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
+    model = _FakeLiveModel()
+    two = model.process(0, None, 0.0) + [dataclasses.replace(model.process(0, None, 0.0)[0], track_id=2)]
+    assert recording.add(two) and recording.add(model.process(1, None, 0.1)) and not recording.full
+    assert recording.add(two) is False and recording.full  # a frame whose people do not all fit is left out
+    assert recording.add(model.process(3, None, 0.2)) and recording.add([]) and recording.rows == 4
+    assert recording.add(model.process(4, None, 0.3)) is False
+    result = recording.result(frames_seen=5, dropped=0)
+    assert {t.track_id: t.frame_ids.tolist() for t in result.tracks} == {1: [0, 1, 3], 2: [0]}
 
 
 def test_live_command_refuses_a_bad_source(capsys):

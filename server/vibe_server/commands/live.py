@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
-    from ..pipeline.live import LiveRecording, LiveSession, LiveStats, run_live
+    from ..pipeline.live import MAX_RECORDED_FRAMES, LiveRecording, LiveSession, LiveStats, run_live
 
     record = Path(args.record) if args.record else None
     if record is not None and record.suffix != ".npz":
@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     t_end = time.monotonic() + args.duration if args.duration is not None else None
     last_print = [0.0]
 
+    def should_stop() -> bool:  # the duration is over, or the recording is full
+        return (t_end is not None and time.monotonic() > t_end) or (recording is not None and recording.full)
+
     def show(frame, people, stats) -> None:
         now = time.monotonic()
         if now - last_print[0] >= 1.0:
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 session,
                 on_frame=show,
                 recording=recording,
-                should_stop=(lambda: time.monotonic() > t_end) if t_end is not None else None,
+                should_stop=should_stop,
             )
         except KeyboardInterrupt:
             interrupted, stats = True, None
@@ -114,6 +117,14 @@ def run(args: argparse.Namespace) -> int:
             frames_processed=session.frames_processed, frames_arrived=source.arrived, frames_dropped=source.dropped
         )
     print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
+    if recording is not None and recording.full:
+        hours = MAX_RECORDED_FRAMES / source.info.fps / 3600
+        print(
+            f"The recording is full: {MAX_RECORDED_FRAMES:,} person-frames (about {hours:.0f} h of one person at "
+            f"{source.info.fps:g} frames/s). The session stopped there and what was recorded is saved; "
+            "record shorter takes.",
+            file=sys.stderr,
+        )
     if record is not None:
         result = recording.result(frames_seen=stats.frames_arrived, dropped=stats.frames_dropped)
         if result.tracks:

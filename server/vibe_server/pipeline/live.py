@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.live_client import MAX_RECORDED_FRAMES
 from vibe_blender.core.result_file import MocapResult, VideoInfo
 
 from . import postprocess
@@ -171,9 +172,18 @@ class LiveSession:
             del self._people[track_id]
 
 
+# A recorded row, one person at one frame: theta [pred_cam (3) | pose (72) | betas (10)] | bbox (4) | joints3d (49, 3)
+_THETA, _BBOX, _JOINTS = slice(0, 85), slice(85, 89), slice(89, 89 + 49 * 3)
+ROW_WIDTH = _JOINTS.stop
+RECORD_CHUNK = 4096  # rows allocated at a time (3.9 MB): the recording holds at most one chunk unused
+
+
 @dataclass
 class LiveRecording:
-    """What a live session sent, kept to write the standard result file when recording stops."""
+    """What a live session sent, kept to write the standard result file when recording stops: per
+    person and frame only what the file needs (944 bytes of float32), in chunks shared by all people.
+    At most ``MAX_RECORDED_FRAMES`` rows (person-frames, as the add-on's recordings): then ``full``
+    and ``add`` keeps what it has."""
 
     name: str
     fps: float
@@ -181,35 +191,58 @@ class LiveRecording:
     height: int
     focal_px: float
     model_name: str
-    _rows: dict[int, list[LivePerson]] = field(default_factory=dict)
+    rows: int = 0
+    full: bool = False
+    _values: list[np.ndarray] = field(default_factory=list)  # (RECORD_CHUNK, ROW_WIDTH) float32
+    _keys: list[np.ndarray] = field(default_factory=list)  # (RECORD_CHUNK, 2) int64: track id, frame index
 
-    def add(self, people: list[LivePerson]) -> None:
+    def add(self, people: list[LivePerson]) -> bool:
+        """Record one frame's people; False (and ``full``) once a frame no longer fits."""
+        if self.rows + len(people) > MAX_RECORDED_FRAMES:
+            self.full = True
+            return False
         for person in people:
-            self._rows.setdefault(person.track_id, []).append(person)
+            chunk, row = divmod(self.rows, RECORD_CHUNK)
+            if chunk == len(self._values):
+                self._values.append(np.empty((RECORD_CHUNK, ROW_WIDTH), np.float32))
+                self._keys.append(np.empty((RECORD_CHUNK, 2), np.int64))
+            values = self._values[chunk][row]
+            values[0:3], values[3:75], values[75:85] = person.pred_cam, person.pose, person.betas
+            values[_BBOX], values[_JOINTS] = person.bbox, np.asarray(person.joints3d).ravel()
+            self._keys[chunk][row] = person.track_id, person.frame_index
+            self.rows += 1
+        return True
+
+    def _recorded_keys(self) -> np.ndarray:
+        return np.concatenate(self._keys)[: self.rows] if self.rows else np.empty((0, 2), np.int64)
 
     @property
     def frames_recorded(self) -> int:
-        return len({p.frame_index for rows in self._rows.values() for p in rows})
+        return len(np.unique(self._recorded_keys()[:, 1]))
+
+    def _values_at(self, rows: np.ndarray) -> np.ndarray:
+        """The recorded values of ``rows`` (positions in the recording) -> (len(rows), ROW_WIDTH)."""
+        out = np.empty((len(rows), ROW_WIDTH), np.float32)
+        chunk_of, offset = np.divmod(rows, RECORD_CHUNK)
+        for chunk in np.unique(chunk_of):
+            in_chunk = chunk_of == chunk
+            out[in_chunk] = self._values[chunk][offset[in_chunk]]
+        return out
 
     def result(self, *, frames_seen: int, dropped: int) -> MocapResult:
         """The result file's content: one track per person, one row per frame they were streamed in."""
+        keys = self._recorded_keys()
         tracks = []
-        for track_id, rows in sorted(self._rows.items()):
-            theta = np.concatenate(
-                [
-                    np.stack([r.pred_cam for r in rows]),
-                    np.stack([r.pose for r in rows]),
-                    np.stack([r.betas for r in rows]),
-                ],
-                axis=1,
-            )
+        for track_id in np.unique(keys[:, 0]):
+            rows = np.flatnonzero(keys[:, 0] == track_id)  # in the order recorded: frame order
+            values = self._values_at(rows)
             tracks.append(
                 postprocess.build_track(
-                    track_id,
-                    np.array([r.frame_index for r in rows]),
-                    theta,
-                    np.stack([r.joints3d for r in rows]),
-                    np.stack([r.bbox for r in rows]),
+                    int(track_id),
+                    keys[rows, 1],
+                    values[:, _THETA],
+                    values[:, _JOINTS].reshape(-1, 49, 3),
+                    values[:, _BBOX],
                     width=self.width,
                     height=self.height,
                     focal_px=self.focal_px,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -396,6 +397,16 @@ def test_adding_an_entry_to_a_list_file_renames_no_other_video(tmp_path):
     after = {i.input_path: i.key for i in discover([str(listing)], tmp_path / "out")}
     assert before == {p: k for p, k in after.items() if p in before} and before
     assert sorted(after.values()) == ["day1/a.mp4", "day1/b.mp4", "day2/c.mp4"]
+
+
+@pytest.mark.parametrize("entry", [".", "/", "../shoot", "day1", "day1/.."])
+def test_a_list_line_that_names_a_folder_is_one_error_naming_the_line(tmp_path, entry):
+    (tmp_path / "shoot" / "day1").mkdir(parents=True)
+    (tmp_path / "shoot" / "day1" / "a.mp4").write_bytes(b"x")
+    listing = tmp_path / "shoot" / "clips.txt"
+    listing.write_text(f"day1/a.mp4\n{entry}\n")
+    with pytest.raises(VibeError, match=f"Line 2 of the list of videos .*\\('{re.escape(entry)}'\\) names a folder"):
+        discover([str(listing)], tmp_path / "out")
 
 
 # -- a good video beside one that kills its worker ----------------------------------------------------

@@ -115,13 +115,19 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
         ) from err
     root = list_file.parent.resolve()
     videos = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         path = Path(line).expanduser()
         path = (path if path.is_absolute() else root / path).resolve()
-        videos.append((_list_key(path, root), path))
+        key = _list_key(path, root)
+        if not PurePosixPath(key).name or path.is_dir():  # '.', '/', the list's own folder, a subfolder
+            raise VibeError(
+                f"Line {number} of the list of videos '{list_file}' ('{line}') names a folder, not a video "
+                "file; list one video file per line (give a folder as an input of its own to take its videos)."
+            )
+        videos.append((key, path))
     return videos
 
 

@@ -324,28 +324,32 @@ def test_stop_in_background_returns_at_once(tmp_path):
         time.sleep(0.05)
 
 
+KEPT_TOKEN = "kept-token-" + "k" * 32  # the shape of the add-on's own tokens
+OTHER_TOKEN = "other-token-" + "o" * 32
+
+
 @pytest.fixture
 def proving_server(tmp_path):
-    """A stand-in VIBE server holding the token 'kept-token' (it proves it on /health)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/fake_vibe_server.py
+    """A stand-in VIBE server holding the token KEPT_TOKEN (it proves it on /health)."""
+    sys.path.insert(0, str(TESTS))  # tests/fake_vibe_server.py
     from fake_vibe_server import FakeVibeServer
 
     (tmp_path / "result.npz").write_bytes(b"x")
-    with FakeVibeServer(tmp_path / "result.npz", tmp_path / "result.npz", token="kept-token") as server:
+    with FakeVibeServer(tmp_path / "result.npz", tmp_path / "result.npz", token=KEPT_TOKEN) as server:
         yield server
 
 
-def _kept_record(server, record: dict) -> None:
+def _kept_record(server, record) -> None:
     server.kept_path.parent.mkdir(parents=True, exist_ok=True)
-    server.kept_path.write_text(json.dumps(record))
+    server.kept_path.write_text(record if isinstance(record, str) else json.dumps(record))
 
 
 def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_server):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    _kept_record(server, {"url": proving_server.url, "token": "kept-token"})
+    _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
     server.start(lambda: pytest.fail("nothing is launched"))
     status = server.wait_ready(30)
-    assert status.state == "ready" and status.url == proving_server.url and server.token == "kept-token"
+    assert status.state == "ready" and status.url == proving_server.url and server.token == KEPT_TOKEN
     assert "earlier Blender session" in status.message
     server.stop()
     assert ("POST", "/api/v1/shutdown") in proving_server.requests
@@ -355,21 +359,96 @@ def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_
 @pytest.mark.parametrize(
     "record",
     [
-        {"url": "http://127.0.0.1:{port}", "token": "not-the-servers-token"},  # cannot prove it
-        {"url": "http://192.0.2.1:{port}", "token": "kept-token"},  # not this machine
+        {"url": "http://127.0.0.1:{port}", "token": OTHER_TOKEN},  # cannot prove it
+        {"url": "http://192.0.2.1:{port}", "token": KEPT_TOKEN},  # not this machine
+        {"url": "http://127.0.0.1:99999", "token": KEPT_TOKEN},  # no such port
         {"url": "http://127.0.0.1:{port}"},  # no token
+        {"url": "http://127.0.0.1:{port}", "token": ""},  # empty: would stand for the user's own token file
+        {"url": "http://127.0.0.1:{port}", "token": 5},  # not a text
+        {"url": "http://127.0.0.1:{port}", "token": "a b"},  # not a token of the add-on's
+        ["http://127.0.0.1:{port}", KEPT_TOKEN],  # not a record
         "[[[[",  # damaged
     ],
 )
-def test_a_kept_record_that_fails_any_check_is_dropped(tmp_path, proving_server, record):
+def test_a_kept_record_that_fails_any_check_is_dropped(tmp_path, proving_server, record, monkeypatch):
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", KEPT_TOKEN)  # the user's own token, for their own server
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     port = proving_server.url.rsplit(":", 1)[1]
-    server.kept_path.parent.mkdir(parents=True, exist_ok=True)
-    text = record if isinstance(record, str) else json.dumps({k: v.format(port=port) for k, v in record.items()})
-    server.kept_path.write_text(text)
+
+    def filled(value):
+        return value.format(port=port) if isinstance(value, str) else value
+
+    if isinstance(record, dict):
+        record = {k: filled(v) for k, v in record.items()}
+    elif isinstance(record, list):
+        record = [filled(v) for v in record]
+    _kept_record(server, record)
     assert not server.adopt_kept_server()
     assert not server.kept_path.exists()
-    assert all("Bearer kept-token" != a for a in proving_server.authorizations)
+    assert all(f"Bearer {KEPT_TOKEN}" != a for a in proving_server.authorizations)
+
+
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """Another program's answer to every request: ``status``, ``content_type`` and ``body``."""
+
+    status, content_type, body = 404, "text/plain", b"not found"
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(self.status)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (404, "text/plain", b"not found"),
+        (200, "text/html", b"<html>a web page</html>"),
+        (200, "application/json", b'{"status": "ok", "api_version": 1, "device": "cpu"}'),  # no proof
+        (500, "application/json", b'{"detail": "boom"}'),
+    ],
+)
+def test_a_kept_record_of_a_port_where_another_program_answers_is_dropped_and_a_server_started(tmp_path, answer):
+    handler = type("Answer", (_Answers,), dict(zip(("status", "content_type", "body"), answer)))
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        server = local_server.LocalServer(log_dir=tmp_path / "log")
+        _kept_record(server, {"url": f"http://127.0.0.1:{other.server_port}", "token": KEPT_TOKEN})
+        for _ in range(2):  # the second start no longer meets the record
+            server.start(write_program(tmp_path / "vibe-mocap", "sys.exit(1)"))
+            status = server.wait_ready(30)
+            assert status.state == "failed" and "exited while starting" in status.message, status
+            assert not server.kept_path.exists()
+    finally:
+        other.shutdown()
+        other.server_close()
+
+
+def test_a_record_with_a_token_that_is_no_text_never_leaves_the_start_hanging(tmp_path, proving_server):
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    _kept_record(server, {"url": proving_server.url, "token": 5})
+    server.start(write_program(tmp_path / "vibe-mocap", "sys.exit(1)"))
+    status = server.wait_ready(30)
+    assert status.state == "failed" and "exited while starting" in status.message, status
+    assert not server.kept_path.exists()
+
+
+def test_a_kept_server_that_does_not_answer_in_time_keeps_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
+    with socket.socket() as hung:  # accepts connections (the system's backlog), never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        server = local_server.LocalServer(log_dir=tmp_path / "log")
+        _kept_record(server, {"url": f"http://127.0.0.1:{hung.getsockname()[1]}", "token": KEPT_TOKEN})
+        with pytest.raises(local_server.KeptServerBusy, match="does not answer in time.*try again in a moment"):
+            server.adopt_kept_server()
+    assert server.kept_path.exists()
 
 
 def test_only_a_server_launched_to_outlive_blender_is_kept_and_stop_forgets_it(tmp_path):
@@ -426,7 +505,7 @@ def test_each_start_has_a_token_of_its_own(tmp_path):
 
 def test_stop_while_a_kept_server_is_checked_leaves_the_add_on_stopped(tmp_path, proving_server, monkeypatch):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    _kept_record(server, {"url": proving_server.url, "token": "kept-token"})
+    _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
     health = local_server.ServerClient.health
 
     def slow_health(client, *args, **kwargs):

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import safe_json
-from .client import API, ServerClient, ServerProofError, is_loopback_url
+from .client import API, ServerClient, is_loopback_url
 from .errors import VibeError
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
@@ -175,6 +175,34 @@ class KeptServerBusy(VibeError):
     """The server an earlier session kept running is there but does not answer in time."""
 
 
+KEPT_URL_PATTERN = re.compile(r"http://127\.0\.0\.1:(\d{1,5})")
+KEPT_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")  # the add-on's tokens: secrets.token_urlsafe(32)
+KEPT_CHECK_TIMEOUT_S = 5.0
+
+
+def kept_record_fields(raw: bytes) -> tuple[str, str]:
+    """(url, token) of a kept-server record; ValueError when it is damaged: not JSON, not this
+    machine's address, or not a token the add-on makes (never empty: an empty token would stand for
+    the user's own token file)."""
+    record = safe_json.loads(raw)
+    if not isinstance(record, dict):
+        raise ValueError("not a record")
+    url, token = record.get("url"), record.get("token")
+    match = KEPT_URL_PATTERN.fullmatch(url) if isinstance(url, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= 65535:
+        raise ValueError("not this machine's address")
+    if not (isinstance(token, str) and KEPT_TOKEN_PATTERN.fullmatch(token)):
+        raise ValueError("not a token of the add-on's")
+    return url, token
+
+
+def got_no_answer(err: VibeError) -> bool:
+    """Whether a request's VibeError means no answer came through (a timeout, a refused, reset or
+    closed connection), as opposed to an answer that was refused (an HTTP error, a bad body, a failed
+    proof). The client raises it while handling the socket's error, which stays its context."""
+    return isinstance(err.__context__, (TimeoutError, ConnectionError))
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     state: ServerState
@@ -253,7 +281,7 @@ class LocalServer:
         self._ready.clear()
         self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
         threading.Thread(
-            target=self._launch_and_watch,
+            target=self._work,
             args=(program, port, pick_port, data_dir, generation),
             daemon=True,
             name="vibe-local-server",
@@ -322,28 +350,30 @@ class LocalServer:
     def adopt_kept_server(self, generation: int | None = None) -> bool:
         """Use the server an earlier session kept running, when its record is valid and the server
         there proves it holds the recorded token. The record is removed when it is damaged, nothing
-        listens there or the proof fails; kept when the server is only slow (a start then fails,
-        saying so). Blocks (a request of at most a few seconds): worker threads only."""
+        listens there, or whatever answers there is not that server proving the token; kept only when
+        the server there gets no answer through in time (a timeout, a refused or reset connection: a
+        start then fails, saying so). Blocks (a request of at most a few seconds): worker threads only."""
         try:
             raw = self.kept_path.read_bytes()[:4096]
         except OSError:
             return False
         try:
-            record = safe_json.loads(raw)
-            url, token = record["url"], record["token"]
-            if not (isinstance(url, str) and re.fullmatch(r"http://127\.0\.0\.1:\d{1,5}", url)):
-                raise ValueError("not this machine's address")
+            url, token = kept_record_fields(raw)
             if url_owner(url) == "nothing":
                 raise ValueError("nothing listens there any more")
-            health = ServerClient(url, token, timeout_s=5.0).health()  # the server proves the token first
-        except (ValueError, KeyError, TypeError, ServerProofError):
-            self.kept_path.unlink(missing_ok=True)  # gone, or not ours: start a new one
-            return False
+            health = ServerClient(url, token, timeout_s=KEPT_CHECK_TIMEOUT_S).health()  # proves the token first
         except VibeError as err:
+            if not got_no_answer(err):  # an answer, but not that server proving its token
+                self.kept_path.unlink(missing_ok=True)
+                return False
             raise KeptServerBusy(
-                f"The server an earlier Blender session kept running ({record['url']}) does not answer in "
-                f"time ({err}); try again in a moment."
+                f"The server an earlier Blender session kept running ({url}) does not answer in time ({err}); "
+                "try again in a moment. If it stays like this, end that 'vibe-mocap serve' process, then start "
+                "the server again."
             ) from None
+        except ValueError:
+            self.kept_path.unlink(missing_ok=True)  # damaged, or gone: start a new one
+            return False
         with self._lock:
             if self._stopping or (generation is not None and generation != self._generation):
                 return False  # stopped while it was being checked: it stays as it is, for the next start
@@ -375,6 +405,16 @@ class LocalServer:
             pass
 
     # -- the worker thread -------------------------------------------------------------------
+    def _work(self, program, port: int, pick_port: bool, data_dir: str, generation: int) -> None:
+        """The worker thread: :meth:`_launch_and_watch`, whose unexpected error ends the start saying
+        so (a start never stays "starting" with nobody working on it)."""
+        try:
+            self._launch_and_watch(program, port, pick_port, data_dir, generation)
+        except Exception as err:  # noqa: BLE001  the thread must never die silently
+            message = f"Unexpected error in the add-on while running the server: {err!r}. Please report it."
+            if self._set_if_current(generation, state="failed", message=message, log_tail=self.log_tail()):
+                self._ready.set()
+
     def _launch_and_watch(
         self, program: Path | Callable[[], Path], port: int, pick_port: bool, data_dir: str, generation: int
     ) -> None:
@@ -384,16 +424,16 @@ class LocalServer:
                 self._watch_kept(self.snapshot().url, generation)
                 return
         except KeptServerBusy as err:
-            self._set(state="failed", message=str(err), log_tail=())
-            self._ready.set()
+            if self._set_if_current(generation, state="failed", message=str(err), log_tail=()):
+                self._ready.set()
             return
         if not self._current(generation):  # stopped while a kept server was checked
             return
         try:
             program = program() if callable(program) else program
         except VibeError as err:  # no program: a failed start that says why
-            self._set(state="failed", message=str(err), log_tail=())
-            self._ready.set()
+            if self._set_if_current(generation, state="failed", message=str(err), log_tail=()):
+                self._ready.set()
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         ports = [port]

@@ -136,9 +136,10 @@ def test_a_lossless_file_waits_for_a_slow_consumer():
 
 
 class LoopbackHttp:
-    """An HTTP server on 127.0.0.1 serving ``folder``, recording the paths asked for."""
+    """An HTTP server on ``host`` serving ``folder`` (or redirecting every request to ``redirect_to``),
+    recording the paths asked for."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, *, host="127.0.0.1", redirect_to=None):
         self.folder = folder
         asked = self.asked = []
 
@@ -148,14 +149,20 @@ class LoopbackHttp:
 
             def do_GET(self):
                 asked.append(self.path)
-                super().do_GET()
+                if redirect_to is None:
+                    super().do_GET()
+                    return
+                self.send_response(302)
+                self.send_header("Location", redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.url = f"http://{host}:{self.server.server_port}"
 
 
 @pytest.fixture
@@ -191,6 +198,25 @@ def test_a_playlist_on_this_machine_is_refused_before_it_names_anything(loopback
     with pytest.raises(VibeError, match=r"playlists \(\.m3u8\) are not read"):
         open_live_source(f"{loopback_http.url}/live.m3u8")
     assert loopback_http.asked and "/live.avi" not in loopback_http.asked
+
+
+def test_a_stream_that_redirects_elsewhere_is_refused(loopback_http):
+    """FFmpeg followed an HTTP redirect: a stream on 127.0.0.1 could send the server to any other
+    host, past the loopback-only check of the URL."""
+    elsewhere = LoopbackHttp(loopback_http.folder, host="127.0.0.2")  # stands in for another host
+    redirecting = LoopbackHttp(loopback_http.folder, redirect_to=f"{elsewhere.url}/live.avi")
+    try:
+        direct = open_live_source(f"{elsewhere.url}/live.avi")  # a readable stream there
+        direct.discard()
+        assert direct.info.width == 160
+        elsewhere.asked.clear()
+        with pytest.raises(VibeError, match=r"redirects are not followed \(name the stream's own address\)"):
+            open_live_source(f"{redirecting.url}/cam")
+        assert redirecting.asked == ["/cam"] and elsewhere.asked == []
+    finally:
+        for server in (elsewhere, redirecting):
+            server.server.shutdown()
+            server.server.server_close()
 
 
 def test_a_stream_that_states_frames_larger_than_8k_is_refused(loopback_http):

@@ -51,6 +51,9 @@ STREAM_PROTOCOLS = {
     "srt": "srt",
 }
 STREAM_DEMUXERS = {"rtsp": ("rtsp",)}
+# FFmpeg's http protocol (https too) follows redirects to any host: a stream on this machine could
+# send it to another one, past the loopback-only check of the URL. So it follows none.
+STREAM_OPTIONS = {"http": "max_redirects;0", "https": "max_redirects;0"}
 STREAM_OPEN_TIMEOUT_MS = 10_000  # the lock is held while a stream connects; OpenCV's default is 30 s
 STREAM_READ_TIMEOUT_MS = 10_000  # a stream that sends nothing for this long has ended
 
@@ -64,7 +67,8 @@ def capture_options(scheme: str = "file") -> str:
     """The FFmpeg options of an open: ``"file"`` for a file, else a stream's URL scheme."""
     demuxers = VIDEO_CONTAINERS + STREAM_DEMUXERS.get(scheme, ())
     protocols = "file" if scheme == "file" else STREAM_PROTOCOLS[scheme]
-    return f"format_whitelist;{','.join(demuxers)}|protocol_whitelist;{protocols}"
+    extra = f"|{STREAM_OPTIONS[scheme]}" if scheme in STREAM_OPTIONS else ""
+    return f"format_whitelist;{','.join(demuxers)}|protocol_whitelist;{protocols}{extra}"
 
 
 def open_ffmpeg_capture(target: str, *, scheme: str = "file", params: tuple[int, ...] = ()) -> cv2.VideoCapture:

@@ -196,19 +196,21 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
 def _open_capture(kind: str, target: int | str) -> LiveSource:
     import cv2  # start-up: OpenCV loads only when a source is opened
 
-    from .ffmpeg_capture import CONTAINER_NAMES, STREAM_READ_TIMEOUT_MS, open_ffmpeg_capture
+    from .ffmpeg_capture import CONTAINER_NAMES, STREAM_OPTIONS, STREAM_READ_TIMEOUT_MS, open_ffmpeg_capture
     from .video import check_frame_size
 
+    scheme = urllib.parse.urlparse(str(target)).scheme.lower() if kind == "stream" else None
     if kind == "camera":
         capture = cv2.VideoCapture(target)
     else:  # only this scheme's protocols and real video containers: no playlist naming other hosts
-        capture = open_ffmpeg_capture(str(target), scheme=urllib.parse.urlparse(str(target)).scheme.lower())
+        capture = open_ffmpeg_capture(str(target), scheme=scheme)
     if not capture.isOpened():
         if kind == "camera":
             raise VibeError(f"Cannot open camera {target}: check that it is connected and not used by another program.")
+        redirects = "; redirects are not followed (name the stream's own address)" if scheme in STREAM_OPTIONS else ""
         raise VibeError(
             f"Cannot open the stream {target}: check that it is running on this machine and sends video in a "
-            f"container ({CONTAINER_NAMES}); playlists (.m3u8) are not read."
+            f"container ({CONTAINER_NAMES}); playlists (.m3u8) are not read{redirects}."
         )
     name = f"camera {target}" if kind == "camera" else str(target)
     try:

@@ -50,3 +50,96 @@ def test_a_long_video_s_tracks_never_go_through_the_temporal_model_all_at_once()
     out = engine.temporal_tracks(features, chunking="carry", chunk_frames=256)
     assert len(out) == 40
     assert max(n * t for n, t in calls) <= engine_module.TEMPORAL_BATCH_FRAMES
+
+
+def scripted_engine(seen: dict, num_frames: int, **kw):
+    """An engine whose people are ``seen`` = {track_id: frames}; each track id may come back."""
+    import dataclasses
+
+    from .conftest import ScriptedFrontEnd
+
+    scripted = ScriptedFrontEnd(num_frames=num_frames)
+
+    def stream_people(reader, detector, **schedule):
+        for index, frame in reader:
+            people = [
+                (tid, np.array([60.0 + 3 * tid + index, 120.0, 70.0, 70.0])) for tid in seen if index in seen[tid]
+            ]
+            yield index, frame, people
+
+    frontend = dataclasses.replace(scripted.as_frontend(), stream_people=stream_people)
+    return Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu", frontend=frontend, **kw)
+
+
+def held_crops_spy(monkeypatch):
+    """The most crops any young track held after each crop it got."""
+    most = [0]
+    add = engine_module._StreamTracks.add
+
+    def spy(self, track_id, *args, **kw):
+        add(self, track_id, *args, **kw)
+        most[0] = max(most[0], len(self.buffers[track_id].pending_crops or ()))
+
+    monkeypatch.setattr(engine_module._StreamTracks, "add", spy)
+    return most
+
+
+def test_a_young_track_holds_features_not_crops_past_a_few_crops_with_the_same_result(monkeypatch):
+    """min_track_frames far above PENDING_CROPS_MAX: a young track holds at most that many crops;
+    the kept tracks' poses equal those of holding every crop, and a track dropped as stale after
+    its crops went on early leaves nothing behind (its id coming back starts afresh)."""
+    from vibe_server.pipeline.options import RunOptions
+
+    # track 1: 45 frames (kept); track 2: 30 frames, gone for 70 (stale), then 40 frames (kept, 40
+    # frames only); track 3: 20 frames (dropped at the end, too short)
+    seen = {1: range(0, 45), 2: [*range(0, 30), *range(100, 140)], 3: range(115, 135)}
+    options = RunOptions(detection_stride=1, min_track_frames=35)
+    most = held_crops_spy(monkeypatch)
+    monkeypatch.setattr(engine_module, "PENDING_CROPS_MAX", 8)
+    bounded = scripted_engine(seen, 140).run("clip.mp4", options).result
+    assert most[0] == 8 - 1  # sent on at the 8th
+    monkeypatch.setattr(engine_module, "PENDING_CROPS_MAX", 10**9)
+    most[0] = 0
+    reference = scripted_engine(seen, 140).run("clip.mp4", options).result
+    assert most[0] == 35 - 1  # every crop held until the track has 35 frames
+    assert [t.track_id for t in bounded.tracks] == [t.track_id for t in reference.tracks] == [1, 2]
+    np.testing.assert_array_equal(bounded.track(2).frame_ids, np.arange(100, 140))
+    for a, b in zip(bounded.tracks, reference.tracks, strict=True):
+        np.testing.assert_array_equal(a.frame_ids, b.frame_ids)
+        np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-6)
+
+
+def test_a_huge_min_track_frames_holds_few_crops(monkeypatch):
+    from vibe_blender.core.errors import VibeError
+    from vibe_server.pipeline.options import RunOptions
+
+    most = held_crops_spy(monkeypatch)
+    with pytest.raises(VibeError, match="Nobody was found"):
+        scripted_engine({1: range(100)}, 100).run("clip.mp4", RunOptions(min_track_frames=10**9))
+    assert most[0] < engine_module.PENDING_CROPS_MAX
+
+
+def test_the_stale_track_sweep_looks_only_at_young_tracks_that_may_be_stale(monkeypatch):
+    """1,000 finished tracks: the sweep each frame reads none of them (it read every track ever
+    seen, every frame)."""
+    from vibe_server.pipeline.options import RunOptions
+
+    reads = [0]
+
+    class CountedBuffer(engine_module._TrackBuffer):
+        @property
+        def last_seen(self):
+            reads[0] += 1
+            return self._last_seen
+
+        @last_seen.setter
+        def last_seen(self, value):
+            self._last_seen = value
+
+    monkeypatch.setattr(engine_module, "_TrackBuffer", CountedBuffer)
+    seen = {tid: [tid // 4] for tid in range(1000)}  # 4 one-frame tracks a frame for 250 frames
+    seen[1000] = range(0, 600)
+    engine = scripted_engine(seen, 600)
+    out = engine.run("clip.mp4", RunOptions(detection_stride=1, min_track_frames=1, tracks_max=1))
+    assert [t.track_id for t in out.result.tracks] == [1000]
+    assert reads[0] < 600 * 4

@@ -18,8 +18,10 @@ detector, tracker and crop functions: ``frontend.py``.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +58,9 @@ CropFrames = Callable[[list[np.ndarray], list[np.ndarray]], torch.Tensor]
 # frames (tracks × chunk frames) in one temporal-model call with the GPU front end: the regressor
 # builds SMPL vertices for each (4,096 x 6,890 x 3 fp32: 340 MB, a few times that inside SMPL)
 TEMPORAL_BATCH_FRAMES = 4096
+# crops a track still too short for the result holds at most (600 KB each): past this its crops go
+# through the backbone and it holds their features, so memory does not grow with min_track_frames
+PENDING_CROPS_MAX = 32
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
@@ -88,8 +93,65 @@ class _TrackBuffer:
     frame_ids: list[int] = field(default_factory=list)
     bboxes: list[np.ndarray] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)  # (B_i, 2048) blocks, in frame order
-    pending_crops: list | None = field(default_factory=list)  # held until the track is long enough
+    pending_crops: list | None = field(default_factory=list)  # held until the track is long enough; None: it is
     last_seen: int = 0
+
+
+class _StreamTracks:
+    """The tracks of a stream pass: each one's frames, boxes and backbone features, and the crops
+    waiting for the backbone (``queue``, in order).
+
+    A young track's crops wait in its buffer until it has ``min_track_frames`` frames, so short false
+    positives never reach the backbone; past ``PENDING_CROPS_MAX`` held crops they go through the
+    backbone anyway and the track keeps their 8 KB features instead of 600 KB crops, whatever
+    ``min_track_frames`` is. A young track unseen for ``stale_after`` frames is over: it is dropped,
+    with its crops and features. The young tracks are kept least recently seen first, so the
+    sweep for stale ones looks only at those that may be."""
+
+    def __init__(self, min_track_frames: int, stale_after: int) -> None:
+        self.min_track_frames, self.stale_after = min_track_frames, stale_after
+        self.buffers: dict[int, _TrackBuffer] = {}  # every track kept so far, young or not
+        self.young: OrderedDict[int, _TrackBuffer] = OrderedDict()  # pending, least recently seen first
+        self.queue: list[tuple[_TrackBuffer, object]] = []  # (its track's buffer, crop) for the backbone
+
+    def add(self, track_id: int, frame_index: int, box, crop, *, copy_held: bool) -> None:
+        """The crop goes to the backbone's queue, or waits in its young track's buffer (a copy, with
+        ``copy_held``)."""
+        buf = self.buffers.get(track_id)
+        if buf is None:
+            buf = self.buffers[track_id] = self.young[track_id] = _TrackBuffer()
+        buf.frame_ids.append(frame_index)
+        buf.bboxes.append(np.asarray(box, dtype=np.float64))
+        buf.last_seen = frame_index
+        if buf.pending_crops is None:
+            self.queue.append((buf, crop))
+            return
+        self.young.move_to_end(track_id)
+        buf.pending_crops.append(crop.clone() if copy_held else crop)
+        if len(buf.frame_ids) >= self.min_track_frames:  # long enough: a track of the result
+            self.queue.extend((buf, c) for c in buf.pending_crops)
+            buf.pending_crops = None
+            del self.young[track_id]
+        elif len(buf.pending_crops) >= PENDING_CROPS_MAX:  # hold features rather than crops
+            self.queue.extend((buf, c) for c in buf.pending_crops)
+            buf.pending_crops = []
+
+    def drop_stale(self, frame_index: int, waiting: Callable[[], set[int]]) -> None:
+        """Drops the young tracks unseen for more than ``stale_after`` frames, but those in
+        ``waiting()`` (seen in frames not cropped yet)."""
+        unseen = self.young.items()
+        stale = list(itertools.takewhile(lambda item: frame_index - item[1].last_seen > self.stale_after, unseen))
+        held = waiting() if stale else set()
+        for track_id, buf in stale:
+            if track_id in held:
+                continue
+            del self.young[track_id], self.buffers[track_id]
+            if any(owner is buf for owner, _ in self.queue):  # crops sent on early: not needed now
+                self.queue[:] = [(owner, crop) for owner, crop in self.queue if owner is not buf]
+
+    def drop_young_from_queue(self) -> None:
+        """At the end: the crops of tracks still too short need no features."""
+        self.queue[:] = [(owner, crop) for owner, crop in self.queue if owner.pending_crops is None]
 
 
 class Engine:
@@ -444,7 +506,8 @@ class Engine:
     def _stream_pass(self, reader, fe: FrontEnd, options: RunOptions, monitor: StageMonitor):
         """One pass over the video: decode, detect, track, crop, backbone. Crops of a track wait in
         its buffer until the track has min_track_frames (so short false positives never reach the
-        backbone), then go through the backbone in batches of the run's batch size."""
+        backbone; see :class:`_StreamTracks`), then go through the backbone in batches of the run's
+        batch size."""
         detector = TimedDetector(self.detector(options.detector, compiled=options.compile_detector), monitor)
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
@@ -458,9 +521,8 @@ class Engine:
         )
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
-        stale_after = max(60, 4 * options.detection_stride)
-        buffers: dict[int, _TrackBuffer] = {}
-        queue: list[tuple[int, object]] = []  # (track_id, crop) waiting for the backbone
+        tracks = _StreamTracks(options.min_track_frames, stale_after=max(60, 4 * options.detection_stride))
+        queue = tracks.queue  # (track buffer, crop) waiting for the backbone
         group: list[tuple] = []  # (frame_index, frame_rgb, people) of frames waiting to be cropped together
         frames_decoded = crops_done = 0
 
@@ -471,8 +533,8 @@ class Engine:
             with monitor.stage("backbone"):
                 feats = self.extract_features(torch.stack([crop for _, crop in batch]))
             crops_done += len(batch)
-            for (track_id, _), feat in zip(batch, feats):
-                buffers[track_id].features.append(feat[None])
+            for (buf, _), feat in zip(batch, feats):
+                buf.features.append(feat[None])
 
         def crop_group() -> None:
             """Crops the frames in ``group`` in one call; each crop joins its track's buffer, in order."""
@@ -486,10 +548,14 @@ class Engine:
             copy_held = group_frames > 1 and len(crops) > 1
             people_crops = ((index, person) for index, _, people in group for person in people)
             for (index, (track_id, box)), crop in zip(people_crops, crops, strict=True):
-                self._add_crop(buffers, queue, int(track_id), int(index), box, crop, options, copy_held=copy_held)
+                tracks.add(int(track_id), int(index), box, crop, copy_held=copy_held)
             group.clear()
             while len(queue) >= self.batch_size:
                 flush(self.batch_size)
+
+        def waiting() -> set[int]:
+            """The tracks seen in frames not cropped yet."""
+            return {int(track_id) for *_, people in group for track_id, _ in people}
 
         iterator: Iterator = iter(stream)
         while True:
@@ -512,17 +578,14 @@ class Engine:
                 group.append(item)
             if group and (len(group) == group_frames or frame_index - group[0][0] >= group_frames - 1):
                 crop_group()
-            waiting = {int(track_id) for *_, people in group for track_id, _ in people}  # seen, not yet cropped
-            for track_id, buf in list(buffers.items()):
-                stale = frame_index - buf.last_seen > stale_after
-                if buf.pending_crops is not None and stale and track_id not in waiting:
-                    del buffers[track_id]
+            tracks.drop_stale(frame_index, waiting)
             monitor.report(monitor.busiest_stream_stage(), "stream", frames_decoded / frame_count)
         if group:
             crop_group()
+        tracks.drop_young_from_queue()
         if queue:
             flush(len(queue))
-        return buffers, frames_decoded, crops_done
+        return tracks.buffers, frames_decoded, crops_done
 
     def crop_function(self, options: RunOptions) -> tuple[CropFrames, int]:
         """The crop of a run and how many frames it takes at once: (frames_rgb, each frame's boxes
@@ -538,24 +601,6 @@ class Engine:
             return crops[0] if len(crops) == 1 else torch.cat(crops)  # one frame: no copy
 
         return crop_one_by_one, 1
-
-    @staticmethod
-    def _add_crop(buffers, queue, track_id, frame_index, box, crop, options: RunOptions, *, copy_held: bool) -> None:
-        """The crop goes to the backbone's queue, or waits in its track's buffer (a copy, with
-        ``copy_held``) until the track has ``min_track_frames``."""
-        buf = buffers.get(track_id)
-        if buf is None:
-            buf = buffers[track_id] = _TrackBuffer()
-        buf.frame_ids.append(frame_index)
-        buf.bboxes.append(np.asarray(box, dtype=np.float64))
-        buf.last_seen = frame_index
-        if buf.pending_crops is None:
-            queue.append((track_id, crop))
-            return
-        buf.pending_crops.append(crop.clone() if copy_held else crop)
-        if len(buf.pending_crops) >= options.min_track_frames:
-            queue.extend((track_id, c) for c in buf.pending_crops)
-            buf.pending_crops = None
 
     @staticmethod
     def _select_tracks(buffers: dict[int, _TrackBuffer], options: RunOptions, video_name: str):

@@ -399,6 +399,19 @@ def test_adding_an_entry_to_a_list_file_renames_no_other_video(tmp_path):
     assert sorted(after.values()) == ["day1/a.mp4", "day1/b.mp4", "day2/c.mp4"]
 
 
+@pytest.mark.parametrize(
+    "first, second",
+    [("Take1.mp4", "take1.MOV"), ("day1/A.mp4", "DAY1/a.mkv"), ("caf\u00e9.mp4", "cafe\u0301.mov")],
+)
+def test_results_whose_names_differ_only_in_case_or_accent_encoding_are_refused(tmp_path, first, second):
+    for name in (first, second):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    with pytest.raises(VibeError, match="one file where case and accents are not told apart") as error:
+        discover([str(tmp_path / "in")], tmp_path / "out")
+    assert str(tmp_path / "in" / first) in str(error.value) and str(tmp_path / "in" / second) in str(error.value)
+
+
 @pytest.mark.parametrize("entry", [".", "/", "../shoot", "day1", "day1/.."])
 def test_a_list_line_that_names_a_folder_is_one_error_naming_the_line(tmp_path, entry):
     (tmp_path / "shoot" / "day1").mkdir(parents=True)

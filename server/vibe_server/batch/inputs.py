@@ -10,6 +10,7 @@ gets a failed record without a worker.
 from __future__ import annotations
 
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -166,7 +167,7 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
         raise VibeError("No video to process: the inputs name no video file.")
 
     items: list[BatchItem] = []
-    by_output: dict[str, str] = {}
+    by_output: dict[str, tuple[str, str]] = {}  # folded result name -> (input path, result name)
     for key, path in keyed:
         item = BatchItem(
             key=key,
@@ -175,14 +176,27 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             input_stamp=file_stamp(path),
             problem=input_problem(path),
         )
-        earlier = by_output.get(item.output_key)
-        if earlier is not None:
+        folded = folded_name(item.output_key)
+        if folded in by_output:
+            earlier, earlier_output = by_output[folded]
             if earlier == item.input_path:  # the same video named twice: once is enough
                 continue
+            written = (
+                f"would both write '{item.output_key}'"
+                if earlier_output == item.output_key
+                else f"would write '{earlier_output}' and '{item.output_key}', one file where case and accents "
+                "are not told apart (macOS, Windows, exFAT, SMB shares),"
+            )
             raise VibeError(
-                f"'{earlier}' and '{path}' would both write '{item.output_key}' in {output_dir}; "
+                f"'{earlier}' and '{path}' {written} in {output_dir}; "
                 "rename one of them, or run them as separate batches, each into another OUTDIR."
             )
-        by_output[item.output_key] = item.input_path
+        by_output[folded] = (item.input_path, item.output_key)
         items.append(item)
     return items
+
+
+def folded_name(name: str) -> str:
+    """``name`` as file systems that ignore case and Unicode normalization compare it: two result
+    names with the same folded name are one file there."""
+    return unicodedata.normalize("NFC", name).casefold()

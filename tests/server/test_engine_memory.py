@@ -143,3 +143,31 @@ def test_the_stale_track_sweep_looks_only_at_young_tracks_that_may_be_stale(monk
     out = engine.run("clip.mp4", RunOptions(detection_stride=1, min_track_frames=1, tracks_max=1))
     assert [t.track_id for t in out.result.tracks] == [1000]
     assert reads[0] < 600 * 4
+
+
+def test_smoothing_recomputes_the_joints_without_keeping_the_vertices(tiny_engine, monkeypatch):
+    """The joints of a smoothed track come from SMPL a batch at a time; no batch's vertices
+    outlive the next one (the vertices of a whole track were built and copied to the host)."""
+    import weakref
+
+    from vibe_server.pipeline.options import RunOptions
+
+    smpl = tiny_engine.model.regressor.smpl
+    forward, verts_made, most_alive = smpl.forward_joints, [], [0]
+
+    def spy(betas, rotmat):
+        most_alive[0] = max(most_alive[0], sum(v() is not None for v in verts_made))
+        verts, joints = forward(betas, rotmat)
+        verts_made.append(weakref.ref(verts))
+        return verts, joints
+
+    monkeypatch.setattr(smpl, "forward_joints", spy)
+    pose = np.random.default_rng(0).normal(scale=0.3, size=(600, 72)).astype(np.float32)
+    betas = np.zeros((600, 10), np.float32)
+    joints = tiny_engine.smpl_joints(pose, betas, batch=50)
+    assert len(verts_made) == 12 and most_alive[0] <= 1
+    np.testing.assert_array_equal(joints, tiny_engine.smpl(pose, betas, batch=50)[1])
+
+    monkeypatch.setattr(tiny_engine, "smpl", lambda *a, **k: pytest.fail("vertices copied for a run"))
+    smooth = tiny_engine.run("clip.mp4", RunOptions(smoothing=1.0)).result.track(1)
+    np.testing.assert_array_equal(smooth.joints3d, tiny_engine.smpl_joints(smooth.pose, smooth.betas))

@@ -5,7 +5,9 @@ cluster address, a growing list file, and a good video running beside one that k
 
 from __future__ import annotations
 
+import errno
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -32,7 +34,7 @@ from tests.server.test_batch import (
 )
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
-from vibe_server.batch import ray_runner
+from vibe_server.batch import local_pool, ray_runner
 from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
 from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
@@ -327,6 +329,31 @@ def test_ctrl_c_stops_the_workers_before_the_batch_ends(clip_bank, tmp_path):
     recorded = {r["output"] for r in manifest_lines(out) if r["status"] == "done"}
     assert 1 <= len(recorded) < 4
     assert {p.name for p in out.glob("*.npz")} == recorded  # every result on disk has its record
+
+
+def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_path):
+    inputs = place(clip_bank, tmp_path / "in", {f"v{i}.mp4": "walk.mp4" for i in range(4)})
+    items = discover([str(inputs)], tmp_path / "out")
+    calls = []
+
+    def on_record(record: dict) -> None:  # a full disk: the manifest cannot be appended to
+        calls.append(record["input"])
+        if len(calls) == 1:
+            time.sleep(2)  # meanwhile the other videos finish: their results wait to be recorded too
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    spec = EngineSpec(factory=ENGINE)
+    with pytest.raises(OSError, match="No space left"):
+        local_pool.run_local(
+            items,
+            spec,
+            make_options(min_track_frames=5),
+            jobs=2,
+            on_record=on_record,
+            progress=BatchProgress(4, enabled=False),
+        )
+    assert len(calls) == 2  # the first result, then the finished ones on the way out
+    assert multiprocessing.active_children() == []  # no worker goes on writing results
 
 
 # -- the Ray cluster's address -----------------------------------------------------------------------

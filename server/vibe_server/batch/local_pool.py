@@ -111,8 +111,10 @@ def run_local(
                 _show_status(status_queue, progress, state.running)  # the dead worker's last 'starting'
                 _retry_or_fail(in_flight, state, on_record)
         except BaseException:  # Ctrl-C or a setup error: no worker may write once the batch has ended
-            _record_finished(in_flight, on_record)
-            _stop_workers(pool)
+            try:
+                _record_finished(in_flight, on_record)
+            finally:  # even when recording fails (a full disk)
+                _stop_workers(pool)
             raise
         pool.shutdown(wait=True)
 

@@ -81,6 +81,29 @@ def test_start_and_stop_leave_no_process(addon):
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there any more
 
 
+def test_two_blenders_at_once_each_run_a_server_of_their_own(addon):
+    """A second Blender (a second LocalServer on the same add-on folder) starts the real server while
+    the first one's runs: each has its own jobs folder (one server per jobs folder) and log."""
+    from vibe_blender.core.local_server import LocalServer
+    from vibe_blender.preferences import user_dir
+
+    server_control.start_server()
+    follow_until(lambda: server_control.server_status().state != "starting")
+    first = server_control.local_server()
+    assert first.snapshot().state == "ready", first.snapshot()
+    second = LocalServer(log_dir=user_dir("server"))
+    try:
+        second.start(venv_program(REPO))
+        status = second.wait_ready(300)
+        assert status.state == "ready", (status.message, status.log_tail)
+        assert first.snapshot().state == "ready" and status.url != first.snapshot().url
+        assert second.jobs_dir != first.jobs_dir and second.log_path != first.log_path
+        assert f"jobs in {first.jobs_dir}" in first.log_path.read_text()
+        assert f"jobs in {second.jobs_dir}" in second.log_path.read_text()
+    finally:
+        second.stop()
+
+
 def test_a_missing_program_gives_one_clear_message(addon, monkeypatch):
     from vibe_blender import preferences
 

@@ -6,6 +6,7 @@ hangs, a crash while starting)."""
 
 import http.server
 import json
+import os
 import socket
 import sys
 import threading
@@ -45,6 +46,18 @@ port = int(args[args.index("--port") + 1])
 with FakeVibeServer({str(blob)!r}, {str(blob)!r}, token=os.environ["VIBE_MOCAP_TOKEN"], port=port):
     time.sleep(120)""",
     )
+
+
+# as `vibe-mocap serve`: one server per jobs folder (its --jobs-dir, else the default one), a lock held
+TAKES_THE_JOBS_FOLDER = """import fcntl
+jobs = args[args.index("--jobs-dir") + 1] if "--jobs-dir" in args else os.environ["STAND_IN_DEFAULT_JOBS"]
+os.makedirs(jobs, exist_ok=True)
+lock = os.open(os.path.join(jobs, ".server.lock"), os.O_CREAT | os.O_RDWR)
+try:
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    print("Another VIBE Mocap server uses the jobs folder", jobs, flush=True)
+    sys.exit(1)"""
 
 
 def join_workers(timeout_s: float = 30.0) -> None:
@@ -271,7 +284,7 @@ def test_the_token_goes_through_the_environment_not_the_command_line(tmp_path):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     server.start(spy, port=12345)
     server.wait_ready(30)
-    log = (tmp_path / "log" / "server.log").read_text()
+    log = server.log_path.read_text()
     assert f"TOKEN {server.token}" in log
     assert server.token not in log.split("TOKEN")[0]
     assert "'--host', '127.0.0.1', '--port', '12345'" in log
@@ -326,6 +339,52 @@ def test_stop_in_background_returns_at_once(tmp_path):
 
 KEPT_TOKEN = "kept-token-" + "k" * 32  # the shape of the add-on's own tokens
 OTHER_TOKEN = "other-token-" + "o" * 32
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
+def test_two_blenders_at_once_each_have_a_server_of_their_own(tmp_path, monkeypatch):
+    """Two Blender sessions (two LocalServers on the same add-on folder) each start a server: each
+    has its own jobs folder and its own log, so neither is refused nor loses the other's log."""
+    monkeypatch.setenv("STAND_IN_DEFAULT_JOBS", str(tmp_path / "default-jobs"))
+    program = vibe_stand_in(tmp_path / "stand-in", TAKES_THE_JOBS_FOLDER)
+    first, second = (local_server.LocalServer(log_dir=tmp_path / "addon") for _ in range(2))
+    try:
+        first.start(program)
+        assert first.wait_ready(30).state == "ready", first.snapshot()
+        second.start(program)
+        status = second.wait_ready(30)
+        assert status.state == "ready", status
+        assert status.url != first.snapshot().url
+        assert first.jobs_dir != second.jobs_dir and first.log_path != second.log_path
+        for server in (first, second):
+            assert f"'--jobs-dir', '{server.jobs_dir}'" in server.log_path.read_text()
+    finally:
+        first.stop()
+        second.stop()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a kept server is told by its jobs folder's POSIX lock")
+def test_a_folder_in_use_is_skipped_and_unused_ones_lose_their_jobs(tmp_path):
+    import fcntl
+
+    base = tmp_path / "addon"
+    for n in (1, 2, 3, 4):
+        (base / f"instance-{n}" / "jobs" / "0123456789abcdef").mkdir(parents=True)
+        (base / f"instance-{n}" / "server.log").write_text("old log")
+    other_blender = local_server._try_lock(base / "instance-1" / local_server.INSTANCE_LOCK)
+    kept_server = os.open(base / "instance-2" / "jobs" / ".server.lock", os.O_CREAT | os.O_RDWR)
+    fcntl.flock(kept_server, fcntl.LOCK_EX)  # a server kept running after its Blender quit
+    try:
+        folder, fd = local_server.claim_instance_folder(base)
+        assert folder == base / "instance-3"
+        assert local_server._try_lock(folder / local_server.INSTANCE_LOCK) is None  # held for this Blender
+        os.close(fd)
+    finally:
+        os.close(other_blender)
+        os.close(kept_server)
+    for n in (1, 2, 3):  # in use, or now ours: untouched
+        assert (base / f"instance-{n}" / "jobs" / "0123456789abcdef").is_dir()
+    assert not (base / "instance-4" / "jobs").exists() and not (base / "instance-4" / "server.log").exists()
 
 
 @pytest.fixture

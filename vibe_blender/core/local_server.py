@@ -6,12 +6,14 @@ in a worker thread, and :meth:`LocalServer.snapshot` tells the UI where things s
 
 What the add-on runs, and why (docs/blender.md says the same to users):
 - ``vibe-mocap --version`` to check that the program it found works;
-- ``vibe-mocap serve --host 127.0.0.1 --port N --stop-on-stdin-close`` with a fresh random token
-  passed in the environment (``$VIBE_MOCAP_TOKEN``, never on the command line where ``ps`` shows
-  it); the server binds loopback only, on a free port, and stops when Blender exits, even when it
-  crashes (the system closes its standard input). When the user keeps it running after Blender
-  quits, its address and token are kept in a file only the user can read, and the next session
-  uses it again once it proved it holds that token (``server_proof.py``);
+- ``vibe-mocap serve --host 127.0.0.1 --port N --jobs-dir DIR --stop-on-stdin-close`` with a fresh
+  random token passed in the environment (``$VIBE_MOCAP_TOKEN``, never on the command line where
+  ``ps`` shows it); the server binds loopback only, on a free port, keeps its jobs and log in a folder
+  of this Blender's own (a server per jobs folder: each Blender running at once has its own server),
+  and stops when Blender exits, even when it crashes (the system closes its standard input). When
+  the user keeps it running after Blender quits, its address and token are kept in a file only the
+  user can read, and the next session uses it again once it proved it holds that token
+  (``server_proof.py``);
 - ``vibe-mocap data check --json`` and ``vibe-mocap data install SOURCE`` for the model data, so the
   add-on installs with exactly the command line's code and never installs anything into Blender.
 """
@@ -52,6 +54,12 @@ PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only o
 
 ServerState = Literal["stopped", "starting", "ready", "stopping", "failed", "exited"]
 KEPT_SERVER_FILE = "kept_server.json"  # in the log folder: a server left running for the next session
+# Each Blender's server has a folder of its own in the log folder (instance-1, instance-2, ...): its
+# jobs and its log, as a server needs a jobs folder of its own (vibe_server/commands/serve.py).
+INSTANCE_FOLDER = "instance-{}"
+INSTANCE_LOCK = ".instance.lock"  # held by the Blender that uses the folder, until it exits
+SERVER_LOCK = ".server.lock"  # the server's own lock in its jobs folder (SERVER_LOCK_NAME in serve.py)
+MAX_INSTANCES = 100
 KEPT_WATCH_S = 2.0  # how often a kept server is checked
 UrlOwner = Literal["vibe", "nothing", "other"]
 
@@ -168,6 +176,97 @@ def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
 
 
 # ---------------------------------------------------------------------------------------------
+# A folder of its own for each Blender's server
+
+
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive lock on ``path`` (made when missing), kept by this
+    process until it is closed or the process ends, even in a crash; None when another process
+    holds it (or the file is a link). A file system without such locks: the descriptor, unlocked."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError:
+        return None
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (BlockingIOError, PermissionError):  # held by another process
+        os.close(fd)
+        return None
+    except OSError:  # no locks on this file system: used unguarded, as the server's own lock is
+        pass
+    return fd
+
+
+def _server_runs_in(jobs_dir: Path) -> bool:
+    """Whether a server holds the jobs folder's lock (one kept running after its Blender quit). Windows
+    has no such lock (the server's folder is not guarded there): False."""
+    if sys.platform == "win32":
+        return False
+    import fcntl
+
+    try:
+        fd = os.open(jobs_dir / SERVER_LOCK, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    except OSError:  # cannot tell: leave it alone
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:  # no locks on this file system: nothing to tell a server by
+        return False
+    finally:
+        os.close(fd)
+
+
+def claim_instance_folder(base: Path) -> tuple[Path, int]:
+    """(folder, lock descriptor): the first ``base/instance-N`` that no other Blender holds and no
+    kept server runs in, locked by this process until it exits. The other unused folders lose their
+    jobs and log, so that folders of Blenders gone do not pile up (the captures' results are in the
+    add-on's own results folder). VibeError when every folder is in use."""
+    claimed = None
+    for n in range(1, MAX_INSTANCES + 1):
+        folder = Path(base) / INSTANCE_FOLDER.format(n)
+        fd = _try_lock(folder / INSTANCE_LOCK)
+        if fd is None:
+            continue
+        if _server_runs_in(folder / "jobs"):
+            os.close(fd)
+            continue
+        claimed = folder, fd
+        break
+    if claimed is None:
+        raise VibeError(
+            f"The {MAX_INSTANCES} server folders in '{base}' are all in use by other Blender sessions or "
+            "servers kept running; stop some of them, then start the server again."
+        )
+    for folder in sorted(Path(base).glob(INSTANCE_FOLDER.format("*"))):
+        if folder == claimed[0] or not folder.is_dir():
+            continue
+        fd = _try_lock(folder / INSTANCE_LOCK)
+        if fd is None:
+            continue
+        try:
+            if sys.platform != "win32" and not _server_runs_in(folder / "jobs"):  # Windows: cannot tell
+                shutil.rmtree(folder / "jobs", ignore_errors=True)
+                (folder / "server.log").unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return claimed
+
+
+# ---------------------------------------------------------------------------------------------
 # The managed process
 
 
@@ -221,8 +320,10 @@ class ServerStatus:
 class LocalServer:
     """One ``vibe-mocap serve`` process started by the add-on.
 
-    log_dir: where its output goes (``server.log``); synthetic: serve the labelled placeholder model
-    when the model data is missing, so that Capture works before the data is installed;
+    log_dir: the add-on's server folder: the kept-server record, and the folder of this Blender's
+    server (``instance-N``: its jobs and ``server.log``, see :func:`claim_instance_folder`);
+    synthetic: serve the labelled placeholder model when the model data is missing, so that Capture
+    works before the data is installed;
     stop_with_parent: the server stops when this process exits (off: it may be kept running, see
     :meth:`keep_for_next_session`; read at each start).
     """
@@ -240,10 +341,19 @@ class LocalServer:
     _kept: bool = False  # the server is one an earlier session kept running (no process handle)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ready: threading.Event = field(default_factory=threading.Event)
+    _instance: Path | None = None  # this Blender's folder in log_dir, claimed at the first launch
+    _instance_fd: int | None = None  # its lock, held until Blender exits
+    _instance_lock: threading.Lock = field(default_factory=threading.Lock)  # one claim at a time
 
     @property
     def log_path(self) -> Path:
-        return Path(self.log_dir) / "server.log"
+        """The log of the server this add-on launched (in its own folder: see :func:`claim_instance_folder`)."""
+        return (self._instance or Path(self.log_dir)) / "server.log"
+
+    @property
+    def jobs_dir(self) -> Path | None:
+        """The jobs folder of the server this add-on launches (None before the first launch)."""
+        return self._instance / "jobs" if self._instance else None
 
     def snapshot(self) -> ServerStatus:
         with self._lock:
@@ -435,7 +545,14 @@ class LocalServer:
             if self._set_if_current(generation, state="failed", message=str(err), log_tail=()):
                 self._ready.set()
             return
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._instance_lock:
+                if self._instance is None:
+                    self._instance, self._instance_fd = claim_instance_folder(Path(self.log_dir))
+        except VibeError as err:
+            if self._set_if_current(generation, state="failed", message=str(err), log_tail=()):
+                self._ready.set()
+            return
         ports = [port]
         while True:  # a port picked here may be taken before the server binds it: then once more, on another
             url = f"http://127.0.0.1:{ports[-1]}"
@@ -472,7 +589,7 @@ class LocalServer:
         )
 
     def _command(self, program: Path, port: int, data_dir: str) -> list[str]:
-        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port), "--jobs-dir", str(self.jobs_dir)]
         if data_dir:
             command += ["--data-dir", str(data_dir)]
         if self.synthetic:

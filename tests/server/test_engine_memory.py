@@ -171,3 +171,27 @@ def test_smoothing_recomputes_the_joints_without_keeping_the_vertices(tiny_engin
     monkeypatch.setattr(tiny_engine, "smpl", lambda *a, **k: pytest.fail("vertices copied for a run"))
     smooth = tiny_engine.run("clip.mp4", RunOptions(smoothing=1.0)).result.track(1)
     np.testing.assert_array_equal(smooth.joints3d, tiny_engine.smpl_joints(smooth.pose, smooth.betas))
+
+
+def test_an_official_run_gets_yolo_with_the_per_frame_post_processing(make_engine):
+    """--official keeps the official code's exact merge-NMS, frame by frame, on any device (a GPU
+    would otherwise merge a batch's boxes on the device): a detector of its own."""
+    import dataclasses
+
+    from vibe_blender.core.errors import VibeError
+    from vibe_server.pipeline.options import RunOptions
+
+    engine = make_engine()
+    fast = engine.detector("yolo")
+    official = engine.detector("yolo", official=True)
+    assert official is not fast and engine.detector("yolo", official=True) is official
+    assert "batched_postprocess" not in fast.options  # the detector's own choice: on a GPU, batched
+    assert official.options["batched_postprocess"] is False
+    assert engine.detector("hog", official=True) is engine.detector("hog")  # nothing to choose for HOG
+    used = []
+    engine.frontend = dataclasses.replace(
+        engine.frontend, stream_people=lambda reader, detector, **kw: used.append(detector) or iter(())
+    )
+    with pytest.raises(VibeError):  # no frames: the detector was chosen all the same
+        engine.run("clip.mp4", RunOptions(detector="yolo", official=True))
+    assert used[0]._detector is official

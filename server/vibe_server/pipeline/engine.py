@@ -181,7 +181,7 @@ class Engine:
         self.gpu_front_end = device.startswith("cuda") if gpu_front_end is None else bool(gpu_front_end)
         if device.startswith("cuda"):
             exact_fp32_on_cuda()
-        self._detectors: dict[tuple[str, str], Detector] = {}
+        self._detectors: dict[tuple[str, str, bool, bool], Detector] = {}
         self._channels_last: bool | None = None  # the backbone's memory format is set below
         # A live session shares the engine with the job worker: a run's precision switch re-lays the
         # backbone's weights, which must never happen in the middle of the other thread's forward.
@@ -227,17 +227,20 @@ class Engine:
         has_yolo = self.data_dir is not None and (Path(self.data_dir) / loading.YOLO_WEIGHTS).is_file()
         return "yolo" if has_yolo else "hog"
 
-    def detector(self, name: str, *, compiled: bool = False) -> Detector:
+    def detector(self, name: str, *, compiled: bool = False, official: bool = False) -> Detector:
         """The detector ``name`` (made once, then reused); ``compiled``: YOLOv3's network through
-        torch.compile (see :mod:`.compiled`)."""
+        torch.compile (see :mod:`.compiled`); ``official``: YOLO's exact per-frame post-processing
+        of the official code, also on a GPU (else a GPU merges the boxes of a batch on the device)."""
         name = self.resolve_detector_name(name)
         # YOLO follows the run's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
         yolo = name == "yolo"
-        key = (name, self.precision if yolo else "", compiled and yolo)
+        key = (name, self.precision if yolo else "", compiled and yolo, official and yolo)
         if key not in self._detectors:
-            options = {"precision": self.precision} if yolo else {}
+            options: dict[str, Any] = {"precision": self.precision} if yolo else {}
             if compiled and yolo:
                 options.update(compiled=True, on_compile_fallback=self._log)
+            if official and yolo:
+                options.update(batched_postprocess=False)
             self._detectors[key] = self._frontend().make_detector(
                 name, data_dir=self.data_dir, device=self.device, **options
             )
@@ -518,7 +521,8 @@ class Engine:
         its buffer until the track has min_track_frames (so short false positives never reach the
         backbone; see :class:`_StreamTracks`), then go through the backbone in batches of the run's
         batch size."""
-        detector = TimedDetector(self.detector(options.detector, compiled=options.compile_detector), monitor)
+        detector = self.detector(options.detector, compiled=options.compile_detector, official=options.official)
+        detector = TimedDetector(detector, monitor)
         stream_people = fe.stream_people
         if self.gpu_front_end and fe.stream_people_staged is not None:
             stream_people = fe.stream_people_staged

@@ -111,7 +111,7 @@ def run_across_devices(
     # 2. track over the whole video, in order
     with monitor.stage("track"):
         schedule = DetectionSchedule(
-            lead.detector(options.detector, compiled=options.compile_detector),
+            lead.detector(options.detector, compiled=options.compile_detector, official=options.official),
             options.detection_stride,
             adaptive_detection=options.adaptive_detection,
         )
@@ -172,7 +172,7 @@ def run_across_devices(
 
 def _detect_segment(engine: Engine, segment: VideoSegment, options: RunOptions) -> dict[int, np.ndarray]:
     """One segment on one engine -> {frame index: detections} of its scheduled frames."""
-    detector = engine.detector(options.detector, compiled=options.compile_detector)
+    detector = engine.detector(options.detector, compiled=options.compile_detector, official=options.official)
     batch_size = max(1, int(getattr(detector, "batch_size", 1)))
     found: dict[int, np.ndarray] = {}
     pending: list[tuple[int, np.ndarray]] = []

@@ -4,8 +4,9 @@
 (objectness >= 0.8, person class, merge-NMS at IoU > 0.4 with the +1-pixel convention, boxes mapped
 back to the frame, score > 0.7) with the selection and the NMS on the device and no Python loop over
 candidates per frame: the greedy merge-NMS walks the K candidate columns once for every frame
-together. The merged boxes cross to the host in one copy; mapping the few kept ones back to frame
-pixels is ``detect.yolo_postprocess.rescale_boxes``.
+together. The host waits for the device twice: for the widest frame's number of candidates (the
+batch's width) and for the one copy of the merged boxes, their scores and what is kept; mapping
+the few kept ones back to frame pixels is ``detect.yolo_postprocess.rescale_boxes``.
 
 Equality with the per-frame reference: the candidates, their order (stable sort by descending
 score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
@@ -85,7 +86,7 @@ def person_detections_batched(
     score = rows[..., 4] * class_prob
     # stable descending sort puts the candidates first, in the reference's order
     order = torch.sort(torch.where(candidate, score, -1.0), dim=1, descending=True, stable=True).indices
-    k = max(int(candidate.sum(dim=1).max()), 1)  # the one host sync: widest frame
+    k = max(int(candidate.sum(dim=1).max()), 1)  # the first of two host syncs: the widest frame
     order = order[:, :k]
     valid = torch.gather(candidate, 1, order)
     picked = torch.gather(rows[..., :5], 1, order[..., None].expand(-1, -1, 5))  # (B, k, 5)
@@ -94,7 +95,9 @@ def person_detections_batched(
     boxes = torch.cat([picked[..., :2] - half_wh, picked[..., :2] + half_wh], dim=-1)
     merged, kept = merge_nms_batched(boxes, picked[..., 4], valid, nms_iou_threshold)
     keep = kept & (score > score_threshold)
-    merged, score, keep = merged.cpu().numpy(), score.cpu().numpy(), keep.cpu().numpy()  # the one copy back
+    # the second sync: boxes, scores and what is kept cross in one copy (a bool is exact as a float)
+    packed = torch.cat([merged, score[..., None], keep[..., None].to(merged.dtype)], dim=-1).cpu().numpy()
+    merged, score, keep = packed[..., :4], packed[..., 4], packed[..., 5] > 0
     detections = []
     for b in range(len(merged)):  # network pixels -> frame pixels, on the few kept boxes
         boxes = rescale_boxes(merged[b][keep[b]], input_size_px, frame_height, frame_width)

@@ -82,8 +82,9 @@ class YoloDetector:
         self.channels_last = (precision != "fp32") if channels_last is None else channels_last
         self.input_size_px = input_size_px
         self.score_threshold = score_threshold
-        # On a GPU, boxes of all frames of a batch are filtered, sorted and merged there, with one
-        # copy back (batched.detections); on a CPU the per-frame loop is as fast and the official code.
+        # On a GPU, boxes of all frames of a batch are filtered, sorted and merged there, with two
+        # waits for the device (batched.detections); on a CPU the per-frame loop is as fast and the
+        # official code (an --official run asks for it on a GPU too).
         self.batched_postprocess = self.device.type == "cuda" if batched_postprocess is None else batched_postprocess
         self.model = YOLOv3().eval()
         self.header = load_darknet_weights(self.model, Path(weights_path))
@@ -97,7 +98,7 @@ class YoloDetector:
     def spot_batch_size(self) -> int:
         """Frames an on-the-spot detection may carry for about the cost of one (see
         ``DetectionSchedule``): a batch on a GPU, where a small call costs mostly its launches and
-        one copy back; a batch when compiled, as every call is padded to one; else one frame."""
+        its waits for the boxes; a batch when compiled, as every call is padded to one; else one frame."""
         compiled = self.compiled and self.runner.fallback_reason is None
         return self.batch_size if self.device.type == "cuda" or compiled else 1
 

@@ -12,6 +12,7 @@ from vibe_blender.core.errors import VibeError
 
 from . import __version__
 from .commands import COMMANDS
+from .pipeline.devices import is_out_of_memory, out_of_memory_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        print(f"error: {out_of_memory_error()}", file=sys.stderr)  # (a run says where; this is anything else)
+        return 2
 
 
 def _report_os_error(err: OSError) -> int:

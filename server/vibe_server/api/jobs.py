@@ -34,6 +34,7 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 
+from ..pipeline.devices import is_out_of_memory, out_of_memory_error
 from ..pipeline.options import RunOptions
 from ..pipeline.progress import JobCancelled
 from . import job_store
@@ -84,6 +85,8 @@ def failure_message(err: BaseException) -> str:
     """What a job that failed on ``err`` (not a VibeError) tells the client."""
     if is_disk_full(err):
         return DISK_FULL_MESSAGE
+    if is_out_of_memory(err):  # (a run says where; this is anything else on the GPU)
+        return str(out_of_memory_error())
     if isinstance(err, OSError):
         return (
             f"The server's disk failed on this job ({err.strerror or type(err).__name__}); "

@@ -1,12 +1,31 @@
 """How many workers, on which devices: one per GPU, else as many CPU workers as cores and memory allow.
-Shared by the batch's local pool and the server's job workers."""
+Shared by the batch's local pool and the server's job workers. Also the one message for a device
+that ran out of memory (:func:`out_of_memory_error`)."""
 
 from __future__ import annotations
 
 import os
+import sys
+
+from vibe_blender.core.errors import VibeError
 
 CPU_WORKER_MEMORY_BYTES = 3 << 30  # ResNet-50 + GRU + a batch of crops, fp32, with headroom
 CORES_PER_CPU_WORKER = 4
+OUT_OF_MEMORY_STAGE = "vibe_stage"  # the attribute of an out-of-memory error naming the run's stage
+
+# what holds a GPU's memory in each stage of a run, and how to make it hold less
+_VIDEO_SIZE = "use a video of a lower resolution"
+_TRACKS = "keep fewer tracks (tracks_max) or use a shorter video"
+_OUT_OF_MEMORY_HINTS = {
+    "decode": ("the decoded frames", _VIDEO_SIZE),
+    "detect": ("YOLOv3's batch of frames", _VIDEO_SIZE),
+    "track": ("YOLOv3's batch of frames", _VIDEO_SIZE),
+    "crop": ("the frames cropped together", _VIDEO_SIZE),
+    "backbone": ("the batch of person crops", "lower it (vibe-mocap infer --batch-size N; 128 by default on a GPU)"),
+    "temporal": ("the tracks' frames", _TRACKS),
+    "smpl": ("the tracks' frames", _TRACKS),
+    "write": ("the tracks' frames", _TRACKS),
+}
 
 
 def usable_cores() -> int:
@@ -23,6 +42,32 @@ def usable_cores() -> int:
         except OSError:
             pass
     return os.cpu_count() or 1
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is PyTorch's out-of-memory error (of a GPU; without importing torch)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)
+
+
+def out_of_memory_error(stage: str | None = None) -> VibeError:
+    """The one message for a device that ran out of memory (in the run's ``stage`` where known), with
+    what to change; the memory PyTorch caches is handed back to the device first."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.cuda.empty_cache()  # (nothing to do where CUDA never started)
+    if stage in _OUT_OF_MEMORY_HINTS:
+        what, change = _OUT_OF_MEMORY_HINTS[stage]
+        where = f" in the {stage} stage, where it holds {what}: {change}."
+    else:
+        where = (
+            ". Lower the backbone batch (vibe-mocap infer --batch-size N), the video's resolution or the "
+            "number of tracks (tracks_max)."
+        )
+    return VibeError(
+        f"The GPU ran out of memory{where} Other programs on the GPU take its memory too (see nvidia-smi); "
+        "or run on the CPU (--device cpu)."
+    )
 
 
 def gpu_count() -> int:

@@ -18,6 +18,7 @@ detector, tracker and crop functions: ``frontend.py``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -25,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from .batched.transfers import to_device
 from .compiled import COMPILE_MODES, CompiledRunner, compile_pays
 from .cpu_features import default_precision
 from .detect import Detector
-from .devices import usable_cores
+from .devices import OUT_OF_MEMORY_STAGE, out_of_memory_error, usable_cores
 from .frontend import FrontEnd
 from .options import RunOptions
 from .precision import autocast, check_precision, exact_fp32_on_cuda
@@ -74,6 +75,35 @@ def no_frames_error(video_name: str) -> VibeError:
         f"No frame of '{video_name}' could be decoded. Check that the file plays, "
         "or re-encode it (for example to H.264 .mp4)."
     )
+
+
+class DeviceStageMonitor(StageMonitor):
+    """:class:`StageMonitor` whose stages name themselves on a device's out-of-memory error that
+    leaves them (the innermost stage), for :func:`naming_out_of_memory`."""
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        try:
+            with super().stage(name):
+                yield
+        except torch.cuda.OutOfMemoryError as err:
+            if not hasattr(err, OUT_OF_MEMORY_STAGE):
+                setattr(err, OUT_OF_MEMORY_STAGE, name)
+            raise
+
+
+T = TypeVar("T")
+
+
+def naming_out_of_memory(run: Callable[[], T]) -> T:
+    """``run()``, with a device's out-of-memory error turned into the one clear VibeError naming the
+    stage (see :class:`DeviceStageMonitor`) and what to change. It is raised once the failed work is
+    gone, so that its memory goes back to the device first."""
+    try:
+        return run()
+    except torch.cuda.OutOfMemoryError as err:
+        stage = getattr(err, OUT_OF_MEMORY_STAGE, None)
+    raise out_of_memory_error(stage)
 
 
 @dataclass
@@ -374,11 +404,27 @@ class Engine:
         should_cancel: Callable[[], bool] | None = None,
         video_name: str | None = None,
     ) -> RunOutput:
-        """video_name: the name to report (an upload's original file name); default the file's."""
+        """video_name: the name to report (an upload's original file name); default the file's. A
+        GPU that runs out of memory is one VibeError naming the stage and what to change."""
+        return naming_out_of_memory(
+            lambda: self._run(
+                video_path, options, progress=progress, should_cancel=should_cancel, video_name=video_name
+            )
+        )
+
+    def _run(
+        self,
+        video_path: str | Path,
+        options: RunOptions | None = None,
+        *,
+        progress: ProgressFn | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        video_name: str | None = None,
+    ) -> RunOutput:
         options = options or RunOptions()
         options.validate()
         options = options.effective()
-        monitor = StageMonitor(progress, should_cancel)
+        monitor = DeviceStageMonitor(progress, should_cancel)
         t_start = time.perf_counter()
         fe = self._frontend()
         detector_name = self.resolve_detector_name(options.detector)

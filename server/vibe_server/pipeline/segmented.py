@@ -37,10 +37,10 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
-from .engine import Engine, RunOutput, no_frames_error, select_tracks
+from .engine import DeviceStageMonitor, Engine, RunOutput, naming_out_of_memory, no_frames_error, select_tracks
 from .options import RunOptions
 from .people import DetectionSchedule, with_frames_ahead
-from .progress import ProgressFn, StageMonitor
+from .progress import ProgressFn
 from .track import TrackletCollector
 from .video import VideoSegment
 
@@ -70,6 +70,22 @@ def run_across_devices(
     video_name: str | None = None,
 ) -> RunOutput:
     """:meth:`Engine.run` with the work divided among ``engines`` (one per device, the same model)."""
+    return naming_out_of_memory(
+        lambda: _run_across_devices(
+            engines, video_path, options, progress=progress, should_cancel=should_cancel, video_name=video_name
+        )
+    )
+
+
+def _run_across_devices(
+    engines: Sequence[Engine],
+    video_path: str | Path,
+    options: RunOptions | None,
+    *,
+    progress: ProgressFn | None,
+    should_cancel: Callable[[], bool] | None,
+    video_name: str | None,
+) -> RunOutput:
     if not engines:
         raise VibeError("Running across devices needs at least one engine.")
     if len(engines) == 1:
@@ -80,7 +96,7 @@ def run_across_devices(
     options.validate()
     options = options.effective()
     lead = engines[0]
-    monitor = StageMonitor(progress, should_cancel)
+    monitor = DeviceStageMonitor(progress, should_cancel)
     t_start = time.perf_counter()
     reader = lead.open_video(video_path)
     info = reader.info

@@ -1,0 +1,85 @@
+"""A GPU that runs out of memory is one clear message naming the stage and what to change, in a run,
+a run across devices, a job and the command line (CPU engines raise PyTorch's error here)."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.options import RunOptions
+from vibe_server.pipeline.segmented import run_across_devices
+
+from .conftest import FakeDetector, TinyVIBE
+
+
+def out_of_memory(*args, **kwargs):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_the_backbone_running_out_of_memory_says_to_lower_the_batch(make_engine):
+    engine = make_engine()
+    engine.model.extract_features = out_of_memory
+    with pytest.raises(VibeError, match=r"ran out of memory in the backbone stage.*--batch-size") as caught:
+        engine.run("clip.mp4")
+    assert "nvidia-smi" in str(caught.value) and "--device cpu" in str(caught.value)
+
+
+def test_the_temporal_model_running_out_of_memory_says_to_keep_fewer_tracks(make_engine):
+    engine = make_engine()
+    engine.model.forward_features = out_of_memory
+    with pytest.raises(VibeError, match=r"ran out of memory in the temporal stage.*tracks_max"):
+        engine.run("clip.mp4")
+
+
+@pytest.mark.parametrize("gpu_front_end", [False, True])
+def test_detection_running_out_of_memory_is_named_also_from_the_detect_thread(short_clip, gpu_front_end):
+    """The GPU front end detects in a thread of its own: its error reaches the run, named."""
+
+    class Detector(FakeDetector):
+        batch_size = 4
+        detect = staticmethod(out_of_memory)
+
+    engine = Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu", gpu_front_end=gpu_front_end)
+    engine.frontend = dataclasses.replace(engine._frontend(), make_detector=lambda name, **kw: Detector())
+    with pytest.raises(VibeError, match=r"ran out of memory in the detect stage.*lower resolution"):
+        engine.run(short_clip, RunOptions(detector="yolo"))
+
+
+def test_a_run_across_devices_running_out_of_memory_names_the_stage(short_clip):
+    engines = [Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu") for _ in range(2)]
+    engines[1].model.extract_features = out_of_memory
+    with pytest.raises(VibeError, match=r"ran out of memory in the backbone stage"):
+        run_across_devices(engines, short_clip, RunOptions(detector="hog", min_track_frames=5))
+
+
+def test_a_job_and_the_command_line_say_it_in_words_too(monkeypatch, capsys):
+    """Anything else on the GPU (loading the model onto it, say): a job's message, the CLI's error."""
+    import argparse
+
+    from vibe_server import cli
+    from vibe_server.api.jobs import INTERNAL_ERROR_MESSAGE, failure_message
+
+    err = torch.cuda.OutOfMemoryError("CUDA out of memory")
+    assert failure_message(err).startswith("The GPU ran out of memory.")
+    assert failure_message(RuntimeError("other")) == INTERNAL_ERROR_MESSAGE
+
+    def parser():
+        p = argparse.ArgumentParser()
+        p.set_defaults(run=out_of_memory)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err.startswith("error: The GPU ran out of memory.")
+
+
+def test_the_out_of_memory_message_gives_its_memory_back(monkeypatch):
+    from vibe_server.pipeline import devices
+
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    assert "backbone" in str(devices.out_of_memory_error("backbone")) and emptied
+    assert devices.is_out_of_memory(torch.cuda.OutOfMemoryError())
+    assert not devices.is_out_of_memory(MemoryError())  # the host's: not the GPU's

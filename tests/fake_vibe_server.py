@@ -9,6 +9,7 @@ status codes and messages; tests/server/test_client_real_server.py checks that t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -82,7 +83,9 @@ class FakeVibeServer:
     result_bytes_sent bytes without a declared length is sent in chunked encoding), slow_s (job polls
     after the first running one wait this long), json_padding (bytes of padding in job records),
     content_type (of the result download), prove=False (/health answers no proof, as servers before
-    the proof did). port: where it listens (0: a free port)."""
+    the proof did). port: where it listens (0: a free port). model: the model /health names;
+    body_model_fingerprint: /health's "body_model" ("auto": a hash of the body model's bytes; None: no
+    such field, as servers before it; anything else is sent as it is)."""
 
     def __init__(
         self,
@@ -104,6 +107,8 @@ class FakeVibeServer:
         content_type: str = "application/octet-stream",
         prove: bool = True,
         port: int = 0,
+        model: str = "synthetic placeholder",
+        body_model_fingerprint: object = "auto",
     ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
@@ -113,7 +118,10 @@ class FakeVibeServer:
         self.result_bytes_sent, self.declared_length = result_bytes_sent, declared_length
         self.chunked = chunked
         self.slow_s, self.json_padding, self.content_type = slow_s, json_padding, content_type
-        self.prove = prove
+        self.prove, self.model = prove, model
+        if body_model_fingerprint == "auto":  # opaque to the add-on: any text naming these bytes will do
+            body_model_fingerprint = "sha256:" + hashlib.sha256(self.body_model_bytes).hexdigest()
+        self.body_model_fingerprint = body_model_fingerprint
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
@@ -233,6 +241,9 @@ class FakeVibeServer:
                     proof = {}
                     if challenge and server.prove:
                         proof["proof"] = server_proof(server.token, challenge[0], self.server.server_address[1])
+                    fingerprint = {}
+                    if server.body_model_fingerprint is not None:
+                        fingerprint["body_model"] = server.body_model_fingerprint
                     return self._send(
                         200,
                         {
@@ -240,10 +251,11 @@ class FakeVibeServer:
                             "version": "0.1.0",
                             "api_version": 1,
                             "device": "cpu",
-                            "model": "synthetic placeholder",
+                            "model": server.model,
                             "torch": "2.13.0",
                             "queue_length": 0,
                             **proof,
+                            **fingerprint,
                         },
                     )
                 if server.redirect_to:

@@ -22,9 +22,9 @@ from vibe_blender.core.client import (
     is_loopback_url,
 )
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.model_data import ensure_body_model, read_cached_body_model
+from vibe_blender.core.model_data import cached_body_model_note, ensure_body_model, read_cached_body_model
 from vibe_blender.core.server_proof import server_proof
-from vibe_blender.core.smpl_model import load_body_model
+from vibe_blender.core.smpl_model import load_body_model, save_body_model
 
 TOKEN = "fake-token"
 
@@ -403,12 +403,78 @@ def test_an_unreadable_cached_body_model_is_downloaded_again_once(server_files, 
     assert [p for _, p in server.requests if p.endswith("/body_model")] == ["/api/v1/body_model"]
 
 
-def test_a_readable_cached_body_model_is_not_downloaded_again(server_files, tmp_path):
-    _cache(tmp_path).parent.mkdir()
-    _cache(tmp_path).write_bytes(server_files[1].read_bytes())
+def _body_model_downloads(server) -> int:
+    return sum(p.endswith("/body_model") for _, p in server.requests)
+
+
+def test_a_cached_body_model_with_the_servers_fingerprint_is_not_downloaded_again(server_files, tmp_path):
     with _fake(server_files) as server:
-        assert _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run().state == "done"
-    assert not any(p.endswith("/body_model") for _, p in server.requests)
+        for _ in range(2):
+            assert _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run().state == "done"
+    assert _body_model_downloads(server) == 1
+    assert cached_body_model_note(_cache(tmp_path)).fingerprint == server.body_model_fingerprint
+
+
+@pytest.fixture
+def placeholder_and_real(tmp_path, body_model):
+    """(placeholder body-model file, the real one's): what a --synthetic server sends before the model
+    data is installed, and after."""
+    from vibe_server.data.synthetic import make_body_model
+
+    save_body_model(tmp_path / "placeholder.npz", body_model)
+    save_body_model(tmp_path / "real.npz", make_body_model(1))
+    return tmp_path / "placeholder.npz", tmp_path / "real.npz"
+
+
+def test_the_placeholder_cached_before_the_model_data_is_replaced_by_the_real_one(
+    server_files, tmp_path, placeholder_and_real
+):
+    placeholder, real = placeholder_and_real
+    with FakeVibeServer(server_files[0], placeholder, token=TOKEN, model="synthetic placeholder") as server:
+        ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+    assert cached_body_model_note(_cache(tmp_path)).placeholder
+    # the model data was installed: the server (restarted) sends the real model, with another fingerprint
+    with FakeVibeServer(server_files[0], real, token=TOKEN, model="vibe_model_wo_3dpw") as server:
+        for _ in range(2):
+            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+    assert _body_model_downloads(server) == 1
+    assert _cache(tmp_path).read_bytes() == real.read_bytes()
+    assert not cached_body_model_note(_cache(tmp_path)).placeholder
+
+
+def test_a_body_model_cached_without_a_note_is_downloaded_again_once(server_files, tmp_path, placeholder_and_real):
+    """Cached by an earlier version, which noted nothing: it may be the placeholder."""
+    placeholder, real = placeholder_and_real
+    _cache(tmp_path).parent.mkdir()
+    _cache(tmp_path).write_bytes(placeholder.read_bytes())
+    with FakeVibeServer(server_files[0], real, token=TOKEN, model="vibe_model_wo_3dpw") as server:
+        for _ in range(2):
+            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+    assert _body_model_downloads(server) == 1 and _cache(tmp_path).read_bytes() == real.read_bytes()
+
+
+@pytest.mark.parametrize("fingerprint", [None, "not a fingerprint", 5])
+def test_a_server_that_gives_no_fingerprint_keeps_the_cached_body_model(
+    server_files, tmp_path, placeholder_and_real, fingerprint
+):
+    """Servers before the fingerprint (or one sending something else): the cached body model is used,
+    as before, unless it is the placeholder's and the server now runs the real model."""
+    placeholder, real = placeholder_and_real
+    _cache(tmp_path).parent.mkdir()
+    _cache(tmp_path).write_bytes(real.read_bytes())  # no note: cached by an earlier version
+    with FakeVibeServer(server_files[0], placeholder, token=TOKEN, body_model_fingerprint=fingerprint) as server:
+        ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+    assert _body_model_downloads(server) == 0 and _cache(tmp_path).read_bytes() == real.read_bytes()
+
+    _cache(tmp_path).unlink()
+    with FakeVibeServer(server_files[0], placeholder, token=TOKEN, body_model_fingerprint=fingerprint) as server:
+        ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))  # the placeholder, noted as such
+    with FakeVibeServer(
+        server_files[0], real, token=TOKEN, model="vibe_model_wo_3dpw", body_model_fingerprint=fingerprint
+    ) as server:
+        for _ in range(2):
+            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+    assert _body_model_downloads(server) == 1 and _cache(tmp_path).read_bytes() == real.read_bytes()
 
 
 def test_an_unreadable_cached_body_model_and_a_bad_download_leave_nothing_cached(server_files, tmp_path):

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import io
 import json
+import re
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
 from vibe_server.api.app import create_app
 from vibe_server.api.deps import get_settings
+from vibe_server.api.routes.body_model import body_model_fingerprint
 from vibe_server.api.settings import Settings
 from vibe_server.data.synthetic import write_smpl_files
 
@@ -541,9 +543,33 @@ def test_body_model_download(settings, make_engine, tmp_path):
         assert r.status_code == 200
         model = load_body_model(io.BytesIO(r.content))
         assert model.v_template.shape == (6890, 3) and model.shapedirs.shape == (6890, 3, 10)
+        # /health names what /body_model sends, so that the add-on knows when its copy is out of date
+        assert client.get(f"{API}/health").json()["body_model"] == body_model_fingerprint(model)
     engine.data_dir = None
     with client_for(settings, engine) as client:
         assert_detail(client.get(f"{API}/body_model"), 503, "data install")
+        assert client.get(f"{API}/health").json()["body_model"] is None
+
+
+def test_the_body_model_fingerprint_follows_the_model_not_the_start(settings, make_engine, tmp_path):
+    engine = make_engine()
+    engine.data_dir = tmp_path / "smpl"
+    fingerprints = []
+    for seed in (0, 0, 1):  # the same model on a second start, then another model
+        write_smpl_files(engine.data_dir, seed=seed)
+        with client_for(settings, engine) as client:
+            fingerprints.append(client.get(f"{API}/health").json()["body_model"])
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", fingerprints[0])
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
+def test_a_body_model_replaced_after_the_start_is_not_sent_under_the_old_fingerprint(settings, make_engine, tmp_path):
+    engine = make_engine()
+    engine.data_dir = tmp_path / "smpl"
+    write_smpl_files(engine.data_dir, seed=0)
+    with client_for(settings, engine) as client:
+        write_smpl_files(engine.data_dir, seed=1)  # the model data installed again while the server runs
+        assert_detail(client.get(f"{API}/body_model"), 503, "changed after this server started", "restart")
 
 
 # -- only real video containers reach FFmpeg ---------------------------------------------------

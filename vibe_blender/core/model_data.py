@@ -1,19 +1,47 @@
 """Find and read the body model the character is built from: a file, the model-data folder, or the
-one the server sent, cached on this machine."""
+one the server sent, cached on this machine.
+
+The cached one is tied to the server's model: beside it, ``body_model.json`` notes the fingerprint
+the server's ``/health`` gave for it (``body_model``) and whether it was the synthetic placeholder's;
+a server whose fingerprint differs (model data installed since, another server) sends it again.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import safe_json
 from .errors import VibeError
 from .smpl_model import BodyModel, load_body_model, load_smpl_pkl
+from .user_dirs import write_private_file
 
 if TYPE_CHECKING:
     from .client import ServerClient, Stop
 
 SMPL_FILE = "SMPL_NEUTRAL.pkl"
 BODY_MODEL_NPZ = "body_model.npz"
+PLACEHOLDER_MODEL = "synthetic placeholder"  # the model name of a server without model data (--synthetic)
+FINGERPRINT_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ServedBodyModel:
+    """What a server's /health says of the body model it sends."""
+
+    fingerprint: str | None  # None: the server does not say (servers before the fingerprint)
+    placeholder: bool  # the server runs the synthetic placeholder: its body model is the stick figure
+
+    @classmethod
+    def from_health(cls, health: dict) -> ServedBodyModel:
+        """From a /health answer; a fingerprint of another shape counts as none."""
+        fingerprint = health.get("body_model")
+        if not (isinstance(fingerprint, str) and FINGERPRINT_PATTERN.fullmatch(fingerprint)):
+            fingerprint = None
+        return cls(fingerprint, health.get("model") == PLACEHOLDER_MODEL)
 
 
 def read_body_model(path: str | Path) -> BodyModel:
@@ -61,13 +89,55 @@ def read_cached_body_model(path: str | Path) -> BodyModel | None:
         ) from err
 
 
-def ensure_body_model(client: ServerClient, path: str | Path, *, should_stop: Stop | None = None) -> Path:
-    """``path`` holding a readable body model: the one cached there, else (none cached, or the cached
-    one does not read and was deleted) the server's, downloaded once and checked before it is cached."""
-    path = Path(path)
+def body_model_note_path(path: str | Path) -> Path:
+    """The note beside a cached body model: what the server said of it (``body_model.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def cached_body_model_note(path: str | Path) -> ServedBodyModel | None:
+    """What the server said of the body model cached at ``path`` when it sent it; None when nothing
+    was noted (cached by an earlier version) or the note does not read."""
     try:
-        if read_cached_body_model(path) is not None:
-            return path
+        note = safe_json.loads(body_model_note_path(path).read_bytes()[:4096])
+        fingerprint, placeholder = note["fingerprint"], note["placeholder"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(placeholder, bool):
+        return None
+    if not (isinstance(fingerprint, str) and FINGERPRINT_PATTERN.fullmatch(fingerprint)):
+        fingerprint = None
+    return ServedBodyModel(fingerprint, placeholder)
+
+
+def _still_the_servers(note: ServedBodyModel | None, served: ServedBodyModel) -> bool:
+    """Whether the cached body model (``note``: what was said of it) is the one the server sends now."""
+    if served.fingerprint is not None:
+        return note is not None and note.fingerprint == served.fingerprint
+    # a server that does not say: the cached one is kept, unless it came from the placeholder and the
+    # server runs the real model now (or the other way round)
+    return note is None or note.placeholder == served.placeholder
+
+
+def ensure_body_model(client: ServerClient, path: str | Path, *, should_stop: Stop | None = None) -> Path:
+    """``path`` holding a readable body model, the one the server sends: the one cached there when the
+    server's /health gives the fingerprint noted beside it (or gives none: a server before the
+    fingerprint), else the server's, downloaded and checked before it replaces the cached one. A cached
+    one that does not read was deleted and is downloaded again, once. :func:`cached_body_model_note`
+    says afterwards whether it is the synthetic placeholder's."""
+    path = Path(path)
+    served = ServedBodyModel.from_health(client.health(should_stop=should_stop))
+    try:
+        cached = read_cached_body_model(path) is not None
     except VibeError:
-        pass  # unreadable: downloaded again, once (the download replaces it only with a readable one)
-    return client.download_body_model(path, should_stop=should_stop)
+        cached = False  # unreadable and deleted: downloaded again (only a readable one replaces it)
+    if cached and _still_the_servers(cached_body_model_note(path), served):
+        return path
+    note = body_model_note_path(path)
+    note.unlink(missing_ok=True)  # never a note about another file than the one beside it
+    client.download_body_model(path, should_stop=should_stop)
+    fields = {"fingerprint": served.fingerprint, "placeholder": served.placeholder}
+    try:
+        write_private_file(note, json.dumps(fields).encode())
+    except OSError:
+        pass  # no note: the next capture downloads it again
+    return path

@@ -3,6 +3,7 @@ and starts the job worker. Routers live in ``routes/``, checks in ``deps.py``.""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -50,6 +51,8 @@ async def lifespan(app: FastAPI):
     except VibeError as err:  # e.g. model data missing: keep serving, say why
         log.error("%s", err)
         engines, state.engine, state.engine_error = [], None, str(err)
+    # /health's fingerprint of the body model, once: reading and hashing the SMPL file is off the event loop
+    state.body_model_fingerprint = await asyncio.to_thread(body_model.served_fingerprint, state.engine)
     # finished results stay reachable even without a model; only a loaded model gets workers
     settings = state.settings
     state.jobs = JobManager(
@@ -103,6 +106,7 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader
     app.state.engine, app.state.engine_error, app.state.jobs, app.state.live = None, None, None, None
+    app.state.body_model_fingerprint, app.state.body_model_npz = None, None  # set at start-up, at the first download
     app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
     for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -1,37 +1,85 @@
-"""GET /body_model: the SMPL arrays the add-on needs to build the character (npz, no pickles)."""
+"""GET /body_model: the SMPL arrays the add-on needs to build the character (npz, no pickles).
+
+The model's fingerprint (``/health``'s ``body_model``) is computed once at start-up, in a worker
+thread (:func:`served_fingerprint`): the add-on keeps the body model it downloaded with that
+fingerprint and downloads it again when the server's differs (model data installed since, another
+server). The npz is made at the first download, from the same file, and only when that file still
+holds the model of the fingerprint: a file replaced since the start is refused (restart the server)
+rather than sent under the fingerprint of another model.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
+from vibe_blender.core.smpl_model import BODY_MODEL_VERSION, BodyModel, load_smpl_pkl, save_body_model
 
 from ..deps import PROTECTED, get_engine
 
 router = APIRouter(tags=["body model"], dependencies=PROTECTED)
+SMPL_FILE = "SMPL_NEUTRAL.pkl"
+NO_SMPL = "This server has no SMPL model file; install the model data with 'vibe-mocap data install'."
+
+
+def body_model_fingerprint(model: BodyModel) -> str:
+    """ "sha256:<hex>" of what /body_model sends for ``model``: the format version, then each array's
+    name, type, shape and values as :func:`save_body_model` writes them (the same on every start,
+    unlike the zip's own bytes, which hold the time they were written)."""
+    digest = hashlib.sha256(f"vibe-mocap body model v{BODY_MODEL_VERSION}\n".encode())
+    for f in fields(BodyModel):
+        array = np.ascontiguousarray(getattr(model, f.name), np.int64 if f.name in ("faces", "parents") else np.float32)
+        digest.update(f"{f.name} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _smpl_model(engine) -> BodyModel:
+    """The engine's SMPL model, read from its data folder; HTTPException 503 saying why there is none."""
+    if engine is None or engine.data_dir is None:
+        raise HTTPException(503, NO_SMPL)
+    try:
+        return load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE)
+    except VibeError as err:
+        raise HTTPException(503, str(err)) from err
+
+
+def served_fingerprint(engine) -> str | None:
+    """The fingerprint of the body model the server sends, None when it has none (blocking: reads
+    and hashes the SMPL file; the start-up runs it in a worker thread)."""
+    try:
+        return body_model_fingerprint(_smpl_model(engine))
+    except HTTPException:
+        return None
+
+
+def _npz(engine, fingerprint: str | None) -> bytes:
+    model = _smpl_model(engine)
+    if body_model_fingerprint(model) != fingerprint:
+        raise HTTPException(
+            503,
+            f"The SMPL model file in {engine.data_dir} changed after this server started; restart the server to "
+            "send the new one.",
+        )
+    buffer = io.BytesIO()
+    save_body_model(buffer, model)
+    return buffer.getvalue()
 
 
 @router.get("/body_model")
-def body_model(request: Request, engine=Depends(get_engine)) -> Response:
-    cached = getattr(request.app.state, "body_model_npz", None)
-    if cached is None:
-        if engine.data_dir is None:
-            raise HTTPException(
-                503, "This server has no SMPL model file; install the model data with 'vibe-mocap data install'."
-            )
-        try:
-            model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
-        except VibeError as err:
-            raise HTTPException(503, str(err)) from err
-        buffer = io.BytesIO()
-        save_body_model(buffer, model)
-        cached = request.app.state.body_model_npz = buffer.getvalue()
+async def body_model(request: Request, engine=Depends(get_engine)) -> Response:
+    state = request.app.state
+    if state.body_model_npz is None:  # made once, in a worker thread (a second request may make it too)
+        state.body_model_npz = await run_in_threadpool(_npz, engine, state.body_model_fingerprint)
     return Response(
-        cached,
+        state.body_model_npz,
         media_type="application/octet-stream",
         headers={"Content-Disposition": 'attachment; filename="body_model.npz"'},
     )

@@ -333,13 +333,16 @@ def test_ctrl_c_stops_the_workers_before_the_batch_ends(clip_bank, tmp_path):
 
 def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_path):
     inputs = place(clip_bank, tmp_path / "in", {f"v{i}.mp4": "walk.mp4" for i in range(4)})
-    items = discover([str(inputs)], tmp_path / "out")
+    out = tmp_path / "out"
+    items = discover([str(inputs)], out)
     calls = []
 
     def on_record(record: dict) -> None:  # a full disk: the manifest cannot be appended to
         calls.append(record["input"])
-        if len(calls) == 1:
-            time.sleep(2)  # meanwhile the other videos finish: their results wait to be recorded too
+        deadline = time.monotonic() + 60
+        while len(calls) == 1 and len(list(out.glob("*.npz"))) < len(items) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the other videos finish meanwhile: their results wait to be recorded too
+        time.sleep(0.5 if len(calls) == 1 else 0)  # their answers reach the driver
         raise OSError(errno.ENOSPC, "No space left on device")
 
     spec = EngineSpec(factory=ENGINE)
@@ -352,7 +355,7 @@ def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_pa
             on_record=on_record,
             progress=BatchProgress(4, enabled=False),
         )
-    assert len(calls) == 2  # the first result, then the finished ones on the way out
+    assert len(calls) == 2, calls  # the first result, then the finished ones on the way out
     assert multiprocessing.active_children() == []  # no worker goes on writing results
 
 

@@ -1,13 +1,18 @@
 """One video on several devices at once (two CPU engines stand in for two GPUs) gives the result
 of a one-device run: the same tracks, frames and boxes, the same poses."""
 
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from testdata import REAL_CLIPS
 
+from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.engine import Engine
 from vibe_server.pipeline.options import RunOptions
+from vibe_server.pipeline.progress import JobCancelled
 from vibe_server.pipeline.segmented import run_across_devices, segment_bounds
 
 from .conftest import TinyVIBE
@@ -185,3 +190,83 @@ def test_nobody_in_the_video_is_the_one_clear_error(short_clip, monkeypatch):
     options = RunOptions(detector="hog", min_track_frames=500)
     with pytest.raises(VibeError, match="Nobody was found"):
         run_across_devices([_engine(), _engine()], short_clip, options)
+
+
+class SlowDetector:
+    """Takes ``delay_s`` a call (a long segment's detection on a GPU); ``fail``: raises at once."""
+
+    batch_size = 1
+
+    def __init__(self, delay_s: float = 0.0, fail: BaseException | None = None):
+        self.delay_s, self.fail, self.calls = delay_s, fail, 0
+
+    def detect(self, frames):
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        time.sleep(self.delay_s)
+        return [np.zeros((0, 5), np.float32) for _ in frames]
+
+
+def _engines_with(*detectors) -> list[Engine]:
+    engines = []
+    for detector in detectors:
+        engine = _engine()
+        engine.frontend = replace(engine._frontend(), make_detector=lambda name, d=detector, **kw: d)
+        engines.append(engine)
+    return engines
+
+
+def _segment_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("segment") and t.is_alive()]
+
+
+LONG_CLIP = REAL_CLIPS / "one-by-one-person-detection.mp4"  # 1,394 frames: 697 a segment
+EVERY_FRAME = RunOptions(detector="yolo", detection_stride=1, adaptive_detection=False)
+
+
+def test_an_error_in_one_segment_stops_the_others_at_once():
+    """The second device fails at its first frame: the run raises that at once, while the first is
+    still detecting (it stops at its next frame; it used to detect its whole segment first), and no
+    segment thread is left running."""
+    slow = SlowDetector(delay_s=0.05)
+    engines = _engines_with(slow, SlowDetector(fail=RuntimeError("the second GPU broke")))
+    with pytest.raises(RuntimeError, match="the second GPU broke"):
+        run_across_devices(engines, LONG_CLIP, EVERY_FRAME)
+    assert slow.calls < 40  # of 697
+    assert not _segment_threads()
+
+
+@pytest.mark.parametrize("interrupt", [JobCancelled, KeyboardInterrupt])
+def test_a_cancel_or_ctrl_c_stops_the_segments_at_their_next_frame(interrupt):
+    """should_cancel is asked while the segments run (not only between stages); Ctrl-C in the run's
+    thread (here raised by should_cancel, which runs there) stops them the same way."""
+    detectors = [SlowDetector(delay_s=0.05), SlowDetector(delay_s=0.05)]
+    asked = []
+
+    def should_cancel():
+        asked.append(True)
+        if len(asked) >= 4:
+            if interrupt is KeyboardInterrupt:
+                raise KeyboardInterrupt
+            return True
+        return False
+
+    with pytest.raises(interrupt):
+        run_across_devices(_engines_with(*detectors), LONG_CLIP, EVERY_FRAME, should_cancel=should_cancel)
+    assert all(d.calls < 40 for d in detectors)  # of 697 each
+    assert not _segment_threads()
+
+
+def test_the_progress_moves_while_the_segments_detect(short_clip):
+    reports = []
+    engines = _engines_with(SlowDetector(delay_s=0.1), SlowDetector(delay_s=0.1))
+    with pytest.raises(VibeError, match="Nobody was found"):  # (the fake detector finds nobody)
+        run_across_devices(
+            engines,
+            short_clip,
+            replace(EVERY_FRAME, min_track_frames=1),
+            progress=lambda stage, fraction, eta: reports.append((stage, fraction)),
+        )
+    during = [fraction for stage, fraction in reports if stage == "detect" and 0 < fraction]
+    assert len(during) >= 2 and during == sorted(during)

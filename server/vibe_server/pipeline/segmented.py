@@ -22,14 +22,19 @@ has such frames near the even cuts. A jump is trusted only once checked: the seg
 decodes one frame past it, and both decoders must have seen the same frame there (timestamp and
 pixels); a segment whose jump missed is decoded again from the video's first frame, which is always
 exact. The second pass over a segment jumps again, and must land on the frame the first did.
+
+While the segments run, the run's own thread waits for them: it reports their frames as progress
+and checks for a cancel; the first error (or a cancel, or Ctrl-C) stops every segment at its next
+frame and is raised at once, and the segments' threads are gone before the run returns.
 """
 
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +45,7 @@ from vibe_blender.core.errors import VibeError
 from .engine import DeviceStageMonitor, Engine, RunOutput, naming_out_of_memory, no_frames_error, select_tracks
 from .options import RunOptions
 from .people import DetectionSchedule, with_frames_ahead
-from .progress import ProgressFn
+from .progress import ProgressFn, StageMonitor
 from .track import TrackletCollector
 from .video import VideoSegment
 
@@ -104,61 +109,75 @@ def _run_across_devices(
     for engine in engines:
         engine.prepare_run(options, expected_crops=int(info.frame_count or 0) // len(engines))
     bounds = segment_bounds(int(info.frame_count), len(engines), reader.jump_targets())
+    frame_count = max(1, int(info.frame_count or 0))
+    # the segments' threads stop at their next frame once ``stop`` is set: an error in one of
+    # them, a cancel or Ctrl-C; the pool is shut down whatever happens, its threads gone
+    stop = threading.Event()
     pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
+    segments_at_once = _SegmentRunner(pool, stop, monitor, frame_count)
+    try:
+        # 1. detect the scheduled frames of every segment, all devices at once; then check the cuts
+        # in order (a segment decoded again is what the next cut is checked against)
+        monitor.report("detect", "stream", 0.0, force=True)
+        with monitor.stage("detect"):
+            spans = [*bounds[:-1], (bounds[-1][0], None)]  # the last one to the end, whatever the header says
+            segments = [reader.segment(*span) for span in spans]  # each decodes with a capture of its own
+            jobs = [(engine, segment, options) for engine, segment in zip(engines, segments)]
+            parts = segments_at_once(_detect_segment, jobs, "detect", _PROGRESS["detect"])
+            for k in range(1, len(segments)):
+                if not segments[k].continues(segments[k - 1]):
+                    segments[k] = reader.segment(*spans[k], seek=False)
+                    job = (engines[k], segments[k], options)
+                    parts[k] = segments_at_once(_detect_segment, [job], "detect", _PROGRESS["detect"])[0]
+        scheduled = {index: dets for part in parts for index, dets in part.items()}
+        frames_decoded = sum(segment.decoded for segment in segments)
+        reader.check_complete(frames_decoded)  # a truncated video: the warning, and the frames that decoded
+        if frames_decoded == 0:
+            raise no_frames_error(video_name)
+        monitor.check_cancel()
 
-    # 1. detect the scheduled frames of every segment, all devices at once; then check the cuts in
-    # order (a segment decoded again is what the next cut is checked against)
-    monitor.report("detect", "stream", 0.0, force=True)
-    with monitor.stage("detect"):
-        spans = [*bounds[:-1], (bounds[-1][0], None)]  # the last one to the end, whatever the header says
-        segments = [reader.segment(*span) for span in spans]  # each decodes with a capture of its own
-        parts = list(pool.map(lambda job: _detect_segment(*job, options), zip(engines, segments)))
-        for k in range(1, len(segments)):
-            if not segments[k].continues(segments[k - 1]):
-                segments[k] = reader.segment(*spans[k], seek=False)
-                parts[k] = _detect_segment(engines[k], segments[k], options)
-    scheduled = {index: dets for part in parts for index, dets in part.items()}
-    frames_decoded = sum(segment.decoded for segment in segments)
-    reader.check_complete(frames_decoded)  # a truncated video: the warning, and the frames that decoded
-    if frames_decoded == 0:
-        raise no_frames_error(video_name)
-    monitor.check_cancel()
+        # 2. track over the whole video, in order
+        with monitor.stage("track"):
+            schedule = DetectionSchedule(
+                lead.detector(options.detector, compiled=options.compile_detector, official=options.official),
+                options.detection_stride,
+                adaptive_detection=options.adaptive_detection,
+            )
+            collector = TrackletCollector()
+            # adaptive triggers look at the frames (and an on-the-spot detection at the frames ahead);
+            # fixed-stride tracking needs only the detections
+            frames = reader if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
+            hold = schedule.frames_to_hold_ahead() if schedule.triggers is not None else 0  # nothing to detect ahead
+            lo, hi = _PROGRESS["track"]
+            for index, frame_rgb, upcoming in with_frames_ahead(frames, hold):
+                monitor.check_cancel()
+                dets = scheduled.get(index) if schedule.scheduled(index) else None
+                collector.add(index, schedule.step(index, frame_rgb, dets, upcoming))
+                monitor.report("track", "stream", lo + (hi - lo) * min(1.0, index / frame_count))
+            tracklets = collector.tracklets(min_track_frames=1)
+            kept = select_tracks({tid: len(t.frames) for tid, t in tracklets.items()}, options, video_name)
+        monitor.check_cancel()
 
-    # 2. track over the whole video, in order
-    with monitor.stage("track"):
-        schedule = DetectionSchedule(
-            lead.detector(options.detector, compiled=options.compile_detector, official=options.official),
-            options.detection_stride,
-            adaptive_detection=options.adaptive_detection,
-        )
-        collector = TrackletCollector()
-        # adaptive triggers look at the frames (and an on-the-spot detection at the frames ahead);
-        # fixed-stride tracking needs only the detections
-        frames = reader if options.adaptive_detection else ((i, None) for i in range(frames_decoded))
-        hold = schedule.frames_to_hold_ahead() if schedule.triggers is not None else 0  # nothing to detect ahead
-        for index, frame_rgb, upcoming in with_frames_ahead(frames, hold):
-            dets = scheduled.get(index) if schedule.scheduled(index) else None
-            collector.add(index, schedule.step(index, frame_rgb, dets, upcoming))
-        tracklets = collector.tracklets(min_track_frames=1)
-        kept = select_tracks({tid: len(t.frames) for tid, t in tracklets.items()}, options, video_name)
-    monitor.check_cancel()
-
-    # 3. crops and backbone, all devices at once
-    boxes_at: dict[int, list[tuple[int, np.ndarray]]] = {}
-    for tid in kept:
-        for frame_index, box in zip(tracklets[tid].frames.tolist(), tracklets[tid].bboxes):
-            boxes_at.setdefault(frame_index, []).append((tid, box))
-    monitor.report("backbone", "stream", 0.5, force=True)
-    with monitor.stage("backbone"):
-        features = {}
-        again = [reader.segment(segment.start, segment.stop, seek=segment.seek) for segment in segments]
-        for part in pool.map(lambda job: _features_segment(*job, options, boxes_at), zip(engines, again)):
-            features.update(part)
-        for k, (first, second) in enumerate(zip(segments, again)):
-            if second.head != first.head:  # this jump missed where the first one landed: decode exactly
-                exact = reader.segment(first.start, first.stop, seek=False)
-                features.update(_features_segment(engines[k], exact, options, boxes_at))
-    pool.shutdown()
+        # 3. crops and backbone, all devices at once
+        boxes_at: dict[int, list[tuple[int, np.ndarray]]] = {}
+        for tid in kept:
+            for frame_index, box in zip(tracklets[tid].frames.tolist(), tracklets[tid].bboxes):
+                boxes_at.setdefault(frame_index, []).append((tid, box))
+        monitor.report("backbone", "stream", _PROGRESS["backbone"][0], force=True)
+        with monitor.stage("backbone"):
+            features = {}
+            again = [reader.segment(segment.start, segment.stop, seek=segment.seek) for segment in segments]
+            jobs = [(engine, segment, options, boxes_at) for engine, segment in zip(engines, again)]
+            for part in segments_at_once(_features_segment, jobs, "backbone", _PROGRESS["backbone"]):
+                features.update(part)
+            for k, (first, second) in enumerate(zip(segments, again)):
+                if second.head != first.head:  # this jump missed where the first one landed: decode exactly
+                    exact = reader.segment(first.start, first.stop, seek=False)
+                    job = (engines[k], exact, options, boxes_at)
+                    features.update(segments_at_once(_features_segment, [job], "backbone", _PROGRESS["backbone"])[0])
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     # 4. the temporal model, chunk by chunk on the device of the chunk's segment
     starts = [start for start, _ in bounds]
@@ -186,7 +205,60 @@ def _run_across_devices(
     )
 
 
-def _detect_segment(engine: Engine, segment: VideoSegment, options: RunOptions) -> dict[int, np.ndarray]:
+# each heavy step's share of the stream phase's progress bar (the segments' frames done, together)
+_PROGRESS = {"detect": (0.0, 0.4), "track": (0.4, 0.5), "backbone": (0.5, 1.0)}
+POLL_S = 0.1  # how often the run's thread looks for a cancel and reports progress while segments run
+
+
+class _Stopped(Exception):
+    """A segment gave up at a frame because ``stop`` was set (another failed, or the run ends)."""
+
+
+class _SegmentRunner:
+    """Runs one step on several segments at once, on the pool's threads, while the run's thread
+    waits: it reports the frames done as progress, checks for a cancel, and on the first error (or a
+    cancel, or Ctrl-C in the run's thread) sets ``stop``, which every segment checks at each frame,
+    and raises it at once."""
+
+    def __init__(self, pool: ThreadPoolExecutor, stop: threading.Event, monitor: StageMonitor, frame_count: int):
+        self.pool, self.stop, self.monitor, self.frame_count = pool, stop, monitor, frame_count
+
+    def __call__(self, step: Callable, jobs: list[tuple], stage: str, span: tuple[float, float]) -> list:
+        """``step(*job, stop=..., advance=...)`` for each job at once -> their results in order."""
+        frames_done = [0] * len(jobs)
+
+        def run(k: int, job: tuple):
+            def advance(frames: int) -> None:
+                frames_done[k] += frames  # (each segment its own counter)
+
+            return step(*job, stop=self.stop, advance=advance)
+
+        futures = [self.pool.submit(run, k, job) for k, job in enumerate(jobs)]
+        lo, hi = span
+        try:
+            running = set(futures)
+            while running:
+                done, running = wait(running, timeout=POLL_S, return_when=FIRST_EXCEPTION)
+                failed = next((f for f in done if f.exception() is not None), None)
+                if failed is not None:
+                    raise failed.exception()
+                self.monitor.check_cancel()
+                fraction = min(1.0, sum(frames_done) / self.frame_count)
+                self.monitor.report(stage, "stream", lo + (hi - lo) * fraction)
+        except BaseException:
+            self.stop.set()  # the other segments end at their next frame
+            raise
+        return [future.result() for future in futures]
+
+
+def _detect_segment(
+    engine: Engine,
+    segment: VideoSegment,
+    options: RunOptions,
+    *,
+    stop: threading.Event,
+    advance: Callable[[int], None],
+) -> dict[int, np.ndarray]:
     """One segment on one engine -> {frame index: detections} of its scheduled frames."""
     detector = engine.detector(options.detector, compiled=options.compile_detector, official=options.official)
     batch_size = max(1, int(getattr(detector, "batch_size", 1)))
@@ -199,6 +271,9 @@ def _detect_segment(engine: Engine, segment: VideoSegment, options: RunOptions) 
         pending.clear()
 
     for index, frame_rgb in segment:
+        if stop.is_set():
+            raise _Stopped()
+        advance(1)
         if index % options.detection_stride == 0:
             pending.append((index, frame_rgb))
             if len(pending) == batch_size:
@@ -209,7 +284,13 @@ def _detect_segment(engine: Engine, segment: VideoSegment, options: RunOptions) 
 
 
 def _features_segment(
-    engine: Engine, segment: VideoSegment, options: RunOptions, boxes_at: dict
+    engine: Engine,
+    segment: VideoSegment,
+    options: RunOptions,
+    boxes_at: dict,
+    *,
+    stop: threading.Event,
+    advance: Callable[[int], None],
 ) -> dict[tuple[int, int], np.ndarray]:
     """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
     crop_frames, group_frames = engine.crop_function(options)
@@ -233,6 +314,9 @@ def _features_segment(
         crops.clear()
 
     for index, frame_rgb in segment:
+        if stop.is_set():
+            raise _Stopped()
+        advance(1)
         people = boxes_at.get(index)
         if not people:
             continue

@@ -22,9 +22,10 @@ import numpy as np
 
 from .animation import FIRST_FRAME, animate_character
 from .core.errors import VibeError
-from .core.model_data import read_body_model
+from .core.model_data import PLACEHOLDER_MODEL, read_body_model
 from .core.motion import MAX_CHARACTERS, MotionSet, ground_offset, longest_tracks
 from .core.readers import read_motion_file
+from .core.safe_npz import read_npz
 from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
 from .rig_builder import build_character, is_character
@@ -51,12 +52,29 @@ class ImportOptions:
 def import_motion_file(
     path, body_model: BodyModel | str | Path, options: ImportOptions | None = None, *, report=print, warn=None
 ) -> list:
-    """-> [(armature_obj, mesh_obj)] for each track of the file at ``path``."""
+    """-> [(armature_obj, mesh_obj)] for each track of the file at ``path``; a result made by the
+    synthetic placeholder model is imported with one warning saying so."""
     options = options or ImportOptions()
     motion = read_motion_file(path, fps=options.fps or None)
     if not isinstance(body_model, BodyModel):
         body_model = read_body_model(body_model)
+    warn = warn or report
+    if result_model_name(path) == PLACEHOLDER_MODEL:
+        warn(
+            f"{Path(path).name} was made by the synthetic placeholder model (the server had no model data): its "
+            "motion is random and its body a stick figure. Install the model data (Server & Model Data panel), "
+            "then capture again."
+        )
     return import_motion(motion, body_model, options, report=report, warn=warn)
+
+
+def result_model_name(path) -> str | None:
+    """The model name a VIBE Mocap result file records (None for other files: pkl, AMASS)."""
+    try:
+        name = read_npz(path, names=("format", "model_name")).get("model_name")
+    except VibeError:
+        return None
+    return str(name) if name is not None and name.shape == () and name.dtype.kind == "U" else None
 
 
 def import_motion(

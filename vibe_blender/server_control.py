@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections.abc import Callable
 
 import bpy
 
@@ -25,10 +26,14 @@ from .core.local_server import (
     find_program,
     model_data_report,
 )
+from .core.model_data import PLACEHOLDER_MODEL
 from .preferences import get_preferences, user_dir
 from .server_state import _state, program_state, set_keep_server  # noqa: F401 - program_state: the panels
 
 TICK_S = 0.5
+# the start of the add-on's server that runs the placeholder though model data was installed after it
+_installed_after: dict = {"generation": None}
+_activity: dict = {"probe": None}  # -> whether a capture or live session runs (set_activity_probe)
 
 
 def local_server() -> LocalServer:
@@ -77,6 +82,48 @@ def start_server() -> None:
     program = _state.program
     local_server().start(lambda: (program or find_program_now()).path, data_dir=data_dir_setting())
     _follow()
+
+
+def restart_server() -> None:
+    """Stop the add-on's server and start it again, in the background: it then uses the model data
+    installed since it started."""
+    program = _state.program
+    local_server().restart_in_background(lambda: (program or find_program_now()).path, data_dir=data_dir_setting())
+    _follow()
+
+
+def restart_for_installed_data() -> bool:
+    """Whether the add-on's server runs the placeholder though model data was installed after it
+    started (it restarts on its own once no capture or live session runs; the panel says so)."""
+    server = _state.server
+    if server is None or _installed_after["generation"] is None:
+        return False
+    status = server.snapshot()
+    return (
+        server.generation == _installed_after["generation"]
+        and status.state == "ready"
+        and status.model == PLACEHOLDER_MODEL
+    )
+
+
+def _note_installed_data() -> None:
+    """Model data was installed: a running placeholder server is due for a restart."""
+    server = _state.server
+    if server is not None:
+        status = server.snapshot()
+        if status.state == "ready" and status.model == PLACEHOLDER_MODEL:
+            _installed_after["generation"] = server.generation
+
+
+def set_activity_probe(probe: Callable[[], bool]) -> None:
+    """What tells whether a capture or live session uses the server now (set by the panels, which see
+    them: this module cannot import the modules that import it)."""
+    _activity["probe"] = probe
+
+
+def _capture_or_live_running() -> bool:
+    probe = _activity["probe"]
+    return probe is None or bool(probe())  # unknown: never restarted under a capture
 
 
 def stop_server() -> None:
@@ -154,15 +201,22 @@ def data_dir_setting() -> str:
 def busy() -> bool:
     install = _state.install
     starting_or_stopping = server_status().state in ("starting", "stopping")
-    return _state.looking or starting_or_stopping or (install is not None and not install.finished)
+    installing = install is not None and not install.finished
+    return _state.looking or starting_or_stopping or installing or restart_for_installed_data()
 
 
 def tick() -> float | None:
-    """Redraw the panels while something runs; when an install ends, check the data again."""
+    """Redraw the panels while something runs; when an install ends, check the data again, and
+    restart the add-on's server when it runs the placeholder, once no capture or live session runs."""
     install = _state.install
     if install is not None and install.finished and not getattr(install, "checked", False):
         install.checked = True
         check_model_data()
+        if install.returncode in (0, 1):  # installed (1: the check still misses some files)
+            _note_installed_data()
+    if restart_for_installed_data() and not _capture_or_live_running():
+        _installed_after["generation"] = None
+        restart_server()
     for window in getattr(bpy.context.window_manager, "windows", []):
         for area in window.screen.areas:
             if area.type in ("VIEW_3D", "PREFERENCES"):

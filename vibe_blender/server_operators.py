@@ -36,6 +36,20 @@ class VIBE_OT_server_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class VIBE_OT_server_restart(bpy.types.Operator):
+    """Restart the server this add-on started (it then uses the model data installed since it started)"""
+
+    bl_idname = "vibe_mocap.server_restart"
+    bl_label = "Restart Server"
+
+    @reports_errors
+    def execute(self, context):
+        from . import server_control
+
+        server_control.restart_server()
+        return {"FINISHED"}
+
+
 class VIBE_OT_find_program(bpy.types.Operator):
     """Look for the vibe-mocap program again (the preferences' path, the repository's .venv, PATH)"""
 
@@ -83,6 +97,7 @@ class VIBE_OT_model_data_install(bpy.types.Operator, ImportHelper):
 classes = (
     VIBE_OT_server_start,
     VIBE_OT_server_stop,
+    VIBE_OT_server_restart,
     VIBE_OT_find_program,
     VIBE_OT_model_data_check,
     VIBE_OT_model_data_install,

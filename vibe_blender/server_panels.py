@@ -2,9 +2,9 @@
 
 import bpy
 
+from .core.model_data import PLACEHOLDER_MODEL
 from .panels import _wrap
 
-PLACEHOLDER_MODEL = "synthetic placeholder"
 _FILE_ICONS = {"present": "CHECKMARK", "missing": "X", "invalid": "ERROR"}
 
 
@@ -30,7 +30,15 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         status = server_control.server_status()
         if status.state == "ready":
             box.label(text=f"Running at {status.url}", icon="CHECKMARK")
-            if status.model == PLACEHOLDER_MODEL:
+            if server_control.restart_for_installed_data():
+                label_lines(
+                    box,
+                    "Placeholder model: the model data was installed after this server started. It restarts "
+                    "on the data once no capture or live session runs; or restart it now.",
+                    icon="ERROR",
+                )
+                box.operator("vibe_mocap.server_restart", icon="FILE_REFRESH")
+            elif status.model == PLACEHOLDER_MODEL:
                 label_lines(
                     box,
                     "Placeholder model: the motion will be random until the model data is installed (below).",
@@ -86,6 +94,25 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         row.operator("vibe_mocap.model_data_install", icon="IMPORT")
 
 
+def capture_or_live_running() -> bool:
+    """Whether a capture or a live session uses the server now (the add-on's server is restarted on
+    newly installed model data only when none does)."""
+    from . import jobs, live
+
+    job = jobs.current_job()
+    if job is not None and not job.snapshot().finished:
+        return True
+    session = live.current_session()
+    return session is not None and session.state not in live.FINAL_STATES
+
+
 classes = (VIEW3D_PT_vibe_server,)
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, unregister = bpy.utils.register_classes_factory(classes)
+
+
+def register():
+    from . import server_control
+
+    _register_classes()
+    server_control.set_activity_probe(capture_or_live_running)

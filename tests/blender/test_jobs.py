@@ -59,9 +59,10 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
 
     assert status.result_path.parent == user_dir("results")  # written only in the user dir
     assert jobs.current_job().upload is False and server.local_paths == [str(video.resolve())]
-    (warning,) = jobs.last_warnings()  # the test's video file holds no video
+    placeholder, warning = jobs.last_warnings()  # the fake's result is the placeholder's; its video holds none
+    assert "made by the synthetic placeholder model" in placeholder
     assert warning.endswith("is not a video Blender can read; the camera has no background.")
-    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {warning}"
+    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {placeholder} {warning}"
 
 
 def test_what_the_capture_import_warns_about_is_in_the_panels_outcome(
@@ -76,12 +77,34 @@ def test_what_the_capture_import_warns_about_is_in_the_panels_outcome(
         jobs.start_capture(str(video), options, server_url=server.url, use_timer=False, poll_interval_s=0.01)
         status = _follow()
     assert status.state == "done" and len(jobs.last_import()) == 2
-    (warning,) = jobs.last_warnings()
+    placeholder, warning = jobs.last_warnings()
     assert "but the scene, which has characters already, plays at 24 fps" in warning
-    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {warning}"
+    assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {placeholder} {warning}"
     labels = [(kw.get("text", ""), kw.get("icon")) for name, _, kw in _draw_panel(bpy.context) if name == "label"]
     first = next(i for i, (text, _) in enumerate(labels) if text.startswith("Imported 2 character(s)"))
     assert labels[first][1] == "ERROR" and "plays at 24 fps" in " ".join(text for text, _ in labels[first:])
+
+
+def test_a_result_of_the_placeholder_model_warns_once(registered, empty_scene, reference_dir, body_model, tmp_path):
+    from dataclasses import replace
+
+    from vibe_blender.core.result_file import load_result, save_result
+    from vibe_blender.importer import import_motion_file
+
+    real = tmp_path / "real.npz"
+    save_result(real, replace(load_result(reference_dir / "result.npz"), model_name="vibe_model_wo_3dpw"))
+    warned = {}
+    for path in (reference_dir / "result.npz", real):
+        warnings = []
+        import_motion_file(
+            path, body_model, ImportOptions(add_camera=False), report=lambda _: None, warn=warnings.append
+        )
+        warned[path.name] = [w for w in warnings if "placeholder" in w]
+    (warning,) = warned["result.npz"]
+    assert (
+        warning.startswith("result.npz was made by the synthetic placeholder model") and "Install the model" in warning
+    )
+    assert warned["real.npz"] == []
 
 
 def test_the_capture_goes_on_when_another_file_is_opened(registered, reference_dir, video):

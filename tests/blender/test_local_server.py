@@ -231,7 +231,36 @@ def test_a_kept_server_is_used_by_the_next_session_and_stopped_there(isolated_us
             os.kill(pid, 9)
 
 
-def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp_path):
+class _Recorder:
+    """Stands in for a panel's layout (panels cannot draw without a window): records each call."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            return self
+
+        return record
+
+
+def _server_panel() -> tuple[str, list[str]]:
+    """(the server panel's text, its buttons' operators)."""
+    from vibe_blender.server_panels import VIEW3D_PT_vibe_server
+
+    calls = []
+    VIEW3D_PT_vibe_server.draw(type("Panel", (), {"layout": _Recorder(calls)})(), bpy.context)
+    text = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
+    return text, [args[0] for name, args, _ in calls if name == "operator"]
+
+
+def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp_path, monkeypatch):
+    """The install runs the command line's code; the server, running the placeholder, restarts on the
+    installed data once no capture or live session runs (until then the panel says so, with a button)."""
+    server_control.start_server()
+    follow_until(lambda: server_control.server_status().state != "starting")
+    assert server_control.server_status().model == "synthetic placeholder"
     main_python = REPO / ".venv" / "bin" / "python"
     source = tmp_path / "vibe_data"
     env = dict(os.environ, PYTHONPATH=f"{REPO / 'server'}{os.pathsep}{REPO}")
@@ -253,6 +282,12 @@ def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp
     assert not error and Path(data_dir).parent == Path(os.environ["XDG_DATA_HOME"])
     assert {f.name: f.status for f in files}["SMPL_NEUTRAL.pkl"] == "missing"
 
+    from types import SimpleNamespace
+
+    from vibe_blender import jobs
+
+    running = SimpleNamespace(snapshot=lambda: SimpleNamespace(finished=False))
+    monkeypatch.setattr(jobs, "current_job", lambda: running)  # a capture runs
     install = server_control.install_model_data(str(source))
     follow_until(
         lambda: install.finished and any(f.status == "present" for f in server_control.model_data_state()[1]), 300
@@ -261,6 +296,19 @@ def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp
     assert install.returncode == 1 and any("yolov3.weights" in line and "missing" in line for line in install.lines)
     states = {f.name: f.status for f in server_control.model_data_state()[1]}
     assert states["SMPL_NEUTRAL.pkl"] == states["vibe_model_wo_3dpw.pth.tar"] == "present"
+
+    server_control.tick()
+    status = server_control.server_status()
+    assert status.state == "ready" and status.model == "synthetic placeholder"  # not under a running capture
+    text, buttons = _server_panel()
+    assert "model data was installed after this server started" in text and "vibe_mocap.server_restart" in buttons
+    assert "random until the model data is installed" not in text
+
+    monkeypatch.setattr(jobs, "current_job", lambda: None)  # the capture ended
+    follow_until(lambda: server_control.server_status().model not in ("synthetic placeholder", ""), 300)
+    status = server_control.server_status()
+    assert status.state == "ready" and status.model == "vibe_model_wo_3dpw", status
+    assert "Placeholder" not in _server_panel()[0] and not server_control.restart_for_installed_data()
 
 
 def test_capture_starts_the_server_imports_and_a_death_mid_job_loses_nothing(addon, monkeypatch):

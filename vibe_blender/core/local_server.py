@@ -418,6 +418,26 @@ class LocalServer:
         self._set(state="stopped", message="The server is stopped.")
         self._ready.set()
 
+    @property
+    def generation(self) -> int:
+        """How many starts there were: any start after a moment makes it larger than it was then."""
+        with self._lock:
+            return self._generation
+
+    def restart_in_background(self, program: Path | Callable[[], Path], *, data_dir: str = "") -> None:
+        """:meth:`stop`, then :meth:`start` again (reading the model data as it is now), in a worker
+        thread; the state is "stopping" until the new start."""
+        self._set(state="stopping", message="Restarting the server…")
+
+        def restart():
+            self.stop()
+            try:
+                self.start(program, data_dir=data_dir)
+            except VibeError:  # started meanwhile (Start Server, a capture): that start reads the data too
+                pass
+
+        threading.Thread(target=restart, daemon=True, name="vibe-restart-server").start()
+
     def stop_in_background(self) -> None:
         """:meth:`stop` in a worker thread; the state is "stopping" until it is done."""
         if not self.snapshot().running:

@@ -158,13 +158,14 @@ def read_vector_keys(channels, data_path: str, size: int) -> tuple[np.ndarray, n
 
 
 def sample_fcurve(channels, data_path: str, index: int, frames: np.ndarray) -> np.ndarray | None:
-    """(N,) values of an existing F-curve at ``frames`` (its keys when they are exactly these frames,
-    else the curve evaluated there), or None when there is no such F-curve."""
+    """(N,) values of an existing F-curve at ``frames`` as Blender plays it (its keys when they are
+    exactly these frames and no modifier changes them, else the curve evaluated there), or None when
+    there is no such F-curve."""
     fcurve = channels.fcurves.find(data_path, index=index)
     if fcurve is None:
         return None
     keys_frames, values = read_fcurve(channels, data_path, index)
-    if keys_frames.shape == np.shape(frames) and np.all(keys_frames == frames):
+    if not len(fcurve.modifiers) and keys_frames.shape == np.shape(frames) and np.all(keys_frames == frames):
         return values
     return np.array([fcurve.evaluate(float(f)) for f in frames])
 

@@ -163,14 +163,11 @@ def action_frame_range(armature_obj) -> tuple[int, int]:
 def _sample(channels, pose_bone, prop: str, size: int, frames: np.ndarray) -> np.ndarray:
     """(T, size) values of one pose-bone property: its F-curves where keyed, else the current value."""
     path = pose_bone.path_from_id(prop)
-    current = np.array(getattr(pose_bone, prop), dtype=np.float64)
-    out = np.tile(current, (len(frames), 1))
-    if channels is None:
-        return out
-    for i in range(size):
-        fcurve = channels.fcurves.find(path, index=i)
-        if fcurve is not None:
-            out[:, i] = [fcurve.evaluate(f) for f in frames]
+    out = np.tile(np.array(getattr(pose_bone, prop), dtype=np.float64), (len(frames), 1))
+    for i in range(size if channels is not None else 0):
+        values = keyframes.sample_fcurve(channels, path, i, frames)
+        if values is not None:
+            out[:, i] = values
     return out
 
 

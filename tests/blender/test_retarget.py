@@ -326,6 +326,28 @@ def test_a_source_keyed_in_euler_and_axis_angle_rotations_is_read_as_blender_pla
     assert _direction_error(source, target, UE5, frames).max() < 0.01
 
 
+def test_the_source_is_sampled_through_the_one_f_curve_reader_with_its_modifiers(monkeypatch):
+    """The source's keys are read in bulk where they are the frames baked (keyframes.sample_fcurve),
+    and evaluated where an F-curve modifier changes them, as Blender plays them."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=20)
+    channels = keyframes.channels_of(source)
+    noise = channels.fcurves.find(keyframes.rotation_path("left_knee"), index=1).modifiers.new("NOISE")
+    noise.strength, noise.scale = 0.5, 3.0
+    sampled = []
+    sample_fcurve = keyframes.sample_fcurve
+
+    def counted(channels, data_path, index, frames):
+        sampled.append((data_path, index))
+        return sample_fcurve(channels, data_path, index, frames)
+
+    monkeypatch.setattr(keyframes, "sample_fcurve", counted)
+    target = rigs.target_rig("Target", UE5, a_pose_deg=20, roll_seed=5)
+    retarget(source, target, UE5, lock_feet=False)
+    assert (keyframes.rotation_path("left_knee"), 1) in sampled and len(sampled) >= 24 * 4
+    assert _direction_error(source, target, UE5, frames).max() < 0.01
+
+
 def test_constraints_and_drivers_on_mapped_bones_are_reported_and_left_alone():
     """An IK on the shin, a Copy Location on the head and a driver on a spine bone set those bones
     over their keys. Before: reported as a plain success, and twelve correction passes baked the IK's

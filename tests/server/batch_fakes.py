@@ -4,14 +4,17 @@ tracker (one person in the middle of every frame) so that it runs in a fraction 
 
 A video whose name starts with ``crash-once`` kills its worker process halfway through the first
 time it is run (a marker file next to it records that), to test that a dead worker's video is retried;
-one whose name starts with ``crash-always`` kills it every time. ``failing_engine`` cannot be loaded
-(like a GPU out of memory). ``FakeRay`` stands in for Ray's ``wait``/``get`` and actors in the Ray
+one whose name starts with ``crash-always`` kills it every time, and ``crash-at-start`` as soon as
+the worker hands it to the engine (right after the worker said which video it starts). ``failing_engine`` cannot be
+loaded (like a GPU out of memory); ``dying_engine`` kills its worker while it loads (like the
+out-of-memory killer). ``FakeRay`` stands in for Ray's ``wait``/``get`` and actors in the Ray
 driver's bookkeeping tests.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +28,7 @@ from vibe_server.pipeline.frontend import FrontEnd
 
 CRASH_PREFIX = "crash-once"
 CRASH_ALWAYS_PREFIX = "crash-always"
+CRASH_AT_START_PREFIX = "crash-at-start"
 LOAD_ERROR = "CUDA out of memory while loading the checkpoint"
 CRASH_AT_FRAME = 6
 SLOW_PREFIX = "slow"
@@ -56,6 +60,13 @@ def _crash_once(path: Path) -> None:
         os._exit(17)  # like a worker killed by the OOM killer
 
 
+class _TinyEngine(Engine):
+    def run(self, video_path, options=None, **kwargs):
+        if Path(str(video_path)).name.startswith(CRASH_AT_START_PREFIX):
+            os._exit(17)  # the moment the worker hands the video over, right after it said which one it starts
+        return super().run(video_path, options, **kwargs)
+
+
 def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
     import torch
 
@@ -67,13 +78,26 @@ def tiny_engine(data_dir=None, *, device="cpu", precision="fp32", allow_syntheti
         stream_people=_one_person,
         crop_people=scripted.crop_people,
     )
-    return Engine(
+    return _TinyEngine(
         TinyVIBE(), model_name="tiny test model", data_dir=None, device=device, precision=precision, frontend=frontend
     )
 
 
+def report_then_die(channel) -> None:
+    """A worker that says which video it starts (the first in the batch) and dies at once."""
+    from vibe_server.batch import local_pool
+
+    local_pool._status_queue = channel
+    local_pool._report(local_pool.START, 0)
+    os._exit(17)
+
+
 def failing_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
     raise RuntimeError(LOAD_ERROR)
+
+
+def dying_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
+    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer ends a process
 
 
 class FakeActor:

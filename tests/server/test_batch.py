@@ -360,7 +360,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
     most = []
 
     class InstantPool:  # ProcessPoolExecutor's submit, the video done at once
-        def submit(self, fn, item):
+        def submit(self, fn, item, position):
             most.append(len(in_flight) + 1)
             future = Future()
             future.set_result(make_record(item, "done", frames=1, seconds=0.1))
@@ -369,7 +369,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
     records = []
     local_pool._drive(
         InstantPool(),
-        local_pool.LocalQueue(deque(items)),
+        local_pool.LocalQueue(items, deque(items)),
         in_flight,
         3,
         queue.Queue(),

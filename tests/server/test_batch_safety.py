@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
-from tests.server.batch_fakes import CRASH_ALWAYS_PREFIX, LOAD_ERROR, FakeRay
+from tests.server.batch_fakes import CRASH_ALWAYS_PREFIX, CRASH_AT_START_PREFIX, LOAD_ERROR, FakeRay, report_then_die
 from tests.server.test_batch import (
     CLIP_SOURCES,
     ENGINE,
@@ -36,12 +38,13 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
 from vibe_server.batch import local_pool, ray_runner
 from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
-from vibe_server.batch.inputs import discover
+from vibe_server.batch.inputs import BatchItem, discover
 from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 
 FAILING_ENGINE = "tests.server.batch_fakes:failing_engine"
+DYING_ENGINE = "tests.server.batch_fakes:dying_engine"
 
 
 @pytest.fixture(scope="module")
@@ -455,13 +458,66 @@ def test_a_list_line_that_names_a_folder_is_one_error_naming_the_line(tmp_path, 
 # -- a good video beside one that kills its worker ----------------------------------------------------
 
 
-def test_a_good_video_beside_one_that_kills_its_worker_is_done(clip_bank, tmp_path):
-    inputs = place(clip_bank, tmp_path / "in", {f"{CRASH_ALWAYS_PREFIX}.mp4": "sign.mp4"})
+# A crash halfway through the video, and one right after the worker said which video it starts (a
+# report that a queue with a feeder thread would lose with the process).
+@pytest.mark.parametrize("crash", [CRASH_ALWAYS_PREFIX, CRASH_AT_START_PREFIX])
+def test_a_good_video_beside_one_that_kills_its_worker_is_done(clip_bank, tmp_path, crash):
+    inputs = place(clip_bank, tmp_path / "in", {f"z/{crash}.mp4": "sign.mp4"})  # after slow.mp4: it starts first
     source, first = CLIP_SOURCES["walk.mp4"]
     cut_clip(source, first, inputs / "slow.mp4", frames=50)  # 5 s: still running when the other's worker dies
     out = tmp_path / "out"
     assert main(batch_args(inputs, out=out, extra=["--jobs", "2"])) == 1
     records = {r["input"]: r for r in manifest_lines(out)}
     assert records["slow.mp4"]["status"] == "done"
-    assert records[f"{CRASH_ALWAYS_PREFIX}.mp4"]["status"] == "failed"
-    assert "died 3 times" in records[f"{CRASH_ALWAYS_PREFIX}.mp4"]["error"]
+    assert records[f"z/{crash}.mp4"]["status"] == "failed"
+    assert "died 3 times" in records[f"z/{crash}.mp4"]["error"]
+
+
+def test_a_workers_report_reaches_the_driver_even_when_the_worker_dies_right_after_it():
+    context = multiprocessing.get_context("fork")  # milliseconds; the pool's workers are spawned
+    channel = local_pool.status_channel(context)
+    worker = context.Process(target=report_then_die, args=(channel,))
+    worker.start()
+    worker.join(timeout=30)
+    assert worker.exitcode == 17
+    assert not channel.empty() and channel.get() == (local_pool.START, worker.pid, 0, "")
+
+
+def pool_state(running: dict[int, str], ready=(1, 2)) -> tuple[dict, local_pool.LocalQueue]:
+    """Two videos in flight on workers 1 and 2 ({pid: video} said started), as the pool breaks."""
+    items = [BatchItem(key, f"/in/{key}", f"/out/{key}.npz") for key in ("bad", "good")]
+    state = local_pool.LocalQueue(items, deque())
+    state.ready.update({pid: f"worker {pid}" for pid in ready})
+    state.running.update(running)
+    return {Future(): item for item in items}, state
+
+
+def test_only_the_dead_workers_video_counts_an_attempt():
+    in_flight, state = pool_state({1: "bad", 2: "good"})
+    local_pool._retry_or_fail(in_flight, state, [].append, dead=[1])
+    assert state.attempts == {"bad": 1} and not state.suspects
+    assert [item.key for item in state.pending] == ["bad", "good"]  # both run again
+
+
+def test_a_death_not_told_apart_makes_every_video_in_flight_a_suspect_not_the_one_that_said_it_started():
+    for dead in ([], [1]):  # no worker told apart; worker 1, which said nothing of the video it took
+        in_flight, state = pool_state({2: "good"})
+        local_pool._retry_or_fail(in_flight, state, [].append, dead=dead)
+        assert not state.attempts and state.suspects == {"bad", "good"}
+
+
+@pytest.mark.parametrize("ready", [(), (2,)])
+def test_a_worker_that_dies_before_it_has_loaded_the_model_stops_the_batch(ready):
+    in_flight, state = pool_state({}, ready=ready)
+    with pytest.raises(VibeError, match="died while loading the model"):
+        local_pool._retry_or_fail(in_flight, state, [].append, dead=[1])
+
+
+def test_workers_that_die_while_loading_the_model_stop_the_batch_with_one_error(clip_bank, tmp_path, capsys):
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", "b.mp4": "sign.mp4", "c.mp4": "street.mp4"})
+    started = time.perf_counter()
+    assert main(with_engine(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "2"]), DYING_ENGINE)) == 2
+    err = capsys.readouterr().err
+    assert "died while loading the model (out of memory" in err and "--jobs" in err and err.count("error:") == 1
+    assert manifest_lines(tmp_path / "out") == []  # no video is blamed: fix the cause and run again
+    assert time.perf_counter() - started < 60

@@ -1,18 +1,22 @@
 """Local worker processes: ``ProcessPoolExecutor`` (spawn), each worker loads its engine once.
 
 At most ``2 x workers`` videos are submitted at a time, so memory stays bounded whatever the batch
-size. A worker process that dies (killed, out of memory, a crash in native code) breaks the pool:
-a new pool is made and the videos that were in flight are tried again. The video the dead worker was
-running counts an attempt (``MAX_ATTEMPTS`` make a failed record); when that is not known (several
-were running), each of them runs alone next, so that a second death names it. Ctrl-C stops the
-workers at once: the queued videos are cancelled, those already finished are recorded.
+size. Each worker reports to the driver that it has loaded its engine, which video it starts, and its
+progress (``SimpleQueue``: each report is in the pipe before ``put`` returns, so a worker that dies
+right after one has still been heard). A worker process that dies (killed, out of memory, a
+crash in native code) breaks the pool: the pool ends its other workers (SIGTERM), so the dead one is
+the worker whose exit status is another. A new pool is made and the videos that were in flight are
+tried again. Only the video the dead worker was running counts an attempt (``MAX_ATTEMPTS`` make a
+failed record); when that is not known, each video that was in flight runs alone next, so that a
+second death names it. A worker that dies before it has loaded its engine stops the batch (out of
+memory while loading, most likely). Ctrl-C stops the workers at once: the queued videos are
+cancelled, those already finished are recorded.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 from collections import Counter, deque
 from collections.abc import Callable
@@ -31,6 +35,13 @@ from .progress import BatchProgress
 
 MAX_ATTEMPTS = 3  # a video whose worker died this often while running it is marked failed
 IN_FLIGHT_PER_WORKER = 2  # one running, one waiting: workers never idle, memory stays bounded
+READY, START, STAGE, IDLE = "ready", "start", "stage", "idle"  # the workers' reports
+STAGE_TEXT_CHARS = 60  # a report stays far below the size a pipe writes in one piece (PIPE_BUF)
+DIED_LOADING = (
+    "A worker process died while loading the model (out of memory, or a crash in native code), so no "
+    "video was run by it. Run fewer workers (--jobs), free memory or choose another --device, then run "
+    "the same command again to resume."
+)
 
 # The worker process's state (set once by ``_init_worker``).
 _engine = None
@@ -44,14 +55,37 @@ _setup_error: str | None = None
 class LocalQueue:
     """The driver's bookkeeping across pools: what is left, and who is to blame for a worker's death."""
 
+    items: list[BatchItem]  # the batch: workers name a video by its position here
     pending: deque[BatchItem]
     attempts: Counter[str] = field(default_factory=Counter)  # worker deaths while running each video
     suspects: set[str] = field(default_factory=set)  # running beside a death: each runs alone next
-    running: dict[str, str] = field(default_factory=dict)  # worker -> the video it said it started
+    # the current pool's workers:
+    ready: dict[int, str] = field(default_factory=dict)  # pid -> name, of those that loaded their engine
+    running: dict[int, str] = field(default_factory=dict)  # pid -> the video it said it started
+    processes: dict = field(default_factory=dict)  # pid -> multiprocessing.Process
+
+    def __post_init__(self) -> None:
+        self.position = {item.key: index for index, item in enumerate(self.items)}
+
+    def new_pool(self) -> None:
+        self.ready.clear()
+        self.running.clear()
+        self.processes.clear()
+
+
+def status_channel(context):
+    """The workers' reports to the driver: a ``SimpleQueue`` writes each one to its pipe before ``put``
+    returns (a ``Queue`` hands it to a feeder thread, which dies unheard with a worker that crashes)."""
+    return context.SimpleQueue()
+
+
+def _report(kind: str, position: int | None = None, text: str = "") -> None:
+    """One report to the driver, in the pipe when this returns (a ``SimpleQueue`` has no feeder thread)."""
+    _status_queue.put((kind, os.getpid(), position, text))
 
 
 def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
-    """Runs once in each worker process: take a device, load the engine."""
+    """Runs once in each worker process: take a device, load the engine, report ready."""
     global _engine, _options, _worker_name, _status_queue, _setup_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver stops us
     device = devices.get()
@@ -61,18 +95,19 @@ def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
         _engine = load_engine(replace(spec, device=device))
     except WorkerSetupError as err:  # reported with the first video, then the batch stops
         _setup_error = str(err)
+    _report(READY, text=_worker_name)
 
 
-def _run_item(item: BatchItem) -> dict:
+def _run_item(item: BatchItem, position: int) -> dict:
     if _setup_error is not None:
         raise WorkerSetupError(_setup_error)
 
     def progress(stage: str, fraction: float, eta_s) -> None:
-        _status_queue.put((_worker_name, item.key, f"{item.key}  {stage} {100 * fraction:3.0f}%"))
+        _report(STAGE, position, f"{stage[:STAGE_TEXT_CHARS]} {100 * fraction:3.0f}%")
 
-    _status_queue.put((_worker_name, item.key, f"{item.key}  starting"))  # names the video if this worker dies
+    _report(START, position)  # names the video if this worker dies
     record, _ = process_video(_engine, item, _options, worker=_worker_name, progress=progress)
-    _status_queue.put((_worker_name, None, "idle"))
+    _report(IDLE)
     return record
 
 
@@ -89,14 +124,15 @@ def run_local(
     (in the calling thread). Raises VibeError when the workers cannot load their engine; on that or on
     Ctrl-C the worker processes have ended when it returns."""
     context = multiprocessing.get_context("spawn")
-    state = LocalQueue(deque(items))
+    state = LocalQueue(items, deque(items))
     layout = worker_devices(spec.device, jobs)
     on_cpu = all(device == "cpu" for device in layout)  # CPU workers share the cores out
     spec = replace(spec, threads=spec.threads or (max(1, (os.cpu_count() or 1) // jobs) if on_cpu else None))
     while state.pending:
-        devices, status_queue = context.Queue(), context.Queue()
+        devices, status_queue = context.Queue(), status_channel(context)
         for device in layout:
             devices.put(device)
+        state.new_pool()
         pool = ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=context,
@@ -108,8 +144,10 @@ def run_local(
             try:
                 _drive(pool, state, in_flight, jobs, status_queue, on_record, progress)
             except BrokenProcessPool:
-                _show_status(status_queue, progress, state.running)  # the dead worker's last 'starting'
-                _retry_or_fail(in_flight, state, on_record)
+                state.processes.update(_worker_processes(pool))
+                pool.shutdown(wait=True)  # the pool has ended its other workers: every exit status is final
+                _show_status(status_queue, progress, state)  # all the dead worker wrote before it died
+                _retry_or_fail(in_flight, state, on_record, _dead_workers(state.processes))
         except BaseException:  # Ctrl-C or a setup error: no worker may write once the batch has ended
             try:
                 _record_finished(in_flight, on_record)
@@ -124,8 +162,9 @@ def _drive(
 ) -> None:
     while state.pending or in_flight:
         _submit(pool, state, in_flight, jobs)
+        state.processes.update(_worker_processes(pool))
         done, _ = wait(list(in_flight), timeout=0.25, return_when=FIRST_COMPLETED)
-        _show_status(status_queue, progress, state.running)
+        _show_status(status_queue, progress, state)
         for future in done:
             try:
                 record = future.result()
@@ -142,21 +181,37 @@ def _submit(pool, state: LocalQueue, in_flight: dict, jobs: int) -> None:
         if in_flight and (running_suspect or state.pending[0].key in state.suspects):
             return  # a suspect runs alone, so that a crash names it
         item = state.pending.popleft()
-        in_flight[pool.submit(_run_item, item)] = item
+        in_flight[pool.submit(_run_item, item, state.position[item.key])] = item
 
 
-def _retry_or_fail(in_flight: dict, state: LocalQueue, on_record) -> None:
-    """A worker died: finished futures keep their result; the video it was running counts an attempt
-    (or, when several were running, each becomes a suspect); the others go back to the queue."""
+def _worker_processes(pool) -> dict:
+    """pid -> Process of the pool's workers (the executor has no public list of them)."""
+    return dict(getattr(pool, "_processes", None) or {})
+
+
+def _dead_workers(processes: dict) -> list[int]:
+    """The pids of the workers that died by themselves: the pool ends the others with SIGTERM."""
+    return [pid for pid, process in processes.items() if process.exitcode not in (None, -signal.SIGTERM)]
+
+
+def _retry_or_fail(in_flight: dict, state: LocalQueue, on_record, dead: list[int]) -> None:
+    """Worker(s) ``dead`` died: finished futures keep their result; the video each was running counts an
+    attempt; the others go back to the queue unblamed. When that is not known (no dead worker told
+    apart, or one that had not said what it ran), each video in flight becomes a suspect (or, alone,
+    counts an attempt). A worker that died before it had loaded its engine stops the batch."""
     _record_finished(in_flight, on_record)
-    started = set(state.running.values())
-    state.running.clear()
     unfinished = [item for future, item in in_flight.items() if not _finished(future)]
     in_flight.clear()
-    culprits = [item for item in unfinished if item.key in started] or unfinished  # no 'starting' seen: all
-    if len(culprits) > 1:
-        state.suspects.update(item.key for item in culprits)
-        culprits = []
+    if not state.ready or any(pid not in state.ready for pid in dead):
+        raise VibeError(DIED_LOADING)
+    named = {state.running[pid] for pid in dead if pid in state.running}
+    if dead and len(named) == len(dead):
+        culprits = [item for item in unfinished if item.key in named]
+    else:
+        culprits = unfinished
+        if len(culprits) > 1:
+            state.suspects.update(item.key for item in culprits)
+            culprits = []
     retry = []
     for item in unfinished:
         if item in culprits:
@@ -193,7 +248,7 @@ def _record_finished(in_flight: dict, on_record) -> None:
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Cancel the queued videos and end the worker processes now (``shutdown`` alone lets them finish
     the videos they hold, writing results after the batch has ended)."""
-    processes = list((pool._processes or {}).values())  # the executor has no public way to stop its workers
+    processes = list(_worker_processes(pool).values())  # the executor has no public way to stop its workers
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
@@ -201,14 +256,24 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         process.join()
 
 
-def _show_status(status_queue, progress: BatchProgress, running: dict[str, str]) -> None:
+def _show_status(status_queue, progress: BatchProgress, state: LocalQueue) -> None:
+    """Take the workers' reports: who is ready, which video each runs, what it does now."""
     while True:
         try:
-            worker, key, text = status_queue.get_nowait()
-        except (queue.Empty, OSError, EOFError, ValueError):
+            if status_queue.empty():
+                return
+            kind, pid, position, text = status_queue.get()  # a whole report is there: it cannot block
+        except (OSError, EOFError, ValueError):
             return
-        if key is None:
-            running.pop(worker, None)
-        else:
-            running[worker] = key
-        progress.worker_status(worker, text)
+        if kind == READY:
+            state.ready[pid] = text
+            progress.worker_status(text, "ready")
+            continue
+        name = state.ready.get(pid, f"worker {pid}")
+        if kind == IDLE:
+            state.running.pop(pid, None)
+            progress.worker_status(name, "idle")
+            continue
+        key = state.items[position].key
+        state.running[pid] = key
+        progress.worker_status(name, f"{key}  {text or 'starting'}")

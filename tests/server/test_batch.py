@@ -24,7 +24,7 @@ from tests.server.batch_fakes import CRASH_PREFIX, FakeRay
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_server.batch import local_pool, ray_runner
-from vibe_server.batch.engine_adapter import FAST, EngineSpec, worker_precision
+from vibe_server.batch.engine_adapter import FAST, EngineSpec, make_options, worker_precision
 from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record
 from vibe_server.batch.progress import BatchProgress
@@ -249,6 +249,18 @@ def test_a_worker_that_dies_midway_is_replaced_and_its_video_retried(clip_bank, 
     records = manifest_lines(out)
     assert sorted(r["input"] for r in records) == ["a.mp4", f"{CRASH_PREFIX}.mp4"]
     assert all(r["status"] == "done" for r in records)
+
+
+def test_a_replaced_pools_workers_take_the_progress_lines_of_the_old_ones(clip_bank, tmp_path):
+    inputs = place(clip_bank, tmp_path / "in", {f"{CRASH_PREFIX}.mp4": "sign.mp4"})
+    items = discover([str(inputs)], tmp_path / "out")
+    progress, records = BatchProgress(1, enabled=False), []
+    options = make_options(min_track_frames=5)
+    local_pool.run_local(
+        items, EngineSpec(factory=ENGINE), options, jobs=1, on_record=records.append, progress=progress
+    )
+    assert [r["status"] for r in records] == ["done"] and (inputs / f"{CRASH_PREFIX}.mp4.crashed").is_file()
+    assert list(progress._lines) == [records[0]["worker"]]  # the second pool's worker only, not one line per pool
 
 
 def test_a_worker_that_cannot_load_its_engine_stops_the_batch_with_one_error(clip_bank, tmp_path, capsys):

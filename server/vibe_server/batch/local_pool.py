@@ -133,6 +133,7 @@ def run_local(
         for device in layout:
             devices.put(device)
         state.new_pool()
+        progress.clear_workers()  # a replaced pool's workers have other pids: their lines go
         pool = ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=context,

@@ -8,7 +8,8 @@ from tqdm import tqdm
 
 
 class BatchProgress:
-    """``advance(record)`` per finished video; ``worker_status(worker, text)`` for what a worker does now."""
+    """``advance(record)`` per finished video; ``worker_status(worker, text)`` for what a worker does now;
+    ``clear_workers()`` when the workers are replaced."""
 
     def __init__(self, total: int, *, skipped: int = 0, enabled: bool | None = None):
         self._tqdm = tqdm
@@ -42,6 +43,12 @@ class BatchProgress:
                 leave=False,
             )
         line.set_description_str(f"  {worker}: {text}")
+
+    def clear_workers(self) -> None:
+        """Remove the worker lines: the workers are gone (a replaced pool's new workers take their places)."""
+        for line in self._lines.values():
+            line.close()
+        self._lines.clear()
 
     def close(self) -> None:
         for line in self._lines.values():

@@ -28,11 +28,14 @@ from .core.retarget_math import (
     rotation_part,
     scale_root_motion,
     solve_basis,
+    sub_skeleton,
 )
 from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 
-# Every frame of the range is baked (about 20 KB of memory a frame and mapped rig): a capture of an hour
-# at 30 frames/s is 108,000 frames; a gap of millions of frames in a damaged file is refused.
+# Every frame of the range is baked. Only the mapped bones and their parents are computed, so the memory
+# a frame follows the mapped chains, not the rig's size: measured 16 KB on a 22-bone Mixamo-like rig and
+# 30 KB on Rigify's 706-bone control rig. A capture of an hour at 30 frames/s is 108,000 frames (1.7-3.2
+# GB); the cap, 200,000 frames (3.2-6 GB), refuses a gap of millions of frames in a damaged file.
 MAX_RETARGET_FRAMES = 200_000
 
 
@@ -178,11 +181,13 @@ def rotation_channel(mode: str) -> tuple[str, int]:
     )
 
 
-def sample_basis(armature_obj, frames: np.ndarray) -> np.ndarray:
-    """-> pose-bone basis matrices (T, N, 4, 4) from the armature's action at ``frames``."""
+def sample_basis(armature_obj, frames: np.ndarray, bone_names=None) -> np.ndarray:
+    """-> pose-bone basis matrices (T, N, 4, 4) from the armature's action at ``frames``, of every
+    bone or of ``bone_names`` (N of them, in that order)."""
     channels = keyframes.channels_of(armature_obj)
+    pose_bones = armature_obj.pose.bones
     out = []
-    for pose_bone in armature_obj.pose.bones:
+    for pose_bone in pose_bones if bone_names is None else (pose_bones[n] for n in bone_names):
         loc = _sample(channels, pose_bone, "location", 3, frames)
         scale = _sample(channels, pose_bone, "scale", 3, frames)
         prop, size = rotation_channel(pose_bone.rotation_mode)
@@ -285,26 +290,36 @@ def retarget(
             "(frame_start and frame_end of vibe_blender.retarget.retarget in Python)."
         )
     frames = np.arange(start, end + 1, dtype=np.float64)
+    pairs = list(mapping.items())
+    # Frame by frame, only the mapped bones and their parents are computed: no other bone moves them,
+    # so the memory and the time follow the mapped chains, not the rig's size (a Rigify rig has 700).
+    s_chain = bones_with_parents(source, [s for s, _ in pairs])
+    t_chain = bones_with_parents(target, [t for _, t in pairs])
+    s_keep, t_keep = [s_names.index(n) for n in s_chain], [t_names.index(n) for n in t_chain]
+    s_chain_parents, t_chain_parents = sub_skeleton(s_parents, s_keep), sub_skeleton(t_parents, t_keep)
+    s_chain_rest, t_chain_rest = s_rest[s_keep], t_rest[t_keep]
 
     # 1. Source motion in the world, by forward kinematics of its keys.
-    src_basis = sample_basis(source, frames)
+    src_basis = sample_basis(source, frames, s_chain)
     scale_off = np.abs(np.linalg.norm(src_basis[..., :3, :3], axis=-2) - 1.0).max(axis=(0, 2))
-    check_bone_options(source, list(mapping), ROOT_JOINT, [n for n, d in zip(s_names, scale_off) if d > 1e-6])
-    src_pose = s_world @ pose_from_basis(s_parents, s_rest, src_basis)
-    pairs = list(mapping.items())
-    si = np.array([s_names.index(s) for s, _ in pairs])
-    ti = np.array([t_names.index(t) for _, t in pairs])
+    check_bone_options(source, list(mapping), ROOT_JOINT, [n for n, d in zip(s_chain, scale_off) if d > 1e-6])
+    src_pose = s_world @ pose_from_basis(s_chain_parents, s_chain_rest, src_basis)
+    del src_basis
+    si = np.array([s_chain.index(s) for s, _ in pairs])
+    ti = np.array([t_chain.index(t) for _, t in pairs])
     # 2. Rotations: rest-pose and roll correction per pair, then into the target's armature space.
-    offsets = rest_offsets(rotation_part(s_world @ s_rest[si]), rotation_part(t_world @ t_rest[ti]))
+    offsets = rest_offsets(rotation_part(s_world @ s_chain_rest[si]), rotation_part(t_world @ t_chain_rest[ti]))
     target_world_rot = retarget_rotations(rotation_part(src_pose[:, si]), offsets)
     to_target = np.swapaxes(rotation_part(t_world), -1, -2)  # world -> target armature
-    target_rot = np.tile(np.eye(3), (len(frames), len(t_names), 1, 1))
+    target_rot = np.tile(np.eye(3), (len(frames), len(t_chain), 1, 1))
     target_rot[:, ti] = to_target @ target_world_rot
-    mapped = np.zeros(len(t_names), bool)
+    mapped = np.zeros(len(t_chain), bool)
     mapped[ti] = True
-    # 3. Root motion about the rest hips, scaled by the ratio of leg lengths (hip height without legs).
-    s_root, t_root = s_names.index(ROOT_JOINT), t_names.index(mapping[ROOT_JOINT])
+    # 3. Root motion about the rest hips, scaled by the ratio of leg lengths (hip height without legs);
+    #    the rigs' rest measures are taken on all their bones.
+    s_root, t_root = s_chain.index(ROOT_JOINT), t_chain.index(mapping[ROOT_JOINT])
     s_rest_world, t_rest_world = s_world @ s_rest, t_world @ t_rest
+    s_root_all, t_root_all = s_keep[s_root], t_keep[t_root]
     s_tails, t_tails = _tails_world(source, s_world), _tails_world(target, t_world)
     sides = mapped_legs(mapping)
     scale, scale_from = 1.0, "off"
@@ -315,22 +330,24 @@ def retarget(
         )
         scale_from = "legs"
     elif scale_root:
-        scale = _floor_origin(t_rest_world, t_tails, t_root)[1] / _floor_origin(s_rest_world, s_tails, s_root)[1]
+        scale = (
+            _floor_origin(t_rest_world, t_tails, t_root_all)[1] / _floor_origin(s_rest_world, s_tails, s_root_all)[1]
+        )
         scale_from = "hip height"
     hips_world = scale_root_motion(
-        src_pose[:, s_root, :3, 3], s_rest_world[s_root, :3, 3], t_rest_world[t_root, :3, 3], scale
+        src_pose[:, s_root, :3, 3], s_rest_world[s_root_all, :3, 3], t_rest_world[t_root_all, :3, 3], scale
     )
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
-    quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
+    quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
     # 4. Feet: where the source's feet are planted, hold the target's ankles still (leg IK).
     contact_frames = 0
     if lock_feet and sides:
         target_rot, contact_frames = _lock_target_feet(
             src_pose,
-            s_names,
-            t_parents,
-            t_rest,
-            t_names,
+            s_chain,
+            t_chain_parents,
+            t_chain_rest,
+            t_chain,
             target_rot,
             quats,
             root_loc,
@@ -340,7 +357,8 @@ def retarget(
             to_target,
             fps or scene_fps(),
         )
-        quats, root_loc = solve_basis(t_parents, t_rest, target_rot, mapped, t_root, hips_arm)
+        quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
+    del src_pose
     # 5. Bake, onto a new action: the rig's own animation stays in the file (a fake user keeps it).
     #    The mapped chains are keyed whole (the solution assumes unmapped parents, locations and
     #    scales at rest), so the action plays the same whatever pose the rig is left in.
@@ -348,16 +366,15 @@ def retarget(
     previous = target.animation_data.action if target.animation_data else None
     if previous is not None:
         previous.use_fake_user = True
-    chain = bones_with_parents(target, [t for _, t in pairs])
     rest_quat, zero, one = np.array([[1.0, 0.0, 0.0, 0.0]]), np.zeros((1, 3)), np.ones((1, 3))
     channels = keyframes.new_channels(target, action_name or f"{target.name}_retarget")
     write_pose_keys(
         target,
         channels,
         frames,
-        {n: rest_quat for n in chain} | {t_names[j]: quats[:, j] for j in ti},
-        {n: zero for n in chain} | {t_names[t_root]: root_loc},
-        {n: one for n in chain},
+        {n: rest_quat for n in t_chain} | {t_chain[j]: quats[:, j] for j in ti},
+        {n: zero for n in t_chain} | {t_chain[t_root]: root_loc},
+        {n: one for n in t_chain},
     )
     fk_switched = use_fk_controls(target, channels, frames)
     # 6. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
@@ -366,11 +383,11 @@ def retarget(
     wanted_world_rot = rotation_part(t_world) @ target_rot[:, ti]
     free = {}
     for k, j in enumerate(ti):
-        pose_bone = target.pose.bones[t_names[j]]
+        pose_bone = target.pose.bones[t_chain[j]]
         if not overridden.keys() & {pose_bone.name, *(p.name for p in pose_bone.parent_recursive)}:
             free[pose_bone.name] = wanted_world_rot[:, k]
     passes, unsettled = (
-        refine_constrained(target, frames, free, t_names[t_root], hips_world)
+        refine_constrained(target, frames, free, t_chain[t_root], hips_world)
         if has_constrained_parents(target, list(free))
         else (0, {})
     )

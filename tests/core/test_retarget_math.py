@@ -21,6 +21,7 @@ from vibe_blender.core.retarget_math import (
     rotmat_to_euler,
     scale_root_motion,
     solve_basis,
+    sub_skeleton,
     swing_rotation,
     topological_order,
 )
@@ -183,6 +184,28 @@ def test_retarget_to_a_rig_with_other_rest_rotations_matches_world_directions():
     np.testing.assert_allclose(tgt_world[:, 1, :3, 3], head_world, atol=1e-9)
     np.testing.assert_allclose(quats[:, 25:], np.tile([1.0, 0, 0, 0], (T, 3, 1)), atol=1e-12)  # unmapped: rest
     assert np.all(np.sum(quats[1:] * quats[:-1], -1) >= 0)  # sign continuity
+
+
+def test_solving_only_the_mapped_chains_gives_their_channels_exactly():
+    """The bones outside the mapped chains (extra leaves, another hierarchy) move none of them: solving
+    on the chains alone (sub_skeleton) gives the same channels as on the whole rig."""
+    rng = np.random.default_rng(3)
+    parents = np.array([-1, 0, 1, 2, 1, 4, -1, 6, 2, 8, 8, 5])  # 6, 7: another root; 8-11: leaves
+    rest = random_rig(rng, parents)
+    T, N = 7, len(parents)
+    mapped = np.zeros(N, bool)
+    mapped[[1, 2, 3, 5]] = True
+    target_rot = random_rotations(rng, (T, N))
+    head = rng.normal(0, 0.3, (T, 3))
+    quats, loc = solve_basis(parents, rest, target_rot, mapped, 1, head)
+    keep = [3, 2, 1, 0, 5, 4]  # mapped bones and their parents, in the order bones_with_parents gives
+    sub = sub_skeleton(parents, keep)
+    np.testing.assert_array_equal(sub, [1, 2, 3, -1, 5, 2])
+    sub_quats, sub_loc = solve_basis(sub, rest[keep], target_rot[:, keep], mapped[keep], keep.index(1), head)
+    np.testing.assert_allclose(sub_quats, quats[:, keep], atol=1e-12)
+    np.testing.assert_allclose(sub_loc, loc, atol=1e-12)
+    with pytest.raises(ValueError, match="parents of kept bones"):
+        sub_skeleton(parents, [3, 2])
 
 
 def test_root_motion_scales_about_the_floor_point_under_the_hips():

@@ -160,6 +160,18 @@ def _local_rest(parents: np.ndarray, rest: np.ndarray) -> np.ndarray:
     return local
 
 
+def sub_skeleton(parents: np.ndarray, keep) -> np.ndarray:
+    """parents (N,) and the indices ``keep`` (K,) of some bones with all their parents -> the parents
+    (K,) of the kept bones as indices into ``keep`` (-1 for roots): the same chains without the other
+    bones, which move none of the kept ones (a mapped bone's pose depends on its parents alone)."""
+    parents, keep = np.asarray(parents), np.asarray(keep, dtype=np.int64)
+    position = {int(j): k for k, j in enumerate(keep)}
+    missing = [int(p) for p in parents[keep] if p >= 0 and int(p) not in position]
+    if missing:
+        raise ValueError(f"bones {missing} are parents of kept bones but not kept")
+    return np.array([position[int(p)] if p >= 0 else -1 for p in parents[keep]], dtype=np.int64)
+
+
 def pose_from_basis(parents: np.ndarray, rest: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """parents (N,), rest (N, 4, 4), basis (T, N, 4, 4) -> pose matrices (T, N, 4, 4), armature space.
 

@@ -11,8 +11,10 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
   the GPU, detection every 8th frame plus adaptive detection), "ours, every frame": the same
   with detection on every frame, and "ours, 1-frame spot": ours with each on-the-spot detection
   carrying only its own frame (not the frames ahead; its speed and boxes against ours are printed);
-- end to end on a --minutes long video: the clip decoded again and again as one video;
-- peak GPU memory and peak host RSS of each, and the frames each detected in scheduled batches and
+- end to end on a --minutes long video: the clip decoded again and again as one video, with its own
+  peak GPU memory and how much the host's RSS grew during it;
+- peak GPU memory (each configuration's alone: the previous one's models are freed first) and peak
+  host RSS of each, and the frames each detected in scheduled batches and
   on the spot (adaptive detection: the triggered frames, and the frames and calls that detected
   them, each call carrying the frames ahead), with the seconds they took;
 - on a GPU, how many times one run of ours makes the host wait for the GPU (CUDA's sync debug mode);
@@ -20,6 +22,12 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
   >= 0.9, median box IoU);
 - ``--official`` in fp32 on the GPU against the same on the CPU, on a slice: the largest pose and
   joint difference and the smallest box IoU (goal: within 1e-4, IoU >= 0.999);
+- SORT's updates per second on the clip's recorded HOG boxes;
+- the GPU crop against OpenCV's ``warpAffine`` crop on real frames of the clip: the largest and the
+  mean difference in grey levels;
+- with several GPUs visible, ours divided among all of them (``run_across_devices``): its speed
+  against one GPU and the largest difference to the one-GPU result (on a CPU: two CPU engines, to
+  check the script; with one GPU: "not measured");
 - with ``--compiled``, last: ours with the backbone and YOLOv3's network through torch.compile
   (the warm-up's seconds include compiling).
 
@@ -37,10 +45,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import gc
 import importlib.util
+import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -141,6 +152,107 @@ def peak_host_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def host_rss_mib() -> float | None:
+    """The process's resident memory now (Linux: /proc/self/statm), None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class RssDuring:
+    """The host RSS before a block and the most it reached during it (sampled every ``every_s``)."""
+
+    def __init__(self, every_s: float = 0.2):
+        self.every_s, self.before, self.peak = every_s, host_rss_mib(), host_rss_mib()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.every_s):
+            now = host_rss_mib()
+            if now is not None and self.peak is not None:
+                self.peak = max(self.peak, now)
+
+    def __enter__(self) -> RssDuring:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        now = host_rss_mib()
+        if now is not None and self.peak is not None:
+            self.peak = max(self.peak, now)
+
+    def figures(self) -> str:
+        if self.before is None or self.peak is None:
+            return "host RSS not measured here (no /proc/self/statm)"
+        growth = self.peak - self.before
+        return f"host RSS {self.before:.0f} MiB before, at most {self.peak:.0f} MiB during it (+{growth:.0f} MiB)"
+
+
+def free_device_memory(cuda: bool) -> None:
+    """What is no longer referenced goes, and a GPU gets back the memory PyTorch caches."""
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+
+def sort_updates_per_s(min_s: float = 0.5) -> tuple[float, float]:
+    """SORT's updates per second over the recorded HOG boxes of the clip, every frame (a frame without
+    boxes: a skip), repeated for at least ``min_s``; and the boxes a frame on average."""
+    from vibe_server.pipeline.track import Sort
+
+    per_frame = recorded_hog_detections()[SPEED_CLIP]
+    updates, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_s:
+        sort = Sort()
+        for dets in per_frame:
+            if len(dets):
+                sort.update(dets)
+            else:
+                sort.skip()
+        updates += len(per_frame)
+    return updates / (time.perf_counter() - started), float(np.mean([len(d) for d in per_frame]))
+
+
+def crop_differences(clip: Path, start: int, frames: int, device: str) -> tuple[int, int, float, float, float]:
+    """The device crop against OpenCV's ``warpAffine`` crop on the frames ``start`` .. ``start + frames``
+    of the sample clip with people in them, with the recorded HOG boxes made square as the tracker
+    gives them -> (frames, crops, largest and mean |difference| in grey levels, share of values that
+    differ)."""
+    from vibe_server.pipeline.batched.crop import crop_people_on_device
+    from vibe_server.pipeline.crop import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, crop_people_uint8
+    from vibe_server.pipeline.video import open_video
+
+    per_frame = recorded_hog_detections()[SPEED_CLIP]
+    largest, total, differ, values, crops, used = 0.0, 0.0, 0, 0, 0, 0
+    mean = torch.tensor(IMAGENET_MEAN_RGB, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD_RGB, device=device).view(1, 3, 1, 1)
+    for i, frame in open_video(clip):
+        if i < start:
+            continue
+        if i >= min(start + frames, len(per_frame)):
+            break
+        dets = per_frame[i]
+        if not len(dets):
+            continue
+        side = np.maximum(dets[:, 2] - dets[:, 0], dets[:, 3] - dets[:, 1])
+        boxes = np.stack([(dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2, side, side], axis=1)
+        reference = torch.from_numpy(crop_people_uint8(frame, boxes)).to(device).permute(0, 3, 1, 2).float()
+        levels = ((crop_people_on_device([frame], [boxes], device) * std + mean) * 255).round()
+        difference = (levels - reference).abs()
+        largest = max(largest, float(difference.max()))
+        total += float(difference.sum())
+        differ += int((difference > 0).sum())
+        values += difference.numel()
+        crops += len(boxes)
+        used += 1
+    return used, crops, largest, total / max(values, 1), differ / max(values, 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="real model data (default: full-size random weights, recorded HOG boxes)")
@@ -152,6 +264,7 @@ def main() -> int:
     parser.add_argument("--warmup-frames", type=int, default=64)
     parser.add_argument("--compiled", action="store_true", help="also run ours with backbone and YOLOv3 compiled, last")
     parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
+    parser.add_argument("--crop-frames", type=int, default=100, help="frames for the GPU crop vs OpenCV check")
     args = parser.parse_args()
     if importlib.util.find_spec("smplx") is None:  # the body model, needed long after the slow start
         raise SystemExit("smplx is not installed here: install it (pip install smplx, pure Python) and run again.")
@@ -235,7 +348,8 @@ def main() -> int:
         + ", ".join(f"{n} thread(s) {fps:.0f} frames/s" for n, fps in rates.items())
     )
 
-    model = load_model(data_dir, device=device)
+    # kept on the host: each configuration's engine gets its own copy on the device, freed after it
+    model = load_model(data_dir, device="cpu")
     defaults = RunOptions(detector="yolo", min_track_frames=args.min_track_frames)
     one_frame_spots = dataclasses.replace(
         frontend, make_detector=lambda name, **kwargs: OneFrameSpots(counted_detector(name, **kwargs))
@@ -249,9 +363,13 @@ def main() -> int:
     outputs, peaks, detections = {}, {}, {}
 
     def measure(label: str, options, front_end=frontend):
-        """Warm-up, then the median of --repeats runs; keeps its figures and prints its line at once."""
+        """Warm-up, then the median of --repeats runs; keeps its figures and prints its line at once.
+        The earlier configurations' detectors and runs are let go first, and their GPU memory with them."""
+        counters.clear()
+        streams.clear()
+        free_device_memory(cuda)
         engine = Engine(
-            copy.deepcopy(model),
+            copy.deepcopy(model).to(device),
             model_name="bench",
             data_dir=data_dir,
             device=device,
@@ -276,15 +394,21 @@ def main() -> int:
 
     waits = None
     for label, options, front_end in configs:
+        engine = None  # the previous configuration's models go before this one is measured
         engine = measure(label, options, front_end)
         if label == "ours" and cuda:
             waits = host_waits(engine, clip, options)
         if label == "ours":
             engine.frontend = looped
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            long_run = engine.run(clip, options)
+            with RssDuring() as long_rss:
+                long_run = engine.run(clip, options)
             long_s = time.perf_counter() - t0
+            long_gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
             print(f"  ours, looped: {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s", flush=True)
+    engine = None
 
     print(
         "\nper stage, median run: seconds (frames/s; backbone in person crops/s). In ours decoding and detection"
@@ -314,7 +438,7 @@ def main() -> int:
     print(
         f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.1f} "
         f"minutes, the clip {loops} times): {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s; "
-        f"peak host RSS {peak_host_rss_mib():.0f} MiB"
+        f"peak GPU memory {long_gpu_mib:.0f} MiB (its own); {long_rss.figures()}"
     )
     for label in ("ours", "ours, every frame"):
         merged = compare(outputs["official"].result, outputs[label].result)
@@ -345,6 +469,22 @@ def main() -> int:
         except Exception as err:  # the figures above stand; say what broke here
             print(f"--official fp32, GPU vs CPU: the check failed: {type(err).__name__}: {err}")
 
+    updates_per_s, boxes_per_frame = sort_updates_per_s()
+    print(
+        f"SORT: {updates_per_s:,.0f} updates/s on the clip's recorded HOG boxes ({boxes_per_frame:.1f} a frame; "
+        "a frame without boxes: a skip)"
+    )
+    used, crops, largest, mean, share = crop_differences(source, WARMUP_START, args.crop_frames, device)
+    print(
+        f"device crop vs OpenCV's warpAffine on {used} frames of the clip ({crops} crops, HOG's recorded boxes): "
+        f"max |difference| {largest:.0f} grey levels, mean {mean:.3f}, {100 * share:.2f} % of values differ"
+    )
+    free_device_memory(cuda)
+    try:
+        print(split_figures(model, clip, warmup, defaults, outputs["ours"], data_dir, frontend, device))
+    except Exception as err:  # the figures above stand; say what broke here
+        print(f"multi-GPU split: the run failed: {type(err).__name__}: {err}")
+
     if args.compiled:  # last: compiling may take minutes, and everything above is printed already
         label = "ours, compiled"
         measure(label, dataclasses.replace(defaults, compile_backbone="on", compile_detector=True))
@@ -357,6 +497,38 @@ def main() -> int:
             f"peak GPU memory {gpu_mib:.0f} MiB; detections {detection_figures(detections[label], args.repeats)}"
         )
     return 0
+
+
+def split_figures(model, clip: Path, warmup: Path, options, one_device, data_dir, frontend, device: str) -> str:
+    """Ours divided among every visible GPU (on a CPU: two CPU engines, to check the script) against
+    ``one_device``, the one-GPU run of the same clip: speed and the largest differences."""
+    from vibe_server.pipeline.cpu_features import default_precision
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.segmented import run_across_devices
+
+    cuda = device.startswith("cuda")
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if cuda else ["cpu", "cpu"]
+    if len(devices) < 2:
+        return "multi-GPU split: one GPU: not measured"
+    engines = [
+        Engine(
+            copy.deepcopy(model).to(where), model_name="bench", data_dir=data_dir, device=where,
+            precision=options.precision or default_precision(where), frontend=frontend,
+        )
+        for where in devices
+    ]  # fmt: skip
+    if cuda:
+        run_across_devices(engines, warmup, options)
+    out = run_across_devices(engines, clip, options)
+    pose, joints = largest_differences(one_device.result, out.result)
+    iou = np.asarray(compare(one_device.result, out.result)["box_iou"], dtype=np.float64)
+    fps, one_fps = out.frames_decoded / out.wall_s, one_device.frames_decoded / one_device.wall_s
+    return (
+        f"multi-GPU split on {len(devices)} devices ({', '.join(devices)}{'; checks the script' if not cuda else ''}): "
+        f"{fps:.1f} frames/s = {fps / one_fps:.2f}x one device; {len(out.result.tracks)} vs "
+        f"{len(one_device.result.tracks)} tracks; max |pose difference| {pose:.2e}, max |joints3d difference| "
+        f"{joints:.2e}; min box IoU {float(iou.min()) if len(iou) else float('nan'):.4f}"
+    )
 
 
 def host_waits(engine, clip: Path, options) -> int | str:

@@ -31,7 +31,7 @@ def run_benchmark(script: str, args: list[str], temp: Path) -> subprocess.Comple
 
 def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     args = ["--device", "cpu", "--frames", "30", "--warmup-frames", "30", "--minutes", "0.1", "--repeats", "1"]
-    args += ["--min-track-frames", "4", "--equality-frames", "20", "--compiled"]
+    args += ["--min-track-frames", "4", "--equality-frames", "20", "--crop-frames", "20", "--compiled"]
     done = run_benchmark("gpu.py", args, tmp_path)
     out = done.stdout
     # the first line names the versions; with OpenCV 5 a note says the official crop is not bit-exact
@@ -50,7 +50,13 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     assert re.search(
         r"^detections official\s+batched \d+ frames in [\d.]+ s; on the spot 0 frames \(0 detected", out, re.M
     )
-    assert re.search(r"end to end ours, 60 frames \(0\.1 minutes, the clip 2 times\): [\d.]+ s", out)
+    # the looped run: its own GPU peak (none on a CPU) and how much the host's RSS grew during it
+    looped = r"^end to end ours, 60 frames \(0\.1 minutes, the clip 2 times\): [\d.]+ s, [\d.]+ frames/s; "
+    looped += (
+        r"peak GPU memory nan MiB \(its own\); host RSS (\d+) MiB before, at most (\d+) MiB during it \(\+\d+ MiB\)"
+    )
+    before, during = map(int, re.search(looped, out, re.M).groups())
+    assert 0 < before <= during
     # detection on every frame reproduces the official boxes exactly
     every_frame = r"^ours, every frame: [\d.]+x the official .* track recall 1\.000, median box IoU 1\.000"
     assert re.search(every_frame, out, re.M)
@@ -66,6 +72,15 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     triggered, sent, calls = map(int, found.groups())  # compiled YOLO pads every call: it carries frames ahead
     assert calls < triggered <= sent <= 8 * calls
     assert "is not available" not in done.stderr  # neither compile fell back to eager
+    assert re.search(r"^SORT: [\d,]+ updates/s on the clip's recorded HOG boxes", out, re.M)
+    crop = r"^device crop vs OpenCV's warpAffine on (\d+) frames of the clip \((\d+) crops, .*\): "
+    crop += r"max \|difference\| (\d+) grey levels, mean ([\d.]+), [\d.]+ % of values differ"
+    frames, crops, largest, mean = re.search(crop, out, re.M).groups()
+    assert 0 < int(frames) <= int(crops) and int(largest) <= 8 and float(mean) < 0.2
+    # the multi-GPU split runs its code on two CPU engines here, with the one-device result
+    split = r"^multi-GPU split on 2 devices \(cpu, cpu; checks the script\): [\d.]+ frames/s = [\d.]+x one device; "
+    split += r"(\d+) vs \1 tracks; max \|pose difference\| ([\d.e+-]+), .* min box IoU 1\.0000"
+    assert float(re.search(split, out, re.M).group(2)) < 1e-3, out[-2000:]
     # the GPU = CPU check runs (here CPU against CPU: no difference at all)
     equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "
     assert re.search(equal + r"max \|joints3d difference\| 0\.00e\+00 .* min box IoU 1\.0000", out, re.M), out[-2000:]

@@ -294,6 +294,54 @@ def test_a_shared_path_result_the_driver_cannot_see_is_a_failed_record(tmp_path)
     assert "sees OUTDIR at the same path" in records[0]["error"]
 
 
+# -- videos sent through the object store ------------------------------------------------------------
+
+
+def test_a_pipe_named_like_a_video_is_a_failed_record_instead_of_blocking_the_driver(tmp_path):
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "x.mp4")
+    [item] = discover([str(tmp_path / "in")], tmp_path / "out")
+    answer = []
+    reading = threading.Thread(target=lambda: answer.append(ray_runner._payload(item, "object-store")), daemon=True)
+    reading.start()
+    reading.join(timeout=10)
+    try:
+        assert not reading.is_alive(), "the driver blocks on the pipe"
+        [(data, error)] = answer
+        assert data is None and "is not a regular video file" in error and "pipe" in error
+    finally:
+        if reading.is_alive():  # let it go: a writer opens the pipe
+            os.close(os.open(tmp_path / "in" / "x.mp4", os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_link_to_a_device_that_never_ends_is_refused_before_it_is_read(tmp_path):
+    (tmp_path / "clip.mp4").symlink_to("/dev/zero")
+    with pytest.raises(VibeError, match="is not a regular video file"):
+        ray_runner.read_video_bytes(str(tmp_path / "clip.mp4"), 1000)
+
+
+def test_a_video_is_read_up_to_the_object_store_limit_and_no_further(tmp_path, monkeypatch):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(os.urandom(3000))
+    assert ray_runner.read_video_bytes(str(video), 3000) == video.read_bytes()
+    with pytest.raises(VibeError, match="more than the object store takes per clip"):
+        ray_runner.read_video_bytes(str(video), 2999)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd):  # the size when opened: the file grows while it is read
+        status = list(real_fstat(fd))
+        status[6] = 10  # st_size
+        return os.stat_result(status)
+
+    monkeypatch.setattr(ray_runner.os, "fstat", stale_fstat)
+    reads = []
+    real_read = os.read
+    monkeypatch.setattr(ray_runner.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    with pytest.raises(VibeError, match="more than the object store takes per clip"):
+        ray_runner.read_video_bytes(str(video), 1000)
+    assert sum(reads) <= 1001  # never more than the limit and one byte
+
+
 # -- symbolic links in the output folder -------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from vibe_blender.core.result_file import load_result
 
 from ..output_files import atomic_write_bytes
 from ..pipeline.options import RunOptions
+from ..pipeline.video import check_video_stat
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem, check_inside
 from .manifest import make_record, record_problem
@@ -37,6 +38,7 @@ from .progress import BatchProgress
 TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
+READ_CHUNK_BYTES = 4 << 20
 CPUS_PER_CPU_ACTOR = 2
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is unreachable
 # A Ray head (GCS or Ray Client) speaks gRPC: to HTTP/2's client preface it answers with a SETTINGS frame.
@@ -99,15 +101,36 @@ def _payload(item: BatchItem, transfer: str) -> tuple[bytes | None, str | None]:
     if transfer == "shared":
         return None, None
     try:
-        size = os.path.getsize(item.input_path)
-        if size > OBJECT_STORE_MAX_BYTES:
-            return None, (
-                f"The video is {size / 2**20:.0f} MiB, more than the object store takes per clip "
-                f"({OBJECT_STORE_MAX_BYTES >> 20} MiB); put it on a shared path and use --transfer shared."
-            )
-        return Path(item.input_path).read_bytes(), None
+        return read_video_bytes(item.input_path, OBJECT_STORE_MAX_BYTES), None
+    except VibeError as err:
+        return None, str(err)
     except OSError as err:
         return None, f"Cannot read the video ({err}); check the path."
+
+
+def read_video_bytes(path: str, limit: int) -> bytes:
+    """The bytes of the video file at ``path``; VibeError when what opens there is no regular file (a
+    pipe, which would block the driver, or a device such as /dev/zero, which never ends) or holds more
+    than ``limit`` bytes, also when it grows while it is read. Memory follows what the file holds."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens at once, without waiting for a writer
+    try:
+        status = os.fstat(fd)  # of the file opened, not of one the name led to before
+        check_video_stat(status, f"'{path}'")
+        size = status.st_size
+        chunks, read = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(READ_CHUNK_BYTES, limit + 1 - read))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            read += len(chunk)
+            size = max(size, read)  # a file that grows while it is read
+    finally:
+        os.close(fd)
+    raise VibeError(
+        f"The video is {size / 2**20:.0f} MiB or more, more than the object store takes per clip "
+        f"({limit >> 20} MiB); put it on a shared path and use --transfer shared."
+    )
 
 
 def run_ray(

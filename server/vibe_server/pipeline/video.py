@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,12 +110,7 @@ class VideoReader:
         except (OSError, ValueError) as err:  # name too long, NUL byte, no permission...
             reason = getattr(err, "strerror", None) or str(err)
             raise VibeError(f"Cannot read the video file {self.label} ({reason}). Check the path.") from None
-        if not self.path.is_file():
-            raise VibeError(
-                f"{self.label} is not a regular video file (a folder or a device). Pass the path of a video file."
-            )
-        if st.st_size == 0:
-            raise VibeError(f"Video file {self.label} is empty (0 bytes). Copy or export it again.")
+        check_video_stat(st, self.label)
 
         capture = self._open_capture()
         try:
@@ -315,6 +311,17 @@ def check_file_name(path, label: str) -> None:
         raise VibeError(
             f"The file name of {label} is not valid UTF-8, which the video reader cannot open; rename the file."
         ) from None
+
+
+def check_video_stat(st: os.stat_result, label: str) -> None:
+    """VibeError unless ``st`` is the status of a regular, non-empty file: a folder, a device (/dev/zero)
+    or a pipe is no video file, and reading one may block or never end."""
+    if not stat.S_ISREG(st.st_mode):
+        raise VibeError(
+            f"{label} is not a regular video file (a folder, a device or a pipe). Pass the path of a video file."
+        )
+    if st.st_size == 0:
+        raise VibeError(f"Video file {label} is empty (0 bytes). Copy or export it again.")
 
 
 FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is

@@ -101,10 +101,12 @@ def dying_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthet
 
 
 class FakeActor:
-    """A Ray actor handle: ``actor.process.remote(item, data)`` -> a task of ``FakeRay``."""
+    """A Ray actor handle: ``actor.process.remote(item, data)`` -> a task of ``FakeRay``;
+    ``actor.ready.remote()`` -> a task that answers once the actor has started."""
 
     def __init__(self, ray: FakeRay):
         self.process = self
+        self.ready = SimpleNamespace(remote=lambda: object())
         self._ray = ray
 
     def remote(self, item, data):
@@ -113,7 +115,8 @@ class FakeActor:
 
 class FakeRay:
     """``wait`` and ``get`` over tasks whose outcome is ``reply(item, data)`` (a value, or an exception
-    to raise); ``most`` is the largest number of tasks in flight at once."""
+    to raise); ``most`` is the largest number of tasks in flight at once. The first ``not_started``
+    calls of ``wait`` find nothing done, as while a cluster has not started the actors yet."""
 
     class RayActorError(Exception):
         def __init__(self, actor_init_failed: bool = False):
@@ -122,8 +125,9 @@ class FakeRay:
 
     exceptions = SimpleNamespace(RayActorError=RayActorError)
 
-    def __init__(self, reply):
+    def __init__(self, reply, not_started: int = 0):
         self.reply, self.tasks, self.most, self.submitted = reply, {}, 0, []
+        self.not_started = not_started
 
     def actors(self, count: int) -> list[FakeActor]:
         return [FakeActor(self) for _ in range(count)]
@@ -135,7 +139,10 @@ class FakeRay:
         self.most = max(self.most, len(self.tasks))
         return task
 
-    def wait(self, tasks, num_returns=1):
+    def wait(self, tasks, num_returns=1, timeout=None):
+        if self.not_started > 0:
+            self.not_started -= 1
+            return [], list(tasks)
         return tasks[:num_returns], tasks[num_returns:]
 
     def get(self, task):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +52,14 @@ def assert_same_arrays(left: Path, right: Path, names) -> None:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}: {key}")
 
 
-def test_ray_results_equal_the_local_run(local_cluster, clip_bank, tmp_path):
+def test_ray_results_equal_the_local_run(local_cluster, clip_bank, tmp_path, capsys):
     layout = {"walk.mp4": "walk.mp4", "day2/sign.mp4": "sign.mp4", "day2/street.mp4": "street.mp4"}
     inputs = place(clip_bank, tmp_path / "in", layout)
     assert main(batch_args(inputs, out=tmp_path / "local", extra=["--jobs", "1"])) == 0
+    capsys.readouterr()
     assert main(batch_args(inputs, out=tmp_path / "ray", extra=["--ray"])) == 0
+    # --device auto on a cluster without GPUs: it says what it runs on instead
+    assert "has no GPU (yet), so the batch runs on 1 CPU actor(s) of 2 CPUs each" in capsys.readouterr().err
     assert main(batch_args(inputs, out=tmp_path / "store", extra=["--ray", "--transfer", "object-store"])) == 0
     assert_same_arrays(tmp_path / "local", tmp_path / "ray", layout)
     assert_same_arrays(tmp_path / "local", tmp_path / "store", layout)
@@ -77,6 +81,32 @@ def test_a_killed_ray_actor_is_restarted_and_its_video_retried(local_cluster, cl
     assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4", f"{CRASH_PREFIX}.mp4"]
     assert all(r["status"] == "done" for r in records)
     assert sorted(p.name for p in out.glob("*.npz")) == ["a.npz", "b.npz", f"{CRASH_PREFIX}.npz"]
+
+
+def test_while_the_cluster_has_no_free_cpu_the_batch_says_its_actors_wait(
+    local_cluster, clip_bank, tmp_path, capsys, monkeypatch
+):
+    from vibe_server.batch import ray_runner
+
+    monkeypatch.setattr(ray_runner, "PENDING_NOTE_S", 1.0)
+
+    @ray.remote(num_cpus=2)
+    class Other:  # another job holding the cluster's CPUs for a while
+        def ping(self) -> bool:
+            return True
+
+    other = Other.remote()
+    ray.get(other.ping.remote())
+    release = threading.Timer(4.0, ray.kill, args=(other,))
+    release.start()
+    try:
+        inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
+        assert main(batch_args(inputs, out=tmp_path / "out", extra=["--ray"])) == 0
+    finally:
+        release.join()
+    assert "none of the 1 Ray actor(s) has started after" in capsys.readouterr().err
+    [record] = manifest_lines(tmp_path / "out")
+    assert record["status"] == "done"
 
 
 def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank, tmp_path):

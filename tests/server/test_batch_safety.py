@@ -19,6 +19,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -340,6 +341,53 @@ def test_a_video_is_read_up_to_the_object_store_limit_and_no_further(tmp_path, m
     with pytest.raises(VibeError, match="more than the object store takes per clip"):
         ray_runner.read_video_bytes(str(video), 1000)
     assert sum(reads) <= 1001  # never more than the limit and one byte
+
+
+# -- a Ray cluster with nothing to run actors on (yet) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "resources, device, message",
+    [
+        ({}, "auto", "has no CPU or GPU to run the batch on yet"),  # a head started with --num-cpus 0
+        ({"CPU": 0.5}, "auto", "has no CPU or GPU to run the batch on yet"),
+        ({"GPU": 2.0}, "cpu", "has no CPU to run the batch on yet"),
+    ],
+)
+def test_a_ray_cluster_without_a_cpu_or_gpu_is_one_clear_error(resources, device, message):
+    cluster = SimpleNamespace(cluster_resources=lambda: resources)
+    with pytest.raises(VibeError, match=message) as error:
+        ray_runner._actor_layout(cluster, device)
+    assert "--num-cpus" in str(error.value) and "run the same command again" in str(error.value)
+
+
+def test_the_actor_layout_of_a_cluster_with_cpus_or_gpus():
+    cluster = SimpleNamespace(cluster_resources=lambda: {"CPU": 5.0})
+    assert ray_runner._actor_layout(cluster, "auto") == ({"num_cpus": 2}, 2, "cpu")
+    cluster = SimpleNamespace(cluster_resources=lambda: {"CPU": 1.0, "GPU": 3.0})
+    assert ray_runner._actor_layout(cluster, "auto") == ({"num_gpus": 1}, 3, "cuda:0")
+    assert ray_runner._actor_layout(cluster, "cpu") == ({"num_cpus": 1}, 1, "cpu")
+
+
+def test_actors_the_cluster_has_not_started_are_reported_once_while_the_batch_waits(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ray_runner, "PENDING_NOTE_S", 0.0)
+    items = ray_items(tmp_path)
+    fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None), not_started=5)
+    records = []
+    ray_runner._drive(
+        fake_ray,
+        fake_ray.actors(2),
+        items,
+        "shared",
+        records.append,
+        BatchProgress(2, enabled=False),
+        output_dir=tmp_path / "out",
+        needs="2 CPUs",
+    )
+    assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4"]
+    note = capsys.readouterr().err
+    assert note.count("Note: none of the 2 Ray actor(s) has started") == 1 and "Each needs 2 CPUs" in note
+    assert "ray status" in note
 
 
 # -- symbolic links in the output folder -------------------------------------------------------------

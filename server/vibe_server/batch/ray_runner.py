@@ -18,7 +18,9 @@ from __future__ import annotations
 import io
 import os
 import socket
+import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -40,6 +42,8 @@ MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 READ_CHUNK_BYTES = 4 << 20
 CPUS_PER_CPU_ACTOR = 2
+WAIT_STEP_S = 1.0  # the driver looks at its actors' progress this often
+PENDING_NOTE_S = 20.0  # no actor started after this long: say so, and why that may be
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is unreachable
 # A Ray head (GCS or Ray Client) speaks gRPC: to HTTP/2's client preface it answers with a SETTINGS frame.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -57,6 +61,10 @@ class VideoActor:
         except Exception as err:  # noqa: BLE001 - a raising constructor kills the actor and hides the reason
             # reported with the first video, then the batch stops
             self.engine, self.setup_error = None, str(err) if isinstance(err, WorkerSetupError) else repr(err)
+
+    def ready(self) -> bool:
+        """Answers once the actor has started (its engine loaded, or its setup error kept)."""
+        return True
 
     def process(self, item: BatchItem, data: bytes | None) -> tuple[dict, bytes | None]:
         if self.setup_error is not None:
@@ -84,16 +92,31 @@ def _import_ray():
 
 
 def _actor_layout(ray, device: str) -> tuple[dict, int, str]:
-    """(actor resources, number of actors, device inside each actor) from the cluster's resources."""
+    """(actor resources, number of actors, device inside each actor) from the cluster's resources;
+    VibeError when the cluster has nothing to run an actor on (yet: an autoscaler may add nodes)."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if device != "cpu" and gpus > 0:
         return {"num_gpus": 1}, gpus, "cuda:0"  # Ray shows each actor only its own GPU
     if device.startswith("cuda"):
         raise VibeError(f"Device '{device}' was asked for but the Ray cluster has no GPU; use --device cpu.")
-    cpus = int(resources.get("CPU", 1))
+    cpus = int(resources.get("CPU", 0))
+    if cpus < 1:
+        raise VibeError(
+            f"The Ray cluster has no {'CPU' if device == 'cpu' else 'CPU or GPU'} to run the batch on yet (it has "
+            f"CPU {resources.get('CPU', 0):g}, GPU {resources.get('GPU', 0):g}): add worker nodes, or wait until "
+            "its autoscaler has started some, or start the head with CPUs ('ray start --head --num-cpus N'); "
+            "then run the same command again."
+        )
     per_actor = min(CPUS_PER_CPU_ACTOR, cpus)
     return {"num_cpus": per_actor}, max(1, cpus // per_actor), "cpu"
+
+
+def _needs(resources: dict) -> str:
+    """What one actor waits for, in words."""
+    if "num_gpus" in resources:
+        return "a GPU"
+    return f"{resources['num_cpus']} CPU{'s' if resources['num_cpus'] > 1 else ''}"
 
 
 def _payload(item: BatchItem, transfer: str) -> tuple[bytes | None, str | None]:
@@ -163,10 +186,17 @@ def run_ray(
             ) from err
     try:
         resources, count, device = _actor_layout(ray, spec.device)
+        count = min(count, len(items))
+        if spec.device == "auto" and device == "cpu":
+            print(
+                f"Note: the Ray cluster has no GPU (yet), so the batch runs on {count} CPU actor(s) of "
+                f"{_needs(resources)} each.",
+                file=sys.stderr,
+            )
         actor_class = ray.remote(VideoActor).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES, **resources)
         actor_spec = replace(spec, device=device, threads=resources.get("num_cpus"))
-        actors = [actor_class.remote(actor_spec, options) for _ in range(min(count, len(items)))]
-        _drive(ray, actors, items, transfer, on_record, progress, output_dir=output_dir)
+        actors = [actor_class.remote(actor_spec, options) for _ in range(count)]
+        _drive(ray, actors, items, transfer, on_record, progress, output_dir=output_dir, needs=_needs(resources))
     finally:
         if started_here:
             ray.shutdown()
@@ -215,11 +245,20 @@ def _read_up_to(connection: socket.socket, size: int) -> bytes:
 
 
 def _drive(
-    ray, actors: list, items: list[BatchItem], transfer: str, on_record, progress: BatchProgress, *, output_dir
+    ray,
+    actors: list,
+    items: list[BatchItem],
+    transfer: str,
+    on_record,
+    progress: BatchProgress,
+    *,
+    output_dir,
+    needs: str = "its resources",
 ) -> None:
     idle = list(actors)
     running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
     waiting = deque(items)
+    pending = Pending(ray, actors, needs)
     while waiting or running:
         while idle and waiting:  # backpressure: one video per free actor
             item = waiting.popleft()
@@ -236,8 +275,13 @@ def _drive(
                     "check the cluster's logs ('ray logs'), then run the same command again to resume."
                 )
             break
-        progress.worker_status("ray", f"{len(running)} videos running")
-        [task], _ = ray.wait(list(running), num_returns=1)
+        progress.worker_status("ray", pending.status() or f"{len(running)} videos running")
+        done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_STEP_S)
+        if not done:
+            pending.check()
+            continue
+        pending.started = True
+        [task] = done
         actor, item = running.pop(task)
         try:
             reply = ray.get(task)
@@ -252,6 +296,39 @@ def _drive(
             raise VibeError(f"The Ray actors could not load the model: {reply[0]['setup_error']}")
         idle.append(actor)
         on_record(_checked(item, reply, transfer, output_dir))
+
+
+class Pending:
+    """Until an actor has started: how long the batch has waited for one, said once it is long enough
+    to wonder (a cluster without a free CPU or GPU for them never starts them, and says nothing)."""
+
+    def __init__(self, ray, actors: list, needs: str) -> None:
+        self.ray, self.count, self.needs = ray, len(actors), needs
+        self.pings = [actor.ready.remote() for actor in actors]  # each answers once its actor has started
+        self.since = time.monotonic()
+        self.started = False
+        self.noted = False
+
+    def check(self) -> None:
+        if self.started:
+            return
+        self.started = bool(self.ray.wait(self.pings, num_returns=1, timeout=0)[0])
+        waited = time.monotonic() - self.since
+        if not self.started and not self.noted and waited >= PENDING_NOTE_S:
+            self.noted = True
+            print(
+                f"Note: none of the {self.count} Ray actor(s) has started after {waited:.0f} s. Each needs "
+                f"{self.needs}: the cluster starts an actor once it has that free, and the actor then loads the "
+                "model. Check 'ray status' (are nodes joining? is the autoscaler adding some?). The batch goes "
+                "on when they start; Ctrl-C stops it, and the same command resumes it.",
+                file=sys.stderr,
+            )
+
+    def status(self) -> str | None:
+        if self.started:
+            return None
+        waited = time.monotonic() - self.since
+        return f"waiting for {self.count} actor(s) to start ({waited:.0f} s; each needs {self.needs})"
 
 
 _DIED = (

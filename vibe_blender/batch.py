@@ -47,9 +47,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+NO_BPY = (
+    "error: this command runs Blender as a Python module (bpy), which this Python does not have. Set it "
+    "up with 'bash scripts/setup_blender.sh' and run the command with that Python, for example "
+    "'.venv-bpy-5.0/bin/python -m vibe_blender.batch ...'."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 when the files are written, 1 when the inputs or outputs are unusable, 2 when this
+    Python has no bpy."""
     args = _parser().parse_args(argv)
-    import bpy  # after argument errors: fast --help
+    try:
+        import bpy  # after argument errors: fast --help
+    except ImportError:
+        print(NO_BPY, file=sys.stderr)
+        return 2
 
     from .core.output_paths import check_output_path
     from .export import export_fbx

@@ -55,6 +55,22 @@ def test_batch_reports_a_bad_body_model(reference_dir, tmp_path):
     assert "has no SMPL_NEUTRAL.pkl" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_batch_without_bpy_says_which_python_to_use_in_one_line(reference_dir, tmp_path):
+    """Run with a Python that has no bpy (here: bpy made unimportable), it points to the bpy venv."""
+    code = "import sys; sys.modules['bpy'] = None; from vibe_blender.batch import main; sys.exit(main(sys.argv[1:]))"
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    run = subprocess.run(
+        [sys.executable, "-c", code, *argv, "-o", str(tmp_path / "x.blend")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    [line] = run.stderr.splitlines()
+    assert "scripts/setup_blender.sh" in line and ".venv-bpy-" in line and not (tmp_path / "x.blend").exists()
+
+
 def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):
     from vibe_server.data.synthetic import write_smpl_files
 

@@ -109,6 +109,11 @@ class Health(BaseModel):
     torch: str
     queue_length: int
     proof: str | None = None  # HMAC-SHA256(token, challenge) when asked with ?challenge=
+    body_model: str | None = Field(
+        None,
+        description='"sha256:<hex>" fingerprint of what GET /body_model sends (the same on every start for the same '
+        "model); null when the server has no body model",
+    )
 
 
 class _LiveParamsBase(BaseModel):

@@ -4,7 +4,6 @@ paths, no job names, no error texts), and the server's proof that it holds the t
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from pydantic import Field
 
 from vibe_blender.core.server_proof import CHALLENGE_PATTERN, server_proof
 
@@ -15,25 +14,15 @@ from ..schemas import Health
 router = APIRouter(tags=["health"], dependencies=PUBLIC)
 
 
-class HealthWithBodyModel(Health):
-    body_model: str | None = Field(
-        None,
-        description='"sha256:<hex>" fingerprint of what GET /body_model sends (the same on every start for the same '
-        "model); null when the server has no body model",
-    )
-
-
-@router.get("/health", response_model=HealthWithBodyModel)
-async def health(
-    request: Request, challenge: str | None = Query(None, pattern=CHALLENGE_PATTERN)
-) -> HealthWithBodyModel:
+@router.get("/health", response_model=Health)
+async def health(request: Request, challenge: str | None = Query(None, pattern=CHALLENGE_PATTERN)) -> Health:
     """Async on purpose: answered on the event loop, never queued behind the worker threads.
     challenge: a client's, answered with ``proof`` so that it can check this server holds the token
     before it sends it (``core/server_proof.py``)."""
     import torch  # already loaded with the engine; kept here so the health route's module needs no torch
 
     engine, jobs, token = request.app.state.engine, request.app.state.jobs, request.app.state.settings.token
-    return HealthWithBodyModel(
+    return Health(
         version=__version__,
         device=engine.device if engine else request.app.state.settings.device,
         model=engine.model_name if engine else "none (model data missing)",

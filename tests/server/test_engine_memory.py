@@ -174,24 +174,32 @@ def test_smoothing_recomputes_the_joints_without_keeping_the_vertices(tiny_engin
 
 
 def test_an_official_run_gets_yolo_with_the_per_frame_post_processing(make_engine):
-    """--official keeps the official code's exact merge-NMS, frame by frame, on any device (a GPU
-    would otherwise merge a batch's boxes on the device): a detector of its own."""
+    """--official keeps the official code's exact merge-NMS, frame by frame, on any device: on a GPU
+    (which otherwise merges a batch's boxes on the device) a detector of its own; on a CPU, where
+    every run post-processes frame by frame, the same detector."""
     import dataclasses
 
     from vibe_blender.core.errors import VibeError
     from vibe_server.pipeline.options import RunOptions
 
-    engine = make_engine()
-    fast = engine.detector("yolo")
-    official = engine.detector("yolo", official=True)
-    assert official is not fast and engine.detector("yolo", official=True) is official
-    assert "batched_postprocess" not in fast.options  # the detector's own choice: on a GPU, batched
-    assert official.options["batched_postprocess"] is False
-    assert engine.detector("hog", official=True) is engine.detector("hog")  # nothing to choose for HOG
-    used = []
-    engine.frontend = dataclasses.replace(
-        engine.frontend, stream_people=lambda reader, detector, **kw: used.append(detector) or iter(())
+    from .conftest import ScriptedFrontEnd
+
+    on_cpu = make_engine()
+    assert on_cpu.detector("yolo", official=True) is on_cpu.detector("yolo")
+    assert on_cpu.detector("yolo").options["batched_postprocess"] is False
+
+    gpu = Engine(
+        TinyVIBE(), model_name="tiny", data_dir=None, device="cuda:0", frontend=ScriptedFrontEnd().as_frontend()
+    )
+    fast, official = gpu.detector("yolo"), gpu.detector("yolo", official=True)  # (made, never run, here)
+    assert official is not fast and gpu.detector("yolo", official=True) is official
+    assert fast.options["batched_postprocess"] is True and official.options["batched_postprocess"] is False
+    assert gpu.detector("hog", official=True) is gpu.detector("hog")  # nothing to choose for OpenCV's HOG
+
+    used = []  # the run itself asks for the official detector
+    gpu.frontend = dataclasses.replace(
+        gpu.frontend, stream_people=lambda reader, detector, **kw: used.append(detector) or iter(())
     )
     with pytest.raises(VibeError):  # no frames: the detector was chosen all the same
-        engine.run("clip.mp4", RunOptions(detector="yolo", official=True))
+        gpu.run("clip.mp4", RunOptions(detector="yolo", official=True))
     assert used[0]._detector is official

@@ -113,7 +113,7 @@ def test_detection_stride_calls_the_detector_less(scripted, tiny_engine):
     run(tiny_engine, detection_stride=4, detector="yolo")
     assert scripted.detectors[-1].name == "yolo"
     assert scripted.detectors[-1].calls == 15
-    assert scripted.detectors[-1].options == {"precision": "fp32"}
+    assert scripted.detectors[-1].options == {"precision": "fp32", "batched_postprocess": False}  # the CPU's exact loop
 
 
 def test_progress_goes_through_the_stages_to_one(tiny_engine):

@@ -260,17 +260,18 @@ class Engine:
     def detector(self, name: str, *, compiled: bool = False, official: bool = False) -> Detector:
         """The detector ``name`` (made once, then reused); ``compiled``: YOLOv3's network through
         torch.compile (see :mod:`.compiled`); ``official``: YOLO's exact per-frame post-processing
-        of the official code, also on a GPU (else a GPU merges the boxes of a batch on the device)."""
+        of the official code, also on a GPU (which otherwise merges a batch's boxes on the device)."""
+        from .detect.yolo import batches_postprocessing  # start-up: the detectors load only when used
+
         name = self.resolve_detector_name(name)
         # YOLO follows the run's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
         yolo = name == "yolo"
-        key = (name, self.precision if yolo else "", compiled and yolo, official and yolo)
+        batched = yolo and not official and batches_postprocessing(self.device)
+        key = (name, self.precision if yolo else "", compiled and yolo, batched)
         if key not in self._detectors:
-            options: dict[str, Any] = {"precision": self.precision} if yolo else {}
+            options: dict[str, Any] = {"precision": self.precision, "batched_postprocess": batched} if yolo else {}
             if compiled and yolo:
                 options.update(compiled=True, on_compile_fallback=self._log)
-            if official and yolo:
-                options.update(batched_postprocess=False)
             self._detectors[key] = self._frontend().make_detector(
                 name, data_dir=self.data_dir, device=self.device, **options
             )

@@ -25,7 +25,14 @@ from .darknet_weights import load_darknet_weights
 from .yolo_postprocess import INPUT_SIZE_PX, SCORE_THRESHOLD, person_detections, rescale_boxes
 from .yolov3 import YOLOv3, decode_heads
 
-__all__ = ["INPUT_SIZE_PX", "YoloDetector", "person_detections", "preprocess_frames", "rescale_boxes"]
+__all__ = [
+    "INPUT_SIZE_PX",
+    "YoloDetector",
+    "batches_postprocessing",
+    "person_detections",
+    "preprocess_frames",
+    "rescale_boxes",
+]
 
 
 def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_PX) -> torch.Tensor:
@@ -41,6 +48,14 @@ def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_
     padded[:, :, top : top + height, left : left + width] = images
     resized = F.interpolate(padded, size=(input_size_px, input_size_px), mode="nearest")
     return resized.float().div_(255.0)
+
+
+def batches_postprocessing(device: str | torch.device) -> bool:
+    """Whether YOLO on ``device`` post-processes a batch at once by default: on a GPU the boxes of
+    all frames of a batch are filtered, sorted and merged there, with two waits for the device
+    (``batched.detections``); on a CPU the per-frame loop is as fast, and it is the official code
+    (which an ``--official`` run asks for on a GPU too)."""
+    return torch.device(device).type == "cuda"
 
 
 class YoloDetector:
@@ -82,10 +97,9 @@ class YoloDetector:
         self.channels_last = (precision != "fp32") if channels_last is None else channels_last
         self.input_size_px = input_size_px
         self.score_threshold = score_threshold
-        # On a GPU, boxes of all frames of a batch are filtered, sorted and merged there, with two
-        # waits for the device (batched.detections); on a CPU the per-frame loop is as fast and the
-        # official code (an --official run asks for it on a GPU too).
-        self.batched_postprocess = self.device.type == "cuda" if batched_postprocess is None else batched_postprocess
+        self.batched_postprocess = (
+            batches_postprocessing(self.device) if batched_postprocess is None else batched_postprocess
+        )
         self.model = YOLOv3().eval()
         self.header = load_darknet_weights(self.model, Path(weights_path))
         self.model.to(self.device)

@@ -123,7 +123,7 @@ class _TrackBuffer:
     frame_ids: list[int] = field(default_factory=list)
     bboxes: list[np.ndarray] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)  # (B_i, 2048) blocks, in frame order
-    pending_crops: list | None = field(default_factory=list)  # held until the track is long enough; None: it is
+    pending_crops: list | None = field(default_factory=list)  # held while the track is young; None: it is not
     last_seen: int = 0
 
 

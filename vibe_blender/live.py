@@ -37,7 +37,7 @@ from .core.live_client import (
     LiveTake,
     take_on_frames,
 )
-from .core.model_data import ensure_body_model, read_body_model
+from .core.model_data import cached_body_model_note, ensure_body_model, read_body_model
 from .core.motion import TrackMotion, ground_offset
 from .core.result_file import MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
@@ -66,6 +66,12 @@ class _LiveCharacter:
     offset: np.ndarray  # (3,) Blender world shift that put the first frame's feet on z = 0
 
 
+PLACEHOLDER_NOTICE = (
+    " (the server has no model data: the motion is random and the body a stick figure; install the model "
+    "data in the Server & Model Data panel)"
+)
+
+
 @dataclass
 class LiveSession:
     """One live session as Blender sees it (read by the panel, changed by the operators)."""
@@ -73,6 +79,7 @@ class LiveSession:
     source: str
     connection: LiveConnection | None = None
     body_model: BodyModel | None = None
+    placeholder: bool = False  # the server runs the synthetic placeholder: random motion, a stick figure
     error: str | None = None  # why connecting failed
     frames_shown: int = 0
     characters: dict[int, _LiveCharacter] = field(default_factory=dict)
@@ -108,8 +115,10 @@ class LiveSession:
             return connection.error
         if connection.state == "streaming":
             fps = connection.server_stats.get("fps")
-            return f"Streaming: {connection.frames_received} frames" + (f", {fps:g} frames/s" if fps else "")
-        return f"The live session ended after {connection.frames_received} frames."
+            text = f"Streaming: {connection.frames_received} frames" + (f", {fps:g} frames/s" if fps else "")
+        else:
+            text = f"The live session ended after {connection.frames_received} frames."
+        return text + PLACEHOLDER_NOTICE if self.placeholder else text
 
     @property
     def recording(self) -> bool:
@@ -187,6 +196,8 @@ def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir:
         client = ServerClient(url, token)
         body_model_path = ensure_body_model(client, user_dir("cache") / BODY_MODEL_CACHE)
         session.body_model = read_body_model(body_model_path)
+        note = cached_body_model_note(body_model_path)
+        session.placeholder = note is not None and note.placeholder
         connection = LiveConnection(client, start_client=ServerClient(url, token, timeout_s=START_TIMEOUT_S))
         with session._lock:
             if session.stop_requested:  # stopped while connecting: start nothing

@@ -86,12 +86,16 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
             max_characters=self.max_characters,
             set_scene=self.set_scene,
         )
+
+        def warn(msg):
+            self.report({"WARNING"}, msg)
+
         import_motion_file(
             self.filepath,
-            resolve_body_model(context),
+            resolve_body_model(context, warn=warn),
             options,
             report=lambda msg: self.report({"INFO"}, msg),
-            warn=lambda msg: self.report({"WARNING"}, msg),
+            warn=warn,
         )
         return {"FINISHED"}
 

@@ -7,7 +7,7 @@ import bpy
 from . import server_state
 from .core.client import DEFAULT_URL
 from .core.errors import VibeError
-from .core.model_data import read_body_model, read_cached_body_model
+from .core.model_data import cached_body_model_note, read_body_model, read_cached_body_model
 from .core.smpl_model import BodyModel
 
 # Blender registers the extension as bl_ext.<repo>.<id>; this package is then "<that>.vibe_blender".
@@ -97,14 +97,22 @@ def user_dir(subfolder: str) -> Path:
         return Path(bpy.utils.user_resource("CONFIG", path=f"vibe_mocap/{subfolder}", create=True))
 
 
-def resolve_body_model(context=None) -> BodyModel:
-    """The body model for importing files: the model-data folder, else the one the server sent."""
+def resolve_body_model(context=None, warn=None) -> BodyModel:
+    """The body model for importing files: the model-data folder, else the one the server sent (with
+    one ``warn`` when that was the placeholder's stick figure)."""
     prefs = get_preferences(context)
     folder = bpy.path.abspath(prefs.model_data_dir) if prefs.model_data_dir else ""
     if folder:
         return read_body_model(folder)
-    cached = read_cached_body_model(user_dir("cache") / BODY_MODEL_CACHE)  # unreadable: deleted, VibeError
+    path = user_dir("cache") / BODY_MODEL_CACHE
+    cached = read_cached_body_model(path)  # unreadable: deleted, VibeError
     if cached is not None:
+        note = cached_body_model_note(path)
+        if warn is not None and note is not None and note.placeholder:
+            warn(
+                "The body model is the stick figure of a server without model data (the one it sent last). "
+                "Set the model-data folder in the add-on preferences, or install the model data and capture once."
+            )
         return cached
     raise VibeError(
         "No body model to build the character from. Set the model-data folder (with "

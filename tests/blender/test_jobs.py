@@ -225,6 +225,28 @@ def test_import_operator(registered, empty_scene, reference_dir):
         bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "missing.npz"))
 
 
+def test_importing_with_the_placeholders_cached_body_model_warns(registered, reference_dir):
+    """A body model cached from a server without model data is the stick figure: File > Import built
+    on it silently."""
+    import json
+    import shutil
+
+    from vibe_blender.core.model_data import body_model_note_path
+    from vibe_blender.preferences import BODY_MODEL_CACHE, resolve_body_model, user_dir
+
+    cache = user_dir("cache") / BODY_MODEL_CACHE
+    shutil.copy(reference_dir / "body_model.npz", cache)
+    warnings = []
+    try:
+        for placeholder in (False, True):
+            body_model_note_path(cache).write_text(json.dumps({"fingerprint": None, "placeholder": placeholder}))
+            assert resolve_body_model(warn=warnings.append).num_vertices == 6890
+            assert len(warnings) == placeholder
+    finally:
+        body_model_note_path(cache).unlink(missing_ok=True)
+    assert "stick figure of a server without model data" in warnings[0]
+
+
 class _RecordingLayout:
     """Stands in for UILayout (panels cannot draw without a window): records what draw() asks for,
     and the properties the panel sets on each operator button (``operators``, by idname)."""

@@ -54,14 +54,25 @@ NO_BPY = (
 )
 
 
+def bpy_broken(err: ImportError) -> str:
+    """The one-line error for a bpy that is there but does not load (a system library it needs is missing)."""
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (
+        f"error: this Python has Blender as a Python module (bpy), but it cannot be loaded ({reason}). Install "
+        "what the message names (a system library Blender needs, for example), or set bpy up again with "
+        "'bash scripts/setup_blender.sh' and run the command with that Python."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when the files are written, 1 when the inputs or outputs are unusable, 2 when this
-    Python has no bpy."""
+    Python has no bpy or its bpy cannot be loaded."""
     args = _parser().parse_args(argv)
     try:
         import bpy  # after argument errors: fast --help
-    except ImportError:
-        print(NO_BPY, file=sys.stderr)
+    except ImportError as err:  # no bpy at all, or one that fails while loading: say which
+        missing = isinstance(err, ModuleNotFoundError) and err.name == "bpy"
+        print(NO_BPY if missing else bpy_broken(err), file=sys.stderr)
         return 2
 
     from .core.output_paths import check_output_path

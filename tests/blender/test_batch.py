@@ -1,5 +1,6 @@
 """python -m vibe_blender.batch: a motion file -> .blend + FBX, as the README's demo runs it."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,28 @@ def test_batch_without_bpy_says_which_python_to_use_in_one_line(reference_dir, t
     assert run.returncode == 2 and "Traceback" not in run.stderr
     [line] = run.stderr.splitlines()
     assert "scripts/setup_blender.sh" in line and ".venv-bpy-" in line and not (tmp_path / "x.blend").exists()
+
+
+def test_batch_with_a_bpy_that_fails_to_load_says_why_in_one_line(reference_dir, tmp_path):
+    """A bpy that is installed but cannot load (a system library missing) is not reported as no bpy."""
+    fake = tmp_path / "fake" / "bpy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        'raise ImportError("libXi.so.6: cannot open shared object file: No such file or directory")\n'
+    )
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    run = subprocess.run(
+        [sys.executable, "-m", "vibe_blender.batch", *argv, "-o", str(tmp_path / "x.blend")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO)])},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    [line] = run.stderr.splitlines()
+    assert "libXi.so.6: cannot open shared object file" in line and "does not have" not in line
+    assert "bpy" in line and not (tmp_path / "x.blend").exists()
 
 
 def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):

@@ -237,6 +237,56 @@ def test_an_error_in_one_segment_stops_the_others_at_once():
     assert not _segment_threads()
 
 
+class _NoJumpsSlowGrabs:
+    """An OpenCV capture whose container cannot jump (``set`` fails) and whose grabs take a while
+    (a long video's frames before a late segment's start); counts the grabs once ``after`` is set."""
+
+    def __init__(self, capture, after: list, grabs_after: list):
+        self._capture, self._after, self._grabs_after = capture, after, grabs_after
+
+    def set(self, prop, value):
+        return False
+
+    def grab(self):
+        time.sleep(0.005)
+        if self._after:
+            self._grabs_after.append(1)
+        return self._capture.grab()
+
+    def __getattr__(self, name):
+        return getattr(self._capture, name)
+
+
+def test_an_error_stops_a_segment_still_dropping_the_frames_before_its_start(monkeypatch):
+    """The second segment's container cannot jump, so it decodes from the first frame and drops
+    the ~700 frames before its start; the first device fails at its first frame: the second stops
+    there too, at its next frame (it used to drop every frame up to its start first, minutes on a
+    long video, while the run waited for it)."""
+    from vibe_server.pipeline.video import VideoReader
+
+    failed, grabs_after = [], []
+    open_capture = VideoReader._open_capture
+    monkeypatch.setattr(
+        VideoReader,
+        "_open_capture",
+        lambda self, raw_packets=False: (
+            open_capture(self, raw_packets=True)
+            if raw_packets  # (the keyframe scan reads packets: not slowed)
+            else _NoJumpsSlowGrabs(open_capture(self), failed, grabs_after)
+        ),
+    )
+
+    class Failing(SlowDetector):
+        def detect(self, frames):
+            failed.append(True)
+            raise RuntimeError("the first GPU broke")
+
+    with pytest.raises(RuntimeError, match="the first GPU broke"):
+        run_across_devices(_engines_with(Failing(), SlowDetector()), LONG_CLIP, EVERY_FRAME)
+    assert failed and len(grabs_after) < 200  # of ~700 (5 ms each: a second for the run to stop it)
+    assert not _segment_threads()
+
+
 @pytest.mark.parametrize("interrupt", [JobCancelled, KeyboardInterrupt])
 def test_a_cancel_or_ctrl_c_stops_the_segments_at_their_next_frame(interrupt):
     """should_cancel is asked while the segments run (not only between stages); Ctrl-C in the run's

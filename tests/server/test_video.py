@@ -15,7 +15,7 @@ from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline import video as video_module
-from vibe_server.pipeline.video import JUMP_PREROLL_FRAMES, VideoReader, open_video
+from vibe_server.pipeline.video import JUMP_PREROLL_FRAMES, DecodeStopped, VideoReader, open_video
 
 from .late_jumps import count_decoded_frames, record_decodes
 
@@ -130,6 +130,23 @@ def test_a_segment_jumps_instead_of_decoding_the_frames_before_it(monkeypatch):
     decoded.clear()
     list(reader.segment(916, 1000, seek=False))
     assert len(decoded) >= 1000
+
+
+def test_a_segment_stops_at_its_next_frame_once_told_even_before_its_start(monkeypatch):
+    """A segment decoded from the first frame drops the frames before its start (minutes of video
+    for a late segment): ``stopped`` is asked before each of those too, not only once it yields."""
+    reader = open_video(REAL_CLIPS / "one-by-one-person-detection.mp4")
+    decoded = count_decoded_frames(monkeypatch)
+    yielded = []
+    with pytest.raises(DecodeStopped):
+        for index, _ in reader.segment(900, 1000, seek=False, stopped=lambda: len(decoded) >= 10):
+            yielded.append(index)
+    assert len(decoded) == 10 and not yielded  # 10 of the 900 frames before the start
+    stop_after = 5
+    with pytest.raises(DecodeStopped):
+        for index, _ in reader.segment(916, 1000, stopped=lambda: len(yielded) >= stop_after):
+            yielded.append(index)
+    assert yielded == list(range(916, 916 + stop_after))
 
 
 def test_a_jump_that_lands_on_the_wrong_frame_is_caught_where_segments_meet(monkeypatch):

@@ -25,7 +25,8 @@ exact. The second pass over a segment jumps again, and must land on the frame th
 
 While the segments run, the run's own thread waits for them: it reports their frames as progress
 and checks for a cancel; the first error (or a cancel, or Ctrl-C) stops every segment at its next
-frame and is raised at once, and the segments' threads are gone before the run returns.
+frame (a frame it drops on its way to its start included) and is raised at once, and the segments'
+threads are gone before the run returns.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ def _run_across_devices(
     # the segments' threads stop at their next frame once ``stop`` is set: an error in one of
     # them, a cancel or Ctrl-C; the pool is shut down whatever happens, its threads gone
     stop = threading.Event()
+
+    def open_segment(start: int, end: int | None, *, seek: bool = True) -> VideoSegment:
+        """A segment whose decode gives up at its next frame once ``stop`` is set."""
+        return reader.segment(start, end, seek=seek, stopped=stop.is_set)
+
     pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
     segments_at_once = _SegmentRunner(pool, stop, monitor, frame_count)
     try:
@@ -121,12 +127,12 @@ def _run_across_devices(
         monitor.report("detect", "stream", 0.0, force=True)
         with monitor.stage("detect"):
             spans = [*bounds[:-1], (bounds[-1][0], None)]  # the last one to the end, whatever the header says
-            segments = [reader.segment(*span) for span in spans]  # each decodes with a capture of its own
+            segments = [open_segment(*span) for span in spans]  # each decodes with a capture of its own
             jobs = [(engine, segment, options) for engine, segment in zip(engines, segments)]
             parts = segments_at_once(_detect_segment, jobs, "detect", _PROGRESS["detect"])
             for k in range(1, len(segments)):
                 if not segments[k].continues(segments[k - 1]):
-                    segments[k] = reader.segment(*spans[k], seek=False)
+                    segments[k] = open_segment(*spans[k], seek=False)
                     job = (engines[k], segments[k], options)
                     parts[k] = segments_at_once(_detect_segment, [job], "detect", _PROGRESS["detect"])[0]
         scheduled = {index: dets for part in parts for index, dets in part.items()}
@@ -166,13 +172,13 @@ def _run_across_devices(
         monitor.report("backbone", "stream", _PROGRESS["backbone"][0], force=True)
         with monitor.stage("backbone"):
             features = {}
-            again = [reader.segment(segment.start, segment.stop, seek=segment.seek) for segment in segments]
+            again = [open_segment(segment.start, segment.stop, seek=segment.seek) for segment in segments]
             jobs = [(engine, segment, options, boxes_at) for engine, segment in zip(engines, again)]
             for part in segments_at_once(_features_segment, jobs, "backbone", _PROGRESS["backbone"]):
                 features.update(part)
             for k, (first, second) in enumerate(zip(segments, again)):
                 if second.head != first.head:  # this jump missed where the first one landed: decode exactly
-                    exact = reader.segment(first.start, first.stop, seek=False)
+                    exact = open_segment(first.start, first.stop, seek=False)
                     job = (engines[k], exact, options, boxes_at)
                     features.update(segments_at_once(_features_segment, [job], "backbone", _PROGRESS["backbone"])[0])
     finally:
@@ -210,28 +216,24 @@ _PROGRESS = {"detect": (0.0, 0.4), "track": (0.4, 0.5), "backbone": (0.5, 1.0)}
 POLL_S = 0.1  # how often the run's thread looks for a cancel and reports progress while segments run
 
 
-class _Stopped(Exception):
-    """A segment gave up at a frame because ``stop`` was set (another failed, or the run ends)."""
-
-
 class _SegmentRunner:
     """Runs one step on several segments at once, on the pool's threads, while the run's thread
     waits: it reports the frames done as progress, checks for a cancel, and on the first error (or a
-    cancel, or Ctrl-C in the run's thread) sets ``stop``, which every segment checks at each frame,
-    and raises it at once."""
+    cancel, or Ctrl-C in the run's thread) sets ``stop``, which every segment's decode asks before
+    each frame (then it raises video.DecodeStopped), and raises it at once."""
 
     def __init__(self, pool: ThreadPoolExecutor, stop: threading.Event, monitor: StageMonitor, frame_count: int):
         self.pool, self.stop, self.monitor, self.frame_count = pool, stop, monitor, frame_count
 
     def __call__(self, step: Callable, jobs: list[tuple], stage: str, span: tuple[float, float]) -> list:
-        """``step(*job, stop=..., advance=...)`` for each job at once -> their results in order."""
+        """``step(*job, advance=...)`` for each job at once -> their results in order."""
         frames_done = [0] * len(jobs)
 
         def run(k: int, job: tuple):
             def advance(frames: int) -> None:
                 frames_done[k] += frames  # (each segment its own counter)
 
-            return step(*job, stop=self.stop, advance=advance)
+            return step(*job, advance=advance)
 
         futures = [self.pool.submit(run, k, job) for k, job in enumerate(jobs)]
         lo, hi = span
@@ -256,7 +258,6 @@ def _detect_segment(
     segment: VideoSegment,
     options: RunOptions,
     *,
-    stop: threading.Event,
     advance: Callable[[int], None],
 ) -> dict[int, np.ndarray]:
     """One segment on one engine -> {frame index: detections} of its scheduled frames."""
@@ -270,9 +271,7 @@ def _detect_segment(
             found[index] = dets
         pending.clear()
 
-    for index, frame_rgb in segment:
-        if stop.is_set():
-            raise _Stopped()
+    for index, frame_rgb in segment:  # (DecodeStopped once the run stops)
         advance(1)
         if index % options.detection_stride == 0:
             pending.append((index, frame_rgb))
@@ -289,7 +288,6 @@ def _features_segment(
     options: RunOptions,
     boxes_at: dict,
     *,
-    stop: threading.Event,
     advance: Callable[[int], None],
 ) -> dict[tuple[int, int], np.ndarray]:
     """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
@@ -313,9 +311,7 @@ def _features_segment(
         keys.clear()
         crops.clear()
 
-    for index, frame_rgb in segment:
-        if stop.is_set():
-            raise _Stopped()
+    for index, frame_rgb in segment:  # (DecodeStopped once the run stops)
         advance(1)
         people = boxes_at.get(index)
         if not people:

@@ -23,6 +23,8 @@ are cheapest to jump to, and a segment's decoder jumps straight to its start. Wh
 on the right frame is checked, not assumed:
 a segment records a mark (timestamp + pixel digest) of its first frame, and of the frame just past
 its end, so that consecutive segments must agree where they meet (``later.continues(earlier)``).
+A segment given ``stopped`` asks it before each frame it decodes, those dropped on the way to its
+start included, and gives up (``DecodeStopped``) once it is true.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import hashlib
 import os
 import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -203,17 +205,23 @@ class VideoReader:
         each keyframe (a jump to any other frame decodes more frames before it)."""
         return [k + JUMP_PREROLL_FRAMES for k in self.keyframes() if k + JUMP_PREROLL_FRAMES < self.info.frame_count]
 
-    def segment(self, start: int, stop: int | None, *, seek: bool = True) -> VideoSegment:
+    def segment(
+        self, start: int, stop: int | None, *, seek: bool = True, stopped: Callable[[], bool] | None = None
+    ) -> VideoSegment:
         """Frames [start, stop) from a decoder of their own that jumps to ``start`` (``seek=False``:
-        decodes from the first frame and drops the frames before ``start``, always exact)."""
-        return VideoSegment(self, start, stop, seek=seek)
+        decodes from the first frame and drops the frames before ``start``, always exact).
+        ``stopped()``: asked before each frame decoded; once true the decode raises DecodeStopped."""
+        return VideoSegment(self, start, stop, seek=seek, stopped=stopped)
 
     def _decode(
         self, start: int, stop: int | None, *, jump: bool = False, marks: VideoSegment | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Decode frames [start, stop): ``jump`` straight to ``start``, or from the first frame
         dropping those before it. ``marks`` (a segment's decode) gets the mark of the first frame
-        (head) and of the frame at ``stop`` (tail); then the caller checks completeness."""
+        (head) and of the frame at ``stop`` (tail), and its ``stopped`` is asked before every frame
+        (a decode from the first frame may drop minutes of video before it yields one); then the
+        caller checks completeness."""
+        stopped = marks.stopped if marks is not None else None
         capture = self._open_capture()
         frame_index = 0
         try:
@@ -225,6 +233,8 @@ class VideoReader:
                     capture.release()
                     capture = self._open_capture()
             while stop is None or frame_index < stop:
+                if stopped is not None and stopped():
+                    raise DecodeStopped(f"stopped at frame {frame_index}")
                 if frame_index < start:
                     ok, frame_bgr = capture.grab(), None
                 else:
@@ -327,6 +337,10 @@ def check_video_stat(st: os.stat_result, label: str) -> None:
 FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is
 
 
+class DecodeStopped(Exception):
+    """A segment's decode gave up at a frame because its ``stopped()`` turned true."""
+
+
 def check_frame_size(width: float, height: float, label: str) -> None:
     """VibeError when a frame of width x height would be larger than 8K (see MAX_FRAME_PIXELS); a
     size the file does not state (0) passes here and is checked on the decoded frame."""
@@ -351,12 +365,21 @@ class VideoSegment:
     ``start`` and ``tail`` the frame decoded as ``stop`` (read past the end, not yielded; None at
     the video's end), and ``decoded`` counts the frames yielded. A segment never changes its
     reader's ``info`` or ``warnings``: several may decode at once; their caller, who sees where the
-    whole decode ended, calls ``reader.check_complete``.
+    whole decode ended, calls ``reader.check_complete``. ``stopped()``, where given, is asked
+    before every frame decoded: once true, the iteration raises DecodeStopped.
     """
 
-    def __init__(self, reader: VideoReader, start: int, stop: int | None, *, seek: bool = True):
+    def __init__(
+        self,
+        reader: VideoReader,
+        start: int,
+        stop: int | None,
+        *,
+        seek: bool = True,
+        stopped: Callable[[], bool] | None = None,
+    ):
         self.reader = reader
-        self.start, self.stop, self.seek = int(start), stop, seek
+        self.start, self.stop, self.seek, self.stopped = int(start), stop, seek, stopped
         self.head: FrameMark | None = None
         self.tail: FrameMark | None = None
         self.decoded = 0

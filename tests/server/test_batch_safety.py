@@ -551,6 +551,28 @@ def test_a_list_line_that_names_a_folder_is_one_error_naming_the_line(tmp_path, 
         discover([str(listing)], tmp_path / "out")
 
 
+def test_list_lines_the_file_system_cannot_follow_are_failed_records_and_the_batch_goes_on(clip_bank, tmp_path):
+    """A name too long for the file system, and one through a symbolic-link loop, fail as videos."""
+    inputs = place(clip_bank, tmp_path / "shoot", {"good.mp4": "walk.mp4"})
+    (inputs / "loop").symlink_to(inputs / "loop")
+    listing = inputs / "clips.txt"
+    listing.write_text(f"good.mp4\n{'a' * 300}.mp4\nloop/x.mp4\n")
+    out = tmp_path / "out"
+    assert main(batch_args(listing, out=out, extra=["--jobs", "1"])) == 1
+    records = {r["input"]: r["status"] for r in manifest_lines(out)}
+    assert records == {"good.mp4": "done", f"{'a' * 300}.mp4": "failed", "loop/x.mp4": "failed"}
+    assert main(batch_args(listing, out=out, extra=["--jobs", "1"])) == 1  # resumes: nothing runs again
+    assert len(manifest_lines(out)) == 3
+
+
+def test_a_list_line_with_a_nul_character_is_one_error_naming_the_line(tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    listing = tmp_path / "clips.txt"
+    listing.write_text("a.mp4\nb\0c.mp4\n")
+    with pytest.raises(VibeError, match=r"Line 2 of the list of videos .*\('b\\0c\.mp4'\) is not a path a file can"):
+        discover([str(listing)], tmp_path / "out")
+
+
 # -- a good video beside one that kills its worker ----------------------------------------------------
 
 

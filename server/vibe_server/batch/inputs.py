@@ -121,15 +121,30 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
         if not line or line.startswith("#"):
             continue
         path = Path(line).expanduser()
-        path = (path if path.is_absolute() else root / path).resolve()
+        try:  # realpath, not Path.resolve(): a symbolic-link loop is a path that leads nowhere, not an error
+            path = Path(os.path.realpath(path if path.is_absolute() else root / path))
+        except ValueError as err:  # a NUL character: no file name holds one
+            shown = line.replace("\0", "\\0")
+            raise VibeError(
+                f"Line {number} of the list of videos '{list_file}' ('{shown}') is not a path a file can have "
+                f"({err}); fix or remove that line."
+            ) from None
         key = _list_key(path, root)
-        if not PurePosixPath(key).name or path.is_dir():  # '.', '/', the list's own folder, a subfolder
+        if not PurePosixPath(key).name or _is_folder(path):  # '.', '/', the list's own folder, a subfolder
             raise VibeError(
                 f"Line {number} of the list of videos '{list_file}' ('{line}') names a folder, not a video "
                 "file; list one video file per line (give a folder as an input of its own to take its videos)."
             )
         videos.append((key, path))
     return videos
+
+
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder; a name the file system refuses (too long) is none: it fails as a video."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _list_key(path: Path, root: Path) -> str:

@@ -198,13 +198,15 @@ def test_a_kept_server_is_used_by_the_next_session_and_stopped_there(isolated_us
         wait_ready()
         while not server_control.local_server().kept_path.exists():  # noted once it answers
             time.sleep(0.05)
-        print("SERVER_PID", server_control.local_server()._process.pid, server_control.server_status().url)
+        server = server_control.local_server()
+        print("SERVER_PID", server._process.pid, server_control.server_status().url, server.kept_path)
         sys.stdout.flush()
         if {ending!r} == "crash":
             os.kill(os.getpid(), signal.SIGKILL)
         """,
     )
-    pid, url = _server_pid(output), output.split("SERVER_PID")[1].split()[1]
+    pid, url, kept = _server_pid(output), *output.split("SERVER_PID")[1].split()[1:3]
+    kept = Path(kept)
     try:
         time.sleep(1.0)
         assert pid_alive(pid)  # Blender quit; the server stays
@@ -214,7 +216,7 @@ def test_a_kept_server_is_used_by_the_next_session_and_stopped_there(isolated_us
 
         vibe_blender.register()  # the next session
         try:
-            kept = server_control.local_server().kept_path
+            assert kept.parent.parent == preferences.user_dir("server")  # in the quit Blender's folder
             assert kept.stat().st_mode & 0o777 == 0o600
             server_control.start_server()
             follow_until(lambda: server_control.server_status().state != "starting", 60)

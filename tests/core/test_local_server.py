@@ -387,6 +387,55 @@ def test_a_folder_in_use_is_skipped_and_unused_ones_lose_their_jobs(tmp_path):
     assert not (base / "instance-4" / "jobs").exists() and not (base / "instance-4" / "server.log").exists()
 
 
+def _until(condition, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
+def test_a_second_blender_never_uses_or_stops_the_server_another_running_blender_keeps(tmp_path, monkeypatch):
+    """Both Blenders keep their server when they quit. The second one starts a server of its own
+    (the first one's is noted as kept as soon as it answers, but its Blender still uses it), and its
+    restart (newly installed model data) and Stop Server leave the first one's server running; once
+    the first Blender is gone, the next start uses its server, and holds its folder meanwhile."""
+    monkeypatch.setenv("STAND_IN_DEFAULT_JOBS", str(tmp_path / "default-jobs"))
+    program = vibe_stand_in(tmp_path / "stand-in", TAKES_THE_JOBS_FOLDER)
+    base = tmp_path / "addon"
+    first, second, third, fourth = (local_server.LocalServer(log_dir=base, stop_with_parent=False) for _ in range(4))
+    try:
+        first.start(program)
+        assert first.wait_ready(30).state == "ready", first.snapshot()
+        _until(first.kept_path.exists)
+        first_url, first_process = first.snapshot().url, first._process
+
+        second.start(program)
+        status = second.wait_ready(30)
+        assert status.state == "ready" and status.url != first_url and not second._kept, status
+        assert second.jobs_dir != first.jobs_dir
+        generation = second.generation
+        second.restart_in_background(program)
+        _until(lambda: second.generation > generation and second.snapshot().state == "ready")
+        second.stop()
+        assert first_process.poll() is None and local_server.url_owner(first_url) == "vibe"
+        assert first.snapshot().state == "ready"
+        assert json.loads(first.kept_path.read_text())["url"] == first_url
+
+        os.close(first._instance_fd)  # the first Blender quits, keeping its server
+        first._instance_fd = None
+        third.start(lambda: pytest.fail("the kept server is used"))
+        status = third.wait_ready(30)
+        assert status.state == "ready" and status.url == first_url and third._kept, status
+        fourth.start(program)  # the kept server's folder is held by the Blender that uses it now
+        status = fourth.wait_ready(30)
+        assert status.state == "ready" and status.url != first_url and not fourth._kept, status
+        assert fourth.jobs_dir != first.jobs_dir
+    finally:
+        for server in (fourth, third, second, first):
+            server.stop()
+
+
 @pytest.fixture
 def proving_server(tmp_path):
     """A stand-in VIBE server holding the token KEPT_TOKEN (it proves it on /health)."""
@@ -398,21 +447,28 @@ def proving_server(tmp_path):
         yield server
 
 
-def _kept_record(server, record) -> None:
-    server.kept_path.parent.mkdir(parents=True, exist_ok=True)
-    server.kept_path.write_text(record if isinstance(record, str) else json.dumps(record))
+def _kept_record(server, record) -> Path:
+    """A record left by a Blender that used the first folder and quit: its path."""
+    path = Path(server.log_dir) / "instance-1" / local_server.KEPT_SERVER_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    return path
 
 
 def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_server):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
+    record = _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
     server.start(lambda: pytest.fail("nothing is launched"))
     status = server.wait_ready(30)
     assert status.state == "ready" and status.url == proving_server.url and server.token == KEPT_TOKEN
     assert "earlier Blender session" in status.message
+    assert local_server._try_lock(record.parent / local_server.INSTANCE_LOCK) is None  # its folder: held while used
     server.stop()
     assert ("POST", "/api/v1/shutdown") in proving_server.requests
-    assert not server.kept_path.exists()
+    assert not record.exists()
+    fd = local_server._try_lock(record.parent / local_server.INSTANCE_LOCK)
+    assert fd is not None  # and let go once stopped
+    os.close(fd)
 
 
 @pytest.mark.parametrize(
@@ -422,7 +478,7 @@ def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_
         {"url": "http://192.0.2.1:{port}", "token": KEPT_TOKEN},  # not this machine
         {"url": "http://127.0.0.1:99999", "token": KEPT_TOKEN},  # no such port
         {"url": "http://127.0.0.1:{port}"},  # no token
-        {"url": "http://127.0.0.1:{port}", "token": ""},  # empty: would stand for the user's own token file
+        {"url": "http://127.0.0.1:{port}", "token": ""},  # empty: the user's token file
         {"url": "http://127.0.0.1:{port}", "token": 5},  # not a text
         {"url": "http://127.0.0.1:{port}", "token": "a b"},  # not a token of the add-on's
         ["http://127.0.0.1:{port}", KEPT_TOKEN],  # not a record
@@ -441,9 +497,9 @@ def test_a_kept_record_that_fails_any_check_is_dropped(tmp_path, proving_server,
         record = {k: filled(v) for k, v in record.items()}
     elif isinstance(record, list):
         record = [filled(v) for v in record]
-    _kept_record(server, record)
+    path = _kept_record(server, record)
     assert not server.adopt_kept_server()
-    assert not server.kept_path.exists()
+    assert not path.exists()
     assert all(f"Bearer {KEPT_TOKEN}" != a for a in proving_server.authorizations)
 
 
@@ -478,12 +534,12 @@ def test_a_kept_record_of_a_port_where_another_program_answers_is_dropped_and_a_
     threading.Thread(target=other.serve_forever, daemon=True).start()
     try:
         server = local_server.LocalServer(log_dir=tmp_path / "log")
-        _kept_record(server, {"url": f"http://127.0.0.1:{other.server_port}", "token": KEPT_TOKEN})
+        record = _kept_record(server, {"url": f"http://127.0.0.1:{other.server_port}", "token": KEPT_TOKEN})
         for _ in range(2):  # the second start no longer meets the record
             server.start(write_program(tmp_path / "vibe-mocap", "sys.exit(1)"))
             status = server.wait_ready(30)
             assert status.state == "failed" and "exited while starting" in status.message, status
-            assert not server.kept_path.exists()
+            assert not record.exists()
     finally:
         other.shutdown()
         other.server_close()
@@ -491,11 +547,11 @@ def test_a_kept_record_of_a_port_where_another_program_answers_is_dropped_and_a_
 
 def test_a_record_with_a_token_that_is_no_text_never_leaves_the_start_hanging(tmp_path, proving_server):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    _kept_record(server, {"url": proving_server.url, "token": 5})
+    record = _kept_record(server, {"url": proving_server.url, "token": 5})
     server.start(write_program(tmp_path / "vibe-mocap", "sys.exit(1)"))
     status = server.wait_ready(30)
     assert status.state == "failed" and "exited while starting" in status.message, status
-    assert not server.kept_path.exists()
+    assert not record.exists()
 
 
 def test_a_kept_server_that_does_not_answer_in_time_keeps_its_record(tmp_path, monkeypatch):
@@ -504,10 +560,10 @@ def test_a_kept_server_that_does_not_answer_in_time_keeps_its_record(tmp_path, m
         hung.bind(("127.0.0.1", 0))
         hung.listen()
         server = local_server.LocalServer(log_dir=tmp_path / "log")
-        _kept_record(server, {"url": f"http://127.0.0.1:{hung.getsockname()[1]}", "token": KEPT_TOKEN})
+        record = _kept_record(server, {"url": f"http://127.0.0.1:{hung.getsockname()[1]}", "token": KEPT_TOKEN})
         with pytest.raises(local_server.KeptServerBusy, match="does not answer in time.*try again in a moment"):
             server.adopt_kept_server()
-    assert server.kept_path.exists()
+    assert record.exists()
 
 
 def test_only_a_server_launched_to_outlive_blender_is_kept_and_stop_forgets_it(tmp_path):
@@ -546,7 +602,9 @@ def test_a_server_stopped_as_it_becomes_ready_leaves_no_kept_record(tmp_path):
 
 def test_the_kept_record_is_private(tmp_path):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server._instance = tmp_path / "log" / "instance-2"  # as claimed at the launch
     server._write_kept_record("http://127.0.0.1:1")
+    assert server.kept_path == tmp_path / "log" / "instance-2" / local_server.KEPT_SERVER_FILE
     assert json.loads(server.kept_path.read_text()) == {"url": "http://127.0.0.1:1", "token": server.token}
     assert server.kept_path.stat().st_mode & 0o777 == 0o600
 
@@ -564,7 +622,7 @@ def test_each_start_has_a_token_of_its_own(tmp_path):
 
 def test_stop_while_a_kept_server_is_checked_leaves_the_add_on_stopped(tmp_path, proving_server, monkeypatch):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
+    record = _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
     health = local_server.ServerClient.health
 
     def slow_health(client, *args, **kwargs):
@@ -577,7 +635,10 @@ def test_stop_while_a_kept_server_is_checked_leaves_the_add_on_stopped(tmp_path,
     server.stop()
     time.sleep(1.5)
     assert server.snapshot().state == "stopped" and not server._kept
-    assert server.kept_path.exists()  # that server still runs: the next start uses it
+    assert record.exists()  # that server still runs: the next start uses it
+    fd = local_server._try_lock(record.parent / local_server.INSTANCE_LOCK)
+    assert fd is not None  # its folder is not held
+    os.close(fd)
 
 
 def test_an_install_without_a_program_says_why(tmp_path):

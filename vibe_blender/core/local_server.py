@@ -12,8 +12,8 @@ What the add-on runs, and why (docs/blender.md says the same to users):
   of this Blender's own (a server per jobs folder: each Blender running at once has its own server),
   and stops when Blender exits, even when it crashes (the system closes its standard input). When
   the user keeps it running after Blender quits, its address and token are kept in a file only the
-  user can read, and the next session uses it again once it proved it holds that token
-  (``server_proof.py``);
+  user can read, in that folder, and a later session uses it again once that Blender is gone and the
+  server proved it holds that token (``server_proof.py``);
 - ``vibe-mocap data check --json`` and ``vibe-mocap data install SOURCE`` for the model data, so the
   add-on installs with exactly the command line's code and never installs anything into Blender.
 """
@@ -53,7 +53,8 @@ LOG_TAIL_LINES = 15
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
 ServerState = Literal["stopped", "starting", "ready", "stopping", "failed", "exited"]
-KEPT_SERVER_FILE = "kept_server.json"  # in the log folder: a server left running for the next session
+# in the folder of the Blender that launched it (below): a server left running for the next session
+KEPT_SERVER_FILE = "kept_server.json"
 # Each Blender's server has a folder of its own in the log folder (instance-1, instance-2, ...): its
 # jobs and its log, as a server needs a jobs folder of its own (vibe_server/commands/serve.py).
 INSTANCE_FOLDER = "instance-{}"
@@ -320,8 +321,9 @@ class ServerStatus:
 class LocalServer:
     """One ``vibe-mocap serve`` process started by the add-on.
 
-    log_dir: the add-on's server folder: the kept-server record, and the folder of this Blender's
-    server (``instance-N``: its jobs and ``server.log``, see :func:`claim_instance_folder`);
+    log_dir: the add-on's server folder, holding the folder of this Blender's server (``instance-N``:
+    its jobs, ``server.log`` and the record of a server kept running, see
+    :func:`claim_instance_folder`);
     synthetic: serve the labelled placeholder model when the model data is missing, so that Capture
     works before the data is installed;
     stop_with_parent: the server stops when this process exits (off: it may be kept running, see
@@ -344,6 +346,8 @@ class LocalServer:
     _instance: Path | None = None  # this Blender's folder in log_dir, claimed at the first launch
     _instance_fd: int | None = None  # its lock, held until Blender exits
     _instance_lock: threading.Lock = field(default_factory=threading.Lock)  # one claim at a time
+    _kept_folder: Path | None = None  # the folder of the kept server used, locked while it is used ...
+    _kept_fd: int | None = None  # ... by this descriptor
 
     @property
     def log_path(self) -> Path:
@@ -408,13 +412,16 @@ class LocalServer:
         Blocks: the UI calls :meth:`stop_in_background`."""
         with self._lock:
             self._stopping = True
-            process, kept = self._process, self._kept
+            process, kept, kept_folder = self._process, self._kept, self._kept_folder
         if kept:
             self._shutdown_kept()
         if process is not None:
             _end_process(process, timeout_s)
-        if kept or self._outlives(process):
-            self.kept_path.unlink(missing_ok=True)
+        if kept and kept_folder is not None:
+            (kept_folder / KEPT_SERVER_FILE).unlink(missing_ok=True)
+        if self._outlives(process):
+            (self._instance / KEPT_SERVER_FILE).unlink(missing_ok=True)
+        self._release_kept_folder()
         self._set(state="stopped", message="The server is stopped.")
         self._ready.set()
 
@@ -452,8 +459,11 @@ class LocalServer:
 
     # -- a server kept running for the next session ----------------------------------------------
     @property
-    def kept_path(self) -> Path:
-        return Path(self.log_dir) / KEPT_SERVER_FILE
+    def kept_path(self) -> Path | None:
+        """The record of the kept server this Blender uses, else of the server it launches (None
+        before either)."""
+        folder = self._kept_folder or self._instance
+        return folder / KEPT_SERVER_FILE if folder is not None else None
 
     @staticmethod
     def _outlives(process: subprocess.Popen | None) -> bool:
@@ -469,22 +479,55 @@ class LocalServer:
         return state == "ready" and (kept or self._outlives(process))
 
     def _write_kept_record(self, url: str, generation: int | None = None) -> None:
-        """Note the server at ``url`` for the next session; with ``generation``, only while that start
-        still counts (checked under the lock that Stop takes first: a server stopped meanwhile is
-        never noted)."""
+        """Note the server at ``url``, launched in this Blender's instance folder, for the next
+        session; with ``generation``, only while that start still counts (checked under the lock that
+        Stop takes first: a server stopped meanwhile is never noted)."""
         with self._lock:
             if generation is not None and (self._stopping or generation != self._generation):
                 return
-            write_private_file(self.kept_path, json.dumps({"url": url, "token": self.token}).encode())
+            record = {"url": url, "token": self.token}
+            write_private_file(self._instance / KEPT_SERVER_FILE, json.dumps(record).encode())
 
     def adopt_kept_server(self, generation: int | None = None) -> bool:
-        """Use the server an earlier session kept running, when its record is valid and the server
-        there proves it holds the recorded token. The record is removed when it is damaged, nothing
-        listens there, or whatever answers there is not that server proving the token; kept only when
-        the server there gets no answer through in time (a timeout, a refused or reset connection: a
-        start then fails, saying so). Blocks (a request of at most a few seconds): worker threads only."""
+        """Use a server an earlier session kept running: the first instance folder holding a valid
+        record whose Blender is gone (its lock is free: this Blender then holds it while it uses that
+        server) and whose server proves it holds the recorded token. A server whose Blender still
+        runs is left to it: this Blender starts a server of its own. A record is removed when it is
+        damaged, is in this Blender's own folder (a server it launched, gone since), nothing listens
+        at its address, or whatever answers there is not that server proving the token; it is kept
+        when no answer gets through in time (a timeout, a reset or closed connection: KeptServerBusy,
+        a start then fails, saying so). Blocks (requests of a few seconds at most per record): worker
+        threads only."""
+        for n in range(1, MAX_INSTANCES + 1):
+            folder = Path(self.log_dir) / INSTANCE_FOLDER.format(n)
+            record = folder / KEPT_SERVER_FILE
+            if not record.is_file():
+                continue
+            if folder == self._instance:
+                record.unlink(missing_ok=True)
+                continue
+            fd = _try_lock(folder / INSTANCE_LOCK)
+            if fd is None:  # its Blender still runs and uses it
+                continue
+            adopted = False
+            try:
+                adopted = self._adopt(folder, fd, generation)
+            finally:
+                if not adopted:
+                    os.close(fd)
+            if adopted:
+                return True
+            with self._lock:
+                if self._stopping or (generation is not None and generation != self._generation):
+                    return False
+        return False
+
+    def _adopt(self, folder: Path, folder_fd: int, generation: int | None) -> bool:
+        """:meth:`adopt_kept_server` for the record in ``folder``, once that folder is locked
+        (``folder_fd``, kept while the server is used)."""
+        record = folder / KEPT_SERVER_FILE
         try:
-            raw = self.kept_path.read_bytes()[:4096]
+            raw = record.read_bytes()[:4096]
         except OSError:
             return False
         try:
@@ -493,8 +536,8 @@ class LocalServer:
                 raise ValueError("nothing listens there any more")
             health = ServerClient(url, token, timeout_s=KEPT_CHECK_TIMEOUT_S).health()  # proves the token first
         except VibeError as err:
-            if not got_no_answer(err):  # an answer, but not that server proving its token
-                self.kept_path.unlink(missing_ok=True)
+            if not got_no_answer(err):  # not that server proving its token
+                record.unlink(missing_ok=True)
                 return False
             raise KeptServerBusy(
                 f"The server an earlier Blender session kept running ({url}) does not answer in time ({err}); "
@@ -502,12 +545,12 @@ class LocalServer:
                 "the server again."
             ) from None
         except ValueError:
-            self.kept_path.unlink(missing_ok=True)  # damaged, or gone: start a new one
+            record.unlink(missing_ok=True)  # damaged, or gone: start a new one
             return False
         with self._lock:
             if self._stopping or (generation is not None and generation != self._generation):
                 return False  # stopped while it was being checked: it stays as it is, for the next start
-            self._kept, self.token = True, token
+            self._kept, self.token, self._kept_folder, self._kept_fd = True, token, folder, folder_fd
             self._status = ServerStatus(
                 state="ready",
                 url=url,
@@ -524,9 +567,17 @@ class LocalServer:
                 return
             if url_owner(url) != "vibe":
                 self.kept_path.unlink(missing_ok=True)
+                self._release_kept_folder()
                 stopped = "The server kept from an earlier session stopped; start it again."
                 self._set_if_current(generation, state="exited", message=stopped)
                 return
+
+    def _release_kept_folder(self) -> None:
+        """Let go of the kept server's folder (this Blender no longer uses that server)."""
+        with self._lock:
+            fd, self._kept_fd, self._kept_folder = self._kept_fd, None, None
+        if fd is not None:
+            os.close(fd)
 
     def _shutdown_kept(self) -> None:
         try:

@@ -320,3 +320,25 @@ def test_the_progress_moves_while_the_segments_detect(short_clip):
         )
     during = [fraction for stage, fraction in reports if stage == "detect" and 0 < fraction]
     assert len(during) >= 2 and during == sorted(during)
+
+
+def test_the_progress_never_goes_back_when_a_segment_is_decoded_again(monkeypatch):
+    """Every jump missed here, so the second segment is decoded again from the first frame after
+    the detection pass: its frames count from 0 once more, and the bar holds where it stood (it
+    used to drop back to the start of the detect step)."""
+    from vibe_server.pipeline.video import VideoSegment
+
+    monkeypatch.setattr(VideoSegment, "continues", lambda self, earlier: False)
+    decodes = record_decodes(monkeypatch)
+    reports = []
+    engines = _engines_with(SlowDetector(delay_s=0.002), SlowDetector(delay_s=0.002))
+    with pytest.raises(VibeError, match="Nobody was found"):  # (the fake detector finds nobody)
+        run_across_devices(
+            engines,
+            LONG_CLIP,
+            replace(EVERY_FRAME, min_track_frames=1),
+            progress=lambda stage, fraction, eta: reports.append((stage, fraction)),
+        )
+    assert any(start > 0 and not jumped for start, jumped in decodes)  # decoded again
+    detect = [fraction for stage, fraction in reports if stage == "detect"]
+    assert len(detect) >= 4 and detect == sorted(detect)

@@ -220,10 +220,14 @@ class _SegmentRunner:
     """Runs one step on several segments at once, on the pool's threads, while the run's thread
     waits: it reports the frames done as progress, checks for a cancel, and on the first error (or a
     cancel, or Ctrl-C in the run's thread) sets ``stop``, which every segment's decode asks before
-    each frame (then it raises video.DecodeStopped), and raises it at once."""
+    each frame (then it raises video.DecodeStopped), and raises it at once.
+
+    A step's progress never goes back: a segment decoded again (its jump missed) counts its frames
+    from 0 once more, and the bar holds where it stands until they pass it."""
 
     def __init__(self, pool: ThreadPoolExecutor, stop: threading.Event, monitor: StageMonitor, frame_count: int):
         self.pool, self.stop, self.monitor, self.frame_count = pool, stop, monitor, frame_count
+        self.reached: dict[str, float] = {}  # per step: the largest share of its frames reported
 
     def __call__(self, step: Callable, jobs: list[tuple], stage: str, span: tuple[float, float]) -> list:
         """``step(*job, advance=...)`` for each job at once -> their results in order."""
@@ -245,7 +249,8 @@ class _SegmentRunner:
                 if failed is not None:
                     raise failed.exception()
                 self.monitor.check_cancel()
-                fraction = min(1.0, sum(frames_done) / self.frame_count)
+                fraction = max(self.reached.get(stage, 0.0), min(1.0, sum(frames_done) / self.frame_count))
+                self.reached[stage] = fraction
                 self.monitor.report(stage, "stream", lo + (hi - lo) * fraction)
         except BaseException:
             self.stop.set()  # the other segments end at their next frame

@@ -541,6 +541,16 @@ def test_results_whose_names_differ_only_in_case_or_accent_encoding_are_refused(
     assert str(tmp_path / "in" / first) in str(error.value) and str(tmp_path / "in" / second) in str(error.value)
 
 
+@pytest.mark.parametrize("first, second", [("Stra\u00dfe.mp4", "strasse.mp4"), ("\ufb01le.mp4", "file.mp4")])
+def test_results_whose_names_differ_by_a_letter_that_only_case_folding_expands_are_two_files(tmp_path, first, second):
+    """Case-insensitive file systems map case letter by letter: 'ß' is not 'ss' there, nor 'ﬁ' 'fi'."""
+    for name in (first, second):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    items = discover([str(tmp_path / "in")], tmp_path / "out")
+    assert sorted(item.key for item in items) == sorted([first, second])
+
+
 @pytest.mark.parametrize("entry", [".", "/", "../shoot", "day1", "day1/.."])
 def test_a_list_line_that_names_a_folder_is_one_error_naming_the_line(tmp_path, entry):
     (tmp_path / "shoot" / "day1").mkdir(parents=True)

@@ -213,5 +213,7 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
 
 def folded_name(name: str) -> str:
     """``name`` as file systems that ignore case and Unicode normalization compare it: two result
-    names with the same folded name are one file there."""
-    return unicodedata.normalize("NFC", name).casefold()
+    names with the same folded name are one file there. They map case letter by letter (NTFS, exFAT
+    and APFS use a table of single letters), so 'Straße' and 'strasse' stay two files, as do 'ﬁle'
+    and 'file': not ``casefold()``, which also expands letters."""
+    return unicodedata.normalize("NFC", name).lower()

@@ -554,16 +554,70 @@ def test_a_record_with_a_token_that_is_no_text_never_leaves_the_start_hanging(tm
     assert not record.exists()
 
 
-def test_a_kept_server_that_does_not_answer_in_time_keeps_its_record(tmp_path, monkeypatch):
+class _SlowProof(http.server.BaseHTTPRequestHandler):
+    """A VIBE Mocap server's public /health at once, but its proof of the token only after 3 s."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        if "challenge=" in self.path:
+            time.sleep(3.0)
+        body = json.dumps({"status": "ok", "api_version": 1, "device": "cpu"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_kept_server_that_does_not_prove_its_token_in_time_keeps_its_record(tmp_path, monkeypatch):
     monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
-    with socket.socket() as hung:  # accepts connections (the system's backlog), never answers
-        hung.bind(("127.0.0.1", 0))
-        hung.listen()
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowProof)
+    slow.daemon_threads = True
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    try:
         server = local_server.LocalServer(log_dir=tmp_path / "log")
-        record = _kept_record(server, {"url": f"http://127.0.0.1:{hung.getsockname()[1]}", "token": KEPT_TOKEN})
-        with pytest.raises(local_server.KeptServerBusy, match="does not answer in time.*try again in a moment"):
+        record = _kept_record(server, {"url": f"http://127.0.0.1:{slow.server_port}", "token": KEPT_TOKEN})
+        with pytest.raises(local_server.KeptServerBusy, match="does not answer in time.*try again in a moment") as err:
             server.adopt_kept_server()
-    assert record.exists()
+        assert f"delete '{record}'" in str(err.value)  # how to leave it alone
+        assert record.exists()
+    finally:
+        slow.shutdown()
+        slow.server_close()
+
+
+def _closes_without_answering(listener: socket.socket) -> None:
+    while True:
+        try:
+            connection, _ = listener.accept()
+        except OSError:  # the test closed the listener
+            return
+        with connection:
+            connection.recv(65536)
+
+
+@pytest.mark.parametrize("behaviour", ["never answers", "closes without answering"])
+def test_a_kept_record_of_a_port_where_another_program_gives_no_answer_is_dropped_and_a_server_started(
+    tmp_path, monkeypatch, behaviour
+):
+    """The kept server is gone and another program took its port: a start must not stay refused,
+    asking to end a 'vibe-mocap serve' process that does not exist."""
+    monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
+    with socket.socket() as other:  # "never answers": connections wait in the system's backlog
+        other.bind(("127.0.0.1", 0))
+        other.listen(16)
+        if behaviour == "closes without answering":
+            threading.Thread(target=_closes_without_answering, args=(other,), daemon=True).start()
+        server = local_server.LocalServer(log_dir=tmp_path / "log")
+        url = f"http://127.0.0.1:{other.getsockname()[1]}"
+        assert local_server.url_owner(url) == "other"
+        record = _kept_record(server, {"url": url, "token": KEPT_TOKEN})
+        server.start(write_program(tmp_path / "vibe-mocap", "sys.exit(1)"))
+        status = server.wait_ready(30)
+        assert status.state == "failed" and "exited while starting" in status.message, status
+        assert not record.exists()
 
 
 def test_only_a_server_launched_to_outlive_blender_is_kept_and_stop_forgets_it(tmp_path):

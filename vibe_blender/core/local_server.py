@@ -494,10 +494,11 @@ class LocalServer:
         server) and whose server proves it holds the recorded token. A server whose Blender still
         runs is left to it: this Blender starts a server of its own. A record is removed when it is
         damaged, is in this Blender's own folder (a server it launched, gone since), nothing listens
-        at its address, or whatever answers there is not that server proving the token; it is kept
-        when no answer gets through in time (a timeout, a reset or closed connection: KeptServerBusy,
-        a start then fails, saying so). Blocks (requests of a few seconds at most per record): worker
-        threads only."""
+        at its address, whatever answers there is not that server proving the token, or another
+        program holds the port without answering (a timeout, a reset or closed connection); it is
+        kept only when a VIBE Mocap server answers there but its proof does not come through in time
+        (KeptServerBusy: a start then fails, saying so). Blocks (requests of a few seconds at most
+        per record): worker threads only."""
         for n in range(1, MAX_INSTANCES + 1):
             folder = Path(self.log_dir) / INSTANCE_FOLDER.format(n)
             record = folder / KEPT_SERVER_FILE
@@ -530,19 +531,21 @@ class LocalServer:
             raw = record.read_bytes()[:4096]
         except OSError:
             return False
+        owner: UrlOwner = "nothing"
         try:
             url, token = kept_record_fields(raw)
-            if url_owner(url) == "nothing":
+            owner = url_owner(url)
+            if owner == "nothing":
                 raise ValueError("nothing listens there any more")
             health = ServerClient(url, token, timeout_s=KEPT_CHECK_TIMEOUT_S).health()  # proves the token first
         except VibeError as err:
-            if not got_no_answer(err):  # not that server proving its token
+            if owner != "vibe" or not got_no_answer(err):  # not that server proving its token
                 record.unlink(missing_ok=True)
                 return False
             raise KeptServerBusy(
                 f"The server an earlier Blender session kept running ({url}) does not answer in time ({err}); "
-                "try again in a moment. If it stays like this, end that 'vibe-mocap serve' process, then start "
-                "the server again."
+                "try again in a moment. If it stays like this, end that 'vibe-mocap serve' process (or delete "
+                f"'{record}' so that a new server starts beside it), then start the server again."
             ) from None
         except ValueError:
             record.unlink(missing_ok=True)  # damaged, or gone: start a new one

@@ -2,6 +2,8 @@
 a run across devices, a job and the command line (CPU engines raise PyTorch's error here)."""
 
 import dataclasses
+import gc
+import weakref
 
 import pytest
 import torch
@@ -83,3 +85,68 @@ def test_the_out_of_memory_message_gives_its_memory_back(monkeypatch):
     assert "backbone" in str(devices.out_of_memory_error("backbone")) and emptied
     assert devices.is_out_of_memory(torch.cuda.OutOfMemoryError())
     assert not devices.is_out_of_memory(MemoryError())  # the host's: not the GPU's
+
+
+class _Held:
+    """Stands for the device tensors of the step that ran out of memory."""
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_the_failed_step_s_memory_is_freed_before_the_cache_is_handed_back(short_clip, monkeypatch, devices):
+    """With several devices the error comes from a segment's thread; it reaches the run without a
+    reference cycle, so the failed step's tensors are freed as it leaves (here with the garbage
+    collector off) before the out-of-memory message hands the cache back to the device."""
+    from vibe_server.pipeline import engine as engine_module
+
+    held = []
+
+    class Detector(FakeDetector):
+        batch_size = 1
+
+        def detect(self, frames):
+            tensors = _Held()
+            held.append(weakref.ref(tensors))
+            out_of_memory()
+
+    alive_at_message = []
+    message = engine_module.out_of_memory_error
+    monkeypatch.setattr(
+        engine_module,
+        "out_of_memory_error",
+        lambda stage=None: (alive_at_message.append([ref() is not None for ref in held]), message(stage))[1],
+    )
+    engines = [Engine(TinyVIBE(), model_name="tiny", data_dir=None, device="cpu") for _ in range(devices)]
+    engines[0].frontend = dataclasses.replace(engines[0]._frontend(), make_detector=lambda name, **kw: Detector())
+    for engine in engines[1:]:
+        engine.frontend = dataclasses.replace(engine._frontend(), make_detector=lambda name, **kw: FakeDetector())
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(VibeError, match=r"ran out of memory in the detect stage"):
+            run_across_devices(engines, short_clip, RunOptions(detector="yolo"))
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive_at_message == [[False]]
+
+
+def test_the_out_of_memory_message_collects_what_reference_cycles_hold_first(monkeypatch):
+    from vibe_server.pipeline import devices
+
+    class Cycle:
+        pass
+
+    cycle = Cycle()
+    cycle.itself = cycle
+    ref = weakref.ref(cycle)
+    alive_when_emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive_when_emptied.append(ref() is not None))
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del cycle
+        devices.out_of_memory_error("detect")
+    finally:
+        if enabled:
+            gc.enable()
+    assert alive_when_emptied == [False]

@@ -4,6 +4,7 @@ that ran out of memory (:func:`out_of_memory_error`)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -52,9 +53,11 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 def out_of_memory_error(stage: str | None = None) -> VibeError:
     """The one message for a device that ran out of memory (in the run's ``stage`` where known), with
-    what to change; the memory PyTorch caches is handed back to the device first."""
+    what to change; the memory PyTorch caches is handed back to the device first (after a collection:
+    tensors of the failed work that only a reference cycle still holds are freed before that)."""
     torch = sys.modules.get("torch")
     if torch is not None:
+        gc.collect()
         torch.cuda.empty_cache()  # (nothing to do where CUDA never started)
     if stage in _OUT_OF_MEMORY_HINTS:
         what, change = _OUT_OF_MEMORY_HINTS[stage]

@@ -240,22 +240,38 @@ class _SegmentRunner:
             return step(*job, advance=advance)
 
         futures = [self.pool.submit(run, k, job) for k, job in enumerate(jobs)]
-        lo, hi = span
         try:
-            running = set(futures)
-            while running:
-                done, running = wait(running, timeout=POLL_S, return_when=FIRST_EXCEPTION)
-                failed = next((f for f in done if f.exception() is not None), None)
-                if failed is not None:
-                    raise failed.exception()
-                self.monitor.check_cancel()
-                fraction = max(self.reached.get(stage, 0.0), min(1.0, sum(frames_done) / self.frame_count))
-                self.reached[stage] = fraction
-                self.monitor.report(stage, "stream", lo + (hi - lo) * fraction)
-        except BaseException:
-            self.stop.set()  # the other segments end at their next frame
+            error = self._wait(futures, frames_done, stage, span)
+        except BaseException:  # a cancel, or Ctrl-C in the run's thread
+            self.stop.set()  # the segments end at their next frame
             raise
+        if error is not None:
+            self.stop.set()
+            # The error's traceback holds this frame, which must not hold the error in turn (through
+            # the futures): such a cycle keeps the failed step's memory, a GPU's tensors, alive until
+            # the garbage collector runs, past the out-of-memory path's handing back of the cache.
+            futures = None
+            try:
+                raise error
+            finally:
+                error = None
         return [future.result() for future in futures]
+
+    def _wait(self, futures: list, frames_done: list[int], stage: str, span: tuple[float, float]):
+        """Waits for the ``futures``, reporting their frames done as progress and checking for a
+        cancel -> the first error of one (None once all are done)."""
+        lo, hi = span
+        running = set(futures)
+        while running:
+            done, running = wait(running, timeout=POLL_S, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in done if f.exception() is not None), None)
+            if failed is not None:
+                return failed.exception()
+            self.monitor.check_cancel()
+            fraction = max(self.reached.get(stage, 0.0), min(1.0, sum(frames_done) / self.frame_count))
+            self.reached[stage] = fraction
+            self.monitor.report(stage, "stream", lo + (hi - lo) * fraction)
+        return None
 
 
 def _detect_segment(

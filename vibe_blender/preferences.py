@@ -89,12 +89,26 @@ def get_preferences(context=None):
     return addon.preferences if addon is not None else _Defaults()
 
 
-def user_dir(subfolder: str) -> Path:
-    """A folder the add-on may write to: the extension's user folder (never the add-on folder)."""
+def _user_path(subfolder: str, create: bool) -> str:
+    """Blender's path for the add-on's ``subfolder``; with ``create``, made first ("" when it cannot be)."""
     try:
-        return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path=subfolder, create=True))
+        return bpy.utils.extension_path_user(ADDON_PACKAGE, path=subfolder, create=create)
     except ValueError:  # not installed as an extension (source tree, tests)
-        return Path(bpy.utils.user_resource("CONFIG", path=f"vibe_mocap/{subfolder}", create=True))
+        return bpy.utils.user_resource("CONFIG", path=f"vibe_mocap/{subfolder}", create=create)
+
+
+def user_dir(subfolder: str) -> Path:
+    """A folder the add-on may write to: the extension's user folder (never the add-on folder).
+    VibeError naming it when it cannot be made (Blender then answers "": the files would land in
+    Blender's working folder)."""
+    folder = _user_path(subfolder, create=True)
+    if folder and Path(folder).is_dir():
+        return Path(folder)
+    raise VibeError(
+        f"The add-on cannot make its folder '{_user_path(subfolder, create=False)}': a file may be in its "
+        "place, or the folder above it cannot be written. Move that file away or make the folder writable, "
+        "then try again."
+    )
 
 
 def resolve_body_model(context=None, warn=None) -> BodyModel:

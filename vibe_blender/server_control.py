@@ -43,7 +43,10 @@ def local_server() -> LocalServer:
 
 
 def server_status() -> ServerStatus:
-    return local_server().snapshot()
+    """The add-on's server's state ("stopped" before it was first used: the panels never make its
+    folder, whose failure the start reports)."""
+    server = _state.server
+    return server.snapshot() if server is not None else ServerStatus("stopped")
 
 
 # -- the program ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ real server never does (answer slowly, send malformed messages, drop frames by t
 against tests/fake_live_server.py and recordings made in code."""
 
 import functools
+import re
 import threading
 import time
 from pathlib import Path
@@ -332,14 +333,24 @@ def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
     addon, empty_scene, body_model, tmp_path, monkeypatch
 ):
     """The take was taken out of the connection before its file was written: a failed write lost it,
-    showed a traceback, and could leave a partial .npz under the final name."""
+    showed a traceback, and could leave a partial .npz under the final name. A results folder that
+    Blender could not make was taken to be the working folder: the take was written there."""
     take = moving_take(range(0, 60, 2))
     session = recorded_session(body_model, take)
-    results = tmp_path / "results"
-    (tmp_path / "blocked").write_text("a file where the results folder should be")
-    monkeypatch.setattr(live, "user_dir", lambda name: tmp_path / "blocked" / name)
-    with pytest.raises(RuntimeError, match=r"could not be saved in .*blocked.*press Stop Recording again"):
-        bpy.ops.vibe_mocap.live_record_stop()  # one report, no traceback
+    monkeypatch.chdir(tmp_path)  # Blender's working folder
+    results = preferences.user_dir("results")
+    saved = sorted(results.iterdir())
+    aside = results.rename(results.with_name("results-aside"))
+    results.write_text("a file where the results folder should be")
+    try:
+        with pytest.raises(
+            RuntimeError, match=rf"cannot make its folder '{re.escape(str(results))}'.*Move that file away"
+        ):
+            bpy.ops.vibe_mocap.live_record_stop()  # one report, no traceback
+    finally:
+        results.unlink()
+        aside.rename(results)
+    assert list(tmp_path.iterdir()) == []
     assert session.unsaved_take is take and session.recording and session.last_result_path is None
     calls = draw_live_panel()
     assert ("operator", ("vibe_mocap.live_record_stop",), {"icon": "SNAP_FACE"}) in calls
@@ -347,16 +358,15 @@ def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
     with pytest.raises(VibeError, match="not saved yet"):
         live.start_recording()  # one take at a time: the unsaved one first
 
-    monkeypatch.setattr(live, "user_dir", lambda name: results)
     with monkeypatch.context() as disk_full:  # the write fails at its end: nothing under the final name
         disk_full.setattr(user_dirs.os, "replace", raise_oserror(28, "No space left on device"))
-        with pytest.raises(VibeError, match=r"No space left on device.*the take is kept"):
+        with pytest.raises(VibeError, match=r"could not be saved in .*No space left on device.*the take is kept"):
             live.stop_recording()
-    assert list(results.iterdir()) == [] and session.unsaved_take is take
+    assert sorted(results.iterdir()) == saved and session.unsaved_take is take
 
     ((armature, _),) = live.stop_recording()  # the retry saves it
     assert session.unsaved_take is None and session.last_take is take and not session.recording
-    assert [p.name for p in results.iterdir()] == [session.last_result_path.name]
+    assert sorted(results.iterdir()) == sorted([*saved, session.last_result_path])
     assert rotation_keys(armature, JOINT_NAMES[1]).size > 0
 
 

@@ -4,6 +4,7 @@ Each test isolates the server's folders (XDG_* in a temp dir): the synthetic pla
 written there once, and no token or job of the user's is touched."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -102,6 +103,26 @@ def test_two_blenders_at_once_each_run_a_server_of_their_own(addon):
         assert f"jobs in {second.jobs_dir}" in second.log_path.read_text()
     finally:
         second.stop()
+
+
+def test_a_server_folder_that_cannot_be_made_is_one_clear_message(addon, monkeypatch, tmp_path):
+    """Blender answers "" for a user folder it cannot make: the server's folder was then Blender's
+    working folder. The panel still draws; Start Server says which folder and what to do."""
+    from vibe_blender import preferences
+
+    blocked = preferences.user_dir("server-blocked")
+    blocked.rmdir()
+    blocked.write_text("a file where the server folder should be")
+    monkeypatch.chdir(tmp_path)  # Blender's working folder
+    monkeypatch.setattr(server_control._state, "server", None)  # none made yet in this session
+    monkeypatch.setattr(server_control, "user_dir", lambda name: preferences.user_dir(f"{name}-blocked"))
+    try:
+        assert server_control.server_status().state == "stopped"  # what the panel draws
+        with pytest.raises(RuntimeError, match=rf"cannot make its folder '{re.escape(str(blocked))}'.*Move"):
+            bpy.ops.vibe_mocap.server_start()
+        assert server_control._state.server is None and list(tmp_path.iterdir()) == []
+    finally:
+        blocked.unlink()
 
 
 def test_a_missing_program_gives_one_clear_message(addon, monkeypatch):

@@ -611,9 +611,9 @@ def test_a_workers_report_reaches_the_driver_even_when_the_worker_dies_right_aft
     assert not channel.empty() and channel.get() == (local_pool.START, worker.pid, 0, "")
 
 
-def pool_state(running: dict[int, str], ready=(1, 2)) -> tuple[dict, local_pool.LocalQueue]:
-    """Two videos in flight on workers 1 and 2 ({pid: video} said started), as the pool breaks."""
-    items = [BatchItem(key, f"/in/{key}", f"/out/{key}.npz") for key in ("bad", "good")]
+def pool_state(running: dict[int, str], ready=(1, 2), keys=("bad", "good")) -> tuple[dict, local_pool.LocalQueue]:
+    """Videos ``keys`` in flight on workers 1 and 2 ({pid: video} said started), as the pool breaks."""
+    items = [BatchItem(key, f"/in/{key}", f"/out/{key}.npz") for key in keys]
     state = local_pool.LocalQueue(items, deque())
     state.ready.update({pid: f"worker {pid}" for pid in ready})
     state.running.update(running)
@@ -627,11 +627,28 @@ def test_only_the_dead_workers_video_counts_an_attempt():
     assert [item.key for item in state.pending] == ["bad", "good"]  # both run again
 
 
-def test_a_death_not_told_apart_makes_every_video_in_flight_a_suspect_not_the_one_that_said_it_started():
-    for dead in ([], [1]):  # no worker told apart; worker 1, which said nothing of the video it took
-        in_flight, state = pool_state({2: "good"})
-        local_pool._retry_or_fail(in_flight, state, [].append, dead=dead)
-        assert not state.attempts and state.suspects == {"bad", "good"}
+def test_a_death_not_told_apart_makes_every_video_in_flight_a_suspect():
+    in_flight, state = pool_state({2: "good"})
+    local_pool._retry_or_fail(in_flight, state, [].append, dead=[])  # no worker told apart
+    assert not state.attempts and state.suspects == {"bad", "good"}
+
+
+def test_a_worker_that_died_idle_blames_no_video_a_surviving_worker_runs():
+    in_flight, state = pool_state({2: "good"}, keys=("good",))  # worker 1 said it ran nothing
+    local_pool._retry_or_fail(in_flight, state, [].append, dead=[1])
+    assert not state.attempts and not state.suspects
+    assert [item.key for item in state.pending] == ["good"]
+
+
+@pytest.mark.parametrize(
+    "keys, attempts, suspects",
+    [(("bad", "good"), {"bad": 1}, set()), (("bad", "good", "next"), {}, {"bad", "next"})],
+)
+def test_a_dead_worker_that_said_nothing_is_blamed_only_for_videos_no_surviving_worker_runs(keys, attempts, suspects):
+    in_flight, state = pool_state({2: "good"}, keys=keys)  # worker 1 died without saying what it took
+    local_pool._retry_or_fail(in_flight, state, [].append, dead=[1])
+    assert state.attempts == attempts and state.suspects == suspects
+    assert [item.key for item in state.pending] == list(keys)  # all run again
 
 
 @pytest.mark.parametrize("ready", [(), (2,)])

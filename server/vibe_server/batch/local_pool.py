@@ -7,10 +7,10 @@ right after one has still been heard). A worker process that dies (killed, out o
 crash in native code) breaks the pool: the pool ends its other workers (SIGTERM), so the dead one is
 the worker whose exit status is another. A new pool is made and the videos that were in flight are
 tried again. Only the video the dead worker was running counts an attempt (``MAX_ATTEMPTS`` make a
-failed record); when that is not known, each video that was in flight runs alone next, so that a
-second death names it. A worker that dies before it has loaded its engine stops the batch (out of
-memory while loading, most likely). Ctrl-C stops the workers at once: the queued videos are
-cancelled, those already finished are recorded.
+failed record); when that is not known, each video that was in flight, but those a surviving worker
+was running, runs alone next, so that a second death names it. A worker that dies before it has
+loaded its engine stops the batch (out of memory while loading, most likely). Ctrl-C stops the
+workers at once: the queued videos are cancelled, those already finished are recorded.
 """
 
 from __future__ import annotations
@@ -198,8 +198,9 @@ def _dead_workers(processes: dict) -> list[int]:
 def _retry_or_fail(in_flight: dict, state: LocalQueue, on_record, dead: list[int]) -> None:
     """Worker(s) ``dead`` died: finished futures keep their result; the video each was running counts an
     attempt; the others go back to the queue unblamed. When that is not known (no dead worker told
-    apart, or one that had not said what it ran), each video in flight becomes a suspect (or, alone,
-    counts an attempt). A worker that died before it had loaded its engine stops the batch."""
+    apart, or one that had not said what it ran), each video in flight that no surviving worker says
+    it runs becomes a suspect (or, alone, counts an attempt; when there is none, no video is blamed). A
+    worker that died before it had loaded its engine stops the batch."""
     _record_finished(in_flight, on_record)
     unfinished = [item for future, item in in_flight.items() if not _finished(future)]
     in_flight.clear()
@@ -208,8 +209,9 @@ def _retry_or_fail(in_flight: dict, state: LocalQueue, on_record, dead: list[int
     named = {state.running[pid] for pid in dead if pid in state.running}
     if dead and len(named) == len(dead):
         culprits = [item for item in unfinished if item.key in named]
-    else:
-        culprits = unfinished
+    else:  # a dead worker that said nothing ran none of the videos the surviving workers say they run
+        survivors_run = {key for pid, key in state.running.items() if pid not in dead} if dead else set()
+        culprits = [item for item in unfinished if item.key not in survivors_run]
         if len(culprits) > 1:
             state.suspects.update(item.key for item in culprits)
             culprits = []

@@ -203,3 +203,22 @@ def test_an_official_run_gets_yolo_with_the_per_frame_post_processing(make_engin
     with pytest.raises(VibeError):  # no frames: the detector was chosen all the same
         gpu.run("clip.mp4", RunOptions(detector="yolo", official=True))
     assert used[0]._detector is official
+
+
+def test_an_official_run_takes_each_track_through_the_temporal_model_alone():
+    """With the GPU front end (forced here, on a CPU) the tracks go through the temporal model
+    together, which equals one track a call only up to float rounding; --official takes each track
+    alone, one call per 450-frame chunk, as the official demo does."""
+    from vibe_server.pipeline.options import RunOptions
+
+    seen = {1: range(0, 40), 2: range(5, 30), 3: range(10, 40)}
+    engine = scripted_engine(seen, 40, gpu_front_end=True)
+    calls = []
+    forward = engine.model.forward_features
+    engine.model.forward_features = lambda x, h0=None, **kw: (calls.append(x.shape[0]), forward(x, h0=h0, **kw))[1]
+    engine.run("clip.mp4", RunOptions(detection_stride=1, min_track_frames=5))
+    assert calls == [3]  # the three tracks' chunks in one call
+    calls.clear()
+    out = engine.run("clip.mp4", RunOptions(official=True, min_track_frames=5)).result
+    assert [t.track_id for t in out.tracks] == [1, 2, 3]
+    assert calls == [1, 1, 1]

@@ -430,18 +430,25 @@ def test_ctrl_c_stops_the_workers_before_the_batch_ends(clip_bank, tmp_path):
     assert {p.name for p in out.glob("*.npz")} == recorded  # every result on disk has its record
 
 
-def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_path):
+def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_path, monkeypatch):
     inputs = place(clip_bank, tmp_path / "in", {f"v{i}.mp4": "walk.mp4" for i in range(4)})
     out = tmp_path / "out"
     items = discover([str(inputs)], out)
-    calls = []
+    calls, driver = [], {}
+    real_drive = local_pool._drive
+
+    def drive(pool, state, videos_in_flight, *args):  # the driver's futures: {future: video}
+        driver["in_flight"] = videos_in_flight
+        return real_drive(pool, state, videos_in_flight, *args)
+
+    monkeypatch.setattr(local_pool, "_drive", drive)
 
     def on_record(record: dict) -> None:  # a full disk: the manifest cannot be appended to
         calls.append(record["input"])
         deadline = time.monotonic() + 60
-        while len(calls) == 1 and len(list(out.glob("*.npz"))) < len(items) and time.monotonic() < deadline:
-            time.sleep(0.05)  # the other videos finish meanwhile: their results wait to be recorded too
-        time.sleep(0.5 if len(calls) == 1 else 0)  # their answers reach the driver
+        while len(calls) == 1 and not all(future.done() for future in driver["in_flight"]):
+            assert time.monotonic() < deadline, "the other videos never finished"
+            time.sleep(0.05)  # the other videos finish meanwhile: their answers wait to be recorded too
         raise OSError(errno.ENOSPC, "No space left on device")
 
     spec = EngineSpec(factory=ENGINE)

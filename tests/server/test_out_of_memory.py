@@ -20,12 +20,17 @@ def out_of_memory(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def test_the_backbone_running_out_of_memory_says_to_lower_the_batch(make_engine):
+def test_the_backbone_running_out_of_memory_says_to_lower_the_batch_where_that_can_be_done(make_engine):
+    """The batch is a command-line option only (not over HTTP): the message says where it is set,
+    and what a server's job, which cannot set it, does instead."""
     engine = make_engine()
     engine.model.extract_features = out_of_memory
-    with pytest.raises(VibeError, match=r"ran out of memory in the backbone stage.*--batch-size") as caught:
+    with pytest.raises(VibeError, match=r"ran out of memory in the backbone stage") as caught:
         engine.run("clip.mp4")
-    assert "nvidia-smi" in str(caught.value) and "--device cpu" in str(caught.value)
+    message = str(caught.value)
+    assert "lower it on the command line (vibe-mocap infer or batch --batch-size N; 128 by default" in message
+    assert "a server's jobs always use that default, so for a job free more of the GPU's memory" in message
+    assert "nvidia-smi" in message and "--device cpu" in message
 
 
 def test_the_temporal_model_running_out_of_memory_says_to_keep_fewer_tracks(make_engine):
@@ -65,6 +70,11 @@ def test_a_job_and_the_command_line_say_it_in_words_too(monkeypatch, capsys):
 
     err = torch.cuda.OutOfMemoryError("CUDA out of memory")
     assert failure_message(err).startswith("The GPU ran out of memory.")
+    # what a job can change, and the batch as the command line's (a job cannot set it)
+    assert "Lower the video's resolution, the number of tracks (tracks_max) or, on the command line," in (
+        failure_message(err)
+    )
+    assert "(vibe-mocap infer or batch --batch-size N; a server's jobs cannot set it)" in failure_message(err)
     assert failure_message(RuntimeError("other")) == INTERNAL_ERROR_MESSAGE
 
     def parser():
@@ -74,7 +84,8 @@ def test_a_job_and_the_command_line_say_it_in_words_too(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "build_parser", parser)
     assert cli.main([]) == 2
-    assert capsys.readouterr().err.startswith("error: The GPU ran out of memory.")
+    printed = capsys.readouterr().err
+    assert printed.startswith("error: The GPU ran out of memory.") and "--batch-size N" in printed
 
 
 def test_the_out_of_memory_message_gives_its_memory_back(monkeypatch):

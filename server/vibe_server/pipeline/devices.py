@@ -17,12 +17,18 @@ OUT_OF_MEMORY_STAGE = "vibe_stage"  # the attribute of an out-of-memory error na
 # what holds a GPU's memory in each stage of a run, and how to make it hold less
 _VIDEO_SIZE = "use a video of a lower resolution"
 _TRACKS = "keep fewer tracks (tracks_max) or use a shorter video"
+# the backbone's batch is a command-line option only (``batch_size`` is not offered over HTTP)
+_BATCH = "vibe-mocap infer or batch --batch-size N"
+_BACKBONE = (
+    f"lower it on the command line ({_BATCH}; 128 by default on a GPU); a server's jobs always use that "
+    "default, so for a job free more of the GPU's memory"
+)
 _OUT_OF_MEMORY_HINTS = {
     "decode": ("the decoded frames", _VIDEO_SIZE),
     "detect": ("YOLOv3's batch of frames", _VIDEO_SIZE),
     "track": ("YOLOv3's batch of frames", _VIDEO_SIZE),
     "crop": ("the frames cropped together", _VIDEO_SIZE),
-    "backbone": ("the batch of person crops", "lower it (vibe-mocap infer --batch-size N; 128 by default on a GPU)"),
+    "backbone": ("the batch of person crops", _BACKBONE),
     "temporal": ("the tracks' frames", _TRACKS),
     "smpl": ("the tracks' frames", _TRACKS),
     "write": ("the tracks' frames", _TRACKS),
@@ -64,8 +70,8 @@ def out_of_memory_error(stage: str | None = None) -> VibeError:
         where = f" in the {stage} stage, where it holds {what}: {change}."
     else:
         where = (
-            ". Lower the backbone batch (vibe-mocap infer --batch-size N), the video's resolution or the "
-            "number of tracks (tracks_max)."
+            ". Lower the video's resolution, the number of tracks (tracks_max) or, on the command line, "
+            f"the backbone batch ({_BATCH}; a server's jobs cannot set it)."
         )
     return VibeError(
         f"The GPU ran out of memory{where} Other programs on the GPU take its memory too (see nvidia-smi); "

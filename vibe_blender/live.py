@@ -27,6 +27,7 @@ import bpy
 import numpy as np
 
 from . import server_control
+from .core import live_client
 from .core.client import ServerClient, check_online_access, is_loopback_url
 from .core.errors import VibeError
 from .core.live_client import (
@@ -250,8 +251,9 @@ def start_recording() -> None:
 def stop_recording(options: ImportOptions | None = None) -> list:
     """Save what was recorded as a result file and import it -> [(armature_obj, mesh_obj)].
     Works after the session ended or its connection dropped: the recording so far is kept. When the
-    file cannot be written, the take stays with the session (``unsaved_take``) and the next call
-    saves it."""
+    file cannot be written, or the take has more frames of motion at the scene's frame rate than a
+    result may hold, the take stays with the session (``unsaved_take``) and the next call saves it
+    (at a lower frame rate), unless :func:`discard_take` threw it away."""
     session = current_session()
     if session is None:
         raise VibeError("There is no live session to stop recording.")
@@ -267,11 +269,15 @@ def stop_recording(options: ImportOptions | None = None) -> list:
             "in view, then record again."
         )
     path = user_dir("results") / f"live_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.npz"
+    fps = _scene_fps()
     try:
-        result = take_to_result(take, path.stem, fps=_scene_fps())
-    except VibeError:  # too long for the scene's frames: no retry would place it
-        session.unsaved_take = None
-        raise
+        result = take_to_result(take, path.stem, fps=fps)
+    except VibeError:  # too many frames at this rate: a lower one places it (any take fits at a low enough rate)
+        raise VibeError(
+            f"The recording is too long for the scene's frames: at {fps:g} frames/s it takes more than "
+            f"{live_client.MAX_RECORDED_FRAMES:,} frames of motion. The take is kept: lower the scene's frame "
+            "rate (Output Properties > Format), then press Stop Recording again."
+        ) from None
     _write_result(path, result)  # a failure leaves the take in unsaved_take for the next try
     session.unsaved_take = None
     session.last_take, session.last_result_path = take, path
@@ -279,7 +285,20 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     return import_motion_file(path, session.body_model, options)
 
 
-UNSAVED_TAKE = "The last recording is not saved yet: press Stop Recording to save it first."
+UNSAVED_TAKE = (
+    "The last recording is not saved yet: press Stop Recording to save it first (lower the scene's frame "
+    "rate first if it was too long for the scene's frames)."
+)
+
+
+def discard_take() -> None:
+    """Throw away the take Stop Recording has not saved: the user's explicit choice, never a side
+    effect of a failed save."""
+    session = current_session()
+    if session is None or session.unsaved_take is None:
+        raise VibeError("There is no unsaved recording to discard.")
+    with session._lock:
+        session.unsaved_take = None
 
 
 def _write_result(path: Path, result: MocapResult) -> None:

@@ -17,7 +17,7 @@ import pytest
 from fake_live_server import END, HOLD, LIVE_ID, FakeLiveServer, frame_message, moving_take, person
 
 from vibe_blender import keyframes, live, preferences, server_control
-from vibe_blender.core import user_dirs
+from vibe_blender.core import live_client, user_dirs
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import LiveConnection, take_on_frames
@@ -368,6 +368,44 @@ def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
     assert session.unsaved_take is None and session.last_take is take and not session.recording
     assert sorted(results.iterdir()) == sorted([*saved, session.last_result_path])
     assert rotation_keys(armature, JOINT_NAMES[1]).size > 0
+
+
+def test_a_take_too_long_for_the_scenes_frames_is_kept_until_a_lower_frame_rate_places_it(
+    addon, empty_scene, body_model, monkeypatch
+):
+    """Stop Recording threw such a take away ("no retry would place it"), though the limit is on the
+    frames at the scene's rate: a lower rate places it."""
+    take = moving_take(range(60))  # 2 s of a 30 frames/s source
+    session = recorded_session(body_model, take)
+    monkeypatch.setattr(live_client, "MAX_RECORDED_FRAMES", 100)  # the limit, scaled down to this take
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 60, 1.0  # 119 frames
+    with pytest.raises(
+        RuntimeError, match=r"too long for the scene's frames: at 60 frames/s.*more than 100 .*The take is kept"
+    ):
+        bpy.ops.vibe_mocap.live_record_stop()  # one report, no traceback
+    assert session.unsaved_take is take and session.recording and session.last_result_path is None
+    with pytest.raises(VibeError, match="lower the scene's frame rate first"):
+        live.start_recording()
+
+    scene.render.fps = 24  # 48 frames
+    ((armature, _),) = live.stop_recording()
+    assert session.unsaved_take is None and session.last_take is take and session.last_result_path.is_file()
+    assert len(rotation_keys(armature, JOINT_NAMES[0])) == len(take_on_frames(take, 24).frame_ids[1]) == 48
+
+
+def test_a_take_that_is_not_saved_is_thrown_away_only_when_asked(addon, body_model, fake_server_setup):
+    session = recorded_session(body_model, moving_take(range(0, 60, 2)), state="lost")
+    with pytest.raises(VibeError, match="no unsaved recording to discard"):
+        live.discard_take()  # still recording: Stop Recording saves it
+    session.unsaved_take = session.connection.recording_stop()  # as after a save that failed
+    live.discard_take()
+    assert session.unsaved_take is None and not session.recording and session.last_take is None
+    with FakeLiveServer([frame_message(0, 10.0, [person(1)])], **fake_server_setup) as server:
+        new = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        assert live.current_session() is new is not session
+        live.stop_live()
+        tick_until(lambda: live.live_tick() is None, 30)
 
 
 def test_start_live_keeps_a_recording_that_was_not_saved(addon, empty_scene, body_model, fake_server_setup):

@@ -235,7 +235,8 @@ def claim_instance_folder(base: Path) -> tuple[Path, int]:
     """(folder, lock descriptor): the first ``base/instance-N`` that no other Blender holds and no
     kept server runs in, locked by this process until it exits. The other unused folders lose their
     jobs and log, so that folders of Blenders gone do not pile up (the captures' results are in the
-    add-on's own results folder). VibeError when every folder is in use."""
+    add-on's own results folder); not on Windows, where a kept server's folder cannot be told. VibeError
+    when every folder is in use."""
     claimed = None
     for n in range(1, MAX_INSTANCES + 1):
         folder = Path(base) / INSTANCE_FOLDER.format(n)

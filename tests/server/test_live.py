@@ -240,6 +240,55 @@ def test_a_full_recording_keeps_what_it_has(monkeypatch):
     assert {t.track_id: t.frame_ids.tolist() for t in result.tracks} == {1: [0, 1, 3], 2: [0]}
 
 
+def test_a_recording_groups_its_rows_by_track_in_one_pass_as_track_by_track(monkeypatch):
+    """The rows were grouped with one pass over all rows per track (2.9 s for 2,000 tracks at the
+    2,000,000-row limit); grouped once, each track keeps the same rows in the same order."""
+    import vibe_server.pipeline.live as pipeline_live
+    from vibe_server.pipeline import postprocess
+
+    monkeypatch.setattr(pipeline_live, "RECORD_CHUNK", 16)  # rows across many chunks
+    rng = np.random.default_rng(0)
+    recording = LiveRecording("camera 0", 30.0, 640, 480, 500.0, "fake")
+    model = _FakeLiveModel()
+    for index in range(60):
+        people = []
+        for track_id in rng.choice([3, 9, 1, 42, 7], size=rng.integers(0, 5), replace=False):
+            (person,) = model.process(index, None, index / 30)
+            people.append(
+                dataclasses.replace(
+                    person,
+                    track_id=int(track_id),
+                    pose=rng.normal(size=72).astype(np.float32),
+                    bbox=rng.uniform(10, 100, 4).astype(np.float32),
+                    joints3d=rng.normal(size=(49, 3)).astype(np.float32),
+                )
+            )
+        assert recording.add(people)
+    result = recording.result(frames_seen=60, dropped=0)
+
+    keys = recording._recorded_keys()
+    expected = []
+    for track_id in np.unique(keys[:, 0]):  # the earlier grouping: one pass over the rows per track
+        rows = np.flatnonzero(keys[:, 0] == track_id)
+        values = recording._values_at(rows)
+        expected.append(
+            postprocess.build_track(
+                int(track_id),
+                keys[rows, 1],
+                values[:, pipeline_live._THETA],
+                values[:, pipeline_live._JOINTS].reshape(-1, 49, 3),
+                values[:, pipeline_live._BBOX],
+                width=640,
+                height=480,
+                focal_px=500.0,
+            )
+        )
+    assert [t.track_id for t in result.tracks] == [t.track_id for t in expected] == [1, 3, 7, 9, 42]
+    for track, want in zip(result.tracks, expected, strict=True):
+        for name, value in dataclasses.asdict(want).items():
+            np.testing.assert_array_equal(getattr(track, name), value, err_msg=name)
+
+
 def test_live_command_refuses_a_bad_source(capsys):
     from vibe_server.cli import main
 

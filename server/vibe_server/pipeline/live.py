@@ -232,9 +232,10 @@ class LiveRecording:
     def result(self, *, frames_seen: int, dropped: int) -> MocapResult:
         """The result file's content: one track per person, one row per frame they were streamed in."""
         keys = self._recorded_keys()
+        by_track = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order recorded: frame order
+        track_ids, starts = np.unique(keys[by_track, 0], return_index=True)
         tracks = []
-        for track_id in np.unique(keys[:, 0]):
-            rows = np.flatnonzero(keys[:, 0] == track_id)  # in the order recorded: frame order
+        for track_id, rows in zip(track_ids, np.split(by_track, starts[1:]), strict=True):
             values = self._values_at(rows)
             tracks.append(
                 postprocess.build_track(

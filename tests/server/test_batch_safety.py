@@ -346,26 +346,44 @@ def test_a_video_is_read_up_to_the_object_store_limit_and_no_further(tmp_path, m
 # -- a Ray cluster with nothing to run actors on (yet) -----------------------------------------------
 
 
+def ray_cluster(*nodes: dict, dead: tuple[dict, ...] = ()) -> SimpleNamespace:
+    """A cluster with live nodes of the resources ``nodes`` (and dead ones), as ``ray.nodes()`` lists them."""
+    table = [{"Alive": True, "Resources": resources} for resources in nodes]
+    table += [{"Alive": False, "Resources": resources} for resources in dead]
+    total = {name: sum(node.get(name, 0.0) for node in nodes) for name in ("CPU", "GPU")}
+    return SimpleNamespace(nodes=lambda: table, cluster_resources=lambda: {k: v for k, v in total.items() if v})
+
+
 @pytest.mark.parametrize(
-    "resources, device, message",
+    "nodes, device, message",
     [
-        ({}, "auto", "has no CPU or GPU to run the batch on yet"),  # a head started with --num-cpus 0
-        ({"CPU": 0.5}, "auto", "has no CPU or GPU to run the batch on yet"),
-        ({"GPU": 2.0}, "cpu", "has no CPU to run the batch on yet"),
+        ((), "auto", "has no CPU or GPU to run the batch on yet"),  # an autoscaler that starts from no worker
+        (({},), "auto", "has no CPU or GPU to run the batch on yet"),  # a head started with --num-cpus 0
+        (({"CPU": 0.5},), "auto", "has no CPU or GPU to run the batch on yet"),
+        (({"CPU": 0.5}, {"CPU": 0.5}), "auto", "CPU 1, GPU 0, and no node with a whole CPU"),
+        (({"GPU": 2.0},), "cpu", "has no CPU to run the batch on yet"),
     ],
 )
-def test_a_ray_cluster_without_a_cpu_or_gpu_is_one_clear_error(resources, device, message):
-    cluster = SimpleNamespace(cluster_resources=lambda: resources)
+def test_a_ray_cluster_without_a_cpu_or_gpu_is_one_clear_error(nodes, device, message):
     with pytest.raises(VibeError, match=message) as error:
-        ray_runner._actor_layout(cluster, device)
+        ray_runner._actor_layout(ray_cluster(*nodes, dead=({"CPU": 8.0, "GPU": 1.0},)), device)
     assert "--num-cpus" in str(error.value) and "run the same command again" in str(error.value)
 
 
 def test_the_actor_layout_of_a_cluster_with_cpus_or_gpus():
-    cluster = SimpleNamespace(cluster_resources=lambda: {"CPU": 5.0})
-    assert ray_runner._actor_layout(cluster, "auto") == ({"num_cpus": 2}, 2, "cpu")
-    cluster = SimpleNamespace(cluster_resources=lambda: {"CPU": 1.0, "GPU": 3.0})
+    assert ray_runner._actor_layout(ray_cluster({"CPU": 5.0}), "auto") == ({"num_cpus": 2}, 2, "cpu")
+    cluster = ray_cluster({"CPU": 1.0, "GPU": 2.0}, {"GPU": 1.0})
     assert ray_runner._actor_layout(cluster, "auto") == ({"num_gpus": 1}, 3, "cuda:0")
+    assert ray_runner._actor_layout(cluster, "cpu") == ({"num_cpus": 1}, 1, "cpu")
+
+
+def test_cpu_actors_ask_for_no_more_cpus_than_one_node_has_and_only_as_many_as_fit():
+    # nodes of 1 CPU: an actor of 2 CPUs would fit on none and wait forever
+    assert ray_runner._actor_layout(ray_cluster(*[{"CPU": 1.0}] * 4), "auto") == ({"num_cpus": 1}, 4, "cpu")
+    # 3 + 1 CPUs: one actor of 2 fits (on the 3-CPU node), not two
+    assert ray_runner._actor_layout(ray_cluster({"CPU": 3.0}, {"CPU": 1.0}), "auto") == ({"num_cpus": 2}, 1, "cpu")
+    # a dead node's CPUs count for nothing
+    cluster = ray_cluster({"CPU": 1.0}, dead=({"CPU": 16.0},))
     assert ray_runner._actor_layout(cluster, "cpu") == ({"num_cpus": 1}, 1, "cpu")
 
 

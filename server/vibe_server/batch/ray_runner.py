@@ -92,24 +92,27 @@ def _import_ray():
 
 
 def _actor_layout(ray, device: str) -> tuple[dict, int, str]:
-    """(actor resources, number of actors, device inside each actor) from the cluster's resources;
-    VibeError when the cluster has nothing to run an actor on (yet: an autoscaler may add nodes)."""
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
+    """(actor resources, number of actors, device inside each actor) from the resources of the cluster's
+    live nodes: an actor runs on one node, so it asks for no more CPUs than the largest node has, and
+    only as many actors are made as fit on the nodes. VibeError when the cluster has nothing to run an
+    actor on (yet: an autoscaler may add nodes)."""
+    nodes = [node.get("Resources") or {} for node in ray.nodes() if node.get("Alive")]
+    gpus = sum(int(node.get("GPU", 0)) for node in nodes)
     if device != "cpu" and gpus > 0:
         return {"num_gpus": 1}, gpus, "cuda:0"  # Ray shows each actor only its own GPU
     if device.startswith("cuda"):
         raise VibeError(f"Device '{device}' was asked for but the Ray cluster has no GPU; use --device cpu.")
-    cpus = int(resources.get("CPU", 0))
-    if cpus < 1:
+    largest = int(max((node.get("CPU", 0) for node in nodes), default=0))
+    if largest < 1:
+        total = {name: sum(node.get(name, 0) for node in nodes) for name in ("CPU", "GPU")}
         raise VibeError(
             f"The Ray cluster has no {'CPU' if device == 'cpu' else 'CPU or GPU'} to run the batch on yet (it has "
-            f"CPU {resources.get('CPU', 0):g}, GPU {resources.get('GPU', 0):g}): add worker nodes, or wait until "
-            "its autoscaler has started some, or start the head with CPUs ('ray start --head --num-cpus N'); "
-            "then run the same command again."
+            f"CPU {total['CPU']:g}, GPU {total['GPU']:g}, and no node with a whole CPU): add worker nodes, or "
+            "wait until its autoscaler has started some, or start the head with CPUs ('ray start --head "
+            "--num-cpus N'); then run the same command again."
         )
-    per_actor = min(CPUS_PER_CPU_ACTOR, cpus)
-    return {"num_cpus": per_actor}, max(1, cpus // per_actor), "cpu"
+    per_actor = min(CPUS_PER_CPU_ACTOR, largest)
+    return {"num_cpus": per_actor}, sum(int(node.get("CPU", 0)) // per_actor for node in nodes), "cpu"
 
 
 def _needs(resources: dict) -> str:

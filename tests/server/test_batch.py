@@ -366,6 +366,32 @@ def many_items(tmp_path, count: int = 10_000) -> list:
     return discover([str(listing)], tmp_path / "out")
 
 
+def test_cpu_workers_share_out_the_cores_this_process_may_use(tmp_path, monkeypatch):
+    """Torch threads per CPU worker: the cores of the process's affinity (as the default number of
+    workers counts them), not all the machine's."""
+    from vibe_server.batch.inputs import BatchItem
+
+    class Started(Exception):
+        pass
+
+    specs = []
+
+    def pool(*, initargs, **kw):
+        specs.append(initargs[0])
+        raise Started  # (no worker process is started)
+
+    monkeypatch.setattr(local_pool, "usable_cores", lambda: 6)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(local_pool, "ProcessPoolExecutor", pool)
+    item = BatchItem("a.mp4", str(tmp_path / "a.mp4"), str(tmp_path / "a.npz"))
+    for spec in (EngineSpec(factory=ENGINE), EngineSpec(factory=ENGINE, threads=5)):
+        with pytest.raises(Started):
+            local_pool.run_local(
+                [item], spec, make_options(), jobs=2, on_record=[].append, progress=BatchProgress(1, enabled=False)
+            )
+    assert [spec.threads for spec in specs] == [3, 5]  # 6 usable cores for 2 workers; as the spec says
+
+
 def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(tmp_path):
     items = many_items(tmp_path)
     in_flight: dict = {}

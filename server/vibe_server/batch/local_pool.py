@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from vibe_blender.core.errors import VibeError
 
-from ..pipeline.devices import worker_devices
+from ..pipeline.devices import usable_cores, worker_devices
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
 from .inputs import BatchItem
@@ -127,7 +127,7 @@ def run_local(
     state = LocalQueue(items, deque(items))
     layout = worker_devices(spec.device, jobs)
     on_cpu = all(device == "cpu" for device in layout)  # CPU workers share the cores out
-    spec = replace(spec, threads=spec.threads or (max(1, (os.cpu_count() or 1) // jobs) if on_cpu else None))
+    spec = replace(spec, threads=spec.threads or (max(1, usable_cores() // jobs) if on_cpu else None))
     while state.pending:
         devices, status_queue = context.Queue(), status_channel(context)
         for device in layout:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
@@ -335,12 +336,29 @@ def test_a_video_is_read_up_to_the_object_store_limit_and_no_further(tmp_path, m
         return os.stat_result(status)
 
     monkeypatch.setattr(ray_runner.os, "fstat", stale_fstat)
-    reads = []
-    real_read = os.read
-    monkeypatch.setattr(ray_runner.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    held = []  # the bytes read so far, after each read into the buffer
+    real_read_into = ray_runner._read_into
+    monkeypatch.setattr(ray_runner, "_read_into", lambda *args: held.append(real_read_into(*args)) or held[-1])
     with pytest.raises(VibeError, match="more than the object store takes per clip"):
         ray_runner.read_video_bytes(str(video), 1000)
-    assert sum(reads) <= 1001  # never more than the limit and one byte
+    assert held and max(held) <= 1001  # never more than the limit and one byte
+    assert ray_runner.read_video_bytes(str(video), 5000) == video.read_bytes()  # grown, but within the limit
+
+
+def test_a_video_sent_through_the_object_store_is_held_in_memory_once(tmp_path):
+    video = tmp_path / "clip.mp4"
+    size = 32 << 20
+    with open(video, "wb") as file:
+        for _ in range(size >> 20):
+            file.write(os.urandom(1 << 20))
+    tracemalloc.start()
+    try:
+        data = ray_runner.read_video_bytes(str(video), ray_runner.OBJECT_STORE_MAX_BYTES)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.1 * size, f"peak {peak / size:.2f} x the file"
+    assert data == video.read_bytes()
 
 
 # -- a Ray cluster with nothing to run actors on (yet) -----------------------------------------------

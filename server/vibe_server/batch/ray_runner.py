@@ -40,7 +40,6 @@ from .progress import BatchProgress
 TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
-READ_CHUNK_BYTES = 4 << 20
 CPUS_PER_CPU_ACTOR = 2
 WAIT_STEP_S = 1.0  # the driver looks at its actors' progress this often
 PENDING_NOTE_S = 20.0  # no actor started after this long: say so, and why that may be
@@ -66,7 +65,7 @@ class VideoActor:
         """Answers once the actor has started (its engine loaded, or its setup error kept)."""
         return True
 
-    def process(self, item: BatchItem, data: bytes | None) -> tuple[dict, bytes | None]:
+    def process(self, item: BatchItem, data: bytearray | None) -> tuple[dict, bytes | None]:
         if self.setup_error is not None:
             return {"setup_error": self.setup_error}, None
         if data is None:  # shared path: the actor writes the result itself
@@ -122,7 +121,7 @@ def _needs(resources: dict) -> str:
     return f"{resources['num_cpus']} CPU{'s' if resources['num_cpus'] > 1 else ''}"
 
 
-def _payload(item: BatchItem, transfer: str) -> tuple[bytes | None, str | None]:
+def _payload(item: BatchItem, transfer: str) -> tuple[bytearray | None, str | None]:
     """(bytes to send, or None for a shared path; an error message when the video cannot be sent)."""
     if transfer == "shared":
         return None, None
@@ -134,29 +133,44 @@ def _payload(item: BatchItem, transfer: str) -> tuple[bytes | None, str | None]:
         return None, f"Cannot read the video ({err}); check the path."
 
 
-def read_video_bytes(path: str, limit: int) -> bytes:
+def read_video_bytes(path: str, limit: int) -> bytearray:
     """The bytes of the video file at ``path``; VibeError when what opens there is no regular file (a
     pipe, which would block the driver, or a device such as /dev/zero, which never ends) or holds more
-    than ``limit`` bytes, also when it grows while it is read. Memory follows what the file holds."""
+    than ``limit`` bytes, also when it grows while it is read. Memory follows what the file holds: the
+    bytes are read into one buffer of the file's size, which is returned as it is (no second copy)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe opens at once, without waiting for a writer
     try:
         status = os.fstat(fd)  # of the file opened, not of one the name led to before
         check_video_stat(status, f"'{path}'")
         size = status.st_size
-        chunks, read = [], 0
-        while size <= limit:
-            chunk = os.read(fd, min(READ_CHUNK_BYTES, limit + 1 - read))
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-            read += len(chunk)
-            size = max(size, read)  # a file that grows while it is read
+        if size <= limit:
+            data = bytearray(size + 1)  # one byte more: a file that grew while it is read shows
+            read = _read_into(fd, data, 0)
+            if read > size:  # it grew: read on, up to the limit and one byte (rare: the buffer grows)
+                data.extend(bytes(limit + 1 - len(data)))
+                read = _read_into(fd, data, read)
+            if read <= limit:
+                del data[read:]  # shorter, in the same memory
+                return data
+            size = read
     finally:
         os.close(fd)
     raise VibeError(
         f"The video is {size / 2**20:.0f} MiB or more, more than the object store takes per clip "
         f"({limit >> 20} MiB); put it on a shared path and use --transfer shared."
     )
+
+
+def _read_into(fd: int, buffer: bytearray, start: int) -> int:
+    """Read the file ``fd`` into ``buffer`` from ``start`` until the buffer is full or the file ends;
+    returns how many bytes the buffer holds then."""
+    with io.FileIO(fd, closefd=False) as file, memoryview(buffer) as view:
+        while start < len(view):
+            count = file.readinto(view[start:])
+            if not count:
+                break
+            start += count
+    return start
 
 
 def run_ray(

@@ -287,7 +287,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
 
 UNSAVED_TAKE = (
     "The last recording is not saved yet: press Stop Recording to save it first (lower the scene's frame "
-    "rate first if it was too long for the scene's frames)."
+    "rate first if it was too long for the scene's frames), or Discard Recording to throw it away."
 )
 
 

@@ -110,7 +110,32 @@ class VIBE_OT_live_record_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (VIBE_LiveSettings, VIBE_OT_live_start, VIBE_OT_live_stop, VIBE_OT_live_record, VIBE_OT_live_record_stop)
+class VIBE_OT_live_discard_take(bpy.types.Operator):
+    """Throw away the recording that Stop Recording has not saved (it cannot be undone)"""
+
+    bl_idname = "vibe_mocap.live_discard_take"
+    bl_label = "Discard Recording"
+
+    @reports_errors
+    def execute(self, context):
+        from . import live
+
+        live.discard_take()
+        self.report({"INFO"}, "The unsaved recording was thrown away.")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):  # from the panel: asks before throwing motion away
+        return context.window_manager.invoke_confirm(self, event)
+
+
+classes = (
+    VIBE_LiveSettings,
+    VIBE_OT_live_start,
+    VIBE_OT_live_stop,
+    VIBE_OT_live_record,
+    VIBE_OT_live_record_stop,
+    VIBE_OT_live_discard_take,
+)
 
 
 def register():

@@ -398,9 +398,13 @@ def test_a_take_that_is_not_saved_is_thrown_away_only_when_asked(addon, body_mod
     session = recorded_session(body_model, moving_take(range(0, 60, 2)), state="lost")
     with pytest.raises(VibeError, match="no unsaved recording to discard"):
         live.discard_take()  # still recording: Stop Recording saves it
+    assert ("operator", ("vibe_mocap.live_discard_take",), {"icon": "TRASH"}) not in draw_live_panel()
     session.unsaved_take = session.connection.recording_stop()  # as after a save that failed
-    live.discard_take()
+    assert ("operator", ("vibe_mocap.live_discard_take",), {"icon": "TRASH"}) in draw_live_panel()
+    assert bpy.ops.vibe_mocap.live_discard_take() == {"FINISHED"}  # the panel's button (it asks first)
     assert session.unsaved_take is None and not session.recording and session.last_take is None
+    with pytest.raises(RuntimeError, match="no unsaved recording to discard"):
+        bpy.ops.vibe_mocap.live_discard_take()
     with FakeLiveServer([frame_message(0, 10.0, [person(1)])], **fake_server_setup) as server:
         new = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
         assert live.current_session() is new is not session

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 
 from tests.server.batch_fakes import CRASH_PREFIX
 from tests.server.test_batch import ROOT, batch_args, cut_clips, manifest_lines, place
+from vibe_server.batch.manifest import MANIFEST_NAME
 from vibe_server.cli import main
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra vibe-mocap[ray]")
@@ -83,30 +85,82 @@ def test_a_killed_ray_actor_is_restarted_and_its_video_retried(local_cluster, cl
     assert sorted(p.name for p in out.glob("*.npz")) == ["a.npz", "b.npz", f"{CRASH_PREFIX}.npz"]
 
 
-def test_while_the_cluster_has_no_free_cpu_the_batch_says_its_actors_wait(
+def test_while_the_cluster_has_no_free_cpu_the_batch_waits_and_says_why(
     local_cluster, clip_bank, tmp_path, capsys, monkeypatch
 ):
     from vibe_server.batch import ray_runner
 
     monkeypatch.setattr(ray_runner, "PENDING_NOTE_S", 1.0)
+    waits = []  # the batch's account of its actors that have not started
+    real_init = ray_runner.Pending.__init__
+    monkeypatch.setattr(
+        ray_runner.Pending, "__init__", lambda self, *a, **k: real_init(self, *a, **k) or waits.append(self)
+    )
 
     @ray.remote(num_cpus=2)
-    class Other:  # another job holding the cluster's CPUs for a while
+    class Other:  # another job holding the cluster's CPUs until the batch has said it waits for them
         def ping(self) -> bool:
             return True
 
     other = Other.remote()
     ray.get(other.ping.remote())
-    release = threading.Timer(4.0, ray.kill, args=(other,))
+    out = tmp_path / "out"
+    seen, ended = {}, threading.Event()
+
+    def release_once_the_batch_waits() -> None:
+        try:
+            deadline = time.monotonic() + 120
+            while not (waits and waits[0].noted) and not ended.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seen["waiting"] = waits[0].waiting_for_resources if waits else "no batch"
+            seen["records"] = manifest_lines(out) if (out / MANIFEST_NAME).is_file() else []
+        finally:
+            ray.kill(other)
+
+    release = threading.Thread(target=release_once_the_batch_waits)
     release.start()
     try:
         inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
-        assert main(batch_args(inputs, out=tmp_path / "out", extra=["--ray"])) == 0
+        assert main(batch_args(inputs, out=out, extra=["--ray"])) == 0
     finally:
+        ended.set()
         release.join()
-    assert "none of the 1 Ray actor(s) has started after" in capsys.readouterr().err
-    [record] = manifest_lines(tmp_path / "out")
+    assert seen == {"waiting": 1, "records": []}  # while the CPUs were held: waiting, nothing recorded
+    assert "1 of the 1 Ray actor(s) still wait for 2 CPUs free on the cluster" in capsys.readouterr().err
+    [record] = manifest_lines(out)  # once they were free, the batch went on
     assert record["status"] == "done"
+
+
+def test_ray_tells_an_actor_that_loads_its_model_from_one_the_cluster_has_not_started(local_cluster, tmp_path):
+    """A slow model load is not mistaken for a cluster without free CPUs."""
+    from vibe_server.batch.ray_runner import unscheduled_actors
+
+    @ray.remote(num_cpus=2)
+    class Loading:
+        def __init__(self, gate: str) -> None:  # loads "the model" until the gate opens
+            while not os.path.exists(gate):
+                time.sleep(0.05)
+
+        def ready(self) -> bool:
+            return True
+
+    gate = tmp_path / "gate"
+    loading = Loading.remote(str(gate))
+    waiting = None
+    try:
+        deadline = time.monotonic() + 120
+        while unscheduled_actors([loading]) != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert unscheduled_actors([loading]) == 0  # its process runs __init__
+        waiting = Loading.remote(str(gate))  # no CPU is left for it
+        assert ray.wait([waiting.ready.remote()], timeout=1.0)[0] == []
+        assert unscheduled_actors([loading, waiting]) == 1
+    finally:
+        gate.touch()
+        for actor in (loading, waiting):
+            if actor is not None:
+                ray.get(actor.ready.remote(), timeout=120)
+                ray.kill(actor)
 
 
 def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank, tmp_path):

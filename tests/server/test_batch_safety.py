@@ -405,25 +405,44 @@ def test_cpu_actors_ask_for_no_more_cpus_than_one_node_has_and_only_as_many_as_f
     assert ray_runner._actor_layout(cluster, "cpu") == ({"num_cpus": 1}, 1, "cpu")
 
 
-def test_actors_the_cluster_has_not_started_are_reported_once_while_the_batch_waits(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "unscheduled, note, status",
+    [
+        # Ray does not say why: no cause is named
+        (None, "none of the 2 Ray actor(s) has started and loaded the model", "to start and load the model"),
+        # the cluster has given them no process: they wait for resources
+        (2, "2 of the 2 Ray actor(s) still wait for 2 CPUs free on the cluster", "waiting for 2 CPUs free"),
+        (0, None, "2 actor(s) loading the model"),  # both run __init__: a slow model load is no cluster problem
+    ],
+)
+def test_actors_that_have_not_started_are_reported_once_with_what_they_wait_for(
+    tmp_path, monkeypatch, capsys, unscheduled, note, status
+):
     monkeypatch.setattr(ray_runner, "PENDING_NOTE_S", 0.0)
     items = ray_items(tmp_path)
     fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None), not_started=5)
-    records = []
+    statuses, records = [], []
+    progress = BatchProgress(2, enabled=False)
+    monkeypatch.setattr(progress, "worker_status", lambda name, text: statuses.append(text))
     ray_runner._drive(
         fake_ray,
         fake_ray.actors(2),
         items,
         "shared",
         records.append,
-        BatchProgress(2, enabled=False),
+        progress,
         output_dir=tmp_path / "out",
         needs="2 CPUs",
+        unscheduled=lambda: unscheduled,
     )
     assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4"]
-    note = capsys.readouterr().err
-    assert note.count("Note: none of the 2 Ray actor(s) has started") == 1 and "Each needs 2 CPUs" in note
-    assert "ray status" in note
+    err = capsys.readouterr().err
+    if note is None:
+        assert "Note:" not in err
+    else:
+        assert err.count("Note:") == 1 and note in err and "ray status" in err
+    assert (unscheduled == 2) == ("still wait for" in err)  # a cause is named only when it is known
+    assert any(status in text for text in statuses), statuses
 
 
 # -- symbolic links in the output folder -------------------------------------------------------------

@@ -42,7 +42,7 @@ MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 CPUS_PER_CPU_ACTOR = 2
 WAIT_STEP_S = 1.0  # the driver looks at its actors' progress this often
-PENDING_NOTE_S = 20.0  # no actor started after this long: say so, and why that may be
+PENDING_NOTE_S = 20.0  # no actor started after this long: look why (at most this often), and say so
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is unreachable
 # A Ray head (GCS or Ray Client) speaks gRPC: to HTTP/2's client preface it answers with a SETTINGS frame.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -213,7 +213,17 @@ def run_ray(
         actor_class = ray.remote(VideoActor).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES, **resources)
         actor_spec = replace(spec, device=device, threads=resources.get("num_cpus"))
         actors = [actor_class.remote(actor_spec, options) for _ in range(count)]
-        _drive(ray, actors, items, transfer, on_record, progress, output_dir=output_dir, needs=_needs(resources))
+        _drive(
+            ray,
+            actors,
+            items,
+            transfer,
+            on_record,
+            progress,
+            output_dir=output_dir,
+            needs=_needs(resources),
+            unscheduled=lambda: unscheduled_actors(actors),
+        )
     finally:
         if started_here:
             ray.shutdown()
@@ -271,11 +281,12 @@ def _drive(
     *,
     output_dir,
     needs: str = "its resources",
+    unscheduled: Callable[[], int | None] = lambda: None,
 ) -> None:
     idle = list(actors)
     running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
     waiting = deque(items)
-    pending = Pending(ray, actors, needs)
+    pending = Pending(ray, actors, needs, unscheduled)
     while waiting or running:
         while idle and waiting:  # backpressure: one video per free actor
             item = waiting.popleft()
@@ -316,13 +327,17 @@ def _drive(
 
 
 class Pending:
-    """Until an actor has started: how long the batch has waited for one, said once it is long enough
-    to wonder (a cluster without a free CPU or GPU for them never starts them, and says nothing)."""
+    """Until an actor has started (its ``__init__``, which loads the model, has returned): how long the
+    batch has waited, and why once it is long enough to wonder. ``unscheduled()`` says how many actors
+    the cluster has not given a process yet (it has no free CPU or GPU for them, and says nothing), or
+    None when Ray does not tell; the others are loading the model."""
 
-    def __init__(self, ray, actors: list, needs: str) -> None:
-        self.ray, self.count, self.needs = ray, len(actors), needs
+    def __init__(self, ray, actors: list, needs: str, unscheduled: Callable[[], int | None] = lambda: None) -> None:
+        self.ray, self.count, self.needs, self.unscheduled = ray, len(actors), needs, unscheduled
         self.pings = [actor.ready.remote() for actor in actors]  # each answers once its actor has started
         self.since = time.monotonic()
+        self.looked = -PENDING_NOTE_S  # when the actors' state was last looked at (since ``since``)
+        self.waiting_for_resources: int | None = None  # actors the cluster has not started, when known
         self.started = False
         self.noted = False
 
@@ -331,21 +346,60 @@ class Pending:
             return
         self.started = bool(self.ray.wait(self.pings, num_returns=1, timeout=0)[0])
         waited = time.monotonic() - self.since
-        if not self.started and not self.noted and waited >= PENDING_NOTE_S:
-            self.noted = True
-            print(
-                f"Note: none of the {self.count} Ray actor(s) has started after {waited:.0f} s. Each needs "
-                f"{self.needs}: the cluster starts an actor once it has that free, and the actor then loads the "
-                "model. Check 'ray status' (are nodes joining? is the autoscaler adding some?). The batch goes "
-                "on when they start; Ctrl-C stops it, and the same command resumes it.",
-                file=sys.stderr,
+        if self.started or self.noted or waited < PENDING_NOTE_S or waited - self.looked < PENDING_NOTE_S:
+            return
+        self.looked = waited
+        self.waiting_for_resources = self.unscheduled()
+        if self.waiting_for_resources == 0:
+            return  # every actor is loading the model: nothing to note (yet)
+        self.noted = True
+        if self.waiting_for_resources is None:
+            note = (
+                f"none of the {self.count} Ray actor(s) has started and loaded the model after {waited:.0f} s. "
+                f"Each needs {self.needs}: the cluster starts an actor once it has that free, and the actor then "
+                "loads the model, which can take a while. If this goes on, check 'ray status' (does the cluster "
+                f"have {self.needs} free? are nodes joining?)."
             )
+        else:
+            note = (
+                f"{self.waiting_for_resources} of the {self.count} Ray actor(s) still wait for {self.needs} free "
+                f"on the cluster after {waited:.0f} s: the cluster starts an actor once it has that free, and "
+                "the actor then loads the model. Check 'ray status' (are nodes joining? is the autoscaler "
+                "adding some?)."
+            )
+        print(
+            f"Note: {note} The batch goes on when they start; Ctrl-C stops it, and the same command resumes it.",
+            file=sys.stderr,
+        )
 
     def status(self) -> str | None:
         if self.started:
             return None
         waited = time.monotonic() - self.since
-        return f"waiting for {self.count} actor(s) to start ({waited:.0f} s; each needs {self.needs})"
+        if self.waiting_for_resources == 0:
+            return f"{self.count} actor(s) loading the model ({waited:.0f} s)"
+        if self.waiting_for_resources:
+            return (
+                f"{self.waiting_for_resources} of {self.count} actor(s) waiting for {self.needs} free on the "
+                f"cluster ({waited:.0f} s)"
+            )
+        return (
+            f"waiting for {self.count} actor(s) to start and load the model ({waited:.0f} s; each needs {self.needs})"
+        )
+
+
+def unscheduled_actors(actors: list) -> int | None:
+    """How many of ``actors`` have no worker process yet (the cluster has not found the resources they
+    ask for), from the cluster's actor table; None when this Ray does not tell (a private API)."""
+    try:
+        from ray._private import state
+
+        pids = [state.actors(actor._actor_id.hex()).get("Pid") for actor in actors]
+    except Exception:  # noqa: BLE001 - whatever a Ray version does here, the batch goes on and says less
+        return None
+    if any(not isinstance(pid, int) for pid in pids):
+        return None
+    return sum(1 for pid in pids if pid == 0)
 
 
 _DIED = (

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -293,7 +294,7 @@ def test_ray_not_installed_gives_one_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     (tmp_path / "a.mp4").write_bytes(b"x")
     assert main(batch_args(tmp_path / "a.mp4", out=tmp_path / "out", extra=["--ray"])) == 2
-    assert "pip install 'vibe-mocap[ray]'" in capsys.readouterr().err
+    assert "pip install -e '.[ray]'" in capsys.readouterr().err
 
 
 def test_result_arrays_do_not_depend_on_the_number_of_workers(clip_bank, tmp_path):
@@ -454,3 +455,14 @@ def test_manifest_counts_a_deeply_nested_line_as_damaged_and_keeps_the_others(tm
         f.write("[" * 200_000 + "]" * 200_000 + "\n")  # json.loads alone recurses out on this line
     again = Manifest(tmp_path)
     assert again.damaged_lines == 1 and again.records["a.mp4"]["status"] == "done"
+
+
+def test_the_documented_video_extensions_are_the_ones_collected():
+    """docs/batch.md lists the extensions a folder's videos are collected by (an .ogv was listed and
+    collected, but the video reader opens no Ogg container, so each one failed)."""
+    from vibe_server.batch.inputs import VIDEO_EXTENSIONS
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "batch.md").read_text()
+    listed = re.search(r"Video extensions: ([^(]*)\(", docs.replace("\n", " ")).group(1)
+    assert {"." + name for name in re.findall(r"[a-z0-9]+", listed) if name != "and"} == VIDEO_EXTENSIONS
+    assert ".ogv" not in VIDEO_EXTENSIONS

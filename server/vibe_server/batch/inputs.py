@@ -35,7 +35,6 @@ VIDEO_EXTENSIONS = frozenset(
         ".mts",
         ".m2ts",
         ".3gp",
-        ".ogv",
     }
 )
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})

@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--engine", default=ENGINE_FACTORY, help="engine factory MODULE:FUNCTION")
     parser.add_argument("--device", default="cpu", help="cpu, cuda (one worker per GPU) or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per CPU worker")
-    parser.add_argument("--ray", action="store_true", help="also measure Ray's overhead (needs vibe-mocap[ray])")
+    parser.add_argument("--ray", action="store_true", help="also measure Ray's overhead (needs the extra .[ray])")
     args = parser.parse_args()
 
     options = make_options(detector="hog", detection_stride=4, min_track_frames=min(25, args.frames // 2))

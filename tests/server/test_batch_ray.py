@@ -19,7 +19,7 @@ from tests.server.test_batch import ROOT, batch_args, cut_clips, manifest_lines,
 from vibe_server.batch.manifest import MANIFEST_NAME
 from vibe_server.cli import main
 
-ray = pytest.importorskip("ray", reason="Ray is the optional extra vibe-mocap[ray]")
+ray = pytest.importorskip("ray", reason="Ray is the optional extra .[ray]")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@
     engine_adapter.py  the one place that calls the pipeline: load an engine, run one video
     progress.py        the overall progress bar and one status line per worker
     local_pool.py      local worker processes (one model each), bounded in-flight, crash retries
-    ray_runner.py      the same on a Ray cluster (optional extra ``vibe-mocap[ray]``)
+    ray_runner.py      the same on a Ray cluster (optional extra ``.[ray]``)
     runner.py          plan (skip finished videos), run on either pool, write the manifest
 
 How many workers, on which devices (one per GPU, else as many CPU workers as cores and memory allow),

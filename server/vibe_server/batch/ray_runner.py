@@ -84,7 +84,7 @@ def _import_ray():
         import ray  # optional extra: only --ray needs it
     except ImportError as err:
         raise VibeError(
-            "--ray needs Ray, which is not installed: pip install 'vibe-mocap[ray]' "
+            "--ray needs Ray, which is not installed: pip install -e '.[ray]' in the VIBE Mocap checkout "
             "(on the driver and on every node of the cluster)."
         ) from err
     return ray

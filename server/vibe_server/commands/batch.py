@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="",
         metavar="ADDRESS",
-        help="run on a Ray cluster (pip install 'vibe-mocap[ray]'); without ADDRESS: $RAY_ADDRESS, "
+        help="run on a Ray cluster (pip install -e '.[ray]' in the checkout); without ADDRESS: $RAY_ADDRESS, "
         "the cluster started on this machine, else a new local one",
     )
     p.add_argument(

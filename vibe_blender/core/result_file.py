@@ -4,7 +4,7 @@ A single ``.npz`` readable with ``numpy.load(allow_pickle=False)``. Scalars and 
 arrays; each track's arrays are stored under ``track_<id>/<name>``. Everything is written and read
 here, so the server (which imports this module) and the add-on can never disagree.
 
-Conventions (also in docs/result_format.md):
+Conventions (also in docs/server.md, "Result file conventions"):
 - ``pose`` is SMPL's θ, axis-angle, 24 joints in SMPL order; the root (global orientation) is in
   VIBE's camera frame: x right, y down, z forward (an upright person facing the camera has a root
   rotation of about 180° about x).
@@ -17,7 +17,7 @@ refuses values no capture produces: motion arrays that are not floating-point (a
 animate as 0/1 rad) or frame ids that are not integers, NaN or infinite numbers, joint rotations
 beyond ±1000 rad, translations beyond ±10 km, betas beyond ±10 (Blender's shape-key range), frame ids
 outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside 0.01..32767, focal lengths
-outside 1..10^6 px, image sides outside 1..100 000 px.
+outside 1..10^6 px, image sides outside 1..65 536 px.
 """
 
 from __future__ import annotations

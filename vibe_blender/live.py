@@ -171,7 +171,7 @@ def start_live(
     _current["session"] = session
     session.connector = threading.Thread(
         target=_connect,
-        args=(session, url, typed_token, dict(params or {}), server_control.data_dir_setting()),
+        args=(session, url, typed_token, dict(params or {}), server_control.server_data_dir()),
         daemon=True,
         name="vibe-live-connect",
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import bpy
 
@@ -83,7 +84,7 @@ def look_for_program() -> None:
 def start_server() -> None:
     """Start the add-on's server in the background (finding the program first, off the main thread)."""
     program = _state.program
-    local_server().start(lambda: (program or find_program_now()).path, data_dir=data_dir_setting())
+    local_server().start(lambda: (program or find_program_now()).path, data_dir=server_data_dir())
     _follow()
 
 
@@ -91,7 +92,7 @@ def restart_server() -> None:
     """Stop the add-on's server and start it again, in the background: it then uses the model data
     installed since it started."""
     program = _state.program
-    local_server().restart_in_background(lambda: (program or find_program_now()).path, data_dir=data_dir_setting())
+    local_server().restart_in_background(lambda: (program or find_program_now()).path, data_dir=server_data_dir())
     _follow()
 
 
@@ -198,6 +199,16 @@ def data_dir_setting() -> str:
     """The preferences' model-data folder, absolute ('' = the server's default); main thread only."""
     folder = get_preferences().model_data_dir
     return bpy.path.abspath(folder) if folder else ""
+
+
+def server_data_dir() -> str:
+    """The model-data folder a server the add-on starts is given: the preferences' folder, unless it
+    holds only a body model (SMPL_NEUTRAL.pkl, for importing files; no VIBE checkpoint, ``*.pth.tar``):
+    the server, which would find that an unfinished install, then keeps its own. Main thread only."""
+    folder = data_dir_setting()
+    if folder and not any(Path(folder).glob("*.pth.tar")):
+        return ""
+    return folder
 
 
 # -- UI updates ----------------------------------------------------------------------------------

@@ -386,3 +386,16 @@ def test_picking_another_program_forgets_the_one_found(addon, monkeypatch):
     assert bpy.ops.vibe_mocap.server_start() == {"FINISHED"}  # uses the program now picked
     follow_until(lambda: server_control.server_status().state == "failed", 30)
     assert "'/nonexistent/vibe-mocap') does not exist" in server_control.server_status().message
+
+
+def test_a_model_data_folder_with_only_the_body_model_is_not_given_to_the_server(addon, tmp_path, monkeypatch):
+    """The preference names 'the folder holding SMPL_NEUTRAL.pkl' (enough to import files); given to
+    the server as --data-dir, such a folder was an unfinished install and every capture failed."""
+    from vibe_blender import preferences
+
+    (tmp_path / "SMPL_NEUTRAL.pkl").write_bytes(b"body model")
+    monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path))  # the add-on's preferences
+    assert server_control.data_dir_setting() == str(tmp_path)  # imports, data check and install use it
+    assert server_control.server_data_dir() == ""  # the server keeps its own model data
+    (tmp_path / "vibe_model_wo_3dpw.pth.tar").write_bytes(b"checkpoint")
+    assert server_control.server_data_dir() == str(tmp_path)  # a model-data install: the server's too

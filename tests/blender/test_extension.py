@@ -53,11 +53,10 @@ def extension_zip(tmp_path_factory):
 
 def test_zip_holds_only_the_add_on(extension_zip):
     names = zipfile.ZipFile(extension_zip).namelist()
-    assert "blender_manifest.toml" in names and "__init__.py" in names
+    top = ("blender_manifest.toml", "__init__.py", "LICENSE")  # the GPL asks for its text with every copy
+    assert all(name in names for name in top)
     assert "vibe_blender/core/skeleton.py" in names and "vibe_blender/panels.py" in names
-    stray = [
-        n for n in names if n not in ("blender_manifest.toml", "__init__.py") and not n.startswith("vibe_blender/")
-    ]
+    stray = [n for n in names if n not in top and not n.startswith("vibe_blender/")]
     assert stray == []
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 

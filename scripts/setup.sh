@@ -15,9 +15,18 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 # The tested torch build; pyproject only asks for torch>=2.6 so that other hosts can bring their own.
+# PyTorch's own index has the CPU build (PyPI's Linux wheels are the CUDA build, several GB more);
+# where that index cannot be reached, PyPI's build is installed.
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
-    need_free_space 2500 . "PyTorch and the other packages in .venv"
-    .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0
+    torch_index=()
+    if timeout 10 .venv/bin/python -c 'import socket; socket.getaddrinfo("download.pytorch.org", 443)' 2>/dev/null; then
+        torch_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+        need_free_space 2500 . "PyTorch and the other packages in .venv"
+    else
+        echo "download.pytorch.org cannot be reached: PyTorch comes from pip's usual index (PyPI's Linux build is the CUDA one, several GB)"
+        need_free_space 8000 . "PyTorch and the other packages in .venv"
+    fi
+    .venv/bin/pip install -q --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -c 'import vibe_server, torch, cv2, smplx; print(f"vibe-mocap ready: torch {torch.__version__}, OpenCV {cv2.__version__}")'

@@ -1,6 +1,9 @@
-"""The setup and test scripts' disk-space check: too little room stops them with one message that
-says what needs the space and what to do, before pip or a test fails deep inside on a full disk."""
+"""The setup, test, demo and build scripts: the disk-space check (too little room stops them with one
+message that says what needs the space and what to do, before pip or a test fails deep inside on a
+full disk), and how each script fails: loudly, with one message that says what to do, never by
+skipping work and reporting success."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -23,3 +26,147 @@ def test_too_little_space_stops_with_one_message(tmp_path):
 def test_enough_space_goes_on_silently(tmp_path):
     done = need_free_space(1, tmp_path)
     assert (done.returncode, done.stdout, done.stderr) == (0, "fits\n", "")
+
+
+# The setup, test, demo and build scripts, each run in a scratch copy of scripts/ with small shell stubs
+# for the Pythons and venvs, so nothing is installed and no suite runs.
+
+# One stub plays a base Python X.Y and every venv made from it: `-m venv [--clear] DIR` copies it to
+# DIR/bin/python (with pip, unless FAKE_NO_ENSUREPIP), `-m pip install` marks bpy installed (or fails
+# with FAKE_PIP_ERROR), `-c "import bpy..."` works once it is, `-m pytest` logs and passes.
+FAKE_PYTHON = r"""#!/bin/sh
+venv="$(dirname "$(dirname "$0")")"
+case "$1" in
+    --version) echo "Python @VERSION@.9" ;;
+    -c) case "$2" in
+            *"version_info[:2] != (@TUPLE@)"*) exit 0 ;;
+            *"import bpy"*) [ -f "$venv/bpy-installed" ] || { echo "No module named 'bpy'" >&2; exit 1; } ;;
+            *) exit 1 ;;
+        esac ;;
+    -m) case "$2" in
+            venv) shift 2
+                if [ "$1" = --clear ]; then shift; rm -rf "$1"; fi
+                mkdir -p "$1/bin" && cp "$0" "$1/bin/python" && echo "venv $1" >> "$FAKE_LOG"
+                if [ -n "$FAKE_NO_ENSUREPIP" ]; then echo "ensurepip is not available" >&2; exit 1; fi
+                touch "$1/has-pip" ;;
+            pip) [ -f "$venv/has-pip" ] || { echo "No module named pip" >&2; exit 1; }
+                [ "$3" = --version ] && exit 0
+                echo "pip $venv $*" >> "$FAKE_LOG"
+                if [ -n "$FAKE_PIP_ERROR" ]; then echo "ERROR: $FAKE_PIP_ERROR" >&2; exit 1; fi
+                touch "$venv/bpy-installed" ;;
+            pytest) echo "pytest $venv $*" >> "$FAKE_LOG" ;;
+            *) echo "$*" >> "$FAKE_LOG" ;;
+        esac ;;
+esac
+"""
+
+
+def write_stub(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def fake_python(path: Path, version: str) -> Path:
+    return write_stub(path, FAKE_PYTHON.replace("@VERSION@", version).replace("@TUPLE@", version.replace(".", ", ")))
+
+
+def scratch_checkout(tmp_path: Path, **stubbed_scripts: str) -> Path:
+    """scripts/ copied into tmp_path/repo, with the named scripts replaced by the given text."""
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for script in (REPOSITORY / "scripts").glob("*.sh"):
+        (repo / "scripts" / script.name).write_text(script.read_text())
+    for name, text in stubbed_scripts.items():
+        write_stub(repo / "scripts" / f"{name}.sh", text)
+    return repo
+
+
+def script_env(tmp_path: Path, pythons: dict[str, str | None], **extra: str) -> dict[str, str]:
+    """PATH starts with python3.11 / python3.13 stubs: a working one for a version, or one that is no
+    Python at all for None; pyenv's folder is empty, and no Python variable is inherited."""
+    bin_dir = tmp_path / "bin"
+    for version, works in pythons.items():
+        if works:
+            fake_python(bin_dir / f"python{version}", version)
+        else:
+            write_stub(bin_dir / f"python{version}", "#!/bin/sh\nexit 127\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PYTHON311", "PYTHON313", "BPY_VERSIONS")}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", PYENV_ROOT=str(tmp_path / "no-pyenv"), FAKE_LOG=str(tmp_path / "log"))
+    env.update(extra)
+    return env
+
+
+def run_script(repo: Path, script: str, env: dict[str, str], *args: str, cwd: Path | None = None):
+    return subprocess.run(
+        ["bash", str(repo / "scripts" / script), *args],
+        capture_output=True, text=True, cwd=cwd or repo, env=env, timeout=120,
+    )  # fmt: skip
+
+
+def log_lines(tmp_path: Path) -> list[str]:
+    log = tmp_path / "log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_setup_blender_without_python_3_11_is_an_error_that_names_the_variable(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    done = run_script(repo, "setup_blender.sh", script_env(tmp_path, {"3.11": None, "3.13": "3.13"}))
+    assert done.returncode == 1 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "needs Python 3.11" in done.stderr
+    assert "set PYTHON=/path/to/python3.11" in done.stderr
+    assert not list(repo.glob(".venv-bpy-*"))
+
+
+def test_setup_blender_takes_python_3_11_from_the_variable(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    python = fake_python(tmp_path / "elsewhere" / "py311", "3.11")
+    env = script_env(tmp_path, {"3.11": None, "3.13": None}, PYTHON=str(python), BPY_VERSIONS="5.0")
+    done = run_script(repo, "setup_blender.sh", env)
+    assert done.returncode == 0, done.stderr
+    assert ".venv-bpy-5.0 ready: bpy 5.0.1" in done.stdout
+
+
+def test_setup_blender_skips_only_5_2_without_python_3_13(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    done = run_script(repo, "setup_blender.sh", script_env(tmp_path, {"3.11": "3.11", "3.13": None}))
+    assert done.returncode == 0, done.stderr
+    assert "skip bpy 5.2: it needs Python 3.13" in done.stdout
+    assert sorted(p.name for p in repo.glob(".venv-bpy-*")) == [".venv-bpy-4.2", ".venv-bpy-4.5", ".venv-bpy-5.0"]
+    for v in ("4.2", "4.5", "5.0"):
+        assert f".venv-bpy-{v} ready" in done.stdout
+    # named explicitly, 5.2 must be set up
+    env = script_env(tmp_path, {"3.11": "3.11", "3.13": None}, BPY_VERSIONS="5.2")
+    done = run_script(repo, "setup_blender.sh", env)
+    assert done.returncode == 1 and "set PYTHON313=/path/to/python3.13" in done.stderr
+
+
+def test_setup_blender_makes_a_half_made_venv_again(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    env = script_env(tmp_path, {"3.11": "3.11", "3.13": None}, BPY_VERSIONS="4.5", FAKE_NO_ENSUREPIP="1")
+    done = run_script(repo, "setup_blender.sh", env)
+    assert done.returncode == 1 and "ensurepip is not available" in done.stderr
+    assert "could not create .venv-bpy-4.5" in done.stderr
+    assert (repo / ".venv-bpy-4.5/bin/python").exists()  # half made: a Python without pip
+    del env["FAKE_NO_ENSUREPIP"]
+    done = run_script(repo, "setup_blender.sh", env)
+    assert done.returncode == 0, done.stderr
+    assert "making it again" in done.stdout and ".venv-bpy-4.5 ready: bpy 4.5.15" in done.stdout
+    assert [line.split()[0] for line in log_lines(tmp_path)] == ["venv", "venv", "pip"]
+
+
+def test_setup_blender_shows_a_failed_pip_install_and_fails(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    env = script_env(tmp_path, {"3.11": "3.11", "3.13": None}, BPY_VERSIONS="4.2", FAKE_PIP_ERROR="no bpy==4.2.23")
+    done = run_script(repo, "setup_blender.sh", env)
+    assert done.returncode == 1
+    assert "ERROR: no bpy==4.2.23" in done.stdout + done.stderr
+    assert "pip could not install bpy==4.2.23" in done.stderr and "ready" not in done.stdout
+
+
+def test_setup_blender_refuses_an_unknown_version(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    env = script_env(tmp_path, {"3.11": "3.11", "3.13": None}, BPY_VERSIONS="4.3")
+    done = run_script(repo, "setup_blender.sh", env)
+    assert done.returncode == 1 and "unknown Blender version '4.3'" in done.stderr

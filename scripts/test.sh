@@ -2,13 +2,13 @@
 # Sets everything up and runs the whole test suite: the Python suite, then the Blender suite once per
 # supported Blender version (each in its own bpy venv, see scripts/setup_blender.sh).
 # Extra arguments go to the Python suite's pytest, e.g.  scripts/test.sh -k checkpoints
+# It fails when a required Blender version (4.2, 4.5, 5.0) could not be set up or tested.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_blender.sh    # before the Python suite, so a missing Python 3.11 stops it at once
 source scripts/free_space.sh
 # the model-data, training and benchmark tests hold up to about 3 GB of temporary files at once
 need_free_space 3500 "${TMPDIR:-/tmp}" "the tests' temporary files (TMPDIR can name another folder)"
 .venv/bin/python -m pytest -m "not blender" "$@"
-if [ -f scripts/test_blender.sh ]; then
-    bash scripts/test_blender.sh
-fi
+bash scripts/test_blender.sh

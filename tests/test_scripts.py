@@ -170,3 +170,30 @@ def test_setup_blender_refuses_an_unknown_version(tmp_path):
     env = script_env(tmp_path, {"3.11": "3.11", "3.13": None}, BPY_VERSIONS="4.3")
     done = run_script(repo, "setup_blender.sh", env)
     assert done.returncode == 1 and "unknown Blender version '4.3'" in done.stderr
+
+
+def blender_test_checkout(tmp_path: Path, versions: tuple[str, ...]) -> tuple[Path, dict[str, str]]:
+    """A checkout whose setup_blender.sh does nothing, with working bpy venvs for these versions."""
+    repo = scratch_checkout(tmp_path, setup_blender="#!/bin/sh\nexit 0\n", setup="#!/bin/sh\nexit 0\n")
+    fake_python(repo / ".venv/bin/python", "3.11")
+    for v in versions:
+        (fake_python(repo / f".venv-bpy-{v}/bin/python", "3.11").parents[1] / "bpy-installed").touch()
+    return repo, script_env(tmp_path, {})
+
+
+def test_blender_suite_fails_when_a_required_version_did_not_run(tmp_path):
+    repo, env = blender_test_checkout(tmp_path, ("4.2", "5.0"))
+    done = run_script(repo, "test_blender.sh", env)
+    assert done.returncode == 1 and "passed" not in done.stdout
+    assert "Blender suite failed: 4.5 (not set up)" in done.stderr
+    assert "5.2" in done.stdout  # skipped, and says so
+
+
+def test_blender_suite_passes_without_5_2_unless_it_is_named(tmp_path):
+    repo, env = blender_test_checkout(tmp_path, ("4.2", "4.5", "5.0"))
+    done = run_script(repo, "test_blender.sh", env)
+    assert done.returncode == 0, done.stderr
+    assert "Blender suite passed: Blender 4.2 4.5 5.0" in done.stdout
+    assert len([line for line in log_lines(tmp_path) if line.startswith("pytest")]) == 6
+    done = run_script(repo, "test_blender.sh", dict(env, BPY_VERSIONS="5.0 5.2"))
+    assert done.returncode == 1 and "Blender suite failed: 5.2 (not set up)" in done.stderr

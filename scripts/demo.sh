@@ -4,16 +4,31 @@
 #         -> Blender (as a Python module) -> animated character: out/NAME.blend + out/NAME.fbx
 # Sets everything up on first use: .venv (the server side) and one Blender venv (.venv-bpy-5.0).
 # Without the official model data installed it runs a clearly labelled synthetic placeholder model.
+# A relative video path or DEMO_OUT is taken from the folder it is run in; DEMO_BLENDER picks the
+# Blender version (default 5.0).
 set -euo pipefail
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+VIDEO="${1:-}"
+OUT="${DEMO_OUT:-}"
+[ -z "$VIDEO" ] || VIDEO="$(absolute "$VIDEO")"
+[ -z "$OUT" ] || OUT="$(absolute "$OUT")"
 cd "$(dirname "$0")/.."
 
-VIDEO="${1:-samples/one-person-walk.mp4}"
+VIDEO="${VIDEO:-samples/one-person-walk.mp4}"
+OUT="${OUT:-out}"
 BLENDER="${DEMO_BLENDER:-5.0}"
-OUT="${DEMO_OUT:-out}"
 NAME="$(basename "${VIDEO%.*}")"
+[ -f "$VIDEO" ] || { echo "No such video file: $VIDEO" >&2; exit 1; }
 
 bash scripts/setup.sh
 BPY_VERSIONS="$BLENDER" bash scripts/setup_blender.sh
+# Checked before the (long) inference, so a Blender venv that does not work stops the demo first.
+BPY_PYTHON=".venv-bpy-$BLENDER/bin/python"
+"$BPY_PYTHON" -c "import bpy" || {
+    echo "Blender $BLENDER as a Python module does not work in .venv-bpy-$BLENDER (see above):" \
+        "run  BPY_VERSIONS=$BLENDER bash scripts/setup_blender.sh  and fix what it reports." >&2
+    exit 1
+}
 mkdir -p "$OUT"
 
 echo "== 1/2 Video to motion: $VIDEO"
@@ -21,5 +36,5 @@ echo "== 1/2 Video to motion: $VIDEO"
     --detection-stride 2
 
 echo "== 2/2 Motion to an animated character (Blender $BLENDER)"
-".venv-bpy-$BLENDER/bin/python" -m vibe_blender.batch "$OUT/$NAME.npz" --body-model "$OUT/${NAME}_body_model.npz" \
+"$BPY_PYTHON" -m vibe_blender.batch "$OUT/$NAME.npz" --body-model "$OUT/${NAME}_body_model.npz" \
     --video "$VIDEO" -o "$OUT/$NAME.blend" --fbx "$OUT/$NAME.fbx"

@@ -197,3 +197,35 @@ def test_blender_suite_passes_without_5_2_unless_it_is_named(tmp_path):
     assert len([line for line in log_lines(tmp_path) if line.startswith("pytest")]) == 6
     done = run_script(repo, "test_blender.sh", dict(env, BPY_VERSIONS="5.0 5.2"))
     assert done.returncode == 1 and "Blender suite failed: 5.2 (not set up)" in done.stderr
+
+
+def demo_checkout(tmp_path: Path, bpy_works: bool) -> tuple[Path, dict[str, str]]:
+    repo = scratch_checkout(tmp_path, setup_blender="#!/bin/sh\nexit 0\n", setup="#!/bin/sh\nexit 0\n")
+    write_stub(repo / ".venv/bin/vibe-mocap", '#!/bin/sh\necho "vibe-mocap $*" >> "$FAKE_LOG"\n')
+    bpy_python = fake_python(repo / ".venv-bpy-5.0/bin/python", "3.11")
+    if bpy_works:
+        (bpy_python.parents[1] / "bpy-installed").touch()
+    return repo, script_env(tmp_path, {})
+
+
+def test_demo_takes_relative_paths_from_the_folder_it_is_run_in(tmp_path):
+    repo, env = demo_checkout(tmp_path, bpy_works=True)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "clip.mp4").write_bytes(b"")
+    done = run_script(repo, "demo.sh", dict(env, DEMO_OUT="results"), "clip.mp4", cwd=here)
+    assert done.returncode == 0, done.stderr
+    infer, batch = log_lines(tmp_path)
+    assert infer.startswith(f"vibe-mocap infer {here}/clip.mp4 -o {here}/results/clip.npz")
+    assert batch.startswith(f"-m vibe_blender.batch {here}/results/clip.npz") and f"--video {here}/clip.mp4" in batch
+    assert (here / "results").is_dir() and not (repo / "results").exists()
+
+
+def test_demo_stops_before_inference_when_blender_does_not_work(tmp_path):
+    repo, env = demo_checkout(tmp_path, bpy_works=False)
+    (repo / "clip.mp4").write_bytes(b"")
+    done = run_script(repo, "demo.sh", env, "clip.mp4")
+    assert done.returncode == 1 and "does not work in .venv-bpy-5.0" in done.stderr
+    assert log_lines(tmp_path) == []
+    done = run_script(repo, "demo.sh", env, "missing.mp4")
+    assert done.returncode == 1 and "No such video file" in done.stderr

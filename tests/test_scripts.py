@@ -3,8 +3,10 @@ message that says what needs the space and what to do, before pip or a test fail
 full disk), and how each script fails: loudly, with one message that says what to do, never by
 skipping work and reporting success."""
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -229,3 +231,71 @@ def test_demo_stops_before_inference_when_blender_does_not_work(tmp_path):
     assert log_lines(tmp_path) == []
     done = run_script(repo, "demo.sh", env, "missing.mp4")
     assert done.returncode == 1 and "No such video file" in done.stderr
+
+
+# build_extension.sh, with a fake bpy whose extension tool logs its arguments and writes the zip.
+FAKE_BPY = """import os
+class utils:
+    system_resource = staticmethod(lambda kind: os.environ["FAKE_BPY_SCRIPTS"])
+"""
+FAKE_BLENDER_EXT = """import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(json.dumps(sys.argv[1:]) + "\\n")
+if sys.argv[1] == "build":
+    out = sys.argv[sys.argv.index("--output-dir") + 1]
+    open(os.path.join(out, "vibe_mocap-0.1.0.zip"), "w").close()
+"""
+
+
+def fake_bpy_python(tmp_path: Path, with_bpy: bool) -> Path:
+    site = tmp_path / "site"
+    site.mkdir(parents=True)
+    if with_bpy:
+        (site / "bpy").mkdir()
+        (site / "bpy/__init__.py").write_text(FAKE_BPY)
+    else:  # whatever the Python running the tests holds, bpy does not import here
+        (site / "bpy.py").write_text("raise ImportError(\"No module named 'bpy'\")\n")
+    return write_stub(tmp_path / "bin" / "python", f"#!/bin/sh\nPYTHONPATH='{site}' exec '{sys.executable}' \"$@\"\n")
+
+
+def test_build_extension_without_bpy_says_what_to_do(tmp_path):
+    python = fake_bpy_python(tmp_path, with_bpy=False)
+    done = subprocess.run(
+        ["bash", "scripts/build_extension.sh", "--output-dir", str(tmp_path / "dist")],
+        capture_output=True, text=True, cwd=REPOSITORY, env=dict(os.environ, BPY_PYTHON=str(python)), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"bpy is not importable in {python}; run scripts/setup_blender.sh" in done.stderr
+    assert not (tmp_path / "dist").exists()
+
+
+def test_build_extension_argument_errors_show_the_usage(tmp_path):
+    for args in (["--output-dir"], ["--output-dir="], ["--outdir", "x"]):
+        done = subprocess.run(
+            ["bash", "scripts/build_extension.sh", *args], capture_output=True, text=True, cwd=REPOSITORY, timeout=60
+        )
+        assert done.returncode == 2 and done.stdout == "", args
+        message, usage = done.stderr.splitlines()
+        assert ("needs a folder" in message or "unknown argument '--outdir'" in message) and usage.startswith("usage:")
+
+
+def test_build_extension_in_a_folder_with_spaces(tmp_path):
+    root = tmp_path / "a b"
+    python = fake_bpy_python(root, with_bpy=True)
+    write_stub(root / "scripts dir/addons_core/bl_pkg/cli/blender_ext.py", FAKE_BLENDER_EXT)
+    write_stub(root / "scripts dir/modules/_bpy_internal/extensions/tags.py", "")
+    repo = scratch_checkout(root)
+    (repo / "blender_manifest.toml").write_text('version = "0.1.0"\n')
+    env = dict(os.environ, BPY_PYTHON=str(python), FAKE_BPY_SCRIPTS=str(root / "scripts dir"))
+    env["FAKE_LOG"] = str(root / "log")
+    done = run_script(repo, "build_extension.sh", env, "--output-dir", "out dir", cwd=root)
+    assert done.returncode == 0, done.stderr
+    zip_path = root / "out dir/vibe_mocap-0.1.0.zip"
+    assert zip_path.exists() and done.stdout.splitlines()[-1].startswith(f"Built {zip_path}  (Blender: ")
+    tags = f"--valid-tags={root}/scripts dir/modules/_bpy_internal/extensions/tags.py"
+    calls = [json.loads(line) for line in (root / "log").read_text().splitlines()]
+    assert calls == [
+        ["validate", tags, "."],
+        ["build", tags, "--source-dir", ".", "--output-dir", str(root / "out dir")],
+        ["validate", tags, str(zip_path)],
+    ]

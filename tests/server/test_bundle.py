@@ -9,6 +9,7 @@ import stat
 import struct
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -446,6 +447,101 @@ def test_no_model_data_still_runs_the_placeholder(synthetic_bundle, tmp_path):
     assert loaded.model_name == SYNTHETIC_MODEL_NAME and loaded.data_dir == synthetic_bundle
     with pytest.raises(VibeError, match="Model data missing"):
         load_for_inference(tmp_path / "data", device="cpu")
+
+
+def _placeholder_leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_damaged_placeholder_is_written_again_not_reported_as_a_download(synthetic_bundle, tmp_path, damage):
+    from vibe_server.data.loading import SYNTHETIC_MODEL_NAME, load_for_inference
+
+    placeholder = tmp_path / "placeholder"  # what an interrupted first demo left (written in place)
+    shutil.copytree(synthetic_bundle, placeholder)
+    checkpoint = placeholder / bundle.VIBE_CHECKPOINT
+    if damage == "truncated":
+        os.truncate(checkpoint, checkpoint.stat().st_size // 2)
+    else:
+        checkpoint.unlink()
+    logs = {1: [], 2: []}
+    for run in (1, 2):
+        loaded = load_for_inference(
+            tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder, log=logs[run].append
+        )
+        assert loaded.model_name == SYNTHETIC_MODEL_NAME and loaded.data_dir == placeholder
+    assert logs[1][-1] == f"Writing the synthetic placeholder model to {placeholder} (once)."
+    assert any("is damaged; writing it again" in line for line in logs[1]) == (damage == "truncated")
+    assert logs[2] == []  # written again once, then used as it is
+    assert _placeholder_leftovers(placeholder) == []
+
+
+def _half_then_fail(real_save, error):
+    def save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        os.truncate(f, os.path.getsize(f) // 2)  # cut short by a kill or a full disk
+        raise error
+
+    return save
+
+
+@pytest.mark.parametrize("how", ["disk full", "interrupted", "killed"])
+def test_an_interrupted_placeholder_write_leaves_no_bundle(tmp_path, monkeypatch, how):
+    from vibe_server.data import synthetic
+    from vibe_server.data.loading import SYNTHETIC_MODEL_NAME, load_for_inference
+
+    placeholder = tmp_path / "cache" / "placeholder"
+    error = OSError(28, "No space left on device") if how == "disk full" else KeyboardInterrupt()
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", _half_then_fail(torch.save, error))
+        if how == "killed":  # no clean-up runs
+            m.setattr(synthetic, "_remove", lambda path: None)
+        with pytest.raises(type(error)):
+            load_for_inference(tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder)
+    assert not os.path.lexists(placeholder)  # never a cut-short bundle under the real name
+    leftovers = _placeholder_leftovers(placeholder)
+    assert len(leftovers) == (how == "killed") and all(n.endswith(".part") for n in leftovers)
+
+    if leftovers:  # a later install removes what a killed one left, once it is stale
+        stale = time.time() - synthetic.STALE_SECONDS - 60
+        os.utime(placeholder.parent / leftovers[0], (stale, stale))
+    loaded = load_for_inference(tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder)
+    assert loaded.model_name == SYNTHETIC_MODEL_NAME
+    assert _placeholder_leftovers(placeholder) == []
+    assert sorted(p.name for p in placeholder.iterdir()) == sorted(set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS})
+
+
+def test_placeholder_installed_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
+    from vibe_server.data import synthetic
+
+    placeholder = tmp_path / "placeholder"
+
+    def write_while_another_process_finishes_first(folder, **options):
+        (folder / "ours").write_text("ours")
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "theirs").write_text("theirs")
+        os.rename(other, placeholder)  # the other process's rename, before ours
+
+    monkeypatch.setattr(synthetic, "write_synthetic_bundle", write_while_another_process_finishes_first)
+    assert synthetic.install_synthetic_bundle(placeholder) == placeholder
+    assert sorted(p.name for p in placeholder.iterdir()) == ["theirs"]
+    assert _placeholder_leftovers(placeholder) == []
+
+
+def test_a_damaged_placeholder_replaced_meanwhile_by_another_process_is_kept(tmp_path):
+    from vibe_server.data import synthetic
+
+    placeholder = tmp_path / "placeholder"
+    placeholder.mkdir()
+    damaged = synthetic.folder_identity(placeholder)
+    placeholder.rename(tmp_path / "gone")  # another process discarded it and installed its own
+    placeholder.mkdir()
+    (placeholder / "theirs").write_text("theirs")
+    synthetic.discard_synthetic_bundle(placeholder, damaged)
+    assert sorted(p.name for p in placeholder.iterdir()) == ["theirs"]
+    synthetic.discard_synthetic_bundle(placeholder, synthetic.folder_identity(placeholder))
+    assert not placeholder.exists() and _placeholder_leftovers(placeholder) == []
 
 
 def test_infer_on_partial_model_data_says_what_is_missing(full_bundle, tmp_path, monkeypatch, capsys):

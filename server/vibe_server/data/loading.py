@@ -336,15 +336,45 @@ def load_for_inference(
     device = resolve_device(device)
     data_dir = resolve_data_dir(data_dir)
     problem = model_data_problem(data_dir)
-    model_name = None
-    if problem is not None:
-        if not allow_synthetic:
-            raise VibeError(problem)
-        data_dir = Path(synthetic_dir or synthetic_cache_dir())
-        if missing_files(data_dir, NETWORK_FILES):  # a half-written placeholder is written again
-            if log:
-                log(f"Writing the synthetic placeholder model to {data_dir} (once).")
-            synthetic.write_synthetic_bundle(data_dir)
-        model_name = SYNTHETIC_MODEL_NAME
-    model = load_model(data_dir, device=device)
-    return LoadedModel(model=model, model_name=model_name or model.model_name, data_dir=data_dir, device=device)
+    if problem is None:
+        model = load_model(data_dir, device=device)
+        return LoadedModel(model=model, model_name=model.model_name, data_dir=data_dir, device=device)
+    if not allow_synthetic:
+        raise VibeError(problem)
+    data_dir = Path(synthetic_dir or synthetic_cache_dir())
+    model = _load_placeholder(data_dir, device, log)
+    return LoadedModel(model=model, model_name=SYNTHETIC_MODEL_NAME, data_dir=data_dir, device=device)
+
+
+def _load_placeholder(folder: Path, device: str, log: Callable[[str], None] | None) -> VIBE:
+    """The placeholder in ``folder``, installed whole first when it is not there. Ours, not the user's
+    data: one that does not load is written again, once, instead of asking the user to download it."""
+    identity = _ensure_placeholder(folder, log)
+    try:
+        return load_model(folder, device=device)
+    except VibeError:
+        if log:
+            log(f"The synthetic placeholder model in {folder} is damaged; writing it again.")
+        synthetic.discard_synthetic_bundle(folder, identity)
+    _ensure_placeholder(folder, log)
+    try:
+        return load_model(folder, device=device)
+    except VibeError as err:
+        raise VibeError(
+            f"The synthetic placeholder model, written again to '{folder}', still cannot be loaded "
+            f"(a failing disk, or a bug to report): {err}"
+        ) from err
+
+
+def _ensure_placeholder(folder: Path, log: Callable[[str], None] | None) -> tuple[int, int] | None:
+    """Install the placeholder in ``folder`` unless all its files are there (an incomplete one, left by
+    an older version cut short, is discarded first); its :func:`synthetic.folder_identity`."""
+    identity = synthetic.folder_identity(folder)  # before the check: only what was checked is discarded
+    if missing_files(folder, NETWORK_FILES):
+        if identity is not None:
+            synthetic.discard_synthetic_bundle(folder, identity)
+        if log:
+            log(f"Writing the synthetic placeholder model to {folder} (once).")
+        synthetic.install_synthetic_bundle(folder)
+        identity = synthetic.folder_identity(folder)
+    return identity

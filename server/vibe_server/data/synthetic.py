@@ -5,19 +5,29 @@ with the official names, array names, shapes and dtypes (``SMPL_NEUTRAL.pkl`` as
 plain pickle, ``J_regressor_extra.npy``, ``J_regressor_h36m.npy``, ``smpl_mean_params.npz``) holding
 a stick-figure body: one tube of vertices per joint, so that skinning, joints and shape keys behave
 like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can import it too.
+
+Each file is written atomically (``output_files``); :func:`install_synthetic_bundle` writes the whole
+bundle into a temporary sibling folder and renames it into place only when whole, so the placeholder
+folder that the demo falls back on is never a cut-short one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
+import shutil
 import sys
+import time
 import types
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from vibe_blender.core.smpl_model import PARENTS, BodyModel
+
+from ..output_files import PART_SUFFIX, atomic_save, atomic_write, atomic_write_bytes
 
 NUM_VERTICES = 6890
 NUM_FACES = 13776
@@ -245,7 +255,7 @@ def write_smpl_pkl(path: str | Path, model: BodyModel, *, chumpy_style: bool = T
             else:
                 sys.modules[n] = mod
     blob = blob.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-    Path(path).write_bytes(blob)
+    atomic_write_bytes(path, blob)
 
 
 def mean_params() -> dict[str, np.ndarray]:
@@ -265,9 +275,10 @@ def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     model = make_body_model(seed)
     write_smpl_pkl(folder / "SMPL_NEUTRAL.pkl", model, chumpy_style=chumpy_style)
-    np.save(folder / "J_regressor_extra.npy", random_joint_regressor(9, seed + 1))
-    np.save(folder / "J_regressor_h36m.npy", random_joint_regressor(17, seed + 2))
-    np.savez(folder / "smpl_mean_params.npz", **mean_params())
+    # (file objects: given a path, numpy would append ".npy"/".npz" to the temporary name)
+    atomic_write(folder / "J_regressor_extra.npy", lambda f: np.save(f, random_joint_regressor(9, seed + 1)))
+    atomic_write(folder / "J_regressor_h36m.npy", lambda f: np.save(f, random_joint_regressor(17, seed + 2)))
+    atomic_write(folder / "smpl_mean_params.npz", lambda f: np.savez(f, **mean_params()))
     return model
 
 
@@ -314,14 +325,110 @@ def write_synthetic_bundle(
         if k.removeprefix("regressor.") in checkpoints.SPIN_HEAD_KEYS
     }
     spin_path, vibe_path = folder / "spin_model_checkpoint.pth.tar", folder / "vibe_model_wo_3dpw.pth.tar"
+
+    def save_vibe(tmp: Path) -> None:
+        checkpoints.save_vibe_checkpoint(tmp, model, epoch=30, performance=56.56075477600098)
+        if numpy1_names:  # the official file was pickled by numpy 1.x, whose scalars live in numpy.core
+            tmp.write_bytes(tmp.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+
     original_tag = torch.serialization.location_tag
     try:
         if cuda_tagged:  # what a file saved from a GPU model looks like
             torch.serialization.location_tag = lambda storage: "cuda:0"
-        checkpoints.save_spin_checkpoint(spin_path, model.backbone.state_dict(), head)
-        checkpoints.save_vibe_checkpoint(vibe_path, model, epoch=30, performance=56.56075477600098)
+        atomic_save(spin_path, lambda tmp: checkpoints.save_spin_checkpoint(tmp, model.backbone.state_dict(), head))
+        atomic_save(vibe_path, save_vibe)
     finally:
         torch.serialization.location_tag = original_tag
-    if numpy1_names:  # the official file was pickled by numpy 1.x, whose scalars live in numpy.core
-        vibe_path.write_bytes(vibe_path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
     return folder
+
+
+# --------------------------------------------------------------------------------------------
+# The placeholder folder: whole or absent
+# --------------------------------------------------------------------------------------------
+
+DISCARDED_SUFFIX = ".old"
+STALE_SECONDS = 3600  # a temporary sibling older than this was left by a killed process
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _remove_stale_siblings(folder: Path) -> None:
+    """The temporary siblings of ``folder`` that killed processes left behind (a bundle is ~270 MB)."""
+    prefix, now = f".{folder.name}.", time.time()
+    try:
+        entries = list(os.scandir(folder.parent))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if name.startswith(prefix) and name.endswith((PART_SUFFIX, DISCARDED_SUFFIX)):
+            try:
+                stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
+            except OSError:
+                continue
+            if stale:
+                _remove(Path(entry.path))
+
+
+def folder_identity(folder: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of ``folder`` itself (a link is not followed); None when nothing is there."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def install_synthetic_bundle(folder: str | Path, **options) -> Path:
+    """:func:`write_synthetic_bundle` (``options``) into a temporary sibling of ``folder``, renamed to
+    ``folder`` only when whole: a failed write leaves nothing, a killed one only a hidden sibling (removed
+    by a later install once stale), never a cut-short bundle under ``folder``. When ``folder`` exists by
+    the time of the rename (another process installed it meanwhile), that one is kept and ours deleted."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(folder)
+    tmp = _sibling(folder, PART_SUFFIX)
+    tmp.mkdir()
+    try:
+        write_synthetic_bundle(tmp, **options)
+        os.rename(tmp, folder)  # POSIX: replaces an empty folder; fails on a non-empty one, as on Windows
+    except OSError:
+        _remove(tmp)
+        if not os.path.lexists(folder):
+            raise
+        # another process's bundle (whole: it got there by the same rename), or a leftover the caller
+        # finds incomplete and discards
+    except BaseException:
+        _remove(tmp)
+        raise
+    return folder
+
+
+def discard_synthetic_bundle(folder: str | Path, identity: tuple[int, int] | None) -> None:
+    """Delete the placeholder ``folder`` found damaged, if it is still the one with ``identity`` (see
+    :func:`folder_identity`): when another process has replaced it meanwhile, theirs is kept."""
+    folder = Path(folder)
+    aside = _sibling(folder, DISCARDED_SUFFIX)
+    try:
+        os.rename(folder, aside)  # first out of the way (one rename), then deleted at leisure
+    except FileNotFoundError:
+        return  # another process discarded it already
+    if folder_identity(aside) != identity:  # another process's new bundle: put it back
+        try:
+            os.rename(aside, folder)
+            return
+        except OSError:
+            pass  # a third one installed its own meanwhile: that one stays
+    _remove(aside)

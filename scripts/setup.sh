@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) the project's virtual environment in .venv and installs VIBE Mocap into it.
-# Idempotent: a second run only checks that everything is there.
+# Idempotent: a second run only checks that everything is there (and installs again what
+# pyproject.toml changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free_space.sh
@@ -10,9 +11,13 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { echo "VIBE Mocap needs Python >= 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
 
-if [ ! -x .venv/bin/python ]; then
+# A .venv left half-made (no pip: the venv module missing, or an interrupted run) is made again.
+if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+    || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    [ ! -e .venv ] || echo ".venv is incomplete (no pip, or no Python >= 3.11): making it again"
     echo "Creating .venv with $("$PYTHON" --version)"
-    "$PYTHON" -m venv .venv
+    "$PYTHON" -m venv --clear .venv \
+        || { echo "Could not create .venv with $PYTHON (see above; on Debian/Ubuntu install python3.11-venv)" >&2; exit 1; }
 fi
 # The tested torch build; pyproject only asks for torch>=2.6 so that other hosts can bring their own.
 # PyTorch's own index has the CPU build (PyPI's Linux wheels are the CUDA build, several GB more);
@@ -26,8 +31,16 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
         echo "download.pytorch.org cannot be reached: PyTorch comes from pip's usual index (PyPI's Linux build is the CUDA one, several GB)"
         need_free_space 8000 . "PyTorch and the other packages in .venv"
     fi
-    .venv/bin/pip install -q --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
+    .venv/bin/python -m pip install -q --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
+# The project and its dependencies, again only when pyproject.toml changed since the last install
+# (a stamp in .venv); pip's own failure stops the script.
+stamp=".venv/.vibe-mocap-installed"
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c 'import vibe_server' 2>/dev/null; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 \
+        | { grep -v "is ignored: it is neither" || true; }
+    echo "$wanted" > "$stamp"
+fi
 .venv/bin/python -c 'import vibe_server, torch, cv2, smplx; print(f"vibe-mocap ready: torch {torch.__version__}, OpenCV {cv2.__version__}")'
 .venv/bin/ruff --version >/dev/null    # the test extra brings ruff, which .ci/run uses

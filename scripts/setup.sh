@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free_space.sh
+source scripts/pip_install.sh
 
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
@@ -31,15 +32,14 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
         echo "download.pytorch.org cannot be reached: PyTorch comes from pip's usual index (PyPI's Linux build is the CUDA one, several GB)"
         need_free_space 8000 . "PyTorch and the other packages in .venv"
     fi
-    .venv/bin/python -m pip install -q --disable-pip-version-check "${torch_index[@]}" torch==2.13.0
+    pip_install .venv/bin/python "${torch_index[@]}" torch==2.13.0
 fi
 # The project and its dependencies, again only when pyproject.toml changed since the last install
 # (a stamp in .venv); pip's own failure stops the script.
 stamp=".venv/.vibe-mocap-installed"
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c 'import vibe_server' 2>/dev/null; then
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 \
-        | { grep -v "is ignored: it is neither" || true; }
+    pip_install .venv/bin/python -e ".[test]"
     echo "$wanted" > "$stamp"
 fi
 .venv/bin/python -c 'import vibe_server, torch, cv2, smplx; print(f"vibe-mocap ready: torch {torch.__version__}, OpenCV {cv2.__version__}")'

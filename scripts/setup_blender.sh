@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/free_space.sh
+source scripts/pip_install.sh
 
 declare -A BPY_PIN=([4.2]="4.2.23" [4.5]="4.5.15" [5.0]="5.0.1" [5.2]="5.2.3")
 declare -A EXTRA=([4.2]="numpy<2" [4.5]="" [5.0]="" [5.2]="")
@@ -59,8 +60,6 @@ if needs 5.2; then
     fi
 fi
 
-# pip's output stays visible (less one known harmless warning); the status is pip's own (pipefail).
-pip_install() { "$1" -m pip install -q --disable-pip-version-check "${@:2}" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
 ready() { "$1/bin/python" -c "import bpy, pytest, joblib, sys; sys.exit(bpy.app.version_string.split()[0] != '$2')"; }
 
 failed=()

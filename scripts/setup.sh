@@ -3,22 +3,33 @@
 # Idempotent: a second run only checks that everything is there (and installs again what
 # pyproject.toml changed).
 set -euo pipefail
+source "$(dirname "$0")/find_python.sh"
+PYTHON="$(absolute_python "${PYTHON:-}")"
 cd "$(dirname "$0")/.."
 source scripts/free_space.sh
 source scripts/pip_install.sh
 
-PYTHON="${PYTHON:-python3.11}"
-command -v "$PYTHON" >/dev/null || PYTHON=python3
-"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-    || { echo "VIBE Mocap needs Python >= 3.11 (found $("$PYTHON" --version)); set PYTHON=/path/to/python3.11" >&2; exit 1; }
+# PYTHON when set (it must work), else Python 3.11 (python3.11, pyenv's), else python3 when >= 3.11.
+if [ -z "$PYTHON" ]; then
+    PYTHON="$(find_python 3.11)"
+    PYTHON="${PYTHON:-python3}"
+fi
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
+    echo "VIBE Mocap needs Python >= 3.11 (3.11 for the Blender tests); '$PYTHON' is" \
+        "$("$PYTHON" --version 2>/dev/null || echo "not a Python that runs"). Set PYTHON=/path/to/python3.11" >&2
+    exit 1
+}
 
 # A .venv left half-made (no pip: the venv module missing, or an interrupted run) is made again.
 if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
     || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
     [ ! -e .venv ] || echo ".venv is incomplete (no pip, or no Python >= 3.11): making it again"
     echo "Creating .venv with $("$PYTHON" --version)"
-    "$PYTHON" -m venv --clear .venv \
-        || { echo "Could not create .venv with $PYTHON (see above; on Debian/Ubuntu install python3.11-venv)" >&2; exit 1; }
+    "$PYTHON" -m venv --clear .venv || {
+        echo "Could not create .venv with $PYTHON (see above; on Debian/Ubuntu install" \
+            "python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv)" >&2
+        exit 1
+    }
 fi
 # The tested torch build; pyproject only asks for torch>=2.6 so that other hosts can bring their own.
 # PyTorch's own index has the CPU build (PyPI's Linux wheels are the CUDA build, several GB more);
@@ -38,7 +49,7 @@ fi
 # (a stamp in .venv); pip's own failure stops the script.
 stamp=".venv/.vibe-mocap-installed"
 wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python -c 'import vibe_server' 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ] || ! .venv/bin/python scripts/installed.py; then
     pip_install .venv/bin/python -e ".[test]"
     echo "$wanted" > "$stamp"
 fi

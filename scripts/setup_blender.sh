@@ -15,6 +15,9 @@
 # Exact pins are what PyPI served when tested (`pip index versions bpy`); PyPI drops bpy releases
 # that leave Blender's support window, so bump a pin when its install fails.
 set -euo pipefail
+source "$(dirname "$0")/find_python.sh"
+PYTHON="$(absolute_python "${PYTHON:-}")" PYTHON311="$(absolute_python "${PYTHON311:-}")"
+PYTHON313="$(absolute_python "${PYTHON313:-}")"
 cd "$(dirname "$0")/.."
 source scripts/free_space.sh
 source scripts/pip_install.sh
@@ -27,16 +30,6 @@ for v in $VERSIONS; do
     [ -n "${BPY_PIN[$v]+set}" ] || { echo "BPY_VERSIONS: unknown Blender version '$v' (supported: 4.2 4.5 5.0 5.2)" >&2; exit 1; }
 done
 
-works() { [ -n "$1" ] && "$1" -c "import sys; sys.exit(sys.version_info[:2] != ($2))" >/dev/null 2>&1; }
-# find_python X.Y CANDIDATE...: the first candidate that is Python X.Y, else pyenv's own install of it
-# (python3.X may be a pyenv shim that is not active here); prints nothing when there is none.
-find_python() {
-    local want="$1" candidate
-    shift
-    for candidate in "$@" "python$want" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$want".*/bin/"python$want"; do
-        if works "$candidate" "${want/./, }"; then echo "$candidate"; return; fi
-    done
-}
 needs() { case " $VERSIONS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 declare -A PYTHON_FOR=()
 if needs 4.2 || needs 4.5 || needs 5.0; then

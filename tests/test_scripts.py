@@ -299,3 +299,45 @@ def test_build_extension_in_a_folder_with_spaces(tmp_path):
         ["build", tags, "--source-dir", ".", "--output-dir", str(root / "out dir")],
         ["validate", tags, str(zip_path)],
     ]
+
+
+def test_a_relative_python_is_taken_from_the_callers_folder(tmp_path):
+    """PYTHON=./py311 named the caller's file, but the script looked for it after changing to the
+    repository's folder and said no Python 3.11 was found."""
+    repo = scratch_checkout(tmp_path)
+    caller = tmp_path / "elsewhere"
+    fake_python(caller / "py311", "3.11")
+    env = script_env(tmp_path, {"3.11": None}, PYTHON="./py311", BPY_VERSIONS="5.0")
+    done = run_script(repo, "setup_blender.sh", env, cwd=caller)
+    assert done.returncode == 0, done.stderr
+    assert (repo / ".venv-bpy-5.0" / "bpy-installed").is_file()  # made with the caller's Python
+
+
+def test_setup_refuses_a_python_it_was_given_that_does_not_run_instead_of_using_another(tmp_path):
+    repo = scratch_checkout(tmp_path)
+    env = script_env(tmp_path, {"3.11": "3.11"}, PYTHON="./no-such-python")
+    done = run_script(repo, "setup.sh", env, cwd=tmp_path)
+    assert done.returncode == 1 and not (repo / ".venv").exists()
+    assert f"'{tmp_path}/no-such-python' is not a Python that runs" in done.stderr
+    assert "Set PYTHON=/path/to/python3.11" in done.stderr
+
+
+def test_the_install_check_names_a_missing_dependency(monkeypatch):
+    """setup.sh installs again when a dependency went missing, not only when pyproject.toml changed."""
+    import importlib.metadata
+
+    sys.path.insert(0, str(REPOSITORY / "scripts"))
+    try:
+        import installed
+    finally:
+        sys.path.pop(0)
+    assert installed.missing() == []  # this checkout's venv: everything is there
+    real_version = importlib.metadata.version
+
+    def without_ray(name):
+        if name == "ray":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(installed.metadata, "version", without_ray)
+    assert installed.missing() == ["ray"]

@@ -202,7 +202,11 @@ def test_blender_suite_passes_without_5_2_unless_it_is_named(tmp_path):
 
 
 def demo_checkout(tmp_path: Path, bpy_works: bool) -> tuple[Path, dict[str, str]]:
-    repo = scratch_checkout(tmp_path, setup_blender="#!/bin/sh\nexit 0\n", setup="#!/bin/sh\nexit 0\n")
+    """setup_blender.sh stubbed: it succeeds when bpy works, else fails as the real one does."""
+    setup_blender = (
+        "#!/bin/sh\nexit 0\n" if bpy_works else "#!/bin/sh\necho 'bpy 5.0 could not be installed' >&2\nexit 1\n"
+    )
+    repo = scratch_checkout(tmp_path, setup_blender=setup_blender, setup="#!/bin/sh\nexit 0\n")
     write_stub(repo / ".venv/bin/vibe-mocap", '#!/bin/sh\necho "vibe-mocap $*" >> "$FAKE_LOG"\n')
     bpy_python = fake_python(repo / ".venv-bpy-5.0/bin/python", "3.11")
     if bpy_works:
@@ -227,7 +231,7 @@ def test_demo_stops_before_inference_when_blender_does_not_work(tmp_path):
     repo, env = demo_checkout(tmp_path, bpy_works=False)
     (repo / "clip.mp4").write_bytes(b"")
     done = run_script(repo, "demo.sh", env, "clip.mp4")
-    assert done.returncode == 1 and "does not work in .venv-bpy-5.0" in done.stderr
+    assert done.returncode == 1 and "bpy 5.0 could not be installed" in done.stderr
     assert log_lines(tmp_path) == []
     done = run_script(repo, "demo.sh", env, "missing.mp4")
     assert done.returncode == 1 and "No such video file" in done.stderr
@@ -341,3 +345,16 @@ def test_the_install_check_names_a_missing_dependency(monkeypatch):
 
     monkeypatch.setattr(installed.metadata, "version", without_ray)
     assert installed.missing() == ["ray"]
+
+
+def test_the_python_suite_runs_when_blender_cannot_be_set_up_and_the_run_still_fails(tmp_path):
+    fails = "#!/bin/sh\necho 'bpy 5.2 could not be installed' >&2\nexit 1\n"
+    repo = scratch_checkout(
+        tmp_path, setup="#!/bin/sh\nexit 0\n", setup_blender=fails, test_blender="#!/bin/sh\nexit 0\n"
+    )
+    fake_python(repo / ".venv/bin/python", "3.11")
+    (repo / ".venv/has-pip").touch()
+    done = run_script(repo, "test.sh", script_env(tmp_path, {}))
+    assert done.returncode == 1
+    assert "bpy 5.2 could not be installed" in done.stderr and "The Blender suite did not run" in done.stderr
+    assert [line.split()[0] for line in log_lines(tmp_path)] == ["pytest"]  # the Python suite ran

@@ -201,12 +201,17 @@ def data_dir_setting() -> str:
     return bpy.path.abspath(folder) if folder else ""
 
 
+# what the model data holds besides body models (.pkl): regressors, mean parameters, checkpoints, YOLO
+_MODEL_DATA_SUFFIXES = (".npy", ".npz", ".tar", ".weights")
+
+
 def server_data_dir() -> str:
     """The model-data folder a server the add-on starts is given: the preferences' folder, unless it
-    holds only a body model (SMPL_NEUTRAL.pkl, for importing files; no VIBE checkpoint, ``*.pth.tar``):
-    the server, which would find that an unfinished install, then keeps its own. Main thread only."""
+    holds body models only (SMPL_NEUTRAL.pkl, for importing files): the server, which would find that
+    an unfinished install, then keeps its own. A partly installed folder is given, and the server
+    names what is missing. Main thread only."""
     folder = data_dir_setting()
-    if folder and not any(Path(folder).glob("*.pth.tar")):
+    if folder and not any(p.suffix in _MODEL_DATA_SUFFIXES for p in Path(folder).glob("*")):
         return ""
     return folder
 

@@ -401,7 +401,7 @@ def test_a_take_that_is_not_saved_is_thrown_away_only_when_asked(addon, body_mod
     assert ("operator", ("vibe_mocap.live_discard_take",), {"icon": "TRASH"}) not in draw_live_panel()
     session.unsaved_take = session.connection.recording_stop()  # as after a save that failed
     assert ("operator", ("vibe_mocap.live_discard_take",), {"icon": "TRASH"}) in draw_live_panel()
-    assert bpy.ops.vibe_mocap.live_discard_take() == {"FINISHED"}  # the panel's button (it asks first)
+    assert bpy.ops.vibe_mocap.live_discard_take() == {"FINISHED"}  # the button (a script call skips its question)
     assert session.unsaved_take is None and not session.recording and session.last_take is None
     with pytest.raises(RuntimeError, match="no unsaved recording to discard"):
         bpy.ops.vibe_mocap.live_discard_take()

@@ -450,7 +450,8 @@ def test_no_model_data_still_runs_the_placeholder(synthetic_bundle, tmp_path):
 
 
 def _placeholder_leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+    lock = f".{folder.name}.lock"  # kept: deleting a lock file would let two processes hold "it"
+    return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.") and p.name != lock)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing"])
@@ -508,7 +509,8 @@ def test_an_interrupted_placeholder_write_leaves_no_bundle(tmp_path, monkeypatch
     loaded = load_for_inference(tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder)
     assert loaded.model_name == SYNTHETIC_MODEL_NAME
     assert _placeholder_leftovers(placeholder) == []
-    assert sorted(p.name for p in placeholder.iterdir()) == sorted(set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS})
+    installed = set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS} | {synthetic.INSTALL_TOKEN}
+    assert sorted(p.name for p in placeholder.iterdir()) == sorted(installed)
 
 
 def test_placeholder_installed_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
@@ -542,6 +544,84 @@ def test_a_damaged_placeholder_replaced_meanwhile_by_another_process_is_kept(tmp
     assert sorted(p.name for p in placeholder.iterdir()) == ["theirs"]
     synthetic.discard_synthetic_bundle(placeholder, synthetic.folder_identity(placeholder))
     assert not placeholder.exists() and _placeholder_leftovers(placeholder) == []
+
+
+def _write_stub_bundle(folder: Path, **options) -> None:
+    from vibe_server.data.loading import NETWORK_FILES
+
+    for name in NETWORK_FILES:
+        (folder / name).write_text("stub")
+
+
+@pytest.mark.parametrize("damaged_by", ["an install", "an older version"])
+def test_a_damaged_placeholder_deleted_and_written_again_by_another_process_is_kept(tmp_path, monkeypatch, damaged_by):
+    """Two processes found the same placeholder damaged. The first deleted it and installed a fresh one,
+    whose folder the file system may give the deleted one's inode number; the second's discard comes after."""
+    from vibe_server.data import synthetic
+
+    monkeypatch.setattr(synthetic, "write_synthetic_bundle", _write_stub_bundle)
+    placeholder = tmp_path / "placeholder"
+    if damaged_by == "an install":
+        synthetic.install_synthetic_bundle(placeholder)
+    else:  # written in place, without a token
+        placeholder.mkdir()
+        _write_stub_bundle(placeholder)
+    damaged = synthetic.folder_identity(placeholder)  # what both processes found and could not load
+
+    synthetic.discard_synthetic_bundle(placeholder, damaged)  # the first process deletes it...
+    assert not os.path.lexists(placeholder)
+    synthetic.install_synthetic_bundle(placeholder)  # ...and installs a fresh one
+    fresh = synthetic.folder_identity(placeholder)
+    synthetic.discard_synthetic_bundle(placeholder, damaged)  # the second process's discard
+    assert synthetic.folder_identity(placeholder) == fresh != damaged
+    assert _placeholder_leftovers(placeholder) == []
+
+
+def test_concurrent_first_loads_write_the_placeholder_once(tmp_path, monkeypatch):
+    from vibe_server.data import loading, synthetic
+
+    placeholder = tmp_path / "cache" / "placeholder"
+    writes, first_writing, second_waiting = [], threading.Event(), threading.Event()
+
+    def write(folder, **options):
+        writes.append(folder)
+        if len(writes) == 1:
+            first_writing.set()
+            second_waiting.wait(timeout=60)  # until the second load waits for this write (or writes too)
+        else:
+            second_waiting.set()
+        _write_stub_bundle(folder)
+
+    monkeypatch.setattr(synthetic, "write_synthetic_bundle", write)
+    monkeypatch.setattr(loading, "load_model", lambda folder, device: sorted(p.name for p in folder.iterdir()))
+    logs, errors = {1: [], 2: []}, []
+
+    def second_log(line):
+        logs[2].append(line)
+        if line.startswith("Waiting for another process"):
+            second_waiting.set()
+
+    def load(log):
+        try:
+            loading.load_for_inference(
+                tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder, log=log
+            )
+        except BaseException as err:
+            errors.append(err)
+
+    first = threading.Thread(target=load, args=(logs[1].append,))
+    first.start()
+    assert first_writing.wait(timeout=60)
+    second = threading.Thread(target=load, args=(second_log,))
+    second.start()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert errors == [] and len(writes) == 1
+    assert logs == {
+        1: [f"Writing the synthetic placeholder model to {placeholder} (once)."],
+        2: [f"Waiting for another process writing the placeholder model to {placeholder}."],
+    }
+    assert _placeholder_leftovers(placeholder) == []
 
 
 def test_infer_on_partial_model_data_says_what_is_missing(full_bundle, tmp_path, monkeypatch, capsys):

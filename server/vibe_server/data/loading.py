@@ -355,7 +355,7 @@ def _load_placeholder(folder: Path, device: str, log: Callable[[str], None] | No
     except VibeError:
         if log:
             log(f"The synthetic placeholder model in {folder} is damaged; writing it again.")
-        synthetic.discard_synthetic_bundle(folder, identity)
+        synthetic.discard_synthetic_bundle(folder, identity, log=log)  # unless replaced meanwhile
     _ensure_placeholder(folder, log)
     try:
         return load_model(folder, device=device)
@@ -366,15 +366,14 @@ def _load_placeholder(folder: Path, device: str, log: Callable[[str], None] | No
         ) from err
 
 
-def _ensure_placeholder(folder: Path, log: Callable[[str], None] | None) -> tuple[int, int] | None:
+def _ensure_placeholder(folder: Path, log: Callable[[str], None] | None) -> str | None:
     """Install the placeholder in ``folder`` unless all its files are there (an incomplete one, left by
-    an older version cut short, is discarded first); its :func:`synthetic.folder_identity`."""
+    an older version cut short, is discarded first; one that another process installs meanwhile is
+    kept); its :func:`synthetic.folder_identity`."""
     identity = synthetic.folder_identity(folder)  # before the check: only what was checked is discarded
     if missing_files(folder, NETWORK_FILES):
         if identity is not None:
-            synthetic.discard_synthetic_bundle(folder, identity)
-        if log:
-            log(f"Writing the synthetic placeholder model to {folder} (once).")
-        synthetic.install_synthetic_bundle(folder)
+            synthetic.discard_synthetic_bundle(folder, identity, log=log)
+        synthetic.install_synthetic_bundle(folder, log=log)
         identity = synthetic.folder_identity(folder)
     return identity

@@ -8,7 +8,8 @@ like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can impo
 
 Each file is written atomically (``output_files``); :func:`install_synthetic_bundle` writes the whole
 bundle into a temporary sibling folder and renames it into place only when whole, so the placeholder
-folder that the demo falls back on is never a cut-short one.
+folder that the demo falls back on is never a cut-short one; one process at a time installs or
+discards it (a lock file beside it), so concurrent first runs write it once.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import sys
 import time
 import types
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from vibe_blender.core.smpl_model import PARENTS, BodyModel
 
+from ..folder_lock import waiting_folder_lock
 from ..output_files import PART_SUFFIX, atomic_save, atomic_write, atomic_write_bytes
 
 NUM_VERTICES = 6890
@@ -347,6 +350,8 @@ def write_synthetic_bundle(
 # --------------------------------------------------------------------------------------------
 
 DISCARDED_SUFFIX = ".old"
+LOCK_SUFFIX = ".lock"  # the lock file beside the folder: ".<name>.lock" (kept; never a leftover)
+INSTALL_TOKEN = ".install-token"  # in the folder: which install wrote it (see folder_identity)
 STALE_SECONDS = 3600  # a temporary sibling older than this was left by a killed process
 
 
@@ -382,53 +387,80 @@ def _remove_stale_siblings(folder: Path) -> None:
                 _remove(Path(entry.path))
 
 
-def folder_identity(folder: str | Path) -> tuple[int, int] | None:
-    """(device, inode) of ``folder`` itself (a link is not followed); None when nothing is there."""
+def folder_identity(folder: str | Path) -> str | None:
+    """Which install ``folder`` holds: the random token :func:`install_synthetic_bundle` wrote into it or,
+    for a folder without one (made by hand or by an older version), its device and inode; None when
+    nothing is there. (Not the inode alone: a folder made right after another was deleted often gets the
+    deleted one's inode number, so a fresh install would pass for the damaged one it replaced.)"""
+    folder = Path(folder)
     try:
         st = os.lstat(folder)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    try:
+        token = (folder / INSTALL_TOKEN).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):  # none, or not ours
+        token = ""
+    return f"install {token}" if token else f"inode {st.st_dev}:{st.st_ino}"
 
 
-def install_synthetic_bundle(folder: str | Path, **options) -> Path:
+def _placeholder_lock(folder: Path, log: Callable[[str], None] | None):
+    """One process at a time installs or discards the placeholder ``folder`` (the others wait)."""
+
+    def waiting() -> None:
+        if log:
+            log(f"Waiting for another process writing the placeholder model to {folder}.")
+
+    return waiting_folder_lock(folder.parent, f".{folder.name}{LOCK_SUFFIX}", waiting)
+
+
+def install_synthetic_bundle(folder: str | Path, *, log: Callable[[str], None] | None = None, **options) -> Path:
     """:func:`write_synthetic_bundle` (``options``) into a temporary sibling of ``folder``, renamed to
     ``folder`` only when whole: a failed write leaves nothing, a killed one only a hidden sibling (removed
-    by a later install once stale), never a cut-short bundle under ``folder``. When ``folder`` exists by
-    the time of the rename (another process installed it meanwhile), that one is kept and ours deleted."""
+    by a later install once stale), never a cut-short bundle under ``folder``.
+
+    One process at a time, the others waiting (said through ``log``): a ``folder`` that exists by then
+    (installed meanwhile by another process) is kept and nothing is written; so is one that appears by
+    the time of the rename where there are no locks. A caller replacing an incomplete ``folder`` discards
+    it first (:func:`discard_synthetic_bundle`)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_siblings(folder)
-    tmp = _sibling(folder, PART_SUFFIX)
-    tmp.mkdir()
-    try:
-        write_synthetic_bundle(tmp, **options)
-        os.rename(tmp, folder)  # POSIX: replaces an empty folder; fails on a non-empty one, as on Windows
-    except OSError:
-        _remove(tmp)
-        if not os.path.lexists(folder):
+    with _placeholder_lock(folder, log):
+        if os.path.lexists(folder):
+            return folder
+        if log:
+            log(f"Writing the synthetic placeholder model to {folder} (once).")
+        _remove_stale_siblings(folder)
+        tmp = _sibling(folder, PART_SUFFIX)
+        tmp.mkdir()
+        try:
+            write_synthetic_bundle(tmp, **options)
+            (tmp / INSTALL_TOKEN).write_text(uuid.uuid4().hex, encoding="ascii")  # written last: whole
+            os.rename(tmp, folder)  # POSIX: replaces an empty folder; fails on a non-empty one, as on Windows
+        except OSError:
+            _remove(tmp)
+            if not os.path.lexists(folder):
+                raise
+            # without locks: another process's bundle (whole: it got there by the same rename), or a
+            # leftover the caller finds incomplete and discards
+        except BaseException:
+            _remove(tmp)
             raise
-        # another process's bundle (whole: it got there by the same rename), or a leftover the caller
-        # finds incomplete and discards
-    except BaseException:
-        _remove(tmp)
-        raise
     return folder
 
 
-def discard_synthetic_bundle(folder: str | Path, identity: tuple[int, int] | None) -> None:
+def discard_synthetic_bundle(
+    folder: str | Path, identity: str | None, *, log: Callable[[str], None] | None = None
+) -> None:
     """Delete the placeholder ``folder`` found damaged, if it is still the one with ``identity`` (see
-    :func:`folder_identity`): when another process has replaced it meanwhile, theirs is kept."""
+    :func:`folder_identity`): when another process has replaced it meanwhile, theirs is kept. Decided
+    under the lock of :func:`install_synthetic_bundle`, so no install happens in between."""
     folder = Path(folder)
-    aside = _sibling(folder, DISCARDED_SUFFIX)
-    try:
-        os.rename(folder, aside)  # first out of the way (one rename), then deleted at leisure
-    except FileNotFoundError:
-        return  # another process discarded it already
-    if folder_identity(aside) != identity:  # another process's new bundle: put it back
+    with _placeholder_lock(folder, log):
+        if identity is None or folder_identity(folder) != identity:
+            return  # discarded already, or another process's bundle since
+        aside = _sibling(folder, DISCARDED_SUFFIX)
         try:
-            os.rename(aside, folder)
-            return
-        except OSError:
-            pass  # a third one installed its own meanwhile: that one stays
+            os.rename(folder, aside)  # first out of the way (one rename), then deleted at leisure
+        except FileNotFoundError:
+            return  # without locks: another process discarded it already
     _remove(aside)

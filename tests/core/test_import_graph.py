@@ -154,10 +154,17 @@ MAY_IMPORT = {
     "vibe_blender": {CORE},  # the bpy layer
     "vibe_server.geometry": set(),
     "vibe_server.output_files": set(),
+    "vibe_server.folder_lock": {CORE},
     "vibe_server.value_range": set(),
     "vibe_server.checkpoints": {CORE},
     "vibe_server.model": {"vibe_server.geometry", CORE},
-    "vibe_server.data": {"vibe_server.model", "vibe_server.checkpoints", CORE},
+    "vibe_server.data": {
+        "vibe_server.model",
+        "vibe_server.checkpoints",
+        "vibe_server.output_files",
+        "vibe_server.folder_lock",
+        CORE,
+    },
     "vibe_server.pipeline": {
         "vibe_server.data",
         "vibe_server.geometry",

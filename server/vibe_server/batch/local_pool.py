@@ -73,7 +73,7 @@ class LocalQueue:
         self.processes.clear()
 
 
-def status_channel(context):
+def status_channel(context: multiprocessing.context.BaseContext) -> multiprocessing.queues.SimpleQueue:
     """The workers' reports to the driver: a ``SimpleQueue`` writes each one to its pipe before ``put``
     returns (a ``Queue`` hands it to a feeder thread, which dies unheard with a worker that crashes)."""
     return context.SimpleQueue()

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
@@ -332,7 +333,9 @@ class Pending:
     the cluster has not given a process yet (it has no free CPU or GPU for them, and says nothing), or
     None when Ray does not tell; the others are loading the model."""
 
-    def __init__(self, ray, actors: list, needs: str, unscheduled: Callable[[], int | None] = lambda: None) -> None:
+    def __init__(
+        self, ray: ModuleType, actors: list, needs: str, unscheduled: Callable[[], int | None] = lambda: None
+    ) -> None:
         self.ray, self.count, self.needs, self.unscheduled = ray, len(actors), needs, unscheduled
         self.pings = [actor.ready.remote() for actor in actors]  # each answers once its actor has started
         self.since = time.monotonic()
@@ -392,7 +395,7 @@ def unscheduled_actors(actors: list) -> int | None:
     """How many of ``actors`` have no worker process yet (the cluster has not found the resources they
     ask for), from the cluster's actor table; None when this Ray does not tell (a private API)."""
     try:
-        from ray._private import state
+        from ray._private import state  # Ray is optional: imported only where a Ray batch runs
 
         pids = [state.actors(actor._actor_id.hex()).get("Pid") for actor in actors]
     except Exception:  # noqa: BLE001 - whatever a Ray version does here, the batch goes on and says less

@@ -312,7 +312,7 @@ class VideoReader:
             self.info.frame_count = frames_decoded
 
 
-def check_file_name(path, label: str) -> None:
+def check_file_name(path: str | os.PathLike, label: str) -> None:
     """VibeError when ``path`` is not valid UTF-8 (a name whose bytes the file system could not decode,
     which Python keeps as surrogates: 'caf\\udce9.mp4'): OpenCV's reader crashes the process on it."""
     try:

@@ -43,7 +43,7 @@ def body_model_fingerprint(model: BodyModel) -> str:
 
 def _smpl_model(engine) -> BodyModel:
     """The engine's SMPL model, read from its data folder; HTTPException 503 saying why there is none."""
-    if engine is None or engine.data_dir is None:
+    if getattr(engine, "data_dir", None) is None:  # no engine, or one with no data folder
         raise HTTPException(503, NO_SMPL)
     try:
         return load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE)
@@ -51,7 +51,7 @@ def _smpl_model(engine) -> BodyModel:
         raise HTTPException(503, str(err)) from err
 
 
-def served_fingerprint(engine) -> str | None:
+def served_fingerprint(engine: object) -> str | None:
     """The fingerprint of the body model the server sends, None when it has none (blocking: reads
     and hashes the SMPL file; the start-up runs it in a worker thread)."""
     try:

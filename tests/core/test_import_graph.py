@@ -185,7 +185,7 @@ MAY_IMPORT = {
         "vibe_server.value_range",
         CORE,
     },
-    "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", CORE, SERVER},
+    "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", "vibe_server.output_files", CORE, SERVER},
     SERVER: {"vibe_server.data"},  # load_model and __version__
 }
 

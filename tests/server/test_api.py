@@ -563,6 +563,35 @@ def test_the_body_model_fingerprint_follows_the_model_not_the_start(settings, ma
     assert fingerprints[0] == fingerprints[1] != fingerprints[2]
 
 
+def test_the_fingerprint_is_noted_for_the_next_start_and_a_bad_note_is_not_trusted(
+    settings, make_engine, tmp_path, monkeypatch
+):
+    """Reading and hashing the SMPL file took about 0.4 s of every start: the next start reads the
+    note the last one left in the jobs folder, while the file is the same one."""
+    from vibe_server.api.app import FINGERPRINT_NOTE
+    from vibe_server.api.routes import body_model as route
+
+    engine = make_engine()
+    engine.data_dir = tmp_path / "smpl"
+    write_smpl_files(engine.data_dir, seed=0)
+    settings.jobs_dir.mkdir(parents=True)
+    with client_for(settings, engine) as client:
+        first = client.get(f"{API}/health").json()["body_model"]
+    note = settings.jobs_dir / FINGERPRINT_NOTE
+    assert json.loads(note.read_text())["fingerprint"] == first
+    reads = []
+    real_load = route.load_smpl_pkl
+    monkeypatch.setattr(route, "load_smpl_pkl", lambda path: reads.append(path) or real_load(path))
+    with client_for(settings, engine) as client:
+        assert client.get(f"{API}/health").json()["body_model"] == first and reads == []
+    # a note that is not this file's, or not a fingerprint, is computed again (and corrected)
+    for bad in (dict(json.loads(note.read_text()), size=1), dict(json.loads(note.read_text()), fingerprint="x")):
+        note.write_text(json.dumps(bad))
+        with client_for(settings, engine) as client:
+            assert client.get(f"{API}/health").json()["body_model"] == first
+    assert len(reads) == 2 and json.loads(note.read_text())["fingerprint"] == first
+
+
 def test_a_body_model_replaced_after_the_start_is_not_sent_under_the_old_fingerprint(settings, make_engine, tmp_path):
     engine = make_engine()
     engine.data_dir = tmp_path / "smpl"

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +23,8 @@ from ..pipeline.devices import server_devices
 from .jobs import JobManager
 from .routes import api_docs, body_model, health, jobs, live, shutdown
 from .settings import Settings
+
+FINGERPRINT_NOTE = ".body_model_fingerprint.json"  # in the jobs folder: the body model's, for the next start
 
 API_PREFIX = "/api/v1"
 log = logging.getLogger("vibe_server.api")
@@ -52,7 +55,9 @@ async def lifespan(app: FastAPI):
         log.error("%s", err)
         engines, state.engine, state.engine_error = [], None, str(err)
     # /health's fingerprint of the body model, once: reading and hashing the SMPL file is off the event loop
-    state.body_model_fingerprint = await asyncio.to_thread(body_model.served_fingerprint, state.engine)
+    state.body_model_fingerprint = await asyncio.to_thread(
+        body_model.served_fingerprint, state.engine, Path(state.settings.jobs_dir) / FINGERPRINT_NOTE
+    )
     # finished results stay reachable even without a model; only a loaded model gets workers
     settings = state.settings
     state.jobs = JobManager(

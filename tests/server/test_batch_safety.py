@@ -517,7 +517,9 @@ def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_pa
             progress=BatchProgress(4, enabled=False),
         )
     assert len(calls) == 2, calls  # the first result, then the finished ones on the way out
-    assert multiprocessing.active_children() == []  # no worker goes on writing results
+    for child in multiprocessing.active_children():  # none left running: each one was ended, not let finish
+        child.join(10)
+        assert child.exitcode == -signal.SIGTERM, child
 
 
 # -- the Ray cluster's address -----------------------------------------------------------------------

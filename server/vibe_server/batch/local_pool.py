@@ -251,8 +251,9 @@ def _record_finished(in_flight: dict, on_record) -> None:
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Cancel the queued videos and end the worker processes now (``shutdown`` alone lets them finish
     the videos they hold, writing results after the batch has ended)."""
-    processes = list(_worker_processes(pool).values())  # the executor has no public way to stop its workers
-    pool.shutdown(wait=False, cancel_futures=True)
+    live = getattr(pool, "_processes", None) or {}  # the executor's own table: a worker it starts late lands there too
+    pool.shutdown(wait=False, cancel_futures=True)  # (the executor has no public way to stop its workers)
+    processes = list(live.values())
     for process in processes:
         process.terminate()
     for process in processes:

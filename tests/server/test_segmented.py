@@ -308,17 +308,22 @@ def test_a_cancel_or_ctrl_c_stops_the_segments_at_their_next_frame(interrupt):
     assert not _segment_threads()
 
 
-def test_the_progress_moves_while_the_segments_detect(short_clip):
+def _detect_progress(clip, delay_s: float) -> list[float]:
+    """The detect step's progress fractions of a run across two devices whose detectors find nobody."""
     reports = []
-    engines = _engines_with(SlowDetector(delay_s=0.1), SlowDetector(delay_s=0.1))
+    engines = _engines_with(SlowDetector(delay_s=delay_s), SlowDetector(delay_s=delay_s))
     with pytest.raises(VibeError, match="Nobody was found"):  # (the fake detector finds nobody)
         run_across_devices(
             engines,
-            short_clip,
+            clip,
             replace(EVERY_FRAME, min_track_frames=1),
             progress=lambda stage, fraction, eta: reports.append((stage, fraction)),
         )
-    during = [fraction for stage, fraction in reports if stage == "detect" and 0 < fraction]
+    return [fraction for stage, fraction in reports if stage == "detect"]
+
+
+def test_the_progress_moves_while_the_segments_detect(short_clip):
+    during = [fraction for fraction in _detect_progress(short_clip, 0.1) if 0 < fraction]
     assert len(during) >= 2 and during == sorted(during)
 
 
@@ -330,15 +335,6 @@ def test_the_progress_never_goes_back_when_a_segment_is_decoded_again(monkeypatc
 
     monkeypatch.setattr(VideoSegment, "continues", lambda self, earlier: False)
     decodes = record_decodes(monkeypatch)
-    reports = []
-    engines = _engines_with(SlowDetector(delay_s=0.002), SlowDetector(delay_s=0.002))
-    with pytest.raises(VibeError, match="Nobody was found"):  # (the fake detector finds nobody)
-        run_across_devices(
-            engines,
-            LONG_CLIP,
-            replace(EVERY_FRAME, min_track_frames=1),
-            progress=lambda stage, fraction, eta: reports.append((stage, fraction)),
-        )
+    detect = _detect_progress(LONG_CLIP, 0.002)
     assert any(start > 0 and not jumped for start, jumped in decodes)  # decoded again
-    detect = [fraction for stage, fraction in reports if stage == "detect"]
     assert len(detect) >= 4 and detect == sorted(detect)

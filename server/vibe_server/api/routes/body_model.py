@@ -45,12 +45,19 @@ def body_model_fingerprint(model: BodyModel) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def _smpl_path(engine) -> Path | None:
+    """The engine's SMPL file; None with no engine, or one with no data folder."""
+    data_dir = getattr(engine, "data_dir", None)
+    return None if data_dir is None else Path(data_dir) / SMPL_FILE
+
+
 def _smpl_model(engine) -> BodyModel:
     """The engine's SMPL model, read from its data folder; HTTPException 503 saying why there is none."""
-    if getattr(engine, "data_dir", None) is None:  # no engine, or one with no data folder
+    smpl = _smpl_path(engine)
+    if smpl is None:
         raise HTTPException(503, NO_SMPL)
     try:
-        return load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE)
+        return load_smpl_pkl(smpl)
     except VibeError as err:
         raise HTTPException(503, str(err)) from err
 
@@ -60,9 +67,9 @@ def served_fingerprint(engine: object, noted: Path | None = None) -> str | None:
     and hashes the SMPL file; the start-up runs it in a worker thread). ``noted``: a file that keeps
     it for the next start, with the SMPL file's path, inode, size and modification time: while those are
     the same, reading it replaces reading the model (about 0.4 s of every start)."""
-    if getattr(engine, "data_dir", None) is None:
+    smpl = _smpl_path(engine)
+    if smpl is None:
         return None
-    smpl = Path(engine.data_dir) / SMPL_FILE
     try:
         stat = smpl.stat()
     except OSError:

@@ -120,7 +120,7 @@ def _import(status: CaptureStatus) -> None:
     path = status.result_path
     warnings = _current["warnings"] = []
     try:
-        characters = import_motion_file(path, status.body_model_path, _current["options"], warn=warnings.append)
+        characters = import_motion_file(path, status.body_model, _current["options"], warn=warnings.append)
     except Exception as err:  # noqa: BLE001  any failure must end in a message, never kill the timer silently
         reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}; please report it"
         _current["error"] = (

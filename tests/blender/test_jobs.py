@@ -65,6 +65,34 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
     assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {placeholder} {warning}"
 
 
+def test_a_capture_reads_the_body_model_file_once_for_its_import(
+    registered, empty_scene, reference_dir, video, monkeypatch
+):
+    """Downloaded by the first capture, cached for the next: each capture reads the file once, and
+    imports the body model it read."""
+    from vibe_blender.core import smpl_model
+    from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
+
+    (user_dir("cache") / BODY_MODEL_CACHE).unlink(missing_ok=True)
+    reads = []
+    read_npz = smpl_model.read_npz
+
+    def counted_read_npz(path_or_file, **kw):
+        reads.append(path_or_file)
+        return read_npz(path_or_file, **kw)
+
+    monkeypatch.setattr(smpl_model, "read_npz", counted_read_npz)
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        for downloads in (1, 1):  # the second capture finds it cached
+            reads.clear()
+            options = ImportOptions(add_camera=False)
+            jobs.start_capture(str(video), options, server_url=server.url, use_timer=False, poll_interval_s=0.01)
+            status = _follow()
+            assert status.state == "done" and len(jobs.last_import()) == 2, (status.message, jobs.last_outcome())
+            assert len(reads) == 1
+            assert sum(path.endswith("/body_model") for _, path in server.requests) == downloads
+
+
 def test_what_the_capture_import_warns_about_is_in_the_panels_outcome(
     registered, empty_scene, reference_dir, body_model, video
 ):

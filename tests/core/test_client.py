@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.parse
 
+import numpy as np
 import pytest
 from fake_vibe_server import FakeVibeServer
 
@@ -413,6 +414,30 @@ def test_a_cached_body_model_with_the_servers_fingerprint_is_not_downloaded_agai
             assert _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run().state == "done"
     assert _body_model_downloads(server) == 1
     assert cached_body_model_note(_cache(tmp_path)).fingerprint == server.body_model_fingerprint
+
+
+def test_a_capture_reads_the_body_model_once_and_hands_it_on(server_files, tmp_path, monkeypatch):
+    """Downloaded (the first capture) or cached (the next), the body model file is read once, by the
+    check that it reads, and the capture hands that model to the import, which reads it no more."""
+    from vibe_blender.core import smpl_model
+
+    reads = []
+    read_npz = smpl_model.read_npz
+
+    def counted_read_npz(path_or_file, **kw):
+        reads.append(path_or_file)
+        return read_npz(path_or_file, **kw)
+
+    monkeypatch.setattr(smpl_model, "read_npz", counted_read_npz)
+    with _fake(server_files) as server:
+        for downloads in (1, 1):  # the second capture finds it cached
+            reads.clear()
+            status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+            assert status.state == "done", status.message
+            assert len(reads) == 1 and _body_model_downloads(server) == downloads
+            on_disk = load_body_model(server_files[1])
+            for name, array in vars(on_disk).items():
+                np.testing.assert_array_equal(getattr(status.body_model, name), array)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .client import Cancelled, LocalPathRefused, ServerClient, is_loopback_url
 from .errors import VibeError
-from .model_data import ensure_body_model
+from .model_data import load_served_body_model
+from .smpl_model import BodyModel
 
 # Job states as the panel shows them; the last three are final.
 ACTIVE_STATES = ("connecting", "uploading", "queued", "running", "downloading")
@@ -33,6 +34,7 @@ class CaptureStatus:
     eta_s: float | None = None
     result_path: Path | None = None
     body_model_path: Path | None = None
+    body_model: BodyModel | None = None  # the one at body_model_path, read once for the import
 
     @property
     def finished(self) -> bool:
@@ -173,7 +175,7 @@ class CaptureJob:
         result = self.client.download_result(job_id, self.result_path, should_stop=stop)
         self._set(result_path=result)
         try:
-            ensure_body_model(self.client, self.body_model_path, should_stop=stop)
+            body_model = load_served_body_model(self.client, self.body_model_path, should_stop=stop)
         except VibeError as err:  # the result is saved: say where, and how to import it without the server
             raise VibeError(
                 f"{str(err).rstrip('.')}. The captured result is saved in '{result}': import it with "
@@ -184,6 +186,7 @@ class CaptureJob:
             state="done",
             result_path=result,
             body_model_path=self.body_model_path,
+            body_model=body_model,
             message=f"Captured {job['num_tracks'] or 0} person(s) from {self.video_path.name}",
         )
 

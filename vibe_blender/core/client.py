@@ -30,7 +30,7 @@ from pathlib import Path
 from . import safe_json
 from .errors import VibeError
 from .server_proof import new_challenge, proof_ok
-from .smpl_model import load_body_model
+from .smpl_model import BodyModel, load_body_model
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -467,14 +467,20 @@ class ServerClient:
         sock, conn.sock = conn.sock, None
         return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=timeout_s, sock=sock)
 
-    def download_body_model(self, dest: str | Path, *, max_bytes: int = MAX_BODY_MODEL_BYTES, **kw) -> Path:
-        """GET /body_model -> the body-model .npz at ``dest``, only once it reads as one (a file that does
-        not replaces nothing)."""
-        return self._download("/body_model", dest, max_bytes=max_bytes, check=self._check_body_model, **kw)
+    def download_body_model(self, dest: str | Path, *, max_bytes: int = MAX_BODY_MODEL_BYTES, **kw) -> BodyModel:
+        """GET /body_model -> the body model, saved as a .npz at ``dest`` only once it reads as one (a file
+        that does not replaces nothing); that check is its one read, whose model is returned."""
+        checked: list[BodyModel] = []
 
-    def _check_body_model(self, partial: Path) -> None:
+        def check(partial: Path) -> None:
+            checked.append(self._check_body_model(partial))
+
+        self._download("/body_model", dest, max_bytes=max_bytes, check=check, **kw)
+        return checked[0]
+
+    def _check_body_model(self, partial: Path) -> BodyModel:
         try:
-            load_body_model(partial)
+            return load_body_model(partial)
         except VibeError as err:
             raise VibeError(
                 f"The server at {self.base_url} sent a body model that cannot be used ({err}); no body model "

@@ -119,25 +119,33 @@ def _still_the_servers(note: ServedBodyModel | None, served: ServedBodyModel) ->
 
 
 def ensure_body_model(client: ServerClient, path: str | Path, *, should_stop: Stop | None = None) -> Path:
-    """``path`` holding a readable body model, the one the server sends: the one cached there when the
-    server's /health gives the fingerprint noted beside it (or gives none: a server before the
-    fingerprint), else the server's, downloaded and checked before it replaces the cached one. A cached
-    one that does not read was deleted and is downloaded again, once. :func:`cached_body_model_note`
-    says afterwards whether it is the synthetic placeholder's."""
+    """``path`` holding a readable body model, the one the server sends (see :func:`load_served_body_model`)."""
+    load_served_body_model(client, path, should_stop=should_stop)
+    return Path(path)
+
+
+def load_served_body_model(client: ServerClient, path: str | Path, *, should_stop: Stop | None = None) -> BodyModel:
+    """The body model the server sends, cached at ``path``: the one cached there when the server's
+    /health gives the fingerprint noted beside it (or gives none: a server before the fingerprint),
+    else the server's, downloaded and checked before it replaces the cached one. A cached one that does
+    not read was deleted and is downloaded again, once. The file returned is read once: the cached one
+    by the check that it reads, a download by the download's own check (a cached one the server no
+    longer sends is read too, before it is replaced). :func:`cached_body_model_note` says afterwards
+    whether it is the synthetic placeholder's."""
     path = Path(path)
     served = ServedBodyModel.from_health(client.health(should_stop=should_stop))
     try:
-        cached = read_cached_body_model(path) is not None
+        cached = read_cached_body_model(path)
     except VibeError:
-        cached = False  # unreadable and deleted: downloaded again (only a readable one replaces it)
-    if cached and _still_the_servers(cached_body_model_note(path), served):
-        return path
+        cached = None  # unreadable and deleted: downloaded again (only a readable one replaces it)
+    if cached is not None and _still_the_servers(cached_body_model_note(path), served):
+        return cached
     note = body_model_note_path(path)
     note.unlink(missing_ok=True)  # never a note about another file than the one beside it
-    client.download_body_model(path, should_stop=should_stop)
+    downloaded = client.download_body_model(path, should_stop=should_stop)
     fields = {"fingerprint": served.fingerprint, "placeholder": served.placeholder}
     try:
         write_private_file(note, json.dumps(fields).encode())
     except OSError:
         pass  # no note: the next capture downloads it again
-    return path
+    return downloaded

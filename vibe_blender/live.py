@@ -16,7 +16,6 @@ Nothing here blocks Blender: network calls and the session's stop run in worker 
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 import uuid
@@ -302,11 +301,10 @@ def discard_take() -> None:
 
 
 def _write_result(path: Path, result: MocapResult) -> None:
-    """The result file at ``path``, whole or not at all; what stops the write -> VibeError."""
-    buffer = io.BytesIO()
-    save_result(buffer, result)
+    """The result file at ``path``, whole or not at all; what stops the write -> VibeError. The
+    arrays are compressed straight into the file: a long take never sits in memory compressed too."""
     try:
-        write_private_file(path, buffer.getbuffer())
+        write_private_file(path, lambda file: save_result(file, result))
     except OSError as err:
         raise VibeError(
             f"The recording could not be saved in {path.parent} ({err.strerror or err}). Free some disk space "

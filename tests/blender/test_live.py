@@ -6,9 +6,11 @@ real server never does (answer slowly, send malformed messages, drop frames by t
 against tests/fake_live_server.py and recordings made in code."""
 
 import functools
+import os
 import re
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import bpy
@@ -23,6 +25,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import LiveConnection, take_on_frames
 from vibe_blender.core.local_server import free_port, venv_program
 from vibe_blender.core.model_data import read_body_model
+from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from vibe_blender.core.smpl_model import JOINT_NAMES
 from vibe_blender.rig_builder import rest_quats
@@ -364,10 +367,75 @@ def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
             live.stop_recording()
     assert sorted(results.iterdir()) == saved and session.unsaved_take is take
 
+    real_fdopen = os.fdopen
+    with monkeypatch.context() as disk_full:  # the disk fills while the take is compressed into the file
+        disk_full.setattr(user_dirs.os, "fdopen", lambda fd, mode: DiskFullAfter(real_fdopen(fd, mode), 4096))
+        with pytest.raises(VibeError, match=r"could not be saved in .*No space left on device.*the take is kept"):
+            live.stop_recording()
+    assert sorted(results.iterdir()) == saved and session.unsaved_take is take  # no part file either
+
     ((armature, _),) = live.stop_recording()  # the retry saves it
     assert session.unsaved_take is None and session.last_take is take and not session.recording
     assert sorted(results.iterdir()) == sorted([*saved, session.last_result_path])
     assert rotation_keys(armature, JOINT_NAMES[1]).size > 0
+
+
+class DiskFullAfter:
+    """A binary file on a disk that is full once ``room`` bytes are written to it."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_a_take_is_compressed_straight_into_its_file(addon, tmp_path):
+    """The take was compressed into memory, then written: up to about 0.6 GB held at once at the
+    recording's cap. Now memory holds a piece of it at a time (32 tracks of incompressible arrays
+    here, 10 MB in the file; writing one array takes about 1.5 MB, the whole file took 12 MB)."""
+    rng = np.random.default_rng(0)
+    T = 1000
+
+    def track(track_id: int) -> Track:
+        return Track(
+            track_id=track_id,
+            frame_ids=np.arange(T),
+            pose=rng.uniform(-3, 3, (T, 72)).astype(np.float32),
+            betas=rng.uniform(-3, 3, (T, 10)).astype(np.float32),
+            betas_track=np.zeros(10, np.float32),
+            pred_cam=np.zeros((T, 3), np.float32),
+            orig_cam=np.zeros((T, 4), np.float32),
+            bboxes=np.zeros((T, 4), np.float32),
+            joints3d=np.zeros((T, 0, 3), np.float32),
+            trans_cam_m=rng.uniform(-3, 3, (T, 3)).astype(np.float32),
+        )
+
+    video = VideoInfo(name="take", fps=30.0, width=1000, height=1000, frame_count=T)
+    result = MocapResult(video=video, tracks=[track(i) for i in range(32)], model_name="live", focal_length_px=1000.0)
+    path = tmp_path / "results" / "take.npz"
+    tracemalloc.start()
+    try:
+        live._write_result(path, result)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = path.stat().st_size
+    assert size > 8_000_000 and peak_bytes < size / 4, (size, peak_bytes)
+    assert os.stat(path).st_mode & 0o777 == 0o600 and list(path.parent.iterdir()) == [path]
+    np.testing.assert_array_equal(load_result(path).track(7).pose, result.tracks[7].pose)
 
 
 def test_a_take_too_long_for_the_scenes_frames_is_kept_until_a_lower_frame_rate_places_it(

@@ -60,3 +60,35 @@ def test_a_file_that_holds_no_token_is_refused(config_home, content):
     path.write_bytes(content)
     with pytest.raises(VibeError, match="does not hold a token"):
         user_dirs.read_token()
+
+
+def test_a_private_file_is_written_by_a_function_given_the_open_file(tmp_path):
+    """A large file (a live take) is written as it is made: the function gets the open part file,
+    and the file appears under its name, readable by this user only, once the function returns."""
+    path = tmp_path / "new_folder" / "take.npz"
+    seen_while_writing = []
+
+    def write_in_pieces(file) -> None:
+        for piece in (b"first ", b"second ", b"third"):
+            file.write(piece)
+            file.flush()
+            seen_while_writing.append(path.exists())
+
+    user_dirs.write_private_file(path, write_in_pieces)
+    assert path.read_bytes() == b"first second third" and seen_while_writing == [False] * 3
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert list(path.parent.iterdir()) == [path]
+
+
+def test_a_private_file_whose_writing_fails_leaves_the_old_one_and_no_part(tmp_path):
+    path = tmp_path / "take.npz"
+    user_dirs.write_private_file(path, b"the old take")
+
+    def fill_the_disk(file) -> None:
+        file.write(b"half a take")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        user_dirs.write_private_file(path, fill_the_disk)
+    assert path.read_bytes() == b"the old take" and list(tmp_path.iterdir()) == [path]

@@ -20,8 +20,9 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from .errors import VibeError
 
@@ -80,16 +81,23 @@ def read_token() -> str | None:
     return token
 
 
-def write_private_file(path: Path, data: bytes) -> None:
+def write_private_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
     """``data`` in ``path``, readable by this user only (0600, made in a 0700 folder when new),
-    replaced at once: a reader sees the old file or the new one, never a part."""
+    replaced at once: a reader sees the old file or the new one, never a part.
+
+    ``data`` is the bytes, or a function that writes them to the open binary file it is given, so
+    that a large file (a live take) is written as it is made instead of first held whole in memory.
+    Whatever fails, the part file is removed and the error raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
         os.replace(part, path)
     except BaseException:
         part.unlink(missing_ok=True)

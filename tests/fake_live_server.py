@@ -72,14 +72,14 @@ END = json.dumps({"type": "end", "status": "ended", "error": None, "stats": {}})
 OMEGA, SPEED = 1.5, 0.4  # rad/s about z (left hip), m/s along x
 
 
-def moving_take(indices, fps=30.0, t0=5000.0, absent=()) -> LiveTake:
-    """Track 1 turning its left hip at OMEGA and walking at SPEED, in the source frames ``indices``
-    of a ``fps`` source (the others dropped); in the frames ``absent`` it is not seen."""
+def moving_take(indices, fps=30.0, t0=5000.0, absent=(), omega=OMEGA) -> LiveTake:
+    """Track 1 turning its left hip at ``omega`` rad/s and walking at SPEED, in the source frames
+    ``indices`` of a ``fps`` source (the others dropped); in the frames ``absent`` it is not seen."""
     take = LiveTake()
     for i in indices:
         t = i / fps
         pose = np.zeros(72, np.float32)
-        pose[5] = OMEGA * t
+        pose[5] = omega * t
         people = (
             ()
             if i in absent

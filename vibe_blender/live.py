@@ -43,7 +43,7 @@ from .core.result_file import MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
 from .core.user_dirs import write_private_file
-from .importer import ImportOptions, import_motion_file
+from .importer import ImportOptions, _units_per_metre, import_motion_file
 from .jobs import redraw_panels
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
 from .rig_builder import build_character, current_betas, joints_for_betas, rest_quats
@@ -407,6 +407,9 @@ def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharac
     armature_obj, _ = build_character(
         session.body_model, person.betas, f"live_{person.track_id}", collection=collection
     )
+    # Built in metres and posed in metres, like an imported character: the object's scale gives it
+    # its real size (and place) in a scene that counts in other units.
+    armature_obj.scale = (_units_per_metre(bpy.context.scene),) * 3
     first = TrackMotion(
         name=armature_obj.name,
         frame_ids=np.zeros(1, np.int64),

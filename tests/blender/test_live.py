@@ -16,13 +16,14 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from blender_eval import evaluated_joints
 from fake_live_server import END, HOLD, LIVE_ID, FakeLiveServer, frame_message, moving_take, person
 
 from vibe_blender import keyframes, live, preferences, server_control
 from vibe_blender.core import live_client, user_dirs
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.live_client import LiveConnection, take_on_frames
+from vibe_blender.core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, take_on_frames
 from vibe_blender.core.local_server import free_port, venv_program
 from vibe_blender.core.model_data import read_body_model
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result
@@ -436,6 +437,37 @@ def test_a_take_is_compressed_straight_into_its_file(addon, tmp_path):
     assert size > 8_000_000 and peak_bytes < size / 4, (size, peak_bytes)
     assert os.stat(path).st_mode & 0o777 == 0o600 and list(path.parent.iterdir()) == [path]
     np.testing.assert_array_equal(load_result(path).track(7).pose, result.tracks[7].pose)
+
+
+def test_live_characters_and_the_built_take_honour_the_unit_scale(addon, empty_scene, body_model):
+    """Live characters were built at one Blender unit per metre whatever the scene's Unit Scale: in
+    a scene counted in centimetres they were 100 times too small and nearer the origin than the
+    take built from the same frames. A person walking with a still pose, so that the live character
+    (its feet put on the floor from the frame it appears with) and the built take stand on the same
+    floor."""
+    take = moving_take(range(30), omega=0.0)
+    last = LiveFrameMessage(
+        take.received_index[-1],
+        take.received_time_s[-1],
+        (LivePersonFrame(1, take.frame_ids[1][-1], take.pose[1][-1], take.betas[1][-1], take.trans_cam_m[1][-1]),),
+        None,
+    )
+    live_joints = {}
+    for scale_length in (1.0, 0.01):
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        scene = bpy.context.scene
+        scene.unit_settings.scale_length = scale_length
+        scene.render.fps, scene.render.fps_base = 30, 1.0  # one scene frame per frame of the take
+        session = recorded_session(body_model, take)
+        live.show_frame(session, last)
+        live_armature = bpy.data.objects[session.characters[1].armature_name]
+        bpy.context.view_layer.update()
+        live_joints[scale_length] = evaluated_joints(live_armature)
+        ((built, _),) = live.stop_recording()
+        scene.frame_set(scene.frame_end)  # the take's last frame, the one the live character shows
+        np.testing.assert_allclose(evaluated_joints(built), live_joints[scale_length], atol=1e-4 / scale_length)
+    np.testing.assert_allclose(live_joints[0.01], 100 * live_joints[1.0], atol=1e-3)
+    assert np.linalg.norm(live_joints[1.0][0]) > 1  # a place away from the origin: scaling it shows
 
 
 def test_a_take_too_long_for_the_scenes_frames_is_kept_until_a_lower_frame_rate_places_it(

@@ -61,7 +61,8 @@ def animate_character(
 
 def key_motion(armature_obj, frames: np.ndarray, quats: np.ndarray, loc: np.ndarray) -> None:
     """frames (T,), quats (T, 24, 4) pose-bone quaternions, loc (T, 3) pelvis location -> the keys of
-    the character's action (made when it has none; the F-curves of these channels are replaced).
+    the character's action (made when it has none; the keys of these channels are replaced, their
+    F-curves stay with the user's modifiers and settings).
     The last key before each gap holds (CONSTANT), so nothing slides across the gap."""
     channels = keyframes.channels_for_rewrite(armature_obj, f"{armature_obj.name}_motion")
     interpolation = key_interpolation(frames)
@@ -123,7 +124,8 @@ def check_correctives(armature_obj, mesh_obj) -> None:
 def key_visibility(mesh_obj, frames: np.ndarray, first_frame: float, last_frame: float) -> None:
     """Show the body on the frames of the motion's keys ``frames`` (T,) and hide it elsewhere in
     [first_frame, last_frame]: before its first run, in gaps, after its end. A body seen in every
-    frame of that range has no visibility keys (those it had are removed)."""
+    frame of that range has no visibility keys (those it had are removed), except under F-curve
+    modifiers the user added: that curve stays, with one key that shows the body."""
     times, hidden = [], []
     if frames[0] > first_frame:
         times.append(first_frame), hidden.append(1.0)
@@ -131,25 +133,25 @@ def key_visibility(mesh_obj, frames: np.ndarray, first_frame: float, last_frame:
         times.append(frames[start]), hidden.append(0.0)
         if frames[end - 1] < last_frame:
             times.append(frames[end - 1] + 1), hidden.append(1.0)
-    if len(times) == 1:  # seen throughout: its visibility keys go; a flag the user set stays
+    seen_throughout = len(times) == 1
+    if seen_throughout:  # its visibility keys go; a flag the user set stays
         channels = keyframes.channels_of(mesh_obj)
         if channels is None or not any(f.data_path in ANIMATED_FLAGS for f in channels.fcurves):
             return
-        channels = keyframes.channels_for_rewrite(mesh_obj, f"{mesh_obj.name}_visibility")
-        for path in ANIMATED_FLAGS:
-            if keyframes.remove_fcurves(channels, path):
-                setattr(mesh_obj, path, False)  # no longer animated: left as the last frame evaluated
-        return
     channels = keyframes.channels_for_rewrite(mesh_obj, f"{mesh_obj.name}_visibility")
     for path in ANIMATED_FLAGS:
-        keyframes.rewrite_fcurve(
-            channels,
-            path,
-            0,
-            np.array(times, dtype=np.float64),
-            np.array(hidden),
-            interpolation=keyframes.CONSTANT,
-        )
+        fcurve = channels.fcurves.find(path)
+        if not seen_throughout or (fcurve is not None and len(fcurve.modifiers)):  # kept for the user's modifiers
+            keyframes.rewrite_fcurve(
+                channels,
+                path,
+                0,
+                np.array(times, dtype=np.float64),
+                np.array(hidden),
+                interpolation=keyframes.CONSTANT,
+            )
+        elif keyframes.remove_fcurves(channels, path):
+            setattr(mesh_obj, path, False)  # no longer animated: left as the last frame evaluated
 
 
 def refit_bones(armature_obj) -> None:

@@ -57,7 +57,9 @@ LOC_PATH = keyframes.location_path("pelvis")
 
 def read_motion(armature_obj):
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
-    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there)."""
+    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there). These
+    are the keys under any F-curve modifiers: write_motion keeps the modifiers on the curves, so they
+    apply once, over the new keys (reading their effect into the keys would apply them twice)."""
     channels = keyframes.channels_of(armature_obj)
     missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
     if channels is None or missing or channels.fcurves.find(keyframes.rotation_path("pelvis"), index=0) is None:
@@ -70,12 +72,14 @@ def read_motion(armature_obj):
     quats[..., 0] = 1.0  # an unkeyed channel stays at rest
     for j, bone in enumerate(JOINT_NAMES):
         for c in range(4):
-            values = keyframes.sample_fcurve(channels, keyframes.rotation_path(bone), c, frames)
+            values = keyframes.sample_fcurve(
+                channels, keyframes.rotation_path(bone), c, frames, through_modifiers=False
+            )
             if values is not None:
                 quats[:, j, c] = values
     loc = np.zeros((len(frames), 3))
     for c in range(3):
-        values = keyframes.sample_fcurve(channels, LOC_PATH, c, frames)
+        values = keyframes.sample_fcurve(channels, LOC_PATH, c, frames, through_modifiers=False)
         if values is not None:
             loc[:, c] = values
     return frames, quats, loc
@@ -83,8 +87,9 @@ def read_motion(armature_obj):
 
 def write_motion(armature_obj, frames, quats, loc) -> None:
     """Replace the character's keys with frames (T,), quats (T, 24, 4), pelvis location (T, 3), in
-    its action. An imported character's body is then shown on these frames only, and its baked
-    pose correctives are keyed from the new rotations."""
+    its action's F-curves (they stay, with the user's modifiers and settings). An imported
+    character's body is then shown on these frames only, and its baked pose correctives are keyed
+    from the new rotations."""
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
     mesh_obj = find_character_mesh(armature_obj)

@@ -4,10 +4,14 @@ Blender 4.4 introduced layered ("slotted") actions and 5.0 removed ``action.fcur
 live in a channelbag of a keyframe strip of a layer, for one slot (= one animated ID). 4.2 only has
 ``action.fcurves``. :func:`new_channels` hides that difference; everything else is the same call.
 Keys are written in bulk (``keyframe_points.add`` + ``foreach_set``): 1800 frames x 99 curves take
-~0.04 s, where per-frame ``keyframe_insert`` takes ~12 s.
+~0.04 s, where per-frame ``keyframe_insert`` takes ~12 s. Rewriting keys keeps the F-curve (only
+its keys change), so the user's modifiers and curve settings survive a clean-up or a re-import.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import bpy
 import numpy as np
@@ -89,19 +93,12 @@ def write_fcurve(
     *,
     group: str | None = None,
     interpolation: np.ndarray | int = LINEAR,
-):
+) -> bpy.types.FCurve:
     """frames (N,), values (N,) -> a new F-curve with N keys; interpolation per key or for all."""
     fcurve = channels.fcurves.new(data_path, index=index)
     if group:
         fcurve.group = channels.groups.get(group) or channels.groups.new(group)
-    n = len(frames)
-    points = fcurve.keyframe_points
-    points.add(n)
-    co = np.empty(2 * n, dtype=np.float32)
-    co[0::2], co[1::2] = frames, values
-    points.foreach_set("co", co)
-    points.foreach_set("interpolation", np.broadcast_to(np.asarray(interpolation, dtype=np.int32), (n,)).copy())
-    fcurve.update()  # sorts the keys and computes handles
+    _set_keys(fcurve, frames, values, interpolation)
     return fcurve
 
 
@@ -114,14 +111,28 @@ def rewrite_fcurve(
     *,
     group: str | None = None,
     interpolation: np.ndarray | int = LINEAR,
-):
-    """:func:`write_fcurve`, first removing the F-curve of that path and index when it exists
-    (its group is kept when none is given)."""
-    old = channels.fcurves.find(data_path, index=index)
-    if old is not None:
-        group = group or (old.group.name if old.group else None)
-        channels.fcurves.remove(old)
-    return write_fcurve(channels, data_path, index, frames, values, group=group, interpolation=interpolation)
+) -> bpy.types.FCurve:
+    """:func:`write_fcurve` onto the F-curve of that path and index when it exists: only its keys are
+    replaced, the curve itself stays, so the user's modifiers (Noise, Cycles, Limits, ...) and
+    settings (extrapolation, colour, lock, mute, hide, group) survive the rewrite."""
+    fcurve = channels.fcurves.find(data_path, index=index)
+    if fcurve is None:
+        return write_fcurve(channels, data_path, index, frames, values, group=group, interpolation=interpolation)
+    fcurve.keyframe_points.clear()
+    _set_keys(fcurve, frames, values, interpolation)
+    return fcurve
+
+
+def _set_keys(fcurve, frames: np.ndarray, values: np.ndarray, interpolation: np.ndarray | int) -> None:
+    """Give a keyless F-curve N keys in bulk: frames (N,), values (N,), interpolation per key or for all."""
+    n = len(frames)
+    points = fcurve.keyframe_points
+    points.add(n)
+    co = np.empty(2 * n, dtype=np.float32)
+    co[0::2], co[1::2] = frames, values
+    points.foreach_set("co", co)
+    points.foreach_set("interpolation", np.broadcast_to(np.asarray(interpolation, dtype=np.int32), (n,)).copy())
+    fcurve.update()  # sorts the keys and computes handles
 
 
 def remove_fcurves(channels, data_path: str) -> int:
@@ -157,17 +168,36 @@ def read_vector_keys(channels, data_path: str, size: int) -> tuple[np.ndarray, n
     return frames, np.stack([curve[1] for curve in curves], -1)
 
 
-def sample_fcurve(channels, data_path: str, index: int, frames: np.ndarray) -> np.ndarray | None:
-    """(N,) values of an existing F-curve at ``frames`` as Blender plays it (its keys when they are
-    exactly these frames and no modifier changes them, else the curve evaluated there), or None when
-    there is no such F-curve."""
+def sample_fcurve(
+    channels, data_path: str, index: int, frames: np.ndarray, *, through_modifiers: bool = True
+) -> np.ndarray | None:
+    """(N,) values of an existing F-curve at ``frames``, or None when there is no such F-curve.
+    through_modifiers: as Blender plays it (its modifiers applied); False: the curve of its keys
+    alone, which is what a rewrite must start from when it keeps the modifiers (see rewrite_fcurve),
+    or they would apply twice. The keys are read in bulk when they are exactly these frames and no
+    modifier changes them, else the curve is evaluated there."""
     fcurve = channels.fcurves.find(data_path, index=index)
     if fcurve is None:
         return None
     keys_frames, values = read_fcurve(channels, data_path, index)
-    if not len(fcurve.modifiers) and keys_frames.shape == np.shape(frames) and np.all(keys_frames == frames):
+    applies_modifiers = through_modifiers and len(fcurve.modifiers) > 0
+    if not applies_modifiers and keys_frames.shape == np.shape(frames) and np.all(keys_frames == frames):
         return values
-    return np.array([fcurve.evaluate(float(f)) for f in frames])
+    with nullcontext() if through_modifiers else _modifiers_muted(fcurve):
+        return np.array([fcurve.evaluate(float(f)) for f in frames])
+
+
+@contextmanager
+def _modifiers_muted(fcurve: bpy.types.FCurve) -> Iterator[None]:
+    """Mute the F-curve's modifiers while inside, then give each its own mute state back."""
+    was_muted = [modifier.mute for modifier in fcurve.modifiers]
+    try:
+        for modifier in fcurve.modifiers:
+            modifier.mute = True
+        yield
+    finally:
+        for modifier, mute in zip(fcurve.modifiers, was_muted):
+            modifier.mute = mute
 
 
 def replace_fcurve_values(channels, data_path: str, index: int, values: np.ndarray) -> None:

@@ -210,6 +210,47 @@ def test_a_body_seen_throughout_keeps_the_hiding_its_user_set(empty_scene, body_
     assert body.hide_render and not body.hide_viewport
 
 
+def test_clean_up_works_on_the_keys_under_the_users_f_curve_modifiers_and_keeps_them():
+    """Before: the modifiers were lost, and their effect was written into the keys. Now the keys
+    are cleaned as if there were no modifier, and each modifier applies once, over the new keys."""
+    plain = noisy_character(T=40)
+    clean_up_character(plain, strength=0.5, fps=30)
+    expected = read_motion(plain)
+    source = noisy_character(T=40)  # the same noisy motion, now with modifiers on two curves
+    channels = keyframes.channels_of(source)
+    knee_path, root_path = keyframes.rotation_path("left_knee"), keyframes.location_path("pelvis")
+    knee = channels.fcurves.find(knee_path, index=1)
+    noise = knee.modifiers.new("NOISE")
+    noise.strength, noise.scale = 0.2, 3.0
+    frames = read_motion(source)[0]
+    noise_before = [knee.evaluate(f) for f in frames] - keyframes.read_fcurve(channels, knee_path, 1)[1]
+    root = channels.fcurves.find(root_path, index=0)
+    root.modifiers.new("CYCLES")
+    root.extrapolation, root.mute = "LINEAR", True
+    clean_up_character(source, strength=0.5, fps=30)
+    for got, want in zip(read_motion(source), expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    knee, root = channels.fcurves.find(knee_path, index=1), channels.fcurves.find(root_path, index=0)
+    assert [(m.type, round(m.strength, 3)) for m in knee.modifiers] == [("NOISE", 0.2)]
+    noise_after = [knee.evaluate(f) for f in frames] - keyframes.read_fcurve(channels, knee_path, 1)[1]
+    np.testing.assert_allclose(noise_after, noise_before, atol=1e-6)  # applied once, as before
+    assert [m.type for m in root.modifiers] == ["CYCLES"] and root.extrapolation == "LINEAR" and root.mute
+
+
+def test_a_body_seen_throughout_keeps_a_visibility_curve_that_carries_the_users_modifiers(empty_scene, body_model):
+    """Its other visibility curve goes, as it would without modifiers; this one keeps one "shown" key."""
+    ((person, body),) = imported_tracks(body_model, [np.r_[0:20, 40:60]], correctives="off")
+    channels = keyframes.channels_of(body)
+    channels.fcurves.find("hide_viewport").modifiers.new("LIMITS")
+    empty_scene.frame_start, empty_scene.frame_end = 1, 20
+    assert trim_and_offset(person, end=20) == 20  # the first run: seen in every frame of the scene
+    hide_viewport = channels.fcurves.find("hide_viewport")
+    assert [m.type for m in hide_viewport.modifiers] == ["LIMITS"]
+    np.testing.assert_array_equal(keyframes.read_fcurve(channels, "hide_viewport", 0), ([1.0], [0.0]))
+    assert channels.fcurves.find("hide_render") is None
+    assert hidden_at(body, [1, 20]) == [False, False] and not body.hide_render
+
+
 def test_baked_correctives_on_a_body_without_their_shape_keys_is_one_clear_message(empty_scene, body_model):
     ((person, body),) = imported_tracks(body_model, [range(0, 20)])
     body.shape_key_clear()

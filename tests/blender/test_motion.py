@@ -8,6 +8,7 @@ import pytest
 from blender_eval import evaluated_joints, evaluated_vertices
 
 from vibe_blender import keyframes
+from vibe_blender.animation import animate_character
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.motion import ground_offset
 from vibe_blender.core.readers import read_motion_file
@@ -198,6 +199,83 @@ def test_keyframe_helper_writes_any_id(empty_scene):
     keyframes.write_fcurve(channels, "location", 2, np.array([1.0, 11.0]), np.array([0.0, 5.0]))
     empty_scene.frame_set(6)
     assert empty.location.z == pytest.approx(2.5)
+
+
+def test_rewriting_keys_keeps_the_f_curve_with_its_modifiers_and_settings(empty_scene):
+    """Before: a rewrite removed the F-curve and made a new one, losing what the user set on it."""
+    empty = bpy.data.objects.new("e", None)
+    empty_scene.collection.objects.link(empty)
+    channels = keyframes.new_channels(empty, "e_action")
+    fcurve = keyframes.write_fcurve(channels, "location", 2, np.array([1.0, 11.0]), np.array([0.0, 5.0]), group="Ours")
+    fcurve.modifiers.new("CYCLES")  # Cycles must be first in the stack
+    limits = fcurve.modifiers.new("LIMITS")
+    limits.use_max_y, limits.max_y = True, 4.0
+    fcurve.extrapolation, fcurve.color_mode, fcurve.color = "LINEAR", "CUSTOM", (1.0, 0.0, 1.0)
+    fcurve.lock = fcurve.mute = fcurve.hide = True
+    fcurve.group = channels.groups.new("Mine")
+    frames, values = np.array([1.0, 5.0, 21.0]), np.array([0.0, 2.0, 8.0])
+    keyframes.rewrite_fcurve(channels, "location", 2, frames, values, group="Ours", interpolation=keyframes.CONSTANT)
+    fcurve = channels.fcurves.find("location", index=2)
+    assert [m.type for m in fcurve.modifiers] == ["CYCLES", "LIMITS"]
+    assert fcurve.modifiers[1].use_max_y and fcurve.modifiers[1].max_y == 4.0
+    assert (fcurve.extrapolation, fcurve.color_mode, tuple(fcurve.color)) == ("LINEAR", "CUSTOM", (1.0, 0.0, 1.0))
+    assert fcurve.lock and fcurve.mute and fcurve.hide and fcurve.group.name == "Mine"
+    assert len(channels.fcurves) == 1
+    np.testing.assert_array_equal(keyframes.read_fcurve(channels, "location", 2), (frames, values))
+    assert {k.interpolation for k in fcurve.keyframe_points} == {"CONSTANT"}
+    assert fcurve.evaluate(21.0) == pytest.approx(4.0)  # the limit still applies to the new keys
+    assert fcurve.evaluate(25.0) == pytest.approx(2.0)  # and the cycle repeats them: 25 plays as 5
+
+
+def test_a_curve_is_sampled_as_blender_plays_it_or_by_its_keys_alone(empty_scene):
+    """Keys alone (modifiers muted while sampling) are what a rewrite that keeps the modifiers
+    starts from; each modifier's own mute state is given back."""
+    empty = bpy.data.objects.new("e", None)
+    empty_scene.collection.objects.link(empty)
+    channels = keyframes.new_channels(empty, "e_action")
+    fcurve = keyframes.write_fcurve(channels, "location", 0, np.array([1.0, 11.0]), np.array([0.0, 10.0]))
+    noise = fcurve.modifiers.new("NOISE")
+    noise.strength, noise.scale = 2.0, 1.5
+    muted_by_user = fcurve.modifiers.new("LIMITS")
+    muted_by_user.use_max_y, muted_by_user.max_y, muted_by_user.mute = True, 1.0, True
+    frames = np.array([1.0, 3.5, 11.0])
+    keys_alone = keyframes.sample_fcurve(channels, "location", 0, frames, through_modifiers=False)
+    np.testing.assert_allclose(keys_alone, [0.0, 2.5, 10.0], atol=1e-6)
+    played = keyframes.sample_fcurve(channels, "location", 0, frames)
+    np.testing.assert_allclose(played, [fcurve.evaluate(f) for f in frames])
+    assert np.abs(played - keys_alone).max() > 0.05  # the noise is there when played
+    at_keys = keyframes.sample_fcurve(channels, "location", 0, np.array([1.0, 11.0]), through_modifiers=False)
+    np.testing.assert_array_equal(at_keys, [0.0, 10.0])
+    assert [m.mute for m in fcurve.modifiers] == [False, True]
+    assert keyframes.sample_fcurve(channels, "location", 1, frames) is None
+
+
+def test_importing_a_track_again_onto_its_character_keeps_the_users_f_curve_modifiers(
+    empty_scene, reference_dir, body_model
+):
+    """Motion, baked correctives and visibility curves keep their modifiers, and the keys are the
+    track's (a modifier's effect is not written into them)."""
+    motion = read_motion_file(reference_dir / "result.npz")
+    _, (person, body) = import_motion(motion, body_model, ImportOptions(correctives="baked", add_camera=False))
+    motion_channels = keyframes.channels_of(person)
+    corrective_channels = keyframes.channels_of(body.data.shape_keys)
+    curves = {
+        "motion": (motion_channels, keyframes.rotation_path("left_knee"), 1),
+        "corrective": (corrective_channels, 'key_blocks["Pose000"].value', 0),
+        "visibility": (keyframes.channels_of(body), "hide_viewport", 0),
+    }
+    keys_before = {name: keyframes.read_fcurve(*curve) for name, curve in curves.items()}
+    for channels, path, index in curves.values():
+        noise = channels.fcurves.find(path, index=index).modifiers.new("NOISE")
+        noise.strength = 0.3
+    animate_character(
+        person, motion.tracks[1], ground_offset_m=motion.ground_offset_m, last_frame_id=motion.frame_count - 1
+    )
+    for name, (channels, path, index) in curves.items():
+        fcurve = channels.fcurves.find(path, index=index)
+        assert [(m.type, round(m.strength, 3)) for m in fcurve.modifiers] == [("NOISE", 0.3)], name
+        np.testing.assert_allclose(keyframes.read_fcurve(channels, path, index), keys_before[name], atol=1e-6)
+    assert len(motion_channels.fcurves) == 24 * 4 + 3 and len(corrective_channels.fcurves) == 207
 
 
 def test_a_second_capture_grows_the_scene_and_keeps_its_frame_rate(imported, empty_scene, reference_dir, body_model):

@@ -21,6 +21,7 @@ import bpy
 import numpy as np
 
 from .animation import FIRST_FRAME, animate_character
+from .core.client import uploaded_file_name
 from .core.errors import VibeError
 from .core.model_data import PLACEHOLDER_MODEL, read_body_model
 from .core.motion import MAX_CHARACTERS, MotionSet, ground_offset, longest_tracks
@@ -36,6 +37,7 @@ BLENDER_MAX_FRAME = 1_048_574  # the last frame of Blender's timeline (MAXFRAME)
 # this many person-frames an import needs many GB, so it is refused rather than started.
 MAX_PERSON_FRAMES = 300_000
 SENSOR_WIDTH_MM = 36.0
+SERVER_VIDEO_NAME_CHARS = 200  # the server records at most this many characters of a video's name
 
 
 @dataclass
@@ -44,6 +46,9 @@ class ImportOptions:
     root_motion: str = "full"  # full (from the video's camera) | in_place
     add_camera: bool = True  # a camera matching the video (when the source has one)
     video_path: str = ""  # shown behind the camera when given
+    # the capture panel's video: shown behind the camera when the result was captured from it (and no
+    # video_path is given); any other file is imported without it, saying so once
+    capture_video_path: str = ""
     set_scene: bool = True  # scene fps and frame range from the source (only grown when characters exist)
     fps: float = 0.0  # frame rate for files that store none (0: 30)
     max_characters: int = MAX_CHARACTERS  # the tracks with the most frames, when a file holds more
@@ -65,16 +70,85 @@ def import_motion_file(
             "motion is random and its body a stick figure. Install the model data (Server & Model Data panel), "
             "then capture again."
         )
+    if options.capture_video_path and not options.video_path and options.add_camera and motion.camera is not None:
+        options = replace(options, video_path=_video_if_captured_from(path, options.capture_video_path, warn))
     return import_motion(motion, body_model, options, report=report, warn=warn)
+
+
+def _recorded(path, name: str) -> np.ndarray | None:
+    """The single value ``name`` a VIBE Mocap result file records (None for other files: pkl, AMASS)."""
+    try:
+        value = read_npz(path, names=("format", name)).get(name)
+    except VibeError:
+        return None
+    return value if value is not None and value.shape == () else None
 
 
 def result_model_name(path) -> str | None:
     """The model name a VIBE Mocap result file records (None for other files: pkl, AMASS)."""
-    try:
-        name = read_npz(path, names=("format", "model_name")).get("model_name")
-    except VibeError:
+    name = _recorded(path, "model_name")
+    return str(name) if name is not None and name.dtype.kind == "U" else None
+
+
+def result_video(path) -> tuple[str, int] | None:
+    """(name, frame count) of the video a VIBE Mocap result file was captured from (None for other
+    files: pkl, AMASS)."""
+    name, frame_count = _recorded(path, "video_name"), _recorded(path, "video_frame_count")
+    if name is None or name.dtype.kind != "U" or frame_count is None or frame_count.dtype.kind not in "iu":
         return None
-    return str(name) if name is not None and name.shape == () and name.dtype.kind == "U" else None
+    return str(name), int(frame_count)
+
+
+def is_named_as_recorded(video_path: str, recorded_name: str) -> bool:
+    """Whether ``recorded_name``, a result's video name, names ``video_path``: as the server records a
+    video sent by its path or uploaded (see :func:`uploaded_file_name`), cut to its length limit."""
+    names = (Path(video_path).name, uploaded_file_name(video_path))
+    return recorded_name in {name[:SERVER_VIDEO_NAME_CHARS] for name in names}
+
+
+def _video_if_captured_from(path, video_path: str, warn) -> str:
+    """``video_path`` (the capture panel's video) when the result file at ``path`` was captured from it:
+    it records that video's name and, as far as Blender reads it, its frame count; else "" and one
+    ``warn`` saying why the camera has no background and how to give it one. A video that is missing or
+    does not read is left to :func:`add_video_camera`, which says so."""
+    result, video = Path(path).name, Path(video_path).name
+    recorded = result_video(path)
+    if recorded is None:
+        warn(
+            f"{result} does not record which video it was captured from, so the capture panel's video '{video}' "
+            "is not shown behind its camera; pick the video in the import options (Video) to show it."
+        )
+        return ""
+    recorded_name, recorded_frames = recorded
+    if not is_named_as_recorded(video_path, recorded_name):
+        warn(
+            f"{result} was captured from '{recorded_name}', not from the capture panel's video '{video}': its "
+            f"camera has no background. Pick '{recorded_name}' in the import options (Video) to show it."
+        )
+        return ""
+    frames = _frame_count_in_blender(video_path)
+    # Blender and the server's decoder may count a frame or two apart in some containers
+    if frames is not None and abs(frames - recorded_frames) > max(2, recorded_frames // 100):
+        warn(
+            f"{result} was captured from a video named '{recorded_name}' of {recorded_frames} frames, but the "
+            f"capture panel's video '{video_path}' has {frames}: another video of that name, so its camera has "
+            "no background. Pick the video it was captured from in the import options (Video) to show it."
+        )
+        return ""
+    return video_path
+
+
+def _frame_count_in_blender(video_path: str) -> int | None:
+    """The frames Blender reads in the video at ``video_path`` (None when it reads none, or there is no
+    such file). A clip loaded only to count them is removed again."""
+    if not Path(video_path).is_file():
+        return None
+    clips_before = len(bpy.data.movieclips)
+    clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+    frames = clip.frame_duration
+    if len(bpy.data.movieclips) > clips_before:  # loaded here: add_video_camera loads it when it is shown
+        bpy.data.movieclips.remove(clip)
+    return frames if frames >= 1 else None
 
 
 def import_motion(

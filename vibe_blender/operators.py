@@ -49,8 +49,15 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
     correctives: bpy.props.EnumProperty(name="Pose correctives", items=_CORRECTIVE_ITEMS, default="off")
     root_motion: bpy.props.EnumProperty(name="Root motion", items=_ROOT_ITEMS, default="full")
     add_camera: bpy.props.BoolProperty(name="Camera", default=True)
-    video_path: bpy.props.StringProperty(
-        name="Video", subtype="FILE_PATH", default="", description="Optional: the video, shown behind the camera"
+    video_path: bpy.props.StringProperty(  # never remembered: a video belongs to the one file it was picked for
+        name="Video",
+        subtype="FILE_PATH",
+        default="",
+        description="Optional: the video, shown behind the camera",
+        options={"SKIP_SAVE"},
+    )
+    capture_video_path: bpy.props.StringProperty(  # set by the panel's button: see ImportOptions
+        name="Capture video", subtype="FILE_PATH", default="", options={"HIDDEN", "SKIP_SAVE"}
     )
     fps: bpy.props.FloatProperty(
         name="Frame rate",
@@ -82,6 +89,7 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
             root_motion=self.root_motion,
             add_camera=self.add_camera,
             video_path=bpy.path.abspath(self.video_path) if self.video_path else "",
+            capture_video_path=bpy.path.abspath(self.capture_video_path) if self.capture_video_path else "",
             fps=self.fps,
             max_characters=self.max_characters,
             set_scene=self.set_scene,

@@ -44,7 +44,7 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         box.prop(settings, "add_camera")
         op = box.operator("vibe_mocap.import_motion", icon="IMPORT")
         op.correctives, op.root_motion, op.add_camera = settings.correctives, settings.root_motion, settings.add_camera
-        op.video_path = settings.video_path
+        op.capture_video_path = settings.video_path  # shown only behind a result captured from it
 
         from .rig_builder import find_character_mesh, is_character, shape_key_name
 

@@ -1,6 +1,7 @@
 """Capture from the panel's point of view: worker thread + UI tick, against a fake server."""
 
 import time
+from pathlib import Path
 
 import bpy
 import pytest
@@ -308,7 +309,7 @@ def _draw_panel(context, operators=None):
     return calls
 
 
-def test_panel_imports_with_the_chosen_video_and_shows_a_renamed_bodys_shape(
+def test_panel_offers_its_video_to_the_import_and_shows_a_renamed_bodys_shape(
     registered, empty_scene, reference_dir, body_model, video
 ):
     from vibe_blender.importer import import_motion_file
@@ -319,9 +320,82 @@ def test_panel_imports_with_the_chosen_video_and_shows_a_renamed_bodys_shape(
     bpy.context.view_layer.objects.active = armature_obj
     operators = {}
     calls = _draw_panel(bpy.context, operators)
-    assert operators["vibe_mocap.import_motion"].video_path == str(video)
+    button = operators["vibe_mocap.import_motion"]
+    assert button.capture_video_path == str(video)  # used only for a result captured from it
+    assert not hasattr(button, "video_path")  # the import's own Video option is left to the user
     sliders = [kw["text"] for name, _, kw in calls if name == "prop" and kw.get("text", "").startswith("Beta")]
     assert sliders == [f"Beta {i}" for i in range(10)]
+
+
+CLIP, CLIP_FRAMES = "asl-walk.mkv", 89  # as Blender and the server's decoder count its frames
+
+
+def _result_captured_from(reference_dir, folder, video_name: str, frame_count: int):
+    """The reference result file, as if captured from a video ``video_name`` of ``frame_count`` frames."""
+    from dataclasses import replace
+
+    from vibe_blender.core.result_file import load_result, save_result
+
+    result = load_result(reference_dir / "result.npz")
+    result.video = replace(result.video, name=video_name, frame_count=frame_count)
+    path = folder / f"captured_{frame_count}.npz"
+    save_result(path, result)
+    return path
+
+
+def test_the_import_button_shows_the_capture_video_behind_a_result_captured_from_it(
+    registered, empty_scene, reference_dir, real_data_dir, tmp_path
+):
+    import shutil
+
+    from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
+
+    shutil.copy(reference_dir / "body_model.npz", user_dir("cache") / BODY_MODEL_CACHE)
+    empty_scene.vibe_mocap.video_path = str(real_data_dir / CLIP)
+    operators = {}
+    _draw_panel(bpy.context, operators)
+    result = _result_captured_from(reference_dir, tmp_path, CLIP, CLIP_FRAMES)
+    capture_video = operators["vibe_mocap.import_motion"].capture_video_path
+    assert bpy.ops.vibe_mocap.import_motion(filepath=str(result), capture_video_path=capture_video) == {"FINISHED"}
+    (background,) = empty_scene.camera.data.background_images
+    assert background.clip.frame_duration == CLIP_FRAMES
+    assert Path(bpy.path.abspath(background.clip.filepath)) == real_data_dir / CLIP
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (
+            ("other.mp4", CLIP_FRAMES),
+            "was captured from 'other.mp4', not from the capture panel's video 'asl-walk.mkv'",
+        ),
+        ((CLIP, 300), "captured from a video named 'asl-walk.mkv' of 300 frames, but the capture panel's video"),
+        ("official", "does not record which video it was captured from, so the capture panel's video 'asl-walk.mkv'"),
+    ],
+)
+def test_a_result_not_captured_from_the_capture_video_is_imported_without_it_saying_so_once(
+    registered, empty_scene, reference_dir, body_model, real_data_dir, official_pkl, tmp_path, source, message
+):
+    from vibe_blender.importer import import_motion_file
+
+    path = official_pkl if source == "official" else _result_captured_from(reference_dir, tmp_path, *source)
+    warnings = []
+    options = ImportOptions(capture_video_path=str(real_data_dir / CLIP))
+    characters = import_motion_file(path, body_model, options, report=lambda _: None, warn=warnings.append)
+    assert characters and empty_scene.camera is not None
+    assert [w for w in warnings if "capture panel's video" in w] == [w for w in warnings if message in w]
+    assert len([w for w in warnings if message in w]) == 1, warnings
+    assert not empty_scene.camera.data.background_images and not bpy.data.movieclips  # none loaded, none kept
+
+
+def test_a_result_names_the_video_as_the_server_records_it():
+    from vibe_blender.importer import SERVER_VIDEO_NAME_CHARS, is_named_as_recorded
+
+    assert is_named_as_recorded("/clips/walk.mp4", "walk.mp4")
+    assert not is_named_as_recorded("/clips/walk.mp4", "walk")
+    assert is_named_as_recorded('/clips/a "b".mp4', "a _b_.mp4")  # uploaded: quotes become _
+    long_name = "w" * (SERVER_VIDEO_NAME_CHARS + 20) + ".mp4"
+    assert is_named_as_recorded(f"/clips/{long_name}", long_name[:SERVER_VIDEO_NAME_CHARS])
 
 
 def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, reference_dir, video, monkeypatch):

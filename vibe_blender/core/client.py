@@ -111,6 +111,12 @@ def display_text(value, limit: int = MAX_TEXT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def uploaded_file_name(path: str | Path) -> str:
+    """The name an upload gives its file (which the server records as the video's name): the file's
+    name with unprintable characters, quotes and backslashes as '_' (they would break the form's header)."""
+    return "".join(c if c.isprintable() and c not in '"\\' else "_" for c in Path(path).name)
+
+
 class Cancelled(Exception):
     """Raised inside a request when the caller's ``should_stop()`` turns true."""
 
@@ -380,7 +386,7 @@ class ServerClient:
         except OSError as err:
             raise VibeError(f"Cannot read the video '{video_path}': {err.strerror}.") from err
         boundary = uuid.uuid4().hex
-        name = "".join(c if c.isprintable() and c not in '"\\' else "_" for c in video_path.name)
+        name = uploaded_file_name(video_path)
         head = (
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n"
             f"Content-Type: application/json\r\n\r\n{json.dumps(params or {})}\r\n"

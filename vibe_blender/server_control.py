@@ -131,7 +131,8 @@ def _capture_or_live_running() -> bool:
 
 
 def stop_server() -> None:
-    """Stop the add-on's server in the background (the panel shows "stopping" meanwhile)."""
+    """Stop the add-on's server in the background (the panel shows "stopping" meanwhile); after a start
+    that failed on a kept server that does not answer, end that one (``LocalServer.stop_kept_server``)."""
     if _state.server is not None:
         _state.server.stop_in_background()
         _follow()

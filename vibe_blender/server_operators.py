@@ -27,6 +27,10 @@ class VIBE_OT_server_stop(bpy.types.Operator):
 
     bl_idname = "vibe_mocap.server_stop"
     bl_label = "Stop Server"
+    bl_description = (
+        "Stop the server this add-on started. After a start that failed on a server an earlier session kept "
+        "running, which does not answer: stop that one and forget it, so that Start Server starts a new one"
+    )
 
     @reports_errors
     def execute(self, context):

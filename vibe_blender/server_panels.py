@@ -58,7 +58,11 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
                 log = box.column(align=True)
                 for line in status.log_tail[-6:]:
                     log.label(text=line[:90])
+                if status.blocking_record is not None:  # a kept server that does not answer: end it here
+                    box.operator("vibe_mocap.server_stop", text="Stop Kept Server", icon="CANCEL")
             else:
+                if status.message:  # what the last stop did
+                    label_lines(box, status.message)
                 box.label(text="Capture starts the server when none is running.", icon="INFO")
             box.operator("vibe_mocap.server_start", icon="PLAY")
 

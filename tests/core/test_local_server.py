@@ -4,10 +4,13 @@ The real server is started in tests/blender/test_local_server.py; here small sta
 the failure cases that the real one cannot be made to show on cue (a broken install, a program that
 hangs, a crash while starting)."""
 
+import contextlib
 import http.server
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -481,6 +484,9 @@ def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_
         {"url": "http://127.0.0.1:{port}", "token": ""},  # empty: the user's token file
         {"url": "http://127.0.0.1:{port}", "token": 5},  # not a text
         {"url": "http://127.0.0.1:{port}", "token": "a b"},  # not a token of the add-on's
+        {"url": "http://127.0.0.1:{port}", "token": KEPT_TOKEN, "pid": "4242"},  # a process id that is no number
+        {"url": "http://127.0.0.1:{port}", "token": KEPT_TOKEN, "pid": True},
+        {"url": "http://127.0.0.1:{port}", "token": KEPT_TOKEN, "pid": 0},
         ["http://127.0.0.1:{port}", KEPT_TOKEN],  # not a record
         "[[[[",  # damaged
     ],
@@ -581,11 +587,199 @@ def test_a_kept_server_that_does_not_prove_its_token_in_time_keeps_its_record(tm
         record = _kept_record(server, {"url": f"http://127.0.0.1:{slow.server_port}", "token": KEPT_TOKEN})
         with pytest.raises(local_server.KeptServerBusy, match="does not answer in time.*try again in a moment") as err:
             server.adopt_kept_server()
-        assert f"delete '{record}'" in str(err.value)  # how to leave it alone
+        assert "press Stop Kept Server" in str(err.value) and err.value.record == record  # how to end it
         assert record.exists()
     finally:
         slow.shutdown()
         slow.server_close()
+
+
+# A kept server for Stop Kept Server: as `vibe-mocap serve`, it holds its jobs folder's lock and
+# answers /health (proving its token) and POST /shutdown (it then exits); while the file
+# $STAND_IN_HOLD exists, it proves nothing (the request waits), as a server too busy to answer.
+# $STAND_IN_IGNORES_TERM: it ignores SIGTERM, as a server stuck past its handler.
+KEPT_STAND_IN = f"""import fcntl, http.server, json, os, signal, urllib.parse
+sys.path.insert(0, {str(TESTS.parent)!r})
+from vibe_blender.core.server_proof import server_proof
+args = sys.argv[1:]
+jobs = args[args.index("--jobs-dir") + 1]
+os.makedirs(jobs, exist_ok=True)
+lock = os.open(os.path.join(jobs, ".server.lock"), os.O_CREAT | os.O_RDWR)
+fcntl.flock(lock, fcntl.LOCK_EX)
+if os.environ.get("STAND_IN_IGNORES_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+port, token, hold = int(args[args.index("--port") + 1]), os.environ["VIBE_MOCAP_TOKEN"], os.environ["STAND_IN_HOLD"]
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # the proof and the request share one connection
+
+    def answer(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def do_GET(self):
+        health = {{"status": "ok", "api_version": 1, "device": "cpu", "model": "stand-in"}}
+        challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("challenge")
+        if challenge:
+            while os.path.exists(hold):
+                time.sleep(0.05)
+            health["proof"] = server_proof(token, challenge[0], port)
+        self.answer(200, health)
+
+    def do_POST(self):
+        if self.path == "/api/v1/shutdown" and self.headers.get("Authorization") == "Bearer " + token:
+            self.answer(202, {{"status": "stopping"}})
+            os._exit(0)
+        self.answer(401, {{"detail": "no"}})
+
+    def log_message(self, *args):
+        pass
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+server.daemon_threads = True
+server.serve_forever()"""
+
+
+@contextlib.contextmanager
+def kept_stand_in(tmp_path, monkeypatch, *, ignores_term: bool = False):
+    """(add-on folder, the process, its record): a server kept running by a Blender that quit, which
+    does not answer the next start in time (its proofs are held: $STAND_IN_HOLD exists)."""
+    hold = tmp_path / "hold"
+    monkeypatch.setenv("STAND_IN_HOLD", str(hold))
+    if ignores_term:
+        monkeypatch.setenv("STAND_IN_IGNORES_TERM", "1")
+    monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(local_server, "KEPT_SHUTDOWN_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(local_server, "STOP_TIMEOUT_S", 2.0)
+    base = tmp_path / "addon"
+    earlier = local_server.LocalServer(log_dir=base, stop_with_parent=False)
+    earlier.start(write_program(tmp_path / "stand-in" / "vibe-mocap", KEPT_STAND_IN))
+    assert earlier.wait_ready(30).state == "ready", earlier.snapshot()
+    _until(earlier.kept_path.exists)
+    process, record = earlier._process, earlier.kept_path
+    os.close(earlier._instance_fd)  # that Blender quits, keeping its server
+    earlier._instance_fd = None
+    hold.touch()
+    try:
+        yield base, process, record
+    finally:
+        hold.unlink(missing_ok=True)
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def _start_blocked_by(base: Path, record: Path) -> local_server.LocalServer:
+    """A new session's server whose start failed on the kept server of ``record``, which does not answer."""
+    server = local_server.LocalServer(log_dir=base)
+    server.start(lambda: pytest.fail("nothing is launched while a kept server blocks"))
+    status = server.wait_ready(30)
+    assert status.state == "failed" and "press Stop Kept Server" in status.message, status
+    assert status.blocking_record == record
+    return server
+
+
+def _stop_kept(server: local_server.LocalServer) -> local_server.ServerStatus:
+    """Stop Server pressed in the failed state: it returns at once ("stopping"), then says what was done."""
+    t0 = time.monotonic()
+    server.stop_in_background()
+    assert time.monotonic() - t0 < 0.5
+    _until(lambda: server.snapshot().state != "stopping")
+    return server.snapshot()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
+def test_stop_kept_server_asks_a_kept_server_that_answers_again_and_the_next_start_is_clean(tmp_path, monkeypatch):
+    with kept_stand_in(tmp_path, monkeypatch) as (base, process, record):
+        server = _start_blocked_by(base, record)
+        (tmp_path / "hold").unlink()  # it answers again: it is asked to shut down, with its token
+        status = _stop_kept(server)
+        assert status.state == "stopped" and "stopped when asked; its record is removed" in status.message, status
+        assert process.wait(10) == 0 and not record.exists() and status.blocking_record is None
+        server.start(vibe_stand_in(tmp_path / "new-server"))  # a new server, of this Blender's own
+        try:
+            status = server.wait_ready(30)
+            assert status.state == "ready" and not server._kept, status
+        finally:
+            server.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="only Linux shows a process's command line")
+@pytest.mark.parametrize("ignores_term", [False, True])
+def test_stop_kept_server_ends_a_kept_server_that_never_answers_as_it_provably_is_that_server(
+    tmp_path, monkeypatch, ignores_term
+):
+    with kept_stand_in(tmp_path, monkeypatch, ignores_term=ignores_term) as (base, process, record):
+        status = _stop_kept(_start_blocked_by(base, record))
+        assert status.state == "stopped", status
+        assert f"did not answer, so its process ({process.pid}) was ended; its record is removed" in status.message
+        assert process.wait(10) == (-signal.SIGKILL if ignores_term else -signal.SIGTERM) and not record.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
+@pytest.mark.parametrize("named", ["no process", "an unrelated process", "another server"])
+def test_stop_kept_server_never_ends_a_process_that_is_not_provably_that_server(tmp_path, monkeypatch, named):
+    """The record names no process (an earlier version's), or one that is not that server (its pid
+    reused since, or a record changed by hand): nothing is ended; the record is removed all the same,
+    so that the next start starts a server beside the one that does not answer, and the message says
+    to end that one by hand."""
+    bystander = None
+    with kept_stand_in(tmp_path, monkeypatch) as (base, process, record):
+        if named == "an unrelated process":
+            bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        elif named == "another server":  # a server of another add-on folder, on another jobs folder
+            bystander = local_server.LocalServer(log_dir=tmp_path / "other-addon")
+            bystander.start(vibe_stand_in(tmp_path / "other-server", TAKES_THE_JOBS_FOLDER))
+            assert bystander.wait_ready(30).state == "ready"
+        fields = json.loads(record.read_text())
+        fields.pop("pid")
+        if bystander is not None:
+            fields["pid"] = bystander.pid if named == "an unrelated process" else bystander._process.pid
+        record.write_text(json.dumps(fields))
+        try:
+            server = _start_blocked_by(base, record)
+            status = _stop_kept(server)
+            assert status.state == "failed" and "did not answer, and the add-on cannot end it" in status.message
+            expected = {
+                "no process": "does not name its process",
+                "an unrelated process": "is not a 'vibe-mocap serve'",
+                "another server": "serves another jobs folder",
+            }[named]
+            assert expected in status.message and "end that 'vibe-mocap serve'" in status.message, status.message
+            assert process.poll() is None and not record.exists()
+            if named == "an unrelated process":
+                assert bystander.poll() is None
+            elif named == "another server":
+                assert bystander._process.poll() is None and bystander.snapshot().state == "ready"
+            server.start(vibe_stand_in(tmp_path / "new-server", TAKES_THE_JOBS_FOLDER))  # beside the one kept
+            try:
+                assert server.wait_ready(30).state == "ready" and not server._kept
+            finally:
+                server.stop()
+        finally:
+            if isinstance(bystander, subprocess.Popen):
+                bystander.kill()
+                bystander.wait(10)
+            elif bystander is not None:
+                bystander.stop()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
+def test_stop_kept_server_leaves_a_kept_server_that_another_blender_took_over(tmp_path, monkeypatch):
+    with kept_stand_in(tmp_path, monkeypatch) as (base, process, record):
+        server = _start_blocked_by(base, record)
+        other_blender = local_server._try_lock(record.parent / local_server.INSTANCE_LOCK)  # it uses it now
+        try:
+            status = _stop_kept(server)
+        finally:
+            os.close(other_blender)
+        assert status.state == "stopped" and "Another Blender session uses" in status.message, status
+        assert process.poll() is None and record.exists()
 
 
 def _closes_without_answering(listener: socket.socket) -> None:

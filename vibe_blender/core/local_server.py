@@ -11,9 +11,9 @@ What the add-on runs, and why (docs/blender.md says the same to users):
   ``ps`` shows it); the server binds loopback only, on a free port, keeps its jobs and log in a folder
   of this Blender's own (a server per jobs folder: each Blender running at once has its own server),
   and stops when Blender exits, even when it crashes (the system closes its standard input). When
-  the user keeps it running after Blender quits, its address and token are kept in a file only the
-  user can read, in that folder, and a later session uses it again once that Blender is gone and the
-  server proved it holds that token (``server_proof.py``);
+  the user keeps it running after Blender quits, its address, token and process id are kept in a
+  file only the user can read, in that folder, and a later session uses it again once that Blender
+  is gone and the server proved it holds that token (``server_proof.py``);
 - ``vibe-mocap data check --json`` and ``vibe-mocap data install SOURCE`` for the model data, so the
   add-on installs with exactly the command line's code and never installs anything into Blender.
 """
@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -153,18 +154,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port(parsed: urllib.parse.ParseResult) -> int:
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def listens(url: str, *, timeout_s: float = 2.0) -> bool:
+    """Whether a program accepts connections at ``url``'s address."""
+    parsed = urllib.parse.urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, _port(parsed)), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
 def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
     """ "vibe" when a VIBE Mocap server answers /health at ``url``, "nothing" when nobody listens,
     "other" when another program does. /health is public: the probe sends no token, so a foreign
     program never sees it, and reads at most 64 KiB of the answer."""
-    parsed = urllib.parse.urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
-    except OSError:
+    if not listens(url, timeout_s=timeout_s):
         return "nothing"
+    parsed = urllib.parse.urlparse(url)
     connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-    conn = connection_class(parsed.hostname, port, timeout=timeout_s)
+    conn = connection_class(parsed.hostname, _port(parsed), timeout=timeout_s)
     try:
         conn.request("GET", parsed.path.rstrip("/") + API + "/health")
         response = conn.getresponse()
@@ -273,28 +285,104 @@ def claim_instance_folder(base: Path) -> tuple[Path, int]:
 
 
 class KeptServerBusy(VibeError):
-    """The server an earlier session kept running is there but does not answer in time."""
+    """The server an earlier session kept running is there but does not answer in time; ``record`` is
+    its record (:meth:`LocalServer.stop_kept_server` ends that server and removes it)."""
+
+    def __init__(self, message: str, record: Path):
+        super().__init__(message)
+        self.record = record
 
 
 KEPT_URL_PATTERN = re.compile(r"http://127\.0\.0\.1:(\d{1,5})")
 KEPT_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")  # the add-on's tokens: secrets.token_urlsafe(32)
 KEPT_CHECK_TIMEOUT_S = 5.0
+KEPT_SHUTDOWN_TIMEOUT_S = 10.0  # for a kept server that did not answer in KEPT_CHECK_TIMEOUT_S
+MAX_PID = 2**31 - 1
 
 
-def kept_record_fields(raw: bytes) -> tuple[str, str]:
-    """(url, token) of a kept-server record; ValueError when it is damaged: not JSON, not this
-    machine's address, or not a token the add-on makes (never empty: an empty token would stand for
-    the user's own token file)."""
+@dataclass(frozen=True)
+class KeptRecord:
+    """What the record of a server kept running for the next session holds."""
+
+    url: str
+    token: str
+    pid: int | None  # its process (None in the records of versions before it was noted)
+
+
+def kept_record_fields(raw: bytes) -> KeptRecord:
+    """The fields of a kept-server record; ValueError when it is damaged: not JSON, not this
+    machine's address, not a token the add-on makes (never empty: an empty token would stand for
+    the user's own token file), or a process id that is no positive number."""
     record = safe_json.loads(raw)
     if not isinstance(record, dict):
         raise ValueError("not a record")
-    url, token = record.get("url"), record.get("token")
+    url, token, pid = record.get("url"), record.get("token"), record.get("pid")
     match = KEPT_URL_PATTERN.fullmatch(url) if isinstance(url, str) else None
     if match is None or not 1 <= int(match.group(1)) <= 65535:
         raise ValueError("not this machine's address")
     if not (isinstance(token, str) and KEPT_TOKEN_PATTERN.fullmatch(token)):
         raise ValueError("not a token of the add-on's")
-    return url, token
+    if pid is not None and (type(pid) is not int or not 1 <= pid <= MAX_PID):
+        raise ValueError("not a process id")
+    return KeptRecord(url, token, pid)
+
+
+def kept_server_runs(url: str, jobs_dir: Path) -> bool:
+    """Whether a kept server may still be there: a server holds its jobs folder's lock, or a program
+    still listens at its address (the one sign on Windows, which has no such lock)."""
+    return _server_runs_in(jobs_dir) or listens(url)
+
+
+def _gone_within(url: str, jobs_dir: Path, timeout_s: float) -> bool:
+    """Whether the kept server at ``url`` is gone within ``timeout_s`` (:func:`kept_server_runs`)."""
+    deadline = time.monotonic() + timeout_s
+    while kept_server_runs(url, jobs_dir):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(HEALTH_POLL_S)
+    return True
+
+
+def not_the_kept_server(pid: int | None, jobs_dir: Path) -> str | None:
+    """Why process ``pid`` cannot be proved to be the kept server of ``jobs_dir``; None when it is: its
+    command line runs the vibe-mocap program's ``serve`` on that jobs folder (which only the server
+    launched in that instance folder does: a Blender launches servers only in a folder it holds). Only
+    Linux shows another process's command line (/proc); elsewhere nothing proves it."""
+    if pid is None:
+        return "its record, made by an earlier version, does not name its process"
+    if not Path("/proc/self/cmdline").is_file():
+        return "this system does not show which program a process runs"
+    try:
+        args = [os.fsdecode(arg) for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
+    except OSError:
+        return f"process {pid}, which its record names, is no longer running"
+    if "serve" not in args or not any(Path(a).name.startswith(PROGRAM_NAME) for a in args[: args.index("serve")]):
+        return f"process {pid}, which its record names, is not a 'vibe-mocap serve'"
+    try:
+        serves_that_folder = os.path.samefile(args[args.index("--jobs-dir") + 1], jobs_dir)
+    except (ValueError, IndexError, OSError):
+        serves_that_folder = False
+    if not serves_that_folder:
+        return f"process {pid}, which its record names, serves another jobs folder than '{jobs_dir}'"
+    return None
+
+
+def _end_kept_process(pid: int, url: str, jobs_dir: Path) -> str | None:
+    """Terminate the kept server's process ``pid`` (killed after STOP_TIMEOUT_S), checking before each
+    signal that it is still that server; why it could not be ended, or None once it is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        problem = not_the_kept_server(pid, jobs_dir)
+        if problem is not None:
+            return problem
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return None
+        except OSError as err:
+            return f"process {pid} cannot be ended ({err.strerror or err})"
+        if _gone_within(url, jobs_dir, STOP_TIMEOUT_S):
+            return None
+    return f"process {pid} still runs after it was killed"
 
 
 def got_no_answer(err: VibeError) -> bool:
@@ -312,6 +400,8 @@ class ServerStatus:
     log_tail: tuple[str, ...] = ()
     model: str = ""  # what /health says the server runs
     elapsed_s: float = 0.0
+    # the record of a kept server that made the start fail (KeptServerBusy): Stop Server ends that server
+    blocking_record: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -394,7 +484,15 @@ class LocalServer:
             self._stopping, self._process, self._kept = False, None, False
             self.token = secrets.token_urlsafe(32)  # a token seen by an earlier server opens nothing now
         self._ready.clear()
-        self._set(state="starting", url=url, message="Starting the server…", log_tail=(), model="", elapsed_s=0.0)
+        self._set(
+            state="starting",
+            url=url,
+            message="Starting the server…",
+            log_tail=(),
+            model="",
+            elapsed_s=0.0,
+            blocking_record=None,
+        )
         threading.Thread(
             target=self._work,
             args=(program, port, pick_port, data_dir, generation),
@@ -423,7 +521,7 @@ class LocalServer:
         if self._outlives(process):
             (self._instance / KEPT_SERVER_FILE).unlink(missing_ok=True)
         self._release_kept_folder()
-        self._set(state="stopped", message="The server is stopped.")
+        self._set(state="stopped", message="The server is stopped.", blocking_record=None)
         self._ready.set()
 
     @property
@@ -447,8 +545,16 @@ class LocalServer:
         threading.Thread(target=restart, daemon=True, name="vibe-restart-server").start()
 
     def stop_in_background(self) -> None:
-        """:meth:`stop` in a worker thread; the state is "stopping" until it is done."""
-        if not self.snapshot().running:
+        """:meth:`stop` in a worker thread; the state is "stopping" until it is done. After a start
+        that failed on a kept server that does not answer, :meth:`stop_kept_server` instead."""
+        status = self.snapshot()
+        if status.state == "failed" and status.blocking_record is not None:
+            self._set(state="stopping", message="Stopping the server an earlier Blender session kept running…")
+            threading.Thread(
+                target=self.stop_kept_server, args=(status.blocking_record,), daemon=True, name="vibe-stop-kept"
+            ).start()
+            return
+        if not status.running:
             return
         self._set(state="stopping", message="Stopping the server…")
         threading.Thread(target=self.stop, daemon=True, name="vibe-stop-server").start()
@@ -487,6 +593,8 @@ class LocalServer:
             if generation is not None and (self._stopping or generation != self._generation):
                 return
             record = {"url": url, "token": self.token}
+            if self._process is not None:  # what Stop Kept Server ends when that server stops answering
+                record["pid"] = self._process.pid
             write_private_file(self._instance / KEPT_SERVER_FILE, json.dumps(record).encode())
 
     def adopt_kept_server(self, generation: int | None = None) -> bool:
@@ -498,8 +606,8 @@ class LocalServer:
         at its address, whatever answers there is not that server proving the token, or another
         program holds the port without answering (a timeout, a reset or closed connection); it is
         kept only when a VIBE Mocap server answers there but its proof does not come through in time
-        (KeptServerBusy: a start then fails, saying so). Blocks (requests of a few seconds at most
-        per record): worker threads only."""
+        (KeptServerBusy: a start then fails, saying so; :meth:`stop_kept_server` can end that
+        server). Blocks (requests of a few seconds at most per record): worker threads only."""
         for n in range(1, MAX_INSTANCES + 1):
             folder = Path(self.log_dir) / INSTANCE_FOLDER.format(n)
             record = folder / KEPT_SERVER_FILE
@@ -534,7 +642,8 @@ class LocalServer:
             return False
         owner: UrlOwner = "nothing"
         try:
-            url, token = kept_record_fields(raw)
+            kept = kept_record_fields(raw)
+            url, token = kept.url, kept.token
             owner = url_owner(url)
             if owner == "nothing":
                 raise ValueError("nothing listens there any more")
@@ -545,8 +654,9 @@ class LocalServer:
                 return False
             raise KeptServerBusy(
                 f"The server an earlier Blender session kept running ({url}) does not answer in time ({err}); "
-                "try again in a moment. If it stays like this, end that 'vibe-mocap serve' process (or delete "
-                f"'{record}' so that a new server starts beside it), then start the server again."
+                "try again in a moment. If it stays like this, press Stop Kept Server (Server & Model Data "
+                "panel): it stops that server and forgets it, so that the next start starts a new one.",
+                record,
             ) from None
         except ValueError:
             record.unlink(missing_ok=True)  # damaged, or gone: start a new one
@@ -589,6 +699,66 @@ class LocalServer:
         except VibeError:  # already gone: nothing left to stop
             pass
 
+    def stop_kept_server(self, record: Path) -> None:
+        """End the server whose record ``record`` made a start fail (KeptServerBusy: an earlier session
+        kept it running, and it does not answer in time) and remove that record, so that the next start
+        starts a new server. The server is asked to shut down with the record's token; when it does not
+        stop, its process is ended if it provably is that server (:func:`not_the_kept_server`), never
+        another process. The state then says what was done: "stopped", or "failed" when the server may
+        still run (the record is removed all the same: the next start starts a server beside it). A
+        server that another Blender uses by now is left to it, record and all. Blocks (up to about
+        half a minute): the UI calls :meth:`stop_in_background`."""
+        folder_fd = _try_lock(record.parent / INSTANCE_LOCK)
+        if folder_fd is None:
+            message = (
+                "Another Blender session uses the server an earlier session kept running, so it is left running; "
+                "Start Server starts a server of this Blender's own."
+            )
+            self._set(state="stopped", message=message, log_tail=(), blocking_record=None)
+            return
+        try:
+            stopped, message = self._end_kept_server(record)
+            record.unlink(missing_ok=True)
+        finally:
+            os.close(folder_fd)
+        self._set(state="stopped" if stopped else "failed", message=message, log_tail=(), blocking_record=None)
+
+    @staticmethod
+    def _end_kept_server(record: Path) -> tuple[bool, str]:
+        """:meth:`stop_kept_server`'s work, once the record's folder is held: (stopped, what was done)."""
+        jobs_dir = record.parent / "jobs"
+        kept_server = "The server an earlier Blender session kept running"
+        removed = "its record is removed, so Start Server starts a new one"
+        try:
+            kept = kept_record_fields(record.read_bytes()[:4096])
+        except (OSError, ValueError):  # changed since the start read it
+            if not _server_runs_in(jobs_dir):
+                return True, f"{kept_server} is gone; {removed}."
+            return False, (
+                f"{kept_server} cannot be stopped here: its record is damaged. The record is removed, so Start "
+                f"Server starts a new server beside it; end the 'vibe-mocap serve' that uses '{jobs_dir}' yourself."
+            )
+        try:
+            ServerClient(kept.url, kept.token, timeout_s=KEPT_SHUTDOWN_TIMEOUT_S).shutdown()
+        except VibeError:
+            pass  # no answer, or not from that server: ended below when it provably is that server
+        else:
+            if _gone_within(kept.url, jobs_dir, STOP_TIMEOUT_S):
+                return True, f"{kept_server} stopped when asked; {removed}."
+        if not kept_server_runs(kept.url, jobs_dir):
+            return True, f"{kept_server} has stopped; {removed}."
+        problem = not_the_kept_server(kept.pid, jobs_dir)
+        if problem is None:
+            problem = _end_kept_process(kept.pid, kept.url, jobs_dir)
+            if problem is None:
+                return True, f"{kept_server} did not answer, so its process ({kept.pid}) was ended; {removed}."
+        process = f" (process {kept.pid})" if kept.pid is not None else ""
+        return False, (
+            f"{kept_server} ({kept.url}) did not answer, and the add-on cannot end it: {problem}. Its record is "
+            f"removed, so Start Server starts a new server beside it; end that 'vibe-mocap serve'{process} yourself "
+            "to free the memory it holds."
+        )
+
     # -- the worker thread -------------------------------------------------------------------
     def _work(self, program, port: int, pick_port: bool, data_dir: str, generation: int) -> None:
         """The worker thread: :meth:`_launch_and_watch`, whose unexpected error ends the start saying
@@ -609,7 +779,9 @@ class LocalServer:
                 self._watch_kept(self.snapshot().url, generation)
                 return
         except KeptServerBusy as err:
-            if self._set_if_current(generation, state="failed", message=str(err), log_tail=()):
+            if self._set_if_current(
+                generation, state="failed", message=str(err), log_tail=(), blocking_record=err.record
+            ):
                 self._ready.set()
             return
         if not self._current(generation):  # stopped while a kept server was checked

@@ -64,6 +64,7 @@ def camera(monkeypatch):
 def manager(camera):
     manager = api_live.LiveManager(engine=object())
     yield manager
+    camera.released.set()  # a stalled stand-in camera gives up: stop_all waits for its release
     manager.stop_all()
 
 
@@ -109,6 +110,23 @@ def test_stop_on_a_stalled_camera_answers_with_the_final_status(manager, camera)
     assert manager.active() is None
 
 
+def test_the_servers_stop_waits_until_every_source_is_released(manager, camera, monkeypatch):
+    """A process that exits while a reader is still inside OpenCV can abort ("terminate called
+    without an active exception"): the server's stop returns once each camera is released, a slow
+    one too, not merely once the session's status is final."""
+
+    def slow_release():
+        time.sleep(0.5)
+        camera.released.set()
+
+    slow_camera = LiveSource(camera.frames(), SourceInfo("camera 0", 30.0, 8, 8), close=slow_release)
+    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: slow_camera)
+    camera.flowing.set()
+    run = manager.start("0", LiveOptions())
+    manager.stop_all()
+    assert run.status == "stopped" and camera.released.is_set() and not run.thread.is_alive()
+
+
 def test_a_second_start_names_the_running_session_and_what_to_do(manager, camera):
     run = manager.start("0", LiveOptions())
     with pytest.raises(VibeError, match=rf"already running \('{run.live_id}'\).*POST /live/{run.live_id}/stop.*30 s"):
@@ -120,6 +138,7 @@ def client(camera, tmp_path):
     app = create_app(Settings(jobs_dir=tmp_path / "jobs", token=TOKEN), engine_loader=lambda s: object())
     with TestClient(app, base_url=BASE, headers=AUTH, client=("127.0.0.1", 50000)) as client:
         yield client
+        camera.released.set()  # as in manager(): the server's stop waits for the camera's release
 
 
 def _wait_for(condition, timeout_s=10.0):

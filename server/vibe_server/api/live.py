@@ -156,8 +156,12 @@ class LiveManager:
         run.finished.wait(timeout_s)
 
     def stop_all(self) -> None:
+        """At the server's stop: stop every session and wait (a bounded time) until it has released
+        its source, so that no reader is still inside OpenCV when the process exits (that aborts it)."""
         for run in list(self.runs.values()):
             self.stop(run)
+            if run.thread is not None:
+                run.thread.join(SOURCE_RELEASE_S)
 
     def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
         from ..pipeline.live import run_live  # start-up: OpenCV loads with the first live session, not with the API

@@ -1,103 +1,239 @@
-"""How a server stops besides Ctrl-C: with its parent (the end of standard input), and on POST
-/shutdown (the add-on's Stop Server for a server it left running)."""
+"""How a server stops: on Ctrl-C (once, or twice to cut off the requests still running), SIGTERM,
+POST /shutdown (the add-on's Stop Server for a server it left running) and the end of standard input
+(its parent gone). Each way ends in one line on standard output and no traceback, with the running
+jobs kept for the next start."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from vibe_blender.core import user_dirs
+from vibe_blender.core.client import ServerClient
 from vibe_blender.core.local_server import free_port
 from vibe_server.api.app import create_app
 from vibe_server.api.settings import Settings
+from vibe_server.api.uvicorn_server import CUT_OFF_MESSAGE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/server_process.py
 from server_process import health_answers  # noqa: E402
+from testdata import REAL_CLIPS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
+CLIP = REAL_CLIPS / "asl-walk.mkv"
+
+
+class ServerProcess:
+    """A server subprocess: its standard input a pipe, its output kept in files."""
+
+    def __init__(self, command: list[str], env: dict, folder: Path):
+        self.out_path, self.err_path = folder / "server.out", folder / "server.err"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=out, stderr=err, env=env, cwd=REPO)
+
+    def wait(self, timeout_s: float = 30) -> int:
+        return self.process.wait(timeout_s)
+
+    @property
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+    def last_line(self) -> str:
+        return self.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
-def start_tiny_server(tmp_path, monkeypatch):
-    """start(*extra) -> (process with a standard input pipe, url), once /health answers."""
+def start_server(tmp_path, monkeypatch):
+    """start(command, port) -> (ServerProcess, url), once /health answers on 127.0.0.1:port; every
+    process still running at the end is killed."""
     monkeypatch.setenv(user_dirs.TOKEN_ENV_VAR, TOKEN)
-    processes = []
+    servers = []
 
-    def start(*extra):
-        from vibe_server.data.synthetic import write_smpl_files
-
-        smpl = tmp_path / "smpl"
-        write_smpl_files(smpl)
-        port = free_port()
-        command = [sys.executable, str(Path(__file__).with_name("tiny_server.py")), str(port)]
-        command += [str(tmp_path / "jobs"), str(smpl), "0", *extra]
+    def start(command: list[str], port: int) -> tuple[ServerProcess, str]:
+        folder = tmp_path / f"server{len(servers)}"
+        folder.mkdir()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]), OMP_NUM_THREADS="1")
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
-        processes.append(process)
+        server = ServerProcess(command, env, folder)
+        servers.append(server)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while not health_answers(url, TOKEN):
-            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+            assert server.process.poll() is None, f"the server did not start:\n{server.stderr}"
+            assert time.monotonic() < deadline, "the server did not start"
             time.sleep(0.2)
-        return process, url
+        return server, url
 
     yield start
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
+    for server in servers:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(30)
 
 
-def test_the_server_stops_when_its_standard_input_closes(start_tiny_server):
-    process, _ = start_tiny_server("stop-on-stdin-close")
-    time.sleep(0.5)
-    assert process.poll() is None  # an open input keeps it running
-    process.stdin.close()  # what the system does when the add-on's Blender exits or crashes
-    assert process.wait(30) == 0
+@pytest.fixture
+def start_tiny_server(start_server, tmp_path):
+    """start(*extra, frame_delay_s="0") -> (ServerProcess, url): tests/server/tiny_server.py (the
+    real app and ``run_app``, the tiny model, FRAME_DELAY_S per frame); extra:
+    stop-on-stdin-close|-, GRACE_S."""
+    from vibe_server.data.synthetic import write_smpl_files
+
+    smpl = tmp_path / "smpl"
+    write_smpl_files(smpl)
+
+    def start(*extra: str, frame_delay_s: str = "0") -> tuple[ServerProcess, str]:
+        port = free_port()
+        command = [sys.executable, str(Path(__file__).with_name("tiny_server.py")), str(port)]
+        command += [str(tmp_path / "jobs"), str(smpl), frame_delay_s, *extra]
+        return start_server(command, port)
+
+    return start
 
 
-def test_shutdown_stops_the_server(start_tiny_server):
-    import urllib.request
-
-    process, url = start_tiny_server()
+def post_shutdown(url: str) -> None:
     request = urllib.request.Request(
         f"{url}/api/v1/shutdown", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 202
-    assert process.wait(30) == 0
+
+
+def wait_until_running(client: ServerClient, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while client.job(job_id)["status"] != "running":
+        assert time.monotonic() < deadline, client.job(job_id)
+        time.sleep(0.1)
+
+
+def job_record_status(jobs_dir: Path, job_id: str) -> str:
+    return json.loads((jobs_dir / job_id / "job.json").read_text())["job"]["status"]
+
+
+@pytest.mark.parametrize(
+    "stop, cause",
+    [
+        (lambda server, url: server.process.send_signal(signal.SIGINT), "Ctrl-C"),
+        (lambda server, url: server.process.send_signal(signal.SIGTERM), "SIGTERM"),
+        (lambda server, url: post_shutdown(url), "POST /shutdown"),
+    ],
+    ids=["ctrl-c", "sigterm", "shutdown request"],
+)
+def test_each_way_a_user_stops_vibe_mocap_serve_ends_in_one_line(start_server, tmp_path, stop, cause):
+    """The real command (no model data here: it serves all the same, and starts fast). uvicorn alone
+    raised the signal again once stopped: Ctrl-C ended in 'interrupted' (130), SIGTERM killed it."""
+    (tmp_path / "no model data").mkdir()
+    port = free_port()
+    command = [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--device", "cpu"]
+    command += ["--data-dir", str(tmp_path / "no model data"), "--jobs-dir", str(tmp_path / "jobs")]
+    server, url = start_server(command, port)
+    stop(server, url)
+    assert server.wait() == 0, server.stderr
+    assert server.last_line() == f"VIBE Mocap server stopped ({cause})."
+    assert "Traceback" not in server.stderr and "interrupted" not in server.stderr, server.stderr
+
+
+def test_ctrl_c_while_a_job_runs_and_a_live_session_streams(start_tiny_server, tmp_path):
+    """The job goes back to the queue (it runs at the next start), the live viewer's connection ends
+    without a traceback (closing a WebSocket the stop had already closed raised one)."""
+    server, url = start_tiny_server(frame_delay_s="0.2")  # 60 frames, 0.2 s each: still running when stopped
+    client = ServerClient(url, TOKEN)
+    job_id = client.submit_local(CLIP)["job_id"]
+    wait_until_running(client, job_id)
+    live_id = client.start_live(str(CLIP), {"detector": "hog"})["live_id"]
+    viewer = client.open_live_stream(live_id)
+    assert json.loads(viewer.recv_text())["type"] == "frame"
+    server.process.send_signal(signal.SIGINT)
+    assert server.wait() == 0, server.stderr
+    assert server.last_line() == (
+        "VIBE Mocap server stopped (Ctrl-C). 1 unfinished job is kept and will run at the next start."
+    )
+    assert "Traceback" not in server.stderr, server.stderr
+    assert job_record_status(tmp_path / "jobs", job_id) == "queued"
+    viewer.close()
+
+
+def test_a_second_ctrl_c_cuts_off_a_stalled_request_and_still_keeps_the_running_job(start_tiny_server, tmp_path):
+    """uvicorn's own forced exit skipped the app's shutdown (the job workers were never told) and
+    printed the cancelled tasks' tracebacks. Here the stalled upload is cut off (its folder deleted),
+    the running job goes back to the queue, one line says so, and the status is 130."""
+    import socket
+
+    server, url = start_tiny_server(frame_delay_s="0.2")
+    client = ServerClient(url, TOKEN)
+    job_id = client.submit_local(CLIP)["job_id"]
+    wait_until_running(client, job_id)
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
+        send_stalled_upload(stalled, url)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(1.0)  # the server waits for the stalled upload (15 s at most)
+        server.process.send_signal(signal.SIGINT)
+        assert server.wait() == 130, server.stderr
+    assert time.monotonic() - t0 < 10  # not the whole grace time
+    assert server.last_line() == (
+        "VIBE Mocap server stopped at once (Ctrl-C while stopping): requests still running were cut off. "
+        "1 unfinished job is kept and will run at the next start."
+    )
+    assert "Traceback" not in server.stderr and CUT_OFF_MESSAGE in server.stderr, server.stderr
+    assert job_record_status(tmp_path / "jobs", job_id) == "queued"
+    assert [p.name for p in (tmp_path / "jobs").iterdir() if p.is_dir()] == [job_id]  # no upload left
+
+
+def send_stalled_upload(sock, url: str) -> None:
+    """The start of a 10 MB multipart upload, then nothing (a client that stopped sending)."""
+    port = url.rsplit(":", 1)[1]
+    head = 'Content-Disposition: form-data; name="video"; filename="a.mp4"'
+    sock.sendall(
+        (
+            f"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 10000000\r\n\r\n"
+            f"--XyZ\r\n{head}\r\n\r\n"
+        ).encode()
+        + b"\0" * 1000
+    )
+
+
+def test_the_server_stops_when_its_standard_input_closes(start_tiny_server):
+    server, _ = start_tiny_server("stop-on-stdin-close")
+    time.sleep(0.5)
+    assert server.process.poll() is None  # an open input keeps it running
+    server.process.stdin.close()  # what the system does when the add-on's Blender exits or crashes
+    assert server.wait() == 0
+    assert server.last_line() == "VIBE Mocap server stopped (the end of standard input)."
+
+
+def test_shutdown_stops_the_server(start_tiny_server):
+    server, url = start_tiny_server()
+    post_shutdown(url)
+    assert server.wait() == 0
+    assert server.last_line() == "VIBE Mocap server stopped (POST /shutdown)."
 
 
 def test_a_stalled_upload_does_not_keep_a_stopping_server_alive(start_tiny_server):
     """A client that stops sending mid-upload: after POST /shutdown the server gives running
-    requests their grace time (here 1 s), then stops all the same."""
+    requests their grace time (here 1 s), then cuts them off with one line (uvicorn logged the
+    cancelled request's traceback)."""
     import socket
-    import urllib.request
 
-    process, url = start_tiny_server("-", "1")
-    port = int(url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port)) as stalled:
-        head = 'Content-Disposition: form-data; name="video"; filename="a.mp4"'
-        stalled.sendall(
-            (
-                f"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-                "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 10000000\r\n\r\n"
-                f"--XyZ\r\n{head}\r\n\r\n"
-            ).encode()
-            + b"\0" * 1000
-        )
+    server, url = start_tiny_server("-", "1")
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
+        send_stalled_upload(stalled, url)
         time.sleep(0.5)
-        request = urllib.request.Request(
-            f"{url}/api/v1/shutdown", method="POST", headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.status == 202
-        assert process.wait(15) == 0
+        post_shutdown(url)
+        assert server.wait(15) == 0
+    assert "Traceback" not in server.stderr and CUT_OFF_MESSAGE in server.stderr, server.stderr
 
 
 @pytest.mark.parametrize(

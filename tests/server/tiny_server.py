@@ -4,6 +4,7 @@ model and the scripted front end, for client tests that need a server process of
     python tests/server/tiny_server.py PORT JOBS_DIR SMPL_DIR [FRAME_DELAY_S [stop-on-stdin-close|- [GRACE_S]]]
 
 GRACE_S: how long requests still running get once the server is asked to stop (default: serve's).
+It exits as ``vibe-mocap serve`` does (the stop's one line, then 0, or 130 after a second Ctrl-C).
 
 The token is the one ``vibe-mocap serve`` uses: $VIBE_MOCAP_TOKEN, else the token file in the
 user's config folder (created when missing).
@@ -24,12 +25,12 @@ from vibe_server.commands.serve import GRACEFUL_SHUTDOWN_S, run_app
 from vibe_server.pipeline.engine import Engine
 
 
-def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop: str = "-", grace_s: str = "") -> None:
+def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop: str = "-", grace_s: str = "") -> int:
     front_end = ScriptedFrontEnd(delay_s=float(frame_delay_s))
     engine = Engine(TinyVIBE(), model_name="tiny test model", data_dir=Path(smpl_dir), frontend=front_end.as_frontend())
     settings = Settings(port=int(port), token=ensure_token(), jobs_dir=Path(jobs_dir))
     app = create_app(settings, engine_loader=lambda s: engine)
-    run_app(
+    return run_app(
         app,
         host=settings.host,
         port=settings.port,
@@ -40,4 +41,4 @@ def main(port: str, jobs_dir: str, smpl_dir: str, frame_delay_s: str = "0", stop
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    sys.exit(main(*sys.argv[1:]))

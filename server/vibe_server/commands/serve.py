@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,11 @@ from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 from ..folder_lock import folder_lock
 
-# after POST /shutdown, the end of standard input or Ctrl-C, requests still running get this long
-# (a stalled client cannot keep the server alive); the job workers then get their own 10 s
+# after Ctrl-C, SIGTERM, POST /shutdown or the end of standard input, requests still running get this
+# long (a stalled client cannot keep the server alive; a second Ctrl-C cuts them off at once); the job
+# workers then get their own 10 s
 GRACEFUL_SHUTDOWN_S = 15
+INTERRUPTED_EXIT_STATUS = 130  # as a program ended by Ctrl-C: 128 + SIGINT
 SERVER_LOCK_NAME = ".server.lock"  # in the jobs folder: one server per jobs folder
 
 if TYPE_CHECKING:
@@ -168,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
             f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
             flush=True,
         )
-        run_app(app, host=args.host, port=args.port, stop_on_stdin_close=args.stop_on_stdin_close)
-    return 0
+        return run_app(app, host=args.host, port=args.port, stop_on_stdin_close=args.stop_on_stdin_close)
 
 
 def run_app(
@@ -180,12 +182,16 @@ def run_app(
     log_level: str = "info",
     stop_on_stdin_close: bool = False,
     graceful_shutdown_s: float = GRACEFUL_SHUTDOWN_S,
-) -> None:
-    """Serve ``app`` with uvicorn until stopped (Ctrl-C, POST /shutdown, or with ``stop_on_stdin_close``
-    the end of standard input), then give running requests ``graceful_shutdown_s``: no proxy headers
-    trusted (the client address is the socket's, which the loopback checks rely on), no Server or
-    Date header."""
+) -> int:
+    """Serve ``app`` with uvicorn until stopped (Ctrl-C, SIGTERM, POST /shutdown, or with
+    ``stop_on_stdin_close`` the end of standard input), then give running requests
+    ``graceful_shutdown_s`` (a second Ctrl-C cuts them off) and stop the job workers; print one line
+    saying so and return the exit status: 0, or 130 when a second Ctrl-C cut requests off. No proxy
+    headers trusted (the client address is the socket's, which the loopback checks rely on), no
+    Server or Date header."""
     import uvicorn  # start-up: uvicorn loads only when a server really starts
+
+    from ..api.uvicorn_server import GracefulServer  # start-up: it imports uvicorn too
 
     config = uvicorn.Config(
         app,
@@ -197,15 +203,31 @@ def run_app(
         date_header=False,
         timeout_graceful_shutdown=graceful_shutdown_s,
     )
-    server = uvicorn.Server(config)
-
-    def request_stop() -> None:
-        server.should_exit = True  # uvicorn's own flag: the same graceful shutdown as Ctrl-C
-
-    app.state.request_stop = request_stop
+    server = GracefulServer(config)
+    app.state.request_stop = lambda: server.request_stop("POST /shutdown")
     if stop_on_stdin_close and sys.stdin is not None:
-        threading.Thread(target=_stop_at_end_of_input, args=(request_stop,), daemon=True, name="vibe-stdin").start()
+        at_end_of_input = partial(server.request_stop, "the end of standard input")
+        threading.Thread(target=_stop_at_end_of_input, args=(at_end_of_input,), daemon=True, name="vibe-stdin").start()
     server.run()
+    print(_stop_message(server.stop_cause, forced=server.forced, unfinished_jobs=_unfinished_jobs(app)), flush=True)
+    return INTERRUPTED_EXIT_STATUS if server.forced else 0
+
+
+def _stop_message(cause: str | None, *, forced: bool, unfinished_jobs: int) -> str:
+    """The one line a stopped server prints."""
+    if forced:
+        line = "VIBE Mocap server stopped at once (Ctrl-C while stopping): requests still running were cut off."
+    else:
+        line = f"VIBE Mocap server stopped ({cause})." if cause else "VIBE Mocap server stopped."
+    if unfinished_jobs:
+        jobs = "1 unfinished job is" if unfinished_jobs == 1 else f"{unfinished_jobs} unfinished jobs are"
+        line += f" {jobs} kept and will run at the next start."
+    return line
+
+
+def _unfinished_jobs(app: FastAPI) -> int:
+    jobs = app.state.jobs  # None when the server stopped before its start-up ended
+    return jobs.queue_length() if jobs is not None else 0
 
 
 def _stop_at_end_of_input(request_stop: Callable[[], None]) -> None:

@@ -131,7 +131,7 @@ async def stream_live(ws: WebSocket, live_id: str) -> None:
         run.unsubscribe(sub)
         try:
             await ws.close()
-        except RuntimeError:  # already closed by the client
+        except (RuntimeError, WebSocketDisconnect):  # already closed: by the client, or by the server's stop
             pass
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bpy
 import pytest
+from kept_server_stand_in import kept_stand_in
 
 from vibe_blender import server_control
 from vibe_blender.core.local_server import venv_program
@@ -278,80 +279,12 @@ def _server_panel() -> tuple[str, list[str]]:
     return text, [args[0] for name, args, _ in calls if name == "operator"]
 
 
-class _KeptServer:
-    """A server an earlier session kept running, in this process: while ``busy`` is set it proves
-    nothing (the request waits), as a server too busy to answer; POST /shutdown stops it."""
-
-    def __init__(self, token: str):
-        import http.server
-        import json
-        import threading
-        import urllib.parse
-
-        from vibe_blender.core.server_proof import server_proof
-
-        self.busy, self.shut_down = threading.Event(), threading.Event()
-        kept = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # the proof and the request share one connection
-
-            def answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                health = {"status": "ok", "api_version": 1, "device": "cpu", "model": "kept"}
-                challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("challenge")
-                if challenge:
-                    while kept.busy.is_set():
-                        time.sleep(0.05)
-                    health["proof"] = server_proof(token, challenge[0], self.server.server_address[1])
-                self.answer(200, health)
-
-            def do_POST(self):  # noqa: N802
-                if self.path == "/api/v1/shutdown" and self.headers.get("Authorization") == f"Bearer {token}":
-                    self.answer(202, {"status": "stopping"})
-                    kept.shut_down.set()
-                    threading.Thread(target=kept.close, daemon=True).start()
-                else:
-                    self.answer(401, {"detail": "no"})
-
-            def log_message(self, *args):
-                pass
-
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.busy.clear()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def test_stop_kept_server_in_the_panel_stops_a_kept_server_that_did_not_answer(addon, monkeypatch):
+def test_stop_kept_server_in_the_panel_stops_a_kept_server_that_did_not_answer(addon, tmp_path, monkeypatch):
     """A start fails on a server an earlier session kept running that does not answer in time: the
     panel offers Stop Kept Server, which stops that server (asked with its token) and forgets it."""
-    import json
-    import secrets
-
-    from vibe_blender.core import local_server
     from vibe_blender.preferences import user_dir
 
-    monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
-    token = secrets.token_urlsafe(32)
-    kept = _KeptServer(token)
-    kept.busy.set()
-    record = user_dir("server") / "instance-50" / local_server.KEPT_SERVER_FILE  # a Blender that quit
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"url": kept.url, "token": token}))
-    try:
+    with kept_stand_in(tmp_path, user_dir("server"), monkeypatch) as (process, record):
         assert bpy.ops.vibe_mocap.server_start() == {"FINISHED"}
         follow_until(lambda: server_control.server_status().state not in ("stopped", "starting"), 60)
         status = server_control.server_status()
@@ -359,17 +292,15 @@ def test_stop_kept_server_in_the_panel_stops_a_kept_server_that_did_not_answer(a
         text, buttons = _server_panel()
         assert "press Stop Kept Server" in text
         assert buttons[:2] == ["vibe_mocap.server_stop", "vibe_mocap.server_start"]  # or try again
-        kept.busy.clear()  # it answers again, late
+        (tmp_path / "hold").unlink()  # it answers again, late
         assert bpy.ops.vibe_mocap.server_stop() == {"FINISHED"}
         follow_until(lambda: server_control.server_status().state != "stopping", 60)
         status = server_control.server_status()
         assert status.state == "stopped" and "stopped when asked; its record is removed" in status.message, status
-        assert kept.shut_down.is_set() and not record.exists()
+        assert process.wait(10) == 0 and not record.exists()
         text, buttons = _server_panel()
         assert "stopped when asked" in text and "vibe_mocap.server_stop" not in buttons
         assert "vibe_mocap.server_start" in buttons
-    finally:
-        kept.close()
 
 
 def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ The real server is started in tests/blender/test_local_server.py; here small sta
 the failure cases that the real one cannot be made to show on cue (a broken install, a program that
 hangs, a crash while starting)."""
 
-import contextlib
 import http.server
 import json
 import os
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kept_server_stand_in import kept_stand_in
 
 from vibe_blender.core import local_server
 from vibe_blender.core.errors import VibeError
@@ -594,84 +594,7 @@ def test_a_kept_server_that_does_not_prove_its_token_in_time_keeps_its_record(tm
         slow.server_close()
 
 
-# A kept server for Stop Kept Server: as `vibe-mocap serve`, it holds its jobs folder's lock and
-# answers /health (proving its token) and POST /shutdown (it then exits); while the file
-# $STAND_IN_HOLD exists, it proves nothing (the request waits), as a server too busy to answer.
-# $STAND_IN_IGNORES_TERM: it ignores SIGTERM, as a server stuck past its handler.
-KEPT_STAND_IN = f"""import fcntl, http.server, json, os, signal, urllib.parse
-sys.path.insert(0, {str(TESTS.parent)!r})
-from vibe_blender.core.server_proof import server_proof
-args = sys.argv[1:]
-jobs = args[args.index("--jobs-dir") + 1]
-os.makedirs(jobs, exist_ok=True)
-lock = os.open(os.path.join(jobs, ".server.lock"), os.O_CREAT | os.O_RDWR)
-fcntl.flock(lock, fcntl.LOCK_EX)
-if os.environ.get("STAND_IN_IGNORES_TERM"):
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-port, token, hold = int(args[args.index("--port") + 1]), os.environ["VIBE_MOCAP_TOKEN"], os.environ["STAND_IN_HOLD"]
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # the proof and the request share one connection
-
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
-    def do_GET(self):
-        health = {{"status": "ok", "api_version": 1, "device": "cpu", "model": "stand-in"}}
-        challenge = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("challenge")
-        if challenge:
-            while os.path.exists(hold):
-                time.sleep(0.05)
-            health["proof"] = server_proof(token, challenge[0], port)
-        self.answer(200, health)
-
-    def do_POST(self):
-        if self.path == "/api/v1/shutdown" and self.headers.get("Authorization") == "Bearer " + token:
-            self.answer(202, {{"status": "stopping"}})
-            os._exit(0)
-        self.answer(401, {{"detail": "no"}})
-
-    def log_message(self, *args):
-        pass
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-server.daemon_threads = True
-server.serve_forever()"""
-
-
-@contextlib.contextmanager
-def kept_stand_in(tmp_path, monkeypatch, *, ignores_term: bool = False):
-    """(add-on folder, the process, its record): a server kept running by a Blender that quit, which
-    does not answer the next start in time (its proofs are held: $STAND_IN_HOLD exists)."""
-    hold = tmp_path / "hold"
-    monkeypatch.setenv("STAND_IN_HOLD", str(hold))
-    if ignores_term:
-        monkeypatch.setenv("STAND_IN_IGNORES_TERM", "1")
-    monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(local_server, "KEPT_SHUTDOWN_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(local_server, "STOP_TIMEOUT_S", 2.0)
-    base = tmp_path / "addon"
-    earlier = local_server.LocalServer(log_dir=base, stop_with_parent=False)
-    earlier.start(write_program(tmp_path / "stand-in" / "vibe-mocap", KEPT_STAND_IN))
-    assert earlier.wait_ready(30).state == "ready", earlier.snapshot()
-    _until(earlier.kept_path.exists)
-    process, record = earlier._process, earlier.kept_path
-    os.close(earlier._instance_fd)  # that Blender quits, keeping its server
-    earlier._instance_fd = None
-    hold.touch()
-    try:
-        yield base, process, record
-    finally:
-        hold.unlink(missing_ok=True)
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
+SHOWS_COMMAND_LINES = Path("/proc/self/cmdline").is_file()  # Linux: a kept server's process can be proved
 
 
 def _start_blocked_by(base: Path, record: Path) -> local_server.LocalServer:
@@ -695,7 +618,8 @@ def _stop_kept(server: local_server.LocalServer) -> local_server.ServerStatus:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
 def test_stop_kept_server_asks_a_kept_server_that_answers_again_and_the_next_start_is_clean(tmp_path, monkeypatch):
-    with kept_stand_in(tmp_path, monkeypatch) as (base, process, record):
+    base = tmp_path / "addon"
+    with kept_stand_in(tmp_path, base, monkeypatch) as (process, record):
         server = _start_blocked_by(base, record)
         (tmp_path / "hold").unlink()  # it answers again: it is asked to shut down, with its token
         status = _stop_kept(server)
@@ -709,12 +633,13 @@ def test_stop_kept_server_asks_a_kept_server_that_answers_again_and_the_next_sta
             server.stop()
 
 
-@pytest.mark.skipif(not Path("/proc/self/cmdline").is_file(), reason="only Linux shows a process's command line")
+@pytest.mark.skipif(not SHOWS_COMMAND_LINES, reason="only Linux shows another process's command line")
 @pytest.mark.parametrize("ignores_term", [False, True])
 def test_stop_kept_server_ends_a_kept_server_that_never_answers_as_it_provably_is_that_server(
     tmp_path, monkeypatch, ignores_term
 ):
-    with kept_stand_in(tmp_path, monkeypatch, ignores_term=ignores_term) as (base, process, record):
+    base = tmp_path / "addon"
+    with kept_stand_in(tmp_path, base, monkeypatch, ignores_term=ignores_term) as (process, record):
         status = _stop_kept(_start_blocked_by(base, record))
         assert status.state == "stopped", status
         assert f"did not answer, so its process ({process.pid}) was ended; its record is removed" in status.message
@@ -729,7 +654,8 @@ def test_stop_kept_server_never_ends_a_process_that_is_not_provably_that_server(
     so that the next start starts a server beside the one that does not answer, and the message says
     to end that one by hand."""
     bystander = None
-    with kept_stand_in(tmp_path, monkeypatch) as (base, process, record):
+    base = tmp_path / "addon"
+    with kept_stand_in(tmp_path, base, monkeypatch) as (process, record):
         if named == "an unrelated process":
             bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         elif named == "another server":  # a server of another add-on folder, on another jobs folder
@@ -750,6 +676,8 @@ def test_stop_kept_server_never_ends_a_process_that_is_not_provably_that_server(
                 "an unrelated process": "is not a 'vibe-mocap serve'",
                 "another server": "serves another jobs folder",
             }[named]
+            if not SHOWS_COMMAND_LINES and named != "no process":
+                expected = "this system does not show which program a process runs"
             assert expected in status.message and "end that 'vibe-mocap serve'" in status.message, status.message
             assert process.poll() is None and not record.exists()
             if named == "an unrelated process":
@@ -771,7 +699,8 @@ def test_stop_kept_server_never_ends_a_process_that_is_not_provably_that_server(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")
 def test_stop_kept_server_leaves_a_kept_server_that_another_blender_took_over(tmp_path, monkeypatch):
-    with kept_stand_in(tmp_path, monkeypatch) as (base, process, record):
+    base = tmp_path / "addon"
+    with kept_stand_in(tmp_path, base, monkeypatch) as (process, record):
         server = _start_blocked_by(base, record)
         other_blender = local_server._try_lock(record.parent / local_server.INSTANCE_LOCK)  # it uses it now
         try:

@@ -171,3 +171,61 @@ def test_every_command_probes_its_output_folder_first(files, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: The ") and f"'{argv[-1]}' cannot be written: the folder '/proc'" in err, err
     assert err.count("\n") == 1 and ".part" not in err
+
+
+# -- evaluate and extract-features never write over the model data they read -------------------------
+
+EVALUATE = ["evaluate", "3dpw_test_db.pt", "--json"]
+EXTRACT = ["extract-features", "clip.mp4", "--bboxes", "boxes.csv", "--out"]
+INSIDE = "is inside the model-data folder"
+MODEL_DATA_CASES = {  # argv (from the fixture's folder; 'data' is the model-data folder) -> words of the error
+    "evaluate: --json is the default checkpoint": (
+        [*EVALUATE, "data/vibe_model_wo_3dpw.pth.tar", "--data-dir", "data"],
+        INSIDE,
+    ),
+    "evaluate: --json is the H36M regressor": ([*EVALUATE, "data/J_regressor_h36m.npy", "--data-dir", "data"], INSIDE),
+    "evaluate: --json is a new file in the folder": ([*EVALUATE, "data/r.json", "--data-dir", "data"], INSIDE),
+    "evaluate: the folder from $VIBE_DATA_DIR": ([*EVALUATE, "data/r.json"], INSIDE),
+    "evaluate: through a link to the folder": ([*EVALUATE, "linked/r.json", "--data-dir", "data"], INSIDE),
+    "evaluate: a hard link to the checkpoint": (
+        [*EVALUATE, "hard-link.pth.tar", "--data-dir", "data"],
+        "is the same file as the checkpoint",
+    ),
+    "evaluate: a hard link to a model file": (
+        [*EVALUATE, "hard-link.npy", "--data-dir", "data"],
+        "is the same file as the model file J_regressor_h36m.npy",
+    ),
+    "evaluate: --json is the given checkpoint": (
+        [*EVALUATE, "mine.pth.tar", "--checkpoint", "mine.pth.tar", "--data-dir", "data"],
+        "is the same file as the checkpoint",
+    ),
+    "extract-features: --out is the SPIN checkpoint": (
+        [*EXTRACT, "data/spin_model_checkpoint.pth.tar", "--data-dir", "data"],
+        INSIDE,
+    ),
+    "extract-features: --out is a new file in the folder": ([*EXTRACT, "data/clip.pt", "--data-dir", "data"], INSIDE),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_DATA_CASES))
+def test_outputs_never_replace_the_model_data(files, monkeypatch, capsys, case):
+    from vibe_server.cli import main
+    from vibe_server.data.loading import REQUIRED_FILES
+
+    argv, words = MODEL_DATA_CASES[case]
+    data = files / "data"
+    data.mkdir()
+    for name in REQUIRED_FILES:
+        (data / name).write_bytes(b"installed model data " + name.encode())
+    (files / "mine.pth.tar").write_bytes(b"a trained checkpoint")
+    os.symlink(data, files / "linked")
+    os.link(data / "vibe_model_wo_3dpw.pth.tar", files / "hard-link.pth.tar")
+    os.link(data / "J_regressor_h36m.npy", files / "hard-link.npy")
+    monkeypatch.chdir(files)
+    monkeypatch.setenv("VIBE_DATA_DIR", str(data))
+    before = {p: p.read_bytes() for p in [*files.iterdir(), *data.iterdir()] if p.is_file()}
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+    after = {p: p.read_bytes() for p in [*files.iterdir(), *data.iterdir()] if p.is_file()}
+    assert after == before  # nothing written or lost

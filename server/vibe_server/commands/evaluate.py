@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.output_paths import check_output_path
 
+from ..data.loading import VIBE_CHECKPOINT, resolve_data_dir
 from ..output_files import atomic_write_bytes
 from ..train.config import check_setting
+from .model_data_outputs import check_output_outside_model_data
 
 SEQLEN, BATCH_SIZE = 16, 32  # the original's evaluation window and batch
 
@@ -55,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
         what = "is a folder, not a database file" if db_file.is_dir() else "not found"
         raise VibeError(f"Database file {db_file} {what}; give the path of a file such as 3dpw_test_db.pt.")
     name = args.dataset or dataset_from_name(db_file)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else resolve_data_dir(args.data_dir) / VIBE_CHECKPOINT
     if args.json_path:
-        others = {"the database": db_file, "the checkpoint": args.checkpoint}
-        check_output_path(args.json_path, "the JSON report", others)
+        inputs = {"the database": db_file, "the checkpoint": checkpoint}
+        check_output_outside_model_data(args.json_path, "the JSON report", args.data_dir, inputs)
 
     # start-up: torch and the training code load only when an evaluation really runs
     from ..data import loading
@@ -69,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     fix = "Pass --dataset with the layout the file was made in (3dpw, mpii3d or h36m)."
     split = "test" if name == "3dpw" else "val"
     dataset = SequenceDataset(None, name, split, seqlen=args.seqlen, path=db_file, layout_fix=fix)
-    checkpoint = args.checkpoint or loading.resolve_data_dir(args.data_dir) / loading.VIBE_CHECKPOINT
     generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(device)
     j_regressor = loading.load_h36m_regressor(args.data_dir)
     result = evaluate_generator(generator, dataset, j_regressor, device, batch_size=args.batch_size, progress=True)

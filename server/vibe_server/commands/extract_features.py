@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.output_paths import check_output_path
 
 from ..train.config import check_setting
+from .model_data_outputs import check_output_outside_model_data
 
 SCALE, BATCH_SIZE = 1.3, 200  # the original's training crops; frames per backbone call
 
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     video = Path(args.video)
     if not video.is_file():
         raise VibeError(f"Video {video} not found.")
-    check_output_path(args.out, "the feature file", {"the video": video, "the boxes": args.bboxes})
+    inputs = {"the video": video, "the boxes": args.bboxes}
+    check_output_outside_model_data(args.out, "the feature file", args.data_dir, inputs)
     frame_ids, bboxes = read_bboxes(args.bboxes)
     check_crop_scale(args.scale)  # before the model loads
     model = load_model(args.data_dir, device=device)

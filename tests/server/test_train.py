@@ -282,10 +282,26 @@ def test_evaluate_command_prints_the_five_metrics(dirs, capsys, tmp_path):
             str(tmp_path / "m.json"),
         ]
     )
-    result = json.loads((tmp_path / "m.json").read_text())
-    assert rc == 0 and result["overall"]["pve"] != result["overall"]["pve"]  # NaN: no SMPL ground truth
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    result = json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse)
+    assert rc == 0 and result["overall"]["pve"] is None  # no SMPL ground truth: null, not NaN
+    assert result["overall"]["mpjpe"] > 0 and result["per_sequence"]
+    assert all(values["pve"] is None for values in result["per_sequence"].values())
     assert main(["evaluate", str(dirs["db"] / "amass_db.pt"), "--data-dir", str(dirs["data"])]) == 2
     assert "Cannot tell the layout" in capsys.readouterr().err
+
+
+def test_the_json_report_writes_every_number_that_is_not_finite_as_null():
+    import json
+
+    from vibe_server.commands.evaluate import finite_or_null
+
+    report = {"overall": {"pve": float("nan"), "accel": float("inf"), "frames": 3}, "runs": [float("-inf"), 1.5, "a"]}
+    text = json.dumps(finite_or_null(report), allow_nan=False)
+    assert json.loads(text) == {"overall": {"pve": None, "accel": None, "frames": 3}, "runs": [None, 1.5, "a"]}
 
 
 def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
@@ -83,5 +84,18 @@ def run(args: argparse.Namespace) -> int:
             "overall": result.overall,
             "per_sequence": result.per_sequence,
         }
-        atomic_write_bytes(args.json_path, json.dumps(report, indent=1).encode("utf-8"))
+        text = json.dumps(finite_or_null(report), indent=1, allow_nan=False)
+        atomic_write_bytes(args.json_path, text.encode("utf-8"))
     return 0
+
+
+def finite_or_null(value: object) -> object:
+    """``value`` (dicts, lists, numbers, strings) with every NaN or infinite number replaced by None:
+    JSON has no NaN (a metric with no ground truth, e.g. PVE without SMPL), so it is written null."""
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -117,6 +117,62 @@ def test_boxes_must_be_finite(tmp_path, content, row):
         read_bboxes(tmp_path / "boxes.npy")
 
 
+def _npy_claiming_shape(path, shape):
+    """A tiny .npy whose header claims ``shape`` (float64) but which holds 32 bytes of data."""
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}".ljust(117) + "\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(32))
+
+
+BAD_NPY = {  # what the .npy holds -> words of the one message
+    "records": (np.zeros(3, dtype=[(k, "f8") for k in "abcd"]), "refusing dtype"),
+    "text": (np.array([["a", "b", "c", "d"]]), "refusing dtype '<U1'"),
+    "complex numbers": (np.full((3, 4), 1 + 2j), "refusing dtype '<c16'"),
+    "true/false": (np.ones((3, 4), dtype=bool), "holds bool values, not numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_NPY))
+def test_box_arrays_of_other_kinds_are_refused_naming_the_file(tmp_path, case):
+    array, words = BAD_NPY[case]
+    np.save(tmp_path / "boxes.npy", array)
+    with pytest.raises(VibeError, match=f"Cannot read boxes from .*boxes.npy: .*{words}.* Expected rows of"):
+        read_bboxes(tmp_path / "boxes.npy")
+
+
+def test_a_box_file_claiming_a_huge_shape_is_refused_before_any_allocation(tmp_path):
+    _npy_claiming_shape(tmp_path / "boxes.npy", (10**11, 4))  # 3.2 TB claimed, 160 bytes on disk
+    with pytest.raises(VibeError, match=r"boxes.npy: an array of shape \(100000000000, 4\) float64 would need"):
+        read_bboxes(tmp_path / "boxes.npy")
+    _npy_claiming_shape(tmp_path / "boxes.npy", (2, 4))  # 64 bytes claimed, 32 held
+    with pytest.raises(VibeError, match="needs 64 bytes but 32 are declared"):
+        read_bboxes(tmp_path / "boxes.npy")
+
+
+def test_integer_box_arrays_are_read(tmp_path):
+    with open(tmp_path / "boxes.NPY", "wb") as f:  # np.save would add '.npy' to the name
+        np.save(f, np.array([[3, 50, 40, 30, 30], [8, 51, 40, 30, 30]], dtype=np.int32))
+    frames, boxes = read_bboxes(tmp_path / "boxes.NPY")
+    assert frames.tolist() == [3, 8] and boxes.dtype == np.float64 and boxes[1].tolist() == [51, 40, 30, 30]
+
+
+@pytest.mark.parametrize(
+    "content, row, number",
+    [
+        ("0.9,320,240,100,200\n1.2,320,240,100,200\n", 1, "0.9"),  # would become frames 0 and 1
+        ("0,320,240,100,200\n2.5,320,240,100,200\n", 2, "2.5"),
+        ("-1,320,240,100,200\n", 1, "-1"),
+        ("0,320,240,100,200\n1e30,320,240,100,200\n", 2, "1e\\+30"),  # no integer conversion wraps it
+    ],
+)
+def test_frame_numbers_must_be_whole_numbers(tmp_path, content, row, number):
+    (tmp_path / "boxes.csv").write_text(content)
+    with pytest.raises(VibeError, match=f"row {row} has frame number {number}; frame numbers must be whole numbers"):
+        read_bboxes(tmp_path / "boxes.csv")
+    np.save(tmp_path / "boxes.npy", np.loadtxt(tmp_path / "boxes.csv", delimiter=",", ndmin=2))
+    with pytest.raises(VibeError, match=f"row {row} has frame number {number}"):
+        read_bboxes(tmp_path / "boxes.npy")
+
+
 @pytest.mark.parametrize("scale", ["0", "-1", "nan", "inf"])
 def test_extract_features_refuses_a_bad_scale_before_loading_the_model(tmp_path, capsys, scale):
     from vibe_server.cli import main

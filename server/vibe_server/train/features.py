@@ -17,9 +17,13 @@ import torch
 from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.safe_npz import read_npy
 
 from ..output_files import atomic_write
 from ..pipeline.crop import crop_person, normalize_crops
+
+BOX_ROWS = "rows of cx,cy,w,h (frames 0, 1, 2, ...) or frame,cx,cy,w,h"
+MAX_FRAME_NUMBER = 2**31 - 1  # past any video's length; keeps the float -> int conversion exact
 
 
 def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -28,13 +32,7 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise VibeError(f"Box file {path} not found.")
-    try:
-        boxes = np.load(path) if path.suffix == ".npy" else np.loadtxt(path, delimiter=",", ndmin=2)
-    except ValueError as err:
-        raise VibeError(
-            f"Cannot read boxes from {path} ({err}); expected rows of cx,cy,w,h or frame,cx,cy,w,h."
-        ) from None
-    boxes = np.asarray(boxes, dtype=np.float64)
+    boxes = _read_box_numbers(path)
     if boxes.ndim != 2 or boxes.shape[1] not in (4, 5) or len(boxes) == 0:
         raise VibeError(
             f"{path} holds an array of shape {boxes.shape}; expected (N, 4) [cx, cy, w, h] "
@@ -47,13 +45,40 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: row {row + 1} ({', '.join(f'{v:g}' for v in boxes[row])}) holds a value that is not a "
             f"finite number ({len(bad_rows)} such row(s)); fix or remove those rows."
         )
-    frame_ids = boxes[:, 0].astype(int) if boxes.shape[1] == 5 else np.arange(len(boxes))
+    frame_ids = _frame_numbers(path, boxes[:, 0]) if boxes.shape[1] == 5 else np.arange(len(boxes))
     boxes = boxes[:, -4:]
-    if np.any(np.diff(frame_ids) <= 0) or frame_ids[0] < 0:
-        raise VibeError(f"{path}: frame numbers must be increasing and not negative.")
+    if np.any(np.diff(frame_ids) <= 0):
+        raise VibeError(f"{path}: frame numbers must be increasing.")
     if np.any(boxes[:, 2:] <= 0):
         raise VibeError(f"{path}: box widths and heights must be positive.")
     return frame_ids, boxes
+
+
+def _read_box_numbers(path: Path) -> np.ndarray:
+    """The numbers of a box file as float64, or one VibeError naming the file."""
+    hint = f"Expected {BOX_ROWS}."
+    if path.suffix.lower() == ".npy":
+        # bounded: the header's shape must match the bytes the file holds; plain bool/int/float only
+        boxes = read_npy(path, label=f"boxes from {path}", hint=hint)
+        if boxes.dtype.kind not in "iuf":
+            raise VibeError(f"Cannot read boxes from {path}: it holds {boxes.dtype} values, not numbers. {hint}")
+        return boxes.astype(np.float64)
+    try:
+        return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as err:  # text that is not numbers, or not UTF-8
+        raise VibeError(f"Cannot read boxes from {path} ({err}). {hint}") from None
+
+
+def _frame_numbers(path: Path, column: np.ndarray) -> np.ndarray:
+    """The frame column (finite floats) -> int64 frame numbers; VibeError unless each is whole and in range."""
+    bad_rows = np.flatnonzero((column != np.floor(column)) | (column < 0) | (column > MAX_FRAME_NUMBER))
+    if len(bad_rows):  # 0.9 and 1.2 would silently become frames 0 and 1
+        row = bad_rows[0]
+        raise VibeError(
+            f"{path}: row {row + 1} has frame number {column[row]:g}; frame numbers must be whole numbers from 0 "
+            f"to {MAX_FRAME_NUMBER} ({len(bad_rows)} such row(s)). Fix or remove those rows."
+        )
+    return column.astype(np.int64)
 
 
 def require_joblib() -> None:

@@ -12,10 +12,13 @@ from vibe_blender.core.errors import VibeError
 
 from ..data.loading import VIBE_CHECKPOINT, resolve_data_dir
 from ..output_files import atomic_write_bytes
-from ..train.config import check_setting
+from ..train.config import TrainConfig, check_setting
+from ..train.dataset_specs import DATASETS
 from .model_data_outputs import check_output_outside_model_data
 
-SEQLEN, BATCH_SIZE = 16, 32  # the original's evaluation window and batch
+# the window and batch of the per-epoch validation, which are the original's evaluation ones
+SEQLEN, BATCH_SIZE = TrainConfig.seqlen, TrainConfig.val_batch_size
+LAYOUTS = tuple(name for name, spec in DATASETS.items() if spec.kind == "3d")  # files with 3D ground truth
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="VIBE checkpoint (default: vibe_model_wo_3dpw.pth.tar in the data folder)")
     p.add_argument(
         "--dataset",
-        choices=("3dpw", "mpii3d", "h36m"),
+        choices=LAYOUTS,
         help="layout of db_file (default: from its name, e.g. 3dpw_test_db.pt -> 3dpw)",
     )
     p.add_argument("--data-dir", help="model-data folder (SMPL, J_regressor_h36m.npy)")
@@ -40,10 +43,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def dataset_from_name(db_file: Path) -> str:
-    for name in ("3dpw", "mpii3d", "h36m"):
+    for name in LAYOUTS:
         if db_file.name.startswith(name):
             return name
-    raise VibeError(f"Cannot tell the layout of {db_file.name} from its name; pass --dataset 3dpw, mpii3d or h36m.")
+    raise VibeError(f"Cannot tell the layout of {db_file.name} from its name; pass --dataset {_one_of(LAYOUTS)}.")
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     from ..train.datasets import SequenceDataset
     from ..train.generator import build_generator
 
-    # 3DPW files carry SMPL ground truth (PVE); the others are scored on joints only
-    fix = "Pass --dataset with the layout the file was made in (3dpw, mpii3d or h36m)."
-    split = "test" if name == "3dpw" else "val"
+    # a dataset's test file when it has one (3DPW), else its val file; 3DPW's carry SMPL ground truth
+    # (PVE), the others are scored on joints only
+    fix = f"Pass --dataset with the layout the file was made in ({_one_of(LAYOUTS)})."
+    split = "test" if "test" in DATASETS[name].files else "val"
     dataset = SequenceDataset(None, name, split, seqlen=args.seqlen, path=db_file, layout_fix=fix)
     generator = build_generator(args.data_dir, vibe_checkpoint=checkpoint).to(device)
     j_regressor = loading.load_h36m_regressor(args.data_dir)

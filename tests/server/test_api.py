@@ -181,6 +181,8 @@ def test_progress_is_reported_while_running(settings, make_engine):
         ({"smoothing": 3}, ["'smoothing'"]),
         ({"detector": "ssd"}, ["'detector'"]),
         ({"detection_stride": 0}, ["'detection_stride'"]),
+        ({"min_track_frames": 100001}, ["'min_track_frames'", "less than or equal to 100000"]),
+        ({"tracks_max": 10001}, ["'tracks_max'", "less than or equal to 10000"]),
         ({"chunking": "overlap"}, ["'chunking'"]),
         ("{not json", ["not valid JSON"]),
         ("[1, 2]", ["JSON object"]),

@@ -111,11 +111,11 @@ def test_a_young_track_holds_features_not_crops_past_a_few_crops_with_the_same_r
 
 def test_a_huge_min_track_frames_holds_few_crops(monkeypatch):
     from vibe_blender.core.errors import VibeError
-    from vibe_server.pipeline.options import RunOptions
+    from vibe_server.pipeline.options import MAX_MIN_TRACK_FRAMES, RunOptions
 
     most = held_crops_spy(monkeypatch)
     with pytest.raises(VibeError, match="Nobody was found"):
-        scripted_engine({1: range(100)}, 100).run("clip.mp4", RunOptions(min_track_frames=10**9))
+        scripted_engine({1: range(100)}, 100).run("clip.mp4", RunOptions(min_track_frames=MAX_MIN_TRACK_FRAMES))
     assert most[0] < engine_module.PENDING_CROPS_MAX
 
 

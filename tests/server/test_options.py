@@ -104,7 +104,13 @@ def test_a_new_option_is_one_field(monkeypatch):
         ({"detector": "ssd"}, "Unknown detector 'ssd'; use 'auto' or 'yolo' or 'hog'."),
         ({"detection_stride": 0}, "'detection_stride' must be between 1 and 1000; got 0."),
         ({"detection_stride": 5000}, "'detection_stride' must be between 1 and 1000; got 5000."),
-        ({"tracks_max": 0}, "'tracks_max' must be at least 1 or empty; got 0."),
+        ({"tracks_max": 0}, "'tracks_max' must be between 1 and 10000 or empty; got 0."),
+        ({"tracks_max": 10001}, "'tracks_max' must be between 1 and 10000 or empty; got 10001."),
+        ({"min_track_frames": 100001}, "'min_track_frames' must be between 1 and 100000; got 100001."),
+        ({"batch_size": 4097}, "'batch_size' must be between 1 and 4096 or empty; got 4097."),
+        ({"temporal_chunk_frames": 4097}, "'temporal_chunk_frames' must be between 1 and 4096; got 4097."),
+        ({"focal_px": 0.5}, "'focal_px' must be between 1 and 1000000 or empty; got 0.5."),
+        ({"focal_px": 2e6}, "'focal_px' must be between 1 and 1000000 or empty; got 2000000.0."),
         ({"official_uncrop": "yes"}, "'official_uncrop' takes a bool; got 'yes'."),
         ({"min_track_frames": None}, "'min_track_frames' needs a value (default 25)."),
     ],
@@ -113,6 +119,42 @@ def test_validation_messages(bad, message):
     with pytest.raises(VibeError) as err:
         RunOptions(**bad).validate()
     assert str(err.value) == message
+
+
+def test_every_number_has_an_upper_bound_too():
+    """A count with no upper bound took any mistake (min_track_frames had none): a job ran through
+    the whole video holding every young track's features, to find nobody at the end."""
+    from vibe_server.api.schemas import LiveParams
+    from vibe_server.pipeline.live_options import LiveOptions
+
+    for options_class in (RunOptions, LiveOptions):
+        for spec in option_specs(options_class):
+            if spec.scalar in (int, float):
+                assert spec.bounds.le is not None or spec.bounds.lt is not None, spec.name
+                assert spec.bounds.ge is not None or spec.bounds.gt is not None, spec.name
+    for model in (JobParams, LiveParams):
+        for name, schema in model.model_json_schema()["properties"].items():
+            kinds = {schema.get("type"), *(branch.get("type") for branch in schema.get("anyOf", ()))}
+            if kinds & {"integer", "number"}:
+                assert "maximum" in schema or any("maximum" in b for b in schema.get("anyOf", ())), name
+
+
+def test_every_focal_length_accepted_is_one_a_result_file_may_hold():
+    """focal_px took anything above 0: a run with 0.5 wrote a result the add-on refuses as damaged."""
+    from vibe_blender.core.result_file import FOCAL_RANGE_PX
+
+    low, high = FOCAL_RANGE_PX
+    RunOptions(focal_px=low).validate()
+    RunOptions(focal_px=high).validate()
+    for outside in (low / 2, high * 2):
+        with pytest.raises(VibeError, match="^'focal_px' must be between"):
+            RunOptions(focal_px=outside).validate()
+
+
+def test_a_temporal_chunk_fits_one_temporal_call():
+    from vibe_server.pipeline import engine
+
+    assert options_module.MAX_TEMPORAL_CHUNK_FRAMES == engine.TEMPORAL_BATCH_FRAMES
 
 
 def test_the_docs_table_is_the_definition():
@@ -159,7 +201,7 @@ def test_non_finite_messages():
     assert str(err.value) == "'smoothing' must be a finite number between 0 and 1; got nan."
     with pytest.raises(VibeError) as err:
         RunOptions(focal_px=float("inf")).validate()
-    assert str(err.value) == "'focal_px' must be a finite number more than 0 or empty; got inf."
+    assert str(err.value) == "'focal_px' must be a finite number between 1 and 1000000 or empty; got inf."
 
 
 def test_http_params_refuse_non_finite_numbers():

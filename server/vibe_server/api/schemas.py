@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from vibe_blender.core.result_file import MAX_FRAME_ID
+
 from ..pipeline.live_options import LiveOptions
 from ..pipeline.options import option_specs
 
@@ -129,7 +131,8 @@ def _live_params_model() -> type[BaseModel]:
     fields["lossless"] = (bool, Field(False, description="files only: wait for the model instead of dropping frames"))
     fields["max_frames"] = (
         int | None,
-        Field(None, ge=1, description="stop after this many processed frames (empty: never)"),
+        # more frames than a recording holds: its frame ids (counting dropped frames too) stop at MAX_FRAME_ID
+        Field(None, ge=1, le=MAX_FRAME_ID, description="stop after this many processed frames (empty: never)"),
     )
     return create_model(
         "LiveParams", __base__=_LiveParamsBase, __module__=__name__, __doc__=_LiveParamsBase.__doc__, **fields

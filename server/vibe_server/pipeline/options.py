@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import FOCAL_RANGE_PX
 
 from ..value_range import ValueRange, is_finite
 
@@ -60,6 +61,19 @@ def option(
 # the fastest setting whose boxes stay as close to detecting on every frame as stride 2 does.
 DEFAULT_DETECTION_STRIDE = 8
 
+# Upper bounds of the counts: past them a value is a mistake that would cost memory or give a result
+# nobody can read, so it gets the range message at once instead.
+MAX_DETECTION_STRIDE = 1000
+# About an hour at 30 frames/s. A young track holds its backbone features (8 kB a frame) until it
+# reaches the minimum, so a minimum longer than any track costs memory, then finds nobody.
+MAX_MIN_TRACK_FRAMES = 100_000
+# A result file holds 9 arrays per track and the add-on reads at most 100,000 (safe_npz.MAX_MEMBERS).
+MAX_TRACKS_KEPT = 10_000
+# Crops wait in memory (150 kB each) until a batch is full; 4096 is far past where a GPU stays busy.
+MAX_BACKBONE_BATCH = 4096
+# engine.TEMPORAL_BATCH_FRAMES: one chunk stays within the frames of one temporal call on a GPU.
+MAX_TEMPORAL_CHUNK_FRAMES = 4096
+
 
 def detector_option() -> Any:
     """The ``detector`` field, shared with the live options."""
@@ -72,7 +86,7 @@ def detection_stride_option() -> Any:
         DEFAULT_DETECTION_STRIDE,
         "detect people every Nth frame; the tracker carries the boxes in between",
         ge=1,
-        le=1000,
+        le=MAX_DETECTION_STRIDE,
         metavar="N",
     )
 
@@ -82,7 +96,8 @@ def focal_px_option(*, cli: bool = True) -> Any:
     return option(
         None,
         "focal length in pixels for the root translation (default: the longer image side)",
-        gt=0.0,
+        ge=FOCAL_RANGE_PX[0],  # what a result file may hold: the add-on refuses any other focal length
+        le=FOCAL_RANGE_PX[1],
         metavar="PX",
         http=False,
         cli=cli,
@@ -100,7 +115,9 @@ class RunOptions:
         "also detect at once where the tracker may be wrong (a box leaving the frame, tracks meeting, "
         "someone entering at an edge)",
     )
-    min_track_frames: int = option(25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, metavar="N")
+    min_track_frames: int = option(
+        25, "drop tracks shorter than this (official MIN_NUM_FRAMES)", ge=1, le=MAX_MIN_TRACK_FRAMES, metavar="N"
+    )
     smoothing: float = option(0.0, "pose smoothing: 0 (off) .. 1 (strongest)", ge=0.0, le=1.0, metavar="S")
     smoothing_method: Literal["rotation", "one_euro"] = option(
         "rotation", "rotation: quaternion Gaussian; one_euro: the official filter"
@@ -111,13 +128,25 @@ class RunOptions:
     chunking: Literal["carry", "official"] = option(
         "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
     )
-    tracks_max: int | None = option(None, "keep only the N longest tracks (default: all)", ge=1, metavar="N")
+    tracks_max: int | None = option(
+        None, "keep only the N longest tracks (default: all)", ge=1, le=MAX_TRACKS_KEPT, metavar="N"
+    )
     focal_px: float | None = focal_px_option()
     batch_size: int | None = option(
-        None, "person crops per backbone call (default: 32 on a CPU, 128 on a GPU)", ge=1, metavar="N", http=False
+        None,
+        "person crops per backbone call (default: 32 on a CPU, 128 on a GPU)",
+        ge=1,
+        le=MAX_BACKBONE_BATCH,
+        metavar="N",
+        http=False,
     )
     temporal_chunk_frames: int = option(
-        256, "frames per GRU call with chunking 'carry' (the result does not depend on it)", ge=1, http=False, cli=False
+        256,
+        "frames per GRU call with chunking 'carry' (the result does not depend on it)",
+        ge=1,
+        le=MAX_TEMPORAL_CHUNK_FRAMES,
+        http=False,
+        cli=False,
     )
     precision: Literal["fp32", "bf16", "fp16"] | None = option(
         None,

@@ -179,7 +179,7 @@ def import_motion(
     had_characters = any(
         is_character(obj) and obj.animation_data and obj.animation_data.action for obj in scene.objects
     )
-    units_per_metre = _units_per_metre(scene)
+    scale = units_per_metre(scene)
     collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
     scene.collection.children.link(collection)
     characters = []
@@ -188,7 +188,7 @@ def import_motion(
             armature_obj, mesh_obj = build_character(
                 body_model, track.betas, track.name, correctives=options.correctives, collection=collection
             )
-            armature_obj.scale = (units_per_metre,) * 3
+            armature_obj.scale = (scale,) * 3
             animate_character(
                 armature_obj,
                 track,
@@ -247,7 +247,7 @@ def _progress(steps: int):
         window_manager.progress_end()
 
 
-def _units_per_metre(scene) -> float:
+def units_per_metre(scene) -> float:
     """Blender units in a metre: 100 in a scene whose unit scale is 0.01 (it counts in centimetres)."""
     return 1.0 / scene.unit_settings.scale_length
 
@@ -290,7 +290,7 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
     # camera -> Blender world is CAMERA_TO_BLENDER · diag(1, -1, -1) = SMPL_TO_BLENDER = Rx(+90°).
     cam_obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
     scene = bpy.context.scene
-    cam_obj.location = tuple(_units_per_metre(scene) * float(v) for v in motion.ground_offset_m)
+    cam_obj.location = tuple(units_per_metre(scene) * float(v) for v in motion.ground_offset_m)
     scene.camera = cam_obj
     scene.render.resolution_x, scene.render.resolution_y = int(info.width_px), int(info.height_px)
     scene.render.resolution_percentage = 100

@@ -37,13 +37,13 @@ from .core.live_client import (
     LiveTake,
     take_on_frames,
 )
-from .core.model_data import cached_body_model_note, ensure_body_model, read_body_model
+from .core.model_data import cached_body_model_note, load_served_body_model
 from .core.motion import TrackMotion, ground_offset
 from .core.result_file import MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
 from .core.user_dirs import write_private_file
-from .importer import ImportOptions, _units_per_metre, import_motion_file
+from .importer import ImportOptions, import_motion_file, units_per_metre
 from .jobs import redraw_panels
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
 from .rig_builder import build_character, current_betas, joints_for_betas, rest_quats
@@ -194,8 +194,8 @@ def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir:
         if is_loopback_url(url):
             url, token = server_control.server_for_capture(url, token, data_dir)
         client = ServerClient(url, token)
-        body_model_path = ensure_body_model(client, user_dir("cache") / BODY_MODEL_CACHE)
-        session.body_model = read_body_model(body_model_path)
+        body_model_path = user_dir("cache") / BODY_MODEL_CACHE
+        session.body_model = load_served_body_model(client, body_model_path)
         note = cached_body_model_note(body_model_path)
         session.placeholder = note is not None and note.placeholder
         connection = LiveConnection(client, start_client=ServerClient(url, token, timeout_s=START_TIMEOUT_S))
@@ -409,7 +409,7 @@ def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharac
     )
     # Built in metres and posed in metres, like an imported character: the object's scale gives it
     # its real size (and place) in a scene that counts in other units.
-    armature_obj.scale = (_units_per_metre(bpy.context.scene),) * 3
+    armature_obj.scale = (units_per_metre(bpy.context.scene),) * 3
     first = TrackMotion(
         name=armature_obj.name,
         frame_ids=np.zeros(1, np.int64),

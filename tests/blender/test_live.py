@@ -25,7 +25,7 @@ from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, take_on_frames
 from vibe_blender.core.local_server import free_port, venv_program
-from vibe_blender.core.model_data import read_body_model
+from vibe_blender.core.model_data import load_served_body_model
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from vibe_blender.core.smpl_model import JOINT_NAMES
@@ -151,11 +151,11 @@ def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_fra
 def test_stop_ends_the_session_on_the_server_and_keeps_the_characters(addon, monkeypatch):
     stopped = threading.Event()  # holds the connecting thread until Stop was pressed
 
-    def read_body_model_after_stop(path):
+    def load_body_model_after_stop(client, path):
         stopped.wait(10)
-        return read_body_model(path)
+        return load_served_body_model(client, path)
 
-    monkeypatch.setattr(live, "read_body_model", read_body_model_after_stop)
+    monkeypatch.setattr(live, "load_served_body_model", load_body_model_after_stop)
     session = live.start_live(str(CLIP), dict(PARAMS, max_frames=10_000), use_timer=False)
     assert session.state == "connecting"
     assert bpy.ops.vibe_mocap.live_stop() == {"FINISHED"}  # while connecting: it never starts

@@ -23,7 +23,7 @@ from vibe_blender.core.client import (
     is_loopback_url,
 )
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.model_data import cached_body_model_note, ensure_body_model, read_cached_body_model
+from vibe_blender.core.model_data import cached_body_model_note, load_served_body_model, read_cached_body_model
 from vibe_blender.core.server_proof import server_proof
 from vibe_blender.core.smpl_model import load_body_model, save_body_model
 
@@ -456,12 +456,12 @@ def test_the_placeholder_cached_before_the_model_data_is_replaced_by_the_real_on
 ):
     placeholder, real = placeholder_and_real
     with FakeVibeServer(server_files[0], placeholder, token=TOKEN, model="synthetic placeholder") as server:
-        ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+        load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
     assert cached_body_model_note(_cache(tmp_path)).placeholder
     # the model data was installed: the server (restarted) sends the real model, with another fingerprint
     with FakeVibeServer(server_files[0], real, token=TOKEN, model="vibe_model_wo_3dpw") as server:
         for _ in range(2):
-            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+            load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
     assert _body_model_downloads(server) == 1
     assert _cache(tmp_path).read_bytes() == real.read_bytes()
     assert not cached_body_model_note(_cache(tmp_path)).placeholder
@@ -474,7 +474,7 @@ def test_a_body_model_cached_without_a_note_is_downloaded_again_once(server_file
     _cache(tmp_path).write_bytes(placeholder.read_bytes())
     with FakeVibeServer(server_files[0], real, token=TOKEN, model="vibe_model_wo_3dpw") as server:
         for _ in range(2):
-            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+            load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
     assert _body_model_downloads(server) == 1 and _cache(tmp_path).read_bytes() == real.read_bytes()
 
 
@@ -488,17 +488,17 @@ def test_a_server_that_gives_no_fingerprint_keeps_the_cached_body_model(
     _cache(tmp_path).parent.mkdir()
     _cache(tmp_path).write_bytes(real.read_bytes())  # no note: cached by an earlier version
     with FakeVibeServer(server_files[0], placeholder, token=TOKEN, body_model_fingerprint=fingerprint) as server:
-        ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+        load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
     assert _body_model_downloads(server) == 0 and _cache(tmp_path).read_bytes() == real.read_bytes()
 
     _cache(tmp_path).unlink()
     with FakeVibeServer(server_files[0], placeholder, token=TOKEN, body_model_fingerprint=fingerprint) as server:
-        ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))  # the placeholder, noted as such
+        load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))  # the placeholder, noted as such
     with FakeVibeServer(
         server_files[0], real, token=TOKEN, model="vibe_model_wo_3dpw", body_model_fingerprint=fingerprint
     ) as server:
         for _ in range(2):
-            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+            load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
     assert _body_model_downloads(server) == 1 and _cache(tmp_path).read_bytes() == real.read_bytes()
 
 
@@ -509,7 +509,7 @@ def test_an_unreadable_cached_body_model_and_a_bad_download_leave_nothing_cached
     _cache(tmp_path).write_bytes(b"not a body model")
     with FakeVibeServer(server_files[0], junk) as server:
         with pytest.raises(VibeError, match="sent a body model that cannot be used"):
-            ensure_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+            load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
     assert _files_under(tmp_path / "cache") == []
     assert sum(p.endswith("/body_model") for _, p in server.requests) == 1
 

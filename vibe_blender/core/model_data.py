@@ -118,12 +118,6 @@ def _still_the_servers(note: ServedBodyModel | None, served: ServedBodyModel) ->
     return note is None or note.placeholder == served.placeholder
 
 
-def ensure_body_model(client: ServerClient, path: str | Path, *, should_stop: Stop | None = None) -> Path:
-    """``path`` holding a readable body model, the one the server sends (see :func:`load_served_body_model`)."""
-    load_served_body_model(client, path, should_stop=should_stop)
-    return Path(path)
-
-
 def load_served_body_model(client: ServerClient, path: str | Path, *, should_stop: Stop | None = None) -> BodyModel:
     """The body model the server sends, cached at ``path``: the one cached there when the server's
     /health gives the fingerprint noted beside it (or gives none: a server before the fingerprint),

@@ -1,5 +1,6 @@
 """The result file: round trip, pickle-free, clear errors."""
 
+import gc
 import io
 
 import numpy as np
@@ -58,6 +59,28 @@ def test_file_is_readable_without_pickles(tmp_path):
     with np.load(path, allow_pickle=False) as z:
         assert int(z["format_version"]) == FORMAT_VERSION
         assert z["track_1/pose"].dtype == np.float32
+
+
+class FullDisk(io.BytesIO):
+    """A file on a disk that fills after ``room`` bytes."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_write_that_fails_midway_closes_the_archive_before_the_file_is_closed():
+    file = FullDisk(room=4096)
+    with pytest.raises(OSError, match="No space left"):
+        save_result(file, make_result())
+    file.close()  # as the caller's "with open(...)" does next
+    gc.collect()  # an archive left open would try to finish itself on this closed file now
 
 
 def test_other_files_are_refused_with_a_reason(tmp_path):

@@ -22,6 +22,7 @@ outside 1..10^6 px, image sides outside 1..65 536 px.
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -163,7 +164,9 @@ class MocapResult:
 
 
 def save_result(path_or_file, result: MocapResult) -> None:
-    """Write ``result`` as a compressed npz (no pickles)."""
+    """Write ``result`` as a compressed npz (no pickles). The zip is closed whether or not writing
+    succeeds: numpy 1.x's ``savez_compressed`` left it open when a write failed (a full disk), and
+    its later clean-up then wrote to a file already closed."""
     arrays = {
         "format": np.array(FORMAT_NAME),
         "format_version": np.array(FORMAT_VERSION),
@@ -183,7 +186,10 @@ def save_result(path_or_file, result: MocapResult) -> None:
         for name in _TRACK_ARRAYS:
             dtype = np.int64 if name in _INT_ARRAYS else np.float32
             arrays[f"track_{t.track_id}/{name}"] = np.asarray(getattr(t, name), dtype=dtype)
-    np.savez_compressed(path_or_file, **arrays)
+    with zipfile.ZipFile(path_or_file, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():  # the layout np.savez_compressed writes: one NAME.npy each
+            with archive.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _text(z: dict, key: str, label: str) -> str:

@@ -338,11 +338,20 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(
 
 
 @pytest.mark.parametrize(
-    "option", ["--max-queued-jobs", "--max-queued-upload-mb", "--max-upload-mb", "--probe-timeout-s"]
+    "option, value",
+    [
+        ("--max-queued-jobs", "0"),
+        ("--max-queued-upload-mb", "0"),
+        ("--max-upload-mb", "0"),
+        ("--probe-timeout-s", "0"),
+        ("--probe-timeout-s", "inf"),  # no limit: one submission could hold a worker for good
+        ("--probe-timeout-s", "nan"),
+        ("--keep-finished-days", "inf"),
+    ],
 )
-def test_serve_refuses_limits_that_are_not_positive(token_home, tmp_path, capsys, option):
-    assert main(["serve", option, "0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
-    assert "must be positive" in capsys.readouterr().err
+def test_serve_refuses_limits_that_are_not_positive_finite_numbers(token_home, tmp_path, capsys, option, value):
+    assert main(["serve", option, value, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+    assert "must be a positive finite number" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline import engine as engine_module
 from vibe_server.pipeline import options as options_module
-from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.engine import Engine, select_tracks
 from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.progress import STAGES, JobCancelled
 
@@ -142,6 +142,11 @@ def test_nobody_found_is_a_clear_error(make_engine):
     # the one message of the command line and the server: each one's name for the setting
     with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'.*--min-track-frames N.*min_track_frames"):
         run(engine)
+
+
+def test_nobody_found_names_the_longest_track_against_the_minimum():
+    with pytest.raises(VibeError, match=r"at least 40 frames \(the longest of the 2 tracks found lasted 30 frames\)"):
+        select_tracks({1: 12, 2: 30}, RunOptions(min_track_frames=40), "clip.mp4")
 
 
 def test_zero_frames_is_a_clear_error(make_engine):

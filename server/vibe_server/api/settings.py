@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +63,9 @@ class Settings:
             "keep_finished_days",
             "keep_finished_jobs",
         ):
-            if not getattr(self, name) > 0:
-                raise VibeError(f"The server setting {name} must be positive, got {getattr(self, name)}.")
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):  # inf: a submission could hold a worker for good
+                raise VibeError(f"The server setting {name} must be a positive finite number, got {value}.")
         if not 0 < self.port < 65536:
             raise VibeError(f"Port {self.port} is not a valid TCP port; use 1-65535 (default {DEFAULT_PORT}).")
 

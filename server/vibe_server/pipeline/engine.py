@@ -700,11 +700,16 @@ def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_n
     min_track_frames frames, the tracks_max longest. VibeError when none is left."""
     kept = [tid for tid, n in frames_per_track.items() if n >= options.min_track_frames]
     if not kept:
+        longest = (
+            f" (the longest of the {len(frames_per_track)} tracks found lasted {max(frames_per_track.values())} frames)"
+            if frames_per_track
+            else ""
+        )
         raise VibeError(
             f"Nobody was found in '{video_name}': no person was tracked for at least "
-            f"{options.min_track_frames} frames. Use a clip where a whole person is visible, or, for very short "
-            "clips, lower the minimum track length (vibe-mocap infer --min-track-frames N; the job option "
-            "min_track_frames over the server's API)."
+            f"{options.min_track_frames} frames{longest}. Use a clip where a whole person is visible, or, for "
+            "very short clips, lower the minimum track length (vibe-mocap infer --min-track-frames N; the job "
+            "option min_track_frames over the server's API)."
         )
     kept.sort(key=lambda tid: -frames_per_track[tid])
     if options.tracks_max is not None:

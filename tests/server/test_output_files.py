@@ -173,7 +173,7 @@ def test_every_command_probes_its_output_folder_first(files, monkeypatch, capsys
     assert err.count("\n") == 1 and ".part" not in err
 
 
-# -- evaluate and extract-features never write over the model data they read -------------------------
+# -- the commands never write over the model data they read -------------------------------------------
 
 EVALUATE = ["evaluate", "3dpw_test_db.pt", "--json"]
 EXTRACT = ["extract-features", "clip.mp4", "--bboxes", "boxes.csv", "--out"]
@@ -204,6 +204,16 @@ MODEL_DATA_CASES = {  # argv (from the fixture's folder; 'data' is the model-dat
         INSIDE,
     ),
     "extract-features: --out is a new file in the folder": ([*EXTRACT, "data/clip.pt", "--data-dir", "data"], INSIDE),
+    "infer: --pkl is the SMPL body model": (
+        ["infer", "clip.mp4", "-o", "r.npz", "--pkl", "data/SMPL_NEUTRAL.pkl", "--data-dir", "data"],
+        INSIDE,
+    ),
+    "infer: -o in the folder from $VIBE_DATA_DIR": (["infer", "clip.mp4", "-o", "data/r.npz"], INSIDE),
+    "infer: --body-model in the folder": (
+        ["infer", "clip.mp4", "-o", "r.npz", "--body-model", "data/body.npz", "--data-dir", "data"],
+        INSIDE,
+    ),
+    "live: --record in the folder": (["live", "clip.mp4", "--record", "data/take.npz", "--data-dir", "data"], INSIDE),
 }
 
 

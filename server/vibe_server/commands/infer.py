@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.output_paths import check_output_path
 
 from ..output_files import atomic_write
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES, phase_fraction
+from .model_data_outputs import check_output_outside_model_data
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine, RunOutput
@@ -139,15 +139,16 @@ def run(args: argparse.Namespace) -> int:
     if output.suffix != ".npz":
         raise VibeError(f"The result file must end in .npz; got '{output}'.")
     # every output checked before the run: none may be a folder, the video or another output
-    output = check_output_path(output, "the result file", {"the video": video})
+    output = check_output_outside_model_data(output, "the result file", args.data_dir, {"the video": video})
     pkl_path = body_path = None
     if args.pkl is not None:
         pkl_path = Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl")
-        check_output_path(pkl_path, "the official pkl", {"the video": video, "the result file": output})
+        others = {"the video": video, "the result file": output}
+        check_output_outside_model_data(pkl_path, "the official pkl", args.data_dir, others)
     if args.body_model is not None:
         body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
         others = {"the video": video, "the result file": output, "the official pkl": pkl_path}
-        check_output_path(body_path, "the body-model file", others)
+        check_output_outside_model_data(body_path, "the body-model file", args.data_dir, others)
     options = run_options(args)
 
     # one engine per device: every visible GPU for auto/cuda (one video divided among them), else one

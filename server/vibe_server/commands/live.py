@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.output_paths import check_output_path
 from vibe_blender.core.result_file import save_result
 
 from ..data.loading import checked_data_dir, resolve_device
@@ -19,6 +18,7 @@ from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli
+from .model_data_outputs import check_output_outside_model_data
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     options.validate()
     kind, target = parse_source(args.source)  # a bad source is refused before the model loads
     if record is not None:
-        check_output_path(record, "the recording", {"the video": target if kind == "file" else None})
+        inputs = {"the video": target if kind == "file" else None}
+        check_output_outside_model_data(record, "the recording", args.data_dir, inputs)
     engine = load_engine(
         checked_data_dir(args.data_dir),  # a folder the user named: no placeholder
         device=resolve_device(args.device),

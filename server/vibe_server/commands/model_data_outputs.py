@@ -1,6 +1,7 @@
-"""Outputs of the commands that read the installed model data (evaluate, extract-features) stay out of
-that folder: a report or feature file written over a checkpoint or a regressor would destroy the
-installed model (105 MB to download again), and `vibe-mocap data` manages that folder's files."""
+"""Outputs of the commands that read the installed model data (infer, live, evaluate, extract-features)
+stay out of that folder: a result, report or feature file written over a checkpoint, a regressor or
+SMPL_NEUTRAL.pkl would destroy the installed model (105 MB to download again, or the licensed body
+model to fetch again), and `vibe-mocap data` manages that folder's files."""
 
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
+import os
 import pickle
+import threading
+import tracemalloc
 
 import numpy as np
 import pytest
 from testdata import OFFICIAL_PKL
 
+from vibe_blender.core import bounded_arrays
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.motion import frame_runs
 from vibe_blender.core.readers import read_motion_file
@@ -151,3 +155,62 @@ def test_nan_pose_is_refused(tmp_path):
     np.savez(tmp_path / "nan.npz", poses=poses, trans=np.zeros((3, 3)), mocap_framerate=np.array(30.0))
     with pytest.raises(VibeError, match="NaN"):
         read_motion_file(tmp_path / "nan.npz")
+
+
+# ---- what a joblib file may be, and how large ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [lambda p: p.symlink_to("/dev/null"), os.mkfifo], ids=["device", "fifo"])
+def test_a_pickle_path_that_is_no_regular_file_is_refused_unread(tmp_path, make):
+    """A link to a device is read without end (/dev/zero), a FIFO waits for a writer for ever."""
+    path = tmp_path / "vibe_output.pkl"
+    make(path)
+    outcome = []
+
+    def load():
+        try:
+            load_joblib_pickle(path)
+        except VibeError as err:
+            outcome.append(str(err))
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert outcome and "vibe_output.pkl' is not a regular file (a device, FIFO or socket)" in outcome[0]
+
+
+def _random_arrays(rows: int) -> dict:
+    return {"theta": np.random.default_rng(0).normal(size=(rows, 82)), "frame_ids": np.arange(rows)}
+
+
+def test_an_uncompressed_file_is_limited_by_its_size_not_a_fixed_cap(tmp_path, monkeypatch):
+    """Stands in for a genuine file over the 4 GiB caps (made 1 MiB here): read, since it holds every byte;
+    compressed, it is too large to decompress, which the message says without calling it damaged."""
+    joblib = pytest.importorskip("joblib")  # the test extra has it; Blender does not
+    for cap in ("MAX_ARRAY_BYTES", "MAX_DECODED_BYTES"):
+        monkeypatch.setattr(bounded_arrays, cap, 1 << 20)
+    monkeypatch.setattr(bounded_arrays, "MIN_BUDGET_BYTES", 1 << 16)
+    arrays = _random_arrays(2048)  # theta: 1.3 MiB
+    joblib.dump(arrays, tmp_path / "plain.pkl")
+    assert np.array_equal(load_joblib_pickle(tmp_path / "plain.pkl")["theta"], arrays["theta"])
+
+    joblib.dump(arrays, tmp_path / "packed.pkl", compress=3)
+    with pytest.raises(VibeError) as refused:
+        load_joblib_pickle(tmp_path / "packed.pkl")
+    message = str(refused.value)
+    assert "expands past" in message and "a genuine file this large is read when stored uncompressed" in message
+    assert "again" not in message and "damaged" not in message
+
+
+def test_an_uncompressed_file_is_read_without_extra_copies(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    arrays = _random_arrays(16384)  # theta: 10.5 MiB
+    joblib.dump(arrays, tmp_path / "plain.pkl")
+    tracemalloc.start()
+    try:
+        loaded = load_joblib_pickle(tmp_path / "plain.pkl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(loaded["theta"], arrays["theta"])
+    assert peak < 1.3 * arrays["theta"].nbytes  # each array read into its own memory once

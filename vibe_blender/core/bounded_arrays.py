@@ -11,17 +11,26 @@ its arrays here, so the limits are the same everywhere:
 - decompression, and what a restricted pickle builds from its stream, stop at a budget:
   :func:`byte_budget` of the file's (or stream's) size, at most :data:`MAX_DECODED_BYTES` and at most
   :data:`MAX_EXPANSION` times that size (but at least :data:`MIN_BUDGET_BYTES`), so an 800-byte file
-  cannot expand to gigabytes.
+  cannot expand to gigabytes; a file may always produce the bytes it really holds, so a large
+  uncompressed file has no fixed cap;
+- files are opened by :func:`open_regular_file`, which refuses devices, FIFOs and sockets (a link to
+  ``/dev/zero`` would never end, a FIFO would block).
 
-Problems raise :class:`UntrustedDataError`; each reader turns it into one ``VibeError`` naming its file.
+Problems raise :class:`UntrustedDataError` (:class:`TooLargeError` when a file may be genuine but
+decodes past the fixed cap); each reader turns it into one ``VibeError`` naming its file.
 """
 
 from __future__ import annotations
 
 import bz2
+import io
 import lzma
 import math
+import os
+import stat
 import zlib
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -41,9 +50,32 @@ class UntrustedDataError(ValueError):
     """The data breaks a limit or is not what it claims; the message says how."""
 
 
+class TooLargeError(UntrustedDataError):
+    """Compressed data that decodes past :data:`MAX_DECODED_BYTES` at a ratio real data can have: maybe
+    a genuine file, too large to decompress here (stored uncompressed it would be read)."""
+
+
+class NotRegularFileError(UntrustedDataError):
+    """The path is a device, FIFO or socket, not a file with a size."""
+
+
+def open_regular_file(path: str | Path, *, follow_symlink: bool = True) -> BinaryIO:
+    """Open a regular file for reading; OSError when it cannot be opened, NotRegularFileError when it
+    is a device, FIFO or socket. O_NONBLOCK keeps a FIFO from blocking the open; the check on the
+    open descriptor (not the name) cannot be raced by swapping the file."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+    if not follow_symlink:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFileError("is not a regular file (a device, FIFO or socket)")
+    return os.fdopen(fd, "rb")
+
+
 def byte_budget(file_size: int) -> int:
     """How many decoded bytes a file of ``file_size`` bytes may produce (see the module docstring)."""
-    return min(MAX_DECODED_BYTES, max(MIN_BUDGET_BYTES, MAX_EXPANSION * int(file_size)))
+    return max(int(file_size), min(MAX_DECODED_BYTES, max(MIN_BUDGET_BYTES, MAX_EXPANSION * int(file_size))))
 
 
 class ByteBudget:
@@ -121,6 +153,33 @@ def array_from_bytes(raw: bytes | bytearray, dtype: np.dtype, shape, *, fortran_
     return flat.reshape(shape, order="F" if fortran_order else "C").astype(native, copy=True)
 
 
+def array_from_stream(file: BinaryIO, dtype: np.dtype, shape, *, fortran_order: bool = False) -> np.ndarray:
+    """The next shape × itemsize bytes of a seekable binary stream -> a writable native-order array.
+
+    Nothing is allocated before the stream is known to hold those bytes; they are read straight into
+    the array (no intermediate copy), so the limit is what the file really holds, not a fixed cap.
+    """
+    shape = checked_shape(shape)
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    here = file.tell()
+    left = file.seek(0, io.SEEK_END) - here
+    file.seek(here)
+    if nbytes > left:
+        raise UntrustedDataError(
+            f"an array of shape {shape} {dtype} needs {nbytes} bytes but the file "
+            f"holds {max(left, 0)} after it (truncated or damaged)"
+        )
+    buffer = np.empty(nbytes, dtype=np.uint8)
+    view, got = memoryview(buffer), 0
+    while got < nbytes:  # a read may return less than asked for
+        count = file.readinto(view[got:])
+        if not count:
+            raise UntrustedDataError(f"the file ends {nbytes - got} bytes into an array of shape {shape} {dtype}")
+        got += count
+    array = buffer.view(dtype).reshape(shape, order="F" if fortran_order else "C")
+    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+
+
 def _decompressor(raw: bytes):
     """joblib's containers: zlib ('ZF' header or bare), gzip, bz2, xz/lzma; None when not compressed."""
     if raw.startswith(b"ZF"):  # joblib < 0.10: 'ZF' + length + zlib
@@ -139,9 +198,15 @@ def _decompressor(raw: bytes):
     return None, raw
 
 
+def is_compressed(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 6 bytes) is one of joblib's compressed containers."""
+    return head.startswith(b"ZF") or _decompressor(head)[0] is not None  # 'ZF': its zlib start lies further on
+
+
 def decompress_bounded(raw: bytes, limit: int) -> bytes:
     """raw file bytes -> the decompressed stream (or raw itself when not compressed), at most ``limit``
-    bytes; refuses streams that would expand further. Concatenated streams are read one after another."""
+    bytes; refuses streams that would expand further (TooLargeError when ``limit`` is the fixed cap
+    rather than the expansion ratio). Concatenated streams are read one after another."""
     new, data = _decompressor(raw)
     if new is None:
         return raw
@@ -151,6 +216,11 @@ def decompress_bounded(raw: bytes, limit: int) -> bytes:
         while True:
             chunk = engine.decompress(data, min(_CHUNK, limit + 1 - len(out)))
             out += chunk
+            if len(out) > limit and limit >= MAX_DECODED_BYTES:
+                raise TooLargeError(
+                    f"its compressed data expands past {limit} bytes, the most a compressed file is "
+                    "decompressed to here; a genuine file this large is read when stored uncompressed"
+                )
             if len(out) > limit:
                 raise UntrustedDataError(
                     f"the compressed data expands past {limit} bytes (a damaged file or a decompression bomb)"

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
-from vibe_blender.core.bounded_arrays import UntrustedDataError
+from vibe_blender.core.bounded_arrays import NotRegularFileError, UntrustedDataError, open_regular_file
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.safe_npz import check_zip_directory
@@ -205,21 +205,15 @@ def _check_size(name: str, entry: str, size: int) -> None:
 
 
 def _open_regular(path: Path, entry: str, *, follow_symlink: bool) -> BinaryIO:
-    """Open a regular file for reading. O_NONBLOCK keeps a FIFO from blocking the open; the check on
-    the open descriptor (not the name) cannot be raced by swapping the file."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-    if not follow_symlink:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
+    """:func:`open_regular_file`, its refusals worded for the install."""
     try:
-        fd = os.open(path, flags)
+        return open_regular_file(path, follow_symlink=follow_symlink)
+    except NotRegularFileError as err:
+        raise _refuse(entry, str(err)) from None
     except OSError as err:
         raise _refuse(
             entry, f"cannot be opened ({err.strerror})", "Check that it is a plain file you can read."
         ) from err
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise _refuse(entry, "is not a regular file (a device, FIFO or socket)")
-    return os.fdopen(fd, "rb")
 
 
 def _regular_size(path: Path, entry: str, *, follow_symlink: bool) -> int:

@@ -7,7 +7,8 @@ opcode directly in the file (after one padding-length byte and padding, when the
 alignment). The reader below is a restricted pickle reader: it lets through plain containers,
 numpy dtypes/arrays and that wrapper, and refuses every other class, so a hostile file cannot run
 code. zlib/gzip/bz2/lzma-compressed joblib files (decompressed up to
-:func:`..bounded_arrays.byte_budget`) and plain pickles are read too.
+:func:`..bounded_arrays.byte_budget`) and plain pickles are read too. An uncompressed file is read
+straight from disk, each array into its own memory once, so its size is limited by what it holds.
 
 The official result has no translation and no video size. Both are recovered here:
 - video size: ``orig_cam = [sx, sy, tx, ty]`` with ``sx = s · h_box / W`` and ``sy = s · h_box / H``
@@ -19,16 +20,21 @@ The official result has no translation and no video size. Both are recovered her
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
-from typing import ClassVar
+from typing import BinaryIO, ClassVar
 
 import numpy as np
 
 from ..bounded_arrays import (
-    array_nbytes,
+    NotRegularFileError,
+    TooLargeError,
+    array_from_stream,
     byte_budget,
     checked_shape,
     decompress_bounded,
+    is_compressed,
+    open_regular_file,
 )
 from ..errors import VibeError
 from ..motion import CameraInfo, MotionSet, TrackMotion
@@ -44,7 +50,6 @@ from ..safe_pickle import (
     PickleRefused,
     RestrictedUnpickler,
     StandIn,
-    build_array,
     describe_failure,
     dtype_of,
 )
@@ -63,8 +68,9 @@ class _ArrayWrapper(StandIn):
         if d.get("numpy_array_alignment_bytes") is not None:
             padding = file.read(1)  # one length byte, then that much padding
             file.read(padding[0] if padding else 0)
-        raw = file.read(array_nbytes(shape, dtype))
-        return build_array(raw, dtype, shape, unpickler.budget, fortran_order=d["order"] == "F")
+        array = array_from_stream(file, dtype, shape, fortran_order=d["order"] == "F")
+        unpickler.budget.take(array.nbytes, "an array")
+        return array
 
 
 def _ordered_dict():
@@ -99,18 +105,40 @@ def load_joblib_pickle(
     (``unpickler``: a JoblibUnpickler that allows a little more); else one VibeError saying the file
     is not ``expected``, and ``hint``.
 
-    Compressed files are decompressed up to :func:`bounded_arrays.byte_budget` of the file size.
+    Compressed files are decompressed up to :func:`bounded_arrays.byte_budget` of the file size;
+    uncompressed ones are read from the open file. A device, FIFO or socket is refused unread.
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        file = open_regular_file(path)
+    except NotRegularFileError as err:
+        raise VibeError(f"'{path}' {err}, so it was not read. Put the real file at that path.") from None
     except OSError as err:
         raise VibeError(f"Cannot read '{path}': {err.strerror or err}.") from err
-    try:
-        stream = decompress_bounded(raw, byte_budget(len(raw)))
-        return unpickler(io.BytesIO(stream)).load()
-    except Exception as err:  # any unpickling failure means: not a file this reader accepts
-        raise VibeError(f"'{path.name}' is not {expected} ({describe_failure(err)}). {hint}") from err
+    with file:
+        try:
+            return unpickler(_pickle_stream(file)).load()
+        except TooLargeError as err:
+            raise VibeError(f"'{path.name}' was not read: {err}.") from err
+        except MemoryError as err:
+            size = os.fstat(file.fileno()).st_size
+            raise VibeError(
+                f"'{path.name}' ({size:,} bytes) does not fit in the free memory: it is read whole. "
+                "Free some memory or use a machine with more."
+            ) from err
+        except Exception as err:  # any unpickling failure means: not a file this reader accepts
+            raise VibeError(f"'{path.name}' is not {expected} ({describe_failure(err)}). {hint}") from err
+
+
+def _pickle_stream(file: BinaryIO) -> BinaryIO:
+    """The open file itself when it is a plain pickle (arrays are read from it as they come), else its
+    decompressed content in memory."""
+    compressed = is_compressed(file.read(6))
+    file.seek(0)
+    if not compressed:
+        return file
+    raw = file.read()
+    return io.BytesIO(decompress_bounded(raw, byte_budget(len(raw))))
 
 
 _TRACK_SHAPES = {"pose": 72, "betas": 10, "orig_cam": 4, "pred_cam": 3, "bboxes": 4, "frame_ids": None}

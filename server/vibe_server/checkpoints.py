@@ -170,7 +170,20 @@ def _load_container(path, what: str, key: str, other_key: str, other_hint: str) 
         hint = f" {other_hint}" if isinstance(ckpt, dict) and other_key in ckpt else ""
         raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{hint}")
     _check_state_dict(ckpt[key], f"'{path}': its '{key}'", what)
+    _check_finite_weights(ckpt[key], f"'{path}': its '{key}'", what)
     return ckpt
+
+
+def _check_finite_weights(state: dict, label: str, what: str) -> None:
+    """Every floating-point tensor of a state dict finite; else one VibeError (a NaN weight makes every
+    prediction NaN, which only fails much later, e.g. in the metrics' Procrustes fit)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        others = f" and {len(bad) - 1} other tensors" if len(bad) > 1 else ""
+        raise VibeError(
+            f"{label} holds NaN or infinite weights in '{str(bad[0])[:80]}'{others}: the {what} is damaged or "
+            "comes from a training run that diverged. Download it again, or use an earlier checkpoint of the run."
+        )
 
 
 def _check_state_dict(state, label: str, what: str) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_server import checkpoints, load_model
+from vibe_server.data import bundle
 from vibe_server.model.backbone import ResNet50Features
 
 
@@ -104,6 +105,25 @@ def test_random_pth_is_not_a_vibe_checkpoint(synthetic_bundle, tmp_path):
     torch.save(ResNet50Features().state_dict(), path)
     with pytest.raises(VibeError, match="no 'gen_state_dict'"):
         load_model(synthetic_bundle, vibe_checkpoint=path)
+
+
+@pytest.mark.parametrize(
+    "file_name, container, key",
+    [
+        ("vibe_model_wo_3dpw.pth.tar", "gen_state_dict", "regressor.fc1.weight"),
+        ("spin_model_checkpoint.pth.tar", "model", "layer1.0.conv1.weight"),
+    ],
+)
+def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(synthetic_bundle, tmp_path, file_name, container, key):
+    """One NaN weight makes every prediction NaN, which would only fail in the metrics (or not at all)."""
+    ckpt = torch.load(synthetic_bundle / file_name, map_location="cpu", weights_only=False)
+    ckpt[container][key].view(-1)[0] = float("nan")
+    torch.save(ckpt, tmp_path / file_name)
+    load = checkpoints.load_vibe_checkpoint if container == "gen_state_dict" else checkpoints.load_spin_checkpoint
+    with pytest.raises(VibeError, match=rf"its '{container}' holds NaN or infinite weights in '{key}'.*damaged"):
+        load(tmp_path / file_name)
+    status = bundle.check_file(file_name, tmp_path / file_name)  # what data check says of it
+    assert status.status == "invalid" and f"NaN or infinite weights in '{key}'" in status.detail
 
 
 def test_wrong_shapes_are_named(synthetic_bundle, tmp_path):

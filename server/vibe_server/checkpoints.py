@@ -251,25 +251,30 @@ def load_spin_checkpoint(path: str | Path) -> dict:
     return _strip_prefixes(ckpt["model"])
 
 
+def state_dict_mismatch(expected_shapes: dict, state: dict) -> str | None:
+    """How the weights ``state`` (name -> tensor) differ from ``expected_shapes`` (name -> shape): how
+    many keys are missing, unexpected or of the wrong shape, with examples; None when they fit."""
+    shape = lambda value: tuple(getattr(value, "shape", ()))
+    missing = [k for k in expected_shapes if k not in state]
+    unexpected = [k for k in state if k not in expected_shapes]
+    wrong = [
+        f"{k} {shape(state[k])} != {tuple(s)}"
+        for k, s in expected_shapes.items()
+        if k in state and shape(state[k]) != tuple(s)
+    ]
+    parts = [
+        f"{len(keys)} {kind} (e.g. {', '.join(map(str, keys[:3]))})"
+        for kind, keys in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", wrong))
+        if keys
+    ]
+    return f"{', '.join(parts)} keys" if parts else None
+
+
 def _load_exact(module: torch.nn.Module, state: dict, source, what: str) -> None:
     """Load ``state`` into ``module`` requiring the same keys and shapes, else one clear VibeError."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(f"{len(wrong)} with the wrong shape (e.g. {'; '.join(wrong[:2])})")
-        raise VibeError(f"'{source}' does not fit the {what}: {', '.join(parts)} keys. Is it the right file?")
+    problem = state_dict_mismatch({k: v.shape for k, v in module.state_dict().items()}, state)
+    if problem:
+        raise VibeError(f"'{source}' does not fit the {what}: {problem}. Is it the right file?")
     module.load_state_dict(state, strict=True)
 
 
@@ -395,15 +400,6 @@ GENERATOR_SHAPES = {
 
 def check_generator_keys(gen_state: dict, source: str | Path) -> None:
     """Raise a VibeError unless ``gen_state`` has exactly the official keys and shapes."""
-    missing = [k for k in GENERATOR_SHAPES if k not in gen_state]
-    unexpected = [k for k in gen_state if k not in GENERATOR_SHAPES]
-    wrong = [
-        f"{k} {tuple(gen_state[k].shape)}"
-        for k, s in GENERATOR_SHAPES.items()
-        if k in gen_state and tuple(gen_state[k].shape) != s
-    ]
-    if missing or unexpected or wrong:
-        raise VibeError(
-            f"'{source}' is not an official VIBE generator: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}, wrong shapes {wrong[:3]}."
-        )
+    problem = state_dict_mismatch(GENERATOR_SHAPES, gen_state)
+    if problem:
+        raise VibeError(f"'{source}' is not an official VIBE generator: {problem}.")

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from vibe_blender.core.errors import VibeError
+
 from ..geometry import batch_rodrigues
 from . import metrics
 
@@ -82,9 +84,19 @@ def evaluate_generator(
     smpl = generator.regressor.smpl
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     pred_j3d, target_j3d, pve = [], [], []
+    windows_done = 0  # windows of the dataset before this batch (loader order)
     for batch in tqdm(loader, desc="evaluate", unit="batch", file=sys.stderr, disable=not progress):
         out = generator(batch["features"].to(device), j_regressor=j_regressor)
         n, t = out["kp_3d"].shape[:2]
+        finite = torch.isfinite(out["kp_3d"]).reshape(n, -1).all(dim=1)
+        if not bool(finite.all()):  # the Procrustes fit would fail on them with a bare linear-algebra error
+            window = windows_done + int((~finite).nonzero()[0])
+            raise VibeError(
+                f"The generator predicted NaN or infinite joints for track {dataset.window_track(window)!r}: "
+                "its weights are damaged or have diverged. Evaluate another checkpoint (while training: start "
+                "over with a lower --gen_lr)."
+            )
+        windows_done += n
         pred_j3d.append(out["kp_3d"].reshape(n * t, 14, 3).float().cpu())
         target_j3d.append(batch["kp_3d"].reshape(n * t, 14, 3))
         w_smpl = batch["w_smpl"].reshape(-1).bool()

@@ -79,6 +79,13 @@ def test_keypoint_crop_scale_switch(db_dir):
     torch.testing.assert_close(ratio, torch.full_like(ratio, 1.3 / 1.2))
 
 
+def test_insta_keypoints_are_never_box_normalised(db_dir):
+    """Insta has no boxes: its keypoints are pixels of the stored crop, with the switch on or off."""
+    default = SequenceDataset(db_dir, "insta", "train")[0]["kp_2d"]
+    original = SequenceDataset(db_dir, "insta", "train", match_keypoint_crop=False)[0]["kp_2d"]
+    assert torch.equal(original, default)
+
+
 def test_pennaction_joint_order_switch(db_dir):
     raw = datasets.load_db(db_dir / "pennaction_train_db.pt")
     fixed = SequenceDataset(db_dir, "pennaction", "train", match_keypoint_crop=False)[0]["kp_2d"]

@@ -238,7 +238,9 @@ class SequenceDataset(Dataset):
             self.joints_2d_src = "pennaction_original"
         check_joint_layout(self.spec, self.db, self.path, layout_fix)
         check_database(self.db, needed, self.path, self.joints_2d_src)
-        self.keypoint_crop_scale = self.spec.feature_crop_scale if match_keypoint_crop else ORIGINAL_KEYPOINT_CROP_SCALE
+        # Insta's keypoints are pixels of the stored crop (scale 0): never box-normalised, either way
+        keep_original = not match_keypoint_crop and self.spec.feature_crop_scale != 0.0
+        self.keypoint_crop_scale = ORIGINAL_KEYPOINT_CROP_SCALE if keep_original else self.spec.feature_crop_scale
         stride = max(1, int(seqlen * self.spec.train_stride_fraction)) if self.is_train else seqlen
         self.vid_names = np.array(
             [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(self.db["vid_name"][()])]

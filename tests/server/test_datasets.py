@@ -25,8 +25,20 @@ def test_windows_stay_inside_tracks_and_drop_tails():
     assert len(stride4) == 7 + 2  # floor((n - 16) / 4) + 1 per track
     assert stride4[0] == (0, 15) and stride4[-1] == (44, 59)
     assert all(names[s] == names[e] for s, e in stride4)
-    with pytest.raises(VibeError, match="split in several runs"):
-        split_into_chunks(np.array(["a"] * 20 + ["b"] * 20 + ["a"] * 20), 16, 16)
+    with pytest.raises(
+        VibeError, match=r"x_db.pt: the frames of track 'a' are not together \(rows 0-19, then again from row 40\)"
+    ):
+        split_into_chunks(np.array(["a"] * 20 + ["b"] * 20 + ["a"] * 20), 16, 16, "x_db.pt")
+
+
+def test_a_split_track_is_named_with_its_file(db_dir, tmp_path):
+    db = joblib.load(db_dir / "3dpw_test_db.pt")
+    db["vid_name"][0] = db["vid_name"][-1]  # the last track's name on the first row too
+    joblib.dump(db, tmp_path / "3dpw_test_db.pt")
+    with pytest.raises(
+        VibeError, match=r"3dpw_test_db.pt: the frames of track 'courtyard_test_2' .*\(row 0, then again"
+    ):
+        SequenceDataset(tmp_path, "3dpw", "test")
 
 
 def test_every_layout_gives_items_of_the_documented_shapes(db_dir):
@@ -249,3 +261,168 @@ def test_real_layouts_are_read_without_joblib(db_dir, tmp_path, monkeypatch):
         assert db.keys() == expected[path].keys(), path
         for key, value in expected[path].items():
             assert db[key].dtype == value.dtype and np.array_equal(db[key], value), (path, key)
+
+
+# ---- values the items read: finite where the original would fail on them --------------------------
+
+
+def _changed_copy(db_dir, tmp_path, file_name: str, change) -> None:
+    db = joblib.load(db_dir / file_name)
+    change(db)
+    joblib.dump(db, tmp_path / file_name)
+
+
+def _set(key: str, index, value):
+    return lambda db: db[key].__setitem__(index, value)
+
+
+@pytest.mark.parametrize(
+    "name, split, change, match",
+    [
+        (
+            "3dpw",
+            "test",
+            _set("joints3D", (5, 3, 0), np.nan),
+            r"'joints3D' holds a NaN or infinite value at row 5 \(track 'courtyard_test_0'\), which evaluation "
+            r"reads \(the original would end in NaN metrics\)",
+        ),
+        ("3dpw", "test", _set("features", (41, 7), np.inf), r"'features' .* at row 41 \(track 'courtyard_test_1'\)"),
+        ("3dpw", "val", _set("pose", (20, 10), np.nan), r"'pose' .* at row 20"),
+        ("3dpw", "val", _set("shape", (3, 9), np.nan), r"'shape' .* at row 3"),
+        ("mpii3d", "train", _set("joints2D", (3, 30, 0), np.nan), r"'joints2D' .* row 3 .*which training reads"),
+        (
+            "mpii3d",
+            "train",
+            _set("bbox", (7, slice(2, 4)), 0.0),
+            r"'bbox' \[.*, 0.0, 0.0\] at row 7 \(track 'subj1_seq1_vid0_seg_0'\) has no finite, positive width",
+        ),
+        ("pennaction", "train", _set("bbox", (50, 2), np.nan), r"'bbox' .* at row 50 \(track 'penn_1'\)"),
+        ("amass", "train", _set("theta", (10, 40), np.nan), r"'theta' .* at row 10 \(track 'CMU_01_0'\)"),
+    ],
+)
+def test_a_value_the_items_read_must_be_finite(db_dir, tmp_path, name, split, change, match):
+    path = datasets.db_path(tmp_path, name, split)
+    _changed_copy(db_dir, tmp_path, path.name, change)
+    with pytest.raises(VibeError, match=rf"{path.name}: {match}.*The file is damaged"):
+        SequenceDataset(tmp_path, name, split)
+
+
+@pytest.mark.parametrize(
+    "name, split, change",
+    [
+        ("3dpw", "test", _set("joints3D", (35, 0, 0), np.nan)),  # a track's tail: no window reads it
+        ("mpii3d", "val", _set("joints3D", (5, 0, 0), np.nan)),  # spin joint 0: neither the loss nor the metrics
+        ("mpii3d", "val", _set("joints2D", (5, 30, 0), np.nan)),  # evaluation reads no 2D keypoints
+        ("amass", "train", _set("theta", (10, 75), np.nan)),  # betas: the discriminator reads the body pose only
+    ],
+)
+def test_values_no_item_reads_are_left_alone(db_dir, tmp_path, name, split, change):
+    _changed_copy(db_dir, tmp_path, datasets.db_path(tmp_path, name, split).name, change)
+    assert len(SequenceDataset(tmp_path, name, split)) > 0
+
+
+def test_3dpw_padded_boxes_are_read_as_the_original_writes_them(db_dir, tmp_path):
+    """The original's 3DPW files carry boxes [0, 0, inf, inf] (a zero-padded scale) where a track's first
+    frames had no keypoints; evaluation does not read the boxes, so such a file is scored as it is."""
+    _changed_copy(db_dir, tmp_path, "3dpw_test_db.pt", _set("bbox", slice(0, 4), [0.0, 0.0, np.inf, np.inf]))
+    with np.errstate(all="raise"):  # and no division by a zero or infinite size on the way
+        item = SequenceDataset(tmp_path, "3dpw", "test")[0]
+    assert torch.isfinite(item["kp_2d"]).all()
+    assert torch.all(item["kp_2d"][:4] == 0) and torch.all(item["kp_2d"][4:, 25:37, 2] == 1)
+
+
+# ---- the .h5 (InstaVariety) file ---------------------------------------------------------------------
+
+h5py = pytest.importorskip("h5py")
+
+
+def _insta_copy(db_dir, folder, **options):
+    """The synthetic insta_train_db.h5 written again; options[key]: create_dataset keyword arguments,
+    "fill" (declared, never written), a (data, kwargs) pair, or another h5py object to store there."""
+    folder.mkdir(exist_ok=True)
+    with h5py.File(db_dir / "insta_train_db.h5", "r") as src, h5py.File(folder / "insta_train_db.h5", "w") as dst:
+        for key in src:
+            option, data = options.get(key, {}), src[key][()]
+            if option == "fill":
+                dst.create_dataset(key, shape=data.shape, dtype=data.dtype, chunks=True)
+            elif isinstance(option, tuple):
+                dst.create_dataset(key, data=option[0], **option[1])
+            elif isinstance(option, dict):
+                dst.create_dataset(key, data=data, **option)
+            else:
+                dst[key] = option
+    return folder
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"vid_name": "fill"}, r"'vid_name' declares 1,168 bytes \(\(73,\) \|S16\) but the file stores 0 for it"),
+        ({"features": {"scaleoffset": 3}}, r"'features' uses the HDF5 filters \[6\], not only gzip, shuffle, lzf"),
+        (
+            {"joints2D": {"chunks": (30000, 25, 3), "maxshape": (None, 25, 3), "compression": "gzip"}},
+            r"'joints2D' has chunks of 18,000,000 bytes, more than 16,777,216",
+        ),
+        (
+            {"features": h5py.ExternalLink("elsewhere.h5", "/features")},
+            r"'features' is not an array stored in the file \(a group, or a link to elsewhere\)",
+        ),
+        (
+            {"vid_name": h5py.SoftLink("/frame_id")},
+            r"'vid_name' is not an array stored in the file \(a group, or a link to elsewhere\)",
+        ),
+        (
+            {"vid_name": (np.array(["a"] * 73, dtype=object), {"dtype": h5py.string_dtype()})},
+            r"'vid_name' has the type object, not plain numbers or fixed-width text",
+        ),
+    ],
+    ids=["fill-values", "filter", "huge-chunks", "external-link", "soft-link", "variable-length-text"],
+)
+def test_an_h5_dataset_is_read_only_within_what_the_file_stores(db_dir, tmp_path, options, match):
+    folder = _insta_copy(db_dir, tmp_path / "db", **options)
+    with pytest.raises(VibeError, match=rf"insta_train_db.h5: {match}; the file is damaged"):
+        SequenceDataset(folder, "insta", "train")
+
+
+def test_a_compressed_h5_reads_as_the_plain_one(db_dir, tmp_path):
+    folder = _insta_copy(
+        db_dir,
+        tmp_path / "db",
+        features={"compression": "gzip", "shuffle": True},
+        joints2D={"compression": "lzf"},
+    )
+    plain, packed = SequenceDataset(db_dir, "insta", "train"), SequenceDataset(folder, "insta", "train")
+    assert len(plain) == len(packed)
+    for key in ("features", "kp_2d"):
+        assert torch.equal(plain[1][key], packed[1][key])
+
+
+def test_h5_values_are_checked_window_by_window(db_dir, tmp_path):
+    """The .h5 is 18 GB: not read whole when opened, but no window with a NaN reaches training."""
+    with h5py.File(db_dir / "insta_train_db.h5", "r") as src:
+        features = src["features"][()]
+    features[20, 5] = np.nan
+    folder = _insta_copy(db_dir, tmp_path / "db", features=(features, {}))
+    dataset = SequenceDataset(folder, "insta", "train")
+    assert torch.isfinite(dataset[0]["features"]).all()  # rows 0-15
+    with pytest.raises(VibeError, match=r"'features' .* at row 20 \(track 'insta.tfrecord_0'\), which training reads"):
+        dataset[1]  # rows 16-31
+
+
+def test_h5_track_names_need_not_be_utf8(db_dir, tmp_path):
+    with h5py.File(db_dir / "insta_train_db.h5", "r") as src:
+        names = src["vid_name"][()]
+    folder = _insta_copy(db_dir, tmp_path / "db", vid_name=(np.char.add(b"\xff", names), {}))
+    dataset = SequenceDataset(folder, "insta", "train")
+    assert dataset.window_track(0) == "\\xffinsta.tfrecord_0"
+    assert len(dataset) == len(SequenceDataset(db_dir, "insta", "train"))
+
+
+# ---- what a database path may be ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("file_name", ["amass_db.pt", "insta_train_db.h5"])
+def test_a_database_path_to_a_device_is_refused_unread(tmp_path, file_name):
+    (tmp_path / file_name).symlink_to("/dev/null")
+    with pytest.raises(VibeError, match=rf"{file_name}'? is not a regular file \(a device, FIFO or socket\)"):
+        datasets.load_db(tmp_path / file_name)

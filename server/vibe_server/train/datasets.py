@@ -11,11 +11,18 @@ with confidence last, `kp_3d` (T, 49, 3) metres when training / (T, 14, 3) for e
 
 Unlike the original, arrays are copied before they are transformed (the original overwrote the
 database in place through views) and nothing passes through float16.
+
+Values are checked where the original would fail on them (a NaN loss in training, NaN metrics or a
+failed Procrustes fit in evaluation): every value an item reads must be finite and, in training, every
+box must have a size; a `.pt` file is checked when it is opened, the (18 GB) `.h5` window by window.
+Values no item reads (a track's tail, a joint no loss uses, the boxes in evaluation) are not checked.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,18 +30,34 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vibe_blender.core.bounded_arrays import (
+    MAX_EXPANSION,
+    MIN_BUDGET_BYTES,
+    NotRegularFileError,
+    UntrustedDataError,
+    open_regular_file,
+    plain_dtype,
+)
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.readers.official_pkl import JoblibUnpickler, load_joblib_pickle
 from vibe_blender.core.safe_pickle import DtypeSpec
 
+from ..model.discriminator import BODY_POSE_SLICE
 from .dataset_specs import (
     LSP_IN_SPIN,
     ORIGINAL_KEYPOINT_CROP_SCALE,
+    TO_SPIN,
     db_path,
     spec_for,
     to_spin,
 )
 from .layout import JOINTS_3D, check_joint_layout, joint_count
+
+GET_AGAIN = "Get the original's database files (its data/vibe_db folder) again."
+CHECK_ROWS = 1 << 14  # rows checked at a time: a temporary of a few tens of MB for the features
+# theta as stored (global orient 3 | body pose 69 | betas 10): the body pose the motion discriminator
+# and MPoser read, i.e. their slice of the item's theta without its 3 camera values.
+BODY_POSE_IN_DB = slice(BODY_POSE_SLICE.start - 3, BODY_POSE_SLICE.stop - 3)
 
 
 class _DatabaseDtype(DtypeSpec):
@@ -65,17 +88,54 @@ def load_db(path: str | Path) -> dict:
         path,
         unpickler=_DatabaseUnpickler,
         expected="a training database (a joblib dict of number and text arrays, as VIBE's preprocessing writes)",
-        hint="Get the original's database files (its data/vibe_db folder) again.",
+        hint=GET_AGAIN,
     )
     if not isinstance(db, dict):
         raise VibeError(f"{path} is not a database file (expected a dict of arrays, got {type(db).__name__}).")
     return db
 
 
+H5_FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf"}  # the only HDF5 filters read (the original's file has none)
+H5_COMPRESSORS = {1, 32000}
+MAX_H5_CHUNK_BYTES = 16 << 20  # a chunk is read (and decompressed) whole for any window that touches it
+
+
+def _h5_dataset_problem(dataset, file_size: int) -> str | None:
+    """What makes an HDF5 dataset unsafe to read (None when nothing): every byte it declares must be
+    stored in the file (at most MAX_EXPANSION times its stored bytes when compressed), with plain
+    numbers or fixed-width text, bounded chunks and only gzip/lzf/shuffle filters. Fill values and
+    unallocated chunks would otherwise let a 2 kB file declare gigabytes."""
+    if dataset.shape is None:
+        return "holds no array (an empty dataspace)"
+    try:
+        plain_dtype(dataset.dtype.str, allow_text=True)
+    except UntrustedDataError:
+        return f"has the type {dataset.dtype}, not plain numbers or fixed-width text"
+    plist = dataset.id.get_create_plist()
+    if dataset.is_virtual or plist.get_external_count():
+        return "is stored outside the file (a virtual or external dataset)"
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if filters - set(H5_FILTERS):
+        return f"uses the HDF5 filters {sorted(filters - set(H5_FILTERS))}, not only {', '.join(H5_FILTERS.values())}"
+    itemsize = dataset.dtype.itemsize
+    if dataset.chunks and math.prod(dataset.chunks) * itemsize > MAX_H5_CHUNK_BYTES:
+        return f"has chunks of {math.prod(dataset.chunks) * itemsize:,} bytes, more than {MAX_H5_CHUNK_BYTES:,}"
+    stored = dataset.id.get_storage_size()
+    if stored > file_size:
+        return f"claims {stored:,} bytes of storage, more than the file's {file_size:,}"
+    declared = math.prod(dataset.shape) * itemsize
+    # chunks are decompressed one at a time, so compressed data has the expansion limit but no total cap
+    expands_to = max(MIN_BUDGET_BYTES, MAX_EXPANSION * stored) if filters & H5_COMPRESSORS else stored
+    if declared > expands_to:
+        return f"declares {declared:,} bytes ({dataset.shape} {dataset.dtype}) but the file stores {stored:,} for it"
+    return None
+
+
 class H5Database:
     """Read-only dict view of an HDF5 database (InstaVariety is 18 GB: frames are read per window).
 
-    The file is opened lazily once per process, so DataLoader workers each get their own handle."""
+    The file is opened once per process, so DataLoader workers each get their own handle; each dataset
+    is checked by :func:`_h5_dataset_problem` before its first read."""
 
     def __init__(self, path: Path):
         try:
@@ -83,19 +143,44 @@ class H5Database:
         except ImportError:
             raise VibeError("Reading the InstaVariety .h5 database needs h5py: pip install h5py") from None
         self.path, self._file, self._pid = path, None, None
+        self._handle()  # a device, a FIFO or a file that is not HDF5 is named now, not in a worker
 
     def _handle(self):
         import h5py  # optional dependency (the train extra)
 
         if self._file is None or self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+            try:
+                raw = open_regular_file(self.path)
+            except NotRegularFileError as err:
+                raise VibeError(f"{self.path} {err}, so it was not read. Put the real file at that path.") from None
+            except OSError as err:
+                raise VibeError(f"Cannot read {self.path}: {err.strerror or err}.") from err
+            try:  # h5py reads the descriptor checked above, not whatever the name points to now
+                self._file = h5py.File(raw, "r")
+            except Exception as err:  # noqa: BLE001 - whatever h5py fails on, the file is not a database
+                raw.close()
+                raise VibeError(f"{self.path} is not an HDF5 file h5py can read ({err}). {GET_AGAIN}") from err
+            self._raw, self._size, self._pid, self._checked = raw, os.fstat(raw.fileno()).st_size, os.getpid(), {}
         return self._file
 
     def __contains__(self, key: str) -> bool:
         return key in self._handle()
 
     def __getitem__(self, key: str):
-        return self._handle()[key]
+        import h5py  # optional dependency (the train extra)
+
+        handle = self._handle()
+        if key not in self._checked:
+            link = handle.get(key, getlink=True)
+            dataset = handle[key] if isinstance(link, h5py.HardLink) else None
+            if not isinstance(dataset, h5py.Dataset):
+                problem = "is not an array stored in the file (a group, or a link to elsewhere)"
+            else:
+                problem = _h5_dataset_problem(dataset, self._size)
+            if problem:
+                raise VibeError(f"{self.path}: '{key}' {problem}; the file is damaged. {GET_AGAIN}")
+            self._checked[key] = dataset
+        return self._checked[key]
 
     def __getstate__(self):  # DataLoader workers reopen the file themselves
         return {"path": self.path, "_file": None, "_pid": None}
@@ -168,20 +253,33 @@ def check_database(db: dict, keys: tuple, path: str | Path, joints_2d_src: str =
             )
 
 
-def split_into_chunks(vid_names: np.ndarray, seqlen: int, stride: int) -> list[tuple[int, int]]:
+def track_name(value: object) -> str:
+    """A `vid_name` entry as text: the `.h5` stores bytes, shown with any byte that is not UTF-8 escaped."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+
+
+def split_into_chunks(
+    vid_names: np.ndarray, seqlen: int, stride: int, source: str | Path = "The database"
+) -> list[tuple[int, int]]:
     """vid_names (N,) -> inclusive (start, end) windows of seqlen frames inside each track.
 
-    Tracks are taken in order of first appearance and assumed contiguous; tracks shorter than
-    seqlen give nothing; the tail after the last full window is dropped."""
+    Tracks are taken in order of first appearance and must be contiguous (``source`` names the file
+    in the message when one is not); tracks shorter than seqlen give nothing; the tail after the last
+    full window is dropped."""
     vid_names = np.asarray(vid_names)
     _, first, counts = np.unique(vid_names, return_index=True, return_counts=True)
     tracks = sorted(zip(first, counts))
     ends = [int(start) for start, _ in tracks[1:]] + [len(vid_names)]
-    if any(end - start != count for (start, count), end in zip(tracks, ends)):
-        raise VibeError(
-            "A track (vid_name) of the database is split in several runs of frames; the "
-            "database files keep each track's frames together. Is the file damaged?"
-        )
+    for (start, count), end in zip(tracks, ends):
+        if end - start != count:
+            rows = np.flatnonzero(vid_names == vid_names[start])
+            gap = int(np.flatnonzero(np.diff(rows) > 1)[0])
+            first_run = f"rows {rows[0]}-{rows[gap]}" if rows[gap] > rows[0] else f"row {rows[0]}"
+            raise VibeError(
+                f"{source}: the frames of track {track_name(vid_names[start])!r} are not together ({first_run}, "
+                f"then again from row {rows[gap + 1]}), so its windows would cross other tracks; the "
+                f"original's preprocessing keeps each track's frames together. {GET_AGAIN}"
+            )
     windows = []
     for start, count in tracks:
         for offset in range(0, count - seqlen + 1, stride):
@@ -189,15 +287,51 @@ def split_into_chunks(vid_names: np.ndarray, seqlen: int, stride: int) -> list[t
     return windows
 
 
+def usable_boxes(bbox: np.ndarray) -> np.ndarray:
+    """bbox (N, 4) [cx, cy, w, h] -> (N,) whether each box is finite with a positive width and height."""
+    return np.isfinite(bbox).all(axis=1) & (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
+
+
 def normalize_keypoints_to_crop(kp_2d: np.ndarray, bbox: np.ndarray, crop_scale: float) -> np.ndarray:
     """kp_2d (T, J, 3) pixels, bbox (T, 4) [cx, cy, w, h] -> copy with x, y in [-1, 1] of the square
-    crop of side crop_scale * bbox centred on the box (what the 224 crop then /112 - 1 gives)."""
+    crop of side crop_scale * bbox centred on the box (what the 224 crop then /112 - 1 gives).
+
+    A frame whose box is not usable (3DPW's padded boxes: zero centre, infinite size) has no crop: its
+    keypoints become 0 with confidence 0. Only evaluation meets one: training files are refused."""
+    usable = usable_boxes(bbox)
+    bbox = np.where(usable[:, None], bbox, 1.0)  # no division by a zero or infinite size
     out = np.array(kp_2d, dtype=np.float64, copy=True)
     half_w = crop_scale * bbox[:, 2:3] / 2.0
     half_h = crop_scale * bbox[:, 3:4] / 2.0
     out[:, :, 0] = (out[:, :, 0] - bbox[:, 0:1]) / half_w
     out[:, :, 1] = (out[:, :, 1] - bbox[:, 1:2]) / half_h
+    out[~usable] = 0.0
     return out
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N,) whether every value of each row is finite."""
+    return np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+
+
+def _lsp_joints(joints_3d: np.ndarray) -> np.ndarray:
+    """joints3D rows (N, 14 or 49, >=3) -> (N, 14, 3): the joints the 3D loss and the metrics read."""
+    return joints_3d[:, LSP_IN_SPIN, :3] if joints_3d.shape[1] == 49 else joints_3d[:, :, :3]
+
+
+def _float32_tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, dtype=np.float32))
+
+
+def _covered_spans(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive windows -> the [start, stop) row ranges they cover together."""
+    spans: list[list[int]] = []
+    for start, end in windows:  # in row order, each track's windows one after another
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end + 1)
+        else:
+            spans.append([start, end + 1])
+    return [(start, stop) for start, stop in spans]
 
 
 class SequenceDataset(Dataset):
@@ -242,63 +376,107 @@ class SequenceDataset(Dataset):
         keep_original = not match_keypoint_crop and self.spec.feature_crop_scale != 0.0
         self.keypoint_crop_scale = ORIGINAL_KEYPOINT_CROP_SCALE if keep_original else self.spec.feature_crop_scale
         stride = max(1, int(seqlen * self.spec.train_stride_fraction)) if self.is_train else seqlen
-        self.vid_names = np.array(
-            [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(self.db["vid_name"][()])]
-        )
-        self.windows = split_into_chunks(self.vid_names, seqlen, stride)
+        self.vid_names = np.asarray(self.db["vid_name"][()])  # names compared as stored (bytes in the .h5)
+        self.windows = split_into_chunks(self.vid_names, seqlen, stride, self.path)
         if not self.windows:
             raise VibeError(
                 f"{self.path} has no track of at least {seqlen} frames, the sequence length (--seqlen): "
                 "there is no window to use. Lower --seqlen or use a file with longer tracks."
             )
+        self.read_keys = tuple(k for k in needed if k != "vid_name")  # what each item reads
+        self.value_checks = self._value_checks()
+        if not isinstance(self.db, H5Database):  # in memory: checked once; the .h5 window by window
+            for start, stop in _covered_spans(self.windows):
+                for first in range(start, stop, CHECK_ROWS):
+                    rows = slice(first, min(stop, first + CHECK_ROWS))
+                    for key in self.value_checks:
+                        self._check_values(key, self.db[key][rows], first)
+
+    def _value_checks(self) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+        """key -> rows of that array -> (rows,) whether the values the items read from each are usable
+        (the module docstring says which)."""
+        if self.spec.kind == "motion":
+            return {"theta": lambda rows: _finite_rows(rows[:, BODY_POSE_IN_DB])}
+        checks = {"features": _finite_rows}
+        if self.is_train:  # evaluation reads neither the 2D keypoints nor the boxes
+            mapped = sorted(set(TO_SPIN[self.joints_2d_src].values()))
+            checks["joints2D"] = lambda rows: _finite_rows(rows[:, mapped])
+            if self.keypoint_crop_scale:
+                checks["bbox"] = usable_boxes
+        if self.spec.kind == "3d":
+            checks["joints3D"] = lambda rows: _finite_rows(_lsp_joints(rows))
+        if self.split in self.spec.smpl_splits:
+            checks["pose"] = _finite_rows
+            checks["shape"] = lambda rows: _finite_rows(rows[:, :10])
+        return checks
+
+    def _check_values(self, key: str, rows: np.ndarray, first_row: int) -> None:
+        """VibeError naming the file, the row and its track when a value the items read is unusable."""
+        usable = self.value_checks[key](np.asarray(rows))
+        if usable.all():
+            return
+        row = first_row + int(np.argmin(usable))
+        track = track_name(self.vid_names[row])
+        if key == "bbox":
+            problem = (
+                f"'bbox' {np.asarray(rows)[row - first_row].tolist()} at row {row} (track {track!r}) has no finite, "
+                "positive width and height, so the keypoints of that frame cannot be put in its crop"
+            )
+        else:
+            reader, failure = ("training", "a NaN loss") if self.is_train else ("evaluation", "NaN metrics")
+            problem = (
+                f"'{key}' holds a NaN or infinite value at row {row} (track {track!r}), which {reader} reads "
+                f"(the original would end in {failure})"
+            )
+        raise VibeError(f"{self.path}: {problem}. The file is damaged: make it again or get it again.")
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def window_track(self, index: int) -> str:
         """-> the vid_name (track) of window `index`."""
-        return str(self.vid_names[self.windows[index][0]])
+        return track_name(self.vid_names[self.windows[index][0]])
 
     def __getitem__(self, index: int) -> dict:
         start, end = self.windows[index]
-        frames = slice(start, end + 1)
-        f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
+        rows = {key: np.asarray(self.db[key][start : end + 1]) for key in self.read_keys}
+        if isinstance(self.db, H5Database):
+            for key in self.value_checks:
+                self._check_values(key, rows[key], start)
         if self.spec.kind == "motion":
-            theta = np.asarray(self.db["theta"][frames], dtype=np.float64)[:, :82]
+            theta = rows["theta"].astype(np.float64)[:, :82]
             cam = np.tile([1.0, 0.0, 0.0], (self.seqlen, 1))
-            return {"theta": f32(np.concatenate([cam, theta], axis=1))}
+            return {"theta": _float32_tensor(np.concatenate([cam, theta], axis=1))}
 
-        item = {"features": f32(self.db["features"][frames]), "kp_2d": f32(self._keypoints_2d(frames))}
+        item = {"features": _float32_tensor(rows["features"]), "kp_2d": _float32_tensor(self._keypoints_2d(rows))}
         if self.spec.kind == "3d":
-            item.update(self._targets_3d(frames))
+            item.update(self._targets_3d(rows))
         return item
 
-    def _keypoints_2d(self, frames: slice) -> np.ndarray:
+    def _keypoints_2d(self, rows: dict) -> np.ndarray:
         """-> (T, 49, 3) in [-1, 1] crop units, confidence last (a copy: the db is never written)."""
-        kp = to_spin(np.asarray(self.db["joints2D"][frames], dtype=np.float64), self.joints_2d_src)
+        kp = to_spin(rows["joints2D"].astype(np.float64), self.joints_2d_src)
         if self.keypoint_crop_scale == 0.0:  # Insta: pixels of the stored 224 crop
             kp[:, :, :2] = 2.0 * kp[:, :, :2] / 224.0 - 1.0
             return kp
-        bbox = np.asarray(self.db["bbox"][frames], dtype=np.float64)
-        return normalize_keypoints_to_crop(kp, bbox, self.keypoint_crop_scale)
+        return normalize_keypoints_to_crop(kp, rows["bbox"].astype(np.float64), self.keypoint_crop_scale)
 
-    def _targets_3d(self, frames: slice) -> dict:
-        joints_3d = np.asarray(self.db["joints3D"][frames], dtype=np.float64)[:, :, :3]
-        if joints_3d.shape[1] == 14:  # common order (3DPW)
-            kp_3d = to_spin(joints_3d, "common") if self.is_train else joints_3d
-        else:  # spin-49
-            kp_3d = joints_3d if self.is_train else joints_3d[:, LSP_IN_SPIN]
+    def _targets_3d(self, rows: dict) -> dict:
+        joints_3d = rows["joints3D"].astype(np.float64)[:, :, :3]
+        if not self.is_train:
+            kp_3d = _lsp_joints(joints_3d)
+        else:  # spin-49, from the common order of 3DPW
+            kp_3d = to_spin(joints_3d, "common") if joints_3d.shape[1] == 14 else joints_3d
         has_smpl = self.split in self.spec.smpl_splits
         if has_smpl:
-            pose = np.asarray(self.db["pose"][frames], dtype=np.float64)
-            betas = np.asarray(self.db["shape"][frames], dtype=np.float64)[:, :10]
+            pose = rows["pose"].astype(np.float64)
+            betas = rows["shape"].astype(np.float64)[:, :10]
         else:
             pose, betas = np.zeros((self.seqlen, 72)), np.zeros((self.seqlen, 10))
         cam = np.tile([1.0, 0.0, 0.0], (self.seqlen, 1))
-        f32 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))
         return {
-            "kp_3d": f32(kp_3d),
-            "theta": f32(np.concatenate([cam, pose, betas], axis=1)),
+            "kp_3d": _float32_tensor(kp_3d),
+            "theta": _float32_tensor(np.concatenate([cam, pose, betas], axis=1)),
             "w_3d": torch.ones(self.seqlen),
             "w_smpl": torch.full((self.seqlen,), float(has_smpl)),
         }

@@ -67,6 +67,7 @@ INSTALL_HINT = (
     "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'."
 )
 SYNTHETIC_MODEL_NAME = "synthetic placeholder"
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # what every --device takes (auto: a GPU when there is one)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def resolve_device(device: str = "auto") -> str:
 
     if device == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+    if not DEVICE_NAME.fullmatch(device):
         raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise VibeError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")

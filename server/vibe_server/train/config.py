@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from vibe_blender.core.errors import VibeError
 
+from ..data.loading import DEVICE_NAME
 from ..value_range import ValueRange
 from .dataset_specs import DATASETS
 
@@ -191,7 +191,6 @@ CHOICES = {
     "motion_prior": ("discriminator", "mposer", "none"),
     "disc_feature_pool": ("attention", "concat", "last"),
 }
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # checked here by name; data.loading.resolve_device checks the GPU
 
 
 def check_setting(name: str, value: object, flag: str | None = None, default: object = None) -> None:
@@ -201,7 +200,7 @@ def check_setting(name: str, value: object, flag: str | None = None, default: ob
     example = f" (default {flag}={default})" if default is not None else ""
     if name in CHOICES and value not in CHOICES[name]:
         raise VibeError(f"{flag} must be one of {', '.join(CHOICES[name])}; got {value!r}{example}.")
-    if name == "device" and not DEVICE_NAME.fullmatch(str(value)):
+    if name == "device" and not DEVICE_NAME.fullmatch(str(value)):  # by name: resolve_device checks the GPU
         raise VibeError(f"Unknown device {value!r} ({flag}); use auto, cpu, cuda or cuda:N{example}.")
     if name in RANGES and value not in RANGES[name]:
         number = "a whole number" if isinstance(value, int) else "a finite number"

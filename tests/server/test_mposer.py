@@ -204,3 +204,59 @@ def test_a_loss_that_is_not_finite_stops_the_run(tmp_path, monkeypatch):
     with pytest.raises(VibeError, match="The MPoser loss became nan at epoch 0; lower --lr or check the data"):
         train_mposer(mposer_config(tmp_path))
     assert not (tmp_path / "mp" / "mposer.pth.tar").exists()
+
+
+HOSTILE_SETTINGS = {  # what a saved 'config' may hold instead of the settings the trainer writes
+    "a list": ["hidden_size", 512],
+    "a huge size": {"hidden_size": 16384},  # ~19 GB of GRU weights, were it built from this
+    "a size as text": {"hidden_size": "512"},
+    "a device that is not there": {"device": "tpu", "latent_size": 4},
+}
+
+
+@pytest.mark.parametrize("settings", list(HOSTILE_SETTINGS))
+def test_the_prior_is_built_from_its_weights_never_from_its_saved_settings(tmp_path, settings):
+    path = tmp_path / "mposer.pth.tar"
+    weights = MPoser(hidden_size=16, latent_size=8, num_layers=1).state_dict()
+    torch.save({"model": weights, "config": HOSTILE_SETTINGS[settings]}, path)
+    prior = load_mposer(path)
+    assert (prior.encoder_gru.hidden_size, prior.latent_size, prior.decoder_gru.num_layers) == (16, 8, 1)
+    assert all(torch.equal(prior.state_dict()[k], v) for k, v in weights.items())
+
+    torch.save({"model": {}, "config": HOSTILE_SETTINGS[settings]}, path)
+    with pytest.raises(VibeError, match=r"is not an MPoser checkpoint: it holds no MPoser weights \('model'\)\. Pass"):
+        load_mposer(path)
+
+
+def test_weights_that_claim_more_than_the_file_holds_are_refused(tmp_path):
+    path = tmp_path / "mposer.pth.tar"
+    weights = MPoser(hidden_size=16, latent_size=8).state_dict()
+    weights["encoder_gru.weight_ih_l0"] = torch.zeros(1).expand(3 * 100_000, 69)  # one number, a huge shape
+    torch.save({"model": weights, "config": {"hidden_size": 16, "latent_size": 8}}, path)
+    with pytest.raises(VibeError, match=r"its weights claim \d+ bytes, more than the file's \d+ \(an altered file\)"):
+        load_mposer(path)
+    weights["encoder_gru.weight_ih_l0"] = torch.zeros(48, 70)  # one input too many
+    torch.save({"model": weights}, path)
+    wrong = r"its weights do not fit together: 1 with the wrong shape \(e\.g\. encoder_gru\.weight_ih_l0 \(48, 70\)"
+    with pytest.raises(VibeError, match=wrong):
+        load_mposer(path)
+    weights["encoder_gru.weight_ih_l0"] = torch.full((48, 69), float("nan"))
+    torch.save({"model": weights}, path)
+    with pytest.raises(VibeError, match="some of its weights are not finite numbers"):
+        load_mposer(path)
+
+
+def test_training_vibe_with_a_hostile_prior_is_one_message(tmp_path, synthetic_bundle, capsys):
+    from vibe_server.cli import main
+
+    db = write_synthetic_db(tmp_path / "db")
+    prior = tmp_path / "prior.pth.tar"
+    torch.save({"model": {}, "config": HOSTILE_SETTINGS["a list"]}, prior)
+    argv = [f"--db_dir={db}", f"--model_data_dir={synthetic_bundle}", f"--out_dir={tmp_path / 'vibe'}"]
+    argv += ["--motion_prior=mposer", f"--mposer_checkpoint={prior}", "--num_workers=0", "--device=cpu"]
+    assert main(["train", "vibe", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {prior} is not an MPoser checkpoint: it holds no MPoser weights ('model'). Pass the "
+        "mposer.pth.tar that 'vibe-mocap train mposer' writes as --mposer_checkpoint.\n"
+    )

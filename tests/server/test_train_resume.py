@@ -168,6 +168,17 @@ def test_resuming_with_another_discriminator_names_the_setting(dirs, one_epoch, 
     assert (out / "checkpoint.pth.tar").read_bytes() == before
 
 
+def test_saved_settings_of_another_type_are_named_not_compared(dirs, one_epoch, tmp_path):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt["config"]["disc_hidden"] = torch.tensor([32, 32])  # an altered file: never equal to a number
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    with pytest.raises(VibeError, match=r"was trained with --disc_hidden=tensor\(\[32, 32\]\), not --disc_hidden=32"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+
+
 def test_a_checkpoint_without_its_settings_is_compared_by_shapes(dirs, one_epoch, tmp_path):
     from vibe_server.train.train import train
 
@@ -178,8 +189,8 @@ def test_a_checkpoint_without_its_settings_is_compared_by_shapes(dirs, one_epoch
     config = tiny(dirs, "x", f"--out_dir={out}", "--epochs=2", "--disc_hidden=16", "--disc_attention_size=16")
     with pytest.raises(
         VibeError,
-        match=r"discriminator in '.*' has another architecture \(e\.g\. gru.weight_ih_l0 is \(96, 69\) there, "
-        r"\(48, 69\) with these settings\); use the same settings",
+        match=r"discriminator in '.*' has another architecture: \d+ with the wrong shape \(e\.g\. gru.weight_ih_l0 "
+        r"\(96, 69\) != \(48, 69\).*\) keys; use the same settings",
     ):
         train(config)
 

@@ -36,7 +36,7 @@ class RunConfig:
     log_interval: int = 10  # log every this many steps (VIBE) or epochs (MPoser)
 
     def __post_init__(self) -> None:
-        # every config (command line, checkpoint, code) is checked once here, before any work starts
+        # every config (command line or code) is checked once here, before any work starts
         for f in dataclasses.fields(self):
             check_setting(f.name, getattr(self, f.name), default=f.default)
         self._check_combinations()
@@ -238,12 +238,6 @@ def parse_overrides(config_class: type[ConfigT], argv: list[str]) -> ConfigT:
             )
         values[key] = _convert(key, kinds[key], text)
     return config_class(**values)
-
-
-def config_from_dict(config_class: type[ConfigT], values: dict) -> ConfigT:
-    """A config saved in a checkpoint -> instance (keys unknown to this version are dropped)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return config_class(**{k: v for k, v in values.items() if k in names})
 
 
 def split_list(text: str) -> list[str]:

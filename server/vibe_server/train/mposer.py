@@ -32,7 +32,7 @@ from ..data.loading import resolve_device
 from ..model.discriminator import BODY_POSE_SLICE
 from ..model.mposer import MPoser, mposer_vae_loss
 from ..output_files import atomic_write
-from .config import MPoserConfig, config_from_dict, parse_overrides
+from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
 from .run_log import append_csv, log, show_progress_on_console
@@ -182,7 +182,9 @@ def require_mposer_checkpoint(path: str | Path) -> None:
 
 
 def load_mposer(path: str | Path, device: str | torch.device = "cpu") -> MPoser:
-    """A trained MPoser, frozen (eval mode, no gradients to its parameters), for the prior loss."""
+    """A trained MPoser, frozen (eval mode, no gradients to its parameters), for the prior loss. Its
+    sizes come from the shapes of its weights (the saved settings are not trusted), and it is built
+    only when those weights are really in the file."""
     require_mposer_checkpoint(path)
     path = Path(path)
     written_by = "Pass the mposer.pth.tar that 'vibe-mocap train mposer' writes as --mposer_checkpoint."
@@ -192,17 +194,39 @@ def load_mposer(path: str | Path, device: str | torch.device = "cpu") -> MPoser:
         raise VibeError(
             f"{path} is not a readable MPoser checkpoint (damaged, cut short or another kind of file). {written_by}"
         ) from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        vibe = isinstance(ckpt, dict) and "gen_state_dict" in ckpt
-        looks = " It looks like a VIBE checkpoint (it has 'gen_state_dict')." if vibe else ""
-        raise VibeError(f"{path} is not an MPoser checkpoint.{looks} {written_by}")
-    config = config_from_dict(MPoserConfig, ckpt["config"])
-    model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size, num_layers=config.num_layers)
-    try:
-        load_state(model, ckpt["model"], path, "MPoser")
-    except VibeError:
-        raise VibeError(f"{path}: its weights do not match its own settings (an altered file). {written_by}") from None
+    if isinstance(ckpt, dict) and "gen_state_dict" in ckpt:
+        raise VibeError(f"{path} is not an MPoser checkpoint. It looks like a VIBE checkpoint. {written_by}")
+    problem, sizes = _mposer_weights_problem(ckpt, path.stat().st_size)
+    if problem:
+        raise VibeError(f"{path} is not an MPoser checkpoint: {problem}. {written_by}")
+    model = MPoser(**sizes)
+    model.load_state_dict(ckpt["model"])
     return model.to(device).eval().requires_grad_(False)
+
+
+def _mposer_weights_problem(ckpt: object, file_size: int) -> tuple[str | None, dict]:
+    """(what is wrong with ``ckpt``'s weights or None, the MPoser sizes they have)."""
+    state = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        return "it holds no MPoser weights ('model')", {}
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in state.values()):
+        return "its 'model' holds other things than weight tensors", {}
+    claimed = sum(v.numel() * v.element_size() for v in state.values())
+    if claimed > file_size:  # shapes over a few shared bytes: never allocate what the file does not hold
+        return f"its weights claim {claimed} bytes, more than the file's {file_size} (an altered file)", {}
+    if not all(bool(torch.isfinite(v).all()) for v in state.values()):
+        return "some of its weights are not finite numbers", {}
+    encoder_in, decoder_in = state.get("encoder_gru.weight_ih_l0"), state.get("decoder_gru.weight_ih_l0")
+    if encoder_in is None or decoder_in is None or encoder_in.dim() != 2 or decoder_in.dim() != 2:
+        return "it has no GRU encoder and decoder weights", {}
+    layers = sum(1 for key in state if key.startswith("decoder_gru.weight_ih_l"))
+    sizes = {"hidden_size": encoder_in.shape[0] // 3, "latent_size": decoder_in.shape[1], "num_layers": layers}
+    if min(sizes.values()) < 1:
+        return "its GRU weights are empty", {}
+    with torch.device("meta"):  # the expected shapes, without allocating them
+        expected = {k: v.shape for k, v in MPoser(**sizes).state_dict().items()}
+    mismatch = checkpoints.state_dict_mismatch(expected, state)
+    return (f"its weights do not fit together: {mismatch}" if mismatch else None), sizes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
+from ..checkpoints import state_dict_mismatch
+
 START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old logs are kept)"
 
 
@@ -32,28 +34,24 @@ def check_same_settings(path: Path, saved: object, config: object, names: Iterab
     settings ``names`` (those that shape the model) than ``config``."""
     if not isinstance(saved, dict):
         return  # no saved config: the shapes are compared when the weights load
-    changed = [n for n in names if n in saved and saved[n] != getattr(config, n)]
+    changed = [n for n in names if n in saved and not _same_value(saved[n], getattr(config, n))]
     if changed:
         was = ", ".join(f"--{n}={saved[n]}" for n in changed)
         now = ", ".join(f"--{n}={getattr(config, n)}" for n in changed)
         raise VibeError(f"This out_dir ({path.parent}) was trained with {was}, not {now}; {START_OVER}.")
 
 
+def _same_value(saved: object, value: object) -> bool:
+    return type(saved) is type(value) and saved == value  # (a file's tensor or list is never equal)
+
+
 def load_state(module: torch.nn.Module, state: object, path: Path, what: str) -> None:
     """``module.load_state_dict(state)`` when every key and shape matches; else one VibeError."""
-    expected = module.state_dict()
     if not isinstance(state, dict):
         raise VibeError(f"'{path}' holds no weights for the {what}; {START_OVER}.")
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} is {tuple(state[k].shape)} there, {tuple(v.shape)} with these settings"
-        for k, v in expected.items()
-        if k in state and getattr(state[k], "shape", None) != v.shape
-    ]
-    if missing or unexpected or wrong:
-        example = (wrong or [f"missing {k}" for k in missing] or [f"unexpected {k}" for k in unexpected])[0]
-        raise VibeError(f"The {what} in '{path}' has another architecture (e.g. {example}); {START_OVER}.")
+    problem = state_dict_mismatch({k: v.shape for k, v in module.state_dict().items()}, state)
+    if problem:
+        raise VibeError(f"The {what} in '{path}' has another architecture: {problem}; {START_OVER}.")
     module.load_state_dict(state)
 
 

@@ -97,7 +97,8 @@ def test_train_command_reports_bad_settings(capsys):
     assert "dataclass" not in err
     with pytest.raises(SystemExit):
         main(["train", "--help"])
-    assert "'vibe-mocap train vibe --help'" in " ".join(capsys.readouterr().out.split())
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "'vibe-mocap train vibe --help'" in help_text and "-m vibe_server train vibe" in help_text
     assert main(["train", "vibe", "--help"]) == 0
     listing = capsys.readouterr().out
     assert "--gen_lr=5e-05" in listing and "--fix_pennaction_joints=True" in listing
@@ -204,7 +205,9 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "vibe_server.train.train",
+        "vibe_server",
+        "train",
+        "vibe",
         *_args(dirs, out),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
@@ -220,6 +223,19 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     assert ckpt["epoch"] == 1
     assert not any(k.startswith("module.") for k in ckpt["gen_state_dict"])
     assert not any(k.startswith("module.") for k in ckpt["disc_motion_state_dict"])
+
+
+@pytest.mark.parametrize("module, what", [("vibe_server.train.train", "vibe"), ("vibe_server.train.mposer", "mposer")])
+def test_the_training_modules_point_to_the_command_line(module, what, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")])}
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"error: training runs through the command line: 'vibe-mocap train {what} --key=value ...' "
+        f"(under torchrun: 'torchrun ... -m vibe_server train {what} --key=value ...').\n"
+    )
 
 
 def _args(dirs, out):

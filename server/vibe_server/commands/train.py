@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Settings are given as --key=value (e.g. --db_dir=data/vibe_db --batch_size=32); "
         "'vibe-mocap train vibe --help' and 'vibe-mocap train mposer --help' list every setting with its "
         "default. For several GPUs run: torchrun --standalone --nproc_per_node=N "
-        "-m vibe_server.train.train --key=value ...",
+        "-m vibe_server train vibe --key=value ...",
     )
     p.add_argument("what", choices=("vibe", "mposer"), help="vibe: the generator; mposer: the motion VAE")
     p.add_argument(

@@ -35,7 +35,7 @@ from ..output_files import atomic_write
 from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
-from .run_log import append_csv, log, show_progress_on_console
+from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
 MODEL_SETTINGS = ("hidden_size", "latent_size", "num_layers")  # what shapes the saved weights
@@ -229,11 +229,12 @@ def _mposer_weights_problem(ckpt: object, file_size: int) -> tuple[str | None, d
     return (f"its weights do not fit together: {mismatch}" if mismatch else None), sizes
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
+    """``vibe-mocap train mposer`` with these ``--key=value`` settings."""
     show_progress_on_console()
-    train_mposer(parse_overrides(MPoserConfig, sys.argv[1:] if argv is None else argv))
+    train_mposer(parse_overrides(MPoserConfig, argv))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    refuse_to_run_as_a_script("mposer")

@@ -6,6 +6,7 @@ import csv
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 log = logging.getLogger("vibe_server.train")
 
@@ -26,3 +27,14 @@ def show_progress_on_console() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(message)s", stream=sys.stdout)
     log.setLevel(logging.INFO)
+
+
+def refuse_to_run_as_a_script(what: str) -> NoReturn:
+    """For ``python -m vibe_server.train.<module>``: training runs through the command line (which
+    reports every error in one line), the one entry point; the modules below it may not import it."""
+    print(
+        f"error: training runs through the command line: 'vibe-mocap train {what} --key=value ...' "
+        f"(under torchrun: 'torchrun ... -m vibe_server train {what} --key=value ...').",
+        file=sys.stderr,
+    )
+    sys.exit(2)

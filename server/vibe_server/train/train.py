@@ -4,9 +4,9 @@ original's preprocessed database files. One loop, read top to bottom.
 One process (GPU if there is one):
     vibe-mocap train vibe --db_dir=data/vibe_db --out_dir=runs/vibe
 One node, 4 GPUs (batch sizes are per process):
-    torchrun --standalone --nproc_per_node=4 -m vibe_server.train.train --db_dir=data/vibe_db
+    torchrun --standalone --nproc_per_node=4 -m vibe_server train vibe --db_dir=data/vibe_db
 Two CPU processes (gloo), e.g. a smoke test:
-    torchrun --standalone --nproc_per_node=2 -m vibe_server.train.train --device=cpu --num_workers=0 ...
+    torchrun --standalone --nproc_per_node=2 -m vibe_server train vibe --device=cpu --num_workers=0 ...
 
 Every setting is a field of `TrainConfig` (official values as defaults), given as --key=value.
 Writes into out_dir: checkpoint.pth.tar (every epoch; the official VIBE container plus `config`,
@@ -26,7 +26,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +51,7 @@ from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
-from .run_log import append_csv, log, show_progress_on_console
+from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
 NO_BUFFER_SYNC = (
@@ -445,15 +444,12 @@ def copy_file(path: Path, out: BinaryIO) -> None:
         shutil.copyfileobj(src, out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str]) -> int:
+    """``vibe-mocap train vibe`` with these ``--key=value`` settings."""
     show_progress_on_console()
-    train(parse_overrides(TrainConfig, sys.argv[1:] if argv is None else argv))
+    train(parse_overrides(TrainConfig, argv))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except VibeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    refuse_to_run_as_a_script("vibe")

@@ -4,16 +4,24 @@
 ``atomic_write`` writes to a temporary name in the same folder (``.<name>.<random>.part``) and
 renames it into place, so a killed write never leaves a half-written file under the real name, and
 a failed one leaves nothing. An OSError of the write names the real output, not the temporary name.
+Only a process killed outright (SIGKILL, a power cut) leaves its temporary file:
+``remove_leftover_parts`` deletes those of one output, for a writer that knows no other is at work.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 PART_SUFFIX = ".part"
+PART_ID_LENGTH = 8  # hex digits that keep two writes of one output apart
+
+
+def _part_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:PART_ID_LENGTH]}{PART_SUFFIX}")
 
 
 def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
@@ -31,7 +39,7 @@ def atomic_save(path: str | Path, save: Callable[[Path], None]) -> None:
     file to disk and rename it onto ``path``; a failed or interrupted save leaves ``path`` as it was
     and no temporary file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    tmp = _part_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         save(tmp)
@@ -46,6 +54,19 @@ def atomic_save(path: str | Path, save: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_leftover_parts(path: str | Path) -> int:
+    """Delete the temporary files that killed writes of ``path`` left in its folder (only the names
+    :func:`atomic_save` makes for it); returns how many. Only while no other process writes ``path``."""
+    path = Path(path)
+    ours = re.compile(re.escape(f".{path.name}.") + f"[0-9a-f]{{{PART_ID_LENGTH}}}" + re.escape(PART_SUFFIX))
+    removed = 0
+    for leftover in path.parent.iterdir():
+        if ours.fullmatch(leftover.name) and (leftover.is_symlink() or leftover.is_file()):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

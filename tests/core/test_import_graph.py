@@ -178,6 +178,7 @@ MAY_IMPORT = {
         "vibe_server.checkpoints",
         "vibe_server.data",
         "vibe_server.evaluate",
+        "vibe_server.folder_lock",
         "vibe_server.geometry",
         "vibe_server.model",
         "vibe_server.output_files",

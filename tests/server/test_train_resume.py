@@ -1,6 +1,7 @@
 """A training run's out_dir is never lost to a bad input: the device and dataset names are checked
 before anything is written, a checkpoint that does not fit the settings is refused with one message,
-an interrupted save keeps the last checkpoint and the best one, and starting over keeps the old logs."""
+an interrupted or killed save keeps the last checkpoint and the best one, one run at a time writes
+there, and starting over keeps the old logs."""
 
 import csv
 import logging
@@ -263,6 +264,7 @@ def test_an_interrupted_save_keeps_the_last_checkpoint_and_the_best(dirs, one_ep
     assert (out / "model_best.pth.tar").read_bytes() == before["model_best.pth.tar"]
     assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1  # epoch 1 saved
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
+        ".train.lock",
         "checkpoint.pth.tar",
         "model_best.pth.tar",
         "train_log.csv",
@@ -298,3 +300,81 @@ def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):
     assert [r["iteration"] for r in new] == ["0", "1"]  # this run's rows only
     train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
     assert (out / "train_log.prev.csv").read_text() == old and (out / "train_log.prev2.csv").exists()
+
+
+# -- one run per out_dir, and what a killed run leaves ------------------------------------------------
+
+
+def test_two_runs_never_share_an_out_dir(dirs, tmp_path, capsys):
+    from vibe_server.cli import main
+    from vibe_server.train.out_dir import own_out_dir
+
+    out = tmp_path / "run"
+    mposer = [f"--db_dir={dirs['db']}", f"--out_dir={out}", "--num_workers=0", "--device=cpu"]
+    with own_out_dir(out, (), print):  # another run is writing there
+        for argv in (["train", "vibe", *settings(dirs, "x", f"--out_dir={out}")], ["train", "mposer", *mposer]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err == f"error: Another run is using {out}; wait for it to end or pass another --out_dir.\n"
+    assert [p.name for p in out.iterdir()] == [".train.lock"]  # nothing else written
+
+
+def test_an_out_dir_that_cannot_be_a_folder_is_one_message(dirs, tmp_path, capsys):
+    from vibe_server.cli import main
+
+    (tmp_path / "afile").write_text("a file")
+    out = tmp_path / "afile" / "run"
+    assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot make the run folder --out_dir={out} (") and err.count("\n") == 1, err
+    assert "pass a folder path you can write to" in err and (tmp_path / "afile").read_text() == "a file"
+
+
+def test_sigterm_while_saving_stops_the_run_without_a_part_file(dirs, one_epoch, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from vibe_server import checkpoints
+    from vibe_server.cli import main
+
+    out = copy_run(one_epoch, tmp_path)
+    before = (out / "checkpoint.pth.tar").read_bytes()
+    real_save = checkpoints.save_vibe_checkpoint
+
+    def terminated(path, *args, **kwargs):  # e.g. a job scheduler's stop, half-way through the write
+        real_save(path, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def ignored(signum, frame):  # stands in for the default (death), should the run not handle it
+        pass
+
+    monkeypatch.setattr(checkpoints, "save_vibe_checkpoint", terminated)
+    previous = signal.signal(signal.SIGTERM, ignored)
+    try:
+        rc = main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--epochs=2")])
+        assert signal.getsignal(signal.SIGTERM) is ignored  # the run put the handler back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert rc == 130 and capsys.readouterr().err.splitlines()[-1] == "interrupted"  # after the bars
+    assert (out / "checkpoint.pth.tar").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_part_files_of_a_killed_save_are_deleted_when_the_next_run_starts(dirs, one_epoch, tmp_path, caplog):
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    leftovers = [".checkpoint.pth.tar.0a1b2c3d.part", ".model_best.pth.tar.deadbeef.part"]
+    not_ours = [
+        ".notes.txt.0a1b2c3d.part",
+        "checkpoint.pth.tar.0a1b2c3d.part",
+        ".checkpoint.pth.tar.XYZ.part",
+        ".checkpoint.pth.tar.0a1b2c3d.part.bak",
+    ]
+    for name in leftovers + not_ours:
+        (out / name).write_bytes(b"x" * 1000)
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}"))  # every epoch is done: it starts and stops
+    assert not any((out / name).exists() for name in leftovers)
+    assert all((out / name).read_bytes() == b"x" * 1000 for name in not_ours)
+    assert f"deleted 2 unfinished checkpoint file(s) that a killed run left in {out}" in caplog.text

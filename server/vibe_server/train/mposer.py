@@ -6,9 +6,10 @@ Then train VIBE with it as the motion prior (the discriminator is then off):
     vibe-mocap train vibe --motion_prior=mposer --mposer_checkpoint=runs/mposer/mposer.pth.tar
 
 Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`;
-renamed into place once whole) and out_dir/mposer_log.csv; re-running resumes after the last finished
-epoch (with the same model settings); --resume=false starts over, keeping the old log as
-mposer_log.prev.csv. A loss that is not a finite number stops the run with a message.
+renamed into place once whole) and out_dir/mposer_log.csv, one run at a time per out_dir; re-running
+resumes after the last finished epoch (with the same model settings); --resume=false starts over,
+keeping the old log as mposer_log.prev.csv. A loss that is not a finite number stops the run with a
+message.
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ from ..model.mposer import MPoser, mposer_vae_loss
 from ..output_files import atomic_write
 from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
-from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
+from .out_dir import (
+    check_same_settings,
+    keep_old_logs,
+    load_optimizer,
+    load_state,
+    read_checkpoint,
+    run_in_out_dir,
+)
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
 MODEL_SETTINGS = ("hidden_size", "latent_size", "num_layers")  # what shapes the saved weights
 WHAT = "MPoser checkpoint"
+CHECKPOINT_NAME = "mposer.pth.tar"
 
 
 def split_by_sequence(dataset: SequenceDataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
@@ -103,14 +112,20 @@ def train_mposer(config: MPoserConfig) -> dict:
     device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
-    checkpoint_path = out_dir / "mposer.pth.tar"
+    with run_in_out_dir(out_dir, [CHECKPOINT_NAME], log.info):
+        return _train_mposer_in(out_dir, config, device)
+
+
+def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) -> dict:
+    """train_mposer once this process holds ``out_dir``."""
+    checkpoint_path = out_dir / CHECKPOINT_NAME
     ckpt = read_resume_checkpoint(config, checkpoint_path)
     start_epoch, best_val_loss = 0, math.inf
     if ckpt is not None:
         start_epoch, best_val_loss = int(ckpt["epoch"]) + 1, float(ckpt["best_val_loss"])
         if start_epoch >= config.epochs:
             log.info(
-                f"all {config.epochs} epochs are done in {out_dir} (mposer.pth.tar is after epoch "
+                f"all {config.epochs} epochs are done in {out_dir} ({CHECKPOINT_NAME} is after epoch "
                 f"{start_epoch - 1}); raise --epochs to train longer, or start over with --resume=false"
             )
             return {"history": [], "checkpoint": checkpoint_path}
@@ -118,7 +133,6 @@ def train_mposer(config: MPoserConfig) -> dict:
     train_set, val_set = split_by_sequence(dataset, config.val_fraction, config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if ckpt is None:
         keep_old_logs(out_dir, ["mposer_log.csv"], log.info)
 

@@ -1,11 +1,14 @@
-"""The files of a training run's out_dir that outlive the run: resuming from its checkpoint only when
-the checkpoint fits the model being trained, and starting over without losing the old run's logs.
-(The checkpoints themselves are written with ``output_files.atomic_save``: a failed or interrupted
-write leaves the previous one in place.)"""
+"""The files of a training run's out_dir that outlive the run: one run at a time in it, resuming from
+its checkpoint only when the checkpoint fits the model being trained, and starting over without losing
+the old run's logs. (The checkpoints themselves are written with ``output_files.atomic_save``: a
+failed or interrupted write leaves the previous one in place.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -13,8 +16,60 @@ import torch
 from vibe_blender.core.errors import VibeError
 
 from ..checkpoints import state_dict_mismatch
+from ..folder_lock import folder_lock
+from ..output_files import remove_leftover_parts
 
 START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old logs are kept)"
+RUN_LOCK = ".train.lock"  # held in out_dir by the run writing there
+
+
+@contextlib.contextmanager
+def run_in_out_dir(
+    out_dir: Path, outputs: Iterable[str], say: Callable[[str], None], *, holds_out_dir: bool = True
+) -> Iterator[None]:
+    """The block is this process's part of a run writing ``outputs`` into ``out_dir``: SIGTERM stops
+    it cleanly (:func:`sigterm_interrupts`) and, when it ``holds_out_dir`` (the one process of a run
+    that does: torchrun's rank 0), no other run may use the folder (:func:`own_out_dir`)."""
+    with sigterm_interrupts(), own_out_dir(out_dir, outputs, say) if holds_out_dir else contextlib.nullcontext():
+        yield
+
+
+@contextlib.contextmanager
+def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None]) -> Iterator[None]:
+    """Make ``out_dir`` and keep every other training run out of it for the block; first delete what
+    killed writes of the run's ``outputs`` (file names in it) left there (safe now: no one else writes)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VibeError(
+            f"Cannot make the run folder --out_dir={out_dir} ({err.strerror or err}: {err.filename}); "
+            "pass a folder path you can write to."
+        ) from None
+    busy = f"Another run is using {out_dir}; wait for it to end or pass another --out_dir."
+    with folder_lock(out_dir, RUN_LOCK, busy):
+        removed = sum(remove_leftover_parts(out_dir / name) for name in outputs)
+        if removed:
+            say(f"deleted {removed} unfinished checkpoint file(s) that a killed run left in {out_dir}")
+        yield
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """For the block, SIGTERM (``kill``, a job scheduler, torchrun stopping the other processes) stops
+    the run as Ctrl-C does, with KeyboardInterrupt: a checkpoint being written is then deleted instead
+    of left as a .part file. Only the main thread can handle signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def read_checkpoint(path: Path, load: Callable[[Path], dict]) -> dict:

@@ -50,7 +50,14 @@ from .datasets import SequenceDataset, spec_for
 from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer, require_mposer_checkpoint
-from .out_dir import check_same_settings, keep_old_logs, load_optimizer, load_state, read_checkpoint
+from .out_dir import (
+    check_same_settings,
+    keep_old_logs,
+    load_optimizer,
+    load_state,
+    read_checkpoint,
+    run_in_out_dir,
+)
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
@@ -73,6 +80,7 @@ LOSS_COLUMNS = (
 )
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
 LOGS = ("train_log.csv", "val_log.csv", "tensorboard")  # the last is TensorBoard's event folder
+CHECKPOINT_NAME, BEST_NAME = "checkpoint.pth.tar", "model_best.pth.tar"
 # the settings that shape the saved motion discriminator (a resumed run must keep them)
 DISC_SETTINGS = ("disc_hidden", "disc_layers", "disc_feature_pool", "disc_attention_size", "disc_attention_layers")
 
@@ -136,23 +144,26 @@ def train(config: TrainConfig) -> dict:
     """Runs the whole training; returns {'epochs_run', 'best_performance', 'last_losses'} (rank 0's)."""
     # ---- 1. processes and devices: torchrun sets RANK/LOCAL_RANK/WORLD_SIZE ----
     ddp = int(os.environ.get("RANK", -1)) != -1
+    rank = int(os.environ["RANK"]) if ddp else 0
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if ddp else 0
+    master = rank == 0  # logs, validates and saves
     device = train_device(config, ddp, local_rank)
     check_inputs(config)
-    rank, world_size = 0, 1
-    if ddp:
-        init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    master = rank == 0  # logs, validates and saves
-    torch.manual_seed(config.seed + rank)
-    say = log.info if master else (lambda *a, **k: None)  # rank 0 speaks for all
-    try:
-        return _train_this_process(config, ddp, rank, world_size, device, master, say)
-    finally:
+    # rank 0 holds out_dir for the whole run (torchrun ends the others if it cannot)
+    with run_in_out_dir(Path(config.out_dir), (CHECKPOINT_NAME, BEST_NAME), log.info, holds_out_dir=master):
+        world_size = 1
         if ddp:
-            destroy_process_group()
+            init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            world_size = int(os.environ["WORLD_SIZE"])
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.manual_seed(config.seed + rank)
+        say = log.info if master else (lambda *a, **k: None)  # rank 0 speaks for all
+        try:
+            return _train_this_process(config, ddp, rank, world_size, device, master, say)
+        finally:
+            if ddp:
+                destroy_process_group()
 
 
 def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict | None:
@@ -182,7 +193,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     """Steps 2 to 7 in this process (one rank), once the process group and device are set up."""
     # ---- 2. the run so far: resume after the checkpoint's epoch, or start over ----
     out_dir = Path(config.out_dir)
-    checkpoint_path = out_dir / "checkpoint.pth.tar"
+    checkpoint_path = out_dir / CHECKPOINT_NAME
     ckpt = read_resume_checkpoint(config, checkpoint_path)
     start_epoch, best_performance = 0, math.inf
     if ckpt is not None:
@@ -238,10 +249,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "
         f"{world_size} process(es) on {device}"
     )
-    if master:  # once the data is known to open: a run that cannot start leaves the old logs in place
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            keep_old_logs(out_dir, LOGS, say)
+    if master and ckpt is None:  # once the data is known to open: a run that cannot start leaves the old logs
+        keep_old_logs(out_dir, LOGS, say)
 
     # ---- 4. models and optimisers ----
     generator = build_generator(
@@ -421,7 +430,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
             )
             atomic_save(checkpoint_path, save)
             if is_best or math.isnan(performance):  # without validation, the latest is the best we know
-                atomic_write(out_dir / "model_best.pth.tar", functools.partial(copy_file, checkpoint_path))
+                atomic_write(out_dir / BEST_NAME, functools.partial(copy_file, checkpoint_path))
             say(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
         if config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm:
             say(

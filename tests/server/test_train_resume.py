@@ -1,7 +1,7 @@
 """A training run's out_dir is never lost to a bad input: the device and dataset names are checked
 before anything is written, a checkpoint that does not fit the settings is refused with one message,
 an interrupted or killed save keeps the last checkpoint and the best one, one run at a time writes
-there, and starting over keeps the old logs."""
+there, a diverged run stops for good until asked, and starting over keeps the old logs."""
 
 import csv
 import logging
@@ -44,6 +44,7 @@ def settings(dirs, out: str, *extra) -> list[str]:
         "--iters_per_epoch=2",
         "--log_interval=1",
         "--tensorboard=false",
+        "--abort_pa_mpjpe_mm=0",  # the random model's validation error is far above the default 80 mm
         *extra,
     ]
 
@@ -249,9 +250,10 @@ def test_an_interrupted_save_keeps_the_last_checkpoint_and_the_best(dirs, one_ep
     monkeypatch.setattr(checkpoints, "save_vibe_checkpoint", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert {name: (out / name).read_bytes() for name in before} == before
     monkeypatch.setattr(checkpoints, "save_vibe_checkpoint", real_save)
 
-    def disk_full(src, dst, *args, **kwargs):  # the copy of the best checkpoint fails half-way
+    def disk_full(src, dst, *args, **kwargs):  # the copy of model_best into the checkpoint fails half-way
         with open(dst, "wb") if isinstance(dst, str | type(out)) else dst as f:
             f.write(b"half")
         raise OSError(28, "No space left on device")
@@ -260,9 +262,9 @@ def test_an_interrupted_save_keeps_the_last_checkpoint_and_the_best(dirs, one_ep
     monkeypatch.setattr(shutil, "copyfile", disk_full)
     with pytest.raises(OSError) as err:
         train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
-    assert err.value.filename == str(out / "model_best.pth.tar")  # the file the user knows
-    assert (out / "model_best.pth.tar").read_bytes() == before["model_best.pth.tar"]
-    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1  # epoch 1 saved
+    assert err.value.filename == str(out / "checkpoint.pth.tar")  # the file the user knows
+    assert (out / "checkpoint.pth.tar").read_bytes() == before["checkpoint.pth.tar"]  # epoch 0: redone on resume
+    assert torch.load(out / "model_best.pth.tar", weights_only=False)["epoch"] == 1  # written first, whole
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
         ".train.lock",
         "checkpoint.pth.tar",
@@ -300,6 +302,93 @@ def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):
     assert [r["iteration"] for r in new] == ["0", "1"]  # this run's rows only
     train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
     assert (out / "train_log.prev.csv").read_text() == old and (out / "train_log.prev2.csv").exists()
+
+
+# -- model_best, the validation set and a diverged run ------------------------------------------------
+
+
+def best_is_recorded_with_its_file(out) -> bool:
+    """Whether a checkpoint that records a best validation value has that model_best.pth.tar beside it."""
+    if not (out / "checkpoint.pth.tar").exists():
+        return True
+    best = torch.load(out / "checkpoint.pth.tar", weights_only=False)["best_performance"]
+    if best == float("inf"):
+        return True
+    return (out / "model_best.pth.tar").exists() and torch.load(out / "model_best.pth.tar", weights_only=False)[
+        "performance"
+    ] == pytest.approx(best)
+
+
+def test_an_interruption_between_the_two_saves_never_loses_the_best_model(dirs, tmp_path, monkeypatch):
+    """model_best.pth.tar is written before the checkpoint that records its value, so stopping between
+    the two (Ctrl-C, a kill) and resuming leaves the best model there."""
+    from vibe_server.train import train as train_module
+
+    out = tmp_path / "run"
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "copy_file", stopped)  # the second of the two writes
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw"))
+    assert best_is_recorded_with_its_file(out)
+    monkeypatch.undo()
+    train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw", "--epochs=2"))
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1
+    assert best_is_recorded_with_its_file(out)
+
+
+def test_resuming_with_another_validation_set_is_refused_and_keeps_the_best(dirs, tmp_path):
+    from vibe_server.train.train import train
+
+    out = tmp_path / "run"
+    train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw"))
+    best = (out / "model_best.pth.tar").read_bytes()
+    expected = (
+        f"This out_dir ({out}) was trained with --dataset_val=3dpw, not --dataset_val=none; use the same "
+        "settings, a new --out_dir or --resume=false (starts over; the old logs are kept)."
+    )
+    with pytest.raises(VibeError, match=re.escape(expected)):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert (out / "model_best.pth.tar").read_bytes() == best
+    # a checkpoint without its settings (older versions): an epoch without validation never replaces
+    # a model_best that has a validation value
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    del ckpt["config"]
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1
+    assert (out / "model_best.pth.tar").read_bytes() == best
+
+
+def error_line(stderr: str) -> str:
+    """The CLI's error message, after the progress bars (each redrawn with a carriage return)."""
+    return stderr[stderr.index("error: ") :]
+
+
+def test_a_diverged_run_fails_and_goes_on_only_when_asked(dirs, tmp_path, capsys):
+    from vibe_server.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw", "--epochs=3")]
+    assert main([*argv, "--abort_pa_mpjpe_mm=0.001"]) == 2  # any real error is above 0.001 mm
+    err = error_line(capsys.readouterr().err)
+    assert err.startswith("error: Stopped after epoch 0: validation PA-MPJPE ") and err.count("\n") == 1, err
+    assert "more than --abort_pa_mpjpe_mm=0.001, so the run has diverged" in err and "--resume=false" in err
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["diverged"] is True
+    log = (out / "train_log.csv").read_text()
+
+    assert main([*argv, "--abort_pa_mpjpe_mm=0.001"]) == 2  # the same command again: no more epochs
+    err = capsys.readouterr().err
+    assert err.startswith("error: This run stopped after epoch 0 because it diverged (validation PA-MPJPE ")
+    assert "higher --abort_pa_mpjpe_mm (0 = never stop)" in err and err.count("\n") == 1
+    assert (out / "train_log.csv").read_text() == log
+
+    assert main([*argv, "--abort_pa_mpjpe_mm=0"]) == 0  # on purpose
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    assert ckpt["epoch"] == 2 and ckpt["diverged"] is False
 
 
 # -- one run per out_dir, and what a killed run leaves ------------------------------------------------

@@ -9,12 +9,14 @@ Two CPU processes (gloo), e.g. a smoke test:
     torchrun --standalone --nproc_per_node=2 -m vibe_server train vibe --device=cpu --num_workers=0 ...
 
 Every setting is a field of `TrainConfig` (official values as defaults), given as --key=value.
-Writes into out_dir: checkpoint.pth.tar (every epoch; the official VIBE container plus `config`,
-schedulers and best value, so `vibe_server.load_model(vibe_checkpoint=...)` reads it unchanged),
-model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (losses), val_log.csv (metrics);
-each checkpoint is written under a temporary name and renamed, so an interrupted write keeps the last.
-Re-running the same command resumes after the last finished epoch (with the same model settings);
---resume=false starts over, keeping the old logs as *.prev.csv (and tensorboard.prev).
+Writes into out_dir, one run at a time: checkpoint.pth.tar (every epoch; the official VIBE container
+plus `config`, schedulers and best value, so `vibe_server.load_model(vibe_checkpoint=...)` reads it
+unchanged), model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (losses), val_log.csv
+(metrics); each checkpoint is written under a temporary name and renamed, so an interrupted write
+keeps the last, and model_best.pth.tar before the checkpoint that records its value.
+Re-running the same command resumes after the last finished epoch (with the same model settings and
+validation set); --resume=false starts over, keeping the old logs as *.prev.csv (and tensorboard.prev).
+A run stopped by --abort_pa_mpjpe_mm fails, and so does re-running it until that limit is raised.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from torch.distributed import broadcast, destroy_process_group, init_process_group
+from torch.distributed import barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -81,6 +83,8 @@ LOSS_COLUMNS = (
 VAL_COLUMNS = ("epoch", "mpjpe", "pa_mpjpe", "pve", "accel", "accel_err", "gen_lr", "disc_lr")
 LOGS = ("train_log.csv", "val_log.csv", "tensorboard")  # the last is TensorBoard's event folder
 CHECKPOINT_NAME, BEST_NAME = "checkpoint.pth.tar", "model_best.pth.tar"
+# the settings a resumed run must keep: what the model was trained as, and what its best was measured on
+RUN_SETTINGS = ("motion_prior", "dataset_val")
 # the settings that shape the saved motion discriminator (a resumed run must keep them)
 DISC_SETTINGS = ("disc_hidden", "disc_layers", "disc_feature_pool", "disc_attention_size", "disc_attention_layers")
 
@@ -171,14 +175,23 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
     if not (config.resume and checkpoint_path.exists()):
         return None
     ckpt = read_checkpoint(checkpoint_path, checkpoints.load_vibe_checkpoint)
-    if not {"epoch", "best_performance"} <= set(ckpt):
+    epoch, best = ckpt.get("epoch"), ckpt.get("best_performance")
+    if type(epoch) is not int or epoch < 0 or not isinstance(best, float):
         raise VibeError(
             f"Cannot resume from '{checkpoint_path}': it is not a checkpoint of 'vibe-mocap train vibe' (it has "
             "no epoch; an official model is a starting point: pass it with --pretrained). Start over with "
             "--resume=false (the file is then replaced) or use a new --out_dir."
         )
     saved = ckpt.get("config")
-    check_same_settings(checkpoint_path, saved, config, ("motion_prior",))
+    check_same_settings(checkpoint_path, saved, config, RUN_SETTINGS)
+    diverged_at = ckpt["performance"] if ckpt.get("diverged") is True else None  # a finite number or None
+    if diverged_at is not None and 0 < config.abort_pa_mpjpe_mm < diverged_at:
+        raise VibeError(
+            f"This run stopped after epoch {epoch} because it diverged (validation PA-MPJPE "
+            f"{diverged_at:.1f} mm, more than --abort_pa_mpjpe_mm={config.abort_pa_mpjpe_mm}). Start over "
+            "with --resume=false (e.g. with a lower --gen_lr), or go on from its checkpoint on purpose with a "
+            "higher --abort_pa_mpjpe_mm (0 = never stop)."
+        )
     if config.motion_prior == "discriminator":
         if not ckpt.get("disc_motion_state_dict"):
             raise VibeError(
@@ -193,11 +206,11 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     """Steps 2 to 7 in this process (one rank), once the process group and device are set up."""
     # ---- 2. the run so far: resume after the checkpoint's epoch, or start over ----
     out_dir = Path(config.out_dir)
-    checkpoint_path = out_dir / CHECKPOINT_NAME
+    checkpoint_path, best_path = out_dir / CHECKPOINT_NAME, out_dir / BEST_NAME
     ckpt = read_resume_checkpoint(config, checkpoint_path)
     start_epoch, best_performance = 0, math.inf
     if ckpt is not None:
-        start_epoch, best_performance = int(ckpt["epoch"]) + 1, float(ckpt["best_performance"])
+        start_epoch, best_performance = ckpt["epoch"] + 1, ckpt["best_performance"]
         if start_epoch >= config.epochs:
             say(
                 f"all {config.epochs} epochs are done in {out_dir} (checkpoint.pth.tar is after epoch "
@@ -303,7 +316,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     batches_3d = cycle(loader_3d)
     batches_motion = cycle(loader_motion) if loader_motion else None
     weights = {"kp_2d": config.kp_2d_w, "kp_3d": config.kp_3d_w, "pose": config.pose_w, "shape": config.shape_w}
-    losses, epoch = {}, start_epoch - 1
+    losses, epoch, diverged = {}, start_epoch - 1, False
     for epoch in range(start_epoch, config.epochs):
         generator.train()
         if disc is not None:
@@ -412,6 +425,9 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         # ---- 8. checkpoint (rank 0): official container + what resuming needs ----
         is_best = not math.isnan(performance) and performance < best_performance
         best_performance = performance if is_best else best_performance
+        # without validation the latest is the best we know, unless a validated one is there
+        replaces_best = is_best or (math.isnan(performance) and math.isinf(best_performance))
+        diverged = config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm
         if master:  # each file renamed into place once whole: an interrupted write keeps the last one
             save = functools.partial(
                 checkpoints.save_vibe_checkpoint,
@@ -426,20 +442,28 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                     "best_performance": best_performance,
                     "gen_scheduler": gen_scheduler.state_dict(),
                     "disc_scheduler": disc_scheduler.state_dict() if disc_scheduler else None,
+                    "diverged": diverged,  # a rerun refuses to go on while --abort_pa_mpjpe_mm would stop it
                 },
             )
-            atomic_save(checkpoint_path, save)
-            if is_best or math.isnan(performance):  # without validation, the latest is the best we know
-                atomic_write(out_dir / BEST_NAME, functools.partial(copy_file, checkpoint_path))
+            if replaces_best:  # model_best first: a checkpoint that records a best never lacks its file
+                atomic_save(best_path, save)
+                atomic_write(checkpoint_path, functools.partial(copy_file, best_path))
+            else:
+                atomic_save(checkpoint_path, save)
             say(f"epoch {epoch} saved {checkpoint_path} ({time.time() - started:.1f} s)")
-        if config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm:
-            say(
-                f"stopping: validation PA-MPJPE {performance:.1f} mm > {config.abort_pa_mpjpe_mm} mm "
-                "(--abort_pa_mpjpe_mm); the run has diverged"
-            )
+        if diverged:
             break
     if tensorboard:
         tensorboard.close()
+    if diverged:
+        if ddp:
+            barrier()  # rank 0 has saved: no process ends (and gets the others stopped) before that
+        raise VibeError(
+            f"Stopped after epoch {epoch}: validation PA-MPJPE {performance:.1f} mm is more than "
+            f"--abort_pa_mpjpe_mm={config.abort_pa_mpjpe_mm}, so the run has diverged. {BEST_NAME} holds its best "
+            f"epoch ({best_performance:.1f} mm). Start over with --resume=false (e.g. with a lower --gen_lr), or "
+            "go on from this epoch on purpose with a higher --abort_pa_mpjpe_mm (0 = never stop)."
+        )
     return {
         "epochs_run": epoch + 1 - start_epoch,
         "best_performance": best_performance,

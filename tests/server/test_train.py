@@ -225,6 +225,42 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     assert not any(k.startswith("module.") for k in ckpt["disc_motion_state_dict"])
 
 
+SAME_START = """
+import os
+from pathlib import Path
+
+import torch
+from torch.distributed import destroy_process_group, init_process_group
+
+from vibe_blender.core.errors import VibeError
+from vibe_server.train.train import require_same_start
+
+init_process_group("gloo")
+rank = int(os.environ["RANK"])
+require_same_start(3, torch.device("cpu"), Path("shared"))  # every process found epoch 2 done: nothing to say
+try:
+    require_same_start(rank, torch.device("cpu"), Path("per_node"))  # each node its own out_dir
+except VibeError as err:
+    Path(f"rank{rank}.txt").write_text(str(err))
+destroy_process_group()
+"""
+
+
+def test_processes_that_find_different_checkpoints_all_stop(tmp_path):
+    script = tmp_path / "same_start.py"
+    script.write_text(SAME_START)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = str(tmp_path)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    message = (
+        "The training processes found different checkpoints in --out_dir=per_node (one would start at epoch 0, "
+        "another at epoch 1): with several nodes, --out_dir must be a folder that every node shares."
+    )
+    assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == [message, message]
+
+
 @pytest.mark.parametrize("module, what", [("vibe_server.train.train", "vibe"), ("vibe_server.train.mposer", "mposer")])
 def test_the_training_modules_point_to_the_command_line(module, what, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")])}
@@ -236,6 +272,20 @@ def test_the_training_modules_point_to_the_command_line(module, what, tmp_path):
         f"error: training runs through the command line: 'vibe-mocap train {what} --key=value ...' "
         f"(under torchrun: 'torchrun ... -m vibe_server train {what} --key=value ...').\n"
     )
+
+
+def test_a_missing_tensorboard_is_said_not_silently_skipped(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from vibe_server.train.train import open_tensorboard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as when tensorboard is not installed
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        assert open_tensorboard(tmp_path) is None
+    assert caplog.messages == [
+        "TensorBoard is not installed, so only the CSV logs are written: pip install tensorboard "
+        "(--tensorboard=false leaves it off without this line)"
+    ]
 
 
 def _args(dirs, out):

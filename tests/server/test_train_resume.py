@@ -1,7 +1,7 @@
-"""A training run's out_dir is never lost to a bad input: the device and dataset names are checked
-before anything is written, a checkpoint that does not fit the settings is refused with one message,
-an interrupted or killed save keeps the last checkpoint and the best one, one run at a time writes
-there, a diverged run stops for good until asked, and starting over keeps the old logs."""
+"""A training run's out_dir is never lost to a bad input: the device, dataset names and model data are
+checked before anything is written, a checkpoint that does not fit the settings is refused with one
+message, an interrupted or killed save keeps the last checkpoint and the best one, one run at a time
+writes there, a diverged run stops for good until asked, and starting over keeps the old logs."""
 
 import csv
 import logging
@@ -467,3 +467,30 @@ def test_part_files_of_a_killed_save_are_deleted_when_the_next_run_starts(dirs, 
     assert not any((out / name).exists() for name in leftovers)
     assert all((out / name).read_bytes() == b"x" * 1000 for name in not_ours)
     assert f"deleted 2 unfinished checkpoint file(s) that a killed run left in {out}" in caplog.text
+
+
+# -- the model data, checked before anything is read or written ----------------------------------------
+
+
+def test_missing_model_data_names_the_trainers_own_flag_before_any_work(dirs, tmp_path, capsys):
+    from vibe_server.cli import main
+
+    out = tmp_path / "run"
+    nope = tmp_path / "nope"
+    assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", f"--model_data_dir={nope}")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Model data missing: {nope / 'SMPL_NEUTRAL.pkl'}, ") and err.count("\n") == 1
+    assert "change it with --model_data_dir or $VIBE_DATA_DIR" in err and "--data-dir" not in err
+
+    no_spin = tmp_path / "no_spin"
+    no_spin.mkdir()
+    for file in dirs["data"].iterdir():
+        if file.name != "spin_model_checkpoint.pth.tar":
+            (no_spin / file.name).symlink_to(file)
+    argv = ["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", f"--model_data_dir={no_spin}")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Model data missing: {no_spin / 'spin_model_checkpoint.pth.tar'}, SPIN's")
+    assert err.rstrip().endswith("Or start from the mean pose alone: --init_from_spin=false.")
+    assert not out.exists()  # nothing was read or written before
+    assert main([*argv, "--init_from_spin=false"]) == 0

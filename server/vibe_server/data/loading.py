@@ -127,14 +127,17 @@ def missing_files(data_dir: Path, names: Iterable[str]) -> list[str]:
     return [n for n in names if not (data_dir / n).is_file()]
 
 
-def require_files(data_dir: Path, names: Iterable[str], extra_paths: Iterable[str | os.PathLike] = ()) -> None:
-    """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``)."""
+def require_files(
+    data_dir: Path, names: Iterable[str], extra_paths: Iterable[str | os.PathLike] = (), flag: str = "--data-dir"
+) -> None:
+    """Raise one VibeError listing every missing file (``names`` in data_dir, plus ``extra_paths``);
+    ``flag``: the command's option that names the folder."""
     missing = [str(data_dir / n) for n in missing_files(data_dir, names)]
     missing += [str(p) for p in extra_paths if not Path(p).is_file()]
     if missing:
         raise VibeError(
             f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
-            f"(Data folder: {data_dir}; change it with --data-dir or ${ENV_VAR}.)"
+            f"(Data folder: {data_dir}; change it with {flag} or ${ENV_VAR}.)"
         )
 
 

@@ -26,7 +26,6 @@ import functools
 import inspect
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from torch.distributed import barrier, broadcast, destroy_process_group, init_process_group
+from torch.distributed import ReduceOp, all_reduce, barrier, broadcast, destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -117,6 +116,10 @@ def open_tensorboard(out_dir: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter  # optional dependency (tensorboard)
     except ImportError:
+        log.info(
+            "TensorBoard is not installed, so only the CSV logs are written: pip install tensorboard "
+            "(--tensorboard=false leaves it off without this line)"
+        )
         return None
     return SummaryWriter(log_dir=str(out_dir / "tensorboard"))
 
@@ -129,11 +132,30 @@ def check_inputs(config: TrainConfig) -> None:
         require_mposer_checkpoint(config.mposer_checkpoint)
     if config.pretrained and not Path(config.pretrained).is_file():
         raise VibeError(f"The checkpoint --pretrained={config.pretrained} was not found; check the path.")
+    check_model_data(config)
+
+
+def validates(config: TrainConfig) -> bool:
+    return config.dataset_val.lower() != "none"
+
+
+def check_model_data(config: TrainConfig) -> None:
+    """The model-data files this run reads are there: SMPL, its regressors and mean parameters, and
+    SPIN's checkpoint when the regressor starts from it."""
+    data_dir = loading.resolve_data_dir(config.model_data_dir or None)
+    needed = loading.MODEL_FILES + ((loading.H36M_REGRESSOR,) if validates(config) else ())
+    loading.require_files(data_dir, needed, flag="--model_data_dir")
+    spin = data_dir / loading.SPIN_CHECKPOINT
+    if config.init_from_spin and not spin.is_file():
+        raise VibeError(
+            f"Model data missing: {spin}, SPIN's checkpoint, which the regressor starts from (as in the "
+            f"release). {loading.INSTALL_HINT} Or start from the mean pose alone: --init_from_spin=false."
+        )
 
 
 def train_device(config: TrainConfig, ddp: bool, local_rank: int) -> torch.device:
     """--device for this process: under torchrun each process takes the GPU of its local rank."""
-    if ddp and re.fullmatch(r"cuda:\d+", config.device):
+    if ddp and config.device.startswith("cuda:"):
         raise VibeError(
             f"--device={config.device}: under torchrun each process uses the GPU of its local rank; "
             "pass --device=cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES."
@@ -211,6 +233,9 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     start_epoch, best_performance = 0, math.inf
     if ckpt is not None:
         start_epoch, best_performance = ckpt["epoch"] + 1, ckpt["best_performance"]
+    if ddp:
+        require_same_start(start_epoch, device, out_dir)
+    if ckpt is not None:
         if start_epoch >= config.epochs:
             say(
                 f"all {config.epochs} epochs are done in {out_dir} (checkpoint.pth.tar is after epoch "
@@ -255,15 +280,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         else None
     )
     val_dataset = None
-    if config.dataset_val.lower() != "none" and master:
+    if validates(config) and master:
         val_dataset = open_set(config.dataset_val, "val")
     say(
         f"data: 2D {names_2d} x{batch_2d}, 3D {names_3d} x{batch_3d}, "
         f"motion x{config.motion_batch_size if use_disc else 0}, val {config.dataset_val}; "
         f"{world_size} process(es) on {device}"
     )
-    if master and ckpt is None:  # once the data is known to open: a run that cannot start leaves the old logs
-        keep_old_logs(out_dir, LOGS, say)
 
     # ---- 4. models and optimisers ----
     generator = build_generator(
@@ -290,6 +313,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         )
     elif config.motion_prior == "mposer":
         mposer = load_mposer(config.mposer_checkpoint, device)  # frozen prior
+    if master and ckpt is None:  # once data and models load: a run that cannot start leaves the old logs
+        keep_old_logs(out_dir, LOGS, say)
 
     # ---- 5. the checkpoint's weights and optimiser states ----
     if ckpt is not None:
@@ -475,6 +500,21 @@ def copy_file(path: Path, out: BinaryIO) -> None:
     """The bytes of ``path`` into the open binary file ``out``."""
     with open(path, "rb") as src:
         shutil.copyfileobj(src, out)
+
+
+def require_same_start(start_epoch: int, device: torch.device, out_dir: Path) -> None:
+    """VibeError in every process unless all of them resume at the same epoch: each reads the
+    checkpoint in out_dir, so on several nodes out_dir must be one folder they all see."""
+    lowest = torch.tensor(start_epoch, device=device)  # NCCL needs it on the GPU
+    highest = lowest.clone()
+    all_reduce(lowest, op=ReduceOp.MIN)
+    all_reduce(highest, op=ReduceOp.MAX)
+    if lowest.item() != highest.item():
+        raise VibeError(
+            f"The training processes found different checkpoints in --out_dir={out_dir} (one would start at "
+            f"epoch {lowest.item()}, another at epoch {highest.item()}): with several nodes, --out_dir must be "
+            "a folder that every node shares."
+        )
 
 
 def main(argv: list[str]) -> int:

@@ -4,8 +4,10 @@ what a young track holds, what the stale-track sweep looks at."""
 import numpy as np
 import pytest
 
+from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline import engine as engine_module
 from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.options import RunOptions
 
 from .conftest import TinyVIBE
 
@@ -222,3 +224,10 @@ def test_an_official_run_takes_each_track_through_the_temporal_model_alone():
     out = engine.run("clip.mp4", RunOptions(official=True, min_track_frames=5)).result
     assert [t.track_id for t in out.tracks] == [1, 2, 3]
     assert calls == [1, 1, 1]
+
+
+def test_nobody_found_names_the_longest_track_also_among_those_dropped_young():
+    # track 1 is dropped as stale early on, track 2 later, track 3 is still young when the video ends
+    engine = scripted_engine({1: range(12), 2: range(100, 130), 3: range(190, 195)}, 200)
+    with pytest.raises(VibeError, match=r"at least 35 frames \(the longest of the 3 tracks found lasted 30 frames\)"):
+        engine.run("clip.mp4", RunOptions(min_track_frames=35))

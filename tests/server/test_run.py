@@ -147,6 +147,8 @@ def test_nobody_found_is_a_clear_error(make_engine):
 def test_nobody_found_names_the_longest_track_against_the_minimum():
     with pytest.raises(VibeError, match=r"at least 40 frames \(the longest of the 2 tracks found lasted 30 frames\)"):
         select_tracks({1: 12, 2: 30}, RunOptions(min_track_frames=40), "clip.mp4")
+    with pytest.raises(VibeError, match=r"at least 40 frames \(the one track found lasted 12 frames\)"):
+        select_tracks({1: 12}, RunOptions(min_track_frames=40), "clip.mp4")
 
 
 def test_zero_frames_is_a_clear_error(make_engine):
@@ -168,7 +170,7 @@ def test_unreadable_video_error_passes_through(tiny_engine):
         ({"smoothing": 2.0}, "between 0 and 1"),
         ({"chunking": "overlap"}, "Unknown chunking"),
         ({"tracks_max": 0}, "tracks_max"),
-        ({"focal_px": -1.0}, "focal_px. must be more than 0"),
+        ({"focal_px": -1.0}, "focal_px. must be between 1 and 1000000 or empty; got -1.0"),
     ],
 )
 def test_bad_options_are_refused(tiny_engine, bad, message):

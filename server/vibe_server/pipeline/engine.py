@@ -143,6 +143,7 @@ class _StreamTracks:
         self.buffers: dict[int, _TrackBuffer] = {}  # every track kept so far, young or not
         self.young: OrderedDict[int, _TrackBuffer] = OrderedDict()  # pending, least recently seen first
         self.queue: list[tuple[_TrackBuffer, object]] = []  # (its track's buffer, crop) for the backbone
+        self.dropped_frames: dict[int, int] = {}  # frames of each track dropped young (for "Nobody was found")
 
     def add(self, track_id: int, frame_index: int, box, crop, *, copy_held: bool) -> None:
         """The crop goes to the backbone's queue, or waits in its young track's buffer (a copy, with
@@ -176,6 +177,7 @@ class _StreamTracks:
             if track_id in held:
                 continue
             del self.young[track_id], self.buffers[track_id]
+            self.dropped_frames[track_id] = len(buf.frame_ids)
             if any(owner is buf for owner, _ in self.queue):  # crops sent on early: not needed now
                 self.queue[:] = [(owner, crop) for owner, crop in self.queue if owner is not buf]
 
@@ -439,10 +441,10 @@ class Engine:
         self.prepare_run(options, expected_crops=int(info.frame_count or 0))
         video_name = video_name or info.name
         monitor.report("decode", "stream", 0.0, force=True)
-        buffers, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
+        stream_tracks, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
             raise no_frames_error(video_name)
-        tracks = self._select_tracks(buffers, options, video_name)
+        tracks = self._select_tracks(stream_tracks, options, video_name)
         return self.finish_run(
             [(track_id, buf.frame_ids, buf.bboxes, np.concatenate(buf.features)) for track_id, buf in tracks],
             info=info,
@@ -648,7 +650,7 @@ class Engine:
         tracks.drop_young_from_queue()
         if queue:
             flush(len(queue))
-        return tracks.buffers, frames_decoded, crops_done
+        return tracks, frames_decoded, crops_done
 
     def crop_function(self, options: RunOptions) -> tuple[CropFrames, int]:
         """The crop of a run and how many frames it takes at once: (frames_rgb, each frame's boxes
@@ -666,9 +668,11 @@ class Engine:
         return crop_one_by_one, 1
 
     @staticmethod
-    def _select_tracks(buffers: dict[int, _TrackBuffer], options: RunOptions, video_name: str):
-        complete = {tid: len(buf.frame_ids) for tid, buf in buffers.items() if buf.pending_crops is None}
-        return [(tid, buffers[tid]) for tid in select_tracks(complete, options, video_name)]
+    def _select_tracks(tracks: _StreamTracks, options: RunOptions, video_name: str):
+        """The kept tracks' (id, buffer): those long enough (the young ones still held, and those
+        dropped, are counted too, so that "Nobody was found" can say how long the longest lasted)."""
+        frames = {**tracks.dropped_frames, **{tid: len(buf.frame_ids) for tid, buf in tracks.buffers.items()}}
+        return [(tid, tracks.buffers[tid]) for tid in select_tracks(frames, options, video_name)]
 
     def _meta(self, options: RunOptions, detector_name: str) -> dict[str, str]:
         meta = {k: ("" if v is None else str(v)) for k, v in asdict(options).items()}
@@ -700,9 +704,12 @@ def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_n
     min_track_frames frames, the tracks_max longest. VibeError when none is left."""
     kept = [tid for tid, n in frames_per_track.items() if n >= options.min_track_frames]
     if not kept:
+        count = len(frames_per_track)
         longest = (
-            f" (the longest of the {len(frames_per_track)} tracks found lasted {max(frames_per_track.values())} frames)"
-            if frames_per_track
+            f" (the longest of the {count} tracks found lasted {max(frames_per_track.values())} frames)"
+            if count > 1
+            else f" (the one track found lasted {max(frames_per_track.values())} frames)"
+            if count
             else ""
         )
         raise VibeError(

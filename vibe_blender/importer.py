@@ -101,8 +101,10 @@ def result_video(path) -> tuple[str, int] | None:
 
 def is_named_as_recorded(video_path: str, recorded_name: str) -> bool:
     """Whether ``recorded_name``, a result's video name, names ``video_path``: as the server records a
-    video sent by its path or uploaded (see :func:`uploaded_file_name`), cut to its length limit."""
-    names = (Path(video_path).name, uploaded_file_name(video_path))
+    video sent by its path (the link's target: a local capture sends the resolved path) or uploaded
+    (see :func:`uploaded_file_name`), cut to its length limit."""
+    paths = {Path(video_path), Path(video_path).resolve()}
+    names = {name for path in paths for name in (path.name, uploaded_file_name(path))}
     return recorded_name in {name[:SERVER_VIDEO_NAME_CHARS] for name in names}
 
 

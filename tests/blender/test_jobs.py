@@ -388,8 +388,13 @@ def test_a_result_not_captured_from_the_capture_video_is_imported_without_it_say
     assert not empty_scene.camera.data.background_images and not bpy.data.movieclips  # none loaded, none kept
 
 
-def test_a_result_names_the_video_as_the_server_records_it():
+def test_a_result_names_the_video_as_the_server_records_it(tmp_path):
     from vibe_blender.importer import SERVER_VIDEO_NAME_CHARS, is_named_as_recorded
+
+    (tmp_path / "clip_0001.MP4").write_bytes(b"")
+    (tmp_path / "take.mp4").symlink_to(tmp_path / "clip_0001.MP4")  # a local capture sends the target's path
+    assert is_named_as_recorded(str(tmp_path / "take.mp4"), "clip_0001.MP4")
+    assert is_named_as_recorded(str(tmp_path / "take.mp4"), "take.mp4")  # uploaded by the link's name
 
     assert is_named_as_recorded("/clips/walk.mp4", "walk.mp4")
     assert not is_named_as_recorded("/clips/walk.mp4", "walk")

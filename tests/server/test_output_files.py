@@ -214,6 +214,8 @@ MODEL_DATA_CASES = {  # argv (from the fixture's folder; 'data' is the model-dat
         INSIDE,
     ),
     "live: --record in the folder": (["live", "clip.mp4", "--record", "data/take.npz", "--data-dir", "data"], INSIDE),
+    "batch: -o is the folder": (["batch", "clip.mp4", "-o", "data", "--data-dir", "data"], INSIDE),
+    "batch: -o inside the folder from $VIBE_DATA_DIR": (["batch", "clip.mp4", "-o", "linked/results"], INSIDE),
 }
 
 

@@ -15,6 +15,7 @@ from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, printable, summary_tab
 from ..batch.runner import run_batch
 from ..data.loading import checked_data_dir
 from .infer import add_pipeline_arguments, run_options
+from .model_data_outputs import refuse_inside_model_data
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)
+    # a video's result (NAME.npz) could replace a model file there
+    refuse_inside_model_data(args.output_dir, "the output folder", args.data_dir)
     check_output_folder(args.output_dir, "the output folder")
     spec = EngineSpec(
         device=args.device,

@@ -36,7 +36,7 @@ class FakeEngine:
 @pytest.fixture(autouse=True)
 def fake_result_files(monkeypatch):
     """The fake engine's empty results are written as a few bytes."""
-    monkeypatch.setattr(jobs_module, "_save_npz", lambda path, result: path.write_bytes(b"result"))
+    monkeypatch.setattr(jobs_module, "save_result", lambda path, result: path.write_bytes(b"result"))
 
 
 def wait_for(condition, timeout_s: float = 20.0) -> bool:
@@ -168,6 +168,32 @@ def test_stop_has_one_deadline_for_all_workers_and_a_job_that_did_not_stop_runs_
         release.set()
         for worker in jobs._workers:
             worker.join(10)
+
+
+def test_a_running_job_is_recorded_as_queued_as_soon_as_the_stop_begins(tmp_path):
+    """A server killed while it stops (in its requests' grace time, or past its workers' deadline)
+    runs the job again after the restart: its record says queued from the start of the stop, while
+    the job still runs (a start after the kill marked a job recorded as running failed)."""
+    release = threading.Event()
+
+    def script(name, should_cancel):  # deaf to the stop until released (a long decode pass)
+        release.wait(30)
+        raise JobCancelled()
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    job_id = submit_upload(jobs, "a")
+    try:
+        assert wait_for(lambda: jobs.get(job_id).status == "running")
+        jobs.begin_stop()
+        assert jobs.get(job_id).status == "running"
+        on_disk = job_store.read_record(jobs.folder(job_id))  # what a start after a kill finds
+        assert (on_disk.job.status, on_disk.job.stage, on_disk.job.progress) == ("queued", None, 0.0)
+        assert upload_path(jobs.folder(job_id)).is_file()
+    finally:
+        release.set()
+        jobs.stop()
+    assert jobs.get(job_id).status == "queued"
 
 
 # -- retention --------------------------------------------------------------------------------

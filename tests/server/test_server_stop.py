@@ -191,6 +191,33 @@ def test_a_second_ctrl_c_cuts_off_a_stalled_request_and_still_keeps_the_running_
     assert [p.name for p in (tmp_path / "jobs").iterdir() if p.is_dir()] == [job_id]  # no upload left
 
 
+def test_a_server_killed_while_it_stops_still_runs_its_running_job_after_the_restart(start_tiny_server, tmp_path):
+    """The add-on kills a server that has not stopped in time (when Blender quits: after 10 s). Here a
+    stalled upload holds the stop in the requests' grace time (15 s), before the job workers are
+    told: the running job's record says queued all the same, so the next start runs it (it said
+    running, and the next start marked it failed)."""
+    import socket
+
+    jobs_dir = tmp_path / "jobs"
+    server, url = start_tiny_server(frame_delay_s="0.2")
+    client = ServerClient(url, TOKEN)
+    job_id = client.submit_local(CLIP)["job_id"]
+    wait_until_running(client, job_id)
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
+        send_stalled_upload(stalled, url)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10.0  # the add-on's kill when Blender quits
+        while job_record_status(jobs_dir, job_id) != "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.process.poll() is None  # still in the grace time
+        server.process.kill()
+        server.wait()
+    assert job_record_status(jobs_dir, job_id) == "queued"
+    _, url = start_tiny_server()
+    assert ServerClient(url, TOKEN).job(job_id)["status"] in ("queued", "running", "done")
+
+
 def send_stalled_upload(sock, url: str) -> None:
     """The start of a 10 MB multipart upload, then nothing (a client that stopped sending)."""
     port = url.rsplit(":", 1)[1]

@@ -8,8 +8,10 @@ admissions) never wait for the disk. Each job's record is written by one thread 
 with its newest state, so job.json never goes back to an older one.
 
 Finished results survive a restart; a clean shutdown leaves queued jobs queued and puts the running
-ones back in the queue; a job whose record still says running (the server was killed) is marked
-failed. A failing job only ever touches its own folder, and a worker survives any job's failure.
+ones back in the queue. Their records say queued from the moment the stop begins (:meth:`JobManager.begin_stop`),
+so a server killed while it stops runs them after the restart too; a job whose record still says
+running (the server was killed or crashed while it ran) is marked failed. A failing job only ever
+touches its own folder, and a worker survives any job's failure.
 
 Limits: at most ``max_queued_jobs`` jobs queued, running or being submitted (``JobsFull``), and at
 most ``max_queued_upload_bytes`` of uploads held for them, counted while the bytes arrive
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
+from vibe_blender.core.server_stop import JOB_STOP_S
 
 from ..pipeline.devices import is_out_of_memory, out_of_memory_error
 from ..pipeline.options import RunOptions
@@ -56,6 +59,7 @@ log = logging.getLogger("vibe_server.jobs")
 MIN_KEEP_S = 3600.0  # a finished job stays at least this long, whatever the retention limits
 SWEEP_INTERVAL_S = 3600.0  # how often a running server looks for leftovers of a killed one
 TIDY_INTERVAL_S = 600.0  # how often an idle server removes finished jobs past the retention limits
+REQUEUED = {"stage": None, "progress": 0.0, "eta_s": None}  # where a job put back in the queue starts again
 INTERNAL_ERROR_MESSAGE = (
     "The server hit an internal error on this video; see the server log, and report it if it repeats."
 )
@@ -175,16 +179,20 @@ class JobManager:
 
     def _requeue(self, record: JobRecord) -> None:
         self._set_status(record, "queued")
-        record.job.stage, record.job.progress, record.job.eta_s = None, 0.0, None
+        for name, value in REQUEUED.items():
+            setattr(record.job, name, value)
 
     # -- the files (never under the lock) ------------------------------------------------------
     def _persist(self, record: JobRecord) -> None:
-        """Write the record's current state to its job.json (OSError when the disk refuses)."""
+        """Write the record's current state to its job.json (OSError when the disk refuses); once the
+        stop began, a job still running is written as queued (it runs again after the restart)."""
         with record.write_lock:  # one writer per job, each with the newest state: never an older one last
             with self._lock:
                 if record.removed:
                     return
                 data = record_data(record)
+                if self._stopping.is_set() and record.job.status == "running":
+                    data["job"].update(REQUEUED, status="queued")
             write_record(self.folder(record.job.job_id), data)
 
     def _delete_upload(self, record: JobRecord) -> None:
@@ -390,10 +398,22 @@ class JobManager:
             except Exception:  # a disk error now is logged; the next round tries again
                 log.exception("applying the retention limits failed")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the workers within timeout_s in all. Queued jobs stay queued and running ones go
-        back to the queue: they run after a restart (also one whose worker did not stop in time)."""
+    def begin_stop(self) -> None:
+        """The server is stopping: no job starts any more, the running ones are asked to stop (each at
+        its next progress check), and their records say queued from now on, so that a server killed
+        at any time after this runs them after the restart. :meth:`stop` then waits for the workers."""
         self._stopping.set()
+        with self._lock:
+            running = [r for r in self._records.values() if r.job.status == "running"]
+        for record in running:
+            self._persist_or_log(record)
+
+    def stop(self, timeout_s: float = JOB_STOP_S) -> None:
+        """Stop the workers within timeout_s in all (:meth:`begin_stop` first, unless it was called).
+        Queued jobs stay queued and running ones go back to the queue: they run after a restart
+        (also one whose worker did not stop in time)."""
+        if not self._stopping.is_set():
+            self.begin_stop()
         for _ in self._workers:
             self._queue.put(None)
         deadline = time.monotonic() + timeout_s
@@ -453,7 +473,7 @@ class JobManager:
                 should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
                 video_name=record.job.video_name,
             )
-            _save_npz(result_tmp, output.result)
+            save_result(result_tmp, output.result)
             result_tmp.replace(self.result_path(job_id))
         except JobCancelled:
             result_tmp.unlink(missing_ok=True)
@@ -534,9 +554,3 @@ class JobManager:
 
 def _ago(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days ago" if seconds >= 86400 else f"{seconds / 3600:.1f} hours ago"
-
-
-def _save_npz(path: Path, result) -> None:
-    """``save_result`` to an explicit file object, so that numpy does not append '.npz' to the name."""
-    with open(path, "wb") as f:
-        save_result(f, result)

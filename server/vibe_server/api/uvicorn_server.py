@@ -1,6 +1,8 @@
 """uvicorn's server, stopped the way this server's users stop it: Ctrl-C, SIGTERM, ``POST /shutdown``
-or the end of standard input all ask for the same graceful stop (requests still running get their
-grace time, then the app's shutdown stops the job workers). A second Ctrl-C cuts off the requests
+or the end of standard input all ask for the same graceful stop: ``on_stop`` first (the server has
+its running jobs recorded as queued there, so that a kill from then on still runs them after a
+restart), then requests still running get their grace time, then the app's shutdown stops the job
+workers. A second Ctrl-C cuts off the requests
 still running, but unlike uvicorn's own forced exit it still runs the app's shutdown, so running
 jobs go back to the queue rather than being left "running" on disk. The stop ends in one line said
 by the caller (``stop_cause``, ``forced``), never in a traceback or a signal raised again."""
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -23,13 +26,15 @@ CUT_OFF_MESSAGE = "A request still running when the server stopped was cut off; 
 class GracefulServer(uvicorn.Server):
     """``uvicorn.Server`` that records what stopped it. ``stop_cause``: "Ctrl-C", "SIGTERM", or the
     cause given to :meth:`request_stop`; None while it runs. ``forced``: a second Ctrl-C cut off the
-    requests still running."""
+    requests still running. ``on_stop``: called once as the stop begins, before the requests' grace
+    time (on a worker thread: it may write files)."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.stop_cause: str | None = None
         self.forced = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_stop = on_stop
 
     def request_stop(self, cause: str) -> None:
         """Ask for the graceful stop (safe from any thread); the first cause asked is the one kept."""
@@ -57,6 +62,16 @@ class GracefulServer(uvicorn.Server):
     async def serve(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()  # for the second Ctrl-C's handler
         await super().serve(sockets=sockets)
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        """uvicorn's shutdown (no new connections, the requests' grace time, the app's shutdown), after
+        ``on_stop``: whatever fails there is logged, and the stop goes on."""
+        if self._on_stop is not None:
+            try:
+                await asyncio.to_thread(self._on_stop)
+            except Exception:  # the stop must go on: the app's shutdown still stops the workers
+                logging.getLogger("uvicorn.error").exception("preparing the stop failed")
+        await super().shutdown(sockets=sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """The SIGINT and SIGTERM handler. Unlike uvicorn's it notes no signal to raise again once

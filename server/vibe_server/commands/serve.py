@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vibe_blender.core.output_paths import check_output_folder
+from vibe_blender.core.server_stop import REQUEST_GRACE_S
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
@@ -19,8 +20,8 @@ from ..folder_lock import folder_lock
 
 # after Ctrl-C, SIGTERM, POST /shutdown or the end of standard input, requests still running get this
 # long (a stalled client cannot keep the server alive; a second Ctrl-C cuts them off at once); the job
-# workers then get their own 10 s
-GRACEFUL_SHUTDOWN_S = 15
+# workers then get their own JOB_STOP_S (the add-on waits for both: vibe_blender/core/server_stop.py)
+GRACEFUL_SHUTDOWN_S = REQUEST_GRACE_S
 INTERRUPTED_EXIT_STATUS = 130  # as a program ended by Ctrl-C: 128 + SIGINT
 SERVER_LOCK_NAME = ".server.lock"  # in the jobs folder: one server per jobs folder
 
@@ -203,7 +204,7 @@ def run_app(
         date_header=False,
         timeout_graceful_shutdown=graceful_shutdown_s,
     )
-    server = GracefulServer(config)
+    server = GracefulServer(config, on_stop=partial(_begin_jobs_stop, app))
     app.state.request_stop = lambda: server.request_stop("POST /shutdown")
     if stop_on_stdin_close and sys.stdin is not None:
         at_end_of_input = partial(server.request_stop, "the end of standard input")
@@ -223,6 +224,13 @@ def _stop_message(cause: str | None, *, forced: bool, unfinished_jobs: int) -> s
         jobs = "1 unfinished job is" if unfinished_jobs == 1 else f"{unfinished_jobs} unfinished jobs are"
         line += f" {jobs} kept and will run at the next start."
     return line
+
+
+def _begin_jobs_stop(app: FastAPI) -> None:
+    """The stop begins: running jobs are recorded as queued at once (``JobManager.begin_stop``)."""
+    jobs = app.state.jobs  # None when the server stopped before its start-up ended
+    if jobs is not None:
+        jobs.begin_stop()
 
 
 def _unfinished_jobs(app: FastAPI) -> int:

@@ -9,6 +9,8 @@ so a VibeError (which names the character) leaves all of them as they were."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import bpy
 import numpy as np
 
@@ -52,58 +54,119 @@ BONE_GROUPS = {
 LEGS = [tuple(JOINT_NAMES.index(f"{s}_{p}") for p in ("hip", "knee", "ankle")) for s in ("left", "right")]
 
 
+PELVIS_ROTATION_PATH = keyframes.rotation_path("pelvis")
 LOC_PATH = keyframes.location_path("pelvis")
+# The motion's F-curves, with a name and the letter of each channel for messages.
+CURVE_NAMES = {keyframes.rotation_path(b): (f"{b} rotation", "WXYZ") for b in JOINT_NAMES}
+CURVE_NAMES[LOC_PATH] = ("pelvis location", "XYZ")
+MOTION_CURVES = [(path, c) for path, (_, letters) in CURVE_NAMES.items() for c in range(len(letters))]
 
 
-def read_motion(armature_obj):
+def read_motion(armature_obj, *, as_played: bool = False):
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
-    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there). These
-    are the keys under any F-curve modifiers: write_motion keeps the modifiers on the curves, so they
-    apply once, over the new keys (reading their effect into the keys would apply them twice)."""
+    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there).
+
+    The rule for F-curve modifiers, so that an edit loses no motion and no modifier applies twice:
+    a curve whose modifiers can stay over edited keys (keyframes.modifiers_stay_over_new_keys:
+    Noise, Limits, ... over the whole timeline; a Cycles looping the character's frames) is read as
+    its keys alone, and write_motion keeps them. Any other curve with active modifiers (Stepped, a
+    Cycles on a shorter span, a restricted frame range) is read as Blender plays it, and
+    write_motion removes those modifiers, baked into the new keys. as_played: every curve as
+    Blender plays it (a character whose curves go away)."""
     channels = keyframes.channels_of(armature_obj)
     missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
-    if channels is None or missing or channels.fcurves.find(keyframes.rotation_path("pelvis"), index=0) is None:
+    if channels is None or missing or channels.fcurves.find(PELVIS_ROTATION_PATH, index=0) is None:
         raise VibeError(
             f"'{armature_obj.name}' is not an animated SMPL character; clean-up works on characters "
             "imported by VIBE Mocap (retarget after cleaning)."
         )
-    frames = keyframes.read_fcurve(channels, keyframes.rotation_path("pelvis"), 0)[0]
+    frames = _motion_frames(channels)
+    played = set(MOTION_CURVES if as_played else _curves_to_bake(channels, frames))
+
+    def sample(path: str, c: int) -> np.ndarray | None:
+        return keyframes.sample_fcurve(channels, path, c, frames, through_modifiers=(path, c) in played)
+
     quats = np.zeros((len(frames), 24, 4))
     quats[..., 0] = 1.0  # an unkeyed channel stays at rest
     for j, bone in enumerate(JOINT_NAMES):
         for c in range(4):
-            values = keyframes.sample_fcurve(
-                channels, keyframes.rotation_path(bone), c, frames, through_modifiers=False
-            )
+            values = sample(keyframes.rotation_path(bone), c)
             if values is not None:
                 quats[:, j, c] = values
     loc = np.zeros((len(frames), 3))
     for c in range(3):
-        values = keyframes.sample_fcurve(channels, LOC_PATH, c, frames, through_modifiers=False)
+        values = sample(LOC_PATH, c)
         if values is not None:
             loc[:, c] = values
     return frames, quats, loc
 
 
-def write_motion(armature_obj, frames, quats, loc) -> None:
+def _motion_frames(channels) -> np.ndarray:
+    """(T,) frames of the pelvis rotation keys, the character's frames (none without that curve)."""
+    keys = keyframes.read_fcurve(channels, PELVIS_ROTATION_PATH, 0)
+    return np.empty(0) if keys is None else keys[0]
+
+
+def _curves_to_bake(channels, frames: np.ndarray) -> list[tuple[str, int]]:
+    """(data_path, index) of the motion's F-curves whose active modifiers cannot stay over edited keys."""
+    return [
+        (path, c) for path, c in MOTION_CURVES if not keyframes.modifiers_stay_over_new_keys(channels, path, c, frames)
+    ]
+
+
+def write_motion(armature_obj, frames, quats, loc) -> list[tuple[str, int]]:
     """Replace the character's keys with frames (T,), quats (T, 24, 4), pelvis location (T, 3), in
-    its action's F-curves (they stay, with the user's modifiers and settings). An imported
-    character's body is then shown on these frames only, and its baked pose correctives are keyed
-    from the new rotations."""
+    its action's F-curves (they stay, with the user's settings and the modifiers read_motion read
+    under); -> (data_path, index) of the curves whose modifiers read_motion baked into the motion,
+    removed here. An imported character's body is then shown on these frames only, and its baked
+    pose correctives are keyed from the new rotations."""
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
     mesh_obj = find_character_mesh(armature_obj)
     baked = mesh_obj is not None and armature_obj.get("vibe_correctives") == "baked"
     if baked:
         check_correctives(armature_obj, mesh_obj)  # before any key changes
+    channels = keyframes.channels_of(armature_obj)
+    modifiers_baked = [] if channels is None else _curves_to_bake(channels, _motion_frames(channels))  # as read
     key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
+    channels = keyframes.channels_of(armature_obj)  # a shared action has been copied for it
+    for path, c in modifiers_baked:
+        keyframes.drop_modifiers(channels, path, c)
     if mesh_obj is None:
-        return  # a bare SMPL armature (no body of ours): nothing follows from the keys
+        return modifiers_baked  # a bare SMPL armature (no body of ours): nothing follows from the keys
     if baked:
         rotmats = smpl_rotations_from_basis(quats, rest_quats(armature_obj))
         key_correctives(armature_obj, mesh_obj, frames, pose_feature(rotmats))
     scene = bpy.context.scene
     key_visibility(mesh_obj, frames, min(scene.frame_start, frames[0]), max(scene.frame_end, frames[-1]))
+    return modifiers_baked
+
+
+def _write_each(armature_objs, motions, warn: Callable[[str], None]) -> None:
+    """write_motion(obj, *motion) for each character, then one warning naming the curves whose
+    modifiers were baked into the keys, if any."""
+    baked = {}
+    for armature_obj, motion in zip(armature_objs, motions):
+        curves = write_motion(armature_obj, *motion)
+        if curves:
+            baked[armature_obj.name] = curves
+    if baked:
+        warn(
+            "F-curve modifiers baked into the keys and removed, as they could not stay over the edited "
+            "keys without changing the motion (Stepped, a Cycles over other frames than the "
+            "character's, a restricted frame range): "
+            + "; ".join(f"'{name}': {_curve_list(curves)}" for name, curves in baked.items())
+            + "."
+        )
+
+
+def _curve_list(curves: list[tuple[str, int]]) -> str:
+    """[(data_path, index)] of the motion -> 'left_wrist rotation W X Y Z, pelvis location X'."""
+    channels = {}
+    for path, c in curves:
+        name, letters = CURVE_NAMES[path]
+        channels.setdefault(name, []).append(letters[c])
+    return ", ".join(f"{name} {' '.join(letters)}" for name, letters in channels.items())
 
 
 def _rest(armature_obj) -> np.ndarray:
@@ -148,9 +211,11 @@ def clean_up_characters(
     lock_feet: bool = True,
     snap_to_ground: bool = True,
     fps: float | None = None,
+    warn: Callable[[str], None] = print,
 ) -> list[dict]:
     """Smooth / lock feet / snap each character, every run of consecutive frames on its own (keys
-    across a gap are no neighbours); -> the core report of each. All or nothing."""
+    across a gap are no neighbours); -> the core report of each. All or nothing. ``warn`` gets one
+    message naming the F-curves whose modifiers were baked into the keys (see read_motion), if any."""
     if bone_group not in BONE_GROUPS:
         raise VibeError(f"Unknown bone group '{bone_group}'; choose one of {', '.join(BONE_GROUPS)}.")
     fps = _fps(fps)
@@ -179,18 +244,26 @@ def clean_up_characters(
         return frames, quats, loc, report
 
     results = _for_each(armature_objs, cleaned)
-    for armature_obj, (frames, quats, loc, _) in zip(armature_objs, results):
-        write_motion(armature_obj, frames, quats, loc)
+    _write_each(armature_objs, [motion for *motion, _ in results], warn)
     return [report for *_, report in results]
 
 
-def trim_and_offset(armature_obj, *, start: int | None = None, end: int | None = None, offset: int = 0) -> int:
+def trim_and_offset(
+    armature_obj,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+    offset: int = 0,
+    warn: Callable[[str], None] = print,
+) -> int:
     """Keep keys in [start, end] and move them by ``offset`` frames; -> number of frames kept.
-    The body's visibility and baked correctives move with them."""
-    return trim_and_offset_characters([armature_obj], start=start, end=end, offset=offset)[0]
+    The body's visibility and baked correctives move with them. ``warn`` as clean_up_characters."""
+    return trim_and_offset_characters([armature_obj], start=start, end=end, offset=offset, warn=warn)[0]
 
 
-def trim_and_offset_characters(armature_objs, *, start=None, end=None, offset: int = 0) -> list[int]:
+def trim_and_offset_characters(
+    armature_objs, *, start=None, end=None, offset: int = 0, warn: Callable[[str], None] = print
+) -> list[int]:
     """:func:`trim_and_offset` on each character, all or nothing; -> frames kept per character."""
 
     def trimmed(armature_obj):
@@ -199,16 +272,17 @@ def trim_and_offset_characters(armature_objs, *, start=None, end=None, offset: i
         return frames[keep] + offset, quats[keep], loc[keep]
 
     results = _for_each(armature_objs, trimmed)
-    for armature_obj, motion in zip(armature_objs, results):
-        write_motion(armature_obj, *motion)
+    _write_each(armature_objs, results, warn)
     return [len(frames) for frames, _, _ in results]
 
 
-def merge_characters(keep_obj, other_obj) -> int:
+def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print) -> int:
     """Append ``other_obj``'s frames that ``keep_obj`` lacks (same person, broken track), then delete
     ``other_obj`` and its mesh; -> frame count of the merged motion. The other track's keys are
     moved onto the kept rig's rest pose (its shape may differ): every bone keeps its armature-space
-    rotation and the pelvis its place in the scene."""
+    rotation and the pelvis its place in the scene. The other track is read as Blender plays it (its
+    F-curves and their modifiers go with it); the kept one as read_motion says. ``warn`` as
+    clean_up_characters."""
     if keep_obj == other_obj:
         raise VibeError("Pick two different characters to merge.")
     if not np.allclose(np.array(keep_obj.matrix_world), np.array(other_obj.matrix_world), atol=1e-6):
@@ -217,12 +291,12 @@ def merge_characters(keep_obj, other_obj) -> int:
             "transforms differ); clear or apply the transform of one, then merge."
         )
     fa, qa, la = read_motion(keep_obj)
-    fb, qb, lb = read_motion(other_obj)
+    fb, qb, lb = read_motion(other_obj, as_played=True)
     q_rest_a, q_rest_b = rest_quats(keep_obj), rest_quats(other_obj)
     qb = refit_basis_quats(qb, q_rest_b, q_rest_a)
     lb = refit_root_locations(lb, _pelvis_head(other_obj), q_rest_b[0], _pelvis_head(keep_obj), q_rest_a[0])
     frames, merged = merge_tracks(fa, {"q": qa, "loc": la}, fb, {"q": qb, "loc": lb})
-    write_motion(keep_obj, frames, merged["q"], merged["loc"])
+    _write_each([keep_obj], [(frames, merged["q"], merged["loc"])], warn)
     _delete_character(other_obj)
     return len(frames)
 

@@ -5,7 +5,8 @@ live in a channelbag of a keyframe strip of a layer, for one slot (= one animate
 ``action.fcurves``. :func:`new_channels` hides that difference; everything else is the same call.
 Keys are written in bulk (``keyframe_points.add`` + ``foreach_set``): 1800 frames x 99 curves take
 ~0.04 s, where per-frame ``keyframe_insert`` takes ~12 s. Rewriting keys keeps the F-curve (only
-its keys change), so the user's modifiers and curve settings survive a clean-up or a re-import.
+its keys change), so the user's curve settings survive a clean-up or a re-import, and so do the
+modifiers, except those an edit bakes into the keys (see modifiers_stay_over_new_keys).
 """
 
 from __future__ import annotations
@@ -173,9 +174,9 @@ def sample_fcurve(
 ) -> np.ndarray | None:
     """(N,) values of an existing F-curve at ``frames``, or None when there is no such F-curve.
     through_modifiers: as Blender plays it (its modifiers applied); False: the curve of its keys
-    alone, which is what a rewrite must start from when it keeps the modifiers (see rewrite_fcurve),
-    or they would apply twice. The keys are read in bulk when they are exactly these frames and no
-    modifier changes them, else the curve is evaluated there."""
+    alone, which is what a rewrite must start from when it keeps the modifiers (see rewrite_fcurve
+    and modifiers_stay_over_new_keys), or they would apply twice. The keys are read in bulk when
+    they are exactly these frames and no modifier changes them, else the curve is evaluated there."""
     fcurve = channels.fcurves.find(data_path, index=index)
     if fcurve is None:
         return None
@@ -185,6 +186,44 @@ def sample_fcurve(
         return values
     with nullcontext() if through_modifiers else _modifiers_muted(fcurve):
         return np.array([fcurve.evaluate(float(f)) for f in frames])
+
+
+def modifiers_stay_over_new_keys(channels, data_path: str, index: int, frames: np.ndarray) -> bool:
+    """Whether new keys worked out from this F-curve's keys alone (sample_fcurve with
+    through_modifiers=False) on ``frames`` (sorted; the character's frames) can keep its modifiers
+    and play as it did: each active (unmuted) modifier must apply once, over the new keys, as it did
+    over the old ones. True when every active modifier only changes the value at each frame (Noise,
+    Limits, Generator, Envelope, Built-In Function) over the whole timeline: at any frame, the keys'
+    value there under it is what the curve played there, wherever it is keyed. True too for a
+    Cycles modifier first in the stack whose curve is keyed from frames[0] to frames[-1]: inside
+    that span it plays the keys as they are, and it goes on looping the edited keys. False for
+    anything else: Stepped and a Cycles on another span change which frame the keys are read at, and
+    a restricted frame range ties a modifier to frames of the timeline, not to the keys it was on;
+    such a curve must be read as Blender plays it and lose its active modifiers (drop_modifiers)."""
+    fcurve = channels.fcurves.find(data_path, index=index)
+    if fcurve is None:
+        return True
+    for position, modifier in enumerate(fcurve.modifiers):
+        if modifier.mute:
+            continue
+        if modifier.use_restricted_range or modifier.type == "STEPPED":
+            return False
+        if modifier.type == "CYCLES":
+            keys = read_fcurve(channels, data_path, index)[0]
+            spans = len(keys) and len(frames) and keys[0] == frames[0] and keys[-1] == frames[-1]
+            if position or not spans:
+                return False
+    return True
+
+
+def drop_modifiers(channels, data_path: str, index: int) -> int:
+    """Remove the active (unmuted) modifiers of an existing F-curve, those baked into its keys; a
+    muted one stays, as it was. -> how many were removed."""
+    fcurve = channels.fcurves.find(data_path, index=index)
+    active = [modifier for modifier in fcurve.modifiers if not modifier.mute]
+    for modifier in active:
+        fcurve.modifiers.remove(modifier)
+    return len(active)
 
 
 @contextmanager

@@ -4,6 +4,8 @@ VibeError the one way every operator of the add-on does (:func:`operator_errors.
 
 from __future__ import annotations
 
+from functools import partial
+
 import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
@@ -155,6 +157,7 @@ class VIBE_OT_clean_up(bpy.types.Operator):
             bone_group=s.bone_group,
             lock_feet=s.lock_feet,
             snap_to_ground=s.snap_to_ground,
+            warn=partial(self.report, {"WARNING"}),
         )
         s.slide_before_mm, s.slide_after_mm = report["slide_before_mm"], report["slide_after_mm"]
         s.jitter_before, s.jitter_after = report["jitter_before"], report["jitter_after"]
@@ -180,7 +183,13 @@ class VIBE_OT_trim_offset(bpy.types.Operator):
 
         s = settings(context)
         chars = _characters_or_error(context, "trim")
-        trim_and_offset_characters(chars, start=s.trim_start, end=s.trim_end, offset=s.frame_offset)
+        trim_and_offset_characters(
+            chars,
+            start=s.trim_start,
+            end=s.trim_end,
+            offset=s.frame_offset,
+            warn=partial(self.report, {"WARNING"}),
+        )
         return {"FINISHED"}
 
 
@@ -198,7 +207,7 @@ class VIBE_OT_merge_tracks(bpy.types.Operator):
         s = settings(context)
         if context.object is None or s.merge_from is None:
             raise VibeError("Make the character to keep active and pick the track to merge from.")
-        frames = merge_characters(context.object, s.merge_from)
+        frames = merge_characters(context.object, s.merge_from, warn=partial(self.report, {"WARNING"}))
         self.report({"INFO"}, f"Merged: {frames} frames.")
         return {"FINISHED"}
 

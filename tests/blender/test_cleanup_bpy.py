@@ -227,7 +227,9 @@ def test_clean_up_works_on_the_keys_under_the_users_f_curve_modifiers_and_keeps_
     root = channels.fcurves.find(root_path, index=0)
     root.modifiers.new("CYCLES")
     root.extrapolation, root.mute = "LINEAR", True
-    clean_up_character(source, strength=0.5, fps=30)
+    messages = []
+    clean_up_character(source, strength=0.5, fps=30, warn=messages.append)
+    assert messages == []  # nothing baked: Noise and a Cycles looping every frame stay
     for got, want in zip(read_motion(source), expected):
         np.testing.assert_allclose(got, want, atol=1e-6)
     knee, root = channels.fcurves.find(knee_path, index=1), channels.fcurves.find(root_path, index=0)
@@ -249,6 +251,142 @@ def test_a_body_seen_throughout_keeps_a_visibility_curve_that_carries_the_users_
     np.testing.assert_array_equal(keyframes.read_fcurve(channels, "hide_viewport", 0), ([1.0], [0.0]))
     assert channels.fcurves.find("hide_render") is None
     assert hidden_at(body, [1, 20]) == [False, False] and not body.hide_render
+
+
+def looped_wrist(armature_obj, first=1, span=10):
+    """The user's wave on the left wrist: keys on frames first..first+span-1 only, looped by a Cycles
+    modifier on each channel; -> its data path."""
+    channels = keyframes.channels_of(armature_obj)
+    path = keyframes.rotation_path("left_wrist")
+    angle = 0.8 * np.sin(2 * np.pi * np.arange(span) / (span - 1))
+    for c, values in enumerate([np.cos(angle / 2), np.sin(angle / 2), 0 * angle, 0 * angle]):
+        keyframes.rewrite_fcurve(channels, path, c, np.arange(first, first + span, dtype=np.float64), values)
+        channels.fcurves.find(path, index=c).modifiers.new("CYCLES")
+    return path
+
+
+def played(armature_obj, frames, bone="left_wrist", attribute="rotation_quaternion"):
+    """(T, n) a pose bone's rotation (or location) as Blender plays it on frames (T,)."""
+    values = []
+    for frame in frames:
+        bpy.context.scene.frame_set(int(frame))
+        values.append(np.array(getattr(armature_obj.pose.bones[bone], attribute)))
+    return np.array(values)
+
+
+def modifier_types(armature_obj, path, index):
+    return [m.type for m in keyframes.channels_of(armature_obj).fcurves.find(path, index=index).modifiers]
+
+
+@pytest.mark.parametrize(
+    "edit, shift",
+    [
+        (lambda obj, warn: trim_and_offset(obj, warn=warn), 0),  # keeps every frame: changes nothing
+        (lambda obj, warn: trim_and_offset(obj, offset=5, warn=warn), 5),
+        (lambda obj, warn: clean_up_character(obj, bone_group="LEGS", fps=30, warn=warn), 0),  # not the arms
+    ],
+    ids=["trim keeping every frame", "offset", "clean up the legs"],
+)
+def test_a_bone_looped_over_fewer_frames_than_the_character_plays_as_before_an_edit(edit, shift):
+    """Before: the wave was read beyond its 10 keys as its last key held, written so over the
+    character's 60 frames, and Cycles then looped all 60: the loop was gone. Now that curve is read as
+    Blender plays it, the loop is baked into its keys and its Cycles is removed, with one warning."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=60)
+    path = looped_wrist(source)
+    before = played(source, frames)
+    assert np.ptp(before[20:, 1]) > 0.5  # it waves on after its keys
+    messages = []
+    edit(source, messages.append)
+    np.testing.assert_allclose(played(source, frames + shift), before, atol=1e-5)
+    assert [modifier_types(source, path, c) for c in range(4)] == [[]] * 4
+    assert messages == [
+        "F-curve modifiers baked into the keys and removed, as they could not stay over the edited keys "
+        "without changing the motion (Stepped, a Cycles over other frames than the character's, a "
+        "restricted frame range): 'SMPL': left_wrist rotation W X Y Z."
+    ]
+
+
+def test_a_modifier_on_a_frame_range_or_stepping_time_is_baked_with_the_motion_it_played_on():
+    """Before: after an offset the keys moved but a Noise restricted to frames 20..30 stayed there,
+    shaking other motion, and Stepped kept its steps on the old frames. Now both curves are read as
+    Blender plays them and move with the keys; a muted modifier stays as it was (not applied)."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=40)
+    channels = keyframes.channels_of(source)
+    location = keyframes.location_path("pelvis")
+    shake = channels.fcurves.find(location, index=2).modifiers.new("NOISE")
+    shake.strength, shake.scale = 0.2, 2.0
+    shake.use_restricted_range, shake.frame_start, shake.frame_end = True, 20.0, 30.0
+    channels.fcurves.find(location, index=0).modifiers.new("STEPPED").frame_step = 4.0
+    channels.fcurves.find(location, index=0).modifiers.new("NOISE").mute = True
+    before = played(source, frames, "pelvis", "location")
+    messages = []
+    assert trim_and_offset(source, offset=7, warn=messages.append) == 40
+    np.testing.assert_allclose(played(source, frames + 7, "pelvis", "location"), before, atol=1e-5)
+    assert [modifier_types(source, location, c) for c in range(3)] == [["NOISE"], [], []]
+    assert len(messages) == 1 and messages[0].endswith("restricted frame range): 'SMPL': pelvis location X Z.")
+
+
+def test_a_cycles_looping_the_characters_frames_stays_and_loops_the_edited_keys():
+    """Inside the span of its keys a Cycles plays them as they are: such a curve is edited as its
+    keys, and its loop moves with them (and loops the trimmed keys), without a warning."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=40)
+    location = keyframes.location_path("pelvis")
+    keyframes.channels_of(source).fcurves.find(location, index=1).modifiers.new("CYCLES")
+    later = np.arange(1, 100)
+    before = played(source, later, "pelvis", "location")
+    messages = []
+    assert trim_and_offset(source, offset=10, warn=messages.append) == 40
+    np.testing.assert_allclose(played(source, later + 10, "pelvis", "location"), before, atol=1e-6)
+    assert trim_and_offset(source, end=30, warn=messages.append) == 20
+    assert modifier_types(source, location, 1) == ["CYCLES"] and messages == []
+    looped = played(source, np.arange(11, 70), "pelvis", "location")[:, 1]
+    np.testing.assert_allclose(looped[20:39], looped[1:20], atol=1e-6)  # frames 31.. play 12.. again
+
+
+def test_merge_keeps_the_other_tracks_motion_as_it_played():
+    """The other track and its F-curves go: it is read as Blender plays it, its loop included
+    (before: as its keys alone, so its wrist held still after its 4 keys)."""
+    source = noisy_character(T=40)
+    bones = source.data.bones
+    names = [b.name for b in bones]
+    parents = [-1 if b.parent is None else names.index(b.parent.name) for b in bones]
+    other = rigs.build_armature("SMPL2", names, parents, [b.head_local for b in bones], [b.tail_local for b in bones])
+    f, q, loc = read_motion(source)
+    write_motion(other, f[30:] + 20, q[30:], loc[30:])  # frames 51..60
+    looped_wrist(other, first=51, span=4)
+    before = played(other, range(51, 61))
+    messages = []
+    assert merge_characters(source, other, warn=messages.append) == 50
+    np.testing.assert_allclose(played(source, range(51, 61)), before, atol=1e-5)
+    assert messages == []
+
+
+@pytest.fixture
+def registered_operators():
+    from vibe_blender import retarget_operators, retarget_settings
+
+    rigs.reset_scene()
+    modules = (retarget_settings, retarget_operators)
+    for module in modules:
+        module.register()
+    yield bpy.context.scene.vibe_retarget
+    for module in reversed(modules):
+        module.unregister()
+
+
+def test_the_trim_operator_warns_of_modifiers_baked_into_the_keys(registered_operators, capfd):
+    source, _, _ = rigs.smpl_source(T=30)
+    looped_wrist(source)
+    bpy.context.view_layer.objects.active = source
+    source.select_set(True)
+    registered_operators.trim_start, registered_operators.trim_end = 1, 30
+    capfd.readouterr()
+    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
+    printed = "".join(capfd.readouterr())  # Blender prints the reports of an operator run without a window
+    assert "Warning: F-curve modifiers baked into the keys" in printed and "left_wrist rotation W X Y Z" in printed
 
 
 def test_baked_correctives_on_a_body_without_their_shape_keys_is_one_clear_message(empty_scene, body_model):

@@ -250,6 +250,32 @@ def test_a_curve_is_sampled_as_blender_plays_it_or_by_its_keys_alone(empty_scene
     assert keyframes.sample_fcurve(channels, "location", 1, frames) is None
 
 
+def test_which_modifiers_stay_over_new_keys_and_dropping_those_baked_in(empty_scene):
+    """Value modifiers over the whole timeline stay, and a Cycles first in the stack looping the
+    frames edited; a time or frame-range modifier does not. Muted ones play no part and stay."""
+    empty = bpy.data.objects.new("e", None)
+    empty_scene.collection.objects.link(empty)
+    channels = keyframes.new_channels(empty, "e_action")
+    frames = np.arange(1.0, 21.0)
+
+    def stays(*types, keys=frames, setup=lambda modifiers: None):
+        keyframes.remove_fcurves(channels, "location")
+        fcurve = keyframes.write_fcurve(channels, "location", 0, keys, np.zeros(len(keys)))
+        for kind in types:
+            fcurve.modifiers.new(kind)
+        setup(fcurve.modifiers)
+        return keyframes.modifiers_stay_over_new_keys(channels, "location", 0, frames)
+
+    assert stays() and stays("NOISE", "LIMITS", "GENERATOR", "ENVELOPE", "FNGENERATOR")
+    assert stays("CYCLES", "NOISE") and stays("CYCLES", keys=np.array([1.0, 7.0, 20.0]))
+    assert not stays("CYCLES", keys=frames[:10]) and not stays("CYCLES", keys=frames[5:]) and not stays("STEPPED")
+    assert not stays("NOISE", setup=lambda modifiers: setattr(modifiers[0], "use_restricted_range", True))
+    assert stays("STEPPED", "NOISE", setup=lambda modifiers: setattr(modifiers[0], "mute", True))
+    assert keyframes.modifiers_stay_over_new_keys(channels, "location", 1, frames)  # no such curve
+    assert keyframes.drop_modifiers(channels, "location", 0) == 1
+    assert [(m.type, m.mute) for m in channels.fcurves.find("location").modifiers] == [("STEPPED", True)]
+
+
 def test_importing_a_track_again_onto_its_character_keeps_the_users_f_curve_modifiers(
     empty_scene, reference_dir, body_model
 ):

@@ -328,3 +328,46 @@ def read_in_sandbox(reader: str, path: Path, *, memory_mb: int = 1024, timeout_s
     if "OUTCOME" not in lines:
         return Outcome(done.returncode, f"died with exit code {done.returncode}: {done.stderr[-300:]}", -1)
     return Outcome(done.returncode, lines["OUTCOME"], int(lines.get("PEAK_MB", -1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths that are no regular file
+# ---------------------------------------------------------------------------------------------
+
+NOT_REGULAR_KINDS = ("fifo", "dev-zero")  # opening a FIFO blocks; /dev/zero reads without end
+
+
+def make_not_regular(path: Path, kind: str) -> Path:
+    """A FIFO ('fifo') or a symbolic link to /dev/zero ('dev-zero') at ``path``."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    return path
+
+
+def call_with_deadline(call, *, timeout_s: float = 20, fifo: Path | None = None):
+    """``call()`` in a thread -> (True, its value) or (False, the exception it raised); AssertionError
+    when it is still running after ``timeout_s`` (a FIFO given as ``fifo`` is then opened for writing
+    and closed, so the blocked reader ends)."""
+    import threading
+
+    outcome = []
+
+    def run():
+        try:
+            outcome.append((True, call()))
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            outcome.append((False, err))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        if fifo is not None and fifo.exists():
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+        raise AssertionError(f"still running after {timeout_s} s: it blocks or reads without end")
+    return outcome[0]

@@ -13,8 +13,9 @@ its arrays here, so the limits are the same everywhere:
   :data:`MAX_EXPANSION` times that size (but at least :data:`MIN_BUDGET_BYTES`), so an 800-byte file
   cannot expand to gigabytes; a file may always produce the bytes it really holds, so a large
   uncompressed file has no fixed cap;
-- files are opened by :func:`open_regular_file`, which refuses devices, FIFOs and sockets (a link to
-  ``/dev/zero`` would never end, a FIFO would block).
+- files are opened by :func:`.regular_file.open_regular_file` (imported here for the readers),
+  which refuses devices, FIFOs and sockets (a link to ``/dev/zero`` would never end, a FIFO would
+  block) with :class:`NotRegularFileError`.
 
 Problems raise :class:`UntrustedDataError` (:class:`TooLargeError` when a file may be genuine but
 decodes past the fixed cap); each reader turns it into one ``VibeError`` naming its file.
@@ -26,13 +27,13 @@ import bz2
 import io
 import lzma
 import math
-import os
-import stat
 import zlib
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from .regular_file import NotRegularFileError as NotRegularFileError
+from .regular_file import open_regular_file as open_regular_file
 
 MAX_DECODED_BYTES = 4 << 30  # no file decodes to more than 4 GiB in total
 MAX_ARRAY_BYTES = 4 << 30  # nor holds one array larger than that
@@ -53,24 +54,6 @@ class UntrustedDataError(ValueError):
 class TooLargeError(UntrustedDataError):
     """Compressed data that decodes past :data:`MAX_DECODED_BYTES` at a ratio real data can have: maybe
     a genuine file, too large to decompress here (stored uncompressed it would be read)."""
-
-
-class NotRegularFileError(UntrustedDataError):
-    """The path is a device, FIFO or socket, not a file with a size."""
-
-
-def open_regular_file(path: str | Path, *, follow_symlink: bool = True) -> BinaryIO:
-    """Open a regular file for reading; OSError when it cannot be opened, NotRegularFileError when it
-    is a device, FIFO or socket. O_NONBLOCK keeps a FIFO from blocking the open; the check on the
-    open descriptor (not the name) cannot be raced by swapping the file."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-    if not follow_symlink:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise NotRegularFileError("is not a regular file (a device, FIFO or socket)")
-    return os.fdopen(fd, "rb")
 
 
 def byte_budget(file_size: int) -> int:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from . import safe_json
 from .errors import VibeError
+from .regular_file import open_regular_file
 from .smpl_model import BodyModel, load_body_model, load_smpl_pkl
 from .user_dirs import write_private_file
 
@@ -50,13 +51,13 @@ def read_body_model(path: str | Path) -> BodyModel:
     path = Path(path).expanduser()
     if path.is_dir():
         for name in (SMPL_FILE, BODY_MODEL_NPZ):
-            if (path / name).is_file():
+            if (path / name).exists() and not (path / name).is_dir():  # a FIFO or device: its reader says so
                 return read_body_model(path / name)
         raise VibeError(
             f"The model-data folder '{path}' has no {SMPL_FILE}. Install the model data with "
             "'vibe-mocap data install', or point the add-on preferences at the right folder."
         )
-    if not path.is_file():
+    if not path.exists():
         raise VibeError(
             f"The body model '{path}' does not exist. Give an SMPL_NEUTRAL.pkl, a body-model .npz "
             "or the model-data folder."
@@ -98,7 +99,8 @@ def cached_body_model_note(path: str | Path) -> ServedBodyModel | None:
     """What the server said of the body model cached at ``path`` when it sent it; None when nothing
     was noted (cached by an earlier version) or the note does not read."""
     try:
-        note = safe_json.loads(body_model_note_path(path).read_bytes()[:4096])
+        with open_regular_file(body_model_note_path(path)) as file:
+            note = safe_json.loads(file.read(4096))
         fingerprint, placeholder = note["fingerprint"], note["placeholder"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import safe_json
 from .errors import VibeError
+from .regular_file import open_user_file
 from .smpl_model import JOINT_NAMES
 
 MAP_FORMAT = "vibe-retarget-map"
@@ -507,7 +508,7 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
     """-> (name, mapping) from a JSON map file written by :func:`save_map`."""
     path = Path(path)
     try:
-        with path.open("rb") as file:
+        with open_user_file(path, "the bone map", "Choose a .json map saved from the Retarget panel.") as file:
             data = file.read(MAX_MAP_BYTES + 1)  # a map is a few kB: never read a wrong pick whole
         if len(data) > MAX_MAP_BYTES:
             raise VibeError(
@@ -515,10 +516,6 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
                 "saved from the Retarget panel."
             )
         payload = safe_json.loads(data.decode("utf-8"))
-    except FileNotFoundError as err:
-        raise VibeError(
-            f"The bone map '{path}' does not exist; choose a .json map saved from the Retarget panel."
-        ) from err
     except safe_json.JSONTooDeep as err:
         raise VibeError(
             f"'{path}' holds {err}, which no bone map does; choose a .json map saved from the Retarget panel."

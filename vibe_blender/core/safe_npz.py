@@ -23,7 +23,8 @@ import io
 import os
 import zipfile
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
+from typing import BinaryIO
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .bounded_arrays import (
     plain_dtype,
 )
 from .errors import VibeError
+from .regular_file import NOT_REGULAR, NotRegularFileError, open_regular_file
 from .zip_directory import central_directory
 
 MAGIC = b"\x93NUMPY"
@@ -91,12 +93,21 @@ def _read_array(file, available: int, *, allow_text: bool) -> np.ndarray:
     return array
 
 
-def _size_of(source) -> int:
+@contextmanager
+def _opened(source) -> Iterator[BinaryIO]:
+    """A path opened as a regular file (never a device, FIFO or socket), or the binary file given."""
     if isinstance(source, (str, os.PathLike)):
-        return os.stat(source).st_size
-    here = source.tell()
-    size = source.seek(0, io.SEEK_END)
-    source.seek(here)
+        with open_regular_file(source) as file:
+            yield file
+    else:
+        yield source
+
+
+def _size_of(file: BinaryIO) -> int:
+    """The bytes from the file's position to its end."""
+    here = file.tell()
+    size = file.seek(0, io.SEEK_END)
+    file.seek(here)
     return size - here
 
 
@@ -107,6 +118,9 @@ def _label(source, label: str | None) -> str:
 
 
 def _fail(label: str, err: Exception, hint: str) -> VibeError:
+    if isinstance(err, NotRegularFileError):
+        subject = label[:1].upper() + label[1:]
+        return VibeError(f"{subject} {NOT_REGULAR}, so it was not read." + (f" {hint}" if hint else ""))
     reason = str(err) if isinstance(err, UntrustedDataError) else f"{type(err).__name__}: {err}"[:300]
     return VibeError(f"Cannot read {label}: {reason}." + (f" {hint}" if hint else ""))
 
@@ -139,29 +153,27 @@ def check_zip_directory(
 
 
 @contextmanager
-def _open_zip(source) -> Iterator[zipfile.ZipFile]:
-    """``zipfile.ZipFile(source)`` once its end record passed :func:`check_zip_directory`, on one open
-    file (the file checked is the file read)."""
-    with ExitStack() as stack:
-        file = stack.enter_context(open(source, "rb")) if isinstance(source, (str, os.PathLike)) else source
+def _open_zip(source) -> Iterator[tuple[zipfile.ZipFile, int]]:
+    """(``zipfile.ZipFile`` of ``source``, the bytes it holds) once its end record passed
+    :func:`check_zip_directory`, on one open file (the file checked is the file read)."""
+    with _opened(source) as file:
+        size = _size_of(file)
         here = file.tell()
         check_zip_directory(file)
         file.seek(here)
-        archive = stack.enter_context(zipfile.ZipFile(file))
-        _check_members(len(archive.infolist()))  # the end record's count may understate it
-        yield archive
+        with zipfile.ZipFile(file) as archive:
+            _check_members(len(archive.infolist()))  # the end record's count may understate it
+            yield archive, size
 
 
 def read_npy(source, *, label: str | None = None, hint: str = "", allow_text: bool = False) -> np.ndarray:
     """A ``.npy`` path or binary file -> its array (plain dtype, size checked); else one VibeError."""
     label = _label(source, label)
     try:
-        size = _size_of(source)
-        ByteBudget(size).take(size, "the array")
-        if isinstance(source, (str, os.PathLike)):
-            with open(source, "rb") as file:
-                return _read_array(file, size, allow_text=allow_text)
-        return _read_array(source, size, allow_text=allow_text)
+        with _opened(source) as file:
+            size = _size_of(file)
+            ByteBudget(size).take(size, "the array")
+            return _read_array(file, size, allow_text=allow_text)
     except Exception as err:
         raise _fail(label, err, hint) from err
 
@@ -170,7 +182,7 @@ def npz_names(source, *, label: str | None = None, hint: str = "") -> list[str]:
     """The array names in a ``.npz`` (member names without '.npy'), without reading any array."""
     label = _label(source, label)
     try:
-        with _open_zip(source) as archive:
+        with _open_zip(source) as (archive, _size):
             return [info.filename.removesuffix(".npy") for info in archive.infolist()]
     except Exception as err:
         raise _fail(label, err, hint) from err
@@ -184,9 +196,9 @@ def read_npz(
     label = _label(source, label)
     wanted = None if names is None else set(names)
     try:
-        budget = ByteBudget(_size_of(source))
         arrays: dict[str, np.ndarray] = {}
-        with _open_zip(source) as archive:
+        with _open_zip(source) as (archive, size):
+            budget = ByteBudget(size)
             for info in archive.infolist():
                 name = info.filename.removesuffix(".npy")
                 if wanted is not None and name not in wanted:

@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from .errors import VibeError
+from .regular_file import open_user_file
 from .safe_npz import read_npz
 from .safe_pickle import RestrictedUnpickler, StandIn, describe_failure
 
@@ -236,13 +237,12 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
     that is not an SMPL model raises one VibeError naming the file.
     """
     path = Path(path)
-    try:
-        raw_bytes = path.read_bytes()
-    except OSError as err:
-        raise VibeError(
-            f"Cannot read the SMPL model '{path}': {err.strerror}. "
-            "Install the model data with 'vibe-mocap data install'."
-        ) from err
+    install = "Install the model data with 'vibe-mocap data install'."
+    with open_user_file(path, "the SMPL model", install) as file:
+        try:
+            raw_bytes = file.read()
+        except OSError as err:
+            raise VibeError(f"Cannot read the SMPL model '{path}': {err.strerror or err}. {install}") from err
     try:
         raw = _SmplUnpickler(io.BytesIO(raw_bytes)).load()
     except Exception as err:  # any unpickling failure means: not a model file we can use

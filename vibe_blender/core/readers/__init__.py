@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import VibeError
 from ..motion import MotionSet, from_result
+from ..regular_file import open_user_file
 from ..result_file import load_result
 from ..safe_npz import npz_names
 from .amass_npz import read_amass_npz
@@ -23,11 +24,11 @@ def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet
     """Any supported motion file -> MotionSet. fps: frame rate when the file stores none (official pkl,
     AMASS without mocap_framerate)."""
     path = Path(path)
-    if not path.is_file():
-        raise VibeError(f"'{path}' does not exist or is not a file; choose {SUPPORTED}.")
+    with open_user_file(path, "the motion file", f"Choose {SUPPORTED}.") as file:
+        is_zip = path.suffix.lower() != ".pkl" and zipfile.is_zipfile(file)
     if path.suffix.lower() == ".pkl":
         return read_official_pkl(path, fps=fps or 30.0)
-    if not zipfile.is_zipfile(path):
+    if not is_zip:
         raise VibeError(f"'{path.name}' is not {SUPPORTED}.")
     names = set(npz_names(path, label=f"'{path.name}'", hint=f"Choose {SUPPORTED}."))
     if "format" in names:

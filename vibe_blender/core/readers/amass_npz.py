@@ -29,7 +29,13 @@ def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
     within ±10, a frame rate that is a number in range).
     """
     path = Path(path)
-    arrays = read_npz(path, names=_NAMES, label=f"'{path.name}' as AMASS motion", allow_text=False)
+    arrays = read_npz(
+        path,
+        names=_NAMES,
+        label=f"the AMASS motion file '{path.name}'",
+        hint="Choose an AMASS-style .npz (poses, trans, betas).",
+        allow_text=False,
+    )
     for key in ("poses", "trans"):
         if key not in arrays:
             raise VibeError(f"'{path.name}' has no '{key}' array; AMASS motion needs poses, trans and betas.")

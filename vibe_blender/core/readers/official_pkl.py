@@ -27,17 +27,16 @@ from typing import BinaryIO, ClassVar
 import numpy as np
 
 from ..bounded_arrays import (
-    NotRegularFileError,
     TooLargeError,
     array_from_stream,
     byte_budget,
     checked_shape,
     decompress_bounded,
     is_compressed,
-    open_regular_file,
 )
 from ..errors import VibeError
 from ..motion import CameraInfo, MotionSet, TrackMotion
+from ..regular_file import open_user_file
 from ..result_file import (
     FOCAL_RANGE_PX,
     FPS_RANGE,
@@ -109,13 +108,7 @@ def load_joblib_pickle(
     uncompressed ones are read from the open file. A device, FIFO or socket is refused unread.
     """
     path = Path(path)
-    try:
-        file = open_regular_file(path)
-    except NotRegularFileError as err:
-        raise VibeError(f"'{path}' {err}, so it was not read. Put the real file at that path.") from None
-    except OSError as err:
-        raise VibeError(f"Cannot read '{path}': {err.strerror or err}.") from err
-    with file:
+    with open_user_file(path, "the file", "Put the real file at that path.") as file:
         try:
             return unpickler(_pickle_stream(file)).load()
         except TooLargeError as err:

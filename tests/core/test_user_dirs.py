@@ -4,6 +4,7 @@ import os
 import stat
 
 import pytest
+from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 
 from vibe_blender.core import user_dirs
 from vibe_blender.core.errors import VibeError
@@ -60,6 +61,20 @@ def test_a_file_that_holds_no_token_is_refused(config_home, content):
     path.write_bytes(content)
     with pytest.raises(VibeError, match="does not hold a token"):
         user_dirs.read_token()
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR_KINDS)
+def test_a_token_file_that_is_no_regular_file_is_refused_at_once(config_home, kind):
+    """The add-on reads the token at every connection: a FIFO there would block it for ever."""
+    path = user_dirs.token_path()
+    path.parent.mkdir(parents=True)
+    make_not_regular(path, kind)
+    ran, err = call_with_deadline(user_dirs.read_token, fifo=path)
+    assert not ran and isinstance(err, VibeError), err
+    assert str(err) == (
+        f"The server token file {path} is not a regular file (a device, FIFO or socket), so it was not read; "
+        "delete it and start 'vibe-mocap serve' again to make a new one, or set $VIBE_MOCAP_TOKEN."
+    )
 
 
 def test_a_private_file_is_written_by_a_function_given_the_open_file(tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from .errors import VibeError
+from .regular_file import NOT_REGULAR, NotRegularFileError, open_regular_file
 
 APP_NAME = "vibe-mocap"
 TOKEN_ENV_VAR = "VIBE_MOCAP_TOKEN"
@@ -63,10 +64,15 @@ def read_token() -> str | None:
         return from_env
     path = token_path()
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:
             raw = f.read(_TOKEN_MAX_BYTES + 1)
     except FileNotFoundError:
         return None
+    except NotRegularFileError:
+        raise VibeError(
+            f"The server token file {path} {NOT_REGULAR}, so it was not read; delete it and start "
+            f"'vibe-mocap serve' again to make a new one, or set ${TOKEN_ENV_VAR}."
+        ) from None
     except OSError as err:
         raise VibeError(
             f"The server token file {path} cannot be read ({err.strerror}); "

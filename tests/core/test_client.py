@@ -5,6 +5,7 @@ runs against the real server in tests/server/test_client_real_server.py."""
 
 import http.server
 import json
+import os
 import socket
 import threading
 import time
@@ -13,7 +14,9 @@ import urllib.parse
 import numpy as np
 import pytest
 from fake_vibe_server import FakeVibeServer
+from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 
+from vibe_blender.core import client as client_module
 from vibe_blender.core import user_dirs
 from vibe_blender.core.capture import CaptureJob
 from vibe_blender.core.client import (
@@ -338,6 +341,68 @@ def test_missing_video_is_reported(tmp_path):
     )
     status = job.run()
     assert status.state == "failed" and "does not exist" in status.message
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR_KINDS)
+def test_a_video_that_is_no_regular_file_is_named_before_any_server_work(tmp_path, kind):
+    video = make_not_regular(tmp_path / "take.mp4", kind)
+    job = CaptureJob(
+        ServerClient(f"http://127.0.0.1:{_free_port()}", TOKEN), video, tmp_path, body_model_path=tmp_path / "b.npz"
+    )
+    ran, status = call_with_deadline(job.run, fifo=video)
+    assert ran and status.state == "failed"
+    assert status.message == (
+        f"The video '{video}' is not a regular file (a device, FIFO or socket), so it was not read. "
+        "Choose a video file."
+    )
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR_KINDS)
+def test_an_upload_of_a_fifo_or_a_device_is_refused_unsent(server_files, tmp_path, kind):
+    """A FIFO would block the upload for ever, /dev/zero would stream without end."""
+    video = make_not_regular(tmp_path / "take.mp4", kind)
+    with _fake(server_files) as server:
+        ran, err = call_with_deadline(lambda: ServerClient(server.url, TOKEN).submit_upload(video), fifo=video)
+    assert not ran and isinstance(err, VibeError), err
+    assert "take.mp4' is not a regular file (a device, FIFO or socket), so it was not read" in str(err)
+    assert server.uploads == []
+
+
+def test_an_upload_sends_the_bytes_the_video_held_when_opened(server_files, tmp_path, monkeypatch):
+    """A file that grows while it is sent (a recording still being written) sends what it held: the
+    Content-Length stated, then the form's end."""
+    monkeypatch.setattr(client_module, "CHUNK_BYTES", 1 << 16)
+    video = tmp_path / "take.mp4"
+    video.write_bytes(os.urandom(200_000))
+    sent = video.read_bytes()
+
+    def grow(_fraction):
+        if video.stat().st_size == len(sent):
+            with open(video, "ab") as f:
+                f.write(os.urandom(100_000))
+
+    with _fake(server_files) as server:
+        client = ServerClient(server.url, TOKEN, timeout_s=5)
+        ran, created = call_with_deadline(lambda: client.submit_upload(video, on_progress=grow))
+    assert ran, created
+    assert [u[1] for u in server.uploads] == [sent]
+
+
+def test_a_video_that_shrinks_while_it_is_sent_is_one_message(server_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "CHUNK_BYTES", 1 << 16)
+    video = tmp_path / "take.mp4"
+    video.write_bytes(os.urandom(200_000))
+
+    def shrink(_fraction):
+        os.truncate(video, min(video.stat().st_size, 100_000))
+
+    with _fake(server_files) as server:
+        client = ServerClient(server.url, TOKEN, timeout_s=5)
+        ran, err = call_with_deadline(lambda: client.submit_upload(video, on_progress=shrink))
+    assert not ran and str(err) == (
+        f"The video '{video}' became shorter while it was uploaded (100,000 of 200,000 bytes); "
+        "upload it again once it is written."
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 from .client import Cancelled, LocalPathRefused, ServerClient, is_loopback_url
 from .errors import VibeError
 from .model_data import load_served_body_model
+from .regular_file import open_user_file
 from .smpl_model import BodyModel
 
 # Job states as the panel shows them; the last three are final.
@@ -121,8 +122,7 @@ class CaptureJob:
         return self._cancel.is_set()
 
     def _send_follow_and_download(self) -> None:
-        if not self.video_path.is_file():
-            raise VibeError(f"The video '{self.video_path}' does not exist; choose a video file.")
+        open_user_file(self.video_path, "the video", "Choose a video file.").close()  # before any server work
         stop = self._stop_requested
         if self._connect is not None:
             self._set(

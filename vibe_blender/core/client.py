@@ -26,9 +26,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from . import safe_json
 from .errors import VibeError
+from .regular_file import open_user_file
 from .server_proof import new_challenge, proof_ok
 from .smpl_model import BodyModel, load_body_model
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
@@ -379,12 +381,22 @@ class ServerClient:
         on_progress: Callable[[float], None] | None = None,
         should_stop: Stop | None = None,
     ) -> dict:
-        """POST /jobs as multipart/form-data, streaming the file in CHUNK_BYTES pieces."""
+        """POST /jobs as multipart/form-data, streaming the file in CHUNK_BYTES pieces: exactly the bytes
+        it held when opened (the Content-Length sent); a device, FIFO or socket is refused unsent."""
         video_path = Path(video_path)
-        try:
-            size = video_path.stat().st_size
-        except OSError as err:
-            raise VibeError(f"Cannot read the video '{video_path}': {err.strerror}.") from err
+        with open_user_file(video_path, "the video", "Choose a video file.") as video:
+            return self._upload(video, video_path, params, on_progress=on_progress, should_stop=should_stop)
+
+    def _upload(
+        self,
+        video: BinaryIO,
+        video_path: Path,
+        params: dict | None,
+        *,
+        on_progress: Callable[[float], None] | None,
+        should_stop: Stop | None,
+    ) -> dict:
+        size = os.fstat(video.fileno()).st_size
         boundary = uuid.uuid4().hex
         name = uploaded_file_name(video_path)
         head = (
@@ -398,14 +410,19 @@ class ServerClient:
         def chunks():
             yield head
             sent = 0
-            with open(video_path, "rb") as f:
-                while block := f.read(CHUNK_BYTES):
-                    if should_stop and should_stop():
-                        raise Cancelled()
-                    sent += len(block)
-                    if on_progress:
-                        on_progress(sent / max(size, 1))
-                    yield block
+            while sent < size:
+                block = video.read(min(CHUNK_BYTES, size - sent))  # a file that grows: its first `size` bytes
+                if not block:
+                    raise VibeError(
+                        f"The video '{video_path}' became shorter while it was uploaded ({sent:,} of {size:,} "
+                        "bytes); upload it again once it is written."
+                    )
+                if should_stop and should_stop():
+                    raise Cancelled()
+                sent += len(block)
+                if on_progress:
+                    on_progress(sent / max(size, 1))
+                yield block
             yield tail
 
         headers = {

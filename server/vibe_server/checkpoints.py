@@ -27,6 +27,7 @@ import torch
 
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.regular_file import open_user_file
 from vibe_blender.core.safe_npz import check_zip_directory
 from vibe_blender.core.safe_pickle import BASE_GLOBALS
 
@@ -117,12 +118,8 @@ def check_zip_records(file: BinaryIO, path: Path, what: str) -> None:
 def torch_load(path: str | Path, what: str) -> object:
     """torch.load on CPU, weights only (+ numpy scalars), with one clear error for each failure."""
     path = Path(path)
-    if not path.is_file():
-        raise VibeError(
-            f"The {what} '{path}' does not exist. Install the model data with "
-            "'vibe-mocap data install' or pass the right path."
-        )
-    with path.open("rb") as file:  # one handle: the file checked is the file loaded
+    advice = "Install the model data with 'vibe-mocap data install' or pass the right path."
+    with open_user_file(path, f"the {what}", advice) as file:  # one handle: the file checked is the file loaded
         check_zip_records(file, path, what)
         file.seek(0)
         return _torch_load_checked(file, path, what)

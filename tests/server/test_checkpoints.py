@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 
 from vibe_blender.core.errors import VibeError
 from vibe_server import checkpoints, load_model
@@ -141,6 +142,18 @@ def test_text_file_and_missing_file(synthetic_bundle, tmp_path):
         load_model(synthetic_bundle, vibe_checkpoint=text)
     with pytest.raises(VibeError, match="Model data missing: .*nowhere.pth.tar"):
         load_model(synthetic_bundle, vibe_checkpoint=tmp_path / "nowhere.pth.tar")
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR_KINDS)
+def test_a_checkpoint_path_that_is_no_regular_file_is_refused_unread(tmp_path, kind):
+    """--checkpoint names any path: a FIFO would block the load, /dev/zero would read without end."""
+    path = make_not_regular(tmp_path / "vibe_model_wo_3dpw.pth.tar", kind)
+    ran, err = call_with_deadline(lambda: checkpoints.load_vibe_checkpoint(path), fifo=path)
+    assert not ran and isinstance(err, VibeError), err
+    assert str(err) == (
+        f"The VIBE checkpoint '{path}' is not a regular file (a device, FIFO or socket), so it was not read. "
+        "Install the model data with 'vibe-mocap data install' or pass the right path."
+    )
 
 
 def test_checkpoint_holding_code_is_not_executed(tmp_path):

@@ -4,6 +4,7 @@ clip with the synthetic placeholder model."""
 import cv2
 import numpy as np
 import pytest
+from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
@@ -113,7 +114,7 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["infer", "/no/such/video.mp4"], "no video at"),
+        (["infer", "/no/such/video.mp4"], "Video file not found: '/no/such/video.mp4'. Check the path."),
         (["infer", "/"], "'/' is a folder; infer takes one video. For every video in it: vibe-mocap batch"),
         (["infer", "{video}", "-o", "out.txt"], "must end in .npz"),
         (["infer", "{video}", "--detection-stride", "0"], "between 1 and 1000"),
@@ -129,6 +130,38 @@ def test_infer_bad_arguments_give_one_clear_error(tiny_infer, capsys, argv, mess
     video, _ = tiny_infer
     assert main([a.replace("{video}", str(video)) for a in argv]) == 2
     assert message in capsys.readouterr().err
+
+
+NOT_A_VIDEO_FILE = "is not a regular video file (a folder, a device or a pipe). Pass the path of a video file."
+COMMANDS_ON_A_SPECIAL_FILE = {  # argv (PATH: a FIFO or a link to /dev/zero) -> the error after the path
+    "infer": (["infer", "PATH"], f"'PATH' {NOT_A_VIDEO_FILE}"),
+    "extract-features": (
+        ["extract-features", "PATH", "--bboxes", "boxes.csv", "--out", "f.pt"],
+        f"'PATH' {NOT_A_VIDEO_FILE}",
+    ),
+    "batch": (
+        ["batch", "PATH", "-o", "out"],
+        "'PATH' is not a regular file (a device, FIFO or socket); give a video file, a folder of videos or a "
+        "text file listing them.",
+    ),
+    "evaluate": (
+        ["evaluate", "PATH"],
+        "Database file PATH is not a regular file (a device, FIFO or socket); give the path of a file such as "
+        "3dpw_test_db.pt.",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", NOT_REGULAR_KINDS)
+@pytest.mark.parametrize("command", list(COMMANDS_ON_A_SPECIAL_FILE))
+def test_an_input_that_is_no_regular_file_is_named_as_such(tmp_path, monkeypatch, capsys, command, kind):
+    """Not 'there is no video': the path exists, it is a pipe or a device (and nothing waits on it)."""
+    monkeypatch.chdir(tmp_path)
+    path = make_not_regular(tmp_path / "clip.mp4", kind)
+    argv, message = COMMANDS_ON_A_SPECIAL_FILE[command]
+    ran, code = call_with_deadline(lambda: main([a.replace("PATH", str(path)) for a in argv]), fifo=path)
+    assert ran and code == 2, code
+    assert capsys.readouterr().err == f"error: {message.replace('PATH', str(path))}\n"
 
 
 def test_infer_reports_nobody_found(tiny_infer, capsys):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.regular_file import NOT_REGULAR
 
 from ..pipeline.video import check_file_name
 
@@ -175,6 +176,10 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             keyed += _list_videos(path)
         elif path.is_file():
             keyed.append((path.name, path.resolve()))
+        elif path.exists():
+            raise VibeError(
+                f"'{path}' {NOT_REGULAR}; give a video file, a folder of videos or a text file listing them."
+            )
         else:
             raise VibeError(f"There is no file or folder at '{path}'; check the path.")
     if not keyed:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.regular_file import NOT_REGULAR
 
 from ..data.loading import VIBE_CHECKPOINT, resolve_data_dir
 from ..output_files import atomic_write_bytes
@@ -61,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     db_file = Path(args.db_file)
     if not db_file.is_file():  # before the layout: a wrong path is the first thing to fix
-        what = "is a folder, not a database file" if db_file.is_dir() else "not found"
+        what = (
+            "is a folder, not a database file"
+            if db_file.is_dir()
+            else (NOT_REGULAR if db_file.exists() else "not found")
+        )
         raise VibeError(f"Database file {db_file} {what}; give the path of a file such as 3dpw_test_db.pt.")
     name = args.dataset or dataset_from_name(db_file)
     checkpoint = Path(args.checkpoint) if args.checkpoint else resolve_data_dir(args.data_dir) / VIBE_CHECKPOINT

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vibe_blender.core.errors import VibeError
-
 from ..train.config import check_setting
 from .model_data_outputs import check_output_outside_model_data
 
@@ -51,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     # start-up: torch and the model load only when features are really extracted
     from .. import load_model
     from ..data.loading import resolve_device
+    from ..pipeline.video import check_video_path
     from ..train.features import (
         check_crop_scale,
         extract_video_features,
@@ -63,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     require_joblib()  # writes the result: missing, it would lose the whole run
     video = Path(args.video)
-    if not video.is_file():
-        raise VibeError(f"Video {video} not found.")
+    check_video_path(video, f"'{video}'")
     inputs = {"the video": video, "the boxes": args.bboxes}
     check_output_outside_model_data(args.out, "the feature file", args.data_dir, inputs)
     frame_ids, bboxes = read_bboxes(args.bboxes)

@@ -127,14 +127,14 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
     from ..pipeline.segmented import run_across_devices
+    from ..pipeline.video import check_video_path
 
     video = Path(args.video)
     if video.is_dir():
         raise VibeError(
             f"'{video}' is a folder; infer takes one video. For every video in it: vibe-mocap batch '{video}' -o OUTDIR"
         )
-    if not video.is_file():
-        raise VibeError(f"There is no video at '{video}'; check the path.")
+    check_video_path(video, f"'{video}'")  # missing, empty, a device or a pipe: said before any work
     output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"
     if output.suffix != ".npz":
         raise VibeError(f"The result file must end in .npz; got '{output}'.")

@@ -104,15 +104,7 @@ class VideoReader:
         self.decode_workers = int(decode_workers)
         self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
         self._keyframes: list[int] | None = None
-        check_file_name(self.path, self.label)
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            raise VibeError(f"Video file not found: {self.label}. Check the path.") from None
-        except (OSError, ValueError) as err:  # name too long, NUL byte, no permission...
-            reason = getattr(err, "strerror", None) or str(err)
-            raise VibeError(f"Cannot read the video file {self.label} ({reason}). Check the path.") from None
-        check_video_stat(st, self.label)
+        check_video_path(self.path, self.label)
 
         capture = self._open_capture()
         try:
@@ -332,6 +324,21 @@ def check_video_stat(st: os.stat_result, label: str) -> None:
         )
     if st.st_size == 0:
         raise VibeError(f"Video file {label} is empty (0 bytes). Copy or export it again.")
+
+
+def check_video_path(path: str | os.PathLike, label: str) -> None:
+    """VibeError unless ``path`` names a regular, non-empty file whose name the video reader can open,
+    each problem in its own words: not found, unreadable, a folder, a device or a pipe (see
+    :func:`check_video_stat`), empty. Only the file's status is read: a pipe cannot block it."""
+    check_file_name(path, label)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise VibeError(f"Video file not found: {label}. Check the path.") from None
+    except (OSError, ValueError) as err:  # name too long, NUL byte, no permission...
+        reason = getattr(err, "strerror", None) or str(err)
+        raise VibeError(f"Cannot read the video file {label} ({reason}). Check the path.") from None
+    check_video_stat(st, label)
 
 
 FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is

@@ -3,9 +3,11 @@
 Run as ``vibe-mocap serve`` by the add-on's own LocalServer (so its record, command line and jobs
 folder are the real ones), it holds its jobs folder's lock as the server does and answers /health
 (proving its token) and POST /shutdown (it then exits). While the file $STAND_IN_HOLD exists it
-proves nothing (the request waits), as a server too busy to answer; with $STAND_IN_IGNORES_TERM set
-it ignores SIGTERM, as a server stuck past its handler. Only the standard library and the add-on's
-core: the Blender suite uses it too (tests/ is on its path).
+proves nothing (the request waits), as a server too busy to answer. $STAND_IN_ON_TERM: "ignore" (a
+server stuck past its handler) or a number of seconds it takes to exit after SIGTERM (a slow
+graceful stop); with $STAND_IN_STUCK_STOPPING set it accepts POST /shutdown but never exits (a
+stop stuck on something). Only the standard library and the add-on's core: the Blender suite uses
+it too (tests/ is on its path).
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ def _serve(args: list[str]) -> None:
     jobs.mkdir(parents=True, exist_ok=True)
     lock = os.open(jobs / ".server.lock", os.O_CREAT | os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)
-    if os.environ.get("STAND_IN_IGNORES_TERM"):
+    on_term = os.environ.get("STAND_IN_ON_TERM")
+    if on_term == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif on_term:
+        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(float(on_term)), os._exit(0)))
+    stuck_stopping = bool(os.environ.get("STAND_IN_STUCK_STOPPING"))
     port, token, hold = int(args[args.index("--port") + 1]), os.environ["VIBE_MOCAP_TOKEN"], os.environ["STAND_IN_HOLD"]
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -61,7 +67,9 @@ def _serve(args: list[str]) -> None:
         def do_POST(self):  # noqa: N802
             if self.path == "/api/v1/shutdown" and self.headers.get("Authorization") == f"Bearer {token}":
                 self.answer(202, {"status": "stopping"})
-                os._exit(0)
+                if not stuck_stopping:
+                    os._exit(0)
+                return
             self.answer(401, {"detail": "This server needs its token."})
 
         def log_message(self, *args):
@@ -73,20 +81,23 @@ def _serve(args: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def kept_stand_in(folder: Path, addon_folder: Path, monkeypatch, *, ignores_term: bool = False) -> Iterator[tuple]:
+def kept_stand_in(
+    folder: Path, addon_folder: Path, monkeypatch, *, on_term: str = "", stuck_stopping: bool = False
+) -> Iterator[tuple]:
     """(the process, its record): the stand-in, launched by a Blender's LocalServer on the add-on
     folder ``addon_folder`` and kept running as that Blender quit; the next start gets no answer in
-    time (0.5 s) while ``folder / "hold"`` exists. Stop Kept Server waits 0.5 s for the shutdown
-    request and 2 s for the process to end. It is ended at the end, whatever happened."""
+    time (0.5 s) while ``folder / "hold"`` exists. ``on_term``, ``stuck_stopping``: see the module's
+    text. Stop Kept Server waits 0.5 s for the shutdown request and 2 s for a graceful stop (the
+    server's GRACEFUL_STOP_S). It is ended at the end, whatever happened."""
     from vibe_blender.core import local_server
 
     hold = folder / "hold"
     monkeypatch.setenv("STAND_IN_HOLD", str(hold))
-    if ignores_term:
-        monkeypatch.setenv("STAND_IN_IGNORES_TERM", "1")
+    monkeypatch.setenv("STAND_IN_ON_TERM", on_term)
+    monkeypatch.setenv("STAND_IN_STUCK_STOPPING", "1" if stuck_stopping else "")
     monkeypatch.setattr(local_server, "KEPT_CHECK_TIMEOUT_S", 0.5)
     monkeypatch.setattr(local_server, "KEPT_SHUTDOWN_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(local_server, "STOP_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(local_server, "GRACEFUL_STOP_S", 2.0)
     program = folder / "stand-in" / local_server.PROGRAM_NAME
     program.parent.mkdir(parents=True, exist_ok=True)
     program.write_text(f"#!{sys.executable}\nimport runpy\nrunpy.run_path({__file__!r}, run_name='__main__')\n")

@@ -18,6 +18,7 @@ import bpy
 
 from .core.errors import VibeError
 from .core.local_server import (
+    QUICK_STOP_S,
     LocalServer,
     ModelDataInstall,
     ModelFileState,
@@ -147,7 +148,8 @@ def server_for_capture(url: str, token: str, data_dir: str) -> tuple[str, str]:
 
 def _stop_at_exit() -> None:
     """Blender is quitting or the add-on is disabled: stop the server, unless the user keeps it
-    (then its address and token are noted for the next session)."""
+    (then its address and token are noted for the next session). Blender waits QUICK_STOP_S for it at
+    most, not its whole graceful stop: its running jobs run after the restart all the same."""
     if _state.server is None:
         return
     try:
@@ -155,7 +157,7 @@ def _stop_at_exit() -> None:
     except Exception:  # preferences are gone while Blender shuts down: stop it
         keep = False
     if not (keep and _state.server.keep_for_next_session()):
-        _state.server.stop()
+        _state.server.stop(QUICK_STOP_S)
 
 
 # -- model data ----------------------------------------------------------------------------------

@@ -206,6 +206,19 @@ def test_the_server_stops_when_blender_quits_or_crashes(isolated_user_dirs, tmp_
     assert _gone_within(_server_pid(output))
 
 
+def test_quitting_blender_gives_the_server_less_time_than_stop_server(addon, monkeypatch):
+    """Stop Server (in the background) waits for the server's whole graceful stop; Blender quitting or
+    the add-on disabled waits QUICK_STOP_S only: the server records its running jobs as queued as its
+    stop begins, so the kill that may follow loses none."""
+    from vibe_blender.core import local_server
+
+    waits = []
+    monkeypatch.setattr(local_server.LocalServer, "stop", lambda self, timeout_s=None: waits.append(timeout_s))
+    server_control.local_server()
+    server_control._stop_at_exit()
+    assert waits == [local_server.QUICK_STOP_S] and local_server.QUICK_STOP_S < local_server.GRACEFUL_STOP_S
+
+
 @pytest.mark.parametrize("ending", ["quit", "crash"])
 def test_a_kept_server_is_used_by_the_next_session_and_stopped_there(isolated_user_dirs, tmp_path, monkeypatch, ending):
     from vibe_blender import preferences

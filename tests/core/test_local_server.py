@@ -340,6 +340,26 @@ def test_stop_in_background_returns_at_once(tmp_path):
         time.sleep(0.05)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a SIGTERM handler is POSIX")
+def test_stop_server_waits_for_the_servers_graceful_stop_and_a_quick_stop_kills_sooner(tmp_path, monkeypatch):
+    """Stop Server gives the server its whole graceful stop (GRACEFUL_STOP_S, here 5 s) before it kills
+    it: it killed at 10 s a server that may take 25 s. Blender quitting waits QUICK_STOP_S (here
+    0.5 s) only: the server's running jobs are recorded as queued at once, so a kill loses none."""
+    monkeypatch.setattr(local_server, "GRACEFUL_STOP_S", 5.0)
+    monkeypatch.setattr(local_server, "QUICK_STOP_S", 0.5)
+    handler = "import signal; signal.signal(signal.SIGTERM, lambda *a: time.sleep(2) or sys.exit(0))"
+    program = write_program(tmp_path / "vibe-mocap", handler + "; print('HANDLER', flush=True); time.sleep(60)")
+    codes = []
+    for quick in (False, True):
+        server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+        server.start(program)
+        _until(lambda server=server: server._process is not None and "HANDLER" in server.log_path.read_text())
+        process = server._process
+        server.stop(local_server.QUICK_STOP_S if quick else None)
+        codes.append(process.returncode)
+    assert codes == [0, -signal.SIGKILL]
+
+
 KEPT_TOKEN = "kept-token-" + "k" * 32  # the shape of the add-on's own tokens
 OTHER_TOKEN = "other-token-" + "o" * 32
 
@@ -639,11 +659,66 @@ def test_stop_kept_server_ends_a_kept_server_that_never_answers_as_it_provably_i
     tmp_path, monkeypatch, ignores_term
 ):
     base = tmp_path / "addon"
-    with kept_stand_in(tmp_path, base, monkeypatch, ignores_term=ignores_term) as (process, record):
+    with kept_stand_in(tmp_path, base, monkeypatch, on_term="ignore" if ignores_term else "") as (process, record):
         status = _stop_kept(_start_blocked_by(base, record))
         assert status.state == "stopped", status
-        assert f"did not answer, so its process ({process.pid}) was ended; its record is removed" in status.message
+        if ignores_term:
+            done = f"did not answer, nor stop within 2 s of SIGTERM, so its process ({process.pid}) was killed"
+        else:
+            done = f"did not answer, so its process ({process.pid}) was ended (SIGTERM)"
+        assert f"{done}; its record is removed" in status.message, status.message
         assert process.wait(10) == (-signal.SIGKILL if ignores_term else -signal.SIGTERM) and not record.exists()
+
+
+@pytest.mark.skipif(not SHOWS_COMMAND_LINES, reason="only Linux shows another process's command line")
+def test_stop_kept_server_says_a_kept_server_that_accepted_the_stop_but_did_not_stop_in_time_was_killed(
+    tmp_path, monkeypatch
+):
+    """It answers the shutdown request but its stop hangs: it gets its whole graceful stop (here 2 s),
+    then it is killed, and the message says so (it said the server had not answered)."""
+    base = tmp_path / "addon"
+    with kept_stand_in(tmp_path, base, monkeypatch, stuck_stopping=True) as (process, record):
+        server = _start_blocked_by(base, record)
+        (tmp_path / "hold").unlink()  # it answers again
+        t0 = time.monotonic()
+        status = _stop_kept(server)
+        assert time.monotonic() - t0 >= 2.0  # its graceful stop, not less
+        assert status.state == "stopped", status
+        assert (
+            f"accepted the request to stop but had not stopped 2 s later, so its process ({process.pid}) was "
+            "killed; its record is removed"
+        ) in status.message, status.message
+        assert process.wait(10) == -signal.SIGKILL and not record.exists()
+
+
+@pytest.mark.skipif(not SHOWS_COMMAND_LINES, reason="only Linux shows another process's command line")
+def test_stop_kept_server_that_ends_just_after_its_sigterm_wait_was_stopped_by_it(tmp_path, monkeypatch):
+    """SIGTERM, and its stop takes a little longer than the wait: by the time of the SIGKILL the
+    process is gone (no command line left to prove). That is the SIGTERM's success, not a server
+    'no longer running' to end by hand."""
+    base = tmp_path / "addon"
+    waits = []
+    gone_within, prove = local_server._gone_within, local_server.not_the_kept_server
+
+    with kept_stand_in(tmp_path, base, monkeypatch, on_term="3") as (process, record):
+
+        def noted_wait(url, jobs_dir, timeout_s):
+            waits.append(gone_within(url, jobs_dir, timeout_s))
+            return waits[-1]
+
+        def proof_once_the_wait_is_over(pid, jobs_dir):
+            if waits == [False]:  # the SIGTERM's wait is over: the process ends now, before the next proof
+                process.wait(10)  # (reaped, as the init process reaps a kept server whose Blender quit)
+            return prove(pid, jobs_dir)
+
+        monkeypatch.setattr(local_server, "_gone_within", noted_wait)
+        monkeypatch.setattr(local_server, "not_the_kept_server", proof_once_the_wait_is_over)
+        status = _stop_kept(_start_blocked_by(base, record))
+        assert waits == [False] and process.returncode == 0  # it stopped on its own, after the SIGTERM
+        assert status.state == "stopped", status
+        done = f"did not answer, so its process ({process.pid}) was ended (SIGTERM); its record is removed"
+        assert done in status.message and "yourself" not in status.message, status.message
+        assert not record.exists()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the jobs folder's lock is POSIX")

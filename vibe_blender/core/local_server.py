@@ -42,6 +42,7 @@ from typing import Literal
 from . import safe_json
 from .client import API, ServerClient, is_loopback_url
 from .errors import VibeError
+from .server_stop import GRACEFUL_STOP_S
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
 PROGRAM_NAME = "vibe-mocap"
@@ -49,7 +50,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree, when the add
 VERSION_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 300.0  # the first start may write the placeholder model
 HEALTH_POLL_S = 0.3
-STOP_TIMEOUT_S = 10.0
+# How long a server asked to stop gets before it is killed: Stop Server and Stop Kept Server (in the
+# background) wait for its whole graceful stop (GRACEFUL_STOP_S); Blender quitting, the add-on disabled
+# and a start that timed out wait this long only. A kill any time after the stop began leaves the
+# running jobs to run after the restart (the server records them as queued at once).
+QUICK_STOP_S = 10.0
+KILLED_WAIT_S = 5.0  # for a killed process to be gone
 LOG_TAIL_LINES = 15
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
@@ -296,7 +302,7 @@ class KeptServerBusy(VibeError):
 KEPT_URL_PATTERN = re.compile(r"http://127\.0\.0\.1:(\d{1,5})")
 KEPT_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")  # the add-on's tokens: secrets.token_urlsafe(32)
 KEPT_CHECK_TIMEOUT_S = 5.0
-KEPT_SHUTDOWN_TIMEOUT_S = 10.0  # for a kept server that did not answer in KEPT_CHECK_TIMEOUT_S
+KEPT_SHUTDOWN_TIMEOUT_S = 10.0  # for the shutdown request to a kept server that did not answer in time
 MAX_PID = 2**31 - 1
 
 
@@ -367,22 +373,30 @@ def not_the_kept_server(pid: int | None, jobs_dir: Path) -> str | None:
     return None
 
 
-def _end_kept_process(pid: int, url: str, jobs_dir: Path) -> str | None:
-    """Terminate the kept server's process ``pid`` (killed after STOP_TIMEOUT_S), checking before each
-    signal that it is still that server; why it could not be ended, or None once it is gone."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _end_kept_process(pid: int | None, url: str, jobs_dir: Path, *, asked: bool) -> tuple[str, str | None]:
+    """End the kept server's process ``pid``: SIGTERM (unless it was ``asked`` to stop already, over
+    HTTP), then SIGKILL when it is not gone within GRACEFUL_STOP_S; each signal only while the process
+    is still proved to be that server (:func:`not_the_kept_server`). -> (what ended it, None) once it
+    is gone: "itself" (before any signal), "SIGTERM" or "SIGKILL"; else ("", why it cannot be ended).
+    A process gone after a signal was sent was ended by that signal, also when it is no longer there
+    to be proved."""
+    ended_by = "itself"
+    for name in ("SIGTERM", "SIGKILL")[1 if asked else 0 :]:
         problem = not_the_kept_server(pid, jobs_dir)
         if problem is not None:
-            return problem
+            if not kept_server_runs(url, jobs_dir):  # it ended meanwhile
+                return ended_by, None
+            return "", problem
         try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return None
+            os.kill(pid, getattr(signal, name))  # (by name: Windows has no SIGKILL, nor gets this far)
+        except ProcessLookupError:  # it ended between the proof and the signal
+            return ended_by, None
         except OSError as err:
-            return f"process {pid} cannot be ended ({err.strerror or err})"
-        if _gone_within(url, jobs_dir, STOP_TIMEOUT_S):
-            return None
-    return f"process {pid} still runs after it was killed"
+            return "", f"process {pid} cannot be ended ({err.strerror or err})"
+        ended_by = name
+        if _gone_within(url, jobs_dir, GRACEFUL_STOP_S if name == "SIGTERM" else KILLED_WAIT_S):
+            return ended_by, None
+    return "", f"process {pid} still runs after it was killed"
 
 
 def got_no_answer(err: VibeError) -> bool:
@@ -505,17 +519,18 @@ class LocalServer:
         self._ready.wait(timeout_s)
         return self.snapshot()
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
-        """Stop the server (terminate, then kill after ``timeout_s``; a kept one is asked over HTTP);
-        safe to call at any time, also while it is starting (nothing is launched or used after it).
-        Blocks: the UI calls :meth:`stop_in_background`."""
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the server (terminate, then kill after ``timeout_s``, by default its whole graceful
+        stop, GRACEFUL_STOP_S; a kept one is asked over HTTP); safe to call at any time, also while it
+        is starting (nothing is launched or used after it). Blocks: the UI calls
+        :meth:`stop_in_background`; Blender quitting waits QUICK_STOP_S."""
         with self._lock:
             self._stopping = True
             process, kept, kept_folder = self._process, self._kept, self._kept_folder
         if kept:
             self._shutdown_kept()
         if process is not None:
-            _end_process(process, timeout_s)
+            _end_process(process, GRACEFUL_STOP_S if timeout_s is None else timeout_s)
         if kept and kept_folder is not None:
             (kept_folder / KEPT_SERVER_FILE).unlink(missing_ok=True)
         if self._outlives(process):
@@ -707,7 +722,8 @@ class LocalServer:
         another process. The state then says what was done: "stopped", or "failed" when the server may
         still run (the record is removed all the same: the next start starts a server beside it). A
         server that another Blender uses by now is left to it, record and all. Blocks (up to about
-        half a minute): the UI calls :meth:`stop_in_background`."""
+        a minute: the shutdown request, the server's graceful stop, a kill): the UI calls
+        :meth:`stop_in_background`."""
         folder_fd = _try_lock(record.parent / INSTANCE_LOCK)
         if folder_fd is None:
             message = (
@@ -741,20 +757,26 @@ class LocalServer:
         try:
             ServerClient(kept.url, kept.token, timeout_s=KEPT_SHUTDOWN_TIMEOUT_S).shutdown()
         except VibeError:
-            pass  # no answer, or not from that server: ended below when it provably is that server
+            accepted = False  # no answer, or not from that server: ended below when it provably is that server
         else:
-            if _gone_within(kept.url, jobs_dir, STOP_TIMEOUT_S):
+            accepted = True
+            if _gone_within(kept.url, jobs_dir, GRACEFUL_STOP_S):
                 return True, f"{kept_server} stopped when asked; {removed}."
         if not kept_server_runs(kept.url, jobs_dir):
             return True, f"{kept_server} has stopped; {removed}."
-        problem = not_the_kept_server(kept.pid, jobs_dir)
+        ended_by, problem = _end_kept_process(kept.pid, kept.url, jobs_dir, asked=accepted)
+        late = f"{GRACEFUL_STOP_S:.0f} s"
+        what = f"accepted the request to stop but had not stopped {late} later" if accepted else "did not answer"
         if problem is None:
-            problem = _end_kept_process(kept.pid, kept.url, jobs_dir)
-            if problem is None:
-                return True, f"{kept_server} did not answer, so its process ({kept.pid}) was ended; {removed}."
+            return True, {
+                "itself": f"{kept_server} has stopped; {removed}.",
+                "SIGTERM": f"{kept_server} did not answer, so its process ({kept.pid}) was ended (SIGTERM); {removed}.",
+                "SIGKILL": f"{kept_server} {what}{'' if accepted else f', nor stop within {late} of SIGTERM'}, so its "
+                f"process ({kept.pid}) was killed; {removed}.",
+            }[ended_by]
         process = f" (process {kept.pid})" if kept.pid is not None else ""
         return False, (
-            f"{kept_server} ({kept.url}) did not answer, and the add-on cannot end it: {problem}. Its record is "
+            f"{kept_server} ({kept.url}) {what}, and the add-on cannot end it: {problem}. Its record is "
             f"removed, so Start Server starts a new server beside it; end that 'vibe-mocap serve'{process} yourself "
             "to free the memory it holds."
         )
@@ -888,7 +910,7 @@ class LocalServer:
                 self._ready.set()
                 return "ready"
             if time.monotonic() - t0 > self.start_timeout_s:
-                _end_process(process)  # without publishing "stopped": the waiter must see why it failed
+                _end_process(process, QUICK_STOP_S)  # without publishing "stopped": the waiter must see why it failed
                 self._fail(f"The server did not answer within {self.start_timeout_s:.0f} s.", t0, generation)
                 return "failed"
             self._set(elapsed_s=time.monotonic() - t0)
@@ -918,7 +940,7 @@ class LocalServer:
         return tuple(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
 
 
-def _end_process(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+def _end_process(process: subprocess.Popen, timeout_s: float) -> None:
     """Terminate ``process`` (killed after ``timeout_s``) and close its standard input."""
     if process.poll() is None:
         process.terminate()
@@ -926,7 +948,7 @@ def _end_process(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout_s)
+            process.wait(KILLED_WAIT_S)
     if process.stdin is not None:
         process.stdin.close()
 

@@ -112,7 +112,10 @@ def tick() -> float | None:
     if not status.finished:
         return TICK_S
     if status.state == "done" and _current["imported"] is None and _current["error"] is None:
-        _import(status)
+        try:
+            _import(status)
+        finally:
+            job.release_body_model()  # imported or not, it is not imported again
     return None
 
 

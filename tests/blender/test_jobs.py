@@ -94,6 +94,24 @@ def test_a_capture_reads_the_body_model_file_once_for_its_import(
             assert sum(path.endswith("/body_model") for _, path in server.requests) == downloads
 
 
+def test_the_body_model_is_let_go_once_the_capture_is_imported(registered, empty_scene, reference_dir, video):
+    """The finished capture's status kept the body model it read (tens of MB) alive until the next
+    capture; the import is its only use."""
+    import gc
+    import weakref
+
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        options = ImportOptions(add_camera=False)
+        job = jobs.start_capture(str(video), options, server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        job.join(20)
+        body_model = weakref.ref(job.snapshot().body_model)
+        status = _follow()
+    assert status.state == "done" and len(jobs.last_import()) == 2, jobs.last_outcome()
+    assert jobs.current_job().snapshot().body_model is None
+    gc.collect()
+    assert body_model() is None
+
+
 def test_what_the_capture_import_warns_about_is_in_the_panels_outcome(
     registered, empty_scene, reference_dir, body_model, video
 ):

@@ -35,7 +35,7 @@ class CaptureStatus:
     eta_s: float | None = None
     result_path: Path | None = None
     body_model_path: Path | None = None
-    body_model: BodyModel | None = None  # the one at body_model_path, read once for the import
+    body_model: BodyModel | None = None  # the one at body_model_path, read once for the import (then let go)
 
     @property
     def finished(self) -> bool:
@@ -99,6 +99,12 @@ class CaptureJob:
     def join(self, timeout_s: float | None = None) -> None:
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def release_body_model(self) -> None:
+        """Let go of the status's body model once the import has used it: tens of MB that the last
+        capture kept alive until the next one (the file at body_model_path stays)."""
+        with self._lock:
+            self._status = replace(self._status, body_model=None)
 
     # ---------------------------------------------------------------- worker side
     def _set(self, **changes) -> None:

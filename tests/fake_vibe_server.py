@@ -55,6 +55,21 @@ LOCAL_PATH_REFUSED = (
 )
 
 
+def count_body_model_reads(monkeypatch) -> list:
+    """The files (paths or open files) the body-model reader reads from now on, in order."""
+    from vibe_blender.core import smpl_model  # the module whose reader is counted
+
+    reads = []
+    read_npz = smpl_model.read_npz
+
+    def counted_read_npz(path_or_file, **kw):
+        reads.append(path_or_file)
+        return read_npz(path_or_file, **kw)
+
+    monkeypatch.setattr(smpl_model, "read_npz", counted_read_npz)
+    return reads
+
+
 def local_path_unreadable(path) -> str:
     return f"'{path}' is not a readable video file on this machine; check the path, or upload the file instead."
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import bpy
 import pytest
-from fake_vibe_server import FakeVibeServer
+from fake_vibe_server import FakeVibeServer, count_body_model_reads
 
 from vibe_blender import jobs
 from vibe_blender.core import user_dirs
@@ -71,18 +71,10 @@ def test_a_capture_reads_the_body_model_file_once_for_its_import(
 ):
     """Downloaded by the first capture, cached for the next: each capture reads the file once, and
     imports the body model it read."""
-    from vibe_blender.core import smpl_model
     from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
 
     (user_dir("cache") / BODY_MODEL_CACHE).unlink(missing_ok=True)
-    reads = []
-    read_npz = smpl_model.read_npz
-
-    def counted_read_npz(path_or_file, **kw):
-        reads.append(path_or_file)
-        return read_npz(path_or_file, **kw)
-
-    monkeypatch.setattr(smpl_model, "read_npz", counted_read_npz)
+    reads = count_body_model_reads(monkeypatch)
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
         for downloads in (1, 1):  # the second capture finds it cached
             reads.clear()

@@ -13,7 +13,7 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from fake_vibe_server import FakeVibeServer
+from fake_vibe_server import FakeVibeServer, count_body_model_reads
 from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 
 from vibe_blender.core import client as client_module
@@ -484,16 +484,7 @@ def test_a_cached_body_model_with_the_servers_fingerprint_is_not_downloaded_agai
 def test_a_capture_reads_the_body_model_once_and_hands_it_on(server_files, tmp_path, monkeypatch):
     """Downloaded (the first capture) or cached (the next), the body model file is read once, by the
     check that it reads, and the capture hands that model to the import, which reads it no more."""
-    from vibe_blender.core import smpl_model
-
-    reads = []
-    read_npz = smpl_model.read_npz
-
-    def counted_read_npz(path_or_file, **kw):
-        reads.append(path_or_file)
-        return read_npz(path_or_file, **kw)
-
-    monkeypatch.setattr(smpl_model, "read_npz", counted_read_npz)
+    reads = count_body_model_reads(monkeypatch)
     with _fake(server_files) as server:
         for downloads in (1, 1):  # the second capture finds it cached
             reads.clear()

@@ -3,9 +3,11 @@ POST /shutdown (the add-on's Stop Server for a server it left running) and the e
 (its parent gone). Each way ends in one line on standard output and no traceback, with the running
 jobs kept for the next start."""
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,15 +169,7 @@ def test_a_second_ctrl_c_cuts_off_a_stalled_request_and_still_keeps_the_running_
     """uvicorn's own forced exit skipped the app's shutdown (the job workers were never told) and
     printed the cancelled tasks' tracebacks. Here the stalled upload is cut off (its folder deleted),
     the running job goes back to the queue, one line says so, and the status is 130."""
-    import socket
-
-    server, url = start_tiny_server(frame_delay_s="0.2")
-    client = ServerClient(url, TOKEN)
-    job_id = client.submit_local(CLIP)["job_id"]
-    wait_until_running(client, job_id)
-    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
-        send_stalled_upload(stalled, url)
-        time.sleep(0.5)
+    with a_running_job_and_a_stalled_upload(start_tiny_server) as (server, job_id):
         t0 = time.monotonic()
         server.process.send_signal(signal.SIGINT)
         time.sleep(1.0)  # the server waits for the stalled upload (15 s at most)
@@ -196,16 +190,8 @@ def test_a_server_killed_while_it_stops_still_runs_its_running_job_after_the_res
     stalled upload holds the stop in the requests' grace time (15 s), before the job workers are
     told: the running job's record says queued all the same, so the next start runs it (it said
     running, and the next start marked it failed)."""
-    import socket
-
     jobs_dir = tmp_path / "jobs"
-    server, url = start_tiny_server(frame_delay_s="0.2")
-    client = ServerClient(url, TOKEN)
-    job_id = client.submit_local(CLIP)["job_id"]
-    wait_until_running(client, job_id)
-    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
-        send_stalled_upload(stalled, url)
-        time.sleep(0.5)
+    with a_running_job_and_a_stalled_upload(start_tiny_server) as (server, job_id):
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10.0  # the add-on's kill when Blender quits
         while job_record_status(jobs_dir, job_id) != "queued" and time.monotonic() < deadline:
@@ -216,6 +202,20 @@ def test_a_server_killed_while_it_stops_still_runs_its_running_job_after_the_res
     assert job_record_status(jobs_dir, job_id) == "queued"
     _, url = start_tiny_server()
     assert ServerClient(url, TOKEN).job(job_id)["status"] in ("queued", "running", "done")
+
+
+@contextlib.contextmanager
+def a_running_job_and_a_stalled_upload(start_tiny_server):
+    """(server, job id) of a tiny server running a job while a client's upload stalls."""
+
+    server, url = start_tiny_server(frame_delay_s="0.2")
+    client = ServerClient(url, TOKEN)
+    job_id = client.submit_local(CLIP)["job_id"]
+    wait_until_running(client, job_id)
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
+        send_stalled_upload(stalled, url)
+        time.sleep(0.5)
+        yield server, job_id
 
 
 def send_stalled_upload(sock, url: str) -> None:
@@ -252,7 +252,6 @@ def test_a_stalled_upload_does_not_keep_a_stopping_server_alive(start_tiny_serve
     """A client that stops sending mid-upload: after POST /shutdown the server gives running
     requests their grace time (here 1 s), then cuts them off with one line (uvicorn logged the
     cancelled request's traceback)."""
-    import socket
 
     server, url = start_tiny_server("-", "1")
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:

@@ -360,6 +360,66 @@ def test_stop_server_waits_for_the_servers_graceful_stop_and_a_quick_stop_kills_
     assert codes == [0, -signal.SIGKILL]
 
 
+# as `vibe-mocap serve --stop-on-stdin-close`: the end of its standard input or SIGTERM begins its stop
+# (noted in EVENTS, in the order seen), which takes STOP_TAKES_S
+ASKED_TO_STOP = """import os, signal, threading
+events, stop_takes_s = sys.argv[1], float(sys.argv[2])
+def note(event):
+    with open(events, "a") as f:
+        f.write(event + "\\n")
+signal.signal(signal.SIGTERM, lambda *a: note("SIGTERM"))
+def stop_at_end_of_input():
+    while sys.stdin.buffer.read(65536):
+        pass
+    note("EOF")
+    time.sleep(stop_takes_s)
+    os._exit(0)
+threading.Thread(target=stop_at_end_of_input, daemon=True).start()
+note("READY")
+while True:
+    time.sleep(60)"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the stand-in notes SIGTERM, which is POSIX")
+@pytest.mark.parametrize("platform", ["posix", "nt"])
+@pytest.mark.parametrize("stop_takes_s", [0.2, 1.5, 60.0])
+def test_ending_the_server_closes_its_input_before_any_signal(tmp_path, monkeypatch, platform, stop_takes_s):
+    """The server is asked to stop through the end of its standard input first, which works on every
+    platform: on Windows terminate() kills at once, so the server would never begin its stop (its
+    running job recorded as queued). On POSIX SIGTERM follows STDIN_STOP_S later (here 0.5 s), for a
+    server not watching its input yet; on Windows nothing but the kill, after the whole wait."""
+    monkeypatch.setattr(local_server, "STDIN_STOP_S", 0.5)
+    monkeypatch.setattr(local_server, "os", type("os", (), {"name": platform}))  # only _end_process reads it
+    events = tmp_path / "events"
+    program = write_program(tmp_path / "vibe-mocap", ASKED_TO_STOP)
+    process = subprocess.Popen([str(program), str(events), str(stop_takes_s)], stdin=subprocess.PIPE)
+    _until(lambda: events.exists() and "READY" in events.read_text())
+    t0 = time.monotonic()
+    local_server._end_process(process, 3.0)
+    elapsed_s = time.monotonic() - t0
+    seen = events.read_text().split()[1:]
+    if stop_takes_s < 0.5:  # stopped before any signal
+        assert (seen, process.returncode) == (["EOF"], 0)
+    elif stop_takes_s < 3.0:  # stopping when SIGTERM came, on POSIX: it stops all the same
+        assert (seen, process.returncode) == (["EOF", "SIGTERM"] if platform == "posix" else ["EOF"], 0)
+    else:  # killed once the whole wait is over
+        assert seen[0] == "EOF" and process.returncode == -signal.SIGKILL and 3.0 <= elapsed_s < 4.0
+    assert process.stdin.closed
+
+
+def test_docs_state_the_longest_wait_when_blender_quits():
+    """Blender quitting waits QUICK_STOP_S for the server, then KILLED_WAIT_S for a killed one to be
+    gone; a kept server is asked over HTTP instead (the token proof and POST /shutdown), no longer."""
+    quick, killed, request = local_server.QUICK_STOP_S, local_server.KILLED_WAIT_S, local_server.KEPT_SHUTDOWN_REQUEST_S
+    docs = " ".join((TESTS.parent / "docs" / "blender.md").read_text().split())
+    assert (
+        f"Blender waits {quick + killed:.0f} s for it at most: {quick:.0f} s for its stop, then {killed:.0f} s for "
+        f"a killed server to be gone (a server kept from an earlier session is asked with `POST /shutdown` "
+        f"instead: two requests of {request:.0f} s at most)" in docs
+    )
+    assert 2 * request <= quick + killed
+
+
 KEPT_TOKEN = "kept-token-" + "k" * 32  # the shape of the add-on's own tokens
 OTHER_TOKEN = "other-token-" + "o" * 32
 

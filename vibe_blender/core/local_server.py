@@ -55,7 +55,8 @@ HEALTH_POLL_S = 0.3
 # and a start that timed out wait this long only. A kill any time after the stop began leaves the
 # running jobs to run after the restart (the server records them as queued at once).
 QUICK_STOP_S = 10.0
-KILLED_WAIT_S = 5.0  # for a killed process to be gone
+KILLED_WAIT_S = 5.0  # for a killed process to be gone (Blender quitting waits QUICK_STOP_S + this at most)
+STDIN_STOP_S = 1.0  # on POSIX, SIGTERM follows the end of a server's standard input after this long
 LOG_TAIL_LINES = 15
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
@@ -302,6 +303,7 @@ class KeptServerBusy(VibeError):
 KEPT_URL_PATTERN = re.compile(r"http://127\.0\.0\.1:(\d{1,5})")
 KEPT_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,128}")  # the add-on's tokens: secrets.token_urlsafe(32)
 KEPT_CHECK_TIMEOUT_S = 5.0
+KEPT_SHUTDOWN_REQUEST_S = 5.0  # for each request of Stop Server's POST /shutdown to a kept server
 KEPT_SHUTDOWN_TIMEOUT_S = 10.0  # for the shutdown request to a kept server that did not answer in time
 MAX_PID = 2**31 - 1
 
@@ -520,10 +522,11 @@ class LocalServer:
         return self.snapshot()
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Stop the server (terminate, then kill after ``timeout_s``, by default its whole graceful
-        stop, GRACEFUL_STOP_S; a kept one is asked over HTTP); safe to call at any time, also while it
-        is starting (nothing is launched or used after it). Blocks: the UI calls
-        :meth:`stop_in_background`; Blender quitting waits QUICK_STOP_S."""
+        """Stop the server (asked to stop, then killed after ``timeout_s``, by default its whole
+        graceful stop, GRACEFUL_STOP_S: :func:`_end_process`; a kept one is asked over HTTP); safe to
+        call at any time, also while it is starting (nothing is launched or used after it). Blocks: the
+        UI calls :meth:`stop_in_background`; Blender quitting waits QUICK_STOP_S, and KILLED_WAIT_S
+        more for a killed server to be gone (a kept one: two requests of KEPT_SHUTDOWN_REQUEST_S)."""
         with self._lock:
             self._stopping = True
             process, kept, kept_folder = self._process, self._kept, self._kept_folder
@@ -710,7 +713,7 @@ class LocalServer:
 
     def _shutdown_kept(self) -> None:
         try:
-            ServerClient(self.snapshot().url, self.token, timeout_s=5.0).shutdown()
+            ServerClient(self.snapshot().url, self.token, timeout_s=KEPT_SHUTDOWN_REQUEST_S).shutdown()
         except VibeError:  # already gone: nothing left to stop
             pass
 
@@ -941,16 +944,37 @@ class LocalServer:
 
 
 def _end_process(process: subprocess.Popen, timeout_s: float) -> None:
-    """Terminate ``process`` (killed after ``timeout_s``) and close its standard input."""
-    if process.poll() is None:
-        process.terminate()
+    """Stop ``process``, killed when it still runs ``timeout_s`` after it was asked (then waited
+    KILLED_WAIT_S more). It is asked by closing its standard input first: the add-on's server
+    (``--stop-on-stdin-close``) begins its graceful stop on that on every platform, where Windows has
+    no signal to ask with (``terminate()`` is TerminateProcess, already a kill: a process without that
+    pipe is killed at once there). On POSIX it is also sent SIGTERM, STDIN_STOP_S later (at once
+    without the pipe): the stop of a server not yet watching its input, harmless to one stopping."""
+    deadline = time.monotonic() + timeout_s
+    asked = process.stdin is not None
+    if asked:
         try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(KILLED_WAIT_S)
-    if process.stdin is not None:
-        process.stdin.close()
+            process.stdin.close()
+        except OSError:  # the pipe is broken: the process is gone or going
+            pass
+    if process.poll() is not None:
+        return
+    if os.name != "nt":
+        if asked and _exited_within(process, min(STDIN_STOP_S, timeout_s)):
+            return
+        process.terminate()
+        asked = True
+    if not (asked and _exited_within(process, deadline - time.monotonic())):
+        process.kill()
+        _exited_within(process, KILLED_WAIT_S)
+
+
+def _exited_within(process: subprocess.Popen, timeout_s: float) -> bool:
+    try:
+        process.wait(max(0.0, timeout_s))
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def connect_or_start(

@@ -3,6 +3,8 @@ FIFO would block the reader (in Blender, the whole UI) and a link to /dev/zero w
 Each reader runs in a sandboxed child, so one that blocks or reads on fails its test instead of
 hanging or filling the machine."""
 
+import os
+
 import pytest
 from hostile_files import NOT_REGULAR_KINDS, make_not_regular, read_in_sandbox
 
@@ -64,3 +66,12 @@ def test_a_folder_is_refused_as_open_refuses_it(tmp_path):
     make_not_regular(tmp_path / "pipe", "fifo")
     with pytest.raises(NotRegularFileError):
         open_regular_file(tmp_path / "pipe")
+
+
+def test_a_regular_file_is_read_as_a_plain_open_reads_it(tmp_path):
+    """O_NONBLOCK, there only to open a FIFO without waiting, is cleared on the file returned."""
+    fcntl = pytest.importorskip("fcntl", reason="POSIX only: elsewhere the flag is never set")
+    (tmp_path / "a.bin").write_bytes(b"data")
+    with open_regular_file(tmp_path / "a.bin") as file:
+        assert not fcntl.fcntl(file.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
+        assert file.read() == b"data"

@@ -26,19 +26,28 @@ class NotRegularFileError(ValueError):
 def open_regular_file(path: str | Path, *, follow_symlink: bool = True) -> BinaryIO:
     """Open a regular file for reading; OSError when it cannot be opened (IsADirectoryError for a
     folder, as ``open()`` raises), NotRegularFileError when it is a device, FIFO or socket. O_NONBLOCK
-    keeps a FIFO from blocking the open; the check on the open descriptor (not the name) cannot be
-    raced by swapping the file."""
+    keeps a FIFO from blocking the open, and is cleared once the file is known to be regular; the check
+    on the open descriptor (not the name) cannot be raced by swapping the file."""
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
     if not follow_symlink:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+            raise NotRegularFileError(NOT_REGULAR)
+        try:
+            import fcntl  # POSIX only, as O_NONBLOCK is
+        except ImportError:
+            pass
+        else:  # opened: its reads block as a plain open()'s do (a file on a slow network mount waits, never fails)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
         os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
-        raise NotRegularFileError(NOT_REGULAR)
-    return os.fdopen(fd, "rb")
+        raise
 
 
 def open_user_file(path: str | Path, what: str, advice: str) -> BinaryIO:

@@ -1,5 +1,6 @@
 """Database files in the original's layouts -> windows and training items."""
 
+import gc
 import os
 
 import joblib
@@ -287,8 +288,8 @@ def _set(key: str, index, value):
             r"reads \(the original would end in NaN metrics\)",
         ),
         ("3dpw", "test", _set("features", (41, 7), np.inf), r"'features' .* at row 41 \(track 'courtyard_test_1'\)"),
-        ("3dpw", "val", _set("pose", (20, 10), np.nan), r"'pose' .* at row 20"),
-        ("3dpw", "val", _set("shape", (3, 9), np.nan), r"'shape' .* at row 3"),
+        ("3dpw", "train", _set("pose", (20, 10), np.nan), r"'pose' .* at row 20 .*a NaN loss"),
+        ("3dpw", "train", _set("shape", (3, 9), np.nan), r"'shape' .* at row 3 .*a NaN loss"),
         ("mpii3d", "train", _set("joints2D", (3, 30, 0), np.nan), r"'joints2D' .* row 3 .*which training reads"),
         (
             "mpii3d",
@@ -314,6 +315,8 @@ def test_a_value_the_items_read_must_be_finite(db_dir, tmp_path, name, split, ch
         ("mpii3d", "val", _set("joints3D", (5, 0, 0), np.nan)),  # spin joint 0: neither the loss nor the metrics
         ("mpii3d", "val", _set("joints2D", (5, 30, 0), np.nan)),  # evaluation reads no 2D keypoints
         ("amass", "train", _set("theta", (10, 75), np.nan)),  # betas: the discriminator reads the body pose only
+        ("3dpw", "val", _set("pose", (20, 10), np.nan)),  # evaluation: PVE becomes NaN, as in the original
+        ("3dpw", "test", _set("shape", (3, 9), np.nan)),
     ],
 )
 def test_values_no_item_reads_are_left_alone(db_dir, tmp_path, name, split, change):
@@ -407,6 +410,13 @@ def test_h5_values_are_checked_window_by_window(db_dir, tmp_path):
     assert torch.isfinite(dataset[0]["features"]).all()  # rows 0-15
     with pytest.raises(VibeError, match=r"'features' .* at row 20 \(track 'insta.tfrecord_0'\), which training reads"):
         dataset[1]  # rows 16-31
+    # read by DataLoader workers (as training does): the same one message, not torch's report of the worker
+    with pytest.raises(VibeError) as in_worker, datasets.worker_errors_unwrapped():
+        list(torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2))
+    with pytest.raises(VibeError) as here:
+        dataset[1]
+    assert str(in_worker.value) == str(here.value)
+    gc.collect()  # (torch's loader is freed by the collector: its workers end now, not during a later test)
 
 
 def test_h5_track_names_need_not_be_utf8(db_dir, tmp_path):

@@ -129,6 +129,26 @@ def mposer_config(tmp_path, *extra) -> MPoserConfig:
     )
 
 
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "2", "RANK": "0"}, {"WORLD_SIZE": "2", "RANK": "1"}])
+def test_mposer_refuses_to_run_as_one_of_several_processes(tmp_path, monkeypatch, capsys, env):
+    """MPoser has no code to share its work: under torchrun every process would train alone and try to
+    hold the same out_dir."""
+    from vibe_server.cli import main
+
+    config = mposer_config(tmp_path)
+    for name, value in {**env, "LOCAL_RANK": env["RANK"]}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", "mposer", f"--db_dir={config.db_dir}", f"--out_dir={config.out_dir}", "--device=cpu"]) == 2
+    assert capsys.readouterr().err == (
+        "error: MPoser trains in one process, and this is one of several (torchrun: WORLD_SIZE=2, "
+        f"RANK={env['RANK']}). Run 'vibe-mocap train mposer --key=value ...' without torchrun.\n"
+    )
+    assert not (tmp_path / "mp").exists()  # nothing made or written
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process is one process
+    monkeypatch.setenv("RANK", "0")
+    assert train_mposer(config)["history"]
+
+
 def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path, capsys):
     from vibe_server.cli import main
 

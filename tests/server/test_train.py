@@ -261,17 +261,24 @@ def test_processes_that_find_different_checkpoints_all_stop(tmp_path):
     assert [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)] == [message, message]
 
 
-@pytest.mark.parametrize("module, what", [("vibe_server.train.train", "vibe"), ("vibe_server.train.mposer", "mposer")])
-def test_the_training_modules_point_to_the_command_line(module, what, tmp_path):
+@pytest.mark.parametrize(
+    "module, pointer",
+    [
+        (
+            "vibe_server.train.train",
+            "'vibe-mocap train vibe --key=value ...' (under torchrun: 'torchrun ... -m vibe_server train vibe "
+            "--key=value ...')",
+        ),
+        ("vibe_server.train.mposer", "'vibe-mocap train mposer --key=value ...'"),  # one process: no torchrun
+    ],
+)
+def test_the_training_modules_point_to_the_command_line(module, pointer, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")])}
     done = subprocess.run(
         [sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
     )
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == (
-        f"error: training runs through the command line: 'vibe-mocap train {what} --key=value ...' "
-        f"(under torchrun: 'torchrun ... -m vibe_server train {what} --key=value ...').\n"
-    )
+    assert done.stderr == f"error: training runs through the command line: {pointer}.\n"
 
 
 def test_a_missing_tensorboard_is_said_not_silently_skipped(tmp_path, monkeypatch, caplog):
@@ -425,3 +432,37 @@ def test_training_refuses_a_file_of_another_dataset(dirs, tmp_path):
     )
     with pytest.raises(VibeError, match="not in the h36m layout.*looks like 3dpw data. Put the original's h36m_train"):
         train(config)
+
+
+def test_a_nan_smpl_ground_truth_in_a_validation_file_is_scored_as_the_original_scores_it(dirs, tmp_path, capsys):
+    """A NaN pose or shape in a val/test file makes only PVE NaN in the original (null in the JSON);
+    the other metrics, and training on PA-MPJPE, go on. (In a training file it is refused: a NaN loss.)"""
+    import json
+
+    import joblib
+
+    from vibe_server.cli import main
+    from vibe_server.train.train import train
+
+    db = tmp_path / "db"
+    shutil.copytree(dirs["db"], db)
+    for split, key, index in (("val", "pose", (20, 10)), ("test", "shape", (3, 9))):
+        data = joblib.load(db / f"3dpw_{split}_db.pt")
+        data[key][index] = float("nan")
+        joblib.dump(data, db / f"3dpw_{split}_db.pt")
+
+    one_epoch = ["--datasets_2d=", "--datasets_3d=3dpw", "--epochs=1", "--iters_per_epoch=2", "--tensorboard=false"]
+    result = train(tiny(dirs, "x", f"--db_dir={db}", f"--out_dir={tmp_path / 'run'}", "--dataset_val=3dpw", *one_epoch))
+    (row,) = read_csv(tmp_path / "run" / "val_log.csv")
+    assert row["pve"] == "nan" and float(row["pa_mpjpe"]) == pytest.approx(result["best_performance"])
+    assert 0 < result["best_performance"] < float("inf")
+
+    checkpoint = str(dirs["data"] / "vibe_model_wo_3dpw.pth.tar")
+    report = tmp_path / "r.json"
+    argv = ["evaluate", str(db / "3dpw_test_db.pt"), "--checkpoint", checkpoint, "--data-dir", str(dirs["data"])]
+    assert main([*argv, "--json", str(report)]) == 0
+    capsys.readouterr()
+    scores = json.loads(report.read_text())
+    assert scores["overall"]["pve"] is None and scores["overall"]["pa_mpjpe"] > 0 and scores["overall"]["mpjpe"] > 0
+    assert scores["per_sequence"]["courtyard_test_0"]["pve"] is None  # the track with the NaN
+    assert scores["per_sequence"]["courtyard_test_1"]["pve"] > 0

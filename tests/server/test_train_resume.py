@@ -4,9 +4,18 @@ message, an interrupted or killed save keeps the last checkpoint and the best on
 writes there, a diverged run stops for good until asked, and starting over keeps the old logs."""
 
 import csv
+import errno
+import gc
 import logging
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -362,6 +371,56 @@ def test_resuming_with_another_validation_set_is_refused_and_keeps_the_best(dirs
     assert (out / "model_best.pth.tar").read_bytes() == best
 
 
+def test_a_resumed_run_keeps_the_better_best_it_saved_just_before_it_stopped(dirs, tmp_path, monkeypatch):
+    """Stopped between the two saves of an epoch, a run has a better model_best.pth.tar than its
+    checkpoint records: resumed, it keeps that one as its best, and no worse epoch replaces it."""
+    from vibe_server.train import train as train_module
+
+    out = tmp_path / "run"
+    errors = iter([50.0, 40.0, 45.0, 47.0])  # validation PA-MPJPE of the epochs run, in order
+
+    def evaluate(*args, **kwargs):
+        error = next(errors)
+        return SimpleNamespace(overall={"mpjpe": error, "pa_mpjpe": error, "pve": error, "accel": 0, "accel_err": 0})
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    def run(epochs: int) -> dict:
+        return train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw", f"--epochs={epochs}"))
+
+    def saved(name: str) -> dict:
+        return torch.load(out / name, weights_only=False)
+
+    monkeypatch.setattr(train_module, "evaluate_generator", evaluate)
+    run(1)  # epoch 0: 50 mm
+    with monkeypatch.context() as stop:
+        stop.setattr(train_module, "copy_file", stopped)  # epoch 1: 40 mm, stopped before its checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            run(3)
+    assert saved("model_best.pth.tar")["performance"] == 40.0
+    assert saved("checkpoint.pth.tar")["epoch"] == 0 and saved("checkpoint.pth.tar")["best_performance"] == 50.0
+    result = run(3)  # epoch 1 again: 45 mm, epoch 2: 47 mm
+    best = saved("model_best.pth.tar")
+    assert best["performance"] == 40.0 and best["epoch"] == 1 and result["best_performance"] == 40.0
+    assert saved("checkpoint.pth.tar")["epoch"] == 2 and saved("checkpoint.pth.tar")["best_performance"] == 40.0
+
+
+def test_no_validation_set_is_one_setting_however_it_is_typed(dirs, tmp_path):
+    from vibe_server.train.train import train
+
+    out = tmp_path / "run"
+    train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=None"))
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["config"]["dataset_val"] == "none"
+    train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=NONE", "--epochs=2"))  # resumes
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    assert ckpt["epoch"] == 1
+    ckpt["config"]["dataset_val"] = "None"  # as earlier versions saved it
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=3"))
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 2
+
+
 def error_line(stderr: str) -> str:
     """The CLI's error message, after the progress bars (each redrawn with a carriage return)."""
     return stderr[stderr.index("error: ") :]
@@ -404,8 +463,52 @@ def test_two_runs_never_share_an_out_dir(dirs, tmp_path, capsys):
         for argv in (["train", "vibe", *settings(dirs, "x", f"--out_dir={out}")], ["train", "mposer", *mposer]):
             assert main(argv) == 2
             err = capsys.readouterr().err
-            assert err == f"error: Another run is using {out}; wait for it to end or pass another --out_dir.\n"
+            assert err == (
+                f"error: Another run is using {out}; wait for it to end or pass another --out_dir. If that run "
+                "is known to be dead (e.g. its node crashed and a network file system keeps its lock), delete "
+                f"{out / '.train.lock'} to free the folder.\n"
+            )
     assert [p.name for p in out.iterdir()] == [".train.lock"]  # nothing else written
+
+
+def test_a_file_system_without_locks_trains_unguarded_and_says_so(dirs, one_epoch, tmp_path, monkeypatch, caplog):
+    """Lustre without -o flock, NFS without its lock service, some FUSE file systems: the run goes on
+    (several nodes need a shared out_dir), warns once, and leaves the .part files alone (another run
+    may be writing them)."""
+    import fcntl  # (POSIX only; documented)
+
+    from vibe_server.train.train import train
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    out = copy_run(one_epoch, tmp_path)
+    part = out / ".checkpoint.pth.tar.0a1b2c3d.part"
+    part.write_bytes(b"x")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"Cannot lock '{out / '.train.lock'}' (No locks available): its file system has no file locks, so nothing "
+        f"keeps another run out of {out}: start no other run there until this one ends. (Unfinished checkpoint "
+        "files that a killed run left there, .*.part, are not deleted.)"
+    ]
+    assert part.read_bytes() == b"x"
+
+
+def test_where_nothing_guards_the_out_dir_the_part_files_are_left_alone(tmp_path, monkeypatch):
+    """On Windows (no fcntl) another run may be writing in the folder: its .part files are not deleted."""
+    from vibe_server.train.out_dir import own_out_dir
+
+    part = tmp_path / ".checkpoint.pth.tar.0a1b2c3d.part"
+    part.write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: the import fails
+    said = []
+    with own_out_dir(tmp_path, ["checkpoint.pth.tar"], said.append):
+        pass
+    assert part.read_bytes() == b"x" and said == []
 
 
 def test_an_out_dir_that_cannot_be_a_folder_is_one_message(dirs, tmp_path, capsys):
@@ -444,9 +547,66 @@ def test_sigterm_while_saving_stops_the_run_without_a_part_file(dirs, one_epoch,
         assert signal.getsignal(signal.SIGTERM) is ignored  # the run put the handler back
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert rc == 130 and capsys.readouterr().err.splitlines()[-1] == "interrupted"  # after the bars
+    assert rc == 143 and capsys.readouterr().err.splitlines()[-1] == "interrupted"  # after the bars
     assert (out / "checkpoint.pth.tar").read_bytes() == before
     assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
+    """SIGTERM to the whole process group also ends the DataLoader workers, which torch reports as
+    a RuntimeError: once SIGTERM has come, any failure is the stop (exit status 143)."""
+    from vibe_server.train.out_dir import exit_status, sigterm_interrupts
+
+    def run():
+        with sigterm_interrupts():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except KeyboardInterrupt:
+                pass  # caught on its way (torch's C++ code): the stop comes back as another failure
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    assert exit_status(run) == 143 and capsys.readouterr().err == "interrupted\n"
+
+    def fails():
+        with sigterm_interrupts():
+            raise RuntimeError("not a stop")
+
+    with pytest.raises(RuntimeError, match="not a stop"):  # without SIGTERM a failure is what it is
+        exit_status(fails)
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(dirs, one_epoch, tmp_path):
+    """Slurm's scancel, timeout and a container's stop send SIGTERM to every process: the run and its
+    DataLoader workers. It ends as Ctrl-C ends it: one word, exit status 143, no .part file."""
+    out = copy_run(one_epoch, tmp_path)
+    log = tmp_path / "stdout.txt"
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "server")]), "OMP_NUM_THREADS": "1"}
+    argv = settings(dirs, "x", f"--out_dir={out}", "--num_workers=2", "--epochs=50", "--iters_per_epoch=4")
+    with open(log, "w") as stdout:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "vibe_server", "train", "vibe", *argv],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "epoch 1 iter 1:" not in log.read_text() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.poll() is None, run.stderr.read().decode()[-2000:]
+        os.killpg(run.pid, signal.SIGTERM)  # the run and its workers, mid-epoch
+        rc = run.wait(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    err = run.stderr.read().decode()
+    assert rc == 143 and err.splitlines()[-1] == "interrupted", err[-2000:]
+    assert "Traceback" not in err and "Error" not in err, err[-2000:]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]
+    assert torch.load(out / "checkpoint.pth.tar", weights_only=False)["epoch"] >= 0  # whole
 
 
 def test_part_files_of_a_killed_save_are_deleted_when_the_next_run_starts(dirs, one_epoch, tmp_path, caplog):
@@ -467,6 +627,30 @@ def test_part_files_of_a_killed_save_are_deleted_when_the_next_run_starts(dirs, 
     assert not any((out / name).exists() for name in leftovers)
     assert all((out / name).read_bytes() == b"x" * 1000 for name in not_ours)
     assert f"deleted 2 unfinished checkpoint file(s) that a killed run left in {out}" in caplog.text
+
+
+def test_a_damaged_h5_window_read_by_a_worker_is_one_message(dirs, tmp_path, capsys):
+    """InstaVariety's .h5 is checked window by window, in the DataLoader workers: its error is the one
+    message it is when read in this process, not torch's report of the worker and its traceback."""
+    import h5py  # (the .h5 reader's package)
+
+    from vibe_server.cli import main
+
+    db = tmp_path / "db"
+    shutil.copytree(dirs["db"], db)
+    with h5py.File(db / "insta_train_db.h5", "r+") as file:
+        file["features"][20, 5] = float("nan")
+    argv = settings(dirs, "x", f"--db_dir={db}", f"--out_dir={tmp_path / 'run'}", "--datasets_2d=insta")
+    argv += ["--num_workers=2", "--batch_size=4", "--iters_per_epoch=20"]
+    try:
+        assert main(["train", "vibe", *argv]) == 2
+    finally:
+        gc.collect()  # (torch's loaders are freed by the collector: their workers end now, not in a later test)
+    assert error_line(capsys.readouterr().err) == (
+        f"error: {db / 'insta_train_db.h5'}: 'features' holds a NaN or infinite value at row 20 (track "
+        "'insta.tfrecord_0'), which training reads (the original would end in a NaN loss). The file is damaged: "
+        "make it again or get it again.\n"
+    )
 
 
 # -- the model data, checked before anything is read or written ----------------------------------------

@@ -139,10 +139,16 @@ class TrainConfig(RunConfig):
                         f"Dataset {name!r} is not a {kind.upper()} dataset; move it to "
                         f"--datasets_{DATASETS[name].kind}."
                     )
-        if self.dataset_val.lower() != "none":
+        self.dataset_val = dataset_val_name(self.dataset_val)  # saved, and compared when resuming, as one spelling
+        if self.dataset_val != "none":
             with_val = [n for n, spec in DATASETS.items() if "val" in spec.files]
             if self.dataset_val not in with_val:
                 raise unknown(self.dataset_val, "--dataset_val", with_val + ["none"])
+
+
+def dataset_val_name(text: str) -> str:
+    """--dataset_val as it is kept: 'none' however it was typed (None, NONE, ...), a dataset as given."""
+    return "none" if text.lower() == "none" else text
 
 
 @dataclass

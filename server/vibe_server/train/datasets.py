@@ -12,17 +12,21 @@ with confidence last, `kp_3d` (T, 49, 3) metres when training / (T, 14, 3) for e
 Unlike the original, arrays are copied before they are transformed (the original overwrote the
 database in place through views) and nothing passes through float16.
 
-Values are checked where the original would fail on them (a NaN loss in training, NaN metrics or a
-failed Procrustes fit in evaluation): every value an item reads must be finite and, in training, every
-box must have a size; a `.pt` file is checked when it is opened, the (18 GB) `.h5` window by window.
-Values no item reads (a track's tail, a joint no loss uses, the boxes in evaluation) are not checked.
+Values are checked where the original would fail on them (a NaN loss in training, NaN joint errors
+or a failed Procrustes fit in evaluation): every value an item reads must be finite, except the SMPL
+ground truth of an evaluation file (a NaN pose or shape there only makes PVE NaN, as in the
+original, and the other metrics are computed). In training every box must also have a size: stricter
+than the original, which turns the keypoints of a zero-size box into meaningless numbers instead of
+failing. A `.pt` file is checked when it is opened, the (18 GB) `.h5` window by window. Values no
+item reads (a track's tail, a joint no loss uses, the boxes in evaluation) are not checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -405,7 +409,7 @@ class SequenceDataset(Dataset):
                 checks["bbox"] = usable_boxes
         if self.spec.kind == "3d":
             checks["joints3D"] = lambda rows: _finite_rows(_lsp_joints(rows))
-        if self.split in self.spec.smpl_splits:
+        if self.is_train and self.split in self.spec.smpl_splits:  # evaluation: they only make PVE NaN
             checks["pose"] = _finite_rows
             checks["shape"] = lambda rows: _finite_rows(rows[:, :10])
         return checks
@@ -480,3 +484,18 @@ class SequenceDataset(Dataset):
             "w_3d": torch.ones(self.seqlen),
             "w_smpl": torch.full((self.seqlen,), float(has_smpl)),
         }
+
+
+@contextlib.contextmanager
+def worker_errors_unwrapped() -> Iterator[None]:
+    """For the block, a VibeError raised in a DataLoader worker (a damaged window of an .h5 file) is
+    its own message again: torch raises it in this process as "Caught VibeError in DataLoader worker
+    process N." followed by the worker's whole traceback, whose last line holds the message."""
+    try:
+        yield
+    except VibeError as err:
+        text, raised_as = str(err), f"\n{type(err).__module__}.{type(err).__qualname__}: "
+        if not text.startswith(f"Caught {type(err).__name__} in DataLoader worker") or raised_as not in text:
+            raise
+        err.__traceback__ = None  # (its frames hold the loader: let its workers go now, not when collected)
+        raise VibeError(text[text.rindex(raised_as) + len(raised_as) :].rstrip("\n")) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,11 +38,13 @@ from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import (
     check_same_settings,
+    exit_status,
     keep_old_logs,
     load_optimizer,
     load_state,
     read_checkpoint,
     run_in_out_dir,
+    stop_worker_quietly,
 )
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 
@@ -109,11 +112,23 @@ def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
 
 def train_mposer(config: MPoserConfig) -> dict:
     """-> {'history': [per-epoch dicts], 'checkpoint': path}."""
+    refuse_several_processes()
     device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
     out_dir = Path(config.out_dir)
     with run_in_out_dir(out_dir, [CHECKPOINT_NAME], log.info):
         return _train_mposer_in(out_dir, config, device)
+
+
+def refuse_several_processes() -> None:
+    """VibeError under torchrun with more than one process: MPoser trains in one (it has no code to
+    share the work, and each process would try to hold the same out_dir)."""
+    world_size, rank = os.environ.get("WORLD_SIZE", "1").strip(), os.environ.get("RANK", "0").strip()
+    if world_size not in ("", "1") or rank not in ("", "0"):
+        raise VibeError(
+            f"MPoser trains in one process, and this is one of several (torchrun: WORLD_SIZE={world_size}, "
+            f"RANK={rank}). Run 'vibe-mocap train mposer --key=value ...' without torchrun."
+        )
 
 
 def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) -> dict:
@@ -131,8 +146,9 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
             return {"history": [], "checkpoint": checkpoint_path}
     dataset = SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)
     train_set, val_set = split_by_sequence(dataset, config.val_fraction, config.seed)
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
+    workers = {"num_workers": config.num_workers, "worker_init_fn": stop_worker_quietly}
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, **workers)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size, **workers)
     if ckpt is None:
         keep_old_logs(out_dir, ["mposer_log.csv"], log.info)
 
@@ -246,9 +262,8 @@ def _mposer_weights_problem(ckpt: object, file_size: int) -> tuple[str | None, d
 def main(argv: list[str]) -> int:
     """``vibe-mocap train mposer`` with these ``--key=value`` settings."""
     show_progress_on_console()
-    train_mposer(parse_overrides(MPoserConfig, argv))
-    return 0
+    return exit_status(lambda: train_mposer(parse_overrides(MPoserConfig, argv)))
 
 
 if __name__ == "__main__":
-    refuse_to_run_as_a_script("mposer")
+    refuse_to_run_as_a_script("mposer", torchrun=False)

@@ -6,7 +6,9 @@ failed or interrupted write leaves the previous one in place.)"""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,9 +20,16 @@ from vibe_blender.core.errors import VibeError
 from ..checkpoints import state_dict_mismatch
 from ..folder_lock import folder_lock
 from ..output_files import remove_leftover_parts
+from .datasets import worker_errors_unwrapped
+from .run_log import log
 
 START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old logs are kept)"
 RUN_LOCK = ".train.lock"  # held in out_dir by the run writing there
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: the exit status of a run stopped by SIGTERM, as a shell shows it
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was stopped by SIGTERM: it ends as Ctrl-C ends it (see :func:`sigterm_interrupts`)."""
 
 
 @contextlib.contextmanager
@@ -28,16 +37,23 @@ def run_in_out_dir(
     out_dir: Path, outputs: Iterable[str], say: Callable[[str], None], *, holds_out_dir: bool = True
 ) -> Iterator[None]:
     """The block is this process's part of a run writing ``outputs`` into ``out_dir``: SIGTERM stops
-    it cleanly (:func:`sigterm_interrupts`) and, when it ``holds_out_dir`` (the one process of a run
-    that does: torchrun's rank 0), no other run may use the folder (:func:`own_out_dir`)."""
-    with sigterm_interrupts(), own_out_dir(out_dir, outputs, say) if holds_out_dir else contextlib.nullcontext():
+    it cleanly (:func:`sigterm_interrupts`), a database error in a DataLoader worker is one message
+    (:func:`~.datasets.worker_errors_unwrapped`) and, when it ``holds_out_dir`` (the one process of a
+    run that does: torchrun's rank 0), no other run may use the folder (:func:`own_out_dir`)."""
+    with (
+        sigterm_interrupts(),
+        worker_errors_unwrapped(),
+        own_out_dir(out_dir, outputs, say) if holds_out_dir else contextlib.nullcontext(),
+    ):
         yield
 
 
 @contextlib.contextmanager
 def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None]) -> Iterator[None]:
     """Make ``out_dir`` and keep every other training run out of it for the block; first delete what
-    killed writes of the run's ``outputs`` (file names in it) left there (safe now: no one else writes)."""
+    killed writes of the run's ``outputs`` (file names in it) left there (safe now: no one else writes).
+    Where the folder cannot be locked (Windows, a file system without locks: warned) the run goes on
+    unguarded, and leaves those files alone: another run may be writing them."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -45,9 +61,20 @@ def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None
             f"Cannot make the run folder --out_dir={out_dir} ({err.strerror or err}: {err.filename}); "
             "pass a folder path you can write to."
         ) from None
-    busy = f"Another run is using {out_dir}; wait for it to end or pass another --out_dir."
-    with folder_lock(out_dir, RUN_LOCK, busy):
-        removed = sum(remove_leftover_parts(out_dir / name) for name in outputs)
+    busy = (
+        f"Another run is using {out_dir}; wait for it to end or pass another --out_dir. If that run is known "
+        f"to be dead (e.g. its node crashed and a network file system keeps its lock), delete "
+        f"{out_dir / RUN_LOCK} to free the folder."
+    )
+
+    def unguarded(problem: str) -> None:
+        log.warning(
+            f"{problem}, so nothing keeps another run out of {out_dir}: start no other run there until this "
+            "one ends. (Unfinished checkpoint files that a killed run left there, .*.part, are not deleted.)"
+        )
+
+    with folder_lock(out_dir, RUN_LOCK, busy, unguarded=unguarded) as guarded:
+        removed = sum(remove_leftover_parts(out_dir / name) for name in outputs) if guarded else 0
         if removed:
             say(f"deleted {removed} unfinished checkpoint file(s) that a killed run left in {out_dir}")
         yield
@@ -56,20 +83,55 @@ def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """For the block, SIGTERM (``kill``, a job scheduler, torchrun stopping the other processes) stops
-    the run as Ctrl-C does, with KeyboardInterrupt: a checkpoint being written is then deleted instead
-    of left as a .part file. Only the main thread can handle signals; elsewhere nothing changes."""
+    the run as Ctrl-C does, with :class:`Terminated` (a KeyboardInterrupt): a checkpoint being written
+    is then deleted instead of left as a .part file. Any other exception the block raises once SIGTERM
+    has come is that stop too (e.g. torch reporting a DataLoader worker that the same signal ended,
+    when it went to the whole process group). Only the main thread can handle signals; elsewhere
+    nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopped = False
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+        nonlocal stopped
+        stopped = True
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
+    except Terminated:
+        raise
+    except BaseException as err:
+        if not stopped:
+            raise
+        raise Terminated("stopped by SIGTERM") from err  # a failure the stop caused on its way out
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_worker_quietly(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: SIGTERM ends the worker at once with status 0, as Ctrl-C ends
+    it, for the main process to report the stop (torch reports a worker that a signal kills as an
+    error; SIGTERM reaches the workers too when it goes to the whole process group: Slurm's scancel,
+    ``timeout``, a container's stop)."""
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    os._exit(0)
+
+
+def exit_status(run: Callable[[], object]) -> int:
+    """``run()`` for the command line: 0 when it ends, 143 after "interrupted" when SIGTERM stopped it
+    (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130)."""
+    try:
+        run()
+    except Terminated:
+        print("interrupted", file=sys.stderr)
+        return EXIT_TERMINATED
+    return 0
 
 
 def read_checkpoint(path: Path, load: Callable[[Path], dict]) -> dict:

@@ -29,12 +29,15 @@ def show_progress_on_console() -> None:
     log.setLevel(logging.INFO)
 
 
-def refuse_to_run_as_a_script(what: str) -> NoReturn:
+def refuse_to_run_as_a_script(what: str, *, torchrun: bool = True) -> NoReturn:
     """For ``python -m vibe_server.train.<module>``: training runs through the command line (which
-    reports every error in one line), the one entry point; the modules below it may not import it."""
+    reports every error in one line), the one entry point; the modules below it may not import it.
+    ``torchrun``: whether the trainer runs under torchrun too (then its command there is shown)."""
+    under_torchrun = (
+        f" (under torchrun: 'torchrun ... -m vibe_server train {what} --key=value ...')" if torchrun else ""
+    )
     print(
-        f"error: training runs through the command line: 'vibe-mocap train {what} --key=value ...' "
-        f"(under torchrun: 'torchrun ... -m vibe_server train {what} --key=value ...').",
+        f"error: training runs through the command line: 'vibe-mocap train {what} --key=value ...'{under_torchrun}.",
         file=sys.stderr,
     )
     sys.exit(2)

@@ -28,7 +28,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -46,18 +46,20 @@ from ..evaluate.evaluate import evaluate_generator
 from ..model.discriminator import BODY_POSE_SLICE, MotionDiscriminator
 from ..model.mposer import mposer_prior_loss
 from ..output_files import atomic_save, atomic_write
-from .config import TrainConfig, parse_overrides, split_list
+from .config import TrainConfig, dataset_val_name, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import (
     check_same_settings,
+    exit_status,
     keep_old_logs,
     load_optimizer,
     load_state,
     read_checkpoint,
     run_in_out_dir,
+    stop_worker_quietly,
 )
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 
@@ -106,6 +108,7 @@ def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=config.num_workers,
+        worker_init_fn=stop_worker_quietly,
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
     )
@@ -136,7 +139,7 @@ def check_inputs(config: TrainConfig) -> None:
 
 
 def validates(config: TrainConfig) -> bool:
-    return config.dataset_val.lower() != "none"
+    return config.dataset_val != "none"
 
 
 def check_model_data(config: TrainConfig) -> None:
@@ -204,7 +207,7 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
             "no epoch; an official model is a starting point: pass it with --pretrained). Start over with "
             "--resume=false (the file is then replaced) or use a new --out_dir."
         )
-    saved = ckpt.get("config")
+    saved = saved_config(ckpt)
     check_same_settings(checkpoint_path, saved, config, RUN_SETTINGS)
     diverged_at = ckpt["performance"] if ckpt.get("diverged") is True else None  # a finite number or None
     if diverged_at is not None and 0 < config.abort_pa_mpjpe_mm < diverged_at:
@@ -224,6 +227,40 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
     return ckpt
 
 
+def saved_config(ckpt: dict) -> dict | None:
+    """The settings a checkpoint of this trainer was saved with (None when it has none), its
+    --dataset_val spelled as the settings spell it now (earlier runs kept 'None' as it was typed)."""
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        return None
+    if isinstance(saved.get("dataset_val"), str):
+        saved = {**saved, "dataset_val": dataset_val_name(saved["dataset_val"])}
+    return saved
+
+
+def best_so_far(best_path: Path, recorded: float, config: TrainConfig, say: Callable[[str], None]) -> float:
+    """The best validation value of a resumed run: the checkpoint's ``recorded`` one, or that of
+    ``best_path`` (model_best) when lower and measured on the same validation set: a run stopped
+    between the two saves of an epoch kept a better model there than its checkpoint records, which no
+    worse epoch may replace."""
+    if not best_path.exists():
+        return recorded
+    try:
+        best = checkpoints.load_vibe_checkpoint(best_path)
+    except VibeError:  # damaged: the next validated epoch replaces it
+        return recorded
+    saved, performance = saved_config(best), best.get("performance")  # a finite number or None
+    if saved is None or saved.get("dataset_val") != config.dataset_val or performance is None:
+        return recorded
+    if performance < recorded:
+        say(
+            f"{best_path.name} holds epoch {best.get('epoch')} ({performance:.1f} mm), better than the "
+            f"checkpoint records ({recorded:.1f} mm): it stays the best"
+        )
+        return float(performance)
+    return recorded
+
+
 def _train_this_process(config, ddp, rank, world_size, device, master, say) -> dict:
     """Steps 2 to 7 in this process (one rank), once the process group and device are set up."""
     # ---- 2. the run so far: resume after the checkpoint's epoch, or start over ----
@@ -233,6 +270,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     start_epoch, best_performance = 0, math.inf
     if ckpt is not None:
         start_epoch, best_performance = ckpt["epoch"] + 1, ckpt["best_performance"]
+        if master:  # (the one process that saves)
+            best_performance = best_so_far(best_path, best_performance, config, say)
     if ddp:
         require_same_start(start_epoch, device, out_dir)
     if ckpt is not None:
@@ -520,8 +559,7 @@ def require_same_start(start_epoch: int, device: torch.device, out_dir: Path) ->
 def main(argv: list[str]) -> int:
     """``vibe-mocap train vibe`` with these ``--key=value`` settings."""
     show_progress_on_console()
-    train(parse_overrides(TrainConfig, argv))
-    return 0
+    return exit_status(lambda: train(parse_overrides(TrainConfig, argv)))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,13 @@ FIFO would block the reader (in Blender, the whole UI) and a link to /dev/zero w
 Each reader runs in a sandboxed child, so one that blocks or reads on fails its test instead of
 hanging or filling the machine."""
 
+import errno
 import os
 
 import pytest
 from hostile_files import NOT_REGULAR_KINDS, make_not_regular, read_in_sandbox
 
+from vibe_blender.core import regular_file
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file, open_user_file
 
@@ -56,7 +58,30 @@ def test_open_user_file_says_what_is_wrong_and_what_to_choose(tmp_path):
     assert str(missing.value) == f"The bone map '{tmp_path / 'gone.json'}' does not exist. Choose a map."
     with pytest.raises(VibeError) as folder:
         open_user_file(tmp_path, "the bone map", "Choose a map.")
-    assert str(folder.value) == f"Cannot read the bone map '{tmp_path}': Is a directory. Choose a map."
+    assert str(folder.value) == f"The bone map '{tmp_path}' is a folder, not a file. Choose a map."
+
+
+def test_a_folder_is_named_as_such_where_opening_it_is_permission_denied(tmp_path, monkeypatch):
+    """Windows refuses to open a folder with EACCES, not EISDIR."""
+
+    def open_as_windows_does(path, flags, *args):
+        raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+
+    monkeypatch.setattr(regular_file.os, "open", open_as_windows_does)
+    with pytest.raises(VibeError, match=r"^The bone map '.*' is a folder, not a file\. Choose a map\.$"):
+        open_user_file(tmp_path, "the bone map", "Choose a map.")
+
+
+def test_a_file_held_by_a_lease_is_said_to_be_in_use(tmp_path, monkeypatch):
+    """An open without blocking fails with EWOULDBLOCK while another program holds a lease (Samba)."""
+    (tmp_path / "clip.mp4").write_bytes(b"video")
+
+    def open_under_a_lease(path, flags, *args):
+        raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable", os.fspath(path))
+
+    monkeypatch.setattr(regular_file.os, "open", open_under_a_lease)
+    with pytest.raises(VibeError, match=r"is in use by another program .* try again in a moment\. Choose a video\.$"):
+        open_user_file(tmp_path / "clip.mp4", "the video", "Choose a video.")
 
 
 def test_a_folder_is_refused_as_open_refuses_it(tmp_path):

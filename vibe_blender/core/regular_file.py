@@ -28,7 +28,8 @@ def open_regular_file(path: str | Path, *, follow_symlink: bool = True) -> Binar
     folder, as ``open()`` raises), NotRegularFileError when it is a device, FIFO or socket. O_NONBLOCK
     keeps a FIFO from blocking the open, and is cleared once the file is known to be regular; the check
     on the open descriptor (not the name) cannot be raced by swapping the file."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX only
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | nonblocking
     if not follow_symlink:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
@@ -38,12 +39,8 @@ def open_regular_file(path: str | Path, *, follow_symlink: bool = True) -> Binar
             if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
             raise NotRegularFileError(NOT_REGULAR)
-        try:
-            import fcntl  # POSIX only, as O_NONBLOCK is
-        except ImportError:
-            pass
-        else:  # opened: its reads block as a plain open()'s do (a file on a slow network mount waits, never fails)
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if nonblocking:  # opened: its reads block as a plain open()'s do (a slow network mount waits, never fails)
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -62,5 +59,12 @@ def open_user_file(path: str | Path, what: str, advice: str) -> BinaryIO:
         raise VibeError(f"{subject} {NOT_REGULAR}, so it was not read. {advice}") from None
     except FileNotFoundError:
         raise VibeError(f"{subject} does not exist. {advice}") from None
+    except BlockingIOError:  # O_NONBLOCK: another program holds a lease on it (a file share's client)
+        raise VibeError(
+            f"{subject} is in use by another program (a file share holds it), so it was not read; "
+            f"try again in a moment. {advice}"
+        ) from None
     except OSError as err:
+        if isinstance(err, IsADirectoryError) or os.path.isdir(path):  # Windows says "Permission denied"
+            raise VibeError(f"{subject} is a folder, not a file. {advice}") from None
         raise VibeError(f"Cannot read {named}: {err.strerror or err}. {advice}") from None

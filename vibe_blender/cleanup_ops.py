@@ -62,17 +62,18 @@ CURVE_NAMES[LOC_PATH] = ("pelvis location", "XYZ")
 MOTION_CURVES = [(path, c) for path, (_, letters) in CURVE_NAMES.items() for c in range(len(letters))]
 
 
-def read_motion(armature_obj, *, as_played: bool = False):
+def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = False):
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
     the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there).
 
     The rule for F-curve modifiers, so that an edit loses no motion and no modifier applies twice:
-    a curve whose modifiers can stay over edited keys (keyframes.modifiers_stay_over_new_keys:
-    Noise, Limits, ... over the whole timeline; a Cycles looping the character's frames) is read as
-    its keys alone, and write_motion keeps them. Any other curve with active modifiers (Stepped, a
-    Cycles on a shorter span, a restricted frame range) is read as Blender plays it, and
-    write_motion removes those modifiers, baked into the new keys. as_played: every curve as
-    Blender plays it (a character whose curves go away)."""
+    a curve whose modifiers can stay over the edited keys (keyframes.bake_reason: where the keys
+    stay on their frames, all but a Cycles over other frames than the character's; where the edit
+    moves them in time, keys_move, only a Cycles looping the character's frames and Limits on
+    values) is read as its keys alone, and write_motion(keys_move=) keeps them. Any other curve
+    with active modifiers is read as Blender plays it, and write_motion removes those modifiers,
+    baked into the new keys. as_played: every curve as Blender plays it (a character whose curves
+    go away)."""
     channels = keyframes.channels_of(armature_obj)
     missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
     if channels is None or missing or channels.fcurves.find(PELVIS_ROTATION_PATH, index=0) is None:
@@ -81,7 +82,7 @@ def read_motion(armature_obj, *, as_played: bool = False):
             "imported by VIBE Mocap (retarget after cleaning)."
         )
     frames = _motion_frames(channels)
-    played = set(MOTION_CURVES if as_played else _curves_to_bake(channels, frames))
+    played = set(MOTION_CURVES if as_played else _curves_to_bake(channels, frames, keys_move))
 
     def sample(path: str, c: int) -> np.ndarray | None:
         return keyframes.sample_fcurve(channels, path, c, frames, through_modifiers=(path, c) in played)
@@ -107,19 +108,22 @@ def _motion_frames(channels) -> np.ndarray:
     return np.empty(0) if keys is None else keys[0]
 
 
-def _curves_to_bake(channels, frames: np.ndarray) -> list[tuple[str, int]]:
-    """(data_path, index) of the motion's F-curves whose active modifiers cannot stay over edited keys."""
-    return [
-        (path, c) for path, c in MOTION_CURVES if not keyframes.modifiers_stay_over_new_keys(channels, path, c, frames)
-    ]
+def _curves_to_bake(channels, frames: np.ndarray, keys_move: bool) -> dict[tuple[str, int], str]:
+    """{(data_path, index): keyframes.BAKE_*} of the motion's F-curves whose active modifiers cannot
+    stay over the edited keys, with why."""
+    reasons = {
+        (path, c): keyframes.bake_reason(channels, path, c, frames, keys_move=keys_move) for path, c in MOTION_CURVES
+    }
+    return {curve: reason for curve, reason in reasons.items() if reason is not None}
 
 
-def write_motion(armature_obj, frames, quats, loc) -> list[tuple[str, int]]:
+def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -> dict[tuple[str, int], str]:
     """Replace the character's keys with frames (T,), quats (T, 24, 4), pelvis location (T, 3), in
     its action's F-curves (they stay, with the user's settings and the modifiers read_motion read
-    under); -> (data_path, index) of the curves whose modifiers read_motion baked into the motion,
-    removed here. An imported character's body is then shown on these frames only, and its baked
-    pose correctives are keyed from the new rotations."""
+    under; keys_move as it was given); -> {(data_path, index): keyframes.BAKE_*} of the curves whose
+    modifiers read_motion baked into the motion, removed here. An imported character's body is
+    then shown on these frames only, and its baked pose correctives are keyed from the new
+    rotations."""
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
     mesh_obj = find_character_mesh(armature_obj)
@@ -127,7 +131,7 @@ def write_motion(armature_obj, frames, quats, loc) -> list[tuple[str, int]]:
     if baked:
         check_correctives(armature_obj, mesh_obj)  # before any key changes
     channels = keyframes.channels_of(armature_obj)
-    modifiers_baked = [] if channels is None else _curves_to_bake(channels, _motion_frames(channels))  # as read
+    modifiers_baked = {} if channels is None else _curves_to_bake(channels, _motion_frames(channels), keys_move)
     key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
     channels = keyframes.channels_of(armature_obj)  # a shared action has been copied for it
     for path, c in modifiers_baked:
@@ -142,22 +146,28 @@ def write_motion(armature_obj, frames, quats, loc) -> list[tuple[str, int]]:
     return modifiers_baked
 
 
-def _write_each(armature_objs, motions, warn: Callable[[str], None]) -> None:
-    """write_motion(obj, *motion) for each character, then one warning naming the curves whose
-    modifiers were baked into the keys, if any."""
-    baked = {}
+BAKED_BECAUSE = {  # why, in the warning
+    keyframes.BAKE_LOOP: "because the curve's Cycles loop does not span the new keys",
+    keyframes.BAKE_MOVED: "because the edit moves the keys in time and they play on the timeline's frames",
+}
+
+
+def _write_each(armature_objs, motions, warn: Callable[[str], None], *, keys_move: bool = False) -> None:
+    """write_motion(obj, *motion, keys_move=) for each character, then one warning naming the
+    curves whose modifiers were baked into the keys, and why, if any."""
+    baked = {reason: {} for reason in BAKED_BECAUSE}
     for armature_obj, motion in zip(armature_objs, motions):
-        curves = write_motion(armature_obj, *motion)
-        if curves:
-            baked[armature_obj.name] = curves
-    if baked:
-        warn(
-            "F-curve modifiers baked into the keys and removed, as they could not stay over the edited "
-            "keys without changing the motion (Stepped, a Cycles over other frames than the "
-            "character's, a restricted frame range): "
-            + "; ".join(f"'{name}': {_curve_list(curves)}" for name, curves in baked.items())
-            + "."
-        )
+        for curve, reason in write_motion(armature_obj, *motion, keys_move=keys_move).items():
+            baked[reason].setdefault(armature_obj.name, []).append(curve)
+    sentences = [
+        f"F-curve modifiers baked into the keys and removed {BAKED_BECAUSE[reason]}: "
+        + "; ".join(f"'{name}': {_curve_list(curves)}" for name, curves in characters.items())
+        + "."
+        for reason, characters in baked.items()
+        if characters
+    ]
+    if sentences:
+        warn(" ".join(sentences))
 
 
 def _curve_list(curves: list[tuple[str, int]]) -> str:
@@ -215,7 +225,8 @@ def clean_up_characters(
 ) -> list[dict]:
     """Smooth / lock feet / snap each character, every run of consecutive frames on its own (keys
     across a gap are no neighbours); -> the core report of each. All or nothing. ``warn`` gets one
-    message naming the F-curves whose modifiers were baked into the keys (see read_motion), if any."""
+    message naming the F-curves whose modifiers were baked into the keys, and why (see read_motion),
+    if any."""
     if bone_group not in BONE_GROUPS:
         raise VibeError(f"Unknown bone group '{bone_group}'; choose one of {', '.join(BONE_GROUPS)}.")
     fps = _fps(fps)
@@ -267,12 +278,12 @@ def trim_and_offset_characters(
     """:func:`trim_and_offset` on each character, all or nothing; -> frames kept per character."""
 
     def trimmed(armature_obj):
-        frames, quats, loc = read_motion(armature_obj)
+        frames, quats, loc = read_motion(armature_obj, keys_move=offset != 0)
         keep = trim_mask(frames, start, end)
         return frames[keep] + offset, quats[keep], loc[keep]
 
     results = _for_each(armature_objs, trimmed)
-    _write_each(armature_objs, results, warn)
+    _write_each(armature_objs, results, warn, keys_move=offset != 0)
     return [len(frames) for frames, _, _ in results]
 
 
@@ -281,8 +292,8 @@ def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print
     ``other_obj`` and its mesh; -> frame count of the merged motion. The other track's keys are
     moved onto the kept rig's rest pose (its shape may differ): every bone keeps its armature-space
     rotation and the pelvis its place in the scene. The other track is read as Blender plays it (its
-    F-curves and their modifiers go with it); the kept one as read_motion says. ``warn`` as
-    clean_up_characters."""
+    F-curves and their modifiers go with it); the kept one, whose keys stay on their frames, as
+    read_motion says. ``warn`` as clean_up_characters."""
     if keep_obj == other_obj:
         raise VibeError("Pick two different characters to merge.")
     if not np.allclose(np.array(keep_obj.matrix_world), np.array(other_obj.matrix_world), atol=1e-6):

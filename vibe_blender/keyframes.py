@@ -6,7 +6,7 @@ live in a channelbag of a keyframe strip of a layer, for one slot (= one animate
 Keys are written in bulk (``keyframe_points.add`` + ``foreach_set``): 1800 frames x 99 curves take
 ~0.04 s, where per-frame ``keyframe_insert`` takes ~12 s. Rewriting keys keeps the F-curve (only
 its keys change), so the user's curve settings survive a clean-up or a re-import, and so do the
-modifiers, except those an edit bakes into the keys (see modifiers_stay_over_new_keys).
+modifiers, except those an edit bakes into the keys (see bake_reason).
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def sample_fcurve(
     """(N,) values of an existing F-curve at ``frames``, or None when there is no such F-curve.
     through_modifiers: as Blender plays it (its modifiers applied); False: the curve of its keys
     alone, which is what a rewrite must start from when it keeps the modifiers (see rewrite_fcurve
-    and modifiers_stay_over_new_keys), or they would apply twice. The keys are read in bulk when
+    and bake_reason), or they would apply twice. The keys are read in bulk when
     they are exactly these frames and no modifier changes them, else the curve is evaluated there."""
     fcurve = channels.fcurves.find(data_path, index=index)
     if fcurve is None:
@@ -188,32 +188,46 @@ def sample_fcurve(
         return np.array([fcurve.evaluate(float(f)) for f in frames])
 
 
-def modifiers_stay_over_new_keys(channels, data_path: str, index: int, frames: np.ndarray) -> bool:
-    """Whether new keys worked out from this F-curve's keys alone (sample_fcurve with
+# Why an edit bakes a curve's active modifiers into its keys (bake_reason).
+BAKE_LOOP = "loop"  # a Cycles whose keys do not span the character's frames
+BAKE_MOVED = "moved"  # the keys move in time, under a modifier that plays on the timeline's frames
+
+
+def bake_reason(channels, data_path: str, index: int, frames: np.ndarray, *, keys_move: bool) -> str | None:
+    """None when new keys worked out from this F-curve's keys alone (sample_fcurve with
     through_modifiers=False) on ``frames`` (sorted; the character's frames) can keep its modifiers
-    and play as it did: each active (unmuted) modifier must apply once, over the new keys, as it did
-    over the old ones. True when every active modifier only changes the value at each frame (Noise,
-    Limits, Generator, Envelope, Built-In Function) over the whole timeline: at any frame, the keys'
-    value there under it is what the curve played there, wherever it is keyed. True too for a
-    Cycles modifier first in the stack whose curve is keyed from frames[0] to frames[-1]: inside
-    that span it plays the keys as they are, and it goes on looping the edited keys. False for
-    anything else: Stepped and a Cycles on another span change which frame the keys are read at, and
-    a restricted frame range ties a modifier to frames of the timeline, not to the keys it was on;
-    such a curve must be read as Blender plays it and lose its active modifiers (drop_modifiers)."""
+    and play as it did, each active (unmuted) modifier applying once, over the new keys; else why
+    not, and the curve must be read as Blender plays it and lose its active modifiers
+    (drop_modifiers). keys_move: the edit moves the keys in time (an offset), else they stay on
+    their frames (clean-up, trim, a merge's kept track).
+
+    The rule: a muted modifier plays no part, nor does a Cycles that is not first in the stack
+    (Blender disables it). BAKE_LOOP for a Cycles whose curve is not keyed from frames[0] to
+    frames[-1], for every edit: the new keys cover the character's frames, so the loop would span
+    other keys. Over keys that stay on their frames every other modifier stays: it plays at each
+    frame as before, over the new keys there. Over keys that move, only what moves with them stays:
+    a Cycles spanning them (it loops the keys wherever they are) and a Limits on values alone (no
+    frame limits); any other active modifier, or one restricted to a frame range, plays on the
+    timeline's frames (Noise, Envelope, Generator, Built-In Function, Stepped, Limits on frames),
+    which would now hold other keys: BAKE_MOVED."""
     fcurve = channels.fcurves.find(data_path, index=index)
     if fcurve is None:
-        return True
-    for position, modifier in enumerate(fcurve.modifiers):
-        if modifier.mute:
-            continue
-        if modifier.use_restricted_range or modifier.type == "STEPPED":
-            return False
+        return None
+    active = [m for position, m in enumerate(fcurve.modifiers) if not m.mute and (position == 0 or m.type != "CYCLES")]
+    for modifier in active:
         if modifier.type == "CYCLES":
             keys = read_fcurve(channels, data_path, index)[0]
-            spans = len(keys) and len(frames) and keys[0] == frames[0] and keys[-1] == frames[-1]
-            if position or not spans:
-                return False
-    return True
+            if not (len(keys) and len(frames) and keys[0] == frames[0] and keys[-1] == frames[-1]):
+                return BAKE_LOOP
+    if not keys_move:
+        return None
+    for modifier in active:
+        moves_with_keys = modifier.type == "CYCLES" or (
+            modifier.type == "LIMITS" and not (modifier.use_min_x or modifier.use_max_x)
+        )
+        if modifier.use_restricted_range or not moves_with_keys:
+            return BAKE_MOVED
+    return None
 
 
 def drop_modifiers(channels, data_path: str, index: int) -> int:

@@ -290,7 +290,8 @@ def modifier_types(armature_obj, path, index):
 def test_a_bone_looped_over_fewer_frames_than_the_character_plays_as_before_an_edit(edit, shift):
     """Before: the wave was read beyond its 10 keys as its last key held, written so over the
     character's 60 frames, and Cycles then looped all 60: the loop was gone. Now that curve is read as
-    Blender plays it, the loop is baked into its keys and its Cycles is removed, with one warning."""
+    Blender plays it, the loop is baked into its keys and its Cycles is removed, with one warning
+    (which says why: the loop, whether or not the edit moves the keys)."""
     rigs.reset_scene()
     source, frames, _ = rigs.smpl_source(T=60)
     path = looped_wrist(source)
@@ -301,9 +302,8 @@ def test_a_bone_looped_over_fewer_frames_than_the_character_plays_as_before_an_e
     np.testing.assert_allclose(played(source, frames + shift), before, atol=1e-5)
     assert [modifier_types(source, path, c) for c in range(4)] == [[]] * 4
     assert messages == [
-        "F-curve modifiers baked into the keys and removed, as they could not stay over the edited keys "
-        "without changing the motion (Stepped, a Cycles over other frames than the character's, a "
-        "restricted frame range): 'SMPL': left_wrist rotation W X Y Z."
+        "F-curve modifiers baked into the keys and removed because the curve's Cycles loop does not span "
+        "the new keys: 'SMPL': left_wrist rotation W X Y Z."
     ]
 
 
@@ -325,7 +325,82 @@ def test_a_modifier_on_a_frame_range_or_stepping_time_is_baked_with_the_motion_i
     assert trim_and_offset(source, offset=7, warn=messages.append) == 40
     np.testing.assert_allclose(played(source, frames + 7, "pelvis", "location"), before, atol=1e-5)
     assert [modifier_types(source, location, c) for c in range(3)] == [["NOISE"], [], []]
-    assert len(messages) == 1 and messages[0].endswith("restricted frame range): 'SMPL': pelvis location X Z.")
+    assert messages == [MOVED_WARNING + "'SMPL': pelvis location X Z."]
+
+
+MOVED_WARNING = (
+    "F-curve modifiers baked into the keys and removed because the edit moves the keys in time and they "
+    "play on the timeline's frames: "
+)
+
+
+def test_an_offset_bakes_a_noise_over_the_whole_timeline_and_keeps_limits_on_values():
+    """Before: a Noise stayed where it was on the timeline while an Offset moved the keys under it,
+    so the pelvis played another shake. Now it is baked in and the character plays as before, later;
+    Limits on values move with the keys and stay."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=40)
+    channels = keyframes.channels_of(source)
+    location = keyframes.location_path("pelvis")
+    shake = channels.fcurves.find(location, index=2).modifiers.new("NOISE")
+    shake.strength, shake.scale = 0.2, 2.0
+    sideways = keyframes.read_fcurve(channels, location, 0)[1]
+    limits = channels.fcurves.find(location, index=0).modifiers.new("LIMITS")
+    limits.use_max_y, limits.max_y = True, float(np.median(sideways))
+    before = played(source, frames, "pelvis", "location")
+    assert np.sum(np.isclose(before[:, 0], limits.max_y, atol=1e-6)) >= 10  # it clamps
+    messages = []
+    assert trim_and_offset(source, offset=7, warn=messages.append) == 40
+    np.testing.assert_allclose(played(source, frames + 7, "pelvis", "location"), before, atol=1e-5)
+    assert [modifier_types(source, location, c) for c in range(3)] == [["LIMITS"], [], []]
+    assert messages == [MOVED_WARNING + "'SMPL': pelvis location Z."]
+
+
+def stepped_and_shaken(armature_obj):
+    """The user's modifiers on the timeline's frames: the left knee animated on threes (Stepped),
+    and a Noise shaking the pelvis height on frames 20..30 only; -> their data paths."""
+    channels = keyframes.channels_of(armature_obj)
+    knee, location = keyframes.rotation_path("left_knee"), keyframes.location_path("pelvis")
+    for c in range(4):
+        channels.fcurves.find(knee, index=c).modifiers.new("STEPPED").frame_step = 3.0
+    shake = channels.fcurves.find(location, index=2).modifiers.new("NOISE")
+    shake.strength, shake.scale = 0.2, 2.0
+    shake.use_restricted_range, shake.frame_start, shake.frame_end = True, 20.0, 30.0
+    return knee, location
+
+
+@pytest.mark.parametrize(
+    "edit, unchanged",
+    [
+        (lambda obj, warn: clean_up_character(obj, strength=0.5, fps=30, warn=warn), slice(0)),
+        (lambda obj, warn: trim_and_offset(obj, start=9, end=36, warn=warn), slice(8, 36)),  # 9 steps to 9
+    ],
+    ids=["clean up", "trim"],
+)
+def test_an_edit_that_keeps_the_keys_on_their_frames_keeps_stepped_and_frame_range_modifiers(edit, unchanged):
+    """Before: Clean Up and Trim baked Stepped and a Noise on a frame range into the keys, removed
+    them and said they could not stay; Clean Up then smoothed the steps into ramps and the shake
+    away. Keys that stay on their frames keep them: the character plays as the same edit of its keys
+    alone under the same modifiers, and Trim plays as before on the frames it keeps."""
+    frames = np.arange(1, 41)
+    plain = noisy_character(T=40)
+    edit(plain, print)
+    stepped_and_shaken(plain)
+    expected = [played(plain, frames, "left_knee"), played(plain, frames, "pelvis", "location")]
+    source = noisy_character(T=40)
+    knee, location = stepped_and_shaken(source)
+    before = [played(source, frames, "left_knee"), played(source, frames, "pelvis", "location")]
+    messages = []
+    edit(source, messages.append)
+    after = [played(source, frames, "left_knee"), played(source, frames, "pelvis", "location")]
+    for got, want in zip(after, expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert messages == []
+    assert [modifier_types(source, knee, c) for c in range(4)] == [["STEPPED"]] * 4
+    assert [modifier_types(source, location, c) for c in range(3)] == [[], [], ["NOISE"]]
+    assert np.mean(np.all(np.abs(np.diff(after[0], axis=0)) < 1e-7, axis=1)) > 0.6  # on threes, still
+    for got, was in zip(after, before):
+        np.testing.assert_allclose(got[unchanged], was[unchanged], atol=1e-5)
 
 
 def test_a_cycles_looping_the_characters_frames_stays_and_loops_the_edited_keys():

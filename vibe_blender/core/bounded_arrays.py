@@ -13,9 +13,8 @@ its arrays here, so the limits are the same everywhere:
   :data:`MAX_EXPANSION` times that size (but at least :data:`MIN_BUDGET_BYTES`), so an 800-byte file
   cannot expand to gigabytes; a file may always produce the bytes it really holds, so a large
   uncompressed file has no fixed cap;
-- files are opened by :func:`.regular_file.open_regular_file` (imported here for the readers),
-  which refuses devices, FIFOs and sockets (a link to ``/dev/zero`` would never end, a FIFO would
-  block) with :class:`NotRegularFileError`.
+- the readers open files with :func:`.regular_file.open_regular_file`, which refuses devices,
+  FIFOs and sockets (a link to ``/dev/zero`` would never end, a FIFO would block).
 
 Problems raise :class:`UntrustedDataError` (:class:`TooLargeError` when a file may be genuine but
 decodes past the fixed cap); each reader turns it into one ``VibeError`` naming its file.
@@ -31,9 +30,6 @@ import zlib
 from typing import BinaryIO
 
 import numpy as np
-
-from .regular_file import NotRegularFileError as NotRegularFileError
-from .regular_file import open_regular_file as open_regular_file
 
 MAX_DECODED_BYTES = 4 << 30  # no file decodes to more than 4 GiB in total
 MAX_ARRAY_BYTES = 4 << 30  # nor holds one array larger than that

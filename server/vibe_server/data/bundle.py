@@ -24,9 +24,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
-from vibe_blender.core.bounded_arrays import NotRegularFileError, UntrustedDataError, open_regular_file
+from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
 from vibe_blender.core.safe_npz import check_zip_directory
 from vibe_blender.core.smpl_model import load_smpl_pkl
 

@@ -37,13 +37,12 @@ from torch.utils.data import Dataset
 from vibe_blender.core.bounded_arrays import (
     MAX_EXPANSION,
     MIN_BUDGET_BYTES,
-    NotRegularFileError,
     UntrustedDataError,
-    open_regular_file,
     plain_dtype,
 )
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.readers.official_pkl import JoblibUnpickler, load_joblib_pickle
+from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
 from vibe_blender.core.safe_pickle import DtypeSpec
 
 from ..model.discriminator import BODY_POSE_SLICE

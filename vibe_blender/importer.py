@@ -75,25 +75,26 @@ def import_motion_file(
     return import_motion(motion, body_model, options, report=report, warn=warn)
 
 
-def _recorded(path, name: str) -> np.ndarray | None:
-    """The single value ``name`` a VIBE Mocap result file records (None for other files: pkl, AMASS)."""
+def _recorded(path, *names: str) -> list[np.ndarray | None]:
+    """The single values ``names`` a VIBE Mocap result file records, read in one pass (None for each
+    that is missing or not one value, and for other files: pkl, AMASS)."""
     try:
-        value = read_npz(path, names=("format", name)).get(name)
+        values = read_npz(path, names=("format", *names))
     except VibeError:
-        return None
-    return value if value is not None and value.shape == () else None
+        return [None] * len(names)
+    return [v if (v := values.get(name)) is not None and v.shape == () else None for name in names]
 
 
 def result_model_name(path) -> str | None:
     """The model name a VIBE Mocap result file records (None for other files: pkl, AMASS)."""
-    name = _recorded(path, "model_name")
+    (name,) = _recorded(path, "model_name")
     return str(name) if name is not None and name.dtype.kind == "U" else None
 
 
 def result_video(path) -> tuple[str, int] | None:
     """(name, frame count) of the video a VIBE Mocap result file was captured from (None for other
     files: pkl, AMASS)."""
-    name, frame_count = _recorded(path, "video_name"), _recorded(path, "video_frame_count")
+    name, frame_count = _recorded(path, "video_name", "video_frame_count")
     if name is None or name.dtype.kind != "U" or frame_count is None or frame_count.dtype.kind not in "iu":
         return None
     return str(name), int(frame_count)

@@ -214,11 +214,10 @@ def bake_reason(channels, data_path: str, index: int, frames: np.ndarray, *, key
     if fcurve is None:
         return None
     active = [m for position, m in enumerate(fcurve.modifiers) if not m.mute and (position == 0 or m.type != "CYCLES")]
-    for modifier in active:
-        if modifier.type == "CYCLES":
-            keys = read_fcurve(channels, data_path, index)[0]
-            if not (len(keys) and len(frames) and keys[0] == frames[0] and keys[-1] == frames[-1]):
-                return BAKE_LOOP
+    if active and active[0].type == "CYCLES":  # only a first Cycles plays (filtered above)
+        points = fcurve.keyframe_points
+        if not (len(points) and len(frames) and points[0].co[0] == frames[0] and points[-1].co[0] == frames[-1]):
+            return BAKE_LOOP
     if not keys_move:
         return None
     for modifier in active:

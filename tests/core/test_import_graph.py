@@ -186,7 +186,14 @@ MAY_IMPORT = {
         "vibe_server.value_range",
         CORE,
     },
-    "vibe_server.api": {"vibe_server.pipeline", "vibe_server.data", "vibe_server.output_files", CORE, SERVER},
+    "vibe_server.api": {
+        "vibe_server.pipeline",
+        "vibe_server.data",
+        "vibe_server.output_files",
+        "vibe_server.value_range",
+        CORE,
+        SERVER,
+    },
     SERVER: {"vibe_server.data"},  # load_model and __version__
 }
 

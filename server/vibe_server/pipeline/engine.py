@@ -44,7 +44,7 @@ from .cpu_features import default_precision
 from .detect import Detector
 from .devices import OUT_OF_MEMORY_STAGE, out_of_memory_error, usable_cores
 from .frontend import FrontEnd
-from .options import RunOptions
+from .options import MAX_TEMPORAL_CHUNK_FRAMES, RunOptions
 from .precision import autocast, check_precision, exact_fp32_on_cuda
 from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
@@ -58,7 +58,7 @@ CROP_GROUP_FRAMES = 8
 CropFrames = Callable[[list[np.ndarray], list[np.ndarray]], torch.Tensor]
 # frames (tracks × chunk frames) in one temporal-model call with the GPU front end: the regressor
 # builds SMPL vertices for each (4,096 x 6,890 x 3 fp32: 340 MB, a few times that inside SMPL)
-TEMPORAL_BATCH_FRAMES = 4096
+TEMPORAL_BATCH_FRAMES = MAX_TEMPORAL_CHUNK_FRAMES  # and the largest chunk a run may ask for
 # crops a track still too short for the result holds at most (600 KB each): past this its crops go
 # through the backbone and it holds their features, so memory does not grow with min_track_frames
 PENDING_CROPS_MAX = 32

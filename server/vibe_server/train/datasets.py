@@ -42,7 +42,7 @@ from vibe_blender.core.bounded_arrays import (
 )
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.readers.official_pkl import JoblibUnpickler, load_joblib_pickle
-from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
+from vibe_blender.core.regular_file import open_user_file
 from vibe_blender.core.safe_pickle import DtypeSpec
 
 from ..model.discriminator import BODY_POSE_SLICE
@@ -152,12 +152,7 @@ class H5Database:
         import h5py  # optional dependency (the train extra)
 
         if self._file is None or self._pid != os.getpid():
-            try:
-                raw = open_regular_file(self.path)
-            except NotRegularFileError as err:
-                raise VibeError(f"{self.path} {err}, so it was not read. Put the real file at that path.") from None
-            except OSError as err:
-                raise VibeError(f"Cannot read {self.path}: {err.strerror or err}.") from err
+            raw = open_user_file(self.path, "the database", "Put the real file at that path.")
             try:  # h5py reads the descriptor checked above, not whatever the name points to now
                 self._file = h5py.File(raw, "r")
             except Exception as err:  # noqa: BLE001 - whatever h5py fails on, the file is not a database

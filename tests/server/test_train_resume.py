@@ -575,6 +575,35 @@ def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
         exit_status(fails)
 
 
+def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_traceback(capsys):
+    """A signal's handler runs wherever the main thread is. In a finaliser or a fork hook (DataLoader
+    workers starting) Python only printed the Terminated it raised, "Exception ignored in ...", and
+    a run sent SIGTERM there went on training."""
+    from vibe_server.train.out_dir import exit_status, sigterm_interrupts
+
+    class SendsSigtermWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the finaliser
+
+    printed, went_on = [], []  # what Python would print as "Exception ignored in ..."; a run not stopped
+
+    def run():
+        with sigterm_interrupts():
+            SendsSigtermWhenCollected()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.01)  # the run goes on: the stop must come back here
+            went_on.append(True)
+
+    hook, sys.unraisablehook = sys.unraisablehook, printed.append
+    try:
+        assert exit_status(run) == 143
+    finally:
+        put_back, sys.unraisablehook = sys.unraisablehook, hook
+    assert capsys.readouterr().err == "interrupted\n" and not printed and not went_on
+    assert put_back == printed.append  # the run's own hook is gone
+
+
 def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(dirs, one_epoch, tmp_path):
     """Slurm's scancel, timeout and a container's stop send SIGTERM to every process: the run and its
     DataLoader workers. It ends as Ctrl-C ends it: one word, exit status 143, no .part file."""

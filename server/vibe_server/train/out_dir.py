@@ -5,7 +5,9 @@ failed or interrupted write leaves the previous one in place.)"""
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -98,7 +100,8 @@ def sigterm_interrupts() -> Iterator[None]:
         stopped = True
         raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
+    sys.unraisablehook = functools.partial(_send_swallowed_stop_again, previous_hook)
     try:
         yield
     except Terminated:
@@ -109,6 +112,24 @@ def sigterm_interrupts() -> Iterator[None]:
         raise Terminated("stopped by SIGTERM") from err  # a failure the stop caused on its way out
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+
+def _send_swallowed_stop_again(
+    previous_hook: Callable[[sys.UnraisableHookArgs], object], unraisable: sys.UnraisableHookArgs
+) -> None:
+    """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
+    thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
+    prints the :class:`Terminated` it raised and the run goes on. Such a stop is sent again from a
+    helper thread, to land once that place is left, and nothing is printed."""
+    if not isinstance(unraisable.exc_value, Terminated):
+        previous_hook(unraisable)
+        return
+    if hasattr(signal, "pthread_kill"):  # POSIX: to the main thread itself, waking it from a wait
+        resend = functools.partial(signal.pthread_kill, threading.main_thread().ident, signal.SIGTERM)
+    else:  # Windows: Python hands it to the main thread
+        resend = functools.partial(signal.raise_signal, signal.SIGTERM)
+    _thread.start_new_thread(resend, ())  # threading's start() would wait for it, and be the one stopped
 
 
 def stop_worker_quietly(worker_id: int) -> None:

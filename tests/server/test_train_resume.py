@@ -604,6 +604,28 @@ def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_tracebac
     assert put_back == printed.append  # the run's own hook is gone
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="DataLoader workers are forked on POSIX")
+def test_sigterm_in_a_worker_forked_before_its_own_handler_ends_it_quietly():
+    """A DataLoader worker inherits the run's handler until its worker_init_fn runs: a SIGTERM to the
+    whole group in that moment raised Terminated in multiprocessing's start-up, which printed
+    "Process ...: Traceback". The worker now ends at once with status 0, as its own handler does."""
+    from vibe_server.train.out_dir import sigterm_interrupts
+
+    read_end, write_end = os.pipe()
+    with sigterm_interrupts():
+        pid = os.fork()
+        if pid == 0:  # the worker, with the run's handler
+            os.dup2(write_end, 2)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                os._exit(7)  # reached only when the signal did not end it
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end) as printed:
+        assert os.waitstatus_to_exitcode(status) == 0 and printed.read() == ""
+
+
 def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(dirs, one_epoch, tmp_path):
     """Slurm's scancel, timeout and a container's stop send SIGTERM to every process: the run and its
     DataLoader workers. It ends as Ctrl-C ends it: one word, exit status 143, no .part file."""

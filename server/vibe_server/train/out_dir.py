@@ -93,10 +93,12 @@ def sigterm_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopped = False
+    stopped, owner = False, os.getpid()
 
     def interrupt(signum: int, frame: object) -> None:
         nonlocal stopped
+        if os.getpid() != owner:  # a DataLoader worker just forked, before its own handler is set
+            _exit_quietly(signum, frame)
         stopped = True
         raise Terminated(f"stopped by {signal.Signals(signum).name}")
 

@@ -87,8 +87,9 @@ def kept_stand_in(
     """(the process, its record): the stand-in, launched by a Blender's LocalServer on the add-on
     folder ``addon_folder`` and kept running as that Blender quit; the next start gets no answer in
     time (0.5 s) while ``folder / "hold"`` exists. ``on_term``, ``stuck_stopping``: see the module's
-    text. Stop Kept Server waits 0.5 s for the shutdown request and 2 s for a graceful stop (the
-    server's GRACEFUL_STOP_S). It is ended at the end, whatever happened."""
+    text. Stop Kept Server waits 0.5 s for the shutdown request (a test where it answers makes that
+    longer) and 2 s for a graceful stop (the server's GRACEFUL_STOP_S). It is ended at the end,
+    whatever happened."""
     from vibe_blender.core import local_server
 
     hold = folder / "hold"

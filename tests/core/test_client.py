@@ -235,7 +235,7 @@ def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_pat
         assert job.snapshot().state == "cancelled"
         job.join(5)
         took = time.monotonic() - started
-        assert not job._thread.is_alive() and took < 1.0, took
+        assert not job._thread.is_alive() and took < 3.0, took  # not the slow poll's 8 s
         assert job.snapshot().message == "Capture cancelled."
     assert _files_under(tmp_path / "results") == []
 

@@ -239,11 +239,11 @@ def test_a_start_timeout_is_reported_as_a_failure_every_time(tmp_path):
     """The program never answers: each waiter wakes to "failed" with the reason, never "stopped"."""
     silent = write_program(tmp_path / "vibe-mocap", 'print("loading model...", flush=True); time.sleep(60)')
     for _ in range(3):
-        server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=1.0)
+        server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=4.0)  # Python starts in it
         server._ready = _ReadyRecorder(server)
         server.start(silent)
         status = server.wait_ready(30)
-        assert status.state == "failed" and "did not answer within 1 s" in status.message, status
+        assert status.state == "failed" and "did not answer within 4 s" in status.message, status
         assert "loading model..." in status.log_tail
         assert server._ready.states_when_set == ["failed"]
         assert server._process.wait(10) is not None  # the program was ended
@@ -382,28 +382,28 @@ while True:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the stand-in notes SIGTERM, which is POSIX")
 @pytest.mark.parametrize("platform", ["posix", "nt"])
-@pytest.mark.parametrize("stop_takes_s", [0.2, 1.5, 60.0])
+@pytest.mark.parametrize("stop_takes_s", [0.2, 4.0, 60.0])
 def test_ending_the_server_closes_its_input_before_any_signal(tmp_path, monkeypatch, platform, stop_takes_s):
     """The server is asked to stop through the end of its standard input first, which works on every
     platform: on Windows terminate() kills at once, so the server would never begin its stop (its
-    running job recorded as queued). On POSIX SIGTERM follows STDIN_STOP_S later (here 0.5 s), for a
+    running job recorded as queued). On POSIX SIGTERM follows STDIN_STOP_S later (here 2 s), for a
     server not watching its input yet; on Windows nothing but the kill, after the whole wait."""
-    monkeypatch.setattr(local_server, "STDIN_STOP_S", 0.5)
+    monkeypatch.setattr(local_server, "STDIN_STOP_S", 2.0)  # margins of 2 s
     monkeypatch.setattr(local_server, "os", type("os", (), {"name": platform}))  # only _end_process reads it
     events = tmp_path / "events"
     program = write_program(tmp_path / "vibe-mocap", ASKED_TO_STOP)
     process = subprocess.Popen([str(program), str(events), str(stop_takes_s)], stdin=subprocess.PIPE)
     _until(lambda: events.exists() and "READY" in events.read_text())
     t0 = time.monotonic()
-    local_server._end_process(process, 3.0)
+    local_server._end_process(process, 6.0)
     elapsed_s = time.monotonic() - t0
     seen = events.read_text().split()[1:]
-    if stop_takes_s < 0.5:  # stopped before any signal
+    if stop_takes_s < 2.0:  # stopped before any signal
         assert (seen, process.returncode) == (["EOF"], 0)
-    elif stop_takes_s < 3.0:  # stopping when SIGTERM came, on POSIX: it stops all the same
+    elif stop_takes_s < 6.0:  # stopping when SIGTERM came, on POSIX: it stops all the same
         assert (seen, process.returncode) == (["EOF", "SIGTERM"] if platform == "posix" else ["EOF"], 0)
     else:  # killed once the whole wait is over
-        assert seen[0] == "EOF" and process.returncode == -signal.SIGKILL and 3.0 <= elapsed_s < 4.0
+        assert seen[0] == "EOF" and process.returncode == -signal.SIGKILL and 6.0 <= elapsed_s < 8.0
     assert process.stdin.closed
 
 
@@ -702,6 +702,7 @@ def test_stop_kept_server_asks_a_kept_server_that_answers_again_and_the_next_sta
     with kept_stand_in(tmp_path, base, monkeypatch) as (process, record):
         server = _start_blocked_by(base, record)
         (tmp_path / "hold").unlink()  # it answers again: it is asked to shut down, with its token
+        monkeypatch.setattr(local_server, "KEPT_SHUTDOWN_TIMEOUT_S", 10.0)  # in time even on a loaded machine
         status = _stop_kept(server)
         assert status.state == "stopped" and "stopped when asked; its record is removed" in status.message, status
         assert process.wait(10) == 0 and not record.exists() and status.blocking_record is None
@@ -740,6 +741,7 @@ def test_stop_kept_server_says_a_kept_server_that_accepted_the_stop_but_did_not_
     with kept_stand_in(tmp_path, base, monkeypatch, stuck_stopping=True) as (process, record):
         server = _start_blocked_by(base, record)
         (tmp_path / "hold").unlink()  # it answers again
+        monkeypatch.setattr(local_server, "KEPT_SHUTDOWN_TIMEOUT_S", 10.0)  # in time even on a loaded machine
         t0 = time.monotonic()
         status = _stop_kept(server)
         assert time.monotonic() - t0 >= 2.0  # its graceful stop, not less
@@ -760,7 +762,7 @@ def test_stop_kept_server_that_ends_just_after_its_sigterm_wait_was_stopped_by_i
     waits = []
     gone_within, prove = local_server._gone_within, local_server.not_the_kept_server
 
-    with kept_stand_in(tmp_path, base, monkeypatch, on_term="3") as (process, record):
+    with kept_stand_in(tmp_path, base, monkeypatch, on_term="5") as (process, record):
 
         def noted_wait(url, jobs_dir, timeout_s):
             waits.append(gone_within(url, jobs_dir, timeout_s))
@@ -945,7 +947,7 @@ def test_stop_while_a_kept_server_is_checked_leaves_the_add_on_stopped(tmp_path,
     server.start(lambda: pytest.fail("nothing is launched"))
     time.sleep(0.3)
     server.stop()
-    time.sleep(1.5)
+    join_workers()
     assert server.snapshot().state == "stopped" and not server._kept
     assert record.exists()  # that server still runs: the next start uses it
     fd = local_server._try_lock(record.parent / local_server.INSTANCE_LOCK)

@@ -461,9 +461,11 @@ def test_cancel_a_running_job_then_delete_it(settings, make_engine):
         wait(client, job_id, until=("running",))
         r = client.delete(f"{API}/jobs/{job_id}")
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10
+        while list(settings.jobs_dir.glob(f"{job_id}/input*")):  # the upload is cleaned up
+            assert time.monotonic() < deadline, "the cancelled job's upload was not deleted"
+            time.sleep(0.05)
         assert client.get(f"{API}/jobs/{job_id}").json()["status"] == "cancelled"
-        assert not list(settings.jobs_dir.glob(f"{job_id}/input*"))  # the upload is cleaned up
         assert client.delete(f"{API}/jobs/{job_id}").status_code == 200
         assert client.get(f"{API}/jobs/{job_id}").status_code == 404
 
@@ -753,7 +755,7 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
                 time.sleep(0.2)
             for t in submitters:
                 t.join(20)
-            assert slowest < 1.0, f"/health took {slowest:.2f} s during the probes"
+            assert slowest < 1.5, f"/health took {slowest:.2f} s during the probes"  # blocked: 2.5 s
             for name in ("upload1", "upload2"):
                 assert_detail(answers[name], 415, "longer than 3 s")
             assert_detail(answers["local"], 415, "not a readable video file")
@@ -788,7 +790,7 @@ def test_live_playlist_uploads_are_refused_and_health_stays_fast(settings, make_
         took = time.perf_counter() - t0
         for t in posts:
             t.join(30)
-    assert health.status_code == 200 and took < 1.0
+    assert health.status_code == 200 and took < 2.5  # blocked: until the 30 s timeout
     assert [a.status_code for a in answers] == [415, 415] and "Playlists" in answers[0].json()["detail"]
 
 
@@ -819,7 +821,7 @@ def test_health_answers_while_every_worker_thread_is_busy(settings, engine):
             took = time.perf_counter() - t0
         for t in waiting:
             t.join(60)
-    assert r.status_code == 200 and took < 1.0, f"/health took {took:.2f} s"
+    assert r.status_code == 200 and took < 2.5, f"/health took {took:.2f} s"  # blocked: its 5 s timeout
 
 
 def test_a_slow_disk_never_holds_up_health_or_the_job_list(settings, engine, monkeypatch):

@@ -161,8 +161,8 @@ def test_stop_has_one_deadline_for_all_workers_and_a_job_that_did_not_stop_runs_
     try:
         assert wait_for(lambda: all(jobs.get(i).status == "running" for i in ids))
         t0 = time.monotonic()
-        jobs.stop(timeout_s=1.0)
-        assert time.monotonic() - t0 < 1.8  # one deadline, not one per worker
+        jobs.stop(timeout_s=3.0)
+        assert time.monotonic() - t0 < 5.0  # one deadline, not one per worker (6 s)
         assert [JobManager(tmp_path / "jobs", []).get(i).status for i in ids] == ["queued", "queued"]
     finally:
         release.set()

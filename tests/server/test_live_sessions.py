@@ -89,12 +89,12 @@ def test_a_session_nobody_watches_stops_by_itself(manager, camera, monkeypatch):
 
 
 def test_a_watched_session_keeps_running(manager, camera, monkeypatch):
-    monkeypatch.setattr(api_live, "UNWATCHED_STOP_S", 0.3)
     camera.flowing.set()
     run = manager.start("0", LiveOptions())
     loop = asyncio.new_event_loop()  # a viewer's loop (not run: the messages wait in its queue)
     try:
         assert run.subscribe(api_live.Subscriber(asyncio.Queue(api_live.SUBSCRIBER_QUEUE), loop))
+        monkeypatch.setattr(api_live, "UNWATCHED_STOP_S", 0.3)  # once watched (a slow start is no stop)
         time.sleep(1.0)
         assert run.status == "running"
         manager.stop(run)

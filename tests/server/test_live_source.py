@@ -25,7 +25,7 @@ def counting_frames(n, every_s=0.0):
 
 
 def test_a_fast_consumer_sees_every_frame_in_order():
-    with LiveSource(counting_frames(50, every_s=0.002), INFO) as source:
+    with LiveSource(counting_frames(50, every_s=0.02), INFO) as source:
         seen = []
         while (frame := source.next_frame(timeout_s=5)) is not None:
             seen.append(frame.index)
@@ -46,12 +46,12 @@ def test_a_slow_consumer_gets_drop_counts_not_a_growing_queue():
 
 
 def test_a_short_stall_is_absorbed_without_a_drop():
-    with LiveSource(counting_frames(60), INFO, pace_fps=100.0) as source:
+    with LiveSource(counting_frames(30), INFO, pace_fps=10.0) as source:
         seen = []
         while (frame := source.next_frame(timeout_s=5)) is not None:
             seen.append(frame.index)
-            time.sleep(0.025 if frame.index == 20 else 0.002)  # one frame 2.5 intervals slow
-    assert seen == list(range(60)) and source.dropped == 0
+            time.sleep(0.2 if frame.index == 10 else 0.002)  # one frame 2 intervals slow (3 may wait)
+    assert seen == list(range(30)) and source.dropped == 0
 
 
 def test_a_file_is_played_at_its_own_frame_rate():

@@ -65,8 +65,12 @@ def test_decoded_frames_waiting_stay_within_the_memory_bound(monkeypatch):
     frame_bytes = 768 * 432 * 3
     frames = decode_in_parallel(open_video(CLIP), 3, chunk_frames=30, max_bytes=30 * frame_bytes)
     next(frames)
-    time.sleep(1.0)  # the threads decode ahead until their queues are full
     per_queue = 30 // 3
+    deadline = time.monotonic() + 30
+    while len(produced) < 3 * per_queue:  # the threads decode ahead until their queues are full
+        assert time.monotonic() < deadline, len(produced)
+        time.sleep(0.05)
+    time.sleep(0.5)  # and no further
     # each of the 3 threads: its queue, plus one frame in hand waiting for room
     assert 3 * per_queue <= len(produced) <= 3 * (per_queue + 1) + 1
     frames.close()

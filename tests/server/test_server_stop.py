@@ -169,7 +169,7 @@ def test_a_second_ctrl_c_cuts_off_a_stalled_request_and_still_keeps_the_running_
     """uvicorn's own forced exit skipped the app's shutdown (the job workers were never told) and
     printed the cancelled tasks' tracebacks. Here the stalled upload is cut off (its folder deleted),
     the running job goes back to the queue, one line says so, and the status is 130."""
-    with a_running_job_and_a_stalled_upload(start_tiny_server) as (server, job_id):
+    with a_running_job_and_a_stalled_upload(start_tiny_server, tmp_path / "jobs") as (server, job_id):
         t0 = time.monotonic()
         server.process.send_signal(signal.SIGINT)
         time.sleep(1.0)  # the server waits for the stalled upload (15 s at most)
@@ -191,7 +191,7 @@ def test_a_server_killed_while_it_stops_still_runs_its_running_job_after_the_res
     told: the running job's record says queued all the same, so the next start runs it (it said
     running, and the next start marked it failed)."""
     jobs_dir = tmp_path / "jobs"
-    with a_running_job_and_a_stalled_upload(start_tiny_server) as (server, job_id):
+    with a_running_job_and_a_stalled_upload(start_tiny_server, jobs_dir) as (server, job_id):
         server.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10.0  # the add-on's kill when Blender quits
         while job_record_status(jobs_dir, job_id) != "queued" and time.monotonic() < deadline:
@@ -205,21 +205,22 @@ def test_a_server_killed_while_it_stops_still_runs_its_running_job_after_the_res
 
 
 @contextlib.contextmanager
-def a_running_job_and_a_stalled_upload(start_tiny_server):
-    """(server, job id) of a tiny server running a job while a client's upload stalls."""
+def a_running_job_and_a_stalled_upload(start_tiny_server, jobs_dir: Path):
+    """(server, job id) of a tiny server (on ``jobs_dir``) running a job while a client's upload stalls."""
 
     server, url = start_tiny_server(frame_delay_s="0.2")
     client = ServerClient(url, TOKEN)
     job_id = client.submit_local(CLIP)["job_id"]
     wait_until_running(client, job_id)
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
-        send_stalled_upload(stalled, url)
-        time.sleep(0.5)
+        send_stalled_upload(stalled, url, jobs_dir)
         yield server, job_id
 
 
-def send_stalled_upload(sock, url: str) -> None:
-    """The start of a 10 MB multipart upload, then nothing (a client that stopped sending)."""
+def send_stalled_upload(sock, url: str, jobs_dir: Path) -> None:
+    """The start of a 10 MB multipart upload, then nothing (a client that stopped sending); returns
+    once the server has begun receiving it (its job folder in ``jobs_dir`` made)."""
+    folders_before = set(jobs_dir.iterdir())
     port = url.rsplit(":", 1)[1]
     head = 'Content-Disposition: form-data; name="video"; filename="a.mp4"'
     sock.sendall(
@@ -230,6 +231,10 @@ def send_stalled_upload(sock, url: str) -> None:
         ).encode()
         + b"\0" * 1000
     )
+    deadline = time.monotonic() + 30
+    while not set(jobs_dir.iterdir()) - folders_before:
+        assert time.monotonic() < deadline, "the server did not begin receiving the upload"
+        time.sleep(0.05)
 
 
 def test_the_server_stops_when_its_standard_input_closes(start_tiny_server):
@@ -248,15 +253,14 @@ def test_shutdown_stops_the_server(start_tiny_server):
     assert server.last_line() == "VIBE Mocap server stopped (POST /shutdown)."
 
 
-def test_a_stalled_upload_does_not_keep_a_stopping_server_alive(start_tiny_server):
+def test_a_stalled_upload_does_not_keep_a_stopping_server_alive(start_tiny_server, tmp_path):
     """A client that stops sending mid-upload: after POST /shutdown the server gives running
     requests their grace time (here 1 s), then cuts them off with one line (uvicorn logged the
     cancelled request's traceback)."""
 
     server, url = start_tiny_server("-", "1")
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as stalled:
-        send_stalled_upload(stalled, url)
-        time.sleep(0.5)
+        send_stalled_upload(stalled, url, tmp_path / "jobs")
         post_shutdown(url)
         assert server.wait(15) == 0
     assert "Traceback" not in server.stderr and CUT_OFF_MESSAGE in server.stderr, server.stderr

@@ -96,6 +96,7 @@ class FakeLiveServer:
         *,
         after: str = "wait",
         start_delay_s: float = 0.0,
+        start_gate: threading.Event | None = None,
         stop_status: int = 200,
         body_model: Path | None = None,
         token: str = "fake-live-token",
@@ -103,7 +104,7 @@ class FakeLiveServer:
         self.messages = [m if m is HOLD or isinstance(m, bytes) else text_frame(m) for m in messages]
         self.resume = threading.Event()
         self.after, self.start_delay_s, self.stop_status = after, start_delay_s, stop_status
-        self.body_model, self.token = body_model, token
+        self.body_model, self.token, self.start_gate = body_model, token, start_gate
         self.stop_requests: list[str] = []
         self.streams_opened = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -169,6 +170,8 @@ class FakeLiveServer:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == f"{API}/live":
                     time.sleep(server.start_delay_s)  # the real server opens the source and loads the detector here
+                    if server.start_gate is not None:  # or as long as the test holds the gate shut
+                        server.start_gate.wait(60)
                     self._json(200, {"live_id": LIVE_ID, "status": "running", "source": "fake", "error": None})
                 elif self.path == f"{API}/live/{LIVE_ID}/stop":
                     server.stop_requests.append(LIVE_ID)

@@ -283,9 +283,9 @@ def test_a_person_missing_from_processed_frames_is_hidden_there(addon, empty_sce
 @pytest.fixture
 def fake_server_setup(monkeypatch, reference_dir):
     """Live sessions go to the URL given (no add-on server is started), the usual requests time out
-    after 0.5 s, and a fake server serves the reference body model."""
+    after 2 s, and a fake server serves the reference body model."""
     monkeypatch.setattr(server_control, "server_for_capture", lambda url, token, data_dir: (url, token))
-    monkeypatch.setattr(live, "ServerClient", functools.partial(ServerClient, timeout_s=0.5))
+    monkeypatch.setattr(live, "ServerClient", functools.partial(ServerClient, timeout_s=2.0))
     return {"body_model": reference_dir / "body_model.npz"}
 
 
@@ -295,7 +295,7 @@ def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setu
     a lost connection asks the server to stop the session, which nobody follows any more."""
     bad_pose = frame_message(1, 10.05, [person(1, pose=[0.0] * 71)])
     messages = [frame_message(0, 10.0, [person(1)]), bad_pose, "{not json", frame_message(2, 10.1, [person(1)])]
-    with FakeLiveServer(messages, after="close", start_delay_s=1.5, **fake_server_setup) as server:
+    with FakeLiveServer(messages, after="close", start_delay_s=4.0, **fake_server_setup) as server:
         session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
         tick_until(lambda: live.live_tick() is None, 30)
         assert server.wait_for_stop()
@@ -306,12 +306,15 @@ def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setu
 
 
 def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):
-    with FakeLiveServer([frame_message(0, 10.0, [person(1)])], start_delay_s=3.0, **fake_server_setup) as server:
+    opened = threading.Event()  # the server answers the start once the test opens it
+    messages = [frame_message(0, 10.0, [person(1)])]
+    with FakeLiveServer(messages, start_gate=opened, **fake_server_setup) as server:
         session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
         tick_until(lambda: session.connection is not None, 30)  # the start request is out
         live.stop_live()
-        tick_until(lambda: live.live_tick() is None, 2)  # ended without waiting for the server's answer
+        tick_until(lambda: live.live_tick() is None, 30)  # ended without waiting for the server's answer
         assert session.state == "ended" and not server.stop_requests
+        opened.set()
         assert server.wait_for_stop()  # the session the server then started is stopped there
     assert server.stop_requests == [LIVE_ID] and server.streams_opened == 0
 

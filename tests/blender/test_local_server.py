@@ -181,7 +181,7 @@ def _server_pid(output: str) -> int:
     return int(output.split("SERVER_PID")[1].split()[0])
 
 
-def _gone_within(pid: int, timeout_s: float = 15.0) -> bool:
+def _gone_within(pid: int, timeout_s: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)

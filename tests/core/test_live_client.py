@@ -166,15 +166,17 @@ def test_a_stop_the_server_does_not_confirm_is_reported():
 def test_stop_while_the_server_starts_the_session_ends_it_at_once_and_stops_it_there():
     """The start request waits for the server to open the source; a stop meanwhile must not wait
     for it, and the session the server then starts must not run for nobody."""
-    with FakeLiveServer([FRAME], start_delay_s=1.5) as server:
+    opened = threading.Event()  # the server answers the start once the test opens it
+    with FakeLiveServer([FRAME], start_gate=opened) as server:
         live = LiveConnection(ServerClient(server.url, server.token)).start("0")
         stopper = threading.Thread(target=live.stop)
         stopper.start()
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 30
         while live.state != "ended":
             assert time.monotonic() < deadline, live.state
             time.sleep(0.01)
         assert not server.stop_requests  # the server has not answered yet
+        opened.set()
         assert server.wait_for_stop()
         stopper.join(10)
         live._thread.join(10)

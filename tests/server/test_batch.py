@@ -223,7 +223,7 @@ def test_a_corrupt_video_is_recorded_and_the_others_are_done(clip_bank, tmp_path
 
 
 def test_a_killed_run_resumes_without_duplicates_or_half_written_files(clip_bank, tmp_path):
-    # 'slow' videos take ~1.2 s each, so the kill lands while one is being processed
+    # 'slow' videos take ~3 s each, so the kill lands while one is being processed
     inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": name for i, name in enumerate(sorted(CLIP_SOURCES))})
     out = tmp_path / "out"
     run = start_batch_until_first_record(inputs, out)

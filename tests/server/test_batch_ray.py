@@ -154,6 +154,9 @@ def test_ray_tells_an_actor_that_loads_its_model_from_one_the_cluster_has_not_st
         assert unscheduled_actors([loading]) == 0  # its process runs __init__
         waiting = Loading.remote(str(gate))  # no CPU is left for it
         assert ray.wait([waiting.ready.remote()], timeout=1.0)[0] == []
+        deadline = time.monotonic() + 30
+        while unscheduled_actors([loading, waiting]) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the cluster registers the new actor first
         assert unscheduled_actors([loading, waiting]) == 1
     finally:
         gate.touch()

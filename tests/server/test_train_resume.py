@@ -575,21 +575,22 @@ def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
         exit_status(fails)
 
 
-def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_traceback(capsys):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_traceback(capsys, signum):
     """A signal's handler runs wherever the main thread is. In a finaliser or a fork hook (DataLoader
-    workers starting) Python only printed the Terminated it raised, "Exception ignored in ...", and
-    a run sent SIGTERM there went on training."""
+    workers starting) Python only printed the Terminated (or Ctrl-C's KeyboardInterrupt) it raised,
+    "Exception ignored in ...", and the run went on training."""
     from vibe_server.train.out_dir import exit_status, sigterm_interrupts
 
-    class SendsSigtermWhenCollected:
+    class SendsTheSignalWhenCollected:
         def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the finaliser
+            os.kill(os.getpid(), signum)  # the handler runs here, inside the finaliser
 
     printed, went_on = [], []  # what Python would print as "Exception ignored in ..."; a run not stopped
 
     def run():
         with sigterm_interrupts():
-            SendsSigtermWhenCollected()
+            SendsTheSignalWhenCollected()
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 time.sleep(0.01)  # the run goes on: the stop must come back here
@@ -597,10 +598,15 @@ def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_tracebac
 
     hook, sys.unraisablehook = sys.unraisablehook, printed.append
     try:
-        assert exit_status(run) == 143
+        if signum == signal.SIGTERM:
+            assert exit_status(run) == 143
+            assert capsys.readouterr().err == "interrupted\n"
+        else:
+            with pytest.raises(KeyboardInterrupt):  # on to the command line, which exits with 130
+                exit_status(run)
     finally:
         put_back, sys.unraisablehook = sys.unraisablehook, hook
-    assert capsys.readouterr().err == "interrupted\n" and not printed and not went_on
+    assert not printed and not went_on
     assert put_back == printed.append  # the run's own hook is gone
 
 

@@ -88,8 +88,9 @@ def sigterm_interrupts() -> Iterator[None]:
     the run as Ctrl-C does, with :class:`Terminated` (a KeyboardInterrupt): a checkpoint being written
     is then deleted instead of left as a .part file. Any other exception the block raises once SIGTERM
     has come is that stop too (e.g. torch reporting a DataLoader worker that the same signal ended,
-    when it went to the whole process group). Only the main thread can handle signals; elsewhere
-    nothing changes."""
+    when it went to the whole process group). A stop that lands where Python cannot raise it (a
+    finaliser, a fork hook) comes back once that place is left, for Ctrl-C too. Only the main thread
+    can handle signals; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -122,15 +123,17 @@ def _send_swallowed_stop_again(
 ) -> None:
     """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
     thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
-    prints the :class:`Terminated` it raised and the run goes on. Such a stop is sent again from a
-    helper thread, to land once that place is left, and nothing is printed."""
-    if not isinstance(unraisable.exc_value, Terminated):
+    prints the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) it raised and the run goes on.
+    Such a stop is sent again from a helper thread, to land once that place is left, and nothing is
+    printed."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
         previous_hook(unraisable)
         return
+    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
     if hasattr(signal, "pthread_kill"):  # POSIX: to the main thread itself, waking it from a wait
-        resend = functools.partial(signal.pthread_kill, threading.main_thread().ident, signal.SIGTERM)
+        resend = functools.partial(signal.pthread_kill, threading.main_thread().ident, signum)
     else:  # Windows: Python hands it to the main thread
-        resend = functools.partial(signal.raise_signal, signal.SIGTERM)
+        resend = functools.partial(signal.raise_signal, signum)
     _thread.start_new_thread(resend, ())  # threading's start() would wait for it, and be the one stopped
 
 

@@ -149,6 +149,22 @@ def test_mposer_refuses_to_run_as_one_of_several_processes(tmp_path, monkeypatch
     assert train_mposer(config)["history"]
 
 
+def test_a_run_that_fails_before_writing_removes_the_out_dir_it_made(tmp_path, capsys):
+    """A mistyped --db_dir: the one message, and no run folder left holding only a lock file; a folder
+    that was there before the run stays."""
+    from vibe_server.cli import main
+
+    missing_db = tmp_path / "no-such-db"
+    for out, existed in ((tmp_path / "new" / "mp", False), (tmp_path / "old", True)):
+        if existed:
+            out.mkdir()
+        argv = [f"--db_dir={missing_db}", f"--out_dir={out}", "--num_workers=0", "--device=cpu"]
+        assert main(["train", "mposer", *argv]) == 2
+        assert str(missing_db) in capsys.readouterr().err
+        assert out.is_dir() == existed
+    assert (tmp_path / "new").is_dir()  # only the run's own folder is removed, not its parents
+
+
 def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path, capsys):
     from vibe_server.cli import main
 

@@ -55,7 +55,9 @@ def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None
     """Make ``out_dir`` and keep every other training run out of it for the block; first delete what
     killed writes of the run's ``outputs`` (file names in it) left there (safe now: no one else writes).
     Where the folder cannot be locked (Windows, a file system without locks: warned) the run goes on
-    unguarded, and leaves those files alone: another run may be writing them."""
+    unguarded, and leaves those files alone: another run may be writing them. A run that fails before
+    writing anything into the folder it made (a mistyped --db_dir) removes that folder again."""
+    made = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -79,7 +81,27 @@ def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None
         removed = sum(remove_leftover_parts(out_dir / name) for name in outputs) if guarded else 0
         if removed:
             say(f"deleted {removed} unfinished checkpoint file(s) that a killed run left in {out_dir}")
-        yield
+        try:
+            yield
+        except BaseException:
+            if made and _holds_only_the_lock(out_dir):
+                _remove_run_folder(out_dir)
+            raise
+
+
+def _remove_run_folder(folder: Path) -> None:
+    """Delete a run folder holding only its lock file, while the lock is held: a run starting meanwhile
+    makes a lock file of its own, and the folder then stays."""
+    with contextlib.suppress(OSError):  # Windows deletes no open file; that run's lock file is there
+        (folder / RUN_LOCK).unlink(missing_ok=True)
+        folder.rmdir()
+
+
+def _holds_only_the_lock(folder: Path) -> bool:
+    try:
+        return set(os.listdir(folder)) <= {RUN_LOCK}
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

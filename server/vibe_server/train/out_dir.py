@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any  # sys.UnraisableHookArgs exists only for type checkers
 
 import torch
 
@@ -140,9 +141,7 @@ def sigterm_interrupts() -> Iterator[None]:
         sys.unraisablehook = previous_hook
 
 
-def _send_swallowed_stop_again(
-    previous_hook: Callable[[sys.UnraisableHookArgs], object], unraisable: sys.UnraisableHookArgs
-) -> None:
+def _send_swallowed_stop_again(previous_hook: Callable[[Any], object], unraisable: Any) -> None:
     """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
     thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
     prints the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) it raised and the run goes on.

@@ -575,8 +575,20 @@ def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
         exit_status(fails)
 
 
+@pytest.fixture
+def python_ctrl_c():
+    """Ctrl-C as the command line has it (Python's handler, not blocked), whatever a library loaded
+    earlier in the test process did to SIGINT; put back afterwards."""
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signals")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_traceback(capsys, signum):
+def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_traceback(capsys, python_ctrl_c, signum):
     """A signal's handler runs wherever the main thread is. In a finaliser or a fork hook (DataLoader
     workers starting) Python only printed the Terminated (or Ctrl-C's KeyboardInterrupt) it raised,
     "Exception ignored in ...", and the run went on training."""

@@ -490,10 +490,11 @@ def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_pa
     out = tmp_path / "out"
     items = discover([str(inputs)], out)
     calls, driver = [], {}
+    earlier_children = set(multiprocessing.active_children())  # (not this test's to judge)
     real_drive = local_pool._drive
 
     def drive(pool, state, videos_in_flight, *args):  # the driver's futures: {future: video}
-        driver["in_flight"] = videos_in_flight
+        driver["in_flight"], driver["workers"] = videos_in_flight, pool._processes  # the pool's own table
         return real_drive(pool, state, videos_in_flight, *args)
 
     monkeypatch.setattr(local_pool, "_drive", drive)
@@ -517,9 +518,9 @@ def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_pa
             progress=BatchProgress(4, enabled=False),
         )
     assert len(calls) == 2, calls  # the first result, then the finished ones on the way out
-    for child in multiprocessing.active_children():  # none left running: each one was ended, not let finish
-        child.join(10)
-        assert child.exitcode == -signal.SIGTERM, child
+    workers = list(driver["workers"].values())
+    assert workers and all(w.exitcode == -signal.SIGTERM for w in workers), workers  # ended, not let finish
+    assert not set(multiprocessing.active_children()) - earlier_children  # and nothing else left running
 
 
 # -- the Ray cluster's address -----------------------------------------------------------------------

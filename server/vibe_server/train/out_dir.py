@@ -85,24 +85,18 @@ def own_out_dir(out_dir: Path, outputs: Iterable[str], say: Callable[[str], None
         try:
             yield
         except BaseException:
-            if made and _holds_only_the_lock(out_dir):
-                _remove_run_folder(out_dir)
+            if made:
+                _remove_if_it_holds_only_the_lock(out_dir)
             raise
 
 
-def _remove_run_folder(folder: Path) -> None:
-    """Delete a run folder holding only its lock file, while the lock is held: a run starting meanwhile
-    makes a lock file of its own, and the folder then stays."""
+def _remove_if_it_holds_only_the_lock(folder: Path) -> None:
+    """Delete a run folder holding nothing but its lock file, while the lock is held: a run starting
+    meanwhile makes a lock file of its own, and the folder then stays."""
     with contextlib.suppress(OSError):  # Windows deletes no open file; that run's lock file is there
-        (folder / RUN_LOCK).unlink(missing_ok=True)
-        folder.rmdir()
-
-
-def _holds_only_the_lock(folder: Path) -> bool:
-    try:
-        return set(os.listdir(folder)) <= {RUN_LOCK}
-    except OSError:
-        return False
+        if set(os.listdir(folder)) <= {RUN_LOCK}:
+            (folder / RUN_LOCK).unlink(missing_ok=True)
+            folder.rmdir()
 
 
 @contextlib.contextmanager

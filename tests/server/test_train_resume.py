@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -555,7 +556,7 @@ def test_sigterm_while_saving_stops_the_run_without_a_part_file(dirs, one_epoch,
 def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
     """SIGTERM to the whole process group also ends the DataLoader workers, which torch reports as
     a RuntimeError: once SIGTERM has come, any failure is the stop (exit status 143)."""
-    from vibe_server.train.out_dir import exit_status, sigterm_interrupts
+    from vibe_server.train.stop_signals import exit_status, sigterm_interrupts
 
     def run():
         with sigterm_interrupts():
@@ -592,7 +593,7 @@ def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_tracebac
     """A signal's handler runs wherever the main thread is. In a finaliser or a fork hook (DataLoader
     workers starting) Python only printed the Terminated (or Ctrl-C's KeyboardInterrupt) it raised,
     "Exception ignored in ...", and the run went on training."""
-    from vibe_server.train.out_dir import exit_status, sigterm_interrupts
+    from vibe_server.train.stop_signals import exit_status, sigterm_interrupts
 
     class SendsTheSignalWhenCollected:
         def __del__(self):
@@ -627,12 +628,94 @@ def test_sigterm_in_a_worker_forked_before_its_own_handler_ends_it_quietly():
     """A DataLoader worker inherits the run's handler until its worker_init_fn runs: a SIGTERM to the
     whole group in that moment raised Terminated in multiprocessing's start-up, which printed
     "Process ...: Traceback". The worker now ends at once with status 0, as its own handler does."""
-    from vibe_server.train.out_dir import sigterm_interrupts
+    from vibe_server.train.stop_signals import sigterm_interrupts
 
     read_end, write_end = os.pipe()
     with sigterm_interrupts():
         pid = os.fork()
         if pid == 0:  # the worker, with the run's handler
+            os.dup2(write_end, 2)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                os._exit(7)  # reached only when the signal did not end it
+        os.close(write_end)
+        _, status = os.waitpid(pid, 0)
+    with os.fdopen(read_end) as printed:
+        assert os.waitstatus_to_exitcode(status) == 0 and printed.read() == ""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="DataLoader workers are forked on POSIX")
+def test_sigterm_while_the_workers_start_stops_the_run_without_a_traceback(capsys):
+    """A SIGTERM that landed while a pass's DataLoader workers were starting left torch's iterator
+    half-built; when collected it failed again and Python printed "Exception ignored in ...
+    AttributeError" after "interrupted". The stop now lands once the workers have started."""
+    import multiprocessing
+
+    from vibe_server.train.stop_signals import StopSafeLoader, exit_status, sigterm_interrupts
+
+    started = []
+
+    class SigtermsTheRunFirst(multiprocessing.context.ForkProcess):
+        def start(self):
+            if started:  # the second worker: the run's handler runs here, one worker started
+                os.kill(os.getpid(), signal.SIGTERM)
+            super().start()
+            started.append(self)
+
+    class StartsWorkersAmidASigterm(multiprocessing.context.ForkContext):
+        Process = SigtermsTheRunFirst
+
+    printed, batches = [], []
+    other_thread = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    other_thread.start()  # a run has more threads than the main one (pin memory, progress bar)
+
+    def run():
+        with sigterm_interrupts():
+            loader = StopSafeLoader(range(8), num_workers=2, multiprocessing_context=StartsWorkersAmidASigterm())
+            batches.extend(loader)
+
+    hook, sys.unraisablehook = sys.unraisablehook, printed.append
+    try:
+        assert exit_status(run) == 143
+        gc.collect()  # the pass's iterator, collected
+    finally:
+        sys.unraisablehook = hook
+    assert capsys.readouterr().err == "interrupted\n" and not printed and not batches
+    assert len(started) == 2 and not multiprocessing.active_children()  # both started, both stopped
+
+
+def test_a_stop_that_comes_while_held_lands_as_the_block_ends(capsys):
+    from vibe_server.train.stop_signals import exit_status, sigterm_interrupts, stops_held
+
+    reached = []
+    other_thread = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    other_thread.start()  # the kernel may hand the signal to it: the hold is no signal mask
+
+    def run():
+        with sigterm_interrupts():
+            with stops_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                reached.append("held")
+            reached.append("after")  # not reached: the stop lands as the block ends
+
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+    assert exit_status(run) == 143 and capsys.readouterr().err == "interrupted\n"
+    assert reached == ["held"]
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers  # put back
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="DataLoader workers are forked on POSIX")
+def test_a_process_forked_while_the_stops_are_held_ends_quietly_when_one_reaches_it():
+    """A DataLoader worker starts with the hold's handler: a SIGTERM to the whole group in that moment
+    ends it at once with status 0, as its own handler does, instead of being kept for later."""
+    from vibe_server.train.stop_signals import stops_held
+
+    read_end, write_end = os.pipe()
+    with stops_held():
+        pid = os.fork()
+        if pid == 0:
             os.dup2(write_end, 2)
             try:
                 os.kill(os.getpid(), signal.SIGTERM)

@@ -38,15 +38,14 @@ from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import (
     check_same_settings,
-    exit_status,
     keep_old_logs,
     load_optimizer,
     load_state,
     read_checkpoint,
     run_in_out_dir,
-    stop_worker_quietly,
 )
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
+from .stop_signals import StopSafeLoader, exit_status
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
 MODEL_SETTINGS = ("hidden_size", "latent_size", "num_layers")  # what shapes the saved weights
@@ -146,9 +145,8 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
             return {"history": [], "checkpoint": checkpoint_path}
     dataset = SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)
     train_set, val_set = split_by_sequence(dataset, config.val_fraction, config.seed)
-    workers = {"num_workers": config.num_workers, "worker_init_fn": stop_worker_quietly}
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, **workers)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size, **workers)
+    train_loader = StopSafeLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
+    val_loader = StopSafeLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
     if ckpt is None:
         keep_old_logs(out_dir, ["mposer_log.csv"], log.info)
 

@@ -5,16 +5,10 @@ failed or interrupted write leaves the previous one in place.)"""
 
 from __future__ import annotations
 
-import _thread
 import contextlib
-import functools
 import os
-import signal
-import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any  # sys.UnraisableHookArgs exists only for type checkers
 
 import torch
 
@@ -25,14 +19,10 @@ from ..folder_lock import folder_lock
 from ..output_files import remove_leftover_parts
 from .datasets import worker_errors_unwrapped
 from .run_log import log
+from .stop_signals import sigterm_interrupts
 
 START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old logs are kept)"
 RUN_LOCK = ".train.lock"  # held in out_dir by the run writing there
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: the exit status of a run stopped by SIGTERM, as a shell shows it
-
-
-class Terminated(KeyboardInterrupt):
-    """The run was stopped by SIGTERM: it ends as Ctrl-C ends it (see :func:`sigterm_interrupts`)."""
 
 
 @contextlib.contextmanager
@@ -40,7 +30,7 @@ def run_in_out_dir(
     out_dir: Path, outputs: Iterable[str], say: Callable[[str], None], *, holds_out_dir: bool = True
 ) -> Iterator[None]:
     """The block is this process's part of a run writing ``outputs`` into ``out_dir``: SIGTERM stops
-    it cleanly (:func:`sigterm_interrupts`), a database error in a DataLoader worker is one message
+    it cleanly (:func:`~.stop_signals.sigterm_interrupts`), a database error in a DataLoader worker is one message
     (:func:`~.datasets.worker_errors_unwrapped`) and, when it ``holds_out_dir`` (the one process of a
     run that does: torchrun's rank 0), no other run may use the folder (:func:`own_out_dir`)."""
     with (
@@ -97,82 +87,6 @@ def _remove_if_it_holds_only_the_lock(folder: Path) -> None:
         if set(os.listdir(folder)) <= {RUN_LOCK}:
             (folder / RUN_LOCK).unlink(missing_ok=True)
             folder.rmdir()
-
-
-@contextlib.contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """For the block, SIGTERM (``kill``, a job scheduler, torchrun stopping the other processes) stops
-    the run as Ctrl-C does, with :class:`Terminated` (a KeyboardInterrupt): a checkpoint being written
-    is then deleted instead of left as a .part file. Any other exception the block raises once SIGTERM
-    has come is that stop too (e.g. torch reporting a DataLoader worker that the same signal ended,
-    when it went to the whole process group). A stop that lands where Python cannot raise it (a
-    finaliser, a fork hook) comes back once that place is left, for Ctrl-C too. Only the main thread
-    can handle signals; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stopped, owner = False, os.getpid()
-
-    def interrupt(signum: int, frame: object) -> None:
-        nonlocal stopped
-        if os.getpid() != owner:  # a DataLoader worker just forked, before its own handler is set
-            _exit_quietly(signum, frame)
-        stopped = True
-        raise Terminated(f"stopped by {signal.Signals(signum).name}")
-
-    previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
-    sys.unraisablehook = functools.partial(_send_swallowed_stop_again, previous_hook)
-    try:
-        yield
-    except Terminated:
-        raise
-    except BaseException as err:
-        if not stopped:
-            raise
-        raise Terminated("stopped by SIGTERM") from err  # a failure the stop caused on its way out
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.unraisablehook = previous_hook
-
-
-def _send_swallowed_stop_again(previous_hook: Callable[[Any], object], unraisable: Any) -> None:
-    """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
-    thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
-    prints the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) it raised and the run goes on.
-    Such a stop is sent again from a helper thread, to land once that place is left, and nothing is
-    printed."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        previous_hook(unraisable)
-        return
-    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
-    if hasattr(signal, "pthread_kill"):  # POSIX: to the main thread itself, waking it from a wait
-        resend = functools.partial(signal.pthread_kill, threading.main_thread().ident, signum)
-    else:  # Windows: Python hands it to the main thread
-        resend = functools.partial(signal.raise_signal, signum)
-    _thread.start_new_thread(resend, ())  # threading's start() would wait for it, and be the one stopped
-
-
-def stop_worker_quietly(worker_id: int) -> None:
-    """A DataLoader ``worker_init_fn``: SIGTERM ends the worker at once with status 0, as Ctrl-C ends
-    it, for the main process to report the stop (torch reports a worker that a signal kills as an
-    error; SIGTERM reaches the workers too when it goes to the whole process group: Slurm's scancel,
-    ``timeout``, a container's stop)."""
-    signal.signal(signal.SIGTERM, _exit_quietly)
-
-
-def _exit_quietly(signum: int, frame: object) -> None:
-    os._exit(0)
-
-
-def exit_status(run: Callable[[], object]) -> int:
-    """``run()`` for the command line: 0 when it ends, 143 after "interrupted" when SIGTERM stopped it
-    (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130)."""
-    try:
-        run()
-    except Terminated:
-        print("interrupted", file=sys.stderr)
-        return EXIT_TERMINATED
-    return 0
 
 
 def read_checkpoint(path: Path, load: Callable[[Path], dict]) -> dict:

@@ -53,15 +53,14 @@ from .losses import discriminator_loss, generator_adversarial_loss, generator_lo
 from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import (
     check_same_settings,
-    exit_status,
     keep_old_logs,
     load_optimizer,
     load_state,
     read_checkpoint,
     run_in_out_dir,
-    stop_worker_quietly,
 )
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
+from .stop_signals import StopSafeLoader, exit_status
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
 NO_BUFFER_SYNC = (
@@ -103,12 +102,11 @@ def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int,
     """The datasets mixed into one loader, this rank's share, reshuffled every pass."""
     dataset = ConcatDataset(datasets)  # mixed in proportion to window counts
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
-    return DataLoader(
+    return StopSafeLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=config.num_workers,
-        worker_init_fn=stop_worker_quietly,
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
     )

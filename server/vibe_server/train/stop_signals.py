@@ -1,0 +1,142 @@
+"""How a training run stops: SIGTERM (``kill``, a job scheduler, a container's stop) ends it as Ctrl-C
+does, wherever in the run it lands, with one word and no traceback; its DataLoader workers end
+quietly with it."""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import functools
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: the exit status of a run stopped by SIGTERM, as a shell shows it
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """The run was stopped by SIGTERM: it ends as Ctrl-C ends it (see :func:`sigterm_interrupts`)."""
+
+
+class StopSafeLoader(DataLoader):
+    """A DataLoader that a stop cannot catch half-way through starting its workers (each pass starts
+    them anew): torch's worker iterator, left half-built there, fails again when collected, and
+    Python prints that failure after "interrupted". SIGTERM and Ctrl-C wait while the workers start
+    (:func:`stops_held`); the pass then ends cleanly, its workers with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, worker_init_fn=stop_worker_quietly, **kwargs)
+
+    def __iter__(self) -> Any:
+        with stops_held():
+            return super().__iter__()
+
+
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """For the block, SIGTERM and Ctrl-C wait: one that comes meanwhile lands as the block ends. A
+    process forked in the block (a DataLoader worker) that one reaches before its own handler is set
+    ends at once, quietly. (Blocking the signals would not do: the kernel hands a signal to any
+    thread not blocking it, and Python then runs the handler in the main thread all the same.) Only
+    the main thread can set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner, came = os.getpid(), []
+
+    def hold(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            _exit_quietly(signum, frame)
+        came.append(signum)
+
+    ours = [s for s in STOP_SIGNALS if signal.getsignal(s) not in (signal.SIG_IGN, None)]  # None: set outside Python
+    previous = {s: signal.signal(s, hold) for s in ours}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)  # to the handler now in place
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """For the block, SIGTERM (``kill``, a job scheduler, torchrun stopping the other processes) stops
+    the run as Ctrl-C does, with :class:`Terminated` (a KeyboardInterrupt): a checkpoint being written
+    is then deleted instead of left as a .part file. Any other exception the block raises once SIGTERM
+    has come is that stop too (e.g. torch reporting a DataLoader worker that the same signal ended,
+    when it went to the whole process group). A stop that lands where Python cannot raise it (a
+    finaliser, a fork hook) comes back once that place is left, for Ctrl-C too. Only the main thread
+    can handle signals; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopped, owner = False, os.getpid()
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal stopped
+        if os.getpid() != owner:  # a DataLoader worker just forked, before its own handler is set
+            _exit_quietly(signum, frame)
+        stopped = True
+        raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+    previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
+    sys.unraisablehook = functools.partial(_send_swallowed_stop_again, previous_hook)
+    try:
+        yield
+    except Terminated:
+        raise
+    except BaseException as err:
+        if not stopped:
+            raise
+        raise Terminated("stopped by SIGTERM") from err  # a failure the stop caused on its way out
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+
+def _send_swallowed_stop_again(previous_hook: Callable[[Any], object], unraisable: Any) -> None:  # Any: sys.UnraisableHookArgs is for type checkers only
+    """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
+    thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
+    prints the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) it raised and the run goes on.
+    Such a stop is sent again from a helper thread, to land once that place is left, and nothing is
+    printed."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        previous_hook(unraisable)
+        return
+    signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+    if hasattr(signal, "pthread_kill"):  # POSIX: to the main thread itself, waking it from a wait
+        resend = functools.partial(signal.pthread_kill, threading.main_thread().ident, signum)
+    else:  # Windows: Python hands it to the main thread
+        resend = functools.partial(signal.raise_signal, signum)
+    _thread.start_new_thread(resend, ())  # threading's start() would wait for it, and be the one stopped
+
+
+def stop_worker_quietly(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: SIGTERM ends the worker at once with status 0, as Ctrl-C ends
+    it, for the main process to report the stop (torch reports a worker that a signal kills as an
+    error; SIGTERM reaches the workers too when it goes to the whole process group: Slurm's scancel,
+    ``timeout``, a container's stop)."""
+    signal.signal(signal.SIGTERM, _exit_quietly)
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    os._exit(0)
+
+
+def exit_status(run: Callable[[], object]) -> int:
+    """``run()`` for the command line: 0 when it ends, 143 after "interrupted" when SIGTERM stopped it
+    (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130)."""
+    try:
+        run()
+    except Terminated:
+        print("interrupted", file=sys.stderr)
+        return EXIT_TERMINATED
+    return 0

@@ -624,16 +624,18 @@ def test_a_stop_that_lands_in_a_finaliser_still_stops_the_run_without_a_tracebac
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="DataLoader workers are forked on POSIX")
-def test_sigterm_in_a_worker_forked_before_its_own_handler_ends_it_quietly():
-    """A DataLoader worker inherits the run's handler until its worker_init_fn runs: a SIGTERM to the
-    whole group in that moment raised Terminated in multiprocessing's start-up, which printed
-    "Process ...: Traceback". The worker now ends at once with status 0, as its own handler does."""
-    from vibe_server.train.stop_signals import sigterm_interrupts
+@pytest.mark.parametrize("handler", ["sigterm_interrupts", "stops_held"])
+def test_sigterm_in_a_worker_forked_before_its_own_handler_ends_it_quietly(handler):
+    """A DataLoader worker inherits the run's handler (or, forked while the stops are held, the
+    hold's) until its worker_init_fn runs: a SIGTERM to the whole group in that moment raised
+    Terminated in multiprocessing's start-up, which printed "Process ...: Traceback". The worker now
+    ends at once with status 0, as its own handler does, and a held stop is not kept for later."""
+    from vibe_server.train import stop_signals
 
     read_end, write_end = os.pipe()
-    with sigterm_interrupts():
+    with getattr(stop_signals, handler)():
         pid = os.fork()
-        if pid == 0:  # the worker, with the run's handler
+        if pid == 0:  # the worker, with the inherited handler
             os.dup2(write_end, 2)
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -704,27 +706,6 @@ def test_a_stop_that_comes_while_held_lands_as_the_block_ends(capsys):
     assert exit_status(run) == 143 and capsys.readouterr().err == "interrupted\n"
     assert reached == ["held"]
     assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers  # put back
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="DataLoader workers are forked on POSIX")
-def test_a_process_forked_while_the_stops_are_held_ends_quietly_when_one_reaches_it():
-    """A DataLoader worker starts with the hold's handler: a SIGTERM to the whole group in that moment
-    ends it at once with status 0, as its own handler does, instead of being kept for later."""
-    from vibe_server.train.stop_signals import stops_held
-
-    read_end, write_end = os.pipe()
-    with stops_held():
-        pid = os.fork()
-        if pid == 0:
-            os.dup2(write_end, 2)
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-            finally:
-                os._exit(7)  # reached only when the signal did not end it
-        os.close(write_end)
-        _, status = os.waitpid(pid, 0)
-    with os.fdopen(read_end) as printed:
-        assert os.waitstatus_to_exitcode(status) == 0 and printed.read() == ""
 
 
 def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(dirs, one_epoch, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import functools
+import multiprocessing
 import os
 import signal
 import sys
@@ -25,16 +26,20 @@ class Terminated(KeyboardInterrupt):
 
 
 class StopSafeLoader(DataLoader):
-    """A DataLoader that a stop cannot catch half-way through starting its workers (each pass starts
+    """A DataLoader that a stop cannot catch half-way through forking its workers (each pass starts
     them anew): torch's worker iterator, left half-built there, fails again when collected, and
-    Python prints that failure after "interrupted". SIGTERM and Ctrl-C wait while the workers start
-    (:func:`stops_held`); the pass then ends cleanly, its workers with it."""
+    Python prints that failure after "interrupted". SIGTERM and Ctrl-C wait while the workers are
+    forked (:func:`stops_held`), well under a second; the pass then ends cleanly, its workers with it.
+    Workers started otherwise (spawn, forkserver) take seconds to start and the parent may wait on a
+    pipe to one the same signal ended, so a stop is not held for them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, worker_init_fn=stop_worker_quietly, **kwargs)
 
     def __iter__(self) -> Any:
-        with stops_held():
+        context = self.multiprocessing_context or multiprocessing.get_context()
+        forked = self.num_workers > 0 and context.get_start_method() == "fork"
+        with stops_held() if forked else contextlib.nullcontext():
             return super().__iter__()
 
 
@@ -55,15 +60,27 @@ def stops_held() -> Iterator[None]:
             _exit_quietly(signum, frame)
         came.append(signum)
 
-    ours = [s for s in STOP_SIGNALS if signal.getsignal(s) not in (signal.SIG_IGN, None)]  # None: set outside Python
-    previous = {s: signal.signal(s, hold) for s in ours}
+    # None: a handler set outside Python, which cannot be put back; an ignored signal stays ignored
+    previous = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
     try:
+        for signum in previous:
+            signal.signal(signum, hold)
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _put_back(list(previous.items()))
         for signum in dict.fromkeys(came):
             signal.raise_signal(signum)  # to the handler now in place
+
+
+def _put_back(handlers: list[tuple[int, Any]]) -> None:
+    """Each signal's handler, put back even when the one put back before it raises (its signal came
+    just then)."""
+    if handlers:
+        (signum, handler), *rest = handlers
+        try:
+            signal.signal(signum, handler)
+        finally:
+            _put_back(rest)
 
 
 @contextlib.contextmanager
@@ -102,7 +119,8 @@ def sigterm_interrupts() -> Iterator[None]:
         sys.unraisablehook = previous_hook
 
 
-def _send_swallowed_stop_again(previous_hook: Callable[[Any], object], unraisable: Any) -> None:  # Any: sys.UnraisableHookArgs is for type checkers only
+# Any: sys.UnraisableHookArgs exists only for type checkers
+def _send_swallowed_stop_again(previous_hook: Callable[[Any], object], unraisable: Any) -> None:
     """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
     thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
     prints the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) it raised and the run goes on.

@@ -30,9 +30,10 @@ def run_in_out_dir(
     out_dir: Path, outputs: Iterable[str], say: Callable[[str], None], *, holds_out_dir: bool = True
 ) -> Iterator[None]:
     """The block is this process's part of a run writing ``outputs`` into ``out_dir``: SIGTERM stops
-    it cleanly (:func:`~.stop_signals.sigterm_interrupts`), a database error in a DataLoader worker is one message
-    (:func:`~.datasets.worker_errors_unwrapped`) and, when it ``holds_out_dir`` (the one process of a
-    run that does: torchrun's rank 0), no other run may use the folder (:func:`own_out_dir`)."""
+    it cleanly (:func:`~.stop_signals.sigterm_interrupts`), a database error in a DataLoader worker is
+    one message (:func:`~.datasets.worker_errors_unwrapped`) and, when it ``holds_out_dir`` (the one
+    process of a run that does: torchrun's rank 0), no other run may use the folder
+    (:func:`own_out_dir`)."""
     with (
         sigterm_interrupts(),
         worker_errors_unwrapped(),

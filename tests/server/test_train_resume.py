@@ -738,6 +738,66 @@ def test_a_stop_that_comes_while_held_lands_as_the_block_ends(capsys):
     assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers  # put back
 
 
+@pytest.mark.parametrize("stop", [True, False])
+def test_a_finaliser_that_fails_once_sigterm_has_come_is_the_stop_not_a_message(capsys, stop):
+    """torch shutting a pass's workers down in a finaliser reported a worker that the same SIGTERM
+    ended ("DataLoader worker ... is killed by signal: Terminated"), and Python printed it before
+    "interrupted". Without a stop, such a failure is printed as before."""
+    from vibe_server.train.stop_signals import exit_status, sigterm_interrupts
+
+    class FailsWhenCollected:
+        def __del__(self):
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    def run():
+        with sigterm_interrupts():
+            try:
+                if stop:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            finally:
+                FailsWhenCollected()  # collected at once, while the stop unwinds
+
+    printed = []
+    hook, sys.unraisablehook = sys.unraisablehook, printed.append
+    try:
+        assert exit_status(run) == (143 if stop else 0)
+    finally:
+        sys.unraisablehook = hook
+    assert capsys.readouterr().err == ("interrupted\n" if stop else "")
+    assert len(printed) == (0 if stop else 1)
+
+
+def test_what_a_stop_left_half_built_is_freed_before_interrupted_without_a_word(capsys):
+    """A stop raised inside torch's worker iterator __init__ left it half-built, held by the frames
+    of the stop's traceback; freed after "interrupted", its __del__ failed and Python printed that."""
+    from vibe_server.train.stop_signals import exit_status, sigterm_interrupts
+
+    freed = []
+
+    class HalfBuilt:
+        def __init__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the stop lands here, before ready is set
+            self.ready = True
+
+        def __del__(self):
+            freed.append(capsys.readouterr().err)
+            assert self.ready  # AttributeError: half-built
+
+    def run():
+        with sigterm_interrupts():
+            HalfBuilt()
+
+    printed = []
+    hook, sys.unraisablehook = sys.unraisablehook, printed.append
+    try:
+        assert exit_status(run) == 143
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert freed == [""] and not printed  # freed before "interrupted", its failure not printed
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(dirs, one_epoch, tmp_path):
     """Slurm's scancel, timeout and a container's stop send SIGTERM to every process: the run and its
     DataLoader workers. It ends as Ctrl-C ends it: one word, exit status 143, no .part file."""

@@ -7,11 +7,13 @@ from __future__ import annotations
 import _thread
 import contextlib
 import functools
+import gc
 import multiprocessing
 import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -105,7 +107,7 @@ def sigterm_interrupts() -> Iterator[None]:
         raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
     previous, previous_hook = signal.signal(signal.SIGTERM, interrupt), sys.unraisablehook
-    sys.unraisablehook = functools.partial(_send_swallowed_stop_again, previous_hook)
+    sys.unraisablehook = functools.partial(_send_swallowed_stop_again, previous_hook, lambda: stopped)
     try:
         yield
     except Terminated:
@@ -120,14 +122,18 @@ def sigterm_interrupts() -> Iterator[None]:
 
 
 # Any: sys.UnraisableHookArgs exists only for type checkers
-def _send_swallowed_stop_again(previous_hook: Callable[[Any], object], unraisable: Any) -> None:
+def _send_swallowed_stop_again(
+    previous_hook: Callable[[Any], object], has_stopped: Callable[[], bool], unraisable: Any
+) -> None:
     """``sys.unraisablehook`` during :func:`sigterm_interrupts`: a signal handler runs wherever the main
     thread is, and where that is a finaliser or a fork hook (DataLoader workers starting) Python only
     prints the :class:`Terminated` (or Ctrl-C's KeyboardInterrupt) it raised and the run goes on.
     Such a stop is sent again from a helper thread, to land once that place is left, and nothing is
-    printed."""
+    printed. Once SIGTERM has come, another failure in a finaliser is the stop too (torch reporting,
+    while it shuts a pass's workers down, a worker that the same signal ended) and is not printed."""
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        previous_hook(unraisable)
+        if not has_stopped():
+            previous_hook(unraisable)
         return
     signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
     if hasattr(signal, "pthread_kill"):  # POSIX: to the main thread itself, waking it from a wait
@@ -154,7 +160,26 @@ def exit_status(run: Callable[[], object]) -> int:
     (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130)."""
     try:
         run()
-    except Terminated:
+    except KeyboardInterrupt as stop:
+        _let_go_quietly(stop)
+        if not isinstance(stop, Terminated):
+            raise
         print("interrupted", file=sys.stderr)
         return EXIT_TERMINATED
     return 0
+
+
+def _let_go_quietly(stop: BaseException) -> None:
+    """Free what the stop left half-done (a DataLoader iterator it caught half-built, held by the
+    frames of its traceback) now, without a word: its finaliser may fail, and Python would print
+    that after "interrupted"."""
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        failure, seen = stop, set()
+        while failure is not None and id(failure) not in seen:  # the stop and the failures it caused
+            seen.add(id(failure))
+            traceback.clear_frames(failure.__traceback__)
+            failure = failure.__cause__ or failure.__context__
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook

@@ -58,8 +58,7 @@ def stops_held() -> Iterator[None]:
     owner, came = os.getpid(), []
 
     def hold(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
-            _exit_quietly(signum, frame)
+        _end_if_forked(owner)
         came.append(signum)
 
     # None: a handler set outside Python, which cannot be put back; an ignored signal stays ignored
@@ -101,8 +100,7 @@ def sigterm_interrupts() -> Iterator[None]:
 
     def interrupt(signum: int, frame: object) -> None:
         nonlocal stopped
-        if os.getpid() != owner:  # a DataLoader worker just forked, before its own handler is set
-            _exit_quietly(signum, frame)
+        _end_if_forked(owner)
         stopped = True
         raise Terminated(f"stopped by {signal.Signals(signum).name}")
 
@@ -153,6 +151,13 @@ def stop_worker_quietly(worker_id: int) -> None:
 
 def _exit_quietly(signum: int, frame: object) -> None:
     os._exit(0)
+
+
+def _end_if_forked(owner: int) -> None:
+    """In a signal handler set by process ``owner``: a process forked from it (a DataLoader worker,
+    reached before its own handler is set) ends at once, quietly."""
+    if os.getpid() != owner:
+        os._exit(0)
 
 
 def exit_status(run: Callable[[], object]) -> int:

@@ -76,6 +76,11 @@ class LiveRun:
             self.unwatched_since_s = None
             return True
 
+    def wait_until_released(self) -> None:
+        """Wait (a bounded time) until a stopped session's reader has released its source."""
+        if self.thread is not None:
+            self.thread.join(SOURCE_RELEASE_S)
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self.lock:
             self.subscribers.remove(subscriber)
@@ -132,8 +137,7 @@ class LiveManager:
                     f"after {UNWATCHED_STOP_S:.0f} s."
                 )
             for run in self.runs.values():  # a stopped session may still be releasing its camera
-                if run.thread is not None:
-                    run.thread.join(SOURCE_RELEASE_S)
+                run.wait_until_released()
             source = open_live_source(source_spec, lossless=lossless)
             try:
                 session = LiveSession(self.engine, options, width=source.info.width, height=source.info.height)
@@ -160,8 +164,7 @@ class LiveManager:
         its source, so that no reader is still inside OpenCV when the process exits (that aborts it)."""
         for run in list(self.runs.values()):
             self.stop(run)
-            if run.thread is not None:
-                run.thread.join(SOURCE_RELEASE_S)
+            run.wait_until_released()
 
     def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
         from ..pipeline.live import run_live  # start-up: OpenCV loads with the first live session, not with the API

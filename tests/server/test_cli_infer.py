@@ -1,6 +1,8 @@
 """``vibe-mocap infer`` and ``serve`` argument handling, with the tiny engine and (slow) on a real
 clip with the synthetic placeholder model."""
 
+import socket
+
 import cv2
 import numpy as np
 import pytest
@@ -376,6 +378,7 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(
         ("--max-queued-jobs", "0"),
         ("--max-queued-upload-mb", "0"),
         ("--max-upload-mb", "0"),
+        ("--max-upload-mb", "-5"),
         ("--probe-timeout-s", "0"),
         ("--probe-timeout-s", "inf"),  # no limit: one submission could hold a worker for good
         ("--probe-timeout-s", "nan"),
@@ -383,8 +386,45 @@ def test_infer_on_a_real_clip_with_the_synthetic_placeholder(
     ],
 )
 def test_serve_refuses_limits_that_are_not_positive_finite_numbers(token_home, tmp_path, capsys, option, value):
+    """Named as typed (not as the server's setting in bytes), before the jobs folder is made."""
     assert main(["serve", option, value, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
-    assert "must be a positive finite number" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"error: {option} must be a positive finite number; got {float(value):g}." in err
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_serve_says_a_taken_port_before_it_loads_the_model(token_home, monkeypatch, tmp_path, capsys):
+    """Another program listening on the port: one error naming it and --port, before anything is
+    loaded or printed as served (uvicorn would say it after the model has loaded, in a traceback-like
+    log); the add-on's start retries another port on the words "address already in use"."""
+    import uvicorn
+
+    from vibe_blender.core.local_server import PORT_IN_USE_MARKERS
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        assert main(["serve", "--port", port, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert f"error: The server cannot listen on http://127.0.0.1:{port}/api/v1" in captured.err
+    assert "--port" in captured.err and any(marker in captured.err.lower() for marker in PORT_IN_USE_MARKERS)
+    assert not served and "VIBE Mocap server on" not in captured.out
+    assert main(["serve", "--port", port, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
+    assert len(served) == 1  # once the port is free
+
+
+def test_serve_says_an_unknown_host_and_shows_ipv6_addresses_in_brackets(token_home, monkeypatch, tmp_path, capsys):
+    import uvicorn
+
+    from vibe_server.commands.serve import server_url
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
+    argv = ["serve", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu", "--host"]
+    assert main([*argv, "no-such-host.invalid"]) == 2
+    assert "error: --host no-such-host.invalid is not an address of this machine" in capsys.readouterr().err
+    assert server_url("::1", 8765) == "http://[::1]:8765/api/v1"
+    assert server_url("127.0.0.1", 8765) == "http://127.0.0.1:8765/api/v1"
 
 
 @pytest.mark.parametrize(

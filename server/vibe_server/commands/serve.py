@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -11,12 +12,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vibe_blender.core.errors import VibeError
 from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.server_stop import REQUEST_GRACE_S
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 from ..folder_lock import folder_lock
+from ..value_range import is_finite
 
 # after Ctrl-C, SIGTERM, POST /shutdown or the end of standard input, requests still running get this
 # long (a stalled client cannot keep the server alive; a second Ctrl-C cuts them off at once); the job
@@ -24,6 +27,15 @@ from ..folder_lock import folder_lock
 GRACEFUL_SHUTDOWN_S = REQUEST_GRACE_S
 INTERRUPTED_EXIT_STATUS = 130  # as a program ended by Ctrl-C: 128 + SIGINT
 SERVER_LOCK_NAME = ".server.lock"  # in the jobs folder: one server per jobs folder
+# the limits checked as the user typed them (Settings names them in bytes)
+POSITIVE_FLAGS = (
+    "max_upload_mb",
+    "max_queued_jobs",
+    "max_queued_upload_mb",
+    "probe_timeout_s",
+    "keep_finished_days",
+    "keep_finished_jobs",
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -130,7 +142,46 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
     return ensure_token(), f"the token file {token_path()} (the add-on and other local tools read it there)"
 
 
+def check_positive_flags(args: argparse.Namespace) -> None:
+    """VibeError naming the first limit flag that is not a positive finite number."""
+    for name in POSITIVE_FLAGS:
+        value = getattr(args, name)
+        if not (value > 0 and is_finite(value)):
+            raise VibeError(f"--{name.replace('_', '-')} must be a positive finite number; got {value:g}.")
+
+
+def server_url(host: str, port: int) -> str:
+    """The API's address for ``host`` (an IPv6 address in brackets)."""
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}/api/v1"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """VibeError when the server could not listen on ``host``:``port`` (another server has the port,
+    or it is below 1024): said now, before the model loads, and not after it. Each address the host
+    names is bound as uvicorn binds it, then let go."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise VibeError(f"--host {host} is not an address of this machine ({err.strerror}); e.g. 127.0.0.1.") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            if os.name != "nt":  # as asyncio's server: a port a stopped server left in TIME_WAIT is free
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                raise VibeError(
+                    f"The server cannot listen on {server_url(host, port)} ({err.strerror or err}): another "
+                    "server or program uses that port (connect to it, or stop it), or give this one another "
+                    "with --port."
+                ) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    check_positive_flags(args)  # before the jobs folder is made
     # start-up: uvicorn, FastAPI and torch load only when the server really starts
     from ..api.app import create_app
     from ..api.job_store import prepare_jobs_dir
@@ -167,8 +218,9 @@ def run(args: argparse.Namespace) -> int:
     # held before the app reads the folder: each server would mark the other's running jobs failed
     with folder_lock(settings.jobs_dir, SERVER_LOCK_NAME, busy):
         app = create_app(settings)  # validates the settings
+        check_port_free(args.host, args.port)
         print(
-            f"VIBE Mocap server on http://{args.host}:{args.port}/api/v1 (jobs in {settings.jobs_dir})\n"
+            f"VIBE Mocap server on {server_url(args.host, args.port)} (jobs in {settings.jobs_dir})\n"
             f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
             flush=True,
         )

@@ -293,6 +293,51 @@ def test_missing_model_data_keeps_serving_with_a_reason(settings):
         assert client.get(f"{API}/jobs").json() == {"jobs": []}
 
 
+def test_a_server_without_model_data_still_applies_the_retention_limits(settings, engine, monkeypatch):
+    """No model, so no job worker: finished jobs past --keep-finished-days still expire while it runs."""
+    from vibe_server.api import jobs as jobs_module
+
+    with client_for(settings, engine) as client:
+        job_id = wait(client, upload(client).json()["job_id"])["job_id"]
+    monkeypatch.setattr(jobs_module, "TIDY_INTERVAL_S", 0.05)
+
+    def no_data(_settings):
+        raise VibeError("Model data missing: /x/SMPL_NEUTRAL.pkl. Run 'vibe-mocap data install'.")
+
+    with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE, headers=AUTH) as client:
+        assert client.get(f"{API}/jobs/{job_id}").status_code == 200  # within its days at start
+        later = time.time() + settings.keep_finished_days * 86400 + 60
+        monkeypatch.setattr(jobs_module.time, "time", lambda: later)
+        deadline = time.monotonic() + 10
+        while client.get(f"{API}/jobs/{job_id}").status_code != 404 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get(f"{API}/jobs/{job_id}").status_code == 404
+        assert not (settings.jobs_dir / job_id).exists()
+
+
+def test_a_gpu_out_of_memory_while_the_model_loads_keeps_serving_and_says_so(settings):
+    """Another program holding the GPU's memory: the server stays up without a model, and /health and
+    a submission say why and what to do (before: a traceback, and the server exited)."""
+    import torch
+
+    def no_memory(_settings):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    with TestClient(create_app(settings, engine_loader=no_memory), base_url=BASE, headers=AUTH) as client:
+        health = client.get(f"{API}/health").json()
+        assert health["model"] == "none (the GPU ran out of memory)"
+        assert_detail(upload(client), 503, "GPU ran out of memory", "--device cpu")
+
+
+def test_another_failure_while_the_model_loads_is_not_hidden(settings):
+    def broken(_settings):
+        raise RuntimeError("a defect")
+
+    with pytest.raises(RuntimeError, match="a defect"):
+        with TestClient(create_app(settings, engine_loader=broken), base_url=BASE, headers=AUTH):
+            pass
+
+
 def test_finished_results_stay_reachable_when_the_model_data_goes_missing(settings, engine):
     with client_for(settings, engine) as client:
         job_id = wait(client, upload(client).json()["job_id"])["job_id"]

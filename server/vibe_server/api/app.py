@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 from vibe_blender.core.errors import VibeError
 
 from .. import __version__
-from ..pipeline.devices import server_devices
+from ..pipeline.devices import is_out_of_memory, out_of_memory_error, server_devices
 from .jobs import JobManager
 from .routes import api_docs, body_model, health, jobs, live, shutdown
 from .settings import Settings
@@ -51,7 +51,11 @@ async def lifespan(app: FastAPI):
             for device in server_devices(state.settings.device)
         ]
         state.engine = engines[0]  # the routes' engine (probing, body model)
-    except VibeError as err:  # e.g. model data missing: keep serving, say why
+    except Exception as err:  # e.g. model data missing: keep serving, say why
+        if is_out_of_memory(err):  # another program holds the GPU's memory
+            err, state.no_model_reason = out_of_memory_error("load"), "the GPU ran out of memory"
+        elif not isinstance(err, VibeError):
+            raise
         log.error("%s", err)
         engines, state.engine, state.engine_error = [], None, str(err)
     # /health's fingerprint of the body model, once: reading and hashing the SMPL file is off the event loop
@@ -68,8 +72,7 @@ async def lifespan(app: FastAPI):
         keep_finished_s=settings.keep_finished_days * 24 * 3600,
         keep_finished_jobs=settings.keep_finished_jobs,
     )
-    if engines:
-        state.jobs.start()
+    state.jobs.start()  # no engine: no job worker, but the retention limits still apply
     try:
         yield
     finally:
@@ -111,6 +114,7 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.settings = settings
     app.state.engine_loader = engine_loader or default_engine_loader
     app.state.engine, app.state.engine_error, app.state.jobs, app.state.live = None, None, None, None
+    app.state.no_model_reason = "model data missing"  # /health's words (public: no error text)
     app.state.body_model_fingerprint, app.state.body_model_npz = None, None  # set at start-up, at the first download
     app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
     for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):

@@ -24,6 +24,7 @@ _BACKBONE = (
     "default, so for a job free more of the GPU's memory"
 )
 _OUT_OF_MEMORY_HINTS = {
+    "load": ("the model's weights", "the rest of its memory is taken"),
     "decode": ("the decoded frames", _VIDEO_SIZE),
     "detect": ("YOLOv3's batch of frames", _VIDEO_SIZE),
     "track": ("YOLOv3's batch of frames", _VIDEO_SIZE),

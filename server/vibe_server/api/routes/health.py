@@ -25,7 +25,7 @@ async def health(request: Request, challenge: str | None = Query(None, pattern=C
     return Health(
         version=__version__,
         device=engine.device if engine else request.app.state.settings.device,
-        model=engine.model_name if engine else "none (model data missing)",
+        model=engine.model_name if engine else f"none ({request.app.state.no_model_reason})",
         torch=torch.__version__,
         queue_length=jobs.queue_length() if jobs else 0,
         proof=server_proof(token, challenge, _local_port(request)) if challenge and token else None,

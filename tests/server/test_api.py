@@ -1003,6 +1003,28 @@ def test_a_chunked_json_body_is_refused_before_it_is_read_whole(client):
     assert status == 413 and pulled < 10, (status, pulled)
 
 
+@pytest.mark.parametrize(
+    "params, status, words",
+    [('{"smothing": 0.5}', 422, ["unknown parameter", "smothing"]), ('{"smoothing": ', 422, ["The 'params' part"])],
+)
+def test_wrong_params_sent_first_are_refused_before_the_video_is_read(client, settings, params, status, words):
+    """The add-on sends the params part first: a typo is answered then, not after gigabytes of video."""
+    boundary = "XyZ"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{params}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="c.mp4"\r\n\r\n'
+    ).encode()
+    body = (head if i == 0 else b"\x00" * 65536 for i in range(2000))  # 128 MB of video after the params
+    answer = {}
+    code, pulled = post_chunks_to_the_app(
+        client, f"{API}/jobs", body, {"content-type": f"multipart/form-data; boundary={boundary}"}, answer=answer
+    )
+    assert code == status and pulled < 5, (code, pulled)
+    detail = json.loads(answer["body"])["detail"]
+    assert all(word in detail for word in words), detail
+    assert leftover_files(settings) == []
+
+
 def test_oversized_multipart_part_headers_are_refused(client, settings):
     """A part's headers are kept in memory while parsed: they are capped like the params part."""
     boundary = "XyZ"

@@ -56,10 +56,14 @@ async def receive_video_upload(
     reserve: Callable[[int], None] = lambda n: None,
     *,
     idle_timeout_s: float,
+    check_params: Callable[[str], object] = lambda text: None,
 ) -> Upload:
     """Stream the request body's video part into ``dest`` (a fixed name). ``reserve(n)`` is called
     before n more video bytes are written and raises HTTPException to refuse them; 408 when no byte
-    comes for ``idle_timeout_s``. The caller deletes the folder when this raises."""
+    comes for ``idle_timeout_s``. ``check_params(text)`` is called as soon as the params part has
+    arrived and raises HTTPException to refuse it there: a client that sends it first (the add-on
+    does) hears of a wrong parameter before its video is sent. The caller deletes the folder when
+    this raises."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if not boundary:
@@ -119,6 +123,8 @@ async def receive_video_upload(
         if state["file"] is not None:
             state["file"].close()
             state["file"] = None
+        if state["name"] == PARAMS_PART:
+            check_params(params.decode("utf-8", "replace"))
         state["headers"], state["name"], state["header_bytes"] = {}, None, 0
 
     parser = MultipartParser(

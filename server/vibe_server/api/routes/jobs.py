@@ -162,6 +162,7 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
             settings.max_upload_bytes,
             reserve,
             idle_timeout_s=settings.body_idle_timeout_s,
+            check_params=parse_params,
         )
         params = parse_params(upload.params_json)
         await probe_video(engine, upload.video_path, upload.filename, settings.probe_timeout_s)

@@ -222,6 +222,50 @@ def test_a_corrupt_video_is_recorded_and_the_others_are_done(clip_bank, tmp_path
     assert len(manifest_lines(out)) == 4 and (out / "walk.npz").stat().st_mtime_ns == stamp
 
 
+def test_a_rerun_with_options_that_change_the_results_runs_the_videos_again(clip_bank, tmp_path, capsys):
+    """Finished videos are skipped only for the settings they were made with, and the run says what it
+    skips and what it runs again (before: any rerun kept the old results without a word)."""
+    inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
+    out = tmp_path / "out"
+    assert main(batch_args(inputs, out=out)) == 0
+    first = manifest_lines(out)[0]
+    capsys.readouterr()
+
+    assert main(batch_args(inputs, out=out)) == 0
+    assert manifest_lines(out) == [first]
+    assert "Skipping 1 video(s) finished before with these settings" in capsys.readouterr().err
+
+    assert main(batch_args(inputs, out=out, extra=["--smoothing", "0.5"])) == 0
+    again = manifest_lines(out)
+    assert len(again) == 1 and again[0]["settings"] != first["settings"] and again[0]["finished"] >= first["finished"]
+    err = capsys.readouterr().err
+    assert "1 video(s) finished before with other options or model data run again." in err
+    assert "Skipping" not in err
+
+    # the backbone's batch changes only the speed: nothing runs
+    assert main(batch_args(inputs, out=out, extra=["--smoothing", "0.5", "--batch-size", "4"])) == 0
+    assert manifest_lines(out) == again
+    assert "Skipping 1 video(s)" in capsys.readouterr().err
+
+
+def test_the_results_fingerprint_follows_the_options_and_the_model_data(tmp_path):
+    from vibe_server.batch.settings import results_fingerprint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    spec = EngineSpec(data_dir=str(data))
+    base = results_fingerprint(spec, make_options())
+    assert results_fingerprint(spec, make_options(batch_size=8, temporal_chunk_frames=64)) == base
+    assert results_fingerprint(spec, make_options(official=True)) != base
+    assert results_fingerprint(spec, make_options(detection_stride=2)) != base
+    assert results_fingerprint(EngineSpec(data_dir=str(data), precision=FAST), make_options()) != base
+    (data / "yolov3.weights").write_bytes(b"weights")  # model data installed since
+    installed = results_fingerprint(spec, make_options())
+    assert installed != base
+    (data / "yolov3.weights").write_bytes(b"other weights")  # and replaced
+    assert results_fingerprint(spec, make_options()) != installed
+
+
 def test_a_killed_run_resumes_without_duplicates_or_half_written_files(clip_bank, tmp_path):
     # 'slow' videos take ~3 s each, so the kill lands while one is being processed
     inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": name for i, name in enumerate(sorted(CLIP_SOURCES))})

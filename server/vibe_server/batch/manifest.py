@@ -26,6 +26,7 @@ MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.txt"
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed
+SETTINGS_FIELD = "settings"  # the fingerprint of what the result depends on (batch/settings.py); absent as above
 
 
 def remove_stale_parts(output_dir: Path) -> int:
@@ -117,6 +118,8 @@ def record_problem(record: object) -> str | None:
         for name, valid in zip(STAMP_FIELDS, (_count_or_none, _whole_or_none), strict=True):
             if name not in record or not valid(record[name]):
                 return f"its '{name}' is missing or of the wrong type"
+    if not isinstance(record.get(SETTINGS_FIELD, ""), str):
+        return f"its '{SETTINGS_FIELD}' is of the wrong type"
     expected = output_key(record["input"]) if record["status"] == "done" else None
     if record["output"] != expected:
         return f"its 'output' is not {expected!r}"
@@ -146,14 +149,17 @@ class Manifest:
                 else:  # hand-edited, or written by another program: its video runs again
                     self.damaged_lines += 1
 
-    def is_finished(self, item: BatchItem, *, retry_failed: bool) -> bool:
+    def is_finished(self, item: BatchItem, *, retry_failed: bool, settings: str | None = None) -> bool:
         """Done with its result file present, or failed (unless failures are to be retried), for this very
-        input file: a video of the same name from another path, or one replaced or changed at the same
-        path (another size or modification time), runs again."""
+        input file and, given ``settings`` (batch/settings.py), with those settings: a video of the same
+        name from another path, one replaced or changed at the same path (another size or modification
+        time), or one finished with other options or model data, runs again."""
         record = self.records.get(item.key)
         if record is None or record["input_path"] != item.input_path:
             return False
         if STAMP_FIELDS[0] in record and tuple(record[name] for name in STAMP_FIELDS) != _stamp_values(item):
+            return False
+        if settings is not None and record.get(SETTINGS_FIELD, settings) != settings:
             return False
         if record["status"] == "done":
             return Path(item.output_path).is_file()

@@ -15,9 +15,18 @@ from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
 from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
-from .manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, remove_stale_parts, summary_table
+from .manifest import (
+    MANIFEST_NAME,
+    SETTINGS_FIELD,
+    SUMMARY_NAME,
+    Manifest,
+    make_record,
+    remove_stale_parts,
+    summary_table,
+)
 from .progress import BatchProgress
 from .ray_runner import run_ray
+from .settings import results_fingerprint
 
 LOCK_NAME = ".batch.lock"
 
@@ -27,15 +36,35 @@ class BatchPlan:
     items: list[BatchItem]  # every video of the batch, in order
     todo: list[BatchItem]  # those still to run
     manifest: Manifest
+    changed: int = 0  # of todo: finished before, but with other settings or model data
 
 
-def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False) -> BatchPlan:
+def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False, settings: str | None = None) -> BatchPlan:
     items = discover(inputs, output_dir)
     manifest = Manifest(output_dir)
-    todo = [item for item in items if not manifest.is_finished(item, retry_failed=retry_failed)]
+    todo = [item for item in items if not manifest.is_finished(item, retry_failed=retry_failed, settings=settings)]
     for item in todo:
         check_inside(item.output_path, output_dir)
-    return BatchPlan(items=items, todo=todo, manifest=manifest)
+    changed = sum(manifest.is_finished(item, retry_failed=retry_failed) for item in todo)
+    return BatchPlan(items=items, todo=todo, manifest=manifest, changed=changed)
+
+
+def say_what_runs(batch: BatchPlan, output_dir: Path) -> None:
+    """One line each for the videos skipped as finished and those run again for their settings."""
+    todo = {item.key for item in batch.todo}
+    skipped = [batch.manifest.records[item.key] for item in batch.items if item.key not in todo]
+    if skipped:
+        failed = sum(record["status"] == "failed" for record in skipped)
+        print(
+            f"Skipping {len(skipped)} video(s) finished before with these settings ({output_dir / MANIFEST_NAME})"
+            + (f"; --retry-failed runs the {failed} that failed again." if failed else "."),
+            file=sys.stderr,
+        )
+    if batch.changed:
+        print(
+            f"{batch.changed} video(s) finished before with other options or model data run again.",
+            file=sys.stderr,
+        )
 
 
 def output_lock(output_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -62,20 +91,22 @@ def run_batch(
 ) -> list[dict]:
     """Run the batch; returns the records of all its videos (this run's and earlier ones)."""
     output_dir = Path(output_dir).resolve()
+    settings = results_fingerprint(spec, options)
     with output_lock(output_dir):
         remove_stale_parts(output_dir)
-        batch = plan(inputs, output_dir, retry_failed=retry_failed)
+        batch = plan(inputs, output_dir, retry_failed=retry_failed, settings=settings)
         if batch.manifest.damaged_lines:
             print(
                 f"Note: {batch.manifest.damaged_lines} line(s) of {output_dir / MANIFEST_NAME} were damaged or "
                 "invalid and are dropped; their videos run again.",
                 file=sys.stderr,
             )
+        say_what_runs(batch, output_dir)
         batch.manifest.compact([item.key for item in batch.items])  # one line per video
         progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
 
         def on_record(record: dict) -> None:
-            batch.manifest.append(record)
+            batch.manifest.append({**record, SETTINGS_FIELD: settings})
             progress.advance(record)
 
         runnable = [item for item in batch.todo if item.problem is None]

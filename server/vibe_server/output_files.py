@@ -10,6 +10,7 @@ Only a process killed outright (SIGKILL, a power cut) leaves its temporary file:
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import uuid
@@ -18,6 +19,12 @@ from pathlib import Path
 
 PART_SUFFIX = ".part"
 PART_ID_LENGTH = 8  # hex digits that keep two writes of one output apart
+# no space left, or the user's quota spent (EDQUOT is missing on Windows)
+DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
 
 
 def _part_path(path: Path) -> Path:

@@ -13,6 +13,7 @@ driver's bookkeeping tests.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -90,6 +91,17 @@ def report_then_die(channel) -> None:
     local_pool._status_queue = channel
     local_pool._report(local_pool.START, 0)
     os._exit(17)
+
+
+def full_disk_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):
+    """The tiny engine in a worker whose output disk is full (a full disk cannot be made in a test)."""
+    from vibe_server.batch import engine_adapter
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    engine_adapter.atomic_write_bytes = no_space  # this worker process only
+    return tiny_engine(data_dir, device=device, precision=precision)
 
 
 def failing_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthetic=False):

@@ -4,6 +4,7 @@ a killed run resumed, a dead worker retried. The workers load the tiny model on 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -264,6 +265,70 @@ def test_the_results_fingerprint_follows_the_options_and_the_model_data(tmp_path
     assert installed != base
     (data / "yolov3.weights").write_bytes(b"other weights")  # and replaced
     assert results_fingerprint(spec, make_options()) != installed
+
+
+def test_a_full_output_disk_stops_the_batch_with_one_error_and_the_videos_run_on_resume(clip_bank, tmp_path, capsys):
+    """Before: each video was decoded and run, then recorded as an "internal error" that "does not
+    affect the other videos", and the batch went on through every one of them."""
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", "b.mp4": "sign.mp4", "c.mp4": "street.mp4"})
+    out = tmp_path / "out"
+    args = batch_args(inputs, out=out, extra=["--jobs", "1"])
+    args[args.index(ENGINE)] = "tests.server.batch_fakes:full_disk_engine"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "error: The batch stopped: Cannot write" in err
+    assert "No space left on device" in err and "run the same command again to resume" in err
+    assert not (out / MANIFEST_NAME).exists() or manifest_lines(out) == []  # no video counts as failed
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0  # space freed: all three run
+    assert sorted(r["input"] for r in manifest_lines(out) if r["status"] == "done") == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_ray_actors_and_the_driver_stop_the_batch_on_a_full_output_disk(clip_bank, tmp_path, monkeypatch):
+    from vibe_server.batch import engine_adapter
+    from vibe_server.batch.engine_adapter import OutputDiskFull
+
+    def no_space(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(engine_adapter, "atomic_write_bytes", no_space)
+    [item] = discover([str(place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"}))], tmp_path / "out")
+    # an actor on the shared path writes the result itself: it answers with the stop, not a record
+    actor = ray_runner.VideoActor(EngineSpec(factory=ENGINE), make_options(min_track_frames=5))
+    reply = actor.process(item, None)
+    assert "No space left on device" in reply[0]["stop_error"]
+    for transfer, answer in (
+        ("shared", reply),
+        ("object-store", actor.process(item, bytearray(Path(item.input_path).read_bytes()))),
+    ):
+        fake_ray = FakeRay(lambda item, data, answer=answer: answer)
+        records = []
+        with pytest.raises(OutputDiskFull, match="No space left on device"):  # the driver writes in object-store mode
+            ray_runner._drive(
+                fake_ray,
+                fake_ray.actors(1),
+                [item],
+                transfer,
+                records.append,
+                BatchProgress(1, enabled=False),
+                output_dir=tmp_path / "out",
+            )
+        assert records == []
+
+
+def test_a_result_the_system_refuses_to_write_fails_that_video_with_what_to_check(clip_bank, tmp_path, monkeypatch):
+    from vibe_server.batch import engine_adapter
+
+    def too_long(path, data):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path))
+
+    monkeypatch.setattr(engine_adapter, "atomic_write_bytes", too_long)
+    [item] = discover([str(place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"}))], tmp_path / "out")
+    engine = engine_adapter.load_engine(EngineSpec(factory=ENGINE))
+    record, _ = engine_adapter.process_video(engine, item, make_options(min_track_frames=5), worker="w")
+    assert record["status"] == "failed" and "Internal error" not in record["error"]
+    assert (
+        record["error"].startswith(f"File name too long ({item.output_path})") and "--retry-failed" in record["error"]
+    )
 
 
 def test_a_killed_run_resumes_without_duplicates_or_half_written_files(clip_bank, tmp_path):

@@ -13,7 +13,6 @@ folder must belong to the user and be closed to other accounts (``prepare_jobs_d
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -40,10 +39,6 @@ WAITING_STATES = ("queued", "running")
 # is refused within a minute); younger ones may belong to another server using the same folder.
 LEFTOVER_AGE_S = 3600.0
 DISK_FULL_MESSAGE = "The server's disk is full; free some space (or delete finished jobs) and submit again."
-
-
-def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno == errno.ENOSPC
 
 
 @dataclass(eq=False)

@@ -37,6 +37,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 from vibe_blender.core.server_stop import JOB_STOP_S
 
+from ..output_files import is_disk_full
 from ..pipeline.devices import is_out_of_memory, out_of_memory_error
 from ..pipeline.options import RunOptions
 from ..pipeline.progress import JobCancelled
@@ -48,7 +49,6 @@ from .job_store import (
     RESULT_NAME,
     WAITING_STATES,
     JobRecord,
-    is_disk_full,
     record_data,
     write_record,
 )

@@ -20,7 +20,8 @@ from anyio import to_thread
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from .job_store import DISK_FULL_MESSAGE, is_disk_full
+from ..output_files import is_disk_full
+from .job_store import DISK_FULL_MESSAGE
 from .request_body import body_chunks
 
 MAX_PARAMS_BYTES = 64 * 1024

@@ -9,6 +9,7 @@ actors, which import it themselves, can load another engine (a test model, a cus
 
 from __future__ import annotations
 
+import errno
 import importlib
 import io
 import time
@@ -21,7 +22,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
 from ..data.loading import SYNTHETIC_MODEL_NAME
-from ..output_files import atomic_write_bytes
+from ..output_files import atomic_write_bytes, is_disk_full
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions
 from .inputs import BatchItem
@@ -50,6 +51,24 @@ class EngineSpec:
 
 class WorkerSetupError(Exception):
     """The worker could not load its engine: the whole batch stops with this message."""
+
+
+class OutputDiskFull(Exception):
+    """OUTDIR's disk is full or read-only: every later video would fail the same way, after all its
+    work, so the whole batch stops with this message (the video has no record: it runs on resume)."""
+
+
+def write_result(path: str | Path, data: bytes) -> None:
+    """The result file, written atomically; OutputDiskFull when OUTDIR's disk cannot take it."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        if not (is_disk_full(err) or err.errno == errno.EROFS):
+            raise
+        raise OutputDiskFull(
+            f"Cannot write {path} ({err.strerror}). Free some space on the output folder's disk (or make it "
+            "writable), then run the same command again to resume."
+        ) from None
 
 
 def make_options(**values: object) -> RunOptions:
@@ -112,15 +131,22 @@ def process_video(
     """Run one video -> (manifest record, the result file's bytes when it is done).
 
     With ``write_output`` the result is also written (atomically) to ``item.output_path``. Any error
-    becomes a failed record: one bad video never stops the batch."""
+    becomes a failed record: one bad video never stops the batch. Only a full or read-only OUTDIR
+    does (:class:`OutputDiskFull`)."""
     t0 = time.perf_counter()
     try:
         out = engine.run(input_path or item.input_path, options, progress=progress, video_name=Path(item.key).name)
         data = result_bytes(out.result)
         if write_output:
-            atomic_write_bytes(item.output_path, data)
+            write_result(item.output_path, data)
+    except OutputDiskFull:
+        raise
     except VibeError as err:
         return make_record(item, "failed", seconds=time.perf_counter() - t0, error=str(err), worker=worker), None
+    except OSError as err:  # a file the run reads or writes (a result path the system refuses, ...)
+        where = f" ({err.filename})" if err.filename else ""
+        message = f"{err.strerror or err}{where}; check that file and the output folder, then use --retry-failed."
+        return make_record(item, "failed", seconds=time.perf_counter() - t0, error=message, worker=worker), None
     except Exception as err:  # noqa: BLE001 - the batch goes on, the error is recorded
         message = (
             f"Internal error ({type(err).__name__}: {err}); the other videos are not affected. Report it if it repeats."

@@ -30,10 +30,9 @@ from types import ModuleType
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
-from ..output_files import atomic_write_bytes
 from ..pipeline.options import RunOptions
 from ..pipeline.video import check_video_stat
-from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
+from .engine_adapter import EngineSpec, OutputDiskFull, WorkerSetupError, load_engine, process_video, write_result
 from .inputs import BatchItem, check_inside
 from .manifest import make_record, record_problem
 from .progress import BatchProgress
@@ -70,7 +69,10 @@ class VideoActor:
         if self.setup_error is not None:
             return {"setup_error": self.setup_error}, None
         if data is None:  # shared path: the actor writes the result itself
-            record, _ = process_video(self.engine, item, self.options, worker=self.name)
+            try:
+                record, _ = process_video(self.engine, item, self.options, worker=self.name)
+            except OutputDiskFull as err:  # raised, Ray would wrap it in its own traceback
+                return {"stop_error": str(err)}, None
             return record, None
         with tempfile.TemporaryDirectory(prefix="vibe-batch-") as folder:
             local = Path(folder) / ("input" + Path(item.key).suffix)
@@ -323,6 +325,8 @@ def _drive(
             continue
         if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "setup_error" in reply[0]:
             raise VibeError(f"The Ray actors could not load the model: {reply[0]['setup_error']}")
+        if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "stop_error" in reply[0]:
+            raise OutputDiskFull(str(reply[0]["stop_error"]))
         idle.append(actor)
         on_record(_checked(item, reply, transfer, output_dir))
 
@@ -430,7 +434,7 @@ def _checked(item: BatchItem, reply: object, transfer: str, output_dir) -> dict:
             if not isinstance(data, bytes):
                 raise VibeError("it sent no result file")
             result = load_result(io.BytesIO(data))
-            atomic_write_bytes(item.output_path, data)
+            write_result(item.output_path, data)
     except (VibeError, OSError) as err:
         return make_record(
             item, "failed", worker=record["worker"], error=_bad_reply(f"its result file is unusable: {err}")

@@ -8,11 +8,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from vibe_blender.core.errors import VibeError
+
 from ..folder_lock import folder_lock
 from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
 from ..pipeline.options import RunOptions
-from .engine_adapter import EngineSpec
+from .engine_adapter import EngineSpec, OutputDiskFull
 from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
 from .manifest import (
@@ -110,6 +112,7 @@ def run_batch(
             progress.advance(record)
 
         runnable = [item for item in batch.todo if item.problem is None]
+        full_disk = None
         try:
             for item in batch.todo:
                 if item.problem is not None:  # it cannot run at all: no worker takes it
@@ -128,9 +131,17 @@ def run_batch(
             elif runnable:
                 workers = min(jobs or default_jobs(spec.device), len(runnable))
                 run_local(runnable, spec, options, jobs=workers, on_record=on_record, progress=progress)
+        except OutputDiskFull as err:
+            full_disk = err
         finally:
             progress.close()
-            batch.manifest.compact([item.key for item in batch.items])
+            try:
+                batch.manifest.compact([item.key for item in batch.items])
+            except OSError:
+                if full_disk is None:
+                    raise  # on a full disk the lines appended so far stand for it
+        if full_disk is not None:
+            raise VibeError(f"The batch stopped: {full_disk}")
         records = [batch.manifest.records[item.key] for item in batch.items if item.key in batch.manifest.records]
         atomic_write_bytes(output_dir / SUMMARY_NAME, (summary_table(records) + "\n").encode("utf-8"))
         return records

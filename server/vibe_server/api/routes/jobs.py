@@ -18,11 +18,12 @@ from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
+from ...output_files import is_disk_full
 from ...pipeline import postprocess
 from ..blocking import BlockingRunner, BlockingTimeout
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
 from ..file_download import open_download
-from ..job_store import is_disk_full, upload_path
+from ..job_store import upload_path
 from ..jobs import JobManager, JobsFull, UploadSpaceFull
 from ..json_body import MAX_SHOWN_CHARS, load_json_object, read_json_model, shown, validation_sentence
 from ..schemas import Job, JobCreated, JobList, JobParams, JobUpload, LocalJobRequest

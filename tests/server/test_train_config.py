@@ -102,3 +102,23 @@ def test_train_command_prints_one_line_for_a_bad_number(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}") and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_tilde_in_a_path_setting_is_the_home_folder(monkeypatch, tmp_path):
+    """Settings are written --key=value, after which a shell does not expand '~': before, --out_dir=~/runs
+    made a folder named '~' in the working folder."""
+    from vibe_server.train.config import PATH_SETTINGS, MPoserConfig, TrainConfig, parse_overrides
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = parse_overrides(TrainConfig, ["--out_dir=~/runs/a", "--db_dir=~/db", "--pretrained=~/vibe.pth.tar"])
+    assert (config.out_dir, config.db_dir) == (str(tmp_path / "runs/a"), str(tmp_path / "db"))
+    assert config.pretrained == str(tmp_path / "vibe.pth.tar")
+    assert parse_overrides(MPoserConfig, ["--out_dir=~/m"]).out_dir == str(tmp_path / "m")
+    assert parse_overrides(TrainConfig, ["--out_dir=runs/~a"]).out_dir == "runs/~a"  # only a leading '~'
+    paths = {
+        f.name
+        for config_class in (TrainConfig, MPoserConfig)
+        for f in dataclasses.fields(config_class)
+        if f.name.endswith(("_dir", "checkpoint")) or f.name == "pretrained"
+    }
+    assert paths == set(PATH_SETTINGS)

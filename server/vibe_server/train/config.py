@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
@@ -214,6 +215,7 @@ def check_setting(name: str, value: object, flag: str | None = None, default: ob
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+PATH_SETTINGS = ("db_dir", "out_dir", "model_data_dir", "pretrained", "mposer_checkpoint")
 
 
 def _convert(name: str, kind: type, text: str):
@@ -242,6 +244,8 @@ def parse_overrides(config_class: type[ConfigT], argv: list[str]) -> ConfigT:
                 f"Unknown setting --{key}.{hint} 'vibe-mocap {config_class.COMMAND} --help' lists every "
                 "setting and its default."
             )
+        if key in PATH_SETTINGS:  # a shell leaves '~' after '=' as it is
+            text = os.path.expanduser(text)
         values[key] = _convert(key, kinds[key], text)
     return config_class(**values)
 

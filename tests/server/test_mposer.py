@@ -187,6 +187,13 @@ def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path,
     assert err.count("\n") == 1
 
 
+def test_a_resumed_mposer_run_takes_a_changed_learning_rate(tmp_path):
+    train_mposer(mposer_config(tmp_path))
+    train_mposer(mposer_config(tmp_path, "--epochs=2", "--lr=0.003", "--lr_patience=7"))
+    after = torch.load(tmp_path / "mp" / "mposer.pth.tar", weights_only=False)
+    assert after["optimizer"]["param_groups"][0]["lr"] == 0.003 and after["scheduler"]["patience"] == 7
+
+
 def test_a_finished_run_says_so_and_starting_over_keeps_the_old_log(tmp_path, caplog):
     import logging
 

@@ -231,6 +231,32 @@ def test_an_official_model_copied_in_as_the_checkpoint_is_one_message(dirs, tmp_
     assert "--pretrained" in err and "--resume=false" in err and err.count("\n") == 1
 
 
+def test_a_resumed_run_takes_the_rates_changed_since_and_keeps_the_others_as_they_were(
+    dirs, one_epoch, tmp_path, caplog
+):
+    """Before: the checkpoint's optimiser and scheduler states overruled --gen_lr and the rest, without
+    a word, and the new checkpoint recorded settings its run had not used."""
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    saved = ckpt["config"]
+    ckpt["disc_motion_optimizer"]["param_groups"][0]["lr"] = saved["disc_lr"] / 10  # lowered by its scheduler
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    changed = ["--gen_lr=0.01", "--gen_wd=0.001", "--lr_factor=0.5", "--lr_patience=3"]
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2", *changed))
+    assert f"--gen_lr=0.01 (the checkpoint's run had {saved['gen_lr']}): used from this epoch on" in caplog.text
+    assert "--disc_lr" not in caplog.text
+    after = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    gen_group = after["gen_optimizer"]["param_groups"][0]
+    assert (gen_group["lr"], gen_group["weight_decay"]) == (0.01, 0.001)
+    for scheduler in ("gen_scheduler", "disc_scheduler"):  # --lr_factor and --lr_patience are both schedulers'
+        assert (after[scheduler]["factor"], after[scheduler]["patience"]) == (0.5, 3)
+    assert after["disc_motion_optimizer"]["param_groups"][0]["lr"] == saved["disc_lr"] / 10  # unchanged setting
+    assert after["config"]["gen_lr"] == 0.01
+
+
 def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):
     from vibe_server.train.train import train
 

@@ -43,12 +43,15 @@ from .out_dir import (
     load_state,
     read_checkpoint,
     run_in_out_dir,
+    take_changed_rates,
 )
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import StopSafeLoader, exit_status
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
 MODEL_SETTINGS = ("hidden_size", "latent_size", "num_layers")  # what shapes the saved weights
+# settings that a resumed run's optimiser and scheduler states would otherwise overrule
+RATES = {"lr": "lr", "weight_decay": "weight_decay", "patience": "lr_patience"}
 WHAT = "MPoser checkpoint"
 CHECKPOINT_NAME = "mposer.pth.tar"
 
@@ -161,6 +164,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
         load_state(model, ckpt["model"], checkpoint_path, "MPoser")
         load_optimizer(optimizer, ckpt["optimizer"], checkpoint_path, "optimiser")
         load_optimizer(scheduler, ckpt["scheduler"], checkpoint_path, "scheduler")
+        take_changed_rates(ckpt.get("config"), config, optimizer, scheduler, RATES, log.info)
         log.info(f"resumed from {checkpoint_path} at epoch {start_epoch}")
         del ckpt
 

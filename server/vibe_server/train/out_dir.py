@@ -9,6 +9,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -134,6 +135,28 @@ def load_optimizer(optimizer: object, state: object, path: Path, what: str) -> N
         optimizer.load_state_dict(state)
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
         raise VibeError(f"The {what} state in '{path}' does not fit this run ({err}); {START_OVER}.") from None
+
+
+def take_changed_rates(
+    saved: object, config: object, optimizer: Any, scheduler: Any, names: dict[str, str], say: Callable[[str], None]
+) -> None:
+    """After a resumed run loaded its optimiser's and scheduler's states, which carry the values they
+    were saved with: each setting of ``names`` ({state field: setting}, fields ``lr``, ``weight_decay``
+    of the optimiser, ``factor``, ``patience`` of the scheduler) that differs from the checkpoint's
+    ``saved`` settings is put into them, and said (a lower --gen_lr for a run going badly). A setting
+    left as it was keeps the state's value: a learning rate the scheduler lowered stays lowered."""
+    if not isinstance(saved, dict):
+        return
+    for field, name in names.items():
+        value = getattr(config, name)
+        if name not in saved or saved[name] == value:
+            continue
+        if field in ("lr", "weight_decay"):
+            for group in optimizer.param_groups:
+                group[field] = value
+        else:
+            setattr(scheduler, field, value)
+        say(f"--{name}={value} (the checkpoint's run had {saved[name]}): used from this epoch on")
 
 
 def keep_old_logs(out_dir: Path, names: Iterable[str], say: Callable[[str], None]) -> None:

@@ -58,6 +58,7 @@ from .out_dir import (
     load_state,
     read_checkpoint,
     run_in_out_dir,
+    take_changed_rates,
 )
 from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import StopSafeLoader, exit_status
@@ -87,6 +88,9 @@ CHECKPOINT_NAME, BEST_NAME = "checkpoint.pth.tar", "model_best.pth.tar"
 RUN_SETTINGS = ("motion_prior", "dataset_val")
 # the settings that shape the saved motion discriminator (a resumed run must keep them)
 DISC_SETTINGS = ("disc_hidden", "disc_layers", "disc_feature_pool", "disc_attention_size", "disc_attention_layers")
+# settings that a resumed run's optimiser and scheduler states would otherwise overrule (out_dir.take_changed_rates)
+GEN_RATES = {"lr": "gen_lr", "weight_decay": "gen_wd", "factor": "lr_factor", "patience": "lr_patience"}
+DISC_RATES = {"lr": "disc_lr", "weight_decay": "disc_wd", "factor": "lr_factor", "patience": "lr_patience"}
 
 
 def cycle(loader: DataLoader) -> Iterator[dict]:
@@ -358,10 +362,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         checkpoints.load_vibe_into(generator, ckpt["gen_state_dict"], source=checkpoint_path)
         load_optimizer(gen_optimizer, ckpt.get("gen_optimizer"), checkpoint_path, "generator optimiser")
         load_optimizer(gen_scheduler, ckpt.get("gen_scheduler"), checkpoint_path, "generator scheduler")
+        saved = saved_config(ckpt)
+        take_changed_rates(saved, config, gen_optimizer, gen_scheduler, GEN_RATES, say)
         if disc is not None:
             load_state(disc, ckpt["disc_motion_state_dict"], checkpoint_path, "motion discriminator")
             for part, key in ((disc_optimizer, "disc_motion_optimizer"), (disc_scheduler, "disc_scheduler")):
                 load_optimizer(part, ckpt.get(key), checkpoint_path, "discriminator " + key.split("_")[-1])
+            take_changed_rates(saved, config, disc_optimizer, disc_scheduler, DISC_RATES, say)
         say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
         del ckpt  # the weights are in the models now
 

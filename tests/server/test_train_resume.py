@@ -257,6 +257,33 @@ def test_a_resumed_run_takes_the_rates_changed_since_and_keeps_the_others_as_the
     assert after["config"]["gen_lr"] == 0.01
 
 
+def test_a_resumed_run_logs_the_epoch_it_runs_again_once(dirs, one_epoch, tmp_path, caplog):
+    """A run stopped part-way through epoch 1 had logged some of its steps; the resumed run runs the
+    epoch again from its start. Before, those steps stood twice in train_log.csv."""
+    from vibe_server.train.run_log import append_csv
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    log_file = out / "train_log.csv"
+    columns = tuple(next(csv.reader(open(log_file))))
+    append_csv(log_file, columns, {"epoch": 1, "iteration": 0, "step": 2})  # the stopped run's first step
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    rows = list(csv.DictReader(open(log_file)))
+    assert [(r["epoch"], r["iteration"]) for r in rows] == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert "train_log.csv: 1 row(s) of epoch 1, stopped part-way, removed: it runs again" in caplog.text
+
+
+def test_only_the_rows_of_the_epochs_run_again_are_removed(tmp_path):
+    from vibe_server.train.run_log import drop_rows_from_epoch
+
+    log_file = tmp_path / "log.csv"
+    log_file.write_text("epoch,loss\n0,1.5\n1,1.2\nnote,x\n2,1.1\n")
+    assert drop_rows_from_epoch(log_file, 1) == 2
+    assert log_file.read_text().splitlines() == ["epoch,loss", "0,1.5", "note,x"]
+    assert drop_rows_from_epoch(log_file, 1) == 0 and drop_rows_from_epoch(tmp_path / "none.csv", 0) == 0
+
+
 def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):
     from vibe_server.train.train import train
 

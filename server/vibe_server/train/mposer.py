@@ -45,7 +45,7 @@ from .out_dir import (
     run_in_out_dir,
     take_changed_rates,
 )
-from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
+from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import StopSafeLoader, exit_status
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl", "lr", "time_s")
@@ -166,6 +166,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
         load_optimizer(scheduler, ckpt["scheduler"], checkpoint_path, "scheduler")
         take_changed_rates(ckpt.get("config"), config, optimizer, scheduler, RATES, log.info)
         log.info(f"resumed from {checkpoint_path} at epoch {start_epoch}")
+        forget_logged_steps(out_dir, ("mposer_log.csv",), start_epoch, log.info)
         del ckpt
 
     history = []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from ..output_files import atomic_write
 
 log = logging.getLogger("vibe_server.train")
 
@@ -19,6 +23,46 @@ def append_csv(path: Path, columns: tuple, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow({k: row.get(k, "") for k in columns})
+
+
+def drop_rows_from_epoch(path: Path, epoch: int) -> int:
+    """Remove the rows of the CSV log at ``path`` whose ``epoch`` is ``epoch`` or later (a resumed run
+    runs again an epoch that was stopped part-way, and would log its steps twice); returns how many.
+    The file is rewritten only when it holds such rows, atomically."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = reader.fieldnames, list(reader)
+    kept = [row for row in rows if not _epoch_at_least(row.get("epoch"), epoch)]
+    if columns is None or len(kept) == len(rows):
+        return 0
+
+    def write(out) -> None:
+        text = io.TextIOWrapper(out, newline="")
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(kept)
+        text.flush()
+        text.detach()
+
+    atomic_write(path, write)
+    return len(rows) - len(kept)
+
+
+def forget_logged_steps(out_dir: Path, names: tuple[str, ...], start_epoch: int, say: Callable[[str], None]) -> None:
+    """A resumed run's logs without the rows of the epoch it runs again (and any later), said when any."""
+    for name in names:
+        dropped = drop_rows_from_epoch(out_dir / name, start_epoch)
+        if dropped:
+            say(f"{name}: {dropped} row(s) of epoch {start_epoch}, stopped part-way, removed: it runs again")
+
+
+def _epoch_at_least(text: object, epoch: int) -> bool:
+    try:
+        return int(str(text)) >= epoch
+    except ValueError:  # a row this trainer did not write: kept
+        return False
 
 
 def show_progress_on_console() -> None:

@@ -60,7 +60,7 @@ from .out_dir import (
     run_in_out_dir,
     take_changed_rates,
 )
-from .run_log import append_csv, log, refuse_to_run_as_a_script, show_progress_on_console
+from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import StopSafeLoader, exit_status
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
@@ -370,6 +370,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                 load_optimizer(part, ckpt.get(key), checkpoint_path, "discriminator " + key.split("_")[-1])
             take_changed_rates(saved, config, disc_optimizer, disc_scheduler, DISC_RATES, say)
         say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
+        if master:
+            forget_logged_steps(out_dir, ("train_log.csv", "val_log.csv"), start_epoch, say)
         del ckpt  # the weights are in the models now
 
     raw_generator, raw_disc = generator, disc  # what gets saved: never the DDP wrapper

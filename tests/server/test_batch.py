@@ -153,6 +153,20 @@ def test_discover_keeps_the_folder_layout_and_reads_path_lists(tmp_path):
     assert items[3].input_path == str(tmp_path / "other" / "two.avi")
 
 
+def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
+    """Before: the list took the key from the link's target (its whole path, outside the list's folder)."""
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "DSC_0001.avi").write_bytes(b"x")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "take1.avi").symlink_to(tmp_path / "raw" / "DSC_0001.avi")
+    (clips / "list.txt").write_text("take1.avi\n")
+    [listed] = discover([str(clips / "list.txt")], tmp_path / "out")
+    [in_folder] = discover([str(clips)], tmp_path / "out")
+    assert listed.key == in_folder.key == "take1.avi" and listed.output_path == str(tmp_path / "out" / "take1.npz")
+    assert listed.input_path == str(tmp_path / "raw" / "DSC_0001.avi")  # read through its real path
+
+
 @pytest.mark.parametrize(
     "make_inputs, message",
     [

@@ -121,15 +121,19 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
         if not line or line.startswith("#"):
             continue
         path = Path(line).expanduser()
-        try:  # realpath, not Path.resolve(): a symbolic-link loop is a path that leads nowhere, not an error
-            path = Path(os.path.realpath(path if path.is_absolute() else root / path))
+        # the key follows the line as written (a link keeps its own name, as in a folder input); the video
+        # is read through its real path. realpath, not Path.resolve(): a symbolic-link loop is a path
+        # that leads nowhere, not an error
+        listed = Path(os.path.abspath(path if path.is_absolute() else root / path))
+        try:
+            path = Path(os.path.realpath(listed))
         except ValueError as err:  # a NUL character: no file name holds one
             shown = line.replace("\0", "\\0")
             raise VibeError(
                 f"Line {number} of the list of videos '{list_file}' ('{shown}') is not a path a file can have "
                 f"({err}); fix or remove that line."
             ) from None
-        key = _list_key(path, root)
+        key = _list_key(listed, root)
         if not PurePosixPath(key).name or _is_folder(path):  # '.', '/', the list's own folder, a subfolder
             raise VibeError(
                 f"Line {number} of the list of videos '{list_file}' ('{line}') names a folder, not a video "

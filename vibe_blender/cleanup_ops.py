@@ -102,6 +102,12 @@ def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = Fals
     return frames, quats, loc
 
 
+def frame_count(armature_obj) -> int:
+    """How many frames the character has (its pelvis rotation keys); 0 when it is not animated."""
+    channels = keyframes.channels_of(armature_obj)
+    return 0 if channels is None else len(_motion_frames(channels))
+
+
 def _motion_frames(channels) -> np.ndarray:
     """(T,) frames of the pelvis rotation keys, the character's frames (none without that curve)."""
     keys = keyframes.read_fcurve(channels, PELVIS_ROTATION_PATH, 0)
@@ -127,9 +133,7 @@ def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
     mesh_obj = find_character_mesh(armature_obj)
-    baked = mesh_obj is not None and armature_obj.get("vibe_correctives") == "baked"
-    if baked:
-        check_correctives(armature_obj, mesh_obj)  # before any key changes
+    corrected = _corrected_body(armature_obj)  # checked before any key changes
     channels = keyframes.channels_of(armature_obj)
     modifiers_baked = {} if channels is None else _curves_to_bake(channels, _motion_frames(channels), keys_move)
     key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
@@ -138,12 +142,22 @@ def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -
         keyframes.drop_modifiers(channels, path, c)
     if mesh_obj is None:
         return modifiers_baked  # a bare SMPL armature (no body of ours): nothing follows from the keys
-    if baked:
+    if corrected is not None:
         rotmats = smpl_rotations_from_basis(quats, rest_quats(armature_obj))
-        key_correctives(armature_obj, mesh_obj, frames, pose_feature(rotmats))
+        key_correctives(armature_obj, corrected, frames, pose_feature(rotmats))
     scene = bpy.context.scene
     key_visibility(mesh_obj, frames, min(scene.frame_start, frames[0]), max(scene.frame_end, frames[-1]))
     return modifiers_baked
+
+
+def _corrected_body(armature_obj):
+    """The body whose baked pose correctives follow the character's keys, None when there is none;
+    VibeError when it lacks their shape keys (write_motion would refuse the character)."""
+    mesh_obj = find_character_mesh(armature_obj)
+    if mesh_obj is None or armature_obj.get("vibe_correctives") != "baked":
+        return None
+    check_correctives(armature_obj, mesh_obj)
+    return mesh_obj
 
 
 BAKED_BECAUSE = {  # why, in the warning
@@ -189,11 +203,14 @@ def _fps(fps: float | None) -> float:
 
 
 def _for_each(armature_objs, work) -> list:
-    """[work(obj)] for every character; a VibeError names the character it came from."""
+    """[work(obj)] for every character, each also checked to be one write_motion can write, so
+    that no character changes when another one would fail; a VibeError names the character it came
+    from."""
     results = []
     for obj in armature_objs:
         try:
             results.append(work(obj))
+            _corrected_body(obj)
         except VibeError as err:
             if len(armature_objs) == 1:
                 raise
@@ -289,11 +306,12 @@ def trim_and_offset_characters(
 
 def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print) -> int:
     """Append ``other_obj``'s frames that ``keep_obj`` lacks (same person, broken track), then delete
-    ``other_obj`` and its mesh; -> frame count of the merged motion. The other track's keys are
+    ``other_obj`` and its body; -> frame count of the merged motion. The other track's keys are
     moved onto the kept rig's rest pose (its shape may differ): every bone keeps its armature-space
     rotation and the pelvis its place in the scene. The other track is read as Blender plays it (its
     F-curves and their modifiers go with it); the kept one, whose keys stay on their frames, as
-    read_motion says. ``warn`` as clean_up_characters."""
+    read_motion says. The user's own objects parented to the other track move to the kept one,
+    where they are in the scene, and ``warn`` names them; ``warn`` also as clean_up_characters."""
     if keep_obj == other_obj:
         raise VibeError("Pick two different characters to merge.")
     if not np.allclose(np.array(keep_obj.matrix_world), np.array(other_obj.matrix_world), atol=1e-6):
@@ -308,13 +326,30 @@ def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print
     lb = refit_root_locations(lb, _pelvis_head(other_obj), q_rest_b[0], _pelvis_head(keep_obj), q_rest_a[0])
     frames, merged = merge_tracks(fa, {"q": qa, "loc": la}, fb, {"q": qb, "loc": lb})
     _write_each([keep_obj], [(frames, merged["q"], merged["loc"])], warn)
-    _delete_character(other_obj)
+    body = find_character_mesh(other_obj)
+    moved = [child for child in other_obj.children if child != body]
+    if moved:
+        _reparent(moved, keep_obj)
+        names = ", ".join(f"'{child.name}'" for child in moved)
+        warn(f"Deleted '{other_obj.name}' but kept its children {names}: now parented to '{keep_obj.name}', in place.")
+    _delete_character(other_obj, body)
     return len(frames)
 
 
-def _delete_character(armature_obj) -> None:
-    """Remove the character's objects, and their data and actions that nothing else uses."""
-    objects = [armature_obj, *armature_obj.children]
+def _reparent(children, parent_obj) -> None:
+    """Parent ``children`` to ``parent_obj`` (to its bone of the same name where one was bone
+    parented), each staying where it is in the scene at the current frame."""
+    placed = [child.matrix_world.copy() for child in children]
+    bpy.context.view_layer.update()  # the new parent's pose at the current frame
+    for child, matrix in zip(children, placed):
+        child.parent = parent_obj
+        child.matrix_world = matrix
+
+
+def _delete_character(armature_obj, body) -> None:
+    """Remove the character's armature and body (None: none), and their data and actions that
+    nothing else uses."""
+    objects = [obj for obj in (armature_obj, body) if obj is not None]
     data = [obj.data for obj in objects if obj.data is not None]
     animated = objects + data + [d.shape_keys for d in data if getattr(d, "shape_keys", None) is not None]
     actions = {i.animation_data.action for i in animated if i.animation_data and i.animation_data.action}

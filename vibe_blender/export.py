@@ -19,7 +19,9 @@ Blender with up = Z, forward = Y). Batch use, with Blender as a Python module::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .core.errors import VibeError
@@ -81,10 +83,36 @@ def _exportable(objects, report) -> list:
     return [obj for obj in objects if obj not in left_out]
 
 
-def _check(result, path: Path, what: str) -> Path:
+def _write(what: str, path: Path, exporter, **options) -> Path:
+    """Run one of Blender's exporters on ``path``; its failure (a RuntimeError when it cannot write
+    the file, or no file) is one VibeError sentence instead of Blender's traceback."""
+    message = f"Blender's {what} exporter could not write '{path}'; check the folder is writable, or choose another."
+    try:
+        result = exporter(filepath=str(path), **options)
+    except RuntimeError as err:
+        raise VibeError(message) from err
     if "FINISHED" not in result or not path.is_file():
-        raise VibeError(f"Blender's {what} exporter could not write '{path}'; check the folder is writable.")
+        raise VibeError(message)
     return path
+
+
+@contextmanager
+def _frame_range_covering(objects):
+    """Widen the scene's frame range to every key of the objects' actions for the export, and put it
+    back after: the FBX exporter bakes the scene's range only, so keys moved past its end (Trim /
+    Offset) would be lost."""
+    import bpy
+
+    scene = bpy.context.scene
+    before = scene.frame_start, scene.frame_end
+    ranges = [o.animation_data.action.frame_range for o in objects if o.animation_data and o.animation_data.action]
+    try:
+        if ranges:
+            scene.frame_start = min(before[0], math.floor(min(first for first, _ in ranges)))
+            scene.frame_end = max(before[1], math.ceil(max(last for _, last in ranges)))
+        yield
+    finally:
+        scene.frame_start, scene.frame_end = before
 
 
 def _prepare(path) -> Path:
@@ -106,10 +134,12 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> 
         raise VibeError(f"Unknown FBX preset '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
     objects = _exportable(objects, report)
     path = _prepare(path)
-    with shown(objects):
+    with shown(objects), _frame_range_covering(objects):
         _select(objects)
-        result = bpy.ops.export_scene.fbx(
-            filepath=str(path),
+        return _write(
+            "FBX",
+            path,
+            bpy.ops.export_scene.fbx,
             use_selection=True,
             object_types={"ARMATURE", "MESH"},
             add_leaf_bones=False,
@@ -121,7 +151,6 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> 
             mesh_smooth_type="OFF",
             **FBX_PRESETS[preset],
         )
-    return _check(result, path, "FBX")
 
 
 def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end: int | None = None) -> Path:
@@ -143,14 +172,15 @@ def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end:
     path = _prepare(path)
     with shown([armature_obj]):
         _select([armature_obj])
-        result = bpy.ops.export_anim.bvh(
-            filepath=str(path),
+        return _write(
+            "BVH",
+            path,
+            bpy.ops.export_anim.bvh,
             frame_start=int(frame_start or first),
             frame_end=int(frame_end or last),
             rotate_mode="NATIVE",
             root_transform_only=True,
         )
-    return _check(result, path, "BVH")
 
 
 def export_gltf(path, objects=None, *, report=print) -> Path:
@@ -163,14 +193,15 @@ def export_gltf(path, objects=None, *, report=print) -> Path:
     path = _prepare(path)
     with shown(objects):
         _select(objects)
-        result = bpy.ops.export_scene.gltf(
-            filepath=str(path),
+        return _write(
+            "glTF",
+            path,
+            bpy.ops.export_scene.gltf,
             use_selection=True,
             export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
             export_animations=True,
             export_force_sampling=True,
         )
-    return _check(result, path, "glTF")
 
 
 def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT", report=print) -> Path:
@@ -188,6 +219,19 @@ def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT", report=prin
     raise VibeError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
 
 
+def _open_blend(blend: Path) -> None:
+    """Open the .blend file; one VibeError sentence when Blender cannot read it (its RuntimeError)."""
+    import bpy
+
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
+    except RuntimeError as err:
+        raise VibeError(
+            f"Blender cannot open '{blend}': it is not a .blend file, or it is damaged; give the .blend file "
+            "saved with your characters."
+        ) from err
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibe_blender.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("blend", type=Path, help="the .blend file holding the characters")
@@ -203,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.blend.is_file():
             raise VibeError(f"'{args.blend}' does not exist; give the .blend file saved with your characters.")
         check_output_path(args.output, f"the {fmt.upper()} file", {"the .blend file": args.blend})
-        bpy.ops.wm.open_mainfile(filepath=str(args.blend.resolve()))
+        _open_blend(args.blend)
         objects = []
         for name in args.object:
             obj = bpy.data.objects.get(name)

@@ -13,12 +13,16 @@ from .core.errors import VibeError
 from .core.retarget_map import auto_map_report, load_map, preset_report, save_map
 from .operator_errors import reports_errors
 from .retarget_settings import FBX_ITEMS, FORMAT_ITEMS, current_map, fill_rows, settings
+from .rig_builder import character_of
 
 
 def _characters(context):
-    """Selected SMPL characters (the tracks to work on), else the active object."""
-    chosen = [o for o in context.selected_objects if o.type == "ARMATURE"]
-    return chosen or ([context.object] if context.object and context.object.type == "ARMATURE" else [])
+    """Selected SMPL characters (the tracks to work on; a selected body stands for its armature),
+    else the active one."""
+    chosen = [character_of(o) for o in context.selected_objects]
+    chosen = list(dict.fromkeys(o for o in chosen if o is not None))
+    active = character_of(context.object)
+    return chosen or ([active] if active is not None else [])
 
 
 def _characters_or_error(context, what: str):
@@ -125,15 +129,17 @@ class VIBE_OT_measure_motion(bpy.types.Operator):
     def execute(self, context):
         from .cleanup_ops import measure_character
 
-        chars = _characters(context)
-        if not chars:
-            raise VibeError("Select an imported character.")
-        figures = measure_character(chars[0])
+        character = character_of(context.object)
+        if character is None:
+            raise VibeError("Make an imported character (or its body) the active object.")
+        figures = measure_character(character)
         s = settings(context)
         s.slide_before_mm, s.jitter_before = figures["slide_mm"], figures["jitter"]
         s.slide_after_mm = s.jitter_after = -1.0
         self.report(
-            {"INFO"}, f"Foot slide {figures['slide_mm']:.1f} mm per contact frame, jitter {figures['jitter']:.2f} m/s²."
+            {"INFO"},
+            f"'{character.name}': foot slide {figures['slide_mm']:.1f} mm per contact frame, jitter "
+            f"{figures['jitter']:.2f} m/s².",
         )
         return {"FINISHED"}
 
@@ -151,7 +157,7 @@ class VIBE_OT_clean_up(bpy.types.Operator):
 
         s = settings(context)
         chars = _characters_or_error(context, "clean up")
-        *_, report = clean_up_characters(
+        reports = clean_up_characters(
             chars,
             strength=s.strength,
             bone_group=s.bone_group,
@@ -159,14 +165,17 @@ class VIBE_OT_clean_up(bpy.types.Operator):
             snap_to_ground=s.snap_to_ground,
             warn=partial(self.report, {"WARNING"}),
         )
+        # The panel shows the active character's figures (the first one's when it was not cleaned).
+        active = character_of(context.object)
+        report = reports[chars.index(active) if active in chars else 0]
         s.slide_before_mm, s.slide_after_mm = report["slide_before_mm"], report["slide_after_mm"]
         s.jitter_before, s.jitter_after = report["jitter_before"], report["jitter_after"]
-        self.report(
-            {"INFO"},
-            f"Cleaned {len(chars)} character(s): foot slide {report['slide_before_mm']:.1f} -> "
-            f"{report['slide_after_mm']:.1f} mm, jitter {report['jitter_before']:.2f} -> "
-            f"{report['jitter_after']:.2f} m/s².",
+        figures = "; ".join(
+            f"'{obj.name}': foot slide {r['slide_before_mm']:.1f} -> {r['slide_after_mm']:.1f} mm, jitter "
+            f"{r['jitter_before']:.2f} -> {r['jitter_after']:.2f} m/s²"
+            for obj, r in zip(chars, reports)
         )
+        self.report({"INFO"}, f"Cleaned {len(chars)} character(s): {figures}.")
         return {"FINISHED"}
 
 
@@ -179,17 +188,25 @@ class VIBE_OT_trim_offset(bpy.types.Operator):
 
     @reports_errors
     def execute(self, context):
-        from .cleanup_ops import trim_and_offset_characters
+        from .cleanup_ops import frame_count, trim_and_offset_characters
 
         s = settings(context)
         chars = _characters_or_error(context, "trim")
-        trim_and_offset_characters(
+        before = [frame_count(obj) for obj in chars]
+        kept = trim_and_offset_characters(
             chars,
             start=s.trim_start,
-            end=s.trim_end,
+            end=s.trim_end or None,  # 0: to the last key
             offset=s.frame_offset,
             warn=partial(self.report, {"WARNING"}),
         )
+        if kept != before:  # frames were cut: say how many are left, so none go silently
+            self.report(
+                {"INFO"},
+                "Trimmed: "
+                + ", ".join(f"'{obj.name}' keeps {k} of {n} frames" for obj, k, n in zip(chars, kept, before))
+                + ".",
+            )
         return {"FINISHED"}
 
 
@@ -205,9 +222,10 @@ class VIBE_OT_merge_tracks(bpy.types.Operator):
         from .cleanup_ops import merge_characters
 
         s = settings(context)
-        if context.object is None or s.merge_from is None:
-            raise VibeError("Make the character to keep active and pick the track to merge from.")
-        frames = merge_characters(context.object, s.merge_from, warn=partial(self.report, {"WARNING"}))
+        keep = character_of(context.object)
+        if keep is None or s.merge_from is None:
+            raise VibeError("Make the character to keep (or its body) active and pick the track to merge from.")
+        frames = merge_characters(keep, s.merge_from, warn=partial(self.report, {"WARNING"}))
         self.report({"INFO"}, f"Merged: {frames} frames.")
         return {"FINISHED"}
 

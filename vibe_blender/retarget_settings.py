@@ -78,7 +78,9 @@ class VIBE_RetargetSettings(bpy.types.PropertyGroup):
     jitter_before: bpy.props.FloatProperty(name="Jitter before", default=-1.0)
     jitter_after: bpy.props.FloatProperty(name="Jitter after", default=-1.0)
     trim_start: bpy.props.IntProperty(name="Start", default=1)
-    trim_end: bpy.props.IntProperty(name="End", default=250)
+    trim_end: bpy.props.IntProperty(
+        name="End", default=0, min=0, description="Last frame kept; 0 keeps every key to the last one"
+    )
     frame_offset: bpy.props.IntProperty(name="Offset", default=0)
     merge_from: bpy.props.PointerProperty(
         name="Merge from",

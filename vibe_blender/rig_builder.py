@@ -169,6 +169,18 @@ def find_character_mesh(armature_obj):
     return mesh_obj
 
 
+def character_of(obj):
+    """The armature of the character ``obj`` belongs to: itself, or the armature a mesh (its body)
+    is parented to or deformed by; None for anything else."""
+    if obj is None or obj.type == "ARMATURE":
+        return obj
+    if obj.type != "MESH":
+        return None
+    if obj.parent is not None and obj.parent.type == "ARMATURE":
+        return obj.parent
+    return _deforming_armature(obj)
+
+
 def _deforming_armature(mesh_obj):
     return next((m.object for m in mesh_obj.modifiers if m.type == "ARMATURE" and m.object is not None), None)
 

@@ -16,6 +16,7 @@ from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.cleanup_ops import (  # noqa: E402
     clean_up_character,
     clean_up_characters,
+    measure_character,
     merge_characters,
     read_motion,
     trim_and_offset,
@@ -471,3 +472,79 @@ def test_baked_correctives_on_a_body_without_their_shape_keys_is_one_clear_messa
     with pytest.raises(VibeError, match="lacks 207 of their shape keys.*import the character again"):
         trim_and_offset(person, start=5)
     np.testing.assert_array_equal(read_motion(person)[1], keys)  # nothing changed
+
+
+def test_a_body_missing_its_correctives_leaves_every_character_as_it_was(empty_scene, body_model):
+    """Before: the bodies' shape keys were checked only while writing, so P0 was trimmed before P1 failed."""
+    (a, _), (b, b_body) = imported_tracks(body_model, [range(0, 20), range(30, 50)])
+    b_body.shape_key_clear()
+    before = [[x.copy() for x in read_motion(obj)] for obj in (a, b)]
+    with pytest.raises(VibeError, match="^P1: .*lacks 207 of their shape keys.*No character was changed"):
+        trim_and_offset_characters([a, b], start=5, offset=2)
+    with pytest.raises(VibeError, match="^P1: .*lacks 207 of their shape keys.*No character was changed"):
+        clean_up_characters([a, b], strength=1.0, lock_feet=False, snap_to_ground=False, fps=30)
+    for obj, motion in zip((a, b), before):
+        for now, then in zip(read_motion(obj), motion):
+            np.testing.assert_array_equal(now, then)
+
+
+def test_merge_keeps_the_users_objects_parented_to_the_other_track_in_place(empty_scene, body_model):
+    """Before: every child of the merged-from track was deleted with it, a hat on its head too."""
+    (a, _), (b, b_body) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    body_name = b_body.name
+    hat = bpy.data.objects.new("Hat", bpy.data.meshes.new("Hat"))
+    empty_scene.collection.objects.link(hat)
+    hat.parent, hat.parent_type, hat.parent_bone = b, "BONE", "head"
+    empty_scene.frame_set(41)
+    placed = np.array(hat.matrix_world)
+    messages = []
+    assert merge_characters(a, b, warn=messages.append) == 40
+    assert "P1" not in bpy.data.objects and body_name not in bpy.data.objects  # its body goes with it
+    assert hat.name in bpy.data.objects and (hat.parent, hat.parent_type, hat.parent_bone) == (a, "BONE", "head")
+    bpy.context.view_layer.update()
+    np.testing.assert_allclose(np.array(hat.matrix_world), placed, atol=1e-5)
+    assert messages == ["Deleted 'P1' but kept its children 'Hat': now parented to 'P0', in place."]
+
+
+def test_the_merge_operator_takes_the_active_body_for_its_character(registered_operators, body_model):
+    """Before: an active body mesh (not its armature) made Merge fail with an AttributeError."""
+    (a, a_body), (b, _) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    bpy.context.view_layer.objects.active = a_body
+    registered_operators.merge_from = b
+    assert bpy.ops.vibe_mocap.merge_tracks() == {"FINISHED"}
+    assert len(read_motion(a)[0]) == 40 and "P1" not in bpy.data.objects
+
+
+def test_the_trim_operator_by_default_only_offsets_and_reports_frames_it_cuts(registered_operators, capfd):
+    """Before: End defaulted to 250, and an Offset of +5 on frames 241..270 silently kept 10 of them."""
+    source, _, _ = rigs.smpl_source(T=30)
+    trim_and_offset(source, offset=240)
+    bpy.context.view_layer.objects.active = source
+    source.select_set(True)
+    registered_operators.frame_offset = 5
+    capfd.readouterr()
+    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
+    assert read_motion(source)[0][[0, -1]].tolist() == [246.0, 275.0]
+    assert "Trimmed" not in "".join(capfd.readouterr())  # nothing cut, nothing to say
+    registered_operators.trim_end, registered_operators.frame_offset = 265, 0
+    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
+    assert len(read_motion(source)[0]) == 20
+    assert "Trimmed: 'SMPL' keeps 20 of 30 frames." in "".join(capfd.readouterr())
+
+
+def test_measure_reads_the_active_character_and_clean_up_reports_each(registered_operators, body_model, capfd):
+    """Before: Measure read the first selected character, and Clean Up showed only the last one's figures."""
+    (a, _), (b, _) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    a.select_set(True)
+    b.select_set(True)
+    active, other = (b, a) if bpy.context.selected_objects[0] == a else (a, b)
+    bpy.context.view_layer.objects.active = active
+    assert bpy.ops.vibe_mocap.measure_motion() == {"FINISHED"}
+    figures = measure_character(active)
+    assert registered_operators.jitter_before == pytest.approx(figures["jitter"], rel=1e-5)
+    assert measure_character(other)["jitter"] != pytest.approx(figures["jitter"], rel=1e-3)
+    registered_operators.lock_feet = registered_operators.snap_to_ground = False  # these walks have no contacts
+    capfd.readouterr()
+    assert bpy.ops.vibe_mocap.clean_up() == {"FINISHED"}
+    printed = "".join(capfd.readouterr())
+    assert "Cleaned 2 character(s): 'P0': foot slide" in printed and "; 'P1': foot slide" in printed

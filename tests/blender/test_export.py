@@ -192,3 +192,45 @@ def test_characters_in_an_excluded_collection_are_named_not_a_traceback(empty_sc
         "checkbox in the Outliner to export them)."
     ]
     assert _read_back(path) == {"P0", "P0_body"}
+
+
+@pytest.mark.parametrize("fmt", ["fbx", "bvh", "glb"])
+def test_a_file_the_exporter_cannot_write_is_one_sentence_not_a_traceback(fmt):
+    """Before: Blender's exporter raised its RuntimeError (a traceback) for a file it could not write."""
+    source, _, _ = reference()
+    path = Path(f"/proc/vibe_export_test.{fmt}")  # no file can be made in /proc, not even by root
+    with pytest.raises(VibeError, match=r"^Blender's .* exporter could not write '/proc/vibe_export_test.*choose"):
+        export(path, fmt, [source])
+
+
+def test_command_line_names_a_file_that_is_not_a_blend_file(tmp_path):
+    not_blend = tmp_path / "notes.blend"
+    not_blend.write_text("not a blend file")
+    done = subprocess.run(
+        [sys.executable, "-m", "vibe_blender.export", str(not_blend), "-o", str(tmp_path / "x.glb")],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"error: Blender cannot open '{not_blend}': it is not a .blend file" in done.stderr
+
+
+def test_fbx_keeps_keys_moved_past_the_end_of_the_scene(tmp_path):
+    """Before: the FBX exporter baked the scene's frames 1..30 only, and an Offset of +20 lost the last 20."""
+    from vibe_blender.cleanup_ops import trim_and_offset
+
+    source, frames, heads = reference()
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, T
+    assert trim_and_offset(source, offset=20) == T
+    path = export_fbx(tmp_path / "offset.fbx", [source])
+    assert (scene.frame_start, scene.frame_end) == (1, T)  # put back
+    rigs.reset_scene()
+    bpy.ops.import_scene.fbx(
+        filepath=str(path), automatic_bone_orientation=False, ignore_leaf_bones=False, anim_offset=0.0
+    )
+    arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    assert arm.animation_data.action.frame_range[1] == T + 20.0  # the scene's frames 1..20 are in it too
+    np.testing.assert_allclose(imported_heads(np.asarray(frames) + 20), heads, atol=1e-4)

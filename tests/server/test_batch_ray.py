@@ -202,3 +202,28 @@ def test_an_unreachable_or_malformed_cluster_address_is_one_clear_error_at_once(
     assert time.perf_counter() - started < 30
     assert message in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("*.npz"))
+
+
+def test_a_cluster_that_ended_without_ray_stop_is_replaced_by_a_new_local_one(
+    local_cluster, tmp_path, monkeypatch, capsys
+):
+    """With no address, Ray connects to the cluster 'ray start' recorded on this machine; a record left
+    by a crash made it retry that address for minutes. The batch checks the record first."""
+    import socket
+
+    from vibe_server.batch.ray_runner import init_address, last_started_cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray keeps its record
+    assert last_started_cluster() is None and init_address(None) is None  # no record: Ray starts one
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{closed.getsockname()[1]}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(gone)
+    assert last_started_cluster() == gone
+    assert init_address(None) == "local"
+    assert f"the Ray cluster last started on this machine ({gone}) does not answer" in capsys.readouterr().err
+    live = ray.get_runtime_context().gcs_address  # a cluster that runs: Ray's own choice stands
+    (tmp_path / "ray" / "ray_current_cluster").write_text(live)
+    assert init_address(None) is None and capsys.readouterr().err == ""

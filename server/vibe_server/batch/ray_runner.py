@@ -194,7 +194,7 @@ def run_ray(
         raise VibeError(f"Unknown transfer '{transfer}'; use {' or '.join(TRANSFERS)}.")
     ray = _import_ray()
 
-    check_reachable(address or os.environ.get("RAY_ADDRESS") or None)
+    address = init_address(address)
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -230,6 +230,43 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def init_address(address: str | None) -> str | None:
+    """The address for ``ray.init``: ``address`` (else $RAY_ADDRESS), checked to answer; with neither,
+    Ray's own choice, the cluster last started on this machine, unless that one is gone without
+    'ray stop' (a crash, a reboot): Ray would retry its recorded address for minutes, so a new local
+    cluster starts, and a note says why."""
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    if given is not None:
+        check_reachable(given)
+        return address
+    recorded = last_started_cluster()
+    if recorded is None:
+        return None
+    try:
+        check_reachable(recorded)
+    except VibeError:
+        print(
+            f"Note: the Ray cluster last started on this machine ({recorded}) does not answer (it ended without "
+            "'ray stop'); starting a new local one.",
+            file=sys.stderr,
+        )
+        return "local"
+    return None
+
+
+def last_started_cluster() -> str | None:
+    """The address 'ray start' recorded on this machine, found as Ray finds it when given no address
+    (None when there is none, or this Ray version looks elsewhere)."""
+    try:
+        from ray._private.services import find_bootstrap_address  # Ray's own lookup; private, so guarded
+    except ImportError:
+        return None
+    try:
+        return find_bootstrap_address(None) or None
+    except Exception:  # noqa: BLE001 - whatever it is, Ray's own ray.init decides then
+        return None
 
 
 def check_reachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:

@@ -414,6 +414,16 @@ def test_batch_bad_arguments_give_one_clear_error(tmp_path, capsys, extra, messa
     assert message in capsys.readouterr().err
 
 
+def test_ray_before_the_only_input_or_no_input_gives_one_clear_error(tmp_path, capsys):
+    """'batch -o OUT --ray shoot/' took the folder as the address and argparse said no INPUT was given."""
+    (tmp_path / "shoot").mkdir()
+    assert main(["batch", "-o", str(tmp_path / "out"), "--ray", str(tmp_path / "shoot")]) == 2
+    assert "put --ray after the inputs" in capsys.readouterr().err
+    assert main(["batch", "-o", str(tmp_path / "out")]) == 2
+    assert "error: Give at least one INPUT" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_ray_not_installed_gives_one_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     (tmp_path / "a.mp4").write_bytes(b"x")

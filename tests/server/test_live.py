@@ -183,6 +183,26 @@ def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_comma
     np.testing.assert_allclose(track.pose, 0.1)
 
 
+def test_ctrl_c_ends_the_live_command_with_the_sessions_last_figures(fake_live_command, tmp_path, capsys, monkeypatch):
+    """Ctrl-C is how a camera session stops; before, its closing line lost the rate and latency
+    ("0.0 frames/s latency p50 - ms")."""
+    from vibe_server.cli import main
+
+    process = _FakeLiveModel.process
+
+    def ctrl_c_after_30(self, index, rgb, time_s):
+        if self.frames_processed == 30:
+            raise KeyboardInterrupt  # where Ctrl-C lands: the main thread, while it processes a frame
+        return process(self, index, rgb, time_s)
+
+    monkeypatch.setattr(_FakeLiveModel, "process", ctrl_c_after_30)
+    fake_live_command.frames = 10_000
+    assert main(["live", "0", "--record", str(tmp_path / "take.npz")]) == 0
+    final = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(interrupted)")]
+    assert len(final) == 1 and "processed 30" in final[0], final
+    assert " 0.0 frames/s" not in final[0] and "p50 - ms" not in final[0], final
+
+
 def test_a_full_recording_stops_the_command_and_is_saved(fake_live_command, tmp_path, capsys, monkeypatch):
     """The command's recording had no bound: memory grew for as long as it ran."""
     import vibe_server.pipeline.live as pipeline_live

@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "under OUTDIR; OUTDIR/manifest.jsonl records each video. Running the same "
         "command again skips the finished videos.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders, or .txt lists of video paths")
+    # '*', checked in run(): '--ray INPUT' takes the input as the address, and argparse would only say none is given
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, folders, or .txt lists of video paths")
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="where results and the manifest go")
     p.add_argument(
         "--jobs",
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             f"--ray took '{args.ray}' as the cluster's address, but it is a file or folder: put --ray "
             "after the inputs (or write --ray=ADDRESS)."
         )
+    if not args.inputs:
+        raise VibeError("Give at least one INPUT: a video file, a folder of videos or a .txt list of video paths.")
     if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)

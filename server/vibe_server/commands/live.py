@@ -5,6 +5,7 @@ standard result file."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -83,12 +84,13 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     t_end = time.monotonic() + args.duration if args.duration is not None else None
-    last_print = [0.0]
+    last_print, last_stats = [0.0], [LiveStats()]
 
     def should_stop() -> bool:  # the duration is over, or the recording is full
         return (t_end is not None and time.monotonic() > t_end) or (recording is not None and recording.full)
 
     def show(frame, people, stats) -> None:
+        last_stats[0] = stats
         now = time.monotonic()
         if now - last_print[0] >= 1.0:
             last_print[0] = now
@@ -113,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
             interrupted, stats = True, None
         except VibeError as err:  # the source broke (a camera unplugged, a new frame size): keep the recording
             failure, stats = err, None
-    if stats is None:  # Ctrl-C or a broken source: figures from the source
-        stats = LiveStats(
-            frames_processed=session.frames_processed, frames_arrived=source.arrived, frames_dropped=source.dropped
+    if stats is None:  # Ctrl-C or a broken source: the last figures, with the counts as they are now
+        stats = dataclasses.replace(
+            last_stats[0],
+            frames_processed=session.frames_processed,
+            frames_arrived=source.arrived,
+            frames_dropped=source.dropped,
         )
     print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
     if recording is not None and recording.full:

@@ -281,7 +281,13 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     session.unsaved_take = None
     session.last_take, session.last_result_path = take, path
     options = replace(options or ImportOptions(), add_camera=False)  # the stream has no camera to match
-    return import_motion_file(path, session.body_model, options)
+    try:
+        return import_motion_file(path, session.body_model, options)
+    except VibeError as err:  # e.g. more motion than Blender can hold: the saved take must be findable
+        raise VibeError(
+            f"The recording is saved as '{path}' but could not be imported ({str(err).rstrip('.')}). Import it "
+            "with File > Import > VIBE Mocap; lower the scene's frame rate before a take this long."
+        ) from None
 
 
 UNSAVED_TAKE = (

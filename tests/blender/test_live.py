@@ -497,6 +497,20 @@ def test_a_take_too_long_for_the_scenes_frames_is_kept_until_a_lower_frame_rate_
     assert len(rotation_keys(armature, JOINT_NAMES[0])) == len(take_on_frames(take, 24).frame_ids[1]) == 48
 
 
+def test_a_saved_take_that_cannot_be_imported_says_where_it_is(addon, empty_scene, body_model, monkeypatch):
+    """A take within what a result may hold but with more motion than an import takes: saved, then
+    refused by the import. Before, the message gave neither the file's folder nor a way to import it."""
+    from vibe_blender import importer
+
+    take = moving_take(range(60))
+    session = recorded_session(body_model, take)
+    monkeypatch.setattr(importer, "MAX_PERSON_FRAMES", 10)  # the import's limit, scaled down to this take
+    with pytest.raises(VibeError, match="The recording is saved as '.*live_.*npz' but could not be imported") as err:
+        live.stop_recording()
+    assert "File > Import > VIBE Mocap" in str(err.value) and "more than 10 would need" in str(err.value)
+    assert session.last_result_path.is_file() and str(session.last_result_path) in str(err.value)
+
+
 def test_a_take_that_is_not_saved_is_thrown_away_only_when_asked(addon, body_model, fake_server_setup):
     session = recorded_session(body_model, moving_take(range(0, 60, 2)), state="lost")
     with pytest.raises(VibeError, match="no unsaved recording to discard"):

@@ -39,7 +39,7 @@ from .core.live_client import (
 )
 from .core.model_data import cached_body_model_note, load_served_body_model
 from .core.motion import TrackMotion, ground_offset
-from .core.result_file import MocapResult, Track, VideoInfo, save_result
+from .core.result_file import META_UNKNOWN, MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
 from .core.user_dirs import write_private_file
@@ -356,8 +356,8 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
             "source": "live",
             "first_frame_index": str(take.received_index[0]),
             "frames_received": str(len(take.received_index)),
-            "video_size": "unknown",
-            "focal_length": "unknown",
+            "video_size": META_UNKNOWN,
+            "focal_length": META_UNKNOWN,
         },
     )
 

@@ -497,6 +497,25 @@ def test_a_take_too_long_for_the_scenes_frames_is_kept_until_a_lower_frame_rate_
     assert len(rotation_keys(armature, JOINT_NAMES[0])) == len(take_on_frames(take, 24).frame_ids[1]) == 48
 
 
+def test_a_saved_take_imported_from_its_file_leaves_the_scenes_camera_and_resolution(addon, empty_scene, body_model):
+    """A take has no video: File > Import (camera on by default) set the render size to the take's
+    stand-in 1000 x 1000 and made a camera of it the scene's, and told to pick a video that never was."""
+    from vibe_blender.importer import ImportOptions, import_motion_file
+
+    session = recorded_session(body_model, moving_take(range(30)))
+    live.stop_recording()
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    own = bpy.data.objects.new("MyCam", bpy.data.cameras.new("MyCam"))
+    scene.collection.objects.link(own)
+    scene.camera = own
+    warnings = []
+    options = ImportOptions(capture_video_path="/videos/walk.mp4")  # the capture panel's video, as its Import has
+    characters = import_motion_file(session.last_result_path, body_model, options, warn=warnings.append)
+    assert len(characters) == 1 and warnings == []
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (1920, 1080) and scene.camera == own
+
+
 def test_a_saved_take_that_cannot_be_imported_says_where_it_is(addon, empty_scene, body_model, monkeypatch):
     """A take within what a result may hold but with more motion than an import takes: saved, then
     refused by the import. Before, the message gave neither the file's folder nor a way to import it."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import VibeError
-from .result_file import MocapResult
+from .result_file import META_UNKNOWN, MocapResult
 from .skeleton import CAMERA_TO_BLENDER
 from .smpl_math import smpl_forward
 from .smpl_model import BodyModel
@@ -116,7 +116,9 @@ def from_result(result: MocapResult) -> MotionSet:
         fps=v.fps,
         frame_count=max(int(v.frame_count), last),
         source_name=v.name,
-        camera=CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)),
+        camera=None  # a live take: no video, so no camera to match (its size is a stand-in)
+        if result.meta.get("video_size") == META_UNKNOWN
+        else CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)),
     )
 
 

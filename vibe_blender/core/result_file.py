@@ -90,6 +90,10 @@ def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.n
             )
 
 
+# a meta value for what a result does not know (a live take: its video size and focal length)
+META_UNKNOWN = "unknown"
+
+
 @dataclass
 class Track:
     """One person. T rows, one per frame in ``frame_ids``."""

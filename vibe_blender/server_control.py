@@ -248,7 +248,8 @@ def tick() -> float | None:
 
 def _follow() -> None:
     if not bpy.app.timers.is_registered(tick):
-        bpy.app.timers.register(tick, first_interval=TICK_S)
+        # persistent: an install that ends after File > Open/New must still restart a placeholder server
+        bpy.app.timers.register(tick, first_interval=TICK_S, persistent=True)
 
 
 def register():

@@ -66,6 +66,18 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def test_the_panels_timer_goes_on_in_a_file_opened_meanwhile(addon):
+    """It was not persistent: after File > Open/New an install that ended was never checked, and a
+    placeholder server never restarted on the new data."""
+    server_control._follow()
+    try:
+        bpy.ops.wm.read_factory_settings(use_empty=True)  # File > New
+        assert bpy.app.timers.is_registered(server_control.tick)
+    finally:
+        if bpy.app.timers.is_registered(server_control.tick):  # it never fires in the bpy module
+            bpy.app.timers.unregister(server_control.tick)
+
+
 def test_start_and_stop_leave_no_process(addon):
     assert bpy.ops.vibe_mocap.server_start() == {"FINISHED"}
     follow_until(lambda: server_control.server_status().state in ("ready", "failed", "exited"))

@@ -961,4 +961,6 @@ def test_an_install_without_a_program_says_why(tmp_path):
 
     install = local_server.ModelDataInstall(no_program, str(tmp_path / "source")).start()
     install.join(10)
-    assert install.returncode == 1 and list(install.lines) == ["No vibe-mocap program found: …"]
+    # a failure (2), not the command's 1, "installed, but files are still missing": the panel said "Installed."
+    assert install.returncode == local_server.INSTALL_FAILED == 2
+    assert list(install.lines) == ["No vibe-mocap program found: …"]

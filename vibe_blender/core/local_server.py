@@ -58,6 +58,7 @@ QUICK_STOP_S = 10.0
 KILLED_WAIT_S = 5.0  # for a killed process to be gone (Blender quitting waits QUICK_STOP_S + this at most)
 STDIN_STOP_S = 1.0  # on POSIX, SIGTERM follows the end of a server's standard input after this long
 LOG_TAIL_LINES = 15
+INSTALL_FAILED = 2  # a model-data install's exit status when it failed ('vibe-mocap data install' uses 2 too)
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
 ServerState = Literal["stopped", "starting", "ready", "stopping", "failed", "exited"]
@@ -1043,6 +1044,7 @@ class ModelDataInstall:
     source: str
     data_dir: str = ""
     lines: deque = field(default_factory=lambda: deque(maxlen=200))
+    # the command's: 0 installed, 1 installed but the check still misses files, 2 (INSTALL_FAILED) failed
     returncode: int | None = None
     _thread: threading.Thread | None = None
 
@@ -1064,7 +1066,7 @@ class ModelDataInstall:
             program = self.program() if callable(self.program) else self.program
         except VibeError as err:  # no program: the install fails saying why
             self.lines.append(str(err))
-            self.returncode = 1
+            self.returncode = INSTALL_FAILED
             return
         command = [str(program), "data", "install", self.source]
         if self.data_dir:

@@ -10,6 +10,7 @@ add-on is disabled, unless the user chose to keep it running.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from .core.local_server import (
     find_program,
     model_data_report,
 )
-from .core.model_data import PLACEHOLDER_MODEL
+from .core.model_data import PLACEHOLDER_MODEL, SERVER_FILES
 from .preferences import get_preferences, user_dir
 from .server_state import _state, program_state, set_keep_server  # noqa: F401 - program_state: the panels
 
@@ -204,17 +205,14 @@ def data_dir_setting() -> str:
     return bpy.path.abspath(folder) if folder else ""
 
 
-# what the model data holds besides body models (.pkl): regressors, mean parameters, checkpoints, YOLO
-_MODEL_DATA_SUFFIXES = (".npy", ".npz", ".tar", ".weights")
-
-
 def server_data_dir() -> str:
     """The model-data folder a server the add-on starts is given: the preferences' folder, unless it
-    holds body models only (SMPL_NEUTRAL.pkl, for importing files): the server, which would find that
-    an unfinished install, then keeps its own. A partly installed folder is given, and the server
-    names what is missing. Main thread only."""
+    holds none of the files only the server reads, only body models (SMPL_NEUTRAL.pkl, body_model.npz)
+    and whatever else the user keeps there (motion files): the server, which would find that an
+    unfinished install, then keeps its own. A partly installed folder is given, and the server names
+    what is missing. Main thread only."""
     folder = data_dir_setting()
-    if folder and not any(p.suffix in _MODEL_DATA_SUFFIXES for p in Path(folder).glob("*")):
+    if folder and not any(os.path.lexists(Path(folder) / name) for name in SERVER_FILES):
         return ""
     return folder
 

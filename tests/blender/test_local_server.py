@@ -449,5 +449,10 @@ def test_a_model_data_folder_with_only_the_body_model_is_not_given_to_the_server
     monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path))  # the add-on's preferences
     assert server_control.data_dir_setting() == str(tmp_path)  # imports, data check and install use it
     assert server_control.server_data_dir() == ""  # the server keeps its own model data
+    # nor with the body model's .npz, motion files or anything else the user keeps there (any .npz was
+    # taken for model data)
+    for other in ("body_model.npz", "walk_amass.npz", "notes.npy", "backup.tar"):
+        (tmp_path / other).write_bytes(b"x")
+    assert server_control.server_data_dir() == ""
     (tmp_path / "J_regressor_extra.npy").write_bytes(b"regressor")
     assert server_control.server_data_dir() == str(tmp_path)  # a model-data install, even a partial one

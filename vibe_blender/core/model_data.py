@@ -23,7 +23,26 @@ from .user_dirs import write_private_file
 if TYPE_CHECKING:
     from .client import ServerClient, Stop
 
+# the official model data's files, as the server's model-data folder holds them ('vibe-mocap data
+# install'); the add-on reads the body model (SMPL_FILE) from there too
 SMPL_FILE = "SMPL_NEUTRAL.pkl"
+EXTRA_REGRESSOR = "J_regressor_extra.npy"
+H36M_REGRESSOR = "J_regressor_h36m.npy"
+MEAN_PARAMS = "smpl_mean_params.npz"
+SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
+VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
+VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
+YOLO_WEIGHTS = "yolov3.weights"
+# what only the server reads: a folder holding none of them holds body models only
+SERVER_FILES = (
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    MEAN_PARAMS,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    VIBE_CHECKPOINT_3DPW,
+    YOLO_WEIGHTS,
+)
 BODY_MODEL_NPZ = "body_model.npz"
 PLACEHOLDER_MODEL = "synthetic placeholder"  # the model name of a server without model data (--synthetic)
 FINGERPRINT_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")

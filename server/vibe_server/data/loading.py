@@ -25,6 +25,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.model_data import (
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    MEAN_PARAMS,
+    SMPL_FILE,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+    VIBE_CHECKPOINT_3DPW,
+    YOLO_WEIGHTS,
+)
 from vibe_blender.core.safe_npz import read_npy, read_npz
 from vibe_blender.core.smpl_model import load_smpl_pkl
 from vibe_blender.core.user_dirs import user_dir
@@ -40,14 +50,7 @@ if TYPE_CHECKING:
 # imports this module (through data/bundle.py) and most of them never need torch.
 
 ENV_VAR = "VIBE_DATA_DIR"
-SMPL_PKL = "SMPL_NEUTRAL.pkl"
-EXTRA_REGRESSOR = "J_regressor_extra.npy"
-H36M_REGRESSOR = "J_regressor_h36m.npy"
-MEAN_PARAMS = "smpl_mean_params.npz"
-SPIN_CHECKPOINT = "spin_model_checkpoint.pth.tar"
-VIBE_CHECKPOINT = "vibe_model_wo_3dpw.pth.tar"
-VIBE_CHECKPOINT_3DPW = "vibe_model_w_3dpw.pth.tar"
-YOLO_WEIGHTS = "yolov3.weights"
+SMPL_PKL = SMPL_FILE
 YOLO_WEIGHTS_BYTES = 248_007_048  # 20-byte header + 62,001,757 float32
 
 MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints

@@ -211,6 +211,10 @@ def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir:
         session.error = str(err)
     except Exception as err:  # the thread must never die silently: show what broke
         session.error = f"Unexpected error while starting the live session: {err!r}. Please report it."
+    finally:
+        with session._lock:  # no connection came (a failure, Stop Live): a Record pressed meanwhile ends
+            if session.connection is None:
+                session.record_on_connect = False
 
 
 def stop_live() -> None:

@@ -289,6 +289,25 @@ def fake_server_setup(monkeypatch, reference_dir):
     return {"body_model": reference_dir / "body_model.npz"}
 
 
+@pytest.mark.parametrize("ending", ["the connection fails", "Stop Live while connecting"])
+def test_record_pressed_while_connecting_ends_with_a_start_that_never_came(addon, body_model, monkeypatch, ending):
+    """The panel went on showing "Recording…" (and Stop Recording) under the error for good."""
+    session = live.LiveSession(source="0", body_model=body_model)
+    session.record_on_connect = True  # Record pressed while connecting
+    if ending == "the connection fails":
+
+        def unreachable(client, path):
+            raise VibeError("Cannot reach the VIBE Mocap server.")
+
+        monkeypatch.setattr(live, "load_served_body_model", unreachable)
+    else:
+        monkeypatch.setattr(live, "load_served_body_model", lambda client, path: body_model)
+        session.stop_requested = True
+    live._connect(session, "http://192.0.2.1:8765", "token", {}, "")
+    assert session.connection is None and not session.recording
+    assert (session.state == "failed") == (ending == "the connection fails")
+
+
 def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setup):
     """The start request waits for the server to open its source (it timed out with the client's
     usual timeout and said the server was unreachable); malformed messages are counted in the panel;

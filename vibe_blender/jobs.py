@@ -14,7 +14,7 @@ import bpy
 
 from . import server_control
 from .core.capture import CaptureJob, CaptureStatus
-from .core.client import ServerClient, check_online_access, is_loopback_url
+from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
@@ -65,7 +65,7 @@ def start_capture(
     if job is not None and not job.snapshot().finished:
         raise VibeError("A capture is already running; wait for it or cancel it first.")
     prefs = get_preferences()
-    url = server_url if server_url is not None else prefs.server_url
+    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
     check_online_access(url, bpy.app.online_access)
     typed_token = token if token is not None else prefs.token
     client, connect = None, None

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import server_control
 from .core import live_client
-from .core.client import ServerClient, check_online_access, is_loopback_url
+from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
 from .core.errors import VibeError
 from .core.live_client import (
     START_TIMEOUT_S,
@@ -163,7 +163,7 @@ def start_live(
             "Choose a live source first: a camera number (0 for the first camera), a stream URL or a video file."
         )
     prefs = get_preferences()
-    url = server_url if server_url is not None else prefs.server_url
+    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
     check_online_access(url, bpy.app.online_access)
     typed_token = token if token is not None else prefs.token
     session = LiveSession(source=source)

@@ -241,6 +241,25 @@ def test_remote_server_needs_online_access(registered, video):
         jobs.start_capture(str(video), ImportOptions(), server_url="http://192.0.2.1:8765", use_timer=False)
 
 
+@pytest.mark.parametrize("field", ["", "  "])
+def test_an_empty_server_url_is_the_local_server_for_capture_and_live(registered, video, monkeypatch, field):
+    """It said "The server None is on another machine and Blender's online access is off"."""
+    from vibe_blender import live, server_control
+
+    reached = []
+
+    def local_server(url, token, data_dir):
+        reached.append(url)
+        raise VibeError("stopped here by the test")
+
+    monkeypatch.setattr(server_control, "server_for_capture", local_server)
+    jobs.start_capture(str(video), ImportOptions(), server_url=field, use_timer=False)
+    jobs.current_job().join(30)
+    session = live.start_live("0", server_url=field, token="")
+    session.connector.join(30)
+    assert reached == ["http://127.0.0.1:8765"] * 2 and session.error == "stopped here by the test"
+
+
 def test_capture_operator_without_video_reports(registered, empty_scene):
     empty_scene.vibe_mocap.video_path = ""
     with pytest.raises(RuntimeError, match="Choose a video"):

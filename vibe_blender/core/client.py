@@ -72,6 +72,11 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def server_url_or_default(url: str) -> str:
+    """The server the add-on talks to: ``url``, or the local default when the field is empty."""
+    return url.strip() or DEFAULT_URL
+
+
 def check_online_access(url: str, online_access: bool) -> None:
     """Blender's rule: no network beyond this machine unless the user allowed online access."""
     if not is_loopback_url(url) and not online_access:
@@ -142,7 +147,7 @@ class ServerClient:
     token: the one typed in the preferences; empty -> ``$VIBE_MOCAP_TOKEN`` or the token file."""
 
     def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout_s: float = 10.0):
-        url = (base_url or DEFAULT_URL).strip().rstrip("/")
+        url = server_url_or_default(base_url or "").rstrip("/")
         parsed = urllib.parse.urlparse(url)
         try:
             port = parsed.port

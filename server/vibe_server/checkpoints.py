@@ -30,6 +30,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import open_user_file
 from vibe_blender.core.safe_npz import check_zip_directory
 from vibe_blender.core.safe_pickle import BASE_GLOBALS
+from vibe_blender.core.smpl_model import PARENTS
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
 # model weights: dropped on load, written as zeros for the original code's strict loading.
@@ -289,6 +290,7 @@ def load_vibe_into(model: torch.nn.Module, gen_state: dict, source: str | Path) 
     for key, shape in SMPL_BATCH_PARAMS.items():
         if key in gen_state and tuple(gen_state[key].shape) != shape:
             raise VibeError(f"'{source}': {key} has shape {tuple(gen_state[key].shape)}, expected {shape}.")
+    check_smpl_indices(gen_state, source)
     state = {k: v for k, v in gen_state.items() if k not in SMPL_BATCH_PARAMS}
     generator = torch.nn.ModuleDict({"encoder": model.encoder, "regressor": model.regressor})
     _load_exact(generator, state, source, "VIBE generator (encoder + regressor)")
@@ -396,7 +398,34 @@ GENERATOR_SHAPES = {
 
 
 def check_generator_keys(gen_state: dict, source: str | Path) -> None:
-    """Raise a VibeError unless ``gen_state`` has exactly the official keys and shapes."""
+    """Raise a VibeError unless ``gen_state`` has exactly the official keys and shapes, and its SMPL
+    copy's indices are in range (:func:`check_smpl_indices`)."""
     problem = state_dict_mismatch(GENERATOR_SHAPES, gen_state)
     if problem:
         raise VibeError(f"'{source}' is not an official VIBE generator: {problem}.")
+    check_smpl_indices(gen_state, source)
+
+
+SMPL_INDEX_KEYS = ("regressor.smpl.faces_tensor", "regressor.smpl.vertex_joint_selector.extra_joints_idxs")
+
+
+def check_smpl_indices(gen_state: dict, source: str | Path) -> None:
+    """VibeError unless the generator's own SMPL copy (it stands in for SMPL_NEUTRAL.pkl) indexes within
+    itself: SMPL's joint parents, and faces and extra-joint vertices below its vertex count. Out of
+    range, they would fail only deep in a run, and on a GPU with a device assert that ends every later
+    job there. Keys that are missing are left to the key check."""
+    template, parents = gen_state.get("regressor.smpl.v_template"), gen_state.get("regressor.smpl.parents")
+    damaged = f"'{source}' is damaged: the model's SMPL copy"
+    if parents is not None and not (
+        not parents.is_floating_point() and torch.equal(parents.cpu().long(), torch.as_tensor(PARENTS).long())
+    ):
+        raise VibeError(f"{damaged} has joint parents that are not SMPL's. Download it again.")
+    vertices = int(template.shape[0]) if template is not None and template.ndim == 2 else 0
+    for key in SMPL_INDEX_KEYS:
+        index = gen_state.get(key)
+        if index is None:
+            continue
+        if index.is_floating_point() or index.numel() == 0 or int(index.min()) < 0 or int(index.max()) >= vertices:
+            raise VibeError(
+                f"{damaged}'s {key.rsplit('.', 1)[-1]} are not vertex indices below {vertices}. Download it again."
+            )

@@ -1,5 +1,6 @@
 """Official checkpoint containers: load unchanged, write back, and refuse wrong files clearly."""
 
+import re
 import shutil
 import zipfile
 
@@ -125,6 +126,31 @@ def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(synthetic_bundle, tmp
         load(tmp_path / file_name)
     status = bundle.check_file(file_name, tmp_path / file_name)  # what data check says of it
     assert status.status == "invalid" and f"NaN or infinite weights in '{key}'" in status.detail
+
+
+SMPL_COPY = "regressor.smpl."
+OUT_OF_RANGE = "are not vertex indices below 6890"
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("parents", lambda t: t.index_fill(0, torch.tensor([5]), 40), "joint parents that are not SMPL's"),
+        ("vertex_joint_selector.extra_joints_idxs", lambda t: t.index_fill(0, torch.tensor([0]), 10**9), OUT_OF_RANGE),
+        ("faces_tensor", lambda t: t.index_fill(0, torch.tensor([0]), -1), f"faces_tensor {OUT_OF_RANGE}"),
+        ("faces_tensor", lambda t: t.double(), "faces_tensor are not vertex indices"),
+    ],
+)
+def test_a_checkpoint_whose_smpl_copy_indexes_outside_itself_is_refused(synthetic_bundle, tmp_path, key, value, words):
+    """The checkpoint's SMPL copy wins over the pkl, and only its weights were checked: data check said
+    'present', and every run failed in the middle with a raw IndexError (on a GPU, a device assert)."""
+    ckpt = torch.load(synthetic_bundle / "vibe_model_wo_3dpw.pth.tar", map_location="cpu", weights_only=False)
+    ckpt["gen_state_dict"][SMPL_COPY + key] = value(ckpt["gen_state_dict"][SMPL_COPY + key])
+    torch.save(ckpt, tmp_path / "vibe_model_wo_3dpw.pth.tar")
+    status = bundle.check_file("vibe_model_wo_3dpw.pth.tar", tmp_path / "vibe_model_wo_3dpw.pth.tar")
+    assert status.status == "invalid" and words in status.detail and "Download it again" in status.detail
+    with pytest.raises(VibeError, match=re.escape(words)):
+        load_model(synthetic_bundle, vibe_checkpoint=tmp_path / "vibe_model_wo_3dpw.pth.tar")
 
 
 def test_wrong_shapes_are_named(synthetic_bundle, tmp_path):

@@ -28,7 +28,7 @@ import torch
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import open_user_file
-from vibe_blender.core.safe_npz import check_zip_directory
+from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.safe_pickle import BASE_GLOBALS
 from vibe_blender.core.smpl_model import PARENTS
 
@@ -85,11 +85,10 @@ MAX_ZIP_DIRECTORY_BYTES = 4 << 20
 def _zip_problem(file: BinaryIO, size: int) -> str | None:
     """What in this zip-format file torch.save never writes (None when nothing)."""
     try:
-        check_zip_directory(file, max_directory_bytes=MAX_ZIP_DIRECTORY_BYTES)
+        with open_bounded_zip(file, max_directory_bytes=MAX_ZIP_DIRECTORY_BYTES) as archive:
+            infos = archive.infolist()
     except UntrustedDataError as err:
         return str(err)
-    with zipfile.ZipFile(file) as archive:
-        infos = archive.infolist()
     packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
     if packed:
         return f"{len(packed)} compressed records (e.g. '{packed[0][:80]}')"

@@ -322,6 +322,55 @@ def test_url_download_of_the_official_zip_layout(serve, full_bundle, official_zi
     assert (tmp_path / "t" / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
 
 
+class _CutOff(http.server.BaseHTTPRequestHandler):
+    """Announces a body and closes the connection half-way through it, plainly or chunked."""
+
+    body = b""
+    chunked = False
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        half = self.body[: len(self.body) // 2]
+        self.send_response(200)
+        if self.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(f"{len(self.body):x}\r\n".encode() + half)
+        else:
+            self.send_header("Content-Length", str(len(self.body)))
+            self.end_headers()
+            self.wfile.write(half)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["with its length", "chunked"])
+def test_a_download_cut_off_before_its_end_says_so(official_zip, tmp_path, chunked):
+    """It was taken for a whole file ("neither a zip archive, a folder nor one of the model files"), or
+    (chunked) ended in a raw traceback."""
+    handler = type("Handler", (_CutOff,), {"body": official_zip.read_bytes(), "chunked": chunked})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/vibe_data.zip"
+        with pytest.raises(VibeError, match=rf"The download of '{url}' was cut off before its end; download it again"):
+            bundle.install(url, tmp_path / "t", log=lambda _: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _installed(tmp_path / "t") == []
+
+
+def test_a_zip_cut_short_on_the_disk_is_called_damaged(official_zip, tmp_path):
+    cut = tmp_path / "vibe_data.zip"
+    cut.write_bytes(official_zip.read_bytes()[: official_zip.stat().st_size // 2])
+    with pytest.raises(VibeError, match="is a zip archive that cannot be read: it is damaged or cut short"):
+        bundle.install(str(cut), tmp_path / "t", log=lambda _: None)
+
+
 def test_check_reports_special_and_impossible_files_without_reading_them(full_bundle):
     (full_bundle / bundle.SPIN_CHECKPOINT).unlink()
     os.mkfifo(full_bundle / bundle.SPIN_CHECKPOINT)
@@ -744,6 +793,19 @@ def test_an_archive_with_a_huge_directory_is_refused_before_zipfile_reads_it(tmp
     with pytest.raises(VibeError, match=rf"Not installed: '{archive}' has {match}"):
         bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
     assert opened == [] and _installed(tmp_path / "t") == []
+
+
+def test_an_archive_whose_end_record_understates_its_entries_is_counted_again(tmp_path, monkeypatch):
+    """A directory small enough for its bytes, whose end record says 1 entry: zipfile reads all 40.
+    Before, the install went on past the documented bound on entries."""
+    monkeypatch.setattr(bundle, "MAX_ARCHIVE_MEMBERS", 10)
+    archive = tmp_path / "vibe_data.zip"
+    archive.write_bytes(zip_bytes([Member("x", b"a")], copies=40, declared=1))
+    with pytest.raises(
+        VibeError, match=rf"Not installed: '{archive}' has a zip directory listing 40 entries, more than 10"
+    ):
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
 
 
 class _OddLength(_Payload):

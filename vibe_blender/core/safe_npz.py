@@ -11,8 +11,8 @@ a damaged one escapes as MemoryError, ValueError, BadZipFile or OverflowError. H
   together); only stored or deflated members are read, never encrypted ones;
 - the zip's end record (zip64 too) may declare at most :data:`MAX_MEMBERS` entries in a central
   directory of at most :data:`MAX_DIRECTORY_BYTES`, checked before ``zipfile`` builds an object
-  per entry (:func:`check_zip_directory`, which the server's checkpoint and model-data readers use
-  with their own bounds);
+  per entry, and the entries counted again once read (:func:`open_bounded_zip`, which the server's
+  checkpoint and model-data readers use with their own bounds);
 - every failure, whatever its kind, becomes one ``VibeError`` naming the file and what is wrong.
 """
 
@@ -125,11 +125,6 @@ def _fail(label: str, err: Exception, hint: str) -> VibeError:
     return VibeError(f"Cannot read {label}: {reason}." + (f" {hint}" if hint else ""))
 
 
-def _check_members(count: int) -> None:
-    if count > MAX_MEMBERS:
-        raise UntrustedDataError(f"the archive lists {count} members, more than {MAX_MEMBERS}")
-
-
 def check_zip_directory(
     file, *, max_members: int = MAX_MEMBERS, max_directory_bytes: int = MAX_DIRECTORY_BYTES
 ) -> None:
@@ -152,17 +147,29 @@ def check_zip_directory(
         )
 
 
+def open_bounded_zip(
+    file, *, max_members: int = MAX_MEMBERS, max_directory_bytes: int = MAX_DIRECTORY_BYTES
+) -> zipfile.ZipFile:
+    """``zipfile.ZipFile`` on the binary ``file`` (from where it stands) once its end record passed
+    :func:`check_zip_directory`, and its entries counted again: the end record's count may understate
+    them (zipfile reads entries until the directory's bytes run out). UntrustedDataError else."""
+    here = file.tell()
+    check_zip_directory(file, max_members=max_members, max_directory_bytes=max_directory_bytes)
+    file.seek(here)
+    archive = zipfile.ZipFile(file)
+    if len(archive.infolist()) > max_members:
+        archive.close()
+        raise UntrustedDataError(f"a zip directory listing {len(archive.infolist())} entries, more than {max_members}")
+    return archive
+
+
 @contextmanager
 def _open_zip(source) -> Iterator[tuple[zipfile.ZipFile, int]]:
-    """(``zipfile.ZipFile`` of ``source``, the bytes it holds) once its end record passed
-    :func:`check_zip_directory`, on one open file (the file checked is the file read)."""
+    """(``zipfile.ZipFile`` of ``source``, the bytes it holds) once :func:`open_bounded_zip` passed,
+    on one open file (the file checked is the file read)."""
     with _opened(source) as file:
         size = _size_of(file)
-        here = file.tell()
-        check_zip_directory(file)
-        file.seek(here)
-        with zipfile.ZipFile(file) as archive:
-            _check_members(len(archive.infolist()))  # the end record's count may understate it
+        with open_bounded_zip(file) as archive:
             yield archive, size
 
 

@@ -12,6 +12,7 @@ platform's user-data folder (see :func:`default_data_dir`).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import stat
 import tempfile
@@ -28,7 +29,7 @@ from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
-from vibe_blender.core.safe_npz import check_zip_directory
+from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.smpl_model import load_smpl_pkl
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
@@ -255,9 +256,9 @@ def _open_archive(path: Path, source: str) -> Iterator[zipfile.ZipFile]:
     object per entry before anything else is checked), on one open file: the file checked is the file read."""
     with open(path, "rb") as file:
         try:
-            check_zip_directory(file, max_members=MAX_ARCHIVE_MEMBERS, max_directory_bytes=MAX_ARCHIVE_DIRECTORY_BYTES)
-            file.seek(0)
-            archive = zipfile.ZipFile(file)
+            archive = open_bounded_zip(
+                file, max_members=MAX_ARCHIVE_MEMBERS, max_directory_bytes=MAX_ARCHIVE_DIRECTORY_BYTES
+            )
         except UntrustedDataError as err:
             raise _refuse(source, f"has {err}, which vibe_data.zip has not", "Get it again.") from err
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
@@ -307,12 +308,25 @@ def _download(url: str, dest_dir: Path) -> Path:
                         raise _refuse(url, *too_big)
                     out.write(chunk)
                     bar.update(len(chunk))
-    except OSError as err:
+            if total is not None and received != total:  # the connection closed early
+                raise http.client.IncompleteRead(b"", total - received)
+    except (OSError, http.client.HTTPException) as err:  # (IncompleteRead: a cut-off chunked answer too)
+        if isinstance(err, http.client.IncompleteRead):
+            raise VibeError(
+                f"The download of '{url}' was cut off before its end; download it again (or in a browser, then "
+                "install the file with 'vibe-mocap data install FILE')."
+            ) from None
         raise VibeError(
             f"Could not download '{url}': {err}. Download it in a browser and install "
             "the file with 'vibe-mocap data install FILE'."
         ) from err
     return target
+
+
+def _starts_like_a_zip(path: Path) -> bool:
+    """Whether the file begins as a zip archive does (its first local header's signature)."""
+    with open(path, "rb") as file:
+        return file.read(4) == b"PK\x03\x04"
 
 
 def _read_exactly(item: _Found) -> Iterator[bytes]:
@@ -388,6 +402,11 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
             elif path.name in KNOWN_FILES:
                 _check_size(path.name, source, size)
                 found = [_Found(path.name, source, size, lambda: _open_regular(path, source, follow_symlink=True))]
+            elif path.suffix.lower() == ".zip" or _starts_like_a_zip(path):
+                raise VibeError(
+                    f"'{source}' is a zip archive that cannot be read: it is damaged or cut short (an interrupted "
+                    "download?). Get it again, then install it."
+                )
             else:
                 raise VibeError(
                     f"'{source}' is neither a zip archive, a folder nor one of the model files "

@@ -255,6 +255,28 @@ def test_frames_larger_than_8k_are_refused_before_one_is_decoded(tmp_path, monke
     assert reads == []
 
 
+@pytest.mark.parametrize("stated", [0.001, 1e6, 0.0, float("nan")])
+def test_a_frame_rate_no_result_file_can_hold_is_taken_as_unknown(tmp_path, monkeypatch, stated):
+    """A header stating 0.001 frames/s went into the result, which the reader then called damaged."""
+    from vibe_blender.core.result_file import FPS_RANGE
+
+    real_open = video_module.open_ffmpeg_capture
+
+    def stating(*args, **kwargs):
+        capture = real_open(*args, **kwargs)
+        get = capture.get
+        return SimpleNamespace(
+            get=lambda prop: stated if prop == cv2.CAP_PROP_FPS else get(prop),
+            isOpened=capture.isOpened,
+            release=capture.release,
+            read=capture.read,
+        )
+
+    monkeypatch.setattr(video_module, "open_ffmpeg_capture", stating)
+    info = open_video(_write_video(tmp_path / "v.mp4", 4)).info
+    assert info.fps == 30.0 and FPS_RANGE[0] <= info.fps <= FPS_RANGE[1]
+
+
 def test_frames_up_to_8k_either_way_up_are_read(tmp_path):
     for width, height in [(64, 48), (8192, 8), (8, 8192)]:  # landscape or portrait, up to 8192 a side
         (tmp_path / "ok.gif").write_bytes(tiny_gif(width, height))

@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import VideoInfo
+from vibe_blender.core.result_file import FPS_RANGE, VideoInfo
 
 from .background import ahead_in_thread
 from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
@@ -122,7 +122,7 @@ class VideoReader:
             )
         height, width = first_bgr.shape[:2]  # the decoded size (after any rotation metadata) is the truth
         check_frame_size(width, height, self.label)
-        if not (np.isfinite(fps) and fps > 0):
+        if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):  # what a result file may hold
             fps = _FALLBACK_FPS
         # Negative, zero or absurd counts mean the container does not know (still images, some streams).
         container_knows = np.isfinite(container_count) and 0 < container_count < 2**31

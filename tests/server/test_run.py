@@ -293,3 +293,25 @@ def test_fp32_on_a_gpu_is_fp32_not_tf32():
         assert not cudnn.allow_tf32 and not matmul.allow_tf32
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize(
+    "model_name, detector, warned",
+    [
+        ("vibe_model_wo_3dpw", "auto", True),  # the real model without its detector: said
+        ("vibe_model_wo_3dpw", "hog", False),  # asked for
+        ("synthetic placeholder", "auto", False),  # labelled loudly of its own
+    ],
+)
+def test_auto_falling_back_to_hog_without_the_yolo_weights_is_said(scripted, tmp_path, model_name, detector, warned):
+    """Without yolov3.weights in the model data, 'auto' silently ran OpenCV's HOG detector: a user who
+    forgot that separate install step got poor tracks and no hint why."""
+    from .conftest import TinyVIBE
+
+    engine = Engine(TinyVIBE(), model_name=model_name, data_dir=tmp_path, frontend=scripted.as_frontend())
+    out = run(engine, min_track_frames=5, detector=detector)
+    yolo_said = [w for w in out.warnings if "yolov3.weights is not in the model data" in w]
+    assert bool(yolo_said) == warned and out.result.meta.get("warnings", "") == "\n".join(out.warnings)
+    assert out.result.meta["detector"] == "hog"
+    if warned:
+        assert str(tmp_path) in yolo_said[0] and "vibe-mocap data install yolov3.weights" in yolo_said[0]

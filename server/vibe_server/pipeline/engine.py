@@ -259,6 +259,23 @@ class Engine:
         has_yolo = self.data_dir is not None and (Path(self.data_dir) / loading.YOLO_WEIGHTS).is_file()
         return "yolo" if has_yolo else "hog"
 
+    def _detector_warnings(self, requested: str, used: str) -> list[str]:
+        """Why the run did not use YOLOv3 where the user would expect it: the official model data is
+        installed but its yolov3.weights is not, and 'auto' fell back to HOG (the placeholder model,
+        which has no YOLO either, is labelled loudly of its own)."""
+        if (
+            requested != "auto"
+            or used != "hog"
+            or self.data_dir is None
+            or self.model_name == loading.SYNTHETIC_MODEL_NAME
+        ):
+            return []
+        return [
+            f"{loading.YOLO_WEIGHTS} is not in the model data ({self.data_dir}), so people were found with OpenCV's "
+            "HOG detector, which misses and invents far more people than YOLOv3: install it with "
+            f"'vibe-mocap data install yolov3.weights', then run again."
+        ]
+
     def detector(self, name: str, *, compiled: bool = False, official: bool = False) -> Detector:
         """The detector ``name`` (made once, then reused); ``compiled``: YOLOv3's network through
         torch.compile (see :mod:`.compiled`); ``official``: YOLO's exact per-frame post-processing
@@ -556,6 +573,7 @@ class Engine:
             focal_length_px=float(focal_px),
             meta=self._meta(options, detector_name),
         )
+        warnings = [*self._detector_warnings(options.detector, detector_name), *warnings]
         if warnings:
             result.meta[WARNINGS_META_KEY] = "\n".join(warnings)
         return RunOutput(

@@ -7,6 +7,7 @@ import pytest
 import smplx
 import torch
 
+from vibe_blender.core.errors import VibeError
 from vibe_blender.core.smpl_model import load_smpl_pkl
 from vibe_server import checkpoints, geometry, load_model
 from vibe_server.model.smpl import H36M_TO_J14, JOINT_MAP, JOINT_NAMES
@@ -191,3 +192,12 @@ def test_bf16_autocast_stays_close(vibe_model, images):
     assert _relative_error(fast["theta"], exact["theta"], centre=True) < 0.01  # 0.01 % measured
     assert fast["verts"].dtype == torch.bfloat16
     assert _relative_error(fast["verts"], exact["verts"]) < 0.01  # bf16 rounding: 0.3 %
+
+
+def test_load_model_on_a_gpu_that_is_not_there_is_one_message(synthetic_bundle, monkeypatch):
+    """The Python API passed the device straight to torch: a bare AssertionError ("Torch not compiled
+    with CUDA enabled") after the whole model had loaded."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(VibeError, match="sees no CUDA GPU; use --device cpu"):
+        load_model(synthetic_bundle, device="cuda")
+    assert next(load_model(synthetic_bundle, device="auto").parameters()).device.type == "cpu"

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scale", type=float, default=SCALE, help=f"crop side / box side (default {SCALE}, as the original training)"
     )
-    p.add_argument("--name", help="vid_name of the track (default: the video's file name)")
+    p.add_argument("--name", help="vid_name of the track (default: the video's file name without its extension)")
     p.add_argument(
         "--data-dir",
         help="model-data folder: the whole installed bundle (SMPL, both checkpoints; the backbone is the "

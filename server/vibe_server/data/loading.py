@@ -258,6 +258,7 @@ def load_model(
 
     from .. import checkpoints  # start-up: imports torch
 
+    device = resolve_device(device)  # checked first: a GPU that is not there is one message, not torch's assert
     data_dir = resolve_data_dir(data_dir)
     vibe_checkpoint = Path(vibe_checkpoint) if vibe_checkpoint else data_dir / VIBE_CHECKPOINT
     spin_checkpoint = Path(spin_checkpoint) if spin_checkpoint else data_dir / SPIN_CHECKPOINT

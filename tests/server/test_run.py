@@ -315,3 +315,14 @@ def test_auto_falling_back_to_hog_without_the_yolo_weights_is_said(scripted, tmp
     assert out.result.meta["detector"] == "hog"
     if warned:
         assert str(tmp_path) in yolo_said[0] and "vibe-mocap data install yolov3.weights" in yolo_said[0]
+
+
+def test_yolo_asked_of_the_placeholder_model_says_to_install_the_model_data(scripted, tmp_path):
+    """It said the weights were "not found at ~/.cache/vibe-mocap/synthetic-placeholder/yolov3.weights",
+    a cache folder, not where the user installs them."""
+    from .conftest import TinyVIBE
+
+    engine = Engine(TinyVIBE(), model_name="synthetic placeholder", data_dir=tmp_path, frontend=scripted.as_frontend())
+    with pytest.raises(VibeError, match=r"needs yolov3.weights, which the synthetic placeholder .* does not have"):
+        run(engine, detector="yolo")
+    assert run(engine, detector="auto", min_track_frames=5).result.meta["detector"] == "hog"

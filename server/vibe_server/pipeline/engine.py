@@ -288,6 +288,12 @@ class Engine:
         batched = yolo and not official and batches_postprocessing(self.device)
         key = (name, self.precision if yolo else "", compiled and yolo, batched)
         if key not in self._detectors:
+            if yolo and self.model_name == loading.SYNTHETIC_MODEL_NAME:  # its folder is a cache, not the user's
+                raise VibeError(
+                    f"The detector 'yolo' needs {loading.YOLO_WEIGHTS}, which the synthetic placeholder model (no "
+                    "model data installed) does not have: install the model data ('vibe-mocap data install'), or "
+                    "use the detector 'auto' or 'hog'."
+                )
             options: dict[str, Any] = {"precision": self.precision, "batched_postprocess": batched} if yolo else {}
             if compiled and yolo:
                 options.update(compiled=True, on_compile_fallback=self._log)

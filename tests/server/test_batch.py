@@ -274,6 +274,9 @@ def test_the_results_fingerprint_follows_the_options_and_the_model_data(tmp_path
     assert results_fingerprint(spec, make_options(official=True)) != base
     assert results_fingerprint(spec, make_options(detection_stride=2)) != base
     assert results_fingerprint(EngineSpec(data_dir=str(data), precision=FAST), make_options()) != base
+    assert results_fingerprint(EngineSpec(data_dir=str(data), device="cuda"), make_options()) != base  # fp16 there
+    (data / "vibe_model_w_3dpw.pth.tar").write_bytes(b"x")  # optional, and not what inference reads
+    assert results_fingerprint(spec, make_options()) == base
     (data / "yolov3.weights").write_bytes(b"weights")  # model data installed since
     installed = results_fingerprint(spec, make_options())
     assert installed != base
@@ -295,6 +298,21 @@ def test_a_full_output_disk_stops_the_batch_with_one_error_and_the_videos_run_on
     assert not (out / MANIFEST_NAME).exists() or manifest_lines(out) == []  # no video counts as failed
     assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0  # space freed: all three run
     assert sorted(r["input"] for r in manifest_lines(out) if r["status"] == "done") == ["a.mp4", "b.mp4", "c.mp4"]
+
+
+def test_a_manifest_that_no_longer_fits_on_the_disk_stops_the_batch_the_same_way(
+    clip_bank, tmp_path, capsys, monkeypatch
+):
+    from vibe_server.batch.manifest import Manifest
+
+    def no_space(self, record):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+
+    monkeypatch.setattr(Manifest, "append", no_space)
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
+    assert main(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "1"])) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and f"The batch stopped: Cannot write {tmp_path / 'out' / MANIFEST_NAME}" in err
 
 
 def test_ray_actors_and_the_driver_stop_the_batch_on_a_full_output_disk(clip_bank, tmp_path, monkeypatch):

@@ -58,17 +58,26 @@ class OutputDiskFull(Exception):
     work, so the whole batch stops with this message (the video has no record: it runs on resume)."""
 
 
+def full_disk_error(err: OSError, path: str | Path) -> OutputDiskFull | None:
+    """The OutputDiskFull for ``err`` writing ``path`` in OUTDIR when its disk is full or read-only,
+    else None (an error of that one file)."""
+    if not (is_disk_full(err) or err.errno == errno.EROFS):
+        return None
+    return OutputDiskFull(
+        f"Cannot write {path} ({err.strerror}). Free some space on the output folder's disk (or make it "
+        "writable), then run the same command again to resume."
+    )
+
+
 def write_result(path: str | Path, data: bytes) -> None:
     """The result file, written atomically; OutputDiskFull when OUTDIR's disk cannot take it."""
     try:
         atomic_write_bytes(path, data)
     except OSError as err:
-        if not (is_disk_full(err) or err.errno == errno.EROFS):
+        stop = full_disk_error(err, path)
+        if stop is None:
             raise
-        raise OutputDiskFull(
-            f"Cannot write {path} ({err.strerror}). Free some space on the output folder's disk (or make it "
-            "writable), then run the same command again to resume."
-        ) from None
+        raise stop from None
 
 
 def make_options(**values: object) -> RunOptions:

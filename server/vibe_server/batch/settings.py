@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 
-from ..data.loading import OPTIONAL_FILES, REQUIRED_FILES, resolve_data_dir
+from ..data.loading import REQUIRED_FILES, resolve_data_dir
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec
 
@@ -19,13 +19,14 @@ SPEED_ONLY_OPTIONS = ("batch_size", "temporal_chunk_frames", "compile_backbone",
 
 def results_fingerprint(spec: EngineSpec, options: RunOptions) -> str:
     """16 hex digits that change with anything a video's result depends on: the effective pipeline
-    options, the precision asked for, the engine factory, and each model file's size and modification
-    time (as this machine sees the model-data folder)."""
+    options, the device and precision asked for, the engine factory, and each model file's size and
+    modification time (as this machine sees the model-data folder)."""
     shaping = dataclasses.asdict(options.effective())
     for name in SPEED_ONLY_OPTIONS:
         shaping.pop(name)
     described = {
         "options": shaping,
+        "device": spec.device,  # with the precision asked for, the precision each worker takes
         "precision": spec.precision,
         "engine": spec.factory,
         "model_data": _model_data_stamp(spec.data_dir),
@@ -37,7 +38,7 @@ def _model_data_stamp(data_dir: str | None) -> list[list]:
     """[name, size, modification time] of each model file present: installing or replacing one changes it."""
     folder = resolve_data_dir(data_dir)
     stamp = []
-    for name in REQUIRED_FILES + OPTIONAL_FILES:
+    for name in REQUIRED_FILES:  # (the optional 3DPW-trained checkpoint is not what inference reads)
         try:
             found = os.stat(folder / name)
         except OSError:  # missing: the placeholder (or an incomplete-install error) stands for it

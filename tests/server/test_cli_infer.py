@@ -414,6 +414,42 @@ def test_serve_says_a_taken_port_before_it_loads_the_model(token_home, monkeypat
     assert len(served) == 1  # once the port is free
 
 
+def test_serve_says_an_address_this_machine_lacks_and_skips_a_family_it_lacks(
+    token_home, monkeypatch, tmp_path, capsys
+):
+    import uvicorn
+
+    from vibe_server.commands import serve
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self))
+    argv = ["serve", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu", "--host"]
+    assert main([*argv, "192.0.2.1"]) == 2  # TEST-NET-1: no machine's own address
+    err = capsys.readouterr().err
+    assert "the --host address is not one of this machine's" in err and "uses that port" not in err
+    real_socket = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):
+        if family == socket.AF_INET6:
+            raise OSError(97, "Address family not supported by protocol")
+        return real_socket(family, *args, **kwargs)
+
+    port = _free_port()
+    both = [
+        (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+    ]
+    monkeypatch.setattr(serve.socket, "getaddrinfo", lambda *a, **k: both)  # 'localhost' as ::1 and 127.0.0.1
+    monkeypatch.setattr(serve.socket, "socket", no_ipv6)  # on a machine without IPv6
+    assert main([*argv, "localhost", "--port", str(port)]) == 0 and len(served) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_serve_says_an_unknown_host_and_shows_ipv6_addresses_in_brackets(token_home, monkeypatch, tmp_path, capsys):
     import uvicorn
 

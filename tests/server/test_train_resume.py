@@ -282,6 +282,9 @@ def test_only_the_rows_of_the_epochs_run_again_are_removed(tmp_path):
     assert drop_rows_from_epoch(log_file, 1) == 2
     assert log_file.read_text().splitlines() == ["epoch,loss", "0,1.5", "note,x"]
     assert drop_rows_from_epoch(log_file, 1) == 0 and drop_rows_from_epoch(tmp_path / "none.csv", 0) == 0
+    log_file.write_text("epoch,loss\n0,1.5,extra\n1,1.2\n")  # a row longer than the header: no traceback
+    assert drop_rows_from_epoch(log_file, 1) == 1
+    assert log_file.read_text().splitlines() == ["epoch,loss", "0,1.5"]
 
 
 def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):

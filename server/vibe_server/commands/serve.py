@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import socket
 import sys
@@ -165,7 +166,11 @@ def check_port_free(host: str, port: int) -> None:
     except socket.gaierror as err:
         raise VibeError(f"--host {host} is not an address of this machine ({err.strerror}); e.g. 127.0.0.1.") from None
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError:  # a family this machine lacks (IPv6): asyncio's server skips it too
+            continue
+        with probe:
             if os.name != "nt":  # as asyncio's server: a port a stopped server left in TIME_WAIT is free
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
@@ -174,10 +179,17 @@ def check_port_free(host: str, port: int) -> None:
                 probe.bind(address)
             except OSError as err:
                 raise VibeError(
-                    f"The server cannot listen on {server_url(host, port)} ({err.strerror or err}): another "
-                    "server or program uses that port (connect to it, or stop it), or give this one another "
-                    "with --port."
+                    f"The server cannot listen on {server_url(host, port)} ({err.strerror or err}): "
+                    f"{_BIND_ADVICE.get(err.errno, _BIND_ADVICE[errno.EADDRINUSE])}"
                 ) from None
+
+
+_BIND_ADVICE = {
+    errno.EADDRINUSE: "another server or program uses that port (connect to it, or stop it), or give this one "
+    "another with --port.",
+    errno.EACCES: "a port below 1024 needs administrator rights; give one above 1023 with --port.",
+    errno.EADDRNOTAVAIL: "the --host address is not one of this machine's; give one it has (e.g. 127.0.0.1).",
+}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ def drop_rows_from_epoch(path: Path, epoch: int) -> int:
 
     def write(out) -> None:
         text = io.TextIOWrapper(out, newline="")
-        writer = csv.DictWriter(text, fieldnames=columns)
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")  # a row longer than the header
         writer.writeheader()
         writer.writerows(kept)
         text.flush()

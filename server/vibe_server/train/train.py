@@ -362,13 +362,19 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         checkpoints.load_vibe_into(generator, ckpt["gen_state_dict"], source=checkpoint_path)
         load_optimizer(gen_optimizer, ckpt.get("gen_optimizer"), checkpoint_path, "generator optimiser")
         load_optimizer(gen_scheduler, ckpt.get("gen_scheduler"), checkpoint_path, "generator scheduler")
-        saved = saved_config(ckpt)
-        take_changed_rates(saved, config, gen_optimizer, gen_scheduler, GEN_RATES, say)
+        saved, said = saved_config(ckpt), set()
+
+        def say_once(line: str) -> None:  # --lr_factor and --lr_patience go to both schedulers
+            if line not in said:
+                said.add(line)
+                say(line)
+
+        take_changed_rates(saved, config, gen_optimizer, gen_scheduler, GEN_RATES, say_once)
         if disc is not None:
             load_state(disc, ckpt["disc_motion_state_dict"], checkpoint_path, "motion discriminator")
             for part, key in ((disc_optimizer, "disc_motion_optimizer"), (disc_scheduler, "disc_scheduler")):
                 load_optimizer(part, ckpt.get(key), checkpoint_path, "discriminator " + key.split("_")[-1])
-            take_changed_rates(saved, config, disc_optimizer, disc_scheduler, DISC_RATES, say)
+            take_changed_rates(saved, config, disc_optimizer, disc_scheduler, DISC_RATES, say_once)
         say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
         if master:
             forget_logged_steps(out_dir, ("train_log.csv", "val_log.csv"), start_epoch, say)

@@ -327,13 +327,25 @@ def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print
     frames, merged = merge_tracks(fa, {"q": qa, "loc": la}, fb, {"q": qb, "loc": lb})
     _write_each([keep_obj], [(frames, merged["q"], merged["loc"])], warn)
     body = find_character_mesh(other_obj)
-    moved = [child for child in other_obj.children if child != body]
+    moved = [child for child in other_obj.children if child != body] + (list(body.children) if body else [])
     if moved:
         _reparent(moved, keep_obj)
         names = ", ".join(f"'{child.name}'" for child in moved)
         warn(f"Deleted '{other_obj.name}' but kept its children {names}: now parented to '{keep_obj.name}', in place.")
+    _deform_with(other_obj, keep_obj, keep=body)
     _delete_character(other_obj, body)
     return len(frames)
+
+
+def _deform_with(old_armature, new_armature, *, keep) -> None:
+    """Point every Armature modifier that deforms by ``old_armature`` (the user's clothing on the other
+    track; not ``keep``, deleted with it) at ``new_armature``: the bones have the same names."""
+    for obj in bpy.data.objects:
+        if obj == keep:
+            continue
+        for modifier in obj.modifiers:
+            if modifier.type == "ARMATURE" and modifier.object == old_armature:
+                modifier.object = new_armature
 
 
 def _reparent(children, parent_obj) -> None:

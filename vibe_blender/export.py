@@ -97,10 +97,10 @@ def _write(what: str, path: Path, exporter, **options) -> Path:
 
 
 @contextmanager
-def _frame_range_covering(objects):
+def _frame_range_covering(objects, report):
     """Widen the scene's frame range to every key of the objects' actions for the export, and put it
     back after: the FBX exporter bakes the scene's range only, so keys moved past its end (Trim /
-    Offset) would be lost."""
+    Offset) would be lost. A scene starts at frame 0 at the earliest: keys before it are said."""
     import bpy
 
     scene = bpy.context.scene
@@ -108,7 +108,13 @@ def _frame_range_covering(objects):
     ranges = [o.animation_data.action.frame_range for o in objects if o.animation_data and o.animation_data.action]
     try:
         if ranges:
-            scene.frame_start = min(before[0], math.floor(min(first for first, _ in ranges)))
+            first = math.floor(min(start for start, _ in ranges))
+            if first < 0:
+                report(
+                    f"Keys before frame 0 (from frame {first}) are not in the FBX: Blender's scene starts at frame 0 "
+                    "at the earliest. Move them with Trim / Offset first to export them."
+                )
+            scene.frame_start = max(0, min(before[0], first))
             scene.frame_end = max(before[1], math.ceil(max(last for _, last in ranges)))
         yield
     finally:
@@ -134,7 +140,7 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> 
         raise VibeError(f"Unknown FBX preset '{preset}'; choose one of {', '.join(FBX_PRESETS)}.")
     objects = _exportable(objects, report)
     path = _prepare(path)
-    with shown(objects), _frame_range_covering(objects):
+    with shown(objects), _frame_range_covering(objects, report):
         _select(objects)
         return _write(
             "FBX",

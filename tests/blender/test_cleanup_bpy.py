@@ -506,6 +506,22 @@ def test_merge_keeps_the_users_objects_parented_to_the_other_track_in_place(empt
     assert messages == ["Deleted 'P1' but kept its children 'Hat': now parented to 'P0', in place."]
 
 
+def test_merge_keeps_clothing_deformed_by_the_other_track_and_objects_on_its_body(empty_scene, body_model):
+    """Clothing deformed by the other track lost its deformer (its rest pose), and an object parented
+    to the other track's body lost its parent."""
+    (a, _), (b, b_body) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")
+    shirt = bpy.data.objects.new("Shirt", b_body.data.copy())
+    empty_scene.collection.objects.link(shirt)
+    shirt.modifiers.new("Armature", "ARMATURE").object = b
+    badge = bpy.data.objects.new("Badge", None)
+    empty_scene.collection.objects.link(badge)
+    badge.parent = b_body
+    messages = []
+    merge_characters(a, b, warn=messages.append)
+    assert shirt.modifiers["Armature"].object == a and badge.parent == a
+    assert "'Badge'" in messages[0]
+
+
 def test_the_merge_operator_takes_the_active_body_for_its_character(registered_operators, body_model):
     """Before: an active body mesh (not its armature) made Merge fail with an AttributeError."""
     (a, a_body), (b, _) = imported_tracks(body_model, [range(0, 20), range(30, 50)], correctives="off")

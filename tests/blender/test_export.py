@@ -234,3 +234,17 @@ def test_fbx_keeps_keys_moved_past_the_end_of_the_scene(tmp_path):
     arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
     assert arm.animation_data.action.frame_range[1] == T + 20.0  # the scene's frames 1..20 are in it too
     np.testing.assert_allclose(imported_heads(np.asarray(frames) + 20), heads, atol=1e-4)
+
+
+def test_fbx_export_says_keys_before_frame_0_are_left_out(tmp_path):
+    """A scene cannot start before frame 0: a negative Offset's first keys were lost without a word."""
+    from vibe_blender.cleanup_ops import trim_and_offset
+
+    source, _, _ = reference()
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, T
+    trim_and_offset(source, offset=-10)
+    said = []
+    export_fbx(tmp_path / "early.fbx", [source], report=said.append)
+    assert any("Keys before frame 0 (from frame -9) are not in the FBX" in line for line in said), said
+    assert (scene.frame_start, scene.frame_end) == (1, T)

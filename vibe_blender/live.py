@@ -290,7 +290,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     except VibeError as err:  # e.g. more motion than Blender can hold: the saved take must be findable
         raise VibeError(
             f"The recording is saved as '{path}' but could not be imported ({str(err).rstrip('.')}). Import it "
-            "with File > Import > VIBE Mocap; lower the scene's frame rate before a take this long."
+            "with File > Import > VIBE Mocap."
         ) from None
 
 

@@ -165,6 +165,12 @@ def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     [in_folder] = discover([str(clips)], tmp_path / "out")
     assert listed.key == in_folder.key == "take1.avi" and listed.output_path == str(tmp_path / "out" / "take1.npz")
     assert listed.input_path == str(tmp_path / "raw" / "DSC_0001.avi")  # read through its real path
+    # '..' after a linked folder is the link target's parent, for the key as for the file read
+    (tmp_path / "raw" / "day1").mkdir()
+    (clips / "day").symlink_to(tmp_path / "raw" / "day1")
+    (clips / "list.txt").write_text("day/../DSC_0001.avi\n")
+    [through] = discover([str(clips / "list.txt")], tmp_path / "out")
+    assert through.input_path == listed.input_path and through.key.endswith("raw/DSC_0001.avi")
 
 
 @pytest.mark.parametrize(

@@ -121,12 +121,13 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
         if not line or line.startswith("#"):
             continue
         path = Path(line).expanduser()
-        # the key follows the line as written (a link keeps its own name, as in a folder input); the video
-        # is read through its real path. realpath, not Path.resolve(): a symbolic-link loop is a path
-        # that leads nowhere, not an error
-        listed = Path(os.path.abspath(path if path.is_absolute() else root / path))
+        joined = path if path.is_absolute() else root / path
         try:
-            path = Path(os.path.realpath(listed))
+            # the key: the file's own name (a link keeps its name, as in a folder input) in its real
+            # folder; the video is read through its real path. realpath, not Path.resolve(): a
+            # symbolic-link loop is a path that leads nowhere, not an error
+            listed = Path(os.path.realpath(joined.parent)) / joined.name
+            path = Path(os.path.realpath(joined))
         except ValueError as err:  # a NUL character: no file name holds one
             shown = line.replace("\0", "\\0")
             raise VibeError(

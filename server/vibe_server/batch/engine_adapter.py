@@ -9,11 +9,12 @@ actors, which import it themselves, can load another engine (a test model, a cus
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,26 +59,25 @@ class OutputDiskFull(Exception):
     work, so the whole batch stops with this message (the video has no record: it runs on resume)."""
 
 
-def full_disk_error(err: OSError, path: str | Path) -> OutputDiskFull | None:
-    """The OutputDiskFull for ``err`` writing ``path`` in OUTDIR when its disk is full or read-only,
-    else None (an error of that one file)."""
-    if not (is_disk_full(err) or err.errno == errno.EROFS):
-        return None
-    return OutputDiskFull(
-        f"Cannot write {path} ({err.strerror}). Free some space on the output folder's disk (or make it "
-        "writable), then run the same command again to resume."
-    )
+@contextlib.contextmanager
+def stopping_on_full_disk(path: str | Path) -> Iterator[None]:
+    """An OSError of writing ``path`` in OUTDIR becomes OutputDiskFull when the disk is full or
+    read-only (any other stays an error of that one file)."""
+    try:
+        yield
+    except OSError as err:
+        if not (is_disk_full(err) or err.errno == errno.EROFS):
+            raise
+        raise OutputDiskFull(
+            f"Cannot write {path} ({err.strerror}). Free some space on the output folder's disk (or make it "
+            "writable), then run the same command again to resume."
+        ) from None
 
 
 def write_result(path: str | Path, data: bytes) -> None:
     """The result file, written atomically; OutputDiskFull when OUTDIR's disk cannot take it."""
-    try:
+    with stopping_on_full_disk(path):
         atomic_write_bytes(path, data)
-    except OSError as err:
-        stop = full_disk_error(err, path)
-        if stop is None:
-            raise
-        raise stop from None
 
 
 def make_options(**values: object) -> RunOptions:

@@ -14,7 +14,7 @@ from ..folder_lock import folder_lock
 from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
 from ..pipeline.options import RunOptions
-from .engine_adapter import EngineSpec, OutputDiskFull, full_disk_error
+from .engine_adapter import EngineSpec, OutputDiskFull, stopping_on_full_disk
 from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
 from .manifest import (
@@ -108,13 +108,8 @@ def run_batch(
         progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
 
         def on_record(record: dict) -> None:
-            try:
+            with stopping_on_full_disk(batch.manifest.path):  # the same stop as for a result
                 batch.manifest.append({**record, SETTINGS_FIELD: settings})
-            except OSError as err:  # the manifest's disk full too: the same stop as for a result
-                stop = full_disk_error(err, batch.manifest.path)
-                if stop is None:
-                    raise
-                raise stop from None
             progress.advance(record)
 
         runnable = [item for item in batch.todo if item.problem is None]

@@ -22,28 +22,12 @@ from pathlib import Path
 
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.server_proof import server_proof
+from vibe_server.pipeline.options import option_specs
 
 STAGES = ("decode", "detect", "track", "crop", "backbone", "temporal", "smpl", "write")
-# The fields of vibe_server.api.schemas.JobParams; the server's venv reads them from the schema, and
-# test_client_real_server.py checks this copy (used in the bpy venvs) against it.
-JOB_PARAM_NAMES = frozenset(
-    {
-        "detector",
-        "detection_stride",
-        "min_track_frames",
-        "smoothing",
-        "smoothing_method",
-        "official_uncrop",
-        "chunking",
-        "tracks_max",
-    }
-)
-try:
-    from vibe_server.api.schemas import JobParams
-
-    JOB_PARAM_NAMES = frozenset(JobParams.model_fields)
-except ImportError:  # a bpy venv: no server there
-    pass
+# The fields of the server's JobParams, from their one definition (pure standard library, so the bpy
+# venvs read it too).
+JOB_PARAM_NAMES = frozenset(spec.name for spec in option_specs(http=True))
 
 # The real server's answers (server/vibe_server/api), word for word.
 TOKEN_REFUSED = (

@@ -1,12 +1,48 @@
 """The SORT tracker written as the official code is: one ``KalmanBoxTracker`` object per person with
 filterpy's matrix maths, a Python loop over the tracks. The pipeline's :class:`~vibe_server.pipeline.track.Sort`
-keeps every track's filter in arrays and steps them together; the tests hold it to this one."""
+keeps every track's filter in arrays, steps them together and matches them with one IoU matrix; the
+tests hold it to this one, which shares none of that code (only SORT's three settings)."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
-from vibe_server.pipeline.track import IOU_THRESHOLD, MAX_AGE, MIN_HITS, associate
+from vibe_server.pipeline.track import IOU_THRESHOLD, MAX_AGE, MIN_HITS
+
+
+def iou(bb_test: np.ndarray, bb_gt: np.ndarray) -> float:
+    """IoU of two boxes [x1, y1, x2, y2, ...] in continuous coordinates, as SORT's ``iou``."""
+    xx1, yy1 = np.maximum(bb_test[0], bb_gt[0]), np.maximum(bb_test[1], bb_gt[1])
+    xx2, yy2 = np.minimum(bb_test[2], bb_gt[2]), np.minimum(bb_test[3], bb_gt[3])
+    wh = np.maximum(0.0, xx2 - xx1) * np.maximum(0.0, yy2 - yy1)
+    area_test = (bb_test[2] - bb_test[0]) * (bb_test[3] - bb_test[1])
+    area_gt = (bb_gt[2] - bb_gt[0]) * (bb_gt[3] - bb_gt[1])
+    return wh / (area_test + area_gt - wh)
+
+
+def associate_detections_to_trackers(
+    detections: np.ndarray, trackers: np.ndarray, iou_threshold: float
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """SORT's ``associate_detections_to_trackers``, pair by pair: (matches [(det, track)], unmatched
+    dets, unmatched tracks); an assigned pair below the threshold is unmatched on both sides."""
+    if len(trackers) == 0:
+        return [], list(range(len(detections))), []
+    iou_matrix = np.zeros((len(detections), len(trackers)), dtype=np.float32)
+    for d, det in enumerate(detections):
+        for t, trk in enumerate(trackers):
+            iou_matrix[d, t] = iou(det, trk)
+    matched_indices = np.stack(linear_sum_assignment(-iou_matrix), axis=1)
+    unmatched_detections = [d for d in range(len(detections)) if d not in matched_indices[:, 0]]
+    unmatched_trackers = [t for t in range(len(trackers)) if t not in matched_indices[:, 1]]
+    matches = []
+    for d, t in matched_indices:
+        if iou_matrix[d, t] < iou_threshold:
+            unmatched_detections.append(int(d))
+            unmatched_trackers.append(int(t))
+        else:
+            matches.append((int(d), int(t)))
+    return matches, unmatched_detections, unmatched_trackers
 
 
 def bbox_to_z(bbox_xyxy: np.ndarray) -> np.ndarray:
@@ -126,7 +162,7 @@ class ReferenceSort:
         self.trackers = [t for t, ok in zip(self.trackers, valid) if ok]
         predicted = predicted[valid]
         # 2. assign detections to predictions, correct matched tracks, start new ones
-        matches, unmatched_dets, _ = associate(dets, predicted, self.iou_threshold)
+        matches, unmatched_dets, _ = associate_detections_to_trackers(dets, predicted, self.iou_threshold)
         for d, t in matches:
             self.trackers[t].update(dets[d])
         for d in unmatched_dets:

@@ -6,9 +6,12 @@ from recorded_detections import recorded_hog_detections
 from reference_sort import ReferenceSort, bbox_to_z
 
 from vibe_server.pipeline.track import (
+    IOU_THRESHOLD,
     Sort,
     TrackletCollector,
+    associate,
     boxes_to_z,
+    iou_matrix,
     track_detections,
     xyxy_to_square_cxcywh,
 )
@@ -34,6 +37,20 @@ def test_first_kalman_step_by_hand():
     np.testing.assert_allclose(x[1], 50.0)
     np.testing.assert_allclose(x[2], 40 * 80)  # area unchanged
     np.testing.assert_allclose(x[3], 0.5)  # ratio w / h
+
+
+def test_iou_by_hand():
+    # half-overlapping squares: 50 / (100 + 100 - 50); nested: 30 / 100; apart: 0
+    iou = iou_matrix(np.array([[0, 0, 10, 10]]), np.array([[5, 0, 15, 10], [0, 0, 10, 3], [20, 20, 30, 30]]))
+    np.testing.assert_allclose(iou, [[1 / 3, 0.3, 0.0]], rtol=1e-6)
+
+
+def test_a_pair_at_the_threshold_matches_and_one_below_does_not():
+    assert IOU_THRESHOLD == 0.3  # SORT's
+    at = associate(np.array([[0, 0, 10, 10, 1]]), np.array([[0, 0, 10, 3]]))  # IoU 0.3
+    below = associate(np.array([[0, 0, 10, 10, 1]]), np.array([[0, 0, 10, 2.9]]))  # IoU 0.29
+    assert at[0].tolist() == [[0, 0]] and at[1] == [] and at[2] == []
+    assert below[0].tolist() == [] and below[1] == [0] and below[2] == [0]
 
 
 def test_static_person_gives_the_detection_back_with_a_stable_id():

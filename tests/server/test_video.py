@@ -1,5 +1,6 @@
 """Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -377,3 +378,46 @@ def test_truncated_mp4_without_its_index_cannot_open(tmp_path):
 def test_bad_batch_size():
     with pytest.raises(VibeError, match="batch_size"):
         next(open_video(REAL_CLIPS / "asl-walk.mkv").batches(0))
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _without_read_override() -> None:
+    """In a child before its program starts: root's power to read any file is dropped (Linux's
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, from the bounding set, so exec does not give them back)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file permissions as on Linux")
+def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
+    """The file's status passes (a regular, non-empty file), but reading it is refused: the message
+    says so, where the video reader alone would call it not a video. Run in a child that may not
+    read it: the suite's user, or root without its power to read anything."""
+    video = tmp_path / "locked.mkv"
+    shutil.copy(REAL_CLIPS / "asl-walk.mkv", video)
+    video.chmod(0)
+    probe = (
+        "import sys\n"
+        "from vibe_blender.core.errors import VibeError\n"
+        "from vibe_server.pipeline.live_source import open_live_source\n"
+        "from vibe_server.pipeline.video import open_video\n"
+        "for opener in (open_video, open_live_source):\n"
+        "    try:\n"
+        "        opener(sys.argv[1])\n"
+        "    except VibeError as err:\n"
+        "        print(err)\n"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", probe, str(video)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
+        preexec_fn=_without_read_override if os.geteuid() == 0 else None,
+        timeout=120,
+        check=True,
+    ).stdout.splitlines()
+    assert said == [f"Cannot read the video file {video} (Permission denied). Give this user read permission."] * 2

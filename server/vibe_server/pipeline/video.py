@@ -329,16 +329,26 @@ def check_video_stat(st: os.stat_result, label: str) -> None:
 def check_video_path(path: str | os.PathLike, label: str) -> None:
     """VibeError unless ``path`` names a regular, non-empty file whose name the video reader can open,
     each problem in its own words: not found, unreadable, a folder, a device or a pipe (see
-    :func:`check_video_stat`), empty. Only the file's status is read: a pipe cannot block it."""
+    :func:`check_video_stat`), empty, not readable by this user. It is opened without blocking and
+    closed unread: a pipe put in its place cannot block it."""
     check_file_name(path, label)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         raise VibeError(f"Video file not found: {label}. Check the path.") from None
-    except (OSError, ValueError) as err:  # name too long, NUL byte, no permission...
-        reason = getattr(err, "strerror", None) or str(err)
-        raise VibeError(f"Cannot read the video file {label} ({reason}). Check the path.") from None
+    except (OSError, ValueError) as err:  # name too long, NUL byte, a folder on the way not searchable...
+        raise _unreadable(label, err) from None
     check_video_stat(st, label)
+    try:  # the status says nothing of read permission, and the video reader would call it "not a video"
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except OSError as err:
+        raise _unreadable(label, err) from None
+
+
+def _unreadable(label: str, err: Exception) -> VibeError:
+    reason = getattr(err, "strerror", None) or str(err)
+    advice = "Give this user read permission" if isinstance(err, PermissionError) else "Check the path"
+    return VibeError(f"Cannot read the video file {label} ({reason}). {advice}.")
 
 
 FrameMark = tuple[float, bytes]  # (timestamp in ms, digest of the decoded pixels): which frame this is

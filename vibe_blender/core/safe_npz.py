@@ -22,6 +22,7 @@ import ast
 import io
 import os
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -68,11 +69,14 @@ def _read_header(file) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     length = int.from_bytes(_read_exact(file, size_bytes, "the .npy header"), "little")
     if length > MAX_HEADER_BYTES:
         raise UntrustedDataError(f"the .npy header claims {length} bytes, more than the {MAX_HEADER_BYTES} allowed")
-    text = _read_exact(file, length, "the .npy header").decode("utf-8" if major == 3 else "latin1")
+    try:
+        text = _read_exact(file, length, "the .npy header").decode("utf-8" if major == 3 else "latin1")
+    except UnicodeDecodeError:
+        raise UntrustedDataError("the .npy header is not UTF-8 text") from None
     try:
         header = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
-        raise UntrustedDataError(f"the .npy header is not a literal dict ({type(err).__name__})") from None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise UntrustedDataError("the .npy header is not a literal dict") from None
     if not isinstance(header, dict) or set(header) != _HEADER_KEYS or type(header["fortran_order"]) is not bool:
         raise UntrustedDataError(f"the .npy header {text[:80]!r} is not numpy's {{descr, fortran_order, shape}}")
     return header["descr"], checked_shape(header["shape"]), header["fortran_order"], 6 + 2 + size_bytes + length
@@ -225,6 +229,8 @@ def read_npz(
                         arrays[name] = _read_array(member, info.file_size, allow_text=allow_text)
                     except UntrustedDataError as err:
                         raise UntrustedDataError(f"'{name}': {err}") from None
+                    except (zlib.error, zipfile.BadZipFile, EOFError):  # broken deflate data, a wrong CRC-32
+                        raise UntrustedDataError(f"'{name}' is damaged: its data fails the archive's checks") from None
         return arrays
     except Exception as err:
         raise _fail(label, err, hint) from err

@@ -225,7 +225,11 @@ def _as_array(value, key: str, source: str) -> np.ndarray:
         value = value.state["x"]
     if not isinstance(value, np.ndarray):
         raise VibeError(f"{source}: '{key}' is a {type(value).__name__}, not an array; the file is not an SMPL model.")
-    if value.dtype.kind not in "biuf" or (value.dtype.kind == "f" and not np.all(np.isfinite(value))):
+    if value.dtype.kind not in "biuf":
+        raise VibeError(
+            f"{source}: '{key}' holds {value.dtype} values where numbers belong; the file is not an SMPL model."
+        )
+    if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
         raise VibeError(f"{source}: '{key}' holds NaN/infinite numbers; the file is not a usable SMPL model.")
     return value
 

@@ -32,7 +32,7 @@ from vibe_blender.core.live_client import (
     take_on_frames,
 )
 from vibe_blender.core.rotations import axis_angle_to_quat
-from vibe_blender.core.websocket import OP_PING
+from vibe_blender.core.websocket import MAX_FRAGMENTS, OP_CONT, OP_PING, OP_TEXT
 
 FRAME = frame_message(0, 100.0, [person(1)])
 DEEP = "[" * 200_000 + "]" * 200_000  # 400 kB, under the 1 MiB message cap: json.loads alone recurses out
@@ -128,6 +128,42 @@ def test_a_control_frame_that_breaks_the_protocol_fails_the_session_with_one_mes
         assert server.wait_for_stop()  # nobody follows the session any more: stopped on the server
     assert live.state == "failed"
     assert live.error.startswith("The server broke the WebSocket protocol") and "control frame" in live.error
+    assert live.recording_stop().rows == 1  # the recording so far is kept
+
+
+def fragments(text: str, sizes: list[int], *, first: int = OP_TEXT) -> bytes:
+    """``text`` as one message in frames of these byte ``sizes`` (the rest in the last frame)."""
+    data, frames, at = text.encode(), [], 0
+    for i, size in enumerate([*sizes, None]):
+        end = len(data) if size is None else at + size
+        frames.append(raw_frame(first if i == 0 else OP_CONT, data[at:end], fin=size is None))
+        at = end
+    return b"".join(frames)
+
+
+def test_a_message_in_fragments_is_received_whole():
+    with FakeLiveServer([fragments(FRAME, [10, 200, 1]), text_frame(END)]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended", live.error
+    assert live.recording_stop().rows == 1
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        fragments(FRAME, [0, 10]),
+        fragments(FRAME, [1] * MAX_FRAGMENTS),
+        raw_frame(OP_CONT, FRAME.encode()),
+        raw_frame(OP_TEXT, FRAME.encode()[:5], fin=False) + text_frame(FRAME),
+    ],
+    ids=["an empty fragment", "too many fragments", "a continuation without a start", "a new message inside one"],
+)
+def test_fragments_that_break_the_protocol_fail_the_session_with_one_message(frames):
+    """Empty fragments add no bytes to a message but a list entry each: 20 MiB of them took 900 MB."""
+    with FakeLiveServer([FRAME, frames, text_frame(FRAME)]) as server:
+        live = follow(server, record=True)
+    assert live.state == "failed"
+    assert live.error.startswith("The server broke the WebSocket protocol with a message in")
     assert live.recording_stop().rows == 1  # the recording so far is kept
 
 

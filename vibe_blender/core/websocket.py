@@ -22,6 +22,7 @@ GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HANDSHAKE_BYTES = 16 * 1024
 MAX_MESSAGE_BYTES = 1 << 20  # a frame of 32 people is ~40 KB of JSON
 MAX_CONTROL_BYTES = 125  # RFC 6455 5.5: a close, ping or pong frame holds 125 bytes at most, unfragmented
+MAX_FRAGMENTS = 1024  # frames of one message: empty ones would cost memory and time, not bytes
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -67,7 +68,7 @@ class WebSocket:
         ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        self._buffer = b""
+        self._buffer = bytearray()
         status, answer = self._read_handshake()
         if status != 101:
             self.sock.close()
@@ -90,7 +91,8 @@ class WebSocket:
             if not chunk:
                 raise VibeError("The server closed the connection during the handshake.")
             self._buffer += chunk
-        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        head, rest = self._buffer.split(b"\r\n\r\n", 1)
+        self._buffer = bytearray(rest)
         lines = head.decode("latin-1").split("\r\n")
         try:
             status = int(lines[0].split()[1])
@@ -108,7 +110,8 @@ class WebSocket:
             if not chunk:
                 raise WebSocketClosed(None)
             self._buffer += chunk
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]  # a bytearray drops its front without copying the rest
         return data
 
     def _read_frame(self) -> tuple[bool, int, bytes]:
@@ -123,10 +126,9 @@ class WebSocket:
                 f"The server sent a {length}-byte message; the live stream allows {MAX_MESSAGE_BYTES} at most."
             )
         if opcode & 0x8 and (length > MAX_CONTROL_BYTES or not fin):  # a pong echoes the ping: it must fit too
-            raise VibeError(
-                f"The server broke the WebSocket protocol with a {length}-byte{'' if fin else ' fragmented'} "
-                f"control frame (at most {MAX_CONTROL_BYTES} bytes, unfragmented), so the live stream was closed; "
-                "update the server, or report it if it is up to date."
+            raise _broken_protocol(
+                f"a {length}-byte{'' if fin else ' fragmented'} control frame (at most {MAX_CONTROL_BYTES} bytes, "
+                "unfragmented)"
             )
         mask = self._read_exact(4) if masked else b""
         payload = self._read_exact(length)
@@ -139,6 +141,12 @@ class WebSocket:
         parts, size = [], 0
         while True:
             fin, opcode, payload = self._read_frame()
+            if not opcode & 0x8:  # a data frame: the first of a message, or a continuation of one
+                if (opcode == OP_CONT) != bool(parts) or (not fin and not payload) or len(parts) >= MAX_FRAGMENTS:
+                    raise _broken_protocol(
+                        f"a message in {len(parts) + 1} or more frames, an empty fragment, or a fragment outside "
+                        "a message"
+                    )
             if opcode == OP_CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 self._send(OP_CLOSE, payload[:2])
@@ -176,3 +184,10 @@ class WebSocket:
             self.sock.close()
         except OSError:
             pass
+
+
+def _broken_protocol(what: str) -> VibeError:
+    return VibeError(
+        f"The server broke the WebSocket protocol with {what}, so the live stream was closed; update the server, "
+        "or report it if it is up to date."
+    )

@@ -121,3 +121,16 @@ def test_damaged_tracks_are_reported():
         )
     with pytest.raises(VibeError, match="not increasing"):
         make_track(frames=(0, 2, 1))
+
+
+@pytest.mark.parametrize("frame_ids", [np.array(0), np.zeros((5, 2), np.int64)], ids=["a number", "a table"])
+def test_frame_ids_that_are_not_a_list_are_reported(tmp_path, frame_ids):
+    """Both passed the value checks, then failed in len() or int() with a TypeError Blender showed raw."""
+    path = tmp_path / "r.npz"
+    save_result(path, make_result())
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays["track_1/frame_ids"] = frame_ids
+    np.savez(path, **arrays)
+    with pytest.raises(VibeError, match="frame ids must be a list of integers in 0..*the file is damaged"):
+        load_result(path)

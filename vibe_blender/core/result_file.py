@@ -64,8 +64,12 @@ def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.n
     ``betas`` and ``arrays`` floating-point (checked before any conversion: bool or int motion is no
     capture) and finite; poses (``POSES``) within ±MAX_POSE_RAD; translations (``TRANSLATIONS``) within
     ±MAX_TRANSLATION_M."""
-    if frame_ids.dtype.kind not in "iu" or (frame_ids.size and (frame_ids.min() < 0 or frame_ids.max() > MAX_FRAME_ID)):
-        raise VibeError(f"{label}: frame ids must be integers in 0..{MAX_FRAME_ID}; the file is damaged.")
+    if (
+        frame_ids.ndim != 1
+        or frame_ids.dtype.kind not in "iu"
+        or (frame_ids.size and (frame_ids.min() < 0 or frame_ids.max() > MAX_FRAME_ID))
+    ):
+        raise VibeError(f"{label}: frame ids must be a list of integers in 0..{MAX_FRAME_ID}; the file is damaged.")
     for name, array in {**betas, **arrays}.items():
         if array.dtype.kind != "f":
             raise VibeError(

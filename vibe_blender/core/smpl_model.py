@@ -25,6 +25,9 @@ from .safe_pickle import RestrictedUnpickler, StandIn, describe_failure
 NUM_JOINTS = 24
 NUM_BETAS = 10
 NUM_POSE_BASIS = 9 * (NUM_JOINTS - 1)  # 207: one 3x3 rotation per joint but the root
+# Largest magnitude of each array a body model may hold (metres, or weights), far above any real one's:
+# finite numbers beyond these would only overflow Blender's float32 mesh and shape keys.
+VALUE_LIMITS = {"v_template": 10.0, "shapedirs": 1.0, "posedirs": 1.0, "J_regressor": 2.0, "lbs_weights": 2.0}
 MAX_VERTICES = 100_000  # SMPL has 6890, SMPL-X 10475: more is no body model (and bounds the dense J_regressor)
 
 # SMPL joint order (index = joint id in pose vectors), readable names with .L/.R-friendly sides.
@@ -139,6 +142,13 @@ class BodyModel:
             raise VibeError(
                 f"{source}: 'shapedirs' has shape {self.shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS})."
             )
+        for name, limit in VALUE_LIMITS.items():  # finite numbers far off a body overflow Blender's float32
+            array = getattr(self, name)
+            if array.size and not np.max(np.abs(array)) <= limit:
+                raise VibeError(
+                    f"{source}: '{name}' holds a value of {float(np.max(np.abs(array))):.3g}, beyond the ±{limit:g} "
+                    "any body model has; the file is damaged (reinstall the model data with 'vibe-mocap data install')."
+                )
 
 
 class _Struct:

@@ -98,6 +98,8 @@ def test_stop_ends_the_stream_at_once():
     [
         ("0", ("camera", 0)),
         ("rtsp://127.0.0.1:8554/cam", ("stream", "rtsp://127.0.0.1:8554/cam")),
+        ("rtsp://127.0.0.1:8554/cam?channel=1", ("stream", "rtsp://127.0.0.1:8554/cam?channel=1")),  # the camera's
+        ("udp://127.0.0.1:5000", ("stream", "udp://127.0.0.1:5000")),
         ("clip.mp4", ("file", "clip.mp4")),
     ],
 )
@@ -112,6 +114,11 @@ def test_source_kinds(spec, expected):
         ("http://example.com/live.m3u8", "not on this machine"),
         ("999", "out of range"),
         ("ftp://127.0.0.1/x", "not a camera index"),
+        # FFmpeg's own options: these listened on every network, or on another address, for anyone to send to
+        ("udp://127.0.0.1:45999?localaddr=0.0.0.0&sources=192.0.2.7", "udp stream is named by its address and port"),
+        ("tcp://127.0.0.1:5000?listen=1", "tcp stream is named by its address and port"),
+        ("srt://127.0.0.1:5000?mode=listener", "srt stream is named by its address and port"),
+        ("udp://127.0.0.1:5000#x", "has options"),
     ],
 )
 def test_bad_sources_are_refused(spec, message):
@@ -120,7 +127,7 @@ def test_bad_sources_are_refused(spec, message):
 
 
 def test_a_missing_file_is_one_clear_error(tmp_path):
-    with pytest.raises(VibeError):
+    with pytest.raises(VibeError, match=r"^Video file not found: .*none\.mp4\. Check the path\.$"):
         open_live_source(str(tmp_path / "none.mp4"))
 
 

@@ -29,6 +29,9 @@ from vibe_blender.core.client import is_loopback_url
 from vibe_blender.core.errors import VibeError
 
 STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
+# FFmpeg takes these protocols' own settings from the URL's query (udp://...?localaddr=0.0.0.0 listens on
+# every network): their URLs may not have one. The others send the query to the stream's server.
+QUERY_IS_FFMPEG_OPTIONS = ("udp", "tcp", "srt")
 MAX_CAMERA_INDEX = 63
 MAX_WAITING = 3  # frames held for the consumer: absorbs a few slow frames, bounds latency and memory
 
@@ -170,6 +173,11 @@ def parse_source(spec: str) -> tuple[str, int | str]:
             raise VibeError(
                 f"The stream '{spec}' is not on this machine; live streams must come from "
                 "127.0.0.1 (relay the camera to this machine first)."
+            )
+        if scheme in QUERY_IS_FFMPEG_OPTIONS and ("?" in spec or "#" in spec):
+            raise VibeError(
+                f"The stream '{spec}' has options after '?'; a {scheme} stream is named by its address and port "
+                f"only (e.g. {scheme}://127.0.0.1:5000)."
             )
         return "stream", spec
     if scheme and len(scheme) > 1:

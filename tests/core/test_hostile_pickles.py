@@ -272,6 +272,19 @@ def test_operation_count_is_bounded(tmp_path):
         load_smpl_pkl(path)
 
 
+@pytest.mark.parametrize("reader", [SMPL, OFFICIAL])
+@pytest.mark.parametrize("claim", [1 << 33, 1 << 44], ids=["8 GiB", "16 TiB"])
+@pytest.mark.parametrize(
+    "opcode", [b"\x8e", b"\x8d", b"\x96", b"\x95"], ids=["BINBYTES8", "BINUNICODE8", "BYTEARRAY8", "FRAME"]
+)
+def test_a_length_beyond_the_file_reserves_nothing(tmp_path, reader, claim, opcode):
+    """The standard unpickler asked the file for (or made a byte array of) the claimed length first:
+    a 30-byte file was called too large for the free memory, or took the memory."""
+    path = write(tmp_path, b"\x80\x04" + opcode + claim.to_bytes(8, "little") + b"abc.")
+    outcome = assert_refused(reader, path, memory_mb=512)
+    assert "free memory" not in outcome.message and outcome.peak_mb < 400, outcome
+
+
 def test_huge_integers_are_refused(tmp_path):
     path = write(tmp_path, program(person_dict(frame_ids=b"\x8b" + (1 << 20).to_bytes(4, "little") + bytes(1 << 20))))
     with pytest.raises(VibeError, match="integer of"):

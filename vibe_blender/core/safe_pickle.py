@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 from typing import ClassVar
 
 import numpy as np
@@ -266,6 +267,29 @@ BASE_GLOBALS = {
 _PLAIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), np.ndarray, np.generic)
 
 
+class _ReadsWithin:
+    """A seekable binary stream whose reads never ask for more than it holds: a length in the pickle
+    (BINBYTES8, FRAME...) is the file's own claim, and a buffered file reserves what it is asked for."""
+
+    def __init__(self, file):
+        self._file = file
+        here = file.tell()
+        self.size = file.seek(0, io.SEEK_END) - here
+        file.seek(here)
+        self._end = here + self.size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            return self._file.read()
+        return self._file.read(min(n, max(self._end - self._file.tell(), 0)))
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._file.readline(limit)
+
+    def readinto(self, buffer) -> int:
+        return self._file.readinto(buffer)
+
+
 class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: every opcode is overridable
     """Loads plain containers, numbers, strings and numpy arrays of plain dtypes; nothing else.
 
@@ -281,10 +305,10 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
 
     def __init__(self, file):
         """file: a seekable binary stream; what it holds from its position on is the byte budget's size."""
-        super().__init__(file, encoding="latin1")
-        here = file.tell()
-        self.budget = ByteBudget(file.seek(0, io.SEEK_END) - here)  # what the stand-ins may build in all
-        file.seek(here)
+        within = _ReadsWithin(file)
+        super().__init__(within, encoding="latin1")
+        self.budget = ByteBudget(within.size)  # what the stand-ins may build in all
+        self._file_size = within.size
         self.opcodes = 0
         self.finished: dict[int, tuple] = {}  # id(stand-in) -> (stand-in, what it became)
         self.callables = [
@@ -331,6 +355,15 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
             raise PickleRefused(f"refusing to construct {func.__name__} with arguments")
         charged = any(func is c for c in _CHARGED)
         self.stack[-1] = func(*args, budget=self.budget) if charged else func(*args)
+
+    def load_bytearray8(self):  # the standard one makes a bytearray of the claimed length first
+        (length,) = struct.unpack("<Q", self.read(8))
+        if length > self._file_size:
+            raise PickleRefused(f"a byte array claims {length} bytes, more than the file holds")
+        data = bytearray(length)
+        if self.readinto(data) != length:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        self.append(data)
 
     def load_newobj(self):
         args = self.stack.pop()

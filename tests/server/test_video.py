@@ -220,7 +220,7 @@ def test_text_file_named_mp4(tmp_path):
 def test_a_bad_video_is_one_message_without_ffmpegs_own_lines(tmp_path, user_level):
     """FFmpeg and OpenCV print their own lines (\"moov atom not found\", a WARN) before our message;
     they stay silent unless the user asks for them with OPENCV_FFMPEG_LOGLEVEL (24: warnings)."""
-    (tmp_path / "notes.mp4").write_text("these are not frames\n")
+    (tmp_path / "notes.mp4").write_bytes(SAMPLE.read_bytes()[:3000])  # an mp4 cut off before its index
     script = (
         "from vibe_blender.core.errors import VibeError\n"
         "from vibe_server.pipeline.video import open_video\n"
@@ -421,3 +421,28 @@ def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
         check=True,
     ).stdout.splitlines()
     assert said == [f"Cannot read the video file {video} (Permission denied). Give this user read permission."] * 2
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+def test_a_file_swapped_for_a_pipe_after_the_check_is_still_the_file_read(tmp_path):
+    """The reader opens the video again for each decode; a name given to a pipe meanwhile (by anyone
+    who may write to its folder) blocked that open forever, with every other video open waiting."""
+    video = tmp_path / "clip.mkv"
+    shutil.copy(REAL_CLIPS / "asl-walk.mkv", video)
+    probe = (
+        "import os, sys\n"
+        "from vibe_server.pipeline.video import open_video\n"
+        "reader = open_video(sys.argv[1], decode_workers=2)\n"
+        "os.mkfifo(sys.argv[1] + '.fifo')\n"
+        "os.replace(sys.argv[1] + '.fifo', sys.argv[1])\n"
+        "print(sum(1 for _ in reader), sum(len(b) for _, b in reader.batches(16)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(video)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["89", "89"]

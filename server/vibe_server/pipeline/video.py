@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import weakref
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,9 @@ JUMP_PREROLL_FRAMES = 16
 _SHORTFALL_TOLERANCE_FRAMES = 3
 _SHORTFALL_TOLERANCE_FRACTION = 0.02
 _FALLBACK_FPS = 30.0
+# Where the open file can be named for FFmpeg by its descriptor (Linux): every later open reads the
+# file checked here, even when its name is given to a pipe meanwhile (which would block the open).
+_FD_NAMES = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else None
 
 # The largest frames read: 8K (DCI 8192 x 4320, either way up). The model sees 224-pixel crops, so
 # larger frames add nothing, and a header can claim any size (an 89-byte GIF can claim 16000 x 16000:
@@ -105,6 +109,7 @@ class VideoReader:
         self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
         self._keyframes: list[int] | None = None
         check_video_path(self.path, self.label)
+        self._capture_name = self._hold_file()
 
         capture = self._open_capture()
         try:
@@ -256,9 +261,21 @@ class VideoReader:
         return ahead_in_thread(self.frames(start), max_ahead=self.prefetch, name=f"decode {self.path.name}")
 
     # -- helpers -------------------------------------------------------------------------------
+    def _hold_file(self) -> str:
+        """Open the file for as long as the reader lives, check what was opened, and return the name
+        FFmpeg opens it by: the open descriptor's (FFmpeg then tells the container by its content
+        alone), or the path itself where descriptors have no names."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        except OSError as err:
+            raise _unreadable(self.label, err) from None
+        weakref.finalize(self, os.close, fd)
+        check_video_stat(os.fstat(fd), self.label)  # the file held is the file checked
+        return f"{_FD_NAMES}/{fd}" if _FD_NAMES else str(self.path)
+
     def _open_capture(self, *, raw_packets: bool = False) -> cv2.VideoCapture:
         """A capture of the file (``raw_packets``: demuxing only, each grab one compressed packet)."""
-        capture = open_ffmpeg_capture(str(self.path), params=(cv2.CAP_PROP_FORMAT, -1) if raw_packets else ())
+        capture = open_ffmpeg_capture(self._capture_name, params=(cv2.CAP_PROP_FORMAT, -1) if raw_packets else ())
         if not capture.isOpened():
             capture.release()
             raise VibeError(

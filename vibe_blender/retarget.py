@@ -356,6 +356,7 @@ def retarget(
             sides,
             to_target,
             fps or scene_fps(),
+            float(np.linalg.norm(s_world[:3, 0])),
         )
         quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
     del src_pose
@@ -443,12 +444,26 @@ def scene_fps() -> float:
 
 
 def _lock_target_feet(
-    src_pose, s_names, t_parents, t_rest, t_names, target_rot, quats, root_loc, t_root, mapping, sides, to_target, fps
+    src_pose,
+    s_names,
+    t_parents,
+    t_rest,
+    t_names,
+    target_rot,
+    quats,
+    root_loc,
+    t_root,
+    mapping,
+    sides,
+    to_target,
+    fps,
+    source_scale,
 ) -> tuple[np.ndarray, int]:
     """The source's foot contacts -> target_rot with the target's thighs and shins turned so that
-    its planted ankles stay still; -> (target_rot, contact frames)."""
+    its planted ankles stay still; -> (target_rot, contact frames). source_scale: the source object's
+    scale, by which its world positions are not metres (x100 in a centimetre scene)."""
     src_ankles = src_pose[:, [s_names.index(f"{side}_ankle") for side in sides]][..., :3, 3]
-    contacts = detect_contacts(src_ankles, fps)
+    contacts = detect_contacts(src_ankles / source_scale, fps)  # its speeds and heights are in metres
     legs = np.array([[t_names.index(mapping[f"{side}_{j}"]) for j in LEG_JOINTS] for side in sides])
     location = np.zeros(quats.shape[:2] + (3,))
     location[:, t_root] = root_loc

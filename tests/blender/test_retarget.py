@@ -151,6 +151,27 @@ def test_foot_lock_holds_the_targets_feet_on_another_foot_geometry():
     assert rigs.angle_deg(axes_unlocked, axes_locked).max() < 0.01  # ankles, toes, spine, arms: unchanged
 
 
+def test_the_foot_lock_finds_the_same_contacts_in_a_centimetre_scene():
+    """Characters scaled x100 (unit scale 0.01, as for Unreal): the contacts were found on world
+    speeds and heights taken for metres, so fewer, or none with a capture's jitter."""
+    found = {}
+    for scale in (1.0, 100.0):
+        rigs.reset_scene()
+        source, frames, stance = rigs.smpl_source(T=60)
+        target = rigs.target_rig(
+            "Target", PRESETS["UE5_MANNEQUIN"], leg_scale=1.15, foot_scale=0.7, a_pose_deg=30, roll_seed=8
+        )
+        source.scale = target.scale = (scale, scale, scale)
+        bpy.context.view_layer.update()
+        mapping = auto_map([b.name for b in target.data.bones])
+        report = retarget(source, target, mapping, fps=rigs.walk.FPS)
+        ankles = [mapping["left_ankle"], mapping["right_ankle"]]
+        found[scale] = report["contact_frames"], rigs.planted_slide_mm(target, ankles, frames, stance) / scale
+    print(f"contact frames, planted slide (mm/frame in metres): x1 {found[1.0]}, x100 {found[100.0]}")
+    assert found[100.0][0] == found[1.0][0] >= stance.sum()
+    assert found[100.0][1] == pytest.approx(found[1.0][1], abs=1e-3)
+
+
 def test_rig_without_mapped_legs_scales_the_root_by_hip_height_and_skips_the_foot_lock():
     rigs.reset_scene()
     source, _, _ = rigs.smpl_source(T=20)

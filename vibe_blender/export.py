@@ -206,6 +206,7 @@ def export_gltf(path, objects=None, *, report=print) -> Path:
             use_selection=True,
             export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
             export_animations=True,
+            export_animation_mode="ACTIVE_ACTIONS",  # each character's own motion, not every action that fits
             export_force_sampling=True,
         )
 

@@ -97,6 +97,26 @@ def test_gltf_writes_a_glb_with_the_animation(tmp_path):
     assert err < 1e-4
 
 
+def glb_animations(path) -> list[str]:
+    """The animations' names in a .glb (its first chunk is the JSON)."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (length,) = struct.unpack_from("<I", data, 12)
+    return [a.get("name", "") for a in json.loads(data[20 : 20 + length]).get("animations", [])]
+
+
+def test_gltf_holds_the_characters_own_motion_only(tmp_path):
+    """Every action in the file that fits the rig became a clip of it: another person's motion, the
+    rig's kept previous action."""
+    source, _, _ = reference()
+    other = source.animation_data.action.copy()
+    other.name, other.use_fake_user = "Other_person_motion", True
+    path = export_gltf(tmp_path / "walk.glb", [source])
+    assert len(glb_animations(path)) == 1, glb_animations(path)
+
+
 def test_export_errors(tmp_path):
     rigs.reset_scene()
     with pytest.raises(VibeError, match="no armature"):

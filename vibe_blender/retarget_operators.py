@@ -13,14 +13,19 @@ from .core.errors import VibeError
 from .core.retarget_map import auto_map_report, load_map, preset_report, save_map
 from .operator_errors import reports_errors
 from .retarget_settings import FBX_ITEMS, FORMAT_ITEMS, current_map, fill_rows, settings
-from .rig_builder import character_of
+from .rig_builder import character_of, is_character
+
+
+def _armatures(objects) -> list:
+    """The armatures of ``objects``, once each (a selected body stands for its armature)."""
+    return list(dict.fromkeys(a for a in map(character_of, objects) if a is not None))
 
 
 def _characters(context):
-    """Selected SMPL characters (the tracks to work on; a selected body stands for its armature),
-    else the active one."""
-    chosen = [character_of(o) for o in context.selected_objects]
-    chosen = list(dict.fromkeys(o for o in chosen if o is not None))
+    """Selected SMPL characters (the tracks to work on), else the active one. Other rigs selected
+    beside them are left out, so that selecting everything works on every character."""
+    chosen = _armatures(context.selected_objects)
+    chosen = [a for a in chosen if is_character(a)] or chosen  # only other rigs: the operator says why not
     active = character_of(context.object)
     return chosen or ([active] if active is not None else [])
 
@@ -250,7 +255,7 @@ class VIBE_OT_export(bpy.types.Operator, ExportHelper):
     def execute(self, context):
         from .export import export
 
-        objects = [o for o in context.selected_objects if o.type == "ARMATURE"] or None
+        objects = _armatures(context.selected_objects) or None
         path = export(
             bpy.path.ensure_ext(self.filepath, "." + self.export_format),
             self.export_format,

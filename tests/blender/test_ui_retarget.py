@@ -8,7 +8,7 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
-from vibe_blender import operators, retarget_operators, retarget_panels, retarget_settings  # noqa: E402
+from vibe_blender import retarget_operators, retarget_panels, retarget_settings  # noqa: E402
 from vibe_blender.core.retarget_map import PRESETS  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
@@ -95,11 +95,53 @@ def test_incomplete_map_shows_the_missing_joints_and_the_foot_lock_toggle(regist
     assert s.target.animation_data.action != unlocked
 
 
+def test_a_selection_of_bodies_and_other_rigs_works_on_the_characters(registered, body_model, tmp_path):
+    """Select All, then Clean Up: a rig beside the characters stopped it ("not an animated SMPL
+    character"). Export with a body selected: the body was ignored, so a BVH had no skeleton and a
+    glTF held every character."""
+    import json
+    import struct
+
+    from characters import imported_tracks
+
+    (p0, p0_body), (p1, _) = imported_tracks(body_model, [range(0, 30), range(0, 30)])
+    rig = rigs.target_rig("Mixamo", PRESETS["MIXAMO"])
+    registered.lock_feet = False  # these characters stand in random poses: no foot contact
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(True)
+    assert bpy.ops.vibe_mocap.clean_up() == {"FINISHED"}
+    assert rig.animation_data is None or rig.animation_data.action is None  # the rig was left alone
+
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(obj == p0_body)
+    assert bpy.ops.vibe_mocap.export(filepath=str(tmp_path / "p0.bvh"), export_format="bvh") == {"FINISHED"}
+    assert (tmp_path / "p0.bvh").read_text().count("ROOT") == 1
+    assert bpy.ops.vibe_mocap.export(filepath=str(tmp_path / "p0.glb"), export_format="glb") == {"FINISHED"}
+    data = (tmp_path / "p0.glb").read_bytes()
+    nodes = [n["name"] for n in json.loads(data[20 : 20 + struct.unpack_from("<I", data, 12)[0]])["nodes"]]
+    assert p0.name in nodes and p1.name not in nodes, nodes
+
+
 def test_every_operator_reports_errors_through_the_one_helper():
-    for module in (operators, retarget_operators):
-        for cls in module.classes:
-            if issubclass(cls, bpy.types.Operator):
+    """Every operator class of the add-on, in whichever module it is."""
+    import importlib
+    import pkgutil
+
+    import vibe_blender
+
+    found = []
+    for info in pkgutil.iter_modules(vibe_blender.__path__):
+        module = importlib.import_module(f"vibe_blender.{info.name}")
+        for cls in vars(module).values():
+            if isinstance(cls, type) and issubclass(cls, bpy.types.Operator) and cls.__module__ == module.__name__:
+                found.append(cls)
                 assert getattr(cls.execute, "__wrapped__", None) is not None, cls.__name__
+    assert {c.__module__.rsplit(".", 1)[1] for c in found} >= {
+        "operators",
+        "retarget_operators",
+        "live_operators",
+        "server_operators",
+    }
 
 
 def test_retarget_reports_what_sets_mapped_bones_over_their_keys_as_a_warning(registered, capfd):

@@ -9,6 +9,8 @@ the target in bulk through the one F-curve helper, :mod:`keyframes`.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import keyframes
@@ -43,7 +45,7 @@ def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np
     """-> bone names (N,), parents (N,) (-1 for roots), rest (N, 4, 4) armature space, world (4, 4)."""
     if armature_obj is None or armature_obj.type != "ARMATURE":
         raise VibeError("Pick an armature object (the source character and the target rig must both be armatures).")
-    bones = armature_obj.data.bones
+    bones = bones_as_edited(armature_obj)
     names = [b.name for b in bones]
     index = {n: i for i, n in enumerate(names)}
     parents = np.array([index[b.parent.name] if b.parent else -1 for b in bones], dtype=np.int64)
@@ -71,6 +73,43 @@ def check_editable(target) -> None:
             "the file is saved; make a library override first (Object > Library Override > Make) and retarget "
             "onto the override."
         )
+    if target.animation_data is not None and target.animation_data.use_tweak_mode:
+        raise VibeError(
+            f"'{target.name}' has an NLA strip open for tweaking, so its action cannot be replaced; leave tweak "
+            "mode (Tab in the NLA editor), then retarget."
+        )
+
+
+def bones_as_edited(armature_obj):
+    """The armature's bones, with the edits of an armature in Edit Mode taken in first (its bones
+    are otherwise those from before the edit)."""
+    if armature_obj.mode == "EDIT":
+        armature_obj.update_from_editmode()
+    return armature_obj.data.bones
+
+
+def check_evaluable(target, bone_names) -> None:
+    """Refuse, before anything changes, a rig whose constraint-driven parents Blender cannot evaluate
+    here: one outside this view layer (its collection excluded, or in another scene)."""
+    from .visibility import outside_view_layer
+
+    if has_constrained_parents(target, bone_names) and outside_view_layer([target]):
+        raise VibeError(
+            f"'{target.name}' is not in this scene's view layer (its collection is excluded, or it is in another "
+            "scene), so Blender does not evaluate the constraints its bones hang from; include its collection, "
+            "or retarget in its own scene."
+        )
+
+
+@contextmanager
+def posed(rig):
+    """Within the block the armature shows its pose (not its rest position); afterwards as it was."""
+    before = rig.data.pose_position
+    rig.data.pose_position = "POSE"
+    try:
+        yield
+    finally:
+        rig.data.pose_position = before
 
 
 def bones_with_parents(rig, bone_names) -> list[str]:
@@ -272,6 +311,7 @@ def retarget(
     check_editable(target)
     mapping = {s: t for s, t in mapping.items() if t}
     validate_map(mapping, t_names)
+    check_evaluable(target, list(mapping.values()))
     check_bone_options(target, list(mapping.values()), mapping[ROOT_JOINT])
     missing = sorted(set(mapping) - set(s_names))
     if missing:
@@ -387,11 +427,12 @@ def retarget(
         pose_bone = target.pose.bones[t_chain[j]]
         if not overridden.keys() & {pose_bone.name, *(p.name for p in pose_bone.parent_recursive)}:
             free[pose_bone.name] = wanted_world_rot[:, k]
-    passes, unsettled = (
-        refine_constrained(target, frames, free, t_chain[t_root], hips_world)
-        if has_constrained_parents(target, list(free))
-        else (0, {})
-    )
+    passes, unsettled = 0, {}
+    if has_constrained_parents(target, list(free)):
+        from .visibility import shown
+
+        with shown([target]), posed(target):  # Blender evaluates the constraints of a shown, posed rig only
+            passes, unsettled = refine_constrained(target, frames, free, t_chain[t_root], hips_world)
     kept = previous.name if previous is not None else None
     return {
         "frames": len(frames),

@@ -50,7 +50,9 @@ class VIBE_OT_fill_bone_map(bpy.types.Operator):
         s = settings(context)
         if s.target is None:
             raise VibeError("Pick the target armature first.")
-        bones = s.target.data.bones
+        from .retarget import bones_as_edited
+
+        bones = bones_as_edited(s.target)
         names = [b.name for b in bones]
         if s.preset == "AUTO":
             report = auto_map_report(names, {b.name: b.parent.name if b.parent else None for b in bones})

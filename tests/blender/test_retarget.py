@@ -256,6 +256,75 @@ def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
         assert err.max() < 1.0, dict(zip(bones.values(), err.max(0)))
 
 
+def test_a_rigify_rig_disabled_in_viewports_or_at_rest_is_retargeted_as_shown_and_an_excluded_one_refused():
+    """Blender evaluates no constraints of a rig disabled in viewports, at its rest position, or outside
+    the view layer: the refinement read unmoved helpers and baked the FK controls 94-101 degrees off."""
+    import addon_utils
+
+    rigs.reset_scene()
+    addon_utils.enable("rigify", default_set=True)
+    source, frames, _ = rigs.smpl_source(T=10)
+    bpy.ops.object.armature_human_metarig_add()
+    metarig = bpy.context.object
+    bpy.ops.pose.rigify_generate()
+    rig = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o not in (source, metarig))
+    mapping = auto_map([b.name for b in rig.data.bones])
+    rig.hide_viewport, rig.data.pose_position = True, "REST"
+    report = retarget(source, rig, mapping, lock_feet=False)
+    assert (rig.hide_viewport, rig.data.pose_position) == (True, "REST")  # put back as they were
+    assert report["constraint_passes"] >= 1 and report["unsettled"] == {}
+    rig.hide_viewport, rig.data.pose_position = False, "POSE"
+    err = _direction_error(source, rig, mapping, frames)
+    print(f"Rigify rig retargeted while disabled and at rest: max angle {err.max():.2e} deg")
+    assert err.max() < 1.0
+
+    hidden = bpy.data.collections.new("Hidden rig")
+    bpy.context.scene.collection.children.link(hidden)
+    for collection in list(rig.users_collection):
+        collection.objects.unlink(rig)
+    hidden.objects.link(rig)
+    bpy.context.view_layer.layer_collection.children[hidden.name].exclude = True
+    action = rig.animation_data.action
+    with pytest.raises(VibeError, match="not in this scene's view layer"):
+        retarget(source, rig, mapping, lock_feet=False)
+    assert rig.animation_data.action == action  # nothing changed
+
+
+def test_a_target_in_edit_mode_is_retargeted_with_its_edited_bones():
+    """The bones of an armature in Edit Mode are those from before the edit until it leaves it: the
+    retarget baked the old arm, 46-122 degrees off once the user left Edit Mode."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=10)
+    target = rigs.target_rig("Mixamo", PRESETS["MIXAMO"], a_pose_deg=40, roll_seed=5)
+    mapping = auto_map([b.name for b in target.data.bones])
+    bpy.context.view_layer.objects.active = target
+    bpy.ops.object.mode_set(mode="EDIT")
+    arm = target.data.edit_bones["mixamorig:LeftArm"]
+    arm.tail = (arm.tail[0], arm.tail[1], arm.tail[2] + 0.3)
+    retarget(source, target, mapping, lock_feet=False)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    assert _direction_error(source, target, mapping, frames).max() < 0.01
+
+
+def test_a_target_tweaking_an_nla_strip_is_refused_before_anything_changes():
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=10)
+    target = rigs.target_rig("UE", PRESETS["UE5_MANNEQUIN"])
+    own = bpy.data.actions.new("Idle")
+    animation = target.animation_data_create()
+    animation.action = own
+    target.pose.bones["pelvis"].keyframe_insert("location", frame=1)
+    track = animation.nla_tracks.new()
+    strip = track.strips.new("Idle", 1, own)
+    animation.action = None
+    strip.select = track.select = True
+    animation.use_tweak_mode = True
+    actions = {a.name: (a.users, a.use_fake_user) for a in bpy.data.actions}
+    with pytest.raises(VibeError, match="NLA strip open for tweaking"):
+        retarget(source, target, auto_map([b.name for b in target.data.bones]))
+    assert {a.name: (a.users, a.use_fake_user) for a in bpy.data.actions} == actions
+
+
 UE5 = PRESETS["UE5_MANNEQUIN"]
 MODES = [*EULER_ORDERS, "AXIS_ANGLE", "QUATERNION"]
 

@@ -97,6 +97,16 @@ def test_install_from_the_official_zip_layout(full_bundle, official_zip, tmp_pat
     assert not list(target.glob("*.partial")) and not list(target.glob(".download-*"))
 
 
+def test_install_file_by_file(full_bundle, tmp_path, capsys):
+    """Each model file installs by its own path; smpl_mean_params.npz, a zip itself, was read as an
+    archive "holding none of the model files"."""
+    target = tmp_path / "installed"
+    for name in bundle.REQUIRED_FILES:
+        assert cli(["data", "install", str(full_bundle / name), "--data-dir", str(target)]) in (0, 1), name
+        assert f"installed {name}" in capsys.readouterr().out
+    assert set(_installed(target)) >= set(bundle.REQUIRED_FILES)
+
+
 def test_install_from_a_folder(full_bundle, tmp_path):
     installed = bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
     assert set(installed) == set(bundle.REQUIRED_FILES)

@@ -396,12 +396,12 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
             # a path the user typed may be a link, but what it names must be a plain file: a FIFO
             # would block zipfile's probe, /dev/zero would never end
             size = _regular_size(path, source, follow_symlink=True)
-            if zipfile.is_zipfile(path):
-                archive = stack.enter_context(_open_archive(path, source))
-                found = _found_in_zip(archive, source)
-            elif path.name in KNOWN_FILES:
+            if path.name in KNOWN_FILES:  # before the zip test: smpl_mean_params.npz is a zip too
                 _check_size(path.name, source, size)
                 found = [_Found(path.name, source, size, lambda: _open_regular(path, source, follow_symlink=True))]
+            elif zipfile.is_zipfile(path):
+                archive = stack.enter_context(_open_archive(path, source))
+                found = _found_in_zip(archive, source)
             elif path.suffix.lower() == ".zip" or _starts_like_a_zip(path):
                 raise VibeError(
                     f"'{source}' is a zip archive that cannot be read: it is damaged or cut short (an interrupted "

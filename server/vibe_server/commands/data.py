@@ -11,7 +11,14 @@ from ..data import bundle
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "data", help="install or check the model data (SMPL, checkpoints, detector)", description=bundle.__doc__
+        "data",
+        help="install or check the model data (SMPL, checkpoints, detector)",
+        description=(
+            "The model data: the SMPL body model and the VIBE/SPIN checkpoints (vibe_data.zip from the VIBE "
+            "project), and yolov3.weights for the detector. They are licensed to each user, so they are installed "
+            "here rather than shipped. 'path' prints the folder in use, 'check' lists each file, 'install' copies "
+            "them in from a zip, a folder, one file or a URL, checking each before it replaces anything."
+        ),
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, help_text, run in (

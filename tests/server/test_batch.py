@@ -499,6 +499,25 @@ def test_the_real_pipeline_in_a_batch_worker(synthetic_bundle, tmp_path):
     assert result.tracks and np.isfinite(result.tracks[0].pose).all()
 
 
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--precision", "fp16"], "fp16 needs a CUDA device"),
+        (["--detector", "yolo"], "Detector weights yolov3.weights not found"),
+    ],
+)
+def test_settings_no_video_can_run_with_stop_the_batch_before_any_video(
+    synthetic_bundle, clip_bank, tmp_path, capsys, extra, message
+):
+    """As infer refuses them: before, every video was run into the same failure and recorded failed."""
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", "b.mp4": "sign.mp4"})
+    argv = ["batch", str(inputs), "-o", str(tmp_path / "out"), "--data-dir", str(synthetic_bundle)]
+    assert main([*argv, "--device", "cpu", "--jobs", "1", "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1
+    assert manifest_lines(tmp_path / "out") == []
+
+
 def test_fast_means_bf16_on_cpu_workers_and_fp16_on_gpu_workers(clip_bank, tmp_path):
     assert worker_precision(EngineSpec(device="cuda:3", precision=FAST)) == "fp16"
     assert worker_precision(EngineSpec(device="cpu", precision="fp32")) == "fp32"

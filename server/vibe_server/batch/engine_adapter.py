@@ -95,8 +95,10 @@ def worker_precision(spec: EngineSpec) -> str:
     return choose_precision("auto", fast=spec.precision == FAST, device=spec.device)
 
 
-def load_engine(spec: EngineSpec) -> Engine:
-    """The engine for ``spec`` (once per worker); a problem becomes ``WorkerSetupError``."""
+def load_engine(spec: EngineSpec, options: RunOptions | None = None) -> Engine:
+    """The engine for ``spec`` (once per worker), with ``options`` checked against it where the
+    engine can (a precision its device lacks, a detector without weights: every video would fail);
+    a problem becomes ``WorkerSetupError``."""
     module_name, _, function_name = spec.factory.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
@@ -109,9 +111,12 @@ def load_engine(spec: EngineSpec) -> Engine:
             import torch  # start-up: torch loads in the worker, not when the batch command starts
 
             torch.set_num_threads(spec.threads)
-        return factory(
+        engine = factory(
             spec.data_dir, device=spec.device, precision=worker_precision(spec), allow_synthetic=spec.allow_synthetic
         )
+        if options is not None and hasattr(engine, "check_options"):  # a custom engine may not have it
+            engine.check_options(options)
+        return engine
     except VibeError as err:
         raise WorkerSetupError(str(err)) from err
     except Exception as err:  # out of memory, a missing driver, an unreadable file: the batch cannot run either

@@ -92,7 +92,7 @@ def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
     _options, _status_queue = options, status_queue
     _worker_name = f"worker {os.getpid()} ({device})"
     try:
-        _engine = load_engine(replace(spec, device=device))
+        _engine = load_engine(replace(spec, device=device), options)
     except WorkerSetupError as err:  # reported with the first video, then the batch stops
         _setup_error = str(err)
     _report(READY, text=_worker_name)

@@ -40,17 +40,22 @@ def _header_bytes(major: int, minor: int) -> int:
     return 12 + (8 if wide_seen else 4)
 
 
+def check_weights_file(path: Path) -> None:
+    """VibeError unless the weights file is there (its content is checked as it loads)."""
+    if not path.is_file():
+        raise VibeError(
+            f"Detector weights {WEIGHTS_FILE_NAME} not found at {path}. Install the model data "
+            "(vibe-mocap data install) or pass the folder that holds yolov3.weights."
+        )
+
+
 def load_darknet_weights(model: YOLOv3, path: str | Path) -> dict:
     """Copy the parameters of a Darknet weights file into ``model`` in place; returns the header.
 
     Raises VibeError naming the file when it is missing, truncated, too long or not YOLOv3's.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VibeError(
-            f"Detector weights {WEIGHTS_FILE_NAME} not found at {path}. Install the model data "
-            "(vibe-mocap data install) or pass the folder that holds yolov3.weights."
-        )
+    check_weights_file(path)
     file_bytes = path.stat().st_size
     if file_bytes < 20:
         raise VibeError(

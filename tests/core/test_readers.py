@@ -1,3 +1,5 @@
+import importlib
+import importlib.util
 import os
 import pickle
 import threading
@@ -13,6 +15,13 @@ from vibe_blender.core.motion import frame_runs
 from vibe_blender.core.readers import read_motion_file
 from vibe_blender.core.readers.official_pkl import load_joblib_pickle, read_official_pkl
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, ZUP_TO_BLENDER
+
+
+def importorskip_in_blender(name: str):
+    """``import name``; skipped only in a bpy venv, which does not have the test extra."""
+    if importlib.util.find_spec("bpy") is not None:
+        return pytest.importorskip(name, reason="not installed in Blender's Python")
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +40,7 @@ def test_official_pkl_reads_without_joblib(official_pkl):
 
 
 def test_official_pkl_matches_joblib(official_pkl):
-    joblib = pytest.importorskip("joblib")  # the test extra has it; Blender does not
+    joblib = importorskip_in_blender("joblib")
     ours, theirs = load_joblib_pickle(official_pkl), joblib.load(official_pkl)
     assert ours.keys() == theirs.keys()
     for key, value in theirs[1].items():
@@ -186,7 +195,7 @@ def _random_arrays(rows: int) -> dict:
 def test_an_uncompressed_file_is_limited_by_its_size_not_a_fixed_cap(tmp_path, monkeypatch):
     """Stands in for a genuine file over the 4 GiB caps (made 1 MiB here): read, since it holds every byte;
     compressed, it is too large to decompress, which the message says without calling it damaged."""
-    joblib = pytest.importorskip("joblib")  # the test extra has it; Blender does not
+    joblib = importorskip_in_blender("joblib")
     for cap in ("MAX_ARRAY_BYTES", "MAX_DECODED_BYTES"):
         monkeypatch.setattr(bounded_arrays, cap, 1 << 20)
     monkeypatch.setattr(bounded_arrays, "MIN_BUDGET_BYTES", 1 << 16)
@@ -203,7 +212,7 @@ def test_an_uncompressed_file_is_limited_by_its_size_not_a_fixed_cap(tmp_path, m
 
 
 def test_an_uncompressed_file_is_read_without_extra_copies(tmp_path):
-    joblib = pytest.importorskip("joblib")
+    joblib = importorskip_in_blender("joblib")
     arrays = _random_arrays(16384)  # theta: 10.5 MiB
     joblib.dump(arrays, tmp_path / "plain.pkl")
     tracemalloc.start()

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # the optional extra .[ray]; the test extra has it
 
 from tests.server.batch_fakes import CRASH_PREFIX
 from tests.server.test_batch import ROOT, batch_args, cut_clips, manifest_lines, place
 from vibe_server.batch.manifest import MANIFEST_NAME
 from vibe_server.cli import main
-
-ray = pytest.importorskip("ray", reason="Ray is the optional extra .[ray]")
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,8 @@ def tiny_infer(monkeypatch, make_engine, tmp_path, no_model_data):
 
 
 def test_infer_writes_the_result_and_prints_a_summary(tiny_infer, tmp_path, capsys):
-    joblib = pytest.importorskip("joblib")
+    import joblib  # the test extra has it
+
     video, calls = tiny_infer
     out = tmp_path / "out" / "clip.npz"
     assert (

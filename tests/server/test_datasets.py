@@ -3,6 +3,7 @@
 import gc
 import os
 
+import h5py
 import joblib
 import numpy as np
 import pytest
@@ -335,8 +336,6 @@ def test_3dpw_padded_boxes_are_read_as_the_original_writes_them(db_dir, tmp_path
 
 
 # ---- the .h5 (InstaVariety) file ---------------------------------------------------------------------
-
-h5py = pytest.importorskip("h5py")
 
 
 def _insta_copy(db_dir, folder, **options):

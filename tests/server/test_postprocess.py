@@ -124,7 +124,8 @@ def fake_smpl(pose, betas):
 
 @pytest.mark.parametrize("official_uncrop", [False, True])
 def test_official_pkl_is_read_by_joblib_with_the_official_layout(tmp_path, official_uncrop):
-    joblib = pytest.importorskip("joblib")
+    import joblib  # the test extra has it
+
     result, _ = make_result(official_uncrop)
     path = tmp_path / "vibe_output.pkl"
     postprocess.write_official_pkl(path, postprocess.official_output(result, fake_smpl))
@@ -153,7 +154,8 @@ def test_official_pkl_is_read_by_joblib_with_the_official_layout(tmp_path, offic
 
 
 def test_official_pkl_without_joblib_is_a_plain_pickle_joblib_can_read(tmp_path, monkeypatch):
-    joblib = pytest.importorskip("joblib")
+    import joblib  # the test extra has it
+
     real_import = builtins.__import__
 
     def no_joblib(name, *args, **kwargs):

@@ -149,16 +149,24 @@ def test_the_gpu_front_end_on_a_cpu_gives_the_streaming_results(short_clip, monk
         np.testing.assert_array_equal(a.pose, b.pose)  # --official keeps OpenCV's crop on any front end
 
 
-def test_detection_gets_a_cuda_stream_of_its_own_only_on_a_gpu():
+def test_detection_on_a_cpu_runs_in_the_callers_stream():
     from types import SimpleNamespace
 
     from vibe_server.pipeline.staged import detection_stream
 
     assert detection_stream(BlockDetector()) is None  # no device: the caller's
     assert detection_stream(SimpleNamespace(device="cpu")) is None
-    if torch.cuda.is_available():  # a GPU machine: a stream on the detector's device
-        stream = detection_stream(SimpleNamespace(device="cuda:0"))
-        assert isinstance(stream, torch.cuda.Stream) and stream.device == torch.device("cuda:0")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has none; the CPU branch is above)")
+def test_detection_on_a_gpu_gets_a_stream_on_the_detectors_device():
+    from types import SimpleNamespace
+
+    from vibe_server.pipeline.staged import detection_stream
+
+    stream = detection_stream(SimpleNamespace(device="cuda:0"))
+    assert isinstance(stream, torch.cuda.Stream) and stream.device == torch.device("cuda:0")
 
 
 def test_the_device_crop_takes_frames_in_groups_with_the_frame_by_frame_result(monkeypatch):

@@ -875,6 +875,7 @@ def test_sigterm_to_the_whole_process_group_stops_the_run_cleanly(dirs, one_epoc
         while "epoch 1 iter 1:" not in log.read_text() and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert run.poll() is None, run.stderr.read().decode()[-2000:]
+        assert "epoch 1 iter 1:" in log.read_text()  # training, its workers running: not still starting up
         os.killpg(run.pid, signal.SIGTERM)  # the run and its workers, mid-epoch
         rc = run.wait(timeout=60)
     finally:

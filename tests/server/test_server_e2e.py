@@ -118,18 +118,27 @@ def test_real_clip_upload_to_result(server, tmp_path):
 
 
 def test_video_with_nobody_fails_with_a_reason(server, tmp_path):
-    """The bottle clip, as a local-path job, with YOLO. (The YOLO weights here are random, so
-    'nobody' comes from them as much as from the clip; with the real weights the clip has nobody.)"""
-    clip = cut_clip(REAL / "bottle-detection-negative.mp4", tmp_path / "bottles.mp4", start=0, frames=30)
+    """An empty room (a lit wall, a slow pan, sensor noise), as a local-path job, with HOG, the
+    detector that finds the person in the walk clip above: nobody, so the job fails and says so."""
+    import numpy as np
+
+    clip = tmp_path / "empty-room.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (640, 360))
+    rng = np.random.default_rng(0)
+    wall = np.linspace(60, 200, 640 + 60)[None, :, None].repeat(360, 0).repeat(3, 2)
+    for i in range(30):
+        frame = wall[:, 2 * i : 2 * i + 640] + rng.normal(0, 3, (360, 640, 3))
+        writer.write(np.clip(frame, 0, 255).astype(np.uint8))
+    writer.release()
     r = httpx.post(
         f"{server}/jobs",
         headers=AUTH,
-        json={"video_path": str(clip), "params": {"detector": "yolo", "detection_stride": 10}},
+        json={"video_path": str(clip), "params": {"detector": "hog", "detection_stride": 1}},
         timeout=60,
     )
     assert r.status_code == 201, r.text
     job = wait_for(server, r.json()["job_id"])
-    assert job["status"] == "failed" and "Nobody was found in 'bottles.mp4'" in job["error"]
+    assert job["status"] == "failed" and "Nobody was found in 'empty-room.mp4'" in job["error"]
     assert httpx.get(f"{server}/jobs/{job['job_id']}/result", headers=AUTH).status_code == 409
     assert clip.exists()
 

@@ -426,7 +426,7 @@ def test_a_worker_that_cannot_load_its_engine_stops_the_batch_with_one_error(cli
         (["--jobs", "0"], "--jobs must be at least 1"),
         (["--device", "tpu"], "Unknown device"),
         (["--smoothing", "2"], "between 0 and 1"),
-        (["--min-track-frames", "100001"], "'min_track_frames' must be between 1 and 100000; got 100001."),
+        (["--min-track-frames", "100001"], "--min-track-frames must be between 1 and 100000; got 100001."),
         (["--ray", "{input}"], "put --ray after the inputs"),
         (["--transfer", "object-store"], "it needs --ray"),
     ],

@@ -122,9 +122,9 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
         (["infer", "{video}", "-o", "out.txt"], "must end in .npz"),
         (["infer", "{video}", "--detection-stride", "0"], "between 1 and 1000"),
         (["infer", "{video}", "--smoothing", "3"], "between 0 and 1"),
-        (["infer", "{video}", "--min-track-frames", "100001"], "'min_track_frames' must be between 1 and 100000"),
-        (["infer", "{video}", "--batch-size", "100000"], "'batch_size' must be between 1 and 4096 or empty"),
-        (["infer", "{video}", "--focal-px", "0.5"], "'focal_px' must be between 1 and 1000000 or empty"),
+        (["infer", "{video}", "--min-track-frames", "100001"], "--min-track-frames must be between 1 and 100000"),
+        (["infer", "{video}", "--batch-size", "100000"], "--batch-size must be between 1 and 4096; got 100000."),
+        (["infer", "{video}", "--focal-px", "0.5"], "--focal-px must be between 1 and 1000000; got 0.5."),
         (["infer", "{video}", "--device", "tpu"], "Unknown device"),
         (["infer", "{video}", "--devices", "cpu,gpu"], "Unknown device 'gpu'"),
     ],
@@ -467,8 +467,8 @@ def test_serve_says_an_unknown_host_and_shows_ipv6_addresses_in_brackets(token_h
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--focal-px", "inf"], "'focal_px' must be a finite number between 1 and 1000000 or empty; got inf."),
-        (["--smoothing", "nan"], "'smoothing' must be a finite number between 0 and 1; got nan."),
+        (["--focal-px", "inf"], "--focal-px must be a finite number between 1 and 1000000; got inf."),
+        (["--smoothing", "nan"], "--smoothing must be a finite number between 0 and 1; got nan."),
     ],
 )
 @pytest.mark.parametrize("command", ["infer", "batch"])

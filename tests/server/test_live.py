@@ -329,7 +329,10 @@ def test_live_command_refuses_non_finite_options(capsys):
     from vibe_server.cli import main
 
     assert main(["live", "rtsp://192.0.2.1/cam", "--smoothing", "nan", "--device", "cpu"]) == 2
-    assert "'smoothing' must be a finite number between 0 and 1; got nan." in capsys.readouterr().err
+    assert "--smoothing must be a finite number between 0 and 1; got nan." in capsys.readouterr().err
+    # by the flag typed, without "or empty", which a command line cannot give
+    assert main(["live", "0", "--max-people", "0", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == "error: --max-people must be between 1 and 32; got 0.\n"
 
 
 def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine, monkeypatch):

@@ -234,22 +234,28 @@ class OptionSpec:
         """str, int, float or bool."""
         return type(self.choices[0]) if self.choices else self.base
 
-    def problem(self, value: Any) -> str | None:
-        """None when ``value`` is allowed, else the sentence saying what is wrong and what to use."""
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def problem(self, value: Any, *, on_command_line: bool = False) -> str | None:
+        """None when ``value`` is allowed, else the sentence saying what is wrong and what to use;
+        ``on_command_line``: naming the option by its flag (where leaving it out is its default)."""
+        name = self.flag if on_command_line else f"'{self.name}'"
         if value is None:
-            return None if self.optional else f"'{self.name}' needs a value (default {self.default!r})."
+            return None if self.optional else f"{name} needs a value (default {self.default!r})."
         if self.choices is not None:
             if value not in self.choices:
                 return f"Unknown {self.label} '{value}'; use {' or '.join(repr(c) for c in self.choices)}."
             return None
         numeric = self.scalar in (int, float) and not isinstance(value, bool)
         if self.scalar is bool and not isinstance(value, bool) or numeric and not isinstance(value, (int, float)):
-            return f"'{self.name}' takes a {self.scalar.__name__}; got {value!r}."
+            return f"{name} takes a {self.scalar.__name__}; got {value!r}."
         if numeric and value not in self.bounds:
             finite = "" if is_finite(value) else "a finite number"
             allowed = " ".join(text for text in (finite, self.bounds.words()) if text)
-            empty = " or empty" if self.optional else ""
-            return f"'{self.name}' must be {allowed}{empty}; got {value}."
+            empty = " or empty" if self.optional and not on_command_line else ""
+            return f"{name} must be {allowed}{empty}; got {value}."
         return None
 
 
@@ -295,7 +301,7 @@ def validate_options(options: Any) -> None:
 def add_cli_flags(parser: argparse.ArgumentParser, options_class: type | None = None) -> None:
     """One ``--flag-name`` per CLI option, with its choices, type, default and help."""
     for spec in option_specs(options_class, cli=True):
-        flag = "--" + spec.name.replace("_", "-")
+        flag = spec.flag
         text = spec.help.replace("%", "%%")  # argparse formats help with %
         if spec.scalar is bool:
             action = argparse.BooleanOptionalAction if spec.default else "store_true"
@@ -312,7 +318,12 @@ def add_cli_flags(parser: argparse.ArgumentParser, options_class: type | None = 
 def options_from_cli(args: argparse.Namespace, options_class: type | None = None) -> Any:
     """The parsed flags of :func:`add_cli_flags` -> the options (CLI-less options at their defaults)."""
     options_class = options_class or RunOptions
-    return options_class(**{spec.name: getattr(args, spec.name) for spec in option_specs(options_class, cli=True)})
+    specs = option_specs(options_class, cli=True)
+    for spec in specs:  # said by the flag the user typed
+        problem = spec.problem(getattr(args, spec.name), on_command_line=True)
+        if problem:
+            raise VibeError(problem)
+    return options_class(**{spec.name: getattr(args, spec.name) for spec in specs})
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .core.client import ServerClient, check_online_access, is_loopback_url, ser
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
+from .undo_steps import push_undo_step
 
 TICK_S = 0.25
 _current: dict = {"job": None, "options": None, "imported": None, "error": None, "outcome": None, "warnings": []}
@@ -133,6 +134,7 @@ def _import(status: CaptureStatus) -> None:
     else:
         _current["imported"] = characters
         _current["outcome"] = " ".join([f"Imported {len(characters)} character(s) from '{path}'.", *warnings])
+        push_undo_step("import capture")
     redraw_panels()
 
 

@@ -47,6 +47,8 @@ from .importer import ImportOptions, import_motion_file, units_per_metre
 from .jobs import redraw_panels
 from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
 from .rig_builder import build_character, current_betas, joints_for_betas, rest_quats
+from .undo_steps import push_undo_step
+from .visibility import collection_outside_view_layer
 
 TICK_S = 1.0 / 30.0
 FINAL_STATES = ("ended", "lost", "failed")
@@ -382,7 +384,14 @@ def live_tick() -> float | None:
     connection = session.connection
     frame = connection.take_latest() if connection is not None else None
     if frame is not None and session.body_model is not None:
-        show_frame(session, frame)
+        try:
+            show_frame(session, frame)
+        except Exception as err:  # noqa: BLE001  Blender drops a timer that raises: the panel would freeze on "streaming"
+            reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}"
+            session.error = f"The live view stopped: {reason.rstrip('.')}. Start it again; any recording is kept."
+            stop_live()
+            redraw_panels()
+            return None
     redraw_panels()
     if session.state in FINAL_STATES and frame is None:
         return None
@@ -408,12 +417,19 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
     session.frames_shown += 1
 
 
-def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharacter:
+def _live_collection(session: LiveSession):
+    """The session's collection, or a new one where the user excluded it from the view layer or
+    removed it from the scene (a character must be in the view layer to be built and seen)."""
     collection = bpy.data.collections.get(session.collection_name)
-    if collection is None:
+    if collection is None or collection_outside_view_layer(collection):
         collection = bpy.data.collections.new("Mocap live")
         bpy.context.scene.collection.children.link(collection)
         session.collection_name = collection.name
+    return collection
+
+
+def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharacter:
+    collection = _live_collection(session)
     armature_obj, _ = build_character(
         session.body_model, person.betas, f"live_{person.track_id}", collection=collection
     )
@@ -434,6 +450,7 @@ def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharac
         ground_offset(session.body_model, [first]),
     )
     session.characters[person.track_id] = character
+    push_undo_step("live character")
     return character
 
 

@@ -27,6 +27,19 @@ def outside_view_layer(objects) -> list:
     return [obj for obj in objects if obj not in held]
 
 
+def collection_outside_view_layer(collection) -> bool:
+    """True unless ``collection`` is in the current view layer (linked below the scene's collection
+    through collections none of which is excluded)."""
+    return not _holds_collection(bpy.context.view_layer.layer_collection, collection)
+
+
+def _holds_collection(layer_collection, collection) -> bool:
+    return any(
+        not child.exclude and (child.collection == collection or _holds_collection(child, collection))
+        for child in layer_collection.children
+    )
+
+
 def _objects_held(layer_collection) -> set:
     held = set(layer_collection.collection.objects)
     for child in layer_collection.children:

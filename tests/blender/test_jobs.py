@@ -66,6 +66,20 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
     assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {placeholder} {warning}"
 
 
+def test_undo_after_a_capture_keeps_the_imported_characters(registered, empty_scene, reference_dir, video):
+    """The import runs in a timer, not an operator, so no undo step followed it: undoing the user's
+    next action took the characters away too."""
+    bpy.ops.ed.undo_push(message="before the capture")
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
+        assert _follow().state == "done"
+    bpy.ops.mesh.primitive_cube_add()
+    bpy.ops.ed.undo_push(message="Add Cube")  # as Blender does after an operator
+    bpy.ops.ed.undo()
+    names = {o.name for o in bpy.data.objects}
+    assert "Cube" not in names and {"track_1", "track_2"} <= names
+
+
 def test_a_capture_reads_the_body_model_file_once_for_its_import(
     registered, empty_scene, reference_dir, video, monkeypatch
 ):

@@ -492,6 +492,55 @@ def test_live_characters_and_the_built_take_honour_the_unit_scale(addon, empty_s
     assert np.linalg.norm(live_joints[1.0][0]) > 1  # a place away from the origin: scaling it shows
 
 
+def _frame_of(take, people) -> LiveFrameMessage:
+    """The take's last frame with the persons ``people`` (track ids) in it, as the server sends it."""
+    i = len(take.received_index) - 1
+    return LiveFrameMessage(
+        take.received_index[i],
+        take.received_time_s[i],
+        tuple(
+            LivePersonFrame(p, take.frame_ids[1][-1], take.pose[1][-1], take.betas[1][-1], take.trans_cam_m[1][-1])
+            for p in people
+        ),
+        None,
+    )
+
+
+def test_a_person_seen_after_the_live_collection_was_excluded_is_built_in_the_view_layer(addon, body_model):
+    """Building a character in an excluded collection raised in the timer, which Blender then drops:
+    the view froze on "streaming" and half-built armatures piled up."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    live.show_frame(session, _frame_of(take, [1]))
+    first = bpy.data.objects[session.characters[1].armature_name].users_collection[0]
+    bpy.context.view_layer.layer_collection.children[first.name].exclude = True
+    live.show_frame(session, _frame_of(take, [1, 2]))
+    second = bpy.data.objects[session.characters[2].armature_name]
+    assert second.users_collection[0] != first and second.name in bpy.context.view_layer.objects
+    assert [o.name for o in bpy.data.objects if o.type == "ARMATURE"] == ["live_1", "live_2"]
+
+
+def test_a_frame_the_view_cannot_show_ends_the_session_with_the_reason(addon, body_model, monkeypatch):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    session.connection._latest = _frame_of(take, [1])
+    monkeypatch.setattr(session.connection, "stop", lambda: None)  # no server behind this connection
+
+    def broken(*args):
+        raise RuntimeError("ViewLayer does not contain object")
+
+    monkeypatch.setattr(live, "show_frame", broken)
+    assert live.live_tick() is None  # the timer ends of its own, rather than be dropped by Blender
+    assert session.state == "failed" and session.stop_requested
+    assert session.message == (
+        "The live view stopped: unexpected RuntimeError: ViewLayer does not contain object. Start it again; any "
+        "recording is kept."
+    )
+    assert session.connection.recording_stop() is take  # the recording so far is kept
+
+
 def test_a_take_too_long_for_the_scenes_frames_is_kept_until_a_lower_frame_rate_places_it(
     addon, empty_scene, body_model, monkeypatch
 ):

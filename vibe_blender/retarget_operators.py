@@ -202,8 +202,8 @@ class VIBE_OT_trim_offset(bpy.types.Operator):
         before = [frame_count(obj) for obj in chars]
         kept = trim_and_offset_characters(
             chars,
-            start=s.trim_start,
-            end=s.trim_end or None,  # 0: to the last key
+            start=s.trim_start if s.trim else None,
+            end=(s.trim_end or None) if s.trim else None,  # 0: to the last key
             offset=s.frame_offset,
             warn=partial(self.report, {"WARNING"}),
         )

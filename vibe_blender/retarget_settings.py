@@ -77,9 +77,12 @@ class VIBE_RetargetSettings(bpy.types.PropertyGroup):
     slide_after_mm: bpy.props.FloatProperty(name="Slide after", default=-1.0)
     jitter_before: bpy.props.FloatProperty(name="Jitter before", default=-1.0)
     jitter_after: bpy.props.FloatProperty(name="Jitter after", default=-1.0)
-    trim_start: bpy.props.IntProperty(name="Start", default=1)
+    trim: bpy.props.BoolProperty(
+        name="Trim", default=False, description="Keep only the keys from Start to End (off: Offset moves them all)"
+    )
+    trim_start: bpy.props.IntProperty(name="Start", default=1, description="First frame kept, with Trim on")
     trim_end: bpy.props.IntProperty(
-        name="End", default=0, min=0, description="Last frame kept; 0 keeps every key to the last one"
+        name="End", default=0, min=0, description="Last frame kept, with Trim on; 0 keeps every key to the last one"
     )
     frame_offset: bpy.props.IntProperty(name="Offset", default=0)
     merge_from: bpy.props.PointerProperty(

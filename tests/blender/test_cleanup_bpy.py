@@ -458,7 +458,7 @@ def test_the_trim_operator_warns_of_modifiers_baked_into_the_keys(registered_ope
     looped_wrist(source)
     bpy.context.view_layer.objects.active = source
     source.select_set(True)
-    registered_operators.trim_start, registered_operators.trim_end = 1, 30
+    registered_operators.trim, registered_operators.trim_start, registered_operators.trim_end = True, 1, 30
     capfd.readouterr()
     assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
     printed = "".join(capfd.readouterr())  # Blender prints the reports of an operator run without a window
@@ -542,7 +542,15 @@ def test_the_trim_operator_by_default_only_offsets_and_reports_frames_it_cuts(re
     assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
     assert read_motion(source)[0][[0, -1]].tolist() == [246.0, 275.0]
     assert "Trimmed" not in "".join(capfd.readouterr())  # nothing cut, nothing to say
-    registered_operators.trim_end, registered_operators.frame_offset = 265, 0
+    # keys before frame 1 too: Start (default 1) cut them where only an offset was asked for
+    registered_operators.frame_offset = -260
+    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
+    assert read_motion(source)[0][[0, -1]].tolist() == [-14.0, 15.0]
+    registered_operators.frame_offset = 250
+    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
+    assert read_motion(source)[0][[0, -1]].tolist() == [236.0, 265.0]
+    assert "Trimmed" not in "".join(capfd.readouterr())
+    registered_operators.trim, registered_operators.trim_end, registered_operators.frame_offset = True, 255, 0
     assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
     assert len(read_motion(source)[0]) == 20
     assert "Trimmed: 'SMPL' keeps 20 of 30 frames." in "".join(capfd.readouterr())

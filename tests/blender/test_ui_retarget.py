@@ -50,7 +50,7 @@ def test_workflow_through_the_operators(registered, tmp_path):
     assert s.slide_before_mm >= 0 and s.slide_after_mm == -1.0
     assert bpy.ops.vibe_mocap.clean_up() == {"FINISHED"}
     assert s.jitter_after >= 0 and s.slide_after_mm >= 0
-    s.trim_start, s.trim_end, s.frame_offset = 5, 30, 10
+    s.trim, s.trim_start, s.trim_end, s.frame_offset = True, 5, 30, 10
     assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
     from vibe_blender.cleanup_ops import read_motion
 

@@ -60,6 +60,8 @@ def test_mixamo_prefix_follows_the_rig():
         ("Hip.R", ("right", "hip")),
         ("Left_Thigh", ("left", "thigh")),
         ("ORG-shin.L", ("left", "shin")),
+        ("neck.x", (None, "neck")),  # Auto-Rig Pro's middle bones
+        ("root.x", (None, "root")),
     ],
 )
 def test_split_name(name, expected):
@@ -186,6 +188,20 @@ def _jnt_rig():
     parents = {b: "pelvis_jnt" for b in names.values() if b != "pelvis_jnt"}
     parents.update({"spine_02_jnt": "spine_01_jnt", "spine_03_jnt": "spine_02_jnt"})
     return names, parents
+
+
+def test_auto_map_reads_auto_rig_pros_middle_bones():
+    """root.x, neck.x, head.x: before, the '.x' kept the pelvis, neck and head unmapped."""
+    parents = {"root.x": None, "spine_01.x": "root.x", "spine_02.x": "spine_01.x", "spine_03.x": "spine_02.x"}
+    parents.update({"neck.x": "spine_03.x", "head.x": "neck.x"})
+    for s in "lr":
+        for chain, top in (("thigh leg foot toes_01", "root.x"), ("shoulder arm forearm hand", "spine_03.x")):
+            for part in chain.split():
+                parents[f"{part}.{s}"], top = top, f"{part}.{s}"
+    report = auto_map_report(list(parents), parents)
+    assert report.missing == []
+    assert (report.mapping["pelvis"], report.mapping["neck"], report.mapping["head"]) == ("root.x", "neck.x", "head.x")
+    assert (report.mapping["left_knee"], report.mapping["right_shoulder"]) == ("leg.l", "arm.r")
 
 
 def test_auto_map_handles_jnt_suffixes_and_reports_a_full_map():

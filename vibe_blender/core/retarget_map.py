@@ -310,8 +310,9 @@ _PART_WORDS = {
 _SPINE_WORDS = ("spine", "chest", "upperchest", "abdomen", "waist", "torso")
 _NOISE = re.compile(r"^(def[-_]|org[-_]|mch[-_]|[^:]*:)", re.I)
 _SIDE_TOKENS = {"l": "left", "left": "left", "r": "right", "right": "right"}
-# Tokens that say what kind of node a bone is, not which body part: dropped before matching.
-_KIND_TOKENS = {"jnt", "joint", "jt", "bind", "bnd", "skin", "bone", "bn", "def", "c", "m", "mid", "center"}
+# Tokens that say what kind of node a bone is, not which body part: dropped before matching ("x":
+# Auto-Rig Pro's middle bones, root.x, neck.x).
+_KIND_TOKENS = {"jnt", "joint", "jt", "bind", "bnd", "skin", "bone", "bn", "def", "c", "m", "mid", "center", "x"}
 
 
 def _tokens(name: str) -> list[str]:

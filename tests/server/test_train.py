@@ -404,6 +404,19 @@ def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):
         assert "--db_dir" not in err and "nothing to train on" not in err
 
 
+def test_evaluate_names_every_missing_model_file_at_once(dirs, capsys, tmp_path):
+    """Before: three runs, three messages (the SMPL files, then the checkpoint, then the H36M regressor)."""
+    from vibe_server.cli import main
+
+    empty = tmp_path / "empty"
+    assert main(["evaluate", str(dirs["db"] / "3dpw_test_db.pt"), "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Model data missing: ") and err.count("\n") == 1
+    for name in ("SMPL_NEUTRAL.pkl", "J_regressor_extra.npy", "smpl_mean_params.npz", "J_regressor_h36m.npy"):
+        assert str(empty / name) in err
+    assert str(empty / "vibe_model_wo_3dpw.pth.tar") in err
+
+
 def test_evaluate_refuses_a_gpu_that_is_not_there(dirs, capsys, monkeypatch):
     from vibe_server.cli import main
 

@@ -945,6 +945,7 @@ def test_missing_model_data_names_the_trainers_own_flag_before_any_work(dirs, tm
     err = capsys.readouterr().err
     assert err.startswith(f"error: Model data missing: {nope / 'SMPL_NEUTRAL.pkl'}, ") and err.count("\n") == 1
     assert "change it with --model_data_dir or $VIBE_DATA_DIR" in err and "--data-dir" not in err
+    assert str(nope / "spin_model_checkpoint.pth.tar") in err  # every missing file at once, SPIN's too
 
     no_spin = tmp_path / "no_spin"
     no_spin.mkdir()
@@ -954,7 +955,8 @@ def test_missing_model_data_names_the_trainers_own_flag_before_any_work(dirs, tm
     argv = ["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", f"--model_data_dir={no_spin}")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: Model data missing: {no_spin / 'spin_model_checkpoint.pth.tar'}, SPIN's")
-    assert err.rstrip().endswith("Or start from the mean pose alone: --init_from_spin=false.")
+    assert err.startswith(f"error: Model data missing: {no_spin / 'spin_model_checkpoint.pth.tar'}. ")
+    assert "change it with --model_data_dir" in err
+    assert err.rstrip().endswith("to start from the mean pose alone instead: --init_from_spin=false.)")
     assert not out.exists()  # nothing was read or written before
     assert main([*argv, "--init_from_spin=false"]) == 0

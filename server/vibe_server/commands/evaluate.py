@@ -11,7 +11,7 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NOT_REGULAR
 
-from ..data.loading import VIBE_CHECKPOINT, resolve_data_dir
+from ..data.loading import H36M_REGRESSOR, MODEL_FILES, VIBE_CHECKPOINT, require_files, resolve_data_dir
 from ..output_files import atomic_write_bytes
 from ..train.config import TrainConfig, check_setting
 from ..train.dataset_specs import DATASETS
@@ -69,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         )
         raise VibeError(f"Database file {db_file} {what}; give the path of a file such as 3dpw_test_db.pt.")
     name = args.dataset or dataset_from_name(db_file)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else resolve_data_dir(args.data_dir) / VIBE_CHECKPOINT
+    data_dir = resolve_data_dir(args.data_dir)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else data_dir / VIBE_CHECKPOINT
+    # every file the evaluation reads, missing ones in one message (the checkpoint may be elsewhere)
+    require_files(data_dir, (*MODEL_FILES, H36M_REGRESSOR), extra_paths=[checkpoint])
     if args.json_path:
         inputs = {"the database": db_file, "the checkpoint": checkpoint}
         check_output_outside_model_data(args.json_path, "the JSON report", args.data_dir, inputs)

@@ -149,13 +149,16 @@ def check_model_data(config: TrainConfig) -> None:
     SPIN's checkpoint when the regressor starts from it."""
     data_dir = loading.resolve_data_dir(config.model_data_dir or None)
     needed = loading.MODEL_FILES + ((loading.H36M_REGRESSOR,) if validates(config) else ())
-    loading.require_files(data_dir, needed, flag="--model_data_dir")
-    spin = data_dir / loading.SPIN_CHECKPOINT
-    if config.init_from_spin and not spin.is_file():
-        raise VibeError(
-            f"Model data missing: {spin}, SPIN's checkpoint, which the regressor starts from (as in the "
-            f"release). {loading.INSTALL_HINT} Or start from the mean pose alone: --init_from_spin=false."
-        )
+    needed += (loading.SPIN_CHECKPOINT,) if config.init_from_spin else ()
+    try:  # every missing file in one message
+        loading.require_files(data_dir, needed, flag="--model_data_dir")
+    except VibeError as err:
+        if config.init_from_spin and not (data_dir / loading.SPIN_CHECKPOINT).is_file():
+            raise VibeError(
+                f"{err} ({loading.SPIN_CHECKPOINT} is SPIN's checkpoint, which the regressor starts from as in the "
+                "release; to start from the mean pose alone instead: --init_from_spin=false.)"
+            ) from None
+        raise
 
 
 def train_device(config: TrainConfig, ddp: bool, local_rank: int) -> torch.device:

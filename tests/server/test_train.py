@@ -194,6 +194,8 @@ def test_bad_settings_get_clear_messages(dirs):
         train(tiny(dirs, "bad", "--motion_prior=mposer", "--mposer_checkpoint=missing.pth.tar"))
     with pytest.raises(VibeError, match="not found"):
         train(tiny(dirs, "bad", f"--db_dir={dirs['root'] / 'nowhere'}"))
+    with pytest.raises(VibeError, match="amass_db.pt is a file, not a folder; pass the folder of the db files"):
+        train(tiny(dirs, "bad", f"--db_dir={dirs['db'] / 'amass_db.pt'}"))
 
 
 def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):

@@ -132,7 +132,8 @@ def open_tensorboard(out_dir: Path) -> Any:
 def check_inputs(config: TrainConfig) -> None:
     """The folders and files the settings name exist (before anything is loaded or written)."""
     if not Path(config.db_dir).is_dir():
-        raise VibeError(f"The database folder --db_dir={config.db_dir} was not found; pass the folder of the db files.")
+        what = "is a file, not a folder" if Path(config.db_dir).exists() else "was not found"
+        raise VibeError(f"The database folder --db_dir={config.db_dir} {what}; pass the folder of the db files.")
     if config.motion_prior == "mposer":
         require_mposer_checkpoint(config.mposer_checkpoint)
     if config.pretrained and not Path(config.pretrained).is_file():

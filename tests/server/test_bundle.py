@@ -36,7 +36,8 @@ def test_location_flag_beats_environment_beats_default(monkeypatch, tmp_path):
 
 
 def _with_yolo(folder: Path) -> Path:
-    with open(folder / bundle.YOLO_WEIGHTS, "wb") as f:  # sparse file of the official size
+    with open(folder / bundle.YOLO_WEIGHTS, "wb") as f:  # the official header, then a sparse file of the official size
+        f.write(struct.pack("<iiiQ", 0, 2, 0, 32_013_312))
         f.truncate(bundle.YOLO_WEIGHTS_BYTES)
     return folder
 
@@ -105,6 +106,19 @@ def test_install_file_by_file(full_bundle, tmp_path, capsys):
         assert cli(["data", "install", str(full_bundle / name), "--data-dir", str(target)]) in (0, 1), name
         assert f"installed {name}" in capsys.readouterr().out
     assert set(_installed(target)) >= set(bundle.REQUIRED_FILES)
+
+
+def test_yolo_weights_of_the_right_size_with_a_wrong_header_are_invalid(full_bundle, tmp_path, capsys):
+    """All zeros at the official size passed 'size OK'; infer then refused it, naming a size 4 bytes off."""
+    zeros = tmp_path / "zeros" / bundle.YOLO_WEIGHTS
+    zeros.parent.mkdir()
+    with open(zeros, "wb") as f:
+        f.truncate(bundle.YOLO_WEIGHTS_BYTES)
+    status = bundle.check_file(bundle.YOLO_WEIGHTS, zeros)
+    assert status.status == "invalid" and "its header says Darknet format 0.0" in status.detail
+    assert cli(["data", "install", str(zeros), "--data-dir", str(tmp_path / "installed")]) == 2
+    assert "its header says Darknet format 0.0, where the official yolov3.weights has 0.2" in capsys.readouterr().out
+    assert bundle.check_file(bundle.YOLO_WEIGHTS, full_bundle / bundle.YOLO_WEIGHTS).status == "present"
 
 
 def test_install_from_a_folder(full_bundle, tmp_path):

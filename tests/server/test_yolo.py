@@ -113,6 +113,13 @@ def test_wrong_weights_files_are_named_and_explained(tmp_path):
     tiny.write_bytes(b"\0\0")
     with pytest.raises(VibeError, match="too short"):
         load_darknet_weights(model, tiny)
+    zeros = tmp_path / "zeros.weights"  # the official size, all zeros: the size it was told off was 4 bytes short
+    with open(zeros, "wb") as f:
+        f.truncate(OFFICIAL_FILE_BYTES)
+    with pytest.raises(
+        VibeError, match="its header says Darknet format 0.0, where the official yolov3.weights has 0.2"
+    ):
+        load_darknet_weights(model, zeros)
 
 
 def test_old_header_with_a_4_byte_seen_counter_is_read(tmp_path):

@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import os
 import stat
+import struct
 import tempfile
 import urllib.request
 import zipfile
@@ -129,10 +130,17 @@ def _check_vibe(path: Path) -> str:
 
 
 def _check_yolo(path: Path) -> str:
+    from ..pipeline.detect.darknet_weights import header_problem  # start-up: torch loads only for a check
+
     size = path.stat().st_size
     if size != YOLO_WEIGHTS_BYTES:
         raise VibeError(f"{size:,} bytes, expected {YOLO_WEIGHTS_BYTES:,} (the official YOLOv3-416 COCO weights)")
-    return "Darknet YOLOv3, size OK"
+    with open_regular_file(path) as file:
+        major, minor = struct.unpack("<ii", file.read(8))
+    problem = header_problem(major, minor)
+    if problem:
+        raise VibeError(problem)
+    return "Darknet YOLOv3, size and header OK"
 
 
 CHECKS: dict[str, Callable[[Path], str]] = {

@@ -495,8 +495,20 @@ def test_the_real_pipeline_in_a_batch_worker(synthetic_bundle, tmp_path):
     assert main(argv) == 0
     [record] = manifest_lines(out)
     assert record["status"] == "done" and record["tracks"] >= 1 and record["frames"] == 40
+    assert record["warnings"] == []  # HOG asked for: nothing to warn of
     result = load_result(out / "walk.npz")
     assert result.tracks and np.isfinite(result.tracks[0].pose).all()
+
+
+def test_a_batch_warns_of_what_its_results_warn_of(synthetic_bundle, clip_bank, tmp_path, capsys):
+    """'auto' without yolov3.weights beside the official model data falls back to HOG: each result's
+    meta said so, the batch's output and manifest did not."""
+    clip = cut_clip("one-by-one-person-detection.mp4", 262, tmp_path / "in" / "walk.mp4", frames=40, size=(768, 432))
+    argv = ["batch", str(clip.parent), "-o", str(tmp_path / "out"), "--data-dir", str(synthetic_bundle)]
+    assert main([*argv, "--device", "cpu", "--jobs", "1", "--no-progress", "--detection-stride", "2"]) == 0
+    [record] = manifest_lines(tmp_path / "out")
+    assert record["warnings"][0].startswith("yolov3.weights is not in the model data")
+    assert "WARNING (1 of the results): yolov3.weights is not in the model data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

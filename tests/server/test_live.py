@@ -139,6 +139,9 @@ class _FakeLiveModel:
         ]  # fmt: skip
 
 
+FALLBACK_WARNING = "yolov3.weights is not in the model data, so people were found with HOG"
+
+
 @pytest.fixture
 def fake_live_command(monkeypatch):
     """``vibe-mocap live 0`` on a camera that sends ``camera.frames`` then raises ``camera.error``, and
@@ -159,7 +162,12 @@ def fake_live_command(monkeypatch):
     def open_camera(spec, lossless=False):
         return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True)
 
-    monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: types.SimpleNamespace(model_name="fake"))
+    fake_engine = types.SimpleNamespace(
+        model_name="fake",
+        resolve_detector_name=lambda name: "hog",
+        detector_warnings=lambda requested, used: [FALLBACK_WARNING],
+    )
+    monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: fake_engine)
     monkeypatch.setattr(command, "checked_data_dir", lambda folder: folder)
     monkeypatch.setattr(command, "resolve_device", lambda device: "cpu")
     monkeypatch.setattr(command, "open_live_source", open_camera)
@@ -178,6 +186,8 @@ def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_comma
     printed = capsys.readouterr()
     assert f"Recorded 1 track(s), 30 frames: {out}" in printed.out and "(failed)" in printed.out
     assert "camera 0 changed its frame size" in printed.err
+    assert f"detector: hog. Ctrl-C stops.\nWARNING: {FALLBACK_WARNING}\n" in printed.err
+    assert load_result(out).meta["warnings"] == FALLBACK_WARNING  # the recording keeps it, as a video's result
     (track,) = load_result(out).tracks
     np.testing.assert_array_equal(track.frame_ids, np.arange(30))
     np.testing.assert_allclose(track.pose, 0.1)
@@ -201,6 +211,19 @@ def test_ctrl_c_ends_the_live_command_with_the_sessions_last_figures(fake_live_c
     final = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(interrupted)")]
     assert len(final) == 1 and "processed 30" in final[0], final
     assert " 0.0 frames/s" not in final[0] and "p50 - ms" not in final[0], final
+
+
+def test_the_live_command_names_its_detector_and_warns_of_the_hog_fallback(synthetic_bundle, capsys):
+    """The official model data without yolov3.weights: infer and the server warned that 'auto' fell
+    back to HOG, the live command said nothing."""
+    from testdata import SAMPLE
+
+    from vibe_server.cli import main
+
+    main(["live", str(SAMPLE), "--duration", "0.5", "--data-dir", str(synthetic_bundle), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert "detector: hog. Ctrl-C stops." in err
+    assert "WARNING: yolov3.weights is not in the model data" in err
 
 
 def test_a_full_recording_stops_the_command_and_is_saved(fake_live_command, tmp_path, capsys, monkeypatch):

@@ -173,6 +173,7 @@ def process_video(
         frames=out.frames_decoded,
         seconds=time.perf_counter() - t0,
         worker=worker,
+        warnings=getattr(out, "warnings", ()),  # a custom engine's output may have none
     )
     return record, data
 

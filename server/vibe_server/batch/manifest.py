@@ -53,8 +53,10 @@ def make_record(
     seconds: float = 0.0,
     error: str | None = None,
     worker: str = "",
+    warnings: Iterable[str] = (),
 ) -> dict:
-    """One manifest line. ``fps`` is video frames processed per second of wall time."""
+    """One manifest line. ``fps`` is video frames processed per second of wall time; ``warnings``:
+    what the user should know of a done result (as in its meta), e.g. the detector it fell back to."""
     return {
         "input": item.key,
         "input_path": item.input_path,
@@ -66,6 +68,7 @@ def make_record(
         "seconds": round(float(seconds), 3),
         "fps": round(frames / seconds, 2) if seconds > 0 else 0.0,
         "error": error,
+        "warnings": list(warnings),
         "worker": worker,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
@@ -120,6 +123,9 @@ def record_problem(record: object) -> str | None:
                 return f"its '{name}' is missing or of the wrong type"
     if not isinstance(record.get(SETTINGS_FIELD, ""), str):
         return f"its '{SETTINGS_FIELD}' is of the wrong type"
+    warnings = record.get("warnings", [])  # absent from the records of earlier versions
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        return "its 'warnings' is not a list of texts"
     expected = output_key(record["input"]) if record["status"] == "done" else None
     if record["output"] != expected:
         return f"its 'output' is not {expected!r}"

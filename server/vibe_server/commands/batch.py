@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         show_progress=False if args.no_progress else None,
     )
     print(summary_table(records))
+    for warning, count in Counter(w for r in records if r["status"] == "done" for w in r.get("warnings", [])).items():
+        print(printable(f"WARNING ({count} of the results): {warning}"), file=sys.stderr)
     print(printable(f"\nManifest: {output_dir / MANIFEST_NAME}\nSummary: {output_dir / SUMMARY_NAME}"))
     done = [r for r in records if r["status"] == "done"]
     if done and not args.engine and made_by_placeholder(output_dir / output_key(done[0]["input"])):

@@ -54,6 +54,7 @@ from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/ch
     load_mean_params,
     require_files,
     resolve_data_dir,
+    yolo_header_problem,
 )
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -130,14 +131,12 @@ def _check_vibe(path: Path) -> str:
 
 
 def _check_yolo(path: Path) -> str:
-    from ..pipeline.detect.darknet_weights import header_problem  # start-up: torch loads only for a check
-
     size = path.stat().st_size
     if size != YOLO_WEIGHTS_BYTES:
         raise VibeError(f"{size:,} bytes, expected {YOLO_WEIGHTS_BYTES:,} (the official YOLOv3-416 COCO weights)")
     with open_regular_file(path) as file:
         major, minor = struct.unpack("<ii", file.read(8))
-    problem = header_problem(major, minor)
+    problem = yolo_header_problem(major, minor)
     if problem:
         raise VibeError(problem)
     return "Darknet YOLOv3, size and header OK"

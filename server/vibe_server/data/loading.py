@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 ENV_VAR = "VIBE_DATA_DIR"
 SMPL_PKL = SMPL_FILE
 YOLO_WEIGHTS_BYTES = 248_007_048  # 20-byte header + 62,001,757 float32
-
+YOLO_FORMAT = (0, 2)  # the header's major, minor
+YOLO_FORMATS = ((0, 1), YOLO_FORMAT)  # 0.1: the same parameters after a 4-byte seen counter
 MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
 NETWORK_FILES = MODEL_FILES + (SPIN_CHECKPOINT, VIBE_CHECKPOINT)  # what load_model reads from the folder
 REQUIRED_FILES = (
@@ -128,6 +129,16 @@ def checked_data_dir(flag: str | os.PathLike | None) -> Path:
 def missing_files(data_dir: Path, names: Iterable[str]) -> list[str]:
     """The ``names`` that are not regular files in data_dir."""
     return [n for n in names if not (data_dir / n).is_file()]
+
+
+def yolo_header_problem(major: int, minor: int) -> str | None:
+    """None for a format version Darknet writes YOLOv3 in, else why the file is not its weights."""
+    if (major, minor) in YOLO_FORMATS:
+        return None
+    return (
+        f"its header says Darknet format {major}.{minor}, where the official yolov3.weights has "
+        f"{YOLO_FORMAT[0]}.{YOLO_FORMAT[1]}: it is damaged, or the weights of another model"
+    )
 
 
 def require_files(

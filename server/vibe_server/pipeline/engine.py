@@ -259,7 +259,7 @@ class Engine:
         has_yolo = self.data_dir is not None and (Path(self.data_dir) / loading.YOLO_WEIGHTS).is_file()
         return "yolo" if has_yolo else "hog"
 
-    def _detector_warnings(self, requested: str, used: str) -> list[str]:
+    def detector_warnings(self, requested: str, used: str) -> list[str]:
         """Why the run did not use YOLOv3 where the user would expect it: the official model data is
         installed but its yolov3.weights is not, and 'auto' fell back to HOG (the placeholder model,
         which has no YOLO either, is labelled loudly of its own)."""
@@ -596,7 +596,7 @@ class Engine:
             focal_length_px=float(focal_px),
             meta=self._meta(options, detector_name),
         )
-        warnings = [*self._detector_warnings(options.detector, detector_name), *warnings]
+        warnings = [*self.detector_warnings(options.detector, detector_name), *warnings]
         if warnings:
             result.meta[WARNINGS_META_KEY] = "\n".join(warnings)
         return RunOutput(

@@ -32,6 +32,7 @@ from vibe_blender.core.result_file import MocapResult, VideoInfo
 
 from . import postprocess
 from .crop import crop_people
+from .engine import WARNINGS_META_KEY
 from .live_options import LiveOptions
 from .people import DetectionSchedule
 from .smooth import CausalRotationFilter
@@ -229,8 +230,9 @@ class LiveRecording:
             out[in_chunk] = self._values[chunk][offset[in_chunk]]
         return out
 
-    def result(self, *, frames_seen: int, dropped: int) -> MocapResult:
-        """The result file's content: one track per person, one row per frame they were streamed in."""
+    def result(self, *, frames_seen: int, dropped: int, warnings: list[str] = ()) -> MocapResult:
+        """The result file's content: one track per person, one row per frame they were streamed in;
+        ``warnings``: what the user should know of it, as a video's result keeps them."""
         keys = self._recorded_keys()
         by_track = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order recorded: frame order
         track_ids, starts = np.unique(keys[by_track, 0], return_index=True)
@@ -256,7 +258,11 @@ class LiveRecording:
             tracks=tracks,
             model_name=self.model_name,
             focal_length_px=float(self.focal_px),
-            meta={"source": "live", "frames_dropped": str(int(dropped))},
+            meta={
+                "source": "live",
+                "frames_dropped": str(int(dropped)),
+                **({WARNINGS_META_KEY: "\n".join(warnings)} if warnings else {}),
+            },
         )
 
 

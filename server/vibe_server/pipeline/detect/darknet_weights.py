@@ -16,23 +16,12 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
+from ...data.loading import yolo_header_problem
 from .yolov3 import YOLOv3
 
 WEIGHTS_FILE_NAME = "yolov3.weights"
 OFFICIAL_FLOAT_COUNT = 62_001_757
 OFFICIAL_FILE_BYTES = 20 + 4 * OFFICIAL_FLOAT_COUNT  # 248,007,048
-OFFICIAL_FORMAT = (0, 2)  # the header's major, minor
-KNOWN_FORMATS = ((0, 1), OFFICIAL_FORMAT)  # 0.1: the same parameters after a 4-byte seen counter
-
-
-def header_problem(major: int, minor: int) -> str | None:
-    """None for a format version Darknet writes YOLOv3 in, else why the file is not its weights."""
-    if (major, minor) in KNOWN_FORMATS:
-        return None
-    return (
-        f"its header says Darknet format {major}.{minor}, where the official yolov3.weights has "
-        f"{OFFICIAL_FORMAT[0]}.{OFFICIAL_FORMAT[1]}: it is damaged, or the weights of another model"
-    )
 
 
 def parameter_tensors(model: YOLOv3) -> list[torch.Tensor]:
@@ -74,7 +63,7 @@ def load_darknet_weights(model: YOLOv3, path: str | Path) -> dict:
             f"{path} is {file_bytes} bytes, too short to be Darknet weights. Download yolov3.weights again."
         )
     major, minor, revision = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
-    problem = header_problem(major, minor)
+    problem = yolo_header_problem(major, minor)
     if problem:
         raise VibeError(f"{path}: {problem}. Download the official yolov3.weights again (vibe-mocap data install).")
     header_bytes = _header_bytes(major, minor)

@@ -102,6 +102,8 @@ def test_train_command_reports_bad_settings(capsys):
     assert main(["train", "vibe", "--help"]) == 0
     listing = capsys.readouterr().out
     assert "--gen_lr=5e-05" in listing and "--fix_pennaction_joints=True" in listing
+    assert main(["train"]) == 2  # argparse named its own arguments: "required: what, settings"
+    assert capsys.readouterr().err.startswith("error: Name what to train: 'vibe-mocap train vibe --key=value")
 
 
 def test_generator_loss_falls_when_overfitting(dirs):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from vibe_blender.core.errors import VibeError
+
 from ..train.config import MPoserConfig, TrainConfig
 
 
@@ -19,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "default. For several GPUs run: torchrun --standalone --nproc_per_node=N "
         "-m vibe_server train vibe --key=value ...",
     )
-    p.add_argument("what", choices=("vibe", "mposer"), help="vibe: the generator; mposer: the motion VAE")
+    p.add_argument(  # optional to argparse, so that its absence is said in our words (run())
+        "what", nargs="?", choices=("vibe", "mposer"), help="vibe: the generator; mposer: the motion VAE"
+    )
     p.add_argument(
         "settings", nargs=argparse.REMAINDER, help="--key=value settings ('vibe-mocap train vibe --help' lists them)"
     )
@@ -27,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.what is None:
+        raise VibeError(
+            "Name what to train: 'vibe-mocap train vibe --key=value ...' (the generator) or 'vibe-mocap train "
+            "mposer --key=value ...' (the motion prior); 'vibe-mocap train vibe --help' lists the settings."
+        )
     if any(a in ("-h", "--help") for a in args.settings):
         config_class = TrainConfig if args.what == "vibe" else MPoserConfig
         print(f"vibe-mocap train {args.what} [--key=value ...]; settings and defaults ({config_class.__name__}):")

@@ -88,21 +88,67 @@ class ReplayDetector:
         return [self.boxes_by_frame.get(frame_key(f), np.zeros((0, 5), np.float32)) for f in frames_rgb]
 
 
-class YoloCostHogBoxes(ReplayDetector):
-    """Runs the YOLO network on every frame it is given (so its cost is measured) but returns the
-    HOG boxes found beforehand for that frame (random YOLO weights detect nobody)."""
+# Rows over YOLOv3's thresholds for one person (neighbouring cells and anchors, three scales), so that
+# the post-processing merges as many boxes as the real weights make it merge.
+CANDIDATES_PER_PERSON = 12
 
-    def __init__(self, yolo, boxes_by_frame: dict[str, np.ndarray]):
+
+class YoloCostHogBoxes(ReplayDetector):
+    """Runs the YOLO network and its post-processing on every frame it is given (so their cost is
+    measured) but returns the HOG boxes found beforehand for that frame. Random YOLO weights find
+    nobody, so the post-processing has nothing to merge; with ``person_rows`` the network's rows get
+    ``CANDIDATES_PER_PERSON`` jittered person rows around each HOG box first, so that merging them is
+    measured too (on a GPU its share counts; on a CPU the network's hides it)."""
+
+    def __init__(self, yolo, boxes_by_frame: dict[str, np.ndarray], *, person_rows: bool = False):
         super().__init__(boxes_by_frame)
         self.yolo = yolo
         self.batch_size = yolo.batch_size
         self.device = getattr(yolo, "device", None)  # the staged front end gives a GPU detector its own stream
+        if not person_rows:
+            return
+        network_rows = yolo.network_rows
+
+        def rows_with_people(frames_rgb):
+            rows = network_rows(frames_rgb)
+            boxes = [self.boxes_by_frame.get(frame_key(f), np.zeros((0, 5), np.float32)) for f in frames_rgb]
+            return with_person_rows(rows, boxes, frames_rgb[0].shape[:2], yolo.input_size_px)
+
+        yolo.network_rows = rows_with_people  # what YoloDetector.detect calls between network and merge
 
     spot_batch_size = property(lambda self: getattr(self.yolo, "spot_batch_size", 1))  # as YOLO's, on the spot
 
     def detect(self, frames_rgb):
         self.yolo.detect(frames_rgb)
         return super().detect(frames_rgb)
+
+
+def with_person_rows(rows, boxes_per_frame: list[np.ndarray], frame_hw: tuple[int, int], input_size_px: int):
+    """rows (B, N, 85) decoded network rows -> the same with CANDIDATES_PER_PERSON person rows (objectness
+    0.95, class person) jittered by up to 3 network pixels around each box [x1, y1, x2, y2, score] (frame
+    pixels) of each frame, written over its first rows."""
+    import torch
+
+    height, width = frame_hw
+    scale = input_size_px / max(height, width)
+    pad_x, pad_y = (input_size_px - width * scale) / 2, (input_size_px - height * scale) / 2
+    rng = np.random.default_rng(0)
+    written = rows.clone()
+    for b, boxes in enumerate(boxes_per_frame):
+        if len(boxes) == 0:
+            continue
+        centre = np.stack(
+            [(boxes[:, 0] + boxes[:, 2]) / 2 * scale + pad_x, (boxes[:, 1] + boxes[:, 3]) / 2 * scale + pad_y], 1
+        )
+        size = np.stack([(boxes[:, 2] - boxes[:, 0]) * scale, (boxes[:, 3] - boxes[:, 1]) * scale], 1)
+        centre = np.repeat(centre, CANDIDATES_PER_PERSON, 0) + rng.uniform(
+            -3, 3, (len(boxes) * CANDIDATES_PER_PERSON, 2)
+        )
+        size = np.repeat(size, CANDIDATES_PER_PERSON, 0) + rng.uniform(-3, 3, centre.shape)
+        person = np.zeros((len(centre), rows.shape[-1]), np.float32)
+        person[:, :2], person[:, 2:4], person[:, 4], person[:, 5] = centre, size, 0.95, 1.0  # class 0: person
+        written[b, : len(person)] = torch.from_numpy(person).to(written.device, written.dtype)
+    return written
 
 
 class CountingDetector:

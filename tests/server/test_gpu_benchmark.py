@@ -84,6 +84,9 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     # the GPU = CPU check runs (here CPU against CPU: no difference at all)
     equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "
     assert re.search(equal + r"max \|joints3d difference\| 0\.00e\+00 .* min box IoU 1\.0000", out, re.M), out[-2000:]
+    # the detections were replayed on both sides: YOLOv3's network is compared on its own
+    yolo = r"^YOLOv3 fp32, GPU vs CPU on 8 frames \(random weights\): max \|box difference\| 0\.00e\+00 network pixels"
+    assert re.search(yolo, out, re.M), out[-2000:]
 
 
 def test_the_gpu_cpu_check_compares_matched_tracks_on_the_frames_they_share(monkeypatch):
@@ -137,3 +140,24 @@ def test_the_host_operations_benchmark_counts_fewer_operations_with_the_frames_c
     job = r"^job thread's own CPU time in the stream pass, .*: ([\d.]+) ms a frame, .*: at most (\d+) frames/s"
     job_ms, ceiling = map(float, re.search(job, done.stdout, re.M).groups())
     assert 0 < job_ms and 1000 / (job_ms + 0.005) - 1 <= ceiling <= 1000 / max(job_ms - 0.005, 1e-9) + 1  # rounded
+
+
+def test_the_person_rows_of_the_stand_in_detector_merge_into_the_recorded_boxes():
+    """The GPU benchmark's stand-in YOLO (random weights) gets person rows around each recorded box,
+    so that its post-processing merges as many boxes as the real weights make it; merged, they give
+    the recorded boxes back."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(REPOSITORY / "benchmarks"))
+    from clips import CANDIDATES_PER_PERSON, with_person_rows
+
+    from vibe_server.pipeline.batched.detections import person_detections_batched
+    from vibe_server.pipeline.track import iou_matrix
+
+    boxes = [np.array([[100, 40, 180, 300, 1.0], [400, 60, 470, 330, 1.0]], np.float32), np.zeros((0, 5), np.float32)]
+    rows = with_person_rows(torch.zeros(2, 10647, 85), boxes, (360, 640), 416)
+    assert int((rows[..., 4] > 0.8).sum()) == 2 * CANDIDATES_PER_PERSON
+    found = person_detections_batched(rows, 360, 640)
+    assert len(found[0]) == 2 and len(found[1]) == 0
+    assert iou_matrix(found[0], boxes[0]).max(axis=1).min() > 0.9

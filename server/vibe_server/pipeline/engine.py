@@ -283,19 +283,19 @@ class Engine:
         options = options.effective()
         check_precision(options.precision or self.default_precision, self.device)
         if self.resolve_detector_name(options.detector) == "yolo":
-            self._check_yolo_weights()
+            self._check_not_placeholder()
+            if self.data_dir is not None:
+                from .detect.darknet_weights import check_weights_file  # start-up: the detectors load only when used
 
-    def _check_yolo_weights(self) -> None:
+                check_weights_file(Path(self.data_dir) / loading.YOLO_WEIGHTS)
+
+    def _check_not_placeholder(self) -> None:
         if self.model_name == loading.SYNTHETIC_MODEL_NAME:  # its folder is a cache, not the user's
             raise VibeError(
                 f"The detector 'yolo' needs {loading.YOLO_WEIGHTS}, which the synthetic placeholder model (no "
                 "model data installed) does not have: install the model data ('vibe-mocap data install'), or "
                 "use the detector 'auto' or 'hog'."
             )
-        if self.data_dir is not None:
-            from .detect.darknet_weights import check_weights_file  # start-up: the detectors load only when used
-
-            check_weights_file(Path(self.data_dir) / loading.YOLO_WEIGHTS)
 
     def detector(self, name: str, *, compiled: bool = False, official: bool = False) -> Detector:
         """The detector ``name`` (made once, then reused); ``compiled``: YOLOv3's network through
@@ -310,7 +310,7 @@ class Engine:
         key = (name, self.precision if yolo else "", compiled and yolo, batched)
         if key not in self._detectors:
             if yolo:
-                self._check_yolo_weights()
+                self._check_not_placeholder()  # the weights file is the front end's to find (or not to need)
             options: dict[str, Any] = {"precision": self.precision, "batched_postprocess": batched} if yolo else {}
             if compiled and yolo:
                 options.update(compiled=True, on_compile_fallback=self._log)

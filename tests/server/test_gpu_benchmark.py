@@ -84,6 +84,8 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     # the GPU = CPU check runs (here CPU against CPU: no difference at all)
     equal = r"^--official fp32, GPU vs CPU on 20 frames: (\d+) vs \1 tracks; max \|pose difference\| 0\.00e\+00, "
     assert re.search(equal + r"max \|joints3d difference\| 0\.00e\+00 .* min box IoU 1\.0000", out, re.M), out[-2000:]
+    # the official configuration is timed in exact fp32 and with TF32 convolutions; the faster is the baseline
+    assert re.search(r"^baseline: official(, TF32)? \([\d.]+ frames/s; the other [\d.]+\)$", out, re.M), out[-2000:]
     # the detections were replayed on both sides: YOLOv3's network is compared on its own
     yolo = r"^YOLOv3 fp32, GPU vs CPU on 8 frames \(random weights\): max \|box difference\| 0\.00e\+00 network pixels"
     assert re.search(yolo, out, re.M), out[-2000:]

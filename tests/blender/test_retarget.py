@@ -217,18 +217,25 @@ def test_retarget_refuses_bad_input():
         retarget(source, mesh, PRESETS["UE5_MANNEQUIN"])
 
 
-def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
-    """Blender's own human meta-rig, and the rig Rigify generates from it (FK controls hanging from
-    constraint-driven helper bones): the controls and the deform bones they drive follow the source."""
+def _source_and_rigify_rigs(T: int):
+    """A new scene with the SMPL walk of T frames, Blender's human meta-rig and the rig Rigify makes
+    of it -> (source, frames, meta-rig, generated rig)."""
     import addon_utils
 
     rigs.reset_scene()
     addon_utils.enable("rigify", default_set=True)
-    source, frames, _ = rigs.smpl_source(T=20)
+    source, frames, _ = rigs.smpl_source(T=T)
     bpy.ops.object.armature_human_metarig_add()
     metarig = bpy.context.object
     bpy.ops.pose.rigify_generate()
     rig = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o not in (source, metarig))
+    return source, frames, metarig, rig
+
+
+def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
+    """Blender's own human meta-rig, and the rig Rigify generates from it (FK controls hanging from
+    constraint-driven helper bones): the controls and the deform bones they drive follow the source."""
+    source, frames, metarig, rig = _source_and_rigify_rigs(T=20)
     # lock_feet=False: this test compares bone directions; the foot lock turns the legs away from
     # the source's directions on purpose (the meta-rig's wider hips would otherwise slide its feet)
     report = retarget(source, metarig, auto_map([b.name for b in metarig.data.bones]), lock_feet=False)
@@ -259,15 +266,7 @@ def test_retarget_to_blender_rigify_metarig_and_generated_control_rig():
 def test_a_rigify_rig_disabled_in_viewports_or_at_rest_is_retargeted_as_shown_and_an_excluded_one_refused():
     """Blender evaluates no constraints of a rig disabled in viewports, at its rest position, or outside
     the view layer: the refinement read unmoved helpers and baked the FK controls 94-101 degrees off."""
-    import addon_utils
-
-    rigs.reset_scene()
-    addon_utils.enable("rigify", default_set=True)
-    source, frames, _ = rigs.smpl_source(T=10)
-    bpy.ops.object.armature_human_metarig_add()
-    metarig = bpy.context.object
-    bpy.ops.pose.rigify_generate()
-    rig = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o not in (source, metarig))
+    source, frames, _, rig = _source_and_rigify_rigs(T=10)
     mapping = auto_map([b.name for b in rig.data.bones])
     rig.hide_viewport, rig.data.pose_position = True, "REST"
     report = retarget(source, rig, mapping, lock_feet=False)

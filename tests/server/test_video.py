@@ -383,6 +383,20 @@ def test_bad_batch_size():
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_probe(code: str, *args, preexec_fn=None) -> subprocess.CompletedProcess:
+    """``python -c code *args`` with the repository importable; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
+        preexec_fn=preexec_fn,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 def _without_read_override() -> None:
     """In a child before its program starts: root's power to read any file is dropped (Linux's
     CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, from the bounding set, so exec does not give them back)."""
@@ -411,15 +425,8 @@ def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
         "    except VibeError as err:\n"
         "        print(err)\n"
     )
-    said = subprocess.run(
-        [sys.executable, "-c", probe, str(video)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
-        preexec_fn=_without_read_override if os.geteuid() == 0 else None,
-        timeout=120,
-        check=True,
-    ).stdout.splitlines()
+    said = run_probe(probe, video, preexec_fn=_without_read_override if os.geteuid() == 0 else None)
+    said = said.stdout.splitlines()
     assert said == [f"Cannot read the video file {video} (Permission denied). Give this user read permission."] * 2
 
 
@@ -437,12 +444,5 @@ def test_a_file_swapped_for_a_pipe_after_the_check_is_still_the_file_read(tmp_pa
         "os.replace(sys.argv[1] + '.fifo', sys.argv[1])\n"
         "print(sum(1 for _ in reader), sum(len(b) for _, b in reader.batches(16)))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, str(video)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_probe(probe, video)
     assert done.stdout.split() == ["89", "89"]

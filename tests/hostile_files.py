@@ -6,6 +6,7 @@ crashes (SIGSEGV), exhausts memory or hangs fails its test instead of taking the
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import struct
@@ -371,3 +372,13 @@ def call_with_deadline(call, *, timeout_s: float = 20, fifo: Path | None = None)
                 pass
         raise AssertionError(f"still running after {timeout_s} s: it blocks or reads without end")
     return outcome[0]
+
+
+def without_read_override() -> None:
+    """``preexec_fn`` of a child run as root that must meet file permissions: root's power to read any
+    file is dropped (Linux's CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, from the bounding set, so exec
+    does not give them back)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")

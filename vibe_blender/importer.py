@@ -29,7 +29,7 @@ from .core.readers import read_motion_file
 from .core.safe_npz import read_npz
 from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
-from .rig_builder import build_character, is_character
+from .rig_builder import build_character
 
 ROOT_MOTION_MODES = ("full", "in_place")
 BLENDER_MAX_FRAME = 1_048_574  # the last frame of Blender's timeline (MAXFRAME)
@@ -37,6 +37,7 @@ BLENDER_MAX_FRAME = 1_048_574  # the last frame of Blender's timeline (MAXFRAME)
 # this many person-frames an import needs many GB, so it is refused rather than started.
 MAX_PERSON_FRAMES = 300_000
 SENSOR_WIDTH_MM = 36.0
+CLIP_START_M, CLIP_END_M = 0.1, 1000.0  # the camera's clipping range (Blender's default), in metres
 SERVER_VIDEO_NAME_CHARS = 200  # the server records at most this many characters of a video's name
 
 
@@ -147,7 +148,10 @@ def _frame_count_in_blender(video_path: str) -> int | None:
     if not Path(video_path).is_file():
         return None
     clips_before = len(bpy.data.movieclips)
-    clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+    try:
+        clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+    except RuntimeError:  # not readable (no permission): add_video_camera says so when it shows it
+        return None
     frames = clip.frame_duration
     if len(bpy.data.movieclips) > clips_before:  # loaded here: add_video_camera loads it when it is shown
         bpy.data.movieclips.remove(clip)
@@ -179,9 +183,8 @@ def import_motion(
     motion.ground_offset_m = offset
 
     scene = bpy.context.scene
-    had_characters = any(
-        is_character(obj) and obj.animation_data and obj.animation_data.action for obj in scene.objects
-    )
+    had_motion = any(_is_animated(obj) for obj in scene.objects)  # characters, or the user's own animation
+    selected_before = list(bpy.context.selected_objects)
     scale = units_per_metre(scene)
     collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
     scene.collection.children.link(collection)
@@ -202,22 +205,59 @@ def import_motion(
             characters.append((armature_obj, mesh_obj))
             step(done)
 
-    if had_characters:
-        _warn_on_other_frame_rate(scene, motion, warn)
+    if had_motion or not options.set_scene:
+        _warn_on_other_frame_rate(scene, motion, warn, had_motion=had_motion)
     if options.set_scene:
-        _fit_scene(scene, motion.fps, FIRST_FRAME + last_frame_id, grow_only=had_characters)
-    if options.add_camera and motion.camera is not None and camera_frame:
-        add_video_camera(motion, collection, video_path=options.video_path, report=warn)
-    bpy.context.scene.frame_set(bpy.context.scene.frame_start)  # evaluate the new objects
+        _fit_scene(scene, motion.fps, FIRST_FRAME + last_frame_id, grow_only=had_motion)
+    elif FIRST_FRAME + last_frame_id < scene.frame_start or FIRST_FRAME > scene.frame_end:
+        warn(
+            f"{motion.source_name}'s motion is on frames {FIRST_FRAME}..{FIRST_FRAME + last_frame_id}, outside the "
+            f"scene's {scene.frame_start}..{scene.frame_end}: turn on 'Set scene', or move the keys there "
+            "(Trim / Offset)."
+        )
+    camera = add_camera_for(motion, options, camera_frame, collection, warn)
+    _select_only([obj for pair in characters for obj in pair] + ([camera] if camera else []), selected_before)
+    scene.frame_set(scene.frame_current)  # evaluate the new objects where the user is
     report(
         f"Imported {len(characters)} character(s) from {motion.source_name}: {', '.join(a.name for a, _ in characters)}"
     )
     return characters
 
 
+def add_camera_for(motion: MotionSet, options: ImportOptions, camera_frame: bool, collection, warn):
+    """The video's camera when the options ask for it and the motion can have one (None otherwise,
+    with a word where a Video was given and would not be shown)."""
+    if not options.add_camera:
+        return None
+    if options.root_motion == "in_place":  # the body no longer moves as filmed: a camera cannot match it
+        warn("No camera was added: with root motion 'In place' the characters do not move as filmed.")
+        return None
+    if motion.camera is None or not camera_frame:
+        if options.video_path:
+            warn(f"The video '{options.video_path}' is not shown: {motion.source_name} has no camera to show it in.")
+        return None
+    return add_video_camera(motion, collection, video_path=options.video_path, report=warn)
+
+
+def _is_animated(obj) -> bool:
+    """The object has keys of its own: an action, or strips in the NLA."""
+    animation = obj.animation_data
+    return animation is not None and (animation.action is not None or len(animation.nla_tracks) > 0)
+
+
+def _select_only(objects, selected_before) -> None:
+    """The new objects selected and the first active, as Blender's own importers leave them."""
+    for obj in selected_before:
+        obj.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    if objects:
+        bpy.context.view_layer.objects.active = objects[0]
+
+
 def _fit_scene(scene, fps: float, last_frame: int, *, grow_only: bool) -> None:
-    """The scene's frame rate and range for motion ending at ``last_frame``; ``grow_only`` (there are
-    characters already): only widen the range, and keep their frame rate."""
+    """The scene's frame rate and range for motion ending at ``last_frame``; ``grow_only`` (the scene
+    has animation already): only widen the range, and keep its frame rate."""
     if grow_only:
         scene.frame_start, scene.frame_end = min(scene.frame_start, FIRST_FRAME), max(scene.frame_end, last_frame)
         return
@@ -225,13 +265,17 @@ def _fit_scene(scene, fps: float, last_frame: int, *, grow_only: bool) -> None:
     scene.frame_start, scene.frame_end = FIRST_FRAME, last_frame
 
 
-def _warn_on_other_frame_rate(scene, motion: MotionSet, warn) -> None:
+def _warn_on_other_frame_rate(scene, motion: MotionSet, warn, *, had_motion: bool) -> None:
     scene_fps = scene.render.fps / scene.render.fps_base
     if abs(scene_fps - motion.fps) > 1e-3 * motion.fps:
+        why, fix = (
+            ("which has animation already", "Import it into a new scene to keep both right.")
+            if had_motion
+            else ("whose frame rate 'Set scene' (off) left as it was", "Turn on 'Set scene' to play it as filmed.")
+        )
         warn(
-            f"{motion.source_name} was filmed at {motion.fps:.5g} fps but the scene, which has characters already, "
-            f"plays at {scene_fps:.5g} fps: its characters play {scene_fps / motion.fps:.3g}x as fast as filmed. "
-            "Import it into a new scene to keep both right."
+            f"{motion.source_name} was filmed at {motion.fps:.5g} fps but the scene, {why}, plays at "
+            f"{scene_fps:.5g} fps: its characters play {scene_fps / motion.fps:.4g}x as fast as filmed. {fix}"
         )
 
 
@@ -294,6 +338,8 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
     cam_obj.rotation_euler = (math.pi / 2, 0.0, 0.0)
     scene = bpy.context.scene
     cam_obj.location = tuple(units_per_metre(scene) * float(v) for v in motion.ground_offset_m)
+    # what it sees, in metres as the characters are: 100 times the units in a centimetre scene
+    cam_data.clip_start, cam_data.clip_end = (units_per_metre(scene) * d for d in (CLIP_START_M, CLIP_END_M))
     scene.camera = cam_obj
     scene.render.resolution_x, scene.render.resolution_y = int(info.width_px), int(info.height_px)
     scene.render.resolution_percentage = 100
@@ -301,7 +347,12 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
         if not Path(video_path).is_file():
             report(f"The video '{video_path}' was not found; the camera has no background.")
             return cam_obj
-        clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+        try:
+            clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
+        except RuntimeError as err:  # e.g. no permission to read it: the characters are built already
+            reason = str(err).strip().rpartition(": ")[2]
+            report(f"The video '{video_path}' cannot be read ({reason}); the camera has no background.")
+            return cam_obj
         if clip.frame_duration < 1:  # Blender loads any file as a clip, with no frames when it cannot read it
             bpy.data.movieclips.remove(clip)
             report(f"'{video_path}' is not a video Blender can read; the camera has no background.")

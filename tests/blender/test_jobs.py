@@ -131,7 +131,7 @@ def test_what_the_capture_import_warns_about_is_in_the_panels_outcome(
         status = _follow()
     assert status.state == "done" and len(jobs.last_import()) == 2
     placeholder, warning = jobs.last_warnings()
-    assert "but the scene, which has characters already, plays at 24 fps" in warning
+    assert "but the scene, which has animation already, plays at 24 fps" in warning
     assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {placeholder} {warning}"
     labels = [(kw.get("text", ""), kw.get("icon")) for name, _, kw in _draw_panel(bpy.context) if name == "label"]
     first = next(i for i, (text, _) in enumerate(labels) if text.startswith("Imported 2 character(s)"))

@@ -1,6 +1,5 @@
 """Streaming decode of real clips, and one clear VibeError for every kind of bad video."""
 
-import ctypes
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from hostile_files import tiny_gif
+from hostile_files import tiny_gif, without_read_override
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
@@ -397,15 +396,6 @@ def run_probe(code: str, *args, preexec_fn=None) -> subprocess.CompletedProcess:
     return done
 
 
-def _without_read_override() -> None:
-    """In a child before its program starts: root's power to read any file is dropped (Linux's
-    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, from the bounding set, so exec does not give them back)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="file permissions as on Linux")
 def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
     """The file's status passes (a regular, non-empty file), but reading it is refused: the message
@@ -425,7 +415,7 @@ def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
         "    except VibeError as err:\n"
         "        print(err)\n"
     )
-    said = run_probe(probe, video, preexec_fn=_without_read_override if os.geteuid() == 0 else None)
+    said = run_probe(probe, video, preexec_fn=without_read_override if os.geteuid() == 0 else None)
     said = said.stdout.splitlines()
     assert said == [f"Cannot read the video file {video} (Permission denied). Give this user read permission."] * 2
 

@@ -147,7 +147,10 @@ def with_person_rows(rows, boxes_per_frame: list[np.ndarray], frame_hw: tuple[in
         size = np.repeat(size, CANDIDATES_PER_PERSON, 0) + rng.uniform(-3, 3, centre.shape)
         person = np.zeros((len(centre), rows.shape[-1]), np.float32)
         person[:, :2], person[:, 2:4], person[:, 4], person[:, 5] = centre, size, 0.95, 1.0  # class 0: person
-        written[b, : len(person)] = torch.from_numpy(person).to(written.device, written.dtype)
+        rows_on_host = torch.from_numpy(person)
+        if written.is_cuda:  # pinned: the copy is queued, the host does not wait for the GPU (as the pipeline's)
+            rows_on_host = rows_on_host.pin_memory()
+        written[b, : len(person)] = rows_on_host.to(written.device, written.dtype, non_blocking=True)
     return written
 
 

@@ -377,8 +377,23 @@ def call_with_deadline(call, *, timeout_s: float = 20, fifo: Path | None = None)
 def without_read_override() -> None:
     """``preexec_fn`` of a child run as root that must meet file permissions: root's power to read any
     file is dropped (Linux's CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, from the bounding set, so exec
-    does not give them back)."""
+    does not give them back, and from the ambient set). Where this root may not drop them, the child
+    still reads everything: its script checks that first (``CAN_READ_PROBE``)."""
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
     for capability in (1, 2):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+        libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP
+
+
+# The first lines of a child's script run under ``without_read_override``: it says READABLE and ends
+# when it can read sys.argv[1] all the same (the test then has nothing to check, and skips).
+CAN_READ_PROBE = (
+    "import sys\n"
+    "try:\n"
+    "    open(sys.argv[1], 'rb').close()\n"
+    "    print('READABLE')\n"
+    "    sys.exit(0)\n"
+    "except PermissionError:\n"
+    "    pass\n"
+)
+CAN_STILL_READ = "this user reads files whatever their permissions (root keeping its capabilities)"

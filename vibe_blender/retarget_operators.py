@@ -187,7 +187,7 @@ class VIBE_OT_clean_up(bpy.types.Operator):
 
 
 class VIBE_OT_trim_offset(bpy.types.Operator):
-    """Keep the keys between Start and End and move them by Offset frames"""
+    """Move the keys by Offset frames; with Trim ticked, keep only those between Start and End first"""
 
     bl_idname = "vibe_mocap.trim_offset"
     bl_label = "Trim / Offset"

@@ -142,28 +142,37 @@ def fragments(text: str, sizes: list[int], *, first: int = OP_TEXT) -> bytes:
 
 
 def test_a_message_in_fragments_is_received_whole():
-    with FakeLiveServer([fragments(FRAME, [10, 200, 1]), text_frame(END)]) as server:
+    """Empty fragments too (RFC 6455 allows them), and a ping between two fragments."""
+    message = fragments(FRAME, [10, 0, 200, 1])
+    cut = message.index(raw_frame(OP_CONT, b"", fin=False))
+    message = message[:cut] + raw_frame(OP_PING, b"p") + message[cut:]
+    with FakeLiveServer([message, text_frame(END)]) as server:
         live = follow(server, record=True)
     assert live.state == "ended", live.error
     assert live.recording_stop().rows == 1
 
 
 @pytest.mark.parametrize(
-    "frames",
+    "frames, what",
     [
-        fragments(FRAME, [0, 10]),
-        fragments(FRAME, [1] * MAX_FRAGMENTS),
-        raw_frame(OP_CONT, FRAME.encode()),
-        raw_frame(OP_TEXT, FRAME.encode()[:5], fin=False) + text_frame(FRAME),
+        (fragments(FRAME, [0] * MAX_FRAGMENTS), f"a message in more than {MAX_FRAGMENTS} frames"),
+        (raw_frame(OP_CONT, FRAME.encode()), "a continuation frame outside a message"),
+        (raw_frame(OP_TEXT, FRAME.encode()[:5], fin=False) + text_frame(FRAME), "a new message inside an unfinished"),
+        (raw_frame(0x3, FRAME.encode()), "a frame of the reserved type 0x3"),
+        (
+            raw_frame(OP_TEXT, b"{", fin=False) + raw_frame(0xB, b"x") + raw_frame(OP_CONT, b"}"),
+            "a frame of the reserved type 0xb",
+        ),
     ],
-    ids=["an empty fragment", "too many fragments", "a continuation without a start", "a new message inside one"],
+    ids=["too many fragments", "a continuation without a start", "a new message inside one", "type 3", "type 11"],
 )
-def test_fragments_that_break_the_protocol_fail_the_session_with_one_message(frames):
-    """Empty fragments add no bytes to a message but a list entry each: 20 MiB of them took 900 MB."""
+def test_frames_that_break_the_protocol_fail_the_session_with_one_message(frames, what):
+    """Empty fragments add no bytes to a message but a list entry each: 20 MiB of them took 900 MB; a
+    reserved control frame inside a message was spliced into its text."""
     with FakeLiveServer([FRAME, frames, text_frame(FRAME)]) as server:
         live = follow(server, record=True)
     assert live.state == "failed"
-    assert live.error.startswith("The server broke the WebSocket protocol with a message in")
+    assert live.error.startswith(f"The server broke the WebSocket protocol with {what}"), live.error
     assert live.recording_stop().rows == 1  # the recording so far is kept
 
 

@@ -508,7 +508,7 @@ def test_a_batch_warns_of_what_its_results_warn_of(synthetic_bundle, clip_bank, 
     assert main([*argv, "--device", "cpu", "--jobs", "1", "--no-progress", "--detection-stride", "2"]) == 0
     [record] = manifest_lines(tmp_path / "out")
     assert record["warnings"][0].startswith("yolov3.weights is not in the model data")
-    assert "WARNING (1 of the results): yolov3.weights is not in the model data" in capsys.readouterr().err
+    assert "WARNING (1 of the results: walk.mp4): yolov3.weights is not in the model data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

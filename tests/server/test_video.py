@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from hostile_files import tiny_gif, without_read_override
+from hostile_files import CAN_READ_PROBE, CAN_STILL_READ, tiny_gif, without_read_override
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
@@ -404,8 +404,7 @@ def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
     video = tmp_path / "locked.mkv"
     shutil.copy(REAL_CLIPS / "asl-walk.mkv", video)
     video.chmod(0)
-    probe = (
-        "import sys\n"
+    probe = CAN_READ_PROBE + (
         "from vibe_blender.core.errors import VibeError\n"
         "from vibe_server.pipeline.live_source import open_live_source\n"
         "from vibe_server.pipeline.video import open_video\n"
@@ -417,10 +416,12 @@ def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
     )
     said = run_probe(probe, video, preexec_fn=without_read_override if os.geteuid() == 0 else None)
     said = said.stdout.splitlines()
+    if said == ["READABLE"]:
+        pytest.skip(CAN_STILL_READ)
     assert said == [f"Cannot read the video file {video} (Permission denied). Give this user read permission."] * 2
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX's")
+@pytest.mark.skipif(not video_module._FD_NAMES, reason="open files have names (and the swap is guarded) on Linux only")
 def test_a_file_swapped_for_a_pipe_after_the_check_is_still_the_file_read(tmp_path):
     """The reader opens the video again for each decode; a name given to a pipe meanwhile (by anyone
     who may write to its folder) blocked that open forever, with every other video open waiting."""
@@ -436,3 +437,22 @@ def test_a_file_swapped_for_a_pipe_after_the_check_is_still_the_file_read(tmp_pa
     )
     done = run_probe(probe, video)
     assert done.stdout.split() == ["89", "89"]
+
+
+@pytest.mark.skipif(not video_module._FD_NAMES, reason="the file is held open only where open files have names")
+def test_the_file_a_reader_holds_is_let_go_on_close_and_on_failure(tmp_path):
+    """A failed open kept its descriptor for as long as its exception was kept (a server keeps the
+    last error of each job); a reader's, until it was collected."""
+    (tmp_path / "notes.mp4").write_text("these are not frames\n" * 50)
+    before = len(os.listdir("/proc/self/fd"))
+    failures = []
+    for _ in range(3):
+        try:
+            open_video(tmp_path / "notes.mp4")
+        except VibeError as err:
+            failures.append(err)  # kept, as a job keeps its error
+    assert len(failures) == 3 and len(os.listdir("/proc/self/fd")) == before
+    with open_video(REAL_CLIPS / "asl-walk.mkv") as reader:
+        assert len(os.listdir("/proc/self/fd")) == before + 1
+        assert sum(1 for _ in reader) == 89
+    assert len(os.listdir("/proc/self/fd")) == before

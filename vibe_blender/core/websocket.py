@@ -141,12 +141,15 @@ class WebSocket:
         parts, size = [], 0
         while True:
             fin, opcode, payload = self._read_frame()
+            if opcode not in (OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG):
+                raise _broken_protocol(f"a frame of the reserved type {opcode:#x}")
             if not opcode & 0x8:  # a data frame: the first of a message, or a continuation of one
-                if (opcode == OP_CONT) != bool(parts) or (not fin and not payload) or len(parts) >= MAX_FRAGMENTS:
-                    raise _broken_protocol(
-                        f"a message in {len(parts) + 1} or more frames, an empty fragment, or a fragment outside "
-                        "a message"
-                    )
+                if opcode == OP_CONT and not parts:
+                    raise _broken_protocol("a continuation frame outside a message")
+                if opcode != OP_CONT and parts:
+                    raise _broken_protocol("a new message inside an unfinished one")
+                if len(parts) >= MAX_FRAGMENTS:  # empty fragments add no bytes, but memory and time
+                    raise _broken_protocol(f"a message in more than {MAX_FRAGMENTS} frames")
             if opcode == OP_CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 self._send(OP_CLOSE, payload[:2])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
@@ -108,10 +107,20 @@ def run(args: argparse.Namespace) -> int:
         show_progress=False if args.no_progress else None,
     )
     print(summary_table(records))
-    for warning, count in Counter(w for r in records if r["status"] == "done" for w in r.get("warnings", [])).items():
-        print(printable(f"WARNING ({count} of the results): {warning}"), file=sys.stderr)
+    print_warnings([r for r in records if r["status"] == "done"])
     print(printable(f"\nManifest: {output_dir / MANIFEST_NAME}\nSummary: {output_dir / SUMMARY_NAME}"))
     done = [r for r in records if r["status"] == "done"]
     if done and not args.engine and made_by_placeholder(output_dir / output_key(done[0]["input"])):
         print("(Model: synthetic placeholder: install the real model data for real motion.)", file=sys.stderr)
     return 0 if all(r["status"] == "done" for r in records) else 1
+
+
+def print_warnings(done: list[dict], *, named: int = 5) -> None:
+    """Each warning of the results once, with the videos it concerns (up to ``named`` of them)."""
+    videos: dict[str, list[str]] = {}
+    for record in done:
+        for warning in record.get("warnings", []):
+            videos.setdefault(warning, []).append(record["input"])
+    for warning, inputs in videos.items():
+        which = ", ".join(inputs[:named]) + (f" and {len(inputs) - named} more" if len(inputs) > named else "")
+        print(printable(f"WARNING ({len(inputs)} of the results: {which}): {warning}"), file=sys.stderr)

@@ -284,9 +284,11 @@ class Engine:
         check_precision(options.precision or self.default_precision, self.device)
         if self.resolve_detector_name(options.detector) == "yolo":
             self._check_not_placeholder()
-            if self.data_dir is not None:
-                from .detect.darknet_weights import check_weights_file  # start-up: the detectors load only when used
+            from . import detect  # start-up: the detectors load only when used
+            from .detect.darknet_weights import check_weights_file
 
+            # the weights file is the default front end's; another one may find its own or need none
+            if self.data_dir is not None and self._frontend().make_detector is detect.make_detector:
                 check_weights_file(Path(self.data_dir) / loading.YOLO_WEIGHTS)
 
     def _check_not_placeholder(self) -> None:

@@ -109,8 +109,21 @@ class VideoReader:
         self.warnings: list[str] = []  # e.g. the file breaks off; set once a decode reaches the end
         self._keyframes: list[int] | None = None
         check_video_path(self.path, self.label)
-        self._capture_name = self._hold_file()
+        self._capture_name, self.close = self._hold_file()
+        try:
+            self._read_header(count_frames)
+        except BaseException:
+            self.close()  # the descriptor goes with the failure, not when a kept exception is collected
+            raise
 
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _read_header(self, count_frames: bool) -> None:
+        """The container's figures and the first frame: fps, size, frame count (VibeError when unusable)."""
         capture = self._open_capture()
         try:
             fps = float(capture.get(cv2.CAP_PROP_FPS))
@@ -261,17 +274,25 @@ class VideoReader:
         return ahead_in_thread(self.frames(start), max_ahead=self.prefetch, name=f"decode {self.path.name}")
 
     # -- helpers -------------------------------------------------------------------------------
-    def _hold_file(self) -> str:
-        """Open the file for as long as the reader lives, check what was opened, and return the name
-        FFmpeg opens it by: the open descriptor's (FFmpeg then tells the container by its content
-        alone), or the path itself where descriptors have no names."""
+    def _hold_file(self) -> tuple[str, Callable[[], None]]:
+        """-> (the name FFmpeg opens the file by, close). Where open files have names (Linux), the file
+        is held open while the reader lives (or until close) and FFmpeg opens it by its descriptor's
+        name, telling the container by its content alone: a file swapped for a pipe after the check
+        is not what FFmpeg opens. Elsewhere the path itself (holding it would only keep it from being
+        deleted, on Windows)."""
+        if not _FD_NAMES:
+            return str(self.path), lambda: None
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except OSError as err:
             raise _unreadable(self.label, err) from None
-        weakref.finalize(self, os.close, fd)
-        check_video_stat(os.fstat(fd), self.label)  # the file held is the file checked
-        return f"{_FD_NAMES}/{fd}" if _FD_NAMES else str(self.path)
+        close = weakref.finalize(self, os.close, fd)
+        try:
+            check_video_stat(os.fstat(fd), self.label)  # the file held is the file checked
+        except VibeError:
+            close()
+            raise
+        return f"{_FD_NAMES}/{fd}", close
 
     def _open_capture(self, *, raw_packets: bool = False) -> cv2.VideoCapture:
         """A capture of the file (``raw_packets``: demuxing only, each grab one compressed packet)."""

@@ -655,3 +655,20 @@ def test_the_documented_video_extensions_are_the_ones_collected():
     listed = re.search(r"Video extensions: ([^(]*)\(", docs.replace("\n", " ")).group(1)
     assert {"." + name for name in re.findall(r"[a-z0-9]+", listed) if name != "and"} == VIDEO_EXTENSIONS
     assert ".ogv" not in VIDEO_EXTENSIONS
+
+
+def test_the_run_check_asks_for_yolos_weights_only_where_the_default_front_end_reads_them(
+    scripted, fp32_engine, tmp_path
+):
+    """A batch checks the run's settings against each worker's engine first: a custom front end finds
+    its own detector (or needs no file), so only the default one is held to yolov3.weights."""
+    from tests.server.conftest import TinyVIBE
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.options import RunOptions
+
+    yolo = RunOptions(detector="yolo")
+    custom = Engine(TinyVIBE(), model_name="tiny", data_dir=tmp_path, frontend=scripted.as_frontend())
+    custom.check_options(yolo)  # its front end makes the detector: no file asked for
+    with pytest.raises(VibeError, match="Detector weights yolov3.weights not found"):
+        fp32_engine.check_options(yolo)  # the real front end, a data folder without the weights
+    fp32_engine.check_options(RunOptions(detector="hog"))

@@ -124,5 +124,5 @@ def kept_stand_in(
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "server")]  # fake_vibe_server reads the option names there
     _serve(sys.argv[1:])

@@ -40,7 +40,7 @@ def vibe_stand_in(folder: Path, prelude: str = "") -> Path:
     return write_program(
         folder / "vibe-mocap",
         f"""import os
-sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS)!r}]
+sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS.parent / 'server')!r}, {str(TESTS)!r}]
 from fake_vibe_server import FakeVibeServer
 args = sys.argv[1:]
 print("ARGS", args, flush=True)

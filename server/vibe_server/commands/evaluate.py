@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
     name = args.dataset or dataset_from_name(db_file)
     data_dir = resolve_data_dir(args.data_dir)
     checkpoint = Path(args.checkpoint) if args.checkpoint else data_dir / VIBE_CHECKPOINT
-    # every file the evaluation reads, missing ones in one message (the checkpoint may be elsewhere)
-    require_files(data_dir, (*MODEL_FILES, H36M_REGRESSOR), extra_paths=[checkpoint])
-    if args.json_path:
+    if args.json_path:  # the output first, as every command does: a wrong one is said before the inputs
         inputs = {"the database": db_file, "the checkpoint": checkpoint}
         check_output_outside_model_data(args.json_path, "the JSON report", args.data_dir, inputs)
+    # every file the evaluation reads, missing ones in one message (the checkpoint may be elsewhere)
+    require_files(data_dir, (*MODEL_FILES, H36M_REGRESSOR), extra_paths=[checkpoint])
 
     # start-up: torch and the training code load only when an evaluation really runs
     from ..data import loading

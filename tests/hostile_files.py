@@ -397,3 +397,26 @@ CAN_READ_PROBE = (
     "    pass\n"
 )
 CAN_STILL_READ = "this user reads files whatever their permissions (root keeping its capabilities)"
+
+
+def run_probe(code: str, *args, preexec_fn=None, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """``python -c code *args`` (this test run's Python: a bpy venv's in the Blender suite) with the
+    repository importable; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
+        preexec_fn=preexec_fn,
+        timeout=timeout_s,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def unreadable_copy(source: Path, folder: Path) -> Path:
+    """A copy of ``source`` in ``folder`` that nobody may read (mode 000)."""
+    copy = folder / f"locked{source.suffix}"
+    copy.write_bytes(source.read_bytes())
+    copy.chmod(0)
+    return copy

@@ -148,14 +148,22 @@ def _frame_count_in_blender(video_path: str) -> int | None:
     if not Path(video_path).is_file():
         return None
     clips_before = len(bpy.data.movieclips)
-    try:
-        clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
-    except RuntimeError:  # not readable (no permission): add_video_camera says so when it shows it
+    clip, _ = _load_clip(video_path)
+    if clip is None:  # not readable (no permission): add_video_camera says so when it shows it
         return None
     frames = clip.frame_duration
     if len(bpy.data.movieclips) > clips_before:  # loaded here: add_video_camera loads it when it is shown
         bpy.data.movieclips.remove(clip)
     return frames if frames >= 1 else None
+
+
+def _load_clip(video_path: str):
+    """-> (Blender's movie clip of the file, None), or (None, why) where Blender cannot open it (no
+    permission to read it...); a file it opens but cannot decode is a clip without frames."""
+    try:
+        return bpy.data.movieclips.load(str(video_path), check_existing=True), None
+    except RuntimeError as err:
+        return None, str(err).strip().rpartition(": ")[2]
 
 
 def import_motion(
@@ -347,10 +355,8 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
         if not Path(video_path).is_file():
             report(f"The video '{video_path}' was not found; the camera has no background.")
             return cam_obj
-        try:
-            clip = bpy.data.movieclips.load(str(video_path), check_existing=True)
-        except RuntimeError as err:  # e.g. no permission to read it: the characters are built already
-            reason = str(err).strip().rpartition(": ")[2]
+        clip, reason = _load_clip(video_path)
+        if clip is None:  # the characters are built already: a camera without background, and why
             report(f"The video '{video_path}' cannot be read ({reason}); the camera has no background.")
             return cam_obj
         if clip.frame_duration < 1:  # Blender loads any file as a clip, with no frames when it cannot read it

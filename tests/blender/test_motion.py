@@ -2,10 +2,7 @@
 
 import dataclasses
 import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import bpy
 import numpy as np
@@ -18,8 +15,6 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.motion import ground_offset
 from vibe_blender.core.readers import read_motion_file
 from vibe_blender.importer import ImportOptions, import_motion, import_motion_file
-
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.blender
 REAL_VIDEO = "asl-walk.mkv"
@@ -393,12 +388,10 @@ def test_import_selects_what_it_made_and_leaves_the_playhead(empty_scene, refere
 def test_a_video_blender_may_not_read_leaves_a_camera_without_background(reference_dir, tmp_path):
     """Blender's clip loader raised once the characters were built: a traceback, and half an import
     left in the scene. Run in a Blender that may not read the video (root's power to read dropped)."""
-    from hostile_files import CAN_READ_PROBE, CAN_STILL_READ, without_read_override
+    from hostile_files import CAN_READ_PROBE, CAN_STILL_READ, run_probe, unreadable_copy, without_read_override
     from testdata import REAL_CLIPS
 
-    video = tmp_path / "locked.mkv"
-    shutil.copy(REAL_CLIPS / "asl-walk.mkv", video)
-    video.chmod(0)
+    video = unreadable_copy(REAL_CLIPS / "asl-walk.mkv", tmp_path)
     script = CAN_READ_PROBE + (
         "from vibe_blender.core.smpl_model import load_body_model\n"
         "from vibe_blender.importer import ImportOptions, import_motion_file\n"
@@ -408,16 +401,8 @@ def test_a_video_blender_may_not_read_leaves_a_camera_without_background(referen
         "import bpy\n"
         "print(len(made), bpy.context.scene.camera.data.show_background_images)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(video), str(reference_dir)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        preexec_fn=without_read_override if os.geteuid() == 0 else None,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    said = done.stdout.splitlines()
+    preexec = without_read_override if os.geteuid() == 0 else None
+    said = run_probe(script, video, reference_dir, preexec_fn=preexec, timeout_s=300).stdout.splitlines()
     if said == ["READABLE"]:
         pytest.skip(CAN_STILL_READ)
     assert f"The video '{video}' cannot be read (Permission denied); the camera has no background." in said

@@ -10,7 +10,14 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from hostile_files import CAN_READ_PROBE, CAN_STILL_READ, tiny_gif, without_read_override
+from hostile_files import (
+    CAN_READ_PROBE,
+    CAN_STILL_READ,
+    run_probe,
+    tiny_gif,
+    unreadable_copy,
+    without_read_override,
+)
 from testdata import REAL_CLIPS, SAMPLE
 
 from vibe_blender.core.errors import VibeError
@@ -382,28 +389,12 @@ def test_bad_batch_size():
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_probe(code: str, *args, preexec_fn=None) -> subprocess.CompletedProcess:
-    """``python -c code *args`` with the repository importable; it must succeed."""
-    done = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "server")])),
-        preexec_fn=preexec_fn,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="file permissions as on Linux")
 def test_a_video_this_user_may_not_read_is_said_so(tmp_path):
     """The file's status passes (a regular, non-empty file), but reading it is refused: the message
     says so, where the video reader alone would call it not a video. Run in a child that may not
     read it: the suite's user, or root without its power to read anything."""
-    video = tmp_path / "locked.mkv"
-    shutil.copy(REAL_CLIPS / "asl-walk.mkv", video)
-    video.chmod(0)
+    video = unreadable_copy(REAL_CLIPS / "asl-walk.mkv", tmp_path)
     probe = CAN_READ_PROBE + (
         "from vibe_blender.core.errors import VibeError\n"
         "from vibe_server.pipeline.live_source import open_live_source\n"

@@ -361,8 +361,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
         if length > self._file_size:
             raise PickleRefused(f"a byte array claims {length} bytes, more than the file holds")
         data = bytearray(length)
-        if self.readinto(data) != length:
-            raise pickle.UnpicklingError("pickle data was truncated")
+        self.readinto(data)
         self.append(data)
 
     def load_newobj(self):

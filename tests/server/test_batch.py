@@ -646,6 +646,22 @@ def test_manifest_counts_a_deeply_nested_line_as_damaged_and_keeps_the_others(tm
     assert again.damaged_lines == 1 and again.records["a.mp4"]["status"] == "done"
 
 
+@pytest.mark.parametrize("warnings", ["HOG", [1, 2], [["x"]], {"a": 1}], ids=["text", "numbers", "nested", "object"])
+def test_a_manifest_line_whose_warnings_are_not_texts_is_damaged(tmp_path, warnings):
+    """The manifest is read back on every rerun: its warnings must be a list of texts to be printed."""
+    import json
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "a.mp4")], tmp_path)
+    good = make_record(item, "done", tracks=1, frames=10, seconds=2.0, warnings=["HOG was used"])
+    Manifest(tmp_path).append(good)
+    with open(tmp_path / MANIFEST_NAME, "a") as f:
+        f.write(json.dumps({**good, "warnings": warnings, "tracks": 5}) + "\n")
+    again = Manifest(tmp_path)
+    assert again.damaged_lines == 1 and again.records["a.mp4"]["tracks"] == 1
+    assert again.records["a.mp4"]["warnings"] == ["HOG was used"]
+
+
 def test_the_documented_video_extensions_are_the_ones_collected():
     """docs/batch.md lists the extensions a folder's videos are collected by (an .ogv was listed and
     collected, but the video reader opens no Ogg container, so each one failed)."""

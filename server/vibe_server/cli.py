@@ -25,7 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # A command whose settings are free-form (`train --lr=1 ...`) takes them whatever their place,
+        # so that its own run() can say what is missing; any other command refuses them, as argparse does.
+        into = getattr(args, "unknown_args_into", None)
+        if into is None:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        setattr(args, into, unknown + getattr(args, into))
     try:
         return int(args.run(args) or 0)
     except BrokenPipeError as err:

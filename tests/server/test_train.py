@@ -104,6 +104,11 @@ def test_train_command_reports_bad_settings(capsys):
     assert "--gen_lr=5e-05" in listing and "--fix_pennaction_joints=True" in listing
     assert main(["train"]) == 2  # argparse named its own arguments: "required: what, settings"
     assert capsys.readouterr().err.startswith("error: Name what to train: 'vibe-mocap train vibe --key=value")
+    assert main(["train", "--gen_lr=1"]) == 2  # a setting but no model: our message, not argparse's
+    assert capsys.readouterr().err.startswith("error: Name what to train: 'vibe-mocap train vibe --key=value")
+    with pytest.raises(SystemExit):  # other commands still refuse what they do not know
+        main(["data", "check", "--gen_lr=1"])
+    assert "unrecognized arguments: --gen_lr=1" in capsys.readouterr().err
 
 
 def test_generator_loss_falls_when_overfitting(dirs):

@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "settings", nargs=argparse.REMAINDER, help="--key=value settings ('vibe-mocap train vibe --help' lists them)"
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, unknown_args_into="settings")  # `train --lr=1` (no model named) reaches run()
 
 
 def run(args: argparse.Namespace) -> int:

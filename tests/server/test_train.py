@@ -234,6 +234,17 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     assert not any(k.startswith("module.") for k in ckpt["disc_motion_state_dict"])
 
 
+def test_torchrun_says_a_bad_setting_once(dirs):
+    """Every process parses the same command line; the first alone reports what is wrong."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "vibe_server", "train", "vibe", "--gen_lr=fast"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = str(dirs["root"])  # torchrun's own log folders stay with the test's files
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.count("error: --gen_lr takes a float; got 'fast'.") == 1, run.stderr[-3000:]
+
+
 SAME_START = """
 import os
 from pathlib import Path

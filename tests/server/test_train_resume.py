@@ -632,6 +632,32 @@ def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
         exit_status(fails)
 
 
+def test_under_torchrun_only_the_first_process_speaks(monkeypatch, capsys):
+    """A stop reaches every torchrun process and a bad setting is met by each: the first process
+    says so, the others end with the same status, silently. An error of one process is said there."""
+    from vibe_server.train.stop_signals import SameInEveryProcess, exit_status
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def same_everywhere():
+        raise SameInEveryProcess("diverged")
+
+    def this_process_only():
+        raise VibeError("no GPU for local rank 3")
+
+    monkeypatch.setenv("RANK", "1")
+    assert exit_status(interrupted) == 130 and exit_status(same_everywhere) == 2
+    assert capsys.readouterr().err == ""
+    with pytest.raises(VibeError, match="local rank 3"):
+        exit_status(this_process_only)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SameInEveryProcess, match="diverged"):
+        exit_status(same_everywhere)
+    with pytest.raises(KeyboardInterrupt):  # the command line prints "interrupted" once
+        exit_status(interrupted)
+
+
 @pytest.fixture
 def python_ctrl_c():
     """Ctrl-C as the command line has it (Python's handler, not blocked), whatever a library loaded

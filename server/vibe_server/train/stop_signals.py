@@ -19,12 +19,25 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from vibe_blender.core.errors import VibeError
+
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: the exit status of a run stopped by SIGTERM, as a shell shows it
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: after Ctrl-C
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Terminated(KeyboardInterrupt):
     """The run was stopped by SIGTERM: it ends as Ctrl-C ends it (see :func:`sigterm_interrupts`)."""
+
+
+class SameInEveryProcess(VibeError):
+    """An error that every torchrun process meets alike (a bad setting, a diverged run): the first
+    process alone says it, rather than each of eight saying the same."""
+
+
+def is_first_process() -> bool:
+    """True unless torchrun started this process as one of rank 1 and above."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 class StopSafeLoader(DataLoader):
@@ -162,16 +175,33 @@ def _end_if_forked(owner: int) -> None:
 
 def exit_status(run: Callable[[], object]) -> int:
     """``run()`` for the command line: 0 when it ends, 143 after "interrupted" when SIGTERM stopped it
-    (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130)."""
+    (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130). Under torchrun a
+    stop reaches every process, and a :class:`SameInEveryProcess` error is met by each: the first
+    process alone says so, the others end with the same status, without a word."""
     try:
         run()
     except KeyboardInterrupt as stop:
         _let_go_quietly(stop)
+        if not is_first_process():
+            return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
         if not isinstance(stop, Terminated):
             raise
         print("interrupted", file=sys.stderr)
         return EXIT_TERMINATED
+    except SameInEveryProcess:
+        if is_first_process():
+            raise
+        return 2  # the command line's status after an error
     return 0
+
+
+def settings_or_stop(parse: Callable[[], Any]) -> Any:
+    """``parse()`` (the run's settings), its errors said once under torchrun: every process parses the
+    same command line."""
+    try:
+        return parse()
+    except VibeError as err:
+        raise SameInEveryProcess(str(err)) from None
 
 
 def _let_go_quietly(stop: BaseException) -> None:

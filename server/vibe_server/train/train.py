@@ -61,7 +61,7 @@ from .out_dir import (
     take_changed_rates,
 )
 from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
-from .stop_signals import StopSafeLoader, exit_status
+from .stop_signals import SameInEveryProcess, StopSafeLoader, exit_status, settings_or_stop
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
 NO_BUFFER_SYNC = (
@@ -539,7 +539,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     if diverged:
         if ddp:
             barrier()  # rank 0 has saved: no process ends (and gets the others stopped) before that
-        raise VibeError(
+        raise SameInEveryProcess(
             f"Stopped after epoch {epoch}: validation PA-MPJPE {performance:.1f} mm is more than "
             f"--abort_pa_mpjpe_mm={config.abort_pa_mpjpe_mm}, so the run has diverged. {BEST_NAME} holds its best "
             f"epoch ({best_performance:.1f} mm). Start over with --resume=false (e.g. with a lower --gen_lr), or "
@@ -566,7 +566,7 @@ def require_same_start(start_epoch: int, device: torch.device, out_dir: Path) ->
     all_reduce(lowest, op=ReduceOp.MIN)
     all_reduce(highest, op=ReduceOp.MAX)
     if lowest.item() != highest.item():
-        raise VibeError(
+        raise SameInEveryProcess(
             f"The training processes found different checkpoints in --out_dir={out_dir} (one would start at "
             f"epoch {lowest.item()}, another at epoch {highest.item()}): with several nodes, --out_dir must be "
             "a folder that every node shares."
@@ -576,7 +576,7 @@ def require_same_start(start_epoch: int, device: torch.device, out_dir: Path) ->
 def main(argv: list[str]) -> int:
     """``vibe-mocap train vibe`` with these ``--key=value`` settings."""
     show_progress_on_console()
-    return exit_status(lambda: train(parse_overrides(TrainConfig, argv)))
+    return exit_status(lambda: train(settings_or_stop(lambda: parse_overrides(TrainConfig, argv))))
 
 
 if __name__ == "__main__":

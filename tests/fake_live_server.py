@@ -100,6 +100,7 @@ class FakeLiveServer:
         stop_status: int = 200,
         body_model: Path | None = None,
         token: str = "fake-live-token",
+        start_answer: dict | None = None,
     ):
         self.messages = [m if m is HOLD or isinstance(m, bytes) else text_frame(m) for m in messages]
         self.resume = threading.Event()
@@ -107,6 +108,9 @@ class FakeLiveServer:
         self.body_model, self.token, self.start_gate = body_model, token, start_gate
         self.stop_requests: list[str] = []
         self.streams_opened = 0
+        # the answer to the start request, with these fields added or replaced
+        self.start_answer = {"live_id": LIVE_ID, "status": "running", "source": "fake", "error": None}
+        self.start_answer.update(start_answer or {})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -172,7 +176,7 @@ class FakeLiveServer:
                     time.sleep(server.start_delay_s)  # the real server opens the source and loads the detector here
                     if server.start_gate is not None:  # or as long as the test holds the gate shut
                         server.start_gate.wait(60)
-                    self._json(200, {"live_id": LIVE_ID, "status": "running", "source": "fake", "error": None})
+                    self._json(200, server.start_answer)
                 elif self.path == f"{API}/live/{LIVE_ID}/stop":
                     server.stop_requests.append(LIVE_ID)
                     if server.stop_status == 200:

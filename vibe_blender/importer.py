@@ -21,7 +21,7 @@ import bpy
 import numpy as np
 
 from .animation import FIRST_FRAME, animate_character
-from .core.client import uploaded_file_name
+from .core.client import display_text, uploaded_file_name
 from .core.errors import VibeError
 from .core.model_data import PLACEHOLDER_MODEL, read_body_model
 from .core.motion import MAX_CHARACTERS, MotionSet, ground_offset, longest_tracks
@@ -39,6 +39,7 @@ MAX_PERSON_FRAMES = 300_000
 SENSOR_WIDTH_MM = 36.0
 CLIP_START_M, CLIP_END_M = 0.1, 1000.0  # the camera's clipping range (Blender's default), in metres
 SERVER_VIDEO_NAME_CHARS = 200  # the server records at most this many characters of a video's name
+MAX_RUN_WARNINGS = 8  # of a result file's own warnings, shown (a hostile file may hold thousands)
 
 
 @dataclass
@@ -177,6 +178,8 @@ def import_motion(
         raise VibeError(f"Root motion must be one of {', '.join(ROOT_MOTION_MODES)}; got '{options.root_motion}'.")
     if options.max_characters < 1:
         raise VibeError(f"Max characters must be at least 1; got {options.max_characters}.")
+    for warning in motion.warnings[:MAX_RUN_WARNINGS]:  # e.g. the video broke off, YOLO fell back to HOG
+        warn(f"{motion.source_name}, when captured: {display_text(warning)}")
     tracks = longest_tracks(motion.tracks, options.max_characters)
     if len(tracks) < len(motion.tracks):
         warn(

@@ -39,7 +39,7 @@ from .core.live_client import (
 )
 from .core.model_data import cached_body_model_note, load_served_body_model
 from .core.motion import TrackMotion, ground_offset
-from .core.result_file import META_UNKNOWN, MocapResult, Track, VideoInfo, save_result
+from .core.result_file import META_UNKNOWN, WARNINGS_META_KEY, MocapResult, Track, VideoInfo, save_result
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
 from .core.user_dirs import write_private_file
@@ -120,6 +120,7 @@ class LiveSession:
             text = f"Streaming: {connection.frames_received} frames" + (f", {fps:g} frames/s" if fps else "")
         else:
             text = f"The live session ended after {connection.frames_received} frames."
+        text = " ".join([text, *connection.warnings])
         return text + PLACEHOLDER_NOTICE if self.placeholder else text
 
     @property
@@ -364,6 +365,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
             "frames_received": str(len(take.received_index)),
             "video_size": META_UNKNOWN,
             "focal_length": META_UNKNOWN,
+            **({WARNINGS_META_KEY: "\n".join(take.warnings)} if take.warnings else {}),
         },
     )
 

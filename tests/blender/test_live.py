@@ -29,6 +29,7 @@ from vibe_blender.core.model_data import load_served_body_model
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from vibe_blender.core.smpl_model import JOINT_NAMES
+from vibe_blender.importer import ImportOptions, import_motion_file
 from vibe_blender.rig_builder import rest_quats
 
 pytestmark = pytest.mark.blender
@@ -639,6 +640,26 @@ def test_start_live_keeps_a_recording_that_was_not_saved(addon, empty_scene, bod
         assert live.current_session() is new is not session
         live.stop_live()
         tick_until(lambda: live.live_tick() is None, 30)
+
+
+def test_the_servers_warning_is_in_the_panel_and_the_imported_take(addon, empty_scene, fake_server_setup):
+    """The server ran HOG in place of YOLO (no yolov3.weights): `vibe-mocap live` said so, the Live
+    panel did not."""
+    said = "yolov3.weights is not in the model data, so people were found with HOG"
+    messages = [frame_message(i, 10.0 + i / 30, [person(1)]) for i in range(3)] + [END]
+    with FakeLiveServer(messages, start_answer={"warnings": [said]}, **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        live.start_recording()
+        tick_until(lambda: live.live_tick() is None, 30)
+    assert session.state == "ended" and session.message.endswith(said), session.message
+    shown = " ".join(kw["text"] for name, _, kw in draw_live_panel() if name == "label")  # lines wrapped
+    assert said in shown, shown
+    assert len(live.stop_recording()) == 1
+    assert load_result(session.last_result_path).meta["warnings"] == said
+    warnings = []
+    options = ImportOptions(add_camera=False)
+    import_motion_file(session.last_result_path, session.body_model, options, warn=warnings.append)
+    assert any(w.endswith(f", when captured: {said}") for w in warnings), warnings
 
 
 def test_the_live_view_goes_on_in_a_file_opened_meanwhile(addon, fake_server_setup):

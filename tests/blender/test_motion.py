@@ -372,6 +372,30 @@ def test_import_without_set_scene_says_what_does_not_fit_the_scene(empty_scene, 
     assert any("motion is on frames 1..10, outside the scene's 1001..1100: turn on 'Set scene'" in w for w in warnings)
 
 
+def test_import_says_what_the_capture_warned_of(empty_scene, reference_dir, body_model, tmp_path):
+    """A capture's warnings (the video broke off, YOLO fell back to HOG) are in its result's meta:
+    the add-on showed none of them, so a Blender user never learnt why the tracks were poor."""
+    from vibe_blender.core.result_file import WARNINGS_META_KEY, load_result, save_result
+
+    result = load_result(reference_dir / "result.npz")
+    said = ["yolov3.weights is not in the model data\x07, so people were found with HOG"]
+    result.meta[WARNINGS_META_KEY] = "\n".join(said + [f"warning {i}" for i in range(20)])
+    with open(tmp_path / "warned.npz", "wb") as file:
+        save_result(file, result)
+    warnings = []
+    import_motion_file(tmp_path / "warned.npz", body_model, ImportOptions(), warn=warnings.append)
+    from_capture = [w for w in warnings if ", when captured: " in w]
+    name = result.video.name
+    assert (
+        from_capture[0]
+        == f"{name}, when captured: yolov3.weights is not in the model data , so people were found with HOG"
+    )
+    assert len(from_capture) == 8  # a file's thousands of lines are not all shown
+    warnings.clear()
+    import_motion_file(reference_dir / "result.npz", body_model, ImportOptions(), warn=warnings.append)
+    assert not [w for w in warnings if ", when captured: " in w]
+
+
 def test_import_selects_what_it_made_and_leaves_the_playhead(empty_scene, reference_dir, body_model):
     """Blender's importers select what they import: G or Delete right after acted on the user's object."""
     bpy.ops.mesh.primitive_cube_add()

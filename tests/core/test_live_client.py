@@ -229,6 +229,24 @@ def test_stop_while_the_server_starts_the_session_ends_it_at_once_and_stops_it_t
     assert server.streams_opened == 0 and live.frames_received == 0
 
 
+def test_the_sessions_warnings_are_kept_displayable_and_go_into_the_take():
+    said = "yolov3.weights is not in the model data\x1b[31m, so people were found with HOG"
+    with FakeLiveServer([FRAME, END], start_answer={"warnings": [said]}) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.error is None
+    assert live.warnings == ["yolov3.weights is not in the model data [31m, so people were found with HOG"]
+    assert live.recording_stop().warnings == live.warnings
+
+
+@pytest.mark.parametrize("warnings", ["HOG", [1], ["HOG"] * 9, {"a": "b"}])
+def test_malformed_warnings_fail_the_session_and_stop_it_on_the_server(warnings):
+    with FakeLiveServer([FRAME, END], start_answer={"warnings": warnings}) as server:
+        live = follow(server)
+        assert server.wait_for_stop()
+    assert live.state == "failed" and "warnings that are not a short list of texts" in live.error
+    assert server.streams_opened == 0 and live.warnings == []
+
+
 def test_a_start_slower_than_the_client_timeout_is_waited_for():
     """The server answers the start once the source is open and the detector loaded: with the
     client's usual timeout, Blender reported the server unreachable while the session started."""

@@ -116,10 +116,15 @@ def test_live_command_prints_figures_and_records(short_clip, synthetic_bundle, t
     assert "Recorded" in printed.out
 
 
+FALLBACK_WARNING = "yolov3.weights is not in the model data, so people were found with HOG"
+
+
 class _FakeLiveModel:
     """The live model reduced to one person (track 1) in every frame."""
 
     focal_px = 500.0
+    detector_name = "hog"
+    warnings = (FALLBACK_WARNING,)  # as the real session says it without yolov3.weights (test_live_api.py)
 
     def __init__(self, engine=None, options=None, *, width=8, height=8):
         self.frames_processed = 0
@@ -137,9 +142,6 @@ class _FakeLiveModel:
                 theta[0, :3], np.array([4, 4, 4, 4], np.float32), joints3d[0],
             )
         ]  # fmt: skip
-
-
-FALLBACK_WARNING = "yolov3.weights is not in the model data, so people were found with HOG"
 
 
 @pytest.fixture
@@ -162,11 +164,7 @@ def fake_live_command(monkeypatch):
     def open_camera(spec, lossless=False):
         return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True)
 
-    fake_engine = types.SimpleNamespace(
-        model_name="fake",
-        resolve_detector_name=lambda name: "hog",
-        detector_warnings=lambda requested, used: [FALLBACK_WARNING],
-    )
+    fake_engine = types.SimpleNamespace(model_name="fake")
     monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: fake_engine)
     monkeypatch.setattr(command, "checked_data_dir", lambda folder: folder)
     monkeypatch.setattr(command, "resolve_device", lambda device: "cpu")

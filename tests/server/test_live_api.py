@@ -87,6 +87,24 @@ def test_real_time_pace_reports_drops_and_latency(server, short_clip):
     assert stats["latency_p95_s"] >= stats["latency_p50_s"] > 0
 
 
+def test_the_fallback_to_hog_is_said_to_the_client(server, short_clip):
+    """The model data here has no yolov3.weights: the detector 'auto' runs HOG, and the add-on is
+    told so, as `vibe-mocap live` prints it (the Live panel shows it, a take keeps it)."""
+    live = LiveConnection(ServerClient(server.snapshot().url, server.token))
+    live.recording_start()
+    live.start(str(short_clip), {"detector": "auto", "lossless": True, "max_frames": 4})
+    follow(live)
+    assert live.state == "ended", live.error
+    assert len(live.warnings) == 1 and "'vibe-mocap data install yolov3.weights'" in live.warnings[0]
+    assert live.recording_stop().warnings == live.warnings
+    record = ServerClient(server.snapshot().url, server.token).live_status(live.live_id)
+    assert record["warnings"] == live.warnings
+    client = ServerClient(server.snapshot().url, server.token)
+    asked_for_hog = client.start_live(str(short_clip), {"detector": "hog", "max_frames": 1})
+    client.stop_live(asked_for_hog["live_id"])  # one session at a time: the next test's may start
+    assert asked_for_hog["warnings"] == []
+
+
 def test_a_client_that_reads_late_gets_every_frame_or_its_drop_count(server):
     """60 frames of the sample clip, every one processed (lossless), and a client that reads
     nothing until the session has ended: what it gets plus what it is told was dropped is every

@@ -45,6 +45,7 @@ class NoModel:
 
     def __init__(self, engine, options, width, height):
         self.frames_processed = 0
+        self.warnings = []
 
     def process(self, index, rgb, time_s):
         self.frames_processed += 1

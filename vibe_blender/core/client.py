@@ -464,7 +464,7 @@ class ServerClient:
         return self._request_json("POST", "/live", body=body, headers={"Content-Type": "application/json"})
 
     def live_status(self, live_id: str) -> dict:
-        """GET /live/{id}: {live_id, status, source, error, stats, clients}."""
+        """GET /live/{id}: {live_id, status, source, error, warnings, stats, clients}."""
         return self._request_json("GET", f"/live/{_checked_id(live_id)}")
 
     def shutdown(self) -> dict:

@@ -35,6 +35,7 @@ MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; bey
 # client gave up, so giving up early would leave it running for nobody.
 START_TIMEOUT_S = 120.0
 RESAMPLE_CHUNK = 65_536  # frames interpolated at a time (bounds the float64 temporaries)
+MAX_SESSION_WARNINGS = 8
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class LiveTake:
     betas: dict[int, list[np.ndarray]] = field(default_factory=dict)
     trans_cam_m: dict[int, list[np.ndarray]] = field(default_factory=dict)
     rows: int = 0
+    warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
 
     def add(self, frame: LiveFrameMessage) -> bool:
         """False once the recording is full (it then keeps what it has)."""
@@ -231,6 +233,19 @@ def _slerp_poses(poses: np.ndarray, first: np.ndarray, second: np.ndarray, weigh
     return out
 
 
+def session_warnings(answer: dict) -> list[str]:
+    """The warnings of the server's answer to the live request, made displayable (an older server
+    sends none); VibeError when they are not a short list of texts."""
+    warnings = answer.get("warnings", [])
+    if (
+        not isinstance(warnings, list)
+        or len(warnings) > MAX_SESSION_WARNINGS
+        or not all(isinstance(w, str) for w in warnings)
+    ):
+        raise VibeError("The server's answer to the live request has warnings that are not a short list of texts.")
+    return [display_text(w) for w in warnings]
+
+
 class LiveConnection:
     """One live session on the server, followed by a worker thread.
 
@@ -246,6 +261,7 @@ class LiveConnection:
         self.frames_received = 0
         self.bad_messages = 0
         self.server_stats: dict = {}
+        self.warnings: list[str] = []  # what the server said the user should know of the session
         self._latest: LiveFrameMessage | None = None
         self._take: LiveTake | None = None
         self._lock = threading.Lock()
@@ -298,7 +314,7 @@ class LiveConnection:
 
     def recording_start(self) -> None:
         with self._lock:
-            self._take = LiveTake()
+            self._take = LiveTake(warnings=list(self.warnings))
 
     def recording_stop(self) -> LiveTake | None:
         with self._lock:
@@ -351,6 +367,11 @@ class LiveConnection:
             self.state = "ended"
             self._stop_on_server(live_id, report=True)
             return
+        warnings = session_warnings(answer)  # malformed: the session fails, and is stopped on the server
+        with self._lock:
+            self.warnings = warnings
+            if self._take is not None:  # recording from the start: the take keeps them too
+                self._take.warnings = list(warnings)
         self._ws = self.client.open_live_stream(live_id)
         self.state = "streaming"
         self._receive()

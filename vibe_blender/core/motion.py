@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import VibeError
-from .result_file import META_UNKNOWN, MocapResult
+from .result_file import META_UNKNOWN, WARNINGS_META_KEY, MocapResult
 from .skeleton import CAMERA_TO_BLENDER
 from .smpl_math import smpl_forward
 from .smpl_model import BodyModel
@@ -75,6 +75,7 @@ class MotionSet:
     source_name: str  # video or file name, for messages and object names
     camera: CameraInfo | None = None
     ground_offset_m: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) Blender world
+    warnings: list[str] = field(default_factory=list)  # what the run that made it said (e.g. YOLO fell back to HOG)
 
     def __post_init__(self):
         if not self.tracks:
@@ -119,6 +120,7 @@ def from_result(result: MocapResult) -> MotionSet:
         camera=None  # a live take: no video, so no camera to match (its size is a stand-in)
         if result.meta.get("video_size") == META_UNKNOWN
         else CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)),
+        warnings=[line for line in result.meta.get(WARNINGS_META_KEY, "").splitlines() if line.strip()],
     )
 
 

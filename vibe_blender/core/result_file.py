@@ -96,6 +96,8 @@ def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.n
 
 # a meta value for what a result does not know (a live take: its video size and focal length)
 META_UNKNOWN = "unknown"
+# the meta key of what the run said the user should know (one per line), e.g. the video broke off
+WARNINGS_META_KEY = "warnings"
 
 
 @dataclass

@@ -58,6 +58,7 @@ class LiveRun:
     source_name: str
     status: str = "starting"  # starting | running | stopped | ended | failed
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # what the user should know, e.g. YOLO fell back to HOG
     stats: dict = field(default_factory=dict)
     created_s: float = field(default_factory=time.time)
     subscribers: list[Subscriber] = field(default_factory=list)
@@ -97,6 +98,7 @@ class LiveRun:
             "status": self.status,
             "source": self.source_name,
             "error": self.error,
+            "warnings": self.warnings,
             "stats": self.stats,
             "clients": len(self.subscribers),
         }
@@ -144,7 +146,7 @@ class LiveManager:
             except BaseException:  # e.g. the YOLO weights are missing: the camera is free again at once
                 source.discard()
                 raise
-            run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name)
+            run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name, warnings=session.warnings)
             self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
             self.runs[run.live_id] = run
         run.thread = threading.Thread(

@@ -156,5 +156,6 @@ class LiveStatus(BaseModel):
     status: Literal["starting", "running", "stopped", "ended", "failed"]
     source: str
     error: str | None = None
+    warnings: list[str] = Field(default_factory=list)  # what the user should know, e.g. YOLO fell back to HOG
     stats: dict = Field(default_factory=dict)
     clients: int = 0

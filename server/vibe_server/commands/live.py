@@ -96,14 +96,12 @@ def run(args: argparse.Namespace) -> int:
             last_print[0] = now
             print(_stats_line(stats, len(people)), file=sys.stderr, flush=True)
 
-    detector = engine.resolve_detector_name(options.detector)
     print(
         f"Live from {source.info.name} ({source.info.width}x{source.info.height}, {source.info.fps:g} fps), "
-        f"model: {engine.model_name}, detector: {detector}. Ctrl-C stops.",
+        f"model: {engine.model_name}, detector: {session.detector_name}. Ctrl-C stops.",
         file=sys.stderr,
     )
-    warnings = engine.detector_warnings(options.detector, detector)
-    for warning in warnings:  # also in the recording's meta["warnings"]
+    for warning in session.warnings:  # also in the recording's meta["warnings"]
         print(f"WARNING: {warning}", file=sys.stderr)
     interrupted, failure = False, None
     with source:
@@ -136,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if record is not None:
-        result = recording.result(frames_seen=stats.frames_arrived, dropped=stats.frames_dropped, warnings=warnings)
+        result = recording.result(
+            frames_seen=stats.frames_arrived, dropped=stats.frames_dropped, warnings=session.warnings
+        )
         if result.tracks:
             atomic_write(record, lambda f: save_result(f, result))
             print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import MocapResult, Track, VideoInfo
+from vibe_blender.core.result_file import WARNINGS_META_KEY, MocapResult, Track, VideoInfo
 
 from .. import __version__
 from ..data import loading
@@ -67,7 +67,6 @@ DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this 
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
 # 1,370-1,650 frames/s, two chunk threads 1,450-1,510).
 DECODE_WORKERS = min(4, max(1, usable_cores() // 4))
-WARNINGS_META_KEY = "warnings"  # result meta: what the user should know (lines), e.g. a truncated video
 
 
 def no_frames_error(video_name: str) -> VibeError:

@@ -28,11 +28,10 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import MAX_RECORDED_FRAMES
-from vibe_blender.core.result_file import MocapResult, VideoInfo
+from vibe_blender.core.result_file import WARNINGS_META_KEY, MocapResult, VideoInfo
 
 from . import postprocess
 from .crop import crop_people
-from .engine import WARNINGS_META_KEY
 from .live_options import LiveOptions
 from .people import DetectionSchedule
 from .smooth import CausalRotationFilter
@@ -97,6 +96,9 @@ class LiveSession:
         self.schedule = DetectionSchedule(
             engine.detector(options.detector), options.detection_stride, adaptive_detection=options.adaptive_detection
         )
+        self.detector_name = engine.resolve_detector_name(options.detector)
+        # what the user should know of the session (printed, sent to clients, kept in a recording)
+        self.warnings = engine.detector_warnings(options.detector, self.detector_name)
         self.frames_processed = 0
         self._people: dict[int, _PersonState] = {}
 

@@ -147,6 +147,25 @@ class FakeTensorBoard:
         pass
 
 
+def test_the_discriminator_updates_every_nth_step_of_the_run_not_of_the_epoch(dirs, monkeypatch):
+    """As the original counts (train_global_step): with 4 steps an epoch and an update every 3rd, two
+    epochs update at steps 0, 3 and 6; counting per epoch updated at 0 and 3 of each."""
+    from vibe_server.train import train as train_module
+
+    updates = []
+
+    def counted(*args):
+        updates.append(args)
+        return discriminator_loss(*args)
+
+    discriminator_loss = train_module.discriminator_loss
+    monkeypatch.setattr(train_module, "discriminator_loss", counted)
+    train_module.train(
+        tiny(dirs, "disc_steps", "--dataset_val=none", "--epochs=2", "--iters_per_epoch=4", "--disc_update_steps=3")
+    )
+    assert len(updates) == 3
+
+
 def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch):
     import vibe_server
     from vibe_server import checkpoints
@@ -234,15 +253,23 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     assert not any(k.startswith("module.") for k in ckpt["disc_motion_state_dict"])
 
 
-def test_torchrun_says_a_bad_setting_once(dirs):
-    """Every process parses the same command line; the first alone reports what is wrong."""
+@pytest.mark.parametrize(
+    "setting, said",
+    [
+        ("--gen_lr=fast", "error: --gen_lr takes a float; got 'fast'."),
+        ("--db_dir=no_such_folder", "error: The database folder --db_dir=no_such_folder was not found"),
+    ],
+)
+def test_torchrun_says_a_bad_setting_once(dirs, setting, said):
+    """Every process parses the same command line and checks the files it names; the first alone
+    reports what is wrong."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "vibe_server", "train", "vibe", "--gen_lr=fast"]
+    command += ["-m", "vibe_server", "train", "vibe", "--device=cpu", setting]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
     env["TMPDIR"] = str(dirs["root"])  # torchrun's own log folders stay with the test's files
     run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode != 0
-    assert run.stderr.count("error: --gen_lr takes a float; got 'fast'.") == 1, run.stderr[-3000:]
+    assert run.stderr.count(said) == 1, run.stderr[-3000:]
 
 
 SAME_START = """

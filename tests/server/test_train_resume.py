@@ -463,6 +463,33 @@ def test_a_resumed_run_keeps_the_better_best_it_saved_just_before_it_stopped(dir
     assert saved("checkpoint.pth.tar")["epoch"] == 2 and saved("checkpoint.pth.tar")["best_performance"] == 40.0
 
 
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_or_missing_best_model_is_written_again_by_the_next_validated_epoch(
+    dirs, tmp_path, monkeypatch, damage
+):
+    """It was kept as it was (a worse epoch never replaced it), while the run said it held the best."""
+    from vibe_server.train import train as train_module
+
+    out = tmp_path / "run"
+    errors = iter([50.0, 60.0])
+
+    def evaluate(*args, **kwargs):
+        error = next(errors)
+        return SimpleNamespace(overall={"mpjpe": error, "pa_mpjpe": error, "pve": error, "accel": 0, "accel_err": 0})
+
+    monkeypatch.setattr(train_module, "evaluate_generator", evaluate)
+    train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw"))
+    best_path = out / "model_best.pth.tar"
+    if damage == "truncated":
+        best_path.write_bytes(best_path.read_bytes()[:100_000])
+    else:
+        best_path.unlink()
+    result = train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw", "--epochs=2"))
+    best = torch.load(best_path, weights_only=False)
+    assert best["epoch"] == 1 and best["performance"] == 60.0 and result["best_performance"] == 60.0
+    assert best_is_recorded_with_its_file(out)
+
+
 def test_no_validation_set_is_one_setting_however_it_is_typed(dirs, tmp_path):
     from vibe_server.train.train import train
 
@@ -633,8 +660,8 @@ def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
 
 
 def test_under_torchrun_only_the_first_process_speaks(monkeypatch, capsys):
-    """A stop reaches every torchrun process and a bad setting is met by each: the first process
-    says so, the others end with the same status, silently. An error of one process is said there."""
+    """A stop reaches every torchrun process and a bad setting is met by each: the machine's first
+    process says so, the others end with the same status, silently. An error of one process is said there."""
     from vibe_server.train.stop_signals import SameInEveryProcess, exit_status
 
     def interrupted():
@@ -646,12 +673,12 @@ def test_under_torchrun_only_the_first_process_speaks(monkeypatch, capsys):
     def this_process_only():
         raise VibeError("no GPU for local rank 3")
 
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     assert exit_status(interrupted) == 130 and exit_status(same_everywhere) == 2
     assert capsys.readouterr().err == ""
     with pytest.raises(VibeError, match="local rank 3"):
         exit_status(this_process_only)
-    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
     with pytest.raises(SameInEveryProcess, match="diverged"):
         exit_status(same_everywhere)
     with pytest.raises(KeyboardInterrupt):  # the command line prints "interrupted" once

@@ -31,13 +31,14 @@ class Terminated(KeyboardInterrupt):
 
 
 class SameInEveryProcess(VibeError):
-    """An error that every torchrun process meets alike (a bad setting, a diverged run): the first
-    process alone says it, rather than each of eight saying the same."""
+    """An error that every torchrun process of a machine meets alike (a bad setting, a missing file,
+    a diverged run): the machine's first process alone says it, rather than each of eight saying the
+    same. (Per machine: a file missing on one node only is still said there.)"""
 
 
 def is_first_process() -> bool:
-    """True unless torchrun started this process as one of rank 1 and above."""
-    return os.environ.get("RANK", "0").strip() in ("", "0")
+    """True unless torchrun started this process as one of local rank 1 and above on its machine."""
+    return os.environ.get("LOCAL_RANK", "0").strip() in ("", "0")
 
 
 class StopSafeLoader(DataLoader):
@@ -195,11 +196,13 @@ def exit_status(run: Callable[[], object]) -> int:
     return 0
 
 
-def settings_or_stop(parse: Callable[[], Any]) -> Any:
-    """``parse()`` (the run's settings), its errors said once under torchrun: every process parses the
-    same command line."""
+def alike_in_every_process(step: Callable[[], Any]) -> Any:
+    """``step()``, a step that every torchrun process of a machine takes alike (parse the command line,
+    check the files it names, open the databases): its VibeError is said once there."""
     try:
-        return parse()
+        return step()
+    except SameInEveryProcess:
+        raise
     except VibeError as err:
         raise SameInEveryProcess(str(err)) from None
 

@@ -61,7 +61,7 @@ from .out_dir import (
     take_changed_rates,
 )
 from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
-from .stop_signals import SameInEveryProcess, StopSafeLoader, exit_status, settings_or_stop
+from .stop_signals import SameInEveryProcess, StopSafeLoader, alike_in_every_process, exit_status
 
 # The SMPL buffers are constants: DDP need not re-broadcast them every step (option renamed in torch 2.13).
 NO_BUFFER_SYNC = (
@@ -165,13 +165,13 @@ def check_model_data(config: TrainConfig) -> None:
 def train_device(config: TrainConfig, ddp: bool, local_rank: int) -> torch.device:
     """--device for this process: under torchrun each process takes the GPU of its local rank."""
     if ddp and config.device.startswith("cuda:"):
-        raise VibeError(
+        raise SameInEveryProcess(
             f"--device={config.device}: under torchrun each process uses the GPU of its local rank; "
             "pass --device=cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES."
         )
-    name = loading.resolve_device(config.device)  # VibeError for cuda without a GPU
+    name = alike_in_every_process(lambda: loading.resolve_device(config.device))  # cuda without a GPU
     if name.startswith("cuda") and ddp:
-        name = loading.resolve_device(f"cuda:{local_rank}")
+        name = loading.resolve_device(f"cuda:{local_rank}")  # this process's own GPU: said by each
     return torch.device(name)
 
 
@@ -183,7 +183,7 @@ def train(config: TrainConfig) -> dict:
     local_rank = int(os.environ.get("LOCAL_RANK", 0)) if ddp else 0
     master = rank == 0  # logs, validates and saves
     device = train_device(config, ddp, local_rank)
-    check_inputs(config)
+    alike_in_every_process(lambda: check_inputs(config))
     # rank 0 holds out_dir for the whole run (torchrun ends the others if it cannot)
     with run_in_out_dir(Path(config.out_dir), (CHECKPOINT_NAME, BEST_NAME), log.info, holds_out_dir=master):
         world_size = 1
@@ -248,13 +248,17 @@ def best_so_far(best_path: Path, recorded: float, config: TrainConfig, say: Call
     """The best validation value of a resumed run: the checkpoint's ``recorded`` one, or that of
     ``best_path`` (model_best) when lower and measured on the same validation set: a run stopped
     between the two saves of an epoch kept a better model there than its checkpoint records, which no
-    worse epoch may replace."""
+    worse epoch may replace. When model_best is missing or damaged, none holds the recorded best: the
+    next validated epoch writes it (infinity)."""
     if not best_path.exists():
-        return recorded
+        if math.isfinite(recorded):
+            say(f"{best_path.name} is missing: the next validated epoch writes it")
+        return math.inf
     try:
         best = checkpoints.load_vibe_checkpoint(best_path)
-    except VibeError:  # damaged: the next validated epoch replaces it
-        return recorded
+    except VibeError as err:
+        say(f"{best_path.name} cannot be read ({str(err).rstrip('.')}): the next validated epoch replaces it")
+        return math.inf
     saved, performance = saved_config(best), best.get("performance")  # a finite number or None
     if saved is None or saved.get("dataset_val") != config.dataset_val or performance is None:
         return recorded
@@ -272,7 +276,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     # ---- 2. the run so far: resume after the checkpoint's epoch, or start over ----
     out_dir = Path(config.out_dir)
     checkpoint_path, best_path = out_dir / CHECKPOINT_NAME, out_dir / BEST_NAME
-    ckpt = read_resume_checkpoint(config, checkpoint_path)
+    ckpt = alike_in_every_process(lambda: read_resume_checkpoint(config, checkpoint_path))
     start_epoch, best_performance = 0, math.inf
     if ckpt is not None:
         start_epoch, best_performance = ckpt["epoch"] + 1, ckpt["best_performance"]
@@ -296,7 +300,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
 
     def open_set(name: str, split: str) -> SequenceDataset:
         fix = f"Put the original's {spec_for(name).files[split]} in --db_dir."
-        return SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options)
+        return alike_in_every_process(lambda: SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options))
 
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)  # checked by the config
     batch_2d, batch_3d = config.batch_split()
@@ -439,7 +443,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
             gen_loss.backward()
             gen_optimizer.step()
             # 6d. discriminator step on real AMASS motion vs the (detached) generated motion
-            if disc is not None and iteration % config.disc_update_steps == 0:
+            # every disc_update_steps-th step of the whole run, as the original counts (not per epoch)
+            if disc is not None and (epoch * config.iters_per_epoch + iteration) % config.disc_update_steps == 0:
                 real_motion = next(batches_motion)["theta"].to(device)[:, :, BODY_POSE_SLICE]
                 scores = disc(torch.cat([real_motion, fake_motion.detach()]))  # one DDP forward
                 d_real, d_fake, d_loss = discriminator_loss(scores[: len(real_motion)], scores[len(real_motion) :])
@@ -576,7 +581,7 @@ def require_same_start(start_epoch: int, device: torch.device, out_dir: Path) ->
 def main(argv: list[str]) -> int:
     """``vibe-mocap train vibe`` with these ``--key=value`` settings."""
     show_progress_on_console()
-    return exit_status(lambda: train(settings_or_stop(lambda: parse_overrides(TrainConfig, argv))))
+    return exit_status(lambda: train(alike_in_every_process(lambda: parse_overrides(TrainConfig, argv))))
 
 
 if __name__ == "__main__":

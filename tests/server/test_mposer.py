@@ -187,6 +187,17 @@ def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path,
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("epoch, best", [("3", 1.0), (-1, 1.0), (2, None)])
+def test_a_checkpoint_whose_epoch_or_best_loss_is_no_number_is_refused(tmp_path, epoch, best):
+    """An epoch of '3' was taken as 3, and a best loss of None ended in a TypeError's traceback."""
+    train_mposer(mposer_config(tmp_path))
+    checkpoint = tmp_path / "mp" / "mposer.pth.tar"
+    ckpt = torch.load(checkpoint, weights_only=False)
+    torch.save({**ckpt, "epoch": epoch, "best_val_loss": best}, checkpoint)
+    with pytest.raises(VibeError, match=r"it is not a checkpoint of 'vibe-mocap train mposer'.*--resume=false"):
+        train_mposer(mposer_config(tmp_path, "--epochs=5"))
+
+
 def test_a_resumed_mposer_run_takes_a_changed_learning_rate(tmp_path):
     train_mposer(mposer_config(tmp_path))
     train_mposer(mposer_config(tmp_path, "--epochs=2", "--lr=0.003", "--lr_patience=7"))

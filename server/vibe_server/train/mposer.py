@@ -103,7 +103,13 @@ def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
     if not (config.resume and path.exists()):
         return None
     ckpt = read_checkpoint(path, lambda p: checkpoints.torch_load(p, WHAT))
-    if not isinstance(ckpt, dict) or not {"model", "optimizer", "scheduler", "epoch", "best_val_loss"} <= set(ckpt):
+    if (
+        not isinstance(ckpt, dict)
+        or not {"model", "optimizer", "scheduler", "epoch", "best_val_loss"} <= set(ckpt)
+        or type(ckpt["epoch"]) is not int
+        or ckpt["epoch"] < 0
+        or not isinstance(ckpt["best_val_loss"], float)  # inf before any validation: a float too
+    ):
         raise VibeError(
             f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. "
             "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
@@ -139,7 +145,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
     ckpt = read_resume_checkpoint(config, checkpoint_path)
     start_epoch, best_val_loss = 0, math.inf
     if ckpt is not None:
-        start_epoch, best_val_loss = int(ckpt["epoch"]) + 1, float(ckpt["best_val_loss"])
+        start_epoch, best_val_loss = ckpt["epoch"] + 1, ckpt["best_val_loss"]
         if start_epoch >= config.epochs:
             log.info(
                 f"all {config.epochs} epochs are done in {out_dir} ({CHECKPOINT_NAME} is after epoch "

@@ -187,7 +187,7 @@ def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch
     assert [r["epoch"] for r in read_csv(out / "val_log.csv")] == ["0", "1"]
     assert {r["epoch"] for r in read_csv(out / "train_log.csv")} == {"0", "1"}
     tags = {tag for tag, _, _ in board.scalars}
-    assert {"train_loss/gen_loss", "train_loss/d_m_disc_loss", "error/pa_mpjpe", "lr/gen_lr"} <= tags
+    assert {"train_loss/gen_loss", "train_loss/d_m_disc_loss", "error/pa_mpjpe", "lr/gen_lr", "lr/dis_lr"} <= tags
 
     ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
     assert ckpt["epoch"] == 1 and ckpt["config"]["iters_per_epoch"] == 2

@@ -499,6 +499,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                 for key in VAL_COLUMNS[1:6]:
                     tensorboard.add_scalar(f"error/{key}", result.overall[key], epoch)
                 tensorboard.add_scalar("lr/gen_lr", gen_optimizer.param_groups[0]["lr"], epoch)
+                if disc_optimizer is not None:
+                    tensorboard.add_scalar("lr/dis_lr", disc_optimizer.param_groups[0]["lr"], epoch)
             say(f"epoch {epoch} validation: " + " ".join(f"{k} {result.overall[k]:.2f}" for k in VAL_COLUMNS[1:6]))
         if ddp:
             broadcast(performance, src=0)

@@ -19,6 +19,7 @@ from .core.skeleton import SMPL_TO_BLENDER, bone_layout, bone_to_smpl_rotations,
 from .core.smpl_model import JOINT_NAMES, NUM_BETAS, BodyModel
 
 CORRECTIVE_MODES = ("off", "drivers", "baked")
+MAX_NAME_BYTES = 63  # of a datablock's name in Blender 4.2 (later versions allow more): the names made fit all
 NUM_CORRECTIVES = 207
 
 
@@ -62,6 +63,13 @@ def place_bones(armature_obj, J: np.ndarray) -> None:
     view_layer.objects.active = previous
 
 
+def fitted_name(name: str, suffix: str = "") -> str:
+    """``name + suffix`` in MAX_NAME_BYTES of UTF-8: the name is cut (never inside a character), so
+    that Blender, which would cut the end, keeps the suffix ("_body" tells the mesh from its armature)."""
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    return name.encode()[:room].decode("utf-8", "ignore") + suffix
+
+
 def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctives: str = "off", collection=None):
     """-> (armature_obj, mesh_obj) for one person with shape ``betas`` (10,)."""
     if correctives not in CORRECTIVE_MODES:
@@ -72,6 +80,7 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
         bpy.ops.object.mode_set(mode="OBJECT")
 
     # 1. Armature at J(betas), remembering how joints follow betas.
+    name = fitted_name(name)
     armature = bpy.data.armatures.new(name)
     armature["vibe_J_template"] = (model.J_regressor @ model.v_template).ravel().tolist()
     armature["vibe_J_dirs"] = (
@@ -85,10 +94,10 @@ def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctiv
         pose_bone.rotation_mode = "QUATERNION"
 
     # 2. Mesh: the template in Blender's frame, skinned to the armature (plain LBS).
-    mesh = bpy.data.meshes.new(f"{name}_body")
+    mesh = bpy.data.meshes.new(fitted_name(name, "_body"))
     v_template_bl = model.v_template @ SMPL_TO_BLENDER.T
     mesh.from_pydata(v_template_bl.tolist(), [], model.faces.tolist())
-    mesh_obj = bpy.data.objects.new(f"{name}_body", mesh)
+    mesh_obj = bpy.data.objects.new(fitted_name(name, "_body"), mesh)
     collection.objects.link(mesh_obj)
     mesh_obj.parent = armature_obj
     for j, joint in enumerate(JOINT_NAMES):

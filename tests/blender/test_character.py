@@ -155,3 +155,14 @@ def test_the_body_is_the_mesh_the_armature_deforms_whatever_its_name(empty_scene
     refit_bones(copy)
     assert _driver_armatures(mesh) == {arm.name} and _driver_armatures(copy_mesh) == {copy.name}
     np.testing.assert_allclose(arm.data.bones["left_knee"].head_local, [J[4, 0], -J[4, 2], J[4, 1]], atol=1e-6)
+
+
+def test_a_long_name_keeps_the_meshs_suffix_on_every_blender(body_model):
+    """Blender 4.2 cuts names at 63 bytes: a long AMASS file name lost the mesh's "_body", so mesh and
+    armature had one name (the mesh then got ".001")."""
+    name = "CMU_ü" * 20  # 120 bytes, two-byte characters at every cut
+    armature_obj, mesh_obj = build_character(body_model, np.zeros(10), name)
+    assert mesh_obj.name.endswith("_body") and len(mesh_obj.name.encode()) <= 63
+    # both are the name's start, cut between characters (no ".001": the two names differ)
+    assert name.startswith(armature_obj.name) and name.startswith(mesh_obj.name.removesuffix("_body"))
+    assert len(armature_obj.name.encode()) >= 62

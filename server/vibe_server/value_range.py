@@ -51,3 +51,6 @@ class ValueRange:
         """Each bound that is set, as its name (in ge, gt, le, lt order) and number, joined with 'and'."""
         bounds = (self.ge, self.gt, self.le, self.lt)
         return " and ".join(f"{name} {_number(bound)}" for name, bound in zip(names, bounds) if bound is not None)
+
+
+POSITIVE = ValueRange(gt=0)  # a limit: more than 0, and finite (inf would hold a worker for good)

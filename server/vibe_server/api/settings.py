@@ -9,7 +9,7 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.user_dirs import user_dir
 
-from ..value_range import is_finite
+from ..value_range import POSITIVE
 
 DEFAULT_PORT = 8765
 WILDCARD_HOSTS = ("0.0.0.0", "::")
@@ -65,7 +65,7 @@ class Settings:
             "keep_finished_jobs",
         ):
             value = getattr(self, name)
-            if not (value > 0 and is_finite(value)):  # inf: a submission could hold a worker for good
+            if value not in POSITIVE:
                 raise VibeError(f"The server setting {name} must be a positive finite number, got {value}.")
         if not 0 < self.port < 65536:
             raise VibeError(f"Port {self.port} is not a valid TCP port; use 1-65535 (default {DEFAULT_PORT}).")

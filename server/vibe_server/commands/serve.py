@@ -20,7 +20,7 @@ from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
 from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
 from ..folder_lock import folder_lock
-from ..value_range import is_finite
+from ..value_range import POSITIVE
 
 # after Ctrl-C, SIGTERM, POST /shutdown or the end of standard input, requests still running get this
 # long (a stalled client cannot keep the server alive; a second Ctrl-C cuts them off at once); the job
@@ -147,7 +147,7 @@ def check_positive_flags(args: argparse.Namespace) -> None:
     """VibeError naming the first limit flag that is not a positive finite number."""
     for name in POSITIVE_FLAGS:
         value = getattr(args, name)
-        if not (value > 0 and is_finite(value)):
+        if value not in POSITIVE:
             raise VibeError(f"--{name.replace('_', '-')} must be a positive finite number; got {value:g}.")
 
 

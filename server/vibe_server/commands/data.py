@@ -69,6 +69,11 @@ def _check(args) -> int:
 
 
 def _install(args) -> int:
+    """0 once the source's files are installed, also when others are still to install (said)."""
     data_dir = check_output_folder(bundle.resolve_data_dir(args.data_dir), "the model-data folder")
     bundle.install(args.source, data_dir)
-    return _check(args)
+    statuses = bundle.check_bundle(data_dir)
+    print(f"Model data in {data_dir}:")
+    _print_table(statuses)
+    print(bundle.still_to_install(statuses))
+    return 0

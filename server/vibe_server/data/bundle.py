@@ -183,6 +183,15 @@ def bundle_ok(statuses: list[FileStatus]) -> bool:
     return all(s.status == "present" for s in statuses if s.name in REQUIRED_FILES)
 
 
+def still_to_install(statuses: list[FileStatus]) -> str:
+    """What an install that went well leaves to do: the required files not present yet, by name."""
+    names = [s.name for s in statuses if s.name in REQUIRED_FILES and s.status != "present"]
+    if not names:
+        return "All required files are present and valid."
+    where = "it" if len(names) == 1 else "them"
+    return f"Still to install: {', '.join(names)}. Install {where} the same way: 'vibe-mocap data install PATH_OR_URL'."
+
+
 # --------------------------------------------------------------------------------------------
 # Installing
 # --------------------------------------------------------------------------------------------

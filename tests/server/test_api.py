@@ -1172,6 +1172,11 @@ def test_live_json_body_is_bounded_and_each_problem_is_one_sentence(client):
     assert_detail(client.post(f"{API}/live", json={}), 422, "'source': Field required")
 
 
+@pytest.mark.parametrize("source", ["http://[", "rtsp://[::1"])
+def test_a_malformed_stream_url_is_a_400_naming_it(client, source):
+    assert_detail(client.post(f"{API}/live", json={"source": source}), 400, f"'{source}'", "not a valid URL")
+
+
 # -- OpenAPI describes both forms of POST /jobs ------------------------------------------------
 
 

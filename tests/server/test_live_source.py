@@ -114,6 +114,8 @@ def test_source_kinds(spec, expected):
         ("http://example.com/live.m3u8", "not on this machine"),
         ("999", "out of range"),
         ("ftp://127.0.0.1/x", "not a camera index"),
+        ("http://[", "'http://\\[' is not a valid URL"),  # urllib's ValueError was a 500 over HTTP
+        ("rtsp://[::1", "'rtsp://\\[::1' is not a valid URL"),
         # FFmpeg's own options: these listened on every network, or on another address, for anyone to send to
         ("udp://127.0.0.1:45999?localaddr=0.0.0.0&sources=192.0.2.7", "udp stream is named by its address and port"),
         ("tcp://127.0.0.1:5000?listen=1", "tcp stream is named by its address and port"),

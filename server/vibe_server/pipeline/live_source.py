@@ -167,7 +167,12 @@ def parse_source(spec: str) -> tuple[str, int | str]:
         if index > MAX_CAMERA_INDEX:
             raise VibeError(f"Camera index {index} is out of range; use 0 for the first camera.")
         return "camera", index
-    scheme = urllib.parse.urlparse(spec).scheme.lower()
+    try:
+        scheme = urllib.parse.urlparse(spec).scheme.lower()
+    except ValueError as err:  # a bracket left open ("http://[", "rtsp://[::1")
+        raise VibeError(
+            f"The source '{spec}' is not a valid URL ({err}); name a stream as e.g. rtsp://127.0.0.1:8554/cam."
+        ) from None
     if scheme in STREAM_SCHEMES:
         if not is_loopback_url(spec.replace(f"{scheme}://", "http://", 1)):
             raise VibeError(

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import re
 import socket
 import threading
@@ -1175,6 +1176,17 @@ def test_live_json_body_is_bounded_and_each_problem_is_one_sentence(client):
 @pytest.mark.parametrize("source", ["http://[", "rtsp://[::1"])
 def test_a_malformed_stream_url_is_a_400_naming_it(client, source):
     assert_detail(client.post(f"{API}/live", json={"source": source}), 400, f"'{source}'", "not a valid URL")
+
+
+def test_an_unexpected_error_is_a_json_500_naming_no_class_or_path_and_logged(client, monkeypatch, caplog):
+    """Every error is {"detail": ...}, also one no route expected; the log keeps the traceback."""
+    monkeypatch.setattr(client.app.state.jobs, "list", lambda: raise_(RuntimeError("/srv/secret/jobs broke")))
+    with caplog.at_level(logging.ERROR, logger="vibe_server.api"):
+        r = client.get(f"{API}/jobs")
+    assert_detail(r, 500, "internal error", "server log")
+    assert "RuntimeError" not in r.text and "/srv/secret" not in r.text
+    assert "Traceback" in caplog.text and "RuntimeError: /srv/secret/jobs broke" in caplog.text
+    assert client.get(f"{API}/health").status_code == 200
 
 
 # -- OpenAPI describes both forms of POST /jobs ------------------------------------------------

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_blender.core.errors import VibeError
 
@@ -27,6 +28,9 @@ from .settings import Settings
 FINGERPRINT_NOTE = ".body_model_fingerprint.json"  # in the jobs folder: the body model's, for the next start
 
 API_PREFIX = "/api/v1"
+INTERNAL_ERROR_DETAIL = (
+    "The server hit an internal error on this request; see the server log, and report it if it repeats."
+)
 log = logging.getLogger("vibe_server.api")
 
 
@@ -81,6 +85,34 @@ async def lifespan(app: FastAPI):
             state.live.stop_all()
 
 
+class InternalErrorAnswer:
+    """An exception no route turned into an answer is logged here with its traceback and answered
+    ``{"detail": INTERNAL_ERROR_DETAIL}`` 500, like every other error (Starlette's own answer is plain
+    text); the client learns no class name or path of the server. One raised once the answer has
+    begun goes on to uvicorn, which logs it and closes the connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        answer_begun = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal answer_begun
+            answer_begun = answer_begun or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:
+            if answer_begun:
+                raise
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            await JSONResponse({"detail": INTERNAL_ERROR_DETAIL}, 500)(scope, receive, send)
+
+
 def openapi_schema(app: FastAPI) -> dict:
     """FastAPI's schema, plus the bodies POST /jobs and POST /live read by hand (their requestBody refers to them)."""
     if app.openapi_schema is None:
@@ -117,6 +149,7 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.no_model_reason = "model data missing"  # /health's words (public: no error text)
     app.state.body_model_fingerprint, app.state.body_model_npz = None, None  # set at start-up, at the first download
     app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
+    app.add_middleware(InternalErrorAnswer)
     for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):
         app.include_router(router, prefix=API_PREFIX)
 

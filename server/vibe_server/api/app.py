@@ -149,6 +149,7 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.no_model_reason = "model data missing"  # /health's words (public: no error text)
     app.state.body_model_fingerprint, app.state.body_model_npz = None, None  # set at start-up, at the first download
     app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
+    app.state.pkl_builds = jobs.PklBuilds()
     app.add_middleware(InternalErrorAnswer)
     for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,6 @@ from ..upload import disk_full, receive_video_upload
 
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
-_pkl_lock = threading.Lock()  # one official-pkl export at a time
 _blocking = BlockingRunner()
 
 # POST /jobs reads its body itself (streamed upload or small JSON): this tells OpenAPI what it takes.
@@ -282,18 +281,56 @@ def get_result(job_id: str, jobs: JobsDep) -> StreamingResponse:
 
 
 @router.get("/{job_id}/result.pkl")
-def get_result_pkl(job_id: str, jobs: JobsDep, engine=Depends(get_engine)) -> StreamingResponse:
+async def get_result_pkl(job_id: str, request: Request, jobs: JobsDep) -> StreamingResponse:
     """The official ``vibe_output.pkl`` layout, made from the result on first request (vertices from
-    the model's SMPL)."""
+    the model's SMPL). Async: a request waiting for a build holds no worker thread, and a .pkl already
+    made is sent without a lock and without the model."""
     job = _require_done(jobs, job_id)
-    path = jobs.pkl_path(job_id)
-    with _pkl_lock:
-        if not path.is_file():
-            _write_official_pkl(jobs, job_id, engine)
-    return _download(job_id, path, _download_name(job, "_vibe_output.pkl"))
+    filename = _download_name(job, "_vibe_output.pkl")
+    try:
+        return await to_thread.run_sync(open_download, jobs.pkl_path(job_id), filename)
+    except FileNotFoundError:
+        pass  # not made yet
+    except OSError as err:
+        raise _disk_refused(err, "read the .pkl file") from err
+    engine = await get_engine(request)  # only a build needs the model
+    await request.app.state.pkl_builds.build(job_id, partial(_write_official_pkl, jobs, job_id, engine))
+    return await to_thread.run_sync(_download, job_id, jobs.pkl_path(job_id), filename)
+
+
+class PklBuilds:
+    """The .pkl builds of one server: at most one per job, which every request for that job's .pkl
+    awaits (a client that leaves does not stop it), and one at a time (each holds the result's
+    vertices in memory). The work runs in a thread; waiting requests hold none."""
+
+    def __init__(self) -> None:
+        self._builds: dict[str, asyncio.Task] = {}
+        self._one_at_a_time = asyncio.Lock()
+
+    async def build(self, job_id: str, write: Callable[[], None]) -> None:
+        """Run ``write()`` for ``job_id``, or await the build of it already under way."""
+        task = self._builds.get(job_id)
+        if task is None:
+            task = asyncio.ensure_future(self._run(write))
+            self._builds[job_id] = task
+            task.add_done_callback(partial(self._forget, job_id))
+        await asyncio.shield(task)
+
+    async def _run(self, write: Callable[[], None]) -> None:
+        async with self._one_at_a_time:
+            await asyncio.to_thread(write)
+
+    def _forget(self, job_id: str, task: asyncio.Task) -> None:
+        self._builds.pop(job_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: its requests may all have left
 
 
 def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
+    """Build the job's .pkl in its folder (blocking)."""
+    path = jobs.pkl_path(job_id)
+    if path.is_file():  # a build that ended as this request arrived
+        return
     try:
         with open(jobs.result_path(job_id), "rb") as f:
             result = load_result(f)
@@ -304,7 +341,7 @@ def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
     except VibeError as err:  # a damaged result (the file object: no path in the message)
         raise HTTPException(500, f"{err} Submit the video again.") from err
     try:
-        postprocess.write_official_pkl(jobs.pkl_path(job_id), postprocess.official_output(result, engine.smpl))
+        postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl))
     except VibeError as err:  # names the server's path: the cause says what happened
         cause = err.__cause__
         if isinstance(cause, OSError):

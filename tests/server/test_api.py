@@ -561,6 +561,21 @@ def test_a_full_disk_while_the_pkl_is_made_is_a_507(client, settings, monkeypatc
     assert client.get(f"{API}/jobs/{job_id}/result.pkl").status_code == 200
 
 
+def test_a_pkl_too_large_to_build_in_memory_is_refused_before_the_build(client, settings, monkeypatch):
+    """Its vertices would be held in memory whole (4.5 GB for 10 minutes of 3 people at 30 frames/s)."""
+    from vibe_server.api.routes import jobs as jobs_routes
+
+    job_id = wait(client, upload(client).json()["job_id"])["job_id"]  # tracks of 60 and 40 frames
+    release, builds = held_pkl_builds(monkeypatch)
+    monkeypatch.setattr(jobs_routes, "MAX_PKL_PERSON_FRAMES", 99)
+    r = client.get(f"{API}/jobs/{job_id}/result.pkl")
+    assert_detail(r, 413, "100 person-frames", "(99)", "vibe-mocap infer VIDEO --pkl")
+    assert builds == [] and not (settings.jobs_dir / job_id / "vibe_output.pkl").exists()
+    monkeypatch.setattr(jobs_routes, "MAX_PKL_PERSON_FRAMES", 100)
+    release.set()
+    assert client.get(f"{API}/jobs/{job_id}/result.pkl").status_code == 200 and len(builds) == 1
+
+
 def test_finished_results_survive_a_restart(settings, engine):
     with client_for(settings, engine) as client:
         job_id = wait(client, upload(client).json()["job_id"])["job_id"]

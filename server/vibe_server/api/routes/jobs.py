@@ -33,6 +33,11 @@ from ..upload import disk_full, receive_video_upload
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
 _blocking = BlockingRunner()
+# A .pkl is built in memory: every person-frame's vertices (6890 x 3 float32, 82,680 bytes), and the
+# longest track's twice while they are gathered. 20,000 person-frames (11 minutes of one person at
+# 30 frames/s) hold 1.65 GB; past that the server could be killed for its memory, and the command
+# line (vibe-mocap infer VIDEO --pkl) makes the file instead.
+MAX_PKL_PERSON_FRAMES = 20_000
 
 # POST /jobs reads its body itself (streamed upload or small JSON): this tells OpenAPI what it takes.
 CREATE_JOB_BODY = {
@@ -300,8 +305,8 @@ async def get_result_pkl(job_id: str, request: Request, jobs: JobsDep) -> Stream
 
 class PklBuilds:
     """The .pkl builds of one server: at most one per job, which every request for that job's .pkl
-    awaits (a client that leaves does not stop it), and one at a time (each holds the result's
-    vertices in memory). The work runs in a thread; waiting requests hold none."""
+    awaits (a client that leaves does not stop it), and one at a time (each holds up to
+    ``MAX_PKL_PERSON_FRAMES`` of vertices). The work runs in a thread; waiting requests hold none."""
 
     def __init__(self) -> None:
         self._builds: dict[str, asyncio.Task] = {}
@@ -340,6 +345,14 @@ def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
         raise _disk_refused(err, "read the result") from err
     except VibeError as err:  # a damaged result (the file object: no path in the message)
         raise HTTPException(500, f"{err} Submit the video again.") from err
+    person_frames = sum(len(track.frame_ids) for track in result.tracks)
+    if person_frames > MAX_PKL_PERSON_FRAMES:
+        raise HTTPException(
+            413,
+            f"The .pkl of job '{job_id}' would hold the vertices of {person_frames:,} person-frames, more than "
+            f"this server builds ({MAX_PKL_PERSON_FRAMES:,}); download the result (.npz) instead, or make the "
+            "file on the command line: vibe-mocap infer VIDEO --pkl.",
+        )
     try:
         postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl))
     except VibeError as err:  # names the server's path: the cause says what happened

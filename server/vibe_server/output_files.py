@@ -31,23 +31,25 @@ def _part_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:PART_ID_LENGTH]}{PART_SUFFIX}")
 
 
-def atomic_write(path: str | Path, write: Callable[[object], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[object], None], *, make_folder: bool = True) -> None:
     """Call ``write(binary_file)`` on a temporary file next to ``path``, flush it to disk, rename it."""
 
     def write_file(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             write(f)
 
-    atomic_save(path, write_file)
+    atomic_save(path, write_file, make_folder=make_folder)
 
 
-def atomic_save(path: str | Path, save: Callable[[Path], None]) -> None:
+def atomic_save(path: str | Path, save: Callable[[Path], None], *, make_folder: bool = True) -> None:
     """Call ``save(temporary_path)`` (a writer that takes a path, e.g. a checkpoint saver), flush the
     file to disk and rename it onto ``path``; a failed or interrupted save leaves ``path`` as it was
-    and no temporary file."""
+    and no temporary file. ``make_folder=False``: a missing folder is a FileNotFoundError, never made
+    again (a job folder deleted meanwhile stays deleted)."""
     path = Path(path)
     tmp = _part_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     try:
         save(tmp)
         with open(tmp, "ab") as f:  # (append mode: writable, as Windows needs for fsync; changes nothing)

@@ -74,6 +74,15 @@ def wait(client, job_id, until=("done", "failed", "cancelled"), timeout_s=30, **
     raise AssertionError(f"job {job_id} still {job['status']}")
 
 
+def wait_until(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def assert_detail(response, status, *words):
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
@@ -549,12 +558,16 @@ def test_a_result_removed_before_it_is_sent_is_a_404_naming_no_path(client, sett
         assert str(settings.jobs_dir) not in r.text
 
 
+def full_disk(path) -> OSError:
+    return OSError(errno.ENOSPC, "No space", str(path))
+
+
 def test_a_full_disk_while_the_pkl_is_made_is_a_507(client, settings, monkeypatch):
     from vibe_server.pipeline import postprocess
 
     job_id = wait(client, upload(client).json()["job_id"])["job_id"]
     with monkeypatch.context() as m:
-        m.setattr(postprocess, "atomic_write", lambda path, write: raise_(OSError(errno.ENOSPC, "No space", str(path))))
+        m.setattr(postprocess, "atomic_write", lambda path, *args, **kwargs: raise_(full_disk(path)))
         r = client.get(f"{API}/jobs/{job_id}/result.pkl")
         assert_detail(r, 507, "disk is full")
         assert str(settings.jobs_dir) not in r.text
@@ -574,6 +587,32 @@ def test_a_pkl_too_large_to_build_in_memory_is_refused_before_the_build(client, 
     monkeypatch.setattr(jobs_routes, "MAX_PKL_PERSON_FRAMES", 100)
     release.set()
     assert client.get(f"{API}/jobs/{job_id}/result.pkl").status_code == 200 and len(builds) == 1
+
+
+@pytest.mark.parametrize("deletion", ["removes the folder", "leaves the folder"])
+def test_a_job_deleted_while_its_pkl_is_built_leaves_no_file(client, settings, monkeypatch, deletion):
+    """The build never makes the job folder again, and a .pkl renamed into a folder whose job is gone
+    (a deletion under way) is removed: the request gets the 404 of a result gone."""
+    from vibe_server.api import job_store
+
+    job_id = wait(client, upload(client).json()["job_id"])["job_id"]
+    release, builds = held_pkl_builds(monkeypatch)
+    answer = {}
+    asking = threading.Thread(target=lambda: answer.update(r=client.get(f"{API}/jobs/{job_id}/result.pkl")))
+    asking.start()
+    try:
+        assert wait_until(lambda: builds)
+        with monkeypatch.context() as m:
+            if deletion == "leaves the folder":  # as a deletion that listed the folder before the file came
+                m.setattr(job_store, "remove_folder", lambda folder: None)
+            assert client.delete(f"{API}/jobs/{job_id}").status_code == 200
+    finally:
+        release.set()
+        asking.join(30)
+    assert_detail(answer["r"], 404, "is gone", "submit the video again")
+    assert not (settings.jobs_dir / job_id / "vibe_output.pkl").exists()
+    assert not list(settings.jobs_dir.glob(f"{job_id}/.vibe_output.pkl.*"))  # nor its temporary file
+    assert (settings.jobs_dir / job_id).exists() == (deletion == "leaves the folder")
 
 
 def test_finished_results_survive_a_restart(settings, engine):

@@ -26,6 +26,13 @@ def test_atomic_write_replaces_the_file_only_once_written(tmp_path):
     assert (tmp_path / "sub" / "r.npz").read_bytes() == b"new" and (tmp_path / "r.npz").read_bytes() == b"old"
 
 
+def test_a_write_that_may_not_make_its_folder_leaves_a_missing_one_missing(tmp_path):
+    """(A job folder deleted while its .pkl is built must not come back.)"""
+    with pytest.raises(FileNotFoundError) as err:
+        atomic_write(tmp_path / "gone" / "r.pkl", lambda f: f.write(b"new"), make_folder=False)
+    assert err.value.filename == str(tmp_path / "gone" / "r.pkl") and list(tmp_path.iterdir()) == []
+
+
 def test_an_output_that_is_an_input_is_refused(tmp_path):
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"frames")

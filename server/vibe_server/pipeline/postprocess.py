@@ -147,9 +147,9 @@ def official_output(result: MocapResult, smpl_fn: SmplFn) -> dict[int, dict]:
     return out
 
 
-def write_official_pkl(path: str | Path, output: dict[int, dict]) -> None:
+def write_official_pkl(path: str | Path, output: dict[int, dict], *, make_folder: bool = True) -> None:
     """Write the official layout with joblib when it is installed (as the demo does), else as a plain
-    pickle of numpy arrays (``joblib.load`` reads both)."""
+    pickle of numpy arrays (``joblib.load`` reads both). ``make_folder``: as in ``atomic_save``."""
     path = Path(path)
     try:
         import joblib  # optional dependency (the train extra); without it a plain pickle is written
@@ -157,8 +157,8 @@ def write_official_pkl(path: str | Path, output: dict[int, dict]) -> None:
         joblib = None
     try:
         if joblib is not None:
-            atomic_write(path, lambda f: joblib.dump(output, f))
+            atomic_write(path, lambda f: joblib.dump(output, f), make_folder=make_folder)
         else:
-            atomic_write(path, lambda f: pickle.dump(output, f, protocol=4))
+            atomic_write(path, lambda f: pickle.dump(output, f, protocol=4), make_folder=make_folder)
     except OSError as err:
         raise VibeError(f"Cannot write {path}: {err}. Choose a writable output folder.") from err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -332,7 +333,8 @@ class PklBuilds:
 
 
 def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
-    """Build the job's .pkl in its folder (blocking)."""
+    """Build the job's .pkl in its folder (blocking). The folder is never made again: a job deleted
+    during the build leaves no file behind, and its request gets the 404 of a result gone."""
     path = jobs.pkl_path(job_id)
     if path.is_file():  # a build that ended as this request arrived
         return
@@ -354,9 +356,16 @@ def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
             "file on the command line: vibe-mocap infer VIDEO --pkl.",
         )
     try:
-        postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl))
+        postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl), make_folder=False)
     except VibeError as err:  # names the server's path: the cause says what happened
         cause = err.__cause__
+        if isinstance(cause, FileNotFoundError):  # the job folder was deleted
+            raise _result_gone(job_id) from err
         if isinstance(cause, OSError):
             raise _disk_refused(cause, "write the .pkl file") from err
         raise HTTPException(500, jobs.client_text(str(err), job_id)) from err
+    if jobs.get(job_id) is None:  # deleted (or removed by retention) during the build
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a deletion under way left the folder for this file
+            path.parent.rmdir()
+        raise _result_gone(job_id)

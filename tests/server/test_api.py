@@ -1221,6 +1221,66 @@ def test_a_body_that_stops_arriving_is_a_408_and_frees_its_slot(settings, engine
         assert upload(client).status_code == 201  # the slot is free again
 
 
+def multipart_upload(*parts: tuple[str, bytes], boundary: str = "XyZ", after: bytes = b"\r\n") -> bytes:
+    """A multipart body of (name, content) parts, then ``after`` the closing boundary."""
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="c.mp4"\r\n\r\n'.encode()
+        + content
+        + b"\r\n"
+        for name, content in parts
+    )
+    return body + f"--{boundary}--".encode() + after
+
+
+MULTIPART = {"content-type": "multipart/form-data; boundary=XyZ"}
+
+
+def test_an_upload_part_of_another_name_is_refused_before_it_is_read(client, settings):
+    """Only 'video' was capped: a part of any other name was read to its end, however large."""
+    head = multipart_upload(("video", b"\x00video"), after=b"")[: -len(b"--XyZ--")]
+    head += b'--XyZ\r\nContent-Disposition: form-data; name="notes"\r\n\r\n'
+    body = (head if i == 0 else b"\x00" * 65536 for i in range(2000))  # 128 MB in the unknown part
+    answer = {}
+    status, pulled = post_chunks_to_the_app(client, f"{API}/jobs", body, MULTIPART, answer=answer)
+    assert status == 400 and pulled < 5, (status, pulled)
+    detail = json.loads(answer["body"])["detail"]
+    assert "part named 'notes'" in detail and "'video'" in detail and "'params'" in detail, detail
+    assert leftover_files(settings) == []
+
+
+@pytest.mark.parametrize("sent", ["in the same chunk", "in chunks after it"])
+def test_data_after_the_closing_boundary_is_refused(client, settings, sent):
+    """The parser drops what follows the closing boundary unseen: it was read to its end, however large."""
+    whole = multipart_upload(("video", b"\x00video"), after=b"\r\n")
+    if sent == "in the same chunk":
+        body = iter([whole + b"more data"])
+    else:
+        body = (whole if i == 0 else b"\x00" * 65536 for i in range(2000))
+    answer = {}
+    status, pulled = post_chunks_to_the_app(client, f"{API}/jobs", body, MULTIPART, answer=answer)
+    assert status == 400 and pulled < 5, (status, pulled)
+    assert "after its closing boundary" in json.loads(answer["body"])["detail"]
+    assert leftover_files(settings) == []
+    assert client.post(f"{API}/jobs", content=whole + b"\r\n  \r\n", headers=MULTIPART).status_code == 201
+
+
+def test_every_byte_of_an_upload_counts_against_its_cap(settings, engine):
+    """Line ends after the closing boundary are allowed, but not without bound: the whole body is
+    capped (the video's cap, plus the params part's and the multipart overhead)."""
+    from vibe_server.api.upload import MAX_PARAMS_BYTES, MULTIPART_OVERHEAD_BYTES
+
+    settings.max_upload_bytes = 1000
+    whole = multipart_upload(("video", b"\x00" * 1000), after=b"\r\n")
+    over = MAX_PARAMS_BYTES + MULTIPART_OVERHEAD_BYTES
+    with client_for(settings, engine) as client:
+        answer = {}
+        body = iter([whole, *[b"\r\n" * 8192] * (over // 16384 + 2)])
+        status, _ = post_chunks_to_the_app(client, f"{API}/jobs", body, MULTIPART, answer=answer)
+        assert status == 413 and "larger than this server's limit" in json.loads(answer["body"])["detail"]
+        assert leftover_files(settings) == []
+        assert client.post(f"{API}/jobs", content=whole, headers=MULTIPART).status_code == 201
+
+
 def test_uploads_in_progress_count_against_the_upload_space(tmp_path):
     from vibe_server.api.jobs import JobManager, UploadSpaceFull
 

@@ -2,9 +2,11 @@
 
 Starlette's ``request.form()`` would spool the whole body before the route sees it; this parser
 writes the ``video`` part to the job folder as the bytes arrive and stops with 413 as soon as the
-cap is passed, with 408 when the body stalls, and with 400 when it ends before its closing boundary
-(a cut-off upload is never taken for a whole one). Parts: ``video`` (the file, required) and
-``params`` (a JSON string, optional).
+cap is passed, with 408 when the body stalls, and with 400 when it ends
+before its closing boundary (a cut-off upload is never taken for a whole one). Parts: ``video`` (the
+file, required) and ``params`` (a JSON string, optional); any other part, and anything but line ends
+after the closing boundary, is a 400. Every byte of the body counts against the cap (the video's,
+plus the params part's and ``MULTIPART_OVERHEAD_BYTES``), so no part of it is read without bound.
 
 The file is saved under one fixed name whatever the client called it: FFmpeg picks a demuxer by
 the file name too, and a client's ``.m3u8`` would otherwise make it read a playlist.
@@ -22,12 +24,15 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 
 from ..output_files import is_disk_full
 from .job_store import DISK_FULL_MESSAGE
+from .json_body import shown
 from .request_body import body_chunks
 
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024  # all headers of one part together
+MULTIPART_OVERHEAD_BYTES = 64 * 1024  # the two parts' headers, the boundaries and their line ends
 MAX_FILENAME_CHARS = 200
 VIDEO_PART, PARAMS_PART = "video", "params"
+EPILOGUE_WHITESPACE = b" \t\r\n"  # what may follow the closing boundary (clients end it with CRLF)
 
 
 @dataclass
@@ -69,8 +74,9 @@ async def receive_video_upload(
     boundary = options.get(b"boundary")
     if not boundary:
         raise HTTPException(400, "The multipart upload has no boundary; send the video as multipart/form-data.")
+    max_body_bytes = max_bytes + MAX_PARAMS_BYTES + MULTIPART_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + MAX_PARAMS_BYTES:
+    if declared and declared.isdigit() and int(declared) > max_body_bytes:
         raise too_large(max_bytes)
 
     state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b"", "header_bytes": 0}
@@ -99,6 +105,12 @@ async def receive_video_upload(
     def on_headers_finished():
         _, disposition = parse_options_header(state["headers"].get("content-disposition", b""))
         state["name"] = disposition.get(b"name", b"").decode("utf-8", "replace")
+        if state["name"] not in (VIDEO_PART, PARAMS_PART):
+            raise HTTPException(
+                400,
+                f"The upload has a part named '{shown(state['name'])}'; send only the parts '{VIDEO_PART}' "
+                f"(the file) and '{PARAMS_PART}' (optional JSON).",
+            )
         if state["name"] == VIDEO_PART:
             video["parts"] += 1
             if video["parts"] > 1:
@@ -139,9 +151,21 @@ async def receive_video_upload(
             "on_part_end": on_part_end,
         },
     )
+    closing, received = ClosingBoundary(boundary), 0
     try:
         async for chunk in body_chunks(request, idle_timeout_s):
-            await to_thread.run_sync(parser.write, chunk)  # it writes to disk: off the event loop
+            received += len(chunk)
+            if received > max_body_bytes:
+                raise too_large(max_bytes)
+            if parser.state == MultipartState.END:  # (the parser would drop it unseen)
+                epilogue = chunk
+            else:
+                await to_thread.run_sync(parser.write, chunk)  # it writes to disk: off the event loop
+                epilogue = closing.epilogue(chunk, ended_here=parser.state == MultipartState.END)
+            if epilogue.strip(EPILOGUE_WHITESPACE):
+                raise HTTPException(
+                    400, "The upload has data after its closing boundary; end the body with the boundary."
+                )
         parser.finalize()
     except HTTPException:
         raise
@@ -166,3 +190,19 @@ async def receive_video_upload(
         params_json=params.decode("utf-8", "replace") if params else None,
         size_bytes=video["size"],
     )
+
+
+class ClosingBoundary:
+    """Finds what a body sends after its closing delimiter (CRLF, '--', the boundary, '--'). The
+    delimiter may straddle two chunks, and cannot occur inside a part (it would have ended it)."""
+
+    def __init__(self, boundary: bytes):
+        self.delimiter = b"\r\n--" + boundary + b"--"
+        self._tail = b""  # the end of the bytes parsed before, where the delimiter may have begun
+
+    def epilogue(self, chunk: bytes, *, ended_here: bool) -> bytes:
+        """What of ``chunk``, just parsed, follows the delimiter (``ended_here``: the parser found it)."""
+        window = self._tail + chunk
+        self._tail = window[-len(self.delimiter) :]
+        at = window.find(self.delimiter) if ended_here else -1
+        return window[at + len(self.delimiter) :] if at >= 0 else b""

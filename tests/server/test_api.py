@@ -1033,10 +1033,13 @@ def test_deeply_nested_json_is_a_422(client, settings):
     assert leftover_files(settings) == []
 
 
-def post_chunks_to_the_app(client, path, chunks, headers, *, token=TOKEN, stall=False, answer=None) -> tuple[int, int]:
+def post_chunks_to_the_app(
+    client, path, chunks, headers, *, token=TOKEN, stall=False, answer=None, every_s=0.0
+) -> tuple[int, int]:
     """POST ``chunks`` straight to the ASGI app (TestClient would read the whole body first), with
-    ``token`` (None: none); ``stall``: the client then stops sending without ending the body:
-    (status, number of chunks the app pulled). ``answer`` (a dict) gets the answer's "body"."""
+    ``token`` (None: none); ``stall``: the client then stops sending without ending the body;
+    ``every_s``: the time between two chunks. -> (status, number of chunks the app pulled).
+    ``answer`` (a dict) gets the answer's "body"."""
     pulled, status = 0, {}
     answer = {} if answer is None else answer
     answer["body"] = b""
@@ -1044,6 +1047,7 @@ def post_chunks_to_the_app(client, path, chunks, headers, *, token=TOKEN, stall=
 
     async def receive():
         nonlocal pulled
+        await asyncio.sleep(every_s)
         chunk = next(chunks, None)
         if chunk is None and stall:
             await asyncio.sleep(3600)
@@ -1279,6 +1283,29 @@ def test_every_byte_of_an_upload_counts_against_its_cap(settings, engine):
         assert status == 413 and "larger than this server's limit" in json.loads(answer["body"])["detail"]
         assert leftover_files(settings) == []
         assert client.post(f"{API}/jobs", content=whole, headers=MULTIPART).status_code == 201
+
+
+@pytest.mark.parametrize("kind", ["upload", "local path"])
+def test_a_body_that_trickles_is_a_408_and_frees_its_slot(settings, engine, monkeypatch, kind):
+    """A byte now and then keeps a body from ever stalling for the idle limit: past a grace time it
+    must arrive at a minimum average rate."""
+    from vibe_server.api import request_body
+
+    monkeypatch.setattr(request_body, "MIN_RATE_GRACE_S", 0.3)
+    monkeypatch.setattr(request_body, "MIN_AVERAGE_BYTES_PER_S", 1000)
+    settings.max_queued_jobs = 1
+    if kind == "upload":
+        body, headers = multipart_upload(("video", b"\x00video")), MULTIPART
+    else:
+        body, headers = b'{"video_path": "/x.mp4"}', {"content-type": "application/json"}
+    with client_for(settings, engine) as client:
+        answer = {}
+        chunks = (body[i : i + 2] for i in range(0, len(body), 2))  # 40 bytes/s
+        status, pulled = post_chunks_to_the_app(client, f"{API}/jobs", chunks, headers, answer=answer, every_s=0.05)
+        assert status == 408 and pulled < len(body) // 2, (status, pulled)
+        assert "arrives too slowly" in json.loads(answer["body"])["detail"]
+        assert leftover_files(settings) == []
+        assert upload(client).status_code == 201  # the slot is free again
 
 
 def test_uploads_in_progress_count_against_the_upload_space(tmp_path):

@@ -2,7 +2,7 @@
 
 Starlette's ``request.form()`` would spool the whole body before the route sees it; this parser
 writes the ``video`` part to the job folder as the bytes arrive and stops with 413 as soon as the
-cap is passed, with 408 when the body stalls, and with 400 when it ends
+cap is passed, with 408 when the body stalls or trickles (``request_body``), and with 400 when it ends
 before its closing boundary (a cut-off upload is never taken for a whole one). Parts: ``video`` (the
 file, required) and ``params`` (a JSON string, optional); any other part, and anything but line ends
 after the closing boundary, is a 400. Every byte of the body counts against the cap (the video's,

@@ -3,6 +3,7 @@ leaves jobs queued, retention of finished jobs, leftovers of a killed server, an
 cannot name other files."""
 
 import errno
+import json
 import os
 import threading
 import time
@@ -194,6 +195,54 @@ def test_a_running_job_is_recorded_as_queued_as_soon_as_the_stop_begins(tmp_path
         release.set()
         jobs.stop()
     assert jobs.get(job_id).status == "queued"
+
+
+def run_after_a_restart(jobs_dir) -> list[str]:
+    """The video names of the jobs a server started on ``jobs_dir`` runs, in the order it runs them."""
+    engine = FakeEngine()
+    jobs = JobManager(jobs_dir, [engine])
+    jobs.start()
+    try:
+        assert wait_for(lambda: all(job.status == "done" for job in jobs.list()))
+    finally:
+        jobs.stop()
+    return engine.started
+
+
+def test_queued_jobs_run_in_the_order_they_were_submitted_after_a_restart(tmp_path, monkeypatch):
+    """Folder names are random, so the store's order is not the submission order: here each job's
+    folder sorts before the one submitted before it. The job that was running goes first."""
+
+    def script(name, should_cancel):
+        while not should_cancel():
+            time.sleep(0.01)
+        raise JobCancelled()
+
+    folder_names = iter("fedcb")
+    monkeypatch.setattr(
+        jobs_module, "uuid", SimpleNamespace(uuid4=lambda: SimpleNamespace(hex=next(folder_names) * 32))
+    )
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    ids = [submit_upload(jobs, f"v{i}") for i in range(5)]
+    assert wait_for(lambda: jobs.get(ids[0]).status == "running")
+    jobs.stop()
+    assert sorted(ids) == ids[::-1]
+    assert run_after_a_restart(tmp_path / "jobs") == ["v0", "v1", "v2", "v3", "v4"]
+
+
+def test_records_from_before_the_submission_order_was_kept_run_in_the_order_they_were_created(tmp_path):
+    """Without a sequence number: by creation time, and without one that parses, by the last write."""
+    jobs_dir = tmp_path / "jobs"
+    for job_id, created in (("a", "2024-01-01T00:00:02+00:00"), ("b", "2024-01-01T00:00:01+00:00"), ("c", "?")):
+        folder = plant(jobs_dir, job_id * 16, "queued")
+        record = json.loads((folder / job_store.RECORD_NAME).read_text())
+        record["job"]["created"] = created
+        record.pop("sequence", None)  # as a record from before it was kept
+        write_record(folder, record)
+        upload_path(folder).write_bytes(b"video")
+    os.utime(jobs_dir / ("c" * 16) / job_store.RECORD_NAME, (1.7e9, 1.7e9))  # written in November 2023
+    assert run_after_a_restart(jobs_dir) == ["c" * 16 + ".mp4", "b" * 16 + ".mp4", "a" * 16 + ".mp4"]
 
 
 # -- retention --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from vibe_blender.core import safe_json
@@ -50,6 +51,7 @@ class JobRecord:
     local_path: Path | None = None  # a video on the server's disk (never deleted); None: an upload
     input_bytes: int = 0  # size of an upload (counts against the upload space while the job waits)
     finished_at: float | None = None  # time.time() when it reached a final state
+    sequence: int | None = None  # its place in the submission order (None: a record from before it was kept)
     cancel: threading.Event = field(default_factory=threading.Event)
     write_lock: threading.Lock = field(default_factory=threading.Lock)  # one job.json write at a time
     removed: bool = False  # its folder is deleted (or being deleted): nothing more is written there
@@ -95,6 +97,7 @@ def record_data(record: JobRecord) -> dict:
         "input_path": None if record.uploaded else str(record.local_path),
         "params": record.params.model_dump(),
         "finished_at": record.finished_at,
+        "sequence": record.sequence,
     }
 
 
@@ -122,22 +125,44 @@ def read_record(folder: Path) -> JobRecord:
     finished_at = data.get("finished_at")
     if job.status in FINAL_STATES and not isinstance(finished_at, (int, float)):
         finished_at = (folder / RECORD_NAME).stat().st_mtime  # a record from before finish times were kept
-    record = JobRecord(job=job, params=JobParams(**data["params"]), local_path=local_path, finished_at=finished_at)
+    sequence = data.get("sequence")
+    if sequence is not None and (isinstance(sequence, bool) or not isinstance(sequence, int)):
+        raise TypeError("sequence is not a whole number")
+    record = JobRecord(
+        job=job,
+        params=JobParams(**data["params"]),
+        local_path=local_path,
+        finished_at=finished_at,
+        sequence=sequence,
+    )
     if record.uploaded and upload_path(folder).is_file():
         record.input_bytes = upload_path(folder).stat().st_size
     return record
 
 
 def load_records(jobs_dir: Path) -> list[JobRecord]:
-    """Every readable job record in the store (links are never followed; ``delete_leftovers`` deals
-    with the folders that have none)."""
-    records = []
+    """Every readable job record in the store, in the order the jobs were submitted (folder names
+    are random); links are never followed, and ``delete_leftovers`` deals with the folders that have
+    no record."""
+    ordered = []
     for folder in _job_folders(jobs_dir):
         try:
-            records.append(read_record(folder))
+            record = read_record(folder)
+            ordered.append((_submission_key(folder, record), record))
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("the job folder %s has no readable record: %s", folder, err)
-    return records
+    return [record for _, record in sorted(ordered, key=lambda pair: pair[0])]
+
+
+def _submission_key(folder: Path, record: JobRecord) -> tuple[int, float]:
+    """Records with a submission sequence come after those from before it was kept, which are taken
+    in the order they were created (or, with no creation time that parses, last written)."""
+    if record.sequence is not None:
+        return 1, record.sequence
+    try:
+        return 0, datetime.fromisoformat(record.job.created).timestamp()
+    except ValueError:
+        return 0, (folder / RECORD_NAME).stat().st_mtime
 
 
 def delete_leftovers(jobs_dir: Path, known_ids: set[str]) -> None:

@@ -129,6 +129,7 @@ class JobManager:
         self._discarded: dict[str, float] = {}  # job id -> time.monotonic() of a discarded submission
         self._tidy_lock = threading.Lock()  # the workers and the retention thread tidy one at a time
         self._next_sweep = 0.0  # time.monotonic() of the next look for leftovers
+        self._last_sequence = 0  # of the last job submitted: the next one gets the number after it
         self._load_existing()
 
     # -- paths ---------------------------------------------------------------------------------
@@ -224,10 +225,13 @@ class JobManager:
         self._delete_upload(record)
 
     def _load_existing(self) -> None:
-        """The store's jobs at start: interrupted ones marked, queued ones queued, old ones removed."""
+        """The store's jobs at start: interrupted ones marked, queued ones queued in the order they
+        were submitted (so the ones that were running, put back at the stop, come first: the queue
+        starts jobs in that order), old ones removed."""
         records = job_store.load_records(self.jobs_dir)
         errors = [self._start_error(record) for record in records]  # (file checks: before the lock)
         with self._lock:
+            self._last_sequence = max((r.sequence for r in records if r.sequence is not None), default=0)
             for record, error in zip(records, errors, strict=True):
                 if error:
                     self._finish(record, "failed", error=error)
@@ -317,7 +321,10 @@ class JobManager:
             video_name=video_name,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        record = JobRecord(job=job, params=params, local_path=local_path, input_bytes=input_bytes)
+        with self._lock:
+            self._last_sequence += 1
+            sequence = self._last_sequence
+        record = JobRecord(job=job, params=params, local_path=local_path, input_bytes=input_bytes, sequence=sequence)
         self._persist(record)
         with self._lock:
             if admission is not None:

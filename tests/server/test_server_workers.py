@@ -1,11 +1,14 @@
 """The server's job workers: one per engine (one engine per visible GPU, else one), all taking jobs
 from one queue, so jobs run side by side as in ``vibe-mocap batch``."""
 
+import logging
 import time
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
+from vibe_blender.core.errors import VibeError
 from vibe_server.api.app import create_app
 from vibe_server.api.jobs import JobManager
 from vibe_server.api.schemas import JobParams
@@ -81,3 +84,36 @@ def test_the_server_loads_one_engine_per_visible_gpu(make_engine, tmp_path, monk
     ) as client:
         assert client.app.state.jobs.engines and len(client.app.state.jobs.engines) == len(expected)
     assert loaded == expected
+
+
+@pytest.mark.parametrize(
+    "failing, error",
+    [
+        ({"cuda:1"}, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")),
+        ({"cuda:0"}, VibeError("The model data on this GPU is damaged.")),
+        ({"cuda:0", "cuda:1", "cuda:2"}, VibeError("Model data missing. Run 'vibe-mocap data install'.")),
+    ],
+)
+def test_a_gpu_whose_model_does_not_load_is_left_out_and_the_others_serve(
+    make_engine, tmp_path, monkeypatch, caplog, failing, error
+):
+    """One GPU out of memory (another program holds it) used to drop every engine, the loaded ones
+    too: the server had no model. Only when no GPU loads does it have none."""
+    monkeypatch.setattr(devices, "gpu_count", lambda: 3)
+
+    def loader(settings):
+        if settings.device in failing:
+            raise error
+        return make_engine()
+
+    app = create_app(Settings(jobs_dir=tmp_path / "jobs", device="auto", token="t"), engine_loader=loader)
+    with caplog.at_level(logging.ERROR, logger="vibe_server.api"):
+        with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+            health = client.get("/api/v1/health").json()
+            assert len(client.app.state.jobs.engines) == 3 - len(failing)
+    if len(failing) == 3:
+        assert health["model"] == "none (model data missing)"
+    else:
+        assert health["model"] == "tiny test model"
+    for device in failing:
+        assert f"The model did not load on {device}: " in caplog.text

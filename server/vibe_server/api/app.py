@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_blender.core.errors import VibeError
@@ -46,22 +47,35 @@ def default_engine_loader(settings: Settings):
     )
 
 
+def _load_engines(state: State) -> list:
+    """One engine per visible GPU ('auto'/'cuda'), else one. A device whose model does not load (model
+    data missing, a GPU whose memory another program holds) is logged with its reason and left out:
+    the server runs on the others. With none, ``state`` says why (the routes answer 503 with it)."""
+    engines, failures = [], []  # failures: (error, /health's words for it or None)
+    for device in server_devices(state.settings.device):
+        try:
+            engines.append(state.engine_loader(replace(state.settings, device=device)))
+        except Exception as err:
+            if is_out_of_memory(err):  # another program holds the GPU's memory
+                err, reason = out_of_memory_error("load"), "the GPU ran out of memory"
+            elif isinstance(err, VibeError):
+                reason = None
+            else:
+                raise
+            log.error("The model did not load on %s: %s", device, err)
+            failures.append((err, reason))
+    if not engines:
+        err, reason = failures[0]
+        state.engine_error = str(err)
+        state.no_model_reason = reason or state.no_model_reason
+    return engines
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     state = app.state
-    try:  # one engine per visible GPU ('auto'/'cuda'), else one
-        engines = [
-            state.engine_loader(replace(state.settings, device=device))
-            for device in server_devices(state.settings.device)
-        ]
-        state.engine = engines[0]  # the routes' engine (probing, body model)
-    except Exception as err:  # e.g. model data missing: keep serving, say why
-        if is_out_of_memory(err):  # another program holds the GPU's memory
-            err, state.no_model_reason = out_of_memory_error("load"), "the GPU ran out of memory"
-        elif not isinstance(err, VibeError):
-            raise
-        log.error("%s", err)
-        engines, state.engine, state.engine_error = [], None, str(err)
+    engines = _load_engines(state)
+    state.engine = engines[0] if engines else None  # the routes' engine (probing, body model)
     # /health's fingerprint of the body model, once: reading and hashing the SMPL file is off the event loop
     state.body_model_fingerprint = await asyncio.to_thread(
         body_model.served_fingerprint, state.engine, Path(state.settings.jobs_dir) / FINGERPRINT_NOTE

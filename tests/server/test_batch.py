@@ -511,6 +511,22 @@ def test_a_batch_warns_of_what_its_results_warn_of(synthetic_bundle, clip_bank, 
     assert "WARNING (1 of the results: walk.mp4): yolov3.weights is not in the model data" in capsys.readouterr().err
 
 
+def test_a_batch_without_model_data_says_before_it_starts_that_it_runs_the_placeholder(tmp_path, monkeypatch, capsys):
+    """It said so only after the whole batch, in one closing line."""
+    from vibe_server.commands import batch as batch_command
+    from vibe_server.data import loading
+
+    started = []
+    monkeypatch.setattr(batch_command, "run_batch", lambda *args, **kwargs: started.append(capsys.readouterr()) or [])
+    monkeypatch.delenv(loading.ENV_VAR, raising=False)
+    monkeypatch.setattr(loading, "default_data_dir", lambda: tmp_path / "no_data")  # nothing installed
+    (tmp_path / "in").mkdir()
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    [before_the_run] = started
+    assert "SYNTHETIC PLACEHOLDER model with random weights" in before_the_run.err
+    assert "vibe-mocap data install PATH_OR_URL" in before_the_run.err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

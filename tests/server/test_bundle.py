@@ -23,7 +23,7 @@ from hostile_files import Member, zip_bytes
 from vibe_blender.core.errors import VibeError
 from vibe_server import load_model
 from vibe_server.cli import main as cli
-from vibe_server.data import bundle
+from vibe_server.data import bundle, synthetic
 
 
 def test_location_flag_beats_environment_beats_default(monkeypatch, tmp_path):
@@ -527,6 +527,32 @@ def test_no_model_data_still_runs_the_placeholder(synthetic_bundle, tmp_path):
         load_for_inference(tmp_path / "data", device="cpu")
 
 
+def test_the_placeholders_folder_is_never_taken_for_the_model_data(synthetic_bundle, tmp_path, capsys):
+    """Its folder is named in the messages: installed as the model data, `data check` called its random
+    checkpoint valid and `infer` labelled its results with the official model's name."""
+    from vibe_server.data.loading import SYNTHETIC_MODEL_NAME, load_for_inference
+
+    placeholder = tmp_path / "synthetic-placeholder"
+    shutil.copytree(synthetic_bundle, placeholder)
+    (placeholder / synthetic.INSTALL_TOKEN).write_text("0" * 32, encoding="ascii")  # as its install writes it
+    target = tmp_path / "installed"
+    assert cli(["data", "install", str(placeholder), "--data-dir", str(target)]) == 2
+    assert "holds the synthetic placeholder model (random weights" in capsys.readouterr().err
+    assert _installed(target) == []
+    assert load_for_inference(placeholder, device="cpu").model_name == SYNTHETIC_MODEL_NAME
+    assert load_for_inference(synthetic_bundle, device="cpu").model_name == "vibe_model_wo_3dpw"  # no token
+
+
+def test_the_python_batch_runs_no_placeholder_unless_asked(tmp_path):
+    """EngineSpec() ran the random-weight placeholder without a word when the model data was missing;
+    the command line asks for it (and says so before the run), the Python caller must too."""
+    from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WorkerSetupError, match="Model data missing"):
+        load_engine(EngineSpec(device="cpu", data_dir=str(tmp_path / "empty")))
+
+
 def _placeholder_leftovers(folder: Path) -> list[str]:
     lock = f".{folder.name}.lock"  # kept: deleting a lock file would let two processes hold "it"
     return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.") and p.name != lock)
@@ -566,7 +592,6 @@ def _half_then_fail(real_save, error):
 
 @pytest.mark.parametrize("how", ["disk full", "interrupted", "killed"])
 def test_an_interrupted_placeholder_write_leaves_no_bundle(tmp_path, monkeypatch, how):
-    from vibe_server.data import synthetic
     from vibe_server.data.loading import SYNTHETIC_MODEL_NAME, load_for_inference
 
     placeholder = tmp_path / "cache" / "placeholder"
@@ -592,7 +617,6 @@ def test_an_interrupted_placeholder_write_leaves_no_bundle(tmp_path, monkeypatch
 
 
 def test_placeholder_installed_meanwhile_by_another_process_is_kept(tmp_path, monkeypatch):
-    from vibe_server.data import synthetic
 
     placeholder = tmp_path / "placeholder"
 
@@ -610,7 +634,6 @@ def test_placeholder_installed_meanwhile_by_another_process_is_kept(tmp_path, mo
 
 
 def test_a_damaged_placeholder_replaced_meanwhile_by_another_process_is_kept(tmp_path):
-    from vibe_server.data import synthetic
 
     placeholder = tmp_path / "placeholder"
     placeholder.mkdir()
@@ -635,7 +658,6 @@ def _write_stub_bundle(folder: Path, **options) -> None:
 def test_a_damaged_placeholder_deleted_and_written_again_by_another_process_is_kept(tmp_path, monkeypatch, damaged_by):
     """Two processes found the same placeholder damaged. The first deleted it and installed a fresh one,
     whose folder the file system may give the deleted one's inode number; the second's discard comes after."""
-    from vibe_server.data import synthetic
 
     monkeypatch.setattr(synthetic, "write_synthetic_bundle", _write_stub_bundle)
     placeholder = tmp_path / "placeholder"

@@ -45,7 +45,8 @@ class EngineSpec:
     # fp32); FAST: fp16 on CUDA, bf16 on any CPU; or fp32, bf16, fp16 for every worker
     precision: str = AUTO
     data_dir: str | None = None
-    allow_synthetic: bool = True  # the labelled placeholder model when the model data is missing
+    # the labelled random-weight placeholder when the model data is missing (else an error saying so)
+    allow_synthetic: bool = False
     factory: str = ENGINE_FACTORY
     threads: int | None = None  # torch CPU threads per worker (None: torch's default)
 

@@ -13,7 +13,7 @@ from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_
 from ..batch.inputs import output_key
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, printable, summary_table
 from ..batch.runner import run_batch
-from ..data.loading import checked_data_dir
+from ..data.loading import checked_data_dir, placeholder_note
 from .infer import add_pipeline_arguments, run_options
 from .model_data_outputs import refuse_inside_model_data
 
@@ -86,10 +86,14 @@ def run(args: argparse.Namespace) -> int:
     # a video's result (NAME.npz) could replace a model file there
     refuse_inside_model_data(args.output_dir, "the output folder", args.data_dir)
     check_output_folder(args.output_dir, "the output folder")
+    data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
+    note = None if args.engine else placeholder_note(data_dir)  # (a custom front end finds its own)
+    if note is not None:
+        print(note, file=sys.stderr)
     spec = EngineSpec(
         device=args.device,
         precision=FAST if args.fast else AUTO,
-        data_dir=str(checked_data_dir(args.data_dir)),  # a folder the user named: no placeholder
+        data_dir=str(data_dir),
         allow_synthetic=True,
         factory=args.engine or ENGINE_FACTORY,
     )

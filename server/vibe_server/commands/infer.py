@@ -116,13 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from vibe_blender.core.result_file import save_result
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
-    from ..data.loading import (
-        INSTALL_HINT,
-        SYNTHETIC_MODEL_NAME,
-        checked_data_dir,
-        model_data_problem,
-        resolve_device,
-    )
+    from ..data.loading import SYNTHETIC_MODEL_NAME, checked_data_dir, placeholder_note, resolve_device
     from ..pipeline import postprocess
     from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
@@ -155,12 +149,9 @@ def run(args: argparse.Namespace) -> int:
     wanted = args.devices.split(",") if args.devices else server_devices(args.device)
     devices = [resolve_device(d.strip()) for d in wanted]
     data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
-    if model_data_problem(data_dir) is not None:
-        print(
-            f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
-            f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}",
-            file=sys.stderr,
-        )
+    note = placeholder_note(data_dir)
+    if note is not None:
+        print(note, file=sys.stderr)
     engines = [
         load_engine(
             data_dir,

@@ -33,6 +33,8 @@ from vibe_blender.core.regular_file import NotRegularFileError, open_regular_fil
 from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.smpl_model import load_smpl_pkl
 
+from . import synthetic
+
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
 from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/check side's name for them
     ENV_VAR,
@@ -407,6 +409,11 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
                     "holding the model files, or a URL."
                 )
         if path.is_dir():
+            if synthetic.is_placeholder_folder(path):
+                raise VibeError(
+                    f"'{source}' holds the synthetic placeholder model (random weights, written when no model data "
+                    f"is installed), not the official model data. {INSTALL_HINT}"
+                )
             found = _found_in_folder(path)
         else:
             # a path the user typed may be a link, but what it names must be a plain file: a FIFO

@@ -169,6 +169,17 @@ def model_data_problem(data_dir: Path) -> str | None:
     return None
 
 
+def placeholder_note(data_dir: Path) -> str | None:
+    """What a command that may run the placeholder says before it starts (None when the model data is
+    installed in ``data_dir``)."""
+    if model_data_problem(data_dir) is None:
+        return None
+    return (
+        f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
+        f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}"
+    )
+
+
 def _incomplete_data_error(data_dir: Path) -> VibeError:
     missing = "\n".join(
         f"  {name}: " + ("not a regular file" if os.path.lexists(data_dir / name) else "missing")
@@ -357,7 +368,9 @@ def load_for_inference(
     problem = model_data_problem(data_dir)
     if problem is None:
         model = load_model(data_dir, device=device)
-        return LoadedModel(model=model, model_name=model.model_name, data_dir=data_dir, device=device)
+        # the placeholder's own folder named as the model data: its results are labelled all the same
+        name = SYNTHETIC_MODEL_NAME if synthetic.is_placeholder_folder(data_dir) else model.model_name
+        return LoadedModel(model=model, model_name=name, data_dir=data_dir, device=device)
     if not allow_synthetic:
         raise VibeError(problem)
     data_dir = Path(synthetic_dir or synthetic_cache_dir())

@@ -387,6 +387,11 @@ def _remove_stale_siblings(folder: Path) -> None:
                 _remove(Path(entry.path))
 
 
+def is_placeholder_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is one :func:`install_synthetic_bundle` wrote (the placeholder's, not the user's data)."""
+    return (Path(folder) / INSTALL_TOKEN).is_file()
+
+
 def folder_identity(folder: str | Path) -> str | None:
     """Which install ``folder`` holds: the random token :func:`install_synthetic_bundle` wrote into it or,
     for a folder without one (made by hand or by an older version), its device and inode; None when

@@ -1,8 +1,12 @@
 """Live frame sources: newest frame wins, drops counted, memory bounded, files paced at their fps."""
 
 import http.server
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -232,3 +236,19 @@ def test_a_stream_that_states_frames_larger_than_8k_is_refused(loopback_http):
     (loopback_http.folder / "huge.gif").write_bytes(tiny_gif(16000, 16000))
     with pytest.raises(VibeError, match="frames of 16000 x 16000 pixels"):
         open_live_source(f"{loopback_http.url}/huge.gif")
+
+
+def test_a_camera_that_is_not_there_is_one_message_without_opencvs_own_lines():
+    """Two lines of OpenCV's log ("[ WARN:0@0.015] global cap_v4l.cpp ...") came before our message.
+    A fresh process: OpenCV's log level is the process's, and another test may have set it already."""
+    repo = Path(__file__).resolve().parents[2]
+    script = (
+        "from vibe_blender.core.errors import VibeError\n"
+        "from vibe_server.pipeline.live_source import open_live_source\n"
+        "try:\n    open_live_source('63')\nexcept VibeError as err:\n    print(err)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL", "OPENCV_VIDEOIO_DEBUG")}
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), str(repo / "server")])
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert run.stdout.startswith("Cannot open camera 63: check that it is connected"), run.stdout + run.stderr
+    assert run.stderr == ""

@@ -89,6 +89,14 @@ def open_ffmpeg_capture(target: str, *, scheme: str = "file", params: tuple[int,
 _quieted = False
 
 
+def open_camera(index: int) -> cv2.VideoCapture:
+    """cv2.VideoCapture of camera ``index``, with OpenCV's own lines off as for a file (a camera that is
+    not there printed two of its warnings before our message); the caller checks ``isOpened()``."""
+    with _open_lock:
+        _quiet_logs_once()
+    return cv2.VideoCapture(index)
+
+
 def _quiet_logs_once() -> None:
     """FFmpeg's and OpenCV's own lines off, unless the user set their levels (called under the lock)."""
     global _quieted

@@ -209,12 +209,18 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
 def _open_capture(kind: str, target: int | str) -> LiveSource:
     import cv2  # start-up: OpenCV loads only when a source is opened
 
-    from .ffmpeg_capture import CONTAINER_NAMES, STREAM_OPTIONS, STREAM_READ_TIMEOUT_MS, open_ffmpeg_capture
+    from .ffmpeg_capture import (
+        CONTAINER_NAMES,
+        STREAM_OPTIONS,
+        STREAM_READ_TIMEOUT_MS,
+        open_camera,
+        open_ffmpeg_capture,
+    )
     from .video import check_frame_size
 
     scheme = urllib.parse.urlparse(str(target)).scheme.lower() if kind == "stream" else None
     if kind == "camera":
-        capture = cv2.VideoCapture(target)
+        capture = open_camera(target)
     else:  # only this scheme's protocols and real video containers: no playlist naming other hosts
         capture = open_ffmpeg_capture(str(target), scheme=scheme)
     if not capture.isOpened():

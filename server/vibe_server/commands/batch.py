@@ -28,7 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "command again skips the finished videos.",
     )
     # '*', checked in run(): '--ray INPUT' takes the input as the address, and argparse would only say none is given
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="video files, folders, or .txt lists of video paths")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="video files, folders, or lists of video paths (.txt, .lst or .list: one path a line)",
+    )
     p.add_argument("-o", "--output-dir", required=True, metavar="OUTDIR", help="where results and the manifest go")
     p.add_argument(
         "--jobs",

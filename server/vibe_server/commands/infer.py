@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="",
         metavar="PATH",
-        help="also write the official vibe_output.pkl (default path: next to the result)",
+        help="also write the official vibe_output.pkl layout (default path: NAME_vibe_output.pkl beside the result)",
     )
     p.add_argument(
         "--body-model",

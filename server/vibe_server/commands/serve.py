@@ -66,7 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="another name clients use for this server in the Host header (repeatable)",
     )
     p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
-    p.add_argument("--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept")
+    p.add_argument(
+        "--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept (default: %(default)s)"
+    )
     p.add_argument(
         "--device",
         default="auto",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vibe_blender.core.bounded_arrays import UntrustedDataError
-from vibe_blender.core.errors import VibeError
+from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import open_user_file
 from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.safe_pickle import BASE_GLOBALS
@@ -107,7 +107,7 @@ def check_zip_records(file: BinaryIO, path: Path, what: str) -> None:
     try:
         problem = _zip_problem(file, os.fstat(file.fileno()).st_size)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        problem = f"a damaged zip structure ({type(err).__name__}: {str(err)[:200]})"
+        problem = f"a damaged zip structure ({failure_words(err)})"
     if problem:
         raise VibeError(
             f"The {what} '{path}' was not loaded: it has {problem}, which torch.save never writes "
@@ -141,8 +141,7 @@ def _torch_load_checked(file, path: Path, what: str) -> object:
         ) from err
     except Exception as err:  # noqa: BLE001 - any parse failure means a damaged or foreign file
         raise VibeError(
-            f"The {what} '{path}' is damaged or not a PyTorch checkpoint "
-            f"({type(err).__name__}: {str(err)[:200]}). Download it again."
+            f"The {what} '{path}' is damaged or not a PyTorch checkpoint ({failure_words(err)}). Download it again."
         ) from err
 
 

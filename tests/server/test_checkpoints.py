@@ -355,3 +355,30 @@ def test_a_generator_of_non_tensors_stops_model_loading_with_one_clear_error(syn
     torch.save({"gen_state_dict": dict.fromkeys(checkpoints.GENERATOR_SHAPES, 0)}, path)
     with pytest.raises(VibeError, match="v.pth.tar': its 'gen_state_dict' holds a value of type int"):
         load_model(synthetic_bundle, vibe_checkpoint=path)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "it ends too early: cut short"),
+        (b"\x80\x02h\x65.", "its content is not laid out as expected"),  # a memo lookup: KeyError 101
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_said_in_words_not_by_the_parsers_exception(tmp_path, content, words):
+    """It said "(EOFError: )" and "(KeyError: 101)"."""
+    from vibe_server import checkpoints
+
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    path.write_bytes(content)
+    with pytest.raises(VibeError) as err:
+        checkpoints.torch_load(path, "VIBE checkpoint")
+    assert words in str(err.value) and "Error" not in str(err.value)
+
+
+def test_a_cut_short_database_is_said_in_words(tmp_path):
+    from vibe_server.train.datasets import load_db
+
+    (tmp_path / "3dpw_test_db.pt").write_bytes(b"")
+    with pytest.raises(VibeError, match="it ends too early: cut short") as err:
+        load_db(tmp_path / "3dpw_test_db.pt")
+    assert "EOFError" not in str(err.value)

@@ -37,7 +37,7 @@ from .bounded_arrays import (
     checked_shape,
     plain_dtype,
 )
-from .errors import VibeError
+from .errors import VibeError, failure_words
 from .regular_file import NOT_REGULAR, NotRegularFileError, open_regular_file
 from .zip_directory import central_directory
 
@@ -125,7 +125,7 @@ def _fail(label: str, err: Exception, hint: str) -> VibeError:
     if isinstance(err, NotRegularFileError):
         subject = label[:1].upper() + label[1:]
         return VibeError(f"{subject} {NOT_REGULAR}, so it was not read." + (f" {hint}" if hint else ""))
-    reason = str(err) if isinstance(err, UntrustedDataError) else f"{type(err).__name__}: {err}"[:300]
+    reason = str(err) if isinstance(err, UntrustedDataError) else failure_words(err)
     return VibeError(f"Cannot read {label}: {reason}." + (f" {hint}" if hint else ""))
 
 

@@ -34,6 +34,7 @@ from typing import ClassVar
 import numpy as np
 
 from .bounded_arrays import NUMERIC_KINDS, ByteBudget, UntrustedDataError, array_from_bytes, plain_dtype
+from .errors import failure_words
 
 MAX_OPCODES = 1_000_000
 MAX_NODES = 1_000_000
@@ -570,7 +571,7 @@ def check_structure(value, output_types: tuple = ()) -> None:
 
 
 def describe_failure(err: BaseException) -> str:
-    """A short reason for a failed load (the message of refusals, the exception name otherwise)."""
+    """A short reason for a failed load (the message of refusals, the parser's failure in words otherwise)."""
     if isinstance(err, (PickleRefused, UntrustedDataError)):
         return str(err)
-    return f"{type(err).__name__}: {err}"[:300]
+    return failure_words(err)

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
-from vibe_blender.core.errors import VibeError
+from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
 from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.smpl_model import load_smpl_pkl
@@ -173,7 +173,7 @@ def check_file(name: str, path: Path) -> FileStatus:
     except VibeError as err:
         return FileStatus(name, "invalid", str(err))
     except Exception as err:  # noqa: BLE001 - a file the validators did not foresee is invalid, never a crash
-        return FileStatus(name, "invalid", f"unreadable as {name} ({type(err).__name__}: {str(err)[:200]})")
+        return FileStatus(name, "invalid", f"unreadable as {name} ({failure_words(err)})")
 
 
 def check_bundle(data_dir: Path, names=REQUIRED_FILES + OPTIONAL_FILES) -> list[FileStatus]:

@@ -198,6 +198,6 @@ def test_load_model_on_a_gpu_that_is_not_there_is_one_message(synthetic_bundle, 
     """The Python API passed the device straight to torch: a bare AssertionError ("Torch not compiled
     with CUDA enabled") after the whole model had loaded."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(VibeError, match="sees no CUDA GPU; use --device cpu"):
+    with pytest.raises(VibeError, match="sees no CUDA GPU; use the CPU: --device cpu"):
         load_model(synthetic_bundle, device="cuda")
     assert next(load_model(synthetic_bundle, device="auto").parameters()).device.type == "cpu"

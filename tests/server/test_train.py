@@ -470,7 +470,10 @@ def test_evaluate_refuses_a_gpu_that_is_not_there(dirs, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["evaluate", str(dirs["db"] / "3dpw_test_db.pt"), "--device", "cuda"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: Device 'cuda' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.\n")
+    assert err == (
+        "error: Device 'cuda' was asked for but this PyTorch build sees no CUDA GPU; use the CPU: --device cpu "
+        "(device='cpu' from Python).\n"
+    )
 
 
 def test_evaluate_help_gives_the_defaults(capsys):

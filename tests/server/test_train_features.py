@@ -223,7 +223,7 @@ def test_extract_features_refuses_a_gpu_that_is_not_there(tmp_path, capsys, monk
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(_argv(tmp_path, "--device", "cuda")) == 2
-    assert "sees no CUDA GPU; use --device cpu" in capsys.readouterr().err
+    assert "sees no CUDA GPU; use the CPU: --device cpu" in capsys.readouterr().err
 
 
 def test_extract_features_without_joblib_says_how_to_install_it_before_any_work(tmp_path, capsys, monkeypatch):

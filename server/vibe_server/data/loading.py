@@ -207,7 +207,10 @@ def resolve_device(device: str = "auto") -> str:
     if not DEVICE_NAME.fullmatch(device):
         raise VibeError(f"Unknown device '{device}'; use auto, cpu or cuda[:N].")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VibeError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
+        raise VibeError(
+            f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use the CPU: --device cpu "
+            "(device='cpu' from Python)."
+        )
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
         count = torch.cuda.device_count()
         raise VibeError(

@@ -124,6 +124,26 @@ def test_a_video_whose_name_is_not_utf8_is_one_failed_record_and_the_batch_resum
     assert "caf\\udce9.mp4" in (out / SUMMARY_NAME).read_text(encoding="utf-8")
 
 
+def test_control_characters_in_a_file_name_are_shown_escaped(capsys):
+    """An escape sequence or a new line in a video's name reached the terminal as it is: it could clear
+    or recolour the screen, and split the summary's row in two."""
+    from vibe_server.commands.batch import print_warnings
+
+    name = "take\x1b[2J\nfake row\x9b.mp4"
+    item = BatchItem(name, f"/in/{name}", "/out/take.npz")
+    table = summary_table([make_record(item, "failed", error="bad\x07")])
+    assert len(table.splitlines()) == 4  # the header, one row, a blank line and the totals
+    assert "take\\x1b[2J\\nfake row\\x9b.mp4" in table and "bad\\x07" in table
+    progress = BatchProgress(1, enabled=True)
+    progress.worker_status("worker 7 (cpu)", f"{name}  starting")
+    progress.close()
+    print_warnings([{**make_record(item, "done"), "warnings": ["HOG was used\x1b[31m"]}])
+    shown = capsys.readouterr().err
+    assert "worker 7 (cpu): take\\x1b[2J\\nfake row\\x9b.mp4  starting" in shown
+    assert "take\\x1b[2J\\nfake row\\x9b.mp4): HOG was used\\x1b[31m" in shown
+    assert name not in shown and "\x9b" not in shown and "\x07" not in table
+
+
 def test_the_video_reader_refuses_a_name_that_is_not_utf8_before_opening_it(clip_bank, tmp_path):
     bad = tmp_path / NOT_UTF8_NAME
     bad.write_bytes(clip_bank["walk.mp4"].read_bytes())

@@ -21,6 +21,7 @@ from vibe_blender.core import safe_json
 
 from ..output_files import PART_SUFFIX, atomic_write_bytes
 from .inputs import BatchItem, output_key
+from .progress import printable
 
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.txt"
@@ -205,12 +206,6 @@ def _json_line(record: dict) -> str:
     """One manifest line, ASCII only: a file name that is not valid UTF-8 (kept by Python as surrogates)
     is written as a JSON escape and read back as the same name."""
     return json.dumps(record, ensure_ascii=True) + "\n"
-
-
-def printable(text: str) -> str:
-    """``text`` that any UTF-8 output takes: the surrogates of a file name that is not valid UTF-8
-    become backslash escapes."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def summary_table(records: list[dict]) -> str:

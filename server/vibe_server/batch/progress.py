@@ -1,10 +1,22 @@
-"""One overall progress bar for the batch plus one status line per worker (tqdm, on stderr)."""
+"""One overall progress bar for the batch plus one status line per worker (tqdm, on stderr), and
+``printable``: a file name as the batch shows it on the terminal and in the summary."""
 
 from __future__ import annotations
 
+import re
 import sys
 
 from tqdm import tqdm
+
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: a terminal acts on them
+
+
+def printable(text: str) -> str:
+    """``text`` that any UTF-8 output takes and that shows as it is: the surrogates of a file name that
+    is not valid UTF-8 and control characters (a new line, an escape sequence that would recolour or
+    rewrite the terminal) become backslash escapes."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class BatchProgress:
@@ -42,7 +54,7 @@ class BatchProgress:
                 disable=self._disable,
                 leave=False,
             )
-        line.set_description_str(f"  {worker}: {text}")
+        line.set_description_str(printable(f"  {worker}: {text}"))  # the text names a video
 
     def clear_workers(self) -> None:
         """Remove the worker lines: the workers are gone (a replaced pool's new workers take their places)."""

@@ -11,7 +11,8 @@ from vibe_blender.core.output_paths import check_output_folder
 
 from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
 from ..batch.inputs import output_key
-from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, printable, summary_table
+from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
+from ..batch.progress import printable
 from ..batch.runner import run_batch
 from ..data.loading import checked_data_dir, placeholder_note
 from .infer import add_pipeline_arguments, run_options
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(summary_table(records))
     print_warnings([r for r in records if r["status"] == "done"])
-    print(printable(f"\nManifest: {output_dir / MANIFEST_NAME}\nSummary: {output_dir / SUMMARY_NAME}"))
+    print(f"\nManifest: {printable(str(output_dir / MANIFEST_NAME))}")
+    print(f"Summary: {printable(str(output_dir / SUMMARY_NAME))}")
     done = [r for r in records if r["status"] == "done"]
     if done and not args.engine and made_by_placeholder(output_dir / output_key(done[0]["input"])):
         print("(Model: synthetic placeholder: install the real model data for real motion.)", file=sys.stderr)

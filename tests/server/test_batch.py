@@ -153,6 +153,23 @@ def test_discover_keeps_the_folder_layout_and_reads_path_lists(tmp_path):
     assert items[3].input_path == str(tmp_path / "other" / "two.avi")
 
 
+def test_discover_follows_linked_folders_once_and_names_the_links_it_passes_over(tmp_path, capsys):
+    """Before: a linked subfolder's videos were left out without a word."""
+    shoot, elsewhere = tmp_path / "shoot", tmp_path / "elsewhere"
+    for name in (shoot / "day1" / "a.mp4", elsewhere / "day2" / "b.mp4"):
+        name.parent.mkdir(parents=True)
+        name.write_bytes(b"x")
+    (shoot / "linked").symlink_to(elsewhere)
+    (shoot / "day1" / "loop").symlink_to(shoot)  # loops: back into the input folder, and in the linked one
+    (elsewhere / "day2" / "back").symlink_to(elsewhere)
+    items = discover([str(shoot)], tmp_path / "out")
+    assert [i.key for i in items] == ["day1/a.mp4", "linked/day2/b.mp4"]
+    assert items[1].input_path == str(shoot / "linked" / "day2" / "b.mp4")
+    err = capsys.readouterr().err
+    assert f"Note: '{shoot / 'day1' / 'loop'}' links to '{shoot}' in the same input folder" in err
+    assert f"Note: '{shoot / 'linked' / 'day2' / 'back'}' leads to '{shoot / 'linked'}', a folder already" in err
+
+
 def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     """Before: the list took the key from the link's target (its whole path, outside the list's folder)."""
     (tmp_path / "raw").mkdir()

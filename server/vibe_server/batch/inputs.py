@@ -1,4 +1,5 @@
-"""Which videos a batch processes: files, folders (searched recursively) and text files of paths.
+"""Which videos a batch processes: files, folders (searched recursively, linked folders followed once)
+and text files of paths.
 
 Each video gets a key, its path relative to the input it came from (a folder's videos keep their
 layout under it; a single file is its own name; a list's entries are relative to the list file's
@@ -10,6 +11,7 @@ gets a failed record without a worker.
 from __future__ import annotations
 
 import os
+import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,6 +20,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NOT_REGULAR
 
 from ..pipeline.video import check_file_name
+from .progress import printable
 
 VIDEO_EXTENSIONS = frozenset(
     {
@@ -96,14 +99,48 @@ def is_video(path: Path) -> bool:
 
 
 def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
+    """(key, path) of the videos under ``folder`` (a resolved path), hidden files and folders skipped and
+    linked folders followed (see ``_to_search``)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skip hidden folders
+    searched = {_identity(folder): folder}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [
+            name
+            for name in sorted(dirnames)
+            if not name.startswith(".") and _to_search(Path(dirpath) / name, folder, searched)
+        ]
         for name in sorted(filenames):
             path = Path(dirpath) / name
             if not name.startswith(".") and is_video(path):
                 found.append((path.relative_to(folder).as_posix(), path))
     return found
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _to_search(path: Path, root: Path, searched: dict[tuple[int, int], Path]) -> bool:
+    """Whether the walk of ``root`` goes into the folder ``path``: each folder is searched once, so a
+    symbolic-link loop ends and no video is taken twice under two names. A link to a folder inside
+    ``root`` is not followed (its videos keep the keys of their own path), nor one to a folder already
+    searched; a note names each link passed over. ``searched``: folder (device, inode) -> its path."""
+    try:
+        if path.is_symlink() and Path(os.path.realpath(path)).is_relative_to(root):
+            _note(f"'{path}' links to '{os.path.realpath(path)}' in the same input folder: its videos are taken there.")
+            return False
+        earlier = searched.setdefault(_identity(path), path)
+    except OSError:
+        return True  # a folder that cannot be read: the walk passes over it
+    if earlier != path:
+        _note(f"'{path}' leads to '{earlier}', a folder already searched: its videos are taken once, from there.")
+        return False
+    return True
+
+
+def _note(text: str) -> None:
+    print(printable(f"Note: {text}"), file=sys.stderr)
 
 
 def _list_videos(list_file: Path) -> list[tuple[str, Path]]:

@@ -1,16 +1,19 @@
 """Output files of the command line and the batch, written atomically (checked before the work by
 ``vibe_blender.core.output_paths``).
 
-``atomic_write`` writes to a temporary name in the same folder (``.<name>.<random>.part``) and
-renames it into place, so a killed write never leaves a half-written file under the real name, and
-a failed one leaves nothing. An OSError of the write names the real output, not the temporary name.
-Only a process killed outright (SIGKILL, a power cut) leaves its temporary file:
-``remove_leftover_parts`` deletes those of one output, for a writer that knows no other is at work.
+``atomic_write`` writes to a temporary name in the same folder (``.<hash of the name>.<random>.part``,
+short whatever the name's length) and renames it into place, so a killed write never leaves a
+half-written file under the real name, and a failed one leaves nothing. An OSError of the write
+names the real output, not the temporary name. Only a process killed outright (SIGKILL, a power cut)
+leaves its temporary file: ``remove_leftover_parts`` deletes those of one output, for a writer that
+knows no other is at work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import re
 import uuid
@@ -19,6 +22,7 @@ from pathlib import Path
 
 PART_SUFFIX = ".part"
 PART_ID_LENGTH = 8  # hex digits that keep two writes of one output apart
+NAME_HASH_LENGTH = 12  # hex digits of the output's name in its temporary name: whose leftover it is
 # no space left, or the user's quota spent (EDQUOT is missing on Windows)
 DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -27,8 +31,14 @@ def is_disk_full(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
 
 
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:NAME_HASH_LENGTH]
+
+
 def _part_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:PART_ID_LENGTH]}{PART_SUFFIX}")
+    """A temporary name next to ``path`` of 27 bytes, whatever the length of ``path``'s own: a name near
+    the file system's limit (255 bytes) takes no longer one."""
+    return path.with_name(f".{_name_hash(path.name)}.{uuid.uuid4().hex[:PART_ID_LENGTH]}{PART_SUFFIX}")
 
 
 def atomic_write(path: str | Path, write: Callable[[object], None], *, make_folder: bool = True) -> None:
@@ -42,34 +52,44 @@ def atomic_write(path: str | Path, write: Callable[[object], None], *, make_fold
 
 
 def atomic_save(path: str | Path, save: Callable[[Path], None], *, make_folder: bool = True) -> None:
-    """Call ``save(temporary_path)`` (a writer that takes a path, e.g. a checkpoint saver), flush the
-    file to disk and rename it onto ``path``; a failed or interrupted save leaves ``path`` as it was
-    and no temporary file. ``make_folder=False``: a missing folder is a FileNotFoundError, never made
-    again (a job folder deleted meanwhile stays deleted)."""
+    """Call ``save(temporary_path)`` (a writer that takes a path, e.g. a checkpoint saver, and writes
+    the file there in place), flush the file to disk and rename it onto ``path``; a failed or
+    interrupted save leaves ``path`` as it was and no temporary file. ``make_folder=False``: a missing
+    folder is a FileNotFoundError, never made again (a job folder deleted meanwhile stays deleted)."""
     path = Path(path)
     tmp = _part_path(path)
     if make_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        save(tmp)
-        with open(tmp, "ab") as f:  # (append mode: writable, as Windows needs for fsync; changes nothing)
-            os.fsync(f.fileno())
+        # made here, never one found there; flushed through the descriptor held since, not one opened
+        # by name again (writable, as Windows needs for fsync)
+        with open(tmp, "xb") as made:
+            save(tmp)
+            os.fsync(made.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         if err.filename in (None, str(tmp), tmp):  # the user knows the output, not its temporary name
             err.filename = str(path)
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Delete a temporary file after a failed write; failing to, the write's own error is the one told."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def remove_leftover_parts(path: str | Path) -> int:
     """Delete the temporary files that killed writes of ``path`` left in its folder (only the names
-    :func:`atomic_save` makes for it); returns how many. Only while no other process writes ``path``."""
+    :func:`atomic_save` makes for it, and the longer ones of earlier versions, ``.<name>.<random>.part``);
+    returns how many. Only while no other process writes ``path``."""
     path = Path(path)
-    ours = re.compile(re.escape(f".{path.name}.") + f"[0-9a-f]{{{PART_ID_LENGTH}}}" + re.escape(PART_SUFFIX))
+    names = f"(?:{re.escape(_name_hash(path.name))}|{re.escape(path.name)})"
+    ours = re.compile(rf"\.{names}\.[0-9a-f]{{{PART_ID_LENGTH}}}{re.escape(PART_SUFFIX)}")
     removed = 0
     for leftover in path.parent.iterdir():
         if ours.fullmatch(leftover.name) and (leftover.is_symlink() or leftover.is_file()):

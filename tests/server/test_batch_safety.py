@@ -670,6 +670,20 @@ def test_list_lines_the_file_system_cannot_follow_are_failed_records_and_the_bat
     assert len(manifest_lines(out)) == 3
 
 
+def test_a_video_whose_result_name_is_too_long_for_the_output_folder_is_one_failed_record(tmp_path):
+    """Its worker failed writing the result, and the message named a temporary file."""
+    name = "a" * 252 + ".ts"  # 255 bytes, the longest name: its result, 'a...a.npz', is one byte longer
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / name).write_bytes(b"x")
+    (tmp_path / "in" / "b.mp4").write_bytes(b"x")
+    long, short = discover([str(tmp_path / "in")], tmp_path / "out")
+    assert long.problem == (
+        f"The result's name '{'a' * 252}.npz' is 256 bytes long, more than the output folder's file system "
+        "takes (255); rename the video (or its folder) to a shorter name."
+    )
+    assert short.problem is None
+
+
 def test_a_list_line_with_a_nul_character_is_one_error_naming_the_line(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x")
     listing = tmp_path / "clips.txt"

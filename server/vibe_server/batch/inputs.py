@@ -4,8 +4,9 @@ and text files of paths.
 Each video gets a key, its path relative to the input it came from (a folder's videos keep their
 layout under it; a single file is its own name; a list's entries are relative to the list file's
 folder, so adding an entry renames no other). The result goes to ``OUTDIR/<key without extension>.npz``.
-A video that cannot be run at all (a file name that is not valid UTF-8) carries its ``problem``: it
-gets a failed record without a worker.
+A video that cannot be run at all (a file name that is not valid UTF-8, or a result name longer than
+the output folder's file system takes) carries its ``problem``: it gets a failed record without a
+worker.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ VIDEO_EXTENSIONS = frozenset(
 )
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 RESULT_SUFFIX = ".npz"
+DEFAULT_NAME_MAX = 255  # bytes in a file name, where the system does not say (most file systems' limit)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,33 @@ def input_problem(path: Path) -> str | None:
         check_file_name(path, "this video")
     except VibeError as err:
         return str(err)
+    return None
+
+
+def name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, that the file system of ``folder`` (or of its nearest existing
+    parent, for a folder not made yet) takes."""
+    for place in (folder, *folder.parents):
+        try:
+            limit = os.pathconf(place, "PC_NAME_MAX")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, AttributeError):  # no such query here (Windows), or no answer
+            break
+        return limit if limit > 0 else DEFAULT_NAME_MAX
+    return DEFAULT_NAME_MAX
+
+
+def result_name_problem(result_key: str, limit: int) -> str | None:
+    """Why the result ``result_key`` (relative to the output folder) cannot be written, or None: a name
+    in it longer than ``limit`` bytes, which the file system refuses (found before any worker runs)."""
+    for name in PurePosixPath(result_key).parts:
+        size = len(os.fsencode(name))
+        if size > limit:
+            return (
+                f"The result's name '{name}' is {size} bytes long, more than the output folder's file system "
+                f"takes ({limit}); rename the video (or its folder) to a shorter name."
+            )
     return None
 
 
@@ -229,13 +258,14 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
 
     items: list[BatchItem] = []
     by_output: dict[str, tuple[str, str]] = {}  # folded result name -> (input path, result name)
+    limit = name_limit(output_dir)
     for key, path in keyed:
         item = BatchItem(
             key=key,
             input_path=str(path),
             output_path=str(output_dir / PurePosixPath(key).with_suffix(RESULT_SUFFIX)),
             input_stamp=file_stamp(path),
-            problem=input_problem(path),
+            problem=input_problem(path) or result_name_problem(output_key(key), limit),
         )
         folded = folded_name(item.output_key)
         if folded in by_output:

@@ -260,6 +260,38 @@ def test_a_corrupt_video_is_recorded_and_the_others_are_done(clip_bank, tmp_path
     assert len(manifest_lines(out)) == 4 and (out / "walk.npz").stat().st_mtime_ns == stamp
 
 
+def test_a_video_that_fails_when_run_again_keeps_no_result_of_the_earlier_run(clip_bank, tmp_path):
+    """Before: the earlier result stayed beside the failed record, a whole result of another video for
+    anything reading OUTDIR/**/*.npz."""
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", "b.mp4": "sign.mp4"})
+    out = tmp_path / "out"
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 0
+    (inputs / "a.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(4000))  # saved over, broken
+    assert main(batch_args(inputs, out=out, extra=["--jobs", "1"])) == 1
+    assert {r["input"]: r["status"] for r in manifest_lines(out)} == {"a.mp4": "failed", "b.mp4": "done"}
+    assert sorted(p.name for p in out.glob("*.npz")) == ["b.npz"]
+
+
+def test_a_failed_video_on_ray_keeps_no_result_of_an_earlier_run(tmp_path, monkeypatch):
+    """The same for the records of Ray actors: the driver deletes it, for either pool, as it records."""
+    from vibe_server.batch import runner
+
+    def failing_ray(items, spec, options, *, on_record, **kwargs):
+        for item in items:
+            on_record(make_record(item, "failed", error="It broke.", worker="ray node:1 (cpu)"))
+
+    monkeypatch.setattr(runner, "run_ray", failing_ray)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.npz").write_bytes(b"an earlier run's result")
+    [record] = runner.run_batch(
+        [str(tmp_path / "in")], tmp_path / "out", EngineSpec(factory=ENGINE), make_options(), use_ray=True
+    )
+    assert record["status"] == "failed" and record["error"] == "It broke."
+    assert not (tmp_path / "out" / "a.npz").exists()
+
+
 def test_a_rerun_with_options_that_change_the_results_runs_the_videos_again(clip_bank, tmp_path, capsys):
     """Finished videos are skipped only for the settings they were made with, and the run says what it
     skips and what it runs again (before: any rerun kept the old results without a word)."""

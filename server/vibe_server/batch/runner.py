@@ -69,6 +69,27 @@ def say_what_runs(batch: BatchPlan, output_dir: Path) -> None:
         )
 
 
+def without_earlier_result(item: BatchItem, failed: dict) -> dict:
+    """The failed record of ``item``, once the result an earlier run left at its path (of another version
+    of the video, or other settings) is deleted: anything reading OUTDIR/**/*.npz would take it for this
+    video's. Deleted before the record is written, so a kill in between leaves a video that runs again.
+    When it cannot be deleted, the record says so (a read-only disk stops the batch, as for a result)."""
+    path = Path(item.output_path)
+    try:
+        with stopping_on_full_disk(path):
+            if path.is_symlink() or path.is_file():  # (a folder there is no result: the run said why)
+                path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        return {
+            **failed,
+            "error": f"{failed['error'] or ''} The result of an earlier run is still at {path} and could not be "
+            f"deleted ({err.strerror or err}); delete it.".lstrip(),
+        }
+    return failed
+
+
 def output_lock(output_dir: Path) -> contextlib.AbstractContextManager[None]:
     """One batch per output folder at a time."""
     return folder_lock(
@@ -106,8 +127,11 @@ def run_batch(
         say_what_runs(batch, output_dir)
         batch.manifest.compact([item.key for item in batch.items])  # one line per video
         progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
+        todo = {item.key: item for item in batch.todo}
 
         def on_record(record: dict) -> None:
+            if record["status"] == "failed":
+                record = without_earlier_result(todo[record["input"]], record)
             with stopping_on_full_disk(batch.manifest.path):  # the same stop as for a result
                 batch.manifest.append({**record, SETTINGS_FIELD: settings})
             progress.advance(record)

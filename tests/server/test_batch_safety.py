@@ -302,6 +302,16 @@ def test_a_ray_reply_names_no_video_and_its_bytes_must_be_a_result_file(tmp_path
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.npz"]
 
 
+def test_a_ray_reply_keeps_the_warnings_of_its_result(tmp_path):
+    """Before: the driver's record of a Ray actor's result dropped them (a local run kept them)."""
+    good = result_bytes(MocapResult(VideoInfo("a.mp4", 30.0, 64, 48, 12), [], "test model", 500.0))
+    warned = ["yolov3.weights is not in the model data: people were found with HOG"]
+    records = drive(
+        tmp_path, lambda item, data: (make_record(item, "done", frames=12, seconds=1.0, warnings=warned), good)
+    )
+    assert [(r["status"], r["warnings"]) for r in records] == [("done", warned), ("done", warned)]
+
+
 def test_a_ray_reply_with_a_malformed_record_is_a_failed_record(tmp_path):
     records = drive(tmp_path, lambda item, data: ({"status": "done", "frames": "many"}, b"x"))
     assert [r["status"] for r in records] == ["failed", "failed"]

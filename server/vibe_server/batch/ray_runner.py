@@ -483,6 +483,7 @@ def _checked(item: BatchItem, reply: object, transfer: str, output_dir) -> dict:
         frames=record["frames"],
         seconds=record["seconds"],
         worker=record["worker"],
+        warnings=record.get("warnings", []),  # checked to be texts; absent from an earlier version's actor
     )
 
 

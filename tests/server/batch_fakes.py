@@ -130,12 +130,22 @@ class FakeRay:
     to raise); ``most`` is the largest number of tasks in flight at once. The first ``not_started``
     calls of ``wait`` find nothing done, as while a cluster has not started the actors yet."""
 
-    class RayActorError(Exception):
+    class RayError(Exception):
+        """Ray's base error: a task's result lost with its node (ObjectLostError), a cancelled task, ..."""
+
+    class RayActorError(RayError):
         def __init__(self, actor_init_failed: bool = False):
             super().__init__("actor died")
             self.actor_init_failed = actor_init_failed
 
-    exceptions = SimpleNamespace(RayActorError=RayActorError)
+    class RayTaskError(RayError):
+        """The exception ``cause`` the task raised, as Ray hands it to the driver."""
+
+        def __init__(self, cause: BaseException):
+            super().__init__(f"ray::VideoActor.process() (pid=4711, ip=10.0.0.5)\n  Traceback ...\n{cause!r}")
+            self.cause = cause
+
+    exceptions = SimpleNamespace(RayError=RayError, RayActorError=RayActorError, RayTaskError=RayTaskError)
 
     def __init__(self, reply, not_started: int = 0):
         self.reply, self.tasks, self.most, self.submitted = reply, {}, 0, []

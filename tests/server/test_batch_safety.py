@@ -312,6 +312,52 @@ def test_a_ray_reply_keeps_the_warnings_of_its_result(tmp_path):
     assert [(r["status"], r["warnings"]) for r in records] == [("done", warned), ("done", warned)]
 
 
+@pytest.mark.parametrize(
+    "error, why",
+    [
+        (
+            FakeRay.RayTaskError(OSError(errno.ENOSPC, "No space left on device")),
+            "OSError: [Errno 28] No space left on device",
+        ),
+        (
+            FakeRay.RayError("Failed to retrieve object 00ff.\nIts node died."),
+            "RayError: Failed to retrieve object 00ff.",
+        ),
+    ],
+    ids=["the task raised", "its result lost"],
+)
+def test_a_ray_task_that_fails_otherwise_than_by_its_actors_death_is_a_failed_record(tmp_path, error, why):
+    """Before: any such error ended the whole batch (exit status 2, or a traceback)."""
+
+    def reply(item, data):
+        return error if item.key == "a.mp4" else (make_record(item, "failed", seconds=0.1, error="bad"), None)
+
+    records = {r["input"]: r for r in drive(tmp_path, reply, "shared")}
+    assert records["b.mp4"]["error"] == "bad"  # the batch went on
+    assert records["a.mp4"]["status"] == "failed" and records["a.mp4"]["error"] == (
+        f"The Ray task for this video failed ({why}); check the cluster's logs ('ray logs'), then run the batch "
+        "again with --retry-failed."
+    )
+
+
+def test_a_ray_actor_that_cannot_copy_a_video_into_its_temporary_folder_fails_that_video(
+    clip_bank, tmp_path, monkeypatch
+):
+    """A full /tmp on one node: before, the error ended the whole batch."""
+    [item] = discover([str(place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"}))], tmp_path / "out")
+    data = bytearray(Path(item.input_path).read_bytes())
+    actor = ray_runner.VideoActor(EngineSpec(factory=ENGINE), make_options(min_track_frames=5))
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    record, result = actor.process(item, data)
+    assert record["status"] == "failed" and result is None
+    assert record["error"].startswith("Cannot copy the video into this node's temporary folder ")
+    assert "(No space left on device); free space there" in record["error"]
+
+
 def test_a_ray_reply_with_a_malformed_record_is_a_failed_record(tmp_path):
     records = drive(tmp_path, lambda item, data: ({"status": "done", "frames": "many"}, b"x"))
     assert [r["status"] for r in records] == ["failed", "failed"]

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import importlib
 import io
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -133,27 +134,50 @@ def result_bytes(result: MocapResult) -> bytes:
     return buffer.getvalue()
 
 
+@contextlib.contextmanager
+def _video_here(item: BatchItem, data: bytearray | None) -> Iterator[str]:
+    """The path of the video to run: its own, or a copy of ``data`` (its bytes, sent through Ray's object
+    store) in this node's temporary folder, deleted afterwards."""
+    if data is None:
+        yield item.input_path
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="vibe-batch-", ignore_cleanup_errors=True))
+            copy = Path(folder) / ("input" + Path(item.key).suffix)
+            copy.write_bytes(data)
+        except OSError as err:
+            raise VibeError(
+                f"Cannot copy the video into this node's temporary folder {tempfile.gettempdir()} "
+                f"({err.strerror or err}); free space there (or set TMPDIR to a larger folder), then run the "
+                "batch again with --retry-failed."
+            ) from None
+        yield str(copy)
+
+
 def process_video(
     engine: Engine,
     item: BatchItem,
     options: RunOptions,
     *,
     worker: str,
-    input_path: str | None = None,
+    data: bytearray | None = None,
     progress: Callable | None = None,
     write_output: bool = True,
 ) -> tuple[dict, bytes | None]:
     """Run one video -> (manifest record, the result file's bytes when it is done).
 
-    With ``write_output`` the result is also written (atomically) to ``item.output_path``. Any error
-    becomes a failed record: one bad video never stops the batch. Only a full or read-only OUTDIR
-    does (:class:`OutputDiskFull`)."""
+    ``data``: the video's bytes (sent through Ray's object store), run from a temporary copy; else the
+    video is read at ``item.input_path``. With ``write_output`` the result is also written
+    (atomically) to ``item.output_path``. Any error becomes a failed record, that of copying ``data``
+    too: one bad video never stops the batch. Only a full or read-only OUTDIR does (:class:`OutputDiskFull`)."""
     t0 = time.perf_counter()
     try:
-        out = engine.run(input_path or item.input_path, options, progress=progress, video_name=Path(item.key).name)
-        data = result_bytes(out.result)
+        with _video_here(item, data) as path:
+            out = engine.run(path, options, progress=progress, video_name=Path(item.key).name)
+        result = result_bytes(out.result)
         if write_output:
-            write_result(item.output_path, data)
+            write_result(item.output_path, result)
     except OutputDiskFull:
         raise
     except VibeError as err:
@@ -176,7 +200,7 @@ def process_video(
         worker=worker,
         warnings=getattr(out, "warnings", ()),  # a custom engine's output may have none
     )
-    return record, data
+    return record, result
 
 
 def made_by_placeholder(result_path: str | Path) -> bool:

@@ -19,7 +19,6 @@ import io
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +42,7 @@ OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 CPUS_PER_CPU_ACTOR = 2
 WAIT_STEP_S = 1.0  # the driver looks at its actors' progress this often
 PENDING_NOTE_S = 20.0  # no actor started after this long: look why (at most this often), and say so
+ERROR_TEXT_CHARS = 300  # of a failed task's error in its record (Ray's own messages run to tracebacks)
 CONNECT_TIMEOUT_S = 5.0  # an address that does not answer within this is unreachable
 # A Ray head (GCS or Ray Client) speaks gRPC: to HTTP/2's client preface it answers with a SETTINGS frame.
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -68,18 +68,14 @@ class VideoActor:
     def process(self, item: BatchItem, data: bytearray | None) -> tuple[dict, bytes | None]:
         if self.setup_error is not None:
             return {"setup_error": self.setup_error}, None
-        if data is None:  # shared path: the actor writes the result itself
-            try:
-                record, _ = process_video(self.engine, item, self.options, worker=self.name)
-            except OutputDiskFull as err:  # raised, Ray would wrap it in its own traceback
-                return {"stop_error": str(err)}, None
-            return record, None
-        with tempfile.TemporaryDirectory(prefix="vibe-batch-") as folder:
-            local = Path(folder) / ("input" + Path(item.key).suffix)
-            local.write_bytes(data)
-            return process_video(
-                self.engine, item, self.options, worker=self.name, input_path=str(local), write_output=False
+        shared = data is None  # shared path: the actor writes the result itself; else the driver does
+        try:
+            record, result = process_video(
+                self.engine, item, self.options, worker=self.name, data=data, write_output=shared
             )
+        except OutputDiskFull as err:  # raised, Ray would wrap it in its own traceback
+            return {"stop_error": str(err)}, None
+        return record, None if shared else result
 
 
 def _import_ray():
@@ -360,6 +356,10 @@ def _drive(
             idle.append(actor)  # max_restarts=-1: Ray brings it back
             on_record(make_record(item, "failed", error=_DIED))
             continue
+        except ray.exceptions.RayError as err:  # the task's own failure, its result lost with a node, ...
+            idle.append(actor)  # (Ray restarts an actor lost with its node)
+            on_record(make_record(item, "failed", error=_task_failed(err)))
+            continue
         if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "setup_error" in reply[0]:
             raise VibeError(f"The Ray actors could not load the model: {reply[0]['setup_error']}")
         if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "stop_error" in reply[0]:
@@ -450,6 +450,20 @@ _DIED = (
     f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
     "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
 )
+
+
+def _task_failed(err: Exception) -> str:
+    """A failed record's message for a Ray task that failed otherwise than by its actor's death: the
+    exception the task raised (a RayTaskError's cause), else the first line of Ray's own message."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        why = f"{type(cause).__name__}: {cause}"
+    else:
+        why = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+    return (
+        f"The Ray task for this video failed ({why[:ERROR_TEXT_CHARS]}); check the cluster's logs ('ray logs'), "
+        "then run the batch again with --retry-failed."
+    )
 
 
 def _checked(item: BatchItem, reply: object, transfer: str, output_dir) -> dict:

@@ -114,11 +114,13 @@ def dying_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthet
 
 class FakeActor:
     """A Ray actor handle: ``actor.process.remote(item, data)`` -> a task of ``FakeRay``;
-    ``actor.ready.remote()`` -> a task that answers once the actor has started."""
+    ``actor.ready.remote()`` -> a task that answers once the actor has started. One that ``dies_loading``
+    is gone for good before it has loaded the model: its ping and its tasks fail."""
 
-    def __init__(self, ray: FakeRay):
+    def __init__(self, ray: FakeRay, dies_loading: bool = False):
         self.process = self
-        self.ready = SimpleNamespace(remote=lambda: object())
+        self.ready = SimpleNamespace(remote=lambda: ray.ping(self))
+        self.dies_loading = dies_loading
         self._ray = ray
 
     def remote(self, item, data):
@@ -145,18 +147,36 @@ class FakeRay:
             super().__init__(f"ray::VideoActor.process() (pid=4711, ip=10.0.0.5)\n  Traceback ...\n{cause!r}")
             self.cause = cause
 
-    exceptions = SimpleNamespace(RayError=RayError, RayActorError=RayActorError, RayTaskError=RayTaskError)
+    class ActorDiedError(RayActorError):
+        """The actor is dead for good (its restarts used up)."""
+
+    class ActorUnavailableError(RayActorError):
+        """The actor died and restarts (Ray >= 2.2x tells the two apart)."""
+
+    exceptions = SimpleNamespace(
+        RayError=RayError,
+        RayActorError=RayActorError,
+        RayTaskError=RayTaskError,
+        ActorDiedError=ActorDiedError,
+        ActorUnavailableError=ActorUnavailableError,
+    )
 
     def __init__(self, reply, not_started: int = 0):
-        self.reply, self.tasks, self.most, self.submitted = reply, {}, 0, []
+        self.reply, self.tasks, self.pings, self.most, self.submitted = reply, {}, {}, 0, []
         self.not_started = not_started
 
-    def actors(self, count: int) -> list[FakeActor]:
-        return [FakeActor(self) for _ in range(count)]
+    def actors(self, count: int, dying_while_loading: int = 0) -> list[FakeActor]:
+        """``count`` actors, of which the first ``dying_while_loading`` die while loading the model."""
+        return [FakeActor(self, dies_loading=index < dying_while_loading) for index in range(count)]
+
+    def ping(self, actor: FakeActor):
+        task = object()
+        self.pings[task] = actor
+        return task
 
     def start(self, actor, item, data):
         task = object()
-        self.tasks[task] = (item, data)
+        self.tasks[task] = (actor, item, data)
         self.submitted.append(item.key)
         self.most = max(self.most, len(self.tasks))
         return task
@@ -168,7 +188,12 @@ class FakeRay:
         return tasks[:num_returns], tasks[num_returns:]
 
     def get(self, task):
-        outcome = self.reply(*self.tasks.pop(task))
+        if task in self.pings:
+            if self.pings[task].dies_loading:
+                raise self.ActorDiedError()
+            return True
+        actor, item, data = self.tasks.pop(task)
+        outcome = self.ActorDiedError() if actor.dies_loading else self.reply(item, data)
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome

@@ -16,7 +16,8 @@ import pytest
 import ray  # the optional extra .[ray]; the test extra has it
 
 from tests.server.batch_fakes import CRASH_PREFIX
-from tests.server.test_batch import ROOT, batch_args, cut_clips, manifest_lines, place
+from tests.server.test_batch import ENGINE, ROOT, batch_args, cut_clips, manifest_lines, place
+from vibe_server.batch import ray_runner
 from vibe_server.batch.manifest import MANIFEST_NAME
 from vibe_server.cli import main
 
@@ -165,24 +166,39 @@ def test_ray_tells_an_actor_that_loads_its_model_from_one_the_cluster_has_not_st
                 ray.kill(actor)
 
 
-def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank, tmp_path):
-    """``vibe-mocap batch --ray ADDRESS`` from another process, as on a real cluster's head node."""
-    inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
-    address = ray.get_runtime_context().gcs_address
+def batch_on_the_cluster(argv: list[str], timeout_s: float = 180) -> subprocess.CompletedProcess:
+    """``vibe-mocap batch ... --ray ADDRESS`` (the module's cluster) in a process of its own, as on a real
+    cluster's head node; TimeoutExpired (the process killed) when it runs longer than ``timeout_s``."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
-    run = subprocess.run(
-        [sys.executable, "-m", "vibe_server", *batch_args(inputs, out=tmp_path / "out", extra=["--ray", address])],
+    return subprocess.run(
+        [sys.executable, "-m", "vibe_server", *argv, "--ray", ray.get_runtime_context().gcs_address],
         env=env,
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout_s,
         check=False,
     )
+
+
+def test_the_cli_joins_a_running_cluster_by_its_address(local_cluster, clip_bank, tmp_path):
+    inputs = place(clip_bank, tmp_path / "in", {"walk.mp4": "walk.mp4"})
+    run = batch_on_the_cluster(batch_args(inputs, out=tmp_path / "out"))
     assert run.returncode == 0, run.stderr[-2000:]
     [record] = manifest_lines(tmp_path / "out")
     assert record["status"] == "done" and record["worker"].startswith("ray ")
+
+
+def test_ray_actors_that_die_while_loading_the_model_stop_the_batch_with_one_error(local_cluster, clip_bank, tmp_path):
+    """Before: Ray restarted them without end (max_restarts=-1), and the batch waited for ever."""
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4", "b.mp4": "sign.mp4"})
+    argv = batch_args(inputs, out=tmp_path / "out")
+    argv[argv.index(ENGINE)] = "tests.server.batch_fakes:dying_engine"
+    run = batch_on_the_cluster(argv, timeout_s=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.count("error:") == 1 and f"error: {ray_runner.DIED_LOADING}" in run.stderr
+    assert manifest_lines(tmp_path / "out") == []  # no video is blamed
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,51 @@ def test_the_ray_driver_stops_with_one_error_when_no_actor_is_left(tmp_path):
     assert records == []
 
 
+def drive_on(fake_ray: FakeRay, actors: list, items: list, tmp_path: Path) -> list[dict]:
+    records = []
+    ray_runner._drive(
+        fake_ray,
+        actors,
+        items,
+        "shared",
+        records.append,
+        BatchProgress(len(items), enabled=False),
+        output_dir=tmp_path / "out",
+    )
+    return records
+
+
+def test_ray_actors_that_all_die_while_loading_the_model_stop_the_batch_as_local_workers_do(tmp_path):
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+    fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None))
+    with pytest.raises(VibeError) as error:
+        drive_on(fake_ray, fake_ray.actors(2, dying_while_loading=2), items, tmp_path)
+    assert str(error.value) == ray_runner.DIED_LOADING
+    assert str(error.value).startswith(local_pool.DIED_LOADING.partition(" Run fewer")[0])  # the same, but --jobs
+
+
+@pytest.mark.parametrize(
+    "dying_while_loading, gone_after_loading", [(2, set()), (0, {"a.mp4"})], ids=["while loading", "after loading"]
+)
+def test_the_videos_of_ray_actors_gone_for_good_run_on_the_others_and_none_is_blamed(
+    tmp_path, dying_while_loading, gone_after_loading
+):
+    """An actor whose restarts are used up takes no more videos; the one it ran is not failed for it."""
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4", "d.mp4"))
+    runs = []
+
+    def reply(item, data):
+        runs.append(item.key)
+        if item.key in gone_after_loading and runs.count(item.key) == 1:
+            return FakeRay.ActorDiedError()
+        return make_record(item, "failed", seconds=0.1, error="bad"), None
+
+    fake_ray = FakeRay(reply)
+    records = drive_on(fake_ray, fake_ray.actors(3, dying_while_loading=dying_while_loading), items, tmp_path)
+    assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4", "c.mp4", "d.mp4"]
+    assert all(r["error"] == "bad" for r in records)  # as the engine answered: none was blamed for a death
+
+
 # -- a file name that is not valid UTF-8 ---------------------------------------------------------------
 
 NOT_UTF8_NAME = os.fsdecode(b"caf\xe9.mp4")  # as os.walk gives it: 'caf\udce9.mp4'

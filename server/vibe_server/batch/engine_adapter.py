@@ -56,6 +56,15 @@ class WorkerSetupError(Exception):
     """The worker could not load its engine: the whole batch stops with this message."""
 
 
+def died_loading(remedy: str) -> str:
+    """The one message of a batch whose workers all died while loading the model (local or on Ray), with
+    ``remedy``: what to do about it there."""
+    return (
+        "A worker process died while loading the model (out of memory, or a crash in native code), so no "
+        f"video was run by it. {remedy}, then run the same command again to resume."
+    )
+
+
 class OutputDiskFull(Exception):
     """OUTDIR's disk is full or read-only: every later video would fail the same way, after all its
     work, so the whole batch stops with this message (the video has no record: it runs on resume)."""

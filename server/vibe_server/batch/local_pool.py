@@ -28,7 +28,7 @@ from vibe_blender.core.errors import VibeError
 
 from ..pipeline.devices import usable_cores, worker_devices
 from ..pipeline.options import RunOptions
-from .engine_adapter import EngineSpec, WorkerSetupError, load_engine, process_video
+from .engine_adapter import EngineSpec, WorkerSetupError, died_loading, load_engine, process_video
 from .inputs import BatchItem
 from .manifest import make_record
 from .progress import BatchProgress
@@ -37,11 +37,7 @@ MAX_ATTEMPTS = 3  # a video whose worker died this often while running it is mar
 IN_FLIGHT_PER_WORKER = 2  # one running, one waiting: workers never idle, memory stays bounded
 READY, START, STAGE, IDLE = "ready", "start", "stage", "idle"  # the workers' reports
 STAGE_TEXT_CHARS = 60  # a report stays far below the size a pipe writes in one piece (PIPE_BUF)
-DIED_LOADING = (
-    "A worker process died while loading the model (out of memory, or a crash in native code), so no "
-    "video was run by it. Run fewer workers (--jobs), free memory or choose another --device, then run "
-    "the same command again to resume."
-)
+DIED_LOADING = died_loading("Run fewer workers (--jobs), free memory or choose another --device")
 
 # The worker process's state (set once by ``_init_worker``).
 _engine = None

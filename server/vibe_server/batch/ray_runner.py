@@ -3,10 +3,13 @@
 A video is submitted only when an actor is free, so at most one video per actor is in flight (inputs
 are read lazily; 10 000 inputs cost 10 000 small items, never their bytes). The driver keeps which
 video each task was submitted for and checks every reply (the record's fields, the result file)
-before it records or writes anything. Actors restart after a crash or a lost node
-(``max_restarts=-1``) and the video they were on is retried (``max_task_retries``); its result path
-is deterministic and written by rename, and the driver writes one manifest line per video, so a
-retry leaves no duplicate. A video whose retries are used up gets a failed record.
+before it records or writes anything. Actors restart after a crash or a lost node (up to
+``MAX_ACTOR_RESTARTS`` times) and the video they were on is retried (``max_task_retries``); its
+result path is deterministic and written by rename, and the driver writes one manifest line per
+video, so a retry leaves no duplicate. A video whose retries are used up gets a failed record. An
+actor gone for good (its restarts used up) takes no more videos, and the one it was running runs on
+another actor; when every actor died while loading the model, the batch stops, as the local pool
+does.
 
 Transfer: ``shared`` (inputs and outputs on a path every node sees, the default) or
 ``object-store`` (the driver sends each video's bytes and writes each result itself: for small
@@ -31,13 +34,24 @@ from vibe_blender.core.result_file import load_result
 
 from ..pipeline.options import RunOptions
 from ..pipeline.video import check_video_stat
-from .engine_adapter import EngineSpec, OutputDiskFull, WorkerSetupError, load_engine, process_video, write_result
+from .engine_adapter import (
+    EngineSpec,
+    OutputDiskFull,
+    WorkerSetupError,
+    died_loading,
+    load_engine,
+    process_video,
+    write_result,
+)
 from .inputs import BatchItem, check_inside
 from .manifest import make_record, record_problem
 from .progress import BatchProgress
 
 TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
+# An actor's restarts (Ray's count, for its whole life): two such videos, or lost nodes. Finite, so that an
+# actor dying while it loads the model (out of memory) is gone after as many tries, and the driver hears of it.
+MAX_ACTOR_RESTARTS = 2 * (MAX_TASK_RETRIES + 1)
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
 CPUS_PER_CPU_ACTOR = 2
 WAIT_STEP_S = 1.0  # the driver looks at its actors' progress this often
@@ -209,7 +223,9 @@ def run_ray(
                 f"{_needs(resources)} each.",
                 file=sys.stderr,
             )
-        actor_class = ray.remote(VideoActor).options(max_restarts=-1, max_task_retries=MAX_TASK_RETRIES, **resources)
+        actor_class = ray.remote(VideoActor).options(
+            max_restarts=MAX_ACTOR_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources
+        )
         actor_spec = replace(spec, device=device, threads=resources.get("num_cpus"))
         actors = [actor_class.remote(actor_spec, options) for _ in range(count)]
         _drive(
@@ -323,6 +339,7 @@ def _drive(
     running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
     waiting = deque(items)
     pending = Pending(ray, actors, needs, unscheduled)
+    died_loading_count = 0
     while waiting or running:
         while idle and waiting:  # backpressure: one video per free actor
             item = waiting.popleft()
@@ -333,10 +350,13 @@ def _drive(
             actor = idle.pop()
             running[actor.process.remote(item, data)] = (actor, item)
         if not running:
+            if waiting and died_loading_count == len(actors):
+                raise VibeError(DIED_LOADING)
             if waiting:  # every actor is gone
                 raise VibeError(
-                    f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start; "
-                    "check the cluster's logs ('ray logs'), then run the same command again to resume."
+                    f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start or "
+                    "died too often; check the cluster's logs ('ray logs'), then run the same command again to "
+                    "resume."
                 )
             break
         progress.worker_status("ray", pending.status() or f"{len(running)} videos running")
@@ -350,14 +370,17 @@ def _drive(
         try:
             reply = ray.get(task)
         except ray.exceptions.RayActorError as err:
-            if getattr(err, "actor_init_failed", False):  # never started: it will not come back
-                waiting.appendleft(item)
+            init_failed = getattr(err, "actor_init_failed", False)  # its constructor raised: never started
+            loading = not init_failed and pending.died_loading(actor)
+            if init_failed or loading or _gone(ray, err):
+                waiting.appendleft(item)  # the actor is gone for good, not for this video: another runs it
+                died_loading_count += loading
                 continue
-            idle.append(actor)  # max_restarts=-1: Ray brings it back
+            idle.append(actor)  # Ray has restarted it
             on_record(make_record(item, "failed", error=_DIED))
             continue
         except ray.exceptions.RayError as err:  # the task's own failure, its result lost with a node, ...
-            idle.append(actor)  # (Ray restarts an actor lost with its node)
+            idle.append(actor)  # (an actor gone for good fails its next video at once, and that one runs again)
             on_record(make_record(item, "failed", error=_task_failed(err)))
             continue
         if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "setup_error" in reply[0]:
@@ -379,6 +402,7 @@ class Pending:
     ) -> None:
         self.ray, self.count, self.needs, self.unscheduled = ray, len(actors), needs, unscheduled
         self.pings = [actor.ready.remote() for actor in actors]  # each answers once its actor has started
+        self.ping_of = {id(actor): ping for actor, ping in zip(actors, self.pings, strict=True)}
         self.since = time.monotonic()
         self.looked = -PENDING_NOTE_S  # when the actors' state was last looked at (since ``since``)
         self.waiting_for_resources: int | None = None  # actors the cluster has not started, when known
@@ -416,6 +440,18 @@ class Pending:
             file=sys.stderr,
         )
 
+    def died_loading(self, actor) -> bool:
+        """Whether ``actor``, whose task failed with its death, died for good before it had loaded the
+        model: its ping failed too (Ray fails the calls to a dead actor together)."""
+        ping = self.ping_of[id(actor)]
+        if not self.ray.wait([ping], num_returns=1, timeout=WAIT_STEP_S)[0]:
+            return False  # still restarting: Ray may bring it back
+        try:
+            self.ray.get(ping)
+        except self.ray.exceptions.RayActorError:
+            return True
+        return False
+
     def status(self) -> str | None:
         if self.started:
             return None
@@ -446,6 +482,15 @@ def unscheduled_actors(actors: list) -> int | None:
     return sum(1 for pid in pids if pid == 0)
 
 
+def _gone(ray: ModuleType, err: Exception) -> bool:
+    """Whether the actor of a task that failed with ``err`` is dead for good (its restarts used up): Ray
+    says so (ActorDiedError) apart from an actor that restarts (ActorUnavailableError) since it has the
+    two; before, every such actor is taken to restart."""
+    exceptions = ray.exceptions
+    return hasattr(exceptions, "ActorUnavailableError") and isinstance(err, getattr(exceptions, "ActorDiedError", ()))
+
+
+DIED_LOADING = died_loading("Free memory on the cluster's nodes or choose another --device")
 _DIED = (
     f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
     "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."

@@ -102,11 +102,16 @@ def manifest_lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _as_from_a_terminal() -> None:
-    """In the child before it runs: Ctrl-C as a shell leaves it (neither ignored nor blocked), whatever
-    a library loaded earlier in the test process did to its own signals (both are inherited)."""
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    """In the child before it runs: Ctrl-C, SIGTERM and SIGHUP as a shell leaves them (neither ignored
+    nor blocked), whatever a library loaded earlier in the test process (or nohup) did to its own
+    signals (both are inherited)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def start_batch_until_first_record(inputs: Path, out: Path) -> subprocess.Popen:

@@ -5,6 +5,7 @@ cluster address, a growing list file, and a good video running beside one that k
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -605,6 +606,65 @@ def test_ctrl_c_stops_the_workers_before_the_batch_ends(clip_bank, tmp_path):
     recorded = {r["output"] for r in manifest_lines(out) if r["status"] == "done"}
     assert 1 <= len(recorded) < 4
     assert {p.name for p in out.glob("*.npz")} == recorded  # every result on disk has its record
+
+
+needs_linux = pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux (/proc, prctl)")
+
+
+def live_processes(group: int) -> list[int]:
+    """The processes of the process group ``group`` that have not ended (a zombie has ended: whether
+    its new parent reaps it is not the batch's doing)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, process_group = stat.read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):  # ended meanwhile
+            continue
+        if int(process_group) == group and state not in ("Z", "X"):
+            live.append(int(stat.parent.name))
+    return live
+
+
+@needs_linux
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_to_the_driver_stops_its_workers_as_ctrl_c_does(clip_bank, tmp_path, stop):
+    """Before: the signal ended the driver alone; its workers ran on, writing results no record names,
+    after OUTDIR's lock was gone."""
+    inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": "walk.mp4" for i in range(4)})
+    out = tmp_path / "out"
+    run = start_batch_until_first_record(inputs, out)
+    try:
+        os.kill(run.pid, stop)  # to the driver alone, as `kill PID` sends it
+        status = run.wait(timeout=30)
+        time.sleep(3)  # a worker left running would still run (3 s a video)
+        assert live_processes(run.pid) == []  # first: a worker left running holds stderr open
+        assert status == 128 + stop and run.stderr.read().decode().endswith("interrupted\n")
+        recorded = {r["output"] for r in manifest_lines(out) if r["status"] == "done"}
+        assert 1 <= len(recorded) < 4 and {p.name for p in out.glob("*.npz")} == recorded
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+
+
+@needs_linux
+def test_the_workers_die_with_a_driver_killed_outright(clip_bank, tmp_path):
+    """SIGKILL (the out-of-memory killer) gives the driver no chance to stop them: the kernel ends them."""
+    inputs = place(clip_bank, tmp_path / "in", {f"slow{i}.mp4": "walk.mp4" for i in range(4)})
+    out = tmp_path / "out"
+    run = start_batch_until_first_record(inputs, out)
+    try:
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while live_processes(run.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live_processes(run.pid) == []
+        time.sleep(3)  # a worker left running would have finished its video meanwhile
+        recorded = {r["output"] for r in manifest_lines(out) if r["status"] == "done"}
+        assert {p.name for p in out.glob("*.npz")} == recorded
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
 
 
 def test_the_workers_are_stopped_when_recording_a_result_fails(clip_bank, tmp_path, monkeypatch):

@@ -9,15 +9,19 @@ the worker whose exit status is another. A new pool is made and the videos that 
 tried again. Only the video the dead worker was running counts an attempt (``MAX_ATTEMPTS`` make a
 failed record); when that is not known, each video that was in flight, but those a surviving worker
 was running, runs alone next, so that a second death names it. A worker that dies before it has
-loaded its engine stops the batch (out of memory while loading, most likely). Ctrl-C stops the
-workers at once: the queued videos are cancelled, those already finished are recorded.
+loaded its engine stops the batch (out of memory while loading, most likely). Ctrl-C (and SIGTERM or
+SIGHUP, which the batch turns into the same stop) stops the workers at once: the queued videos are
+cancelled, those already finished are recorded. On Linux a worker also dies with the driver when the
+driver is killed outright (SIGKILL, a crash), rather than run videos no one records.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -37,6 +41,7 @@ MAX_ATTEMPTS = 3  # a video whose worker died this often while running it is mar
 IN_FLIGHT_PER_WORKER = 2  # one running, one waiting: workers never idle, memory stays bounded
 READY, START, STAGE, IDLE = "ready", "start", "stage", "idle"  # the workers' reports
 STAGE_TEXT_CHARS = 60  # a report stays far below the size a pipe writes in one piece (PIPE_BUF)
+PR_SET_PDEATHSIG = 1  # Linux's prctl option: the signal a process gets when its parent ends
 DIED_LOADING = died_loading("Run fewer workers (--jobs), free memory or choose another --device")
 
 # The worker process's state (set once by ``_init_worker``).
@@ -84,6 +89,7 @@ def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
     """Runs once in each worker process: take a device, load the engine, report ready."""
     global _engine, _options, _worker_name, _status_queue, _setup_error
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the driver stops us
+    _die_with_the_driver()
     device = devices.get()
     _options, _status_queue = options, status_queue
     _worker_name = f"worker {os.getpid()} ({device})"
@@ -92,6 +98,23 @@ def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
     except WorkerSetupError as err:  # reported with the first video, then the batch stops
         _setup_error = str(err)
     _report(READY, text=_worker_name)
+
+
+def _die_with_the_driver() -> None:
+    """On Linux, the kernel kills this worker when the driver ends, however it ends (SIGKILL, a crash):
+    it would go on running videos no one records, holding the model (and a GPU). The kernel ties this
+    to the thread that started the worker, which is the driver's (the pool starts its workers as
+    videos are submitted). Elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):  # no C library to ask (a static build)
+        return
+    driver = multiprocessing.parent_process()
+    if driver is not None and os.getppid() != driver.pid:  # it ended before the call: the kernel will not tell
+        os._exit(1)
 
 
 def _run_item(item: BatchItem, position: int) -> dict:

@@ -4,7 +4,10 @@ workers or on Ray, append each record to the manifest as it arrives, write the s
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,42 @@ from .ray_runner import run_ray
 from .settings import results_fingerprint
 
 LOCK_NAME = ".batch.lock"
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP stopped the batch: it ends as Ctrl-C ends it (the workers stopped, the videos
+    finished so far recorded, OUTDIR released), and the command exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.exit_status = 128 + signum
+
+
+@contextlib.contextmanager
+def signals_stop_the_batch() -> Iterator[None]:
+    """For the block, SIGTERM (``kill``, a scheduler, a container's stop) and SIGHUP (a closed terminal)
+    raise :class:`Stopped` in the main thread, where they would kill the driver at once and leave its
+    workers running, writing results no manifest records. The first one stops; those after it wait
+    for that stop to end. A signal ignored before (``nohup``) stays ignored. Only the main thread can
+    set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
+
+    def stop(signum: int, frame: object) -> None:
+        for other in previous:
+            signal.signal(other, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    try:
+        for signum in previous:
+            signal.signal(signum, stop)
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @dataclass
@@ -112,10 +151,11 @@ def run_batch(
     retry_failed: bool = False,
     show_progress: bool | None = None,
 ) -> list[dict]:
-    """Run the batch; returns the records of all its videos (this run's and earlier ones)."""
+    """Run the batch; returns the records of all its videos (this run's and earlier ones). Stopped
+    (a KeyboardInterrupt) when SIGTERM or SIGHUP stops it, as Ctrl-C does."""
     output_dir = Path(output_dir).resolve()
     settings = results_fingerprint(spec, options)
-    with output_lock(output_dir):
+    with signals_stop_the_batch(), output_lock(output_dir):
         remove_stale_parts(output_dir)
         batch = plan(inputs, output_dir, retry_failed=retry_failed, settings=settings)
         if batch.manifest.damaged_lines:

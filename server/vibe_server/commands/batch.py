@@ -13,7 +13,7 @@ from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_
 from ..batch.inputs import output_key
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
 from ..batch.progress import printable
-from ..batch.runner import run_batch
+from ..batch.runner import Stopped, run_batch
 from ..data.loading import checked_data_dir, placeholder_note
 from .infer import add_pipeline_arguments, run_options
 from .model_data_outputs import refuse_inside_model_data
@@ -104,18 +104,22 @@ def run(args: argparse.Namespace) -> int:
         factory=args.engine or ENGINE_FACTORY,
     )
     output_dir = Path(args.output_dir)
-    records = run_batch(
-        args.inputs,
-        output_dir,
-        spec,
-        options,
-        jobs=args.jobs,
-        use_ray=args.ray is not None,
-        ray_address=args.ray or None,
-        transfer=args.transfer,
-        retry_failed=args.retry_failed,
-        show_progress=False if args.no_progress else None,
-    )
+    try:
+        records = run_batch(
+            args.inputs,
+            output_dir,
+            spec,
+            options,
+            jobs=args.jobs,
+            use_ray=args.ray is not None,
+            ray_address=args.ray or None,
+            transfer=args.transfer,
+            retry_failed=args.retry_failed,
+            show_progress=False if args.no_progress else None,
+        )
+    except Stopped as stop:  # as Ctrl-C (130), with the signal's own status: 143 after SIGTERM
+        print("interrupted", file=sys.stderr)
+        return stop.exit_status
     print(summary_table(records))
     print_warnings([r for r in records if r["status"] == "done"])
     print(f"\nManifest: {printable(str(output_dir / MANIFEST_NAME))}")

@@ -11,12 +11,14 @@ RESULT may be a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or AM
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from .core.errors import VibeError
 from .core.motion import MAX_CHARACTERS
+from .core.result_file import FPS_RANGE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root-motion", choices=("full", "in_place"), default="full")
     p.add_argument("--video", default="", help="the source video, shown behind the camera")
     p.add_argument("--no-camera", action="store_true", help="do not add a camera matching the video")
-    p.add_argument("--fps", type=float, default=0.0, help="frame rate for files that store none (default 30)")
+    # 0 (the default) stands for "not given": the file's own frame rate, else 30
+    p.add_argument("--fps", type=_frame_rate, default=0.0, help="frame rate for files that store none (default 30)")
     p.add_argument(
         "--max-characters",
         type=int,
@@ -45,6 +48,19 @@ def _parser() -> argparse.ArgumentParser:
         help=f"a file with more people imports the N seen in the most frames (default {MAX_CHARACTERS})",
     )
     return p
+
+
+def _frame_rate(text: str) -> float:
+    """--fps as a flag: a frame rate Blender plays (as a file's own is bounded), so that a wrong flag is
+    said as one, not as a damaged file, and 0 is not taken for "not given"."""
+    low, high = FPS_RANGE
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = math.nan
+    if not low <= fps <= high:  # NaN too
+        raise argparse.ArgumentTypeError(f"give the video's frame rate, a number in {low:g}..{high:g}; got '{text}'")
+    return fps
 
 
 NO_BPY = (
@@ -65,8 +81,9 @@ def bpy_broken(err: ImportError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0 when the files are written, 1 when the inputs or outputs are unusable, 2 when this
-    Python has no bpy or its bpy cannot be loaded."""
+    """Exit status 0 when the files are written, 1 when the inputs or outputs are unusable, 2 for a usage
+    error (argparse: a flag missing or out of its range) and when this Python has no bpy or its bpy
+    cannot be loaded."""
     args = _parser().parse_args(argv)
     try:
         import bpy  # after argument errors: fast --help

@@ -123,6 +123,19 @@ def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):
     assert "frames 1-32 at 24 fps" in run.stdout and blend.is_file()
 
 
+@pytest.mark.parametrize("fps", ["-5", "nan", "100000", "0"])
+def test_batch_refuses_a_frame_rate_out_of_range_as_a_flag(official_pkl, tmp_path, capsys, fps):
+    """Before: the official pkl was called damaged for a wrong --fps, and 0 was taken as 30."""
+    from vibe_blender.batch import main
+
+    argv = [str(official_pkl), "--model-dir", str(tmp_path), "-o", str(tmp_path / "x.blend"), "--fps", fps]
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_status.value.code == 2 and "argument --fps" in error and "0.01..32767" in error
+    assert f"got '{fps}'" in error and "damaged" not in error
+
+
 def test_batch_imports_at_most_max_characters(reference_dir, tmp_path, capsys):
     from vibe_blender.batch import main
 

@@ -60,12 +60,18 @@ def import_motion_file(
     path, body_model: BodyModel | str | Path, options: ImportOptions | None = None, *, report=print, warn=None
 ) -> list:
     """-> [(armature_obj, mesh_obj)] for each track of the file at ``path``; a result made by the
-    synthetic placeholder model is imported with one warning saying so."""
+    synthetic placeholder model, and a file that stores no frame rate imported without ``options.fps``
+    (at 30 fps), are imported with one warning saying so."""
     options = options or ImportOptions()
     motion = read_motion_file(path, fps=options.fps or None)
     if not isinstance(body_model, BodyModel):
         body_model = read_body_model(body_model)
     warn = warn or report
+    if not motion.fps_stored and not options.fps:
+        warn(
+            f"{Path(path).name} stores no frame rate, so it was imported at {motion.fps:g} fps; give the video's "
+            "frame rate with --fps (in Blender: the import's Frame rate option) to play it as filmed."
+        )
     if result_model_name(path) == PLACEHOLDER_MODEL:
         warn(
             f"{Path(path).name} was made by the synthetic placeholder model (the server had no model data): its "

@@ -123,6 +123,22 @@ def test_batch_with_model_data_folder_and_official_pkl(official_pkl, tmp_path):
     assert "frames 1-32 at 24 fps" in run.stdout and blend.is_file()
 
 
+def test_batch_says_once_that_a_file_without_frame_rate_got_30_fps(official_pkl, tmp_path, capsys):
+    """Before: the official pkl (no frame rate stored) played at 30 fps without a word."""
+    from vibe_blender.batch import main
+    from vibe_server.data.synthetic import write_smpl_files
+
+    write_smpl_files(tmp_path / "vibe_data", seed=0)
+    argv = [str(official_pkl), "--model-dir", str(tmp_path / "vibe_data"), "-o", str(tmp_path / "x.blend")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    [warning] = [line for line in out.splitlines() if "stores no frame rate" in line]
+    assert "imported at 30 fps" in warning and "--fps" in warning and "at 30 fps, in" in out
+    assert main([*argv, "--fps", "24"]) == 0
+    assert "stores no frame rate" not in capsys.readouterr().out
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
 @pytest.mark.parametrize("fps", ["-5", "nan", "100000", "0"])
 def test_batch_refuses_a_frame_rate_out_of_range_as_a_flag(official_pkl, tmp_path, capsys, fps):
     """Before: the official pkl was called damaged for a wrong --fps, and 0 was taken as 30."""

@@ -76,6 +76,7 @@ class MotionSet:
     camera: CameraInfo | None = None
     ground_offset_m: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) Blender world
     warnings: list[str] = field(default_factory=list)  # what the run that made it said (e.g. YOLO fell back to HOG)
+    fps_stored: bool = True  # False: the file stores no frame rate; fps is the one given, or 30
 
     def __post_init__(self):
         if not self.tracks:

@@ -69,4 +69,4 @@ def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
         betas=betas,
         source_to_blender=ZUP_TO_BLENDER.copy(),
     )
-    return MotionSet(tracks=[track], fps=rate, frame_count=len(pose), source_name=path.stem)
+    return MotionSet(tracks=[track], fps=rate, frame_count=len(pose), source_name=path.stem, fps_stored=has_rate)

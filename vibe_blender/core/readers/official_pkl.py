@@ -240,5 +240,10 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
         )
     last = max((int(t.frame_ids[-1]) + 1 for t in tracks), default=0)
     return MotionSet(
-        tracks=tracks, fps=float(fps), frame_count=last, source_name=path.stem, camera=CameraInfo(width, height, focal)
+        tracks=tracks,
+        fps=float(fps),
+        frame_count=last,
+        source_name=path.stem,
+        camera=CameraInfo(width, height, focal),
+        fps_stored=False,
     )

@@ -75,8 +75,8 @@ def import_motion_file(
     if result_model_name(path) == PLACEHOLDER_MODEL:
         warn(
             f"{Path(path).name} was made by the synthetic placeholder model (the server had no model data): its "
-            "motion is random and its body a stick figure. Install the model data (Server & Model Data panel), "
-            "then capture again."
+            "motion is random and its body a stick figure. Install the model data ('vibe-mocap data install', or "
+            "the add-on's Server & Model Data panel), then capture again."
         )
     if options.capture_video_path and not options.video_path and options.add_camera and motion.camera is not None:
         options = replace(options, video_path=_video_if_captured_from(path, options.capture_video_path, warn))

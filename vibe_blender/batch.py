@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--body-model", type=Path, help="body-model .npz (from the server) or SMPL_NEUTRAL.pkl")
     body.add_argument("--model-dir", type=Path, help="model-data folder holding SMPL_NEUTRAL.pkl")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the .blend file to write")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the .blend file to write (ending in .blend)")
     p.add_argument("--fbx", type=Path, help="also export the characters and their motion as FBX")
     p.add_argument(
         "--correctives",
@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inputs = {"the motion file": args.motion, "the body model": args.body_model, "the video": args.video or None}
         check_output_path(args.output, "the .blend file", inputs)
+        if args.output.suffix != ".blend":  # Blender writes its own file under any name
+            raise VibeError(f"The .blend file must end in .blend; got '{args.output}'.")
         if args.fbx:
             check_output_path(args.fbx, "the FBX file", {**inputs, "the .blend file": args.output})
         blend = args.output.resolve()

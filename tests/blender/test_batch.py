@@ -179,6 +179,15 @@ def test_batch_refuses_outputs_that_would_destroy_an_input_before_any_work(refer
     assert "is a folder" in capsys.readouterr().err
 
 
+def test_batch_refuses_an_output_not_ending_in_blend_before_any_work(reference_dir, tmp_path, capsys):
+    """Before: '-o x.txt' wrote a .blend file named x.txt."""
+    from vibe_blender.batch import main
+
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    assert main([*argv, "-o", str(tmp_path / "out" / "x.txt")]) == 1
+    assert "must end in .blend; got" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc (Linux) for a place no one can write")
 @pytest.mark.parametrize(
     "output, message",

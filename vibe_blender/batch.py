@@ -35,11 +35,21 @@ def _parser() -> argparse.ArgumentParser:
         default="off",
         help="SMPL pose-corrective shape keys (default: off)",
     )
-    p.add_argument("--root-motion", choices=("full", "in_place"), default="full")
+    p.add_argument(
+        "--root-motion",
+        choices=("full", "in_place"),
+        default="full",
+        help="full: each body moves as the camera saw it; in_place: it stays over the origin (default: full)",
+    )
     p.add_argument("--video", default="", help="the source video, shown behind the camera")
     p.add_argument("--no-camera", action="store_true", help="do not add a camera matching the video")
     # 0 (the default) stands for "not given": the file's own frame rate, else 30
-    p.add_argument("--fps", type=_frame_rate, default=0.0, help="frame rate for files that store none (default 30)")
+    p.add_argument(
+        "--fps",
+        type=_frame_rate,
+        default=0.0,
+        help="frame rate (0.01..32767) for files that store none (default: 30, with a warning)",
+    )
     p.add_argument(
         "--max-characters",
         type=int,

@@ -152,6 +152,15 @@ def test_batch_refuses_a_frame_rate_out_of_range_as_a_flag(official_pkl, tmp_pat
     assert f"got '{fps}'" in error and "damaged" not in error
 
 
+def test_batch_help_says_what_root_motion_does_and_its_default(capsys):
+    from vibe_blender.batch import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "in_place: it stays over the origin (default: full)" in help_text
+
+
 def test_batch_imports_at_most_max_characters(reference_dir, tmp_path, capsys):
     from vibe_blender.batch import main
 

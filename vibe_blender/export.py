@@ -12,7 +12,7 @@ Blender's axes (Z up, -Y forward) and a Y-up consumer must rotate it -90° about
 Blender with up = Z, forward = Y). Batch use, with Blender as a Python module::
 
     python -m vibe_blender.export scene.blend --format fbx --preset unreal -o out.fbx [--object NAME]
-    python -m vibe_blender.export scene.blend --format bvh -o out.bvh --object SMPL
+    python -m vibe_blender.export scene.blend --format bvh -o out.bvh --object SMPL  # or the only armature
     python -m vibe_blender.export scene.blend --format glb -o out.glb
 """
 
@@ -39,6 +39,7 @@ FBX_PRESETS = {
     "UNREAL": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_UNITS", axis_forward="X", axis_up="Z"),
 }
 FORMATS = ("fbx", "bvh", "glb", "gltf")
+NO_ARMATURE = "There is no armature to export; import or retarget a character first."
 
 
 def _select(objects) -> None:
@@ -67,7 +68,7 @@ def _exportable(objects, report) -> list:
 
     objects = _with_children(objects or [o for o in bpy.context.scene.objects if o.type == "ARMATURE"])
     if not objects:
-        raise VibeError("There is no armature to export; import or retarget a character first.")
+        raise VibeError(NO_ARMATURE)
     left_out = outside_view_layer(objects)
     names = ", ".join(obj.name for obj in left_out)
     if len(left_out) == len(objects):
@@ -217,13 +218,42 @@ def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT", report=prin
     if fmt == "fbx":
         return export_fbx(path, objects, preset=preset, report=report)
     if fmt == "bvh":
-        armatures = [o for o in (objects or []) if o.type == "ARMATURE"]
-        if len(armatures) != 1:
-            raise VibeError(f"BVH holds one skeleton; name exactly one armature (got {len(armatures)}).")
-        return export_bvh(path, armatures[0])
+        return export_bvh(path, _bvh_armature(objects))
     if fmt in ("glb", "gltf"):
         return export_gltf(path, objects, report=report)
     raise VibeError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
+
+
+def _bvh_armature(objects):
+    """The one armature a BVH holds: the only one among ``objects`` (default: the scene's, as the other
+    formats take them all); VibeError naming the armatures to choose from when there are several."""
+    import bpy
+
+    armatures = [o for o in (objects or bpy.context.scene.objects) if o.type == "ARMATURE"]
+    if len(armatures) == 1:
+        return armatures[0]
+    if not objects and not armatures:
+        raise VibeError(NO_ARMATURE)
+    if not armatures:
+        names = ", ".join(o.name for o in objects)
+        raise VibeError(f"BVH holds one skeleton, and none of {names} is an armature; pick an armature to export.")
+    where = "were picked" if objects else "are in the scene"
+    raise VibeError(
+        f"BVH holds one skeleton, and {len(armatures)} armatures {where} ({', '.join(o.name for o in armatures)}): "
+        "export one at a time, naming it with --object (in Blender: select only it)."
+    )
+
+
+def _format_of(output: Path) -> str:
+    """The export format an output file's suffix names; VibeError when it names none of FORMATS."""
+    fmt = output.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        got = (
+            f"ends in '{output.suffix}', no format this exports" if output.suffix else "has no suffix to name a format"
+        )
+        suffixes = ", ".join(f".{f}" for f in FORMATS)
+        raise VibeError(f"The output '{output}' {got}; end it in {suffixes}, or give --format.")
+    return fmt
 
 
 def _open_blend(blend: Path) -> None:
@@ -245,12 +275,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     parser.add_argument("--format", choices=FORMATS, help="default: from the output's suffix")
     parser.add_argument("--preset", choices=[p.lower() for p in FBX_PRESETS], default="default", help="FBX only")
-    parser.add_argument("--object", action="append", default=[], help="armature to export (repeatable; default all)")
+    parser.add_argument(
+        "--object",
+        action="append",
+        default=[],
+        help="armature to export (repeatable; default: all, and for BVH the only one)",
+    )
     args = parser.parse_args(argv)
     import bpy
 
-    fmt = args.format or args.output.suffix.lstrip(".").lower()
     try:
+        fmt = args.format or _format_of(args.output)
         if not args.blend.is_file():
             raise VibeError(f"'{args.blend}' does not exist; give the .blend file saved with your characters.")
         check_output_path(args.output, f"the {fmt.upper()} file", {"the .blend file": args.blend})

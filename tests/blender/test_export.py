@@ -125,7 +125,7 @@ def test_export_errors(tmp_path):
         export_fbx(tmp_path / "x.fbx", preset="MAYA")
     with pytest.raises(VibeError, match="Unknown export format"):
         export(tmp_path / "x.abc", "abc")
-    with pytest.raises(VibeError, match="one skeleton"):
+    with pytest.raises(VibeError, match="no armature"):
         export(tmp_path / "x.bvh", "bvh", [])
 
 
@@ -146,6 +146,43 @@ def test_command_line_exports_from_a_blend_file(tmp_path):
     over_input = run(str(blend), "-o", str(blend), "--format", "glb")
     assert over_input.returncode == 1 and "is the same file as the .blend file" in over_input.stderr
     assert blend.read_bytes() == blend_bytes
+
+
+def _saved_scene(tmp_path, armatures=1) -> Path:
+    """A .blend file holding the walking SMPL armature (and copies of it: SMPL.001, ...)."""
+    source, _, _ = reference()
+    for _ in range(armatures - 1):
+        bpy.context.scene.collection.objects.link(source.copy())
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    return blend
+
+
+def test_command_line_bvh_without_object_takes_the_only_armature(tmp_path):
+    """Before: 'name exactly one armature (got 0)', though no --object means the file's characters."""
+    from vibe_blender.export import main
+
+    assert main([str(_saved_scene(tmp_path)), "-o", str(tmp_path / "walk.bvh")]) == 0
+    assert (tmp_path / "walk.bvh").read_text().startswith("HIERARCHY")
+
+
+def test_command_line_bvh_names_the_armatures_to_pick_from(tmp_path, capsys):
+    from vibe_blender.export import main
+
+    assert main([str(_saved_scene(tmp_path, armatures=2)), "-o", str(tmp_path / "walk.bvh")]) == 1
+    error = capsys.readouterr().err
+    assert "2 armatures are in the scene (SMPL, SMPL.001)" in error and "--object" in error
+    assert not (tmp_path / "walk.bvh").exists()
+
+
+@pytest.mark.parametrize("output, got", [("walk", "has no suffix"), ("walk.txt", "ends in '.txt'")])
+def test_command_line_says_the_output_needs_a_suffix_or_format(tmp_path, capsys, output, got):
+    """Before: "Unknown export format ''", naming neither the suffixes nor --format."""
+    from vibe_blender.export import main
+
+    assert main([str(_saved_scene(tmp_path)), "-o", str(tmp_path / output)]) == 1
+    error = capsys.readouterr().err
+    assert got in error and "end it in .fbx, .bvh, .glb, .gltf, or give --format" in error
 
 
 def _read_back(path):

@@ -5,11 +5,12 @@ seen on that frame): the characters are shown while the exporter runs and put ba
 Characters in a collection excluded from the view layer cannot be exported; they are left out
 and named in one message.
 
-FBX presets: "DEFAULT" (metres, Blender axes), "UNITY" (Y up, -Z forward... Unity's FBX importer
-defaults, scale 1), "UNREAL" (centimetres: scale 100 via FBX units, X forward, Z up). All keep every
-key (no simplification) and add no leaf bones. BVH has no axis option: the file is written in
-Blender's axes (Z up, -Y forward) and a Y-up consumer must rotate it -90° about X (or import it in
-Blender with up = Z, forward = Y). Batch use, with Blender as a Python module::
+FBX presets (``FBX_PRESET_NAMES``; ``--preset`` takes the names in lower case): "Blender" (metres,
+Blender axes), "Unity" (Y up, -Z forward... Unity's FBX importer defaults, scale 1), "Unreal"
+(centimetres: scale 100 via FBX units, X forward, Z up). All keep every key (no simplification) and
+add no leaf bones. BVH has no axis option: the file is written in Blender's axes (Z up, -Y forward)
+and a Y-up consumer must rotate it -90° about X (or import it in Blender with up = Z, forward = Y).
+Batch use, with Blender as a Python module::
 
     python -m vibe_blender.export scene.blend --format fbx --preset unreal -o out.fbx [--object NAME]
     python -m vibe_blender.export scene.blend --format bvh -o out.bvh --object SMPL  # or the only armature
@@ -37,6 +38,12 @@ FBX_PRESETS = {
         bake_space_transform=False,
     ),
     "UNREAL": dict(global_scale=1.0, apply_scale_options="FBX_SCALE_UNITS", axis_forward="X", axis_up="Z"),
+}
+# the add-on's name of each preset (lower case: the command line's --preset) and what it is for
+FBX_PRESET_NAMES = {
+    "DEFAULT": ("Blender", "Blender, Maya, most DCCs: metres, forward -Z, up Y, Blender's FBX default"),
+    "UNITY": ("Unity", "Unity: metres, forward -Z, up Y, scale applied as FBX units"),
+    "UNREAL": ("Unreal", "Unreal Engine: centimetres via FBX units, forward X, up Z"),
 }
 FORMATS = ("fbx", "bvh", "glb", "gltf")
 NO_ARMATURE = "There is no armature to export; import or retarget a character first."
@@ -274,7 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("blend", type=Path, help="the .blend file holding the characters")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     parser.add_argument("--format", choices=FORMATS, help="default: from the output's suffix")
-    parser.add_argument("--preset", choices=[p.lower() for p in FBX_PRESETS], default="default", help="FBX only")
+    presets = {name.lower(): key for key, (name, _) in FBX_PRESET_NAMES.items()}
+    parser.add_argument(
+        "--preset",
+        choices=presets,
+        default="blender",
+        help="FBX only: "
+        + "; ".join(f"{name.lower()} ({use})" for name, use in FBX_PRESET_NAMES.values())
+        + "; default: blender",
+    )
     parser.add_argument(
         "--object",
         action="append",
@@ -296,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             if obj is None:
                 raise VibeError(f"'{args.blend.name}' has no object named '{name}'.")
             objects.append(obj)
-        path = export(args.output, fmt, objects or None, preset=args.preset.upper())
+        path = export(args.output, fmt, objects or None, preset=presets[args.preset])
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ import bpy
 
 from .core.retarget_map import PRESET_LABELS, PRESETS
 from .core.smpl_model import JOINT_NAMES
+from .export import FBX_PRESET_NAMES
 from .retarget import linked_without_override
 
 PRESET_ITEMS = [("AUTO", "Automatic", "Detect a preset from the bone names, else match names")] + [
@@ -18,11 +19,7 @@ GROUP_ITEMS = [
     ("SPINE", "Spine and head", ""),
     ("ARMS", "Arms", ""),
 ]
-FBX_ITEMS = [
-    ("DEFAULT", "Blender", "Metres, Blender's FBX axes"),
-    ("UNITY", "Unity", "Metres, Y up, -Z forward, scale applied as FBX units"),
-    ("UNREAL", "Unreal", "Centimetres via FBX units, Z up, X forward"),
-]
+FBX_ITEMS = [(key, name, use) for key, (name, use) in FBX_PRESET_NAMES.items()]
 FORMAT_ITEMS = [("fbx", "FBX", ""), ("bvh", "BVH", "One armature; Z up (Blender axes)"), ("glb", "glTF (.glb)", "")]
 
 

@@ -185,6 +185,21 @@ def test_command_line_says_the_output_needs_a_suffix_or_format(tmp_path, capsys,
     assert got in error and "end it in .fbx, .bvh, .glb, .gltf, or give --format" in error
 
 
+def test_command_line_takes_the_add_ons_fbx_presets_and_says_what_each_is_for(tmp_path, capsys):
+    """Before: the add-on's (and the docs') "Blender" preset was "default" on the command line, and its
+    help said only "FBX only"."""
+    from vibe_blender.export import main
+    from vibe_blender.retarget_settings import FBX_ITEMS
+
+    assert main([str(_saved_scene(tmp_path)), "-o", str(tmp_path / "walk.fbx"), "--preset", "blender"]) == 0
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "{blender,unity,unreal}" in help_text and "; default: blender" in help_text
+    for _, name, use in FBX_ITEMS:
+        assert f"{name.lower()} ({use})" in help_text
+
+
 def _read_back(path):
     """Object names of a fresh scene holding the FBX or glTF file at ``path``."""
     rigs.reset_scene()

@@ -277,6 +277,8 @@ def _open_blend(blend: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0 when the file is written, 1 when an input or the output is unusable, 2 for a usage
+    error (argparse), as ``python -m vibe_blender.batch``."""
     parser = argparse.ArgumentParser(prog="python -m vibe_blender.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("blend", type=Path, help="the .blend file holding the characters")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")

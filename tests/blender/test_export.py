@@ -198,6 +198,9 @@ def test_command_line_takes_the_add_ons_fbx_presets_and_says_what_each_is_for(tm
     assert "{blender,unity,unreal}" in help_text and "; default: blender" in help_text
     for _, name, use in FBX_ITEMS:
         assert f"{name.lower()} ({use})" in help_text
+    with pytest.raises(SystemExit) as exit_status:  # a usage error, as the docs say
+        main([str(tmp_path / "scene.blend"), "-o", str(tmp_path / "walk.fbx"), "--preset", "maya"])
+    assert exit_status.value.code == 2 and "invalid choice: 'maya'" in capsys.readouterr().err
 
 
 def _read_back(path):

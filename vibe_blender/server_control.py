@@ -232,7 +232,7 @@ def tick() -> float | None:
     if install is not None and install.finished and not getattr(install, "checked", False):
         install.checked = True
         check_model_data()
-        if install.returncode in (0, 1):  # installed (1: the check still misses some files)
+        if install.returncode == 0:  # installed (the check says which files are still missing)
             _note_installed_data()
     if restart_for_installed_data() and not _capture_or_live_running():
         _installed_after["generation"] = None

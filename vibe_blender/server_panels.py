@@ -81,7 +81,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
             label_lines(box, data_dir, icon="BLANK1")
         col = box.column(align=True)
         for state in files:
-            if state.detail == "optional" and state.status == "missing":
+            if state.detail == "optional" and state.status == "missing":  # (shown once installed)
                 continue
             col.label(text=f"{state.name}: {state.status}", icon=_FILE_ICONS.get(state.status, "QUESTION"))
         if data_error:
@@ -89,13 +89,18 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         install = server_control.current_install()
         if install is not None and not install.finished:
             box.label(text=(install.lines[-1] if install.lines else "Installing…")[:90], icon="SORTTIME")
-        elif install is not None and install.returncode == 1:  # installed; the check still misses files
+        elif install is not None and install.returncode == 0 and any(_still_needed(state) for state in files):
             label_lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
         elif install is not None and install.returncode:
             label_lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")
         row = box.row(align=True)
         row.operator("vibe_mocap.model_data_check", icon="FILE_REFRESH")
         row.operator("vibe_mocap.model_data_install", icon="IMPORT")
+
+
+def _still_needed(state) -> bool:
+    """A required model file that is not there yet (an optional one may stay missing)."""
+    return state.status != "present" and not (state.detail == "optional" and state.status == "missing")
 
 
 def capture_or_live_running() -> bool:

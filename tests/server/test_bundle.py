@@ -806,18 +806,21 @@ def test_an_smpl_model_with_other_joint_parents_is_invalid(tmp_path, synthetic_b
     assert status.status == "invalid" and "are not SMPL's" in status.detail
 
 
+UNFORESEEN_WORDS = "its content is not laid out as expected"  # a KeyError in words, not by its name
+
+
 def test_any_failure_of_a_validator_is_invalid_and_the_install_goes_on(full_bundle, tmp_path, monkeypatch):
     def unforeseen(path):
         raise KeyError("an unforeseen problem")
 
     monkeypatch.setitem(bundle.CHECKS, bundle.MEAN_PARAMS, unforeseen)
     status = bundle.check_file(bundle.MEAN_PARAMS, full_bundle / bundle.MEAN_PARAMS)
-    assert status.status == "invalid" and "KeyError" in status.detail and "an unforeseen problem" in status.detail
+    assert status.status == "invalid" and status.detail == f"unreadable as {bundle.MEAN_PARAMS} ({UNFORESEEN_WORDS})"
     logged = []
     with pytest.raises(VibeError, match=rf"Not installed: {bundle.MEAN_PARAMS} from"):
         bundle.install(str(full_bundle), tmp_path / "t", log=logged.append)
     assert set(_installed(tmp_path / "t")) == set(bundle.REQUIRED_FILES) - {bundle.MEAN_PARAMS}
-    assert any(line.startswith(f"not installed {bundle.MEAN_PARAMS}: ") and "KeyError" in line for line in logged)
+    assert any(line.startswith(f"not installed {bundle.MEAN_PARAMS}: ") and UNFORESEEN_WORDS in line for line in logged)
 
 
 # --------------------------------------------------------------------------------------------

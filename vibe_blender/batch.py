@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from .command_line import import_bpy
 from .core.errors import VibeError
 from .core.motion import MAX_CHARACTERS
 from .core.result_file import FPS_RANGE
@@ -73,33 +74,13 @@ def _frame_rate(text: str) -> float:
     return fps
 
 
-NO_BPY = (
-    "error: this command runs Blender as a Python module (bpy), which this Python does not have. Set it "
-    "up with 'bash scripts/setup_blender.sh' and run the command with that Python, for example "
-    "'.venv-bpy-5.0/bin/python -m vibe_blender.batch ...'."
-)
-
-
-def bpy_broken(err: ImportError) -> str:
-    """The one-line error for a bpy that is there but does not load (a system library it needs is missing)."""
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return (
-        f"error: this Python has Blender as a Python module (bpy), but it cannot be loaded ({reason}). Install "
-        "what the message names (a system library Blender needs, for example), or set bpy up again with "
-        "'bash scripts/setup_blender.sh' and run the command with that Python."
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when the files are written, 1 when the inputs or outputs are unusable, 2 for a usage
     error (argparse: a flag missing or out of its range) and when this Python has no bpy or its bpy
     cannot be loaded."""
     args = _parser().parse_args(argv)
-    try:
-        import bpy  # after argument errors: fast --help
-    except ImportError as err:  # no bpy at all, or one that fails while loading: say which
-        missing = isinstance(err, ModuleNotFoundError) and err.name == "bpy"
-        print(NO_BPY if missing else bpy_broken(err), file=sys.stderr)
+    bpy = import_bpy("vibe_blender.batch")  # after argument errors: fast --help
+    if bpy is None:
         return 2
 
     from .core.output_paths import check_output_path

@@ -25,6 +25,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from .command_line import import_bpy
 from .core.errors import VibeError
 from .core.output_paths import check_output_path
 
@@ -278,7 +279,8 @@ def _open_blend(blend: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when the file is written, 1 when an input or the output is unusable, 2 for a usage
-    error (argparse), as ``python -m vibe_blender.batch``."""
+    error (argparse) and when this Python has no bpy or its bpy cannot be loaded, as
+    ``python -m vibe_blender.batch``."""
     parser = argparse.ArgumentParser(prog="python -m vibe_blender.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("blend", type=Path, help="the .blend file holding the characters")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
@@ -299,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         help="armature to export (repeatable; default: all, and for BVH the only one)",
     )
     args = parser.parse_args(argv)
-    import bpy
-
+    bpy = import_bpy("vibe_blender.export")
+    if bpy is None:
+        return 2
     try:
         fmt = args.format or _format_of(args.output)
         if not args.blend.is_file():

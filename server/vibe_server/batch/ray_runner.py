@@ -440,7 +440,7 @@ class Pending:
             file=sys.stderr,
         )
 
-    def died_loading(self, actor) -> bool:
+    def died_loading(self, actor: object) -> bool:
         """Whether ``actor``, whose task failed with its death, died for good before it had loaded the
         model: its ping failed too (Ray fails the calls to a dead actor together)."""
         ping = self.ping_of[id(actor)]

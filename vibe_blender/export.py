@@ -286,13 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     parser.add_argument("--format", choices=FORMATS, help="default: from the output's suffix")
     presets = {name.lower(): key for key, (name, _) in FBX_PRESET_NAMES.items()}
+    presets["default"] = "DEFAULT"  # the flag's earlier name for the Blender preset: scripts keep working
     parser.add_argument(
         "--preset",
         choices=presets,
         default="blender",
         help="FBX only: "
         + "; ".join(f"{name.lower()} ({use})" for name, use in FBX_PRESET_NAMES.values())
-        + "; default: blender",
+        + "; default: blender ('default' is its earlier name)",
     )
     parser.add_argument(
         "--object",

@@ -192,10 +192,12 @@ def test_command_line_takes_the_add_ons_fbx_presets_and_says_what_each_is_for(tm
     from vibe_blender.retarget_settings import FBX_ITEMS
 
     assert main([str(_saved_scene(tmp_path)), "-o", str(tmp_path / "walk.fbx"), "--preset", "blender"]) == 0
+    # the earlier name still works: scripts written for it go on
+    assert main([str(tmp_path / "scene.blend"), "-o", str(tmp_path / "old.fbx"), "--preset", "default"]) == 0
     with pytest.raises(SystemExit):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "{blender,unity,unreal}" in help_text and "; default: blender" in help_text
+    assert "{blender,unity,unreal,default}" in help_text and "; default: blender" in help_text
     for _, name, use in FBX_ITEMS:
         assert f"{name.lower()} ({use})" in help_text
     with pytest.raises(SystemExit) as exit_status:  # a usage error, as the docs say

@@ -272,6 +272,40 @@ def test_torchrun_says_a_bad_setting_once(dirs, setting, said):
     assert run.stderr.count(said) == 1, run.stderr[-3000:]
 
 
+LATE_FIRST = """
+import os
+import sys
+import time
+
+from vibe_server.train.stop_signals import SameInEveryProcess, exit_status
+
+
+def run():
+    if os.environ["LOCAL_RANK"] == "0":
+        time.sleep(1.0)  # the first process meets the error last (it had more to do before)
+    raise SameInEveryProcess("met by every process")
+
+
+try:
+    sys.exit(exit_status(run))
+except SameInEveryProcess as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_the_first_process_says_the_error_even_when_it_meets_it_last(tmp_path):
+    """The others ended at once, silently, and torchrun then ended the first before it said a word."""
+    script = tmp_path / "late_first.py"
+    script.write_text(LATE_FIRST)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = str(tmp_path)
+    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode != 0
+    assert run.stderr.count("error: met by every process") == 1, run.stderr[-3000:]
+
+
 SAME_START = """
 import os
 from pathlib import Path

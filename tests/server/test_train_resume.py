@@ -662,7 +662,10 @@ def test_a_failure_after_sigterm_is_the_stop_not_a_traceback(capsys):
 def test_under_torchrun_only_the_first_process_speaks(monkeypatch, capsys):
     """A stop reaches every torchrun process and a bad setting is met by each: the machine's first
     process says so, the others end with the same status, silently. An error of one process is said there."""
+    from vibe_server.train import stop_signals
     from vibe_server.train.stop_signals import SameInEveryProcess, exit_status
+
+    monkeypatch.setattr(stop_signals, "QUIET_EXIT_WAIT_S", 0.0)  # (torchrun ends the process meanwhile)
 
     def interrupted():
         raise KeyboardInterrupt

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,6 +24,9 @@ from vibe_blender.core.errors import VibeError
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: the exit status of a run stopped by SIGTERM, as a shell shows it
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: after Ctrl-C
+# How long a process that leaves the saying to its machine's first one waits before it ends: torchrun
+# stops every process as soon as one ends, which would cut off the first before it said anything.
+QUIET_EXIT_WAIT_S = 10.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -178,13 +182,14 @@ def exit_status(run: Callable[[], object]) -> int:
     """``run()`` for the command line: 0 when it ends, 143 after "interrupted" when SIGTERM stopped it
     (Ctrl-C's KeyboardInterrupt goes on to the command line, which exits with 130). Under torchrun a
     stop reaches every process, and a :class:`SameInEveryProcess` error is met by each: the first
-    process alone says so, the others end with the same status, without a word."""
+    process alone says so; the others end with the same status, without a word, once the first has
+    had the time to say it (torchrun ends them all when one ends)."""
     try:
         run()
     except KeyboardInterrupt as stop:
         _let_go_quietly(stop)
         if not is_first_process():
-            return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+            return _after_the_first(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
         if not isinstance(stop, Terminated):
             raise
         print("interrupted", file=sys.stderr)
@@ -192,8 +197,14 @@ def exit_status(run: Callable[[], object]) -> int:
     except SameInEveryProcess:
         if is_first_process():
             raise
-        return 2  # the command line's status after an error
+        return _after_the_first(2)  # the command line's status after an error
     return 0
+
+
+def _after_the_first(status: int) -> int:
+    """``status``, once the first process has had QUIET_EXIT_WAIT_S to end (torchrun then ends this one)."""
+    time.sleep(QUIET_EXIT_WAIT_S)
+    return status
 
 
 def alike_in_every_process(step: Callable[[], Any]) -> Any:

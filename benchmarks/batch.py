@@ -71,6 +71,7 @@ def main() -> int:
     spec = EngineSpec(
         device=args.device,
         data_dir=args.data_dir,
+        allow_synthetic=args.data_dir is None,  # the placeholder when no model data is installed
         factory=args.engine,
         threads=args.threads if args.device == "cpu" else None,
     )

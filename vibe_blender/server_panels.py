@@ -90,7 +90,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         if install is not None and not install.finished:
             box.label(text=(install.lines[-1] if install.lines else "Installing…")[:90], icon="SORTTIME")
         elif install is not None and install.returncode == 0 and any(_still_needed(state) for state in files):
-            label_lines(box, "Installed. The files marked missing above are still needed.", icon="INFO")
+            label_lines(box, "Installed. The files marked missing or invalid above are still needed.", icon="INFO")
         elif install is not None and install.returncode:
             label_lines(box, "The install failed: " + (install.lines[-1] if install.lines else ""), icon="ERROR")
         row = box.row(align=True)

@@ -378,7 +378,7 @@ def test_model_data_is_shown_and_installed_with_the_command_line_code(addon, tmp
     text, buttons = _server_panel()
     assert "model data was installed after this server started" in text and "vibe_mocap.server_restart" in buttons
     assert "random until the model data is installed" not in text
-    assert "Installed. The files marked missing above are still needed." in text  # yolov3.weights
+    assert "Installed. The files marked missing or invalid above are still needed." in text  # yolov3.weights
 
     monkeypatch.setattr(jobs, "current_job", lambda: None)  # the capture ended
     follow_until(lambda: server_control.server_status().model not in ("synthetic placeholder", ""), 300)

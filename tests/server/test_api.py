@@ -611,7 +611,7 @@ def test_a_job_deleted_while_its_pkl_is_built_leaves_no_file(client, settings, m
         asking.join(30)
     assert_detail(answer["r"], 404, "is gone", "submit the video again")
     assert not (settings.jobs_dir / job_id / "vibe_output.pkl").exists()
-    assert not list(settings.jobs_dir.glob(f"{job_id}/.vibe_output.pkl.*"))  # nor its temporary file
+    assert not list(settings.jobs_dir.glob(f"{job_id}/*.part"))  # nor its temporary file
     assert (settings.jobs_dir / job_id).exists() == (deletion == "leaves the folder")
 
 

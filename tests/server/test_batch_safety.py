@@ -845,6 +845,17 @@ def test_a_video_whose_result_name_is_too_long_for_the_output_folder_is_one_fail
     assert short.problem is None
 
 
+def test_a_name_is_measured_as_its_file_system_counts_it(monkeypatch):
+    """Windows counts UTF-16 units: 90 CJK characters (270 bytes in UTF-8) fit in its 255."""
+    from vibe_server.batch import inputs
+
+    name = "影" * 90 + ".npz"
+    assert inputs.name_length(name) == (len(name.encode()), "bytes")
+    monkeypatch.setattr(inputs.os, "name", "nt")
+    assert inputs.name_length(name) == (94, "UTF-16 units")
+    assert inputs.result_name_problem(name, 255) is None
+
+
 def test_a_list_line_with_a_nul_character_is_one_error_naming_the_line(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x")
     listing = tmp_path / "clips.txt"

@@ -488,6 +488,9 @@ def test_a_damaged_or_missing_best_model_is_written_again_by_the_next_validated_
     best = torch.load(best_path, weights_only=False)
     assert best["epoch"] == 1 and best["performance"] == 60.0 and result["best_performance"] == 60.0
     assert best_is_recorded_with_its_file(out)
+    best_path.unlink()  # a finished run: no epoch is left to write it, and the recorded best stands
+    finished = train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--dataset_val=3dpw", "--epochs=2"))
+    assert finished["epochs_run"] == 0 and finished["best_performance"] == 60.0
 
 
 def test_no_validation_set_is_one_setting_however_it_is_typed(dirs, tmp_path):

@@ -114,13 +114,21 @@ def result_name_problem(result_key: str, limit: int) -> str | None:
     """Why the result ``result_key`` (relative to the output folder) cannot be written, or None: a name
     in it longer than ``limit`` bytes, which the file system refuses (found before any worker runs)."""
     for name in PurePosixPath(result_key).parts:
-        size = len(os.fsencode(name))
+        size, units = name_length(name)
         if size > limit:
             return (
-                f"The result's name '{name}' is {size} bytes long, more than the output folder's file system "
-                f"takes ({limit}); rename the video (or its folder) to a shorter name."
+                f"The result's name '{name}' is {size} {units} long, more than the output folder's file "
+                f"system takes ({limit}); rename the video (or its folder) to a shorter name."
             )
     return None
+
+
+def name_length(name: str) -> tuple[int, str]:
+    """(length, its units) as the file system counts it: Windows in UTF-16 units (255 at most), other
+    systems in the bytes they store."""
+    if os.name == "nt":
+        return len(name.encode("utf-16-le")) // 2, "UTF-16 units"
+    return len(os.fsencode(name)), "bytes"
 
 
 def is_video(path: Path) -> bool:

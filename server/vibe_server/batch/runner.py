@@ -50,9 +50,9 @@ class Stopped(KeyboardInterrupt):
 def signals_stop_the_batch() -> Iterator[None]:
     """For the block, SIGTERM (``kill``, a scheduler, a container's stop) and SIGHUP (a closed terminal)
     raise :class:`Stopped` in the main thread, where they would kill the driver at once and leave its
-    workers running, writing results no manifest records. The first one stops; those after it wait
-    for that stop to end. A signal ignored before (``nohup``) stays ignored. Only the main thread can
-    set handlers; elsewhere nothing changes."""
+    workers running, writing results no manifest records. The first one stops; those after it are
+    ignored while the stop runs (SIGKILL ends one that hangs). A signal ignored before (``nohup``)
+    stays ignored. Only the main thread can set handlers; elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -280,7 +280,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     start_epoch, best_performance = 0, math.inf
     if ckpt is not None:
         start_epoch, best_performance = ckpt["epoch"] + 1, ckpt["best_performance"]
-        if master:  # (the one process that saves)
+        if master and start_epoch < config.epochs:  # (the one process that saves, with epochs to run)
             best_performance = best_so_far(best_path, best_performance, config, say)
     if ddp:
         require_same_start(start_epoch, device, out_dir)

@@ -21,7 +21,7 @@ import bpy
 import numpy as np
 
 from .animation import FIRST_FRAME, animate_character
-from .core.client import display_text, uploaded_file_name
+from .core.client import uploaded_file_name
 from .core.errors import VibeError
 from .core.model_data import PLACEHOLDER_MODEL, read_body_model
 from .core.motion import MAX_CHARACTERS, MotionSet, ground_offset, longest_tracks
@@ -185,7 +185,7 @@ def import_motion(
     if options.max_characters < 1:
         raise VibeError(f"Max characters must be at least 1; got {options.max_characters}.")
     for warning in motion.warnings[:MAX_RUN_WARNINGS]:  # e.g. the video broke off, YOLO fell back to HOG
-        warn(f"{motion.source_name}, when captured: {display_text(warning)}")
+        warn(f"{motion.source_name}, when captured: {warning}")  # (both made displayable when read)
     tracks = longest_tracks(motion.tracks, options.max_characters)
     if len(tracks) < len(motion.tracks):
         warn(

@@ -1252,6 +1252,17 @@ def test_an_upload_part_of_another_name_is_refused_before_it_is_read(client, set
     assert leftover_files(settings) == []
 
 
+def test_a_second_params_part_is_refused(client, settings):
+    """Each params part parsed all of them again: 30 000 empty parts after one of 62 KB cost the server
+    16 s of CPU for 1.7 MB sent."""
+    params = json.dumps({"smoothing": 0.5}).encode()
+    body = multipart_upload(("params", params), ("params", b""), ("video", b"\x00video"))
+    answer = {}
+    status, _ = post_chunks_to_the_app(client, f"{API}/jobs", iter([body]), MULTIPART, answer=answer)
+    assert status == 400 and "more than one 'params' part" in json.loads(answer["body"])["detail"]
+    assert leftover_files(settings) == []
+
+
 @pytest.mark.parametrize("sent", ["in the same chunk", "in chunks after it"])
 def test_data_after_the_closing_boundary_is_refused(client, settings, sent):
     """The parser drops what follows the closing boundary unseen: it was read to its end, however large."""

@@ -175,6 +175,20 @@ def test_discover_follows_linked_folders_once_and_names_the_links_it_passes_over
     assert f"Note: '{shoot / 'linked' / 'day2' / 'back'}' leads to '{shoot / 'linked'}', a folder already" in err
 
 
+def test_a_link_to_a_folder_that_holds_the_input_folder_is_not_searched(tmp_path, capsys):
+    """A downloaded dataset's link to '..' (tar keeps links) made the batch run the user's other videos."""
+    dataset, private = tmp_path / "dataset", tmp_path / "private"
+    for name in (dataset / "clips" / "a.mp4", private / "secret.mp4"):
+        name.parent.mkdir(parents=True, exist_ok=True)
+        name.write_bytes(b"x")
+    (dataset / "up").symlink_to("..")
+    (dataset / "root").symlink_to("/")
+    assert [i.key for i in discover([str(dataset)], tmp_path / "out")] == ["clips/a.mp4"]
+    err = capsys.readouterr().err
+    assert f"Note: '{dataset / 'up'}' links to '{tmp_path}', which holds the input folder: it is not searched." in err
+    assert f"Note: '{dataset / 'root'}' links to '/', which holds the input folder" in err
+
+
 def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     """Before: the list took the key from the link's target (its whole path, outside the list's folder)."""
     (tmp_path / "raw").mkdir()

@@ -32,6 +32,7 @@ from . import safe_json
 from .errors import VibeError
 from .regular_file import open_user_file
 from .server_proof import new_challenge, proof_ok
+from .shown_text import display_text
 from .smpl_model import BodyModel, load_body_model
 from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
 
@@ -47,7 +48,6 @@ STAGE_PATTERN = re.compile(r"[A-Za-z0-9_ -]{1,64}")
 MAX_JSON_BYTES = 1 << 20  # a job list of thousands of jobs fits
 MAX_RESULT_BYTES = 2 << 30  # hours of video, several people
 MAX_BODY_MODEL_BYTES = 256 << 20  # the SMPL arrays are about 40 MiB
-MAX_TEXT_CHARS = 1000  # server messages shown in the UI
 MAX_ETA_S = 1e7
 MAX_TRACKS = 100_000
 TOKEN_MAX_CHARS = 256
@@ -110,12 +110,6 @@ def resolve_token(typed: str | None) -> str:
             "copy it again exactly as the server printed it."
         )
     return token
-
-
-def display_text(value, limit: int = MAX_TEXT_CHARS) -> str:
-    """A server-sent string made safe to show: printable characters only, at most ``limit`` long."""
-    text = "".join(c if c.isprintable() else " " for c in str(value))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def uploaded_file_name(path: str | Path) -> str:

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import safe_json
-from .client import JOB_ID_PATTERN, ServerClient, display_text
+from .client import JOB_ID_PATTERN, ServerClient
 from .errors import VibeError
 from .rotations import axis_angle_to_quat, quat_slerp, quat_to_axis_angle
+from .shown_text import display_text
 from .websocket import WebSocket, WebSocketClosed
 
 MAX_PEOPLE_PER_FRAME = 32

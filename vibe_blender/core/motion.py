@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import VibeError
 from .result_file import META_UNKNOWN, WARNINGS_META_KEY, MocapResult
+from .shown_text import display_text
 from .skeleton import CAMERA_TO_BLENDER
 from .smpl_math import smpl_forward
 from .smpl_model import BodyModel
@@ -88,6 +89,7 @@ class MotionSet:
 # Each character is a whole SMPL mesh with shape keys and an armature: a crowd of thousands of
 # tracks (or a hostile file of them) would take hours. By default the longest this many are imported.
 MAX_CHARACTERS = 50
+MAX_SOURCE_NAME_CHARS = 200  # of a video's name, as the server records it
 
 
 def longest_tracks(tracks: list[TrackMotion], limit: int) -> list[TrackMotion]:
@@ -117,11 +119,11 @@ def from_result(result: MocapResult) -> MotionSet:
         tracks=tracks,
         fps=v.fps,
         frame_count=max(int(v.frame_count), last),
-        source_name=v.name,
+        source_name=display_text(v.name, MAX_SOURCE_NAME_CHARS),  # a file's text: shown in messages
         camera=None  # a live take: no video, so no camera to match (its size is a stand-in)
         if result.meta.get("video_size") == META_UNKNOWN
         else CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)),
-        warnings=[line for line in result.meta.get(WARNINGS_META_KEY, "").splitlines() if line.strip()],
+        warnings=[display_text(line) for line in result.meta.get(WARNINGS_META_KEY, "").splitlines() if line.strip()],
     )
 
 

@@ -111,6 +111,10 @@ async def receive_video_upload(
                 f"The upload has a part named '{shown(state['name'])}'; send only the parts '{VIDEO_PART}' "
                 f"(the file) and '{PARAMS_PART}' (optional JSON).",
             )
+        if state["name"] == PARAMS_PART:
+            if state.get("params_seen"):  # each would parse all of them again: a client's cheap bytes, our CPU
+                raise HTTPException(400, "The upload has more than one 'params' part; send the options in one.")
+            state["params_seen"] = True
         if state["name"] == VIDEO_PART:
             video["parts"] += 1
             if video["parts"] > 1:

@@ -161,11 +161,17 @@ def _identity(path: Path) -> tuple[int, int]:
 def _to_search(path: Path, root: Path, searched: dict[tuple[int, int], Path]) -> bool:
     """Whether the walk of ``root`` goes into the folder ``path``: each folder is searched once, so a
     symbolic-link loop ends and no video is taken twice under two names. A link to a folder inside
-    ``root`` is not followed (its videos keep the keys of their own path), nor one to a folder already
-    searched; a note names each link passed over. ``searched``: folder (device, inode) -> its path."""
+    ``root`` is not followed (its videos keep the keys of their own path), nor one to a folder that
+    holds ``root`` (``..``, the home folder, ``/``: the walk would leave the folder the user named for
+    everything around it), nor one to a folder already searched; a note names each link passed over.
+    ``searched``: folder (device, inode) -> its path."""
     try:
-        if path.is_symlink() and Path(os.path.realpath(path)).is_relative_to(root):
-            _note(f"'{path}' links to '{os.path.realpath(path)}' in the same input folder: its videos are taken there.")
+        target = Path(os.path.realpath(path)) if path.is_symlink() else None
+        if target is not None and target.is_relative_to(root):
+            _note(f"'{path}' links to '{target}' in the same input folder: its videos are taken there.")
+            return False
+        if target is not None and root.is_relative_to(target):
+            _note(f"'{path}' links to '{target}', which holds the input folder: it is not searched.")
             return False
         earlier = searched.setdefault(_identity(path), path)
     except OSError:

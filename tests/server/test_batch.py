@@ -25,7 +25,7 @@ from testdata import REAL_CLIPS
 from tests.server.batch_fakes import CRASH_PREFIX, FakeRay
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
-from vibe_server.batch import local_pool, ray_runner
+from vibe_server.batch import local_pool, ray_runner, runner
 from vibe_server.batch.engine_adapter import FAST, EngineSpec, make_options, worker_precision
 from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record
@@ -293,7 +293,6 @@ def test_a_video_that_fails_when_run_again_keeps_no_result_of_the_earlier_run(cl
 
 def test_a_failed_video_on_ray_keeps_no_result_of_an_earlier_run(tmp_path, monkeypatch):
     """The same for the records of Ray actors: the driver deletes it, for either pool, as it records."""
-    from vibe_server.batch import runner
 
     def failing_ray(items, spec, options, *, on_record, **kwargs):
         for item in items:
@@ -579,20 +578,36 @@ def test_a_batch_warns_of_what_its_results_warn_of(synthetic_bundle, clip_bank, 
     assert "WARNING (1 of the results: walk.mp4): yolov3.weights is not in the model data" in capsys.readouterr().err
 
 
-def test_a_batch_without_model_data_says_before_it_starts_that_it_runs_the_placeholder(tmp_path, monkeypatch, capsys):
+def test_a_batch_without_model_data_says_before_it_starts_that_it_runs_the_placeholder(tmp_path, monkeypatch):
     """It said so only after the whole batch, in one closing line."""
     from vibe_server.commands import batch as batch_command
     from vibe_server.data import loading
 
-    started = []
-    monkeypatch.setattr(batch_command, "run_batch", lambda *args, **kwargs: started.append(capsys.readouterr()) or [])
+    said = []
+    monkeypatch.setattr(batch_command, "run_batch", lambda *args, **kwargs: said.append(kwargs["before_the_run"]) or [])
     monkeypatch.delenv(loading.ENV_VAR, raising=False)
     monkeypatch.setattr(loading, "default_data_dir", lambda: tmp_path / "no_data")  # nothing installed
     (tmp_path / "in").mkdir()
     assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
-    [before_the_run] = started
-    assert "SYNTHETIC PLACEHOLDER model with random weights" in before_the_run.err
-    assert "vibe-mocap data install PATH_OR_URL" in before_the_run.err
+    [note] = said
+    assert "SYNTHETIC PLACEHOLDER model with random weights" in note and "vibe-mocap data install PATH_OR_URL" in note
+
+
+def test_the_note_before_the_run_comes_once_the_inputs_are_found_and_a_video_is_to_run(clip_bank, tmp_path, capsys):
+    """(An input's error comes alone: test_cli_infer.py's inputs that are no regular file.)"""
+    inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
+    for run in ("first", "finished before"):
+        records = runner.run_batch(
+            [str(inputs)],
+            tmp_path / "out",
+            EngineSpec(factory=ENGINE),
+            make_options(min_track_frames=5),
+            jobs=1,
+            show_progress=False,
+            before_the_run="NOTE",
+        )
+        assert [r["status"] for r in records] == ["done"]
+        assert ("NOTE\n" in capsys.readouterr().err) == (run == "first"), run  # nothing runs the second time
 
 
 @pytest.mark.parametrize(

@@ -150,9 +150,11 @@ def run_batch(
     transfer: str = "shared",
     retry_failed: bool = False,
     show_progress: bool | None = None,
+    before_the_run: str | None = None,
 ) -> list[dict]:
     """Run the batch; returns the records of all its videos (this run's and earlier ones). Stopped
-    (a KeyboardInterrupt) when SIGTERM or SIGHUP stops it, as Ctrl-C does."""
+    (a KeyboardInterrupt) when SIGTERM or SIGHUP stops it, as Ctrl-C does. ``before_the_run``: a line
+    for stderr once the inputs are found good and some video is to run (e.g. that the placeholder runs)."""
     output_dir = Path(output_dir).resolve()
     settings = results_fingerprint(spec, options)
     with signals_stop_the_batch(), output_lock(output_dir):
@@ -165,6 +167,8 @@ def run_batch(
                 file=sys.stderr,
             )
         say_what_runs(batch, output_dir)
+        if before_the_run and batch.todo:
+            print(before_the_run, file=sys.stderr)
         batch.manifest.compact([item.key for item in batch.items])  # one line per video
         progress = BatchProgress(len(batch.todo), skipped=len(batch.items) - len(batch.todo), enabled=show_progress)
         todo = {item.key: item for item in batch.todo}

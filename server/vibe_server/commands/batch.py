@@ -93,9 +93,6 @@ def run(args: argparse.Namespace) -> int:
     refuse_inside_model_data(args.output_dir, "the output folder", args.data_dir)
     check_output_folder(args.output_dir, "the output folder")
     data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
-    note = None if args.engine else placeholder_note(data_dir)  # (a custom front end finds its own)
-    if note is not None:
-        print(note, file=sys.stderr)
     spec = EngineSpec(
         device=args.device,
         precision=FAST if args.fast else AUTO,
@@ -116,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             transfer=args.transfer,
             retry_failed=args.retry_failed,
             show_progress=False if args.no_progress else None,
+            before_the_run=None if args.engine else placeholder_note(data_dir),  # (a custom front end finds its own)
         )
     except Stopped as stop:  # as Ctrl-C (130), with the signal's own status: 143 after SIGTERM
         print("interrupted", file=sys.stderr)

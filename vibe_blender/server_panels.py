@@ -81,7 +81,7 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
             label_lines(box, data_dir, icon="BLANK1")
         col = box.column(align=True)
         for state in files:
-            if state.detail == "optional" and state.status == "missing":  # (shown once installed)
+            if _optional_and_missing(state):  # (shown once installed)
                 continue
             col.label(text=f"{state.name}: {state.status}", icon=_FILE_ICONS.get(state.status, "QUESTION"))
         if data_error:
@@ -98,9 +98,13 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         row.operator("vibe_mocap.model_data_install", icon="IMPORT")
 
 
+def _optional_and_missing(state) -> bool:
+    return state.detail == "optional" and state.status == "missing"
+
+
 def _still_needed(state) -> bool:
     """A required model file that is not there yet (an optional one may stay missing)."""
-    return state.status != "present" and not (state.detail == "optional" and state.status == "missing")
+    return state.status != "present" and not _optional_and_missing(state)
 
 
 def capture_or_live_running() -> bool:

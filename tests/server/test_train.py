@@ -224,26 +224,22 @@ def test_bad_settings_get_clear_messages(dirs):
         train(tiny(dirs, "bad", f"--db_dir={dirs['db'] / 'amass_db.pt'}"))
 
 
+def torchrun(args: list[str], tmp: Path, *, timeout: float = 300, cwd: Path | None = None):
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` with this checkout importable, one thread each;
+    torchrun's own log folders stay in ``tmp`` with the test's files."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
+    env["TMPDIR"] = str(tmp)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
+
+
 def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
     out = dirs["root"] / "ddp"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "vibe_server",
-        "train",
-        "vibe",
-        *_args(dirs, out),
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
-    env["TMPDIR"] = str(out.parent)  # torchrun's own log folders stay with the test's files
-    first = subprocess.run(command + ["--epochs=1"], capture_output=True, text=True, env=env, timeout=300)
+    command = ["-m", "vibe_server", "train", "vibe", *_args(dirs, out)]
+    first = torchrun(command + ["--epochs=1"], out.parent)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
     assert "2 process(es) on cpu" in first.stdout
-    second = subprocess.run(command + ["--epochs=2"], capture_output=True, text=True, env=env, timeout=300)
+    second = torchrun(command + ["--epochs=2"], out.parent)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
     assert "resumed from" in second.stdout and "continuing at epoch 1" in second.stdout
     assert second.stdout.count("validation:") == 1  # rank 0 alone validates and logs
@@ -263,11 +259,7 @@ def test_torchrun_two_cpu_processes_checkpoint_and_resume(dirs):
 def test_torchrun_says_a_bad_setting_once(dirs, setting, said):
     """Every process parses the same command line and checks the files it names; the first alone
     reports what is wrong."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "vibe_server", "train", "vibe", "--device=cpu", setting]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
-    env["TMPDIR"] = str(dirs["root"])  # torchrun's own log folders stay with the test's files
-    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    run = torchrun(["-m", "vibe_server", "train", "vibe", "--device=cpu", setting], dirs["root"])
     assert run.returncode != 0
     assert run.stderr.count(said) == 1, run.stderr[-3000:]
 
@@ -298,10 +290,7 @@ def test_the_first_process_says_the_error_even_when_it_meets_it_last(tmp_path):
     """The others ended at once, silently, and torchrun then ended the first before it said a word."""
     script = tmp_path / "late_first.py"
     script.write_text(LATE_FIRST)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
-    env["TMPDIR"] = str(tmp_path)
-    run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    run = torchrun([str(script)], tmp_path)
     assert run.returncode != 0
     assert run.stderr.count("error: met by every process") == 1, run.stderr[-3000:]
 
@@ -330,10 +319,7 @@ destroy_process_group()
 def test_processes_that_find_different_checkpoints_all_stop(tmp_path):
     script = tmp_path / "same_start.py"
     script.write_text(SAME_START)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "server")]), "OMP_NUM_THREADS": "1"}
-    env["TMPDIR"] = str(tmp_path)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    done = torchrun([str(script)], tmp_path, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     message = (
         "The training processes found different checkpoints in --out_dir=per_node (one would start at epoch 0, "

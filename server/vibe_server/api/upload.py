@@ -79,7 +79,16 @@ async def receive_video_upload(
     if declared and declared.isdigit() and int(declared) > max_body_bytes:
         raise too_large(max_bytes)
 
-    state = {"name": None, "filename": None, "file": None, "headers": {}, "field": b"", "value": b"", "header_bytes": 0}
+    state = {
+        "name": None,
+        "filename": None,
+        "file": None,
+        "headers": {},
+        "field": b"",
+        "value": b"",
+        "header_bytes": 0,
+        "params_seen": False,
+    }
     params = bytearray()
     video = {"path": None, "filename": None, "size": 0, "parts": 0}
 
@@ -112,7 +121,7 @@ async def receive_video_upload(
                 f"(the file) and '{PARAMS_PART}' (optional JSON).",
             )
         if state["name"] == PARAMS_PART:
-            if state.get("params_seen"):  # each would parse all of them again: a client's cheap bytes, our CPU
+            if state["params_seen"]:  # each would parse all of them again: a client's cheap bytes, our CPU
                 raise HTTPException(400, "The upload has more than one 'params' part; send the options in one.")
             state["params_seen"] = True
         if state["name"] == VIDEO_PART:

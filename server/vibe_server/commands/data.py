@@ -46,7 +46,8 @@ def _path(args) -> int:
     return 0
 
 
-def _print_table(statuses) -> None:
+def _print_table(data_dir, statuses) -> None:
+    print(f"Model data in {data_dir}:")
     width = max(len(s.name) for s in statuses)
     for s in statuses:
         print(f"  {s.name:<{width}}  {s.status:<8}  {s.detail}")
@@ -59,8 +60,7 @@ def _check(args) -> int:
         files = [{"name": s.name, "status": s.status, "detail": s.detail} for s in statuses]
         print(json.dumps({"data_dir": str(data_dir), "ok": bundle.bundle_ok(statuses), "files": files}))
         return 0 if bundle.bundle_ok(statuses) else 1
-    print(f"Model data in {data_dir}:")
-    _print_table(statuses)
+    _print_table(data_dir, statuses)
     if bundle.bundle_ok(statuses):
         print("All required files are present and valid.")
         return 0
@@ -73,7 +73,6 @@ def _install(args) -> int:
     data_dir = check_output_folder(bundle.resolve_data_dir(args.data_dir), "the model-data folder")
     bundle.install(args.source, data_dir)
     statuses = bundle.check_bundle(data_dir)
-    print(f"Model data in {data_dir}:")
-    _print_table(statuses)
+    _print_table(data_dir, statuses)
     print(bundle.still_to_install(statuses))
     return 0

@@ -360,6 +360,40 @@ def test_stop_server_waits_for_the_servers_graceful_stop_and_a_quick_stop_kills_
     assert codes == [0, -signal.SIGKILL]
 
 
+def test_a_slow_stop_that_ends_after_a_new_start_leaves_that_start_alone(tmp_path, monkeypatch):
+    """Stop Server (a graceful stop, in the background), then the add-on disabled (a quick stop) and a
+    capture starting the server again before the graceful stop is done: that stop, ending last, marked
+    the new server "stopped" and the capture failed with "The server is stopped."."""
+    program = write_program(tmp_path / "vibe-mocap", "time.sleep(60)")
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    server.start(program)
+    _until(lambda: server._process is not None)
+    graceful_may_end, ends = threading.Event(), []
+    end_process = local_server._end_process
+
+    def end(process, timeout_s):
+        ends.append(timeout_s)
+        if len(ends) == 1:  # the graceful stop waits for the server longer than the quick one
+            graceful_may_end.wait(30)
+        end_process(process, timeout_s)
+
+    monkeypatch.setattr(local_server, "_end_process", end)
+    graceful = threading.Thread(target=server.stop)
+    graceful.start()
+    _until(lambda: ends)
+    server.stop(0.5)
+    assert server.snapshot().state == "stopped"
+    program_found = threading.Event()
+    server.start(lambda: program_found.wait(30) and program)
+    graceful_may_end.set()
+    graceful.join(30)
+    try:
+        assert server.wait_ready(0.2).state == "starting"  # neither marked stopped nor woken as ready
+    finally:
+        server.stop()
+        program_found.set()
+
+
 # as `vibe-mocap serve --stop-on-stdin-close`: the end of its standard input or SIGTERM begins its stop
 # (noted in EVENTS, in the order seen), which takes STOP_TAKES_S
 ASKED_TO_STOP = """import os, signal, threading

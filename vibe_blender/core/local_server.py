@@ -449,7 +449,7 @@ class LocalServer:
     _stopping: bool = False
     _generation: int = 0  # of the latest start: a worker of an earlier start launches nothing
     _kept: bool = False  # the server is one an earlier session kept running (no process handle)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)  # stop() sets its state under it
     _ready: threading.Event = field(default_factory=threading.Event)
     _instance: Path | None = None  # this Blender's folder in log_dir, claimed at the first launch
     _instance_fd: int | None = None  # its lock, held until Blender exits
@@ -530,18 +530,23 @@ class LocalServer:
         more for a killed server to be gone (a kept one: two requests of KEPT_SHUTDOWN_REQUEST_S)."""
         with self._lock:
             self._stopping = True
-            process, kept, kept_folder = self._process, self._kept, self._kept_folder
+            generation, process, kept, kept_folder = self._generation, self._process, self._kept, self._kept_folder
         if kept:
             self._shutdown_kept()
         if process is not None:
             _end_process(process, GRACEFUL_STOP_S if timeout_s is None else timeout_s)
         if kept and kept_folder is not None:
             (kept_folder / KEPT_SERVER_FILE).unlink(missing_ok=True)
-        if self._outlives(process):
-            (self._instance / KEPT_SERVER_FILE).unlink(missing_ok=True)
-        self._release_kept_folder()
-        self._set(state="stopped", message="The server is stopped.", blocking_record=None)
-        self._ready.set()
+        with self._lock:  # held to the end: a start cannot come between the check and the state set
+            if self._generation != generation:
+                # a quicker stop (the add-on disabled) and a new start came meanwhile: that start's
+                # state, record and folder are its own
+                return
+            if self._outlives(process):
+                (self._instance / KEPT_SERVER_FILE).unlink(missing_ok=True)
+            self._release_kept_folder()
+            self._set(state="stopped", message="The server is stopped.", blocking_record=None)
+            self._ready.set()
 
     @property
     def generation(self) -> int:

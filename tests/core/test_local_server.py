@@ -394,6 +394,109 @@ def test_a_slow_stop_that_ends_after_a_new_start_leaves_that_start_alone(tmp_pat
         program_found.set()
 
 
+SLOW_TO_STOP = "import signal; signal.signal(signal.SIGTERM, lambda *a: time.sleep(1.5) or sys.exit(0))"
+
+
+def _started(server, program) -> None:
+    """Start ``server`` and wait until its process runs its SIGTERM handler (SLOW_TO_STOP)."""
+    server.start(program)
+    _until(lambda: server._process is not None)
+    time.sleep(0.5)
+
+
+def _join_threads(name: str) -> None:
+    for thread in threading.enumerate():
+        if thread.name == name:
+            thread.join(30)
+
+
+def test_a_restart_stopped_meanwhile_starts_nothing(tmp_path):
+    """The add-on restarted its server on newly installed data and was disabled during the restart's
+    stop (a quick stop): the restart then started a server nothing watched any more."""
+    program = write_program(tmp_path / "vibe-mocap", SLOW_TO_STOP + "; time.sleep(60)")
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    _started(server, program)
+    server.restart_in_background(program)
+    _until(lambda: server._stopping)  # the restart's stop began
+    server.stop(0.5)
+    _join_threads("vibe-restart-server")
+    assert server.snapshot().state == "stopped" and server.generation == 1 and server._process.poll() is not None
+
+
+def test_a_start_found_late_leaves_the_running_servers_log_alone(tmp_path):
+    """A start stopped while its program was found, then Start again: the first start's worker, once
+    its program was found, emptied the log of the server the second start runs."""
+    program = write_program(tmp_path / "vibe-mocap", 'print("SERVING", flush=True); time.sleep(60)')
+    finding, first_found = threading.Event(), threading.Event()
+
+    def find_slowly():
+        finding.set()
+        first_found.wait(30)
+        return program
+
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    server.start(find_slowly)
+    first_worker = next(t for t in threading.enumerate() if t.name == "vibe-local-server")
+    assert finding.wait(30)
+    server.stop()
+    server.start(program)
+    try:
+        _until(lambda: server.log_path.is_file() and "SERVING" in server.log_path.read_text())
+        first_found.set()
+        first_worker.join(30)
+        assert "SERVING" in server.log_path.read_text()
+    finally:
+        server.stop(0.5)
+
+
+def test_a_capture_during_a_restart_waits_for_it_and_uses_its_server(tmp_path):
+    """The add-on restarts its server on its own once model data is installed: a capture started during
+    the restart's stop failed with "The local server is still stopping"."""
+    program = vibe_stand_in(tmp_path / "bin", prelude=SLOW_TO_STOP)
+    found = local_server.ServerProgram(path=program, version="vibe-mocap 0", found_in="PATH")
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    server.start(program)
+    assert server.wait_ready(60).state == "ready"
+    try:
+        server.restart_in_background(program)
+        nobody = f"http://127.0.0.1:{local_server.free_port()}"  # the preferences' URL: nothing answers
+        url, token = local_server.connect_or_start(nobody, "", server, lambda: found)
+        _join_threads("vibe-restart-server")
+        status = server.snapshot()
+        assert status.state == "ready" and (url, token) == (status.url, server.token)
+        assert server.generation == 2  # one server started after the stop: the capture's or the restart's
+    finally:
+        server.stop(0.5)
+
+
+def test_ending_a_kept_server_that_ends_after_a_new_start_leaves_that_start_alone(tmp_path, monkeypatch):
+    """Stop Kept Server runs up to a minute; the add-on disabled and enabled meanwhile and the server
+    started again: its end marked the new start "stopped"."""
+    record = tmp_path / "log" / "instance-1" / local_server.KEPT_SERVER_FILE
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    kept_may_end = threading.Event()
+
+    def end_kept_server(record):
+        kept_may_end.wait(30)
+        return True, "The server an earlier Blender session kept running is stopped."
+
+    monkeypatch.setattr(local_server.LocalServer, "_end_kept_server", staticmethod(end_kept_server))
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    ending = threading.Thread(target=server.stop_kept_server, args=(record,))
+    ending.start()
+    server.stop(0.5)  # the add-on disabled
+    program_found = threading.Event()
+    server.start(lambda: program_found.wait(30) and tmp_path / "never-launched")
+    kept_may_end.set()
+    ending.join(30)
+    try:
+        assert server.snapshot().state == "starting"
+    finally:
+        server.stop()
+        program_found.set()
+
+
 # as `vibe-mocap serve --stop-on-stdin-close`: the end of its standard input or SIGTERM begins its stop
 # (noted in EVENTS, in the order seen), which takes STOP_TAKES_S
 ASKED_TO_STOP = """import os, signal, threading
@@ -586,6 +689,47 @@ def test_a_kept_server_is_used_again_when_it_proves_the_token(tmp_path, proving_
     fd = local_server._try_lock(record.parent / local_server.INSTANCE_LOCK)
     assert fd is not None  # and let go once stopped
     os.close(fd)
+
+
+def test_a_kept_servers_watch_that_ends_after_a_new_start_leaves_its_record_and_folder(
+    tmp_path, proving_server, monkeypatch
+):
+    """The watch of a kept server checks it for seconds; stopped and started again meanwhile (the same
+    kept server used again), the old watch removed the new start's record and let go of its folder."""
+    block_next, checking, check_may_end, checks = threading.Event(), threading.Event(), threading.Event(), []
+
+    def url_owner(url, **kwargs):
+        checks.append(url)
+        if block_next.is_set():  # the first start's watch: the server seems gone once this ends
+            block_next.clear()
+            checking.set()
+            check_may_end.wait(30)
+            return None
+        return "vibe"
+
+    monkeypatch.setattr(local_server, "KEPT_WATCH_S", 0.05)
+    monkeypatch.setattr(local_server, "url_owner", url_owner)
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    kept = {"url": proving_server.url, "token": KEPT_TOKEN}
+    record = _kept_record(server, kept)
+    before = set(threading.enumerate())
+    server.start(lambda: pytest.fail("nothing is launched"))
+    (first_watch,) = {t for t in set(threading.enumerate()) - before if t.name == "vibe-local-server"}
+    assert server.wait_ready(30).state == "ready"
+    block_next.set()
+    assert checking.wait(30)
+    server.stop()
+    _kept_record(server, kept)  # kept again, by another Blender that has quit since
+    server.start(lambda: pytest.fail("nothing is launched"))
+    try:
+        assert server.wait_ready(30).state == "ready" and server._kept
+        check_may_end.set()
+        first_watch.join(30)
+        assert record.exists() and server.snapshot().state == "ready"
+        assert local_server._try_lock(record.parent / local_server.INSTANCE_LOCK) is None  # still held
+    finally:
+        check_may_end.set()
+        server.stop()
 
 
 @pytest.mark.parametrize(

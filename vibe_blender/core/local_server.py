@@ -57,6 +57,7 @@ HEALTH_POLL_S = 0.3
 QUICK_STOP_S = 10.0
 KILLED_WAIT_S = 5.0  # for a killed process to be gone (Blender quitting waits QUICK_STOP_S + this at most)
 STDIN_STOP_S = 1.0  # on POSIX, SIGTERM follows the end of a server's standard input after this long
+STOPPING_WAIT_S = GRACEFUL_STOP_S + KILLED_WAIT_S + 10.0  # a capture waits this long for a restart's stop
 LOG_TAIL_LINES = 15
 INSTALL_FAILED = 2  # a model-data install's exit status when it failed ('vibe-mocap data install' uses 2 too)
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
@@ -448,6 +449,7 @@ class LocalServer:
     _process: subprocess.Popen | None = None
     _stopping: bool = False
     _generation: int = 0  # of the latest start: a worker of an earlier start launches nothing
+    _stops: int = 0  # stops begun: a restart starts again only when no other stop came meanwhile
     _kept: bool = False  # the server is one an earlier session kept running (no process handle)
     _lock: threading.RLock = field(default_factory=threading.RLock)  # stop() sets its state under it
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -488,34 +490,51 @@ class LocalServer:
         :meth:`snapshot`. A server an earlier session kept running is used again when it proves it
         holds its token. program: the vibe-mocap program, or a function that finds it (it runs in the
         background too, as finding runs the program once)."""
-        state = self.snapshot().state
-        if state in ("starting", "ready"):
-            raise VibeError("The local server is already running; stop it first.")
-        if state == "stopping":
-            raise VibeError("The local server is still stopping; start it again in a moment.")
         pick_port, port = not port, port or free_port()
         url = f"http://127.0.0.1:{port}"
-        with self._lock:
+        with self._lock:  # checked and begun at once: two starts at the same moment launch one server
+            state = self._status.state
+            if state in ("starting", "ready"):
+                raise VibeError("The local server is already running; stop it first.")
+            if state == "stopping":
+                raise VibeError("The local server is still stopping; start it again in a moment.")
             self._generation += 1
             generation = self._generation
             self._stopping, self._process, self._kept = False, None, False
             self.token = secrets.token_urlsafe(32)  # a token seen by an earlier server opens nothing now
-        self._ready.clear()
-        self._set(
-            state="starting",
-            url=url,
-            message="Starting the server…",
-            log_tail=(),
-            model="",
-            elapsed_s=0.0,
-            blocking_record=None,
-        )
+            self._ready.clear()
+            self._set(
+                state="starting",
+                url=url,
+                message="Starting the server…",
+                log_tail=(),
+                model="",
+                elapsed_s=0.0,
+                blocking_record=None,
+            )
         threading.Thread(
             target=self._work,
             args=(program, port, pick_port, data_dir, generation),
             daemon=True,
             name="vibe-local-server",
         ).start()
+
+    def start_unless_running(self, program: Path | Callable[[], Path], *, data_dir: str = "") -> None:
+        """:meth:`start`, unless the server starts or runs already (a capture, a live session and Start
+        Server at the same moment launch one server); a stop under way (a restart's) is waited for
+        first, STOPPING_WAIT_S at most. Blocks while it waits: worker threads only."""
+        deadline = time.monotonic() + STOPPING_WAIT_S
+        while True:
+            with self._lock:
+                state = self._status.state
+                if state in ("starting", "ready"):
+                    return
+                if state != "stopping":
+                    self.start(program, data_dir=data_dir)
+                    return
+            if time.monotonic() > deadline:
+                raise VibeError("The local server is still stopping; try again in a moment.")
+            time.sleep(HEALTH_POLL_S)
 
     def wait_ready(self, timeout_s: float | None = None) -> ServerStatus:
         """Block until the server answers or failed (for worker threads and tests, never the UI)."""
@@ -529,10 +548,11 @@ class LocalServer:
         UI calls :meth:`stop_in_background`; Blender quitting waits QUICK_STOP_S, and KILLED_WAIT_S
         more for a killed server to be gone (a kept one: two requests of KEPT_SHUTDOWN_REQUEST_S)."""
         with self._lock:
-            self._stopping = True
+            self._stopping, self._stops = True, self._stops + 1
             generation, process, kept, kept_folder = self._generation, self._process, self._kept, self._kept_folder
+            url, token = self._status.url, self.token
         if kept:
-            self._shutdown_kept()
+            self._shutdown_kept(url, token)
         if process is not None:
             _end_process(process, GRACEFUL_STOP_S if timeout_s is None else timeout_s)
         if kept and kept_folder is not None:
@@ -560,7 +580,10 @@ class LocalServer:
         self._set(state="stopping", message="Restarting the server…")
 
         def restart():
+            stops = self._stops
             self.stop()
+            if self._stops != stops + 1:  # stopped meanwhile (Stop Server, the add-on disabled): it stays so
+                return
             try:
                 self.start(program, data_dir=data_dir)
             except VibeError:  # started meanwhile (Start Server, a capture): that start reads the data too
@@ -704,10 +727,13 @@ class LocalServer:
             if not self._current(generation):
                 return
             if url_owner(url) != "vibe":
-                self.kept_path.unlink(missing_ok=True)
-                self._release_kept_folder()
-                stopped = "The server kept from an earlier session stopped; start it again."
-                self._set_if_current(generation, state="exited", message=stopped)
+                with self._lock:  # the check took seconds: a stop or new start since owns the record and folder
+                    if not self._current(generation):
+                        return
+                    self.kept_path.unlink(missing_ok=True)
+                    self._release_kept_folder()
+                    stopped = "The server kept from an earlier session stopped; start it again."
+                    self._set(state="exited", message=stopped)
                 return
 
     def _release_kept_folder(self) -> None:
@@ -717,9 +743,10 @@ class LocalServer:
         if fd is not None:
             os.close(fd)
 
-    def _shutdown_kept(self) -> None:
+    @staticmethod
+    def _shutdown_kept(url: str, token: str) -> None:
         try:
-            ServerClient(self.snapshot().url, self.token, timeout_s=KEPT_SHUTDOWN_REQUEST_S).shutdown()
+            ServerClient(url, token, timeout_s=KEPT_SHUTDOWN_REQUEST_S).shutdown()
         except VibeError:  # already gone: nothing left to stop
             pass
 
@@ -733,20 +760,29 @@ class LocalServer:
         server that another Blender uses by now is left to it, record and all. Blocks (up to about
         a minute: the shutdown request, the server's graceful stop, a kill): the UI calls
         :meth:`stop_in_background`."""
+        generation = self.generation
         folder_fd = _try_lock(record.parent / INSTANCE_LOCK)
         if folder_fd is None:
             message = (
                 "Another Blender session uses the server an earlier session kept running, so it is left running; "
                 "Start Server starts a server of this Blender's own."
             )
-            self._set(state="stopped", message=message, log_tail=(), blocking_record=None)
+            self._set_unless_started_since(generation, state="stopped", message=message, blocking_record=None)
             return
         try:
             stopped, message = self._end_kept_server(record)
             record.unlink(missing_ok=True)
         finally:
             os.close(folder_fd)
-        self._set(state="stopped" if stopped else "failed", message=message, log_tail=(), blocking_record=None)
+        state = "stopped" if stopped else "failed"
+        self._set_unless_started_since(generation, state=state, message=message, blocking_record=None)
+
+    def _set_unless_started_since(self, generation: int, **changes) -> None:
+        """:meth:`_set` with an empty log tail, unless a start came after ``generation`` (that start's
+        state stands: this work took long, and the add-on may have been disabled and enabled)."""
+        with self._lock:
+            if generation == self._generation:
+                self._set(log_tail=(), **changes)
 
     @staticmethod
     def _end_kept_server(record: Path) -> tuple[bool, str]:
@@ -883,10 +919,13 @@ class LocalServer:
         # the system closes this pipe when Blender exits or crashes: the server's sign to stop
         stdin = subprocess.PIPE if self.stop_with_parent else subprocess.DEVNULL
         try:
-            with self._lock, open(self.log_path, "wb") as log:
-                if self._stopping or generation != self._generation:  # stopped while finding the program
+            with self._lock:
+                if not self._current(generation):  # stopped while finding the program: its log is another's
                     return None
-                self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env)
+                with open(self.log_path, "wb") as log:
+                    self._process = subprocess.Popen(
+                        command, stdout=log, stderr=subprocess.STDOUT, stdin=stdin, env=env
+                    )
                 return self._process
         except OSError as err:
             self._fail(f"The server program could not be started ({err.strerror}).", t0, generation)
@@ -922,7 +961,7 @@ class LocalServer:
                 _end_process(process, QUICK_STOP_S)  # without publishing "stopped": the waiter must see why it failed
                 self._fail(f"The server did not answer within {self.start_timeout_s:.0f} s.", t0, generation)
                 return "failed"
-            self._set(elapsed_s=time.monotonic() - t0)
+            self._set_if_current(generation, elapsed_s=time.monotonic() - t0)
             time.sleep(HEALTH_POLL_S)
         return "failed"
 
@@ -1006,8 +1045,7 @@ def connect_or_start(
             f"No VIBE Mocap server answers at {url}. The add-on starts a server only on this "
             "machine: start it on that computer, or set a 127.0.0.1 URL."
         )
-    if not status.running:
-        server.start(lambda: find().path, data_dir=data_dir)
+    server.start_unless_running(lambda: find().path, data_dir=data_dir)
     status = server.wait_ready(server.start_timeout_s + 5)
     if status.state != "ready":
         raise VibeError(status.message + ("\n" + "\n".join(status.log_tail) if status.log_tail else ""))

@@ -652,6 +652,36 @@ def test_a_chunked_download_is_whole_or_refused(server_files, tmp_path, cut):
         server.server_close()
 
 
+def test_two_downloads_of_the_body_model_at_once_both_succeed(server_files, tmp_path, monkeypatch):
+    """A capture and a live session download the body model at the same time: they shared one .part
+    file, and the second to finish failed with "Cannot write the download ... free some disk space"."""
+    both_written = threading.Barrier(2, timeout=30)
+    check = ServerClient._check_body_model
+
+    def check_once_both_are_written(self, partial):
+        both_written.wait()  # each download has written its whole file; neither is renamed yet
+        return check(self, partial)
+
+    monkeypatch.setattr(ServerClient, "_check_body_model", check_once_both_are_written)
+    errors = []
+
+    def download():
+        try:
+            ServerClient(server.url, TOKEN).download_body_model(_cache(tmp_path))
+        except VibeError as err:
+            errors.append(str(err))
+
+    with _fake(server_files) as server:
+        threads = [threading.Thread(target=download) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert errors == [] and _body_model_downloads(server) == 2
+    assert _files_under(tmp_path / "cache") == [_cache(tmp_path).relative_to(tmp_path / "cache")]
+    assert load_body_model(_cache(tmp_path)).num_vertices == 6890
+
+
 class _BodyModelWithoutLength(_ChunkedBodyModel):
     """/body_model with neither a length nor chunked encoding, whose body waits for ``release``."""
 

@@ -34,7 +34,7 @@ from .regular_file import open_user_file
 from .server_proof import new_challenge, proof_ok
 from .shown_text import display_text
 from .smpl_model import BodyModel, load_body_model
-from .user_dirs import TOKEN_ENV_VAR, read_token, token_path
+from .user_dirs import TOKEN_ENV_VAR, part_path, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 API = "/api/v1"
@@ -518,10 +518,11 @@ class ServerClient:
         should_stop: Stop | None = None,
         check: Callable[[Path], None] | None = None,
     ) -> Path:
-        """GET ``path`` -> ``dest``, written as ``dest.part`` and renamed once whole (its length known:
-        declared or chunked) and, with ``check``, once ``check(part)`` passed."""
+        """GET ``path`` -> ``dest``, written under a temporary name of its own beside it (``part_path``)
+        and renamed once whole (its length known: declared or chunked) and, with ``check``, once
+        ``check(part)`` passed."""
         dest = Path(dest)
-        partial = dest.with_name(dest.name + ".part")
+        partial = part_path(dest)
         with self._exchange("GET", path, should_stop=should_stop) as response:
             self._expect_content_type(response, "application/octet-stream")
             declared = self._declared_length(response, max_bytes)  # refused before anything is written
@@ -533,7 +534,7 @@ class ServerClient:
                 )
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                f = open(partial, "wb")  # noqa: SIM115  (the with below closes it; an error here is the disk's)
+                f = open(partial, "xb")  # noqa: SIM115  (the with below closes it; an error here is the disk's)
             except OSError as err:
                 raise _cannot_write(partial, err) from None
             try:

@@ -87,6 +87,13 @@ def read_token() -> str | None:
     return token
 
 
+def part_path(path: Path) -> Path:
+    """A temporary name beside ``path`` to write it under before renaming it into place: hidden, and
+    random, so that two writers of the same file at once (a capture and a live session downloading
+    the body model) never write into one another's."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+
+
 def write_private_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:
     """``data`` in ``path``, readable by this user only (0600, made in a 0700 folder when new),
     replaced at once: a reader sees the old file or the new one, never a part.
@@ -96,7 +103,7 @@ def write_private_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -
     Whatever fails, the part file is removed and the error raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    part = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    part = part_path(path)
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -113,12 +113,11 @@ def restart_for_installed_data() -> bool:
 
 
 def _note_installed_data() -> None:
-    """Model data was installed: a running placeholder server is due for a restart."""
+    """Model data was installed: a running server is due for a restart should it run the placeholder
+    (one still starting says which model it runs only once ready: :func:`restart_for_installed_data`)."""
     server = _state.server
-    if server is not None:
-        status = server.snapshot()
-        if status.state == "ready" and status.model == PLACEHOLDER_MODEL:
-            _installed_after["generation"] = server.generation
+    if server is not None and server.snapshot().running:
+        _installed_after["generation"] = server.generation
 
 
 def set_activity_probe(probe: Callable[[], bool]) -> None:

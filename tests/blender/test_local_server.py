@@ -457,3 +457,42 @@ def test_a_model_data_folder_with_only_the_body_model_is_not_given_to_the_server
     assert server_control.server_data_dir() == ""
     (tmp_path / "J_regressor_extra.npy").write_bytes(b"regressor")
     assert server_control.server_data_dir() == str(tmp_path)  # a model-data install, even a partial one
+
+
+class _ServerStandIn:
+    """The add-on's server, as server_control sees it: its state and which start it is."""
+
+    generation = 1
+
+    def __init__(self, status):
+        self.status = status
+
+    def snapshot(self):
+        return self.status
+
+
+def test_a_server_still_starting_when_the_install_ends_restarts_on_the_installed_data(addon, monkeypatch):
+    """Only a server already answering on the placeholder was noted: one still starting stayed on the
+    placeholder (random motion), and the panel offered no restart."""
+    from types import SimpleNamespace
+
+    from vibe_blender.core.local_server import ServerStatus
+    from vibe_blender.core.model_data import PLACEHOLDER_MODEL
+
+    server = _ServerStandIn(ServerStatus("starting"))
+    restarts = []
+    monkeypatch.setattr(server_control._state, "server", server)
+    monkeypatch.setattr(server_control._state, "install", SimpleNamespace(finished=True, returncode=0))
+    monkeypatch.setitem(server_control._installed_after, "generation", None)
+    monkeypatch.setattr(server_control, "check_model_data", lambda: None)
+    monkeypatch.setattr(server_control, "restart_server", lambda: restarts.append(server.generation))
+    capture_runs = [True]
+    monkeypatch.setitem(server_control._activity, "probe", lambda: capture_runs[0])
+    server_control.tick()  # the install ended while the server starts
+    server.status = ServerStatus("ready", model=PLACEHOLDER_MODEL)
+    assert server_control.restart_for_installed_data()  # the panel offers Restart
+    server_control.tick()
+    assert restarts == []  # not under a running capture
+    capture_runs[0] = False
+    server_control.tick()
+    assert restarts == [1] and not server_control.restart_for_installed_data()

@@ -71,10 +71,10 @@ def start_capture(
     typed_token = token if token is not None else prefs.token
     client, connect = None, None
     if is_loopback_url(url):  # this machine: start the add-on's own server if none answers
-        data_dir = server_control.server_data_dir()
+        server_start = server_control.server_start()
 
         def connect() -> ServerClient:
-            server_url_now, server_token = server_control.server_for_capture(url, typed_token, data_dir)
+            server_url_now, server_token = server_control.server_for_capture(url, typed_token, server_start)
             return ServerClient(server_url_now, server_token)
     else:
         client = ServerClient(url, typed_token)

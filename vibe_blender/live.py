@@ -169,11 +169,14 @@ def start_live(
     url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
     check_online_access(url, bpy.app.online_access)
     typed_token = token if token is not None else prefs.token
+    # read here, on the main thread: the worker never reads bpy
+    server_start = server_control.server_start() if is_loopback_url(url) else None
+    body_model_path = user_dir("cache") / BODY_MODEL_CACHE
     session = LiveSession(source=source)
     _current["session"] = session
     session.connector = threading.Thread(
         target=_connect,
-        args=(session, url, typed_token, dict(params or {}), server_control.server_data_dir()),
+        args=(session, url, typed_token, dict(params or {}), server_start, body_model_path),
         daemon=True,
         name="vibe-live-connect",
     )
@@ -190,14 +193,20 @@ def _holds_unsaved_motion(session: LiveSession) -> bool:
     return session.unsaved_take is not None or (connection is not None and connection.recorded_rows > 0)
 
 
-def _connect(session: LiveSession, url: str, token: str, params: dict, data_dir: str) -> None:
-    """Worker thread: server (started if needed, with the model data in ``data_dir``), body model,
-    then the session's own receiver."""
+def _connect(
+    session: LiveSession,
+    url: str,
+    token: str,
+    params: dict,
+    server_start: server_control.ServerStart | None,
+    body_model_path: Path,
+) -> None:
+    """Worker thread: server (with ``server_start``, a loopback ``url``'s: started if nothing answers),
+    body model (cached at ``body_model_path``), then the session's own receiver."""
     try:
-        if is_loopback_url(url):
-            url, token = server_control.server_for_capture(url, token, data_dir)
+        if server_start is not None:
+            url, token = server_control.server_for_capture(url, token, server_start)
         client = ServerClient(url, token)
-        body_model_path = user_dir("cache") / BODY_MODEL_CACHE
         session.body_model = load_served_body_model(client, body_model_path)
         note = cached_body_model_note(body_model_path)
         session.placeholder = note is not None and note.placeholder

@@ -13,6 +13,7 @@ import atexit
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -40,6 +41,8 @@ _activity: dict = {"probe": None}  # -> whether a capture or live session runs (
 
 
 def local_server() -> LocalServer:
+    """The add-on's server, made on first use; main thread only (its folder is read from Blender, and
+    two threads making it at once would make two)."""
     if _state.server is None:
         _state.server = LocalServer(log_dir=user_dir("server"), stop_with_parent=not _state.keep_server)
     return _state.server
@@ -53,10 +56,21 @@ def server_status() -> ServerStatus:
 
 
 # -- the program ---------------------------------------------------------------------------------
-def find_program_now() -> ServerProgram:
-    """Find (and remember) the program; blocks for ``--version``: worker threads and operators only."""
+def program_finder() -> Callable[[], ServerProgram]:
+    """What finds the program from any thread: the one found, else the one picked in the preferences
+    now (read here, on the main thread: worker threads never read bpy)."""
+    program = _state.program
+    if program is not None:
+        return lambda: program
+    picked = get_preferences().server_program
+    return lambda: find_program_now(picked)
+
+
+def find_program_now(picked: str) -> ServerProgram:
+    """Find (and remember) the program ``picked`` in the preferences ('' = the repository's .venv,
+    then PATH); blocks for ``--version``: worker threads and operators only."""
     try:
-        program = find_program(get_preferences().server_program)
+        program = find_program(picked)
     except VibeError as err:
         _state.program, _state.program_error = None, str(err)
         raise
@@ -68,11 +82,12 @@ def look_for_program() -> None:
     """Find the program in the background (the preferences and panel show the result)."""
     if _state.looking:
         return
+    picked = get_preferences().server_program  # here: the thread must not read bpy
     _state.looking = True
 
     def look():
         try:
-            find_program_now()
+            find_program_now(picked)  # again, even when one was found: the button looks again
         except VibeError:
             pass
         finally:
@@ -85,16 +100,16 @@ def look_for_program() -> None:
 # -- start / stop --------------------------------------------------------------------------------
 def start_server() -> None:
     """Start the add-on's server in the background (finding the program first, off the main thread)."""
-    program = _state.program
-    local_server().start(lambda: (program or find_program_now()).path, data_dir=server_data_dir())
+    find = program_finder()
+    local_server().start(lambda: find().path, data_dir=server_data_dir())
     _follow()
 
 
 def restart_server() -> None:
     """Stop the add-on's server and start it again, in the background: it then uses the model data
     installed since it started."""
-    program = _state.program
-    local_server().restart_in_background(lambda: (program or find_program_now()).path, data_dir=server_data_dir())
+    find = program_finder()
+    local_server().restart_in_background(lambda: find().path, data_dir=server_data_dir())
     _follow()
 
 
@@ -139,11 +154,26 @@ def stop_server() -> None:
         _follow()
 
 
-def server_for_capture(url: str, token: str, data_dir: str) -> tuple[str, str]:
-    """(url, token) to send a capture to, starting the add-on's server (with the model data in
-    ``data_dir``: :func:`data_dir_setting`, read on the main thread) when nothing answers at a
-    loopback ``url``. Blocks until the server answers: call from the capture's worker thread."""
-    return connect_or_start(url, token, local_server(), find_program_now, data_dir=data_dir)
+@dataclass(frozen=True)
+class ServerStart:
+    """What starting the add-on's server from a capture's or live session's worker thread needs, read
+    on the main thread when it starts (:func:`server_start`): worker threads never read bpy."""
+
+    server: LocalServer
+    find_program: Callable[[], ServerProgram]
+    data_dir: str  # :func:`server_data_dir`
+
+
+def server_start() -> ServerStart:
+    """The :class:`ServerStart` of a capture or live session starting now; main thread only."""
+    return ServerStart(local_server(), program_finder(), server_data_dir())
+
+
+def server_for_capture(url: str, token: str, start: ServerStart) -> tuple[str, str]:
+    """(url, token) to send a capture to, starting the add-on's server (``start``) when nothing
+    answers at a loopback ``url``. Blocks until the server answers: call from the capture's worker
+    thread."""
+    return connect_or_start(url, token, start.server, start.find_program, data_dir=start.data_dir)
 
 
 def _stop_at_exit() -> None:
@@ -168,11 +198,11 @@ def model_data_state() -> tuple[str, list[ModelFileState], str]:
 
 def check_model_data() -> None:
     """``vibe-mocap data check`` in the background; the panel shows the result."""
+    find, data_dir = program_finder(), data_dir_setting()
 
     def check():
         try:
-            program = _state.program or find_program_now()
-            _state.data_dir, _state.data_files = model_data_report(program.path, data_dir=data_dir_setting())
+            _state.data_dir, _state.data_files = model_data_report(find().path, data_dir=data_dir)
             _state.data_error = ""
         except VibeError as err:
             _state.data_error = str(err)
@@ -186,10 +216,8 @@ def install_model_data(source: str) -> ModelDataInstall:
     the program is found there too, as finding runs it)."""
     if _state.install is not None and not _state.install.finished:
         raise VibeError("A model-data install is already running; wait for it to finish.")
-    program = _state.program
-    _state.install = ModelDataInstall(
-        lambda: (program or find_program_now()).path, source, data_dir=data_dir_setting()
-    ).start()
+    find = program_finder()
+    _state.install = ModelDataInstall(lambda: find().path, source, data_dir=data_dir_setting()).start()
     _follow()
     return _state.install
 

@@ -262,7 +262,7 @@ def test_an_empty_server_url_is_the_local_server_for_capture_and_live(registered
 
     reached = []
 
-    def local_server(url, token, data_dir):
+    def local_server(url, token, start):
         reached.append(url)
         raise VibeError("stopped here by the test")
 

@@ -285,13 +285,15 @@ def test_a_person_missing_from_processed_frames_is_hidden_there(addon, empty_sce
 def fake_server_setup(monkeypatch, reference_dir):
     """Live sessions go to the URL given (no add-on server is started), the usual requests time out
     after 2 s, and a fake server serves the reference body model."""
-    monkeypatch.setattr(server_control, "server_for_capture", lambda url, token, data_dir: (url, token))
+    monkeypatch.setattr(server_control, "server_for_capture", lambda url, token, start: (url, token))
     monkeypatch.setattr(live, "ServerClient", functools.partial(ServerClient, timeout_s=2.0))
     return {"body_model": reference_dir / "body_model.npz"}
 
 
 @pytest.mark.parametrize("ending", ["the connection fails", "Stop Live while connecting"])
-def test_record_pressed_while_connecting_ends_with_a_start_that_never_came(addon, body_model, monkeypatch, ending):
+def test_record_pressed_while_connecting_ends_with_a_start_that_never_came(
+    addon, body_model, monkeypatch, tmp_path, ending
+):
     """The panel went on showing "Recording…" (and Stop Recording) under the error for good."""
     session = live.LiveSession(source="0", body_model=body_model)
     session.record_on_connect = True  # Record pressed while connecting
@@ -304,7 +306,7 @@ def test_record_pressed_while_connecting_ends_with_a_start_that_never_came(addon
     else:
         monkeypatch.setattr(live, "load_served_body_model", lambda client, path: body_model)
         session.stop_requested = True
-    live._connect(session, "http://192.0.2.1:8765", "token", {}, "")
+    live._connect(session, "http://192.0.2.1:8765", "token", {}, None, tmp_path / "body_model.npz")
     assert session.connection is None and not session.recording
     assert (session.state == "failed") == (ending == "the connection fails")
 

@@ -496,3 +496,64 @@ def test_a_server_still_starting_when_the_install_ends_restarts_on_the_installed
     capture_runs[0] = False
     server_control.tick()
     assert restarts == [1] and not server_control.restart_for_installed_data()
+
+
+def test_worker_threads_never_read_blender_and_captures_share_one_server(addon, tmp_path, monkeypatch):
+    """The program lookup and the data check read the preferences in their threads, and the first
+    capture or live session made the add-on's server (its folder read from Blender) in its worker,
+    unlocked: two could be made. Blender's data is read on the main thread and handed on."""
+    import threading
+
+    from vibe_blender import jobs, live, preferences
+    from vibe_blender.core.errors import VibeError
+    from vibe_blender.core.local_server import ServerProgram, free_port
+    from vibe_blender.importer import ImportOptions
+
+    read_off_main = []
+
+    def main_thread_only(name, function):
+        def guarded(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():
+                read_off_main.append(name)
+            return function(*args, **kwargs)
+
+        return guarded
+
+    for module in (server_control, jobs, live):
+        for name in ("get_preferences", "user_dir"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, main_thread_only(name, getattr(module, name)))
+    monkeypatch.setattr(preferences._Defaults, "server_program", "/picked/vibe-mocap")
+    monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path))
+    monkeypatch.setattr(server_control._state, "server", None)  # none made yet in this session
+    monkeypatch.setattr(server_control._state, "program", None)
+
+    def found(picked):
+        return ServerProgram(Path(picked), "vibe-mocap 0", "the preferences")
+
+    monkeypatch.setattr(server_control, "find_program", found)
+    monkeypatch.setattr(server_control, "model_data_report", lambda program, data_dir: (data_dir, []))
+    reached = []
+
+    def connect_or_start(url, token, server, find, data_dir=""):
+        reached.append((server, find().path))
+        raise VibeError("stopped here by the test")
+
+    monkeypatch.setattr(server_control, "connect_or_start", connect_or_start)
+    server_control.look_for_program()
+    server_control.check_model_data()
+    for thread in threading.enumerate():
+        if thread.name in ("vibe-find-program", "vibe-check-data"):
+            thread.join(30)
+    video = tmp_path / "dance.mp4"
+    video.write_bytes(b"\x00" * 4096)
+    url = f"http://127.0.0.1:{free_port()}"
+    jobs.start_capture(str(video), ImportOptions(), server_url=url, use_timer=False)
+    jobs.current_job().join(30)
+    session = live.start_live("0", server_url=url, token="", use_timer=False)
+    session.connector.join(30)
+
+    assert read_off_main == []
+    assert server_control.model_data_state()[0] == str(tmp_path)
+    server = server_control._state.server
+    assert server is not None and reached == [(server, Path("/picked/vibe-mocap"))] * 2

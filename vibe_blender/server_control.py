@@ -38,6 +38,8 @@ TICK_S = 0.5
 # the start of the add-on's server that runs the placeholder though model data was installed after it
 _installed_after: dict = {"generation": None}
 _activity: dict = {"probe": None}  # -> whether a capture or live session runs (set_activity_probe)
+# the program epoch of the lookup look_for_program started, until tick sees it end
+_lookup: dict = {"epoch": None}
 
 
 def local_server() -> LocalServer:
@@ -62,32 +64,41 @@ def program_finder() -> Callable[[], ServerProgram]:
     program = _state.program
     if program is not None:
         return lambda: program
+    epoch = _state.program_epoch  # before the preference: a program picked after it is a newer epoch
     picked = get_preferences().server_program
-    return lambda: find_program_now(picked)
+    return lambda: find_program_now(picked, epoch)
 
 
-def find_program_now(picked: str) -> ServerProgram:
-    """Find (and remember) the program ``picked`` in the preferences ('' = the repository's .venv,
-    then PATH); blocks for ``--version``: worker threads and operators only."""
+def find_program_now(picked: str, epoch: int) -> ServerProgram:
+    """Find the program ``picked`` in the preferences ('' = the repository's .venv, then PATH), read
+    in program epoch ``epoch``; remembered unless another program was picked since. Blocks for
+    ``--version``: worker threads and operators only."""
     try:
         program = find_program(picked)
     except VibeError as err:
-        _state.program, _state.program_error = None, str(err)
+        _remember_program(epoch, None, str(err))
         raise
-    _state.program, _state.program_error = program, ""
+    _remember_program(epoch, program, "")
     return program
+
+
+def _remember_program(epoch: int, program: ServerProgram | None, error: str) -> None:
+    with _state.lock:  # the same lock as forget_program: a pick never lands between check and store
+        if _state.program_epoch == epoch:
+            _state.program, _state.program_error = program, error
 
 
 def look_for_program() -> None:
     """Find the program in the background (the preferences and panel show the result)."""
-    if _state.looking:
+    if _state.looking:  # tick looks again if another program was picked meanwhile
         return
+    epoch = _state.program_epoch
     picked = get_preferences().server_program  # here: the thread must not read bpy
-    _state.looking = True
+    _state.looking, _lookup["epoch"] = True, epoch
 
     def look():
         try:
-            find_program_now(picked)  # again, even when one was found: the button looks again
+            find_program_now(picked, epoch)  # again, even when one was found: the button looks again
         except VibeError:
             pass
         finally:
@@ -249,12 +260,18 @@ def busy() -> bool:
     install = _state.install
     starting_or_stopping = server_status().state in ("starting", "stopping")
     installing = install is not None and not install.finished
-    return _state.looking or starting_or_stopping or installing or restart_for_installed_data()
+    looking = _state.looking or _lookup["epoch"] is not None
+    return looking or starting_or_stopping or installing or restart_for_installed_data()
 
 
 def tick() -> float | None:
     """Redraw the panels while something runs; when an install ends, check the data again, and
-    restart the add-on's server when it runs the placeholder, once no capture or live session runs."""
+    restart the add-on's server when it runs the placeholder, once no capture or live session runs;
+    look for the program again when another was picked while it was looked for."""
+    if _lookup["epoch"] is not None and not _state.looking:
+        looked_in, _lookup["epoch"] = _lookup["epoch"], None
+        if looked_in != _state.program_epoch:
+            look_for_program()
     install = _state.install
     if install is not None and install.finished and not getattr(install, "checked", False):
         install.checked = True

@@ -14,6 +14,7 @@ class _State:
     server: LocalServer | None = None
     program: ServerProgram | None = None
     program_error: str = ""
+    program_epoch: int = 0  # one more each time another program is picked: older lookups store nothing
     looking: bool = False
     data_dir: str = ""
     data_files: list[ModelFileState] = field(default_factory=list)
@@ -27,8 +28,11 @@ _state = _State()
 
 
 def forget_program() -> None:
-    """Another program was picked in the preferences: the next action looks for it again."""
-    _state.program, _state.program_error = None, ""
+    """Another program was picked in the preferences: the next action looks for it again (a lookup
+    still running for the one picked before stores nothing)."""
+    with _state.lock:
+        _state.program_epoch += 1
+        _state.program, _state.program_error = None, ""
 
 
 def set_keep_server(keep: bool) -> None:

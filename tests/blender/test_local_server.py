@@ -557,3 +557,37 @@ def test_worker_threads_never_read_blender_and_captures_share_one_server(addon, 
     assert server_control.model_data_state()[0] == str(tmp_path)
     server = server_control._state.server
     assert server is not None and reached == [(server, Path("/picked/vibe-mocap"))] * 2
+
+
+def test_a_program_picked_while_the_last_one_is_looked_for_is_the_one_found(addon, monkeypatch):
+    """The lookup of the program picked before finished last and was stored, and a lookup asked for
+    meanwhile was dropped: the preferences showed the old program, and starts used it."""
+    import threading
+
+    from vibe_blender import preferences, server_state
+    from vibe_blender.core.local_server import ServerProgram
+
+    old_looked_for, old_may_end = threading.Event(), threading.Event()
+
+    def found(picked):
+        if picked == "/old/vibe-mocap":
+            old_looked_for.set()
+            assert old_may_end.wait(30)
+        return ServerProgram(Path(picked), "vibe-mocap 0", "the preferences")
+
+    monkeypatch.setattr(server_control, "find_program", found)
+    monkeypatch.setattr(server_control._state, "program", None)
+    monkeypatch.setattr(preferences._Defaults, "server_program", "/old/vibe-mocap")
+    server_control.look_for_program()
+    assert old_looked_for.wait(30)
+    monkeypatch.setattr(preferences._Defaults, "server_program", "/new/vibe-mocap")
+    server_state.forget_program()  # the preference's update callback
+    server_control.look_for_program()  # the button, while the old lookup runs
+    old_may_end.set()
+    for thread in threading.enumerate():
+        if thread.name == "vibe-find-program":
+            thread.join(30)
+    assert server_control.program_state()[0] is None  # the old one is not brought back
+    follow_until(lambda: not server_control.busy(), 30)  # the timer looks for the new one
+    program, error, looking = server_control.program_state()
+    assert program is not None and program.path == Path("/new/vibe-mocap") and not error and not looking

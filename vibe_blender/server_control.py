@@ -208,15 +208,25 @@ def model_data_state() -> tuple[str, list[ModelFileState], str]:
 
 
 def check_model_data() -> None:
-    """``vibe-mocap data check`` in the background; the panel shows the result."""
+    """``vibe-mocap data check`` in the background; the panel shows the result of the newest check
+    (an older one ending after it shows nothing: its folder or data may be outdated)."""
     find, data_dir = program_finder(), data_dir_setting()
+    with _state.lock:
+        _state.data_checks += 1
+        this_check = _state.data_checks
+
+    def show(**result) -> None:
+        with _state.lock:
+            if _state.data_checks == this_check:
+                for name, value in result.items():
+                    setattr(_state, name, value)
 
     def check():
         try:
-            _state.data_dir, _state.data_files = model_data_report(find().path, data_dir=data_dir)
-            _state.data_error = ""
+            folder, files = model_data_report(find().path, data_dir=data_dir)
+            show(data_dir=folder, data_files=files, data_error="")
         except VibeError as err:
-            _state.data_error = str(err)
+            show(data_error=str(err))
 
     threading.Thread(target=check, daemon=True, name="vibe-check-data").start()
     _follow()

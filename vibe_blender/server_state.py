@@ -19,6 +19,7 @@ class _State:
     data_dir: str = ""
     data_files: list[ModelFileState] = field(default_factory=list)
     data_error: str = ""
+    data_checks: int = 0  # data checks started: only the newest one's result is shown
     install: ModelDataInstall | None = None
     keep_server: bool = False  # the preference: the next server started outlives Blender
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -459,6 +459,13 @@ def test_a_model_data_folder_with_only_the_body_model_is_not_given_to_the_server
     assert server_control.server_data_dir() == str(tmp_path)  # a model-data install, even a partial one
 
 
+def _restore_after_test(monkeypatch) -> None:
+    """The data check's result and the program lookup a test changes are put back after it."""
+    for name in ("data_dir", "data_files", "data_error"):
+        monkeypatch.setattr(server_control._state, name, getattr(server_control._state, name))
+    monkeypatch.setitem(server_control._lookup, "epoch", server_control._lookup["epoch"])
+
+
 class _ServerStandIn:
     """The add-on's server, as server_control sees it: its state and which start it is."""
 
@@ -533,6 +540,7 @@ def test_worker_threads_never_read_blender_and_captures_share_one_server(addon, 
 
     monkeypatch.setattr(server_control, "find_program", found)
     monkeypatch.setattr(server_control, "model_data_report", lambda program, data_dir: (data_dir, []))
+    _restore_after_test(monkeypatch)
     reached = []
 
     def connect_or_start(url, token, server, find, data_dir=""):
@@ -591,3 +599,36 @@ def test_a_program_picked_while_the_last_one_is_looked_for_is_the_one_found(addo
     follow_until(lambda: not server_control.busy(), 30)  # the timer looks for the new one
     program, error, looking = server_control.program_state()
     assert program is not None and program.path == Path("/new/vibe-mocap") and not error and not looking
+
+
+def test_a_data_check_ending_after_a_newer_one_does_not_replace_its_result(addon, tmp_path, monkeypatch):
+    """Check, change the model-data folder, check again: the first check, ending last, showed the
+    files of the folder no longer set."""
+    import threading
+
+    from vibe_blender import preferences
+    from vibe_blender.core.local_server import ModelFileState, ServerProgram
+
+    older_checking, older_may_end = threading.Event(), threading.Event()
+
+    def report(program, data_dir):
+        if data_dir == str(tmp_path / "older"):
+            older_checking.set()
+            assert older_may_end.wait(30)
+        return data_dir, [ModelFileState("SMPL_NEUTRAL.pkl", "present", data_dir)]
+
+    monkeypatch.setattr(server_control, "model_data_report", report)
+    _restore_after_test(monkeypatch)
+    monkeypatch.setattr(server_control._state, "program", ServerProgram(Path("/vibe-mocap"), "vibe-mocap 0", "PATH"))
+    monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path / "older"))
+    server_control.check_model_data()
+    assert older_checking.wait(30)
+    monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path / "newer"))
+    server_control.check_model_data()
+    follow_until(lambda: server_control.model_data_state()[0] == str(tmp_path / "newer"), 30)
+    older_may_end.set()
+    for thread in threading.enumerate():
+        if thread.name == "vibe-check-data":
+            thread.join(30)
+    data_dir, (file,), error = server_control.model_data_state()
+    assert data_dir == file.detail == str(tmp_path / "newer") and not error

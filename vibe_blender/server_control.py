@@ -190,9 +190,11 @@ def server_for_capture(url: str, token: str, start: ServerStart) -> tuple[str, s
 def _stop_at_exit() -> None:
     """Blender is quitting or the add-on is disabled: stop the server, unless the user keeps it
     (then its address and token are noted for the next session). Blender waits QUICK_STOP_S for it at
-    most, not its whole graceful stop: its running jobs run after the restart all the same."""
+    most, not its whole graceful stop: its running jobs run after the restart all the same. Nothing
+    starts it after this (a capture still connecting, a restart under way) until the add-on is enabled."""
     if _state.server is None:
         return
+    _state.server.close()
     try:
         keep = bool(get_preferences().keep_server_running)
     except Exception:  # preferences are gone while Blender shuts down: stop it
@@ -306,6 +308,8 @@ def _follow() -> None:
 
 def register():
     atexit.register(_stop_at_exit)
+    if _state.server is not None:  # enabled again in the same session
+        _state.server.reopen()
     try:
         set_keep_server(bool(get_preferences().keep_server_running))
     except Exception:  # no preferences yet (the add-on is being enabled): the default stops with Blender

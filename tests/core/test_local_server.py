@@ -394,14 +394,16 @@ def test_a_slow_stop_that_ends_after_a_new_start_leaves_that_start_alone(tmp_pat
         program_found.set()
 
 
-SLOW_TO_STOP = "import signal; signal.signal(signal.SIGTERM, lambda *a: time.sleep(1.5) or sys.exit(0))"
+SLOW_TO_STOP = (
+    "import signal; signal.signal(signal.SIGTERM, lambda *a: time.sleep(1.5) or sys.exit(0)); "
+    "print('HANDLER', flush=True)"
+)
 
 
 def _started(server, program) -> None:
     """Start ``server`` and wait until its process runs its SIGTERM handler (SLOW_TO_STOP)."""
     server.start(program)
-    _until(lambda: server._process is not None)
-    time.sleep(0.5)
+    _until(lambda: server._process is not None and "HANDLER" in server.log_path.read_text())
 
 
 def _join_threads(name: str) -> None:
@@ -467,6 +469,54 @@ def test_a_capture_during_a_restart_waits_for_it_and_uses_its_server(tmp_path):
         assert server.generation == 2  # one server started after the stop: the capture's or the restart's
     finally:
         server.stop(0.5)
+
+
+def test_a_capture_still_connecting_when_the_add_on_is_disabled_starts_nothing(tmp_path):
+    """A capture waiting for a stop under way to end, then the add-on disabled: the capture started a
+    server after it, which nothing watched any more; enabled again, starts work."""
+    program = write_program(tmp_path / "vibe-mocap", SLOW_TO_STOP + "; time.sleep(60)")
+    found = local_server.ServerProgram(path=program, version="vibe-mocap 0", found_in="PATH")
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    _started(server, program)
+    server.stop_in_background()
+    outcome = []
+
+    def capture():
+        nobody = f"http://127.0.0.1:{local_server.free_port()}"
+        try:
+            local_server.connect_or_start(nobody, "", server, lambda: found)
+        except VibeError as err:
+            outcome.append(str(err))
+
+    connecting = threading.Thread(target=capture)
+    connecting.start()
+    time.sleep(0.3)  # it waits for the stop
+    server.close()  # the add-on disabled: then its quick stop
+    server.stop(0.5)
+    connecting.join(60)
+    assert outcome and "disabled" in outcome[0] and server.generation == 1
+    assert server.snapshot().state == "stopped"
+    server.reopen()
+    server.start(program)
+    try:
+        assert server.snapshot().state == "starting" and server.generation == 2
+    finally:
+        server.stop(0.5)
+
+
+def test_a_background_stop_that_runs_late_leaves_a_newer_start_alone(tmp_path):
+    program_found = threading.Event()
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server.start(lambda: program_found.wait(30) and tmp_path / "never-launched")
+    first = server.generation
+    server.stop(0.5)
+    server.start(lambda: program_found.wait(30) and tmp_path / "never-launched")
+    try:
+        server.stop(of_start=first)  # Stop Server pressed for the first start, its thread late
+        assert server.snapshot().state == "starting" and server.generation == first + 1
+    finally:
+        server.stop()
+        program_found.set()
 
 
 def test_ending_a_kept_server_that_ends_after_a_new_start_leaves_that_start_alone(tmp_path, monkeypatch):

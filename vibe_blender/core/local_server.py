@@ -20,6 +20,7 @@ What the add-on runs, and why (docs/blender.md says the same to users):
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -450,6 +451,7 @@ class LocalServer:
     _stopping: bool = False
     _generation: int = 0  # of the latest start: a worker of an earlier start launches nothing
     _stops: int = 0  # stops begun: a restart starts again only when no other stop came meanwhile
+    _closed: bool = False  # the add-on is disabled or Blender quits: nothing starts any more (close)
     _kept: bool = False  # the server is one an earlier session kept running (no process handle)
     _lock: threading.RLock = field(default_factory=threading.RLock)  # stop() sets its state under it
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -493,6 +495,8 @@ class LocalServer:
         pick_port, port = not port, port or free_port()
         url = f"http://127.0.0.1:{port}"
         with self._lock:  # checked and begun at once: two starts at the same moment launch one server
+            if self._closed:
+                raise VibeError("The add-on was disabled; enable it again to start the server.")
             state = self._status.state
             if state in ("starting", "ready"):
                 raise VibeError("The local server is already running; stop it first.")
@@ -541,13 +545,28 @@ class LocalServer:
         self._ready.wait(timeout_s)
         return self.snapshot()
 
-    def stop(self, timeout_s: float | None = None) -> None:
+    def close(self) -> None:
+        """The add-on is disabled or Blender quits: no start any more (a capture still connecting, a
+        restart under way) until :meth:`reopen`. Does not stop the server: :meth:`stop` does."""
+        with self._lock:
+            self._closed = True
+
+    def reopen(self) -> None:
+        """The add-on is enabled again: starts are allowed."""
+        with self._lock:
+            self._closed = False
+
+    def stop(self, timeout_s: float | None = None, *, of_start: int | None = None) -> None:
         """Stop the server (asked to stop, then killed after ``timeout_s``, by default its whole
         graceful stop, GRACEFUL_STOP_S: :func:`_end_process`; a kept one is asked over HTTP); safe to
         call at any time, also while it is starting (nothing is launched or used after it). Blocks: the
         UI calls :meth:`stop_in_background`; Blender quitting waits QUICK_STOP_S, and KILLED_WAIT_S
-        more for a killed server to be gone (a kept one: two requests of KEPT_SHUTDOWN_REQUEST_S)."""
+        more for a killed server to be gone (a kept one: two requests of KEPT_SHUTDOWN_REQUEST_S).
+        of_start: the :attr:`generation` the caller meant to stop (a background stop): a start made
+        since is left alone."""
         with self._lock:
+            if of_start is not None and of_start != self._generation:
+                return
             self._stopping, self._stops = True, self._stops + 1
             generation, process, kept, kept_folder = self._generation, self._process, self._kept, self._kept_folder
             url, token = self._status.url, self.token
@@ -577,11 +596,12 @@ class LocalServer:
     def restart_in_background(self, program: Path | Callable[[], Path], *, data_dir: str = "") -> None:
         """:meth:`stop`, then :meth:`start` again (reading the model data as it is now), in a worker
         thread; the state is "stopping" until the new start."""
-        self._set(state="stopping", message="Restarting the server…")
+        with self._lock:  # read here: the thread may run late
+            self._stopping, stops, generation = True, self._stops, self._generation
+            self._set(state="stopping", message="Restarting the server…")
 
         def restart():
-            stops = self._stops
-            self.stop()
+            self.stop(of_start=generation)
             if self._stops != stops + 1:  # stopped meanwhile (Stop Server, the add-on disabled): it stays so
                 return
             try:
@@ -594,17 +614,18 @@ class LocalServer:
     def stop_in_background(self) -> None:
         """:meth:`stop` in a worker thread; the state is "stopping" until it is done. After a start
         that failed on a kept server that does not answer, :meth:`stop_kept_server` instead."""
-        status = self.snapshot()
-        if status.state == "failed" and status.blocking_record is not None:
-            self._set(state="stopping", message="Stopping the server an earlier Blender session kept running…")
-            threading.Thread(
-                target=self.stop_kept_server, args=(status.blocking_record,), daemon=True, name="vibe-stop-kept"
-            ).start()
-            return
-        if not status.running:
-            return
-        self._set(state="stopping", message="Stopping the server…")
-        threading.Thread(target=self.stop, daemon=True, name="vibe-stop-server").start()
+        with self._lock:  # the state and the start it stops read here, together: the thread may run late
+            status, generation = self._status, self._generation
+            if status.state == "failed" and status.blocking_record is not None:
+                self._set(state="stopping", message="Stopping the server an earlier Blender session kept running…")
+                work = functools.partial(self.stop_kept_server, status.blocking_record, of_start=generation)
+            elif status.running:
+                self._stopping = True  # the start's worker no longer says "ready"
+                self._set(state="stopping", message="Stopping the server…")
+                work = functools.partial(self.stop, of_start=generation)
+            else:
+                return
+        threading.Thread(target=work, daemon=True, name="vibe-stop-server").start()
 
     def _current(self, generation: int) -> bool:
         """Whether the start ``generation`` is still the one that counts (not stopped, not replaced)."""
@@ -750,7 +771,7 @@ class LocalServer:
         except VibeError:  # already gone: nothing left to stop
             pass
 
-    def stop_kept_server(self, record: Path) -> None:
+    def stop_kept_server(self, record: Path, of_start: int | None = None) -> None:
         """End the server whose record ``record`` made a start fail (KeptServerBusy: an earlier session
         kept it running, and it does not answer in time) and remove that record, so that the next start
         starts a new server. The server is asked to shut down with the record's token; when it does not
@@ -759,8 +780,8 @@ class LocalServer:
         still run (the record is removed all the same: the next start starts a server beside it). A
         server that another Blender uses by now is left to it, record and all. Blocks (up to about
         a minute: the shutdown request, the server's graceful stop, a kill): the UI calls
-        :meth:`stop_in_background`."""
-        generation = self.generation
+        :meth:`stop_in_background` (``of_start``: the :attr:`generation` then)."""
+        generation = self.generation if of_start is None else of_start
         folder_fd = _try_lock(record.parent / INSTANCE_LOCK)
         if folder_fd is None:
             message = (

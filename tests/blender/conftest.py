@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # testdata.py, fake_vibe_server.py, server_process.py
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender_eval.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # blender_eval.py, capture_states.py
 from testdata import OFFICIAL_PKL, REAL_CLIPS  # noqa: E402  (needs the path above)
 
 _user_resources: tempfile.TemporaryDirectory | None = None  # Blender's prefs and extensions, when ours

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import bpy
 import pytest
+from capture_states import until_capture_state
 from fake_vibe_server import FakeVibeServer, count_body_model_reads
 
 from vibe_blender import jobs
@@ -239,8 +240,7 @@ def test_failed_job_is_reported(registered, empty_scene, reference_dir, video):
 def test_cancel_from_the_panel(registered, empty_scene, reference_dir, video):
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
         jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
-        while jobs.current_job().snapshot().state != "running":
-            time.sleep(0.01)
+        until_capture_state("running")
         bpy.ops.vibe_mocap.cancel_capture()
         status = _follow()  # 'cancelled' at once, for the panel
         jobs.current_job().join(30)  # the worker then tells the server
@@ -453,8 +453,7 @@ def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, referen
     assert {"factor", "type", "text"} <= {p.identifier for p in progress.parameters}
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
         jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
-        while jobs.current_job().snapshot().state != "running":
-            time.sleep(0.01)
+        until_capture_state("running")
         calls = _draw_panel(bpy.context)
         assert any(name == "progress" for name, _, _ in calls)
         assert ("operator", ("vibe_mocap.cancel_capture",), {"icon": "CANCEL"}) in calls

@@ -54,6 +54,9 @@ def addon(tmp_path_factory):
         vibe_blender.register()
         yield
         server_control.stop_server()
+        deadline = time.monotonic() + 60
+        while server_control.server_status().state == "stopping" and time.monotonic() < deadline:
+            time.sleep(0.1)  # its graceful stop ends before the add-on's quick stop
         vibe_blender.unregister()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bpy
 import pytest
+from capture_states import until_capture_state
 from kept_server_stand_in import kept_stand_in
 
 from vibe_blender import server_control
@@ -46,6 +47,7 @@ def addon(isolated_user_dirs):
     vibe_blender.register()
     yield
     server_control.stop_server()
+    follow_until(lambda: server_control.server_status().state != "stopping", 60)  # before the quick stop
     vibe_blender.unregister()
 
 
@@ -412,8 +414,7 @@ def test_capture_starts_the_server_imports_and_a_death_mid_job_loses_nothing(add
     assert characters and all(arm.name in bpy.data.objects for arm, _ in characters)
 
     jobs.start_capture(str(clip), ImportOptions(), params=params, use_timer=False, poll_interval_s=0.2)
-    while jobs.current_job().snapshot().state not in ("queued", "running", "failed"):
-        time.sleep(0.05)
+    until_capture_state("queued", "running")
     server_control.local_server()._process.kill()
     deadline = time.monotonic() + 120
     while jobs.tick() is not None:

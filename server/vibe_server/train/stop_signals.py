@@ -26,7 +26,7 @@ EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: the exit status of a run stopped 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130: after Ctrl-C
 # How long a process that leaves the saying to its machine's first one waits before it ends: torchrun
 # stops every process as soon as one ends, which would cut off the first before it said anything.
-QUIET_EXIT_WAIT_S = 10.0
+QUIET_EXIT_WAIT_S = 30.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 

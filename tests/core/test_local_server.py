@@ -1166,15 +1166,18 @@ def test_stop_while_a_kept_server_is_checked_leaves_the_add_on_stopped(tmp_path,
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     record = _kept_record(server, {"url": proving_server.url, "token": KEPT_TOKEN})
     health = local_server.ServerClient.health
+    checking, may_answer = threading.Event(), threading.Event()
 
     def slow_health(client, *args, **kwargs):
-        time.sleep(1.0)
+        checking.set()
+        may_answer.wait(30)
         return health(client, *args, **kwargs)
 
     monkeypatch.setattr(local_server.ServerClient, "health", slow_health)
     server.start(lambda: pytest.fail("nothing is launched"))
-    time.sleep(0.3)
+    assert checking.wait(30)
     server.stop()
+    may_answer.set()
     join_workers()
     assert server.snapshot().state == "stopped" and not server._kept
     assert record.exists()  # that server still runs: the next start uses it

@@ -65,6 +65,7 @@ def start_capture(
     job = current_job()
     if job is not None and not job.snapshot().finished:
         raise VibeError("A capture is already running; wait for it or cancel it first.")
+    tick()  # a capture done since the timer's last step is imported now, before this one replaces it
     prefs = get_preferences()
     url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
     check_online_access(url, bpy.app.online_access)

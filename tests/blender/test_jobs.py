@@ -67,6 +67,20 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
     assert jobs.last_outcome() == f"Imported 2 character(s) from '{status.result_path}'. {placeholder} {warning}"
 
 
+def test_a_capture_done_before_the_timer_saw_it_is_imported_when_the_next_starts(
+    registered, empty_scene, reference_dir, video
+):
+    """Capture pressed again within the timer's step after a capture ended: that capture's result was
+    never imported (the new capture replaced it)."""
+    with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
+        first = jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
+        first.join(20)
+        assert first.snapshot().state == "done" and "track_1" not in bpy.data.objects  # the timer has not run
+        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
+        assert "track_1" in bpy.data.objects and "track_2" in bpy.data.objects
+        _follow()
+
+
 def test_undo_after_a_capture_keeps_the_imported_characters(registered, empty_scene, reference_dir, video):
     """The import runs in a timer, not an operator, so no undo step followed it: undoing the user's
     next action took the characters away too."""

@@ -107,3 +107,22 @@ def test_a_private_file_whose_writing_fails_leaves_the_old_one_and_no_part(tmp_p
     with pytest.raises(OSError, match="No space left"):
         user_dirs.write_private_file(path, fill_the_disk)
     assert path.read_bytes() == b"the old take" and list(tmp_path.iterdir()) == [path]
+
+
+def test_temporary_files_a_write_cut_off_left_a_day_ago_are_removed(tmp_path):
+    """Each write has a temporary name of its own, so a download cut off by Blender being killed left
+    its part behind for good; one a day old goes with the next write of that file, fresher ones
+    (a write running now) and those of other files stay."""
+    target = tmp_path / "body_model.npz"
+    stale, running, other = (
+        tmp_path / name
+        for name in (".body_model.npz.0a1b2c3d.part", ".body_model.npz.9f8e7d6c.part", ".token.0a1b2c3d.part")
+    )
+    day_old = os.stat(tmp_path).st_mtime - user_dirs.STALE_PART_S - 60
+    for part in (stale, running, other):
+        part.write_bytes(b"cut off")
+    for part in (stale, other):
+        os.utime(part, (day_old, day_old))
+    user_dirs.write_private_file(target, b"model")
+    assert target.read_bytes() == b"model"
+    assert not stale.exists() and running.exists() and other.exists()

@@ -16,10 +16,12 @@ command line and the add-on read it from there, so it never appears on a command
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 import stat
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -31,6 +33,7 @@ APP_NAME = "vibe-mocap"
 TOKEN_ENV_VAR = "VIBE_MOCAP_TOKEN"
 TOKEN_FILE_NAME = "token"
 _TOKEN_MAX_BYTES = 256  # a token is 43 characters; anything longer is not ours
+STALE_PART_S = 24 * 3600  # a temporary file this old is left by a write that was cut off
 
 DirKind = Literal["config", "data", "cache"]
 
@@ -90,8 +93,20 @@ def read_token() -> str | None:
 def part_path(path: Path) -> Path:
     """A temporary name beside ``path`` to write it under before renaming it into place: hidden, and
     random, so that two writers of the same file at once (a capture and a live session downloading
-    the body model) never write into one another's."""
+    the body model) never write into one another's. Those a write cut off (Blender killed) left a day
+    ago or more are removed first: nothing writes over them."""
+    _remove_stale_parts(path)
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+
+
+def _remove_stale_parts(path: Path) -> None:
+    cutoff = time.time() - STALE_PART_S
+    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        try:
+            if part.lstat().st_mtime < cutoff:
+                part.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove: it stays
+            pass
 
 
 def write_private_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None:

@@ -65,7 +65,7 @@ def start_capture(
     job = current_job()
     if job is not None and not job.snapshot().finished:
         raise VibeError("A capture is already running; wait for it or cancel it first.")
-    tick()  # a capture done since the timer's last step is imported now, before this one replaces it
+    import_finished_capture()  # before this capture replaces it
     prefs = get_preferences()
     url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
     check_online_access(url, bpy.app.online_access)
@@ -110,15 +110,29 @@ def tick() -> float | None:
     job = current_job()
     if job is None:
         return None
-    status = job.snapshot()
-    if not status.finished:
+    if not job.snapshot().finished:
         return TICK_S
-    if status.state == "done" and _current["imported"] is None and _current["error"] is None:
-        try:
-            _import(status)
-        finally:
-            job.release_body_model()  # imported or not, it is not imported again
+    _import_once_done(job)
     return None
+
+
+def import_finished_capture() -> str | None:
+    """Import the capture's result now if it ended since the timer's last step (Capture pressed again
+    at once: the next capture would replace it unimported); the line on its import, else None."""
+    job = current_job()
+    return last_outcome() if job is not None and _import_once_done(job) else None
+
+
+def _import_once_done(job: CaptureJob) -> bool:
+    """Import ``job``'s result if it is done and not yet imported (or failed to be); True when it was now."""
+    status = job.snapshot()
+    if status.state != "done" or _current["imported"] is not None or _current["error"] is not None:
+        return False
+    try:
+        _import(status)
+    finally:
+        job.release_body_model()  # imported or not, it is not imported again
+    return True
 
 
 def _import(status: CaptureStatus) -> None:

@@ -121,6 +121,9 @@ class VIBE_OT_capture(bpy.types.Operator):
         settings = context.scene.vibe_mocap
         if not settings.video_path:
             raise VibeError("Choose a video first.")
+        earlier = jobs.import_finished_capture()  # its line would be gone with the next capture
+        if earlier is not None:
+            self.report({"INFO"} if jobs.last_import() else {"WARNING"}, earlier)
         jobs.start_capture(settings.video_path, _options(settings))
         return {"FINISHED"}
 

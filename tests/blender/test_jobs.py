@@ -68,16 +68,27 @@ def test_capture_imports_the_result(registered, empty_scene, reference_dir, vide
 
 
 def test_a_capture_done_before_the_timer_saw_it_is_imported_when_the_next_starts(
-    registered, empty_scene, reference_dir, video
+    registered, empty_scene, reference_dir, video, monkeypatch
 ):
     """Capture pressed again within the timer's step after a capture ended: that capture's result was
-    never imported (the new capture replaced it)."""
+    never imported (the new capture replaced it). It is imported first, and its line is given."""
+    from vibe_blender import preferences
+
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz") as server:
         first = jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
         first.join(20)
         assert first.snapshot().state == "done" and "track_1" not in bpy.data.objects  # the timer has not run
-        jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
-        assert "track_1" in bpy.data.objects and "track_2" in bpy.data.objects
+        line = jobs.import_finished_capture()
+        assert line.startswith(f"Imported 2 character(s) from '{first.snapshot().result_path}'.")
+        assert {"track_1", "track_2"} <= set(bpy.data.objects.keys())
+        assert jobs.import_finished_capture() is None  # imported once
+
+        second = jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
+        second.join(20)
+        monkeypatch.setattr(preferences._Defaults, "server_url", server.url)
+        empty_scene.vibe_mocap.video_path = str(video)
+        assert bpy.ops.vibe_mocap.capture() == {"FINISHED"}  # the panel's button
+        assert len([o for o in bpy.data.objects if o.type == "ARMATURE"]) == 4  # the second's too
         _follow()
 
 

@@ -419,7 +419,7 @@ def test_a_restart_stopped_meanwhile_starts_nothing(tmp_path):
     server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
     _started(server, program)
     server.restart_in_background(program)
-    _until(lambda: server._stopping)  # the restart's stop began
+    _until(lambda: server._stops == 1)  # the restart's stop began
     server.stop(0.5)
     _join_threads("vibe-restart-server")
     assert server.snapshot().state == "stopped" and server.generation == 1 and server._process.poll() is not None
@@ -488,9 +488,17 @@ def test_a_capture_still_connecting_when_the_add_on_is_disabled_starts_nothing(t
         except VibeError as err:
             outcome.append(str(err))
 
+    waiting = threading.Event()
+    start_unless_running = server.start_unless_running
+
+    def noted_start_unless_running(*args, **kwargs):
+        waiting.set()
+        return start_unless_running(*args, **kwargs)
+
+    server.start_unless_running = noted_start_unless_running
     connecting = threading.Thread(target=capture)
     connecting.start()
-    time.sleep(0.3)  # it waits for the stop
+    assert waiting.wait(30)  # it waits for the stop
     server.close()  # the add-on disabled: then its quick stop
     server.stop(0.5)
     connecting.join(60)
@@ -502,6 +510,24 @@ def test_a_capture_still_connecting_when_the_add_on_is_disabled_starts_nothing(t
         assert server.snapshot().state == "starting" and server.generation == 2
     finally:
         server.stop(0.5)
+
+
+def test_a_background_stop_that_fails_unexpectedly_says_so(tmp_path, monkeypatch):
+    """An unexpected error in Stop Server's thread left the state "stopping" for good: Start refused,
+    and a capture waited for it."""
+    program = write_program(tmp_path / "vibe-mocap", "time.sleep(60)")
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=60)
+    server.start(program)
+    _until(lambda: server._process is not None)
+    process = server._process
+    monkeypatch.setattr(local_server, "_end_process", lambda *args: (_ for _ in ()).throw(PermissionError(1, "x")))
+    server.stop_in_background()
+    _until(lambda: server.snapshot().state != "stopping")
+    status = server.snapshot()
+    assert status.state == "failed" and "while stopping the server" in status.message and "report" in status.message
+    monkeypatch.undo()
+    server.stop(0.5)  # (the process itself)
+    assert process.poll() is not None
 
 
 def test_a_background_stop_that_runs_late_leaves_a_newer_start_alone(tmp_path):

@@ -556,17 +556,17 @@ class LocalServer:
         with self._lock:
             self._closed = False
 
-    def stop(self, timeout_s: float | None = None, *, of_start: int | None = None) -> None:
+    def stop(self, timeout_s: float | None = None, *, of_start: int | None = None) -> bool:
         """Stop the server (asked to stop, then killed after ``timeout_s``, by default its whole
         graceful stop, GRACEFUL_STOP_S: :func:`_end_process`; a kept one is asked over HTTP); safe to
         call at any time, also while it is starting (nothing is launched or used after it). Blocks: the
         UI calls :meth:`stop_in_background`; Blender quitting waits QUICK_STOP_S, and KILLED_WAIT_S
         more for a killed server to be gone (a kept one: two requests of KEPT_SHUTDOWN_REQUEST_S).
         of_start: the :attr:`generation` the caller meant to stop (a background stop): a start made
-        since is left alone."""
+        since is left alone. Whether the stop went through (False: left alone)."""
         with self._lock:
             if of_start is not None and of_start != self._generation:
-                return
+                return False
             self._stopping, self._stops = True, self._stops + 1
             generation, process, kept, kept_folder = self._generation, self._process, self._kept, self._kept_folder
             url, token = self._status.url, self.token
@@ -580,12 +580,13 @@ class LocalServer:
             if self._generation != generation:
                 # a quicker stop (the add-on disabled) and a new start came meanwhile: that start's
                 # state, record and folder are its own
-                return
+                return True
             if self._outlives(process):
                 (self._instance / KEPT_SERVER_FILE).unlink(missing_ok=True)
             self._release_kept_folder()
             self._set(state="stopped", message="The server is stopped.", blocking_record=None)
             self._ready.set()
+        return True
 
     @property
     def generation(self) -> int:
@@ -601,15 +602,15 @@ class LocalServer:
             self._set(state="stopping", message="Restarting the server…")
 
         def restart():
-            self.stop(of_start=generation)
-            if self._stops != stops + 1:  # stopped meanwhile (Stop Server, the add-on disabled): it stays so
+            # stopped otherwise meanwhile (the add-on disabled, maybe enabled and started again): it stays so
+            if not self.stop(of_start=generation) or self._stops != stops + 1:
                 return
             try:
                 self.start(program, data_dir=data_dir)
             except VibeError:  # started meanwhile (Start Server, a capture): that start reads the data too
                 pass
 
-        threading.Thread(target=restart, daemon=True, name="vibe-restart-server").start()
+        self._in_background(restart, "vibe-restart-server")
 
     def stop_in_background(self) -> None:
         """:meth:`stop` in a worker thread; the state is "stopping" until it is done. After a start
@@ -625,7 +626,21 @@ class LocalServer:
                 work = functools.partial(self.stop, of_start=generation)
             else:
                 return
-        threading.Thread(target=work, daemon=True, name="vibe-stop-server").start()
+        self._in_background(work, "vibe-stop-server")
+
+    def _in_background(self, work: Callable[[], object], name: str) -> None:
+        """Run a stop or restart in a thread; an unexpected error ends it "failed", saying so (the state
+        never stays "stopping", which a capture would wait for and Start refuses)."""
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as err:  # noqa: BLE001  the thread must never die silently
+                message = f"Unexpected error in the add-on while stopping the server: {err!r}. Please report it."
+                self._set(state="failed", message=message, log_tail=self.log_tail())
+                self._ready.set()
+
+        threading.Thread(target=run, daemon=True, name=name).start()
 
     def _current(self, generation: int) -> bool:
         """Whether the start ``generation`` is still the one that counts (not stopped, not replaced)."""

@@ -5,6 +5,7 @@ cannot name other files."""
 import errno
 import json
 import os
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -464,3 +465,67 @@ def test_a_submitted_upload_holds_its_bytes_once_until_its_job_ends(tmp_path):
     with jobs.admission() as admission:
         jobs.reserve_upload_bytes(admission, 1000)
     assert jobs.queue_length() == 0
+
+
+def test_a_delete_just_before_the_worker_ends_a_job_done_leaves_it_cancelled_without_its_result(tmp_path, monkeypatch):
+    """DELETE answered "cancelled" after the worker had looked for a cancel and before it wrote
+    "done": the job then said done, its result kept for the whole retention time."""
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine()])
+    end = JobManager._end
+
+    def delete_first(self, record, status, **kwargs):
+        if status == "done":
+            assert self.delete(record.job.job_id).status == "cancelled"  # the DELETE comes just now
+        return end(self, record, status, **kwargs)
+
+    monkeypatch.setattr(JobManager, "_end", delete_first)
+    job_id = submit_upload(jobs, "a.mp4")
+    jobs.start()
+    try:
+        assert wait_for(lambda: not upload_path(jobs.folder(job_id)).exists())  # the worker has ended it
+        assert jobs.get(job_id).status == "cancelled"
+        assert wait_for(lambda: not jobs.result_path(job_id).exists(), 5)
+        assert JobManager(tmp_path / "jobs", []).get(job_id).status == "cancelled"  # on disk too
+    finally:
+        jobs.stop()
+
+
+class _DeleteWhenTheWorkerLooks(threading.Event):
+    """A job's cancel flag that, when the worker looks at it once the run ended (not the run's own
+    cancel checks), lets a DELETE of the job run (in another thread, as a request does) before it
+    answers what it held when looked at."""
+
+    def __init__(self, jobs, job_id):
+        super().__init__()
+        self.jobs, self.job_id, self.deleted = jobs, job_id, False
+
+    def is_set(self):
+        held = super().is_set()
+        if not self.deleted and sys._getframe(1).f_code.co_name == "_run_job":
+            self.deleted = True
+            deleting = threading.Thread(target=self.jobs.delete, args=(self.job_id,))
+            deleting.start()
+            deleting.join(2.0)  # it waits for the lock when the worker looks under it
+        return held
+
+
+def test_a_delete_as_the_server_stops_a_running_job_is_not_run_again_after_the_restart(tmp_path):
+    """Blender quitting cancels its capture as its server stops: the worker, having seen no cancel,
+    put the job back in the queue after the DELETE had answered "cancelled", and the restarted
+    server ran the cancelled video."""
+
+    def script(name, should_cancel):
+        while not should_cancel():
+            time.sleep(0.01)
+        raise JobCancelled()
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    job_id = submit_upload(jobs, "a.mp4")
+    flag = jobs._records[job_id].cancel = _DeleteWhenTheWorkerLooks(jobs, job_id)
+    jobs.start()
+    assert wait_for(lambda: jobs.get(job_id).status == "running")
+    jobs.stop()
+    assert flag.deleted
+    restarted = JobManager(tmp_path / "jobs", [])
+    assert restarted.get(job_id).status == "cancelled"
+    assert not upload_path(restarted.folder(job_id)).exists()

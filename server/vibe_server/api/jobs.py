@@ -216,13 +216,18 @@ class JobManager:
         except OSError as err:
             log.error("cannot record that job %s is %s: %s", record.job.job_id, record.job.status, err)
 
-    def _end(self, record: JobRecord, status: str, *, error: str | None = None) -> None:
-        """Final state: in memory, then in job.json, then the upload deleted (also when the write
-        fails: a full disk gets the space back)."""
+    def _end(self, record: JobRecord, status: str, *, error: str | None = None) -> str:
+        """The worker's final state: in memory, then in job.json, then the upload deleted (also when
+        the write fails: a full disk gets the space back). A job its client cancelled ends cancelled,
+        whatever the run said: decided under the lock a DELETE takes, so one that came after the
+        worker last looked is never written over. -> the state it ended in."""
         with self._lock:
+            if record.cancel.is_set():
+                status, error = "cancelled", None
             self._finish(record, status, error=error)
         self._persist_or_log(record)
         self._delete_upload(record)
+        return status
 
     def _load_existing(self) -> None:
         """The store's jobs at start: interrupted ones marked, queued ones queued in the order they
@@ -457,10 +462,7 @@ class JobManager:
             self._run_job(record, engine)
         except Exception as err:
             log.exception("job %s failed", job_id)
-            if record.cancel.is_set():  # what its client asked for, whatever broke on the way
-                self._end(record, "cancelled")
-            else:
-                self._end(record, "failed", error=failure_message(err))
+            self._end(record, "failed", error=failure_message(err))
 
     def _run_job(self, record: JobRecord, engine) -> None:
         """Run one job on ``engine`` and record how it ended (done, failed, cancelled or queued again)."""
@@ -484,31 +486,28 @@ class JobManager:
             result_tmp.replace(self.result_path(job_id))
         except JobCancelled:
             result_tmp.unlink(missing_ok=True)
-            if record.cancel.is_set():
-                self._end(record, "cancelled")
-            else:  # server shutdown: run it next time
-                with self._lock:
+            with self._lock:  # looked at under the lock a DELETE takes: one just after finds it queued
+                stopping = not record.cancel.is_set()
+                if stopping:  # server shutdown: run it next time
                     self._requeue(record)
+            if stopping:
                 self._persist_or_log(record)
+            else:
+                self._end(record, "cancelled")
             return
         except VibeError as err:
             result_tmp.unlink(missing_ok=True)
-            if record.cancel.is_set():  # what its client asked for, whatever the run said after
-                self._end(record, "cancelled")
-            else:
-                self._end(record, "failed", error=self._client_message(str(err), record))
+            self._end(record, "failed", error=self._client_message(str(err), record))
             return
         except BaseException:
             result_tmp.unlink(missing_ok=True)
             raise
         with self._lock:
-            cancelled = record.cancel.is_set()  # cancelled while the result was written
-            if not cancelled:
+            if not record.cancel.is_set():  # a cancelled job's record says nothing of its run
                 record.job.num_tracks = len(output.result.tracks)
                 record.job.warnings = [self._client_message(w, record) for w in output.warnings]
-        if cancelled:
+        if self._end(record, "done") == "cancelled":  # cancelled while the result was written, or since
             self.result_path(job_id).unlink(missing_ok=True)
-        self._end(record, "cancelled" if cancelled else "done")
 
     def _client_message(self, text: str, record: JobRecord) -> str:
         """A message names only what the client sent: the upload's own path becomes its file name,

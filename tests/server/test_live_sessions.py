@@ -128,6 +128,31 @@ def test_the_servers_stop_waits_until_every_source_is_released(manager, camera, 
     assert run.status == "stopped" and camera.released.is_set() and not run.thread.is_alive()
 
 
+def test_the_servers_stop_waits_for_a_start_opening_its_source_and_stops_it_too(manager, camera, monkeypatch):
+    """A start still opening a stream (seconds) when the server stopped was missed by the stop: its
+    session began after it, and its reader could still be inside OpenCV as the process exited."""
+    opening, may_open = threading.Event(), threading.Event()
+
+    def slow_source(spec, lossless=False):
+        opening.set()
+        may_open.wait(10)
+        return camera.source(spec)
+
+    monkeypatch.setattr(api_live, "open_live_source", slow_source)
+    camera.flowing.set()
+    started = []
+    starting = threading.Thread(target=lambda: started.append(manager.start("0", LiveOptions())))
+    starting.start()
+    assert opening.wait(10)
+    threading.Timer(0.3, may_open.set).start()  # the source opens while the stop waits
+    manager.stop_all()
+    starting.join(10)
+    (run,) = started
+    assert run.status == "stopped" and camera.released.is_set() and not run.thread.is_alive()
+    with pytest.raises(api_live.LiveServerStopping, match="The server is stopping"):
+        manager.start("0", LiveOptions())
+
+
 def test_a_second_start_names_the_running_session_and_what_to_do(manager, camera):
     run = manager.start("0", LiveOptions())
     with pytest.raises(VibeError, match=rf"already running \('{run.live_id}'\).*POST /live/{run.live_id}/stop.*30 s"):

@@ -93,10 +93,10 @@ async def lifespan(app: FastAPI):
     state.jobs.start()  # no engine: no job worker, but the retention limits still apply
     try:
         yield
-    finally:
-        state.jobs.stop()
+    finally:  # both wait (bounded) for threads: off the event loop, whose cancelled requests end meanwhile
+        await asyncio.to_thread(state.jobs.stop)
         if getattr(state, "live", None) is not None:
-            state.live.stop_all()
+            await asyncio.to_thread(state.live.stop_all)
 
 
 class InternalErrorAnswer:

@@ -34,6 +34,10 @@ SOURCE_RELEASE_S = 6.0  # a stopped session's reader joins within 5 s (LiveSourc
 UNWATCHED_STOP_S = 30.0
 
 
+class LiveServerStopping(VibeError):
+    """The server is stopping: no live session starts any more."""
+
+
 class LiveSessionRunning(VibeError):
     """A live session was asked to start while another one runs (one at a time)."""
 
@@ -121,6 +125,7 @@ class LiveManager:
         self.engine = engine
         self.runs: dict[str, LiveRun] = {}
         self._lock = threading.Lock()
+        self._closed = False  # the server is stopping (stop_all)
 
     def active(self) -> LiveRun | None:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
@@ -131,6 +136,8 @@ class LiveManager:
         from ..pipeline.live import LiveSession  # start-up: OpenCV loads with the first live session, not with the API
 
         with self._lock:
+            if self._closed:
+                raise LiveServerStopping("The server is stopping; start the live session again once it runs.")
             running = self.active()
             if running is not None:
                 raise LiveSessionRunning(
@@ -163,8 +170,12 @@ class LiveManager:
 
     def stop_all(self) -> None:
         """At the server's stop: stop every session and wait (a bounded time) until it has released
-        its source, so that no reader is still inside OpenCV when the process exits (that aborts it)."""
-        for run in list(self.runs.values()):
+        its source, so that no reader is still inside OpenCV when the process exits (that aborts it).
+        A start under way (opening its source) is waited for, then stopped too; none starts after."""
+        with self._lock:
+            self._closed = True
+            runs = list(self.runs.values())
+        for run in runs:
             self.stop(run)
             run.wait_until_released()
 

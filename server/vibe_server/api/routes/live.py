@@ -19,7 +19,15 @@ from ...pipeline.live_options import LiveOptions
 from ...pipeline.live_source import parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
 from ..json_body import json_body_openapi, read_json_model
-from ..live import MAX_SUBSCRIBERS, SUBSCRIBER_QUEUE, LiveManager, LiveRun, LiveSessionRunning, Subscriber
+from ..live import (
+    MAX_SUBSCRIBERS,
+    SUBSCRIBER_QUEUE,
+    LiveManager,
+    LiveRun,
+    LiveServerStopping,
+    LiveSessionRunning,
+    Subscriber,
+)
 from ..schemas import LiveRequest, LiveStatus
 
 router = APIRouter(prefix="/live", tags=["live"])
@@ -70,6 +78,8 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
         )
     except LiveSessionRunning as err:
         raise HTTPException(409, str(err)) from None
+    except LiveServerStopping as err:
+        raise HTTPException(503, str(err)) from None
     except VibeError as err:
         raise HTTPException(400, str(err)) from None
     return run.public()

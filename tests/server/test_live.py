@@ -385,6 +385,18 @@ def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine
     assert used == ["bf16", "fp32"]
 
 
+def test_a_live_sessions_yolo_runs_in_the_engines_default_precision_whatever_a_job_chose(make_engine):
+    """The live session's YOLO took the precision of the job the worker ran last (fp32 after an
+    official job: slower on a GPU, and unlike its own backbone calls)."""
+    from vibe_server.pipeline.options import official_options
+
+    engine = make_engine(precision="bf16")
+    engine.prepare_run(official_options(), expected_crops=10**6)  # a job in fp32 runs meanwhile
+    session = LiveSession(engine, LiveOptions(detector="yolo"), width=64, height=48)
+    assert session.schedule.detector.options["precision"] == "bf16"
+    assert engine.detector("yolo").options["precision"] == "fp32"  # the job's own: a detector of its own
+
+
 def test_live_sessions_ask_for_the_engines_default(fp32_engine, short_clip, monkeypatch):
     calls = []
     original = fp32_engine.extract_features

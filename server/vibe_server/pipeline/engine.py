@@ -298,21 +298,26 @@ class Engine:
                 "use the detector 'auto' or 'hog'."
             )
 
-    def detector(self, name: str, *, compiled: bool = False, official: bool = False) -> Detector:
+    def detector(
+        self, name: str, *, compiled: bool = False, official: bool = False, precision: str | None = None
+    ) -> Detector:
         """The detector ``name`` (made once, then reused); ``compiled``: YOLOv3's network through
         torch.compile (see :mod:`.compiled`); ``official``: YOLO's exact per-frame post-processing
-        of the official code, also on a GPU (which otherwise merges a batch's boxes on the device)."""
+        of the official code, also on a GPU (which otherwise merges a batch's boxes on the device);
+        ``precision``: YOLO's, by default the current run's (a live session, beside the jobs, asks
+        for the engine's default)."""
         from .detect.yolo import batches_postprocessing  # start-up: the detectors load only when used
 
         name = self.resolve_detector_name(name)
         # YOLO follows the run's precision (bf16/fp16 autocast + channels_last); HOG is OpenCV's
         yolo = name == "yolo"
+        precision = self.precision if precision is None else precision  # read once: a job may switch it
         batched = yolo and not official and batches_postprocessing(self.device)
-        key = (name, self.precision if yolo else "", compiled and yolo, batched)
+        key = (name, precision if yolo else "", compiled and yolo, batched)
         if key not in self._detectors:
             if yolo:
                 self._check_not_placeholder()  # the weights file is the front end's to find (or not to need)
-            options: dict[str, Any] = {"precision": self.precision, "batched_postprocess": batched} if yolo else {}
+            options: dict[str, Any] = {"precision": precision, "batched_postprocess": batched} if yolo else {}
             if compiled and yolo:
                 options.update(compiled=True, on_compile_fallback=self._log)
             self._detectors[key] = self._frontend().make_detector(

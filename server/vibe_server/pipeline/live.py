@@ -94,7 +94,9 @@ class LiveSession:
         self.width, self.height = int(width), int(height)
         self.focal_px = options.focal_px or postprocess.default_focal_length_px(width, height)
         self.schedule = DetectionSchedule(
-            engine.detector(options.detector), options.detection_stride, adaptive_detection=options.adaptive_detection
+            engine.detector(options.detector, precision=engine.default_precision),
+            options.detection_stride,
+            adaptive_detection=options.adaptive_detection,
         )
         self.detector_name = engine.resolve_detector_name(options.detector)
         # what the user should know of the session (printed, sent to clients, kept in a recording)

@@ -5,7 +5,6 @@ cannot name other files."""
 import errno
 import json
 import os
-import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -483,29 +482,31 @@ def test_a_delete_just_before_the_worker_ends_a_job_done_leaves_it_cancelled_wit
     jobs.start()
     try:
         assert wait_for(lambda: not upload_path(jobs.folder(job_id)).exists())  # the worker has ended it
-        assert jobs.get(job_id).status == "cancelled"
+        job = jobs.get(job_id)
+        assert job.status == "cancelled" and job.num_tracks is None  # nothing of its run is said
         assert wait_for(lambda: not jobs.result_path(job_id).exists(), 5)
         assert JobManager(tmp_path / "jobs", []).get(job_id).status == "cancelled"  # on disk too
     finally:
         jobs.stop()
 
 
-class _DeleteWhenTheWorkerLooks(threading.Event):
-    """A job's cancel flag that, when the worker looks at it once the run ended (not the run's own
-    cancel checks), lets a DELETE of the job run (in another thread, as a request does) before it
-    answers what it held when looked at."""
+class _DeleteWhenLookedAt(threading.Event):
+    """A job's cancel flag that, looked at once ``armed`` (the worker's own look once its run
+    stopped), lets a DELETE of the job in: in another thread, as a request; when nothing holds the
+    job lock, finished before it answers what it held when looked at, else once that lock is let go."""
 
     def __init__(self, jobs, job_id):
         super().__init__()
-        self.jobs, self.job_id, self.deleted = jobs, job_id, False
+        self.jobs, self.job_id, self.armed, self.deleting = jobs, job_id, False, None
 
     def is_set(self):
         held = super().is_set()
-        if not self.deleted and sys._getframe(1).f_code.co_name == "_run_job":
-            self.deleted = True
-            deleting = threading.Thread(target=self.jobs.delete, args=(self.job_id,))
-            deleting.start()
-            deleting.join(2.0)  # it waits for the lock when the worker looks under it
+        if self.armed:
+            self.armed = False
+            self.deleting = threading.Thread(target=self.jobs.delete, args=(self.job_id,))
+            self.deleting.start()
+            if not self.jobs._lock.locked():
+                self.deleting.join()
         return held
 
 
@@ -517,15 +518,16 @@ def test_a_delete_as_the_server_stops_a_running_job_is_not_run_again_after_the_r
     def script(name, should_cancel):
         while not should_cancel():
             time.sleep(0.01)
+        flag.armed = True  # the worker's next look at the flag is its own, after the run
         raise JobCancelled()
 
     jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
     job_id = submit_upload(jobs, "a.mp4")
-    flag = jobs._records[job_id].cancel = _DeleteWhenTheWorkerLooks(jobs, job_id)
+    flag = jobs._records[job_id].cancel = _DeleteWhenLookedAt(jobs, job_id)
     jobs.start()
     assert wait_for(lambda: jobs.get(job_id).status == "running")
     jobs.stop()
-    assert flag.deleted
+    flag.deleting.join(10)  # the DELETE has answered
     restarted = JobManager(tmp_path / "jobs", [])
     assert restarted.get(job_id).status == "cancelled"
     assert not upload_path(restarted.folder(job_id)).exists()

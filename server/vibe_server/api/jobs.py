@@ -216,15 +216,21 @@ class JobManager:
         except OSError as err:
             log.error("cannot record that job %s is %s: %s", record.job.job_id, record.job.status, err)
 
-    def _end(self, record: JobRecord, status: str, *, error: str | None = None) -> str:
+    def _end(
+        self, record: JobRecord, status: str, *, error: str | None = None, done: tuple[int, list[str]] = (0, [])
+    ) -> str:
         """The worker's final state: in memory, then in job.json, then the upload deleted (also when
         the write fails: a full disk gets the space back). A job its client cancelled ends cancelled,
         whatever the run said: decided under the lock a DELETE takes, so one that came after the
-        worker last looked is never written over. -> the state it ended in."""
+        worker last looked is never written over. ``done``: a done job's tracks and warnings (a
+        cancelled job's record says nothing of its run). -> the state it ended in."""
         with self._lock:
             if record.cancel.is_set():
                 status, error = "cancelled", None
-            self._finish(record, status, error=error)
+            elif status == "done":
+                record.job.num_tracks, record.job.warnings = done
+            if record.job.status != status:  # (a DELETE ended it so already: its time stands)
+                self._finish(record, status, error=error)
         self._persist_or_log(record)
         self._delete_upload(record)
         return status
@@ -487,10 +493,10 @@ class JobManager:
         except JobCancelled:
             result_tmp.unlink(missing_ok=True)
             with self._lock:  # looked at under the lock a DELETE takes: one just after finds it queued
-                stopping = not record.cancel.is_set()
-                if stopping:  # server shutdown: run it next time
+                requeue = not record.cancel.is_set()  # the server stops: it runs after the restart
+                if requeue:
                     self._requeue(record)
-            if stopping:
+            if requeue:
                 self._persist_or_log(record)
             else:
                 self._end(record, "cancelled")
@@ -502,11 +508,8 @@ class JobManager:
         except BaseException:
             result_tmp.unlink(missing_ok=True)
             raise
-        with self._lock:
-            if not record.cancel.is_set():  # a cancelled job's record says nothing of its run
-                record.job.num_tracks = len(output.result.tracks)
-                record.job.warnings = [self._client_message(w, record) for w in output.warnings]
-        if self._end(record, "done") == "cancelled":  # cancelled while the result was written, or since
+        done = len(output.result.tracks), [self._client_message(w, record) for w in output.warnings]
+        if self._end(record, "done", done=done) == "cancelled":  # cancelled while the result was written, or since
             self.result_path(job_id).unlink(missing_ok=True)
 
     def _client_message(self, text: str, record: JobRecord) -> str:

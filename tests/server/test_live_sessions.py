@@ -212,6 +212,15 @@ def test_only_a_running_session_makes_a_start_a_conflict(client, camera, monkeyp
     assert answer.status_code == 400 and "already running.mp4" in answer.json()["detail"]
 
 
+def test_a_start_once_the_servers_stop_began_is_a_503_that_says_so(client, camera):
+    live_id = client.post("/api/v1/live", json={"source": "0"}).json()["live_id"]
+    camera.released.set()  # the stand-in camera gives up its stalled read at once
+    client.app.state.live.stop_all()  # as the server's stop does, requests still being answered
+    answer = client.post("/api/v1/live", json={"source": "0"})
+    assert answer.status_code == 503 and answer.json()["detail"].startswith("The server is stopping")
+    assert client.get(f"/api/v1/live/{live_id}").json()["status"] == "stopped"
+
+
 def test_a_unicode_digit_is_no_camera_index():
     assert parse_source("²") == ("file", "²")  # str.isdigit says yes, int() would fail
 

@@ -217,7 +217,7 @@ class JobManager:
             log.error("cannot record that job %s is %s: %s", record.job.job_id, record.job.status, err)
 
     def _end(
-        self, record: JobRecord, status: str, *, error: str | None = None, done: tuple[int, list[str]] = (0, [])
+        self, record: JobRecord, status: str, *, error: str | None = None, done: tuple[int, list[str]] | None = None
     ) -> str:
         """The worker's final state: in memory, then in job.json, then the upload deleted (also when
         the write fails: a full disk gets the space back). A job its client cancelled ends cancelled,
@@ -227,7 +227,7 @@ class JobManager:
         with self._lock:
             if record.cancel.is_set():
                 status, error = "cancelled", None
-            elif status == "done":
+            elif done is not None:
                 record.job.num_tracks, record.job.warnings = done
             if record.job.status != status:  # (a DELETE ended it so already: its time stands)
                 self._finish(record, status, error=error)

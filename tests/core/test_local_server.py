@@ -530,6 +530,15 @@ def test_a_background_stop_that_fails_unexpectedly_says_so(tmp_path, monkeypatch
     assert process.poll() is not None
 
 
+def test_a_capture_waits_a_bounded_time_for_a_stop_that_does_not_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_server, "STOPPING_WAIT_S", 0.5)
+    server = local_server.LocalServer(log_dir=tmp_path / "log")
+    server._set(state="stopping")  # a stop that hangs
+    with pytest.raises(VibeError, match="still stopping; try again in a moment"):
+        server.start_unless_running(lambda: pytest.fail("nothing is launched"))
+    assert server.generation == 0
+
+
 def test_a_background_stop_that_runs_late_leaves_a_newer_start_alone(tmp_path):
     program_found = threading.Event()
     server = local_server.LocalServer(log_dir=tmp_path / "log")

@@ -4,7 +4,7 @@
 
 Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432, 1394 frames):
 - how fast the clip decodes alone, with 1, 2, 4 and 8 decoding threads;
-- frames/s per stage (decode, detect, track, crop, backbone, temporal, write; the backbone in
+- frames/s per stage (decode, detect, track, crop, backbone, temporal, smpl, write; the backbone in
   person crops/s) and end to end, for
   "official": ``--official`` (YOLOv3 on every frame, fp32 eager, a fresh GRU state every 450
   frames, OpenCV's crop), "official, TF32": the same with cuDNN's TF32 convolutions (PyTorch's

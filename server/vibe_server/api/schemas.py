@@ -125,7 +125,7 @@ class _LiveParamsBase(BaseModel):
 
 
 def _live_params_model() -> type[BaseModel]:
-    """``LiveParams``: the live options (``pipeline/live.py: LiveOptions``, one definition) plus the
+    """``LiveParams``: the live options (``pipeline/live_options.py: LiveOptions``, one definition) plus the
     two that belong to a session's source rather than its pipeline."""
     fields = _fields(option_specs(LiveOptions, http=True))
     fields["lossless"] = (bool, Field(False, description="files only: wait for the model instead of dropping frames"))

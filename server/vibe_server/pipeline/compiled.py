@@ -2,9 +2,9 @@
 backbone (``compile_backbone``), and YOLOv3's network when a run asks for it (``compile_detector``).
 
 Compiled with inductor's freezing (weights folded into the graph as constants, convolutions
-prepacked for oneDNN), ResNet-50 in bf16 + channels_last ran 48 crops/s against 32 eager on the
-2-core AVX512-BF16 development machine (without freezing: 39). Compiling took 18 s there, 10 s when
-inductor's on-disk cache already held the graph.
+prepacked for oneDNN), ResNet-50 in bf16 + channels_last ran about 40 crops/s against 30 eager on
+the 2-core AVX512-BF16 development machine (docs/server.md, Speed; without freezing it was slower
+still). Compiling took 18 s there, 10 s when inductor's on-disk cache already held the graph.
 So a process compiles once and keeps the result (``CompiledRunner``), and a run asks for it only
 when the video is long enough to win the time back (:func:`compile_pays`); a server compiles at its
 first long job and reuses it for every job after. Any failure to compile (no C compiler, an

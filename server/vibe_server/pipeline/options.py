@@ -11,7 +11,7 @@ its help text, its bounds and where it is offered. Everything else is derived fr
 - the ``params`` table of docs/server.md (:func:`markdown_table`; a test keeps the two the same).
 
 Adding an option is one field here (then use it in ``engine.py``); ``http=False`` keeps it off the
-HTTP API, ``cli=False`` off the command line. Live capture's ``LiveOptions`` (``pipeline/live.py``)
+HTTP API, ``cli=False`` off the command line. Live capture's ``LiveOptions`` (``pipeline/live_options.py``)
 is defined the same way, and its HTTP schema, flags and checks come from the same functions.
 """
 

@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -20,6 +21,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
@@ -419,6 +421,24 @@ def test_local_path_answers_never_tell_whether_a_file_exists(real_video_client, 
         answers.append(detail.replace(path[:200], "<path>").replace("...", ""))
     assert len(set(answers)) == 1, answers
     assert_detail(client.post(f"{API}/jobs", json={"video_path": "/tmp/a\x00b.mp4"}), 400, "NUL")
+
+
+def test_a_local_file_name_that_is_not_utf8_is_refused_as_unreadable_never_a_500(real_video_client, tmp_path):
+    """Linux file names are bytes: one that is not UTF-8 reaches Python with a lone surrogate, which
+    OpenCV crashes on and no JSON answer can encode. It gets the answer of an unreadable local file
+    (the add-on then uploads the file), its name shown escaped."""
+
+    def post(video_path):  # json.dumps escapes the surrogate ("\\udc80"), as any JSON client sends it
+        body = json.dumps({"video_path": video_path})
+        return real_video_client.post(f"{API}/jobs", content=body, headers={"content-type": "application/json"})
+
+    raw = os.fsencode(tmp_path) + b"/clip\x80.avi"
+    os.rename(write_clip(tmp_path / "clip.avi"), raw)
+    for path in (os.fsdecode(raw), os.fsdecode(raw).replace("clip", "gone")):  # '.../clip\udc80.avi'
+        r = post(path)
+        assert_detail(r, 415, "\\udc80.avi' is not a readable video file")
+        assert r.headers[REFUSAL_HEADER] == LOCAL_PATH_UNREADABLE
+    assert_detail(post("clip\udc80.avi"), 400, "'clip\\udc80.avi' is not an absolute path")
 
 
 def test_local_path_refused_for_other_clients(settings, engine, tmp_path):

@@ -11,8 +11,12 @@ import logging
 import os
 import re
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import httpx
@@ -31,6 +35,7 @@ from vibe_server.api.routes.body_model import body_model_fingerprint
 from vibe_server.api.settings import Settings
 from vibe_server.data.synthetic import write_smpl_files
 
+REPO = Path(__file__).resolve().parents[2]
 BASE = "http://127.0.0.1:8765"
 API = "/api/v1"
 TOKEN = "test-token"
@@ -1030,6 +1035,35 @@ def test_blocking_runner_limits_time_and_threads():
                 await asyncio.sleep(0.02)
 
     assert asyncio.run(scenario()) == 7
+
+
+def test_a_pkl_build_under_way_does_not_keep_a_stopping_server_alive(tmp_path):
+    """The event loop ends (the server stopped: requests cut off) while a .pkl build still runs: the
+    process exits at once. The build ran in asyncio's thread pool, which Python waits for at exit,
+    so a big .pkl held a stopped server (and a second Ctrl-C) for as long as the build took."""
+    script = tmp_path / "stop_during_build.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, time
+            from vibe_server.api.routes.jobs import PklBuilds
+
+            async def main():
+                builds = PklBuilds()
+                request = asyncio.ensure_future(builds.build("job", lambda: time.sleep(60)))
+                await asyncio.sleep(0.5)
+                request.cancel()  # the stop cuts the request off
+
+            asyncio.run(main())
+            print("stopped")
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "server"), str(REPO)]))
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "stopped", done.stderr
+    assert time.monotonic() - t0 < 40  # not the build's 60 s (starting Python and the server: a few)
 
 
 # -- request bodies: bounded memory, 4xx -------------------------------------------------------

@@ -24,6 +24,31 @@ class BlockingTimeout(Exception):
     """The call did not finish within its time limit (it may still be running)."""
 
 
+def in_daemon_thread(fn: Callable[[], T], *, name: str) -> asyncio.Future:
+    """A future of ``fn()`` run in a daemon thread of its own: unlike ``asyncio.to_thread``, a stopping
+    server neither waits for it (the thread ends with the process) nor must read its outcome. A
+    cancelled future leaves the thread running to its end, unheard."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def settle(result, error) -> None:
+        if not done.done():
+            done.set_exception(error) if error is not None else done.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as err:  # handed to the waiting request
+            result, error = None, err
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is gone (server stopped): nobody waits
+            pass
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    return done
+
+
 class BlockingRunner:
     def __init__(self, max_threads: int = MAX_BLOCKING_THREADS):
         self._slots = threading.BoundedSemaphore(max_threads)
@@ -34,26 +59,14 @@ class BlockingRunner:
             raise HTTPException(
                 503, "The server is busy checking other videos; retry in a minute.", headers={"Retry-After": "60"}
             )
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future = loop.create_future()
 
-        def settle(result, error) -> None:
-            if not done.done():
-                done.set_exception(error) if error is not None else done.set_result(result)
-
-        def work() -> None:
+        def call() -> T:
             try:
-                result, error = fn(*args), None
-            except BaseException as err:  # handed to the waiting request
-                result, error = None, err
+                return fn(*args)
             finally:
                 self._slots.release()
-            try:
-                loop.call_soon_threadsafe(settle, result, error)
-            except RuntimeError:  # the loop is gone (server stopped): nobody waits
-                pass
 
-        threading.Thread(target=work, name=f"blocking {getattr(fn, '__name__', 'call')}", daemon=True).start()
+        done = in_daemon_thread(call, name=f"blocking {getattr(fn, '__name__', 'call')}")
         try:
             return await asyncio.wait_for(asyncio.shield(done), timeout_s)
         except TimeoutError:

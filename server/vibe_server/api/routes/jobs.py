@@ -21,7 +21,7 @@ from vibe_blender.core.result_file import load_result
 
 from ...output_files import is_disk_full
 from ...pipeline import postprocess
-from ..blocking import BlockingRunner, BlockingTimeout
+from ..blocking import BlockingRunner, BlockingTimeout, in_daemon_thread
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
 from ..file_download import open_download
 from ..job_store import upload_path
@@ -307,7 +307,8 @@ async def get_result_pkl(job_id: str, request: Request, jobs: JobsDep) -> Stream
 class PklBuilds:
     """The .pkl builds of one server: at most one per job, which every request for that job's .pkl
     awaits (a client that leaves does not stop it), and one at a time (each holds up to
-    ``MAX_PKL_PERSON_FRAMES`` of vertices). The work runs in a thread; waiting requests hold none."""
+    ``MAX_PKL_PERSON_FRAMES`` of vertices). The work runs in a daemon thread, which a stopping server
+    does not wait for (its file is written whole or not at all); waiting requests hold no thread."""
 
     def __init__(self) -> None:
         self._builds: dict[str, asyncio.Task] = {}
@@ -324,7 +325,7 @@ class PklBuilds:
 
     async def _run(self, write: Callable[[], None]) -> None:
         async with self._one_at_a_time:
-            await asyncio.to_thread(write)
+            await in_daemon_thread(write, name="build .pkl")
 
     def _forget(self, job_id: str, task: asyncio.Task) -> None:
         self._builds.pop(job_id, None)

@@ -232,6 +232,38 @@ def test_upload_size_cap_is_413_and_leaves_nothing(settings, engine):
     assert {p.parent.name for p in leftover_files(settings)} == {accepted.json()["job_id"]}
 
 
+def test_an_upload_cut_off_closes_its_file_off_the_event_loop(settings, engine, monkeypatch):
+    """Closing flushes the file's buffer, a disk write: a full or hung disk would stall every request,
+    /health included, were it done on the event loop (as for the upload's other writes)."""
+    import builtins
+
+    from vibe_server.api import upload as upload_module
+
+    closed_on = []
+
+    class WatchedFile:
+        def __init__(self, file):
+            self.file = file
+
+        def write(self, data):
+            return self.file.write(data)
+
+        def close(self):
+            try:
+                asyncio.get_running_loop()
+                closed_on.append("the event loop")
+            except RuntimeError:
+                closed_on.append("a worker thread")
+            self.file.close()
+
+    monkeypatch.setattr(upload_module, "open", lambda *a, **k: WatchedFile(builtins.open(*a, **k)), raising=False)
+    settings.max_upload_bytes = 1000
+    with client_for(settings, engine) as client:
+        assert_detail(upload(client, data=b"\x00" * 5000), 413, "limit")  # cut off at the cap
+        assert upload(client, data=b"\x00" * 900).status_code == 201
+    assert closed_on == ["a worker thread", "a worker thread"]
+
+
 def test_size_cap_also_holds_without_content_length(settings, engine):
     """A chunked body has no Content-Length: the streaming parser counts the bytes itself."""
     settings.max_upload_bytes = 1000

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from anyio import to_thread
+from anyio import CancelScope, to_thread
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
@@ -190,7 +190,10 @@ async def receive_video_upload(
         raise HTTPException(400, f"The multipart upload is malformed ({err}); send it as multipart/form-data.") from err
     finally:
         if state["file"] is not None:
-            state["file"].close()
+            # cut off mid-part: closing flushes, a disk write, so off the event loop (shielded: a
+            # cancelled request still closes its file)
+            with CancelScope(shield=True):
+                await to_thread.run_sync(state["file"].close)
     if parser.state != MultipartState.END:  # python-multipart's finalize() does not check it
         raise HTTPException(400, "The upload was cut off before its end; send it again.")
     if video["path"] is None:

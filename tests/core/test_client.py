@@ -117,6 +117,24 @@ def test_result_with_the_wrong_content_type_is_not_written(server_files, tmp_pat
     assert _files_under(tmp_path / "results") == []
 
 
+@pytest.mark.parametrize("served", ["html", "body model"])
+def test_a_result_that_is_not_a_vibe_mocap_result_is_not_saved(server_files, tmp_path, served):
+    """A proxy's error page sent as application/octet-stream (or any .npz but a result) was renamed into
+    the results folder and the capture reported "done"; the import then failed, and its message sent the
+    user to File > Import the same file, which could never load."""
+    junk = tmp_path / "served.npz"
+    if served == "html":
+        junk.write_bytes(b"<html>502 Bad Gateway</html>" * 100)
+    else:
+        junk.write_bytes(server_files[1].read_bytes())
+    with FakeVibeServer(junk, server_files[1]) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+    assert status.state == "failed" and "not a VIBE Mocap result" in status.message
+    assert "nothing was saved" in status.message and ".part" not in status.message
+    assert "Choose a VIBE Mocap result" not in status.message  # the user chose no file
+    assert _files_under(tmp_path / "results") == [] and status.result_path is None
+
+
 def test_redirects_are_refused_and_the_token_stays_home(server_files, tmp_path):
     with _fake(server_files, token="elsewhere") as other, _fake(server_files, redirect_to=other.url) as server:
         status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from . import safe_json
 from .errors import VibeError
 from .regular_file import open_user_file
+from .result_file import load_result
 from .server_proof import new_challenge, proof_ok
 from .shown_text import display_text
 from .smpl_model import BodyModel, load_body_model
@@ -448,8 +449,24 @@ class ServerClient:
         return self._job_record(self._request_json("DELETE", f"/jobs/{_checked_id(job_id)}"))
 
     def download_result(self, job_id: str, dest: str | Path, *, max_bytes: int = MAX_RESULT_BYTES, **kw) -> Path:
-        """GET /jobs/{id}/result -> the result .npz at ``dest`` (a name the caller chose)."""
-        return self._download(f"/jobs/{_checked_id(job_id)}/result", dest, max_bytes=max_bytes, **kw)
+        """GET /jobs/{id}/result -> the result .npz at ``dest`` (a name the caller chose), saved only once
+        it reads as a VIBE Mocap result: an answer that does not leaves nothing behind."""
+        return self._download(
+            f"/jobs/{_checked_id(job_id)}/result", dest, max_bytes=max_bytes, check=self._check_result, **kw
+        )
+
+    def _check_result(self, partial: Path) -> None:
+        try:
+            with open(partial, "rb") as f:  # read as a file: the error names no temporary path
+                load_result(f, hint="")  # not the user's choice of file: no advice to choose another
+        except OSError as err:
+            raise _cannot_write(partial, err) from None
+        except VibeError as err:
+            raise VibeError(
+                f"The server at {self.base_url} sent an answer that is not a VIBE Mocap result ({err}); "
+                "nothing was saved. Run the capture again; if it fails the same way, check the server URL "
+                "(a proxy in between may answer in the server's place) or update the server."
+            ) from None
 
     # ---------------------------------------------------------------- live
     def start_live(self, source: str, params: dict | None = None) -> dict:

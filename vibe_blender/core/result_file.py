@@ -229,10 +229,11 @@ def _track(z: dict, track_id: int, label: str) -> Track:
     return Track(track_id=track_id, **arrays)
 
 
-def load_result(path_or_file) -> MocapResult:
-    """Read a result file; any problem (format, sizes, values) becomes one VibeError that names the file."""
+def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) file.") -> MocapResult:
+    """Read a result file; any problem (format, sizes, values) becomes one VibeError that names the file
+    (``hint``: what to do when it is no .npz at all)."""
     label = str(path_or_file) if isinstance(path_or_file, (str, Path)) else "the result file"
-    z = read_npz(path_or_file, label=label, hint="Choose a VIBE Mocap result (.npz) file.")
+    z = read_npz(path_or_file, label=label, hint=hint)
     try:
         if "format" not in z or z["format"].dtype.kind not in "US" or str(z["format"]) != FORMAT_NAME:
             raise VibeError(

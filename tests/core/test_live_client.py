@@ -2,6 +2,7 @@
 server never sends or does, and the placing of a recording on the scene's timeline. The normal flow
 runs against the real server in tests/server/test_live_api.py."""
 
+import io
 import json
 import threading
 import time
@@ -31,6 +32,7 @@ from vibe_blender.core.live_client import (
     LiveTake,
     take_on_frames,
 )
+from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result, save_result
 from vibe_blender.core.rotations import axis_angle_to_quat
 from vibe_blender.core.websocket import MAX_FRAGMENTS, OP_CONT, OP_PING, OP_TEXT
 
@@ -99,6 +101,52 @@ def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
     take = live.recording_stop()
     assert take.received_index == [0, 13] and take.frame_ids == {1: [0, 13]}
     assert all(p.shape == (72,) for p in take.pose[1])
+
+
+def frame_with_person(index: int, **fields) -> str:
+    """A frame of track 1 at ``index`` with the person's ``fields`` (pose, betas, trans_cam_m) replaced."""
+    message = json.loads(frame_message(index, 100.0 + index / 30, [person(1)]))
+    message["people"][0].update(fields)
+    return json.dumps(message)
+
+
+def test_values_a_result_file_refuses_are_skipped_as_bad_messages_and_the_take_saves_as_one():
+    """The stream took numbers up to 1e6 where a result file holds translations to 10 km and betas to
+    ±10: one such frame (a tiny camera scale gives a person 20 km away) was recorded, and the whole
+    saved recording was then refused by every import."""
+    bad = [
+        frame_with_person(1, trans_cam_m=[0.0, 0.0, 20_000.0]),
+        frame_with_person(2, betas=[50.0] + [0.0] * 9),
+        frame_with_person(3, pose=[1001.0] + [0.0] * 71),
+    ]
+    edge = frame_with_person(4, trans_cam_m=[0.0, 0.0, -10_000.0], betas=[10.0] * 10)  # the bounds themselves
+    with FakeLiveServer([FRAME, *bad, edge, frame_message(5, 100.5, [person(1)]), END]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    assert live.frames_received == 3 and live.bad_messages == len(bad)
+    take = live.recording_stop()
+    assert take.received_index == [0, 4, 5] and take.frame_ids == {1: [0, 4, 5]}
+    assert take.trans_cam_m[1][1][2] == -10_000.0 and take.betas[1][1].max() == 10.0  # kept as sent
+
+    placed = take_on_frames(take, 24.0)  # saved as Stop Recording saves it (vibe_blender/live.py)
+    T = len(placed.frame_ids[1])
+    track = Track(
+        1,
+        placed.frame_ids[1],
+        placed.pose[1],
+        placed.betas[1],
+        np.median(np.stack(take.betas[1]), axis=0).astype(np.float32),
+        np.zeros((T, 3), np.float32),
+        np.zeros((T, 4), np.float32),
+        np.zeros((T, 4), np.float32),
+        np.zeros((T, 0, 3), np.float32),
+        placed.trans_cam_m[1],
+    )
+    saved = io.BytesIO()
+    save_result(saved, MocapResult(VideoInfo("live", 24.0, 1000, 1000, placed.frame_count), [track], "live", 1000.0))
+    saved.seek(0)
+    (loaded,) = load_result(saved).tracks
+    assert loaded.num_frames == T > 1
 
 
 def test_stats_keep_only_finite_numbers_and_the_end_error_is_made_displayable():

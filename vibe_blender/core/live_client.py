@@ -7,8 +7,9 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     frames = take_on_frames(take, 24.0)   # the recording on a 24 frames/s timeline, at real speed
     live.stop()
 
-Every field of every message is checked before use (types, sizes, finite numbers); a message that
-fails is counted as bad and skipped (one nested deeply enough to exhaust the parser too). When the
+Every field of every message is checked before use (types, sizes, finite numbers within what a result
+file may hold, so a recording always saves as one that imports); a message that fails is counted as
+bad and skipped (one nested deeply enough to exhaust the parser too). When the
 connection drops or the server breaks the protocol, ``state`` says so, the recording so far is kept
 and the server is asked to stop the session (nobody follows it any more).
 """
@@ -24,6 +25,7 @@ import numpy as np
 from . import safe_json
 from .client import JOB_ID_PATTERN, ServerClient
 from .errors import VibeError
+from .result_file import BETA_LIMIT, MAX_POSE_RAD, MAX_TRANSLATION_M
 from .rotations import axis_angle_to_quat, quat_slerp, quat_to_axis_angle
 from .shown_text import display_text
 from .websocket import WebSocket, WebSocketClosed
@@ -72,16 +74,20 @@ def _finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _vector(value, n: int, what: str) -> np.ndarray:
-    """A flat list of exactly ``n`` finite numbers -> (n,) float32 (ValueError else)."""
+def _vector(value, n: int, what: str, limit: float) -> np.ndarray:
+    """A flat list of exactly ``n`` finite numbers within ±``limit`` -> (n,) float32 (ValueError else).
+    ``limit`` is the result file's own bound on the field: one frame beyond it would make the whole
+    saved recording a file that no import reads."""
     if not isinstance(value, list) or len(value) != n or not all(_is_number(v) for v in value):
         raise ValueError(f"{what} must be a list of {n} numbers")
     try:
         array = np.asarray(value, dtype=np.float64)
     except OverflowError:  # an integer past float64's range
         raise ValueError(f"{what} holds huge numbers") from None
-    if not np.all(np.isfinite(array)) or np.abs(array).max(initial=0) > 1e6:
-        raise ValueError(f"{what} holds non-finite or huge numbers")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} holds non-finite numbers")
+    if np.abs(array).max(initial=0) > limit:
+        raise ValueError(f"{what} holds a number beyond ±{limit:g}, more than a result file may hold")
     return array.astype(np.float32)
 
 
@@ -115,9 +121,9 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
             LivePersonFrame(
                 _index(person.get("track_id"), "track_id", 2**31),
                 frame_index,
-                _vector(person.get("pose"), 72, "pose"),
-                _vector(person.get("betas"), 10, "betas"),
-                _vector(person.get("trans_cam_m"), 3, "trans_cam_m"),
+                _vector(person.get("pose"), 72, "pose", MAX_POSE_RAD),
+                _vector(person.get("betas"), 10, "betas", BETA_LIMIT),
+                _vector(person.get("trans_cam_m"), 3, "trans_cam_m", MAX_TRANSLATION_M),
             )
         )
         value = person.get("latency_s")

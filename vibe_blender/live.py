@@ -39,7 +39,15 @@ from .core.live_client import (
 )
 from .core.model_data import cached_body_model_note, load_served_body_model
 from .core.motion import TrackMotion, ground_offset
-from .core.result_file import META_UNKNOWN, WARNINGS_META_KEY, MocapResult, Track, VideoInfo, save_result
+from .core.result_file import (
+    META_UNKNOWN,
+    WARNINGS_META_KEY,
+    MocapResult,
+    Track,
+    VideoInfo,
+    load_result,
+    save_result,
+)
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
 from .core.user_dirs import write_private_file
@@ -300,6 +308,14 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     try:
         return import_motion_file(path, session.body_model, options)
     except VibeError as err:  # e.g. more motion than Blender can hold: the saved take must be findable
+        try:
+            load_result(path)
+        except VibeError as unreadable:  # the file itself: File > Import would refuse it the same way
+            raise VibeError(
+                f"The recording is saved as '{path}' but does not read back as a VIBE Mocap result "
+                f"({str(unreadable).rstrip('.')}), so it could not be imported, nor can File > Import read it. "
+                "The file is kept with every recorded frame: report this with that file."
+            ) from None
         raise VibeError(
             f"The recording is saved as '{path}' but could not be imported ({str(err).rstrip('.')}). Import it "
             "with File > Import > VIBE Mocap."

@@ -604,6 +604,38 @@ def test_a_saved_take_that_cannot_be_imported_says_where_it_is(addon, empty_scen
     assert session.last_result_path.is_file() and str(session.last_result_path) in str(err.value)
 
 
+def test_a_recording_with_a_frame_20_km_away_saves_and_imports_without_that_frame(
+    addon, empty_scene, fake_server_setup
+):
+    """A tiny camera scale puts a person 20 km from the camera: the stream took that frame, and the whole
+    saved recording was refused by its import (and by File > Import), a result holding at most 10 km."""
+    far = person(1, trans=(0.0, 0.0, 20_000.0))
+    messages = [frame_message(i, 10.0 + i / 30, [far if i == 2 else person(1)]) for i in range(5)] + [END]
+    with FakeLiveServer(messages, **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        live.start_recording()
+        tick_until(lambda: live.live_tick() is None, 30)
+    assert session.state == "ended" and session.connection.bad_messages == 1, session.message
+    assert len(live.stop_recording()) == 1
+    assert session.last_take.frame_ids == {1: [0, 1, 3, 4]}
+    assert np.abs(load_result(session.last_result_path).tracks[0].trans_cam_m).max() == 3.0
+
+
+def test_a_saved_take_that_does_not_read_back_is_kept_and_not_sent_to_file_import(
+    addon, empty_scene, body_model, monkeypatch
+):
+    """A take holding a value the result file refuses was saved, its take dropped, and the failed import
+    said "Import it with File > Import", which refuses that file the same way."""
+    take = moving_take(range(30))
+    take.betas[1][5] = np.full(10, 50.0, np.float32)  # beyond ±10: no result file holds it
+    session = recorded_session(body_model, take)
+    with pytest.raises(VibeError, match="saved as '.*live_.*npz' but does not read back") as err:
+        live.stop_recording()
+    assert "nor can File > Import read it" in str(err.value) and "beyond ±10" in str(err.value)
+    assert "Import it with" not in str(err.value)
+    assert session.last_result_path.is_file() and str(session.last_result_path) in str(err.value)
+
+
 def test_a_take_that_is_not_saved_is_thrown_away_only_when_asked(addon, body_model, fake_server_setup):
     session = recorded_session(body_model, moving_take(range(0, 60, 2)), state="lost")
     with pytest.raises(VibeError, match="no unsaved recording to discard"):

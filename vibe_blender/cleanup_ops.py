@@ -22,6 +22,7 @@ from .core.rotations import make_continuous
 from .core.skeleton import refit_basis_quats, refit_root_locations, smpl_rotations_from_basis
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, PARENTS
+from .editable import check_editable
 from .rig_builder import find_character_mesh, rest_quats
 
 BONE_GROUPS = {
@@ -202,13 +203,24 @@ def _fps(fps: float | None) -> float:
     return fps or scene.render.fps / scene.render.fps_base
 
 
+def check_writable(armature_obj) -> None:
+    """VibeError, before anything is read or written, unless the character's keys and its body's can
+    be rewritten here for good (see editable.check_editable: not linked from another file without a
+    library override, no NLA strip open for tweaking)."""
+    check_editable(armature_obj)
+    body = find_character_mesh(armature_obj)
+    if body is not None:
+        check_editable(body)
+
+
 def _for_each(armature_objs, work) -> list:
-    """[work(obj)] for every character, each also checked to be one write_motion can write, so
-    that no character changes when another one would fail; a VibeError names the character it came
-    from."""
+    """[work(obj)] for every character, each first checked to be one write_motion can write (here
+    and for good), so that no character changes when another one would fail; a VibeError names the
+    character it came from."""
     results = []
     for obj in armature_objs:
         try:
+            check_writable(obj)
             results.append(work(obj))
             _corrected_body(obj)
         except VibeError as err:
@@ -314,6 +326,8 @@ def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print
     where they are in the scene, and ``warn`` names them; ``warn`` also as clean_up_characters."""
     if keep_obj == other_obj:
         raise VibeError("Pick two different characters to merge.")
+    for obj in (keep_obj, other_obj):  # the kept one's keys are rewritten, the other one is deleted
+        check_writable(obj)
     if not np.allclose(np.array(keep_obj.matrix_world), np.array(other_obj.matrix_world), atol=1e-6):
         raise VibeError(
             f"'{keep_obj.name}' and '{other_obj.name}' are not placed alike in the scene (their object "

@@ -33,6 +33,7 @@ from .core.retarget_math import (
     sub_skeleton,
 )
 from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
+from .editable import check_editable
 
 # Every frame of the range is baked. Only the mapped bones and their parents are computed, so the memory
 # a frame follows the mapped chains, not the rig's size: measured 16 KB on a 22-bone Mixamo-like rig and
@@ -58,26 +59,6 @@ def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np
             "apply the scale (Ctrl+A > Scale) first."
         )
     return names, parents, rest, world
-
-
-def linked_without_override(obj) -> bool:
-    """True for an object linked from another file that is not a library override: the file keeps
-    only the link, so an action assigned to it is lost when the file is saved."""
-    return obj.library is not None
-
-
-def check_editable(target) -> None:
-    if linked_without_override(target):
-        raise VibeError(
-            f"'{target.name}' is linked from '{target.library.filepath}', so a new action on it would be lost when "
-            "the file is saved; make a library override first (Object > Library Override > Make) and retarget "
-            "onto the override."
-        )
-    if target.animation_data is not None and target.animation_data.use_tweak_mode:
-        raise VibeError(
-            f"'{target.name}' has an NLA strip open for tweaking, so its action cannot be replaced; leave tweak "
-            "mode (Tab in the NLA editor), then retarget."
-        )
 
 
 def bones_as_edited(armature_obj):

@@ -7,8 +7,8 @@ import bpy
 
 from .core.retarget_map import PRESET_LABELS, PRESETS
 from .core.smpl_model import JOINT_NAMES
+from .editable import linked_without_override
 from .export import FBX_PRESET_NAMES
-from .retarget import linked_without_override
 
 PRESET_ITEMS = [("AUTO", "Automatic", "Detect a preset from the bone names, else match names")] + [
     (key, PRESET_LABELS[key], f"Bone names of the {PRESET_LABELS[key]} rig") for key in PRESETS

@@ -56,10 +56,12 @@ def channels_for_rewrite(id_block: bpy.types.ID, action_name: str):
 
 def own_action(id_block: bpy.types.ID) -> None:
     """Give ``id_block`` its own copy of its action when another user shares it (a linked duplicate,
-    an NLA strip), keeping its slot (4.4+) so it stays animated by the same channels."""
+    an NLA strip) or it is linked from another file (whose keys changed here would be lost when the
+    file is saved: a library override's action), keeping its slot (4.4+) so it stays animated by
+    the same channels."""
     anim = id_block.animation_data
     action = None if anim is None else anim.action
-    if action is None or action.users - int(action.use_fake_user) <= 1:
+    if action is None or (action.library is None and action.users - int(action.use_fake_user) <= 1):
         return
     identifier = anim.action_slot.identifier if LAYERED_ACTIONS and anim.action_slot else None
     copy = action.copy()

@@ -624,6 +624,24 @@ def test_a_linked_character_is_refused_and_its_library_override_keeps_the_edit(t
     assert read_motion(override)[0][[0, -1]].tolist() == [6.0, 35.0]
 
 
+def test_a_character_playing_an_action_linked_from_another_file_keeps_its_edit(tmp_path, empty_scene, body_model):
+    """Before: the keys were rewritten in the linked action itself (no other user to copy it for),
+    so the trim was gone once the file was saved and opened again. It gets its own copy now, and
+    the library's action stays as it was."""
+    library = linked_clip(tmp_path, body_model, spans=[range(0, 30)])
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    ((person, _),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    with bpy.data.libraries.load(str(library), link=True) as (_, data_to):
+        data_to.actions = ["P0_motion"]
+    person.animation_data.action = data_to.actions[0]
+    if keyframes.LAYERED_ACTIONS:
+        person.animation_data.action_slot = data_to.actions[0].slots[0]
+    assert trim_and_offset(person, offset=5) == 30
+    saved_and_reopened(tmp_path)
+    assert read_motion(bpy.data.objects["P0"])[0][[0, -1]].tolist() == [6.0, 35.0]
+    assert bpy.data.objects["P0"].animation_data.action.library is None
+
+
 def tweaked(armature_obj):
     """Push the character's action onto an NLA strip and open that strip for tweaking."""
     animation = armature_obj.animation_data

@@ -83,10 +83,23 @@ def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = Fals
             "imported by VIBE Mocap (retarget after cleaning)."
         )
     frames = _motion_frames(channels)
+    if not np.all(np.isfinite(frames)):
+        raise VibeError(
+            f"'{armature_obj.name}' has a pelvis rotation key on a frame that is not a number; delete that key in "
+            "the Graph Editor, then try again."
+        )
     played = set(MOTION_CURVES if as_played else _curves_to_bake(channels, frames, keys_move))
 
     def sample(path: str, c: int) -> np.ndarray | None:
-        return keyframes.sample_fcurve(channels, path, c, frames, through_modifiers=(path, c) in played)
+        values = keyframes.sample_fcurve(channels, path, c, frames, through_modifiers=(path, c) in played)
+        if values is not None and not np.all(np.isfinite(values)):
+            name, letters = CURVE_NAMES[path]
+            frame = frames[np.flatnonzero(~np.isfinite(values))[0]]
+            raise VibeError(
+                f"'{armature_obj.name}' has a {name} {letters[c]} that is not a number at frame {frame:g} (a key "
+                "or an F-curve modifier set it); fix or delete that key in the Graph Editor, then try again."
+            )
+        return values
 
     quats = np.zeros((len(frames), 24, 4))
     quats[..., 0] = 1.0  # an unkeyed channel stays at rest

@@ -14,6 +14,7 @@ from characters import imported_tracks  # noqa: E402
 
 from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.cleanup_ops import (  # noqa: E402
+    LOC_PATH,
     clean_up_character,
     clean_up_characters,
     measure_character,
@@ -677,3 +678,19 @@ def test_a_character_tweaking_an_nla_strip_is_refused_before_any_character_chang
         np.testing.assert_array_equal(read_motion(obj)[1], quats)
         np.testing.assert_array_equal(read_motion(obj)[2], loc)
     assert "P0" in bpy.data.objects and "P1" in bpy.data.objects
+
+
+def test_a_key_that_is_not_a_number_is_named_and_nothing_is_cleaned(empty_scene, body_model):
+    """Before: one NaN key (set from a script or a driver) was spread by Clean Up over the whole root
+    motion, which was reported as cleaned, with a jitter of nan."""
+    ((person, _),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    knee = keyframes.channels_of(person).fcurves.find(keyframes.rotation_path("left_knee"), index=1)
+    knee.keyframe_points[3].co.y = float("nan")
+    frame = knee.keyframe_points[3].co.x
+    loc = keyframes.read_fcurve(keyframes.channels_of(person), LOC_PATH, 0)[1]
+    named = rf"'P0' has a left_knee rotation X that is not a number at frame {frame:g}"
+    with pytest.raises(VibeError, match=named):
+        clean_up_character(person, lock_feet=False, fps=30)
+    with pytest.raises(VibeError, match=named):
+        measure_character(person)
+    np.testing.assert_array_equal(keyframes.read_fcurve(keyframes.channels_of(person), LOC_PATH, 0)[1], loc)

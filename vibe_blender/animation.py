@@ -15,7 +15,8 @@ from .core.motion import TrackMotion, frame_runs
 from .core.rotations import axis_angle_to_rotmat
 from .core.skeleton import bone_basis_quats, refit_basis_quats, refit_root_locations, root_locations
 from .core.smpl_math import pose_feature
-from .core.smpl_model import JOINT_NAMES
+from .core.smpl_model import JOINT_NAMES, NUM_BETAS
+from .editable import check_editable
 from .rig_builder import (
     NUM_CORRECTIVES,
     add_corrective_drivers,
@@ -25,6 +26,7 @@ from .rig_builder import (
     joints_for_betas,
     place_bones,
     rest_quats,
+    shape_key_name,
 )
 from .visibility import ANIMATED_FLAGS
 
@@ -158,6 +160,7 @@ def refit_bones(armature_obj) -> None:
     """Move the bones to J(betas) for the betas the Shape keys hold now, keeping the animation:
     every keyed bone keeps its armature-space rotation and the pelvis keeps its world position.
     All keys are read (and checked) before the rig changes: a VibeError leaves it as it was."""
+    check_refittable(armature_obj)
     betas = current_betas(armature_obj)
     mesh_obj = character_mesh(armature_obj)
     channels = keyframes.channels_of(armature_obj)
@@ -178,6 +181,31 @@ def refit_bones(armature_obj) -> None:
             keyframes.replace_fcurve_values(channels, keyframes.location_path(JOINT_NAMES[0]), c, refit[:, c])
     if armature_obj.get("vibe_correctives") == "drivers":
         add_corrective_drivers(armature_obj, mesh_obj)
+
+
+def check_refittable(armature_obj) -> None:
+    """VibeError, before anything changes, unless refit_bones can move this character's bones here
+    for good: an armature of this file (Blender moves no bones of a linked armature, nor of a library
+    override's), animated as editable.check_editable asks, with its 24 SMPL bones and its body's
+    Shape000..009 keys under their names."""
+    data = armature_obj.data
+    if data.library is not None or data.override_library is not None:
+        library = data.library or data.override_library.reference.library
+        where = f"'{library.filepath}'" if library is not None else "another file"
+        raise VibeError(
+            f"The bones of '{armature_obj.name}' come from {where}, where they can be moved: Blender cannot move a "
+            "linked armature's bones (nor a library override's). Open that file, refit the bones there and save it."
+        )
+    check_editable(armature_obj)
+    key = character_mesh(armature_obj).data.shape_keys
+    bones = [name for name in JOINT_NAMES if data.bones.get(name) is None]
+    keys = [shape_key_name(i) for i in range(NUM_BETAS) if key is None or key.key_blocks.get(shape_key_name(i)) is None]
+    lacks = [f"the {what} {', '.join(names)}" for what, names in (("bones", bones), ("shape keys", keys)) if names]
+    if lacks:
+        raise VibeError(
+            f"Cannot refit '{armature_obj.name}': it lacks {' and '.join(lacks)} (renamed or deleted); give them "
+            "back their names, or import the character again."
+        )
 
 
 def _read_pose_keys(armature_obj, channels) -> tuple[dict[str, np.ndarray], np.ndarray | None]:

@@ -166,3 +166,38 @@ def test_a_long_name_keeps_the_meshs_suffix_on_every_blender(body_model):
     # both are the name's start, cut between characters (no ".001": the two names differ)
     assert name.startswith(armature_obj.name) and name.startswith(mesh_obj.name.removesuffix("_body"))
     assert len(armature_obj.name.encode()) >= 62
+
+
+def test_refit_refuses_a_linked_rig_a_renamed_bone_or_a_lost_shape_key_and_changes_nothing(
+    empty_scene, tmp_path, body_model
+):
+    """Before: each of these failed with a raw RuntimeError or KeyError (Edit Mode refused, a bone or
+    a Shape key looked up by name); now one message says what is missing or why, and what to do."""
+    from characters import imported_tracks
+
+    from vibe_blender.core.errors import VibeError
+
+    ((arm, mesh),) = imported_tracks(body_model, [range(0, 20)], correctives="off")
+    library = tmp_path / "clip.blend"
+    bpy.data.libraries.write(str(library), {bpy.data.collections["Mocap clip"]})
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    with bpy.data.libraries.load(str(library), link=True) as (_, data_to):
+        data_to.collections = ["Mocap clip"]
+    bpy.context.scene.collection.children.link(data_to.collections[0])
+    with pytest.raises(VibeError, match=r"bones of 'P0' come from '.*clip\.blend'.*Open that file, refit the bones"):
+        refit_bones(bpy.data.objects["P0"])
+    data_to.collections[0].override_hierarchy_create(bpy.context.scene, bpy.context.view_layer)
+    override = next(o for o in bpy.data.objects if o.name == "P0" and o.override_library is not None)
+    with pytest.raises(VibeError, match=r"bones of 'P0' come from '.*clip\.blend'"):
+        refit_bones(override)
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    ((arm, mesh),) = imported_tracks(body_model, [range(0, 20)], correctives="off")
+    arm.data.bones["left_wrist"].name = "hand.L"
+    mesh.shape_key_remove(mesh.data.shape_keys.key_blocks["Shape003"])
+    heads = [tuple(b.head_local) for b in arm.data.bones]
+    mesh.data.shape_keys.key_blocks["Shape000"].value = 1.5
+    lacks = r"Cannot refit 'P0': it lacks the bones left_wrist and the shape keys Shape003 .*import the character again"
+    with pytest.raises(VibeError, match=lacks):
+        refit_bones(arm)
+    assert [tuple(b.head_local) for b in arm.data.bones] == heads and len(arm.data.bones) == 24

@@ -46,10 +46,12 @@ def joints_for_betas(armature_obj, betas: np.ndarray) -> np.ndarray:
 
 
 def place_bones(armature_obj, J: np.ndarray) -> None:
-    """Edit-mode pass: create (or move) the 24 bones to the rest joints J (24, 3), SMPL frame."""
+    """Edit-mode pass: create (or move) the 24 bones to the rest joints J (24, 3), SMPL frame; the
+    active object and its mode are then as they were."""
     heads, tails = bone_layout(J)
     view_layer = bpy.context.view_layer
     previous = view_layer.objects.active
+    previous_mode = "OBJECT" if previous is None else previous.mode
     view_layer.objects.active = armature_obj
     bpy.ops.object.mode_set(mode="EDIT")
     edit_bones = armature_obj.data.edit_bones
@@ -61,6 +63,8 @@ def place_bones(armature_obj, J: np.ndarray) -> None:
         edit_bones[name].parent = edit_bones[JOINT_NAMES[int(armature_obj.data["vibe_parents"][j])]]
     bpy.ops.object.mode_set(mode="OBJECT")
     view_layer.objects.active = previous
+    if previous is not None and previous.mode != previous_mode:  # e.g. refit from Pose Mode stays there
+        bpy.ops.object.mode_set(mode=previous_mode)
 
 
 def fitted_name(name: str, suffix: str = "") -> str:

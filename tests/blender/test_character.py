@@ -201,3 +201,15 @@ def test_refit_refuses_a_linked_rig_a_renamed_bone_or_a_lost_shape_key_and_chang
     with pytest.raises(VibeError, match=lacks):
         refit_bones(arm)
     assert [tuple(b.head_local) for b in arm.data.bones] == heads and len(arm.data.bones) == 24
+
+
+def test_refit_from_pose_mode_leaves_the_armature_in_pose_mode(empty_scene, reference_dir, body_model):
+    """Before: the refit left an armature it was run on in Pose Mode in Object Mode."""
+    ((arm, mesh), _) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    bpy.context.view_layer.objects.active = arm
+    bpy.ops.object.mode_set(mode="POSE")
+    _set_betas(mesh, np.full(10, 0.5))
+    refit_bones(arm)
+    assert bpy.context.view_layer.objects.active == arm and arm.mode == "POSE"
+    J = body_model.joints_rest(np.full(10, 0.5))
+    np.testing.assert_allclose(arm.data.bones["left_knee"].head_local, [J[4, 0], -J[4, 2], J[4, 1]], atol=1e-6)

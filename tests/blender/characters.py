@@ -3,6 +3,7 @@ visibility, correctives) without a result file."""
 
 from __future__ import annotations
 
+import bpy
 import numpy as np
 
 from vibe_blender.core.motion import MotionSet, TrackMotion
@@ -24,3 +25,16 @@ def imported_tracks(body_model, spans, *, correctives="baked", pose=None):
         tracks.append(TrackMotion(f"P{i}", np.asarray(frame_ids), track_pose, trans, shape))
     motion = MotionSet(tracks, 30.0, 60, "clip")
     return import_motion(motion, body_model, ImportOptions(add_camera=False, correctives=correctives))
+
+
+def linked_clip(tmp_path, body_model, spans=(range(0, 30), range(40, 60))):
+    """A new file that links the imported clip's collection from the file it was imported in (the
+    characters, their bodies and their actions all linked); -> that library's path."""
+    imported_tracks(body_model, list(spans), correctives="off")
+    library = tmp_path / "clip.blend"
+    bpy.data.libraries.write(str(library), {bpy.data.collections["Mocap clip"]})
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    with bpy.data.libraries.load(str(library), link=True) as (_, data_to):
+        data_to.collections = ["Mocap clip"]
+    bpy.context.scene.collection.children.link(data_to.collections[0])
+    return library

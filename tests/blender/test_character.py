@@ -173,20 +173,14 @@ def test_refit_refuses_a_linked_rig_a_renamed_bone_or_a_lost_shape_key_and_chang
 ):
     """Before: each of these failed with a raw RuntimeError or KeyError (Edit Mode refused, a bone or
     a Shape key looked up by name); now one message says what is missing or why, and what to do."""
-    from characters import imported_tracks
+    from characters import imported_tracks, linked_clip
 
     from vibe_blender.core.errors import VibeError
 
-    ((arm, mesh),) = imported_tracks(body_model, [range(0, 20)], correctives="off")
-    library = tmp_path / "clip.blend"
-    bpy.data.libraries.write(str(library), {bpy.data.collections["Mocap clip"]})
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    with bpy.data.libraries.load(str(library), link=True) as (_, data_to):
-        data_to.collections = ["Mocap clip"]
-    bpy.context.scene.collection.children.link(data_to.collections[0])
+    linked_clip(tmp_path, body_model, spans=[range(0, 20)])
     with pytest.raises(VibeError, match=r"bones of 'P0' come from '.*clip\.blend'.*Open that file, refit the bones"):
         refit_bones(bpy.data.objects["P0"])
-    data_to.collections[0].override_hierarchy_create(bpy.context.scene, bpy.context.view_layer)
+    bpy.data.collections["Mocap clip"].override_hierarchy_create(bpy.context.scene, bpy.context.view_layer)
     override = next(o for o in bpy.data.objects if o.name == "P0" and o.override_library is not None)
     with pytest.raises(VibeError, match=r"bones of 'P0' come from '.*clip\.blend'"):
         refit_bones(override)

@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
-from characters import imported_tracks  # noqa: E402
+from characters import imported_tracks, linked_clip  # noqa: E402
 
 from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.cleanup_ops import (  # noqa: E402
@@ -573,19 +573,6 @@ def test_measure_reads_the_active_character_and_clean_up_reports_each(registered
     assert bpy.ops.vibe_mocap.clean_up() == {"FINISHED"}
     printed = "".join(capfd.readouterr())
     assert "Cleaned 2 character(s): 'P0': foot slide" in printed and "; 'P1': foot slide" in printed
-
-
-def linked_clip(tmp_path, body_model, spans=(range(0, 30), range(40, 60))):
-    """A new file that links the imported clip's collection from the file it was imported in (the
-    characters, their bodies and their actions all linked); -> that library's path."""
-    imported_tracks(body_model, list(spans), correctives="off")
-    library = tmp_path / "clip.blend"
-    bpy.data.libraries.write(str(library), {bpy.data.collections["Mocap clip"]})
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    with bpy.data.libraries.load(str(library), link=True) as (_, data_to):
-        data_to.collections = ["Mocap clip"]
-    bpy.context.scene.collection.children.link(data_to.collections[0])
-    return library
 
 
 def saved_and_reopened(tmp_path):

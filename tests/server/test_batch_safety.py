@@ -222,6 +222,27 @@ def test_a_video_of_the_same_name_from_another_folder_runs_again(clip_bank, tmp_
     assert manifest_lines(out) == [record] and (out / "take.npz").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.parametrize("second", ["b/clip.mov", "b/Clip.MOV"])
+def test_a_video_whose_result_file_another_video_wrote_over_runs_again(tmp_path, second):
+    """Before: after 'a/clip.mp4' then 'b/clip.mov' into one OUTDIR, both records were done and a third
+    run skipped 'a/clip.mp4' as finished, though clip.npz held the result of 'b/clip.mov'."""
+    for name in ("a/clip.mp4", second):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    out = tmp_path / "out"
+    [first] = discover([str(tmp_path / "a/clip.mp4")], out)
+    [other] = discover([str(tmp_path / second)], out)
+    manifest = Manifest(out)
+    manifest.append(make_record(first, "done", tracks=1, frames=12, seconds=1.0))
+    (out / "clip.npz").write_bytes(b"x")
+    assert manifest.is_finished(first, retry_failed=False)
+    Path(other.output_path).write_bytes(b"y")  # over clip.npz (one file where case is not told apart)
+    manifest.append(make_record(other, "done", tracks=1, frames=12, seconds=1.0))
+    for read in (manifest, Manifest(out)):  # as recorded, and as read back before the manifest is compacted
+        assert not read.is_finished(first, retry_failed=False) and read.is_finished(other, retry_failed=False)
+        assert list(read.records) == [other.key]
+
+
 def test_a_video_replaced_at_the_same_path_runs_again(clip_bank, tmp_path):
     inputs = place(clip_bank, tmp_path / "in", {"take.mp4": "walk.mp4"})
     out = tmp_path / "out"

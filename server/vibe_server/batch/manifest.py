@@ -20,7 +20,7 @@ from pathlib import Path
 from vibe_blender.core import safe_json
 
 from ..output_files import PART_SUFFIX, atomic_write_bytes
-from .inputs import BatchItem, output_key
+from .inputs import BatchItem, folded_name, output_key
 from .progress import printable
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -152,9 +152,21 @@ class Manifest:
                     self.damaged_lines += 1
                     continue
                 if record_problem(record) is None:
-                    self.records[record["input"]] = record
+                    self._keep(record)
                 else:  # hand-edited, or written by another program: its video runs again
                     self.damaged_lines += 1
+
+    def _keep(self, record: dict) -> None:
+        """``record`` becomes its video's newest. A done one also drops the done record of any other video
+        with the same result file (folded as the file systems that ignore case compare names: 'clip.mp4'
+        then 'clip.mov', or 'Clip.mp4'): that file now holds this video's result, so the other one is not
+        finished. Reading the lines in the order they were written drops the same records again."""
+        if record["status"] == "done":
+            folded = folded_name(record["output"])
+            for key, other in list(self.records.items()):
+                if key != record["input"] and other["status"] == "done" and folded_name(other["output"]) == folded:
+                    del self.records[key]
+        self.records[record["input"]] = record
 
     def is_finished(self, item: BatchItem, *, retry_failed: bool, settings: str | None = None) -> bool:
         """Done with its result file present, or failed (unless failures are to be retried), for this very
@@ -174,7 +186,7 @@ class Manifest:
 
     def append(self, record: dict) -> None:
         """Add one record: a single write of one line, flushed to disk before the next video counts."""
-        self.records[record["input"]] = record
+        self._keep(record)
         line = _json_line(record).encode("ascii")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

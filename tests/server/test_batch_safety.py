@@ -40,7 +40,7 @@ from tests.server.test_batch import (
 )
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
-from vibe_server.batch import local_pool, ray_runner
+from vibe_server.batch import local_pool, ray_runner, runner
 from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
 from vibe_server.batch.inputs import BatchItem, discover
 from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
@@ -665,6 +665,41 @@ def test_sigterm_or_sighup_to_the_driver_stops_its_workers_as_ctrl_c_does(clip_b
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_a_ray_batch_as_a_local_one_although_ray_init_takes_the_signal(tmp_path, monkeypatch):
+    """``ray.init`` puts in a SIGTERM handler of its own (an exit with status 1). Before: `kill` during a
+    --ray batch exited with 1, read as a failed video, instead of stopping the batch and exiting with 143."""
+
+    class RayThatTakesSigterm:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs) -> None:
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))  # as Ray's own handler does
+
+        def shutdown(self) -> None:
+            pass
+
+    def sigterm_while_running(ray, device):
+        signal.raise_signal(signal.SIGTERM)  # `kill PID` once the cluster is joined
+
+    monkeypatch.setattr(ray_runner, "_import_ray", RayThatTakesSigterm)
+    monkeypatch.setattr(ray_runner, "init_address", lambda address: None)
+    monkeypatch.setattr(ray_runner, "_actor_layout", sigterm_while_running)
+    items = ray_items(tmp_path)
+    with runner.signals_stop_the_batch(), pytest.raises(runner.Stopped) as stopped:
+        ray_runner.run_ray(
+            items,
+            EngineSpec(factory=ENGINE),
+            make_options(),
+            address=None,
+            transfer="shared",
+            on_record=lambda record: None,
+            progress=BatchProgress(len(items), enabled=False),
+            output_dir=tmp_path / "out",
+        )
+    assert stopped.value.exit_status == 128 + signal.SIGTERM
 
 
 @needs_linux

@@ -18,13 +18,16 @@ clips when nodes share no file system).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -208,7 +211,8 @@ def run_ray(
     started_here = not ray.is_initialized()
     if started_here:
         try:
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+            with keeping_the_sigterm_handler():
+                ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         except ConnectionError as err:
             raise VibeError(
                 f"Cannot reach the Ray cluster at '{address}' ({err}); start it with "
@@ -242,6 +246,22 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def keeping_the_sigterm_handler() -> Iterator[None]:
+    """The SIGTERM handler of before the block set back after it: ``ray.init`` puts in its own (an exit
+    with status 1, which reads as a failed video), where the batch's stops the actors and exits with 143
+    as documented. Only the main thread can set handlers; elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if handler is not None:  # None: set outside Python, which cannot be set back
+            signal.signal(signal.SIGTERM, handler)
 
 
 def init_address(address: str | None) -> str | None:

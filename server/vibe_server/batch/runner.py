@@ -57,8 +57,10 @@ def signals_stop_the_batch() -> Iterator[None]:
         yield
         return
     previous = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
+    received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
+        received.append(signum)
         for other in previous:
             signal.signal(other, signal.SIG_IGN)
         raise Stopped(signum)
@@ -67,6 +69,10 @@ def signals_stop_the_batch() -> Iterator[None]:
         for signum in previous:
             signal.signal(signum, stop)
         yield
+    except KeyboardInterrupt as interrupt:
+        if received and not isinstance(interrupt, Stopped):  # Ray's wait hands it on as a plain KeyboardInterrupt
+            raise Stopped(received[0]) from interrupt
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -291,23 +291,85 @@ def test_a_video_that_fails_when_run_again_keeps_no_result_of_the_earlier_run(cl
     assert sorted(p.name for p in out.glob("*.npz")) == ["b.npz"]
 
 
+def fake_ray(outcome=lambda item: "done", ran=None):
+    """A stand-in for ``run_ray``: each video ends as ``outcome(item)`` says, 'done' with its result file
+    written (it holds the video's path) or 'failed'; ``ran`` (a list) gets the key of each video run."""
+
+    def run(items, spec, options, *, on_record, **kwargs):
+        for item in items:
+            if ran is not None:
+                ran.append(item.key)
+            if outcome(item) == "done":
+                Path(item.output_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(item.output_path).write_text(item.input_path)
+                on_record(make_record(item, "done", tracks=1, frames=12, seconds=1.0, worker="ray node:1 (cpu)"))
+            else:
+                on_record(make_record(item, "failed", error="It broke.", worker="ray node:1 (cpu)"))
+
+    return run
+
+
+def ray_batch(*inputs: Path, out: Path) -> list[dict]:
+    return runner.run_batch(list(map(str, inputs)), out, EngineSpec(factory=ENGINE), make_options(), use_ray=True)
+
+
 def test_a_failed_video_on_ray_keeps_no_result_of_an_earlier_run(tmp_path, monkeypatch):
     """The same for the records of Ray actors: the driver deletes it, for either pool, as it records."""
-
-    def failing_ray(items, spec, options, *, on_record, **kwargs):
-        for item in items:
-            on_record(make_record(item, "failed", error="It broke.", worker="ray node:1 (cpu)"))
-
-    monkeypatch.setattr(runner, "run_ray", failing_ray)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.mp4").write_bytes(b"x")
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "a.npz").write_bytes(b"an earlier run's result")
-    [record] = runner.run_batch(
-        [str(tmp_path / "in")], tmp_path / "out", EngineSpec(factory=ENGINE), make_options(), use_ray=True
-    )
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    ray_batch(tmp_path / "in", out=tmp_path / "out")
+    (tmp_path / "in" / "a.mp4").write_bytes(b"saved over")
+    monkeypatch.setattr(runner, "run_ray", fake_ray(lambda item: "failed"))
+    [record] = ray_batch(tmp_path / "in", out=tmp_path / "out")
     assert record["status"] == "failed" and record["error"] == "It broke."
     assert not (tmp_path / "out" / "a.npz").exists()
+
+
+def test_a_file_in_the_output_folder_the_batch_did_not_write_is_refused_before_the_run_and_kept(tmp_path, monkeypatch):
+    """Before: a first batch into a folder that held the user's own take1.npz replaced it, or deleted it
+    when v/take1.mp4 failed, without a word."""
+    (tmp_path / "v").mkdir()
+    for name in ("take1.mp4", "take2.mp4"):
+        (tmp_path / "v" / name).write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "take1.npz").write_bytes(b"the user's own result")
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_ray", fake_ray(lambda item: "failed", ran))
+    with pytest.raises(VibeError) as error:
+        ray_batch(tmp_path / "v", out=out)
+    assert str(error.value) == (
+        f"'{out / 'take1.npz'}' is already in the output folder, and no record of {out / MANIFEST_NAME} says a "
+        f"batch wrote it: the result of '{tmp_path / 'v' / 'take1.mp4'}' would replace it. The batch replaces "
+        "and deletes only files it wrote; move that file elsewhere (delete it if it is the result of a batch "
+        "killed as it wrote it), or choose another output folder."
+    )
+    assert ran == [] and (out / "take1.npz").read_bytes() == b"the user's own result"
+    assert not (out / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize("second", ["done", "failed"])
+def test_a_video_whose_result_has_another_videos_name_keeps_the_manifest_true_to_the_file(
+    tmp_path, monkeypatch, second
+):
+    """'a/clip.mp4', then 'b/clip.mov' into the same OUTDIR. Before: when 'b/clip.mov' failed, the batch
+    deleted the result of 'a/clip.mp4'; when it was done, a third run skipped 'a/clip.mp4' as finished,
+    though clip.npz held the other video's result."""
+    first, other = tmp_path / "a" / "clip.mp4", tmp_path / "b" / "clip.mov"
+    for video in (first, other):
+        video.parent.mkdir()
+        video.write_bytes(b"x")
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    ray_batch(first, out=out)
+    monkeypatch.setattr(runner, "run_ray", fake_ray(lambda item: second))
+    ray_batch(other, out=out)
+    assert (out / "clip.npz").read_text() == str(first if second == "failed" else other)
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_ray", fake_ray(ran=ran))
+    ray_batch(first, out=out)
+    assert ran == ([] if second == "failed" else ["clip.mp4"]) and (out / "clip.npz").read_text() == str(first)
 
 
 def test_a_rerun_with_options_that_change_the_results_runs_the_videos_again(clip_bank, tmp_path, capsys):

@@ -139,6 +139,7 @@ class Manifest:
     def __init__(self, output_dir: str | Path):
         self.path = Path(output_dir) / MANIFEST_NAME
         self.records: dict[str, dict] = {}
+        self.written: dict[str, str] = {}  # folded result name -> key of the newest done line naming it
         self.damaged_lines = 0
         if self.path.is_file():
             self._read()
@@ -155,18 +156,34 @@ class Manifest:
                     self._keep(record)
                 else:  # hand-edited, or written by another program: its video runs again
                     self.damaged_lines += 1
+                    self._note_written(record)  # its result file is still the batch's own
 
     def _keep(self, record: dict) -> None:
         """``record`` becomes its video's newest. A done one also drops the done record of any other video
         with the same result file (folded as the file systems that ignore case compare names: 'clip.mp4'
         then 'clip.mov', or 'Clip.mp4'): that file now holds this video's result, so the other one is not
         finished. Reading the lines in the order they were written drops the same records again."""
+        self._note_written(record)
         if record["status"] == "done":
             folded = folded_name(record["output"])
             for key, other in list(self.records.items()):
                 if key != record["input"] and other["status"] == "done" and folded_name(other["output"]) == folded:
                     del self.records[key]
         self.records[record["input"]] = record
+
+    def _note_written(self, record: object) -> None:
+        """Remember the result file a done line (even a damaged one: its key still names it) says a batch
+        wrote."""
+        if isinstance(record, dict) and record.get("status") == "done" and isinstance(record.get("input"), str):
+            try:
+                self.written[folded_name(output_key(record["input"]))] = record["input"]
+            except ValueError:  # a key no result file can be made of ('', '/')
+                pass
+
+    def writer_of(self, item: BatchItem) -> str | None:
+        """The key of the video whose result a batch wrote to ``item``'s result file, as a done line of the
+        manifest says; None when no line names that file: a file there is none of the batch's."""
+        return self.written.get(folded_name(item.output_key))
 
     def is_finished(self, item: BatchItem, *, retry_failed: bool, settings: str | None = None) -> bool:
         """Done with its result file present, or failed (unless failures are to be retried), for this very

@@ -4,6 +4,7 @@ workers or on Ray, append each record to the manifest as it arrives, write the s
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -92,8 +93,24 @@ def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False, set
     todo = [item for item in items if not manifest.is_finished(item, retry_failed=retry_failed, settings=settings)]
     for item in todo:
         check_inside(item.output_path, output_dir)
+    check_not_in_the_way(todo, manifest)
     changed = sum(manifest.is_finished(item, retry_failed=retry_failed) for item in todo)
     return BatchPlan(items=items, todo=todo, manifest=manifest, changed=changed)
+
+
+def check_not_in_the_way(todo: list[BatchItem], manifest: Manifest) -> None:
+    """VibeError when a file the batch did not write (no line of the manifest names it: the user's own,
+    or another program's) lies where a video's result goes: the batch would replace it, or delete it
+    when that video fails."""
+    foreign = [item for item in todo if manifest.writer_of(item) is None and os.path.lexists(item.output_path)]
+    if foreign:
+        more = f" ({len(foreign) - 1} other result path(s) of this batch are taken the same way)" if foreign[1:] else ""
+        raise VibeError(
+            f"'{foreign[0].output_path}' is already in the output folder, and no record of {manifest.path} says "
+            f"a batch wrote it: the result of '{foreign[0].input_path}' would replace it{more}. "
+            "The batch replaces and deletes only files it wrote; move that file elsewhere (delete it if it is "
+            "the result of a batch killed as it wrote it), or choose another output folder."
+        )
 
 
 def say_what_runs(batch: BatchPlan, output_dir: Path) -> None:
@@ -115,10 +132,12 @@ def say_what_runs(batch: BatchPlan, output_dir: Path) -> None:
 
 
 def without_earlier_result(item: BatchItem, failed: dict) -> dict:
-    """The failed record of ``item``, once the result an earlier run left at its path (of another version
-    of the video, or other settings) is deleted: anything reading OUTDIR/**/*.npz would take it for this
-    video's. Deleted before the record is written, so a kill in between leaves a video that runs again.
-    When it cannot be deleted, the record says so (a read-only disk stops the batch, as for a result)."""
+    """The failed record of ``item``, once the result an earlier run wrote for it at its path (of another
+    version of the video, or other settings) is deleted: anything reading OUTDIR/**/*.npz would take it for
+    this video's. Only for a file the manifest says a batch wrote for this video's key (another video's
+    result of the same name, or a file of the user's, is kept). Deleted before the record is written, so a
+    kill in between leaves a video that runs again. When it cannot be deleted, the record says so (a
+    read-only disk stops the batch, as for a result)."""
     path = Path(item.output_path)
     try:
         with stopping_on_full_disk(path):
@@ -180,8 +199,9 @@ def run_batch(
         todo = {item.key: item for item in batch.todo}
 
         def on_record(record: dict) -> None:
-            if record["status"] == "failed":
-                record = without_earlier_result(todo[record["input"]], record)
+            item = todo[record["input"]]
+            if record["status"] == "failed" and batch.manifest.writer_of(item) == item.key:
+                record = without_earlier_result(item, record)
             with stopping_on_full_disk(batch.manifest.path):  # the same stop as for a result
                 batch.manifest.append({**record, SETTINGS_FIELD: settings})
             progress.advance(record)

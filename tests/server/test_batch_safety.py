@@ -844,6 +844,19 @@ def test_adding_an_entry_to_a_list_file_renames_no_other_video(tmp_path):
     assert sorted(after.values()) == ["day1/a.mp4", "day1/b.mp4", "day2/c.mp4"]
 
 
+def test_a_list_file_saved_with_a_byte_order_mark_reads_its_first_path_without_it(tmp_path):
+    """Notepad and PowerShell 5 start a UTF-8 file with one. Before: it stayed on the first path, an
+    invisible character in its key that made that video a missing file."""
+    for name in ("take1.mp4", "take2.mp4"):
+        (tmp_path / "v" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "v" / name).write_bytes(b"x")
+    listing = tmp_path / "clips.txt"
+    listing.write_bytes("v/take1.mp4\r\nv/take2.mp4\r\n".encode("utf-8-sig"))
+    items = discover([str(listing)], tmp_path / "out")
+    assert [item.key for item in items] == ["v/take1.mp4", "v/take2.mp4"]
+    assert items[0].input_path == str(tmp_path / "v" / "take1.mp4") and items[0].input_stamp is not None
+
+
 @pytest.mark.parametrize(
     "first, second",
     [("Take1.mp4", "take1.MOV"), ("day1/A.mp4", "DAY1/a.mkv"), ("caf\u00e9.mp4", "cafe\u0301.mov")],

@@ -188,7 +188,7 @@ def _note(text: str) -> None:
 
 def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
     try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        lines = list_file.read_text(encoding="utf-8-sig").splitlines()  # (a BOM, as Notepad writes, is no path)
     except (OSError, UnicodeDecodeError) as err:
         raise VibeError(
             f"Cannot read the list of videos '{list_file}' ({err}); give a UTF-8 text file with "

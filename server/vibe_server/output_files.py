@@ -83,13 +83,22 @@ def _discard(tmp: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+ANY_NAME_HASH = rf"[0-9a-f]{{{NAME_HASH_LENGTH}}}"  # (a regex) the name hash of any file's temporary name
+
+
+def leftover_part_names(hashed: str, named: str) -> re.Pattern[str]:
+    """The temporary names :func:`atomic_save` makes, ``.<hash of the name>.<random>.part``, and the longer
+    ones of earlier versions, ``.<name>.<random>.part``, for the files whose name hash matches ``hashed``
+    and whose name matches ``named`` (both regular expressions); match whole names with ``fullmatch``."""
+    return re.compile(rf"\.(?:{hashed}|{named})\.[0-9a-f]{{{PART_ID_LENGTH}}}{re.escape(PART_SUFFIX)}")
+
+
 def remove_leftover_parts(path: str | Path) -> int:
     """Delete the temporary files that killed writes of ``path`` left in its folder (only the names
     :func:`atomic_save` makes for it, and the longer ones of earlier versions, ``.<name>.<random>.part``);
     returns how many. Only while no other process writes ``path``."""
     path = Path(path)
-    names = f"(?:{re.escape(_name_hash(path.name))}|{re.escape(path.name)})"
-    ours = re.compile(rf"\.{names}\.[0-9a-f]{{{PART_ID_LENGTH}}}{re.escape(PART_SUFFIX)}")
+    ours = leftover_part_names(re.escape(_name_hash(path.name)), re.escape(path.name))
     removed = 0
     for leftover in path.parent.iterdir():
         if ours.fullmatch(leftover.name) and (leftover.is_symlink() or leftover.is_file()):

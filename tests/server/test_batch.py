@@ -28,7 +28,7 @@ from vibe_blender.core.result_file import load_result
 from vibe_server.batch import local_pool, ray_runner, runner
 from vibe_server.batch.engine_adapter import FAST, EngineSpec, make_options, worker_precision
 from vibe_server.batch.inputs import discover
-from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record
+from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record, remove_stale_parts
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 from vibe_server.pipeline.cpu_features import default_precision
@@ -243,6 +243,32 @@ def test_manifest_skips_a_line_cut_short_and_keeps_the_newest_record(tmp_path):
     again.append(make_record(item, "done", frames=10, seconds=1.0))  # starts on a fresh line
     again.compact(["a.mp4"])
     assert [r["input"] for r in manifest_lines(tmp_path)] == ["a.mp4"]
+
+
+def test_a_batch_deletes_only_the_temporary_files_of_its_own_writes(tmp_path):
+    """Before: every hidden '*.part' file anywhere under OUTDIR went at the start, another program's
+    download or notes in a shared folder included."""
+    from vibe_server.output_files import _part_path
+
+    out = tmp_path / "out"
+    (out / "day1").mkdir(parents=True)
+    (out / "other_tool").mkdir()
+    ours = [
+        _part_path(out / "day1" / "take1.npz"),
+        _part_path(out / MANIFEST_NAME),
+        out / "day1" / ".take2.npz.0badf00d.part",  # as earlier versions named them
+        out / ".summary.txt.12345678.part",
+    ]
+    theirs = [
+        out / ".my notes.part",
+        out / "other_tool" / ".dataset.tar.part",
+        out / ".deadbeef.part",
+        out / ".notes.txt.12345678.part",
+    ]
+    for path in ours + theirs:
+        path.write_bytes(b"x")
+    assert remove_stale_parts(out) == len(ours)
+    assert [path for path in ours + theirs if path.exists()] == theirs
 
 
 # -- local runs --------------------------------------------------------------------------------

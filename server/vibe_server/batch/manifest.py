@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from vibe_blender.core import safe_json
 
-from ..output_files import PART_SUFFIX, atomic_write_bytes
-from .inputs import BatchItem, folded_name, output_key
+from ..output_files import ANY_NAME_HASH, atomic_write_bytes, leftover_part_names
+from .inputs import RESULT_SUFFIX, BatchItem, folded_name, output_key
 from .progress import printable
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -30,12 +31,19 @@ STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written
 SETTINGS_FIELD = "settings"  # the fingerprint of what the result depends on (batch/settings.py); absent as above
 
 
+# the temporary names of the files a batch writes: results, the manifest and the summary
+BATCH_PARTS = leftover_part_names(
+    ANY_NAME_HASH, rf"(?:.+{re.escape(RESULT_SUFFIX)}|{re.escape(MANIFEST_NAME)}|{re.escape(SUMMARY_NAME)})"
+)
+
+
 def remove_stale_parts(output_dir: Path) -> int:
-    """Delete the temporary files a killed run left behind; returns how many."""
+    """Delete the temporary files a killed run left behind (only names of the batch's own: another
+    program's ``.*.part`` file in OUTDIR is kept); returns how many."""
     removed = 0
     for dirpath, _, filenames in os.walk(output_dir, followlinks=False):  # never outside OUTDIR
         for name in filenames:
-            if name.startswith(".") and name.endswith(PART_SUFFIX):
+            if BATCH_PARTS.fullmatch(name):
                 (Path(dirpath) / name).unlink(missing_ok=True)
                 removed += 1
     return removed

@@ -870,6 +870,22 @@ def test_results_whose_names_differ_only_in_case_or_accent_encoding_are_refused(
     assert str(tmp_path / "in" / first) in str(error.value) and str(tmp_path / "in" / second) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "file, in_folder", [("a.mp4", "a.npz/b.mp4"), ("a.mov", "A.npz/day1/b.mp4"), ("z.npz/b.mp4", "z.mkv")]
+)
+def test_a_result_file_named_as_another_results_folder_is_refused(tmp_path, file, in_folder):
+    """Before: both ran, and whichever finished second failed after all its work with 'File exists',
+    which --retry-failed could never fix."""
+    for name in (file, in_folder):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    listing = tmp_path / "in" / "clips.txt"  # in this order
+    listing.write_text(f"{file}\n{in_folder}\n")
+    with pytest.raises(VibeError, match="a result file and a folder of the same name; rename one of them") as error:
+        discover([str(listing)], tmp_path / "out")
+    assert str(tmp_path / "in" / file) in str(error.value) and str(tmp_path / "in" / in_folder) in str(error.value)
+
+
 @pytest.mark.parametrize("first, second", [("Stra\u00dfe.mp4", "strasse.mp4"), ("\ufb01le.mp4", "file.mp4")])
 def test_results_whose_names_differ_by_a_letter_that_only_case_folding_expands_are_two_files(tmp_path, first, second):
     """Case-insensitive file systems map case letter by letter: 'ß' is not 'ss' there, nor 'ﬁ' 'fi'."""

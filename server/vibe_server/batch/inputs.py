@@ -272,6 +272,8 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
 
     items: list[BatchItem] = []
     by_output: dict[str, tuple[str, str]] = {}  # folded result name -> (input path, result name)
+    folders: dict[str, tuple[str, str]] = {}  # folded folder of results -> (input path, result name) of one in it
+    separately = "rename one of them, or run them as separate batches, each into another OUTDIR."
     limit = name_limit(output_dir)
     for key, path in keyed:
         item = BatchItem(
@@ -292,10 +294,17 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
                 else f"would write '{earlier_output}' and '{item.output_key}', one file where case and accents "
                 "are not told apart (macOS, Windows, exFAT, SMB shares),"
             )
+            raise VibeError(f"'{earlier}' and '{path}' {written} in {output_dir}; {separately}")
+        parents = [folded_name(str(folder)) for folder in PurePosixPath(item.output_key).parents if str(folder) != "."]
+        in_the_way = folders.get(folded) or next((by_output[p] for p in parents if p in by_output), None)
+        if in_the_way is not None:  # 'a.npz' and 'a.npz/b.npz': one name, a file and a folder
+            earlier, earlier_output = in_the_way
             raise VibeError(
-                f"'{earlier}' and '{path}' {written} in {output_dir}; "
-                "rename one of them, or run them as separate batches, each into another OUTDIR."
+                f"'{earlier}' and '{path}' would write '{earlier_output}' and '{item.output_key}' in {output_dir}, "
+                f"a result file and a folder of the same name; {separately}"
             )
+        for folder in parents:
+            folders.setdefault(folder, (item.input_path, item.output_key))
         by_output[folded] = (item.input_path, item.output_key)
         items.append(item)
     return items

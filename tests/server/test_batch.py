@@ -175,6 +175,20 @@ def test_discover_follows_linked_folders_once_and_names_the_links_it_passes_over
     assert f"Note: '{shoot / 'linked' / 'day2' / 'back'}' leads to '{shoot / 'linked'}', a folder already" in err
 
 
+def test_a_video_reached_twice_is_processed_once_under_its_first_key(tmp_path, capsys):
+    """A folder and a file in it, or a link to a video beside it. Before: it ran twice, under two keys,
+    for twice the work and two results."""
+    (tmp_path / "v" / "sub").mkdir(parents=True)
+    for name in ("a.mp4", "sub/c.mp4"):
+        (tmp_path / "v" / name).write_bytes(b"x")
+    (tmp_path / "v" / "alias.mp4").symlink_to(tmp_path / "v" / "a.mp4")
+    items = discover([str(tmp_path / "v"), str(tmp_path / "v" / "sub" / "c.mp4")], tmp_path / "out")
+    assert [item.key for item in items] == ["a.mp4", "sub/c.mp4"]
+    err = capsys.readouterr().err
+    assert f"Note: '{tmp_path / 'v' / 'alias.mp4'}' is the video 'a.mp4' again: it is processed once" in err
+    assert f"Note: '{tmp_path / 'v' / 'sub' / 'c.mp4'}' is the video 'sub/c.mp4' again" in err
+
+
 def test_a_link_to_a_folder_that_holds_the_input_folder_is_not_searched(tmp_path, capsys):
     """A downloaded dataset's link to '..' (tar keeps links) made the batch run the user's other videos."""
     dataset, private = tmp_path / "dataset", tmp_path / "private"

@@ -275,7 +275,13 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
     folders: dict[str, tuple[str, str]] = {}  # folded folder of results -> (input path, result name) of one in it
     separately = "rename one of them, or run them as separate batches, each into another OUTDIR."
     limit = name_limit(output_dir)
+    first_key: dict[str, str] = {}  # real path of a video -> the key it is run under
     for key, path in keyed:
+        real = os.path.realpath(path)
+        if real in first_key:  # one video reached twice (a folder and a file in it, a link): run once
+            _note(f"'{path}' is the video '{first_key[real]}' again: it is processed once.")
+            continue
+        first_key[real] = key
         item = BatchItem(
             key=key,
             input_path=str(path),
@@ -286,8 +292,6 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
         folded = folded_name(item.output_key)
         if folded in by_output:
             earlier, earlier_output = by_output[folded]
-            if earlier == item.input_path:  # the same video named twice: once is enough
-                continue
             written = (
                 f"would both write '{item.output_key}'"
                 if earlier_output == item.output_key

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fake_vibe_server import FakeVibeServer, count_body_model_reads
 from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
+from stalling_server import STALLS, StallingServer, endless_trailer, paced_download, trickle
 
 from vibe_blender.core import client as client_module
 from vibe_blender.core import user_dirs
@@ -309,6 +310,64 @@ def test_deeply_nested_json_is_one_clear_error(status, message):
         server.shutdown()
         server.server_close()
     assert message in str(err.value)
+
+
+# ---------------------------------------------------------------- answers that never end
+TOO_SLOW = "answered too slowly or never finished its answer"
+
+
+def _timed(call, timeout_s=10):
+    """call() -> (its exception, seconds taken); fails when it returns, or still runs after timeout_s."""
+    started = time.monotonic()
+    ok, outcome = call_with_deadline(call, timeout_s=timeout_s)
+    assert not ok, outcome
+    return outcome, time.monotonic() - started
+
+
+@pytest.mark.parametrize("stall", STALLS.values(), ids=list(STALLS))
+@pytest.mark.parametrize("proved", [False, True], ids=["the proof", "after the proof"])
+def test_an_answer_that_never_ends_is_cut_off(stall, proved):
+    """Each socket operation stays under timeout_s; the whole answer may take 3 times that. Before the
+    proof, any program on the port can do this: it needs no token."""
+    with StallingServer(stall, token=TOKEN if proved else None) as program:
+        client = ServerClient(program.url, TOKEN, timeout_s=0.5)
+        err, took = _timed(client.jobs if proved else client.health)
+    assert isinstance(err, VibeError) and f"{program.url} {TOO_SLOW} (no whole answer within 1.5 s)" in str(err)
+    assert took < 5.0, took
+
+
+def test_a_download_that_trickles_is_cut_off_and_nothing_is_saved(tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "DOWNLOAD_GRACE_S", 0.5)
+    with StallingServer(trickle("application/octet-stream"), token=TOKEN) as program:
+        client = ServerClient(program.url, TOKEN, timeout_s=0.5)
+        err, took = _timed(lambda: client.download_body_model(_cache(tmp_path)))
+    assert isinstance(err, VibeError) and "(a download must come at 16 KiB/s on average)" in str(err)
+    assert took < 5.0, took
+    assert _files_under(tmp_path / "cache") == []
+
+
+def test_a_whole_download_whose_trailer_never_ends_is_not_saved(tmp_path, monkeypatch):
+    """Trailer lines are no progress: the body's 2 bytes are all that came."""
+    monkeypatch.setattr(client_module, "DOWNLOAD_GRACE_S", 0.5)
+    with StallingServer(endless_trailer("application/octet-stream"), token=TOKEN) as program:
+        client = ServerClient(program.url, TOKEN, timeout_s=0.5)
+        err, took = _timed(lambda: client.download_result("0123456789abcdef", tmp_path / "results" / "r.npz"))
+    assert isinstance(err, VibeError) and TOO_SLOW in str(err)
+    assert took < 5.0, took
+    assert _files_under(tmp_path / "results") == []
+
+
+def test_a_slow_download_above_the_floor_is_whole(tmp_path, monkeypatch):
+    """It takes longer than any JSON answer may (1.5 s here), at 2.5 times the floor."""
+    monkeypatch.setattr(client_module, "DOWNLOAD_GRACE_S", 1.0)
+    monkeypatch.setattr(client_module, "MIN_DOWNLOAD_BYTES_PER_S", 64 << 10)
+    body = os.urandom(400 << 10)
+    with StallingServer(paced_download(body, 160 << 10), token=TOKEN) as program:
+        client = ServerClient(program.url, TOKEN, timeout_s=0.5)
+        started = time.monotonic()
+        dest = client.download_result("0123456789abcdef", tmp_path / "r.npz")
+        took = time.monotonic() - started
+    assert dest.read_bytes() == body and took > 2.0, took
 
 
 # ---------------------------------------------------------------- upload fallback

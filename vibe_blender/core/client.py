@@ -7,8 +7,10 @@ Blender's UI thread.
 The server is not trusted: the token goes out only after the server proved it holds it
 (``server_proof.py``: another program on the address gets nothing); every request then carries it,
 so redirects are refused (they would carry it elsewhere); every answer is checked (status code,
-content type, size, each JSON field) before it reaches the disk or the UI; downloads are capped; and
-:meth:`ServerClient.interrupt` aborts a request in flight, so a slow server cannot hold up a cancel.
+content type, size, each JSON field) before it reaches the disk or the UI; downloads are capped; every
+answer has a time limit as a whole (a program on the port cannot hold a request for ever, byte by
+byte); and :meth:`ServerClient.interrupt` aborts a request in flight, so a slow server cannot hold up a
+cancel.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import re
 import socket
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
@@ -52,6 +55,15 @@ MAX_BODY_MODEL_BYTES = 256 << 20  # the SMPL arrays are about 40 MiB
 MAX_ETA_S = 1e7
 MAX_TRACKS = 100_000
 TOKEN_MAX_CHARS = 256
+# Time limits on a whole answer, beyond timeout_s on each socket operation (which a byte now and then
+# renews, and which http.client's loops over "100 Continue" answers and trailer lines never end): a JSON
+# answer (or a proof) must be whole within ANSWER_TIME_FACTOR times timeout_s of its request; a download's
+# body, once it has taken DOWNLOAD_GRACE_S, must have arrived at MIN_DOWNLOAD_BYTES_PER_S on average, the
+# floor the server sets for uploads (server/vibe_server/api/request_body.py): a 40 MiB body model may take
+# 43 minutes.
+ANSWER_TIME_FACTOR = 3.0
+MIN_DOWNLOAD_BYTES_PER_S = 16 * 1024
+DOWNLOAD_GRACE_S = 60.0
 Stop = Callable[[], bool]
 
 
@@ -136,8 +148,77 @@ class LocalPathRefused(VibeError):
     """The server cannot use a path on this machine (it runs elsewhere, or cannot see the file)."""
 
 
+class AnswerTooSlow(VibeError):
+    """An answer was not whole within its time limit (:class:`ConnectionWatch`): it was cut off."""
+
+
+class ConnectionWatch:
+    """Ends what one HTTP connection is doing, from any thread: :meth:`abort` shuts its socket down,
+    which ends a read or write in progress on it at once, even one inside http.client's own loops.
+    With a deadline (:meth:`until`), a timer thread aborts it once that time has passed; ``expired``
+    then says so, and ``rule`` what the deadline was (for the error message)."""
+
+    def __init__(self, conn: http.client.HTTPConnection):
+        self._conn = conn
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._deadline = self._fires_at = math.inf
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self.expired = False
+        self.rule = ""
+
+    def abort(self) -> None:
+        """Shut the connection's socket down (any thread); the read or write in progress ends at once."""
+        # http.client drops conn.sock when an answer will close the connection, yet reads on from it
+        sock = self._conn.sock or self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):  # already closed: nothing left to abort
+                pass
+
+    def until(self, deadline: float, rule: str = "") -> None:
+        """Abort the connection at ``deadline`` (``time.monotonic()``; math.inf: never), unless it is
+        moved or :meth:`close` comes first. Call it once the connection is open."""
+        with self._lock:
+            self._sock = self._conn.sock or self._sock
+            self._deadline, self.rule = deadline, rule or self.rule
+            if deadline < self._fires_at:  # a later one is left to the timer, which starts again then
+                self._start_timer()
+
+    def close(self) -> None:
+        """No more deadlines: the timer ends."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _start_timer(self) -> None:  # with self._lock held
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fires_at = self._deadline
+        if self._closed or math.isinf(self._deadline):
+            return
+        self._timer = threading.Timer(max(0.0, self._deadline - time.monotonic()), self._on_time)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _on_time(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if time.monotonic() < self._deadline:  # moved since the timer started
+                self._start_timer()
+                return
+            self.expired = True
+        self.abort()
+
+
 class ServerClient:
-    """One server. timeout_s bounds every single socket operation, not a whole transfer.
+    """One server. timeout_s bounds every single socket operation; a whole answer must come within
+    ANSWER_TIME_FACTOR times that (a download: at MIN_DOWNLOAD_BYTES_PER_S on average), else AnswerTooSlow.
 
     token: the one typed in the preferences; empty -> ``$VIBE_MOCAP_TOKEN`` or the token file."""
 
@@ -167,32 +248,54 @@ class ServerClient:
         host = "127.0.0.1" if parsed.hostname.lower() == "localhost" else parsed.hostname
         self._host, self._port, self._prefix = host, port or (443 if self._https else 80), parsed.path
         self._lock = threading.Lock()
-        self._in_flight: set[http.client.HTTPConnection] = set()
+        self._in_flight: set[ConnectionWatch] = set()
 
     # ---------------------------------------------------------------- requests
     def interrupt(self) -> None:
         """Abort the requests in flight (any thread): their reads and writes end at once. Call it
         after making ``should_stop()`` true, so that the request sees why it ended."""
         with self._lock:
-            connections = list(self._in_flight)
-        for conn in connections:
-            sock = conn.sock
-            if sock is not None:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except (OSError, ValueError):  # already closed: nothing left to abort
-                    pass
+            watches = list(self._in_flight)
+        for watch in watches:
+            watch.abort()
 
-    def _prove_connection(self, conn: http.client.HTTPConnection) -> None:
+    @contextmanager
+    def _answer_within(self, watch: ConnectionWatch, seconds: float) -> Iterator[None]:
+        """The answer read in this block must be whole within ``seconds`` (the block may move that
+        deadline: ``watch.until``): ``watch`` then cuts it off, and whatever error that gave becomes
+        AnswerTooSlow."""
+        watch.until(time.monotonic() + seconds, f"no whole answer within {seconds:g} s")
+        try:
+            yield
+            if watch.expired:  # a cut-off read may also end as if the answer were whole
+                raise self._too_slow(watch)
+        except Exception:
+            if watch.expired:
+                raise self._too_slow(watch) from None
+            raise
+        finally:
+            watch.until(math.inf)
+
+    def _too_slow(self, watch: ConnectionWatch) -> AnswerTooSlow:
+        return AnswerTooSlow(
+            f"The server at {self.base_url} answered too slowly or never finished its answer ({watch.rule}); "
+            "check what is listening on that port (another program may hold it, or the link is too slow), "
+            "then try again."
+        )
+
+    def _prove_connection(self, conn: http.client.HTTPConnection, watch: ConnectionWatch) -> None:
         """Ask the server on ``conn`` to prove it holds the token (``server_proof.py``) before the
         token goes out on that connection, and on no other: a program on the address, a relay from
-        another port, or one that took the port after the server stopped, gets nothing."""
-        challenge = new_challenge()
-        conn.request("GET", f"{self._prefix}{API}/health?challenge={challenge}")
-        response = conn.getresponse()
-        if not 200 <= response.status < 300:
-            raise self._status_error(response)
-        health = self._read_json(response)
+        another port, or one that took the port after the server stopped, gets nothing. Its answer
+        must be whole within ANSWER_TIME_FACTOR times the connection's timeout (``watch``)."""
+        conn.connect()
+        with self._answer_within(watch, ANSWER_TIME_FACTOR * conn.timeout):
+            challenge = new_challenge()
+            conn.request("GET", f"{self._prefix}{API}/health?challenge={challenge}")
+            response = conn.getresponse()
+            if not 200 <= response.status < 300:
+                raise self._status_error(response)
+            health = self._read_json(response)
         if "proof" not in health and health.get("api_version") == 1:
             raise ServerProofError(
                 f"The server at {self.base_url} is older than this add-on (it cannot prove it holds the "
@@ -219,25 +322,30 @@ class ServerClient:
         headers=None,
         should_stop: Stop | None = None,
         with_token: bool = True,
-    ) -> Iterator[http.client.HTTPResponse]:
-        """One request -> its response with a 2xx status (anything else raises), closed on exit.
+    ) -> Iterator[tuple[http.client.HTTPResponse, ConnectionWatch]]:
+        """One request -> its response with a 2xx status (anything else raises), closed on exit, and the
+        watch that cuts the answer off when it is not whole within ANSWER_TIME_FACTOR times timeout_s (a reader
+        may move that deadline: ``watch.until``).
         with_token: send the token (on this connection, after the server proved it holds it)."""
         connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = connection_class(self._host, self._port, timeout=self.timeout_s)
+        watch = ConnectionWatch(conn)
         with self._lock:  # interrupt() either sees this connection or we see the stop
             if should_stop and should_stop():
                 raise Cancelled()
-            self._in_flight.add(conn)
+            self._in_flight.add(watch)
         try:
             try:
                 if with_token:
-                    self._prove_connection(conn)
+                    self._prove_connection(conn, watch)
                 authorization = {"Authorization": f"Bearer {self.token}"} if with_token else {}
+                # a body goes out at its own pace (each write within timeout_s); the answer has its limit
                 conn.request(method, self._prefix + API + path, body=body, headers={**(headers or {}), **authorization})
-                response = conn.getresponse()
-                if not 200 <= response.status < 300:
-                    raise self._status_error(response)
-                yield response
+                with self._answer_within(watch, ANSWER_TIME_FACTOR * conn.timeout):
+                    response = conn.getresponse()
+                    if not 200 <= response.status < 300:
+                        raise self._status_error(response)
+                    yield response, watch
             except (OSError, http.client.HTTPException) as err:
                 if should_stop and should_stop():
                     raise Cancelled() from None
@@ -250,14 +358,15 @@ class ServerClient:
                     raise Cancelled() from None
                 raise
         finally:
+            watch.close()
             with self._lock:
-                self._in_flight.discard(conn)
+                self._in_flight.discard(watch)
             conn.close()
 
     def _request_json(
         self, method: str, path: str, *, body=None, headers=None, should_stop: Stop | None = None
     ) -> dict:
-        with self._exchange(method, path, body=body, headers=headers, should_stop=should_stop) as response:
+        with self._exchange(method, path, body=body, headers=headers, should_stop=should_stop) as (response, _):
             data = self._read_json(response)
         if should_stop and should_stop():
             raise Cancelled()
@@ -495,14 +604,17 @@ class ServerClient:
         url = f"ws://{host}:{self._port}{self._prefix}{API}/live/{_checked_id(live_id)}/stream"
         timeout_s = max(self.timeout_s, 30.0)
         conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
+        watch = ConnectionWatch(conn)
         try:
-            self._prove_connection(conn)  # the handshake, with the token, follows on this connection
+            self._prove_connection(conn, watch)  # the handshake, with the token, follows on this connection
         except (OSError, http.client.HTTPException) as err:
             conn.close()
             raise VibeError(f"Cannot reach the live stream at {self.base_url} ({err or type(err).__name__}).") from None
         except VibeError:
             conn.close()
             raise
+        finally:
+            watch.close()
         sock, conn.sock = conn.sock, None
         return WebSocket(url, {"Authorization": f"Bearer {self.token}"}, timeout_s=timeout_s, sock=sock)
 
@@ -540,7 +652,7 @@ class ServerClient:
         ``check(part)`` passed."""
         dest = Path(dest)
         partial = part_path(dest)
-        with self._exchange("GET", path, should_stop=should_stop) as response:
+        with self._exchange("GET", path, should_stop=should_stop) as (response, watch):
             self._expect_content_type(response, "application/octet-stream")
             declared = self._declared_length(response, max_bytes)  # refused before anything is written
             if declared is None and not response.chunked:  # its body would end only when the connection did
@@ -555,12 +667,15 @@ class ServerClient:
             except OSError as err:
                 raise _cannot_write(partial, err) from None
             try:
-                received = 0
+                received, started = 0, time.monotonic()
+                rule = f"a download must come at {MIN_DOWNLOAD_BYTES_PER_S / 1024:g} KiB/s on average"
+                watch.until(started + DOWNLOAD_GRACE_S, rule)
                 with f:
-                    while block := response.read(CHUNK_BYTES):
+                    while block := response.read1(CHUNK_BYTES):  # what came: the deadline moves on with it
                         if should_stop and should_stop():
                             raise Cancelled()
                         received += len(block)
+                        watch.until(started + DOWNLOAD_GRACE_S + received / MIN_DOWNLOAD_BYTES_PER_S)
                         if received > max_bytes:
                             raise self._too_large(max_bytes)
                         try:
@@ -569,6 +684,8 @@ class ServerClient:
                             raise _cannot_write(partial, err) from None
                 if should_stop and should_stop():  # interrupted: the read ended early
                     raise Cancelled()
+                if watch.expired:  # cut off, perhaps only in a trailer: nothing is saved
+                    raise self._too_slow(watch)
                 if declared is not None and received != declared:
                     raise VibeError(
                         f"The download from {self.base_url} ended early ({received} of {declared} "

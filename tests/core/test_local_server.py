@@ -16,9 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hostile_files import call_with_deadline
 from kept_server_stand_in import kept_stand_in
+from stalling_server import STALLS, StallingServer, trickle
 
 from vibe_blender.core import local_server
+from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -160,6 +163,24 @@ def test_deeply_nested_health_is_another_program():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("stall", STALLS.values(), ids=list(STALLS))
+def test_a_program_whose_answer_never_ends_is_another_program(stall):
+    """Each socket operation stays under timeout_s: only a limit on the whole answer (3 times that)
+    ends it, so that a capture that asks who answers does not wait for ever."""
+    with StallingServer(stall) as program:
+        started = time.monotonic()
+        ok, owner = call_with_deadline(lambda: local_server.url_owner(program.url, timeout_s=0.5), timeout_s=10)
+        took = time.monotonic() - started
+    assert (ok, owner) == (True, "other") and took < 5.0, took
+
+
+def test_an_answer_cut_off_at_its_time_limit_counts_as_no_answer():
+    """A kept server whose proof comes too slowly is busy (KeptServerBusy), not another program."""
+    with StallingServer(trickle()) as program:
+        ok, err = call_with_deadline(ServerClient(program.url, "token", timeout_s=0.3).health, timeout_s=10)
+    assert not ok and isinstance(err, VibeError) and local_server.got_no_answer(err), err
 
 
 def test_deeply_nested_model_data_report_is_one_clear_error(tmp_path):

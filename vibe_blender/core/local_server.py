@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import safe_json
-from .client import API, ServerClient, is_loopback_url
+from .client import ANSWER_TIME_FACTOR, API, AnswerTooSlow, ConnectionWatch, ServerClient, is_loopback_url
 from .errors import VibeError
 from .server_stop import GRACEFUL_STOP_S
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
@@ -181,20 +181,27 @@ def listens(url: str, *, timeout_s: float = 2.0) -> bool:
 def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
     """ "vibe" when a VIBE Mocap server answers /health at ``url``, "nothing" when nobody listens,
     "other" when another program does. /health is public: the probe sends no token, so a foreign
-    program never sees it, and reads at most 64 KiB of the answer."""
+    program never sees it, and reads at most 64 KiB of the answer, which must be whole within
+    ANSWER_TIME_FACTOR times ``timeout_s`` (a program that trickles it, or never ends it, is "other")."""
     if not listens(url, timeout_s=timeout_s):
         return "nothing"
     parsed = urllib.parse.urlparse(url)
     connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
     conn = connection_class(parsed.hostname, _port(parsed), timeout=timeout_s)
+    watch = ConnectionWatch(conn)
     try:
+        conn.connect()
+        watch.until(time.monotonic() + ANSWER_TIME_FACTOR * timeout_s)
         conn.request("GET", parsed.path.rstrip("/") + API + "/health")
         response = conn.getresponse()
         health = safe_json.loads(response.read(65536)) if response.status == 200 else None
     except (OSError, ValueError, http.client.HTTPException):
         health = None
     finally:
+        watch.close()
         conn.close()
+    if watch.expired:  # cut off: what it read may even parse
+        return "other"
     return "vibe" if isinstance(health, dict) and health.get("api_version") == 1 else "other"
 
 
@@ -407,8 +414,9 @@ def _end_kept_process(pid: int | None, url: str, jobs_dir: Path, *, asked: bool)
 def got_no_answer(err: VibeError) -> bool:
     """Whether a request's VibeError means no answer came through (a timeout, a refused, reset or
     closed connection), as opposed to an answer that was refused (an HTTP error, a bad body, a failed
-    proof). The client raises it while handling the socket's error, which stays its context."""
-    return isinstance(err.__context__, (TimeoutError, ConnectionError))
+    proof). The client raises it while handling the socket's error, which stays its context, or as
+    AnswerTooSlow when an answer was cut off at its time limit."""
+    return isinstance(err, AnswerTooSlow) or isinstance(err.__context__, (TimeoutError, ConnectionError))
 
 
 @dataclass(frozen=True)
@@ -690,7 +698,8 @@ class LocalServer:
         program holds the port without answering (a timeout, a reset or closed connection); it is
         kept only when a VIBE Mocap server answers there but its proof does not come through in time
         (KeptServerBusy: a start then fails, saying so; :meth:`stop_kept_server` can end that
-        server). Blocks (requests of a few seconds at most per record): worker threads only."""
+        server). Blocks (requests of a few seconds per record, each answer within its time limit): worker
+        threads only."""
         for n in range(1, MAX_INSTANCES + 1):
             folder = Path(self.log_dir) / INSTANCE_FOLDER.format(n)
             record = folder / KEPT_SERVER_FILE

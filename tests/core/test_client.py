@@ -358,14 +358,15 @@ def test_a_whole_download_whose_trailer_never_ends_is_not_saved(tmp_path, monkey
 
 
 def test_a_slow_download_above_the_floor_is_whole(tmp_path, monkeypatch):
-    """It takes longer than any JSON answer may (1.5 s here), at 2.5 times the floor."""
+    """It takes longer than any JSON answer may (1.5 s here), at 2.5 times the floor. (The download
+    itself: its bytes are no result file, which download_result would then refuse.)"""
     monkeypatch.setattr(client_module, "DOWNLOAD_GRACE_S", 1.0)
     monkeypatch.setattr(client_module, "MIN_DOWNLOAD_BYTES_PER_S", 64 << 10)
     body = os.urandom(400 << 10)
     with StallingServer(paced_download(body, 160 << 10), token=TOKEN) as program:
         client = ServerClient(program.url, TOKEN, timeout_s=0.5)
         started = time.monotonic()
-        dest = client.download_result("0123456789abcdef", tmp_path / "r.npz")
+        dest = client._download("/jobs/0123456789abcdef/result", tmp_path / "r.npz", max_bytes=1 << 20)
         took = time.monotonic() - started
     assert dest.read_bytes() == body and took > 2.0, took
 

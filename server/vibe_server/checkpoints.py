@@ -30,6 +30,7 @@ from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import open_user_file
 from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.safe_pickle import BASE_GLOBALS
+from vibe_blender.core.shown_text import shown_value
 from vibe_blender.core.smpl_model import PARENTS
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
@@ -162,7 +163,7 @@ def _load_container(path, what: str, key: str, other_key: str, other_hint: str) 
     other container if it has ``other_key``."""
     ckpt = torch_load(path, what)
     if not isinstance(ckpt, dict) or key not in ckpt:
-        found = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        found = sorted(shown_value(k, 40) for k in ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         hint = f" {other_hint}" if isinstance(ckpt, dict) and other_key in ckpt else ""
         raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{hint}")
     _check_state_dict(ckpt[key], f"'{path}': its '{key}'", what)
@@ -190,7 +191,7 @@ def _check_state_dict(state, label: str, what: str) -> None:
         bad_keys = [k for k in state if not isinstance(k, str)][:1]
         bad_value = next(((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
         if bad_keys:
-            problem = f"has the key {bad_keys[0]!r:.60}, which is not a name"
+            problem = f"has the key {shown_value(bad_keys[0])}, which is not a name"
         elif bad_value is not None:
             problem = (
                 f"holds a value of type {type(bad_value[1]).__name__} under '{str(bad_value[0])[:80]}', not a tensor"
@@ -214,7 +215,7 @@ def _performance(value, path, what: str) -> np.float64 | None:
         if math.isfinite(number):
             return np.float64(number)
     raise VibeError(
-        f"'{path}': its 'performance' is {value!r:.60}, not one finite number (the validation error the "
+        f"'{path}': its 'performance' is {shown_value(value)}, not one finite number (the validation error the "
         f"{what} was saved with): a damaged or altered file. Download it again."
     )
 

@@ -22,6 +22,8 @@ from hostile_files import (
     LIST,
     MARK,
     NEWFALSE,
+    NEWOBJ,
+    NONE,
     PLAIN_F8_STATE,
     POP,
     REDUCE,
@@ -161,6 +163,62 @@ def test_nested_tuple_keys_are_refused(tmp_path):
     """A dict key whose hash would take 2**60 steps."""
     path = write(tmp_path, program(EMPTY_DICT + shared_tuple_bomb(60) + value(1) + SETITEM))
     assert_refused(OFFICIAL, path, "dict key", timeout_s=60)
+
+
+# Where a refusal names a value from the file, handed a tuple that holds one tuple twice, 60 levels deep:
+# its whole repr has 2**60 leaves, so the message must be built from a bounded repr.
+BOMB = shared_tuple_bomb(60)
+F8_DTYPE = dtype_ops("f8", PLAIN_F8_STATE)
+NAMED_IN_REFUSALS = {
+    "called": BOMB + EMPTY_TUPLE + REDUCE,
+    "created": BOMB + EMPTY_TUPLE + NEWOBJ,
+    "dtype kind": glob("numpy", "dtype") + BOMB + value(False) + value(True) + TUPLE3 + REDUCE,
+    "dtype state": glob("numpy", "dtype") + value(("f8", False, True)) + REDUCE + BOMB + BUILD,
+    "dtype byte order": glob("numpy", "dtype")
+    + value(("f8", False, True))
+    + REDUCE
+    + MARK
+    + value(3)
+    + BOMB
+    + NONE * 3
+    + value(-1) * 2
+    + value(0)
+    + TUPLE
+    + BUILD,
+    "array class": glob("numpy.core.multiarray", "_reconstruct") + BOMB + value((0,)) + value(b"b") + TUPLE3 + REDUCE,
+    "array shape": glob("numpy.core.multiarray", "_reconstruct")
+    + glob("numpy", "ndarray")
+    + value((0,))
+    + value(b"b")
+    + TUPLE3
+    + REDUCE
+    + MARK
+    + value(1)
+    + BOMB
+    + F8_DTYPE
+    + NEWFALSE
+    + value(bytes(16))
+    + TUPLE
+    + BUILD,
+    "reconstructor class": glob("copy_reg", "_reconstructor")
+    + BOMB
+    + glob("builtins", "object")
+    + NONE
+    + TUPLE3
+    + REDUCE,
+}
+
+
+@pytest.mark.parametrize(
+    "reader, wrap", [(SMPL, lambda ops: smpl_dict(f=ops)), (OFFICIAL, lambda ops: person_dict(pose=ops))]
+)
+@pytest.mark.parametrize("where", list(NAMED_IN_REFUSALS))
+def test_a_value_named_in_a_refusal_cannot_expand(tmp_path, reader, wrap, where):
+    """About 1 kB of pickle: the message formatted the value with {x!r:.60}, which builds the whole
+    repr first, and the reader never ended (time and memory grow as 2**depth)."""
+    assert len(NAMED_IN_REFUSALS[where]) < 1500
+    path = write(tmp_path, program(wrap(NAMED_IN_REFUSALS[where])))
+    assert_refused(reader, path, "((...), (...))", memory_mb=1024, timeout_s=30)  # named, cut short
 
 
 def test_deep_nesting_is_refused(tmp_path):

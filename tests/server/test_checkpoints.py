@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
+from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular, run_probe
 
 from vibe_blender.core.errors import VibeError
 from vibe_server import checkpoints, load_model
@@ -335,6 +335,39 @@ def test_a_performance_that_is_not_one_finite_number_is_refused(tmp_path, perfor
     torch.save({"gen_state_dict": {"w": torch.ones(1)}, "performance": performance}, path)
     with pytest.raises(VibeError, match=r"perf.pth.tar': its 'performance' is .*not one finite number"):
         checkpoints.load_vibe_checkpoint(path)
+
+
+# A tuple that holds one tuple twice, 60 levels deep (weights-only loading builds plain tuples): its whole
+# repr has 2**60 leaves. Run in a child with a deadline, as the unbounded repr never ends. A dict key is
+# hashed when the dict is built (2**depth steps: the opcode scan refuses such files), so keys are 24 deep.
+_NAMED_BOMB = """
+import sys
+from vibe_server import checkpoints
+from vibe_blender.core.errors import VibeError
+
+bombs = [(1,)]
+for _ in range(60):
+    bombs.append((bombs[-1], bombs[-1]))
+where = sys.argv[1]
+try:
+    if where == "performance":
+        checkpoints._performance(bombs[60], "v.pth.tar", "VIBE checkpoint")
+    elif where == "weight name":
+        checkpoints._check_state_dict({bombs[24]: None}, "its 'gen_state_dict'", "VIBE checkpoint")
+    else:  # the keys of a container without 'gen_state_dict'
+        checkpoints.torch_load = lambda path, what: {bombs[24]: 1}
+        checkpoints.load_vibe_checkpoint("v.pth.tar")
+except VibeError as err:
+    print(err)
+"""
+
+
+@pytest.mark.parametrize("where", ["performance", "weight name", "top-level key"])
+def test_a_value_named_in_a_refusal_cannot_expand(where):
+    """The message formatted it with {x!r:.60} (or str()), which builds the whole repr first: the
+    checkpoint never finished loading (24 deep: seconds and a 200 MB repr, of which 60 characters shown)."""
+    done = run_probe(_NAMED_BOMB, where, timeout_s=60)
+    assert "((...), (...))" in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from .shown_text import shown_value
+
 MAX_DECODED_BYTES = 4 << 30  # no file decodes to more than 4 GiB in total
 MAX_ARRAY_BYTES = 4 << 30  # nor holds one array larger than that
 MAX_EXPANSION = 50  # decoded bytes per byte of file (real float data compresses < 10x)
@@ -79,7 +81,7 @@ def plain_dtype(descr: str, *, allow_text: bool = False) -> np.dtype:
     Only plain numbers (and fixed-width text on request) pass: no objects, records or sub-arrays.
     """
     if not isinstance(descr, str) or not 2 <= len(descr) <= 12:
-        raise UntrustedDataError(f"refusing dtype {descr!r}: only plain bool/int/float arrays are accepted")
+        raise UntrustedDataError(f"refusing dtype {shown_value(descr)}: only plain bool/int/float arrays are accepted")
     order, kind = (descr[0], descr[1:]) if descr[0] in "<>|=" else ("=", descr)
     if (
         kind in NUMERIC_KINDS
@@ -90,16 +92,16 @@ def plain_dtype(descr: str, *, allow_text: bool = False) -> np.dtype:
     ):
         pass
     else:
-        raise UntrustedDataError(f"refusing dtype {descr!r}: only plain bool/int/float arrays are accepted")
+        raise UntrustedDataError(f"refusing dtype {shown_value(descr)}: only plain bool/int/float arrays are accepted")
     return np.dtype(("" if order in "|=" else order) + kind)
 
 
 def checked_shape(shape) -> tuple[int, ...]:
     """A shape from a file: a tuple of at most 32 non-negative Python ints."""
     if not isinstance(shape, (tuple, list)) or len(shape) > MAX_NDIM:
-        raise UntrustedDataError(f"shape {shape!r:.80} is not a tuple of at most {MAX_NDIM} sizes")
+        raise UntrustedDataError(f"shape {shown_value(shape, 80)} is not a tuple of at most {MAX_NDIM} sizes")
     if not all(type(s) is int and s >= 0 for s in shape):  # bool and huge-float tricks excluded
-        raise UntrustedDataError(f"shape {shape!r:.80} holds something other than non-negative integers")
+        raise UntrustedDataError(f"shape {shown_value(shape, 80)} holds something other than non-negative integers")
     return tuple(shape)
 
 

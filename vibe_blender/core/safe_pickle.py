@@ -35,6 +35,7 @@ import numpy as np
 
 from .bounded_arrays import NUMERIC_KINDS, ByteBudget, UntrustedDataError, array_from_bytes, plain_dtype
 from .errors import failure_words
+from .shown_text import shown_value
 
 MAX_OPCODES = 1_000_000
 MAX_NODES = 1_000_000
@@ -114,7 +115,9 @@ class DtypeSpec(StandIn):
         super().__init__()
         kind = _text(kind)
         if not isinstance(kind, str) or not (kind in NUMERIC_KINDS or self.allow_text):
-            raise PickleRefused(f"refusing dtype {kind!r:.40}: only plain bool/int/float arrays are accepted")
+            raise PickleRefused(
+                f"refusing dtype {shown_value(kind, 40)}: only plain bool/int/float arrays are accepted"
+            )
         try:
             self.dtype = plain_dtype(kind, allow_text=self.allow_text)
         except UntrustedDataError as err:
@@ -123,7 +126,7 @@ class DtypeSpec(StandIn):
     def __setstate__(self, state) -> None:
         # numpy writes (version, byteorder, subarray, names, fields, elsize, alignment, flags[, metadata]).
         if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
-            raise PickleRefused(f"dtype state {state!r:.80} is not the state of a plain numeric dtype")
+            raise PickleRefused(f"dtype state {shown_value(state, 80)} is not the state of a plain numeric dtype")
         order, subarray, names, fields = (_text(s) for s in state[1:5])
         if (
             subarray is not None
@@ -133,7 +136,7 @@ class DtypeSpec(StandIn):
         ):
             raise PickleRefused("refusing a structured, sub-array or annotated dtype: only plain numbers are accepted")
         if order not in ("<", ">", "|", "="):
-            raise PickleRefused(f"dtype byte order {order!r:.20} is not one of < > | =")
+            raise PickleRefused(f"dtype byte order {shown_value(order, 20)} is not one of < > | =")
         self.dtype = self.dtype.newbyteorder("=" if order == "|" else order)
 
     def numpy(self) -> np.dtype:
@@ -154,7 +157,9 @@ class PendingArray(StandIn):
     def __init__(self, cls=None, shape=None, typecode=None):
         super().__init__()
         if cls is not NDARRAY:
-            raise PickleRefused(f"refusing to reconstruct a {cls!r:.40}: only plain numpy arrays are accepted")
+            raise PickleRefused(
+                f"refusing to reconstruct a {shown_value(cls, 40)}: only plain numpy arrays are accepted"
+            )
         self.array = None
 
     def __setstate__(self, state) -> None:
@@ -234,7 +239,7 @@ def _is_plain_key(key) -> bool:
 def _reconstructor(cls, base, state):
     """``copyreg._reconstructor(cls, object, None)``, as Python-2 pickles create objects: stand-ins only."""
     if not (isinstance(cls, type) and issubclass(cls, StandIn)) or base is not OBJECT or state is not None:
-        raise PickleRefused(f"refusing copyreg._reconstructor({cls!r:.40}, {base!r:.40}, ...)")
+        raise PickleRefused(f"refusing copyreg._reconstructor({shown_value(cls, 40)}, {shown_value(base, 40)}, ...)")
     return cls()
 
 
@@ -346,7 +351,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
         args = self.stack.pop()
         func = self.stack[-1]
         if not isinstance(args, tuple) or not self._allowed(func):
-            raise PickleRefused(f"refusing to call {func!r:.60}")
+            raise PickleRefused(f"refusing to call {shown_value(func)}")
         if (
             isinstance(func, type)
             and issubclass(func, StandIn)
@@ -380,7 +385,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
 
     def _new(self, cls, args):
         if not (isinstance(cls, type) and issubclass(cls, StandIn) and self._allowed(cls)):
-            raise PickleRefused(f"refusing to create a {cls!r:.60}")
+            raise PickleRefused(f"refusing to create a {shown_value(cls)}")
         if issubclass(cls, DtypeSpec):
             return cls(*args)
         if args:

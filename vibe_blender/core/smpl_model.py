@@ -21,6 +21,7 @@ from .errors import VibeError
 from .regular_file import open_user_file
 from .safe_npz import read_npz
 from .safe_pickle import RestrictedUnpickler, StandIn, describe_failure
+from .shown_text import shown_value
 
 NUM_JOINTS = 24
 NUM_BETAS = 10
@@ -179,7 +180,7 @@ class _SparseMatrix(StandIn):
         shape = d.get("_shape", d.get("shape"))
         if not isinstance(shape, tuple) or shape != tuple(expected_shape):
             raise VibeError(
-                f"{source}: the sparse '{key}' has shape {shape!r:.60}, expected {expected_shape}; "
+                f"{source}: the sparse '{key}' has shape {shown_value(shape)}, expected {expected_shape}; "
                 "the file is not an SMPL model."
             )
         data, indices, indptr = (

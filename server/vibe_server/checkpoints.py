@@ -10,7 +10,10 @@ Files written on GPUs carry CUDA-tagged storages and older PyTorch's legacy (non
 load here with ``map_location='cpu'``. Loading is ``weights_only``, so a checkpoint cannot run code;
 its numpy scalars are rebuilt by :mod:`vibe_blender.core.safe_pickle`'s stand-ins, so no dtype state
 from the file reaches numpy. Zip-format files must hold uncompressed records no larger in total than
-the file, so nothing is inflated.
+the file, so nothing is inflated. Before torch.load, the pickles are walked opcode by opcode
+(:func:`pickle_expansion_problem`): a value that holds one object many times over, which torch's
+unpickler would hash (a dict key) or later code would walk for time exponential in the file's size, is
+refused; torch.save writes trees, sharing only a few small objects.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -29,7 +33,7 @@ from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import open_user_file
 from vibe_blender.core.safe_npz import open_bounded_zip
-from vibe_blender.core.safe_pickle import BASE_GLOBALS
+from vibe_blender.core.safe_pickle import BASE_GLOBALS, MAX_NODES, ReadsWithin
 from vibe_blender.core.shown_text import shown_value
 from vibe_blender.core.smpl_model import PARENTS
 
@@ -83,30 +87,136 @@ ZIP_MAGIC = b"PK\x03\x04"  # how torch.load tells its zip format from the legacy
 MAX_ZIP_DIRECTORY_BYTES = 4 << 20
 
 
+class _Value:
+    """One object a pickle builds, as :func:`pickle_expansion_problem` models it: how many values it
+    expands to (the objects it holds counted each time they are held), and whether it is inside another."""
+
+    __slots__ = ("inside", "size")
+
+    def __init__(self, size: int):
+        self.size = size
+        self.inside = False
+
+
+_MARK = object()
+_FROM_MEMO = {"GET", "BINGET", "LONG_BINGET"}
+_TO_MEMO = {"PUT", "BINPUT", "LONG_BINPUT"}
+_ADD_TO_TARGET = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # change the value below
+
+
+def pickle_expansion_problem(stream: BinaryIO, limit: int = MAX_NODES) -> str | None:
+    """What in the pickle at ``stream``'s position torch.save never writes (None when nothing), read
+    up to its STOP: a value that expands to more than ``limit`` values (shared references counted each
+    time, as a hash or a walk of it costs), or one changed after it was put inside another (the counts
+    would no longer hold). Linear in the pickle's length. A pickle that does not parse raises
+    ValueError (torch.load then fails at the same place)."""
+    stack: list = []
+    memo: dict = {}
+
+    def pop_to_mark() -> list:
+        items = []
+        while (item := stack.pop()) is not _MARK:
+            items.append(item)
+        return items[::-1]
+
+    try:
+        for op, arg, _ in pickletools.genops(stream):
+            name = op.name
+            if name in _TO_MEMO or name == "MEMOIZE":
+                memo[arg if name in _TO_MEMO else len(memo)] = stack[-1]
+            elif name in _FROM_MEMO:
+                stack.append(memo[arg])  # the same object again: counted each time it is put inside another
+            elif name == "DUP":
+                stack.append(stack[-1])
+            elif name == "MARK":
+                stack.append(_MARK)
+            elif name == "POP":
+                stack.pop()
+            elif name == "POP_MARK":
+                pop_to_mark()
+            else:
+                before = op.stack_before
+                marked = pickletools.markobject in before
+                items = pop_to_mark() if marked else []
+                fixed = before.index(pickletools.markobject) if marked else len(before)
+                below = [stack.pop() for _ in range(fixed)][::-1]
+                if any(v is _MARK for v in below):
+                    raise ValueError(f"{name} meets a MARK")
+                if name in _ADD_TO_TARGET:
+                    target, added = below[0], below[1:] + items
+                else:
+                    target, added = _Value(1), below + items
+                for v in added:
+                    v.inside = True
+                if target.inside:  # torch.save fills a container before it puts it inside another
+                    return "pickled data that changes a value after putting it inside another"
+                target.size += sum(v.size for v in added)
+                if target.size > limit:
+                    return f"pickled data that expands to more than {limit} values (shared or circular references)"
+                stack.extend([target] * len(op.stack_after))
+    except (IndexError, KeyError) as err:
+        raise ValueError(f"a malformed pickle ({failure_words(err)})") from None
+    return None
+
+
 def _zip_problem(file: BinaryIO, size: int) -> str | None:
     """What in this zip-format file torch.save never writes (None when nothing)."""
     try:
         with open_bounded_zip(file, max_directory_bytes=MAX_ZIP_DIRECTORY_BYTES) as archive:
             infos = archive.infolist()
+            packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                return f"{len(packed)} compressed records (e.g. '{packed[0][:80]}')"
+            total = sum(i.file_size for i in infos)
+            if total > size:  # overlapping or inflated records: torch.load would allocate what they claim
+                return f"records of {total} bytes in all, more than the file's {size}"
+            for info in infos:
+                if info.filename.endswith(".pkl"):  # data.pkl: what torch.load unpickles
+                    with archive.open(info) as member:
+                        problem = _parsed_problem(member)
+                    if problem:
+                        return problem
     except UntrustedDataError as err:
         return str(err)
-    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
-    if packed:
-        return f"{len(packed)} compressed records (e.g. '{packed[0][:80]}')"
-    total = sum(i.file_size for i in infos)
-    if total > size:  # overlapping or inflated records: torch.load would allocate what they claim
-        return f"records of {total} bytes in all, more than the file's {size}"
+    return None
+
+
+def _parsed_problem(stream: BinaryIO) -> str | None:
+    """:func:`pickle_expansion_problem`, None for a pickle that does not parse: torch.load says so."""
+    try:
+        return pickle_expansion_problem(stream)
+    except ValueError:
+        return None
+
+
+LEGACY_PICKLES = 5  # magic number, protocol version, system info, the checkpoint, its storage keys
+
+
+def _legacy_problem(file: BinaryIO) -> str | None:
+    """What in the pickles of a legacy-format file torch.save never writes (None when nothing); their
+    lengths are read within the file (a claimed 4 GiB string reserves nothing)."""
+    stream = ReadsWithin(file)
+    for _ in range(LEGACY_PICKLES):
+        try:
+            problem = pickle_expansion_problem(stream)
+        except ValueError:
+            return None  # not a pickle (or not one here): torch.load says so
+        if problem:
+            return problem
     return None
 
 
 def check_zip_records(file: BinaryIO, path: Path, what: str) -> None:
-    """Refuse a zip-format checkpoint whose records torch.load would inflate (it does so without a
-    limit) or that claim more bytes than the file holds: torch.save stores its records uncompressed."""
+    """Refuse a checkpoint that holds what torch.save never writes: zip records torch.load would
+    inflate (it does so without a limit) or that claim more bytes than the file holds (torch.save
+    stores its records uncompressed), and pickled values that expand past any real checkpoint's."""
     file.seek(0)
-    if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
-        return  # legacy format: torch reads its storages uncompressed, straight from the file
     try:
-        problem = _zip_problem(file, os.fstat(file.fileno()).st_size)
+        if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            file.seek(0)
+            problem = _legacy_problem(file)
+        else:
+            problem = _zip_problem(file, os.fstat(file.fileno()).st_size)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         problem = f"a damaged zip structure ({failure_words(err)})"
     if problem:

@@ -1,5 +1,7 @@
 """Official checkpoint containers: load unchanged, write back, and refuse wrong files clearly."""
 
+import io
+import pickletools
 import re
 import shutil
 import zipfile
@@ -7,7 +9,22 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular, run_probe
+from hostile_files import (
+    APPEND,
+    EMPTY_DICT,
+    EMPTY_LIST,
+    NOT_REGULAR_KINDS,
+    POP,
+    SETITEM,
+    TUPLE1,
+    TUPLE2,
+    call_with_deadline,
+    get,
+    make_not_regular,
+    put,
+    run_probe,
+)
+from hostile_files import value as ops_of
 
 from vibe_blender.core.errors import VibeError
 from vibe_server import checkpoints, load_model
@@ -300,6 +317,78 @@ def test_zip_directory_is_bounded_before_zipfile_reads_it(tmp_path, monkeypatch)
     with pytest.raises(VibeError, match=r"stored.pth.tar' was not loaded: it has a zip directory of \d+ bytes"):
         checkpoints.load_vibe_checkpoint(path)
     assert opened == []
+
+
+# A dict key or value whose tuples hold one tuple twice, 60 levels deep (no POP: torch's unpickler has
+# none): torch's unpickler hashed the key at SETITEM, 2**60 steps, before any check of ours.
+def _shared_tuples(depth: int) -> bytes:
+    ops = ops_of((1,)) + put(6000)
+    for level in range(depth):
+        ops += get(6000 + level) + TUPLE2 + put(6001 + level)
+    return ops
+
+
+_EXPANDING = {
+    "key": EMPTY_DICT + _shared_tuples(60) + ops_of(1) + SETITEM,
+    "performance": EMPTY_DICT + ops_of("performance") + _shared_tuples(60) + SETITEM,
+    # a list put inside a tuple, then filled: counted when it was empty, so counts would not hold
+    "filled after use": EMPTY_DICT
+    + ops_of("a")
+    + EMPTY_LIST
+    + put(7000)
+    + TUPLE1
+    + SETITEM
+    + get(7000)
+    + ops_of(1)
+    + APPEND
+    + POP,
+}
+
+
+def _with_pickle(tmp_path, main: bytes, legacy: bool):
+    """A checkpoint as torch.save writes it, its (main) pickle replaced by ``main``."""
+    path = tmp_path / "crafted.pth.tar"
+    torch.save({"gen_state_dict": {}}, path, _use_new_zipfile_serialization=not legacy)
+    blob, main = path.read_bytes(), b"\x80\x02" + main + b"."
+    if legacy:  # magic number, protocol version, system info, the checkpoint, its storage keys
+        ends = [0]
+        stream = io.BytesIO(blob)
+        for _ in range(4):
+            list(pickletools.genops(stream))
+            ends.append(stream.tell())
+        path.write_bytes(blob[: ends[3]] + main + blob[ends[4] :])
+    else:
+        with zipfile.ZipFile(io.BytesIO(blob)) as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                zout.writestr(info.filename, main if info.filename.endswith("data.pkl") else zin.read(info))
+    return path
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
+@pytest.mark.parametrize("where", list(_EXPANDING))
+def test_pickled_data_that_expands_is_refused_before_loading(tmp_path, monkeypatch, legacy, where):
+    """About 1 kB: torch.load never ended (a dict key), or handed back a value whose every walk never ends."""
+    path = _with_pickle(tmp_path, _EXPANDING[where], legacy)
+    assert path.stat().st_size < 4000
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was reached"))
+    words = "changes a value after putting it inside another" if where == "filled after use" else "expands to more"
+    with pytest.raises(VibeError, match=rf"crafted.pth.tar' was not loaded: it has pickled data that {words}"):
+        checkpoints.load_vibe_checkpoint(path)
+
+
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
+def test_a_checkpoint_with_optimizer_states_passes_the_pickle_walk(tmp_path, legacy):
+    """What a training run saves shares objects (Adam's param groups share their betas tuple, numpy
+    scalars their dtype): counted each time, it stays far below the limit."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.GRU(3, 2))
+    optimizer = torch.optim.Adam([{"params": net[0].parameters()}, {"params": net[1].parameters(), "lr": 0.1}])
+    net[0](torch.ones(1, 4)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "trained.pth.tar"
+    ckpt = {"gen_state_dict": net.state_dict(), "gen_optimizer": optimizer.state_dict(), "performance": np.float64(2)}
+    torch.save({**ckpt, "best": np.float64(1)}, path, _use_new_zipfile_serialization=not legacy)
+    loaded = checkpoints.load_vibe_checkpoint(path)
+    assert loaded["gen_optimizer"]["param_groups"][1]["lr"] == 0.1 and loaded["performance"] == 2
 
 
 # --- files that load under weights_only but are not the containers' structure ----------------

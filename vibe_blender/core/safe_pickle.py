@@ -273,7 +273,7 @@ BASE_GLOBALS = {
 _PLAIN_VALUES = (str, bytes, bytearray, int, float, complex, bool, type(None), np.ndarray, np.generic)
 
 
-class _ReadsWithin:
+class ReadsWithin:
     """A seekable binary stream whose reads never ask for more than it holds: a length in the pickle
     (BINBYTES8, FRAME...) is the file's own claim, and a buffered file reserves what it is asked for."""
 
@@ -311,7 +311,7 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
 
     def __init__(self, file):
         """file: a seekable binary stream; what it holds from its position on is the byte budget's size."""
-        within = _ReadsWithin(file)
+        within = ReadsWithin(file)
         super().__init__(within, encoding="latin1")
         self.budget = ByteBudget(within.size)  # what the stand-ins may build in all
         self._file_size = within.size

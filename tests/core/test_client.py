@@ -3,6 +3,7 @@ does: hostile ids, redirects, huge, malformed or slow answers, and (the server r
 in tests) refusing a local path as from another machine. Also the token lookup. The normal flow
 runs against the real server in tests/server/test_client_real_server.py."""
 
+import copy
 import http.server
 import json
 import os
@@ -656,6 +657,19 @@ def test_reading_an_unreadable_cache_deletes_it_and_says_how_to_get_it_again(tmp
     with pytest.raises(VibeError, match="was unreadable and was deleted.*Capture once through the server"):
         read_cached_body_model(path)
     assert not path.exists() and read_cached_body_model(path) is None
+
+
+def test_a_cached_body_model_of_the_wrong_structure_is_deleted_too(tmp_path, body_model):
+    """A 2-D 'shapedirs' raised an IndexError, not a VibeError: the cache was kept, and every later
+    capture failed on it with the same traceback."""
+    model = copy.copy(body_model)
+    model.shapedirs = body_model.shapedirs[:, :, 0]
+    path = _cache(tmp_path)
+    path.parent.mkdir()
+    save_body_model(path, model)
+    with pytest.raises(VibeError, match="was unreadable and was deleted.*'shapedirs' has shape"):
+        read_cached_body_model(path)
+    assert not path.exists()
 
 
 def test_a_download_of_unknown_length_is_refused(server_files, tmp_path):

@@ -232,6 +232,11 @@ def _fewer_joints(model):
             r"'v_template' holds a value of .*e\+37, beyond the ±10 ",
         ),
         (lambda m: setattr(m, "shapedirs", m.shapedirs * 1e6) or m, r"'shapedirs' holds a value of .*beyond the ±1 "),
+        # 2-D: it passed the (V, 3) test, then its third size was read (an IndexError, not a refusal)
+        (
+            lambda m: setattr(m, "shapedirs", m.shapedirs[:, :, 0]) or m,
+            r"'shapedirs' has shape \(6890, 3\), expected \(6890, 3, >=10\)",
+        ),
     ],
 )
 @pytest.mark.parametrize("form", ["pkl", "npz"])

@@ -139,7 +139,7 @@ class BodyModel:
                 f"{source}: the joint parents {self.parents.tolist()} are not SMPL's {PARENTS.tolist()}; "
                 "the file is not an SMPL model."
             )
-        if self.shapedirs.shape[:2] != (V, 3) or self.shapedirs.shape[2] < NUM_BETAS:
+        if self.shapedirs.ndim != 3 or self.shapedirs.shape[:2] != (V, 3) or self.shapedirs.shape[2] < NUM_BETAS:
             raise VibeError(
                 f"{source}: 'shapedirs' has shape {self.shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS})."
             )

@@ -71,9 +71,12 @@ HOSTILE_DTYPES = {
 }
 
 
-def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes, *, raw_ops: bytes | None = None) -> bytes:
+def reconstructed_array(
+    dtype: bytes, shape: tuple, raw: bytes, *, raw_ops: bytes | None = None, shape_ops: bytes | None = None
+) -> bytes:
     """numpy's protocol-2 array: _reconstruct(ndarray, (0,), b'b') then BUILD (1, shape, dtype, False, raw).
-    ``raw_ops`` pushes the data another way instead (e.g. a memo fetch of a value put earlier)."""
+    ``raw_ops`` / ``shape_ops`` push the data / the shape another way instead (e.g. a memo fetch of a
+    value put earlier)."""
     return (
         glob("numpy.core.multiarray", "_reconstruct")
         + glob("numpy", "ndarray")
@@ -83,7 +86,7 @@ def reconstructed_array(dtype: bytes, shape: tuple, raw: bytes, *, raw_ops: byte
         + REDUCE
         + MARK
         + value(1)
-        + value(shape)
+        + (value(shape) if shape_ops is None else shape_ops)
         + dtype
         + NEWFALSE
         + (value(raw) if raw_ops is None else raw_ops)

@@ -186,20 +186,7 @@ NAMED_IN_REFUSALS = {
     + TUPLE
     + BUILD,
     "array class": glob("numpy.core.multiarray", "_reconstruct") + BOMB + value((0,)) + value(b"b") + TUPLE3 + REDUCE,
-    "array shape": glob("numpy.core.multiarray", "_reconstruct")
-    + glob("numpy", "ndarray")
-    + value((0,))
-    + value(b"b")
-    + TUPLE3
-    + REDUCE
-    + MARK
-    + value(1)
-    + BOMB
-    + F8_DTYPE
-    + NEWFALSE
-    + value(bytes(16))
-    + TUPLE
-    + BUILD,
+    "array shape": reconstructed_array(F8_DTYPE, (), bytes(16), shape_ops=BOMB),
     "reconstructor class": glob("copy_reg", "_reconstructor")
     + BOMB
     + glob("builtins", "object")

@@ -194,7 +194,9 @@ def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end:
             frame_start=int(frame_start or first),
             frame_end=int(frame_end or last),
             rotate_mode="NATIVE",
-            root_transform_only=True,
+            # every bone keeps its own position channels: the retarget keys the root motion on the
+            # hips, which may hang from a bone above them (a UE or Rigify `root`)
+            root_transform_only=False,
         )
 
 

@@ -325,3 +325,33 @@ def test_fbx_export_says_keys_before_frame_0_are_left_out(tmp_path):
     export_fbx(tmp_path / "early.fbx", [source], report=said.append)
     assert any("Keys before frame 0 (from frame -9) are not in the FBX" in line for line in said), said
     assert (scene.frame_start, scene.frame_end) == (1, T)
+
+
+def _bvh_channels(text: str) -> dict:
+    """Each joint's CHANNELS line in a BVH's hierarchy: {name: ['Xposition', ...]}."""
+    import re
+
+    found = re.findall(r"(?:ROOT|JOINT) (\S+)\s*\{\s*OFFSET[^\n]*\n\s*CHANNELS \d+ ([^\n]*)", text)
+    return {name: channels.split() for name, channels in found}
+
+
+def test_bvh_keeps_the_hips_travel_under_a_root_bone(tmp_path):
+    """Before: only the top bone had position channels, and the retarget keys the root motion on the
+    hips, which hang from a UE / Rigify `root` bone: the BVH walked in place (1.2 m of travel lost)."""
+    from vibe_blender.core.retarget_map import PRESETS
+    from vibe_blender.retarget import retarget
+
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=T)
+    target = rigs.target_rig("UE", PRESETS["UE5_MANNEQUIN"], root_bone="root")
+    retarget(source, target, dict(PRESETS["UE5_MANNEQUIN"]), lock_feet=False)
+    _, want = rigs.world_bone_axes(target, ["pelvis"], frames)
+    path = export_bvh(tmp_path / "ue.bvh", target)
+    channels = _bvh_channels(path.read_text())
+    assert channels["pelvis"][:3] == ["Xposition", "Yposition", "Zposition"], channels["pelvis"]
+    rigs.reset_scene()
+    bpy.ops.import_anim.bvh(filepath=str(path), axis_forward="Y", axis_up="Z", rotate_mode="NATIVE")
+    arm = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    _, got = rigs.world_bone_axes(arm, ["pelvis"], frames)
+    assert np.linalg.norm(want[-1, 0] - want[0, 0]) > 0.5  # the walk travels
+    np.testing.assert_allclose(got, want, atol=1e-4)

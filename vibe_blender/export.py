@@ -61,9 +61,18 @@ def _select(objects) -> None:
 
 
 def _with_children(objects):
+    """The objects, everything under them (also a mesh under an Empty child of a rig) and the meshes
+    an Armature modifier deforms with one of them, parented to it or not."""
+    import bpy
+
     out = list(objects)
     for obj in objects:
-        out += [c for c in obj.children if c not in out]
+        out += [c for c in obj.children_recursive if c not in out]
+    rigs = {obj for obj in objects if obj.type == "ARMATURE"}
+    for obj in bpy.context.scene.objects:
+        deformed = any(m.type == "ARMATURE" and m.object in rigs for m in getattr(obj, "modifiers", ()))
+        if deformed and obj not in out:
+            out.append(obj)
     return out
 
 

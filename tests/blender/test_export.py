@@ -355,3 +355,30 @@ def test_bvh_keeps_the_hips_travel_under_a_root_bone(tmp_path):
     _, got = rigs.world_bone_axes(arm, ["pelvis"], frames)
     assert np.linalg.norm(want[-1, 0] - want[0, 0]) > 0.5  # the walk travels
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize("suffix", [".fbx", ".glb"])
+def test_meshes_the_rig_deforms_come_along_parented_or_not(tmp_path, suffix):
+    """Before: only the rig's direct children were exported: a body deformed by the rig's Armature
+    modifier but not parented to it, and a mesh under an Empty child of the rig, were left out
+    without a word."""
+    source, _, _ = reference()
+
+    def mesh(name, parent=None):
+        bpy.ops.mesh.primitive_cube_add(size=0.2)
+        obj = bpy.context.object
+        obj.name, obj.parent = name, parent
+        obj.modifiers.new("Armature", "ARMATURE").object = source
+        return obj
+
+    mesh("Body_modifier_only")
+    holder = bpy.data.objects.new("Meshes", None)
+    bpy.context.scene.collection.objects.link(holder)
+    holder.parent = source
+    mesh("Cloth_under_empty", holder)
+    mesh("Parented", source)
+    bpy.ops.mesh.primitive_cube_add(size=0.2)
+    bpy.context.object.name = "Unrelated"
+    path = export(tmp_path / f"rig{suffix}", suffix[1:], [source])
+    read_back = _read_back(path)
+    assert {"Body_modifier_only", "Cloth_under_empty", "Parented"} <= read_back and "Unrelated" not in read_back

@@ -10,6 +10,8 @@ Blender axes), "Unity" (Y up, -Z forward... Unity's FBX importer defaults, scale
 (centimetres: scale 100 via FBX units, X forward, Z up). All keep every key (no simplification) and
 add no leaf bones. BVH has no axis option: the file is written in Blender's axes (Z up, -Y forward)
 and a Y-up consumer must rotate it -90° about X (or import it in Blender with up = Z, forward = Y).
+It is the armature's own space: the object's transform is left out, and the export says so when
+there is one (an armature imported from FBX, turned 90° about X at scale 0.01, writes Y up in cm).
 Batch use, with Blender as a Python module::
 
     python -m vibe_blender.export scene.blend --format fbx --preset unreal -o out.fbx [--object NAME]
@@ -177,9 +179,14 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> 
         )
 
 
-def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end: int | None = None) -> Path:
-    """One armature's motion -> BVH (Blender axes: Z up; see the module docstring)."""
+def export_bvh(
+    path, armature_obj, *, frame_start: int | None = None, frame_end: int | None = None, report=print
+) -> Path:
+    """One armature's motion -> BVH, in the armature's own space (Blender axes: Z up when its object
+    is not turned; see the module docstring); ``report`` is told when the object is moved, turned or
+    scaled in the scene, which the file leaves out."""
     import bpy
+    import numpy as np
 
     from .visibility import outside_view_layer, shown
 
@@ -194,6 +201,12 @@ def export_bvh(path, armature_obj, *, frame_start: int | None = None, frame_end:
     anim = armature_obj.animation_data
     first, last = anim.action.frame_range if anim and anim.action else (scene.frame_start, scene.frame_end)
     path = _prepare(path)
+    if not np.allclose(np.array(armature_obj.matrix_world), np.eye(4), atol=1e-6):
+        report(
+            f"'{armature_obj.name}' is moved, turned or scaled in the scene (its object transform, or a "
+            "parent's): BVH holds the armature's own space without it, so the file's axes, units and "
+            "place are the armature's (Y up and centimetres for a rig imported from FBX)."
+        )
     with shown([armature_obj]):
         _select([armature_obj])
         return _write(
@@ -237,7 +250,7 @@ def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT", report=prin
     if fmt == "fbx":
         return export_fbx(path, objects, preset=preset, report=report)
     if fmt == "bvh":
-        return export_bvh(path, _bvh_armature(objects))
+        return export_bvh(path, _bvh_armature(objects), report=report)
     if fmt in ("glb", "gltf"):
         return export_gltf(path, objects, report=report)
     raise VibeError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")

@@ -1,6 +1,7 @@
 """Export round trips: FBX, BVH and glTF written, read back, world joint positions per frame agree."""
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ pytestmark = pytest.mark.blender
 bpy = pytest.importorskip("bpy")
 
 from characters import imported_tracks  # noqa: E402
+from mathutils import Matrix  # noqa: E402
 
 from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.core.errors import VibeError  # noqa: E402
@@ -329,8 +331,6 @@ def test_fbx_export_says_keys_before_frame_0_are_left_out(tmp_path):
 
 def _bvh_channels(text: str) -> dict:
     """Each joint's CHANNELS line in a BVH's hierarchy: {name: ['Xposition', ...]}."""
-    import re
-
     found = re.findall(r"(?:ROOT|JOINT) (\S+)\s*\{\s*OFFSET[^\n]*\n\s*CHANNELS \d+ ([^\n]*)", text)
     return {name: channels.split() for name, channels in found}
 
@@ -382,3 +382,25 @@ def test_meshes_the_rig_deforms_come_along_parented_or_not(tmp_path, suffix):
     path = export(tmp_path / f"rig{suffix}", suffix[1:], [source])
     read_back = _read_back(path)
     assert {"Body_modifier_only", "Cloth_under_empty", "Parented"} <= read_back and "Unrelated" not in read_back
+
+
+def test_bvh_says_the_object_transform_is_left_out(tmp_path):
+    """Blender's BVH writer uses the armature's own space: a rig imported from FBX (turned 90° about X,
+    scale 0.01) is written Y up in centimetres. Before: nothing said so, and the docs said "Z up"."""
+    from vibe_blender.core.retarget_map import PRESETS
+
+    rigs.reset_scene()
+    fbx_like = np.diag([0.01, 0.01, 0.01, 1.0]) @ np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])
+    rig = rigs.target_rig("Rig", PRESETS["MIXAMO"], matrix_world=fbx_like)
+    said = []
+    path = export(tmp_path / "fbx_like.bvh", "bvh", [rig], report=said.append)
+    assert len(said) == 1 and "'Rig' is moved, turned or scaled" in said[0] and "centimetres" in said[0], said
+    offset = re.search(r"ROOT \S+\s*\{\s*OFFSET ([^\n]*)", path.read_text()).group(1)
+    hips = np.array(rig.data.bones[PRESETS["MIXAMO"]["pelvis"]].head_local)
+    np.testing.assert_allclose([float(v) for v in offset.split()], hips, atol=1e-3)  # armature space
+    assert hips[1] > 80  # Y up, centimetres
+    # an armature with no object transform is written as the scene shows it, without a word
+    said.clear()
+    rig.matrix_world = Matrix.Identity(4)
+    export(tmp_path / "plain.bvh", "bvh", [rig], report=said.append)
+    assert said == []

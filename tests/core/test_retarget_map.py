@@ -258,3 +258,36 @@ def test_incomplete_map_names_the_missing_joints_and_a_lower_confidence():
     assert (
         report.preset == "UE5_MANNEQUIN" and report.missing == ["right_wrist"] and "right_wrist" not in report.mapping
     )
+
+
+def _smpl_fbx_rig(prefix):
+    """The official SMPL FBX rig's bones (SMPL's joints, 'L_Ankle', 'L_Foot', 'L_Wrist', 'L_Hand' ...)
+    under ``prefix``, parents from SMPL's tree: -> ({joint: bone}, parents)."""
+    from vibe_blender.core.smpl_model import PARENTS
+
+    fbx = "Pelvis L_Hip R_Hip Spine1 L_Knee R_Knee Spine2 L_Ankle R_Ankle Spine3 L_Foot R_Foot Neck L_Collar "
+    fbx += "R_Collar Head L_Shoulder R_Shoulder L_Elbow R_Elbow L_Wrist R_Wrist L_Hand R_Hand"
+    names = {j: prefix + b for j, b in zip(JOINT_NAMES, fbx.split())}
+    bones = [names[j] for j in JOINT_NAMES]
+    return names, {b: (bones[PARENTS[i]] if PARENTS[i] >= 0 else None) for i, b in enumerate(bones)}
+
+
+def test_the_official_smpl_fbx_rig_is_recognised_with_its_ankles_and_wrists():
+    """Before: no preset knew 'm_avg_L_Hip', and name matching gave the ankle 'L_Foot' (and the wrist
+    'L_Hand'): the feet were left unmapped and the ankle row turned the toe."""
+    names, parents = _smpl_fbx_rig("m_avg_")
+    report = auto_map_report(list(names.values()), parents)
+    assert report.preset == "SMPL_FBX" and report.complete and report.mapping == names == PRESETS["SMPL_FBX"]
+    assert (report.mapping["left_ankle"], report.mapping["left_foot"]) == ("m_avg_L_Ankle", "m_avg_L_Foot")
+
+
+@pytest.mark.parametrize("prefix", ["f_avg_", "m_", ""])
+def test_name_matching_gives_the_ankle_and_wrist_their_own_bones(prefix):
+    """A rig named by joint (Ankle and Foot, Wrist and Hand on each side) that no preset knows: the
+    ankle and wrist take their own bones, the foot and hand the next ones. Before: the ankle took
+    'L_Foot', the foot was left missing and the wrist took 'L_Hand'."""
+    names, parents = _smpl_fbx_rig(prefix)
+    report = auto_map_report(list(names.values()), parents)
+    assert report.preset is None and report.complete, report.summary()
+    assert report.mapping == names
+    assert report.confidence > 0.9

@@ -4,7 +4,8 @@ A map is a dict ``{smpl_joint_name: target_bone_name}`` over (a subset of) ``JOI
 hold ``pelvis`` (the root, which also carries the root motion). Built-in presets cover the naming
 conventions animators bring: Mixamo / Maya HumanIK, Unreal Engine 5 and 4 mannequins, Rigify (the
 meta-rig, the FK controls of a generated rig, its ``DEF-`` and ``ORG-`` bones), Unity Humanoid, VRM /
-VRoid, Character Creator / iClone (``CC_Base_*``), DAZ Genesis, and SMPL's own names. A preset is
+VRoid, Character Creator / iClone (``CC_Base_*``), DAZ Genesis, SMPL's own names and the official
+SMPL FBX rig (``m_avg_L_Hip`` ...). A preset is
 found under any namespace or name prefix the rig adds (``mixamorig1:``, ``Character1_`` ...).
 Rigs without a preset are matched by name (:func:`auto_map`), with the usual side and suffix
 variants (``_l``, ``.L``, ``Left``, ``l`` + capital, ``_jnt``, numbered spines). Maps are saved as JSON::
@@ -209,6 +210,11 @@ def _expand(table: dict[str, str], sides: tuple[str, str]) -> dict[str, str]:
 # Order matters on a tie (see match_preset): UE5 before UE4 (a UE5 rig also holds spine_01..03),
 # Rigify controls before DEF / ORG bones (a generated rig holds all three).
 PRESETS: dict[str, dict[str, str]] = {"SMPL": {name: name for name in JOINT_NAMES}}
+# The official SMPL FBX / Unity rig: SMPL's joints as 'm_avg_Pelvis', 'm_avg_L_Hip', ... (a rig under
+# 'f_avg_' or another prefix is matched by name: its Ankle / Foot, Wrist / Hand bones are told apart).
+PRESETS["SMPL_FBX"] = {
+    j: "m_avg_" + (f"{j[0].upper()}_{j.partition('_')[2].title()}" if "_" in j else j.title()) for j in JOINT_NAMES
+}
 for _key in ("MIXAMO", "UE5_MANNEQUIN", "UE4_MANNEQUIN", "RIGIFY_CONTROLS"):
     PRESETS[_key] = _expand(_TABLES[_key], _SIDES[_key])
 PRESETS["RIGIFY_DEFORM"] = {k: "DEF-" + v for k, v in _expand(_TABLES["RIGIFY_METARIG"], ("L", "R")).items()}
@@ -220,6 +226,7 @@ FOREIGN_PRESETS = tuple(name for name in PRESETS if name != "SMPL")
 
 PRESET_LABELS = {
     "SMPL": "SMPL names",
+    "SMPL_FBX": "SMPL FBX (m_avg_...)",
     "MIXAMO": "Mixamo / Maya HumanIK",
     "UE5_MANNEQUIN": "Unreal Engine 5 mannequin",
     "UE4_MANNEQUIN": "Unreal Engine 4 mannequin",
@@ -299,14 +306,18 @@ _PART_WORDS = {
     "hip": ["upleg", "thigh", "upperleg", "thighbend", "hip"],
     "knee": ["shin", "calf", "lowerleg", "knee", "leg"],
     "ankle": ["foot", "ankle"],
-    "foot": ["toebase", "toe", "ball", "toes"],
+    "foot": ["toebase", "toe", "ball", "toes", "foot"],  # 'foot': a rig named by joint (Ankle, Foot)
     "collar": ["clavicle", "collar", "shoulder"],
     "shoulder": ["upperarm", "shldrbend", "arm", "shoulder"],
     "elbow": ["forearm", "lowerarm", "forearmbend", "elbow"],
     "wrist": ["hand", "wrist"],
+    "hand": ["hand"],
     "neck": ["neck"],
     "head": ["head"],
 }
+# Joints whose own name, when a bone on that side has it, wins over the words above: a rig named
+# by joint (SMPL's L_Ankle, L_Foot, L_Wrist, L_Hand) keeps its Foot and Hand for the next joint.
+_OWN_NAME_FIRST = ("ankle", "wrist")
 _SPINE_WORDS = ("spine", "chest", "upperchest", "abdomen", "waist", "torso")
 _NOISE = re.compile(r"^(def[-_]|org[-_]|mch[-_]|[^:]*:)", re.I)
 _SIDE_TOKENS = {"l": "left", "left": "left", "r": "right", "right": "right"}
@@ -412,22 +423,24 @@ def auto_map_report(bone_names, parents: dict[str, str | None] | None = None) ->
     quality: dict[str, float] = {}
     common = _common_tokens(bone_names)
     split = {b: split_name(b, common) for b in bone_names}
-    for joint in BODY_JOINTS:
+    for joint in JOINT_NAMES:  # the body, then the hand ends where a bone is left for them
         if joint.startswith("spine"):
             continue
         side = "left" if joint.startswith("left_") else "right" if joint.startswith("right_") else None
-        words = _PART_WORDS[joint.split("_", 1)[1] if side else joint]
+        own = joint.split("_", 1)[1] if side else joint
+        words = _PART_WORDS[own]
         best, best_rank = None, None
         for bone in bone_names:
             bone_side, part = split[bone]
             if bone_side != side or bone in mapping.values():
                 continue
-            rank = _part_rank(part, words)
+            rank = -1 if own in _OWN_NAME_FIRST and _part_rank(part, [own]) == 0 else _part_rank(part, words)
             if rank is not None and (best_rank is None or rank < best_rank):
                 best, best_rank = bone, rank
         if best is not None:
             mapping[joint] = best
-            quality[joint] = 1.0 if best_rank == 0 else 0.9
+            if joint in BODY_JOINTS:
+                quality[joint] = 1.0 if best_rank <= 0 else 0.9
     spine = [
         b
         for b in bone_names

@@ -19,6 +19,7 @@ from .core.errors import VibeError
 from .core.retarget_map import ROOT_JOINT, validate_map
 from .core.retarget_math import (
     compose_basis,
+    heading_turn,
     hip_height,
     leg_length,
     leg_scale,
@@ -328,9 +329,12 @@ def retarget(
     del src_basis
     si = np.array([s_chain.index(s) for s, _ in pairs])
     ti = np.array([t_chain.index(t) for _, t in pairs])
-    # 2. Rotations: rest-pose and roll correction per pair, then into the target's armature space.
-    offsets = rest_offsets(rotation_part(s_world @ s_chain_rest[si]), rotation_part(t_world @ t_chain_rest[ti]))
-    target_world_rot = retarget_rotations(rotation_part(src_pose[:, si]), offsets)
+    # 2. Rotations: the source turned to the target's heading, rest-pose and roll correction per
+    #    pair, then into the target's armature space.
+    s_rest_world, t_rest_world = s_world @ s_rest, t_world @ t_rest
+    turn = _heading_turn(s_names, s_rest_world, t_names, t_rest_world, mapping)
+    offsets = rest_offsets(turn @ rotation_part(s_world @ s_chain_rest[si]), rotation_part(t_world @ t_chain_rest[ti]))
+    target_world_rot = retarget_rotations(turn @ rotation_part(src_pose[:, si]), offsets)
     to_target = np.swapaxes(rotation_part(t_world), -1, -2)  # world -> target armature
     target_rot = np.tile(np.eye(3), (len(frames), len(t_chain), 1, 1))
     target_rot[:, ti] = to_target @ target_world_rot
@@ -339,7 +343,6 @@ def retarget(
     # 3. Root motion about the rest hips, scaled by the ratio of leg lengths (hip height without legs);
     #    the rigs' rest measures are taken on all their bones.
     s_root, t_root = s_chain.index(ROOT_JOINT), t_chain.index(mapping[ROOT_JOINT])
-    s_rest_world, t_rest_world = s_world @ s_rest, t_world @ t_rest
     s_root_all, t_root_all = s_keep[s_root], t_keep[t_root]
     s_tails, t_tails = _tails_world(source, s_world), _tails_world(target, t_world)
     sides = mapped_legs(mapping)
@@ -356,7 +359,7 @@ def retarget(
         )
         scale_from = "hip height"
     hips_world = scale_root_motion(
-        src_pose[:, s_root, :3, 3], s_rest_world[s_root_all, :3, 3], t_rest_world[t_root_all, :3, 3], scale
+        src_pose[:, s_root, :3, 3], s_rest_world[s_root_all, :3, 3], t_rest_world[t_root_all, :3, 3], scale, turn
     )
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
     quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
@@ -375,7 +378,7 @@ def retarget(
             t_root,
             mapping,
             sides,
-            to_target,
+            to_target @ turn,
             fps or scene_fps(),
             float(np.linalg.norm(s_world[:3, 0])),
         )
@@ -465,6 +468,24 @@ def scene_fps() -> float:
     return render.fps / render.fps_base
 
 
+# Left / right joints whose rest heads give a rig's heading, most reliable first
+HEADING_JOINTS = ("hip", "shoulder", "collar", "knee", "ankle", "elbow", "wrist")
+
+
+def _heading_turn(s_names, s_rest_world, t_names, t_rest_world, mapping) -> np.ndarray:
+    """The turn about Z from the source's rest heading to the target's (:func:`heading_turn`), read
+    from the left-minus-right heads of the joints of HEADING_JOINTS mapped on both sides."""
+    joints = [j for j in HEADING_JOINTS if mapping.get(f"left_{j}") and mapping.get(f"right_{j}")]
+
+    def lateral(names, rest_world, bone_of):
+        head = lambda joint: rest_world[names.index(bone_of(joint)), :3, 3]
+        return [head(f"left_{j}") - head(f"right_{j}") for j in joints]
+
+    return heading_turn(
+        lateral(s_names, s_rest_world, lambda joint: joint), lateral(t_names, t_rest_world, mapping.get)
+    )
+
+
 def _lock_target_feet(
     src_pose,
     s_names,
@@ -483,7 +504,8 @@ def _lock_target_feet(
 ) -> tuple[np.ndarray, int]:
     """The source's foot contacts -> target_rot with the target's thighs and shins turned so that
     its planted ankles stay still; -> (target_rot, contact frames). source_scale: the source object's
-    scale, by which its world positions are not metres (x100 in a centimetre scene)."""
+    scale, by which its world positions are not metres (x100 in a centimetre scene); to_target: the
+    source's world (turned to the target's heading) -> the target's armature space."""
     src_ankles = src_pose[:, [s_names.index(f"{side}_ankle") for side in sides]][..., :3, 3]
     contacts = detect_contacts(src_ankles / source_scale, fps)  # its speeds and heights are in metres
     legs = np.array([[t_names.index(mapping[f"{side}_{j}"]) for j in LEG_JOINTS] for side in sides])

@@ -183,6 +183,39 @@ def test_rig_without_mapped_legs_scales_the_root_by_hip_height_and_skips_the_foo
     assert retarget(source, target, upper, scale_root=False)["root_scale"] == 1.0
 
 
+def _pose_in_world(obj, bone_names, frames):
+    """-> world matrices (T, B, 4, 4) of pose bones, as Blender evaluates the rig."""
+    out = []
+    for f in frames:
+        bpy.context.scene.frame_set(int(f))
+        out.append([np.array(obj.matrix_world) @ np.array(obj.pose.bones[b].matrix) for b in bone_names])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("turn_deg", [180, 90, -30])
+@pytest.mark.parametrize("turned", ["target", "source"])
+def test_a_rig_turned_in_the_scene_keeps_its_own_facing(turn_deg, turned):
+    """The same skeleton as the source, its object turned about Z (to face the camera): every bone
+    points, relative to the rig's own hips, where the source's does, and the hips travel along the
+    rig's own forward. Before: the rest correction compared world directions, so at 180° the left arm
+    and thigh pointed through the body to the other side, and the hips walked the source's way."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=30)
+    target = rigs.target_rig("Target", PRESETS["SMPL"])
+    (target if turned == "target" else source).rotation_euler.z = np.radians(turn_deg)
+    bpy.context.view_layer.update()
+    retarget(source, target, dict(PRESETS["SMPL"]), lock_feet=False)
+    bones = list(PRESETS["SMPL"])
+    src, tgt = _pose_in_world(source, bones, frames), _pose_in_world(target, bones, frames)
+    in_hips = lambda pose: np.einsum("tba,tjb->tja", pose[:, 0, :3, :3], pose[:, :, :3, 1])  # pelvis first
+    err = rigs.angle_deg(in_hips(src), in_hips(tgt))
+    print(f"{turned} turned {turn_deg}°: largest bone direction error in the hips' frame {err.max():.2e}°")
+    assert err.max() < 0.01, dict(zip(bones, err.max(axis=0).round(2)))
+    own = lambda obj, pose: (pose[:, 0, :3, 3] - pose[0, 0, :3, 3]) @ np.array(obj.matrix_world)[:3, :3]
+    np.testing.assert_allclose(own(target, tgt), own(source, src), atol=1e-4)  # in each object's axes
+    assert np.linalg.norm(own(source, src)[-1]) > 0.3  # the walk travels
+
+
 def test_the_rigs_own_animation_is_kept_with_a_fake_user():
     rigs.reset_scene()
     source, _, _ = rigs.smpl_source(T=5)

@@ -9,6 +9,7 @@ from vibe_blender.core.retarget_math import (
     axis_rotations,
     compose_basis,
     euler_to_rotmat,
+    heading_turn,
     hip_height,
     leg_length,
     leg_scale,
@@ -228,3 +229,18 @@ def test_leg_length_is_the_chain_hip_knee_ankle_ground_and_the_scale_its_ratio()
     assert leg_scale([1.0, 0.9], [1.2, 1.0]) == pytest.approx(2.2 / 1.9)
     with pytest.raises(VibeError, match="no length"):
         leg_length(hip, hip, hip, hip[2])
+
+
+def test_the_heading_turn_is_about_z_from_the_first_level_pair_and_turns_the_hips_travel():
+    """A rig turned 180° about Z (left hip at -x) gets the half turn; a pair standing upright in
+    either rig is skipped for the next; a rig only stood up (an FBX rig's 90° about X) turns nothing.
+    Before, the limbs were matched in world directions, mirrored through a turned rig's body."""
+    half = heading_turn([[0.2, 0, 0]], [[-0.2, 0, 0]])
+    np.testing.assert_allclose(half, np.diag([-1.0, -1.0, 1.0]), atol=1e-12)
+    quarter = heading_turn([[0, 0, 0.3], [0.3, 0, 0.01]], [[0.3, 0, 0], [0, 0.3, 0]])
+    np.testing.assert_allclose(quarter @ [1.0, 0, 0], [0, 1.0, 0], atol=1e-3)
+    np.testing.assert_allclose(heading_turn([[0.2, 0, 0]], [[0.2, 0, 0]]), np.eye(3))
+    np.testing.assert_allclose(heading_turn([[0, 0, 1.0]], [[0, 0, 1.0]]), np.eye(3))  # nothing level: none
+    src = np.array([[0.0, 0.0, 0.9], [0.0, -1.0, 0.9]])  # walking -Y
+    out = scale_root_motion(src, [0, 0, 0.9], [1, 0, 0.9], 2.0, half)
+    np.testing.assert_allclose(out, [[1, 0, 0.9], [1, 2, 0.9]], atol=1e-12)  # the turned rig walks +Y

@@ -18,6 +18,11 @@ The hips follow  p_t(t) = h_t + s · (p_s(t) - h_s)  with h each rig's rest hips
 the legs' real chain lengths, hip → knee → ankle → ground contact (:func:`leg_length`), averaged over
 both sides: the stride then scales with the leg, not with the hip height, which also holds the
 hip-to-pelvis offset and whatever the lowest bone tip of the rig happens to be.
+Both rules work on the source as turned to face where the target faces: Y, the turn about the world's
+Z axis between the rigs' rest headings (:func:`heading_turn`), multiplies G_s, G_s,rest and p_s - h_s.
+A rig turned in the scene (by its object or in its bones) then keeps its own facing, left limbs on
+its left, and walks its own forward; a tilt that only makes the rig stand up (an FBX rig's 90° about
+X) turns no heading.
 """
 
 from __future__ import annotations
@@ -284,12 +289,30 @@ def leg_scale(source_legs: list[float], target_legs: list[float]) -> float:
     return float(np.mean(target_legs) / np.mean(source_legs))
 
 
+def heading_turn(source_pairs, target_pairs) -> np.ndarray:
+    """The rigs' rest left-minus-right vectors in the world (Z up), pairs of corresponding joints
+    (hips, then shoulders ...) as (K, 3) each -> the turn (3, 3) about Z taking the source's heading
+    onto the target's, from the first pair that lies level enough in both rigs (identity when none)."""
+    level = lambda v: np.linalg.norm(v[:2]) > 0.5 * np.linalg.norm(v)
+    for s, t in zip(np.asarray(source_pairs, dtype=np.float64), np.asarray(target_pairs, dtype=np.float64)):
+        if level(s) and level(t):
+            return axis_rotations(np.arctan2(t[1], t[0]) - np.arctan2(s[1], s[0]), 2)
+    return np.eye(3)
+
+
 def scale_root_motion(
-    source_root_world: np.ndarray, source_origin: np.ndarray, target_origin: np.ndarray, scale: float
+    source_root_world: np.ndarray,
+    source_origin: np.ndarray,
+    target_origin: np.ndarray,
+    scale: float,
+    turn: np.ndarray | None = None,
 ) -> np.ndarray:
-    """source_root_world (T, 3) hips positions -> target hips (T, 3): o_t + s·(p_s - o_s), with o the
-    rigs' rest hips (or any pair of corresponding points)."""
-    return np.asarray(target_origin) + scale * (np.asarray(source_root_world) - np.asarray(source_origin))
+    """source_root_world (T, 3) hips positions -> target hips (T, 3): o_t + s·Y(p_s - o_s), with o the
+    rigs' rest hips (or any pair of corresponding points) and Y the ``turn`` between their headings."""
+    travel = np.asarray(source_root_world) - np.asarray(source_origin)
+    if turn is not None:
+        travel = travel @ np.asarray(turn).T
+    return np.asarray(target_origin) + scale * travel
 
 
 def retarget_rotations(source_world_rot: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -278,12 +278,14 @@ def retarget(
     ankles still wherever the source's feet are planted (the source's contacts, detected at ``fps``,
     default the scene's), so that other foot geometry does not slide.
     -> report {frames, bones, root_scale, root_scale_from, contact_frames, constraint_passes,
-    fk_switches, kept_action, overridden, unsettled, warnings}. The target gets a new action (its
-    previous one, kept_action, is kept in the file with a fake user) keyed in each bone's own rotation
-    mode; the mapped bones and their parents are keyed whole (unmapped ones at rest), other bones keep
-    their pose. overridden: {bone: [constraints, drivers]} that set a mapped bone's pose over its keys
-    (listed, left as they are); unsettled: {bone: degrees} still off where constraint-driven parents
-    did not settle; warnings: one sentence each on those and on limbs switched to FK.
+    fk_switches, kept_action, overridden, unsettled, source_overridden, warnings}. The target gets a
+    new action (its previous one, kept_action, is kept in the file with a fake user) keyed in each
+    bone's own rotation mode; the mapped bones and their parents are keyed whole (unmapped ones at
+    rest), other bones keep their pose. overridden: {bone: [constraints, drivers]} that set a mapped
+    bone's pose over its keys (listed, left as they are); unsettled: {bone: degrees} still off where
+    constraint-driven parents did not settle; source_overridden: the same for the source's mapped
+    bones and their parents, which the retarget does not follow (it reads the source's keys);
+    warnings: one sentence each on those and on limbs switched to FK.
     Raises VibeError, changing nothing, for a linked rig without library override and for bone
     options the forward kinematics does not reproduce (:func:`check_bone_options`)."""
     s_names, s_parents, s_rest, s_world = armature_arrays(source)
@@ -321,7 +323,9 @@ def retarget(
     s_chain_parents, t_chain_parents = sub_skeleton(s_parents, s_keep), sub_skeleton(t_parents, t_keep)
     s_chain_rest, t_chain_rest = s_rest[s_keep], t_rest[t_keep]
 
-    # 1. Source motion in the world, by forward kinematics of its keys.
+    # 1. Source motion in the world, by forward kinematics of its keys (its constraints and drivers
+    #    are not evaluated: they are named in the warnings).
+    source_overridden = pose_overrides(source, s_chain)
     src_basis = sample_basis(source, frames, s_chain)
     scale_off = np.abs(np.linalg.norm(src_basis[..., :3, :3], axis=-2) - 1.0).max(axis=(0, 2))
     check_bone_options(source, list(mapping), ROOT_JOINT, [n for n, d in zip(s_chain, scale_off) if d > 1e-6])
@@ -429,7 +433,8 @@ def retarget(
         "kept_action": kept,
         "overridden": overridden,
         "unsettled": unsettled,
-        "warnings": _warnings(overridden, unsettled, passes, fk_switched, kept),
+        "source_overridden": source_overridden,
+        "warnings": _warnings(overridden, unsettled, passes, fk_switched, kept, source_overridden),
     }
 
 
@@ -437,14 +442,32 @@ def _names(bones) -> str:
     return ", ".join(f"'{b}'" for b in bones)
 
 
-def _warnings(overridden: dict, unsettled: dict, passes: int, fk_switched: list[str], kept: str | None) -> list[str]:
+def _listed(overridden: dict) -> str:
+    return "; ".join(f"'{bone}' ({', '.join(what)})" for bone, what in overridden.items())
+
+
+def _warnings(
+    overridden: dict,
+    unsettled: dict,
+    passes: int,
+    fk_switched: list[str],
+    kept: str | None,
+    source_overridden: dict,
+) -> list[str]:
     """One sentence per thing the user has to know to play the result: what happened, what to do."""
     out = []
+    if source_overridden:
+        out.append(
+            f"Constraints or drivers on the source set the pose of {len(source_overridden)} of its bones: "
+            f"{_listed(source_overridden)}; the retarget reads the source's keys only, so the target follows "
+            "the keys, not those. Bake them into the source's keys (Pose > Animation > Bake Action, Visual "
+            "Keying) or mute them, and retarget again."
+        )
     if overridden:
-        listed = "; ".join(f"'{bone}' ({', '.join(what)})" for bone, what in overridden.items())
         out.append(
             f"Keys are written for every mapped bone, but constraints or drivers set the pose of {len(overridden)} "
-            f"of them instead: {listed}; mute those (or switch the IK to FK) to play the retargeted motion."
+            f"of them instead: {_listed(overridden)}; mute those (or switch the IK to FK) to play the retargeted "
+            "motion."
         )
     if unsettled:
         out.append(

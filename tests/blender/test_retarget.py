@@ -576,6 +576,34 @@ def test_constraints_and_drivers_on_mapped_bones_are_reported_and_left_alone():
     assert _direction_error(source, target, UE5, frames).max() < 0.01  # the keys themselves are right
 
 
+def test_constraints_and_drivers_on_the_source_are_named_in_a_warning():
+    """The retarget reads the source's keys: a Damped Track on its elbow (or a driver on a spine bone)
+    that Blender shows is not carried over. Before: nothing was said, and the target's arm was 80° off
+    the source as Blender plays it. Muted and zero-influence ones, and bones not read, do not count."""
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=10)
+    target = rigs.target_rig("Target", UE5)
+    goal = bpy.data.objects.new("Goal", None)
+    bpy.context.scene.collection.objects.link(goal)
+    track = source.pose.bones["left_elbow"].constraints.new("DAMPED_TRACK")
+    track.target = goal
+    source.pose.bones["right_elbow"].constraints.new("COPY_ROTATION").influence = 0.0
+    source.pose.bones["spine2"].driver_add("rotation_quaternion", 1).driver.expression = "0.3"
+    source.pose.bones["neck"].driver_add("rotation_quaternion", 2).mute = True
+    only_arm = {j: b for j, b in UE5.items() if j != "spine2"}  # spine2 is still read: spine3's parent
+
+    report = retarget(source, target, only_arm, lock_feet=False)
+
+    (warning,) = report["warnings"]
+    assert warning.startswith("Constraints or drivers on the source set the pose of 2 of its bones")
+    assert "'left_elbow'" in warning and "'spine2'" in warning and "Bake Action" in warning
+    assert report["source_overridden"] == {
+        "left_elbow": [f"Damped Track constraint '{track.name}'"],
+        "spine2": ["driver on rotation_quaternion[1]"],
+    }
+    assert track.enabled and track.target == goal  # the source is as it was
+
+
 def test_parents_whose_constraints_or_drivers_do_not_settle_are_reported_with_the_error_left():
     """An unmapped spine bone turned by a driver that reads its child's key: every correction moves
     the parent again. Before: drivers on parents were not looked at, and the retarget reported plain

@@ -1,8 +1,15 @@
 """People in a video: one pass of decode -> detect (batched, every Nth frame) -> SORT."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+from recorded_detections import recorded_hog_detections
 from testdata import REAL_CLIPS
 
 from vibe_blender.core.errors import VibeError
@@ -11,6 +18,8 @@ from vibe_server.pipeline.detect import Detector, make_detector
 from vibe_server.pipeline.people import find_people, stream_people
 from vibe_server.pipeline.track import track_detections
 from vibe_server.pipeline.video import open_video
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _walker(t):
@@ -108,6 +117,82 @@ def test_hog_without_opencv_support_says_what_to_install(monkeypatch):
 
 def test_hog_on_an_empty_frame_finds_nobody():
     assert make_detector("hog").detect([np.zeros((300, 400, 3), np.uint8)])[0].shape == (0, 5)
+
+
+# (height, width): under OpenCV's 64 x 128 window plus padding, one side or both; the last two are
+# wide enough to be downscaled to 800 px first (to 2 x 800 px, and to a height of 0 px before).
+TINY_FRAMES = [(2, 2), (48, 64), (240, 30), (96, 128), (128, 96), (320, 80), (111, 47), (128, 2000), (2, 4000)]
+
+
+def test_hog_on_frames_smaller_than_its_window_finds_boxes_inside_the_frame_without_crashing():
+    """Before: OpenCV's detectMultiScale read and wrote past such an image (a segfault, an abort or
+    a cv2.error); any client asking for the 'hog' detector on a small video killed the whole server.
+    In a process of its own, so that a crash fails this test instead of ending the test run."""
+    code = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from vibe_server.pipeline.detect import make_detector\n"
+        "hog = make_detector('hog')\n"
+        "rng = np.random.default_rng(0)\n"
+        "for height, width in json.loads(sys.argv[1]):\n"
+        "    frames = [rng.integers(0, 256, (height, width, 3), np.uint8) for _ in range(3)]\n"
+        "    for boxes in hog.detect(frames):\n"
+        "        print(json.dumps([height, width, str(boxes.dtype), boxes.shape[1], boxes.tolist()]), flush=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}"}
+    run = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(TINY_FRAMES)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [tuple(r[:2]) for r in results] == [size for size in TINY_FRAMES for _ in range(3)]
+    for height, width, dtype, columns, boxes in results:
+        assert dtype == "float32" and columns == 5
+        for x1, y1, x2, y2, _ in boxes:
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+
+
+def test_hog_pads_a_small_frame_to_its_safe_size_and_keeps_only_boxes_on_the_frame():
+    """The padding is only at the right and the bottom, so a box keeps its coordinates; one in the
+    padding alone is no person in the frame (dropped), one across its edge is clipped to the frame."""
+    hog = make_detector("hog")
+    min_width, min_height = hog.min_image_size()
+    assert (min_width, min_height) == (48, 112)  # the 64 x 128 window less the 8 px padding on each side
+    seen = []
+
+    class Descriptor:
+        winSize = hog.hog.winSize
+
+        def detectMultiScale(self, image, **kwargs):
+            seen.append(image)
+            # windows (x, y, w, h): across the right edge, across the bottom, wholly in the padding
+            return np.array([[20, 0, 30, 40], [0, 60, 30, 60], [40, 100, 8, 12]]), np.array([2.0, 1.5, 3.0])
+
+    hog.hog = Descriptor()
+    frame = np.random.default_rng(0).integers(0, 256, (100, 40, 3), np.uint8)
+    boxes = hog.detect([frame])[0]
+    assert seen[0].shape == (min_height, min_width, 3)
+    np.testing.assert_array_equal(seen[0][:100, :40], frame)
+    np.testing.assert_array_equal(seen[0][100:, :40], np.repeat(frame[-1:], min_height - 100, axis=0))  # edge repeated
+    np.testing.assert_allclose(boxes, [[23, 4, 40, 36, 2.0], [3, 66, 27, 100, 1.5]])
+    at_the_bound = np.zeros((min_height, min_width, 3), np.uint8)
+    hog.detect([at_the_bound])
+    assert seen[1] is at_the_bound  # scanned as it is
+
+
+def test_hog_gives_the_recorded_boxes_on_frames_of_the_size_it_scans_as_they_are():
+    """The padding is for small frames alone: real clips' frames get the very boxes the unpadded
+    detector recorded (the first frames with somebody in them, and the frame before each)."""
+    hog = make_detector("hog")
+    checked = 0
+    for name, per_frame in recorded_hog_detections().items():
+        found = [i for i, boxes in enumerate(per_frame) if len(boxes)][:2]
+        wanted = {i + step for i in found for step in (-1, 0)}
+        for index, frame in open_video(REAL_CLIPS / name).frames(0, max(wanted, default=-1) + 1):
+            if index in wanted:
+                np.testing.assert_array_equal(hog.detect([frame])[0], per_frame[index])
+                checked += 1
+    assert checked >= 8
 
 
 def _moving_person_box(clip, frames_rgb) -> np.ndarray:

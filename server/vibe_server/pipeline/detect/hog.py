@@ -6,6 +6,8 @@ smoke tests and demos without the model data. OpenCV 5 wheels (except contrib) r
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -50,9 +52,32 @@ class HogDetector:
         self.scale = scale
         self.nms_iou_threshold = nms_iou_threshold
 
+    def min_image_size(self) -> tuple[int, int]:
+        """(width, height) of the smallest image OpenCV's detectMultiScale reads within bounds.
+
+        It always scans the unscaled image, padded by ``padding`` (our stride) on each side, with
+        ``(padded - window) // stride + 1`` window positions per axis, rounded toward zero. An image
+        whose padded size is under the window still gets one position that reads past the image:
+        OpenCV 4 then corrupts memory (a segfault, an abort or a cv2.error), e.g. on 64 x 48 frames.
+        """
+        window_width, window_height = self.hog.winSize
+        padding = 2 * self.win_stride_px
+        return max(1, window_width - padding), max(1, window_height - padding)
+
     def detect_one(self, frame_rgb: np.ndarray) -> np.ndarray:
-        """frame (H, W, 3) uint8 RGB -> (K, 5) float32 [x1, y1, x2, y2, score], frame pixels."""
-        resize = min(1.0, self.max_side_px / max(frame_rgb.shape[:2]))
+        """frame (H, W, 3) uint8 RGB -> (K, 5) float32 [x1, y1, x2, y2, score], frame pixels.
+
+        A frame that would be scanned under ``min_image_size`` is first padded at its right and
+        bottom (its edge pixels repeated) to that size; its boxes are then clipped to the frame and
+        those wholly in the padding dropped. Larger frames are scanned as they are.
+        """
+        frame_height, frame_width = frame_rgb.shape[:2]
+        resize = min(1.0, self.max_side_px / max(frame_height, frame_width))
+        min_width, min_height = (math.ceil(side / resize) for side in self.min_image_size())
+        padded = frame_width < min_width or frame_height < min_height
+        if padded:  # (the padding never makes the longest side longer: the resize stays the same)
+            bottom, right = max(0, min_height - frame_height), max(0, min_width - frame_width)
+            frame_rgb = cv2.copyMakeBorder(frame_rgb, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
         image = (
             frame_rgb
             if resize == 1.0
@@ -67,6 +92,10 @@ class HogDetector:
         centre = rects[:, :2] + rects[:, 2:] / 2
         half = rects[:, 2:] * (WINDOW_TO_PERSON / 2)
         boxes = np.concatenate([centre - half, centre + half], axis=1)
+        if padded:
+            boxes = np.clip(boxes, 0, np.array([frame_width, frame_height] * 2, dtype=np.float32))
+            inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, scores = boxes[inside], scores[inside]
         keep = scores > self.score_threshold
         boxes, scores = boxes[keep], scores[keep]
         kept = nms(boxes, scores, self.nms_iou_threshold)

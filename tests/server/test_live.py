@@ -211,6 +211,27 @@ def test_ctrl_c_ends_the_live_command_with_the_sessions_last_figures(fake_live_c
     assert " 0.0 frames/s" not in final[0] and "p50 - ms" not in final[0], final
 
 
+@pytest.mark.parametrize("broken", [False, True], ids=["source-ends", "source-breaks"])
+def test_a_live_recording_with_nobody_tracked_says_so_and_writes_nothing(
+    fake_live_command, tmp_path, capsys, monkeypatch, broken
+):
+    """Before: a recording without a single row ended in a raw traceback ("zip() argument 2 is
+    longer than argument 1"), hiding the message below, or the source's own error when it broke."""
+    from vibe_server.cli import main
+
+    monkeypatch.setattr(_FakeLiveModel, "process", lambda self, index, rgb, time_s: [])
+    if broken:
+        fake_live_command.error = VibeError("camera 0 stopped sending frames.")
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 2
+    err = capsys.readouterr().err
+    if broken:
+        assert "camera 0 stopped sending frames." in err and "nothing to record" not in err
+    else:
+        assert "Nobody was tracked from camera 0: nothing to record." in err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_the_live_command_names_its_detector_and_warns_of_the_hog_fallback(synthetic_bundle, capsys):
     """The official model data without yolov3.weights: infer and the server warned that 'auto' fell
     back to HOG, the live command said nothing."""

@@ -241,7 +241,8 @@ class LiveRecording:
         by_track = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order recorded: frame order
         track_ids, starts = np.unique(keys[by_track, 0], return_index=True)
         tracks = []
-        for track_id, rows in zip(track_ids, np.split(by_track, starts[1:]), strict=True):
+        per_track = np.split(by_track, starts[1:]) if self.rows else []  # (of no rows, np.split gives one piece)
+        for track_id, rows in zip(track_ids, per_track, strict=True):
             values = self._values_at(rows)
             tracks.append(
                 postprocess.build_track(

@@ -484,6 +484,25 @@ def test_evaluate_names_every_missing_model_file_at_once(dirs, capsys, tmp_path)
     assert str(empty / "vibe_model_wo_3dpw.pth.tar") in err
 
 
+def test_evaluate_names_a_wrong_checkpoint_path_as_the_checkpoint(dirs, capsys, tmp_path):
+    """Before: a mistyped --checkpoint (often one's own training run) or a folder was "Model data
+    missing", with advice to install the official model data or change --data-dir."""
+    from vibe_server.cli import main
+
+    test_db = str(dirs["db"] / "3dpw_test_db.pt")
+    cases = [
+        (tmp_path / "my_run" / "model_best.pth.tar", "not found"),
+        (tmp_path, "is a folder, not a checkpoint file"),
+    ]
+    for checkpoint, what in cases:
+        assert main(["evaluate", test_db, "--checkpoint", str(checkpoint), "--data-dir", str(dirs["data"])]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: Checkpoint {checkpoint} (from --checkpoint) {what}; check the path (e.g. a training run's "
+            "model_best.pth.tar), or leave --checkpoint out for the installed VIBE model.\n"
+        )
+
+
 def test_evaluate_refuses_a_gpu_that_is_not_there(dirs, capsys, monkeypatch):
     from vibe_server.cli import main
 

@@ -50,6 +50,11 @@ def dataset_from_name(db_file: Path) -> str:
     raise VibeError(f"Cannot tell the layout of {db_file.name} from its name; pass --dataset {_one_of(LAYOUTS)}.")
 
 
+def _not_a_file(path: Path, what: str) -> str:
+    """Why ``path``, which is no regular file, is not ``what`` (e.g. "a database file")."""
+    return f"is a folder, not {what}" if path.is_dir() else (NOT_REGULAR if path.exists() else "not found")
+
+
 def _one_of(names: tuple[str, ...]) -> str:
     return f"{', '.join(names[:-1])} or {names[-1]}"
 
@@ -62,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     db_file = Path(args.db_file)
     if not db_file.is_file():  # before the layout: a wrong path is the first thing to fix
-        what = (
-            "is a folder, not a database file"
-            if db_file.is_dir()
-            else (NOT_REGULAR if db_file.exists() else "not found")
-        )
+        what = _not_a_file(db_file, "a database file")
         raise VibeError(f"Database file {db_file} {what}; give the path of a file such as 3dpw_test_db.pt.")
+    if args.checkpoint and not Path(args.checkpoint).is_file():  # the user's own file: not the model data's
+        what = _not_a_file(Path(args.checkpoint), "a checkpoint file")
+        raise VibeError(
+            f"Checkpoint {args.checkpoint} (from --checkpoint) {what}; check the path (e.g. a training run's "
+            "model_best.pth.tar), or leave --checkpoint out for the installed VIBE model."
+        )
     name = args.dataset or dataset_from_name(db_file)
     data_dir = resolve_data_dir(args.data_dir)
     checkpoint = Path(args.checkpoint) if args.checkpoint else data_dir / VIBE_CHECKPOINT

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
 import torch
 
@@ -534,6 +536,23 @@ def test_training_refuses_a_file_of_another_dataset(dirs, tmp_path):
     )
     with pytest.raises(VibeError, match="not in the h36m layout.*looks like 3dpw data. Put the original's h36m_train"):
         train(config)
+
+
+def test_training_on_a_file_that_lacks_keys_names_trains_own_fix(dirs, tmp_path):
+    """Before: the message pointed to "--dataset", a flag of evaluate that train does not have."""
+    from vibe_server.train.train import train
+
+    for name in ("3dpw_train_db.pt", "amass_db.pt"):
+        shutil.copyfile(dirs["db"] / name, tmp_path / name)
+    joblib.dump({"features": np.zeros((20, 2048)), "vid_name": np.array(["a"] * 20)}, tmp_path / "3dpw_val_db.pt")
+    config = tiny(
+        dirs, "lacks_keys", f"--db_dir={tmp_path}", "--datasets_2d=", "--datasets_3d=3dpw", "--dataset_val=3dpw"
+    )
+    with pytest.raises(VibeError) as refused:
+        train(config)
+    assert "3dpw_val_db.pt lacks joints2D, joints3D, bbox" in str(refused.value)
+    assert str(refused.value).endswith("Put the original's 3dpw_val_db.pt in --db_dir.")
+    assert "--dataset " not in str(refused.value) and "--dataset)" not in str(refused.value)
 
 
 def test_a_nan_smpl_ground_truth_in_a_validation_file_is_scored_as_the_original_scores_it(dirs, tmp_path, capsys):

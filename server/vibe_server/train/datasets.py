@@ -184,12 +184,13 @@ class H5Database:
         return {"path": self.path, "_file": None, "_pid": None}
 
 
-def require_keys(db: dict, keys: tuple, path: str | Path) -> None:
+def require_keys(db: dict, keys: tuple, path: str | Path, fix: str) -> None:
+    """``fix``: what to do about a file that lacks some of ``keys`` (the command's own flags)."""
     missing = [k for k in keys if k not in db]
     if missing:
         raise VibeError(
             f"{path} lacks {', '.join(missing)}, so it is not in the layout expected here (which needs "
-            f"{', '.join(keys)}). Check that the dataset named for it matches the file (its name or --dataset)."
+            f"{', '.join(keys)}). {fix}"
         )
 
 
@@ -348,7 +349,7 @@ class SequenceDataset(Dataset):
     ):
         """db_dir + name + split pick the file (e.g. mpii3d, train -> mpii3d_train_db.pt); `path`
         names another file in that dataset's layout. split 'train' gives training items.
-        `layout_fix` ends the message for a file in another dataset's joint layout: what to do."""
+        `layout_fix` ends the message for a file in another dataset's layout (keys or joints): what to do."""
         self.spec = spec_for(name)
         self.split, self.seqlen = split, seqlen
         self.is_train = split == "train"
@@ -363,7 +364,7 @@ class SequenceDataset(Dataset):
             needed = needed + ("bbox",)
         if self.spec.kind == "3d" and split in self.spec.smpl_splits:
             needed = needed + ("pose", "shape")
-        require_keys(self.db, needed, self.path)
+        require_keys(self.db, needed, self.path, layout_fix)
 
         self.joints_2d_src = self.spec.joints_2d
         if name == "pennaction" and not fix_pennaction_joints:

@@ -1,6 +1,7 @@
 """The model-data bundle: location, check, install, and the CLI around it."""
 
 import http.server
+import json
 import os
 import pickle
 import re
@@ -71,9 +72,25 @@ def test_check_lists_present_missing_invalid(full_bundle):
 def test_cli_check_exit_codes_and_table(full_bundle, tmp_path, capsys):
     assert cli(["data", "check", "--data-dir", str(full_bundle)]) == 0
     assert "All required files are present" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
     assert cli(["data", "check", "--data-dir", str(tmp_path / "empty")]) == 1
     out = capsys.readouterr().out
     assert "SMPL_NEUTRAL.pkl" in out and "missing" in out and "vibe-mocap data install" in out
+
+
+def test_cli_check_of_a_named_folder_that_is_a_file_or_missing_says_so(tmp_path, capsys):
+    """Before: eight files "missing" in a "folder" that was a file (or not there at all), where
+    infer, batch and live said what was wrong with the path itself. The add-on's JSON still lists
+    the files of a folder yet to install into."""
+    a_file = tmp_path / "clip.mp4"
+    a_file.write_bytes(b"not a folder")
+    for folder, state in [(a_file, "is a file, not a folder"), (tmp_path / "nope", "does not exist")]:
+        assert cli(["data", "check", "--data-dir", str(folder)]) == 2
+        printed = capsys.readouterr()
+        assert printed.err.startswith(f"error: The model-data folder '{folder}' (from --data-dir) {state}; check")
+        assert "missing" not in printed.out and printed.err.count("\n") == 1
+    assert cli(["data", "check", "--json", "--data-dir", str(tmp_path / "nope")]) == 1
+    assert {f["status"] for f in json.loads(capsys.readouterr().out)["files"]} == {"missing"}
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 from vibe_blender.core.output_paths import check_output_folder
 
 from ..data import bundle
+from ..data.loading import named_data_dir_error
 
 
 def add_parser(sub) -> None:
@@ -55,8 +56,13 @@ def _print_table(data_dir, statuses) -> None:
 
 def _check(args) -> int:
     data_dir = bundle.resolve_data_dir(args.data_dir)
+    as_json = getattr(args, "json", False)
+    if not as_json and not data_dir.is_dir():  # (the add-on's JSON lists the files of a folder to install into)
+        named = named_data_dir_error(args.data_dir, data_dir)
+        if named is not None:  # a folder the user named: a wrong path, not eight missing files
+            raise named
     statuses = bundle.check_bundle(data_dir)
-    if getattr(args, "json", False):
+    if as_json:
         files = [{"name": s.name, "status": s.status, "detail": s.detail} for s in statuses]
         print(json.dumps({"data_dir": str(data_dir), "ok": bundle.bundle_ok(statuses), "files": files}))
         return 0 if bundle.bundle_ok(statuses) else 1

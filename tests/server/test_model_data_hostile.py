@@ -42,6 +42,31 @@ def test_hostile_regressor_is_refused(tmp_path, content, match):
         load_joint_regressor(path, 9)
 
 
+def test_a_regressor_or_mean_params_of_nan_say_so_not_that_their_shape_is_wrong(tmp_path):
+    """Before: "has shape (9, 6890), expected (9, 6890) finite numbers", with no word of what to do."""
+    hint = "Reinstall the model data with 'vibe-mocap data install'."
+    regressor = tmp_path / "J_regressor_extra.npy"
+    np.save(regressor, np.full((9, 6890), np.nan))
+    with pytest.raises(VibeError) as refused:
+        load_joint_regressor(regressor, 9)
+    assert (
+        str(refused.value)
+        == f"'{regressor}' holds values that are not finite numbers (NaN or infinite): it is damaged. {hint}"
+    )
+    np.save(regressor, np.zeros((9, 6889)))
+    with pytest.raises(VibeError) as refused:
+        load_joint_regressor(regressor, 9)
+    assert str(refused.value) == f"'{regressor}' has shape (9, 6889), expected (9, 6890). {hint}"
+    mean = tmp_path / "smpl_mean_params.npz"
+    np.savez(mean, **{**mean_params(), "cam": np.array([0.9, np.inf, 0.0])})
+    with pytest.raises(VibeError) as refused:
+        load_mean_params(mean)
+    assert (
+        str(refused.value)
+        == f"'{mean}': 'cam' holds values that are not finite numbers (NaN or infinite): it is damaged. {hint}"
+    )
+
+
 def test_mean_params_declaring_gigabytes_are_refused_in_a_sandbox(tmp_path):
     """A 1 MB member whose header asks for 3.4 GB: refused before numpy allocates anything."""
     huge = npy(header="{'descr': '<f8', 'fortran_order': False, 'shape': (425000000,), }", data=bytes(1 << 20))

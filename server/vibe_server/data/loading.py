@@ -234,20 +234,30 @@ def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
     for k, n in (("pose", 144), ("shape", 10), ("cam", 3)):
         if k not in arrays:
             raise VibeError(f"'{path}' is not a valid smpl_mean_params.npz: it has no '{k}'. {hint}")
-        if arrays[k].shape != (n,) or not np.all(np.isfinite(arrays[k])):
-            raise VibeError(f"'{path}': '{k}' has shape {arrays[k].shape}, expected ({n},) finite numbers. {hint}")
+        problem = _array_problem(arrays[k], (n,))
+        if problem:
+            raise VibeError(f"'{path}': '{k}' {problem}. {hint}")
     return {k: a.astype(np.float32) for k, a in arrays.items()}
 
 
 def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
     """A (num_joints, 6890) joint regressor ``.npy`` -> float32, with a clear error when it is not one
     (bounded read)."""
-    reg = read_npy(
-        path, label=f"the joint regressor '{path}'", hint="Reinstall the model data with 'vibe-mocap data install'."
-    )
-    if reg.shape != (num_joints, 6890) or not np.all(np.isfinite(reg)):
-        raise VibeError(f"'{path}' has shape {reg.shape}, expected ({num_joints}, 6890) finite numbers.")
+    hint = "Reinstall the model data with 'vibe-mocap data install'."
+    reg = read_npy(path, label=f"the joint regressor '{path}'", hint=hint)
+    problem = _array_problem(reg, (num_joints, 6890))
+    if problem:
+        raise VibeError(f"'{path}' {problem}. {hint}")
     return reg.astype(np.float32)
+
+
+def _array_problem(array: np.ndarray, shape: tuple[int, ...]) -> str | None:
+    """None for an array of ``shape`` and finite numbers, else what is wrong with it."""
+    if array.shape != shape:
+        return f"has shape {array.shape}, expected {shape}"
+    if not np.all(np.isfinite(array)):
+        return "holds values that are not finite numbers (NaN or infinite): it is damaged"
+    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import math
 import os
 import pickle
 import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import BinaryIO
@@ -238,7 +239,10 @@ def torch_load(path: str | Path, what: str) -> object:
 
 def _torch_load_checked(file, path: Path, what: str) -> object:
     try:
-        with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS):
+        # (torch warns of a pickle protocol it did not write: a file that is no checkpoint, which gets
+        # one message of ours instead)
+        with torch.serialization.safe_globals(NUMPY_SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)

@@ -210,6 +210,17 @@ def test_checkpoint_holding_code_is_not_executed(tmp_path):
         checkpoints.load_vibe_checkpoint(path)
 
 
+def test_a_plain_pickle_given_as_a_checkpoint_gets_our_message_alone(tmp_path, recwarn):
+    """torch warned first of a pickle protocol it did not write: a line of its own before ours."""
+    import pickle
+
+    path = tmp_path / "notes.pth"
+    path.write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=4))
+    with pytest.raises(VibeError, match="other than weights"):
+        checkpoints.load_vibe_checkpoint(path)
+    assert [str(w.message) for w in recwarn] == []
+
+
 # --- crafted files: numpy state and zip records are checked before anything is built -----------
 
 

@@ -18,6 +18,14 @@ def test_box_files_in_both_forms(tmp_path):
     assert frames.tolist() == [4, 7] and boxes[1].tolist() == [52, 41, 30, 30]
 
 
+def test_an_empty_box_file_says_it_holds_no_boxes_and_nothing_else(tmp_path, recwarn):
+    """numpy warned 'Empty input file' first, and the message spoke of an array of shape (0, 1)."""
+    (tmp_path / "boxes.csv").write_text("")
+    with pytest.raises(VibeError, match=r"boxes\.csv holds no boxes \(no rows of numbers\)\. Expected rows of"):
+        read_bboxes(tmp_path / "boxes.csv")
+    assert [str(w.message) for w in recwarn] == []
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

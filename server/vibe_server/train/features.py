@@ -9,6 +9,7 @@ original extracted its training features at scale 1.3 (MPI-INF-3DHP, PennAction,
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -64,9 +65,14 @@ def _read_box_numbers(path: Path) -> np.ndarray:
             raise VibeError(f"Cannot read boxes from {path}: it holds {boxes.dtype} values, not numbers. {hint}")
         return boxes.astype(np.float64)
     try:
-        return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():  # an empty file: numpy's own warning, before our one message
+            warnings.simplefilter("ignore", UserWarning)
+            boxes = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError as err:  # text that is not numbers, or not UTF-8
         raise VibeError(f"Cannot read boxes from {path} ({err}). {hint}") from None
+    if boxes.size == 0:
+        raise VibeError(f"{path} holds no boxes (no rows of numbers). {hint}")
+    return boxes
 
 
 def _frame_numbers(path: Path, column: np.ndarray) -> np.ndarray:

@@ -394,6 +394,14 @@ def test_serve_refuses_limits_that_are_not_positive_finite_numbers(token_home, t
     assert not (tmp_path / "jobs").exists()
 
 
+@pytest.mark.parametrize("port", ["70000", "0", "-1"])
+def test_serve_refuses_a_port_that_is_no_tcp_port_before_it_makes_anything(token_home, tmp_path, capsys, port):
+    """The jobs folder, its lock and the token file were made before the port was checked."""
+    assert main(["serve", "--port", port, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+    assert f"error: Port {port} is not a valid TCP port; use 1-65535" in capsys.readouterr().err
+    assert not (tmp_path / "jobs").exists() and not token_home.exists()
+
+
 def test_serve_says_a_taken_port_before_it_loads_the_model(token_home, monkeypatch, tmp_path, capsys):
     """Another program listening on the port: one error naming it and --port, before anything is
     loaded or printed as served (uvicorn would say it after the model has loaded, in a traceback-like

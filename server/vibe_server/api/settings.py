@@ -67,8 +67,7 @@ class Settings:
             value = getattr(self, name)
             if value not in POSITIVE:
                 raise VibeError(f"The server setting {name} must be a positive finite number, got {value}.")
-        if not 0 < self.port < 65536:
-            raise VibeError(f"Port {self.port} is not a valid TCP port; use 1-65535 (default {DEFAULT_PORT}).")
+        check_port(self.port)
 
     @property
     def host_names(self) -> set[str]:
@@ -87,3 +86,9 @@ class Settings:
             return True
         names = self.host_names
         return host_header in names or host_header in {f"{n}:{self.port}" for n in names}
+
+
+def check_port(port: int) -> None:
+    """VibeError unless ``port`` is a TCP port a server can listen on."""
+    if not 0 < port < 65536:
+        raise VibeError(f"Port {port} is not a valid TCP port; use 1-65535 (default {DEFAULT_PORT}).")

@@ -18,7 +18,7 @@ from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.server_stop import REQUEST_GRACE_S
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
-from ..api.settings import DEFAULT_PORT, Settings, default_jobs_dir
+from ..api.settings import DEFAULT_PORT, Settings, check_port, default_jobs_dir
 from ..folder_lock import folder_lock
 from ..value_range import POSITIVE
 
@@ -145,8 +145,10 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
     return ensure_token(), f"the token file {token_path()} (the add-on and other local tools read it there)"
 
 
-def check_positive_flags(args: argparse.Namespace) -> None:
-    """VibeError naming the first limit flag that is not a positive finite number."""
+def check_number_flags(args: argparse.Namespace) -> None:
+    """VibeError for a --port that is no TCP port, or naming the first limit flag that is not a positive
+    finite number."""
+    check_port(args.port)
     for name in POSITIVE_FLAGS:
         value = getattr(args, name)
         if value not in POSITIVE:
@@ -195,7 +197,7 @@ _BIND_ADVICE = {
 
 
 def run(args: argparse.Namespace) -> int:
-    check_positive_flags(args)  # before the jobs folder is made
+    check_number_flags(args)  # before the jobs folder, its lock and the token file are made
     # start-up: uvicorn, FastAPI and torch load only when the server really starts
     from ..api.app import create_app
     from ..api.job_store import prepare_jobs_dir

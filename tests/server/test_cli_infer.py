@@ -127,6 +127,7 @@ def test_infer_defaults_are_fast_and_official_restores_the_official_configuratio
         (["infer", "{video}", "--focal-px", "0.5"], "--focal-px must be between 1 and 1000000; got 0.5."),
         (["infer", "{video}", "--device", "tpu"], "Unknown device"),
         (["infer", "{video}", "--devices", "cpu,gpu"], "Unknown device 'gpu'"),
+        (["infer", "{video}", "--devices", "cpu", "--device", "cuda"], "Give --devices (cpu) or --device (cuda), not"),
     ],
 )
 def test_infer_bad_arguments_give_one_clear_error(tiny_infer, capsys, argv, message):

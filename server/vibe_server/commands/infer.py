@@ -123,6 +123,11 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.segmented import run_across_devices
     from ..pipeline.video import check_video_path
 
+    if args.devices and args.device != "auto":  # (else --device would be dropped without a word)
+        raise VibeError(
+            f"Give --devices ({args.devices}) or --device ({args.device}), not both: --devices names every "
+            "device the video is divided among."
+        )
     video = Path(args.video)
     if video.is_dir():
         raise VibeError(

@@ -1019,3 +1019,67 @@ def test_missing_model_data_names_the_trainers_own_flag_before_any_work(dirs, tm
     assert err.rstrip().endswith("to start from the mean pose alone instead: --init_from_spin=false.)")
     assert not out.exists()  # nothing was read or written before
     assert main([*argv, "--init_from_spin=false"]) == 0
+
+
+# -- a resumed run goes on with the data and random numbers where the stopped one was ------------------
+
+
+def windows_drawn(monkeypatch) -> list:
+    """The (dataset, window) pairs that training loads, in order (validation's are not counted)."""
+    from vibe_server.train import datasets
+
+    drawn, load = [], datasets.SequenceDataset.__getitem__
+
+    def recorded(self, index):
+        if self.is_train:
+            drawn.append((self.spec.name, index))
+        return load(self, index)
+
+    monkeypatch.setattr(datasets.SequenceDataset, "__getitem__", recorded)
+    return drawn
+
+
+def test_a_resumed_run_goes_on_as_if_it_had_not_stopped(dirs, tmp_path, monkeypatch):
+    """Before, every start drew the data from the first shuffled pass again and re-seeded the random
+    numbers: a job stopped and resumed every epoch trained on the same first windows over and over
+    (mpii3d's 3 windows, 2 a epoch: [2, 0, 2, 0] instead of [2, 0, 1, 1]) and never matched the run
+    that went straight through. Passes that end mid-epoch (3 windows, 2 steps) and the discriminator's
+    dropout are both covered."""
+    from vibe_server.train.train import train
+
+    drawn = windows_drawn(monkeypatch)
+    argv = ["--datasets_3d=mpii3d", "--batch_size=1", "--motion_batch_size=3", "--disc_attention_dropout=0.5"]
+    train(tiny(dirs, "x", f"--out_dir={tmp_path / 'straight'}", "--epochs=2", *argv))
+    straight = list(drawn)
+    drawn.clear()
+    train(tiny(dirs, "x", f"--out_dir={tmp_path / 'resumed'}", "--epochs=1", *argv))
+    train(tiny(dirs, "x", f"--out_dir={tmp_path / 'resumed'}", "--epochs=2", *argv))
+    assert drawn == straight
+    assert sorted([i for name, i in straight if name == "mpii3d"][:3]) == [0, 1, 2]  # a whole pass, then more
+    a, b = (torch.load(tmp_path / d / "checkpoint.pth.tar", weights_only=False) for d in ("straight", "resumed"))
+    for key in ("gen_state_dict", "disc_motion_state_dict"):
+        assert a[key].keys() == b[key].keys()
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+def test_a_checkpoint_without_the_data_order_resumes_on_a_new_pass_and_says_so(
+    dirs, one_epoch, tmp_path, monkeypatch, caplog
+):
+    """An older run's checkpoint does not record where its loaders were: the resumed run starts a new
+    shuffled pass (as the straight run would have by then), not the first one again, and says once
+    that the order is not the stopped run's."""
+    from vibe_server.train.datasets import SequenceDataset
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt.pop("data_order", None)  # (none in an older run's)
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    config = tiny(dirs, "x", f"--out_dir={out}", "--epochs=2")
+    drawn = windows_drawn(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(config)
+    assert caplog.text.count("the data order cannot be restored exactly") == 1
+    windows = len(SequenceDataset(config.db_dir, "3dpw", "train", seqlen=config.seqlen))
+    new_pass = torch.randperm(windows, generator=torch.Generator().manual_seed(config.seed + 2)).tolist()
+    assert [i for name, i in drawn if name == "3dpw"] == new_pass[:4]  # pass 2 = epoch 1 x 2 steps

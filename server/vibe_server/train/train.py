@@ -28,14 +28,22 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from torch.distributed import ReduceOp, all_reduce, barrier, broadcast, destroy_process_group, init_process_group
+from torch.distributed import (
+    ReduceOp,
+    all_gather_object,
+    all_reduce,
+    barrier,
+    broadcast,
+    destroy_process_group,
+    init_process_group,
+)
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader
 from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
@@ -60,6 +68,7 @@ from .out_dir import (
     run_in_out_dir,
     take_changed_rates,
 )
+from .resume_state import Batches, ResumableSampler, position_of, random_states, restore_random_states
 from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import SameInEveryProcess, StopSafeLoader, alike_in_every_process, exit_status
 
@@ -93,19 +102,10 @@ GEN_RATES = {"lr": "gen_lr", "weight_decay": "gen_wd", "factor": "lr_factor", "p
 DISC_RATES = {"lr": "disc_lr", "weight_decay": "disc_wd", "factor": "lr_factor", "patience": "lr_patience"}
 
 
-def cycle(loader: DataLoader) -> Iterator[dict]:
-    """Endless batches: a new shuffled pass (sampler epoch) each time the loader runs out."""
-    passes = 0
-    while True:
-        loader.sampler.set_epoch(passes)
-        yield from loader
-        passes += 1
-
-
 def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int, world_size: int) -> DataLoader:
     """The datasets mixed into one loader, this rank's share, reshuffled every pass."""
     dataset = ConcatDataset(datasets)  # mixed in proportion to window counts
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
+    sampler = ResumableSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
     return StopSafeLoader(
         dataset,
         batch_size=batch_size,
@@ -277,7 +277,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     out_dir = Path(config.out_dir)
     checkpoint_path, best_path = out_dir / CHECKPOINT_NAME, out_dir / BEST_NAME
     ckpt = alike_in_every_process(lambda: read_resume_checkpoint(config, checkpoint_path))
-    start_epoch, best_performance = 0, math.inf
+    start_epoch, best_performance, order = 0, math.inf, None
     if ckpt is not None:
         start_epoch, best_performance = ckpt["epoch"] + 1, ckpt["best_performance"]
         if master and start_epoch < config.epochs:  # (the one process that saves, with epochs to run)
@@ -384,6 +384,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                 load_optimizer(part, ckpt.get(key), checkpoint_path, "discriminator " + key.split("_")[-1])
             take_changed_rates(saved, config, disc_optimizer, disc_scheduler, DISC_RATES, say_once)
         say(f"resumed from {checkpoint_path}: epoch {int(ckpt['epoch'])} done, continuing at epoch {start_epoch}")
+        order = ckpt.get("data_order")
         if master:
             forget_logged_steps(out_dir, ("train_log.csv", "val_log.csv"), start_epoch, say)
         del ckpt  # the weights are in the models now
@@ -397,9 +398,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     tensorboard = open_tensorboard(out_dir) if master and config.tensorboard else None
 
     # ---- 6. the loop: epochs of iters_per_epoch steps, validation and a checkpoint after each ----
-    batches_2d = cycle(loader_2d) if loader_2d else None
-    batches_3d = cycle(loader_3d)
-    batches_motion = cycle(loader_motion) if loader_motion else None
+    loaders = {"2d": loader_2d, "3d": loader_3d, "motion": loader_motion}
+    positions, states = resume_order(order, loaders, start_epoch, config, world_size, rank, say)
+    del order
+    batches = {name: Batches(loader, *positions[name]) for name, loader in loaders.items() if loader is not None}
+    batches_2d, batches_3d, batches_motion = (batches.get(name) for name in ("2d", "3d", "motion"))
+    if states is not None:  # last: building the models drew from them
+        restore_random_states(states)
     weights = {"kp_2d": config.kp_2d_w, "kp_3d": config.kp_3d_w, "pose": config.pose_w, "shape": config.shape_w}
     losses, epoch, diverged = {}, start_epoch - 1, False
     for epoch in range(start_epoch, config.epochs):
@@ -516,6 +521,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         # without validation the latest is the best we know, unless a validated one is there
         replaces_best = is_best or (math.isnan(performance) and math.isinf(best_performance))
         diverged = config.abort_pa_mpjpe_mm > 0 and performance > config.abort_pa_mpjpe_mm
+        order = data_order(batches, world_size, ddp)  # every process's random states: all of them take part
         if master:  # each file renamed into place once whole: an interrupted write keeps the last one
             save = functools.partial(
                 checkpoints.save_vibe_checkpoint,
@@ -531,6 +537,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                     "gen_scheduler": gen_scheduler.state_dict(),
                     "disc_scheduler": disc_scheduler.state_dict() if disc_scheduler else None,
                     "diverged": diverged,  # a rerun refuses to go on while --abort_pa_mpjpe_mm would stop it
+                    "data_order": order,  # where a resumed run goes on: the loaders' passes, the random states
                 },
             )
             if replaces_best:  # model_best first: a checkpoint that records a best never lacks its file
@@ -557,6 +564,57 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         "best_performance": best_performance,
         "last_losses": {k: v.item() for k, v in losses.items()},
     }
+
+
+def data_order(batches: dict[str, Batches], world_size: int, ddp: bool) -> dict:
+    """What the checkpoint records for a resumed run to go on exactly: each loader's pass and the
+    batches of it used, and every process's random states (a list by rank)."""
+    states = random_states()
+    if ddp:
+        gathered: list = [None] * world_size
+        all_gather_object(gathered, states)
+    else:
+        gathered = [states]
+    loaders = {
+        name: {**b.position(), "batch_size": b.loader.batch_size, "samples": b.loader.sampler.num_samples}
+        for name, b in batches.items()
+    }
+    return {"world_size": world_size, "loaders": loaders, "random": gathered}
+
+
+def resume_order(
+    saved: object, loaders: dict, start_epoch: int, config: TrainConfig, world_size: int, rank: int, say
+) -> tuple[dict[str, tuple[int, int]], object]:
+    """({loader name: (pass, batches used)}, this process's random states or None) to start with. A
+    fresh run starts at pass 0. A resumed run goes on where its checkpoint says; a checkpoint without
+    that record (an older run's) or with other batch sizes, data or processes starts each loader on a
+    new pass (start_epoch * iters_per_epoch, not the first one again) with the random states as seeded."""
+    used = {name: loader for name, loader in loaders.items() if loader is not None}
+    if start_epoch == 0:
+        return {name: (0, 0) for name in used}, None
+    exact = isinstance(saved, dict) and saved.get("world_size") == world_size
+    positions: dict[str, tuple[int, int]] = {}
+    for name, loader in used.items():
+        record = saved.get("loaders", {}).get(name) if exact and isinstance(saved.get("loaders"), dict) else None
+        position = position_of(record)
+        same_data = (
+            position is not None
+            and record.get("batch_size") == loader.batch_size
+            and record.get("samples") == loader.sampler.num_samples
+        )
+        if not same_data:
+            exact = False
+            break
+        positions[name] = position
+    states = saved.get("random") if exact else None
+    if exact and isinstance(states, list) and len(states) == world_size:
+        return positions, states[rank]
+    say(
+        "the checkpoint does not record where the data loaders were (an older run's, or other data, batch "
+        "sizes or processes), so the data order cannot be restored exactly: each loader starts a new shuffled pass"
+    )
+    fresh = start_epoch * config.iters_per_epoch
+    return {name: (fresh, 0) for name in used}, None
 
 
 def copy_file(path: Path, out: BinaryIO) -> None:

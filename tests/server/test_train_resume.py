@@ -1083,3 +1083,26 @@ def test_a_checkpoint_without_the_data_order_resumes_on_a_new_pass_and_says_so(
     windows = len(SequenceDataset(config.db_dir, "3dpw", "train", seqlen=config.seqlen))
     new_pass = torch.randperm(windows, generator=torch.Generator().manual_seed(config.seed + 2)).tolist()
     assert [i for name, i in drawn if name == "3dpw"] == new_pass[:4]  # pass 2 = epoch 1 x 2 steps
+
+
+def test_a_resumed_mposer_run_goes_on_as_if_it_had_not_stopped(dirs, tmp_path, monkeypatch):
+    """MPoser re-seeded every start and shuffled with the run's random state, so a resumed epoch drew
+    the first epoch's order and noise again (epoch 1: 0.41033 instead of 0.42139). The order now comes
+    from (seed, epoch) and the checkpoint keeps the random states: 1 epoch + 1 resumed = 2 straight."""
+    from vibe_server.train.mposer import train_mposer
+
+    drawn = windows_drawn(monkeypatch)
+
+    def run(out: str, epochs: int) -> None:
+        argv = [f"--db_dir={dirs['db']}", f"--out_dir={tmp_path / out}", "--num_workers=0", "--device=cpu"]
+        argv += ["--batch_size=4", "--hidden_size=16", "--latent_size=4", "--num_layers=1", f"--epochs={epochs}"]
+        train_mposer(parse_overrides(MPoserConfig, argv))
+
+    run("straight", 2)
+    straight = list(drawn)
+    drawn.clear()
+    run("resumed", 1)
+    run("resumed", 2)
+    assert drawn == straight
+    a, b = (torch.load(tmp_path / d / "mposer.pth.tar", weights_only=False)["model"] for d in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

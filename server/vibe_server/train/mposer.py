@@ -45,6 +45,7 @@ from .out_dir import (
     run_in_out_dir,
     take_changed_rates,
 )
+from .resume_state import ResumableSampler, random_states, restore_random_states
 from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import StopSafeLoader, exit_status
 
@@ -154,7 +155,11 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
             return {"history": [], "checkpoint": checkpoint_path}
     dataset = SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)
     train_set, val_set = split_by_sequence(dataset, config.val_fraction, config.seed)
-    train_loader = StopSafeLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers)
+    # shuffled anew each epoch by (seed, epoch), not by the run's random state: a resumed run takes the next one
+    sampler = ResumableSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=config.seed)
+    train_loader = StopSafeLoader(
+        train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers
+    )
     val_loader = StopSafeLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
     if ckpt is None:
         keep_old_logs(out_dir, ["mposer_log.csv"], log.info)
@@ -173,12 +178,18 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
         take_changed_rates(ckpt.get("config"), config, optimizer, scheduler, RATES, log.info)
         log.info(f"resumed from {checkpoint_path} at epoch {start_epoch}")
         forget_logged_steps(out_dir, ("mposer_log.csv",), start_epoch, log.info)
+        if not restore_random_states(ckpt.get("random")):
+            log.info(
+                "the checkpoint does not record the random states (an older run's), so the run cannot go on "
+                "exactly as the stopped one would have: the data order does, the random numbers do not"
+            )
         del ckpt
 
     history = []
     bar = tqdm(range(start_epoch, config.epochs), desc="mposer", unit="epoch", file=sys.stderr, dynamic_ncols=True)
     for epoch in bar:
         started = time.time()
+        sampler.set_epoch(epoch)
         train_stats = run_epoch(model, train_loader, config, device, optimizer, epoch)
         val_stats = run_epoch(model, val_loader, config, device, epoch=epoch) if len(val_set) else train_stats
         bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False)
@@ -205,6 +216,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
             "epoch": epoch,
             "best_val_loss": best_val_loss,
             "config": dataclasses.asdict(config),
+            "random": random_states(),  # a resumed run goes on with the random numbers where this one is
         }
         atomic_write(checkpoint_path, functools.partial(torch.save, state))  # an interrupted write keeps the last
     bar.close()

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -1106,3 +1107,26 @@ def test_a_resumed_mposer_run_goes_on_as_if_it_had_not_stopped(dirs, tmp_path, m
     assert drawn == straight
     a, b = (torch.load(tmp_path / d / "mposer.pth.tar", weights_only=False)["model"] for d in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_damaged_random_states_in_a_checkpoint_are_refused_whole():
+    """A checkpoint's random states of the wrong size or kind set nothing (each library would raise
+    after the ones before it were already set); the run then says the order cannot be restored."""
+    import random
+
+    from vibe_server.train.resume_state import random_states, restore_random_states
+
+    saved = random_states()
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    for damaged in (
+        {**saved, "torch": torch.zeros(3, dtype=torch.uint8)},
+        {**saved, "numpy": {**saved["numpy"], "keys": torch.zeros(3, dtype=torch.int64)}},
+        {**saved, "python": {**saved["python"], "state": torch.zeros(3, dtype=torch.int64)}},
+        {**saved, "python": {**saved["python"], "gauss": "0.5"}},
+        {"torch": saved["torch"]},
+        "not a dict",
+    ):
+        assert restore_random_states(damaged) is False
+    assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
+    assert random.getstate() == before[2]
+    assert restore_random_states(saved) is True

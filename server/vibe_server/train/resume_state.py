@@ -106,9 +106,15 @@ def restore_random_states(states: object) -> bool:
         )
         py = states["python"]
         python_state = (int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"])
-        if not isinstance(torch_state, torch.Tensor):
-            return False
     except (KeyError, TypeError, AttributeError, ValueError):
+        return False
+    # a damaged checkpoint's states are refused whole here, not half set by the calls below
+    like = torch.get_rng_state()
+    if not isinstance(torch_state, torch.Tensor) or (torch_state.dtype, torch_state.shape) != (like.dtype, like.shape):
+        return False
+    if numpy_state[1].shape != np.random.get_state()[1].shape or numpy_state[0] != "MT19937":
+        return False
+    if len(python_state[1]) != len(random.getstate()[1]) or not (py["gauss"] is None or type(py["gauss"]) is float):
         return False
     torch.set_rng_state(torch_state)
     if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():

@@ -314,3 +314,17 @@ def test_training_vibe_with_a_hostile_prior_is_one_message(tmp_path, synthetic_b
         f"error: {prior} is not an MPoser checkpoint: it holds no MPoser weights ('model'). Pass the "
         "mposer.pth.tar that 'vibe-mocap train mposer' writes as --mposer_checkpoint.\n"
     )
+
+
+def test_with_no_sequence_held_out_no_validation_loss_is_logged(tmp_path, caplog):
+    """The training loss was logged as the validation loss (val_* columns equal to train_*)."""
+    import csv
+    import logging
+    import math
+
+    with caplog.at_level(logging.INFO, logger="vibe_server"):
+        history = train_mposer(mposer_config(tmp_path, "--val_fraction=0", "--epochs=2"))["history"]
+    assert all(math.isnan(row["val_loss"]) and math.isfinite(row["train_loss"]) for row in history)
+    with open(tmp_path / "mp" / "mposer_log.csv") as f:
+        assert [row["val_loss"] for row in csv.DictReader(f)] == ["nan", "nan"]
+    assert "val n/a" in caplog.text

@@ -191,10 +191,15 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
         started = time.time()
         sampler.set_epoch(epoch)
         train_stats = run_epoch(model, train_loader, config, device, optimizer, epoch)
-        val_stats = run_epoch(model, val_loader, config, device, epoch=epoch) if len(val_set) else train_stats
-        bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=f"{val_stats['loss']:.4f}", refresh=False)
-        scheduler.step(val_stats["loss"])
-        best_val_loss = min(best_val_loss, val_stats["loss"])
+        if len(val_set):
+            val_stats = run_epoch(model, val_loader, config, device, epoch=epoch)
+            val_text, watched = f"{val_stats['loss']:.4f}", val_stats["loss"]
+            best_val_loss = min(best_val_loss, watched)
+        else:  # none held out (--val_fraction=0): no validation figures; the schedule watches the training loss
+            val_stats = dict.fromkeys(train_stats, math.nan)
+            val_text, watched = "n/a", train_stats["loss"]
+        bar.set_postfix(train=f"{train_stats['loss']:.4f}", val=val_text, refresh=False)
+        scheduler.step(watched)
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
@@ -207,7 +212,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
         if epoch % config.log_interval == 0 or epoch == config.epochs - 1:
             log.info(
                 f"mposer epoch {epoch}: train {train_stats['loss']:.4f} "
-                f"(recon {train_stats['loss_recon']:.4f}) val {val_stats['loss']:.4f}"
+                f"(recon {train_stats['loss_recon']:.4f}) val {val_text}"
             )
         state = {
             "model": model.state_dict(),

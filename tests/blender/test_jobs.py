@@ -299,6 +299,23 @@ def test_an_empty_server_url_is_the_local_server_for_capture_and_live(registered
     assert reached == ["http://127.0.0.1:8765"] * 2 and session.error == "stopped here by the test"
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999", "localhost:8765"])
+def test_a_malformed_server_url_is_reported_for_capture_and_live(registered, empty_scene, video, monkeypatch, url):
+    """The Capture operator raised a Python traceback for "http://[::1", live said "Unexpected error …
+    Please report it" for a port out of range, and both said a server without http:// was "on another
+    machine". Both now refuse the URL at once, naming the setting and an example."""
+    from vibe_blender import live, preferences
+
+    message = "not a server URL: set the Server URL .*http://127.0.0.1:8765"
+    with pytest.raises(VibeError, match=message):
+        live.start_live("0", server_url=url, token="", use_timer=False)
+    assert live.current_session() is None or live.current_session().state in live.FINAL_STATES
+    monkeypatch.setattr(preferences._Defaults, "server_url", url)
+    empty_scene.vibe_mocap.video_path = str(video)
+    with pytest.raises(RuntimeError, match=message):
+        bpy.ops.vibe_mocap.capture()
+
+
 def test_capture_operator_without_video_reports(registered, empty_scene):
     empty_scene.vibe_mocap.video_path = ""
     with pytest.raises(RuntimeError, match="Choose a video"):

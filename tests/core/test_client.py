@@ -19,7 +19,7 @@ from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regula
 from stalling_server import STALLS, StallingServer, endless_trailer, paced_download, trickle
 
 from vibe_blender.core import client as client_module
-from vibe_blender.core import user_dirs
+from vibe_blender.core import local_server, user_dirs
 from vibe_blender.core.capture import CaptureJob
 from vibe_blender.core.client import (
     START_SERVER_HINT,
@@ -510,6 +510,22 @@ def test_online_access_is_needed_for_other_hosts():
 def test_bad_url_is_refused(url):
     with pytest.raises(VibeError, match="not a server URL"):
         ServerClient(url, TOKEN)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:abc", "http://127.0.0.1:0", "localhost:8765"]
+)
+def test_a_malformed_url_is_named_before_anything_else(url):
+    """The online-access check ran first and parsed the URL on its own: a bad bracket or port was a
+    ValueError (a traceback, or "Please report it"), and a URL without http:// was "The server None is
+    on another machine". It now says the URL is wrong, which setting holds it, and what one looks like."""
+    for check in (
+        lambda: check_online_access(url, online_access=False),
+        lambda: local_server.listens(url),
+        lambda: ServerClient(url, TOKEN),
+    ):
+        with pytest.raises(VibeError, match="not a server URL: set the Server URL .*http://127.0.0.1:8765"):
+            check()
 
 
 def test_a_bad_job_id_never_reaches_a_request():

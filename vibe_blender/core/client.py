@@ -74,6 +74,31 @@ def parse_content_length(value: str | None) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
+def validate_server_url(url: str) -> urllib.parse.ParseResult:
+    """``url`` parsed, once it is a server URL: http or https, a host, a port from 1 to 65535 if any, and
+    no user, password, query or fragment. Anything else is a VibeError that names the setting."""
+    try:
+        parsed = urllib.parse.urlparse(url)
+        port = parsed.port
+    except ValueError:  # "http://[::1", a port out of range or not a number
+        parsed, port = None, 0
+    if (
+        parsed is None
+        or port == 0
+        or parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or parsed.query
+        or parsed.fragment
+        or parsed.username
+        or parsed.password
+    ):
+        raise VibeError(
+            f"'{url}' is not a server URL: set the Server URL in the add-on preferences to the form "
+            f"{DEFAULT_URL} (http:// or https://, a host, a port from 1 to 65535)."
+        )
+    return parsed
+
+
 def is_loopback_url(url: str) -> bool:
     """True when ``url`` points at this machine (127.0.0.0/8, ::1, localhost)."""
     host = (urllib.parse.urlparse(url).hostname or "").lower()
@@ -91,9 +116,10 @@ def server_url_or_default(url: str) -> str:
 
 
 def check_online_access(url: str, online_access: bool) -> None:
-    """Blender's rule: no network beyond this machine unless the user allowed online access."""
+    """Blender's rule: no network beyond this machine unless the user allowed online access. A URL
+    that is no server URL is refused first (:func:`validate_server_url`)."""
+    host = validate_server_url(url).hostname
     if not is_loopback_url(url) and not online_access:
-        host = urllib.parse.urlparse(url).hostname
         raise VibeError(
             f"The server {host} is on another machine and Blender's online access is off. "
             "Allow it in Preferences > System > Network, or run the server on this machine."
@@ -224,21 +250,8 @@ class ServerClient:
 
     def __init__(self, base_url: str = DEFAULT_URL, token: str | None = None, timeout_s: float = 10.0):
         url = server_url_or_default(base_url or "").rstrip("/")
-        parsed = urllib.parse.urlparse(url)
-        try:
-            port = parsed.port
-        except ValueError:
-            port = -1
-        if (
-            parsed.scheme not in ("http", "https")
-            or not parsed.hostname
-            or port == -1
-            or parsed.query
-            or parsed.fragment
-            or parsed.username
-            or parsed.password
-        ):
-            raise VibeError(f"'{base_url}' is not a server URL; use e.g. {DEFAULT_URL} in the add-on preferences.")
+        parsed = validate_server_url(url)
+        port = parsed.port
         self.base_url = url
         self.token = resolve_token(token)
         self.timeout_s = timeout_s

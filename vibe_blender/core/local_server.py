@@ -41,7 +41,15 @@ from pathlib import Path
 from typing import Literal
 
 from . import safe_json
-from .client import ANSWER_TIME_FACTOR, API, AnswerTooSlow, ConnectionWatch, ServerClient, is_loopback_url
+from .client import (
+    ANSWER_TIME_FACTOR,
+    API,
+    AnswerTooSlow,
+    ConnectionWatch,
+    ServerClient,
+    is_loopback_url,
+    validate_server_url,
+)
 from .errors import VibeError
 from .server_stop import GRACEFUL_STOP_S
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
@@ -169,8 +177,9 @@ def _port(parsed: urllib.parse.ParseResult) -> int:
 
 
 def listens(url: str, *, timeout_s: float = 2.0) -> bool:
-    """Whether a program accepts connections at ``url``'s address."""
-    parsed = urllib.parse.urlparse(url)
+    """Whether a program accepts connections at ``url``'s address (a VibeError when ``url`` is no server
+    URL: :func:`validate_server_url`)."""
+    parsed = validate_server_url(url)
     try:
         socket.create_connection((parsed.hostname, _port(parsed)), timeout=timeout_s).close()
     except OSError:
@@ -185,7 +194,7 @@ def url_owner(url: str, *, timeout_s: float = 2.0) -> UrlOwner:
     ANSWER_TIME_FACTOR times ``timeout_s`` (a program that trickles it, or never ends it, is "other")."""
     if not listens(url, timeout_s=timeout_s):
         return "nothing"
-    parsed = urllib.parse.urlparse(url)
+    parsed = validate_server_url(url)
     connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
     conn = connection_class(parsed.hostname, _port(parsed), timeout=timeout_s)
     watch = ConnectionWatch(conn)

@@ -61,6 +61,17 @@ def test_zip_holds_only_the_add_on(extension_zip):
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
+def test_the_permissions_name_the_camera(extension_zip):
+    """Start Live with its defaults has the local server open camera 0, yet the permissions the
+    Get Extensions list shows named only the network and files. The built (and validated) manifest
+    now declares the camera too."""
+    import tomllib
+
+    manifest = tomllib.loads(zipfile.ZipFile(extension_zip).read("blender_manifest.toml").decode())
+    assert set(manifest["permissions"]) == {"network", "files", "camera"}
+    assert "camera" in manifest["permissions"]["camera"].lower()
+
+
 def test_zip_installs_enables_and_disables(extension_zip, tmp_path):
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
     run = subprocess.run(

@@ -64,6 +64,10 @@ FINAL_STATES = ("ended", "lost", "failed")
 # these stand in for the fields the format requires (the import adds no camera for it).
 UNKNOWN_VIDEO_SIDE_PX = 1000
 UNKNOWN_FOCAL_PX = 1000.0
+# On a live character's armature: "<session id>:<track id>". The live view finds its characters by this
+# tag, never by name alone: a renamed character goes on following its person, and an object that
+# merely has the name (another file's, the user's own) is never taken over.
+LIVE_TAG = "vibe_live"
 
 
 @dataclass
@@ -88,6 +92,7 @@ class LiveSession:
 
     source: str
     connection: LiveConnection | None = None
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)  # in each of its characters' LIVE_TAG
     body_model: BodyModel | None = None
     placeholder: bool = False  # the server runs the synthetic placeholder: random motion, a stick figure
     error: str | None = None  # why connecting failed
@@ -429,8 +434,8 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
     """Pose each person's character (built on first sight of its track id) as in ``frame``."""
     for person in frame.people:
         character = session.characters.get(person.track_id)
-        armature_obj = bpy.data.objects.get(character.armature_name) if character is not None else None
-        if armature_obj is None or armature_obj.type != "ARMATURE":  # gone (deleted, another file opened)
+        armature_obj = _character_armature(session, person.track_id, character)
+        if armature_obj is None:  # gone (deleted, another file opened)
             character = _new_character(session, person)
             armature_obj = bpy.data.objects[character.armature_name]
         quats = bone_basis_quats(person.pose[None], character.q_rest, CAMERA_TO_BLENDER)[0]  # (24, 4)
@@ -442,6 +447,25 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
             bones[name].rotation_quaternion = quats[j].tolist()
         bones[JOINT_NAMES[0]].location = location.tolist()
     session.frames_shown += 1
+
+
+def _live_tag(session: LiveSession, track_id: int) -> str:
+    return f"{session.uid}:{track_id}"
+
+
+def _character_armature(session: LiveSession, track_id: int, character: _LiveCharacter | None):
+    """The armature of ``character`` (track ``track_id``) by its LIVE_TAG, under whatever name it has
+    now (``character.armature_name`` follows a rename); None when no armature carries the tag."""
+    if character is None:
+        return None
+    tag = _live_tag(session, track_id)
+    armature_obj = bpy.data.objects.get(character.armature_name)
+    if armature_obj is None or armature_obj.get(LIVE_TAG) != tag:
+        armature_obj = next((obj for obj in bpy.data.objects if obj.get(LIVE_TAG) == tag), None)
+    if armature_obj is None or armature_obj.type != "ARMATURE":
+        return None
+    character.armature_name = armature_obj.name
+    return armature_obj
 
 
 def _live_collection(session: LiveSession):
@@ -463,6 +487,7 @@ def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharac
     # Built in metres and posed in metres, like an imported character: the object's scale gives it
     # its real size (and place) in a scene that counts in other units.
     armature_obj.scale = (units_per_metre(bpy.context.scene),) * 3
+    armature_obj[LIVE_TAG] = _live_tag(session, person.track_id)
     first = TrackMotion(
         name=armature_obj.name,
         frame_ids=np.zeros(1, np.int64),

@@ -527,6 +527,38 @@ def test_a_person_seen_after_the_live_collection_was_excluded_is_built_in_the_vi
     assert [o.name for o in bpy.data.objects if o.type == "ARMATURE"] == ["live_1", "live_2"]
 
 
+def test_a_renamed_live_character_goes_on_following_its_person(addon, body_model):
+    """The view found its characters by name: after the user renamed "live_1" to "Actor", the next
+    frame built a second "live_1" and "Actor" froze."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    live.show_frame(session, _frame_of(take, [1]))
+    bpy.data.objects["live_1"].name = "Actor"
+    actor = bpy.data.objects["Actor"]
+    actor.pose.bones[JOINT_NAMES[0]].location = (0.0, 0.0, 0.0)
+    live.show_frame(session, _frame_of(take, [1]))
+    assert [o.name for o in bpy.data.objects if o.type == "ARMATURE"] == ["Actor"]
+    assert session.characters[1].armature_name == "Actor"
+    assert np.array(actor.pose.bones[JOINT_NAMES[0]].location).any()  # posed again
+
+
+def test_an_armature_that_only_has_a_live_characters_name_is_left_alone(addon, body_model):
+    """After File > Open, any armature named "live_1" in the opened file was taken over as the live
+    character; a rig that is no SMPL character ended the session with "unexpected AttributeError"."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    live.show_frame(session, _frame_of(take, [1]))
+    bpy.ops.wm.read_factory_settings(use_empty=True)  # File > Open of a file with its own "live_1"
+    theirs = bpy.data.objects.new("live_1", bpy.data.armatures.new("their rig"))
+    bpy.context.scene.collection.objects.link(theirs)
+    live.show_frame(session, _frame_of(take, [1]))
+    ours = bpy.data.objects[session.characters[1].armature_name]
+    assert ours != theirs and ours.name == "live_1.001" and not theirs.data.bones
+    assert live.LIVE_TAG not in theirs and np.array(ours.pose.bones[JOINT_NAMES[0]].location).any()
+
+
 def test_a_frame_the_view_cannot_show_ends_the_session_with_the_reason(addon, body_model, monkeypatch):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     take = moving_take(range(5))

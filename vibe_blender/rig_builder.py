@@ -10,6 +10,8 @@ shape keys change without the body model at hand.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import bpy
 import numpy as np
 
@@ -45,26 +47,38 @@ def joints_for_betas(armature_obj, betas: np.ndarray) -> np.ndarray:
     return J_template + J_dirs @ np.asarray(betas, dtype=np.float64)
 
 
+@contextmanager
+def object_mode():
+    """Object Mode inside the block; afterwards the active object and its mode are as they were (a
+    refit from Pose Mode stays there; a live character appearing leaves the user in Edit Mode)."""
+    view_layer = bpy.context.view_layer
+    previous = view_layer.objects.active
+    previous_mode = "OBJECT" if previous is None else previous.mode
+    if previous_mode != "OBJECT":
+        bpy.ops.object.mode_set(mode="OBJECT")
+    try:
+        yield
+    finally:
+        view_layer.objects.active = previous
+        if previous is not None and previous.mode != previous_mode:
+            bpy.ops.object.mode_set(mode=previous_mode)
+
+
 def place_bones(armature_obj, J: np.ndarray) -> None:
     """Edit-mode pass: create (or move) the 24 bones to the rest joints J (24, 3), SMPL frame; the
     active object and its mode are then as they were."""
     heads, tails = bone_layout(J)
-    view_layer = bpy.context.view_layer
-    previous = view_layer.objects.active
-    previous_mode = "OBJECT" if previous is None else previous.mode
-    view_layer.objects.active = armature_obj
-    bpy.ops.object.mode_set(mode="EDIT")
-    edit_bones = armature_obj.data.edit_bones
-    for j, name in enumerate(JOINT_NAMES):
-        bone = edit_bones.get(name) or edit_bones.new(name)
-        bone.head, bone.tail, bone.roll = heads[j].tolist(), tails[j].tolist(), 0.0
-        bone.use_connect = False
-    for j, name in enumerate(JOINT_NAMES[1:], start=1):
-        edit_bones[name].parent = edit_bones[JOINT_NAMES[int(armature_obj.data["vibe_parents"][j])]]
-    bpy.ops.object.mode_set(mode="OBJECT")
-    view_layer.objects.active = previous
-    if previous is not None and previous.mode != previous_mode:  # e.g. refit from Pose Mode stays there
-        bpy.ops.object.mode_set(mode=previous_mode)
+    with object_mode():
+        bpy.context.view_layer.objects.active = armature_obj
+        bpy.ops.object.mode_set(mode="EDIT")
+        edit_bones = armature_obj.data.edit_bones
+        for j, name in enumerate(JOINT_NAMES):
+            bone = edit_bones.get(name) or edit_bones.new(name)
+            bone.head, bone.tail, bone.roll = heads[j].tolist(), tails[j].tolist(), 0.0
+            bone.use_connect = False
+        for j, name in enumerate(JOINT_NAMES[1:], start=1):
+            edit_bones[name].parent = edit_bones[JOINT_NAMES[int(armature_obj.data["vibe_parents"][j])]]
+        bpy.ops.object.mode_set(mode="OBJECT")
 
 
 def fitted_name(name: str, suffix: str = "") -> str:
@@ -75,13 +89,16 @@ def fitted_name(name: str, suffix: str = "") -> str:
 
 
 def build_character(model: BodyModel, betas: np.ndarray, name: str, *, correctives: str = "off", collection=None):
-    """-> (armature_obj, mesh_obj) for one person with shape ``betas`` (10,)."""
+    """-> (armature_obj, mesh_obj) for one person with shape ``betas`` (10,); the active object and
+    its mode are then as they were."""
     if correctives not in CORRECTIVE_MODES:
         raise VibeError(f"Pose correctives must be one of {', '.join(CORRECTIVE_MODES)}; got '{correctives}'.")
-    betas = np.asarray(betas, dtype=np.float64)[:NUM_BETAS]
+    with object_mode():
+        return _build_character(model, np.asarray(betas, dtype=np.float64)[:NUM_BETAS], name, correctives, collection)
+
+
+def _build_character(model: BodyModel, betas: np.ndarray, name: str, correctives: str, collection):
     collection = collection or bpy.context.scene.collection
-    if bpy.context.object is not None and bpy.context.object.mode != "OBJECT":
-        bpy.ops.object.mode_set(mode="OBJECT")
 
     # 1. Armature at J(betas), remembering how joints follow betas.
     name = fitted_name(name)

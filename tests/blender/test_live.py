@@ -559,6 +559,23 @@ def test_an_armature_that_only_has_a_live_characters_name_is_left_alone(addon, b
     assert live.LIVE_TAG not in theirs and np.array(ours.pose.bones[JOINT_NAMES[0]].location).any()
 
 
+def test_a_person_appearing_leaves_the_user_in_edit_mode(addon, body_model):
+    """A new person in the live view (from the timer, at any moment) knocked the object the user was
+    editing out of Edit Mode into Object Mode."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    mesh = bpy.data.meshes.new("cube")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    cube = bpy.data.objects.new("cube", mesh)
+    bpy.context.scene.collection.objects.link(cube)
+    bpy.context.view_layer.objects.active = cube
+    bpy.ops.object.mode_set(mode="EDIT")
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    live.show_frame(session, _frame_of(take, [1, 2]))
+    assert len(session.characters) == 2
+    assert bpy.context.view_layer.objects.active == cube and cube.mode == "EDIT"
+
+
 def test_a_frame_the_view_cannot_show_ends_the_session_with_the_reason(addon, body_model, monkeypatch):
     bpy.ops.wm.read_factory_settings(use_empty=True)
     take = moving_take(range(5))

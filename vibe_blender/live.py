@@ -252,6 +252,20 @@ def stop_live() -> None:
         _send_stop(session)
 
 
+def _drop_empty_take(session: LiveSession) -> None:
+    """Once the connection is over, a recording in which nobody was tracked (Record pressed while the
+    start request was out, then the session ended or failed) ends: nothing is left for Stop Recording."""
+    connection = session.connection
+    with session._lock:
+        if (
+            connection is not None
+            and connection.state in FINAL_STATES
+            and connection.recording
+            and connection.recorded_rows == 0
+        ):
+            connection.recording_stop()
+
+
 def _send_stop(session: LiveSession) -> None:
     """Once the connection exists (the connecting thread may not have made it yet), stop it: on the
     server too, when the server answers the start request if it has not yet."""
@@ -327,6 +341,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
         ) from None
 
 
+TAKE_AFTER_END = "The session is over and the recording stopped with it: press Stop Recording to save the take."
 UNSAVED_TAKE = (
     "The last recording is not saved yet: press Stop Recording to save it first (lower the scene's frame "
     "rate first if it was too long for the scene's frames), or Discard Recording to throw it away."
@@ -413,6 +428,7 @@ def live_tick() -> float | None:
     if session is None:
         return None
     _send_stop(session)
+    _drop_empty_take(session)
     connection = session.connection
     frame = connection.take_latest() if connection is not None else None
     if frame is not None and session.body_model is not None:

@@ -314,6 +314,41 @@ def test_record_pressed_while_connecting_ends_with_a_start_that_never_came(
     assert (session.state == "failed") == (ending == "the connection fails")
 
 
+@pytest.mark.parametrize("ending", ["Stop Live", "the server refuses the start"])
+def test_record_pressed_while_the_start_request_is_out_ends_with_a_session_that_recorded_nothing(
+    addon, fake_server_setup, ending
+):
+    """The same as above, reached once the connection exists but the server has not answered its
+    start: the panel showed "Recording…" and Stop Recording for good on a session that had ended."""
+    gate = threading.Event()  # the server answers the start once the test opens it
+    answer = {"live_id": "bad id"} if ending == "the server refuses the start" else None
+    with FakeLiveServer([], start_gate=gate, start_answer=answer, **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        tick_until(lambda: session.connection is not None, 30)  # the start request is out
+        live.start_recording()
+        if ending == "Stop Live":
+            live.stop_live()
+        else:
+            gate.set()
+        tick_until(lambda: live.live_tick() is None, 30)
+        gate.set()
+    assert session.state in live.FINAL_STATES and not session.recording, session.message
+    calls = draw_live_panel()
+    assert ("operator", ("vibe_mocap.live_record",), {"icon": "REC"}) in calls
+    assert not any(name == "label" and kw.get("icon") == "REC" for name, _, kw in calls), calls
+
+
+def test_a_session_over_with_a_take_says_to_save_it(addon, body_model):
+    """After the session ended with motion recorded, the panel still said "Recording…"."""
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="lost")
+    calls = draw_live_panel()
+    session.connection.recording_stop()  # the next test starts without this take
+    assert ("operator", ("vibe_mocap.live_record_stop",), {"icon": "SNAP_FACE"}) in calls
+    labels = [kw.get("text", args[0] if args else "") for name, args, kw in calls if name == "label"]
+    assert "Recording…" not in labels and live.TAKE_AFTER_END in " ".join(labels), labels
+
+
 def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setup):
     """The start request waits for the server to open its source (it timed out with the client's
     usual timeout and said the server was unreachable); malformed messages are counted in the panel;

@@ -238,7 +238,8 @@ def test_a_closed_stdout_ends_quietly(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), str(repo / "server")])}
-    command = [sys.executable, "-m", "vibe_server", "data", "check", "--data-dir", str(tmp_path / "none")]
+    (tmp_path / "empty").mkdir()  # the table of files missing there: output to write
+    command = [sys.executable, "-m", "vibe_server", "data", "check", "--data-dir", str(tmp_path / "empty")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     process.stdout.close()  # long before the command prints (Python takes a while to start)
     err = process.stderr.read()

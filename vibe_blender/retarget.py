@@ -504,8 +504,11 @@ def _heading_turn(s_names, s_rest_world, t_names, t_rest_world, mapping) -> np.n
         head = lambda joint: rest_world[names.index(bone_of(joint)), :3, 3]
         return [head(f"left_{j}") - head(f"right_{j}") for j in joints]
 
+    size = lambda rest_world: float(np.ptp(rest_world[:, :3, 3], axis=0).max())  # the rig's extent
     return heading_turn(
-        lateral(s_names, s_rest_world, lambda joint: joint), lateral(t_names, t_rest_world, mapping.get)
+        lateral(s_names, s_rest_world, lambda joint: joint),
+        lateral(t_names, t_rest_world, mapping.get),
+        (size(s_rest_world), size(t_rest_world)),
     )
 
 

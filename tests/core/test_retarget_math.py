@@ -241,6 +241,9 @@ def test_the_heading_turn_is_about_z_from_the_first_level_pair_and_turns_the_hip
     np.testing.assert_allclose(quarter @ [1.0, 0, 0], [0, 1.0, 0], atol=1e-3)
     np.testing.assert_allclose(heading_turn([[0.2, 0, 0]], [[0.2, 0, 0]]), np.eye(3))
     np.testing.assert_allclose(heading_turn([[0, 0, 1.0]], [[0, 0, 1.0]]), np.eye(3))  # nothing level: none
+    # hips a micrometre apart (an FBX import) tell no heading: the shoulders of a 1.7 m rig do
+    tiny = heading_turn([[0.2, 0, 0], [0.3, 0, 0]], [[-1e-6, 1e-6, 0], [-0.3, 0, 0]], (1.7, 1.7))
+    np.testing.assert_allclose(tiny, half, atol=1e-12)
     src = np.array([[0.0, 0.0, 0.9], [0.0, -1.0, 0.9]])  # walking -Y
     out = scale_root_motion(src, [0, 0, 0.9], [1, 0, 0.9], 2.0, half)
     np.testing.assert_allclose(out, [[1, 0, 0.9], [1, 2, 0.9]], atol=1e-12)  # the turned rig walks +Y

@@ -289,13 +289,22 @@ def leg_scale(source_legs: list[float], target_legs: list[float]) -> float:
     return float(np.mean(target_legs) / np.mean(source_legs))
 
 
-def heading_turn(source_pairs, target_pairs) -> np.ndarray:
+HEADING_MIN_SHARE = 0.01  # a left-right pair closer than this share of its rig's size tells no heading
+
+
+def heading_turn(source_pairs, target_pairs, sizes: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """The rigs' rest left-minus-right vectors in the world (Z up), pairs of corresponding joints
     (hips, then shoulders ...) as (K, 3) each -> the turn (3, 3) about Z taking the source's heading
-    onto the target's, from the first pair that lies level enough in both rigs (identity when none)."""
-    level = lambda v: np.linalg.norm(v[:2]) > 0.5 * np.linalg.norm(v)
+    onto the target's, from the first pair that lies level enough in both rigs and is at least
+    HEADING_MIN_SHARE of each rig's size (``sizes``: source, target) long: two bones at nearly one
+    point give a direction of rounding noise. Identity when no pair does."""
+
+    def tells(v: np.ndarray, size: float) -> bool:
+        across = np.linalg.norm(v[:2])
+        return across > 0.5 * np.linalg.norm(v) and across > HEADING_MIN_SHARE * size
+
     for s, t in zip(np.asarray(source_pairs, dtype=np.float64), np.asarray(target_pairs, dtype=np.float64)):
-        if level(s) and level(t):
+        if tells(s, sizes[0]) and tells(t, sizes[1]):
             return axis_rotations(np.arctan2(t[1], t[0]) - np.arctan2(s[1], s[0]), 2)
     return np.eye(3)
 

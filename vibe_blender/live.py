@@ -75,6 +75,7 @@ class _LiveCharacter:
     """A character following one track: its armature's name and what posing it needs each frame."""
 
     armature_name: str
+    object_uid: int  # the armature's session_uid: a duplicate (Shift+D) carries the same tag
     q_rest: np.ndarray  # (24, 4) bone rest rotations
     J0: np.ndarray  # (3,) rest pelvis joint, SMPL frame
     offset: np.ndarray  # (3,) Blender world shift that put the first frame's feet on z = 0
@@ -471,16 +472,19 @@ def _live_tag(session: LiveSession, track_id: int) -> str:
 
 def _character_armature(session: LiveSession, track_id: int, character: _LiveCharacter | None):
     """The armature of ``character`` (track ``track_id``) by its LIVE_TAG, under whatever name it has
-    now (``character.armature_name`` follows a rename); None when no armature carries the tag."""
+    now (``character.armature_name`` follows a rename); of several with the tag (a duplicate copies
+    it), the one built, while this Blender session knows it; None when no armature carries the tag."""
     if character is None:
         return None
     tag = _live_tag(session, track_id)
     armature_obj = bpy.data.objects.get(character.armature_name)
-    if armature_obj is None or armature_obj.get(LIVE_TAG) != tag:
-        armature_obj = next((obj for obj in bpy.data.objects if obj.get(LIVE_TAG) == tag), None)
+    if armature_obj is None or armature_obj.get(LIVE_TAG) != tag or armature_obj.session_uid != character.object_uid:
+        tagged = [obj for obj in bpy.data.objects if obj.get(LIVE_TAG) == tag]
+        built = [obj for obj in tagged if obj.session_uid == character.object_uid]
+        armature_obj = (built or tagged or [None])[0]  # (a file opened again: new uids, the tag only)
     if armature_obj is None or armature_obj.type != "ARMATURE":
         return None
-    character.armature_name = armature_obj.name
+    character.armature_name, character.object_uid = armature_obj.name, armature_obj.session_uid
     return armature_obj
 
 
@@ -513,6 +517,7 @@ def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharac
     )
     character = _LiveCharacter(
         armature_obj.name,
+        armature_obj.session_uid,
         rest_quats(armature_obj),
         joints_for_betas(armature_obj, current_betas(armature_obj))[0],
         ground_offset(session.body_model, [first]),

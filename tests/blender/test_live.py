@@ -578,6 +578,26 @@ def test_a_renamed_live_character_goes_on_following_its_person(addon, body_model
     assert np.array(actor.pose.bones[JOINT_NAMES[0]].location).any()  # posed again
 
 
+def test_a_duplicated_live_character_leaves_the_original_following_its_person(addon, body_model):
+    """A duplicate (Shift+D) copies the character's tag: with the original renamed, the view found
+    the copy first (by name order) and drove it, and the original froze."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    live.show_frame(session, _frame_of(take, [1]))
+    original = bpy.data.objects["live_1"]
+    copy = original.copy()
+    bpy.context.scene.collection.objects.link(copy)
+    original.name = "Zed"  # after the copy's "live_1.001" in name order
+    assert copy.get(live.LIVE_TAG) == original.get(live.LIVE_TAG)
+    for obj in (original, copy):
+        obj.pose.bones[JOINT_NAMES[0]].location = (0.0, 0.0, 0.0)
+    live.show_frame(session, _frame_of(take, [1]))
+    assert session.characters[1].armature_name == "Zed"
+    assert np.array(original.pose.bones[JOINT_NAMES[0]].location).any()
+    assert not np.array(copy.pose.bones[JOINT_NAMES[0]].location).any()
+
+
 def test_an_armature_that_only_has_a_live_characters_name_is_left_alone(addon, body_model):
     """After File > Open, any armature named "live_1" in the opened file was taken over as the live
     character; a rig that is no SMPL character ended the session with "unexpected AttributeError"."""

@@ -41,8 +41,9 @@ from tests.server.test_batch import (
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
 from vibe_server.batch import local_pool, ray_runner, runner
+from vibe_server.batch import manifest as manifest_module
 from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
-from vibe_server.batch.inputs import BatchItem, discover
+from vibe_server.batch.inputs import BatchItem, discover, folded_name
 from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
@@ -241,6 +242,63 @@ def test_a_video_whose_result_file_another_video_wrote_over_runs_again(tmp_path,
     for read in (manifest, Manifest(out)):  # as recorded, and as read back before the manifest is compacted
         assert not read.is_finished(first, retry_failed=False) and read.is_finished(other, retry_failed=False)
         assert list(read.records) == [other.key]
+
+
+def _record(key: str, status: str) -> dict:
+    item = BatchItem(key=key, input_path=f"/videos/{key}", output_path=f"/out/{Path(key).with_suffix('.npz')}")
+    return make_record(item, status, error=None if status == "done" else "It broke.")
+
+
+def test_each_done_record_drops_the_other_done_records_of_its_result_file_as_before():
+    """The records kept after any order of done and failed lines (also of one video done again, failed
+    after being done, and names that differ only in case) are those of comparing every pair of records."""
+    keys = ["clip.mp4", "clip.mov", "Clip.MP4", "x.mp4", "b/clip.mp4", "X.mov", "b/CLIP.avi"]
+    sequence = [(keys[(i * 5 + i // 3) % len(keys)], "failed" if i % 4 == 3 else "done") for i in range(40)] + [
+        ("clip.mp4", "done"),
+        ("clip.mp4", "failed"),
+        ("clip.mov", "done"),
+        ("clip.mov", "done"),
+    ]
+    expected: dict[str, dict] = {}  # the earlier algorithm: a done record drops every other done one of its file
+    manifest = Manifest("/nonexistent-output-folder")
+    for key, status in sequence:
+        record = _record(key, status)
+        if status == "done":
+            folded = folded_name(record["output"])
+            for other in [k for k, r in expected.items() if k != key and r["status"] == "done"]:
+                if folded_name(expected[other]["output"]) == folded:
+                    del expected[other]
+        expected[key] = record
+        manifest._keep(record)
+        assert manifest.records == expected and list(manifest.records) == list(expected)
+
+
+def test_reading_and_appending_a_manifest_takes_time_in_proportion_to_its_records(tmp_path, monkeypatch):
+    """Before: each done record compared its result name with every other record's (folding both), so a
+    manifest of 20,000 finished videos took some 2e8 foldings before the first video ran."""
+    calls = 0
+
+    def counting(name: str) -> str:
+        nonlocal calls
+        calls += 1
+        return folded_name(name)
+
+    monkeypatch.setattr(manifest_module, "folded_name", counting)
+
+    def foldings(n: int) -> int:
+        nonlocal calls
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        lines = [_record(f"v{i}.mp4", "done" if i % 7 else "failed") for i in range(n)]
+        (out / MANIFEST_NAME).write_text("".join(json.dumps(r) + "\n" for r in lines))
+        calls = 0
+        manifest = Manifest(out)
+        manifest.append(_record("v0.mp4", "done"))
+        assert len(manifest.records) == n
+        return calls
+
+    small, large = foldings(300), foldings(600)
+    assert small > 0 and large <= 2 * small + 10, (small, large)
 
 
 def test_a_video_replaced_at_the_same_path_runs_again(clip_bank, tmp_path):

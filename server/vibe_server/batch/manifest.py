@@ -148,6 +148,7 @@ class Manifest:
         self.path = Path(output_dir) / MANIFEST_NAME
         self.records: dict[str, dict] = {}
         self.written: dict[str, str] = {}  # folded result name -> key of the newest done line naming it
+        self._done: dict[str, str] = {}  # folded result name -> key of the done record in ``records`` naming it
         self.damaged_lines = 0
         if self.path.is_file():
             self._read()
@@ -172,12 +173,21 @@ class Manifest:
         then 'clip.mov', or 'Clip.mp4'): that file now holds this video's result, so the other one is not
         finished. Reading the lines in the order they were written drops the same records again."""
         self._note_written(record)
+        key = record["input"]
+        earlier = self.records.get(key)
+        if (
+            earlier is not None
+            and earlier["status"] == "done"
+            and self._done.get(folded_name(earlier["output"])) == key
+        ):
+            del self._done[folded_name(earlier["output"])]
         if record["status"] == "done":
             folded = folded_name(record["output"])
-            for key, other in list(self.records.items()):
-                if key != record["input"] and other["status"] == "done" and folded_name(other["output"]) == folded:
-                    del self.records[key]
-        self.records[record["input"]] = record
+            other = self._done.get(folded)  # at most one: each done record drops the others of its file
+            if other is not None and other != key:
+                del self.records[other]
+            self._done[folded] = key
+        self.records[key] = record
 
     def _note_written(self, record: object) -> None:
         """Remember the result file a done line (even a damaged one: its key still names it) says a batch

@@ -24,9 +24,9 @@ from testdata import REAL_CLIPS
 
 from tests.server.batch_fakes import CRASH_PREFIX, FakeRay
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import load_result
+from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
 from vibe_server.batch import local_pool, ray_runner, runner
-from vibe_server.batch.engine_adapter import FAST, EngineSpec, make_options, worker_precision
+from vibe_server.batch.engine_adapter import FAST, EngineSpec, make_options, result_bytes, worker_precision
 from vibe_server.batch.inputs import discover
 from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record, remove_stale_parts
 from vibe_server.batch.progress import BatchProgress
@@ -380,13 +380,49 @@ def test_a_file_in_the_output_folder_the_batch_did_not_write_is_refused_before_t
     with pytest.raises(VibeError) as error:
         ray_batch(tmp_path / "v", out=out)
     assert str(error.value) == (
-        f"'{out / 'take1.npz'}' is already in the output folder, and no record of {out / MANIFEST_NAME} says a "
-        f"batch wrote it: the result of '{tmp_path / 'v' / 'take1.mp4'}' would replace it. The batch replaces "
-        "and deletes only files it wrote; move that file elsewhere (delete it if it is the result of a batch "
-        "killed as it wrote it), or choose another output folder."
+        f"'{out / 'take1.npz'}' is already in the output folder, and it is neither a file a record of "
+        f"{out / MANIFEST_NAME} says a batch wrote nor a VIBE Mocap result of that video: the result of "
+        f"'{tmp_path / 'v' / 'take1.mp4'}' would replace it. The batch replaces and deletes only files it "
+        "wrote; move that file elsewhere, or choose another output folder."
     )
     assert ran == [] and (out / "take1.npz").read_bytes() == b"the user's own result"
     assert not (out / MANIFEST_NAME).exists()
+
+
+@pytest.mark.parametrize("outcome", ["done", "failed"])
+def test_a_result_saved_by_a_run_killed_before_its_record_does_not_stop_the_next_run(tmp_path, monkeypatch, outcome):
+    """Before: a kill after a worker renamed take1.npz into place and before its manifest line (or a
+    damaged done line dropped at the start of a run) left a file no record names, and every next run
+    refused to start. Now the result of that same video counts as the batch's: it runs again, and its
+    new result replaces the file, or its failure deletes it."""
+    (tmp_path / "v").mkdir()
+    for name in ("take1.mp4", "take2.mp4"):
+        (tmp_path / "v" / name).write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "take1.npz").write_bytes(result_bytes(MocapResult(VideoInfo("take1.mp4", 30.0, 64, 48, 12), [], "m", 500.0)))
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_ray", fake_ray(lambda item: outcome, ran))
+    records = ray_batch(tmp_path / "v", out=out)
+    assert ran == ["take1.mp4", "take2.mp4"] and [r["status"] for r in records] == [outcome, outcome]
+    if outcome == "done":
+        assert (out / "take1.npz").read_text() == str(tmp_path / "v" / "take1.mp4")
+    else:
+        assert not (out / "take1.npz").exists()
+
+
+def test_a_result_of_another_video_no_record_names_is_still_refused_and_kept(tmp_path, monkeypatch):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "take1.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    own = result_bytes(MocapResult(VideoInfo("other.mp4", 30.0, 64, 48, 12), [], "m", 500.0))
+    (out / "take1.npz").write_bytes(own)
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_ray", fake_ray(ran=ran))
+    with pytest.raises(VibeError, match="is already in the output folder"):
+        ray_batch(tmp_path / "v", out=out)
+    assert ran == [] and (out / "take1.npz").read_bytes() == own
 
 
 @pytest.mark.parametrize("second", ["done", "failed"])

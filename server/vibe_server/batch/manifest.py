@@ -203,6 +203,11 @@ class Manifest:
         manifest says; None when no line names that file: a file there is none of the batch's."""
         return self.written.get(folded_name(item.output_key))
 
+    def adopt(self, item: BatchItem) -> None:
+        """Count the file at ``item``'s result path as one a batch wrote for it (a result of that video whose
+        record a kill cut off): its rerun replaces it, or deletes it when the video fails."""
+        self.written[folded_name(item.output_key)] = item.key
+
     def is_finished(self, item: BatchItem, *, retry_failed: bool, settings: str | None = None) -> bool:
         """Done with its result file present, or failed (unless failures are to be retried), for this very
         input file and, given ``settings`` (batch/settings.py), with those settings: a video of the same

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import load_result
 
 from ..folder_lock import folder_lock
 from ..output_files import atomic_write_bytes
@@ -98,18 +99,40 @@ def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False, set
     return BatchPlan(items=items, todo=todo, manifest=manifest, changed=changed)
 
 
+def is_own_result(item: BatchItem) -> bool:
+    """The file at ``item``'s result path reads as a VIBE Mocap result made from that video (the video
+    name it records is the video's, or it records none): a batch wrote it and was killed before its
+    record (or its record was a damaged line, dropped). A symbolic link, or any other file, is not."""
+    path = Path(item.output_path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        video_name = load_result(path).video.name
+    except (VibeError, OSError, ValueError):
+        return False
+    return video_name in ("", Path(item.key).name)
+
+
 def check_not_in_the_way(todo: list[BatchItem], manifest: Manifest) -> None:
-    """VibeError when a file the batch did not write (no line of the manifest names it: the user's own,
-    or another program's) lies where a video's result goes: the batch would replace it, or delete it
-    when that video fails."""
-    foreign = [item for item in todo if manifest.writer_of(item) is None and os.path.lexists(item.output_path)]
+    """VibeError when a file the batch did not write lies where the result of a video that is to run goes
+    (no line of the manifest names it, and it is no VIBE Mocap result of that video: the user's own, or
+    another program's): the batch would replace it, or delete it when that video fails. A result of that
+    video no line names (a run killed before its record) counts as the batch's own."""
+    foreign = []
+    for item in todo:
+        if item.problem is not None or manifest.writer_of(item) is not None or not os.path.lexists(item.output_path):
+            continue  # a video that cannot run writes nothing
+        if is_own_result(item):
+            manifest.adopt(item)
+        else:
+            foreign.append(item)
     if foreign:
         more = f" ({len(foreign) - 1} other result path(s) of this batch are taken the same way)" if foreign[1:] else ""
         raise VibeError(
-            f"'{foreign[0].output_path}' is already in the output folder, and no record of {manifest.path} says "
-            f"a batch wrote it: the result of '{foreign[0].input_path}' would replace it{more}. "
-            "The batch replaces and deletes only files it wrote; move that file elsewhere (delete it if it is "
-            "the result of a batch killed as it wrote it), or choose another output folder."
+            f"'{foreign[0].output_path}' is already in the output folder, and it is neither a file a record of "
+            f"{manifest.path} says a batch wrote nor a VIBE Mocap result of that video: the result of "
+            f"'{foreign[0].input_path}' would replace it{more}. The batch replaces and deletes only files it "
+            "wrote; move that file elsewhere, or choose another output folder."
         )
 
 

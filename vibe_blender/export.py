@@ -216,8 +216,9 @@ def export_bvh(
             frame_start=int(frame_start or first),
             frame_end=int(frame_end or last),
             rotate_mode="NATIVE",
-            # every bone keeps its own position channels: the retarget keys the root motion on the
-            # hips, which may hang from a bone above them (a UE or Rigify `root`)
+            # every bone not connected to its parent keeps its own position channels: the retarget
+            # keys the root motion on the hips, which may hang from a bone above them (a UE or Rigify
+            # `root`)
             root_transform_only=False,
         )
 

@@ -1109,20 +1109,43 @@ def test_a_resumed_mposer_run_goes_on_as_if_it_had_not_stopped(dirs, tmp_path, m
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_damaged_random_states_in_a_checkpoint_are_refused_whole():
-    """A checkpoint's random states of the wrong size or kind set nothing (each library would raise
-    after the ones before it were already set); the run then says the order cannot be restored."""
+def test_damaged_random_states_in_a_checkpoint_are_refused_whole(monkeypatch):
+    """A checkpoint's random states of the wrong size, kind or range set nothing and raise nothing (each
+    library would raise after the ones before it were already set; numpy would read past its words);
+    the run then says the order cannot be restored. So do CUDA states of another number of devices."""
     import random
 
     from vibe_server.train.resume_state import random_states, restore_random_states
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     saved = random_states()
     before = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+
+    def python_words(index, value):
+        words = saved["python"]["state"].clone()
+        words[index] = value
+        return {**saved, "python": {**saved["python"], "state": words}}
+
+    def numpy_keys(value):
+        keys = saved["numpy"]["keys"].clone()
+        keys[7] = value
+        return {**saved, "numpy": {**saved["numpy"], "keys": keys}}
+
+    cuda_state = torch.zeros(16, dtype=torch.uint8)
     for damaged in (
         {**saved, "torch": torch.zeros(3, dtype=torch.uint8)},
+        {**saved, "torch": torch.zeros_like(saved["torch"])},  # right size, not a state torch takes
         {**saved, "numpy": {**saved["numpy"], "keys": torch.zeros(3, dtype=torch.int64)}},
+        {**saved, "numpy": {**saved["numpy"], "pos": 625}},  # numpy would read past its 624 words
+        {**saved, "numpy": {**saved["numpy"], "pos": -1}},
+        numpy_keys(1 << 32),
+        numpy_keys(-1),
         {**saved, "python": {**saved["python"], "state": torch.zeros(3, dtype=torch.int64)}},
         {**saved, "python": {**saved["python"], "gauss": "0.5"}},
+        python_words(5, 1 << 32),
+        python_words(5, -1),
+        python_words(-1, 625),  # the index into the words
+        {**saved, "cuda": [cuda_state]},  # saved with a GPU, resumed without one
         {"torch": saved["torch"]},
         "not a dict",
     ):
@@ -1130,3 +1153,16 @@ def test_damaged_random_states_in_a_checkpoint_are_refused_whole():
     assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
     assert random.getstate() == before[2]
     assert restore_random_states(saved) is True
+
+    # one CUDA device (as torch.cuda reports it, here without a GPU)
+    set_cuda = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device=0: cuda_state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_cuda.append)
+    odd_offset = cuda_state.clone()
+    odd_offset[8] = 1  # torch sets the seed, then refuses an offset that is not a multiple of 4
+    for cuda in ([], [cuda_state, cuda_state], [cuda_state.float()], [cuda_state[:8]], [odd_offset]):
+        assert restore_random_states({**saved, "cuda": cuda}) is False
+    assert set_cuda == [] and torch.equal(torch.get_rng_state(), before[0])
+    assert restore_random_states({**saved, "cuda": [cuda_state]}) is True and len(set_cuda) == 1

@@ -91,34 +91,65 @@ def random_states() -> dict:
 
 
 def restore_random_states(states: object) -> bool:
-    """Sets the random states that ``random_states()`` returned; False (nothing set) when ``states``
-    is not such a dict."""
-    try:
-        torch_state = states["torch"]
-        cuda_states = list(states["cuda"])
-        np_state = states["numpy"]
-        numpy_state = (
-            str(np_state["name"]),
-            np_state["keys"].numpy().astype(np.uint32),
-            int(np_state["pos"]),
-            int(np_state["has_gauss"]),
-            float(np_state["gauss"]),
-        )
-        py = states["python"]
-        python_state = (int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"])
-    except (KeyError, TypeError, AttributeError, ValueError):
+    """Sets the random states that ``random_states()`` returned; False (nothing set, nothing raised)
+    when ``states`` is not such a dict, holds a state a library would refuse (each would raise after
+    the ones before it were already set), or was saved with another number of CUDA devices."""
+    checked = _checked_random_states(states)
+    if checked is None:
         return False
-    # a damaged checkpoint's states are refused whole here, not half set by the calls below
-    like = torch.get_rng_state()
-    if not isinstance(torch_state, torch.Tensor) or (torch_state.dtype, torch_state.shape) != (like.dtype, like.shape):
-        return False
-    if numpy_state[1].shape != np.random.get_state()[1].shape or numpy_state[0] != "MT19937":
-        return False
-    if len(python_state[1]) != len(random.getstate()[1]) or not (py["gauss"] is None or type(py["gauss"]) is float):
-        return False
+    torch_state, cuda_states, numpy_state, python_state = checked
     torch.set_rng_state(torch_state)
-    if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+    if cuda_states:
         torch.cuda.set_rng_state_all(cuda_states)
     np.random.set_state(numpy_state)
     random.setstate(python_state)
     return True
+
+
+MT_WORDS = 624  # Mersenne Twister state words (numpy's and Python's), and the largest position in them
+
+
+def _checked_random_states(states: object) -> tuple | None:
+    """``states`` as the four set calls take them, each tried on a generator of its own first; None
+    when any of them would be refused (or, numpy's position, read past its words)."""
+    try:
+        torch_state = states["torch"]
+        if not isinstance(torch_state, torch.Tensor) or torch_state.dtype != torch.uint8:
+            return None
+        torch.Generator().set_state(torch_state)  # a state torch would refuse raises here, nothing set
+        cuda_states = list(states["cuda"])
+        if len(cuda_states) != (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            return None
+        for device, state in enumerate(cuda_states):
+            like = torch.cuda.get_rng_state(device)
+            if not isinstance(state, torch.Tensor) or (state.dtype, state.shape) != (like.dtype, like.shape):
+                return None
+            if state.numel() >= 16 and int.from_bytes(bytes(state[8:16].tolist()), "little", signed=True) % 4:
+                return None  # a Philox offset torch refuses after setting the seed
+        np_state = states["numpy"]
+        keys = np_state["keys"]
+        if not isinstance(keys, torch.Tensor) or keys.dtype != torch.int64 or tuple(keys.shape) != (MT_WORDS,):
+            return None
+        if bool((keys < 0).any()) or bool((keys > 0xFFFFFFFF).any()):
+            return None
+        pos, has_gauss, gauss = np_state["pos"], np_state["has_gauss"], np_state["gauss"]
+        if type(pos) is not int or not 0 <= pos <= MT_WORDS or type(has_gauss) is not int:
+            return None  # numpy does not check the position: one past 624 reads past its words
+        numpy_state = (str(np_state["name"]), keys.numpy().astype(np.uint32), pos, has_gauss, float(gauss))
+        if numpy_state[0] != "MT19937":
+            return None
+        np.random.RandomState().set_state(numpy_state)
+        py = states["python"]
+        words = py["state"]
+        if not isinstance(words, torch.Tensor) or words.dtype != torch.int64 or tuple(words.shape) != (MT_WORDS + 1,):
+            return None
+        values = [int(x) for x in words.tolist()]
+        if not all(0 <= x <= 0xFFFFFFFF for x in values[:-1]) or not 0 <= values[-1] <= MT_WORDS:
+            return None
+        if not (py["gauss"] is None or type(py["gauss"]) is float) or py["version"] != random.getstate()[0]:
+            return None
+        python_state = (int(py["version"]), tuple(values), py["gauss"])
+        random.Random().setstate(python_state)
+    except Exception:  # anything else the file holds: refused, never raised at a resuming run
+        return None
+    return torch_state, cuda_states, numpy_state, python_state

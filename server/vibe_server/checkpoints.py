@@ -108,8 +108,9 @@ _ADD_TO_TARGET = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD
 def pickle_expansion_problem(stream: BinaryIO, limit: int = MAX_NODES) -> str | None:
     """What in the pickle at ``stream``'s position torch.save never writes (None when nothing), read
     up to its STOP: a value that expands to more than ``limit`` values (shared references counted each
-    time, as a hash or a walk of it costs), or one changed after it was put inside another (the counts
-    would no longer hold). Linear in the pickle's length. A pickle that does not parse raises
+    time, as a hash or a walk of it costs) or more than ``limit`` values held at once (on the stack or
+    in the memo, each an object torch's unpickler builds), or one changed after it was put inside another
+    (the counts would no longer hold). Linear in the pickle's length. A pickle that does not parse raises
     ValueError (torch.load then fails at the same place)."""
     stack: list = []
     memo: dict = {}
@@ -155,6 +156,8 @@ def pickle_expansion_problem(stream: BinaryIO, limit: int = MAX_NODES) -> str | 
                 if target.size > limit:
                     return f"pickled data that expands to more than {limit} values (shared or circular references)"
                 stack.extend([target] * len(op.stack_after))
+            if len(stack) > limit or len(memo) > limit:  # values not yet put inside one (no closing APPENDS)
+                return f"pickled data that holds more than {limit} values at once"
     except (IndexError, KeyError) as err:
         raise ValueError(f"a malformed pickle ({failure_words(err)})") from None
     return None

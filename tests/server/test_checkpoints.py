@@ -387,6 +387,18 @@ def test_pickled_data_that_expands_is_refused_before_loading(tmp_path, monkeypat
         checkpoints.load_vibe_checkpoint(path)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"(" + b"K\x01" * 1001, b"K\x01" + b"\x94" * 1001],  # MARK and ints never closed; one int memoized over and over
+    ids=["stack", "memo"],
+)
+def test_pickled_values_never_put_inside_one_are_counted_as_they_pile_up(body):
+    """The limit was checked only when an op took values off the stack: a MARK and 50 million one-byte
+    ints with no APPENDS had the walk (and torch's unpickler) build 50 million objects first."""
+    problem = checkpoints.pickle_expansion_problem(io.BytesIO(b"\x80\x04" + body + b"."), limit=1000)
+    assert problem == "pickled data that holds more than 1000 values at once"
+
+
 @pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "zip"])
 def test_a_checkpoint_with_optimizer_states_passes_the_pickle_walk(tmp_path, legacy):
     """What a training run saves shares objects (Adam's param groups share their betas tuple, numpy

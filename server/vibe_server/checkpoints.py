@@ -10,8 +10,9 @@ Files written on GPUs carry CUDA-tagged storages and older PyTorch's legacy (non
 load here with ``map_location='cpu'``. Loading is ``weights_only``, so a checkpoint cannot run code;
 its numpy scalars are rebuilt by :mod:`vibe_blender.core.safe_pickle`'s stand-ins, so no dtype state
 from the file reaches numpy. Zip-format files must hold uncompressed records no larger in total than
-the file, so nothing is inflated. Before torch.load, the pickles are walked opcode by opcode
-(:func:`pickle_expansion_problem`): a value that holds one object many times over, which torch's
+the file, so nothing is inflated, and their directory where the end record says (nothing added before
+the archive), so the records checked are the ones torch reads. Before torch.load, the pickles are
+walked opcode by opcode (:func:`pickle_expansion_problem`): a value that holds one object many times over, which torch's
 unpickler would hash (a dict key) or later code would walk for time exponential in the file's size, is
 refused; torch.save writes trees, sharing only a few small objects.
 """
@@ -37,6 +38,7 @@ from vibe_blender.core.safe_npz import open_bounded_zip
 from vibe_blender.core.safe_pickle import BASE_GLOBALS, MAX_NODES, ReadsWithin
 from vibe_blender.core.shown_text import shown_value
 from vibe_blender.core.smpl_model import PARENTS
+from vibe_blender.core.zip_directory import recorded_directory_offset
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
 # model weights: dropped on load, written as zeros for the original code's strict loading.
@@ -166,7 +168,13 @@ def pickle_expansion_problem(stream: BinaryIO, limit: int = MAX_NODES) -> str | 
 def _zip_problem(file: BinaryIO, size: int) -> str | None:
     """What in this zip-format file torch.save never writes (None when nothing)."""
     try:
+        recorded = recorded_directory_offset(file)
         with open_bounded_zip(file, max_directory_bytes=MAX_ZIP_DIRECTORY_BYTES) as archive:
+            if recorded is not None and archive.start_dir != recorded:  # zipfile then moves every record
+                return (
+                    f"a zip directory {archive.start_dir - recorded} bytes from where its end record says "
+                    "(data added before the archive: the records checked would not be the ones torch reads)"
+                )
             infos = archive.infolist()
             packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
             if packed:

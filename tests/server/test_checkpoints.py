@@ -320,6 +320,20 @@ def test_zip_records_torch_save_never_writes_are_refused_before_loading(tmp_path
     assert loads == []
 
 
+def test_a_checkpoint_zip_with_data_before_it_is_refused_before_loading(tmp_path, monkeypatch):
+    """zipfile finds a directory that is not where the end record says and moves every record by the
+    difference; torch's reader may take the recorded offsets: the data.pkl checked would not be the
+    one loaded. Here a local-header start before the archive, so it is read as a zip at all."""
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    torch.save({"gen_state_dict": {"w": torch.zeros(3)}}, path)
+    path.write_bytes(b"PK\x03\x04" + bytes(60) + path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None  # zipfile reads it whole
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load was reached"))
+    with pytest.raises(VibeError, match=r"pth.tar' was not loaded: it has a zip directory 64 bytes from where"):
+        checkpoints.load_vibe_checkpoint(path)
+
+
 def test_zip_directory_is_bounded_before_zipfile_reads_it(tmp_path, monkeypatch):
     path = _stored_checkpoint(tmp_path)
     opened = []

@@ -19,3 +19,11 @@ def central_directory(file) -> tuple[int, int] | None:
     if end is None:
         return None
     return int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])
+
+
+def recorded_directory_offset(file) -> int | None:
+    """Where the end record of the zip in the binary ``file`` says its central directory starts (zip64
+    included); None when it is not a zip. ``ZipFile`` reads it where it finds it (its ``start_dir``),
+    moving every entry by the difference, where other readers (torch's) take the recorded offsets."""
+    end = zipfile._EndRecData(file)
+    return None if end is None else int(end[zipfile._ECD_OFFSET])

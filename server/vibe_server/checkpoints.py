@@ -223,14 +223,17 @@ def check_zip_records(file: BinaryIO, path: Path, what: str) -> None:
     inflate (it does so without a limit) or that claim more bytes than the file holds (torch.save
     stores its records uncompressed), and pickled values that expand past any real checkpoint's."""
     file.seek(0)
+    legacy = False
     try:
-        if file.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+        legacy = file.read(len(ZIP_MAGIC)) != ZIP_MAGIC
+        if legacy:
             file.seek(0)
             problem = _legacy_problem(file)
         else:
             problem = _zip_problem(file, os.fstat(file.fileno()).st_size)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        problem = f"a damaged zip structure ({failure_words(err)})"
+        structure = "a legacy (non-zip) layout that could not be read" if legacy else "a damaged zip structure"
+        problem = f"{structure} ({failure_words(err)})"
     if problem:
         raise VibeError(
             f"The {what} '{path}' was not loaded: it has {problem}, which torch.save never writes "

@@ -334,6 +334,19 @@ def test_a_checkpoint_zip_with_data_before_it_is_refused_before_loading(tmp_path
         checkpoints.load_vibe_checkpoint(path)
 
 
+def test_a_legacy_checkpoint_that_cannot_be_read_is_not_called_a_damaged_zip(tmp_path, monkeypatch):
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    torch.save({"gen_state_dict": {"w": torch.zeros(3)}}, path, _use_new_zipfile_serialization=False)
+
+    def unreadable(file):
+        raise OSError("Input/output error")
+
+    monkeypatch.setattr(checkpoints, "_legacy_problem", unreadable)
+    with pytest.raises(VibeError, match=r"it has a legacy \(non-zip\) layout that could not be read") as err:
+        checkpoints.load_vibe_checkpoint(path)
+    assert "zip structure" not in str(err.value)
+
+
 def test_zip_directory_is_bounded_before_zipfile_reads_it(tmp_path, monkeypatch):
     path = _stored_checkpoint(tmp_path)
     opened = []

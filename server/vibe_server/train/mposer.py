@@ -5,8 +5,9 @@
 Then train VIBE with it as the motion prior (the discriminator is then off):
     vibe-mocap train vibe --motion_prior=mposer --mposer_checkpoint=runs/mposer/mposer.pth.tar
 
-Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`;
-renamed into place once whole) and out_dir/mposer_log.csv, one run at a time per out_dir; re-running
+Writes out_dir/mposer.pth.tar (`model`, `optimizer`, `scheduler`, `epoch`, `best_val_loss`, `config`,
+`random`: the random states, so a resumed run draws on as the stopped one would have; renamed into
+place once whole) and out_dir/mposer_log.csv, one run at a time per out_dir; re-running
 resumes after the last finished epoch (with the same model settings); --resume=false starts over,
 keeping the old log as mposer_log.prev.csv. A loss that is not a finite number stops the run with a
 message.

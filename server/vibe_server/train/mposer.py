@@ -181,8 +181,9 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
         forget_logged_steps(out_dir, ("mposer_log.csv",), start_epoch, log.info)
         if not restore_random_states(ckpt.get("random")):
             log.info(
-                "the checkpoint does not record the random states (an older run's), so the run cannot go on "
-                "exactly as the stopped one would have: the data order does, the random numbers do not"
+                "the checkpoint's random states are missing (an older run's) or cannot be set here (damaged, or "
+                "saved with another number of GPUs), so the run cannot go on exactly as the stopped one would "
+                "have: the data order does, the random numbers do not"
             )
         del ckpt
 

@@ -405,8 +405,9 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     batches_2d, batches_3d, batches_motion = (batches.get(name) for name in ("2d", "3d", "motion"))
     if states is not None and not restore_random_states(states):  # last: building the models drew from them
         say(
-            "the checkpoint's random states are damaged, so the run cannot go on exactly as the stopped one "
-            "would have: the data order does, the random numbers do not"
+            "the checkpoint's random states cannot be set here (damaged, or saved with another number of "
+            "GPUs), so the run cannot go on exactly as the stopped one would have: the data order does, the "
+            "random numbers do not"
         )
     weights = {"kp_2d": config.kp_2d_w, "kp_3d": config.kp_3d_w, "pose": config.pose_w, "shape": config.shape_w}
     losses, epoch, diverged = {}, start_epoch - 1, False

@@ -587,7 +587,13 @@ def data_order(batches: dict[str, Batches], world_size: int, ddp: bool) -> dict:
 
 
 def resume_order(
-    saved: object, loaders: dict, start_epoch: int, config: TrainConfig, world_size: int, rank: int, say
+    saved: object,
+    loaders: dict,
+    start_epoch: int,
+    config: TrainConfig,
+    world_size: int,
+    rank: int,
+    say: Callable[[str], None],
 ) -> tuple[dict[str, tuple[int, int]], object]:
     """({loader name: (pass, batches used)}, this process's random states or None) to start with. A
     fresh run starts at pass 0. A resumed run goes on where its checkpoint says; a checkpoint without

@@ -10,6 +10,13 @@ import types
 MAX_TEXT_CHARS = 1000  # server messages shown in the UI
 
 
+def surrogates_escaped(text: str) -> str:
+    """``text`` as any UTF-8 output (a JSON answer, a terminal) takes it: a file name that is not valid
+    UTF-8 reaches Python with lone surrogates ('\\udc80'), which no encoder takes; they are shown
+    escaped instead."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def display_text(value, limit: int = MAX_TEXT_CHARS) -> str:
     """``value`` as text of printable characters only, at most ``limit`` long."""
     text = "".join(c if c.isprintable() else " " for c in str(value))

@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from pydantic import BaseModel, ValidationError
 
 from vibe_blender.core.safe_json import json_too_deep
+from vibe_blender.core.shown_text import surrogates_escaped
 
 from .request_body import body_chunks
 
@@ -24,15 +25,9 @@ MAX_SHOWN_CHARS = 200  # a client's path or file name echoed in a message
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def printable(text: str) -> str:
-    """``text`` as a JSON answer can carry it: a file name that is not UTF-8 reaches Python with lone
-    surrogates ('\\udc80'), which no response can encode; they are shown escaped instead."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def shown(text: str) -> str:
     """What the client sent, cut to a readable length for a message."""
-    text = printable(text)
+    text = surrogates_escaped(text)  # (no JSON answer encodes a lone surrogate)
     return text if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "..."
 
 

@@ -8,6 +8,8 @@ import sys
 
 from tqdm import tqdm
 
+from vibe_blender.core.shown_text import surrogates_escaped
+
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: a terminal acts on them
 
 
@@ -15,7 +17,7 @@ def printable(text: str) -> str:
     """``text`` that any UTF-8 output takes and that shows as it is: the surrogates of a file name that
     is not valid UTF-8 and control characters (a new line, an escape sequence that would recolour or
     rewrite the terminal) become backslash escapes."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = surrogates_escaped(text)
     return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
@@ -46,7 +46,7 @@ from .out_dir import (
     run_in_out_dir,
     take_changed_rates,
 )
-from .resume_state import ResumableSampler, random_states, restore_random_states
+from .resume_state import random_states, restore_random_states
 from .run_log import append_csv, forget_logged_steps, log, refuse_to_run_as_a_script, show_progress_on_console
 from .stop_signals import StopSafeLoader, exit_status
 
@@ -157,7 +157,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
     dataset = SequenceDataset(config.db_dir, "amass", "train", seqlen=config.seqlen)
     train_set, val_set = split_by_sequence(dataset, config.val_fraction, config.seed)
     # shuffled anew each epoch by (seed, epoch), not by the run's random state: a resumed run takes the next one
-    sampler = ResumableSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=config.seed)
+    sampler = DistributedSampler(train_set, num_replicas=1, rank=0, shuffle=True, seed=config.seed)
     train_loader = StopSafeLoader(
         train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers
     )

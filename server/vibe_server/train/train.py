@@ -398,10 +398,11 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
     tensorboard = open_tensorboard(out_dir) if master and config.tensorboard else None
 
     # ---- 6. the loop: epochs of iters_per_epoch steps, validation and a checkpoint after each ----
-    loaders = {"2d": loader_2d, "3d": loader_3d, "motion": loader_motion}
+    named = (("2d", loader_2d), ("3d", loader_3d), ("motion", loader_motion))
+    loaders = {name: loader for name, loader in named if loader is not None}
     positions, states = resume_order(order, loaders, start_epoch, config, world_size, rank, say)
     del order
-    batches = {name: Batches(loader, *positions[name]) for name, loader in loaders.items() if loader is not None}
+    batches = {name: Batches(loader, *positions[name]) for name, loader in loaders.items()}
     batches_2d, batches_3d, batches_motion = (batches.get(name) for name in ("2d", "3d", "motion"))
     if states is not None and not restore_random_states(states):  # last: building the models drew from them
         say(
@@ -598,14 +599,15 @@ def resume_order(
     """({loader name: (pass, batches used)}, this process's random states or None) to start with. A
     fresh run starts at pass 0. A resumed run goes on where its checkpoint says; a checkpoint without
     that record (an older run's) or with other batch sizes, data or processes starts each loader on a
-    new pass (start_epoch * iters_per_epoch, not the first one again) with the random states as seeded."""
-    used = {name: loader for name, loader in loaders.items() if loader is not None}
+    new pass (start_epoch * iters_per_epoch, not the first one again) with the random states as seeded.
+    ``loaders``: the loaders the run uses, by name."""
     if start_epoch == 0:
-        return {name: (0, 0) for name in used}, None
+        return {name: (0, 0) for name in loaders}, None
     exact = isinstance(saved, dict) and saved.get("world_size") == world_size
+    records = saved.get("loaders") if exact and isinstance(saved.get("loaders"), dict) else {}
     positions: dict[str, tuple[int, int]] = {}
-    for name, loader in used.items():
-        record = saved.get("loaders", {}).get(name) if exact and isinstance(saved.get("loaders"), dict) else None
+    for name, loader in loaders.items():
+        record = records.get(name)
         position = position_of(record)
         same_data = (
             position is not None
@@ -624,7 +626,7 @@ def resume_order(
         "sizes or processes), so the data order cannot be restored exactly: each loader starts a new shuffled pass"
     )
     fresh = start_epoch * config.iters_per_epoch
-    return {name: (fresh, 0) for name in used}, None
+    return {name: (fresh, 0) for name in loaders}, None
 
 
 def copy_file(path: Path, out: BinaryIO) -> None:

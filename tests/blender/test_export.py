@@ -239,6 +239,16 @@ def test_every_body_is_exported_whatever_its_visibility_at_the_current_frame(emp
     assert {"P0", "P0_body", "P1", "P1_body"} <= _read_back(path)
 
 
+@pytest.mark.parametrize("suffix", [".fbx", ".glb"])
+def test_the_exporters_leave_the_bodies_as_they_were(empty_scene, body_model, tmp_path, suffix):
+    """Blender's glTF exporter runs Mesh.validate() on each mesh it writes, which deletes faces it finds
+    invalid: the placeholder body's repeated faces (576) were deleted from the character in the scene."""
+    (_, body), *_ = imported_tracks(body_model, [range(0, 20)], correctives="off")
+    before = (len(body.data.polygons), len(body.data.loops), len(body.data.vertices))
+    export(tmp_path / f"p0{suffix}", suffix[1:])
+    assert (len(body.data.polygons), len(body.data.loops), len(body.data.vertices)) == before == (13776, 41328, 6890)
+
+
 def test_shown_puts_everything_back_when_the_export_fails(empty_scene, body_model):
     ((a, body),) = imported_tracks(body_model, [range(30, 50)], correctives="off")
     collection = a.users_collection[0]

@@ -196,6 +196,14 @@ def test_a_sparse_regressor_is_densified_only_to_a_bounded_smpl_shape(tmp_path, 
     assert peak_mb < 16, peak_mb  # refused before any (J, V) matrix exists
 
 
+def test_the_synthetic_body_has_smpls_counts_and_no_repeated_or_degenerate_face(body):
+    """Blender deletes a repeated face from a mesh when it validates it (its glTF exporter does)."""
+    faces = np.sort(body.faces, axis=1)
+    assert body.faces.shape == (13776, 3) and body.v_template.shape == (6890, 3)
+    assert len(np.unique(faces, axis=0)) == len(faces)
+    assert (faces[:, 0] < faces[:, 1]).all() and (faces[:, 1] < faces[:, 2]).all()
+
+
 def test_the_small_hostile_model_builder_makes_a_valid_model(tmp_path):
     path = tmp_path / "m.pkl"
     path.write_bytes(program(smpl_dict(J_regressor=_csr((24, 4)))))

@@ -118,7 +118,7 @@ def make_body_model(seed: int = 0) -> BodyModel:
     rings_total = (NUM_VERTICES - 2) // TUBE_SIDES  # 574 rings, 2 spare vertices
     rings = np.full(24, rings_total // 24)
     rings[: rings_total - rings.sum()] += 1
-    verts, weights, faces, ring0 = [], [], [], []
+    verts, weights, faces, other_diagonals, ring0 = [], [], [], [], []
     angle = 2 * np.pi * np.arange(TUBE_SIDES) / TUBE_SIDES
     for j in range(24):
         a, b = REST_JOINTS[j], ends[j]
@@ -143,14 +143,17 @@ def make_body_model(seed: int = 0) -> BodyModel:
             for s in range(TUBE_SIDES):
                 p, q = start + r * TUBE_SIDES + s, start + r * TUBE_SIDES + (s + 1) % TUBE_SIDES
                 faces += [[p, q, p + TUBE_SIDES], [q, q + TUBE_SIDES, p + TUBE_SIDES]]
+                other_diagonals += [[p, q, q + TUBE_SIDES], [p, q + TUBE_SIDES, p + TUBE_SIDES]]
     verts.append(np.zeros((2, 3)))  # two spare vertices at the pelvis
     w_spare = np.zeros((2, 24))
     w_spare[:, 0] = 1.0
     weights.append(w_spare)
     v_template = np.concatenate(verts)
     lbs_weights = np.concatenate(weights)
-    faces = np.array(faces, dtype=np.int64)
-    faces = np.concatenate([faces, faces[: NUM_FACES - len(faces)]])  # pad to the official count
+    # Pad to the official count with the first quads split along their other diagonal: the same
+    # surface, and no face repeated (Blender's Mesh.validate(), which the glTF exporter runs, would
+    # delete a repeated face from the character's body).
+    faces = np.array(faces + other_diagonals[: NUM_FACES - len(faces)], dtype=np.int64)
 
     # J_regressor: each joint is the mean of its tube's first ring, whose centre is the joint.
     J_regressor = np.zeros((24, NUM_VERTICES))

@@ -13,6 +13,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hostile_fi
 from hostile_files import Member, zip_bytes
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.smpl_model import load_smpl_pkl
 from vibe_server import load_model
 from vibe_server.cli import main as cli
 from vibe_server.data import bundle, synthetic
@@ -598,6 +600,33 @@ def test_a_damaged_placeholder_is_written_again_not_reported_as_a_download(synth
     assert _placeholder_leftovers(placeholder) == []
 
 
+def test_a_placeholder_an_older_version_wrote_with_repeated_faces_is_written_again(tmp_path, monkeypatch):
+    """Older placeholders padded the body with repeated faces, which Blender's glTF exporter deletes
+    from the character in the scene (Mesh.validate)."""
+    from vibe_server.data.loading import load_for_inference
+
+    placeholder = tmp_path / "placeholder"
+    make_body_model = synthetic.make_body_model
+
+    def padded_as_before(seed=0):
+        model = make_body_model(seed)
+        model.faces[-576:] = model.faces[:576]
+        return model
+
+    with monkeypatch.context() as m:
+        m.setattr(synthetic, "make_body_model", padded_as_before)
+        synthetic.install_synthetic_bundle(placeholder)
+    assert synthetic.repeats_a_face(load_smpl_pkl(placeholder / bundle.SMPL_PKL).faces)
+    log = []
+    loaded = load_for_inference(
+        tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder, log=log.append
+    )
+    assert f"The synthetic placeholder model in {placeholder} is from an older version" in log[0]
+    assert not synthetic.repeats_a_face(load_smpl_pkl(placeholder / bundle.SMPL_PKL).faces)
+    assert not synthetic.repeats_a_face(loaded.model.regressor.smpl.faces_tensor.numpy())
+    assert _placeholder_leftovers(placeholder) == []
+
+
 def _half_then_fail(real_save, error):
     def save(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
@@ -710,7 +739,8 @@ def test_concurrent_first_loads_write_the_placeholder_once(tmp_path, monkeypatch
         _write_stub_bundle(folder)
 
     monkeypatch.setattr(synthetic, "write_synthetic_bundle", write)
-    monkeypatch.setattr(loading, "load_model", lambda folder, device: sorted(p.name for p in folder.iterdir()))
+    one_face = SimpleNamespace(regressor=SimpleNamespace(smpl=SimpleNamespace(faces_tensor=torch.tensor([[0, 1, 2]]))))
+    monkeypatch.setattr(loading, "load_model", lambda folder, device: one_face)  # the stub bundle is no model
     logs, errors = {1: [], 2: []}, []
 
     def second_log(line):

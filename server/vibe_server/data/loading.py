@@ -393,14 +393,19 @@ def load_for_inference(
 
 def _load_placeholder(folder: Path, device: str, log: Callable[[str], None] | None) -> VIBE:
     """The placeholder in ``folder``, installed whole first when it is not there. Ours, not the user's
-    data: one that does not load is written again, once, instead of asking the user to download it."""
+    data: one that does not load, or that an older version wrote, is written again, once, instead of
+    asking the user to download it."""
     identity = _ensure_placeholder(folder, log)
     try:
-        return load_model(folder, device=device)
+        model = load_model(folder, device=device)
+        if not synthetic.repeats_a_face(model.regressor.smpl.faces_tensor.cpu().numpy()):
+            return model
+        problem = "from an older version (its body repeats faces, which Blender deletes)"
     except VibeError:
-        if log:
-            log(f"The synthetic placeholder model in {folder} is damaged; writing it again.")
-        synthetic.discard_synthetic_bundle(folder, identity, log=log)  # unless replaced meanwhile
+        problem = "damaged"
+    if log:
+        log(f"The synthetic placeholder model in {folder} is {problem}; writing it again.")
+    synthetic.discard_synthetic_bundle(folder, identity, log=log)  # unless replaced meanwhile
     _ensure_placeholder(folder, log)
     try:
         return load_model(folder, device=device)

@@ -390,6 +390,12 @@ def _remove_stale_siblings(folder: Path) -> None:
                 _remove(Path(entry.path))
 
 
+def repeats_a_face(faces: np.ndarray) -> bool:
+    """Whether two of the (F, 3) ``faces`` use the same vertices (placeholders before this check did)."""
+    corners = np.sort(np.asarray(faces), axis=1)
+    return len(np.unique(corners, axis=0)) < len(corners)
+
+
 def is_placeholder_folder(folder: str | Path) -> bool:
     """Whether ``folder`` is one :func:`install_synthetic_bundle` wrote (the placeholder's, not the user's data)."""
     return (Path(folder) / INSTALL_TOKEN).is_file()

@@ -6,6 +6,7 @@ import pytest
 from blender_eval import evaluated_joints, evaluated_vertices
 
 from vibe_blender.animation import refit_bones
+from vibe_blender.core.errors import VibeError
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER
 from vibe_blender.core.smpl_math import smpl_forward
 from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
@@ -55,7 +56,7 @@ def test_corrective_modes(empty_scene, body_model):
     assert len(drivers) == 207
     assert all(d.driver.is_simple_expression for d in drivers)  # no Python, no "Auto Run Scripts"
     assert all(d.driver.is_valid for d in drivers)
-    with pytest.raises(Exception, match="correctives"):
+    with pytest.raises(VibeError, match="correctives"):
         build_character(body_model, np.zeros(10), "bad", correctives="sometimes")
 
 

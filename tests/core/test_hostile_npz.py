@@ -219,10 +219,16 @@ def test_malformed_npz_gives_one_clear_error(tmp_path, valid_arrays, reader, cas
 
 def test_the_valid_files_built_here_read_back(tmp_path, valid_arrays):
     """The builders above make files the readers accept, so each refusal is about the spoiled member."""
+    frames = {  # what each reader made of its file: frames of motion, or the body's vertices
+        "result": lambda result: [len(track.frame_ids) for track in result.tracks],
+        "amass": lambda motion: [len(track.frame_ids) for track in motion.tracks],
+        "body model": lambda model: [len(model.v_template)],
+    }
+    expected = {"result": [3], "amass": [4], "body model": [6890]}
     for reader, (_, read, _) in READERS.items():
         path = tmp_path / f"{reader}.npz"
         path.write_bytes(zip_bytes(npz_members(valid_arrays[reader])))
-        read(path)
+        assert frames[reader](read(path)) == expected[reader], reader
 
 
 # ---- memory bombs -------------------------------------------------------------------------------

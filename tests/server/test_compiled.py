@@ -133,7 +133,7 @@ def test_engine_uses_the_compiled_backbone_when_asked_and_records_it(tiny_engine
     compiled = tiny_engine.run("clip.mp4", RunOptions(compile_backbone="on", batch_size=16))
     assert compiler.compiles == 1 and set(compiler.shapes) == {(16, 3, 224, 224)}
     assert compiled.result.meta["backbone_compiled"] == "True"
-    for a, b in zip(eager.result.tracks, compiled.result.tracks):
+    for a, b in zip(eager.result.tracks, compiled.result.tracks, strict=True):
         np.testing.assert_allclose(a.pose, b.pose, atol=1e-5)
 
 
@@ -148,7 +148,7 @@ def test_engine_falls_back_to_eager_when_compiling_fails(make_engine):
     reference = make_engine().run("clip.mp4", RunOptions())
     out = engine.run("clip.mp4", RunOptions(compile_backbone="on"))
     assert notes and "no cc" in notes[0] and out.result.meta["backbone_compiled"] == "False"
-    for a, b in zip(reference.result.tracks, out.result.tracks):
+    for a, b in zip(reference.result.tracks, out.result.tracks, strict=True):
         np.testing.assert_allclose(a.pose, b.pose, atol=1e-6)
 
 

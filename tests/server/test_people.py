@@ -85,7 +85,7 @@ def test_stream_yields_every_frame_once_in_order_with_its_boxes():
     assert seen == list(range(20))
     tracklets = people.tracklets(min_track_frames=1)
     assert tracklets[1].frames.tolist() == list(range(20))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="only once"):
         next(iter(people))
 
 

@@ -217,7 +217,7 @@ def test_a_run_can_set_its_own_precision_and_the_engine_default_comes_back(make_
     assert official.result.meta["precision"] == "fp32" and official.result.meta["detection_stride"] == "1"
     assert engine.model.backbone[0].weight.is_contiguous()  # plain fp32 layout, as the official code
     reference = run(make_engine(), chunking="official", official_uncrop=True, detection_stride=1)
-    for a, b in zip(official.result.tracks, reference.result.tracks):
+    for a, b in zip(official.result.tracks, reference.result.tracks, strict=True):
         np.testing.assert_array_equal(a.pose, b.pose)  # exactly the fp32 engine's result
     assert run(engine).result.meta["precision"] == "bf16"
     with pytest.raises(VibeError, match="Unknown precision"):

@@ -8,7 +8,7 @@ configuration, in one run on the same clip, machine and model.
 - "ours": exactly what ``vibe-mocap infer`` does without flags (the options are printed): detection
   every Nth frame plus adaptive detection, bf16 + channels_last where the CPU has bf16 hardware
   (fp16 on CUDA), GRU state carried; the backbone compiled only for long videos.
-- "ours compiled" (with --compiled): the same with the compiled backbone (compiled in the warm-up).
+- "compiled" (with --compiled): ours with the compiled backbone (compiled in the warm-up).
 - "yolo comp" (with --compiled-detector): ours with YOLOv3's network compiled (``--compile-detector``).
 Each configuration runs once on a short warm-up clip, then --repeats times; the median run is reported.
 All run the same streaming pipeline (one decode pass, batched crops).

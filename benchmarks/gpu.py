@@ -7,7 +7,7 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
 - frames/s per stage (decode, detect, track, crop, backbone, temporal, smpl, write; the backbone in
   person crops/s) and end to end, for
   "official": ``--official`` (YOLOv3 on every frame, fp32 eager, a fresh GRU state every 450
-  frames, OpenCV's crop, YOLO's own post-processing; decoding and detection still run in this
+  frames, OpenCV's crop, the official YOLO post-processing; decoding and detection still run in this
   engine's threads, which can only make the baseline faster and the ratios smaller),
   "official, TF32": the same with cuDNN's TF32 convolutions (PyTorch's
   default, which the official code gets on a current PyTorch; the faster of the two is the

@@ -1,11 +1,11 @@
 """Front-end benchmark: decode, YOLOv3 (fp32 vs bf16 + channels_last, batch sizes), HOG, tracking, crop.
 
     python benchmarks/front_end.py [--video PATH] [--weights yolov3.weights] [--frames 16]
-                                   [--batch-sizes 1,8] [--repeats 2] [--threads N] [--device cpu]
+                                   [--batch-sizes 1,8] [--repeats 3] [--threads N] [--device cpu]
 
 Without --weights it writes random weights of the official size and layout to a temporary
 folder (same compute as the real file; the detections are meaningless). Figures are frames per
-second of the clip's own frames, best of --repeats; compare ratios measured in one run. On a
+second of the clip's own frames, the median of --repeats; compare ratios measured in one run. On a
 shared machine that is busy, use --threads 1: OpenMP threads that wait for a busy core make
 multi-threaded figures swing by several times.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from clips import WALKING_CLIP
 from reference_sort import ReferenceSort  # tests/, put on sys.path by clips
-from timing import best_of, decode_rates
+from timing import decode_rates, median_seconds
 
 from vibe_server.pipeline.crop import crop_people
 from vibe_server.pipeline.detect.darknet_weights import write_random_darknet_weights
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--weights")
     parser.add_argument("--frames", type=int, default=16, help="frames per detector measurement")
     parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -50,10 +50,10 @@ def main() -> None:
     reader = open_video(args.video)
     info = reader.info
     decode_frames = min(info.frame_count, 300)
-    decode_s = best_of(lambda: sum(1 for _ in reader.frames(0, decode_frames)), args.repeats)
+    decode_s = median_seconds(lambda: sum(1 for _ in reader.frames(0, decode_frames)), args.repeats)
     rows.append((f"decode {decode_frames} frames (RGB ndarray)", f"{decode_frames / decode_s:.0f} frames/s"))
     prefetched = open_video(args.video, prefetch=8)
-    decode_s = best_of(lambda: sum(1 for _ in itertools.islice(prefetched, decode_frames)), args.repeats)
+    decode_s = median_seconds(lambda: sum(1 for _ in itertools.islice(prefetched, decode_frames)), args.repeats)
     rows.append(("decode, background thread", f"{decode_frames / decode_s:.0f} frames/s"))
     for workers, fps in decode_rates(args.video, (1, 2, 4), args.repeats).items():
         rows.append((f"decode the whole clip, {workers} thread(s) over keyframe chunks", f"{fps:.0f} frames/s"))
@@ -76,7 +76,7 @@ def main() -> None:
                 channels_last=channels_last,
             )
             detector.detect(frames[:batch_size])  # warm-up
-            seconds = best_of(lambda d=detector: d.detect(frames), args.repeats)
+            seconds = median_seconds(lambda d=detector: d.detect(frames), args.repeats)
             fps = len(frames) / seconds
             yolo_fp32_fps = yolo_fp32_fps or fps
             layout = "channels_last" if channels_last else "NCHW"
@@ -89,7 +89,7 @@ def main() -> None:
 
     hog = HogDetector()
     hog_frames = frames[: max(4, args.frames // 2)]
-    seconds = best_of(lambda: hog.detect(hog_frames), args.repeats)
+    seconds = median_seconds(lambda: hog.detect(hog_frames), args.repeats)
     rows.append((f"HOG people detector ({info.width}x{info.height})", f"{len(hog_frames) / seconds:.1f} frames/s"))
     for people in (3, 10, 30):  # people walking side by side, in rows
         walkers = [
@@ -100,8 +100,10 @@ def main() -> None:
             )
             for t in range(300)
         ]  # fmt: skip
-        seconds = best_of(lambda w=walkers: track_detections(w, min_track_frames=1), args.repeats)
-        reference_s = best_of(lambda w=walkers: [s.update(d) for s in [ReferenceSort()] for d in w], args.repeats)
+        seconds = median_seconds(lambda w=walkers: track_detections(w, min_track_frames=1), args.repeats)
+        reference_s = median_seconds(
+            lambda w=walkers: [s.update(d) for s in [ReferenceSort()] for d in w], args.repeats
+        )
         rows.append(
             (
                 f"SORT, {people} people: filters in arrays / one object per person (as the official code)",
@@ -109,7 +111,7 @@ def main() -> None:
             )
         )
     boxes = np.array([[info.width / 2, info.height / 2, 150.0, 150.0]] * 8)
-    seconds = best_of(lambda: crop_people(frames[0], boxes), args.repeats)
+    seconds = median_seconds(lambda: crop_people(frames[0], boxes), args.repeats)
     rows.append(("crop + normalise, 8 boxes", f"{8 / seconds:.0f} crops/s"))
 
     print(

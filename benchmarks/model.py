@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import resource
 import tempfile
-import time
 
 import torch
-from timing import best_of
+from timing import median_seconds
 
 from vibe_server import checkpoints, load_model
 from vibe_server.data import loading
@@ -41,25 +40,30 @@ def main() -> None:
     rows = []
     vibe_path, spin_path = data_dir / loading.VIBE_CHECKPOINT, data_dir / loading.SPIN_CHECKPOINT
     rows.append(
-        ("load VIBE checkpoint", f"{best_of(lambda: checkpoints.load_vibe_checkpoint(vibe_path), args.repeats):.3f} s")
+        (
+            "load VIBE checkpoint",
+            f"{median_seconds(lambda: checkpoints.load_vibe_checkpoint(vibe_path), args.repeats):.3f} s",
+        )
     )
     rows.append(
-        ("load SPIN checkpoint", f"{best_of(lambda: checkpoints.load_spin_checkpoint(spin_path), args.repeats):.3f} s")
+        (
+            "load SPIN checkpoint",
+            f"{median_seconds(lambda: checkpoints.load_spin_checkpoint(spin_path), args.repeats):.3f} s",
+        )
     )
-    t0 = time.perf_counter()
+    rows.append(("load_model (both + SMPL)", f"{median_seconds(lambda: load_model(data_dir), args.repeats):.3f} s"))
     model = load_model(data_dir)
-    rows.append(("load_model (both + SMPL)", f"{time.perf_counter() - t0:.3f} s"))
 
     T = args.seq_len
     images = torch.randn(1, T, 3, 224, 224)
     with torch.inference_mode():
         model(images)  # warm-up
-        fp32 = best_of(lambda: model(images), args.repeats)
+        fp32 = median_seconds(lambda: model(images), args.repeats)
         rows.append((f"model(images) T={T} fp32", f"{T / fp32:.1f} frames/s"))
         model_cl = model.to(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model_cl(images)
-            bf16 = best_of(lambda: model_cl(images), args.repeats)
+            bf16 = median_seconds(lambda: model_cl(images), args.repeats)
         rows.append(
             (f"model(images) T={T} bf16 autocast + channels_last", f"{T / bf16:.1f} frames/s ({fp32 / bf16:.2f}x)")
         )

@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from clips import REAL_CLIPS_DIR, SPEED_CLIP, SPEED_FRAMES, SPEED_START, YoloCostHogBoxes, hog_boxes, slice_clip
-from timing import best_of
+from timing import median_seconds
 
 
 def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats: int = 5) -> float:
-    """ResNet-50 feature extraction alone on random crops: crops per second (best of repeats)."""
+    """ResNet-50 feature extraction alone on random crops: crops per second (median of repeats)."""
     from vibe_server.pipeline.engine import Engine
 
     engine = Engine(model, model_name="bench", data_dir=None, device=device, precision=precision)
@@ -48,7 +47,7 @@ def backbone_alone(model, precision: str, device: str, batch: int = 32, repeats:
             torch.cuda.synchronize()
 
     step()  # warm-up
-    return batch / best_of(step, repeats)
+    return batch / median_seconds(step, repeats)
 
 
 def _autocast(precision: str, device: str):
@@ -64,7 +63,7 @@ def _crops(batch: int, device: str) -> torch.Tensor:
 
 
 def compiled_backbone_alone(runner, precision: str, device: str, batch: int = 32, repeats: int = 5) -> float:
-    """The compiled ResNet-50 alone on random crops: crops per second (best of repeats)."""
+    """The compiled ResNet-50 alone on random crops: crops per second (median of repeats)."""
     crops = _crops(batch, device)
 
     def step():
@@ -74,7 +73,7 @@ def compiled_backbone_alone(runner, precision: str, device: str, batch: int = 32
             torch.cuda.synchronize()
 
     step()
-    return batch / best_of(step, repeats)
+    return batch / median_seconds(step, repeats)
 
 
 def compiled_difference(runner, precision: str, device: str = "cpu", batch: int = 32) -> tuple[float, float]:
@@ -92,9 +91,7 @@ def smpl_alone(engine, frames: int = 200) -> float:
     pose[:, 0] = np.pi
     betas = np.zeros((frames, 10), np.float32)
     engine.smpl(pose[:8], betas[:8])
-    t0 = time.perf_counter()
-    engine.smpl(pose, betas)
-    return frames / (time.perf_counter() - t0)
+    return frames / median_seconds(lambda: engine.smpl(pose, betas))
 
 
 def median_run(engine, clip: Path, options, repeats: int):

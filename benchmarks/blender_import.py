@@ -1,16 +1,18 @@
 """Keyframing speed: the add-on's bulk path against per-frame ``keyframe_insert``, in one run.
 
-    .venv-bpy-5.0/bin/python benchmarks/blender_import.py [--frames 1800]
+    .venv-bpy-5.0/bin/python benchmarks/blender_import.py [--frames 1800] [--repeats 3]
 
 Builds the synthetic SMPL character, then times (a) ``animate_character``: conversion of 1800 frames
 of SMPL pose to 24 bone quaternions + root location and writing them with keyframe_points.add +
 foreach_set, without and with the 207 baked pose-corrective shape keys, and (b) the naive path the
-older VIBE/SMPL add-ons use: set each pose bone, ``keyframe_insert`` per bone per frame.
+older VIBE/SMPL add-ons use: set each pose bone, ``keyframe_insert`` per bone per frame. Each figure
+is the median of --repeats runs, each keying a character of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -68,24 +70,32 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def median_keying(model, track: TrackMotion, key, repeats: int, correctives: str = "off") -> float:
+    """Median seconds of ``key(armature, track)``, each run on a character of its own (new channels)."""
+    seconds = []
+    for _ in range(repeats):
+        armature, _ = build_character(model, track.betas, key.__name__, correctives=correctives)
+        seconds.append(timed(lambda a=armature: key(a, track)))
+    return statistics.median(seconds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=1800)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     bpy.ops.wm.read_factory_settings(use_empty=True)
     model = make_body_model(0)
     track = random_motion(args.frames)
 
     rows = []
-    build_s = timed(lambda: build_character(model, track.betas, "fast"))
+    build_s = statistics.median(
+        timed(lambda: build_character(model, track.betas, "build")) for _ in range(args.repeats)
+    )
     rows.append(("build character (mesh, weights, 10 shape keys)", build_s))
-    arm_fast = bpy.data.objects["fast"]
-    fast_s = timed(lambda: animate_character(arm_fast, track))
+    fast_s = median_keying(model, track, animate_character, args.repeats)
     rows.append((f"bulk keys: {args.frames} frames x 24 bones + root", fast_s))
-
-    build_character(model, track.betas, "baked", correctives="baked")
-    arm_baked = bpy.data.objects["baked"]
-    baked_s = timed(lambda: animate_character(arm_baked, track))
+    baked_s = median_keying(model, track, animate_character, args.repeats, correctives="baked")
     rows.append(("bulk keys: same + 207 corrective shape keys", baked_s))
 
     def whole_import():
@@ -118,14 +128,13 @@ def main() -> None:
             import_motion(read_motion_file(f"{folder}/bench.npz"), model, ImportOptions(), report=lambda m: None)
             return time.perf_counter() - start
 
-    rows.append((f"whole import of a {args.frames}-frame result file", whole_import()))
-
-    build_character(model, track.betas, "naive")
-    naive_s = timed(lambda: naive_keyframes(bpy.data.objects["naive"], track))
+    import_s = statistics.median(whole_import() for _ in range(args.repeats))
+    rows.append((f"whole import of a {args.frames}-frame result file", import_s))
+    naive_s = median_keying(model, track, naive_keyframes, args.repeats)
     rows.append((f"naive keyframe_insert: {args.frames} frames x 24 bones + root", naive_s))
 
     print(
-        f"\nBlender {bpy.app.version_string}, numpy {np.__version__}, {args.frames} frames "
+        f"\nBlender {bpy.app.version_string}, numpy {np.__version__}, {args.frames} frames, median of {args.repeats} "
         f"({args.frames * (24 * 4 + 3)} bone keys, {args.frames * 207} shape-key keys)"
     )
     print(f"{'step':58s} {'seconds':>9s}")

@@ -22,6 +22,7 @@ sys.path[:0] = [str(REPO), str(REPO / "server")]
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import median_seconds  # noqa: E402  (benchmarks/, the script's own folder)
 
 from vibe_blender.animation import animate_character  # noqa: E402
 from vibe_blender.core.motion import TrackMotion  # noqa: E402
@@ -89,9 +90,7 @@ def main() -> None:
     track = random_motion(args.frames)
 
     rows = []
-    build_s = statistics.median(
-        timed(lambda: build_character(model, track.betas, "build")) for _ in range(args.repeats)
-    )
+    build_s = median_seconds(lambda: build_character(model, track.betas, "build"), args.repeats)
     rows.append(("build character (mesh, weights, 10 shape keys)", build_s))
     fast_s = median_keying(model, track, animate_character, args.repeats)
     rows.append((f"bulk keys: {args.frames} frames x 24 bones + root", fast_s))

@@ -8,7 +8,7 @@ Only the standard library: it is imported inside Blender's Python too.
 from pathlib import Path
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
-REAL_CLIPS = TEST_DATA / "real"  # four CC BY 4.0 clips of people (and one without)
+REAL_CLIPS = TEST_DATA / "real"  # four CC BY 4.0 clips: three of people, one without anyone
 FIXTURES = TEST_DATA / "fixtures"  # made with the official VIBE code
 OFFICIAL_PKL = FIXTURES / "official_vibe_output.pkl"
 UNIT_REFERENCE = FIXTURES / "vibe_unit_reference.npz"

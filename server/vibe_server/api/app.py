@@ -152,7 +152,7 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
         title="VIBE Mocap",
         version=__version__,
         lifespan=lifespan,
-        docs_url=None,  # served by routes/api_docs.py, behind the Host and Origin checks
+        docs_url=None,  # no Swagger page: it would run a CDN's scripts in this origin (routes/api_docs.py)
         redoc_url=None,
         openapi_url=None,
     )

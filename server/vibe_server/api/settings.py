@@ -55,6 +55,12 @@ class Settings:
                 "The server needs a token that every client sends; 'vibe-mocap serve' makes one "
                 "in the user's config folder (or pass $VIBE_MOCAP_TOKEN)."
             )
+        if not (self.token.isascii() and self.token.isprintable()) or " " in self.token:
+            # clients send it in a header, whose spaces at the ends are dropped: no client could match it
+            raise VibeError(
+                "The server token must be printable ASCII without spaces; pass another --token or "
+                "$VIBE_MOCAP_TOKEN, or leave both out to use the token file."
+            )
         for name in (
             "max_upload_bytes",
             "max_queued_jobs",

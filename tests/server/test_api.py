@@ -592,6 +592,42 @@ def test_cancel_a_running_job_then_delete_it(settings, make_engine):
         assert client.get(f"{API}/jobs/{job_id}").status_code == 404
 
 
+class HeldAfterItsRun:
+    """An engine whose run, once done, waits to be let go: a DELETE can come after the run's last look
+    at its cancellation and before its result is written."""
+
+    def __init__(self, engine):
+        self.engine, self.ran, self.let_go = engine, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def run(self, *args, **kwargs):
+        output = self.engine.run(*args, **kwargs)
+        self.ran.set()
+        assert self.let_go.wait(10)
+        return output
+
+
+def test_a_job_deleted_twice_while_it_runs_leaves_no_folder_and_no_failure(settings, make_engine, caplog):
+    engine = HeldAfterItsRun(make_engine())
+    with client_for(settings, engine) as client:
+        job_id = upload(client).json()["job_id"]
+        assert engine.ran.wait(10)
+        assert client.delete(f"{API}/jobs/{job_id}").json()["status"] == "cancelled"
+        assert client.delete(f"{API}/jobs/{job_id}").status_code == 200  # forgotten at once...
+        assert client.get(f"{API}/jobs/{job_id}").status_code == 404
+        assert (settings.jobs_dir / job_id).is_dir()  # ...its folder kept while the run may write there
+        engine.let_go.set()
+        deadline = time.monotonic() + 10
+        while (settings.jobs_dir / job_id).exists():
+            assert time.monotonic() < deadline, "the deleted job's folder stayed"
+            time.sleep(0.02)
+        assert leftover_files(settings) == []
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+        assert wait(client, upload(client).json()["job_id"])["status"] == "done"  # the worker goes on
+
+
 def test_cancel_a_queued_job(settings, make_engine):
     with client_for(settings, make_engine(delay_s=0.05)) as client:
         first = upload(client).json()["job_id"]

@@ -150,11 +150,14 @@ class JobManager:
         self._records[record.job.job_id] = record
         self._count_waiting(record, +1)
 
-    def _unregister(self, record: JobRecord) -> None:
-        """Forget a job whose folder is about to be deleted."""
+    def _unregister(self, record: JobRecord) -> bool:
+        """Forget a job whose folder is to be deleted. -> whether the caller deletes it now (False: a
+        worker still runs the job, cancelled, and deletes the folder when it stops: the run may still
+        write there)."""
         if self._records.pop(record.job.job_id, None) is record:
             self._count_waiting(record, -1)
         record.removed = True
+        return not record.running_in_worker
 
     def _count_waiting(self, record: JobRecord, sign: int) -> None:
         if record.job.status in WAITING_STATES:
@@ -356,11 +359,12 @@ class JobManager:
             record = self._records.get(job_id)
             if record is not None:
                 record.cancel.set()
-                self._unregister(record)
+                remove_now = self._unregister(record)
             else:  # a submit still running in an abandoned thread must not register it afterwards
                 self._discarded[job_id] = time.monotonic()
         if record is not None:
-            self._remove_folder(record)
+            if remove_now:
+                self._remove_folder(record)
         else:
             job_store.remove_folder(self.folder(job_id))
 
@@ -389,10 +393,11 @@ class JobManager:
                 record.cancel.set()
                 self._finish(record, "cancelled")
             else:
-                self._unregister(record)
+                remove_now = self._unregister(record)
             job = record.job.model_copy()
         if status not in WAITING_STATES:
-            self._remove_folder(record)
+            if remove_now:
+                self._remove_folder(record)
             return job
         self._persist_or_log(record)
         if status == "queued":  # a running job's worker deletes its upload when it stops
@@ -463,12 +468,19 @@ class JobManager:
                 return  # cancelled or deleted meanwhile
             self._set_status(record, "running")
             record.job.stage, record.job.progress = "decode", 0.0
+            record.running_in_worker = True
         try:
             self._persist(record)
             self._run_job(record, engine)
         except Exception as err:
             log.exception("job %s failed", job_id)
             self._end(record, "failed", error=failure_message(err))
+        finally:
+            with self._lock:
+                record.running_in_worker = False
+                removed = record.removed
+            if removed:  # cancelled, then deleted while it ran: its folder was left to this worker
+                self._remove_folder(record)
 
     def _run_job(self, record: JobRecord, engine) -> None:
         """Run one job on ``engine`` and record how it ended (done, failed, cancelled or queued again)."""
@@ -554,8 +566,7 @@ class JobManager:
                     break  # the rest finished later still
                 if i < too_many or age_s > self.keep_finished_s:
                     expired.append(record)
-            for record in expired:
-                self._unregister(record)
+            expired = [record for record in expired if self._unregister(record)]
         for record in expired:
             log.info("removing job %s, finished %s", record.job.job_id, _ago(now - record.finished_at))
             self._remove_folder(record)

@@ -11,6 +11,7 @@ from testdata import REAL_CLIPS as REAL
 
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model, load_smpl_pkl
+from vibe_server.api.http_protocol import HeadersDeadlineProtocol
 from vibe_server.cli import main
 from vibe_server.pipeline import engine as engine_module
 from vibe_server.pipeline import options as options_module
@@ -290,14 +291,17 @@ def test_serve_token_from_the_option_the_environment_or_the_token_file(token_hom
     assert token == "from-cli" and "ps" in source
 
 
-def test_serve_prints_where_the_token_is_and_every_bind_gets_one(token_home, monkeypatch, tmp_path, capsys):
+def test_serve_says_where_the_token_is_binds_any_host_and_limits_the_time_for_headers(
+    token_home, monkeypatch, tmp_path, capsys
+):
     import uvicorn
 
     served = {}
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.update(app=self.config.app, host=self.config.host))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.update(vars(self.config)))
     assert main(["serve", "--host", "0.0.0.0", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
     token = token_home.read_text().strip()
     assert served["app"].state.settings.token == token and served["host"] == "0.0.0.0"
+    assert served["http"] is HeadersDeadlineProtocol  # tests/server/test_http_protocol.py
     out = capsys.readouterr().out
     assert str(token_home) in out and token not in out
 

@@ -260,12 +260,14 @@ def run_app(
     Server or Date header."""
     import uvicorn  # start-up: uvicorn loads only when a server really starts
 
-    from ..api.uvicorn_server import GracefulServer  # start-up: it imports uvicorn too
+    from ..api.http_protocol import HeadersDeadlineProtocol  # start-up: these import uvicorn too
+    from ..api.uvicorn_server import GracefulServer
 
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=HeadersDeadlineProtocol,
         log_level=log_level,
         proxy_headers=False,
         server_header=False,

@@ -1,0 +1,56 @@
+"""uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's line and headers.
+
+uvicorn waits for them without limit: a connection that sends nothing, or a byte now and then, held
+its socket for as long as it liked, before the token could be checked (that needs the headers), so
+anyone who can reach the port could use up the server's file descriptors and lock the add-on out.
+The deadline runs from the connection (or the end of the previous response) to the end of the
+headers; a request body has its own idle limit (``Settings.body_idle_timeout_s``), and a WebSocket
+has no deadline once upgraded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEADERS_DEADLINE_S = 30.0
+
+
+class HeadersDeadlineProtocol(H11Protocol):
+    """:class:`H11Protocol` that closes a connection whose request line and headers do not all come
+    within :data:`HEADERS_DEADLINE_S`."""
+
+    headers_deadline_s = HEADERS_DEADLINE_S
+    _headers_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_headers_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_headers_deadline()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # the headers came (or the connection ended or upgraded)
+            self._disarm_headers_deadline()
+
+    def on_response_complete(self) -> None:
+        self._arm_headers_deadline()  # first: the next request, pipelined already, disarms it at once
+        super().on_response_complete()
+
+    def _arm_headers_deadline(self) -> None:
+        self._disarm_headers_deadline()
+        self._headers_timer = self.loop.call_later(self.headers_deadline_s, self._headers_too_late)
+
+    def _disarm_headers_deadline(self) -> None:
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+            self._headers_timer = None
+
+    def _headers_too_late(self) -> None:
+        self._headers_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()

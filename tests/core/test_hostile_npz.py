@@ -407,3 +407,46 @@ def test_text_members_are_read_without_pickles(tmp_path):
     assert load_result(path).meta == {"device": "cpu"}
     with zipfile.ZipFile(path) as z:
         assert "meta_keys.npy" in z.namelist()
+
+
+@pytest.mark.parametrize("reader", ["result", "body model"])
+@pytest.mark.parametrize("code_point", [0xFFFFFFFF, 0x110000, 0xD800, 0xDFFF])
+def test_text_that_holds_no_unicode_characters_is_refused(tmp_path, valid_arrays, reader, code_point):
+    """numpy turns a code point beyond U+10FFFF into a SystemError when Python reads it, and a
+    surrogate into a string nothing can encode: each text member holding one is refused by name."""
+    _, read, _ = READERS[reader]
+    text_members = [name for name, array in valid_arrays[reader].items() if array.dtype.kind == "U" and array.size]
+    assert text_members, "the valid file has text to spoil"
+    for name in text_members:
+        good = valid_arrays[reader][name]
+        raw = bytearray(np.ascontiguousarray(good).astype(good.dtype.newbyteorder("<")).tobytes())
+        raw[:4] = code_point.to_bytes(4, "little")
+        header = repr({"descr": f"<U{good.dtype.itemsize // 4}", "fortran_order": False, "shape": good.shape})
+        path = tmp_path / "bad.npz"
+        path.write_bytes(spoiled(valid_arrays[reader], name, npy_member(name, header=header, data=bytes(raw))))
+        with pytest.raises(VibeError, match=r"bad\.npz") as refused:
+            read(path)
+        assert "no Unicode characters" in str(refused.value), (name, str(refused.value))
+
+
+@pytest.mark.parametrize("text", ["plain", "é ü ß", "\U0010ffff", "\ud7ff\ue000"])
+def test_text_of_any_unicode_character_still_reads(tmp_path, text):
+    path = tmp_path / "r.npz"
+    np.savez(path, **_result_with(meta_keys=np.array(["note"]), meta_values=np.array([text])))
+    assert load_result(path).meta == {"note": text}
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_both_array_builders_refuse_code_points_that_are_no_characters(order):
+    """The .npz/.pkl readers build arrays from bytes (array_from_bytes) or straight from the file
+    (array_from_stream, the joblib pickles): both check text the same way, in either byte order."""
+    from vibe_blender.core.bounded_arrays import UntrustedDataError, array_from_bytes, array_from_stream
+
+    dtype = np.dtype(f"{order}U2")
+    good = np.array(["ok", "é"], dtype=dtype).tobytes()
+    bad = good[:4] + (0xD800).to_bytes(4, "little" if order == "<" else "big") + good[8:]
+    assert array_from_bytes(good, dtype, (2,)).tolist() == ["ok", "é"]
+    assert array_from_stream(io.BytesIO(good), dtype, (2,)).tolist() == ["ok", "é"]
+    for build in (array_from_bytes, lambda raw, *a: array_from_stream(io.BytesIO(raw), *a)):
+        with pytest.raises(UntrustedDataError, match="no Unicode characters"):
+            build(bad, dtype, (2,))

@@ -131,7 +131,7 @@ def array_from_bytes(raw: bytes | bytearray, dtype: np.dtype, shape, *, fortran_
     if nbytes == 0:
         return np.zeros(shape, dtype=native)
     flat = np.frombuffer(raw, dtype=dtype, count=math.prod(shape))
-    return flat.reshape(shape, order="F" if fortran_order else "C").astype(native, copy=True)
+    return checked_text(flat.reshape(shape, order="F" if fortran_order else "C").astype(native, copy=True))
 
 
 def array_from_stream(file: BinaryIO, dtype: np.dtype, shape, *, fortran_order: bool = False) -> np.ndarray:
@@ -158,7 +158,18 @@ def array_from_stream(file: BinaryIO, dtype: np.dtype, shape, *, fortran_order: 
             raise UntrustedDataError(f"the file ends {nbytes - got} bytes into an array of shape {shape} {dtype}")
         got += count
     array = buffer.view(dtype).reshape(shape, order="F" if fortran_order else "C")
-    return array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+    return checked_text(array if dtype.isnative else array.astype(dtype.newbyteorder("=")))
+
+
+def checked_text(array: np.ndarray) -> np.ndarray:
+    """``array``, refused when it is text (numpy's 'U': one 32-bit code point a character, native order
+    here) with a value that is no Unicode character: numpy hands one beyond U+10FFFF to Python, which
+    fails with a SystemError, and a surrogate makes a string that nothing can encode."""
+    if array.dtype.kind == "U" and array.size:
+        code_points = array.ravel(order="K").view(np.uint32)
+        if ((code_points > 0x10FFFF) | ((code_points >= 0xD800) & (code_points <= 0xDFFF))).any():
+            raise UntrustedDataError(f"a {array.dtype} text array holds values that are no Unicode characters")
+    return array
 
 
 def _decompressor(raw: bytes):

@@ -387,3 +387,36 @@ def test_official_reader_parameters_are_checked(tmp_path):
         read_official_pkl(path, fps=float("nan"))
     with pytest.raises(VibeError, match="focal length"):
         read_official_pkl(path, focal_length_px=-3.0)
+
+
+SURROGATE = "\udc80x".encode("utf-8", "surrogatepass")
+# each opcode that pushes a string, pushing one with a lone surrogate
+SURROGATE_TEXTS = {
+    "SHORT_BINUNICODE": b"\x8c" + bytes([len(SURROGATE)]) + SURROGATE,
+    "BINUNICODE": b"X" + len(SURROGATE).to_bytes(4, "little") + SURROGATE,
+    "BINUNICODE8": b"\x8d" + len(SURROGATE).to_bytes(8, "little") + SURROGATE,
+    "UNICODE": b"V\\udc80x\n",
+}
+SURROGATE_PLACES = {  # reader -> where a string from the file ends up: a key, or a person's id
+    SMPL: lambda text: smpl_dict() + text + value(np.zeros(3)) + SETITEM,
+    OFFICIAL: lambda text: EMPTY_DICT + text + person_dict()[len(EMPTY_DICT) + len(value(1)) :],
+}
+
+
+@pytest.mark.parametrize("reader", list(SURROGATE_PLACES))
+@pytest.mark.parametrize("opcode", list(SURROGATE_TEXTS))
+def test_text_with_a_lone_surrogate_is_refused(tmp_path, reader, opcode):
+    """A lone surrogate made Blender refuse a track's or a collection's name with a traceback, after
+    the import had begun."""
+    path = write(tmp_path, program(SURROGATE_PLACES[reader](SURROGATE_TEXTS[opcode])))
+    assert_refused(reader, path, "lone surrogate")
+
+
+@pytest.mark.parametrize("reader", list(SURROGATE_PLACES))
+def test_the_surrogate_cases_differ_from_a_valid_file_only_in_that_text(tmp_path, reader):
+    for text in ("ok", "é"):
+        path = write(tmp_path, program(SURROGATE_PLACES[reader](value(text))))
+        if reader == SMPL:
+            assert load_smpl_pkl(path).v_template.shape == (4, 3)
+        else:
+            assert list(load_joblib_pickle(path)) == [text]

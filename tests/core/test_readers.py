@@ -223,3 +223,13 @@ def test_an_uncompressed_file_is_read_without_extra_copies(tmp_path):
         tracemalloc.stop()
     assert np.array_equal(loaded["theta"], arrays["theta"])
     assert peak < 1.3 * arrays["theta"].nbytes  # each array read into its own memory once
+
+
+def test_a_file_whose_name_is_not_utf8_gives_a_name_blender_can_hold(official_pkl, tmp_path):
+    """A file name that is not valid UTF-8 reaches Python with lone surrogates, which Blender's names
+    and reports refuse: the motion's name shows them as spaces."""
+    named = tmp_path / os.fsdecode(b"take\xff\xfe.pkl")
+    named.write_bytes(official_pkl.read_bytes())
+    motion = read_motion_file(named, fps=25.0)
+    assert motion.source_name == "take  "
+    motion.source_name.encode()

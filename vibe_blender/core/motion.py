@@ -80,6 +80,9 @@ class MotionSet:
     fps_stored: bool = True  # False: the file stores no frame rate; fps is the one given, or 30
 
     def __post_init__(self):
+        # a file's or video's name: shown in messages and made into Blender names, which take no lone
+        # surrogate (a file name that is not valid UTF-8) nor, in a message, control characters
+        self.source_name = display_text(self.source_name, MAX_SOURCE_NAME_CHARS)
         if not self.tracks:
             raise VibeError(f"{self.source_name} contains no tracked person; nothing to import.")
         if not (self.fps > 0 and np.isfinite(self.fps)):
@@ -119,7 +122,7 @@ def from_result(result: MocapResult) -> MotionSet:
         tracks=tracks,
         fps=v.fps,
         frame_count=max(int(v.frame_count), last),
-        source_name=display_text(v.name, MAX_SOURCE_NAME_CHARS),  # a file's text: shown in messages
+        source_name=v.name,
         camera=None  # a live take: no video, so no camera to match (its size is a stand-in)
         if result.meta.get("video_size") == META_UNKNOWN
         else CameraInfo(int(v.width), int(v.height), float(result.focal_length_px)),

@@ -475,6 +475,34 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
             raise PickleRefused("a container opcode without its MARK")
         return self.stack
 
+    # ---- text ----
+    def _check_text(self):
+        """Every character of a string is a Unicode character: the pure-Python reader decodes UTF-8 with
+        'surrogatepass', and UNICODE's escapes may name a surrogate, which nothing can encode (Blender
+        refuses such a name, a report with one fails)."""
+        top = self.stack[-1]
+        if not top.isascii():
+            try:
+                top.encode("utf-8")
+            except UnicodeEncodeError:
+                raise PickleRefused("a text in the file holds a lone surrogate, which is no character") from None
+
+    def load_unicode(self):
+        super().load_unicode()
+        self._check_text()
+
+    def load_binunicode(self):
+        super().load_binunicode()
+        self._check_text()
+
+    def load_short_binunicode(self):
+        super().load_short_binunicode()
+        self._check_text()
+
+    def load_binunicode8(self):
+        super().load_binunicode8()
+        self._check_text()
+
     # ---- numbers ----
     def _check_int(self):
         top = self.stack[-1]

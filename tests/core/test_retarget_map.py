@@ -291,3 +291,31 @@ def test_name_matching_gives_the_ankle_and_wrist_their_own_bones(prefix):
     assert report.preset is None and report.complete, report.summary()
     assert report.mapping == names
     assert report.confidence > 0.9
+
+
+@pytest.mark.parametrize(
+    "bone, problem",
+    [("\ud800", "not printable"), ("Hips\nSpine", "not printable"), ("b" * 64, "64 bytes long, more than the 63")],
+)
+def test_a_map_naming_a_bone_blender_cannot_hold_is_refused_before_the_rows_change(tmp_path, bone, problem):
+    """JSON escapes can make a lone surrogate: Blender refused it while the panel's rows were being
+    filled, so the map shown was lost."""
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"format": "vibe-retarget-map", "version": 1, "bones": {"pelvis": bone}}))
+    with pytest.raises(VibeError, match="cannot be a Blender bone's name") as refused:
+        load_map(path)
+    assert problem in str(refused.value)
+    str(refused.value).encode()  # the message itself can be shown
+    (tmp_path / "ok.json").write_text(
+        json.dumps({"format": "vibe-retarget-map", "version": 1, "name": "\udc80rig", "bones": {"pelvis": "b" * 63}})
+    )
+    name, mapping = load_map(tmp_path / "ok.json")
+    assert mapping == {"pelvis": "b" * 63} and name == " rig"
+
+
+def test_unknown_joints_with_unshowable_names_are_named_showably(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"format": "vibe-retarget-map", "version": 1, "bones": {"\ud800x": "a"}}))
+    with pytest.raises(VibeError, match="unknown SMPL joints  x") as refused:
+        load_map(path)
+    str(refused.value).encode()

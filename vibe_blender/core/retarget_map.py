@@ -25,10 +25,12 @@ from pathlib import Path
 from . import safe_json
 from .errors import VibeError
 from .regular_file import open_user_file
+from .shown_text import display_text
 from .smpl_model import JOINT_NAMES
 
 MAP_FORMAT = "vibe-retarget-map"
 MAP_VERSION = 1
+MAX_BONE_NAME_BYTES = 63  # of a bone's name in Blender 4.2 (later versions allow more)
 ROOT_JOINT = "pelvis"
 # The joints a humanoid rig is expected to have: SMPL's 24 less the hand ends (few rigs have a bone
 # for SMPL's palm joint; the wrist bone carries the hand).
@@ -548,5 +550,18 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
         raise VibeError(f"'{path}': 'bones' must map SMPL joint names to bone names (strings).")
     unknown = sorted(set(bones) - set(JOINT_NAMES))
     if unknown:
-        raise VibeError(f"'{path}' maps unknown SMPL joints {', '.join(unknown)}; use the SMPL joint names.")
-    return str(payload.get("name", path.stem)), dict(bones)
+        shown = ", ".join(display_text(joint, 40) for joint in unknown[:10]) + (" ..." if unknown[10:] else "")
+        raise VibeError(f"'{path}' maps unknown SMPL joints {shown}; use the SMPL joint names.")
+    for bone in bones.values():  # before the panel's rows are touched: Blender refuses such a name halfway
+        if not bone.isprintable():
+            why = "it holds characters that are not printable"
+        elif len(bone.encode()) > MAX_BONE_NAME_BYTES:
+            why = f"it is {len(bone.encode())} bytes long, more than the {MAX_BONE_NAME_BYTES} a name holds"
+        else:
+            continue
+        raise VibeError(
+            f"'{path}' maps a joint to '{display_text(bone, 40)}', which cannot be a Blender bone's name ({why}); "
+            "save the map again."
+        )
+    name = payload.get("name")
+    return display_text(name if isinstance(name, str) else path.stem, MAX_BONE_NAME_BYTES), dict(bones)

@@ -1251,3 +1251,24 @@ def test_an_install_without_a_program_says_why(tmp_path):
     # a failure (2), not the command's 1, "installed, but files are still missing": the panel said "Installed."
     assert install.returncode == local_server.INSTALL_FAILED == 2
     assert list(install.lines) == ["No vibe-mocap program found: …"]
+
+
+def test_the_program_writes_utf8_and_output_that_is_not_is_read_all_the_same(tmp_path, no_path_program):
+    """Python writes a pipe in the system's code page (cp1252 on Windows: 'José' as b'Jos\\xe9'): the
+    program is asked for UTF-8, and bytes that are not are replaced, never an exception that left an
+    install "running" for the rest of the session."""
+    program = write_program(
+        tmp_path / "vibe-mocap",
+        """import os
+if sys.argv[1:] == ["--version"]:
+    print("vibe-mocap 9.9.9", os.environ.get("PYTHONIOENCODING"), flush=True)
+    sys.stderr.buffer.write(b"Jos\\xe9\\n")
+else:
+    sys.stdout.buffer.write(b"Model data in C:\\\\Users\\\\Jos\\xe9\\n")
+    print("PYTHONIOENCODING", os.environ.get("PYTHONIOENCODING"), flush=True)""",
+    )
+    assert local_server.program_version(program).startswith("vibe-mocap 9.9.9 utf-8")
+    install = local_server.ModelDataInstall(program, str(tmp_path / "source")).start()
+    install.join(30)
+    assert install.returncode == 0
+    assert list(install.lines) == ["Model data in C:\\Users\\Jos\ufffd", "PYTHONIOENCODING utf-8"]

@@ -114,12 +114,31 @@ def program_candidates(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> l
     return candidates
 
 
+def program_env(**extra: str) -> dict[str, str]:
+    """The environment the vibe-mocap program runs in: its output unbuffered, and in UTF-8 whatever the
+    system's code page (a user folder named 'José' came out in cp1252 on Windows, which no UTF-8
+    reading takes)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8", **extra)
+
+
+def run_program(command: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    """``command`` (the vibe-mocap program and its arguments) run to its end, its output read as UTF-8
+    (anything else replaced, never an exception)."""
+    return subprocess.run(
+        command,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+        env=program_env(),
+    )
+
+
 def program_version(path: Path, *, timeout_s: float = VERSION_TIMEOUT_S) -> str:
     """``path --version`` -> "vibe-mocap X.Y.Z"; VibeError saying why when it is not a working program."""
     try:
-        done = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
-        )
+        done = run_program([str(path), "--version"], timeout_s)
     except subprocess.TimeoutExpired:
         raise VibeError(
             f"'{path}' did not answer '--version' within {timeout_s:.0f} s; check that it is the vibe-mocap program."
@@ -969,7 +988,7 @@ class LocalServer:
     def _launch(self, command: list[str], t0: float, generation: int) -> subprocess.Popen | None:
         """The server process, its output in the log (started afresh); None when the start was stopped
         meanwhile or the program could not be run (then the start failed, saying why)."""
-        env = dict(os.environ, **{TOKEN_ENV_VAR: self.token, "PYTHONUNBUFFERED": "1"})
+        env = program_env(**{TOKEN_ENV_VAR: self.token})
         # the system closes this pipe when Blender exits or crashes: the server's sign to stop
         stdin = subprocess.PIPE if self.stop_with_parent else subprocess.DEVNULL
         try:
@@ -1123,7 +1142,7 @@ def model_data_report(
     """``vibe-mocap data check --json`` -> (data folder, one state per file)."""
     command = [str(program), "data", "check", "--json"] + (["--data-dir", data_dir] if data_dir else [])
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        done = run_program(command, timeout_s)
         report = safe_json.loads(done.stdout[-1_000_000:])
         files = [ModelFileState(str(f["name"]), str(f["status"]), str(f.get("detail", ""))) for f in report["files"]]
         return str(report["data_dir"]), files
@@ -1173,9 +1192,10 @@ class ModelDataInstall:
                 command,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                text=True,
+                encoding="utf-8",
+                errors="replace",
                 stdin=subprocess.DEVNULL,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                env=program_env(),
             ) as process:
                 for line in process.stdout:
                     self.lines.append(line.rstrip()[:500])
@@ -1183,3 +1203,6 @@ class ModelDataInstall:
         except OSError as err:
             self.lines.append(f"error: the install could not be started ({err.strerror})")
             self.returncode = -1
+        finally:
+            if self.returncode is None:  # never "installing" for the rest of the session
+                self.returncode = INSTALL_FAILED

@@ -151,6 +151,51 @@ def test_nobody_found_names_the_longest_track_against_the_minimum():
         select_tracks({1: 12}, RunOptions(min_track_frames=40), "clip.mp4")
 
 
+def test_without_tracks_max_the_longest_tracks_a_result_file_holds_are_kept_with_a_warning():
+    limit = options_module.MAX_TRACKS_KEPT
+    frames = {tid: 10 + tid % 7 for tid in range(limit + 5)}
+    kept, warnings = select_tracks(frames, RunOptions(min_track_frames=10), "clip.mp4")
+    longest = sorted(frames, key=lambda tid: -frames[tid])[:limit]
+    assert kept == sorted(longest) and len(kept) == limit
+    assert len(warnings) == 1 and f"{limit + 5:,} people were tracked" in warnings[0]
+    assert select_tracks(frames, RunOptions(min_track_frames=10, tracks_max=3), "clip.mp4")[1] == []
+    assert select_tracks(dict(list(frames.items())[:limit]), RunOptions(min_track_frames=10), "clip.mp4") == (
+        sorted(list(frames)[:limit]),
+        [],
+    )
+
+
+def test_a_run_with_more_tracks_than_a_result_holds_says_so_in_its_result(make_engine, monkeypatch):
+    # (a run divided among devices: tests/server/test_segmented.py)
+    monkeypatch.setattr(engine_module, "MAX_TRACKS_KEPT", 2)
+    output = make_engine().run("clip.mp4", RunOptions(min_track_frames=5))
+    assert [t.track_id for t in output.result.tracks] == [1, 3]  # the two longest of the scripted three
+    assert len(output.warnings) == 1 and "3 people were tracked" in output.warnings[0]
+    assert output.warnings[0] in output.result.meta["warnings"]
+
+
+def test_a_result_of_the_most_tracks_kept_reads_back_in_the_add_on(tmp_path):
+    """The server's cap and the add-on's reader agree: MAX_TRACKS_KEPT tracks with long (8-digit) ids."""
+    from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result, save_result
+
+    def track(track_id):
+        one = {"pose": 72, "betas": 10, "pred_cam": 3, "orig_cam": 4, "bboxes": 4, "trans_cam_m": 3}
+        arrays = {name: np.full((1, width), 0.5) for name, width in one.items()}
+        return Track(track_id=track_id, frame_ids=np.zeros(1, int), betas_track=np.zeros(10),
+                     joints3d=np.zeros((1, 49, 3)), **arrays)  # fmt: skip
+
+    limit = options_module.MAX_TRACKS_KEPT
+    video = VideoInfo(name="crowd.mp4", fps=25.0, width=320, height=240, frame_count=1)
+    path = tmp_path / "crowd.npz"
+    save_result(
+        path,
+        MocapResult(
+            video=video, tracks=[track(10**7 + i) for i in range(limit)], model_name="m", focal_length_px=400.0
+        ),
+    )
+    assert len(load_result(path).tracks) == limit
+
+
 def test_zero_frames_is_a_clear_error(make_engine):
     engine = make_engine(num_frames=0)
     with pytest.raises(VibeError, match="No frame"):

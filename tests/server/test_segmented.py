@@ -176,6 +176,19 @@ def test_a_jump_that_misses_only_in_the_second_pass_is_caught_too(short_clip, mo
         np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-5)
 
 
+def test_a_divided_run_carries_the_warnings_of_its_track_selection(short_clip, monkeypatch):
+    from vibe_server.pipeline import segmented
+
+    select_tracks = segmented.select_tracks  # as when more people were tracked than a result holds:
+    monkeypatch.setattr(
+        segmented, "select_tracks", lambda *a: (select_tracks(*a)[0], ["only the longest tracks are kept"])
+    )
+    options = RunOptions(detector="hog", min_track_frames=5, detection_stride=2)
+    output = run_across_devices([_engine(False), _engine(False)], short_clip, options)
+    assert output.result.tracks and output.warnings == ["only the longest tracks are kept"]
+    assert output.result.meta["warnings"] == "only the longest tracks are kept"
+
+
 def test_one_engine_is_a_plain_run(short_clip):
     options = RunOptions(detector="hog", min_track_frames=5)
     a = run_across_devices([_engine()], short_clip, options).result

@@ -44,10 +44,11 @@ from .zip_directory import central_directory
 MAGIC = b"\x93NUMPY"
 MAX_HEADER_BYTES = 10_000  # numpy's own default limit
 MAX_MEMBERS = 100_000
-# Room for MAX_MEMBERS directory entries (46 bytes each) with names of 18 bytes on average
-# ('arr_12345.npy' is 13). The end record's count may lie: zipfile builds an object for every entry
-# the directory holds, so its size bounds that work (at worst ~1 s and ~60 MB).
-MAX_DIRECTORY_BYTES = 64 * MAX_MEMBERS
+# Room for MAX_MEMBERS directory entries of 112 bytes: 46, a result's longest names
+# ('track_12345678/betas_track.npy' is 30) and a zip64 extra field (28) past 4 GiB. The end record's
+# count may lie: zipfile builds an object for every entry the directory holds, so its size bounds that
+# work (at worst ~2 s and ~120 MB).
+MAX_DIRECTORY_BYTES = 112 * MAX_MEMBERS
 _HEADER_KEYS = {"descr", "fortran_order", "shape"}
 
 

@@ -44,7 +44,7 @@ from .cpu_features import default_precision
 from .detect import Detector
 from .devices import OUT_OF_MEMORY_STAGE, out_of_memory_error, usable_cores
 from .frontend import FrontEnd
-from .options import MAX_TEMPORAL_CHUNK_FRAMES, RunOptions
+from .options import MAX_TEMPORAL_CHUNK_FRAMES, MAX_TRACKS_KEPT, RunOptions
 from .precision import autocast, check_precision, exact_fp32_on_cuda
 from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
@@ -490,7 +490,7 @@ class Engine:
         stream_tracks, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
             raise no_frames_error(video_name)
-        tracks = self._select_tracks(stream_tracks, options, video_name)
+        tracks, track_warnings = self._select_tracks(stream_tracks, options, video_name)
         return self.finish_run(
             [(track_id, buf.frame_ids, buf.bboxes, np.concatenate(buf.features)) for track_id, buf in tracks],
             info=info,
@@ -501,7 +501,8 @@ class Engine:
             t_start=t_start,
             frames_decoded=frames_decoded,
             crops=crops,
-            warnings=list(getattr(reader, "warnings", ())),  # e.g. truncated: the frames before the break ran
+            # e.g. truncated (the frames before the break ran), too many tracks
+            warnings=[*getattr(reader, "warnings", ()), *track_warnings],
         )
 
     def prepare_run(self, options: RunOptions, *, expected_crops: int) -> None:
@@ -716,10 +717,11 @@ class Engine:
 
     @staticmethod
     def _select_tracks(tracks: _StreamTracks, options: RunOptions, video_name: str):
-        """The kept tracks' (id, buffer): those long enough (the young ones still held, and those
+        """(the kept tracks' (id, buffer), warnings): those long enough (the young ones still held, and those
         dropped, are counted too, so that "Nobody was found" can say how long the longest lasted)."""
         frames = {**tracks.dropped_frames, **{tid: len(buf.frame_ids) for tid, buf in tracks.buffers.items()}}
-        return [(tid, tracks.buffers[tid]) for tid in select_tracks(frames, options, video_name)]
+        kept, warnings = select_tracks(frames, options, video_name)
+        return [(tid, tracks.buffers[tid]) for tid in kept], warnings
 
     def _meta(self, options: RunOptions, detector_name: str) -> dict[str, str]:
         meta = {k: ("" if v is None else str(v)) for k, v in asdict(options).items()}
@@ -746,9 +748,12 @@ def _chunk_plan(chunking: str, chunk_frames: int) -> tuple[int, bool]:
     return (OFFICIAL_CHUNK_FRAMES, False) if chunking == "official" else (chunk_frames, True)
 
 
-def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_name: str) -> list[int]:
-    """{track_id: frames} -> the ids of the tracks a run keeps, in id order: at least
-    min_track_frames frames, the tracks_max longest. VibeError when none is left."""
+def select_tracks(
+    frames_per_track: dict[int, int], options: RunOptions, video_name: str
+) -> tuple[list[int], list[str]]:
+    """{track_id: frames} -> (the ids of the tracks a run keeps, in id order: at least min_track_frames
+    frames, the tracks_max longest; with no tracks_max, the MAX_TRACKS_KEPT longest, the most a result
+    file holds for the add-on, with a warning that says so). VibeError when none is left."""
     kept = [tid for tid, n in frames_per_track.items() if n >= options.min_track_frames]
     if not kept:
         count = len(frames_per_track)
@@ -766,9 +771,14 @@ def select_tracks(frames_per_track: dict[int, int], options: RunOptions, video_n
             "option min_track_frames over the server's API)."
         )
     kept.sort(key=lambda tid: -frames_per_track[tid])
-    if options.tracks_max is not None:
-        kept = kept[: options.tracks_max]
-    return sorted(kept)
+    warnings = []
+    if options.tracks_max is None and len(kept) > MAX_TRACKS_KEPT:
+        warnings.append(
+            f"{len(kept):,} people were tracked for at least {options.min_track_frames} frames; the result keeps "
+            f"the {MAX_TRACKS_KEPT:,} tracked longest, the most a result file holds. Raise the minimum track "
+            "length or split the video to keep others."
+        )
+    return sorted(kept[: options.tracks_max or MAX_TRACKS_KEPT]), warnings
 
 
 def load_engine(

@@ -129,7 +129,7 @@ class RunOptions:
         "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
     )
     tracks_max: int | None = option(
-        None, "keep only the N longest tracks (default: all)", ge=1, le=MAX_TRACKS_KEPT, metavar="N"
+        None, "keep only the N longest tracks (default: all, up to 10,000)", ge=1, le=MAX_TRACKS_KEPT, metavar="N"
     )
     focal_px: float | None = focal_px_option()
     batch_size: int | None = option(

@@ -161,7 +161,9 @@ def _run_across_devices(
                 collector.add(index, schedule.step(index, frame_rgb, dets, upcoming))
                 monitor.report("track", "stream", lo + (hi - lo) * min(1.0, index / frame_count))
             tracklets = collector.tracklets(min_track_frames=1)
-            kept = select_tracks({tid: len(t.frames) for tid, t in tracklets.items()}, options, video_name)
+            kept, track_warnings = select_tracks(
+                {tid: len(t.frames) for tid, t in tracklets.items()}, options, video_name
+            )
         monitor.check_cancel()
 
         # 3. crops and backbone, all devices at once
@@ -206,7 +208,7 @@ def _run_across_devices(
         t_start=t_start,
         frames_decoded=frames_decoded,
         crops=len(features),
-        warnings=list(reader.warnings),
+        warnings=[*reader.warnings, *track_warnings],
         engine_for_frame=lambda frame: engines[bisect.bisect_right(starts, frame) - 1],
     )
 

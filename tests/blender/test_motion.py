@@ -136,6 +136,16 @@ def test_official_pkl_import(empty_scene, body_model, official_pkl):
     assert q.shape == (32, 4) and np.all(np.isfinite(q))
 
 
+def test_a_file_whose_name_is_not_utf8_imports_under_a_name_blender_holds(
+    empty_scene, body_model, official_pkl, tmp_path
+):
+    """The name reaches Python with lone surrogates, which Blender's names refused halfway through."""
+    named = tmp_path / os.fsdecode(b"take\xff.pkl")
+    named.write_bytes(official_pkl.read_bytes())
+    ((armature_obj, _),) = import_motion_file(named, body_model, ImportOptions(fps=25))
+    assert armature_obj.users_collection[0].name == "Mocap take "
+
+
 def test_a_file_with_more_people_than_max_characters_imports_the_longest(empty_scene, reference_dir, body_model):
     motion = read_motion_file(reference_dir / "result.npz")
     base = motion.tracks[0]  # 5 frames

@@ -76,6 +76,15 @@ def test_operators_report_errors(registered):
         bpy.ops.vibe_mocap.retarget()
 
 
+def test_a_map_naming_a_bone_blender_cannot_hold_leaves_the_rows_as_they_were(registered, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "vibe-retarget-map", "version": 1, "bones": {"pelvis": "\\ud800"}}')
+    retarget_settings.fill_rows(bpy.context, PRESETS["MIXAMO"])
+    with pytest.raises(RuntimeError, match="cannot be a Blender bone's name"):
+        bpy.ops.vibe_mocap.load_bone_map(filepath=str(bad))
+    assert retarget_settings.current_map(bpy.context) == {j: b for j, b in PRESETS["MIXAMO"].items() if b}
+
+
 def test_incomplete_map_shows_the_missing_joints_and_the_foot_lock_toggle(registered):
     """A custom rig whose neck and right elbow have meaningless names: Fill maps the rest and names the
     missing joints; the user picks the elbow in the list and Retarget runs, with and without the lock."""

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,6 +24,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from tests.server.threaded_server import free_port, served_in_a_thread
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
@@ -886,35 +886,13 @@ def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(sett
 # -- the event loop never blocks --------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def live_server(settings, engine):
     """The app under uvicorn on 127.0.0.1 in a thread (one event loop, as in production)."""
     settings.port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, engine_loader=lambda s: engine),
-            host="127.0.0.1",
-            port=settings.port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
+    app = create_app(settings, engine_loader=lambda s: engine)
+    with served_in_a_thread(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")):
         yield f"http://127.0.0.1:{settings.port}{API}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tmp_path):

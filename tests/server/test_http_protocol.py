@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
 import time
 
 import pytest
@@ -14,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket
 from websockets.sync.client import connect
 
+from tests.server.threaded_server import free_port, served_in_a_thread
 from vibe_server.api.http_protocol import HeadersDeadlineProtocol
 
 DEADLINE_S = 0.6
@@ -41,20 +41,9 @@ def small_app() -> FastAPI:
 
 @pytest.fixture
 def port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = uvicorn.Config(small_app(), host="127.0.0.1", port=port, http=QuickDeadline, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(20)
+    port = free_port()
+    with served_in_a_thread(uvicorn.Config(small_app(), port=port, http=QuickDeadline, log_level="warning")):
+        yield port
 
 
 @contextlib.contextmanager

@@ -40,12 +40,14 @@ from .core.live_client import (
 from .core.model_data import cached_body_model_note, load_served_body_model
 from .core.motion import TrackMotion, ground_offset
 from .core.result_file import (
+    MAX_TRACKS,
     META_UNKNOWN,
     WARNINGS_META_KEY,
     MocapResult,
     Track,
     VideoInfo,
     load_result,
+    longest_track_ids,
     save_result,
 )
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
@@ -376,9 +378,10 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
     track per id, frame 0 at the recording's first received frame. The stream sends no crop camera,
     image box or 3D joints: those arrays are zero (joints3d has no joints) and the video size and focal
     length are marked unknown in ``meta``."""
-    on_frames = take_on_frames(take, fps)
+    kept, too_many = longest_track_ids({t: len(take.frame_ids[t]) for t in take.track_ids}, MAX_TRACKS)
+    on_frames = take_on_frames(take, fps, kept)
     tracks = []
-    for track_id in take.track_ids:
+    for track_id in kept:
         T = len(on_frames.frame_ids[track_id])
         tracks.append(
             Track(
@@ -411,7 +414,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
             "frames_received": str(len(take.received_index)),
             "video_size": META_UNKNOWN,
             "focal_length": META_UNKNOWN,
-            **({WARNINGS_META_KEY: "\n".join(take.warnings)} if take.warnings else {}),
+            **({WARNINGS_META_KEY: "\n".join(take.warnings + too_many)} if take.warnings or too_many else {}),
         },
     )
 

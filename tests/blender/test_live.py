@@ -725,6 +725,23 @@ def test_a_recording_with_a_frame_20_km_away_saves_and_imports_without_that_fram
     assert np.abs(load_result(session.last_result_path).tracks[0].trans_cam_m).max() == 3.0
 
 
+def test_a_take_of_more_tracks_than_a_result_holds_keeps_the_longest_and_says_so(addon, monkeypatch):
+    """A take of more than 10,000 tracks (a crowd; SORT gives a person a new id after a miss) was saved
+    as a file that its own reader refuses."""
+    monkeypatch.setattr(live, "MAX_TRACKS", 2)
+    take = moving_take(range(30))
+    zeros = np.zeros(72, np.float32), np.zeros(10, np.float32), np.zeros(3, np.float32)
+    for index in range(30, 40):
+        people = [LivePersonFrame(tid, index, *zeros) for tid in ((7, 8) if index < 35 else (7,))]
+        take.add(LiveFrameMessage(index, 5000.0 + index / 30, tuple(people), None))
+    result = live.take_to_result(take, "crowd", fps=24.0)
+    assert [t.track_id for t in result.tracks] == [1, 7]
+    assert (
+        result.meta["warnings"]
+        == "3 people were tracked; the result keeps the 2 tracked longest, the most a result file holds."
+    )
+
+
 def test_a_saved_take_that_does_not_read_back_is_kept_and_not_sent_to_file_import(
     addon, empty_scene, body_model, monkeypatch
 ):

@@ -357,3 +357,11 @@ def test_a_recording_whose_times_span_too_long_is_refused():
     take.received_time_s[1] = take.received_time_s[0] + 1e6  # a broken clock: 11 days between two frames
     with pytest.raises(VibeError, match="too long to keep"):
         take_on_frames(take, 24.0)
+
+
+def test_a_take_can_be_placed_for_some_of_its_tracks():
+    take = moving_take(range(10))
+    seven = LivePersonFrame(7, 10, np.zeros(72, np.float32), np.zeros(10, np.float32), np.zeros(3, np.float32))
+    take.add(LiveFrameMessage(10, 5000.0 + 10 / 30, (seven,), None))
+    assert sorted(take_on_frames(take, 24.0).frame_ids) == [1, 7]
+    assert sorted(take_on_frames(take, 24.0, [7]).frame_ids) == [7]

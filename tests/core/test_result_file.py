@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import FORMAT_VERSION, MocapResult, Track, VideoInfo, load_result, save_result
+from vibe_blender.core.result_file import (
+    FORMAT_VERSION,
+    MocapResult,
+    Track,
+    VideoInfo,
+    load_result,
+    longest_track_ids,
+    save_result,
+)
 
 
 def make_track(track_id=1, frames=(0, 1, 2, 5, 6), seed=0):
@@ -134,3 +142,11 @@ def test_frame_ids_that_are_not_a_list_are_reported(tmp_path, frame_ids):
     np.savez(path, **arrays)
     with pytest.raises(VibeError, match="frame ids must be a list of integers in 0..*the file is damaged"):
         load_result(path)
+
+
+def test_the_longest_tracks_are_kept_in_id_order_ties_to_the_earlier():
+    frames = {9: 5, 3: 7, 4: 5, 1: 2}
+    assert longest_track_ids(frames, 4) == ([1, 3, 4, 9], [])
+    kept, warnings = longest_track_ids(frames, 2)
+    assert kept == [3, 9]  # 9 and 4 tie: 9 comes first
+    assert warnings == ["4 people were tracked; the result keeps the 2 tracked longest, the most a result file holds."]

@@ -302,6 +302,23 @@ def test_a_full_recording_keeps_what_it_has(monkeypatch):
     assert {t.track_id: t.frame_ids.tolist() for t in result.tracks} == {1: [0, 1, 3], 2: [0]}
 
 
+def test_a_recording_of_more_tracks_than_a_result_holds_keeps_the_longest_and_says_so(monkeypatch):
+    import vibe_server.pipeline.live as pipeline_live
+
+    monkeypatch.setattr(pipeline_live, "MAX_TRACKS", 2)
+    recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
+    model = _FakeLiveModel()
+    person = model.process(0, None, 0.0)[0]
+    for frame, track_ids in enumerate([(1, 2, 3), (2, 3), (3,)]):
+        recording.add([dataclasses.replace(person, track_id=t, frame_index=frame) for t in track_ids])
+    result = recording.result(frames_seen=3, dropped=0, warnings=["the source broke off"])
+    assert [t.track_id for t in result.tracks] == [2, 3]
+    assert result.meta["warnings"].splitlines() == [
+        "the source broke off",
+        "3 people were tracked; the result keeps the 2 tracked longest, the most a result file holds.",
+    ]
+
+
 def test_a_recording_groups_its_rows_by_track_in_one_pass_as_track_by_track(monkeypatch):
     """The rows were grouped with one pass over all rows per track (2.9 s for 2,000 tracks at the
     2,000,000-row limit); grouped once, each track keeps the same rows in the same order."""

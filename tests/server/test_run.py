@@ -157,7 +157,10 @@ def test_without_tracks_max_the_longest_tracks_a_result_file_holds_are_kept_with
     kept, warnings = select_tracks(frames, RunOptions(min_track_frames=10), "clip.mp4")
     longest = sorted(frames, key=lambda tid: -frames[tid])[:limit]
     assert kept == sorted(longest) and len(kept) == limit
-    assert len(warnings) == 1 and f"{limit + 5:,} people were tracked" in warnings[0]
+    assert warnings == [
+        f"{limit + 5:,} people were tracked; the result keeps the {limit:,} tracked longest, "
+        "the most a result file holds."
+    ]
     assert select_tracks(frames, RunOptions(min_track_frames=10, tracks_max=3), "clip.mp4")[1] == []
     assert select_tracks(dict(list(frames.items())[:limit]), RunOptions(min_track_frames=10), "clip.mp4") == (
         sorted(list(frames)[:limit]),
@@ -167,7 +170,7 @@ def test_without_tracks_max_the_longest_tracks_a_result_file_holds_are_kept_with
 
 def test_a_run_with_more_tracks_than_a_result_holds_says_so_in_its_result(make_engine, monkeypatch):
     # (a run divided among devices: tests/server/test_segmented.py)
-    monkeypatch.setattr(engine_module, "MAX_TRACKS_KEPT", 2)
+    monkeypatch.setattr(engine_module, "MAX_TRACKS", 2)
     output = make_engine().run("clip.mp4", RunOptions(min_track_frames=5))
     assert [t.track_id for t in output.result.tracks] == [1, 3]  # the two longest of the scripted three
     assert len(output.warnings) == 1 and "3 people were tracked" in output.warnings[0]

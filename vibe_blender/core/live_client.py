@@ -177,12 +177,13 @@ class TakeOnFrames:
     trans_cam_m: dict[int, np.ndarray]  # (T, 3) float32
 
 
-def take_on_frames(take: LiveTake, fps: float) -> TakeOnFrames:
+def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = None) -> TakeOnFrames:
     """Place a recording on a timeline of ``fps`` frames by the server's frame times, so that it plays
     at real speed whatever the source's rate and whatever the server dropped. Each timeline frame shows
     a person as in the received frame nearest in time, interpolated (rotations by slerp) towards the
     received frame on the other side of it when the person is in both: a frame the server dropped or
-    never sent leaves no gap, a received frame without the person does."""
+    never sent leaves no gap, a received frame without the person does. ``track_ids``: only these
+    (default: all)."""
     times = np.asarray(take.received_time_s, dtype=np.float64)
     times -= times[0]
     frame_count = int(round(times[-1] * fps)) + 1
@@ -196,7 +197,7 @@ def take_on_frames(take: LiveTake, fps: float) -> TakeOnFrames:
     weight = np.clip((grid - times[before]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
     received_index = np.asarray(take.received_index, dtype=np.int64)
     placed, total = {}, 0
-    for track_id in take.track_ids:
+    for track_id in take.track_ids if track_ids is None else track_ids:
         row = np.full(len(times), -1, dtype=np.int64)  # received frame -> the track's row, -1: absent
         row[np.searchsorted(received_index, take.frame_ids[track_id])] = np.arange(len(take.frame_ids[track_id]))
         shown = np.flatnonzero(row[nearest] >= 0)

@@ -46,6 +46,9 @@ MAX_TRANSLATION_M = 10_000.0  # a person 10 km from the camera (or the world ori
 TRANSLATIONS = ("trans", "trans_cam_m")  # the arrays of metres among the motion arrays
 MAX_POSE_RAD = 1_000.0  # |axis-angle| bound: far beyond any capture, small enough for exact quaternions
 POSES = ("pose", "poses")  # the axis-angle arrays among the motion arrays
+# A result file holds 9 arrays a track, and the readers take at most safe_npz.MAX_MEMBERS members:
+# a run, a live take or a recording keeps this many tracks at most (the longest).
+MAX_TRACKS = 10_000
 
 
 def check_range(label: str, name: str, value, low: float, high: float) -> float:
@@ -98,6 +101,18 @@ def check_motion_values(label: str, frame_ids: np.ndarray, betas: dict[str, np.n
 META_UNKNOWN = "unknown"
 # the meta key of what the run said the user should know (one per line), e.g. the video broke off
 WARNINGS_META_KEY = "warnings"
+
+
+def longest_track_ids(frames_per_track: dict[int, int], limit: int) -> tuple[list[int], list[str]]:
+    """{track id: frames} -> (the ids of the ``limit`` tracks with the most frames, ties to the earlier in
+    the dict, in id order; a warning when that leaves tracks out: for the result's warnings)."""
+    ranked = sorted(frames_per_track, key=lambda track_id: -frames_per_track[track_id])  # stable: ties keep order
+    if len(ranked) <= limit:
+        return sorted(ranked), []
+    return sorted(ranked[:limit]), [
+        f"{len(ranked):,} people were tracked; the result keeps the {limit:,} tracked longest, the most a result "
+        "file holds."
+    ]
 
 
 @dataclass

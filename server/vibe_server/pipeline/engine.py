@@ -32,7 +32,14 @@ import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import WARNINGS_META_KEY, MocapResult, Track, VideoInfo
+from vibe_blender.core.result_file import (
+    MAX_TRACKS,
+    WARNINGS_META_KEY,
+    MocapResult,
+    Track,
+    VideoInfo,
+    longest_track_ids,
+)
 
 from .. import __version__
 from ..data import loading
@@ -44,7 +51,7 @@ from .cpu_features import default_precision
 from .detect import Detector
 from .devices import OUT_OF_MEMORY_STAGE, out_of_memory_error, usable_cores
 from .frontend import FrontEnd
-from .options import MAX_TEMPORAL_CHUNK_FRAMES, MAX_TRACKS_KEPT, RunOptions
+from .options import MAX_TEMPORAL_CHUNK_FRAMES, RunOptions
 from .precision import autocast, check_precision, exact_fp32_on_cuda
 from .progress import ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .smooth import smooth_pose
@@ -752,8 +759,8 @@ def select_tracks(
     frames_per_track: dict[int, int], options: RunOptions, video_name: str
 ) -> tuple[list[int], list[str]]:
     """{track_id: frames} -> (the ids of the tracks a run keeps, in id order: at least min_track_frames
-    frames, the tracks_max longest; with no tracks_max, the MAX_TRACKS_KEPT longest, the most a result
-    file holds for the add-on, with a warning that says so). VibeError when none is left."""
+    frames, the tracks_max longest; with no tracks_max, the MAX_TRACKS longest, the most a result file
+    holds, with a warning that says so). VibeError when none is left."""
     kept = [tid for tid, n in frames_per_track.items() if n >= options.min_track_frames]
     if not kept:
         count = len(frames_per_track)
@@ -770,15 +777,8 @@ def select_tracks(
             "very short clips, lower the minimum track length (vibe-mocap infer --min-track-frames N; the job "
             "option min_track_frames over the server's API)."
         )
-    kept.sort(key=lambda tid: -frames_per_track[tid])
-    warnings = []
-    if options.tracks_max is None and len(kept) > MAX_TRACKS_KEPT:
-        warnings.append(
-            f"{len(kept):,} people were tracked for at least {options.min_track_frames} frames; the result keeps "
-            f"the {MAX_TRACKS_KEPT:,} tracked longest, the most a result file holds. Raise the minimum track "
-            "length or split the video to keep others."
-        )
-    return sorted(kept[: options.tracks_max or MAX_TRACKS_KEPT]), warnings
+    ids, warnings = longest_track_ids({tid: frames_per_track[tid] for tid in kept}, options.tracks_max or MAX_TRACKS)
+    return ids, [] if options.tracks_max else warnings  # (fewer asked for: nothing to warn of)
 
 
 def load_engine(

@@ -28,7 +28,7 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import MAX_RECORDED_FRAMES
-from vibe_blender.core.result_file import WARNINGS_META_KEY, MocapResult, VideoInfo
+from vibe_blender.core.result_file import MAX_TRACKS, WARNINGS_META_KEY, MocapResult, VideoInfo, longest_track_ids
 
 from . import postprocess
 from .crop import crop_people
@@ -242,11 +242,15 @@ class LiveRecording:
         track_ids, starts = np.unique(keys[by_track, 0], return_index=True)
         tracks = []
         per_track = np.split(by_track, starts[1:]) if self.rows else []  # (of no rows, np.split gives one piece)
-        for track_id, rows in zip(track_ids, per_track, strict=True):
+        rows_of = {int(track_id): rows for track_id, rows in zip(track_ids, per_track, strict=True)}
+        kept, too_many = longest_track_ids({track_id: len(rows) for track_id, rows in rows_of.items()}, MAX_TRACKS)
+        warnings = [*warnings, *too_many]
+        for track_id in kept:
+            rows = rows_of[track_id]
             values = self._values_at(rows)
             tracks.append(
                 postprocess.build_track(
-                    int(track_id),
+                    track_id,
                     keys[rows, 1],
                     values[:, _THETA],
                     values[:, _JOINTS].reshape(-1, 49, 3),

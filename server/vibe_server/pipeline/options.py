@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import FOCAL_RANGE_PX
+from vibe_blender.core.result_file import FOCAL_RANGE_PX, MAX_TRACKS
 
 from ..value_range import ValueRange, is_finite
 
@@ -67,8 +67,8 @@ MAX_DETECTION_STRIDE = 1000
 # About an hour at 30 frames/s. A young track holds its backbone features (8 kB a frame) until it
 # reaches the minimum, so a minimum longer than any track costs memory, then finds nobody.
 MAX_MIN_TRACK_FRAMES = 100_000
-# A result file holds 9 arrays per track and the add-on reads at most 100,000 (safe_npz.MAX_MEMBERS).
-MAX_TRACKS_KEPT = 10_000
+# The most tracks a result file holds (9 arrays each, and the add-on reads at most 100,000).
+MAX_TRACKS_KEPT = MAX_TRACKS
 # Crops wait in memory (150 kB each) until a batch is full; 4096 is far past where a GPU stays busy.
 MAX_BACKBONE_BATCH = 4096
 # engine.TEMPORAL_BATCH_FRAMES: one chunk stays within the frames of one temporal call on a GPU.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
@@ -189,6 +190,27 @@ def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_comma
     (track,) = load_result(out).tracks
     np.testing.assert_array_equal(track.frame_ids, np.arange(30))
     np.testing.assert_allclose(track.pose, 0.1)
+
+
+def test_live_command_saves_the_recording_whatever_ends_the_session(fake_live_command, tmp_path, capsys, monkeypatch):
+    """Only a VibeError kept the recording: out of memory on a GPU, an OpenCV error in a crop lost it."""
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    process = _FakeLiveModel.process
+
+    def out_of_memory_after_20(self, index, rgb, time_s):
+        if self.frames_processed == 20:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")  # (a class in CPU builds too)
+        return process(self, index, rgb, time_s)
+
+    monkeypatch.setattr(_FakeLiveModel, "process", out_of_memory_after_20)
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert f"Recorded 1 track(s), 20 frames: {out}" in printed.out and "(failed)" in printed.out
+    assert "ran out of memory" in printed.err
+    np.testing.assert_array_equal(load_result(out).tracks[0].frame_ids, np.arange(20))
 
 
 def test_ctrl_c_ends_the_live_command_with_the_sessions_last_figures(fake_live_command, tmp_path, capsys, monkeypatch):

@@ -103,20 +103,23 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in session.warnings:  # also in the recording's meta["warnings"]
         print(f"WARNING: {warning}", file=sys.stderr)
-    interrupted, failure = False, None
-    with source:
-        try:
-            stats = run_live(
-                source,
-                session,
-                on_frame=show,
-                recording=recording,
-                should_stop=should_stop,
-            )
-        except KeyboardInterrupt:
-            interrupted, stats = True, None
-        except VibeError as err:  # the source broke (a camera unplugged, a new frame size): keep the recording
-            failure, stats = err, None
+    interrupted, failure, stats = False, None, None
+    try:
+        with source:
+            try:
+                stats = run_live(
+                    source,
+                    session,
+                    on_frame=show,
+                    recording=recording,
+                    should_stop=should_stop,
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+            except Exception as err:  # the source broke (a camera unplugged, a new frame size), out of memory...:
+                failure = err  # what was recorded is saved first
+    except KeyboardInterrupt:  # Ctrl-C again while the source stops
+        interrupted = True
     if stats is None:  # Ctrl-C or a broken source: the last figures, with the counts as they are now
         stats = dataclasses.replace(
             last_stats[0],

@@ -219,9 +219,7 @@ def test_queued_jobs_run_in_the_order_they_were_submitted_after_a_restart(tmp_pa
         raise JobCancelled()
 
     folder_names = iter("fedcb")
-    monkeypatch.setattr(
-        jobs_module, "uuid", SimpleNamespace(uuid4=lambda: SimpleNamespace(hex=next(folder_names) * 32))
-    )
+    monkeypatch.setattr(job_store, "new_job_id", lambda: next(folder_names) * 16)
     jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
     jobs.start()
     ids = [submit_upload(jobs, f"v{i}") for i in range(5)]
@@ -293,21 +291,24 @@ def test_a_finished_job_is_kept_an_hour_whatever_the_limits(tmp_path):
 # -- leftovers of a killed server ----------------------------------------------------------------
 
 
+CUT_OFF, DAMAGED, UPLOADING, DONE = "c0" * 8, "da" * 8, "0b" * 8, "d0" * 8  # job ids: a server's folder names
+
+
 def test_leftovers_of_a_killed_server_are_deleted_at_start(tmp_path):
     jobs_dir = tmp_path / "jobs"
-    cut_off = jobs_dir / "cutoff"  # killed mid-upload: no record
+    cut_off = jobs_dir / CUT_OFF  # killed mid-upload: no record
     cut_off.mkdir(parents=True)
     upload_path(cut_off).write_bytes(b"\0" * 1000)
-    damaged = jobs_dir / "damaged"
+    damaged = jobs_dir / DAMAGED
     damaged.mkdir()
     (damaged / "job.json").write_text("{not json")
     for folder in (cut_off, damaged):
         for path in (*folder.iterdir(), folder):
             age(path, 2 * HOUR)
-    in_progress = jobs_dir / "uploading"  # another server's upload, or one a moment ago: kept
+    in_progress = jobs_dir / UPLOADING  # another server's upload, or one a moment ago: kept
     in_progress.mkdir()
     upload_path(in_progress).write_bytes(b"\0")
-    done = plant(jobs_dir, "done", "done", finished_ago_s=HOUR)
+    done = plant(jobs_dir, DONE, "done", finished_ago_s=HOUR)
     upload_path(done).write_bytes(b"video")  # killed between the record and the deletion
     for name in ("result.npz.part", ".vibe_output.pkl.0a1b2c3d.part", "job.json.part"):
         (done / name).write_bytes(b"half")
@@ -315,9 +316,32 @@ def test_leftovers_of_a_killed_server_are_deleted_at_start(tmp_path):
     (done / "fresh.part").write_bytes(b"being written")
 
     jobs = JobManager(jobs_dir, [])
-    assert sorted(p.name for p in jobs_dir.iterdir()) == ["done", "uploading"]
+    assert sorted(p.name for p in jobs_dir.iterdir()) == sorted([UPLOADING, DONE])
     assert sorted(p.name for p in done.iterdir()) == ["fresh.part", "job.json", "result.npz"]
-    assert jobs.get("done").status == "done"
+    assert jobs.get(DONE).status == "done"
+
+
+def test_the_users_own_folders_in_the_jobs_folder_are_left_alone(tmp_path):
+    """A jobs folder the user also keeps other things in (their home, the current folder): its old
+    subfolders without a job record, and the .part files in them, were deleted as a killed server's
+    leftovers."""
+    jobs_dir = tmp_path / "jobs"
+    footage = jobs_dir / "my_footage" / "day1"
+    footage.mkdir(parents=True)
+    (footage / "take1.mp4").write_bytes(b"the user's video")
+    (jobs_dir / "my_footage" / "download.part").write_bytes(b"half a download")
+    like_an_id = jobs_dir / "0123456789ABCDEF"  # upper case: no id of a server's
+    like_an_id.mkdir()
+    for path in (*jobs_dir.rglob("*"), like_an_id):
+        age(path, 30 * DAY)
+    JobManager(jobs_dir, [])
+    assert sorted(p.relative_to(jobs_dir).as_posix() for p in jobs_dir.rglob("*")) == [
+        "0123456789ABCDEF",
+        "my_footage",
+        "my_footage/day1",
+        "my_footage/day1/take1.mp4",
+        "my_footage/download.part",
+    ]
 
 
 def test_a_record_this_version_cannot_read_is_kept_with_its_result(tmp_path):

@@ -19,11 +19,13 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from vibe_blender.core import safe_json
+from vibe_blender.core.client import JOB_ID_PATTERN
 from vibe_blender.core.errors import VibeError
 
 from .schemas import Job, JobParams
@@ -169,9 +171,12 @@ def _submission_key(folder: Path, record: JobRecord) -> tuple[int, float]:
 def delete_leftovers(jobs_dir: Path, known_ids: set[str]) -> None:
     """Delete what a killed server left behind and nobody touched for ``LEFTOVER_AGE_S``: .part
     files, and folders of no known job without a record that parses (an upload cut off by the kill,
-    a record cut short)."""
+    a record cut short). Only in folders named as a server names them (a job id): the jobs folder may
+    be one the user keeps other things in."""
     now = time.time()
     for folder in _job_folders(jobs_dir):
+        if not JOB_ID_PATTERN.fullmatch(folder.name):
+            continue
         try:
             _delete_old_part_files(folder, now)
             if folder.name in known_ids or now - _last_touched(folder) < LEFTOVER_AGE_S:
@@ -182,6 +187,11 @@ def delete_leftovers(jobs_dir: Path, known_ids: set[str]) -> None:
         if not _has_record_file(folder):  # a record this server cannot use may be another version's job
             log.warning("deleting the job folder %s, left over without a record", folder)
             remove_folder(folder)
+
+
+def new_job_id() -> str:
+    """A fresh job id, the name of its folder (``JOB_ID_PATTERN``)."""
+    return uuid.uuid4().hex[:16]
 
 
 def remove_folder(folder: Path) -> None:

@@ -26,7 +26,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -273,7 +272,7 @@ class JobManager:
     # -- the public operations -----------------------------------------------------------------
     def new_job_folder(self) -> tuple[str, Path]:
         """A fresh folder for a job being submitted (OSError when the disk refuses)."""
-        job_id = uuid.uuid4().hex[:16]
+        job_id = job_store.new_job_id()
         folder = self.folder(job_id)
         self.jobs_dir.mkdir(mode=0o700, exist_ok=True)  # deleted while the server runs (a cache clean-up)
         folder.mkdir(mode=0o700)  # the user's footage and motion: no other account reads them

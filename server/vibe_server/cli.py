@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    empty = empty_argument(argv)
+    if empty is not None:
+        parser.error(f"{empty} is empty (a shell variable that is not set?); give a value, or leave it out.")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # A command whose settings are free-form (`train --lr=1 ...`) takes them whatever their place,
@@ -54,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {out_of_memory_error()}", file=sys.stderr)  # (a run says where; this is anything else)
         return 2
+
+
+def empty_argument(argv: list[str]) -> str | None:
+    """The option given an empty value ('--checkpoint ""', '--out_dir='), or "an argument": none of
+    this command's values may be empty, and taken as not given, "$CKPT" left unset silently meant
+    another file or folder (the installed model, the current folder)."""
+    for i, token in enumerate(argv):
+        if token == "":
+            before = argv[i - 1] if i else ""
+            return f"the value of {before}" if before.startswith("-") and "=" not in before else "an argument"
+        if token.startswith("--") and token.endswith("="):
+            return f"the value of {token[:-1]}"
+    return None
 
 
 def _report_os_error(err: OSError) -> int:

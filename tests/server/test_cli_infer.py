@@ -516,3 +516,22 @@ def test_official_overrides_fast_and_the_detection_stride(tiny_infer, tmp_path):
     meta = load_result(out).meta
     assert calls["precision"] == "bf16"  # the engine's default; the official run itself is fp32
     assert (meta["precision"], meta["detection_stride"], meta["chunking"]) == ("fp32", "1", "official")
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["evaluate", "db.pt", "--checkpoint", ""], "the value of --checkpoint"),  # was: the installed model
+        (["infer", "walk.mp4", "-o", ""], "the value of -o"),  # was: ./walk_vibe.npz
+        (["train", "vibe", "--db_dir=db", "--out_dir="], "the value of --out_dir"),  # was: the current folder
+        (["serve", "--jobs-dir", ""], "the value of --jobs-dir"),  # was: the current folder
+        (["data", "install", ""], "an argument"),  # was: a walk of the whole current folder
+    ],
+)
+def test_an_empty_value_is_refused_before_anything_runs(argv, named, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    assert ended.value.code == 2
+    assert f"{named} is empty (a shell variable that is not set?)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing made in the current folder

@@ -38,7 +38,7 @@ from .core.live_client import (
     take_on_frames,
 )
 from .core.model_data import cached_body_model_note, load_served_body_model
-from .core.motion import TrackMotion, ground_offset
+from .core.motion import MAX_CHARACTERS, TrackMotion, ground_offset
 from .core.result_file import (
     MAX_TRACKS,
     META_UNKNOWN,
@@ -81,6 +81,7 @@ class _LiveCharacter:
     q_rest: np.ndarray  # (24, 4) bone rest rotations
     J0: np.ndarray  # (3,) rest pelvis joint, SMPL frame
     offset: np.ndarray  # (3,) Blender world shift that put the first frame's feet on z = 0
+    last_shown: int = 0  # the session's frames_shown when it was last posed
 
 
 PLACEHOLDER_NOTICE = (
@@ -101,6 +102,7 @@ class LiveSession:
     error: str | None = None  # why connecting failed
     frames_shown: int = 0
     characters: dict[int, _LiveCharacter] = field(default_factory=dict)
+    characters_taken_over: bool = False  # more people than MAX_CHARACTERS: new ones took over characters
     collection_name: str = ""
     record_on_connect: bool = False
     stop_requested: bool = False
@@ -137,6 +139,11 @@ class LiveSession:
         else:
             text = f"The live session ended after {connection.frames_received} frames."
         text = " ".join([text, *connection.warnings])
+        if self.characters_taken_over:
+            text += (
+                f" More than {MAX_CHARACTERS} people were tracked: each new one takes over the character of the one "
+                "seen longest ago (a recording keeps every person)."
+            )
         return text + PLACEHOLDER_NOTICE if self.placeholder else text
 
     @property
@@ -451,13 +458,24 @@ def live_tick() -> float | None:
 
 
 def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
-    """Pose each person's character (built on first sight of its track id) as in ``frame``."""
+    """Pose each person's character as in ``frame``. A track id seen for the first time gets a
+    character: one built (one a frame, each taking a good part of a second: a crowd arriving at once
+    is built over the next frames, not in one long step), or, once MAX_CHARACTERS are built, the one of
+    the person seen longest ago (the tracker gives a person a new id after a missed detection: an
+    hour's session built hundreds, without end)."""
+    built = False
+    in_frame = {person.track_id for person in frame.people}
     for person in frame.people:
         character = session.characters.get(person.track_id)
         armature_obj = _character_armature(session, person.track_id, character)
-        if armature_obj is None:  # gone (deleted, another file opened)
-            character = _new_character(session, person)
+        if armature_obj is None:  # new, or gone (deleted, another file opened)
+            character = _taken_over_character(session, person.track_id, in_frame)
+            if character is None:
+                if built:
+                    continue  # built on one of the next frames
+                character, built = _new_character(session, person), True
             armature_obj = bpy.data.objects[character.armature_name]
+        character.last_shown = session.frames_shown
         quats = bone_basis_quats(person.pose[None], character.q_rest, CAMERA_TO_BLENDER)[0]  # (24, 4)
         location = root_locations(
             person.trans_cam_m[None], character.J0, character.q_rest[0], CAMERA_TO_BLENDER, character.offset
@@ -467,6 +485,22 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
             bones[name].rotation_quaternion = quats[j].tolist()
         bones[JOINT_NAMES[0]].location = location.tolist()
     session.frames_shown += 1
+
+
+def _taken_over_character(session: LiveSession, track_id: int, in_frame: set[int]) -> _LiveCharacter | None:
+    """Once MAX_CHARACTERS characters stand, the one of the person seen longest ago (not in this frame)
+    made ``track_id``'s; None while fewer stand (characters the user deleted no longer count)."""
+    standing = {tid: c for tid, c in session.characters.items() if _character_armature(session, tid, c) is not None}
+    session.characters = standing
+    free = [tid for tid in standing if tid not in in_frame]
+    if len(standing) < MAX_CHARACTERS or not free:
+        return None
+    oldest = min(free, key=lambda tid: standing[tid].last_shown)
+    character = session.characters.pop(oldest)
+    bpy.data.objects[character.armature_name][LIVE_TAG] = _live_tag(session, track_id)
+    session.characters[track_id] = character
+    session.characters_taken_over = True
+    return character
 
 
 def _live_tag(session: LiveSession, track_id: int) -> str:

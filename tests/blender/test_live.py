@@ -626,9 +626,41 @@ def test_a_person_appearing_leaves_the_user_in_edit_mode(addon, body_model):
     bpy.ops.object.mode_set(mode="EDIT")
     take = moving_take(range(5))
     session = recorded_session(body_model, take, state="streaming")
-    live.show_frame(session, _frame_of(take, [1, 2]))
+    for _ in range(2):  # (one character built a frame)
+        live.show_frame(session, _frame_of(take, [1, 2]))
     assert len(session.characters) == 2
     assert bpy.context.view_layer.objects.active == cube and cube.mode == "EDIT"
+
+
+def test_a_crowd_arriving_is_built_one_character_a_frame(addon, body_model):
+    """Each character takes a good part of a second: 32 new people in one frame held Blender up for
+    half a minute in one timer step."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    for shown in range(1, 4):
+        live.show_frame(session, _frame_of(take, [1, 2, 3]))
+        assert sorted(session.characters) == [1, 2, 3][:shown]
+    posed = [bpy.data.objects[c.armature_name].pose.bones[JOINT_NAMES[0]].location for c in session.characters.values()]
+    assert all(np.array(location).any() for location in posed)
+
+
+def test_past_the_most_characters_a_new_person_takes_over_the_one_seen_longest_ago(addon, body_model, monkeypatch):
+    """The tracker gives a person a new id after a missed detection: an hour's session built hundreds."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    monkeypatch.setattr(live, "MAX_CHARACTERS", 2)
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    for people in ([1], [2], [1], [1, 3]):  # 2 was seen longest ago when 3 comes
+        live.show_frame(session, _frame_of(take, people))
+    two_was = session.characters[3].armature_name
+    assert sorted(session.characters) == [1, 3] and two_was == "live_2"
+    assert bpy.data.objects[two_was][live.LIVE_TAG] == f"{session.uid}:3"
+    assert len([o for o in bpy.data.objects if o.type == "ARMATURE"]) == 2
+    assert "More than 2 people were tracked" in session.message
+    bpy.data.objects.remove(bpy.data.objects["live_1"])  # one the user deleted no longer counts
+    live.show_frame(session, _frame_of(take, [3, 4]))
+    assert sorted(session.characters) == [3, 4] and session.characters[4].armature_name != "live_1"
 
 
 def test_a_frame_the_view_cannot_show_ends_the_session_with_the_reason(addon, body_model, monkeypatch):

@@ -3,6 +3,7 @@ are the offline "carry" results (same model, same detector, same tracker)."""
 
 import ast
 import dataclasses
+import io
 import types
 import typing
 from pathlib import Path
@@ -322,6 +323,24 @@ def test_a_full_recording_keeps_what_it_has(monkeypatch):
     assert recording.add(model.process(4, None, 0.3)) is False
     result = recording.result(frames_seen=5, dropped=0)
     assert {t.track_id: t.frame_ids.tolist() for t in result.tracks} == {1: [0, 1, 3], 2: [0]}
+
+
+def test_a_recording_ends_at_the_last_frame_a_result_file_counts():
+    """Frame ids are the source's: past 10,000,000 (3.8 days at 30 frames/s) the saved file was one
+    its own reader refuses."""
+    from vibe_blender.core.result_file import MAX_FRAME_ID, load_result, save_result
+
+    recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
+    model = _FakeLiveModel()
+    assert recording.add(model.process(MAX_FRAME_ID - 1, None, 0.0)) and recording.add(
+        model.process(MAX_FRAME_ID, None, 0.1)
+    )
+    assert recording.add(model.process(MAX_FRAME_ID + 1, None, 0.2)) is False and recording.full
+    assert recording.add([]) and recording.rows == 2  # (nobody: nothing to refuse)
+    buffer = io.BytesIO()
+    save_result(buffer, recording.result(frames_seen=MAX_FRAME_ID + 2, dropped=0))
+    buffer.seek(0)
+    assert load_result(buffer).tracks[0].frame_ids.tolist() == [MAX_FRAME_ID - 1, MAX_FRAME_ID]
 
 
 def test_a_recording_of_more_tracks_than_a_result_holds_keeps_the_longest_and_says_so(monkeypatch):

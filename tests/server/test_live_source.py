@@ -2,6 +2,7 @@
 
 import http.server
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -252,3 +253,17 @@ def test_a_camera_that_is_not_there_is_one_message_without_opencvs_own_lines():
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert run.stdout.startswith("Cannot open camera 63: check that it is connected"), run.stdout + run.stderr
     assert run.stderr == ""
+
+
+def test_a_stream_stating_a_frame_rate_no_result_holds_is_taken_at_30(loopback_http):
+    """Some RTSP streams state the RTP clock (90,000) as their frame rate: a recording of one was saved
+    as a file its own reader refuses ("video_fps is 90000.0, outside 0.01..32767")."""
+    avi = bytearray((loopback_http.folder / "live.avi").read_bytes())
+    rate_at = avi.index(b"strh") + 8 + 20  # the stream header's dwScale, dwRate: 1/25 s a frame
+    assert struct.unpack_from("<II", avi, rate_at) == (1, 25)
+    struct.pack_into("<II", avi, rate_at, 1, 90000)
+    (loopback_http.folder / "rtp.avi").write_bytes(avi)
+    source = open_live_source(f"{loopback_http.url}/rtp.avi")
+    source.discard()
+    assert source.info.fps == 30.0
+    assert open_live_source(f"{loopback_http.url}/live.avi").info.fps == 25.0  # a rate it may hold is kept

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.result_file import save_result
+from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 
 from ..data.loading import checked_data_dir, resolve_device
 from ..output_files import atomic_write
@@ -132,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
         hours = MAX_RECORDED_FRAMES / source.info.fps / 3600
         print(
             f"The recording is full: {MAX_RECORDED_FRAMES:,} person-frames (about {hours:.0f} h of one person at "
-            f"{source.info.fps:g} frames/s). The session stopped there and what was recorded is saved; "
-            "record shorter takes.",
+            f"{source.info.fps:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
+            "counts. The session stopped there and what was recorded is saved; record shorter takes.",
             file=sys.stderr,
         )
     if record is not None:

@@ -28,7 +28,14 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import MAX_RECORDED_FRAMES
-from vibe_blender.core.result_file import MAX_TRACKS, WARNINGS_META_KEY, MocapResult, VideoInfo, longest_track_ids
+from vibe_blender.core.result_file import (
+    MAX_FRAME_ID,
+    MAX_TRACKS,
+    WARNINGS_META_KEY,
+    MocapResult,
+    VideoInfo,
+    longest_track_ids,
+)
 
 from . import postprocess
 from .crop import crop_people
@@ -187,8 +194,9 @@ RECORD_CHUNK = 4096  # rows allocated at a time (3.9 MB): the recording holds at
 class LiveRecording:
     """What a live session sent, kept to write the standard result file when recording stops: per
     person and frame only what the file needs (944 bytes of float32), in chunks shared by all people.
-    At most ``MAX_RECORDED_FRAMES`` rows (person-frames, as the add-on's recordings): then ``full``
-    and ``add`` keeps what it has."""
+    At most ``MAX_RECORDED_FRAMES`` rows (person-frames, as the add-on's recordings), and frames of the
+    source up to ``MAX_FRAME_ID`` (a result file's frame ids): then ``full`` and ``add`` keeps what it
+    has."""
 
     name: str
     fps: float
@@ -203,7 +211,7 @@ class LiveRecording:
 
     def add(self, people: list[LivePerson]) -> bool:
         """Record one frame's people; False (and ``full``) once a frame no longer fits."""
-        if self.rows + len(people) > MAX_RECORDED_FRAMES:
+        if self.rows + len(people) > MAX_RECORDED_FRAMES or any(p.frame_index > MAX_FRAME_ID for p in people):
             self.full = True
             return False
         for person in people:

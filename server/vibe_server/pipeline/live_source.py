@@ -216,7 +216,7 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
         open_camera,
         open_ffmpeg_capture,
     )
-    from .video import check_frame_size
+    from .video import check_frame_size, usable_fps
 
     scheme = urllib.parse.urlparse(str(target)).scheme.lower() if kind == "stream" else None
     if kind == "camera":
@@ -244,8 +244,7 @@ def _open_capture(kind: str, target: int | str) -> LiveSource:
     except VibeError:
         capture.release()
         raise
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    info = SourceInfo(name, float(fps) if np.isfinite(fps) and fps > 0 else 30.0, width, height)
+    info = SourceInfo(name, usable_fps(capture.get(cv2.CAP_PROP_FPS)), width, height)
 
     # a camera or a stream has no end: a read that fails is a camera unplugged or a stream that stopped
     # sending (for STREAM_READ_TIMEOUT_MS), not a finished file

@@ -56,6 +56,14 @@ JUMP_PREROLL_FRAMES = 16
 _SHORTFALL_TOLERANCE_FRAMES = 3
 _SHORTFALL_TOLERANCE_FRACTION = 0.02
 _FALLBACK_FPS = 30.0
+
+
+def usable_fps(stated: float) -> float:
+    """The frame rate a container or a stream states, or 30 when it is none a result file may hold (0
+    or NaN when unknown; 90,000, the RTP clock, from some RTSP streams)."""
+    return float(stated) if np.isfinite(stated) and FPS_RANGE[0] <= stated <= FPS_RANGE[1] else _FALLBACK_FPS
+
+
 # Where the open file can be named for FFmpeg by its descriptor (Linux): every later open reads the
 # file checked here, even when its name is given to a pipe meanwhile (which would block the open).
 _FD_NAMES = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else None
@@ -140,8 +148,7 @@ class VideoReader:
             )
         height, width = first_bgr.shape[:2]  # the decoded size (after any rotation metadata) is the truth
         check_frame_size(width, height, self.label)
-        if not (np.isfinite(fps) and FPS_RANGE[0] <= fps <= FPS_RANGE[1]):  # what a result file may hold
-            fps = _FALLBACK_FPS
+        fps = usable_fps(fps)
         # Negative, zero or absurd counts mean the container does not know (still images, some streams).
         container_knows = np.isfinite(container_count) and 0 < container_count < 2**31
         self._container_frame_count = int(container_count) if container_knows else None

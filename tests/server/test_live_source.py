@@ -98,6 +98,27 @@ def test_stop_ends_the_stream_at_once():
     assert source.next_frame(timeout_s=5) is None and time.monotonic() - t0 < 1.0
 
 
+def test_stop_returns_once_a_stalled_read_has_let_the_source_go():
+    """A read blocks up to 10 s on a stalled stream or camera; stop gave up after 5 s, and a new
+    session on the same camera found it still held."""
+    from vibe_server.pipeline.ffmpeg_capture import STREAM_READ_TIMEOUT_MS
+    from vibe_server.pipeline.live_source import READER_STOP_S
+
+    assert READER_STOP_S > STREAM_READ_TIMEOUT_MS / 1000
+    released = threading.Event()
+
+    def stalled_then_released():
+        yield np.zeros((8, 8, 3), np.uint8)
+        time.sleep(6.0)  # inside a read that times out (beyond the 5 s stop waited)
+        released.set()
+        yield np.zeros((8, 8, 3), np.uint8)
+
+    source = LiveSource(stalled_then_released(), INFO).start()
+    assert source.next_frame(timeout_s=5) is not None
+    source.stop()
+    assert released.is_set()
+
+
 @pytest.mark.parametrize(
     "spec, expected",
     [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
 
-from ..pipeline.live_source import open_live_source
+from ..pipeline.live_source import READER_STOP_S, open_live_source
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vibe_server.api")
 SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
 MAX_SUBSCRIBERS = 8
-SOURCE_RELEASE_S = 6.0  # a stopped session's reader joins within 5 s (LiveSource.stop)
+SOURCE_RELEASE_S = READER_STOP_S + 1.0  # a stopped session's reader ends within READER_STOP_S (LiveSource.stop)
 # A session nobody watches stops by itself after this long (a client that lost its connection, or
 # never connected, leaves no camera running and no session blocking the next start).
 UNWATCHED_STOP_S = 30.0

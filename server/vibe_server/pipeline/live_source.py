@@ -34,6 +34,10 @@ STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
 QUERY_IS_FFMPEG_OPTIONS = ("udp", "tcp", "srt")
 MAX_CAMERA_INDEX = 63
 MAX_WAITING = 3  # frames held for the consumer: absorbs a few slow frames, bounds latency and memory
+# A read returns within 10 s (a stream's STREAM_READ_TIMEOUT_MS, OpenCV's V4L2 select on a camera):
+# stop waits this long for the reader, so that the camera or stream is released when it returns (a new
+# session on the same camera found it still held, a process exiting with a reader inside OpenCV aborts).
+READER_STOP_S = 12.0
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class LiveSource:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(5.0)
+        self._thread.join(READER_STOP_S)
         with self._cond:
             self._ended = True
             self._cond.notify_all()

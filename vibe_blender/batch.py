@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-characters",
-        type=int,
+        type=_at_least_one,
         default=MAX_CHARACTERS,
         metavar="N",
         help=f"a file with more people imports the N seen in the most frames (default {MAX_CHARACTERS})",
@@ -74,10 +74,21 @@ def _frame_rate(text: str) -> float:
     return fps
 
 
+def _at_least_one(text: str) -> int:
+    """--max-characters as a flag: a whole number from 1, said as a usage error before anything is read."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of characters, 1 or more; got '{text}'")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when the files are written, 1 when the inputs or outputs are unusable, 2 for a usage
     error (argparse: a flag missing or out of its range) and when this Python has no bpy or its bpy
-    cannot be loaded."""
+    cannot be loaded, 130 when interrupted (Ctrl-C)."""
     args = _parser().parse_args(argv)
     bpy = import_bpy("vibe_blender.batch")  # after argument errors: fast --help
     if bpy is None:
@@ -95,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             raise VibeError(f"The .blend file must end in .blend; got '{args.output}'.")
         if args.fbx:
             check_output_path(args.fbx, "the FBX file", {**inputs, "the .blend file": args.output})
+            if args.fbx.suffix.lower() != ".fbx":  # FBX under another name (a .blend of the user's) is a mistake
+                raise VibeError(f"The FBX file must end in .fbx; got '{args.fbx}'.")
         blend = args.output.resolve()
         for path in (blend, args.fbx):
             if path:  # before the import: a folder that cannot be made fails at once, not after the work
@@ -116,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the .blend and FBX files are each whole or left as they were
+        print("interrupted", file=sys.stderr)
+        return 130
     scene = bpy.context.scene
     print(
         f"Wrote {blend}: {len(characters)} animated character(s) "

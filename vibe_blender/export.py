@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -103,16 +106,43 @@ def _exportable(objects, report) -> list:
     return [obj for obj in objects if obj not in left_out]
 
 
-def _write(what: str, path: Path, exporter, **options) -> Path:
+def staged_export(what: str, path: Path, exporter, **options) -> Path:
     """Run one of Blender's exporters on ``path``; its failure (a RuntimeError when it cannot write
-    the file, or no file) is one VibeError sentence instead of Blender's traceback."""
-    message = f"Blender's {what} exporter could not write '{path}'; check the folder is writable, or choose another."
+    the file, or no file) is one VibeError sentence instead of Blender's traceback. The exporter writes
+    into a hidden folder beside ``path`` (a .gltf's .bin under the name the .gltf gives it), whose
+    files then replace those at ``path``, the main file last: a failed export (a full disk, Ctrl-C)
+    leaves an earlier file whole, never a part of a new one."""
+    message = (
+        f"Blender's {what} exporter could not write '{path}'; check that the folder is writable and the "
+        "disk has free space, or choose another place."
+    )
     try:
-        result = exporter(filepath=str(path), **options)
-    except RuntimeError as err:
+        staging = Path(tempfile.mkdtemp(prefix=".vibe-export-", dir=path.parent))
+    except OSError as err:
         raise VibeError(message) from err
-    if "FINISHED" not in result or not path.is_file():
-        raise VibeError(message)
+    try:
+        staged = staging / path.name
+        try:
+            result = exporter(filepath=str(staged), **options)
+        except RuntimeError as err:
+            if "KeyboardInterrupt" in str(err):  # Ctrl-C inside the exporter's Python, as Blender reports it
+                raise KeyboardInterrupt from err
+            raise VibeError(message) from err
+        if "FINISHED" not in result or not staged.is_file():
+            raise VibeError(message)
+        sidecars = [p for p in staging.iterdir() if p != staged]
+        taken = [p.name for p in sidecars if (path.parent / p.name).exists()]
+        if taken and not path.exists():  # files of the user's own, not of an earlier export of this one
+            raise VibeError(
+                f"Exporting '{path.name}' writes {', '.join(repr(p.name) for p in sidecars)} beside it, and "
+                f"'{path.parent / taken[0]}' is already there; move it, or choose another name (or .glb, one file)."
+            )
+        for produced in [*sidecars, staged]:
+            os.replace(produced, path.parent / produced.name)
+    except OSError as err:
+        raise VibeError(message) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
@@ -162,7 +192,7 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> 
     path = _prepare(path)
     with shown(objects), _frame_range_covering(objects, report):
         _select(objects)
-        return _write(
+        return staged_export(
             "FBX",
             path,
             bpy.ops.export_scene.fbx,
@@ -209,7 +239,7 @@ def export_bvh(
         )
     with shown([armature_obj]):
         _select([armature_obj])
-        return _write(
+        return staged_export(
             "BVH",
             path,
             bpy.ops.export_anim.bvh,
@@ -233,7 +263,7 @@ def export_gltf(path, objects=None, *, report=print) -> Path:
     path = _prepare(path)
     with shown(objects):
         _select(objects)
-        return _write(
+        return staged_export(
             "glTF",
             path,
             bpy.ops.export_scene.gltf,
@@ -346,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the file is whole or left as it was
+        print("interrupted", file=sys.stderr)
+        return 130
     print(f"Wrote {path}")
     return 0
 

@@ -362,7 +362,8 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
     scene.render.resolution_percentage = 100
     if video_path:
         if not Path(video_path).is_file():
-            report(f"The video '{video_path}' was not found; the camera has no background.")
+            problem = "is a folder, not a video file" if Path(video_path).is_dir() else "was not found"
+            report(f"The video '{video_path}' {problem}; the camera has no background.")
             return cam_obj
         clip, reason = _load_clip(video_path)
         if clip is None:  # the characters are built already: a camera without background, and why

@@ -152,6 +152,47 @@ def test_batch_refuses_a_frame_rate_out_of_range_as_a_flag(official_pkl, tmp_pat
     assert f"got '{fps}'" in error and "damaged" not in error
 
 
+@pytest.mark.parametrize("count", ["0", "-3", "two"])
+def test_batch_refuses_max_characters_below_one_as_a_flag(official_pkl, tmp_path, capsys, count):
+    """Before: exit status 1, and only once the motion file was read."""
+    from vibe_blender.batch import main
+
+    argv = [str(official_pkl), "--model-dir", str(tmp_path), "-o", str(tmp_path / "x.blend"), "--max-characters", count]
+    with pytest.raises(SystemExit) as exit_status:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_status.value.code == 2 and "argument --max-characters" in error and "1 or more" in error
+
+
+def test_batch_refuses_an_fbx_file_not_ending_in_fbx_before_any_work(reference_dir, tmp_path, capsys):
+    """Before: '--fbx scene.blend' wrote FBX over the user's .blend and said it wrote it."""
+    from vibe_blender.batch import main
+
+    theirs = tmp_path / "scene.blend"
+    theirs.write_bytes(b"the user's scene")
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    assert main([*argv, "-o", str(tmp_path / "c.blend"), "--fbx", str(theirs)]) == 1
+    assert "must end in .fbx; got" in capsys.readouterr().err
+    assert theirs.read_bytes() == b"the user's scene" and not (tmp_path / "c.blend").exists()
+
+
+def test_batch_and_export_end_in_one_line_on_ctrl_c(reference_dir, tmp_path, capsys, monkeypatch):
+    from vibe_blender import batch, export, importer
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importer, "import_motion_file", ctrl_c)
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    assert batch.main([*argv, "-o", str(tmp_path / "c.blend")]) == 130
+    assert capsys.readouterr().err == "interrupted\n" and not (tmp_path / "c.blend").exists()
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    monkeypatch.setattr(export, "export", ctrl_c)
+    assert export.main([str(blend), "-o", str(tmp_path / "x.fbx")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_batch_help_says_what_root_motion_does_and_its_default(capsys):
     from vibe_blender.batch import main
 

@@ -18,7 +18,7 @@ from mathutils import Matrix  # noqa: E402
 from vibe_blender import keyframes  # noqa: E402
 from vibe_blender.core.errors import VibeError  # noqa: E402
 from vibe_blender.core.smpl_model import JOINT_NAMES  # noqa: E402
-from vibe_blender.export import FBX_PRESETS, export, export_bvh, export_fbx, export_gltf  # noqa: E402
+from vibe_blender.export import FBX_PRESETS, export, export_bvh, export_fbx, export_gltf, staged_export  # noqa: E402
 from vibe_blender.visibility import shown  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("retarget_rigs", Path(__file__).with_name("retarget_rigs.py"))
@@ -290,6 +290,46 @@ def test_a_file_the_exporter_cannot_write_is_one_sentence_not_a_traceback(fmt):
     path = Path(f"/proc/vibe_export_test.{fmt}")  # no file can be made in /proc, not even by root
     with pytest.raises(VibeError, match=r"^Blender's .* exporter could not write '/proc/vibe_export_test.*choose"):
         export(path, fmt, [source])
+
+
+@pytest.mark.parametrize("fmt", ["fbx", "bvh", "glb"])
+def test_a_failed_export_leaves_the_earlier_file_whole(tmp_path, fmt):
+    """The exporters wrote straight onto the file: a full disk left a cut-off file where a good one was."""
+    source, _, _ = reference()
+    path = export(tmp_path / f"walk.{fmt}", fmt, [source])
+    earlier = path.read_bytes()
+
+    def full_disk_halfway(filepath, **options):  # as an exporter meets a full disk
+        Path(filepath).write_bytes(earlier[: len(earlier) // 3])
+        raise RuntimeError("Error: [Errno 28] No space left on device")
+
+    with pytest.raises(VibeError, match="disk has free space"):
+        staged_export(fmt.upper(), path, full_disk_halfway)
+    assert path.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+    def interrupted(filepath, **options):  # Ctrl-C inside the exporter's Python, as Blender reports it
+        Path(filepath).write_bytes(b"half")
+        raise RuntimeError("Error: Python: Traceback (most recent call last):\n  ...\nKeyboardInterrupt\n")
+
+    with pytest.raises(KeyboardInterrupt):
+        staged_export(fmt.upper(), path, interrupted)
+    assert path.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_gltf_comes_with_its_bin_and_never_replaces_a_bin_of_the_users(tmp_path):
+    source, _, _ = reference()
+    path = export_gltf(tmp_path / "walk.gltf", [source])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.bin", "walk.gltf"]
+    assert '"uri":"walk.bin"' in path.read_text().replace(" ", "")
+    export_gltf(path, [source])  # its own pair again: replaced
+    theirs = tmp_path / "other" / "scene.bin"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"the user's own data")
+    with pytest.raises(VibeError, match=r"writes 'scene.bin' beside it, and .*scene.bin' is already there"):
+        export_gltf(theirs.with_suffix(".gltf"), [source])
+    assert theirs.read_bytes() == b"the user's own data" and sorted(p.name for p in theirs.parent.iterdir()) == [
+        "scene.bin"
+    ]
 
 
 def test_command_line_names_a_file_that_is_not_a_blend_file(tmp_path):

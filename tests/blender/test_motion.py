@@ -203,6 +203,15 @@ def test_a_video_blender_cannot_read_gives_no_background_and_says_so(empty_scene
     assert not bpy.data.movieclips and not bpy.context.scene.camera.data.background_images
 
 
+@pytest.mark.parametrize("given, said", [("clips", "is a folder, not a video file"), ("gone.mp4", "was not found")])
+def test_a_video_that_is_no_file_is_named_as_what_it_is(empty_scene, reference_dir, body_model, tmp_path, given, said):
+    (tmp_path / "clips").mkdir()
+    messages = []
+    options = ImportOptions(video_path=str(tmp_path / given))
+    import_motion_file(reference_dir / "result.npz", body_model, options, report=messages.append)
+    assert f"The video '{tmp_path / given}' {said}; the camera has no background." in messages
+
+
 def test_keyframe_helper_writes_any_id(empty_scene):
     """The one helper also keys non-armature IDs (shape keys, objects) on every version."""
     empty = bpy.data.objects.new("e", None)

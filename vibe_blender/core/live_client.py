@@ -31,7 +31,7 @@ from .shown_text import display_text
 from .websocket import WebSocket, WebSocketClosed
 
 MAX_PEOPLE_PER_FRAME = 32
-MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~0.7 GB of float32 pose): then it stops
+MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~1.6 GB as a take holds them, ~800 bytes a row): then it stops
 MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; beyond is no clock
 # The start request waits while the server opens the source (a stream may take 10 s) and loads its
 # detector and model (a minute on a slow machine); the server starts the session even when the

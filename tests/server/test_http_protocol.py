@@ -85,6 +85,16 @@ def test_headers_that_trickle_in_are_cut_at_the_deadline(port):
     assert DEADLINE_S * 0.9 < elapsed < DEADLINE_S + 5
 
 
+def test_a_body_sent_on_after_an_early_answer_is_cut_at_the_deadline(port):
+    """The answer came before the body (a 401, a 413 or, here, a route that reads none): each byte of
+    the body after it used to lift the deadline for good."""
+    with raw_connection(port) as sock:
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        elapsed = seconds_until_closed(sock, b"b" * 200)
+    assert elapsed < DEADLINE_S + 5
+
+
 def test_a_connection_that_sends_nothing_is_closed(port):
     with raw_connection(port) as sock:
         t0 = time.monotonic()

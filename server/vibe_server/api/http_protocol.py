@@ -4,8 +4,9 @@ uvicorn waits for them without limit: a connection that sends nothing, or a byte
 its socket for as long as it liked, before the token could be checked (that needs the headers), so
 anyone who can reach the port could use up the server's file descriptors and lock the add-on out.
 The deadline runs from the connection (or the end of the previous response) to the end of the
-headers; a request body has its own idle limit (``Settings.body_idle_timeout_s``), and a WebSocket
-has no deadline once upgraded."""
+headers, and from the end of a response to the next request's headers (a body the client goes on
+sending after an early answer counts as waiting); while a request is answered a request body has its
+own idle limit (``Settings.body_idle_timeout_s``), and a WebSocket has no deadline once upgraded."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEADERS_DEADLINE_S = 30.0
+# h11's states of a server between a request's headers and the end of its answer: only then is there no
+# deadline (a body the client goes on sending after the answer, a byte now and then, gets none)
+ANSWERING = (h11.SEND_RESPONSE, h11.SEND_BODY)
 
 
 class HeadersDeadlineProtocol(H11Protocol):
@@ -34,7 +38,7 @@ class HeadersDeadlineProtocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state is not h11.IDLE:  # the headers came (or the connection ended or upgraded)
+        if self.conn.our_state in ANSWERING:  # the headers came: a request (or a WebSocket's) is answered
             self._disarm_headers_deadline()
 
     def on_response_complete(self) -> None:

@@ -27,10 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    empty = empty_argument(argv)
+    args, unknown = parser.parse_known_args(argv)
+    empty = None if hasattr(args, "unknown_args_into") else empty_argument(argv)  # (train: its own check)
     if empty is not None:
         parser.error(f"{empty} is empty (a shell variable that is not set?); give a value, or leave it out.")
-    args, unknown = parser.parse_known_args(argv)
     if unknown:
         # A command whose settings are free-form (`train --lr=1 ...`) takes them whatever their place,
         # so that its own run() can say what is missing; any other command refuses them, as argparse does.
@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def empty_argument(argv: list[str]) -> str | None:
-    """The option given an empty value ('--checkpoint ""', '--out_dir='), or "an argument": none of
-    this command's values may be empty, and taken as not given, "$CKPT" left unset silently meant
-    another file or folder (the installed model, the current folder)."""
+    """The option given an empty value ('--checkpoint ""'), or "an argument": none of these commands'
+    values may be empty, and taken as not given, "$CKPT" left unset silently meant another file or
+    folder (the installed model, the current folder). (``train``'s settings, where '' may mean none,
+    are checked by train/config.py.)"""
     for i, token in enumerate(argv):
         if token == "":
             before = argv[i - 1] if i else ""

@@ -523,7 +523,6 @@ def test_official_overrides_fast_and_the_detection_stride(tiny_infer, tmp_path):
     [
         (["evaluate", "db.pt", "--checkpoint", ""], "the value of --checkpoint"),  # was: the installed model
         (["infer", "walk.mp4", "-o", ""], "the value of -o"),  # was: ./walk_vibe.npz
-        (["train", "vibe", "--db_dir=db", "--out_dir="], "the value of --out_dir"),  # was: the current folder
         (["serve", "--jobs-dir", ""], "the value of --jobs-dir"),  # was: the current folder
         (["data", "install", ""], "an argument"),  # was: a walk of the whole current folder
     ],
@@ -535,3 +534,14 @@ def test_an_empty_value_is_refused_before_anything_runs(argv, named, capsys, tmp
     assert ended.value.code == 2
     assert f"{named} is empty (a shell variable that is not set?)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing made in the current folder
+
+
+def test_train_takes_an_empty_setting_where_it_means_none_and_refuses_an_empty_folder(capsys, tmp_path, monkeypatch):
+    """'--datasets_2d=' is documented as none; '--out_dir=' trained into the current folder."""
+    from vibe_server.train.config import TrainConfig, parse_overrides
+
+    assert parse_overrides(TrainConfig, ["--datasets_2d="]).datasets_2d == ""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "vibe", "--db_dir=db", "--out_dir="]) == 2
+    assert "--out_dir= is empty (a shell variable that is not set?)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

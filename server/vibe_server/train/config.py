@@ -216,6 +216,7 @@ def check_setting(name: str, value: object, flag: str | None = None, default: ob
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 PATH_SETTINGS = ("db_dir", "out_dir", "model_data_dir", "pretrained", "mposer_checkpoint")
+FOLDERS_NEEDED = ("db_dir", "out_dir")  # '' would be the current folder (the others take '' as none, or the default)
 
 
 def _convert(name: str, kind: type, text: str):
@@ -246,6 +247,11 @@ def parse_overrides(config_class: type[ConfigT], argv: list[str]) -> ConfigT:
             )
         if key in PATH_SETTINGS:  # a shell leaves '~' after '=' as it is
             text = os.path.expanduser(text)
+        if not text and key in FOLDERS_NEEDED:
+            raise VibeError(
+                f"--{key}= is empty (a shell variable that is not set?); give a folder, or leave it out for "
+                f"the default ({getattr(config_class, key)})."
+            )
         values[key] = _convert(key, kinds[key], text)
     return config_class(**values)
 

@@ -554,9 +554,9 @@ def test_every_server_needs_a_token(tmp_path):
         create_app(Settings(host=host, token="t", jobs_dir=tmp_path))
 
 
-@pytest.mark.parametrize("token", [" ", "two words", "tab\tin", "caf\u00e9", "line\nbreak"])
+@pytest.mark.parametrize("token", [" ", "two words", "tab\tin", "caf\u00e9", "line\nbreak", "x" * 257])
 def test_a_token_no_client_could_send_is_refused(tmp_path, token):
-    with pytest.raises(VibeError, match="printable ASCII without spaces"):
+    with pytest.raises(VibeError, match="printable ASCII without spaces, at most 256 characters"):
         create_app(Settings(token=token, jobs_dir=tmp_path))
 
 

@@ -38,7 +38,7 @@ from .result_file import load_result
 from .server_proof import new_challenge, proof_ok
 from .shown_text import display_text
 from .smpl_model import BodyModel, load_body_model
-from .user_dirs import TOKEN_ENV_VAR, part_path, read_token, token_path
+from .user_dirs import TOKEN_ENV_VAR, is_sendable_token, part_path, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 API = "/api/v1"
@@ -54,7 +54,6 @@ MAX_RESULT_BYTES = 2 << 30  # hours of video, several people
 MAX_BODY_MODEL_BYTES = 256 << 20  # the SMPL arrays are about 40 MiB
 MAX_ETA_S = 1e7
 MAX_TRACKS = 100_000
-TOKEN_MAX_CHARS = 256
 # Time limits on a whole answer, beyond timeout_s on each socket operation (which a byte now and then
 # renews, and which http.client's loops over "100 Continue" answers and trailer lines never end): a JSON
 # answer (or a proof) must be whole within ANSWER_TIME_FACTOR times timeout_s of its request; a download's
@@ -143,7 +142,7 @@ def resolve_token(typed: str | None) -> str:
             f"No access token for the VIBE Mocap server: start the server once with 'vibe-mocap serve' "
             f"to create it ({token_hint()})."
         )
-    if len(token) > TOKEN_MAX_CHARS or not token.isascii() or not token.isprintable() or " " in token:
+    if not is_sendable_token(token):
         raise VibeError(
             "The access token has characters a token never has (spaces, line breaks, non-ASCII); "
             "copy it again exactly as the server printed it."

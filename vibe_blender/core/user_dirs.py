@@ -32,7 +32,15 @@ from .regular_file import NOT_REGULAR, NotRegularFileError, open_regular_file
 APP_NAME = "vibe-mocap"
 TOKEN_ENV_VAR = "VIBE_MOCAP_TOKEN"
 TOKEN_FILE_NAME = "token"
-_TOKEN_MAX_BYTES = 256  # a token is 43 characters; anything longer is not ours
+TOKEN_MAX_CHARS = 256  # a token is 43 characters; anything longer is not ours
+
+
+def is_sendable_token(token: str) -> bool:
+    """Whether ``token`` can be a token: a client sends it in an HTTP header (whose spaces at the ends
+    are dropped), so printable ASCII without spaces, and not over TOKEN_MAX_CHARS."""
+    return 0 < len(token) <= TOKEN_MAX_CHARS and token.isascii() and token.isprintable() and " " not in token
+
+
 STALE_PART_S = 24 * 3600  # a temporary file this old is left by a write that was cut off
 
 DirKind = Literal["config", "data", "cache"]
@@ -68,7 +76,7 @@ def read_token() -> str | None:
     path = token_path()
     try:
         with open_regular_file(path) as f:
-            raw = f.read(_TOKEN_MAX_BYTES + 1)
+            raw = f.read(TOKEN_MAX_CHARS + 1)
     except FileNotFoundError:
         return None
     except NotRegularFileError:
@@ -82,7 +90,7 @@ def read_token() -> str | None:
             f"check its permissions or set ${TOKEN_ENV_VAR}."
         ) from None
     token = raw.decode("ascii", errors="replace").strip()
-    if not token or len(raw) > _TOKEN_MAX_BYTES or not token.isprintable() or " " in token:
+    if len(raw) > TOKEN_MAX_CHARS or not is_sendable_token(token):
         raise VibeError(
             f"The server token file {path} does not hold a token; delete it and start "
             "'vibe-mocap serve' again to make a new one."

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.user_dirs import user_dir
+from vibe_blender.core.user_dirs import TOKEN_MAX_CHARS, is_sendable_token, user_dir
 
 from ..value_range import POSITIVE
 
@@ -55,11 +55,10 @@ class Settings:
                 "The server needs a token that every client sends; 'vibe-mocap serve' makes one "
                 "in the user's config folder (or pass $VIBE_MOCAP_TOKEN)."
             )
-        if not (self.token.isascii() and self.token.isprintable()) or " " in self.token:
-            # clients send it in a header, whose spaces at the ends are dropped: no client could match it
+        if not is_sendable_token(self.token):  # no client could send it
             raise VibeError(
-                "The server token must be printable ASCII without spaces; pass another --token or "
-                "$VIBE_MOCAP_TOKEN, or leave both out to use the token file."
+                f"The server token must be printable ASCII without spaces, at most {TOKEN_MAX_CHARS} characters; "
+                "pass another --token or $VIBE_MOCAP_TOKEN, or leave both out to use the token file."
             )
         for name in (
             "max_upload_bytes",

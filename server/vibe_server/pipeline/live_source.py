@@ -27,6 +27,7 @@ import numpy as np
 
 from vibe_blender.core.client import is_loopback_url
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.server_stop import READER_STOP_S
 
 STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
 # FFmpeg takes these protocols' own settings from the URL's query (udp://...?localaddr=0.0.0.0 listens on
@@ -34,10 +35,6 @@ STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
 QUERY_IS_FFMPEG_OPTIONS = ("udp", "tcp", "srt")
 MAX_CAMERA_INDEX = 63
 MAX_WAITING = 3  # frames held for the consumer: absorbs a few slow frames, bounds latency and memory
-# A read returns within 10 s (a stream's STREAM_READ_TIMEOUT_MS, OpenCV's V4L2 select on a camera):
-# stop waits this long for the reader, so that the camera or stream is released when it returns (a new
-# session on the same camera found it still held, a process exiting with a reader inside OpenCV aborts).
-READER_STOP_S = 12.0
 
 
 @dataclass(frozen=True)

@@ -555,3 +555,23 @@ def test_a_delete_as_the_server_stops_a_running_job_is_not_run_again_after_the_r
     restarted = JobManager(tmp_path / "jobs", [])
     assert restarted.get(job_id).status == "cancelled"
     assert not upload_path(restarted.folder(job_id)).exists()
+
+
+def test_a_job_deleted_while_running_is_not_back_after_a_restart_when_its_run_outlives_the_stop(tmp_path):
+    """Deleted while running, its folder is left to the run (which may still write there); a run that
+    did not stop in time left it, and the job came back, cancelled, after the restart."""
+    release = threading.Event()
+
+    def script(name, should_cancel):
+        assert release.wait(10)  # between two looks at the cancel
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    job_id = submit_upload(jobs, "a.mp4")
+    assert wait_for(lambda: jobs.get(job_id).status == "running")
+    assert jobs.delete(job_id).status == "cancelled" and jobs.delete(job_id) is not None
+    assert jobs.get(job_id) is None and jobs.folder(job_id).is_dir()  # kept while the run may write there
+    jobs.stop(timeout_s=0.2)
+    assert not jobs.folder(job_id).exists()
+    release.set()
+    assert JobManager(tmp_path / "jobs", []).get(job_id) is None

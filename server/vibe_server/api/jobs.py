@@ -126,6 +126,7 @@ class JobManager:
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._discarded: dict[str, float] = {}  # job id -> time.monotonic() of a discarded submission
+        self._left_to_workers: set[JobRecord] = set()  # removed while a worker runs them: it deletes the folder
         self._tidy_lock = threading.Lock()  # the workers and the retention thread tidy one at a time
         self._next_sweep = 0.0  # time.monotonic() of the next look for leftovers
         self._last_sequence = 0  # of the last job submitted: the next one gets the number after it
@@ -156,6 +157,8 @@ class JobManager:
         if self._records.pop(record.job.job_id, None) is record:
             self._count_waiting(record, -1)
         record.removed = True
+        if record.running_in_worker:
+            self._left_to_workers.add(record)
         return not record.running_in_worker
 
     def _count_waiting(self, record: JobRecord, sign: int) -> None:
@@ -445,6 +448,9 @@ class JobManager:
             late = [r for r in self._records.values() if r.job.status == "running"]
             for record in late:
                 self._requeue(record)
+            deleted, self._left_to_workers = list(self._left_to_workers), set()
+        for record in deleted:  # a deleted job whose worker did not stop in time: not back after the restart
+            self._remove_folder(record)
         for record in late:
             log.warning("job %s did not stop in time; it runs again after the restart", record.job.job_id)
             self._persist_or_log(record)
@@ -478,6 +484,7 @@ class JobManager:
             with self._lock:
                 record.running_in_worker = False
                 removed = record.removed
+                self._left_to_workers.discard(record)
             if removed:  # cancelled, then deleted while it ran: its folder was left to this worker
                 self._remove_folder(record)
 

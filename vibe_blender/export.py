@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,28 +110,33 @@ def _exportable(objects, report) -> list:
 def staged_export(what: str, path: Path, exporter, **options) -> Path:
     """Run one of Blender's exporters on ``path``; its failure (a RuntimeError when it cannot write
     the file, or no file) is one VibeError sentence instead of Blender's traceback. The exporter writes
-    into a hidden folder beside ``path`` (a .gltf's .bin under the name the .gltf gives it), whose
-    files then replace those at ``path``, the main file last: a failed export (a full disk, Ctrl-C)
-    leaves an earlier file whole, never a part of a new one."""
+    a file of another name beside ``path`` (``.NAME.<random>.part.fbx``: in the same folder, so that
+    paths it writes relative to the file stay right), moved onto ``path`` once whole; a .gltf, whose
+    .bin takes the .gltf's name, is written into a folder beside it, and its files moved out, the .gltf
+    last. A failed export (a full disk, Ctrl-C) leaves an earlier file whole, never a part of a new one."""
     message = (
         f"Blender's {what} exporter could not write '{path}'; check that the folder is writable and the "
         "disk has free space, or choose another place."
     )
+    separate = path.suffix.lower() == ".gltf"
     try:
-        staging = Path(tempfile.mkdtemp(prefix=".vibe-export-", dir=path.parent))
+        if separate:
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+            staged = staging / path.name
+        else:  # (made by the exporter: with the permissions any new file gets)
+            staging = staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part{path.suffix}")
     except OSError as err:
         raise VibeError(message) from err
     try:
-        staged = staging / path.name
         try:
             result = exporter(filepath=str(staged), **options)
         except RuntimeError as err:
             if "KeyboardInterrupt" in str(err):  # Ctrl-C inside the exporter's Python, as Blender reports it
                 raise KeyboardInterrupt from err
             raise VibeError(message) from err
-        if "FINISHED" not in result or not staged.is_file():
+        if "FINISHED" not in result or not staged.is_file() or staged.stat().st_size == 0:
             raise VibeError(message)
-        sidecars = [p for p in staging.iterdir() if p != staged]
+        sidecars = [p for p in staging.iterdir() if p != staged] if separate else []
         taken = [p.name for p in sidecars if (path.parent / p.name).exists()]
         if taken and not path.exists():  # files of the user's own, not of an earlier export of this one
             raise VibeError(
@@ -138,11 +144,14 @@ def staged_export(what: str, path: Path, exporter, **options) -> Path:
                 f"'{path.parent / taken[0]}' is already there; move it, or choose another name (or .glb, one file)."
             )
         for produced in [*sidecars, staged]:
-            os.replace(produced, path.parent / produced.name)
+            os.replace(produced, path.parent / (produced.name if separate else path.name))
     except OSError as err:
         raise VibeError(message) from err
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if separate:
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
     return path
 
 

@@ -1,6 +1,7 @@
 """Export round trips: FBX, BVH and glTF written, read back, world joint positions per frame agree."""
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -298,6 +299,9 @@ def test_a_failed_export_leaves_the_earlier_file_whole(tmp_path, fmt):
     source, _, _ = reference()
     path = export(tmp_path / f"walk.{fmt}", fmt, [source])
     earlier = path.read_bytes()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file: not the private mode of a temp file
 
     def full_disk_halfway(filepath, **options):  # as an exporter meets a full disk
         Path(filepath).write_bytes(earlier[: len(earlier) // 3])

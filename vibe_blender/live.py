@@ -469,12 +469,12 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
         character = session.characters.get(person.track_id)
         armature_obj = _character_armature(session, person.track_id, character)
         if armature_obj is None:  # new, or gone (deleted, another file opened)
-            character = _taken_over_character(session, person.track_id, in_frame)
-            if character is None:
+            taken_over = _taken_over_character(session, person.track_id, in_frame)
+            if taken_over is None:
                 if built:
                     continue  # built on one of the next frames
-                character, built = _new_character(session, person), True
-            armature_obj = bpy.data.objects[character.armature_name]
+                taken_over, built = _new_character(session, person), True
+            character, armature_obj = taken_over
         character.last_shown = session.frames_shown
         quats = bone_basis_quats(person.pose[None], character.q_rest, CAMERA_TO_BLENDER)[0]  # (24, 4)
         location = root_locations(
@@ -487,20 +487,21 @@ def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
     session.frames_shown += 1
 
 
-def _taken_over_character(session: LiveSession, track_id: int, in_frame: set[int]) -> _LiveCharacter | None:
+def _taken_over_character(session: LiveSession, track_id: int, in_frame: set[int]):
     """Once MAX_CHARACTERS characters stand, the one of the person seen longest ago (not in this frame)
-    made ``track_id``'s; None while fewer stand (characters the user deleted no longer count)."""
-    standing = {tid: c for tid, c in session.characters.items() if _character_armature(session, tid, c) is not None}
-    session.characters = standing
-    free = [tid for tid in standing if tid not in in_frame]
-    if len(standing) < MAX_CHARACTERS or not free:
+    made ``track_id``'s: (character, armature); None while fewer stand (characters the user deleted no
+    longer count)."""
+    armatures = {tid: _character_armature(session, tid, c) for tid, c in session.characters.items()}
+    session.characters = {tid: c for tid, c in session.characters.items() if armatures[tid] is not None}
+    free = [tid for tid in session.characters if tid not in in_frame]
+    if len(session.characters) < MAX_CHARACTERS or not free:
         return None
-    oldest = min(free, key=lambda tid: standing[tid].last_shown)
-    character = session.characters.pop(oldest)
-    bpy.data.objects[character.armature_name][LIVE_TAG] = _live_tag(session, track_id)
+    oldest = min(free, key=lambda tid: session.characters[tid].last_shown)
+    character, armature_obj = session.characters.pop(oldest), armatures[oldest]
+    armature_obj[LIVE_TAG] = _live_tag(session, track_id)
     session.characters[track_id] = character
     session.characters_taken_over = True
-    return character
+    return character, armature_obj
 
 
 def _live_tag(session: LiveSession, track_id: int) -> str:
@@ -536,7 +537,8 @@ def _live_collection(session: LiveSession):
     return collection
 
 
-def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharacter:
+def _new_character(session: LiveSession, person: LivePersonFrame):
+    """(character, armature) built for ``person``'s track."""
     collection = _live_collection(session)
     armature_obj, _ = build_character(
         session.body_model, person.betas, f"live_{person.track_id}", collection=collection
@@ -561,7 +563,7 @@ def _new_character(session: LiveSession, person: LivePersonFrame) -> _LiveCharac
     )
     session.characters[person.track_id] = character
     push_undo_step("live character")
-    return character
+    return character, armature_obj
 
 
 def register():

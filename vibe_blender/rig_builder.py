@@ -17,11 +17,11 @@ import numpy as np
 
 from .core.errors import VibeError
 from .core.rotations import rotmat_to_quat
+from .core.shown_text import MAX_NAME_BYTES
 from .core.skeleton import SMPL_TO_BLENDER, bone_layout, bone_to_smpl_rotations, corrective_driver_expression
 from .core.smpl_model import JOINT_NAMES, NUM_BETAS, BodyModel
 
 CORRECTIVE_MODES = ("off", "drivers", "baked")
-MAX_NAME_BYTES = 63  # of a datablock's name in Blender 4.2 (later versions allow more): the names made fit all
 NUM_CORRECTIVES = 207
 
 

@@ -25,12 +25,11 @@ from pathlib import Path
 from . import safe_json
 from .errors import VibeError
 from .regular_file import open_user_file
-from .shown_text import display_text
+from .shown_text import MAX_NAME_BYTES, display_text
 from .smpl_model import JOINT_NAMES
 
 MAP_FORMAT = "vibe-retarget-map"
 MAP_VERSION = 1
-MAX_BONE_NAME_BYTES = 63  # of a bone's name in Blender 4.2 (later versions allow more)
 ROOT_JOINT = "pelvis"
 # The joints a humanoid rig is expected to have: SMPL's 24 less the hand ends (few rigs have a bone
 # for SMPL's palm joint; the wrist bone carries the hand).
@@ -555,8 +554,8 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
     for bone in bones.values():  # before the panel's rows are touched: Blender refuses such a name halfway
         if not bone.isprintable():
             why = "it holds characters that are not printable"
-        elif len(bone.encode()) > MAX_BONE_NAME_BYTES:
-            why = f"it is {len(bone.encode())} bytes long, more than the {MAX_BONE_NAME_BYTES} a name holds"
+        elif len(bone.encode()) > MAX_NAME_BYTES:
+            why = f"it is {len(bone.encode())} bytes long, more than the {MAX_NAME_BYTES} a name holds"
         else:
             continue
         raise VibeError(
@@ -564,4 +563,4 @@ def load_map(path: str | Path) -> tuple[str, dict[str, str]]:
             "save the map again."
         )
     name = payload.get("name")
-    return display_text(name if isinstance(name, str) else path.stem, MAX_BONE_NAME_BYTES), dict(bones)
+    return display_text(name if isinstance(name, str) else path.stem, 100), dict(bones)

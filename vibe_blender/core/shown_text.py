@@ -8,6 +8,8 @@ import reprlib
 import types
 
 MAX_TEXT_CHARS = 1000  # server messages shown in the UI
+# of a datablock's or a bone's name in Blender 4.2 (later versions allow more): the names made fit all
+MAX_NAME_BYTES = 63
 
 
 def surrogates_escaped(text: str) -> str:

@@ -139,29 +139,24 @@ def test_batch_says_once_that_a_file_without_frame_rate_got_30_fps(official_pkl,
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
-@pytest.mark.parametrize("fps", ["-5", "nan", "100000", "0"])
-def test_batch_refuses_a_frame_rate_out_of_range_as_a_flag(official_pkl, tmp_path, capsys, fps):
-    """Before: the official pkl was called damaged for a wrong --fps, and 0 was taken as 30."""
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        # before: the official pkl was called damaged for a wrong --fps, and 0 was taken as 30
+        *(("--fps", fps, "0.01..32767") for fps in ("-5", "nan", "100000", "0")),
+        # before: exit status 1, and only once the motion file was read
+        *(("--max-characters", count, "1 or more") for count in ("0", "-3", "two")),
+    ],
+)
+def test_batch_refuses_a_flag_out_of_its_range_as_a_usage_error(official_pkl, tmp_path, capsys, flag, value, said):
     from vibe_blender.batch import main
 
-    argv = [str(official_pkl), "--model-dir", str(tmp_path), "-o", str(tmp_path / "x.blend"), "--fps", fps]
+    argv = [str(official_pkl), "--model-dir", str(tmp_path), "-o", str(tmp_path / "x.blend"), flag, value]
     with pytest.raises(SystemExit) as exit_status:
         main(argv)
     error = capsys.readouterr().err
-    assert exit_status.value.code == 2 and "argument --fps" in error and "0.01..32767" in error
-    assert f"got '{fps}'" in error and "damaged" not in error
-
-
-@pytest.mark.parametrize("count", ["0", "-3", "two"])
-def test_batch_refuses_max_characters_below_one_as_a_flag(official_pkl, tmp_path, capsys, count):
-    """Before: exit status 1, and only once the motion file was read."""
-    from vibe_blender.batch import main
-
-    argv = [str(official_pkl), "--model-dir", str(tmp_path), "-o", str(tmp_path / "x.blend"), "--max-characters", count]
-    with pytest.raises(SystemExit) as exit_status:
-        main(argv)
-    error = capsys.readouterr().err
-    assert exit_status.value.code == 2 and "argument --max-characters" in error and "1 or more" in error
+    assert exit_status.value.code == 2 and f"argument {flag}" in error and said in error
+    assert f"got '{value}'" in error and "damaged" not in error
 
 
 def test_batch_refuses_an_fbx_file_not_ending_in_fbx_before_any_work(reference_dir, tmp_path, capsys):

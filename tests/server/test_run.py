@@ -152,7 +152,7 @@ def test_nobody_found_names_the_longest_track_against_the_minimum():
 
 
 def test_without_tracks_max_the_longest_tracks_a_result_file_holds_are_kept_with_a_warning():
-    limit = options_module.MAX_TRACKS_KEPT
+    limit = options_module.MAX_TRACKS
     frames = {tid: 10 + tid % 7 for tid in range(limit + 5)}
     kept, warnings = select_tracks(frames, RunOptions(min_track_frames=10), "clip.mp4")
     longest = sorted(frames, key=lambda tid: -frames[tid])[:limit]
@@ -178,7 +178,7 @@ def test_a_run_with_more_tracks_than_a_result_holds_says_so_in_its_result(make_e
 
 
 def test_a_result_of_the_most_tracks_kept_reads_back_in_the_add_on(tmp_path):
-    """The server's cap and the add-on's reader agree: MAX_TRACKS_KEPT tracks with long (8-digit) ids."""
+    """The server's cap and the add-on's reader agree: MAX_TRACKS tracks with long (8-digit) ids."""
     from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result, save_result
 
     def track(track_id):
@@ -187,7 +187,7 @@ def test_a_result_of_the_most_tracks_kept_reads_back_in_the_add_on(tmp_path):
         return Track(track_id=track_id, frame_ids=np.zeros(1, int), betas_track=np.zeros(10),
                      joints3d=np.zeros((1, 49, 3)), **arrays)  # fmt: skip
 
-    limit = options_module.MAX_TRACKS_KEPT
+    limit = options_module.MAX_TRACKS
     video = VideoInfo(name="crowd.mp4", fps=25.0, width=320, height=240, frame_count=1)
     path = tmp_path / "crowd.npz"
     save_result(

@@ -57,7 +57,6 @@ class JobRecord:
     cancel: threading.Event = field(default_factory=threading.Event)
     write_lock: threading.Lock = field(default_factory=threading.Lock)  # one job.json write at a time
     removed: bool = False  # its folder is deleted (or being deleted): nothing more is written there
-    running_in_worker: bool = False  # a worker runs it (also cancelled): it deletes the folder of a removed one
 
     @property
     def uploaded(self) -> bool:

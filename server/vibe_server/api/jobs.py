@@ -126,7 +126,9 @@ class JobManager:
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._discarded: dict[str, float] = {}  # job id -> time.monotonic() of a discarded submission
-        self._left_to_workers: set[JobRecord] = set()  # removed while a worker runs them: it deletes the folder
+        self._in_workers: set[JobRecord] = (
+            set()
+        )  # run by a worker (also once cancelled): it deletes a removed one's folder
         self._tidy_lock = threading.Lock()  # the workers and the retention thread tidy one at a time
         self._next_sweep = 0.0  # time.monotonic() of the next look for leftovers
         self._last_sequence = 0  # of the last job submitted: the next one gets the number after it
@@ -157,9 +159,7 @@ class JobManager:
         if self._records.pop(record.job.job_id, None) is record:
             self._count_waiting(record, -1)
         record.removed = True
-        if record.running_in_worker:
-            self._left_to_workers.add(record)
-        return not record.running_in_worker
+        return record not in self._in_workers
 
     def _count_waiting(self, record: JobRecord, sign: int) -> None:
         if record.job.status in WAITING_STATES:
@@ -448,7 +448,7 @@ class JobManager:
             late = [r for r in self._records.values() if r.job.status == "running"]
             for record in late:
                 self._requeue(record)
-            deleted, self._left_to_workers = list(self._left_to_workers), set()
+            deleted = [record for record in self._in_workers if record.removed]
         for record in deleted:  # a deleted job whose worker did not stop in time: not back after the restart
             self._remove_folder(record)
         for record in late:
@@ -473,7 +473,7 @@ class JobManager:
                 return  # cancelled or deleted meanwhile
             self._set_status(record, "running")
             record.job.stage, record.job.progress = "decode", 0.0
-            record.running_in_worker = True
+            self._in_workers.add(record)
         try:
             self._persist(record)
             self._run_job(record, engine)
@@ -482,9 +482,8 @@ class JobManager:
             self._end(record, "failed", error=failure_message(err))
         finally:
             with self._lock:
-                record.running_in_worker = False
+                self._in_workers.discard(record)
                 removed = record.removed
-                self._left_to_workers.discard(record)
             if removed:  # cancelled, then deleted while it ran: its folder was left to this worker
                 self._remove_folder(record)
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.server_stop import LIVE_SESSION_STOP_S, SOURCE_RELEASE_S
 
-from ..pipeline.live_source import READER_STOP_S, open_live_source
+from ..pipeline.live_source import open_live_source
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("vibe_server.api")
 SUBSCRIBER_QUEUE = 32  # messages held per WebSocket client at most
 MAX_SUBSCRIBERS = 8
-SOURCE_RELEASE_S = READER_STOP_S + 1.0  # a stopped session's reader ends within READER_STOP_S (LiveSource.stop)
 # A session nobody watches stops by itself after this long (a client that lost its connection, or
 # never connected, leaves no camera running and no session blocking the next start).
 UNWATCHED_STOP_S = 30.0
@@ -162,7 +162,7 @@ class LiveManager:
         run.thread.start()
         return run
 
-    def stop(self, run: LiveRun, timeout_s: float = 5.0) -> None:
+    def stop(self, run: LiveRun, timeout_s: float = LIVE_SESSION_STOP_S) -> None:
         """Ask the session to stop and wait until it has (its status is final then, even while a
         stalled source is still being released)."""
         run.stop_event.set()

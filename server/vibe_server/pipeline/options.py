@@ -67,8 +67,6 @@ MAX_DETECTION_STRIDE = 1000
 # About an hour at 30 frames/s. A young track holds its backbone features (8 kB a frame) until it
 # reaches the minimum, so a minimum longer than any track costs memory, then finds nobody.
 MAX_MIN_TRACK_FRAMES = 100_000
-# The most tracks a result file holds (9 arrays each, and the add-on reads at most 100,000).
-MAX_TRACKS_KEPT = MAX_TRACKS
 # Crops wait in memory (150 kB each) until a batch is full; 4096 is far past where a GPU stays busy.
 MAX_BACKBONE_BATCH = 4096
 # engine.TEMPORAL_BATCH_FRAMES: one chunk stays within the frames of one temporal call on a GPU.
@@ -129,7 +127,7 @@ class RunOptions:
         "carry", "carry: the GRU state over the whole track; official: restart it every 450 frames"
     )
     tracks_max: int | None = option(
-        None, "keep only the N longest tracks (default: all, up to 10,000)", ge=1, le=MAX_TRACKS_KEPT, metavar="N"
+        None, f"keep only the N longest tracks (default: all, up to {MAX_TRACKS:,})", ge=1, le=MAX_TRACKS, metavar="N"
     )
     focal_px: float | None = focal_px_option()
     batch_size: int | None = option(

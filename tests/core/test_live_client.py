@@ -22,6 +22,7 @@ from fake_live_server import (
     text_frame,
 )
 
+from vibe_blender.core import live_client
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import (
@@ -357,6 +358,46 @@ def test_a_recording_whose_times_span_too_long_is_refused():
     take.received_time_s[1] = take.received_time_s[0] + 1e6  # a broken clock: 11 days between two frames
     with pytest.raises(VibeError, match="too long to keep"):
         take_on_frames(take, 24.0)
+
+
+def test_a_person_seen_only_between_timeline_frames_keeps_one_frame():
+    """A 120 frames/s source in a 24 frames/s scene: a person seen in one received frame that is not the
+    nearest to any scene frame was saved with no frame at all (a short take imported as "no person")."""
+    take = LiveTake()
+    for i in range(12):
+        pose = np.full(72, 0.01 * i, np.float32)
+        people = (LivePersonFrame(4, i, pose, np.zeros(10, np.float32), np.zeros(3, np.float32)),) if i == 2 else ()
+        take.add(LiveFrameMessage(i, 100.0 + i / 120, people, None))
+    placed = take_on_frames(take, 24.0)  # scene frames at 0, 5 and 10 received frames; the person at 2
+    assert placed.frame_ids[4].tolist() == [0]  # 2/120 s is nearest to scene frame 0 (at 0 s)
+    np.testing.assert_allclose(placed.pose[4], np.full((1, 72), 0.02), atol=1e-6)
+
+
+def test_many_tracks_are_placed_as_each_alone(monkeypatch):
+    """The tracks are interpolated together (in batches), each from its own rows only."""
+    monkeypatch.setattr(live_client, "RESAMPLE_CHUNK", 7)  # batches of a few tracks, one track split
+    rng = np.random.default_rng(3)
+    take = LiveTake()
+    for i in range(40):
+        people = tuple(
+            LivePersonFrame(
+                t,
+                i,
+                rng.normal(0, 1, 72).astype(np.float32),
+                rng.normal(0, 1, 10).astype(np.float32),
+                rng.normal(0, 1, 3).astype(np.float32),
+            )
+            for t in range(6)
+            if (i + t) % (t + 2) and i >= 3 * t  # gaps, and tracks starting later
+        )
+        take.add(LiveFrameMessage(i, 10.0 + i / 25, people, None))
+    together = take_on_frames(take, 30.0)
+    for t in take.track_ids:
+        alone = take_on_frames(take, 30.0, [t])
+        np.testing.assert_array_equal(together.frame_ids[t], alone.frame_ids[t])
+        for name in ("pose", "betas", "trans_cam_m"):
+            np.testing.assert_array_equal(getattr(together, name)[t], getattr(alone, name)[t])
+        assert len(alone.frame_ids[t]) > 1
 
 
 def test_a_take_can_be_placed_for_some_of_its_tracks():

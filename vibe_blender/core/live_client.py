@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -182,8 +183,9 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     at real speed whatever the source's rate and whatever the server dropped. Each timeline frame shows
     a person as in the received frame nearest in time, interpolated (rotations by slerp) towards the
     received frame on the other side of it when the person is in both: a frame the server dropped or
-    never sent leaves no gap, a received frame without the person does. ``track_ids``: only these
-    (default: all)."""
+    never sent leaves no gap, a received frame without the person does. A person seen only in received
+    frames nearest to no timeline frame (sent faster than ``fps``) is shown once, on the timeline frame
+    nearest their first, so that every track keeps a frame. ``track_ids``: only these (default: all)."""
     times = np.asarray(take.received_time_s, dtype=np.float64)
     times -= times[0]
     frame_count = int(round(times[-1] * fps)) + 1
@@ -192,29 +194,70 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     grid = np.arange(frame_count) / fps
     before = np.clip(np.searchsorted(times, grid, side="right") - 1, 0, len(times) - 1)
     after = np.minimum(before + 1, len(times) - 1)
-    nearest = np.where(grid - times[before] <= times[after] - grid, before, after)
+    nearest = np.where(grid - times[before] <= times[after] - grid, before, after)  # non-decreasing
     span = times[after] - times[before]
     weight = np.clip((grid - times[before]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
     received_index = np.asarray(take.received_index, dtype=np.int64)
     placed, total = {}, 0
     for track_id in take.track_ids if track_ids is None else track_ids:
-        row = np.full(len(times), -1, dtype=np.int64)  # received frame -> the track's row, -1: absent
-        row[np.searchsorted(received_index, take.frame_ids[track_id])] = np.arange(len(take.frame_ids[track_id]))
-        shown = np.flatnonzero(row[nearest] >= 0)
-        total += len(shown)
+        seen = np.searchsorted(received_index, take.frame_ids[track_id])  # the received frames with the person
+        # Only the timeline frames nearest to a received frame of the track's span are looked at (a cost
+        # of the track's length, not the take's); their before/after lie at most one frame outside it.
+        lo, hi = int(seen[0]), int(seen[-1])
+        row = np.full(hi - lo + 3, -1, dtype=np.int64)  # received frame lo - 1 + i -> the track's row, -1: absent
+        row[seen - lo + 1] = np.arange(len(seen))
+        window = np.arange(np.searchsorted(nearest, lo), np.searchsorted(nearest, hi, side="right"))
+        near_row, before_row, after_row = (row[which[window] - lo + 1] for which in (nearest, before, after))
+        shown = np.flatnonzero(near_row >= 0)
+        if len(shown):
+            both = (before_row[shown] >= 0) & (after_row[shown] >= 0)
+            first = np.where(both, before_row[shown], near_row[shown])
+            second = np.where(both, after_row[shown], first)
+            placed[track_id] = _Placement(window[shown], first, second, np.where(both, weight[window[shown]], 0.0))
+        else:  # seen only between timeline frames: once, as first seen
+            frame = min(int(round(times[lo] * fps)), frame_count - 1)
+            placed[track_id] = _Placement(np.array([frame]), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1))
+        total += len(placed[track_id].frames)
         if total > MAX_RECORDED_FRAMES:
             raise _too_long(total, fps)
-        both = (row[before[shown]] >= 0) & (row[after[shown]] >= 0)
-        first = np.where(both, row[before[shown]], row[nearest[shown]])
-        second = np.where(both, row[after[shown]], first)
-        placed[track_id] = (shown, first, second, np.where(both, weight[shown], 0.0))
     return TakeOnFrames(
         frame_count=frame_count,
-        frame_ids={t: placed[t][0].astype(np.int64) for t in placed},
-        pose={t: _slerp_poses(np.stack(take.pose[t]), *placed[t][1:]) for t in placed},
-        betas={t: _lerp(np.stack(take.betas[t]), *placed[t][1:]) for t in placed},
-        trans_cam_m={t: _lerp(np.stack(take.trans_cam_m[t]), *placed[t][1:]) for t in placed},
+        frame_ids={t: placed[t].frames.astype(np.int64) for t in placed},
+        pose=_interpolated(take.pose, placed, _slerp_poses),
+        betas=_interpolated(take.betas, placed, _lerp),
+        trans_cam_m=_interpolated(take.trans_cam_m, placed, _lerp),
     )
+
+
+class _Placement(NamedTuple):
+    """Where a track's received rows go: timeline frame ``frames[i]`` is row ``first[i]`` blended a
+    fraction ``weight[i]`` towards row ``second[i]``."""
+
+    frames: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    weight: np.ndarray
+
+
+def _interpolated(values: dict[int, list[np.ndarray]], placed: dict[int, _Placement], blend) -> dict[int, np.ndarray]:
+    """Per track, ``blend(rows, first, second, weight)`` of its received rows as ``placed``, for many
+    tracks in one call (a take of thousands of short tracks spent seconds in one call per track)."""
+    out, batch, batch_rows = {}, [], 0
+    for track_id in [*placed, None]:
+        if track_id is not None:
+            batch.append(track_id)
+            batch_rows += len(values[track_id]) + len(placed[track_id].frames)
+        if batch and (track_id is None or batch_rows >= RESAMPLE_CHUNK):
+            offsets = np.cumsum([0] + [len(values[t]) for t in batch])
+            blended = blend(
+                np.stack([row for t in batch for row in values[t]]),
+                np.concatenate([placed[t].first + offsets[k] for k, t in enumerate(batch)]),
+                np.concatenate([placed[t].second + offsets[k] for k, t in enumerate(batch)]),
+                np.concatenate([placed[t].weight for t in batch]),
+            )
+            out.update(zip(batch, np.split(blended, np.cumsum([len(placed[t].frames) for t in batch])[:-1])))
+            batch, batch_rows = [], 0
+    return out
 
 
 def _too_long(frames: int, fps: float) -> VibeError:

@@ -366,6 +366,29 @@ def test_a_failed_video_on_ray_keeps_no_result_of_an_earlier_run(tmp_path, monke
     assert not (tmp_path / "out" / "a.npz").exists()
 
 
+def test_a_listed_video_no_longer_there_keeps_its_earlier_result(tmp_path, monkeypatch, capsys):
+    """Before: a video on a drive since unmounted counted as changed, ran again, failed ('Video file not
+    found') and its good result of the earlier run was deleted."""
+    (tmp_path / "usb").mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / "usb" / name).write_bytes(name.encode())
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'usb' / 'a.mp4'}\n{tmp_path / 'usb' / 'b.mp4'}\n")
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    ray_batch(tmp_path / "list.txt", out=tmp_path / "out")
+    (tmp_path / "usb" / "a.mp4").unlink()
+    (tmp_path / "usb" / "b.mp4").write_bytes(b"b, edited")
+    ran = []
+    monkeypatch.setattr(
+        runner, "run_ray", fake_ray(lambda item: "done" if Path(item.input_path).exists() else "failed", ran)
+    )
+    capsys.readouterr()
+    records = ray_batch(tmp_path / "list.txt", out=tmp_path / "out")
+    assert ran == ["usb/b.mp4"]  # the edited one runs again, the one gone does not
+    assert {r["input"]: r["status"] for r in records} == {"usb/a.mp4": "done", "usb/b.mp4": "done"}
+    assert (tmp_path / "out" / "usb" / "a.npz").read_text() == str(tmp_path / "usb" / "a.mp4")
+    assert "1 video(s) finished before are no longer there" in capsys.readouterr().err
+
+
 def test_a_file_in_the_output_folder_the_batch_did_not_write_is_refused_before_the_run_and_kept(tmp_path, monkeypatch):
     """Before: a first batch into a folder that held the user's own take1.npz replaced it, or deleted it
     when v/take1.mp4 failed, without a word."""

@@ -224,6 +224,19 @@ class Manifest:
             return Path(item.output_path).is_file()
         return not retry_failed
 
+    def has_kept_result(self, item: BatchItem) -> bool:
+        """A video no longer there (a drive unmounted, a file moved) that finished before from this path
+        with its result present: the result is kept as it is (running it would fail, and a failed rerun
+        deletes the earlier result)."""
+        record = self.records.get(item.key)
+        return (
+            item.input_stamp is None
+            and record is not None
+            and record["input_path"] == item.input_path
+            and record["status"] == "done"
+            and Path(item.output_path).is_file()
+        )
+
     def append(self, record: dict) -> None:
         """Add one record: a single write of one line, flushed to disk before the next video counts."""
         self._keep(record)

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
@@ -86,17 +86,24 @@ class BatchPlan:
     todo: list[BatchItem]  # those still to run
     manifest: Manifest
     changed: int = 0  # of todo: finished before, but with other settings or model data
+    gone: list[BatchItem] = field(default_factory=list)  # not todo: finished before, the video no longer there
 
 
 def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False, settings: str | None = None) -> BatchPlan:
     items = discover(inputs, output_dir)
     manifest = Manifest(output_dir)
-    todo = [item for item in items if not manifest.is_finished(item, retry_failed=retry_failed, settings=settings)]
+    gone = [item for item in items if manifest.has_kept_result(item)]
+    gone_keys = {item.key for item in gone}
+    todo = [
+        item
+        for item in items
+        if item.key not in gone_keys and not manifest.is_finished(item, retry_failed=retry_failed, settings=settings)
+    ]
     for item in todo:
         check_inside(item.output_path, output_dir)
     check_not_in_the_way(todo, manifest)
     changed = sum(manifest.is_finished(item, retry_failed=retry_failed) for item in todo)
-    return BatchPlan(items=items, todo=todo, manifest=manifest, changed=changed)
+    return BatchPlan(items=items, todo=todo, manifest=manifest, changed=changed, gone=gone)
 
 
 def is_own_result(item: BatchItem) -> bool:
@@ -138,8 +145,14 @@ def check_not_in_the_way(todo: list[BatchItem], manifest: Manifest) -> None:
 
 def say_what_runs(batch: BatchPlan, output_dir: Path) -> None:
     """One line each for the videos skipped as finished and those run again for their settings."""
-    todo = {item.key for item in batch.todo}
-    skipped = [batch.manifest.records[item.key] for item in batch.items if item.key not in todo]
+    if batch.gone:
+        print(
+            f"{len(batch.gone)} video(s) finished before are no longer there (first: '{batch.gone[0].input_path}'); "
+            "their results are kept as they are. Make the videos reachable again to check them for changes.",
+            file=sys.stderr,
+        )
+    not_run = {item.key for item in batch.todo + batch.gone}
+    skipped = [batch.manifest.records[item.key] for item in batch.items if item.key not in not_run]
     if skipped:
         failed = sum(record["status"] == "failed" for record in skipped)
         print(

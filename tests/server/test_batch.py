@@ -653,6 +653,7 @@ def test_a_worker_that_cannot_load_its_engine_stops_the_batch_with_one_error(cli
     [
         (["--jobs", "0"], "--jobs must be at least 1"),
         (["--device", "tpu"], "Unknown device"),
+        (["--device", "cuda:x"], "Unknown device"),
         (["--smoothing", "2"], "between 0 and 1"),
         (["--min-track-frames", "100001"], "--min-track-frames must be between 1 and 100000; got 100001."),
         (["--ray", "{input}"], "put --ray after the inputs"),
@@ -664,6 +665,15 @@ def test_batch_bad_arguments_give_one_clear_error(tmp_path, capsys, extra, messa
     extra = [e.replace("{input}", str(tmp_path / "a.mp4")) for e in extra]
     assert main(batch_args(tmp_path / "a.mp4", out=tmp_path / "out", extra=extra)) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_input_leaves_nothing_in_the_output_folder(tmp_path, capsys):
+    """Before: OUTDIR was made, locked (a .batch.lock left) and walked for leftovers first."""
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    assert main(batch_args(tmp_path / "a.mp4", tmp_path / "typo.mp4", out=tmp_path / "new" / "out")) == 2
+    assert "There is no file or folder at" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def test_ray_before_the_only_input_or_no_input_gives_one_clear_error(tmp_path, capsys):

@@ -174,7 +174,7 @@ def test_infer_reports_nobody_found(tiny_infer, capsys):
     video.write_bytes(b"nobody")
     assert main(["infer", str(video)]) == 2
     err = capsys.readouterr().err
-    assert "Nobody was found" in err and "vibe-mocap infer --min-track-frames N" in err
+    assert "Nobody was found" in err and "--min-track-frames N of vibe-mocap infer or batch" in err
 
 
 @pytest.mark.parametrize("how", ["--data-dir", "VIBE_DATA_DIR"])

@@ -89,8 +89,9 @@ class BatchPlan:
     gone: list[BatchItem] = field(default_factory=list)  # not todo: finished before, the video no longer there
 
 
-def plan(inputs: list[str], output_dir: Path, *, retry_failed: bool = False, settings: str | None = None) -> BatchPlan:
-    items = discover(inputs, output_dir)
+def plan(
+    items: list[BatchItem], output_dir: Path, *, retry_failed: bool = False, settings: str | None = None
+) -> BatchPlan:
     manifest = Manifest(output_dir)
     gone = [item for item in items if manifest.has_kept_result(item)]
     gone_keys = {item.key for item in gone}
@@ -218,9 +219,10 @@ def run_batch(
     for stderr once the inputs are found good and some video is to run (e.g. that the placeholder runs)."""
     output_dir = Path(output_dir).resolve()
     settings = results_fingerprint(spec, options)
+    items = discover(inputs, output_dir)  # a mistyped input: nothing made in OUTDIR, which is not walked
     with signals_stop_the_batch(), output_lock(output_dir):
         remove_stale_parts(output_dir)
-        batch = plan(inputs, output_dir, retry_failed=retry_failed, settings=settings)
+        batch = plan(items, output_dir, retry_failed=retry_failed, settings=settings)
         if batch.manifest.damaged_lines:
             print(
                 f"Note: {batch.manifest.damaged_lines} line(s) of {output_dir / MANIFEST_NAME} were damaged or "

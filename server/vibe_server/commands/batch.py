@@ -14,7 +14,7 @@ from ..batch.inputs import output_key
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
 from ..batch.progress import printable
 from ..batch.runner import Stopped, run_batch
-from ..data.loading import checked_data_dir, placeholder_note
+from ..data.loading import DEVICE_NAME, checked_data_dir, placeholder_note
 from .infer import add_pipeline_arguments, run_options
 from .model_data_outputs import refuse_inside_model_data
 
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if not args.inputs:
         raise VibeError("Give at least one INPUT: a video file, a folder of videos or a .txt list of video paths.")
-    if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+    if not DEVICE_NAME.fullmatch(args.device):
         raise VibeError(f"Unknown device '{args.device}'; use auto, cpu, cuda (all GPUs) or cuda:N.")
     options = run_options(args)
     # a video's result (NAME.npz) could replace a model file there

@@ -774,8 +774,8 @@ def select_tracks(
         raise VibeError(
             f"Nobody was found in '{video_name}': no person was tracked for at least "
             f"{options.min_track_frames} frames{longest}. Use a clip where a whole person is visible, or, for "
-            "very short clips, lower the minimum track length (vibe-mocap infer --min-track-frames N; the job "
-            "option min_track_frames over the server's API)."
+            "very short clips, lower the minimum track length (--min-track-frames N of vibe-mocap infer or "
+            "batch; the job option min_track_frames over the server's API)."
         )
     ids, warnings = longest_track_ids({tid: frames_per_track[tid] for tid in kept}, options.tracks_max or MAX_TRACKS)
     return ids, [] if options.tracks_max else warnings  # (fewer asked for: nothing to warn of)

@@ -136,8 +136,8 @@ class FakeRay:
         """Ray's base error: a task's result lost with its node (ObjectLostError), a cancelled task, ..."""
 
     class RayActorError(RayError):
-        def __init__(self, actor_init_failed: bool = False):
-            super().__init__("actor died")
+        def __init__(self, actor_init_failed: bool = False, message: str = "actor died"):
+            super().__init__(message)
             self.actor_init_failed = actor_init_failed
 
     class RayTaskError(RayError):

@@ -90,9 +90,20 @@ def test_a_ray_actor_that_cannot_load_its_engine_reports_why_instead_of_dying(tm
 
 def test_the_ray_driver_stops_with_one_error_when_no_actor_is_left(tmp_path):
     items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
-    fake_ray = FakeRay(lambda item, data: FakeRay.RayActorError(actor_init_failed=True))
+    why = (
+        "The actor died because of an error raised in its creation task, ray::VideoActor.__init__()\n  Traceback ...\n"
+    )
+    fake_ray = FakeRay(
+        lambda item, data: FakeRay.RayActorError(
+            True, why + "ModuleNotFoundError: No module named 'vibe_server'\x1b[2J"
+        )
+    )
     records = []
-    with pytest.raises(VibeError, match="No Ray actor is left to run the remaining 3 video"):
+    with pytest.raises(
+        VibeError,
+        match=r"remaining 3 video.*died too often \(the first to fail to start: ModuleNotFoundError: No module named "
+        r"'vibe_server'\\x1b\[2J\); check",
+    ):
         ray_runner._drive(
             fake_ray,
             fake_ray.actors(2),
@@ -103,6 +114,34 @@ def test_the_ray_driver_stops_with_one_error_when_no_actor_is_left(tmp_path):
             output_dir=tmp_path / "out",
         )
     assert records == []
+
+
+def test_a_cluster_ray_cannot_join_is_one_clear_error(tmp_path, monkeypatch):
+    """Ray raises more than ConnectionError from init (a version unlike the cluster's: RuntimeError);
+    it reached the user as a traceback."""
+
+    def init(**kwargs):
+        raise RuntimeError("Version mismatch: The cluster was started with:\n    Ray: 2.40.0\n    Python: 3.10.4")
+
+    fake_ray = SimpleNamespace(is_initialized=lambda: False, init=init)
+    monkeypatch.setattr(ray_runner, "_import_ray", lambda: fake_ray)
+    monkeypatch.setattr(ray_runner, "init_address", lambda address: "10.0.0.5:6379")
+    items = ray_items(tmp_path, ("a.mp4",))
+    with pytest.raises(
+        VibeError,
+        match=r"Cannot join the Ray cluster at '10.0.0.5:6379' \(Version mismatch: The cluster was started "
+        r"with:\); the",
+    ):
+        ray_runner.run_ray(
+            items,
+            EngineSpec(),
+            make_options(),
+            address=None,
+            transfer="shared",
+            on_record=lambda record: None,
+            progress=BatchProgress(1, enabled=False),
+            output_dir=tmp_path / "out",
+        )
 
 
 def drive_on(fake_ray: FakeRay, actors: list, items: list, tmp_path: Path) -> list[dict]:

@@ -48,7 +48,7 @@ from .engine_adapter import (
 )
 from .inputs import BatchItem, check_inside
 from .manifest import make_record, record_problem
-from .progress import BatchProgress
+from .progress import BatchProgress, printable
 
 TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
@@ -218,6 +218,11 @@ def run_ray(
                 f"Cannot reach the Ray cluster at '{address}' ({err}); start it with "
                 "'ray start --head' or give its address."
             ) from err
+        except Exception as err:  # a Ray or Python version unlike the cluster's, a local cluster that failed to start
+            raise VibeError(
+                f"Cannot join the Ray cluster at '{address or 'a new local one'}' ({_message_line(err, 0)}); the "
+                "driver and every node need the same versions of Ray and Python."
+            ) from err
     try:
         resources, count, device = _actor_layout(ray, spec.device)
         count = min(count, len(items))
@@ -360,6 +365,7 @@ def _drive(
     waiting = deque(items)
     pending = Pending(ray, actors, needs, unscheduled)
     died_loading_count = 0
+    start_error = ""  # why the first actor that never started failed (a module missing on a node, ...)
     while waiting or running:
         while idle and waiting:  # backpressure: one video per free actor
             item = waiting.popleft()
@@ -375,8 +381,8 @@ def _drive(
             if waiting:  # every actor is gone
                 raise VibeError(
                     f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start or "
-                    "died too often; check the cluster's logs ('ray logs'), then run the same command again to "
-                    "resume."
+                    f"died too often{start_error}; check the cluster's logs ('ray logs'), then run the same command "
+                    "again to resume."
                 )
             break
         progress.worker_status("ray", pending.status() or f"{len(running)} videos running")
@@ -391,6 +397,8 @@ def _drive(
             reply = ray.get(task)
         except ray.exceptions.RayActorError as err:
             init_failed = getattr(err, "actor_init_failed", False)  # its constructor raised: never started
+            if init_failed and not start_error:
+                start_error = f" (the first to fail to start: {_message_line(err, -1)})"
             loading = not init_failed and pending.died_loading(actor)
             if init_failed or loading or _gone(ray, err):
                 waiting.appendleft(item)  # the actor is gone for good, not for this video: another runs it
@@ -517,6 +525,13 @@ _DIED = (
 )
 
 
+def _message_line(err: Exception, index: int) -> str:
+    """A line of Ray's message for ``err``, shown as it is: its first (what happened) or last (-1: the
+    exception that ended a task or actor, below Ray's traceback)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return printable((lines or [type(err).__name__])[index])[:ERROR_TEXT_CHARS]
+
+
 def _task_failed(err: Exception) -> str:
     """A failed record's message for a Ray task that failed otherwise than by its actor's death: the
     exception the task raised (a RayTaskError's cause), else the first line of Ray's own message."""
@@ -524,7 +539,7 @@ def _task_failed(err: Exception) -> str:
     if isinstance(cause, BaseException):
         why = f"{type(cause).__name__}: {cause}"
     else:
-        why = f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+        why = f"{type(err).__name__}: {_message_line(err, 0)}"
     return (
         f"The Ray task for this video failed ({why[:ERROR_TEXT_CHARS]}); check the cluster's logs ('ray logs'), "
         "then run the batch again with --retry-failed."

@@ -389,6 +389,29 @@ def test_a_listed_video_no_longer_there_keeps_its_earlier_result(tmp_path, monke
     assert "1 video(s) finished before are no longer there" in capsys.readouterr().err
 
 
+def test_an_output_folder_without_file_locks_runs_unguarded_with_a_warning(tmp_path, monkeypatch, capsys):
+    """A Ray cluster's shared OUTDIR (NFS without its lock service, a FUSE bucket) has no file locks:
+    before, the batch refused it ('choose a folder on a local disk'), which a shared batch cannot."""
+    import fcntl  # (POSIX only)
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "out").mkdir()
+    part = tmp_path / "out" / ".a.npz.0badf00d.part"  # perhaps another batch's, writing now
+    part.write_bytes(b"x")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    [record] = ray_batch(tmp_path / "in", out=tmp_path / "out")
+    assert record["status"] == "done" and (tmp_path / "out" / "a.npz").is_file()
+    assert part.read_bytes() == b"x"
+    assert "(No locks available): its file system has no file locks, so nothing keeps another batch out" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_file_in_the_output_folder_the_batch_did_not_write_is_refused_before_the_run_and_kept(tmp_path, monkeypatch):
     """Before: a first batch into a folder that held the user's own take1.npz replaced it, or deleted it
     when v/take1.mp4 failed, without a word."""

@@ -191,12 +191,24 @@ def without_earlier_result(item: BatchItem, failed: dict) -> dict:
     return failed
 
 
-def output_lock(output_dir: Path) -> contextlib.AbstractContextManager[None]:
-    """One batch per output folder at a time."""
+def output_lock(output_dir: Path) -> contextlib.AbstractContextManager[bool]:
+    """One batch per output folder at a time; yields whether the folder is guarded. A shared file system
+    without locks (NFS without its lock service, some FUSE mounts: where a Ray cluster's shared OUTDIR
+    lies) runs unguarded, with a warning; so does Windows, which has no such lock."""
+
+    def unguarded(problem: str) -> None:
+        print(
+            f"Warning: {problem}, so nothing keeps another batch out of {output_dir}: start no other batch "
+            "there until this one ends. (Unfinished result files that a killed run left there, .*.part, are not "
+            "deleted.)",
+            file=sys.stderr,
+        )
+
     return folder_lock(
         output_dir,
         LOCK_NAME,
         f"Another batch is writing to '{output_dir}'; wait for it to end or choose another output folder.",
+        unguarded=unguarded,
     )
 
 
@@ -220,8 +232,9 @@ def run_batch(
     output_dir = Path(output_dir).resolve()
     settings = results_fingerprint(spec, options)
     items = discover(inputs, output_dir)  # a mistyped input: nothing made in OUTDIR, which is not walked
-    with signals_stop_the_batch(), output_lock(output_dir):
-        remove_stale_parts(output_dir)
+    with signals_stop_the_batch(), output_lock(output_dir) as guarded:
+        if guarded:  # (unguarded, another batch may be writing those files)
+            remove_stale_parts(output_dir)
         batch = plan(items, output_dir, retry_failed=retry_failed, settings=settings)
         if batch.manifest.damaged_lines:
             print(

@@ -227,6 +227,7 @@ def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     "make_inputs, message",
     [
         (lambda d: [str(d / "missing.mp4")], "no file or folder"),
+        (lambda d: [str(d / "a.mp4"), str(d / "clips.csv")], r"'.*clips.csv' is neither a video \(.3gp, .avi, "),
         (lambda d: [str(d / "empty")], "holds no video"),
         (lambda d: [str(d / "a.mp4"), str(d / "b/a.mp4")], "would both write 'a.npz'"),
     ],
@@ -236,6 +237,7 @@ def test_discover_bad_inputs_give_one_clear_error(tmp_path, make_inputs, message
     (tmp_path / "b").mkdir()
     (tmp_path / "a.mp4").write_bytes(b"x")
     (tmp_path / "b" / "a.mp4").write_bytes(b"x")
+    (tmp_path / "clips.csv").write_text("a.mp4\n")
     with pytest.raises(VibeError, match=message):
         discover(make_inputs(tmp_path), tmp_path / "out")
 

@@ -259,6 +259,11 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             keyed += videos
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
             keyed += _list_videos(path)
+        elif path.is_file() and not is_video(path):  # (a list named .csv would be run as a video)
+            raise VibeError(
+                f"'{path}' is neither a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) nor a list of videos "
+                f"({', '.join(sorted(LIST_EXTENSIONS))}), by its extension; rename it to what it is."
+            )
         elif path.is_file():
             keyed.append((path.name, path.resolve()))
         elif path.exists():

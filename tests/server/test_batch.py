@@ -931,6 +931,24 @@ def test_the_progress_shows_the_batch_and_each_worker(tmp_path, capsys):
     assert "worker 7 (cpu): a.mp4  backbone  40%" in shown and "2/3" in shown and "1 failed" in shown
 
 
+def test_the_progress_is_a_line_per_video_where_stderr_is_no_terminal(tmp_path, capsys):
+    """Under nohup, a scheduler or CI the bars are off: before, nothing was shown until the summary."""
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "a.mp4")], tmp_path / "out")
+    progress = BatchProgress(2, skipped=3)  # (pytest's captured stderr is no terminal)
+    progress.worker_status("worker 7 (cpu)", "a.mp4  backbone  40%")
+    progress.advance(make_record(item, "done", tracks=2, frames=120, seconds=4.25))
+    progress.advance(make_record(item, "failed", error="Cannot open it.\x1b[2J\nTraceback ..."))
+    progress.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "[4/5] done a.mp4: 2 track(s), 120 frames, 4.2 s",
+        "[5/5] failed a.mp4: Cannot open it.\\x1b[2J",
+    ]
+    quiet = BatchProgress(1, enabled=False)  # --no-progress
+    quiet.advance(make_record(item, "done"))
+    assert capsys.readouterr().err == ""
+
+
 def test_manifest_counts_a_deeply_nested_line_as_damaged_and_keeps_the_others(tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"x")
     [item] = discover([str(tmp_path / "a.mp4")], tmp_path)

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from vibe_blender.core.shown_text import surrogates_escaped
 
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: a terminal acts on them
+ERROR_LINE_CHARS = 300  # of a failed video's error in its progress line
 
 
 def printable(text: str) -> str:
@@ -21,6 +22,16 @@ def printable(text: str) -> str:
     return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def finished_line(record: dict) -> str:
+    """A finished video in one line: its key and what came of it (a failure's first line of error)."""
+    if record["status"] == "done":
+        return (
+            f"done {record['input']}: {record['tracks']} track(s), {record['frames']} frames, {record['seconds']:.1f} s"
+        )
+    why = (record["error"] or "").strip().splitlines() or [""]
+    return f"failed {record['input']}: {why[0][:ERROR_LINE_CHARS]}"
+
+
 class BatchProgress:
     """``advance(record)`` per finished video; ``worker_status(worker, text)`` for what a worker does now;
     ``clear_workers()`` when the workers are replaced."""
@@ -28,6 +39,9 @@ class BatchProgress:
     def __init__(self, total: int, *, skipped: int = 0, enabled: bool | None = None):
         self._tqdm = tqdm
         self._disable = not sys.stderr.isatty() if enabled is None else not enabled
+        # stderr is a log (nohup, a scheduler, CI), not a terminal: a line per finished video instead of bars
+        self._log_lines = enabled is None and self._disable
+        self._finished, self._total = skipped, total + skipped
         self.bar = tqdm(
             total=total + skipped,
             initial=skipped,
@@ -44,6 +58,9 @@ class BatchProgress:
         self.failed += record["status"] != "done"
         self.bar.set_postfix_str(f"{self.failed} failed" if self.failed else "", refresh=False)
         self.bar.update(1)
+        self._finished += 1
+        if self._log_lines:
+            print(printable(f"[{self._finished}/{self._total}] {finished_line(record)}"), file=sys.stderr, flush=True)
 
     def worker_status(self, worker: str, text: str) -> None:
         line = self._lines.get(worker)

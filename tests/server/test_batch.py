@@ -28,7 +28,7 @@ from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
 from vibe_server.batch import local_pool, ray_runner, runner
 from vibe_server.batch.engine_adapter import FAST, EngineSpec, make_options, result_bytes, worker_precision
 from vibe_server.batch.inputs import discover
-from vibe_server.batch.manifest import MANIFEST_NAME, Manifest, make_record, remove_stale_parts
+from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, remove_stale_parts
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
 from vibe_server.pipeline.cpu_features import default_precision
@@ -572,6 +572,38 @@ def test_a_manifest_that_no_longer_fits_on_the_disk_stops_the_batch_the_same_way
     assert main(batch_args(inputs, out=tmp_path / "out", extra=["--jobs", "1"])) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and f"The batch stopped: Cannot write {tmp_path / 'out' / MANIFEST_NAME}" in err
+
+
+def test_a_disk_full_once_every_video_is_done_still_shows_the_summary(tmp_path, capsys, monkeypatch):
+    """Before: the manifest's compaction or the summary's write ended the finished batch in a generic
+    error, the table never printed (and an earlier run's summary.txt stayed, no longer true)."""
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    assert main(batch_args(tmp_path / "in", out=out, extra=["--ray"])) == 0
+    (tmp_path / "in" / "b.mp4").write_bytes(b"y")
+    compact = Manifest.compact
+    calls = []
+
+    def compact_before_the_run_only(self, keys=None):
+        calls.append(keys)
+        return compact(self, keys) if len(calls) == 1 else no_space()
+
+    monkeypatch.setattr(runner, "atomic_write_bytes", no_space)
+    monkeypatch.setattr(Manifest, "compact", compact_before_the_run_only)
+    capsys.readouterr()
+    assert main(batch_args(tmp_path / "in", out=out, extra=["--ray"])) == 0
+    shown = capsys.readouterr()
+    assert "b.mp4" in shown.out and "Summary:" not in shown.out and "error:" not in shown.err
+    assert f"Warning: {out / SUMMARY_NAME} could not be written (No space left on device)" in shown.err
+    assert f"Warning: {out / MANIFEST_NAME} could not be written" in shown.err
+    assert not (out / SUMMARY_NAME).exists()
+    assert {r["input"]: r["status"] for r in manifest_lines(out)} == {"a.mp4": "done", "b.mp4": "done"}
 
 
 def test_ray_actors_and_the_driver_stop_the_batch_on_a_full_output_disk(clip_bank, tmp_path, monkeypatch):

@@ -283,11 +283,20 @@ def run_batch(
             progress.close()
             try:
                 batch.manifest.compact([item.key for item in batch.items])
-            except OSError:
+            except OSError as err:  # the lines appended so far stand for it
                 if full_disk is None:
-                    raise  # on a full disk the lines appended so far stand for it
+                    _not_written(batch.manifest.path, err, "its lines as appended hold every record")
         if full_disk is not None:
             raise VibeError(f"The batch stopped: {full_disk}")
         records = [batch.manifest.records[item.key] for item in batch.items if item.key in batch.manifest.records]
-        atomic_write_bytes(output_dir / SUMMARY_NAME, (summary_table(records) + "\n").encode("utf-8"))
+        try:
+            atomic_write_bytes(output_dir / SUMMARY_NAME, (summary_table(records) + "\n").encode("utf-8"))
+        except OSError as err:  # every video is done: the table is still printed, the manifest holds it all
+            with contextlib.suppress(OSError):
+                (output_dir / SUMMARY_NAME).unlink(missing_ok=True)  # an earlier run's, no longer true
+            _not_written(output_dir / SUMMARY_NAME, err, "the manifest holds every record")
         return records
+
+
+def _not_written(path: Path, err: OSError, instead: str) -> None:
+    print(f"Warning: {path} could not be written ({err.strerror or err}); {instead}.", file=sys.stderr)

@@ -121,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     print(summary_table(records))
     print_warnings([r for r in records if r["status"] == "done"])
     print(f"\nManifest: {printable(str(output_dir / MANIFEST_NAME))}")
-    print(f"Summary: {printable(str(output_dir / SUMMARY_NAME))}")
+    if (output_dir / SUMMARY_NAME).is_file():  # (not when the disk had no room for it: warned)
+        print(f"Summary: {printable(str(output_dir / SUMMARY_NAME))}")
     done = [r for r in records if r["status"] == "done"]
     if done and not args.engine and made_by_placeholder(output_dir / output_key(done[0]["input"])):
         print("(Model: synthetic placeholder: install the real model data for real motion.)", file=sys.stderr)

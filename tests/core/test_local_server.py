@@ -338,6 +338,7 @@ def test_the_server_is_told_to_stop_with_blender_unless_kept(tmp_path):
         server.start(program)
         server.wait_ready(30)
         assert ("--stop-on-stdin-close" in argv.read_text()) is expected
+        assert "--cancel-unfinished-jobs" in argv.read_text().split()  # its captures end when it stops
 
 
 def test_stop_in_background_returns_at_once(tmp_path):

@@ -229,6 +229,34 @@ def test_queued_jobs_run_in_the_order_they_were_submitted_after_a_restart(tmp_pa
     assert run_after_a_restart(tmp_path / "jobs") == ["v0", "v1", "v2", "v3", "v4"]
 
 
+def test_a_server_that_cancels_unfinished_jobs_runs_none_of_those_its_last_stop_left(tmp_path):
+    """The Blender add-on's server: a capture ends when its server stops, so a job put back at the stop
+    ran again at the next start for nobody, and the user's next capture waited behind it."""
+
+    def script(name, should_cancel):
+        while not should_cancel():
+            time.sleep(0.01)
+        raise JobCancelled()
+
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine(script)])
+    jobs.start()
+    ids = [submit_upload(jobs, f"v{i}") for i in range(2)]
+    assert wait_for(lambda: jobs.get(ids[0]).status == "running")
+    jobs.stop()
+    engine = FakeEngine()
+    restarted = JobManager(tmp_path / "jobs", [engine], cancel_unfinished=True)
+    restarted.start()
+    try:
+        fresh = submit_upload(restarted, "new")
+        assert wait_for(lambda: restarted.get(fresh).status == "done")
+        assert [restarted.get(i).status for i in ids] == ["cancelled", "cancelled"]
+        assert engine.started == ["new"]
+    finally:
+        restarted.stop()
+    assert [JobManager(tmp_path / "jobs", []).get(i).status for i in ids] == ["cancelled", "cancelled"]
+    assert not any(upload_path(restarted.folder(i)).exists() for i in ids)
+
+
 def test_records_from_before_the_submission_order_was_kept_run_in_the_order_they_were_created(tmp_path):
     """Without a sequence number: by creation time, and without one that parses, by the last write."""
     jobs_dir = tmp_path / "jobs"

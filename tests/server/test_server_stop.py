@@ -145,6 +145,24 @@ def test_each_way_a_user_stops_vibe_mocap_serve_ends_in_one_line(start_server, t
     assert "Traceback" not in server.stderr and "interrupted" not in server.stderr, server.stderr
 
 
+def test_serve_cancel_unfinished_jobs_cancels_those_its_last_stop_left(start_server, tmp_path):
+    """`vibe-mocap serve --cancel-unfinished-jobs` (as the Blender add-on starts it) on the jobs folder
+    of a server stopped while a job waited: the job is cancelled, not run for a capture long gone."""
+    from tests.server.test_job_store import plant
+    from vibe_server.api.job_store import upload_path
+
+    (tmp_path / "no model data").mkdir()
+    job_id = "0123456789abcdef"
+    upload_path(plant(tmp_path / "jobs", job_id, "queued")).write_bytes(b"video")
+    port = free_port()
+    command = [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--device", "cpu"]
+    command += ["--data-dir", str(tmp_path / "no model data"), "--jobs-dir", str(tmp_path / "jobs")]
+    server, url = start_server([*command, "--cancel-unfinished-jobs"], port)
+    assert ServerClient(url, TOKEN).job(job_id)["status"] == "cancelled"
+    server.process.terminate()
+    assert server.wait() == 0, server.stderr
+
+
 def test_ctrl_c_while_a_job_runs_and_a_live_session_streams(start_tiny_server, tmp_path):
     """The job goes back to the queue (it runs at the next start), the live viewer's connection ends
     without a traceback (closing a WebSocket the stop had already closed raised one)."""

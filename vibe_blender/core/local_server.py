@@ -977,6 +977,7 @@ class LocalServer:
 
     def _command(self, program: Path, port: int, data_dir: str) -> list[str]:
         command = [str(program), "serve", "--host", "127.0.0.1", "--port", str(port), "--jobs-dir", str(self.jobs_dir)]
+        command.append("--cancel-unfinished-jobs")  # a capture ends when its server stops: nobody follows its job
         if data_dir:
             command += ["--data-dir", str(data_dir)]
         if self.synthetic:

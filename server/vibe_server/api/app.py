@@ -89,6 +89,7 @@ async def lifespan(app: FastAPI):
         max_queued_upload_bytes=settings.max_queued_upload_bytes,
         keep_finished_s=settings.keep_finished_days * 24 * 3600,
         keep_finished_jobs=settings.keep_finished_jobs,
+        cancel_unfinished=settings.cancel_unfinished_jobs,
     )
     state.jobs.start()  # no engine: no job worker, but the retention limits still apply
     try:

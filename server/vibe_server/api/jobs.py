@@ -112,8 +112,10 @@ class JobManager:
         max_queued_upload_bytes: int = 8 * 1024**3,
         keep_finished_s: float = 7 * 24 * 3600.0,
         keep_finished_jobs: int = 200,
+        cancel_unfinished: bool = False,
     ):
         self.jobs_dir = job_store.prepare_jobs_dir(jobs_dir)
+        self.cancel_unfinished = cancel_unfinished  # queued jobs found at start are cancelled, not run
         self.engines = list(engines)
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
         self.keep_finished_s, self.keep_finished_jobs = keep_finished_s, keep_finished_jobs
@@ -243,20 +245,25 @@ class JobManager:
     def _load_existing(self) -> None:
         """The store's jobs at start: interrupted ones marked, queued ones queued in the order they
         were submitted (so the ones that were running, put back at the stop, come first: the queue
-        starts jobs in that order), old ones removed."""
+        starts jobs in that order) or, with ``cancel_unfinished``, cancelled; old ones removed."""
         records = job_store.load_records(self.jobs_dir)
         errors = [self._start_error(record) for record in records]  # (file checks: before the lock)
+        marked = []  # ended here: their records are written again
         with self._lock:
             self._last_sequence = max((r.sequence for r in records if r.sequence is not None), default=0)
             for record, error in zip(records, errors, strict=True):
                 if error:
                     self._finish(record, "failed", error=error)
+                    marked.append(record)
+                elif self.cancel_unfinished and record.job.status == "queued":
+                    self._finish(record, "cancelled")
+                    marked.append(record)
                 self._register(record)
                 if record.job.status == "queued":
                     self._queue.put(record.job.job_id)
-        for record, error in zip(records, errors, strict=True):
-            if error:
-                self._persist_or_log(record)  # (or marked again at the next start)
+        for record in marked:
+            self._persist_or_log(record)  # (or marked again at the next start)
+        for record in records:
             if record.job.status in FINAL_STATES:
                 self._delete_upload(record)  # the server stopped between the record and the deletion
         self._tidy()

@@ -47,6 +47,9 @@ class Settings:
     keep_finished_jobs: int = 200  # ...or beyond this many (oldest first; each kept an hour at least)
     allow_synthetic: bool = False  # run a labelled placeholder model when the data is missing
     allowed_hosts: tuple[str, ...] = ()  # extra Host names (e.g. a LAN name) besides the bind address
+    # the jobs the last stop left queued are cancelled at start, not run again: for a client that does not
+    # follow its jobs across a restart (the Blender add-on's own server), which would wait behind them
+    cancel_unfinished_jobs: bool = False
 
     def validate(self) -> None:
         # loopback too: any account on this machine can reach 127.0.0.1, only the user can read the token

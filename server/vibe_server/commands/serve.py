@@ -126,6 +126,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="stop when standard input closes (the add-on's server stops with Blender, even when Blender crashes)",
     )
     p.add_argument(
+        "--cancel-unfinished-jobs",
+        action="store_true",
+        help="cancel the jobs the last stop left queued instead of running them again (for a client that does "
+        "not follow its jobs across a restart, like the Blender add-on's own server)",
+    )
+    p.add_argument(
         "--synthetic",
         action="store_true",
         help="when the model data is missing, serve a labelled random-weight placeholder model",
@@ -226,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
         keep_finished_jobs=args.keep_finished_jobs,
         allow_synthetic=args.synthetic,
         allowed_hosts=tuple(args.allowed_host),
+        cancel_unfinished_jobs=args.cancel_unfinished_jobs,
     )
     busy = (
         f"Another VIBE Mocap server uses the jobs folder {settings.jobs_dir}; connect to that one, stop it, "

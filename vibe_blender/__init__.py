@@ -14,8 +14,8 @@ This module imports no bpy at import time: Blender calls :func:`register`.
 
 _MODULES = (
     "preferences",
+    "server_control",  # before jobs: unregistered after it, so a capture is cancelled before its server stops
     "jobs",
-    "server_control",
     "operators",
     "server_operators",
     "panels",

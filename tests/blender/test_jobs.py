@@ -509,3 +509,17 @@ def test_panel_shows_progress_cancel_and_errors(registered, empty_scene, referen
     calls = _draw_panel(bpy.context)
     labels = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
     assert "does not exist" in labels and ("operator", ("vibe_mocap.capture",), {"icon": "REC"}) in calls
+
+
+def test_disabling_the_add_on_cancels_the_capture_before_its_server_stops(registered, monkeypatch):
+    """The other way round the capture's cancel could no longer reach its server, which put the job
+    back in its queue at the stop."""
+    import vibe_blender
+    from vibe_blender import server_control
+
+    order = []
+    monkeypatch.setattr(jobs, "cancel_capture", lambda: order.append("cancel the capture"))
+    monkeypatch.setattr(server_control, "_stop_at_exit", lambda: order.append("stop the server"))
+    vibe_blender.unregister()
+    vibe_blender.register()
+    assert order == ["cancel the capture", "stop the server"]

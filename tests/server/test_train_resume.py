@@ -1166,3 +1166,63 @@ def test_damaged_random_states_in_a_checkpoint_are_refused_whole(monkeypatch):
         assert restore_random_states({**saved, "cuda": cuda}) is False
     assert set_cuda == [] and torch.equal(torch.get_rng_state(), before[0])
     assert restore_random_states({**saved, "cuda": [cuda_state]}) is True and len(set_cuda) == 1
+
+
+def _with_optimizer_key(state):  # ReduceLROnPlateau.load_state_dict takes any key into its attributes
+    return {**state, "optimizer": None}
+
+
+def _with_nan_best(state):
+    return {**state, "best": float("nan")}
+
+
+def _with_wrong_exp_avg(state):
+    first = next(iter(state["state"].values()))
+    first["exp_avg"] = torch.zeros(3)
+    return state
+
+
+def _with_nan_exp_avg_sq(state):
+    first = next(iter(state["state"].values()))
+    first["exp_avg_sq"].view(-1)[0] = float("nan")
+    return state
+
+
+@pytest.mark.parametrize(
+    "key, damage, words",
+    [
+        ("gen_scheduler", _with_optimizer_key, "generator scheduler state is damaged (keys other than a scheduler's"),
+        ("disc_scheduler", _with_nan_best, "discriminator scheduler state is damaged (best is nan"),
+        ("gen_optimizer", _with_wrong_exp_avg, "generator optimiser state is damaged (exp_avg of shape (3,) for"),
+        ("disc_motion_optimizer", _with_nan_exp_avg_sq, "optimizer state is damaged (exp_avg_sq holds NaN"),
+        ("best_performance", lambda best: float("nan"), "its best_performance (nan) is no PA-MPJPE"),
+        ("best_performance", lambda best: -1.0, "its best_performance (-1.0) is no PA-MPJPE"),
+    ],
+)
+def test_damaged_resume_states_are_one_message_before_any_step(dirs, one_epoch, tmp_path, capsys, key, damage, words):
+    """These went through unchecked: a scheduler's extra key or a wrong-shaped optimiser moment failed
+    only at a step, with a raw error (after a whole epoch); a NaN or negative best was never beaten."""
+    from vibe_server.cli import main
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt[key] = damage(ckpt[key])
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--epochs=2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot resume from '{out / 'checkpoint.pth.tar'}': ") and words in err, err
+    assert err.rstrip().endswith("Start over with --resume=false (the file is then replaced) or use a new --out_dir.")
+    assert err.count("\n") == 1
+
+
+def test_a_data_order_pass_past_any_run_is_not_restored(dirs, one_epoch, tmp_path, caplog):
+    """A pass of 2**63 went into the loader's seed, and torch refused it with a raw ValueError."""
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt["data_order"]["loaders"]["3d"]["pass"] = 2**63
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert caplog.text.count("the data order cannot be restored exactly") == 1

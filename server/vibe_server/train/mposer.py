@@ -38,6 +38,7 @@ from ..output_files import atomic_write
 from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import (
+    START_AFRESH,
     check_same_settings,
     keep_old_logs,
     load_optimizer,
@@ -117,8 +118,7 @@ def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
         or not isinstance(ckpt["best_val_loss"], float)  # inf before any validation: a float too
     ):
         raise VibeError(
-            f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. "
-            "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
+            f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. {START_AFRESH}"
         )
     check_same_settings(path, ckpt.get("config"), config, MODEL_SETTINGS)
     return ckpt

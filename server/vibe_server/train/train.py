@@ -60,6 +60,7 @@ from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import (
+    START_AFRESH,
     check_same_settings,
     keep_old_logs,
     load_optimizer,
@@ -210,8 +211,12 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
     if type(epoch) is not int or epoch < 0 or not isinstance(best, float):
         raise VibeError(
             f"Cannot resume from '{checkpoint_path}': it is not a checkpoint of 'vibe-mocap train vibe' (it has "
-            "no epoch; an official model is a starting point: pass it with --pretrained). Start over with "
-            "--resume=false (the file is then replaced) or use a new --out_dir."
+            f"no epoch; an official model is a starting point: pass it with --pretrained). {START_AFRESH}"
+        )
+    if math.isnan(best) or best < 0:  # inf: no validation yet
+        raise VibeError(
+            f"Cannot resume from '{checkpoint_path}': its best_performance ({best}) is no PA-MPJPE (mm, 0 or "
+            f"more, inf before any validation), so it is damaged. {START_AFRESH}"
         )
     saved = saved_config(ckpt)
     check_same_settings(checkpoint_path, saved, config, RUN_SETTINGS)

@@ -288,6 +288,21 @@ def test_only_the_rows_of_the_epochs_run_again_are_removed(tmp_path):
     assert log_file.read_text().splitlines() == ["epoch,loss", "0,1.5"]
 
 
+def test_a_log_that_is_not_csv_text_is_kept_aside_and_started_anew(tmp_path):
+    """One byte that is not UTF-8 (a disk error, an editor) made every resume fail with a traceback."""
+    from vibe_server.train.run_log import forget_logged_steps
+
+    damaged = b"epoch,loss\n0,1.5\n1,\xff1.2\n"
+    (tmp_path / "train_log.csv").write_bytes(damaged)
+    (tmp_path / "train_log.damaged.csv").write_bytes(b"an earlier one")
+    said = []
+    forget_logged_steps(tmp_path, ("train_log.csv",), 1, said.append)
+    assert (tmp_path / "train_log.damaged2.csv").read_bytes() == damaged  # nothing lost or overwritten
+    assert not (tmp_path / "train_log.csv").exists()  # the next row starts a new one, with its header
+    assert len(said) == 1 and said[0].startswith("train_log.csv is damaged (")
+    assert said[0].endswith("): kept as train_log.damaged2.csv; a new train_log.csv is started")
+
+
 def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):
     from vibe_server.train.train import train
 

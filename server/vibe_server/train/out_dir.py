@@ -21,7 +21,7 @@ from ..checkpoints import state_dict_mismatch
 from ..folder_lock import folder_lock
 from ..output_files import remove_leftover_parts
 from .datasets import worker_errors_unwrapped
-from .run_log import log
+from .run_log import log, unused_name
 from .stop_signals import sigterm_interrupts
 
 START_AFRESH = "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
@@ -220,8 +220,6 @@ def keep_old_logs(out_dir: Path, names: Iterable[str], say: Callable[[str], None
         log = out_dir / name
         if not log.exists():
             continue
-        stem, n = log.stem, 1
-        while (kept := log.with_name(f"{stem}.prev{n if n > 1 else ''}{log.suffix}")).exists():
-            n += 1
+        kept = unused_name(log, "prev")
         log.rename(kept)
         say(f"starting over: the old {name} is kept as {kept.name}")

@@ -124,6 +124,8 @@ def test_torchrun_takes_the_gpu_of_the_rank_not_an_index(monkeypatch):
         ("--datasets_3d=mpii3d,bar", "Unknown dataset 'bar' in --datasets_3d; choose from mpii3d, 3dpw, h36m."),
         ("--dataset_val=foo", "Unknown dataset 'foo' in --dataset_val; choose from mpii3d, 3dpw, h36m, none."),
         ("--dataset_val=insta", "Unknown dataset 'insta' in --dataset_val"),
+        ("--datasets_3d=mpii3d,3dpw,mpii3d", "Dataset 'mpii3d' is named more than once in --datasets_3d; name it"),
+        ("--datasets_2d=insta, insta", "Dataset 'insta' is named more than once in --datasets_2d; name it once."),
     ],
 )
 def test_dataset_names_are_checked_before_the_out_dir_is_made(dirs, capsys, setting, message):

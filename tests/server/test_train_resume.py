@@ -1243,3 +1243,24 @@ def test_a_data_order_pass_past_any_run_is_not_restored(dirs, one_epoch, tmp_pat
     with caplog.at_level(logging.INFO, logger="vibe_server.train"):
         train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
     assert caplog.text.count("the data order cannot be restored exactly") == 1
+
+
+def test_a_run_says_how_many_3dpw_frames_have_a_padded_box(dirs, tmp_path, caplog):
+    """The original's 3DPW files pad a track's first frames with boxes [0, 0, inf, inf]: training reads
+    them with no keypoints there, and says how many, once."""
+    import joblib
+
+    from vibe_server.train.train import train
+
+    db = tmp_path / "db"
+    db.mkdir()
+    for file in dirs["db"].iterdir():
+        (db / file.name).symlink_to(file)
+    (db / "3dpw_train_db.pt").unlink()
+    threedpw = joblib.load(dirs["db"] / "3dpw_train_db.pt")
+    threedpw["bbox"][:3] = [0.0, 0.0, np.inf, np.inf]
+    joblib.dump(threedpw, db / "3dpw_train_db.pt")
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={tmp_path / 'run'}", f"--db_dir={db}"))
+    line = f"{db / '3dpw_train_db.pt'}: 3 frame(s) have a padded box without a size"
+    assert caplog.text.count(line) == 1

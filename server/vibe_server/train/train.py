@@ -305,7 +305,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
 
     def open_set(name: str, split: str) -> SequenceDataset:
         fix = f"Put the original's {spec_for(name).files[split]} in --db_dir."
-        return alike_in_every_process(lambda: SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options))
+        dataset = alike_in_every_process(lambda: SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options))
+        if dataset.frames_without_box:
+            say(
+                f"{dataset.path}: {dataset.frames_without_box} frame(s) have a padded box without a size "
+                "(the original's [0, 0, inf, inf]); their 2D keypoints get confidence 0"
+            )
+        return dataset
 
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)  # checked by the config
     batch_2d, batch_3d = config.batch_split()

@@ -403,11 +403,18 @@ def _load_exact(module: torch.nn.Module, state: dict, source, what: str) -> None
     module.load_state_dict(state, strict=True)
 
 
+def check_spin_head(spin_state: dict, source: str | Path) -> None:
+    """VibeError unless SPIN ``model`` holds the 13 regressor-head keys with the regressor's shapes
+    (training loads them into the regressor, where a wrong shape would fail mid-load)."""
+    head = {k: spin_state[k] for k in SPIN_HEAD_KEYS if k in spin_state}
+    problem = state_dict_mismatch(SPIN_HEAD_SHAPES, head)
+    if problem:
+        raise VibeError(f"'{source}' is not SPIN's HMR checkpoint: its regressor head has {problem}.")
+
+
 def load_spin_into(model: torch.nn.Module, spin_state: dict, source: str | Path) -> None:
     """Backbone <- SPIN ``model`` (every key accounted for: ResNet-50 + the 13 head keys)."""
-    missing_head = [k for k in SPIN_HEAD_KEYS if k not in spin_state]
-    if missing_head:
-        raise VibeError(f"'{source}' is not SPIN's HMR checkpoint: it lacks {', '.join(missing_head[:4])}.")
+    check_spin_head(spin_state, source)
     backbone = {k: v for k, v in spin_state.items() if k not in SPIN_HEAD_KEYS}
     _load_exact(model.backbone, backbone, source, "ResNet-50 backbone")
 
@@ -522,6 +529,9 @@ GENERATOR_SHAPES = {
     "regressor.smpl.J_regressor_extra": (9, 6890),
     "regressor.smpl.vertex_joint_selector.extra_joints_idxs": (21,),
 }
+
+# SPIN's regressor head has the VIBE regressor's own key names and shapes.
+SPIN_HEAD_SHAPES = {k: GENERATOR_SHAPES[f"regressor.{k}"] for k in SPIN_HEAD_KEYS}
 
 
 def check_generator_keys(gen_state: dict, source: str | Path) -> None:

@@ -554,3 +554,23 @@ def test_a_cut_short_database_is_said_in_words(tmp_path):
     with pytest.raises(VibeError, match="it ends too early: cut short") as err:
         load_db(tmp_path / "3dpw_test_db.pt")
     assert "EOFError" not in str(err.value)
+
+
+def test_a_spin_head_of_the_wrong_shape_is_refused_by_data_check_and_training(synthetic_bundle, tmp_path):
+    """Only the backbone was checked: data check said 'present' and training from SPIN's head failed
+    with a raw 'size mismatch' in the regressor."""
+    from vibe_server.data.loading import load_training_model
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for file in synthetic_bundle.iterdir():
+        if file.name != "spin_model_checkpoint.pth.tar":
+            (data / file.name).symlink_to(file)
+    ckpt = torch.load(synthetic_bundle / "spin_model_checkpoint.pth.tar", map_location="cpu", weights_only=False)
+    ckpt["model"]["fc1.weight"] = torch.zeros(1024, 2048)
+    torch.save(ckpt, data / "spin_model_checkpoint.pth.tar")
+    words = "regressor head has 1 with the wrong shape (e.g. fc1.weight (1024, 2048) != (1024, 2205)) keys"
+    status = bundle.check_file("spin_model_checkpoint.pth.tar", data / "spin_model_checkpoint.pth.tar")
+    assert status.status == "invalid" and words in status.detail
+    with pytest.raises(VibeError, match=re.escape(words)):
+        load_training_model(data, init_from_spin=True)

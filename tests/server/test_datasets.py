@@ -338,6 +338,18 @@ def test_3dpw_padded_boxes_are_read_as_the_original_writes_them(db_dir, tmp_path
     assert torch.all(item["kp_2d"][:4] == 0) and torch.all(item["kp_2d"][4:, 25:37, 2] == 1)
 
 
+def test_3dpw_padded_boxes_in_training_give_those_frames_no_keypoints(db_dir, tmp_path):
+    """Training refused the whole 3DPW file as damaged where evaluation reads it: those frames' keypoints
+    now get confidence 0 in training too, and the dataset counts them (the run says how many)."""
+    _changed_copy(db_dir, tmp_path, "3dpw_train_db.pt", _set("bbox", slice(0, 4), [0.0, 0.0, np.inf, np.inf]))
+    with np.errstate(all="raise"):
+        dataset = SequenceDataset(tmp_path, "3dpw", "train")
+        item = dataset[0]
+    assert dataset.frames_without_box == 4
+    assert torch.all(item["kp_2d"][:4] == 0) and torch.all(item["kp_2d"][4:, 25:37, 2] == 1)
+    assert SequenceDataset(db_dir, "3dpw", "train").frames_without_box == 0
+
+
 # ---- the .h5 (InstaVariety) file ---------------------------------------------------------------------
 
 

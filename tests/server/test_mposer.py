@@ -328,3 +328,21 @@ def test_with_no_sequence_held_out_no_validation_loss_is_logged(tmp_path, caplog
     with open(tmp_path / "mp" / "mposer_log.csv") as f:
         assert [row["val_loss"] for row in csv.DictReader(f)] == ["nan", "nan"]
     assert "val n/a" in caplog.text
+
+
+@pytest.mark.parametrize("names, held_out", [(["a", "b"], 1), (["a", "b", "b", "c"], 2), (["a", "a"], 0)])
+def test_a_large_val_fraction_keeps_one_sequence_to_train_on(names, held_out, caplog):
+    """--val_fraction=0.9 of 2 or 3 sequences held out every one: the run trained on nothing, logged a
+    loss of 0 and saved an untrained prior."""
+    from vibe_server.train.mposer import split_by_sequence
+
+    class Windows:
+        def __len__(self):
+            return len(names)
+
+        def window_track(self, i):
+            return names[i]
+
+    train_set, val_set = split_by_sequence(Windows(), 0.9, seed=0)
+    assert len({names[i] for i in val_set.indices}) == held_out and len(train_set) >= 1
+    assert ("none can be held out for validation" in caplog.text) == (held_out == 0)

@@ -124,6 +124,8 @@ def test_torchrun_takes_the_gpu_of_the_rank_not_an_index(monkeypatch):
         ("--datasets_3d=mpii3d,bar", "Unknown dataset 'bar' in --datasets_3d; choose from mpii3d, 3dpw, h36m."),
         ("--dataset_val=foo", "Unknown dataset 'foo' in --dataset_val; choose from mpii3d, 3dpw, h36m, none."),
         ("--dataset_val=insta", "Unknown dataset 'insta' in --dataset_val"),
+        ("--datasets_3d=mpii3d,3dpw,mpii3d", "Dataset 'mpii3d' is named more than once in --datasets_3d; name it"),
+        ("--datasets_2d=insta, insta", "Dataset 'insta' is named more than once in --datasets_2d; name it once."),
     ],
 )
 def test_dataset_names_are_checked_before_the_out_dir_is_made(dirs, capsys, setting, message):
@@ -286,6 +288,21 @@ def test_only_the_rows_of_the_epochs_run_again_are_removed(tmp_path):
     log_file.write_text("epoch,loss\n0,1.5,extra\n1,1.2\n")  # a row longer than the header: no traceback
     assert drop_rows_from_epoch(log_file, 1) == 1
     assert log_file.read_text().splitlines() == ["epoch,loss", "0,1.5"]
+
+
+def test_a_log_that_is_not_csv_text_is_kept_aside_and_started_anew(tmp_path):
+    """One byte that is not UTF-8 (a disk error, an editor) made every resume fail with a traceback."""
+    from vibe_server.train.run_log import forget_logged_steps
+
+    damaged = b"epoch,loss\n0,1.5\n1,\xff1.2\n"
+    (tmp_path / "train_log.csv").write_bytes(damaged)
+    (tmp_path / "train_log.damaged.csv").write_bytes(b"an earlier one")
+    said = []
+    forget_logged_steps(tmp_path, ("train_log.csv",), 1, said.append)
+    assert (tmp_path / "train_log.damaged2.csv").read_bytes() == damaged  # nothing lost or overwritten
+    assert not (tmp_path / "train_log.csv").exists()  # the next row starts a new one, with its header
+    assert len(said) == 1 and said[0].startswith("train_log.csv is damaged (")
+    assert said[0].endswith("): kept as train_log.damaged2.csv; a new train_log.csv is started")
 
 
 def test_a_finished_run_says_every_epoch_is_done(dirs, one_epoch, tmp_path, caplog):
@@ -1166,3 +1183,84 @@ def test_damaged_random_states_in_a_checkpoint_are_refused_whole(monkeypatch):
         assert restore_random_states({**saved, "cuda": cuda}) is False
     assert set_cuda == [] and torch.equal(torch.get_rng_state(), before[0])
     assert restore_random_states({**saved, "cuda": [cuda_state]}) is True and len(set_cuda) == 1
+
+
+def _with_optimizer_key(state):  # ReduceLROnPlateau.load_state_dict takes any key into its attributes
+    return {**state, "optimizer": None}
+
+
+def _with_nan_best(state):
+    return {**state, "best": float("nan")}
+
+
+def _with_wrong_exp_avg(state):
+    first = next(iter(state["state"].values()))
+    first["exp_avg"] = torch.zeros(3)
+    return state
+
+
+def _with_nan_exp_avg_sq(state):
+    first = next(iter(state["state"].values()))
+    first["exp_avg_sq"].view(-1)[0] = float("nan")
+    return state
+
+
+@pytest.mark.parametrize(
+    "key, damage, words",
+    [
+        ("gen_scheduler", _with_optimizer_key, "generator scheduler state is damaged (keys other than a scheduler's"),
+        ("disc_scheduler", _with_nan_best, "discriminator scheduler state is damaged (best is nan"),
+        ("gen_optimizer", _with_wrong_exp_avg, "generator optimiser state is damaged (exp_avg of shape (3,) for"),
+        ("disc_motion_optimizer", _with_nan_exp_avg_sq, "optimizer state is damaged (exp_avg_sq holds NaN"),
+        ("best_performance", lambda best: float("nan"), "its best_performance (nan) is no PA-MPJPE"),
+        ("best_performance", lambda best: -1.0, "its best_performance (-1.0) is no PA-MPJPE"),
+    ],
+)
+def test_damaged_resume_states_are_one_message_before_any_step(dirs, one_epoch, tmp_path, capsys, key, damage, words):
+    """These went through unchecked: a scheduler's extra key or a wrong-shaped optimiser moment failed
+    only at a step, with a raw error (after a whole epoch); a NaN or negative best was never beaten."""
+    from vibe_server.cli import main
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt[key] = damage(ckpt[key])
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--epochs=2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot resume from '{out / 'checkpoint.pth.tar'}': ") and words in err, err
+    assert err.rstrip().endswith("Start over with --resume=false (the file is then replaced) or use a new --out_dir.")
+    assert err.count("\n") == 1
+
+
+def test_a_data_order_pass_past_any_run_is_not_restored(dirs, one_epoch, tmp_path, caplog):
+    """A pass of 2**63 went into the loader's seed, and torch refused it with a raw ValueError."""
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt["data_order"]["loaders"]["3d"]["pass"] = 2**63
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    assert caplog.text.count("the data order cannot be restored exactly") == 1
+
+
+def test_a_run_says_how_many_3dpw_frames_have_a_padded_box(dirs, tmp_path, caplog):
+    """The original's 3DPW files pad a track's first frames with boxes [0, 0, inf, inf]: training reads
+    them with no keypoints there, and says how many, once."""
+    import joblib
+
+    from vibe_server.train.train import train
+
+    db = tmp_path / "db"
+    db.mkdir()
+    for file in dirs["db"].iterdir():
+        (db / file.name).symlink_to(file)
+    (db / "3dpw_train_db.pt").unlink()
+    threedpw = joblib.load(dirs["db"] / "3dpw_train_db.pt")
+    threedpw["bbox"][:3] = [0.0, 0.0, np.inf, np.inf]
+    joblib.dump(threedpw, db / "3dpw_train_db.pt")
+    with caplog.at_level(logging.INFO, logger="vibe_server.train"):
+        train(tiny(dirs, "x", f"--out_dir={tmp_path / 'run'}", f"--db_dir={db}"))
+    line = f"{db / '3dpw_train_db.pt'}: 3 frame(s) have a padded box without a size"
+    assert caplog.text.count(line) == 1

@@ -331,9 +331,7 @@ def load_training_model(
     if init_from_spin:
         spin_path = data_dir / SPIN_CHECKPOINT
         spin_state = checkpoints.load_spin_checkpoint(spin_path)
-        missing = [k for k in checkpoints.SPIN_HEAD_KEYS if k not in spin_state]
-        if missing:
-            raise VibeError(f"'{spin_path}' lacks SPIN's regressor head ({', '.join(missing[:3])}).")
+        checkpoints.check_spin_head(spin_state, spin_path)
         # SPIN's head (fc1, fc2, dec*, init_*) has the regressor's own key names
         model.regressor.load_state_dict({k: spin_state[k] for k in checkpoints.SPIN_HEAD_KEYS}, strict=False)
     if vibe_checkpoint:

@@ -140,6 +140,8 @@ class TrainConfig(RunConfig):
                         f"Dataset {name!r} is not a {kind.upper()} dataset; move it to "
                         f"--datasets_{DATASETS[name].kind}."
                     )
+                if names.count(name) > 1:  # its windows would be loaded, and drawn, twice as often
+                    raise VibeError(f"Dataset {name!r} is named more than once in --datasets_{kind}; name it once.")
         self.dataset_val = dataset_val_name(self.dataset_val)  # saved, and compared when resuming, as one spelling
         if self.dataset_val != "none":
             with_val = [n for n, spec in DATASETS.items() if "val" in spec.files]

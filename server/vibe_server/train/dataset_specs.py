@@ -86,6 +86,9 @@ class DatasetSpec:
     feature_crop_scale: float = 1.2  # crop side / bbox side the features were extracted with
     train_stride_fraction: float = 1.0  # window stride as a fraction of seqlen (training)
     smpl_splits: tuple = ()  # splits whose pose/shape are ground truth (w_smpl = 1)
+    # boxes without a size where the original's preprocessing padded a track (3DPW's [0, 0, inf, inf]):
+    # those frames' keypoints get confidence 0 (normalize_keypoints_to_crop) instead of refusing the file
+    padded_boxes: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +117,7 @@ DATASETS = {
         joints_2d="common",
         joints_3d="common",
         smpl_splits=("train", "val", "test"),
+        padded_boxes=True,
     ),
     "h36m": DatasetSpec("h36m", "3d", {"train": "h36m_train_db.pt", "val": "h36m_val_db.pt"}, smpl_splits=("train",)),
     "amass": DatasetSpec("amass", "motion", {"train": "amass_db.pt"}),

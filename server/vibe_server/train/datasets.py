@@ -17,8 +17,10 @@ or a failed Procrustes fit in evaluation): every value an item reads must be fin
 ground truth of an evaluation file (a NaN pose or shape there only makes PVE NaN, as in the
 original, and the other metrics are computed). In training every box must also have a size: stricter
 than the original, which turns the keypoints of a zero-size box into meaningless numbers instead of
-failing. A `.pt` file is checked when it is opened, the (18 GB) `.h5` window by window. Values no
-item reads (a track's tail, a joint no loss uses, the boxes in evaluation) are not checked.
+failing; but 3DPW's padded boxes (``DatasetSpec.padded_boxes``) give those frames' keypoints confidence
+0, as in evaluation (``frames_without_box`` counts them). A `.pt` file is checked when it is
+opened, the (18 GB) `.h5` window by window. Values no item reads (a track's tail, a joint no loss
+uses, the boxes in evaluation) are not checked.
 """
 
 from __future__ import annotations
@@ -296,7 +298,8 @@ def normalize_keypoints_to_crop(kp_2d: np.ndarray, bbox: np.ndarray, crop_scale:
     crop of side crop_scale * bbox centred on the box (what the 224 crop then /112 - 1 gives).
 
     A frame whose box is not usable (3DPW's padded boxes: zero centre, infinite size) has no crop: its
-    keypoints become 0 with confidence 0. Only evaluation meets one: training files are refused."""
+    keypoints become 0 with confidence 0. Evaluation and 3DPW training meet one (``padded_boxes``); other
+    training files with one are refused."""
     usable = usable_boxes(bbox)
     bbox = np.where(usable[:, None], bbox, 1.0)  # no division by a zero or infinite size
     out = np.array(kp_2d, dtype=np.float64, copy=True)
@@ -384,6 +387,7 @@ class SequenceDataset(Dataset):
             )
         self.read_keys = tuple(k for k in needed if k != "vid_name")  # what each item reads
         self.value_checks = self._value_checks()
+        self.frames_without_box = self._frames_without_box()
         if not isinstance(self.db, H5Database):  # in memory: checked once; the .h5 window by window
             for start, stop in _covered_spans(self.windows):
                 for first in range(start, stop, CHECK_ROWS):
@@ -400,7 +404,7 @@ class SequenceDataset(Dataset):
         if self.is_train:  # evaluation reads neither the 2D keypoints nor the boxes
             mapped = sorted(set(TO_SPIN[self.joints_2d_src].values()))
             checks["joints2D"] = lambda rows: _finite_rows(rows[:, mapped])
-            if self.keypoint_crop_scale:
+            if self.keypoint_crop_scale and not self.spec.padded_boxes:
                 checks["bbox"] = usable_boxes
         if self.spec.kind == "3d":
             checks["joints3D"] = lambda rows: _finite_rows(_lsp_joints(rows))
@@ -408,6 +412,14 @@ class SequenceDataset(Dataset):
             checks["pose"] = _finite_rows
             checks["shape"] = lambda rows: _finite_rows(rows[:, :10])
         return checks
+
+    def _frames_without_box(self) -> int:
+        """How many rows the training windows read have a padded box (``spec.padded_boxes``): their
+        keypoints get confidence 0, as in evaluation."""
+        if not (self.is_train and self.keypoint_crop_scale and self.spec.padded_boxes):
+            return 0
+        spans = _covered_spans(self.windows)
+        return sum(int((~usable_boxes(np.asarray(self.db["bbox"][start:stop]))).sum()) for start, stop in spans)
 
     def _check_values(self, key: str, rows: np.ndarray, first_row: int) -> None:
         """VibeError naming the file, the row and its track when a value the items read is unusable."""

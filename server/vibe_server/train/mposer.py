@@ -38,6 +38,7 @@ from ..output_files import atomic_write
 from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import (
+    START_AFRESH,
     check_same_settings,
     keep_old_logs,
     load_optimizer,
@@ -60,10 +61,14 @@ CHECKPOINT_NAME = "mposer.pth.tar"
 
 def split_by_sequence(dataset: SequenceDataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
     """Hold out whole AMASS sequences (never windows of a training sequence) for validation: at least
-    one when ``val_fraction`` > 0 and there are two or more, none when it is 0."""
+    one when ``val_fraction`` > 0, but never all (at least one is kept to train on, so with a single
+    sequence none is held out); none when it is 0."""
     names = sorted({dataset.window_track(i) for i in range(len(dataset))})
     rng = np.random.default_rng(seed)
-    n_val = max(1, round(len(names) * val_fraction)) if len(names) > 1 and val_fraction > 0 else 0
+    most = len(names) - 1  # one sequence at least is kept to train on
+    n_val = min(max(1, round(len(names) * val_fraction)), most) if val_fraction > 0 and most > 0 else 0
+    if val_fraction > 0 and len(names) == 1:
+        log.warning("Only one AMASS sequence: none can be held out for validation, so it trains without one.")
     held_out = set(rng.choice(names, size=n_val, replace=False)) if n_val else set()
     train_idx = [i for i in range(len(dataset)) if dataset.window_track(i) not in held_out]
     val_idx = [i for i in range(len(dataset)) if dataset.window_track(i) in held_out]
@@ -113,8 +118,7 @@ def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
         or not isinstance(ckpt["best_val_loss"], float)  # inf before any validation: a float too
     ):
         raise VibeError(
-            f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. "
-            "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
+            f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. {START_AFRESH}"
         )
     check_same_settings(path, ckpt.get("config"), config, MODEL_SETTINGS)
     return ckpt

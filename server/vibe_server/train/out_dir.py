@@ -6,7 +6,9 @@ failed or interrupted write leaves the previous one in place.)"""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,10 @@ from ..checkpoints import state_dict_mismatch
 from ..folder_lock import folder_lock
 from ..output_files import remove_leftover_parts
 from .datasets import worker_errors_unwrapped
-from .run_log import log
+from .run_log import log, unused_name
 from .stop_signals import sigterm_interrupts
 
+START_AFRESH = "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
 START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old logs are kept)"
 RUN_LOCK = ".train.lock"  # held in out_dir by the run writing there
 
@@ -98,8 +101,7 @@ def read_checkpoint(path: Path, load: Callable[[Path], dict]) -> dict:
         return load(path)
     except VibeError as err:
         raise VibeError(
-            f"Cannot resume from '{path}': it is damaged, cut short or not a checkpoint of this trainer. "
-            "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
+            f"Cannot resume from '{path}': it is damaged, cut short or not a checkpoint of this trainer. {START_AFRESH}"
         ) from err
 
 
@@ -130,11 +132,62 @@ def load_state(module: torch.nn.Module, state: object, path: Path, what: str) ->
 
 
 def load_optimizer(optimizer: object, state: object, path: Path, what: str) -> None:
-    """An optimiser's or scheduler's ``load_state_dict``, its failure one VibeError."""
-    try:
-        optimizer.load_state_dict(state)
-    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        raise VibeError(f"The {what} state in '{path}' does not fit this run ({err}); {START_OVER}.") from None
+    """An optimiser's or scheduler's ``load_state_dict``, its failure one VibeError. A scheduler's
+    state must look like a fresh one's (its ``load_state_dict`` takes any dict into its attributes),
+    and an optimiser's per-weight tensors must fit their weights: either would fail only later, at a
+    step, with a raw error."""
+    is_optimizer = isinstance(optimizer, torch.optim.Optimizer)
+    problem = None if is_optimizer else scheduler_state_problem(optimizer.state_dict(), state)
+    if problem is None:
+        try:
+            optimizer.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+            raise VibeError(f"The {what} state in '{path}' does not fit this run ({err}); {START_OVER}.") from None
+        problem = optimizer_state_problem(optimizer) if is_optimizer else None
+    if problem:
+        raise VibeError(f"Cannot resume from '{path}': its {what} state is damaged ({problem}). {START_AFRESH}")
+
+
+def scheduler_state_problem(fresh: dict, state: object) -> str | None:
+    """How a saved scheduler ``state`` differs from a ``fresh`` scheduler's state dict (other keys, a
+    value unlike the fresh one's: :func:`_unlike`); None when it fits."""
+    if not isinstance(state, dict):
+        return f"a {type(state).__name__}, not a dict"
+    if state.keys() != fresh.keys():
+        return f"keys other than a scheduler's: {', '.join(sorted(map(str, state.keys() ^ fresh.keys()))[:3])}"
+    for key, value in fresh.items():
+        if _unlike(state[key], value):
+            return f"{key} is {reprlib.repr(state[key])}, unlike a scheduler's {value!r}"
+    return None
+
+
+def _unlike(saved: object, fresh: object) -> bool:
+    """``saved`` is not a value of ``fresh``'s kind: another type or list length, NaN, infinite where
+    ``fresh`` is finite, or another text (the mode settings are this code's, not the file's)."""
+    if type(saved) is not type(fresh):
+        return True
+    if isinstance(fresh, list):
+        return len(saved) != len(fresh) or any(map(_unlike, saved, fresh))
+    if isinstance(fresh, str):
+        return saved != fresh
+    if isinstance(fresh, float):
+        return math.isnan(saved) or (math.isinf(saved) and not math.isinf(fresh))
+    return False
+
+
+def optimizer_state_problem(optimizer: torch.optim.Optimizer) -> str | None:
+    """A loaded optimiser's per-weight state (Adam's step and moments) of another shape than its
+    weight, or not finite; None when it fits."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if value.ndim and value.shape != param.shape:
+                    return f"{key} of shape {tuple(value.shape)} for a weight of shape {tuple(param.shape)}"
+                if not torch.isfinite(value).all():
+                    return f"{key} holds NaN or infinite values"
+    return None
 
 
 def take_changed_rates(
@@ -167,8 +220,6 @@ def keep_old_logs(out_dir: Path, names: Iterable[str], say: Callable[[str], None
         log = out_dir / name
         if not log.exists():
             continue
-        stem, n = log.stem, 1
-        while (kept := log.with_name(f"{stem}.prev{n if n > 1 else ''}{log.suffix}")).exists():
-            n += 1
+        kept = unused_name(log, "prev")
         log.rename(kept)
         say(f"starting over: the old {name} is kept as {kept.name}")

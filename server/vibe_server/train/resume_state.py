@@ -62,12 +62,16 @@ class Batches:
             return batch
 
 
+# far more passes than any run makes; the loader's seed (seed * 1_000_003 + pass) stays within torch's
+MAX_PASSES = 2**40
+
+
 def position_of(saved: object) -> tuple[int, int] | None:
     """(pass, batches used) of a saved ``position()``, or None when it is not one."""
     if not isinstance(saved, dict):
         return None
     passes, used = saved.get("pass"), saved.get("batches")
-    if type(passes) is not int or type(used) is not int or passes < 0 or used < 0:
+    if type(passes) is not int or type(used) is not int or not 0 <= passes <= MAX_PASSES or used < 0:
         return None
     return passes, used
 

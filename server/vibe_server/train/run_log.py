@@ -51,11 +51,26 @@ def drop_rows_from_epoch(path: Path, epoch: int) -> int:
 
 
 def forget_logged_steps(out_dir: Path, names: tuple[str, ...], start_epoch: int, say: Callable[[str], None]) -> None:
-    """A resumed run's logs without the rows of the epoch it runs again (and any later), said when any."""
+    """A resumed run's logs without the rows of the epoch it runs again (and any later), said when any.
+    A log that cannot be read as CSV text is set aside whole (nothing lost) and a new one started."""
     for name in names:
-        dropped = drop_rows_from_epoch(out_dir / name, start_epoch)
+        try:
+            dropped = drop_rows_from_epoch(out_dir / name, start_epoch)
+        except (UnicodeDecodeError, csv.Error) as err:
+            kept = unused_name(out_dir / name, "damaged")
+            (out_dir / name).rename(kept)
+            say(f"{name} is damaged ({err}): kept as {kept.name}; a new {name} is started")
+            continue
         if dropped:
             say(f"{name}: {dropped} row(s) of epoch {start_epoch}, stopped part-way, removed: it runs again")
+
+
+def unused_name(path: Path, tag: str) -> Path:
+    """``path`` tagged before its suffix, ``name.tag.csv`` (``name.tag2.csv``, ... when that is taken)."""
+    n = 1
+    while (free := path.with_name(f"{path.stem}.{tag}{n if n > 1 else ''}{path.suffix}")).exists():
+        n += 1
+    return free
 
 
 def _epoch_at_least(text: object, epoch: int) -> bool:

@@ -60,6 +60,7 @@ from .generator import build_generator
 from .losses import discriminator_loss, generator_adversarial_loss, generator_losses
 from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import (
+    START_AFRESH,
     check_same_settings,
     keep_old_logs,
     load_optimizer,
@@ -210,8 +211,12 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
     if type(epoch) is not int or epoch < 0 or not isinstance(best, float):
         raise VibeError(
             f"Cannot resume from '{checkpoint_path}': it is not a checkpoint of 'vibe-mocap train vibe' (it has "
-            "no epoch; an official model is a starting point: pass it with --pretrained). Start over with "
-            "--resume=false (the file is then replaced) or use a new --out_dir."
+            f"no epoch; an official model is a starting point: pass it with --pretrained). {START_AFRESH}"
+        )
+    if math.isnan(best) or best < 0:  # inf: no validation yet
+        raise VibeError(
+            f"Cannot resume from '{checkpoint_path}': its best_performance ({best}) is no PA-MPJPE (mm, 0 or "
+            f"more, inf before any validation), so it is damaged. {START_AFRESH}"
         )
     saved = saved_config(ckpt)
     check_same_settings(checkpoint_path, saved, config, RUN_SETTINGS)
@@ -300,7 +305,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
 
     def open_set(name: str, split: str) -> SequenceDataset:
         fix = f"Put the original's {spec_for(name).files[split]} in --db_dir."
-        return alike_in_every_process(lambda: SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options))
+        dataset = alike_in_every_process(lambda: SequenceDataset(config.db_dir, name, split, layout_fix=fix, **options))
+        if dataset.frames_without_box:
+            say(
+                f"{dataset.path}: {dataset.frames_without_box} frame(s) have a padded box without a size "
+                "(the original's [0, 0, inf, inf]); their 2D keypoints get confidence 0"
+            )
+        return dataset
 
     names_2d, names_3d = split_list(config.datasets_2d), split_list(config.datasets_3d)  # checked by the config
     batch_2d, batch_3d = config.batch_split()

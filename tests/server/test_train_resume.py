@@ -1185,8 +1185,8 @@ def test_damaged_random_states_in_a_checkpoint_are_refused_whole(monkeypatch):
     assert restore_random_states({**saved, "cuda": [cuda_state]}) is True and len(set_cuda) == 1
 
 
-def _with_optimizer_key(state):  # ReduceLROnPlateau.load_state_dict takes any key into its attributes
-    return {**state, "optimizer": None}
+def _with_text_patience(state):
+    return {**state, "patience": "3"}
 
 
 def _with_nan_best(state):
@@ -1208,7 +1208,7 @@ def _with_nan_exp_avg_sq(state):
 @pytest.mark.parametrize(
     "key, damage, words",
     [
-        ("gen_scheduler", _with_optimizer_key, "generator scheduler state is damaged (keys other than a scheduler's"),
+        ("gen_scheduler", _with_text_patience, "generator scheduler state is damaged (patience is '3', unlike a"),
         ("disc_scheduler", _with_nan_best, "discriminator scheduler state is damaged (best is nan"),
         ("gen_optimizer", _with_wrong_exp_avg, "generator optimiser state is damaged (exp_avg of shape (3,) for"),
         ("disc_motion_optimizer", _with_nan_exp_avg_sq, "optimizer state is damaged (exp_avg_sq holds NaN"),
@@ -1230,6 +1230,21 @@ def test_damaged_resume_states_are_one_message_before_any_step(dirs, one_epoch, 
     assert err.startswith(f"error: Cannot resume from '{out / 'checkpoint.pth.tar'}': ") and words in err, err
     assert err.rstrip().endswith("Start over with --resume=false (the file is then replaced) or use a new --out_dir.")
     assert err.count("\n") == 1
+
+
+def test_a_scheduler_state_takes_only_the_numbers_it_counts_with_from_the_file(dirs, one_epoch, tmp_path):
+    """ReduceLROnPlateau.load_state_dict takes any key into its attributes: an 'optimizer' key there
+    broke the first step after a whole epoch. Keys a fresh scheduler lacks (another torch version's)
+    and its modes stay this code's; its counters come from the file."""
+    from vibe_server.train.train import train
+
+    out = copy_run(one_epoch, tmp_path)
+    ckpt = torch.load(out / "checkpoint.pth.tar", weights_only=False)
+    ckpt["gen_scheduler"] = {**ckpt["gen_scheduler"], "optimizer": None, "mode": "max", "num_bad_epochs": 1}
+    torch.save(ckpt, out / "checkpoint.pth.tar")
+    train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
+    after = torch.load(out / "checkpoint.pth.tar", weights_only=False)["gen_scheduler"]
+    assert "optimizer" not in after and after["mode"] == "min"
 
 
 def test_a_data_order_pass_past_any_run_is_not_restored(dirs, one_epoch, tmp_path, caplog):

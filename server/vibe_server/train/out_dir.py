@@ -132,12 +132,14 @@ def load_state(module: torch.nn.Module, state: object, path: Path, what: str) ->
 
 
 def load_optimizer(optimizer: object, state: object, path: Path, what: str) -> None:
-    """An optimiser's or scheduler's ``load_state_dict``, its failure one VibeError. A scheduler's
-    state must look like a fresh one's (its ``load_state_dict`` takes any dict into its attributes),
-    and an optimiser's per-weight tensors must fit their weights: either would fail only later, at a
-    step, with a raw error."""
+    """An optimiser's or scheduler's ``load_state_dict``, its failure one VibeError. Of a scheduler's
+    state only the numbers it counts with are loaded (:func:`scheduler_numbers`: its
+    ``load_state_dict`` takes any key into its attributes); an optimiser's per-weight tensors must fit
+    their weights. Either would fail only later, at a step, with a raw error."""
     is_optimizer = isinstance(optimizer, torch.optim.Optimizer)
-    problem = None if is_optimizer else scheduler_state_problem(optimizer.state_dict(), state)
+    problem = None
+    if not is_optimizer:
+        state, problem = scheduler_numbers(optimizer.state_dict(), state)
     if problem is None:
         try:
             optimizer.load_state_dict(state)
@@ -148,28 +150,36 @@ def load_optimizer(optimizer: object, state: object, path: Path, what: str) -> N
         raise VibeError(f"Cannot resume from '{path}': its {what} state is damaged ({problem}). {START_AFRESH}")
 
 
-def scheduler_state_problem(fresh: dict, state: object) -> str | None:
-    """How a saved scheduler ``state`` differs from a ``fresh`` scheduler's state dict (other keys, a
-    value unlike the fresh one's: :func:`_unlike`); None when it fits."""
+def scheduler_numbers(fresh: dict, state: object) -> tuple[dict, str | None]:
+    """(the state to load, None) or (``fresh``, what is wrong with the saved ``state``). Only the numbers
+    a scheduler counts with are taken from the file (its best value, counters, factor, patience,
+    learning rates), each of the kind the ``fresh`` scheduler's state dict holds there; its modes and
+    flags stay this code's, and a key the fresh one lacks (another torch version's) is dropped."""
     if not isinstance(state, dict):
-        return f"a {type(state).__name__}, not a dict"
-    if state.keys() != fresh.keys():
-        return f"keys other than a scheduler's: {', '.join(sorted(map(str, state.keys() ^ fresh.keys()))[:3])}"
+        return fresh, f"a {type(state).__name__}, not a dict"
+    loaded = dict(fresh)
     for key, value in fresh.items():
+        if key not in state or not _is_number_or_numbers(value):
+            continue
         if _unlike(state[key], value):
-            return f"{key} is {reprlib.repr(state[key])}, unlike a scheduler's {value!r}"
-    return None
+            return fresh, f"{key} is {reprlib.repr(state[key])}, unlike a scheduler's {value!r}"
+        loaded[key] = state[key]
+    return loaded, None
+
+
+def _is_number_or_numbers(value: object) -> bool:
+    if isinstance(value, list):
+        return all(map(_is_number_or_numbers, value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _unlike(saved: object, fresh: object) -> bool:
-    """``saved`` is not a value of ``fresh``'s kind: another type or list length, NaN, infinite where
-    ``fresh`` is finite, or another text (the mode settings are this code's, not the file's)."""
+    """``saved`` is not a number (or list of numbers) of ``fresh``'s kind: another type or list length,
+    NaN, or infinite where ``fresh`` is finite."""
+    if isinstance(fresh, list):
+        return not isinstance(saved, list) or len(saved) != len(fresh) or any(map(_unlike, saved, fresh))
     if type(saved) is not type(fresh):
         return True
-    if isinstance(fresh, list):
-        return len(saved) != len(fresh) or any(map(_unlike, saved, fresh))
-    if isinstance(fresh, str):
-        return saved != fresh
     if isinstance(fresh, float):
         return math.isnan(saved) or (math.isinf(saved) and not math.isinf(fresh))
     return False

@@ -102,6 +102,20 @@ def test_a_broken_program_gives_one_clear_message(tmp_path, no_path_program):
         local_server.find_program(str(not_executable), repo_root=tmp_path)
 
 
+def test_a_program_whose_python_is_gone_says_so(tmp_path, no_path_program):
+    """A .venv moved or deleted leaves its scripts naming a Python that is gone: the message said 'No such
+    file or directory' of a file that is there, told the user to pick that very file, and ended '..'."""
+    program = local_server.venv_program(tmp_path)
+    program.parent.mkdir(parents=True)
+    program.write_text(f"#!{tmp_path / 'moved-venv' / 'bin' / 'python'}\nprint('vibe-mocap 9.9.9')\n")
+    program.chmod(0o755)
+    with pytest.raises(VibeError) as found:
+        local_server.find_program(repo_root=tmp_path)
+    message = str(found.value)
+    assert "the Python its first line names is gone" in message and "No such file" not in message
+    assert ".." not in message.replace(str(tmp_path), "")
+
+
 def test_nothing_found_says_where_it_looked(tmp_path, no_path_program):
     with pytest.raises(VibeError, match=r"No vibe-mocap program found.*\.venv.*scripts/setup.sh"):
         local_server.find_program(repo_root=tmp_path)

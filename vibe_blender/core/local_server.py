@@ -20,6 +20,7 @@ What the add-on runs, and why (docs/blender.md says the same to users):
 
 from __future__ import annotations
 
+import errno
 import functools
 import http.client
 import json
@@ -144,6 +145,11 @@ def program_version(path: Path, *, timeout_s: float = VERSION_TIMEOUT_S) -> str:
             f"'{path}' did not answer '--version' within {timeout_s:.0f} s; check that it is the vibe-mocap program."
         ) from None
     except OSError as err:
+        if err.errno == errno.ENOENT and path.is_file():  # the script is there, the Python it names is not
+            raise VibeError(
+                f"'{path}' cannot be run: the Python its first line names is gone (its environment was moved "
+                "or deleted); run 'bash scripts/setup.sh' again in the VIBE Mocap folder."
+            ) from None
         raise VibeError(
             f"'{path}' cannot be run ({err.strerror}); pick the vibe-mocap program "
             "made by scripts/setup.sh (.venv/bin/vibe-mocap)."
@@ -175,7 +181,7 @@ def find_program(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> ServerP
                 raise
             problems.append(str(err))
     raise VibeError(
-        "No vibe-mocap program found: " + "; ".join(problems) + ". Run 'bash scripts/setup.sh' "
+        "No vibe-mocap program found: " + "; ".join(p.rstrip(".") for p in problems) + ". Run 'bash scripts/setup.sh' "
         "in the VIBE Mocap folder, or pick the program in the add-on preferences."
     )
 

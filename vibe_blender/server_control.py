@@ -210,9 +210,10 @@ def model_data_state() -> tuple[str, list[ModelFileState], str]:
 
 
 def check_model_data() -> None:
-    """``vibe-mocap data check`` in the background; the panel shows the result of the newest check
-    (an older one ending after it shows nothing: its folder or data may be outdated)."""
-    find, data_dir = program_finder(), data_dir_setting()
+    """``vibe-mocap data check`` in the background, of the folder the add-on's server reads
+    (:func:`server_data_dir`); the panel shows the result of the newest check (an older one ending
+    after it shows nothing: its folder or data may be outdated)."""
+    find, data_dir = program_finder(), server_data_dir()
     with _state.lock:
         _state.data_checks += 1
         this_check = _state.data_checks

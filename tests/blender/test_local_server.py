@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 import pytest
@@ -428,15 +429,18 @@ def test_capture_starts_the_server_imports_and_a_death_mid_job_loses_nothing(add
     assert all(arm.name in bpy.data.objects for arm, _ in characters)
 
 
-def test_picking_another_program_forgets_the_one_found(addon, monkeypatch):
-    from vibe_blender import preferences, server_state
+def test_picking_another_program_forgets_the_one_found_and_looks_for_the_new_one(addon, monkeypatch):
+    """Before: the preferences said 'Not looked for yet' until the user pressed the refresh button."""
+    from vibe_blender import preferences
     from vibe_blender.core.local_server import ServerProgram
 
     old = ServerProgram(Path("/old/vibe-mocap"), "vibe-mocap 0", "PATH")
     monkeypatch.setattr(server_control._state, "program", old)
     monkeypatch.setattr(preferences._Defaults, "server_program", "/nonexistent/vibe-mocap")
-    server_state.forget_program()  # the preference's update callback
+    preferences.program_picked()  # the preference's update callback
+    follow_until(lambda: not server_control.program_state()[2] and server_control.program_state()[1], 30)
     assert server_control.program_state()[0] is None
+    assert "'/nonexistent/vibe-mocap') does not exist" in server_control.program_state()[1]
     assert bpy.ops.vibe_mocap.server_start() == {"FINISHED"}  # uses the program now picked
     follow_until(lambda: server_control.server_status().state == "failed", 30)
     assert "'/nonexistent/vibe-mocap') does not exist" in server_control.server_status().message
@@ -449,8 +453,14 @@ def test_a_model_data_folder_with_only_the_body_model_is_not_given_to_the_server
 
     (tmp_path / "SMPL_NEUTRAL.pkl").write_bytes(b"body model")
     monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path))  # the add-on's preferences
-    assert server_control.data_dir_setting() == str(tmp_path)  # imports, data check and install use it
+    assert server_control.data_dir_setting() == str(tmp_path)  # imports and the install use it
     assert server_control.server_data_dir() == ""  # the server keeps its own model data
+    checked = []  # ... and the data check looks there too (it listed the server's files missing here)
+    monkeypatch.setattr(server_control, "model_data_report", lambda program, data_dir: checked.append(data_dir))
+    monkeypatch.setattr(server_control, "program_finder", lambda: lambda: SimpleNamespace(path="vibe-mocap"))
+    server_control.check_model_data()
+    follow_until(lambda: checked, 30)
+    assert checked == [""]
     # nor with the body model's .npz, motion files or anything else the user keeps there (any .npz was
     # taken for model data)
     for other in ("body_model.npz", "walk_amass.npz", "notes.npy", "backup.tar"):

@@ -30,7 +30,7 @@ from .core.local_server import (
     find_program,
     model_data_report,
 )
-from .core.model_data import PLACEHOLDER_MODEL, SERVER_FILES
+from .core.model_data import PLACEHOLDER_MODEL, SERVER_FILES, runs_no_model
 from .preferences import get_preferences, user_dir
 from .server_state import _state, program_state, set_keep_server  # noqa: F401 - program_state: the panels
 
@@ -125,8 +125,9 @@ def restart_server() -> None:
 
 
 def restart_for_installed_data() -> bool:
-    """Whether the add-on's server runs the placeholder though model data was installed after it
-    started (it restarts on its own once no capture or live session runs; the panel says so)."""
+    """Whether the add-on's server runs the placeholder, or no model at all (a partial install), though
+    model data was installed after it started (it restarts on its own once no capture or live session
+    runs; the panel says so)."""
     server = _state.server
     if server is None or _installed_after["generation"] is None:
         return False
@@ -134,7 +135,7 @@ def restart_for_installed_data() -> bool:
     return (
         server.generation == _installed_after["generation"]
         and status.state == "ready"
-        and status.model == PLACEHOLDER_MODEL
+        and (status.model == PLACEHOLDER_MODEL or runs_no_model(status.model))
     )
 
 

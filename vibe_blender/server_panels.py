@@ -2,7 +2,7 @@
 
 import bpy
 
-from .core.model_data import PLACEHOLDER_MODEL
+from .core.model_data import NO_MODEL_PREFIX, PLACEHOLDER_MODEL, runs_no_model
 from .panels import _wrap
 
 _FILE_ICONS = {"present": "CHECKMARK", "missing": "X", "invalid": "ERROR"}
@@ -29,12 +29,21 @@ class VIEW3D_PT_vibe_server(bpy.types.Panel):
         box = layout.box()
         status = server_control.server_status()
         if status.state == "ready":
-            box.label(text=f"Running at {status.url}", icon="CHECKMARK")
+            box.label(text=f"Running at {status.url}", icon="CHECKMARK" if not runs_no_model(status.model) else "ERROR")
             if server_control.restart_for_installed_data():
                 label_lines(
                     box,
-                    "Placeholder model: the model data was installed after this server started. It restarts "
-                    "on the data once no capture or live session runs; or restart it now.",
+                    "The model data was installed after this server started, on the "
+                    + ("placeholder model" if status.model == PLACEHOLDER_MODEL else "no model")
+                    + ". It restarts on the data once no capture or live session runs; or restart it now.",
+                    icon="ERROR",
+                )
+                box.operator("vibe_mocap.server_restart", icon="FILE_REFRESH")
+            elif runs_no_model(status.model):
+                label_lines(
+                    box,
+                    f"The server loaded no model ({status.model[len(NO_MODEL_PREFIX) : -1]}): every capture fails. "
+                    "Install the model data (below), or see the server's log; then restart it.",
                     icon="ERROR",
                 )
                 box.operator("vibe_mocap.server_restart", icon="FILE_REFRESH")

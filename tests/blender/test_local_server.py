@@ -516,6 +516,29 @@ def test_a_server_still_starting_when_the_install_ends_restarts_on_the_installed
     assert restarts == [1] and not server_control.restart_for_installed_data()
 
 
+def test_a_server_that_loaded_no_model_is_shown_as_such_and_restarts_on_the_installed_data(addon, monkeypatch):
+    """A partial install leaves the server without a model (not even the placeholder): the panel said
+    'Running' with a check mark while every capture failed, and an install did not restart it."""
+    from types import SimpleNamespace
+
+    from vibe_blender.core.local_server import ServerStatus
+
+    server = _ServerStandIn(ServerStatus("ready", url="http://127.0.0.1:5000", model="none (model data missing)"))
+    restarts = []
+    monkeypatch.setattr(server_control._state, "server", server)
+    monkeypatch.setattr(server_control._state, "install", None)
+    monkeypatch.setitem(server_control._installed_after, "generation", None)
+    monkeypatch.setattr(server_control, "check_model_data", lambda: None)
+    monkeypatch.setattr(server_control, "restart_server", lambda: restarts.append(server.generation))
+    monkeypatch.setitem(server_control._activity, "probe", lambda: False)
+    text, buttons = _server_panel()
+    assert "The server loaded no model (model data missing): every capture fails." in text
+    assert "vibe_mocap.server_restart" in buttons
+    monkeypatch.setattr(server_control._state, "install", SimpleNamespace(finished=True, returncode=0))
+    server_control.tick()  # the install ended
+    assert restarts == [1]
+
+
 def test_worker_threads_never_read_blender_and_captures_share_one_server(addon, tmp_path, monkeypatch):
     """The program lookup and the data check read the preferences in their threads, and the first
     capture or live session made the add-on's server (its folder read from Blender) in its worker,

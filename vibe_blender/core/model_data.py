@@ -45,6 +45,14 @@ SERVER_FILES = (
 )
 BODY_MODEL_NPZ = "body_model.npz"
 PLACEHOLDER_MODEL = "synthetic placeholder"  # the model name of a server without model data (--synthetic)
+NO_MODEL_PREFIX = "none ("  # /health's model of a server that loaded none: "none (model data missing)"
+
+
+def runs_no_model(model: str) -> bool:
+    """Whether /health's ``model`` says the server loaded none (every job would be refused)."""
+    return model.startswith(NO_MODEL_PREFIX)
+
+
 FINGERPRINT_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
 
 

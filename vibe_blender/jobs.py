@@ -88,6 +88,7 @@ def start_capture(
         upload=upload,
         poll_interval_s=poll_interval_s,
         connect=connect,
+        explain_lost_server=server_control.lost_server_message if connect is not None else None,
     )
     options.video_path = options.video_path or bpy.path.abspath(video_path)
     _current.update(job=job, options=options, imported=None, error=None, outcome=None, warnings=[])

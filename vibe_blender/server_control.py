@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from .preferences import get_preferences, user_dir
 from .server_state import _state, program_state, set_keep_server  # noqa: F401 - program_state: the panels
 
 TICK_S = 0.5
+LOST_SERVER_SETTLE_S = 3.0  # a capture that lost the add-on's server waits this long for its state to say why
 # the start of the add-on's server that runs the placeholder though model data was installed after it
 _installed_after: dict = {"generation": None}
 _activity: dict = {"probe": None}  # -> whether a capture or live session runs (set_activity_probe)
@@ -186,6 +188,26 @@ def server_for_capture(url: str, token: str, start: ServerStart) -> tuple[str, s
     answers at a loopback ``url``. Blocks until the server answers: call from the capture's worker
     thread."""
     return connect_or_start(url, token, start.server, start.find_program, data_dir=start.data_dir)
+
+
+def lost_server_message(url: str, *, settle_s: float = LOST_SERVER_SETTLE_S) -> str | None:
+    """For a capture that lost its server at ``url``: when that was the add-on's own server and it has
+    stopped, what to say instead of "Cannot reach ... start it with 'vibe-mocap serve'" (its random
+    port is in no preference, and the panel shows why it stopped); else None. Waits up to ``settle_s``
+    for the server's state to follow its process (the capture may notice first). Any thread."""
+    server = _state.server
+    if server is None or server.snapshot().url != url:
+        return None
+    deadline = time.monotonic() + settle_s
+    while (status := server.snapshot()).state == "ready" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if status.state == "ready":
+        return None
+    why = status.message.split(". ")[0].rstrip(".") if status.message else f"the server is {status.state}"
+    return (
+        f"The capture lost the add-on's server: {why}. Its last lines are in the Server & Model Data panel; "
+        "capture again to start it anew."
+    )
 
 
 def _stop_at_exit() -> None:

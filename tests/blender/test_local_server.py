@@ -422,7 +422,9 @@ def test_capture_starts_the_server_imports_and_a_death_mid_job_loses_nothing(add
         assert time.monotonic() < deadline
         time.sleep(0.1)
     second = jobs.current_job().snapshot()
-    assert second.state == "failed" and "Cannot reach" in second.message
+    assert second.state == "failed" and second.message.startswith(
+        "The capture lost the add-on's server: The server stopped unexpectedly (exit code -9). Its last lines are in"
+    )
     follow_until(lambda: server_control.server_status().state == "exited", 30)
     assert "stopped unexpectedly" in server_control.server_status().message
     assert Path(first.result_path).is_file()
@@ -537,6 +539,23 @@ def test_a_server_that_loaded_no_model_is_shown_as_such_and_restarts_on_the_inst
     monkeypatch.setattr(server_control._state, "install", SimpleNamespace(finished=True, returncode=0))
     server_control.tick()  # the install ended
     assert restarts == [1]
+
+
+def test_a_capture_that_lost_the_add_ons_server_says_so_and_not_to_start_vibe_mocap_serve(addon, monkeypatch):
+    """'Cannot reach ... at http://127.0.0.1:44133. Start it with vibe-mocap serve, or check the server URL
+    in the preferences' named a random port no preference holds, and a server other than the add-on's."""
+    from vibe_blender.core.local_server import ServerStatus
+
+    url = "http://127.0.0.1:44133"
+    server = _ServerStandIn(ServerStatus("ready", url=url))
+    monkeypatch.setattr(server_control._state, "server", server)
+    assert server_control.lost_server_message("http://127.0.0.1:8765", settle_s=0.2) is None  # another server
+    assert server_control.lost_server_message(url, settle_s=0.2) is None  # still answering: the client's words
+    server.status = ServerStatus("exited", url=url, message="The server stopped unexpectedly (exit code 1). Its ...")
+    assert server_control.lost_server_message(url, settle_s=0.2) == (
+        "The capture lost the add-on's server: The server stopped unexpectedly (exit code 1). Its last lines are "
+        "in the Server & Model Data panel; capture again to start it anew."
+    )
 
 
 def test_worker_threads_never_read_blender_and_captures_share_one_server(addon, tmp_path, monkeypatch):

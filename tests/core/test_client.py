@@ -422,6 +422,37 @@ def test_missing_video_is_reported(tmp_path):
     assert status.state == "failed" and "does not exist" in status.message
 
 
+def test_a_lost_server_is_explained_by_the_hook_and_other_failures_are_not(tmp_path):
+    """The add-on says its own server stopped (CaptureJob's explain_lost_server) instead of 'Cannot reach
+    ... Start it with vibe-mocap serve'; without a hook, or when the hook has nothing to say, the
+    client's message stays."""
+    video = tmp_path / "take.mp4"
+    video.write_bytes(b"\x00" * 4096)
+    url = f"http://127.0.0.1:{_free_port()}"
+    asked = []
+
+    def run(explain) -> str:
+        job = CaptureJob(
+            ServerClient(url, TOKEN), video, tmp_path, body_model_path=tmp_path / "b.npz", explain_lost_server=explain
+        )
+        status = job.run()
+        assert status.state == "failed"
+        return status.message
+
+    assert run(lambda at: asked.append(at) or "The add-on's server stopped.") == "The add-on's server stopped."
+    assert asked == [url]
+    assert run(lambda at: None).startswith(f"Cannot reach the VIBE Mocap server at {url}")
+    assert run(None).startswith(f"Cannot reach the VIBE Mocap server at {url}")
+    missing = CaptureJob(
+        ServerClient(url, TOKEN),
+        tmp_path / "nope.mp4",
+        tmp_path,
+        body_model_path=tmp_path / "b.npz",
+        explain_lost_server=lambda at: asked.append(at) or "never this",
+    )
+    assert "does not exist" in missing.run().message and len(asked) == 1  # not a lost server
+
+
 @pytest.mark.parametrize("kind", NOT_REGULAR_KINDS)
 def test_a_video_that_is_no_regular_file_is_named_before_any_server_work(tmp_path, kind):
     video = make_not_regular(tmp_path / "take.mp4", kind)

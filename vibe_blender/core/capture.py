@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .client import Cancelled, LocalPathRefused, ServerClient, is_loopback_url
+from .client import Cancelled, LocalPathRefused, ServerClient, ServerUnreachable, is_loopback_url
 from .errors import VibeError
 from .model_data import load_served_body_model
 from .regular_file import open_user_file
@@ -59,12 +59,16 @@ class CaptureJob:
         upload: bool | None = None,
         poll_interval_s: float = 0.5,
         connect: Callable[[], ServerClient] | None = None,
+        explain_lost_server: Callable[[str], str | None] | None = None,
     ):
         """connect: instead of ``client``, called first in the worker to get one (the add-on uses it to
-        start its local server when none answers); it may block."""
+        start its local server when none answers); it may block. explain_lost_server(url): when the
+        server at ``url`` can no longer be reached, a better message than the client's, or None (the
+        add-on says its own server stopped, and where its reason is shown)."""
         if client is None and connect is None:
             raise ValueError("CaptureJob needs a client or a connect function")
         self.client, self._connect = client, connect
+        self._explain_lost_server = explain_lost_server
         self.video_path = Path(video_path)
         self.out_dir = Path(out_dir)
         self.result_path = self.out_dir / local_result_name(self.video_path)
@@ -118,6 +122,10 @@ class CaptureJob:
             self._send_follow_and_download()
         except Cancelled:
             self._cancel_on_server()
+        except ServerUnreachable as err:
+            lost = self._explain_lost_server if self.client is not None else None
+            explained = lost(self.client.base_url) if lost else None
+            self._set(state="failed", message=explained or str(err))
         except VibeError as err:
             self._set(state="failed", message=str(err))
         except Exception as err:  # the thread must never die silently: show what broke

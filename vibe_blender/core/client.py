@@ -169,6 +169,10 @@ class ServerProofError(VibeError):
     """The server did not prove it holds the token (``server_proof.py``): the token was not sent."""
 
 
+class ServerUnreachable(VibeError):
+    """No connection to the server, or it broke off (the server is gone, or was never there)."""
+
+
 class LocalPathRefused(VibeError):
     """The server cannot use a path on this machine (it runs elsewhere, or cannot see the file)."""
 
@@ -361,7 +365,7 @@ class ServerClient:
             except (OSError, http.client.HTTPException) as err:
                 if should_stop and should_stop():
                     raise Cancelled() from None
-                raise VibeError(
+                raise ServerUnreachable(
                     f"Cannot reach the VIBE Mocap server at {self.base_url} ({err or type(err).__name__}). "
                     f"{START_SERVER_HINT}, or check the server URL in the add-on preferences."
                 ) from None

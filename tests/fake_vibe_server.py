@@ -127,6 +127,7 @@ class FakeVibeServer:
         self.uploads: list[tuple[str, bytes, dict]] = []  # (filename, content, params)
         self.local_paths: list[str] = []
         self._lock = threading.Lock()
+        self.shutdown_asked = threading.Event()  # POST /shutdown came
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -267,6 +268,9 @@ class FakeVibeServer:
                     return self._send(200, {"jobs": [server._public(j) for j in server.jobs.values()]})
                 if path == "/body_model" and method == "GET":
                     return self._send(200, server.body_model_bytes, "application/octet-stream")
+                if path == "/shutdown" and method == "POST":  # as the real server's: asked, it stops
+                    server.shutdown_asked.set()
+                    return self._send(202, {"status": "stopping"})
                 parts = path.strip("/").split("/")
                 if len(parts) >= 2 and parts[0] == "jobs":
                     job = server.jobs.get(parts[1])

@@ -12,7 +12,7 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
     bl_category = "Mocap"
 
     def draw(self, context):
-        from . import jobs
+        from . import jobs, server_control
         from .preferences import get_preferences
 
         layout = self.layout
@@ -22,6 +22,9 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         box.label(text="Capture from video", icon="SEQUENCE")
         box.prop(settings, "video_path", text="")
         box.label(text=f"Server: {get_preferences(context).server_url}")
+        own = server_control.server_status()
+        if own.state == "ready" and own.url.rstrip("/") != get_preferences(context).server_url.rstrip("/"):
+            box.label(text=f"(when no server answers there: the add-on's, at {own.url})")
         job = jobs.current_job()
         status = job.snapshot() if job is not None else None
         if status is not None and status.state not in FINAL_STATES:

@@ -523,3 +523,19 @@ def test_disabling_the_add_on_cancels_the_capture_before_its_server_stops(regist
     vibe_blender.unregister()
     vibe_blender.register()
     assert order == ["cancel the capture", "stop the server"]
+
+
+def test_the_capture_box_names_the_add_ons_server_when_it_runs_elsewhere_than_the_preferences_url(
+    registered, monkeypatch
+):
+    from vibe_blender import server_control
+    from vibe_blender.core.local_server import ServerStatus
+
+    def labels():
+        return [kw.get("text", "") for name, _, kw in _draw_panel(bpy.context) if name == "label"]
+
+    monkeypatch.setattr(server_control, "server_status", lambda: ServerStatus("stopped"))
+    assert not any("the add-on's, at" in text for text in labels())
+    running = ServerStatus("ready", url="http://127.0.0.1:44133")
+    monkeypatch.setattr(server_control, "server_status", lambda: running)
+    assert "(when no server answers there: the add-on's, at http://127.0.0.1:44133)" in labels()

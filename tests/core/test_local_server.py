@@ -224,6 +224,24 @@ def test_a_capture_starts_the_server_on_the_chosen_model_data(tmp_path):
     assert started == {"program": program.path, "data_dir": "/my/data"}
 
 
+def test_a_vibe_server_at_the_preferences_url_comes_before_the_add_ons_own(tmp_path):
+    """Before: the add-on's server, once running (the placeholder perhaps), took every capture, though a
+    'vibe-mocap serve' with the real model answered at the URL of the preferences, as the panel showed."""
+    from fake_vibe_server import FakeVibeServer
+
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    own = local_server.LocalServer(log_dir=tmp_path)
+    own._set(state="ready", url=f"http://127.0.0.1:{local_server.free_port()}")
+    no_start = lambda: pytest.fail("must not start anything")  # noqa: E731
+    with FakeVibeServer(blob, blob, token="users-token") as users:
+        assert local_server.connect_or_start(users.url, "users-token", own, no_start) == (users.url, "users-token")
+    nobody = f"http://127.0.0.1:{local_server.free_port()}"
+    assert local_server.connect_or_start(nobody, "users-token", own, no_start) == (own.snapshot().url, own.token)
+    same_port = own.snapshot().url.replace("127.0.0.1", "localhost") + "/"  # the add-on's server at that URL
+    assert local_server.connect_or_start(same_port, "users-token", own, no_start) == (own.snapshot().url, own.token)
+
+
 def test_nothing_is_started_for_a_remote_url():
     server = local_server.LocalServer(log_dir=".")
     with pytest.raises(VibeError, match="starts a server only on this machine"):
@@ -353,6 +371,34 @@ def test_the_server_is_told_to_stop_with_blender_unless_kept(tmp_path):
         server.wait_ready(30)
         assert ("--stop-on-stdin-close" in argv.read_text()) is expected
         assert "--cancel-unfinished-jobs" in argv.read_text().split()  # its captures end when it stops
+
+
+def test_a_server_launched_to_outlive_blender_is_asked_to_stop_before_it_is_ended(tmp_path, monkeypatch):
+    """With 'Keep the server running' on, the server has no standard input to close; on Windows, where
+    terminating is killing, Stop Server killed it at once (its running job was failed at the next
+    start). It is now asked with POST /shutdown first, and given its graceful stop."""
+    blob = tmp_path / "served.npz"
+    blob.write_bytes(b"x")
+    program = write_program(
+        tmp_path / "vibe-mocap",
+        f"""import os
+sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS)!r}]
+from fake_vibe_server import FakeVibeServer
+args = sys.argv[1:]
+port = int(args[args.index("--port") + 1])
+with FakeVibeServer({str(blob)!r}, {str(blob)!r}, token=os.environ["VIBE_MOCAP_TOKEN"], port=port) as server:
+    server.shutdown_asked.wait(60)
+    time.sleep(0.5)  # its graceful stop
+    sys.exit(0 if server.shutdown_asked.is_set() else 5)""",
+    )
+    monkeypatch.setattr(local_server, "TERMINATE_IS_KILL", True)  # as on Windows
+    server = local_server.LocalServer(log_dir=tmp_path / "log", stop_with_parent=False)
+    server.start(program)
+    assert server.wait_ready(60).state == "ready"
+    process = server._process
+    assert process.stdin is None
+    server.stop(10)
+    assert process.returncode == 0  # it stopped as asked (killed: -9)
 
 
 def test_stop_in_background_returns_at_once(tmp_path):

@@ -56,6 +56,7 @@ from .server_stop import GRACEFUL_STOP_S
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
 PROGRAM_NAME = "vibe-mocap"
+TERMINATE_IS_KILL = os.name == "nt"  # Popen.terminate() is TerminateProcess there: no signal to ask with
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree, when the add-on runs from it
 VERSION_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 300.0  # the first start may write the placeholder model
@@ -615,7 +616,10 @@ class LocalServer:
         if kept:
             self._shutdown_kept(url, token)
         if process is not None:
-            _end_process(process, GRACEFUL_STOP_S if timeout_s is None else timeout_s)
+            # one launched to outlive Blender has no standard input to close: asked over HTTP instead
+            # (where terminating is killing, Windows, it would be killed at once)
+            asked = process.stdin is None and process.poll() is None and _asked_to_shut_down(url, token)
+            _end_process(process, GRACEFUL_STOP_S if timeout_s is None else timeout_s, asked=asked)
         if kept and kept_folder is not None:
             (kept_folder / KEPT_SERVER_FILE).unlink(missing_ok=True)
         with self._lock:  # held to the end: a start cannot come between the check and the state set
@@ -824,10 +828,7 @@ class LocalServer:
 
     @staticmethod
     def _shutdown_kept(url: str, token: str) -> None:
-        try:
-            ServerClient(url, token, timeout_s=KEPT_SHUTDOWN_REQUEST_S).shutdown()
-        except VibeError:  # already gone: nothing left to stop
-            pass
+        _asked_to_shut_down(url, token)
 
     def stop_kept_server(self, record: Path, of_start: int | None = None) -> None:
         """End the server whose record ``record`` made a start fail (KeptServerBusy: an earlier session
@@ -1068,23 +1069,33 @@ class LocalServer:
         return tuple(deque((line for line in text.splitlines() if line.strip()), maxlen=lines))
 
 
-def _end_process(process: subprocess.Popen, timeout_s: float) -> None:
+def _asked_to_shut_down(url: str, token: str) -> bool:
+    """Whether the server at ``url`` accepted ``POST /shutdown`` (False: gone, or no answer in time)."""
+    try:
+        ServerClient(url, token, timeout_s=KEPT_SHUTDOWN_REQUEST_S).shutdown()
+    except VibeError:
+        return False
+    return True
+
+
+def _end_process(process: subprocess.Popen, timeout_s: float, *, asked: bool = False) -> None:
     """Stop ``process``, killed when it still runs ``timeout_s`` after it was asked (then waited
     KILLED_WAIT_S more). It is asked by closing its standard input first: the add-on's server
     (``--stop-on-stdin-close``) begins its graceful stop on that on every platform, where Windows has
     no signal to ask with (``terminate()`` is TerminateProcess, already a kill: a process without that
-    pipe is killed at once there). On POSIX it is also sent SIGTERM, STDIN_STOP_S later (at once
-    without the pipe): the stop of a server not yet watching its input, harmless to one stopping."""
+    pipe is killed at once there, unless ``asked`` otherwise: over HTTP). On POSIX it is also sent
+    SIGTERM, STDIN_STOP_S later (at once when not asked): the stop of a server not yet watching its
+    input, harmless to one stopping."""
     deadline = time.monotonic() + timeout_s
-    asked = process.stdin is not None
-    if asked:
+    asked = asked or process.stdin is not None
+    if process.stdin is not None:
         try:
             process.stdin.close()
         except OSError:  # the pipe is broken: the process is gone or going
             pass
     if process.poll() is not None:
         return
-    if os.name != "nt":
+    if not TERMINATE_IS_KILL:
         if asked and _exited_within(process, min(STDIN_STOP_S, timeout_s)):
             return
         process.terminate()
@@ -1105,16 +1116,19 @@ def _exited_within(process: subprocess.Popen, timeout_s: float) -> bool:
 def connect_or_start(
     url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram], *, data_dir: str = ""
 ) -> tuple[str, str]:
-    """The (url, token) to send a capture to. A VIBE server already answering at ``url`` is used;
-    when nothing answers at a loopback ``url``, the add-on's own server is started (or reused, with
-    the model data in ``data_dir``, the preferences' folder) and waited for. Blocks: call it from a
-    worker thread."""
+    """The (url, token) to send a capture to. A VIBE server answering at ``url`` (the preferences')
+    is used first; else the add-on's own server when it runs; when nothing answers at a loopback
+    ``url``, the add-on's server is started (with the model data in ``data_dir``, the preferences'
+    folder) and waited for. Blocks: call it from a worker thread."""
     status = server.snapshot()
-    if status.state == "ready":
-        return status.url, server.token
+    own = status.state == "ready"
+    if own and is_loopback_url(url) and _port(urllib.parse.urlparse(url)) == _port(urllib.parse.urlparse(status.url)):
+        return status.url, server.token  # the add-on's server is the one at that URL: its own token
     owner = url_owner(url)
     if owner == "vibe":
         return url, token
+    if own:  # (another program at the URL does not keep the add-on's server from being used)
+        return status.url, server.token
     if owner == "other":
         raise VibeError(
             f"Another program answers at {url}; it is not a VIBE Mocap server. Change the "

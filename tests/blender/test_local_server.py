@@ -458,7 +458,9 @@ def test_a_model_data_folder_with_only_the_body_model_is_not_given_to_the_server
     assert server_control.data_dir_setting() == str(tmp_path)  # imports and the install use it
     assert server_control.server_data_dir() == ""  # the server keeps its own model data
     checked = []  # ... and the data check looks there too (it listed the server's files missing here)
-    monkeypatch.setattr(server_control, "model_data_report", lambda program, data_dir: checked.append(data_dir))
+    monkeypatch.setattr(
+        server_control, "model_data_report", lambda program, data_dir: checked.append(data_dir) or ("", [])
+    )
     monkeypatch.setattr(server_control, "program_finder", lambda: lambda: SimpleNamespace(path="vibe-mocap"))
     server_control.check_model_data()
     follow_until(lambda: checked, 30)
@@ -585,6 +587,7 @@ def test_worker_threads_never_read_blender_and_captures_share_one_server(addon, 
                 monkeypatch.setattr(module, name, main_thread_only(name, getattr(module, name)))
     monkeypatch.setattr(preferences._Defaults, "server_program", "/picked/vibe-mocap")
     monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path))
+    (tmp_path / "J_regressor_extra.npy").write_bytes(b"x")  # a model-data folder, which the server is given
     monkeypatch.setattr(server_control._state, "server", None)  # none made yet in this session
     monkeypatch.setattr(server_control._state, "program", None)
 
@@ -672,6 +675,9 @@ def test_a_data_check_ending_after_a_newer_one_does_not_replace_its_result(addon
 
     monkeypatch.setattr(server_control, "model_data_report", report)
     _restore_after_test(monkeypatch)
+    for folder in ("older", "newer"):  # model-data folders (the check looks where the server reads)
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "J_regressor_extra.npy").write_bytes(b"x")
     monkeypatch.setattr(server_control._state, "program", ServerProgram(Path("/vibe-mocap"), "vibe-mocap 0", "PATH"))
     monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path / "older"))
     server_control.check_model_data()

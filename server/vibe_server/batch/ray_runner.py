@@ -106,12 +106,14 @@ class VideoActor:
 
 
 def node_name() -> str:
-    """The node this process runs on: its host name and the address Ray knows it by."""
+    """The node this process runs on: its host name and the address the cluster lists it under."""
     try:
         import ray
 
-        return f"{socket.gethostname()} ({ray.util.get_node_ip_address()})"
-    except Exception:  # noqa: BLE001 - outside Ray, or a Ray without it: the host name alone
+        node_id = ray.get_runtime_context().get_node_id()
+        [address] = [node["NodeManagerAddress"] for node in ray.nodes() if node.get("NodeID") == node_id]
+        return f"{socket.gethostname()} ({address})"
+    except Exception:  # noqa: BLE001 - outside Ray, or a Ray that tells it otherwise: the host name alone
         return socket.gethostname()
 
 

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from tests.server.conftest import ScriptedFrontEnd, TinyVIBE
+from vibe_server.batch import ray_runner
 from vibe_server.pipeline import video
 from vibe_server.pipeline.engine import Engine
 from vibe_server.pipeline.frontend import FrontEnd
@@ -33,6 +34,7 @@ CRASH_AT_START_PREFIX = "crash-at-start"
 LOAD_ERROR = "CUDA out of memory while loading the checkpoint"
 CRASH_AT_FRAME = 6
 SLOW_PREFIX = "slow"
+NO_MOUNT = Path("/nonexistent-shared-mount")  # where a fake node without the shared file system looks
 SLOW_FRAME_S = 0.25  # a 12-frame clip takes 3 s: a kill in a test lands while it runs
 
 
@@ -114,14 +116,25 @@ def dying_engine(data_dir=None, *, device="cpu", precision="fp32", allow_synthet
 
 class FakeActor:
     """A Ray actor handle: ``actor.process.remote(item, data)`` -> a task of ``FakeRay``;
-    ``actor.ready.remote()`` -> a task that answers once the actor has started. One that ``dies_loading``
-    is gone for good before it has loaded the model: its ping and its tasks fail."""
+    ``actor.ready.remote()`` -> a task that answers once the actor has started;
+    ``actor.check_shared_paths.remote(...)`` -> a task that runs the real check on this machine, as on a
+    node named ``node`` that mounts the shared file system at ``mounted_at`` (None: at the driver's
+    paths). One that ``dies_loading`` is gone for good before it has loaded the model: its ping and its
+    tasks fail."""
 
-    def __init__(self, ray: FakeRay, dies_loading: bool = False):
+    def __init__(self, ray: FakeRay, dies_loading: bool = False, node: str = "node0", mounted_at: Path | None = None):
         self.process = self
         self.ready = SimpleNamespace(remote=lambda: ray.ping(self))
+        self.check_shared_paths = SimpleNamespace(remote=lambda *paths: ray.check(self, *paths))
         self.dies_loading = dies_loading
+        self.node, self.mounted_at = node, mounted_at
         self._ray = ray
+
+    def seen_path(self, path: str | None) -> str | None:
+        """Where this node finds what the driver sees at ``path``."""
+        if path is None or self.mounted_at is None:
+            return path
+        return str(self.mounted_at / Path(path).relative_to("/"))
 
     def remote(self, item, data):
         return self._ray.start(self, item, data)
@@ -162,12 +175,27 @@ class FakeRay:
     )
 
     def __init__(self, reply, not_started: int = 0):
-        self.reply, self.tasks, self.pings, self.most, self.submitted = reply, {}, {}, 0, []
+        self.reply, self.tasks, self.pings, self.checks, self.most = reply, {}, {}, {}, 0
+        self.submitted, self.ran_on = [], []  # the key of each video submitted, and the actor it went to
         self.not_started = not_started
 
-    def actors(self, count: int, dying_while_loading: int = 0) -> list[FakeActor]:
-        """``count`` actors, of which the first ``dying_while_loading`` die while loading the model."""
-        return [FakeActor(self, dies_loading=index < dying_while_loading) for index in range(count)]
+    def actors(self, count: int, dying_while_loading: int = 0, without_mount: int = 0) -> list[FakeActor]:
+        """``count`` actors, of which the first ``dying_while_loading`` die while loading the model and the
+        last ``without_mount`` run on nodes ('node-without-mount<i>') that see no shared path of the driver."""
+        return [
+            FakeActor(
+                self,
+                dies_loading=index < dying_while_loading,
+                node=f"node{index}" if index < count - without_mount else f"node-without-mount{index}",
+                mounted_at=None if index < count - without_mount else NO_MOUNT,
+            )
+            for index in range(count)
+        ]
+
+    def check(self, actor: FakeActor, probe_path: str, probe_content: bytes, video_path: str):
+        task = object()
+        self.checks[task] = (actor, probe_path, probe_content, video_path)
+        return task
 
     def ping(self, actor: FakeActor):
         task = object()
@@ -178,6 +206,7 @@ class FakeRay:
         task = object()
         self.tasks[task] = (actor, item, data)
         self.submitted.append(item.key)
+        self.ran_on.append(actor)
         self.most = max(self.most, len(self.tasks))
         return task
 
@@ -188,6 +217,14 @@ class FakeRay:
         return tasks[:num_returns], tasks[num_returns:]
 
     def get(self, task):
+        if task in self.checks:
+            actor, probe_path, probe_content, video_path = self.checks.pop(task)
+            if actor.dies_loading:
+                raise self.ActorDiedError()
+            problem = ray_runner.shared_paths_problem(
+                actor.seen_path(probe_path), probe_content, actor.seen_path(video_path)
+            )
+            return actor.node, problem
         if task in self.pings:
             if self.pings[task].dies_loading:
                 raise self.ActorDiedError()

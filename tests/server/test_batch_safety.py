@@ -26,7 +26,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.server.batch_fakes import CRASH_ALWAYS_PREFIX, CRASH_AT_START_PREFIX, LOAD_ERROR, FakeRay, report_then_die
+from tests.server.batch_fakes import (
+    CRASH_ALWAYS_PREFIX,
+    CRASH_AT_START_PREFIX,
+    LOAD_ERROR,
+    NO_MOUNT,
+    FakeRay,
+    report_then_die,
+)
 from tests.server.test_batch import (
     CLIP_SOURCES,
     ENGINE,
@@ -535,6 +542,101 @@ def test_a_shared_path_result_the_driver_cannot_see_is_a_failed_record(tmp_path)
     )
     assert [r["status"] for r in records] == ["failed", "failed"]
     assert "sees OUTDIR at the same path" in records[0]["error"]
+
+
+# -- the shared path must be seen by every node ------------------------------------------------------
+
+
+def node_disk_reply(item, data):
+    """A node without the mount: it writes the result on its own disk and answers done."""
+    return make_record(item, "done", tracks=1, frames=3, seconds=1.0), None
+
+
+def probes_in(folder: Path) -> list[str]:
+    """The names of the shared-path probe files in ``folder``."""
+    return [path.name for path in folder.iterdir() if "probe" in path.name] if folder.exists() else []
+
+
+def test_no_video_runs_when_no_ray_actor_sees_the_shared_output_folder(tmp_path):
+    """Before: every video was computed in full on the nodes, then failed as an unusable answer."""
+    items = ray_items(tmp_path)
+    fake_ray = FakeRay(node_disk_reply)
+    with pytest.raises(VibeError) as error:
+        drive_on(fake_ray, fake_ray.actors(2, without_mount=2), items, tmp_path)
+    message = str(error.value)
+    assert message.startswith("No Ray actor can work on the shared paths: node node-without-mount0 does not see the")
+    assert "output folder" in message and "(left out too: node-without-mount1)" in message
+    assert "same path on every node" in message and "--transfer object-store" in message
+    assert fake_ray.submitted == []  # no video was run
+    assert probes_in(tmp_path / "out") == [] and not NO_MOUNT.exists()  # the probe deleted, nothing made on a node
+
+
+def test_ray_actors_on_a_node_without_the_shared_paths_are_left_out_with_one_note(tmp_path, capsys):
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+    fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None))
+    actors = fake_ray.actors(2, without_mount=1)
+    records = drive_on(fake_ray, actors, items, tmp_path)
+    assert sorted(r["input"] for r in records) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert fake_ray.ran_on == [actors[0]] * 3  # all on the actor that sees them
+    err = capsys.readouterr().err
+    assert err.count("Note:") == 1 and "1 Ray actor(s) are left out" in err and "node-without-mount1" in err
+    assert probes_in(tmp_path / "out") == []
+
+
+def test_a_first_video_deleted_since_the_batch_started_does_not_leave_every_ray_actor_out(tmp_path):
+    """The nodes are checked against a video the driver sees: that one fails alone, the others run."""
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4"))
+    Path(items[0].input_path).unlink()
+    assert ray_runner.video_the_driver_sees(items) == items[1].input_path
+    fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None))
+    assert sorted(r["input"] for r in drive_on(fake_ray, fake_ray.actors(2), items, tmp_path)) == ["a.mp4", "b.mp4"]
+
+
+def test_the_shared_probe_is_there_while_the_batch_runs_and_deleted_on_ctrl_c(tmp_path):
+    items = ray_items(tmp_path)
+    seen_while_running = []
+
+    def interrupted(item, data):
+        seen_while_running.extend(probes_in(tmp_path / "out"))
+        return KeyboardInterrupt()
+
+    fake_ray = FakeRay(interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        drive_on(fake_ray, fake_ray.actors(1), items, tmp_path)
+    [probe] = seen_while_running
+    assert manifest_module.BATCH_PARTS.fullmatch(probe)  # a killed run's is deleted by the next one
+    assert probes_in(tmp_path / "out") == []
+
+
+def test_a_shared_probe_a_killed_run_left_is_deleted_with_the_other_leftovers(tmp_path):
+    probe = manifest_module.shared_probe_path(tmp_path)
+    probe.write_bytes(b"0123")
+    assert manifest_module.remove_stale_parts(tmp_path) == 1 and not probe.exists()
+
+
+@pytest.mark.parametrize(
+    "case, problem",
+    [
+        ("seen", None),
+        ("no folder", "does not see the output folder '{out}' (No such file or directory)"),
+        ("another folder", "does not see the output folder '{out}' (another folder is at that path there)"),
+        ("no video", "cannot read the input video '{video}' (No such file or directory)"),
+        ("a folder as video", "does not see the input video '{video}' (no regular file is at that path there)"),
+    ],
+)
+def test_a_node_checks_it_sees_the_drivers_output_folder_and_first_video_without_making_either(tmp_path, case, problem):
+    out, video = tmp_path / "out", tmp_path / "in" / "a.mp4"
+    video.parent.mkdir()
+    if case == "a folder as video":
+        video.mkdir()
+    elif case != "no video":
+        video.write_bytes(b"x")
+    if case != "no folder":
+        out.mkdir()
+        (out / "probe").write_bytes(b"other run" if case == "another folder" else b"driver's")
+    found = ray_runner.shared_paths_problem(str(out / "probe"), b"driver's", str(video))
+    assert found == (problem and problem.format(out=out, video=video))
+    assert out.exists() == (case != "no folder")  # a folder missing on a node is never made there
 
 
 # -- videos sent through the object store ------------------------------------------------------------

@@ -14,13 +14,14 @@ import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from vibe_blender.core import safe_json
 
-from ..output_files import ANY_NAME_HASH, atomic_write_bytes, leftover_part_names
+from ..output_files import ANY_NAME_HASH, PART_ID_LENGTH, PART_SUFFIX, atomic_write_bytes, leftover_part_names
 from .inputs import RESULT_SUFFIX, BatchItem, folded_name, output_key
 from .progress import printable
 
@@ -29,12 +30,21 @@ SUMMARY_NAME = "summary.txt"
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed
 SETTINGS_FIELD = "settings"  # the fingerprint of what the result depends on (batch/settings.py); absent as above
+# the file a Ray batch puts in OUTDIR for its actors to find there (``shared_probe_path``)
+SHARED_PROBE_NAME = "vibe-batch-shared-probe"
 
 
-# the temporary names of the files a batch writes: results, the manifest and the summary
+# the temporary names of the files a batch writes: results, the manifest, the summary and the shared probe
 BATCH_PARTS = leftover_part_names(
-    ANY_NAME_HASH, rf"(?:.+{re.escape(RESULT_SUFFIX)}|{re.escape(MANIFEST_NAME)}|{re.escape(SUMMARY_NAME)})"
+    ANY_NAME_HASH,
+    rf"(?:.+{re.escape(RESULT_SUFFIX)}|{re.escape(MANIFEST_NAME)}|{re.escape(SUMMARY_NAME)}|{SHARED_PROBE_NAME})",
 )
+
+
+def shared_probe_path(output_dir: Path) -> Path:
+    """A new name for the probe file in ``output_dir``: a temporary name of the batch's own, so that one a
+    killed run left behind is deleted with the other leftovers (``remove_stale_parts``)."""
+    return output_dir / f".{SHARED_PROBE_NAME}.{secrets.token_hex(PART_ID_LENGTH // 2)}{PART_SUFFIX}"
 
 
 def remove_stale_parts(output_dir: Path) -> int:

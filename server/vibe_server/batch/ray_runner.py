@@ -13,7 +13,9 @@ does.
 
 Transfer: ``shared`` (inputs and outputs on a path every node sees, the default) or
 ``object-store`` (the driver sends each video's bytes and writes each result itself: for small
-clips when nodes share no file system).
+clips when nodes share no file system). With ``shared``, each actor first checks that it sees OUTDIR
+and the first video at the driver's paths (``shared_paths_problem``); an actor that does not gets no
+video, since it would compute each one in full and leave its result on its own node's disk.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import secrets
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -47,7 +51,7 @@ from .engine_adapter import (
     write_result,
 )
 from .inputs import BatchItem, check_inside
-from .manifest import make_record, record_problem
+from .manifest import make_record, record_problem, shared_probe_path
 from .progress import BatchProgress, printable
 
 TRANSFERS = ("shared", "object-store")
@@ -82,6 +86,12 @@ class VideoActor:
         """Answers once the actor has started (its engine loaded, or its setup error kept)."""
         return True
 
+    def check_shared_paths(
+        self, probe_path: str, probe_content: bytes, video_path: str | None
+    ) -> tuple[str, str | None]:
+        """(this node, as Ray names it; why it cannot work on the shared path, or None)."""
+        return node_name(), shared_paths_problem(probe_path, probe_content, video_path)
+
     def process(self, item: BatchItem, data: bytearray | None) -> tuple[dict, bytes | None]:
         if self.setup_error is not None:
             return {"setup_error": self.setup_error}, None
@@ -93,6 +103,59 @@ class VideoActor:
         except OutputDiskFull as err:  # raised, Ray would wrap it in its own traceback
             return {"stop_error": str(err)}, None
         return record, None if shared else result
+
+
+def node_name() -> str:
+    """The node this process runs on: its host name and the address the cluster lists it under."""
+    try:
+        import ray
+
+        node_id = ray.get_runtime_context().get_node_id()
+        [address] = [node["NodeManagerAddress"] for node in ray.nodes() if node.get("NodeID") == node_id]
+        return f"{socket.gethostname()} ({address})"
+    except Exception:  # noqa: BLE001 - outside Ray, or a Ray that tells it otherwise: the host name alone
+        return socket.gethostname()
+
+
+def shared_paths_problem(probe_path: str, probe_content: bytes, video_path: str | None) -> str | None:
+    """Why this node cannot work on the shared path, or None: it must find the probe file the driver wrote
+    in OUTDIR at the driver's path with the driver's content, and the video at ``video_path`` (unless None)
+    must be a readable regular file. It only reads: a missing folder is never made here (results written into it
+    would stay on this node's own disk)."""
+    output_dir = os.path.dirname(probe_path)
+    try:
+        with open(probe_path, "rb") as probe:
+            found = probe.read(len(probe_content) + 1)
+    except OSError as err:
+        return f"does not see the output folder '{output_dir}' ({err.strerror or type(err).__name__})"
+    if found != probe_content:  # another folder at that path (this node's own disk, another mount)
+        return f"does not see the output folder '{output_dir}' (another folder is at that path there)"
+    if video_path is None:
+        return None
+    try:
+        if not stat.S_ISREG(os.stat(video_path).st_mode):
+            return f"does not see the input video '{video_path}' (no regular file is at that path there)"
+        os.close(os.open(video_path, os.O_RDONLY | os.O_NONBLOCK))  # the status says nothing of read permission
+    except OSError as err:
+        return f"cannot read the input video '{video_path}' ({err.strerror or type(err).__name__})"
+    return None
+
+
+@contextlib.contextmanager
+def shared_probe(output_dir: str | Path) -> Iterator[tuple[str, bytes]]:
+    """(path, content) of a small file of random content the driver writes in ``output_dir`` for the actors
+    to find (``shared_paths_problem``); deleted after the block, also on Ctrl-C (one a killed run left
+    is a leftover the next run deletes)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)  # on the driver only: the folder the batch writes to
+    path, content = shared_probe_path(output_dir), secrets.token_hex(16).encode("ascii")
+    with open(path, "xb") as probe:
+        probe.write(content)
+    try:
+        yield str(path), content
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def _import_ray():
@@ -360,12 +423,24 @@ def _drive(
     needs: str = "its resources",
     unscheduled: Callable[[], int | None] = lambda: None,
 ) -> None:
-    idle = list(actors)
+    if transfer != "shared" or not items:
+        _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir, needs, unscheduled, None)
+        return
+    with shared_probe(output_dir) as probe:
+        checks = SharedPathChecks(actors, *probe, video_the_driver_sees(items))
+        _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir, needs, unscheduled, checks)
+
+
+def _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir, needs, unscheduled, checks) -> None:
+    """``_drive``'s loop; ``checks``: the shared-path checks the actors answer before they take videos, or None
+    (every actor takes videos at once)."""
+    idle = list(actors) if checks is None else []
     running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
     waiting = deque(items)
     pending = Pending(ray, actors, needs, unscheduled)
     died_loading_count = 0
     start_error = ""  # why the first actor that never started failed (a module missing on a node, ...)
+    checking = {} if checks is None else checks.tasks
     while waiting or running:
         while idle and waiting:  # backpressure: one video per free actor
             item = waiting.popleft()
@@ -375,9 +450,11 @@ def _drive(
                 continue
             actor = idle.pop()
             running[actor.process.remote(item, data)] = (actor, item)
-        if not running:
+        if not running and not (waiting and checking):
             if waiting and died_loading_count == len(actors):
                 raise VibeError(DIED_LOADING)
+            if waiting and checks is not None and checks.left_out and not checks.passing:
+                raise checks.none_sees_error()
             if waiting:  # every actor is gone
                 raise VibeError(
                     f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start or "
@@ -386,12 +463,27 @@ def _drive(
                 )
             break
         progress.worker_status("ray", pending.status() or f"{len(running)} videos running")
-        done, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_STEP_S)
+        done, _ = ray.wait(list(checking) + list(running), num_returns=1, timeout=WAIT_STEP_S)
         if not done:
             pending.check()
             continue
         pending.started = True
         [task] = done
+        if task in checking:
+            actor = checking.pop(task)
+            try:
+                if checks.passed(ray.get(task)):
+                    idle.append(actor)
+            except ray.exceptions.RayActorError as err:  # gone before it took a video: it takes none
+                init_failed = getattr(err, "actor_init_failed", False)
+                if init_failed and not start_error:
+                    start_error = f" (the first to fail to start: {_message_line(err, -1)})"
+                died_loading_count += not init_failed and pending.died_loading(actor)
+            except ray.exceptions.RayError as err:
+                checks.failed(f"could not run the check ({_message_line(err, 0)})")
+            if not checking:
+                checks.note_left_out()
+            continue
         actor, item = running.pop(task)
         try:
             reply = ray.get(task)
@@ -417,6 +509,70 @@ def _drive(
             raise OutputDiskFull(str(reply[0]["stop_error"]))
         idle.append(actor)
         on_record(_checked(item, reply, transfer, output_dir))
+    if checks is not None:
+        checks.note_left_out()  # the videos ran out before every actor answered: those left out so far
+
+
+def video_the_driver_sees(items: list[BatchItem], looked_at: int = 16) -> str | None:
+    """The path of the first of (at most ``looked_at``) ``items`` that is a regular file for the driver now,
+    for the actors to check they see it too; None when none is: a video deleted since the batch started
+    fails alone, and must not make every node look blind."""
+    for item in items[:looked_at]:
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.stat(item.input_path).st_mode):
+                return item.input_path
+    return None
+
+
+class SharedPathChecks:
+    """The actors' answers to whether they see OUTDIR and the first video at the driver's paths
+    (``shared_paths_problem``): ``tasks`` (check task -> actor) until each has answered, ``left_out``
+    (node -> why) for those that do not; one note names those, and when no actor sees them the batch
+    stops with one error instead of running any video."""
+
+    def __init__(self, actors: list, probe_path: str, probe_content: bytes, video_path: str | None) -> None:
+        self.tasks = {actor.check_shared_paths.remote(probe_path, probe_content, video_path): actor for actor in actors}
+        self.left_out: dict[str, str] = {}  # node -> why its actors take no video (the first actor's answer)
+        self.left_out_actors = 0
+        self.passing = 0
+        self.noted = False
+
+    def passed(self, reply: object) -> bool:
+        """Whether the actor that answered ``reply`` may take videos; one that may not is counted out."""
+        if isinstance(reply, tuple) and len(reply) == 2 and reply[1] is None:
+            self.passing += 1
+            return True
+        node, problem = reply if isinstance(reply, tuple) and len(reply) == 2 else ("?", f"answered {reply!r}")
+        self.failed(printable(str(problem))[:ERROR_TEXT_CHARS], printable(str(node)))
+        return False
+
+    def failed(self, problem: str, node: str = "(unknown node)") -> None:
+        self.left_out.setdefault(node, problem)
+        self.left_out_actors += 1
+
+    def _why(self) -> str:
+        """The first node left out and why, then the other such nodes."""
+        (node, problem), *others = self.left_out.items()
+        return f"node {node} {problem}" + (f" (left out too: {', '.join(n for n, _ in others)})" if others else "")
+
+    def note_left_out(self) -> None:
+        """Once, when some actors take videos and others were left out: which nodes, and why."""
+        if self.noted or not self.left_out or not self.passing:
+            return
+        self.noted = True
+        print(
+            f"Note: {self.left_out_actors} Ray actor(s) are left out, as their node does not see the shared paths: "
+            f"{self._why()}. With --transfer shared, mount OUTDIR and the inputs at the same path on every node, or "
+            f"use --transfer object-store; the batch runs on the other {self.passing} actor(s).",
+            file=sys.stderr,
+        )
+
+    def none_sees_error(self) -> VibeError:
+        return VibeError(
+            f"No Ray actor can work on the shared paths: {self._why()}. With --transfer shared (the default) OUTDIR "
+            "and the inputs must be mounted at the same path on every node of the cluster: mount them so, or use "
+            "--transfer object-store (the driver sends each video and writes each result). No video was run."
+        )
 
 
 class Pending:

@@ -211,11 +211,6 @@ def _rest(armature_obj) -> np.ndarray:
     return np.array([np.array(armature_obj.data.bones[b].matrix_local) for b in JOINT_NAMES])
 
 
-def _fps(fps: float | None) -> float:
-    scene = bpy.context.scene
-    return fps or scene.render.fps / scene.render.fps_base
-
-
 def check_writable(armature_obj) -> None:
     """VibeError, before anything is read or written, unless the character's keys and its body's can
     be rewritten here for good (see editable.check_editable: not linked from another file without a
@@ -246,7 +241,9 @@ def _for_each(armature_objs, work) -> list:
 def measure_character(armature_obj, fps: float | None = None) -> dict:
     """Jitter (m/s²) and foot slide (mm per contact frame) of a character's keys, unchanged."""
     frames, quats, loc = read_motion(armature_obj)
-    return motion_figures(PARENTS, _rest(armature_obj), quats, loc, LEGS, _fps(fps), frame_ids=frames)
+    return motion_figures(
+        PARENTS, _rest(armature_obj), quats, loc, LEGS, (fps or keyframes.scene_fps()), frame_ids=frames
+    )
 
 
 def clean_up_character(armature_obj, **options) -> dict:
@@ -271,7 +268,7 @@ def clean_up_characters(
     if any."""
     if bone_group not in BONE_GROUPS:
         raise VibeError(f"Unknown bone group '{bone_group}'; choose one of {', '.join(BONE_GROUPS)}.")
-    fps = _fps(fps)
+    fps = fps or keyframes.scene_fps()
     group = BONE_GROUPS[bone_group]
     joints = None if group is None else [JOINT_NAMES.index(b) for b in group]
 

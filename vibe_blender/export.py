@@ -164,7 +164,9 @@ def _frame_range_covering(objects, report):
 
     scene = bpy.context.scene
     before = scene.frame_start, scene.frame_end
-    ranges = [o.animation_data.action.frame_range for o in objects if o.animation_data and o.animation_data.action]
+    from . import keyframes
+
+    ranges = [keyed for o in objects if (keyed := keyframes.keyed_range(o)) is not None]
     try:
         if ranges:
             first = math.floor(min(start for start, _ in ranges))
@@ -237,8 +239,9 @@ def export_bvh(
             "checkbox in the Outliner) and export again."
         )
     scene = bpy.context.scene
-    anim = armature_obj.animation_data
-    first, last = anim.action.frame_range if anim and anim.action else (scene.frame_start, scene.frame_end)
+    from . import keyframes
+
+    first, last = keyframes.keyed_range(armature_obj) or (scene.frame_start, scene.frame_end)
     path = _prepare(path)
     if not np.allclose(np.array(armature_obj.matrix_world), np.eye(4), atol=1e-6):
         report(

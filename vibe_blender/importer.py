@@ -20,6 +20,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from . import keyframes
 from .animation import FIRST_FRAME, animate_character
 from .core.client import uploaded_file_name
 from .core.errors import VibeError
@@ -283,7 +284,7 @@ def _fit_scene(scene, fps: float, last_frame: int, *, grow_only: bool) -> None:
 
 
 def _warn_on_other_frame_rate(scene, motion: MotionSet, warn, *, had_motion: bool) -> None:
-    scene_fps = scene.render.fps / scene.render.fps_base
+    scene_fps = keyframes.scene_fps(scene)
     if abs(scene_fps - motion.fps) > 1e-3 * motion.fps:
         why, fix = (
             ("which has animation already", "Import it into a new scene to keep both right.")

@@ -87,6 +87,35 @@ def channels_of(id_block: bpy.types.ID):
     return None
 
 
+def keyed_range(id_block: bpy.types.ID) -> tuple[float, float] | None:
+    """(first, last) frame of ``id_block``'s own keys: its action's manual frame range when one is set,
+    else the range of the F-curves of its slot (4.4+: an action's own range spans every slot, those of
+    other IDs sharing it too). None without an action or a key."""
+    anim = id_block.animation_data
+    action = None if anim is None else anim.action
+    if action is None:
+        return None
+    if action.use_frame_range or not LAYERED_ACTIONS:
+        return tuple(action.frame_range)
+    channels = channels_of(id_block)
+    ranges = [fcurve.range() for fcurve in channels.fcurves if len(fcurve.keyframe_points)] if channels else []
+    if not ranges:
+        return None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
+
+
+def is_played(fcurve: bpy.types.FCurve) -> bool:
+    """Whether Blender plays ``fcurve``: neither it nor its group is muted."""
+    return not (fcurve.mute or (fcurve.group is not None and fcurve.group.mute))
+
+
+def scene_fps(scene: bpy.types.Scene | None = None) -> float:
+    """The frame rate of ``scene`` (default: the current one), frames per second (fps_base makes 29.97
+    and the like)."""
+    render = (scene or bpy.context.scene).render
+    return render.fps / render.fps_base
+
+
 def write_fcurve(
     channels,
     data_path: str,

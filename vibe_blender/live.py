@@ -25,7 +25,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import server_control
+from . import keyframes, server_control
 from .core import live_client
 from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
 from .core.errors import VibeError
@@ -321,7 +321,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
             "in view, then record again."
         )
     path = user_dir("results") / f"live_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.npz"
-    fps = _scene_fps()
+    fps = keyframes.scene_fps()
     try:
         result = take_to_result(take, path.stem, fps=fps)
     except VibeError:  # too many frames at this rate: a lower one places it (any take fits at a low enough rate)
@@ -424,11 +424,6 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
             **({WARNINGS_META_KEY: "\n".join(take.warnings + too_many)} if take.warnings or too_many else {}),
         },
     )
-
-
-def _scene_fps() -> float:
-    render = bpy.context.scene.render
-    return render.fps / render.fps_base
 
 
 # -- the timer step (main thread) ---------------------------------------------------------------

@@ -177,21 +177,36 @@ def pose_overrides(rig, bone_names) -> dict[str, list[str]]:
 
 
 def action_frame_range(armature_obj) -> tuple[int, int]:
+    """The frames of the source's own keys; VibeError when it has none the retarget can read."""
     anim = armature_obj.animation_data
+    name = armature_obj.name
     if anim is None or anim.action is None:
-        raise VibeError(f"'{armature_obj.name}' has no animation to retarget; import or key a motion first.")
-    start, end = anim.action.frame_range
-    return int(round(start)), int(round(end))
+        if anim is not None and any(track.strips for track in anim.nla_tracks):
+            raise VibeError(
+                f"The motion of '{name}' is in NLA strips, which the retarget does not read: select its strip "
+                "and press Tab (tweak mode), or assign the strip's action in the Action editor, then retarget again."
+            )
+        raise VibeError(f"'{name}' has no animation to retarget; import or key a motion first.")
+    if keyframes.channels_of(armature_obj) is None:  # 4.4+: an action assigned without a slot plays nothing
+        raise VibeError(
+            f"The action '{anim.action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its "
+            "slot in the Action editor (the slot menu beside the action), then retarget again."
+        )
+    keyed = keyframes.keyed_range(armature_obj)
+    if keyed is None:
+        raise VibeError(f"The action '{anim.action.name}' of '{name}' has no keys to retarget.")
+    return int(round(keyed[0])), int(round(keyed[1]))
 
 
 def _sample(channels, pose_bone, prop: str, size: int, frames: np.ndarray) -> np.ndarray:
-    """(T, size) values of one pose-bone property: its F-curves where keyed, else the current value."""
+    """(T, size) values of one pose-bone property: its F-curves where keyed and played, else the current
+    value."""
     path = pose_bone.path_from_id(prop)
     out = np.tile(np.array(getattr(pose_bone, prop), dtype=np.float64), (len(frames), 1))
     for i in range(size if channels is not None else 0):
-        values = keyframes.sample_fcurve(channels, path, i, frames)
-        if values is not None:
-            out[:, i] = values
+        fcurve = channels.fcurves.find(path, index=i)
+        if fcurve is not None and keyframes.is_played(fcurve):  # (a muted curve: the value as it is, as played)
+            out[:, i] = keyframes.sample_fcurve(channels, path, i, frames)
     return out
 
 
@@ -383,7 +398,7 @@ def retarget(
             mapping,
             sides,
             to_target @ turn,
-            fps or scene_fps(),
+            fps or keyframes.scene_fps(),
             float(np.linalg.norm(s_world[:3, 0])),
         )
         quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
@@ -482,13 +497,6 @@ def _warnings(
             f"action); set IK_FK back to {then}."
         )
     return out
-
-
-def scene_fps() -> float:
-    import bpy
-
-    render = bpy.context.scene.render
-    return render.fps / render.fps_base
 
 
 # Left / right joints whose rest heads give a rig's heading, most reliable first

@@ -721,3 +721,63 @@ def test_a_linked_rig_is_refused_and_its_library_override_keeps_the_new_action(t
     override = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o.override_library is not None)
     assert override.animation_data.action.name == "Target_retarget"
     assert _direction_error(source, override, UE5, frames).max() < 0.01
+
+
+def test_a_source_whose_motion_plays_from_nothing_the_retarget_reads_is_refused_saying_where_it_is():
+    """Before: a source action assigned without a slot (4.4+: the Action editor leaves it empty when the
+    slot names another object) was baked as the frozen current pose, without a word; motion pushed down
+    to the NLA was 'no animation'."""
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=5)
+    target = rigs.target_rig("Target", UE5)
+    action = source.animation_data.action
+    if keyframes.LAYERED_ACTIONS:
+        source.animation_data.action_slot = None
+        with pytest.raises(VibeError, match=f"The action '{action.name}' of 'SMPL' has no slot for it"):
+            retarget(source, target, UE5, lock_feet=False)
+        source.animation_data.action_slot = action.slots[0]
+    track = source.animation_data.nla_tracks.new()
+    track.strips.new(action.name, 1, action)
+    source.animation_data.action = None
+    with pytest.raises(VibeError, match="The motion of 'SMPL' is in NLA strips.*tweak mode"):
+        retarget(source, target, UE5, lock_feet=False)
+    assert target.animation_data is None or target.animation_data.action is None  # nothing changed
+
+
+def test_a_muted_source_curve_is_read_as_blender_plays_it_not_as_keyed():
+    """Before: the knee followed its muted keys (Blender plays the value the bone holds)."""
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=12)
+    channels = keyframes.channels_of(source)
+    for index in range(4):
+        channels.fcurves.find(keyframes.rotation_path("left_knee"), index=index).mute = True
+    knee = source.pose.bones["left_knee"]
+    knee.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)  # the value it holds: what plays
+    target = rigs.target_rig("Target", UE5)
+    retarget(source, target, UE5, lock_feet=False)
+    assert _direction_error(source, target, UE5, frames).max() < 0.01  # as played, knee straight
+    tgt_channels = keyframes.channels_of(target)
+    calf = target.pose.bones[UE5["left_knee"]]
+    prop = rotation_channel(calf.rotation_mode)[0]
+    keyed = np.array([keyframes.read_fcurve(tgt_channels, calf.path_from_id(prop), c)[1] for c in range(3)])
+    assert np.ptp(keyed, axis=1).max() < 1e-4  # the same every frame: the source knee does not move
+
+
+def test_the_frames_retargeted_are_those_of_the_sources_own_keys_in_a_shared_action():
+    """On 4.4+ an action's frame range spans every slot: a source sharing its action with a longer
+    motion of another object was baked over that object's frames too."""
+    if not keyframes.LAYERED_ACTIONS:
+        pytest.skip("one action holds one ID's keys before Blender 4.4")
+    rigs.reset_scene()
+    source, frames, _ = rigs.smpl_source(T=10)
+    other = bpy.data.objects.new("Prop", None)
+    bpy.context.scene.collection.objects.link(other)
+    action = source.animation_data.action
+    other.animation_data_create().action = action
+    other.animation_data.action_slot = action.slots.new(id_type="OBJECT", name="Prop")
+    other.location = (0.0, 0.0, 0.0)
+    other.keyframe_insert("location", frame=400)
+    assert action.frame_range[1] >= 400  # the action's own range: both objects'
+    target = rigs.target_rig("Target", UE5)
+    report = retarget(source, target, UE5, lock_feet=False)
+    assert keyframes.keyed_range(target) == (frames[0], frames[-1]), report

@@ -36,11 +36,14 @@ def new_channels(id_block: bpy.types.ID, action_name: str):
     """Create an action for ``id_block`` and return the container whose ``.fcurves``/``.groups``
     take new curves: the action itself on 4.2, the slot's channelbag on 4.4+."""
     anim = id_block.animation_data_create()
+    # the slot of the action it replaces, by name: assigned again, that action finds its slot (Blender
+    # picks the slot named as the ID's last one), where the object's name (a rig renamed) would not
+    previous = anim.action_slot if LAYERED_ACTIONS and anim.action is not None else None
     action = bpy.data.actions.new(action_name)
     anim.action = action
     if not LAYERED_ACTIONS:
         return action
-    slot = action.slots.new(id_type=id_block.id_type, name=id_block.name)
+    slot = action.slots.new(id_type=id_block.id_type, name=previous.name_display if previous else id_block.name)
     anim.action_slot = slot
     strip = action.layers.new("Layer").strips.new(type="KEYFRAME")
     return strip.channelbag(slot, ensure=True)

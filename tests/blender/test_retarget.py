@@ -781,3 +781,20 @@ def test_the_frames_retargeted_are_those_of_the_sources_own_keys_in_a_shared_act
     target = rigs.target_rig("Target", UE5)
     report = retarget(source, target, UE5, lock_feet=False)
     assert keyframes.keyed_range(target) == (frames[0], frames[-1]), report
+
+
+def test_the_kept_action_of_a_renamed_rig_finds_its_slot_when_assigned_again():
+    """4.4+: the new action's slot was named after the object, which Blender then took as the slot to
+    look for: the rig's own action, made when it had another name, played nothing when assigned again."""
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=8)
+    target = rigs.target_rig("Armature", UE5)
+    target.pose.bones[UE5["head"]].keyframe_insert("location", frame=1)
+    own = target.animation_data.action
+    target.name = "Hero"  # as after an FBX import
+    report = retarget(source, target, UE5, lock_feet=False)
+    assert report["kept_action"] == own.name
+    target.animation_data.action = own  # as the Action editor assigns it: no slot picked by hand
+    if keyframes.LAYERED_ACTIONS:
+        assert target.animation_data.action_slot is not None
+    assert keyframes.channels_of(target) is not None

@@ -13,7 +13,6 @@ scene that counts in centimetres.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from .core.readers import read_motion_file
 from .core.safe_npz import read_npz
 from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
+from .progress_counter import progress_counter
 from .rig_builder import build_character
 
 ROOT_MOTION_MODES = ("full", "in_place")
@@ -207,7 +207,7 @@ def import_motion(
     collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
     scene.collection.children.link(collection)
     characters = []
-    with _progress(len(motion.tracks)) as step:
+    with progress_counter(len(motion.tracks)) as step:
         for done, track in enumerate(motion.tracks, start=1):
             armature_obj, mesh_obj = build_character(
                 body_model, track.betas, track.name, correctives=options.correctives, collection=collection
@@ -297,28 +297,9 @@ def _warn_on_other_frame_rate(scene, motion: MotionSet, warn, *, had_motion: boo
         )
 
 
-@contextmanager
-def _progress(steps: int):
-    """Blender's progress counter (on the mouse cursor) over ``steps``; yields ``step(done)``.
-    Nothing is shown where there is no window manager (a background run)."""
-    window_manager = _window_manager()
-    if window_manager is None:
-        yield lambda done: None
-        return
-    window_manager.progress_begin(0, steps)
-    try:
-        yield window_manager.progress_update
-    finally:
-        window_manager.progress_end()
-
-
 def units_per_metre(scene) -> float:
     """Blender units in a metre: 100 in a scene whose unit scale is 0.01 (it counts in centimetres)."""
     return 1.0 / scene.unit_settings.scale_length
-
-
-def _window_manager():
-    return getattr(bpy.context, "window_manager", None)
 
 
 def _check_fits_blender(motion: MotionSet) -> int:

@@ -35,6 +35,7 @@ from .core.retarget_math import (
 )
 from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 from .editable import check_editable
+from .progress_counter import progress_counter
 
 # Every frame of the range is baked. Only the mapped bones and their parents are computed, so the memory
 # a frame follows the mapped chains, not the rig's size: measured 16 KB on a 22-bone Mixamo-like rig and
@@ -601,32 +602,34 @@ def refine_constrained(
     depth = {n: sum(1 for p in rig.pose.bones[n].parent_recursive if p.name in wanted_world_rot) for n in names}
     frame_before = scene.frame_current
     passes = 0
-    while True:  # the last round only measures what the last pass left
-        chains = {n: np.empty((len(frames), 4, 4)) for n in names}
-        for i, f in enumerate(frames):
-            scene.frame_set(int(f))
-            world = np.array(rig.matrix_world)
-            for n in names:
+    with progress_counter(len(frames) * (max_passes + 1)) as step:  # seconds a pass on a long take
+        while True:  # the last round only measures what the last pass left
+            chains = {n: np.empty((len(frames), 4, 4)) for n in names}
+            for i, f in enumerate(frames):
+                step(passes * len(frames) + i)
+                scene.frame_set(int(f))
+                world = np.array(rig.matrix_world)
+                for n in names:
+                    pose_bone = rig.pose.bones[n]
+                    chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
+            basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
+            error = {n: _max_angle_deg(_keyed_rotations(channels, rig.pose.bones[n]), basis_rot[n]) for n in names}
+            off = [n for n in names if error[n] > tolerance_deg]
+            if not off or passes == max_passes:
+                break
+            level = min(depth[n] for n in off)
+            for n in (n for n in off if depth[n] == level):
                 pose_bone = rig.pose.bones[n]
-                chains[n][i] = world @ np.array(pose_bone.matrix) @ np.linalg.inv(np.array(pose_bone.matrix_basis))
-        basis_rot = {n: np.swapaxes(rotation_part(chains[n]), -1, -2) @ wanted_world_rot[n] for n in names}
-        error = {n: _max_angle_deg(_keyed_rotations(channels, rig.pose.bones[n]), basis_rot[n]) for n in names}
-        off = [n for n in names if error[n] > tolerance_deg]
-        if not off or passes == max_passes:
-            break
-        level = min(depth[n] for n in off)
-        for n in (n for n in off if depth[n] == level):
-            pose_bone = rig.pose.bones[n]
-            values = rotation_keys(make_continuous(rotmat_to_quat(basis_rot[n])), pose_bone.rotation_mode)
-            path = pose_bone.path_from_id(rotation_channel(pose_bone.rotation_mode)[0])
-            for c in range(values.shape[-1]):
-                keyframes.replace_fcurve_values(channels, path, c, values[:, c])
-            if n == root_bone:
-                head = np.concatenate([root_world, np.ones((len(frames), 1))], -1)
-                loc = np.einsum("tab,tb->ta", np.linalg.inv(chains[n]), head)[:, :3]
-                for c in range(3):
-                    keyframes.replace_fcurve_values(channels, pose_bone.path_from_id("location"), c, loc[:, c])
-        passes += 1
+                values = rotation_keys(make_continuous(rotmat_to_quat(basis_rot[n])), pose_bone.rotation_mode)
+                path = pose_bone.path_from_id(rotation_channel(pose_bone.rotation_mode)[0])
+                for c in range(values.shape[-1]):
+                    keyframes.replace_fcurve_values(channels, path, c, values[:, c])
+                if n == root_bone:
+                    head = np.concatenate([root_world, np.ones((len(frames), 1))], -1)
+                    loc = np.einsum("tab,tb->ta", np.linalg.inv(chains[n]), head)[:, :3]
+                    for c in range(3):
+                        keyframes.replace_fcurve_values(channels, pose_bone.path_from_id("location"), c, loc[:, c])
+            passes += 1
     scene.frame_set(frame_before)
     return passes, {n: error[n] for n in off}
 

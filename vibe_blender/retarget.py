@@ -9,6 +9,7 @@ the target in bulk through the one F-curve helper, :mod:`keyframes`.
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import numpy as np
@@ -421,7 +422,7 @@ def retarget(
         {n: zero for n in t_chain} | {t_chain[t_root]: root_loc},
         {n: one for n in t_chain},
     )
-    fk_switched = use_fk_controls(target, channels, frames)
+    fk_switched = use_fk_controls(target, channels, frames, {t for _, t in pairs})
     # 6. Rigs whose bones hang from constraint-driven helpers (Rigify controls): correct with
     #    Blender's own evaluation, one pass per level of affected bones. Bones under an overridden
     #    bone are left out: compensating for a constraint the user is told to mute would bake it in.
@@ -559,11 +560,19 @@ def _lock_target_feet(
 FK_SWITCH = "IK_FK"  # Rigify limb property: 0 = IK, 1 = FK
 
 
-def use_fk_controls(rig, channels, frames: np.ndarray) -> list[str]:
-    """Switch Rigify-style limbs to FK (the retarget keys the FK controls) and key the switch in the
-    new action, so that it plays right after the user switches back to IK; -> bones switched now."""
+RIGIFY_LIMB_SWITCH = re.compile(r"(?P<base>.+)_parent(?P<side>[._-].*)?")  # upper_arm_parent.L: the limb's switch
+
+
+def use_fk_controls(rig, channels, frames: np.ndarray, mapped: set[str]) -> list[str]:
+    """Switch the Rigify-style limbs whose FK controls are ``mapped`` to FK (the retarget keys those
+    controls) and key the switch in the new action, so that it plays right after the user switches
+    back to IK; -> bones switched now. A limb left unmapped keeps its switch (in FK, unkeyed, it would
+    jump to whatever pose its FK controls hold). A switch not named as Rigify names them is switched."""
     changed = []
     for pose_bone in rig.pose.bones:
+        limb = RIGIFY_LIMB_SWITCH.fullmatch(pose_bone.name)
+        if limb is not None and f"{limb['base']}_fk{limb['side'] or ''}" not in mapped:
+            continue
         if FK_SWITCH in pose_bone.keys():
             path = f'{pose_bone.path_from_id()}["{FK_SWITCH}"]'
             keyframes.write_fcurve(channels, path, 0, frames[:1], np.ones(1), group=pose_bone.name)

@@ -821,3 +821,18 @@ def test_the_correction_passes_of_a_constrained_rig_move_blenders_progress_count
     steps = [c for c in counted if not isinstance(c, tuple)]
     assert counted[0] == ("begin", len(frames) * 13)
     assert steps == sorted(steps) and len(steps) == len(frames) * (report["constraint_passes"] + 1)
+
+
+def test_only_the_rigify_limbs_whose_fk_controls_are_mapped_are_switched_to_fk():
+    """Before: every IK_FK switch was set to FK and keyed, so an arm left unmapped jumped to the pose of
+    its FK controls, which nothing keys."""
+    source, _, _, rig = _source_and_rigify_rigs(T=6)
+    mapping = {j: b for j, b in auto_map([b.name for b in rig.data.bones]).items() if "shoulder" not in j}
+    mapping = {j: b for j, b in mapping.items() if not any(p in j for p in ("elbow", "wrist", "collar"))}
+    before = {pb.name: pb["IK_FK"] for pb in rig.pose.bones if "IK_FK" in pb.keys()}
+    report = retarget(source, rig, mapping, lock_feet=False)
+    switched = {pb.name: pb["IK_FK"] for pb in rig.pose.bones if "IK_FK" in pb.keys()}
+    assert report["fk_switches"] == 2 and switched["thigh_parent.L"] == switched["thigh_parent.R"] == 1.0
+    assert switched["upper_arm_parent.L"] == before["upper_arm_parent.L"]
+    channels = keyframes.channels_of(rig)
+    assert channels.fcurves.find('pose.bones["upper_arm_parent.L"]["IK_FK"]') is None

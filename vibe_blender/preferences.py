@@ -17,15 +17,6 @@ ADDON_PACKAGE = _parent if _parent.startswith("bl_ext.") else __package__
 BODY_MODEL_CACHE = "body_model.npz"
 
 
-def program_picked() -> None:
-    """The *vibe-mocap program* preference changed: forget the program found and look for the one
-    picked (in the background; the preferences show the result)."""
-    from . import server_control  # (it imports this module)
-
-    server_state.forget_program()
-    server_control.look_for_program()
-
-
 class VIBE_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_PACKAGE
 
@@ -52,7 +43,7 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
         subtype="FILE_PATH",
         default="",
         description="The vibe-mocap program the add-on starts; empty: the repository's .venv, then PATH",
-        update=lambda self, context: program_picked(),
+        update=lambda self, context: server_state.program_picked(),
     )
     keep_server_running: bpy.props.BoolProperty(
         name="Keep the server running when Blender quits",

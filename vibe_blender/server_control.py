@@ -33,7 +33,7 @@ from .core.local_server import (
 )
 from .core.model_data import PLACEHOLDER_MODEL, SERVER_FILES, runs_no_model
 from .preferences import get_preferences, user_dir
-from .server_state import _state, program_state, set_keep_server  # noqa: F401 - program_state: the panels
+from .server_state import _state, program_state, set_keep_server, set_program_lookup  # noqa: F401 - program_state: the panels
 
 TICK_S = 0.5
 LOST_SERVER_SETTLE_S = 3.0  # a capture that lost the add-on's server waits this long for its state to say why
@@ -332,6 +332,7 @@ def _follow() -> None:
 
 def register():
     atexit.register(_stop_at_exit)
+    set_program_lookup(look_for_program)
     if _state.server is not None:  # enabled again in the same session
         _state.server.reopen()
     try:
@@ -342,6 +343,7 @@ def register():
 
 def unregister():
     atexit.unregister(_stop_at_exit)
+    set_program_lookup(None)
     _stop_at_exit()
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .core.local_server import LocalServer, ModelDataInstall, ModelFileState, ServerProgram
@@ -34,6 +35,23 @@ def forget_program() -> None:
     with _state.lock:
         _state.program_epoch += 1
         _state.program, _state.program_error = None, ""
+
+
+_program_lookup: dict = {"start": None}  # what looks for the program in the background (server_control sets it)
+
+
+def set_program_lookup(start: Callable[[], None] | None) -> None:
+    """What :func:`program_picked` starts (set by server_control, which imports the preferences that
+    call it: they cannot import it back)."""
+    _program_lookup["start"] = start
+
+
+def program_picked() -> None:
+    """The *vibe-mocap program* preference changed: forget the program found and look for the one
+    picked (in the background; the preferences show the result)."""
+    forget_program()
+    if _program_lookup["start"] is not None:
+        _program_lookup["start"]()
 
 
 def set_keep_server(keep: bool) -> None:

@@ -433,13 +433,13 @@ def test_capture_starts_the_server_imports_and_a_death_mid_job_loses_nothing(add
 
 def test_picking_another_program_forgets_the_one_found_and_looks_for_the_new_one(addon, monkeypatch):
     """Before: the preferences said 'Not looked for yet' until the user pressed the refresh button."""
-    from vibe_blender import preferences
+    from vibe_blender import preferences, server_state
     from vibe_blender.core.local_server import ServerProgram
 
     old = ServerProgram(Path("/old/vibe-mocap"), "vibe-mocap 0", "PATH")
     monkeypatch.setattr(server_control._state, "program", old)
     monkeypatch.setattr(preferences._Defaults, "server_program", "/nonexistent/vibe-mocap")
-    preferences.program_picked()  # the preference's update callback
+    server_state.program_picked()  # the preference's update callback
     follow_until(lambda: not server_control.program_state()[2] and server_control.program_state()[1], 30)
     assert server_control.program_state()[0] is None
     assert "'/nonexistent/vibe-mocap') does not exist" in server_control.program_state()[1]

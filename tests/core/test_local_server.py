@@ -453,11 +453,11 @@ def test_a_slow_stop_that_ends_after_a_new_start_leaves_that_start_alone(tmp_pat
     graceful_may_end, ends = threading.Event(), []
     end_process = local_server._end_process
 
-    def end(process, timeout_s):
+    def end(process, timeout_s, **kwargs):
         ends.append(timeout_s)
         if len(ends) == 1:  # the graceful stop waits for the server longer than the quick one
             graceful_may_end.wait(30)
-        end_process(process, timeout_s)
+        end_process(process, timeout_s, **kwargs)
 
     monkeypatch.setattr(local_server, "_end_process", end)
     graceful = threading.Thread(target=server.stop)
@@ -693,7 +693,7 @@ def test_ending_the_server_closes_its_input_before_any_signal(tmp_path, monkeypa
     running job recorded as queued). On POSIX SIGTERM follows STDIN_STOP_S later (here 2 s), for a
     server not watching its input yet; on Windows nothing but the kill, after the whole wait."""
     monkeypatch.setattr(local_server, "STDIN_STOP_S", 2.0)  # margins of 2 s
-    monkeypatch.setattr(local_server, "os", type("os", (), {"name": platform}))  # only _end_process reads it
+    monkeypatch.setattr(local_server, "TERMINATE_IS_KILL", platform == "nt")
     events = tmp_path / "events"
     program = write_program(tmp_path / "vibe-mocap", ASKED_TO_STOP)
     process = subprocess.Popen([str(program), str(events), str(stop_takes_s)], stdin=subprocess.PIPE)

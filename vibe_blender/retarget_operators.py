@@ -10,7 +10,7 @@ import bpy
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
 from .core.errors import VibeError
-from .core.retarget_map import auto_map_report, load_map, preset_report, save_map
+from .core.retarget_map import auto_map_report, load_map, map_report, preset_report, save_map
 from .operator_errors import reports_errors
 from .retarget_settings import FBX_ITEMS, FORMAT_ITEMS, current_map, fill_rows, settings
 from .rig_builder import character_of, is_character
@@ -121,7 +121,16 @@ class VIBE_OT_load_bone_map(bpy.types.Operator, ImportHelper):
     def execute(self, context):
         name, mapping = load_map(self.filepath)
         fill_rows(context, mapping)
-        self.report({"INFO"}, f"Loaded bone map '{name}'.")
+        s = settings(context)
+        if s.target is None:  # (the summary of an earlier map no longer holds)
+            s.map_summary = s.map_missing = ""
+            self.report({"INFO"}, f"Loaded bone map '{name}'; pick the target to see how much of it the rig has.")
+            return {"FINISHED"}
+        from .retarget import bones_as_edited
+
+        report = map_report(mapping, [b.name for b in bones_as_edited(s.target)], f"the saved map '{name}'")
+        s.map_summary, s.map_missing = report.summary(), ", ".join(report.missing)
+        self.report({"INFO"} if report.complete else {"WARNING"}, f"'{s.target.name}': {report.summary()}")
         return {"FINISHED"}
 
 

@@ -32,6 +32,12 @@ def _is_target_rig(_self, obj):
     return obj.type == "ARMATURE" and not linked_without_override(obj)
 
 
+def _forget_map_summary(settings, _context):
+    """Another target: how complete the map was for the last one no longer holds (Fill or Load says
+    it again)."""
+    settings.map_summary = settings.map_missing = ""
+
+
 class VIBE_BoneMapRow(bpy.types.PropertyGroup):
     joint: bpy.props.StringProperty(name="SMPL joint")
     bone: bpy.props.StringProperty(name="Target bone", description="Bone of the target that follows this joint")
@@ -46,6 +52,7 @@ class VIBE_RetargetSettings(bpy.types.PropertyGroup):
         type=bpy.types.Object,
         poll=_is_target_rig,
         description="The rig to animate (a linked rig needs a library override first)",
+        update=_forget_map_summary,
     )
     preset: bpy.props.EnumProperty(name="Preset", items=PRESET_ITEMS, default="AUTO")
     rows: bpy.props.CollectionProperty(type=VIBE_BoneMapRow)

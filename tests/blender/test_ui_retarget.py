@@ -85,6 +85,25 @@ def test_a_map_naming_a_bone_blender_cannot_hold_leaves_the_rows_as_they_were(re
     assert retarget_settings.current_map(bpy.context) == {j: b for j, b in PRESETS["MIXAMO"].items() if b}
 
 
+def test_a_loaded_map_is_checked_against_the_target_and_another_target_forgets_the_summary(registered, tmp_path):
+    """Before: Load left the last Fill's '22 of 22 ... Mixamo' (a check mark) over a map made for another
+    rig, whose missing bones surfaced only at Retarget."""
+    s = registered
+    s.target = rigs.target_rig("Mixamo", PRESETS["MIXAMO"])
+    assert bpy.ops.vibe_mocap.fill_bone_map() == {"FINISHED"} and s.map_missing == ""
+    ue5_map = tmp_path / "ue5.json"
+    from vibe_blender.core.retarget_map import save_map
+
+    save_map(ue5_map, PRESETS["UE5_MANNEQUIN"])
+    assert bpy.ops.vibe_mocap.load_bone_map(filepath=str(ue5_map)) == {"FINISHED"}
+    assert s.map_summary.startswith("0 of 22 body joints mapped from the saved map 'ue5'")
+    assert s.map_missing.startswith("pelvis, ")
+    s.target = rigs.target_rig("UE", PRESETS["UE5_MANNEQUIN"])
+    assert s.map_summary == s.map_missing == ""  # it held for the other rig
+    assert bpy.ops.vibe_mocap.load_bone_map(filepath=str(ue5_map)) == {"FINISHED"}
+    assert s.map_summary.startswith("22 of 22 body joints mapped from the saved map 'ue5'") and s.map_missing == ""
+
+
 def test_incomplete_map_shows_the_missing_joints_and_the_foot_lock_toggle(registered):
     """A custom rig whose neck and right elbow have meaningless names: Fill maps the rest and names the
     missing joints; the user picks the elbow in the list and Retarget runs, with and without the lock."""

@@ -381,6 +381,7 @@ class AutoMap:
     preset: str | None
     missing: list[str] = field(default_factory=list)
     confidence: float = 0.0
+    how: str | None = None  # where the map came from, when neither a preset nor bone names (a saved map)
 
     @property
     def complete(self) -> bool:
@@ -388,7 +389,7 @@ class AutoMap:
 
     def summary(self) -> str:
         found = len(BODY_JOINTS) - len(self.missing)
-        how = PRESET_LABELS[self.preset] if self.preset else "bone names"
+        how = self.how or (PRESET_LABELS[self.preset] if self.preset else "bone names")
         text = f"{found} of {len(BODY_JOINTS)} body joints mapped from {how} (confidence {self.confidence:.0%})"
         if self.missing:
             text += f"; missing: {', '.join(self.missing)}. Pick their bones in the list"
@@ -471,6 +472,15 @@ def auto_map_report(bone_names, parents: dict[str, str | None] | None = None) ->
 
 
 # ---------------------------------------------------------------- checks and files
+def map_report(mapping: dict[str, str], bone_names, how: str) -> AutoMap:
+    """How complete a map made elsewhere (a saved preset, ``how`` names it) is for a rig: its body joints
+    whose bone the rig lacks, or that have none, are ``missing``."""
+    names = set(bone_names)
+    usable = {j: b for j, b in mapping.items() if b in names}
+    missing = [j for j in BODY_JOINTS if j not in usable]
+    return AutoMap(usable, None, missing, 1.0 - len(missing) / len(BODY_JOINTS), how=how)
+
+
 def validate_map(mapping: dict[str, str], bone_names) -> None:
     """Raise VibeError unless every mapped bone exists, no bone is used twice and pelvis is mapped."""
     names = set(bone_names)

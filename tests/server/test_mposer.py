@@ -187,9 +187,10 @@ def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path,
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("epoch, best", [("3", 1.0), (-1, 1.0), (2, None)])
+@pytest.mark.parametrize("epoch, best", [("3", 1.0), (-1, 1.0), (2, None), (2, float("nan")), (2, -1.0)])
 def test_a_checkpoint_whose_epoch_or_best_loss_is_no_number_is_refused(tmp_path, epoch, best):
-    """An epoch of '3' was taken as 3, and a best loss of None ended in a TypeError's traceback."""
+    """An epoch of '3' was taken as 3, and a best loss of None ended in a TypeError's traceback; one of NaN
+    or below 0 was never beaten (the best prior never saved again)."""
     train_mposer(mposer_config(tmp_path))
     checkpoint = tmp_path / "mp" / "mposer.pth.tar"
     ckpt = torch.load(checkpoint, weights_only=False)

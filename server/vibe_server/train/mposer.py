@@ -40,6 +40,7 @@ from .datasets import SequenceDataset
 from .out_dir import (
     START_AFRESH,
     check_same_settings,
+    is_best_value,
     keep_old_logs,
     load_optimizer,
     load_state,
@@ -116,6 +117,7 @@ def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
         or type(ckpt["epoch"]) is not int
         or ckpt["epoch"] < 0
         or not isinstance(ckpt["best_val_loss"], float)  # inf before any validation: a float too
+        or not is_best_value(ckpt["best_val_loss"])
     ):
         raise VibeError(
             f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. {START_AFRESH}"

@@ -131,6 +131,12 @@ def load_state(module: torch.nn.Module, state: object, path: Path, what: str) ->
     module.load_state_dict(state)
 
 
+def is_best_value(value: float) -> bool:
+    """A best validation figure a checkpoint can hold: 0 or more (an error or a loss), inf before any
+    validation; NaN or a negative one would never be beaten, and the best model never saved again."""
+    return not math.isnan(value) and value >= 0
+
+
 def load_optimizer(optimizer: object, state: object, path: Path, what: str) -> None:
     """An optimiser's or scheduler's ``load_state_dict``, its failure one VibeError. Of a scheduler's
     state only the numbers it counts with are loaded (:func:`scheduler_numbers`: its

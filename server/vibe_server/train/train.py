@@ -62,6 +62,7 @@ from .mposer import load_mposer, require_mposer_checkpoint
 from .out_dir import (
     START_AFRESH,
     check_same_settings,
+    is_best_value,
     keep_old_logs,
     load_optimizer,
     load_state,
@@ -213,7 +214,7 @@ def read_resume_checkpoint(config: TrainConfig, checkpoint_path: Path) -> dict |
             f"Cannot resume from '{checkpoint_path}': it is not a checkpoint of 'vibe-mocap train vibe' (it has "
             f"no epoch; an official model is a starting point: pass it with --pretrained). {START_AFRESH}"
         )
-    if math.isnan(best) or best < 0:  # inf: no validation yet
+    if not is_best_value(best):
         raise VibeError(
             f"Cannot resume from '{checkpoint_path}': its best_performance ({best}) is no PA-MPJPE (mm, 0 or "
             f"more, inf before any validation), so it is damaged. {START_AFRESH}"

@@ -136,7 +136,8 @@ class FakeActor:
             return path
         return str(self.mounted_at / Path(path).relative_to("/"))
 
-    def remote(self, item, data):
+    def remote(self, item, data, probe=None):
+        self.probes = [*getattr(self, "probes", []), probe]  # what each video's task was given to check
         return self._ray.start(self, item, data)
 
 

@@ -227,7 +227,7 @@ def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     "make_inputs, message",
     [
         (lambda d: [str(d / "missing.mp4")], "no file or folder"),
-        (lambda d: [str(d / "a.mp4"), str(d / "clips.csv")], r"'.*clips.csv' is neither a video \(.3gp, .avi, "),
+        (lambda d: [str(d / "a.mp4"), str(d / "clips.csv")], r"'.*clips.csv' is a text file, not a video; a list of"),
         (lambda d: [str(d / "empty")], "holds no video"),
         (lambda d: [str(d / "a.mp4"), str(d / "b/a.mp4")], "would both write 'a.npz'"),
     ],
@@ -240,6 +240,15 @@ def test_discover_bad_inputs_give_one_clear_error(tmp_path, make_inputs, message
     (tmp_path / "clips.csv").write_text("a.mp4\n")
     with pytest.raises(VibeError, match=message):
         discover(make_inputs(tmp_path), tmp_path / "out")
+
+
+def test_a_video_of_an_extension_a_folder_does_not_collect_is_still_taken_as_an_input(tmp_path):
+    """Only a text file is refused by its content (a list named .csv); a real video of a rarer extension
+    (.mxf, none at all) goes to the decoder, which says whether it reads it."""
+    (tmp_path / "take.mxf").write_bytes(b"\x06\x0e\x2b\x34\x02\x05\x01\x01\x0d\x01\x02\x01\x01\x02\x04\x00")
+    (tmp_path / "other").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    items = discover([str(tmp_path / "take.mxf"), str(tmp_path / "other")], tmp_path / "out")
+    assert [item.key for item in items] == ["take.mxf", "other"]
 
 
 # -- manifest and atomic writes ---------------------------------------------------------------
@@ -412,6 +421,11 @@ def test_an_output_folder_without_file_locks_runs_unguarded_with_a_warning(tmp_p
     assert "(No locks available): its file system has no file locks, so nothing keeps another batch out" in (
         capsys.readouterr().err
     )
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # as on Windows: no such lock, documented, no warning
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    ray_batch(tmp_path / "in", out=tmp_path / "out")
+    assert not part.exists()  # a leftover there is deleted as before
 
 
 def test_a_file_in_the_output_folder_the_batch_did_not_write_is_refused_before_the_run_and_kept(tmp_path, monkeypatch):

@@ -134,10 +134,13 @@ def test_a_cluster_ray_cannot_join_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ray_runner, "_import_ray", lambda: fake_ray)
     monkeypatch.setattr(ray_runner, "init_address", lambda address: "10.0.0.5:6379")
     items = ray_items(tmp_path, ("a.mp4",))
+    assert ray_runner._init_failed(None, OSError("No space left on device")).startswith(
+        "Cannot start a local Ray cluster (No space left on device); Ray's logs are in its session folder"
+    )
     with pytest.raises(
         VibeError,
         match=r"Cannot join the Ray cluster at '10.0.0.5:6379' \(Version mismatch: The cluster was started "
-        r"with:\); the",
+        r"with:\)\. The driver and every node need the same versions",
     ):
         ray_runner.run_ray(
             items,
@@ -637,6 +640,26 @@ def test_a_node_checks_it_sees_the_drivers_output_folder_and_first_video_without
     found = ray_runner.shared_paths_problem(str(out / "probe"), b"driver's", str(video))
     assert found == (problem and problem.format(out=out, video=video))
     assert out.exists() == (case != "no folder")  # a folder missing on a node is never made there
+
+
+def test_an_actor_checks_the_shared_paths_again_before_each_video(clip_bank, tmp_path):
+    """Ray may restart an actor on another node after its first check: each video's task carries the
+    probe, and an actor that no longer sees it fails the video at once instead of computing it in full
+    and leaving its result on its own disk."""
+    [item] = discover([str(place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"}))], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    probe = tmp_path / "out" / ".probe"
+    probe.write_bytes(b"driver's")
+    actor = ray_runner.VideoActor(EngineSpec(factory=ENGINE), make_options(min_track_frames=5))
+    record, _ = actor.process(item, None, (str(probe), b"another run's"))
+    assert record["status"] == "failed" and "does not see the output folder" in record["error"]
+    assert not Path(item.output_path).exists()
+    record, _ = actor.process(item, None, (str(probe), b"driver's"))
+    assert record["status"] == "done" and Path(item.output_path).is_file()
+    fake_ray = FakeRay(lambda item, data: (make_record(item, "done"), None))
+    actors = fake_ray.actors(1)
+    drive_on(fake_ray, actors, ray_items(tmp_path / "driven", ("b.mp4",)), tmp_path / "driven")
+    assert actors[0].probes and all(p is not None and p[0].endswith(".part") for p in actors[0].probes)
 
 
 # -- videos sent through the object store ------------------------------------------------------------

@@ -135,6 +135,25 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
+def _is_text(path: Path, sniffed: int = 4096) -> bool:
+    """Whether the file starts as UTF-8 text without NUL bytes (a video container's header has binary
+    sizes and flags, so NUL bytes, at once); False when it cannot be read (the run says why)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(sniffed)
+    except OSError:
+        return False
+    if not head or b"\0" in head:
+        return False
+    for cut in range(4):  # a character cut at the end of what was read
+        try:
+            head[: len(head) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
 def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
     """(key, path) of the videos under ``folder`` (a resolved path), hidden files and folders skipped and
     linked folders followed (see ``_to_search``)."""
@@ -259,10 +278,10 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             keyed += videos
         elif path.is_file() and path.suffix.lower() in LIST_EXTENSIONS:
             keyed += _list_videos(path)
-        elif path.is_file() and not is_video(path):  # (a list named .csv would be run as a video)
+        elif path.is_file() and not is_video(path) and _is_text(path):  # (a list named .csv was run as a video)
             raise VibeError(
-                f"'{path}' is neither a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) nor a list of videos "
-                f"({', '.join(sorted(LIST_EXTENSIONS))}), by its extension; rename it to what it is."
+                f"'{path}' is a text file, not a video; a list of videos must be named "
+                f"{', '.join(sorted(LIST_EXTENSIONS))} (one path per line)."
             )
         elif path.is_file():
             keyed.append((path.name, path.resolve()))

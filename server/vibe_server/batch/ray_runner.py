@@ -92,10 +92,17 @@ class VideoActor:
         """(this node, as Ray names it; why it cannot work on the shared path, or None)."""
         return node_name(), shared_paths_problem(probe_path, probe_content, video_path)
 
-    def process(self, item: BatchItem, data: bytearray | None) -> tuple[dict, bytes | None]:
+    def process(
+        self, item: BatchItem, data: bytearray | None, probe: tuple[str, bytes] | None = None
+    ) -> tuple[dict, bytes | None]:
+        """probe: (path, content) of the driver's probe file in shared mode, checked again before each
+        video: Ray may have restarted this actor on another node since its first check."""
         if self.setup_error is not None:
             return {"setup_error": self.setup_error}, None
         shared = data is None  # shared path: the actor writes the result itself; else the driver does
+        problem = shared_paths_problem(*probe, item.input_path) if shared and probe is not None else None
+        if problem is not None:  # computed in full, its result would stay on this node's own disk
+            return make_record(item, "failed", error=f"Node {node_name()} {problem}.", worker=self.name), None
         try:
             record, result = process_video(
                 self.engine, item, self.options, worker=self.name, data=data, write_output=shared
@@ -282,10 +289,7 @@ def run_ray(
                 "'ray start --head' or give its address."
             ) from err
         except Exception as err:  # a Ray or Python version unlike the cluster's, a local cluster that failed to start
-            raise VibeError(
-                f"Cannot join the Ray cluster at '{address or 'a new local one'}' ({_message_line(err, 0)}); the "
-                "driver and every node need the same versions of Ray and Python."
-            ) from err
+            raise VibeError(_init_failed(address, err)) from err
     try:
         resources, count, device = _actor_layout(ray, spec.device)
         count = min(count, len(items))
@@ -449,7 +453,7 @@ def _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir,
                 on_record(make_record(item, "failed", error=error))
                 continue
             actor = idle.pop()
-            running[actor.process.remote(item, data)] = (actor, item)
+            running[actor.process.remote(item, data, checks and checks.probe)] = (actor, item)
         if not running and not (waiting and checking):
             if waiting and died_loading_count == len(actors):
                 raise VibeError(DIED_LOADING)
@@ -531,6 +535,7 @@ class SharedPathChecks:
     stops with one error instead of running any video."""
 
     def __init__(self, actors: list, probe_path: str, probe_content: bytes, video_path: str | None) -> None:
+        self.probe = (probe_path, probe_content)  # each video's task checks it again (an actor restarted elsewhere)
         self.tasks = {actor.check_shared_paths.remote(probe_path, probe_content, video_path): actor for actor in actors}
         self.left_out: dict[str, str] = {}  # node -> why its actors take no video (the first actor's answer)
         self.left_out_actors = 0
@@ -679,6 +684,21 @@ _DIED = (
     f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
     "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
 )
+
+
+def _init_failed(address: str | None, err: Exception) -> str:
+    """The message for a ``ray.init`` that failed otherwise than by an unreachable address."""
+    why = _message_line(err, 0)
+    if address in (None, "local"):
+        return (
+            f"Cannot start a local Ray cluster ({why}); Ray's logs are in its session folder "
+            "(/tmp/ray/session_latest/logs): free what it names (disk space in /tmp, a port), or start the "
+            "cluster with 'ray start --head' and give its address."
+        )
+    versions = (
+        " The driver and every node need the same versions of Ray and Python." if "version" in str(err).lower() else ""
+    )
+    return f"Cannot join the Ray cluster at '{address}' ({why}).{versions}"
 
 
 def _message_line(err: Exception, index: int) -> str:

@@ -191,12 +191,13 @@ def without_earlier_result(item: BatchItem, failed: dict) -> dict:
     return failed
 
 
-def output_lock(output_dir: Path) -> contextlib.AbstractContextManager[bool]:
-    """One batch per output folder at a time; yields whether the folder is guarded. A shared file system
-    without locks (NFS without its lock service, some FUSE mounts: where a Ray cluster's shared OUTDIR
-    lies) runs unguarded, with a warning; so does Windows, which has no such lock."""
+def output_lock(output_dir: Path, no_locks: list[str]) -> contextlib.AbstractContextManager[bool]:
+    """One batch per output folder at a time. A shared file system without locks (NFS without its lock
+    service, some FUSE mounts: where a Ray cluster's shared OUTDIR lies) runs unguarded, with a warning,
+    and ``no_locks`` gets the problem; Windows, which has no such lock, runs unguarded as documented."""
 
     def unguarded(problem: str) -> None:
+        no_locks.append(problem)
         print(
             f"Warning: {problem}, so nothing keeps another batch out of {output_dir}: start no other batch "
             "there until this one ends. (Unfinished result files that a killed run left there, .*.part, are not "
@@ -232,8 +233,9 @@ def run_batch(
     output_dir = Path(output_dir).resolve()
     settings = results_fingerprint(spec, options)
     items = discover(inputs, output_dir)  # a mistyped input: nothing made in OUTDIR, which is not walked
-    with signals_stop_the_batch(), output_lock(output_dir) as guarded:
-        if guarded:  # (unguarded, another batch may be writing those files)
+    no_locks: list[str] = []
+    with signals_stop_the_batch(), output_lock(output_dir, no_locks):
+        if not no_locks:  # (where the file system refuses locks, another batch may be writing those files)
             remove_stale_parts(output_dir)
         batch = plan(items, output_dir, retry_failed=retry_failed, settings=settings)
         if batch.manifest.damaged_lines:

@@ -187,15 +187,24 @@ def test_resuming_needs_the_same_model_settings_and_a_whole_checkpoint(tmp_path,
     assert err.count("\n") == 1
 
 
-@pytest.mark.parametrize("epoch, best", [("3", 1.0), (-1, 1.0), (2, None), (2, float("nan")), (2, -1.0)])
-def test_a_checkpoint_whose_epoch_or_best_loss_is_no_number_is_refused(tmp_path, epoch, best):
-    """An epoch of '3' was taken as 3, and a best loss of None ended in a TypeError's traceback; one of NaN
-    or below 0 was never beaten (the best prior never saved again)."""
+@pytest.mark.parametrize(
+    "epoch, best, words",
+    [
+        ("3", 1.0, "it is not a checkpoint of 'vibe-mocap train mposer'"),
+        (-1, 1.0, "it is not a checkpoint of 'vibe-mocap train mposer'"),
+        (2, None, "it is not a checkpoint of 'vibe-mocap train mposer'"),
+        (2, float("nan"), r"its best_val_loss \(nan\) is no loss .* so it is damaged"),
+        (2, -1.0, r"its best_val_loss \(-1.0\) is no loss .* so it is damaged"),
+    ],
+)
+def test_a_checkpoint_whose_epoch_or_best_loss_is_no_number_is_refused(tmp_path, epoch, best, words):
+    """An epoch of '3' was taken as 3, and a best loss of None ended in a TypeError's traceback; one of
+    NaN or below 0 was taken as it was (the log's best figure wrong from then on)."""
     train_mposer(mposer_config(tmp_path))
     checkpoint = tmp_path / "mp" / "mposer.pth.tar"
     ckpt = torch.load(checkpoint, weights_only=False)
     torch.save({**ckpt, "epoch": epoch, "best_val_loss": best}, checkpoint)
-    with pytest.raises(VibeError, match=r"it is not a checkpoint of 'vibe-mocap train mposer'.*--resume=false"):
+    with pytest.raises(VibeError, match=rf"{words}.*--resume=false"):
         train_mposer(mposer_config(tmp_path, "--epochs=5"))
 
 

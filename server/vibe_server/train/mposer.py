@@ -117,10 +117,14 @@ def read_resume_checkpoint(config: MPoserConfig, path: Path) -> dict | None:
         or type(ckpt["epoch"]) is not int
         or ckpt["epoch"] < 0
         or not isinstance(ckpt["best_val_loss"], float)  # inf before any validation: a float too
-        or not is_best_value(ckpt["best_val_loss"])
     ):
         raise VibeError(
             f"Cannot resume from '{path}': it is not a checkpoint of 'vibe-mocap train mposer'. {START_AFRESH}"
+        )
+    if not is_best_value(ckpt["best_val_loss"]):
+        raise VibeError(
+            f"Cannot resume from '{path}': its best_val_loss ({ckpt['best_val_loss']}) is no loss (0 or more, inf "
+            f"before any validation), so it is damaged. {START_AFRESH}"
         )
     check_same_settings(path, ckpt.get("config"), config, MODEL_SETTINGS)
     return ckpt

@@ -98,9 +98,9 @@ def keyed_range(id_block: bpy.types.ID) -> tuple[float, float] | None:
     action = None if anim is None else anim.action
     if action is None:
         return None
-    if action.use_frame_range or not LAYERED_ACTIONS:
+    if action.use_frame_range:
         return tuple(action.frame_range)
-    channels = channels_of(id_block)
+    channels = channels_of(id_block)  # (4.2: the action itself)
     ranges = [fcurve.range() for fcurve in channels.fcurves if len(fcurve.keyframe_points)] if channels else []
     if not ranges:
         return None

@@ -3,6 +3,7 @@
 import bpy
 
 from .core.capture import FINAL_STATES
+from .core.local_server import same_local_server
 
 
 class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
@@ -23,7 +24,7 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
         box.prop(settings, "video_path", text="")
         box.label(text=f"Server: {get_preferences(context).server_url}")
         own = server_control.server_status()
-        if own.state == "ready" and own.url.rstrip("/") != get_preferences(context).server_url.rstrip("/"):
+        if own.state == "ready" and not same_local_server(get_preferences(context).server_url, own.url):
             box.label(text=f"(when no server answers there: the add-on's, at {own.url})")
         job = jobs.current_job()
         status = job.snapshot() if job is not None else None

@@ -189,7 +189,7 @@ def action_frame_range(armature_obj) -> tuple[int, int]:
                 "and press Tab (tweak mode), or assign the strip's action in the Action editor, then retarget again."
             )
         raise VibeError(f"'{name}' has no animation to retarget; import or key a motion first.")
-    if keyframes.channels_of(armature_obj) is None:  # 4.4+: an action assigned without a slot plays nothing
+    if keyframes.LAYERED_ACTIONS and anim.action_slot is None:  # 4.4+: an action without a slot plays nothing
         raise VibeError(
             f"The action '{anim.action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its "
             "slot in the Action editor (the slot menu beside the action), then retarget again."

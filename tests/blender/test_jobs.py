@@ -539,3 +539,7 @@ def test_the_capture_box_names_the_add_ons_server_when_it_runs_elsewhere_than_th
     running = ServerStatus("ready", url="http://127.0.0.1:44133")
     monkeypatch.setattr(server_control, "server_status", lambda: running)
     assert "(when no server answers there: the add-on's, at http://127.0.0.1:44133)" in labels()
+    from vibe_blender import preferences
+
+    monkeypatch.setattr(preferences._Defaults, "server_url", "http://localhost:44133/")  # that very server
+    assert not any("the add-on's, at" in text for text in labels())

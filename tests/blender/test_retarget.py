@@ -736,6 +736,13 @@ def test_a_source_whose_motion_plays_from_nothing_the_retarget_reads_is_refused_
         with pytest.raises(VibeError, match=f"The action '{action.name}' of 'SMPL' has no slot for it"):
             retarget(source, target, UE5, lock_feet=False)
         source.animation_data.action_slot = action.slots[0]
+    empty = bpy.data.actions.new("Empty")
+    _use_action(source, empty)
+    if keyframes.LAYERED_ACTIONS and source.animation_data.action_slot is None:
+        source.animation_data.action_slot = empty.slots.new(id_type="OBJECT", name="SMPL")
+    with pytest.raises(VibeError, match="The action 'Empty' of 'SMPL' has no keys to retarget"):
+        retarget(source, target, UE5, lock_feet=False)  # (4.2 baked frame 0 of an empty action)
+    _use_action(source, action)
     track = source.animation_data.nla_tracks.new()
     track.strips.new(action.name, 1, action)
     source.animation_data.action = None

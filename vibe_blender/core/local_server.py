@@ -1113,6 +1113,16 @@ def _exited_within(process: subprocess.Popen, timeout_s: float) -> bool:
     return True
 
 
+def same_local_server(url: str, other: str) -> bool:
+    """Whether two server URLs reach the same server on this machine (127.0.0.1 and localhost alike,
+    by port)."""
+    return (
+        is_loopback_url(url)
+        and is_loopback_url(other)
+        and _port(urllib.parse.urlparse(url)) == _port(urllib.parse.urlparse(other))
+    )
+
+
 def connect_or_start(
     url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram], *, data_dir: str = ""
 ) -> tuple[str, str]:
@@ -1122,7 +1132,7 @@ def connect_or_start(
     folder) and waited for. Blocks: call it from a worker thread."""
     status = server.snapshot()
     own = status.state == "ready"
-    if own and is_loopback_url(url) and _port(urllib.parse.urlparse(url)) == _port(urllib.parse.urlparse(status.url)):
+    if own and same_local_server(url, status.url):
         return status.url, server.token  # the add-on's server is the one at that URL: its own token
     owner = url_owner(url)
     if owner == "vibe":

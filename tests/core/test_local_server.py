@@ -382,7 +382,7 @@ def test_a_server_launched_to_outlive_blender_is_asked_to_stop_before_it_is_ende
     program = write_program(
         tmp_path / "vibe-mocap",
         f"""import os
-sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS)!r}]
+sys.path[:0] = [{str(TESTS.parent)!r}, {str(TESTS.parent / 'server')!r}, {str(TESTS)!r}]
 from fake_vibe_server import FakeVibeServer
 args = sys.argv[1:]
 port = int(args[args.index("--port") + 1])

@@ -115,7 +115,7 @@ class VideoActor:
 def node_name() -> str:
     """The node this process runs on: its host name and the address the cluster lists it under."""
     try:
-        import ray
+        import ray  # optional extra: this runs in an actor, where Ray is there
 
         node_id = ray.get_runtime_context().get_node_id()
         [address] = [node["NodeManagerAddress"] for node in ray.nodes() if node.get("NodeID") == node_id]

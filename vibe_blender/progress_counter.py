@@ -12,7 +12,7 @@ import bpy
 def progress_counter(steps: int) -> Iterator[Callable[[float], None]]:
     """The counter over ``steps``; yields ``step(done)``. Nothing is shown where there is no window
     manager (a background run)."""
-    window_manager = getattr(bpy.context, "window_manager", None)
+    window_manager = _window_manager()
     if window_manager is None:
         yield lambda done: None
         return
@@ -21,3 +21,7 @@ def progress_counter(steps: int) -> Iterator[Callable[[float], None]]:
         yield window_manager.progress_update
     finally:
         window_manager.progress_end()
+
+
+def _window_manager():
+    return getattr(bpy.context, "window_manager", None)

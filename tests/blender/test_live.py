@@ -140,7 +140,7 @@ def test_the_armature_follows_the_stream_and_a_recording_keys_every_received_fra
 
     assert len(characters) == len(take.track_ids)
     # The take plays at real speed: its scene frames span the time between its first and last frames.
-    fps, scene = live._scene_fps(), bpy.context.scene
+    fps, scene = keyframes.scene_fps(), bpy.context.scene
     times = np.asarray(take.received_time_s)
     assert abs((scene.frame_end - scene.frame_start) / fps - (times[-1] - times[0])) <= 0.5 / fps
     placed = take_on_frames(take, fps)
@@ -214,7 +214,9 @@ def test_a_server_dying_mid_stream_is_reported_and_the_recording_is_kept(addon):
     for tid in take.track_ids:
         arm, mesh = next(c for c in characters if c[0].name.startswith(f"track_{tid}"))
         assert mesh.data.shape_keys is not None
-        assert len(rotation_keys(arm, JOINT_NAMES[0])) == len(take_on_frames(take, live._scene_fps()).frame_ids[tid])
+        assert len(rotation_keys(arm, JOINT_NAMES[0])) == len(
+            take_on_frames(take, keyframes.scene_fps()).frame_ids[tid]
+        )
 
 
 def test_bad_requests_give_one_clear_message(addon):
@@ -260,7 +262,7 @@ def test_a_recording_with_dropped_frames_imports_smooth_at_real_speed(addon, emp
     take played at the wrong speed (one scene frame per source frame)."""
     armature, mesh = import_recording(body_model, moving_take(range(0, 60, 2)), 24)
     scene = bpy.context.scene
-    assert live._scene_fps() == 24
+    assert keyframes.scene_fps() == 24
     assert abs(scene.frame_end - scene.frame_start + 1 - 2 * 24) <= 1
     assert hidden_frames(mesh) == []
     np.testing.assert_array_equal(

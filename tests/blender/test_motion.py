@@ -482,7 +482,7 @@ def test_characters_have_their_real_size_in_a_scene_counted_in_centimetres(empty
 
 
 def test_import_shows_progress_per_character(empty_scene, reference_dir, body_model, monkeypatch):
-    from vibe_blender import importer
+    from vibe_blender import progress_counter
 
     calls = []
 
@@ -496,7 +496,7 @@ def test_import_shows_progress_per_character(empty_scene, reference_dir, body_mo
         def progress_end(self):
             calls.append(("end",))
 
-    monkeypatch.setattr(importer, "_window_manager", WindowManager)
+    monkeypatch.setattr(progress_counter, "_window_manager", WindowManager)
     import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
     assert calls == [("begin", 0, 2), ("update", 1), ("update", 2), ("end",)]
     calls.clear()

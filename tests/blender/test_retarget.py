@@ -466,7 +466,7 @@ def test_the_source_is_sampled_through_the_one_f_curve_reader_with_its_modifiers
     monkeypatch.setattr(keyframes, "sample_fcurve", counted)
     target = rigs.target_rig("Target", UE5, a_pose_deg=20, roll_seed=5)
     retarget(source, target, UE5, lock_feet=False)
-    assert (keyframes.rotation_path("left_knee"), 1) in sampled and len(sampled) >= 24 * 4
+    assert {(keyframes.rotation_path(j), c) for j in UE5 for c in range(4)} <= set(sampled)
     assert _direction_error(source, target, UE5, frames).max() < 0.01
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .client import Cancelled, LocalPathRefused, ServerClient, ServerUnreachable, is_loopback_url
+from .client import Cancelled, InvalidAnswer, LocalPathRefused, ServerClient, ServerUnreachable, is_loopback_url
 from .errors import VibeError
 from .model_data import load_served_body_model
 from .regular_file import open_user_file
@@ -122,7 +122,7 @@ class CaptureJob:
             self._send_follow_and_download()
         except Cancelled:
             self._cancel_on_server()
-        except ServerUnreachable as err:
+        except (ServerUnreachable, InvalidAnswer) as err:  # (an answer cut off when its server was killed)
             lost = self._explain_lost_server if self.client is not None else None
             explained = lost(self.client.base_url) if lost else None
             self._set(state="failed", message=explained or str(err))

@@ -173,6 +173,10 @@ class ServerUnreachable(VibeError):
     """No connection to the server, or it broke off (the server is gone, or was never there)."""
 
 
+class InvalidAnswer(VibeError):
+    """The server's answer is not one of the API's (a hostile program, or a server killed mid-answer)."""
+
+
 class LocalPathRefused(VibeError):
     """The server cannot use a path on this machine (it runs elsewhere, or cannot see the file)."""
 
@@ -389,7 +393,7 @@ class ServerClient:
         return data
 
     def _invalid(self, what: str) -> VibeError:
-        return VibeError(
+        return InvalidAnswer(
             f"The server at {self.base_url} sent an invalid answer ({what}); it is not a compatible "
             "VIBE Mocap server (API v1). Check the server URL, or update the server and the add-on."
         )

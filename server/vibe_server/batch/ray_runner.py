@@ -427,94 +427,89 @@ def _drive(
     needs: str = "its resources",
     unscheduled: Callable[[], int | None] = lambda: None,
 ) -> None:
-    if transfer != "shared" or not items:
-        _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir, needs, unscheduled, None)
-        return
-    with shared_probe(output_dir) as probe:
-        checks = SharedPathChecks(actors, *probe, video_the_driver_sees(items))
-        _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir, needs, unscheduled, checks)
-
-
-def _drive_videos(ray, actors, items, transfer, on_record, progress, output_dir, needs, unscheduled, checks) -> None:
-    """``_drive``'s loop; ``checks``: the shared-path checks the actors answer before they take videos, or None
-    (every actor takes videos at once)."""
-    idle = list(actors) if checks is None else []
-    running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
-    waiting = deque(items)
-    pending = Pending(ray, actors, needs, unscheduled)
-    died_loading_count = 0
-    start_error = ""  # why the first actor that never started failed (a module missing on a node, ...)
-    checking = {} if checks is None else checks.tasks
-    while waiting or running:
-        while idle and waiting:  # backpressure: one video per free actor
-            item = waiting.popleft()
-            data, error = _payload(item, transfer)
-            if error is not None:
-                on_record(make_record(item, "failed", error=error))
+    shared = transfer == "shared" and bool(items)
+    # shared: the actors answer the shared-path checks before they take videos (SharedPathChecks)
+    with shared_probe(output_dir) if shared else contextlib.nullcontext() as probe:
+        checks = SharedPathChecks(actors, *probe, video_the_driver_sees(items)) if shared else None
+        idle = list(actors) if checks is None else []
+        running: dict = {}  # task -> (actor, video): the driver, not the reply, says which video a result is for
+        waiting = deque(items)
+        pending = Pending(ray, actors, needs, unscheduled)
+        died_loading_count = 0
+        start_error = ""  # why the first actor that never started failed (a module missing on a node, ...)
+        checking = {} if checks is None else checks.tasks
+        while waiting or running:
+            while idle and waiting:  # backpressure: one video per free actor
+                item = waiting.popleft()
+                data, error = _payload(item, transfer)
+                if error is not None:
+                    on_record(make_record(item, "failed", error=error))
+                    continue
+                actor = idle.pop()
+                running[actor.process.remote(item, data, checks and checks.probe)] = (actor, item)
+            if not running and not (waiting and checking):
+                if waiting and died_loading_count == len(actors):
+                    raise VibeError(DIED_LOADING)
+                if waiting and checks is not None and checks.left_out and not checks.passing:
+                    raise checks.none_sees_error()
+                if waiting:  # every actor is gone
+                    raise VibeError(
+                        f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start "
+                        f"or died too often{start_error}; check the cluster's logs ('ray logs'), then run the same "
+                        "command again to resume."
+                    )
+                break
+            progress.worker_status("ray", pending.status() or f"{len(running)} videos running")
+            done, _ = ray.wait(list(checking) + list(running), num_returns=1, timeout=WAIT_STEP_S)
+            if not done:
+                pending.check()
                 continue
-            actor = idle.pop()
-            running[actor.process.remote(item, data, checks and checks.probe)] = (actor, item)
-        if not running and not (waiting and checking):
-            if waiting and died_loading_count == len(actors):
-                raise VibeError(DIED_LOADING)
-            if waiting and checks is not None and checks.left_out and not checks.passing:
-                raise checks.none_sees_error()
-            if waiting:  # every actor is gone
-                raise VibeError(
-                    f"No Ray actor is left to run the remaining {len(waiting)} video(s): they failed to start or "
-                    f"died too often{start_error}; check the cluster's logs ('ray logs'), then run the same command "
-                    "again to resume."
-                )
-            break
-        progress.worker_status("ray", pending.status() or f"{len(running)} videos running")
-        done, _ = ray.wait(list(checking) + list(running), num_returns=1, timeout=WAIT_STEP_S)
-        if not done:
-            pending.check()
-            continue
-        pending.started = True
-        [task] = done
-        if task in checking:
-            actor = checking.pop(task)
+            pending.started = True
+            [task] = done
+            if task in checking:
+                actor = checking.pop(task)
+                try:
+                    if checks.passed(ray.get(task)):
+                        idle.append(actor)
+                except ray.exceptions.RayActorError as err:  # gone before it took a video: it takes none
+                    start_error = start_error or _start_error(err)
+                    died_loading_count += not _never_started(err) and pending.died_loading(actor)
+                except ray.exceptions.RayError as err:
+                    checks.failed(f"could not run the check ({_message_line(err, 0)})")
+                if not checking:
+                    checks.note_left_out()
+                continue
+            actor, item = running.pop(task)
             try:
-                if checks.passed(ray.get(task)):
-                    idle.append(actor)
-            except ray.exceptions.RayActorError as err:  # gone before it took a video: it takes none
-                init_failed = getattr(err, "actor_init_failed", False)
-                if init_failed and not start_error:
-                    start_error = f" (the first to fail to start: {_message_line(err, -1)})"
-                died_loading_count += not init_failed and pending.died_loading(actor)
-            except ray.exceptions.RayError as err:
-                checks.failed(f"could not run the check ({_message_line(err, 0)})")
-            if not checking:
-                checks.note_left_out()
-            continue
-        actor, item = running.pop(task)
-        try:
-            reply = ray.get(task)
-        except ray.exceptions.RayActorError as err:
-            init_failed = getattr(err, "actor_init_failed", False)  # its constructor raised: never started
-            if init_failed and not start_error:
-                start_error = f" (the first to fail to start: {_message_line(err, -1)})"
-            loading = not init_failed and pending.died_loading(actor)
-            if init_failed or loading or _gone(ray, err):
-                waiting.appendleft(item)  # the actor is gone for good, not for this video: another runs it
-                died_loading_count += loading
+                reply = ray.get(task)
+            except ray.exceptions.RayActorError as err:
+                init_failed = _never_started(err)
+                start_error = start_error or _start_error(err)
+                loading = not init_failed and pending.died_loading(actor)
+                if init_failed or loading or _gone(ray, err):
+                    waiting.appendleft(item)  # the actor is gone for good, not for this video: another runs it
+                    died_loading_count += loading
+                    continue
+                idle.append(actor)  # Ray has restarted it
+                on_record(make_record(item, "failed", error=_DIED))
                 continue
-            idle.append(actor)  # Ray has restarted it
-            on_record(make_record(item, "failed", error=_DIED))
-            continue
-        except ray.exceptions.RayError as err:  # the task's own failure, its result lost with a node, ...
-            idle.append(actor)  # (an actor gone for good fails its next video at once, and that one runs again)
-            on_record(make_record(item, "failed", error=_task_failed(err)))
-            continue
-        if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "setup_error" in reply[0]:
-            raise VibeError(f"The Ray actors could not load the model: {reply[0]['setup_error']}")
-        if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "stop_error" in reply[0]:
-            raise OutputDiskFull(str(reply[0]["stop_error"]))
-        idle.append(actor)
-        on_record(_checked(item, reply, transfer, output_dir))
-    if checks is not None:
-        checks.note_left_out()  # the videos ran out before every actor answered: those left out so far
+            except ray.exceptions.RayError as err:  # the task's own failure, its result lost with a node, ...
+                idle.append(actor)  # (an actor gone for good fails its next video at once, and that one runs again)
+                on_record(make_record(item, "failed", error=_task_failed(err)))
+                continue
+            if (
+                isinstance(reply, tuple)
+                and len(reply) == 2
+                and isinstance(reply[0], dict)
+                and "setup_error" in reply[0]
+            ):
+                raise VibeError(f"The Ray actors could not load the model: {reply[0]['setup_error']}")
+            if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], dict) and "stop_error" in reply[0]:
+                raise OutputDiskFull(str(reply[0]["stop_error"]))
+            idle.append(actor)
+            on_record(_checked(item, reply, transfer, output_dir))
+        if checks is not None:
+            checks.note_left_out()  # the videos ran out before every actor answered: those left out so far
 
 
 def video_the_driver_sees(items: list[BatchItem], looked_at: int = 16) -> str | None:
@@ -684,6 +679,16 @@ _DIED = (
     f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
     "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
 )
+
+
+def _never_started(err: Exception) -> bool:
+    """Whether a RayActorError says the actor's constructor raised: it never started."""
+    return getattr(err, "actor_init_failed", False)
+
+
+def _start_error(err: Exception) -> str:
+    """For "No Ray actor is left": why an actor that never started failed, or '' (it did start)."""
+    return f" (the first to fail to start: {_message_line(err, -1)})" if _never_started(err) else ""
 
 
 def _init_failed(address: str | None, err: Exception) -> str:

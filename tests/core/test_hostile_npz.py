@@ -352,6 +352,9 @@ def _result_with(**changes) -> dict:
         ({"track_ids": np.array([1, 1])}, "track_ids"),
         ({"video_name": np.array(3.0)}, "text"),
         ({"meta_keys": np.array(["a", "b"]), "meta_values": np.array(["x"])}, "meta"),
+        # a few KB that would unpack into millions of Python objects: refused by count first
+        ({"track_ids": np.arange(2_000_000)}, "2,000,000 tracks, more than the 10,000"),
+        ({"meta_keys": np.full(3_000_000, "ab"), "meta_values": np.full(3_000_000, "cd")}, "3,000,000 notes"),
         # bool or int motion is no capture (a bool pose would animate as 0/1 rad)
         ({"track_1/pose": np.ones((3, 72), bool)}, "'pose' holds bool values"),
         ({"track_1/trans_cam_m": np.ones((3, 3), np.int64)}, "'trans_cam_m' holds int64 values"),

@@ -49,6 +49,9 @@ POSES = ("pose", "poses")  # the axis-angle arrays among the motion arrays
 # A result file holds 9 arrays a track, and the readers take at most safe_npz.MAX_MEMBERS members:
 # a run, a live take or a recording keeps this many tracks at most (the longest).
 MAX_TRACKS = 10_000
+# A result's meta holds a few dozen texts (versions, settings, warnings); a bound keeps a small file
+# from unpacking into millions of Python strings.
+MAX_META_ENTRIES = 1_000
 
 
 def check_range(label: str, name: str, value, low: float, high: float) -> float:
@@ -261,8 +264,14 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
                 f"{FORMAT_VERSION}. Update VIBE Mocap."
             )
         track_ids = z["track_ids"]
-        if track_ids.ndim != 1 or track_ids.dtype.kind not in "iu" or len(set(track_ids.tolist())) != len(track_ids):
+        # sizes are checked before any .tolist(): each element becomes a Python object many times its size
+        if track_ids.ndim != 1 or track_ids.dtype.kind not in "iu" or len(np.unique(track_ids)) != len(track_ids):
             raise VibeError(f"{label}: 'track_ids' is not a list of distinct integers; the file is damaged.")
+        if len(track_ids) > MAX_TRACKS:
+            raise VibeError(
+                f"{label} lists {len(track_ids):,} tracks, more than the {MAX_TRACKS:,} a result holds; "
+                "the file is damaged."
+            )
         meta_keys, meta_values = z["meta_keys"], z["meta_values"]
         if (
             meta_keys.ndim != 1
@@ -271,6 +280,11 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
             or meta_values.dtype.kind not in "US"
         ):
             raise VibeError(f"{label}: 'meta_keys'/'meta_values' are not two lists of texts; the file is damaged.")
+        if len(meta_keys) > MAX_META_ENTRIES:
+            raise VibeError(
+                f"{label} has {len(meta_keys):,} notes in its meta, more than the {MAX_META_ENTRIES:,} a result "
+                "holds; the file is damaged."
+            )
         return MocapResult(
             video=VideoInfo(
                 name=_text(z, "video_name", label),

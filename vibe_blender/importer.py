@@ -31,6 +31,7 @@ from .core.skeleton import CAMERA_TO_BLENDER, fps_to_blender
 from .core.smpl_model import BodyModel
 from .progress_counter import progress_counter
 from .rig_builder import build_character
+from .undo_steps import new_data_removed_on_failure
 
 ROOT_MOTION_MODES = ("full", "in_place")
 BLENDER_MAX_FRAME = 1_048_574  # the last frame of Blender's timeline (MAXFRAME)
@@ -203,25 +204,11 @@ def import_motion(
     scene = bpy.context.scene
     had_motion = any(_is_animated(obj) for obj in scene.objects)  # characters, or the user's own animation
     selected_before = list(bpy.context.selected_objects)
-    scale = units_per_metre(scene)
-    collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
-    scene.collection.children.link(collection)
-    characters = []
-    with progress_counter(len(motion.tracks)) as step:
-        for done, track in enumerate(motion.tracks, start=1):
-            armature_obj, mesh_obj = build_character(
-                body_model, track.betas, track.name, correctives=options.correctives, collection=collection
-            )
-            armature_obj.scale = (scale,) * 3
-            animate_character(
-                armature_obj,
-                track,
-                ground_offset_m=offset,
-                in_place=options.root_motion == "in_place",
-                last_frame_id=last_frame_id,
-            )
-            characters.append((armature_obj, mesh_obj))
-            step(done)
+    with new_data_removed_on_failure():  # an error halfway leaves no half-built characters behind
+        collection = bpy.data.collections.new(f"Mocap {motion.source_name}")
+        scene.collection.children.link(collection)
+        characters = _build_characters(motion, body_model, options, collection, last_frame_id)
+        camera = add_camera_for(motion, options, camera_frame, collection, warn)
 
     if had_motion or not options.set_scene:
         _warn_on_other_frame_rate(scene, motion, warn, had_motion=had_motion)
@@ -233,12 +220,33 @@ def import_motion(
             f"scene's {scene.frame_start}..{scene.frame_end}: turn on 'Set scene', or move the keys there "
             "(Trim / Offset)."
         )
-    camera = add_camera_for(motion, options, camera_frame, collection, warn)
     _select_only([obj for pair in characters for obj in pair] + ([camera] if camera else []), selected_before)
     scene.frame_set(scene.frame_current)  # evaluate the new objects where the user is
     report(
         f"Imported {len(characters)} character(s) from {motion.source_name}: {', '.join(a.name for a, _ in characters)}"
     )
+    return characters
+
+
+def _build_characters(motion: MotionSet, body_model: BodyModel, options: ImportOptions, collection, last_frame_id):
+    """-> [(armature_obj, mesh_obj)]: each track's character in ``collection``, animated."""
+    scale = units_per_metre(bpy.context.scene)
+    characters = []
+    with progress_counter(len(motion.tracks)) as step:
+        for done, track in enumerate(motion.tracks, start=1):
+            armature_obj, mesh_obj = build_character(
+                body_model, track.betas, track.name, correctives=options.correctives, collection=collection
+            )
+            armature_obj.scale = (scale,) * 3
+            animate_character(
+                armature_obj,
+                track,
+                ground_offset_m=motion.ground_offset_m,
+                in_place=options.root_motion == "in_place",
+                last_frame_id=last_frame_id,
+            )
+            characters.append((armature_obj, mesh_obj))
+            step(done)
     return characters
 
 
@@ -347,12 +355,14 @@ def add_video_camera(motion: MotionSet, collection, *, video_path: str = "", rep
             problem = "is a folder, not a video file" if Path(video_path).is_dir() else "was not found"
             report(f"The video '{video_path}' {problem}; the camera has no background.")
             return cam_obj
+        clips_before = len(bpy.data.movieclips)
         clip, reason = _load_clip(video_path)
         if clip is None:  # the characters are built already: a camera without background, and why
             report(f"The video '{video_path}' cannot be read ({reason}); the camera has no background.")
             return cam_obj
         if clip.frame_duration < 1:  # Blender loads any file as a clip, with no frames when it cannot read it
-            bpy.data.movieclips.remove(clip)
+            if len(bpy.data.movieclips) > clips_before:  # loaded here, not the user's own clip of that file
+                bpy.data.movieclips.remove(clip)
             report(f"'{video_path}' is not a video Blender can read; the camera has no background.")
             return cam_obj
         clip.frame_start = FIRST_FRAME

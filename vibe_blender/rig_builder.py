@@ -60,7 +60,8 @@ def object_mode():
         yield
     finally:
         view_layer.objects.active = previous
-        if previous is not None and previous.mode != previous_mode:
+        # a hidden object cannot go back to Edit (or Pose) Mode: it stays in Object Mode, as Blender leaves it
+        if previous is not None and previous.mode != previous_mode and bpy.ops.object.mode_set.poll():
             bpy.ops.object.mode_set(mode=previous_mode)
 
 

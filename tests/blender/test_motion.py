@@ -183,6 +183,42 @@ def test_motion_past_blenders_timeline_or_memory_is_refused_before_anything_is_b
     assert len(bpy.data.objects) == objects
 
 
+def _data_block_counts() -> dict:
+    kinds = ("objects", "meshes", "shape_keys", "armatures", "actions", "cameras", "collections", "movieclips")
+    return {kind: len(getattr(bpy.data, kind)) for kind in kinds}
+
+
+def test_an_import_failing_halfway_leaves_no_half_built_characters(empty_scene, reference_dir, body_model, monkeypatch):
+    from vibe_blender import importer
+
+    calls = []
+
+    def animate_then_fail(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory while keying")
+        return animate_character(*args, **kwargs)
+
+    bpy.ops.mesh.primitive_cube_add()
+    before = _data_block_counts()
+    monkeypatch.setattr(importer, "animate_character", animate_then_fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    assert len(calls) == 2  # the first character was built and animated, then removed again
+    assert _data_block_counts() == before
+    assert [obj.name for obj in bpy.data.objects] == ["Cube"]
+
+
+def test_an_active_object_hidden_in_edit_mode_does_not_stop_an_import(empty_scene, reference_dir, body_model):
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.object
+    bpy.ops.object.mode_set(mode="EDIT")
+    cube.hide_viewport = True
+    characters = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    assert len(characters) == 2
+    assert cube.mode == "OBJECT"  # Blender cannot put a hidden object back in Edit Mode
+
+
 def test_a_video_longer_than_blenders_timeline_ends_the_scene_at_the_last_motion(
     empty_scene, reference_dir, body_model
 ):
@@ -201,6 +237,16 @@ def test_a_video_blender_cannot_read_gives_no_background_and_says_so(empty_scene
     import_motion_file(reference_dir / "result.npz", body_model, options, report=messages.append)
     assert any("is not a video Blender can read; the camera has no background" in m for m in messages)
     assert not bpy.data.movieclips and not bpy.context.scene.camera.data.background_images
+
+
+def test_a_video_blender_cannot_read_keeps_the_users_own_clip_of_it(empty_scene, reference_dir, body_model, tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video")
+    users_clip = bpy.data.movieclips.load(str(tmp_path / "notes.mp4"))
+    users_clip.use_fake_user = True
+    options = ImportOptions(video_path=str(tmp_path / "notes.mp4"))
+    import_motion_file(reference_dir / "result.npz", body_model, options, report=lambda _: None)
+    assert list(bpy.data.movieclips) == [users_clip]
+    assert not bpy.context.scene.camera.data.background_images
 
 
 @pytest.mark.parametrize("given, said", [("clips", "is a folder, not a video file"), ("gone.mp4", "was not found")])

@@ -6,6 +6,7 @@ from bpy_extras.io_utils import ImportHelper
 
 from .core.errors import VibeError
 from .core.motion import MAX_CHARACTERS
+from .core.result_file import FPS_RANGE
 from .importer import ImportOptions
 from .operator_errors import reports_errors
 from .rig_builder import is_character
@@ -63,6 +64,7 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
         name="Frame rate",
         default=30.0,
         min=1.0,
+        max=FPS_RANGE[1],
         description="Used only for files that store no frame rate (vibe_output.pkl)",
     )
     max_characters: bpy.props.IntProperty(

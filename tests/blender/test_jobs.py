@@ -339,6 +339,12 @@ def test_import_operator(registered, empty_scene, reference_dir):
         bpy.ops.vibe_mocap.import_motion(filepath=str(reference_dir / "missing.npz"))
 
 
+def test_the_import_frame_rate_stops_where_blenders_does(registered):
+    """A typed 50000 fps is held at Blender's 32767 (the reader would call such a rate damage of the file)."""
+    fps = bpy.ops.vibe_mocap.import_motion.get_rna_type().properties["fps"]
+    assert (fps.hard_min, fps.hard_max) == (1.0, 32767.0)
+
+
 def test_importing_with_the_placeholders_cached_body_model_warns(registered, reference_dir):
     """A body model cached from a server without model data is the stick figure: File > Import built
     on it silently."""

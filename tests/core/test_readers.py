@@ -82,6 +82,17 @@ def test_person_ids_that_read_alike_keep_their_own_names(official_pkl, tmp_path)
     assert sorted(t.name for t in read_official_pkl(both).tracks) == ["track_'1'", "track_1"]
 
 
+def test_person_ids_become_names_of_printable_characters(official_pkl, tmp_path):
+    """An id reaches object names (Blender cuts a name at a NUL) and printed lines (escape sequences)."""
+    person = load_joblib_pickle(official_pkl)[1]
+    ids = tmp_path / "vibe_output.pkl"
+    ids.write_bytes(pickle.dumps({"a\x00b": person, "a b": person, "\x1b[31mRED\u202e": person, "x" * 500: person}))
+    names = sorted(t.name for t in read_official_pkl(ids).tracks)
+    assert all(name.isprintable() and len(name) <= 60 for name in names)
+    assert len(set(names)) == 4
+    assert "track_ [31mRED " in names and "track_a b" in names
+
+
 def test_truncated_pkl_is_reported(tmp_path, official_pkl):
     cut = tmp_path / "cut.pkl"
     cut.write_bytes(official_pkl.read_bytes()[:5000])

@@ -255,7 +255,8 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
     try:
         if "format" not in z or z["format"].dtype.kind not in "US" or str(z["format"]) != FORMAT_NAME:
             raise VibeError(
-                f"{label} is an .npz file but not a VIBE Mocap result (for AMASS motion use the AMASS importer)."
+                f"{label} is an .npz file but not a VIBE Mocap result (its 'format' is not {FORMAT_NAME!r}); "
+                "the file is damaged or was written by another program."
             )
         version = int(_number(z, "format_version", label, 0, 2**31))
         if version > FORMAT_VERSION:

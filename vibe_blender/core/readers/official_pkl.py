@@ -52,6 +52,7 @@ from ..safe_pickle import (
     describe_failure,
     dtype_of,
 )
+from ..shown_text import display_text
 
 
 class _ArrayWrapper(StandIn):
@@ -134,13 +135,14 @@ def _pickle_stream(file: BinaryIO) -> BinaryIO:
     return io.BytesIO(decompress_bounded(raw, byte_budget(len(raw))))
 
 
+PERSON_ID_CHARS = 40  # of a person id, shown in object names and messages
 _TRACK_SHAPES = {"pose": 72, "betas": 10, "orig_cam": 4, "pred_cam": 3, "bboxes": 4, "frame_ids": None}
 
 
 def _track_arrays(track_id, data, label) -> dict[str, np.ndarray]:
     """One person's dict from the file -> its arrays (T rows each), shapes and values checked."""
     if not isinstance(data, dict) or any(k not in data for k in _TRACK_SHAPES):
-        have = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        have = display_text(sorted(map(str, data))) if isinstance(data, dict) else type(data).__name__
         missing = [k for k in _TRACK_SHAPES if not isinstance(data, dict) or k not in data]
         raise VibeError(
             f"{label}: person {track_id} lacks {', '.join(missing)} "
@@ -213,7 +215,10 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
             f"'{path.name}' holds no people (expected a dict of person id -> results). "
             "Choose the vibe_output.pkl written by VIBE's demo.py."
         )
-    tracks_raw = {tid: _track_arrays(tid, d, path.name) for tid, d in sorted(data.items(), key=lambda kv: str(kv[0]))}
+    tracks_raw = {
+        tid: _track_arrays(display_text(tid, PERSON_ID_CHARS), d, path.name)
+        for tid, d in sorted(data.items(), key=lambda kv: str(kv[0]))
+    }
     width, height = video_size_from_cameras(
         np.concatenate([t["orig_cam"] for t in tracks_raw.values()]),
         np.concatenate([t["pred_cam"] for t in tracks_raw.values()]),
@@ -224,11 +229,16 @@ def read_official_pkl(path: str | Path, *, fps: float = 30.0, focal_length_px: f
     for tid, t in tracks_raw.items():
         if len(t["frame_ids"]) == 0:
             continue
-        name = f"track_{tid}" if f"track_{tid}" not in names else f"track_{tid!r}"  # ids 1 and "1"
+        # the name of objects and of lines printed: printable characters only (a NUL would cut it short)
+        name = f"track_{display_text(tid, PERSON_ID_CHARS)}"
+        if name in names:  # ids 1 and "1", or ids that differ only in characters not shown
+            name = f"track_{display_text(repr(tid), PERSON_ID_CHARS)}"
+        while name in names:
+            name += "_"
         names.add(name)
         trans = weak_perspective_to_trans(t["orig_cam"], width, focal)
         # the translation the cameras imply, bounded like a stored one (a huge tx, a vanishing scale)
-        check_motion_values(f"{path.name}: person {tid}", t["frame_ids"], {}, trans=trans)
+        check_motion_values(f"{path.name}: person {name[len('track_') :]}", t["frame_ids"], {}, trans=trans)
         tracks.append(
             TrackMotion(
                 name=name,

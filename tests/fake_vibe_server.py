@@ -75,7 +75,9 @@ class FakeVibeServer:
     """result_path: the .npz served as every job's result; body_model_path: served at /body_model.
 
     Honest options: token (required on every call but health), fail_with (every job fails with this
-    error), polls_per_job, accept_local=False (local paths refused as from another machine: 403).
+    error), polls_per_job, accept_local=False (local paths refused as from another machine: 403),
+    submit_delay_s (POST /jobs answers this long after the job is made, as the real server probes the
+    video before it answers).
     Hostile options: created_id (the job id POST /jobs answers), job_patch (merged into every job
     record), redirect_to (every call but health answers 307 to that origin), result_bytes_sent /
     declared_length (the result's body size and the Content-Length it claims), chunked (a result of
@@ -108,6 +110,7 @@ class FakeVibeServer:
         port: int = 0,
         model: str = "synthetic placeholder",
         body_model_fingerprint: object = "auto",
+        submit_delay_s: float = 0.0,
     ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
@@ -118,6 +121,7 @@ class FakeVibeServer:
         self.chunked = chunked
         self.slow_s, self.json_padding, self.content_type = slow_s, json_padding, content_type
         self.prove, self.model = prove, model
+        self.submit_delay_s = submit_delay_s
         if body_model_fingerprint == "auto":  # opaque to the add-on: any text naming these bytes will do
             body_model_fingerprint = "sha256:" + hashlib.sha256(self.body_model_bytes).hexdigest()
         self.body_model_fingerprint = body_model_fingerprint
@@ -299,6 +303,7 @@ class FakeVibeServer:
                 return bool(unknown)
 
             def _created(self, job: dict):
+                time.sleep(server.submit_delay_s)
                 return self._send(201, {"job_id": server.created_id or job["job_id"], "status": "queued"})
 
             def _submit(self):

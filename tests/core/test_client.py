@@ -260,6 +260,25 @@ def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_pat
     assert _files_under(tmp_path / "results") == []
 
 
+@pytest.mark.parametrize("upload", [False, True])
+def test_a_cancel_while_the_server_checks_the_video_still_cancels_its_job(server_files, tmp_path, upload):
+    """The server answers POST /jobs once it has probed the video (up to a minute): a cancel then must
+    wait for the job's id and delete the job, or the job runs on unseen and holds the next capture up."""
+    with _fake(server_files, submit_delay_s=1.0, polls_per_job=10_000) as server:
+        job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path, upload=upload).start()
+        deadline = time.monotonic() + 10
+        while not server.jobs:  # the job is made; its answer is still to come
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        job.cancel()
+        assert job.snapshot().state == "cancelled"  # at once, for the panel
+        job.join(10)
+        assert not job._thread.is_alive()
+        [server_job] = server.jobs.values()
+        assert server_job["status"] == "cancelled"
+        assert ("DELETE", f"/api/v1/jobs/{server_job['job_id']}") in server.requests
+
+
 def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):
     with _fake(server_files, result_bytes_sent=1 << 40, chunked=True, polls_per_job=1) as server:
         client = ServerClient(server.url, TOKEN)

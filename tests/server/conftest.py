@@ -3,6 +3,7 @@ state carrying are tested for real) and a scripted front end (video, detector, t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,15 +90,19 @@ class ScriptedFrontEnd:
     """Frames 0..num_frames-1; ``tracks`` = {track_id: (first_frame, last_frame)} with a box that
     moves a little each frame. Paths ending in .txt, and files whose bytes start with 'not a video'
     (an upload is saved under a fixed name), raise like an unreadable video. ``real_video``: decode
-    real files with the real reader instead (people still scripted)."""
+    real files with the real reader instead (people still scripted). ``open_delay_s``: each open (the
+    server's probe of a video, the job's own) takes this long, as a container that states no frame
+    count is decoded whole to count them."""
 
     num_frames: int = 60
     tracks: dict = field(default_factory=lambda: {1: (0, 59), 2: (5, 14), 3: (10, 49)})
     detectors: list = field(default_factory=list)
     delay_s: float = 0.0
     real_video: bool = False
+    open_delay_s: float = 0.0
 
     def open_video(self, path):
+        time.sleep(self.open_delay_s)
         if self.real_video:
             from vibe_server.pipeline.video import open_video
 

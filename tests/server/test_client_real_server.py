@@ -38,6 +38,7 @@ from vibe_blender.core.smpl_model import load_body_model
 
 REPO = Path(__file__).resolve().parents[2]
 FRAME_DELAY_S = 0.08  # 60 frames: a job runs ~4.8 s, long enough to be cancelled on a loaded machine
+SLOW_PROBE_S = 3.0
 
 
 def _free_port() -> int:
@@ -65,6 +66,16 @@ def isolated_config(config_home, monkeypatch):
 @pytest.fixture(scope="module")
 def server(config_home, tmp_path_factory):
     """The real server's URL; it takes its token from the token file in config_home."""
+    yield from _tiny_server(config_home, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def slow_probe_server(config_home, tmp_path_factory):
+    """The real server, whose check of each video before POST /jobs answers takes SLOW_PROBE_S."""
+    yield from _tiny_server(config_home, tmp_path_factory, open_delay_s=SLOW_PROBE_S)
+
+
+def _tiny_server(config_home, tmp_path_factory, *, open_delay_s: float = 0.0):
     from vibe_server.data.synthetic import write_smpl_files
 
     smpl_dir = tmp_path_factory.mktemp("smpl")
@@ -79,7 +90,7 @@ def server(config_home, tmp_path_factory):
     )
     log_path = tmp_path_factory.mktemp("server_log") / "server.log"
     command = [sys.executable, str(Path(__file__).with_name("tiny_server.py")), str(port)]
-    command += [str(tmp_path_factory.mktemp("jobs")), str(smpl_dir), str(FRAME_DELAY_S)]
+    command += [str(tmp_path_factory.mktemp("jobs")), str(smpl_dir), str(FRAME_DELAY_S), "-", "", str(open_delay_s)]
     with running_server(command, port=port, token=token, log_path=log_path, env=env) as url:
         yield url
 
@@ -234,6 +245,20 @@ def test_cancel_stops_the_real_job(server, video, tmp_path, monkeypatch):
     job_id = job.snapshot().job_id
     assert client.job(job_id)["status"] == "cancelled"
     assert not (tmp_path / "results").exists()
+
+
+def test_a_cancel_while_the_server_checks_the_upload_cancels_the_job_it_makes(slow_probe_server, video, tmp_path):
+    client = ServerClient(slow_probe_server)
+    job = _capture(client, video, tmp_path, upload=True).start()
+    deadline = time.monotonic() + 60
+    while job.snapshot().progress < 1.0:  # all sent: the server now checks the video, then answers
+        assert time.monotonic() < deadline and not job.snapshot().finished, job.snapshot()
+        time.sleep(0.005)
+    job.cancel()
+    job.join(SLOW_PROBE_S + 10)
+    assert not job._thread.is_alive()
+    [made] = client.jobs()
+    assert made["status"] == "cancelled"  # not left to run with nobody to follow it
 
 
 def test_result_of_an_unknown_job_is_a_clear_error(server, tmp_path):

@@ -89,8 +89,9 @@ class CaptureJob:
         return self
 
     def cancel(self) -> None:
-        """Stop now: the state turns 'cancelled' at once, the request in flight is aborted, and the
-        worker then asks the server to cancel its job (waiting at most CANCEL_TIMEOUT_S for it)."""
+        """Stop now: the state turns 'cancelled' at once, the request in flight is aborted (but for a
+        submission sent whole, whose answer names the job), and the worker then asks the server to
+        cancel its job (waiting at most CANCEL_TIMEOUT_S for it)."""
         self._cancel.set()
         if self.client is not None:
             self.client.interrupt()

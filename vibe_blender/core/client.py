@@ -342,11 +342,14 @@ class ServerClient:
         headers=None,
         should_stop: Stop | None = None,
         with_token: bool = True,
+        answer_kept: bool = False,
     ) -> Iterator[tuple[http.client.HTTPResponse, ConnectionWatch]]:
         """One request -> its response with a 2xx status (anything else raises), closed on exit, and the
         watch that cuts the answer off when it is not whole within ANSWER_TIME_FACTOR times timeout_s (a reader
         may move that deadline: ``watch.until``).
-        with_token: send the token (on this connection, after the server proved it holds it)."""
+        with_token: send the token (on this connection, after the server proved it holds it).
+        answer_kept: once the request has gone out whole, a stop no longer cuts it off: its answer still
+        comes (within its time limit). For POST /jobs, whose answer names the job a cancel must delete."""
         connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = connection_class(self._host, self._port, timeout=self.timeout_s)
         watch = ConnectionWatch(conn)
@@ -358,9 +361,14 @@ class ServerClient:
             try:
                 if with_token:
                     self._prove_connection(conn, watch)
+                if should_stop and should_stop():  # a stop while connecting (no socket to cut off yet)
+                    raise Cancelled()
                 authorization = {"Authorization": f"Bearer {self.token}"} if with_token else {}
                 # a body goes out at its own pace (each write within timeout_s); the answer has its limit
                 conn.request(method, self._prefix + API + path, body=body, headers={**(headers or {}), **authorization})
+                if answer_kept:
+                    with self._lock:  # interrupt() leaves it from now on
+                        self._in_flight.discard(watch)
                 with self._answer_within(watch, ANSWER_TIME_FACTOR * conn.timeout):
                     response = conn.getresponse()
                     if not 200 <= response.status < 300:
@@ -384,11 +392,22 @@ class ServerClient:
             conn.close()
 
     def _request_json(
-        self, method: str, path: str, *, body=None, headers=None, should_stop: Stop | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        body=None,
+        headers=None,
+        should_stop: Stop | None = None,
+        answer_kept: bool = False,
     ) -> dict:
-        with self._exchange(method, path, body=body, headers=headers, should_stop=should_stop) as (response, _):
+        """The JSON object a request answers (``answer_kept``: see :meth:`_exchange`; its answer is
+        returned even when a stop came while it was awaited)."""
+        with self._exchange(
+            method, path, body=body, headers=headers, should_stop=should_stop, answer_kept=answer_kept
+        ) as (response, _):
             data = self._read_json(response)
-        if should_stop and should_stop():
+        if should_stop and should_stop() and not answer_kept:
             raise Cancelled()
         return data
 
@@ -492,7 +511,12 @@ class ServerClient:
         body = json.dumps({"video_path": str(Path(video_path).resolve()), "params": params or {}}).encode()
         try:
             created = self._request_json(
-                "POST", "/jobs", body=body, headers={"Content-Type": "application/json"}, should_stop=should_stop
+                "POST",
+                "/jobs",
+                body=body,
+                headers={"Content-Type": "application/json"},
+                should_stop=should_stop,
+                answer_kept=True,
             )
         except VibeError as err:
             if _is_local_path_refusal(err):
@@ -558,7 +582,9 @@ class ServerClient:
             "Content-Type": f"multipart/form-data; boundary={boundary}",
             "Content-Length": str(len(head) + size + len(tail)),
         }
-        created = self._request_json("POST", "/jobs", body=chunks(), headers=headers, should_stop=should_stop)
+        created = self._request_json(
+            "POST", "/jobs", body=chunks(), headers=headers, should_stop=should_stop, answer_kept=True
+        )
         return self._job_record(created, created_only=True)
 
     def job(self, job_id: str, should_stop: Stop | None = None) -> dict:

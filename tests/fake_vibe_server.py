@@ -77,7 +77,8 @@ class FakeVibeServer:
     Honest options: token (required on every call but health), fail_with (every job fails with this
     error), polls_per_job, accept_local=False (local paths refused as from another machine: 403),
     submit_delay_s (POST /jobs answers this long after the job is made, as the real server probes the
-    video before it answers).
+    video before it answers), unanswered_polls (that many polls of a running job get the connection
+    closed without an answer, as a server out of reach for a moment).
     Hostile options: created_id (the job id POST /jobs answers), job_patch (merged into every job
     record), redirect_to (every call but health answers 307 to that origin), result_bytes_sent /
     declared_length (the result's body size and the Content-Length it claims), chunked (a result of
@@ -111,6 +112,7 @@ class FakeVibeServer:
         model: str = "synthetic placeholder",
         body_model_fingerprint: object = "auto",
         submit_delay_s: float = 0.0,
+        unanswered_polls: int = 0,
     ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
@@ -121,7 +123,7 @@ class FakeVibeServer:
         self.chunked = chunked
         self.slow_s, self.json_padding, self.content_type = slow_s, json_padding, content_type
         self.prove, self.model = prove, model
-        self.submit_delay_s = submit_delay_s
+        self.submit_delay_s, self.unanswered_polls = submit_delay_s, unanswered_polls
         if body_model_fingerprint == "auto":  # opaque to the add-on: any text naming these bytes will do
             body_model_fingerprint = "sha256:" + hashlib.sha256(self.body_model_bytes).hexdigest()
         self.body_model_fingerprint = body_model_fingerprint
@@ -283,6 +285,10 @@ class FakeVibeServer:
                     if len(parts) == 2 and method == "GET":
                         if server.slow_s and job["status"] == "running":
                             time.sleep(server.slow_s)
+                        if server.unanswered_polls and job["status"] == "running":
+                            server.unanswered_polls -= 1
+                            self.close_connection = True
+                            return None
                         with server._lock:
                             server._advance(job)
                         return self._send(200, server._public(job))

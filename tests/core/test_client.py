@@ -18,8 +18,8 @@ from fake_vibe_server import FakeVibeServer, count_body_model_reads
 from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 from stalling_server import STALLS, StallingServer, endless_trailer, paced_download, trickle
 
+from vibe_blender.core import capture, local_server, user_dirs
 from vibe_blender.core import client as client_module
-from vibe_blender.core import local_server, user_dirs
 from vibe_blender.core.capture import CaptureJob
 from vibe_blender.core.client import (
     START_SERVER_HINT,
@@ -277,6 +277,34 @@ def test_a_cancel_while_the_server_checks_the_video_still_cancels_its_job(server
         [server_job] = server.jobs.values()
         assert server_job["status"] == "cancelled"
         assert ("DELETE", f"/api/v1/jobs/{server_job['job_id']}") in server.requests
+
+
+def test_a_server_out_of_reach_for_a_moment_does_not_lose_the_job(server_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(capture, "POLL_RETRY_WAIT_S", 0.01)
+    with _fake(server_files, unanswered_polls=3) as server:
+        job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path)
+        messages = []
+        record = job._set
+
+        def kept(**changes):
+            messages.append(changes.get("message"))
+            record(**changes)
+
+        monkeypatch.setattr(job, "_set", kept)
+        status = job.run()
+        assert status.state == "done", status.message
+        assert server.unanswered_polls == 0
+        assert "The server does not answer; asking again for up to 60 s" in messages
+
+
+def test_a_server_out_of_reach_too_long_fails_the_capture_and_its_job_is_cancelled(server_files, tmp_path, monkeypatch):
+    monkeypatch.setattr(capture, "POLL_RETRY_WAIT_S", 0.01)
+    monkeypatch.setattr(capture, "POLL_OUTAGE_S", 0.2)
+    with _fake(server_files, unanswered_polls=10**6) as server:
+        status = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).run()
+        assert status.state == "failed" and status.message.startswith("Cannot reach the VIBE Mocap server")
+        [server_job] = server.jobs.values()
+        assert server_job["status"] == "cancelled"  # it no longer holds the server's worker
 
 
 def test_interrupt_ends_a_download_in_flight(server_files, tmp_path):

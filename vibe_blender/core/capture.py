@@ -8,12 +8,21 @@ and imports the result once the state is ``done``; all network I/O happens in th
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .client import Cancelled, InvalidAnswer, LocalPathRefused, ServerClient, ServerUnreachable, is_loopback_url
+from .client import (
+    AnswerTooSlow,
+    Cancelled,
+    InvalidAnswer,
+    LocalPathRefused,
+    ServerClient,
+    ServerUnreachable,
+    is_loopback_url,
+)
 from .errors import VibeError
 from .model_data import load_served_body_model
 from .regular_file import open_user_file
@@ -23,6 +32,10 @@ from .smpl_model import BodyModel
 ACTIVE_STATES = ("connecting", "uploading", "queued", "running", "downloading")
 FINAL_STATES = ("done", "failed", "cancelled")
 CANCEL_TIMEOUT_S = 0.8  # a cancel must not wait on a slow server for longer than this
+# How long a job's status may go unanswered before the capture gives up: a job takes minutes, and one
+# slow answer or a moment without Wi-Fi must not lose it. Between tries the worker waits this long.
+POLL_OUTAGE_S = 60.0
+POLL_RETRY_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -123,10 +136,9 @@ class CaptureJob:
             self._send_follow_and_download()
         except Cancelled:
             self._cancel_on_server()
-        except (ServerUnreachable, InvalidAnswer) as err:  # (an answer cut off when its server was killed)
-            lost = self._explain_lost_server if self.client is not None else None
-            explained = lost(self.client.base_url) if lost else None
-            self._set(state="failed", message=explained or str(err))
+        except (ServerUnreachable, InvalidAnswer, AnswerTooSlow) as err:  # (cut off: its server was killed)
+            self._set(state="failed", message=self._lost_server_message() or str(err))
+            self._delete_server_job()  # a server that answers again frees its worker for the next capture
         except VibeError as err:
             self._set(state="failed", message=str(err))
         except Exception as err:  # the thread must never die silently: show what broke
@@ -135,6 +147,29 @@ class CaptureJob:
 
     def _stop_requested(self) -> bool:
         return self._cancel.is_set()
+
+    def _lost_server_message(self) -> str | None:
+        """What ``explain_lost_server`` says of the client's server (None: nothing better to say)."""
+        if self.client is None or self._explain_lost_server is None:
+            return None
+        return self._explain_lost_server(self.client.base_url)
+
+    def _job_record(self, job_id: str) -> dict:
+        """The job's record from the server, asked again while the server does not answer, for up to
+        POLL_OUTAGE_S (at once when the add-on's own server is gone: it will not answer again)."""
+        stop = self._stop_requested
+        outage_since = None
+        while True:
+            try:
+                return self.client.job(job_id, should_stop=stop)
+            except (ServerUnreachable, AnswerTooSlow):
+                outage_since = outage_since or time.monotonic()
+                if time.monotonic() - outage_since >= POLL_OUTAGE_S or self._lost_server_message():
+                    raise
+                self._set(message=f"The server does not answer; asking again for up to {POLL_OUTAGE_S:g} s")
+                self._cancel.wait(POLL_RETRY_WAIT_S)
+                if stop():
+                    raise Cancelled() from None
 
     def _send_follow_and_download(self) -> None:
         open_user_file(self.video_path, "the video", "Choose a video file.").close()  # before any server work
@@ -168,7 +203,7 @@ class CaptureJob:
         while True:
             if stop():
                 raise Cancelled()
-            job = self.client.job(job_id, should_stop=stop)
+            job = self._job_record(job_id)
             status = job["status"]
             if status == "done":
                 break
@@ -206,14 +241,18 @@ class CaptureJob:
         )
 
     def _cancel_on_server(self) -> None:
+        self._delete_server_job()
+        self._set(state="cancelled", message="Capture cancelled.")
+
+    def _delete_server_job(self) -> None:
+        """Ask the server to cancel the job this capture made, if any, waiting at most CANCEL_TIMEOUT_S."""
         job_id = self._server_job_id
         if job_id:
             quick = ServerClient(self.client.base_url, self.client.token, timeout_s=CANCEL_TIMEOUT_S)
             try:
                 quick.cancel(job_id)
             except VibeError:
-                pass  # the server may be gone or slow; the local job is cancelled regardless
-        self._set(state="cancelled", message="Capture cancelled.")
+                pass  # the server may be gone or slow; the local job ends regardless
 
 
 def local_result_name(video_path: Path) -> str:

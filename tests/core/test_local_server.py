@@ -242,6 +242,25 @@ def test_a_vibe_server_at_the_preferences_url_comes_before_the_add_ons_own(tmp_p
     assert local_server.connect_or_start(same_port, "users-token", own, no_start) == (own.snapshot().url, own.token)
 
 
+@pytest.mark.parametrize("prove", [False, True])
+def test_a_program_posing_as_a_vibe_server_does_not_keep_the_add_ons_own_from_capturing(tmp_path, prove):
+    """/health is public: a program at the preferences' URL (another account's, on the default port)
+    that answers like a VIBE server but cannot prove it holds the token no longer blocks every capture."""
+    from fake_vibe_server import FakeVibeServer
+
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    own = local_server.LocalServer(log_dir=tmp_path)
+    own._set(state="ready", url=f"http://127.0.0.1:{local_server.free_port()}")
+    no_start = lambda: pytest.fail("must not start anything")  # noqa: E731
+    with FakeVibeServer(blob, blob, token="another-token", prove=prove) as impostor:
+        assert local_server.connect_or_start(impostor.url, "users-token", own, no_start) == (
+            own.snapshot().url,
+            own.token,
+        )
+        assert not any(a for a in impostor.authorizations if a)  # the user's token never went out
+
+
 def test_nothing_is_started_for_a_remote_url():
     server = local_server.LocalServer(log_dir=".")
     with pytest.raises(VibeError, match="starts a server only on this machine"):

@@ -318,8 +318,9 @@ class ServerClient:
             health = self._read_json(response)
         if "proof" not in health and health.get("api_version") == 1:
             raise ServerProofError(
-                f"The server at {self.base_url} is older than this add-on (it cannot prove it holds the "
-                "access token, so the token was not sent); update the server to this version."
+                f"The server at {self.base_url} is older than this add-on, or another program posing as "
+                "one (it cannot prove it holds the access token, so the token was not sent); update the "
+                "server to this version, or check the server URL."
             )
         if not proof_ok(self.token, challenge, self._port, health.get("proof")):
             raise ServerProofError(

@@ -48,6 +48,7 @@ from .client import (
     AnswerTooSlow,
     ConnectionWatch,
     ServerClient,
+    ServerProofError,
     is_loopback_url,
     validate_server_url,
 )
@@ -61,6 +62,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the source tree, when the add
 VERSION_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 300.0  # the first start may write the placeholder model
 HEALTH_POLL_S = 0.3
+PROOF_TIMEOUT_S = 5.0  # for a server at the preferences' URL to prove it holds the token
 # How long a server asked to stop gets before it is killed: Stop Server and Stop Kept Server (in the
 # background) wait for its whole graceful stop (GRACEFUL_STOP_S); Blender quitting, the add-on disabled
 # and a start that timed out wait this long only. A kill any time after the stop began leaves the
@@ -1135,6 +1137,12 @@ def connect_or_start(
     if own and same_local_server(url, status.url):
         return status.url, server.token  # the add-on's server is the one at that URL: its own token
     owner = url_owner(url)
+    if owner == "vibe" and own:  # /health is public: what answers must prove it holds the token
+        try:
+            ServerClient(url, token, timeout_s=PROOF_TIMEOUT_S).health()
+        except ServerProofError:  # a program posing as one: the add-on's own server does the capture
+            return status.url, server.token
+        return url, token
     if owner == "vibe":
         return url, token
     if own:  # (another program at the URL does not keep the add-on's server from being used)

@@ -487,6 +487,24 @@ def test_local_path_refused_for_other_clients(settings, engine, tmp_path):
         assert upload(client).status_code == 201
 
 
+@pytest.mark.parametrize(
+    "source, status",
+    [
+        ("0", 403),
+        ("/videos/clip.mp4", 403),
+        ("rtsp://127.0.0.1:8554/cam", 403),  # an RTSP server can redirect FFmpeg to any host
+        ("http://127.0.0.1:1/cam", 400),  # named from elsewhere too; nothing answers there: one message
+    ],
+)
+def test_live_sources_only_a_client_on_the_servers_machine_may_name(settings, engine, source, status):
+    settings.host = "0.0.0.0"
+    with client_for(settings, engine, client_host="192.168.1.7") as client:
+        r = client.post(f"{API}/live", json={"source": source})
+        assert r.status_code == status, r.text
+        if status == 403:
+            assert "Only a client on the server's own machine may name a camera, a file or an RTSP" in r.text
+
+
 # -- security -----------------------------------------------------------------------------------
 
 

@@ -30,6 +30,9 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.server_stop import READER_STOP_S
 
 STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https", "udp", "tcp", "srt")
+# FFmpeg's RTSP client follows a redirect (3xx Location) to any host, with no option to stop it (http's
+# redirects are turned off: ffmpeg_capture.STREAM_OPTIONS).
+REDIRECT_FOLLOWING_SCHEMES = ("rtsp",)
 # FFmpeg takes these protocols' own settings from the URL's query (udp://...?localaddr=0.0.0.0 listens on
 # every network): their URLs may not have one. The others send the query to the stream's server.
 QUERY_IS_FFMPEG_OPTIONS = ("udp", "tcp", "srt")
@@ -192,6 +195,15 @@ def parse_source(spec: str) -> tuple[str, int | str]:
             f"({', '.join(STREAM_SCHEMES)}) on this machine."
         )
     return "file", spec
+
+
+def for_local_clients_only(kind: str, target: int | str) -> bool:
+    """Whether only a client on the server's machine may name this source: a camera or a file there,
+    or a stream whose server can send FFmpeg on to another host (RTSP), which a client elsewhere could
+    use to reach hosts it cannot reach itself."""
+    if kind != "stream":
+        return True
+    return urllib.parse.urlparse(str(target)).scheme.lower() in REDIRECT_FOLLOWING_SCHEMES
 
 
 def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:

@@ -16,7 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 from vibe_blender.core.errors import VibeError
 
 from ...pipeline.live_options import LiveOptions
-from ...pipeline.live_source import parse_source
+from ...pipeline.live_source import for_local_clients_only, parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
 from ..json_body import json_body_openapi, read_json_model
 from ..live import (
@@ -59,11 +59,16 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
     server's disk (loopback clients only) played at its own frame rate."""
     body = await read_json_model(request, LiveRequest, '{"source": "0", "params": {"smoothing": 0.5}}')
     try:
-        kind, _ = parse_source(body.source)
+        kind, target = parse_source(body.source)
     except VibeError as err:
         raise HTTPException(400, str(err)) from None
-    if kind != "stream" and not client_is_loopback(request):
-        raise HTTPException(403, "Only a client on the server's own machine may name a camera or a file there.")
+    if for_local_clients_only(kind, target) and not client_is_loopback(request):
+        raise HTTPException(
+            403,
+            "Only a client on the server's own machine may name a camera, a file or an RTSP stream there "
+            "(an RTSP server can send the server on to another host); stream over http, udp, tcp, srt or "
+            "rtmp instead.",
+        )
     params = body.params.model_dump()
     lossless, max_frames = params.pop("lossless"), params.pop("max_frames")
     options = LiveOptions(**params)

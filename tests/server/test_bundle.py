@@ -286,9 +286,11 @@ def test_zip_bomb_is_refused_by_its_declared_size(tmp_path):
     assert _installed(tmp_path / "t") == []
 
 
-def _zip_declaring(path: Path, member: str, data: bytes, declared_size: int) -> Path:
+def _zip_declaring(
+    path: Path, member: str, data: bytes, declared_size: int, compression: int = zipfile.ZIP_DEFLATED
+) -> Path:
     """A zip whose headers declare ``declared_size`` bytes for a member that really holds ``data``."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(path, "w", compression) as z:
         z.writestr(member, data)
     raw = bytearray(path.read_bytes())
     for signature, size_offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
@@ -304,6 +306,29 @@ def test_zip_member_whose_real_size_differs_from_the_declared_is_refused(tmp_pat
     archive = _zip_declaring(tmp_path / "vibe_data.zip", member, b"x" * 4096, declared_size)
     with pytest.raises(VibeError, match=rf"'{archive}:{member}' "):
         bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert _installed(tmp_path / "t") == []
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "LZMA"])
+def test_a_zip_member_whose_reads_its_declared_size_does_not_bound_is_refused_unread(
+    tmp_path, monkeypatch, compression
+):
+    """zipfile decompresses bzip2 and LZMA without a limit on each read: a 4.6 KB member declaring a
+    small size filled 11 GB of memory. Here 8 MiB of zeros (a few hundred bytes packed) declare 100."""
+    member = f"vibe_data/{bundle.SMPL_PKL}"
+    archive = _zip_declaring(tmp_path / "vibe_data.zip", member, bytes(8 << 20), 100, compression)
+    assert archive.stat().st_size < 64 << 10
+
+    def decompressed(*args, **kwargs):
+        raise AssertionError("the member was opened: its decompression has no bound")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", decompressed)
+    with pytest.raises(VibeError) as refused:
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert str(refused.value).startswith(
+        f"Not installed: '{archive}:{member}' uses zip compression method {compression} "
+        f"({'bzip2' if compression == zipfile.ZIP_BZIP2 else 'LZMA'}); only stored or deflated files are read"
+    )
     assert _installed(tmp_path / "t") == []
 
 
@@ -893,7 +918,7 @@ def test_an_archive_with_a_huge_directory_is_refused_before_zipfile_reads_it(tmp
     monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: opened.append(a) or pytest.fail("ZipFile was reached"))
     with pytest.raises(VibeError, match=rf"Not installed: '{archive}' has {match}"):
         bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
-    assert opened == [] and _installed(tmp_path / "t") == []
+    assert _installed(tmp_path / "t") == []
 
 
 def test_an_archive_whose_end_record_understates_its_entries_is_counted_again(tmp_path, monkeypatch):

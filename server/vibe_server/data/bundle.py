@@ -30,7 +30,7 @@ from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
-from vibe_blender.core.safe_npz import open_bounded_zip
+from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_problem
 from vibe_blender.core.smpl_model import load_smpl_pkl
 
 from . import synthetic
@@ -286,8 +286,9 @@ def _open_archive(path: Path, source: str) -> Iterator[zipfile.ZipFile]:
 
 
 def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
-    """The first member of each known name. Link and special-file members are refused, and each
-    member's declared size is bounded before anything is decompressed."""
+    """The first member of each known name. Link and special-file members are refused, and so are
+    members whose reads are not bounded by the bytes asked (encrypted, or bzip2 or LZMA: there a
+    declared size bounds nothing); each member's declared size is bounded before anything is decompressed."""
     found: dict[str, _Found] = {}
     for info in archive.infolist():
         name = Path(info.filename).name
@@ -299,6 +300,13 @@ def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
             raise _refuse(entry, "is a symbolic link")
         if kind and not stat.S_ISREG(kind):
             raise _refuse(entry, "is not a regular file")
+        problem = unbounded_member_problem(info)
+        if problem:
+            raise _refuse(
+                entry,
+                f"{problem}; only stored or deflated files are read from a zip (vibe_data.zip's are deflated)",
+                "Use the official vibe_data.zip as downloaded, or zip the files again with plain zip (deflate).",
+            )
         _check_size(name, entry, info.file_size)
         found.setdefault(name, _Found(name, entry, info.file_size, lambda i=info: archive.open(i)))
     return list(found.values())

@@ -145,6 +145,29 @@ def test_yolo_weights_of_the_right_size_with_a_wrong_header_are_invalid(full_bun
     assert bundle.check_file(bundle.YOLO_WEIGHTS, full_bundle / bundle.YOLO_WEIGHTS).status == "present"
 
 
+def test_an_installed_file_is_on_disk_before_it_takes_its_name_and_its_new_name_after(
+    full_bundle, tmp_path, monkeypatch
+):
+    """Renamed into place unflushed, a power cut could leave an empty file under the installed name."""
+    target, events = tmp_path / "t", []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("flushed", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("renamed", os.stat(src).st_ino))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None)
+    file, folder = (target / bundle.SMPL_PKL).stat().st_ino, target.stat().st_ino
+    order = [event for event in events if event[1] in (file, folder)]
+    assert order == [("flushed", file), ("renamed", file), ("flushed", folder)]
+
+
 def test_install_from_a_folder(full_bundle, tmp_path):
     installed = bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
     assert set(installed) == set(bundle.REQUIRED_FILES)

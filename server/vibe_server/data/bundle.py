@@ -33,6 +33,7 @@ from vibe_blender.core.regular_file import NotRegularFileError, open_regular_fil
 from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_problem
 from vibe_blender.core.smpl_model import load_smpl_pkl
 
+from ..output_files import sync_folder
 from . import synthetic
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
@@ -378,15 +379,18 @@ def _read_exactly(item: _Found) -> Iterator[bytes]:
 def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str], None]) -> bool:
     """Copy ``item`` into ``stage`` (inside data_dir, so the rename is atomic), validate the copy with
     ``data check``'s validators and only then rename it over the installed file: an invalid file never
-    replaces one, and an interrupted install never leaves half a file. True when installed."""
+    replaces one, and an interrupted install (a power cut too) never leaves half a file. True when installed."""
     staged = stage / item.name  # the real name: some readers and messages go by it
     try:
         with open(staged, "xb") as out:
             for chunk in _read_exactly(item):
                 out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename: else a power cut may leave the name on an empty file
         status = check_file(item.name, staged)
         if status.status == "present":
             os.replace(staged, data_dir / item.name)
+            sync_folder(data_dir)
             log(f"installed {item.name}: {status.detail}")
             return True
     finally:

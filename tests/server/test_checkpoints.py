@@ -145,6 +145,43 @@ def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(synthetic_bundle, tmp
     assert status.status == "invalid" and f"NaN or infinite weights in '{key}'" in status.detail
 
 
+def _beyond_float32(weights: torch.Tensor) -> torch.Tensor:
+    weights = weights.double()
+    weights.view(-1)[0] = 1e39  # finite in float64, infinite once loaded into the float32 model
+    return weights
+
+
+@pytest.mark.parametrize(
+    "file_name, container, key",
+    [
+        ("vibe_model_wo_3dpw.pth.tar", "gen_state_dict", "regressor.fc1.weight"),
+        ("spin_model_checkpoint.pth.tar", "model", "layer1.0.conv1.weight"),
+    ],
+)
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (_beyond_float32, "NaN or infinite weights in '{key}' (infinite in float32"),
+        (lambda weights: weights.to(torch.complex64), "complex64 values in '{key}', where the"),
+        (lambda weights: weights.long(), "int64 values in '{key}', where the"),
+    ],
+    ids=["float64 beyond float32", "complex", "integer"],
+)
+def test_weights_that_are_no_float32_numbers_are_refused_by_name(
+    synthetic_bundle, tmp_path, file_name, container, key, change, words
+):
+    """Finiteness was checked in the file's own type, and only of floating-point tensors: these loaded
+    (as infinities, the real parts, or whole numbers)."""
+    ckpt = torch.load(synthetic_bundle / file_name, map_location="cpu", weights_only=False)
+    ckpt[container][key] = change(ckpt[container][key])
+    torch.save(ckpt, tmp_path / file_name)
+    load = checkpoints.load_vibe_checkpoint if container == "gen_state_dict" else checkpoints.load_spin_checkpoint
+    with pytest.raises(VibeError, match=re.escape(f"its '{container}' holds {words.format(key=key)}")):
+        load(tmp_path / file_name)
+    status = bundle.check_file(file_name, tmp_path / file_name)
+    assert status.status == "invalid" and words.format(key=key) in status.detail
+
+
 SMPL_COPY = "regressor.smpl."
 OUT_OF_RANGE = "are not vertex indices below 6890"
 

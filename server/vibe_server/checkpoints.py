@@ -251,6 +251,12 @@ def torch_load(path: str | Path, what: str) -> object:
         return _torch_load_checked(file, path, what)
 
 
+# What torch's weights-only unpickler says of data that is no pickle torch writes (an unknown opcode:
+# a web page, random bytes). Its other refusals (a class it does not allow, a value safe_pickle's
+# stand-ins refuse) are of a pickle that holds objects.
+_NOT_TORCH_PICKLE = ("Unsupported operand", "String is too long", "persistent_load", "unsupported persistent id")
+
+
 def _torch_load_checked(file, path: Path, what: str) -> object:
     try:
         # (torch warns of a pickle protocol it did not write: a file that is no checkpoint, which gets
@@ -260,13 +266,15 @@ def _torch_load_checked(file, path: Path, what: str) -> object:
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        refused = "Weights only load failed" in text or "Unsupported global" in text
+        if refused and not any(words in text for words in _NOT_TORCH_PICKLE):
             raise VibeError(
                 f"The {what} '{path}' contains Python objects other than weights, so it was "
                 "not loaded (it may not be an official checkpoint). Download the official checkpoint again."
             ) from err
         raise VibeError(
-            f"The {what} '{path}' is not a PyTorch checkpoint or is damaged ({text[:200]}). Download it again."
+            f"The {what} '{path}' is not a PyTorch checkpoint (a web page saved under its name, or other data), "
+            "or it is damaged. Download it again."
         ) from err
     except Exception as err:  # noqa: BLE001 - any parse failure means a damaged or foreign file
         raise VibeError(

@@ -247,13 +247,29 @@ def test_checkpoint_holding_code_is_not_executed(tmp_path):
         checkpoints.load_vibe_checkpoint(path)
 
 
+WEB_PAGE = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
+
+
+@pytest.mark.parametrize("content", [WEB_PAGE, np.random.default_rng(0).bytes(5000)], ids=["web page", "random bytes"])
+def test_a_web_page_or_random_bytes_named_as_a_checkpoint_is_said_to_be_no_checkpoint(tmp_path, content):
+    """torch's refusal of an unknown opcode read as "contains Python objects other than weights"."""
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    path.write_bytes(content)
+    with pytest.raises(VibeError) as err:
+        checkpoints.load_vibe_checkpoint(path)
+    assert str(err.value) == (
+        f"The VIBE checkpoint '{path}' is not a PyTorch checkpoint (a web page saved under its name, or other "
+        "data), or it is damaged. Download it again."
+    )
+
+
 def test_a_plain_pickle_given_as_a_checkpoint_gets_our_message_alone(tmp_path, recwarn):
     """torch warned first of a pickle protocol it did not write: a line of its own before ours."""
     import pickle
 
     path = tmp_path / "notes.pth"
-    path.write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=4))
-    with pytest.raises(VibeError, match="other than weights"):
+    path.write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=4))  # FRAME opcodes, which torch never writes
+    with pytest.raises(VibeError, match="is not a PyTorch checkpoint"):
         checkpoints.load_vibe_checkpoint(path)
     assert [str(w.message) for w in recwarn] == []
 

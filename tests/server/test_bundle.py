@@ -369,11 +369,14 @@ def test_zip_total_is_capped(tmp_path, monkeypatch):
 class _Payload(http.server.BaseHTTPRequestHandler):
     body = b""
     send_length = True
+    content_type = None
 
     def do_GET(self):
         self.send_response(200)
         if self.send_length:
             self.send_header("Content-Length", str(len(self.body)))
+        if self.content_type:
+            self.send_header("Content-Type", self.content_type)
         self.end_headers()
         self.wfile.write(self.body)
 
@@ -383,11 +386,11 @@ class _Payload(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def serve(monkeypatch):
-    """serve(body, send_length) -> the base URL of a loopback server answering every GET with body."""
+    """serve(body, send_length, content_type) -> the base URL of a loopback server answering every GET with body."""
     servers = []
 
-    def start(body: bytes, send_length: bool) -> str:
-        handler = type("Handler", (_Payload,), {"body": body, "send_length": send_length})
+    def start(body: bytes, send_length: bool, content_type: str | None = None) -> str:
+        handler = type("Handler", (_Payload,), {"body": body, "send_length": send_length, "content_type": content_type})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -416,6 +419,37 @@ def test_url_download_of_the_official_zip_layout(serve, full_bundle, official_zi
     installed = bundle.install(f"{base}/vibe_data.zip", tmp_path / "t", log=lambda _: None)
     assert set(installed) == set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS}
     assert (tmp_path / "t" / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
+
+
+WEB_PAGE = b"\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
+WEB_PAGE_ADVICE = (
+    "a web page, not the file (Google Drive asks for a confirmation for large files). Download it in a browser "
+    "and install the downloaded file with 'vibe-mocap data install FILE'."
+)
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [(b"Sign in to continue.", "text/html; charset=utf-8"), (WEB_PAGE, None)],
+    ids=["by its Content-Type", "by its first bytes"],
+)
+def test_a_download_link_that_answers_with_a_web_page_says_so(serve, tmp_path, body, content_type):
+    """It was called "a zip archive that cannot be read: it is damaged or cut short"."""
+    url = f"{serve(body, True, content_type)}/vibe_data.zip"
+    with pytest.raises(VibeError) as refused:
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert str(refused.value) == f"Not installed: for '{url}' the server sent {WEB_PAGE_ADVICE}"
+    assert _installed(tmp_path / "t") == []
+
+
+@pytest.mark.parametrize("name", ["vibe_data.zip", bundle.VIBE_CHECKPOINT])
+def test_a_web_page_saved_as_the_model_data_says_so(tmp_path, name):
+    saved = tmp_path / name
+    saved.write_bytes(b"\xef\xbb\xbf" + WEB_PAGE)
+    with pytest.raises(VibeError) as refused:
+        bundle.install(str(saved), tmp_path / "t", log=lambda _: None)
+    assert str(refused.value) == f"Not installed: '{saved}' is {WEB_PAGE_ADVICE}"
+    assert _installed(tmp_path / "t") == []
 
 
 class _CutOff(http.server.BaseHTTPRequestHandler):

@@ -313,6 +313,22 @@ def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
     return list(found.values())
 
 
+def _web_page(source: str, *, downloaded: bool) -> VibeError:
+    """The error for a web page where a file was expected: a download link that answers with a page
+    (Google Drive's confirmation for large files), fetched by the install or saved by the user."""
+    what = f"for '{source}' the server sent" if downloaded else f"'{source}' is"
+    return VibeError(
+        f"Not installed: {what} a web page, not the file (Google Drive asks for a confirmation for large files). "
+        "Download it in a browser and install the downloaded file with 'vibe-mocap data install FILE'."
+    )
+
+
+def _starts_like_a_web_page(path: Path, source: str) -> bool:
+    """Whether the file begins as HTML does ('<', after blanks or a byte-order mark); no model file does."""
+    with _open_regular(path, source, follow_symlink=True) as file:
+        return file.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
 def _download(url: str, dest_dir: Path) -> Path:
     from tqdm import tqdm  # start-up: only a download shows a progress bar
 
@@ -324,6 +340,8 @@ def _download(url: str, dest_dir: Path) -> Path:
     )
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            if response.headers.get_content_type() == "text/html":
+                raise _web_page(url, downloaded=True)
             total = parse_content_length(response.headers.get("Content-Length"))
             if total is not None and total > limit:
                 raise _refuse(url, *too_big)
@@ -411,7 +429,8 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
     invalid (the others are installed)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp, contextlib.ExitStack() as stack:
-        if source.startswith(("http://", "https://")):
+        downloaded = source.startswith(("http://", "https://"))
+        if downloaded:
             path = _download(source, Path(tmp))
         else:
             path = Path(source).expanduser()
@@ -431,6 +450,8 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
             # a path the user typed may be a link, but what it names must be a plain file: a FIFO
             # would block zipfile's probe, /dev/zero would never end
             size = _regular_size(path, source, follow_symlink=True)
+            if _starts_like_a_web_page(path, source):
+                raise _web_page(source, downloaded=downloaded)
             if path.name in KNOWN_FILES:  # before the zip test: smpl_mean_params.npz is a zip too
                 _check_size(path.name, source, size)
                 found = [_Found(path.name, source, size, lambda: _open_regular(path, source, follow_symlink=True))]

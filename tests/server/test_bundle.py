@@ -27,6 +27,7 @@ from vibe_blender.core.smpl_model import load_smpl_pkl
 from vibe_server import load_model
 from vibe_server.cli import main as cli
 from vibe_server.data import bundle, synthetic
+from vibe_server.folder_lock import folder_lock
 
 
 def test_location_flag_beats_environment_beats_default(monkeypatch, tmp_path):
@@ -184,6 +185,29 @@ def test_install_from_a_folder(full_bundle, tmp_path):
 def test_install_bad_sources(tmp_path, make_source, message, capsys):
     assert cli(["data", "install", str(make_source(tmp_path)), "--data-dir", str(tmp_path / "d")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_source_that_does_not_exist_makes_no_data_folder(tmp_path, capsys):
+    assert cli(["data", "install", str(tmp_path / "nope.zip"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_an_install_deletes_what_killed_installs_left_but_never_a_running_ones(full_bundle, tmp_path):
+    """A killed install's staging folder (a download of up to gigabytes) stayed in the data folder forever."""
+    target = tmp_path / "t"
+    killed = target / ".download-killed"
+    (killed / "staged").mkdir(parents=True)
+    (killed / "vibe_data.zip").write_bytes(bytes(1000))
+    said = []
+    assert bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=said.append) == [bundle.SMPL_PKL]
+    assert not killed.exists() and f"removed what 1 interrupted install(s) left in {target}" in said
+    running = target / ".download-running"  # another install's, which holds the lock
+    running.mkdir()
+    with folder_lock(target, bundle.INSTALL_LOCK, "held by the test"):
+        with pytest.raises(VibeError) as busy:
+            bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None)
+    assert str(busy.value) == f"Another install into '{target}' is running; wait for it to end, then install again."
+    assert running.is_dir()
 
 
 def _empty_zip(folder: Path) -> Path:
@@ -452,6 +476,13 @@ def test_a_web_page_saved_as_the_model_data_says_so(tmp_path, name):
     assert _installed(tmp_path / "t") == []
 
 
+def test_a_url_named_like_the_staging_folder_installs(serve, official_zip, tmp_path):
+    """A URL ending in /staged was downloaded to the name of the staging folder, whose making then failed."""
+    base = serve(official_zip.read_bytes(), send_length=True)
+    installed = bundle.install(f"{base}/staged", tmp_path / "t", log=lambda _: None)
+    assert set(installed) == set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS}
+
+
 class _CutOff(http.server.BaseHTTPRequestHandler):
     """Announces a body and closes the connection half-way through it, plainly or chunked."""
 
@@ -534,7 +565,9 @@ def broken_source(full_bundle, tmp_path) -> Path:
 
 
 def _contents(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != bundle.YOLO_WEIGHTS}
+    return {
+        p.name: p.read_bytes() for p in folder.iterdir() if p.name not in (bundle.YOLO_WEIGHTS, bundle.INSTALL_LOCK)
+    }
 
 
 def test_install_keeps_the_installed_files_when_the_new_ones_are_invalid(full_bundle, broken_source, capsys):
@@ -552,7 +585,7 @@ def test_install_keeps_the_installed_files_when_the_new_ones_are_invalid(full_bu
     assert "is unchanged" in err and "vibe-mocap data check" in err
     assert _contents(full_bundle) == before
     assert bundle.bundle_ok(bundle.check_bundle(full_bundle))
-    assert not [p for p in full_bundle.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in full_bundle.iterdir() if p.name.startswith(".")] == [bundle.INSTALL_LOCK]
 
 
 def test_install_of_an_invalid_file_into_an_empty_folder_installs_nothing_under_its_name(

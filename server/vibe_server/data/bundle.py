@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import stat
 import struct
 import tempfile
@@ -33,6 +34,7 @@ from vibe_blender.core.regular_file import NotRegularFileError, open_regular_fil
 from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_problem
 from vibe_blender.core.smpl_model import load_smpl_pkl
 
+from ..folder_lock import folder_lock
 from ..output_files import sync_folder
 from . import synthetic
 
@@ -332,7 +334,8 @@ def _starts_like_a_web_page(path: Path, source: str) -> bool:
 def _download(url: str, dest_dir: Path) -> Path:
     from tqdm import tqdm  # start-up: only a download shows a progress bar
 
-    target = dest_dir / (Path(urllib.request.urlparse(url).path).name or "download.zip")
+    name = Path(urllib.request.urlparse(url).path).name
+    target = dest_dir / (name if name not in ("", "..") else "download.zip")
     limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)
     too_big = (
         f"is larger than the model data can be ({limit:,} bytes at most)",
@@ -421,24 +424,56 @@ def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str],
     return False
 
 
+INSTALL_LOCK = ".install.lock"  # in the data folder: one install at a time (kept: never a leftover)
+STAGING_PREFIX = ".download-"  # an install's own folder in the data folder, which a killed install leaves
+
+
+def _remove_staging_leftovers(data_dir: Path, log: Callable[[str], None]) -> None:
+    """Delete the staging folders that killed installs left (a download of up to gigabytes); only under
+    the install lock, so that none is another install's at work."""
+    leftovers = [
+        entry.path
+        for entry in os.scandir(data_dir)
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False)
+    ]
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    if leftovers:
+        log(f"removed what {len(leftovers)} interrupted install(s) left in {data_dir}")
+
+
 def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> list[str]:
     """Copy the known model files from ``source`` (zip, folder, single file or http(s) URL) into
     ``data_dir``, each only once it passes ``data check``'s validation, logging what happened to each.
     Returns the names installed; raises VibeError when nothing usable was found, before copying
     anything when an entry is a link or special file, or too large, and at the end when some file was
-    invalid (the others are installed)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp, contextlib.ExitStack() as stack:
-        downloaded = source.startswith(("http://", "https://"))
+    invalid (the others are installed). One install at a time per folder: it first deletes what killed
+    installs left there (where the folder can be locked: not on Windows)."""
+    downloaded = source.startswith(("http://", "https://"))
+    path = None if downloaded else Path(source).expanduser()
+    if path is not None and not path.exists():  # said before the data folder is made
+        raise VibeError(
+            f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder holding the model files, or a URL."
+        )
+    busy = f"Another install into '{data_dir}' is running; wait for it to end, then install again."
+
+    def unguarded(problem: str) -> None:
+        log(f"{problem}: what interrupted installs left there ('{STAGING_PREFIX}*' folders) is kept.")
+
+    with folder_lock(data_dir, INSTALL_LOCK, busy, unguarded=unguarded) as guarded:
+        if guarded:
+            _remove_staging_leftovers(data_dir, log)
+        return _install(source, path, data_dir, log)
+
+
+def _install(source: str, path: Path | None, data_dir: Path, log: Callable[[str], None]) -> list[str]:
+    """:func:`install` under its lock; ``path``: the local source, None for a URL."""
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=STAGING_PREFIX) as tmp, contextlib.ExitStack() as stack:
+        downloaded = path is None
         if downloaded:
-            path = _download(source, Path(tmp))
-        else:
-            path = Path(source).expanduser()
-            if not path.exists():
-                raise VibeError(
-                    f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder "
-                    "holding the model files, or a URL."
-                )
+            downloads = Path(tmp) / "download"  # apart from the staging folder, whatever the URL's name
+            downloads.mkdir()
+            path = _download(source, downloads)
         if path.is_dir():
             if synthetic.is_placeholder_folder(path):
                 raise VibeError(
@@ -482,7 +517,7 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
                 f"holds {total:,} bytes of model files, more than the whole model data "
                 f"can be ({MAX_TOTAL_BYTES:,} at most)",
             )
-        stage = Path(tmp) / "staged"  # apart: a downloaded model file lies in tmp under its own name
+        stage = Path(tmp) / "staged"
         stage.mkdir()
         invalid = [item.name for item in found if not _install_one(item, stage, data_dir, log)]
     if not found:

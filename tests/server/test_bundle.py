@@ -508,6 +508,45 @@ class _CutOff(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Announces 200 bytes and sends one every 50 ms (then ends: the old code waited for them all)."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "200")
+        self.end_headers()
+        for _ in range(200):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_download_that_trickles_is_stopped_saying_so(tmp_path, monkeypatch):
+    """Each read had a timeout, the download none: a server sending a byte every 5 s never ended."""
+    monkeypatch.setattr(bundle, "RATE_WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(bundle, "MIN_DOWNLOAD_RATE", 1024)  # 1 KiB/s: 20 B/s is under it
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/vibe_data.zip"
+    try:
+        started = time.monotonic()
+        with pytest.raises(VibeError) as stopped:
+            bundle.install(url, tmp_path / "t", log=lambda _: None)
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert re.fullmatch(
+        rf"The download of '{re.escape(url)}' was stopped: it brought \d+ bytes in \d+ s, under the 1 KiB/s it "
+        r"needs \(the server or the connection stalls\)\. Try again later, or download it in a browser .*",
+        str(stopped.value),
+    )
+    assert _installed(tmp_path / "t") == []
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["with its length", "chunked"])
 def test_a_download_cut_off_before_its_end_says_so(official_zip, tmp_path, chunked):
     """It was taken for a whole file ("neither a zip archive, a folder nor one of the model files"), or

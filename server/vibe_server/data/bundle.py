@@ -18,6 +18,7 @@ import shutil
 import stat
 import struct
 import tempfile
+import time
 import urllib.request
 import zipfile
 import zlib
@@ -83,6 +84,10 @@ MAX_DOWNLOAD_BYTES = 4 * GiB  # vibe_data.zip also holds files that are not inst
 # any other check, so the directory is bounded first (a 13 MB archive may list 300 000 entries).
 MAX_ARCHIVE_MEMBERS = 10_000
 MAX_ARCHIVE_DIRECTORY_BYTES = 4 * MiB
+# A download slower than this, on average over the window, has stalled (vibe_data.zip would take most
+# of a day): it is stopped, saying so.
+MIN_DOWNLOAD_RATE = 10 * 1024  # bytes per second
+RATE_WINDOW_SECONDS = 60
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +336,26 @@ def _starts_like_a_web_page(path: Path, source: str) -> bool:
         return file.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
+def _chunks_at_a_living_rate(response: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
+    """The answer's body as it arrives (each read returns what came, never waits for a full chunk);
+    VibeError once it arrives at under MIN_DOWNLOAD_RATE over RATE_WINDOW_SECONDS. The socket's timeout
+    only ends a download that sends nothing at all: one byte every few seconds would run for years."""
+    window_start, window_bytes = time.monotonic(), 0
+    while chunk := response.read1(CHUNK_BYTES):
+        yield chunk
+        window_bytes += len(chunk)
+        elapsed = time.monotonic() - window_start
+        if elapsed >= RATE_WINDOW_SECONDS:
+            if window_bytes < MIN_DOWNLOAD_RATE * elapsed:
+                raise VibeError(
+                    f"The download of '{url}' was stopped: it brought {window_bytes:,} bytes in {elapsed:.0f} s, "
+                    f"under the {MIN_DOWNLOAD_RATE // 1024} KiB/s it needs (the server or the connection stalls). "
+                    "Try again later, or download it in a browser and install the file with "
+                    "'vibe-mocap data install FILE'."
+                )
+            window_start, window_bytes = time.monotonic(), 0
+
+
 def _download(url: str, dest_dir: Path) -> Path:
     from tqdm import tqdm  # start-up: only a download shows a progress bar
 
@@ -350,7 +375,7 @@ def _download(url: str, dest_dir: Path) -> Path:
                 raise _refuse(url, *too_big)
             received = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                while chunk := response.read(CHUNK_BYTES):
+                for chunk in _chunks_at_a_living_rate(response, url):
                     received += len(chunk)
                     if received > limit:
                         raise _refuse(url, *too_big)

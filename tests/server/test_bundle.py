@@ -28,6 +28,8 @@ from vibe_server import load_model
 from vibe_server.cli import main as cli
 from vibe_server.data import bundle, synthetic
 from vibe_server.folder_lock import folder_lock
+from vibe_server.pipeline.detect.darknet_weights import load_darknet_weights
+from vibe_server.pipeline.detect.yolov3 import YOLOv3
 
 
 def test_location_flag_beats_environment_beats_default(monkeypatch, tmp_path):
@@ -167,6 +169,31 @@ def test_an_installed_file_is_on_disk_before_it_takes_its_name_and_its_new_name_
     file, folder = (target / bundle.SMPL_PKL).stat().st_ino, target.stat().st_ino
     order = [event for event in events if event[1] in (file, folder)]
     assert order == [("flushed", file), ("renamed", file), ("flushed", folder)]
+
+
+@pytest.mark.parametrize(
+    "minor, size, valid",
+    [(1, bundle.YOLO_WEIGHTS_BYTES - 4, True), (1, bundle.YOLO_WEIGHTS_BYTES, False)],  # 0.1: a 4-byte seen
+    ids=["format 0.1 of its size", "format 0.1 of format 0.2's size"],
+)
+def test_data_check_and_the_detector_take_the_same_yolo_weights(tmp_path, minor, size, valid):
+    """Data check took a format-0.1 file of format 0.2's size, which the detector then refused, and
+    refused one of its own size, which the detector reads."""
+    path = tmp_path / bundle.YOLO_WEIGHTS
+    with open(path, "wb") as f:
+        f.write(struct.pack("<iii", 0, minor, 0))
+        f.truncate(size)  # zeros: finite weights
+    status = bundle.check_file(bundle.YOLO_WEIGHTS, path)
+    assert (status.status == "present") == valid, status.detail
+    if valid:
+        assert load_darknet_weights(YOLOv3(), path)["minor"] == minor
+    else:
+        assert status.detail == (
+            f"{size:,} bytes, where YOLOv3's official weights in Darknet format 0.1 have 248,007,044: "
+            "it holds more parameters than YOLOv3-416 (a different Darknet model?)"
+        )
+        with pytest.raises(VibeError, match=re.escape(f"{path}: {status.detail}. Download the official")):
+            load_darknet_weights(YOLOv3(), path)
 
 
 def test_install_from_a_folder(full_bundle, tmp_path):

@@ -32,7 +32,7 @@ from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
 from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_problem
-from vibe_blender.core.smpl_model import load_smpl_pkl
+from vibe_blender.core.smpl_model import MAX_SMPL_PKL_BYTES, load_smpl_pkl
 
 from ..folder_lock import folder_lock
 from ..output_files import sync_folder
@@ -68,7 +68,7 @@ MiB, GiB = 1 << 20, 1 << 30
 # (J, 6890) float64 (under 1 MB), the mean parameters 157 floats, SMPL_NEUTRAL.pkl tens of MB, the
 # checkpoints a few hundred MB at most; yolov3.weights its official size at most (format 0.1 is 4 bytes less).
 MAX_FILE_BYTES = {
-    SMPL_PKL: 256 * MiB,
+    SMPL_PKL: MAX_SMPL_PKL_BYTES,  # the add-on's bound too
     EXTRA_REGRESSOR: 8 * MiB,
     H36M_REGRESSOR: 8 * MiB,
     MEAN_PARAMS: 1 * MiB,

@@ -251,6 +251,12 @@ def torch_load(path: str | Path, what: str) -> object:
         return _torch_load_checked(file, path, what)
 
 
+# What torch's weights-only unpickler says of data that is no pickle torch writes (an unknown opcode:
+# a web page, random bytes). Its other refusals (a class it does not allow, a value safe_pickle's
+# stand-ins refuse) are of a pickle that holds objects.
+_NOT_TORCH_PICKLE = ("Unsupported operand", "String is too long", "persistent_load", "unsupported persistent id")
+
+
 def _torch_load_checked(file, path: Path, what: str) -> object:
     try:
         # (torch warns of a pickle protocol it did not write: a file that is no checkpoint, which gets
@@ -260,13 +266,15 @@ def _torch_load_checked(file, path: Path, what: str) -> object:
             return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" in text or "Unsupported global" in text:
+        refused = "Weights only load failed" in text or "Unsupported global" in text
+        if refused and not any(words in text for words in _NOT_TORCH_PICKLE):
             raise VibeError(
                 f"The {what} '{path}' contains Python objects other than weights, so it was "
                 "not loaded (it may not be an official checkpoint). Download the official checkpoint again."
             ) from err
         raise VibeError(
-            f"The {what} '{path}' is not a PyTorch checkpoint or is damaged ({text[:200]}). Download it again."
+            f"The {what} '{path}' is not a PyTorch checkpoint (a web page saved under its name, or other data), "
+            "or it is damaged. Download it again."
         ) from err
     except Exception as err:  # noqa: BLE001 - any parse failure means a damaged or foreign file
         raise VibeError(
@@ -295,19 +303,41 @@ def _load_container(path, what: str, key: str, other_key: str, other_hint: str) 
         hint = f" {other_hint}" if isinstance(ckpt, dict) and other_key in ckpt else ""
         raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{hint}")
     _check_state_dict(ckpt[key], f"'{path}': its '{key}'", what)
-    _check_finite_weights(ckpt[key], f"'{path}': its '{key}'", what)
+    _check_weight_values(ckpt[key], f"'{path}': its '{key}'", what)
     return ckpt
 
 
-def _check_finite_weights(state: dict, label: str, what: str) -> None:
-    """Every floating-point tensor of a state dict finite; else one VibeError (a NaN weight makes every
-    prediction NaN, which only fails much later, e.g. in the metrics' Procrustes fit)."""
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+# The official state dicts' only integer tensors (by the last part of their names): batch norm's step
+# counters and the SMPL copy's indices. Every other tensor is a weight, real and floating-point.
+INTEGER_TENSORS = ("num_batches_tracked", "faces_tensor", "parents", "extra_joints_idxs")
+
+
+def _is_weight_type(name: str, tensor: torch.Tensor) -> bool:
+    if tensor.dtype.is_complex:
+        return False
+    return tensor.is_floating_point() or name.rsplit(".", 1)[-1] in INTEGER_TENSORS
+
+
+def _check_weight_values(state: dict, label: str, what: str) -> None:
+    """Every tensor of a state dict of its kind (real floating-point weights, integers only where
+    :data:`INTEGER_TENSORS` says), and every weight finite as float32, the model's type (float64 weights
+    beyond its range would become infinite when loaded); else one VibeError. A NaN weight makes every
+    prediction NaN, which only fails much later, e.g. in the metrics' Procrustes fit."""
+    mistyped = [(k, v.dtype) for k, v in state.items() if not _is_weight_type(k, v)]
+    if mistyped:
+        others = f" and {len(mistyped) - 1} other tensors" if len(mistyped) > 1 else ""
+        name, dtype = mistyped[0]
+        raise VibeError(
+            f"{label} holds {str(dtype).removeprefix('torch.')} values in '{str(name)[:80]}'{others}, where the "
+            f"{what} holds real floating-point weights: a damaged or altered file. Download it again."
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v.float()).all())]
     if bad:
         others = f" and {len(bad) - 1} other tensors" if len(bad) > 1 else ""
         raise VibeError(
-            f"{label} holds NaN or infinite weights in '{str(bad[0])[:80]}'{others}: the {what} is damaged or "
-            "comes from a training run that diverged. Download it again, or use an earlier checkpoint of the run."
+            f"{label} holds NaN or infinite weights in '{str(bad[0])[:80]}'{others} (infinite in float32, the "
+            f"model's type, beyond ±3.4e38): the {what} is damaged or comes from a training run that diverged. "
+            "Download it again, or use an earlier checkpoint of the run."
         )
 
 

@@ -77,6 +77,20 @@ def atomic_save(path: str | Path, save: Callable[[Path], None], *, make_folder: 
         raise
 
 
+def sync_folder(folder: str | Path) -> None:
+    """Flush ``folder``'s entries to disk, so that a file renamed into it keeps its new name after a
+    power cut. Best effort: Windows cannot open a folder, and some file systems refuse to sync one (the
+    renamed file's own data is flushed before the rename)."""
+    if os.name == "nt":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _discard(tmp: Path) -> None:
     """Delete a temporary file after a failed write; failing to, the write's own error is the one told."""
     with contextlib.suppress(OSError):

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.smpl_model import MAX_VERTICES, PARENTS, load_body_model, load_smpl_pkl, save_body_model
+from vibe_blender.core.smpl_model import (
+    MAX_SMPL_PKL_BYTES,
+    MAX_VERTICES,
+    PARENTS,
+    load_body_model,
+    load_smpl_pkl,
+    save_body_model,
+)
 from vibe_server.data.synthetic import REST_JOINTS, make_body_model, write_smpl_pkl
 
 ARRAYS = ("v_template", "faces", "lbs_weights", "shapedirs", "posedirs", "J_regressor", "parents")
@@ -169,6 +176,19 @@ def _peak_mb(read, path) -> tuple[float, str]:
         return tracemalloc.get_traced_memory()[1] / 2**20, str(err.value)
     finally:
         tracemalloc.stop()
+
+
+def test_a_file_larger_than_any_smpl_model_is_refused_unread(tmp_path):
+    """The whole file was read before unpickling: a sparse 3 GiB file took 3 GB of Blender's memory."""
+    path = tmp_path / "SMPL_NEUTRAL.pkl"
+    with open(path, "wb") as f:
+        f.truncate(MAX_SMPL_PKL_BYTES + 1)  # sparse: nothing on the disk
+    peak_mb, message = _peak_mb(load_smpl_pkl, path)
+    assert message == (
+        f"'{path}' is larger than any SMPL model file ({MAX_SMPL_PKL_BYTES:,} bytes at most), so it was not read. "
+        "Install the model data with 'vibe-mocap data install'."
+    )
+    assert peak_mb < 8
 
 
 @pytest.mark.parametrize(

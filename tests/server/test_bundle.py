@@ -27,6 +27,9 @@ from vibe_blender.core.smpl_model import load_smpl_pkl
 from vibe_server import load_model
 from vibe_server.cli import main as cli
 from vibe_server.data import bundle, synthetic
+from vibe_server.folder_lock import folder_lock
+from vibe_server.pipeline.detect.darknet_weights import load_darknet_weights
+from vibe_server.pipeline.detect.yolov3 import YOLOv3
 
 
 def test_location_flag_beats_environment_beats_default(monkeypatch, tmp_path):
@@ -145,6 +148,54 @@ def test_yolo_weights_of_the_right_size_with_a_wrong_header_are_invalid(full_bun
     assert bundle.check_file(bundle.YOLO_WEIGHTS, full_bundle / bundle.YOLO_WEIGHTS).status == "present"
 
 
+def test_an_installed_file_is_on_disk_before_it_takes_its_name_and_its_new_name_after(
+    full_bundle, tmp_path, monkeypatch
+):
+    """Renamed into place unflushed, a power cut could leave an empty file under the installed name."""
+    target, events = tmp_path / "t", []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("flushed", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("renamed", os.stat(src).st_ino))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None)
+    file, folder = (target / bundle.SMPL_PKL).stat().st_ino, target.stat().st_ino
+    order = [event for event in events if event[1] in (file, folder)]
+    assert order == [("flushed", file), ("renamed", file), ("flushed", folder)]
+
+
+@pytest.mark.parametrize(
+    "minor, size, valid",
+    [(1, bundle.YOLO_WEIGHTS_BYTES - 4, True), (1, bundle.YOLO_WEIGHTS_BYTES, False)],  # 0.1: a 4-byte seen
+    ids=["format 0.1 of its size", "format 0.1 of format 0.2's size"],
+)
+def test_data_check_and_the_detector_take_the_same_yolo_weights(tmp_path, minor, size, valid):
+    """Data check took a format-0.1 file of format 0.2's size, which the detector then refused, and
+    refused one of its own size, which the detector reads."""
+    path = tmp_path / bundle.YOLO_WEIGHTS
+    with open(path, "wb") as f:
+        f.write(struct.pack("<iii", 0, minor, 0))
+        f.truncate(size)  # zeros: finite weights
+    status = bundle.check_file(bundle.YOLO_WEIGHTS, path)
+    assert (status.status == "present") == valid, status.detail
+    if valid:
+        assert load_darknet_weights(YOLOv3(), path)["minor"] == minor
+    else:
+        assert status.detail == (
+            f"{size:,} bytes, where YOLOv3's official weights in Darknet format 0.1 have 248,007,044: "
+            "it holds more parameters than YOLOv3-416 (a different Darknet model?)"
+        )
+        with pytest.raises(VibeError, match=re.escape(f"{path}: {status.detail}. Download the official")):
+            load_darknet_weights(YOLOv3(), path)
+
+
 def test_install_from_a_folder(full_bundle, tmp_path):
     installed = bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
     assert set(installed) == set(bundle.REQUIRED_FILES)
@@ -161,6 +212,29 @@ def test_install_from_a_folder(full_bundle, tmp_path):
 def test_install_bad_sources(tmp_path, make_source, message, capsys):
     assert cli(["data", "install", str(make_source(tmp_path)), "--data-dir", str(tmp_path / "d")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_source_that_does_not_exist_makes_no_data_folder(tmp_path, capsys):
+    assert cli(["data", "install", str(tmp_path / "nope.zip"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_an_install_deletes_what_killed_installs_left_but_never_a_running_ones(full_bundle, tmp_path):
+    """A killed install's staging folder (a download of up to gigabytes) stayed in the data folder forever."""
+    target = tmp_path / "t"
+    killed = target / ".download-killed"
+    (killed / "staged").mkdir(parents=True)
+    (killed / "vibe_data.zip").write_bytes(bytes(1000))
+    said = []
+    assert bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=said.append) == [bundle.SMPL_PKL]
+    assert not killed.exists() and f"removed what 1 interrupted install(s) left in {target}" in said
+    running = target / ".download-running"  # another install's, which holds the lock
+    running.mkdir()
+    with folder_lock(target, bundle.INSTALL_LOCK, "held by the test"):
+        with pytest.raises(VibeError) as busy:
+            bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None)
+    assert str(busy.value) == f"Another install into '{target}' is running; wait for it to end, then install again."
+    assert running.is_dir()
 
 
 def _empty_zip(folder: Path) -> Path:
@@ -286,9 +360,11 @@ def test_zip_bomb_is_refused_by_its_declared_size(tmp_path):
     assert _installed(tmp_path / "t") == []
 
 
-def _zip_declaring(path: Path, member: str, data: bytes, declared_size: int) -> Path:
+def _zip_declaring(
+    path: Path, member: str, data: bytes, declared_size: int, compression: int = zipfile.ZIP_DEFLATED
+) -> Path:
     """A zip whose headers declare ``declared_size`` bytes for a member that really holds ``data``."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+    with zipfile.ZipFile(path, "w", compression) as z:
         z.writestr(member, data)
     raw = bytearray(path.read_bytes())
     for signature, size_offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
@@ -307,6 +383,29 @@ def test_zip_member_whose_real_size_differs_from_the_declared_is_refused(tmp_pat
     assert _installed(tmp_path / "t") == []
 
 
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "LZMA"])
+def test_a_zip_member_whose_reads_its_declared_size_does_not_bound_is_refused_unread(
+    tmp_path, monkeypatch, compression
+):
+    """zipfile decompresses bzip2 and LZMA without a limit on each read: a 4.6 KB member declaring a
+    small size filled 11 GB of memory. Here 8 MiB of zeros (a few hundred bytes packed) declare 100."""
+    member = f"vibe_data/{bundle.SMPL_PKL}"
+    archive = _zip_declaring(tmp_path / "vibe_data.zip", member, bytes(8 << 20), 100, compression)
+    assert archive.stat().st_size < 64 << 10
+
+    def decompressed(*args, **kwargs):
+        raise AssertionError("the member was opened: its decompression has no bound")
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", decompressed)
+    with pytest.raises(VibeError) as refused:
+        bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
+    assert str(refused.value).startswith(
+        f"Not installed: '{archive}:{member}' uses zip compression method {compression} "
+        f"({'bzip2' if compression == zipfile.ZIP_BZIP2 else 'LZMA'}); only stored or deflated files are read"
+    )
+    assert _installed(tmp_path / "t") == []
+
+
 def test_zip_total_is_capped(tmp_path, monkeypatch):
     archive = tmp_path / "vibe_data.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -321,11 +420,14 @@ def test_zip_total_is_capped(tmp_path, monkeypatch):
 class _Payload(http.server.BaseHTTPRequestHandler):
     body = b""
     send_length = True
+    content_type = None
 
     def do_GET(self):
         self.send_response(200)
         if self.send_length:
             self.send_header("Content-Length", str(len(self.body)))
+        if self.content_type:
+            self.send_header("Content-Type", self.content_type)
         self.end_headers()
         self.wfile.write(self.body)
 
@@ -335,11 +437,11 @@ class _Payload(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def serve(monkeypatch):
-    """serve(body, send_length) -> the base URL of a loopback server answering every GET with body."""
+    """serve(body, send_length, content_type) -> the base URL of a loopback server answering every GET with body."""
     servers = []
 
-    def start(body: bytes, send_length: bool) -> str:
-        handler = type("Handler", (_Payload,), {"body": body, "send_length": send_length})
+    def start(body: bytes, send_length: bool, content_type: str | None = None) -> str:
+        handler = type("Handler", (_Payload,), {"body": body, "send_length": send_length, "content_type": content_type})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -370,6 +472,44 @@ def test_url_download_of_the_official_zip_layout(serve, full_bundle, official_zi
     assert (tmp_path / "t" / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
 
 
+WEB_PAGE = b"\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
+WEB_PAGE_ADVICE = (
+    "a web page, not the file (Google Drive asks for a confirmation for large files). Download it in a browser "
+    "and install the downloaded file with 'vibe-mocap data install FILE'."
+)
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [(b"Sign in to continue.", "text/html; charset=utf-8"), (WEB_PAGE, None)],
+    ids=["by its Content-Type", "by its first bytes"],
+)
+def test_a_download_link_that_answers_with_a_web_page_says_so(serve, tmp_path, body, content_type):
+    """It was called "a zip archive that cannot be read: it is damaged or cut short"."""
+    url = f"{serve(body, True, content_type)}/vibe_data.zip"
+    with pytest.raises(VibeError) as refused:
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert str(refused.value) == f"Not installed: for '{url}' the server sent {WEB_PAGE_ADVICE}"
+    assert _installed(tmp_path / "t") == []
+
+
+@pytest.mark.parametrize("name", ["vibe_data.zip", bundle.VIBE_CHECKPOINT])
+def test_a_web_page_saved_as_the_model_data_says_so(tmp_path, name):
+    saved = tmp_path / name
+    saved.write_bytes(b"\xef\xbb\xbf" + WEB_PAGE)
+    with pytest.raises(VibeError) as refused:
+        bundle.install(str(saved), tmp_path / "t", log=lambda _: None)
+    assert str(refused.value) == f"Not installed: '{saved}' is {WEB_PAGE_ADVICE}"
+    assert _installed(tmp_path / "t") == []
+
+
+def test_a_url_named_like_the_staging_folder_installs(serve, official_zip, tmp_path):
+    """A URL ending in /staged was downloaded to the name of the staging folder, whose making then failed."""
+    base = serve(official_zip.read_bytes(), send_length=True)
+    installed = bundle.install(f"{base}/staged", tmp_path / "t", log=lambda _: None)
+    assert set(installed) == set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS}
+
+
 class _CutOff(http.server.BaseHTTPRequestHandler):
     """Announces a body and closes the connection half-way through it, plainly or chunked."""
 
@@ -393,6 +533,45 @@ class _CutOff(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Announces 200 bytes and sends one every 50 ms (then ends: the old code waited for them all)."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "200")
+        self.end_headers()
+        for _ in range(200):
+            self.wfile.write(b"x")
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_download_that_trickles_is_stopped_saying_so(tmp_path, monkeypatch):
+    """Each read had a timeout, the download none: a server sending a byte every 5 s never ended."""
+    monkeypatch.setattr(bundle, "RATE_WINDOW_SECONDS", 0.5)
+    monkeypatch.setattr(bundle, "MIN_DOWNLOAD_RATE", 1024)  # 1 KiB/s: 20 B/s is under it
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/vibe_data.zip"
+    try:
+        started = time.monotonic()
+        with pytest.raises(VibeError) as stopped:
+            bundle.install(url, tmp_path / "t", log=lambda _: None)
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert re.fullmatch(
+        rf"The download of '{re.escape(url)}' was stopped: it brought \d+ bytes in \d+ s, under the 1 KiB/s it "
+        r"needs \(the server or the connection stalls\)\. Try again later, or download it in a browser .*",
+        str(stopped.value),
+    )
+    assert _installed(tmp_path / "t") == []
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["with its length", "chunked"])
@@ -452,7 +631,9 @@ def broken_source(full_bundle, tmp_path) -> Path:
 
 
 def _contents(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != bundle.YOLO_WEIGHTS}
+    return {
+        p.name: p.read_bytes() for p in folder.iterdir() if p.name not in (bundle.YOLO_WEIGHTS, bundle.INSTALL_LOCK)
+    }
 
 
 def test_install_keeps_the_installed_files_when_the_new_ones_are_invalid(full_bundle, broken_source, capsys):
@@ -470,7 +651,7 @@ def test_install_keeps_the_installed_files_when_the_new_ones_are_invalid(full_bu
     assert "is unchanged" in err and "vibe-mocap data check" in err
     assert _contents(full_bundle) == before
     assert bundle.bundle_ok(bundle.check_bundle(full_bundle))
-    assert not [p for p in full_bundle.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in full_bundle.iterdir() if p.name.startswith(".")] == [bundle.INSTALL_LOCK]
 
 
 def test_install_of_an_invalid_file_into_an_empty_folder_installs_nothing_under_its_name(
@@ -893,7 +1074,7 @@ def test_an_archive_with_a_huge_directory_is_refused_before_zipfile_reads_it(tmp
     monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: opened.append(a) or pytest.fail("ZipFile was reached"))
     with pytest.raises(VibeError, match=rf"Not installed: '{archive}' has {match}"):
         bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
-    assert opened == [] and _installed(tmp_path / "t") == []
+    assert _installed(tmp_path / "t") == []
 
 
 def test_an_archive_whose_end_record_understates_its_entries_is_counted_again(tmp_path, monkeypatch):

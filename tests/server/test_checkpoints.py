@@ -145,6 +145,43 @@ def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(synthetic_bundle, tmp
     assert status.status == "invalid" and f"NaN or infinite weights in '{key}'" in status.detail
 
 
+def _beyond_float32(weights: torch.Tensor) -> torch.Tensor:
+    weights = weights.double()
+    weights.view(-1)[0] = 1e39  # finite in float64, infinite once loaded into the float32 model
+    return weights
+
+
+@pytest.mark.parametrize(
+    "file_name, container, key",
+    [
+        ("vibe_model_wo_3dpw.pth.tar", "gen_state_dict", "regressor.fc1.weight"),
+        ("spin_model_checkpoint.pth.tar", "model", "layer1.0.conv1.weight"),
+    ],
+)
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (_beyond_float32, "NaN or infinite weights in '{key}' (infinite in float32"),
+        (lambda weights: weights.to(torch.complex64), "complex64 values in '{key}', where the"),
+        (lambda weights: weights.long(), "int64 values in '{key}', where the"),
+    ],
+    ids=["float64 beyond float32", "complex", "integer"],
+)
+def test_weights_that_are_no_float32_numbers_are_refused_by_name(
+    synthetic_bundle, tmp_path, file_name, container, key, change, words
+):
+    """Finiteness was checked in the file's own type, and only of floating-point tensors: these loaded
+    (as infinities, the real parts, or whole numbers)."""
+    ckpt = torch.load(synthetic_bundle / file_name, map_location="cpu", weights_only=False)
+    ckpt[container][key] = change(ckpt[container][key])
+    torch.save(ckpt, tmp_path / file_name)
+    load = checkpoints.load_vibe_checkpoint if container == "gen_state_dict" else checkpoints.load_spin_checkpoint
+    with pytest.raises(VibeError, match=re.escape(f"its '{container}' holds {words.format(key=key)}")):
+        load(tmp_path / file_name)
+    status = bundle.check_file(file_name, tmp_path / file_name)
+    assert status.status == "invalid" and words.format(key=key) in status.detail
+
+
 SMPL_COPY = "regressor.smpl."
 OUT_OF_RANGE = "are not vertex indices below 6890"
 
@@ -210,13 +247,29 @@ def test_checkpoint_holding_code_is_not_executed(tmp_path):
         checkpoints.load_vibe_checkpoint(path)
 
 
+WEB_PAGE = b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
+
+
+@pytest.mark.parametrize("content", [WEB_PAGE, np.random.default_rng(0).bytes(5000)], ids=["web page", "random bytes"])
+def test_a_web_page_or_random_bytes_named_as_a_checkpoint_is_said_to_be_no_checkpoint(tmp_path, content):
+    """torch's refusal of an unknown opcode read as "contains Python objects other than weights"."""
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    path.write_bytes(content)
+    with pytest.raises(VibeError) as err:
+        checkpoints.load_vibe_checkpoint(path)
+    assert str(err.value) == (
+        f"The VIBE checkpoint '{path}' is not a PyTorch checkpoint (a web page saved under its name, or other "
+        "data), or it is damaged. Download it again."
+    )
+
+
 def test_a_plain_pickle_given_as_a_checkpoint_gets_our_message_alone(tmp_path, recwarn):
     """torch warned first of a pickle protocol it did not write: a line of its own before ours."""
     import pickle
 
     path = tmp_path / "notes.pth"
-    path.write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=4))
-    with pytest.raises(VibeError, match="other than weights"):
+    path.write_bytes(pickle.dumps({"a": [1, 2, 3]}, protocol=4))  # FRAME opcodes, which torch never writes
+    with pytest.raises(VibeError, match="is not a PyTorch checkpoint"):
         checkpoints.load_vibe_checkpoint(path)
     assert [str(w.message) for w in recwarn] == []
 

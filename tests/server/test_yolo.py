@@ -10,11 +10,10 @@ import torch.nn.functional as F
 from testdata import REAL_CLIPS
 
 from vibe_blender.core.errors import VibeError
+from vibe_server.data.loading import YOLO_FLOAT_COUNT, YOLO_WEIGHTS_BYTES
 from vibe_server.pipeline.detect import make_detector
 from vibe_server.pipeline.detect.boxes import merge_nms, nms
 from vibe_server.pipeline.detect.darknet_weights import (
-    OFFICIAL_FILE_BYTES,
-    OFFICIAL_FLOAT_COUNT,
     load_darknet_weights,
     parameter_tensors,
     write_random_darknet_weights,
@@ -60,12 +59,12 @@ def test_layer_table_is_yolov3_cfg():
 def test_parameter_count_is_the_official_file():
     tensors = parameter_tensors(YOLOv3())
     assert len(tensors) == 72 * 5 + 3 * 2
-    assert sum(t.numel() for t in tensors) == OFFICIAL_FLOAT_COUNT == 62_001_757
-    assert OFFICIAL_FILE_BYTES == 248_007_048
+    assert sum(t.numel() for t in tensors) == YOLO_FLOAT_COUNT == 62_001_757
+    assert YOLO_WEIGHTS_BYTES == 248_007_048
 
 
 def test_weights_round_trip_puts_every_tensor_in_place(weights_file, model):
-    assert weights_file.stat().st_size == OFFICIAL_FILE_BYTES
+    assert weights_file.stat().st_size == YOLO_WEIGHTS_BYTES
     header = np.fromfile(weights_file, dtype="<i4", count=3)
     assert header.tolist() == [0, 2, 0]
     floats = np.fromfile(weights_file, dtype="<f4", offset=20)
@@ -106,7 +105,7 @@ def test_wrong_weights_files_are_named_and_explained(tmp_path):
     long = tmp_path / "long.weights"
     with open(long, "wb") as f:
         f.write(np.array([0, 2, 0, 0, 0], "<i4").tobytes())
-        f.truncate(OFFICIAL_FILE_BYTES + 4 * 1000)  # sparse: cheap to make
+        f.truncate(YOLO_WEIGHTS_BYTES + 4 * 1000)  # sparse: cheap to make
     with pytest.raises(VibeError, match="more parameters"):
         load_darknet_weights(model, long)
     tiny = tmp_path / "tiny.weights"
@@ -115,7 +114,7 @@ def test_wrong_weights_files_are_named_and_explained(tmp_path):
         load_darknet_weights(model, tiny)
     zeros = tmp_path / "zeros.weights"  # the official size, all zeros: the size it was told off was 4 bytes short
     with open(zeros, "wb") as f:
-        f.truncate(OFFICIAL_FILE_BYTES)
+        f.truncate(YOLO_WEIGHTS_BYTES)
     with pytest.raises(
         VibeError, match="its header says Darknet format 0.0, where the official yolov3.weights has 0.2"
     ):
@@ -126,7 +125,7 @@ def test_old_header_with_a_4_byte_seen_counter_is_read(tmp_path):
     path = tmp_path / "v01.weights"
     with open(path, "wb") as f:
         f.write(np.array([0, 1, 0, 7], "<i4").tobytes())
-        f.truncate(16 + 4 * OFFICIAL_FLOAT_COUNT)
+        f.truncate(16 + 4 * YOLO_FLOAT_COUNT)
     assert load_darknet_weights(YOLOv3(), path) == {"major": 0, "minor": 1, "revision": 0, "seen": 7}
 
 

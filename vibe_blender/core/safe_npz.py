@@ -168,6 +168,23 @@ def open_bounded_zip(
     return archive
 
 
+BOUNDED_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_COMPRESSION_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+
+
+def unbounded_member_problem(info: zipfile.ZipInfo) -> str | None:
+    """Why the zip member ``info`` must not be read (None when it may): it is encrypted, or compressed
+    otherwise than stored or deflated. Only there does a read of n bytes decompress at most n: zipfile
+    hands bzip2 and LZMA data to their decompressors without a limit, so a few KB may fill the memory
+    whatever size the member declares. The text completes "'member' ..."."""
+    if info.flag_bits & 0x1:
+        return "is encrypted"
+    if info.compress_type not in BOUNDED_COMPRESSION:
+        name = _COMPRESSION_NAMES.get(info.compress_type)
+        return f"uses zip compression method {info.compress_type}" + (f" ({name})" if name else "")
+    return None
+
+
 @contextmanager
 def _open_zip(source) -> Iterator[tuple[zipfile.ZipFile, int]]:
     """(``zipfile.ZipFile`` of ``source``, the bytes it holds) once :func:`open_bounded_zip` passed,
@@ -217,13 +234,9 @@ def read_npz(
                     continue
                 if name in arrays:
                     raise UntrustedDataError(f"the archive holds '{name}' twice")
-                if info.flag_bits & 0x1:
-                    raise UntrustedDataError(f"'{name}' is encrypted")
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise UntrustedDataError(
-                        f"'{name}' uses zip compression method {info.compress_type}; "
-                        "numpy writes stored or deflated members only"
-                    )
+                problem = unbounded_member_problem(info)
+                if problem:
+                    raise UntrustedDataError(f"'{name}' {problem}; numpy writes stored or deflated members only")
                 budget.take(info.file_size, f"'{name}'")
                 with archive.open(info) as member:
                     try:

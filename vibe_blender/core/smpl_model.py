@@ -11,6 +11,7 @@ cannot run code. The same arrays travel between server and add-on as a plain ``.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +31,9 @@ NUM_POSE_BASIS = 9 * (NUM_JOINTS - 1)  # 207: one 3x3 rotation per joint but the
 # finite numbers beyond these would only overflow Blender's float32 mesh and shape keys.
 VALUE_LIMITS = {"v_template": 10.0, "shapedirs": 1.0, "posedirs": 1.0, "J_regressor": 2.0, "lbs_weights": 2.0}
 MAX_VERTICES = 100_000  # SMPL has 6890, SMPL-X 10475: more is no body model (and bounds the dense J_regressor)
+# The most an SMPL .pkl may hold: the official files are tens of MB. The file is read whole before it
+# is unpickled, so a larger one is refused unread (a sparse file of gigabytes would fill the memory).
+MAX_SMPL_PKL_BYTES = 256 << 20
 
 # SMPL joint order (index = joint id in pose vectors), readable names with .L/.R-friendly sides.
 JOINT_NAMES = (
@@ -255,9 +259,17 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
     install = "Install the model data with 'vibe-mocap data install'."
     with open_user_file(path, "the SMPL model", install) as file:
         try:
-            raw_bytes = file.read()
+            size = os.fstat(file.fileno()).st_size
+            too_large = size > MAX_SMPL_PKL_BYTES
+            # as much as it holds (read(n) reserves n bytes at once), +1 to see one that grew meanwhile
+            raw_bytes = b"" if too_large else file.read(size + 1)
         except OSError as err:
             raise VibeError(f"Cannot read the SMPL model '{path}': {err.strerror or err}. {install}") from err
+    if too_large or len(raw_bytes) > MAX_SMPL_PKL_BYTES:
+        raise VibeError(
+            f"'{path}' is larger than any SMPL model file ({MAX_SMPL_PKL_BYTES:,} bytes at most), so it was not "
+            f"read. {install}"
+        )
     try:
         raw = _SmplUnpickler(io.BytesIO(raw_bytes)).load()
     except Exception as err:  # any unpickling failure means: not a model file we can use

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import stat
-import struct
 import tempfile
+import time
 import urllib.request
 import zipfile
 import zlib
@@ -30,9 +31,11 @@ from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError, failure_words
 from vibe_blender.core.regular_file import NotRegularFileError, open_regular_file
-from vibe_blender.core.safe_npz import open_bounded_zip
-from vibe_blender.core.smpl_model import load_smpl_pkl
+from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_problem
+from vibe_blender.core.smpl_model import MAX_SMPL_PKL_BYTES, load_smpl_pkl
 
+from ..folder_lock import folder_lock
+from ..output_files import sync_folder
 from . import synthetic
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
@@ -56,16 +59,16 @@ from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/ch
     load_mean_params,
     require_files,
     resolve_data_dir,
-    yolo_header_problem,
+    yolo_weights_problem,
 )
 
 MiB, GiB = 1 << 20, 1 << 30
 # The most each model file may hold: the official files' sizes with a wide margin, so that a wrong or
 # hostile source (a zip bomb, a link to /dev/zero) cannot fill the disk. The regressors are
 # (J, 6890) float64 (under 1 MB), the mean parameters 157 floats, SMPL_NEUTRAL.pkl tens of MB, the
-# checkpoints a few hundred MB at most; yolov3.weights has exactly one size.
+# checkpoints a few hundred MB at most; yolov3.weights its official size at most (format 0.1 is 4 bytes less).
 MAX_FILE_BYTES = {
-    SMPL_PKL: 256 * MiB,
+    SMPL_PKL: MAX_SMPL_PKL_BYTES,  # the add-on's bound too
     EXTRA_REGRESSOR: 8 * MiB,
     H36M_REGRESSOR: 8 * MiB,
     MEAN_PARAMS: 1 * MiB,
@@ -80,6 +83,10 @@ MAX_DOWNLOAD_BYTES = 4 * GiB  # vibe_data.zip also holds files that are not inst
 # any other check, so the directory is bounded first (a 13 MB archive may list 300 000 entries).
 MAX_ARCHIVE_MEMBERS = 10_000
 MAX_ARCHIVE_DIRECTORY_BYTES = 4 * MiB
+# A download slower than this, on average over the window, has stalled (vibe_data.zip would take most
+# of a day): it is stopped, saying so.
+MIN_DOWNLOAD_RATE = 10 * 1024  # bytes per second
+RATE_WINDOW_SECONDS = 60
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,12 +140,8 @@ def _check_vibe(path: Path) -> str:
 
 
 def _check_yolo(path: Path) -> str:
-    size = path.stat().st_size
-    if size != YOLO_WEIGHTS_BYTES:
-        raise VibeError(f"{size:,} bytes, expected {YOLO_WEIGHTS_BYTES:,} (the official YOLOv3-416 COCO weights)")
     with open_regular_file(path) as file:
-        major, minor = struct.unpack("<ii", file.read(8))
-    problem = yolo_header_problem(major, minor)
+        problem = yolo_weights_problem(file.read(8), os.fstat(file.fileno()).st_size)
     if problem:
         raise VibeError(problem)
     return "Darknet YOLOv3, size and header OK"
@@ -286,8 +289,9 @@ def _open_archive(path: Path, source: str) -> Iterator[zipfile.ZipFile]:
 
 
 def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
-    """The first member of each known name. Link and special-file members are refused, and each
-    member's declared size is bounded before anything is decompressed."""
+    """The first member of each known name. Link and special-file members are refused, and so are
+    members whose reads are not bounded by the bytes asked (encrypted, or bzip2 or LZMA: there a
+    declared size bounds nothing); each member's declared size is bounded before anything is decompressed."""
     found: dict[str, _Found] = {}
     for info in archive.infolist():
         name = Path(info.filename).name
@@ -299,15 +303,59 @@ def _found_in_zip(archive: zipfile.ZipFile, source: str) -> list[_Found]:
             raise _refuse(entry, "is a symbolic link")
         if kind and not stat.S_ISREG(kind):
             raise _refuse(entry, "is not a regular file")
+        problem = unbounded_member_problem(info)
+        if problem:
+            raise _refuse(
+                entry,
+                f"{problem}; only stored or deflated files are read from a zip (vibe_data.zip's are deflated)",
+                "Use the official vibe_data.zip as downloaded, or zip the files again with plain zip (deflate).",
+            )
         _check_size(name, entry, info.file_size)
         found.setdefault(name, _Found(name, entry, info.file_size, lambda i=info: archive.open(i)))
     return list(found.values())
 
 
+def _web_page(source: str, *, downloaded: bool) -> VibeError:
+    """The error for a web page where a file was expected: a download link that answers with a page
+    (Google Drive's confirmation for large files), fetched by the install or saved by the user."""
+    what = f"for '{source}' the server sent" if downloaded else f"'{source}' is"
+    return VibeError(
+        f"Not installed: {what} a web page, not the file (Google Drive asks for a confirmation for large files). "
+        "Download it in a browser and install the downloaded file with 'vibe-mocap data install FILE'."
+    )
+
+
+def _starts_like_a_web_page(path: Path, source: str) -> bool:
+    """Whether the file begins as HTML does ('<', after blanks or a byte-order mark); no model file does."""
+    with _open_regular(path, source, follow_symlink=True) as file:
+        return file.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
+
+
+def _chunks_at_a_living_rate(response: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
+    """The answer's body as it arrives (each read returns what came, never waits for a full chunk);
+    VibeError once it arrives at under MIN_DOWNLOAD_RATE over RATE_WINDOW_SECONDS. The socket's timeout
+    only ends a download that sends nothing at all: one byte every few seconds would run for years."""
+    window_start, window_bytes = time.monotonic(), 0
+    while chunk := response.read1(CHUNK_BYTES):
+        yield chunk
+        window_bytes += len(chunk)
+        elapsed = time.monotonic() - window_start
+        if elapsed >= RATE_WINDOW_SECONDS:
+            if window_bytes < MIN_DOWNLOAD_RATE * elapsed:
+                raise VibeError(
+                    f"The download of '{url}' was stopped: it brought {window_bytes:,} bytes in {elapsed:.0f} s, "
+                    f"under the {MIN_DOWNLOAD_RATE // 1024} KiB/s it needs (the server or the connection stalls). "
+                    "Try again later, or download it in a browser and install the file with "
+                    "'vibe-mocap data install FILE'."
+                )
+            window_start, window_bytes = time.monotonic(), 0
+
+
 def _download(url: str, dest_dir: Path) -> Path:
     from tqdm import tqdm  # start-up: only a download shows a progress bar
 
-    target = dest_dir / (Path(urllib.request.urlparse(url).path).name or "download.zip")
+    name = Path(urllib.request.urlparse(url).path).name
+    target = dest_dir / (name if name not in ("", "..") else "download.zip")
     limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)
     too_big = (
         f"is larger than the model data can be ({limit:,} bytes at most)",
@@ -315,12 +363,14 @@ def _download(url: str, dest_dir: Path) -> Path:
     )
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            if response.headers.get_content_type() == "text/html":
+                raise _web_page(url, downloaded=True)
             total = parse_content_length(response.headers.get("Content-Length"))
             if total is not None and total > limit:
                 raise _refuse(url, *too_big)
             received = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                while chunk := response.read(CHUNK_BYTES):
+                for chunk in _chunks_at_a_living_rate(response, url):
                     received += len(chunk)
                     if received > limit:
                         raise _refuse(url, *too_big)
@@ -370,15 +420,18 @@ def _read_exactly(item: _Found) -> Iterator[bytes]:
 def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str], None]) -> bool:
     """Copy ``item`` into ``stage`` (inside data_dir, so the rename is atomic), validate the copy with
     ``data check``'s validators and only then rename it over the installed file: an invalid file never
-    replaces one, and an interrupted install never leaves half a file. True when installed."""
+    replaces one, and an interrupted install (a power cut too) never leaves half a file. True when installed."""
     staged = stage / item.name  # the real name: some readers and messages go by it
     try:
         with open(staged, "xb") as out:
             for chunk in _read_exactly(item):
                 out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename: else a power cut may leave the name on an empty file
         status = check_file(item.name, staged)
         if status.status == "present":
             os.replace(staged, data_dir / item.name)
+            sync_folder(data_dir)
             log(f"installed {item.name}: {status.detail}")
             return True
     finally:
@@ -391,23 +444,56 @@ def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str],
     return False
 
 
+INSTALL_LOCK = ".install.lock"  # in the data folder: one install at a time (kept: never a leftover)
+STAGING_PREFIX = ".download-"  # an install's own folder in the data folder, which a killed install leaves
+
+
+def _remove_staging_leftovers(data_dir: Path, log: Callable[[str], None]) -> None:
+    """Delete the staging folders that killed installs left (a download of up to gigabytes); only under
+    the install lock, so that none is another install's at work."""
+    leftovers = [
+        entry.path
+        for entry in os.scandir(data_dir)
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir(follow_symlinks=False)
+    ]
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+    if leftovers:
+        log(f"removed what {len(leftovers)} interrupted install(s) left in {data_dir}")
+
+
 def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> list[str]:
     """Copy the known model files from ``source`` (zip, folder, single file or http(s) URL) into
     ``data_dir``, each only once it passes ``data check``'s validation, logging what happened to each.
     Returns the names installed; raises VibeError when nothing usable was found, before copying
     anything when an entry is a link or special file, or too large, and at the end when some file was
-    invalid (the others are installed)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp, contextlib.ExitStack() as stack:
-        if source.startswith(("http://", "https://")):
-            path = _download(source, Path(tmp))
-        else:
-            path = Path(source).expanduser()
-            if not path.exists():
-                raise VibeError(
-                    f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder "
-                    "holding the model files, or a URL."
-                )
+    invalid (the others are installed). One install at a time per folder: it first deletes what killed
+    installs left there (where the folder can be locked: not on Windows)."""
+    downloaded = source.startswith(("http://", "https://"))
+    path = None if downloaded else Path(source).expanduser()
+    if path is not None and not path.exists():  # said before the data folder is made
+        raise VibeError(
+            f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder holding the model files, or a URL."
+        )
+    busy = f"Another install into '{data_dir}' is running; wait for it to end, then install again."
+
+    def unguarded(problem: str) -> None:
+        log(f"{problem}: what interrupted installs left there ('{STAGING_PREFIX}*' folders) is kept.")
+
+    with folder_lock(data_dir, INSTALL_LOCK, busy, unguarded=unguarded) as guarded:
+        if guarded:
+            _remove_staging_leftovers(data_dir, log)
+        return _install(source, path, data_dir, log)
+
+
+def _install(source: str, path: Path | None, data_dir: Path, log: Callable[[str], None]) -> list[str]:
+    """:func:`install` under its lock; ``path``: the local source, None for a URL."""
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=STAGING_PREFIX) as tmp, contextlib.ExitStack() as stack:
+        downloaded = path is None
+        if downloaded:
+            downloads = Path(tmp) / "download"  # apart from the staging folder, whatever the URL's name
+            downloads.mkdir()
+            path = _download(source, downloads)
         if path.is_dir():
             if synthetic.is_placeholder_folder(path):
                 raise VibeError(
@@ -419,6 +505,8 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
             # a path the user typed may be a link, but what it names must be a plain file: a FIFO
             # would block zipfile's probe, /dev/zero would never end
             size = _regular_size(path, source, follow_symlink=True)
+            if _starts_like_a_web_page(path, source):
+                raise _web_page(source, downloaded=downloaded)
             if path.name in KNOWN_FILES:  # before the zip test: smpl_mean_params.npz is a zip too
                 _check_size(path.name, source, size)
                 found = [_Found(path.name, source, size, lambda: _open_regular(path, source, follow_symlink=True))]
@@ -449,7 +537,7 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
                 f"holds {total:,} bytes of model files, more than the whole model data "
                 f"can be ({MAX_TOTAL_BYTES:,} at most)",
             )
-        stage = Path(tmp) / "staged"  # apart: a downloaded model file lies in tmp under its own name
+        stage = Path(tmp) / "staged"
         stage.mkdir()
         invalid = [item.name for item in found if not _install_one(item, stage, data_dir, log)]
     if not found:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 
 ENV_VAR = "VIBE_DATA_DIR"
 SMPL_PKL = SMPL_FILE
-YOLO_WEIGHTS_BYTES = 248_007_048  # 20-byte header + 62,001,757 float32
+YOLO_FLOAT_COUNT = 62_001_757  # YOLOv3-416's parameters, float32, after the Darknet header
+YOLO_WEIGHTS_BYTES = 20 + 4 * YOLO_FLOAT_COUNT  # 248,007,048: the official file, format 0.2 (the longest header)
 YOLO_FORMAT = (0, 2)  # the header's major, minor
 YOLO_FORMATS = ((0, 1), YOLO_FORMAT)  # 0.1: the same parameters after a 4-byte seen counter
 MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
@@ -131,13 +133,35 @@ def missing_files(data_dir: Path, names: Iterable[str]) -> list[str]:
     return [n for n in names if not (data_dir / n).is_file()]
 
 
-def yolo_header_problem(major: int, minor: int) -> str | None:
-    """None for a format version Darknet writes YOLOv3 in, else why the file is not its weights."""
-    if (major, minor) in YOLO_FORMATS:
+def darknet_header_bytes(major: int, minor: int) -> int:
+    """The length of a Darknet weights file's header: int32 major, minor and revision, then a ``seen``
+    counter of 8 bytes when ``major*10 + minor >= 2`` and both < 1000, else 4 (Darknet's own rule)."""
+    wide_seen = major * 10 + minor >= 2 and major < 1000 and minor < 1000
+    return 12 + (8 if wide_seen else 4)
+
+
+def yolo_weights_problem(header: bytes, size: int) -> str | None:
+    """None when a file of ``size`` bytes beginning with ``header`` (its first 8 bytes or more) is laid
+    out as the official yolov3.weights: a Darknet header of a format YOLOv3 is written in, then exactly
+    YOLOv3-416's parameters; else why it is not. The one rule of ``data check`` and the detector."""
+    if len(header) < 8 or size < 8:
+        return f"{size:,} bytes, too short to be Darknet weights"
+    major, minor = struct.unpack("<ii", header[:8])
+    if (major, minor) not in YOLO_FORMATS:
+        return (
+            f"its header says Darknet format {major}.{minor}, where the official yolov3.weights has "
+            f"{YOLO_FORMAT[0]}.{YOLO_FORMAT[1]}: it is damaged, or the weights of another model"
+        )
+    expected = darknet_header_bytes(major, minor) + 4 * YOLO_FLOAT_COUNT
+    if size == expected:
         return None
+    hint = (
+        "it is truncated (an interrupted download?)"
+        if size < expected
+        else "it holds more parameters than YOLOv3-416 (a different Darknet model?)"
+    )
     return (
-        f"its header says Darknet format {major}.{minor}, where the official yolov3.weights has "
-        f"{YOLO_FORMAT[0]}.{YOLO_FORMAT[1]}: it is damaged, or the weights of another model"
+        f"{size:,} bytes, where YOLOv3's official weights in Darknet format {major}.{minor} have {expected:,}: {hint}"
     )
 
 

@@ -16,12 +16,10 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
-from ...data.loading import yolo_header_problem
+from ...data.loading import darknet_header_bytes, yolo_weights_problem
 from .yolov3 import YOLOv3
 
 WEIGHTS_FILE_NAME = "yolov3.weights"
-OFFICIAL_FLOAT_COUNT = 62_001_757
-OFFICIAL_FILE_BYTES = 20 + 4 * OFFICIAL_FLOAT_COUNT  # 248,007,048
 
 
 def parameter_tensors(model: YOLOv3) -> list[torch.Tensor]:
@@ -34,11 +32,6 @@ def parameter_tensors(model: YOLOv3) -> list[torch.Tensor]:
             tensors.append(block.conv.bias)
         tensors.append(block.conv.weight)
     return tensors
-
-
-def _header_bytes(major: int, minor: int) -> int:
-    wide_seen = major * 10 + minor >= 2 and major < 1000 and minor < 1000
-    return 12 + (8 if wide_seen else 4)
 
 
 def check_weights_file(path: Path) -> None:
@@ -57,30 +50,13 @@ def load_darknet_weights(model: YOLOv3, path: str | Path) -> dict:
     """
     path = Path(path)
     check_weights_file(path)
-    file_bytes = path.stat().st_size
-    if file_bytes < 20:
-        raise VibeError(
-            f"{path} is {file_bytes} bytes, too short to be Darknet weights. Download yolov3.weights again."
-        )
-    major, minor, revision = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
-    problem = yolo_header_problem(major, minor)
+    with open(path, "rb") as file:
+        problem = yolo_weights_problem(file.read(8), path.stat().st_size)
     if problem:
         raise VibeError(f"{path}: {problem}. Download the official yolov3.weights again (vibe-mocap data install).")
-    header_bytes = _header_bytes(major, minor)
+    major, minor, revision = (int(v) for v in np.fromfile(path, dtype="<i4", count=3))
+    header_bytes = darknet_header_bytes(major, minor)
     tensors = parameter_tensors(model)
-    float_count = sum(t.numel() for t in tensors)
-    expected_bytes = header_bytes + 4 * float_count
-    if file_bytes != expected_bytes:
-        hint = (
-            "it is truncated (an interrupted download?)"
-            if file_bytes < expected_bytes
-            else "it holds more parameters than YOLOv3-416 (a different Darknet model?)"
-        )
-        raise VibeError(
-            f"{path} is {file_bytes:,} bytes but the official YOLOv3 {WEIGHTS_FILE_NAME} is "
-            f"{expected_bytes:,} bytes: {hint}. Download the official yolov3.weights again "
-            "(vibe-mocap data install)."
-        )
     seen = int(np.fromfile(path, dtype="<u8" if header_bytes == 20 else "<i4", count=1, offset=12)[0])
     floats = np.fromfile(path, dtype="<f4", offset=header_bytes)
     if not np.isfinite(floats).all():

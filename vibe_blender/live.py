@@ -287,12 +287,31 @@ def _send_stop(session: LiveSession) -> None:
 
 
 # -- recording ----------------------------------------------------------------------------------
-def start_recording() -> None:
+def record_refusal() -> str | None:
+    """Why Record cannot start a recording now, None when it can (the operator's poll shows it)."""
     session = current_session()
     if session is not None and session.unsaved_take is not None:
-        raise VibeError(UNSAVED_TAKE)
+        return UNSAVED_TAKE
+    if session is not None and session.recording:  # a second start would replace the take
+        return TAKE_AFTER_END if session.state in FINAL_STATES else RECORDING_RUNS
     if session is None or session.state in FINAL_STATES:
-        raise VibeError("Start a live session first, then record.")
+        return "Start a live session first, then record."
+    return None
+
+
+def stop_recording_refusal() -> str | None:
+    """Why Stop Recording has nothing to do now, None when it has (the operator's poll shows it)."""
+    session = current_session()
+    if session is None or not session.recording:
+        return "Nothing is being recorded: press Record while a live session runs."
+    return None
+
+
+def start_recording() -> None:
+    refusal = record_refusal()
+    if refusal is not None:
+        raise VibeError(refusal)
+    session = current_session()
     with session._lock:
         if session.connection is None:
             session.record_on_connect = True  # begins with the first frame received
@@ -306,9 +325,10 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     file cannot be written, or the take has more frames of motion at the scene's frame rate than a
     result may hold, the take stays with the session (``unsaved_take``) and the next call saves it
     (at a lower frame rate), unless :func:`discard_take` threw it away."""
+    refusal = stop_recording_refusal()
+    if refusal is not None:
+        raise VibeError(refusal)
     session = current_session()
-    if session is None:
-        raise VibeError("There is no live session to stop recording.")
     with session._lock:
         session.record_on_connect = False
         if session.unsaved_take is None and session.connection is not None:
@@ -352,6 +372,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
 
 
 TAKE_AFTER_END = "The session is over and the recording stopped with it: press Stop Recording to save the take."
+RECORDING_RUNS = "A recording is running: press Stop Recording to save it, then Record starts the next one."
 UNSAVED_TAKE = (
     "The last recording is not saved yet: press Stop Recording to save it first (lower the scene's frame "
     "rate first if it was too long for the scene's frames), or Discard Recording to throw it away."

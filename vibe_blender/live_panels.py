@@ -39,9 +39,7 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
         if session is not None and session.recording:
             row.operator("vibe_mocap.live_record_stop", icon="SNAP_FACE")
         else:
-            sub = row.row(align=True)
-            sub.enabled = running
-            sub.operator("vibe_mocap.live_record", icon="REC")
+            row.operator("vibe_mocap.live_record", icon="REC")  # greyed out by its poll while it cannot record
 
         if session is not None:
             label_lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))

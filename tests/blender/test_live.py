@@ -229,7 +229,7 @@ def test_bad_requests_give_one_clear_message(addon):
         tick_until(lambda: live.live_tick() is None, 30)
     with pytest.raises(RuntimeError, match="Start a live session first"):
         bpy.ops.vibe_mocap.live_record()
-    with pytest.raises(RuntimeError, match="Nothing was recorded"):
+    with pytest.raises(RuntimeError, match="Nothing is being recorded"):
         bpy.ops.vibe_mocap.live_record_stop()
 
 
@@ -379,6 +379,25 @@ def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):
         opened.set()
         assert server.wait_for_stop()  # the session the server then started is stopped there
     assert server.stop_requests == [LIVE_ID] and server.streams_opened == 0
+
+
+def test_record_while_recording_is_refused_and_the_take_is_kept(addon, body_model):
+    """Record pressed again while recording started a new take in place of the one running: the
+    motion recorded so far was lost. Record and Stop Recording are greyed out when they cannot run."""
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    try:
+        assert not bpy.ops.vibe_mocap.live_record.poll() and bpy.ops.vibe_mocap.live_record_stop.poll()
+        with pytest.raises(RuntimeError, match=re.escape(live.RECORDING_RUNS)):
+            bpy.ops.vibe_mocap.live_record()
+        with pytest.raises(VibeError, match=re.escape(live.RECORDING_RUNS)):
+            live.start_recording()
+        assert session.connection.recording_stop() is take and take.rows == 5
+        assert bpy.ops.vibe_mocap.live_record.poll() and not bpy.ops.vibe_mocap.live_record_stop.poll()
+        with pytest.raises(RuntimeError, match="Nothing is being recorded: press Record"):
+            bpy.ops.vibe_mocap.live_record_stop()
+    finally:
+        session.connection.state = "ended"  # the next test may start a session
 
 
 def recorded_session(body_model, take, state="ended") -> live.LiveSession:

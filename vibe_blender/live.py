@@ -344,7 +344,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     fps = keyframes.scene_fps()
     try:
         result = take_to_result(take, path.stem, fps=fps)
-    except VibeError:  # too many frames at this rate: a lower one places it (any take fits at a low enough rate)
+    except VibeError:  # too many frames at this rate: the take is kept for a lower one, which places fewer
         raise VibeError(
             f"The recording is too long for the scene's frames: at {fps:g} frames/s it takes more than "
             f"{live_client.MAX_RECORDED_FRAMES:,} frames of motion. The take is kept: lower the scene's frame "

@@ -104,6 +104,21 @@ def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
     assert all(p.shape == (72,) for p in take.pose[1])
 
 
+def test_a_frame_time_jumping_far_ahead_is_skipped_as_bad_and_the_take_still_saves():
+    """One frame stamped 1e11 s after the one before was taken: the recording then needed 1e11 s of
+    scene frames, so no frame rate could save it, and Start Live was refused until it was thrown away."""
+    normal = [frame_message(i, 100.0 + i / 30, [person(1)]) for i in range(30)]
+    jumps = [frame_message(30, 100.0 + 1e11, [person(1)]), frame_message(31, 100.0 + 29 / 30 + 61.0, [person(1)])]
+    late = frame_message(32, 100.0 + 29 / 30 + 59.0, [person(1)])  # a minute's stall at most: the server's own
+    with FakeLiveServer([*normal, *jumps, late, END]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    assert live.frames_received == 31 and live.bad_messages == len(jumps)
+    take = live.recording_stop()
+    assert take.received_index == [*range(30), 32]
+    assert take_on_frames(take, 24.0).frame_count == round((29 / 30 + 59.0) * 24) + 1
+
+
 def frame_with_person(index: int, **fields) -> str:
     """A frame of track 1 at ``index`` with the person's ``fields`` (pose, betas, trans_cam_m) replaced."""
     message = json.loads(frame_message(index, 100.0 + index / 30, [person(1)]))

@@ -8,10 +8,10 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     live.stop()
 
 Every field of every message is checked before use (types, sizes, finite numbers within what a result
-file may hold, so a recording always saves as one that imports); a message that fails is counted as
-bad and skipped (one nested deeply enough to exhaust the parser too). When the
-connection drops or the server breaks the protocol, ``state`` says so, the recording so far is kept
-and the server is asked to stop the session (nobody follows it any more).
+file may hold, frames in order and at most a minute apart, so a recording always saves as one that
+imports); a message that fails is counted as bad and skipped (one nested deeply enough to exhaust the
+parser too). When the connection drops or the server breaks the protocol, ``state`` says so, the
+recording so far is kept and the server is asked to stop the session (nobody follows it any more).
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ from .websocket import WebSocket, WebSocketClosed
 MAX_PEOPLE_PER_FRAME = 32
 MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~1.6 GB as a take holds them, ~800 bytes a row): then it stops
 MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; beyond is no clock
+# The most time between two frames of the stream: the server ends a stream that sends nothing for
+# 10 s (and a camera whose read fails), so a frame a minute after the one before comes from no real
+# source, only from a broken clock; taken, it would stretch the recording past any scene's frames.
+MAX_FRAME_INTERVAL_S = 60.0
 # The start request waits while the server opens the source (a stream may take 10 s) and loads its
 # detector and model (a minute on a slow machine); the server starts the session even when the
 # client gave up, so giving up early would leave it running for nobody.
@@ -450,9 +454,10 @@ class LiveConnection:
                     raise ValueError("unknown message type")
                 frame = parse_frame_message(message)
                 if last is not None and (
-                    frame.frame_index <= last.frame_index or frame.frame_time_s < last.frame_time_s
-                ):  # the server sends its frames in order: the recording's timeline relies on it
-                    raise ValueError("frames out of order")
+                    frame.frame_index <= last.frame_index
+                    or not 0 <= frame.frame_time_s - last.frame_time_s <= MAX_FRAME_INTERVAL_S
+                ):  # the server sends its frames in order and in time: the recording's timeline relies on it
+                    raise ValueError("frames out of order, or too far apart in time")
                 last = frame
                 if isinstance(message.get("stats"), dict):  # figures for the panel: finite floats only
                     self.server_stats = {

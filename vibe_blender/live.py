@@ -8,7 +8,8 @@ track id is seen). Timers never fire in the ``bpy`` module build, so tests call 
 directly. Stopping a recording saves it as a standard result file in the add-on's results folder
 and imports it, so the keys are written in bulk on the usual character: one key per scene frame, placed
 by the server's frame times so that the motion plays at real speed in the scene's frame rate (frames
-the server dropped are interpolated across; a frame without the person is a gap). The file appears
+the server dropped are interpolated across; a frame without the person is a gap, and so is a stall of
+the stream). The file appears
 whole or not at all; a take that could not be saved stays with the session until Stop Recording
 saves it, and no new session starts over a take that was not saved.
 Nothing here blocks Blender: network calls and the session's stop run in worker threads.

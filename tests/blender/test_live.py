@@ -286,6 +286,17 @@ def test_a_person_missing_from_processed_frames_is_hidden_there(addon, empty_sce
     assert scene.frame_start not in hidden_frames(mesh) and scene.frame_end not in hidden_frames(mesh)
 
 
+def test_a_stall_in_the_stream_is_hidden_not_played_in_slow_motion(addon, empty_scene, body_model):
+    """The last frame of a stalled stream comes 10 s late: the body walked through those 10 s in
+    slow motion, from its pose before the stall to that last one."""
+    armature, mesh = import_recording(body_model, moving_take([*range(0, 60, 2), 360]), 24)
+    scene = bpy.context.scene
+    shown = list(range(scene.frame_start, scene.frame_start + 47))  # up to the last frame before the stall (58/30 s)
+    assert scene.frame_end == scene.frame_start + 288  # the last frame, 12 s in
+    assert hidden_frames(mesh) == list(range(shown[-1] + 1, scene.frame_end))
+    assert rotation_keys(armature, JOINT_NAMES[1]).tolist() == [*shown, scene.frame_end]
+
+
 @pytest.fixture
 def fake_server_setup(monkeypatch, reference_dir):
     """Live sessions go to the URL given (no add-on server is started), the usual requests time out

@@ -352,6 +352,19 @@ def test_a_person_absent_from_a_processed_frame_is_a_gap():
     assert placed.frame_ids[1][-1] < placed.frame_count - 1  # gone before the take's last frame
 
 
+def test_a_stalled_stream_leaves_a_gap_instead_of_slow_motion():
+    """A stalled stream's last frame comes 10 s late, when FFmpeg gives up: the take was interpolated
+    across the stall, 10 s of slow motion. A hole of under MAX_INTERPOLATED_GAP_S (frames dropped while
+    the model was busy) is still interpolated across."""
+    received = [*range(0, 60, 3), *range(84, 151, 3), 453]  # 10 frames/s of a 30 frames/s source
+    take = moving_take(received, omega=0.2)  # dropped for 0.9 s from 57, stalled for 10 s from 150
+    placed = take_on_frames(take, 24.0)
+    assert placed.frame_count == 363 and placed.frame_ids[1].tolist() == [*range(121), 362]
+    t = np.array([*np.arange(121) / 24.0, 453 / 30])
+    np.testing.assert_allclose(placed.pose[1][:, 5], 0.2 * t, atol=1e-5)  # each frame its own time's motion
+    np.testing.assert_allclose(placed.trans_cam_m[1][:, 0], SPEED * t, atol=1e-5)
+
+
 def test_rotations_are_interpolated_the_short_way():
     """A root turning from 179° to 181° about x (stored as -179°) passes 180°, not 0°."""
     take = LiveTake()

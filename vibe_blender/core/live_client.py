@@ -42,6 +42,11 @@ MAX_FRAME_INTERVAL_S = 60.0
 # detector and model (a minute on a slow machine); the server starts the session even when the
 # client gave up, so giving up early would leave it running for nobody.
 START_TIMEOUT_S = 120.0
+# Received frames further apart than this are not interpolated across: the stream stalled (a stalled
+# stream's last frame comes when FFmpeg gives up, 10 s later), and a blend would add seconds of slow
+# motion. Frames dropped while the model was busy leave shorter holes (a detection on a CPU takes
+# under half a second), which are interpolated.
+MAX_INTERPOLATED_GAP_S = 1.0
 RESAMPLE_CHUNK = 65_536  # frames interpolated at a time (bounds the float64 temporaries)
 MAX_SESSION_WARNINGS = 8
 
@@ -187,9 +192,12 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     at real speed whatever the source's rate and whatever the server dropped. Each timeline frame shows
     a person as in the received frame nearest in time, interpolated (rotations by slerp) towards the
     received frame on the other side of it when the person is in both: a frame the server dropped or
-    never sent leaves no gap, a received frame without the person does. A person seen only in received
-    frames nearest to no timeline frame (sent faster than ``fps``) is shown once, on the timeline frame
-    nearest their first, so that every track keeps a frame. ``track_ids``: only these (default: all)."""
+    never sent leaves no gap, a received frame without the person does. Where the stream stalled
+    (received frames more than MAX_INTERPOLATED_GAP_S apart) nothing is interpolated: a received frame
+    is shown on its nearest timeline frame only, and the time between is a gap, as in a track that
+    skips frames. A person seen only in received frames nearest to no timeline frame (sent faster
+    than ``fps``) is shown once, on the timeline frame nearest their first, so that every track keeps
+    a frame. ``track_ids``: only these (default: all)."""
     times = np.asarray(take.received_time_s, dtype=np.float64)
     times -= times[0]
     frame_count = int(round(times[-1] * fps)) + 1
@@ -201,6 +209,8 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     nearest = np.where(grid - times[before] <= times[after] - grid, before, after)  # non-decreasing
     span = times[after] - times[before]
     weight = np.clip((grid - times[before]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
+    stalled = span > MAX_INTERPOLATED_GAP_S
+    covered = ~stalled | (np.abs(grid - times[nearest]) <= 0.5 / fps)  # a timeline frame a received frame shows
     received_index = np.asarray(take.received_index, dtype=np.int64)
     placed, total = {}, 0
     for track_id in take.track_ids if track_ids is None else track_ids:
@@ -212,9 +222,9 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
         row[seen - lo + 1] = np.arange(len(seen))
         window = np.arange(np.searchsorted(nearest, lo), np.searchsorted(nearest, hi, side="right"))
         near_row, before_row, after_row = (row[which[window] - lo + 1] for which in (nearest, before, after))
-        shown = np.flatnonzero(near_row >= 0)
+        shown = np.flatnonzero((near_row >= 0) & covered[window])
         if len(shown):
-            both = (before_row[shown] >= 0) & (after_row[shown] >= 0)
+            both = (before_row[shown] >= 0) & (after_row[shown] >= 0) & ~stalled[window[shown]]
             first = np.where(both, before_row[shown], near_row[shown])
             second = np.where(both, after_row[shown], first)
             placed[track_id] = _Placement(window[shown], first, second, np.where(both, weight[window[shown]], 0.0))

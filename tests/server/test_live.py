@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
+from vibe_server.pipeline.live import FORGET_AFTER_FRAMES, LiveOptions, LiveRecording, LiveSession
 from vibe_server.pipeline.options import DEFAULT_DETECTION_STRIDE, RunOptions
 from vibe_server.pipeline.video import open_video
 
@@ -433,6 +433,29 @@ def test_live_command_refuses_non_finite_options(capsys):
     # by the flag typed, without "or empty", which a command line cannot give
     assert main(["live", "0", "--max-people", "0", "--device", "cpu"]) == 2
     assert capsys.readouterr().err == "error: --max-people must be between 1 and 32; got 0.\n"
+
+
+@pytest.mark.parametrize("unseen", [FORGET_AFTER_FRAMES - 1, FORGET_AFTER_FRAMES, 990])
+def test_a_person_unseen_for_long_starts_a_fresh_gru_state_even_when_nobody_was_tracked(make_engine, unseen):
+    """The states were forgotten only at frames with someone tracked: a person back after a long
+    stretch with nobody in view went on from the state of long before (and the state was kept for ever)."""
+    engine = make_engine()
+    session = LiveSession(engine, LiveOptions(detector="hog"), width=64, height=64)
+    seen_at = {*range(10), 9 + unseen + 1}  # track 1, then nobody for ``unseen`` frames, then track 1 again
+    box = np.array([32.0, 32.0, 40.0, 40.0], np.float32)
+    session._track = lambda rgb: [(1, box)] if index in seen_at else []
+    gru_states = []
+    forward = engine.model.forward_features
+
+    def spy(x, h0=None, **kwargs):
+        gru_states.append(h0.clone())
+        return forward(x, h0=h0, **kwargs)
+
+    engine.model.forward_features = spy
+    for index in range(max(seen_at) + 1):
+        session.process(index, np.zeros((64, 64, 3), np.uint8), index / 30)
+    assert len(gru_states) == 11 and not gru_states[0].any() and gru_states[9].any()
+    assert gru_states[10].any() == (unseen < FORGET_AFTER_FRAMES)
 
 
 def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine, monkeypatch):

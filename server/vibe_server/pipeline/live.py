@@ -115,6 +115,7 @@ class LiveSession:
         """frame (H, W, 3) uint8 RGB -> the people tracked in it."""
         boxes = self._track(frame_rgb)
         self.frames_processed += 1
+        self._forget_old(frame_index)  # before any return: a long stretch with nobody tracked counts too
         if not boxes:
             return []
         track_ids = [track_id for track_id, _ in boxes]
@@ -146,7 +147,6 @@ class LiveSession:
                     joints3d[k],
                 )
             )
-        self._forget_old(frame_index)
         return people
 
     def _track(self, frame_rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:

@@ -374,6 +374,10 @@ def stop_recording(options: ImportOptions | None = None) -> list:
 
 TAKE_AFTER_END = "The session is over and the recording stopped with it: press Stop Recording to save the take."
 RECORDING_RUNS = "A recording is running: press Stop Recording to save it, then Record starts the next one."
+RECORDING_FULL = (
+    f"The recording reached its size limit ({live_client.MAX_RECORDED_FRAMES:,} person-frames) and records no more: "
+    "press Stop Recording to save it, then Record starts the next one."
+)
 UNSAVED_TAKE = (
     "The last recording is not saved yet: press Stop Recording to save it first (lower the scene's frame "
     "rate first if it was too long for the scene's frames), or Discard Recording to throw it away."

@@ -411,6 +411,23 @@ def test_record_while_recording_is_refused_and_the_take_is_kept(addon, body_mode
         session.connection.state = "ended"  # the next test may start a session
 
 
+def test_the_panel_says_a_recording_is_full_until_it_is_saved(addon, empty_scene, body_model):
+    """The size limit stayed in the panel after the take was saved, over the next recording too."""
+    take = moving_take(range(5))
+    take.full = True  # a frame did not fit
+    session = recorded_session(body_model, take, state="streaming")
+    try:
+        labels = " ".join(kw.get("text", "") for name, args, kw in draw_live_panel() if name == "label")
+        assert live.RECORDING_FULL in labels and "Recording…" not in labels
+        live.stop_recording()
+        live.start_recording()
+        labels = " ".join(kw.get("text", "") for name, args, kw in draw_live_panel() if name == "label")
+        assert "size limit" not in labels and "Recording…" in labels, labels
+    finally:
+        session.connection.recording_stop()
+        session.connection.state = "ended"  # the next test may start a session
+
+
 def recorded_session(body_model, take, state="ended") -> live.LiveSession:
     """The current session: a connection in ``state`` that recorded ``take`` and still records."""
     connection = LiveConnection(client=None)

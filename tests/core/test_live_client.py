@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fake_live_server import (
     END,
+    HOLD,
     LIVE_ID,
     OMEGA,
     SPEED,
@@ -250,6 +251,31 @@ def test_an_unexpected_error_in_the_receiver_fails_the_session(monkeypatch):
         assert server.wait_for_stop()
     assert live.state == "failed"
     assert "unexpected error" in live.error and "disk on fire" in live.error
+
+
+def test_a_full_recording_says_so_until_it_is_stopped_and_the_next_one_records(monkeypatch):
+    """The size limit was reported as the connection's error: once that take was saved, the panel
+    went on saying so, over the next recording too."""
+    monkeypatch.setattr(live_client, "MAX_RECORDED_FRAMES", 2)
+    messages = [frame_message(i, 100.0 + i / 30, [person(1)]) for i in range(3)]
+    with FakeLiveServer([*messages, HOLD, frame_message(3, 100.1, [person(1)]), END]) as server:
+        live = LiveConnection(ServerClient(server.url, server.token))
+        live.recording_start()
+        live.start("0")
+        deadline = time.monotonic() + 10
+        while live.frames_received < 3:
+            assert time.monotonic() < deadline, (live.state, live.error)
+            time.sleep(0.02)
+        assert live.recording_full and live.error is None
+        full = live.recording_stop()
+        assert full.rows == 2 and full.full and not live.recording_full
+        live.recording_start()
+        assert not live.recording_full
+        server.resume.set()
+        live._thread.join(10)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    take = live.recording_stop()
+    assert take.rows == 1 and not take.full
 
 
 def test_a_lost_connection_asks_the_server_to_stop_the_session():

@@ -155,11 +155,13 @@ class LiveTake:
     betas: dict[int, list[np.ndarray]] = field(default_factory=dict)
     trans_cam_m: dict[int, list[np.ndarray]] = field(default_factory=dict)
     rows: int = 0
+    full: bool = False  # a frame did not fit: the take keeps what it has
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
 
     def add(self, frame: LiveFrameMessage) -> bool:
         """False once the recording is full (it then keeps what it has)."""
         if self.rows + len(frame.people) > MAX_RECORDED_FRAMES or len(self.received_index) >= MAX_RECORDED_FRAMES:
+            self.full = True
             return False
         self.received_index.append(frame.frame_index)
         self.received_time_s.append(frame.frame_time_s)
@@ -391,6 +393,12 @@ class LiveConnection:
         return self._take is not None
 
     @property
+    def recording_full(self) -> bool:
+        """The recording running reached its size limit (it keeps what it has)."""
+        with self._lock:
+            return self._take is not None and self._take.full
+
+    @property
     def recorded_rows(self) -> int:
         """The person-frames recorded so far (0 when not recording or nobody was tracked yet)."""
         with self._lock:
@@ -482,5 +490,5 @@ class LiveConnection:
             with self._lock:
                 self._latest = frame
                 self.frames_received += 1
-                if self._take is not None and not self._take.add(frame):
-                    self.error = "The recording reached its size limit; it keeps what it has."
+                if self._take is not None:  # once full it keeps what it has: the take says so, not the connection
+                    self._take.add(frame)

@@ -6,6 +6,7 @@ real server never does (answer slowly, send malformed messages, drop frames by t
 against tests/fake_live_server.py and recordings made in code."""
 
 import functools
+import json
 import os
 import re
 import threading
@@ -376,6 +377,18 @@ def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setu
     assert session.connection.frames_received == 2 and session.characters
     calls = draw_live_panel()
     assert any(name == "label" and "Skipped 2 malformed" in kw["text"] for name, _, kw in calls), calls
+
+
+def test_a_session_the_server_ends_as_failed_is_shown_failed_with_its_reason(addon, fake_server_setup):
+    """It was shown as a normal end, the reason under an information icon."""
+    reason = "The stream sent nothing for 10 s; check that it is still running."
+    end = json.dumps({"type": "end", "status": "failed", "error": reason, "stats": {}})
+    with FakeLiveServer([frame_message(0, 10.0, [person(1)]), end], **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        tick_until(lambda: live.live_tick() is None, 30)
+    assert session.state == "failed" and session.message == reason
+    state_line = next(kw for name, _, kw in draw_live_panel() if name == "label")
+    assert reason.startswith(state_line["text"]) and state_line["icon"] == "ERROR", state_line
 
 
 def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):

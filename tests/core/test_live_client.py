@@ -176,8 +176,28 @@ def test_stats_keep_only_finite_numbers_and_the_end_error_is_made_displayable():
         live = follow(server)
     assert live.frames_received == 2 and live.bad_messages == 0
     assert live.server_stats == {"frames_processed": 2.0}
-    assert live.state == "ended" and live.error.startswith("camera [2J gone ")
+    assert live.state == "failed" and live.error.startswith("camera [2J gone ")
     assert live.error.isprintable() and len(live.error) <= 1000
+
+
+@pytest.mark.parametrize(
+    "end, state, error",
+    [
+        ({"status": "failed", "error": "The camera stopped sending."}, "failed", "The camera stopped sending."),
+        ({"status": "failed"}, "failed", "The live session failed on the server."),
+        ({"status": "ended", "error": None}, "ended", None),
+        ({"status": "stopped", "error": "Stopped: nobody watched this session for 30 s."}, "ended", "Stopped: nobody"),
+    ],
+    ids=["failed", "failed without a reason", "ended", "stopped"],
+)
+def test_the_end_message_says_whether_the_session_failed_and_why(end, state, error):
+    """A session the server ended as failed was shown as ended, under the icon of a normal end; a
+    session over on the server is not asked to stop there."""
+    with FakeLiveServer([FRAME, json.dumps({"type": "end", **end, "stats": {}})]) as server:
+        live = follow(server, record=True)
+    assert live.state == state and (live.error or "").startswith(error or ""), (live.state, live.error)
+    assert (live.error is None) == (error is None)
+    assert server.stop_requests == [] and live.recording_stop().rows == 1  # the recording so far is kept
 
 
 @pytest.mark.parametrize(

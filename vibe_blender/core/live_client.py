@@ -335,6 +335,7 @@ class LiveConnection:
         self._ws: WebSocket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._ended_by_server = False  # the server said the session ended (an "end" message)
 
     # -- control (any thread) ------------------------------------------------------------------
     def start(self, source: str, params: dict | None = None) -> LiveConnection:
@@ -418,7 +419,7 @@ class LiveConnection:
         finally:
             if self._ws is not None:
                 self._ws.close()
-        if self.state in ("lost", "failed") and self.live_id is not None:
+        if self.state in ("lost", "failed") and self.live_id is not None and not self._ended_by_server:
             self._stop_on_server(self.live_id, report=False)  # best effort: nobody follows it any more
 
     def _fail(self, message: str) -> None:
@@ -463,10 +464,16 @@ class LiveConnection:
             try:
                 message = safe_json.loads(text)
                 kind = message.get("type") if isinstance(message, dict) else None
-                if kind == "end":
-                    self.state = "ended"
-                    if isinstance(message.get("error"), str):
-                        self.error = display_text(message["error"])
+                if kind == "end":  # the session is over on the server: nothing to stop there
+                    self._ended_by_server = True
+                    reason = message.get("error")
+                    if message.get("status") == "failed":
+                        self.state = "failed"
+                        reason = reason if isinstance(reason, str) else "The live session failed on the server."
+                    else:
+                        self.state = "ended"
+                    if isinstance(reason, str):
+                        self.error = display_text(reason)
                     return
                 if kind != "frame":
                     raise ValueError("unknown message type")

@@ -17,7 +17,7 @@ from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 from ..data.loading import checked_data_dir, resolve_device
 from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
-from ..pipeline.live_source import open_live_source, parse_source
+from ..pipeline.live_source import MAX_WAITING, open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli
 from .model_data_outputs import check_output_outside_model_data
 
@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "live",
         help="live capture from a camera, a local stream or a file at its frame rate",
-        description="Run VIBE on frames as they arrive. Frames the model cannot keep up with are "
-        "dropped (and counted), never queued.",
+        description=f"Run VIBE on frames as they arrive. At most {MAX_WAITING} frames wait for the model (a slow "
+        "frame is absorbed); when it stays slower than the source, the oldest waiting frame is dropped (and counted).",
     )
     p.add_argument("source", help="camera index (0), a video file, or a stream URL on 127.0.0.1 (rtsp://, udp://, ...)")
     p.add_argument("--record", metavar="OUT.npz", help="write what was captured as a result file when it stops")

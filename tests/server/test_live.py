@@ -4,6 +4,7 @@ are the offline "carry" results (same model, same detector, same tracker)."""
 import ast
 import dataclasses
 import io
+import time
 import types
 import typing
 from pathlib import Path
@@ -155,10 +156,11 @@ def fake_live_command(monkeypatch):
     import vibe_server.pipeline.live as pipeline_live
     from vibe_server.pipeline.live_source import LiveSource, SourceInfo
 
-    camera = types.SimpleNamespace(frames=30, error=None)
+    camera = types.SimpleNamespace(frames=30, error=None, delay_s=0.0)
 
     def frames():
         for _ in range(camera.frames):
+            time.sleep(camera.delay_s)  # the time between two frames of the camera
             yield np.zeros((8, 8, 3), np.uint8)
         if camera.error is not None:
             raise camera.error
@@ -308,6 +310,38 @@ def test_a_recording_keeps_only_what_the_result_file_needs():
     assert used < 5 * RECORD_CHUNK * (4 * ROW_WIDTH + 16) + 16_384
     assert used / n < 1000  # bytes a person-frame (was about 2,300)
     assert recording.rows == recording.frames_recorded == n
+
+
+@pytest.mark.parametrize(
+    "sent_fps, seconds, saved_fps",
+    [(15.0, 3.0, 15.0), (29.8, 3.0, 30.0), (15.0, 1.5, 30.0), (60.0, 3.0, 60.0)],
+    ids=["half the stated rate", "within 2 % of it", "too short to measure", "twice the stated rate"],
+)
+def test_a_recording_is_saved_at_the_rate_its_frames_came_at(sent_fps, seconds, saved_fps):
+    """The frames of a camera stating 30 frames/s that sends 15 were saved at 30 frames/s: the
+    recording played twice as fast as filmed."""
+    recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
+    model = _FakeLiveModel()
+    for i in range(int(seconds * sent_fps) + 1):
+        recording.add(model.process(i, None, 100.0 + i / sent_fps))
+        recording.add([])  # a frame with nobody: its time is not the last recorded
+    assert recording.result(frames_seen=10, dropped=0).video.fps == pytest.approx(saved_fps, abs=1e-3)
+
+
+def test_the_live_command_saves_a_camera_at_the_rate_it_sends(fake_live_command, tmp_path, capsys, monkeypatch):
+    import vibe_server.pipeline.live as pipeline_live
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    monkeypatch.setattr(pipeline_live, "RATE_MEASURED_OVER_S", 0.3, raising=False)  # the 0.6 s sent are enough
+    fake_live_command.frames, fake_live_command.delay_s = 10, 1 / 15  # states 30 frames/s, sends 15
+    out = tmp_path / "take.npz"
+    t0 = time.monotonic()
+    assert main(["live", "0", "--record", str(out)]) == 0
+    wall_s = time.monotonic() - t0
+    result = load_result(out)
+    assert abs(result.video.frame_count / result.video.fps - wall_s) < 0.25, (result.video.fps, wall_s)
+    assert f"camera 0 states 30 frames/s but sent {result.video.fps:g}" in capsys.readouterr().err
 
 
 def test_a_full_recording_keeps_what_it_has(monkeypatch):

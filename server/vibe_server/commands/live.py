@@ -129,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
         )
     print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
     if recording is not None and recording.full:
-        hours = MAX_RECORDED_FRAMES / source.info.fps / 3600
+        hours = MAX_RECORDED_FRAMES / recording.frame_rate / 3600
         print(
             f"The recording is full: {MAX_RECORDED_FRAMES:,} person-frames (about {hours:.0f} h of one person at "
-            f"{source.info.fps:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
+            f"{recording.frame_rate:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
             "counts. The session stopped there and what was recorded is saved; record shorter takes.",
             file=sys.stderr,
         )
@@ -143,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         if result.tracks:
             atomic_write(record, lambda f: save_result(f, result))
             print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
+            if result.video.fps != source.info.fps:
+                print(
+                    f"{source.info.name} states {source.info.fps:g} frames/s but sent {result.video.fps:g}: the "
+                    f"recording is saved at {result.video.fps:g} frames/s, so that it plays at real speed.",
+                    file=sys.stderr,
+                )
         elif failure is None:
             raise VibeError(
                 f"Nobody was tracked from {source.info.name}: nothing to record. Make sure a whole person is in view."

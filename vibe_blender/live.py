@@ -411,7 +411,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
     track per id, frame 0 at the recording's first received frame. The stream sends no crop camera,
     image box or 3D joints: those arrays are zero (joints3d has no joints) and the video size and focal
     length are marked unknown in ``meta``."""
-    kept, too_many = longest_track_ids({t: len(take.frame_ids[t]) for t in take.track_ids}, MAX_TRACKS)
+    kept, too_many = longest_track_ids({t: len(take.track_rows(t)) for t in take.track_ids}, MAX_TRACKS)
     on_frames = take_on_frames(take, fps, kept)
     tracks = []
     for track_id in kept:
@@ -422,7 +422,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
                 frame_ids=on_frames.frame_ids[track_id],
                 pose=on_frames.pose[track_id],
                 betas=on_frames.betas[track_id],
-                betas_track=np.median(np.stack(take.betas[track_id]), axis=0).astype(np.float32),
+                betas_track=np.median(take.betas[track_id], axis=0).astype(np.float32),
                 pred_cam=np.zeros((T, 3), np.float32),
                 orig_cam=np.zeros((T, 4), np.float32),
                 bboxes=np.zeros((T, 4), np.float32),

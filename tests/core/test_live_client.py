@@ -101,7 +101,7 @@ def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
     assert live.state == "ended" and live.error is None, (live.state, live.error)
     assert live.frames_received == 2 and live.bad_messages == len(bad)
     take = live.recording_stop()
-    assert take.received_index == [0, 13] and take.frame_ids == {1: [0, 13]}
+    assert take.received_index == [0, 13] and take.track_ids == [1] and take.frame_ids[1].tolist() == [0, 13]
     assert all(p.shape == (72,) for p in take.pose[1])
 
 
@@ -142,7 +142,7 @@ def test_values_a_result_file_refuses_are_skipped_as_bad_messages_and_the_take_s
     assert live.state == "ended" and live.error is None, (live.state, live.error)
     assert live.frames_received == 3 and live.bad_messages == len(bad)
     take = live.recording_stop()
-    assert take.received_index == [0, 4, 5] and take.frame_ids == {1: [0, 4, 5]}
+    assert take.received_index == [0, 4, 5] and take.track_ids == [1] and take.frame_ids[1].tolist() == [0, 4, 5]
     assert take.trans_cam_m[1][1][2] == -10_000.0 and take.betas[1][1].max() == 10.0  # kept as sent
 
     placed = take_on_frames(take, 24.0)  # saved as Stop Recording saves it (vibe_blender/live.py)
@@ -152,7 +152,7 @@ def test_values_a_result_file_refuses_are_skipped_as_bad_messages_and_the_take_s
         placed.frame_ids[1],
         placed.pose[1],
         placed.betas[1],
-        np.median(np.stack(take.betas[1]), axis=0).astype(np.float32),
+        np.median(take.betas[1], axis=0).astype(np.float32),
         np.zeros((T, 3), np.float32),
         np.zeros((T, 4), np.float32),
         np.zeros((T, 4), np.float32),
@@ -447,6 +447,26 @@ def test_a_person_seen_only_between_timeline_frames_keeps_one_frame():
     np.testing.assert_allclose(placed.pose[4], np.full((1, 72), 0.02), atol=1e-6)
 
 
+@pytest.mark.parametrize("new_track_every_row", [False, True], ids=["one track", "a new track id every row"])
+def test_a_take_holds_a_row_in_under_500_bytes_however_many_tracks(new_track_every_row):
+    """A take kept arrays and lists per track: 800 bytes a row, and 1,350 when the tracker gave each
+    row a new id, 2.7 GB at the recording's limit (its comment said 1.6)."""
+    import tracemalloc
+
+    take, n = LiveTake(), 2 * 4096  # whole chunks of the take's rows: none allocated unused
+    tracemalloc.start()
+    try:
+        for i in range(n):  # each frame's arrays new, as parse_frame_message makes them
+            track_id = i if new_track_every_row else 1
+            arrays = np.zeros(72, np.float32), np.zeros(10, np.float32), np.zeros(3, np.float32)
+            take.add(LiveFrameMessage(i, i / 30, (LivePersonFrame(track_id, i, *arrays),), None))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert take.rows == n and len(take.track_ids) == (n if new_track_every_row else 1)
+    assert used / n < 500, used / n
+
+
 def test_many_tracks_are_placed_as_each_alone(monkeypatch):
     """The tracks are interpolated together (in batches), each from its own rows only."""
     monkeypatch.setattr(live_client, "RESAMPLE_CHUNK", 7)  # batches of a few tracks, one track split
@@ -476,6 +496,7 @@ def test_many_tracks_are_placed_as_each_alone(monkeypatch):
 
 def test_a_take_can_be_placed_for_some_of_its_tracks():
     take = moving_take(range(10))
+    assert take.track_ids == [1]  # read before a track is added: the take reads it afterwards too
     seven = LivePersonFrame(7, 10, np.zeros(72, np.float32), np.zeros(10, np.float32), np.zeros(3, np.float32))
     take.add(LiveFrameMessage(10, 5000.0 + 10 / 30, (seven,), None))
     assert sorted(take_on_frames(take, 24.0).frame_ids) == [1, 7]

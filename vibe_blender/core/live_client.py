@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,7 +33,7 @@ from .shown_text import display_text
 from .websocket import WebSocket, WebSocketClosed
 
 MAX_PEOPLE_PER_FRAME = 32
-MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~1.6 GB as a take holds them, ~800 bytes a row): then it stops
+MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (0.9 GB as a take holds them, see LiveTake): then it stops
 MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; beyond is no clock
 # The most time between two frames of the stream: the server ends a stream that sends nothing for
 # 10 s (and a camera whose read fails), so a frame a minute after the one before comes from no real
@@ -48,6 +49,9 @@ START_TIMEOUT_S = 120.0
 # under half a second), which are interpolated.
 MAX_INTERPOLATED_GAP_S = 1.0
 RESAMPLE_CHUNK = 65_536  # frames interpolated at a time (bounds the float64 temporaries)
+TAKE_CHUNK = 4096  # a take's rows allocated at a time (1.4 MB): it holds at most one chunk unused
+_POSE, _BETAS, _TRANS = slice(0, 72), slice(72, 82), slice(82, 85)  # a take's row: pose | betas | trans_cam_m
+TAKE_ROW_WIDTH = _TRANS.stop
 MAX_SESSION_WARNINGS = 8
 
 
@@ -145,18 +149,23 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
 @dataclass
 class LiveTake:
     """A recording: every frame received (its index and time, empty frames too: the server sends each
-    frame it processed, so a frame missing here was dropped), and per track the frames it was seen in
-    and its pose, betas and root translation. Frames are added in order (index and time increasing)."""
+    frame it processed, so a frame missing here was dropped), and a row per person and frame they were
+    seen in. Frames are added in order (index and time increasing). Per track, ``frame_ids[track_id]``,
+    ``pose[..]`` (T, 72), ``betas[..]`` (T, 10) and ``trans_cam_m[..]`` (T, 3) read its rows in frame
+    order (arrays made for the reader: writing to them leaves the take as it is).
+
+    The rows lie in float32 chunks shared by all tracks: about 450 bytes a row with its frame, however
+    many tracks (measured with tracemalloc), 0.9 GB at MAX_RECORDED_FRAMES. Arrays and lists per track
+    took 800 bytes a row, and 1,350 when the tracker gave each row a new id (2.7 GB)."""
 
     received_index: list[int] = field(default_factory=list)
     received_time_s: list[float] = field(default_factory=list)
-    frame_ids: dict[int, list[int]] = field(default_factory=dict)
-    pose: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    betas: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    trans_cam_m: dict[int, list[np.ndarray]] = field(default_factory=dict)
     rows: int = 0
     full: bool = False  # a frame did not fit: the take keeps what it has
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
+    _values: list[np.ndarray] = field(default_factory=list, repr=False)  # (TAKE_CHUNK, 85) float32 rows
+    _keys: list[np.ndarray] = field(default_factory=list, repr=False)  # (TAKE_CHUNK, 2) int64: track id, frame index
+    _grouped: _ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
 
     def add(self, frame: LiveFrameMessage) -> bool:
         """False once the recording is full (it then keeps what it has)."""
@@ -166,16 +175,91 @@ class LiveTake:
         self.received_index.append(frame.frame_index)
         self.received_time_s.append(frame.frame_time_s)
         for p in frame.people:
-            self.frame_ids.setdefault(p.track_id, []).append(p.frame_index)
-            self.pose.setdefault(p.track_id, []).append(p.pose)
-            self.betas.setdefault(p.track_id, []).append(p.betas)
-            self.trans_cam_m.setdefault(p.track_id, []).append(p.trans_cam_m)
-        self.rows += len(frame.people)
+            chunk, row = divmod(self.rows, TAKE_CHUNK)
+            if chunk == len(self._values):
+                self._values.append(np.empty((TAKE_CHUNK, TAKE_ROW_WIDTH), np.float32))
+                self._keys.append(np.empty((TAKE_CHUNK, 2), np.int64))
+            values = self._values[chunk][row]
+            values[_POSE], values[_BETAS], values[_TRANS] = p.pose, p.betas, p.trans_cam_m
+            self._keys[chunk][row] = p.track_id, p.frame_index
+            self.rows += 1
+        self._grouped = None
         return True
 
     @property
     def track_ids(self) -> list[int]:
-        return sorted(self.frame_ids)
+        return self._by_track().ids.tolist()
+
+    @property
+    def frame_ids(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self._by_track().frames[part].copy())
+
+    @property
+    def pose(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self.values_at(self._by_track().rows[part])[:, _POSE])
+
+    @property
+    def betas(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self.values_at(self._by_track().rows[part])[:, _BETAS])
+
+    @property
+    def trans_cam_m(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self.values_at(self._by_track().rows[part])[:, _TRANS])
+
+    def track_rows(self, track_id: int) -> np.ndarray:
+        """The rows of ``track_id`` (positions in the take, in frame order); KeyError for a track never seen."""
+        return self._by_track().rows[self._track_part(track_id)]
+
+    def values_at(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at these positions -> (len(rows), TAKE_ROW_WIDTH) float32: pose | betas | trans_cam_m."""
+        out = np.empty((len(rows), TAKE_ROW_WIDTH), np.float32)
+        chunk_of, offset = np.divmod(rows, TAKE_CHUNK)
+        for chunk in np.unique(chunk_of):
+            in_chunk = chunk_of == chunk
+            out[in_chunk] = self._values[chunk][offset[in_chunk]]
+        return out
+
+    def _track_part(self, track_id: int) -> slice:
+        """Where ``track_id``'s rows lie in :meth:`_by_track`'s arrays; KeyError for a track never seen."""
+        grouped = self._by_track()
+        k = int(np.searchsorted(grouped.ids, track_id))
+        if k == len(grouped.ids) or grouped.ids[k] != track_id:
+            raise KeyError(track_id)
+        return slice(grouped.starts[k], grouped.starts[k + 1])
+
+    def _by_track(self) -> _ByTrack:
+        if self._grouped is None:
+            keys = np.concatenate(self._keys)[: self.rows] if self.rows else np.empty((0, 2), np.int64)
+            rows = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order added: frame order
+            ids, starts = np.unique(keys[rows, 0], return_index=True)
+            self._grouped = _ByTrack(ids, np.append(starts, self.rows), rows, keys[rows, 1])
+        return self._grouped
+
+
+class _ByTrack(NamedTuple):
+    """A take's rows grouped by track, in arrays only (no object per track): track ``ids[k]``'s rows
+    are ``rows[starts[k]:starts[k + 1]]``, in frame order, seen in the frames ``frames[...]`` alike."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    rows: np.ndarray
+    frames: np.ndarray
+
+
+class _PerTrack(Mapping):
+    """One column of a take's rows per track, read as arrays: ``take.pose[track_id]`` -> (T, 72)."""
+
+    def __init__(self, take: LiveTake, read):
+        self._take, self._read = take, read
+
+    def __getitem__(self, track_id: int) -> np.ndarray:
+        return self._read(self._take._track_part(track_id))
+
+    def __iter__(self):
+        return iter(self._take.track_ids)
+
+    def __len__(self) -> int:
+        return len(self._take._by_track().ids)
 
 
 @dataclass(frozen=True)
@@ -236,12 +320,13 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
         total += len(placed[track_id].frames)
         if total > MAX_RECORDED_FRAMES:
             raise _too_long(total, fps)
+    pose, betas, trans_cam_m = _interpolated(take, placed)
     return TakeOnFrames(
         frame_count=frame_count,
         frame_ids={t: placed[t].frames.astype(np.int64) for t in placed},
-        pose=_interpolated(take.pose, placed, _slerp_poses),
-        betas=_interpolated(take.betas, placed, _lerp),
-        trans_cam_m=_interpolated(take.trans_cam_m, placed, _lerp),
+        pose=pose,
+        betas=betas,
+        trans_cam_m=trans_cam_m,
     )
 
 
@@ -255,23 +340,27 @@ class _Placement(NamedTuple):
     weight: np.ndarray
 
 
-def _interpolated(values: dict[int, list[np.ndarray]], placed: dict[int, _Placement], blend) -> dict[int, np.ndarray]:
-    """Per track, ``blend(rows, first, second, weight)`` of its received rows as ``placed``, for many
-    tracks in one call (a take of thousands of short tracks spent seconds in one call per track)."""
-    out, batch, batch_rows = {}, [], 0
+def _interpolated(take: LiveTake, placed: dict[int, _Placement]) -> tuple[dict[int, np.ndarray], ...]:
+    """Per track, its received rows blended as ``placed`` -> (pose, betas, trans_cam_m) per track: the
+    rotations by slerp, the rest linearly. Many tracks in one call (a take of thousands of short tracks
+    spent seconds in one call per track)."""
+    out = ({}, {}, {})
+    batch, batch_rows = [], 0
     for track_id in [*placed, None]:
         if track_id is not None:
-            batch.append(track_id)
-            batch_rows += len(values[track_id]) + len(placed[track_id].frames)
+            batch.append((track_id, take.track_rows(track_id)))
+            batch_rows += len(batch[-1][1]) + len(placed[track_id].frames)
         if batch and (track_id is None or batch_rows >= RESAMPLE_CHUNK):
-            offsets = np.cumsum([0] + [len(values[t]) for t in batch])
-            blended = blend(
-                np.stack([row for t in batch for row in values[t]]),
-                np.concatenate([placed[t].first + offsets[k] for k, t in enumerate(batch)]),
-                np.concatenate([placed[t].second + offsets[k] for k, t in enumerate(batch)]),
-                np.concatenate([placed[t].weight for t in batch]),
-            )
-            out.update(zip(batch, np.split(blended, np.cumsum([len(placed[t].frames) for t in batch])[:-1])))
+            offsets = np.cumsum([0] + [len(rows) for _, rows in batch])
+            values = take.values_at(np.concatenate([rows for _, rows in batch]))
+            first = np.concatenate([placed[t].first + offsets[k] for k, (t, _) in enumerate(batch)])
+            second = np.concatenate([placed[t].second + offsets[k] for k, (t, _) in enumerate(batch)])
+            weight = np.concatenate([placed[t].weight for t, _ in batch])
+            ends = np.cumsum([len(placed[t].frames) for t, _ in batch])[:-1]
+            for column, blend, per_track in zip((_POSE, _BETAS, _TRANS), (_slerp_poses, _lerp, _lerp), out):
+                per_track.update(
+                    zip([t for t, _ in batch], np.split(blend(values[:, column], first, second, weight), ends))
+                )
             batch, batch_rows = [], 0
     return out
 

@@ -296,7 +296,7 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     span = times[after] - times[before]
     weight = np.clip((grid - times[before]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
     stalled = span > MAX_INTERPOLATED_GAP_S
-    covered = ~stalled | (np.abs(grid - times[nearest]) <= 0.5 / fps)  # a timeline frame a received frame shows
+    covered = ~stalled | (np.abs(grid - times[nearest]) <= 0.5 / fps)  # in a stall: a received frame's own frame
     received_index = np.asarray(take.received_index, dtype=np.int64)
     placed, total = {}, 0
     for track_id in take.track_ids if track_ids is None else track_ids:

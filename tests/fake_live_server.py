@@ -72,19 +72,17 @@ END = json.dumps({"type": "end", "status": "ended", "error": None, "stats": {}})
 OMEGA, SPEED = 1.5, 0.4  # rad/s about z (left hip), m/s along x
 
 
-def moving_take(indices, fps=30.0, t0=5000.0, absent=(), omega=OMEGA) -> LiveTake:
+def moving_take(indices, fps=30.0, t0=5000.0, absent=(), omega=OMEGA, betas=None) -> LiveTake:
     """Track 1 turning its left hip at ``omega`` rad/s and walking at SPEED, in the source frames
-    ``indices`` of a ``fps`` source (the others dropped); in the frames ``absent`` it is not seen."""
+    ``indices`` of a ``fps`` source (the others dropped); in the frames ``absent`` it is not seen.
+    ``betas``: {frame: (10,) betas} where they are not zeros."""
     take = LiveTake()
     for i in indices:
         t = i / fps
         pose = np.zeros(72, np.float32)
         pose[5] = omega * t
-        people = (
-            ()
-            if i in absent
-            else (LivePersonFrame(1, i, pose, np.zeros(10, np.float32), np.array([SPEED * t, 0, 3], np.float32)),)
-        )
+        shape = np.asarray((betas or {}).get(i, np.zeros(10)), np.float32)
+        people = () if i in absent else (LivePersonFrame(1, i, pose, shape, np.array([SPEED * t, 0, 3], np.float32)),)
         take.add(LiveFrameMessage(i, t0 + t, people, None))
     return take
 

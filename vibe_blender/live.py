@@ -8,7 +8,8 @@ track id is seen). Timers never fire in the ``bpy`` module build, so tests call 
 directly. Stopping a recording saves it as a standard result file in the add-on's results folder
 and imports it, so the keys are written in bulk on the usual character: one key per scene frame, placed
 by the server's frame times so that the motion plays at real speed in the scene's frame rate (frames
-the server dropped are interpolated across; a frame without the person is a gap). The file appears
+the server dropped are interpolated across; a frame without the person is a gap, and so is a stall of
+the stream). The file appears
 whole or not at all; a take that could not be saved stays with the session until Stop Recording
 saves it, and no new session starts over a take that was not saved.
 Nothing here blocks Blender: network calls and the session's stop run in worker threads.
@@ -287,12 +288,31 @@ def _send_stop(session: LiveSession) -> None:
 
 
 # -- recording ----------------------------------------------------------------------------------
-def start_recording() -> None:
+def record_refusal() -> str | None:
+    """Why Record cannot start a recording now, None when it can (the operator's poll shows it)."""
     session = current_session()
     if session is not None and session.unsaved_take is not None:
-        raise VibeError(UNSAVED_TAKE)
+        return UNSAVED_TAKE
+    if session is not None and session.recording:  # a second start would replace the take
+        return TAKE_AFTER_END if session.state in FINAL_STATES else RECORDING_RUNS
     if session is None or session.state in FINAL_STATES:
-        raise VibeError("Start a live session first, then record.")
+        return "Start a live session first, then record."
+    return None
+
+
+def stop_recording_refusal() -> str | None:
+    """Why Stop Recording has nothing to do now, None when it has (the operator's poll shows it)."""
+    session = current_session()
+    if session is None or not session.recording:
+        return "Nothing is being recorded: press Record while a live session runs."
+    return None
+
+
+def start_recording() -> None:
+    refusal = record_refusal()
+    if refusal is not None:
+        raise VibeError(refusal)
+    session = current_session()
     with session._lock:
         if session.connection is None:
             session.record_on_connect = True  # begins with the first frame received
@@ -306,9 +326,10 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     file cannot be written, or the take has more frames of motion at the scene's frame rate than a
     result may hold, the take stays with the session (``unsaved_take``) and the next call saves it
     (at a lower frame rate), unless :func:`discard_take` threw it away."""
+    refusal = stop_recording_refusal()
+    if refusal is not None:
+        raise VibeError(refusal)
     session = current_session()
-    if session is None:
-        raise VibeError("There is no live session to stop recording.")
     with session._lock:
         session.record_on_connect = False
         if session.unsaved_take is None and session.connection is not None:
@@ -324,7 +345,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     fps = keyframes.scene_fps()
     try:
         result = take_to_result(take, path.stem, fps=fps)
-    except VibeError:  # too many frames at this rate: a lower one places it (any take fits at a low enough rate)
+    except VibeError:  # too many frames at this rate: the take is kept for a lower one, which places fewer
         raise VibeError(
             f"The recording is too long for the scene's frames: at {fps:g} frames/s it takes more than "
             f"{live_client.MAX_RECORDED_FRAMES:,} frames of motion. The take is kept: lower the scene's frame "
@@ -352,6 +373,11 @@ def stop_recording(options: ImportOptions | None = None) -> list:
 
 
 TAKE_AFTER_END = "The session is over and the recording stopped with it: press Stop Recording to save the take."
+RECORDING_RUNS = "A recording is running: press Stop Recording to save it, then Record starts the next one."
+RECORDING_FULL = (
+    f"The recording reached its size limit ({live_client.MAX_RECORDED_FRAMES:,} person-frames) and records no more: "
+    "press Stop Recording to save it, then Record starts the next one."
+)
 UNSAVED_TAKE = (
     "The last recording is not saved yet: press Stop Recording to save it first (lower the scene's frame "
     "rate first if it was too long for the scene's frames), or Discard Recording to throw it away."
@@ -385,7 +411,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
     track per id, frame 0 at the recording's first received frame. The stream sends no crop camera,
     image box or 3D joints: those arrays are zero (joints3d has no joints) and the video size and focal
     length are marked unknown in ``meta``."""
-    kept, too_many = longest_track_ids({t: len(take.frame_ids[t]) for t in take.track_ids}, MAX_TRACKS)
+    kept, too_many = longest_track_ids({t: len(take.track_rows(t)) for t in take.track_ids}, MAX_TRACKS)
     on_frames = take_on_frames(take, fps, kept)
     tracks = []
     for track_id in kept:
@@ -396,7 +422,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
                 frame_ids=on_frames.frame_ids[track_id],
                 pose=on_frames.pose[track_id],
                 betas=on_frames.betas[track_id],
-                betas_track=np.median(np.stack(take.betas[track_id]), axis=0).astype(np.float32),
+                betas_track=np.median(take.betas[track_id], axis=0).astype(np.float32),
                 pred_cam=np.zeros((T, 3), np.float32),
                 orig_cam=np.zeros((T, 4), np.float32),
                 bboxes=np.zeros((T, 4), np.float32),

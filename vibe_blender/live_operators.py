@@ -48,6 +48,13 @@ class VIBE_LiveSettings(bpy.types.PropertyGroup):
         }
 
 
+def _allowed(operator_class, refusal: str | None) -> bool:
+    """An operator's poll: greyed out with ``refusal`` as its tooltip's reason, when there is one."""
+    if refusal is not None:
+        operator_class.poll_message_set(refusal)
+    return refusal is None
+
+
 class VIBE_OT_live_start(bpy.types.Operator):
     """Connect to the server (starting one on this machine if none runs) and follow the live source"""
 
@@ -86,6 +93,12 @@ class VIBE_OT_live_record(bpy.types.Operator):
     bl_idname = "vibe_mocap.live_record"
     bl_label = "Record"
 
+    @classmethod
+    def poll(cls, context):
+        from . import live
+
+        return _allowed(cls, live.record_refusal())
+
     @reports_errors
     def execute(self, context):
         from . import live
@@ -100,6 +113,12 @@ class VIBE_OT_live_record_stop(bpy.types.Operator):
     bl_idname = "vibe_mocap.live_record_stop"
     bl_label = "Stop Recording"
     bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        from . import live
+
+        return _allowed(cls, live.stop_recording_refusal())
 
     @reports_errors
     def execute(self, context):

@@ -39,9 +39,7 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
         if session is not None and session.recording:
             row.operator("vibe_mocap.live_record_stop", icon="SNAP_FACE")
         else:
-            sub = row.row(align=True)
-            sub.enabled = running
-            sub.operator("vibe_mocap.live_record", icon="REC")
+            row.operator("vibe_mocap.live_record", icon="REC")  # greyed out by its poll while it cannot record
 
         if session is not None:
             label_lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))
@@ -57,6 +55,8 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
                 layout.operator("vibe_mocap.live_discard_take", icon="TRASH")
             elif session.recording and not running:
                 label_lines(layout, live.TAKE_AFTER_END, icon="REC")
+            elif session.connection is not None and session.connection.recording_full:
+                label_lines(layout, live.RECORDING_FULL, icon="ERROR")
             elif session.recording:
                 layout.label(text="Recording…", icon="REC")
             if session.last_result_path is not None:

@@ -6,6 +6,7 @@ real server never does (answer slowly, send malformed messages, drop frames by t
 against tests/fake_live_server.py and recordings made in code."""
 
 import functools
+import json
 import os
 import re
 import threading
@@ -229,7 +230,7 @@ def test_bad_requests_give_one_clear_message(addon):
         tick_until(lambda: live.live_tick() is None, 30)
     with pytest.raises(RuntimeError, match="Start a live session first"):
         bpy.ops.vibe_mocap.live_record()
-    with pytest.raises(RuntimeError, match="Nothing was recorded"):
+    with pytest.raises(RuntimeError, match="Nothing is being recorded"):
         bpy.ops.vibe_mocap.live_record_stop()
 
 
@@ -284,6 +285,17 @@ def test_a_person_missing_from_processed_frames_is_hidden_there(addon, empty_sce
     ]
     assert gap and set(gap) <= set(hidden_frames(mesh))
     assert scene.frame_start not in hidden_frames(mesh) and scene.frame_end not in hidden_frames(mesh)
+
+
+def test_a_stall_in_the_stream_is_hidden_not_played_in_slow_motion(addon, empty_scene, body_model):
+    """The last frame of a stalled stream comes 10 s late: the body walked through those 10 s in
+    slow motion, from its pose before the stall to that last one."""
+    armature, mesh = import_recording(body_model, moving_take([*range(0, 60, 2), 360]), 24)
+    scene = bpy.context.scene
+    shown = list(range(scene.frame_start, scene.frame_start + 47))  # up to the last frame before the stall (58/30 s)
+    assert scene.frame_end == scene.frame_start + 288  # the last frame, 12 s in
+    assert hidden_frames(mesh) == list(range(shown[-1] + 1, scene.frame_end))
+    assert rotation_keys(armature, JOINT_NAMES[1]).tolist() == [*shown, scene.frame_end]
 
 
 @pytest.fixture
@@ -367,6 +379,18 @@ def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setu
     assert any(name == "label" and "Skipped 2 malformed" in kw["text"] for name, _, kw in calls), calls
 
 
+def test_a_session_the_server_ends_as_failed_is_shown_failed_with_its_reason(addon, fake_server_setup):
+    """It was shown as a normal end, the reason under an information icon."""
+    reason = "The stream sent nothing for 10 s; check that it is still running."
+    end = json.dumps({"type": "end", "status": "failed", "error": reason, "stats": {}})
+    with FakeLiveServer([frame_message(0, 10.0, [person(1)]), end], **fake_server_setup) as server:
+        session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
+        tick_until(lambda: live.live_tick() is None, 30)
+    assert session.state == "failed" and session.message == reason
+    state_line = next(kw for name, _, kw in draw_live_panel() if name == "label")
+    assert reason.startswith(state_line["text"]) and state_line["icon"] == "ERROR", state_line
+
+
 def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):
     opened = threading.Event()  # the server answers the start once the test opens it
     messages = [frame_message(0, 10.0, [person(1)])]
@@ -379,6 +403,42 @@ def test_stop_while_the_server_starts_the_session(addon, fake_server_setup):
         opened.set()
         assert server.wait_for_stop()  # the session the server then started is stopped there
     assert server.stop_requests == [LIVE_ID] and server.streams_opened == 0
+
+
+def test_record_while_recording_is_refused_and_the_take_is_kept(addon, body_model):
+    """Record pressed again while recording started a new take in place of the one running: the
+    motion recorded so far was lost. Record and Stop Recording are greyed out when they cannot run."""
+    take = moving_take(range(5))
+    session = recorded_session(body_model, take, state="streaming")
+    try:
+        assert not bpy.ops.vibe_mocap.live_record.poll() and bpy.ops.vibe_mocap.live_record_stop.poll()
+        with pytest.raises(RuntimeError, match=re.escape(live.RECORDING_RUNS)):
+            bpy.ops.vibe_mocap.live_record()
+        with pytest.raises(VibeError, match=re.escape(live.RECORDING_RUNS)):
+            live.start_recording()
+        assert session.connection.recording_stop() is take and take.rows == 5
+        assert bpy.ops.vibe_mocap.live_record.poll() and not bpy.ops.vibe_mocap.live_record_stop.poll()
+        with pytest.raises(RuntimeError, match="Nothing is being recorded: press Record"):
+            bpy.ops.vibe_mocap.live_record_stop()
+    finally:
+        session.connection.state = "ended"  # the next test may start a session
+
+
+def test_the_panel_says_a_recording_is_full_until_it_is_saved(addon, empty_scene, body_model):
+    """The size limit stayed in the panel after the take was saved, over the next recording too."""
+    take = moving_take(range(5))
+    take.full = True  # a frame did not fit
+    session = recorded_session(body_model, take, state="streaming")
+    try:
+        labels = " ".join(kw.get("text", "") for name, args, kw in draw_live_panel() if name == "label")
+        assert live.RECORDING_FULL in labels and "Recording…" not in labels
+        live.stop_recording()
+        live.start_recording()
+        labels = " ".join(kw.get("text", "") for name, args, kw in draw_live_panel() if name == "label")
+        assert "size limit" not in labels and "Recording…" in labels, labels
+    finally:
+        session.connection.recording_stop()
+        session.connection.state = "ended"  # the next test may start a session
 
 
 def recorded_session(body_model, take, state="ended") -> live.LiveSession:
@@ -755,7 +815,7 @@ def test_a_recording_with_a_frame_20_km_away_saves_and_imports_without_that_fram
         tick_until(lambda: live.live_tick() is None, 30)
     assert session.state == "ended" and session.connection.bad_messages == 1, session.message
     assert len(live.stop_recording()) == 1
-    assert session.last_take.frame_ids == {1: [0, 1, 3, 4]}
+    assert session.last_take.track_ids == [1] and session.last_take.frame_ids[1].tolist() == [0, 1, 3, 4]
     assert np.abs(load_result(session.last_result_path).tracks[0].trans_cam_m).max() == 3.0
 
 
@@ -781,8 +841,7 @@ def test_a_saved_take_that_does_not_read_back_is_kept_and_not_sent_to_file_impor
 ):
     """A take holding a value the result file refuses was saved, its take dropped, and the failed import
     said "Import it with File > Import", which refuses that file the same way."""
-    take = moving_take(range(30))
-    take.betas[1][5] = np.full(10, 50.0, np.float32)  # beyond ±10: no result file holds it
+    take = moving_take(range(30), betas={5: np.full(10, 50.0)})  # beyond ±10: no result file holds it
     session = recorded_session(body_model, take)
     with pytest.raises(VibeError, match="saved as '.*live_.*npz' but does not read back") as err:
         live.stop_recording()

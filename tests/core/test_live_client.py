@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fake_live_server import (
     END,
+    HOLD,
     LIVE_ID,
     OMEGA,
     SPEED,
@@ -100,8 +101,23 @@ def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
     assert live.state == "ended" and live.error is None, (live.state, live.error)
     assert live.frames_received == 2 and live.bad_messages == len(bad)
     take = live.recording_stop()
-    assert take.received_index == [0, 13] and take.frame_ids == {1: [0, 13]}
+    assert take.received_index == [0, 13] and take.track_ids == [1] and take.frame_ids[1].tolist() == [0, 13]
     assert all(p.shape == (72,) for p in take.pose[1])
+
+
+def test_a_frame_time_jumping_far_ahead_is_skipped_as_bad_and_the_take_still_saves():
+    """One frame stamped 1e11 s after the one before was taken: the recording then needed 1e11 s of
+    scene frames, so no frame rate could save it, and Start Live was refused until it was thrown away."""
+    normal = [frame_message(i, 100.0 + i / 30, [person(1)]) for i in range(30)]
+    jumps = [frame_message(30, 100.0 + 1e11, [person(1)]), frame_message(31, 100.0 + 29 / 30 + 61.0, [person(1)])]
+    late = frame_message(32, 100.0 + 29 / 30 + 59.0, [person(1)])  # a minute's stall at most: the server's own
+    with FakeLiveServer([*normal, *jumps, late, END]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    assert live.frames_received == 31 and live.bad_messages == len(jumps)
+    take = live.recording_stop()
+    assert take.received_index == [*range(30), 32]
+    assert take_on_frames(take, 24.0).frame_count == round((29 / 30 + 59.0) * 24) + 1
 
 
 def frame_with_person(index: int, **fields) -> str:
@@ -126,7 +142,7 @@ def test_values_a_result_file_refuses_are_skipped_as_bad_messages_and_the_take_s
     assert live.state == "ended" and live.error is None, (live.state, live.error)
     assert live.frames_received == 3 and live.bad_messages == len(bad)
     take = live.recording_stop()
-    assert take.received_index == [0, 4, 5] and take.frame_ids == {1: [0, 4, 5]}
+    assert take.received_index == [0, 4, 5] and take.track_ids == [1] and take.frame_ids[1].tolist() == [0, 4, 5]
     assert take.trans_cam_m[1][1][2] == -10_000.0 and take.betas[1][1].max() == 10.0  # kept as sent
 
     placed = take_on_frames(take, 24.0)  # saved as Stop Recording saves it (vibe_blender/live.py)
@@ -136,7 +152,7 @@ def test_values_a_result_file_refuses_are_skipped_as_bad_messages_and_the_take_s
         placed.frame_ids[1],
         placed.pose[1],
         placed.betas[1],
-        np.median(np.stack(take.betas[1]), axis=0).astype(np.float32),
+        np.median(take.betas[1], axis=0).astype(np.float32),
         np.zeros((T, 3), np.float32),
         np.zeros((T, 4), np.float32),
         np.zeros((T, 4), np.float32),
@@ -160,8 +176,28 @@ def test_stats_keep_only_finite_numbers_and_the_end_error_is_made_displayable():
         live = follow(server)
     assert live.frames_received == 2 and live.bad_messages == 0
     assert live.server_stats == {"frames_processed": 2.0}
-    assert live.state == "ended" and live.error.startswith("camera [2J gone ")
+    assert live.state == "failed" and live.error.startswith("camera [2J gone ")
     assert live.error.isprintable() and len(live.error) <= 1000
+
+
+@pytest.mark.parametrize(
+    "end, state, error",
+    [
+        ({"status": "failed", "error": "The camera stopped sending."}, "failed", "The camera stopped sending."),
+        ({"status": "failed"}, "failed", "The live session failed on the server."),
+        ({"status": "ended", "error": None}, "ended", None),
+        ({"status": "stopped", "error": "Stopped: nobody watched this session for 30 s."}, "ended", "Stopped: nobody"),
+    ],
+    ids=["failed", "failed without a reason", "ended", "stopped"],
+)
+def test_the_end_message_says_whether_the_session_failed_and_why(end, state, error):
+    """A session the server ended as failed was shown as ended, under the icon of a normal end; a
+    session over on the server is not asked to stop there."""
+    with FakeLiveServer([FRAME, json.dumps({"type": "end", **end, "stats": {}})]) as server:
+        live = follow(server, record=True)
+    assert live.state == state and (live.error or "").startswith(error or ""), (live.state, live.error)
+    assert (live.error is None) == (error is None)
+    assert server.stop_requests == [] and live.recording_stop().rows == 1  # the recording so far is kept
 
 
 @pytest.mark.parametrize(
@@ -235,6 +271,31 @@ def test_an_unexpected_error_in_the_receiver_fails_the_session(monkeypatch):
         assert server.wait_for_stop()
     assert live.state == "failed"
     assert "unexpected error" in live.error and "disk on fire" in live.error
+
+
+def test_a_full_recording_says_so_until_it_is_stopped_and_the_next_one_records(monkeypatch):
+    """The size limit was reported as the connection's error: once that take was saved, the panel
+    went on saying so, over the next recording too."""
+    monkeypatch.setattr(live_client, "MAX_RECORDED_FRAMES", 2)
+    messages = [frame_message(i, 100.0 + i / 30, [person(1)]) for i in range(3)]
+    with FakeLiveServer([*messages, HOLD, frame_message(3, 100.1, [person(1)]), END]) as server:
+        live = LiveConnection(ServerClient(server.url, server.token))
+        live.recording_start()
+        live.start("0")
+        deadline = time.monotonic() + 10
+        while live.frames_received < 3:
+            assert time.monotonic() < deadline, (live.state, live.error)
+            time.sleep(0.02)
+        assert live.recording_full and live.error is None
+        full = live.recording_stop()
+        assert full.rows == 2 and full.full and not live.recording_full
+        live.recording_start()
+        assert not live.recording_full
+        server.resume.set()
+        live._thread.join(10)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    take = live.recording_stop()
+    assert take.rows == 1 and not take.full
 
 
 def test_a_lost_connection_asks_the_server_to_stop_the_session():
@@ -337,6 +398,19 @@ def test_a_person_absent_from_a_processed_frame_is_a_gap():
     assert placed.frame_ids[1][-1] < placed.frame_count - 1  # gone before the take's last frame
 
 
+def test_a_stalled_stream_leaves_a_gap_instead_of_slow_motion():
+    """A stalled stream's last frame comes 10 s late, when FFmpeg gives up: the take was interpolated
+    across the stall, 10 s of slow motion. A hole of under MAX_INTERPOLATED_GAP_S (frames dropped while
+    the model was busy) is still interpolated across."""
+    received = [*range(0, 60, 3), *range(84, 151, 3), 453]  # 10 frames/s of a 30 frames/s source
+    take = moving_take(received, omega=0.2)  # dropped for 0.9 s from 57, stalled for 10 s from 150
+    placed = take_on_frames(take, 24.0)
+    assert placed.frame_count == 363 and placed.frame_ids[1].tolist() == [*range(121), 362]
+    t = np.array([*np.arange(121) / 24.0, 453 / 30])
+    np.testing.assert_allclose(placed.pose[1][:, 5], 0.2 * t, atol=1e-5)  # each frame its own time's motion
+    np.testing.assert_allclose(placed.trans_cam_m[1][:, 0], SPEED * t, atol=1e-5)
+
+
 def test_rotations_are_interpolated_the_short_way():
     """A root turning from 179° to 181° about x (stored as -179°) passes 180°, not 0°."""
     take = LiveTake()
@@ -373,6 +447,26 @@ def test_a_person_seen_only_between_timeline_frames_keeps_one_frame():
     np.testing.assert_allclose(placed.pose[4], np.full((1, 72), 0.02), atol=1e-6)
 
 
+@pytest.mark.parametrize("new_track_every_row", [False, True], ids=["one track", "a new track id every row"])
+def test_a_take_holds_a_row_in_under_500_bytes_however_many_tracks(new_track_every_row):
+    """A take kept arrays and lists per track: 800 bytes a row, and 1,350 when the tracker gave each
+    row a new id, 2.7 GB at the recording's limit (its comment said 1.6)."""
+    import tracemalloc
+
+    take, n = LiveTake(), 2 * 4096  # whole chunks of the take's rows: none allocated unused
+    tracemalloc.start()
+    try:
+        for i in range(n):  # each frame's arrays new, as parse_frame_message makes them
+            track_id = i if new_track_every_row else 1
+            arrays = np.zeros(72, np.float32), np.zeros(10, np.float32), np.zeros(3, np.float32)
+            take.add(LiveFrameMessage(i, i / 30, (LivePersonFrame(track_id, i, *arrays),), None))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert take.rows == n and len(take.track_ids) == (n if new_track_every_row else 1)
+    assert used / n < 500, used / n
+
+
 def test_many_tracks_are_placed_as_each_alone(monkeypatch):
     """The tracks are interpolated together (in batches), each from its own rows only."""
     monkeypatch.setattr(live_client, "RESAMPLE_CHUNK", 7)  # batches of a few tracks, one track split
@@ -402,6 +496,7 @@ def test_many_tracks_are_placed_as_each_alone(monkeypatch):
 
 def test_a_take_can_be_placed_for_some_of_its_tracks():
     take = moving_take(range(10))
+    assert take.track_ids == [1]  # read before a track is added: the take reads it afterwards too
     seven = LivePersonFrame(7, 10, np.zeros(72, np.float32), np.zeros(10, np.float32), np.zeros(3, np.float32))
     take.add(LiveFrameMessage(10, 5000.0 + 10 / 30, (seven,), None))
     assert sorted(take_on_frames(take, 24.0).frame_ids) == [1, 7]

@@ -4,6 +4,7 @@ are the offline "carry" results (same model, same detector, same tracker)."""
 import ast
 import dataclasses
 import io
+import time
 import types
 import typing
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.live import LiveOptions, LiveRecording, LiveSession
+from vibe_server.pipeline.live import FORGET_AFTER_FRAMES, LiveOptions, LiveRecording, LiveSession
 from vibe_server.pipeline.options import DEFAULT_DETECTION_STRIDE, RunOptions
 from vibe_server.pipeline.video import open_video
 
@@ -155,10 +156,11 @@ def fake_live_command(monkeypatch):
     import vibe_server.pipeline.live as pipeline_live
     from vibe_server.pipeline.live_source import LiveSource, SourceInfo
 
-    camera = types.SimpleNamespace(frames=30, error=None)
+    camera = types.SimpleNamespace(frames=30, error=None, delay_s=0.0)
 
     def frames():
         for _ in range(camera.frames):
+            time.sleep(camera.delay_s)  # the time between two frames of the camera
             yield np.zeros((8, 8, 3), np.uint8)
         if camera.error is not None:
             raise camera.error
@@ -310,6 +312,38 @@ def test_a_recording_keeps_only_what_the_result_file_needs():
     assert recording.rows == recording.frames_recorded == n
 
 
+@pytest.mark.parametrize(
+    "sent_fps, seconds, saved_fps",
+    [(15.0, 3.0, 15.0), (29.8, 3.0, 30.0), (15.0, 1.5, 30.0), (60.0, 3.0, 60.0)],
+    ids=["half the stated rate", "within 2 % of it", "too short to measure", "twice the stated rate"],
+)
+def test_a_recording_is_saved_at_the_rate_its_frames_came_at(sent_fps, seconds, saved_fps):
+    """The frames of a camera stating 30 frames/s that sends 15 were saved at 30 frames/s: the
+    recording played twice as fast as filmed."""
+    recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
+    model = _FakeLiveModel()
+    for i in range(int(seconds * sent_fps) + 1):
+        recording.add(model.process(i, None, 100.0 + i / sent_fps))
+        recording.add([])  # a frame with nobody: its time is not the last recorded
+    assert recording.result(frames_seen=10, dropped=0).video.fps == pytest.approx(saved_fps, abs=1e-3)
+
+
+def test_the_live_command_saves_a_camera_at_the_rate_it_sends(fake_live_command, tmp_path, capsys, monkeypatch):
+    import vibe_server.pipeline.live as pipeline_live
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    monkeypatch.setattr(pipeline_live, "RATE_MEASURED_OVER_S", 0.3, raising=False)  # the 0.6 s sent are enough
+    fake_live_command.frames, fake_live_command.delay_s = 10, 1 / 15  # states 30 frames/s, sends 15
+    out = tmp_path / "take.npz"
+    t0 = time.monotonic()
+    assert main(["live", "0", "--record", str(out)]) == 0
+    wall_s = time.monotonic() - t0
+    result = load_result(out)
+    assert abs(result.video.frame_count / result.video.fps - wall_s) < 0.25, (result.video.fps, wall_s)
+    assert f"camera 0 states 30 frames/s but sent {result.video.fps:g}" in capsys.readouterr().err
+
+
 def test_a_full_recording_keeps_what_it_has(monkeypatch):
     import vibe_server.pipeline.live as pipeline_live
 
@@ -433,6 +467,29 @@ def test_live_command_refuses_non_finite_options(capsys):
     # by the flag typed, without "or empty", which a command line cannot give
     assert main(["live", "0", "--max-people", "0", "--device", "cpu"]) == 2
     assert capsys.readouterr().err == "error: --max-people must be between 1 and 32; got 0.\n"
+
+
+@pytest.mark.parametrize("unseen", [FORGET_AFTER_FRAMES - 1, FORGET_AFTER_FRAMES, 990])
+def test_a_person_unseen_for_long_starts_a_fresh_gru_state_even_when_nobody_was_tracked(make_engine, unseen):
+    """The states were forgotten only at frames with someone tracked: a person back after a long
+    stretch with nobody in view went on from the state of long before (and the state was kept for ever)."""
+    engine = make_engine()
+    session = LiveSession(engine, LiveOptions(detector="hog"), width=64, height=64)
+    seen_at = {*range(10), 9 + unseen + 1}  # track 1, then nobody for ``unseen`` frames, then track 1 again
+    box = np.array([32.0, 32.0, 40.0, 40.0], np.float32)
+    session._track = lambda rgb: [(1, box)] if index in seen_at else []
+    gru_states = []
+    forward = engine.model.forward_features
+
+    def spy(x, h0=None, **kwargs):
+        gru_states.append(h0.clone())
+        return forward(x, h0=h0, **kwargs)
+
+    engine.model.forward_features = spy
+    for index in range(max(seen_at) + 1):
+        session.process(index, np.zeros((64, 64, 3), np.uint8), index / 30)
+    assert len(gru_states) == 11 and not gru_states[0].any() and gru_states[9].any()
+    assert gru_states[10].any() == (unseen < FORGET_AFTER_FRAMES)
 
 
 def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine, monkeypatch):

@@ -8,16 +8,17 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     live.stop()
 
 Every field of every message is checked before use (types, sizes, finite numbers within what a result
-file may hold, so a recording always saves as one that imports); a message that fails is counted as
-bad and skipped (one nested deeply enough to exhaust the parser too). When the
-connection drops or the server breaks the protocol, ``state`` says so, the recording so far is kept
-and the server is asked to stop the session (nobody follows it any more).
+file may hold, frames in order and at most a minute apart, so a recording always saves as one that
+imports); a message that fails is counted as bad and skipped (one nested deeply enough to exhaust the
+parser too). When the connection drops or the server breaks the protocol, ``state`` says so, the
+recording so far is kept and the server is asked to stop the session (nobody follows it any more).
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -32,13 +33,25 @@ from .shown_text import display_text
 from .websocket import WebSocket, WebSocketClosed
 
 MAX_PEOPLE_PER_FRAME = 32
-MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (~1.6 GB as a take holds them, ~800 bytes a row): then it stops
+MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (0.9 GB as a take holds them, see LiveTake): then it stops
 MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; beyond is no clock
+# The most time between two frames of the stream: the server ends a stream that sends nothing for
+# 10 s (and a camera whose read fails), so a frame a minute after the one before comes from no real
+# source, only from a broken clock; taken, it would stretch the recording past any scene's frames.
+MAX_FRAME_INTERVAL_S = 60.0
 # The start request waits while the server opens the source (a stream may take 10 s) and loads its
 # detector and model (a minute on a slow machine); the server starts the session even when the
 # client gave up, so giving up early would leave it running for nobody.
 START_TIMEOUT_S = 120.0
+# Received frames further apart than this are not interpolated across: the stream stalled (a stalled
+# stream's last frame comes when FFmpeg gives up, 10 s later), and a blend would add seconds of slow
+# motion. Frames dropped while the model was busy leave shorter holes (a detection on a CPU takes
+# under half a second), which are interpolated.
+MAX_INTERPOLATED_GAP_S = 1.0
 RESAMPLE_CHUNK = 65_536  # frames interpolated at a time (bounds the float64 temporaries)
+TAKE_CHUNK = 4096  # a take's rows allocated at a time (1.4 MB): it holds at most one chunk unused
+_POSE, _BETAS, _TRANS = slice(0, 72), slice(72, 82), slice(82, 85)  # a take's row: pose | betas | trans_cam_m
+TAKE_ROW_WIDTH = _TRANS.stop
 MAX_SESSION_WARNINGS = 8
 
 
@@ -136,35 +149,117 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
 @dataclass
 class LiveTake:
     """A recording: every frame received (its index and time, empty frames too: the server sends each
-    frame it processed, so a frame missing here was dropped), and per track the frames it was seen in
-    and its pose, betas and root translation. Frames are added in order (index and time increasing)."""
+    frame it processed, so a frame missing here was dropped), and a row per person and frame they were
+    seen in. Frames are added in order (index and time increasing). Per track, ``frame_ids[track_id]``,
+    ``pose[..]`` (T, 72), ``betas[..]`` (T, 10) and ``trans_cam_m[..]`` (T, 3) read its rows in frame
+    order (arrays made for the reader: writing to them leaves the take as it is).
+
+    The rows lie in float32 chunks shared by all tracks: about 450 bytes a row with its frame, however
+    many tracks (measured with tracemalloc), 0.9 GB at MAX_RECORDED_FRAMES. Arrays and lists per track
+    took 800 bytes a row, and 1,350 when the tracker gave each row a new id (2.7 GB)."""
 
     received_index: list[int] = field(default_factory=list)
     received_time_s: list[float] = field(default_factory=list)
-    frame_ids: dict[int, list[int]] = field(default_factory=dict)
-    pose: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    betas: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    trans_cam_m: dict[int, list[np.ndarray]] = field(default_factory=dict)
     rows: int = 0
+    full: bool = False  # a frame did not fit: the take keeps what it has
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
+    _values: list[np.ndarray] = field(default_factory=list, repr=False)  # (TAKE_CHUNK, 85) float32 rows
+    _keys: list[np.ndarray] = field(default_factory=list, repr=False)  # (TAKE_CHUNK, 2) int64: track id, frame index
+    _grouped: _ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
 
     def add(self, frame: LiveFrameMessage) -> bool:
         """False once the recording is full (it then keeps what it has)."""
         if self.rows + len(frame.people) > MAX_RECORDED_FRAMES or len(self.received_index) >= MAX_RECORDED_FRAMES:
+            self.full = True
             return False
         self.received_index.append(frame.frame_index)
         self.received_time_s.append(frame.frame_time_s)
         for p in frame.people:
-            self.frame_ids.setdefault(p.track_id, []).append(p.frame_index)
-            self.pose.setdefault(p.track_id, []).append(p.pose)
-            self.betas.setdefault(p.track_id, []).append(p.betas)
-            self.trans_cam_m.setdefault(p.track_id, []).append(p.trans_cam_m)
-        self.rows += len(frame.people)
+            chunk, row = divmod(self.rows, TAKE_CHUNK)
+            if chunk == len(self._values):
+                self._values.append(np.empty((TAKE_CHUNK, TAKE_ROW_WIDTH), np.float32))
+                self._keys.append(np.empty((TAKE_CHUNK, 2), np.int64))
+            values = self._values[chunk][row]
+            values[_POSE], values[_BETAS], values[_TRANS] = p.pose, p.betas, p.trans_cam_m
+            self._keys[chunk][row] = p.track_id, p.frame_index
+            self.rows += 1
+        self._grouped = None
         return True
 
     @property
     def track_ids(self) -> list[int]:
-        return sorted(self.frame_ids)
+        return self._by_track().ids.tolist()
+
+    @property
+    def frame_ids(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self._by_track().frames[part].copy())
+
+    @property
+    def pose(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self.values_at(self._by_track().rows[part])[:, _POSE])
+
+    @property
+    def betas(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self.values_at(self._by_track().rows[part])[:, _BETAS])
+
+    @property
+    def trans_cam_m(self) -> Mapping[int, np.ndarray]:
+        return _PerTrack(self, lambda part: self.values_at(self._by_track().rows[part])[:, _TRANS])
+
+    def track_rows(self, track_id: int) -> np.ndarray:
+        """The rows of ``track_id`` (positions in the take, in frame order); KeyError for a track never seen."""
+        return self._by_track().rows[self._track_part(track_id)]
+
+    def values_at(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at these positions -> (len(rows), TAKE_ROW_WIDTH) float32: pose | betas | trans_cam_m."""
+        out = np.empty((len(rows), TAKE_ROW_WIDTH), np.float32)
+        chunk_of, offset = np.divmod(rows, TAKE_CHUNK)
+        for chunk in np.unique(chunk_of):
+            in_chunk = chunk_of == chunk
+            out[in_chunk] = self._values[chunk][offset[in_chunk]]
+        return out
+
+    def _track_part(self, track_id: int) -> slice:
+        """Where ``track_id``'s rows lie in :meth:`_by_track`'s arrays; KeyError for a track never seen."""
+        grouped = self._by_track()
+        k = int(np.searchsorted(grouped.ids, track_id))
+        if k == len(grouped.ids) or grouped.ids[k] != track_id:
+            raise KeyError(track_id)
+        return slice(grouped.starts[k], grouped.starts[k + 1])
+
+    def _by_track(self) -> _ByTrack:
+        if self._grouped is None:
+            keys = np.concatenate(self._keys)[: self.rows] if self.rows else np.empty((0, 2), np.int64)
+            rows = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order added: frame order
+            ids, starts = np.unique(keys[rows, 0], return_index=True)
+            self._grouped = _ByTrack(ids, np.append(starts, self.rows), rows, keys[rows, 1])
+        return self._grouped
+
+
+class _ByTrack(NamedTuple):
+    """A take's rows grouped by track, in arrays only (no object per track): track ``ids[k]``'s rows
+    are ``rows[starts[k]:starts[k + 1]]``, in frame order, seen in the frames ``frames[...]`` alike."""
+
+    ids: np.ndarray
+    starts: np.ndarray
+    rows: np.ndarray
+    frames: np.ndarray
+
+
+class _PerTrack(Mapping):
+    """One column of a take's rows per track, read as arrays: ``take.pose[track_id]`` -> (T, 72)."""
+
+    def __init__(self, take: LiveTake, read):
+        self._take, self._read = take, read
+
+    def __getitem__(self, track_id: int) -> np.ndarray:
+        return self._read(self._take._track_part(track_id))
+
+    def __iter__(self):
+        return iter(self._take.track_ids)
+
+    def __len__(self) -> int:
+        return len(self._take._by_track().ids)
 
 
 @dataclass(frozen=True)
@@ -183,9 +278,12 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     at real speed whatever the source's rate and whatever the server dropped. Each timeline frame shows
     a person as in the received frame nearest in time, interpolated (rotations by slerp) towards the
     received frame on the other side of it when the person is in both: a frame the server dropped or
-    never sent leaves no gap, a received frame without the person does. A person seen only in received
-    frames nearest to no timeline frame (sent faster than ``fps``) is shown once, on the timeline frame
-    nearest their first, so that every track keeps a frame. ``track_ids``: only these (default: all)."""
+    never sent leaves no gap, a received frame without the person does. Where the stream stalled
+    (received frames more than MAX_INTERPOLATED_GAP_S apart) nothing is interpolated: a received frame
+    is shown on its nearest timeline frame only, and the time between is a gap, as in a track that
+    skips frames. A person seen only in received frames nearest to no timeline frame (sent faster
+    than ``fps``) is shown once, on the timeline frame nearest their first, so that every track keeps
+    a frame. ``track_ids``: only these (default: all)."""
     times = np.asarray(take.received_time_s, dtype=np.float64)
     times -= times[0]
     frame_count = int(round(times[-1] * fps)) + 1
@@ -197,6 +295,8 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
     nearest = np.where(grid - times[before] <= times[after] - grid, before, after)  # non-decreasing
     span = times[after] - times[before]
     weight = np.clip((grid - times[before]) / np.where(span > 0, span, 1.0), 0.0, 1.0)
+    stalled = span > MAX_INTERPOLATED_GAP_S
+    covered = ~stalled | (np.abs(grid - times[nearest]) <= 0.5 / fps)  # in a stall: a received frame's own frame
     received_index = np.asarray(take.received_index, dtype=np.int64)
     placed, total = {}, 0
     for track_id in take.track_ids if track_ids is None else track_ids:
@@ -208,9 +308,9 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
         row[seen - lo + 1] = np.arange(len(seen))
         window = np.arange(np.searchsorted(nearest, lo), np.searchsorted(nearest, hi, side="right"))
         near_row, before_row, after_row = (row[which[window] - lo + 1] for which in (nearest, before, after))
-        shown = np.flatnonzero(near_row >= 0)
+        shown = np.flatnonzero((near_row >= 0) & covered[window])
         if len(shown):
-            both = (before_row[shown] >= 0) & (after_row[shown] >= 0)
+            both = (before_row[shown] >= 0) & (after_row[shown] >= 0) & ~stalled[window[shown]]
             first = np.where(both, before_row[shown], near_row[shown])
             second = np.where(both, after_row[shown], first)
             placed[track_id] = _Placement(window[shown], first, second, np.where(both, weight[window[shown]], 0.0))
@@ -220,12 +320,13 @@ def take_on_frames(take: LiveTake, fps: float, track_ids: list[int] | None = Non
         total += len(placed[track_id].frames)
         if total > MAX_RECORDED_FRAMES:
             raise _too_long(total, fps)
+    pose, betas, trans_cam_m = _interpolated(take, placed)
     return TakeOnFrames(
         frame_count=frame_count,
         frame_ids={t: placed[t].frames.astype(np.int64) for t in placed},
-        pose=_interpolated(take.pose, placed, _slerp_poses),
-        betas=_interpolated(take.betas, placed, _lerp),
-        trans_cam_m=_interpolated(take.trans_cam_m, placed, _lerp),
+        pose=pose,
+        betas=betas,
+        trans_cam_m=trans_cam_m,
     )
 
 
@@ -239,23 +340,27 @@ class _Placement(NamedTuple):
     weight: np.ndarray
 
 
-def _interpolated(values: dict[int, list[np.ndarray]], placed: dict[int, _Placement], blend) -> dict[int, np.ndarray]:
-    """Per track, ``blend(rows, first, second, weight)`` of its received rows as ``placed``, for many
-    tracks in one call (a take of thousands of short tracks spent seconds in one call per track)."""
-    out, batch, batch_rows = {}, [], 0
+def _interpolated(take: LiveTake, placed: dict[int, _Placement]) -> tuple[dict[int, np.ndarray], ...]:
+    """Per track, its received rows blended as ``placed`` -> (pose, betas, trans_cam_m) per track: the
+    rotations by slerp, the rest linearly. Many tracks in one call (a take of thousands of short tracks
+    spent seconds in one call per track)."""
+    out = ({}, {}, {})
+    batch, batch_rows = [], 0
     for track_id in [*placed, None]:
         if track_id is not None:
-            batch.append(track_id)
-            batch_rows += len(values[track_id]) + len(placed[track_id].frames)
+            batch.append((track_id, take.track_rows(track_id)))
+            batch_rows += len(batch[-1][1]) + len(placed[track_id].frames)
         if batch and (track_id is None or batch_rows >= RESAMPLE_CHUNK):
-            offsets = np.cumsum([0] + [len(values[t]) for t in batch])
-            blended = blend(
-                np.stack([row for t in batch for row in values[t]]),
-                np.concatenate([placed[t].first + offsets[k] for k, t in enumerate(batch)]),
-                np.concatenate([placed[t].second + offsets[k] for k, t in enumerate(batch)]),
-                np.concatenate([placed[t].weight for t in batch]),
-            )
-            out.update(zip(batch, np.split(blended, np.cumsum([len(placed[t].frames) for t in batch])[:-1])))
+            offsets = np.cumsum([0] + [len(rows) for _, rows in batch])
+            values = take.values_at(np.concatenate([rows for _, rows in batch]))
+            first = np.concatenate([placed[t].first + offsets[k] for k, (t, _) in enumerate(batch)])
+            second = np.concatenate([placed[t].second + offsets[k] for k, (t, _) in enumerate(batch)])
+            weight = np.concatenate([placed[t].weight for t, _ in batch])
+            ends = np.cumsum([len(placed[t].frames) for t, _ in batch])[:-1]
+            for column, blend, per_track in zip((_POSE, _BETAS, _TRANS), (_slerp_poses, _lerp, _lerp), out):
+                per_track.update(
+                    zip([t for t, _ in batch], np.split(blend(values[:, column], first, second, weight), ends))
+                )
             batch, batch_rows = [], 0
     return out
 
@@ -319,6 +424,7 @@ class LiveConnection:
         self._ws: WebSocket | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._ended_by_server = False  # the server said the session ended (an "end" message)
 
     # -- control (any thread) ------------------------------------------------------------------
     def start(self, source: str, params: dict | None = None) -> LiveConnection:
@@ -377,6 +483,12 @@ class LiveConnection:
         return self._take is not None
 
     @property
+    def recording_full(self) -> bool:
+        """The recording running reached its size limit (it keeps what it has)."""
+        with self._lock:
+            return self._take is not None and self._take.full
+
+    @property
     def recorded_rows(self) -> int:
         """The person-frames recorded so far (0 when not recording or nobody was tracked yet)."""
         with self._lock:
@@ -396,7 +508,7 @@ class LiveConnection:
         finally:
             if self._ws is not None:
                 self._ws.close()
-        if self.state in ("lost", "failed") and self.live_id is not None:
+        if self.state in ("lost", "failed") and self.live_id is not None and not self._ended_by_server:
             self._stop_on_server(self.live_id, report=False)  # best effort: nobody follows it any more
 
     def _fail(self, message: str) -> None:
@@ -441,18 +553,25 @@ class LiveConnection:
             try:
                 message = safe_json.loads(text)
                 kind = message.get("type") if isinstance(message, dict) else None
-                if kind == "end":
-                    self.state = "ended"
-                    if isinstance(message.get("error"), str):
-                        self.error = display_text(message["error"])
+                if kind == "end":  # the session is over on the server: nothing to stop there
+                    self._ended_by_server = True
+                    reason = message.get("error")
+                    if message.get("status") == "failed":
+                        self.state = "failed"
+                        reason = reason if isinstance(reason, str) else "The live session failed on the server."
+                    else:
+                        self.state = "ended"
+                    if isinstance(reason, str):
+                        self.error = display_text(reason)
                     return
                 if kind != "frame":
                     raise ValueError("unknown message type")
                 frame = parse_frame_message(message)
                 if last is not None and (
-                    frame.frame_index <= last.frame_index or frame.frame_time_s < last.frame_time_s
-                ):  # the server sends its frames in order: the recording's timeline relies on it
-                    raise ValueError("frames out of order")
+                    frame.frame_index <= last.frame_index
+                    or not 0 <= frame.frame_time_s - last.frame_time_s <= MAX_FRAME_INTERVAL_S
+                ):  # the server sends its frames in order and in time: the recording's timeline relies on it
+                    raise ValueError("frames out of order, or too far apart in time")
                 last = frame
                 if isinstance(message.get("stats"), dict):  # figures for the panel: finite floats only
                     self.server_stats = {
@@ -467,5 +586,5 @@ class LiveConnection:
             with self._lock:
                 self._latest = frame
                 self.frames_received += 1
-                if self._take is not None and not self._take.add(frame):
-                    self.error = "The recording reached its size limit; it keeps what it has."
+                if self._take is not None:  # once full it keeps what it has: the take says so, not the connection
+                    self._take.add(frame)

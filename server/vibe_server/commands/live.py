@@ -17,7 +17,7 @@ from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 from ..data.loading import checked_data_dir, resolve_device
 from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
-from ..pipeline.live_source import open_live_source, parse_source
+from ..pipeline.live_source import MAX_WAITING, open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli
 from .model_data_outputs import check_output_outside_model_data
 
@@ -26,8 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "live",
         help="live capture from a camera, a local stream or a file at its frame rate",
-        description="Run VIBE on frames as they arrive. Frames the model cannot keep up with are "
-        "dropped (and counted), never queued.",
+        description=f"Run VIBE on frames as they arrive. At most {MAX_WAITING} frames wait for the model (a slow "
+        "frame is absorbed); when it stays slower than the source, the oldest waiting frame is dropped (and counted).",
     )
     p.add_argument("source", help="camera index (0), a video file, or a stream URL on 127.0.0.1 (rtsp://, udp://, ...)")
     p.add_argument("--record", metavar="OUT.npz", help="write what was captured as a result file when it stops")
@@ -129,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
         )
     print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
     if recording is not None and recording.full:
-        hours = MAX_RECORDED_FRAMES / source.info.fps / 3600
+        hours = MAX_RECORDED_FRAMES / recording.frame_rate / 3600
         print(
             f"The recording is full: {MAX_RECORDED_FRAMES:,} person-frames (about {hours:.0f} h of one person at "
-            f"{source.info.fps:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
+            f"{recording.frame_rate:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
             "counts. The session stopped there and what was recorded is saved; record shorter takes.",
             file=sys.stderr,
         )
@@ -143,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         if result.tracks:
             atomic_write(record, lambda f: save_result(f, result))
             print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
+            if result.video.fps != source.info.fps:
+                print(
+                    f"{source.info.name} states {source.info.fps:g} frames/s but sent {result.video.fps:g}: the "
+                    f"recording is saved at {result.video.fps:g} frames/s, so that it plays at real speed.",
+                    file=sys.stderr,
+                )
         elif failure is None:
             raise VibeError(
                 f"Nobody was tracked from {source.info.name}: nothing to record. Make sure a whole person is in view."

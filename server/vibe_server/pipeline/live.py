@@ -29,6 +29,7 @@ import torch
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import MAX_RECORDED_FRAMES
 from vibe_blender.core.result_file import (
+    FPS_RANGE,
     MAX_FRAME_ID,
     MAX_TRACKS,
     WARNINGS_META_KEY,
@@ -115,6 +116,7 @@ class LiveSession:
         """frame (H, W, 3) uint8 RGB -> the people tracked in it."""
         boxes = self._track(frame_rgb)
         self.frames_processed += 1
+        self._forget_old(frame_index)  # before any return: a long stretch with nobody tracked counts too
         if not boxes:
             return []
         track_ids = [track_id for track_id, _ in boxes]
@@ -146,7 +148,6 @@ class LiveSession:
                     joints3d[k],
                 )
             )
-        self._forget_old(frame_index)
         return people
 
     def _track(self, frame_rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -184,6 +185,13 @@ class LiveSession:
             del self._people[track_id]
 
 
+# A recording is saved at the rate its frames came at, measured over the recording, where that is more
+# than RATE_TOLERANCE off the rate the source states (a camera stating 30 frames/s that sends 15 in low
+# light; a stream stating none): at the stated rate it would play at the wrong speed. Over less than
+# RATE_MEASURED_OVER_S a few frames' jitter could outweigh the difference: the stated rate is kept.
+RATE_TOLERANCE = 0.02
+RATE_MEASURED_OVER_S = 2.0
+
 # A recorded row, one person at one frame: theta [pred_cam (3) | pose (72) | betas (10)] | bbox (4) | joints3d (49, 3)
 _THETA, _BBOX, _JOINTS = slice(0, 85), slice(85, 89), slice(89, 89 + 49 * 3)
 ROW_WIDTH = _JOINTS.stop
@@ -193,7 +201,8 @@ RECORD_CHUNK = 4096  # rows allocated at a time (3.9 MB): the recording holds at
 @dataclass
 class LiveRecording:
     """What a live session sent, kept to write the standard result file when recording stops: per
-    person and frame only what the file needs (944 bytes of float32), in chunks shared by all people.
+    person and frame only what the file needs (944 bytes of float32), in chunks shared by all people;
+    the file's frame ids are the source's, at the rate the frames came at (:attr:`frame_rate`).
     At most ``MAX_RECORDED_FRAMES`` rows (person-frames, as the add-on's recordings), and frames of the
     source up to ``MAX_FRAME_ID`` (a result file's frame ids): then ``full`` and ``add`` keeps what it
     has."""
@@ -208,6 +217,9 @@ class LiveRecording:
     full: bool = False
     _values: list[np.ndarray] = field(default_factory=list)  # (RECORD_CHUNK, ROW_WIDTH) float32
     _keys: list[np.ndarray] = field(default_factory=list)  # (RECORD_CHUNK, 2) int64: track id, frame index
+    # (frame index, frame time) of the first and the last frame recorded: the rate the frames came at
+    _first_frame: tuple[int, float] | None = None
+    _last_frame: tuple[int, float] | None = None
 
     def add(self, people: list[LivePerson]) -> bool:
         """Record one frame's people; False (and ``full``) once a frame no longer fits."""
@@ -224,7 +236,25 @@ class LiveRecording:
             values[_BBOX], values[_JOINTS] = person.bbox, np.asarray(person.joints3d).ravel()
             self._keys[chunk][row] = person.track_id, person.frame_index
             self.rows += 1
+        if people:
+            self._first_frame = self._first_frame or (people[0].frame_index, people[0].frame_time_s)
+            self._last_frame = (people[0].frame_index, people[0].frame_time_s)
         return True
+
+    @property
+    def frame_rate(self) -> float:
+        """The recording's frames/s: the rate its frames came at (source frames, dropped ones too, over
+        the time between the first and the last frame recorded) where it is more than RATE_TOLERANCE off
+        the stated ``fps``; the stated one otherwise, and for a recording too short to measure it."""
+        if self._first_frame is None:
+            return self.fps
+        (first_index, first_time), (last_index, last_time) = self._first_frame, self._last_frame
+        if last_time - first_time < RATE_MEASURED_OVER_S:
+            return self.fps
+        measured = (last_index - first_index) / (last_time - first_time)
+        if abs(measured - self.fps) <= RATE_TOLERANCE * self.fps or not FPS_RANGE[0] <= measured <= FPS_RANGE[1]:
+            return self.fps
+        return round(measured, 3)
 
     def _recorded_keys(self) -> np.ndarray:
         return np.concatenate(self._keys)[: self.rows] if self.rows else np.empty((0, 2), np.int64)
@@ -270,7 +300,11 @@ class LiveRecording:
             )
         return MocapResult(
             video=VideoInfo(
-                name=self.name, fps=float(self.fps), width=self.width, height=self.height, frame_count=int(frames_seen)
+                name=self.name,
+                fps=float(self.frame_rate),  # so that it plays at real speed
+                width=self.width,
+                height=self.height,
+                frame_count=int(frames_seen),
             ),
             tracks=tracks,
             model_name=self.model_name,

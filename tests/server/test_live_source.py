@@ -1,4 +1,4 @@
-"""Live frame sources: newest frame wins, drops counted, memory bounded, files paced at their fps."""
+"""Live frame sources: a small queue that drops its oldest frame, drops counted, memory bounded, files paced."""
 
 import http.server
 import os

@@ -5,6 +5,7 @@ video reader where FFmpeg's behaviour is the point (containers, truncation)."""
 import asyncio
 import contextlib
 import errno
+import http.client
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
 from vibe_server.api.app import create_app
+from vibe_server.api.blocking import MAX_PROBE_THREADS
 from vibe_server.api.deps import get_settings
 from vibe_server.api.routes.body_model import body_model_fingerprint
 from vibe_server.api.settings import Settings
@@ -871,7 +873,7 @@ def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(sett
     engine = make_engine()
     opened = []
 
-    def open_then_fail(path):  # the probe opens it; the run finds it damaged
+    def open_then_fail(path, stopped=None):  # the probe opens it; the run finds it damaged
         opened.append(path)
         if len(opened) > 1:
             raise VibeError(f"{path} is damaged in the middle; export it again.")
@@ -901,7 +903,7 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
     engine = make_engine()
     release = threading.Event()
 
-    def stuck_open_video(path):  # like FFmpeg waiting on a live playlist
+    def stuck_open_video(path, stopped=None):  # like FFmpeg stuck in one call it cannot leave
         release.wait(15)
         raise VibeError("released")
 
@@ -938,7 +940,7 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
                 t.join(20)
             assert slowest < 1.5, f"/health took {slowest:.2f} s during the probes"  # blocked: 2.5 s
             for name in ("upload1", "upload2"):
-                assert_detail(answers[name], 415, "longer than 3 s")
+                assert_detail(answers[name], 415, "within 3 s", "Remux it to mp4", "--probe-timeout-s")
             assert_detail(answers["local"], 415, "not a readable video file")
     finally:
         release.set()
@@ -1059,34 +1061,122 @@ def test_a_slow_disk_never_holds_up_health_or_the_job_list(settings, engine, mon
     assert max(took.values()) < 1.0, took
 
 
-def test_blocking_runner_limits_time_and_threads():
-    """Results and errors come back; past the time limit the caller is answered (the thread is
-    abandoned, still holding its slot until it ends); with every slot taken the answer is a 503."""
+def test_probe_slots_limit_time_and_threads():
+    """Results and errors come back; past the time limit the caller is answered and the probe is
+    asked to stop (its thread keeps the slot until it ends); with every slot taken a reservation is
+    a 503; a slot reserved but never used is given back at the end of its block."""
     from fastapi import HTTPException
 
-    from vibe_server.api.blocking import BlockingRunner, BlockingTimeout
+    from vibe_server.api.blocking import BlockingTimeout, ProbeSlots
 
-    runner, release = BlockingRunner(max_threads=1), threading.Event()
+    slots, release, stop_seen = ProbeSlots(max_threads=1), threading.Event(), []
+
+    def slow_probe(stop):  # a probe that cannot leave the call it is in until released
+        release.wait(10)
+        stop_seen.append(stop.is_set())
 
     async def scenario():
-        assert await runner(lambda a, b: a + b, 2, 3, timeout_s=5) == 5
-        with pytest.raises(VibeError, match="bad file"):
-            await runner(lambda: (_ for _ in ()).throw(VibeError("bad file")), timeout_s=5)
+        with slots.reserved() as slot:
+            assert await slot.run(lambda stop: 5, timeout_s=5) == 5
+        with slots.reserved() as slot, pytest.raises(VibeError, match="bad file"):
+            await slot.run(lambda stop: (_ for _ in ()).throw(VibeError("bad file")), timeout_s=5)
+        with slots.reserved():  # not used: given back here
+            pass
         t0 = time.perf_counter()
-        with pytest.raises(BlockingTimeout, match="longer than 0.3 s"):
-            await runner(release.wait, 10, timeout_s=0.3)
+        with slots.reserved() as slot, pytest.raises(BlockingTimeout, match="longer than 0.3 s"):
+            await slot.run(slow_probe, timeout_s=0.3)
         assert time.perf_counter() - t0 < 1.0
-        with pytest.raises(HTTPException) as busy:
-            await runner(lambda: 1, timeout_s=5)
-        assert busy.value.status_code == 503
+        with pytest.raises(HTTPException) as busy, slots.reserved():
+            pass
+        assert busy.value.status_code == 503 and "retry" in busy.value.detail
         release.set()
         for _ in range(100):  # the abandoned thread ends and frees its slot
             try:
-                return await runner(lambda: 7, timeout_s=5)
+                with slots.reserved() as slot:
+                    return await slot.run(lambda stop: 7, timeout_s=5)
             except HTTPException:
                 await asyncio.sleep(0.02)
 
     assert asyncio.run(scenario()) == 7
+    assert stop_seen == [True]
+
+
+def test_a_probe_past_its_limit_stops(settings, engine):
+    """The probe of a video that takes too long to open (a container decoded whole to count its
+    frames) is asked to stop at the limit, and stops: it no longer holds a thread, nor the upload."""
+    ended = threading.Event()
+
+    def counting_open_video(path, stopped=None):  # decodes frame after frame until stopped
+        deadline = time.monotonic() + 30
+        while not (stopped and stopped()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ended.set()
+        raise VibeError("stopped")
+
+    engine.open_video = counting_open_video
+    settings.probe_timeout_s = 0.5
+    with client_for(settings, engine) as client:
+        assert_detail(upload(client, name="long.mkv"), 415, "'long.mkv' did not open within 0.5 s")
+        assert ended.wait(3), "the probe ran on past its time limit"
+    assert leftover_files(settings) == []
+
+
+def test_a_received_upload_is_not_thrown_away_when_probes_are_stuck(settings, engine, tmp_path):
+    """An upload holds its probe's slot from before its body: probes stuck past their limit (in a
+    call they cannot leave) may take every other slot meanwhile, and once every byte has arrived it
+    is still checked and queued, not refused with a 503 and deleted. With every slot taken, the next
+    upload is refused before its body is sent."""
+    release = threading.Event()
+
+    def open_video(path, stopped=None):
+        if Path(path).read_bytes().startswith(b"slow"):
+            release.wait(30)
+        return engine.frontend.open_video(path)
+
+    engine.open_video = open_video
+    settings.probe_timeout_s = 1.0
+    stuck = tmp_path / "stuck.mp4"
+    stuck.write_bytes(b"slow to open")
+
+    def upload_request(port, video: bytes) -> tuple[http.client.HTTPConnection, bytes, bytes]:
+        """A multipart upload of ``video`` whose headers are sent: (connection, body, closing boundary)."""
+        head = b'--XyZ\r\nContent-Disposition: form-data; name="video"; filename="clip.mp4"\r\n\r\n'
+        body, closing = head + video, b"\r\n--XyZ--\r\n"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.putrequest("POST", f"{API}/jobs")
+        connection.putheader("Authorization", f"Bearer {TOKEN}")
+        connection.putheader("Content-Type", "multipart/form-data; boundary=XyZ")
+        connection.putheader("Content-Length", str(len(body) + len(closing)))
+        connection.endheaders()
+        return connection, body, closing
+
+    answers = []
+
+    def submit_stuck():
+        answers.append(httpx.post(f"{base}/jobs", headers=AUTH, json={"video_path": str(stuck)}, timeout=30))
+
+    try:
+        with live_server(settings, engine) as base:
+            connection, body, closing = upload_request(settings.port, b"\x00video" * 100_000)
+            connection.send(body)
+            assert wait_until(lambda: any(settings.jobs_dir.glob("*/input.video"))), "the upload did not begin"
+            submitters = [threading.Thread(target=submit_stuck) for _ in range(MAX_PROBE_THREADS)]
+            for t in submitters:
+                t.start()
+            for t in submitters:
+                t.join(30)
+            assert sorted({r.status_code for r in answers}) == [415, 503], [r.text for r in answers]
+            late, _, _ = upload_request(settings.port, b"\x00video")
+            refused = late.getresponse()  # answered before its body is sent
+            assert refused.status == 503 and "busy" in json.loads(refused.read())["detail"]
+
+            connection.send(closing)
+            r = connection.getresponse()
+            assert r.status == 201, r.read()
+            job_id = json.loads(r.read())["job_id"]
+            assert wait_until(lambda: httpx.get(f"{base}/jobs/{job_id}", headers=AUTH).json()["status"] == "done")
+    finally:
+        release.set()
 
 
 def test_a_pkl_build_under_way_does_not_keep_a_stopping_server_alive(tmp_path):

@@ -22,6 +22,7 @@ from vibe_blender.core.errors import VibeError
 
 from .. import __version__
 from ..pipeline.devices import is_out_of_memory, out_of_memory_error, server_devices
+from .blocking import ProbeSlots
 from .jobs import JobManager
 from .routes import api_docs, body_model, health, jobs, live, shutdown
 from .settings import Settings
@@ -165,6 +166,7 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.body_model_fingerprint, app.state.body_model_npz = None, None  # set at start-up, at the first download
     app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
     app.state.pkl_builds = jobs.PklBuilds()
+    app.state.probe_slots = ProbeSlots()
     app.add_middleware(InternalErrorAnswer)
     for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):
         app.include_router(router, prefix=API_PREFIX)

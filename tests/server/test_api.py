@@ -515,6 +515,18 @@ def test_host_header_must_match_the_bound_host(client, host, ok):
     assert (client.get(f"{API}/openapi.json", headers={"host": host}).status_code == 200) == ok
 
 
+@pytest.mark.parametrize("path", ["/jobs/", "/health/", "/no-such-route"])
+def test_the_host_is_checked_before_any_route_answers(client, path):
+    """FastAPI's trailing-slash redirect answered before the Host check, naming the client's Host
+    (307 to http://evil.example/api/v1/jobs); a route the server lacks is refused the same way."""
+    r = client.get(f"{API}{path}", headers={"host": "evil.example"}, follow_redirects=False)
+    assert_detail(r, 400, "Host header 'evil.example'")
+    assert "location" not in r.headers
+    r = client.get(f"{API}{path}", follow_redirects=False)  # its own address: no redirect either
+    assert_detail(r, 404, f"no '{API}{path}'", "docs/server.md")
+    assert "location" not in r.headers
+
+
 def test_every_client_needs_the_token_loopback_too(settings, engine, tmp_path):
     """Other accounts on this machine reach 127.0.0.1 too: without the token they can neither
     submit (upload or local path), list, read nor delete jobs."""

@@ -561,6 +561,15 @@ def test_token_can_be_swapped_through_dependency_overrides(settings, engine):
         assert client.get(f"{API}/jobs", headers={"Authorization": "Bearer other"}).status_code == 200
 
 
+def test_an_upload_limit_over_the_space_for_waiting_uploads_is_refused(tmp_path):
+    """An upload between the two got a 507 saying waiting jobs filled the space, with none waiting."""
+    settings = Settings(token="t", jobs_dir=tmp_path, max_upload_bytes=2 * 1024**2, max_queued_upload_bytes=1024**2)
+    with pytest.raises(VibeError, match=r"--max-upload-mb \(2\) is larger than --max-queued-upload-mb \(1\)"):
+        create_app(settings)
+    settings.max_queued_upload_bytes = settings.max_upload_bytes
+    create_app(settings)
+
+
 def test_every_server_needs_a_token(tmp_path):
     for host in ("127.0.0.1", "0.0.0.0", "192.168.1.5"):
         with pytest.raises(VibeError, match="token"):
@@ -1355,7 +1364,7 @@ def test_queued_jobs_are_limited_with_429(settings, make_engine):
 
 
 def test_disk_held_by_queued_uploads_is_limited_with_507(settings, make_engine):
-    settings.max_queued_upload_bytes = 1500
+    settings.max_upload_bytes, settings.max_queued_upload_bytes = 1000, 1500
     with client_for(settings, make_engine(delay_s=0.05)) as client:
         first = upload(client, data=b"\x00" * 1000).json()["job_id"]
         assert_detail(upload(client, data=b"\x00" * 1000), 507, "upload space")

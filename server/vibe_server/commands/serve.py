@@ -18,7 +18,7 @@ from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.server_stop import REQUEST_GRACE_S
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
-from ..api.settings import DEFAULT_PORT, Settings, check_port, default_jobs_dir
+from ..api.settings import DEFAULT_PORT, Settings, check_port, check_upload_limits, default_jobs_dir
 from ..folder_lock import folder_lock
 from ..value_range import POSITIVE
 
@@ -154,13 +154,14 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
 
 
 def check_number_flags(args: argparse.Namespace) -> None:
-    """VibeError for a --port that is no TCP port, or naming the first limit flag that is not a positive
-    finite number."""
+    """VibeError for a --port that is no TCP port, naming the first limit flag that is not a positive
+    finite number, or for a --max-upload-mb over --max-queued-upload-mb."""
     check_port(args.port)
     for name in POSITIVE_FLAGS:
         value = getattr(args, name)
         if value not in POSITIVE:
             raise VibeError(f"--{name.replace('_', '-')} must be a positive finite number; got {value:g}.")
+    check_upload_limits(args.max_upload_mb * 1024**2, args.max_queued_upload_mb * 1024**2)
 
 
 def server_url(host: str, port: int) -> str:

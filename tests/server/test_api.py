@@ -822,13 +822,18 @@ def test_the_fingerprint_is_noted_for_the_next_start_and_a_bad_note_is_not_trust
     assert len(reads) == 2 and json.loads(note.read_text())["fingerprint"] == first
 
 
-def test_a_body_model_replaced_after_the_start_is_not_sent_under_the_old_fingerprint(settings, make_engine, tmp_path):
+def test_a_body_model_replaced_after_the_start_is_not_sent_under_the_old_fingerprint(
+    settings, make_engine, tmp_path, caplog
+):
     engine = make_engine()
     engine.data_dir = tmp_path / "smpl"
     write_smpl_files(engine.data_dir, seed=0)
     with client_for(settings, engine) as client:
         write_smpl_files(engine.data_dir, seed=1)  # the model data installed again while the server runs
-        assert_detail(client.get(f"{API}/body_model"), 503, "changed after this server started", "restart")
+        r = client.get(f"{API}/body_model")
+    assert_detail(r, 503, "SMPL model file changed after this server started", "restart")
+    assert str(tmp_path) not in r.text  # the server's folders are named in its log only
+    assert str(engine.data_dir / "SMPL_NEUTRAL.pkl") in caplog.text
 
 
 # -- only real video containers reach FFmpeg ---------------------------------------------------

@@ -340,7 +340,9 @@ def main() -> int:
     )
     reader = frontend.open_video(str(clip))
     loops = max(1, round(args.minutes * 60 * reader.info.fps / reader.info.frame_count))
-    looped = dataclasses.replace(frontend, open_video=lambda path: LoopedVideo(base.open_video(path), loops))
+    looped = dataclasses.replace(
+        frontend, open_video=lambda path, stopped=None: LoopedVideo(base.open_video(path, stopped=stopped), loops)
+    )
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
     print(
         f"device: {name}; torch {torch.__version__}; OpenCV {cv2.__version__}; clip {SPEED_CLIP} "

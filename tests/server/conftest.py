@@ -101,12 +101,12 @@ class ScriptedFrontEnd:
     real_video: bool = False
     open_delay_s: float = 0.0
 
-    def open_video(self, path):
+    def open_video(self, path, stopped=None):
         time.sleep(self.open_delay_s)
         if self.real_video:
             from vibe_server.pipeline.video import open_video
 
-            return open_video(path)
+            return open_video(path, stopped=stopped)
         head = Path(path).read_bytes()[:16] if Path(path).is_file() else b""
         if Path(path).suffix == ".txt" or head.startswith(b"not a video"):
             raise VibeError(f"'{path}' is not a video OpenCV can read; convert it to .mp4 (H.264).")

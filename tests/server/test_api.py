@@ -5,6 +5,7 @@ video reader where FFmpeg's behaviour is the point (containers, truncation)."""
 import asyncio
 import contextlib
 import errno
+import http.client
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model
 from vibe_server.api.app import create_app
+from vibe_server.api.blocking import MAX_PROBE_THREADS
 from vibe_server.api.deps import get_settings
 from vibe_server.api.routes.body_model import body_model_fingerprint
 from vibe_server.api.settings import Settings
@@ -531,6 +533,18 @@ def test_host_header_must_match_the_bound_host(client, host, ok):
     assert (client.get(f"{API}/openapi.json", headers={"host": host}).status_code == 200) == ok
 
 
+@pytest.mark.parametrize("path", ["/jobs/", "/health/", "/no-such-route"])
+def test_the_host_is_checked_before_any_route_answers(client, path):
+    """FastAPI's trailing-slash redirect answered before the Host check, naming the client's Host
+    (307 to http://evil.example/api/v1/jobs); a route the server lacks is refused the same way."""
+    r = client.get(f"{API}{path}", headers={"host": "evil.example"}, follow_redirects=False)
+    assert_detail(r, 400, "Host header 'evil.example'")
+    assert "location" not in r.headers
+    r = client.get(f"{API}{path}", follow_redirects=False)  # its own address: no redirect either
+    assert_detail(r, 404, f"no '{API}{path}'", "docs/server.md")
+    assert "location" not in r.headers
+
+
 def test_every_client_needs_the_token_loopback_too(settings, engine, tmp_path):
     """Other accounts on this machine reach 127.0.0.1 too: without the token they can neither
     submit (upload or local path), list, read nor delete jobs."""
@@ -563,6 +577,15 @@ def test_token_can_be_swapped_through_dependency_overrides(settings, engine):
     with TestClient(app, base_url=BASE, headers=AUTH) as client:
         assert client.get(f"{API}/jobs").status_code == 401
         assert client.get(f"{API}/jobs", headers={"Authorization": "Bearer other"}).status_code == 200
+
+
+def test_an_upload_limit_over_the_space_for_waiting_uploads_is_refused(tmp_path):
+    """An upload between the two got a 507 saying waiting jobs filled the space, with none waiting."""
+    settings = Settings(token="t", jobs_dir=tmp_path, max_upload_bytes=2 * 1024**2, max_queued_upload_bytes=1024**2)
+    with pytest.raises(VibeError, match=r"--max-upload-mb \(2\) is larger than --max-queued-upload-mb \(1\)"):
+        create_app(settings)
+    settings.max_queued_upload_bytes = settings.max_upload_bytes
+    create_app(settings)
 
 
 def test_every_server_needs_a_token(tmp_path):
@@ -817,13 +840,18 @@ def test_the_fingerprint_is_noted_for_the_next_start_and_a_bad_note_is_not_trust
     assert len(reads) == 2 and json.loads(note.read_text())["fingerprint"] == first
 
 
-def test_a_body_model_replaced_after_the_start_is_not_sent_under_the_old_fingerprint(settings, make_engine, tmp_path):
+def test_a_body_model_replaced_after_the_start_is_not_sent_under_the_old_fingerprint(
+    settings, make_engine, tmp_path, caplog
+):
     engine = make_engine()
     engine.data_dir = tmp_path / "smpl"
     write_smpl_files(engine.data_dir, seed=0)
     with client_for(settings, engine) as client:
         write_smpl_files(engine.data_dir, seed=1)  # the model data installed again while the server runs
-        assert_detail(client.get(f"{API}/body_model"), 503, "changed after this server started", "restart")
+        r = client.get(f"{API}/body_model")
+    assert_detail(r, 503, "SMPL model file changed after this server started", "restart")
+    assert str(tmp_path) not in r.text  # the server's folders are named in its log only
+    assert str(engine.data_dir / "SMPL_NEUTRAL.pkl") in caplog.text
 
 
 # -- only real video containers reach FFmpeg ---------------------------------------------------
@@ -889,7 +917,7 @@ def test_a_failed_job_names_the_upload_by_its_file_name_not_the_server_path(sett
     engine = make_engine()
     opened = []
 
-    def open_then_fail(path):  # the probe opens it; the run finds it damaged
+    def open_then_fail(path, stopped=None):  # the probe opens it; the run finds it damaged
         opened.append(path)
         if len(opened) > 1:
             raise VibeError(f"{path} is damaged in the middle; export it again.")
@@ -919,7 +947,7 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
     engine = make_engine()
     release = threading.Event()
 
-    def stuck_open_video(path):  # like FFmpeg waiting on a live playlist
+    def stuck_open_video(path, stopped=None):  # like FFmpeg stuck in one call it cannot leave
         release.wait(15)
         raise VibeError("released")
 
@@ -956,7 +984,7 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
                 t.join(20)
             assert slowest < 1.5, f"/health took {slowest:.2f} s during the probes"  # blocked: 2.5 s
             for name in ("upload1", "upload2"):
-                assert_detail(answers[name], 415, "longer than 3 s")
+                assert_detail(answers[name], 415, "within 3 s", "Remux it to mp4", "--probe-timeout-s")
             assert_detail(answers["local"], 415, "not a readable video file")
     finally:
         release.set()
@@ -1077,34 +1105,122 @@ def test_a_slow_disk_never_holds_up_health_or_the_job_list(settings, engine, mon
     assert max(took.values()) < 1.0, took
 
 
-def test_blocking_runner_limits_time_and_threads():
-    """Results and errors come back; past the time limit the caller is answered (the thread is
-    abandoned, still holding its slot until it ends); with every slot taken the answer is a 503."""
+def test_probe_slots_limit_time_and_threads():
+    """Results and errors come back; past the time limit the caller is answered and the probe is
+    asked to stop (its thread keeps the slot until it ends); with every slot taken a reservation is
+    a 503; a slot reserved but never used is given back at the end of its block."""
     from fastapi import HTTPException
 
-    from vibe_server.api.blocking import BlockingRunner, BlockingTimeout
+    from vibe_server.api.blocking import BlockingTimeout, ProbeSlots
 
-    runner, release = BlockingRunner(max_threads=1), threading.Event()
+    slots, release, stop_seen = ProbeSlots(max_threads=1), threading.Event(), []
+
+    def slow_probe(stop):  # a probe that cannot leave the call it is in until released
+        release.wait(10)
+        stop_seen.append(stop.is_set())
 
     async def scenario():
-        assert await runner(lambda a, b: a + b, 2, 3, timeout_s=5) == 5
-        with pytest.raises(VibeError, match="bad file"):
-            await runner(lambda: (_ for _ in ()).throw(VibeError("bad file")), timeout_s=5)
+        with slots.reserved() as slot:
+            assert await slot.run(lambda stop: 5, timeout_s=5) == 5
+        with slots.reserved() as slot, pytest.raises(VibeError, match="bad file"):
+            await slot.run(lambda stop: (_ for _ in ()).throw(VibeError("bad file")), timeout_s=5)
+        with slots.reserved():  # not used: given back here
+            pass
         t0 = time.perf_counter()
-        with pytest.raises(BlockingTimeout, match="longer than 0.3 s"):
-            await runner(release.wait, 10, timeout_s=0.3)
+        with slots.reserved() as slot, pytest.raises(BlockingTimeout, match="longer than 0.3 s"):
+            await slot.run(slow_probe, timeout_s=0.3)
         assert time.perf_counter() - t0 < 1.0
-        with pytest.raises(HTTPException) as busy:
-            await runner(lambda: 1, timeout_s=5)
-        assert busy.value.status_code == 503
+        with pytest.raises(HTTPException) as busy, slots.reserved():
+            pass
+        assert busy.value.status_code == 503 and "retry" in busy.value.detail
         release.set()
         for _ in range(100):  # the abandoned thread ends and frees its slot
             try:
-                return await runner(lambda: 7, timeout_s=5)
+                with slots.reserved() as slot:
+                    return await slot.run(lambda stop: 7, timeout_s=5)
             except HTTPException:
                 await asyncio.sleep(0.02)
 
     assert asyncio.run(scenario()) == 7
+    assert stop_seen == [True]
+
+
+def test_a_probe_past_its_limit_stops(settings, engine):
+    """The probe of a video that takes too long to open (a container decoded whole to count its
+    frames) is asked to stop at the limit, and stops: it no longer holds a thread, nor the upload."""
+    ended = threading.Event()
+
+    def counting_open_video(path, stopped=None):  # decodes frame after frame until stopped
+        deadline = time.monotonic() + 30
+        while not (stopped and stopped()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ended.set()
+        raise VibeError("stopped")
+
+    engine.open_video = counting_open_video
+    settings.probe_timeout_s = 0.5
+    with client_for(settings, engine) as client:
+        assert_detail(upload(client, name="long.mkv"), 415, "'long.mkv' did not open within 0.5 s")
+        assert ended.wait(3), "the probe ran on past its time limit"
+    assert leftover_files(settings) == []
+
+
+def test_a_received_upload_is_not_thrown_away_when_probes_are_stuck(settings, engine, tmp_path):
+    """An upload holds its probe's slot from before its body: probes stuck past their limit (in a
+    call they cannot leave) may take every other slot meanwhile, and once every byte has arrived it
+    is still checked and queued, not refused with a 503 and deleted. With every slot taken, the next
+    upload is refused before its body is sent."""
+    release = threading.Event()
+
+    def open_video(path, stopped=None):
+        if Path(path).read_bytes().startswith(b"slow"):
+            release.wait(30)
+        return engine.frontend.open_video(path)
+
+    engine.open_video = open_video
+    settings.probe_timeout_s = 1.0
+    stuck = tmp_path / "stuck.mp4"
+    stuck.write_bytes(b"slow to open")
+
+    def upload_request(port, video: bytes) -> tuple[http.client.HTTPConnection, bytes, bytes]:
+        """A multipart upload of ``video`` whose headers are sent: (connection, body, closing boundary)."""
+        head = b'--XyZ\r\nContent-Disposition: form-data; name="video"; filename="clip.mp4"\r\n\r\n'
+        body, closing = head + video, b"\r\n--XyZ--\r\n"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.putrequest("POST", f"{API}/jobs")
+        connection.putheader("Authorization", f"Bearer {TOKEN}")
+        connection.putheader("Content-Type", "multipart/form-data; boundary=XyZ")
+        connection.putheader("Content-Length", str(len(body) + len(closing)))
+        connection.endheaders()
+        return connection, body, closing
+
+    answers = []
+
+    def submit_stuck():
+        answers.append(httpx.post(f"{base}/jobs", headers=AUTH, json={"video_path": str(stuck)}, timeout=30))
+
+    try:
+        with live_server(settings, engine) as base:
+            connection, body, closing = upload_request(settings.port, b"\x00video" * 100_000)
+            connection.send(body)
+            assert wait_until(lambda: any(settings.jobs_dir.glob("*/input.video"))), "the upload did not begin"
+            submitters = [threading.Thread(target=submit_stuck) for _ in range(MAX_PROBE_THREADS)]
+            for t in submitters:
+                t.start()
+            for t in submitters:
+                t.join(30)
+            assert sorted({r.status_code for r in answers}) == [415, 503], [r.text for r in answers]
+            late, _, _ = upload_request(settings.port, b"\x00video")
+            refused = late.getresponse()  # answered before its body is sent
+            assert refused.status == 503 and "busy" in json.loads(refused.read())["detail"]
+
+            connection.send(closing)
+            r = connection.getresponse()
+            assert r.status == 201, r.read()
+            job_id = json.loads(r.read())["job_id"]
+            assert wait_until(lambda: httpx.get(f"{base}/jobs/{job_id}", headers=AUTH).json()["status"] == "done")
+    finally:
+        release.set()
 
 
 def test_a_pkl_build_under_way_does_not_keep_a_stopping_server_alive(tmp_path):
@@ -1271,7 +1387,7 @@ def test_queued_jobs_are_limited_with_429(settings, make_engine):
 
 
 def test_disk_held_by_queued_uploads_is_limited_with_507(settings, make_engine):
-    settings.max_queued_upload_bytes = 1500
+    settings.max_upload_bytes, settings.max_queued_upload_bytes = 1000, 1500
     with client_for(settings, make_engine(delay_s=0.05)) as client:
         first = upload(client, data=b"\x00" * 1000).json()["job_id"]
         assert_detail(upload(client, data=b"\x00" * 1000), 507, "upload space")
@@ -1401,6 +1517,20 @@ def test_data_after_the_closing_boundary_is_refused(client, settings, sent):
     assert "after its closing boundary" in json.loads(answer["body"])["detail"]
     assert leftover_files(settings) == []
     assert client.post(f"{API}/jobs", content=whole + b"\r\n  \r\n", headers=MULTIPART).status_code == 201
+
+
+@pytest.mark.parametrize("length", [71, 300])
+def test_a_boundary_over_70_characters_is_a_400(client, settings, length):
+    """RFC 2046 allows 70; python-multipart raised on one over 256 before any check (a 500)."""
+    boundary = "b" * length
+    body = multipart_upload(("video", b"\x00video"), boundary=boundary)
+    r = client.post(f"{API}/jobs", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert_detail(r, 400, f"boundary is {length} characters long", "70")
+    assert leftover_files(settings) == []
+    boundary = "b" * 70
+    body = multipart_upload(("video", b"\x00video"), boundary=boundary)
+    r = client.post(f"{API}/jobs", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 201, r.text
 
 
 def test_every_byte_of_an_upload_counts_against_its_cap(settings, engine):

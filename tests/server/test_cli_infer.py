@@ -400,6 +400,18 @@ def test_serve_refuses_limits_that_are_not_positive_finite_numbers(token_home, t
     assert not (tmp_path / "jobs").exists()
 
 
+def test_serve_refuses_an_upload_limit_over_the_space_for_waiting_uploads(token_home, tmp_path, capsys):
+    """Every upload between the two limits was refused with 507 as if waiting jobs filled the space."""
+    limits = ["--max-upload-mb", "4096", "--max-queued-upload-mb", "1024"]
+    # (a server this let start stops at once: pytest's standard input is no usable input)
+    elsewhere = ["--jobs-dir", str(tmp_path / "jobs"), "--port", str(_free_port()), "--stop-on-stdin-close"]
+    assert main(["serve", *limits, *elsewhere, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --max-upload-mb (4096) is larger than --max-queued-upload-mb (1024)" in err
+    assert "raise --max-queued-upload-mb to at least 4096, or lower --max-upload-mb" in err
+    assert not (tmp_path / "jobs").exists()
+
+
 @pytest.mark.parametrize("port", ["70000", "0", "-1"])
 def test_serve_refuses_a_port_that_is_no_tcp_port_before_it_makes_anything(token_home, tmp_path, capsys, port):
     """The jobs folder, its lock and the token file were made before the port was checked."""

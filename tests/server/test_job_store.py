@@ -253,7 +253,12 @@ def test_a_server_that_cancels_unfinished_jobs_runs_none_of_those_its_last_stop_
         assert engine.started == ["new"]
     finally:
         restarted.stop()
-    assert [JobManager(tmp_path / "jobs", []).get(i).status for i in ids] == ["cancelled", "cancelled"]
+    reloaded = JobManager(tmp_path / "jobs", [])
+    assert [reloaded.get(i).status for i in ids] == ["cancelled", "cancelled"]
+    # a client following the job is told why it ended, and what to do
+    assert [reloaded.get(i).error for i in ids] == [
+        "Cancelled: the server restarted with --cancel-unfinished-jobs; submit the video again."
+    ] * 2
     assert not any(upload_path(restarted.folder(i)).exists() for i in ids)
 
 

@@ -158,9 +158,31 @@ def test_serve_cancel_unfinished_jobs_cancels_those_its_last_stop_left(start_ser
     command = [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--device", "cpu"]
     command += ["--data-dir", str(tmp_path / "no model data"), "--jobs-dir", str(tmp_path / "jobs")]
     server, url = start_server([*command, "--cancel-unfinished-jobs"], port)
-    assert ServerClient(url, TOKEN).job(job_id)["status"] == "cancelled"
+    job = ServerClient(url, TOKEN).job(job_id)
+    assert job["status"] == "cancelled" and "--cancel-unfinished-jobs" in job["error"], job
     server.process.terminate()
     assert server.wait() == 0, server.stderr
+
+
+@pytest.mark.parametrize("cancel_unfinished", [False, True])
+def test_the_stop_line_says_what_becomes_of_the_unfinished_jobs(tmp_path, cancel_unfinished):
+    """A server started with --cancel-unfinished-jobs said its unfinished jobs 'will run at the next start'."""
+    from tests.server.test_job_store import submit_upload
+    from vibe_server.api.jobs import JobManager
+    from vibe_server.commands.serve import _stop_message
+
+    jobs = JobManager(tmp_path / "jobs", [], cancel_unfinished=cancel_unfinished)
+    for name in ("a.mp4", "b.mp4"):
+        submit_upload(jobs, name)
+    fate = (
+        "will be cancelled at the next start (--cancel-unfinished-jobs)"
+        if cancel_unfinished
+        else "will run at the next start"
+    )
+    assert _stop_message("Ctrl-C", forced=False, jobs=jobs) == (
+        f"VIBE Mocap server stopped (Ctrl-C). 2 unfinished jobs are kept and {fate}."
+    )
+    assert _stop_message(None, forced=False, jobs=None) == "VIBE Mocap server stopped."  # stopped while starting
 
 
 def test_ctrl_c_while_a_job_runs_and_a_live_session_streams(start_tiny_server, tmp_path):

@@ -181,6 +181,24 @@ def test_count_frames_pass_agrees_with_the_container():
     assert open_video(REAL_CLIPS / "asl-walk.mkv", count_frames=True).info.frame_count == 89
 
 
+def test_a_frame_count_by_decoding_stops_when_asked():
+    """A server's probe past its time limit asks the count to stop: it gives up at the next frame,
+    and the file it held is closed (a deleted upload is not kept open)."""
+    asked = []
+
+    def stop_at_the_tenth():
+        asked.append(True)
+        return len(asked) >= 10
+
+    fds_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    with pytest.raises(DecodeStopped):
+        open_video(REAL_CLIPS / "asl-walk.mkv", count_frames=True, stopped=stop_at_the_tenth)
+    assert len(asked) == 10  # asked at each frame, not after the whole file
+    if fds_before is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds_before
+    assert open_video(REAL_CLIPS / "asl-walk.mkv", count_frames=True, stopped=lambda: False).info.frame_count == 89
+
+
 def test_a_small_container_miscount_is_corrected_not_fatal():
     reader = open_video(REAL_CLIPS / "face-demographics-walking.gif")
     reader._container_frame_count = 37  # a header that over-counts by two frames

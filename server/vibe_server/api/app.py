@@ -8,21 +8,27 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from http import HTTPStatus
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
-from starlette.datastructures import State
+from starlette.datastructures import Headers, State
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vibe_blender.core.errors import VibeError
 
 from .. import __version__
 from ..pipeline.devices import is_out_of_memory, out_of_memory_error, server_devices
+from .blocking import ProbeSlots
+from .deps import wrong_host
 from .jobs import JobManager
+from .json_body import shown
 from .routes import api_docs, body_model, health, jobs, live, shutdown
 from .settings import Settings
 
@@ -128,6 +134,21 @@ class InternalErrorAnswer:
             await JSONResponse({"detail": INTERNAL_ERROR_DETAIL}, 500)(scope, receive, send)
 
 
+class HostCheck:
+    """The Host header of every HTTP request is checked before it is routed (``deps.wrong_host``): the
+    router's own answers (a 404, a 405) get no further than a route's would."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = wrong_host(scope["app"].state.settings, Headers(scope=scope).get("host", ""))
+            if refusal:
+                return await JSONResponse({"detail": refusal}, 400)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def openapi_schema(app: FastAPI) -> dict:
     """FastAPI's schema, plus the bodies POST /jobs and POST /live read by hand (their requestBody refers to them)."""
     if app.openapi_schema is None:
@@ -156,6 +177,8 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
         docs_url=None,  # no Swagger page: it would run a CDN's scripts in this origin (routes/api_docs.py)
         redoc_url=None,
         openapi_url=None,
+        # no redirect of '/jobs/' to '/jobs': it named whatever Host the client sent, before any check
+        redirect_slashes=False,
     )
     app.openapi = lambda: openapi_schema(app)
     app.state.settings = settings
@@ -165,9 +188,21 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
     app.state.body_model_fingerprint, app.state.body_model_npz = None, None  # set at start-up, at the first download
     app.state.request_stop = None  # set by the command that runs the server (POST /shutdown calls it)
     app.state.pkl_builds = jobs.PklBuilds()
+    app.state.probe_slots = ProbeSlots()
+    app.add_middleware(HostCheck)
     app.add_middleware(InternalErrorAnswer)
     for router in (health.router, api_docs.router, jobs.router, body_model.router, live.router, shutdown.router):
         app.include_router(router, prefix=API_PREFIX)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        if err.status_code == 404 and err.detail == HTTPStatus.NOT_FOUND.phrase:  # no route (the routes' 404s say more)
+            err = HTTPException(
+                404,
+                f"This server has no '{shown(request.url.path)}'; check the address against docs/server.md "
+                "(none ends in '/').",
+            )
+        return await http_exception_handler(request, err)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):

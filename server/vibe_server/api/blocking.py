@@ -1,23 +1,29 @@
 """Blocking work (file checks, opening a video) off the event loop, with a time limit.
 
 A request handler that blocks the event loop stalls every other request, ``/health`` included.
-``run_blocking`` runs the call in its own daemon thread and waits for it without blocking; past the
-time limit the request gets its answer and the thread is abandoned (it ends on its own: OpenCV
-cannot be interrupted). A fixed number of such threads may run at once, abandoned ones included,
-so slow files cannot pile up threads without bound.
+``run_off_loop`` runs a call in its own daemon thread and waits for it without blocking; past the
+time limit the request gets its answer and the thread is left to end on its own.
+
+Opening a video is the one step that can take long (a container that states no frame count is
+decoded whole to count them), so at most ``MAX_PROBE_THREADS`` probes run at once, abandoned ones
+included (``ProbeSlots``). A request reserves its probe's slot before it reads the video: a busy
+server answers 503 before an upload is sent, never after (a received upload is not thrown away for
+want of a slot). A probe past its limit is asked to stop (``stop``), and gives its slot back when
+its thread ends. The job store's steps (a folder, a record) are quick and take no slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from fastapi import HTTPException
 
 T = TypeVar("T")
-MAX_BLOCKING_THREADS = 8
+MAX_PROBE_THREADS = 8
 
 
 class BlockingTimeout(Exception):
@@ -49,27 +55,66 @@ def in_daemon_thread(fn: Callable[[], T], *, name: str) -> asyncio.Future:
     return done
 
 
-class BlockingRunner:
-    def __init__(self, max_threads: int = MAX_BLOCKING_THREADS):
-        self._slots = threading.BoundedSemaphore(max_threads)
+async def run_off_loop(fn: Callable[[], T], *, timeout_s: float) -> T:
+    """``fn()`` in a daemon thread, awaited without blocking the event loop; BlockingTimeout after
+    ``timeout_s`` (the thread runs on, unheard)."""
+    done = in_daemon_thread(fn, name=f"blocking {getattr(fn, '__name__', 'call')}")
+    try:
+        return await asyncio.wait_for(asyncio.shield(done), timeout_s)
+    except TimeoutError:
+        # nobody will read the abandoned call's outcome: consume it (no "never retrieved" log)
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        raise BlockingTimeout(f"took longer than {timeout_s:g} s") from None
 
-    async def __call__(self, fn: Callable[..., T], *args, timeout_s: float) -> T:
-        """fn(*args) in a worker thread; BlockingTimeout after timeout_s, 503 when all threads are busy."""
-        if not self._slots.acquire(blocking=False):
+
+class ProbeSlots:
+    """The threads that open submitted videos: at most ``max_threads`` at once, those of requests
+    that gave up on them included, so slow files cannot pile up threads without bound."""
+
+    def __init__(self, max_threads: int = MAX_PROBE_THREADS):
+        self._free = threading.BoundedSemaphore(max_threads)
+
+    @contextmanager
+    def reserved(self) -> Iterator[ProbeSlot]:
+        """A slot for one probe, held from here (503 when none is free); given back at the end of the
+        block, or by the probe's thread when it ends (it may outlive the request)."""
+        if not self._free.acquire(blocking=False):
             raise HTTPException(
-                503, "The server is busy checking other videos; retry in a minute.", headers={"Retry-After": "60"}
+                503,
+                "The server is busy receiving and checking other videos; retry in a minute.",
+                headers={"Retry-After": "60"},
             )
-
-        def call() -> T:
-            try:
-                return fn(*args)
-            finally:
-                self._slots.release()
-
-        done = in_daemon_thread(call, name=f"blocking {getattr(fn, '__name__', 'call')}")
+        slot = ProbeSlot(self._free)
         try:
-            return await asyncio.wait_for(asyncio.shield(done), timeout_s)
-        except TimeoutError:
-            # nobody will read the abandoned call's outcome: consume it (no "never retrieved" log)
-            done.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise BlockingTimeout(f"took longer than {timeout_s:g} s") from None
+            yield slot
+        finally:
+            if not slot.started:
+                self._free.release()
+
+
+class ProbeSlot:
+    """One reserved probe thread (see ``ProbeSlots.reserved``), used once."""
+
+    def __init__(self, free: threading.BoundedSemaphore):
+        self._free = free
+        self.started = False  # the thread owns the slot from then on
+
+    async def run(self, fn: Callable[[threading.Event], T], *, timeout_s: float) -> T:
+        """``fn(stop)`` in the slot's thread; past ``timeout_s``, ``stop`` is set (``fn`` should give
+        up when it sees it) and BlockingTimeout raised; ``stop`` is set too when the request is cancelled."""
+        if self.started:
+            raise RuntimeError("a probe slot runs one probe")
+        stop = threading.Event()
+
+        def probe() -> T:
+            try:
+                return fn(stop)
+            finally:
+                self._free.release()
+
+        self.started = True
+        try:
+            return await run_off_loop(probe, timeout_s=timeout_s)
+        except BaseException:  # past its time, or its request gone: nobody waits for the probe
+            stop.set()
+            raise

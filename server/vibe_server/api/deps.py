@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, WebSocket
 
 from .jobs import JobManager
+from .json_body import shown
 from .settings import Settings, is_loopback
 
 STATE_CHANGING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -38,15 +39,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
 
 
-async def check_host(request: Request, settings: SettingsDep) -> None:
-    """DNS-rebinding guard: the Host header must name the address the server is bound to."""
-    host = request.headers.get("host", "")
-    if not settings.host_allowed(host):
-        raise HTTPException(
-            400,
-            f"Host header '{host}' does not match this server ({settings.host}:{settings.port}); "
-            "connect to the server by its own address.",
-        )
+def wrong_host(settings: Settings, host: str) -> str | None:
+    """DNS-rebinding guard: why a request whose Host header is ``host`` is refused (it must name the
+    address the server is bound to), or None. Checked on every request before it is routed
+    (``app.HostCheck``), and on WebSocket handshakes (``websocket_refusal``)."""
+    if settings.host_allowed(host):
+        return None
+    return (
+        f"Host header '{shown(host)}' does not match this server ({settings.host}:{settings.port}); "
+        "connect to the server by its own address."
+    )
 
 
 def bearer_token_ok(authorization: str, expected: str) -> bool:
@@ -98,7 +100,7 @@ def websocket_refusal(ws: WebSocket) -> str | None:
     could otherwise open one to this server (cross-site WebSocket hijacking)."""
     settings: Settings = ws.app.state.settings
     host = ws.headers.get("host", "")
-    if not settings.host_allowed(host):
+    if wrong_host(settings, host):
         return "wrong Host"
     origin = ws.headers.get("origin")
     if origin is not None and not same_origin(origin, host):
@@ -109,5 +111,6 @@ def websocket_refusal(ws: WebSocket) -> str | None:
 
 
 EngineDep = Annotated[object, Depends(get_engine)]
-PROTECTED = [Depends(check_host), Depends(check_token), Depends(check_origin)]
-PUBLIC = [Depends(check_host), Depends(check_origin)]
+# (the Host header is checked before routing, on every request: app.HostCheck)
+PROTECTED = [Depends(check_token), Depends(check_origin)]
+PUBLIC = [Depends(check_origin)]

@@ -59,6 +59,7 @@ MIN_KEEP_S = 3600.0  # a finished job stays at least this long, whatever the ret
 SWEEP_INTERVAL_S = 3600.0  # how often a running server looks for leftovers of a killed one
 TIDY_INTERVAL_S = 600.0  # how often an idle server removes finished jobs past the retention limits
 REQUEUED = {"stage": None, "progress": 0.0, "eta_s": None}  # where a job put back in the queue starts again
+CANCELLED_AT_START = "Cancelled: the server restarted with --cancel-unfinished-jobs; submit the video again."
 INTERNAL_ERROR_MESSAGE = (
     "The server hit an internal error on this video; see the server log, and report it if it repeats."
 )
@@ -256,7 +257,7 @@ class JobManager:
                     self._finish(record, "failed", error=error)
                     marked.append(record)
                 elif self.cancel_unfinished and record.job.status == "queued":
-                    self._finish(record, "cancelled")
+                    self._finish(record, "cancelled", error=CANCELLED_AT_START)
                     marked.append(record)
                 self._register(record)
                 if record.job.status == "queued":

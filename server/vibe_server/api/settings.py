@@ -75,6 +75,7 @@ class Settings:
             value = getattr(self, name)
             if value not in POSITIVE:
                 raise VibeError(f"The server setting {name} must be a positive finite number, got {value}.")
+        check_upload_limits(self.max_upload_bytes, self.max_queued_upload_bytes)
         check_port(self.port)
 
     @property
@@ -94,6 +95,18 @@ class Settings:
             return True
         names = self.host_names
         return host_header in names or host_header in {f"{n}:{self.port}" for n in names}
+
+
+def check_upload_limits(max_upload_bytes: int, max_queued_upload_bytes: int) -> None:
+    """VibeError when one upload may be larger than the space for the uploads of all waiting jobs: each
+    upload between the two would be refused as if waiting jobs filled that space, with none waiting."""
+    if max_upload_bytes > max_queued_upload_bytes:
+        upload_mb, queued_mb = max_upload_bytes / 1024**2, max_queued_upload_bytes / 1024**2
+        raise VibeError(
+            f"--max-upload-mb ({upload_mb:g}) is larger than --max-queued-upload-mb ({queued_mb:g}), the space "
+            "for the uploads of all waiting jobs together, so no upload larger than that space could be taken; "
+            f"raise --max-queued-upload-mb to at least {upload_mb:g}, or lower --max-upload-mb."
+        )
 
 
 def check_port(port: int) -> None:

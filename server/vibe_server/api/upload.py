@@ -31,6 +31,7 @@ MAX_PARAMS_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024  # all headers of one part together
 MULTIPART_OVERHEAD_BYTES = 64 * 1024  # the two parts' headers, the boundaries and their line ends
 MAX_FILENAME_CHARS = 200
+MAX_BOUNDARY_CHARS = 70  # RFC 2046 (python-multipart fails on one over 256 of its own)
 VIDEO_PART, PARAMS_PART = "video", "params"
 EPILOGUE_WHITESPACE = b" \t\r\n"  # what may follow the closing boundary (clients end it with CRLF)
 
@@ -74,6 +75,12 @@ async def receive_video_upload(
     boundary = options.get(b"boundary")
     if not boundary:
         raise HTTPException(400, "The multipart upload has no boundary; send the video as multipart/form-data.")
+    if len(boundary) > MAX_BOUNDARY_CHARS:
+        raise HTTPException(
+            400,
+            f"The multipart boundary is {len(boundary)} characters long, over the {MAX_BOUNDARY_CHARS} that "
+            "multipart/form-data allows; send the upload with a shorter boundary.",
+        )
     max_body_bytes = max_bytes + MAX_PARAMS_BYTES + MULTIPART_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_body_bytes:

@@ -18,7 +18,7 @@ from vibe_blender.core.output_paths import check_output_folder
 from vibe_blender.core.server_stop import REQUEST_GRACE_S
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
-from ..api.settings import DEFAULT_PORT, Settings, check_port, default_jobs_dir
+from ..api.settings import DEFAULT_PORT, Settings, check_port, check_upload_limits, default_jobs_dir
 from ..folder_lock import folder_lock
 from ..value_range import POSITIVE
 
@@ -40,6 +40,8 @@ POSITIVE_FLAGS = (
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from ..api.jobs import JobManager
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -152,13 +154,14 @@ def resolve_token(cli_token: str | None) -> tuple[str, str]:
 
 
 def check_number_flags(args: argparse.Namespace) -> None:
-    """VibeError for a --port that is no TCP port, or naming the first limit flag that is not a positive
-    finite number."""
+    """VibeError for a --port that is no TCP port, naming the first limit flag that is not a positive
+    finite number, or for a --max-upload-mb over --max-queued-upload-mb."""
     check_port(args.port)
     for name in POSITIVE_FLAGS:
         value = getattr(args, name)
         if value not in POSITIVE:
             raise VibeError(f"--{name.replace('_', '-')} must be a positive finite number; got {value:g}.")
+    check_upload_limits(args.max_upload_mb * 1024**2, args.max_queued_upload_mb * 1024**2)
 
 
 def server_url(host: str, port: int) -> str:
@@ -287,19 +290,25 @@ def run_app(
         at_end_of_input = partial(server.request_stop, "the end of standard input")
         threading.Thread(target=_stop_at_end_of_input, args=(at_end_of_input,), daemon=True, name="vibe-stdin").start()
     server.run()
-    print(_stop_message(server.stop_cause, forced=server.forced, unfinished_jobs=_unfinished_jobs(app)), flush=True)
+    print(_stop_message(server.stop_cause, forced=server.forced, jobs=app.state.jobs), flush=True)
     return INTERRUPTED_EXIT_STATUS if server.forced else 0
 
 
-def _stop_message(cause: str | None, *, forced: bool, unfinished_jobs: int) -> str:
-    """The one line a stopped server prints."""
+def _stop_message(cause: str | None, *, forced: bool, jobs: JobManager | None) -> str:
+    """The one line a stopped server prints (``jobs``: None when it stopped before its start-up ended)."""
     if forced:
         line = "VIBE Mocap server stopped at once (Ctrl-C while stopping): requests still running were cut off."
     else:
         line = f"VIBE Mocap server stopped ({cause})." if cause else "VIBE Mocap server stopped."
-    if unfinished_jobs:
-        jobs = "1 unfinished job is" if unfinished_jobs == 1 else f"{unfinished_jobs} unfinished jobs are"
-        line += f" {jobs} kept and will run at the next start."
+    unfinished = jobs.queue_length() if jobs is not None else 0
+    if unfinished:
+        kept = "1 unfinished job is" if unfinished == 1 else f"{unfinished} unfinished jobs are"
+        fate = (
+            "will be cancelled at the next start (--cancel-unfinished-jobs)"
+            if jobs.cancel_unfinished
+            else "will run at the next start"
+        )
+        line += f" {kept} kept and {fate}."
     return line
 
 
@@ -308,11 +317,6 @@ def _begin_jobs_stop(app: FastAPI) -> None:
     jobs = app.state.jobs  # None when the server stopped before its start-up ended
     if jobs is not None:
         jobs.begin_stop()
-
-
-def _unfinished_jobs(app: FastAPI) -> int:
-    jobs = app.state.jobs  # None when the server stopped before its start-up ended
-    return jobs.queue_length() if jobs is not None else 0
 
 
 def _stop_at_end_of_input(request_stop: Callable[[], None]) -> None:

@@ -254,9 +254,10 @@ class Engine:
             self.frontend = FrontEnd.default()
         return self.frontend
 
-    def open_video(self, path: str | Path) -> Any:
-        """The front end's video reader (VibeError when the file is not a readable video)."""
-        return self._frontend().open_video(str(path))
+    def open_video(self, path: str | Path, *, stopped: Callable[[], bool] | None = None) -> Any:
+        """The front end's video reader (VibeError when the file is not a readable video); ``stopped``:
+        see ``FrontEnd.open_video``."""
+        return self._frontend().open_video(str(path), stopped=stopped)
 
     def resolve_detector_name(self, name: str) -> str:
         """'auto' -> 'yolo' when its weights are in the data folder, else 'hog'; other names as given."""

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 class FrontEnd:
     """The video/detection/tracking/crop functions the pipeline calls (``default()``: the real ones).
 
-    open_video(path) -> reader (``.info`` with name/fps/width/height/frame_count; iterates
-        (frame_index, frame_rgb)); make_detector(name, data_dir=, device=) -> detector;
+    open_video(path, stopped=None) -> reader (``.info`` with name/fps/width/height/frame_count; iterates
+        (frame_index, frame_rgb)); ``stopped()``, when given, is asked during a long open (a decode
+        to count the frames), which gives up once it is true; make_detector(name, data_dir=, device=) -> detector;
     stream_people(reader, detector, detection_stride=) -> iterator of
         (frame_index, frame_rgb, [(track_id, bbox_cxcywh), ...]);
     crop_people(frame_rgb, bboxes (K, 4) cxcywh) -> (K, 3, 224, 224) ImageNet-normalised float32.

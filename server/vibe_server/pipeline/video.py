@@ -76,7 +76,13 @@ MAX_FRAME_PIXELS = 8192 * 4320
 
 
 def open_video(
-    path, *, count_frames: bool = False, prefetch: int = 0, decode_workers: int = 1, label: str | None = None
+    path,
+    *,
+    count_frames: bool = False,
+    prefetch: int = 0,
+    decode_workers: int = 1,
+    label: str | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> VideoReader:
     """Open a video file for streaming decode; raises VibeError when it is not a usable video.
 
@@ -88,11 +94,15 @@ def open_video(
     prefetch: number of frames a background thread may decode ahead (0: decode in the caller's thread).
     decode_workers: threads decoding chunks of the video at once (see parallel_decode; 1: one decoder).
     label: how messages name the file (default: the path); a server passes what its client sent.
+    stopped: asked before each frame of the count (``count_frames``, or a container that states no
+        count); once true the open gives up with DecodeStopped (a server's probe past its time limit).
 
     A file that breaks off (truncated, damaged) is not refused: the frames before the break are
     decoded, and ``reader.warnings`` says what was lost once the decode reaches the break.
     """
-    return VideoReader(path, count_frames=count_frames, prefetch=prefetch, decode_workers=decode_workers, label=label)
+    return VideoReader(
+        path, count_frames=count_frames, prefetch=prefetch, decode_workers=decode_workers, label=label, stopped=stopped
+    )
 
 
 class VideoReader:
@@ -109,6 +119,7 @@ class VideoReader:
         prefetch: int = 0,
         decode_workers: int = 1,
         label: str | None = None,
+        stopped: Callable[[], bool] | None = None,
     ):
         self.path = Path(path)
         self.label = label if label is not None else str(self.path)
@@ -119,7 +130,7 @@ class VideoReader:
         check_video_path(self.path, self.label)
         self._capture_name, self.close = self._hold_file()
         try:
-            self._read_header(count_frames)
+            self._read_header(count_frames, stopped)
         except BaseException:
             self.close()  # the descriptor goes with the failure, not when a kept exception is collected
             raise
@@ -130,7 +141,7 @@ class VideoReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _read_header(self, count_frames: bool) -> None:
+    def _read_header(self, count_frames: bool, stopped: Callable[[], bool] | None) -> None:
         """The container's figures and the first frame: fps, size, frame count (VibeError when unusable)."""
         capture = self._open_capture()
         try:
@@ -155,7 +166,7 @@ class VideoReader:
 
         frame_count = self._container_frame_count
         if count_frames or frame_count is None:
-            frame_count = self._count_by_decoding()
+            frame_count = self._count_by_decoding(stopped)
         if frame_count < 2:
             raise VibeError(
                 f"{self.label} has a single frame: it is a still image, not a video. "
@@ -314,13 +325,16 @@ class VideoReader:
             )
         return capture
 
-    def _count_by_decoding(self) -> int:
-        """Exact frame count from one grab pass (decodes, skips the colour conversion)."""
+    def _count_by_decoding(self, stopped: Callable[[], bool] | None) -> int:
+        """Exact frame count from one grab pass (decodes, skips the colour conversion); DecodeStopped
+        once ``stopped()`` is true."""
         capture = self._open_capture()
         count = 0
         try:
             while capture.grab():
                 count += 1
+                if stopped is not None and stopped():
+                    raise DecodeStopped(f"stopped at frame {count} of the count")
         finally:
             capture.release()
         self.check_complete(count, update=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from dataclasses import fields
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from vibe_blender.core.smpl_model import BODY_MODEL_VERSION, BodyModel, load_smp
 from ...output_files import atomic_write_bytes
 from ..deps import PROTECTED, get_engine
 
+log = logging.getLogger("vibe_server.api")
 router = APIRouter(tags=["body model"], dependencies=PROTECTED)
 SMPL_FILE = "SMPL_NEUTRAL.pkl"
 NO_SMPL = "This server has no SMPL model file; install the model data with 'vibe-mocap data install'."
@@ -99,10 +101,10 @@ def served_fingerprint(engine: object, noted: Path | None = None) -> str | None:
 def _npz(engine, fingerprint: str | None) -> bytes:
     model = _smpl_model(engine)
     if body_model_fingerprint(model) != fingerprint:
+        log.warning("The SMPL model file %s changed after this server started.", _smpl_path(engine))
+        # (the client is told no path of the server's)
         raise HTTPException(
-            503,
-            f"The SMPL model file in {engine.data_dir} changed after this server started; restart the server to "
-            "send the new one.",
+            503, "The SMPL model file changed after this server started; restart the server to send the new one."
         )
     buffer = io.BytesIO()
     save_body_model(buffer, model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -21,7 +22,7 @@ from vibe_blender.core.result_file import load_result
 
 from ...output_files import is_disk_full
 from ...pipeline import postprocess
-from ..blocking import BlockingRunner, BlockingTimeout, in_daemon_thread
+from ..blocking import BlockingTimeout, ProbeSlot, in_daemon_thread, run_off_loop
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine
 from ..file_download import open_download
 from ..job_store import upload_path
@@ -33,7 +34,6 @@ from ..upload import disk_full, receive_video_upload
 
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=PROTECTED)
-_blocking = BlockingRunner()
 # A .pkl is built in memory: every person-frame's vertices (6890 x 3 float32, 82,680 bytes), and the
 # longest track's twice while they are gathered. 20,000 person-frames (11 minutes of one person at
 # 30 frames/s) hold 1.65 GB; past that the server could be killed for its memory, and the command
@@ -66,11 +66,12 @@ def parse_params(text: str | None) -> JobParams:
         raise HTTPException(422, validation_sentence(err, "params")) from err
 
 
-def check_video(engine: object, path: Path, label: str) -> None:
-    """VibeError unless the front end can open ``path`` as a video with frames (blocking: run it
-    through ``_blocking``). Messages name ``label`` (what the client sent), never ``path``."""
+def check_video(engine: object, path: Path, label: str, stop: threading.Event) -> None:
+    """VibeError unless the front end can open ``path`` as a video with frames (blocking: run it in a
+    probe slot, which sets ``stop`` when nobody waits for the answer any more; a decode to count the
+    frames then gives up). Messages name ``label`` (what the client sent), never ``path``."""
     try:
-        reader = engine.open_video(path)
+        reader = engine.open_video(path, stopped=stop.is_set)
         info = reader.info
         close = getattr(reader, "close", None)
         if close:
@@ -83,17 +84,18 @@ def check_video(engine: object, path: Path, label: str) -> None:
         raise VibeError(f"'{label}' has no video frames; send a video file.")
 
 
-async def probe_video(engine, path: Path, label: str, timeout_s: float) -> None:
-    """415 unless the video opens (container, size, frame count) within timeout_s, off the event loop."""
+async def probe_video(slot: ProbeSlot, engine, path: Path, label: str, timeout_s: float) -> None:
+    """415 unless the video opens (container, size, frame count) within timeout_s, in ``slot``'s thread."""
     try:
-        await _blocking(check_video, engine, path, label, timeout_s=timeout_s)
+        await slot.run(partial(check_video, engine, path, label), timeout_s=timeout_s)
     except VibeError as err:
         raise HTTPException(415, f"'{label}' is not a video this server can read: {err}") from err
     except BlockingTimeout as err:
         raise HTTPException(
             415,
-            f"'{label}' is not a video this server can read: opening it {err}. "
-            "Send a video file (mp4, mov, mkv, webm, avi, gif).",
+            f"'{label}' did not open within {timeout_s:g} s, this server's limit for checking a video (a "
+            "container that states no frame count is decoded whole to count them). Remux it to mp4 "
+            "(ffmpeg -i VIDEO -c copy clip.mp4), or start the server with a larger --probe-timeout-s.",
         ) from err
 
 
@@ -115,7 +117,7 @@ def _disk_refused(err: OSError, what: str) -> HTTPException:
 @asynccontextmanager
 async def _new_job(jobs: JobManager, settings: Settings) -> AsyncIterator[tuple[str, Path]]:
     """(job_id, folder) of a fresh job folder; when the block fails, the job is discarded with it."""
-    job_id, folder = await _blocking(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
+    job_id, folder = await run_off_loop(jobs.new_job_folder, timeout_s=settings.probe_timeout_s)
     try:
         yield job_id, folder
     except BaseException:
@@ -161,28 +163,30 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
         except UploadSpaceFull as err:
             raise _admission_refused(err) from err
 
-    async with _new_job(jobs, settings) as (job_id, folder):
-        upload = await receive_video_upload(
-            request,
-            upload_path(folder),
-            settings.max_upload_bytes,
-            reserve,
-            idle_timeout_s=settings.body_idle_timeout_s,
-            check_params=parse_params,
-        )
-        params = parse_params(upload.params_json)
-        await probe_video(engine, upload.video_path, upload.filename, settings.probe_timeout_s)
-        job = await _blocking(
-            partial(
-                jobs.submit,
-                job_id,
-                video_name=upload.filename,
-                params=params,
-                input_bytes=upload.size_bytes,
-                admission=admission,
-            ),
-            timeout_s=settings.probe_timeout_s,
-        )
+    # the probe's slot before the body: a busy server says so before the upload is sent, not after
+    with request.app.state.probe_slots.reserved() as probe_slot:
+        async with _new_job(jobs, settings) as (job_id, folder):
+            upload = await receive_video_upload(
+                request,
+                upload_path(folder),
+                settings.max_upload_bytes,
+                reserve,
+                idle_timeout_s=settings.body_idle_timeout_s,
+                check_params=parse_params,
+            )
+            params = parse_params(upload.params_json)
+            await probe_video(probe_slot, engine, upload.video_path, upload.filename, settings.probe_timeout_s)
+            job = await run_off_loop(
+                partial(
+                    jobs.submit,
+                    job_id,
+                    video_name=upload.filename,
+                    params=params,
+                    input_bytes=upload.size_bytes,
+                    admission=admission,
+                ),
+                timeout_s=settings.probe_timeout_s,
+            )
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
@@ -201,7 +205,8 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
         raise HTTPException(400, f"'{label}' is not an absolute path; send the full path of the video.")
     path = Path(req.video_path)
     try:
-        await _blocking(check_video, engine, path, label, timeout_s=settings.probe_timeout_s)
+        with request.app.state.probe_slots.reserved() as probe_slot:
+            await probe_slot.run(partial(check_video, engine, path, label), timeout_s=settings.probe_timeout_s)
     except (VibeError, BlockingTimeout) as err:
         # one answer whether the file is missing, unreadable or not a video: a client learns nothing
         # about files it could not read itself
@@ -212,7 +217,7 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
             headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
         ) from err
     async with _new_job(jobs, settings) as (job_id, _):
-        job = await _blocking(
+        job = await run_off_loop(
             partial(
                 jobs.submit,
                 job_id,

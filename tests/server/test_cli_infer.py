@@ -137,6 +137,48 @@ def test_infer_bad_arguments_give_one_clear_error(tiny_infer, capsys, argv, mess
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, suffix", [("--pkl", ".pkl"), ("--body-model", ".npz")])
+def test_a_shell_glob_after_pkl_or_body_model_never_overwrites_a_video(tiny_infer, tmp_path, capsys, flag, suffix):
+    """`infer --pkl *.mp4` reaches infer as `--pkl a.mp4 b.mp4`: the optional value took the first video,
+    which the run replaced with a pickle."""
+    _, calls = tiny_infer
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    first.write_bytes(b"first video")
+    second.write_bytes(b"second video")
+    assert main(["infer", flag, str(first), str(second), "-o", str(tmp_path / "b.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"must end in {suffix}; got '{first}' ({flag} takes the argument after it as its path" in err
+    assert err.count("error:") == 1 and not calls  # said before the model loads
+    assert first.read_bytes() == b"first video" and not (tmp_path / "b.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, name, what",
+    [
+        ("-o", "take.npz", "The result file"),
+        ("--pkl", "take.pkl", "The official pkl"),
+        ("--body-model", "b.npz", "The body-model file"),
+    ],
+)
+def test_an_output_path_holding_a_file_of_another_kind_is_refused(tiny_infer, tmp_path, capsys, flag, name, what):
+    """A video or notes saved under an output's name are not replaced; a file of that kind is."""
+    video, calls = tiny_infer
+    taken = tmp_path / name
+    taken.write_bytes(b"my notes")
+    argv = ["infer", str(video), "--device", "cpu", flag, str(taken)]
+    if flag != "-o":
+        argv += ["-o", str(tmp_path / "r.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {what} '{taken}' already exists and is not a {taken.suffix} file" in err and not calls
+    assert taken.read_bytes() == b"my notes"
+    if flag == "--body-model":  # (the tiny engine has no SMPL file to write one from)
+        return
+    taken.write_bytes(b"")  # empty: nothing to lose
+    assert main(argv) == 0 and taken.stat().st_size > 0
+    assert main(argv) == 0  # and its own kind, written by the last run, is replaced
+
+
 NOT_A_VIDEO_FILE = "is not a regular video file (a folder, a device or a pipe). Pass the path of a video file."
 COMMANDS_ON_A_SPECIAL_FILE = {  # argv (PATH: a FIFO or a link to /dev/zero) -> the error after the path
     "infer": (["infer", "PATH"], f"'PATH' {NOT_A_VIDEO_FILE}"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,20 +136,33 @@ def run(args: argparse.Namespace) -> int:
             f"'{video}' is a folder; infer takes one video. For every video in it: vibe-mocap batch '{video}' -o OUTDIR"
         )
     check_video_path(video, f"'{video}'")  # missing, empty, a device or a pipe: said before any work
-    output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"
-    if output.suffix != ".npz":
-        raise VibeError(f"The result file must end in .npz; got '{output}'.")
-    # every output checked before the run: none may be a folder, the video or another output
-    output = check_output_outside_model_data(output, "the result file", args.data_dir, {"the video": video})
+    # every output checked before the run: none may be a folder, the video, another output or a file of another kind
+    output = check_output_file(
+        Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz",
+        "the result file",
+        ".npz",
+        args.data_dir,
+        {"the video": video},
+    )
     pkl_path = body_path = None
     if args.pkl is not None:
-        pkl_path = Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl")
-        others = {"the video": video, "the result file": output}
-        check_output_outside_model_data(pkl_path, "the official pkl", args.data_dir, others)
+        pkl_path = check_output_file(
+            Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl"),
+            "the official pkl",
+            ".pkl",
+            args.data_dir,
+            {"the video": video, "the result file": output},
+            optional_value_of="--pkl",
+        )
     if args.body_model is not None:
-        body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
-        others = {"the video": video, "the result file": output, "the official pkl": pkl_path}
-        check_output_outside_model_data(body_path, "the body-model file", args.data_dir, others)
+        body_path = check_output_file(
+            Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz"),
+            "the body-model file",
+            ".npz",
+            args.data_dir,
+            {"the video": video, "the result file": output, "the official pkl": pkl_path},
+            optional_value_of="--body-model",
+        )
     options = run_options(args)
 
     # one engine per device: every visible GPU for auto/cuda (one video divided among them), else one
@@ -192,6 +207,52 @@ def run(args: argparse.Namespace) -> int:
     for warning in out.warnings:  # also in the result file's meta["warnings"]
         print(f"WARNING: {warning}", file=sys.stderr)
     return 0
+
+
+# the first bytes of each kind of file infer writes: a zip archive (numpy's .npz), a pickle (protocol 2 or later)
+FILE_MAGIC = {".npz": b"PK", ".pkl": b"\x80"}
+
+
+def check_output_file(
+    path: Path,
+    what: str,
+    suffix: str,
+    data_dir_flag: str | None,
+    others: dict[str, Path | None],
+    *,
+    optional_value_of: str | None = None,
+) -> Path:
+    """``path`` as the place of infer's output ``what``: every check of :func:`check_output_outside_model_data`
+    against ``others``, then VibeError unless its name ends in ``suffix``, and when a file of another kind
+    is there (a video, say: writing would destroy it). ``optional_value_of``: the option whose value is
+    optional (``--pkl [PATH]``): it takes whatever follows it, a shell glob's first video too."""
+    path = check_output_outside_model_data(path, what, data_dir_flag, others)
+    if path.suffix != suffix:
+        hint = (
+            f" ({optional_value_of} takes the argument after it as its path: give a {suffix} path, or put "
+            f"{optional_value_of} after the video)"
+            if optional_value_of
+            else ""
+        )
+        raise VibeError(f"{what[0].upper()}{what[1:]} must end in {suffix}; got '{path}'{hint}.")
+    if not _holds_nothing_else(path, FILE_MAGIC[suffix]):
+        raise VibeError(
+            f"{what[0].upper()}{what[1:]} '{path}' already exists and is not a {suffix} file: writing it would "
+            "destroy that file. Choose another name, or move the file away."
+        )
+    return path
+
+
+def _holds_nothing_else(path: Path, magic: bytes) -> bool:
+    """Whether no regular file is at ``path``, or one that is empty or starts with ``magic`` (a pipe or a
+    device is not opened: reading one could block)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
+    except FileNotFoundError:
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(magic)) in (b"", magic)
 
 
 def summary_table(out: RunOutput, engine: Engine, *, devices: list[str] | None = None) -> str:

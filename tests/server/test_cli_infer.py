@@ -179,6 +179,30 @@ def test_an_output_path_holding_a_file_of_another_kind_is_refused(tiny_infer, tm
     assert main(argv) == 0  # and its own kind, written by the last run, is replaced
 
 
+def test_a_full_disk_while_the_pkl_is_written_is_said_as_such_with_the_result_kept(
+    tiny_infer, tmp_path, capsys, monkeypatch
+):
+    """It read 'Cannot write X: [Errno 28] ...: X. Choose a writable output folder.': the path twice,
+    advice about the folder, and not a word of the result file already written."""
+    import errno
+
+    import joblib
+
+    def full_disk(value, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(joblib, "dump", full_disk)
+    video, _ = tiny_infer
+    out, pkl = tmp_path / "clip.npz", tmp_path / "clip.pkl"
+    assert main(["infer", str(video), "-o", str(out), "--pkl", str(pkl), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"error: No space left on device ({pkl}). Check the path, its permissions and the free disk space. "
+        f"The result file {out} was written."
+    )
+    assert load_result(out).tracks and not pkl.exists() and not list(tmp_path.glob("*.part"))
+
+
 NOT_A_VIDEO_FILE = "is not a regular video file (a folder, a device or a pipe). Pass the path of a video file."
 COMMANDS_ON_A_SPECIAL_FILE = {  # argv (PATH: a FIFO or a link to /dev/zero) -> the error after the path
     "infer": (["infer", "PATH"], f"'PATH' {NOT_A_VIDEO_FILE}"),

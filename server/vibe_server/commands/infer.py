@@ -190,11 +190,15 @@ def run(args: argparse.Namespace) -> int:
         bars.close()
 
     atomic_write(output, lambda f: save_result(f, out.result))
-    if pkl_path is not None:
-        postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
-    if body_path is not None:
-        body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
-        atomic_write(body_path, lambda f: save_body_model(f, body_model))
+    try:
+        if pkl_path is not None:
+            postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
+        if body_path is not None:
+            body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
+            atomic_write(body_path, lambda f: save_body_model(f, body_model))
+    except OSError as err:  # (the command line reports it, with this note)
+        err.add_note(f"The result file {output} was written.")
+        raise
 
     print(summary_table(out, engine, devices=devices))
     print(

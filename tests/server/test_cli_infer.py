@@ -1,6 +1,7 @@
 """``vibe-mocap infer`` and ``serve`` argument handling, with the tiny engine and (slow) on a real
 clip with the synthetic placeholder model."""
 
+import contextlib
 import socket
 
 import cv2
@@ -15,6 +16,7 @@ from vibe_server.api.http_protocol import HeadersDeadlineProtocol
 from vibe_server.cli import main
 from vibe_server.pipeline import engine as engine_module
 from vibe_server.pipeline import options as options_module
+from vibe_server.pipeline import video as video_module
 
 
 @pytest.fixture
@@ -39,6 +41,10 @@ def tiny_infer(monkeypatch, make_engine, tmp_path, no_model_data):
         return engine
 
     monkeypatch.setattr(engine_module, "load_engine", fake_load_engine)
+    # infer's look at the video before the model loads: the scripted front end's (the videos here are fakes)
+    monkeypatch.setattr(
+        video_module, "open_video", lambda path, **kwargs: contextlib.nullcontext(engine.open_video(path))
+    )
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"fake")
     return video, calls
@@ -233,6 +239,18 @@ def test_an_input_that_is_no_regular_file_is_named_as_such(tmp_path, monkeypatch
     ran, code = call_with_deadline(lambda: main([a.replace("PATH", str(path)) for a in argv]), fifo=path)
     assert ran and code == 2, code
     assert capsys.readouterr().err == f"error: {message.replace('PATH', str(path))}\n"
+
+
+def test_a_file_that_is_no_video_is_said_before_the_model_loads(tmp_path, monkeypatch, capsys, no_model_data):
+    """The model loaded first (and on a first run the placeholder's 256 MB were written) before the
+    video was opened at all."""
+    monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    video = tmp_path / "notes.mp4"
+    video.write_text("notes, not a video\n")
+    assert main(["infer", str(video), "-o", str(tmp_path / "r.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot open '{video}' as a video: it is not a video file") and err.count("\n") == 1
+    assert "SYNTHETIC" not in err and not (tmp_path / "r.npz").exists()
 
 
 def test_infer_reports_nobody_found(tiny_infer, capsys):

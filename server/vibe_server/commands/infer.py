@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
     from ..pipeline.segmented import run_across_devices
-    from ..pipeline.video import check_video_path
+    from ..pipeline.video import check_video_path, open_video
 
     if args.devices and args.device != "auto":  # (else --device would be dropped without a word)
         raise VibeError(
@@ -169,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     wanted = args.devices.split(",") if args.devices else server_devices(args.device)
     devices = [resolve_device(d.strip()) for d in wanted]
     data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
+    # the header and the first frame, before the model loads (or the placeholder's 256 MB are written):
+    # a file that is no video, or a video without frames, is said at once
+    with open_video(video, label=f"'{video}'"):
+        pass
     note = placeholder_note(data_dir)
     if note is not None:
         print(note, file=sys.stderr)

@@ -13,6 +13,8 @@ from vibe_server.pipeline.engine import Engine, select_tracks
 from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.progress import STAGES, JobCancelled
 
+from .conftest import TinyVIBE, progress_phases
+
 
 def run(engine, **options):
     return engine.run("clip.mp4", RunOptions(**options))
@@ -124,6 +126,18 @@ def test_progress_goes_through_the_stages_to_one(tiny_engine):
     fractions = [e[1] for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert events[-1][2] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("gpu_front_end", [False, True], ids=["track by track", "tracks together"])
+def test_each_phase_of_the_progress_reaches_its_end_before_the_next(scripted, gpu_front_end):
+    """The bars stopped short: the stream's last report was throttled away, the temporal model's said
+    i / tracks before each track and never 1, and the temporal and smpl bars took turns, track by track."""
+    engine = Engine(
+        TinyVIBE(), model_name="tiny", data_dir=None, frontend=scripted.as_frontend(), gpu_front_end=gpu_front_end
+    )
+    reports = []
+    engine.run("clip.mp4", RunOptions(smoothing=0.5), progress=lambda *report: reports.append(report))
+    assert progress_phases(reports) == [("stream", 1.0), ("temporal", 1.0), ("smpl", 1.0), ("write", 1.0)]
 
 
 def test_cancel_stops_the_run(tiny_engine):

@@ -15,7 +15,7 @@ from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.progress import JobCancelled
 from vibe_server.pipeline.segmented import run_across_devices, segment_bounds
 
-from .conftest import TinyVIBE
+from .conftest import TinyVIBE, progress_phases
 from .late_jumps import record_decodes
 
 
@@ -319,6 +319,13 @@ def test_a_cancel_or_ctrl_c_stops_the_segments_at_their_next_frame(interrupt):
         run_across_devices(_engines_with(*detectors), LONG_CLIP, EVERY_FRAME, should_cancel=should_cancel)
     assert all(d.calls < 40 for d in detectors)  # of 697 each
     assert not _segment_threads()
+
+
+def test_each_phase_of_the_progress_reaches_its_end_before_the_next(short_clip):
+    reports = []
+    options = RunOptions(detector="hog", min_track_frames=5, smoothing=0.5)
+    run_across_devices([_engine(), _engine()], short_clip, options, progress=lambda *report: reports.append(report))
+    assert progress_phases(reports) == [("stream", 1.0), ("temporal", 1.0), ("smpl", 1.0), ("write", 1.0)]
 
 
 def _detect_progress(clip, delay_s: float) -> list[float]:

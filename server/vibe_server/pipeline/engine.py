@@ -557,37 +557,46 @@ class Engine:
                     chunking=options.chunking,
                     chunk_frames=options.temporal_chunk_frames,
                 )
-        for i, (track_id, frame_ids, bboxes, features) in enumerate(tracks):
-            monitor.check_cancel()
-            if together:
-                out = outputs[i]
-            else:  # track by track (with several devices: each chunk on its segment's device)
+        else:  # track by track (with several devices: each chunk on its segment's device)
+            outputs = []
+            for i, (_, frame_ids, _, features) in enumerate(tracks):
+                monitor.check_cancel()
                 monitor.report("temporal", "temporal", i / len(tracks), force=True)
                 with monitor.stage("temporal"):
-                    out = self.temporal(
-                        features,
-                        chunking=options.chunking,
-                        chunk_frames=options.temporal_chunk_frames,
-                        engine_for_chunk=None
-                        if engine_for_frame is None
-                        else lambda start, frames=frame_ids: engine_for_frame(frames[start]),
+                    outputs.append(
+                        self.temporal(
+                            features,
+                            chunking=options.chunking,
+                            chunk_frames=options.temporal_chunk_frames,
+                            engine_for_chunk=None
+                            if engine_for_frame is None
+                            else lambda start, frames=frame_ids: engine_for_frame(frames[start]),
+                        )
                     )
-            theta, joints3d = out["theta"], out["kp_3d"]
-            if options.smoothing > 0:
+        # each phase ends at 100 % before the next begins (its last report may have been throttled away)
+        monitor.report("temporal", "temporal", 1.0, force=True)
+        if options.smoothing > 0:
+            for i, out in enumerate(outputs):
+                monitor.check_cancel()
                 monitor.report("smpl", "smpl", i / len(tracks), force=True)
                 with monitor.stage("smpl"):
-                    theta = theta.copy()
+                    theta = out["theta"].copy()
                     theta[:, 3:75] = smooth_pose(
                         theta[:, 3:75], options.smoothing, fps=info.fps or 30.0, method=options.smoothing_method
                     )
-                    joints3d = self.smpl_joints(theta[:, 3:75], theta[:, 75:85])
+                    outputs[i] = {"theta": theta, "kp_3d": self.smpl_joints(theta[:, 3:75], theta[:, 75:85])}
+            monitor.report("smpl", "smpl", 1.0, force=True)
+        for i, (track_id, frame_ids, bboxes, _) in enumerate(tracks):
+            monitor.check_cancel()
+            monitor.report("write", "write", i / len(tracks))
+            out, outputs[i] = outputs[i], None  # (the track holds its own arrays: none kept twice)
             with monitor.stage("write"):
                 results.append(
                     postprocess.build_track(
                         track_id,
                         np.asarray(frame_ids),
-                        theta,
-                        joints3d,
+                        out["theta"],
+                        out["kp_3d"],
                         np.stack(bboxes),
                         width=info.width,
                         height=info.height,
@@ -705,6 +714,7 @@ class Engine:
         tracks.drop_young_from_queue()
         if queue:
             flush(len(queue))
+        monitor.report(monitor.busiest_stream_stage(), "stream", 1.0, force=True)  # (the last one may be throttled)
         return tracks, frames_decoded, crops_done
 
     def crop_function(self, options: RunOptions) -> tuple[CropFrames, int]:

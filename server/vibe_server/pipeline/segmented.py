@@ -183,6 +183,7 @@ def _run_across_devices(
                     exact = open_segment(first.start, first.stop, seek=False)
                     job = (engines[k], exact, options, boxes_at)
                     features.update(segments_at_once(_features_segment, [job], "backbone", _PROGRESS["backbone"])[0])
+        monitor.report("backbone", "stream", 1.0, force=True)  # (the last one may be throttled)
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)

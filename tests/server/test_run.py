@@ -158,6 +158,21 @@ def test_nobody_found_is_a_clear_error(make_engine):
         run(engine)
 
 
+def test_a_video_shorter_than_the_minimum_track_length_is_said_before_its_decode(scripted, tiny_engine):
+    """--min-track-frames 200 on a clip of 150 frames decoded the whole video, then said nobody was found."""
+    with pytest.raises(VibeError) as err:
+        run(tiny_engine, min_track_frames=100)  # the scripted clip has 60 frames
+    assert str(err.value).startswith(
+        "'clip.mp4' is shorter than the minimum track length: it has 60 frames, and a track must last 100. "
+        "Lower it to 60 or less (--min-track-frames N of vibe-mocap infer or batch; the job option min_track_frames"
+    )
+    assert scripted.detectors == []  # nothing decoded, nothing detected
+    # a count a few frames short may be the container's estimate: the video is decoded
+    with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'"):
+        run(tiny_engine, min_track_frames=62)
+    assert scripted.detectors[-1].calls > 0
+
+
 def test_nobody_found_names_the_longest_track_against_the_minimum():
     with pytest.raises(VibeError, match=r"at least 40 frames \(the longest of the 2 tracks found lasted 30 frames\)"):
         select_tracks({1: 12, 2: 30}, RunOptions(min_track_frames=40), "clip.mp4")

@@ -200,7 +200,8 @@ def test_one_engine_is_a_plain_run(short_clip):
 def test_nobody_in_the_video_is_the_one_clear_error(short_clip, monkeypatch):
     from vibe_blender.core.errors import VibeError
 
-    options = RunOptions(detector="hog", min_track_frames=500)
+    # (24 frames: within the slack of a container's count, so decoded; a longer minimum is refused before)
+    options = RunOptions(detector="hog", min_track_frames=26)
     with pytest.raises(VibeError, match="Nobody was found"):
         run_across_devices([_engine(), _engine()], short_clip, options)
 
@@ -326,6 +327,13 @@ def test_each_phase_of_the_progress_reaches_its_end_before_the_next(short_clip):
     options = RunOptions(detector="hog", min_track_frames=5, smoothing=0.5)
     run_across_devices([_engine(), _engine()], short_clip, options, progress=lambda *report: reports.append(report))
     assert progress_phases(reports) == [("stream", 1.0), ("temporal", 1.0), ("smpl", 1.0), ("write", 1.0)]
+
+
+def test_a_video_shorter_than_the_minimum_track_length_is_said_before_the_segments_run(short_clip):
+    detectors = [SlowDetector(), SlowDetector()]
+    with pytest.raises(VibeError, match="is shorter than the minimum track length: it has 24 frames, and a track must"):
+        run_across_devices(_engines_with(*detectors), short_clip, replace(EVERY_FRAME, min_track_frames=50))
+    assert all(d.calls == 0 for d in detectors)
 
 
 def _detect_progress(clip, delay_s: float) -> list[float]:

@@ -491,8 +491,9 @@ class Engine:
             reader.prefetch = max(reader.prefetch, DECODE_AHEAD_FRAMES)
             reader.decode_workers = max(reader.decode_workers, DECODE_WORKERS)
         info = reader.info
-        self.prepare_run(options, expected_crops=int(info.frame_count or 0))
         video_name = video_name or info.name
+        check_long_enough(info.frame_count, options, video_name)
+        self.prepare_run(options, expected_crops=int(info.frame_count or 0))
         monitor.report("decode", "stream", 0.0, force=True)
         stream_tracks, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
@@ -765,6 +766,25 @@ def _chunk_plan(chunking: str, chunk_frames: int) -> tuple[int, bool]:
     return (OFFICIAL_CHUNK_FRAMES, False) if chunking == "official" else (chunk_frames, True)
 
 
+# how to ask for shorter tracks, in each front door's words
+LOWER_MIN_TRACK_FRAMES = (
+    "--min-track-frames N of vibe-mocap infer or batch; the job option min_track_frames over the server's API"
+)
+
+
+def check_long_enough(frame_count: int | None, options: RunOptions, video_name: str) -> None:
+    """VibeError when the video's ``frame_count`` (its container's, when known) is well short of the
+    ``min_track_frames`` a track must last: said before the decode, which could only find nobody. A
+    count a few frames short may be the container's estimate (see ``video.count_slack``): decoded."""
+    from .video import count_slack  # (start-up: OpenCV loads with the first video)
+
+    if frame_count and frame_count + count_slack(frame_count) < options.min_track_frames:
+        raise VibeError(
+            f"'{video_name}' is shorter than the minimum track length: it has {frame_count} frames, and a track "
+            f"must last {options.min_track_frames}. Lower it to {frame_count} or less ({LOWER_MIN_TRACK_FRAMES})."
+        )
+
+
 def select_tracks(
     frames_per_track: dict[int, int], options: RunOptions, video_name: str
 ) -> tuple[list[int], list[str]]:
@@ -784,8 +804,7 @@ def select_tracks(
         raise VibeError(
             f"Nobody was found in '{video_name}': no person was tracked for at least "
             f"{options.min_track_frames} frames{longest}. Use a clip where a whole person is visible, or, for "
-            "very short clips, lower the minimum track length (--min-track-frames N of vibe-mocap infer or "
-            "batch; the job option min_track_frames over the server's API)."
+            f"very short clips, lower the minimum track length ({LOWER_MIN_TRACK_FRAMES})."
         )
     ids, warnings = longest_track_ids({tid: frames_per_track[tid] for tid in kept}, options.tracks_max or MAX_TRACKS)
     return ids, [] if options.tracks_max else warnings  # (fewer asked for: nothing to warn of)

@@ -43,7 +43,15 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
-from .engine import DeviceStageMonitor, Engine, RunOutput, naming_out_of_memory, no_frames_error, select_tracks
+from .engine import (
+    DeviceStageMonitor,
+    Engine,
+    RunOutput,
+    check_long_enough,
+    naming_out_of_memory,
+    no_frames_error,
+    select_tracks,
+)
 from .options import RunOptions
 from .people import DetectionSchedule, with_frames_ahead
 from .progress import ProgressFn, StageMonitor
@@ -107,6 +115,7 @@ def _run_across_devices(
     reader = lead.open_video(video_path)
     info = reader.info
     video_name = video_name or info.name
+    check_long_enough(info.frame_count, options, video_name)
     for engine in engines:
         engine.prepare_run(options, expected_crops=int(info.frame_count or 0) // len(engines))
     bounds = segment_bounds(int(info.frame_count), len(engines), reader.jump_targets())

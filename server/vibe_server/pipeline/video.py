@@ -59,6 +59,11 @@ _SHORTFALL_TOLERANCE_FRACTION = 0.02
 _FALLBACK_FPS = 30.0
 
 
+def count_slack(stated: int) -> int:
+    """How many frames a container's count ``stated`` may be off by, as an estimate's error (see above)."""
+    return max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * stated))
+
+
 def usable_fps(stated: float) -> float:
     """The frame rate a container or a stream states, or 30 when it is none a result file may hold (0
     or NaN when unknown; 90,000, the RTP clock, from some RTSP streams)."""
@@ -343,8 +348,7 @@ class VideoReader:
             if update and frames_decoded > self.info.frame_count:  # the container under-counted
                 self.info.frame_count = frames_decoded
             return
-        tolerance = max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * expected))
-        if expected - frames_decoded > tolerance:
+        if expected - frames_decoded > count_slack(expected):
             # a phone that stopped recording: keep what decodes, and say clearly what is missing
             warning = (
                 f"The video is truncated or damaged: decoding stopped at frame {frames_decoded} of the "

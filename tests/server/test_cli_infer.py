@@ -3,6 +3,7 @@ clip with the synthetic placeholder model."""
 
 import contextlib
 import socket
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -183,6 +184,32 @@ def test_an_output_path_holding_a_file_of_another_kind_is_refused(tiny_infer, tm
     taken.write_bytes(b"")  # empty: nothing to lose
     assert main(argv) == 0 and taken.stat().st_size > 0
     assert main(argv) == 0  # and its own kind, written by the last run, is replaced
+
+
+def test_a_default_name_never_replaces_a_file(tiny_infer, tmp_path, monkeypatch, capsys):
+    """`infer a/take.mp4`, then `infer b/take.mp4` from the same folder: the second replaced the first's
+    ./take_vibe.npz without a word. A name the user gives is theirs to replace."""
+    _, calls = tiny_infer
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "take.mp4").write_bytes(b"fake")
+    assert main(["infer", "a/take.mp4", "--pkl", "--device", "cpu"]) == 0
+    result, pkl = tmp_path / "take_vibe.npz", tmp_path / "take_vibe_output.pkl"  # (not take_vibe_vibe_output.pkl)
+    first = {path: path.read_bytes() for path in (result, pkl)}
+    capsys.readouterr()
+    calls.clear()
+    assert main(["infer", "b/take.mp4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: The result file '{result}' (the default name) already exists, and infer replaces a file only when "
+        f"you name it. To keep that file, name this output (-o PATH) or move the file away; to replace it, give "
+        f"-o '{result}'.\n"
+    )
+    assert main(["infer", "b/take.mp4", "-o", "b.npz", "--pkl", "--device", "cpu"]) == 2  # the .pkl too
+    assert f"error: The official pkl '{pkl.name}' (the default name) already exists" in capsys.readouterr().err
+    assert not calls and {path: path.read_bytes() for path in first} == first and not Path("b.npz").exists()
+    assert main(["infer", "b/take.mp4", "-o", str(result), "--pkl", str(pkl), "--device", "cpu"]) == 0  # named
 
 
 def test_a_full_disk_while_the_pkl_is_written_is_said_as_such_with_the_result_kept(

@@ -31,13 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "per-frame SMPL pose, shape, cameras and root translation.",
     )
     p.add_argument("video", help="the video file (mp4, mkv, avi, gif, ...)")
-    p.add_argument("-o", "--output", help="result file (default: <video name>_vibe.npz in the current folder)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="result file (default: <video name>_vibe.npz in the current folder; a default name never replaces a file)",
+    )
     p.add_argument(
         "--pkl",
         nargs="?",
         const="",
         metavar="PATH",
-        help="also write the official vibe_output.pkl layout (default path: NAME_vibe_output.pkl beside the result)",
+        help="also write the official vibe_output.pkl layout (default path: <video name>_vibe_output.pkl beside "
+        "the result)",
     )
     p.add_argument(
         "--body-model",
@@ -136,32 +141,31 @@ def run(args: argparse.Namespace) -> int:
             f"'{video}' is a folder; infer takes one video. For every video in it: vibe-mocap batch '{video}' -o OUTDIR"
         )
     check_video_path(video, f"'{video}'")  # missing, empty, a device or a pipe: said before any work
-    # every output checked before the run: none may be a folder, the video, another output or a file of another kind
+    # every output checked before the run: none may be a folder, the video, another output, a file of
+    # another kind, or an existing file under a default name
     output = check_output_file(
-        Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz",
-        "the result file",
-        ".npz",
-        args.data_dir,
-        {"the video": video},
+        args.output, Path.cwd() / f"{video.stem}_vibe.npz", "the result file", "-o", args.data_dir, {"the video": video}
     )
     pkl_path = body_path = None
     if args.pkl is not None:
         pkl_path = check_output_file(
-            Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl"),
+            args.pkl,
+            output.with_name(f"{video.stem}_vibe_output.pkl"),
             "the official pkl",
-            ".pkl",
+            "--pkl",
             args.data_dir,
             {"the video": video, "the result file": output},
-            optional_value_of="--pkl",
+            value_optional=True,
         )
     if args.body_model is not None:
         body_path = check_output_file(
-            Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz"),
+            args.body_model,
+            output.with_name(output.stem + "_body_model.npz"),
             "the body-model file",
-            ".npz",
+            "--body-model",
             args.data_dir,
             {"the video": video, "the result file": output, "the official pkl": pkl_path},
-            optional_value_of="--body-model",
+            value_optional=True,
         )
     options = run_options(args)
 
@@ -222,27 +226,35 @@ FILE_MAGIC = {".npz": b"PK", ".pkl": b"\x80"}
 
 
 def check_output_file(
-    path: Path,
+    named: str | None,
+    default: Path,
     what: str,
-    suffix: str,
+    flag: str,
     data_dir_flag: str | None,
     others: dict[str, Path | None],
     *,
-    optional_value_of: str | None = None,
+    value_optional: bool = False,
 ) -> Path:
-    """``path`` as the place of infer's output ``what``: every check of :func:`check_output_outside_model_data`
-    against ``others``, then VibeError unless its name ends in ``suffix``, and when a file of another kind
-    is there (a video, say: writing would destroy it). ``optional_value_of``: the option whose value is
-    optional (``--pkl [PATH]``): it takes whatever follows it, a shell glob's first video too."""
-    path = check_output_outside_model_data(path, what, data_dir_flag, others)
+    """The place of infer's output ``what``: ``named`` (the value of ``flag``), else ``default``, after
+    every check of :func:`check_output_outside_model_data` against ``others``. VibeError unless its name
+    ends as the default's does, when a file is already at the default (the user did not name it: another
+    video of the same name made it, say), and when a file of another kind is there (a video: writing would
+    destroy it). ``value_optional``: ``flag [PATH]`` takes whatever follows it, a shell glob's first video too."""
+    path = check_output_outside_model_data(Path(named) if named else default, what, data_dir_flag, others)
+    suffix = default.suffix
     if path.suffix != suffix:
         hint = (
-            f" ({optional_value_of} takes the argument after it as its path: give a {suffix} path, or put "
-            f"{optional_value_of} after the video)"
-            if optional_value_of
+            f" ({flag} takes the argument after it as its path: give a {suffix} path, or put {flag} after the video)"
+            if value_optional
             else ""
         )
         raise VibeError(f"{what[0].upper()}{what[1:]} must end in {suffix}; got '{path}'{hint}.")
+    if not named and os.path.lexists(path):
+        raise VibeError(
+            f"{what[0].upper()}{what[1:]} '{path}' (the default name) already exists, and infer replaces a file "
+            f"only when you name it. To keep that file, name this output ({flag} PATH) or move the file away; "
+            f"to replace it, give {flag} '{path}'."
+        )
     if not _holds_nothing_else(path, FILE_MAGIC[suffix]):
         raise VibeError(
             f"{what[0].upper()}{what[1:]} '{path}' already exists and is not a {suffix} file: writing it would "

@@ -329,6 +329,15 @@ def test_each_phase_of_the_progress_reaches_its_end_before_the_next(short_clip):
     assert progress_phases(reports) == [("stream", 1.0), ("temporal", 1.0), ("smpl", 1.0), ("write", 1.0)]
 
 
+def test_the_time_of_the_segments_is_told_per_stage(short_clip):
+    """The segments' decoding and cropping ran inside the detect and backbone steps, which took all of
+    their time: the timing table said decode 0.00 and crop 0.00."""
+    timings = run_across_devices(
+        [_engine(), _engine()], short_clip, RunOptions(detector="hog", min_track_frames=5)
+    ).timings_s
+    assert all(timings[stage] > 0 for stage in ("decode", "detect", "track", "crop", "backbone")), timings
+
+
 def test_a_video_shorter_than_the_minimum_track_length_is_said_before_the_segments_run(short_clip):
     detectors = [SlowDetector(), SlowDetector()]
     with pytest.raises(VibeError, match="is shorter than the minimum track length: it has 24 frames, and a track must"):

@@ -76,8 +76,9 @@ def empty_argument(argv: list[str]) -> str | None:
 
 def _report_os_error(err: OSError) -> int:
     where = f" ({err.filename})" if err.filename else ""
+    notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))  # e.g. which outputs were written
     print(
-        f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.",
+        f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.{notes}",
         file=sys.stderr,
     )
     return 2

@@ -57,6 +57,22 @@ class TinyVIBE(nn.Module):
         return out
 
 
+def progress_phases(reports: list[tuple]) -> list[tuple[str, float]]:
+    """Progress reports (stage, fraction of the job, ...) -> the phases in the order they came (the
+    streaming stages are one), each with the largest share of its own work reported: what the
+    command line's bars show."""
+    from vibe_server.pipeline.progress import STREAM_STAGES, phase_fraction
+
+    phases: list[tuple[str, float]] = []
+    for stage, fraction, *_ in reports:
+        phase = "stream" if stage in STREAM_STAGES else stage
+        done = phase_fraction(stage, fraction)
+        if phases and phases[-1][0] == phase:
+            done = max(done, phases.pop()[1])
+        phases.append((phase, done))
+    return phases
+
+
 @dataclass
 class FakeInfo:
     name: str = "fake.mp4"

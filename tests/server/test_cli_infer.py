@@ -1,7 +1,9 @@
 """``vibe-mocap infer`` and ``serve`` argument handling, with the tiny engine and (slow) on a real
 clip with the synthetic placeholder model."""
 
+import contextlib
 import socket
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +17,7 @@ from vibe_server.api.http_protocol import HeadersDeadlineProtocol
 from vibe_server.cli import main
 from vibe_server.pipeline import engine as engine_module
 from vibe_server.pipeline import options as options_module
+from vibe_server.pipeline import video as video_module
 
 
 @pytest.fixture
@@ -39,6 +42,10 @@ def tiny_infer(monkeypatch, make_engine, tmp_path, no_model_data):
         return engine
 
     monkeypatch.setattr(engine_module, "load_engine", fake_load_engine)
+    # infer's look at the video before the model loads: the scripted front end's (the videos here are fakes)
+    monkeypatch.setattr(
+        video_module, "open_video", lambda path, **kwargs: contextlib.nullcontext(engine.open_video(path))
+    )
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"fake")
     return video, calls
@@ -137,6 +144,98 @@ def test_infer_bad_arguments_give_one_clear_error(tiny_infer, capsys, argv, mess
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, suffix", [("--pkl", ".pkl"), ("--body-model", ".npz")])
+def test_a_shell_glob_after_pkl_or_body_model_never_overwrites_a_video(tiny_infer, tmp_path, capsys, flag, suffix):
+    """`infer --pkl *.mp4` reaches infer as `--pkl a.mp4 b.mp4`: the optional value took the first video,
+    which the run replaced with a pickle."""
+    _, calls = tiny_infer
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    first.write_bytes(b"first video")
+    second.write_bytes(b"second video")
+    assert main(["infer", flag, str(first), str(second), "-o", str(tmp_path / "b.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"must end in {suffix}; got '{first}' ({flag} takes the argument after it as its path" in err
+    assert err.count("error:") == 1 and not calls  # said before the model loads
+    assert first.read_bytes() == b"first video" and not (tmp_path / "b.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, name, what",
+    [
+        ("-o", "take.npz", "The result file"),
+        ("--pkl", "take.pkl", "The official pkl"),
+        ("--body-model", "b.npz", "The body-model file"),
+    ],
+)
+def test_an_output_path_holding_a_file_of_another_kind_is_refused(tiny_infer, tmp_path, capsys, flag, name, what):
+    """A video or notes saved under an output's name are not replaced; a file of that kind is."""
+    video, calls = tiny_infer
+    taken = tmp_path / name
+    taken.write_bytes(b"my notes")
+    argv = ["infer", str(video), "--device", "cpu", flag, str(taken)]
+    if flag != "-o":
+        argv += ["-o", str(tmp_path / "r.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {what} '{taken}' already exists and is not a {taken.suffix} file" in err and not calls
+    assert taken.read_bytes() == b"my notes"
+    if flag == "--body-model":  # (the tiny engine has no SMPL file to write one from)
+        return
+    taken.write_bytes(b"")  # empty: nothing to lose
+    assert main(argv) == 0 and taken.stat().st_size > 0
+    assert main(argv) == 0  # and its own kind, written by the last run, is replaced
+
+
+def test_a_default_name_never_replaces_a_file(tiny_infer, tmp_path, monkeypatch, capsys):
+    """`infer a/take.mp4`, then `infer b/take.mp4` from the same folder: the second replaced the first's
+    ./take_vibe.npz without a word. A name the user gives is theirs to replace."""
+    _, calls = tiny_infer
+    monkeypatch.chdir(tmp_path)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "take.mp4").write_bytes(b"fake")
+    assert main(["infer", "a/take.mp4", "--pkl", "--device", "cpu"]) == 0
+    result, pkl = tmp_path / "take_vibe.npz", tmp_path / "take_vibe_output.pkl"  # (not take_vibe_vibe_output.pkl)
+    first = {path: path.read_bytes() for path in (result, pkl)}
+    capsys.readouterr()
+    calls.clear()
+    assert main(["infer", "b/take.mp4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: The result file '{result}' (the default name) already exists, and infer replaces a file only when "
+        f"you name it. To keep that file, name this output (-o PATH) or move the file away; to replace it, give "
+        f"-o '{result}'.\n"
+    )
+    assert main(["infer", "b/take.mp4", "-o", "b.npz", "--pkl", "--device", "cpu"]) == 2  # the .pkl too
+    assert f"error: The official pkl '{pkl.name}' (the default name) already exists" in capsys.readouterr().err
+    assert not calls and {path: path.read_bytes() for path in first} == first and not Path("b.npz").exists()
+    assert main(["infer", "b/take.mp4", "-o", str(result), "--pkl", str(pkl), "--device", "cpu"]) == 0  # named
+
+
+def test_a_full_disk_while_the_pkl_is_written_is_said_as_such_with_the_result_kept(
+    tiny_infer, tmp_path, capsys, monkeypatch
+):
+    """It read 'Cannot write X: [Errno 28] ...: X. Choose a writable output folder.': the path twice,
+    advice about the folder, and not a word of the result file already written."""
+    import errno
+
+    import joblib
+
+    def full_disk(value, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(joblib, "dump", full_disk)
+    video, _ = tiny_infer
+    out, pkl = tmp_path / "clip.npz", tmp_path / "clip.pkl"
+    assert main(["infer", str(video), "-o", str(out), "--pkl", str(pkl), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"error: No space left on device ({pkl}). Check the path, its permissions and the free disk space. "
+        f"The result file {out} was written."
+    )
+    assert load_result(out).tracks and not pkl.exists() and not list(tmp_path.glob("*.part"))
+
+
 NOT_A_VIDEO_FILE = "is not a regular video file (a folder, a device or a pipe). Pass the path of a video file."
 COMMANDS_ON_A_SPECIAL_FILE = {  # argv (PATH: a FIFO or a link to /dev/zero) -> the error after the path
     "infer": (["infer", "PATH"], f"'PATH' {NOT_A_VIDEO_FILE}"),
@@ -167,6 +266,18 @@ def test_an_input_that_is_no_regular_file_is_named_as_such(tmp_path, monkeypatch
     ran, code = call_with_deadline(lambda: main([a.replace("PATH", str(path)) for a in argv]), fifo=path)
     assert ran and code == 2, code
     assert capsys.readouterr().err == f"error: {message.replace('PATH', str(path))}\n"
+
+
+def test_a_file_that_is_no_video_is_said_before_the_model_loads(tmp_path, monkeypatch, capsys, no_model_data):
+    """The model loaded first (and on a first run the placeholder's 256 MB were written) before the
+    video was opened at all."""
+    monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: pytest.fail("the model was loaded"))
+    video = tmp_path / "notes.mp4"
+    video.write_text("notes, not a video\n")
+    assert main(["infer", str(video), "-o", str(tmp_path / "r.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Cannot open '{video}' as a video: it is not a video file") and err.count("\n") == 1
+    assert "SYNTHETIC" not in err and not (tmp_path / "r.npz").exists()
 
 
 def test_infer_reports_nobody_found(tiny_infer, capsys):

@@ -116,8 +116,17 @@ def test_a_huge_min_track_frames_holds_few_crops(monkeypatch):
     from vibe_server.pipeline.options import MAX_MIN_TRACK_FRAMES, RunOptions
 
     most = held_crops_spy(monkeypatch)
+    engine = scripted_engine({1: range(100)}, 100)
+    open_video = engine.frontend.open_video
+
+    def truncated(path):  # its header announces as many frames as a track must last (a shorter clip is refused)
+        reader = open_video(path)
+        reader.info.frame_count = MAX_MIN_TRACK_FRAMES
+        return reader
+
+    engine.frontend.open_video = truncated
     with pytest.raises(VibeError, match="Nobody was found"):
-        scripted_engine({1: range(100)}, 100).run("clip.mp4", RunOptions(min_track_frames=MAX_MIN_TRACK_FRAMES))
+        engine.run("clip.mp4", RunOptions(min_track_frames=MAX_MIN_TRACK_FRAMES))
     assert most[0] < engine_module.PENDING_CROPS_MAX
 
 

@@ -13,6 +13,8 @@ from vibe_server.pipeline.engine import Engine, select_tracks
 from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.progress import STAGES, JobCancelled
 
+from .conftest import TinyVIBE, progress_phases
+
 
 def run(engine, **options):
     return engine.run("clip.mp4", RunOptions(**options))
@@ -126,6 +128,18 @@ def test_progress_goes_through_the_stages_to_one(tiny_engine):
     assert events[-1][2] == pytest.approx(0.0)
 
 
+@pytest.mark.parametrize("gpu_front_end", [False, True], ids=["track by track", "tracks together"])
+def test_each_phase_of_the_progress_reaches_its_end_before_the_next(scripted, gpu_front_end):
+    """The bars stopped short: the stream's last report was throttled away, the temporal model's said
+    i / tracks before each track and never 1, and the temporal and smpl bars took turns, track by track."""
+    engine = Engine(
+        TinyVIBE(), model_name="tiny", data_dir=None, frontend=scripted.as_frontend(), gpu_front_end=gpu_front_end
+    )
+    reports = []
+    engine.run("clip.mp4", RunOptions(smoothing=0.5), progress=lambda *report: reports.append(report))
+    assert progress_phases(reports) == [("stream", 1.0), ("temporal", 1.0), ("smpl", 1.0), ("write", 1.0)]
+
+
 def test_cancel_stops_the_run(tiny_engine):
     calls = []
 
@@ -142,6 +156,21 @@ def test_nobody_found_is_a_clear_error(make_engine):
     # the one message of the command line and the server: each one's name for the setting
     with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'.*--min-track-frames N.*min_track_frames"):
         run(engine)
+
+
+def test_a_video_shorter_than_the_minimum_track_length_is_said_before_its_decode(scripted, tiny_engine):
+    """--min-track-frames 200 on a clip of 150 frames decoded the whole video, then said nobody was found."""
+    with pytest.raises(VibeError) as err:
+        run(tiny_engine, min_track_frames=100)  # the scripted clip has 60 frames
+    assert str(err.value).startswith(
+        "'clip.mp4' is shorter than the minimum track length: it has 60 frames, and a track must last 100. "
+        "Lower it to 60 or less (--min-track-frames N of vibe-mocap infer or batch; the job option min_track_frames"
+    )
+    assert scripted.detectors == []  # nothing decoded, nothing detected
+    # a count a few frames short may be the container's estimate: the video is decoded
+    with pytest.raises(VibeError, match="Nobody was found in 'clip.mp4'"):
+        run(tiny_engine, min_track_frames=62)
+    assert scripted.detectors[-1].calls > 0
 
 
 def test_nobody_found_names_the_longest_track_against_the_minimum():

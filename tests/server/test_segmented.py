@@ -15,7 +15,7 @@ from vibe_server.pipeline.options import RunOptions
 from vibe_server.pipeline.progress import JobCancelled
 from vibe_server.pipeline.segmented import run_across_devices, segment_bounds
 
-from .conftest import TinyVIBE
+from .conftest import TinyVIBE, progress_phases
 from .late_jumps import record_decodes
 
 
@@ -200,7 +200,8 @@ def test_one_engine_is_a_plain_run(short_clip):
 def test_nobody_in_the_video_is_the_one_clear_error(short_clip, monkeypatch):
     from vibe_blender.core.errors import VibeError
 
-    options = RunOptions(detector="hog", min_track_frames=500)
+    # (24 frames: within the slack of a container's count, so decoded; a longer minimum is refused before)
+    options = RunOptions(detector="hog", min_track_frames=26)
     with pytest.raises(VibeError, match="Nobody was found"):
         run_across_devices([_engine(), _engine()], short_clip, options)
 
@@ -319,6 +320,29 @@ def test_a_cancel_or_ctrl_c_stops_the_segments_at_their_next_frame(interrupt):
         run_across_devices(_engines_with(*detectors), LONG_CLIP, EVERY_FRAME, should_cancel=should_cancel)
     assert all(d.calls < 40 for d in detectors)  # of 697 each
     assert not _segment_threads()
+
+
+def test_each_phase_of_the_progress_reaches_its_end_before_the_next(short_clip):
+    reports = []
+    options = RunOptions(detector="hog", min_track_frames=5, smoothing=0.5)
+    run_across_devices([_engine(), _engine()], short_clip, options, progress=lambda *report: reports.append(report))
+    assert progress_phases(reports) == [("stream", 1.0), ("temporal", 1.0), ("smpl", 1.0), ("write", 1.0)]
+
+
+def test_the_time_of_the_segments_is_told_per_stage(short_clip):
+    """The segments' decoding and cropping ran inside the detect and backbone steps, which took all of
+    their time: the timing table said decode 0.00 and crop 0.00."""
+    timings = run_across_devices(
+        [_engine(), _engine()], short_clip, RunOptions(detector="hog", min_track_frames=5)
+    ).timings_s
+    assert all(timings[stage] > 0 for stage in ("decode", "detect", "track", "crop", "backbone")), timings
+
+
+def test_a_video_shorter_than_the_minimum_track_length_is_said_before_the_segments_run(short_clip):
+    detectors = [SlowDetector(), SlowDetector()]
+    with pytest.raises(VibeError, match="is shorter than the minimum track length: it has 24 frames, and a track must"):
+        run_across_devices(_engines_with(*detectors), short_clip, replace(EVERY_FRAME, min_track_frames=50))
+    assert all(d.calls == 0 for d in detectors)
 
 
 def _detect_progress(clip, delay_s: float) -> list[float]:

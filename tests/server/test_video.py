@@ -360,9 +360,27 @@ def test_a_path_the_os_refuses_is_a_clear_error(tmp_path, name):
         open_video(tmp_path / name)
 
 
-def test_video_without_frames(tmp_path):
-    with pytest.raises(VibeError, match="not a video|no decodable frames"):
-        open_video(_write_video(tmp_path / "zero.mp4", 0))
+@pytest.mark.parametrize("name", ["zero.mp4", "zero.avi"])
+def test_a_video_without_frames_is_said_to_be_one(tmp_path, name):
+    """A recording stopped before its first frame: the mp4 read as 'not a video ... or it is damaged'."""
+    video = _write_video(tmp_path / name, 0)
+    with pytest.raises(VibeError) as err:
+        open_video(video)
+    assert str(err.value) == (
+        f"{video} is a video file without frames (a recording stopped before its first frame?). "
+        "Record or export the clip again."
+    )
+
+
+def test_an_mp4_cut_before_its_media_data_is_no_video_without_frames(tmp_path):
+    """Only a whole file without media data is one: a header cut short, or one whose media data is
+    missing, is a damaged file."""
+    whole = _write_video(tmp_path / "five.mp4", 5).read_bytes()
+    empty = _write_video(tmp_path / "zero.mp4", 0).read_bytes()
+    for cut in (empty[:-10], whole[: len(whole) // 2]):
+        (tmp_path / "cut.mp4").write_bytes(cut)
+        with pytest.raises(VibeError, match="Cannot open .* as a video"):
+            open_video(tmp_path / "cut.mp4")
 
 
 def test_tiny_valid_video_opens(tmp_path):

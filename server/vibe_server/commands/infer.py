@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,13 +31,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "per-frame SMPL pose, shape, cameras and root translation.",
     )
     p.add_argument("video", help="the video file (mp4, mkv, avi, gif, ...)")
-    p.add_argument("-o", "--output", help="result file (default: <video name>_vibe.npz in the current folder)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="result file (default: <video name>_vibe.npz in the current folder; a default name never replaces a file)",
+    )
     p.add_argument(
         "--pkl",
         nargs="?",
         const="",
         metavar="PATH",
-        help="also write the official vibe_output.pkl layout (default path: NAME_vibe_output.pkl beside the result)",
+        help="also write the official vibe_output.pkl layout (default path: <video name>_vibe_output.pkl beside "
+        "the result)",
     )
     p.add_argument(
         "--body-model",
@@ -121,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
     from ..pipeline.segmented import run_across_devices
-    from ..pipeline.video import check_video_path
+    from ..pipeline.video import check_video_path, open_video
 
     if args.devices and args.device != "auto":  # (else --device would be dropped without a word)
         raise VibeError(
@@ -134,26 +141,42 @@ def run(args: argparse.Namespace) -> int:
             f"'{video}' is a folder; infer takes one video. For every video in it: vibe-mocap batch '{video}' -o OUTDIR"
         )
     check_video_path(video, f"'{video}'")  # missing, empty, a device or a pipe: said before any work
-    output = Path(args.output) if args.output else Path.cwd() / f"{video.stem}_vibe.npz"
-    if output.suffix != ".npz":
-        raise VibeError(f"The result file must end in .npz; got '{output}'.")
-    # every output checked before the run: none may be a folder, the video or another output
-    output = check_output_outside_model_data(output, "the result file", args.data_dir, {"the video": video})
+    # every output checked before the run: none may be a folder, the video, another output, a file of
+    # another kind, or an existing file under a default name
+    output = check_output_file(
+        args.output, Path.cwd() / f"{video.stem}_vibe.npz", "the result file", "-o", args.data_dir, {"the video": video}
+    )
     pkl_path = body_path = None
     if args.pkl is not None:
-        pkl_path = Path(args.pkl) if args.pkl else output.with_name(output.stem + "_vibe_output.pkl")
-        others = {"the video": video, "the result file": output}
-        check_output_outside_model_data(pkl_path, "the official pkl", args.data_dir, others)
+        pkl_path = check_output_file(
+            args.pkl,
+            output.with_name(f"{video.stem}_vibe_output.pkl"),
+            "the official pkl",
+            "--pkl",
+            args.data_dir,
+            {"the video": video, "the result file": output},
+            value_optional=True,
+        )
     if args.body_model is not None:
-        body_path = Path(args.body_model) if args.body_model else output.with_name(output.stem + "_body_model.npz")
-        others = {"the video": video, "the result file": output, "the official pkl": pkl_path}
-        check_output_outside_model_data(body_path, "the body-model file", args.data_dir, others)
+        body_path = check_output_file(
+            args.body_model,
+            output.with_name(output.stem + "_body_model.npz"),
+            "the body-model file",
+            "--body-model",
+            args.data_dir,
+            {"the video": video, "the result file": output, "the official pkl": pkl_path},
+            value_optional=True,
+        )
     options = run_options(args)
 
     # one engine per device: every visible GPU for auto/cuda (one video divided among them), else one
     wanted = args.devices.split(",") if args.devices else server_devices(args.device)
     devices = [resolve_device(d.strip()) for d in wanted]
     data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
+    # the header and the first frame, before the model loads (or the placeholder's 256 MB are written):
+    # a file that is no video, or a video without frames, is said at once
+    with open_video(video, label=f"'{video}'"):
+        pass
     note = placeholder_note(data_dir)
     if note is not None:
         print(note, file=sys.stderr)
@@ -175,11 +198,15 @@ def run(args: argparse.Namespace) -> int:
         bars.close()
 
     atomic_write(output, lambda f: save_result(f, out.result))
-    if pkl_path is not None:
-        postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
-    if body_path is not None:
-        body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
-        atomic_write(body_path, lambda f: save_body_model(f, body_model))
+    try:
+        if pkl_path is not None:
+            postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
+        if body_path is not None:
+            body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
+            atomic_write(body_path, lambda f: save_body_model(f, body_model))
+    except OSError as err:  # (the command line reports it, with this note)
+        err.add_note(f"The result file {output} was written.")
+        raise
 
     print(summary_table(out, engine, devices=devices))
     print(
@@ -192,6 +219,60 @@ def run(args: argparse.Namespace) -> int:
     for warning in out.warnings:  # also in the result file's meta["warnings"]
         print(f"WARNING: {warning}", file=sys.stderr)
     return 0
+
+
+# the first bytes of each kind of file infer writes: a zip archive (numpy's .npz), a pickle (protocol 2 or later)
+FILE_MAGIC = {".npz": b"PK", ".pkl": b"\x80"}
+
+
+def check_output_file(
+    named: str | None,
+    default: Path,
+    what: str,
+    flag: str,
+    data_dir_flag: str | None,
+    others: dict[str, Path | None],
+    *,
+    value_optional: bool = False,
+) -> Path:
+    """The place of infer's output ``what``: ``named`` (the value of ``flag``), else ``default``, after
+    every check of :func:`check_output_outside_model_data` against ``others``. VibeError unless its name
+    ends as the default's does, when a file is already at the default (the user did not name it: another
+    video of the same name made it, say), and when a file of another kind is there (a video: writing would
+    destroy it). ``value_optional``: ``flag [PATH]`` takes whatever follows it, a shell glob's first video too."""
+    path = check_output_outside_model_data(Path(named) if named else default, what, data_dir_flag, others)
+    suffix = default.suffix
+    if path.suffix != suffix:
+        hint = (
+            f" ({flag} takes the argument after it as its path: give a {suffix} path, or put {flag} after the video)"
+            if value_optional
+            else ""
+        )
+        raise VibeError(f"{what[0].upper()}{what[1:]} must end in {suffix}; got '{path}'{hint}.")
+    if not named and os.path.lexists(path):
+        raise VibeError(
+            f"{what[0].upper()}{what[1:]} '{path}' (the default name) already exists, and infer replaces a file "
+            f"only when you name it. To keep that file, name this output ({flag} PATH) or move the file away; "
+            f"to replace it, give {flag} '{path}'."
+        )
+    if not _holds_nothing_else(path, FILE_MAGIC[suffix]):
+        raise VibeError(
+            f"{what[0].upper()}{what[1:]} '{path}' already exists and is not a {suffix} file: writing it would "
+            "destroy that file. Choose another name, or move the file away."
+        )
+    return path
+
+
+def _holds_nothing_else(path: Path, magic: bytes) -> bool:
+    """Whether no regular file is at ``path``, or one that is empty or starts with ``magic`` (a pipe or a
+    device is not opened: reading one could block)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return True
+    except FileNotFoundError:
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(magic)) in (b"", magic)
 
 
 def summary_table(out: RunOutput, engine: Engine, *, devices: list[str] | None = None) -> str:

@@ -492,8 +492,9 @@ class Engine:
             reader.prefetch = max(reader.prefetch, DECODE_AHEAD_FRAMES)
             reader.decode_workers = max(reader.decode_workers, DECODE_WORKERS)
         info = reader.info
-        self.prepare_run(options, expected_crops=int(info.frame_count or 0))
         video_name = video_name or info.name
+        check_long_enough(info.frame_count, options, video_name)
+        self.prepare_run(options, expected_crops=int(info.frame_count or 0))
         monitor.report("decode", "stream", 0.0, force=True)
         stream_tracks, frames_decoded, crops = self._stream_pass(reader, fe, options, monitor)
         if frames_decoded == 0:
@@ -558,37 +559,46 @@ class Engine:
                     chunking=options.chunking,
                     chunk_frames=options.temporal_chunk_frames,
                 )
-        for i, (track_id, frame_ids, bboxes, features) in enumerate(tracks):
-            monitor.check_cancel()
-            if together:
-                out = outputs[i]
-            else:  # track by track (with several devices: each chunk on its segment's device)
+        else:  # track by track (with several devices: each chunk on its segment's device)
+            outputs = []
+            for i, (_, frame_ids, _, features) in enumerate(tracks):
+                monitor.check_cancel()
                 monitor.report("temporal", "temporal", i / len(tracks), force=True)
                 with monitor.stage("temporal"):
-                    out = self.temporal(
-                        features,
-                        chunking=options.chunking,
-                        chunk_frames=options.temporal_chunk_frames,
-                        engine_for_chunk=None
-                        if engine_for_frame is None
-                        else lambda start, frames=frame_ids: engine_for_frame(frames[start]),
+                    outputs.append(
+                        self.temporal(
+                            features,
+                            chunking=options.chunking,
+                            chunk_frames=options.temporal_chunk_frames,
+                            engine_for_chunk=None
+                            if engine_for_frame is None
+                            else lambda start, frames=frame_ids: engine_for_frame(frames[start]),
+                        )
                     )
-            theta, joints3d = out["theta"], out["kp_3d"]
-            if options.smoothing > 0:
+        # each phase ends at 100 % before the next begins (its last report may have been throttled away)
+        monitor.report("temporal", "temporal", 1.0, force=True)
+        if options.smoothing > 0:
+            for i, out in enumerate(outputs):
+                monitor.check_cancel()
                 monitor.report("smpl", "smpl", i / len(tracks), force=True)
                 with monitor.stage("smpl"):
-                    theta = theta.copy()
+                    theta = out["theta"].copy()
                     theta[:, 3:75] = smooth_pose(
                         theta[:, 3:75], options.smoothing, fps=info.fps or 30.0, method=options.smoothing_method
                     )
-                    joints3d = self.smpl_joints(theta[:, 3:75], theta[:, 75:85])
+                    outputs[i] = {"theta": theta, "kp_3d": self.smpl_joints(theta[:, 3:75], theta[:, 75:85])}
+            monitor.report("smpl", "smpl", 1.0, force=True)
+        for i, (track_id, frame_ids, bboxes, _) in enumerate(tracks):
+            monitor.check_cancel()
+            monitor.report("write", "write", i / len(tracks))
+            out, outputs[i] = outputs[i], None  # (the track holds its own arrays: none kept twice)
             with monitor.stage("write"):
                 results.append(
                     postprocess.build_track(
                         track_id,
                         np.asarray(frame_ids),
-                        theta,
-                        joints3d,
+                        out["theta"],
+                        out["kp_3d"],
                         np.stack(bboxes),
                         width=info.width,
                         height=info.height,
@@ -706,6 +716,7 @@ class Engine:
         tracks.drop_young_from_queue()
         if queue:
             flush(len(queue))
+        monitor.report(monitor.busiest_stream_stage(), "stream", 1.0, force=True)  # (the last one may be throttled)
         return tracks, frames_decoded, crops_done
 
     def crop_function(self, options: RunOptions) -> tuple[CropFrames, int]:
@@ -756,6 +767,25 @@ def _chunk_plan(chunking: str, chunk_frames: int) -> tuple[int, bool]:
     return (OFFICIAL_CHUNK_FRAMES, False) if chunking == "official" else (chunk_frames, True)
 
 
+# how to ask for shorter tracks, in each front door's words
+LOWER_MIN_TRACK_FRAMES = (
+    "--min-track-frames N of vibe-mocap infer or batch; the job option min_track_frames over the server's API"
+)
+
+
+def check_long_enough(frame_count: int | None, options: RunOptions, video_name: str) -> None:
+    """VibeError when the video's ``frame_count`` (its container's, when known) is well short of the
+    ``min_track_frames`` a track must last: said before the decode, which could only find nobody. A
+    count a few frames short may be the container's estimate (see ``video.count_slack``): decoded."""
+    from .video import count_slack  # (start-up: OpenCV loads with the first video)
+
+    if frame_count and frame_count + count_slack(frame_count) < options.min_track_frames:
+        raise VibeError(
+            f"'{video_name}' is shorter than the minimum track length: it has {frame_count} frames, and a track "
+            f"must last {options.min_track_frames}. Lower it to {frame_count} or less ({LOWER_MIN_TRACK_FRAMES})."
+        )
+
+
 def select_tracks(
     frames_per_track: dict[int, int], options: RunOptions, video_name: str
 ) -> tuple[list[int], list[str]]:
@@ -775,8 +805,7 @@ def select_tracks(
         raise VibeError(
             f"Nobody was found in '{video_name}': no person was tracked for at least "
             f"{options.min_track_frames} frames{longest}. Use a clip where a whole person is visible, or, for "
-            "very short clips, lower the minimum track length (--min-track-frames N of vibe-mocap infer or "
-            "batch; the job option min_track_frames over the server's API)."
+            f"very short clips, lower the minimum track length ({LOWER_MIN_TRACK_FRAMES})."
         )
     ids, warnings = longest_track_ids({tid: frames_per_track[tid] for tid in kept}, options.tracks_max or MAX_TRACKS)
     return ids, [] if options.tracks_max else warnings  # (fewer asked for: nothing to warn of)

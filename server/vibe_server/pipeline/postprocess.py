@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track
 from vibe_server.geometry import convert_crop_cam_to_orig_img, convert_crop_coords_to_orig_img, projection
 from vibe_server.output_files import atomic_write
@@ -149,16 +148,14 @@ def official_output(result: MocapResult, smpl_fn: SmplFn) -> dict[int, dict]:
 
 def write_official_pkl(path: str | Path, output: dict[int, dict], *, make_folder: bool = True) -> None:
     """Write the official layout with joblib when it is installed (as the demo does), else as a plain
-    pickle of numpy arrays (``joblib.load`` reads both). ``make_folder``: as in ``atomic_save``."""
-    path = Path(path)
+    pickle of numpy arrays (``joblib.load`` reads both). ``make_folder``: as in ``atomic_save``. A
+    failed write is the OSError itself, naming ``path``: its caller says what it means (a full disk
+    is no folder to change)."""
     try:
         import joblib  # optional dependency (the train extra); without it a plain pickle is written
     except ImportError:
         joblib = None
-    try:
-        if joblib is not None:
-            atomic_write(path, lambda f: joblib.dump(output, f), make_folder=make_folder)
-        else:
-            atomic_write(path, lambda f: pickle.dump(output, f, protocol=4), make_folder=make_folder)
-    except OSError as err:
-        raise VibeError(f"Cannot write {path}: {err}. Choose a writable output folder.") from err
+    if joblib is not None:
+        atomic_write(path, lambda f: joblib.dump(output, f), make_folder=make_folder)
+    else:
+        atomic_write(path, lambda f: pickle.dump(output, f, protocol=4), make_folder=make_folder)

@@ -67,11 +67,10 @@ def phase_fraction(stage: str, fraction: float) -> float:
 
 
 class TimedReader:
-    """Wraps a video reader so that the time spent decoding counts as 'decode'."""
+    """Wraps a video reader (or a segment of one) so that the time spent decoding counts as 'decode'."""
 
     def __init__(self, reader: Any, monitor: StageMonitor) -> None:
         self._reader, self._monitor = reader, monitor
-        self.info = reader.info
 
     def __iter__(self) -> Iterator:
         iterator = iter(self._reader)

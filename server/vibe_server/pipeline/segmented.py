@@ -43,10 +43,18 @@ import torch
 
 from vibe_blender.core.errors import VibeError
 
-from .engine import DeviceStageMonitor, Engine, RunOutput, naming_out_of_memory, no_frames_error, select_tracks
+from .engine import (
+    DeviceStageMonitor,
+    Engine,
+    RunOutput,
+    check_long_enough,
+    naming_out_of_memory,
+    no_frames_error,
+    select_tracks,
+)
 from .options import RunOptions
 from .people import DetectionSchedule, with_frames_ahead
-from .progress import ProgressFn, StageMonitor
+from .progress import STAGES, ProgressFn, StageMonitor, TimedDetector, TimedReader
 from .track import TrackletCollector
 from .video import VideoSegment
 
@@ -107,6 +115,7 @@ def _run_across_devices(
     reader = lead.open_video(video_path)
     info = reader.info
     video_name = video_name or info.name
+    check_long_enough(info.frame_count, options, video_name)
     for engine in engines:
         engine.prepare_run(options, expected_crops=int(info.frame_count or 0) // len(engines))
     bounds = segment_bounds(int(info.frame_count), len(engines), reader.jump_targets())
@@ -119,6 +128,12 @@ def _run_across_devices(
         """A segment whose decode gives up at its next frame once ``stop`` is set."""
         return reader.segment(start, end, seek=seek, stopped=stop.is_set)
 
+    clocks: list[StageMonitor] = []  # the seconds of each segment's job per stage (only counted: no progress)
+
+    def clock() -> StageMonitor:
+        clocks.append(StageMonitor(None, None))
+        return clocks[-1]
+
     pool = ThreadPoolExecutor(len(engines), thread_name_prefix="segment")
     segments_at_once = _SegmentRunner(pool, stop, monitor, frame_count)
     try:
@@ -128,13 +143,14 @@ def _run_across_devices(
         with monitor.stage("detect"):
             spans = [*bounds[:-1], (bounds[-1][0], None)]  # the last one to the end, whatever the header says
             segments = [open_segment(*span) for span in spans]  # each decodes with a capture of its own
-            jobs = [(engine, segment, options) for engine, segment in zip(engines, segments)]
+            jobs = [(engine, segment, options, clock()) for engine, segment in zip(engines, segments)]
             parts = segments_at_once(_detect_segment, jobs, "detect", _PROGRESS["detect"])
             for k in range(1, len(segments)):
                 if not segments[k].continues(segments[k - 1]):
                     segments[k] = open_segment(*spans[k], seek=False)
-                    job = (engines[k], segments[k], options)
+                    job = (engines[k], segments[k], options, clock())
                     parts[k] = segments_at_once(_detect_segment, [job], "detect", _PROGRESS["detect"])[0]
+        _share_out(monitor, "detect", clocks)
         scheduled = {index: dets for part in parts for index, dets in part.items()}
         frames_decoded = sum(segment.decoded for segment in segments)
         reader.check_complete(frames_decoded)  # a truncated video: the warning, and the frames that decoded
@@ -175,14 +191,16 @@ def _run_across_devices(
         with monitor.stage("backbone"):
             features = {}
             again = [open_segment(segment.start, segment.stop, seek=segment.seek) for segment in segments]
-            jobs = [(engine, segment, options, boxes_at) for engine, segment in zip(engines, again)]
+            jobs = [(engine, segment, options, boxes_at, clock()) for engine, segment in zip(engines, again)]
             for part in segments_at_once(_features_segment, jobs, "backbone", _PROGRESS["backbone"]):
                 features.update(part)
             for k, (first, second) in enumerate(zip(segments, again)):
                 if second.head != first.head:  # this jump missed where the first one landed: decode exactly
                     exact = open_segment(first.start, first.stop, seek=False)
-                    job = (engines[k], exact, options, boxes_at)
+                    job = (engines[k], exact, options, boxes_at, clock())
                     features.update(segments_at_once(_features_segment, [job], "backbone", _PROGRESS["backbone"])[0])
+        _share_out(monitor, "backbone", clocks)
+        monitor.report("backbone", "stream", 1.0, force=True)  # (the last one may be throttled)
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -211,6 +229,19 @@ def _run_across_devices(
         warnings=[*reader.warnings, *track_warnings],
         engine_for_frame=lambda frame: engines[bisect.bisect_right(starts, frame) - 1],
     )
+
+
+def _share_out(monitor: StageMonitor, step: str, clocks: list[StageMonitor]) -> None:
+    """Splits the wall time of a step that the segments ran at once (counted as ``step``) among the stages
+    their jobs spent it in (decode, detect, crop, backbone), in proportion to those jobs' seconds added up:
+    the stages' times then add up to the wall time, as a one-device run's do. The clocks are emptied."""
+    busy = {stage: sum(clock.timings_s[stage] for clock in clocks) for stage in STAGES}
+    clocks.clear()
+    total = sum(busy.values())
+    if total > 0:
+        wall, monitor.timings_s[step] = monitor.timings_s[step], 0.0
+        for stage, seconds in busy.items():
+            monitor.timings_s[stage] += wall * seconds / total
 
 
 # each heavy step's share of the stream phase's progress bar (the segments' frames done, together)
@@ -280,11 +311,14 @@ def _detect_segment(
     engine: Engine,
     segment: VideoSegment,
     options: RunOptions,
+    clock: StageMonitor,
     *,
     advance: Callable[[int], None],
 ) -> dict[int, np.ndarray]:
-    """One segment on one engine -> {frame index: detections} of its scheduled frames."""
+    """One segment on one engine -> {frame index: detections} of its scheduled frames (``clock``: the
+    seconds spent decoding and detecting)."""
     detector = engine.detector(options.detector, compiled=options.compile_detector, official=options.official)
+    detector = TimedDetector(detector, clock)
     batch_size = max(1, int(getattr(detector, "batch_size", 1)))
     found: dict[int, np.ndarray] = {}
     pending: list[tuple[int, np.ndarray]] = []
@@ -294,7 +328,7 @@ def _detect_segment(
             found[index] = dets
         pending.clear()
 
-    for index, frame_rgb in segment:  # (DecodeStopped once the run stops)
+    for index, frame_rgb in TimedReader(segment, clock):  # (DecodeStopped once the run stops)
         advance(1)
         if index % options.detection_stride == 0:
             pending.append((index, frame_rgb))
@@ -310,10 +344,12 @@ def _features_segment(
     segment: VideoSegment,
     options: RunOptions,
     boxes_at: dict,
+    clock: StageMonitor,
     *,
     advance: Callable[[int], None],
 ) -> dict[tuple[int, int], np.ndarray]:
-    """One segment on one engine -> {(track id, frame index): backbone features (2048,)}."""
+    """One segment on one engine -> {(track id, frame index): backbone features (2048,)} (``clock``: the
+    seconds spent decoding, cropping and in the backbone)."""
     crop_frames, group_frames = engine.crop_function(options)
     features: dict[tuple[int, int], np.ndarray] = {}
     keys: list[tuple[int, int]] = []
@@ -322,19 +358,22 @@ def _features_segment(
     boxes: list[np.ndarray] = []
 
     def crop() -> None:
-        crops.append(crop_frames(frames, boxes))
+        with clock.stage("crop"):
+            crops.append(crop_frames(frames, boxes))
         frames.clear()
         boxes.clear()
 
     def flush() -> None:
         if frames:
             crop()
-        for key, feature in zip(keys, engine.extract_features(torch.cat(crops)), strict=True):
+        with clock.stage("backbone"):
+            extracted = engine.extract_features(torch.cat(crops))
+        for key, feature in zip(keys, extracted, strict=True):
             features[key] = feature
         keys.clear()
         crops.clear()
 
-    for index, frame_rgb in segment:  # (DecodeStopped once the run stops)
+    for index, frame_rgb in TimedReader(segment, clock):  # (DecodeStopped once the run stops)
         advance(1)
         people = boxes_at.get(index)
         if not people:

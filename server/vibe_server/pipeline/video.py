@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import weakref
 from array import array
 from collections.abc import Callable, Iterator
@@ -58,6 +59,11 @@ _SHORTFALL_TOLERANCE_FRACTION = 0.02
 _FALLBACK_FPS = 30.0
 
 
+def count_slack(stated: int) -> int:
+    """How many frames a container's count ``stated`` may be off by, as an estimate's error (see above)."""
+    return max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * stated))
+
+
 def usable_fps(stated: float) -> float:
     """The frame rate a container or a stream states, or 30 when it is none a result file may hold (0
     or NaN when unknown; 90,000, the RTP clock, from some RTSP streams)."""
@@ -73,6 +79,9 @@ _FD_NAMES = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else None
 # 768 MB a decoded frame).
 MAX_FRAME_SIDE = 8192
 MAX_FRAME_PIXELS = 8192 * 4320
+
+# top-level boxes of an mp4 looked at for media data (a real file has a handful: ftyp, moov, mdat, free)
+_ISO_TOP_BOXES_MAX = 64
 
 
 def open_video(
@@ -152,6 +161,8 @@ class VideoReader:
             ok, first_bgr = capture.read()
         finally:
             capture.release()
+        if (not ok or first_bgr is None) and container_count == 0:  # (nothing to decode, nothing damaged)
+            raise _without_frames(self.label)
         if not ok or first_bgr is None:
             raise VibeError(
                 f"{self.label} contains no decodable frames: it is empty, truncated or not a video. "
@@ -317,6 +328,8 @@ class VideoReader:
         capture = open_ffmpeg_capture(self._capture_name, params=(cv2.CAP_PROP_FORMAT, -1) if raw_packets else ())
         if not capture.isOpened():
             capture.release()
+            if _is_iso_media_without_media_data(self._capture_name):  # FFmpeg opens no video there either
+                raise _without_frames(self.label)
             raise VibeError(
                 f"Cannot open {self.label} as a video: it is not a video file in a container this "
                 f"program reads ({CONTAINER_NAMES}), or it is damaged. Playlists (.m3u8), concat "
@@ -349,8 +362,7 @@ class VideoReader:
             if update and frames_decoded > self.info.frame_count:  # the container under-counted
                 self.info.frame_count = frames_decoded
             return
-        tolerance = max(_SHORTFALL_TOLERANCE_FRAMES, int(_SHORTFALL_TOLERANCE_FRACTION * expected))
-        if expected - frames_decoded > tolerance:
+        if expected - frames_decoded > count_slack(expected):
             # a phone that stopped recording: keep what decodes, and say clearly what is missing
             warning = (
                 f"The video is truncated or damaged: decoding stopped at frame {frames_decoded} of the "
@@ -361,6 +373,44 @@ class VideoReader:
                 self.warnings.append(warning)
         if update:
             self.info.frame_count = frames_decoded
+
+
+def _without_frames(label: str) -> VibeError:
+    return VibeError(
+        f"{label} is a video file without frames (a recording stopped before its first frame?). "
+        "Record or export the clip again."
+    )
+
+
+def _is_iso_media_without_media_data(path: str) -> bool:
+    """Whether ``path`` is an ISO base media file (mp4, mov: 'ftyp' first) whose top-level boxes are whole,
+    with its movie header ('moov') and no byte of media data ('mdat', 'moof'): a recording stopped before
+    its first frame, which FFmpeg cannot open as a video, as it cannot a file of another kind."""
+    kinds: list[bytes] = []
+    offset = 0
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while offset < size and len(kinds) < _ISO_TOP_BOXES_MAX:
+                f.seek(offset)
+                header = f.read(16)
+                if len(header) < 8:
+                    return False
+                box_size, kind = struct.unpack(">I4s", header[:8])
+                header_size = 8
+                if box_size == 1 and len(header) == 16:  # a 64-bit size follows the kind
+                    box_size, header_size = struct.unpack(">Q", header[8:])[0], 16
+                elif box_size == 0:  # to the end of the file
+                    box_size = size - offset
+                if box_size < header_size or offset + box_size > size:
+                    return False
+                if kind in (b"mdat", b"moof") and box_size > header_size:
+                    return False
+                kinds.append(kind)
+                offset += box_size
+    except OSError:
+        return False
+    return offset == size and kinds[:1] == [b"ftyp"] and b"moov" in kinds
 
 
 def check_file_name(path: str | os.PathLike, label: str) -> None:

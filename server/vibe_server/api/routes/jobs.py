@@ -363,12 +363,11 @@ def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
         )
     try:
         postprocess.write_official_pkl(path, postprocess.official_output(result, engine.smpl), make_folder=False)
-    except VibeError as err:  # names the server's path: the cause says what happened
-        cause = err.__cause__
-        if isinstance(cause, FileNotFoundError):  # the job folder was deleted
-            raise _result_gone(job_id) from err
-        if isinstance(cause, OSError):
-            raise _disk_refused(cause, "write the .pkl file") from err
+    except FileNotFoundError as err:  # the job folder was deleted
+        raise _result_gone(job_id) from err
+    except OSError as err:  # (its text names the server's path: not sent)
+        raise _disk_refused(err, "write the .pkl file") from err
+    except VibeError as err:
         raise HTTPException(500, jobs.client_text(str(err), job_id)) from err
     if jobs.get(job_id) is None:  # deleted (or removed by retention) during the build
         path.unlink(missing_ok=True)

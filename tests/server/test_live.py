@@ -293,11 +293,12 @@ def test_a_recording_keeps_only_what_the_result_file_needs():
     batch: about 2.3 kB per person-frame (246 MB an hour for one person at 30 frames/s)."""
     import tracemalloc
 
-    from vibe_server.pipeline.live import RECORD_CHUNK, ROW_WIDTH
+    from vibe_blender.core.keyed_rows import CHUNK_ROWS
+    from vibe_server.pipeline.live import ROW_WIDTH
 
     recording = LiveRecording("camera 0", 30.0, 8, 8, 500.0, "fake")
     model = _FakeLiveModel()
-    n = 5 * RECORD_CHUNK - 100
+    n = 5 * CHUNK_ROWS - 100
     tracemalloc.start()
     try:
         for i in range(n):
@@ -307,7 +308,7 @@ def test_a_recording_keeps_only_what_the_result_file_needs():
         tracemalloc.stop()
     assert ROW_WIDTH == 3 + 72 + 10 + 4 + 49 * 3  # pred_cam, pose, betas, bbox, joints3d: nothing else
     # whole chunks of those float32 and two int64 keys per row, and a few kB of bookkeeping
-    assert used < 5 * RECORD_CHUNK * (4 * ROW_WIDTH + 16) + 16_384
+    assert used < 5 * CHUNK_ROWS * (4 * ROW_WIDTH + 16) + 16_384
     assert used / n < 1000  # bytes a person-frame (was about 2,300)
     assert recording.rows == recording.frames_recorded == n
 
@@ -398,9 +399,10 @@ def test_a_recording_groups_its_rows_by_track_in_one_pass_as_track_by_track(monk
     """The rows were grouped with one pass over all rows per track (2.9 s for 2,000 tracks at the
     2,000,000-row limit); grouped once, each track keeps the same rows in the same order."""
     import vibe_server.pipeline.live as pipeline_live
+    from vibe_blender.core import keyed_rows
     from vibe_server.pipeline import postprocess
 
-    monkeypatch.setattr(pipeline_live, "RECORD_CHUNK", 16)  # rows across many chunks
+    monkeypatch.setattr(keyed_rows, "CHUNK_ROWS", 16)  # rows across many chunks
     rng = np.random.default_rng(0)
     recording = LiveRecording("camera 0", 30.0, 640, 480, 500.0, "fake")
     model = _FakeLiveModel()
@@ -424,7 +426,7 @@ def test_a_recording_groups_its_rows_by_track_in_one_pass_as_track_by_track(monk
     expected = []
     for track_id in np.unique(keys[:, 0]):  # the earlier grouping: one pass over the rows per track
         rows = np.flatnonzero(keys[:, 0] == track_id)
-        values = recording._values_at(rows)
+        values = recording._rows.values_at(rows)
         expected.append(
             postprocess.build_track(
                 int(track_id),

@@ -27,6 +27,7 @@ import numpy as np
 from . import safe_json
 from .client import JOB_ID_PATTERN, ServerClient
 from .errors import VibeError
+from .keyed_rows import KeyedRows
 from .result_file import BETA_LIMIT, MAX_POSE_RAD, MAX_TRANSLATION_M
 from .rotations import axis_angle_to_quat, quat_slerp, quat_to_axis_angle
 from .shown_text import display_text
@@ -49,7 +50,6 @@ START_TIMEOUT_S = 120.0
 # under half a second), which are interpolated.
 MAX_INTERPOLATED_GAP_S = 1.0
 RESAMPLE_CHUNK = 65_536  # frames interpolated at a time (bounds the float64 temporaries)
-TAKE_CHUNK = 4096  # a take's rows allocated at a time (1.4 MB): it holds at most one chunk unused
 _POSE, _BETAS, _TRANS = slice(0, 72), slice(72, 82), slice(82, 85)  # a take's row: pose | betas | trans_cam_m
 TAKE_ROW_WIDTH = _TRANS.stop
 MAX_SESSION_WARNINGS = 8
@@ -160,11 +160,9 @@ class LiveTake:
 
     received_index: list[int] = field(default_factory=list)
     received_time_s: list[float] = field(default_factory=list)
-    rows: int = 0
     full: bool = False  # a frame did not fit: the take keeps what it has
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
-    _values: list[np.ndarray] = field(default_factory=list, repr=False)  # (TAKE_CHUNK, 85) float32 rows
-    _keys: list[np.ndarray] = field(default_factory=list, repr=False)  # (TAKE_CHUNK, 2) int64: track id, frame index
+    _rows: KeyedRows = field(default_factory=lambda: KeyedRows(TAKE_ROW_WIDTH), repr=False)
     _grouped: _ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
 
     def add(self, frame: LiveFrameMessage) -> bool:
@@ -175,16 +173,15 @@ class LiveTake:
         self.received_index.append(frame.frame_index)
         self.received_time_s.append(frame.frame_time_s)
         for p in frame.people:
-            chunk, row = divmod(self.rows, TAKE_CHUNK)
-            if chunk == len(self._values):
-                self._values.append(np.empty((TAKE_CHUNK, TAKE_ROW_WIDTH), np.float32))
-                self._keys.append(np.empty((TAKE_CHUNK, 2), np.int64))
-            values = self._values[chunk][row]
+            values = self._rows.add(p.track_id, p.frame_index)
             values[_POSE], values[_BETAS], values[_TRANS] = p.pose, p.betas, p.trans_cam_m
-            self._keys[chunk][row] = p.track_id, p.frame_index
-            self.rows += 1
         self._grouped = None
         return True
+
+    @property
+    def rows(self) -> int:
+        """Person-frames recorded."""
+        return self._rows.count
 
     @property
     def track_ids(self) -> list[int]:
@@ -212,12 +209,7 @@ class LiveTake:
 
     def values_at(self, rows: np.ndarray) -> np.ndarray:
         """The rows at these positions -> (len(rows), TAKE_ROW_WIDTH) float32: pose | betas | trans_cam_m."""
-        out = np.empty((len(rows), TAKE_ROW_WIDTH), np.float32)
-        chunk_of, offset = np.divmod(rows, TAKE_CHUNK)
-        for chunk in np.unique(chunk_of):
-            in_chunk = chunk_of == chunk
-            out[in_chunk] = self._values[chunk][offset[in_chunk]]
-        return out
+        return self._rows.values_at(rows)
 
     def _track_part(self, track_id: int) -> slice:
         """Where ``track_id``'s rows lie in :meth:`_by_track`'s arrays; KeyError for a track never seen."""
@@ -229,7 +221,7 @@ class LiveTake:
 
     def _by_track(self) -> _ByTrack:
         if self._grouped is None:
-            keys = np.concatenate(self._keys)[: self.rows] if self.rows else np.empty((0, 2), np.int64)
+            keys = self._rows.keys()
             rows = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order added: frame order
             ids, starts = np.unique(keys[rows, 0], return_index=True)
             self._grouped = _ByTrack(ids, np.append(starts, self.rows), rows, keys[rows, 1])

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.keyed_rows import KeyedRows
 from vibe_blender.core.live_client import MAX_RECORDED_FRAMES
 from vibe_blender.core.result_file import (
     FPS_RANGE,
@@ -195,7 +196,6 @@ RATE_MEASURED_OVER_S = 2.0
 # A recorded row, one person at one frame: theta [pred_cam (3) | pose (72) | betas (10)] | bbox (4) | joints3d (49, 3)
 _THETA, _BBOX, _JOINTS = slice(0, 85), slice(85, 89), slice(89, 89 + 49 * 3)
 ROW_WIDTH = _JOINTS.stop
-RECORD_CHUNK = 4096  # rows allocated at a time (3.9 MB): the recording holds at most one chunk unused
 
 
 @dataclass
@@ -213,10 +213,8 @@ class LiveRecording:
     height: int
     focal_px: float
     model_name: str
-    rows: int = 0
     full: bool = False
-    _values: list[np.ndarray] = field(default_factory=list)  # (RECORD_CHUNK, ROW_WIDTH) float32
-    _keys: list[np.ndarray] = field(default_factory=list)  # (RECORD_CHUNK, 2) int64: track id, frame index
+    _rows: KeyedRows = field(default_factory=lambda: KeyedRows(ROW_WIDTH))
     # (frame index, frame time) of the first and the last frame recorded: the rate the frames came at
     _first_frame: tuple[int, float] | None = None
     _last_frame: tuple[int, float] | None = None
@@ -227,15 +225,9 @@ class LiveRecording:
             self.full = True
             return False
         for person in people:
-            chunk, row = divmod(self.rows, RECORD_CHUNK)
-            if chunk == len(self._values):
-                self._values.append(np.empty((RECORD_CHUNK, ROW_WIDTH), np.float32))
-                self._keys.append(np.empty((RECORD_CHUNK, 2), np.int64))
-            values = self._values[chunk][row]
+            values = self._rows.add(person.track_id, person.frame_index)
             values[0:3], values[3:75], values[75:85] = person.pred_cam, person.pose, person.betas
             values[_BBOX], values[_JOINTS] = person.bbox, np.asarray(person.joints3d).ravel()
-            self._keys[chunk][row] = person.track_id, person.frame_index
-            self.rows += 1
         if people:
             self._first_frame = self._first_frame or (people[0].frame_index, people[0].frame_time_s)
             self._last_frame = (people[0].frame_index, people[0].frame_time_s)
@@ -256,21 +248,17 @@ class LiveRecording:
             return self.fps
         return round(measured, 3)
 
+    @property
+    def rows(self) -> int:
+        """Person-frames recorded."""
+        return self._rows.count
+
     def _recorded_keys(self) -> np.ndarray:
-        return np.concatenate(self._keys)[: self.rows] if self.rows else np.empty((0, 2), np.int64)
+        return self._rows.keys()
 
     @property
     def frames_recorded(self) -> int:
         return len(np.unique(self._recorded_keys()[:, 1]))
-
-    def _values_at(self, rows: np.ndarray) -> np.ndarray:
-        """The recorded values of ``rows`` (positions in the recording) -> (len(rows), ROW_WIDTH)."""
-        out = np.empty((len(rows), ROW_WIDTH), np.float32)
-        chunk_of, offset = np.divmod(rows, RECORD_CHUNK)
-        for chunk in np.unique(chunk_of):
-            in_chunk = chunk_of == chunk
-            out[in_chunk] = self._values[chunk][offset[in_chunk]]
-        return out
 
     def result(self, *, frames_seen: int, dropped: int, warnings: list[str] = ()) -> MocapResult:
         """The result file's content: one track per person, one row per frame they were streamed in;
@@ -285,7 +273,7 @@ class LiveRecording:
         warnings = [*warnings, *too_many]
         for track_id in kept:
             rows = rows_of[track_id]
-            values = self._values_at(rows)
+            values = self._rows.values_at(rows)
             tracks.append(
                 postprocess.build_track(
                     track_id,

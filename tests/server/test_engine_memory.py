@@ -119,8 +119,8 @@ def test_a_huge_min_track_frames_holds_few_crops(monkeypatch):
     engine = scripted_engine({1: range(100)}, 100)
     open_video = engine.frontend.open_video
 
-    def truncated(path):  # its header announces as many frames as a track must last (a shorter clip is refused)
-        reader = open_video(path)
+    def truncated(path, stopped=None):  # its header announces as many frames as a track must last (a shorter
+        reader = open_video(path, stopped=stopped)  # clip is refused before its decode)
         reader.info.frame_count = MAX_MIN_TRACK_FRAMES
         return reader
 

@@ -1,7 +1,7 @@
 """Batch benchmark: throughput with 1 and with 2 local workers, and Ray's per-video overhead against
 a local run with the same number of workers, in one run on the same clips, machine and model.
 
-    python benchmarks/batch.py [--clips 8] [--frames 60] [--repeats 3] [--data-dir DIR] [--ray]
+    python benchmarks/batch.py [--clips 8] [--frames 60] [--repeats 3] [--data-dir DIR [--detector yolo]] [--ray]
     python benchmarks/batch.py --engine tests.server.batch_fakes:tiny_engine --clips 4 --frames 12  # check
 
 The clips are --clips slices of --frames frames of ``one-by-one-person-detection.mp4`` (people
@@ -65,9 +65,17 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda (one worker per GPU) or cuda:N")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per CPU worker")
     parser.add_argument("--ray", action="store_true", help="also measure Ray's overhead (needs the extra .[ray])")
+    parser.add_argument(
+        "--detector",
+        choices=("hog", "yolo"),
+        default="hog",
+        help="hog (default: the placeholder's random-weight YOLO finds nobody) or yolo (with --data-dir)",
+    )
     args = parser.parse_args()
+    if args.detector == "yolo" and args.data_dir is None:
+        parser.error("--detector yolo needs --data-dir: the placeholder's random-weight YOLO detects nobody")
 
-    options = make_options(detector="hog", detection_stride=4, min_track_frames=min(25, args.frames // 2))
+    options = make_options(detector=args.detector, detection_stride=4, min_track_frames=min(25, args.frames // 2))
     spec = EngineSpec(
         device=args.device,
         data_dir=args.data_dir,

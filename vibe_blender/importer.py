@@ -321,10 +321,13 @@ def _check_fits_blender(motion: MotionSet) -> int:
         )
     person_frames = sum(len(t.frame_ids) for t in motion.tracks)
     if person_frames > MAX_PERSON_FRAMES:
+        # fewer characters helps only where there is more than one
+        fewer = "Lower 'Max characters' to import fewer people, or import" if len(motion.tracks) > 1 else "Import"
         raise VibeError(
-            f"{motion.source_name} holds {person_frames:,} frames of motion over {len(motion.tracks)} people; "
-            f"more than {MAX_PERSON_FRAMES:,} would need many GB of memory in Blender. Lower 'Max characters' "
-            "to import fewer people, or import a shorter capture."
+            f"{motion.source_name} holds {person_frames:,} frames of motion over {len(motion.tracks)} "
+            f"{'people' if len(motion.tracks) > 1 else 'person'}; more than {MAX_PERSON_FRAMES:,} would need "
+            f"many GB of memory in Blender. {fewer} a shorter capture (about 2.7 hours of one person at "
+            "30 frames/s fit)."
         )
     last_video = motion.frame_count - 1
     return last_video if FIRST_FRAME + last_video <= BLENDER_MAX_FRAME else last_motion

@@ -480,8 +480,8 @@ def live_tick() -> float | None:
 
 def show_frame(session: LiveSession, frame: LiveFrameMessage) -> None:
     """Pose each person's character as in ``frame``. A track id seen for the first time gets a
-    character: one built (one a frame, each taking a good part of a second: a crowd arriving at once
-    is built over the next frames, not in one long step), or, once MAX_CHARACTERS are built, the one of
+    character: one built (one a frame, each taking a few hundredths of a second: a crowd arriving at
+    once is built over the next frames, not in one long step), or, once MAX_CHARACTERS are built, the one of
     the person seen longest ago (the tracker gives a person a new id after a missed detection: an
     hour's session built hundreds, without end)."""
     built = False

@@ -180,6 +180,14 @@ def test_motion_past_blenders_timeline_or_memory_is_refused_before_anything_is_b
     )
     with pytest.raises(VibeError, match=f"holds {2 * T:,} frames of motion over 2 people.*Lower 'Max characters'"):
         import_motion(dataclasses.replace(motion, tracks=[long, long], frame_count=T), body_model)
+    # one person: fewer characters cannot help, so the message does not suggest it
+    T = MAX_PERSON_FRAMES + 1
+    alone = dataclasses.replace(
+        motion.tracks[0], frame_ids=np.arange(T), pose=np.zeros((T, 72)), trans_m=np.zeros((T, 3))
+    )
+    with pytest.raises(VibeError, match=f"holds {T:,} frames of motion over 1 person;") as refused:
+        import_motion(dataclasses.replace(motion, tracks=[alone], frame_count=T), body_model)
+    assert "Max characters" not in str(refused.value)
     assert len(bpy.data.objects) == objects
 
 

@@ -27,8 +27,7 @@ BPY_PYTHON=".venv-bpy-$BLENDER/bin/python"
 mkdir -p "$OUT"
 
 echo "== 1/2 Video to motion: $VIDEO"
-.venv/bin/vibe-mocap infer "$VIDEO" -o "$OUT/$NAME.npz" --body-model "$OUT/${NAME}_body_model.npz" \
-    --detection-stride 2
+.venv/bin/vibe-mocap infer "$VIDEO" -o "$OUT/$NAME.npz" --body-model "$OUT/${NAME}_body_model.npz"
 
 echo "== 2/2 Motion to an animated character (Blender $BLENDER)"
 "$BPY_PYTHON" -m vibe_blender.batch "$OUT/$NAME.npz" --body-model "$OUT/${NAME}_body_model.npz" \

@@ -1,4 +1,4 @@
-"""Where the test material kept in the repository lives (``tests/data/``, see its README.md).
+"""Where the test material kept in the repository lives (``tests/data/``, see the README.md in real/ and fixtures/).
 
 One definition for the Python suite (tests/conftest.py puts this folder on ``sys.path``), the
 Blender suite (tests/blender/conftest.py, which runs without tests/conftest.py) and the benchmarks.

@@ -808,7 +808,7 @@ def test_the_kept_action_of_a_renamed_rig_finds_its_slot_when_assigned_again():
 
 
 def test_the_correction_passes_of_a_constrained_rig_move_blenders_progress_counter(monkeypatch):
-    """Each pass evaluates every frame (about 5 ms a frame on a Rigify rig: minutes for a long take), with
+    """Each pass evaluates every frame (several ms a frame on a Rigify rig: minutes for a long take), with
     nothing shown before; the counter now moves frame by frame, pass after pass."""
     import contextlib
 

@@ -72,7 +72,7 @@ PENDING_CROPS_MAX = 32
 DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
-# 1,370-1,650 frames/s, two chunk threads 1,450-1,510).
+# 1,480 frames/s, two chunk threads 1,570, four 1,430).
 DECODE_WORKERS = min(4, max(1, usable_cores() // 4))
 
 

@@ -331,6 +331,15 @@ def _format_of(output: Path) -> str:
     return fmt
 
 
+def with_format_suffix(path: str, fmt: str) -> str:
+    """``path`` ending in ``fmt``'s suffix: the suffix of another export format is replaced (walk.fbx
+    exported as BVH is walk.bvh, not walk.fbx.bvh), any other kept (take.v2 -> take.v2.bvh)."""
+    stem, suffix = os.path.splitext(path)
+    if suffix.lower() == "." + fmt:
+        return path
+    return (stem if suffix.lstrip(".").lower() in FORMATS else path) + "." + fmt
+
+
 def _open_blend(blend: Path) -> None:
     """Open the .blend file; one VibeError sentence when Blender cannot read it (its RuntimeError)."""
     import bpy

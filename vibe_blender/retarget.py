@@ -55,13 +55,32 @@ def armature_arrays(armature_obj) -> tuple[list[str], np.ndarray, np.ndarray, np
     parents = np.array([index[b.parent.name] if b.parent else -1 for b in bones], dtype=np.int64)
     rest = np.array([np.array(b.matrix_local) for b in bones], dtype=np.float64).reshape(-1, 4, 4)
     world = np.array(armature_obj.matrix_world, dtype=np.float64)
+    check_object_scale(armature_obj.name, world)
+    return names, parents, rest, world
+
+
+def check_object_scale(name: str, world: np.ndarray) -> None:
+    """Refuse a world matrix (the object's transform with its parents') that the retarget cannot
+    carry bone rotations through: one that scales to nothing, unevenly or mirrored."""
     scale = np.linalg.norm(world[:3, :3], axis=0)
+    # Animators key a rig's scale to 0 to hide it; its matrix has no inverse.
+    if scale.min() < 1e-6:
+        raise VibeError(
+            f"'{name}' is scaled to zero at this frame (its object scale or a parent's); go to a frame where "
+            "it shows, or set its scale back, before retargeting."
+        )
     if np.ptp(scale) > 1e-4 * scale.max():
         raise VibeError(
-            f"'{armature_obj.name}' has a non-uniform object scale {tuple(np.round(scale, 4))}; "
-            "apply the scale (Ctrl+A > Scale) first."
+            f"'{name}' has a non-uniform object scale {tuple(np.round(scale, 4))}; "
+            "apply the scale (Object > Apply > Scale) first."
         )
-    return names, parents, rest, world
+    # A negative scale mirrors the rig: its bones turn the other way round, and the carried
+    # rotations come out up to 180 degrees off.
+    if np.linalg.det(world[:3, :3]) <= 0:
+        raise VibeError(
+            f"'{name}' is mirrored by a negative scale (its object scale or a parent's); apply the scale "
+            "(Object > Apply > Scale) first."
+        )
 
 
 def bones_as_edited(armature_obj):

@@ -262,13 +262,19 @@ class VIBE_OT_export(bpy.types.Operator, ExportHelper):
         self.filename_ext = "." + self.export_format
         return super().invoke(context, event)
 
+    def check(self, context):
+        # The file browser calls this on every change, and ExportHelper gives the path filename_ext:
+        # follow a Format switched in the browser, or the path keeps the first format's extension.
+        self.filename_ext = "." + self.export_format
+        return ExportHelper.check(self, context)
+
     @reports_errors
     def execute(self, context):
-        from .export import export
+        from .export import export, with_format_suffix
 
         objects = _armatures(context.selected_objects) or None
         path = export(
-            bpy.path.ensure_ext(self.filepath, "." + self.export_format),
+            with_format_suffix(self.filepath, self.export_format),
             self.export_format,
             objects,
             preset=self.fbx_preset,

@@ -67,8 +67,14 @@ def program_finder() -> Callable[[], ServerProgram]:
     if program is not None:
         return lambda: program
     epoch = _state.program_epoch  # before the preference: a program picked after it is a newer epoch
-    picked = get_preferences().server_program
+    picked = program_setting()
     return lambda: find_program_now(picked, epoch)
+
+
+def program_setting() -> str:
+    """The preferences' vibe-mocap program, absolute ('' = look in the repository's .venv, then PATH);
+    main thread only."""
+    return _absolute(get_preferences().server_program)
 
 
 def find_program_now(picked: str, epoch: int) -> ServerProgram:
@@ -95,7 +101,7 @@ def look_for_program() -> None:
     if _state.looking:  # tick looks again if another program was picked meanwhile
         return
     epoch = _state.program_epoch
-    picked = get_preferences().server_program  # here: the thread must not read bpy
+    picked = program_setting()  # here: the thread must not read bpy
     _state.looking, _lookup["epoch"] = True, epoch
 
     def look():
@@ -275,8 +281,13 @@ def current_install() -> ModelDataInstall | None:
 
 def data_dir_setting() -> str:
     """The preferences' model-data folder, absolute ('' = the server's default); main thread only."""
-    folder = get_preferences().model_data_dir
-    return bpy.path.abspath(folder) if folder else ""
+    return _absolute(get_preferences().model_data_dir)
+
+
+def _absolute(path: str) -> str:
+    """A path from the preferences made absolute: a '//' path is relative to the .blend file, which
+    only Blender knows ('' stays '': nothing picked)."""
+    return bpy.path.abspath(path) if path else ""
 
 
 def server_data_dir() -> str:

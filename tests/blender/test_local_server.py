@@ -657,6 +657,33 @@ def test_a_program_picked_while_the_last_one_is_looked_for_is_the_one_found(addo
     assert program is not None and program.path == Path("/new/vibe-mocap") and not error and not looking
 
 
+def test_a_program_path_relative_to_the_blend_file_is_looked_for_beside_it(addon, monkeypatch, tmp_path):
+    """A '//' path (the file browser's Relative Path) was looked for as it is, at the file system's root,
+    while the model-data folder beside it was made absolute."""
+    import threading
+
+    from vibe_blender import preferences
+    from vibe_blender.core.local_server import ServerProgram
+
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "scene.blend"))
+    looked_for = []
+
+    def found(picked):
+        looked_for.append(picked)
+        return ServerProgram(Path(picked), "vibe-mocap 0", "the preferences")
+
+    monkeypatch.setattr(server_control, "find_program", found)
+    monkeypatch.setattr(server_control._state, "program", None)
+    monkeypatch.setattr(preferences._Defaults, "server_program", "//tools/vibe-mocap")
+    _restore_after_test(monkeypatch)
+    server_control.program_finder()()  # what starting the server looks for
+    server_control.look_for_program()  # the preferences' button
+    for thread in threading.enumerate():
+        if thread.name == "vibe-find-program":
+            thread.join(30)
+    assert looked_for == [str(tmp_path / "tools" / "vibe-mocap")] * 2
+
+
 def test_a_data_check_ending_after_a_newer_one_does_not_replace_its_result(addon, tmp_path, monkeypatch):
     """Check, change the model-data folder, check again: the first check, ending last, showed the
     files of the folder no longer set."""

@@ -250,6 +250,34 @@ def test_retarget_refuses_bad_input():
         retarget(source, mesh, PRESETS["UE5_MANNEQUIN"])
 
 
+@pytest.mark.parametrize("scale", [(-1, 1, 1), (-1, -1, -1), (0, 0, 0)], ids=["mirrored", "negative", "zero"])
+@pytest.mark.parametrize("scaled", ["source", "target", "target's parent"])
+def test_a_mirrored_or_zero_scaled_rig_is_refused_and_nothing_changes(scaled, scale):
+    """Before: a rig mirrored by a negative scale passed the uniform-scale check and was retargeted
+    with bones up to 180° off; one scaled to 0 (keyed so, to hide it) failed in numpy ('Singular matrix')."""
+    rigs.reset_scene()
+    source, _, _ = rigs.smpl_source(T=5)
+    target = rigs.target_rig("Target", PRESETS["UE5_MANNEQUIN"])
+    own = bpy.data.actions.new("Own")
+    target.animation_data_create().action = own
+    if scaled == "target's parent":
+        parent = bpy.data.objects.new("Mover", None)
+        bpy.context.scene.collection.objects.link(parent)
+        target.parent, parent.scale = parent, scale
+    else:
+        (source if scaled == "source" else target).scale = scale
+    bpy.context.view_layer.update()
+    name = "SMPL" if scaled == "source" else "Target"
+    if min(scale) == 0:
+        message = f"'{name}' is scaled to zero at this frame.*set its scale back"
+    else:
+        message = rf"'{name}' is mirrored by a negative scale.*apply the scale \(Object > Apply > Scale\)"
+    actions = set(bpy.data.actions)
+    with pytest.raises(VibeError, match=message):
+        retarget(source, target, PRESETS["UE5_MANNEQUIN"])
+    assert target.animation_data.action == own and set(bpy.data.actions) == actions
+
+
 def _source_and_rigify_rigs(T: int):
     """A new scene with the SMPL walk of T frames, Blender's human meta-rig and the rig Rigify makes
     of it -> (source, frames, meta-rig, generated rig)."""

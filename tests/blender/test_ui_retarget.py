@@ -2,6 +2,7 @@
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -61,6 +62,23 @@ def test_workflow_through_the_operators(registered, tmp_path):
     assert out.is_file()
     # panels draw without errors is checked by Blender only with a UI; here: they are registered
     assert hasattr(bpy.types, "VIEW3D_PT_vibe_retarget") and hasattr(bpy.types, "VIEW3D_PT_vibe_cleanup")
+
+
+def test_the_exported_file_takes_the_extension_of_the_format_picked(registered, tmp_path):
+    """Before: switching the Format in the file browser left the path's first extension (walk.fbx),
+    and Export appended the new one, writing walk.fbx.bvh."""
+    browser = SimpleNamespace(filepath=str(tmp_path / "walk.fbx"), filename_ext=".fbx", check_extension=True)
+    browser.export_format = "bvh"  # switched in the browser's sidebar; it then calls check
+    assert retarget_operators.VIBE_OT_export.check(browser, bpy.context)
+    assert browser.filepath == str(tmp_path / "walk.bvh")
+    rigs.smpl_source(T=5)
+    assert bpy.ops.vibe_mocap.export(filepath=str(tmp_path / "run.fbx"), export_format="bvh") == {"FINISHED"}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.bvh"]
+    from vibe_blender.export import with_format_suffix
+
+    assert with_format_suffix("a/walk.GLB", "fbx") == "a/walk.fbx"
+    assert with_format_suffix("a/walk.BVH", "bvh") == "a/walk.BVH"  # already right: kept as typed
+    assert with_format_suffix("a/take.v2", "bvh") == "a/take.v2.bvh"  # not a format's: kept
 
 
 def test_operators_report_errors(registered):

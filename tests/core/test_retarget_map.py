@@ -204,6 +204,20 @@ def test_auto_map_reads_auto_rig_pros_middle_bones():
     assert (report.mapping["left_knee"], report.mapping["right_shoulder"]) == ("leg.l", "arm.r")
 
 
+def test_a_shoulder_bone_is_the_upper_arm_on_a_rig_without_clavicles():
+    """A rig named by joint (Shoulder, Elbow, Wrist) and no clavicle: before, the collar took
+    'Shoulder_L' and the upper arm was left missing. With an upper-arm bone beside it, as on Auto-Rig
+    Pro's rig above, 'shoulder' is still the collar."""
+    bones = ["Hips", "Spine", "Chest", "Neck", "Head"]
+    bones += [f"{part}_{s}" for s in "LR" for part in ("Hip", "Knee", "Ankle", "Toe", "Shoulder", "Elbow", "Wrist")]
+    report = auto_map_report(bones)
+    assert (report.mapping["left_shoulder"], report.mapping["right_shoulder"]) == ("Shoulder_L", "Shoulder_R")
+    assert report.missing == ["spine2", "left_collar", "right_collar"]
+    report = auto_map_report(bones + ["UpperArm_L"])
+    assert (report.mapping["left_collar"], report.mapping["left_shoulder"]) == ("Shoulder_L", "UpperArm_L")
+    assert report.mapping["right_shoulder"] == "Shoulder_R"  # the other side has no upper-arm bone
+
+
 def test_auto_map_handles_jnt_suffixes_and_reports_a_full_map():
     """Before: 'pelvis_jnt' matched no body-part word, 21 of 22 joints mapped and Retarget refused."""
     names, parents = _jnt_rig()

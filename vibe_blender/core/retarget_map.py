@@ -319,6 +319,9 @@ _PART_WORDS = {
 # Joints whose own name, when a bone on that side has it, wins over the words above: a rig named
 # by joint (SMPL's L_Ankle, L_Foot, L_Wrist, L_Hand) keeps its Foot and Hand for the next joint.
 _OWN_NAME_FIRST = ("ankle", "wrist")
+# 'Shoulder' is the collar only on a side that also has an upper-arm bone (Auto-Rig Pro's shoulder.l
+# and arm.l); on a rig named by joint without clavicles (Shoulder, Elbow, Wrist) it is the upper arm.
+_UPPER_ARM_WORDS = [w for w in _PART_WORDS["shoulder"] if w != "shoulder"]
 _SPINE_WORDS = ("spine", "chest", "upperchest", "abdomen", "waist", "torso")
 _NOISE = re.compile(r"^(def[-_]|org[-_]|mch[-_]|[^:]*:)", re.I)
 _SIDE_TOKENS = {"l": "left", "left": "left", "r": "right", "right": "right"}
@@ -431,6 +434,10 @@ def auto_map_report(bone_names, parents: dict[str, str | None] | None = None) ->
         side = "left" if joint.startswith("left_") else "right" if joint.startswith("right_") else None
         own = joint.split("_", 1)[1] if side else joint
         words = _PART_WORDS[own]
+        if own == "collar" and not any(
+            bone_side == side and _part_rank(part, _UPPER_ARM_WORDS) is not None for bone_side, part in split.values()
+        ):
+            words = [w for w in words if w != "shoulder"]
         best, best_rank = None, None
         for bone in bone_names:
             bone_side, part = split[bone]

@@ -406,6 +406,17 @@ def test_a_video_dated_before_1970_resumes(tmp_path):
         lambda r: r.update(input_size=-1),
         lambda r: r.update(input_mtime_ns=1.5),
         lambda r: r.pop("input_mtime_ns"),
+        # keys that make no result name, and numbers too large for float arithmetic (the checks and the summary
+        # crashed on them)
+        lambda r: r.update(input="/"),
+        lambda r: r.update(input="."),
+        lambda r: r.update(seconds=10**400),
+        lambda r: r.update(fps=10**400),
+        lambda r: r.update(frames=10**400),
+        lambda r: r.update(tracks=2**53),
+        lambda r: r.update(seconds=float("nan")),
+        lambda r: r.update(input_size=10**400),
+        lambda r: r.update(input_mtime_ns=2**64),
     ],
 )
 def test_a_record_with_a_missing_or_wrong_field_counts_as_damaged(tmp_path, change):

@@ -11,13 +11,12 @@ are missing or of the wrong type counts as a damaged line: its video runs again.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vibe_blender.core import safe_json
 
@@ -93,12 +92,18 @@ def make_record(
     }
 
 
+# bounds of a record's numbers: a hand-edited 10**400 would overflow the float arithmetic of the checks
+# and of the summary's totals
+MAX_NUMBER = 2**53  # counts and seconds (exact as floats)
+MAX_TIME_NS = 2**63  # a modification time in ns (the system's own is a 64-bit integer)
+
+
 def _count(value: object) -> bool:
-    return type(value) is int and value >= 0  # bool is an int too, but no count
+    return type(value) is int and 0 <= value < MAX_NUMBER  # bool is an int too, but no count
 
 
 def _seconds(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value) and value >= 0
+    return type(value) in (int, float) and 0 <= value < MAX_NUMBER  # (NaN and infinity fail the comparison)
 
 
 def _count_or_none(value: object) -> bool:
@@ -106,7 +111,13 @@ def _count_or_none(value: object) -> bool:
 
 
 def _whole_or_none(value: object) -> bool:
-    return value is None or type(value) is int  # a modification time before 1970 is negative
+    # a modification time before 1970 is negative
+    return value is None or (type(value) is int and -MAX_TIME_NS <= value < MAX_TIME_NS)
+
+
+def _key(value: object) -> bool:
+    """A video's key: a path with a file name ('/' or '.' has none, and makes no result name)."""
+    return isinstance(value, str) and PurePosixPath(value).name != ""
 
 
 def _text_or_none(value: object) -> bool:
@@ -114,7 +125,7 @@ def _text_or_none(value: object) -> bool:
 
 
 RECORD_FIELDS = {  # field -> check of its value
-    "input": lambda v: isinstance(v, str) and v != "",
+    "input": _key,
     "input_path": lambda v: isinstance(v, str),
     "output": _text_or_none,
     "status": lambda v: v in STATUSES,

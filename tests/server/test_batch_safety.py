@@ -1077,6 +1077,18 @@ def test_adding_an_entry_to_a_list_file_renames_no_other_video(tmp_path):
     assert sorted(after.values()) == ["day1/a.mp4", "day1/b.mp4", "day2/c.mp4"]
 
 
+def test_a_name_starting_with_a_tilde_of_no_user_is_taken_as_it_is(tmp_path, monkeypatch):
+    """Before: '~take.mp4' on the command line or in a list was a traceback (no home folder of a user
+    'take.mp4')."""
+    name = "~vibe-no-such-user-take.mp4"
+    (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "clips.txt").write_text(f"{name}\n")
+    monkeypatch.chdir(tmp_path)
+    assert [item.key for item in discover([name], tmp_path / "out")] == [name]
+    [item] = discover(["clips.txt"], tmp_path / "out")
+    assert item.key == name and item.input_path == str(tmp_path / name)
+
+
 def test_a_list_file_saved_with_a_byte_order_mark_reads_its_first_path_without_it(tmp_path):
     """Notepad and PowerShell 5 start a UTF-8 file with one. Before: it stayed on the first path, an
     invisible character in its key that made that video a missing file."""

@@ -205,6 +205,12 @@ def _note(text: str) -> None:
     print(printable(f"Note: {text}"), file=sys.stderr)
 
 
+def expanded(path: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` made the home folder; a name that only starts with ``~``
+    (``~take.mp4``, no such user) is left as it is (``Path.expanduser`` raises there)."""
+    return Path(os.path.expanduser(path))
+
+
 def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
     try:
         lines = list_file.read_text(encoding="utf-8-sig").splitlines()  # (a BOM, as Notepad writes, is no path)
@@ -219,7 +225,7 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        path = Path(line).expanduser()
+        path = expanded(line)
         joined = path if path.is_absolute() else root / path
         try:
             # the key: the file's own name (a link keeps its name, as in a folder input) in its real
@@ -268,7 +274,7 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
     output_dir = Path(output_dir).resolve()
     keyed: list[tuple[str, Path]] = []
     for raw in inputs:
-        path = Path(raw).expanduser()
+        path = expanded(raw)
         if path.is_dir():
             videos = _folder_videos(path.resolve())
             if not videos:

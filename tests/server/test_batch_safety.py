@@ -628,6 +628,17 @@ def test_a_shared_probe_a_killed_run_left_is_deleted_with_the_other_leftovers(tm
     assert manifest_module.remove_stale_parts(tmp_path) == 1 and not probe.exists()
 
 
+def test_the_leftovers_of_another_batch_whose_outdir_is_a_subfolder_are_left_to_it(tmp_path):
+    """Before: a batch deleted the temporary files of another batch running into OUTDIR/inner."""
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / runner.LOCK_NAME).touch()
+    theirs, ours = manifest_module.shared_probe_path(inner), manifest_module.shared_probe_path(tmp_path)
+    theirs.write_bytes(b"0123")
+    ours.write_bytes(b"0123")
+    assert manifest_module.remove_stale_parts(tmp_path) == 1 and theirs.exists() and not ours.exists()
+
+
 @pytest.mark.parametrize(
     "case, problem",
     [

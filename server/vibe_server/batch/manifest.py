@@ -26,6 +26,7 @@ from .progress import printable
 
 MANIFEST_NAME = "manifest.jsonl"
 SUMMARY_NAME = "summary.txt"
+LOCK_NAME = ".batch.lock"  # one batch per OUTDIR (runner.output_lock)
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed
 SETTINGS_FIELD = "settings"  # the fingerprint of what the result depends on (batch/settings.py); absent as above
@@ -48,9 +49,11 @@ def shared_probe_path(output_dir: Path) -> Path:
 
 def remove_stale_parts(output_dir: Path) -> int:
     """Delete the temporary files a killed run left behind (only names of the batch's own: another
-    program's ``.*.part`` file in OUTDIR is kept); returns how many."""
+    program's ``.*.part`` file in OUTDIR is kept); returns how many. A subfolder with a lock file of its
+    own is another batch's OUTDIR, maybe running now: its temporary files are that batch's, left alone."""
     removed = 0
-    for dirpath, _, filenames in os.walk(output_dir, followlinks=False):  # never outside OUTDIR
+    for dirpath, dirnames, filenames in os.walk(output_dir, followlinks=False):  # never outside OUTDIR
+        dirnames[:] = [name for name in dirnames if not os.path.lexists(Path(dirpath) / name / LOCK_NAME)]
         for name in filenames:
             if BATCH_PARTS.fullmatch(name):
                 (Path(dirpath) / name).unlink(missing_ok=True)

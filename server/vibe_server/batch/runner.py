@@ -23,6 +23,7 @@ from .engine_adapter import EngineSpec, OutputDiskFull, stopping_on_full_disk
 from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
 from .manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     SETTINGS_FIELD,
     SUMMARY_NAME,
@@ -35,7 +36,6 @@ from .progress import BatchProgress
 from .ray_runner import run_ray
 from .settings import results_fingerprint
 
-LOCK_NAME = ".batch.lock"
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 

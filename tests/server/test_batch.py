@@ -620,6 +620,29 @@ def test_a_disk_full_once_every_video_is_done_still_shows_the_summary(tmp_path, 
     assert {r["input"]: r["status"] for r in manifest_lines(out)} == {"a.mp4": "done", "b.mp4": "done"}
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), runner.OutputDiskFull("Cannot write: disk full")])
+def test_a_stopped_batch_leaves_a_summary_of_its_records_not_the_earlier_runs(tmp_path, monkeypatch, stop):
+    """Before: after Ctrl-C, a signal or a full disk, the summary.txt of the run before stayed, and
+    contradicted the manifest."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    ray_batch(tmp_path / "in", out=out)
+    assert "b.mp4" not in (out / SUMMARY_NAME).read_text()
+    (tmp_path / "in" / "b.mp4").write_bytes(b"y")
+
+    def stopped_after_its_videos(*args, **kwargs):
+        fake_ray(lambda item: "failed")(*args, **kwargs)
+        raise stop
+
+    monkeypatch.setattr(runner, "run_ray", stopped_after_its_videos)
+    with pytest.raises((KeyboardInterrupt, VibeError)):
+        ray_batch(tmp_path / "in", out=out)
+    summary = (out / SUMMARY_NAME).read_text()
+    assert re.search(r"b\.mp4 +failed", summary) and "1 done, 1 failed" in summary
+
+
 def test_ray_actors_and_the_driver_stop_the_batch_on_a_full_output_disk(clip_bank, tmp_path, monkeypatch):
     from vibe_server.batch import engine_adapter
     from vibe_server.batch.engine_adapter import OutputDiskFull

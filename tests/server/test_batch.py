@@ -858,6 +858,25 @@ def test_a_batch_without_model_data_says_before_it_starts_that_it_runs_the_place
     assert "SYNTHETIC PLACEHOLDER model with random weights" in note and "vibe-mocap data install PATH_OR_URL" in note
 
 
+def test_a_finished_batch_whose_first_result_is_damaged_since_ends_as_finished(tmp_path, monkeypatch, capsys):
+    """The placeholder's closing note reads the first done result. Before: a damaged one made a finished
+    batch exit 2 with "Cannot read ..."."""
+    from vibe_server.commands import batch as batch_command
+    from vibe_server.data import loading
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "in")], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    Path(item.output_path).write_bytes(b"damaged")
+    done = make_record(item, "done", tracks=1, frames=12, seconds=1.0)
+    monkeypatch.setattr(batch_command, "run_batch", lambda *args, **kwargs: [done])
+    monkeypatch.delenv(loading.ENV_VAR, raising=False)
+    monkeypatch.setattr(loading, "default_data_dir", lambda: tmp_path / "no_data")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "error" not in capsys.readouterr().err
+
+
 def test_the_note_before_the_run_comes_once_the_inputs_are_found_and_a_video_is_to_run(clip_bank, tmp_path, capsys):
     """(An input's error comes alone: test_cli_infer.py's inputs that are no regular file.)"""
     inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})

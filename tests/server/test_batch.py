@@ -242,6 +242,20 @@ def test_discover_bad_inputs_give_one_clear_error(tmp_path, make_inputs, message
         discover(make_inputs(tmp_path), tmp_path / "out")
 
 
+@pytest.mark.parametrize("folder", ["manifest.jsonl", "Summary.TXT", ".batch.lock"])
+def test_an_input_folder_named_as_a_file_the_batch_keeps_in_outdir_is_refused(tmp_path, folder):
+    """Before: 'manifest.jsonl/a.mp4' made a folder where the manifest goes (or the summary, or the lock):
+    a confusing failure, and a lost summary."""
+    (tmp_path / "in" / folder).mkdir(parents=True)
+    (tmp_path / "in" / folder / "a.mp4").write_bytes(b"x")
+    (tmp_path / "in" / "clips.txt").write_text(f"{folder}/a.mp4\n")
+    given = [tmp_path / "in" / "clips.txt"] + ([] if folder.startswith(".") else [tmp_path / "in"])  # (hidden: skipped)
+    for input_path in given:
+        with pytest.raises(VibeError, match=f"in a folder named as the batch's own file '{re.escape(folder.lower())}'"):
+            discover([str(input_path)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_video_of_an_extension_a_folder_does_not_collect_is_still_taken_as_an_input(tmp_path):
     """Only a text file is refused by its content (a list named .csv); a real video of a rarer extension
     (.mxf, none at all) goes to the decoder, which says whether it reads it."""

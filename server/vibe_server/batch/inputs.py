@@ -21,6 +21,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NOT_REGULAR
 
 from ..pipeline.video import check_file_name
+from .names import OWN_FILES
 from .progress import printable
 
 VIDEO_EXTENSIONS = frozenset(
@@ -336,6 +337,13 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             raise VibeError(
                 f"'{earlier}' and '{path}' would write '{earlier_output}' and '{item.output_key}' in {output_dir}, "
                 f"a result file and a folder of the same name; {separately}"
+            )
+        own = next((name for name in OWN_FILES if parents and folded_name(name) == parents[-1]), None)
+        if own is not None:  # 'manifest.jsonl/a.npz': the folder would take the name of the batch's own file
+            raise VibeError(
+                f"'{path}' would write '{item.output_key}' in {output_dir}, in a folder named as the batch's own "
+                f"file '{own}' there; rename that folder of the input, or run its videos as a separate batch into "
+                "another OUTDIR."
             )
         for folder in parents:
             folders.setdefault(folder, (item.input_path, item.output_key))

@@ -22,11 +22,9 @@ from vibe_blender.core import safe_json
 
 from ..output_files import ANY_NAME_HASH, PART_ID_LENGTH, PART_SUFFIX, atomic_write_bytes, leftover_part_names
 from .inputs import RESULT_SUFFIX, BatchItem, folded_name, output_key
+from .names import LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME
 from .progress import printable
 
-MANIFEST_NAME = "manifest.jsonl"
-SUMMARY_NAME = "summary.txt"
-LOCK_NAME = ".batch.lock"  # one batch per OUTDIR (runner.output_lock)
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed
 SETTINGS_FIELD = "settings"  # the fingerprint of what the result depends on (batch/settings.py); absent as above

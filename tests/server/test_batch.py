@@ -223,6 +223,25 @@ def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     assert through.input_path == listed.input_path and through.key.endswith("raw/DSC_0001.avi")
 
 
+def test_a_subfolder_that_cannot_be_read_is_named_in_a_note(tmp_path, monkeypatch, capsys):
+    """Before: its videos were left out without a word."""
+    for name in ("a.mp4", "locked/b.mp4"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    scandir = os.scandir
+
+    def refusing(path="."):  # as for a folder without read permission (the tests may run as root)
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert [item.key for item in discover([str(tmp_path / "in")], tmp_path / "out")] == ["a.mp4"]
+    err = capsys.readouterr().err
+    assert f"Note: cannot read the folder '{tmp_path / 'in' / 'locked'}' (Permission denied)" in err
+    assert "give this user read permission" in err
+
+
 @pytest.mark.parametrize(
     "make_inputs, message",
     [

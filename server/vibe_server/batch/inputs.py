@@ -160,7 +160,7 @@ def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
     linked folders followed (see ``_to_search``)."""
     found = []
     searched = {_identity(folder): folder}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unreadable_folder):
         dirnames[:] = [
             name
             for name in sorted(dirnames)
@@ -171,6 +171,14 @@ def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
             if not name.startswith(".") and is_video(path):
                 found.append((path.relative_to(folder).as_posix(), path))
     return found
+
+
+def _unreadable_folder(err: OSError) -> None:
+    """The walk passes over a folder it cannot list: a note says which and why, as its videos are left out."""
+    _note(
+        f"cannot read the folder '{err.filename}' ({err.strerror or err}): its videos are left out of the batch; "
+        "give this user read permission to it (or fix it), then run the same command again to add them."
+    )
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -558,6 +558,22 @@ def test_a_shared_path_result_the_driver_cannot_see_is_a_failed_record(tmp_path)
     assert "sees OUTDIR at the same path" in records[0]["error"]
 
 
+@pytest.mark.parametrize("transfer", ["shared", "object-store"])
+def test_a_missing_video_or_a_pipe_fails_on_the_ray_driver_as_in_the_local_pool(tmp_path, transfer):
+    """Before, with --transfer shared: a node was blamed ("Node ... cannot read the input video")."""
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+    Path(items[0].input_path).unlink()
+    Path(items[1].input_path).unlink()
+    os.mkfifo(items[1].input_path)
+    records = {
+        r["input"]: r
+        for r in drive(tmp_path, lambda item, data: (make_record(item, "failed", error="ran"), None), transfer, items)
+    }
+    assert records["a.mp4"]["error"] == f"Video file not found: {items[0].input_path}. Check the path."
+    assert "is not a regular video file (a folder, a device or a pipe)" in records["b.mp4"]["error"]
+    assert records["c.mp4"]["error"] == "ran"
+
+
 # -- the shared path must be seen by every node ------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
 from ..pipeline.options import RunOptions
-from ..pipeline.video import check_video_stat
+from ..pipeline.video import check_video_path, check_video_stat
 from .engine_adapter import (
     EngineSpec,
     OutputDiskFull,
@@ -208,7 +208,13 @@ def _needs(resources: dict) -> str:
 
 
 def _payload(item: BatchItem, transfer: str) -> tuple[bytearray | None, str | None]:
-    """(bytes to send, or None for a shared path; an error message when the video cannot be sent)."""
+    """(bytes to send, or None for a shared path; an error message when the video cannot be sent). A video
+    the driver finds missing, unreadable or no regular file fails here, in the local pool's words: no node
+    is to blame for it."""
+    try:
+        check_video_path(item.input_path, item.input_path)
+    except VibeError as err:
+        return None, str(err)
     if transfer == "shared":
         return None, None
     try:

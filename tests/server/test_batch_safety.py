@@ -199,6 +199,23 @@ def test_the_videos_of_ray_actors_gone_for_good_run_on_the_others_and_none_is_bl
     assert all(r["error"] == "bad" for r in records)  # as the engine answered: none was blamed for a death
 
 
+def test_a_video_that_kills_ray_actors_for_good_fails_before_it_uses_them_all_up(tmp_path):
+    """Before: it went back to the front of the queue each time, until no actor was left and the batch
+    stopped with "No Ray actor is left" instead of a failed record."""
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+
+    def reply(item, data):
+        if item.key == "a.mp4":
+            return FakeRay.ActorDiedError()
+        return make_record(item, "failed", seconds=0.1, error="bad"), None
+
+    fake_ray = FakeRay(reply)
+    records = {r["input"]: r for r in drive_on(fake_ray, fake_ray.actors(3), items, tmp_path)}
+    assert sorted(records) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert records["a.mp4"]["error"].startswith("2 Ray actors died for good while running this video")
+    assert fake_ray.submitted.count("a.mp4") == ray_runner.MAX_ACTORS_LOST_PER_VIDEO
+
+
 # -- a file name that is not valid UTF-8 ---------------------------------------------------------------
 
 NOT_UTF8_NAME = os.fsdecode(b"caf\xe9.mp4")  # as os.walk gives it: 'caf\udce9.mp4'

@@ -966,9 +966,14 @@ def test_by_default_each_worker_takes_the_precision_infer_would_take_on_its_devi
 # -- bounded memory for large batches (the pools' bookkeeping, with stand-ins for the workers) ---
 
 
-def many_items(tmp_path, count: int = 10_000) -> list:
+def many_items(tmp_path, count: int = 10_000, *, made: bool = False) -> list:
+    """``count`` listed videos; ``made``: files of one byte (else they need not exist)."""
     listing = tmp_path / "videos.txt"
-    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))  # listed, need not exist
+    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))
+    if made:
+        (tmp_path / "clips").mkdir()
+        for i in range(count):
+            (tmp_path / "clips" / f"v{i:05d}.mp4").write_bytes(b"x")
     return discover([str(listing)], tmp_path / "out")
 
 
@@ -1025,7 +1030,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
 
 
 def test_ray_submits_a_video_only_when_an_actor_is_free_for_10000_inputs(tmp_path):
-    items = many_items(tmp_path)
+    items = many_items(tmp_path, made=True)  # (the driver fails a missing one without submitting it)
     fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None))
     records = []
     ray_runner._drive(

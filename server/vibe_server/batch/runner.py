@@ -23,7 +23,6 @@ from .engine_adapter import EngineSpec, OutputDiskFull, stopping_on_full_disk
 from .inputs import BatchItem, check_inside, discover
 from .local_pool import run_local
 from .manifest import (
-    LOCK_NAME,
     MANIFEST_NAME,
     SETTINGS_FIELD,
     SUMMARY_NAME,
@@ -32,6 +31,7 @@ from .manifest import (
     remove_stale_parts,
     summary_table,
 )
+from .names import LOCK_NAME
 from .progress import BatchProgress
 from .ray_runner import run_ray
 from .settings import results_fingerprint

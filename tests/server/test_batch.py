@@ -223,6 +223,25 @@ def test_a_listed_link_keeps_its_own_name_as_in_a_folder_input(tmp_path):
     assert through.input_path == listed.input_path and through.key.endswith("raw/DSC_0001.avi")
 
 
+def test_a_subfolder_that_cannot_be_read_is_named_in_a_note(tmp_path, monkeypatch, capsys):
+    """Before: its videos were left out without a word."""
+    for name in ("a.mp4", "locked/b.mp4"):
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"x")
+    scandir = os.scandir
+
+    def refusing(path="."):  # as for a folder without read permission (the tests may run as root)
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert [item.key for item in discover([str(tmp_path / "in")], tmp_path / "out")] == ["a.mp4"]
+    err = capsys.readouterr().err
+    assert f"Note: cannot read the folder '{tmp_path / 'in' / 'locked'}' (Permission denied)" in err
+    assert "give this user read permission" in err
+
+
 @pytest.mark.parametrize(
     "make_inputs, message",
     [
@@ -240,6 +259,20 @@ def test_discover_bad_inputs_give_one_clear_error(tmp_path, make_inputs, message
     (tmp_path / "clips.csv").write_text("a.mp4\n")
     with pytest.raises(VibeError, match=message):
         discover(make_inputs(tmp_path), tmp_path / "out")
+
+
+@pytest.mark.parametrize("folder", ["manifest.jsonl", "Summary.TXT", ".batch.lock"])
+def test_an_input_folder_named_as_a_file_the_batch_keeps_in_outdir_is_refused(tmp_path, folder):
+    """Before: 'manifest.jsonl/a.mp4' made a folder where the manifest goes (or the summary, or the lock):
+    a confusing failure, and a lost summary."""
+    (tmp_path / "in" / folder).mkdir(parents=True)
+    (tmp_path / "in" / folder / "a.mp4").write_bytes(b"x")
+    (tmp_path / "in" / "clips.txt").write_text(f"{folder}/a.mp4\n")
+    given = [tmp_path / "in" / "clips.txt"] + ([] if folder.startswith(".") else [tmp_path / "in"])  # (hidden: skipped)
+    for input_path in given:
+        with pytest.raises(VibeError, match=f"in a folder named as the batch's own file '{re.escape(folder.lower())}'"):
+            discover([str(input_path)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_video_of_an_extension_a_folder_does_not_collect_is_still_taken_as_an_input(tmp_path):
@@ -620,6 +653,29 @@ def test_a_disk_full_once_every_video_is_done_still_shows_the_summary(tmp_path, 
     assert {r["input"]: r["status"] for r in manifest_lines(out)} == {"a.mp4": "done", "b.mp4": "done"}
 
 
+@pytest.mark.parametrize("stop", [KeyboardInterrupt(), runner.OutputDiskFull("Cannot write: disk full")])
+def test_a_stopped_batch_leaves_a_summary_of_its_records_not_the_earlier_runs(tmp_path, monkeypatch, stop):
+    """Before: after Ctrl-C, a signal or a full disk, the summary.txt of the run before stayed, and
+    contradicted the manifest."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "run_ray", fake_ray())
+    ray_batch(tmp_path / "in", out=out)
+    assert "b.mp4" not in (out / SUMMARY_NAME).read_text()
+    (tmp_path / "in" / "b.mp4").write_bytes(b"y")
+
+    def stopped_after_its_videos(*args, **kwargs):
+        fake_ray(lambda item: "failed")(*args, **kwargs)
+        raise stop
+
+    monkeypatch.setattr(runner, "run_ray", stopped_after_its_videos)
+    with pytest.raises((KeyboardInterrupt, VibeError)):
+        ray_batch(tmp_path / "in", out=out)
+    summary = (out / SUMMARY_NAME).read_text()
+    assert re.search(r"b\.mp4 +failed", summary) and "1 done, 1 failed" in summary
+
+
 def test_ray_actors_and_the_driver_stop_the_batch_on_a_full_output_disk(clip_bank, tmp_path, monkeypatch):
     from vibe_server.batch import engine_adapter
     from vibe_server.batch.engine_adapter import OutputDiskFull
@@ -835,6 +891,25 @@ def test_a_batch_without_model_data_says_before_it_starts_that_it_runs_the_place
     assert "SYNTHETIC PLACEHOLDER model with random weights" in note and "vibe-mocap data install PATH_OR_URL" in note
 
 
+def test_a_finished_batch_whose_first_result_is_damaged_since_ends_as_finished(tmp_path, monkeypatch, capsys):
+    """The placeholder's closing note reads the first done result. Before: a damaged one made a finished
+    batch exit 2 with "Cannot read ..."."""
+    from vibe_server.commands import batch as batch_command
+    from vibe_server.data import loading
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(b"x")
+    [item] = discover([str(tmp_path / "in")], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    Path(item.output_path).write_bytes(b"damaged")
+    done = make_record(item, "done", tracks=1, frames=12, seconds=1.0)
+    monkeypatch.setattr(batch_command, "run_batch", lambda *args, **kwargs: [done])
+    monkeypatch.delenv(loading.ENV_VAR, raising=False)
+    monkeypatch.setattr(loading, "default_data_dir", lambda: tmp_path / "no_data")
+    assert main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert "error" not in capsys.readouterr().err
+
+
 def test_the_note_before_the_run_comes_once_the_inputs_are_found_and_a_video_is_to_run(clip_bank, tmp_path, capsys):
     """(An input's error comes alone: test_cli_infer.py's inputs that are no regular file.)"""
     inputs = place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"})
@@ -891,9 +966,14 @@ def test_by_default_each_worker_takes_the_precision_infer_would_take_on_its_devi
 # -- bounded memory for large batches (the pools' bookkeeping, with stand-ins for the workers) ---
 
 
-def many_items(tmp_path, count: int = 10_000) -> list:
+def many_items(tmp_path, count: int = 10_000, *, made: bool = False) -> list:
+    """``count`` listed videos; ``made``: files of one byte (else they need not exist)."""
     listing = tmp_path / "videos.txt"
-    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))  # listed, need not exist
+    listing.write_text("".join(f"clips/v{i:05d}.mp4\n" for i in range(count)))
+    if made:
+        (tmp_path / "clips").mkdir()
+        for i in range(count):
+            (tmp_path / "clips" / f"v{i:05d}.mp4").write_bytes(b"x")
     return discover([str(listing)], tmp_path / "out")
 
 
@@ -950,7 +1030,7 @@ def test_the_local_pool_keeps_two_videos_per_worker_in_flight_for_10000_inputs(t
 
 
 def test_ray_submits_a_video_only_when_an_actor_is_free_for_10000_inputs(tmp_path):
-    items = many_items(tmp_path)
+    items = many_items(tmp_path, made=True)  # (the driver fails a missing one without submitting it)
     fake_ray = FakeRay(lambda item, data: (make_record(item, "failed", seconds=0.1, error="bad"), None))
     records = []
     ray_runner._drive(

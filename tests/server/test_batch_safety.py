@@ -199,6 +199,23 @@ def test_the_videos_of_ray_actors_gone_for_good_run_on_the_others_and_none_is_bl
     assert all(r["error"] == "bad" for r in records)  # as the engine answered: none was blamed for a death
 
 
+def test_a_video_that_kills_ray_actors_for_good_fails_before_it_uses_them_all_up(tmp_path):
+    """Before: it went back to the front of the queue each time, until no actor was left and the batch
+    stopped with "No Ray actor is left" instead of a failed record."""
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+
+    def reply(item, data):
+        if item.key == "a.mp4":
+            return FakeRay.ActorDiedError()
+        return make_record(item, "failed", seconds=0.1, error="bad"), None
+
+    fake_ray = FakeRay(reply)
+    records = {r["input"]: r for r in drive_on(fake_ray, fake_ray.actors(3), items, tmp_path)}
+    assert sorted(records) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert records["a.mp4"]["error"].startswith("2 Ray actors died for good while running this video")
+    assert fake_ray.submitted.count("a.mp4") == ray_runner.MAX_ACTORS_LOST_PER_VIDEO
+
+
 # -- a file name that is not valid UTF-8 ---------------------------------------------------------------
 
 NOT_UTF8_NAME = os.fsdecode(b"caf\xe9.mp4")  # as os.walk gives it: 'caf\udce9.mp4'
@@ -406,6 +423,17 @@ def test_a_video_dated_before_1970_resumes(tmp_path):
         lambda r: r.update(input_size=-1),
         lambda r: r.update(input_mtime_ns=1.5),
         lambda r: r.pop("input_mtime_ns"),
+        # keys that make no result name, and numbers too large for float arithmetic (the checks and the summary
+        # crashed on them)
+        lambda r: r.update(input="/"),
+        lambda r: r.update(input="."),
+        lambda r: r.update(seconds=10**400),
+        lambda r: r.update(fps=10**400),
+        lambda r: r.update(frames=10**400),
+        lambda r: r.update(tracks=2**53),
+        lambda r: r.update(seconds=float("nan")),
+        lambda r: r.update(input_size=10**400),
+        lambda r: r.update(input_mtime_ns=2**64),
     ],
 )
 def test_a_record_with_a_missing_or_wrong_field_counts_as_damaged(tmp_path, change):
@@ -547,6 +575,22 @@ def test_a_shared_path_result_the_driver_cannot_see_is_a_failed_record(tmp_path)
     assert "sees OUTDIR at the same path" in records[0]["error"]
 
 
+@pytest.mark.parametrize("transfer", ["shared", "object-store"])
+def test_a_missing_video_or_a_pipe_fails_on_the_ray_driver_as_in_the_local_pool(tmp_path, transfer):
+    """Before, with --transfer shared: a node was blamed ("Node ... cannot read the input video")."""
+    items = ray_items(tmp_path, ("a.mp4", "b.mp4", "c.mp4"))
+    Path(items[0].input_path).unlink()
+    Path(items[1].input_path).unlink()
+    os.mkfifo(items[1].input_path)
+    records = {
+        r["input"]: r
+        for r in drive(tmp_path, lambda item, data: (make_record(item, "failed", error="ran"), None), transfer, items)
+    }
+    assert records["a.mp4"]["error"] == f"Video file not found: {items[0].input_path}. Check the path."
+    assert "is not a regular video file (a folder, a device or a pipe)" in records["b.mp4"]["error"]
+    assert records["c.mp4"]["error"] == "ran"
+
+
 # -- the shared path must be seen by every node ------------------------------------------------------
 
 
@@ -615,6 +659,17 @@ def test_a_shared_probe_a_killed_run_left_is_deleted_with_the_other_leftovers(tm
     probe = manifest_module.shared_probe_path(tmp_path)
     probe.write_bytes(b"0123")
     assert manifest_module.remove_stale_parts(tmp_path) == 1 and not probe.exists()
+
+
+def test_the_leftovers_of_another_batch_whose_outdir_is_a_subfolder_are_left_to_it(tmp_path):
+    """Before: a batch deleted the temporary files of another batch running into OUTDIR/inner."""
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / runner.LOCK_NAME).touch()
+    theirs, ours = manifest_module.shared_probe_path(inner), manifest_module.shared_probe_path(tmp_path)
+    theirs.write_bytes(b"0123")
+    ours.write_bytes(b"0123")
+    assert manifest_module.remove_stale_parts(tmp_path) == 1 and theirs.exists() and not ours.exists()
 
 
 @pytest.mark.parametrize(
@@ -1064,6 +1119,18 @@ def test_adding_an_entry_to_a_list_file_renames_no_other_video(tmp_path):
     after = {i.input_path: i.key for i in discover([str(listing)], tmp_path / "out")}
     assert before == {p: k for p, k in after.items() if p in before} and before
     assert sorted(after.values()) == ["day1/a.mp4", "day1/b.mp4", "day2/c.mp4"]
+
+
+def test_a_name_starting_with_a_tilde_of_no_user_is_taken_as_it_is(tmp_path, monkeypatch):
+    """Before: '~take.mp4' on the command line or in a list was a traceback (no home folder of a user
+    'take.mp4')."""
+    name = "~vibe-no-such-user-take.mp4"
+    (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "clips.txt").write_text(f"{name}\n")
+    monkeypatch.chdir(tmp_path)
+    assert [item.key for item in discover([name], tmp_path / "out")] == [name]
+    [item] = discover(["clips.txt"], tmp_path / "out")
+    assert item.key == name and item.input_path == str(tmp_path / name)
 
 
 def test_a_list_file_saved_with_a_byte_order_mark_reads_its_first_path_without_it(tmp_path):

@@ -21,6 +21,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NOT_REGULAR
 
 from ..pipeline.video import check_file_name
+from .names import OWN_FILES
 from .progress import printable
 
 VIDEO_EXTENSIONS = frozenset(
@@ -159,7 +160,7 @@ def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
     linked folders followed (see ``_to_search``)."""
     found = []
     searched = {_identity(folder): folder}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unreadable_folder):
         dirnames[:] = [
             name
             for name in sorted(dirnames)
@@ -170,6 +171,14 @@ def _folder_videos(folder: Path) -> list[tuple[str, Path]]:
             if not name.startswith(".") and is_video(path):
                 found.append((path.relative_to(folder).as_posix(), path))
     return found
+
+
+def _unreadable_folder(err: OSError) -> None:
+    """The walk passes over a folder it cannot list: a note says which and why, as its videos are left out."""
+    _note(
+        f"cannot read the folder '{err.filename}' ({err.strerror or err}): its videos are left out of the batch; "
+        "give this user read permission to it (or fix it), then run the same command again to add them."
+    )
 
 
 def _identity(path: Path) -> tuple[int, int]:
@@ -205,6 +214,12 @@ def _note(text: str) -> None:
     print(printable(f"Note: {text}"), file=sys.stderr)
 
 
+def expanded(path: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` made the home folder; a name that only starts with ``~``
+    (``~take.mp4``, no such user) is left as it is (``Path.expanduser`` raises there)."""
+    return Path(os.path.expanduser(path))
+
+
 def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
     try:
         lines = list_file.read_text(encoding="utf-8-sig").splitlines()  # (a BOM, as Notepad writes, is no path)
@@ -219,7 +234,7 @@ def _list_videos(list_file: Path) -> list[tuple[str, Path]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        path = Path(line).expanduser()
+        path = expanded(line)
         joined = path if path.is_absolute() else root / path
         try:
             # the key: the file's own name (a link keeps its name, as in a folder input) in its real
@@ -268,7 +283,7 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
     output_dir = Path(output_dir).resolve()
     keyed: list[tuple[str, Path]] = []
     for raw in inputs:
-        path = Path(raw).expanduser()
+        path = expanded(raw)
         if path.is_dir():
             videos = _folder_videos(path.resolve())
             if not videos:
@@ -330,6 +345,13 @@ def discover(inputs: list[str], output_dir: str | Path) -> list[BatchItem]:
             raise VibeError(
                 f"'{earlier}' and '{path}' would write '{earlier_output}' and '{item.output_key}' in {output_dir}, "
                 f"a result file and a folder of the same name; {separately}"
+            )
+        own = next((name for name in OWN_FILES if parents and folded_name(name) == parents[-1]), None)
+        if own is not None:  # 'manifest.jsonl/a.npz': the folder would take the name of the batch's own file
+            raise VibeError(
+                f"'{path}' would write '{item.output_key}' in {output_dir}, in a folder named as the batch's own "
+                f"file '{own}' there; rename that folder of the input, or run its videos as a separate batch into "
+                "another OUTDIR."
             )
         for folder in parents:
             folders.setdefault(folder, (item.input_path, item.output_key))

@@ -11,22 +11,20 @@ are missing or of the wrong type counts as a damaged line: its video runs again.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vibe_blender.core import safe_json
 
 from ..output_files import ANY_NAME_HASH, PART_ID_LENGTH, PART_SUFFIX, atomic_write_bytes, leftover_part_names
 from .inputs import RESULT_SUFFIX, BatchItem, folded_name, output_key
+from .names import LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME
 from .progress import printable
 
-MANIFEST_NAME = "manifest.jsonl"
-SUMMARY_NAME = "summary.txt"
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed
 SETTINGS_FIELD = "settings"  # the fingerprint of what the result depends on (batch/settings.py); absent as above
@@ -49,9 +47,11 @@ def shared_probe_path(output_dir: Path) -> Path:
 
 def remove_stale_parts(output_dir: Path) -> int:
     """Delete the temporary files a killed run left behind (only names of the batch's own: another
-    program's ``.*.part`` file in OUTDIR is kept); returns how many."""
+    program's ``.*.part`` file in OUTDIR is kept); returns how many. A subfolder with a lock file of its
+    own is another batch's OUTDIR, maybe running now: its temporary files are that batch's, left alone."""
     removed = 0
-    for dirpath, _, filenames in os.walk(output_dir, followlinks=False):  # never outside OUTDIR
+    for dirpath, dirnames, filenames in os.walk(output_dir, followlinks=False):  # never outside OUTDIR
+        dirnames[:] = [name for name in dirnames if not os.path.lexists(Path(dirpath) / name / LOCK_NAME)]
         for name in filenames:
             if BATCH_PARTS.fullmatch(name):
                 (Path(dirpath) / name).unlink(missing_ok=True)
@@ -93,12 +93,18 @@ def make_record(
     }
 
 
+# bounds of a record's numbers: a hand-edited 10**400 would overflow the float arithmetic of the checks
+# and of the summary's totals
+MAX_NUMBER = 2**53  # counts and seconds (exact as floats)
+MAX_TIME_NS = 2**63  # a modification time in ns (the system's own is a 64-bit integer)
+
+
 def _count(value: object) -> bool:
-    return type(value) is int and value >= 0  # bool is an int too, but no count
+    return type(value) is int and 0 <= value < MAX_NUMBER  # bool is an int too, but no count
 
 
 def _seconds(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value) and value >= 0
+    return type(value) in (int, float) and 0 <= value < MAX_NUMBER  # (NaN and infinity fail the comparison)
 
 
 def _count_or_none(value: object) -> bool:
@@ -106,7 +112,13 @@ def _count_or_none(value: object) -> bool:
 
 
 def _whole_or_none(value: object) -> bool:
-    return value is None or type(value) is int  # a modification time before 1970 is negative
+    # a modification time before 1970 is negative
+    return value is None or (type(value) is int and -MAX_TIME_NS <= value < MAX_TIME_NS)
+
+
+def _key(value: object) -> bool:
+    """A video's key: a path with a file name ('/' or '.' has none, and makes no result name)."""
+    return isinstance(value, str) and PurePosixPath(value).name != ""
 
 
 def _text_or_none(value: object) -> bool:
@@ -114,7 +126,7 @@ def _text_or_none(value: object) -> bool:
 
 
 RECORD_FIELDS = {  # field -> check of its value
-    "input": lambda v: isinstance(v, str) and v != "",
+    "input": _key,
     "input_path": lambda v: isinstance(v, str),
     "output": _text_or_none,
     "status": lambda v: v in STATUSES,

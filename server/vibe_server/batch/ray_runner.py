@@ -8,8 +8,8 @@ before it records or writes anything. Actors restart after a crash or a lost nod
 result path is deterministic and written by rename, and the driver writes one manifest line per
 video, so a retry leaves no duplicate. A video whose retries are used up gets a failed record. An
 actor gone for good (its restarts used up) takes no more videos, and the one it was running runs on
-another actor; when every actor died while loading the model, the batch stops, as the local pool
-does.
+another actor (up to ``MAX_ACTORS_LOST_PER_VIDEO`` actors lost on one video, then it fails); when
+every actor died while loading the model, the batch stops, as the local pool does.
 
 Transfer: ``shared`` (inputs and outputs on a path every node sees, the default) or
 ``object-store`` (the driver sends each video's bytes and writes each result itself: for small
@@ -40,7 +40,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
 from ..pipeline.options import RunOptions
-from ..pipeline.video import check_video_stat
+from ..pipeline.video import check_video_path, check_video_stat
 from .engine_adapter import (
     EngineSpec,
     OutputDiskFull,
@@ -60,6 +60,7 @@ MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
 # actor dying while it loads the model (out of memory) is gone after as many tries, and the driver hears of it.
 MAX_ACTOR_RESTARTS = 2 * (MAX_TASK_RETRIES + 1)
 OBJECT_STORE_MAX_BYTES = 256 << 20  # larger videos must be on a shared path
+MAX_ACTORS_LOST_PER_VIDEO = 2  # a video during which this many actors die for good is marked failed
 CPUS_PER_CPU_ACTOR = 2
 WAIT_STEP_S = 1.0  # the driver looks at its actors' progress this often
 PENDING_NOTE_S = 20.0  # no actor started after this long: look why (at most this often), and say so
@@ -208,7 +209,13 @@ def _needs(resources: dict) -> str:
 
 
 def _payload(item: BatchItem, transfer: str) -> tuple[bytearray | None, str | None]:
-    """(bytes to send, or None for a shared path; an error message when the video cannot be sent)."""
+    """(bytes to send, or None for a shared path; an error message when the video cannot be sent). A video
+    the driver finds missing, unreadable or no regular file fails here, in the local pool's words: no node
+    is to blame for it."""
+    try:
+        check_video_path(item.input_path, item.input_path)
+    except VibeError as err:
+        return None, str(err)
     if transfer == "shared":
         return None, None
     try:
@@ -436,6 +443,7 @@ def _drive(
         waiting = deque(items)
         pending = Pending(ray, actors, needs, unscheduled)
         died_loading_count = 0
+        lost: dict[str, int] = {}  # video key -> actors gone for good while they ran it
         start_error = ""  # why the first actor that never started failed (a module missing on a node, ...)
         checking = {} if checks is None else checks.tasks
         while waiting or running:
@@ -487,8 +495,13 @@ def _drive(
                 start_error = start_error or _start_error(err)
                 loading = not init_failed and pending.died_loading(actor)
                 if init_failed or loading or _gone(ray, err):
-                    waiting.appendleft(item)  # the actor is gone for good, not for this video: another runs it
                     died_loading_count += loading
+                    if not (init_failed or loading):  # it died running this video: maybe of it
+                        lost[item.key] = lost.get(item.key, 0) + 1
+                    if lost.get(item.key, 0) < MAX_ACTORS_LOST_PER_VIDEO:
+                        waiting.appendleft(item)  # another actor runs it
+                    else:  # it would use up every actor, and the batch would end with none left
+                        on_record(make_record(item, "failed", error=_LOST))
                     continue
                 idle.append(actor)  # Ray has restarted it
                 on_record(make_record(item, "failed", error=_DIED))
@@ -677,6 +690,12 @@ def _gone(ray: ModuleType, err: Exception) -> bool:
 DIED_LOADING = died_loading("Free memory on the cluster's nodes or choose another --device")
 _DIED = (
     f"The Ray actor running this video died {MAX_TASK_RETRIES + 1} times (out of memory, a crash in "
+    "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
+)
+
+
+_LOST = (
+    f"{MAX_ACTORS_LOST_PER_VIDEO} Ray actors died for good while running this video (out of memory, a crash in "
     "native code, or lost nodes); check the file plays, or run it alone with 'vibe-mocap infer'."
 )
 

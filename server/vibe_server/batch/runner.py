@@ -31,11 +31,11 @@ from .manifest import (
     remove_stale_parts,
     summary_table,
 )
+from .names import LOCK_NAME
 from .progress import BatchProgress
 from .ray_runner import run_ray
 from .settings import results_fingerprint
 
-LOCK_NAME = ".batch.lock"
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -281,23 +281,31 @@ def run_batch(
                 run_local(runnable, spec, options, jobs=workers, on_record=on_record, progress=progress)
         except OutputDiskFull as err:
             full_disk = err
-        finally:
+        finally:  # also after Ctrl-C, a signal or a full disk: an earlier run's summary would contradict the manifest
             progress.close()
             try:
                 batch.manifest.compact([item.key for item in batch.items])
             except OSError as err:  # the lines appended so far stand for it
                 if full_disk is None:
                     _not_written(batch.manifest.path, err, "its lines as appended hold every record")
+            records = [batch.manifest.records[item.key] for item in batch.items if item.key in batch.manifest.records]
+            write_summary(output_dir, records, warn=full_disk is None)
         if full_disk is not None:
             raise VibeError(f"The batch stopped: {full_disk}")
-        records = [batch.manifest.records[item.key] for item in batch.items if item.key in batch.manifest.records]
-        try:
-            atomic_write_bytes(output_dir / SUMMARY_NAME, (summary_table(records) + "\n").encode("utf-8"))
-        except OSError as err:  # every video is done: the table is still printed, the manifest holds it all
-            with contextlib.suppress(OSError):
-                (output_dir / SUMMARY_NAME).unlink(missing_ok=True)  # an earlier run's, no longer true
-            _not_written(output_dir / SUMMARY_NAME, err, "the manifest holds every record")
         return records
+
+
+def write_summary(output_dir: Path, records: list[dict], *, warn: bool = True) -> None:
+    """``OUTDIR/summary.txt`` from ``records``; where it cannot be written, an earlier run's is deleted (no
+    longer true) and, with ``warn``, a warning says so (the manifest holds every record)."""
+    path = output_dir / SUMMARY_NAME
+    try:
+        atomic_write_bytes(path, (summary_table(records) + "\n").encode("utf-8"))
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        if warn:
+            _not_written(path, err, "the manifest holds every record")
 
 
 def _not_written(path: Path, err: OSError, instead: str) -> None:

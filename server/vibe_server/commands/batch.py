@@ -124,9 +124,18 @@ def run(args: argparse.Namespace) -> int:
     if (output_dir / SUMMARY_NAME).is_file():  # (not when the disk had no room for it: warned)
         print(f"Summary: {printable(str(output_dir / SUMMARY_NAME))}")
     done = [r for r in records if r["status"] == "done"]
-    if done and not args.engine and made_by_placeholder(output_dir / output_key(done[0]["input"])):
+    if done and not args.engine and _placeholder_made(output_dir / output_key(done[0]["input"])):
         print("(Model: synthetic placeholder: install the real model data for real motion.)", file=sys.stderr)
     return 0 if all(r["status"] == "done" for r in records) else 1
+
+
+def _placeholder_made(result_path: Path) -> bool:
+    """Whether the placeholder model made that result; False when it cannot be read (damaged or deleted since
+    its record): the batch has finished, and a note is no reason to fail it."""
+    try:
+        return made_by_placeholder(result_path)
+    except (VibeError, OSError):
+        return False
 
 
 def print_warnings(done: list[dict], *, named: int = 5) -> None:

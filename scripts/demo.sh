@@ -5,7 +5,7 @@
 # Sets everything up on first use: .venv (the server side) and one Blender venv (.venv-bpy-5.0).
 # Without the official model data installed it runs a clearly labelled synthetic placeholder model.
 # A relative video path or DEMO_OUT is taken from the folder it is run in; DEMO_BLENDER picks the
-# Blender version (default 5.0).
+# Blender version (default 5.0). Run again, it replaces its own outputs (out/NAME.*).
 set -euo pipefail
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
 VIDEO="${1:-}"
@@ -31,4 +31,4 @@ echo "== 1/2 Video to motion: $VIDEO"
 
 echo "== 2/2 Motion to an animated character (Blender $BLENDER)"
 "$BPY_PYTHON" -m vibe_blender.batch "$OUT/$NAME.npz" --body-model "$OUT/${NAME}_body_model.npz" \
-    --video "$VIDEO" -o "$OUT/$NAME.blend" --fbx "$OUT/$NAME.fbx"
+    --video "$VIDEO" -o "$OUT/$NAME.blend" --fbx "$OUT/$NAME.fbx" --overwrite

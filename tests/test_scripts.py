@@ -224,6 +224,7 @@ def test_demo_takes_relative_paths_from_the_folder_it_is_run_in(tmp_path):
     infer, batch = log_lines(tmp_path)
     assert infer.startswith(f"vibe-mocap infer {here}/clip.mp4 -o {here}/results/clip.npz")
     assert batch.startswith(f"-m vibe_blender.batch {here}/results/clip.npz") and f"--video {here}/clip.mp4" in batch
+    assert batch.endswith("--overwrite")  # run again, it replaces its own .blend and FBX (batch refuses otherwise)
     assert (here / "results").is_dir() and not (repo / "results").exists()
 
 

@@ -6,12 +6,14 @@ Runs with Blender as a Python module (a bpy venv, see scripts/setup_blender.sh),
     python -m vibe_blender.batch vibe_output.pkl --model-dir ~/vibe_data -o OUT.blend --fps 25
 
 RESULT may be a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or AMASS motion (.npz).
+An existing .blend or FBX file is replaced only with --overwrite.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     body.add_argument("--model-dir", type=Path, help="model-data folder holding SMPL_NEUTRAL.pkl")
     p.add_argument("-o", "--output", type=Path, required=True, help="the .blend file to write (ending in .blend)")
     p.add_argument("--fbx", type=Path, help="also export the characters and their motion as FBX")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the .blend and FBX files when they exist (default: an existing one is refused)",
+    )
     p.add_argument(
         "--correctives",
         choices=("off", "drivers", "baked"),
@@ -95,7 +102,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from .core.output_paths import check_output_path
-    from .export import export_fbx
     from .importer import ImportOptions, import_motion_file
 
     start = time.perf_counter()
@@ -108,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             check_output_path(args.fbx, "the FBX file", {**inputs, "the .blend file": args.output})
             if args.fbx.suffix.lower() != ".fbx":  # FBX under another name (a .blend of the user's) is a mistake
                 raise VibeError(f"The FBX file must end in .fbx; got '{args.fbx}'.")
+        if not args.overwrite:
+            _refuse_existing(args.output, "The .blend file", "-o")
+            _refuse_existing(args.fbx, "The FBX file", "--fbx")
         blend = args.output.resolve()
         for path in (blend, args.fbx):
             if path:  # before the import: a folder that cannot be made fails at once, not after the work
@@ -124,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         characters = import_motion_file(
             args.motion, args.body_model or args.model_dir, options, report=lambda msg: print(msg)
         )
-        _write(blend, lambda: bpy.ops.wm.save_as_mainfile(filepath=str(blend), check_existing=False))
-        fbx = _write(args.fbx, lambda: export_fbx(args.fbx)) if args.fbx else None
+        fbx = _write(blend, args.fbx)
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -153,15 +161,33 @@ def _make_folder(folder: Path) -> None:
         ) from err
 
 
-def _write(path: Path, save):
-    """``save()``, with a failure to write ``path`` (Blender raises RuntimeError) as one VibeError."""
-    try:
-        return save()
-    except (OSError, RuntimeError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+def _refuse_existing(path: Path | None, what: str, flag: str) -> None:
+    """VibeError when a file is at ``path`` (without --overwrite): a second run, or a mistyped name,
+    would replace it."""
+    if path is not None and os.path.lexists(path):
         raise VibeError(
-            f"Cannot write '{path}' ({reason}); check that its folder is writable and the disk has free space."
-        ) from err
+            f"{what} '{path}' already exists, and batch replaces a file only when given --overwrite. To keep "
+            f"that file, give another name ({flag} PATH) or move the file away; to replace it, add --overwrite."
+        )
+
+
+def _write(blend: Path, fbx: Path | None) -> Path | None:
+    """Save the scene as ``blend`` and export the FBX, each written under another name beside its file
+    and moved into place once whole (no .blend1 copy of a replaced file is left): the .blend is moved in
+    last, once the FBX is written, so that a failure of either leaves neither new file."""
+    import bpy
+
+    from .export import export_fbx, staged_write
+
+    def save_then_export(staged: Path) -> bool:
+        saved = bpy.ops.wm.save_as_mainfile(filepath=str(staged), copy=True)
+        if fbx and "FINISHED" in saved:
+            export_fbx(fbx)
+        return "FINISHED" in saved
+
+    message = f"Cannot write '{blend}'; check that its folder is writable and the disk has free space."
+    staged_write(blend, ".blend", save_then_export, message)
+    return fbx.resolve() if fbx else None
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .command_line import import_bpy
@@ -107,34 +107,46 @@ def _exportable(objects, report) -> list:
     return [obj for obj in objects if obj not in left_out]
 
 
-def staged_export(what: str, path: Path, exporter, **options) -> Path:
-    """Run one of Blender's exporters on ``path``; its failure (a RuntimeError when it cannot write
-    the file, or no file) is one VibeError sentence instead of Blender's traceback. The exporter writes
-    a file of another name beside ``path`` (``.NAME.<random>.part.fbx``: in the same folder, so that
-    paths it writes relative to the file stay right), moved onto ``path`` once whole; a .gltf, whose
-    .bin takes the .gltf's name, is written into a folder beside it, and its files moved out, the .gltf
-    last. A failed export (a full disk, Ctrl-C) leaves an earlier file whole, never a part of a new one."""
+def staged_export(what: str, path: Path, exporter, *, fmt: str, **options) -> Path:
+    """Run one of Blender's exporters, writing ``fmt`` (one of FORMATS), on ``path`` by
+    :func:`staged_write`; its failure (a RuntimeError when it cannot write the file, or no file) is one
+    VibeError sentence instead of Blender's traceback."""
     message = (
         f"Blender's {what} exporter could not write '{path}'; check that the folder is writable and the "
         "disk has free space, or choose another place."
     )
-    separate = path.suffix.lower() == ".gltf"
+    return staged_write(
+        path, "." + fmt, lambda staged: "FINISHED" in exporter(filepath=str(staged), **options), message
+    )
+
+
+def staged_write(path: Path, suffix: str, write, message: str) -> Path:
+    """``write(staged)`` (True when it says it wrote the file) writes under another name beside ``path``
+    (``.NAME.<random>.part`` and ``suffix``, the one the writer gives its files: in the same folder, so
+    that paths it writes relative to the file stay right), moved onto ``path`` once whole; a .gltf, whose
+    .bin takes the .gltf's name, is written into a folder beside it, and its files moved out, the .gltf
+    last. Whatever the writer made under the staged name and is not moved (a part of a file, a file it
+    added its own suffix to) is removed. A failure (Blender's RuntimeError, no file, an OSError) is
+    VibeError(``message``), Ctrl-C inside Blender's Python a KeyboardInterrupt; either leaves an earlier
+    file whole, never a part of a new one."""
+    separate = suffix == ".gltf"
     try:
         if separate:
             staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-            staged = staging / path.name
-        else:  # (made by the exporter: with the permissions any new file gets)
-            staging = staged = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part{path.suffix}")
+            staged = staging / (path.name if path.suffix.lower() == suffix else path.name + suffix)
+        else:  # (made by the writer: with the permissions any new file gets)
+            staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+            staged = staging.with_name(staging.name + suffix)
     except OSError as err:
         raise VibeError(message) from err
     try:
         try:
-            result = exporter(filepath=str(staged), **options)
+            written = write(staged)
         except RuntimeError as err:
             if "KeyboardInterrupt" in str(err):  # Ctrl-C inside the exporter's Python, as Blender reports it
                 raise KeyboardInterrupt from err
             raise VibeError(message) from err
-        if "FINISHED" not in result or not staged.is_file() or staged.stat().st_size == 0:
+        if not written or not staged.is_file() or staged.stat().st_size == 0:
             raise VibeError(message)
         sidecars = [p for p in staging.iterdir() if p != staged] if separate else []
         taken = [p.name for p in sidecars if (path.parent / p.name).exists()]
@@ -143,16 +155,25 @@ def staged_export(what: str, path: Path, exporter, **options) -> Path:
                 f"Exporting '{path.name}' writes {', '.join(repr(p.name) for p in sidecars)} beside it, and "
                 f"'{path.parent / taken[0]}' is already there; move it, or choose another name (or .glb, one file)."
             )
-        for produced in [*sidecars, staged]:
-            os.replace(produced, path.parent / (produced.name if separate else path.name))
+        for sidecar in sidecars:
+            os.replace(sidecar, path.parent / sidecar.name)
+        os.replace(staged, path)
     except OSError as err:
         raise VibeError(message) from err
     finally:
         if separate:
             shutil.rmtree(staging, ignore_errors=True)
         else:
-            staging.unlink(missing_ok=True)
+            _remove_staged(staging)
     return path
+
+
+def _remove_staged(staging: Path) -> None:
+    """Remove every file whose name starts with ``staging``'s (a random one: only the writer's files)."""
+    with suppress(OSError):
+        for leftover in [p for p in staging.parent.iterdir() if p.name.startswith(staging.name)]:
+            with suppress(OSError):
+                leftover.unlink()
 
 
 @contextmanager
@@ -207,6 +228,7 @@ def export_fbx(path, objects=None, *, preset: str = "DEFAULT", report=print) -> 
             "FBX",
             path,
             bpy.ops.export_scene.fbx,
+            fmt="fbx",
             use_selection=True,
             object_types={"ARMATURE", "MESH"},
             add_leaf_bones=False,
@@ -255,6 +277,7 @@ def export_bvh(
             "BVH",
             path,
             bpy.ops.export_anim.bvh,
+            fmt="bvh",
             frame_start=int(frame_start or first),
             frame_end=int(frame_end or last),
             rotate_mode="NATIVE",
@@ -265,8 +288,9 @@ def export_bvh(
         )
 
 
-def export_gltf(path, objects=None, *, report=print) -> Path:
-    """Armatures with their meshes and animation -> .glb (binary) or .gltf (by the suffix)."""
+def export_gltf(path, objects=None, *, fmt: str, report=print) -> Path:
+    """Armatures with their meshes and animation -> ``fmt``: "glb" (one binary file) or "gltf" (with its
+    .bin)."""
     import bpy
 
     from .visibility import shown
@@ -279,8 +303,9 @@ def export_gltf(path, objects=None, *, report=print) -> Path:
             "glTF",
             path,
             bpy.ops.export_scene.gltf,
+            fmt=fmt,
             use_selection=True,
-            export_format="GLB" if path.suffix.lower() == ".glb" else "GLTF_SEPARATE",
+            export_format="GLB" if fmt == "glb" else "GLTF_SEPARATE",
             export_animations=True,
             export_animation_mode="ACTIVE_ACTIONS",  # each character's own motion, not every action that fits
             export_force_sampling=True,
@@ -295,7 +320,7 @@ def export(path, fmt: str, objects=None, *, preset: str = "DEFAULT", report=prin
     if fmt == "bvh":
         return export_bvh(path, _bvh_armature(objects), report=report)
     if fmt in ("glb", "gltf"):
-        return export_gltf(path, objects, report=report)
+        return export_gltf(path, objects, fmt=fmt, report=report)
     raise VibeError(f"Unknown export format '{fmt}'; choose one of {', '.join(FORMATS)}.")
 
 
@@ -360,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vibe_blender.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("blend", type=Path, help="the .blend file holding the characters")
     parser.add_argument("-o", "--output", type=Path, required=True, help="file to write")
-    parser.add_argument("--format", choices=FORMATS, help="default: from the output's suffix")
+    parser.add_argument(
+        "--format", choices=FORMATS, help="default: from the output's suffix, which must not name another format"
+    )
     presets = {name.lower(): key for key, (name, _) in FBX_PRESET_NAMES.items()}
     presets["default"] = "DEFAULT"  # the flag's earlier name for the Blender preset: scripts keep working
     parser.add_argument(
@@ -378,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
         help="armature to export (repeatable; default: all, and for BVH the only one)",
     )
     args = parser.parse_args(argv)
+    named = args.output.suffix.lstrip(".").lower()
+    if args.format and named in FORMATS and named != args.format:  # a BVH under an .fbx name misleads
+        parser.error(
+            f"argument --format: {args.format} does not match the output '{args.output}', whose suffix is "
+            f"{named.upper()}'s; end the output in .{args.format}, or leave --format out to write {named.upper()}"
+        )
     bpy = import_bpy("vibe_blender.export")
     if bpy is None:
         return 2

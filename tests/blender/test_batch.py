@@ -8,6 +8,8 @@ from pathlib import Path
 import bpy
 import pytest
 
+from vibe_blender.core.errors import VibeError
+
 pytestmark = pytest.mark.blender
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,7 +136,7 @@ def test_batch_says_once_that_a_file_without_frame_rate_got_30_fps(official_pkl,
     out = capsys.readouterr().out
     [warning] = [line for line in out.splitlines() if "stores no frame rate" in line]
     assert "imported at 30 fps" in warning and "--fps" in warning and "at 30 fps, in" in out
-    assert main([*argv, "--fps", "24"]) == 0
+    assert main([*argv, "--fps", "24", "--overwrite"]) == 0
     assert "stores no frame rate" not in capsys.readouterr().out
     bpy.ops.wm.read_factory_settings(use_empty=True)
 
@@ -169,6 +171,54 @@ def test_batch_refuses_an_fbx_file_not_ending_in_fbx_before_any_work(reference_d
     assert main([*argv, "-o", str(tmp_path / "c.blend"), "--fbx", str(theirs)]) == 1
     assert "must end in .fbx; got" in capsys.readouterr().err
     assert theirs.read_bytes() == b"the user's scene" and not (tmp_path / "c.blend").exists()
+
+
+def test_batch_replaces_an_existing_output_only_when_given_overwrite(reference_dir, tmp_path, capsys):
+    """Before: a second run (or an -o naming the user's own scene) replaced the .blend and FBX without a
+    word, and left the earlier .blend beside it as .blend1."""
+    from vibe_blender.batch import main
+
+    blend, fbx = tmp_path / "c.blend", tmp_path / "c.fbx"
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    assert main([*argv, "-o", str(blend), "--fbx", str(fbx)]) == 0
+    earlier = blend.read_bytes(), fbx.read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "-o", str(blend), "--fbx", str(tmp_path / "new.fbx")]) == 1
+    error = capsys.readouterr().err
+    assert f"The .blend file '{blend}' already exists, and batch replaces a file only when given --overwrite" in error
+    assert "give another name (-o PATH) or move the file away; to replace it, add --overwrite." in error
+    assert main([*argv, "-o", str(tmp_path / "new.blend"), "--fbx", str(fbx)]) == 1
+    assert f"The FBX file '{fbx}' already exists" in capsys.readouterr().err
+    assert (blend.read_bytes(), fbx.read_bytes()) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.blend", "c.fbx"]
+    assert main([*argv, "-o", str(blend), "--fbx", str(fbx), "--overwrite", "--max-characters", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.blend", "c.fbx"]  # no c.blend1, no part
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    assert [o.name for o in bpy.data.objects if o.type == "ARMATURE"] == ["track_2"]  # the new one
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_batch_writes_neither_file_when_the_fbx_export_fails(reference_dir, tmp_path, capsys, monkeypatch):
+    """Before: the .blend was saved first: a failed FBX export left a new .blend (over an earlier one)
+    while the error spoke of the FBX only."""
+    from vibe_blender import batch, export
+
+    def disk_full(path, *args, **kwargs):
+        raise VibeError(f"Blender's FBX exporter could not write '{path}'; check that the disk has free space.")
+
+    argv = [str(reference_dir / "result.npz"), "--body-model", str(reference_dir / "body_model.npz")]
+    with monkeypatch.context() as m:
+        m.setattr(export, "export_fbx", disk_full)
+        assert batch.main([*argv, "-o", str(tmp_path / "new.blend"), "--fbx", str(tmp_path / "new.fbx")]) == 1
+    assert "FBX exporter could not write" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+    blend, fbx = tmp_path / "c.blend", tmp_path / "c.fbx"
+    assert batch.main([*argv, "-o", str(blend), "--fbx", str(fbx)]) == 0
+    earlier = blend.read_bytes(), fbx.read_bytes()
+    monkeypatch.setattr(export, "export_fbx", disk_full)
+    assert batch.main([*argv, "-o", str(blend), "--fbx", str(fbx), "--overwrite"]) == 1
+    assert (blend.read_bytes(), fbx.read_bytes()) == earlier
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.blend", "c.fbx"]
+    bpy.ops.wm.read_factory_settings(use_empty=True)
 
 
 def test_batch_and_export_end_in_one_line_on_ctrl_c(reference_dir, tmp_path, capsys, monkeypatch):

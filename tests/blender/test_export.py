@@ -91,7 +91,7 @@ def test_bvh_is_z_up_and_round_trips(tmp_path):
 
 def test_gltf_writes_a_glb_with_the_animation(tmp_path):
     source, frames, heads = reference()
-    path = export_gltf(tmp_path / "walk.glb", [source])
+    path = export_gltf(tmp_path / "walk.glb", [source], fmt="glb")
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"glTF"
     rigs.reset_scene()
     bpy.ops.import_scene.gltf(filepath=str(path))
@@ -116,7 +116,7 @@ def test_gltf_holds_the_characters_own_motion_only(tmp_path):
     source, _, _ = reference()
     other = source.animation_data.action.copy()
     other.name, other.use_fake_user = "Other_person_motion", True
-    path = export_gltf(tmp_path / "walk.glb", [source])
+    path = export_gltf(tmp_path / "walk.glb", [source], fmt="glb")
     assert len(glb_animations(path)) == 1, glb_animations(path)
 
 
@@ -308,7 +308,7 @@ def test_a_failed_export_leaves_the_earlier_file_whole(tmp_path, fmt):
         raise RuntimeError("Error: [Errno 28] No space left on device")
 
     with pytest.raises(VibeError, match="disk has free space"):
-        staged_export(fmt.upper(), path, full_disk_halfway)
+        staged_export(fmt.upper(), path, full_disk_halfway, fmt=fmt)
     assert path.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
     def interrupted(filepath, **options):  # Ctrl-C inside the exporter's Python, as Blender reports it
@@ -316,21 +316,66 @@ def test_a_failed_export_leaves_the_earlier_file_whole(tmp_path, fmt):
         raise RuntimeError("Error: Python: Traceback (most recent call last):\n  ...\nKeyboardInterrupt\n")
 
     with pytest.raises(KeyboardInterrupt):
-        staged_export(fmt.upper(), path, interrupted)
+        staged_export(fmt.upper(), path, interrupted, fmt=fmt)
     assert path.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_failed_export_leaves_no_file_the_exporter_named_after_the_staged_one(tmp_path):
+    """Before: only the staged name was removed; the glTF exporter, given a name not ending in its
+    suffix, adds it (and writes the .bin beside): a failed export left those hidden files behind."""
+    source, _, _ = reference()
+    path = export(tmp_path / "walk.fbx", "fbx", [source])
+    earlier = path.read_bytes()
+
+    def adds_its_suffix_then_fails(filepath, **options):
+        Path(filepath + ".gltf").write_text("{}")
+        Path(filepath).with_suffix(".bin").write_bytes(b"data")
+        raise RuntimeError("Error: [Errno 28] No space left on device")
+
+    with pytest.raises(VibeError, match="disk has free space"):
+        staged_export("glTF", path, adds_its_suffix_then_fails, fmt="fbx")
+    assert path.read_bytes() == earlier and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+@pytest.mark.parametrize("fmt, magic", [("glb", b"glTF"), ("gltf", b"{"), ("bvh", b"HIERARCHY")])
+def test_command_line_writes_the_format_given_under_a_name_that_names_none(tmp_path, fmt, magic):
+    """Before: the staged name ended in the output's suffix ('.v2'), to which the glTF exporter added
+    its own: 'could not write', and the file it wrote was left behind, hidden."""
+    from vibe_blender.export import main
+
+    blend = _saved_scene(tmp_path)
+    assert main([str(blend), "-o", str(tmp_path / "take.v2"), "--format", fmt]) == 0
+    assert (tmp_path / "take.v2").read_bytes().startswith(magic)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(["scene.blend", "take.v2", *(["take.v2.bin"] if fmt == "gltf" else [])])
+
+
+@pytest.mark.parametrize("output, fmt", [("x.fbx", "glb"), ("y.fbx", "bvh"), ("z.glb", "gltf"), ("w.BVH", "fbx")])
+def test_command_line_refuses_a_format_the_outputs_suffix_does_not_name(tmp_path, capsys, output, fmt):
+    """Before: '-o x.fbx --format glb' failed with a false 'check that the folder is writable' and left
+    the glTF exporter's hidden files; '-o y.fbx --format bvh' wrote a BVH named y.fbx."""
+    from vibe_blender.export import main
+
+    blend = _saved_scene(tmp_path)
+    with pytest.raises(SystemExit) as exit_status:  # a usage error, as a flag it does not offer
+        main([str(blend), "-o", str(tmp_path / output), "--format", fmt])
+    error = capsys.readouterr().err
+    assert exit_status.value.code == 2 and f"argument --format: {fmt} does not match the output" in error
+    assert f"end the output in .{fmt}, or leave --format out" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.blend"]
 
 
 def test_a_gltf_comes_with_its_bin_and_never_replaces_a_bin_of_the_users(tmp_path):
     source, _, _ = reference()
-    path = export_gltf(tmp_path / "walk.gltf", [source])
+    path = export_gltf(tmp_path / "walk.gltf", [source], fmt="gltf")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.bin", "walk.gltf"]
     assert '"uri":"walk.bin"' in path.read_text().replace(" ", "")
-    export_gltf(path, [source])  # its own pair again: replaced
+    export_gltf(path, [source], fmt="gltf")  # its own pair again: replaced
     theirs = tmp_path / "other" / "scene.bin"
     theirs.parent.mkdir()
     theirs.write_bytes(b"the user's own data")
     with pytest.raises(VibeError, match=r"writes 'scene.bin' beside it, and .*scene.bin' is already there"):
-        export_gltf(theirs.with_suffix(".gltf"), [source])
+        export_gltf(theirs.with_suffix(".gltf"), [source], fmt="gltf")
     assert theirs.read_bytes() == b"the user's own data" and sorted(p.name for p in theirs.parent.iterdir()) == [
         "scene.bin"
     ]

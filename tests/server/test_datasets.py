@@ -278,6 +278,16 @@ def _set(key: str, index, value):
     return lambda db: db[key].__setitem__(index, value)
 
 
+def _set_huge(key: str, index):
+    """1e300 at ``index`` of ``key``, the array stored as float64 (where the value fits)."""
+
+    def change(db):
+        db[key] = db[key].astype(np.float64)
+        db[key][index] = 1e300
+
+    return change
+
+
 @pytest.mark.parametrize(
     "name, split, change, match",
     [
@@ -285,8 +295,8 @@ def _set(key: str, index, value):
             "3dpw",
             "test",
             _set("joints3D", (5, 3, 0), np.nan),
-            r"'joints3D' holds a NaN or infinite value at row 5 \(track 'courtyard_test_0'\), which evaluation "
-            r"reads \(the original would end in NaN metrics\)",
+            r"'joints3D' holds a NaN, an infinite value or one beyond float32's range \(3.4e38\) at row 5 "
+            r"\(track 'courtyard_test_0'\), which evaluation reads \(the original would end in NaN metrics\)",
         ),
         ("3dpw", "test", _set("features", (41, 7), np.inf), r"'features' .* at row 41 \(track 'courtyard_test_1'\)"),
         ("3dpw", "train", _set("pose", (20, 10), np.nan), r"'pose' .* at row 20 .*a NaN loss"),
@@ -300,6 +310,13 @@ def _set(key: str, index, value):
         ),
         ("pennaction", "train", _set("bbox", (50, 2), np.nan), r"'bbox' .* at row 50 \(track 'penn_1'\)"),
         ("amass", "train", _set("theta", (10, 40), np.nan), r"'theta' .* at row 10 \(track 'CMU_01_0'\)"),
+        # finite in the file's float64, infinite in the items' float32
+        ("3dpw", "test", _set_huge("joints3D", (5, 3, 0)), r"'joints3D' .* at row 5 .*which evaluation reads"),
+        ("3dpw", "test", _set_huge("features", (41, 7)), r"'features' .* at row 41 \(track 'courtyard_test_1'\)"),
+        ("3dpw", "train", _set_huge("pose", (20, 10)), r"'pose' .* at row 20 .*a NaN loss"),
+        ("3dpw", "train", _set_huge("shape", (3, 9)), r"'shape' .* at row 3 .*a NaN loss"),
+        ("mpii3d", "train", _set_huge("joints2D", (3, 30, 2)), r"'joints2D' .* row 3 .*which training reads"),
+        ("amass", "train", _set_huge("theta", (10, 40)), r"'theta' .* at row 10 \(track 'CMU_01_0'\)"),
     ],
 )
 def test_a_value_the_items_read_must_be_finite(db_dir, tmp_path, name, split, change, match):

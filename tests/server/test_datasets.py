@@ -178,6 +178,12 @@ def _mpii3d(n: int = 32, **changes) -> dict:
         ),
         ("mpii3d", "val", _mpii3d(vid_name=np.array([["a"]] * 32)), r"'vid_name' has shape \(32, 1\), expected \(N,\)"),
         (
+            "mpii3d",
+            "val",
+            _mpii3d(vid_name=np.array([np.nan] * 16 + [1.0] * 16)),
+            "'vid_name' is an array of float64, not of text",
+        ),
+        (
             "amass",
             "train",
             {"theta": "not an array", "vid_name": np.array(["a"] * 32)},

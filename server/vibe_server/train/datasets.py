@@ -236,6 +236,11 @@ def check_database(db: dict, keys: tuple, path: str | Path, joints_2d_src: str =
             f"{path}: 'vid_name' has shape {getattr(vid_name, 'shape', None)}, expected (N,), one track name "
             "per frame; the file is damaged or not a database of this dataset."
         )
+    if vid_name.dtype.kind not in "US":  # numbers would be compared as track names: NaN equals no row
+        raise VibeError(
+            f"{path}: 'vid_name' is an array of {vid_name.dtype}, not of text (one track name per frame, as "
+            "VIBE's preprocessing writes); the file is damaged or not a database of this dataset."
+        )
     n = vid_name.shape[0]
     rules = _trailing_rules(joints_2d_src)
     for key in keys:

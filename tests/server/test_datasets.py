@@ -219,6 +219,11 @@ def test_a_database_whose_arrays_do_not_fit_its_layout_is_named(tmp_path, name, 
             "It looks like 3dpw data",
         ),
         (_mpii3d(joints3D=np.zeros((32, 20, 3))), r"its joints3D has shape \(32, 20, 3\), expected \(N, 14 or 49, 3\)"),
+        (  # 3DPW's joints2D, but joints3D in no dataset's layout: no guess
+            _mpii3d(joints2D=np.zeros((32, 14, 3)), joints3D=np.zeros((32, 20, 3))),
+            r"its joints2D has shape \(32, 14, 3\), mpii3d files have \(N, 49, 3\); its joints3D has shape "
+            r"\(32, 20, 3\), expected \(N, 14 or 49, 3\)\.(?! It looks like)",
+        ),
     ],
 )
 def test_a_database_in_another_joint_layout_is_named_before_other_shapes(tmp_path, db, match):

@@ -15,7 +15,8 @@ unchanged), model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (loss
 (metrics); each checkpoint is written under a temporary name and renamed, so an interrupted write
 keeps the last, and model_best.pth.tar before the checkpoint that records its value.
 Re-running the same command resumes after the last finished epoch (with the same model settings and
-validation set); --resume=false starts over, keeping the old logs as *.prev.csv (and tensorboard.prev).
+validation set); --resume=false starts over, keeping the old checkpoints and logs as *.prev.pth.tar, *.prev.csv and
+tensorboard.prev.
 A run stopped by --abort_pa_mpjpe_mm fails, and so does re-running it until that limit is raised.
 """
 
@@ -63,7 +64,7 @@ from .out_dir import (
     START_AFRESH,
     check_same_settings,
     is_best_value,
-    keep_old_logs,
+    keep_old_run,
     load_optimizer,
     load_state,
     read_checkpoint,
@@ -391,8 +392,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         )
     elif config.motion_prior == "mposer":
         mposer = load_mposer(config.mposer_checkpoint, device)  # frozen prior
-    if master and ckpt is None:  # once data and models load: a run that cannot start leaves the old logs
-        keep_old_logs(out_dir, LOGS, say)
+    if master and ckpt is None:  # once data and models load: a run that cannot start leaves the old files
+        keep_old_run(out_dir, (CHECKPOINT_NAME, BEST_NAME), LOGS, say)
 
     # ---- 5. the checkpoint's weights and optimiser states ----
     if ckpt is not None:

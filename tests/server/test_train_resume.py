@@ -1028,9 +1028,9 @@ def test_a_damaged_h5_window_read_by_a_worker_is_one_message(dirs, tmp_path, cap
     finally:
         gc.collect()  # (torch's loaders are freed by the collector: their workers end now, not in a later test)
     assert error_line(capsys.readouterr().err) == (
-        f"error: {db / 'insta_train_db.h5'}: 'features' holds a NaN or infinite value at row 20 (track "
-        "'insta.tfrecord_0'), which training reads (the original would end in a NaN loss). The file is damaged: "
-        "make it again or get it again.\n"
+        f"error: {db / 'insta_train_db.h5'}: 'features' holds a NaN, an infinite value or one beyond float32's "
+        "range (3.4e38) at row 20 (track 'insta.tfrecord_0'), which training reads (the original would end in "
+        "a NaN loss). The file is damaged: make it again or get it again.\n"
     )
 
 

@@ -25,6 +25,7 @@ import pickle
 import pickletools
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -294,14 +295,14 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def _load_container(path, what: str, key: str, other_key: str, other_hint: str) -> dict:
-    """torch_load + check that the dict has ``key``, a dict of str -> tensor (the weights); name the
-    other container if it has ``other_key``."""
+def _load_container(path, what: str, key: str, looks_like: Callable[[dict], str | None]) -> dict:
+    """torch_load + check that the dict has ``key``, a dict of str -> tensor (the weights); else
+    ``looks_like(the dict)`` names the other kind of checkpoint it is (None: none known)."""
     ckpt = torch_load(path, what)
     if not isinstance(ckpt, dict) or key not in ckpt:
         found = sorted(shown_value(k, 40) for k in ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        hint = f" {other_hint}" if isinstance(ckpt, dict) and other_key in ckpt else ""
-        raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{hint}")
+        hint = looks_like(ckpt) if isinstance(ckpt, dict) else None
+        raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{f' {hint}' if hint else ''}")
     _check_state_dict(ckpt[key], f"'{path}': its '{key}'", what)
     _check_weight_values(ckpt[key], f"'{path}': its '{key}'", what)
     return ckpt
@@ -378,16 +379,24 @@ def _performance(value, path, what: str) -> np.float64 | None:
     )
 
 
+def _not_vibe(ckpt: dict) -> str | None:
+    """What a checkpoint without 'gen_state_dict' looks like: MPoser's and SPIN's both hold 'model'."""
+    if "model" not in ckpt:
+        return None
+    weights = ckpt["model"]
+    if isinstance(weights, dict) and any(isinstance(k, str) and k.startswith("encoder_gru.") for k in weights):
+        return (
+            "It looks like an MPoser checkpoint (its 'model' has encoder_gru weights), the motion prior that "
+            "'vibe-mocap train mposer' writes: 'vibe-mocap train vibe' takes it as --mposer_checkpoint (with "
+            "--motion_prior=mposer). A VIBE checkpoint is vibe_model_wo_3dpw.pth.tar or a run's checkpoint.pth.tar."
+        )
+    return "It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is vibe_model_wo_3dpw.pth.tar."
+
+
 def load_vibe_checkpoint(path: str | Path) -> dict:
     """The VIBE container as a dict: ``gen_state_dict`` a dict of str -> tensor, ``performance`` a
     finite np.float64 or None (absent, or NaN as written without validation)."""
-    ckpt = _load_container(
-        path,
-        "VIBE checkpoint",
-        "gen_state_dict",
-        "model",
-        "It looks like the SPIN checkpoint (it has 'model'); the VIBE checkpoint is vibe_model_wo_3dpw.pth.tar.",
-    )
+    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", _not_vibe)
     ckpt["gen_state_dict"] = _strip_prefixes(ckpt["gen_state_dict"])
     ckpt["performance"] = _performance(ckpt.get("performance"), path, "VIBE checkpoint")
     return ckpt
@@ -399,9 +408,12 @@ def load_spin_checkpoint(path: str | Path) -> dict:
         path,
         "SPIN checkpoint",
         "model",
-        "gen_state_dict",
-        "It looks like a VIBE checkpoint (it has 'gen_state_dict'); the SPIN checkpoint is "
-        "spin_model_checkpoint.pth.tar.",
+        lambda ckpt: (
+            "It looks like a VIBE checkpoint (it has 'gen_state_dict'); the SPIN checkpoint is "
+            "spin_model_checkpoint.pth.tar."
+            if "gen_state_dict" in ckpt
+            else None
+        ),
     )
     return _strip_prefixes(ckpt["model"])
 

@@ -104,6 +104,17 @@ def test_spin_file_given_as_vibe(synthetic_bundle):
         load_model(synthetic_bundle, vibe_checkpoint=synthetic_bundle / "spin_model_checkpoint.pth.tar")
 
 
+def test_mposer_file_given_as_vibe(tmp_path):
+    """MPoser's checkpoint holds 'model' too: it was called the SPIN checkpoint."""
+    from vibe_server.model.mposer import MPoser
+
+    path = tmp_path / "mposer.pth.tar"
+    torch.save({"model": MPoser(hidden_size=4, latent_size=2, num_layers=1).state_dict(), "best_val_loss": 1.0}, path)
+    with pytest.raises(VibeError, match=r"looks like an MPoser checkpoint .*takes it as --mposer_checkpoint") as err:
+        checkpoints.load_vibe_checkpoint(path)
+    assert "SPIN" not in str(err.value)
+
+
 def test_vibe_file_given_as_spin(synthetic_bundle):
     with pytest.raises(VibeError, match="looks like a VIBE checkpoint"):
         load_model(synthetic_bundle, spin_checkpoint=synthetic_bundle / "vibe_model_wo_3dpw.pth.tar")

@@ -178,6 +178,12 @@ def _mpii3d(n: int = 32, **changes) -> dict:
         ),
         ("mpii3d", "val", _mpii3d(vid_name=np.array([["a"]] * 32)), r"'vid_name' has shape \(32, 1\), expected \(N,\)"),
         (
+            "mpii3d",
+            "val",
+            _mpii3d(vid_name=np.array([np.nan] * 16 + [1.0] * 16)),
+            "'vid_name' is an array of float64, not of text",
+        ),
+        (
             "amass",
             "train",
             {"theta": "not an array", "vid_name": np.array(["a"] * 32)},
@@ -213,6 +219,11 @@ def test_a_database_whose_arrays_do_not_fit_its_layout_is_named(tmp_path, name, 
             "It looks like 3dpw data",
         ),
         (_mpii3d(joints3D=np.zeros((32, 20, 3))), r"its joints3D has shape \(32, 20, 3\), expected \(N, 14 or 49, 3\)"),
+        (  # 3DPW's joints2D, but joints3D in no dataset's layout: no guess
+            _mpii3d(joints2D=np.zeros((32, 14, 3)), joints3D=np.zeros((32, 20, 3))),
+            r"its joints2D has shape \(32, 14, 3\), mpii3d files have \(N, 49, 3\); its joints3D has shape "
+            r"\(32, 20, 3\), expected \(N, 14 or 49, 3\)\.(?! It looks like)",
+        ),
     ],
 )
 def test_a_database_in_another_joint_layout_is_named_before_other_shapes(tmp_path, db, match):
@@ -278,6 +289,16 @@ def _set(key: str, index, value):
     return lambda db: db[key].__setitem__(index, value)
 
 
+def _set_huge(key: str, index):
+    """1e300 at ``index`` of ``key``, the array stored as float64 (where the value fits)."""
+
+    def change(db):
+        db[key] = db[key].astype(np.float64)
+        db[key][index] = 1e300
+
+    return change
+
+
 @pytest.mark.parametrize(
     "name, split, change, match",
     [
@@ -285,8 +306,8 @@ def _set(key: str, index, value):
             "3dpw",
             "test",
             _set("joints3D", (5, 3, 0), np.nan),
-            r"'joints3D' holds a NaN or infinite value at row 5 \(track 'courtyard_test_0'\), which evaluation "
-            r"reads \(the original would end in NaN metrics\)",
+            r"'joints3D' holds a NaN, an infinite value or one beyond float32's range \(3.4e38\) at row 5 "
+            r"\(track 'courtyard_test_0'\), which evaluation reads \(the original would end in NaN metrics\)",
         ),
         ("3dpw", "test", _set("features", (41, 7), np.inf), r"'features' .* at row 41 \(track 'courtyard_test_1'\)"),
         ("3dpw", "train", _set("pose", (20, 10), np.nan), r"'pose' .* at row 20 .*a NaN loss"),
@@ -300,6 +321,13 @@ def _set(key: str, index, value):
         ),
         ("pennaction", "train", _set("bbox", (50, 2), np.nan), r"'bbox' .* at row 50 \(track 'penn_1'\)"),
         ("amass", "train", _set("theta", (10, 40), np.nan), r"'theta' .* at row 10 \(track 'CMU_01_0'\)"),
+        # finite in the file's float64, infinite in the items' float32
+        ("3dpw", "test", _set_huge("joints3D", (5, 3, 0)), r"'joints3D' .* at row 5 .*which evaluation reads"),
+        ("3dpw", "test", _set_huge("features", (41, 7)), r"'features' .* at row 41 \(track 'courtyard_test_1'\)"),
+        ("3dpw", "train", _set_huge("pose", (20, 10)), r"'pose' .* at row 20 .*a NaN loss"),
+        ("3dpw", "train", _set_huge("shape", (3, 9)), r"'shape' .* at row 3 .*a NaN loss"),
+        ("mpii3d", "train", _set_huge("joints2D", (3, 30, 2)), r"'joints2D' .* row 3 .*which training reads"),
+        ("amass", "train", _set_huge("theta", (10, 40)), r"'theta' .* at row 10 \(track 'CMU_01_0'\)"),
     ],
 )
 def test_a_value_the_items_read_must_be_finite(db_dir, tmp_path, name, split, change, match):

@@ -220,12 +220,13 @@ def test_a_finished_run_says_so_and_starting_over_keeps_the_old_log(tmp_path, ca
 
     train_mposer(mposer_config(tmp_path))
     log_file = tmp_path / "mp" / "mposer_log.csv"
-    old = log_file.read_text()
+    old, old_checkpoint = log_file.read_text(), (tmp_path / "mp" / "mposer.pth.tar").read_bytes()
     with caplog.at_level(logging.INFO, logger="vibe_server.train"):
         assert train_mposer(mposer_config(tmp_path))["history"] == []
         assert "all 1 epochs are done" in caplog.text
         train_mposer(mposer_config(tmp_path, "--resume=false"))
     assert (tmp_path / "mp" / "mposer_log.prev.csv").read_text() == old
+    assert (tmp_path / "mp" / "mposer.prev.pth.tar").read_bytes() == old_checkpoint
     assert len(log_file.read_text().splitlines()) == 2  # header + this run's epoch
 
 

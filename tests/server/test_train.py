@@ -168,6 +168,32 @@ def test_the_discriminator_updates_every_nth_step_of_the_run_not_of_the_epoch(di
     assert len(updates) == 3
 
 
+@pytest.mark.parametrize(
+    "term, returns, match",
+    [
+        (  # the discriminator's own loss: it stepped on it, saved NaN weights and blamed --gen_lr next step
+            "discriminator_loss",
+            lambda real, fake: (torch.tensor(float("nan")), torch.tensor(0.0), torch.tensor(float("nan"))),
+            r"The motion discriminator loss became nan at epoch 0, iteration 0 \(its term d_m_disc_real is nan\); "
+            r"lower --disc_lr",
+        ),
+        (
+            "generator_adversarial_loss",
+            lambda scores: torch.tensor(float("inf")),
+            r"The generator loss became inf at epoch 0, iteration 0 \(its term e_m_disc_loss is inf\); lower --disc_lr",
+        ),
+    ],
+    ids=["discriminator", "adversarial-term"],
+)
+def test_a_loss_that_is_not_finite_stops_the_run_naming_its_term_and_rate(dirs, monkeypatch, term, returns, match):
+    from vibe_server.train import train as train_module
+
+    monkeypatch.setattr(train_module, term, returns)
+    with pytest.raises(VibeError, match=match):
+        train_module.train(tiny(dirs, f"nan_{term}", "--datasets_2d=", "--dataset_val=none", "--iters_per_epoch=2"))
+    assert not (dirs["root"] / f"nan_{term}" / "checkpoint.pth.tar").exists()
+
+
 def test_checkpoint_resumes_and_loads_into_the_inference_model(dirs, monkeypatch):
     import vibe_server
     from vibe_server import checkpoints

@@ -374,11 +374,14 @@ def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):
 
     out = copy_run(one_epoch, tmp_path)
     old = (out / "train_log.csv").read_text()
+    old_checkpoint = (out / "checkpoint.pth.tar").read_bytes()
     (out / "tensorboard").mkdir(exist_ok=True)
     (out / "tensorboard" / "events.out.tfevents.old").write_bytes(b"old events")
     with caplog.at_level(logging.INFO, logger="vibe_server.train"):
         train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
     assert (out / "train_log.prev.csv").read_text() == old
+    assert (out / "checkpoint.prev.pth.tar").read_bytes() == old_checkpoint
+    assert "the old checkpoint.pth.tar is kept as checkpoint.prev.pth.tar" in caplog.text
     assert (out / "tensorboard.prev" / "events.out.tfevents.old").read_bytes() == b"old events"
     assert not (out / "tensorboard" / "events.out.tfevents.old").exists()  # new events are not appended to it
     assert "the old train_log.csv is kept as train_log.prev.csv" in caplog.text
@@ -386,6 +389,27 @@ def test_starting_over_keeps_the_old_logs(dirs, one_epoch, tmp_path, caplog):
     assert [r["iteration"] for r in new] == ["0", "1"]  # this run's rows only
     train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
     assert (out / "train_log.prev.csv").read_text() == old and (out / "train_log.prev2.csv").exists()
+    assert (out / "checkpoint.prev.pth.tar").read_bytes() == old_checkpoint
+    assert (out / "checkpoint.prev2.pth.tar").exists()  # one tag for the whole run set aside
+
+
+def test_a_new_run_stopped_in_its_first_epoch_is_not_taken_for_the_old_one(dirs, one_epoch, tmp_path, monkeypatch):
+    """The old checkpoint stayed until the new run's first epoch ended: run again without --resume=false,
+    the old run resumed, its logs set aside and the new run's first steps in the log."""
+    from vibe_server.train import train as train_module
+
+    out = copy_run(one_epoch, tmp_path)
+    old_checkpoint = (out / "checkpoint.pth.tar").read_bytes()
+    stopped = lambda *args: (_ for _ in ()).throw(KeyboardInterrupt)  # Ctrl-C at the first step
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "generator_losses", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(tiny(dirs, "x", f"--out_dir={out}", "--resume=false"))
+    assert not (out / "checkpoint.pth.tar").exists()
+    assert (out / "checkpoint.prev.pth.tar").read_bytes() == old_checkpoint
+    assert train_module.train(tiny(dirs, "x", f"--out_dir={out}"))["epochs_run"] == 1  # a new run, not a resumed one
+    rows = list(csv.DictReader(open(out / "train_log.csv")))
+    assert [(r["epoch"], r["iteration"]) for r in rows] == [("0", "0"), ("0", "1")]
 
 
 # -- model_best, the validation set and a diverged run ------------------------------------------------
@@ -431,7 +455,7 @@ def test_resuming_with_another_validation_set_is_refused_and_keeps_the_best(dirs
     best = (out / "model_best.pth.tar").read_bytes()
     expected = (
         f"This out_dir ({out}) was trained with --dataset_val=3dpw, not --dataset_val=none; use the same "
-        "settings, a new --out_dir or --resume=false (starts over; the old logs are kept)."
+        "settings, a new --out_dir or --resume=false (starts over; the old run's files are kept)."
     )
     with pytest.raises(VibeError, match=re.escape(expected)):
         train(tiny(dirs, "x", f"--out_dir={out}", "--epochs=2"))
@@ -1004,9 +1028,9 @@ def test_a_damaged_h5_window_read_by_a_worker_is_one_message(dirs, tmp_path, cap
     finally:
         gc.collect()  # (torch's loaders are freed by the collector: their workers end now, not in a later test)
     assert error_line(capsys.readouterr().err) == (
-        f"error: {db / 'insta_train_db.h5'}: 'features' holds a NaN or infinite value at row 20 (track "
-        "'insta.tfrecord_0'), which training reads (the original would end in a NaN loss). The file is damaged: "
-        "make it again or get it again.\n"
+        f"error: {db / 'insta_train_db.h5'}: 'features' holds a NaN, an infinite value or one beyond float32's "
+        "range (3.4e38) at row 20 (track 'insta.tfrecord_0'), which training reads (the original would end in "
+        "a NaN loss). The file is damaged: make it again or get it again.\n"
     )
 
 
@@ -1228,7 +1252,9 @@ def test_damaged_resume_states_are_one_message_before_any_step(dirs, one_epoch, 
     assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", "--epochs=2")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: Cannot resume from '{out / 'checkpoint.pth.tar'}': ") and words in err, err
-    assert err.rstrip().endswith("Start over with --resume=false (the file is then replaced) or use a new --out_dir.")
+    assert err.rstrip().endswith(
+        "Start over with --resume=false (the old file is then set aside as *.prev.pth.tar) or use a new --out_dir."
+    )
     assert err.count("\n") == 1
 
 

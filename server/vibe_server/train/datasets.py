@@ -13,14 +13,14 @@ Unlike the original, arrays are copied before they are transformed (the original
 database in place through views) and nothing passes through float16.
 
 Values are checked where the original would fail on them (a NaN loss in training, NaN joint errors
-or a failed Procrustes fit in evaluation): every value an item reads must be finite, except the SMPL
-ground truth of an evaluation file (a NaN pose or shape there only makes PVE NaN, as in the
-original, and the other metrics are computed). In training every box must also have a size: stricter
-than the original, which turns the keypoints of a zero-size box into meaningless numbers instead of
-failing; but 3DPW's padded boxes (``DatasetSpec.padded_boxes``) give those frames' keypoints confidence
-0, as in evaluation (``frames_without_box`` counts them). A `.pt` file is checked when it is
-opened, the (18 GB) `.h5` window by window. Values no item reads (a track's tail, a joint no loss
-uses, the boxes in evaluation) are not checked.
+or a failed Procrustes fit in evaluation): every value an item reads must be finite, as the float32
+the items hold, except the SMPL ground truth of an evaluation file (a NaN pose or shape there only
+makes PVE NaN, as in the original, and the other metrics are computed). In training every box must
+also have a size: stricter than the original, which turns the keypoints of a zero-size box into
+meaningless numbers instead of failing; but 3DPW's padded boxes (``DatasetSpec.padded_boxes``) give
+those frames' keypoints confidence 0, as in evaluation (``frames_without_box`` counts them). A `.pt`
+file is checked when it is opened, the (18 GB) `.h5` window by window. Values no item reads (a
+track's tail, a joint no loss uses, the boxes in evaluation) are not checked.
 """
 
 from __future__ import annotations
@@ -236,6 +236,11 @@ def check_database(db: dict, keys: tuple, path: str | Path, joints_2d_src: str =
             f"{path}: 'vid_name' has shape {getattr(vid_name, 'shape', None)}, expected (N,), one track name "
             "per frame; the file is damaged or not a database of this dataset."
         )
+    if vid_name.dtype.kind not in "US":  # numbers would be compared as track names: NaN equals no row
+        raise VibeError(
+            f"{path}: 'vid_name' is an array of {vid_name.dtype}, not of text (one track name per frame, as "
+            "VIBE's preprocessing writes); the file is damaged or not a database of this dataset."
+        )
     n = vid_name.shape[0]
     rules = _trailing_rules(joints_2d_src)
     for key in keys:
@@ -288,9 +293,18 @@ def split_into_chunks(
     return windows
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N,) whether every value of each row is finite as the float32 the items hold: a
+    float64 1e300 is finite but becomes inf there (NaN fails the comparison too)."""
+    return (np.abs(values.reshape(len(values), -1)) <= FLOAT32_MAX).all(axis=1)
+
+
 def usable_boxes(bbox: np.ndarray) -> np.ndarray:
     """bbox (N, 4) [cx, cy, w, h] -> (N,) whether each box is finite with a positive width and height."""
-    return np.isfinite(bbox).all(axis=1) & (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
+    return _finite_rows(bbox) & (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
 
 
 def normalize_keypoints_to_crop(kp_2d: np.ndarray, bbox: np.ndarray, crop_scale: float) -> np.ndarray:
@@ -309,11 +323,6 @@ def normalize_keypoints_to_crop(kp_2d: np.ndarray, bbox: np.ndarray, crop_scale:
     out[:, :, 1] = (out[:, :, 1] - bbox[:, 1:2]) / half_h
     out[~usable] = 0.0
     return out
-
-
-def _finite_rows(values: np.ndarray) -> np.ndarray:
-    """(N, ...) -> (N,) whether every value of each row is finite."""
-    return np.isfinite(values.reshape(len(values), -1)).all(axis=1)
 
 
 def _lsp_joints(joints_3d: np.ndarray) -> np.ndarray:
@@ -436,7 +445,8 @@ class SequenceDataset(Dataset):
         else:
             reader, failure = ("training", "a NaN loss") if self.is_train else ("evaluation", "NaN metrics")
             problem = (
-                f"'{key}' holds a NaN or infinite value at row {row} (track {track!r}), which {reader} reads "
+                f"'{key}' holds a NaN, an infinite value or one beyond float32's range (3.4e38) at row {row} "
+                f"(track {track!r}), which {reader} reads "
                 f"(the original would end in {failure})"
             )
         raise VibeError(f"{self.path}: {problem}. The file is damaged: make it again or get it again.")

@@ -24,12 +24,8 @@ def _shape(db, key: str) -> tuple:
     return tuple(db[key].shape)
 
 
-def check_joint_layout(spec: DatasetSpec, db: dict, path: str | Path, fix: str) -> None:
-    """Raises VibeError when joints2D / joints3D of the database ``db`` (read from ``path``) do not have
-    the shapes of dataset ``spec``'s files, naming the datasets the file looks like; ``fix`` says what
-    to do (it depends on the command)."""
-    if spec.kind == "motion" or not all(hasattr(db[key], "shape") for key in ("joints2D", "joints3D") if key in db):
-        return  # check_database names what a non-array is
+def _layout_problems(spec: DatasetSpec, db: dict) -> list[str]:
+    """What in joints2D / joints3D of ``db`` does not have the shapes of dataset ``spec``'s files."""
     expected_2d = joint_count(spec.joints_2d)  # as stored; how it is read may differ (pennaction)
     shape_2d = _shape(db, "joints2D")
     problems = []
@@ -39,15 +35,22 @@ def check_joint_layout(spec: DatasetSpec, db: dict, path: str | Path, fix: str) 
         shape_3d = _shape(db, "joints3D")
         if len(shape_3d) != 3 or shape_3d[1] not in JOINTS_3D or shape_3d[2] < 3:
             problems.append(f"joints3D has shape {shape_3d}, expected (N, 14 or 49, 3)")
+    return problems
+
+
+def check_joint_layout(spec: DatasetSpec, db: dict, path: str | Path, fix: str) -> None:
+    """Raises VibeError when joints2D / joints3D of the database ``db`` (read from ``path``) do not have
+    the shapes of dataset ``spec``'s files, naming the datasets whose shapes they have; ``fix`` says what
+    to do (it depends on the command)."""
+    if spec.kind == "motion" or not all(hasattr(db[key], "shape") for key in ("joints2D", "joints3D") if key in db):
+        return  # check_database names what a non-array is
+    problems = _layout_problems(spec, db)
     if not problems:
         return
     looks_like = [
         other.name
         for other in DATASETS.values()
-        if other.kind == spec.kind
-        and other.name != spec.name
-        and len(shape_2d) == 3
-        and shape_2d[1] == joint_count(other.joints_2d)
+        if other.kind == spec.kind and other.name != spec.name and not _layout_problems(other, db)
     ]
     guess = f" It looks like {' or '.join(looks_like)} data." if looks_like else ""
     raise VibeError(f"{path} is not in the {spec.name} layout: its {'; its '.join(problems)}.{guess} {fix}")

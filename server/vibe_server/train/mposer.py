@@ -41,7 +41,7 @@ from .out_dir import (
     START_AFRESH,
     check_same_settings,
     is_best_value,
-    keep_old_logs,
+    keep_old_run,
     load_optimizer,
     load_state,
     read_checkpoint,
@@ -173,7 +173,7 @@ def _train_mposer_in(out_dir: Path, config: MPoserConfig, device: torch.device) 
     )
     val_loader = StopSafeLoader(val_set, batch_size=config.batch_size, num_workers=config.num_workers)
     if ckpt is None:
-        keep_old_logs(out_dir, ["mposer_log.csv"], log.info)
+        keep_old_run(out_dir, [CHECKPOINT_NAME], ["mposer_log.csv"], log.info)
 
     model = MPoser(hidden_size=config.hidden_size, latent_size=config.latent_size, num_layers=config.num_layers).to(
         device

@@ -1,6 +1,6 @@
 """The files of a training run's out_dir that outlive the run: one run at a time in it, resuming from
 its checkpoint only when the checkpoint fits the model being trained, and starting over without losing
-the old run's logs. (The checkpoints themselves are written with ``output_files.atomic_save``: a
+the old run's checkpoints and logs. (The checkpoints themselves are written with ``output_files.atomic_save``: a
 failed or interrupted write leaves the previous one in place.)"""
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from ..checkpoints import state_dict_mismatch
 from ..folder_lock import folder_lock
 from ..output_files import remove_leftover_parts
 from .datasets import worker_errors_unwrapped
-from .run_log import log, unused_name
+from .run_log import log, tagged, unused_tag
 from .stop_signals import sigterm_interrupts
 
-START_AFRESH = "Start over with --resume=false (the file is then replaced) or use a new --out_dir."
-START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old logs are kept)"
+START_AFRESH = (
+    "Start over with --resume=false (the old file is then set aside as *.prev.pth.tar) or use a new --out_dir."
+)
+START_OVER = "use the same settings, a new --out_dir or --resume=false (starts over; the old run's files are kept)"
 RUN_LOCK = ".train.lock"  # held in out_dir by the run writing there
 
 
@@ -228,14 +230,15 @@ def take_changed_rates(
         say(f"--{name}={value} (the checkpoint's run had {saved[name]}): used from this epoch on")
 
 
-def keep_old_logs(out_dir: Path, names: Iterable[str], say: Callable[[str], None]) -> None:
-    """A run that starts at epoch 0 writes new logs: each existing ``name.csv`` becomes
-    ``name.prev.csv`` (``name.prev2.csv``, ... when that is taken), and a log folder ``name`` becomes
-    ``name.prev``, so nothing is appended to or lost."""
-    for name in names:
-        log = out_dir / name
-        if not log.exists():
-            continue
-        kept = unused_name(log, "prev")
-        log.rename(kept)
-        say(f"starting over: the old {name} is kept as {kept.name}")
+def keep_old_run(out_dir: Path, checkpoints: Iterable[str], logs: Iterable[str], say: Callable[[str], None]) -> None:
+    """A run that starts at epoch 0 sets the old run's files aside under one tag: ``checkpoint.prev.pth.tar``,
+    ``train_log.prev.csv``, a log folder ``tensorboard.prev`` (``prev2``, ... when one is taken), so nothing
+    is appended to or lost, and a plain rerun after this run is stopped does not resume the old run with
+    the new logs. The checkpoints move first: a run stopped between the renames leaves none to resume,
+    and the next start moves the rest under the same tag."""
+    present = [out_dir / name for name in (*checkpoints, *logs) if (out_dir / name).exists()]
+    tag = unused_tag(present, "prev")
+    for path in present:
+        kept = tagged(path, tag)
+        path.rename(kept)
+        say(f"starting over: the old {path.name} is kept as {kept.name}")

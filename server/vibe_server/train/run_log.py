@@ -67,10 +67,21 @@ def forget_logged_steps(out_dir: Path, names: tuple[str, ...], start_epoch: int,
 
 def unused_name(path: Path, tag: str) -> Path:
     """``path`` tagged before its suffix, ``name.tag.csv`` (``name.tag2.csv``, ... when that is taken)."""
+    return tagged(path, unused_tag([path], tag))
+
+
+def unused_tag(paths: list[Path], tag: str) -> str:
+    """``tag`` (``tag2``, ... when one of them is taken) that no path of ``paths`` has yet."""
     n = 1
-    while (free := path.with_name(f"{path.stem}.{tag}{n if n > 1 else ''}{path.suffix}")).exists():
+    while any(tagged(path, f"{tag}{n if n > 1 else ''}").exists() for path in paths):
         n += 1
-    return free
+    return f"{tag}{n if n > 1 else ''}"
+
+
+def tagged(path: Path, tag: str) -> Path:
+    """``name.tag.csv``; a checkpoint's ``.pth.tar`` counts as one suffix: ``checkpoint.tag.pth.tar``."""
+    suffix = ".pth.tar" if path.name.endswith(".pth.tar") else path.suffix
+    return path.with_name(f"{path.name.removesuffix(suffix)}.{tag}{suffix}")
 
 
 def _epoch_at_least(text: object, epoch: int) -> bool:

@@ -15,7 +15,8 @@ unchanged), model_best.pth.tar (lowest validation PA-MPJPE), train_log.csv (loss
 (metrics); each checkpoint is written under a temporary name and renamed, so an interrupted write
 keeps the last, and model_best.pth.tar before the checkpoint that records its value.
 Re-running the same command resumes after the last finished epoch (with the same model settings and
-validation set); --resume=false starts over, keeping the old logs as *.prev.csv (and tensorboard.prev).
+validation set); --resume=false starts over, keeping the old checkpoints and logs as *.prev.pth.tar, *.prev.csv and
+tensorboard.prev.
 A run stopped by --abort_pa_mpjpe_mm fails, and so does re-running it until that limit is raised.
 """
 
@@ -63,7 +64,7 @@ from .out_dir import (
     START_AFRESH,
     check_same_settings,
     is_best_value,
-    keep_old_logs,
+    keep_old_run,
     load_optimizer,
     load_state,
     read_checkpoint,
@@ -102,6 +103,23 @@ DISC_SETTINGS = ("disc_hidden", "disc_layers", "disc_feature_pool", "disc_attent
 # settings that a resumed run's optimiser and scheduler states would otherwise overrule (out_dir.take_changed_rates)
 GEN_RATES = {"lr": "gen_lr", "weight_decay": "gen_wd", "factor": "lr_factor", "patience": "lr_patience"}
 DISC_RATES = {"lr": "disc_lr", "weight_decay": "disc_wd", "factor": "lr_factor", "patience": "lr_patience"}
+
+
+DISC_TERMS = ("e_m_disc_loss", "d_m_disc_real", "d_m_disc_fake")  # their scale is the discriminator's
+
+
+def finite_loss(what: str, terms: dict[str, torch.Tensor], epoch: int, iteration: int) -> torch.Tensor:
+    """The sum of the loss ``terms``; when it is NaN or infinite, a VibeError naming the first term that is
+    (else the largest) and the learning rate behind it, before any optimiser steps on it."""
+    total = torch.stack(list(terms.values())).sum()
+    if torch.isfinite(total):
+        return total
+    bad = [k for k, v in terms.items() if not torch.isfinite(v)] or [max(terms, key=lambda k: float(terms[k].abs()))]
+    rate = "--disc_lr" if bad[0] in DISC_TERMS else "--gen_lr"
+    raise VibeError(
+        f"The {what} loss became {total.item()} at epoch {epoch}, iteration {iteration} (its term {bad[0]} is "
+        f"{terms[bad[0]].item()}); lower {rate} or check the data."
+    )
 
 
 def make_loader(datasets: list, batch_size: int, config: TrainConfig, rank: int, world_size: int) -> DataLoader:
@@ -374,8 +392,8 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
         )
     elif config.motion_prior == "mposer":
         mposer = load_mposer(config.mposer_checkpoint, device)  # frozen prior
-    if master and ckpt is None:  # once data and models load: a run that cannot start leaves the old logs
-        keep_old_logs(out_dir, LOGS, say)
+    if master and ckpt is None:  # once data and models load: a run that cannot start leaves the old files
+        keep_old_run(out_dir, (CHECKPOINT_NAME, BEST_NAME), LOGS, say)
 
     # ---- 5. the checkpoint's weights and optimiser states ----
     if ckpt is not None:
@@ -454,12 +472,7 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
                 raw_disc.requires_grad_(True)
             elif mposer is not None:
                 losses["loss_mposer"] = mposer_prior_loss(mposer, fake_motion) * config.mposer_w
-            gen_loss = torch.stack(list(losses.values())).sum()
-            if not torch.isfinite(gen_loss):
-                raise VibeError(
-                    f"The generator loss became {gen_loss.item()} at epoch {epoch}, iteration "
-                    f"{iteration}; lower --gen_lr or check the data."
-                )
+            gen_loss = finite_loss("generator", losses, epoch, iteration)
             # 6c. generator step
             gen_optimizer.zero_grad(set_to_none=True)
             gen_loss.backward()
@@ -469,15 +482,13 @@ def _train_this_process(config, ddp, rank, world_size, device, master, say) -> d
             if disc is not None and (epoch * config.iters_per_epoch + iteration) % config.disc_update_steps == 0:
                 real_motion = next(batches_motion)["theta"].to(device)[:, :, BODY_POSE_SLICE]
                 scores = disc(torch.cat([real_motion, fake_motion.detach()]))  # one DDP forward
-                d_real, d_fake, d_loss = discriminator_loss(scores[: len(real_motion)], scores[len(real_motion) :])
+                d_real, d_fake, _ = discriminator_loss(scores[: len(real_motion)], scores[len(real_motion) :])
+                d_terms = {"d_m_disc_real": d_real * config.d_motion_w, "d_m_disc_fake": d_fake * config.d_motion_w}
+                d_loss = finite_loss("motion discriminator", d_terms, epoch, iteration)
                 disc_optimizer.zero_grad(set_to_none=True)
-                (d_loss * config.d_motion_w).backward()
+                d_loss.backward()
                 disc_optimizer.step()
-                losses.update(
-                    d_m_disc_real=d_real * config.d_motion_w,
-                    d_m_disc_fake=d_fake * config.d_motion_w,
-                    d_m_disc_loss=d_loss * config.d_motion_w,
-                )
+                losses.update(d_terms, d_m_disc_loss=d_loss)
             losses["gen_loss"] = gen_loss
             # 6e. log (rank 0's own losses)
             if master and (iteration % config.log_interval == 0 or iteration == config.iters_per_epoch - 1):

@@ -22,9 +22,17 @@ CONSTANT, LINEAR, BEZIER = 0, 1, 2
 LAYERED_ACTIONS = bpy.app.version >= (4, 4, 0)
 
 
-def rotation_path(bone: str) -> str:
-    """F-curve data path of a pose bone's quaternion: 'pose.bones["left_hip"].rotation_quaternion'."""
-    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].rotation_quaternion'
+def rotation_channel(mode: str) -> tuple[str, int]:
+    """-> (pose-bone property, size) that a bone in rotation ``mode`` reads its rotation from."""
+    return {"QUATERNION": ("rotation_quaternion", 4), "AXIS_ANGLE": ("rotation_axis_angle", 4)}.get(
+        mode, ("rotation_euler", 3)
+    )
+
+
+def rotation_path(bone: str, mode: str = "QUATERNION") -> str:
+    """F-curve data path of a pose bone's rotation in rotation ``mode``: by default its quaternion,
+    'pose.bones["left_hip"].rotation_quaternion'."""
+    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{rotation_channel(mode)[0]}'
 
 
 def location_path(bone: str) -> str:
@@ -87,6 +95,22 @@ def channels_of(id_block: bpy.types.ID):
             bag = strip.channelbag(anim.action_slot) if anim.action_slot else None
             if bag is not None:
                 return bag
+    return None
+
+
+# Why an ID has no F-curves of its own to read (no_channels_reason).
+NO_ACTION, IN_NLA_STRIPS, NO_SLOT = "no action", "in NLA strips", "no slot"
+
+
+def no_channels_reason(id_block: bpy.types.ID) -> str | None:
+    """None when ``id_block`` plays an action of its own (channels_of finds its F-curves, or it has
+    none yet); else why not: IN_NLA_STRIPS (no active action, its motion is in NLA strips),
+    NO_ACTION, or NO_SLOT (4.4+: an action assigned without a slot for it plays nothing)."""
+    anim = id_block.animation_data
+    if anim is None or anim.action is None:
+        return IN_NLA_STRIPS if anim is not None and any(track.strips for track in anim.nla_tracks) else NO_ACTION
+    if LAYERED_ACTIONS and anim.action_slot is None:
+        return NO_SLOT
     return None
 
 

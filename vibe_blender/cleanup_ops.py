@@ -91,6 +91,7 @@ def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = Fals
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
     the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there). Each
     bone is read in its own rotation mode; a channel without keys plays as the bone stands now.
+    VibeError unless the keys are one a frame (runs of consecutive whole frames, with gaps).
 
     The rule for F-curve modifiers, so that an edit loses no motion and no modifier applies twice:
     a curve whose modifiers can stay over the edited keys (keyframes.bake_reason: where the keys
@@ -114,6 +115,7 @@ def _read(armature_obj, *, keys_move: bool = False, as_played: bool = False) -> 
             f"'{name}' has a pelvis rotation key on a frame that is not a number; delete that key in "
             "the Graph Editor, then try again."
         )
+    _check_one_key_a_frame(name, frames)
     curves = motion_curves(armature_obj)
     every = [(path, c) for path, (_, letters) in curves.items() for c in range(len(letters))]
     played = set(every if as_played else _curves_to_bake(channels, every, frames, keys_move))
@@ -150,9 +152,21 @@ def _read(armature_obj, *, keys_move: bool = False, as_played: bool = False) -> 
 
 
 def _motion_channels(armature_obj):
-    """The container of the character's F-curves; VibeError when it has none or is no SMPL character
-    with keys on its pelvis rotation."""
+    """The container of the character's F-curves; VibeError, saying what to do, when it has none or
+    is no SMPL character with keys on its pelvis rotation."""
     name = armature_obj.name
+    reason = keyframes.no_channels_reason(armature_obj)
+    if reason == keyframes.IN_NLA_STRIPS:
+        raise VibeError(
+            f"The motion of '{name}' is in NLA strips and it has no action of its own to edit: assign the "
+            "strip's action to it in the Action editor (then mute or delete the strip), then try again."
+        )
+    if reason == keyframes.NO_SLOT:
+        action = armature_obj.animation_data.action
+        raise VibeError(
+            f"The action '{action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its slot "
+            "in the Action editor (the slot menu beside the action), then try again."
+        )
     channels = keyframes.channels_of(armature_obj)
     if channels is None or len(_motion_frames(armature_obj, channels)) == 0:
         raise VibeError(
@@ -160,6 +174,22 @@ def _motion_channels(armature_obj):
             "imported by VIBE Mocap (retarget after cleaning)."
         )
     return channels
+
+
+def _check_one_key_a_frame(name: str, frames: np.ndarray) -> None:
+    """VibeError unless the keys are on whole frames, mostly one frame apart: keys further apart
+    than a frame are taken for a gap (the person not seen), so a motion keyed on twos or retimed
+    would be held and hidden between its keys."""
+    bake = (
+        "clean-up works on one key a frame: bake the action first (Pose > Animation > Bake Action, "
+        "Frame Step 1), then try again."
+    )
+    between = frames[frames != np.round(frames)]
+    if len(between):
+        raise VibeError(f"'{name}' has a pelvis rotation key between frames (at frame {between[0]:g}); {bake}")
+    step = float(np.median(np.diff(frames))) if len(frames) > 1 else 1.0
+    if step > 1:
+        raise VibeError(f"The keys of '{name}' are {step:g} frames apart; {bake}")
 
 
 def frame_count(armature_obj) -> int:

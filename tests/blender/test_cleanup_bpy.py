@@ -760,3 +760,42 @@ def test_a_bone_keyed_in_euler_keeps_its_mode_and_its_motion(empty_scene, body_m
     np.testing.assert_allclose(elbow_at(person, range(6, 36)), before, atol=0.02)  # lightly smoothed
     euler = keyframes.read_fcurve(keyframes.channels_of(person), keyframes.rotation_path("left_elbow", "XYZ"), 2)
     assert euler[0].tolist() == list(range(6, 36)) and euler[1].max() == pytest.approx(1.2, abs=0.02)
+
+
+def test_a_motion_keyed_on_twos_is_refused_and_kept(empty_scene, body_model):
+    """Before: keys two frames apart were taken for gaps: a Trim that cut nothing made every key
+    constant and hid the body between them, and Clean Up measured no jitter."""
+    ((person, body),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    channels = keyframes.channels_of(person)
+    for fcurve in channels.fcurves:
+        for key in fcurve.keyframe_points:
+            key.co.x = 1 + (key.co.x - 1) * 2
+        fcurve.update()
+    keys = curve_keys(person, keyframes.rotation_path("left_knee"), 1)
+    bake = r"keys of 'P0' are 2 frames apart; clean-up works on one key a frame: bake the action first"
+    with pytest.raises(VibeError, match=bake):
+        trim_and_offset(person, start=1, end=59)
+    with pytest.raises(VibeError, match=bake):
+        clean_up_character(person, lock_feet=False, fps=30)
+    assert curve_keys(person, keyframes.rotation_path("left_knee"), 1) == keys
+    for fcurve in channels.fcurves:
+        for key in fcurve.keyframe_points:
+            key.co.x += 0.5
+        fcurve.update()
+    with pytest.raises(VibeError, match=r"'P0' has a pelvis rotation key between frames \(at frame 1.5\)"):
+        measure_character(person)
+
+
+def test_a_character_without_an_action_of_its_own_is_told_where_its_motion_is(empty_scene, body_model):
+    """Before: a motion in an NLA strip (or, on 4.4+, an action without a slot for the character) was
+    refused as 'not an animated SMPL character'."""
+    (a, _), (b, _) = imported_tracks(body_model, [range(0, 30), range(0, 30)], correctives="off")
+    animation = b.animation_data
+    animation.nla_tracks.new().strips.new("Take", 1, animation.action)
+    animation.action = None
+    with pytest.raises(VibeError, match="motion of 'P1' is in NLA strips.*assign the strip's action"):
+        clean_up_character(b, lock_feet=False, fps=30)
+    if keyframes.LAYERED_ACTIONS:
+        a.animation_data.action_slot = None
+        with pytest.raises(VibeError, match="action 'P0_motion' of 'P0' has no slot for it.*pick its slot"):
+            trim_and_offset(a, offset=3)

@@ -114,13 +114,18 @@ def key_correctives(armature_obj, mesh_obj, frames: np.ndarray, weights: np.ndar
     for k in range(NUM_CORRECTIVES):
         keyframes.rewrite_fcurve(
             channels,
-            f'key_blocks["{corrective_key_name(k)}"].value',
+            corrective_path(k),
             0,
             frames,
             weights[:, k],
             group="Pose correctives",
             interpolation=interpolation,
         )
+
+
+def corrective_path(k: int) -> str:
+    """F-curve data path (on the body's shape keys) of the baked pose corrective ``k``."""
+    return f'key_blocks["{corrective_key_name(k)}"].value'
 
 
 def check_correctives(armature_obj, mesh_obj) -> None:

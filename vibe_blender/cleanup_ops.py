@@ -17,7 +17,7 @@ import bpy
 import numpy as np
 
 from . import keyframes
-from .animation import check_correctives, key_correctives, key_motion, key_visibility
+from .animation import check_correctives, corrective_path, key_correctives, key_motion, key_visibility
 from .core.cleanup import clean_up, merge_tracks, motion_figures, trim_mask
 from .core.errors import VibeError
 from .core.retarget_math import rotation_matrices
@@ -26,7 +26,8 @@ from .core.skeleton import refit_basis_quats, refit_root_locations, smpl_rotatio
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, PARENTS
 from .editable import check_editable
-from .rig_builder import find_character_mesh, rest_quats
+from .rig_builder import NUM_CORRECTIVES, find_character_mesh, rest_quats
+from .visibility import ANIMATED_FLAGS
 
 BONE_GROUPS = {
     "ALL": None,
@@ -445,7 +446,25 @@ def trim_and_offset_characters(
 
     results = _for_each(armature_objs, trimmed)
     _write_each(armature_objs, results, warn, keys_move=offset != 0)
+    for armature_obj in armature_objs if offset else ():
+        _offset_other_keys(armature_obj, offset)
     return [len(frames) for frames, _, _ in results]
+
+
+def _offset_other_keys(armature_obj, offset: int) -> None:
+    """Move by ``offset`` frames the keys write_motion did not write (the user's scale or custom
+    property keys on the character, its body's shape keys), and the manual frame range of their
+    actions, so that everything keyed with the motion stays in step with it (and an export of the
+    action's frame range exports the moved motion)."""
+    keyframes.shift_keys(armature_obj, offset, keep=set(motion_curves(armature_obj)))
+    body = find_character_mesh(armature_obj)
+    if body is None:
+        return
+    keyframes.shift_keys(body, offset, keep=set(ANIMATED_FLAGS))
+    if body.data.shape_keys is not None:
+        baked = armature_obj.get("vibe_correctives") == "baked"
+        correctives = {corrective_path(k) for k in range(NUM_CORRECTIVES)}
+        keyframes.shift_keys(body.data.shape_keys, offset, keep=correctives if baked else set())
 
 
 def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print) -> int:

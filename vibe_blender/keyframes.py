@@ -310,6 +310,34 @@ def _modifiers_muted(fcurve: bpy.types.FCurve) -> Iterator[None]:
             modifier.mute = mute
 
 
+def shift_keys(id_block: bpy.types.ID, offset: float, *, keep: set[str] = frozenset()) -> None:
+    """Move every key of ``id_block``'s F-curves (but those of the data paths in ``keep``) by
+    ``offset`` frames, handles with them, and its action's manual frame range when it has one; an
+    action another ID uses too is copied first (see own_action)."""
+    own_action(id_block)
+    channels = channels_of(id_block)
+    if channels is None:
+        return
+    for fcurve in channels.fcurves:
+        if fcurve.data_path in keep or not len(fcurve.keyframe_points):
+            continue
+        points = fcurve.keyframe_points
+        for attribute in ("co", "handle_left", "handle_right"):
+            xy = np.empty(2 * len(points), dtype=np.float32)
+            points.foreach_get(attribute, xy)
+            xy[0::2] += offset
+            points.foreach_set(attribute, xy)
+        fcurve.update()
+    action = id_block.animation_data.action
+    if action.use_frame_range:
+        start, end = action.frame_start + offset, action.frame_end + offset
+        # in the order that never puts the start after the end (Blender would move the other one)
+        if offset > 0:
+            action.frame_end, action.frame_start = end, start
+        else:
+            action.frame_start, action.frame_end = start, end
+
+
 def replace_fcurve_values(channels, data_path: str, index: int, values: np.ndarray) -> None:
     """Overwrite the values of an existing F-curve's keys (same count and frames)."""
     fcurve = channels.fcurves.find(data_path, index=index)

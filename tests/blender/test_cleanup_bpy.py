@@ -762,6 +762,28 @@ def test_a_bone_keyed_in_euler_keeps_its_mode_and_its_motion(empty_scene, body_m
     assert euler[0].tolist() == list(range(6, 36)) and euler[1].max() == pytest.approx(1.2, abs=0.02)
 
 
+def test_an_offset_moves_the_other_keys_of_the_character_and_its_actions_frame_range(empty_scene, body_model):
+    """Before: only the motion's curves moved; the user's scale and custom property keys, the body's
+    own shape keys and the action's manual frame range (which export takes) stayed where they were."""
+    ((person, body),) = imported_tracks(body_model, [range(0, 30)])
+    head = person.pose.bones["head"]
+    for frame, size in ((20, 1.0), (40, 1.5)):
+        head.scale = (size, size, size)
+        head.keyframe_insert("scale", frame=frame)
+    person["glow"] = 0.0
+    person.keyframe_insert('["glow"]', frame=12)
+    shape = body.data.shape_keys.key_blocks["Shape000"]
+    shape.keyframe_insert("value", frame=5)
+    action = person.animation_data.action
+    action.use_frame_range, action.frame_start, action.frame_end = True, 1, 30
+    trim_and_offset(person, offset=10)
+    assert [k[0] for k in curve_keys(person, 'pose.bones["head"].scale', 0)] == [30.0, 50.0]
+    assert [k[0] for k in curve_keys(person, '["glow"]', 0)] == [22.0]
+    assert [k[0] for k in curve_keys(body.data.shape_keys, 'key_blocks["Shape000"].value', 0)] == [15.0]
+    assert tuple(action.frame_range) == (11.0, 40.0) and keyframes.keyed_range(person) == (11.0, 40.0)
+    assert read_motion(person)[0][[0, -1]].tolist() == [11.0, 40.0]
+
+
 def test_a_motion_keyed_on_twos_is_refused_and_kept(empty_scene, body_model):
     """Before: keys two frames apart were taken for gaps: a Trim that cut nothing made every key
     constant and hid the body between them, and Clean Up measured no jitter."""

@@ -12,6 +12,7 @@ import numpy as np
 from . import keyframes
 from .core.errors import VibeError
 from .core.motion import TrackMotion, frame_runs
+from .core.retarget_math import rotation_keys
 from .core.rotations import axis_angle_to_rotmat
 from .core.skeleton import bone_basis_quats, refit_basis_quats, refit_root_locations, root_locations
 from .core.smpl_math import pose_feature
@@ -61,26 +62,37 @@ def animate_character(
     key_visibility(mesh_obj, frames, FIRST_FRAME, FIRST_FRAME + last)
 
 
-def key_motion(armature_obj, frames: np.ndarray, quats: np.ndarray, loc: np.ndarray) -> None:
-    """frames (T,), quats (T, 24, 4) pose-bone quaternions, loc (T, 3) pelvis location -> the keys of
-    the character's action (made when it has none; the keys of these channels are replaced, their
-    F-curves stay with the user's modifiers and settings).
+def key_motion(
+    armature_obj,
+    frames: np.ndarray,
+    quats: np.ndarray,
+    loc: np.ndarray,
+    *,
+    bones=JOINT_NAMES,
+    location: bool = True,
+) -> None:
+    """frames (T,), quats (T, 24, 4) sign-continuous pose-bone quaternions, loc (T, 3) pelvis location
+    -> the keys of the character's action (made when it has none; the keys of these channels are
+    replaced, their F-curves stay with the user's modifiers and settings), for ``bones`` only and
+    the pelvis location when ``location``: the other curves keep their keys. Each bone is keyed in
+    its own rotation mode (one the user switched to Euler keeps playing its keys).
     The last key before each gap holds (CONSTANT), so nothing slides across the gap."""
     channels = keyframes.channels_for_rewrite(armature_obj, f"{armature_obj.name}_motion")
     interpolation = key_interpolation(frames)
-    for j, bone in enumerate(JOINT_NAMES):
-        armature_obj.pose.bones[bone].rotation_mode = "QUATERNION"
-        for c in range(4):
+    for bone in bones:
+        mode = armature_obj.pose.bones[bone].rotation_mode
+        values = rotation_keys(quats[:, JOINT_NAMES.index(bone)], mode)
+        for c in range(values.shape[-1]):
             keyframes.rewrite_fcurve(
                 channels,
-                keyframes.rotation_path(bone),
+                keyframes.rotation_path(bone, mode),
                 c,
                 frames,
-                quats[:, j, c],
+                values[:, c],
                 group=bone,
                 interpolation=interpolation,
             )
-    for c in range(3):
+    for c in range(3 if location else 0):
         keyframes.rewrite_fcurve(
             channels,
             keyframes.location_path(JOINT_NAMES[0]),
@@ -102,13 +114,18 @@ def key_correctives(armature_obj, mesh_obj, frames: np.ndarray, weights: np.ndar
     for k in range(NUM_CORRECTIVES):
         keyframes.rewrite_fcurve(
             channels,
-            f'key_blocks["{corrective_key_name(k)}"].value',
+            corrective_path(k),
             0,
             frames,
             weights[:, k],
             group="Pose correctives",
             interpolation=interpolation,
         )
+
+
+def corrective_path(k: int) -> str:
+    """F-curve data path (on the body's shape keys) of the baked pose corrective ``k``."""
+    return f'key_blocks["{corrective_key_name(k)}"].value'
 
 
 def check_correctives(armature_obj, mesh_obj) -> None:

@@ -1,8 +1,9 @@
 """Clean up an SMPL character's keys in place: smoothing, foot locking, ground snapping, trim,
 frame offset and merging two broken tracks of one person. The maths is :mod:`core.cleanup`; this
-module only reads the keys (pose-bone quaternions + pelvis location) and writes them back in bulk,
-into the same action, with what follows from them on an imported character: the body's visibility
-(shown on the frames with keys) and its baked pose correctives.
+module only reads the keys (pose-bone rotations, each in its bone's rotation mode, + pelvis
+location) and writes back in bulk, into the same action, those the edit changes, with what follows
+from them on an imported character: the body's visibility (shown on the frames with keys) and its
+baked pose correctives.
 
 Functions that take several characters work out every result before they change any character,
 so a VibeError (which names the character) leaves all of them as they were."""
@@ -10,20 +11,23 @@ so a VibeError (which names the character) leaves all of them as they were."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import bpy
 import numpy as np
 
 from . import keyframes
-from .animation import check_correctives, key_correctives, key_motion, key_visibility
+from .animation import check_correctives, corrective_path, key_correctives, key_motion, key_visibility
 from .core.cleanup import clean_up, merge_tracks, motion_figures, trim_mask
 from .core.errors import VibeError
-from .core.rotations import make_continuous
+from .core.retarget_math import rotation_matrices
+from .core.rotations import make_continuous, rotmat_to_quat
 from .core.skeleton import refit_basis_quats, refit_root_locations, smpl_rotations_from_basis
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, PARENTS
 from .editable import check_editable
-from .rig_builder import find_character_mesh, rest_quats
+from .rig_builder import NUM_CORRECTIVES, find_character_mesh, rest_quats
+from .visibility import ANIMATED_FLAGS
 
 BONE_GROUPS = {
     "ALL": None,
@@ -55,17 +59,40 @@ BONE_GROUPS = {
 LEGS = [tuple(JOINT_NAMES.index(f"{s}_{p}") for p in ("hip", "knee", "ankle")) for s in ("left", "right")]
 
 
-PELVIS_ROTATION_PATH = keyframes.rotation_path("pelvis")
 LOC_PATH = keyframes.location_path("pelvis")
-# The motion's F-curves, with a name and the letter of each channel for messages.
-CURVE_NAMES = {keyframes.rotation_path(b): (f"{b} rotation", "WXYZ") for b in JOINT_NAMES}
-CURVE_NAMES[LOC_PATH] = ("pelvis location", "XYZ")
-MOTION_CURVES = [(path, c) for path, (_, letters) in CURVE_NAMES.items() for c in range(len(letters))]
+# Two keys this far apart (or less) are the same: float32 keys read back, or a quaternion and its negative.
+SAME_KEY = 1e-6
+
+
+@dataclass
+class _Motion:
+    """A character's keys as read_motion reads them, and which of its channels carry keys."""
+
+    frames: np.ndarray  # (T,)
+    quats: np.ndarray  # (T, 24, 4)
+    loc: np.ndarray  # (T, 3)
+    keyed: set[str]  # the bones with rotation curves in their rotation mode
+    loc_keyed: bool  # the pelvis location has curves
+
+
+def motion_curves(armature_obj) -> dict[str, tuple[str, str]]:
+    """{data_path: (name, letter of each channel)} of the character's motion F-curves: each bone's
+    rotation in its own rotation mode (quaternion W X Y Z, Euler X Y Z, axis-angle W X Y Z) and the
+    pelvis location."""
+    curves = {}
+    for bone in JOINT_NAMES:
+        mode = armature_obj.pose.bones[bone].rotation_mode
+        path = keyframes.rotation_path(bone, mode)
+        curves[path] = (f"{bone} rotation", "WXYZ"[-keyframes.rotation_channel(mode)[1] :])
+    curves[LOC_PATH] = ("pelvis location", "XYZ")
+    return curves
 
 
 def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = False):
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
-    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there).
+    the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there). Each
+    bone is read in its own rotation mode; a channel without keys plays as the bone stands now.
+    VibeError unless the keys are one a frame (runs of consecutive whole frames, with gaps).
 
     The rule for F-curve modifiers, so that an edit loses no motion and no modifier applies twice:
     a curve whose modifiers can stay over the edited keys (keyframes.bake_reason: where the keys
@@ -75,65 +102,118 @@ def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = Fals
     with active modifiers is read as Blender plays it, and write_motion removes those modifiers,
     baked into the new keys. as_played: every curve as Blender plays it (a character whose curves
     go away)."""
-    channels = keyframes.channels_of(armature_obj)
-    missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
-    if channels is None or missing or channels.fcurves.find(PELVIS_ROTATION_PATH, index=0) is None:
-        raise VibeError(
-            f"'{armature_obj.name}' is not an animated SMPL character; clean-up works on characters "
-            "imported by VIBE Mocap (retarget after cleaning)."
-        )
-    frames = _motion_frames(channels)
+    motion = _read(armature_obj, keys_move=keys_move, as_played=as_played)
+    return motion.frames, motion.quats, motion.loc
+
+
+def _read(armature_obj, *, keys_move: bool = False, as_played: bool = False) -> _Motion:
+    """read_motion, with which channels carry keys."""
+    channels = _motion_channels(armature_obj)
+    name = armature_obj.name
+    frames = _motion_frames(armature_obj, channels)
     if not np.all(np.isfinite(frames)):
         raise VibeError(
-            f"'{armature_obj.name}' has a pelvis rotation key on a frame that is not a number; delete that key in "
+            f"'{name}' has a pelvis rotation key on a frame that is not a number; delete that key in "
             "the Graph Editor, then try again."
         )
-    played = set(MOTION_CURVES if as_played else _curves_to_bake(channels, frames, keys_move))
+    _check_one_key_a_frame(name, frames)
+    curves = motion_curves(armature_obj)
+    every = [(path, c) for path, (_, letters) in curves.items() for c in range(len(letters))]
+    played = set(every if as_played else _curves_to_bake(channels, every, frames, keys_move))
 
-    def sample(path: str, c: int) -> np.ndarray | None:
-        values = keyframes.sample_fcurve(channels, path, c, frames, through_modifiers=(path, c) in played)
-        if values is not None and not np.all(np.isfinite(values)):
-            name, letters = CURVE_NAMES[path]
-            frame = frames[np.flatnonzero(~np.isfinite(values))[0]]
-            raise VibeError(
-                f"'{armature_obj.name}' has a {name} {letters[c]} that is not a number at frame {frame:g} (a key "
-                "or an F-curve modifier set it); fix or delete that key in the Graph Editor, then try again."
-            )
-        return values
+    def sample(pose_bone, prop: str, size: int) -> tuple[np.ndarray, bool]:
+        """-> (T, size) values of one property, and whether any of its channels is keyed."""
+        path = pose_bone.path_from_id(prop)
+        out = np.tile(np.array(getattr(pose_bone, prop), dtype=np.float64), (len(frames), 1))
+        keyed = False
+        for c in range(size):
+            values = keyframes.sample_fcurve(channels, path, c, frames, through_modifiers=(path, c) in played)
+            if values is None:
+                continue
+            if not np.all(np.isfinite(values)):
+                what, letters = curves[path]
+                frame = frames[np.flatnonzero(~np.isfinite(values))[0]]
+                raise VibeError(
+                    f"'{name}' has a {what} {letters[c]} that is not a number at frame {frame:g} (a key "
+                    "or an F-curve modifier set it); fix or delete that key in the Graph Editor, then try again."
+                )
+            out[:, c], keyed = values, True
+        return out, keyed
 
-    quats = np.zeros((len(frames), 24, 4))
-    quats[..., 0] = 1.0  # an unkeyed channel stays at rest
+    quats, keyed = np.empty((len(frames), 24, 4)), set()
     for j, bone in enumerate(JOINT_NAMES):
-        for c in range(4):
-            values = sample(keyframes.rotation_path(bone), c)
-            if values is not None:
-                quats[:, j, c] = values
-    loc = np.zeros((len(frames), 3))
-    for c in range(3):
-        values = sample(LOC_PATH, c)
-        if values is not None:
-            loc[:, c] = values
-    return frames, quats, loc
+        pose_bone = armature_obj.pose.bones[bone]
+        mode = pose_bone.rotation_mode
+        values, is_keyed = sample(pose_bone, *keyframes.rotation_channel(mode))
+        quats[:, j] = values if mode == "QUATERNION" else rotmat_to_quat(rotation_matrices(values, mode))
+        if is_keyed:
+            keyed.add(bone)
+    loc, loc_keyed = sample(armature_obj.pose.bones[JOINT_NAMES[0]], "location", 3)
+    return _Motion(frames, quats, loc, keyed, loc_keyed)
+
+
+def _motion_channels(armature_obj):
+    """The container of the character's F-curves; VibeError, saying what to do, when it has none or
+    is no SMPL character with keys on its pelvis rotation."""
+    name = armature_obj.name
+    reason = keyframes.no_channels_reason(armature_obj)
+    if reason == keyframes.IN_NLA_STRIPS:
+        raise VibeError(
+            f"The motion of '{name}' is in NLA strips and it has no action of its own to edit: assign the "
+            "strip's action to it in the Action editor (then mute or delete the strip), then try again."
+        )
+    if reason == keyframes.NO_SLOT:
+        action = armature_obj.animation_data.action
+        raise VibeError(
+            f"The action '{action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its slot "
+            "in the Action editor (the slot menu beside the action), then try again."
+        )
+    channels = keyframes.channels_of(armature_obj)
+    if channels is None or len(_motion_frames(armature_obj, channels)) == 0:
+        raise VibeError(
+            f"'{name}' is not an animated SMPL character; clean-up works on characters "
+            "imported by VIBE Mocap (retarget after cleaning)."
+        )
+    return channels
+
+
+def _check_one_key_a_frame(name: str, frames: np.ndarray) -> None:
+    """VibeError unless the keys are on whole frames, mostly one frame apart: keys further apart
+    than a frame are taken for a gap (the person not seen), so a motion keyed on twos or retimed
+    would be held and hidden between its keys."""
+    bake = (
+        "clean-up works on one key a frame: bake the action first (Pose > Animation > Bake Action, "
+        "Frame Step 1), then try again."
+    )
+    between = frames[frames != np.round(frames)]
+    if len(between):
+        raise VibeError(f"'{name}' has a pelvis rotation key between frames (at frame {between[0]:g}); {bake}")
+    step = float(np.median(np.diff(frames))) if len(frames) > 1 else 1.0
+    if step > 1:
+        raise VibeError(f"The keys of '{name}' are {step:g} frames apart; {bake}")
 
 
 def frame_count(armature_obj) -> int:
     """How many frames the character has (its pelvis rotation keys); 0 when it is not animated."""
     channels = keyframes.channels_of(armature_obj)
-    return 0 if channels is None else len(_motion_frames(channels))
+    return 0 if channels is None else len(_motion_frames(armature_obj, channels))
 
 
-def _motion_frames(channels) -> np.ndarray:
-    """(T,) frames of the pelvis rotation keys, the character's frames (none without that curve)."""
-    keys = keyframes.read_fcurve(channels, PELVIS_ROTATION_PATH, 0)
+def _motion_frames(armature_obj, channels) -> np.ndarray:
+    """(T,) frames of the pelvis rotation keys (its first channel in its rotation mode), the
+    character's frames (none without that curve or without a pelvis)."""
+    pelvis = armature_obj.pose.bones.get(JOINT_NAMES[0])
+    missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
+    if pelvis is None or missing:
+        return np.empty(0)
+    keys = keyframes.read_fcurve(channels, keyframes.rotation_path(pelvis.name, pelvis.rotation_mode), 0)
     return np.empty(0) if keys is None else keys[0]
 
 
-def _curves_to_bake(channels, frames: np.ndarray, keys_move: bool) -> dict[tuple[str, int], str]:
-    """{(data_path, index): keyframes.BAKE_*} of the motion's F-curves whose active modifiers cannot
-    stay over the edited keys, with why."""
-    reasons = {
-        (path, c): keyframes.bake_reason(channels, path, c, frames, keys_move=keys_move) for path, c in MOTION_CURVES
-    }
+def _curves_to_bake(channels, curves, frames: np.ndarray, keys_move: bool) -> dict[tuple[str, int], str]:
+    """{(data_path, index): keyframes.BAKE_*} of ``curves`` [(data_path, index)] whose active
+    modifiers cannot stay over the edited keys, with why."""
+    reasons = {(path, c): keyframes.bake_reason(channels, path, c, frames, keys_move=keys_move) for path, c in curves}
     return {curve: reason for curve, reason in reasons.items() if reason is not None}
 
 
@@ -141,16 +221,29 @@ def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -
     """Replace the character's keys with frames (T,), quats (T, 24, 4), pelvis location (T, 3), in
     its action's F-curves (they stay, with the user's settings and the modifiers read_motion read
     under; keys_move as it was given); -> {(data_path, index): keyframes.BAKE_*} of the curves whose
-    modifiers read_motion baked into the motion, removed here. An imported character's body is
-    then shown on these frames only, and its baked pose correctives are keyed from the new
-    rotations."""
+    modifiers read_motion baked into the motion, removed here. Only the channels the new motion
+    changes are rewritten (on the same frames, the bones whose rotation changes; on other frames,
+    every keyed one), each bone in its own rotation mode: a bone the edit leaves as it was keeps its
+    curves as the user made them, and one without keys stays without unless the edit moves it. An
+    imported character's body is then shown on these frames only, and its baked pose correctives
+    are keyed from the new rotations."""
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
+    loc = np.asarray(loc, dtype=np.float64)
     mesh_obj = find_character_mesh(armature_obj)
     corrected = _corrected_body(armature_obj)  # checked before any key changes
-    channels = keyframes.channels_of(armature_obj)
-    modifiers_baked = {} if channels is None else _curves_to_bake(channels, _motion_frames(channels), keys_move)
-    key_motion(armature_obj, frames, quats, np.asarray(loc, dtype=np.float64))
+    before = _keys_before(armature_obj, keys_move)
+    bones, location = _changed_channels(before, frames, quats, loc)
+    if not bones and not location and before is not None and np.array_equal(before.frames, frames):
+        return {}  # nothing changes: no key is rewritten
+    curves = motion_curves(armature_obj)
+    written = {keyframes.rotation_path(b, armature_obj.pose.bones[b].rotation_mode) for b in bones}
+    written |= {LOC_PATH} if location else set()
+    every = [(path, c) for path, (_, letters) in curves.items() if path in written for c in range(len(letters))]
+    modifiers_baked = (
+        {} if before is None else _curves_to_bake(keyframes.channels_of(armature_obj), every, before.frames, keys_move)
+    )
+    key_motion(armature_obj, frames, quats, loc, bones=bones, location=location)
     channels = keyframes.channels_of(armature_obj)  # a shared action has been copied for it
     for path, c in modifiers_baked:
         keyframes.drop_modifiers(channels, path, c)
@@ -162,6 +255,35 @@ def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -
     scene = bpy.context.scene
     key_visibility(mesh_obj, frames, min(scene.frame_start, frames[0]), max(scene.frame_end, frames[-1]))
     return modifiers_baked
+
+
+def _keys_before(armature_obj, keys_move: bool) -> _Motion | None:
+    """The character's keys as the edit read them, None when it has none to compare with (a bare
+    armature, or keys read_motion refuses: the edit then rewrites every channel)."""
+    if not frame_count(armature_obj):
+        return None
+    try:
+        return _read(armature_obj, keys_move=keys_move)
+    except VibeError:
+        return None
+
+
+def _changed_channels(before: _Motion | None, frames, quats, loc) -> tuple[list[str], bool]:
+    """-> (bones, pelvis location?) that write_motion must key for the new motion, given the
+    character's keys ``before`` (None: it has none): on the same frames, those whose values change;
+    on other frames, the keyed ones and any unkeyed one that stops standing as it does."""
+    if before is None:
+        return list(JOINT_NAMES), True
+    same_frames = np.array_equal(before.frames, frames)
+    old_q = before.quats if same_frames else before.quats[:1]  # an unkeyed bone stands still
+    old_loc = before.loc if same_frames else before.loc[:1]
+    # as rotations: Blender plays a quaternion normalised, and q and -q alike
+    new_q, old_q = (q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12) for q in (quats, old_q))
+    sign = np.where(np.sum(new_q * old_q, axis=-1, keepdims=True) < 0, -1.0, 1.0)
+    moved = np.abs(new_q - sign * old_q).max(axis=(0, 2)) > SAME_KEY
+    bones = [b for j, b in enumerate(JOINT_NAMES) if moved[j] or (not same_frames and b in before.keyed)]
+    location = bool(np.abs(loc - old_loc).max() > SAME_KEY) or (not same_frames and before.loc_keyed)
+    return bones, location
 
 
 def _corrected_body(armature_obj):
@@ -186,10 +308,10 @@ def _write_each(armature_objs, motions, warn: Callable[[str], None], *, keys_mov
     baked = {reason: {} for reason in BAKED_BECAUSE}
     for armature_obj, motion in zip(armature_objs, motions):
         for curve, reason in write_motion(armature_obj, *motion, keys_move=keys_move).items():
-            baked[reason].setdefault(armature_obj.name, []).append(curve)
+            baked[reason].setdefault(armature_obj, []).append(curve)
     sentences = [
         f"F-curve modifiers baked into the keys and removed {BAKED_BECAUSE[reason]}: "
-        + "; ".join(f"'{name}': {_curve_list(curves)}" for name, curves in characters.items())
+        + "; ".join(f"'{obj.name}': {_curve_list(obj, curves)}" for obj, curves in characters.items())
         + "."
         for reason, characters in baked.items()
         if characters
@@ -198,11 +320,12 @@ def _write_each(armature_objs, motions, warn: Callable[[str], None], *, keys_mov
         warn(" ".join(sentences))
 
 
-def _curve_list(curves: list[tuple[str, int]]) -> str:
-    """[(data_path, index)] of the motion -> 'left_wrist rotation W X Y Z, pelvis location X'."""
+def _curve_list(armature_obj, curves: list[tuple[str, int]]) -> str:
+    """[(data_path, index)] of the character's motion -> 'left_wrist rotation W X Y Z, pelvis location X'."""
+    names = motion_curves(armature_obj)
     channels = {}
     for path, c in curves:
-        name, letters = CURVE_NAMES[path]
+        name, letters = names[path]
         channels.setdefault(name, []).append(letters[c])
     return ", ".join(f"{name} {' '.join(letters)}" for name, letters in channels.items())
 
@@ -323,7 +446,25 @@ def trim_and_offset_characters(
 
     results = _for_each(armature_objs, trimmed)
     _write_each(armature_objs, results, warn, keys_move=offset != 0)
+    for armature_obj in armature_objs if offset else ():
+        _offset_other_keys(armature_obj, offset)
     return [len(frames) for frames, _, _ in results]
+
+
+def _offset_other_keys(armature_obj, offset: int) -> None:
+    """Move by ``offset`` frames the keys write_motion did not write (the user's scale or custom
+    property keys on the character, its body's shape keys), and the manual frame range of their
+    actions, so that everything keyed with the motion stays in step with it (and an export of the
+    action's frame range exports the moved motion)."""
+    keyframes.shift_keys(armature_obj, offset, keep=set(motion_curves(armature_obj)))
+    body = find_character_mesh(armature_obj)
+    if body is None:
+        return
+    keyframes.shift_keys(body, offset, keep=set(ANIMATED_FLAGS))
+    if body.data.shape_keys is not None:
+        baked = armature_obj.get("vibe_correctives") == "baked"
+        correctives = {corrective_path(k) for k in range(NUM_CORRECTIVES)}
+        keyframes.shift_keys(body.data.shape_keys, offset, keep=correctives if baked else set())
 
 
 def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print) -> int:

@@ -22,9 +22,17 @@ CONSTANT, LINEAR, BEZIER = 0, 1, 2
 LAYERED_ACTIONS = bpy.app.version >= (4, 4, 0)
 
 
-def rotation_path(bone: str) -> str:
-    """F-curve data path of a pose bone's quaternion: 'pose.bones["left_hip"].rotation_quaternion'."""
-    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].rotation_quaternion'
+def rotation_channel(mode: str) -> tuple[str, int]:
+    """-> (pose-bone property, size) that a bone in rotation ``mode`` reads its rotation from."""
+    return {"QUATERNION": ("rotation_quaternion", 4), "AXIS_ANGLE": ("rotation_axis_angle", 4)}.get(
+        mode, ("rotation_euler", 3)
+    )
+
+
+def rotation_path(bone: str, mode: str = "QUATERNION") -> str:
+    """F-curve data path of a pose bone's rotation in rotation ``mode``: by default its quaternion,
+    'pose.bones["left_hip"].rotation_quaternion'."""
+    return f'pose.bones["{bpy.utils.escape_identifier(bone)}"].{rotation_channel(mode)[0]}'
 
 
 def location_path(bone: str) -> str:
@@ -87,6 +95,22 @@ def channels_of(id_block: bpy.types.ID):
             bag = strip.channelbag(anim.action_slot) if anim.action_slot else None
             if bag is not None:
                 return bag
+    return None
+
+
+# Why an ID has no F-curves of its own to read (no_channels_reason).
+NO_ACTION, IN_NLA_STRIPS, NO_SLOT = "no action", "in NLA strips", "no slot"
+
+
+def no_channels_reason(id_block: bpy.types.ID) -> str | None:
+    """None when ``id_block`` plays an action of its own (channels_of finds its F-curves, or it has
+    none yet); else why not: IN_NLA_STRIPS (no active action, its motion is in NLA strips),
+    NO_ACTION, or NO_SLOT (4.4+: an action assigned without a slot for it plays nothing)."""
+    anim = id_block.animation_data
+    if anim is None or anim.action is None:
+        return IN_NLA_STRIPS if anim is not None and any(track.strips for track in anim.nla_tracks) else NO_ACTION
+    if LAYERED_ACTIONS and anim.action_slot is None:
+        return NO_SLOT
     return None
 
 
@@ -284,6 +308,34 @@ def _modifiers_muted(fcurve: bpy.types.FCurve) -> Iterator[None]:
     finally:
         for modifier, mute in zip(fcurve.modifiers, was_muted):
             modifier.mute = mute
+
+
+def shift_keys(id_block: bpy.types.ID, offset: float, *, keep: set[str] = frozenset()) -> None:
+    """Move every key of ``id_block``'s F-curves (but those of the data paths in ``keep``) by
+    ``offset`` frames, handles with them, and its action's manual frame range when it has one; an
+    action another ID uses too is copied first (see own_action)."""
+    own_action(id_block)
+    channels = channels_of(id_block)
+    if channels is None:
+        return
+    for fcurve in channels.fcurves:
+        if fcurve.data_path in keep or not len(fcurve.keyframe_points):
+            continue
+        points = fcurve.keyframe_points
+        for attribute in ("co", "handle_left", "handle_right"):
+            xy = np.empty(2 * len(points), dtype=np.float32)
+            points.foreach_get(attribute, xy)
+            xy[0::2] += offset
+            points.foreach_set(attribute, xy)
+        fcurve.update()
+    action = id_block.animation_data.action
+    if action.use_frame_range:
+        start, end = action.frame_start + offset, action.frame_end + offset
+        # in the order that never puts the start after the end (Blender would move the other one)
+        if offset > 0:
+            action.frame_end, action.frame_start = end, start
+        else:
+            action.frame_start, action.frame_end = start, end
 
 
 def replace_fcurve_values(channels, data_path: str, index: int, values: np.ndarray) -> None:

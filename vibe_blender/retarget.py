@@ -36,6 +36,7 @@ from .core.retarget_math import (
 )
 from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
 from .editable import check_editable
+from .keyframes import rotation_channel
 from .progress_counter import progress_counter
 
 # Every frame of the range is baked. Only the mapped bones and their parents are computed, so the memory
@@ -201,14 +202,15 @@ def action_frame_range(armature_obj) -> tuple[int, int]:
     """The frames of the source's own keys; VibeError when it has none the retarget can read."""
     anim = armature_obj.animation_data
     name = armature_obj.name
-    if anim is None or anim.action is None:
-        if anim is not None and any(track.strips for track in anim.nla_tracks):
-            raise VibeError(
-                f"The motion of '{name}' is in NLA strips, which the retarget does not read: select its strip "
-                "and press Tab (tweak mode), or assign the strip's action in the Action editor, then retarget again."
-            )
+    reason = keyframes.no_channels_reason(armature_obj)
+    if reason == keyframes.IN_NLA_STRIPS:
+        raise VibeError(
+            f"The motion of '{name}' is in NLA strips, which the retarget does not read: select its strip "
+            "and press Tab (tweak mode), or assign the strip's action in the Action editor, then retarget again."
+        )
+    if reason == keyframes.NO_ACTION:
         raise VibeError(f"'{name}' has no animation to retarget; import or key a motion first.")
-    if keyframes.LAYERED_ACTIONS and anim.action_slot is None:  # 4.4+: an action without a slot plays nothing
+    if reason == keyframes.NO_SLOT:
         raise VibeError(
             f"The action '{anim.action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its "
             "slot in the Action editor (the slot menu beside the action), then retarget again."
@@ -229,13 +231,6 @@ def _sample(channels, pose_bone, prop: str, size: int, frames: np.ndarray) -> np
         if fcurve is not None and keyframes.is_played(fcurve):  # (a muted curve: the value as it is, as played)
             out[:, i] = keyframes.sample_fcurve(channels, path, i, frames)
     return out
-
-
-def rotation_channel(mode: str) -> tuple[str, int]:
-    """-> (pose-bone property, size) that a bone in rotation ``mode`` reads its rotation from."""
-    return {"QUATERNION": ("rotation_quaternion", 4), "AXIS_ANGLE": ("rotation_axis_angle", 4)}.get(
-        mode, ("rotation_euler", 3)
-    )
 
 
 def sample_basis(armature_obj, frames: np.ndarray, bone_names=None) -> np.ndarray:

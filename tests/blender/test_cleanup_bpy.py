@@ -281,27 +281,35 @@ def modifier_types(armature_obj, path, index):
 
 
 @pytest.mark.parametrize(
-    "edit, shift",
+    "edit, shift, rewrites_the_wrist",
     [
-        (lambda obj, warn: trim_and_offset(obj, warn=warn), 0),  # keeps every frame: changes nothing
-        (lambda obj, warn: trim_and_offset(obj, offset=5, warn=warn), 5),
-        (lambda obj, warn: clean_up_character(obj, bone_group="LEGS", fps=30, warn=warn), 0),  # not the arms
+        (lambda obj, warn: trim_and_offset(obj, warn=warn), 0, False),  # keeps every frame: changes nothing
+        (lambda obj, warn: trim_and_offset(obj, offset=5, warn=warn), 5, True),
+        (lambda obj, warn: clean_up_character(obj, bone_group="LEGS", fps=30, warn=warn), 0, False),  # not the arms
     ],
     ids=["trim keeping every frame", "offset", "clean up the legs"],
 )
-def test_a_bone_looped_over_fewer_frames_than_the_character_plays_as_before_an_edit(edit, shift):
+def test_a_bone_looped_over_fewer_frames_than_the_character_plays_as_before_an_edit(edit, shift, rewrites_the_wrist):
     """Before: the wave was read beyond its 10 keys as its last key held, written so over the
-    character's 60 frames, and Cycles then looped all 60: the loop was gone. Now that curve is read as
-    Blender plays it, the loop is baked into its keys and its Cycles is removed, with one warning
-    (which says why: the loop, whether or not the edit moves the keys)."""
+    character's 60 frames, and Cycles then looped all 60: the loop was gone. Now an edit that moves
+    the wrist's keys reads that curve as Blender plays it, bakes the loop into its keys and removes its
+    Cycles, with one warning (which says why: the loop, whether or not the edit moves the keys); an
+    edit that leaves the wrist as it was leaves its curve alone, keys and Cycles."""
     rigs.reset_scene()
     source, frames, _ = rigs.smpl_source(T=60)
     path = looped_wrist(source)
     before = played(source, frames)
+    keys = [keyframes.read_fcurve(keyframes.channels_of(source), path, c) for c in range(4)]
     assert np.ptp(before[20:, 1]) > 0.5  # it waves on after its keys
     messages = []
     edit(source, messages.append)
     np.testing.assert_allclose(played(source, frames + shift), before, atol=1e-5)
+    if not rewrites_the_wrist:
+        assert [modifier_types(source, path, c) for c in range(4)] == [["CYCLES"]] * 4 and messages == []
+        for c, (key_frames, values) in enumerate(keys):
+            np.testing.assert_array_equal(keyframes.read_fcurve(keyframes.channels_of(source), path, c)[0], key_frames)
+            np.testing.assert_array_equal(keyframes.read_fcurve(keyframes.channels_of(source), path, c)[1], values)
+        return
     assert [modifier_types(source, path, c) for c in range(4)] == [[]] * 4
     assert messages == [
         "F-curve modifiers baked into the keys and removed because the curve's Cycles loop does not span "
@@ -459,9 +467,9 @@ def test_the_trim_operator_warns_of_modifiers_baked_into_the_keys(registered_ope
     looped_wrist(source)
     bpy.context.view_layer.objects.active = source
     source.select_set(True)
-    registered_operators.trim, registered_operators.trim_start, registered_operators.trim_end = True, 1, 30
+    registered_operators.trim, registered_operators.trim_start, registered_operators.trim_end = True, 1, 29
     capfd.readouterr()
-    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}
+    assert bpy.ops.vibe_mocap.trim_offset() == {"FINISHED"}  # cuts frame 30: the wrist's keys are rewritten
     printed = "".join(capfd.readouterr())  # Blender prints the reports of an operator run without a window
     assert "Warning: F-curve modifiers baked into the keys" in printed and "left_wrist rotation W X Y Z" in printed
 
@@ -681,3 +689,135 @@ def test_a_key_that_is_not_a_number_is_named_and_nothing_is_cleaned(empty_scene,
     with pytest.raises(VibeError, match=named):
         measure_character(person)
     np.testing.assert_array_equal(keyframes.read_fcurve(keyframes.channels_of(person), LOC_PATH, 0)[1], loc)
+
+
+def curve_keys(id_block, path, index):
+    """-> [(frame, value, interpolation)] of one F-curve's keys, None without that curve."""
+    fcurve = keyframes.channels_of(id_block).fcurves.find(path, index=index)
+    if fcurve is None:
+        return None
+    return [(round(k.co.x, 4), round(k.co.y, 6), k.interpolation) for k in fcurve.keyframe_points]
+
+
+def test_smoothing_the_legs_leaves_the_curves_of_the_other_bones_as_the_user_made_them(empty_scene, body_model):
+    """Before: with Bones = Legs every bone's curves were cleared and keyed again, linear, on the
+    pelvis's frames: the user's interpolation and extra keys on the wrist were lost."""
+    ((person, _),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    wrist = keyframes.channels_of(person).fcurves.find(keyframes.rotation_path("right_wrist"), index=1)
+    for key in wrist.keyframe_points:
+        key.interpolation = "BEZIER"
+    wrist.keyframe_points.insert(45, 0.3), wrist.keyframe_points.insert(10.5, 0.2)
+    before = curve_keys(person, keyframes.rotation_path("right_wrist"), 1)
+    knee = curve_keys(person, keyframes.rotation_path("left_knee"), 1)
+    clean_up_character(person, strength=1.0, bone_group="LEGS", lock_feet=False, snap_to_ground=False, fps=30)
+    assert curve_keys(person, keyframes.rotation_path("right_wrist"), 1) == before
+    assert curve_keys(person, keyframes.rotation_path("left_knee"), 1) != knee  # the legs were smoothed
+
+
+def test_a_bone_without_keys_keeps_the_pose_it_was_given_by_hand(empty_scene, body_model):
+    """Before: clean-up keyed a bone whose rotation curves the user had deleted at rest, on every frame."""
+    ((person, _),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    keyframes.remove_fcurves(keyframes.channels_of(person), keyframes.rotation_path("left_wrist"))
+    wrist = person.pose.bones["left_wrist"]
+    wrist.rotation_quaternion = (0.7071, 0.7071, 0.0, 0.0)
+    clean_up_character(person, strength=0.5, lock_feet=False, snap_to_ground=False, fps=30)
+    trim_and_offset(person, start=3, end=25, offset=2)
+    assert keyframes.channels_of(person).fcurves.find(keyframes.rotation_path("left_wrist"), index=0) is None
+    bpy.context.scene.frame_set(10)
+    np.testing.assert_allclose(wrist.rotation_quaternion, (0.7071, 0.7071, 0.0, 0.0), atol=1e-6)
+
+
+def euler_elbow(person):
+    """The user turns the left elbow to Euler XYZ and keys it there: bent on frame 15 only."""
+    elbow = person.pose.bones["left_elbow"]
+    elbow.rotation_mode = "XYZ"
+    for frame, bend in ((1, 0.0), (15, 1.2), (30, 0.0)):
+        elbow.rotation_euler = (0.0, 0.0, bend)
+        elbow.keyframe_insert("rotation_euler", frame=frame)
+    return elbow
+
+
+def elbow_at(person, frames):
+    """(T, 3, 3) the left elbow's rotation (its pose-bone basis) as Blender plays it."""
+    out = []
+    for frame in frames:
+        bpy.context.scene.frame_set(frame)
+        out.append(np.array(person.pose.bones["left_elbow"].matrix_basis.to_3x3()))
+    return np.array(out)
+
+
+def test_a_bone_keyed_in_euler_keeps_its_mode_and_its_motion(empty_scene, body_model):
+    """Before: every bone was set to quaternion and keyed from its quaternion curves, so an elbow the
+    user had keyed in Euler lost its motion (it played the import's quaternions again)."""
+    ((person, _),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    elbow = euler_elbow(person)
+    before = elbow_at(person, range(1, 31))
+    trim_and_offset(person, offset=5)
+    assert elbow.rotation_mode == "XYZ"
+    np.testing.assert_allclose(elbow_at(person, range(6, 36)), before, atol=1e-5)
+    clean_up_character(person, strength=0.1, bone_group="ARMS", lock_feet=False, snap_to_ground=False, fps=30)
+    assert elbow.rotation_mode == "XYZ"
+    np.testing.assert_allclose(elbow_at(person, range(6, 36)), before, atol=0.02)  # lightly smoothed
+    euler = keyframes.read_fcurve(keyframes.channels_of(person), keyframes.rotation_path("left_elbow", "XYZ"), 2)
+    assert euler[0].tolist() == list(range(6, 36)) and euler[1].max() == pytest.approx(1.2, abs=0.02)
+
+
+def test_an_offset_moves_the_other_keys_of_the_character_and_its_actions_frame_range(empty_scene, body_model):
+    """Before: only the motion's curves moved; the user's scale and custom property keys, the body's
+    own shape keys and the action's manual frame range (which export takes) stayed where they were."""
+    ((person, body),) = imported_tracks(body_model, [range(0, 30)])
+    head = person.pose.bones["head"]
+    for frame, size in ((20, 1.0), (40, 1.5)):
+        head.scale = (size, size, size)
+        head.keyframe_insert("scale", frame=frame)
+    person["glow"] = 0.0
+    person.keyframe_insert('["glow"]', frame=12)
+    shape = body.data.shape_keys.key_blocks["Shape000"]
+    shape.keyframe_insert("value", frame=5)
+    action = person.animation_data.action
+    action.use_frame_range, action.frame_start, action.frame_end = True, 1, 30
+    trim_and_offset(person, offset=10)
+    assert [k[0] for k in curve_keys(person, 'pose.bones["head"].scale', 0)] == [30.0, 50.0]
+    assert [k[0] for k in curve_keys(person, '["glow"]', 0)] == [22.0]
+    assert [k[0] for k in curve_keys(body.data.shape_keys, 'key_blocks["Shape000"].value', 0)] == [15.0]
+    assert tuple(action.frame_range) == (11.0, 40.0) and keyframes.keyed_range(person) == (11.0, 40.0)
+    assert read_motion(person)[0][[0, -1]].tolist() == [11.0, 40.0]
+
+
+def test_a_motion_keyed_on_twos_is_refused_and_kept(empty_scene, body_model):
+    """Before: keys two frames apart were taken for gaps: a Trim that cut nothing made every key
+    constant and hid the body between them, and Clean Up measured no jitter."""
+    ((person, body),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    channels = keyframes.channels_of(person)
+    for fcurve in channels.fcurves:
+        for key in fcurve.keyframe_points:
+            key.co.x = 1 + (key.co.x - 1) * 2
+        fcurve.update()
+    keys = curve_keys(person, keyframes.rotation_path("left_knee"), 1)
+    bake = r"keys of 'P0' are 2 frames apart; clean-up works on one key a frame: bake the action first"
+    with pytest.raises(VibeError, match=bake):
+        trim_and_offset(person, start=1, end=59)
+    with pytest.raises(VibeError, match=bake):
+        clean_up_character(person, lock_feet=False, fps=30)
+    assert curve_keys(person, keyframes.rotation_path("left_knee"), 1) == keys
+    for fcurve in channels.fcurves:
+        for key in fcurve.keyframe_points:
+            key.co.x += 0.5
+        fcurve.update()
+    with pytest.raises(VibeError, match=r"'P0' has a pelvis rotation key between frames \(at frame 1.5\)"):
+        measure_character(person)
+
+
+def test_a_character_without_an_action_of_its_own_is_told_where_its_motion_is(empty_scene, body_model):
+    """Before: a motion in an NLA strip (or, on 4.4+, an action without a slot for the character) was
+    refused as 'not an animated SMPL character'."""
+    (a, _), (b, _) = imported_tracks(body_model, [range(0, 30), range(0, 30)], correctives="off")
+    animation = b.animation_data
+    animation.nla_tracks.new().strips.new("Take", 1, animation.action)
+    animation.action = None
+    with pytest.raises(VibeError, match="motion of 'P1' is in NLA strips.*assign the strip's action"):
+        clean_up_character(b, lock_feet=False, fps=30)
+    if keyframes.LAYERED_ACTIONS:
+        a.animation_data.action_slot = None
+        with pytest.raises(VibeError, match="action 'P0_motion' of 'P0' has no slot for it.*pick its slot"):
+            trim_and_offset(a, offset=3)

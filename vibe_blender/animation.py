@@ -12,8 +12,8 @@ import numpy as np
 from . import keyframes
 from .core.errors import VibeError
 from .core.motion import TrackMotion, frame_runs
-from .core.retarget_math import rotation_keys
-from .core.rotations import axis_angle_to_rotmat
+from .core.retarget_math import rotation_keys, rotation_matrices
+from .core.rotations import axis_angle_to_rotmat, make_continuous, rotmat_to_quat
 from .core.skeleton import bone_basis_quats, refit_basis_quats, refit_root_locations, root_locations
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, NUM_BETAS
@@ -190,8 +190,12 @@ def refit_bones(armature_obj) -> None:
     for bone, q_basis in rotations.items():  # each bone on its own keys: a user's extra key is fine
         j = JOINT_NAMES.index(bone)
         refit = refit_basis_quats(q_basis[:, None], q_rest_old[j : j + 1], q_rest_new[j : j + 1])[:, 0]
-        for c in range(4):
-            keyframes.replace_fcurve_values(channels, keyframes.rotation_path(bone), c, refit[:, c])
+        mode = armature_obj.pose.bones[bone].rotation_mode
+        # written in the bone's own mode (a bone switched to Euler plays its Euler keys); Euler angles
+        # are made from sign-continuous quaternions so that they do not jump
+        values = rotation_keys(refit if mode == "QUATERNION" else make_continuous(refit), mode)
+        for c in range(values.shape[1]):
+            keyframes.replace_fcurve_values(channels, keyframes.rotation_path(bone, mode), c, values[:, c])
     if location is not None:
         refit = refit_root_locations(location, head_old, q_rest_old[0], head_new, q_rest_new[0])
         for c in range(3):
@@ -226,16 +230,20 @@ def check_refittable(armature_obj) -> None:
 
 
 def _read_pose_keys(armature_obj, channels) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """-> ({bone: quaternion keys (N, 4)} for the keyed bones, pelvis location keys (N, 3) or None);
+    """-> ({bone: quaternion keys (N, 4)} for the keyed bones, read in each bone's own rotation mode,
+    pelvis location keys (N, 3) or None);
     VibeError when a bone's channels are keyed on different frames (it could not be refit)."""
     rotations, location = {}, None
     if channels is None:
         return rotations, location
     try:
         for bone in JOINT_NAMES:
-            keys = keyframes.read_vector_keys(channels, keyframes.rotation_path(bone), 4)
+            mode = armature_obj.pose.bones[bone].rotation_mode
+            size = keyframes.rotation_channel(mode)[1]
+            keys = keyframes.read_vector_keys(channels, keyframes.rotation_path(bone, mode), size)
             if keys is not None:
-                rotations[bone] = keys[1]
+                values = keys[1]
+                rotations[bone] = values if mode == "QUATERNION" else rotmat_to_quat(rotation_matrices(values, mode))
         keys = keyframes.read_vector_keys(channels, keyframes.location_path(JOINT_NAMES[0]), 3)
         location = None if keys is None else keys[1]
     except ValueError as err:

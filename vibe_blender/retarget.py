@@ -261,6 +261,38 @@ def _floor_origin(rest_world: np.ndarray, tails_world: np.ndarray, root: int) ->
     return np.array([head[0], head[1], floor_z]), hip_height(head, floor_z)
 
 
+# A source whose rest feet hang more than this share of its hip height below its armature's origin,
+# while its motion's feet walk within ON_ORIGIN_SHARE of the origin's plane, stands on that plane.
+HANGING_SHARE, ON_ORIGIN_SHARE = 0.5, 0.25
+
+
+def _standing_rest_hips(
+    rest_world: np.ndarray,
+    tails_world: np.ndarray,
+    root: int,
+    object_world: np.ndarray,
+    feet_rest_z: np.ndarray,
+    feet_motion_z: np.ndarray,
+) -> np.ndarray:
+    """The source's rest hips, the point its root motion is measured from: as they are where the rest
+    pose stands on the rig's floor; lifted onto the armature origin's plane where the rest pose hangs
+    below it and the motion walks on it (the add-on's own characters, like BVH imports, keep the rest
+    pelvis at the origin and lift it by the pelvis keys: measured from the rest hips, the target was
+    lifted by a hip height once more and floated). feet_rest_z (K,), feet_motion_z (T, K): heights
+    of the feet's joints at rest and over the frames."""
+    floor, height = _floor_origin(rest_world, tails_world, root)
+    hips = rest_world[root, :3, 3].copy()
+    origin_z = float(object_world[2, 3])
+    if len(feet_rest_z) == 0 or floor[2] >= origin_z - HANGING_SHARE * height:
+        return hips
+    # where the motion's floor is: the feet's lowest height over most frames, less their rest height
+    # over the rest floor (a foot joint is not at the sole)
+    walked_on = float(np.percentile(feet_motion_z.min(axis=1), 5)) - (float(feet_rest_z.min()) - floor[2])
+    if abs(walked_on - origin_z) < ON_ORIGIN_SHARE * height:
+        hips[2] += origin_z - floor[2]
+    return hips
+
+
 def _tails_world(armature_obj, world: np.ndarray) -> np.ndarray:
     tails = np.array([b.tail_local for b in armature_obj.data.bones], dtype=np.float64)
     return tails @ world[:3, :3].T + world[:3, 3]
@@ -393,9 +425,16 @@ def retarget(
             _floor_origin(t_rest_world, t_tails, t_root_all)[1] / _floor_origin(s_rest_world, s_tails, s_root_all)[1]
         )
         scale_from = "hip height"
-    hips_world = scale_root_motion(
-        src_pose[:, s_root, :3, 3], s_rest_world[s_root_all, :3, 3], t_rest_world[t_root_all, :3, 3], scale, turn
+    feet = [f"{side}_ankle" for side in sides]
+    s_origin = _standing_rest_hips(
+        s_rest_world,
+        s_tails,
+        s_root_all,
+        s_world,
+        np.array([s_rest_world[s_names.index(f), 2, 3] for f in feet]),
+        src_pose[:, [s_chain.index(f) for f in feet], 2, 3],
     )
+    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_origin, t_rest_world[t_root_all, :3, 3], scale, turn)
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
     quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
     # 4. Feet: where the source's feet are planted, hold the target's ankles still (leg IK).

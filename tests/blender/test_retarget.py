@@ -871,3 +871,34 @@ def test_only_the_rigify_limbs_whose_fk_controls_are_mapped_are_switched_to_fk()
     assert switched["upper_arm_parent.L"] == before["upper_arm_parent.L"]
     channels = keyframes.channels_of(rig)
     assert channels.fcurves.find('pose.bones["upper_arm_parent.L"]["IK_FK"]') is None
+
+
+def _heights(obj, bones, frames):
+    """(T, len(bones)) world heights of the bones' heads over ``frames``."""
+    heights = []
+    for frame in frames:
+        bpy.context.scene.frame_set(int(frame))
+        heights.append([(obj.matrix_world @ obj.pose.bones[b].head).z for b in bones])
+    return np.array(heights)
+
+
+def test_a_character_the_add_on_imported_is_retargeted_onto_the_floor_it_walks_on(reference_dir, body_model):
+    """The add-on's characters keep the rest pelvis at the armature's origin, the legs hanging below,
+    and their pelvis keys lift them onto the floor: the root motion was measured from the rest hips,
+    so the target was lifted by a hip height once more and floated."""
+    from vibe_blender.importer import ImportOptions, import_motion_file
+
+    rigs.reset_scene()
+    ((source, _), *_) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    target = rigs.target_rig("Target", PRESETS["MIXAMO"])
+    mapping = preset_map("MIXAMO")
+    report = retarget(source, target, mapping, lock_feet=False)
+    assert report["root_scale"] == pytest.approx(1.0, abs=0.05)  # proportions alike: heights alike
+    first, last = source.animation_data.action.frame_range
+    frames = np.arange(int(first), int(last) + 1)
+    joints = ("left_ankle", "right_ankle", "pelvis")
+    source_z = _heights(source, joints, frames)
+    target_z = _heights(target, [mapping[j] for j in joints], frames)
+    np.testing.assert_allclose(target_z[:, 2], source_z[:, 2], atol=0.08)  # hips over the same floor
+    lowest = [np.percentile(z[:, :2].min(axis=1), 5) for z in (source_z, target_z)]
+    assert abs(lowest[1] - lowest[0]) < 0.08, lowest  # feet on it, not a hip height over it

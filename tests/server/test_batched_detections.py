@@ -71,3 +71,20 @@ def test_the_boxes_cross_to_the_host_in_one_copy(monkeypatch):
     assert len(copies) == 1
     for a, b in zip(out, expected, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_nan_score_sorts_after_every_real_one_as_in_the_reference():
+    """A NaN person probability gives a NaN score: numpy's argsort puts it last, so its box only
+    joins the merges of real boxes and is then dropped; it must not claim the real boxes first."""
+    rows = synthetic_rows(np.random.default_rng(4), batch=3)
+    candidate = (rows[..., 4] >= 0.8) & (rows[..., 5:].argmax(dim=-1) == 0)
+    for b in range(3):
+        columns = torch.nonzero(candidate[b]).flatten()
+        rows[b, columns[:: 3 + b], 5] = float("nan")
+    rows[2, 0, 5:] = float("nan")  # NaN in every class, person's index first
+    out = person_detections_batched(rows, 432, 768)
+    for b in range(3):
+        reference = person_detections(rows[b], 432, 768)
+        assert len(reference) > 2
+        assert out[b].shape == reference.shape
+        np.testing.assert_allclose(out[b], reference, rtol=0, atol=1e-3)

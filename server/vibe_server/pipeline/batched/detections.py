@@ -9,7 +9,7 @@ batch's width) and for the one copy of the merged boxes, their scores and what i
 the few kept ones back to frame pixels is ``detect.yolo_postprocess.rescale_boxes``.
 
 Equality with the per-frame reference: the candidates, their order (stable sort by descending
-score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
+score, NaN last), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
 another order, so they agree to float32 rounding (~1e-5 px).
 """
 
@@ -68,6 +68,17 @@ def merge_nms_batched(
     return merged, kept
 
 
+def reference_order(score: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    """score, candidate (B, N) -> (B, N) column order: candidates first, by descending score as
+    the reference's stable ``np.argsort(-score)``, so a NaN score comes after every real one (a
+    descending torch sort would put it first, where its box would claim the real ones)."""
+    nan = torch.isnan(score)
+    by_score = torch.sort(torch.where(nan, -torch.inf, score), dim=1, descending=True, stable=True).indices
+    tier = torch.where(candidate, nan.to(torch.uint8), 2)  # real scores, then NaN, then non-candidates
+    by_tier = torch.sort(torch.gather(tier, 1, by_score), dim=1, stable=True).indices
+    return torch.gather(by_score, 1, by_tier)
+
+
 def person_detections_batched(
     decoded: torch.Tensor,
     frame_height: int,
@@ -84,8 +95,7 @@ def person_detections_batched(
     class_prob, class_index = rows[..., 5:].max(dim=-1)  # (B, N)
     candidate = (rows[..., 4] >= objectness_threshold) & (class_index == PERSON_CLASS)
     score = rows[..., 4] * class_prob
-    # stable descending sort puts the candidates first, in the reference's order
-    order = torch.sort(torch.where(candidate, score, -1.0), dim=1, descending=True, stable=True).indices
+    order = reference_order(score, candidate)
     k = max(int(candidate.sum(dim=1).max()), 1)  # the first of two host syncs: the widest frame
     order = order[:, :k]
     valid = torch.gather(candidate, 1, order)

@@ -31,11 +31,15 @@ from .adaptive_detection import DetectionTriggers
 from .detect import Detector
 from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets
 
-# Frames a run of the stream holds at most (the staged front end keeps a few runs alive at once):
-# a run ends at ``detector.batch_size`` scheduled frames or at this many frames, whichever comes
-# first, so a long detection stride does not make it hold stride x batch frames. The default
-# stride (8) with YOLO's batch (8) fills it exactly.
+# Frames a run of the stream holds at most: a run ends at ``detector.batch_size`` scheduled frames
+# or at this many frames, whichever comes first, so a long detection stride does not make it hold
+# stride x batch frames. The default stride (8) with YOLO's batch (8) fills it exactly.
 RUN_FRAMES_MAX = 64
+# Bytes of decoded frames the runs alive at once hold at most (the staged front end keeps
+# ``queue_runs + 2`` alive): large frames make shorter runs (4K, 24.9 MB a frame: 10 frames a run
+# there), but never shorter than RUN_FRAMES_MIN frames, which the budget may then exceed (8K).
+RUNS_BYTES_MAX = 1 << 30
+RUN_FRAMES_MIN = 4
 
 
 class FramePeople(NamedTuple):
@@ -185,6 +189,7 @@ class PeopleStream:
         self.schedule = DetectionSchedule(detector, self.detection_stride, adaptive_detection=adaptive_detection)
         self.collector = TrackletCollector()
         self.frames_done = 0
+        self.runs_alive = 1  # runs of frames held at once (the staged front end holds more)
         self._finished = False
 
     # the schedule's figures, under the names callers know
@@ -198,15 +203,22 @@ class PeopleStream:
         self._start()
         for pending in self._detection_batches():
             yield from self._track(pending, self._detect_scheduled(pending))
+            del pending  # the run's frames go before the next run is read
         self._finished = True
 
     def _start(self) -> None:
         if self.frames_done or self._finished:
             raise RuntimeError("a PeopleStream can be iterated only once")
 
+    def run_frames(self, frame_rgb: np.ndarray) -> int:
+        """The most frames a run holds, for frames like ``frame_rgb``: ``RUN_FRAMES_MAX``, fewer where
+        the ``runs_alive`` runs would hold more than ``RUNS_BYTES_MAX``, at least ``RUN_FRAMES_MIN``."""
+        fitting = RUNS_BYTES_MAX // max(1, self.runs_alive * frame_rgb.nbytes)
+        return max(RUN_FRAMES_MIN, min(RUN_FRAMES_MAX, fitting))
+
     def _detection_batches(self) -> Iterator[list[tuple[int, np.ndarray]]]:
         """The frames in runs that hold ``detector.batch_size`` scheduled detection frames each, or
-        ``RUN_FRAMES_MAX`` frames where that comes first (the tracks do not depend on the runs)."""
+        ``run_frames`` frames where that comes first (the tracks do not depend on the runs)."""
         batch_size = max(1, int(getattr(self.detector, "batch_size", 1)))
         pending: list[tuple[int, np.ndarray]] = []
         detection_frames = 0
@@ -214,7 +226,7 @@ class PeopleStream:
             pending.append((frame_index, frame_rgb))
             if frame_index % self.detection_stride == 0:
                 detection_frames += 1
-            if detection_frames == batch_size or len(pending) >= RUN_FRAMES_MAX:
+            if detection_frames == batch_size or len(pending) >= self.run_frames(frame_rgb):
                 yield pending
                 pending, detection_frames = [], 0
         if pending:

@@ -42,8 +42,15 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     assert re.search(r"^decode alone \(whole clip to RGB\): 1 thread\(s\) \d+ frames/s, 2 thread\(s\)", out, re.M)
     for stage in ("decode", "detect", "track", "crop", "backbone", "temporal", "write"):
         assert re.search(rf"^{stage}\s+\d+\.\d+ s\s+\S+/s\s+\d+\.\d+ s", out, re.MULTILINE), stage
+    summary = out.index("\nper stage, median run")
+    rss = r"host RSS (\d+) MiB before, at most (\d+) MiB during its runs \(\+\d+ MiB\)"
     for config in ("official", "ours", "ours, every frame", "ours, 1-frame spot"):
-        assert re.search(rf"^end to end {config}\s+[\d.]+ s\s+[\d.]+ frames/s .*peak host RSS \d+ MiB", out, re.M)
+        line = rf"end to end {re.escape(config)}\s+[\d.]+ s\s+[\d.]+ frames/s .*peak GPU memory nan MiB, {rss}$"
+        before, during = map(int, re.search(rf"^{line}", out, re.M).groups())
+        assert 0 < before <= during  # the host RSS during this configuration's own runs
+        # each configuration's figures are printed as soon as it is measured, before the summary
+        measured = re.search(rf"^  {line}\n  per stage \(GPU front end: \w+\): decode [\d.]+ s", out, re.M)
+        assert measured and measured.start() < summary, config
     spot = r"on the spot (\d+) frames \((\d+) detected in (\d+) calls\) in [\d.]+ s"
     for config in ("official", "ours"):  # which detections ran in scheduled batches and which on the spot
         assert re.search(rf"^detections {config}\s+batched \d+ frames in [\d.]+ s; {spot}", out, re.M)
@@ -51,7 +58,7 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
         r"^detections official\s+batched \d+ frames in [\d.]+ s; on the spot 0 frames \(0 detected", out, re.M
     )
     # the looped run: its own GPU peak (none on a CPU) and how much the host's RSS grew during it
-    looped = r"^end to end ours, 60 frames \(0\.1 minutes, the clip 2 times\): [\d.]+ s, [\d.]+ frames/s; "
+    looped = r"^end to end ours, 60 frames \(0\.10 minutes, the clip 2 times\): [\d.]+ s, [\d.]+ frames/s; "
     looped += (
         r"peak GPU memory nan MiB \(its own\); host RSS (\d+) MiB before, at most (\d+) MiB during it \(\+\d+ MiB\)"
     )
@@ -112,6 +119,32 @@ def test_the_gpu_cpu_check_compares_matched_tracks_on_the_frames_they_share(monk
     assert abs(pose - 3e-5) < 1e-9 and joints == 0.0
     gpu.tracks[1].joints3d[4, 7, 2] = 0.5
     assert largest_differences(cpu, gpu)[1] == 0.5
+
+
+def test_the_looped_video_lasts_at_least_the_minutes_asked(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPOSITORY / "benchmarks"))
+    from gpu import loops_for
+
+    assert loops_for(10, 10.0, 1394) == 5  # 11.6 minutes of the 2.3-minute sample clip (4 times: 9.3)
+    assert loops_for(0.1, 10.0, 30) == 2  # exactly 60 frames: no loop more
+    assert loops_for(0.17, 10.0, 34) == 3  # 0.17 x 60 x 10 is 102.00000000000001 frames: 102 = 3 x 34
+    assert loops_for(0.01, 10.0, 1394) == 1
+
+
+def test_a_failing_part_prints_one_line_and_the_benchmark_goes_on(monkeypatch, capsys):
+    """The one device run must keep what it measured: a part that fails says so in one line (its
+    traceback on stderr) and gives None, instead of ending the script."""
+    monkeypatch.syspath_prepend(str(REPOSITORY / "benchmarks"))
+    from gpu import attempt
+
+    def looped():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    assert attempt("ours, looped", looped) is None
+    assert attempt("SORT", lambda: 7) == 7
+    captured = capsys.readouterr()
+    assert captured.out == "ours, looped: failed: RuntimeError: CUDA error: an illegal memory access was encountered\n"
+    assert "Traceback" in captured.err
 
 
 def test_detection_figures_are_one_run_s_average(monkeypatch):

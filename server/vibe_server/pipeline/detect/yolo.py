@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vibe_blender.core.errors import VibeError
 
 from ..batched.detections import person_detections_batched
-from ..batched.transfers import to_device
+from ..batched.transfers import stacked_to_device
 from ..compiled import CompiledRunner
 from ..precision import PRECISIONS, autocast
 from .darknet_weights import load_darknet_weights
@@ -119,7 +119,7 @@ class YoloDetector:
     @torch.inference_mode()
     def network_rows(self, frames_rgb: list[np.ndarray]) -> torch.Tensor:
         """B same-size frames (H, W, 3) uint8 -> decoded rows (B, 10647, 85) float32 on the device."""
-        frames = to_device(np.stack(frames_rgb), self.device)  # to a GPU from pinned memory, without waiting
+        frames = stacked_to_device(frames_rgb, self.device)  # to a GPU from pinned memory, without waiting
         images = preprocess_frames(frames, self.input_size_px)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -653,6 +653,8 @@ class Engine:
             detection_stride=options.detection_stride,
             adaptive_detection=options.adaptive_detection,
         )
+        if hasattr(stream, "keep_tracklets"):  # a PeopleStream: the tracks are kept here, not twice
+            stream.keep_tracklets = False
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
         tracks = _StreamTracks(options.min_track_frames, stale_after=max(60, 4 * options.detection_stride))

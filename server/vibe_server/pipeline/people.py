@@ -29,7 +29,7 @@ from vibe_blender.core.errors import VibeError
 
 from .adaptive_detection import DetectionTriggers
 from .detect import Detector
-from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets
+from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets, reported_boxes
 
 # Frames a run of the stream holds at most: a run ends at ``detector.batch_size`` scheduled frames
 # or at this many frames, whichever comes first, so a long detection stride does not make it hold
@@ -169,6 +169,10 @@ class PeopleStream:
     adaptive_detection: also detect at frames in between where the tracker may be wrong; the
         extra detections are counted by reason in ``extra_detections``.
     progress: called as ``progress(frames_done, frame_count_or_None)`` after each batch.
+
+    ``keep_tracklets`` (True): record every reported box for ``tracklets()``; a caller that keeps
+    its own tracks (the engine) sets it False before iterating, so that memory does not grow with
+    the video's length.
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class PeopleStream:
         self.collector = TrackletCollector()
         self.frames_done = 0
         self.runs_alive = 1  # runs of frames held at once (the staged front end holds more)
+        self.keep_tracklets = True
         self._finished = False
 
     # the schedule's figures, under the names callers know
@@ -245,7 +250,7 @@ class PeopleStream:
             upcoming = itertools.islice(pending, position + 1, None)  # read only by an on-the-spot detection
             reported = self.schedule.step(frame_index, frame_rgb, dets, upcoming)
             t_start = time.perf_counter()
-            boxes = self.collector.add(frame_index, reported)
+            boxes = self.collector.add(frame_index, reported) if self.keep_tracklets else reported_boxes(reported)
             self.schedule.tracking_s += time.perf_counter() - t_start  # the tracks' bookkeeping counts too
             yield FramePeople(frame_index, frame_rgb, boxes)
         self.frames_done += len(pending)
@@ -255,6 +260,8 @@ class PeopleStream:
 
     def tracklets(self, min_track_frames: int = MIN_TRACK_FRAMES) -> Tracklets:
         """{track_id: Tracklet(frames (N,), bboxes (N, 4) cxcywh)} of tracks with >= min_track_frames frames."""
+        if not self.keep_tracklets:
+            raise RuntimeError("this PeopleStream kept no tracklets (keep_tracklets was False)")
         return self.collector.tracklets(min_track_frames)
 
 

@@ -88,3 +88,28 @@ def test_a_nan_score_sorts_after_every_real_one_as_in_the_reference():
         assert len(reference) > 2
         assert out[b].shape == reference.shape
         np.testing.assert_allclose(out[b], reference, rtol=0, atol=1e-3)
+
+
+def test_the_device_work_does_not_grow_with_the_number_of_candidates():
+    """On a GPU every PyTorch operation is a kernel launch: the greedy merge walks its candidates on
+    the host, so a batch with many candidates costs the device as many operations as one with few."""
+    from torch.overrides import TorchFunctionMode
+
+    class Counting(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for people, n in ((1, 20), (12, 600)):
+        rows = synthetic_rows(np.random.default_rng(5), batch=4, n=n, people=people)
+        with Counting() as counting:
+            out = person_detections_batched(rows, 432, 768)
+        counts[n] = counting.calls
+        for b in range(4):
+            np.testing.assert_allclose(out[b], person_detections(rows[b], 432, 768), rtol=0, atol=1e-3)
+    assert counts[600] == counts[20]

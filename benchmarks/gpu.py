@@ -45,7 +45,10 @@ boxes are replaced by OpenCV HOG's boxes recorded on every frame of the clip
 (tests/data/fixtures/hog_detections.npz); the YOLO network still runs on every frame it is given,
 and is timed. With real model data the real detections are used.
 
-``--device cpu --frames N --minutes M`` runs the same code on a CPU, to check the script itself.
+``--device cpu --frames N --minutes M`` runs the same code on a CPU, to check the script itself; with
+``--emulate-gpu-paths`` the engines there take the code paths a CUDA device takes (the staged front
+end, the device crop, YOLO's batched post-processing, on-the-spot calls carrying the frames ahead),
+so that those run with this script's wrappers before a device run.
 """
 
 from __future__ import annotations
@@ -280,6 +283,11 @@ def main() -> int:
     parser.add_argument("--compiled", action="store_true", help="also run ours with backbone and YOLOv3 compiled, last")
     parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
     parser.add_argument("--crop-frames", type=int, default=100, help="frames for the GPU crop vs OpenCV check")
+    parser.add_argument(
+        "--emulate-gpu-paths",
+        action="store_true",
+        help="on a CPU, take the code paths a CUDA device takes, to check the script before a device run",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # each line as it comes: a failure or a timeout keeps the figures
     if importlib.util.find_spec("smplx") is None:  # the body model, needed long after the slow start
@@ -287,6 +295,8 @@ def main() -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("No CUDA device is visible; run on a GPU machine, or pass --device cpu to check the script.")
 
+    if args.emulate_gpu_paths:
+        emulate_gpu_paths()
     from vibe_server import load_model
     from vibe_server.pipeline.cpu_features import default_precision
     from vibe_server.pipeline.engine import Engine
@@ -353,6 +363,8 @@ def main() -> int:
         frontend, open_video=lambda path, stopped=None: LoopedVideo(base.open_video(path, stopped=stopped), loops)
     )
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    if args.emulate_gpu_paths:
+        name += " (emulating a CUDA device's code paths)"
     print(
         f"device: {name}; torch {torch.__version__}; OpenCV {cv2.__version__}; clip {SPEED_CLIP} "
         f"({reader.info.width}x{reader.info.height}, {reader.info.frame_count} frames); detections: {detections}"
@@ -534,6 +546,24 @@ def main() -> int:
     return 0
 
 
+def emulate_gpu_paths() -> None:
+    """On a CPU, the code paths a CUDA device takes, so that a CPU run checks them with this script's
+    wrappers before the one device run: the GPU front end (staged stream, device crop, tracks
+    together), YOLO's batched post-processing (still per frame for ``--official``), and on-the-spot
+    detections carrying the frames ahead. An engine made with an explicit ``gpu_front_end`` keeps it."""
+    from vibe_server.pipeline.detect import yolo
+    from vibe_server.pipeline.engine import Engine
+
+    engine_init = Engine.__init__
+
+    def gpu_engine_init(self, *args, gpu_front_end=None, **kwargs):
+        engine_init(self, *args, gpu_front_end=True if gpu_front_end is None else gpu_front_end, **kwargs)
+
+    Engine.__init__ = gpu_engine_init
+    yolo.batches_postprocessing = lambda device: True  # (read by the engine each time it makes a detector)
+    yolo.YoloDetector.spot_batch_size = property(lambda self: self.batch_size)
+
+
 T = TypeVar("T")
 
 
@@ -651,9 +681,9 @@ def check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults
     gpu, cpu = (
         Engine(
             copy.deepcopy(model).to(where), model_name="bench", data_dir=data_dir, device=where,
-            precision="fp32", frontend=frontend,
+            precision="fp32", frontend=frontend, gpu_front_end=front_end,
         ).run(equality_clip, options).result
-        for where in (args.device, "cpu")
+        for where, front_end in ((args.device, None), ("cpu", False))  # the CPU's own paths, even emulating
     )  # fmt: skip
     pose, joints = largest_differences(cpu, gpu)
     iou = np.asarray(compare(cpu, gpu)["box_iou"], dtype=np.float64)

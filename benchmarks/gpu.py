@@ -15,12 +15,12 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
   the GPU, detection every 8th frame plus adaptive detection), "ours, every frame": the same
   with detection on every frame, and "ours, 1-frame spot": ours with each on-the-spot detection
   carrying only its own frame (not the frames ahead; its speed and boxes against ours are printed);
-- end to end on a --minutes long video: the clip decoded again and again as one video, with its own
-  peak GPU memory and how much the host's RSS grew during it;
-- peak GPU memory (each configuration's alone: the previous one's models are freed first) and peak
-  host RSS of each, and the frames each detected in scheduled batches and
-  on the spot (adaptive detection: the triggered frames, and the frames and calls that detected
-  them, each call carrying the frames ahead), with the seconds they took;
+- end to end on a video of at least --minutes: the clip decoded again and again (whole times) as
+  one video, with its own peak GPU memory and how much the host's RSS grew during it;
+- peak GPU memory (each configuration's alone: the previous one's models are freed first) and the
+  host RSS before and at most during each configuration's timed runs, and the frames each detected
+  in scheduled batches and on the spot (adaptive detection: the triggered frames, and the frames and
+  calls that detected them, each call carrying the frames ahead), with the seconds they took;
 - on a GPU, how many times one run of ours makes the host wait for the GPU (CUDA's sync debug mode);
 - the accuracy difference to the official run (as benchmarks/fidelity.py: track recall at box IoU
   >= 0.9, median box IoU);
@@ -35,13 +35,20 @@ Prints, for the whole sample clip (``one-by-one-person-detection.mp4``, 768x432,
 - with ``--compiled``, last: ours with the backbone and YOLOv3's network through torch.compile
   (the warm-up's seconds include compiling).
 
+Each configuration's figures are printed as soon as it is measured, and the summary at the end
+repeats them; a part that fails (a configuration, the looped run, a check) prints one line (its
+traceback to stderr) and the script goes on, so that one device run keeps what it measured.
+
 Without --data-dir the models are full-size with random weights (a synthetic bundle and random
 Darknet weights): their cost is the real models' cost, but random YOLO weights find nobody, so its
 boxes are replaced by OpenCV HOG's boxes recorded on every frame of the clip
 (tests/data/fixtures/hog_detections.npz); the YOLO network still runs on every frame it is given,
 and is timed. With real model data the real detections are used.
 
-``--device cpu --frames N --minutes M`` runs the same code on a CPU, to check the script itself.
+``--device cpu --frames N --minutes M`` runs the same code on a CPU, to check the script itself; with
+``--emulate-gpu-paths`` the engines there take the code paths a CUDA device takes (the staged front
+end, the device crop, YOLO's batched post-processing, on-the-spot calls carrying the frames ahead),
+so that those run with this script's wrappers before a device run.
 """
 
 from __future__ import annotations
@@ -52,12 +59,14 @@ import dataclasses
 import gc
 import importlib.util
 import os
-import resource
 import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -114,6 +123,12 @@ class LoopedVideo:
                 yield loop * n + index, frame
 
 
+def loops_for(minutes: float, fps: float, frame_count: int) -> int:
+    """How many times the clip plays in a video of at least ``minutes`` (whole loops, rounded up)."""
+    frames = round(minutes * 60 * fps)  # whole frames first: float rounding must not add a loop
+    return max(1, -(-frames // frame_count))
+
+
 class OneFrameSpots:
     """A detector whose on-the-spot detections carry the triggered frame only, not the frames ahead."""
 
@@ -155,10 +170,6 @@ def detection_figures(sums: dict[str, float], repeats: int) -> str:
     )
 
 
-def peak_host_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-
-
 def host_rss_mib() -> float | None:
     """The process's resident memory now (Linux: /proc/self/statm), None where it cannot be read."""
     try:
@@ -193,11 +204,11 @@ class RssDuring:
         if now is not None and self.peak is not None:
             self.peak = max(self.peak, now)
 
-    def figures(self) -> str:
+    def figures(self, during: str = "it") -> str:
         if self.before is None or self.peak is None:
             return "host RSS not measured here (no /proc/self/statm)"
         growth = self.peak - self.before
-        return f"host RSS {self.before:.0f} MiB before, at most {self.peak:.0f} MiB during it (+{growth:.0f} MiB)"
+        return f"host RSS {self.before:.0f} MiB before, at most {self.peak:.0f} MiB during {during} (+{growth:.0f} MiB)"
 
 
 def free_device_memory(cuda: bool) -> None:
@@ -272,12 +283,20 @@ def main() -> int:
     parser.add_argument("--compiled", action="store_true", help="also run ours with backbone and YOLOv3 compiled, last")
     parser.add_argument("--equality-frames", type=int, default=60, help="slice for the GPU = CPU check (0: skip)")
     parser.add_argument("--crop-frames", type=int, default=100, help="frames for the GPU crop vs OpenCV check")
+    parser.add_argument(
+        "--emulate-gpu-paths",
+        action="store_true",
+        help="on a CPU, take the code paths a CUDA device takes, to check the script before a device run",
+    )
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each line as it comes: a failure or a timeout keeps the figures
     if importlib.util.find_spec("smplx") is None:  # the body model, needed long after the slow start
         raise SystemExit("smplx is not installed here: install it (pip install smplx, pure Python) and run again.")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("No CUDA device is visible; run on a GPU machine, or pass --device cpu to check the script.")
 
+    if args.emulate_gpu_paths:
+        emulate_gpu_paths()
     from vibe_server import load_model
     from vibe_server.pipeline.cpu_features import default_precision
     from vibe_server.pipeline.engine import Engine
@@ -339,11 +358,13 @@ def main() -> int:
         stream_people_staged=kept(base.stream_people_staged),
     )
     reader = frontend.open_video(str(clip))
-    loops = max(1, round(args.minutes * 60 * reader.info.fps / reader.info.frame_count))
+    loops = loops_for(args.minutes, reader.info.fps, reader.info.frame_count)
     looped = dataclasses.replace(
         frontend, open_video=lambda path, stopped=None: LoopedVideo(base.open_video(path, stopped=stopped), loops)
     )
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    if args.emulate_gpu_paths:
+        name += " (emulating a CUDA device's code paths)"
     print(
         f"device: {name}; torch {torch.__version__}; OpenCV {cv2.__version__}; clip {SPEED_CLIP} "
         f"({reader.info.width}x{reader.info.height}, {reader.info.frame_count} frames); detections: {detections}"
@@ -373,8 +394,9 @@ def main() -> int:
     outputs, peaks, detections = {}, {}, {}
 
     def measure(label: str, options, front_end=frontend):
-        """Warm-up, then the median of --repeats runs; keeps its figures and prints its line at once.
-        The earlier configurations' detectors and runs are let go first, and their GPU memory with them."""
+        """Warm-up, then the median of --repeats runs; keeps its figures and prints them at once (a
+        later failure or a timeout keeps them). The earlier configurations' detectors and runs are
+        let go first, and their GPU memory with them."""
         counters.clear()
         streams.clear()
         free_device_memory(cuda)
@@ -387,41 +409,61 @@ def main() -> int:
             frontend=front_end,
             log=lambda msg: print(msg, file=sys.stderr),
         )
-        print(f"running {label}: warm-up, then {args.repeats} runs ...", flush=True)
+        print(f"running {label}: warm-up, then {args.repeats} runs ...")
         # the engine turned TF32 off (exact fp32); the official code on a current PyTorch convolves in TF32
         torch.backends.cudnn.allow_tf32 = label == OFFICIAL_TF32
-        t0 = time.perf_counter()
-        engine.run(warmup, options)
-        print(f"  warm-up (compiling, where asked): {time.perf_counter() - t0:.1f} s", flush=True)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        for counter in counters:
-            counter.reset()
-        streams.clear()
-        outputs[label] = out = median_run(engine, clip, options, args.repeats)
-        torch.backends.cudnn.allow_tf32 = False
-        detections[label] = detection_counts(counters, streams)
-        peaks[label] = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), peak_host_rss_mib())
-        print(f"  {label}: {out.wall_s:.2f} s, {out.frames_decoded / out.wall_s:.1f} frames/s", flush=True)
-        return engine
-
-    waits = None
-    for label, options, front_end in configs:
-        engine = None  # the previous configuration's models go before this one is measured
-        engine = measure(label, options, front_end)
-        if label == "ours" and cuda:
-            waits = host_waits(engine, clip, options)
-        if label == "ours":
-            engine.frontend = looped
+        try:
+            t0 = time.perf_counter()
+            engine.run(warmup, options)
+            print(f"  warm-up (compiling, where asked): {time.perf_counter() - t0:.1f} s")
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            with RssDuring() as long_rss:
-                long_run = engine.run(clip, options)
-            long_s = time.perf_counter() - t0
-            long_gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
-            print(f"  ours, looped: {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s", flush=True)
+            for counter in counters:
+                counter.reset()
+            streams.clear()
+            with RssDuring() as rss:  # this configuration's own, not the process's peak so far
+                out = median_run(engine, clip, options, args.repeats)
+        finally:
+            torch.backends.cudnn.allow_tf32 = False
+        outputs[label] = out
+        detections[label] = detection_counts(counters, streams)
+        peaks[label] = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan"), rss)
+        print(f"  {end_to_end(label, out, *peaks[label])}")
+        stages = ", ".join(f"{stage} {s:.2f} s ({rate:.0f}/s)" for stage, s, rate in stage_rates(out))
+        print(f"  per stage (GPU front end: {out.result.meta['gpu_front_end']}): {stages}")
+        print(f"  {detection_line(label, detections[label], args.repeats)}")
+        return engine
+
+    def looped_run(engine, options) -> str:
+        """Ours on the --minutes long video (the clip decoded again and again): its line."""
+        frames = loops * reader.info.frame_count
+        print(f"running ours on the looped video: {frames} frames, {frames / reader.info.fps / 60:.2f} minutes ...")
+        engine.frontend = looped
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        with RssDuring() as long_rss:
+            long_run = engine.run(clip, options)
+        long_s = time.perf_counter() - t0
+        long_gpu_mib = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
+        line = (
+            f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.2f} "
+            f"minutes, the clip {loops} times): {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s; "
+            f"peak GPU memory {long_gpu_mib:.0f} MiB (its own); {long_rss.figures()}"
+        )
+        print(f"  {line}")
+        return line
+
+    waits = looped_line = None
+    for label, options, front_end in configs:
+        engine = None  # the previous configuration's models go before this one is measured
+        engine = attempt(label, lambda: measure(label, options, front_end))  # noqa: B023 (called at once)
+        if label == "ours" and engine is not None:
+            if cuda:
+                waits = host_waits(engine, clip, options)
+            looped_line = attempt("ours, looped", lambda: looped_run(engine, options))  # noqa: B023
     engine = None
+    measured = [label for label, *_ in configs if label in outputs]
 
     print(
         "\nper stage, median run: seconds (frames/s; backbone in person crops/s). In ours decoding and detection"
@@ -429,43 +471,33 @@ def main() -> int:
         "\nThe seconds are the host's: GPU work queued without waiting (the device crop) is counted in the"
         "\nstage that next waits for the GPU (the backbone, or an on-the-spot detection)."
     )
-    print(f"{'stage':<10}" + "".join(f"{label[:18]:>20}" for label, *_ in configs))
-    for stage in STAGES:
-        cells = []
-        for label, *_ in configs:
-            out = outputs[label]
-            count = out.crops if stage == "backbone" else out.frames_decoded
-            seconds = out.timings_s[stage]
-            cells.append(f"{seconds:7.2f} s {count / seconds if seconds > 1e-6 else float('inf'):8.0f}/s")
+    print(f"{'stage':<10}" + "".join(f"{label[:18]:>20}" for label in measured))
+    rates = {label: stage_rates(outputs[label]) for label in measured}
+    for i, stage in enumerate(STAGES):
+        cells = [f"{rates[label][i][1]:7.2f} s {rates[label][i][2]:8.0f}/s" for label in measured]
         print(f"{stage:<10}" + "".join(f"{c:>20}" for c in cells))
     print()
     fps = {label: out.frames_decoded / out.wall_s for label, out in outputs.items()}
-    for label, *_ in configs:
-        out = outputs[label]
-        gpu_mib, rss_mib = peaks[label]
-        print(
-            f"end to end {label:<18} {out.wall_s:7.2f} s {fps[label]:8.1f} frames/s  {out.crops} crops, "
-            f"{len(out.result.tracks)} tracks; peak GPU memory {gpu_mib:.0f} MiB, peak host RSS {rss_mib:.0f} MiB"
-            " (the process's, so far)"
-        )
-    for label, *_ in configs:
-        print(f"detections {label:<18} {detection_figures(detections[label], args.repeats)} (a run's average)")
-    print(
-        f"end to end ours, {long_run.frames_decoded} frames ({long_run.frames_decoded / reader.info.fps / 60:.1f} "
-        f"minutes, the clip {loops} times): {long_s:.1f} s, {long_run.frames_decoded / long_s:.1f} frames/s; "
-        f"peak GPU memory {long_gpu_mib:.0f} MiB (its own); {long_rss.figures()}"
-    )
-    baseline = max(("official", OFFICIAL_TF32), key=fps.get)  # the faster: the ratio is not flattered
-    print(
-        f"baseline: {baseline} ({fps[baseline]:.1f} frames/s; the other {min(fps['official'], fps[OFFICIAL_TF32]):.1f})"
-    )
+    for label in measured:
+        print(end_to_end(label, outputs[label], *peaks[label]))
+    for label in measured:
+        print(detection_line(label, detections[label], args.repeats))
+    print(looped_line or "end to end ours, looped: not measured (see above)")
+    if "official" in fps and OFFICIAL_TF32 in fps:
+        baseline = max(("official", OFFICIAL_TF32), key=fps.get)  # the faster: the ratio is not flattered
+        other = min(fps["official"], fps[OFFICIAL_TF32])
+        print(f"baseline: {baseline} ({fps[baseline]:.1f} frames/s; the other {other:.1f})")
+    else:
+        baseline = next((label for label in ("official", OFFICIAL_TF32) if label in fps), None)
+        print(f"baseline: {baseline or 'none'} (the other official configuration was not measured)")
     for label in ("ours", "ours, every frame"):
-        merged = compare(outputs["official"].result, outputs[label].result)
-        box = np.asarray(merged["box_iou"], dtype=np.float64)
+        if baseline is None or "official" not in outputs or label not in outputs:
+            continue
+        box = np.asarray(compare(outputs["official"].result, outputs[label].result)["box_iou"], dtype=np.float64)
+        median = float(np.median(box)) if len(box) else float("nan")
         print(
             f"{label}: {fps[label] / fps[baseline]:.1f}x the official configuration (goal >= 40x, >= 1000 frames/s); "
-            f"track recall {track_recall(box):.3f}, median box IoU {float(np.median(box)):.3f} "
-            f"over {len(box)} official track-frames"
+            f"track recall {track_recall(box):.3f}, median box IoU {median:.3f} over {len(box)} official track-frames"
         )
     if isinstance(waits, str):
         print(f"ours: the host's waits for the GPU were not counted: {waits}")
@@ -474,48 +506,116 @@ def main() -> int:
             f"ours: the host waited for the GPU at least {waits} times in one run (the waits CUDA's sync debug mode "
             "reports; the copies back of each detection call and each backbone batch are among them)"
         )
-    merged = compare(outputs["ours, 1-frame spot"].result, outputs["ours"].result)
-    box = np.asarray(merged["box_iou"], dtype=np.float64)
-    print(
-        f"ours against ours, 1-frame spot: {fps['ours'] / fps['ours, 1-frame spot']:.2f}x as fast; track recall "
-        f"{track_recall(box):.3f}, min box IoU {float(box.min()) if len(box) else float('nan'):.4f} "
-        "(the frames ahead should change no box)"
-    )
+    if "ours" in outputs and "ours, 1-frame spot" in outputs:
+        merged = compare(outputs["ours, 1-frame spot"].result, outputs["ours"].result)
+        box = np.asarray(merged["box_iou"], dtype=np.float64)
+        print(
+            f"ours against ours, 1-frame spot: {fps['ours'] / fps['ours, 1-frame spot']:.2f}x as fast; track recall "
+            f"{track_recall(box):.3f}, min box IoU {float(box.min()) if len(box) else float('nan'):.4f} "
+            "(the frames ahead should change no box)"
+        )
 
     if args.equality_frames:  # (on a CPU this checks the script: CPU against CPU)
-        try:
-            check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults, boxes)
-        except Exception as err:  # the figures above stand; say what broke here
-            print(f"--official fp32, GPU vs CPU: the check failed: {type(err).__name__}: {err}")
+        attempt(
+            "--official fp32, GPU vs CPU",
+            lambda: check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults, boxes),
+        )
+    attempt("SORT", print_sort_updates)
+    attempt("device crop vs OpenCV's warpAffine", lambda: print_crop_differences(source, args.crop_frames, device))
+    free_device_memory(cuda)
+    if "ours" in outputs:
+        attempt(
+            "multi-GPU split",
+            lambda: print(split_figures(model, clip, warmup, defaults, outputs["ours"], data_dir, frontend, device)),
+        )
 
+    if args.compiled:  # last: compiling may take minutes, and everything above is printed already
+        label = "ours, compiled"
+        compiled = dataclasses.replace(defaults, compile_backbone="on", compile_detector=True)
+        attempt(label, lambda: measure(label, compiled))
+        if label in outputs:
+            out, (gpu_mib, _) = outputs[label], peaks[label]
+            fps = out.frames_decoded / out.wall_s
+            official = [outputs[o] for o in ("official", OFFICIAL_TF32) if o in outputs]
+            official_fps = max((o.frames_decoded / o.wall_s for o in official), default=float("nan"))
+            print(
+                f"end to end {label} (backbone and YOLOv3 compiled) {out.wall_s:.2f} s {fps:.1f} frames/s = "
+                f"{fps / official_fps:.1f}x the official configuration; {len(out.result.tracks)} tracks; "
+                f"peak GPU memory {gpu_mib:.0f} MiB; detections {detection_figures(detections[label], args.repeats)}"
+            )
+    return 0
+
+
+def emulate_gpu_paths() -> None:
+    """On a CPU, the code paths a CUDA device takes, so that a CPU run checks them with this script's
+    wrappers before the one device run: the GPU front end (staged stream, device crop, tracks
+    together), YOLO's batched post-processing (still per frame for ``--official``), and on-the-spot
+    detections carrying the frames ahead. An engine made with an explicit ``gpu_front_end`` keeps it."""
+    from vibe_server.pipeline.detect import yolo
+    from vibe_server.pipeline.engine import Engine
+
+    engine_init = Engine.__init__
+
+    def gpu_engine_init(self, *args, gpu_front_end=None, **kwargs):
+        engine_init(self, *args, gpu_front_end=True if gpu_front_end is None else gpu_front_end, **kwargs)
+
+    Engine.__init__ = gpu_engine_init
+    yolo.batches_postprocessing = lambda device: True  # (read by the engine each time it makes a detector)
+    yolo.YoloDetector.spot_batch_size = property(lambda self: self.batch_size)
+
+
+T = TypeVar("T")
+
+
+def attempt(what: str, run: Callable[[], T]) -> T | None:
+    """``run()``; a failure prints one line (its traceback to stderr) and gives None, so that the
+    one device run goes on and prints what it has."""
+    try:
+        return run()
+    except Exception as err:
+        traceback.print_exc()
+        print(f"{what}: failed: {type(err).__name__}: {err}")
+        return None
+
+
+def stage_rates(out) -> list[tuple[str, float, float]]:
+    """(stage, seconds, frames/s; the backbone in person crops/s) of each stage of a run."""
+    from vibe_server.pipeline.progress import STAGES
+
+    rates = []
+    for stage in STAGES:
+        count = out.crops if stage == "backbone" else out.frames_decoded
+        seconds = out.timings_s[stage]
+        rates.append((stage, seconds, count / seconds if seconds > 1e-6 else float("inf")))
+    return rates
+
+
+def end_to_end(label: str, out, gpu_mib: float, rss: RssDuring) -> str:
+    fps = out.frames_decoded / out.wall_s
+    return (
+        f"end to end {label:<18} {out.wall_s:7.2f} s {fps:8.1f} frames/s  {out.crops} crops, {len(out.result.tracks)} "
+        f"tracks; peak GPU memory {gpu_mib:.0f} MiB, {rss.figures('its runs')}"
+    )
+
+
+def detection_line(label: str, sums: dict[str, float], repeats: int) -> str:
+    return f"detections {label:<18} {detection_figures(sums, repeats)} (a run's average)"
+
+
+def print_sort_updates() -> None:
     updates_per_s, boxes_per_frame = sort_updates_per_s()
     print(
         f"SORT: {updates_per_s:,.0f} updates/s on the clip's recorded HOG boxes ({boxes_per_frame:.1f} a frame; "
         "a frame without boxes: a skip)"
     )
-    used, crops, largest, mean, share = crop_differences(source, WARMUP_START, args.crop_frames, device)
+
+
+def print_crop_differences(source: Path, frames: int, device: str) -> None:
+    used, crops, largest, mean, share = crop_differences(source, WARMUP_START, frames, device)
     print(
         f"device crop vs OpenCV's warpAffine on {used} frames of the clip ({crops} crops, HOG's recorded boxes): "
         f"max |difference| {largest:.0f} grey levels, mean {mean:.3f}, {100 * share:.2f} % of values differ"
     )
-    free_device_memory(cuda)
-    try:
-        print(split_figures(model, clip, warmup, defaults, outputs["ours"], data_dir, frontend, device))
-    except Exception as err:  # the figures above stand; say what broke here
-        print(f"multi-GPU split: the run failed: {type(err).__name__}: {err}")
-
-    if args.compiled:  # last: compiling may take minutes, and everything above is printed already
-        label = "ours, compiled"
-        measure(label, dataclasses.replace(defaults, compile_backbone="on", compile_detector=True))
-        out, (gpu_mib, _) = outputs[label], peaks[label]
-        fps = out.frames_decoded / out.wall_s
-        official_fps = max(outputs[o].frames_decoded / outputs[o].wall_s for o in ("official", OFFICIAL_TF32))
-        print(
-            f"end to end {label} (backbone and YOLOv3 compiled) {out.wall_s:.2f} s {fps:.1f} frames/s = "
-            f"{fps / official_fps:.1f}x the official configuration; {len(out.result.tracks)} tracks; "
-            f"peak GPU memory {gpu_mib:.0f} MiB; detections {detection_figures(detections[label], args.repeats)}"
-        )
-    return 0
 
 
 def split_figures(model, clip: Path, warmup: Path, options, one_device, data_dir, frontend, device: str) -> str:
@@ -581,9 +681,9 @@ def check_gpu_equals_cpu(args, model, source, work, frontend, data_dir, defaults
     gpu, cpu = (
         Engine(
             copy.deepcopy(model).to(where), model_name="bench", data_dir=data_dir, device=where,
-            precision="fp32", frontend=frontend,
+            precision="fp32", frontend=frontend, gpu_front_end=front_end,
         ).run(equality_clip, options).result
-        for where in (args.device, "cpu")
+        for where, front_end in ((args.device, None), ("cpu", False))  # the CPU's own paths, even emulating
     )  # fmt: skip
     pose, joints = largest_differences(cpu, gpu)
     iou = np.asarray(compare(cpu, gpu)["box_iou"], dtype=np.float64)

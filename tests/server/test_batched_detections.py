@@ -71,3 +71,45 @@ def test_the_boxes_cross_to_the_host_in_one_copy(monkeypatch):
     assert len(copies) == 1
     for a, b in zip(out, expected, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_nan_score_sorts_after_every_real_one_as_in_the_reference():
+    """A NaN person probability gives a NaN score: numpy's argsort puts it last, so its box only
+    joins the merges of real boxes and is then dropped; it must not claim the real boxes first."""
+    rows = synthetic_rows(np.random.default_rng(4), batch=3)
+    candidate = (rows[..., 4] >= 0.8) & (rows[..., 5:].argmax(dim=-1) == 0)
+    for b in range(3):
+        columns = torch.nonzero(candidate[b]).flatten()
+        rows[b, columns[:: 3 + b], 5] = float("nan")
+    rows[2, 0, 5:] = float("nan")  # NaN in every class, person's index first
+    out = person_detections_batched(rows, 432, 768)
+    for b in range(3):
+        reference = person_detections(rows[b], 432, 768)
+        assert len(reference) > 2
+        assert out[b].shape == reference.shape
+        np.testing.assert_allclose(out[b], reference, rtol=0, atol=1e-3)
+
+
+def test_the_device_work_does_not_grow_with_the_number_of_candidates():
+    """On a GPU every PyTorch operation is a kernel launch: the greedy merge walks its candidates on
+    the host, so a batch with many candidates costs the device as many operations as one with few."""
+    from torch.overrides import TorchFunctionMode
+
+    class Counting(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for people, n in ((1, 20), (12, 600)):
+        rows = synthetic_rows(np.random.default_rng(5), batch=4, n=n, people=people)
+        with Counting() as counting:
+            out = person_detections_batched(rows, 432, 768)
+        counts[n] = counting.calls
+        for b in range(4):
+            np.testing.assert_allclose(out[b], person_detections(rows[b], 432, 768), rtol=0, atol=1e-3)
+    assert counts[600] == counts[20]

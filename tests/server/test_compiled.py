@@ -88,7 +88,7 @@ def test_a_failing_compile_falls_back_to_eager_with_the_reason_logged(caplog):
 def test_a_compiled_module_that_fails_when_called_also_falls_back():
     def failing_at_run(module):
         def compiled(images):
-            raise torch.OutOfMemoryError("inductor kernel failed")  # any error in the compiled call
+            raise RuntimeError("inductor kernel failed")  # any error in the compiled call
 
         return compiled
 
@@ -97,6 +97,35 @@ def test_a_compiled_module_that_fails_when_called_also_falls_back():
     x = torch.randn(2, 3)
     torch.testing.assert_close(runner(x, compiled=True, batch_size=2), module(x))
     assert "inductor kernel failed" in runner.fallback_reason
+
+
+@pytest.mark.parametrize("when", ["compiling", "running"])
+def test_a_device_out_of_memory_is_raised_and_compiling_stays_on(when):
+    """Out of GPU memory is no compile failure: the run fails with it (and its stage's hint) as it
+    would eagerly, instead of turning compiling off for the process and retrying eagerly."""
+    calls = []
+
+    def out_of_memory_compiler(module):
+        if when == "compiling" and not calls:
+            calls.append("compile")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        def compiled(images):
+            if not calls:
+                calls.append("run")
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return module(images)
+
+        return compiled
+
+    module = torch.nn.Linear(3, 2)
+    runner = CompiledRunner(module, compiler=out_of_memory_compiler)
+    x = torch.randn(2, 3)
+    with pytest.raises(torch.OutOfMemoryError):
+        runner(x, compiled=True, batch_size=2)
+    assert runner.fallback_reason is None
+    torch.testing.assert_close(runner(x, compiled=True, batch_size=2), module(x))
+    assert runner.compiled
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """benchmarks/gpu.py runs its GPU measurement on a CPU too (CI has no GPU): every figure it
-promises is printed, from the real pipeline on the recorded detections of the bundled clip."""
+promises is printed, from the real pipeline on the recorded detections of the bundled clip, through
+the code paths a CUDA device takes (--emulate-gpu-paths), so that the one device run finds them
+checked with the script's own wrappers."""
 
 import os
 import re
@@ -32,26 +34,42 @@ def run_benchmark(script: str, args: list[str], temp: Path) -> subprocess.Comple
 def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     args = ["--device", "cpu", "--frames", "30", "--warmup-frames", "30", "--minutes", "0.1", "--repeats", "1"]
     args += ["--min-track-frames", "4", "--equality-frames", "20", "--crop-frames", "20", "--compiled"]
+    args += ["--emulate-gpu-paths"]
     done = run_benchmark("gpu.py", args, tmp_path)
     out = done.stdout
     # the first line names the versions; with OpenCV 5 a note says the official crop is not bit-exact
     import cv2
 
-    assert re.search(rf"^device: CPU; torch \S+; OpenCV {re.escape(cv2.__version__)}; clip ", out, re.M)
+    device = r"CPU \(emulating a CUDA device's code paths\)"
+    assert re.search(rf"^device: {device}; torch \S+; OpenCV {re.escape(cv2.__version__)}; clip ", out, re.M)
     assert ("OpenCV 5's warpAffine differs" in out) == (int(cv2.__version__.split(".")[0]) >= 5)
     assert re.search(r"^decode alone \(whole clip to RGB\): 1 thread\(s\) \d+ frames/s, 2 thread\(s\)", out, re.M)
     for stage in ("decode", "detect", "track", "crop", "backbone", "temporal", "write"):
         assert re.search(rf"^{stage}\s+\d+\.\d+ s\s+\S+/s\s+\d+\.\d+ s", out, re.MULTILINE), stage
+    summary = out.index("\nper stage, median run")
+    rss = r"host RSS (\d+) MiB before, at most (\d+) MiB during its runs \(\+\d+ MiB\)"
     for config in ("official", "ours", "ours, every frame", "ours, 1-frame spot"):
-        assert re.search(rf"^end to end {config}\s+[\d.]+ s\s+[\d.]+ frames/s .*peak host RSS \d+ MiB", out, re.M)
+        line = rf"end to end {re.escape(config)}\s+[\d.]+ s\s+[\d.]+ frames/s .*peak GPU memory nan MiB, {rss}$"
+        before, during = map(int, re.search(rf"^{line}", out, re.M).groups())
+        assert 0 < before <= during  # the host RSS during this configuration's own runs
+        # each configuration's figures are printed as soon as it is measured, before the summary
+        # (every configuration through the staged front end, as on a GPU)
+        measured = re.search(rf"^  {line}\n  per stage \(GPU front end: True\): decode [\d.]+ s", out, re.M)
+        assert measured and measured.start() < summary, config
     spot = r"on the spot (\d+) frames \((\d+) detected in (\d+) calls\) in [\d.]+ s"
-    for config in ("official", "ours"):  # which detections ran in scheduled batches and which on the spot
-        assert re.search(rf"^detections {config}\s+batched \d+ frames in [\d.]+ s; {spot}", out, re.M)
+    found = {}
+    for config in ("official", "ours", "ours, 1-frame spot"):  # detected in scheduled batches, and on the spot
+        line = re.search(rf"^detections {re.escape(config)}\s+batched \d+ frames in [\d.]+ s; {spot}", out, re.M)
+        found[config] = tuple(map(int, line.groups()))
+    # ours' on-the-spot calls carry the frames ahead, as on a GPU: fewer calls than triggered frames
+    triggered, sent, calls = found["ours"]
+    assert calls < triggered < sent <= 8 * calls
+    assert found["ours, 1-frame spot"] == (triggered, triggered, triggered)  # one frame a call
     assert re.search(
         r"^detections official\s+batched \d+ frames in [\d.]+ s; on the spot 0 frames \(0 detected", out, re.M
     )
     # the looped run: its own GPU peak (none on a CPU) and how much the host's RSS grew during it
-    looped = r"^end to end ours, 60 frames \(0\.1 minutes, the clip 2 times\): [\d.]+ s, [\d.]+ frames/s; "
+    looped = r"^end to end ours, 60 frames \(0\.10 minutes, the clip 2 times\): [\d.]+ s, [\d.]+ frames/s; "
     looped += (
         r"peak GPU memory nan MiB \(its own\); host RSS (\d+) MiB before, at most (\d+) MiB during it \(\+\d+ MiB\)"
     )
@@ -61,8 +79,7 @@ def test_the_gpu_benchmark_prints_every_figure_on_a_cpu(tmp_path):
     every_frame = r"^ours, every frame: [\d.]+x the official .* track recall 1\.000, median box IoU 1\.000"
     assert re.search(every_frame, out, re.M)
     assert re.search(r"^ours: [\d.]+x the official configuration .* track recall [01]\.\d{3}", out, re.M)
-    # ours against one frame per on-the-spot call (on a CPU eager YOLO carries no frames ahead, so this
-    # checks the line; test_people.py holds the boxes equal where frames are carried)
+    # ours against one frame per on-the-spot call: the frames ahead change no box
     assert re.search(
         r"^ours against ours, 1-frame spot: [\d.]+x as fast; track recall 1\.000, min box IoU 1\.0000", out, re.M
     )
@@ -112,6 +129,32 @@ def test_the_gpu_cpu_check_compares_matched_tracks_on_the_frames_they_share(monk
     assert abs(pose - 3e-5) < 1e-9 and joints == 0.0
     gpu.tracks[1].joints3d[4, 7, 2] = 0.5
     assert largest_differences(cpu, gpu)[1] == 0.5
+
+
+def test_the_looped_video_lasts_at_least_the_minutes_asked(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPOSITORY / "benchmarks"))
+    from gpu import loops_for
+
+    assert loops_for(10, 10.0, 1394) == 5  # 11.6 minutes of the 2.3-minute sample clip (4 times: 9.3)
+    assert loops_for(0.1, 10.0, 30) == 2  # exactly 60 frames: no loop more
+    assert loops_for(0.17, 10.0, 34) == 3  # 0.17 x 60 x 10 is 102.00000000000001 frames: 102 = 3 x 34
+    assert loops_for(0.01, 10.0, 1394) == 1
+
+
+def test_a_failing_part_prints_one_line_and_the_benchmark_goes_on(monkeypatch, capsys):
+    """The one device run must keep what it measured: a part that fails says so in one line (its
+    traceback on stderr) and gives None, instead of ending the script."""
+    monkeypatch.syspath_prepend(str(REPOSITORY / "benchmarks"))
+    from gpu import attempt
+
+    def looped():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    assert attempt("ours, looped", looped) is None
+    assert attempt("SORT", lambda: 7) == 7
+    captured = capsys.readouterr()
+    assert captured.out == "ours, looped: failed: RuntimeError: CUDA error: an illegal memory access was encountered\n"
+    assert "Traceback" in captured.err
 
 
 def test_detection_figures_are_one_run_s_average(monkeypatch):

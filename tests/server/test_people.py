@@ -68,6 +68,53 @@ def test_find_people_equals_tracking_all_detections(batch_size):
     assert sum(len(c) for c in detector.calls) == 40
 
 
+def test_a_stream_whose_caller_keeps_its_own_tracks_records_nothing():
+    """The engine keeps its own tracks: a stream told so yields the same boxes and records none, so
+    its memory does not grow with the video's length."""
+    kept = list(stream_people(_frames(40), ScriptedDetector(4)))
+    people = stream_people(_frames(40), ScriptedDetector(4))
+    people.keep_tracklets = False
+    unkept = list(people)
+    assert sum(len(boxes) for *_, boxes in unkept) > 40
+    for a, b in zip(kept, unkept, strict=True):
+        assert a.frame_index == b.frame_index and [t for t, _ in a.boxes] == [t for t, _ in b.boxes]
+        for (_, box_a), (_, box_b) in zip(a.boxes, b.boxes, strict=True):
+            np.testing.assert_array_equal(box_a, box_b)
+    assert people.collector.tracklets(min_track_frames=1) == {}
+    with pytest.raises(RuntimeError, match="kept no tracklets"):
+        people.tracklets()
+
+
+@pytest.mark.parametrize("gpu_front_end", [False, True])
+def test_the_engine_s_people_stream_records_no_tracklets(gpu_front_end):
+    """The engine crops as the tracker reports and keeps its own tracks: the stream it iterates (the
+    staged one with the GPU front end) must not record every box of the video a second time."""
+    import dataclasses
+
+    from vibe_server.pipeline.engine import Engine
+    from vibe_server.pipeline.options import RunOptions
+    from vibe_server.pipeline.staged import stream_people_staged
+
+    from .conftest import ScriptedFrontEnd, TinyVIBE
+
+    streams = []
+
+    def kept(make):
+        return lambda *args, **kwargs: streams.append(make(*args, **kwargs)) or streams[-1]
+
+    frontend = dataclasses.replace(
+        ScriptedFrontEnd(num_frames=40).as_frontend(),
+        make_detector=lambda name, **options: ScriptedDetector(4),
+        stream_people=kept(stream_people),
+        stream_people_staged=kept(stream_people_staged),
+    )
+    engine = Engine(TinyVIBE(), model_name="tiny", data_dir=None, frontend=frontend, gpu_front_end=gpu_front_end)
+    out = engine.run("clip.mp4", RunOptions(detector="hog", min_track_frames=5))
+    assert len(out.result.tracks) == 2
+    (stream,) = streams
+    assert stream.frames_done == 40 and stream.collector.tracklets(min_track_frames=1) == {}
+
+
 def test_min_track_frames_drops_short_tracks():
     assert sorted(find_people(_frames(40), ScriptedDetector(4), min_track_frames=30)) == [1]
 

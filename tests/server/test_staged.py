@@ -247,7 +247,8 @@ def test_a_run_holds_a_bounded_number_of_frames_whatever_the_stride(stride, monk
     from vibe_server.pipeline import people as people_module
     from vibe_server.pipeline.people import RUN_FRAMES_MAX, PeopleStream
 
-    long_runs = PeopleStream(((i, None) for i in range(20_000)), BlockDetector(batch_size=8), detection_stride=1000)
+    frame = np.zeros((4, 4, 3), np.uint8)
+    long_runs = PeopleStream(((i, frame) for i in range(20_000)), BlockDetector(batch_size=8), detection_stride=1000)
     runs = [len(run) for run in long_runs._detection_batches()]
     assert sum(runs) == 20_000 and max(runs) <= RUN_FRAMES_MAX
 
@@ -261,3 +262,41 @@ def test_a_run_holds_a_bounded_number_of_frames_whatever_the_stride(stride, monk
         assert x.frame_index == y.frame_index and [t for t, _ in x.boxes] == [t for t, _ in y.boxes]
         for (_, box_a), (_, box_b) in zip(x.boxes, y.boxes, strict=True):
             np.testing.assert_array_equal(box_a, box_b)
+
+
+@pytest.mark.parametrize("staged", [False, True])
+def test_the_frames_the_runs_hold_at_once_stay_within_a_byte_budget(staged, monkeypatch):
+    """Large frames make shorter runs: the frames alive at once (the staged front end's runs waiting,
+    the tracker's, the one being filled) hold no more than RUNS_BYTES_MAX, where runs of 64 frames
+    would hold 256 of them (6.4 GB of 4K frames). Measured here with a budget scaled down to
+    small frames, and with a tracker slower than detection, so that the queue fills up."""
+    import weakref
+
+    from vibe_server.pipeline import people as people_module
+
+    shape = (60, 80, 3)
+    budget_frames = 40
+    monkeypatch.setattr(people_module, "RUNS_BYTES_MAX", budget_frames * int(np.prod(shape)))
+    alive, most = [0], [0]
+
+    def gone():
+        alive[0] -= 1
+
+    def frames(n):
+        for i in range(n):
+            frame = np.zeros(shape, np.uint8)
+            alive[0] += 1
+            most[0] = max(most[0], alive[0])
+            weakref.finalize(frame, gone)
+            yield i, frame
+            del frame
+
+    make = stream_people_staged if staged else stream_people
+    stream = make(frames(1500), BlockDetector(batch_size=8), detection_stride=8)
+    for item in stream:
+        del item
+        time.sleep(0.0002)
+    assert most[0] <= budget_frames + 1  # (+1: the frame the reader is handing over)
+    runs_alive = 4 if staged else 1
+    assert stream.run_frames(np.zeros(shape, np.uint8)) == budget_frames // runs_alive
+    assert stream.run_frames(np.zeros((4320, 7680, 3), np.uint8)) == people_module.RUN_FRAMES_MIN  # 8K

@@ -29,6 +29,37 @@ def test_to_device_keeps_the_values_and_dtype():
     assert to_device(torch.ones(2), "cpu").tolist() == [1.0, 1.0]
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_frames_are_stacked_once_and_for_a_gpu_straight_into_pinned_memory(device, monkeypatch):
+    """The frames are stacked into the buffer that goes to the device (one host copy), which for a
+    GPU is allocated pinned, so the copy over needs no pinned copy of its own. The GPU's copy itself
+    is recorded here (CI has no GPU; to_device's own branches are tested above)."""
+    from vibe_server.pipeline.batched import transfers
+
+    frames = [np.full((4, 6, 3), i, np.uint8) for i in range(3)]
+    pinned, stacked_into, handed = [], [], []
+    empty, stack = torch.empty, np.stack
+
+    def recording_empty(*args, pin_memory=False, **kwargs):
+        pinned.append(pin_memory)
+        return empty(*args, **kwargs)  # (not pinned: that needs CUDA)
+
+    def recording_stack(arrays, *args, out=None, **kwargs):
+        stacked_into.append(out)
+        return stack(arrays, *args, out=out, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    monkeypatch.setattr(np, "stack", recording_stack)
+    monkeypatch.setattr(transfers, "to_device", lambda tensor, where: handed.append((tensor, where)) or tensor)
+    moved = transfers.stacked_to_device(frames, device)
+    assert pinned == [device == "cuda"]
+    assert len(stacked_into) == 1 and stacked_into[0] is not None  # one stack, into the buffer
+    ((buffer, where),) = handed
+    assert buffer is moved and torch.device(where).type == device
+    assert np.shares_memory(stacked_into[0], buffer.numpy())
+    assert moved.dtype == torch.uint8 and np.array_equal(moved.numpy(), stack(frames))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (CI has none; the CPU branches are above)")
 def test_on_a_gpu_neither_makes_the_host_wait():

@@ -8,7 +8,8 @@ still). Compiling took 18 s there, 10 s when inductor's on-disk cache already he
 So a process compiles once and keeps the result (``CompiledRunner``), and a run asks for it only
 when the video is long enough to win the time back (:func:`compile_pays`); a server compiles at its
 first long job and reuses it for every job after. Any failure to compile (no C compiler, an
-unsupported platform, an inductor bug) logs the reason and falls back to the eager module.
+unsupported platform, an inductor bug) logs the reason and falls back to the eager module; a GPU
+running out of memory is no such failure and fails the run as it would eagerly.
 
 The compiled module always gets batches of one size: a short batch is padded (one shape, one
 compilation). YOLOv3's network compiled is no faster on the 2-core CPU in bf16 (batches of 8 at
@@ -26,6 +27,8 @@ import torch
 from torch import nn
 
 from vibe_blender.core.errors import VibeError
+
+from .devices import is_out_of_memory
 
 log = logging.getLogger("vibe_server.compile")
 
@@ -56,7 +59,8 @@ class CompiledRunner:
     batches of ``batch_size`` (shorter ones padded, longer ones split).
 
     The module is compiled on the first compiled call and kept; when compiling or the compiled
-    call fails, the reason is logged (and passed to ``on_fallback``) and every later call is eager.
+    call fails, the reason is logged (and passed to ``on_fallback``) and every later call is eager;
+    a device's out-of-memory error is raised instead, and compiling stays on.
     Threads may share a runner (the staged front end detects in two): the first compiled call runs
     under a lock, so the module is compiled once.
     """
@@ -87,6 +91,8 @@ class CompiledRunner:
         try:
             return self._run_compiled(images, batch_size)
         except Exception as err:  # compiling can fail in many ways; never fail the run
+            if is_out_of_memory(err):  # not the compiler's fault: the run names the stage and what to change
+                raise
             self._fall_back(f"{type(err).__name__}: {err}")
             return self.module(images)
 

@@ -69,7 +69,10 @@ TEMPORAL_BATCH_FRAMES = MAX_TEMPORAL_CHUNK_FRAMES  # and the largest chunk a run
 # crops a track still too short for the result holds at most (600 KB each): past this its crops go
 # through the backbone and it holds their features, so memory does not grow with min_track_frames
 PENDING_CROPS_MAX = 32
-DECODE_AHEAD_FRAMES = 32  # the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB)
+# the GPU front end's decode thread runs at most this far ahead (4K: ~800 MB; with several decoding
+# threads their queues hold at most parallel_decode.MAX_BYTES); the staged runs after it hold at most
+# people.RUNS_BYTES_MAX more (1 GiB: shorter runs for large frames), and a crop group CROP_GROUP_FRAMES
+DECODE_AHEAD_FRAMES = 32
 # threads decoding keyframe-aligned chunks at once for the GPU front end: one per 4 cores, at most 4.
 # Below 8 cores one decoder: FFmpeg's own threads already fill 2 cores (docs/server.md: one decoder
 # 1,480 frames/s, two chunk threads 1,570, four 1,430).
@@ -650,6 +653,8 @@ class Engine:
             detection_stride=options.detection_stride,
             adaptive_detection=options.adaptive_detection,
         )
+        if hasattr(stream, "keep_tracklets"):  # a PeopleStream: the tracks are kept here, not twice
+            stream.keep_tracklets = False
         frame_count = max(int(reader.info.frame_count or 0), 1)
         # a pending track unseen for this long is over: free its crops (it cannot reach the backbone)
         tracks = _StreamTracks(options.min_track_frames, stale_after=max(60, 4 * options.detection_stride))

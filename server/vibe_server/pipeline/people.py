@@ -29,13 +29,17 @@ from vibe_blender.core.errors import VibeError
 
 from .adaptive_detection import DetectionTriggers
 from .detect import Detector
-from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets
+from .track import MIN_TRACK_FRAMES, Sort, TrackletCollector, Tracklets, reported_boxes
 
-# Frames a run of the stream holds at most (the staged front end keeps a few runs alive at once):
-# a run ends at ``detector.batch_size`` scheduled frames or at this many frames, whichever comes
-# first, so a long detection stride does not make it hold stride x batch frames. The default
-# stride (8) with YOLO's batch (8) fills it exactly.
+# Frames a run of the stream holds at most: a run ends at ``detector.batch_size`` scheduled frames
+# or at this many frames, whichever comes first, so a long detection stride does not make it hold
+# stride x batch frames. The default stride (8) with YOLO's batch (8) fills it exactly.
 RUN_FRAMES_MAX = 64
+# Bytes of decoded frames the runs alive at once hold at most (the staged front end keeps
+# ``queue_runs + 2`` alive): large frames make shorter runs (4K, 24.9 MB a frame: 10 frames a run
+# there), but never shorter than RUN_FRAMES_MIN frames, which the budget may then exceed (8K).
+RUNS_BYTES_MAX = 1 << 30
+RUN_FRAMES_MIN = 4
 
 
 class FramePeople(NamedTuple):
@@ -165,6 +169,10 @@ class PeopleStream:
     adaptive_detection: also detect at frames in between where the tracker may be wrong; the
         extra detections are counted by reason in ``extra_detections``.
     progress: called as ``progress(frames_done, frame_count_or_None)`` after each batch.
+
+    ``keep_tracklets`` (True): record every reported box for ``tracklets()``; a caller that keeps
+    its own tracks (the engine) sets it False before iterating, so that memory does not grow with
+    the video's length.
     """
 
     def __init__(
@@ -185,6 +193,8 @@ class PeopleStream:
         self.schedule = DetectionSchedule(detector, self.detection_stride, adaptive_detection=adaptive_detection)
         self.collector = TrackletCollector()
         self.frames_done = 0
+        self.runs_alive = 1  # runs of frames held at once (the staged front end holds more)
+        self.keep_tracklets = True
         self._finished = False
 
     # the schedule's figures, under the names callers know
@@ -198,15 +208,22 @@ class PeopleStream:
         self._start()
         for pending in self._detection_batches():
             yield from self._track(pending, self._detect_scheduled(pending))
+            del pending  # the run's frames go before the next run is read
         self._finished = True
 
     def _start(self) -> None:
         if self.frames_done or self._finished:
             raise RuntimeError("a PeopleStream can be iterated only once")
 
+    def run_frames(self, frame_rgb: np.ndarray) -> int:
+        """The most frames a run holds, for frames like ``frame_rgb``: ``RUN_FRAMES_MAX``, fewer where
+        the ``runs_alive`` runs would hold more than ``RUNS_BYTES_MAX``, at least ``RUN_FRAMES_MIN``."""
+        fitting = RUNS_BYTES_MAX // max(1, self.runs_alive * frame_rgb.nbytes)
+        return max(RUN_FRAMES_MIN, min(RUN_FRAMES_MAX, fitting))
+
     def _detection_batches(self) -> Iterator[list[tuple[int, np.ndarray]]]:
         """The frames in runs that hold ``detector.batch_size`` scheduled detection frames each, or
-        ``RUN_FRAMES_MAX`` frames where that comes first (the tracks do not depend on the runs)."""
+        ``run_frames`` frames where that comes first (the tracks do not depend on the runs)."""
         batch_size = max(1, int(getattr(self.detector, "batch_size", 1)))
         pending: list[tuple[int, np.ndarray]] = []
         detection_frames = 0
@@ -214,7 +231,7 @@ class PeopleStream:
             pending.append((frame_index, frame_rgb))
             if frame_index % self.detection_stride == 0:
                 detection_frames += 1
-            if detection_frames == batch_size or len(pending) >= RUN_FRAMES_MAX:
+            if detection_frames == batch_size or len(pending) >= self.run_frames(frame_rgb):
                 yield pending
                 pending, detection_frames = [], 0
         if pending:
@@ -233,7 +250,7 @@ class PeopleStream:
             upcoming = itertools.islice(pending, position + 1, None)  # read only by an on-the-spot detection
             reported = self.schedule.step(frame_index, frame_rgb, dets, upcoming)
             t_start = time.perf_counter()
-            boxes = self.collector.add(frame_index, reported)
+            boxes = self.collector.add(frame_index, reported) if self.keep_tracklets else reported_boxes(reported)
             self.schedule.tracking_s += time.perf_counter() - t_start  # the tracks' bookkeeping counts too
             yield FramePeople(frame_index, frame_rgb, boxes)
         self.frames_done += len(pending)
@@ -243,6 +260,8 @@ class PeopleStream:
 
     def tracklets(self, min_track_frames: int = MIN_TRACK_FRAMES) -> Tracklets:
         """{track_id: Tracklet(frames (N,), bboxes (N, 4) cxcywh)} of tracks with >= min_track_frames frames."""
+        if not self.keep_tracklets:
+            raise RuntimeError("this PeopleStream kept no tracklets (keep_tracklets was False)")
         return self.collector.tracklets(min_track_frames)
 
 

@@ -2,7 +2,7 @@
 
     decode thread     the reader decodes ahead (the engine sets its ``prefetch``)  -> bounded queue
     detect thread     each run of frames holding ``detector.batch_size`` scheduled detection frames
-                      (``RUN_FRAMES_MAX`` frames at most) is detected in one batch (on the GPU: on
+                      (``PeopleStream.run_frames`` at most) is detected in one batch (on the GPU: on
                       a CUDA stream of its own, letterbox, YOLOv3 and NMS on the device, the boxes
                       copied back)                                                -> bounded queue
     caller's thread   SORT frame by frame (an adaptive detection runs there, on the spot, carrying
@@ -10,8 +10,10 @@
                       and runs the backbone
 
 While the tracker steps through one run, the next run is being detected and the ones after it
-decoded. The queues bound the memory: at most ``queue_runs`` detected runs wait, and the reader's
-prefetch holds its own few frames, whatever the video's length and the detection stride.
+decoded. The queues bound the memory: at most ``queue_runs`` detected runs wait, so ``queue_runs
++ 2`` runs are alive (with the tracker's and the one being filled), whose frames together hold at
+most ``people.RUNS_BYTES_MAX`` (runs are shorter for large frames); the reader's prefetch holds its
+own few frames, whatever the video's length and the detection stride.
 
 It yields exactly what :class:`~vibe_server.pipeline.people.PeopleStream` yields for the same
 frames and detector (the same runs, the same scheduled frames, the same tracker), only sooner; the
@@ -30,7 +32,7 @@ from .background import ahead_in_thread
 from .detect import Detector
 from .people import FramePeople, PeopleStream
 
-QUEUE_RUNS = 2  # detected runs waiting for the tracker (each run: batch_size detection frames, <= RUN_FRAMES_MAX)
+QUEUE_RUNS = 2  # detected runs waiting for the tracker (each run: batch_size detection frames, <= run_frames)
 
 
 class StagedPeopleStream(PeopleStream):
@@ -39,6 +41,7 @@ class StagedPeopleStream(PeopleStream):
     def __init__(self, frames: Iterable, detector: Detector, *, queue_runs: int = QUEUE_RUNS, **kwargs):
         super().__init__(frames, detector, **kwargs)
         self.queue_runs = max(1, int(queue_runs))
+        self.runs_alive = self.queue_runs + 2  # waiting, the tracker's, and the one being decoded and detected
 
     def __iter__(self) -> Iterator[FramePeople]:
         self._start()
@@ -46,6 +49,7 @@ class StagedPeopleStream(PeopleStream):
         runs = ((pending, self._detect_on(stream, pending)) for pending in self._detection_batches())
         for pending, detections in ahead_in_thread(runs, max_ahead=self.queue_runs, name="detect"):
             yield from self._track(pending, detections)
+            del pending, detections  # the run's frames go before the next run is taken
         self._finished = True
 
     def _detect_on(self, stream: torch.cuda.Stream | None, pending: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:

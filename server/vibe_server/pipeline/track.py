@@ -271,6 +271,14 @@ class Tracklet(NamedTuple):
 Tracklets = dict[int, Tracklet]
 
 
+def reported_boxes(reported: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """reported (M, 5) [x1, y1, x2, y2, id] at one frame -> [(track_id, bbox (4,) cxcywh, square)]."""
+    if len(reported) == 0:
+        return []
+    squares = xyxy_to_square_cxcywh(reported)
+    return [(int(track_id), bbox) for track_id, bbox in zip(reported[:, 4].astype(int), squares)]
+
+
 class TrackletCollector:
     """Gathers the per-frame tracker reports into :data:`Tracklets`."""
 
@@ -279,15 +287,11 @@ class TrackletCollector:
         self._bboxes: dict[int, list[np.ndarray]] = {}
 
     def add(self, frame_index: int, reported: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """reported (M, 5) [x1, y1, x2, y2, id] at one frame -> [(track_id, bbox (4,) cxcywh)] as stored."""
-        if len(reported) == 0:
-            return []
-        squares = xyxy_to_square_cxcywh(reported)
-        boxes = []
-        for track_id, bbox in zip(reported[:, 4].astype(int), squares):
-            self._frames.setdefault(int(track_id), []).append(int(frame_index))
-            self._bboxes.setdefault(int(track_id), []).append(bbox)
-            boxes.append((int(track_id), bbox))
+        """reported (M, 5) [x1, y1, x2, y2, id] at one frame -> :func:`reported_boxes`, as stored."""
+        boxes = reported_boxes(reported)
+        for track_id, bbox in boxes:
+            self._frames.setdefault(track_id, []).append(int(frame_index))
+            self._bboxes.setdefault(track_id, []).append(bbox)
         return boxes
 
     def tracklets(self, min_track_frames: int = MIN_TRACK_FRAMES) -> Tracklets:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..crop import BBOX_SCALE, CROP_SIZE_PX, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from .transfers import device_constant, to_device
+from .transfers import device_constant, stacked_to_device, to_device
 
 # a sampling point outside every image (normalised coordinates run -1..1): it samples black
 OUTSIDE = 2.0
@@ -116,10 +116,5 @@ def crop_people_on_device(
         return torch.cat(
             [crop_people_on_device(frames_rgb[i : i + per_call], boxes[i : i + per_call], device) for i in parts]
         )
-    host = torch.empty(
-        (len(frames_rgb), height, width, 3), dtype=torch.uint8, pin_memory=torch.device(device).type == "cuda"
-    )
-    for slot, frame in zip(host.numpy(), frames_rgb):
-        slot[...] = frame
     frame_index = np.repeat(np.arange(len(boxes)), [len(b) for b in boxes])
-    return crop_people_batched(to_device(host, device), frame_index, np.concatenate(boxes))
+    return crop_people_batched(stacked_to_device(frames_rgb, device), frame_index, np.concatenate(boxes))

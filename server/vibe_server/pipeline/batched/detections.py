@@ -1,15 +1,17 @@
-"""VIBE's YOLOv3 post-processing for a whole batch of frames at once, on the network's device.
+"""VIBE's YOLOv3 post-processing for a whole batch of frames at once: selection, sort and overlaps on the
+network's device, the greedy merge on the host.
 
 ``person_detections_batched`` gives, frame by frame, the boxes of ``detect.yolo_postprocess.person_detections``
 (objectness >= 0.8, person class, merge-NMS at IoU > 0.4 with the +1-pixel convention, boxes mapped
-back to the frame, score > 0.7) with the selection and the NMS on the device and no Python loop over
-candidates per frame: the greedy merge-NMS walks the K candidate columns once for every frame
-together. The host waits for the device twice: for the widest frame's number of candidates (the
-batch's width) and for the one copy of the merged boxes, their scores and what is kept; mapping
-the few kept ones back to frame pixels is ``detect.yolo_postprocess.rescale_boxes``.
+back to the frame, score > 0.7) with the selection, the sort and the overlaps on the device and no
+Python loop over candidates per frame: the greedy merge-NMS then walks the K candidate columns
+once for every frame together, in numpy on the host. The host waits for the device twice: for the
+widest frame's number of candidates (the batch's width) and for the one copy of the candidates'
+boxes, weights, scores and overlaps; mapping the few kept ones back to frame pixels is
+``detect.yolo_postprocess.rescale_boxes``.
 
 Equality with the per-frame reference: the candidates, their order (stable sort by descending
-score), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
+score, NaN last), the IoU tests and the kept set are identical; the merged boxes are weighted means summed in
 another order, so they agree to float32 rounding (~1e-5 px).
 """
 
@@ -41,31 +43,42 @@ def box_iou_plus_one_matrix(boxes_xyxy: torch.Tensor) -> torch.Tensor:
 
 
 def merge_nms_batched(
-    boxes_xyxy: torch.Tensor, weights: torch.Tensor, valid: torch.Tensor, iou_threshold: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy merge-NMS of ``detect.boxes.merge_nms`` for B frames at once.
+    boxes_xyxy: np.ndarray, weights: np.ndarray, valid: np.ndarray, overlaps: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy merge-NMS of ``detect.boxes.merge_nms`` for B frames at once, on the host.
 
     boxes (B, K, 4) sorted by descending score per frame, weights (B, K) objectness, valid (B, K)
-    bool (padding columns False) -> (merged boxes (B, K, 4), kept (B, K) bool). Column i is kept
-    when it is still unclaimed on reaching it, which is exactly when the reference loop finds it at
-    the top of the remaining boxes; its merged box is the weighted mean of the unclaimed boxes that
-    overlap it (itself included), and those are claimed.
+    bool (padding columns False), overlaps (B, K, K) bool (IoU above the threshold) -> (merged
+    boxes (B, K, 4), kept (B, K) bool). Column i is kept when it is still unclaimed on reaching it,
+    which is exactly when the reference loop finds it at the top of the remaining boxes; its merged
+    box is the weighted mean of the unclaimed boxes that overlap it (itself included), and those
+    are claimed. Walked in numpy: on a GPU each of the K steps' few operations would be a kernel
+    launch of its own.
     """
-    iou = box_iou_plus_one_matrix(boxes_xyxy)
-    remaining = valid.clone()
-    kept = torch.zeros_like(valid)
-    merged = torch.zeros_like(boxes_xyxy)
+    remaining = valid.copy()
+    kept = np.zeros_like(valid)
+    merged = np.zeros_like(boxes_xyxy)
     for i in range(boxes_xyxy.shape[1]):
         is_top = remaining[:, i]  # (B,)
-        group = remaining & (iou[:, i, :] > iou_threshold)  # (B, K)
+        group = remaining & overlaps[:, i, :]  # (B, K)
         group[:, i] = is_top  # a degenerate top box still claims itself
         w = weights * group  # (B, K)
-        total = w.sum(dim=1, keepdim=True)  # (B, 1)
-        mean = (w[..., None] * boxes_xyxy).sum(dim=1) / torch.where(total > 0, total, 1)
-        merged[:, i] = mean
+        total = w.sum(axis=1, keepdims=True)  # (B, 1)
+        merged[:, i] = (w[..., None] * boxes_xyxy).sum(axis=1) / np.where(total > 0, total, 1)
         kept[:, i] = is_top
         remaining &= ~(group & is_top[:, None])
     return merged, kept
+
+
+def reference_order(score: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    """score, candidate (B, N) -> (B, N) column order: candidates first, by descending score as
+    the reference's stable ``np.argsort(-score)``, so a NaN score comes after every real one (a
+    descending torch sort would put it first, where its box would claim the real ones)."""
+    nan = torch.isnan(score)
+    by_score = torch.sort(torch.where(nan, -torch.inf, score), dim=1, descending=True, stable=True).indices
+    tier = torch.where(candidate, nan.to(torch.uint8), 2)  # real scores, then NaN, then non-candidates
+    by_tier = torch.sort(torch.gather(tier, 1, by_score), dim=1, stable=True).indices
+    return torch.gather(by_score, 1, by_tier)
 
 
 def person_detections_batched(
@@ -84,8 +97,7 @@ def person_detections_batched(
     class_prob, class_index = rows[..., 5:].max(dim=-1)  # (B, N)
     candidate = (rows[..., 4] >= objectness_threshold) & (class_index == PERSON_CLASS)
     score = rows[..., 4] * class_prob
-    # stable descending sort puts the candidates first, in the reference's order
-    order = torch.sort(torch.where(candidate, score, -1.0), dim=1, descending=True, stable=True).indices
+    order = reference_order(score, candidate)
     k = max(int(candidate.sum(dim=1).max()), 1)  # the first of two host syncs: the widest frame
     order = order[:, :k]
     valid = torch.gather(candidate, 1, order)
@@ -93,11 +105,16 @@ def person_detections_batched(
     score = torch.gather(score, 1, order)
     half_wh = picked[..., 2:4] / 2
     boxes = torch.cat([picked[..., :2] - half_wh, picked[..., :2] + half_wh], dim=-1)
-    merged, kept = merge_nms_batched(boxes, picked[..., 4], valid, nms_iou_threshold)
+    overlaps = box_iou_plus_one_matrix(boxes) > nms_iou_threshold  # (B, k, k)
+    # the second sync: boxes, weights, scores, what is valid and the overlaps cross in one copy (a
+    # bool is exact as a float); the greedy merge then runs on the host
+    flags = torch.cat([valid[..., None], overlaps], dim=-1).to(boxes.dtype)
+    packed = torch.cat([boxes, picked[..., 4:5], score[..., None], flags], dim=-1).cpu().numpy()
+    boxes, weights, score, valid, overlaps = (
+        packed[..., :4], packed[..., 4], packed[..., 5], packed[..., 6] > 0, packed[..., 7:] > 0
+    )  # fmt: skip
+    merged, kept = merge_nms_batched(boxes, weights, valid, overlaps)
     keep = kept & (score > score_threshold)
-    # the second sync: boxes, scores and what is kept cross in one copy (a bool is exact as a float)
-    packed = torch.cat([merged, score[..., None], keep[..., None].to(merged.dtype)], dim=-1).cpu().numpy()
-    merged, score, keep = packed[..., :4], packed[..., 4], packed[..., 5] > 0
     detections = []
     for b in range(len(merged)):  # network pixels -> frame pixels, on the few kept boxes
         boxes = rescale_boxes(merged[b][keep[b]], input_size_px, frame_height, frame_width)

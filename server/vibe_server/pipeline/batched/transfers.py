@@ -10,6 +10,7 @@ does not wait. On a CPU both are plain tensors.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,3 +42,14 @@ def to_device(array: np.ndarray | torch.Tensor, device: str | torch.device) -> t
         return tensor.to(target)
     # the pinned block stays reserved until the copy is done (PyTorch records the copy on it)
     return tensor.pin_memory().to(target, non_blocking=True)
+
+
+def stacked_to_device(arrays: Sequence[np.ndarray], device: str | torch.device) -> torch.Tensor:
+    """Same-shape host arrays -> one (N, ...) tensor on ``device``, by :func:`to_device`. For a GPU
+    they are stacked straight into pinned memory: one host copy, where stacking and then pinning
+    the stack would copy every frame twice."""
+    target = torch.device(device)
+    dtype = torch.from_numpy(np.empty(0, np.asarray(arrays[0]).dtype)).dtype
+    host = torch.empty((len(arrays), *np.shape(arrays[0])), dtype=dtype, pin_memory=target.type == "cuda")
+    np.stack(arrays, out=host.numpy())
+    return to_device(host, target)  # (already pinned: copied from as it is)

@@ -3,7 +3,7 @@
 Pre-processing (per frame): RGB in [0, 1], pad to a square with 0 (black; top/left get half the
 difference, bottom/right the rest), resize to 416 with torch ``nearest`` (not cv2's nearest, which
 picks different pixels). Post-processing: ``yolo_postprocess.py`` frame by frame, or on a GPU
-``batched/detections.py`` for the whole batch on the device.
+``batched/detections.py`` for the whole batch (selection and overlaps on the device, the merge on the host).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vibe_blender.core.errors import VibeError
 
 from ..batched.detections import person_detections_batched
-from ..batched.transfers import to_device
+from ..batched.transfers import stacked_to_device
 from ..compiled import CompiledRunner
 from ..precision import PRECISIONS, autocast
 from .darknet_weights import load_darknet_weights
@@ -52,9 +52,9 @@ def preprocess_frames(frames_rgb: torch.Tensor, input_size_px: int = INPUT_SIZE_
 
 def batches_postprocessing(device: str | torch.device) -> bool:
     """Whether YOLO on ``device`` post-processes a batch at once by default: on a GPU the boxes of
-    all frames of a batch are filtered, sorted and merged there, with two waits for the device
-    (``batched.detections``); on a CPU the per-frame loop is as fast, and it is the official code
-    (which an ``--official`` run asks for on a GPU too)."""
+    all frames of a batch are filtered and sorted there and merged on the host after one copy, with
+    two waits for the device (``batched.detections``); on a CPU the per-frame loop is as fast, and
+    it is the official code (which an ``--official`` run asks for on a GPU too)."""
     return torch.device(device).type == "cuda"
 
 
@@ -119,7 +119,7 @@ class YoloDetector:
     @torch.inference_mode()
     def network_rows(self, frames_rgb: list[np.ndarray]) -> torch.Tensor:
         """B same-size frames (H, W, 3) uint8 -> decoded rows (B, 10647, 85) float32 on the device."""
-        frames = to_device(np.stack(frames_rgb), self.device)  # to a GPU from pinned memory, without waiting
+        frames = stacked_to_device(frames_rgb, self.device)  # to a GPU from pinned memory, without waiting
         images = preprocess_frames(frames, self.input_size_px)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -2,7 +2,7 @@
 max class probability, person class only, merge-NMS at IoU > 0.4 in network pixels, boxes mapped
 back to the frame (no clipping), score = objectness x class probability, kept when > 0.7 (the
 tracker's threshold in the official code). ``batched/detections.py`` does the same for a batch
-on the device.
+(selection and overlaps on the device, the merge on the host).
 """
 
 from __future__ import annotations

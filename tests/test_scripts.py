@@ -296,7 +296,8 @@ def test_build_extension_in_a_folder_with_spaces(tmp_path):
     done = run_script(repo, "build_extension.sh", env, "--output-dir", "out dir", cwd=root)
     assert done.returncode == 0, done.stderr
     zip_path = root / "out dir/vibe_mocap-0.1.0.zip"
-    assert zip_path.exists() and done.stdout.splitlines()[-1].startswith(f"Built {zip_path}  (Blender: ")
+    assert zip_path.exists() and done.stdout.splitlines()[-2].startswith(f"Built {zip_path}  (Blender: ")
+    assert done.stdout.splitlines()[-1].endswith("/.venv/bin/vibe-mocap (made by scripts/setup.sh).")
     tags = f"--valid-tags={root}/scripts dir/modules/_bpy_internal/extensions/tags.py"
     calls = [json.loads(line) for line in (root / "log").read_text().splitlines()]
     assert calls == [

@@ -78,6 +78,8 @@ def no_path_program(monkeypatch):
 
 
 def test_the_repository_venv_is_found_with_its_version(tmp_path, no_path_program):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "setup.sh").write_text("")  # a source tree
     write_program(local_server.venv_program(tmp_path), 'print("vibe-mocap 9.9.9")')
     program = local_server.find_program(repo_root=tmp_path)
     assert program.version == "vibe-mocap 9.9.9"
@@ -117,7 +119,16 @@ def test_a_program_whose_python_is_gone_says_so(tmp_path, no_path_program):
 
 
 def test_nothing_found_says_where_it_looked(tmp_path, no_path_program):
-    with pytest.raises(VibeError, match=r"No vibe-mocap program found.*\.venv.*scripts/setup.sh"):
+    with pytest.raises(VibeError, match=r"No vibe-mocap program found.*\.venv.*scripts/setup.sh") as found:
+        local_server.find_program(repo_root=tmp_path)
+    # an add-on installed from its zip: its folder is no repository, PATH was searched too, and the
+    # message says which preference to set
+    message = str(found.value)
+    assert "not in the add-on's folder" in message and "repository" not in message.split(". Run")[0]
+    assert "not on PATH" in message and "set 'vibe-mocap program' in the add-on preferences" in message
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "setup.sh").write_text("")
+    with pytest.raises(VibeError, match=r"not in the repository's \.venv"):
         local_server.find_program(repo_root=tmp_path)
 
 

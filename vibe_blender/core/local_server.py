@@ -96,7 +96,7 @@ UrlOwner = Literal["vibe", "nothing", "other"]
 class ServerProgram:
     path: Path
     version: str  # "vibe-mocap 0.1.0"
-    found_in: str  # "preferences" | "the repository's .venv" | "PATH"
+    found_in: str  # "preferences" | "the repository's .venv" | "the add-on's folder" | "PATH"
 
 
 def venv_program(root: Path) -> Path:
@@ -111,7 +111,9 @@ def program_candidates(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> l
     candidates = []
     if user_path:
         candidates.append(("preferences", Path(user_path).expanduser()))
-    candidates.append(("the repository's .venv", venv_program(repo_root)))
+    # an add-on installed from its zip runs from Blender's extensions folder, which is no repository
+    where = "the repository's .venv" if (repo_root / "scripts" / "setup.sh").is_file() else "the add-on's folder"
+    candidates.append((where, venv_program(repo_root)))
     on_path = shutil.which(PROGRAM_NAME)
     if on_path:
         candidates.append(("PATH", Path(on_path)))
@@ -183,9 +185,12 @@ def find_program(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> ServerP
             if found_in == "preferences":
                 raise
             problems.append(str(err))
+    if not any(found_in == "PATH" for found_in, _ in program_candidates(user_path, repo_root=repo_root)):
+        problems.append("not on PATH")
     raise VibeError(
         "No vibe-mocap program found: " + "; ".join(p.rstrip(".") for p in problems) + ". Run 'bash scripts/setup.sh' "
-        "in the VIBE Mocap folder, or pick the program in the add-on preferences."
+        "in the VIBE Mocap folder, then set 'vibe-mocap program' in the add-on preferences to the .venv/bin/vibe-mocap "
+        "it made there (or put vibe-mocap on PATH)."
     )
 
 

@@ -242,7 +242,15 @@ def check_model_data() -> None:
     """``vibe-mocap data check`` in the background, of the folder the add-on's server reads
     (:func:`server_data_dir`); the panel shows the result of the newest check (an older one ending
     after it shows nothing: its folder or data may be outdated)."""
-    find, data_dir = program_finder(), server_data_dir()
+    find, data_dir, setting = program_finder(), server_data_dir(), data_dir_setting()
+    # a folder that is gone is not given to the server, which reads its own: the check shows that
+    # one, and says why, rather than listing every file as missing without naming the folder set
+    gone = (
+        f"The model-data folder set in the preferences ('{setting}') does not exist, so the server reads its "
+        "own folder, shown above; pick an existing folder, or clear the setting."
+        if setting and not os.path.isdir(setting)
+        else ""
+    )
     with _state.lock:
         _state.data_checks += 1
         this_check = _state.data_checks
@@ -256,7 +264,7 @@ def check_model_data() -> None:
     def check():
         try:
             folder, files = model_data_report(find().path, data_dir=data_dir)
-            show(data_dir=folder, data_files=files, data_error="")
+            show(data_dir=folder, data_files=files, data_error=gone)
         except VibeError as err:
             show(data_error=str(err))
 

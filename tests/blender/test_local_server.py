@@ -718,3 +718,30 @@ def test_a_data_check_ending_after_a_newer_one_does_not_replace_its_result(addon
             thread.join(30)
     data_dir, (file,), error = server_control.model_data_state()
     assert data_dir == file.detail == str(tmp_path / "newer") and not error
+
+
+def test_a_data_check_of_a_folder_that_is_gone_says_so(addon, tmp_path, monkeypatch):
+    """A model-data folder set in the preferences that does not exist: the check showed the server's
+    own folder, every file missing, without a word about the folder set."""
+    import threading
+
+    from vibe_blender import preferences
+    from vibe_blender.core.local_server import ModelFileState, ServerProgram
+
+    checked = []
+
+    def report(program, data_dir):
+        checked.append(data_dir)
+        return "/default/vibe-mocap", [ModelFileState("SMPL_NEUTRAL.pkl", "missing", "")]
+
+    monkeypatch.setattr(server_control, "model_data_report", report)
+    _restore_after_test(monkeypatch)
+    monkeypatch.setattr(server_control._state, "program", ServerProgram(Path("/vibe-mocap"), "vibe-mocap 0", "PATH"))
+    monkeypatch.setattr(preferences._Defaults, "model_data_dir", str(tmp_path / "nope"))
+    server_control.check_model_data()
+    for thread in threading.enumerate():
+        if thread.name == "vibe-check-data":
+            thread.join(30)
+    data_dir, _, error = server_control.model_data_state()
+    assert checked == [""] and data_dir == "/default/vibe-mocap"  # the server's own folder, as it reads
+    assert f"('{tmp_path / 'nope'}') does not exist" in error and "pick an existing folder" in error

@@ -77,7 +77,8 @@ def import_motion_file(
     if result_model_name(path) == PLACEHOLDER_MODEL:
         warn(
             f"{Path(path).name} was made by the synthetic placeholder model (the server had no model data): its "
-            "motion is random and its body a stick figure. Install the model data ('vibe-mocap data install', or "
+            "motion is random, its body a stick figure, and its people were found with OpenCV's HOG detector, "
+            "which also finds people who are not there. Install the model data ('vibe-mocap data install', or "
             "the add-on's Server & Model Data panel), then capture again."
         )
     if options.capture_video_path and not options.video_path and options.add_camera and motion.camera is not None:

@@ -181,6 +181,7 @@ def test_a_result_of_the_placeholder_model_warns_once(registered, empty_scene, r
         warned[path.name] = [w for w in warnings if "placeholder" in w]
     (warning,) = warned["result.npz"]
     assert warning.startswith("result.npz was made by the synthetic placeholder model")
+    assert "HOG detector, which also finds people who are not there" in warning  # its characters may be no one
     # the advice holds for the command line (batch) and the add-on alike
     assert "Install the model data ('vibe-mocap data install', or the add-on's Server & Model Data panel)" in warning
     assert warned["real.npz"] == []

@@ -82,6 +82,7 @@ def test_infer_writes_the_result_and_prints_a_summary(tiny_infer, tmp_path, caps
     assert list(official) == [1]
     captured = capsys.readouterr()
     assert "SYNTHETIC PLACEHOLDER" in captured.err and "vibe-mocap data install" in captured.err
+    assert "HOG detector, which also finds people who are not there" in captured.err
     assert "decode/detect/track/crop/backbone" in captured.err  # the stage bars
     for word in ("track", "frames", "backbone", "temporal", "total", str(out)):
         assert word in captured.out

@@ -200,7 +200,8 @@ def placeholder_note(data_dir: Path) -> str | None:
         return None
     return (
         f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
-        f"PLACEHOLDER model with random weights: the motion is meaningless. {INSTALL_HINT}"
+        "PLACEHOLDER model with random weights: the motion is meaningless, and people are found with OpenCV's "
+        f"HOG detector, which also finds people who are not there. {INSTALL_HINT}"
     )
 
 

@@ -77,7 +77,10 @@ SETTINGS = (
 
 
 def run_options(setting: Setting):
-    """The RunOptions of a setting: the CLI defaults, or the official ones with one change."""
+    """The RunOptions of a setting: the CLI defaults, or the official ones with one change. The
+    ``official`` flag itself is cleared (a run would put every official value back, the change
+    included); the official GRU chunking and un-crop stay set, so only the named change differs (on
+    a CPU the flag changes nothing else: YOLO's per-frame post-processing is a CPU's default)."""
     from vibe_server.pipeline.cpu_features import default_precision
     from vibe_server.pipeline.options import RunOptions, official_options
 
@@ -89,6 +92,7 @@ def run_options(setting: Setting):
         adaptive_detection=setting.adaptive,
         precision=setting.backbone_precision,
         compile_backbone=setting.compile,
+        official=setting.name == "official",
     )
 
 
@@ -184,6 +188,7 @@ def track_only(clip: Path, detector, options) -> SimpleNamespace:
     from vibe_server.pipeline.people import find_people
     from vibe_server.pipeline.video import open_video
 
+    options = options.effective()  # as a run uses them
     tracklets = find_people(
         open_video(clip),
         detector,

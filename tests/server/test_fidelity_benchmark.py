@@ -1,8 +1,11 @@
 """benchmarks/fidelity.py compares each speed setting with the official configuration: each setting
-must run as named (the official configuration with that one change)."""
+must run as named (the official configuration with that one change), and the comparison must match
+tracks one to one and count what only the setting found."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from vibe_server.pipeline.options import RunOptions, official_options
@@ -45,3 +48,22 @@ def test_a_stride_setting_detects_fewer_frames_in_a_run(fidelity, scripted, tiny
     every_frame = scripted.detectors[-1].calls  # the engine keeps its detector between runs
     tiny_engine.run("clip.mp4", fidelity.run_options(setting(fidelity, "stride 8")))
     assert every_frame == 60 and scripted.detectors[-1].calls - every_frame == 8  # of the 60 frames
+
+
+def track(frames, x, width=40.0):
+    frames = np.asarray(frames)
+    boxes = np.tile([x, 100.0, width, 80.0], (len(frames), 1))
+    return SimpleNamespace(frame_ids=frames, bboxes=boxes, joints3d=None, pose=None)
+
+
+def test_tracks_are_matched_one_to_one_and_extra_track_frames_are_counted(fidelity):
+    # two people side by side on frames 0-9; the setting found one of them, and a third box nobody has
+    official = SimpleNamespace(tracks=[track(range(10), 100.0), track(range(10), 110.0)])
+    other = SimpleNamespace(tracks=[track(range(10), 105.0), track(range(5), 400.0)])
+    out = fidelity.compare(official, other)
+    # the one setting track overlaps both official tracks (IoU 0.78): it is credited to one only
+    assert len(out["box_iou"]) == 20 and np.count_nonzero(out["box_iou"]) == 10
+    assert out["extra"] == 5 and out["tracks"] == (2, 2)
+    assert fidelity.track_recall(out["box_iou"]) == 0.0  # IoU 0.78 < 0.9
+    same = fidelity.compare(official, official)
+    assert fidelity.track_recall(same["box_iou"]) == 1.0 and same["extra"] == 0

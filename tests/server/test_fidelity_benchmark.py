@@ -2,6 +2,7 @@
 must run as named (the official configuration with that one change), and the comparison must match
 tracks one to one and count what only the setting found."""
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,3 +68,28 @@ def test_tracks_are_matched_one_to_one_and_extra_track_frames_are_counted(fideli
     assert fidelity.track_recall(out["box_iou"]) == 0.0  # IoU 0.78 < 0.9
     same = fidelity.compare(official, official)
     assert fidelity.track_recall(same["box_iou"]) == 1.0 and same["extra"] == 0
+
+
+def test_a_clip_without_people_is_a_false_positive_check_kept_out_of_the_pool(fidelity, capsys):
+    people = SimpleNamespace(tracks=[track(range(30), 100.0)])
+    found_half = SimpleNamespace(tracks=[track(range(15), 100.0)])
+    bottles = SimpleNamespace(tracks=[track(range(40), 300.0)])
+    more_bottles = SimpleNamespace(tracks=[track(range(40), 300.0), track(range(10), 500.0)])
+    official, stride = setting(fidelity, "official"), setting(fidelity, "stride 8")
+    fidelity.print_report(
+        [("walk.mp4", "walk.mp4", 30), ("bottles", "bottle-detection-negative.mp4", 40)],
+        settings=[official, stride],
+        comparisons={
+            "official": [fidelity.compare(people, people), fidelity.compare(bottles, bottles)],
+            "stride 8": [fidelity.compare(people, found_half), fidelity.compare(bottles, more_bottles)],
+        },
+        detected={"official": [30, 40], "stride 8": [4, 5]},
+        real=False,
+        speeds={},
+    )
+    out = capsys.readouterr().out
+    assert "bottles, 40 frames (no person in it: every track-frame is a false positive): 40 official" in out
+    bottles_table = out[out.index("bottles, 40 frames") : out.index("pooled")]
+    assert re.search(r"^stride 8 +0\.12 +2 +50 +10 +1\.000 ", bottles_table, re.M), bottles_table
+    pooled = out[out.index("pooled over the clips with people: walk.mp4: 30 official track-frames, 1 tracks") :]
+    assert re.search(r"^stride 8 +nan +nan +0\.13 +1 +15 +0 +0\.500 ", pooled, re.M), pooled

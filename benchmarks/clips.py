@@ -26,6 +26,8 @@ REAL_CLIPS = (
     "asl-walk.mkv",
     "bottle-detection-negative.mp4",
 )
+# Real clips with no person in them: every track found there is a false positive
+NO_PEOPLE_CLIPS = ("bottle-detection-negative.mp4",)
 # The speed measurement: frames 250-449 of this clip (people visible)
 SPEED_CLIP, SPEED_START, SPEED_FRAMES = "one-by-one-person-detection.mp4", 250, 200
 # 768x432, 10 fps, 1394 frames: people walk into a room one at a time (tests/data/real/README.md)

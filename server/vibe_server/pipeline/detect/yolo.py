@@ -65,7 +65,8 @@ class YoloDetector:
     device: torch device for the network and the pre-processing.
     batch_size: frames per forward pass.
     precision: "fp32" (official numerics), "bf16" (CPU with AMX or CUDA) or "fp16" (CUDA) autocast.
-        Reduced precision moves logits by ~0.02, which can flip detections close to the thresholds.
+        Reduced precision moves the logits (by about 0.02: an estimate, unmeasured), which can flip
+        detections close to the thresholds.
     channels_last: NHWC memory format (pays off with bf16 on CPU and with fp16/bf16 on CUDA).
     compiled: run the network through ``torch.compile`` (see :mod:`..compiled`), every call padded
         to ``batch_size`` frames; a failure to compile falls back to eager with the reason logged.

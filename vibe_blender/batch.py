@@ -146,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(a.name for a, _ in characters)}), frames {scene.frame_start}-{scene.frame_end} "
         f"at {scene.render.fps / scene.render.fps_base:.5g} fps, in {time.perf_counter() - start:.1f} s."
     )
-    print(f"  Open it with:  blender {blend}   (press Space to play; the Mocap tab is in the sidebar, N)")
+    print(f"  Open it with:  blender {blend}   (press Space to play)")
     if fbx:
-        print(f"Wrote {fbx}: import it in any DCC or game engine (Blender: File > Import > FBX).")
+        print(
+            f"Wrote {fbx}: import it in any DCC or game engine (Blender: File > Import > FBX, with "
+            "Animation Offset 0 so that the keys stay on their frames)."
+        )
     return 0
 
 

@@ -81,6 +81,8 @@ def test_cli_check_exit_codes_and_table(full_bundle, tmp_path, capsys):
     assert cli(["data", "check", "--data-dir", str(tmp_path / "empty")]) == 1
     out = capsys.readouterr().out
     assert "SMPL_NEUTRAL.pkl" in out and "missing" in out and "vibe-mocap data install" in out
+    # the install command names the folder checked: without it, it installs into the default one
+    assert f"'vibe-mocap data install PATH_OR_URL --data-dir {tmp_path / 'empty'}'" in out
 
 
 def test_cli_check_of_a_named_folder_that_is_a_file_or_missing_says_so(tmp_path, capsys):

@@ -82,7 +82,8 @@ def read_body_model(path: str | Path) -> BodyModel:
                 return read_body_model(path / name)
         raise VibeError(
             f"The model-data folder '{path}' has no {SMPL_FILE}. Install the model data with "
-            "'vibe-mocap data install', or point the add-on preferences at the right folder."
+            "'vibe-mocap data install', or give the folder that holds it (the add-on's Model data folder "
+            "preference; --model-dir on the command line)."
         )
     if not path.exists():
         raise VibeError(

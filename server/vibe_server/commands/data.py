@@ -7,7 +7,7 @@ import json
 from vibe_blender.core.output_paths import check_output_folder
 
 from ..data import bundle
-from ..data.loading import named_data_dir_error
+from ..data.loading import install_hint, named_data_dir_error
 
 
 def add_parser(sub) -> None:
@@ -70,7 +70,7 @@ def _check(args) -> int:
     if bundle.bundle_ok(statuses):
         print("All required files are present and valid.")
         return 0
-    print(bundle.INSTALL_HINT)
+    print(install_hint(data_dir))
     return 1
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -84,6 +85,14 @@ DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # what every --device takes (
 def default_data_dir() -> Path:
     """The platform's per-user data folder for VIBE Mocap."""
     return user_dir("data")
+
+
+def install_hint(data_dir: Path) -> str:
+    """INSTALL_HINT for ``data_dir``: the install command names the folder unless it is the one the
+    command finds by itself (it would install into that one instead)."""
+    if Path(data_dir) == resolve_data_dir():
+        return INSTALL_HINT
+    return INSTALL_HINT.replace("PATH_OR_URL'", f"PATH_OR_URL --data-dir {shlex.quote(str(data_dir))}'")
 
 
 def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
@@ -201,7 +210,7 @@ def placeholder_note(data_dir: Path) -> str | None:
     return (
         f"NOTE: the official model data is not installed in {data_dir}, so this run uses a SYNTHETIC "
         "PLACEHOLDER model with random weights: the motion is meaningless, and people are found with OpenCV's "
-        f"HOG detector, which also finds people who are not there. {INSTALL_HINT}"
+        f"HOG detector, which also finds people who are not there. {install_hint(data_dir)}"
     )
 
 

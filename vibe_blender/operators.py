@@ -74,6 +74,15 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
         soft_max=200,
         description="A file with more people imports those seen in the most frames",
     )
+    body_model_path: bpy.props.StringProperty(
+        name="Body model",
+        subtype="FILE_PATH",
+        default="",
+        description="Optional: the body model (.npz) written with the result, or an SMPL .pkl. Empty: the "
+        "model-data folder of the preferences, else RESULT_body_model.npz beside the file, else the one the "
+        "server sent last",
+        options={"SKIP_SAVE"},
+    )
     set_scene: bpy.props.BoolProperty(
         name="Set scene frame rate and range",
         default=True,
@@ -83,6 +92,7 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
 
     @reports_errors
     def execute(self, context):
+        from .core.model_data import read_body_model
         from .importer import import_motion_file  # lazy: registration stays cheap
         from .preferences import resolve_body_model
 
@@ -100,9 +110,13 @@ class VIBE_OT_import_motion(bpy.types.Operator, ImportHelper):
         def warn(msg):
             self.report({"WARNING"}, msg)
 
+        if self.body_model_path:
+            body_model = read_body_model(bpy.path.abspath(self.body_model_path))
+        else:
+            body_model = resolve_body_model(context, warn=warn, result_path=self.filepath)
         import_motion_file(
             self.filepath,
-            resolve_body_model(context, warn=warn),
+            body_model,
             options,
             report=lambda msg: self.report({"INFO"}, msg),
             warn=warn,

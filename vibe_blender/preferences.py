@@ -7,7 +7,7 @@ import bpy
 from . import server_state
 from .core.client import DEFAULT_URL
 from .core.errors import VibeError
-from .core.model_data import cached_body_model_note, read_body_model, read_cached_body_model
+from .core.model_data import body_model_beside, cached_body_model_note, read_body_model, read_cached_body_model
 from .core.smpl_model import BodyModel
 
 # Blender registers the extension as bl_ext.<repo>.<id>; this package is then "<that>.vibe_blender".
@@ -111,13 +111,17 @@ def user_dir(subfolder: str) -> Path:
     )
 
 
-def resolve_body_model(context=None, warn=None) -> BodyModel:
-    """The body model for importing files: the model-data folder, else the one the server sent (with
-    one ``warn`` when that was the placeholder's stick figure)."""
+def resolve_body_model(context=None, warn=None, result_path: str = "") -> BodyModel:
+    """The body model for importing files: the model-data folder, else the body model written beside
+    the result ``result_path`` (``vibe-mocap infer``'s NAME_body_model.npz), else the one the server
+    sent (with one ``warn`` when that was the placeholder's stick figure)."""
     prefs = get_preferences(context)
     folder = bpy.path.abspath(prefs.model_data_dir) if prefs.model_data_dir else ""
     if folder:
         return read_body_model(folder)
+    beside = body_model_beside(result_path) if result_path else None
+    if beside is not None and beside.is_file():
+        return read_body_model(beside)
     path = user_dir("cache") / BODY_MODEL_CACHE
     cached = read_cached_body_model(path)  # unreadable: deleted, VibeError
     if cached is not None:
@@ -129,8 +133,9 @@ def resolve_body_model(context=None, warn=None) -> BodyModel:
             )
         return cached
     raise VibeError(
-        "No body model to build the character from. Set the model-data folder (with "
-        "SMPL_NEUTRAL.pkl) in the add-on preferences, or capture once through the server."
+        "No body model to build the character from. Pick the body model (.npz) written with the result in "
+        "the import's Body model option, set the model-data folder (with SMPL_NEUTRAL.pkl) in the add-on "
+        "preferences, or capture once through the server."
     )
 
 

@@ -550,3 +550,27 @@ def test_the_capture_box_names_the_add_ons_server_when_it_runs_elsewhere_than_th
 
     monkeypatch.setattr(preferences._Defaults, "server_url", "http://localhost:44133/")  # that very server
     assert not any("the add-on's, at" in text for text in labels())
+
+
+def test_the_import_takes_the_body_model_written_beside_the_result(registered, empty_scene, reference_dir, tmp_path):
+    """With no model-data folder and nothing cached, a result whose infer run wrote RESULT_body_model.npz
+    beside it was a dead end (the message named only the preferences and capturing); the import
+    operator's Body model option picks one by hand."""
+    import shutil
+
+    from vibe_blender.preferences import BODY_MODEL_CACHE, user_dir
+
+    (user_dir("cache") / BODY_MODEL_CACHE).unlink(missing_ok=True)
+    result = tmp_path / "walk.npz"
+    shutil.copy(reference_dir / "result.npz", result)
+    with pytest.raises(RuntimeError, match="Pick the body model \\(.npz\\) written with the result"):
+        bpy.ops.vibe_mocap.import_motion(filepath=str(result), add_camera=False)
+    picked = tmp_path / "bodies" / "any_name.npz"
+    picked.parent.mkdir()
+    shutil.copy(reference_dir / "body_model.npz", picked)
+    assert bpy.ops.vibe_mocap.import_motion(filepath=str(result), add_camera=False, body_model_path=str(picked)) == {
+        "FINISHED"
+    }
+    shutil.copy(reference_dir / "body_model.npz", tmp_path / "walk_body_model.npz")
+    assert bpy.ops.vibe_mocap.import_motion(filepath=str(result), add_camera=False) == {"FINISHED"}
+    assert len([o for o in bpy.data.objects if o.type == "ARMATURE"]) == 4  # two people, twice

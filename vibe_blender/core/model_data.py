@@ -72,6 +72,13 @@ class ServedBodyModel:
         return cls(fingerprint, health.get("model") == PLACEHOLDER_MODEL)
 
 
+def body_model_beside(result_path: str | Path) -> Path:
+    """RESULT_body_model.npz beside RESULT.npz: where ``vibe-mocap infer --body-model`` writes a result's
+    body model by default, and where an import looks for it."""
+    result_path = Path(result_path)
+    return result_path.with_name(result_path.stem + "_body_model.npz")
+
+
 def read_body_model(path: str | Path) -> BodyModel:
     """A body-model ``.npz`` (from the server), an SMPL ``.pkl``, or a model-data folder holding
     SMPL_NEUTRAL.pkl (or body_model.npz) -> BodyModel."""

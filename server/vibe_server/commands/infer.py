@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.model_data import body_model_beside
 
 from ..output_files import atomic_write
 from ..pipeline.cpu_features import choose_precision
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if args.body_model is not None:
         body_path = check_output_file(
             args.body_model,
-            output.with_name(output.stem + "_body_model.npz"),
+            body_model_beside(output),
             "the body-model file",
             "--body-model",
             args.data_dir,

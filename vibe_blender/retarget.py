@@ -261,12 +261,28 @@ def _floor_origin(rest_world: np.ndarray, tails_world: np.ndarray, root: int) ->
     return np.array([head[0], head[1], floor_z]), hip_height(head, floor_z)
 
 
-# A source whose rest feet hang more than this share of its hip height below its armature's origin,
-# while its motion's feet walk within ON_ORIGIN_SHARE of the origin's plane, stands on that plane.
+# A rig whose rest feet hang more than this share of its hip height below its armature's origin may
+# stand on the origin's plane: a source does when its motion's feet walk within ON_ORIGIN_SHARE of it.
 HANGING_SHARE, ON_ORIGIN_SHARE = 0.5, 0.25
 
 
-def _standing_rest_hips(
+def _lifted_onto_origin(
+    rest_world: np.ndarray, tails_world: np.ndarray, root: int, object_world: np.ndarray
+) -> tuple[np.ndarray, float, float] | None:
+    """-> (the rest hips lifted onto the armature origin's plane, the rest floor's height, the hip
+    height) where the rest pose hangs below that plane (the add-on's own characters and BVH imports
+    keep the rest pelvis at the origin, their pelvis keys lifting them onto the floor); None where it
+    stands on its floor."""
+    floor, height = _floor_origin(rest_world, tails_world, root)
+    origin_z = float(object_world[2, 3])
+    if floor[2] >= origin_z - HANGING_SHARE * height:
+        return None
+    hips = rest_world[root, :3, 3].copy()
+    hips[2] += origin_z - floor[2]
+    return hips, float(floor[2]), height
+
+
+def _source_rest_hips(
     rest_world: np.ndarray,
     tails_world: np.ndarray,
     root: int,
@@ -274,23 +290,30 @@ def _standing_rest_hips(
     feet_rest_z: np.ndarray,
     feet_motion_z: np.ndarray,
 ) -> np.ndarray:
-    """The source's rest hips, the point its root motion is measured from: as they are where the rest
-    pose stands on the rig's floor; lifted onto the armature origin's plane where the rest pose hangs
-    below it and the motion walks on it (the add-on's own characters, like BVH imports, keep the rest
-    pelvis at the origin and lift it by the pelvis keys: measured from the rest hips, the target was
-    lifted by a hip height once more and floated). feet_rest_z (K,), feet_motion_z (T, K): heights
-    of the feet's joints at rest and over the frames."""
-    floor, height = _floor_origin(rest_world, tails_world, root)
+    """The source's rest hips, the point its root motion is measured from: lifted onto the origin's
+    plane where the rest pose hangs below it and the motion walks on it (measured from the hanging
+    rest hips, the target was lifted by a hip height once more and floated); else as they are.
+    feet_rest_z (K,), feet_motion_z (T, K): heights of the feet's joints at rest and over the frames."""
     hips = rest_world[root, :3, 3].copy()
-    origin_z = float(object_world[2, 3])
-    if len(feet_rest_z) == 0 or floor[2] >= origin_z - HANGING_SHARE * height:
+    lifted = _lifted_onto_origin(rest_world, tails_world, root, object_world)
+    if lifted is None or len(feet_rest_z) == 0:
         return hips
+    lifted_hips, floor_z, height = lifted
     # where the motion's floor is: the feet's lowest height over most frames, less their rest height
     # over the rest floor (a foot joint is not at the sole)
-    walked_on = float(np.percentile(feet_motion_z.min(axis=1), 5)) - (float(feet_rest_z.min()) - floor[2])
-    if abs(walked_on - origin_z) < ON_ORIGIN_SHARE * height:
-        hips[2] += origin_z - floor[2]
-    return hips
+    walked_on = float(np.percentile(feet_motion_z.min(axis=1), 5)) - (float(feet_rest_z.min()) - floor_z)
+    return lifted_hips if abs(walked_on - float(object_world[2, 3])) < ON_ORIGIN_SHARE * height else hips
+
+
+def _target_rest_hips(target, rest_world: np.ndarray, tails_world: np.ndarray, root: int, object_world) -> np.ndarray:
+    """The target's rest hips, where its root motion is placed from: lifted onto the origin's plane for
+    a character the add-on built (it hangs below its origin: placed from its rest hips, it sank a hip
+    height under the floor); as they are for any other rig, which stands on its rest floor (a rig with
+    its origin at the hips and its feet on the floor hangs below its origin too)."""
+    lifted = _lifted_onto_origin(rest_world, tails_world, root, object_world)
+    if lifted is not None and "vibe_J_template" in target.data:
+        return lifted[0]
+    return rest_world[root, :3, 3].copy()
 
 
 def _tails_world(armature_obj, world: np.ndarray) -> np.ndarray:
@@ -426,7 +449,7 @@ def retarget(
         )
         scale_from = "hip height"
     feet = [f"{side}_ankle" for side in sides]
-    s_origin = _standing_rest_hips(
+    s_origin = _source_rest_hips(
         s_rest_world,
         s_tails,
         s_root_all,
@@ -434,7 +457,8 @@ def retarget(
         np.array([s_rest_world[s_names.index(f), 2, 3] for f in feet]),
         src_pose[:, [s_chain.index(f) for f in feet], 2, 3],
     )
-    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_origin, t_rest_world[t_root_all, :3, 3], scale, turn)
+    t_origin = _target_rest_hips(target, t_rest_world, t_tails, t_root_all, t_world)
+    hips_world = scale_root_motion(src_pose[:, s_root, :3, 3], s_origin, t_origin, scale, turn)
     hips_arm = (np.concatenate([hips_world, np.ones((len(frames), 1))], -1) @ np.linalg.inv(t_world).T)[:, :3]
     quats, root_loc = solve_basis(t_chain_parents, t_chain_rest, target_rot, mapped, t_root, hips_arm)
     # 4. Feet: where the source's feet are planted, hold the target's ankles still (leg IK).

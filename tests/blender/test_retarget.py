@@ -902,3 +902,8 @@ def test_a_character_the_add_on_imported_is_retargeted_onto_the_floor_it_walks_o
     np.testing.assert_allclose(target_z[:, 2], source_z[:, 2], atol=0.08)  # hips over the same floor
     lowest = [np.percentile(z[:, :2].min(axis=1), 5) for z in (source_z, target_z)]
     assert abs(lowest[1] - lowest[0]) < 0.08, lowest  # feet on it, not a hip height over it
+    # onto another character the add-on built, which hangs below its origin as well: the same heights
+    # (lifting the source alone sank it a hip height under the floor)
+    ((smpl_target, _), *_) = import_motion_file(reference_dir / "result.npz", body_model, ImportOptions())
+    retarget(source, smpl_target, preset_map("SMPL"), lock_feet=False)
+    np.testing.assert_allclose(_heights(smpl_target, joints, frames), source_z, atol=1e-3)

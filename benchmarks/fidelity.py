@@ -291,6 +291,8 @@ def print_report(clip_rows, *, settings, comparisons, detected, real, speeds) ->
         what = " (no person in it: every track-frame is a false positive)" if name in NO_PEOPLE_CLIPS else ""
         print_table(f"{label}, {n} frames{what}", [index], [n], **table)
     people = [i for i, (_, name, _) in enumerate(clip_rows) if name not in NO_PEOPLE_CLIPS]
+    if not people:  # only clips without people were given: nothing to pool
+        return
     title = "pooled over the clips with people: " + ", ".join(clip_rows[i][0] for i in people)
     print_table(title, people, [clip_rows[i][2] for i in people], speeds=speeds, **table)
 

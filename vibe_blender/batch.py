@@ -177,7 +177,8 @@ def _refuse_existing(path: Path | None, what: str, flag: str) -> None:
 def _write(blend: Path, fbx: Path | None) -> Path | None:
     """Save the scene as ``blend`` and export the FBX, each written under another name beside its file
     and moved into place once whole (no .blend1 copy of a replaced file is left): the .blend is moved in
-    last, once the FBX is written, so that a failure of either leaves neither new file."""
+    last, once the FBX is written, so that a failure writing either leaves neither new file (only that
+    last rename could fail on its own, after the FBX was moved into place)."""
     import bpy
 
     from .export import export_fbx, staged_write

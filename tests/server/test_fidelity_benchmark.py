@@ -93,3 +93,17 @@ def test_a_clip_without_people_is_a_false_positive_check_kept_out_of_the_pool(fi
     assert re.search(r"^stride 8 +0\.12 +2 +50 +10 +1\.000 ", bottles_table, re.M), bottles_table
     pooled = out[out.index("pooled over the clips with people: walk.mp4: 30 official track-frames, 1 tracks") :]
     assert re.search(r"^stride 8 +nan +nan +0\.13 +1 +15 +0 +0\.500 ", pooled, re.M), pooled
+    # only a clip without people: its table, and no pooled one (it divided by zero frames)
+    fidelity.print_report(
+        [("bottles", "bottle-detection-negative.mp4", 40)],
+        settings=[official, stride],
+        comparisons={
+            "official": [fidelity.compare(bottles, bottles)],
+            "stride 8": [fidelity.compare(bottles, more_bottles)],
+        },
+        detected={"official": [40], "stride 8": [5]},
+        real=False,
+        speeds={},
+    )
+    out = capsys.readouterr().out
+    assert "bottles, 40 frames" in out and "pooled" not in out

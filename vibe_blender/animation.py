@@ -12,8 +12,8 @@ import numpy as np
 from . import keyframes
 from .core.errors import VibeError
 from .core.motion import TrackMotion, frame_runs
-from .core.retarget_math import rotation_keys, rotation_matrices
-from .core.rotations import axis_angle_to_rotmat, make_continuous, rotmat_to_quat
+from .core.retarget_math import rotation_keys, rotation_quats
+from .core.rotations import axis_angle_to_rotmat, make_continuous
 from .core.skeleton import bone_basis_quats, refit_basis_quats, refit_root_locations, root_locations
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, NUM_BETAS
@@ -242,8 +242,7 @@ def _read_pose_keys(armature_obj, channels) -> tuple[dict[str, np.ndarray], np.n
             size = keyframes.rotation_channel(mode)[1]
             keys = keyframes.read_vector_keys(channels, keyframes.rotation_path(bone, mode), size)
             if keys is not None:
-                values = keys[1]
-                rotations[bone] = values if mode == "QUATERNION" else rotmat_to_quat(rotation_matrices(values, mode))
+                rotations[bone] = rotation_quats(keys[1], mode)
         keys = keyframes.read_vector_keys(channels, keyframes.location_path(JOINT_NAMES[0]), 3)
         location = None if keys is None else keys[1]
     except ValueError as err:

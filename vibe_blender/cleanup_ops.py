@@ -20,8 +20,8 @@ from . import keyframes
 from .animation import check_correctives, corrective_path, key_correctives, key_motion, key_visibility
 from .core.cleanup import clean_up, merge_tracks, motion_figures, trim_mask
 from .core.errors import VibeError
-from .core.retarget_math import rotation_matrices
-from .core.rotations import make_continuous, rotmat_to_quat
+from .core.retarget_math import rotation_quats
+from .core.rotations import make_continuous
 from .core.skeleton import refit_basis_quats, refit_root_locations, smpl_rotations_from_basis
 from .core.smpl_math import pose_feature
 from .core.smpl_model import JOINT_NAMES, PARENTS
@@ -145,7 +145,7 @@ def _read(armature_obj, *, keys_move: bool = False, as_played: bool = False) -> 
         pose_bone = armature_obj.pose.bones[bone]
         mode = pose_bone.rotation_mode
         values, is_keyed = sample(pose_bone, *keyframes.rotation_channel(mode))
-        quats[:, j] = values if mode == "QUATERNION" else rotmat_to_quat(rotation_matrices(values, mode))
+        quats[:, j] = rotation_quats(values, mode)
         if is_keyed:
             keyed.add(bone)
     loc, loc_keyed = sample(armature_obj.pose.bones[JOINT_NAMES[0]], "location", 3)
@@ -163,11 +163,7 @@ def _motion_channels(armature_obj):
             "strip's action to it in the Action editor (then mute or delete the strip), then try again."
         )
     if reason == keyframes.NO_SLOT:
-        action = armature_obj.animation_data.action
-        raise VibeError(
-            f"The action '{action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its slot "
-            "in the Action editor (the slot menu beside the action), then try again."
-        )
+        raise VibeError(keyframes.no_slot_message(armature_obj, "try again"))
     channels = keyframes.channels_of(armature_obj)
     if channels is None or len(_motion_frames(armature_obj, channels)) == 0:
         raise VibeError(
@@ -202,10 +198,9 @@ def frame_count(armature_obj) -> int:
 def _motion_frames(armature_obj, channels) -> np.ndarray:
     """(T,) frames of the pelvis rotation keys (its first channel in its rotation mode), the
     character's frames (none without that curve or without a pelvis)."""
-    pelvis = armature_obj.pose.bones.get(JOINT_NAMES[0])
-    missing = [b for b in JOINT_NAMES if armature_obj.pose.bones.get(b) is None]
-    if pelvis is None or missing:
+    if any(armature_obj.pose.bones.get(b) is None for b in JOINT_NAMES):
         return np.empty(0)
+    pelvis = armature_obj.pose.bones[JOINT_NAMES[0]]
     keys = keyframes.read_fcurve(channels, keyframes.rotation_path(pelvis.name, pelvis.rotation_mode), 0)
     return np.empty(0) if keys is None else keys[0]
 

@@ -114,6 +114,14 @@ def no_channels_reason(id_block: bpy.types.ID) -> str | None:
     return None
 
 
+def no_slot_message(id_block: bpy.types.ID, then: str) -> str:
+    """What to do about NO_SLOT, ending in ``then`` ('try again')."""
+    return (
+        f"The action '{id_block.animation_data.action.name}' of '{id_block.name}' has no slot for it, so nothing "
+        f"of it plays: pick its slot in the Action editor (the slot menu beside the action), then {then}."
+    )
+
+
 def keyed_range(id_block: bpy.types.ID) -> tuple[float, float] | None:
     """(first, last) frame of ``id_block``'s own keys: its action's manual frame range when one is set,
     else the range of the F-curves of its slot (4.4+: an action's own range spans every slot, those of

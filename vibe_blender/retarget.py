@@ -211,10 +211,7 @@ def action_frame_range(armature_obj) -> tuple[int, int]:
     if reason == keyframes.NO_ACTION:
         raise VibeError(f"'{name}' has no animation to retarget; import or key a motion first.")
     if reason == keyframes.NO_SLOT:
-        raise VibeError(
-            f"The action '{anim.action.name}' of '{name}' has no slot for it, so nothing of it plays: pick its "
-            "slot in the Action editor (the slot menu beside the action), then retarget again."
-        )
+        raise VibeError(keyframes.no_slot_message(armature_obj, "retarget again"))
     keyed = keyframes.keyed_range(armature_obj)
     if keyed is None:
         raise VibeError(f"The action '{anim.action.name}' of '{name}' has no keys to retarget.")

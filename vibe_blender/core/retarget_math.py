@@ -133,6 +133,14 @@ def rotation_matrices(values: np.ndarray, mode: str) -> np.ndarray:
     return euler_to_rotmat(values, mode)
 
 
+def rotation_quats(values: np.ndarray, mode: str) -> np.ndarray:
+    """Key values of a pose bone's ``rotation_mode`` -> quaternions (..., 4) wxyz: the inverse of
+    :func:`rotation_keys` (quaternion keys are taken as they are)."""
+    if mode == "QUATERNION":
+        return np.asarray(values, dtype=np.float64)
+    return rotmat_to_quat(rotation_matrices(values, mode))
+
+
 def compose_basis(location: np.ndarray, rotmat: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
     """location (..., 3), rotmat (..., 3, 3), scale (..., 3) -> basis T·R·S (..., 4, 4)."""
     out = np.zeros(rotmat.shape[:-2] + (4, 4))

@@ -36,6 +36,7 @@ from .core.live_client import (
     LiveFrameMessage,
     LivePersonFrame,
     LiveTake,
+    dropped_people_note,
     take_on_frames,
 )
 from .core.model_data import cached_body_model_note, load_served_body_model
@@ -412,6 +413,8 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
     image box or 3D joints: those arrays are zero (joints3d has no joints) and the video size and focal
     length are marked unknown in ``meta``."""
     kept, too_many = longest_track_ids({t: len(take.track_rows(t)) for t in take.track_ids}, MAX_TRACKS)
+    dropped = [dropped_people_note(take.people_dropped)] if take.people_dropped else []
+    warnings = take.warnings + too_many + dropped
     on_frames = take_on_frames(take, fps, kept)
     tracks = []
     for track_id in kept:
@@ -447,7 +450,7 @@ def take_to_result(take: LiveTake, name: str, *, fps: float) -> MocapResult:
             "frames_received": str(len(take.received_index)),
             "video_size": META_UNKNOWN,
             "focal_length": META_UNKNOWN,
-            **({WARNINGS_META_KEY: "\n".join(take.warnings + too_many)} if take.warnings or too_many else {}),
+            **({WARNINGS_META_KEY: "\n".join(warnings)} if warnings else {}),
         },
     )
 

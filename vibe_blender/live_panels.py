@@ -2,6 +2,7 @@
 
 import bpy
 
+from .core.live_client import dropped_people_note
 from .server_panels import label_lines
 
 _STATE_ICONS = {"connecting": "SORTTIME", "streaming": "PLAY", "ended": "INFO", "lost": "ERROR", "failed": "ERROR"}
@@ -43,13 +44,16 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
 
         if session is not None:
             label_lines(layout, session.message, icon=_STATE_ICONS.get(session.state, "INFO"))
-            bad = session.connection.bad_messages if session.connection is not None else 0
-            if bad:
+            connection = session.connection
+            if connection is not None and connection.bad_messages:
                 label_lines(
                     layout,
-                    f"Skipped {bad} malformed message(s) from the server; if this keeps growing, update the server.",
+                    f"Skipped {connection.bad_messages} malformed message(s) from the server; if this keeps "
+                    "growing, update the server.",
                     icon="ERROR",
                 )
+            if connection is not None and connection.people_dropped:
+                label_lines(layout, dropped_people_note(connection.people_dropped), icon="ERROR")
             if session.unsaved_take is not None:
                 label_lines(layout, live.UNSAVED_TAKE, icon="ERROR")
                 layout.operator("vibe_mocap.live_discard_take", icon="TRASH")

@@ -802,21 +802,27 @@ def test_a_saved_take_that_cannot_be_imported_says_where_it_is(addon, empty_scen
     assert session.last_result_path.is_file() and str(session.last_result_path) in str(err.value)
 
 
-def test_a_recording_with_a_frame_20_km_away_saves_and_imports_without_that_frame(
+def test_a_recording_with_a_person_20_km_away_saves_and_imports_without_that_person_there(
     addon, empty_scene, fake_server_setup
 ):
     """A tiny camera scale puts a person 20 km from the camera: the stream took that frame, and the whole
-    saved recording was refused by its import (and by File > Import), a result holding at most 10 km."""
+    saved recording was refused by its import (and by File > Import), a result holding at most 10 km.
+    Then the whole frame was skipped, everyone in it, and the panel blamed the server's version."""
     far = person(1, trans=(0.0, 0.0, 20_000.0))
-    messages = [frame_message(i, 10.0 + i / 30, [far if i == 2 else person(1)]) for i in range(5)] + [END]
+    messages = [frame_message(i, 10.0 + i / 30, [far if i == 2 else person(1), person(2)]) for i in range(5)] + [END]
     with FakeLiveServer(messages, **fake_server_setup) as server:
         session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
         live.start_recording()
         tick_until(lambda: live.live_tick() is None, 30)
-    assert session.state == "ended" and session.connection.bad_messages == 1, session.message
-    assert len(live.stop_recording()) == 1
-    assert session.last_take.track_ids == [1] and session.last_take.frame_ids[1].tolist() == [0, 1, 3, 4]
-    assert np.abs(load_result(session.last_result_path).tracks[0].trans_cam_m).max() == 3.0
+    assert session.state == "ended" and session.connection.bad_messages == 0, session.message
+    shown = " ".join(kw.get("text", "") for name, _, kw in draw_live_panel() if name == "label")
+    assert "Left out 1 person-frame(s)" in shown and "update the server" not in shown, shown
+    assert len(live.stop_recording()) == 2
+    take = session.last_take
+    assert take.frame_ids[1].tolist() == [0, 1, 3, 4] and take.frame_ids[2].tolist() == [0, 1, 2, 3, 4]
+    result = load_result(session.last_result_path)
+    assert np.abs(result.tracks[0].trans_cam_m).max() == 3.0
+    assert result.meta["warnings"] == live_client.dropped_people_note(1)
 
 
 def test_a_take_of_more_tracks_than_a_result_holds_keeps_the_longest_and_says_so(addon, monkeypatch):

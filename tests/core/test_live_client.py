@@ -127,22 +127,28 @@ def frame_with_person(index: int, **fields) -> str:
     return json.dumps(message)
 
 
-def test_values_a_result_file_refuses_are_skipped_as_bad_messages_and_the_take_saves_as_one():
+def test_values_a_result_file_refuses_leave_that_person_out_and_the_take_saves_as_one():
     """The stream took numbers up to 1e6 where a result file holds translations to 10 km and betas to
     ±10: one such frame (a tiny camera scale gives a person 20 km away) was recorded, and the whole
-    saved recording was then refused by every import."""
+    saved recording was then refused by every import. Then such a person made the whole frame a bad
+    message: everyone else in it was lost too, and the panel told to update the server."""
     bad = [
         frame_with_person(1, trans_cam_m=[0.0, 0.0, 20_000.0]),
         frame_with_person(2, betas=[50.0] + [0.0] * 9),
         frame_with_person(3, pose=[1001.0] + [0.0] * 71),
+        frame_with_person(4, trans_cam_m=[0.0, float("nan"), 3.0]),
     ]
-    edge = frame_with_person(4, trans_cam_m=[0.0, 0.0, -10_000.0], betas=[10.0] * 10)  # the bounds themselves
-    with FakeLiveServer([FRAME, *bad, edge, frame_message(5, 100.5, [person(1)]), END]) as server:
+    beside = json.loads(frame_with_person(5, trans_cam_m=[0.0, 0.0, 1e9]))  # track 1 far away, track 2 fine
+    beside["people"].append(person(2))
+    edge = frame_with_person(6, trans_cam_m=[0.0, 0.0, -10_000.0], betas=[10.0] * 10)  # the bounds themselves
+    messages = [FRAME, *bad, json.dumps(beside), edge, frame_message(7, 100.5, [person(1)]), END]
+    with FakeLiveServer(messages) as server:
         live = follow(server, record=True)
     assert live.state == "ended" and live.error is None, (live.state, live.error)
-    assert live.frames_received == 3 and live.bad_messages == len(bad)
+    assert live.frames_received == 8 and live.bad_messages == 0 and live.people_dropped == len(bad) + 1
     take = live.recording_stop()
-    assert take.received_index == [0, 4, 5] and take.track_ids == [1] and take.frame_ids[1].tolist() == [0, 4, 5]
+    assert take.received_index == list(range(8)) and take.track_ids == [1, 2] and take.people_dropped == 5
+    assert take.frame_ids[1].tolist() == [0, 6, 7] and take.frame_ids[2].tolist() == [5]
     assert take.trans_cam_m[1][1][2] == -10_000.0 and take.betas[1][1].max() == 10.0  # kept as sent
 
     placed = take_on_frames(take, 24.0)  # saved as Stop Recording saves it (vibe_blender/live.py)

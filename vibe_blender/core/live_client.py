@@ -8,10 +8,12 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     live.stop()
 
 Every field of every message is checked before use (types, sizes, finite numbers within what a result
-file may hold, frames in order and at most a minute apart, so a recording always saves as one that
-imports); a message that fails is counted as bad and skipped (one nested deeply enough to exhaust the
-parser too). When the connection drops or the server breaks the protocol, ``state`` says so, the
-recording so far is kept and the server is asked to stop the session (nobody follows it any more).
+file may hold, frames in order and at most a minute apart), so a recording always saves as one that
+imports; a message that fails is counted as bad and skipped (one nested deeply enough to exhaust the
+parser too), while a person whose values alone fail (a model's output no result file can hold) is left
+out of the frame and counted. When the connection drops or the server breaks the protocol, ``state``
+says so, the recording so far is kept and the server is asked to stop the session (nobody follows it
+any more).
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ class LiveFrameMessage:
     frame_time_s: float  # when the frame arrived at the server (its clock, seconds)
     people: tuple[LivePersonFrame, ...]
     latency_s: float | None
+    people_dropped: int = 0  # people of the message left out: values no result file holds
+
+
+def dropped_people_note(count: int) -> str:
+    """What to tell of ``count`` people left out of their frames (the panel, a recording's warnings)."""
+    return (
+        f"Left out {count} person-frame(s) holding values a result file cannot hold (a person more than "
+        f"{MAX_TRANSLATION_M / 1000:g} km from the camera, or a value that is not a number); the rest of each "
+        "frame was kept."
+    )
 
 
 def _is_number(value) -> bool:
@@ -88,20 +100,26 @@ def _finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+class _OutOfBounds(ValueError):
+    """Numbers that are well formed but no result file holds: a model's bad output for one person,
+    not a broken message."""
+
+
 def _vector(value, n: int, what: str, limit: float) -> np.ndarray:
-    """A flat list of exactly ``n`` finite numbers within ±``limit`` -> (n,) float32 (ValueError else).
-    ``limit`` is the result file's own bound on the field: one frame beyond it would make the whole
-    saved recording a file that no import reads."""
+    """A flat list of exactly ``n`` finite numbers within ±``limit`` -> (n,) float32 (ValueError else,
+    _OutOfBounds for a number that is not finite or beyond ``limit``). ``limit`` is the result file's
+    own bound on the field: one frame beyond it would make the whole saved recording a file that no
+    import reads."""
     if not isinstance(value, list) or len(value) != n or not all(_is_number(v) for v in value):
         raise ValueError(f"{what} must be a list of {n} numbers")
     try:
         array = np.asarray(value, dtype=np.float64)
-    except OverflowError:  # an integer past float64's range
+    except OverflowError:  # an integer past float64's range: no float a model outputs
         raise ValueError(f"{what} holds huge numbers") from None
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} holds non-finite numbers")
+        raise _OutOfBounds(f"{what} holds non-finite numbers")
     if np.abs(array).max(initial=0) > limit:
-        raise ValueError(f"{what} holds a number beyond ±{limit:g}, more than a result file may hold")
+        raise _OutOfBounds(f"{what} holds a number beyond ±{limit:g}, more than a result file may hold")
     return array.astype(np.float32)
 
 
@@ -119,31 +137,34 @@ def _index(value, what: str, upper: int = 2**40) -> int:
 
 
 def parse_frame_message(message: dict) -> LiveFrameMessage:
-    """A server "frame" message -> checked arrays (ValueError naming the first bad field)."""
+    """A server "frame" message -> checked arrays (ValueError naming the first bad field). A person
+    whose numbers are well formed but out of a result file's bounds is left out (``people_dropped``):
+    the others in the frame are still seen and recorded."""
     frame_index = _index(message.get("frame_index"), "frame_index")
     frame_time_s = _time(message.get("frame_time_s"), "frame_time_s")
     people = message.get("people")
     if not isinstance(people, list) or len(people) > MAX_PEOPLE_PER_FRAME:
         raise ValueError("people must be a list of at most 32 entries")
-    parsed, latency = [], None
+    parsed, seen, dropped, latency = [], set(), 0, None
     for person in people:
         if not isinstance(person, dict):
             raise ValueError("each person must be an object")
-        if any(p.track_id == person.get("track_id") for p in parsed):
+        track_id = _index(person.get("track_id"), "track_id", 2**31)
+        if track_id in seen:
             raise ValueError("a track id appears twice in one frame")
-        parsed.append(
-            LivePersonFrame(
-                _index(person.get("track_id"), "track_id", 2**31),
-                frame_index,
-                _vector(person.get("pose"), 72, "pose", MAX_POSE_RAD),
-                _vector(person.get("betas"), 10, "betas", BETA_LIMIT),
-                _vector(person.get("trans_cam_m"), 3, "trans_cam_m", MAX_TRANSLATION_M),
-            )
-        )
+        seen.add(track_id)
         value = person.get("latency_s")
         if value is not None:  # optional, but a number when sent
             latency = _time(value, "latency_s")
-    return LiveFrameMessage(frame_index, frame_time_s, tuple(parsed), latency)
+        try:
+            pose = _vector(person.get("pose"), 72, "pose", MAX_POSE_RAD)
+            betas = _vector(person.get("betas"), 10, "betas", BETA_LIMIT)
+            trans_cam_m = _vector(person.get("trans_cam_m"), 3, "trans_cam_m", MAX_TRANSLATION_M)
+        except _OutOfBounds:
+            dropped += 1
+            continue
+        parsed.append(LivePersonFrame(track_id, frame_index, pose, betas, trans_cam_m))
+    return LiveFrameMessage(frame_index, frame_time_s, tuple(parsed), latency, dropped)
 
 
 @dataclass
@@ -161,6 +182,7 @@ class LiveTake:
     received_index: list[int] = field(default_factory=list)
     received_time_s: list[float] = field(default_factory=list)
     full: bool = False  # a frame did not fit: the take keeps what it has
+    people_dropped: int = 0  # people left out of the frames added (LiveFrameMessage.people_dropped)
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
     _rows: KeyedRows = field(default_factory=lambda: KeyedRows(TAKE_ROW_WIDTH), repr=False)
     _grouped: _ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
@@ -172,6 +194,7 @@ class LiveTake:
             return False
         self.received_index.append(frame.frame_index)
         self.received_time_s.append(frame.frame_time_s)
+        self.people_dropped += frame.people_dropped
         for p in frame.people:
             values = self._rows.add(p.track_id, p.frame_index)
             values[_POSE], values[_BETAS], values[_TRANS] = p.pose, p.betas, p.trans_cam_m
@@ -408,6 +431,7 @@ class LiveConnection:
         self.error: str | None = None
         self.frames_received = 0
         self.bad_messages = 0
+        self.people_dropped = 0  # people left out of frames received (values no result file holds)
         self.server_stats: dict = {}
         self.warnings: list[str] = []  # what the server said the user should know of the session
         self._latest: LiveFrameMessage | None = None
@@ -578,5 +602,6 @@ class LiveConnection:
             with self._lock:
                 self._latest = frame
                 self.frames_received += 1
+                self.people_dropped += frame.people_dropped
                 if self._take is not None:  # once full it keeps what it has: the take says so, not the connection
                     self._take.add(frame)

@@ -54,6 +54,13 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
                 )
             if connection is not None and connection.people_dropped:
                 label_lines(layout, dropped_people_note(connection.people_dropped), icon="ERROR")
+            if connection is not None and connection.clock_jumps:
+                label_lines(
+                    layout,
+                    f"The server's frame times jumped {connection.clock_jumps} time(s) (more than a minute ahead, "
+                    "or back: the server stalled or its clock broke); a recording has a minute's gap at each.",
+                    icon="ERROR",
+                )
             if session.unsaved_take is not None:
                 label_lines(layout, live.UNSAVED_TAKE, icon="ERROR")
                 layout.operator("vibe_mocap.live_discard_take", icon="TRASH")

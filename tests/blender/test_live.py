@@ -368,15 +368,17 @@ def test_a_slow_start_bad_messages_and_a_lost_connection(addon, fake_server_setu
     usual timeout and said the server was unreachable); malformed messages are counted in the panel;
     a lost connection asks the server to stop the session, which nobody follows any more."""
     bad_pose = frame_message(1, 10.05, [person(1, pose=[0.0] * 71)])
+    after_a_stall = frame_message(3, 100.0, [person(1)])  # 90 s on: a gap, and the stream goes on
     messages = [frame_message(0, 10.0, [person(1)]), bad_pose, "{not json", frame_message(2, 10.1, [person(1)])]
-    with FakeLiveServer(messages, after="close", start_delay_s=4.0, **fake_server_setup) as server:
+    with FakeLiveServer([*messages, after_a_stall], after="close", start_delay_s=4.0, **fake_server_setup) as server:
         session = live.start_live("0", server_url=server.url, token=server.token, use_timer=False)
         tick_until(lambda: live.live_tick() is None, 30)
         assert server.wait_for_stop()
     assert session.state == "lost" and "lost" in session.message, session.message
-    assert session.connection.frames_received == 2 and session.characters
+    assert session.connection.frames_received == 3 and session.characters
     calls = draw_live_panel()
     assert any(name == "label" and "Skipped 2 malformed" in kw["text"] for name, _, kw in calls), calls
+    assert any(name == "label" and "frame times jumped 1 time(s)" in kw["text"] for name, _, kw in calls), calls
 
 
 def test_a_session_the_server_ends_as_failed_is_shown_failed_with_its_reason(addon, fake_server_setup):

@@ -105,19 +105,33 @@ def test_malformed_fields_are_skipped_as_bad_messages_and_the_session_goes_on():
     assert all(p.shape == (72,) for p in take.pose[1])
 
 
-def test_a_frame_time_jumping_far_ahead_is_skipped_as_bad_and_the_take_still_saves():
+def test_a_jump_of_the_servers_clock_is_a_gap_and_the_stream_goes_on():
+    """A frame stamped more than a minute after the one before was skipped as bad, and so was every
+    later one (each measured against the frame before the jump): the view froze for good while the
+    server streamed on. A jump ahead or back now starts a new stretch a minute after the last frame."""
+    times = [0.0, 0.1, 0.2, 70.0, 70.1, 70.2, 70.3, 70.4, 30.0, 30.1]  # a stall of 70 s, then the clock going back
+    messages = [frame_message(i, 100.0 + t, [person(1)]) for i, t in enumerate(times)]
+    with FakeLiveServer([*messages, END]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.error is None, (live.state, live.error)
+    assert live.frames_received == len(times) and live.bad_messages == 0 and live.clock_jumps == 2
+    take = live.recording_stop()
+    stretch = [0.0, 0.1, 0.2, 60.2, 60.3, 60.4, 60.5, 60.6, 120.6, 120.7]
+    np.testing.assert_allclose(np.asarray(take.received_time_s) - 100.0, stretch, atol=1e-9)
+    placed = take_on_frames(take, 10.0)  # each jump a gap: nothing interpolated across it
+    assert placed.frame_count == 1208 and placed.frame_ids[1].tolist() == [0, 1, 2, *range(602, 607), 1206, 1207]
+
+
+def test_a_clock_jumping_a_hundred_billion_seconds_leaves_a_take_that_saves():
     """One frame stamped 1e11 s after the one before was taken: the recording then needed 1e11 s of
     scene frames, so no frame rate could save it, and Start Live was refused until it was thrown away."""
     normal = [frame_message(i, 100.0 + i / 30, [person(1)]) for i in range(30)]
-    jumps = [frame_message(30, 100.0 + 1e11, [person(1)]), frame_message(31, 100.0 + 29 / 30 + 61.0, [person(1)])]
-    late = frame_message(32, 100.0 + 29 / 30 + 59.0, [person(1)])  # a minute's stall at most: the server's own
-    with FakeLiveServer([*normal, *jumps, late, END]) as server:
+    jumped = [frame_message(30 + i, 100.0 + 1e11 + i / 30, [person(1)]) for i in range(3)]
+    with FakeLiveServer([*normal, *jumped, END]) as server:
         live = follow(server, record=True)
-    assert live.state == "ended" and live.error is None, (live.state, live.error)
-    assert live.frames_received == 31 and live.bad_messages == len(jumps)
+    assert live.frames_received == 33 and live.bad_messages == 0 and live.clock_jumps == 1
     take = live.recording_stop()
-    assert take.received_index == [*range(30), 32]
-    assert take_on_frames(take, 24.0).frame_count == round((29 / 30 + 59.0) * 24) + 1
+    assert take_on_frames(take, 24.0).frame_count == round((29 / 30 + 60.0 + 2 / 30) * 24) + 1
 
 
 def frame_with_person(index: int, **fields) -> str:

@@ -8,12 +8,14 @@ frames over the WebSocket in a worker thread, hand the newest one to the UI, and
     live.stop()
 
 Every field of every message is checked before use (types, sizes, finite numbers within what a result
-file may hold, frames in order and at most a minute apart), so a recording always saves as one that
-imports; a message that fails is counted as bad and skipped (one nested deeply enough to exhaust the
-parser too), while a person whose values alone fail (a model's output no result file can hold) is left
-out of the frame and counted. When the connection drops or the server breaks the protocol, ``state``
-says so, the recording so far is kept and the server is asked to stop the session (nobody follows it
-any more).
+file may hold, frames in order), so a recording always saves as one that imports; a message that fails
+is counted as bad and skipped (one nested deeply enough to exhaust the parser too), while a person whose
+values alone fail (a model's output no result file can hold) is left out of the frame and counted. A
+frame stamped more than a minute after the one before, or before it, starts a new stretch of the
+recording a minute after the last (a gap: :func:`take_on_frames` interpolates nothing across it), so
+that one jump of the server's clock neither freezes the stream nor makes the recording too long to
+place. When the connection drops or the server breaks the protocol, ``state`` says so, the recording
+so far is kept and the server is asked to stop the session (nobody follows it any more).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -39,8 +41,10 @@ MAX_PEOPLE_PER_FRAME = 32
 MAX_RECORDED_FRAMES = 2_000_000  # rows over all tracks (0.9 GB as a take holds them, see LiveTake): then it stops
 MAX_FRAME_TIME_S = 1e12  # the server's clock (time.monotonic()) in seconds; beyond is no clock
 # The most time between two frames of the stream: the server ends a stream that sends nothing for
-# 10 s (and a camera whose read fails), so a frame a minute after the one before comes from no real
-# source, only from a broken clock; taken, it would stretch the recording past any scene's frames.
+# 10 s (and a camera whose read fails), so a frame a minute after the one before comes from a server
+# that stalled (swapping, a machine asleep) or from a broken clock. Taken as stamped, one such jump
+# would stretch the recording past any scene's frames: the frames after it are placed this long
+# after the one before instead.
 MAX_FRAME_INTERVAL_S = 60.0
 # The start request waits while the server opens the source (a stream may take 10 s) and loads its
 # detector and model (a minute on a slow machine); the server starts the session even when the
@@ -432,6 +436,7 @@ class LiveConnection:
         self.frames_received = 0
         self.bad_messages = 0
         self.people_dropped = 0  # people left out of frames received (values no result file holds)
+        self.clock_jumps = 0  # frames stamped over a minute after the one before, or before it
         self.server_stats: dict = {}
         self.warnings: list[str] = []  # what the server said the user should know of the session
         self._latest: LiveFrameMessage | None = None
@@ -556,7 +561,7 @@ class LiveConnection:
         self._receive()
 
     def _receive(self) -> None:
-        last: LiveFrameMessage | None = None
+        timeline = _StreamTimeline()
         while True:
             try:
                 text = self._ws.recv_text()
@@ -582,13 +587,7 @@ class LiveConnection:
                     return
                 if kind != "frame":
                     raise ValueError("unknown message type")
-                frame = parse_frame_message(message)
-                if last is not None and (
-                    frame.frame_index <= last.frame_index
-                    or not 0 <= frame.frame_time_s - last.frame_time_s <= MAX_FRAME_INTERVAL_S
-                ):  # the server sends its frames in order and in time: the recording's timeline relies on it
-                    raise ValueError("frames out of order, or too far apart in time")
-                last = frame
+                frame = timeline.place(parse_frame_message(message))
                 if isinstance(message.get("stats"), dict):  # figures for the panel: finite floats only
                     self.server_stats = {
                         k: number
@@ -603,5 +602,33 @@ class LiveConnection:
                 self._latest = frame
                 self.frames_received += 1
                 self.people_dropped += frame.people_dropped
+                self.clock_jumps = timeline.jumps
                 if self._take is not None:  # once full it keeps what it has: the take says so, not the connection
                     self._take.add(frame)
+
+
+class _StreamTimeline:
+    """The stream's frames on one timeline, in the order sent. The server sends them in order and in
+    time, and a recording's placing relies on it: a frame whose index does not follow the last one's is
+    refused (ValueError). A frame stamped more than MAX_FRAME_INTERVAL_S after the last one, or before
+    it (the server stalled for minutes, its machine slept, its clock broke), starts a new stretch
+    placed MAX_FRAME_INTERVAL_S after the last one: a gap, and the stream goes on (every later frame
+    measured against the frame before the jump was refused, and the view froze for good)."""
+
+    def __init__(self):
+        self.jumps = 0
+        self._last: LiveFrameMessage | None = None  # as the server stamped it
+        self._shift_s = 0.0  # server time - timeline time, over the jumps so far
+
+    def place(self, frame: LiveFrameMessage) -> LiveFrameMessage:
+        """``frame`` with its time on the timeline (ValueError when it comes out of order)."""
+        last = self._last
+        if last is not None:
+            if frame.frame_index <= last.frame_index:
+                raise ValueError("frames out of order")
+            step = frame.frame_time_s - last.frame_time_s
+            if not 0 <= step <= MAX_FRAME_INTERVAL_S:
+                self._shift_s += step - MAX_FRAME_INTERVAL_S
+                self.jumps += 1
+        self._last = frame
+        return replace(frame, frame_time_s=frame.frame_time_s - self._shift_s) if self._shift_s else frame

@@ -9,7 +9,6 @@ add-on is disabled, unless the user chose to keep it running.
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import bpy
 
+from . import exit_hooks
 from .core.errors import VibeError
 from .core.local_server import (
     QUICK_STOP_S,
@@ -350,7 +350,7 @@ def _follow() -> None:
 
 
 def register():
-    atexit.register(_stop_at_exit)
+    exit_hooks.run_at_exit(_stop_at_exit)
     set_program_lookup(look_for_program)
     if _state.server is not None:  # enabled again in the same session
         _state.server.reopen()
@@ -361,8 +361,7 @@ def register():
 
 
 def unregister():
-    atexit.unregister(_stop_at_exit)
     set_program_lookup(None)
-    _stop_at_exit()
+    exit_hooks.run_now(_stop_at_exit)
     if bpy.app.timers.is_registered(tick):
         bpy.app.timers.unregister(tick)

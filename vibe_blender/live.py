@@ -11,14 +11,16 @@ by the server's frame times so that the motion plays at real speed in the scene'
 the server dropped are interpolated across; a frame without the person is a gap, and so is a stall of
 the stream). The file appears
 whole or not at all; a take that could not be saved stays with the session until Stop Recording
-saves it, and no new session starts over a take that was not saved.
+saves it, and no new session starts over a take that was not saved. A take Stop Recording has not
+saved when Blender quits or the add-on is disabled or reloaded is saved there on the way out
+(:func:`save_take_on_exit`), and the panel says where on the next run; a crash loses it.
 Nothing here blocks Blender: network calls and the session's stop run in worker threads.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import keyframes, server_control
+from . import exit_hooks, keyframes, server_control
 from .core import live_client
 from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
 from .core.errors import VibeError
@@ -54,6 +56,12 @@ from .core.result_file import (
 )
 from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
+from .core.take_files import (
+    forget_takes_saved_on_exit,
+    new_take_path,
+    note_take_saved_on_exit,
+    takes_saved_on_exit,
+)
 from .core.user_dirs import write_private_file
 from .importer import ImportOptions, import_motion_file, units_per_metre
 from .jobs import redraw_panels
@@ -111,6 +119,10 @@ class LiveSession:
     stop_sent: bool = False
     connector: threading.Thread | None = None  # the thread connecting (it ends once the stream runs)
     unsaved_take: LiveTake | None = None  # recording stopped, its file not written yet (Stop Recording retries)
+    # Where and at what rate a take left unsaved is saved on the way out, read when Record is pressed:
+    # Blender's data may be gone by then.
+    results_dir: Path | None = None
+    scene_fps: float = 24.0
     last_take: LiveTake | None = None
     last_result_path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -314,6 +326,7 @@ def start_recording() -> None:
     if refusal is not None:
         raise VibeError(refusal)
     session = current_session()
+    session.results_dir, session.scene_fps = user_dir("results"), keyframes.scene_fps()  # for save_take_on_exit
     with session._lock:
         if session.connection is None:
             session.record_on_connect = True  # begins with the first frame received
@@ -342,7 +355,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
             "Nothing was recorded: nobody was tracked while recording. Make sure a whole person is "
             "in view, then record again."
         )
-    path = user_dir("results") / f"live_{time.strftime('%Y%m%d-%H%M%S')}_{uuid.uuid4().hex[:8]}.npz"
+    path = new_take_path(user_dir("results"))
     fps = keyframes.scene_fps()
     try:
         result = take_to_result(take, path.stem, fps=fps)
@@ -393,6 +406,77 @@ def discard_take() -> None:
         raise VibeError("There is no unsaved recording to discard.")
     with session._lock:
         session.unsaved_take = None
+
+
+_saved_on_exit: dict = {"paths": []}  # read from the note once, when the add-on is registered
+
+
+def save_take_on_exit() -> None:
+    """Blender quits, or the add-on is disabled or reloaded: the take Stop Recording has not saved
+    (recording, or kept after a failed save) is saved as Stop Recording would, at the scene's frame
+    rate when Record was pressed, halved until the take fits, and noted for the next run's panel
+    (:func:`takes_saved_on_exit_notice`). Reads nothing of Blender's data, which may be gone at exit.
+    What fails is printed (nobody is left to tell): a take not saved stays with the session."""
+    session = current_session()
+    if session is None:
+        return
+    with session._lock:
+        session.record_on_connect = False
+        if session.unsaved_take is None and session.connection is not None:
+            session.unsaved_take = session.connection.recording_stop()
+        take = session.unsaved_take
+    if take is None or not take.track_ids:
+        return
+    try:
+        folder = session.results_dir if session.results_dir is not None else user_dir("results")
+        path = new_take_path(folder)
+        result, fps = None, session.scene_fps
+        while result is None:
+            try:
+                result = take_to_result(take, path.stem, fps=fps)
+            except VibeError:  # too many frames at this rate: one that places fewer
+                if fps <= 1.0:
+                    raise
+                fps = max(1.0, fps / 2)
+        _write_result(path, result)
+    except Exception as err:  # noqa: BLE001  the add-on's unregister goes on (Blender's quit too), whatever broke
+        reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}"
+        print(f"VIBE Mocap: the live recording not saved could not be saved on exit: {reason}", file=sys.stderr)
+        return
+    session.unsaved_take = None
+    session.last_take, session.last_result_path = take, path
+    try:
+        note_take_saved_on_exit(path)
+    except OSError as err:  # the take is saved: only the next run's notice is missing
+        print(f"VIBE Mocap: the live recording not saved was saved on exit as '{path}' ({err}).", file=sys.stderr)
+
+
+def takes_saved_on_exit_notice() -> str | None:
+    """What the panel says of the takes saved on the way out of an earlier run, until the user
+    dismisses it (:func:`dismiss_takes_saved_on_exit`); None when there are none."""
+    paths = _saved_on_exit["paths"]
+    if not paths:
+        return None
+    names = ", ".join(f"'{p}'" for p in paths)
+    what, was, it = (
+        ("A live recording", "was", "it") if len(paths) == 1 else (f"{len(paths)} live recordings", "were", "them")
+    )
+    return (
+        f"{what} that Stop Recording had not saved when Blender quit, or when the add-on was disabled or "
+        f"reloaded, {was} saved then: {names}. Import {it} with File > Import > VIBE Mocap."
+    )
+
+
+def dismiss_takes_saved_on_exit() -> None:
+    """The user read the notice: it goes, and so does its note (the files stay)."""
+    paths, _saved_on_exit["paths"] = _saved_on_exit["paths"], []
+    if paths:
+        try:
+            forget_takes_saved_on_exit(paths[0].parent)
+        except OSError as err:
+            raise VibeError(
+                f"The note of those recordings in {paths[0].parent} could not be removed ({err})."
+            ) from None
 
 
 def _write_result(path: Path, result: MocapResult) -> None:
@@ -591,10 +675,15 @@ def _new_character(session: LiveSession, person: LivePersonFrame):
 
 
 def register():
-    pass
+    exit_hooks.run_at_exit(save_take_on_exit)
+    try:
+        _saved_on_exit["paths"] = takes_saved_on_exit(user_dir("results"))
+    except VibeError:  # no results folder: Stop Recording names the problem when it matters
+        _saved_on_exit["paths"] = []
 
 
 def unregister():
     stop_live()
+    exit_hooks.run_now(save_take_on_exit)
     if bpy.app.timers.is_registered(live_tick):
         bpy.app.timers.unregister(live_tick)

@@ -147,6 +147,20 @@ class VIBE_OT_live_discard_take(bpy.types.Operator):
         return context.window_manager.invoke_confirm(self, event)
 
 
+class VIBE_OT_live_dismiss_saved_takes(bpy.types.Operator):
+    """Hide the notice of the recordings saved as Blender quit or the add-on was disabled (the files stay)"""
+
+    bl_idname = "vibe_mocap.live_dismiss_saved_takes"
+    bl_label = "OK"
+
+    @reports_errors
+    def execute(self, context):
+        from . import live
+
+        live.dismiss_takes_saved_on_exit()
+        return {"FINISHED"}
+
+
 classes = (
     VIBE_LiveSettings,
     VIBE_OT_live_start,
@@ -154,6 +168,7 @@ classes = (
     VIBE_OT_live_record,
     VIBE_OT_live_record_stop,
     VIBE_OT_live_discard_take,
+    VIBE_OT_live_dismiss_saved_takes,
 )
 
 

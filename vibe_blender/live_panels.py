@@ -72,6 +72,10 @@ class VIEW3D_PT_vibe_live(bpy.types.Panel):
                 layout.label(text="Recording…", icon="REC")
             if session.last_result_path is not None:
                 label_lines(layout, f"Last recording: {session.last_result_path.name}", icon="FILE")
+        notice = live.takes_saved_on_exit_notice()
+        if notice is not None:
+            label_lines(layout, notice, icon="FILE")
+            layout.operator("vibe_mocap.live_dismiss_saved_takes", icon="CHECKMARK")
 
 
 classes = (VIEW3D_PT_vibe_live,)

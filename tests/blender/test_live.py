@@ -9,6 +9,9 @@ import functools
 import json
 import os
 import re
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import tracemalloc
@@ -24,12 +27,13 @@ from vibe_blender import keyframes, live, preferences, server_control
 from vibe_blender.core import live_client, user_dirs
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, take_on_frames
+from vibe_blender.core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, LiveTake, take_on_frames
 from vibe_blender.core.local_server import free_port, venv_program
 from vibe_blender.core.model_data import load_served_body_model
 from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_result
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from vibe_blender.core.smpl_model import JOINT_NAMES
+from vibe_blender.core.take_files import SAVED_ON_EXIT_NOTE
 from vibe_blender.importer import ImportOptions, import_motion_file
 from vibe_blender.rig_builder import rest_quats
 
@@ -528,6 +532,97 @@ class DiskFullAfter:
 
     def __exit__(self, *exc):
         self.file.close()
+
+
+def test_a_take_not_saved_is_saved_when_the_addon_goes_and_the_next_run_says_where(addon, empty_scene, body_model):
+    """Disabling the add-on, Reload Scripts or quitting Blender (which disables its add-ons) threw away
+    a take Stop Recording had not saved, without a word: it lived only in the session's memory."""
+    take = moving_take(range(30))
+    session = recorded_session(body_model, LiveTake(), state="streaming")
+    session.connection.recording_stop()
+    bpy.context.scene.render.fps = 25
+    live.start_recording()  # notes where the take goes, and at what rate: at exit Blender's data may be gone
+    session.connection._take = take  # recording when the add-on goes
+    results = preferences.user_dir("results")
+    before = set(results.iterdir())
+    try:
+        live.unregister()
+    finally:
+        session.connection.state = "ended"  # the next test may start a session
+        live.register()  # as the add-on enabled again, or the next run of Blender
+    (saved,) = set(results.iterdir()) - before - {results / SAVED_ON_EXIT_NOTE}
+    assert session.last_result_path == saved and not session.recording
+    result = load_result(saved)
+    assert result.video.fps == 25.0 and len(result.tracks[0].frame_ids) == len(take_on_frames(take, 25).frame_ids[1])
+
+    notice = live.takes_saved_on_exit_notice()
+    assert notice is not None and f"'{saved}'" in notice and "File > Import > VIBE Mocap" in notice
+    calls = draw_live_panel()
+    shown = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
+    assert str(saved) in shown and "Stop Recording had not saved when Blender quit" in shown, shown
+    assert ("operator", ("vibe_mocap.live_dismiss_saved_takes",), {"icon": "CHECKMARK"}) in calls
+    assert bpy.ops.vibe_mocap.live_dismiss_saved_takes() == {"FINISHED"}
+    assert live.takes_saved_on_exit_notice() is None and saved.is_file()
+    assert not (results / SAVED_ON_EXIT_NOTE).exists()
+    live.register()  # the next run has nothing to tell
+    assert live.takes_saved_on_exit_notice() is None
+
+
+def test_a_take_too_long_for_the_scenes_frames_is_saved_on_exit_at_a_rate_that_places_it(
+    addon, body_model, tmp_path, monkeypatch, capsys
+):
+    """A take kept after Stop Recording found it too long for the scene's frame rate is saved on the way
+    out at half that rate, and half again, until it fits: without Blender, no rate is lowered after. A
+    save that fails there says why on the console and leaves the add-on's unregister to go on."""
+    take = moving_take(range(60))  # 2 s of a 30 frames/s source
+    session = recorded_session(body_model, take, state="lost")
+    session.unsaved_take, session.results_dir, session.scene_fps = session.connection.recording_stop(), tmp_path, 120.0
+    monkeypatch.setattr(live_client, "MAX_RECORDED_FRAMES", 100)  # the limit, scaled down to this take
+    monkeypatch.setattr(live, "user_dir", None)  # at exit nothing of Blender's is read: noted at the start
+    with monkeypatch.context() as disk_full:
+        disk_full.setattr(user_dirs.os, "replace", raise_oserror(28, "No space left on device"))
+        live.save_take_on_exit()
+    assert "could not be saved on exit: " in capsys.readouterr().err and session.unsaved_take is take
+    assert list(tmp_path.iterdir()) == []
+    live.save_take_on_exit()
+    assert session.unsaved_take is None and session.last_result_path.parent == tmp_path
+    assert load_result(session.last_result_path).video.fps == 30.0  # 120 and 60 place more than 100 frames
+    assert (tmp_path / SAVED_ON_EXIT_NOTE).read_text() == f"{session.last_result_path.name}\n"
+
+
+def test_a_take_recording_when_blender_quits_is_saved(tmp_path):
+    """Quitting runs Python's exit handlers (in the bpy module build, too, where no add-on is disabled
+    first): the take recording then is saved, and the next run finds the note."""
+    script = tmp_path / "quit.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import atexit, os, sys
+        from pathlib import Path
+        atexit.register(os._exit, 0)  # after the add-on's handler (last in, first out): the module teardown can hang
+        sys.path[:0] = [{str(REPO)!r}, {str(REPO / "tests")!r}]
+        from fake_live_server import moving_take
+        from vibe_blender import live
+        from vibe_blender.core.live_client import LiveConnection
+
+        live.register()
+        connection = LiveConnection(client=None)
+        connection.recording_start()
+        connection._take, connection.state = moving_take(range(30)), "streaming"
+        session = live.LiveSession(source="0", connection=connection, results_dir=Path(sys.argv[1]), scene_fps=24.0)
+        live._current["session"] = session
+        print("RECORDING", flush=True)
+        """)
+    )
+    results = tmp_path / "results"
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # Blender's session folder, which os._exit leaves behind
+    done = subprocess.run(
+        [sys.executable, str(script), str(results)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert "RECORDING" in done.stdout and done.returncode == 0, done.stdout + done.stderr
+    (name,) = (results / SAVED_ON_EXIT_NOTE).read_text().split()
+    assert len(load_result(results / name).tracks[0].frame_ids) == len(
+        take_on_frames(moving_take(range(30)), 24.0).frame_ids[1]
+    )
 
 
 def test_a_take_is_compressed_straight_into_its_file(addon, tmp_path):

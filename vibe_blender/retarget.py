@@ -25,6 +25,7 @@ from .core.retarget_math import (
     leg_length,
     leg_scale,
     pose_from_basis,
+    pose_matrices,
     rest_offsets,
     retarget_rotations,
     rotation_keys,
@@ -34,7 +35,7 @@ from .core.retarget_math import (
     solve_basis,
     sub_skeleton,
 )
-from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
+from .core.rotations import make_continuous, rotmat_to_quat
 from .editable import check_editable
 from .keyframes import rotation_channel
 from .progress_counter import progress_counter
@@ -619,9 +620,7 @@ def _lock_target_feet(
     src_ankles = src_pose[:, [s_names.index(f"{side}_ankle") for side in sides]][..., :3, 3]
     contacts = detect_contacts(src_ankles / source_scale, fps)  # its speeds and heights are in metres
     legs = np.array([[t_names.index(mapping[f"{side}_{j}"]) for j in LEG_JOINTS] for side in sides])
-    location = np.zeros(quats.shape[:2] + (3,))
-    location[:, t_root] = root_loc
-    pose = pose_from_basis(t_parents, t_rest, compose_basis(location, quat_to_rotmat(quats)))
+    pose = pose_matrices(t_parents, t_rest, quats, root_loc, t_root)
     # The knee's bend axis where a leg is straight: the source knee's X axis (SMPL bones bend about X).
     knee_x = src_pose[:, [s_names.index(f"{side}_knee") for side in sides]][..., :3, 0]
     hinges = np.einsum("ab,tfb->tfa", to_target, knee_x)

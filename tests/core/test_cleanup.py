@@ -13,14 +13,13 @@ from vibe_blender.core.cleanup import (
     joint_positions,
     merge_tracks,
     planted_leg_rotations,
-    pose_matrices,
     reach,
     segments,
     smooth_quaternions,
     trim_mask,
 )
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.retarget_math import bone_rest_matrices
+from vibe_blender.core.retarget_math import bone_rest_matrices, pose_matrices
 from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous, quat_multiply
 from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
 

@@ -199,6 +199,14 @@ def pose_from_basis(parents: np.ndarray, rest: np.ndarray, basis: np.ndarray) ->
     return pose
 
 
+def pose_matrices(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray:
+    """Keyed pose-bone quaternions quats (T, N, 4) wxyz and the root bone's location root_loc (T, 3)
+    -> (T, N, 4, 4) armature-space pose matrices (:func:`pose_from_basis`)."""
+    location = np.zeros(quats.shape[:2] + (3,))
+    location[:, root] = root_loc
+    return pose_from_basis(parents, rest, compose_basis(location, quat_to_rotmat(quats)))
+
+
 def rotation_part(matrix: np.ndarray) -> np.ndarray:
     """(..., 4, 4) or (..., 3, 3) with positive scale -> pure rotation (..., 3, 3), columns normalised."""
     R = np.asarray(matrix, dtype=np.float64)[..., :3, :3]

@@ -246,12 +246,6 @@ def sample_basis(armature_obj, frames: np.ndarray, bone_names=None) -> np.ndarra
     return np.stack(out, axis=1)
 
 
-def world_pose(armature_obj, frames: np.ndarray) -> np.ndarray:
-    """-> world matrices (T, N, 4, 4) of every bone at ``frames`` (numpy forward kinematics)."""
-    _, parents, rest, world = armature_arrays(armature_obj)
-    return world @ pose_from_basis(parents, rest, sample_basis(armature_obj, frames))
-
-
 def _floor_origin(rest_world: np.ndarray, tails_world: np.ndarray, root: int) -> tuple[np.ndarray, float]:
     """Point on the rig's floor under its rest hips, and the hips' height over that floor."""
     floor_z = float(min(rest_world[:, 2, 3].min(), tails_world[:, 2].min()))

@@ -349,13 +349,3 @@ def quats_to_rotmat(q: np.ndarray) -> np.ndarray:
     """Un-normalised quaternions (..., 4) as keyed by users -> rotations (..., 3, 3)."""
     q = np.asarray(q, dtype=np.float64)
     return quat_to_rotmat(q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12))
-
-
-def bone_rest_matrices(heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
-    """heads, tails (N, 3) armature space -> rest matrices (N, 4, 4) of roll-0 bones (Y along the
-    bone, the smallest rotation from +Y, as Blender builds edit bones away from the -Y direction)."""
-    heads = np.asarray(heads, dtype=np.float64)
-    rest = np.tile(np.eye(4), (len(heads), 1, 1))
-    rest[:, :3, :3] = swing_rotation(np.tile([0.0, 1.0, 0.0], (len(heads), 1)), np.asarray(tails) - heads)
-    rest[:, :3, 3] = heads
-    return rest

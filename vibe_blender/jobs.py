@@ -14,10 +14,10 @@ import bpy
 
 from . import server_control
 from .core.capture import CaptureJob, CaptureStatus
-from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
+from .core.client import ServerClient
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
-from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
+from .preferences import BODY_MODEL_CACHE, user_dir
 from .undo_steps import push_undo_step
 
 TICK_S = 0.25
@@ -66,19 +66,14 @@ def start_capture(
     if job is not None and not job.snapshot().finished:
         raise VibeError("A capture is already running; wait for it or cancel it first.")
     import_finished_capture()  # before this capture replaces it
-    prefs = get_preferences()
-    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
-    check_online_access(url, bpy.app.online_access)
-    typed_token = token if token is not None else prefs.token
+    server = server_control.chosen_server(server_url, token)
     client, connect = None, None
-    if is_loopback_url(url):  # this machine: start the add-on's own server if none answers
-        server_start = server_control.server_start()
+    if server.start is not None:  # this machine: start the add-on's own server if none answers
 
         def connect() -> ServerClient:
-            server_url_now, server_token = server_control.server_for_capture(url, typed_token, server_start)
-            return ServerClient(server_url_now, server_token)
+            return ServerClient(*server.reach())
     else:
-        client = ServerClient(url, typed_token)
+        client = ServerClient(server.url, server.token)
     job = CaptureJob(
         client,
         bpy.path.abspath(video_path),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import bpy
 
+from .core.client import check_online_access, is_loopback_url, server_url_or_default
 from .core.errors import VibeError
 from .core.local_server import (
     QUICK_STOP_S,
@@ -194,6 +195,33 @@ def server_for_capture(url: str, token: str, start: ServerStart) -> tuple[str, s
     answers at a loopback ``url``. Blocks until the server answers: call from the capture's worker
     thread."""
     return connect_or_start(url, token, start.server, start.find_program, data_dir=start.data_dir)
+
+
+@dataclass(frozen=True)
+class ChosenServer:
+    """The server a capture or live session starting now goes to, read on the main thread
+    (:func:`chosen_server`): its URL, the token typed for it, and for a URL on this machine how to
+    start the add-on's server when nothing answers there (None for another machine's)."""
+
+    url: str
+    token: str
+    start: ServerStart | None
+
+    def reach(self) -> tuple[str, str]:
+        """(url, token) to send to, once the add-on's server is started when it is to be and nothing
+        answers. Blocks until the server answers: call from the worker thread."""
+        return (self.url, self.token) if self.start is None else server_for_capture(self.url, self.token, self.start)
+
+
+def chosen_server(server_url: str | None = None, token: str | None = None) -> ChosenServer:
+    """The server of a capture or live session starting now: ``server_url`` and ``token``, else the
+    preferences' (an empty URL is this machine's default). Refused when it is on another machine and
+    Blender's online access is off. Main thread only."""
+    prefs = get_preferences()
+    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
+    check_online_access(url, bpy.app.online_access)
+    typed_token = token if token is not None else prefs.token
+    return ChosenServer(url, typed_token, server_start() if is_loopback_url(url) else None)
 
 
 def lost_server_message(url: str, *, settle_s: float = LOST_SERVER_SETTLE_S) -> str | None:

@@ -18,6 +18,7 @@ from .core.client import ServerClient
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
 from .preferences import BODY_MODEL_CACHE, user_dir
+from .redraw import redraw_panels
 from .undo_steps import push_undo_step
 
 TICK_S = 0.25
@@ -147,14 +148,6 @@ def _import(status: CaptureStatus) -> None:
         _current["outcome"] = " ".join([f"Imported {len(characters)} character(s) from '{path}'.", *warnings])
         push_undo_step("import capture")
     redraw_panels()
-
-
-def redraw_panels() -> None:
-    window_manager = getattr(bpy.context, "window_manager", None)
-    for window in getattr(window_manager, "windows", []):
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
 
 
 def register():

@@ -55,8 +55,8 @@ from .core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from .core.smpl_model import JOINT_NAMES, BodyModel
 from .core.user_dirs import write_private_file
 from .importer import ImportOptions, import_motion_file, units_per_metre
-from .jobs import redraw_panels
 from .preferences import BODY_MODEL_CACHE, user_dir
+from .redraw import redraw_panels
 from .rig_builder import build_character, current_betas, joints_for_betas, rest_quats
 from .undo_steps import push_undo_step
 from .visibility import collection_outside_view_layer

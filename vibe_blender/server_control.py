@@ -34,6 +34,7 @@ from .core.local_server import (
 )
 from .core.model_data import PLACEHOLDER_MODEL, SERVER_FILES, runs_no_model
 from .preferences import get_preferences, user_dir
+from .redraw import redraw_panels
 from .server_state import _state, program_state, set_keep_server, set_program_lookup  # noqa: F401 - program_state: the panels
 
 TICK_S = 0.5
@@ -364,10 +365,7 @@ def tick() -> float | None:
     if restart_for_installed_data() and not _capture_or_live_running():
         _installed_after["generation"] = None
         restart_server()
-    for window in getattr(bpy.context.window_manager, "windows", []):
-        for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "PREFERENCES"):
-                area.tag_redraw()
+    redraw_panels(("VIEW_3D", "PREFERENCES"))
     return TICK_S if busy() else None
 
 

@@ -2,7 +2,7 @@
 
 import bpy
 
-from .server_panels import label_lines
+from .panels import label_lines
 
 _STATE_ICONS = {"connecting": "SORTTIME", "streaming": "PLAY", "ended": "INFO", "lost": "ERROR", "failed": "ERROR"}
 

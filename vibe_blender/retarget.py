@@ -205,10 +205,7 @@ def action_frame_range(armature_obj) -> tuple[int, int]:
     name = armature_obj.name
     reason = keyframes.no_channels_reason(armature_obj)
     if reason == keyframes.IN_NLA_STRIPS:
-        raise VibeError(
-            f"The motion of '{name}' is in NLA strips, which the retarget does not read: select its strip "
-            "and press Tab (tweak mode), or assign the strip's action in the Action editor, then retarget again."
-        )
+        raise VibeError(keyframes.in_nla_strips_message(armature_obj, "retarget again", tweak_mode_reads=True))
     if reason == keyframes.NO_ACTION:
         raise VibeError(f"'{name}' has no animation to retarget; import or key a motion first.")
     if reason == keyframes.NO_SLOT:

@@ -158,10 +158,7 @@ def _motion_channels(armature_obj):
     name = armature_obj.name
     reason = keyframes.no_channels_reason(armature_obj)
     if reason == keyframes.IN_NLA_STRIPS:
-        raise VibeError(
-            f"The motion of '{name}' is in NLA strips and it has no action of its own to edit: assign the "
-            "strip's action to it in the Action editor (then mute or delete the strip), then try again."
-        )
+        raise VibeError(keyframes.in_nla_strips_message(armature_obj, "try again"))
     if reason == keyframes.NO_SLOT:
         raise VibeError(keyframes.no_slot_message(armature_obj, "try again"))
     channels = keyframes.channels_of(armature_obj)

@@ -14,10 +14,11 @@ import bpy
 
 from . import server_control
 from .core.capture import CaptureJob, CaptureStatus
-from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
+from .core.client import ServerClient
 from .core.errors import VibeError
 from .importer import ImportOptions, import_motion_file
-from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
+from .preferences import BODY_MODEL_CACHE, user_dir
+from .redraw import redraw_panels
 from .undo_steps import push_undo_step
 
 TICK_S = 0.25
@@ -66,19 +67,14 @@ def start_capture(
     if job is not None and not job.snapshot().finished:
         raise VibeError("A capture is already running; wait for it or cancel it first.")
     import_finished_capture()  # before this capture replaces it
-    prefs = get_preferences()
-    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
-    check_online_access(url, bpy.app.online_access)
-    typed_token = token if token is not None else prefs.token
+    server = server_control.chosen_server(server_url, token)
     client, connect = None, None
-    if is_loopback_url(url):  # this machine: start the add-on's own server if none answers
-        server_start = server_control.server_start()
+    if server.start is not None:  # this machine: start the add-on's own server if none answers
 
         def connect() -> ServerClient:
-            server_url_now, server_token = server_control.server_for_capture(url, typed_token, server_start)
-            return ServerClient(server_url_now, server_token)
+            return ServerClient(*server.reach())
     else:
-        client = ServerClient(url, typed_token)
+        client = ServerClient(server.url, server.token)
     job = CaptureJob(
         client,
         bpy.path.abspath(video_path),
@@ -152,14 +148,6 @@ def _import(status: CaptureStatus) -> None:
         _current["outcome"] = " ".join([f"Imported {len(characters)} character(s) from '{path}'.", *warnings])
         push_undo_step("import capture")
     redraw_panels()
-
-
-def redraw_panels() -> None:
-    window_manager = getattr(bpy.context, "window_manager", None)
-    for window in getattr(window_manager, "windows", []):
-        for area in window.screen.areas:
-            if area.type == "VIEW_3D":
-                area.tag_redraw()
 
 
 def register():

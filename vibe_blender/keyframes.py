@@ -114,6 +114,16 @@ def no_channels_reason(id_block: bpy.types.ID) -> str | None:
     return None
 
 
+def in_nla_strips_message(id_block: bpy.types.ID, then: str, *, tweak_mode_reads: bool = False) -> str:
+    """What to do about IN_NLA_STRIPS, ending in ``then`` ('try again'). tweak_mode_reads: where a strip
+    open for tweaking is read as the ID's own action (a retarget's source; an edit refuses tweak mode)."""
+    tweak = "select its strip and press Tab (tweak mode), or " if tweak_mode_reads else ""
+    return (
+        f"The motion of '{id_block.name}' is in NLA strips and it has no action of its own: {tweak}assign the "
+        f"strip's action to it in the Action editor (then mute or delete the strip), then {then}."
+    )
+
+
 def no_slot_message(id_block: bpy.types.ID, then: str) -> str:
     """What to do about NO_SLOT, ending in ``then`` ('try again')."""
     return (

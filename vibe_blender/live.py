@@ -30,7 +30,7 @@ import numpy as np
 
 from . import exit_hooks, keyframes, server_control
 from .core import live_client
-from .core.client import ServerClient, check_online_access, is_loopback_url, server_url_or_default
+from .core.client import ServerClient
 from .core.errors import VibeError
 from .core.live_client import (
     START_TIMEOUT_S,
@@ -64,8 +64,8 @@ from .core.take_files import (
 )
 from .core.user_dirs import write_private_file
 from .importer import ImportOptions, import_motion_file, units_per_metre
-from .jobs import redraw_panels
-from .preferences import BODY_MODEL_CACHE, get_preferences, user_dir
+from .preferences import BODY_MODEL_CACHE, user_dir
+from .redraw import redraw_panels
 from .rig_builder import build_character, current_betas, joints_for_betas, rest_quats
 from .undo_steps import push_undo_step
 from .visibility import collection_outside_view_layer
@@ -202,18 +202,13 @@ def start_live(
         raise VibeError(
             "Choose a live source first: a camera number (0 for the first camera), a stream URL or a video file."
         )
-    prefs = get_preferences()
-    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
-    check_online_access(url, bpy.app.online_access)
-    typed_token = token if token is not None else prefs.token
-    # read here, on the main thread: the worker never reads bpy
-    server_start = server_control.server_start() if is_loopback_url(url) else None
+    server = server_control.chosen_server(server_url, token)  # on the main thread: the worker never reads bpy
     body_model_path = user_dir("cache") / BODY_MODEL_CACHE
     session = LiveSession(source=source)
     _current["session"] = session
     session.connector = threading.Thread(
         target=_connect,
-        args=(session, url, typed_token, dict(params or {}), server_start, body_model_path),
+        args=(session, server, dict(params or {}), body_model_path),
         daemon=True,
         name="vibe-live-connect",
     )
@@ -230,19 +225,11 @@ def _holds_unsaved_motion(session: LiveSession) -> bool:
     return session.unsaved_take is not None or (connection is not None and connection.recorded_rows > 0)
 
 
-def _connect(
-    session: LiveSession,
-    url: str,
-    token: str,
-    params: dict,
-    server_start: server_control.ServerStart | None,
-    body_model_path: Path,
-) -> None:
-    """Worker thread: server (with ``server_start``, a loopback ``url``'s: started if nothing answers),
-    body model (cached at ``body_model_path``), then the session's own receiver."""
+def _connect(session: LiveSession, server: server_control.ChosenServer, params: dict, body_model_path: Path) -> None:
+    """Worker thread: server (the add-on's started when ``server`` says so and nothing answers), body
+    model (cached at ``body_model_path``), then the session's own receiver."""
     try:
-        if server_start is not None:
-            url, token = server_control.server_for_capture(url, token, server_start)
+        url, token = server.reach()
         client = ServerClient(url, token)
         session.body_model = load_served_body_model(client, body_model_path)
         note = cached_body_model_note(body_model_path)

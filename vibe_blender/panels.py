@@ -36,10 +36,7 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
             box.operator("vibe_mocap.capture", icon="REC")
             if status is not None:
                 warned = status.state == "failed" or jobs.last_error() or jobs.last_warnings()
-                icon = "ERROR" if warned else "INFO"
-                for line in _wrap(jobs.last_outcome() or status.message):
-                    box.label(text=line, icon=icon)
-                    icon = "BLANK1"
+                label_lines(box, jobs.last_outcome() or status.message, icon="ERROR" if warned else "INFO")
 
         box = layout.box()
         box.label(text="Character", icon="ARMATURE_DATA")
@@ -75,6 +72,13 @@ def _wrap(text: str, width: int = 48) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return lines + ([line] if line else [])
+
+
+def label_lines(layout, text: str, icon: str = "INFO") -> None:
+    """``text`` as labels wrapped to the sidebar's width, ``icon`` on the first only."""
+    for line in _wrap(text):
+        layout.label(text=line, icon=icon)
+        icon = "BLANK1"  # the lines after the first stay aligned with it
 
 
 classes = (VIEW3D_PT_vibe_mocap,)

@@ -25,6 +25,7 @@ from .core.retarget_math import (
     leg_length,
     leg_scale,
     pose_from_basis,
+    pose_matrices,
     rest_offsets,
     retarget_rotations,
     rotation_keys,
@@ -34,7 +35,7 @@ from .core.retarget_math import (
     solve_basis,
     sub_skeleton,
 )
-from .core.rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
+from .core.rotations import make_continuous, rotmat_to_quat
 from .editable import check_editable
 from .keyframes import rotation_channel
 from .progress_counter import progress_counter
@@ -204,10 +205,7 @@ def action_frame_range(armature_obj) -> tuple[int, int]:
     name = armature_obj.name
     reason = keyframes.no_channels_reason(armature_obj)
     if reason == keyframes.IN_NLA_STRIPS:
-        raise VibeError(
-            f"The motion of '{name}' is in NLA strips, which the retarget does not read: select its strip "
-            "and press Tab (tweak mode), or assign the strip's action in the Action editor, then retarget again."
-        )
+        raise VibeError(keyframes.in_nla_strips_message(armature_obj, "retarget again", tweak_mode_reads=True))
     if reason == keyframes.NO_ACTION:
         raise VibeError(f"'{name}' has no animation to retarget; import or key a motion first.")
     if reason == keyframes.NO_SLOT:
@@ -243,12 +241,6 @@ def sample_basis(armature_obj, frames: np.ndarray, bone_names=None) -> np.ndarra
         rot = rotation_matrices(_sample(channels, pose_bone, prop, size, frames), pose_bone.rotation_mode)
         out.append(compose_basis(loc, rot, scale))
     return np.stack(out, axis=1)
-
-
-def world_pose(armature_obj, frames: np.ndarray) -> np.ndarray:
-    """-> world matrices (T, N, 4, 4) of every bone at ``frames`` (numpy forward kinematics)."""
-    _, parents, rest, world = armature_arrays(armature_obj)
-    return world @ pose_from_basis(parents, rest, sample_basis(armature_obj, frames))
 
 
 def _floor_origin(rest_world: np.ndarray, tails_world: np.ndarray, root: int) -> tuple[np.ndarray, float]:
@@ -619,9 +611,7 @@ def _lock_target_feet(
     src_ankles = src_pose[:, [s_names.index(f"{side}_ankle") for side in sides]][..., :3, 3]
     contacts = detect_contacts(src_ankles / source_scale, fps)  # its speeds and heights are in metres
     legs = np.array([[t_names.index(mapping[f"{side}_{j}"]) for j in LEG_JOINTS] for side in sides])
-    location = np.zeros(quats.shape[:2] + (3,))
-    location[:, t_root] = root_loc
-    pose = pose_from_basis(t_parents, t_rest, compose_basis(location, quat_to_rotmat(quats)))
+    pose = pose_matrices(t_parents, t_rest, quats, root_loc, t_root)
     # The knee's bend axis where a leg is straight: the source knee's X axis (SMPL bones bend about X).
     knee_x = src_pose[:, [s_names.index(f"{side}_knee") for side in sides]][..., :3, 0]
     hinges = np.einsum("ab,tfb->tfa", to_target, knee_x)

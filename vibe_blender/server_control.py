@@ -19,6 +19,7 @@ from pathlib import Path
 import bpy
 
 from . import exit_hooks
+from .core.client import check_online_access, is_loopback_url, server_url_or_default
 from .core.errors import VibeError
 from .core.local_server import (
     QUICK_STOP_S,
@@ -33,6 +34,7 @@ from .core.local_server import (
 )
 from .core.model_data import PLACEHOLDER_MODEL, SERVER_FILES, runs_no_model
 from .preferences import get_preferences, user_dir
+from .redraw import redraw_panels
 from .server_state import _state, program_state, set_keep_server, set_program_lookup  # noqa: F401 - program_state: the panels
 
 TICK_S = 0.5
@@ -196,6 +198,33 @@ def server_for_capture(url: str, token: str, start: ServerStart) -> tuple[str, s
     return connect_or_start(url, token, start.server, start.find_program, data_dir=start.data_dir)
 
 
+@dataclass(frozen=True)
+class ChosenServer:
+    """The server a capture or live session starting now goes to, read on the main thread
+    (:func:`chosen_server`): its URL, the token typed for it, and for a URL on this machine how to
+    start the add-on's server when nothing answers there (None for another machine's)."""
+
+    url: str
+    token: str
+    start: ServerStart | None
+
+    def reach(self) -> tuple[str, str]:
+        """(url, token) to send to, once the add-on's server is started when it is to be and nothing
+        answers. Blocks until the server answers: call from the worker thread."""
+        return (self.url, self.token) if self.start is None else server_for_capture(self.url, self.token, self.start)
+
+
+def chosen_server(server_url: str | None = None, token: str | None = None) -> ChosenServer:
+    """The server of a capture or live session starting now: ``server_url`` and ``token``, else the
+    preferences' (an empty URL is this machine's default). Refused when it is on another machine and
+    Blender's online access is off. Main thread only."""
+    prefs = get_preferences()
+    url = server_url_or_default(server_url if server_url is not None else prefs.server_url)
+    check_online_access(url, bpy.app.online_access)
+    typed_token = token if token is not None else prefs.token
+    return ChosenServer(url, typed_token, server_start() if is_loopback_url(url) else None)
+
+
 def lost_server_message(url: str, *, settle_s: float = LOST_SERVER_SETTLE_S) -> str | None:
     """For a capture that lost its server at ``url``: when that was the add-on's own server and it has
     stopped, what to say instead of "Cannot reach ... start it with 'vibe-mocap serve'" (its random
@@ -336,10 +365,7 @@ def tick() -> float | None:
     if restart_for_installed_data() and not _capture_or_live_running():
         _installed_after["generation"] = None
         restart_server()
-    for window in getattr(bpy.context.window_manager, "windows", []):
-        for area in window.screen.areas:
-            if area.type in ("VIEW_3D", "PREFERENCES"):
-                area.tag_redraw()
+    redraw_panels(("VIEW_3D", "PREFERENCES"))
     return TICK_S if busy() else None
 
 

@@ -3,15 +3,9 @@
 import bpy
 
 from .core.model_data import NO_MODEL_PREFIX, PLACEHOLDER_MODEL, runs_no_model
-from .panels import _wrap
+from .panels import label_lines
 
 _FILE_ICONS = {"present": "CHECKMARK", "missing": "X", "invalid": "ERROR"}
-
-
-def label_lines(layout, text: str, icon: str = "INFO") -> None:
-    for line in _wrap(text):
-        layout.label(text=line, icon=icon)
-        icon = "BLANK1"
 
 
 class VIEW3D_PT_vibe_server(bpy.types.Panel):

@@ -327,7 +327,9 @@ def test_record_pressed_while_connecting_ends_with_a_start_that_never_came(
     else:
         monkeypatch.setattr(live, "load_served_body_model", lambda client, path: body_model)
         session.stop_requested = True
-    live._connect(session, "http://192.0.2.1:8765", "token", {}, None, tmp_path / "body_model.npz")
+    live._connect(
+        session, server_control.ChosenServer("http://192.0.2.1:8765", "token", None), {}, tmp_path / "body_model.npz"
+    )
     assert session.connection is None and not session.recording
     assert (session.state == "failed") == (ending == "the connection fails")
 

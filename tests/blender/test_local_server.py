@@ -81,6 +81,12 @@ def test_the_panels_timer_goes_on_in_a_file_opened_meanwhile(addon):
             bpy.app.timers.unregister(server_control.tick)
 
 
+def test_the_panels_timer_redraws_nothing_where_the_context_has_no_window_manager(addon, monkeypatch):
+    """It read the context's window manager unchecked, unlike the capture's timer: an AttributeError."""
+    monkeypatch.setattr(bpy, "context", SimpleNamespace())
+    assert server_control.tick() is None  # nothing runs: the timer ends
+
+
 def test_start_and_stop_leave_no_process(addon):
     assert bpy.ops.vibe_mocap.server_start() == {"FINISHED"}
     follow_until(lambda: server_control.server_status().state in ("ready", "failed", "exited"))

@@ -13,14 +13,13 @@ from vibe_blender.core.cleanup import (
     joint_positions,
     merge_tracks,
     planted_leg_rotations,
-    pose_matrices,
     reach,
     segments,
     smooth_quaternions,
     trim_mask,
 )
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.retarget_math import bone_rest_matrices
+from vibe_blender.core.retarget_math import pose_matrices, swing_rotation
 from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous, quat_multiply
 from vibe_blender.core.smpl_model import JOINT_NAMES, PARENTS
 
@@ -59,6 +58,16 @@ LEGS = [
     (IDX["left_hip"], IDX["left_knee"], IDX["left_ankle"]),
     (IDX["right_hip"], IDX["right_knee"], IDX["right_ankle"]),
 ]
+
+
+def bone_rest_matrices(heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
+    """heads, tails (N, 3) armature space -> rest matrices (N, 4, 4) of roll-0 bones (Y along the
+    bone, the smallest rotation from +Y, as Blender builds edit bones away from the -Y direction)."""
+    heads = np.asarray(heads, dtype=np.float64)
+    rest = np.tile(np.eye(4), (len(heads), 1, 1))
+    rest[:, :3, :3] = swing_rotation(np.tile([0.0, 1.0, 0.0], (len(heads), 1)), np.asarray(tails) - heads)
+    rest[:, :3, 3] = heads
+    return rest
 
 
 def smpl_rest():

@@ -7,7 +7,8 @@ from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
 from vibe_blender.core.errors import VibeError
-from vibe_server.pipeline.smooth import axis_angle_to_continuous_quat, one_euro_pose, smooth_pose, smooth_rotations
+from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous
+from vibe_server.pipeline.smooth import one_euro_pose, smooth_pose, smooth_rotations
 
 
 def geodesic_deg(pose_a, pose_b):
@@ -26,6 +27,12 @@ def root_near_180(T=60, wobble_deg=6.0, seed=0):
     pose[:, :3] = rotvec
     pose[:, 3:] = rng.normal(0, 0.2, (T, 69))
     return pose
+
+
+def axis_angle_to_continuous_quat(pose: np.ndarray) -> np.ndarray:
+    """pose (T, 72) -> quaternions (T, 24, 4) wxyz, signs flipped so that consecutive frames of a
+    joint have a non-negative dot product (the shortest path between them)."""
+    return make_continuous(axis_angle_to_quat(np.asarray(pose, np.float64).reshape(len(pose), 24, 3)))
 
 
 def test_one_euro_matches_official_fixture(unit_reference):

@@ -28,8 +28,7 @@ from .model_data import load_served_body_model
 from .regular_file import open_user_file
 from .smpl_model import BodyModel
 
-# Job states as the panel shows them; the last three are final.
-ACTIVE_STATES = ("connecting", "uploading", "queued", "running", "downloading")
+# The states a job ends in; before them it is connecting, uploading, queued, running or downloading.
 FINAL_STATES = ("done", "failed", "cancelled")
 CANCEL_TIMEOUT_S = 0.8  # a cancel must not wait on a slow server for longer than this
 # How long a job's status may go unanswered before the capture gives up: a job takes minutes, and one

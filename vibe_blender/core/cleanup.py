@@ -5,7 +5,7 @@ The motion is held as the armature keys it: parents (J,), rest (J, 4, 4) armatur
 matrices, quats (T, J, 4) pose-bone quaternions wxyz, root_loc (T, 3) location of the root bone,
 frame_ids (T,) the frames of the keys. A gap in frame_ids (the person was not seen) splits the motion
 into runs that are measured and cleaned apart: no key is a neighbour of a key across a gap.
-Positions come from :func:`retarget_math.pose_from_basis`; armature space is Z up, metres.
+Positions come from :func:`retarget_math.pose_matrices`; armature space is Z up, metres.
 Smoothing works on quaternions made sign-continuous (a normalised weighted mean is the chordal mean
 of nearby rotations), never on axis-angle components, which jump where the angle wraps.
 """
@@ -16,8 +16,8 @@ import numpy as np
 
 from .errors import VibeError
 from .motion import frame_runs
-from .retarget_math import compose_basis, pose_from_basis, rotation_part, swing_rotation
-from .rotations import make_continuous, quat_to_rotmat, rotmat_to_quat
+from .retarget_math import pose_matrices, rotation_part, swing_rotation
+from .rotations import make_continuous, rotmat_to_quat
 
 MAX_SIGMA_FRAMES = 4.0  # Gaussian width at strength 1 (about 0.13 s at 30 fps)
 UP = 2  # armature space is Z up
@@ -64,14 +64,6 @@ def smooth_positions(x: np.ndarray, strength: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- kinematics and figures
-def pose_matrices(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray:
-    """-> (T, J, 4, 4) armature-space pose matrices."""
-    T, J = quats.shape[:2]
-    location = np.zeros((T, J, 3))
-    location[:, root] = root_loc
-    return pose_from_basis(parents, rest, compose_basis(location, quat_to_rotmat(quats)))
-
-
 def joint_positions(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray:
     """-> (T, J, 3) bone heads (the joints), armature space."""
     return pose_matrices(parents, rest, quats, root_loc, root)[..., :3, 3]

@@ -5,9 +5,26 @@ times the memory."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 CHUNK_ROWS = 4096
+
+
+class ByTrack(NamedTuple):
+    """Rows grouped by track, in arrays only (no object per track): track ``ids[k]``'s rows are
+    ``rows[starts[k]:starts[k + 1]]``, in the order they were added (frame order), seen in the frames
+    ``frames[...]`` alike."""
+
+    ids: np.ndarray
+    starts: np.ndarray  # len(ids) + 1
+    rows: np.ndarray
+    frames: np.ndarray
+
+    def rows_of(self) -> dict[int, np.ndarray]:
+        """track id -> its rows."""
+        return {int(i): self.rows[a:b] for i, a, b in zip(self.ids, self.starts[:-1], self.starts[1:], strict=True)}
 
 
 class KeyedRows:
@@ -32,6 +49,14 @@ class KeyedRows:
     def keys(self) -> np.ndarray:
         """(count, 2) int64: each row's track id and frame index, in the order they were added."""
         return np.concatenate(self._keys)[: self.count] if self.count else np.empty((0, 2), np.int64)
+
+    def by_track(self) -> ByTrack:
+        """The rows grouped by track id, in one sort (a pass over every row per track took seconds for
+        thousands of tracks)."""
+        keys = self.keys()
+        rows = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order added: frame order
+        ids, starts = np.unique(keys[rows, 0], return_index=True)
+        return ByTrack(ids, np.append(starts, self.count), rows, keys[rows, 1])
 
     def values_at(self, rows: np.ndarray) -> np.ndarray:
         """The rows at these positions -> (len(rows), width) float32."""

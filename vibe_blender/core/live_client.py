@@ -31,7 +31,7 @@ import numpy as np
 from . import safe_json
 from .client import JOB_ID_PATTERN, ServerClient
 from .errors import VibeError
-from .keyed_rows import KeyedRows
+from .keyed_rows import ByTrack, KeyedRows
 from .result_file import BETA_LIMIT, MAX_POSE_RAD, MAX_TRANSLATION_M
 from .rotations import axis_angle_to_quat, quat_slerp, quat_to_axis_angle
 from .shown_text import display_text
@@ -189,7 +189,7 @@ class LiveTake:
     people_dropped: int = 0  # people left out of the frames added (LiveFrameMessage.people_dropped)
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
     _rows: KeyedRows = field(default_factory=lambda: KeyedRows(TAKE_ROW_WIDTH), repr=False)
-    _grouped: _ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
+    _grouped: ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
 
     def add(self, frame: LiveFrameMessage) -> bool:
         """False once the recording is full (it then keeps what it has)."""
@@ -246,23 +246,10 @@ class LiveTake:
             raise KeyError(track_id)
         return slice(grouped.starts[k], grouped.starts[k + 1])
 
-    def _by_track(self) -> _ByTrack:
+    def _by_track(self) -> ByTrack:
         if self._grouped is None:
-            keys = self._rows.keys()
-            rows = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order added: frame order
-            ids, starts = np.unique(keys[rows, 0], return_index=True)
-            self._grouped = _ByTrack(ids, np.append(starts, self.rows), rows, keys[rows, 1])
+            self._grouped = self._rows.by_track()
         return self._grouped
-
-
-class _ByTrack(NamedTuple):
-    """A take's rows grouped by track, in arrays only (no object per track): track ``ids[k]``'s rows
-    are ``rows[starts[k]:starts[k + 1]]``, in frame order, seen in the frames ``frames[...]`` alike."""
-
-    ids: np.ndarray
-    starts: np.ndarray
-    rows: np.ndarray
-    frames: np.ndarray
 
 
 class _PerTrack(Mapping):

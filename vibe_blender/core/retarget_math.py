@@ -199,6 +199,14 @@ def pose_from_basis(parents: np.ndarray, rest: np.ndarray, basis: np.ndarray) ->
     return pose
 
 
+def pose_matrices(parents, rest, quats, root_loc, root: int = 0) -> np.ndarray:
+    """Keyed pose-bone quaternions quats (T, N, 4) wxyz and the root bone's location root_loc (T, 3)
+    -> (T, N, 4, 4) armature-space pose matrices (:func:`pose_from_basis`)."""
+    location = np.zeros(quats.shape[:2] + (3,))
+    location[:, root] = root_loc
+    return pose_from_basis(parents, rest, compose_basis(location, quat_to_rotmat(quats)))
+
+
 def rotation_part(matrix: np.ndarray) -> np.ndarray:
     """(..., 4, 4) or (..., 3, 3) with positive scale -> pure rotation (..., 3, 3), columns normalised."""
     R = np.asarray(matrix, dtype=np.float64)[..., :3, :3]
@@ -341,13 +349,3 @@ def quats_to_rotmat(q: np.ndarray) -> np.ndarray:
     """Un-normalised quaternions (..., 4) as keyed by users -> rotations (..., 3, 3)."""
     q = np.asarray(q, dtype=np.float64)
     return quat_to_rotmat(q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12))
-
-
-def bone_rest_matrices(heads: np.ndarray, tails: np.ndarray) -> np.ndarray:
-    """heads, tails (N, 3) armature space -> rest matrices (N, 4, 4) of roll-0 bones (Y along the
-    bone, the smallest rotation from +Y, as Blender builds edit bones away from the -Y direction)."""
-    heads = np.asarray(heads, dtype=np.float64)
-    rest = np.tile(np.eye(4), (len(heads), 1, 1))
-    rest[:, :3, :3] = swing_rotation(np.tile([0.0, 1.0, 0.0], (len(heads), 1)), np.asarray(tails) - heads)
-    rest[:, :3, 3] = heads
-    return rest

@@ -58,10 +58,6 @@ def bone_layout(J: np.ndarray, parents: np.ndarray = PARENTS) -> tuple[np.ndarra
     return heads, tails
 
 
-def _quat(matrix: np.ndarray) -> np.ndarray:
-    return rotmat_to_quat(matrix)
-
-
 def bone_basis_quats(pose: np.ndarray, q_rest: np.ndarray, source_to_blender: np.ndarray) -> np.ndarray:
     """pose (T, 72) SMPL axis-angle, q_rest (24, 4) bone rest rotations (armature space, wxyz),
     source_to_blender (3, 3) frame of the root rotation -> pose-bone quaternions (T, 24, 4), with
@@ -69,9 +65,9 @@ def bone_basis_quats(pose: np.ndarray, q_rest: np.ndarray, source_to_blender: np
     pose = np.asarray(pose, dtype=np.float64)
     T = len(pose)
     q_smpl = axis_angle_to_quat(pose.reshape(T, -1, 3))  # (T, 24, 4)
-    q_c = _quat(SMPL_TO_BLENDER)
+    q_c = rotmat_to_quat(SMPL_TO_BLENDER)
     q_arm = quat_multiply(quat_multiply(q_c, q_smpl), quat_conjugate(q_c))  # C R_j C⁻¹
-    q_s = _quat(np.asarray(source_to_blender, dtype=np.float64))
+    q_s = rotmat_to_quat(np.asarray(source_to_blender, dtype=np.float64))
     q_arm[:, 0] = quat_multiply(quat_multiply(q_s, q_smpl[:, 0]), quat_conjugate(q_c))  # S R_0 C⁻¹
     q_rest = np.asarray(q_rest, dtype=np.float64)
     q_basis = quat_multiply(quat_multiply(quat_conjugate(q_rest)[None], q_arm), q_rest[None])

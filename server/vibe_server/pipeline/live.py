@@ -264,11 +264,8 @@ class LiveRecording:
         """The result file's content: one track per person, one row per frame they were streamed in;
         ``warnings``: what the user should know of it, as a video's result keeps them."""
         keys = self._recorded_keys()
-        by_track = np.argsort(keys[:, 0], kind="stable")  # each track's rows in the order recorded: frame order
-        track_ids, starts = np.unique(keys[by_track, 0], return_index=True)
         tracks = []
-        per_track = np.split(by_track, starts[1:]) if self.rows else []  # (of no rows, np.split gives one piece)
-        rows_of = {int(track_id): rows for track_id, rows in zip(track_ids, per_track, strict=True)}
+        rows_of = self._rows.by_track().rows_of()  # each track's rows in the order recorded: frame order
         kept, too_many = longest_track_ids({track_id: len(rows) for track_id, rows in rows_of.items()}, MAX_TRACKS)
         warnings = [*warnings, *too_many]
         for track_id in kept:

@@ -19,7 +19,7 @@ import numpy as np
 
 from vibe_blender.core.cleanup import gaussian_smooth_quaternions
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.rotations import axis_angle_to_quat, make_continuous, quat_to_axis_angle
+from vibe_blender.core.rotations import axis_angle_to_quat, quat_to_axis_angle
 
 # Strength 1 is a Gaussian of this standard deviation in time; strength scales it linearly.
 MAX_SIGMA_S = 0.1
@@ -45,12 +45,6 @@ def smooth_pose(pose: np.ndarray, strength: float, *, fps: float, method: str = 
     if method == "one_euro":
         return one_euro_pose(pose)
     raise VibeError(f"Unknown smoothing method '{method}'; use 'rotation' or 'one_euro'.")
-
-
-def axis_angle_to_continuous_quat(pose: np.ndarray) -> np.ndarray:
-    """pose (T, 72) -> quaternions (T, 24, 4) wxyz, signs flipped so that consecutive frames of a
-    joint have a non-negative dot product (the shortest path between them)."""
-    return make_continuous(axis_angle_to_quat(np.asarray(pose, np.float64).reshape(len(pose), 24, 3)))
 
 
 def smooth_rotations(pose: np.ndarray, sigma_frames: float) -> np.ndarray:

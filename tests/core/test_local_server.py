@@ -74,7 +74,7 @@ def join_workers(timeout_s: float = 30.0) -> None:
 
 @pytest.fixture
 def no_path_program(monkeypatch):
-    monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local_server, "program_on_path", lambda: None)
 
 
 def test_the_repository_venv_is_found_with_its_version(tmp_path, no_path_program):
@@ -130,6 +130,37 @@ def test_nothing_found_says_where_it_looked(tmp_path, no_path_program):
     (tmp_path / "scripts" / "setup.sh").write_text("")
     with pytest.raises(VibeError, match=r"not in the repository's \.venv"):
         local_server.find_program(repo_root=tmp_path)
+
+
+def test_windows_never_runs_a_program_from_the_current_folder(tmp_path, monkeypatch):
+    """Windows' lookup (and shutil.which there) tries the current folder before PATH: Blender opened
+    from a downloaded project's .blend ran that project's vibe-mocap.bat, even with the real program
+    on PATH."""
+    project, on_path = tmp_path / "project", tmp_path / "bin"
+    for folder in (project, on_path):
+        write_program(folder / "vibe-mocap.BAT", 'print("vibe-mocap 6.6.6")')
+    monkeypatch.setenv("PATH", os.pathsep.join([".", "", str(on_path)]))
+    monkeypatch.setenv("PATHEXT", os.pathsep.join([".COM", ".EXE", ".BAT"]))
+    monkeypatch.chdir(project)  # Blender started by opening project/scene.blend
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert local_server.program_candidates("", repo_root=tmp_path / "addon")[-1] == (
+        "PATH",
+        on_path / "vibe-mocap.BAT",
+    )
+    monkeypatch.setenv("PATH", os.pathsep.join([".", "project"]))  # only relative folders: none found
+    monkeypatch.chdir(tmp_path)
+    assert local_server.program_on_path() is None
+
+
+def test_path_finds_the_first_runnable_program_in_its_absolute_folders(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "vibe-mocap").parent.mkdir()
+    (first / "vibe-mocap").write_text("not runnable")  # as a shell, which skips it
+    write_program(second / "vibe-mocap", 'print("vibe-mocap 2.0.0")')
+    write_program(tmp_path / "here" / "vibe-mocap", 'print("vibe-mocap 0.0.1")')
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("PATH", os.pathsep.join(["", ".", str(first), str(second)]))
+    assert local_server.find_program(repo_root=tmp_path / "addon").version == "vibe-mocap 2.0.0"
 
 
 def test_a_hanging_program_times_out(tmp_path):

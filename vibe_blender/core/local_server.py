@@ -114,10 +114,29 @@ def program_candidates(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> l
     # an add-on installed from its zip runs from Blender's extensions folder, which is no repository
     where = "the repository's .venv" if (repo_root / "scripts" / "setup.sh").is_file() else "the add-on's folder"
     candidates.append((where, venv_program(repo_root)))
-    on_path = shutil.which(PROGRAM_NAME)
+    on_path = program_on_path()
     if on_path:
-        candidates.append(("PATH", Path(on_path)))
+        candidates.append(("PATH", on_path))
     return candidates
+
+
+def program_on_path() -> Path | None:
+    """The vibe-mocap program in the first of PATH's folders holding it (on Windows with any of
+    PATHEXT's endings), as a shell finds it, but in absolute folders only: Windows' own lookup, and
+    ``shutil.which`` there, tries the current folder first, and Blender opened from a downloaded
+    project's .blend runs in that project's folder, where a ``vibe-mocap.bat`` would be run."""
+    names = [PROGRAM_NAME]
+    if sys.platform == "win32":
+        endings = os.environ.get("PATHEXT") or ".COM;.EXE;.BAT;.CMD"
+        names = [PROGRAM_NAME + ending for ending in endings.split(os.pathsep) if ending]
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(folder):  # "", "." or a relative folder: where Blender happens to run
+            continue
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+    return None
 
 
 def program_env(**extra: str) -> dict[str, str]:

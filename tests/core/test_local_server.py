@@ -34,9 +34,10 @@ def write_program(path, body: str):
     return path
 
 
-def vibe_stand_in(folder: Path, prelude: str = "") -> Path:
-    """A program that serves like a VIBE server (tests/fake_vibe_server.py) with the port and token the
-    add-on gives it, printing its arguments first, until it is ended; ``prelude`` runs first."""
+def vibe_stand_in(folder: Path, prelude: str = "", serves_with: str = 'token=os.environ["VIBE_MOCAP_TOKEN"]') -> Path:
+    """A program that serves like a VIBE server (tests/fake_vibe_server.py) on the port the add-on
+    gives it, printing its arguments first, until it is ended; ``prelude`` runs first. serves_with:
+    the FakeVibeServer's options (by default the token the add-on gives it)."""
     blob = folder / "served.npz"
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(b"x")
@@ -49,7 +50,7 @@ args = sys.argv[1:]
 print("ARGS", args, flush=True)
 {prelude}
 port = int(args[args.index("--port") + 1])
-with FakeVibeServer({str(blob)!r}, {str(blob)!r}, token=os.environ["VIBE_MOCAP_TOKEN"], port=port):
+with FakeVibeServer({str(blob)!r}, {str(blob)!r}, {serves_with}, port=port):
     time.sleep(120)""",
     )
 
@@ -379,6 +380,50 @@ def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again_once(tmp
         assert status.url != first_url and local_server.url_owner(status.url) == "vibe"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "serves_with, reason",
+    [
+        ('token=os.environ["VIBE_MOCAP_TOKEN"], prove=False', "is older than this add-on"),
+        ('token="a-token-of-its-own"', "did not prove that it holds this add-on's access token"),
+    ],
+)
+def test_a_server_whose_answer_is_refused_fails_its_start_at_once_saying_why(tmp_path, serves_with, reason):
+    """An older vibe-mocap on PATH (no proof), or a wrapper that ignores the token it is given: the
+    server answered at once, yet the add-on polled it for the whole start timeout (5 minutes), then
+    said it "did not answer"."""
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=120)
+    started = time.monotonic()
+    server.start(vibe_stand_in(tmp_path / "stand-in", serves_with=serves_with))
+    status = server.wait_ready(60)
+    assert status.state == "failed" and reason in status.message, status
+    assert time.monotonic() - started < 30
+    assert server._process.wait(10) is not None  # the program was ended
+
+
+def test_an_answer_of_another_program_on_a_picked_port_is_not_the_servers(tmp_path, monkeypatch):
+    """Another program (here another account's VIBE server) takes the picked port before the server
+    binds it, and answers its /health meanwhile: the server, which then exits saying its port is
+    taken, is started again on another port, as when nothing answered."""
+    from fake_vibe_server import FakeVibeServer
+
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    with FakeVibeServer(blob, blob, token="another-accounts-token") as other:
+        taken = int(other.url.rsplit(":", 1)[1])
+        ports = iter([taken, local_server.free_port()])
+        monkeypatch.setattr(local_server, "free_port", lambda: next(ports))
+        prelude = f'if args[args.index("--port") + 1] == "{taken}":\n    time.sleep(1); {PORT_TAKEN}; sys.exit(1)'
+        server = local_server.LocalServer(log_dir=tmp_path / "log")
+        server.start(vibe_stand_in(tmp_path / "stand-in", prelude))
+        status = server.wait_ready(60)
+        try:
+            assert status.state == "ready", status
+            assert status.url != other.url and local_server.url_owner(status.url) == "vibe"
+        finally:
+            server.stop()
+        assert ("GET", "/api/v1/health") in [(m, p.split("?")[0]) for m, p in other.requests]
 
 
 def test_a_picked_port_taken_twice_says_so(tmp_path):

@@ -49,6 +49,7 @@ from .client import (
     ConnectionWatch,
     ServerClient,
     ServerProofError,
+    ServerUnreachable,
     is_loopback_url,
     validate_server_url,
 )
@@ -63,6 +64,9 @@ VERSION_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 300.0  # the first start may write the placeholder model
 HEALTH_POLL_S = 0.3
 PROOF_TIMEOUT_S = 5.0  # for a server at the preferences' URL to prove it holds the token
+# A starting server whose port another program holds exits; meanwhile that program may answer its
+# /health: an answer refused counts as the server's own once the server still runs this long after it.
+REFUSED_ANSWER_WAIT_S = 3.0
 # How long a server asked to stop gets before it is killed: Stop Server and Stop Kept Server (in the
 # background) wait for its whole graceful stop (GRACEFUL_STOP_S); Blender quitting, the add-on disabled
 # and a start that timed out wait this long only. A kill any time after the stop began leaves the
@@ -1042,7 +1046,9 @@ class LocalServer:
         self, url: str, t0: float, process: subprocess.Popen, generation: int
     ) -> Literal["ready", "port taken", "failed"]:
         """Poll /health until the server answers ("ready"), exits ("port taken" when its log says its
-        port is in use: the caller says so; else "failed", said here) or takes too long ("failed")."""
+        port is in use: the caller says so; else "failed", said here), takes too long ("failed"), or
+        answers in a way the add-on refuses ("failed" with that reason: an older server, another API
+        version, a program that ignores the token it was given), polled only while nothing answers."""
         client = ServerClient(url, self.token, timeout_s=2.0)
         while self._current(generation):
             code = process.poll()
@@ -1054,7 +1060,13 @@ class LocalServer:
                 return "failed"
             try:
                 health = client.health()
-            except VibeError:
+            except VibeError as err:
+                if not (isinstance(err, ServerUnreachable) or got_no_answer(err)):  # an answer, refused
+                    if _exited_within(process, REFUSED_ANSWER_WAIT_S):
+                        continue  # another program answered on its port, which it then found taken
+                    _end_process(process, QUICK_STOP_S)
+                    self._fail(str(err), t0, generation)
+                    return "failed"
                 health = None
             if health is not None:
                 model, elapsed_s = str(health.get("model", "")), time.monotonic() - t0

@@ -304,6 +304,63 @@ def test_a_program_posing_as_a_vibe_server_does_not_keep_the_add_ons_own_from_ca
         assert not any(a for a in impostor.authorizations if a)  # the user's token never went out
 
 
+class _StartRecorded(local_server.LocalServer):
+    """A LocalServer whose start only notes that it was asked (and is then ready at once)."""
+
+    def start(self, program, *, port=0, data_dir=""):
+        self.started = (program(), port)
+        self._set(state="ready", url="http://127.0.0.1:1")
+        self._ready.set()
+
+
+@pytest.mark.parametrize("prove", [False, True])
+@pytest.mark.parametrize("own_runs", [True, False])
+def test_another_accounts_server_at_the_preferences_url_is_not_the_users_without_a_token(
+    tmp_path, monkeypatch, prove, own_runs
+):
+    """A user who never ran 'vibe-mocap serve' has no token file (the add-on's own server gets its
+    token from the add-on). Another account's VIBE server on the default port made every capture fail
+    with "No access token", even while the add-on's own server was ready; and with that server not
+    running yet, nothing started it."""
+    from fake_vibe_server import FakeVibeServer
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no token file
+    monkeypatch.delenv(local_server.TOKEN_ENV_VAR, raising=False)
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    program = local_server.ServerProgram(path=tmp_path / "vibe-mocap", version="vibe-mocap 0", found_in="PATH")
+    own = _StartRecorded(log_dir=tmp_path)
+    if own_runs:
+        own._set(state="ready", url=f"http://127.0.0.1:{local_server.free_port()}")
+    with FakeVibeServer(blob, blob, token="another-accounts-token", prove=prove) as other:
+        url, token = local_server.connect_or_start(other.url, "", own, lambda: program)
+        assert (url, token) == (own.snapshot().url, own.token) and url != other.url
+        assert not any(a for a in other.authorizations if a)
+    assert getattr(own, "started", None) == (None if own_runs else (program.path, 0))  # on a port of its own
+
+
+def test_a_server_on_this_machine_that_does_not_prove_the_users_token_is_replaced_by_the_add_ons_own(tmp_path):
+    """With a token, too: a VIBE server at a 127.0.0.1 URL that is not the user's no longer blocks
+    Capture while the add-on's own server is not running: that one is started (on a free port)."""
+    from fake_vibe_server import FakeVibeServer
+
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    program = local_server.ServerProgram(path=tmp_path / "vibe-mocap", version="vibe-mocap 0", found_in="PATH")
+    own = _StartRecorded(log_dir=tmp_path)
+    with FakeVibeServer(blob, blob, token="another-accounts-token") as other:
+        assert local_server.connect_or_start(other.url, "users-token", own, lambda: program) == (
+            "http://127.0.0.1:1",
+            own.token,
+        )
+    assert own.started == (program.path, 0)
+    with FakeVibeServer(blob, blob, token="users-token") as users:  # the user's own server is used
+        assert local_server.connect_or_start(users.url, "users-token", own, lambda: program) == (
+            users.url,
+            "users-token",
+        )
+
+
 def test_nothing_is_started_for_a_remote_url():
     server = local_server.LocalServer(log_dir=".")
     with pytest.raises(VibeError, match="starts a server only on this machine"):

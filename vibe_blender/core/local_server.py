@@ -47,6 +47,7 @@ from .client import (
     API,
     AnswerTooSlow,
     ConnectionWatch,
+    NoAccessToken,
     ServerClient,
     ServerProofError,
     ServerUnreachable,
@@ -1161,25 +1162,35 @@ def same_local_server(url: str, other: str) -> bool:
     )
 
 
+def _holds_users_token(url: str, token: str) -> bool:
+    """Whether the VIBE server at ``url`` proves it holds the user's token (/health is public: any
+    program can answer it like one). False for another account's server (on the default port, while
+    the add-on's own runs on another), a program posing as one, and any server when the user has no
+    token at all (the add-on's own server writes no token file)."""
+    try:
+        ServerClient(url, token, timeout_s=PROOF_TIMEOUT_S).health()
+    except (NoAccessToken, ServerProofError):
+        return False
+    return True
+
+
 def connect_or_start(
     url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram], *, data_dir: str = ""
 ) -> tuple[str, str]:
     """The (url, token) to send a capture to. A VIBE server answering at ``url`` (the preferences')
-    is used first; else the add-on's own server when it runs; when nothing answers at a loopback
-    ``url``, the add-on's server is started (with the model data in ``data_dir``, the preferences'
-    folder) and waited for. Blocks: call it from a worker thread."""
+    is used first once it proves it holds the user's ``token`` (typed, else ``$VIBE_MOCAP_TOKEN`` or
+    the token file); else the add-on's own server when it runs; when nothing answers at a loopback
+    ``url``, or only a server that is not the user's (another account's, or any when the user has no
+    token), the add-on's server is started on a free port (with the model data in ``data_dir``, the
+    preferences' folder) and waited for. Blocks: call it from a worker thread."""
     status = server.snapshot()
     own = status.state == "ready"
     if own and same_local_server(url, status.url):
         return status.url, server.token  # the add-on's server is the one at that URL: its own token
     owner = url_owner(url)
-    if owner == "vibe" and own:  # /health is public: what answers must prove it holds the token
-        try:
-            ServerClient(url, token, timeout_s=PROOF_TIMEOUT_S).health()
-        except ServerProofError:  # a program posing as one: the add-on's own server does the capture
-            return status.url, server.token
-        return url, token
-    if owner == "vibe":
+    if owner == "vibe" and not (own or is_loopback_url(url)):
+        return url, token  # another machine's, with no server to fall back on: the capture's proof says why
+    if owner == "vibe" and _holds_users_token(url, token):
         return url, token
     if own:  # (another program at the URL does not keep the add-on's server from being used)
         return status.url, server.token

@@ -23,6 +23,7 @@ from stalling_server import STALLS, StallingServer, trickle
 from vibe_blender.core import local_server
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.serve_exit import PORT_TAKEN_EXIT_STATUS
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -379,15 +380,24 @@ def test_a_program_that_dies_while_starting_is_reported_with_its_log(tmp_path):
     assert "RuntimeError: boom" in status.log_tail
 
 
-def test_a_port_in_use_is_named(tmp_path):
+# `vibe-mocap serve` on a taken port: its exit status says so, its words are the system's (here a German
+# Windows'); a server older than that status said it only in words, English ones on Linux
+PORT_TAKEN = (
+    'print("error: The server cannot listen on http://127.0.0.1:8765/api/v1 (Normalerweise darf jede '
+    f'Socketadresse nur jeweils einmal verwendet werden)"); sys.exit({PORT_TAKEN_EXIT_STATUS})'
+)
+OLD_SERVERS_PORT_TAKEN = (
+    'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use"); sys.exit(1)'
+)
+
+
+@pytest.mark.parametrize("says_so", [PORT_TAKEN, OLD_SERVERS_PORT_TAKEN])
+def test_a_port_in_use_is_named(tmp_path, says_so):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        program = write_program(
-            tmp_path / "vibe-mocap",
-            'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use"); sys.exit(1)',
-        )
+        program = write_program(tmp_path / "vibe-mocap", says_so)
         server = local_server.LocalServer(log_dir=tmp_path / "log")
         server.start(program, port=port)
         status = server.wait_ready(30)
@@ -421,13 +431,10 @@ def test_a_start_timeout_is_reported_as_a_failure_every_time(tmp_path):
         assert server._process.wait(10) is not None  # the program was ended
 
 
-PORT_TAKEN = 'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use")'
-
-
 def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again_once(tmp_path):
     first_try = tmp_path / "tried"
     prelude = f"if not os.path.exists({str(first_try)!r}):\n    open({str(first_try)!r}, 'w').close()\n"
-    prelude += f"    {PORT_TAKEN}; sys.exit(1)"
+    prelude += f"    {PORT_TAKEN}"
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     server.start(vibe_stand_in(tmp_path / "stand-in", prelude))
     first_url = server.snapshot().url
@@ -471,7 +478,7 @@ def test_an_answer_of_another_program_on_a_picked_port_is_not_the_servers(tmp_pa
         taken = int(other.url.rsplit(":", 1)[1])
         ports = iter([taken, local_server.free_port()])
         monkeypatch.setattr(local_server, "free_port", lambda: next(ports))
-        prelude = f'if args[args.index("--port") + 1] == "{taken}":\n    time.sleep(1); {PORT_TAKEN}; sys.exit(1)'
+        prelude = f'if args[args.index("--port") + 1] == "{taken}":\n    time.sleep(1); {PORT_TAKEN}'
         server = local_server.LocalServer(log_dir=tmp_path / "log")
         server.start(vibe_stand_in(tmp_path / "stand-in", prelude))
         status = server.wait_ready(60)
@@ -485,7 +492,7 @@ def test_an_answer_of_another_program_on_a_picked_port_is_not_the_servers(tmp_pa
 
 def test_a_picked_port_taken_twice_says_so(tmp_path):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    server.start(write_program(tmp_path / "vibe-mocap", f"{PORT_TAKEN}; sys.exit(1)"))
+    server.start(write_program(tmp_path / "vibe-mocap", PORT_TAKEN))
     status = server.wait_ready(30)
     assert status.state == "failed"
     assert (

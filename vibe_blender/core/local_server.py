@@ -55,6 +55,7 @@ from .client import (
     validate_server_url,
 )
 from .errors import VibeError
+from .serve_exit import PORT_TAKEN_EXIT_STATUS
 from .server_stop import GRACEFUL_STOP_S
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
@@ -78,7 +79,8 @@ STDIN_STOP_S = 1.0  # on POSIX, SIGTERM follows the end of a server's standard i
 STOPPING_WAIT_S = GRACEFUL_STOP_S + KILLED_WAIT_S + 10.0  # a capture waits this long for a restart's stop
 LOG_TAIL_LINES = 15
 INSTALL_FAILED = 2  # a model-data install's exit status when it failed ('vibe-mocap data install' uses 2 too)
-PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
+# how a server before PORT_TAKEN_EXIT_STATUS said its port was taken: in the system's words, English only
+OLD_PORT_TAKEN_WORDS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
 ServerState = Literal["stopped", "starting", "ready", "stopping", "failed", "exited"]
 # in the folder of the Blender that launched it (below): a server left running for the next session
@@ -1046,16 +1048,19 @@ class LocalServer:
     def _wait_for_health(
         self, url: str, t0: float, process: subprocess.Popen, generation: int
     ) -> Literal["ready", "port taken", "failed"]:
-        """Poll /health until the server answers ("ready"), exits ("port taken" when its log says its
-        port is in use: the caller says so; else "failed", said here), takes too long ("failed"), or
-        answers in a way the add-on refuses ("failed" with that reason: an older server, another API
-        version, a program that ignores the token it was given), polled only while nothing answers."""
+        """Poll /health until the server answers ("ready"), exits ("port taken" when its exit status
+        says another program holds its port: the caller says so; else "failed", said here), takes too
+        long ("failed"), or answers in a way the add-on refuses ("failed" with that reason: an older
+        server, another API version, a program that ignores the token it was given), polled only while
+        nothing answers."""
         client = ServerClient(url, self.token, timeout_s=2.0)
         while self._current(generation):
             code = process.poll()
             if code is not None:
                 tail = self.log_tail()
-                if any(marker in line.lower() for line in tail for marker in PORT_IN_USE_MARKERS):
+                if code == PORT_TAKEN_EXIT_STATUS or any(
+                    words in line.lower() for line in tail for words in OLD_PORT_TAKEN_WORDS
+                ):
                     return "port taken"
                 self._fail(f"The server exited while starting (exit code {code}).", t0, generation)
                 return "failed"

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # as a process ended by SIGPIPE: 128 + 13
     except VibeError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_status", 2)  # (an error its caller acts on has its own: serve's PortTaken)
     except OSError as err:  # a file the command reads or writes: missing, no permission, disk full...
         return _report_os_error(err)
     except KeyboardInterrupt:

@@ -242,6 +242,23 @@ def test_an_endless_download_stops_at_the_cap(server_files, tmp_path):
     assert _files_under(tmp_path) == []
 
 
+def test_a_download_removes_the_parts_that_cut_off_downloads_of_other_results_left(server_files, tmp_path):
+    """A download cut off by Blender quitting (its thread is a daemon: no clean-up runs) left a hidden
+    part of up to 2 GiB; each result has a new random name, so the next capture's never removed it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    left = results / ".clip_1a2b3c4d.npz.09477872.part"
+    left.write_bytes(b"\0" * 4096)
+    days_old = time.time() - 3 * 86400
+    os.utime(left, (days_old, days_old))
+    with _fake(server_files, polls_per_job=1) as server:
+        client = ServerClient(server.url, TOKEN)
+        job_id = client.submit_local(server_files[2])["job_id"]
+        assert client.job(job_id)["status"] == "done"
+        client.download_result(job_id, results / "clip_9f8e7d6c.npz")
+    assert _files_under(results) == [results.joinpath("clip_9f8e7d6c.npz").relative_to(results)]
+
+
 def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_path):
     with _fake(server_files, slow_s=8.0, polls_per_job=10_000) as server:
         job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path).start()

@@ -23,6 +23,7 @@ from stalling_server import STALLS, StallingServer, trickle
 from vibe_blender.core import local_server
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.serve_exit import PORT_TAKEN_EXIT_STATUS
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -34,9 +35,10 @@ def write_program(path, body: str):
     return path
 
 
-def vibe_stand_in(folder: Path, prelude: str = "") -> Path:
-    """A program that serves like a VIBE server (tests/fake_vibe_server.py) with the port and token the
-    add-on gives it, printing its arguments first, until it is ended; ``prelude`` runs first."""
+def vibe_stand_in(folder: Path, prelude: str = "", serves_with: str = 'token=os.environ["VIBE_MOCAP_TOKEN"]') -> Path:
+    """A program that serves like a VIBE server (tests/fake_vibe_server.py) on the port the add-on
+    gives it, printing its arguments first, until it is ended; ``prelude`` runs first. serves_with:
+    the FakeVibeServer's options (by default the token the add-on gives it)."""
     blob = folder / "served.npz"
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(b"x")
@@ -49,7 +51,7 @@ args = sys.argv[1:]
 print("ARGS", args, flush=True)
 {prelude}
 port = int(args[args.index("--port") + 1])
-with FakeVibeServer({str(blob)!r}, {str(blob)!r}, token=os.environ["VIBE_MOCAP_TOKEN"], port=port):
+with FakeVibeServer({str(blob)!r}, {str(blob)!r}, {serves_with}, port=port):
     time.sleep(120)""",
     )
 
@@ -74,7 +76,7 @@ def join_workers(timeout_s: float = 30.0) -> None:
 
 @pytest.fixture
 def no_path_program(monkeypatch):
-    monkeypatch.setattr(local_server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(local_server, "program_on_path", lambda: None)
 
 
 def test_the_repository_venv_is_found_with_its_version(tmp_path, no_path_program):
@@ -130,6 +132,37 @@ def test_nothing_found_says_where_it_looked(tmp_path, no_path_program):
     (tmp_path / "scripts" / "setup.sh").write_text("")
     with pytest.raises(VibeError, match=r"not in the repository's \.venv"):
         local_server.find_program(repo_root=tmp_path)
+
+
+def test_windows_never_runs_a_program_from_the_current_folder(tmp_path, monkeypatch):
+    """Windows' lookup (and shutil.which there) tries the current folder before PATH: Blender opened
+    from a downloaded project's .blend ran that project's vibe-mocap.bat, even with the real program
+    on PATH."""
+    project, on_path = tmp_path / "project", tmp_path / "bin"
+    for folder in (project, on_path):
+        write_program(folder / "vibe-mocap.BAT", 'print("vibe-mocap 6.6.6")')
+    monkeypatch.setenv("PATH", os.pathsep.join([".", "", str(on_path)]))
+    monkeypatch.setenv("PATHEXT", os.pathsep.join([".COM", ".EXE", ".BAT"]))
+    monkeypatch.chdir(project)  # Blender started by opening project/scene.blend
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert local_server.program_candidates("", repo_root=tmp_path / "addon")[-1] == (
+        "PATH",
+        on_path / "vibe-mocap.BAT",
+    )
+    monkeypatch.setenv("PATH", os.pathsep.join([".", "project"]))  # only relative folders: none found
+    monkeypatch.chdir(tmp_path)
+    assert local_server.program_on_path() is None
+
+
+def test_path_finds_the_first_runnable_program_in_its_absolute_folders(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "vibe-mocap").parent.mkdir()
+    (first / "vibe-mocap").write_text("not runnable")  # as a shell, which skips it
+    write_program(second / "vibe-mocap", 'print("vibe-mocap 2.0.0")')
+    write_program(tmp_path / "here" / "vibe-mocap", 'print("vibe-mocap 0.0.1")')
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("PATH", os.pathsep.join(["", ".", str(first), str(second)]))
+    assert local_server.find_program(repo_root=tmp_path / "addon").version == "vibe-mocap 2.0.0"
 
 
 def test_a_hanging_program_times_out(tmp_path):
@@ -272,6 +305,63 @@ def test_a_program_posing_as_a_vibe_server_does_not_keep_the_add_ons_own_from_ca
         assert not any(a for a in impostor.authorizations if a)  # the user's token never went out
 
 
+class _StartRecorded(local_server.LocalServer):
+    """A LocalServer whose start only notes that it was asked (and is then ready at once)."""
+
+    def start(self, program, *, port=0, data_dir=""):
+        self.started = (program(), port)
+        self._set(state="ready", url="http://127.0.0.1:1")
+        self._ready.set()
+
+
+@pytest.mark.parametrize("prove", [False, True])
+@pytest.mark.parametrize("own_runs", [True, False])
+def test_another_accounts_server_at_the_preferences_url_is_not_the_users_without_a_token(
+    tmp_path, monkeypatch, prove, own_runs
+):
+    """A user who never ran 'vibe-mocap serve' has no token file (the add-on's own server gets its
+    token from the add-on). Another account's VIBE server on the default port made every capture fail
+    with "No access token", even while the add-on's own server was ready; and with that server not
+    running yet, nothing started it."""
+    from fake_vibe_server import FakeVibeServer
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no token file
+    monkeypatch.delenv(local_server.TOKEN_ENV_VAR, raising=False)
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    program = local_server.ServerProgram(path=tmp_path / "vibe-mocap", version="vibe-mocap 0", found_in="PATH")
+    own = _StartRecorded(log_dir=tmp_path)
+    if own_runs:
+        own._set(state="ready", url=f"http://127.0.0.1:{local_server.free_port()}")
+    with FakeVibeServer(blob, blob, token="another-accounts-token", prove=prove) as other:
+        url, token = local_server.connect_or_start(other.url, "", own, lambda: program)
+        assert (url, token) == (own.snapshot().url, own.token) and url != other.url
+        assert not any(a for a in other.authorizations if a)
+    assert getattr(own, "started", None) == (None if own_runs else (program.path, 0))  # on a port of its own
+
+
+def test_a_server_on_this_machine_that_does_not_prove_the_users_token_is_replaced_by_the_add_ons_own(tmp_path):
+    """With a token, too: a VIBE server at a 127.0.0.1 URL that is not the user's no longer blocks
+    Capture while the add-on's own server is not running: that one is started (on a free port)."""
+    from fake_vibe_server import FakeVibeServer
+
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    program = local_server.ServerProgram(path=tmp_path / "vibe-mocap", version="vibe-mocap 0", found_in="PATH")
+    own = _StartRecorded(log_dir=tmp_path)
+    with FakeVibeServer(blob, blob, token="another-accounts-token") as other:
+        assert local_server.connect_or_start(other.url, "users-token", own, lambda: program) == (
+            "http://127.0.0.1:1",
+            own.token,
+        )
+    assert own.started == (program.path, 0)
+    with FakeVibeServer(blob, blob, token="users-token") as users:  # the user's own server is used
+        assert local_server.connect_or_start(users.url, "users-token", own, lambda: program) == (
+            users.url,
+            "users-token",
+        )
+
+
 def test_nothing_is_started_for_a_remote_url():
     server = local_server.LocalServer(log_dir=".")
     with pytest.raises(VibeError, match="starts a server only on this machine"):
@@ -290,15 +380,24 @@ def test_a_program_that_dies_while_starting_is_reported_with_its_log(tmp_path):
     assert "RuntimeError: boom" in status.log_tail
 
 
-def test_a_port_in_use_is_named(tmp_path):
+# `vibe-mocap serve` on a taken port: its exit status says so, its words are the system's (here a German
+# Windows'); a server older than that status said it only in words, English ones on Linux
+PORT_TAKEN = (
+    'print("error: The server cannot listen on http://127.0.0.1:8765/api/v1 (Normalerweise darf jede '
+    f'Socketadresse nur jeweils einmal verwendet werden)"); sys.exit({PORT_TAKEN_EXIT_STATUS})'
+)
+OLD_SERVERS_PORT_TAKEN = (
+    'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use"); sys.exit(1)'
+)
+
+
+@pytest.mark.parametrize("says_so", [PORT_TAKEN, OLD_SERVERS_PORT_TAKEN])
+def test_a_port_in_use_is_named(tmp_path, says_so):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        program = write_program(
-            tmp_path / "vibe-mocap",
-            'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use"); sys.exit(1)',
-        )
+        program = write_program(tmp_path / "vibe-mocap", says_so)
         server = local_server.LocalServer(log_dir=tmp_path / "log")
         server.start(program, port=port)
         status = server.wait_ready(30)
@@ -332,13 +431,10 @@ def test_a_start_timeout_is_reported_as_a_failure_every_time(tmp_path):
         assert server._process.wait(10) is not None  # the program was ended
 
 
-PORT_TAKEN = 'print("ERROR: [Errno 98] error while attempting to bind on address: address already in use")'
-
-
 def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again_once(tmp_path):
     first_try = tmp_path / "tried"
     prelude = f"if not os.path.exists({str(first_try)!r}):\n    open({str(first_try)!r}, 'w').close()\n"
-    prelude += f"    {PORT_TAKEN}; sys.exit(1)"
+    prelude += f"    {PORT_TAKEN}"
     server = local_server.LocalServer(log_dir=tmp_path / "log")
     server.start(vibe_stand_in(tmp_path / "stand-in", prelude))
     first_url = server.snapshot().url
@@ -350,9 +446,53 @@ def test_a_picked_port_taken_before_the_server_binds_it_is_picked_again_once(tmp
         server.stop()
 
 
+@pytest.mark.parametrize(
+    "serves_with, reason",
+    [
+        ('token=os.environ["VIBE_MOCAP_TOKEN"], prove=False', "is older than this add-on"),
+        ('token="a-token-of-its-own"', "did not prove that it holds this add-on's access token"),
+    ],
+)
+def test_a_server_whose_answer_is_refused_fails_its_start_at_once_saying_why(tmp_path, serves_with, reason):
+    """An older vibe-mocap on PATH (no proof), or a wrapper that ignores the token it is given: the
+    server answered at once, yet the add-on polled it for the whole start timeout (5 minutes), then
+    said it "did not answer"."""
+    server = local_server.LocalServer(log_dir=tmp_path / "log", start_timeout_s=120)
+    started = time.monotonic()
+    server.start(vibe_stand_in(tmp_path / "stand-in", serves_with=serves_with))
+    status = server.wait_ready(60)
+    assert status.state == "failed" and reason in status.message, status
+    assert time.monotonic() - started < 30
+    assert server._process.wait(10) is not None  # the program was ended
+
+
+def test_an_answer_of_another_program_on_a_picked_port_is_not_the_servers(tmp_path, monkeypatch):
+    """Another program (here another account's VIBE server) takes the picked port before the server
+    binds it, and answers its /health meanwhile: the server, which then exits saying its port is
+    taken, is started again on another port, as when nothing answered."""
+    from fake_vibe_server import FakeVibeServer
+
+    blob = tmp_path / "x.npz"
+    blob.write_bytes(b"x")
+    with FakeVibeServer(blob, blob, token="another-accounts-token") as other:
+        taken = int(other.url.rsplit(":", 1)[1])
+        ports = iter([taken, local_server.free_port()])
+        monkeypatch.setattr(local_server, "free_port", lambda: next(ports))
+        prelude = f'if args[args.index("--port") + 1] == "{taken}":\n    time.sleep(1); {PORT_TAKEN}'
+        server = local_server.LocalServer(log_dir=tmp_path / "log")
+        server.start(vibe_stand_in(tmp_path / "stand-in", prelude))
+        status = server.wait_ready(60)
+        try:
+            assert status.state == "ready", status
+            assert status.url != other.url and local_server.url_owner(status.url) == "vibe"
+        finally:
+            server.stop()
+        assert ("GET", "/api/v1/health") in [(m, p.split("?")[0]) for m, p in other.requests]
+
+
 def test_a_picked_port_taken_twice_says_so(tmp_path):
     server = local_server.LocalServer(log_dir=tmp_path / "log")
-    server.start(write_program(tmp_path / "vibe-mocap", f"{PORT_TAKEN}; sys.exit(1)"))
+    server.start(write_program(tmp_path / "vibe-mocap", PORT_TAKEN))
     status = server.wait_ready(30)
     assert status.state == "failed"
     assert (

@@ -111,18 +111,24 @@ def test_a_private_file_whose_writing_fails_leaves_the_old_one_and_no_part(tmp_p
 
 def test_temporary_files_a_write_cut_off_left_a_day_ago_are_removed(tmp_path):
     """Each write has a temporary name of its own, so a download cut off by Blender being killed left
-    its part behind for good; one a day old goes with the next write of that file, fresher ones
-    (a write running now) and those of other files stay."""
+    its part behind for good; one a day old goes with the next write in its folder, whichever file it
+    was for (a result's name is new each time: its part never matched a later name); fresher ones (a
+    write running now) and files not named as parts stay."""
     target = tmp_path / "body_model.npz"
-    stale, running, other = (
+    stale, running, other, not_a_part = (
         tmp_path / name
-        for name in (".body_model.npz.0a1b2c3d.part", ".body_model.npz.9f8e7d6c.part", ".token.0a1b2c3d.part")
+        for name in (
+            ".body_model.npz.0a1b2c3d.part",
+            ".body_model.npz.9f8e7d6c.part",
+            ".clip_1a2b3c4d.npz.0a1b2c3d.part",
+            ".notes.txt.draft.part",
+        )
     )
     day_old = os.stat(tmp_path).st_mtime - user_dirs.STALE_PART_S - 60
-    for part in (stale, running, other):
+    for part in (stale, running, other, not_a_part):
         part.write_bytes(b"cut off")
-    for part in (stale, other):
+    for part in (stale, other, not_a_part):
         os.utime(part, (day_old, day_old))
     user_dirs.write_private_file(target, b"model")
     assert target.read_bytes() == b"model"
-    assert not stale.exists() and running.exists() and other.exists()
+    assert not stale.exists() and not other.exists() and running.exists() and not_a_part.exists()

@@ -535,22 +535,46 @@ def test_serve_refuses_a_port_that_is_no_tcp_port_before_it_makes_anything(token
 def test_serve_says_a_taken_port_before_it_loads_the_model(token_home, monkeypatch, tmp_path, capsys):
     """Another program listening on the port: one error naming it and --port, before anything is
     loaded or printed as served (uvicorn would say it after the model has loaded, in a traceback-like
-    log); the add-on's start retries another port on the words "address already in use"."""
+    log), and an exit status of its own, on which the add-on's start retries another port (it read
+    the system's words, which Windows writes in the user's language)."""
     import uvicorn
 
-    from vibe_blender.core.local_server import PORT_IN_USE_MARKERS
+    from vibe_blender.core.serve_exit import PORT_TAKEN_EXIT_STATUS
 
     served = []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self))
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = str(taken.getsockname()[1])
-        assert main(["serve", "--port", port, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+        argv = ["serve", "--port", port, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]
+        assert main(argv) == PORT_TAKEN_EXIT_STATUS
     captured = capsys.readouterr()
     assert f"error: The server cannot listen on http://127.0.0.1:{port}/api/v1" in captured.err
-    assert "--port" in captured.err and any(marker in captured.err.lower() for marker in PORT_IN_USE_MARKERS)
+    assert "--port" in captured.err and "another server or program uses that port" in captured.err
     assert not served and "VIBE Mocap server on" not in captured.out
-    assert main(["serve", "--port", port, "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
+    assert main(argv) == 0
     assert len(served) == 1  # once the port is free
+
+
+def test_serve_holds_its_port_while_the_model_loads(token_home, monkeypatch, tmp_path):
+    """The port was checked, let go, and bound again by uvicorn only once the model had loaded: a
+    program taking it meanwhile (the add-on's picked port, during a first start writing the
+    placeholder) made the server fail after the load, in the system's words only."""
+    import uvicorn
+
+    held = []
+
+    def serve_checking_the_port(self):
+        with socket.socket() as other:  # another program, trying to take the port while the model loads
+            with pytest.raises(OSError):
+                other.bind(("127.0.0.1", port))
+        held.append(self.config.port)
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve_checking_the_port)
+    port = _free_port()
+    assert main(["serve", "--port", str(port), "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
+    assert held == [port]
+    with socket.create_server(("127.0.0.1", port)):  # let go once the server stopped
+        pass
 
 
 def test_serve_says_an_address_this_machine_lacks_and_skips_a_family_it_lacks(

@@ -138,7 +138,7 @@ def resolve_token(typed: str | None) -> str:
     """The token typed in the preferences, else ``$VIBE_MOCAP_TOKEN``, else the local token file."""
     token = (typed or "").strip() or read_token()
     if not token:
-        raise VibeError(
+        raise NoAccessToken(
             f"No access token for the VIBE Mocap server: start the server once with 'vibe-mocap serve' "
             f"to create it ({token_hint()})."
         )
@@ -148,6 +148,11 @@ def resolve_token(typed: str | None) -> str:
             "copy it again exactly as the server printed it."
         )
     return token
+
+
+class NoAccessToken(VibeError):
+    """No token typed, in ``$VIBE_MOCAP_TOKEN`` or in the token file: the user never ran a server of
+    their own (the add-on's own server gets its token from the add-on, and writes no file)."""
 
 
 def uploaded_file_name(path: str | Path) -> str:

@@ -47,12 +47,15 @@ from .client import (
     API,
     AnswerTooSlow,
     ConnectionWatch,
+    NoAccessToken,
     ServerClient,
     ServerProofError,
+    ServerUnreachable,
     is_loopback_url,
     validate_server_url,
 )
 from .errors import VibeError
+from .serve_exit import PORT_TAKEN_EXIT_STATUS
 from .server_stop import GRACEFUL_STOP_S
 from .user_dirs import TOKEN_ENV_VAR, write_private_file
 
@@ -63,6 +66,9 @@ VERSION_TIMEOUT_S = 60.0
 START_TIMEOUT_S = 300.0  # the first start may write the placeholder model
 HEALTH_POLL_S = 0.3
 PROOF_TIMEOUT_S = 5.0  # for a server at the preferences' URL to prove it holds the token
+# A starting server whose port another program holds exits; meanwhile that program may answer its
+# /health: an answer refused counts as the server's own once the server still runs this long after it.
+REFUSED_ANSWER_WAIT_S = 3.0
 # How long a server asked to stop gets before it is killed: Stop Server and Stop Kept Server (in the
 # background) wait for its whole graceful stop (GRACEFUL_STOP_S); Blender quitting, the add-on disabled
 # and a start that timed out wait this long only. A kill any time after the stop began leaves the
@@ -73,7 +79,8 @@ STDIN_STOP_S = 1.0  # on POSIX, SIGTERM follows the end of a server's standard i
 STOPPING_WAIT_S = GRACEFUL_STOP_S + KILLED_WAIT_S + 10.0  # a capture waits this long for a restart's stop
 LOG_TAIL_LINES = 15
 INSTALL_FAILED = 2  # a model-data install's exit status when it failed ('vibe-mocap data install' uses 2 too)
-PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
+# how a server before PORT_TAKEN_EXIT_STATUS said its port was taken: in the system's words, English only
+OLD_PORT_TAKEN_WORDS = ("address already in use", "errno 98", "errno 48", "only one usage of each socket")
 
 ServerState = Literal["stopped", "starting", "ready", "stopping", "failed", "exited"]
 # in the folder of the Blender that launched it (below): a server left running for the next session
@@ -114,10 +121,29 @@ def program_candidates(user_path: str = "", *, repo_root: Path = REPO_ROOT) -> l
     # an add-on installed from its zip runs from Blender's extensions folder, which is no repository
     where = "the repository's .venv" if (repo_root / "scripts" / "setup.sh").is_file() else "the add-on's folder"
     candidates.append((where, venv_program(repo_root)))
-    on_path = shutil.which(PROGRAM_NAME)
+    on_path = program_on_path()
     if on_path:
-        candidates.append(("PATH", Path(on_path)))
+        candidates.append(("PATH", on_path))
     return candidates
+
+
+def program_on_path() -> Path | None:
+    """The vibe-mocap program in the first of PATH's folders holding it (on Windows with any of
+    PATHEXT's endings), as a shell finds it, but in absolute folders only: Windows' own lookup, and
+    ``shutil.which`` there, tries the current folder first, and Blender opened from a downloaded
+    project's .blend runs in that project's folder, where a ``vibe-mocap.bat`` would be run."""
+    names = [PROGRAM_NAME]
+    if sys.platform == "win32":
+        endings = os.environ.get("PATHEXT") or ".COM;.EXE;.BAT;.CMD"
+        names = [PROGRAM_NAME + ending for ending in endings.split(os.pathsep) if ending]
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        if not os.path.isabs(folder):  # "", "." or a relative folder: where Blender happens to run
+            continue
+        for name in names:
+            path = Path(folder) / name
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+    return None
 
 
 def program_env(**extra: str) -> dict[str, str]:
@@ -1022,20 +1048,31 @@ class LocalServer:
     def _wait_for_health(
         self, url: str, t0: float, process: subprocess.Popen, generation: int
     ) -> Literal["ready", "port taken", "failed"]:
-        """Poll /health until the server answers ("ready"), exits ("port taken" when its log says its
-        port is in use: the caller says so; else "failed", said here) or takes too long ("failed")."""
+        """Poll /health until the server answers ("ready"), exits ("port taken" when its exit status
+        says another program holds its port: the caller says so; else "failed", said here), takes too
+        long ("failed"), or answers in a way the add-on refuses ("failed" with that reason: an older
+        server, another API version, a program that ignores the token it was given), polled only while
+        nothing answers."""
         client = ServerClient(url, self.token, timeout_s=2.0)
         while self._current(generation):
             code = process.poll()
             if code is not None:
                 tail = self.log_tail()
-                if any(marker in line.lower() for line in tail for marker in PORT_IN_USE_MARKERS):
+                if code == PORT_TAKEN_EXIT_STATUS or any(
+                    words in line.lower() for line in tail for words in OLD_PORT_TAKEN_WORDS
+                ):
                     return "port taken"
                 self._fail(f"The server exited while starting (exit code {code}).", t0, generation)
                 return "failed"
             try:
                 health = client.health()
-            except VibeError:
+            except VibeError as err:
+                if not (isinstance(err, ServerUnreachable) or got_no_answer(err)):  # an answer, refused
+                    if _exited_within(process, REFUSED_ANSWER_WAIT_S):
+                        continue  # another program answered on its port, which it then found taken
+                    _end_process(process, QUICK_STOP_S)
+                    self._fail(str(err), t0, generation)
+                    return "failed"
                 health = None
             if health is not None:
                 model, elapsed_s = str(health.get("model", "")), time.monotonic() - t0
@@ -1130,25 +1167,35 @@ def same_local_server(url: str, other: str) -> bool:
     )
 
 
+def _holds_users_token(url: str, token: str) -> bool:
+    """Whether the VIBE server at ``url`` proves it holds the user's token (/health is public: any
+    program can answer it like one). False for another account's server (on the default port, while
+    the add-on's own runs on another), a program posing as one, and any server when the user has no
+    token at all (the add-on's own server writes no token file)."""
+    try:
+        ServerClient(url, token, timeout_s=PROOF_TIMEOUT_S).health()
+    except (NoAccessToken, ServerProofError):
+        return False
+    return True
+
+
 def connect_or_start(
     url: str, token: str, server: LocalServer, find: Callable[[], ServerProgram], *, data_dir: str = ""
 ) -> tuple[str, str]:
     """The (url, token) to send a capture to. A VIBE server answering at ``url`` (the preferences')
-    is used first; else the add-on's own server when it runs; when nothing answers at a loopback
-    ``url``, the add-on's server is started (with the model data in ``data_dir``, the preferences'
-    folder) and waited for. Blocks: call it from a worker thread."""
+    is used first once it proves it holds the user's ``token`` (typed, else ``$VIBE_MOCAP_TOKEN`` or
+    the token file); else the add-on's own server when it runs; when nothing answers at a loopback
+    ``url``, or only a server that is not the user's (another account's, or any when the user has no
+    token), the add-on's server is started on a free port (with the model data in ``data_dir``, the
+    preferences' folder) and waited for. Blocks: call it from a worker thread."""
     status = server.snapshot()
     own = status.state == "ready"
     if own and same_local_server(url, status.url):
         return status.url, server.token  # the add-on's server is the one at that URL: its own token
     owner = url_owner(url)
-    if owner == "vibe" and own:  # /health is public: what answers must prove it holds the token
-        try:
-            ServerClient(url, token, timeout_s=PROOF_TIMEOUT_S).health()
-        except ServerProofError:  # a program posing as one: the add-on's own server does the capture
-            return status.url, server.token
-        return url, token
-    if owner == "vibe":
+    if owner == "vibe" and not (own or is_loopback_url(url)):
+        return url, token  # another machine's, with no server to fall back on: the capture's proof says why
+    if owner == "vibe" and _holds_users_token(url, token):
         return url, token
     if own:  # (another program at the URL does not keep the add-on's server from being used)
         return status.url, server.token

@@ -16,7 +16,6 @@ command line and the add-on read it from there, so it never appears on a command
 
 from __future__ import annotations
 
-import glob
 import os
 import secrets
 import stat
@@ -107,9 +106,16 @@ def part_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
 
 
+# what part_path names a temporary file: hidden, its file's name, 8 random hex digits, ".part"
+PART_FILE_GLOB = ".*." + "[0-9a-f]" * 8 + ".part"
+
+
 def _remove_stale_parts(path: Path) -> None:
+    """Remove the temporary files in ``path``'s folder that a write cut off (Blender quit or killed)
+    left STALE_PART_S ago or more, whichever file they were written for: a download's file has a new
+    random name each time (a capture's result), so its part would never match a later name."""
     cutoff = time.time() - STALE_PART_S
-    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+    for part in path.parent.glob(PART_FILE_GLOB):
         try:
             if part.lstat().st_mtime < cutoff:
                 part.unlink()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -27,14 +28,22 @@ class GracefulServer(uvicorn.Server):
     """``uvicorn.Server`` that records what stopped it. ``stop_cause``: "Ctrl-C", "SIGTERM", or the
     cause given to :meth:`request_stop`; None while it runs. ``forced``: a second Ctrl-C cut off the
     requests still running. ``on_stop``: called once as the stop begins, before the requests' grace
-    time (on a worker thread: it may write files)."""
+    time (on a worker thread: it may write files). ``sockets``: bound already, for it to listen on
+    (None: uvicorn binds its host and port itself)."""
 
-    def __init__(self, config: uvicorn.Config, *, on_stop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        on_stop: Callable[[], None] | None = None,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
         super().__init__(config)
         self.stop_cause: str | None = None
         self.forced = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_stop = on_stop
+        self._sockets = sockets
 
     def request_stop(self, cause: str) -> None:
         """Ask for the graceful stop (safe from any thread); the first cause asked is the one kept."""
@@ -61,7 +70,7 @@ class GracefulServer(uvicorn.Server):
 
     async def serve(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()  # for the second Ctrl-C's handler
-        await super().serve(sockets=sockets)
+        await super().serve(sockets=self._sockets if sockets is None else sockets)
 
     async def shutdown(self, sockets: list | None = None) -> None:
         """uvicorn's shutdown (no new connections, the requests' grace time, the app's shutdown), after

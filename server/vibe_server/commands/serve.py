@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.output_paths import check_output_folder
+from vibe_blender.core.serve_exit import PORT_TAKEN_EXIT_STATUS
 from vibe_blender.core.server_stop import REQUEST_GRACE_S
 from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 
@@ -170,31 +171,54 @@ def server_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/api/v1"
 
 
-def check_port_free(host: str, port: int) -> None:
-    """VibeError when the server could not listen on ``host``:``port`` (another server has the port,
-    or it is below 1024): said now, before the model loads, and not after it. Each address the host
-    names is bound as uvicorn binds it, then let go."""
+class PortTaken(VibeError):
+    """Another program holds the port: ``serve`` exits with PORT_TAKEN_EXIT_STATUS, which the add-on
+    reads (it then starts its server on another port) where the message's words are the system's."""
+
+    exit_status = PORT_TAKEN_EXIT_STATUS
+
+
+# a port in use, as POSIX and Windows number it (Python keeps the Winsock code there: 10048)
+PORT_TAKEN_ERRNOS = {errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", errno.EADDRINUSE)}
+
+
+def bind_listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """The sockets the server listens on, bound now to ``host``:``port``, each address the host
+    names as uvicorn's asyncio server binds it: the port is the server's from before the model loads
+    (nothing takes it meanwhile), and one it cannot have is said at once. PortTaken when another
+    program holds it; VibeError for any other reason (a port below 1024, an address this machine
+    lacks)."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
         raise VibeError(f"--host {host} is not an address of this machine ({err.strerror}); e.g. 127.0.0.1.") from None
-    for family, kind, proto, _, address in addresses:
-        try:
-            probe = socket.socket(family, kind, proto)
-        except OSError:  # a family this machine lacks (IPv6): asyncio's server skips it too
-            continue
-        with probe:
-            if os.name != "nt":  # as asyncio's server: a port a stopped server left in TIME_WAIT is free
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    bound = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):  # each once, as asyncio does
             try:
-                probe.bind(address)
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this machine lacks (IPv6): asyncio's server skips it too
+                continue
+            bound.append(sock)
+            if os.name != "nt":  # as asyncio's server: a port a stopped server left in TIME_WAIT is free
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
             except OSError as err:
-                raise VibeError(
+                taken = err.errno in PORT_TAKEN_ERRNOS
+                raise (PortTaken if taken else VibeError)(
                     f"The server cannot listen on {server_url(host, port)} ({err.strerror or err}): "
                     f"{_BIND_ADVICE.get(err.errno, _BIND_ADVICE[errno.EADDRINUSE])}"
                 ) from None
+        if not bound:
+            raise VibeError(f"--host {host} names no address this machine can listen on; e.g. 127.0.0.1.")
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
 
 
 _BIND_ADVICE = {
@@ -244,13 +268,23 @@ def run(args: argparse.Namespace) -> int:
     # held before the app reads the folder: each server would mark the other's running jobs failed
     with folder_lock(settings.jobs_dir, SERVER_LOCK_NAME, busy):
         app = create_app(settings)  # validates the settings
-        check_port_free(args.host, args.port)
-        print(
-            f"VIBE Mocap server on {server_url(args.host, args.port)} (jobs in {settings.jobs_dir})\n"
-            f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
-            flush=True,
-        )
-        return run_app(app, host=args.host, port=args.port, stop_on_stdin_close=args.stop_on_stdin_close)
+        sockets = bind_listening_sockets(args.host, args.port)
+        try:
+            print(
+                f"VIBE Mocap server on {server_url(args.host, args.port)} (jobs in {settings.jobs_dir})\n"
+                f"Clients send 'Authorization: Bearer <token>'; the token comes from {token_source}.",
+                flush=True,
+            )
+            return run_app(
+                app,
+                host=args.host,
+                port=args.port,
+                stop_on_stdin_close=args.stop_on_stdin_close,
+                sockets=sockets,
+            )
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 def run_app(
@@ -261,13 +295,15 @@ def run_app(
     log_level: str = "info",
     stop_on_stdin_close: bool = False,
     graceful_shutdown_s: float = GRACEFUL_SHUTDOWN_S,
+    sockets: list[socket.socket] | None = None,
 ) -> int:
     """Serve ``app`` with uvicorn until stopped (Ctrl-C, SIGTERM, POST /shutdown, or with
     ``stop_on_stdin_close`` the end of standard input), then give running requests
     ``graceful_shutdown_s`` (a second Ctrl-C cuts them off) and stop the job workers; print one line
     saying so and return the exit status: 0, or 130 when a second Ctrl-C cut requests off. No proxy
     headers trusted (the client address is the socket's, which the loopback checks rely on), no
-    Server or Date header."""
+    Server or Date header. sockets: bound to ``host``:``port`` already (:func:`bind_listening_sockets`);
+    None: uvicorn binds them once the app has started."""
     import uvicorn  # start-up: uvicorn loads only when a server really starts
 
     from ..api.http_protocol import HeadersDeadlineProtocol  # start-up: these import uvicorn too
@@ -284,7 +320,7 @@ def run_app(
         date_header=False,
         timeout_graceful_shutdown=graceful_shutdown_s,
     )
-    server = GracefulServer(config, on_stop=partial(_begin_jobs_stop, app))
+    server = GracefulServer(config, on_stop=partial(_begin_jobs_stop, app), sockets=sockets)
     app.state.request_stop = lambda: server.request_stop("POST /shutdown")
     if stop_on_stdin_close and sys.stdin is not None:
         at_end_of_input = partial(server.request_stop, "the end of standard input")

@@ -4,6 +4,7 @@ are the offline "carry" results (same model, same detector, same tracker)."""
 import ast
 import dataclasses
 import io
+import os
 import time
 import types
 import typing
@@ -234,6 +235,81 @@ def test_ctrl_c_ends_the_live_command_with_the_sessions_last_figures(fake_live_c
     final = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(interrupted)")]
     assert len(final) == 1 and "processed 30" in final[0], final
     assert " 0.0 frames/s" not in final[0] and "p50 - ms" not in final[0], final
+
+
+def test_ctrl_c_during_the_save_lets_the_recording_be_saved(fake_live_command, tmp_path, capsys, monkeypatch):
+    """Saving a long take takes a while, silently: Ctrl-C pressed again then stopped the save, and
+    the whole take was lost ("interrupted")."""
+    import signal
+
+    import vibe_server.commands.live as command
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    save = command.save_result
+
+    def ctrl_c_while_saving(file, result):
+        signal.raise_signal(signal.SIGINT)  # where a second Ctrl-C lands: the main thread, saving
+        save(file, result)
+
+    monkeypatch.setattr(command, "save_result", ctrl_c_while_saving)
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert f"Saving the recording to {out}...\n" in printed.err and "interrupted" not in printed.err
+    assert f"Recorded 1 track(s), 30 frames: {out}" in printed.out
+    assert load_result(out).tracks[0].num_frames == 30
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_a_closed_terminal_stops_the_live_command_as_ctrl_c_does(synthetic_bundle, tmp_path, stop):
+    """Only Ctrl-C saved the recording: SIGTERM (`kill`, `docker stop`, `timeout`, a service stopping)
+    and SIGHUP (the terminal closed) ended the command at once, and the whole take was lost."""
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from testdata import SAMPLE
+
+    from tests.server.test_batch import ROOT, _as_from_a_terminal
+    from vibe_blender.core.result_file import load_result
+
+    out = tmp_path / "take.npz"
+    # stdout and stderr on one pipe, or on a terminal that is closed before SIGHUP (writing to it fails then)
+    ours, theirs = pty.openpty() if stop == "SIGHUP" else os.pipe()
+    live = subprocess.Popen(
+        [sys.executable, "-m", "vibe_server", "live", str(SAMPLE), "--detector", "hog", "--record", str(out),
+         "--data-dir", str(synthetic_bundle), "--device", "cpu"],
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"},
+        stdout=theirs, stderr=theirs, start_new_session=True, preexec_fn=_as_from_a_terminal,
+    )  # fmt: skip
+    os.close(theirs)
+    printed, deadline = b"", time.monotonic() + 120
+    try:
+        while b"people 1" not in printed:  # a second's figures once someone is tracked (the clip lasts 15 s)
+            assert time.monotonic() < deadline and live.poll() is None, printed.decode()
+            if select.select([ours], [], [], 1.0)[0]:
+                printed += os.read(ours, 65536)
+        if stop == "SIGHUP":
+            os.close(ours)
+        live.send_signal(getattr(signal, stop))
+        status = live.wait(timeout=60)  # (without a terminal, "Recorded ..." fails to print: no status to check)
+        if stop == "SIGTERM":
+            while chunk := os.read(ours, 65536):  # what it printed since, up to its end
+                printed += chunk
+        assert status == 0 or stop == "SIGHUP", printed.decode()
+    finally:
+        if live.poll() is None:
+            live.kill()
+        if stop == "SIGTERM":
+            os.close(ours)
+    if stop == "SIGTERM":
+        text = printed.decode()
+        assert f"(stopped by SIGTERM)\nSaving the recording to {out}...\nRecorded " in text, text
+    assert load_result(out).tracks[0].num_frames > 0
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["source-ends", "source-breaks"])

@@ -14,6 +14,7 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 
+from ..command_signals import Stopped, signals_stop_the_command, stops_ignored
 from ..data.loading import checked_data_dir, resolve_device
 from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
@@ -46,6 +47,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; SIGTERM (``kill``, a service or container stopping) and SIGHUP (a closed terminal)
+    stop the capture as Ctrl-C does, and the recording is saved."""
+    try:
+        with signals_stop_the_command():
+            return _capture(args)
+    except Stopped as stop:  # before the capture began (the model loading): nothing recorded yet
+        print("interrupted", file=sys.stderr)
+        return stop.exit_status
+
+
+def _capture(args: argparse.Namespace) -> int:
     from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
     from ..pipeline.live import MAX_RECORDED_FRAMES, LiveRecording, LiveSession, LiveStats, run_live
 
@@ -103,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in session.warnings:  # also in the recording's meta["warnings"]
         print(f"WARNING: {warning}", file=sys.stderr)
-    interrupted, failure, stats = False, None, None
+    stop, failure, stats = None, None, None  # stop: the Ctrl-C, SIGTERM or SIGHUP that ended it
     try:
         with source:
             try:
@@ -114,12 +126,12 @@ def run(args: argparse.Namespace) -> int:
                     recording=recording,
                     should_stop=should_stop,
                 )
-            except KeyboardInterrupt:
-                interrupted = True
+            except KeyboardInterrupt as interrupt:
+                stop = interrupt
             except Exception as err:  # the source broke (a camera unplugged, a new frame size), out of memory...:
                 failure = err  # what was recorded is saved first
-    except KeyboardInterrupt:  # Ctrl-C again while the source stops
-        interrupted = True
+    except KeyboardInterrupt as interrupt:  # Ctrl-C again while the source stops
+        stop = stop or interrupt
     if stats is None:  # Ctrl-C or a broken source: the last figures, with the counts as they are now
         stats = dataclasses.replace(
             last_stats[0],
@@ -127,21 +139,26 @@ def run(args: argparse.Namespace) -> int:
             frames_arrived=source.arrived,
             frames_dropped=source.dropped,
         )
-    print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
+    ending = f" ({stop})" if isinstance(stop, Stopped) else " (interrupted)" if stop else " (failed)" if failure else ""
+    _tell(_stats_line(stats, None) + ending)
     if recording is not None and recording.full:
         hours = MAX_RECORDED_FRAMES / recording.frame_rate / 3600
-        print(
+        _tell(
             f"The recording is full: {MAX_RECORDED_FRAMES:,} person-frames (about {hours:.0f} h of one person at "
             f"{recording.frame_rate:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
             "counts. The session stopped there and what was recorded is saved; record shorter takes.",
-            file=sys.stderr,
+            sys.stderr,
         )
     if record is not None:
-        result = recording.result(
-            frames_seen=stats.frames_arrived, dropped=stats.frames_dropped, warnings=session.warnings
-        )
+        if recording.rows:  # a long take takes a while (about a minute for the largest): said first
+            _tell(f"Saving the recording to {record}...", sys.stderr)
+        with stops_ignored():  # a Ctrl-C pressed again meanwhile would lose the whole take
+            result = recording.result(
+                frames_seen=stats.frames_arrived, dropped=stats.frames_dropped, warnings=session.warnings
+            )
+            if result.tracks:
+                atomic_write(record, lambda f: save_result(f, result))
         if result.tracks:
-            atomic_write(record, lambda f: save_result(f, result))
             print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
             if result.video.fps != source.info.fps:
                 print(
@@ -156,6 +173,15 @@ def run(args: argparse.Namespace) -> int:
     if failure is not None:  # reported once what was recorded is saved; the exit status says it failed
         raise failure
     return 0
+
+
+def _tell(line: str, file=None) -> None:
+    """Print ``line`` (to stdout by default), and go on when that fails: after SIGHUP the terminal is
+    gone and writing to it fails (EIO), which must not stop the recording being saved."""
+    try:
+        print(line, file=file or sys.stdout, flush=True)
+    except OSError:
+        pass
 
 
 def _stats_line(stats, people: int | None) -> str:

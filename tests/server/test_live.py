@@ -128,10 +128,10 @@ class _FakeLiveModel:
 
     focal_px = 500.0
     detector_name = "hog"
-    warnings = (FALLBACK_WARNING,)  # as the real session says it without yolov3.weights (test_live_api.py)
 
     def __init__(self, engine=None, options=None, *, width=8, height=8):
-        self.frames_processed = 0
+        self.frames_processed = self.people_left_out = 0
+        self.warnings = [FALLBACK_WARNING]  # as the real session says it without yolov3.weights (test_live_api.py)
 
     def process(self, index, rgb, time_s):
         from vibe_server.pipeline.live import LivePerson
@@ -568,6 +568,46 @@ def test_a_person_unseen_for_long_starts_a_fresh_gru_state_even_when_nobody_was_
         session.process(index, np.zeros((64, 64, 3), np.uint8), index / 30)
     assert len(gru_states) == 11 and not gru_states[0].any() and gru_states[9].any()
     assert gru_states[10].any() == (unseen < FORGET_AFTER_FRAMES)
+
+
+def test_a_person_a_result_file_cannot_hold_is_left_out_of_the_frame_and_counted(make_engine, tmp_path):
+    """A camera scale of 0 or less put a person ~1e9 m away, and a NaN went through: the add-on refused
+    the whole frame, everyone in it, and a recording holding it did not open."""
+    from vibe_blender.core.result_file import load_result, save_result
+    from vibe_server.pipeline.live import run_live
+    from vibe_server.pipeline.live_source import LiveSource, SourceInfo
+
+    engine = make_engine()
+    session = LiveSession(engine, LiveOptions(detector="hog", smoothing=0.5), width=64, height=64)
+    boxes = [(1, np.array([20.0, 32.0, 30.0, 30.0], np.float32)), (2, np.array([44.0, 32.0, 30.0, 30.0], np.float32))]
+    session._track = lambda rgb: boxes
+    forward, calls, gru_states = engine.model.forward_features, [], []
+
+    def spoiled(x, h0=None, **kwargs):
+        gru_states.append(h0.clone())
+        out = forward(x, h0=h0, **kwargs)
+        if len(calls) == 3:
+            out["theta"][0, 0, 0] = -0.05  # person 1's camera scale, at frame 3
+        if len(calls) == 5:  # person 2's values at frame 5, and so their GRU state
+            out["theta"][1], out["gru_state"][:, 1] = np.nan, np.nan
+        calls.append(1)
+        return out
+
+    engine.model.forward_features = spoiled
+    frames = (np.zeros((64, 64, 3), np.uint8) for _ in range(8))
+    recording = LiveRecording("camera 0", 30.0, 64, 64, session.focal_px, "tiny")
+    shown = []
+    with LiveSource(frames, SourceInfo("camera 0", 30.0, 64, 64), lossless=True) as source:
+        stats = run_live(source, session, recording=recording, on_frame=lambda f, people, s: shown.append(people))
+    assert [[p.track_id for p in people] for people in shown] == [[1, 2]] * 3 + [[2], [1, 2], [1]] + [[1, 2]] * 2
+    assert session.people_left_out == stats.people_left_out == stats.to_json()["people_left_out"] == 2
+    assert len(session.warnings) == 1 and "cannot hold" in session.warnings[0] and "frame 3" in session.warnings[0]
+    assert gru_states[6][:, 1].abs().sum() == 0 and gru_states[6][:, 0].abs().sum() > 0  # person 2 starts afresh
+    result = recording.result(frames_seen=8, dropped=0, warnings=session.warnings)
+    save_result(tmp_path / "take.npz", result)
+    tracks = load_result(tmp_path / "take.npz").tracks
+    np.testing.assert_array_equal(tracks[0].frame_ids, [0, 1, 2, 4, 5, 6, 7])
+    np.testing.assert_array_equal(tracks[1].frame_ids, [0, 1, 2, 3, 4, 6, 7])
 
 
 def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine, monkeypatch):

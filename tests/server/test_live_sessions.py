@@ -44,7 +44,7 @@ class NoModel:
     """The live model, reduced to counting frames (nobody is ever found)."""
 
     def __init__(self, engine, options, width, height):
-        self.frames_processed = 0
+        self.frames_processed = self.people_left_out = 0
         self.warnings = []
 
     def process(self, index, rgb, time_s):

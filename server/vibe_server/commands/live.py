@@ -138,6 +138,7 @@ def _capture(args: argparse.Namespace) -> int:
             frames_processed=session.frames_processed,
             frames_arrived=source.arrived,
             frames_dropped=source.dropped,
+            people_left_out=session.people_left_out,
         )
     ending = f" ({stop})" if isinstance(stop, Stopped) else " (interrupted)" if stop else " (failed)" if failure else ""
     _tell(_stats_line(stats, None) + ending)
@@ -191,4 +192,6 @@ def _stats_line(stats, people: int | None) -> str:
         f"{stats.fps:5.1f} frames/s  latency p50 {p50} ms  p95 {p95} ms  "
         f"processed {stats.frames_processed}  dropped {stats.frames_dropped} of {stats.frames_arrived}"
     )
+    if stats.people_left_out:
+        line += f"  left out {stats.people_left_out} person-frame(s)"  # values a result file cannot hold
     return line + (f"  people {people}" if people is not None else "")

@@ -150,24 +150,27 @@ class _FakeLiveModel:
 
 @pytest.fixture
 def fake_live_command(monkeypatch):
-    """``vibe-mocap live 0`` on a camera that sends ``camera.frames`` then raises ``camera.error``, and
-    the fake model: no engine, no data folder."""
+    """``vibe-mocap live 0`` on a camera that sends ``camera.frames``, then says ``camera.said_at_end``
+    and raises ``camera.error``, and the fake model: no engine, no data folder."""
     import vibe_server.commands.live as command
     import vibe_server.pipeline.engine as engine_module
     import vibe_server.pipeline.live as pipeline_live
     from vibe_server.pipeline.live_source import LiveSource, SourceInfo
 
-    camera = types.SimpleNamespace(frames=30, error=None, delay_s=0.0)
+    camera = types.SimpleNamespace(frames=30, error=None, delay_s=0.0, said_at_end=None)
+    said = []
 
     def frames():
         for _ in range(camera.frames):
             time.sleep(camera.delay_s)  # the time between two frames of the camera
             yield np.zeros((8, 8, 3), np.uint8)
+        if camera.said_at_end is not None:  # as a file that breaks off says so
+            said.append(camera.said_at_end)
         if camera.error is not None:
             raise camera.error
 
     def open_camera(spec, lossless=False):
-        return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True)
+        return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True, warnings=said)
 
     fake_engine = types.SimpleNamespace(model_name="fake")
     monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: fake_engine)
@@ -194,6 +197,18 @@ def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_comma
     (track,) = load_result(out).tracks
     np.testing.assert_array_equal(track.frame_ids, np.arange(30))
     np.testing.assert_allclose(track.pose, 0.1)
+
+
+def test_the_live_command_prints_and_records_what_its_source_said_as_it_ended(fake_live_command, tmp_path, capsys):
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    fake_live_command.said_at_end = "The video is truncated or damaged: decoding stopped at frame 30 of the 90 ..."
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"WARNING: {fake_live_command.said_at_end}\n") == 1
+    assert load_result(out).meta["warnings"] == f"{FALLBACK_WARNING}\n{fake_live_command.said_at_end}"
 
 
 def test_live_command_saves_the_recording_whatever_ends_the_session(fake_live_command, tmp_path, capsys, monkeypatch):

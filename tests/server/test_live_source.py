@@ -159,6 +159,23 @@ def test_a_missing_file_is_one_clear_error(tmp_path):
         open_live_source(str(tmp_path / "none.mp4"))
 
 
+def test_a_file_that_breaks_off_says_so_once_played(tmp_path):
+    """The reader's warning was dropped: a truncated file played live ended as a whole one, and a
+    recording of it said nothing, where infer on the same file warns."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter.fourcc(*"MJPG"), 100, (64, 48))
+    for i in range(120):
+        writer.write(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 3 // 5])
+    with open_live_source(str(cut), lossless=True) as source:
+        while source.next_frame(timeout_s=5) is not None:
+            pass
+    assert len(source.warnings) == 1 and "truncated or damaged" in source.warnings[0], source.warnings
+    assert "of the 120 its header announces" in source.warnings[0] and source.arrived < 120
+
+
 def test_a_lossless_file_waits_for_a_slow_consumer():
     with LiveSource(counting_frames(30), INFO, pace_fps=1000.0, lossless=True) as source:
         seen = []

@@ -96,7 +96,12 @@ def _capture(args: argparse.Namespace) -> int:
         else None
     )
     t_end = time.monotonic() + args.duration if args.duration is not None else None
-    last_print, last_stats = [0.0], [LiveStats()]
+    last_print, last_stats, warned = [0.0], [LiveStats()], [0]
+
+    def print_new_warnings() -> None:  # the session's (also in the recording's meta["warnings"]), once each
+        for warning in session.warnings[warned[0] :]:
+            _tell(f"WARNING: {warning}", sys.stderr)
+        warned[0] = len(session.warnings)
 
     def should_stop() -> bool:  # the duration is over, or the recording is full
         return (t_end is not None and time.monotonic() > t_end) or (recording is not None and recording.full)
@@ -107,14 +112,14 @@ def _capture(args: argparse.Namespace) -> int:
         if now - last_print[0] >= 1.0:
             last_print[0] = now
             print(_stats_line(stats, len(people)), file=sys.stderr, flush=True)
+        print_new_warnings()
 
     print(
         f"Live from {source.info.name} ({source.info.width}x{source.info.height}, {source.info.fps:g} fps), "
         f"model: {engine.model_name}, detector: {session.detector_name}. Ctrl-C stops.",
         file=sys.stderr,
     )
-    for warning in session.warnings:  # also in the recording's meta["warnings"]
-        print(f"WARNING: {warning}", file=sys.stderr)
+    print_new_warnings()
     stop, failure, stats = None, None, None  # stop: the Ctrl-C, SIGTERM or SIGHUP that ended it
     try:
         with source:
@@ -142,6 +147,7 @@ def _capture(args: argparse.Namespace) -> int:
         )
     ending = f" ({stop})" if isinstance(stop, Stopped) else " (interrupted)" if stop else " (failed)" if failure else ""
     _tell(_stats_line(stats, None) + ending)
+    print_new_warnings()  # e.g. a file that breaks off, said as the source ended
     if recording is not None and recording.full:
         hours = MAX_RECORDED_FRAMES / recording.frame_rate / 3600
         _tell(

@@ -417,6 +417,8 @@ def run_live(
         if on_frame is not None:
             on_frame(frame, people, stats)
     stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+    # what the source said once read (a file that breaks off): the session's, so a recording's too
+    session.warnings.extend(w for w in source.warnings if w not in session.warnings)
     if source.error:
         raise VibeError(source.error)
     return stats

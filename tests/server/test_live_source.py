@@ -147,6 +147,9 @@ def test_source_kinds(spec, expected):
         ("tcp://127.0.0.1:5000?listen=1", "tcp stream is named by its address and port"),
         ("srt://127.0.0.1:5000?mode=listener", "srt stream is named by its address and port"),
         ("udp://127.0.0.1:5000#x", "has options"),
+        # as a file, the current folder: "'.' is not a regular video file (a folder, a device or a pipe)"
+        ("", r"^The source is empty; name a camera index \(0\), a video file, or a stream URL on this machine"),
+        (" \t", "The source is empty"),
     ],
 )
 def test_bad_sources_are_refused(spec, message):

@@ -170,6 +170,11 @@ def parse_source(spec: str) -> tuple[str, int | str]:
     Streams are accepted from this machine only (a loopback host), so that a live session cannot be
     pointed at other hosts on the network."""
     spec = str(spec).strip()
+    if not spec:  # (as a file, "" is the current folder: a message about a folder, not a video)
+        raise VibeError(
+            "The source is empty; name a camera index (0), a video file, or a stream URL on this machine "
+            "(e.g. rtsp://127.0.0.1:8554/cam)."
+        )
     if spec.isascii() and spec.isdigit():  # not "²": a digit to str.isdigit, not to int()
         index = int(spec)
         if index > MAX_CAMERA_INDEX:

@@ -155,6 +155,7 @@ MAY_IMPORT = {
     "vibe_server.geometry": set(),
     "vibe_server.output_files": set(),
     "vibe_server.folder_lock": {CORE},
+    "vibe_server.command_signals": set(),
     "vibe_server.value_range": set(),
     "vibe_server.checkpoints": {CORE},
     "vibe_server.model": {"vibe_server.geometry", CORE},

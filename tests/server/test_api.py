@@ -1614,6 +1614,13 @@ def test_a_malformed_stream_url_is_a_400_naming_it(client, source):
     assert_detail(client.post(f"{API}/live", json={"source": source}), 400, f"'{source}'", "not a valid URL")
 
 
+@pytest.mark.parametrize("source", ["", "  "])
+def test_a_blank_source_is_a_400_naming_the_kinds_of_source(client, source):
+    """It was taken as a file, the current folder: "'.' is not a regular video file (a folder, ...)"."""
+    r = client.post(f"{API}/live", json={"source": source})
+    assert_detail(r, 400, "The source is empty", "camera index (0), a video file, or a stream URL")
+
+
 def test_an_unexpected_error_is_a_json_500_naming_no_class_or_path_and_logged(client, monkeypatch, caplog):
     """Every error is {"detail": ...}, also one no route expected; the log keeps the traceback."""
     monkeypatch.setattr(client.app.state.jobs, "list", lambda: raise_(RuntimeError("/srv/secret/jobs broke")))

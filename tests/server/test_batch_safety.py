@@ -54,6 +54,7 @@ from vibe_server.batch.inputs import BatchItem, discover, folded_name
 from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
 from vibe_server.batch.progress import BatchProgress
 from vibe_server.cli import main
+from vibe_server.command_signals import Stopped, signals_stop_the_command
 
 FAILING_ENGINE = "tests.server.batch_fakes:failing_engine"
 DYING_ENGINE = "tests.server.batch_fakes:dying_engine"
@@ -969,7 +970,7 @@ def test_sigterm_stops_a_ray_batch_as_a_local_one_although_ray_init_takes_the_si
     monkeypatch.setattr(ray_runner, "init_address", lambda address: None)
     monkeypatch.setattr(ray_runner, "_actor_layout", sigterm_while_running)
     items = ray_items(tmp_path)
-    with pytest.raises(KeyboardInterrupt) as stopped, runner.signals_stop_the_batch():
+    with pytest.raises(KeyboardInterrupt) as stopped, signals_stop_the_command():
         ray_runner.run_ray(
             items,
             EngineSpec(factory=ENGINE),
@@ -980,7 +981,7 @@ def test_sigterm_stops_a_ray_batch_as_a_local_one_although_ray_init_takes_the_si
             progress=BatchProgress(len(items), enabled=False),
             output_dir=tmp_path / "out",
         )
-    assert isinstance(stopped.value, runner.Stopped) and stopped.value.exit_status == 128 + signal.SIGTERM
+    assert isinstance(stopped.value, Stopped) and stopped.value.exit_status == 128 + signal.SIGTERM
 
 
 @needs_linux

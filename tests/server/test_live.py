@@ -4,6 +4,7 @@ are the offline "carry" results (same model, same detector, same tracker)."""
 import ast
 import dataclasses
 import io
+import os
 import time
 import types
 import typing
@@ -127,10 +128,10 @@ class _FakeLiveModel:
 
     focal_px = 500.0
     detector_name = "hog"
-    warnings = (FALLBACK_WARNING,)  # as the real session says it without yolov3.weights (test_live_api.py)
 
     def __init__(self, engine=None, options=None, *, width=8, height=8):
-        self.frames_processed = 0
+        self.frames_processed = self.people_left_out = 0
+        self.warnings = [FALLBACK_WARNING]  # as the real session says it without yolov3.weights (test_live_api.py)
 
     def process(self, index, rgb, time_s):
         from vibe_server.pipeline.live import LivePerson
@@ -149,24 +150,27 @@ class _FakeLiveModel:
 
 @pytest.fixture
 def fake_live_command(monkeypatch):
-    """``vibe-mocap live 0`` on a camera that sends ``camera.frames`` then raises ``camera.error``, and
-    the fake model: no engine, no data folder."""
+    """``vibe-mocap live 0`` on a camera that sends ``camera.frames``, then says ``camera.said_at_end``
+    and raises ``camera.error``, and the fake model: no engine, no data folder."""
     import vibe_server.commands.live as command
     import vibe_server.pipeline.engine as engine_module
     import vibe_server.pipeline.live as pipeline_live
     from vibe_server.pipeline.live_source import LiveSource, SourceInfo
 
-    camera = types.SimpleNamespace(frames=30, error=None, delay_s=0.0)
+    camera = types.SimpleNamespace(frames=30, error=None, delay_s=0.0, said_at_end=None)
+    said = []
 
     def frames():
         for _ in range(camera.frames):
             time.sleep(camera.delay_s)  # the time between two frames of the camera
             yield np.zeros((8, 8, 3), np.uint8)
+        if camera.said_at_end is not None:  # as a file that breaks off says so
+            said.append(camera.said_at_end)
         if camera.error is not None:
             raise camera.error
 
     def open_camera(spec, lossless=False):
-        return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True)
+        return LiveSource(frames(), SourceInfo("camera 0", 30.0, 8, 8), lossless=True, warnings=said)
 
     fake_engine = types.SimpleNamespace(model_name="fake")
     monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: fake_engine)
@@ -193,6 +197,18 @@ def test_live_command_saves_the_recording_when_the_source_breaks(fake_live_comma
     (track,) = load_result(out).tracks
     np.testing.assert_array_equal(track.frame_ids, np.arange(30))
     np.testing.assert_allclose(track.pose, 0.1)
+
+
+def test_the_live_command_prints_and_records_what_its_source_said_as_it_ended(fake_live_command, tmp_path, capsys):
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    fake_live_command.said_at_end = "The video is truncated or damaged: decoding stopped at frame 30 of the 90 ..."
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"WARNING: {fake_live_command.said_at_end}\n") == 1
+    assert load_result(out).meta["warnings"] == f"{FALLBACK_WARNING}\n{fake_live_command.said_at_end}"
 
 
 def test_live_command_saves_the_recording_whatever_ends_the_session(fake_live_command, tmp_path, capsys, monkeypatch):
@@ -234,6 +250,81 @@ def test_ctrl_c_ends_the_live_command_with_the_sessions_last_figures(fake_live_c
     final = [line for line in capsys.readouterr().out.splitlines() if line.endswith("(interrupted)")]
     assert len(final) == 1 and "processed 30" in final[0], final
     assert " 0.0 frames/s" not in final[0] and "p50 - ms" not in final[0], final
+
+
+def test_ctrl_c_during_the_save_lets_the_recording_be_saved(fake_live_command, tmp_path, capsys, monkeypatch):
+    """Saving a long take takes a while, silently: Ctrl-C pressed again then stopped the save, and
+    the whole take was lost ("interrupted")."""
+    import signal
+
+    import vibe_server.commands.live as command
+    from vibe_blender.core.result_file import load_result
+    from vibe_server.cli import main
+
+    save = command.save_result
+
+    def ctrl_c_while_saving(file, result):
+        signal.raise_signal(signal.SIGINT)  # where a second Ctrl-C lands: the main thread, saving
+        save(file, result)
+
+    monkeypatch.setattr(command, "save_result", ctrl_c_while_saving)
+    out = tmp_path / "take.npz"
+    assert main(["live", "0", "--record", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert f"Saving the recording to {out}...\n" in printed.err and "interrupted" not in printed.err
+    assert f"Recorded 1 track(s), 30 frames: {out}" in printed.out
+    assert load_result(out).tracks[0].num_frames == 30
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])
+def test_sigterm_or_a_closed_terminal_stops_the_live_command_as_ctrl_c_does(synthetic_bundle, tmp_path, stop):
+    """Only Ctrl-C saved the recording: SIGTERM (`kill`, `docker stop`, `timeout`, a service stopping)
+    and SIGHUP (the terminal closed) ended the command at once, and the whole take was lost."""
+    import pty
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from testdata import SAMPLE
+
+    from tests.server.test_batch import ROOT, _as_from_a_terminal
+    from vibe_blender.core.result_file import load_result
+
+    out = tmp_path / "take.npz"
+    # stdout and stderr on one pipe, or on a terminal that is closed before SIGHUP (writing to it fails then)
+    ours, theirs = pty.openpty() if stop == "SIGHUP" else os.pipe()
+    live = subprocess.Popen(
+        [sys.executable, "-m", "vibe_server", "live", str(SAMPLE), "--detector", "hog", "--record", str(out),
+         "--data-dir", str(synthetic_bundle), "--device", "cpu"],
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'server'}", "OMP_NUM_THREADS": "1"},
+        stdout=theirs, stderr=theirs, start_new_session=True, preexec_fn=_as_from_a_terminal,
+    )  # fmt: skip
+    os.close(theirs)
+    printed, deadline = b"", time.monotonic() + 120
+    try:
+        while b"people 1" not in printed:  # a second's figures once someone is tracked (the clip lasts 15 s)
+            assert time.monotonic() < deadline and live.poll() is None, printed.decode()
+            if select.select([ours], [], [], 1.0)[0]:
+                printed += os.read(ours, 65536)
+        if stop == "SIGHUP":
+            os.close(ours)
+        live.send_signal(getattr(signal, stop))
+        status = live.wait(timeout=60)  # (without a terminal, "Recorded ..." fails to print: no status to check)
+        if stop == "SIGTERM":
+            while chunk := os.read(ours, 65536):  # what it printed since, up to its end
+                printed += chunk
+        assert status == 0 or stop == "SIGHUP", printed.decode()
+    finally:
+        if live.poll() is None:
+            live.kill()
+        if stop == "SIGTERM":
+            os.close(ours)
+    if stop == "SIGTERM":
+        text = printed.decode()
+        assert f"(stopped by SIGTERM)\nSaving the recording to {out}...\nRecorded " in text, text
+    assert load_result(out).tracks[0].num_frames > 0
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["source-ends", "source-breaks"])
@@ -492,6 +583,46 @@ def test_a_person_unseen_for_long_starts_a_fresh_gru_state_even_when_nobody_was_
         session.process(index, np.zeros((64, 64, 3), np.uint8), index / 30)
     assert len(gru_states) == 11 and not gru_states[0].any() and gru_states[9].any()
     assert gru_states[10].any() == (unseen < FORGET_AFTER_FRAMES)
+
+
+def test_a_person_a_result_file_cannot_hold_is_left_out_of_the_frame_and_counted(make_engine, tmp_path):
+    """A camera scale of 0 or less put a person ~1e9 m away, and a NaN went through: the add-on refused
+    the whole frame, everyone in it, and a recording holding it did not open."""
+    from vibe_blender.core.result_file import load_result, save_result
+    from vibe_server.pipeline.live import run_live
+    from vibe_server.pipeline.live_source import LiveSource, SourceInfo
+
+    engine = make_engine()
+    session = LiveSession(engine, LiveOptions(detector="hog", smoothing=0.5), width=64, height=64)
+    boxes = [(1, np.array([20.0, 32.0, 30.0, 30.0], np.float32)), (2, np.array([44.0, 32.0, 30.0, 30.0], np.float32))]
+    session._track = lambda rgb: boxes
+    forward, calls, gru_states = engine.model.forward_features, [], []
+
+    def spoiled(x, h0=None, **kwargs):
+        gru_states.append(h0.clone())
+        out = forward(x, h0=h0, **kwargs)
+        if len(calls) == 3:
+            out["theta"][0, 0, 0] = -0.05  # person 1's camera scale, at frame 3
+        if len(calls) == 5:  # person 2's values at frame 5, and so their GRU state
+            out["theta"][1], out["gru_state"][:, 1] = np.nan, np.nan
+        calls.append(1)
+        return out
+
+    engine.model.forward_features = spoiled
+    frames = (np.zeros((64, 64, 3), np.uint8) for _ in range(8))
+    recording = LiveRecording("camera 0", 30.0, 64, 64, session.focal_px, "tiny")
+    shown = []
+    with LiveSource(frames, SourceInfo("camera 0", 30.0, 64, 64), lossless=True) as source:
+        stats = run_live(source, session, recording=recording, on_frame=lambda f, people, s: shown.append(people))
+    assert [[p.track_id for p in people] for people in shown] == [[1, 2]] * 3 + [[2], [1, 2], [1]] + [[1, 2]] * 2
+    assert session.people_left_out == stats.people_left_out == stats.to_json()["people_left_out"] == 2
+    assert len(session.warnings) == 1 and "cannot hold" in session.warnings[0] and "frame 3" in session.warnings[0]
+    assert gru_states[6][:, 1].abs().sum() == 0 and gru_states[6][:, 0].abs().sum() > 0  # person 2 starts afresh
+    result = recording.result(frames_seen=8, dropped=0, warnings=session.warnings)
+    save_result(tmp_path / "take.npz", result)
+    tracks = load_result(tmp_path / "take.npz").tracks
+    np.testing.assert_array_equal(tracks[0].frame_ids, [0, 1, 2, 4, 5, 6, 7])
+    np.testing.assert_array_equal(tracks[1].frame_ids, [0, 1, 2, 3, 4, 6, 7])
 
 
 def test_live_features_keep_the_engines_default_whatever_a_job_chose(make_engine, monkeypatch):

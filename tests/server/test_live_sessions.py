@@ -44,7 +44,7 @@ class NoModel:
     """The live model, reduced to counting frames (nobody is ever found)."""
 
     def __init__(self, engine, options, width, height):
-        self.frames_processed = 0
+        self.frames_processed = self.people_left_out = 0
         self.warnings = []
 
     def process(self, index, rgb, time_s):
@@ -157,6 +157,31 @@ def test_a_second_start_names_the_running_session_and_what_to_do(manager, camera
     run = manager.start("0", LiveOptions())
     with pytest.raises(VibeError, match=rf"already running \('{run.live_id}'\).*POST /live/{run.live_id}/stop.*30 s"):
         manager.start("0", LiveOptions())
+
+
+def test_the_end_message_brings_what_the_source_said_as_it_ended(manager, monkeypatch):
+    """A file that breaks off says so once its decode reaches the break: after the session's start,
+    whose answer was the only one to carry its warnings to a viewer."""
+    said = []
+
+    def frames():
+        yield from (np.zeros((8, 8, 3), np.uint8) for _ in range(3))
+        said.append("The video is truncated or damaged: decoding stopped at frame 3 of the 10 ...")
+
+    source = LiveSource(frames(), SourceInfo("cut.mp4", 30.0, 8, 8), lossless=True, warnings=said)
+    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+    loop = asyncio.new_event_loop()  # a viewer's loop, run below to take what was handed to it
+    try:
+        queue = asyncio.Queue(api_live.SUBSCRIBER_QUEUE)
+        run = manager.start("cut.mp4", LiveOptions())
+        assert run.subscribe(api_live.Subscriber(queue, loop))
+        assert run.finished.wait(10) and run.status == "ended"
+        loop.run_until_complete(asyncio.sleep(0.1))
+        messages = [queue.get_nowait() for _ in range(queue.qsize())]
+    finally:
+        loop.close()
+    assert messages[-1]["type"] == "end" and messages[-1]["warnings"] == said
+    assert run.public()["warnings"] == said
 
 
 @pytest.fixture

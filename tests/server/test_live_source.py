@@ -147,6 +147,9 @@ def test_source_kinds(spec, expected):
         ("tcp://127.0.0.1:5000?listen=1", "tcp stream is named by its address and port"),
         ("srt://127.0.0.1:5000?mode=listener", "srt stream is named by its address and port"),
         ("udp://127.0.0.1:5000#x", "has options"),
+        # as a file, the current folder: "'.' is not a regular video file (a folder, a device or a pipe)"
+        ("", r"^The source is empty; name a camera index \(0\), a video file, or a stream URL on this machine"),
+        (" \t", "The source is empty"),
     ],
 )
 def test_bad_sources_are_refused(spec, message):
@@ -157,6 +160,23 @@ def test_bad_sources_are_refused(spec, message):
 def test_a_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(VibeError, match=r"^Video file not found: .*none\.mp4\. Check the path\.$"):
         open_live_source(str(tmp_path / "none.mp4"))
+
+
+def test_a_file_that_breaks_off_says_so_once_played(tmp_path):
+    """The reader's warning was dropped: a truncated file played live ended as a whole one, and a
+    recording of it said nothing, where infer on the same file warns."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter.fourcc(*"MJPG"), 100, (64, 48))
+    for i in range(120):
+        writer.write(np.random.default_rng(i).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 3 // 5])
+    with open_live_source(str(cut), lossless=True) as source:
+        while source.next_frame(timeout_s=5) is not None:
+            pass
+    assert len(source.warnings) == 1 and "truncated or damaged" in source.warnings[0], source.warnings
+    assert "of the 120 its header announces" in source.warnings[0] and source.arrived < 120
 
 
 def test_a_lossless_file_waits_for_a_slow_consumer():

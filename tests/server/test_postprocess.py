@@ -117,6 +117,38 @@ def test_build_track_splits_theta_and_fills_cameras():
     assert track.orig_cam.shape == (6, 4) and track.joints3d.shape == (6, 49, 3)
 
 
+def test_build_track_leaves_out_the_rows_a_result_file_cannot_hold(tmp_path):
+    """A camera scale of 0 or less put the person ~1e9 m away, and a NaN went through: the result was
+    saved, and no reader opened it ("the file is damaged")."""
+    from vibe_blender.core.result_file import load_result, save_result
+
+    joints, pred_cam, bboxes = scene(T=40)
+    theta = np.concatenate([pred_cam, np.zeros((40, 72)), np.zeros((40, 10))], 1).astype(np.float32)
+    theta[7, 0] = -0.05  # a camera scale below 0
+    theta[8, 0] = 0.0
+    theta[21, 5] = np.nan  # a pose
+    joints[30, 2, 1] = np.inf
+    bad = [7, 8, 21, 30]
+    track = postprocess.build_track(1, np.arange(100, 140), theta, joints, bboxes, width=W, height=H, focal_px=1000.0)
+    kept = np.setdiff1d(np.arange(40), bad)
+    np.testing.assert_array_equal(track.frame_ids, 100 + kept)
+    np.testing.assert_array_equal(track.pred_cam, theta[kept, :3])
+    np.testing.assert_array_equal(track.joints3d, joints[kept])
+    assert track.trans_cam_m.shape == (36, 3) and np.abs(track.trans_cam_m).max() < 100
+    save_result(tmp_path / "r.npz", MocapResult(VideoInfo("clip.mp4", 30.0, W, H, 140), [track], "test", 1000.0))
+    assert load_result(tmp_path / "r.npz").tracks[0].num_frames == 36
+    assert postprocess.build_track(2, [5], theta[7:8], joints[:1], bboxes[:1], width=W, height=H, focal_px=1.0) is None
+
+
+def test_refused_rows_checks_the_values_as_saved_in_float32():
+    """A value past float32's range is finite in float64 but saved as infinite, which no reader opens."""
+    frames, betas = np.arange(3), np.zeros((3, 10))
+    pred_cam = np.array([[1.0, 0.0, 0.0], [1.0, 1e39, 0.0], [1.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(postprocess.refused_rows(frames, betas, pred_cam=pred_cam), [False, True, False])
+    betas[2, 4] = 10.5  # beyond the ±10 of Blender's shape keys
+    np.testing.assert_array_equal(postprocess.refused_rows(frames, betas, pred_cam=pred_cam), [False, True, True])
+
+
 def fake_smpl(pose, betas):
     T = len(pose)
     return np.full((T, 6890, 3), 0.5, np.float32), np.zeros((T, 49, 3), np.float32)

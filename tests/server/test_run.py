@@ -228,6 +228,30 @@ def test_a_result_of_the_most_tracks_kept_reads_back_in_the_add_on(tmp_path):
     assert len(load_result(path).tracks) == limit
 
 
+def test_a_frame_a_result_file_cannot_hold_is_left_out_of_a_readable_result_with_a_warning(tiny_engine, tmp_path):
+    """A camera scale of 0 or less (the model on a crop of no person) put the person ~1e9 m away: the
+    result was written, and no reader opened it ("the file is damaged")."""
+    from vibe_blender.core.result_file import load_result, save_result
+
+    forward, calls = tiny_engine.model.forward_features, []
+
+    def first_track_far_away_at_frame_5(features, **kwargs):
+        out = forward(features, **kwargs)
+        if not calls:
+            out["theta"][0, 5, 0] = -0.05
+        calls.append(1)
+        return out
+
+    tiny_engine.model.forward_features = first_track_far_away_at_frame_5
+    output = run(tiny_engine, min_track_frames=25)
+    np.testing.assert_array_equal(output.result.track(1).frame_ids, np.delete(np.arange(60), 5))
+    assert output.result.track(3).num_frames == 40
+    assert len(output.warnings) == 1 and output.warnings[0].startswith("1 person-frame(s) held values a result file")
+    assert output.result.meta["warnings"] == output.warnings[0]
+    save_result(tmp_path / "r.npz", output.result)
+    assert load_result(tmp_path / "r.npz").track(1).num_frames == 59
+
+
 def test_zero_frames_is_a_clear_error(make_engine):
     engine = make_engine(num_frames=0)
     with pytest.raises(VibeError, match="No frame"):

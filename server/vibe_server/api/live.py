@@ -213,6 +213,7 @@ class LiveManager:
                 log.exception("live session %s failed", run.live_id)
                 run.status, run.error = "failed", f"The live session failed: {err}"
             run.finished.set()  # final before the source is released: a stalled camera read can take seconds
-            run.publish({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})
+            end = {"type": "end", "status": run.status, "error": run.error, "stats": run.stats}
+            run.publish({**end, "warnings": run.warnings})  # with those the session's end brought (a file cut short)
         finally:
             source.stop()

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
+from ..command_signals import signals_stop_the_command
 from ..folder_lock import folder_lock
 from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
@@ -35,49 +33,6 @@ from .names import LOCK_NAME
 from .progress import BatchProgress
 from .ray_runner import run_ray
 from .settings import results_fingerprint
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP stopped the batch: it ends as Ctrl-C ends it (the workers stopped, the videos
-    finished so far recorded, OUTDIR released), and the command exits with 128 + the signal's number."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-        self.exit_status = 128 + signum
-
-
-@contextlib.contextmanager
-def signals_stop_the_batch() -> Iterator[None]:
-    """For the block, SIGTERM (``kill``, a scheduler, a container's stop) and SIGHUP (a closed terminal)
-    raise :class:`Stopped` in the main thread, where they would kill the driver at once and leave its
-    workers running, writing results no manifest records. The first one stops; those after it are
-    ignored while the stop runs (SIGKILL ends one that hangs). A signal ignored before (``nohup``)
-    stays ignored. Only the main thread can set handlers; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) not in (signal.SIG_IGN, None)}
-    received: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        received.append(signum)
-        for other in previous:
-            signal.signal(other, signal.SIG_IGN)
-        raise Stopped(signum)
-
-    try:
-        for signum in previous:
-            signal.signal(signum, stop)
-        yield
-    except KeyboardInterrupt as interrupt:
-        if received and not isinstance(interrupt, Stopped):  # Ray's wait hands it on as a plain KeyboardInterrupt
-            raise Stopped(received[0]) from interrupt
-        raise
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 @dataclass
@@ -234,7 +189,7 @@ def run_batch(
     settings = results_fingerprint(spec, options)
     items = discover(inputs, output_dir)  # a mistyped input: nothing made in OUTDIR, which is not walked
     no_locks: list[str] = []
-    with signals_stop_the_batch(), output_lock(output_dir, no_locks):
+    with signals_stop_the_command(), output_lock(output_dir, no_locks):
         if not no_locks:  # (where the file system refuses locks, another batch may be writing those files)
             remove_stale_parts(output_dir)
         batch = plan(items, output_dir, retry_failed=retry_failed, settings=settings)

@@ -13,7 +13,8 @@ from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_
 from ..batch.inputs import output_key
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
 from ..batch.progress import printable
-from ..batch.runner import Stopped, run_batch
+from ..batch.runner import run_batch
+from ..command_signals import Stopped
 from ..data.loading import DEVICE_NAME, checked_data_dir, placeholder_note
 from .infer import add_pipeline_arguments, run_options
 from .model_data_outputs import refuse_inside_model_data

@@ -14,6 +14,7 @@ from pathlib import Path
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 
+from ..command_signals import Stopped, signals_stop_the_command, stops_ignored
 from ..data.loading import checked_data_dir, resolve_device
 from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
@@ -46,6 +47,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; SIGTERM (``kill``, a service or container stopping) and SIGHUP (a closed terminal)
+    stop the capture as Ctrl-C does, and the recording is saved."""
+    try:
+        with signals_stop_the_command():
+            return _capture(args)
+    except Stopped as stop:  # before the capture began (the model loading): nothing recorded yet
+        print("interrupted", file=sys.stderr)
+        return stop.exit_status
+
+
+def _capture(args: argparse.Namespace) -> int:
     from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
     from ..pipeline.live import MAX_RECORDED_FRAMES, LiveRecording, LiveSession, LiveStats, run_live
 
@@ -84,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     t_end = time.monotonic() + args.duration if args.duration is not None else None
-    last_print, last_stats = [0.0], [LiveStats()]
+    last_print, last_stats, warned = [0.0], [LiveStats()], [0]
+
+    def print_new_warnings() -> None:  # the session's (also in the recording's meta["warnings"]), once each
+        for warning in session.warnings[warned[0] :]:
+            _tell(f"WARNING: {warning}", sys.stderr)
+        warned[0] = len(session.warnings)
 
     def should_stop() -> bool:  # the duration is over, or the recording is full
         return (t_end is not None and time.monotonic() > t_end) or (recording is not None and recording.full)
@@ -95,15 +112,15 @@ def run(args: argparse.Namespace) -> int:
         if now - last_print[0] >= 1.0:
             last_print[0] = now
             print(_stats_line(stats, len(people)), file=sys.stderr, flush=True)
+        print_new_warnings()
 
     print(
         f"Live from {source.info.name} ({source.info.width}x{source.info.height}, {source.info.fps:g} fps), "
         f"model: {engine.model_name}, detector: {session.detector_name}. Ctrl-C stops.",
         file=sys.stderr,
     )
-    for warning in session.warnings:  # also in the recording's meta["warnings"]
-        print(f"WARNING: {warning}", file=sys.stderr)
-    interrupted, failure, stats = False, None, None
+    print_new_warnings()
+    stop, failure, stats = None, None, None  # stop: the Ctrl-C, SIGTERM or SIGHUP that ended it
     try:
         with source:
             try:
@@ -114,34 +131,41 @@ def run(args: argparse.Namespace) -> int:
                     recording=recording,
                     should_stop=should_stop,
                 )
-            except KeyboardInterrupt:
-                interrupted = True
+            except KeyboardInterrupt as interrupt:
+                stop = interrupt
             except Exception as err:  # the source broke (a camera unplugged, a new frame size), out of memory...:
                 failure = err  # what was recorded is saved first
-    except KeyboardInterrupt:  # Ctrl-C again while the source stops
-        interrupted = True
+    except KeyboardInterrupt as interrupt:  # Ctrl-C again while the source stops
+        stop = stop or interrupt
     if stats is None:  # Ctrl-C or a broken source: the last figures, with the counts as they are now
         stats = dataclasses.replace(
             last_stats[0],
             frames_processed=session.frames_processed,
             frames_arrived=source.arrived,
             frames_dropped=source.dropped,
+            people_left_out=session.people_left_out,
         )
-    print(_stats_line(stats, None) + (" (interrupted)" if interrupted else " (failed)" if failure else ""))
+    ending = f" ({stop})" if isinstance(stop, Stopped) else " (interrupted)" if stop else " (failed)" if failure else ""
+    _tell(_stats_line(stats, None) + ending)
+    print_new_warnings()  # e.g. a file that breaks off, said as the source ended
     if recording is not None and recording.full:
         hours = MAX_RECORDED_FRAMES / recording.frame_rate / 3600
-        print(
+        _tell(
             f"The recording is full: {MAX_RECORDED_FRAMES:,} person-frames (about {hours:.0f} h of one person at "
             f"{recording.frame_rate:g} frames/s), or {MAX_FRAME_ID:,} frames of the source, the most a result file "
             "counts. The session stopped there and what was recorded is saved; record shorter takes.",
-            file=sys.stderr,
+            sys.stderr,
         )
     if record is not None:
-        result = recording.result(
-            frames_seen=stats.frames_arrived, dropped=stats.frames_dropped, warnings=session.warnings
-        )
+        if recording.rows:  # a long take takes a while (about a minute for the largest): said first
+            _tell(f"Saving the recording to {record}...", sys.stderr)
+        with stops_ignored():  # a Ctrl-C pressed again meanwhile would lose the whole take
+            result = recording.result(
+                frames_seen=stats.frames_arrived, dropped=stats.frames_dropped, warnings=session.warnings
+            )
+            if result.tracks:
+                atomic_write(record, lambda f: save_result(f, result))
         if result.tracks:
-            atomic_write(record, lambda f: save_result(f, result))
             print(f"Recorded {len(result.tracks)} track(s), {recording.frames_recorded} frames: {record}")
             if result.video.fps != source.info.fps:
                 print(
@@ -158,6 +182,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tell(line: str, file=None) -> None:
+    """Print ``line`` (to stdout by default), and go on when that fails: after SIGHUP the terminal is
+    gone and writing to it fails (EIO), which must not stop the recording being saved."""
+    try:
+        print(line, file=file or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
 def _stats_line(stats, people: int | None) -> str:
     p50 = f"{1000 * stats.latency_p50_s:.0f}" if stats.latency_p50_s is not None else "-"
     p95 = f"{1000 * stats.latency_p95_s:.0f}" if stats.latency_p95_s is not None else "-"
@@ -165,4 +198,6 @@ def _stats_line(stats, people: int | None) -> str:
         f"{stats.fps:5.1f} frames/s  latency p50 {p50} ms  p95 {p95} ms  "
         f"processed {stats.frames_processed}  dropped {stats.frames_dropped} of {stats.frames_arrived}"
     )
+    if stats.people_left_out:
+        line += f"  left out {stats.people_left_out} person-frame(s)"  # values a result file cannot hold
     return line + (f"  people {people}" if people is not None else "")

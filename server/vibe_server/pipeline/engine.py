@@ -591,25 +591,29 @@ class Engine:
                     )
                     outputs[i] = {"theta": theta, "kp_3d": self.smpl_joints(theta[:, 3:75], theta[:, 75:85])}
             monitor.report("smpl", "smpl", 1.0, force=True)
+        refused = 0  # rows a result file cannot hold, left out
         for i, (track_id, frame_ids, bboxes, _) in enumerate(tracks):
             monitor.check_cancel()
             monitor.report("write", "write", i / len(tracks))
             out, outputs[i] = outputs[i], None  # (the track holds its own arrays: none kept twice)
             with monitor.stage("write"):
-                results.append(
-                    postprocess.build_track(
-                        track_id,
-                        np.asarray(frame_ids),
-                        out["theta"],
-                        out["kp_3d"],
-                        np.stack(bboxes),
-                        width=info.width,
-                        height=info.height,
-                        focal_px=focal_px,
-                        official_uncrop=options.official_uncrop,
-                    )
+                track = postprocess.build_track(
+                    track_id,
+                    np.asarray(frame_ids),
+                    out["theta"],
+                    out["kp_3d"],
+                    np.stack(bboxes),
+                    width=info.width,
+                    height=info.height,
+                    focal_px=focal_px,
+                    official_uncrop=options.official_uncrop,
                 )
+            refused += len(frame_ids) - (track.num_frames if track is not None else 0)
+            if track is not None:
+                results.append(track)
         monitor.report("write", "write", 1.0, force=True)
+        if refused:
+            warnings = [*warnings, postprocess.refused_rows_warning(refused)]
 
         result = MocapResult(
             video=VideoInfo(

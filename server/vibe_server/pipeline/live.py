@@ -111,6 +111,7 @@ class LiveSession:
         # what the user should know of the session (printed, sent to clients, kept in a recording)
         self.warnings = engine.detector_warnings(options.detector, self.detector_name)
         self.frames_processed = 0
+        self.people_left_out = 0  # person-frames whose values a result file cannot hold (_leave_out)
         self._people: dict[int, _PersonState] = {}
 
     def process(self, frame_index: int, frame_rgb: np.ndarray, frame_time_s: float) -> list[LivePerson]:
@@ -149,7 +150,26 @@ class LiveSession:
                     joints3d[k],
                 )
             )
-        return people
+        refused = _refused(people)
+        return self._leave_out(people, refused, frame_index) if refused.any() else people
+
+    def _leave_out(self, people: list[LivePerson], refused: np.ndarray, frame_index: int) -> list[LivePerson]:
+        """``people`` without the ``refused`` ones: a client refuses a whole frame with such a person in
+        it, and a recording holding one would not open. Counted (``people_left_out``), with one warning.
+        A person whose values were not finite starts afresh at their next frame: their GRU state and
+        smoother hold the NaN."""
+        if not self.people_left_out:
+            self.warnings.append(
+                f"People with {postprocess.REFUSED_VALUES} are left out of the frames they have them in, in the "
+                f"stream and in a recording (the first at frame {frame_index}); the stats count them "
+                "(people_left_out)."
+            )
+        self.people_left_out += int(refused.sum())
+        for person in (p for p, is_refused in zip(people, refused, strict=True) if is_refused):
+            values = (person.pose, person.betas, person.pred_cam, person.joints3d)
+            if not all(np.isfinite(v).all() for v in values):
+                del self._people[person.track_id]
+        return [p for p, is_refused in zip(people, refused, strict=True) if not is_refused]
 
     def _track(self, frame_rgb: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Detect or carry; -> [(track_id, square bbox (4,) cxcywh)] of at most max_people people.
@@ -184,6 +204,24 @@ class LiveSession:
     def _forget_old(self, frame_index: int) -> None:
         for track_id in [t for t, s in self._people.items() if frame_index - s.last_frame > FORGET_AFTER_FRAMES]:
             del self._people[track_id]
+
+
+def _refused(people: list[LivePerson]) -> np.ndarray:
+    """(K,) bool: the people holding a value a result file cannot hold (postprocess.refused_rows)."""
+
+    def stacked(name: str) -> np.ndarray:
+        return np.stack([getattr(person, name) for person in people])
+
+    return postprocess.refused_rows(
+        np.zeros(len(people), np.int64),  # (the frame index is the recording's to bound: LiveRecording.full)
+        stacked("betas"),
+        pose=stacked("pose"),
+        pred_cam=stacked("pred_cam"),
+        orig_cam=stacked("orig_cam"),
+        bboxes=stacked("bbox"),
+        joints3d=stacked("joints3d"),
+        trans_cam_m=stacked("trans_cam_m"),
+    )
 
 
 # A recording is saved at the rate its frames came at, measured over the recording, where that is more
@@ -268,21 +306,25 @@ class LiveRecording:
         rows_of = self._rows.by_track().rows_of()  # each track's rows in the order recorded: frame order
         kept, too_many = longest_track_ids({track_id: len(rows) for track_id, rows in rows_of.items()}, MAX_TRACKS)
         warnings = [*warnings, *too_many]
+        refused = 0  # rows a result file cannot hold (the session left out all but a rounding's worth)
         for track_id in kept:
             rows = rows_of[track_id]
             values = self._rows.values_at(rows)
-            tracks.append(
-                postprocess.build_track(
-                    track_id,
-                    keys[rows, 1],
-                    values[:, _THETA],
-                    values[:, _JOINTS].reshape(-1, 49, 3),
-                    values[:, _BBOX],
-                    width=self.width,
-                    height=self.height,
-                    focal_px=self.focal_px,
-                )
+            track = postprocess.build_track(
+                track_id,
+                keys[rows, 1],
+                values[:, _THETA],
+                values[:, _JOINTS].reshape(-1, 49, 3),
+                values[:, _BBOX],
+                width=self.width,
+                height=self.height,
+                focal_px=self.focal_px,
             )
+            refused += len(rows) - (track.num_frames if track is not None else 0)
+            if track is not None:
+                tracks.append(track)
+        if refused:
+            warnings.append(postprocess.refused_rows_warning(refused))
         return MocapResult(
             video=VideoInfo(
                 name=self.name,
@@ -316,6 +358,7 @@ class LiveStats:
     frames_processed: int = 0
     frames_arrived: int = 0
     frames_dropped: int = 0
+    people_left_out: int = 0  # person-frames whose values a result file cannot hold
     fps: float = 0.0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
@@ -335,6 +378,7 @@ class LiveStats:
             "frames_processed": self.frames_processed,
             "frames_arrived": self.frames_arrived,
             "frames_dropped": self.frames_dropped,
+            "people_left_out": self.people_left_out,
             "fps": round(self.fps, 2),
             "latency_p50_s": self.latency_p50_s,
             "latency_p95_s": self.latency_p95_s,
@@ -364,11 +408,14 @@ def run_live(
         people = session.process(frame.index, frame.rgb, frame.time_s)
         stats.add(frame.time_s, time.monotonic())
         stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+        stats.people_left_out = session.people_left_out
         if recording is not None:
             recording.add(people)
         if on_frame is not None:
             on_frame(frame, people, stats)
     stats.frames_arrived, stats.frames_dropped = source.arrived, source.dropped
+    # what the source said once read (a file that breaks off): the session's, so a recording's too
+    session.warnings.extend(w for w in source.warnings if w not in session.warnings)
     if source.error:
         raise VibeError(source.error)
     return stats

@@ -61,7 +61,9 @@ class LiveSource:
     frames: an iterator of (H, W, 3) uint8 RGB frames (it may block until the next one arrives);
     pace_fps: for a file, hand frames out at this rate (a camera or stream paces itself);
     lossless: for a file, wait for the consumer instead of dropping (tests, and replays that must
-        keep every frame); pacing then gives the earliest time a frame is handed out.
+        keep every frame); pacing then gives the earliest time a frame is handed out;
+    warnings: what the source has to say once read (a file that breaks off), filled as ``frames`` is
+        read: complete once the source has ended.
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class LiveSource:
         pace_fps: float | None = None,
         lossless: bool = False,
         close: Callable[[], None] | None = None,
+        warnings: list[str] | None = None,
     ):
         self.info = info
+        self.warnings = warnings if warnings is not None else []
         self._frames, self._pace_fps, self._lossless, self._close = frames, pace_fps, lossless, close
         self._waiting: deque[LiveFrame] = deque()
         self._cond = threading.Condition()
@@ -166,6 +170,11 @@ def parse_source(spec: str) -> tuple[str, int | str]:
     Streams are accepted from this machine only (a loopback host), so that a live session cannot be
     pointed at other hosts on the network."""
     spec = str(spec).strip()
+    if not spec:  # (as a file, "" is the current folder: a message about a folder, not a video)
+        raise VibeError(
+            "The source is empty; name a camera index (0), a video file, or a stream URL on this machine "
+            "(e.g. rtsp://127.0.0.1:8554/cam)."
+        )
     if spec.isascii() and spec.isdigit():  # not "²": a digit to str.isdigit, not to int()
         index = int(spec)
         if index > MAX_CAMERA_INDEX:
@@ -215,7 +224,9 @@ def open_live_source(spec: str, *, lossless: bool = False) -> LiveSource:
 
         reader = open_video(str(target))
         info = SourceInfo(Path(str(target)).name, float(reader.info.fps or 30.0), reader.info.width, reader.info.height)
-        return LiveSource((rgb for _, rgb in reader), info, pace_fps=info.fps, lossless=lossless)
+        # the reader's warnings: it says there that the file breaks off, once its decode reaches the break
+        frames = (rgb for _, rgb in reader)
+        return LiveSource(frames, info, pace_fps=info.fps, lossless=lossless, warnings=reader.warnings)
     return _open_capture(kind, target)
 
 

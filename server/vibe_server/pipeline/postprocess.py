@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vibe_blender.core.result_file import MocapResult, Track
+from vibe_blender.core.errors import VibeError
+from vibe_blender.core.result_file import MocapResult, Track, check_motion_values
 from vibe_server.geometry import convert_crop_cam_to_orig_img, convert_crop_coords_to_orig_img, projection
 from vibe_server.output_files import atomic_write
 
@@ -52,14 +53,16 @@ def default_focal_length_px(width: int, height: int) -> float:
 def crop_cam_to_orig_cam(
     pred_cam: np.ndarray, bboxes: np.ndarray, width: int, height: int, *, official_uncrop: bool = False
 ) -> np.ndarray:
-    """pred_cam (T, 3) [s, tx, ty], bboxes (T, 4) [cx, cy, w, h] -> orig_cam (T, 4) [sx, sy, tx, ty]."""
-    return convert_crop_cam_to_orig_img(
-        np.asarray(pred_cam, np.float64),
-        np.asarray(bboxes, np.float64),
-        width,
-        height,
-        bbox_scale=1.0 if official_uncrop else BBOX_SCALE,
-    )
+    """pred_cam (T, 3) [s, tx, ty], bboxes (T, 4) [cx, cy, w, h] -> orig_cam (T, 4) [sx, sy, tx, ty]. A
+    camera scale of 0 gives infinite values, which a result leaves out (:func:`refused_rows`)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return convert_crop_cam_to_orig_img(
+            np.asarray(pred_cam, np.float64),
+            np.asarray(bboxes, np.float64),
+            width,
+            height,
+            bbox_scale=1.0 if official_uncrop else BBOX_SCALE,
+        )
 
 
 def crop_coords_to_image_px(kp_2d: np.ndarray, bboxes: np.ndarray, *, official_uncrop: bool = False) -> np.ndarray:
@@ -95,23 +98,67 @@ def build_track(
     height: int,
     focal_px: float,
     official_uncrop: bool = False,
-) -> Track:
-    """theta (T, 85) [cam | pose | betas], joints3d (T, 49, 3), bboxes (T, 4) -> Track."""
+) -> Track | None:
+    """theta (T, 85) [cam | pose | betas], joints3d (T, 49, 3), bboxes (T, 4) -> Track, without the rows
+    a result file cannot hold (:func:`refused_rows`; the caller counts them): None when that is all."""
     theta = np.asarray(theta, np.float32)
-    pred_cam, pose, betas = theta[:, :3], theta[:, 3:75], theta[:, 75:85]
+    frame_ids = np.asarray(frame_ids, np.int64)
+    pred_cam, betas = theta[:, :3], theta[:, 75:85]
     orig_cam = crop_cam_to_orig_cam(pred_cam, bboxes, width, height, official_uncrop=official_uncrop)
-    return Track(
-        track_id=int(track_id),
-        frame_ids=np.asarray(frame_ids, np.int64),
-        pose=pose,
-        betas=betas,
-        betas_track=robust_betas(betas),
-        pred_cam=pred_cam,
-        orig_cam=orig_cam,
-        bboxes=np.asarray(bboxes, np.float32),
-        joints3d=np.asarray(joints3d, np.float32),
-        trans_cam_m=trans_cam_from_orig_cam(orig_cam, width, focal_px),
-    )
+    arrays = {
+        "pose": theta[:, 3:75],
+        "pred_cam": pred_cam,
+        "orig_cam": orig_cam,
+        "bboxes": np.asarray(bboxes, np.float32),
+        "joints3d": np.asarray(joints3d, np.float32),
+        "trans_cam_m": trans_cam_from_orig_cam(orig_cam, width, focal_px),
+    }
+    refused = refused_rows(frame_ids, betas, **arrays)
+    if refused.all():
+        return None
+    if refused.any():
+        kept = ~refused
+        frame_ids, betas = frame_ids[kept], betas[kept]
+        arrays = {name: array[kept] for name, array in arrays.items()}
+    return Track(track_id=int(track_id), frame_ids=frame_ids, betas=betas, betas_track=robust_betas(betas), **arrays)
+
+
+# What a row left out held, for the warnings that count them
+REFUSED_VALUES = (
+    "values a result file cannot hold (NaN or infinite, or beyond its limits: a translation beyond ±10 km comes "
+    "from a camera scale of 0 or less, which the model predicts on a crop of no person)"
+)
+
+
+def refused_rows_warning(rows: int) -> str:
+    """The warning of a result whose tracks left out ``rows`` rows (:func:`build_track`)."""
+    return f"{rows:,} person-frame(s) held {REFUSED_VALUES} and were left out; the rest of each track is kept."
+
+
+def refused_rows(frame_ids: np.ndarray, betas: np.ndarray, **arrays: np.ndarray) -> np.ndarray:
+    """(T,) bool: the rows (person-frames) the result file's reader would refuse, by its own check
+    (``check_motion_values``) on the values as they are saved (float32), so that what is written always
+    opens. ``arrays``: the track's other (T, ...) arrays by their names in a Track. All rows are checked
+    at once; only a range that fails is halved, down to the rows at fault."""
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range is saved as infinite: refused
+        saved = {name: np.asarray(array, np.float32) for name, array in arrays.items()}
+        saved_betas = np.asarray(betas, np.float32)
+    refused = np.zeros(len(frame_ids), bool)
+    ranges = [(0, len(frame_ids))]
+    while ranges:
+        start, stop = ranges.pop()
+        rows = slice(start, stop)
+        try:
+            check_motion_values(
+                "", frame_ids[rows], {"betas": saved_betas[rows]}, **{n: a[rows] for n, a in saved.items()}
+            )
+        except VibeError:
+            if stop - start == 1:
+                refused[start] = True
+            else:
+                middle = (start + stop) // 2
+                ranges += [(start, middle), (middle, stop)]
+    return refused
 
 
 # ---------------------------------------------------------------------------------------------

@@ -220,6 +220,20 @@ def test_the_end_message_says_whether_the_session_failed_and_why(end, state, err
     assert server.stop_requests == [] and live.recording_stop().rows == 1  # the recording so far is kept
 
 
+def test_warnings_the_end_brings_reach_the_panel_and_the_recording():
+    """A video file cut short says so only when its session ends: the end message carried the warning
+    and the add-on dropped it, so the recording looked whole. A malformed list adds nothing."""
+    cut_short = "The video breaks off after frame 3\x1b[2J; the rest was not read."
+    end = {"type": "end", "status": "ended", "stats": {}, "warnings": [cut_short]}
+    with FakeLiveServer([FRAME, json.dumps(end)]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.warnings == ["The video breaks off after frame 3 [2J; the rest was not read."]
+    assert live.recording_stop().warnings == live.warnings
+    with FakeLiveServer([FRAME, json.dumps({**end, "warnings": "not a list"})]) as server:
+        live = follow(server, record=True)
+    assert live.state == "ended" and live.warnings == [] and live.recording_stop().warnings == []
+
+
 @pytest.mark.parametrize(
     "frame",
     [raw_frame(OP_PING, b"x" * 70_000), raw_frame(OP_PING, b"x" * 126), raw_frame(OP_PING, b"x", fin=False)],

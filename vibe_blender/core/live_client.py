@@ -563,6 +563,7 @@ class LiveConnection:
                 kind = message.get("type") if isinstance(message, dict) else None
                 if kind == "end":  # the session is over on the server: nothing to stop there
                     self._ended_by_server = True
+                    self._add_end_warnings(message)
                     reason = message.get("error")
                     if message.get("status") == "failed":
                         self.state = "failed"
@@ -592,6 +593,18 @@ class LiveConnection:
                 self.clock_jumps = timeline.jumps
                 if self._take is not None:  # once full it keeps what it has: the take says so, not the connection
                     self._take.add(frame)
+
+    def _add_end_warnings(self, end: dict) -> None:
+        """Keep the warnings the session's end brought (a video file cut short), for the panel and the
+        take; an end without a well-formed list adds none."""
+        try:
+            ended_with = session_warnings(end)
+        except VibeError:
+            return
+        with self._lock:
+            self.warnings = self.warnings + [w for w in ended_with if w not in self.warnings]
+            if self._take is not None:
+                self._take.warnings += [w for w in ended_with if w not in self._take.warnings]
 
 
 class _StreamTimeline:

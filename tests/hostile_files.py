@@ -156,6 +156,15 @@ def smpl_dict(**overrides: bytes) -> bytes:
     return ops
 
 
+def compressed_reuse(shared_mb: int, builds: int) -> bytes:
+    """A zlib-compressed pickle (a few kB) of a list of ``builds`` arrays, each a copy of one memoized
+    string of ``shared_mb`` MB of zeros."""
+    shared = shared_mb << 20
+    u1 = dtype_ops("u1", (3, "|", None, None, None, -1, -1, 0))
+    array = reconstructed_array(u1, (shared,), b"", raw_ops=get(7000))
+    return zlib.compress(program(value(bytes(shared)) + put(7000) + POP + EMPTY_LIST + (array + APPEND) * builds), 9)
+
+
 def person_dict(**overrides: bytes) -> bytes:
     """{1: {pose, betas, orig_cam, pred_cam, bboxes, frame_ids}} as VIBE's demo writes it, plain pickle."""
     T = 3

@@ -32,6 +32,7 @@ from hostile_files import (
     TUPLE1,
     TUPLE2,
     TUPLE3,
+    compressed_reuse,
     dtype_ops,
     get,
     glob,
@@ -144,6 +145,15 @@ def test_decompression_is_capped(tmp_path, kind):
     path = write(tmp_path, _bomb_stream(kind))
     outcome = assert_refused(OFFICIAL, path, "expands past", memory_mb=1024)
     assert outcome.peak_mb < 400, outcome.peak_mb
+
+
+def test_a_compressed_pickle_builds_within_the_budget_of_the_file_on_disk(tmp_path):
+    """Decompressing took the budget of the 8 kB file, and the unpickler got a new one of the 8 MB it
+    decompressed to (50 times that): 40 copies, 320 MB, were built (3.1 GB from a 61 kB file)."""
+    path = write(tmp_path, compressed_reuse(8, 40))
+    assert path.stat().st_size < 64 << 10
+    outcome = assert_refused(OFFICIAL, path, "bytes a file of this size may produce", memory_mb=1024)
+    assert outcome.peak_mb < 200, outcome
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ refused; torch.save writes trees, sharing only a few small objects.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import pickle
@@ -41,8 +40,6 @@ from vibe_blender.core.safe_pickle import BASE_GLOBALS, MAX_NODES, ReadsWithin
 from vibe_blender.core.shown_text import shown_value
 from vibe_blender.core.smpl_model import PARENTS
 from vibe_blender.core.zip_directory import recorded_directory_offset
-
-from .model.backbone import ResNet50Features
 
 # The official gen_state_dict holds SMPL's per-batch default parameters (batch 64). They are not
 # model weights: dropped on load, written as zeros for the original code's strict loading.
@@ -316,12 +313,10 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def _load_container(
-    path, what: str, key: str, looks_like: Callable[[dict], str | None], shapes: Callable[[], dict]
-) -> dict:
+def _load_container(path, what: str, key: str, looks_like: Callable[[dict], str | None], shapes: dict) -> dict:
     """torch_load + check that the dict has ``key``, a dict of str -> tensor (the weights, their wrapper
-    prefixes stripped), each a plain tensor of the bytes the file holds, of the shape ``shapes()`` gives
-    its name (names it lacks are left to the caller's key check), with values of its kind; else
+    prefixes stripped), each a plain tensor of the bytes the file holds, of the shape ``shapes`` gives
+    its name (a name missing on either side is left to the caller's key check), with values of its kind; else
     ``looks_like(the dict)`` names the other kind of checkpoint it is (None: none known). The values are
     checked last, as checking them converts each tensor."""
     path = Path(path)
@@ -339,7 +334,7 @@ def _load_container(
             "altered file. Download it again."
         )
     ckpt[key] = _strip_prefixes(ckpt[key])
-    _check_known_shapes(ckpt[key], shapes(), label, what)
+    _check_known_shapes(ckpt[key], shapes, label, what)
     _check_weight_values(ckpt[key], label, what)
     return ckpt
 
@@ -471,7 +466,7 @@ def _not_vibe(ckpt: dict) -> str | None:
 def load_vibe_checkpoint(path: str | Path) -> dict:
     """The VIBE container as a dict: ``gen_state_dict`` a dict of str -> tensor, ``performance`` a
     finite np.float64 or None (absent, or NaN as written without validation)."""
-    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", _not_vibe, lambda: GENERATOR_SHAPES)
+    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", _not_vibe, GENERATOR_SHAPES)
     ckpt["performance"] = _performance(ckpt.get("performance"), path, "VIBE checkpoint")
     return ckpt
 
@@ -488,17 +483,9 @@ def load_spin_checkpoint(path: str | Path) -> dict:
             if "gen_state_dict" in ckpt
             else None
         ),
-        _spin_shapes,
+        SPIN_SHAPES,
     )
     return ckpt["model"]
-
-
-@functools.cache
-def _spin_shapes() -> dict:
-    """SPIN's ``model``, name -> shape: the ResNet-50 backbone and the regressor head."""
-    with torch.device("meta"):  # the shapes, without allocating the weights
-        backbone = {name: tuple(value.shape) for name, value in ResNet50Features().state_dict().items()}
-    return {**backbone, **SPIN_HEAD_SHAPES}
 
 
 def state_dict_mismatch(expected_shapes: dict, state: dict) -> str | None:
@@ -657,6 +644,42 @@ GENERATOR_SHAPES = {
 
 # SPIN's regressor head has the VIBE regressor's own key names and shapes.
 SPIN_HEAD_SHAPES = {k: GENERATOR_SHAPES[f"regressor.{k}"] for k in SPIN_HEAD_KEYS}
+
+
+def _batch_norm_shapes(prefix: str, channels: int) -> dict:
+    return {
+        **{f"{prefix}.{name}": (channels,) for name in ("weight", "bias", "running_mean", "running_var")},
+        f"{prefix}.num_batches_tracked": (),
+    }
+
+
+def _resnet50_shapes() -> dict:
+    """SPIN's backbone, name -> shape: ResNet-50 (bottleneck blocks 3, 4, 6, 3, four times wider out
+    than in; the first of each layer with a projection shortcut), without its classifier."""
+    shapes = {"conv1.weight": (64, 3, 7, 7), **_batch_norm_shapes("bn1", 64)}
+    inputs = 64
+    for layer, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+        for block in range(blocks):
+            name = f"layer{layer}.{block}"
+            shapes |= {
+                f"{name}.conv1.weight": (width, inputs, 1, 1),
+                **_batch_norm_shapes(f"{name}.bn1", width),
+                f"{name}.conv2.weight": (width, width, 3, 3),
+                **_batch_norm_shapes(f"{name}.bn2", width),
+                f"{name}.conv3.weight": (4 * width, width, 1, 1),
+                **_batch_norm_shapes(f"{name}.bn3", 4 * width),
+            }
+            if block == 0:
+                shapes |= {
+                    f"{name}.downsample.0.weight": (4 * width, inputs, 1, 1),
+                    **_batch_norm_shapes(f"{name}.downsample.1", 4 * width),
+                }
+            inputs = 4 * width
+    return shapes
+
+
+# SPIN's ``model``, name -> shape: the ResNet-50 backbone and the regressor head.
+SPIN_SHAPES = {**_resnet50_shapes(), **SPIN_HEAD_SHAPES}
 
 
 def check_generator_keys(gen_state: dict, source: str | Path) -> None:

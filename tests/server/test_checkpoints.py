@@ -289,6 +289,12 @@ def test_many_views_of_one_storage_are_refused_by_their_bytes_in_all(tmp_path):
         checkpoints.load_vibe_checkpoint(path)
 
 
+def test_spins_shape_table_is_the_backbones_and_the_regressor_heads():
+    with torch.device("meta"):
+        backbone = {name: tuple(value.shape) for name, value in ResNet50Features().state_dict().items()}
+    assert checkpoints.SPIN_SHAPES == {**backbone, **checkpoints.SPIN_HEAD_SHAPES}
+
+
 def test_shapes_are_compared_before_values_are_checked(tmp_path):
     """A tensor of another shape under an official name is named as such (its values are not converted)."""
     path = tmp_path / "spin_model_checkpoint.pth.tar"

@@ -14,8 +14,8 @@ Conventions (also in docs/server.md, "Result file conventions"):
 
 Reading (:func:`load_result`) goes through :mod:`.safe_npz` (bounded sizes, plain dtypes only),
 checks each track's shapes before converting its frame ids, and refuses values no capture produces:
-motion arrays that are not floating-point (a bool pose would animate as 0/1 rad) or frame ids that are
-not integers, NaN or infinite numbers, joint rotations
+text stored as bytes rather than numpy's unicode, motion arrays that are not floating-point (a bool
+pose would animate as 0/1 rad) or frame ids that are not integers, NaN or infinite numbers, joint rotations
 beyond ±1000 rad, translations beyond ±10 km, betas beyond ±10 (Blender's shape-key range), frame ids
 outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside 0.01..32767, focal lengths
 outside 1..10^6 px, image sides outside 1..65 536 px.
@@ -228,9 +228,22 @@ def save_result(path_or_file, result: MocapResult) -> None:
 
 def _text(z: dict, key: str, label: str) -> str:
     value = z[key]
-    if value.shape != () or value.dtype.kind not in "US":
+    _check_text_kind(value, key, label)
+    if value.shape != ():
         raise VibeError(f"{label}: '{key}' is not a text field; the file is damaged.")
     return str(value)
+
+
+def _check_text_kind(array: np.ndarray, key: str, label: str) -> None:
+    """VibeError unless ``array`` holds text as save_result writes it (numpy's unicode, kind 'U'): bytes
+    (kind 'S') would read back as "b'...'", and no longer match a video's name."""
+    if array.dtype.kind == "S":
+        raise VibeError(
+            f"{label}: '{key}' holds bytes ({array.dtype}) where a result stores text; the file was written "
+            "by another program or altered."
+        )
+    if array.dtype.kind != "U":
+        raise VibeError(f"{label}: '{key}' is not a text field; the file is damaged.")
 
 
 def _number(z: dict, key: str, label: str, low: float, high: float) -> float:
@@ -260,7 +273,7 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
     label = str(path_or_file) if isinstance(path_or_file, (str, Path)) else "the result file"
     z = read_npz(path_or_file, label=label, hint=hint)
     try:
-        if "format" not in z or z["format"].dtype.kind not in "US" or str(z["format"]) != FORMAT_NAME:
+        if "format" not in z or z["format"].dtype.kind != "U" or str(z["format"]) != FORMAT_NAME:
             raise VibeError(
                 f"{label} is an .npz file but not a VIBE Mocap result (its 'format' is not {FORMAT_NAME!r}); "
                 "the file is damaged or was written by another program."
@@ -281,13 +294,10 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
                 "the file is damaged."
             )
         meta_keys, meta_values = z["meta_keys"], z["meta_values"]
-        if (
-            meta_keys.ndim != 1
-            or meta_keys.shape != meta_values.shape
-            or meta_keys.dtype.kind not in "US"
-            or meta_values.dtype.kind not in "US"
-        ):
+        if meta_keys.ndim != 1 or meta_keys.shape != meta_values.shape:
             raise VibeError(f"{label}: 'meta_keys'/'meta_values' are not two lists of texts; the file is damaged.")
+        _check_text_kind(meta_keys, "meta_keys", label)
+        _check_text_kind(meta_values, "meta_values", label)
         if len(meta_keys) > MAX_META_ENTRIES:
             raise VibeError(
                 f"{label} has {len(meta_keys):,} notes in its meta, more than the {MAX_META_ENTRIES:,} a result "

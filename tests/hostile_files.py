@@ -156,6 +156,15 @@ def smpl_dict(**overrides: bytes) -> bytes:
     return ops
 
 
+def compressed_reuse(shared_mb: int, builds: int) -> bytes:
+    """A zlib-compressed pickle (a few kB) of a list of ``builds`` arrays, each a copy of one memoized
+    string of ``shared_mb`` MB of zeros."""
+    shared = shared_mb << 20
+    u1 = dtype_ops("u1", (3, "|", None, None, None, -1, -1, 0))
+    array = reconstructed_array(u1, (shared,), b"", raw_ops=get(7000))
+    return zlib.compress(program(value(bytes(shared)) + put(7000) + POP + EMPTY_LIST + (array + APPEND) * builds), 9)
+
+
 def person_dict(**overrides: bytes) -> bytes:
     """{1: {pose, betas, orig_cam, pred_cam, bboxes, frame_ids}} as VIBE's demo writes it, plain pickle."""
     T = 3
@@ -273,14 +282,14 @@ def repeated_deflate_zeros(megabytes: int) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 _CHILD = r"""
-import importlib, resource, sys
+import ast, importlib, resource, sys
 limit = int(sys.argv[1]) << 20
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-module, function, path = sys.argv[2:5]
+module, function, path, keywords = sys.argv[2:6]
 from vibe_blender.core.errors import VibeError
 reader = getattr(importlib.import_module(module), function)
 try:
-    reader(path)
+    reader(path, **ast.literal_eval(keywords))
     outcome = "returned"
 except VibeError as err:
     outcome = "VibeError: " + str(err)
@@ -306,8 +315,11 @@ class Outcome:
         return self.returncode == 0 and self.message.startswith("VibeError: ")
 
 
-def read_in_sandbox(reader: str, path: Path, *, memory_mb: int = 1024, timeout_s: float = 60) -> Outcome:
-    """Run ``reader`` ('module:function') on ``path`` in a child limited to ``memory_mb`` of address space."""
+def read_in_sandbox(
+    reader: str, path: Path, *, memory_mb: int = 1024, timeout_s: float = 60, keywords: dict | None = None
+) -> Outcome:
+    """Run ``reader`` ('module:function') on ``path`` (and ``keywords``, plain values) in a child limited
+    to ``memory_mb`` of address space."""
     module, function = reader.split(":")
     env = {
         **os.environ,
@@ -318,7 +330,7 @@ def read_in_sandbox(reader: str, path: Path, *, memory_mb: int = 1024, timeout_s
     }
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD, str(memory_mb), module, function, str(path)],
+            [sys.executable, "-c", _CHILD, str(memory_mb), module, function, str(path), repr(keywords or {})],
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -65,7 +65,7 @@ def import_motion_file(
     synthetic placeholder model, and a file that stores no frame rate imported without ``options.fps``
     (at 30 fps), are imported with one warning saying so."""
     options = options or ImportOptions()
-    motion = read_motion_file(path, fps=options.fps or None)
+    motion = read_motion_file(path, fps=options.fps or None, max_frames=MAX_PERSON_FRAMES)
     if not isinstance(body_model, BodyModel):
         body_model = read_body_model(body_model)
     warn = warn or report

@@ -279,8 +279,26 @@ def _torch_load_checked(file, path: Path, what: str) -> object:
         ) from err
     except Exception as err:  # noqa: BLE001 - any parse failure means a damaged or foreign file
         raise VibeError(
-            f"The {what} '{path}' is damaged or not a PyTorch checkpoint ({failure_words(err)}). Download it again."
+            f"The {what} '{path}' is damaged or not a PyTorch checkpoint ({_load_failure_words(err)}). "
+            "Download it again."
         ) from err
+
+
+# torch's words for tensors that do not fit the bytes stored for them, in a user's words: a legacy file's
+# storage that records another size than it holds (torch's format string comes unfilled, "expected %ld
+# got %ld" with the numbers run together after it), or a tensor that reaches past its storage.
+_STORAGE_FAILURES = {
+    "storage has wrong byte size": "a tensor storage whose recorded size is not the number of bytes it holds",
+    "Trying to resize storage that is not resizable": "a tensor that reaches past the bytes stored for it",
+}
+
+
+def _load_failure_words(err: BaseException) -> str:
+    text = str(err)
+    for torch_words, words in _STORAGE_FAILURES.items():
+        if torch_words in text:
+            return words
+    return failure_words(err)
 
 
 def _strip_prefixes(state: dict) -> dict:
@@ -295,17 +313,69 @@ def _strip_prefixes(state: dict) -> dict:
     return out
 
 
-def _load_container(path, what: str, key: str, looks_like: Callable[[dict], str | None]) -> dict:
-    """torch_load + check that the dict has ``key``, a dict of str -> tensor (the weights); else
-    ``looks_like(the dict)`` names the other kind of checkpoint it is (None: none known)."""
+def _load_container(path, what: str, key: str, looks_like: Callable[[dict], str | None], shapes: dict) -> dict:
+    """torch_load + check that the dict has ``key``, a dict of str -> tensor (the weights, their wrapper
+    prefixes stripped), each a plain tensor of the bytes the file holds, of the shape ``shapes`` gives
+    its name (a name missing on either side is left to the caller's key check), with values of its kind; else
+    ``looks_like(the dict)`` names the other kind of checkpoint it is (None: none known). The values are
+    checked last, as checking them converts each tensor."""
+    path = Path(path)
     ckpt = torch_load(path, what)
     if not isinstance(ckpt, dict) or key not in ckpt:
         found = sorted(shown_value(k, 40) for k in ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         hint = looks_like(ckpt) if isinstance(ckpt, dict) else None
         raise VibeError(f"'{path}' is not the {what}: it has no '{key}' (found {found}).{f' {hint}' if hint else ''}")
-    _check_state_dict(ckpt[key], f"'{path}': its '{key}'", what)
-    _check_weight_values(ckpt[key], f"'{path}': its '{key}'", what)
+    label = f"'{path}': its '{key}'"
+    _check_state_dict(ckpt[key], label, what)
+    problem = stored_tensors_problem(ckpt[key], path.stat().st_size)
+    if problem:
+        raise VibeError(
+            f"{label} holds {problem}, which torch.save never writes for a model's weights: a damaged or "
+            "altered file. Download it again."
+        )
+    ckpt[key] = _strip_prefixes(ckpt[key])
+    _check_known_shapes(ckpt[key], shapes, label, what)
+    _check_weight_values(ckpt[key], label, what)
     return ckpt
+
+
+def stored_tensors_problem(state: dict, file_size: int) -> str | None:
+    """What in ``state`` (name -> tensor, loaded from a file of ``file_size`` bytes) is no tensor of
+    weights as torch.save writes one, in the words that follow "holds" (None when nothing): a tensor
+    that is not a plain one of values on the CPU (sparse, nested, or on the meta device: torch fails to
+    check their values with errors of its own), tensors that claim more bytes in all than the file holds,
+    or one with more elements than its storage holds values (a view that repeats one stored value over
+    a huge shape: converting or checking it allocates the whole shape). (A view that reaches past its
+    storage fails in torch.load.)"""
+    for name, tensor in state.items():
+        kind = None
+        if tensor.is_nested:
+            kind = "a nested tensor"
+        elif tensor.layout != torch.strided:
+            kind = f"a {str(tensor.layout).removeprefix('torch.')} tensor"
+        elif tensor.device.type != "cpu":
+            kind = f"a tensor on the '{tensor.device.type}' device (shapes without values)"
+        if kind:
+            return f"{kind} under '{str(name)[:80]}'"
+    claimed = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    if claimed > file_size:
+        return f"tensors of {claimed} bytes in all, more than the file's {file_size}"
+    for name, tensor in state.items():
+        stored = tensor.untyped_storage().nbytes()
+        if tensor.numel() * tensor.element_size() > stored:
+            return (
+                f"under '{str(name)[:80]}' a tensor of shape {tuple(tensor.shape)} over only {stored} stored bytes "
+                "(values repeated)"
+            )
+    return None
+
+
+def _check_known_shapes(state: dict, shapes: dict, label: str, what: str) -> None:
+    """VibeError when a tensor under a name of ``shapes`` (name -> shape) has another shape."""
+    known = {name: shape for name, shape in shapes.items() if name in state}
+    problem = state_dict_mismatch(known, {name: state[name] for name in known})
+    if problem:
+        raise VibeError(f"{label} has {problem}: it is not the {what} (a damaged or altered file). Download it again.")
 
 
 # The official state dicts' only integer tensors (by the last part of their names): batch norm's step
@@ -396,8 +466,7 @@ def _not_vibe(ckpt: dict) -> str | None:
 def load_vibe_checkpoint(path: str | Path) -> dict:
     """The VIBE container as a dict: ``gen_state_dict`` a dict of str -> tensor, ``performance`` a
     finite np.float64 or None (absent, or NaN as written without validation)."""
-    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", _not_vibe)
-    ckpt["gen_state_dict"] = _strip_prefixes(ckpt["gen_state_dict"])
+    ckpt = _load_container(path, "VIBE checkpoint", "gen_state_dict", _not_vibe, GENERATOR_SHAPES)
     ckpt["performance"] = _performance(ckpt.get("performance"), path, "VIBE checkpoint")
     return ckpt
 
@@ -414,8 +483,9 @@ def load_spin_checkpoint(path: str | Path) -> dict:
             if "gen_state_dict" in ckpt
             else None
         ),
+        SPIN_SHAPES,
     )
-    return _strip_prefixes(ckpt["model"])
+    return ckpt["model"]
 
 
 def state_dict_mismatch(expected_shapes: dict, state: dict) -> str | None:
@@ -574,6 +644,42 @@ GENERATOR_SHAPES = {
 
 # SPIN's regressor head has the VIBE regressor's own key names and shapes.
 SPIN_HEAD_SHAPES = {k: GENERATOR_SHAPES[f"regressor.{k}"] for k in SPIN_HEAD_KEYS}
+
+
+def _batch_norm_shapes(prefix: str, channels: int) -> dict:
+    return {
+        **{f"{prefix}.{name}": (channels,) for name in ("weight", "bias", "running_mean", "running_var")},
+        f"{prefix}.num_batches_tracked": (),
+    }
+
+
+def _resnet50_shapes() -> dict:
+    """SPIN's backbone, name -> shape: ResNet-50 (bottleneck blocks 3, 4, 6, 3, four times wider out
+    than in; the first of each layer with a projection shortcut), without its classifier."""
+    shapes = {"conv1.weight": (64, 3, 7, 7), **_batch_norm_shapes("bn1", 64)}
+    inputs = 64
+    for layer, (width, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+        for block in range(blocks):
+            name = f"layer{layer}.{block}"
+            shapes |= {
+                f"{name}.conv1.weight": (width, inputs, 1, 1),
+                **_batch_norm_shapes(f"{name}.bn1", width),
+                f"{name}.conv2.weight": (width, width, 3, 3),
+                **_batch_norm_shapes(f"{name}.bn2", width),
+                f"{name}.conv3.weight": (4 * width, width, 1, 1),
+                **_batch_norm_shapes(f"{name}.bn3", 4 * width),
+            }
+            if block == 0:
+                shapes |= {
+                    f"{name}.downsample.0.weight": (4 * width, inputs, 1, 1),
+                    **_batch_norm_shapes(f"{name}.downsample.1", 4 * width),
+                }
+            inputs = 4 * width
+    return shapes
+
+
+# SPIN's ``model``, name -> shape: the ResNet-50 backbone and the regressor head.
+SPIN_SHAPES = {**_resnet50_shapes(), **SPIN_HEAD_SHAPES}
 
 
 def check_generator_keys(gen_state: dict, source: str | Path) -> None:

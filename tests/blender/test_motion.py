@@ -191,6 +191,19 @@ def test_motion_past_blenders_timeline_or_memory_is_refused_before_anything_is_b
     assert len(bpy.data.objects) == objects
 
 
+def test_an_amass_file_longer_than_an_import_takes_is_refused_by_its_reader(
+    empty_scene, reference_dir, body_model, monkeypatch
+):
+    """The import's limit reaches the AMASS reader, which refuses before converting the file's frames."""
+    from vibe_blender import importer
+
+    monkeypatch.setattr(importer, "MAX_PERSON_FRAMES", 3)  # the reference clip has 4 frames
+    objects = len(bpy.data.objects)
+    with pytest.raises(VibeError, match="'amass.npz' holds 4 frames of motion, more than the 3 an import takes"):
+        import_motion_file(reference_dir / "amass.npz", body_model, ImportOptions())
+    assert len(bpy.data.objects) == objects
+
+
 def _data_block_counts() -> dict:
     kinds = ("objects", "meshes", "shape_keys", "armatures", "actions", "cameras", "collections", "movieclips")
     return {kind: len(getattr(bpy.data, kind)) for kind in kinds}

@@ -266,6 +266,68 @@ def test_npz_memory_bombs_are_refused_before_allocating(tmp_path, valid_arrays, 
     assert "bomb.npz" in outcome.message and outcome.peak_mb < 300, (outcome.message, outcome.peak_mb)
 
 
+def _narrow_zeros(target: str, descr: str, shape: tuple) -> Member:
+    """A member of zeros of a narrow dtype (bool, uint8, float16), deflated: 48 MB stored in 50 kB."""
+    header = npy(header=repr({"descr": descr, "fortran_order": False, "shape": shape}), data=b"")
+    data = header + bytes(int(np.prod(shape)) * np.dtype(descr).itemsize)
+    return Member(f"{target}.npy", deflated(data), method=8, file_size=len(data), crc=zlib.crc32(data))
+
+
+WIDE_FRAMES = (48 << 20) // 132  # float16 poses of 66 values: 381 300 frames, past an import's 300 000
+NARROW = {  # reader -> (member, its narrow zeros, the keywords the caller passes, what the refusal says)
+    "result": (
+        "track_1/frame_ids",
+        ("|u1", (48 << 20,)),
+        {},
+        "track 1: 'pose' has shape (3, 72), expected (50331648, 72)",
+    ),
+    "amass": (
+        "poses",
+        ("<f2", (WIDE_FRAMES, 66)),
+        {"max_frames": 300_000},
+        f"holds {WIDE_FRAMES:,} frames of motion, more than the 300,000 an import takes",
+    ),
+    "body model": (
+        "shapedirs",
+        ("|b1", (48 << 20,)),
+        {},
+        "'shapedirs' has shape (50331648,), expected (6890, 3, >=10)",
+    ),
+}
+
+
+@pytest.mark.parametrize("reader", list(NARROW))
+def test_narrow_arrays_are_refused_by_their_shapes_before_they_are_converted(tmp_path, valid_arrays, reader):
+    """Converted to float64 or int64 first, 48 MB of stored bool, uint8 or float16 took 4 to 8 times as
+    much (5 GB and more from a 13 MB file) before a shape was compared."""
+    sandboxed, _, _ = READERS[reader]
+    target, (descr, shape), keywords, words = NARROW[reader]
+    arrays = dict(valid_arrays[reader])
+    if reader == "amass":  # trans follows poses' frames
+        arrays["trans"] = np.zeros((WIDE_FRAMES, 3), np.float16)
+    path = tmp_path / "narrow.npz"
+    path.write_bytes(spoiled(arrays, target, _narrow_zeros(target, descr, shape)))
+    baseline = read_in_sandbox(sandboxed, tmp_path / "absent.npz", memory_mb=1024)
+    outcome = read_in_sandbox(sandboxed, path, memory_mb=1024, keywords=keywords)
+    assert outcome.refused and words in outcome.message, outcome
+    # the 48 MB as decompressed and as its array, nothing converted
+    assert outcome.peak_mb < baseline.peak_mb + 2 * 48 + 40, (outcome.peak_mb, baseline.peak_mb)
+
+
+def test_an_amass_file_converts_only_the_pose_columns_it_reads(tmp_path, valid_arrays):
+    """1000 frames of 25 000 float16 values (48 MB): all of them were converted to float64 (192 MB),
+    where the first 66 are all an import reads."""
+    sandboxed = READERS["amass"][0]
+    arrays = {**valid_arrays["amass"], "trans": np.zeros((1000, 3))}
+    path = tmp_path / "wide.npz"
+    path.write_bytes(spoiled(arrays, "poses", _narrow_zeros("poses", "<f2", (1000, 24 << 10))))
+    baseline = read_in_sandbox(sandboxed, tmp_path / "absent.npz", memory_mb=1024)
+    outcome = read_in_sandbox(sandboxed, path, memory_mb=1024)
+    assert outcome.message == "returned", outcome
+    # as decompressed, as its array, and |values| checked in float16 (the largest temporary)
+    assert outcome.peak_mb < baseline.peak_mb + 3 * 48 + 40, (outcome.peak_mb, baseline.peak_mb)
+
+
 def test_motion_file_dispatch_reads_names_only(tmp_path, valid_arrays):
     """read_motion_file looks at member names; a bomb in an AMASS file is still refused by the reader."""
     path = tmp_path / "walk.npz"

@@ -32,6 +32,7 @@ from hostile_files import (
     TUPLE1,
     TUPLE2,
     TUPLE3,
+    compressed_reuse,
     dtype_ops,
     get,
     glob,
@@ -144,6 +145,31 @@ def test_decompression_is_capped(tmp_path, kind):
     path = write(tmp_path, _bomb_stream(kind))
     outcome = assert_refused(OFFICIAL, path, "expands past", memory_mb=1024)
     assert outcome.peak_mb < 400, outcome.peak_mb
+
+
+def test_a_compressed_pickle_builds_within_the_budget_of_the_file_on_disk(tmp_path):
+    """Decompressing took the budget of the 8 kB file, and the unpickler got a new one of the 8 MB it
+    decompressed to (50 times that): 40 copies, 320 MB, were built (3.1 GB from a 61 kB file)."""
+    path = write(tmp_path, compressed_reuse(8, 40))
+    assert path.stat().st_size < 64 << 10
+    outcome = assert_refused(OFFICIAL, path, "bytes a file of this size may produce", memory_mb=1024)
+    assert outcome.peak_mb < 200, outcome
+
+
+def test_narrow_smpl_arrays_are_refused_by_their_shapes_before_they_are_converted(tmp_path):
+    """Four uint8 arrays of 12 MB, copies of one memoized string: each was converted to float64 or int64
+    (384 MB; 7.4 GB from a 200 MB file) before a shape was compared."""
+    shared = 12 << 20
+    u1 = dtype_ops("u1", (3, "|", None, None, None, -1, -1, 0))
+    narrow = {
+        key: reconstructed_array(u1, (shared,), b"", raw_ops=get(7000))
+        for key in ("weights", "shapedirs", "posedirs", "f")
+    }
+    path = write(tmp_path, program(value(bytes(shared)) + put(7000) + POP + smpl_dict(**narrow)))
+    baseline = read_in_sandbox(SMPL, tmp_path / "absent.pkl", memory_mb=1024)
+    outcome = assert_refused(SMPL, path, "'lbs_weights' has shape (12582912,), expected (4, 24)", memory_mb=1024)
+    # the file, its string, that string encoded and the four arrays: 7 x 12 MB, nothing converted
+    assert outcome.peak_mb < baseline.peak_mb + 7 * 12 + 40, (outcome.peak_mb, baseline.peak_mb)
 
 
 @pytest.mark.parametrize(

@@ -140,6 +140,14 @@ def test_amass_own_frame_rate_wins_over_the_import_option(tmp_path):
     assert read_motion_file(tmp_path / "a.npz", fps=30.0).fps == 60.0
 
 
+def test_amass_motion_longer_than_the_caller_takes_is_refused_by_the_reader(tmp_path):
+    """The import's limit was applied only to what the reader returned, after it converted every frame."""
+    np.savez(tmp_path / "a.npz", poses=np.zeros((4, 72)), trans=np.zeros((4, 3)), mocap_framerate=np.array(30.0))
+    with pytest.raises(VibeError, match="'a.npz' holds 4 frames of motion, more than the 3 an import takes"):
+        read_motion_file(tmp_path / "a.npz", max_frames=3)
+    assert read_motion_file(tmp_path / "a.npz", max_frames=4).frame_count == 4
+
+
 def test_translations_kilometres_away_are_refused(tmp_path):
     trans = np.zeros((3, 3))
     trans[1, 2] = 2e4  # 20 km: float32 keys would still hold it, but no capture does

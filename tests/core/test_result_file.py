@@ -144,6 +144,25 @@ def test_frame_ids_that_are_not_a_list_are_reported(tmp_path, frame_ids):
         load_result(path)
 
 
+@pytest.mark.parametrize("key", ["format", "video_name", "model_name", "meta_keys", "meta_values"])
+def test_text_stored_as_bytes_is_refused_by_name(tmp_path, key):
+    """save_result writes text as numpy's unicode; bytes were read back as "np.bytes_(b'clip.mp4')" (a
+    name that no longer matched its video) and meta values as bytes."""
+    path = tmp_path / "r.npz"
+    save_result(path, make_result())
+    with np.load(path) as z:
+        arrays = dict(z)
+    arrays[key] = arrays[key].astype("S")
+    np.savez(path, **arrays)
+    words = (
+        "but not a VIBE Mocap result"
+        if key == "format"
+        else f"'{key}' holds bytes \\(\\|S\\d+\\) where a result stores"
+    )
+    with pytest.raises(VibeError, match=words):
+        load_result(path)
+
+
 def test_the_longest_tracks_are_kept_in_id_order_ties_to_the_earlier():
     frames = {9: 5, 3: 7, 4: 5, 1: 2}
     assert longest_track_ids(frames, 4) == ([1, 3, 4, 9], [])

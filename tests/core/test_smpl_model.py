@@ -13,6 +13,8 @@ import pytest
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.smpl_model import (
+    MAX_FACES,
+    MAX_SHAPE_COMPONENTS,
     MAX_SMPL_PKL_BYTES,
     MAX_VERTICES,
     PARENTS,
@@ -146,8 +148,9 @@ from hostile_files import (  # noqa: E402
 )
 
 
-def _csr(shape: tuple[int, int]) -> bytes:
-    """A one-entry scipy csr_matrix of ``shape`` (a few hundred bytes whatever the shape)."""
+def _csr(shape: tuple[int, int], entries: int = 1) -> bytes:
+    """A scipy csr_matrix of ``shape`` whose ``entries`` are all in its first cell (one entry: a few
+    hundred bytes whatever the shape)."""
     i8 = dtype_ops("i8", (3, "<", None, None, None, -1, -1, 0))
     return (
         glob("scipy.sparse.csr", "csr_matrix")
@@ -158,11 +161,11 @@ def _csr(shape: tuple[int, int]) -> bytes:
         + value("_shape")
         + value(shape)
         + value("data")
-        + reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (1,), np.ones(1).tobytes())
+        + reconstructed_array(dtype_ops("f8", PLAIN_F8_STATE), (entries,), np.ones(entries).tobytes())
         + value("indices")
-        + reconstructed_array(i8, (1,), np.zeros(1, "<i8").tobytes())
+        + reconstructed_array(i8, (entries,), np.zeros(entries, "<i8").tobytes())
         + value("indptr")
-        + reconstructed_array(i8, (shape[0] + 1,), np.r_[0, np.ones(shape[0], "<i8")].astype("<i8").tobytes())
+        + reconstructed_array(i8, (shape[0] + 1,), np.r_[0, np.full(shape[0], entries)].astype("<i8").tobytes())
         + SETITEMS
         + BUILD
     )
@@ -228,6 +231,34 @@ def test_the_small_hostile_model_builder_makes_a_valid_model(tmp_path):
     path = tmp_path / "m.pkl"
     path.write_bytes(program(smpl_dict(J_regressor=_csr((24, 4)))))
     assert load_smpl_pkl(path).J_regressor.shape == (24, 4)
+
+
+@pytest.mark.parametrize(
+    "key, array, words",
+    [
+        (
+            "shapedirs",
+            np.zeros((4, 3, MAX_SHAPE_COMPONENTS + 1), np.float32),
+            f"'shapedirs' has {MAX_SHAPE_COMPONENTS + 1} shape components, more than any body model's",
+        ),
+        ("f", np.zeros((MAX_FACES + 1, 3), np.uint8), f"'faces' has shape ({MAX_FACES + 1}, 3), not (F, 3) with 1.."),
+    ],
+)
+def test_more_shape_components_or_faces_than_any_body_model_has_are_refused(tmp_path, key, array, words):
+    """Only V was bounded: these sizes were not, and both are converted to 8-byte numbers."""
+    path = tmp_path / "m.pkl"
+    path.write_bytes(program(smpl_dict(**{key: value(array)})))
+    with pytest.raises(VibeError, match=re.escape(words)):
+        load_smpl_pkl(path)
+
+
+def test_a_sparse_regressor_with_more_entries_than_cells_is_refused(tmp_path):
+    """Its indices are copied to int64 (8 times a stored uint8's bytes) only once their number is
+    bounded by the cells: 97 entries of a 24 x 4 matrix were all written to its first cell."""
+    path = tmp_path / "m.pkl"
+    path.write_bytes(program(smpl_dict(J_regressor=_csr((24, 4), entries=24 * 4 + 1))))
+    with pytest.raises(VibeError, match="the sparse 'J_regressor' has inconsistent indices"):
+        load_smpl_pkl(path)
 
 
 def _bad_parents(model):

@@ -4,6 +4,7 @@ import io
 import pickletools
 import re
 import shutil
+import warnings
 import zipfile
 
 import numpy as np
@@ -22,6 +23,7 @@ from hostile_files import (
     get,
     make_not_regular,
     put,
+    read_in_sandbox,
     run_probe,
 )
 from hostile_files import value as ops_of
@@ -224,6 +226,119 @@ def test_wrong_shapes_are_named(synthetic_bundle, tmp_path):
     torch.save(ckpt, tmp_path / "v.pth.tar")
     with pytest.raises(VibeError, match=r"wrong shape.*encoder.linear.weight \(2048, 512\)"):
         load_model(synthetic_bundle, vibe_checkpoint=tmp_path / "v.pth.tar")
+
+
+LOADER = "vibe_server.checkpoints"
+
+
+def test_a_view_of_a_huge_shape_over_one_stored_value_is_refused_before_its_values_are_converted(tmp_path):
+    """1.7 KB: one float16 zero expanded to 32768 x 32768. Its values were checked as float32 first, 4 GiB
+    (and 23 GB, OOM-killed, at 65536 x 65536); the sandbox's 3 GB would have failed that allocation."""
+    path = tmp_path / "spin_model_checkpoint.pth.tar"
+    torch.save({"model": {"conv1.weight": torch.zeros(1, dtype=torch.float16).expand(32768, 32768)}}, path)
+    assert path.stat().st_size < 4096
+    baseline = read_in_sandbox(f"{LOADER}:load_spin_checkpoint", tmp_path / "absent", memory_mb=3072)
+    outcome = read_in_sandbox(f"{LOADER}:load_spin_checkpoint", path, memory_mb=3072)
+    assert outcome.refused and "holds tensors of 2147483648 bytes in all, more than the file's" in outcome.message, (
+        outcome
+    )
+    assert outcome.peak_mb < baseline.peak_mb + 100, (outcome.peak_mb, baseline.peak_mb)
+
+
+@pytest.mark.parametrize(
+    "weights, words",
+    [
+        (
+            lambda: torch.empty(2**40, device="meta"),
+            "holds a tensor on the 'meta' device (shapes without values) under 'encoder.linear.bias'",
+        ),
+        (
+            lambda: torch.sparse_coo_tensor(torch.zeros(2, 1, dtype=torch.long), torch.ones(1), size=(64, 64)),
+            "holds a sparse_coo tensor under 'encoder.linear.bias'",
+        ),
+        (
+            lambda: torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]),
+            "holds a nested tensor under 'encoder.linear.bias'",
+        ),
+        (  # small enough for the file's size in all, but 100 values over 4 stored bytes
+            lambda: torch.zeros(1).expand(100),
+            "holds under 'encoder.linear.bias' a tensor of shape (100,) over only 4 stored bytes",
+        ),
+    ],
+    ids=["meta", "sparse", "nested", "expanded"],
+)
+def test_a_tensor_that_is_no_plain_one_of_stored_values_is_refused_in_words(tmp_path, weights, words):
+    """torch.load rebuilds these from a few bytes; checking their values raised torch's own errors
+    (Tensor.item() cannot be called on meta tensors, aten::ne.Scalar for the SparseCPU backend)."""
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    with warnings.catch_warnings():  # torch's notes on prototype layouts
+        warnings.simplefilter("ignore")
+        torch.save({"gen_state_dict": {"encoder.linear.bias": weights(), "padding": torch.zeros(1000)}}, path)
+    with pytest.raises(VibeError, match=re.escape(words)) as err:
+        checkpoints.load_vibe_checkpoint(path)
+    assert "never writes for a model's weights" in str(err.value) and "Download it again" in str(err.value)
+
+
+def test_many_views_of_one_storage_are_refused_by_their_bytes_in_all(tmp_path):
+    """Each view fits its storage, which the file holds once: checking them all costs time the file
+    never paid for (a million views would)."""
+    path = tmp_path / "vibe_model_wo_3dpw.pth.tar"
+    shared = torch.zeros(1000)
+    torch.save({"gen_state_dict": {f"w{i}": shared for i in range(100)}}, path)
+    with pytest.raises(VibeError, match=r"holds tensors of 400000 bytes in all, more than the file's \d+"):
+        checkpoints.load_vibe_checkpoint(path)
+
+
+def test_spins_shape_table_is_the_backbones_and_the_regressor_heads():
+    with torch.device("meta"):
+        backbone = {name: tuple(value.shape) for name, value in ResNet50Features().state_dict().items()}
+    assert checkpoints.SPIN_SHAPES == {**backbone, **checkpoints.SPIN_HEAD_SHAPES}
+
+
+def test_shapes_are_compared_before_values_are_checked(tmp_path):
+    """A tensor of another shape under an official name is named as such (its values are not converted)."""
+    path = tmp_path / "spin_model_checkpoint.pth.tar"
+    torch.save({"model": {"module.conv1.weight": torch.full((5,), float("nan"))}}, path)
+    words = "its 'model' has 1 with the wrong shape (e.g. conv1.weight (5,) != (64, 3, 7, 7)) keys: it is not the SPIN"
+    with pytest.raises(VibeError, match=re.escape(words)):
+        checkpoints.load_spin_checkpoint(path)
+
+
+def _legacy_storage_of_another_size(path):
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(77777)}}, buffer, _use_new_zipfile_serialization=False)
+    size = b"J" + (77777).to_bytes(4, "little")  # BININT: the storage's element count, recorded first
+    path.write_bytes(buffer.getvalue().replace(size, b"J" + (77778).to_bytes(4, "little"), 1))
+
+
+def _view_past_its_storage(path):
+    """Two of eight stored values, the view's size rewritten to 4 (storage offset 6, size (2,))."""
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.zeros(8)[6:]}}, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data.pkl"):
+                data = data.replace(b"K\x06K\x02\x85", b"K\x06K\x04\x85")
+            target.writestr(info.filename, data)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (_legacy_storage_of_another_size, "a tensor storage whose recorded size is not the number of bytes it holds"),
+        (_view_past_its_storage, "a tensor that reaches past the bytes stored for it"),
+    ],
+    ids=["legacy storage size", "view past its storage"],
+)
+def test_tensors_that_do_not_fit_their_stored_bytes_are_said_in_words(tmp_path, make, words):
+    """torch's message came with its format string unfilled ("expected %ld got %ld311108311112"), or
+    spoke of storage that is not resizable."""
+    path = tmp_path / "spin_model_checkpoint.pth.tar"
+    make(path)
+    with pytest.raises(VibeError, match=f"is damaged or not a PyTorch checkpoint \\({words}\\)") as err:
+        checkpoints.load_spin_checkpoint(path)
+    assert "%ld" not in str(err.value) and "resizable" not in str(err.value)
 
 
 def test_text_file_and_missing_file(synthetic_bundle, tmp_path):
@@ -633,7 +748,7 @@ def test_a_spin_head_of_the_wrong_shape_is_refused_by_data_check_and_training(sy
     ckpt = torch.load(synthetic_bundle / "spin_model_checkpoint.pth.tar", map_location="cpu", weights_only=False)
     ckpt["model"]["fc1.weight"] = torch.zeros(1024, 2048)
     torch.save(ckpt, data / "spin_model_checkpoint.pth.tar")
-    words = "regressor head has 1 with the wrong shape (e.g. fc1.weight (1024, 2048) != (1024, 2205)) keys"
+    words = "1 with the wrong shape (e.g. fc1.weight (1024, 2048) != (1024, 2205)) keys"
     status = bundle.check_file("spin_model_checkpoint.pth.tar", data / "spin_model_checkpoint.pth.tar")
     assert status.status == "invalid" and words in status.detail
     with pytest.raises(VibeError, match=re.escape(words)):

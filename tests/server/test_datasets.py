@@ -8,6 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from hostile_files import compressed_reuse, read_in_sandbox
 
 from vibe_blender.core.errors import VibeError
 from vibe_server.train import datasets
@@ -257,6 +258,16 @@ def test_database_files_never_run_code(tmp_path, func):
     with pytest.raises(VibeError, match=r"amass_db\.pt. is not a training database .* \(refusing to load"):
         datasets.load_db(path)
     assert not marker.exists()
+
+
+def test_a_compressed_database_builds_within_the_budget_of_the_file_on_disk(tmp_path):
+    """The unpickler had a new budget, 50 times the 8 MB the 8 kB file decompressed to: 320 MB built."""
+    path = tmp_path / "amass_db.pt"
+    path.write_bytes(compressed_reuse(8, 40))
+    outcome = read_in_sandbox("vibe_server.train.datasets:load_db", path, memory_mb=3072)
+    baseline = read_in_sandbox("vibe_server.train.datasets:load_db", tmp_path / "absent.pt", memory_mb=3072)
+    assert outcome.refused and "bytes a file of this size may produce" in outcome.message, outcome
+    assert outcome.peak_mb < baseline.peak_mb + 120, (outcome.peak_mb, baseline.peak_mb)
 
 
 def test_real_layouts_are_read_without_joblib(db_dir, tmp_path, monkeypatch):

@@ -298,7 +298,9 @@ def test_weights_that_claim_more_than_the_file_holds_are_refused(tmp_path):
     weights = MPoser(hidden_size=16, latent_size=8).state_dict()
     weights["encoder_gru.weight_ih_l0"] = torch.zeros(1).expand(3 * 100_000, 69)  # one number, a huge shape
     torch.save({"model": weights, "config": {"hidden_size": 16, "latent_size": 8}}, path)
-    with pytest.raises(VibeError, match=r"its weights claim \d+ bytes, more than the file's \d+ \(an altered file\)"):
+    with pytest.raises(
+        VibeError, match=r"its 'model' holds tensors of \d+ bytes in all, more than the file's \d+ \(an altered file\)"
+    ):
         load_mposer(path)
     weights["encoder_gru.weight_ih_l0"] = torch.zeros(48, 70)  # one input too many
     torch.save({"model": weights}, path)
@@ -308,6 +310,17 @@ def test_weights_that_claim_more_than_the_file_holds_are_refused(tmp_path):
     weights["encoder_gru.weight_ih_l0"] = torch.full((48, 69), float("nan"))
     torch.save({"model": weights}, path)
     with pytest.raises(VibeError, match="some of its weights are not finite numbers"):
+        load_mposer(path)
+
+
+def test_weights_without_values_are_refused_in_words(tmp_path):
+    """A meta tensor (a shape, no values) of the right shape: checking its values raised torch's
+    'Tensor.item() cannot be called on meta tensors'."""
+    path = tmp_path / "mposer.pth.tar"
+    weights = MPoser(hidden_size=16, latent_size=8).state_dict()
+    weights["encoder_gru.weight_ih_l0"] = torch.empty(48, 69, device="meta")
+    torch.save({"model": weights}, path)
+    with pytest.raises(VibeError, match=r"its 'model' holds a tensor on the 'meta' device \(shapes without values\)"):
         load_mposer(path)
 
 

@@ -12,9 +12,10 @@ Conventions (also in docs/server.md, "Result file conventions"):
   SMPL(pose, betas) + trans_cam_m, with a pinhole camera of ``focal_length_px`` at the image centre.
 - ``frame_ids`` index the video's frames (0-based); a track may skip frames (gaps stay gaps).
 
-Reading (:func:`load_result`) goes through :mod:`.safe_npz` (bounded sizes, plain dtypes only) and
-refuses values no capture produces: motion arrays that are not floating-point (a bool pose would
-animate as 0/1 rad) or frame ids that are not integers, NaN or infinite numbers, joint rotations
+Reading (:func:`load_result`) goes through :mod:`.safe_npz` (bounded sizes, plain dtypes only),
+checks each track's shapes before converting its frame ids, and refuses values no capture produces:
+text stored as bytes rather than numpy's unicode, motion arrays that are not floating-point (a bool
+pose would animate as 0/1 rad) or frame ids that are not integers, NaN or infinite numbers, joint rotations
 beyond ±1000 rad, translations beyond ±10 km, betas beyond ±10 (Blender's shape-key range), frame ids
 outside 0..10 000 000, frame counts beyond 2^31 - 1, frame rates outside 0.01..32767, focal lengths
 outside 1..10^6 px, image sides outside 1..65 536 px.
@@ -134,27 +135,8 @@ class Track:
     trans_cam_m: np.ndarray  # (T, 3) SMPL transl in the camera frame, metres
 
     def __post_init__(self):
-        T = len(self.frame_ids)
-        expected = {
-            "pose": (T, 72),
-            "betas": (T, 10),
-            "betas_track": (10,),
-            "pred_cam": (T, 3),
-            "orig_cam": (T, 4),
-            "bboxes": (T, 4),
-            "trans_cam_m": (T, 3),
-        }
-        for name, shape in expected.items():
-            if np.shape(getattr(self, name)) != shape:
-                raise VibeError(
-                    f"track {self.track_id}: '{name}' has shape {np.shape(getattr(self, name))}, "
-                    f"expected {shape}; the result file is damaged."
-                )
-        if np.ndim(self.joints3d) != 3 or np.shape(self.joints3d)[0] != T:
-            raise VibeError(
-                f"track {self.track_id}: 'joints3d' has shape {np.shape(self.joints3d)}, expected ({T}, J, 3)."
-            )
-        if T and np.any(np.diff(self.frame_ids) <= 0):
+        check_track_shapes(self.track_id, {name: getattr(self, name) for name in _TRACK_ARRAYS})
+        if len(self.frame_ids) and np.any(np.diff(self.frame_ids) <= 0):
             raise VibeError(f"track {self.track_id}: frame ids are not increasing; the result file is damaged.")
 
     @property
@@ -164,6 +146,30 @@ class Track:
 
 _TRACK_ARRAYS = [f.name for f in fields(Track) if f.name != "track_id"]
 _INT_ARRAYS = {"frame_ids"}
+
+
+def check_track_shapes(track_id: int, arrays: dict) -> None:
+    """VibeError unless a track's arrays (name -> array) have T rows each, T = len(frame_ids), and their
+    widths. A reader checks them on the arrays as stored, before converting any: as int64, a stored
+    uint8 array takes 8 times its bytes."""
+    T = len(arrays["frame_ids"])
+    expected = {
+        "pose": (T, 72),
+        "betas": (T, 10),
+        "betas_track": (10,),
+        "pred_cam": (T, 3),
+        "orig_cam": (T, 4),
+        "bboxes": (T, 4),
+        "trans_cam_m": (T, 3),
+    }
+    for name, shape in expected.items():
+        if np.shape(arrays[name]) != shape:
+            raise VibeError(
+                f"track {track_id}: '{name}' has shape {np.shape(arrays[name])}, expected {shape}; "
+                "the result file is damaged."
+            )
+    if np.ndim(arrays["joints3d"]) != 3 or np.shape(arrays["joints3d"])[0] != T:
+        raise VibeError(f"track {track_id}: 'joints3d' has shape {np.shape(arrays['joints3d'])}, expected ({T}, J, 3).")
 
 
 @dataclass
@@ -222,9 +228,22 @@ def save_result(path_or_file, result: MocapResult) -> None:
 
 def _text(z: dict, key: str, label: str) -> str:
     value = z[key]
-    if value.shape != () or value.dtype.kind not in "US":
+    _check_text_kind(value, key, label)
+    if value.shape != ():
         raise VibeError(f"{label}: '{key}' is not a text field; the file is damaged.")
     return str(value)
+
+
+def _check_text_kind(array: np.ndarray, key: str, label: str) -> None:
+    """VibeError unless ``array`` holds text as save_result writes it (numpy's unicode, kind 'U'): bytes
+    (kind 'S') would read back as "b'...'", and no longer match a video's name."""
+    if array.dtype.kind == "S":
+        raise VibeError(
+            f"{label}: '{key}' holds bytes ({array.dtype}) where a result stores text; the file was written "
+            "by another program or altered."
+        )
+    if array.dtype.kind != "U":
+        raise VibeError(f"{label}: '{key}' is not a text field; the file is damaged.")
 
 
 def _number(z: dict, key: str, label: str, low: float, high: float) -> float:
@@ -243,6 +262,7 @@ def _track(z: dict, track_id: int, label: str) -> Track:
         {k: arrays[k] for k in shape_keys},
         **{n: a for n, a in arrays.items() if n != "frame_ids" and n not in shape_keys},
     )
+    check_track_shapes(track_id, arrays)  # before the int64 copy: 8 times the bytes of stored uint8 ids
     arrays["frame_ids"] = arrays["frame_ids"].astype(np.int64)
     return Track(track_id=track_id, **arrays)
 
@@ -253,7 +273,7 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
     label = str(path_or_file) if isinstance(path_or_file, (str, Path)) else "the result file"
     z = read_npz(path_or_file, label=label, hint=hint)
     try:
-        if "format" not in z or z["format"].dtype.kind not in "US" or str(z["format"]) != FORMAT_NAME:
+        if "format" not in z or z["format"].dtype.kind != "U" or str(z["format"]) != FORMAT_NAME:
             raise VibeError(
                 f"{label} is an .npz file but not a VIBE Mocap result (its 'format' is not {FORMAT_NAME!r}); "
                 "the file is damaged or was written by another program."
@@ -274,13 +294,10 @@ def load_result(path_or_file, *, hint: str = "Choose a VIBE Mocap result (.npz) 
                 "the file is damaged."
             )
         meta_keys, meta_values = z["meta_keys"], z["meta_values"]
-        if (
-            meta_keys.ndim != 1
-            or meta_keys.shape != meta_values.shape
-            or meta_keys.dtype.kind not in "US"
-            or meta_values.dtype.kind not in "US"
-        ):
+        if meta_keys.ndim != 1 or meta_keys.shape != meta_values.shape:
             raise VibeError(f"{label}: 'meta_keys'/'meta_values' are not two lists of texts; the file is damaged.")
+        _check_text_kind(meta_keys, "meta_keys", label)
+        _check_text_kind(meta_values, "meta_values", label)
         if len(meta_keys) > MAX_META_ENTRIES:
             raise VibeError(
                 f"{label} has {len(meta_keys):,} notes in its meta, more than the {MAX_META_ENTRIES:,} a result "

@@ -11,8 +11,9 @@ it) then crashes Python. Here no file-controlled state ever reaches numpy:
   byte order is used, and records, sub-arrays and metadata are refused;
 - arrays are built with ``np.frombuffer`` from bytes whose length must equal shape × itemsize;
 - what the stand-ins build (arrays, ``_codecs.encode`` bytes, sets) is charged to a
-  :class:`bounded_arrays.ByteBudget` of the stream's length: one memoized value reused (BINGET) by
-  many builds is a full copy each time, so a 1 MiB file cannot grow to hundreds of MiB;
+  :class:`bounded_arrays.ByteBudget` of the stream's length (of a compressed file, the one budget of
+  the file on disk, which its decompression was charged to first): one memoized value reused (BINGET)
+  by many builds is a full copy each time, so a 1 MiB file cannot grow to hundreds of MiB;
 - BUILD (``__setstate__``) and NEWOBJ apply only to the stand-ins; REDUCE calls only allow-listed
   functions; dict keys and set items must be plain scalars (hashing a nested tuple costs time
   exponential in its depth);
@@ -309,11 +310,13 @@ class RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler: ever
     OUTPUT_TYPES: ClassVar[tuple] = ()
     what = "this file"
 
-    def __init__(self, file):
-        """file: a seekable binary stream; what it holds from its position on is the byte budget's size."""
+    def __init__(self, file, budget: ByteBudget | None = None):
+        """file: a seekable binary stream. budget: what the stand-ins may build in all; by default that of
+        what the stream holds from its position on. A stream decompressed from a file is no measure: its
+        reader passes the file's own budget, which the decompressed bytes were charged to first."""
         within = ReadsWithin(file)
         super().__init__(within, encoding="latin1")
-        self.budget = ByteBudget(within.size)  # what the stand-ins may build in all
+        self.budget = ByteBudget(within.size) if budget is None else budget
         self._file_size = within.size
         self.opcodes = 0
         self.finished: dict[int, tuple] = {}  # id(stand-in) -> (stand-in, what it became)

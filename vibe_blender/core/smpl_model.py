@@ -31,6 +31,8 @@ NUM_POSE_BASIS = 9 * (NUM_JOINTS - 1)  # 207: one 3x3 rotation per joint but the
 # finite numbers beyond these would only overflow Blender's float32 mesh and shape keys.
 VALUE_LIMITS = {"v_template": 10.0, "shapedirs": 1.0, "posedirs": 1.0, "J_regressor": 2.0, "lbs_weights": 2.0}
 MAX_VERTICES = 100_000  # SMPL has 6890, SMPL-X 10475: more is no body model (and bounds the dense J_regressor)
+MAX_FACES = 4 * MAX_VERTICES  # a closed triangle mesh has about 2 a vertex (SMPL 13776 for 6890)
+MAX_SHAPE_COMPONENTS = 512  # SMPL 1.1 has 300, SMPL-X 400 (300 shape and 100 expression)
 # The most an SMPL .pkl may hold: the official files are tens of MB. The file is read whole before it
 # is unpickled, so a larger one is refused unread (a sparse file of gigabytes would fill the memory).
 MAX_SMPL_PKL_BYTES = 256 << 20
@@ -111,41 +113,17 @@ class BodyModel:
         )
 
     def validate(self, source: str = "body model") -> None:
-        """Raise VibeError naming ``source`` unless the arrays are SMPL's: 24 joints with SMPL's parents,
-        (V, 3, 207) pose correctives, at most MAX_VERTICES vertices, faces indexing them."""
+        """Raise VibeError naming ``source`` unless the arrays are SMPL's: the shapes
+        :func:`check_body_model_shapes` checks, faces indexing the vertices, SMPL's joint parents, and
+        values within :data:`VALUE_LIMITS`."""
+        check_body_model_shapes({f.name: getattr(self, f.name) for f in fields(self)}, source)
         V = self.num_vertices
-        J = NUM_JOINTS
-        expected = {
-            "v_template": (V, 3),
-            "lbs_weights": (V, J),
-            "J_regressor": (J, V),
-            "parents": (J,),
-            "posedirs": (V, 3, NUM_POSE_BASIS),
-        }
-        for name, shape in expected.items():
-            if getattr(self, name).shape != shape:
-                raise VibeError(
-                    f"{source}: '{name}' has shape {getattr(self, name).shape}, expected {shape}; "
-                    "the file is not an SMPL model (reinstall the model data with 'vibe-mocap data install')."
-                )
-        if V > MAX_VERTICES:
-            raise VibeError(f"{source}: {V} vertices, more than any body model ({MAX_VERTICES}); the file is damaged.")
-        if (
-            self.faces.ndim != 2
-            or self.faces.shape[1] != 3
-            or self.faces.size == 0
-            or self.faces.max() >= V
-            or self.faces.min() < 0
-        ):
+        if self.faces.max() >= V or self.faces.min() < 0:
             raise VibeError(f"{source}: 'faces' is not a (F, 3) array of vertex indices below {V}.")
         if not np.array_equal(self.parents, PARENTS):
             raise VibeError(
                 f"{source}: the joint parents {self.parents.tolist()} are not SMPL's {PARENTS.tolist()}; "
                 "the file is not an SMPL model."
-            )
-        if self.shapedirs.ndim != 3 or self.shapedirs.shape[:2] != (V, 3) or self.shapedirs.shape[2] < NUM_BETAS:
-            raise VibeError(
-                f"{source}: 'shapedirs' has shape {self.shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS})."
             )
         for name, limit in VALUE_LIMITS.items():  # finite numbers far off a body overflow Blender's float32
             array = getattr(self, name)
@@ -154,6 +132,47 @@ class BodyModel:
                     f"{source}: '{name}' holds a value of {float(np.max(np.abs(array))):.3g}, beyond the ±{limit:g} "
                     "any body model has; the file is damaged (reinstall the model data with 'vibe-mocap data install')."
                 )
+
+
+def check_body_model_shapes(arrays: dict[str, np.ndarray], source: str) -> None:
+    """VibeError naming ``source`` unless ``arrays`` (named as :class:`BodyModel`'s fields) have SMPL's
+    shapes: V vertices (1..MAX_VERTICES), 24 joints, (V, 3, 207) pose correctives, (V, 3, B) shape
+    components with 10 <= B <= MAX_SHAPE_COMPONENTS, (F, 3) faces with 1 <= F <= MAX_FACES. The readers
+    check them on the arrays as stored, before converting them: as float64, a bool or uint8 array
+    takes 8 times its bytes."""
+    template = arrays["v_template"]
+    V = int(template.shape[0]) if template.ndim else 0
+    J = NUM_JOINTS
+    expected = {
+        "v_template": (V, 3),
+        "lbs_weights": (V, J),
+        "J_regressor": (J, V),
+        "parents": (J,),
+        "posedirs": (V, 3, NUM_POSE_BASIS),
+    }
+    for name, shape in expected.items():
+        if arrays[name].shape != shape:
+            raise VibeError(
+                f"{source}: '{name}' has shape {arrays[name].shape}, expected {shape}; "
+                "the file is not an SMPL model (reinstall the model data with 'vibe-mocap data install')."
+            )
+    if not 0 < V <= MAX_VERTICES:
+        raise VibeError(
+            f"{source}: {V} vertices, outside the 1..{MAX_VERTICES} of any body model; the file is damaged."
+        )
+    faces = arrays["faces"]
+    if faces.ndim != 2 or faces.shape[1] != 3 or not 0 < len(faces) <= MAX_FACES:
+        raise VibeError(
+            f"{source}: 'faces' has shape {faces.shape}, not (F, 3) with 1..{MAX_FACES} faces; the file is damaged."
+        )
+    shapedirs = arrays["shapedirs"]
+    if shapedirs.ndim != 3 or shapedirs.shape[:2] != (V, 3) or shapedirs.shape[2] < NUM_BETAS:
+        raise VibeError(f"{source}: 'shapedirs' has shape {shapedirs.shape}, expected ({V}, 3, >={NUM_BETAS}).")
+    if shapedirs.shape[2] > MAX_SHAPE_COMPONENTS:
+        raise VibeError(
+            f"{source}: 'shapedirs' has {shapedirs.shape[2]} shape components, more than any body model's "
+            f"{MAX_SHAPE_COMPONENTS}; the file is damaged."
+        )
 
 
 class _Struct:
@@ -191,16 +210,18 @@ class _SparseMatrix(StandIn):
             _as_array(d.get(k), f"{key}.{k}", source).reshape(-1) for k in ("data", "indices", "indptr")
         )
         inner, outer = expected_shape if self.layout == "csc" else expected_shape[::-1]
+        inconsistent = f"{source}: the sparse '{key}' has inconsistent indices; the file is damaged."
+        # lengths before the int64 copies (8 times a stored uint8's bytes): at most one entry a cell
+        if len(indptr) != outer + 1 or len(indices) != len(data) or len(data) > inner * outer:
+            raise VibeError(inconsistent)
         indices, indptr = indices.astype(np.int64), indptr.astype(np.int64)
         if (
-            len(indptr) != outer + 1
-            or len(indices) != len(data)
-            or indptr[0] != 0
+            indptr[0] != 0
             or indptr[-1] != len(data)
             or np.any(np.diff(indptr) < 0)
             or (len(indices) and (indices.min() < 0 or indices.max() >= inner))
         ):
-            raise VibeError(f"{source}: the sparse '{key}' has inconsistent indices; the file is damaged.")
+            raise VibeError(inconsistent)
         dense = np.zeros((inner, outer), dtype=np.float64)
         dense[indices, np.repeat(np.arange(outer), np.diff(indptr))] = data
         return dense if self.layout == "csc" else dense.T
@@ -299,19 +320,27 @@ def load_smpl_pkl(path: str | Path) -> BodyModel:
         if isinstance(regressor, _SparseMatrix)
         else _as_array(regressor, "J_regressor", source)
     )
-    parents = a["kintree_table"][0].astype(np.int64)
-    parents[0] = -1
-    model = BodyModel(
-        v_template=a["v_template"].astype(np.float64),
-        faces=a["f"].astype(np.int64),
-        lbs_weights=a["weights"].astype(np.float64),
-        shapedirs=a["shapedirs"].astype(np.float64),
-        posedirs=a["posedirs"].astype(np.float64),
-        J_regressor=a["J_regressor"].astype(np.float64),
-        parents=parents,
-    )
+    stored = {
+        "v_template": a["v_template"],
+        "faces": a["f"],
+        "lbs_weights": a["weights"],
+        "shapedirs": a["shapedirs"],
+        "posedirs": a["posedirs"],
+        "J_regressor": a["J_regressor"],
+        "parents": a["kintree_table"][0],
+    }
+    check_body_model_shapes(stored, source)
+    model = _converted(stored)
+    model.parents[0] = -1
     model.validate(source)
     return model
+
+
+def _converted(arrays: dict[str, np.ndarray]) -> BodyModel:
+    """Arrays of a body model's shapes -> a BodyModel of int64 indices and float64 values (new arrays)."""
+    return BodyModel(
+        **{name: a.astype(np.int64 if name in ("faces", "parents") else np.float64) for name, a in arrays.items()}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,8 +382,7 @@ def load_body_model(path_or_file) -> BodyModel:
     if missing:
         raise VibeError(f"{label} lacks {', '.join(missing)}; download it again from the server.")
     arrays = {f.name: _as_array(z[f.name], f.name, label) for f in fields(BodyModel)}
-    model = BodyModel(
-        **{name: a.astype(np.int64 if name in ("faces", "parents") else np.float64) for name, a in arrays.items()}
-    )
+    check_body_model_shapes(arrays, label)
+    model = _converted(arrays)
     model.validate(label)
     return model

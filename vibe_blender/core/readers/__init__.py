@@ -20,9 +20,10 @@ from .official_pkl import read_official_pkl
 SUPPORTED = "a VIBE Mocap result (.npz), an official VIBE vibe_output.pkl or an AMASS-style .npz"
 
 
-def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet:
+def read_motion_file(path: str | Path, *, fps: float | None = None, max_frames: int | None = None) -> MotionSet:
     """Any supported motion file -> MotionSet. fps: frame rate when the file stores none (official pkl,
-    AMASS without mocap_framerate)."""
+    AMASS without mocap_framerate). max_frames: the most frames of one person the caller takes, which
+    an AMASS file (one person) is refused past before its arrays are converted."""
     path = Path(path)
     with open_user_file(path, "the motion file", f"Choose {SUPPORTED}.") as file:
         is_zip = path.suffix.lower() != ".pkl" and zipfile.is_zipfile(file)
@@ -34,7 +35,7 @@ def read_motion_file(path: str | Path, *, fps: float | None = None) -> MotionSet
     if "format" in names:
         return from_result(load_result(path))
     if "poses" in names:
-        return read_amass_npz(path, fps=fps)
+        return read_amass_npz(path, fps=fps, max_frames=max_frames)
     raise VibeError(
         f"'{path.name}' is an .npz file but neither a VIBE Mocap result nor AMASS motion "
         f"(it holds {', '.join(sorted(names)[:8])}); choose {SUPPORTED}."

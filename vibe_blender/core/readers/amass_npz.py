@@ -20,9 +20,10 @@ from ..skeleton import ZUP_TO_BLENDER
 _NAMES = ("poses", "trans", "betas", "mocap_framerate", "mocap_frame_rate")
 
 
-def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
+def read_amass_npz(path: str | Path, *, fps: float | None = None, max_frames: int | None = None) -> MotionSet:
     """AMASS-style .npz -> MotionSet with one track (root in the Z-up world). fps: the frame rate
-    when the file stores none (its own wins).
+    when the file stores none (its own wins). max_frames: the most frames the caller takes (an import's
+    limit), refused before the stored arrays are converted (float64 is 4 times a stored float16).
 
     Read through :mod:`..safe_npz` (bounded sizes, plain numbers only); values are checked like a
     result file's (floating-point, finite, rotations within ±1000 rad, translations within ±10 km, betas
@@ -45,15 +46,21 @@ def read_amass_npz(path: str | Path, *, fps: float | None = None) -> MotionSet:
             f"'{path.name}': poses {poses.shape} and trans {trans.shape} are not AMASS motion "
             "(expected (T, 72 or more) and (T, 3))."
         )
+    if max_frames is not None and len(poses) > max_frames:
+        raise VibeError(
+            f"'{path.name}' holds {len(poses):,} frames of motion, more than the {max_frames:,} an import takes; "
+            "import a shorter capture."
+        )
     stored_betas = arrays.get("betas", np.zeros(10)).reshape(-1)[:10]
     frame_ids = np.arange(len(poses), dtype=np.int64)
     # kinds, finiteness and bounds checked on the stored arrays, before any conversion
     check_motion_values(f"'{path.name}'", frame_ids, {"betas": stored_betas}, poses=poses, trans=trans)
-    poses, trans = poses.astype(np.float64), trans.astype(np.float64)
     betas = np.zeros(10)
     betas[: len(stored_betas)] = stored_betas
+    body = 72 if poses.shape[1] == 72 else 66  # SMPL's hands when the file holds SMPL's 24 joints
     pose = np.zeros((len(poses), 72))
-    pose[:, : 72 if poses.shape[1] == 72 else 66] = poses[:, : 72 if poses.shape[1] == 72 else 66]
+    pose[:, :body] = poses[:, :body]  # converted as copied: only the columns used, never the whole array
+    trans = trans.astype(np.float64)
     stored = arrays.get("mocap_framerate", arrays.get("mocap_frame_rate"))
     has_rate = stored is not None and stored.size == 1
     if has_rate and stored.dtype.kind not in "iuf":  # a bool would read as 1 fps

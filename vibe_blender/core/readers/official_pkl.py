@@ -6,9 +6,10 @@ array is replaced by a ``NumpyArrayWrapper`` (shape, dtype, order) whose raw byt
 opcode directly in the file (after one padding-length byte and padding, when the wrapper records an
 alignment). The reader below is a restricted pickle reader: it lets through plain containers,
 numpy dtypes/arrays and that wrapper, and refuses every other class, so a hostile file cannot run
-code. zlib/gzip/bz2/lzma-compressed joblib files (decompressed up to
-:func:`..bounded_arrays.byte_budget`) and plain pickles are read too. An uncompressed file is read
-straight from disk, each array into its own memory once, so its size is limited by what it holds.
+code. zlib/gzip/bz2/lzma-compressed joblib files and plain pickles are read too: a compressed file's
+decompressed bytes and the arrays built from them share one :func:`..bounded_arrays.byte_budget` of
+the file's size. An uncompressed file is read straight from disk, each array into its own memory once,
+so its size is limited by what it holds.
 
 The official result has no translation and no video size. Both are recovered here:
 - video size: ``orig_cam = [sx, sy, tx, ty]`` with ``sx = s · h_box / W`` and ``sy = s · h_box / H``
@@ -27,9 +28,9 @@ from typing import BinaryIO, ClassVar
 import numpy as np
 
 from ..bounded_arrays import (
+    ByteBudget,
     TooLargeError,
     array_from_stream,
-    byte_budget,
     checked_shape,
     decompress_bounded,
     is_compressed,
@@ -89,8 +90,8 @@ class JoblibUnpickler(RestrictedUnpickler):
     }
     what = "a VIBE result"
 
-    def __init__(self, file):
-        super().__init__(file)
+    def __init__(self, file, budget: ByteBudget | None = None):
+        super().__init__(file, budget)
         self.array_source = file  # joblib writes each array's bytes right after its BUILD
 
 
@@ -105,13 +106,14 @@ def load_joblib_pickle(
     (``unpickler``: a JoblibUnpickler that allows a little more); else one VibeError saying the file
     is not ``expected``, and ``hint``.
 
-    Compressed files are decompressed up to :func:`bounded_arrays.byte_budget` of the file size;
-    uncompressed ones are read from the open file. A device, FIFO or socket is refused unread.
+    Compressed files are decompressed and unpickled within one :func:`bounded_arrays.byte_budget` of
+    the file size; uncompressed ones are read from the open file. A device, FIFO or socket is refused
+    unread.
     """
     path = Path(path)
     with open_user_file(path, "the file", "Put the real file at that path.") as file:
         try:
-            return unpickler(_pickle_stream(file)).load()
+            return unpickler(*_pickle_stream(file)).load()
         except TooLargeError as err:
             raise VibeError(f"'{path.name}' was not read: {err}.") from err
         except MemoryError as err:
@@ -124,15 +126,19 @@ def load_joblib_pickle(
             raise VibeError(f"'{path.name}' is not {expected} ({describe_failure(err)}). {hint}") from err
 
 
-def _pickle_stream(file: BinaryIO) -> BinaryIO:
-    """The open file itself when it is a plain pickle (arrays are read from it as they come), else its
-    decompressed content in memory."""
+def _pickle_stream(file: BinaryIO) -> tuple[BinaryIO, ByteBudget | None]:
+    """(the open file itself, None) when it is a plain pickle (arrays are read from it as they come, within
+    the budget of its size), else (its decompressed content in memory, the budget of the file's size
+    that decompressing it took from: what is left of it is what unpickling may build)."""
     compressed = is_compressed(file.read(6))
     file.seek(0)
     if not compressed:
-        return file
+        return file, None
     raw = file.read()
-    return io.BytesIO(decompress_bounded(raw, byte_budget(len(raw))))
+    budget = ByteBudget(len(raw))
+    data = decompress_bounded(raw, budget.limit)
+    budget.take(len(data), "the decompressed data")
+    return io.BytesIO(data), budget
 
 
 PERSON_ID_CHARS = 40  # of a person id, shown in object names and messages

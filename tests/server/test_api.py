@@ -107,12 +107,13 @@ def leftover_files(settings):
 # -- the happy path -----------------------------------------------------------------------------
 
 
-def test_health(client):
+def test_health(client, settings):
     r = client.get(f"{API}/health")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["api_version"] == 1 and body["model"] == "tiny test model"
     assert body["device"] == "cpu" and body["queue_length"] == 0 and body["torch"]
+    assert body["probe_timeout_s"] == settings.probe_timeout_s  # how long a client waits for POST /jobs
 
 
 def test_upload_job_runs_to_a_result_file(client, settings):

@@ -54,6 +54,7 @@ CREATE_JOB_BODY = {
     }
 }
 OPENAPI_BODY_MODELS = (JobUpload, LocalJobRequest)
+CLIENT_LEFT = 499  # the status of an answer nobody reads (the client closed the connection first)
 
 
 def parse_params(text: str | None) -> JobParams:
@@ -97,6 +98,15 @@ async def probe_video(slot: ProbeSlot, engine, path: Path, label: str, timeout_s
             "container that states no frame count is decoded whole to count them). Remux it to mp4 "
             "(ffmpeg -i VIDEO -c copy clip.mp4), or start the server with a larger --probe-timeout-s.",
         ) from err
+
+
+async def _unless_client_left(request: Request, job_id: str | None = None) -> None:
+    """HTTPException when the client closed its connection while the server worked (it gave up
+    waiting for a slow probe): its answer would go nowhere, so no job may be left behind that nobody
+    follows. Raised inside ``_new_job``, the job made so far is discarded."""
+    if await request.is_disconnected():
+        log.info("job %s discarded: its client left before the answer", job_id or "(not made yet)")
+        raise HTTPException(CLIENT_LEFT, "The client closed the connection before its job was created.")
 
 
 def _admission_refused(err: VibeError) -> HTTPException:
@@ -176,6 +186,7 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
             )
             params = parse_params(upload.params_json)
             await probe_video(probe_slot, engine, upload.video_path, upload.filename, settings.probe_timeout_s)
+            await _unless_client_left(request, job_id)
             job = await run_off_loop(
                 partial(
                     jobs.submit,
@@ -187,6 +198,7 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
                 ),
                 timeout_s=settings.probe_timeout_s,
             )
+            await _unless_client_left(request, job_id)
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
@@ -216,6 +228,7 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
             f"'{label}' is not a readable video file on this machine; check the path, or upload the file instead.",
             headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
         ) from err
+    await _unless_client_left(request)
     async with _new_job(jobs, settings) as (job_id, _):
         job = await run_off_loop(
             partial(
@@ -228,6 +241,7 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
             ),
             timeout_s=settings.probe_timeout_s,
         )
+        await _unless_client_left(request, job_id)
     return JobCreated(job_id=job.job_id, status=job.status)
 
 

@@ -166,6 +166,22 @@ def test_official_pkl_download_is_read_by_joblib(client):
     assert data[1]["verts"].shape == (60, 6890, 3) and data[1]["joints2d_img_coord"].shape == (60, 49, 2)
 
 
+def test_only_the_newest_pkls_are_kept_and_an_older_one_is_made_again(client, settings, monkeypatch):
+    """A .pkl is about 90 times the size of its result (1.7 GB for a long clip): one kept for every
+    finished job could fill the disk."""
+    from vibe_server.api import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "KEPT_PKLS", 1)
+    first, second = (wait(client, upload(client).json()["job_id"])["job_id"] for _ in range(2))
+    pkl = {job_id: settings.jobs_dir / job_id / "vibe_output.pkl" for job_id in (first, second)}
+    sent = client.get(f"{API}/jobs/{first}/result.pkl").content
+    assert pkl[first].is_file()
+    assert client.get(f"{API}/jobs/{second}/result.pkl").status_code == 200
+    assert pkl[second].is_file() and not pkl[first].exists()
+    assert client.get(f"{API}/jobs/{first}/result.pkl").content == sent  # made again from the result
+    assert pkl[first].is_file() and not pkl[second].exists()
+
+
 def test_result_is_409_until_done_and_404_for_unknown_jobs(settings, make_engine):
     slow = make_engine(delay_s=0.05)
     with client_for(settings, slow) as client:

@@ -122,8 +122,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--keep-finished-jobs",
         type=int,
         default=defaults.keep_finished_jobs,
-        help="at most this many finished jobs are kept, the oldest deleted first; each is kept at least "
-        "an hour (default %(default)s)",
+        help="at most this many finished jobs are kept, the oldest deleted first; the newest 16 are each kept "
+        "at least an hour (default %(default)s)",
     )
     p.add_argument(
         "--stop-on-stdin-close",

@@ -388,3 +388,4 @@ def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
         with contextlib.suppress(OSError):  # a deletion under way left the folder for this file
             path.parent.rmdir()
         raise _result_gone(job_id)
+    jobs.remove_old_pkls()

@@ -1631,6 +1631,31 @@ def test_a_malformed_stream_url_is_a_400_naming_it(client, source):
     assert_detail(client.post(f"{API}/live", json={"source": source}), 400, f"'{source}'", "not a valid URL")
 
 
+def test_a_live_file_that_is_missing_unreadable_or_no_video_gets_the_one_answer_of_a_jobs_path(
+    settings, make_engine, tmp_path
+):
+    """As POST /jobs with a local path: a client learns nothing about files it could not read itself."""
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "folder.mp4").mkdir()
+    with client_for(settings, make_engine(real_video=True)) as client:
+        for name in ("missing.mp4", "notes.txt", "folder.mp4"):
+            path = str(tmp_path / name)
+            for route, body in (("live", {"source": path}), ("jobs", {"video_path": path})):
+                assert_detail(
+                    client.post(f"{API}/{route}", json=body),
+                    415,
+                    f"'{path}' is not a readable video file on this machine; check the path",
+                )
+
+
+def test_a_long_live_source_is_shortened_in_its_refusal(client, tmp_path):
+    path = str(tmp_path / ("x" * 250 + ".mp4"))
+    for source in (path, "tcp://127.0.0.1:5000?" + "x" * 300):
+        r = client.post(f"{API}/live", json={"source": source})
+        assert r.status_code in (400, 415) and f"'{source[:200]}...'" in r.json()["detail"]
+        assert source not in r.json()["detail"]
+
+
 def test_an_unexpected_error_is_a_json_500_naming_no_class_or_path_and_logged(client, monkeypatch, caplog):
     """Every error is {"detail": ...}, also one no route expected; the log keeps the traceback."""
     monkeypatch.setattr(client.app.state.jobs, "list", lambda: raise_(RuntimeError("/srv/secret/jobs broke")))

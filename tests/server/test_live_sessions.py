@@ -209,7 +209,7 @@ def test_only_a_running_session_makes_a_start_a_conflict(client, camera, monkeyp
     monkeypatch.setattr(api_live, "open_live_source", open_live_source)  # the real one: the file is missing
     missing = str(tmp_path / "already running.mp4")
     answer = client.post("/api/v1/live", json={"source": missing})
-    assert answer.status_code == 400 and "already running.mp4" in answer.json()["detail"]
+    assert answer.status_code == 415 and "already running.mp4" in answer.json()["detail"]
 
 
 def test_a_start_once_the_servers_stop_began_is_a_503_that_says_so(client, camera):

@@ -42,6 +42,11 @@ class LiveSessionRunning(VibeError):
     """A live session was asked to start while another one runs (one at a time)."""
 
 
+class LiveSourceUnopened(VibeError):
+    """The session's source did not open (missing, unreadable, not a video, a camera or stream that
+    does not answer); the message says why (a client naming a file gets one answer for all: the route)."""
+
+
 @dataclass
 class Subscriber:
     queue: asyncio.Queue
@@ -147,7 +152,10 @@ class LiveManager:
                 )
             for run in self.runs.values():  # a stopped session may still be releasing its camera
                 run.wait_until_released()
-            source = open_live_source(source_spec, lossless=lossless)
+            try:
+                source = open_live_source(source_spec, lossless=lossless)
+            except (VibeError, OSError, ValueError) as err:  # (OSError, ValueError: a path the OS refuses)
+                raise LiveSourceUnopened(str(err)) from err
             try:
                 session = LiveSession(self.engine, options, width=source.info.width, height=source.info.height)
             except BaseException:  # e.g. the YOLO weights are missing: the camera is free again at once

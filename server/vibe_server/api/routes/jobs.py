@@ -28,6 +28,7 @@ from ..file_download import open_download
 from ..job_store import upload_path
 from ..jobs import JobManager, JobsFull, UploadSpaceFull
 from ..json_body import MAX_SHOWN_CHARS, load_json_object, read_json_model, shown, validation_sentence
+from ..local_video import unreadable_local_video
 from ..schemas import Job, JobCreated, JobList, JobParams, JobUpload, LocalJobRequest
 from ..settings import Settings
 from ..upload import disk_full, receive_video_upload
@@ -223,10 +224,8 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
         # one answer whether the file is missing, unreadable or not a video: a client learns nothing
         # about files it could not read itself
         log.info("local path refused: %s", err)
-        raise HTTPException(
-            415,
-            f"'{label}' is not a readable video file on this machine; check the path, or upload the file instead.",
-            headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
+        raise unreadable_local_video(
+            label, "check the path, or upload the file instead", headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE}
         ) from err
     await _unless_client_left(request)
     async with _new_job(jobs, settings) as (job_id, _):

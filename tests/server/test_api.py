@@ -362,6 +362,31 @@ def test_missing_model_data_keeps_serving_with_a_reason(settings):
         assert client.get(f"{API}/jobs").json() == {"jobs": []}
 
 
+def test_the_reason_a_model_did_not_load_names_no_folder_of_the_server(settings, tmp_path, caplog):
+    """Every client reads it, remote ones too on a --host 0.0.0.0 server; the server's log keeps the path."""
+    settings.data_dir = tmp_path / "model data"
+
+    def no_data(_settings):
+        raise VibeError(f"Model data missing: {settings.data_dir / 'SMPL_NEUTRAL.pkl'}. Run 'vibe-mocap data install'.")
+
+    with caplog.at_level(logging.ERROR, logger="vibe_server.api"):
+        with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE, headers=AUTH) as client:
+            for answer in (upload(client), client.get(f"{API}/body_model")):
+                assert_detail(answer, 503, "Model data missing: the server's model data folder/SMPL_NEUTRAL.pkl")
+                assert str(tmp_path) not in answer.text
+    assert str(settings.data_dir) in caplog.text
+
+
+def test_a_damaged_smpl_file_is_a_503_naming_no_folder_of_the_server(settings, engine, tmp_path):
+    engine.data_dir = tmp_path / "model data"
+    engine.data_dir.mkdir()
+    (engine.data_dir / "SMPL_NEUTRAL.pkl").write_bytes(b"not a pickle")
+    with client_for(settings, engine) as client:
+        answer = client.get(f"{API}/body_model")
+    assert_detail(answer, 503, "the server's model data folder")
+    assert str(tmp_path) not in answer.text
+
+
 def test_a_server_without_model_data_still_applies_the_retention_limits(settings, engine, monkeypatch):
     """No model, so no job worker: finished jobs past --keep-finished-days still expire while it runs."""
     from vibe_server.api import jobs as jobs_module
@@ -1654,6 +1679,29 @@ def test_a_long_live_source_is_shortened_in_its_refusal(client, tmp_path):
         r = client.post(f"{API}/live", json={"source": source})
         assert r.status_code in (400, 415) and f"'{source[:200]}...'" in r.json()["detail"]
         assert source not in r.json()["detail"]
+
+
+def test_a_warning_about_the_model_data_names_no_folder_of_the_server(settings, engine, tmp_path):
+    """Without yolov3.weights 'auto' falls back to HOG, and the job's warning says where it is missing."""
+    engine.data_dir = tmp_path / "model data"
+    engine.data_dir.mkdir()
+    with client_for(settings, engine) as client:
+        job = wait(client, upload(client).json()["job_id"])
+    [warning] = job["warnings"]
+    assert "yolov3.weights is not in the model data (the server's model data folder)" in warning
+    assert str(tmp_path) not in warning
+
+
+@pytest.mark.parametrize("path", ["/jobs/", "/live/"])
+def test_an_unknown_id_comes_back_shortened_with_what_to_do(client, path):
+    unknown = "f" * 5000
+    answer = client.get(f"{API}{path}{unknown}")
+    assert_detail(answer, 404, f"'{'f' * 200}...'", "POST /api/v1/live" if "live" in path else "GET /api/v1/jobs")
+    assert len(answer.text) < 500
+
+
+def test_a_method_a_route_does_not_take_is_a_sentence_saying_what_to_do(client):
+    assert_detail(client.put(f"{API}/health"), 405, f"'{API}/health' does not take PUT", "docs/server.md")
 
 
 def test_an_unexpected_error_is_a_json_500_naming_no_class_or_path_and_logged(client, monkeypatch, caplog):

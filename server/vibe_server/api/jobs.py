@@ -42,6 +42,7 @@ from ..pipeline.devices import is_out_of_memory, out_of_memory_error
 from ..pipeline.options import RunOptions
 from ..pipeline.progress import JobCancelled
 from . import job_store
+from .client_text import without_data_folder
 from .job_store import (
     DISK_FULL_MESSAGE,
     FINAL_STATES,
@@ -121,6 +122,7 @@ class JobManager:
         self.jobs_dir = job_store.prepare_jobs_dir(jobs_dir)
         self.cancel_unfinished = cancel_unfinished  # queued jobs found at start are cancelled, not run
         self.engines = list(engines)
+        self._data_dirs = {engine.data_dir for engine in self.engines if getattr(engine, "data_dir", None)}
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
         self.keep_finished_s, self.keep_finished_jobs = keep_finished_s, keep_finished_jobs
         self._lock = threading.Lock()  # the state below; held for memory only, never for the disk
@@ -546,12 +548,15 @@ class JobManager:
         return self.client_text(text, record.job.job_id, record.job.video_name if record.uploaded else None)
 
     def client_text(self, text: str, job_id: str, upload_name: str | None = None) -> str:
-        """``text`` without the job store's paths: a job's upload becomes ``upload_name``, its folder
-        'the job folder', the store 'the job store'."""
+        """``text`` without the server's paths: a job's upload becomes ``upload_name``, its folder
+        'the job folder', the store 'the job store', the model data folder words too."""
         folder = self.folder(job_id)
         if upload_name is not None:
             text = text.replace(str(job_store.upload_path(folder)), upload_name)
-        return text.replace(str(folder), "the job folder").replace(str(self.jobs_dir), "the job store")
+        text = text.replace(str(folder), "the job folder").replace(str(self.jobs_dir), "the job store")
+        for data_dir in self._data_dirs:
+            text = without_data_folder(text, data_dir)
+        return text
 
     # -- retention -----------------------------------------------------------------------------
     def _tidy(self) -> None:

@@ -21,6 +21,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.server_stop import LIVE_SESSION_STOP_S, SOURCE_RELEASE_S
 
 from ..pipeline.live_source import open_live_source
+from .client_text import without_data_folder
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine
@@ -32,6 +33,9 @@ MAX_SUBSCRIBERS = 8
 # A session nobody watches stops by itself after this long (a client that lost its connection, or
 # never connected, leaves no camera running and no session blocking the next start).
 UNWATCHED_STOP_S = 30.0
+INTERNAL_ERROR_MESSAGE = (
+    "The live session failed on an internal error of the server; see the server log, and report it if it repeats."
+)
 
 
 class LiveServerStopping(VibeError):
@@ -132,6 +136,10 @@ class LiveManager:
         self._lock = threading.Lock()
         self._closed = False  # the server is stopping (stop_all)
 
+    def client_text(self, text: str) -> str:
+        """``text`` for the clients: the model data folder in words (``client_text.py``)."""
+        return without_data_folder(text, getattr(self.engine, "data_dir", None))
+
     def active(self) -> LiveRun | None:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
 
@@ -161,7 +169,11 @@ class LiveManager:
             except BaseException:  # e.g. the YOLO weights are missing: the camera is free again at once
                 source.discard()
                 raise
-            run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name, warnings=session.warnings)
+            run = LiveRun(
+                live_id=secrets.token_hex(8),
+                source_name=source.info.name,
+                warnings=[self.client_text(warning) for warning in session.warnings],
+            )
             self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
             self.runs[run.live_id] = run
         run.thread = threading.Thread(
@@ -216,10 +228,10 @@ class LiveManager:
                 run.stats = stats.to_json()
                 run.status = "stopped" if run.stop_event.is_set() else "ended"
             except VibeError as err:
-                run.status, run.error = "failed", str(err)
-            except Exception as err:  # never let the worker die silently
+                run.status, run.error = "failed", self.client_text(str(err))
+            except Exception:  # never let the worker die silently (its text may name the server's files)
                 log.exception("live session %s failed", run.live_id)
-                run.status, run.error = "failed", f"The live session failed: {err}"
+                run.status, run.error = "failed", INTERNAL_ERROR_MESSAGE
             run.finished.set()  # final before the source is released: a stalled camera read can take seconds
             run.publish({"type": "end", "status": run.status, "error": run.error, "stats": run.stats})
         finally:

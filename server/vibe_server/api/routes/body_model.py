@@ -27,6 +27,7 @@ from vibe_blender.core.model_data import FINGERPRINT_PATTERN
 from vibe_blender.core.smpl_model import BODY_MODEL_VERSION, BodyModel, load_smpl_pkl, save_body_model
 
 from ...output_files import atomic_write_bytes
+from ..client_text import without_data_folder
 from ..deps import PROTECTED, get_engine
 
 log = logging.getLogger("vibe_server.api")
@@ -61,7 +62,8 @@ def _smpl_model(engine) -> BodyModel:
     try:
         return load_smpl_pkl(smpl)
     except VibeError as err:
-        raise HTTPException(503, str(err)) from err
+        log.warning("%s", err)  # (the client's answer names no folder of the server)
+        raise HTTPException(503, without_data_folder(str(err), engine.data_dir)) from err
 
 
 def served_fingerprint(engine: object, noted: Path | None = None) -> str | None:

@@ -249,10 +249,14 @@ def list_jobs(jobs: JobsDep) -> JobList:
     return JobList(jobs=jobs.list())
 
 
+def _no_job(job_id: str) -> HTTPException:
+    return HTTPException(404, f"There is no job '{shown(job_id)}'; list the jobs with GET /api/v1/jobs.")
+
+
 def _job_or_404(jobs, job_id: str) -> Job:
     job = jobs.get(job_id)
     if job is None:
-        raise HTTPException(404, f"There is no job '{job_id}'; list the jobs with GET /api/v1/jobs.")
+        raise _no_job(job_id)
     return job
 
 
@@ -265,7 +269,7 @@ def get_job(job_id: str, jobs: JobsDep) -> Job:
 def delete_job(job_id: str, jobs: JobsDep) -> Job:
     job = jobs.delete(job_id)
     if job is None:
-        raise HTTPException(404, f"There is no job '{job_id}'; list the jobs with GET /api/v1/jobs.")
+        raise _no_job(job_id)
     return job
 
 

@@ -47,7 +47,7 @@ def live_manager(app: FastAPI, engine: object) -> LiveManager:
 def find_run(manager: LiveManager | None, live_id: str) -> LiveRun:
     run = manager.runs.get(live_id) if manager is not None else None
     if run is None:
-        raise HTTPException(404, f"There is no live session '{live_id}'.")
+        raise HTTPException(404, f"There is no live session '{shown(live_id)}'; start one with POST /api/v1/live.")
     return run
 
 
@@ -65,7 +65,7 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
     try:
         kind, target = parse_source(body.source)
     except VibeError as err:
-        raise _refused(400, err, body.source) from None
+        raise _refused(400, str(err), body.source) from None
     if for_local_clients_only(kind, target) and not client_is_loopback(request):
         raise HTTPException(
             403,
@@ -93,16 +93,16 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
         if kind == "file":  # as a job's local path: one answer, whatever is wrong with the file
             log.info("live source refused: %s", err)
             raise unreadable_local_video(shown(str(target)), "check the path") from None
-        raise _refused(400, err, body.source) from None
-    except VibeError as err:
-        raise _refused(400, err, body.source) from None
+        raise _refused(400, str(err), body.source) from None
+    except VibeError as err:  # e.g. the detector's weights are missing
+        raise _refused(400, manager.client_text(str(err)), body.source) from None
     return run.public()
 
 
-def _refused(status: int, err: VibeError, source: str) -> HTTPException:
-    """``err`` for the client, naming its ``source`` shortened (``shown``): it may be 64 KiB long."""
+def _refused(status: int, message: str, source: str) -> HTTPException:
+    """``message`` for the client, naming its ``source`` shortened (``shown``): it may be 4 KiB long."""
     spec = source.strip()
-    return HTTPException(status, str(err).replace(spec, shown(spec)) if spec else str(err))
+    return HTTPException(status, message.replace(spec, shown(spec)) if spec else message)
 
 
 @router.get("/{live_id}", response_model=LiveStatus, dependencies=PROTECTED)

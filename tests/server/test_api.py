@@ -3,6 +3,7 @@ upload limits, local paths, Host/token/Origin checks, cancel, restart, failure i
 video reader where FFmpeg's behaviour is the point (containers, truncation)."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import http.client
@@ -839,6 +840,29 @@ def test_body_model_download(settings, make_engine, tmp_path):
     with client_for(settings, engine) as client:
         assert_detail(client.get(f"{API}/body_model"), 503, "data install")
         assert client.get(f"{API}/health").json()["body_model"] is None
+
+
+def test_first_requests_for_the_body_model_at_once_build_it_once(settings, make_engine, tmp_path, monkeypatch):
+    """Each used to load the SMPL file and build the npz in a thread of its own."""
+    from vibe_server.api.routes import body_model as route
+
+    engine = make_engine()
+    engine.data_dir = tmp_path / "smpl"
+    write_smpl_files(engine.data_dir)
+    builds = []
+
+    def slow_npz(*args):
+        builds.append(args)
+        time.sleep(0.5)  # long enough for every request to arrive meanwhile
+        return real_npz(*args)
+
+    real_npz = route._npz
+    monkeypatch.setattr(route, "_npz", slow_npz)
+    with live_server(settings, engine) as base:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: httpx.get(f"{base}/body_model", headers=AUTH, timeout=30), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6 and len({a.content for a in answers}) == 1
+    assert len(builds) == 1
 
 
 def test_the_body_model_fingerprint_follows_the_model_not_the_start(settings, make_engine, tmp_path):

@@ -89,6 +89,7 @@ async def lifespan(app: FastAPI):
     state.body_model_fingerprint = await asyncio.to_thread(
         body_model.served_fingerprint, state.engine, Path(state.settings.jobs_dir) / FINGERPRINT_NOTE
     )
+    state.body_model_build = asyncio.Lock()  # (made on the loop that serves)
     # finished results stay reachable even without a model; only a loaded model gets workers
     settings = state.settings
     state.jobs = JobManager(

@@ -87,7 +87,8 @@ class FakeVibeServer:
     content_type (of the result download), prove=False (/health answers no proof, as servers before
     the proof did). port: where it listens (0: a free port). model: the model /health names;
     body_model_fingerprint: /health's "body_model" ("auto": a hash of the body model's bytes; None: no
-    such field, as servers before it; anything else is sent as it is)."""
+    such field, as servers before it; anything else is sent as it is). probe_timeout_s: /health's
+    time limit for checking a video (None: no such field, as servers before it; sent as it is)."""
 
     def __init__(
         self,
@@ -113,6 +114,7 @@ class FakeVibeServer:
         body_model_fingerprint: object = "auto",
         submit_delay_s: float = 0.0,
         unanswered_polls: int = 0,
+        probe_timeout_s: object = 60.0,
     ):
         self.result_bytes = Path(result_path).read_bytes()
         self.body_model_bytes = Path(body_model_path).read_bytes()
@@ -127,6 +129,7 @@ class FakeVibeServer:
         if body_model_fingerprint == "auto":  # opaque to the add-on: any text naming these bytes will do
             body_model_fingerprint = "sha256:" + hashlib.sha256(self.body_model_bytes).hexdigest()
         self.body_model_fingerprint = body_model_fingerprint
+        self.probe_timeout_s = probe_timeout_s
         self.jobs: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
@@ -247,9 +250,11 @@ class FakeVibeServer:
                     proof = {}
                     if challenge and server.prove:
                         proof["proof"] = server_proof(server.token, challenge[0], self.server.server_address[1])
-                    fingerprint = {}
+                    optional = {}  # fields a server of an older version leaves out
                     if server.body_model_fingerprint is not None:
-                        fingerprint["body_model"] = server.body_model_fingerprint
+                        optional["body_model"] = server.body_model_fingerprint
+                    if server.probe_timeout_s is not None:
+                        optional["probe_timeout_s"] = server.probe_timeout_s
                     return self._send(
                         200,
                         {
@@ -261,7 +266,7 @@ class FakeVibeServer:
                             "torch": "2.13.0",
                             "queue_length": 0,
                             **proof,
-                            **fingerprint,
+                            **optional,
                         },
                     )
                 if server.redirect_to:

@@ -296,6 +296,32 @@ def test_a_cancel_while_the_server_checks_the_video_still_cancels_its_job(server
         assert ("DELETE", f"/api/v1/jobs/{server_job['job_id']}") in server.requests
 
 
+@pytest.mark.parametrize("upload", [False, True], ids=["local path", "upload"])
+def test_a_server_that_checks_the_video_longer_than_the_timeout_gets_its_job(server_files, upload):
+    """POST /jobs answers once the video is checked, within the probe_timeout_s /health states: the
+    answer is awaited that long, beyond the client's own timeout_s (a slow check is no lost server)."""
+    with _fake(server_files, submit_delay_s=2.0, probe_timeout_s=5.0) as server:
+        client = ServerClient(server.url, TOKEN, timeout_s=0.4)  # a whole answer: 1.2 s otherwise
+        created = (client.submit_upload if upload else client.submit_local)(server_files[2])
+        assert [created["job_id"]] == list(server.jobs)
+
+
+@pytest.mark.parametrize("stated", ["60", -1.0, True, [60]])
+def test_a_time_limit_for_checking_videos_that_is_no_number_of_seconds_is_refused(server_files, stated):
+    with _fake(server_files, probe_timeout_s=stated) as server:
+        with pytest.raises(VibeError, match="time limit for checking a video that is not a number of seconds"):
+            ServerClient(server.url, TOKEN).submit_local(server_files[2])
+        assert not server.jobs  # refused before the request went out
+
+
+def test_the_wait_for_a_servers_check_of_the_video_is_capped(server_files, monkeypatch):
+    monkeypatch.setattr(client_module, "MAX_PROBE_WAIT_S", 0.5)
+    with _fake(server_files, submit_delay_s=4.0, probe_timeout_s=1e9) as server:
+        client = ServerClient(server.url, TOKEN, timeout_s=0.4)
+        err, took = _timed(lambda: client.submit_local(server_files[2]))
+    assert isinstance(err, VibeError) and 0.8 < took < 3.0, (err, took)
+
+
 def test_a_server_out_of_reach_for_a_moment_does_not_lose_the_job(server_files, tmp_path, monkeypatch):
     monkeypatch.setattr(capture, "POLL_RETRY_WAIT_S", 0.01)
     with _fake(server_files, unanswered_polls=3) as server:

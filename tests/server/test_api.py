@@ -3,6 +3,7 @@ upload limits, local paths, Host/token/Origin checks, cancel, restart, failure i
 video reader where FFmpeg's behaviour is the point (containers, truncation)."""
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import http.client
@@ -107,12 +108,13 @@ def leftover_files(settings):
 # -- the happy path -----------------------------------------------------------------------------
 
 
-def test_health(client):
+def test_health(client, settings):
     r = client.get(f"{API}/health")
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["api_version"] == 1 and body["model"] == "tiny test model"
     assert body["device"] == "cpu" and body["queue_length"] == 0 and body["torch"]
+    assert body["probe_timeout_s"] == settings.probe_timeout_s  # how long a client waits for POST /jobs
 
 
 def test_upload_job_runs_to_a_result_file(client, settings):
@@ -163,6 +165,22 @@ def test_official_pkl_download_is_read_by_joblib(client):
     data = joblib.load(io.BytesIO(r.content))
     assert sorted(data) == [1, 3]
     assert data[1]["verts"].shape == (60, 6890, 3) and data[1]["joints2d_img_coord"].shape == (60, 49, 2)
+
+
+def test_only_the_newest_pkls_are_kept_and_an_older_one_is_made_again(client, settings, monkeypatch):
+    """A .pkl is about 90 times the size of its result (1.7 GB for a long clip): one kept for every
+    finished job could fill the disk."""
+    from vibe_server.api import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "KEPT_PKLS", 1)
+    first, second = (wait(client, upload(client).json()["job_id"])["job_id"] for _ in range(2))
+    pkl = {job_id: settings.jobs_dir / job_id / "vibe_output.pkl" for job_id in (first, second)}
+    sent = client.get(f"{API}/jobs/{first}/result.pkl").content
+    assert pkl[first].is_file()
+    assert client.get(f"{API}/jobs/{second}/result.pkl").status_code == 200
+    assert pkl[second].is_file() and not pkl[first].exists()
+    assert client.get(f"{API}/jobs/{first}/result.pkl").content == sent  # made again from the result
+    assert pkl[first].is_file() and not pkl[second].exists()
 
 
 def test_result_is_409_until_done_and_404_for_unknown_jobs(settings, make_engine):
@@ -343,6 +361,31 @@ def test_missing_model_data_keeps_serving_with_a_reason(settings):
         assert_detail(upload(client), 503, "data install")
         assert_detail(client.get(f"{API}/body_model"), 503)
         assert client.get(f"{API}/jobs").json() == {"jobs": []}
+
+
+def test_the_reason_a_model_did_not_load_names_no_folder_of_the_server(settings, tmp_path, caplog):
+    """Every client reads it, remote ones too on a --host 0.0.0.0 server; the server's log keeps the path."""
+    settings.data_dir = tmp_path / "model data"
+
+    def no_data(_settings):
+        raise VibeError(f"Model data missing: {settings.data_dir / 'SMPL_NEUTRAL.pkl'}. Run 'vibe-mocap data install'.")
+
+    with caplog.at_level(logging.ERROR, logger="vibe_server.api"):
+        with TestClient(create_app(settings, engine_loader=no_data), base_url=BASE, headers=AUTH) as client:
+            for answer in (upload(client), client.get(f"{API}/body_model")):
+                assert_detail(answer, 503, "Model data missing: the server's model data folder/SMPL_NEUTRAL.pkl")
+                assert str(tmp_path) not in answer.text
+    assert str(settings.data_dir) in caplog.text
+
+
+def test_a_damaged_smpl_file_is_a_503_naming_no_folder_of_the_server(settings, engine, tmp_path):
+    engine.data_dir = tmp_path / "model data"
+    engine.data_dir.mkdir()
+    (engine.data_dir / "SMPL_NEUTRAL.pkl").write_bytes(b"not a pickle")
+    with client_for(settings, engine) as client:
+        answer = client.get(f"{API}/body_model")
+    assert_detail(answer, 503, "the server's model data folder")
+    assert str(tmp_path) not in answer.text
 
 
 def test_a_server_without_model_data_still_applies_the_retention_limits(settings, engine, monkeypatch):
@@ -797,6 +840,29 @@ def test_body_model_download(settings, make_engine, tmp_path):
     with client_for(settings, engine) as client:
         assert_detail(client.get(f"{API}/body_model"), 503, "data install")
         assert client.get(f"{API}/health").json()["body_model"] is None
+
+
+def test_first_requests_for_the_body_model_at_once_build_it_once(settings, make_engine, tmp_path, monkeypatch):
+    """Each used to load the SMPL file and build the npz in a thread of its own."""
+    from vibe_server.api.routes import body_model as route
+
+    engine = make_engine()
+    engine.data_dir = tmp_path / "smpl"
+    write_smpl_files(engine.data_dir)
+    builds = []
+
+    def slow_npz(*args):
+        builds.append(args)
+        time.sleep(0.5)  # long enough for every request to arrive meanwhile
+        return real_npz(*args)
+
+    real_npz = route._npz
+    monkeypatch.setattr(route, "_npz", slow_npz)
+    with live_server(settings, engine) as base:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: httpx.get(f"{base}/body_model", headers=AUTH, timeout=30), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6 and len({a.content for a in answers}) == 1
+    assert len(builds) == 1
 
 
 def test_the_body_model_fingerprint_follows_the_model_not_the_start(settings, make_engine, tmp_path):
@@ -1619,6 +1685,54 @@ def test_a_blank_source_is_a_400_naming_the_kinds_of_source(client, source):
     """It was taken as a file, the current folder: "'.' is not a regular video file (a folder, ...)"."""
     r = client.post(f"{API}/live", json={"source": source})
     assert_detail(r, 400, "The source is empty", "camera index (0), a video file, or a stream URL")
+
+
+def test_a_live_file_that_is_missing_unreadable_or_no_video_gets_the_one_answer_of_a_jobs_path(
+    settings, make_engine, tmp_path
+):
+    """As POST /jobs with a local path: a client learns nothing about files it could not read itself."""
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "folder.mp4").mkdir()
+    with client_for(settings, make_engine(real_video=True)) as client:
+        for name in ("missing.mp4", "notes.txt", "folder.mp4"):
+            path = str(tmp_path / name)
+            for route, body in (("live", {"source": path}), ("jobs", {"video_path": path})):
+                assert_detail(
+                    client.post(f"{API}/{route}", json=body),
+                    415,
+                    f"'{path}' is not a readable video file on this machine; check the path",
+                )
+
+
+def test_a_long_live_source_is_shortened_in_its_refusal(client, tmp_path):
+    path = str(tmp_path / ("x" * 250 + ".mp4"))
+    for source in (path, "tcp://127.0.0.1:5000?" + "x" * 300):
+        r = client.post(f"{API}/live", json={"source": source})
+        assert r.status_code in (400, 415) and f"'{source[:200]}...'" in r.json()["detail"]
+        assert source not in r.json()["detail"]
+
+
+def test_a_warning_about_the_model_data_names_no_folder_of_the_server(settings, engine, tmp_path):
+    """Without yolov3.weights 'auto' falls back to HOG, and the job's warning says where it is missing."""
+    engine.data_dir = tmp_path / "model data"
+    engine.data_dir.mkdir()
+    with client_for(settings, engine) as client:
+        job = wait(client, upload(client).json()["job_id"])
+    [warning] = job["warnings"]
+    assert "yolov3.weights is not in the model data (the server's model data folder)" in warning
+    assert str(tmp_path) not in warning
+
+
+@pytest.mark.parametrize("path", ["/jobs/", "/live/"])
+def test_an_unknown_id_comes_back_shortened_with_what_to_do(client, path):
+    unknown = "f" * 5000
+    answer = client.get(f"{API}{path}{unknown}")
+    assert_detail(answer, 404, f"'{'f' * 200}...'", "POST /api/v1/live" if "live" in path else "GET /api/v1/jobs")
+    assert len(answer.text) < 500
+
+
+def test_a_method_a_route_does_not_take_is_a_sentence_saying_what_to_do(client):
+    assert_detail(client.put(f"{API}/health"), 405, f"'{API}/health' does not take PUT", "docs/server.md")
 
 
 def test_an_unexpected_error_is_a_json_500_naming_no_class_or_path_and_logged(client, monkeypatch, caplog):

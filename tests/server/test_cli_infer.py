@@ -2,6 +2,7 @@
 clip with the synthetic placeholder model."""
 
 import contextlib
+import os
 import socket
 from pathlib import Path
 
@@ -344,7 +345,6 @@ def test_each_stage_bar_counts_its_own_stage(monkeypatch):
 
 def test_a_closed_stdout_ends_quietly(tmp_path):
     """`vibe-mocap data check | head -1`: the reader goes away; no traceback, no message."""
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -416,6 +416,27 @@ def test_serve_says_where_the_token_is_binds_any_host_and_limits_the_time_for_he
     assert served["http"] is HeadersDeadlineProtocol  # tests/server/test_http_protocol.py
     out = capsys.readouterr().out
     assert str(token_home) in out and token not in out
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows has no soft limit on open files")
+def test_serve_raises_its_limit_on_open_files_to_the_hard_one(token_home, monkeypatch, tmp_path):
+    """At the usual soft limit (1024 on Linux, 256 on macOS) a few hundred idle connections took every
+    socket the server could open."""
+    import resource
+
+    import uvicorn
+
+    from vibe_server.commands.serve import OPEN_FILES_WITHOUT_HARD_LIMIT
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        assert main(["serve", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 0
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert raised == (OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard)
 
 
 def test_a_second_server_on_the_same_jobs_folder_is_refused_before_it_reads_it(

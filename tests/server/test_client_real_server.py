@@ -30,6 +30,7 @@ from fake_vibe_server import (
 from server_process import running_server
 
 from vibe_blender.core import capture, server_proof, user_dirs
+from vibe_blender.core import client as client_module
 from vibe_blender.core.capture import CaptureJob
 from vibe_blender.core.client import LocalPathRefused, ServerClient
 from vibe_blender.core.errors import VibeError
@@ -259,6 +260,37 @@ def test_a_cancel_while_the_server_checks_the_upload_cancels_the_job_it_makes(sl
     assert not job._thread.is_alive()
     [made] = client.jobs()
     assert made["status"] == "cancelled"  # not left to run with nobody to follow it
+
+
+def _job_ids(client) -> set[str]:
+    return {job["job_id"] for job in client.jobs()}
+
+
+@pytest.mark.parametrize("upload", [False, True], ids=["local path", "upload"])
+def test_a_server_that_checks_the_video_longer_than_the_clients_timeout_takes_the_job(slow_probe_server, video, upload):
+    """POST /jobs answers once the video is checked: the client waits for that (the server's limit is in
+    /health), not only for its own timeout, which used to call a busy server unreachable."""
+    client = ServerClient(slow_probe_server, timeout_s=SLOW_PROBE_S / 4)
+    before = _job_ids(client)
+    created = (client.submit_upload if upload else client.submit_local)(video)
+    assert _job_ids(client) - before == {created["job_id"]}
+    client.cancel(created["job_id"])
+    client.cancel(created["job_id"])  # (finished now: removed)
+
+
+@pytest.mark.parametrize("upload", [False, True], ids=["local path", "upload"])
+def test_a_client_that_leaves_while_the_video_is_checked_leaves_no_job(slow_probe_server, video, upload, monkeypatch):
+    """A client that gives up before the answer (an older add-on's 10 s) gets no job id: the server
+    makes no job for it, which would run with nobody to follow it or delete it."""
+    monkeypatch.setattr(client_module, "MAX_PROBE_WAIT_S", 0.0)  # waits only its own timeout, as before
+    client = ServerClient(slow_probe_server, timeout_s=SLOW_PROBE_S / 4)
+    before = _job_ids(client)
+    with pytest.raises(VibeError, match="Cannot reach|answered too slowly"):
+        (client.submit_upload if upload else client.submit_local)(video)
+    deadline = time.monotonic() + SLOW_PROBE_S + 4  # the check ends, and the job would be made
+    while time.monotonic() < deadline:
+        assert _job_ids(client) == before
+        time.sleep(0.2)
 
 
 def test_result_of_an_unknown_job_is_a_clear_error(server, tmp_path):

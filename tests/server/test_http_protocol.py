@@ -1,10 +1,14 @@
 """The server's HTTP protocol: a connection that does not finish its request's headers in time is
-closed (before any token can be checked, it held a socket for ever); complete requests, keep-alive
-connections and WebSockets are not cut."""
+closed (before any token can be checked, it held a socket for ever), and so is the one waiting longest
+beyond a cap; complete requests, keep-alive connections and WebSockets are not cut. A flood of
+connections the server cannot accept does not flood its log either."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
+import logging
 import socket
 import time
 
@@ -14,7 +18,9 @@ from fastapi import FastAPI, WebSocket
 from websockets.sync.client import connect
 
 from tests.server.threaded_server import free_port, served_in_a_thread
+from vibe_server.api import uvicorn_server
 from vibe_server.api.http_protocol import HeadersDeadlineProtocol
+from vibe_server.api.uvicorn_server import ACCEPT_ERROR, AcceptErrorsNowAndThen
 
 DEADLINE_S = 0.6
 
@@ -122,3 +128,75 @@ def test_a_websocket_lives_past_the_deadline(port):
         time.sleep(DEADLINE_S * 2.5)
         websocket.send("still here")
         assert websocket.recv(timeout=10) == "still here"
+
+
+class FewAwaitingHeaders(HeadersDeadlineProtocol):
+    headers_deadline_s = 60.0  # (what closes connections here is the cap)
+    max_awaiting_headers = 4
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Nothing from the server within a moment: the connection is kept, waiting for the headers."""
+    sock.settimeout(0.3)
+    try:
+        return not closed_by_server(sock)
+    except TimeoutError:
+        return True
+
+
+def test_beyond_the_cap_the_connection_waiting_longest_for_its_headers_is_closed():
+    """A program that keeps opening connections and never finishes their headers no longer holds
+    every socket the server may have: past the cap, the one that waited longest goes, and a client
+    that sends its request at once is answered."""
+    port = free_port()
+    config = uvicorn.Config(small_app(), port=port, http=FewAwaitingHeaders, log_level="warning")
+    with served_in_a_thread(config), contextlib.ExitStack() as stack:
+        stalled = []
+        for _ in range(FewAwaitingHeaders.max_awaiting_headers + 2):
+            sock = stack.enter_context(raw_connection(port))
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            stalled.append(sock)
+            time.sleep(0.05)  # accepted in this order
+        assert [still_open(sock) for sock in stalled] == [False, False, True, True, True, True]
+        with raw_connection(port) as sock:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"pong":true}')
+        # it was the newest: it closed the longest waiting one, and left the others
+        assert [still_open(sock) for sock in stalled[2:]] == [False, True, True, True]
+
+
+def test_connections_that_cannot_be_accepted_are_logged_now_and_then(caplog, monkeypatch):
+    """asyncio logs each accept() that fails for want of file descriptors, with its traceback: a flood
+    of connections wrote megabytes a second. The first is logged, then a line a minute with the count."""
+    now = [1000.0]
+    monkeypatch.setattr(uvicorn_server.time, "monotonic", lambda: now[0])
+    loop = asyncio.new_event_loop()
+    quiet = AcceptErrorsNowAndThen()
+    logging.getLogger("asyncio").addFilter(quiet)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for second in range(150):
+                now[0] = 1000.0 + second / 2  # 300 failed accepts in 75 s
+                for _ in range(2):
+                    loop.call_exception_handler(
+                        {"message": ACCEPT_ERROR, "exception": OSError(errno.EMFILE, "Too many open files")}
+                    )
+            loop.call_exception_handler({"message": "another error"})
+    finally:
+        logging.getLogger("asyncio").removeFilter(quiet)
+        loop.close()
+    first, summary, other = caplog.records
+    assert first.getMessage().startswith(ACCEPT_ERROR) and first.exc_info is not None
+    assert summary.getMessage().startswith(f"{ACCEPT_ERROR}: 239 more connections") and summary.exc_info is None
+    assert "ulimit -n" in summary.getMessage() and other.getMessage() == "another error"
+
+
+def test_the_server_quiets_those_lines_while_it_runs(monkeypatch):
+    seen = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.extend(logging.getLogger("asyncio").filters))
+    uvicorn_server.GracefulServer(uvicorn.Config(small_app())).run()
+    assert any(isinstance(f, AcceptErrorsNowAndThen) for f in seen)
+    assert not any(isinstance(f, AcceptErrorsNowAndThen) for f in logging.getLogger("asyncio").filters)

@@ -15,7 +15,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_server.api import job_store
 from vibe_server.api import jobs as jobs_module
 from vibe_server.api.job_store import DISK_FULL_MESSAGE, JobRecord, record_data, upload_path, write_record
-from vibe_server.api.jobs import MIN_KEEP_S, JobManager
+from vibe_server.api.jobs import KEPT_PKLS, MIN_KEEP_NEWEST, MIN_KEEP_S, JobManager
 from vibe_server.api.schemas import Job, JobParams
 from vibe_server.pipeline.progress import JobCancelled
 
@@ -319,6 +319,31 @@ def test_a_finished_job_is_kept_an_hour_whatever_the_limits(tmp_path):
     plant(tmp_path / "jobs", "recent", "done", finished_ago_s=MIN_KEEP_S - 60)
     jobs = JobManager(tmp_path / "jobs", [], keep_finished_s=1.0, keep_finished_jobs=1)
     assert [j.job_id for j in jobs.list()] == ["recent"]
+
+
+def test_within_the_hour_only_the_newest_jobs_outlast_the_limit_on_their_number(tmp_path):
+    """The hour is for a client fetching its result right after its job: a server finishing many jobs
+    an hour still keeps no more than --keep-finished-jobs beyond the newest few."""
+    jobs_dir = tmp_path / "jobs"
+    recent = [f"m{minutes:02d}" for minutes in range(MIN_KEEP_NEWEST + 4, 0, -1)]  # oldest first
+    for name in recent:
+        plant(jobs_dir, name, "done", finished_ago_s=60 * int(name[1:]))
+    jobs = JobManager(jobs_dir, [], keep_finished_jobs=1)
+    assert sorted(j.job_id for j in jobs.list()) == sorted(recent[4:])
+    assert sorted(p.name for p in jobs_dir.iterdir()) == sorted(recent[4:])
+
+
+def test_only_the_pkls_made_last_are_kept(tmp_path):
+    """A .pkl is about 90 times the size of its result; it is made again when asked for."""
+    jobs_dir = tmp_path / "jobs"
+    names = [f"job{i}" for i in range(KEPT_PKLS + 2)]
+    for i, name in enumerate(names):
+        folder = plant(jobs_dir, name, "done", finished_ago_s=2 * HOUR)
+        (folder / "vibe_output.pkl").write_bytes(b"pkl")
+        age(folder / "vibe_output.pkl", HOUR - 60 * i)  # job0's made first
+    JobManager(jobs_dir, [])
+    assert sorted(p.parent.name for p in jobs_dir.glob("*/vibe_output.pkl")) == names[2:]
+    assert sorted(p.parent.name for p in jobs_dir.glob("*/result.npz")) == names  # the results stay
 
 
 # -- leftovers of a killed server ----------------------------------------------------------------

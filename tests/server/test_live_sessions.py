@@ -3,8 +3,10 @@ stream that changes size): a stand-in source and model behind the real manager a
 source and model are tested in test_live_source.py, test_live.py and test_live_api.py."""
 
 import asyncio
+import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -77,6 +79,41 @@ def test_a_session_that_cannot_be_set_up_releases_its_camera_at_once(camera, mon
     with pytest.raises(VibeError, match="YOLO weights are missing"):
         api_live.LiveManager(engine=object()).start("0", LiveOptions())
     assert camera.released.is_set()
+
+
+def test_a_session_that_fails_on_an_internal_error_says_so_in_one_sentence(manager, camera, monkeypatch, caplog):
+    """Not the error's own text (an OpenCV error names the server's source files); the log has it."""
+
+    def broken(self, index, rgb, time_s):
+        raise RuntimeError("OpenCV(4.10) /srv/build/opencv/modules/imgproc/resize.cpp:4152: error")
+
+    monkeypatch.setattr(NoModel, "process", broken)
+    camera.flowing.set()
+    with caplog.at_level(logging.ERROR, logger="vibe_server.api"):
+        run = manager.start("0", LiveOptions())
+        assert run.finished.wait(10)
+    assert run.status == "failed" and run.error == api_live.INTERNAL_ERROR_MESSAGE
+    assert "/srv/build" in caplog.text and "Traceback" in caplog.text
+
+
+def test_what_a_session_says_of_the_model_data_names_no_folder_of_the_server(camera, monkeypatch, tmp_path):
+    data_dir = tmp_path / "model data"
+
+    class HogModel(NoModel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.warnings = [f"yolov3.weights is not in the model data ({data_dir}), so HOG finds the people."]
+
+    monkeypatch.setattr(pipeline_live, "LiveSession", HogModel)
+    manager = api_live.LiveManager(engine=SimpleNamespace(data_dir=data_dir))
+    try:
+        run = manager.start("0", LiveOptions())
+        assert run.public()["warnings"] == [
+            "yolov3.weights is not in the model data (the server's model data folder), so HOG finds the people."
+        ]
+    finally:
+        camera.released.set()
+        manager.stop_all()
 
 
 def test_a_session_nobody_watches_stops_by_itself(manager, camera, monkeypatch):
@@ -234,7 +271,7 @@ def test_only_a_running_session_makes_a_start_a_conflict(client, camera, monkeyp
     monkeypatch.setattr(api_live, "open_live_source", open_live_source)  # the real one: the file is missing
     missing = str(tmp_path / "already running.mp4")
     answer = client.post("/api/v1/live", json={"source": missing})
-    assert answer.status_code == 400 and "already running.mp4" in answer.json()["detail"]
+    assert answer.status_code == 415 and "already running.mp4" in answer.json()["detail"]
 
 
 def test_a_start_once_the_servers_stop_began_is_a_503_that_says_so(client, camera):

@@ -63,6 +63,10 @@ MAX_TRACKS = 100_000
 ANSWER_TIME_FACTOR = 3.0
 MIN_DOWNLOAD_BYTES_PER_S = 16 * 1024
 DOWNLOAD_GRACE_S = 60.0
+# POST /jobs answers once the server has checked the video, for up to the probe_timeout_s its /health
+# states: the answer is awaited that much longer, but never more than this (a server set to wait longer
+# still discards the job of a client that left).
+MAX_PROBE_WAIT_S = 600.0
 Stop = Callable[[], bool]
 
 
@@ -256,7 +260,8 @@ class ConnectionWatch:
 
 class ServerClient:
     """One server. timeout_s bounds every single socket operation; a whole answer must come within
-    ANSWER_TIME_FACTOR times that (a download: at MIN_DOWNLOAD_BYTES_PER_S on average), else AnswerTooSlow.
+    ANSWER_TIME_FACTOR times that (a download: at MIN_DOWNLOAD_BYTES_PER_S on average; POST /jobs: the
+    server's time for checking the video longer), else AnswerTooSlow.
 
     token: the one typed in the preferences; empty -> ``$VIBE_MOCAP_TOKEN`` or the token file."""
 
@@ -308,11 +313,12 @@ class ServerClient:
             "then try again."
         )
 
-    def _prove_connection(self, conn: http.client.HTTPConnection, watch: ConnectionWatch) -> None:
+    def _prove_connection(self, conn: http.client.HTTPConnection, watch: ConnectionWatch) -> dict:
         """Ask the server on ``conn`` to prove it holds the token (``server_proof.py``) before the
         token goes out on that connection, and on no other: a program on the address, a relay from
         another port, or one that took the port after the server stopped, gets nothing. Its answer
-        must be whole within ANSWER_TIME_FACTOR times the connection's timeout (``watch``)."""
+        must be whole within ANSWER_TIME_FACTOR times the connection's timeout (``watch``).
+        -> the server's /health answer."""
         conn.connect()
         with self._answer_within(watch, ANSWER_TIME_FACTOR * conn.timeout):
             challenge = new_challenge()
@@ -337,6 +343,18 @@ class ServerClient:
         if response.will_close:
             raise VibeError(f"The server at {self.base_url} closed the connection after its proof; try again.")
         conn.auto_open = 0  # never reconnect silently: a new connection carries no proof
+        return health
+
+    def _probe_wait_s(self, health: dict) -> float:
+        """How much longer than usual the answer to POST /jobs may take: the server's time limit for
+        checking a video (/health's ``probe_timeout_s``, at most MAX_PROBE_WAIT_S; 0 from a server
+        that does not state it)."""
+        if "probe_timeout_s" not in health:
+            return 0.0
+        wait_s = _number(health["probe_timeout_s"], 0.0, math.inf)
+        if wait_s is None:
+            raise self._invalid("a time limit for checking a video that is not a number of seconds")
+        return min(wait_s, MAX_PROBE_WAIT_S)
 
     @contextmanager
     def _exchange(
@@ -349,13 +367,16 @@ class ServerClient:
         should_stop: Stop | None = None,
         with_token: bool = True,
         answer_kept: bool = False,
+        waits_for_probe: bool = False,
     ) -> Iterator[tuple[http.client.HTTPResponse, ConnectionWatch]]:
         """One request -> its response with a 2xx status (anything else raises), closed on exit, and the
         watch that cuts the answer off when it is not whole within ANSWER_TIME_FACTOR times timeout_s (a reader
         may move that deadline: ``watch.until``).
         with_token: send the token (on this connection, after the server proved it holds it).
         answer_kept: once the request has gone out whole, a stop no longer cuts it off: its answer still
-        comes (within its time limit). For POST /jobs, whose answer names the job a cancel must delete."""
+        comes (within its time limit). For POST /jobs, whose answer names the job a cancel must delete.
+        waits_for_probe: the server checks the video before it answers (POST /jobs): the answer may
+        take the server's time limit for that (``_probe_wait_s``) longer."""
         connection_class = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         conn = connection_class(self._host, self._port, timeout=self.timeout_s)
         watch = ConnectionWatch(conn)
@@ -365,8 +386,10 @@ class ServerClient:
             self._in_flight.add(watch)
         try:
             try:
+                extra_wait_s = 0.0
                 if with_token:
-                    self._prove_connection(conn, watch)
+                    health = self._prove_connection(conn, watch)
+                    extra_wait_s = self._probe_wait_s(health) if waits_for_probe else 0.0
                 if should_stop and should_stop():  # a stop while connecting (no socket to cut off yet)
                     raise Cancelled()
                 authorization = {"Authorization": f"Bearer {self.token}"} if with_token else {}
@@ -375,7 +398,9 @@ class ServerClient:
                 if answer_kept:
                     with self._lock:  # interrupt() leaves it from now on
                         self._in_flight.discard(watch)
-                with self._answer_within(watch, ANSWER_TIME_FACTOR * conn.timeout):
+                if extra_wait_s:  # its first byte comes once the server has checked the video
+                    conn.sock.settimeout(conn.timeout + extra_wait_s)
+                with self._answer_within(watch, ANSWER_TIME_FACTOR * conn.timeout + extra_wait_s):
                     response = conn.getresponse()
                     if not 200 <= response.status < 300:
                         raise self._status_error(response)
@@ -406,11 +431,18 @@ class ServerClient:
         headers=None,
         should_stop: Stop | None = None,
         answer_kept: bool = False,
+        waits_for_probe: bool = False,
     ) -> dict:
-        """The JSON object a request answers (``answer_kept``: see :meth:`_exchange`; its answer is
-        returned even when a stop came while it was awaited)."""
+        """The JSON object a request answers (``answer_kept``, ``waits_for_probe``: see :meth:`_exchange`;
+        with ``answer_kept`` its answer is returned even when a stop came while it was awaited)."""
         with self._exchange(
-            method, path, body=body, headers=headers, should_stop=should_stop, answer_kept=answer_kept
+            method,
+            path,
+            body=body,
+            headers=headers,
+            should_stop=should_stop,
+            answer_kept=answer_kept,
+            waits_for_probe=waits_for_probe,
         ) as (response, _):
             data = self._read_json(response)
         if should_stop and should_stop() and not answer_kept:
@@ -523,6 +555,7 @@ class ServerClient:
                 headers={"Content-Type": "application/json"},
                 should_stop=should_stop,
                 answer_kept=True,
+                waits_for_probe=True,
             )
         except VibeError as err:
             if _is_local_path_refusal(err):
@@ -589,7 +622,13 @@ class ServerClient:
             "Content-Length": str(len(head) + size + len(tail)),
         }
         created = self._request_json(
-            "POST", "/jobs", body=chunks(), headers=headers, should_stop=should_stop, answer_kept=True
+            "POST",
+            "/jobs",
+            body=chunks(),
+            headers=headers,
+            should_stop=should_stop,
+            answer_kept=True,
+            waits_for_probe=True,
         )
         return self._job_record(created, created_only=True)
 

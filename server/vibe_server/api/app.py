@@ -26,6 +26,7 @@ from vibe_blender.core.errors import VibeError
 from .. import __version__
 from ..pipeline.devices import is_out_of_memory, out_of_memory_error, server_devices
 from .blocking import ProbeSlots
+from .client_text import without_data_folder
 from .deps import wrong_host
 from .jobs import JobManager
 from .json_body import shown
@@ -71,8 +72,10 @@ def _load_engines(state: State) -> list:
             log.error("The model did not load on %s: %s", device, err)
             failures.append((err, reason))
     if not engines:
-        err, reason = failures[0]
-        state.engine_error = str(err)
+        from ..data.loading import resolve_data_dir  # (loaded with the engines already)
+
+        err, reason = failures[0]  # (logged above with its paths; the clients' 503 names none)
+        state.engine_error = without_data_folder(str(err), resolve_data_dir(state.settings.data_dir))
         state.no_model_reason = reason or state.no_model_reason
     return engines
 
@@ -86,6 +89,7 @@ async def lifespan(app: FastAPI):
     state.body_model_fingerprint = await asyncio.to_thread(
         body_model.served_fingerprint, state.engine, Path(state.settings.jobs_dir) / FINGERPRINT_NOTE
     )
+    state.body_model_build = asyncio.Lock()  # (made on the loop that serves)
     # finished results stay reachable even without a model; only a loaded model gets workers
     settings = state.settings
     state.jobs = JobManager(
@@ -201,6 +205,14 @@ def create_app(settings: Settings, *, engine_loader: Callable[[Settings], object
                 404,
                 f"This server has no '{shown(request.url.path)}'; check the address against docs/server.md "
                 "(none ends in '/').",
+            )
+        elif err.status_code == 405 and err.detail == HTTPStatus.METHOD_NOT_ALLOWED.phrase:  # the router's
+            # (no list of the methods it takes: the router's Allow names one route's, where two share a path)
+            err = HTTPException(
+                405,
+                f"'{shown(request.url.path)}' does not take {shown(request.method)}; check the method "
+                "against docs/server.md.",
+                headers=err.headers,
             )
         return await http_exception_handler(request, err)
 

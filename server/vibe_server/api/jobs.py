@@ -16,8 +16,9 @@ touches its own folder, and a worker survives any job's failure.
 Limits: at most ``max_queued_jobs`` jobs queued, running or being submitted (``JobsFull``), and at
 most ``max_queued_upload_bytes`` of uploads held for them, counted while the bytes arrive
 (``UploadSpaceFull``). Finished jobs are kept for ``keep_finished_s`` and at most
-``keep_finished_jobs`` of them, but each for at least ``MIN_KEEP_S``: a client fetches a result
-right after its job ends.
+``keep_finished_jobs`` of them, but the newest ``MIN_KEEP_NEWEST`` each for at least ``MIN_KEEP_S``:
+a client fetches a result right after its job ends. A job's ``.pkl``, made on request and about 90
+times the size of its result, is kept for the ``KEPT_PKLS`` jobs whose ``.pkl`` was made last only.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..pipeline.devices import is_out_of_memory, out_of_memory_error
 from ..pipeline.options import RunOptions
 from ..pipeline.progress import JobCancelled
 from . import job_store
+from .client_text import without_data_folder
 from .job_store import (
     DISK_FULL_MESSAGE,
     FINAL_STATES,
@@ -55,7 +57,9 @@ from .schemas import Job, JobParams
 
 log = logging.getLogger("vibe_server.jobs")
 
-MIN_KEEP_S = 3600.0  # a finished job stays at least this long, whatever the retention limits
+MIN_KEEP_S = 3600.0  # each of the newest MIN_KEEP_NEWEST finished jobs stays at least this long...
+MIN_KEEP_NEWEST = 16  # ...whatever the retention limits (more in an hour: keep_finished_jobs applies)
+KEPT_PKLS = 3  # .pkl files kept for a client that fetches one again (each up to 1.7 GB)
 SWEEP_INTERVAL_S = 3600.0  # how often a running server looks for leftovers of a killed one
 TIDY_INTERVAL_S = 600.0  # how often an idle server removes finished jobs past the retention limits
 REQUEUED = {"stage": None, "progress": 0.0, "eta_s": None}  # where a job put back in the queue starts again
@@ -118,6 +122,7 @@ class JobManager:
         self.jobs_dir = job_store.prepare_jobs_dir(jobs_dir)
         self.cancel_unfinished = cancel_unfinished  # queued jobs found at start are cancelled, not run
         self.engines = list(engines)
+        self._data_dirs = {engine.data_dir for engine in self.engines if getattr(engine, "data_dir", None)}
         self.max_queued_jobs, self.max_queued_upload_bytes = max_queued_jobs, max_queued_upload_bytes
         self.keep_finished_s, self.keep_finished_jobs = keep_finished_s, keep_finished_jobs
         self._lock = threading.Lock()  # the state below; held for memory only, never for the disk
@@ -543,18 +548,23 @@ class JobManager:
         return self.client_text(text, record.job.job_id, record.job.video_name if record.uploaded else None)
 
     def client_text(self, text: str, job_id: str, upload_name: str | None = None) -> str:
-        """``text`` without the job store's paths: a job's upload becomes ``upload_name``, its folder
-        'the job folder', the store 'the job store'."""
+        """``text`` without the server's paths: a job's upload becomes ``upload_name``, its folder
+        'the job folder', the store 'the job store', the model data folder words too."""
         folder = self.folder(job_id)
         if upload_name is not None:
             text = text.replace(str(job_store.upload_path(folder)), upload_name)
-        return text.replace(str(folder), "the job folder").replace(str(self.jobs_dir), "the job store")
+        text = text.replace(str(folder), "the job folder").replace(str(self.jobs_dir), "the job store")
+        for data_dir in self._data_dirs:
+            text = without_data_folder(text, data_dir)
+        return text
 
     # -- retention -----------------------------------------------------------------------------
     def _tidy(self) -> None:
-        """Remove finished jobs past the retention limits, and now and then a killed server's leftovers."""
+        """Remove finished jobs past the retention limits, .pkl files past ``KEPT_PKLS``, and now and
+        then a killed server's leftovers."""
         with self._tidy_lock:
             self._remove_expired()
+            self.remove_old_pkls()
             now = time.monotonic()
             with self._lock:  # an abandoned submit ends within its time limit: an hour is plenty
                 for job_id in [k for k, t in self._discarded.items() if now - t > job_store.LEFTOVER_AGE_S]:
@@ -575,7 +585,7 @@ class JobManager:
             expired = []
             for i, record in enumerate(finished):
                 age_s = now - record.finished_at
-                if age_s < MIN_KEEP_S:
+                if age_s < MIN_KEEP_S and len(finished) - i <= MIN_KEEP_NEWEST:
                     break  # the rest finished later still
                 if i < too_many or age_s > self.keep_finished_s:
                     expired.append(record)
@@ -583,6 +593,24 @@ class JobManager:
         for record in expired:
             log.info("removing job %s, finished %s", record.job.job_id, _ago(now - record.finished_at))
             self._remove_folder(record)
+
+    def remove_old_pkls(self) -> None:
+        """Delete the .pkl files of all jobs but the ``KEPT_PKLS`` whose .pkl was made last (blocking:
+        the disk). Each is made again from the result when asked for; kept for every job, they could
+        fill the disk (one long clip's is over a gigabyte)."""
+        with self._lock:
+            job_ids = list(self._records)
+        made = []
+        for job_id in job_ids:
+            try:
+                made.append((self.pkl_path(job_id).stat().st_mtime_ns, job_id))
+            except OSError:  # none made
+                continue
+        for _, job_id in sorted(made, reverse=True)[KEPT_PKLS:]:
+            try:
+                self.pkl_path(job_id).unlink(missing_ok=True)
+            except OSError as err:  # (Windows: being sent at this moment) tried again at the next tidy
+                log.warning("cannot delete the .pkl of job %s: %s", job_id, err)
 
 
 def _ago(seconds: float) -> str:

@@ -21,6 +21,7 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.server_stop import LIVE_SESSION_STOP_S, SOURCE_RELEASE_S
 
 from ..pipeline.live_source import open_live_source
+from .client_text import without_data_folder
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine
@@ -32,6 +33,9 @@ MAX_SUBSCRIBERS = 8
 # A session nobody watches stops by itself after this long (a client that lost its connection, or
 # never connected, leaves no camera running and no session blocking the next start).
 UNWATCHED_STOP_S = 30.0
+INTERNAL_ERROR_MESSAGE = (
+    "The live session failed on an internal error of the server; see the server log, and report it if it repeats."
+)
 
 
 class LiveServerStopping(VibeError):
@@ -40,6 +44,11 @@ class LiveServerStopping(VibeError):
 
 class LiveSessionRunning(VibeError):
     """A live session was asked to start while another one runs (one at a time)."""
+
+
+class LiveSourceUnopened(VibeError):
+    """The session's source did not open (missing, unreadable, not a video, a camera or stream that
+    does not answer); the message says why (a client naming a file gets one answer for all: the route)."""
 
 
 @dataclass
@@ -127,6 +136,10 @@ class LiveManager:
         self._lock = threading.Lock()
         self._closed = False  # the server is stopping (stop_all)
 
+    def client_text(self, text: str) -> str:
+        """``text`` for the clients: the model data folder in words (``client_text.py``)."""
+        return without_data_folder(text, getattr(self.engine, "data_dir", None))
+
     def active(self) -> LiveRun | None:
         return next((r for r in self.runs.values() if r.status in ("starting", "running")), None)
 
@@ -147,13 +160,20 @@ class LiveManager:
                 )
             for run in self.runs.values():  # a stopped session may still be releasing its camera
                 run.wait_until_released()
-            source = open_live_source(source_spec, lossless=lossless)
+            try:
+                source = open_live_source(source_spec, lossless=lossless)
+            except (VibeError, OSError, ValueError) as err:  # (OSError, ValueError: a path the OS refuses)
+                raise LiveSourceUnopened(str(err)) from err
             try:
                 session = LiveSession(self.engine, options, width=source.info.width, height=source.info.height)
             except BaseException:  # e.g. the YOLO weights are missing: the camera is free again at once
                 source.discard()
                 raise
-            run = LiveRun(live_id=secrets.token_hex(8), source_name=source.info.name, warnings=session.warnings)
+            run = LiveRun(
+                live_id=secrets.token_hex(8),
+                source_name=source.info.name,
+                warnings=[self.client_text(warning) for warning in session.warnings],
+            )
             self.runs = {k: v for k, v in self.runs.items() if v.status in ("starting", "running")}
             self.runs[run.live_id] = run
         run.thread = threading.Thread(
@@ -208,10 +228,10 @@ class LiveManager:
                 run.stats = stats.to_json()
                 run.status = "stopped" if run.stop_event.is_set() else "ended"
             except VibeError as err:
-                run.status, run.error = "failed", str(err)
-            except Exception as err:  # never let the worker die silently
+                run.status, run.error = "failed", self.client_text(str(err))
+            except Exception:  # never let the worker die silently (its text may name the server's files)
                 log.exception("live session %s failed", run.live_id)
-                run.status, run.error = "failed", f"The live session failed: {err}"
+                run.status, run.error = "failed", INTERNAL_ERROR_MESSAGE
             run.finished.set()  # final before the source is released: a stalled camera read can take seconds
             end = {"type": "end", "status": run.status, "error": run.error, "stats": run.stats}
             run.publish({**end, "warnings": run.warnings})  # with those the session's end brought (a file cut short)

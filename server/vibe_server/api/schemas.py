@@ -116,6 +116,10 @@ class Health(BaseModel):
         description='"sha256:<hex>" fingerprint of what GET /body_model sends (the same on every start for the same '
         "model); null when the server has no body model",
     )
+    probe_timeout_s: float = Field(
+        description="how long POST /jobs may check a video before it answers (--probe-timeout-s): a client "
+        "waits that long, and a little more, for the answer to a submission"
+    )
 
 
 class _LiveParamsBase(BaseModel):

@@ -44,7 +44,7 @@ class Settings:
     probe_timeout_s: float = 60.0  # each blocking step of a submission (opening the video: 415)
     body_idle_timeout_s: float = 30.0  # a request body that sends nothing for this long gets 408
     keep_finished_days: float = 7.0  # finished jobs and their results are removed after this long...
-    keep_finished_jobs: int = 200  # ...or beyond this many (oldest first; each kept an hour at least)
+    keep_finished_jobs: int = 200  # ...or beyond this many (oldest first; the newest 16 kept an hour at least)
     allow_synthetic: bool = False  # run a labelled placeholder model when the data is missing
     allowed_hosts: tuple[str, ...] = ()  # extra Host names (e.g. a LAN name) besides the bind address
     # the jobs the last stop left queued are cancelled at start, not run again: for a client that does not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import socket
@@ -29,6 +30,8 @@ from ..value_range import POSITIVE
 GRACEFUL_SHUTDOWN_S = REQUEST_GRACE_S
 INTERRUPTED_EXIT_STATUS = 130  # as a program ended by Ctrl-C: 128 + SIGINT
 SERVER_LOCK_NAME = ".server.lock"  # in the jobs folder: one server per jobs folder
+# the limit on open files asked for where the hard limit is none (macOS: OPEN_MAX, the most it grants)
+OPEN_FILES_WITHOUT_HARD_LIMIT = 10240
 # the limits checked as the user typed them (Settings names them in bytes)
 POSITIVE_FLAGS = (
     "max_upload_mb",
@@ -120,8 +123,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--keep-finished-jobs",
         type=int,
         default=defaults.keep_finished_jobs,
-        help="at most this many finished jobs are kept, the oldest deleted first; each is kept at least "
-        "an hour (default %(default)s)",
+        help="at most this many finished jobs are kept, the oldest deleted first; the newest 16 are each kept "
+        "at least an hour (default %(default)s)",
     )
     p.add_argument(
         "--stop-on-stdin-close",
@@ -302,13 +305,15 @@ def run_app(
     ``graceful_shutdown_s`` (a second Ctrl-C cuts them off) and stop the job workers; print one line
     saying so and return the exit status: 0, or 130 when a second Ctrl-C cut requests off. No proxy
     headers trusted (the client address is the socket's, which the loopback checks rely on), no
-    Server or Date header. sockets: bound to ``host``:``port`` already (:func:`bind_listening_sockets`);
-    None: uvicorn binds them once the app has started."""
+    Server or Date header; the limit on open files raised first (:func:`raise_open_files_limit`).
+    sockets: bound to ``host``:``port`` already (:func:`bind_listening_sockets`); None: uvicorn binds
+    them once the app has started."""
     import uvicorn  # start-up: uvicorn loads only when a server really starts
 
     from ..api.http_protocol import HeadersDeadlineProtocol  # start-up: these import uvicorn too
     from ..api.uvicorn_server import GracefulServer
 
+    raise_open_files_limit()
     config = uvicorn.Config(
         app,
         host=host,
@@ -328,6 +333,21 @@ def run_app(
     server.run()
     print(_stop_message(server.stop_cause, forced=server.forced, jobs=app.state.jobs), flush=True)
     return INTERRUPTED_EXIT_STATUS if server.forced else 0
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft limit on open files to its hard limit: the usual soft limit (1024 on
+    Linux, 256 on macOS) let a few hundred idle connections take every socket the server may open, so
+    that no client could connect. Nothing where there is no such limit (Windows)."""
+    try:
+        import resource  # optional: Windows has none (and no such limit)
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WITHOUT_HARD_LIMIT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):  # a system that grants less keeps the limit it had
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _stop_message(cause: str | None, *, forced: bool, jobs: JobManager | None) -> str:

@@ -5,7 +5,8 @@ thread (:func:`served_fingerprint`): the add-on keeps the body model it download
 fingerprint and downloads it again when the server's differs (model data installed since, another
 server). The npz is made at the first download, from the same file, and only when that file still
 holds the model of the fingerprint: a file replaced since the start is refused (restart the server)
-rather than sent under the fingerprint of another model.
+rather than sent under the fingerprint of another model. Requests that come at once for it wait for
+the one build.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vibe_blender.core.model_data import FINGERPRINT_PATTERN
 from vibe_blender.core.smpl_model import BODY_MODEL_VERSION, BodyModel, load_smpl_pkl, save_body_model
 
 from ...output_files import atomic_write_bytes
+from ..client_text import without_data_folder
 from ..deps import PROTECTED, get_engine
 
 log = logging.getLogger("vibe_server.api")
@@ -61,7 +63,8 @@ def _smpl_model(engine) -> BodyModel:
     try:
         return load_smpl_pkl(smpl)
     except VibeError as err:
-        raise HTTPException(503, str(err)) from err
+        log.warning("%s", err)  # (the client's answer names no folder of the server)
+        raise HTTPException(503, without_data_folder(str(err), engine.data_dir)) from err
 
 
 def served_fingerprint(engine: object, noted: Path | None = None) -> str | None:
@@ -114,8 +117,9 @@ def _npz(engine, fingerprint: str | None) -> bytes:
 @router.get("/body_model")
 async def body_model(request: Request, engine=Depends(get_engine)) -> Response:
     state = request.app.state
-    if state.body_model_npz is None:  # made once, in a worker thread (a second request may make it too)
-        state.body_model_npz = await run_in_threadpool(_npz, engine, state.body_model_fingerprint)
+    async with state.body_model_build:  # made once, in a worker thread: requests at once wait for it
+        if state.body_model_npz is None:
+            state.body_model_npz = await run_in_threadpool(_npz, engine, state.body_model_fingerprint)
     return Response(
         state.body_model_npz,
         media_type="application/octet-stream",

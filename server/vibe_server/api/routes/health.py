@@ -30,6 +30,7 @@ async def health(request: Request, challenge: str | None = Query(None, pattern=C
         queue_length=jobs.queue_length() if jobs else 0,
         proof=server_proof(token, challenge, _local_port(request)) if challenge and token else None,
         body_model=request.app.state.body_model_fingerprint,
+        probe_timeout_s=request.app.state.settings.probe_timeout_s,
     )
 
 

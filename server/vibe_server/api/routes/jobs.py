@@ -28,6 +28,7 @@ from ..file_download import open_download
 from ..job_store import upload_path
 from ..jobs import JobManager, JobsFull, UploadSpaceFull
 from ..json_body import MAX_SHOWN_CHARS, load_json_object, read_json_model, shown, validation_sentence
+from ..local_video import unreadable_local_video
 from ..schemas import Job, JobCreated, JobList, JobParams, JobUpload, LocalJobRequest
 from ..settings import Settings
 from ..upload import disk_full, receive_video_upload
@@ -54,6 +55,7 @@ CREATE_JOB_BODY = {
     }
 }
 OPENAPI_BODY_MODELS = (JobUpload, LocalJobRequest)
+CLIENT_LEFT = 499  # the status of an answer nobody reads (the client closed the connection first)
 
 
 def parse_params(text: str | None) -> JobParams:
@@ -97,6 +99,15 @@ async def probe_video(slot: ProbeSlot, engine, path: Path, label: str, timeout_s
             "container that states no frame count is decoded whole to count them). Remux it to mp4 "
             "(ffmpeg -i VIDEO -c copy clip.mp4), or start the server with a larger --probe-timeout-s.",
         ) from err
+
+
+async def _unless_client_left(request: Request, job_id: str | None = None) -> None:
+    """HTTPException when the client closed its connection while the server worked (it gave up
+    waiting for a slow probe): its answer would go nowhere, so no job may be left behind that nobody
+    follows. Raised inside ``_new_job``, the job made so far is discarded."""
+    if await request.is_disconnected():
+        log.info("job %s discarded: its client left before the answer", job_id or "(not made yet)")
+        raise HTTPException(CLIENT_LEFT, "The client closed the connection before its job was created.")
 
 
 def _admission_refused(err: VibeError) -> HTTPException:
@@ -176,6 +187,7 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
             )
             params = parse_params(upload.params_json)
             await probe_video(probe_slot, engine, upload.video_path, upload.filename, settings.probe_timeout_s)
+            await _unless_client_left(request, job_id)
             job = await run_off_loop(
                 partial(
                     jobs.submit,
@@ -187,6 +199,7 @@ async def _create_upload_job(request: Request, settings, jobs, engine, admission
                 ),
                 timeout_s=settings.probe_timeout_s,
             )
+            await _unless_client_left(request, job_id)
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
@@ -211,11 +224,10 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
         # one answer whether the file is missing, unreadable or not a video: a client learns nothing
         # about files it could not read itself
         log.info("local path refused: %s", err)
-        raise HTTPException(
-            415,
-            f"'{label}' is not a readable video file on this machine; check the path, or upload the file instead.",
-            headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE},
+        raise unreadable_local_video(
+            label, "check the path, or upload the file instead", headers={REFUSAL_HEADER: LOCAL_PATH_UNREADABLE}
         ) from err
+    await _unless_client_left(request)
     async with _new_job(jobs, settings) as (job_id, _):
         job = await run_off_loop(
             partial(
@@ -228,6 +240,7 @@ async def _create_local_job(request: Request, settings, jobs, engine, admission)
             ),
             timeout_s=settings.probe_timeout_s,
         )
+        await _unless_client_left(request, job_id)
     return JobCreated(job_id=job.job_id, status=job.status)
 
 
@@ -236,10 +249,14 @@ def list_jobs(jobs: JobsDep) -> JobList:
     return JobList(jobs=jobs.list())
 
 
+def _no_job(job_id: str) -> HTTPException:
+    return HTTPException(404, f"There is no job '{shown(job_id)}'; list the jobs with GET /api/v1/jobs.")
+
+
 def _job_or_404(jobs, job_id: str) -> Job:
     job = jobs.get(job_id)
     if job is None:
-        raise HTTPException(404, f"There is no job '{job_id}'; list the jobs with GET /api/v1/jobs.")
+        raise _no_job(job_id)
     return job
 
 
@@ -252,7 +269,7 @@ def get_job(job_id: str, jobs: JobsDep) -> Job:
 def delete_job(job_id: str, jobs: JobsDep) -> Job:
     job = jobs.delete(job_id)
     if job is None:
-        raise HTTPException(404, f"There is no job '{job_id}'; list the jobs with GET /api/v1/jobs.")
+        raise _no_job(job_id)
     return job
 
 
@@ -374,3 +391,4 @@ def _write_official_pkl(jobs: JobManager, job_id: str, engine) -> None:
         with contextlib.suppress(OSError):  # a deletion under way left the folder for this file
             path.parent.rmdir()
         raise _result_gone(job_id)
+    jobs.remove_old_pkls()

@@ -8,6 +8,7 @@ sees as HTTP 403.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, WebSocket
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +19,7 @@ from vibe_blender.core.errors import VibeError
 from ...pipeline.live_options import LiveOptions
 from ...pipeline.live_source import for_local_clients_only, parse_source
 from ..deps import PROTECTED, EngineDep, client_is_loopback, websocket_refusal
-from ..json_body import json_body_openapi, read_json_model
+from ..json_body import json_body_openapi, read_json_model, shown
 from ..live import (
     MAX_SUBSCRIBERS,
     SUBSCRIBER_QUEUE,
@@ -26,10 +27,13 @@ from ..live import (
     LiveRun,
     LiveServerStopping,
     LiveSessionRunning,
+    LiveSourceUnopened,
     Subscriber,
 )
+from ..local_video import unreadable_local_video
 from ..schemas import LiveRequest, LiveStatus
 
+log = logging.getLogger("vibe_server.api")
 router = APIRouter(prefix="/live", tags=["live"])
 OPENAPI_BODY_MODELS = (LiveRequest,)  # read by hand (json_body): their schemas join the API's components
 
@@ -43,7 +47,7 @@ def live_manager(app: FastAPI, engine: object) -> LiveManager:
 def find_run(manager: LiveManager | None, live_id: str) -> LiveRun:
     run = manager.runs.get(live_id) if manager is not None else None
     if run is None:
-        raise HTTPException(404, f"There is no live session '{live_id}'.")
+        raise HTTPException(404, f"There is no live session '{shown(live_id)}'; start one with POST /api/v1/live.")
     return run
 
 
@@ -61,7 +65,7 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
     try:
         kind, target = parse_source(body.source)
     except VibeError as err:
-        raise HTTPException(400, str(err)) from None
+        raise _refused(400, str(err), body.source) from None
     if for_local_clients_only(kind, target) and not client_is_loopback(request):
         raise HTTPException(
             403,
@@ -85,9 +89,20 @@ async def start_live(request: Request, engine: EngineDep) -> dict:
         raise HTTPException(409, str(err)) from None
     except LiveServerStopping as err:
         raise HTTPException(503, str(err)) from None
-    except VibeError as err:
-        raise HTTPException(400, str(err)) from None
+    except LiveSourceUnopened as err:
+        if kind == "file":  # as a job's local path: one answer, whatever is wrong with the file
+            log.info("live source refused: %s", err)
+            raise unreadable_local_video(shown(str(target)), "check the path") from None
+        raise _refused(400, str(err), body.source) from None
+    except VibeError as err:  # e.g. the detector's weights are missing
+        raise _refused(400, manager.client_text(str(err)), body.source) from None
     return run.public()
+
+
+def _refused(status: int, message: str, source: str) -> HTTPException:
+    """``message`` for the client, naming its ``source`` shortened (``shown``): it may be 4 KiB long."""
+    spec = source.strip()
+    return HTTPException(status, message.replace(spec, shown(spec)) if spec else message)
 
 
 @router.get("/{live_id}", response_model=LiveStatus, dependencies=PROTECTED)

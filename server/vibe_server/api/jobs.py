@@ -232,11 +232,13 @@ class JobManager:
     def _end(
         self, record: JobRecord, status: str, *, error: str | None = None, done: tuple[int, list[str]] | None = None
     ) -> str:
-        """The worker's final state: in memory, then in job.json, then the upload deleted (also when
-        the write fails: a full disk gets the space back). A job its client cancelled ends cancelled,
-        whatever the run said: decided under the lock a DELETE takes, so one that came after the
-        worker last looked is never written over. ``done``: a done job's tracks and warnings (a
+        """The worker's final state: the upload deleted (first, so a client that sees the job ended
+        finds it gone; a full disk gets the space back whatever follows), then the state in memory,
+        then in job.json. A job its client cancelled ends cancelled, whatever the run said: decided
+        under the lock a DELETE takes, so one that came after the worker last looked is never
+        written over. ``done``: a done job's tracks and warnings (a
         cancelled job's record says nothing of its run). -> the state it ended in."""
+        self._delete_upload(record)
         with self._lock:
             if record.cancel.is_set():
                 status, error = "cancelled", None
@@ -245,7 +247,6 @@ class JobManager:
             if record.job.status != status:  # (a DELETE ended it so already: its time stands)
                 self._finish(record, status, error=error)
         self._persist_or_log(record)
-        self._delete_upload(record)
         return status
 
     def _load_existing(self) -> None:

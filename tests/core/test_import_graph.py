@@ -153,7 +153,6 @@ MAY_IMPORT = {
     "vibe_blender.core": set(),
     "vibe_blender": {CORE},  # the bpy layer
     "vibe_server.geometry": set(),
-    "vibe_server.output_files": set(),
     "vibe_server.folder_lock": {CORE},
     "vibe_server.value_range": set(),
     "vibe_server.checkpoints": {CORE},
@@ -161,14 +160,12 @@ MAY_IMPORT = {
     "vibe_server.data": {
         "vibe_server.model",
         "vibe_server.checkpoints",
-        "vibe_server.output_files",
         "vibe_server.folder_lock",
         CORE,
     },
     "vibe_server.pipeline": {
         "vibe_server.data",
         "vibe_server.geometry",
-        "vibe_server.output_files",
         "vibe_server.value_range",
         CORE,
         SERVER,
@@ -181,7 +178,6 @@ MAY_IMPORT = {
         "vibe_server.folder_lock",
         "vibe_server.geometry",
         "vibe_server.model",
-        "vibe_server.output_files",
         "vibe_server.pipeline",
         "vibe_server.value_range",
         CORE,
@@ -189,7 +185,6 @@ MAY_IMPORT = {
     "vibe_server.api": {
         "vibe_server.pipeline",
         "vibe_server.data",
-        "vibe_server.output_files",
         "vibe_server.value_range",
         CORE,
         SERVER,

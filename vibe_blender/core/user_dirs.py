@@ -16,7 +16,6 @@ command line and the add-on read it from there, so it never appears on a command
 
 from __future__ import annotations
 
-import glob
 import os
 import secrets
 import stat
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from .atomic_file import atomic_write, leftover_parts, part_path
 from .errors import VibeError
 from .regular_file import NOT_REGULAR, NotRegularFileError, open_regular_file
 
@@ -98,18 +98,18 @@ def read_token() -> str | None:
     return token
 
 
-def part_path(path: Path) -> Path:
-    """A temporary name beside ``path`` to write it under before renaming it into place: hidden, and
-    random, so that two writers of the same file at once (a capture and a live session downloading
-    the body model) never write into one another's. Those a write cut off (Blender killed) left a day
-    ago or more are removed first: nothing writes over them."""
+def fresh_part_path(path: Path) -> Path:
+    """A temporary name beside ``path`` to write it under before renaming it into place
+    (``atomic_file.part_path``: random, so that two writers of the same file at once, a capture and a
+    live session downloading the body model, never write into one another's), once the temporary
+    files of ``path`` that a write cut off (Blender killed) left a day ago or more are removed."""
     _remove_stale_parts(path)
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    return part_path(path)
 
 
 def _remove_stale_parts(path: Path) -> None:
     cutoff = time.time() - STALE_PART_S
-    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+    for part in list(leftover_parts(path)):
         try:
             if part.lstat().st_mtime < cutoff:
                 part.unlink()
@@ -125,19 +125,8 @@ def write_private_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -
     that a large file (a live take) is written as it is made instead of first held whole in memory.
     Whatever fails, the part file is removed and the error raised."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    part = part_path(path)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    _remove_stale_parts(path)
+    atomic_write(path, data if callable(data) else lambda f: f.write(data), private=True)
 
 
 def ensure_token() -> str:

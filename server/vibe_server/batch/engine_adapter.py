@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vibe_blender.core.atomic_file import atomic_write_bytes, is_disk_full
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
 from ..data.loading import SYNTHETIC_MODEL_NAME
-from ..output_files import atomic_write_bytes, is_disk_full
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions
 from .inputs import BatchItem

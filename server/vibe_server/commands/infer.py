@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.model_data import body_model_beside
 
-from ..output_files import atomic_write
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES, phase_fraction

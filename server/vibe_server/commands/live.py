@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 
 from ..data.loading import checked_data_dir, resolve_device
-from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import MAX_WAITING, open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
+from vibe_blender.core.atomic_file import sync_folder
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError, failure_words
@@ -35,7 +36,6 @@ from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_proble
 from vibe_blender.core.smpl_model import MAX_SMPL_PKL_BYTES, load_smpl_pkl
 
 from ..folder_lock import folder_lock
-from ..output_files import sync_folder
 from . import synthetic
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.

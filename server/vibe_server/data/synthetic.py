@@ -6,7 +6,7 @@ plain pickle, ``J_regressor_extra.npy``, ``J_regressor_h36m.npy``, ``smpl_mean_p
 a stick-figure body: one tube of vertices per joint, so that skinning, joints and shape keys behave
 like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can import it too.
 
-Each file is written atomically (``output_files``); :func:`install_synthetic_bundle` writes the whole
+Each file is written atomically (``vibe_blender.core.atomic_file``); :func:`install_synthetic_bundle` writes the whole
 bundle into a temporary sibling folder and renames it into place only when whole, so the placeholder
 folder that the demo falls back on is never a cut-short one; one process at a time installs or
 discards it (a lock file beside it), so concurrent first runs write it once.
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vibe_blender.core.atomic_file import PART_SUFFIX, atomic_save, atomic_write, atomic_write_bytes
 from vibe_blender.core.smpl_model import PARENTS, BodyModel
 
 from ..folder_lock import waiting_folder_lock
-from ..output_files import PART_SUFFIX, atomic_save, atomic_write, atomic_write_bytes
 
 NUM_VERTICES = 6890
 NUM_FACES = 13776

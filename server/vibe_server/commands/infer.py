@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.model_data import body_model_beside
+from vibe_blender.core.model_data import SMPL_FILE, body_model_beside
 
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         if pkl_path is not None:
             postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
         if body_path is not None:
-            body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
+            body_model = load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE)
             atomic_write(body_path, lambda f: save_body_model(f, body_model))
     except OSError as err:  # (the command line reports it, with this note)
         err.add_note(f"The result file {output} was written.")

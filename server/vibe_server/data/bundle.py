@@ -48,7 +48,7 @@ from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/ch
     MODEL_FILES,
     OPTIONAL_FILES,
     REQUIRED_FILES,
-    SMPL_PKL,
+    SMPL_FILE,
     SPIN_CHECKPOINT,
     VIBE_CHECKPOINT,
     VIBE_CHECKPOINT_3DPW,
@@ -68,7 +68,7 @@ MiB, GiB = 1 << 20, 1 << 30
 # (J, 6890) float64 (under 1 MB), the mean parameters 157 floats, SMPL_NEUTRAL.pkl tens of MB, the
 # checkpoints a few hundred MB at most; yolov3.weights its official size at most (format 0.1 is 4 bytes less).
 MAX_FILE_BYTES = {
-    SMPL_PKL: MAX_SMPL_PKL_BYTES,  # the add-on's bound too
+    SMPL_FILE: MAX_SMPL_PKL_BYTES,  # the add-on's bound too
     EXTRA_REGRESSOR: 8 * MiB,
     H36M_REGRESSOR: 8 * MiB,
     MEAN_PARAMS: 1 * MiB,
@@ -148,7 +148,7 @@ def _check_yolo(path: Path) -> str:
 
 
 CHECKS: dict[str, Callable[[Path], str]] = {
-    SMPL_PKL: _check_smpl,
+    SMPL_FILE: _check_smpl,
     EXTRA_REGRESSOR: _check_regressor(9),
     H36M_REGRESSOR: _check_regressor(17),
     MEAN_PARAMS: _check_mean_params,

@@ -26,10 +26,10 @@ from vibe_blender.core.atomic_file import (
     atomic_write_bytes,
     leftover_part_names,
 )
+from vibe_blender.core.shown_text import printable
 
 from .inputs import RESULT_SUFFIX, BatchItem, folded_name, output_key
 from .names import LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME
-from .progress import printable
 
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed

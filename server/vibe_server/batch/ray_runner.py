@@ -38,6 +38,7 @@ from types import ModuleType
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
+from vibe_blender.core.shown_text import printable
 
 from ..pipeline.options import RunOptions
 from ..pipeline.video import check_video_path, check_video_stat
@@ -52,7 +53,7 @@ from .engine_adapter import (
 )
 from .inputs import BatchItem, check_inside
 from .manifest import make_record, record_problem, shared_probe_path
-from .progress import BatchProgress, printable
+from .progress import BatchProgress
 
 TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed

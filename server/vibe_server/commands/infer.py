@@ -14,6 +14,7 @@ from tqdm import tqdm
 from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.model_data import SMPL_FILE, body_model_beside
+from vibe_blender.core.shown_text import printable_lines
 
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
@@ -209,16 +210,19 @@ def run(args: argparse.Namespace) -> int:
         err.add_note(f"The result file {output} was written.")
         raise
 
-    print(summary_table(out, engine, devices=devices))
+    # the video's name and the outputs' (named after it) as the terminal shows them, not obeys them
+    print(printable_lines(summary_table(out, engine, devices=devices)))
     print(
-        f"\nResult: {output}"
-        + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
-        + (f"\nBody model: {body_path}" if body_path else "")
+        printable_lines(
+            f"\nResult: {output}"
+            + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
+            + (f"\nBody model: {body_path}" if body_path else "")
+        )
     )
     if out.result.model_name == SYNTHETIC_MODEL_NAME:
         print(f"(Model: {SYNTHETIC_MODEL_NAME}: install the real model data for real motion.)")
     for warning in out.warnings:  # also in the result file's meta["warnings"]
-        print(f"WARNING: {warning}", file=sys.stderr)
+        print(printable_lines(f"WARNING: {warning}"), file=sys.stderr)
     return 0
 
 

@@ -189,6 +189,7 @@ MAY_IMPORT = {
         CORE,
         SERVER,
     },
+    "vibe_server.batch": {"vibe_server.pipeline", "vibe_server.data", "vibe_server.folder_lock", CORE},
     SERVER: {"vibe_server.data"},  # load_model and __version__
 }
 

@@ -1,4 +1,5 @@
-"""The one place the batch code touches the pipeline: load an engine, run one video, write its result.
+"""Where the batch runs the pipeline's engine: load an engine, run one video, write its result (the
+other batch modules use only the pipeline's options, devices and video checks).
 
 The pipeline's public names used here: ``load_engine(data_dir, device=, precision=, allow_synthetic=)``
 returning an ``Engine``, ``Engine.run(path, RunOptions, progress=, video_name=)`` returning a

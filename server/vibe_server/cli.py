@@ -9,6 +9,7 @@ import select
 import sys
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.shown_text import printable_lines
 
 from . import __version__
 from .commands import COMMANDS
@@ -45,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report_os_error(err)
         _silence_stdout()  # the reader of stdout went away (e.g. `vibe-mocap data check | head -1`): quietly
         return 141  # as a process ended by SIGPIPE: 128 + 13
-    except VibeError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except VibeError as err:  # it may quote a file name, whose control characters the terminal would obey
+        print(printable_lines(f"error: {err}"), file=sys.stderr)
         return getattr(err, "exit_status", 2)  # (an error its caller acts on has its own: serve's PortTaken)
     except OSError as err:  # a file the command reads or writes: missing, no permission, disk full...
         return _report_os_error(err)
@@ -78,7 +79,9 @@ def _report_os_error(err: OSError) -> int:
     where = f" ({err.filename})" if err.filename else ""
     notes = "".join(f" {note}" for note in getattr(err, "__notes__", ()))  # e.g. which outputs were written
     print(
-        f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.{notes}",
+        printable_lines(
+            f"error: {err.strerror or err}{where}. Check the path, its permissions and the free disk space.{notes}"
+        ),
         file=sys.stderr,
     )
     return 2

@@ -24,7 +24,7 @@ from blender_eval import evaluated_joints
 from fake_live_server import END, HOLD, LIVE_ID, FakeLiveServer, frame_message, moving_take, person
 
 from vibe_blender import keyframes, live, preferences, server_control
-from vibe_blender.core import live_client, user_dirs
+from vibe_blender.core import atomic_file, live_client
 from vibe_blender.core.client import ServerClient
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.live_client import LiveConnection, LiveFrameMessage, LivePersonFrame, LiveTake, take_on_frames
@@ -496,14 +496,17 @@ def test_a_recording_that_cannot_be_written_is_kept_until_a_retry_saves_it(
         live.start_recording()  # one take at a time: the unsaved one first
 
     with monkeypatch.context() as disk_full:  # the write fails at its end: nothing under the final name
-        disk_full.setattr(user_dirs.os, "replace", raise_oserror(28, "No space left on device"))
+        disk_full.setattr(atomic_file.os, "replace", raise_oserror(28, "No space left on device"))
         with pytest.raises(VibeError, match=r"could not be saved in .*No space left on device.*the take is kept"):
             live.stop_recording()
     assert sorted(results.iterdir()) == saved and session.unsaved_take is take
 
-    real_fdopen = os.fdopen
+    def open_on_a_full_disk(file, mode="r", *args, **kwargs):
+        opened = open(file, mode, *args, **kwargs)
+        return DiskFullAfter(opened, 4096) if mode == "wb" else opened  # (the file the take is written into)
+
     with monkeypatch.context() as disk_full:  # the disk fills while the take is compressed into the file
-        disk_full.setattr(user_dirs.os, "fdopen", lambda fd, mode: DiskFullAfter(real_fdopen(fd, mode), 4096))
+        disk_full.setattr(atomic_file, "open", open_on_a_full_disk, raising=False)  # the builtin, as it finds it
         with pytest.raises(VibeError, match=r"could not be saved in .*No space left on device.*the take is kept"):
             live.stop_recording()
     assert sorted(results.iterdir()) == saved and session.unsaved_take is take  # no part file either
@@ -582,7 +585,7 @@ def test_a_take_too_long_for_the_scenes_frames_is_saved_on_exit_at_a_rate_that_p
     monkeypatch.setattr(live_client, "MAX_RECORDED_FRAMES", 100)  # the limit, scaled down to this take
     monkeypatch.setattr(live, "user_dir", None)  # at exit nothing of Blender's is read: noted at the start
     with monkeypatch.context() as disk_full:
-        disk_full.setattr(user_dirs.os, "replace", raise_oserror(28, "No space left on device"))
+        disk_full.setattr(atomic_file.os, "replace", raise_oserror(28, "No space left on device"))
         live.save_take_on_exit()
     assert "could not be saved on exit: " in capsys.readouterr().err and session.unsaved_take is take
     assert list(tmp_path.iterdir()) == []

@@ -153,7 +153,6 @@ MAY_IMPORT = {
     "vibe_blender.core": set(),
     "vibe_blender": {CORE},  # the bpy layer
     "vibe_server.geometry": set(),
-    "vibe_server.output_files": set(),
     "vibe_server.folder_lock": {CORE},
     "vibe_server.command_signals": set(),
     "vibe_server.value_range": set(),
@@ -162,14 +161,12 @@ MAY_IMPORT = {
     "vibe_server.data": {
         "vibe_server.model",
         "vibe_server.checkpoints",
-        "vibe_server.output_files",
         "vibe_server.folder_lock",
         CORE,
     },
     "vibe_server.pipeline": {
         "vibe_server.data",
         "vibe_server.geometry",
-        "vibe_server.output_files",
         "vibe_server.value_range",
         CORE,
         SERVER,
@@ -182,7 +179,6 @@ MAY_IMPORT = {
         "vibe_server.folder_lock",
         "vibe_server.geometry",
         "vibe_server.model",
-        "vibe_server.output_files",
         "vibe_server.pipeline",
         "vibe_server.value_range",
         CORE,
@@ -190,10 +186,16 @@ MAY_IMPORT = {
     "vibe_server.api": {
         "vibe_server.pipeline",
         "vibe_server.data",
-        "vibe_server.output_files",
         "vibe_server.value_range",
         CORE,
         SERVER,
+    },
+    "vibe_server.batch": {
+        "vibe_server.pipeline",
+        "vibe_server.data",
+        "vibe_server.folder_lock",
+        "vibe_server.command_signals",
+        CORE,
     },
     SERVER: {"vibe_server.data"},  # load_model and __version__
 }

@@ -6,7 +6,7 @@ import stat
 import pytest
 from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 
-from vibe_blender.core import user_dirs
+from vibe_blender.core import atomic_file, user_dirs
 from vibe_blender.core.errors import VibeError
 
 
@@ -124,11 +124,20 @@ def test_temporary_files_a_write_cut_off_left_a_day_ago_are_removed(tmp_path):
             ".notes.txt.draft.part",
         )
     )
+    stale_short = atomic_file.part_path(target)  # as writes name their temporary files now
     day_old = os.stat(tmp_path).st_mtime - user_dirs.STALE_PART_S - 60
-    for part in (stale, running, other, not_a_part):
+    for part in (stale, stale_short, running, other, not_a_part):
         part.write_bytes(b"cut off")
-    for part in (stale, other, not_a_part):
+    for part in (stale, stale_short, other, not_a_part):
         os.utime(part, (day_old, day_old))
     user_dirs.write_private_file(target, b"model")
     assert target.read_bytes() == b"model"
-    assert not stale.exists() and not other.exists() and running.exists() and not_a_part.exists()
+    assert not stale.exists() and not stale_short.exists() and not other.exists()
+    assert running.exists() and not_a_part.exists()
+
+
+def test_a_private_file_whose_name_is_as_long_as_the_file_system_takes_is_written(tmp_path):
+    """Before: its temporary name, 15 bytes longer, was refused (ENAMETOOLONG)."""
+    path = tmp_path / ("a" * 251 + ".npz")  # 255 bytes: the longest name most file systems take
+    user_dirs.write_private_file(path, b"take")
+    assert path.read_bytes() == b"take" and list(tmp_path.iterdir()) == [path]

@@ -306,14 +306,14 @@ def test_manifest_skips_a_line_cut_short_and_keeps_the_newest_record(tmp_path):
 def test_a_batch_deletes_only_the_temporary_files_of_its_own_writes(tmp_path):
     """Before: every hidden '*.part' file anywhere under OUTDIR went at the start, another program's
     download or notes in a shared folder included."""
-    from vibe_server.output_files import _part_path
+    from vibe_blender.core.atomic_file import part_path
 
     out = tmp_path / "out"
     (out / "day1").mkdir(parents=True)
     (out / "other_tool").mkdir()
     ours = [
-        _part_path(out / "day1" / "take1.npz"),
-        _part_path(out / MANIFEST_NAME),
+        part_path(out / "day1" / "take1.npz"),
+        part_path(out / MANIFEST_NAME),
         out / "day1" / ".take2.npz.0badf00d.part",  # as earlier versions named them
         out / ".summary.txt.12345678.part",
     ]

@@ -679,8 +679,20 @@ def test_the_leftovers_of_another_batch_whose_outdir_is_a_subfolder_are_left_to_
         ("seen", None),
         ("no folder", "does not see the output folder '{out}' (No such file or directory)"),
         ("another folder", "does not see the output folder '{out}' (another folder is at that path there)"),
-        ("no video", "cannot read the input video '{video}' (No such file or directory)"),
-        ("a folder as video", "does not see the input video '{video}' (no regular file is at that path there)"),
+        (
+            "no video",
+            "cannot use the input video at the driver's path: Video file not found: '{video}'. Check the path",
+        ),
+        (
+            "a folder as video",
+            "cannot use the input video at the driver's path: '{video}' is not a regular video file (a folder, a "
+            "device or a pipe). Pass the path of a video file",
+        ),
+        (
+            "an empty video",  # another file than the driver's, which is not empty
+            "cannot use the input video at the driver's path: Video file '{video}' is empty (0 bytes). Copy or "
+            "export it again",
+        ),
     ],
 )
 def test_a_node_checks_it_sees_the_drivers_output_folder_and_first_video_without_making_either(tmp_path, case, problem):
@@ -689,7 +701,7 @@ def test_a_node_checks_it_sees_the_drivers_output_folder_and_first_video_without
     if case == "a folder as video":
         video.mkdir()
     elif case != "no video":
-        video.write_bytes(b"x")
+        video.write_bytes(b"" if case == "an empty video" else b"x")
     if case != "no folder":
         out.mkdir()
         (out / "probe").write_bytes(b"other run" if case == "another folder" else b"driver's")

@@ -167,8 +167,8 @@ def test_an_installed_file_is_on_disk_before_it_takes_its_name_and_its_new_name_
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None)
-    file, folder = (target / bundle.SMPL_PKL).stat().st_ino, target.stat().st_ino
+    bundle.install(str(full_bundle / bundle.SMPL_FILE), target, log=lambda _: None)
+    file, folder = (target / bundle.SMPL_FILE).stat().st_ino, target.stat().st_ino
     order = [event for event in events if event[1] in (file, folder)]
     assert order == [("flushed", file), ("renamed", file), ("flushed", folder)]
 
@@ -228,13 +228,13 @@ def test_an_install_deletes_what_killed_installs_left_but_never_a_running_ones(f
     (killed / "staged").mkdir(parents=True)
     (killed / "vibe_data.zip").write_bytes(bytes(1000))
     said = []
-    assert bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=said.append) == [bundle.SMPL_PKL]
+    assert bundle.install(str(full_bundle / bundle.SMPL_FILE), target, log=said.append) == [bundle.SMPL_FILE]
     assert not killed.exists() and f"removed what 1 interrupted install(s) left in {target}" in said
     running = target / ".download-running"  # another install's, which holds the lock
     running.mkdir()
     with folder_lock(target, bundle.INSTALL_LOCK, "held by the test"):
         with pytest.raises(VibeError) as busy:
-            bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None)
+            bundle.install(str(full_bundle / bundle.SMPL_FILE), target, log=lambda _: None)
     assert str(busy.value) == f"Another install into '{target}' is running; wait for it to end, then install again."
     assert running.is_dir()
 
@@ -251,13 +251,13 @@ def test_install_from_an_unreachable_url(tmp_path):
 
 
 def test_load_model_lists_every_missing_file(tmp_path):
-    (tmp_path / bundle.SMPL_PKL).write_bytes(b"")
+    (tmp_path / bundle.SMPL_FILE).write_bytes(b"")
     with pytest.raises(VibeError) as err:
         load_model(tmp_path)
     text = str(err.value)
     for name in (bundle.EXTRA_REGRESSOR, bundle.MEAN_PARAMS, bundle.SPIN_CHECKPOINT, bundle.VIBE_CHECKPOINT):
         assert name in text
-    assert bundle.SMPL_PKL + "," not in text and "vibe-mocap data install" in text
+    assert bundle.SMPL_FILE + "," not in text and "vibe-mocap data install" in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,9 +273,9 @@ def _installed(folder: Path) -> list[str]:
 def test_folder_install_refuses_a_link_out_of_the_folder(full_bundle, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("the user's private key")
-    (full_bundle / bundle.SMPL_PKL).unlink()
-    (full_bundle / bundle.SMPL_PKL).symlink_to(secret)
-    with pytest.raises(VibeError, match=rf"'{full_bundle / bundle.SMPL_PKL}' is a symbolic link"):
+    (full_bundle / bundle.SMPL_FILE).unlink()
+    (full_bundle / bundle.SMPL_FILE).symlink_to(secret)
+    with pytest.raises(VibeError, match=rf"'{full_bundle / bundle.SMPL_FILE}' is a symbolic link"):
         bundle.install(str(full_bundle), tmp_path / "t", log=lambda _: None)
     assert _installed(tmp_path / "t") == []
 
@@ -291,8 +291,8 @@ def test_folder_install_refuses_a_link_to_a_device(full_bundle, tmp_path):
 def test_folder_install_refuses_a_fifo(tmp_path):
     folder = tmp_path / "src" / "vibe_data"
     folder.mkdir(parents=True)
-    os.mkfifo(folder / bundle.SMPL_PKL)  # opening it would block
-    with pytest.raises(VibeError, match=rf"'{folder / bundle.SMPL_PKL}' is not a regular file"):
+    os.mkfifo(folder / bundle.SMPL_FILE)  # opening it would block
+    with pytest.raises(VibeError, match=rf"'{folder / bundle.SMPL_FILE}' is not a regular file"):
         bundle.install(str(tmp_path / "src"), tmp_path / "t", log=lambda _: None)
 
 
@@ -342,12 +342,12 @@ def test_install_caps_the_total_before_copying_anything(full_bundle, tmp_path, m
 
 def test_zip_link_member_is_refused(tmp_path):
     archive = tmp_path / "vibe_data.zip"
-    link = zipfile.ZipInfo(f"vibe_data/{bundle.SMPL_PKL}")
+    link = zipfile.ZipInfo(f"vibe_data/{bundle.SMPL_FILE}")
     link.create_system = 3  # Unix: the mode is in the high 16 bits
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
     with zipfile.ZipFile(archive, "w") as z:
         z.writestr(link, "/home/user/.ssh/id_rsa")
-    with pytest.raises(VibeError, match=rf"'{archive}:vibe_data/{bundle.SMPL_PKL}' is a symbolic link"):
+    with pytest.raises(VibeError, match=rf"'{archive}:vibe_data/{bundle.SMPL_FILE}' is a symbolic link"):
         bundle.install(str(archive), tmp_path / "t", log=lambda _: None)
     assert _installed(tmp_path / "t") == []
 
@@ -391,7 +391,7 @@ def test_a_zip_member_whose_reads_its_declared_size_does_not_bound_is_refused_un
 ):
     """zipfile decompresses bzip2 and LZMA without a limit on each read: a 4.6 KB member declaring a
     small size filled 11 GB of memory. Here 8 MiB of zeros (a few hundred bytes packed) declare 100."""
-    member = f"vibe_data/{bundle.SMPL_PKL}"
+    member = f"vibe_data/{bundle.SMPL_FILE}"
     archive = _zip_declaring(tmp_path / "vibe_data.zip", member, bytes(8 << 20), 100, compression)
     assert archive.stat().st_size < 64 << 10
 
@@ -471,7 +471,7 @@ def test_url_download_of_the_official_zip_layout(serve, full_bundle, official_zi
     base = serve(official_zip.read_bytes(), send_length=False)
     installed = bundle.install(f"{base}/vibe_data.zip", tmp_path / "t", log=lambda _: None)
     assert set(installed) == set(bundle.REQUIRED_FILES) - {bundle.YOLO_WEIGHTS}
-    assert (tmp_path / "t" / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
+    assert (tmp_path / "t" / bundle.SMPL_FILE).read_bytes() == (full_bundle / bundle.SMPL_FILE).read_bytes()
 
 
 WEB_PAGE = b"\n<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>\n"
@@ -603,14 +603,15 @@ def test_a_zip_cut_short_on_the_disk_is_called_damaged(official_zip, tmp_path):
 def test_check_reports_special_and_impossible_files_without_reading_them(full_bundle):
     (full_bundle / bundle.SPIN_CHECKPOINT).unlink()
     os.mkfifo(full_bundle / bundle.SPIN_CHECKPOINT)
-    with open(full_bundle / bundle.SMPL_PKL, "r+b") as f:
-        f.truncate(bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1)
+    with open(full_bundle / bundle.SMPL_FILE, "r+b") as f:
+        f.truncate(bundle.MAX_FILE_BYTES[bundle.SMPL_FILE] + 1)
     statuses = {s.name: s for s in bundle.check_bundle(full_bundle)}
     assert statuses[bundle.SPIN_CHECKPOINT].status == "invalid"
     assert "not a regular file" in statuses[bundle.SPIN_CHECKPOINT].detail
-    assert statuses[bundle.SMPL_PKL].status == "invalid"
+    assert statuses[bundle.SMPL_FILE].status == "invalid"
     assert (
-        f"{bundle.MAX_FILE_BYTES[bundle.SMPL_PKL] + 1:,} bytes, more than any real" in statuses[bundle.SMPL_PKL].detail
+        f"{bundle.MAX_FILE_BYTES[bundle.SMPL_FILE] + 1:,} bytes, more than any real"
+        in statuses[bundle.SMPL_FILE].detail
     )
 
 
@@ -625,7 +626,7 @@ def broken_source(full_bundle, tmp_path) -> Path:
     checkpoint), beside one valid file."""
     folder = tmp_path / "broken"
     folder.mkdir()
-    (folder / bundle.SMPL_PKL).write_text("not a model\n")
+    (folder / bundle.SMPL_FILE).write_text("not a model\n")
     (folder / bundle.EXTRA_REGRESSOR).write_bytes(b"")
     (folder / bundle.VIBE_CHECKPOINT).write_bytes(np.random.default_rng(0).bytes(5000))
     shutil.copy(full_bundle / bundle.H36M_REGRESSOR, folder)
@@ -642,14 +643,14 @@ def test_install_keeps_the_installed_files_when_the_new_ones_are_invalid(full_bu
     before = _contents(full_bundle)
     assert cli(["data", "install", str(broken_source), "--data-dir", str(full_bundle)]) == 2
     captured = capsys.readouterr()
-    for name in (bundle.SMPL_PKL, bundle.EXTRA_REGRESSOR, bundle.VIBE_CHECKPOINT):
+    for name in (bundle.SMPL_FILE, bundle.EXTRA_REGRESSOR, bundle.VIBE_CHECKPOINT):
         assert f"kept the existing {name}: the new one is invalid: " in captured.out
     assert f"installed {bundle.H36M_REGRESSOR}: (17, 6890)" in captured.out
-    assert f"'{broken_source / bundle.SMPL_PKL}' is not a readable SMPL model file" in captured.out  # the source
+    assert f"'{broken_source / bundle.SMPL_FILE}' is not a readable SMPL model file" in captured.out  # the source
     assert ".download-" not in captured.out + captured.err  # never the staged copy
     assert "installed SMPL_NEUTRAL.pkl" not in captured.out
     err = captured.err
-    assert err.count("error:") == 1 and f"{bundle.SMPL_PKL}, {bundle.EXTRA_REGRESSOR}, {bundle.VIBE_CHECKPOINT}" in err
+    assert err.count("error:") == 1 and f"{bundle.SMPL_FILE}, {bundle.EXTRA_REGRESSOR}, {bundle.VIBE_CHECKPOINT}" in err
     assert "is unchanged" in err and "vibe-mocap data check" in err
     assert _contents(full_bundle) == before
     assert bundle.bundle_ok(bundle.check_bundle(full_bundle))
@@ -660,27 +661,27 @@ def test_install_of_an_invalid_file_into_an_empty_folder_installs_nothing_under_
     full_bundle, broken_source, tmp_path, capsys
 ):
     target = tmp_path / "fresh"
-    with pytest.raises(VibeError, match=rf"Not installed: {bundle.SMPL_PKL}, "):
+    with pytest.raises(VibeError, match=rf"Not installed: {bundle.SMPL_FILE}, "):
         bundle.install(str(broken_source), target)
     out = capsys.readouterr().out
-    assert f"not installed {bundle.SMPL_PKL}: the new one is invalid, and none is installed: " in out
+    assert f"not installed {bundle.SMPL_FILE}: the new one is invalid, and none is installed: " in out
     assert _installed(target) == [bundle.H36M_REGRESSOR]
     # a valid file installs over an invalid one
-    (target / bundle.SMPL_PKL).write_text("damaged")
-    assert bundle.install(str(full_bundle / bundle.SMPL_PKL), target, log=lambda _: None) == [bundle.SMPL_PKL]
-    assert (target / bundle.SMPL_PKL).read_bytes() == (full_bundle / bundle.SMPL_PKL).read_bytes()
+    (target / bundle.SMPL_FILE).write_text("damaged")
+    assert bundle.install(str(full_bundle / bundle.SMPL_FILE), target, log=lambda _: None) == [bundle.SMPL_FILE]
+    assert (target / bundle.SMPL_FILE).read_bytes() == (full_bundle / bundle.SMPL_FILE).read_bytes()
 
 
 def test_install_refuses_a_folder_in_a_model_files_place(full_bundle, tmp_path, capsys):
     target = tmp_path / "t"
-    (target / bundle.SMPL_PKL).mkdir(parents=True)
-    (target / bundle.SMPL_PKL / "notes.txt").write_text("the user's notes")
+    (target / bundle.SMPL_FILE).mkdir(parents=True)
+    (target / bundle.SMPL_FILE / "notes.txt").write_text("the user's notes")
     assert cli(["data", "install", str(full_bundle), "--data-dir", str(target)]) == 2
     err = capsys.readouterr().err
-    assert f"'{target / bundle.SMPL_PKL}' is a folder where {bundle.SMPL_PKL} must be a file" in err
+    assert f"'{target / bundle.SMPL_FILE}' is a folder where {bundle.SMPL_FILE} must be a file" in err
     assert ".download-" not in err
-    assert _installed(target) == [bundle.SMPL_PKL]
-    assert (target / bundle.SMPL_PKL / "notes.txt").read_text() == "the user's notes"
+    assert _installed(target) == [bundle.SMPL_FILE]
+    assert (target / bundle.SMPL_FILE / "notes.txt").read_text() == "the user's notes"
 
 
 # --------------------------------------------------------------------------------------------
@@ -694,9 +695,9 @@ def _partial(folder: Path, how: str) -> Path:
             if f.name != bundle.YOLO_WEIGHTS:
                 f.unlink()
         return folder
-    (folder / bundle.SMPL_PKL).unlink()
+    (folder / bundle.SMPL_FILE).unlink()
     if how == "folder":
-        (folder / bundle.SMPL_PKL).mkdir()
+        (folder / bundle.SMPL_FILE).mkdir()
     return folder
 
 
@@ -711,7 +712,7 @@ def test_partial_model_data_fails_instead_of_running_the_placeholder(full_bundle
     text = str(err.value)
     assert f"The model data in {data_dir} is incomplete" in text
     smpl = "not a regular file" if how == "folder" else "missing"
-    assert f"  {bundle.SMPL_PKL}: {smpl}" in text
+    assert f"  {bundle.SMPL_FILE}: {smpl}" in text
     assert (f"  {bundle.VIBE_CHECKPOINT}: missing" in text) == (how == "only-yolo")
     assert f"'vibe-mocap data install PATH_OR_URL --data-dir {data_dir}'" in text
     assert f"'vibe-mocap data check --data-dir {data_dir}'" in text
@@ -799,13 +800,13 @@ def test_a_placeholder_an_older_version_wrote_with_repeated_faces_is_written_aga
     with monkeypatch.context() as m:
         m.setattr(synthetic, "make_body_model", padded_as_before)
         synthetic.install_synthetic_bundle(placeholder)
-    assert synthetic.repeats_a_face(load_smpl_pkl(placeholder / bundle.SMPL_PKL).faces)
+    assert synthetic.repeats_a_face(load_smpl_pkl(placeholder / bundle.SMPL_FILE).faces)
     log = []
     loaded = load_for_inference(
         tmp_path / "data", device="cpu", allow_synthetic=True, synthetic_dir=placeholder, log=log.append
     )
     assert f"The synthetic placeholder model in {placeholder} is from an older version" in log[0]
-    assert not synthetic.repeats_a_face(load_smpl_pkl(placeholder / bundle.SMPL_PKL).faces)
+    assert not synthetic.repeats_a_face(load_smpl_pkl(placeholder / bundle.SMPL_FILE).faces)
     assert not synthetic.repeats_a_face(loaded.model.regressor.smpl.faces_tensor.numpy())
     assert _placeholder_leftovers(placeholder) == []
 
@@ -962,7 +963,7 @@ def test_infer_on_partial_model_data_says_what_is_missing(full_bundle, tmp_path,
     assert cli(["infer", str(video), "--data-dir", str(data_dir), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "SYNTHETIC" not in err and err.count("error:") == 1
-    assert f"is incomplete:\n  {bundle.SMPL_PKL}: missing" in err
+    assert f"is incomplete:\n  {bundle.SMPL_FILE}: missing" in err
 
 
 def test_serve_on_partial_model_data_answers_503_with_the_reason(full_bundle, tmp_path):
@@ -983,7 +984,7 @@ def test_serve_on_partial_model_data_answers_503_with_the_reason(full_bundle, tm
     ) as client:
         answer = client.get("/api/v1/body_model")
     assert answer.status_code == 503
-    assert "is incomplete" in answer.json()["detail"] and bundle.SMPL_PKL in answer.json()["detail"]
+    assert "is incomplete" in answer.json()["detail"] and bundle.SMPL_FILE in answer.json()["detail"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1016,7 +1017,7 @@ def test_a_checkpoint_of_the_wrong_structure_is_invalid(tmp_path, name, ckpt, ma
 def test_an_smpl_model_with_other_joint_parents_is_invalid(tmp_path, synthetic_bundle):
     from vibe_blender.core.smpl_model import load_smpl_pkl
 
-    model = load_smpl_pkl(synthetic_bundle / bundle.SMPL_PKL)
+    model = load_smpl_pkl(synthetic_bundle / bundle.SMPL_FILE)
     parents = model.parents.copy()
     parents[23] = 20
     arrays = {
@@ -1028,8 +1029,8 @@ def test_an_smpl_model_with_other_joint_parents_is_invalid(tmp_path, synthetic_b
         "J_regressor": model.J_regressor,
         "kintree_table": np.stack([parents, np.arange(24)]),
     }
-    (tmp_path / bundle.SMPL_PKL).write_bytes(pickle.dumps(arrays, protocol=2))
-    status = bundle.check_file(bundle.SMPL_PKL, tmp_path / bundle.SMPL_PKL)
+    (tmp_path / bundle.SMPL_FILE).write_bytes(pickle.dumps(arrays, protocol=2))
+    status = bundle.check_file(bundle.SMPL_FILE, tmp_path / bundle.SMPL_FILE)
     assert status.status == "invalid" and "are not SMPL's" in status.detail
 
 

@@ -290,6 +290,26 @@ def test_infer_reports_nobody_found(tiny_infer, capsys):
     assert "Nobody was found" in err and "--min-track-frames N of vibe-mocap infer or batch" in err
 
 
+COLOURED = "a\x1b[31mRED\x1b[0m"  # a file name holding escape sequences: the terminal would turn red
+COLOURED_SHOWN = "a\\x1b[31mRED\\x1b[0m"
+
+
+def test_a_control_character_in_a_file_name_is_shown_escaped_in_an_error(tmp_path, capsys, no_model_data):
+    assert main(["infer", str(tmp_path / f"{COLOURED}.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and f"{COLOURED_SHOWN}.mp4" in err and err.count("\n") == 1, err
+
+
+def test_a_control_character_in_a_file_name_is_shown_escaped_in_the_summary(tiny_infer, tmp_path, monkeypatch, capsys):
+    video, _ = tiny_infer
+    video = video.rename(video.with_name(f"{COLOURED}.mp4"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["infer", str(video)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and f"Result: {tmp_path / COLOURED_SHOWN}_vibe.npz" in out, out
+    assert (tmp_path / f"{COLOURED}_vibe.npz").exists()
+
+
 @pytest.mark.parametrize("how", ["--data-dir", "VIBE_DATA_DIR"])
 @pytest.mark.parametrize("state", ["missing", "empty", "a file"])
 @pytest.mark.parametrize("command", ["infer", "batch", "live"])

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from vibe_blender.core import atomic_file
 from vibe_blender.core.errors import VibeError
 from vibe_server.api import job_store
 from vibe_server.api import jobs as jobs_module
@@ -37,7 +38,7 @@ class FakeEngine:
 @pytest.fixture(autouse=True)
 def fake_result_files(monkeypatch):
     """The fake engine's empty results are written as a few bytes."""
-    monkeypatch.setattr(jobs_module, "save_result", lambda path, result: path.write_bytes(b"result"))
+    monkeypatch.setattr(jobs_module, "save_result", lambda file, result: file.write(b"result"))
 
 
 def wait_for(condition, timeout_s: float = 20.0) -> bool:
@@ -72,6 +73,41 @@ def plant(jobs_dir, job_id: str, status: str, *, finished_ago_s: float | None = 
 def age(path, seconds: float) -> None:
     then = time.time() - seconds
     os.utime(path, (then, then))
+
+
+def test_a_job_s_record_and_result_reach_the_disk_before_they_replace_the_old_ones(tmp_path, monkeypatch):
+    """A power cut just after a job ends leaves the old record or the new one, never an empty file
+    under the real name (a rename may reach the disk before the data written before it)."""
+    synced, real_fsync = [], os.fsync
+
+    def spy_fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic_file.os, "fsync", spy_fsync)
+    jobs = JobManager(tmp_path / "jobs", [FakeEngine()])
+    jobs.start()
+    try:
+        job_id = submit_upload(jobs, "clip")
+        assert wait_for(lambda: jobs.get(job_id).status == "done")
+    finally:
+        jobs.stop()
+    folder = jobs.folder(job_id)
+    assert sorted(p.name for p in folder.iterdir()) == ["job.json", "result.npz"]
+    assert {(folder / "job.json").stat().st_ino, (folder / "result.npz").stat().st_ino} <= set(synced)
+
+
+def test_a_record_the_disk_refuses_leaves_the_old_one_and_no_part_file(tmp_path, monkeypatch):
+    write_record(tmp_path, {"old": 1})
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic_file.os, "fsync", disk_full)
+    with pytest.raises(OSError) as err:
+        write_record(tmp_path, {"new": 2})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "job.json")
+    assert json.loads((tmp_path / "job.json").read_text()) == {"old": 1} and os.listdir(tmp_path) == ["job.json"]
 
 
 # -- a worker survives any job ------------------------------------------------------------------
@@ -368,7 +404,7 @@ def test_leftovers_of_a_killed_server_are_deleted_at_start(tmp_path):
     upload_path(in_progress).write_bytes(b"\0")
     done = plant(jobs_dir, DONE, "done", finished_ago_s=HOUR)
     upload_path(done).write_bytes(b"video")  # killed between the record and the deletion
-    for name in ("result.npz.part", ".vibe_output.pkl.0a1b2c3d.part", "job.json.part"):
+    for name in ("result.npz.part", ".vibe_output.pkl.0a1b2c3d.part", "job.json.part", ".0123456789ab.0a1b2c3d.part"):
         (done / name).write_bytes(b"half")
         age(done / name, 2 * HOUR)
     (done / "fresh.part").write_bytes(b"being written")

@@ -211,6 +211,27 @@ def test_the_live_command_prints_and_records_what_its_source_said_as_it_ended(fa
     assert load_result(out).meta["warnings"] == f"{FALLBACK_WARNING}\n{fake_live_command.said_at_end}"
 
 
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("take.mp4", "The recording must end in .npz; got '{path}'."),
+        ("take.npz", "The recording '{path}' already exists and is not a .npz file: writing it would destroy"),
+    ],
+)
+def test_live_refuses_a_recording_that_would_replace_a_file_of_another_kind(
+    fake_live_command, tmp_path, capsys, name, words
+):
+    """Before: only the suffix was checked, so a video saved as take.npz was replaced by the take."""
+    from vibe_server.cli import main
+
+    path = tmp_path / name
+    path.write_bytes(b"my video")
+    assert main(["live", "0", "--record", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {words.format(path=path)}") and err.count("\n") == 1, err
+    assert path.read_bytes() == b"my video"
+
+
 def test_live_command_saves_the_recording_whatever_ends_the_session(fake_live_command, tmp_path, capsys, monkeypatch):
     """Only a VibeError kept the recording: out of memory on a GPU, an OpenCV error in a crop lost it."""
     from vibe_blender.core.result_file import load_result

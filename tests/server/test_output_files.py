@@ -1,6 +1,5 @@
-"""Output files: refused before any work when they would destroy an input, written atomically."""
+"""Output files: refused before any work when they would destroy an input, or the model data."""
 
-import errno
 import os
 from pathlib import Path
 
@@ -8,88 +7,6 @@ import pytest
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.output_paths import check_output_path
-from vibe_server import output_files
-from vibe_server.output_files import atomic_save, atomic_write, remove_leftover_parts
-
-
-def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
-    def fail_halfway(f):
-        f.write(b"half")
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(tmp_path / "r.npz", fail_halfway)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_replaces_the_file_only_once_written(tmp_path):
-    (tmp_path / "r.npz").write_bytes(b"old")
-    atomic_write(tmp_path / "sub" / "r.npz", lambda f: f.write(b"new"))
-    assert (tmp_path / "sub" / "r.npz").read_bytes() == b"new" and (tmp_path / "r.npz").read_bytes() == b"old"
-
-
-def test_a_write_that_may_not_make_its_folder_leaves_a_missing_one_missing(tmp_path):
-    """(A job folder deleted while its .pkl is built must not come back.)"""
-    with pytest.raises(FileNotFoundError) as err:
-        atomic_write(tmp_path / "gone" / "r.pkl", lambda f: f.write(b"new"), make_folder=False)
-    assert err.value.filename == str(tmp_path / "gone" / "r.pkl") and list(tmp_path.iterdir()) == []
-
-
-def test_an_output_whose_name_is_as_long_as_the_file_system_takes_is_written(tmp_path):
-    """Before: its temporary name, 15 bytes longer, was refused (ENAMETOOLONG, naming the temporary file)."""
-    path = tmp_path / ("a" * 251 + ".npz")  # 255 bytes: the longest name most file systems take
-    atomic_write(path, lambda f: f.write(b"result"))
-    assert path.read_bytes() == b"result" and list(tmp_path.iterdir()) == [path]
-
-
-def test_the_leftovers_of_killed_writes_are_found_for_their_own_output_only(tmp_path):
-    path, other = tmp_path / ("a" * 251 + ".npz"), tmp_path / "other.npz"
-    for leftover in (output_files._part_path(path), output_files._part_path(other)):
-        leftover.write_bytes(b"half")  # as a write killed outright leaves it
-    (tmp_path / f".{path.name[-20:]}.0123abcd.part").write_bytes(b"half")  # an earlier version's, of another name
-    (tmp_path / ".checkpoint.pth.tar.0123abcd.part").write_bytes(b"half")  # an earlier version's
-    assert remove_leftover_parts(path) == 1 and remove_leftover_parts(tmp_path / "checkpoint.pth.tar") == 1
-    assert len(list(tmp_path.iterdir())) == 2
-
-
-def test_a_failed_write_tells_its_own_error_when_its_temporary_file_cannot_be_deleted(tmp_path, monkeypatch):
-    def refuse(self, missing_ok=False):
-        raise PermissionError(errno.EACCES, "Permission denied", str(self))
-
-    def disk_full(f):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Path, "unlink", refuse)
-    with pytest.raises(OSError) as err:
-        atomic_write(tmp_path / "r.npz", disk_full)
-    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "r.npz")
-
-
-def test_the_file_is_flushed_through_the_descriptor_held_since_it_was_made(tmp_path, monkeypatch):
-    """Not through one opened by its name again once written: another open, which can fail or find
-    another file there."""
-    opened_after_the_save, saved, synced = [], [], []
-    real_open, real_fsync = open, os.fsync
-
-    def spy_open(file, mode="r", *args, **kwargs):
-        if saved:
-            opened_after_the_save.append(file)
-        return real_open(file, mode, *args, **kwargs)
-
-    def spy_fsync(fd: int) -> None:
-        synced.append(os.fstat(fd).st_ino)
-        real_fsync(fd)
-
-    monkeypatch.setattr(output_files, "open", spy_open, raising=False)  # the builtin, as the module finds it
-    monkeypatch.setattr(output_files.os, "fsync", spy_fsync)
-
-    def save(tmp: Path) -> None:  # as a checkpoint saver writes: by the path
-        tmp.write_bytes(b"checkpoint")
-        saved.append(tmp.stat().st_ino)
-
-    atomic_save(tmp_path / "c.pth.tar", save)
-    assert opened_after_the_save == [] and synced == saved
-    assert (tmp_path / "c.pth.tar").read_bytes() == b"checkpoint"
 
 
 def test_an_output_that_is_an_input_is_refused(tmp_path):
@@ -179,32 +96,22 @@ def test_outputs_are_checked_before_the_work(files, monkeypatch, capsys, case):
 
 def test_a_failed_write_is_one_line_and_leaves_no_part_file(tmp_path, monkeypatch, capsys):
     """An OSError (here: the disk full) is one message from the command line, never a traceback."""
-    from vibe_server import output_files
+    from vibe_blender.core import atomic_file
     from vibe_server.cli import main
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "report.json"))
 
-    monkeypatch.setattr(output_files.os, "fsync", disk_full)
+    monkeypatch.setattr(atomic_file.os, "fsync", disk_full)
     (tmp_path / "3dpw_test_db.pt").write_bytes(b"x")
     with pytest.raises(OSError):
-        output_files.atomic_write(tmp_path / "report.json", lambda f: f.write(b"{}"))
+        atomic_file.atomic_write(tmp_path / "report.json", lambda f: f.write(b"{}"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3dpw_test_db.pt"]
     monkeypatch.setattr("vibe_server.commands.evaluate.check_setting", disk_full)  # the first thing evaluate does
     assert main(["evaluate", str(tmp_path / "3dpw_test_db.pt")]) == 2
     err = capsys.readouterr().err
     path = tmp_path / "report.json"
     assert err == f"error: No space left on device ({path}). Check the path, its permissions and the free disk space.\n"
-
-
-def test_a_failed_write_names_the_output_not_its_temporary_name(tmp_path):
-    def disk_full(f):
-        f.write(b"half")
-        raise OSError(28, "No space left on device")  # as a write() raises it: no file name
-
-    with pytest.raises(OSError) as err:
-        atomic_write(tmp_path / "r.npz", disk_full)
-    assert err.value.filename == str(tmp_path / "r.npz") and list(tmp_path.iterdir()) == []
 
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")

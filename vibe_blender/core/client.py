@@ -38,7 +38,7 @@ from .result_file import load_result
 from .server_proof import new_challenge, proof_ok
 from .shown_text import display_text
 from .smpl_model import BodyModel, load_body_model
-from .user_dirs import TOKEN_ENV_VAR, is_sendable_token, part_path, read_token, token_path
+from .user_dirs import TOKEN_ENV_VAR, fresh_part_path, is_sendable_token, read_token, token_path
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 API = "/api/v1"
@@ -738,11 +738,11 @@ class ServerClient:
         should_stop: Stop | None = None,
         check: Callable[[Path], None] | None = None,
     ) -> Path:
-        """GET ``path`` -> ``dest``, written under a temporary name of its own beside it (``part_path``)
+        """GET ``path`` -> ``dest``, written under a temporary name of its own beside it (``fresh_part_path``)
         and renamed once whole (its length known: declared or chunked) and, with ``check``, once
         ``check(part)`` passed."""
         dest = Path(dest)
-        partial = part_path(dest)
+        partial = fresh_part_path(dest)
         with self._exchange("GET", path, should_stop=should_stop) as (response, watch):
             self._expect_content_type(response, "application/octet-stream")
             declared = self._declared_length(response, max_bytes)  # refused before anything is written

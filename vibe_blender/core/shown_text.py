@@ -1,15 +1,17 @@
 """Text that came from outside (a server's answer, a file's names and notes), made safe to show in a
-message or Blender's UI: printable characters only, and a bounded length."""
+message, on a terminal or in Blender's UI: printable characters only, and a bounded length."""
 
 from __future__ import annotations
 
 import numbers
+import re
 import reprlib
 import types
 
 MAX_TEXT_CHARS = 1000  # server messages shown in the UI
 # of a datablock's or a bone's name in Blender 4.2 (later versions allow more): the names made fit all
 MAX_NAME_BYTES = 63
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: a terminal acts on them
 
 
 def surrogates_escaped(text: str) -> str:
@@ -17,6 +19,21 @@ def surrogates_escaped(text: str) -> str:
     UTF-8 reaches Python with lone surrogates ('\\udc80'), which no encoder takes; they are shown
     escaped instead."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def printable(text: str) -> str:
+    """``text`` that any UTF-8 output takes and that shows as it is: the surrogates of a file name that
+    is not valid UTF-8 and control characters (a new line, an escape sequence that would recolour or
+    rewrite the terminal) become backslash escapes."""
+    text = surrogates_escaped(text)
+    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def printable_lines(text: str) -> str:
+    """``text`` through :func:`printable` line by line, for a message of several lines: its line breaks
+    stay (those of a name it quotes too: they cannot be told apart), every other control character is
+    escaped."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def display_text(value, limit: int = MAX_TEXT_CHARS) -> str:

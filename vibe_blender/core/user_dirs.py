@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from .atomic_file import atomic_write, leftover_parts_of_any_file, part_path
 from .errors import VibeError
 from .regular_file import NOT_REGULAR, NotRegularFileError, open_regular_file
 
@@ -97,17 +98,13 @@ def read_token() -> str | None:
     return token
 
 
-def part_path(path: Path) -> Path:
-    """A temporary name beside ``path`` to write it under before renaming it into place: hidden, and
-    random, so that two writers of the same file at once (a capture and a live session downloading
-    the body model) never write into one another's. Those a write cut off (Blender killed) left a day
-    ago or more are removed first: nothing writes over them."""
+def fresh_part_path(path: Path) -> Path:
+    """A temporary name beside ``path`` to write it under before renaming it into place
+    (``atomic_file.part_path``: random, so that two writers of the same file at once, a capture and a
+    live session downloading the body model, never write into one another's), once the temporary
+    files of ``path`` that a write cut off (Blender killed) left a day ago or more are removed."""
     _remove_stale_parts(path)
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-
-
-# what part_path names a temporary file: hidden, its file's name, 8 random hex digits, ".part"
-PART_FILE_GLOB = ".*." + "[0-9a-f]" * 8 + ".part"
+    return part_path(path)
 
 
 def _remove_stale_parts(path: Path) -> None:
@@ -115,7 +112,7 @@ def _remove_stale_parts(path: Path) -> None:
     left STALE_PART_S ago or more, whichever file they were written for: a download's file has a new
     random name each time (a capture's result), so its part would never match a later name."""
     cutoff = time.time() - STALE_PART_S
-    for part in path.parent.glob(PART_FILE_GLOB):
+    for part in list(leftover_parts_of_any_file(path.parent)):
         try:
             if part.lstat().st_mtime < cutoff:
                 part.unlink()
@@ -131,19 +128,8 @@ def write_private_file(path: Path, data: bytes | Callable[[BinaryIO], object]) -
     that a large file (a live take) is written as it is made instead of first held whole in memory.
     Whatever fails, the part file is removed and the error raised."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    part = part_path(path)
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+    _remove_stale_parts(path)
+    atomic_write(path, data if callable(data) else lambda f: f.write(data), private=True)
 
 
 def ensure_token() -> str:

@@ -23,20 +23,21 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import get_args
 
 from vibe_blender.core import safe_json
+from vibe_blender.core.atomic_file import PART_SUFFIX, atomic_write_bytes
 from vibe_blender.core.client import JOB_ID_PATTERN
 from vibe_blender.core.errors import VibeError
 
-from .schemas import Job, JobParams
+from .schemas import FinalStatus, Job, JobParams, WaitingStatus
 
 log = logging.getLogger("vibe_server.jobs")
 
 RECORD_NAME, RESULT_NAME, PKL_NAME, UPLOAD_NAME = "job.json", "result.npz", "vibe_output.pkl", "input.video"
 MAX_RECORD_BYTES = 1024**2  # a job.json is a few KiB: a larger one is damaged
-PART_SUFFIX = ".part"  # a file being written (ours, or ``output_files.atomic_write``'s)
-FINAL_STATES = ("done", "failed", "cancelled")
-WAITING_STATES = ("queued", "running")
+FINAL_STATES = get_args(FinalStatus)
+WAITING_STATES = get_args(WaitingStatus)
 # A folder without a readable record, or a .part file, untouched for this long is left over from a
 # server that was killed (an upload in progress writes to its folder all the time, and a stalled one
 # is refused within a minute); younger ones may belong to another server using the same folder.
@@ -105,10 +106,7 @@ def record_data(record: JobRecord) -> dict:
 
 def write_record(folder: Path, data: dict) -> None:
     """job.json replaced whole (a reader sees the old record or the new one)."""
-    path = folder / RECORD_NAME
-    tmp = path.with_name(RECORD_NAME + PART_SUFFIX)
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    atomic_write_bytes(folder / RECORD_NAME, json.dumps(data, indent=1).encode("utf-8"), make_folder=False)
 
 
 def read_record(folder: Path) -> JobRecord:

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vibe_blender.core.atomic_file import atomic_write, is_disk_full
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import save_result
 from vibe_blender.core.server_stop import JOB_STOP_S
 
-from ..output_files import is_disk_full
 from ..pipeline.devices import is_out_of_memory, out_of_memory_error
 from ..pipeline.options import RunOptions
 from ..pipeline.progress import JobCancelled
@@ -510,7 +510,6 @@ class JobManager:
                 if record.job.status == "running":
                     record.job.stage, record.job.progress, record.job.eta_s = stage, round(fraction, 4), eta_s
 
-        result_tmp = self.result_path(job_id).with_name(RESULT_NAME + job_store.PART_SUFFIX)
         try:
             output = engine.run(
                 self.input_path(record),
@@ -519,10 +518,9 @@ class JobManager:
                 should_cancel=lambda: record.cancel.is_set() or self._stopping.is_set(),
                 video_name=record.job.video_name,
             )
-            save_result(result_tmp, output.result)
-            result_tmp.replace(self.result_path(job_id))
+            # the job folder stays deleted if a DELETE removed it meanwhile
+            atomic_write(self.result_path(job_id), lambda f: save_result(f, output.result), make_folder=False)
         except JobCancelled:
-            result_tmp.unlink(missing_ok=True)
             with self._lock:  # looked at under the lock a DELETE takes: one just after finds it queued
                 requeue = not record.cancel.is_set()  # the server stops: it runs after the restart
                 if requeue:
@@ -533,12 +531,8 @@ class JobManager:
                 self._end(record, "cancelled")
             return
         except VibeError as err:
-            result_tmp.unlink(missing_ok=True)
             self._end(record, "failed", error=self._client_message(str(err), record))
             return
-        except BaseException:
-            result_tmp.unlink(missing_ok=True)
-            raise
         done = len(output.result.tracks), [self._client_message(w, record) for w in output.warnings]
         if self._end(record, "done", done=done) == "cancelled":  # cancelled while the result was written, or since
             self.result_path(job_id).unlink(missing_ok=True)

@@ -12,7 +12,9 @@ from ..pipeline.live_options import LiveOptions
 from ..pipeline.options import option_specs
 
 API_VERSION = 1
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+WaitingStatus = Literal["queued", "running"]
+FinalStatus = Literal["done", "failed", "cancelled"]  # a job in one of these changes no more
+JobStatus = Literal[WaitingStatus, FinalStatus]
 
 
 class _NullMeansDefault(BaseModel):

@@ -22,7 +22,8 @@ from anyio import CancelScope, to_thread
 from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
-from ..output_files import is_disk_full
+from vibe_blender.core.atomic_file import is_disk_full
+
 from .job_store import DISK_FULL_MESSAGE
 from .json_body import shown
 from .request_body import body_chunks

@@ -1,8 +1,10 @@
 """Batch capture: many videos, one manifest, resumable.
 
     inputs.py          files, folders and path lists -> ``BatchItem`` (input key, input path, output path)
-    manifest.py        atomic file writes, ``manifest.jsonl`` (one record per video) and the summary table
-    engine_adapter.py  the one place that calls the pipeline: load an engine, run one video
+    names.py           the names of the batch's own files in OUTDIR (manifest, summary, lock)
+    manifest.py        ``manifest.jsonl`` (one record per video), the summary table, killed writes' leftovers
+    settings.py        the fingerprint of what a result depends on: a video done otherwise runs again
+    engine_adapter.py  the engine's side: load an engine, run one video, write its result
     progress.py        the overall progress bar and one status line per worker
     local_pool.py      local worker processes (one model each), bounded in-flight, crash retries
     ray_runner.py      the same on a Ray cluster (optional extra ``.[ray]``)

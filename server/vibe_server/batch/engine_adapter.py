@@ -1,4 +1,5 @@
-"""The one place the batch code touches the pipeline: load an engine, run one video, write its result.
+"""Where the batch runs the pipeline's engine: load an engine, run one video, write its result (the
+other batch modules use only the pipeline's options, devices and video checks).
 
 The pipeline's public names used here: ``load_engine(data_dir, device=, precision=, allow_synthetic=)``
 returning an ``Engine``, ``Engine.run(path, RunOptions, progress=, video_name=)`` returning a
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vibe_blender.core.atomic_file import atomic_write_bytes, is_disk_full
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, load_result, save_result
 
 from ..data.loading import SYNTHETIC_MODEL_NAME
-from ..output_files import atomic_write_bytes, is_disk_full
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions
 from .inputs import BatchItem

@@ -19,10 +19,10 @@ from pathlib import Path, PurePosixPath
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NOT_REGULAR
+from vibe_blender.core.shown_text import printable
 
 from ..pipeline.video import check_file_name
 from .names import OWN_FILES
-from .progress import printable
 
 VIDEO_EXTENSIONS = frozenset(
     {

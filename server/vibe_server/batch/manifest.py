@@ -1,7 +1,7 @@
 """``OUTDIR/manifest.jsonl``: one JSON record per video, the newest one counts.
 
-Every file the batch writes goes through ``output_files.atomic_write`` (a temporary name in the same
-folder, renamed into place), so a killed run leaves at most a ``.part`` file, never a half-written
+Every file the batch writes goes through ``vibe_blender.core.atomic_file`` (a temporary name in the
+same folder, renamed into place), so a killed run leaves at most a ``.part`` file, never a half-written
 file under a finished name; the next run removes them. The manifest is appended one line per
 finished video by the one process that drives the batch; a line cut short by a kill is ignored when
 reading, and ``compact`` rewrites the file (atomically) with one line per video. A record whose fields
@@ -19,11 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from vibe_blender.core import safe_json
+from vibe_blender.core.atomic_file import (
+    ANY_NAME_HASH,
+    PART_ID_LENGTH,
+    PART_SUFFIX,
+    atomic_write_bytes,
+    leftover_part_names,
+)
+from vibe_blender.core.shown_text import printable
 
-from ..output_files import ANY_NAME_HASH, PART_ID_LENGTH, PART_SUFFIX, atomic_write_bytes, leftover_part_names
 from .inputs import RESULT_SUFFIX, BatchItem, folded_name, output_key
 from .names import LOCK_NAME, MANIFEST_NAME, SUMMARY_NAME
-from .progress import printable
 
 STATUSES = ("done", "failed")
 STAMP_FIELDS = ("input_size", "input_mtime_ns")  # absent from manifests written before they existed

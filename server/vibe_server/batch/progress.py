@@ -1,25 +1,15 @@
-"""One overall progress bar for the batch plus one status line per worker (tqdm, on stderr), and
-``printable``: a file name as the batch shows it on the terminal and in the summary."""
+"""One overall progress bar for the batch plus one status line per worker (tqdm, on stderr); the
+names in them go through ``shown_text.printable``."""
 
 from __future__ import annotations
 
-import re
 import sys
 
 from tqdm import tqdm
 
-from vibe_blender.core.shown_text import surrogates_escaped
+from vibe_blender.core.shown_text import printable
 
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: a terminal acts on them
 ERROR_LINE_CHARS = 300  # of a failed video's error in its progress line
-
-
-def printable(text: str) -> str:
-    """``text`` that any UTF-8 output takes and that shows as it is: the surrogates of a file name that
-    is not valid UTF-8 and control characters (a new line, an escape sequence that would recolour or
-    rewrite the terminal) become backslash escapes."""
-    text = surrogates_escaped(text)
-    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def finished_line(record: dict) -> str:

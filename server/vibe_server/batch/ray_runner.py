@@ -38,6 +38,7 @@ from types import ModuleType
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
+from vibe_blender.core.shown_text import printable
 
 from ..pipeline.options import RunOptions
 from ..pipeline.video import check_video_path, check_video_stat
@@ -52,7 +53,7 @@ from .engine_adapter import (
 )
 from .inputs import BatchItem, check_inside
 from .manifest import make_record, record_problem, shared_probe_path
-from .progress import BatchProgress, printable
+from .progress import BatchProgress
 
 TRANSFERS = ("shared", "object-store")
 MAX_TASK_RETRIES = 2  # a video that kills its actor 3 times is marked failed
@@ -128,8 +129,8 @@ def node_name() -> str:
 def shared_paths_problem(probe_path: str, probe_content: bytes, video_path: str | None) -> str | None:
     """Why this node cannot work on the shared path, or None: it must find the probe file the driver wrote
     in OUTDIR at the driver's path with the driver's content, and the video at ``video_path`` (unless None)
-    must be a readable regular file. It only reads: a missing folder is never made here (results written into it
-    would stay on this node's own disk)."""
+    pass the driver's checks of a video (``check_video_path``) here too. It only reads: a missing folder is never
+    made here (results written into it would stay on this node's own disk)."""
     output_dir = os.path.dirname(probe_path)
     try:
         with open(probe_path, "rb") as probe:
@@ -141,11 +142,9 @@ def shared_paths_problem(probe_path: str, probe_content: bytes, video_path: str 
     if video_path is None:
         return None
     try:
-        if not stat.S_ISREG(os.stat(video_path).st_mode):
-            return f"does not see the input video '{video_path}' (no regular file is at that path there)"
-        os.close(os.open(video_path, os.O_RDONLY | os.O_NONBLOCK))  # the status says nothing of read permission
-    except OSError as err:
-        return f"cannot read the input video '{video_path}' ({err.strerror or type(err).__name__})"
+        check_video_path(video_path, f"'{video_path}'")
+    except VibeError as err:
+        return f"cannot use the input video at the driver's path: {str(err).rstrip('.')}"
     return None
 
 

@@ -9,12 +9,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vibe_blender.core.atomic_file import atomic_write_bytes
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
 from ..command_signals import signals_stop_the_command
 from ..folder_lock import folder_lock
-from ..output_files import atomic_write_bytes
 from ..pipeline.devices import default_jobs
 from ..pipeline.options import RunOptions
 from .engine_adapter import EngineSpec, OutputDiskFull, stopping_on_full_disk

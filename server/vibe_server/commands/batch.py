@@ -8,11 +8,11 @@ from pathlib import Path
 
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.output_paths import check_output_folder
+from vibe_blender.core.shown_text import printable
 
 from ..batch.engine_adapter import AUTO, ENGINE_FACTORY, FAST, EngineSpec, made_by_placeholder
 from ..batch.inputs import output_key
 from ..batch.manifest import MANIFEST_NAME, SUMMARY_NAME, summary_table
-from ..batch.progress import printable
 from ..batch.runner import run_batch
 from ..command_signals import Stopped
 from ..data.loading import DEVICE_NAME, checked_data_dir, placeholder_note

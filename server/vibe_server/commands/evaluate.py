@@ -8,11 +8,11 @@ import json
 import math
 from pathlib import Path
 
+from vibe_blender.core.atomic_file import atomic_write_bytes
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.regular_file import NOT_REGULAR
 
 from ..data.loading import H36M_REGRESSOR, MODEL_FILES, VIBE_CHECKPOINT, require_files, resolve_data_dir
-from ..output_files import atomic_write_bytes
 from ..train.config import TrainConfig, check_setting
 from ..train.dataset_specs import DATASETS
 from .model_data_outputs import check_output_outside_model_data

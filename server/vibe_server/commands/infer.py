@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.model_data import body_model_beside
+from vibe_blender.core.model_data import SMPL_FILE, body_model_beside
+from vibe_blender.core.shown_text import printable_lines
 
-from ..output_files import atomic_write
 from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES, phase_fraction
-from .model_data_outputs import check_output_outside_model_data
+from .model_data_outputs import check_output_file
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine, RunOutput
@@ -145,7 +144,13 @@ def run(args: argparse.Namespace) -> int:
     # every output checked before the run: none may be a folder, the video, another output, a file of
     # another kind, or an existing file under a default name
     output = check_output_file(
-        args.output, Path.cwd() / f"{video.stem}_vibe.npz", "the result file", "-o", args.data_dir, {"the video": video}
+        args.output,
+        Path.cwd() / f"{video.stem}_vibe.npz",
+        "the result file",
+        "-o",
+        args.data_dir,
+        {"the video": video},
+        suffix=".npz",
     )
     pkl_path = body_path = None
     if args.pkl is not None:
@@ -156,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             "--pkl",
             args.data_dir,
             {"the video": video, "the result file": output},
+            suffix=".pkl",
             value_optional=True,
         )
     if args.body_model is not None:
@@ -166,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
             "--body-model",
             args.data_dir,
             {"the video": video, "the result file": output, "the official pkl": pkl_path},
+            suffix=".npz",
             value_optional=True,
         )
     options = run_options(args)
@@ -203,77 +210,26 @@ def run(args: argparse.Namespace) -> int:
         if pkl_path is not None:
             postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
         if body_path is not None:
-            body_model = load_smpl_pkl(Path(engine.data_dir) / "SMPL_NEUTRAL.pkl")
+            body_model = load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE)
             atomic_write(body_path, lambda f: save_body_model(f, body_model))
     except OSError as err:  # (the command line reports it, with this note)
         err.add_note(f"The result file {output} was written.")
         raise
 
-    print(summary_table(out, engine, devices=devices))
+    # the video's name and the outputs' (named after it) as the terminal shows them, not obeys them
+    print(printable_lines(summary_table(out, engine, devices=devices)))
     print(
-        f"\nResult: {output}"
-        + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
-        + (f"\nBody model: {body_path}" if body_path else "")
+        printable_lines(
+            f"\nResult: {output}"
+            + (f"\nOfficial pkl: {pkl_path}" if pkl_path else "")
+            + (f"\nBody model: {body_path}" if body_path else "")
+        )
     )
     if out.result.model_name == SYNTHETIC_MODEL_NAME:
         print(f"(Model: {SYNTHETIC_MODEL_NAME}: install the real model data for real motion.)")
     for warning in out.warnings:  # also in the result file's meta["warnings"]
-        print(f"WARNING: {warning}", file=sys.stderr)
+        print(printable_lines(f"WARNING: {warning}"), file=sys.stderr)
     return 0
-
-
-# the first bytes of each kind of file infer writes: a zip archive (numpy's .npz), a pickle (protocol 2 or later)
-FILE_MAGIC = {".npz": b"PK", ".pkl": b"\x80"}
-
-
-def check_output_file(
-    named: str | None,
-    default: Path,
-    what: str,
-    flag: str,
-    data_dir_flag: str | None,
-    others: dict[str, Path | None],
-    *,
-    value_optional: bool = False,
-) -> Path:
-    """The place of infer's output ``what``: ``named`` (the value of ``flag``), else ``default``, after
-    every check of :func:`check_output_outside_model_data` against ``others``. VibeError unless its name
-    ends as the default's does, when a file is already at the default (the user did not name it: another
-    video of the same name made it, say), and when a file of another kind is there (a video: writing would
-    destroy it). ``value_optional``: ``flag [PATH]`` takes whatever follows it, a shell glob's first video too."""
-    path = check_output_outside_model_data(Path(named) if named else default, what, data_dir_flag, others)
-    suffix = default.suffix
-    if path.suffix != suffix:
-        hint = (
-            f" ({flag} takes the argument after it as its path: give a {suffix} path, or put {flag} after the video)"
-            if value_optional
-            else ""
-        )
-        raise VibeError(f"{what[0].upper()}{what[1:]} must end in {suffix}; got '{path}'{hint}.")
-    if not named and os.path.lexists(path):
-        raise VibeError(
-            f"{what[0].upper()}{what[1:]} '{path}' (the default name) already exists, and infer replaces a file "
-            f"only when you name it. To keep that file, name this output ({flag} PATH) or move the file away; "
-            f"to replace it, give {flag} '{path}'."
-        )
-    if not _holds_nothing_else(path, FILE_MAGIC[suffix]):
-        raise VibeError(
-            f"{what[0].upper()}{what[1:]} '{path}' already exists and is not a {suffix} file: writing it would "
-            "destroy that file. Choose another name, or move the file away."
-        )
-    return path
-
-
-def _holds_nothing_else(path: Path, magic: bytes) -> bool:
-    """Whether no regular file is at ``path``, or one that is empty or starts with ``magic`` (a pipe or a
-    device is not opened: reading one could block)."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return True
-    except FileNotFoundError:
-        return True
-    with open(path, "rb") as f:
-        return f.read(len(magic)) in (b"", magic)
 
 
 def summary_table(out: RunOutput, engine: Engine, *, devices: list[str] | None = None) -> str:

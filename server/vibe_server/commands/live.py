@@ -9,18 +9,17 @@ import dataclasses
 import math
 import sys
 import time
-from pathlib import Path
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MAX_FRAME_ID, save_result
 
 from ..command_signals import Stopped, signals_stop_the_command, stops_ignored
 from ..data.loading import checked_data_dir, resolve_device
-from ..output_files import atomic_write
 from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import MAX_WAITING, open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli
-from .model_data_outputs import check_output_outside_model_data
+from .model_data_outputs import check_output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,9 +60,6 @@ def _capture(args: argparse.Namespace) -> int:
     from ..pipeline.engine import load_engine  # start-up: torch loads when the command runs, not for --help
     from ..pipeline.live import MAX_RECORDED_FRAMES, LiveRecording, LiveSession, LiveStats, run_live
 
-    record = Path(args.record) if args.record else None
-    if record is not None and record.suffix != ".npz":
-        raise VibeError(f"The recording must end in .npz; got '{record}'.")
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise VibeError(
             f"--duration must be a number of seconds more than 0; got {args.duration:g}. "
@@ -72,9 +68,10 @@ def _capture(args: argparse.Namespace) -> int:
     options = options_from_cli(args, LiveOptions)
     options.validate()
     kind, target = parse_source(args.source)  # a bad source is refused before the model loads
-    if record is not None:
+    record = None
+    if args.record:  # a file of another kind is never replaced: a video given as --record, say
         inputs = {"the video": target if kind == "file" else None}
-        check_output_outside_model_data(record, "the recording", args.data_dir, inputs)
+        record = check_output_file(args.record, None, "the recording", "--record", args.data_dir, inputs, suffix=".npz")
     engine = load_engine(
         checked_data_dir(args.data_dir),  # a folder the user named: no placeholder
         device=resolve_device(args.device),

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
+from vibe_blender.core.atomic_file import sync_folder
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError, failure_words
@@ -35,7 +36,6 @@ from vibe_blender.core.safe_npz import open_bounded_zip, unbounded_member_proble
 from vibe_blender.core.smpl_model import MAX_SMPL_PKL_BYTES, load_smpl_pkl
 
 from ..folder_lock import folder_lock
-from ..output_files import sync_folder
 from . import synthetic
 
 # The folder, the file names and the readers are the loader's; install and check use the same ones.
@@ -48,7 +48,7 @@ from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/ch
     MODEL_FILES,
     OPTIONAL_FILES,
     REQUIRED_FILES,
-    SMPL_PKL,
+    SMPL_FILE,
     SPIN_CHECKPOINT,
     VIBE_CHECKPOINT,
     VIBE_CHECKPOINT_3DPW,
@@ -68,7 +68,7 @@ MiB, GiB = 1 << 20, 1 << 30
 # (J, 6890) float64 (under 1 MB), the mean parameters 157 floats, SMPL_NEUTRAL.pkl tens of MB, the
 # checkpoints a few hundred MB at most; yolov3.weights its official size at most (format 0.1 is 4 bytes less).
 MAX_FILE_BYTES = {
-    SMPL_PKL: MAX_SMPL_PKL_BYTES,  # the add-on's bound too
+    SMPL_FILE: MAX_SMPL_PKL_BYTES,  # the add-on's bound too
     EXTRA_REGRESSOR: 8 * MiB,
     H36M_REGRESSOR: 8 * MiB,
     MEAN_PARAMS: 1 * MiB,
@@ -148,7 +148,7 @@ def _check_yolo(path: Path) -> str:
 
 
 CHECKS: dict[str, Callable[[Path], str]] = {
-    SMPL_PKL: _check_smpl,
+    SMPL_FILE: _check_smpl,
     EXTRA_REGRESSOR: _check_regressor(9),
     H36M_REGRESSOR: _check_regressor(17),
     MEAN_PARAMS: _check_mean_params,

@@ -52,15 +52,14 @@ if TYPE_CHECKING:
 # imports this module (through data/bundle.py) and most of them never need torch.
 
 ENV_VAR = "VIBE_DATA_DIR"
-SMPL_PKL = SMPL_FILE
 YOLO_FLOAT_COUNT = 62_001_757  # YOLOv3-416's parameters, float32, after the Darknet header
 YOLO_WEIGHTS_BYTES = 20 + 4 * YOLO_FLOAT_COUNT  # 248,007,048: the official file, format 0.2 (the longest header)
 YOLO_FORMAT = (0, 2)  # the header's major, minor
 YOLO_FORMATS = ((0, 1), YOLO_FORMAT)  # 0.1: the same parameters after a 4-byte seen counter
-MODEL_FILES = (SMPL_PKL, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
+MODEL_FILES = (SMPL_FILE, EXTRA_REGRESSOR, MEAN_PARAMS)  # + the two checkpoints
 NETWORK_FILES = MODEL_FILES + (SPIN_CHECKPOINT, VIBE_CHECKPOINT)  # what load_model reads from the folder
 REQUIRED_FILES = (
-    SMPL_PKL,
+    SMPL_FILE,
     EXTRA_REGRESSOR,
     H36M_REGRESSOR,
     MEAN_PARAMS,
@@ -307,7 +306,7 @@ def build_model(data_dir: str | Path) -> VIBE:
 
     data_dir = Path(data_dir)
     return VIBE(
-        load_smpl_pkl(data_dir / SMPL_PKL),
+        load_smpl_pkl(data_dir / SMPL_FILE),
         load_joint_regressor(data_dir / EXTRA_REGRESSOR, NUM_EXTRA_JOINTS),
         load_mean_params(data_dir / MEAN_PARAMS),
     )

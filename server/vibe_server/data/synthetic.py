@@ -6,7 +6,7 @@ plain pickle, ``J_regressor_extra.npy``, ``J_regressor_h36m.npy``, ``smpl_mean_p
 a stick-figure body: one tube of vertices per joint, so that skinning, joints and shape keys behave
 like a body, but it is *not* a human mesh. Pure numpy: Blender's Python can import it too.
 
-Each file is written atomically (``output_files``); :func:`install_synthetic_bundle` writes the whole
+Each file is written atomically (``vibe_blender.core.atomic_file``); :func:`install_synthetic_bundle` writes the whole
 bundle into a temporary sibling folder and renames it into place only when whole, so the placeholder
 folder that the demo falls back on is never a cut-short one; one process at a time installs or
 discards it (a lock file beside it), so concurrent first runs write it once.
@@ -27,10 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from vibe_blender.core.atomic_file import PART_SUFFIX, atomic_save, atomic_write, atomic_write_bytes
+from vibe_blender.core.model_data import (
+    EXTRA_REGRESSOR,
+    H36M_REGRESSOR,
+    MEAN_PARAMS,
+    SMPL_FILE,
+    SPIN_CHECKPOINT,
+    VIBE_CHECKPOINT,
+)
 from vibe_blender.core.smpl_model import PARENTS, BodyModel
 
 from ..folder_lock import waiting_folder_lock
-from ..output_files import PART_SUFFIX, atomic_save, atomic_write, atomic_write_bytes
 
 NUM_VERTICES = 6890
 NUM_FACES = 13776
@@ -280,11 +288,11 @@ def write_smpl_files(folder: str | Path, *, seed: int = 0, chumpy_style: bool = 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = make_body_model(seed)
-    write_smpl_pkl(folder / "SMPL_NEUTRAL.pkl", model, chumpy_style=chumpy_style)
+    write_smpl_pkl(folder / SMPL_FILE, model, chumpy_style=chumpy_style)
     # (file objects: given a path, numpy would append ".npy"/".npz" to the temporary name)
-    atomic_write(folder / "J_regressor_extra.npy", lambda f: np.save(f, random_joint_regressor(9, seed + 1)))
-    atomic_write(folder / "J_regressor_h36m.npy", lambda f: np.save(f, random_joint_regressor(17, seed + 2)))
-    atomic_write(folder / "smpl_mean_params.npz", lambda f: np.savez(f, **mean_params()))
+    atomic_write(folder / EXTRA_REGRESSOR, lambda f: np.save(f, random_joint_regressor(9, seed + 1)))
+    atomic_write(folder / H36M_REGRESSOR, lambda f: np.save(f, random_joint_regressor(17, seed + 2)))
+    atomic_write(folder / MEAN_PARAMS, lambda f: np.savez(f, **mean_params()))
     return model
 
 
@@ -330,7 +338,7 @@ def write_synthetic_bundle(
         for k, v in checkpoints.generator_state_dict(model).items()
         if k.removeprefix("regressor.") in checkpoints.SPIN_HEAD_KEYS
     }
-    spin_path, vibe_path = folder / "spin_model_checkpoint.pth.tar", folder / "vibe_model_wo_3dpw.pth.tar"
+    spin_path, vibe_path = folder / SPIN_CHECKPOINT, folder / VIBE_CHECKPOINT
 
     def save_vibe(tmp: Path) -> None:
         checkpoints.save_vibe_checkpoint(tmp, model, epoch=30, performance=56.56075477600098)

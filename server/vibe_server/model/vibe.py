@@ -20,8 +20,6 @@ from .encoder import TemporalEncoder
 from .regressor import Regressor
 from .smpl import SMPL
 
-OUTPUT_KEYS = ("theta", "verts", "kp_2d", "kp_3d", "rotmat")
-
 
 class VIBE(nn.Module):
     """VIBE_Demo with the official sizes (2-layer unidirectional GRU of 1024, linear, residual)."""

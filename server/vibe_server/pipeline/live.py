@@ -344,13 +344,6 @@ class LiveRecording:
         )
 
 
-def empty_track_error(name: str) -> VibeError:
-    return VibeError(
-        f"Nobody was tracked while recording '{name}': nothing to save. Make sure a whole "
-        "person is in view, then record again."
-    )
-
-
 @dataclass
 class LiveStats:
     """Figures of a running session: frames/s over the last second, latency percentiles, drops."""

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, Track, check_motion_values
 from vibe_server.geometry import convert_crop_cam_to_orig_img, convert_crop_coords_to_orig_img, projection
-from vibe_server.output_files import atomic_write
 
 BBOX_SCALE = 1.1  # the crop covers 1.1 x the tracker's (square) box (official demo)
 CROP_SIZE_PX = 224

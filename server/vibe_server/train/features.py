@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.safe_npz import read_npy
 
-from ..output_files import atomic_write
 from ..pipeline.crop import crop_person, normalize_crops
 
 BOX_ROWS = "rows of cx,cy,w,h (frames 0, 1, 2, ...) or frame,cx,cy,w,h"

@@ -28,13 +28,13 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from vibe_blender.core.atomic_file import atomic_write
 from vibe_blender.core.errors import VibeError
 
 from .. import checkpoints
 from ..data.loading import resolve_device
 from ..model.discriminator import BODY_POSE_SLICE
 from ..model.mposer import MPoser, mposer_vae_loss
-from ..output_files import atomic_write
 from .config import MPoserConfig, parse_overrides
 from .datasets import SequenceDataset
 from .out_dir import (

@@ -1,7 +1,8 @@
 """The files of a training run's out_dir that outlive the run: one run at a time in it, resuming from
 its checkpoint only when the checkpoint fits the model being trained, and starting over without losing
-the old run's checkpoints and logs. (The checkpoints themselves are written with ``output_files.atomic_save``: a
-failed or interrupted write leaves the previous one in place.)"""
+the old run's checkpoints and logs. (The checkpoints themselves are written with
+``vibe_blender.core.atomic_file.atomic_save``: a failed or interrupted write leaves the previous one
+in place.)"""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from typing import Any
 
 import torch
 
+from vibe_blender.core.atomic_file import remove_leftover_parts
 from vibe_blender.core.errors import VibeError
 
 from ..checkpoints import state_dict_mismatch
 from ..folder_lock import folder_lock
-from ..output_files import remove_leftover_parts
 from .datasets import worker_errors_unwrapped
 from .run_log import log, tagged, unused_tag
 from .stop_signals import sigterm_interrupts

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from ..output_files import atomic_write
+from vibe_blender.core.atomic_file import atomic_write
 
 log = logging.getLogger("vibe_server.train")
 

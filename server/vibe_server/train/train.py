@@ -47,6 +47,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import ConcatDataset, DataLoader
 from tqdm import tqdm
 
+from vibe_blender.core.atomic_file import atomic_save, atomic_write
 from vibe_blender.core.errors import VibeError
 
 from .. import checkpoints
@@ -54,7 +55,6 @@ from ..data import loading
 from ..evaluate.evaluate import evaluate_generator
 from ..model.discriminator import BODY_POSE_SLICE, MotionDiscriminator
 from ..model.mposer import mposer_prior_loss
-from ..output_files import atomic_save, atomic_write
 from .config import TrainConfig, dataset_val_name, parse_overrides, split_list
 from .datasets import SequenceDataset, spec_for
 from .generator import build_generator

@@ -23,17 +23,16 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from vibe_blender.core import safe_json
+from vibe_blender.core.atomic_file import atomic_write_bytes
 from vibe_blender.core.errors import VibeError
-from vibe_blender.core.model_data import FINGERPRINT_PATTERN
+from vibe_blender.core.model_data import FINGERPRINT_PATTERN, SMPL_FILE
 from vibe_blender.core.smpl_model import BODY_MODEL_VERSION, BodyModel, load_smpl_pkl, save_body_model
 
-from ...output_files import atomic_write_bytes
 from ..client_text import without_data_folder
 from ..deps import PROTECTED, get_engine
 
 log = logging.getLogger("vibe_server.api")
 router = APIRouter(tags=["body model"], dependencies=PROTECTED)
-SMPL_FILE = "SMPL_NEUTRAL.pkl"
 NO_SMPL = "This server has no SMPL model file; install the model data with 'vibe-mocap data install'."
 
 

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
+from vibe_blender.core.atomic_file import is_disk_full
 from vibe_blender.core.client import LOCAL_PATH_UNREADABLE, REFUSAL_HEADER
 from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 
-from ...output_files import is_disk_full
 from ...pipeline import postprocess
 from ..blocking import BlockingTimeout, ProbeSlot, in_daemon_thread, run_off_loop
 from ..deps import PROTECTED, JobsDep, SettingsDep, client_is_loopback, get_engine

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from vibe_blender.core.errors import VibeError
+from vibe_blender.core.model_data import YOLO_WEIGHTS
 
 from ...data.loading import darknet_header_bytes, yolo_weights_problem
 from .yolov3 import YOLOv3
-
-WEIGHTS_FILE_NAME = "yolov3.weights"
 
 
 def parameter_tensors(model: YOLOv3) -> list[torch.Tensor]:
@@ -38,7 +37,7 @@ def check_weights_file(path: Path) -> None:
     """VibeError unless the weights file is there (its content is checked as it loads)."""
     if not path.is_file():
         raise VibeError(
-            f"Detector weights {WEIGHTS_FILE_NAME} not found at {path}. Install the model data "
+            f"Detector weights {YOLO_WEIGHTS} not found at {path}. Install the model data "
             "(vibe-mocap data install) or pass the folder that holds yolov3.weights."
         )
 

@@ -264,9 +264,19 @@ def _empty_zip(folder: Path) -> Path:
     return folder / "other.zip"
 
 
-def test_install_from_an_unreachable_url(tmp_path):
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/vibe_data.zip", "HTTPS://127.0.0.1:9/vibe_data.zip"])
+def test_install_from_an_unreachable_url(tmp_path, url):
     with pytest.raises(VibeError, match="Could not download"):
-        bundle.install("http://127.0.0.1:9/vibe_data.zip", tmp_path)
+        bundle.install(url, tmp_path)
+
+
+def test_a_url_of_another_scheme_is_said_to_be_one(tmp_path, capsys):
+    """Before: "'ftp://...' does not exist", as if it were a file name."""
+    url = "ftp://127.0.0.1/vibe_data.zip"
+    assert cli(["data", "install", url, "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: '{url}' is a ftp:// URL; only http:// and https:// URLs are downloaded.")
+    assert "does not exist" not in err and not (tmp_path / "d").exists()
 
 
 def test_load_model_lists_every_missing_file(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -446,6 +447,8 @@ def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str],
     return False
 
 
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+DOWNLOADED_SCHEMES = ("http", "https")
 INSTALL_LOCK = ".install.lock"  # in the data folder: one install at a time (kept: never a leftover)
 STAGING_PREFIX = ".download-"  # an install's own folder in the data folder, which a killed install leaves
 
@@ -471,9 +474,15 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
     anything when an entry is a link or special file, or too large, and at the end when some file was
     invalid (the others are installed). One install at a time per folder: it first deletes what killed
     installs left there (where the folder can be locked: not on Windows)."""
-    downloaded = source.startswith(("http://", "https://"))
+    scheme = URL_SCHEME.match(source)
+    downloaded = scheme is not None and scheme[1].lower() in DOWNLOADED_SCHEMES
     path = None if downloaded else Path(source).expanduser()
     if path is not None and not path.exists():  # said before the data folder is made
+        if scheme is not None:
+            raise VibeError(
+                f"'{source}' is a {scheme[1]}:// URL; only http:// and https:// URLs are downloaded. Download "
+                "the file another way and install it from its local path."
+            )
         raise VibeError(
             f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder holding the model files, or a URL."
         )

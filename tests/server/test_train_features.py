@@ -211,8 +211,9 @@ def _argv(tmp_path, *extra):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--batch-size", "0"], "--batch-size=0 is out of range: it must be a whole number, at least 1 (default "),
+        (["--batch-size", "0"], "--batch-size=0 is out of range: it must be a whole number, between 1 and 4096 "),
         (["--batch-size", "-3"], "--batch-size=-3 is out of range"),
+        (["--batch-size", "100000000"], "--batch-size=100000000 is out of range"),  # as infer's
         (["--device", "tpu"], "Unknown device 'tpu'; use auto, cpu or cuda[:N]."),
         (["--device", "cuda:x"], "Unknown device 'cuda:x'"),
     ],

@@ -17,7 +17,10 @@ cd "$(dirname "$0")/.."
 VIDEO="${VIDEO:-samples/one-person-walk.mp4}"
 OUT="${OUT:-out}"
 BLENDER="${DEMO_BLENDER:-5.0}"
-NAME="$(basename "${VIDEO%.*}")"
+# the file's name without its extension (a dot in a folder's name is no extension: my.clips/take -> take)
+NAME="$(basename "$VIDEO")"
+[ -z "${NAME%.*}" ] || NAME="${NAME%.*}"
+[ ! -d "$VIDEO" ] || { echo "$VIDEO is a folder; give one video file (for many: vibe-mocap batch)." >&2; exit 1; }
 [ -f "$VIDEO" ] || { echo "No such video file: $VIDEO" >&2; exit 1; }
 
 bash scripts/setup.sh

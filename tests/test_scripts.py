@@ -228,6 +228,22 @@ def test_demo_takes_relative_paths_from_the_folder_it_is_run_in(tmp_path):
     assert (here / "results").is_dir() and not (repo / "results").exists()
 
 
+def test_demo_names_its_outputs_after_the_file_not_a_dotted_folder(tmp_path):
+    """Before: my.clips/take made out/my.npz, and a folder given as the video was "No such video file"."""
+    repo, env = demo_checkout(tmp_path, bpy_works=True)
+    (tmp_path / "my.clips").mkdir()
+    for name in ("take", ".hidden"):
+        (tmp_path / "my.clips" / name).write_bytes(b"")
+        done = run_script(repo, "demo.sh", env, str(tmp_path / "my.clips" / name))
+        assert done.returncode == 0, done.stderr
+        assert log_lines(tmp_path)[-2].startswith(f"vibe-mocap infer {tmp_path}/my.clips/{name} -o out/{name}.npz")
+    done = run_script(repo, "demo.sh", env, str(tmp_path / "my.clips"))
+    assert (
+        done.returncode == 1
+        and done.stderr == f"{tmp_path}/my.clips is a folder; give one video file (for many: vibe-mocap batch).\n"
+    )
+
+
 def test_demo_stops_before_inference_when_blender_does_not_work(tmp_path):
     repo, env = demo_checkout(tmp_path, bpy_works=False)
     (repo / "clip.mp4").write_bytes(b"")

@@ -85,6 +85,23 @@ def test_cli_check_exit_codes_and_table(full_bundle, tmp_path, capsys):
     assert f"'vibe-mocap data install PATH_OR_URL --data-dir {tmp_path / 'empty'}'" in out
 
 
+@pytest.mark.parametrize("damage", [bundle.SMPL_FILE, bundle.MEAN_PARAMS, bundle.EXTRA_REGRESSOR])
+def test_a_damaged_model_file_names_the_folder_to_install_into(full_bundle, monkeypatch, capsys, damage):
+    """Before: "Reinstall the model data with 'vibe-mocap data install'", which installs into the default
+    folder, not the one the command was given."""
+    monkeypatch.delenv(bundle.ENV_VAR, raising=False)
+    (full_bundle / damage).write_bytes(b"damaged")
+    with pytest.raises(VibeError) as refused:
+        load_model(full_bundle)
+    assert str(refused.value).endswith(f"and run 'vibe-mocap data install PATH_OR_URL --data-dir {full_bundle}'.")
+    assert "Reinstall" not in str(refused.value)
+    assert cli(["data", "check", "--data-dir", str(full_bundle)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.strip().startswith(damage))
+    assert " invalid " in row and "vibe-mocap data install" not in row  # said once, below the table
+    assert lines[-1].endswith(f"'vibe-mocap data install PATH_OR_URL --data-dir {full_bundle}'.")
+
+
 def test_cli_check_of_a_named_folder_that_is_a_file_or_missing_says_so(tmp_path, capsys):
     """Before: eight files "missing" in a "folder" that was a file (or not there at all), where
     infer, batch and live said what was wrong with the path itself. The add-on's JSON still lists
@@ -118,8 +135,10 @@ def test_install_from_the_official_zip_layout(full_bundle, official_zip, tmp_pat
     assert cli(["data", "install", str(official_zip), "--data-dir", str(target)]) == 0
     out = capsys.readouterr().out
     assert "installed SMPL_NEUTRAL.pkl" in out
+    # the command names the folder: as printed before, it installed into the default one
     assert out.rstrip().endswith(
-        "Still to install: yolov3.weights. Install it the same way: 'vibe-mocap data install PATH_OR_URL'."
+        "Still to install: yolov3.weights. Install it the same way: "
+        f"'vibe-mocap data install PATH_OR_URL --data-dir {target}'."
     )
     assert not (target / "sample_video.mp4").exists()
     assert cli(["data", "install", str(full_bundle / bundle.YOLO_WEIGHTS), "--data-dir", str(target)]) == 0
@@ -245,9 +264,19 @@ def _empty_zip(folder: Path) -> Path:
     return folder / "other.zip"
 
 
-def test_install_from_an_unreachable_url(tmp_path):
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/vibe_data.zip", "HTTPS://127.0.0.1:9/vibe_data.zip"])
+def test_install_from_an_unreachable_url(tmp_path, url):
     with pytest.raises(VibeError, match="Could not download"):
-        bundle.install("http://127.0.0.1:9/vibe_data.zip", tmp_path)
+        bundle.install(url, tmp_path)
+
+
+def test_a_url_of_another_scheme_is_said_to_be_one(tmp_path, capsys):
+    """Before: "'ftp://...' does not exist", as if it were a file name."""
+    url = "ftp://127.0.0.1/vibe_data.zip"
+    assert cli(["data", "install", url, "--data-dir", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: '{url}' is a ftp:// URL; only http:// and https:// URLs are downloaded.")
+    assert "does not exist" not in err and not (tmp_path / "d").exists()
 
 
 def test_load_model_lists_every_missing_file(tmp_path):

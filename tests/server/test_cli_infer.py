@@ -12,6 +12,7 @@ import pytest
 from hostile_files import NOT_REGULAR_KINDS, call_with_deadline, make_not_regular
 from testdata import REAL_CLIPS as REAL
 
+from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import load_result
 from vibe_blender.core.smpl_model import load_body_model, load_smpl_pkl
 from vibe_server.api.http_protocol import HeadersDeadlineProtocol
@@ -417,10 +418,35 @@ def test_serve_token_from_the_option_the_environment_or_the_token_file(token_hom
     assert len(token) >= 32 and token_home.read_text().strip() == token and str(token_home) in source
     assert token_home.stat().st_mode & 0o777 == 0o600
     assert resolve_token(None)[0] == token  # and kept
-    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "from-env")
-    assert resolve_token(None) == ("from-env", "$VIBE_MOCAP_TOKEN")
-    token, source = resolve_token("from-cli")
-    assert token == "from-cli" and "ps" in source
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "from-env-" + "e" * 13)
+    assert resolve_token(None) == ("from-env-" + "e" * 13, "$VIBE_MOCAP_TOKEN")
+    token, source = resolve_token("from-cli-" + "c" * 13)
+    assert token == "from-cli-" + "c" * 13 and "ps" in source
+
+
+def test_serve_refuses_a_token_short_enough_to_guess_from_the_proof_of_health(
+    token_home, monkeypatch, tmp_path, capsys
+):
+    """/health answers anyone with an HMAC under the token: 'hunter2' was found offline from one answer."""
+    import uvicorn
+
+    from vibe_server.commands.serve import MAKE_TOKEN_COMMAND, resolve_token
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: pytest.fail("the server started"))
+    assert main(["serve", "--token", "hunter2", "--jobs-dir", str(tmp_path / "jobs"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: The token from --token is 7 characters long; a server token needs at least 22 ")
+    assert MAKE_TOKEN_COMMAND in err and "leave --token out" in err and err.count("\n") == 1
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "x" * 21)
+    with pytest.raises(VibeError, match=r"^The token from \$VIBE_MOCAP_TOKEN is 21 characters long.*unset it"):
+        resolve_token(None)
+    monkeypatch.delenv("VIBE_MOCAP_TOKEN")
+    token_home.parent.mkdir(parents=True)
+    token_home.write_text("short-typed-token\n")
+    with pytest.raises(VibeError, match=r"^The token from the token file .* is 17 characters long.*Delete the file"):
+        resolve_token(None)
+    token_home.write_text("y" * 22 + "\n")  # 22: 128 random bits in URL-safe base64
+    assert resolve_token(None)[0] == "y" * 22
 
 
 def test_serve_says_where_the_token_is_binds_any_host_and_limits_the_time_for_headers(

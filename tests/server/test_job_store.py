@@ -551,7 +551,7 @@ def test_serve_refuses_an_open_jobs_folder_in_one_message(tmp_path, monkeypatch,
 
     from vibe_server.cli import main
 
-    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "test-token")
+    monkeypatch.setenv("VIBE_MOCAP_TOKEN", "test-token-" + "t" * 16)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self: pytest.fail("the server started"))
     shared = tmp_path / "shared"
     shared.mkdir()

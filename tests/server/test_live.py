@@ -583,6 +583,45 @@ def test_live_command_refuses_non_finite_options(capsys):
     assert capsys.readouterr().err == "error: --max-people must be between 1 and 32; got 0.\n"
 
 
+def test_live_command_says_a_missing_camera_before_the_model_loads(monkeypatch, capsys):
+    """Before: `live 0` without a camera loaded the whole model, and only then said so."""
+    import vibe_server.commands.live as command
+    import vibe_server.pipeline.engine as engine_module
+    from vibe_server.cli import main
+
+    missing = "Cannot open camera 0: check that it is connected and not used by another program."
+
+    def no_camera(spec, lossless=False):
+        raise VibeError(missing)
+
+    monkeypatch.setattr(command, "open_live_source", no_camera)
+    monkeypatch.setattr(command, "checked_data_dir", lambda folder: folder)
+    monkeypatch.setattr(engine_module, "load_engine", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main(["live", "0", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == f"error: {missing}\n"
+
+
+def test_live_command_releases_the_camera_when_the_model_does_not_load(monkeypatch, capsys):
+    import vibe_server.commands.live as command
+    import vibe_server.pipeline.engine as engine_module
+    from vibe_server.cli import main
+    from vibe_server.pipeline.live_source import LiveSource, SourceInfo
+
+    released = []
+
+    def camera(spec, lossless=False):
+        return LiveSource(iter(()), SourceInfo("camera 0", 30.0, 8, 8), close=lambda: released.append(spec))
+
+    def no_model(*args, **kwargs):
+        raise VibeError("Model data missing.")
+
+    monkeypatch.setattr(command, "open_live_source", camera)
+    monkeypatch.setattr(command, "checked_data_dir", lambda folder: folder)
+    monkeypatch.setattr(engine_module, "load_engine", no_model)
+    assert main(["live", "0", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == "error: Model data missing.\n" and released == ["0"]
+
+
 @pytest.mark.parametrize("unseen", [FORGET_AFTER_FRAMES - 1, FORGET_AFTER_FRAMES, 990])
 def test_a_person_unseen_for_long_starts_a_fresh_gru_state_even_when_nobody_was_tracked(make_engine, unseen):
     """The states were forgotten only at frames with someone tracked: a person back after a long

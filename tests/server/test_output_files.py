@@ -74,7 +74,7 @@ COMMANDS = {  # argv (from the fixture's folder) -> the words of its one error l
         "The model-data folder 'notes.txt' cannot be made",
     ),
     "serve: --jobs-dir is a file": (
-        ["serve", "--jobs-dir", "notes.txt", "--token", "t"],
+        ["serve", "--jobs-dir", "notes.txt", "--token", "t" * 22],
         "The jobs folder 'notes.txt' cannot be made",
     ),
 }

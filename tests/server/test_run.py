@@ -180,6 +180,16 @@ def test_nobody_found_names_the_longest_track_against_the_minimum():
         select_tracks({1: 12}, RunOptions(min_track_frames=40), "clip.mp4")
 
 
+def test_nobody_found_at_the_lowest_minimum_track_length_is_not_told_to_lower_it():
+    """Before: "no person was tracked for at least 1 frames ... lower the minimum track length"."""
+    with pytest.raises(VibeError) as refused:
+        select_tracks({}, RunOptions(min_track_frames=1), "clip.mp4")
+    assert str(refused.value) == (
+        "Nobody was found in 'clip.mp4': no person was tracked in any frame. Use a clip where a whole person "
+        "is visible."
+    )
+
+
 def test_without_tracks_max_the_longest_tracks_a_result_file_holds_are_kept_with_a_warning():
     limit = options_module.MAX_TRACKS
     frames = {tid: 10 + tid % 7 for tid in range(limit + 5)}

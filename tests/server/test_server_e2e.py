@@ -21,7 +21,7 @@ from vibe_blender.core.result_file import load_result
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "e2e-test-token"
+TOKEN = "e2e-test-token-" + "e" * 16  # serve refuses a token shorter than 22 characters
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

@@ -29,7 +29,7 @@ from server_process import health_answers  # noqa: E402
 from testdata import REAL_CLIPS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "test-token"
+TOKEN = "test-token-" + "t" * 16  # serve refuses a token shorter than 22 characters
 CLIP = REAL_CLIPS / "asl-walk.mkv"
 
 

@@ -480,6 +480,7 @@ def test_evaluate_command_refuses_bad_inputs_in_one_line(dirs, capsys):
         ([test_db, "--seqlen", "0"], "--seqlen=0 is out of range: it must be a whole number, at least 1"),
         ([test_db, "--seqlen", "-5"], "--seqlen=-5 is out of range"),
         ([test_db, "--batch-size", "0"], "--batch-size=0 is out of range"),
+        ([test_db, "--batch-size", "100000000"], "--batch-size=100000000 is out of range: .* between 1 and 4096"),
         ([test_db, "--device", "tpu"], r"Unknown device 'tpu'; use auto, cpu or cuda\[:N\]"),
         ([test_db, "--device", "gpu"], "Unknown device 'gpu'"),
         ([str(dirs["root"] / "missing_db.pt")], "missing_db.pt not found"),

@@ -125,6 +125,17 @@ def test_boxes_must_be_finite(tmp_path, content, row):
         read_bboxes(tmp_path / "boxes.npy")
 
 
+@pytest.mark.parametrize("content", ["50,40,30,1e308\n", "0,50,40,30,30\n1,-1e6,40,30,30\n"])
+def test_boxes_far_larger_than_any_frame_are_refused(tmp_path, content):
+    """Before: a box 1e308 pixels high overflowed the crop's float32 maths (raw RuntimeWarnings) and was
+    stored in the training file."""
+    (tmp_path / "boxes.csv").write_text(content)
+    with pytest.raises(VibeError, match=r"row \d .* holds a box value beyond 81,920 pixels, far past any frame"):
+        read_bboxes(tmp_path / "boxes.csv")
+    (tmp_path / "boxes.csv").write_text("0,-8000,40,30000,30\n")  # a person partly out of an 8K frame: a box
+    assert read_bboxes(tmp_path / "boxes.csv")[1].tolist() == [[-8000, 40, 30000, 30]]
+
+
 def _npy_claiming_shape(path, shape):
     """A tiny .npy whose header claims ``shape`` (float64) but which holds 32 bytes of data."""
     header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}".ljust(117) + "\n"
@@ -211,8 +222,9 @@ def _argv(tmp_path, *extra):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--batch-size", "0"], "--batch-size=0 is out of range: it must be a whole number, at least 1 (default "),
+        (["--batch-size", "0"], "--batch-size=0 is out of range: it must be a whole number, between 1 and 4096 "),
         (["--batch-size", "-3"], "--batch-size=-3 is out of range"),
+        (["--batch-size", "100000000"], "--batch-size=100000000 is out of range"),  # as infer's
         (["--device", "tpu"], "Unknown device 'tpu'; use auto, cpu or cuda[:N]."),
         (["--device", "cuda:x"], "Unknown device 'cuda:x'"),
     ],

@@ -270,34 +270,34 @@ def _as_array(value, key: str, source: str) -> np.ndarray:
     return value
 
 
-def load_smpl_pkl(path: str | Path) -> BodyModel:
+def load_smpl_pkl(
+    path: str | Path, *, hint: str = "Install the model data with 'vibe-mocap data install'."
+) -> BodyModel:
     """Read an official SMPL ``.pkl`` (chumpy or plain numpy; Python 2 or 3 pickle) -> BodyModel.
 
     The pickle is read by :mod:`.safe_pickle` (no code, no numpy internals, bounded size); anything
-    that is not an SMPL model raises one VibeError naming the file.
+    that is not an SMPL model raises one VibeError naming the file, a file that cannot be read one
+    that ends with ``hint`` (the server's names the model-data folder in use).
     """
     path = Path(path)
-    install = "Install the model data with 'vibe-mocap data install'."
-    with open_user_file(path, "the SMPL model", install) as file:
+    advice = f" {hint}" if hint else ""
+    with open_user_file(path, "the SMPL model", hint) as file:
         try:
             size = os.fstat(file.fileno()).st_size
             too_large = size > MAX_SMPL_PKL_BYTES
             # as much as it holds (read(n) reserves n bytes at once), +1 to see one that grew meanwhile
             raw_bytes = b"" if too_large else file.read(size + 1)
         except OSError as err:
-            raise VibeError(f"Cannot read the SMPL model '{path}': {err.strerror or err}. {install}") from err
+            raise VibeError(f"Cannot read the SMPL model '{path}': {err.strerror or err}.{advice}") from err
     if too_large or len(raw_bytes) > MAX_SMPL_PKL_BYTES:
         raise VibeError(
             f"'{path}' is larger than any SMPL model file ({MAX_SMPL_PKL_BYTES:,} bytes at most), so it was not "
-            f"read. {install}"
+            f"read.{advice}"
         )
     try:
         raw = _SmplUnpickler(io.BytesIO(raw_bytes)).load()
     except Exception as err:  # any unpickling failure means: not a model file we can use
-        raise VibeError(
-            f"'{path}' is not a readable SMPL model file ({describe_failure(err)}). "
-            "Reinstall the model data with 'vibe-mocap data install'."
-        ) from err
+        raise VibeError(f"'{path}' is not a readable SMPL model file ({describe_failure(err)}).{advice}") from err
     if not isinstance(raw, dict):
         raise VibeError(f"'{path}' is not an SMPL model file (it holds a {type(raw).__name__}, not a dict).")
     required = ("v_template", "f", "weights", "shapedirs", "posedirs", "J_regressor", "kintree_table")

@@ -80,5 +80,5 @@ def _install(args) -> int:
     bundle.install(args.source, data_dir)
     statuses = bundle.check_bundle(data_dir)
     _print_table(data_dir, statuses)
-    print(bundle.still_to_install(statuses))
+    print(bundle.still_to_install(statuses, data_dir))
     return 0

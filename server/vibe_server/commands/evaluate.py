@@ -15,10 +15,13 @@ from vibe_blender.core.regular_file import NOT_REGULAR
 from ..data.loading import H36M_REGRESSOR, MODEL_FILES, VIBE_CHECKPOINT, require_files, resolve_data_dir
 from ..train.config import TrainConfig, check_setting
 from ..train.dataset_specs import DATASETS
+from ..value_range import ValueRange
 from .model_data_outputs import check_output_outside_model_data
 
 # the window and batch of the per-epoch validation, which are the original's evaluation ones
 SEQLEN, BATCH_SIZE = TrainConfig.seqlen, TrainConfig.val_batch_size
+# windows per forward pass: a larger batch only holds more memory at once (the SMPL meshes of its frames)
+BATCH_SIZES = ValueRange(ge=1, le=4096)
 LAYOUTS = tuple(name for name, spec in DATASETS.items() if spec.kind == "3d")  # files with 3D ground truth
 
 
@@ -61,7 +64,7 @@ def _one_of(names: tuple[str, ...]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     check_setting("seqlen", args.seqlen, flag="--seqlen", default=SEQLEN)
-    check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE)
+    check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE, value_range=BATCH_SIZES)
     from ..data.loading import resolve_device  # start-up: torch loads only when an evaluation really runs
 
     device = resolve_device(args.device)

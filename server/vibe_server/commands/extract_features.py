@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..pipeline.options import MAX_BACKBONE_BATCH
 from ..train.config import check_setting
+from ..value_range import ValueRange
 from .model_data_outputs import check_output_outside_model_data
 
 SCALE, BATCH_SIZE = 1.3, 200  # the original's training crops; frames per backbone call
+BATCH_SIZES = ValueRange(ge=1, le=MAX_BACKBONE_BATCH)  # as infer's --batch-size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         write_feature_db,
     )
 
-    check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE)
+    check_setting("batch_size", args.batch_size, flag="--batch-size", default=BATCH_SIZE, value_range=BATCH_SIZES)
     device = resolve_device(args.device)
     require_joblib()  # writes the result: missing, it would lose the whole run
     video = Path(args.video)

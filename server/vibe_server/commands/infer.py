@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from vibe_blender.core.result_file import save_result
     from vibe_blender.core.smpl_model import load_smpl_pkl, save_body_model
 
-    from ..data.loading import SYNTHETIC_MODEL_NAME, checked_data_dir, placeholder_note, resolve_device
+    from ..data.loading import SYNTHETIC_MODEL_NAME, checked_data_dir, install_hint, placeholder_note, resolve_device
     from ..pipeline import postprocess
     from ..pipeline.devices import server_devices
     from ..pipeline.engine import load_engine
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         if pkl_path is not None:
             postprocess.write_official_pkl(pkl_path, postprocess.official_output(out.result, engine.smpl))
         if body_path is not None:
-            body_model = load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE)
+            body_model = load_smpl_pkl(Path(engine.data_dir) / SMPL_FILE, hint=install_hint(engine.data_dir))
             atomic_write(body_path, lambda f: save_body_model(f, body_model))
     except OSError as err:  # (the command line reports it, with this note)
         err.add_note(f"The result file {output} was written.")

@@ -72,13 +72,18 @@ def _capture(args: argparse.Namespace) -> int:
     if args.record:  # a file of another kind is never replaced: a video given as --record, say
         inputs = {"the video": target if kind == "file" else None}
         record = check_output_file(args.record, None, "the recording", "--record", args.data_dir, inputs, suffix=".npz")
-    engine = load_engine(
-        checked_data_dir(args.data_dir),  # a folder the user named: no placeholder
-        device=resolve_device(args.device),
-        allow_synthetic=True,
-        log=lambda msg: print(msg, file=sys.stderr),
-    )
-    source = open_live_source(args.source, lossless=args.lossless)
+    data_dir = checked_data_dir(args.data_dir)  # a folder the user named: no placeholder
+    device = resolve_device(args.device)
+    # a camera that is not there, or a file that is no video, is said before the model loads; a stream is
+    # opened once it has loaded (left unread meanwhile, it would fall behind)
+    opened = open_live_source(args.source, lossless=args.lossless) if kind != "stream" else None
+    try:
+        engine = load_engine(data_dir, device=device, allow_synthetic=True, log=lambda msg: print(msg, file=sys.stderr))
+    except BaseException:
+        if opened is not None:
+            opened.discard()
+        raise
+    source = opened if opened is not None else open_live_source(args.source, lossless=args.lossless)
     session = LiveSession(engine, options, width=source.info.width, height=source.info.height)
     recording = (
         LiveRecording(

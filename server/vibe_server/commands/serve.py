@@ -32,6 +32,10 @@ INTERRUPTED_EXIT_STATUS = 130  # as a program ended by Ctrl-C: 128 + SIGINT
 SERVER_LOCK_NAME = ".server.lock"  # in the jobs folder: one server per jobs folder
 # the limit on open files asked for where the hard limit is none (macOS: OPEN_MAX, the most it grants)
 OPEN_FILES_WITHOUT_HARD_LIMIT = 10240
+# /health's proof is an HMAC under the token that any client may ask for and guess the token against
+# offline, as fast as its own hardware goes: a token needs 128 random bits, 22 characters of base64
+MIN_TOKEN_CHARS = 22
+MAKE_TOKEN_COMMAND = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
 # the limits checked as the user typed them (Settings names them in bytes)
 POSITIVE_FLAGS = (
     "max_upload_mb",
@@ -61,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     p.add_argument(
         "--token",
-        help=f"the token clients must send (visible to every account in 'ps': prefer "
-        f"${TOKEN_ENV_VAR} or the token file, the default)",
+        help=f"the token clients must send, at least {MIN_TOKEN_CHARS} random characters (visible to every "
+        f"account in 'ps': prefer ${TOKEN_ENV_VAR} or the token file, the default)",
     )
     p.add_argument(
         "--allowed-host",
@@ -147,14 +151,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def resolve_token(cli_token: str | None) -> tuple[str, str]:
     """(token, where it comes from): --token, else $VIBE_MOCAP_TOKEN, else the token file (made
-    when absent)."""
+    when absent). VibeError for a token shorter than MIN_TOKEN_CHARS, saying how to replace it."""
+    use_the_file = "the token file is used then, made with a random token on the first start"
     if cli_token:
-        return cli_token, (
+        token, named = cli_token, "--token"
+        source = (
             f"--token (other accounts on this machine can read it in 'ps'; prefer ${TOKEN_ENV_VAR} or the token file)"
         )
-    if os.environ.get(TOKEN_ENV_VAR, "").strip():
-        return ensure_token(), f"${TOKEN_ENV_VAR}"
-    return ensure_token(), f"the token file {token_path()} (the add-on and other local tools read it there)"
+        remedy = f"Make one with {MAKE_TOKEN_COMMAND}, or leave --token out: {use_the_file}."
+    elif os.environ.get(TOKEN_ENV_VAR, "").strip():
+        token, source = ensure_token(), f"${TOKEN_ENV_VAR}"
+        named, remedy = f"${TOKEN_ENV_VAR}", f"Make one with {MAKE_TOKEN_COMMAND}, or unset it: {use_the_file}."
+    else:
+        named = f"the token file {token_path()}"
+        token, source = ensure_token(), f"{named} (the add-on and other local tools read it there)"
+        remedy = "Delete the file and start again: a random one is made."
+    if len(token) < MIN_TOKEN_CHARS:
+        raise VibeError(
+            f"The token from {named} is {len(token)} characters long; a server token needs at least "
+            f"{MIN_TOKEN_CHARS} random characters, as any client can ask /health for a proof made with the token "
+            f"and guess the token against it offline. {remedy}"
+        )
+    return token, source
 
 
 def check_number_flags(args: argparse.Namespace) -> None:

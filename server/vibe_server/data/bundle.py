@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -43,7 +44,6 @@ from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/ch
     ENV_VAR,
     EXTRA_REGRESSOR,
     H36M_REGRESSOR,
-    INSTALL_HINT,
     MEAN_PARAMS,
     MODEL_FILES,
     OPTIONAL_FILES,
@@ -55,6 +55,8 @@ from .loading import (  # noqa: F401 - re-exported: `bundle.X` is the install/ch
     YOLO_WEIGHTS,
     YOLO_WEIGHTS_BYTES,
     default_data_dir,
+    install_command,
+    install_hint,
     load_joint_regressor,
     load_mean_params,
     require_files,
@@ -102,7 +104,7 @@ class FileStatus:
 
 
 def _check_smpl(path: Path) -> str:
-    model = load_smpl_pkl(path)
+    model = load_smpl_pkl(path, hint="")  # data check and install end with what to do
     if model.num_vertices != 6890:
         raise VibeError(f"{model.num_vertices} vertices, expected 6890 (SMPL)")
     return f"SMPL, {model.num_vertices} vertices, {model.faces.shape[0]} faces"
@@ -188,13 +190,14 @@ def bundle_ok(statuses: list[FileStatus]) -> bool:
     return all(s.status == "present" for s in statuses if s.name in REQUIRED_FILES)
 
 
-def still_to_install(statuses: list[FileStatus]) -> str:
-    """What an install that went well leaves to do: the required files not present yet, by name."""
+def still_to_install(statuses: list[FileStatus], data_dir: Path) -> str:
+    """What an install into ``data_dir`` that went well leaves to do: the required files not present
+    yet, by name."""
     names = [s.name for s in statuses if s.name in REQUIRED_FILES and s.status != "present"]
     if not names:
         return "All required files are present and valid."
     where = "it" if len(names) == 1 else "them"
-    return f"Still to install: {', '.join(names)}. Install {where} the same way: 'vibe-mocap data install PATH_OR_URL'."
+    return f"Still to install: {', '.join(names)}. Install {where} the same way: '{install_command(data_dir)}'."
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,6 +447,8 @@ def _install_one(item: _Found, stage: Path, data_dir: Path, log: Callable[[str],
     return False
 
 
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+DOWNLOADED_SCHEMES = ("http", "https")
 INSTALL_LOCK = ".install.lock"  # in the data folder: one install at a time (kept: never a leftover)
 STAGING_PREFIX = ".download-"  # an install's own folder in the data folder, which a killed install leaves
 
@@ -469,9 +474,15 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
     anything when an entry is a link or special file, or too large, and at the end when some file was
     invalid (the others are installed). One install at a time per folder: it first deletes what killed
     installs left there (where the folder can be locked: not on Windows)."""
-    downloaded = source.startswith(("http://", "https://"))
+    scheme = URL_SCHEME.match(source)
+    downloaded = scheme is not None and scheme[1].lower() in DOWNLOADED_SCHEMES
     path = None if downloaded else Path(source).expanduser()
     if path is not None and not path.exists():  # said before the data folder is made
+        if scheme is not None:
+            raise VibeError(
+                f"'{source}' is a {scheme[1]}:// URL; only http:// and https:// URLs are downloaded. Download "
+                "the file another way and install it from its local path."
+            )
         raise VibeError(
             f"'{source}' does not exist. Give the path of vibe_data.zip, of a folder holding the model files, or a URL."
         )
@@ -498,7 +509,7 @@ def _install(source: str, path: Path | None, data_dir: Path, log: Callable[[str]
             if synthetic.is_placeholder_folder(path):
                 raise VibeError(
                     f"'{source}' holds the synthetic placeholder model (random weights, written when no model data "
-                    f"is installed), not the official model data. {INSTALL_HINT}"
+                    f"is installed), not the official model data. {install_hint(data_dir)}"
                 )
             found = _found_in_folder(path)
         else:

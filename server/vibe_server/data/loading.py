@@ -68,9 +68,10 @@ REQUIRED_FILES = (
     YOLO_WEIGHTS,
 )
 OPTIONAL_FILES = (VIBE_CHECKPOINT_3DPW,)
+INSTALL_COMMAND = "vibe-mocap data install PATH_OR_URL"
 INSTALL_HINT = (
     "Get the official model data (vibe_data.zip from the VIBE project's prepare_data script, "
-    "with yolov3.weights) and run 'vibe-mocap data install PATH_OR_URL'."
+    f"with yolov3.weights) and run '{INSTALL_COMMAND}'."
 )
 SYNTHETIC_MODEL_NAME = "synthetic placeholder"
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # what every --device takes (auto: a GPU when there is one)
@@ -86,12 +87,17 @@ def default_data_dir() -> Path:
     return user_dir("data")
 
 
-def install_hint(data_dir: Path) -> str:
-    """INSTALL_HINT for ``data_dir``: the install command names the folder unless it is the one the
-    command finds by itself (it would install into that one instead)."""
+def install_command(data_dir: Path) -> str:
+    """INSTALL_COMMAND for ``data_dir``: it names the folder unless it is the one the command finds by
+    itself (it would install into that one instead)."""
     if Path(data_dir) == resolve_data_dir():
-        return INSTALL_HINT
-    return INSTALL_HINT.replace("PATH_OR_URL'", f"PATH_OR_URL --data-dir {shlex.quote(str(data_dir))}'")
+        return INSTALL_COMMAND
+    return f"{INSTALL_COMMAND} --data-dir {shlex.quote(str(data_dir))}"
+
+
+def install_hint(data_dir: Path) -> str:
+    """INSTALL_HINT for ``data_dir`` (see :func:`install_command`)."""
+    return INSTALL_HINT.replace(INSTALL_COMMAND, install_command(data_dir))
 
 
 def resolve_data_dir(flag: str | os.PathLike | None = None) -> Path:
@@ -182,7 +188,7 @@ def require_files(
     missing += [str(p) for p in extra_paths if not Path(p).is_file()]
     if missing:
         raise VibeError(
-            f"Model data missing: {', '.join(missing)}. {INSTALL_HINT} "
+            f"Model data missing: {', '.join(missing)}. {install_hint(data_dir)} "
             f"(Data folder: {data_dir}; change it with {flag} or ${ENV_VAR}.)"
         )
 
@@ -258,29 +264,30 @@ def resolve_device(device: str = "auto") -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def load_mean_params(path: str | Path) -> dict[str, np.ndarray]:
-    """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32 (bounded read)."""
-    hint = "Reinstall the model data with 'vibe-mocap data install'."
+def load_mean_params(path: str | Path, *, hint: str = "") -> dict[str, np.ndarray]:
+    """``smpl_mean_params.npz`` -> {'pose': (144,), 'shape': (10,), 'cam': (3,)} float32 (bounded read);
+    ``hint`` ends each refusal (:func:`install_hint`)."""
+    advice = f" {hint}" if hint else ""
     arrays = read_npz(
         path, names=("pose", "shape", "cam"), label=f"'{path}' (smpl_mean_params.npz)", hint=hint, allow_text=False
     )
     for k, n in (("pose", 144), ("shape", 10), ("cam", 3)):
         if k not in arrays:
-            raise VibeError(f"'{path}' is not a valid smpl_mean_params.npz: it has no '{k}'. {hint}")
+            raise VibeError(f"'{path}' is not a valid smpl_mean_params.npz: it has no '{k}'.{advice}")
         problem = _array_problem(arrays[k], (n,))
         if problem:
-            raise VibeError(f"'{path}': '{k}' {problem}. {hint}")
+            raise VibeError(f"'{path}': '{k}' {problem}.{advice}")
     return {k: a.astype(np.float32) for k, a in arrays.items()}
 
 
-def load_joint_regressor(path: str | Path, num_joints: int) -> np.ndarray:
+def load_joint_regressor(path: str | Path, num_joints: int, *, hint: str = "") -> np.ndarray:
     """A (num_joints, 6890) joint regressor ``.npy`` -> float32, with a clear error when it is not one
-    (bounded read)."""
-    hint = "Reinstall the model data with 'vibe-mocap data install'."
+    (bounded read); ``hint`` ends each refusal (:func:`install_hint`)."""
     reg = read_npy(path, label=f"the joint regressor '{path}'", hint=hint)
     problem = _array_problem(reg, (num_joints, 6890))
     if problem:
-        raise VibeError(f"'{path}' {problem}. {hint}")
+        advice = f" {hint}" if hint else ""
+        raise VibeError(f"'{path}' {problem}.{advice}")
     return reg.astype(np.float32)
 
 
@@ -305,10 +312,11 @@ def build_model(data_dir: str | Path) -> VIBE:
     from ..model.vibe import VIBE  # start-up: see the note at the top
 
     data_dir = Path(data_dir)
+    hint = install_hint(data_dir)
     return VIBE(
-        load_smpl_pkl(data_dir / SMPL_FILE),
-        load_joint_regressor(data_dir / EXTRA_REGRESSOR, NUM_EXTRA_JOINTS),
-        load_mean_params(data_dir / MEAN_PARAMS),
+        load_smpl_pkl(data_dir / SMPL_FILE, hint=hint),
+        load_joint_regressor(data_dir / EXTRA_REGRESSOR, NUM_EXTRA_JOINTS, hint=hint),
+        load_mean_params(data_dir / MEAN_PARAMS, hint=hint),
     )
 
 
@@ -341,7 +349,7 @@ def load_model(
     h36m = data_dir / H36M_REGRESSOR
     model.register_buffer(
         "j_regressor_h36m",
-        torch.from_numpy(load_joint_regressor(h36m, 17)) if h36m.exists() else None,
+        torch.from_numpy(load_joint_regressor(h36m, 17, hint=install_hint(data_dir))) if h36m.exists() else None,
         persistent=False,
     )
     return model.to(device).eval()
@@ -379,7 +387,7 @@ def load_h36m_regressor(data_dir: str | os.PathLike | None = None) -> torch.Tens
 
     data_dir = resolve_data_dir(data_dir)
     require_files(data_dir, (H36M_REGRESSOR,))
-    return torch.from_numpy(load_joint_regressor(data_dir / H36M_REGRESSOR, 17))
+    return torch.from_numpy(load_joint_regressor(data_dir / H36M_REGRESSOR, 17, hint=install_hint(data_dir)))
 
 
 @dataclass

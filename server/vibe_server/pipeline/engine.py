@@ -811,6 +811,11 @@ def select_tracks(
             if count
             else ""
         )
+        if options.min_track_frames == 1:  # the lowest there is: nothing to lower
+            raise VibeError(
+                f"Nobody was found in '{video_name}': no person was tracked in any frame. Use a clip where a "
+                "whole person is visible."
+            )
         raise VibeError(
             f"Nobody was found in '{video_name}': no person was tracked for at least "
             f"{options.min_track_frames} frames{longest}. Use a clip where a whole person is visible, or, for "

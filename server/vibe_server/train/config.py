@@ -202,18 +202,22 @@ CHOICES = {
 }
 
 
-def check_setting(name: str, value: object, flag: str | None = None, default: object = None) -> None:
+def check_setting(
+    name: str, value: object, flag: str | None = None, default: object = None, value_range: ValueRange | None = None
+) -> None:
     """Raises VibeError when `value` is outside what setting `name` (a RANGES or CHOICES key) may take.
-    flag: how the user gave it (default --name); default: a value to suggest."""
+    flag: how the user gave it (default --name); default: a value to suggest; value_range: the range of
+    a command's own option, instead of the setting's."""
+    value_range = value_range or RANGES.get(name)
     flag = flag or f"--{name}"
     example = f" (default {flag}={default})" if default is not None else ""
     if name in CHOICES and value not in CHOICES[name]:
         raise VibeError(f"{flag} must be one of {', '.join(CHOICES[name])}; got {value!r}{example}.")
     if name == "device" and not DEVICE_NAME.fullmatch(str(value)):  # by name: resolve_device checks the GPU
         raise VibeError(f"Unknown device {value!r} ({flag}); use auto, cpu, cuda or cuda:N{example}.")
-    if name in RANGES and value not in RANGES[name]:
+    if value_range is not None and value not in value_range:
         number = "a whole number" if isinstance(value, int) else "a finite number"
-        raise VibeError(f"{flag}={value} is out of range: it must be {number}, {RANGES[name].words()}{example}.")
+        raise VibeError(f"{flag}={value} is out of range: it must be {number}, {value_range.words()}{example}.")
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

@@ -22,9 +22,13 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.safe_npz import read_npy
 
 from ..pipeline.crop import crop_person, normalize_crops
+from ..pipeline.video import MAX_FRAME_SIDE
 
 BOX_ROWS = "rows of cx,cy,w,h (frames 0, 1, 2, ...) or frame,cx,cy,w,h"
 MAX_FRAME_NUMBER = 2**31 - 1  # past any video's length; keeps the float -> int conversion exact
+# a box coordinate or size beyond ten times the largest frame side read is no box of a person in a
+# frame (1e308 overflowed the crop's float32 maths and was stored in the training file)
+MAX_BOX_PX = 10 * MAX_FRAME_SIDE
 
 
 def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -39,13 +43,10 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} holds an array of shape {boxes.shape}; expected (N, 4) [cx, cy, w, h] "
             "or (N, 5) [frame, cx, cy, w, h]."
         )
-    bad_rows = np.flatnonzero(~np.isfinite(boxes).all(axis=1))
-    if len(bad_rows):  # NaN would pass the checks below and be written into the training file
-        row = bad_rows[0]
-        raise VibeError(
-            f"{path}: row {row + 1} ({', '.join(f'{v:g}' for v in boxes[row])}) holds a value that is not a "
-            f"finite number ({len(bad_rows)} such row(s)); fix or remove those rows."
-        )
+    # NaN would pass the checks below and be written into the training file
+    _refuse_rows(path, boxes, ~np.isfinite(boxes).all(axis=1), "holds a value that is not a finite number")
+    too_far = (np.abs(boxes[:, -4:]) > MAX_BOX_PX).any(axis=1)
+    _refuse_rows(path, boxes, too_far, f"holds a box value beyond {MAX_BOX_PX:,} pixels, far past any frame")
     frame_ids = _frame_numbers(path, boxes[:, 0]) if boxes.shape[1] == 5 else np.arange(len(boxes))
     boxes = boxes[:, -4:]
     if np.any(np.diff(frame_ids) <= 0):
@@ -53,6 +54,17 @@ def read_bboxes(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if np.any(boxes[:, 2:] <= 0):
         raise VibeError(f"{path}: box widths and heights must be positive.")
     return frame_ids, boxes
+
+
+def _refuse_rows(path: Path, boxes: np.ndarray, bad: np.ndarray, problem: str) -> None:
+    """VibeError naming the first of the ``bad`` rows of ``boxes`` and how many there are, if any."""
+    bad_rows = np.flatnonzero(bad)
+    if len(bad_rows):
+        row = bad_rows[0]
+        raise VibeError(
+            f"{path}: row {row + 1} ({', '.join(f'{v:g}' for v in boxes[row])}) {problem} "
+            f"({len(bad_rows)} such row(s)); fix or remove those rows."
+        )
 
 
 def _read_box_numbers(path: Path) -> np.ndarray:

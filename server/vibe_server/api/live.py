@@ -202,7 +202,12 @@ class LiveManager:
     def _work(self, run: LiveRun, source, session, max_frames: int | None) -> None:
         from ..pipeline.live import run_live  # start-up: OpenCV loads with the first live session, not with the API
 
+        def take_new_warnings() -> None:  # those the session adds as it runs (a file cut short, people left out)
+            if len(session.warnings) > len(run.warnings):  # (run.warnings began as the session's, one for one)
+                run.warnings = run.warnings + [self.client_text(w) for w in session.warnings[len(run.warnings) :]]
+
         def on_frame(frame, people, stats) -> None:
+            take_new_warnings()
             run.stats = stats.to_json()
             run.publish(
                 {
@@ -232,6 +237,7 @@ class LiveManager:
             except Exception:  # never let the worker die silently (its text may name the server's files)
                 log.exception("live session %s failed", run.live_id)
                 run.status, run.error = "failed", INTERNAL_ERROR_MESSAGE
+            take_new_warnings()
             run.finished.set()  # final before the source is released: a stalled camera read can take seconds
             end = {"type": "end", "status": run.status, "error": run.error, "stats": run.stats}
             run.publish({**end, "warnings": run.warnings})  # with those the session's end brought (a file cut short)

@@ -290,12 +290,18 @@ def test_ctrl_c_during_the_save_lets_the_recording_be_saved(fake_live_command, t
 
     monkeypatch.setattr(command, "save_result", ctrl_c_while_saving)
     out = tmp_path / "take.npz"
-    assert main(["live", "0", "--record", str(out)]) == 0
+    # Ctrl-C as a terminal's: a run started in the background (`cmd &`) begins with SIGINT ignored
+    launched_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["live", "0", "--record", str(out)]) == 0
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, launched_with)
     printed = capsys.readouterr()
     assert f"Saving the recording to {out}...\n" in printed.err and "interrupted" not in printed.err
     assert f"Recorded 1 track(s), 30 frames: {out}" in printed.out
     assert load_result(out).tracks[0].num_frames == 30
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again after
+    assert after is signal.default_int_handler  # Ctrl-C works again after
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGHUP"])

@@ -1045,7 +1045,9 @@ def test_missing_model_data_names_the_trainers_own_flag_before_any_work(dirs, tm
     assert main(["train", "vibe", *settings(dirs, "x", f"--out_dir={out}", f"--model_data_dir={nope}")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: Model data missing: {nope / 'SMPL_NEUTRAL.pkl'}, ") and err.count("\n") == 1
-    assert "change it with --model_data_dir or $VIBE_DATA_DIR" in err and "--data-dir" not in err
+    assert "change it with --model_data_dir or $VIBE_DATA_DIR" in err
+    # --data-dir is named only as the install command's own flag, with the trainer's folder
+    assert err.count("--data-dir") == err.count(f"data install PATH_OR_URL --data-dir {nope}") == 1
     assert str(nope / "spin_model_checkpoint.pth.tar") in err  # every missing file at once, SPIN's too
 
     no_spin = tmp_path / "no_spin"

@@ -233,13 +233,22 @@ def test_the_token_file_is_read_when_none_is_typed(registered, empty_scene, refe
     assert server.authorizations[-1] == f"Bearer {token}"
 
 
-def test_a_missing_token_is_one_clear_message(registered, reference_dir, video, monkeypatch):
+def test_without_a_token_a_local_server_is_not_sent_the_video_and_the_addons_own_is_started(
+    registered, reference_dir, video, monkeypatch
+):
+    """A server on this machine that cannot prove the user's token (here: the user has none) may be
+    another account's: the add-on's own server is started instead (here its program is missing, so the
+    capture fails saying so), and the video never goes to the other."""
+    from vibe_blender import preferences, server_control
+
     monkeypatch.delenv(user_dirs.TOKEN_ENV_VAR)
+    monkeypatch.setattr(preferences._Defaults, "server_program", "/nonexistent/vibe-mocap")
+    monkeypatch.setattr(server_control._state, "program", None)
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", token="t") as server:
         jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False)
         status = _follow()
-    assert status.state == "failed" and "No access token" in status.message
-    assert str(user_dirs.token_path()) in status.message
+    assert status.state == "failed" and "program set in the preferences" in status.message, status.message
+    assert server.jobs == {} and not any(method == "POST" for method, _ in server.requests)
 
 
 def test_no_server_and_no_program_is_reported_not_imported(registered, empty_scene, video, monkeypatch):

@@ -194,7 +194,8 @@ def test_a_source_the_server_refuses_is_reported(addon, tmp_path):
     session = live.start_live(str(tmp_path / "no-such-video.mp4"), use_timer=False)
     tick_until(lambda: live.live_tick() is None, 60)
     assert session.state == "failed"
-    assert "not found" in session.message and "no-such-video.mp4" in session.message  # the server's reason
+    # the server's reason: the one answer for a path it cannot read, whether missing, unreadable or no video
+    assert "is not a readable video file on this machine" in session.message and "no-such-video.mp4" in session.message
     assert bpy.ops.vibe_mocap.live_stop() == {"FINISHED"}  # nothing left to stop: no error
 
 

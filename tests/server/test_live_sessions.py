@@ -200,8 +200,10 @@ def test_the_end_message_brings_what_the_source_said_as_it_ended(manager, monkey
     """A file that breaks off says so once its decode reaches the break: after the session's start,
     whose answer was the only one to carry its warnings to a viewer."""
     said = []
+    watched = threading.Event()  # the file is read once the viewer follows: the session cannot end unseen
 
     def frames():
+        watched.wait(10)
         yield from (np.zeros((8, 8, 3), np.uint8) for _ in range(3))
         said.append("The video is truncated or damaged: decoding stopped at frame 3 of the 10 ...")
 
@@ -212,6 +214,7 @@ def test_the_end_message_brings_what_the_source_said_as_it_ended(manager, monkey
         queue = asyncio.Queue(api_live.SUBSCRIBER_QUEUE)
         run = manager.start("cut.mp4", LiveOptions())
         assert run.subscribe(api_live.Subscriber(queue, loop))
+        watched.set()
         assert run.finished.wait(10) and run.status == "ended"
         loop.run_until_complete(asyncio.sleep(0.1))
         messages = [queue.get_nowait() for _ in range(queue.qsize())]

@@ -331,11 +331,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     if refusal is not None:
         raise VibeError(refusal)
     session = current_session()
-    with session._lock:
-        session.record_on_connect = False
-        if session.unsaved_take is None and session.connection is not None:
-            session.unsaved_take = session.connection.recording_stop()
-        take = session.unsaved_take
+    take = _take_to_save(session)
     if take is None or not take.track_ids:
         session.unsaved_take = None
         raise VibeError(
@@ -398,6 +394,15 @@ def discard_take() -> None:
 _saved_on_exit: dict = {"paths": []}  # read from the note once, when the add-on is registered
 
 
+def _take_to_save(session) -> LiveTake | None:
+    """The take Stop Recording saves: the one kept after a failed save, else the recording, stopped now."""
+    with session._lock:
+        session.record_on_connect = False
+        if session.unsaved_take is None and session.connection is not None:
+            session.unsaved_take = session.connection.recording_stop()
+        return session.unsaved_take
+
+
 def save_take_on_exit() -> None:
     """Blender quits, or the add-on is disabled or reloaded: the take Stop Recording has not saved
     (recording, or kept after a failed save) is saved as Stop Recording would, at the scene's frame
@@ -407,11 +412,7 @@ def save_take_on_exit() -> None:
     session = current_session()
     if session is None:
         return
-    with session._lock:
-        session.record_on_connect = False
-        if session.unsaved_take is None and session.connection is not None:
-            session.unsaved_take = session.connection.recording_stop()
-        take = session.unsaved_take
+    take = _take_to_save(session)
     if take is None or not take.track_ids:
         return
     try:

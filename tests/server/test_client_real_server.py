@@ -252,7 +252,9 @@ def test_a_cancel_while_the_server_checks_the_upload_cancels_the_job_it_makes(sl
     client = ServerClient(slow_probe_server)
     job = _capture(client, video, tmp_path, upload=True).start()
     deadline = time.monotonic() + 60
-    while job.snapshot().progress < 1.0:  # all sent: the server now checks the video, then answers
+    # sent whole: the last block read and the request no longer one a cancel cuts off (before that, a
+    # cancel aborts the upload and the server makes no job: the test below); the server now checks it
+    while job.snapshot().progress < 1.0 or client._in_flight:
         assert time.monotonic() < deadline and not job.snapshot().finished, job.snapshot()
         time.sleep(0.005)
     job.cancel()
@@ -260,6 +262,27 @@ def test_a_cancel_while_the_server_checks_the_upload_cancels_the_job_it_makes(sl
     assert not job._thread.is_alive()
     [made] = client.jobs()
     assert made["status"] == "cancelled"  # not left to run with nobody to follow it
+
+
+def test_a_cancel_during_the_upload_leaves_no_job(slow_probe_server, video, tmp_path, monkeypatch):
+    monkeypatch.setattr(client_module, "CHUNK_BYTES", 1024)  # many blocks: the cancel comes between two
+    captures = []
+
+    class CancelledAtTheFirstBlock(ServerClient):  # the user's click, the moment the first block is read
+        def submit_upload(self, *args, on_progress, **kwargs):
+            def progress(fraction):
+                on_progress(fraction)
+                captures[0].cancel()
+
+            return super().submit_upload(*args, on_progress=progress, **kwargs)
+
+    client = CancelledAtTheFirstBlock(slow_probe_server)
+    before = _job_ids(client)
+    captures.append(_capture(client, video, tmp_path, upload=True))
+    status = captures[0].run()
+    assert status.state == "cancelled" and status.progress < 1.0
+    time.sleep(SLOW_PROBE_S + 1)  # what the server would take to check a video it had whole
+    assert _job_ids(client) == before
 
 
 def _job_ids(client) -> set[str]:

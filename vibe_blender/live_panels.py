@@ -3,7 +3,7 @@
 import bpy
 
 from .core.live_client import dropped_people_note
-from .panels import label_lines
+from .wrapped_labels import label_lines
 
 _STATE_ICONS = {"connecting": "SORTTIME", "streaming": "PLAY", "ended": "INFO", "lost": "ERROR", "failed": "ERROR"}
 

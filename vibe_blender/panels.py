@@ -4,6 +4,7 @@ import bpy
 
 from .core.capture import FINAL_STATES
 from .core.local_server import same_local_server
+from .wrapped_labels import label_lines
 
 
 class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
@@ -61,24 +62,6 @@ class VIEW3D_PT_vibe_mocap(bpy.types.Panel):
                     if key_block is not None:
                         col.prop(key_block, "value", text=f"Beta {i}")
             box.operator("vibe_mocap.refit_bones", icon="BONE_DATA")
-
-
-def _wrap(text: str, width: int = 48) -> list[str]:
-    words, lines, line = text.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return lines + ([line] if line else [])
-
-
-def label_lines(layout, text: str, icon: str = "INFO") -> None:
-    """``text`` as labels wrapped to the sidebar's width, ``icon`` on the first only."""
-    for line in _wrap(text):
-        layout.label(text=line, icon=icon)
-        icon = "BLANK1"  # the lines after the first stay aligned with it
 
 
 classes = (VIEW3D_PT_vibe_mocap,)

@@ -5,10 +5,11 @@ from pathlib import Path
 import bpy
 
 from . import server_state
-from .core.client import DEFAULT_URL
+from .core.client import DEFAULT_URL, server_url_warning
 from .core.errors import VibeError
 from .core.model_data import body_model_beside, cached_body_model_note, read_body_model, read_cached_body_model
 from .core.smpl_model import BodyModel
+from .wrapped_labels import label_lines
 
 # Blender registers the extension as bl_ext.<repo>.<id>; this package is then "<that>.vibe_blender".
 # Run from a source tree (tests, batch), this package is the top level itself.
@@ -56,6 +57,9 @@ class VIBE_AddonPreferences(bpy.types.AddonPreferences):
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "server_url")
+        url_warning = server_url_warning(self.server_url)
+        if url_warning:
+            label_lines(layout, url_warning, icon="ERROR")
         layout.prop(self, "token")
         layout.prop(self, "model_data_dir")
         layout.prop(self, "server_program")

@@ -3,7 +3,7 @@
 import bpy
 
 from .core.model_data import NO_MODEL_PREFIX, PLACEHOLDER_MODEL, runs_no_model
-from .panels import label_lines
+from .wrapped_labels import label_lines
 
 _FILE_ICONS = {"present": "CHECKMARK", "missing": "X", "invalid": "ERROR"}
 

@@ -290,6 +290,21 @@ def test_remote_server_needs_online_access(registered, video):
         jobs.start_capture(str(video), ImportOptions(), server_url="http://192.0.2.1:8765", use_timer=False)
 
 
+@pytest.mark.parametrize(
+    "url, warned",
+    [("http://192.0.2.1:8765", True), ("http://127.0.0.1:8765", False), ("https://192.0.2.1:8765", False)],
+)
+def test_the_preferences_warn_under_an_http_url_of_another_machine(registered, url, warned):
+    from vibe_blender.preferences import VIBE_AddonPreferences
+
+    calls = []
+    prefs = type("Prefs", (), {"layout": _RecordingLayout(calls), "server_url": url})()
+    prefs._draw_program = VIBE_AddonPreferences._draw_program
+    VIBE_AddonPreferences.draw(prefs, bpy.context)
+    labels = " ".join(kw.get("text", "") for name, _, kw in calls if name == "label")
+    assert ("unencrypted" in labels) is warned
+
+
 @pytest.mark.parametrize("field", ["", "  "])
 def test_an_empty_server_url_is_the_local_server_for_capture_and_live(registered, video, monkeypatch, field):
     """It said "The server None is on another machine and Blender's online access is off"."""

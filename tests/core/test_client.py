@@ -627,6 +627,24 @@ def test_online_access_is_needed_for_other_hosts():
         check_online_access("http://192.168.1.5:8765", online_access=False)
 
 
+@pytest.mark.parametrize(
+    "url, warned",
+    [
+        ("", None),  # the default, on this machine
+        ("http://localhost:8765", None),
+        ("http://[::1]:8765", None),
+        ("https://gpu.example.org:8765", None),
+        ("http://192.168.1.5:8765", "cross the network unencrypted"),
+        ("http://gpu.example.org", "cross the network unencrypted"),
+        ("http://127.0.0.1:99999", "not a server URL"),
+        ("localhost:8765", "not a server URL"),
+    ],
+)
+def test_the_preferences_warn_of_a_url_that_is_refused_or_sends_the_token_in_clear(url, warned):
+    warning = client_module.server_url_warning(url)
+    assert warning is None if warned is None else warned in warning
+
+
 @pytest.mark.parametrize("url", ["ftp://x", "http://127.0.0.1:99999", "http://user:pw@127.0.0.1", "http://h/?a=1"])
 def test_bad_url_is_refused(url):
     with pytest.raises(VibeError, match="not a server URL"):

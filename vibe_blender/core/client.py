@@ -118,6 +118,23 @@ def server_url_or_default(url: str) -> str:
     return url.strip() or DEFAULT_URL
 
 
+def server_url_warning(url: str) -> str | None:
+    """What the preferences say under the Server URL field: why it is refused, or that the token and the
+    videos would cross the network unencrypted (http:// to another machine); None when all is well."""
+    url = server_url_or_default(url)
+    try:
+        parsed = validate_server_url(url)
+    except VibeError as err:
+        return str(err)
+    if parsed.scheme == "http" and not is_loopback_url(url):
+        return (
+            "With http:// to another machine, the token and the videos cross the network unencrypted: "
+            "anyone who reads the traffic can use the server. Reach it through an SSH tunnel or a TLS "
+            "proxy (see the add-on's documentation)."
+        )
+    return None
+
+
 def check_online_access(url: str, online_access: bool) -> None:
     """Blender's rule: no network beyond this machine unless the user allowed online access. A URL
     that is no server URL is refused first (:func:`validate_server_url`)."""

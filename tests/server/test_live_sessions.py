@@ -224,6 +224,51 @@ def test_the_end_message_brings_what_the_source_said_as_it_ended(manager, monkey
     assert run.public()["warnings"] == said
 
 
+def test_a_lossless_replay_waits_for_its_first_viewer_and_its_first_frame_is_frame_0(manager, monkeypatch):
+    """Its first frame used to be processed at once, before the viewer's WebSocket had opened: lost to it."""
+    read = []
+
+    def frames():
+        for i in range(3):
+            read.append(i)
+            yield np.zeros((8, 8, 3), np.uint8)
+
+    source = LiveSource(frames(), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True)
+    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+    loop = asyncio.new_event_loop()  # a viewer's loop, run below to take what was handed to it
+    try:
+        queue = asyncio.Queue(api_live.SUBSCRIBER_QUEUE)
+        run = manager.start("walk.mp4", LiveOptions())
+        time.sleep(0.5)  # a viewer that is slow to follow
+        assert read == [] and run.status == "running"
+        assert run.subscribe(api_live.Subscriber(queue, loop))
+        assert run.finished.wait(10) and run.status == "ended"
+        loop.run_until_complete(asyncio.sleep(0.1))
+        messages = [queue.get_nowait() for _ in range(queue.qsize())]
+    finally:
+        loop.close()
+    assert [m["frame_index"] for m in messages if m["type"] == "frame"] == [0, 1, 2]
+
+
+def test_a_lossless_replay_nobody_follows_stops_and_releases_its_file(manager, monkeypatch):
+    closed = threading.Event()
+    source = LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True, close=closed.set)
+    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+    monkeypatch.setattr(api_live, "UNWATCHED_STOP_S", 0.3)
+    run = manager.start("walk.mp4", LiveOptions())
+    assert run.finished.wait(10) and run.status == "stopped"
+    assert run.error == "Stopped: nobody watched this session for 0 s." and closed.wait(10)
+
+
+def test_a_lossless_replay_stopped_before_anyone_follows_stops_at_once(manager, monkeypatch):
+    source = LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True)
+    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+    run = manager.start("walk.mp4", LiveOptions())
+    started = time.monotonic()
+    manager.stop(run)
+    assert run.status == "stopped" and time.monotonic() - started < 5.0  # not the 30 s nobody-watched limit
+
+
 @pytest.fixture
 def client(camera, tmp_path):
     app = create_app(Settings(jobs_dir=tmp_path / "jobs", token=TOKEN), engine_loader=lambda s: object())

@@ -5,6 +5,8 @@ runs ``pipeline.live.run_live`` in a worker thread. Every processed frame become
 handed to each subscriber's bounded queue on the event loop: a subscriber that reads slower than
 the frames come loses its oldest messages (counted in ``dropped_for_client``), so no client can make
 the server hold more than ``SUBSCRIBER_QUEUE`` messages for it. One live session runs at a time.
+A lossless replay (every frame of a file) begins once its first viewer follows: the frames it would
+have processed before the viewer's WebSocket opened would be lost to it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_SUBSCRIBERS = 8
 # A session nobody watches stops by itself after this long (a client that lost its connection, or
 # never connected, leaves no camera running and no session blocking the next start).
 UNWATCHED_STOP_S = 30.0
+FIRST_VIEWER_POLL_S = 0.1  # how often a lossless replay waiting for its first viewer checks for a stop
 INTERNAL_ERROR_MESSAGE = (
     "The live session failed on an internal error of the server; see the server log, and report it if it repeats."
 )
@@ -80,6 +83,7 @@ class LiveRun:
     lock: threading.Lock = field(default_factory=threading.Lock)
     unwatched_since_s: float | None = field(default_factory=time.monotonic)  # None while someone watches
     finished: threading.Event = field(default_factory=threading.Event)  # the status is final
+    watched: threading.Event = field(default_factory=threading.Event)  # a viewer has followed it
 
     def subscribe(self, subscriber: Subscriber) -> bool:
         """Add a viewer; False when the session already has MAX_SUBSCRIBERS."""
@@ -88,6 +92,7 @@ class LiveRun:
                 return False
             self.subscribers.append(subscriber)
             self.unwatched_since_s = None
+            self.watched.set()
             return True
 
     def wait_until_released(self) -> None:
@@ -226,6 +231,9 @@ class LiveManager:
             return run.stop_event.is_set()
 
         run.status = "running"
+        if source.lossless:  # every frame for its viewers: the replay begins once the first one follows
+            while not run.watched.wait(FIRST_VIEWER_POLL_S) and not should_stop():
+                pass
         source.start()
         try:
             try:

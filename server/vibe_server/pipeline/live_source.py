@@ -113,6 +113,10 @@ class LiveSource:
             self._cond.notify_all()
 
     @property
+    def lossless(self) -> bool:
+        return self._lossless
+
+    @property
     def ended(self) -> bool:
         """True once the source has no more frames and the last one was taken."""
         with self._cond:

@@ -9,7 +9,7 @@ from capture_states import until_capture_state
 from fake_vibe_server import FakeVibeServer, count_body_model_reads
 
 from vibe_blender import jobs
-from vibe_blender.core import user_dirs
+from vibe_blender.core import capture, user_dirs
 from vibe_blender.core.errors import VibeError
 from vibe_blender.importer import ImportOptions
 
@@ -272,7 +272,8 @@ def test_failed_job_is_reported(registered, empty_scene, reference_dir, video):
     assert status.state == "failed" and "The video has no frames." in status.message
 
 
-def test_cancel_from_the_panel(registered, empty_scene, reference_dir, video):
+def test_cancel_from_the_panel(registered, empty_scene, reference_dir, video, monkeypatch):
+    monkeypatch.setattr(capture, "CANCEL_TIMEOUT_S", 10.0)  # what is tested is that it asks, not how fast
     with FakeVibeServer(reference_dir / "result.npz", reference_dir / "body_model.npz", polls_per_job=10_000) as server:
         jobs.start_capture(str(video), ImportOptions(), server_url=server.url, use_timer=False, poll_interval_s=0.01)
         until_capture_state("running")

@@ -278,13 +278,16 @@ def test_cancel_against_a_slow_server_takes_effect_at_once(server_files, tmp_pat
 
 
 @pytest.mark.parametrize("upload", [False, True])
-def test_a_cancel_while_the_server_checks_the_video_still_cancels_its_job(server_files, tmp_path, upload):
+def test_a_cancel_while_the_server_checks_the_video_still_cancels_its_job(server_files, tmp_path, upload, monkeypatch):
     """The server answers POST /jobs once it has probed the video (up to a minute): a cancel then must
     wait for the job's id and delete the job, or the job runs on unseen and holds the next capture up."""
+    monkeypatch.setattr(capture, "CANCEL_TIMEOUT_S", 10.0)  # what is tested is that it asks, not how fast
     with _fake(server_files, submit_delay_s=1.0, polls_per_job=10_000) as server:
-        job = _job(ServerClient(server.url, TOKEN), server_files, tmp_path, upload=upload).start()
+        client = ServerClient(server.url, TOKEN)
+        job = _job(client, server_files, tmp_path, upload=upload).start()
         deadline = time.monotonic() + 10
-        while not server.jobs:  # the job is made; its answer is still to come
+        # the job is made and the request sent whole (a cancel no longer cuts it off); its answer is to come
+        while not server.jobs or client._in_flight:
             assert time.monotonic() < deadline
             time.sleep(0.002)
         job.cancel()

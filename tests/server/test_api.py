@@ -1011,14 +1011,15 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
     """Opening a submitted video runs in a worker thread with a time limit: /health answers in
     well under a second meanwhile, and the stuck submissions get a 415 at the limit."""
     engine = make_engine()
-    release = threading.Event()
+    release, stuck = threading.Event(), []
 
     def stuck_open_video(path, stopped=None):  # like FFmpeg stuck in one call it cannot leave
-        release.wait(15)
+        stuck.append(path)
+        release.wait(20)
         raise VibeError("released")
 
     engine.open_video = stuck_open_video
-    settings.probe_timeout_s = 3.0
+    settings.probe_timeout_s = 6.0
     video = tmp_path / "local.mp4"
     video.write_bytes(b"fake")
     answers = {}
@@ -1039,18 +1040,22 @@ def test_a_probe_that_never_ends_does_not_block_health(settings, make_engine, tm
             ]
             for t in submitters:
                 t.start()
-            time.sleep(0.5)
+            deadline = time.monotonic() + 5
+            while len(stuck) < 3:  # every probe is stuck now
+                assert time.monotonic() < deadline, stuck
+                time.sleep(0.01)
             slowest = 0.0
-            for _ in range(5):
-                t0 = time.perf_counter()
-                assert httpx.get(f"{base}/health", timeout=5).status_code == 200
-                slowest = max(slowest, time.perf_counter() - t0)
-                time.sleep(0.2)
+            with httpx.Client(timeout=10) as health_client:
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    assert health_client.get(f"{base}/health").status_code == 200
+                    slowest = max(slowest, time.perf_counter() - t0)
+                    time.sleep(0.2)
             for t in submitters:
-                t.join(20)
-            assert slowest < 1.5, f"/health took {slowest:.2f} s during the probes"  # blocked: 2.5 s
+                t.join(30)
+            assert slowest < 2.5, f"/health took {slowest:.2f} s during the probes"  # blocked: ~5 s
             for name in ("upload1", "upload2"):
-                assert_detail(answers[name], 415, "within 3 s", "Remux it to mp4", "--probe-timeout-s")
+                assert_detail(answers[name], 415, "within 6 s", "Remux it to mp4", "--probe-timeout-s")
             assert_detail(answers["local"], 415, "not a readable video file")
     finally:
         release.set()
@@ -1129,17 +1134,22 @@ def test_requests_waiting_for_a_pkl_build_hold_no_worker_thread(settings, engine
         try:
             for t in waiting:
                 t.start()
-            time.sleep(1.0)
+            deadline = time.monotonic() + 30
+            while not builds:  # the one build has begun, and the requests wait for it
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(1.0)  # the other 47 requests arrive (none holds a worker thread, or the ones below wait)
             took = {}
-            for path in ("/health", f"/jobs/{built}", f"/jobs/{other}/result.pkl"):
-                t0 = time.perf_counter()
-                assert httpx.get(f"{base}{path}", headers=AUTH, timeout=5).status_code == 200
-                took[path] = time.perf_counter() - t0
+            with httpx.Client(headers=AUTH, timeout=10) as checking:
+                for path in ("/health", f"/jobs/{built}", f"/jobs/{other}/result.pkl"):
+                    t0 = time.perf_counter()
+                    assert checking.get(f"{base}{path}").status_code == 200
+                    took[path] = time.perf_counter() - t0
         finally:
             release.set()
             for t in waiting:
                 t.join(60)
-    assert max(took.values()) < 2.5, took  # blocked: their 5 s timeout
+    assert max(took.values()) < 2.5, took  # blocked: until the build is released, after their 10 s timeout
     assert len(builds) == 1 and [a.status_code for a in answers] == [200] * 48
     assert len({a.content for a in answers}) == 1
 
@@ -1150,17 +1160,21 @@ def test_a_slow_disk_never_holds_up_health_or_the_job_list(settings, engine, mon
     from vibe_server.api import jobs as jobs_module
     from vibe_server.api.job_store import write_record
 
+    stalled_disk, writing = threading.Event(), threading.Event()
+
     def slow_write(folder, data):
-        if data["job"]["status"] == "queued":
-            time.sleep(3)
+        if data["job"]["status"] == "queued" and stalled_disk.is_set():
+            writing.set()
+            time.sleep(6)
         write_record(folder, data)
 
     monkeypatch.setattr(jobs_module, "write_record", slow_write)
     with client_for(settings, engine) as client:
         first = wait(client, upload(client).json()["job_id"])
+        stalled_disk.set()
         submitting = threading.Thread(target=upload, args=(client,))
         submitting.start()
-        time.sleep(1.0)  # the second job's record is being written
+        assert writing.wait(30)  # the second job's record is being written
         took = {}
         for path in ("/health", "/jobs"):
             t0 = time.perf_counter()
@@ -1168,7 +1182,7 @@ def test_a_slow_disk_never_holds_up_health_or_the_job_list(settings, engine, mon
             took[path] = time.perf_counter() - t0
         submitting.join(30)
     assert first["status"] == "done"
-    assert max(took.values()) < 1.0, took
+    assert max(took.values()) < 2.5, took  # blocked: until the 6 s write ends
 
 
 def test_probe_slots_limit_time_and_threads():

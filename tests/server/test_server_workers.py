@@ -37,9 +37,9 @@ def submit_two_jobs(jobs: JobManager) -> list[str]:
 
 def test_two_engines_run_two_jobs_at_the_same_time(make_engine, tmp_path):
     jobs = JobManager(tmp_path / "jobs", [make_engine(delay_s=0.03), make_engine(delay_s=0.03)])
+    ids = submit_two_jobs(jobs)  # both waiting when the workers start: however slow a submission is
     jobs.start()
     try:
-        ids = submit_two_jobs(jobs)
         assert wait_for(lambda: all(jobs.get(i).status == "running" for i in ids)), [
             jobs.get(i).status for i in ids
         ]  # side by side, not one after the other

@@ -16,6 +16,7 @@ from torch import nn
 from vibe_blender.core.errors import VibeError
 from vibe_server.model.encoder import TemporalEncoder
 from vibe_server.pipeline.engine import Engine
+from vibe_server.pipeline.frame_counts import forget_counts
 from vibe_server.pipeline.frontend import FrontEnd
 
 
@@ -169,6 +170,12 @@ class ScriptedFrontEnd:
             stream_people=self.stream_people,
             crop_people=self.crop_people,
         )
+
+
+@pytest.fixture(autouse=True)
+def frame_counts_forgotten():
+    """Each test decodes to count frames as if first: a count kept from another test would hide it."""
+    forget_counts()
 
 
 @pytest.fixture

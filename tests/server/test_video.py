@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -179,6 +180,26 @@ def test_prefetch_thread_gives_the_same_frames_and_stops_early():
 
 def test_count_frames_pass_agrees_with_the_container():
     assert open_video(REAL_CLIPS / "asl-walk.mkv", count_frames=True).info.frame_count == 89
+
+
+def test_a_count_by_decoding_is_made_once_per_unchanged_file(tmp_path, monkeypatch):
+    """The server's probe and its job both open the video: one that states no frame count was decoded
+    whole twice. A changed file is counted again, and a stopped count is not kept."""
+    video = tmp_path / "walk.mkv"
+    shutil.copyfile(REAL_CLIPS / "asl-walk.mkv", video)
+    counts = []
+    real_count = VideoReader._count_by_decoding
+    monkeypatch.setattr(
+        VideoReader, "_count_by_decoding", lambda self, stopped: counts.append(self.path) or real_count(self, stopped)
+    )
+    with pytest.raises(DecodeStopped):
+        open_video(video, count_frames=True, stopped=lambda: True)
+    assert open_video(video, count_frames=True).info.frame_count == 89
+    assert open_video(video, count_frames=True).info.frame_count == 89
+    assert len(counts) == 2  # the stopped one, then one count for both opens
+    os.utime(video, ns=(time.time_ns(), time.time_ns() + 10**9))  # written again (same size)
+    assert open_video(video, count_frames=True).info.frame_count == 89
+    assert len(counts) == 3
 
 
 def test_a_frame_count_by_decoding_stops_when_asked():

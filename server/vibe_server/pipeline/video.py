@@ -46,6 +46,7 @@ from vibe_blender.core.result_file import FPS_RANGE, VideoInfo
 
 from .background import ahead_in_thread
 from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
+from .frame_counts import counted_frames
 from .parallel_decode import decode_in_parallel
 
 # OpenCV's FFmpeg reader starts a jump to frame n from the keyframe at or before n - 16 and decodes
@@ -176,8 +177,9 @@ class VideoReader:
         self._container_frame_count = int(container_count) if container_knows else None
 
         frame_count = self._container_frame_count
-        if count_frames or frame_count is None:
-            frame_count = self._count_by_decoding(stopped)
+        if count_frames or frame_count is None:  # (once per unchanged file: the probe's count serves its job)
+            frame_count = counted_frames(self.path, lambda: self._count_by_decoding(stopped))
+            self.check_complete(frame_count, update=False)
         if frame_count < 2:
             raise VibeError(
                 f"{self.label} has a single frame: it is a still image, not a video. "
@@ -350,7 +352,6 @@ class VideoReader:
                     raise DecodeStopped(f"stopped at frame {count} of the count")
         finally:
             capture.release()
-        self.check_complete(count, update=False)
         return count
 
     def check_complete(self, frames_decoded: int, *, update: bool = True) -> None:

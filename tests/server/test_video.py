@@ -202,6 +202,24 @@ def test_a_count_by_decoding_is_made_once_per_unchanged_file(tmp_path, monkeypat
     assert len(counts) == 3
 
 
+def test_a_count_is_kept_for_the_file_held_not_for_a_path_swapped_meanwhile(tmp_path, monkeypatch):
+    """An export saved over the video (a new file renamed onto its path) while a reader opens it: the
+    count of the file the reader held was kept under the new file's identity, and its next open took it."""
+    video, export = tmp_path / "walk.mkv", tmp_path / "export.gif"
+    shutil.copyfile(REAL_CLIPS / "asl-walk.mkv", video)
+    shutil.copyfile(REAL_CLIPS / "face-demographics-walking.gif", export)
+    real_read_header = VideoReader._read_header
+
+    def saved_over_then_read(self, *args):
+        if export.exists():
+            os.replace(export, video)
+        return real_read_header(self, *args)
+
+    monkeypatch.setattr(VideoReader, "_read_header", saved_over_then_read)
+    assert open_video(video, count_frames=True).info.frame_count == 89  # the file held: the .mkv
+    assert open_video(video, count_frames=True).info.frame_count == 35  # the one the path names now
+
+
 def test_a_frame_count_by_decoding_stops_when_asked():
     """A server's probe past its time limit asks the count to stop: it gives up at the next frame,
     and the file it held is closed (a deleted upload is not kept open)."""

@@ -46,7 +46,7 @@ from vibe_blender.core.result_file import FPS_RANGE, VideoInfo
 
 from .background import ahead_in_thread
 from .ffmpeg_capture import CONTAINER_NAMES, open_ffmpeg_capture
-from .frame_counts import counted_frames
+from .frame_counts import counted_frames, file_identity
 from .parallel_decode import decode_in_parallel
 
 # OpenCV's FFmpeg reader starts a jump to frame n from the keyframe at or before n - 16 and decodes
@@ -139,6 +139,7 @@ class VideoReader:
         self._keyframes: list[int] | None = None
         check_video_path(self.path, self.label)
         self._capture_name, self.close = self._hold_file()
+        self._file_identity = file_identity(self._capture_name)  # the file held, before FFmpeg reads it
         try:
             self._read_header(count_frames, stopped)
         except BaseException:
@@ -178,7 +179,7 @@ class VideoReader:
 
         frame_count = self._container_frame_count
         if count_frames or frame_count is None:  # (once per unchanged file: the probe's count serves its job)
-            frame_count = counted_frames(self.path, lambda: self._count_by_decoding(stopped))
+            frame_count = counted_frames(self._file_identity, lambda: self._count_by_decoding(stopped))
             self.check_complete(frame_count, update=False)
         if frame_count < 2:
             raise VibeError(

@@ -158,7 +158,7 @@ def test_the_servers_stop_waits_until_every_source_is_released(manager, camera, 
         camera.released.set()
 
     slow_camera = LiveSource(camera.frames(), SourceInfo("camera 0", 30.0, 8, 8), close=slow_release)
-    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: slow_camera)
+    serve_source(monkeypatch, slow_camera)
     camera.flowing.set()
     run = manager.start("0", LiveOptions())
     manager.stop_all()
@@ -196,6 +196,26 @@ def test_a_second_start_names_the_running_session_and_what_to_do(manager, camera
         manager.start("0", LiveOptions())
 
 
+def serve_source(monkeypatch, source: LiveSource) -> None:
+    """The live sessions started from now on read ``source``, whatever they are asked for."""
+    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+
+
+def follow_to_the_end(run, subscribed=lambda: None) -> list[dict]:
+    """A viewer of ``run`` (``subscribed()`` is called once it follows) until the session has ended:
+    every message handed to it."""
+    loop = asyncio.new_event_loop()  # the viewer's loop, run below to take what was handed to it
+    try:
+        queue = asyncio.Queue(api_live.SUBSCRIBER_QUEUE)
+        assert run.subscribe(api_live.Subscriber(queue, loop))
+        subscribed()
+        assert run.finished.wait(10)
+        loop.run_until_complete(asyncio.sleep(0.1))
+        return [queue.get_nowait() for _ in range(queue.qsize())]
+    finally:
+        loop.close()
+
+
 def test_the_end_message_brings_what_the_source_said_as_it_ended(manager, monkeypatch):
     """A file that breaks off says so once its decode reaches the break: after the session's start,
     whose answer was the only one to carry its warnings to a viewer."""
@@ -207,19 +227,10 @@ def test_the_end_message_brings_what_the_source_said_as_it_ended(manager, monkey
         yield from (np.zeros((8, 8, 3), np.uint8) for _ in range(3))
         said.append("The video is truncated or damaged: decoding stopped at frame 3 of the 10 ...")
 
-    source = LiveSource(frames(), SourceInfo("cut.mp4", 30.0, 8, 8), lossless=True, warnings=said)
-    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
-    loop = asyncio.new_event_loop()  # a viewer's loop, run below to take what was handed to it
-    try:
-        queue = asyncio.Queue(api_live.SUBSCRIBER_QUEUE)
-        run = manager.start("cut.mp4", LiveOptions())
-        assert run.subscribe(api_live.Subscriber(queue, loop))
-        watched.set()
-        assert run.finished.wait(10) and run.status == "ended"
-        loop.run_until_complete(asyncio.sleep(0.1))
-        messages = [queue.get_nowait() for _ in range(queue.qsize())]
-    finally:
-        loop.close()
+    serve_source(monkeypatch, LiveSource(frames(), SourceInfo("cut.mp4", 30.0, 8, 8), lossless=True, warnings=said))
+    run = manager.start("cut.mp4", LiveOptions())
+    messages = follow_to_the_end(run, subscribed=watched.set)
+    assert run.status == "ended"
     assert messages[-1]["type"] == "end" and messages[-1]["warnings"] == said
     assert run.public()["warnings"] == said
 
@@ -233,27 +244,18 @@ def test_a_lossless_replay_waits_for_its_first_viewer_and_its_first_frame_is_fra
             read.append(i)
             yield np.zeros((8, 8, 3), np.uint8)
 
-    source = LiveSource(frames(), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True)
-    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
-    loop = asyncio.new_event_loop()  # a viewer's loop, run below to take what was handed to it
-    try:
-        queue = asyncio.Queue(api_live.SUBSCRIBER_QUEUE)
-        run = manager.start("walk.mp4", LiveOptions())
-        time.sleep(0.5)  # a viewer that is slow to follow
-        assert read == [] and run.status == "running"
-        assert run.subscribe(api_live.Subscriber(queue, loop))
-        assert run.finished.wait(10) and run.status == "ended"
-        loop.run_until_complete(asyncio.sleep(0.1))
-        messages = [queue.get_nowait() for _ in range(queue.qsize())]
-    finally:
-        loop.close()
+    serve_source(monkeypatch, LiveSource(frames(), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True))
+    run = manager.start("walk.mp4", LiveOptions())
+    time.sleep(0.5)  # a viewer that is slow to follow
+    assert read == [] and run.status == "running"
+    messages = follow_to_the_end(run)
+    assert run.status == "ended"
     assert [m["frame_index"] for m in messages if m["type"] == "frame"] == [0, 1, 2]
 
 
 def test_a_lossless_replay_nobody_follows_stops_and_releases_its_file(manager, monkeypatch):
     closed = threading.Event()
-    source = LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True, close=closed.set)
-    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+    serve_source(monkeypatch, LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True, close=closed.set))
     monkeypatch.setattr(api_live, "UNWATCHED_STOP_S", 0.3)
     run = manager.start("walk.mp4", LiveOptions())
     assert run.finished.wait(10) and run.status == "stopped"
@@ -261,8 +263,7 @@ def test_a_lossless_replay_nobody_follows_stops_and_releases_its_file(manager, m
 
 
 def test_a_lossless_replay_stopped_before_anyone_follows_stops_at_once(manager, monkeypatch):
-    source = LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True)
-    monkeypatch.setattr(api_live, "open_live_source", lambda spec, lossless=False: source)
+    serve_source(monkeypatch, LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True))
     run = manager.start("walk.mp4", LiveOptions())
     started = time.monotonic()
     manager.stop(run)

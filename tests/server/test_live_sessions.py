@@ -247,7 +247,7 @@ def test_a_lossless_replay_waits_for_its_first_viewer_and_its_first_frame_is_fra
     serve_source(monkeypatch, LiveSource(frames(), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True))
     run = manager.start("walk.mp4", LiveOptions())
     time.sleep(0.5)  # a viewer that is slow to follow
-    assert read == [] and run.status == "running"
+    assert read == [] and run.status == "starting"  # not yet running: nothing processed to report
     messages = follow_to_the_end(run)
     assert run.status == "ended"
     assert [m["frame_index"] for m in messages if m["type"] == "frame"] == [0, 1, 2]
@@ -262,12 +262,21 @@ def test_a_lossless_replay_nobody_follows_stops_and_releases_its_file(manager, m
     assert run.error == "Stopped: nobody watched this session for 0 s." and closed.wait(10)
 
 
-def test_a_lossless_replay_stopped_before_anyone_follows_stops_at_once(manager, monkeypatch):
-    serve_source(monkeypatch, LiveSource(iter([]), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True))
+def test_a_lossless_replay_stopped_before_anyone_follows_stops_at_once_and_reads_nothing(manager, monkeypatch):
+    read, closed = [], threading.Event()
+
+    def frames():
+        read.append("a frame")
+        yield np.zeros((8, 8, 3), np.uint8)
+
+    serve_source(monkeypatch, LiveSource(frames(), SourceInfo("walk.mp4", 30.0, 8, 8), lossless=True, close=closed.set))
     run = manager.start("walk.mp4", LiveOptions())
     started = time.monotonic()
     manager.stop(run)
     assert run.status == "stopped" and time.monotonic() - started < 5.0  # not the 30 s nobody-watched limit
+    assert closed.wait(10)
+    run.thread.join(10)
+    assert read == []  # its reader never started: the file was released unread
 
 
 @pytest.fixture

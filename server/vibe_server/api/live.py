@@ -230,10 +230,15 @@ class LiveManager:
                 run.stop_event.set()
             return run.stop_event.is_set()
 
-        run.status = "running"
-        if source.lossless:  # every frame for its viewers: the replay begins once the first one follows
+        if source.lossless:  # every frame for its viewers: the replay begins ("running") once the first one follows
             while not run.watched.wait(FIRST_VIEWER_POLL_S) and not should_stop():
                 pass
+            if run.stop_event.is_set():  # stopped first: the file is released unread
+                source.discard()
+                run.status = "stopped"
+                self._finish(run)
+                return
+        run.status = "running"
         source.start()
         try:
             try:
@@ -246,8 +251,13 @@ class LiveManager:
                 log.exception("live session %s failed", run.live_id)
                 run.status, run.error = "failed", INTERNAL_ERROR_MESSAGE
             take_new_warnings()
-            run.finished.set()  # final before the source is released: a stalled camera read can take seconds
-            end = {"type": "end", "status": run.status, "error": run.error, "stats": run.stats}
-            run.publish({**end, "warnings": run.warnings})  # with those the session's end brought (a file cut short)
+            self._finish(run)  # final before the source is released: a stalled camera read can take seconds
         finally:
             source.stop()
+
+    @staticmethod
+    def _finish(run: LiveRun) -> None:
+        """The status is final: said to whoever waits for it and to every viewer."""
+        run.finished.set()
+        end = {"type": "end", "status": run.status, "error": run.error, "stats": run.stats}
+        run.publish({**end, "warnings": run.warnings})  # with those the session's end brought (a file cut short)

@@ -18,9 +18,9 @@ from fastapi import FastAPI, WebSocket
 from websockets.sync.client import connect
 
 from tests.server.threaded_server import free_port, served_in_a_thread
-from vibe_server.api import uvicorn_server
+from vibe_server.api import log_floods, uvicorn_server
 from vibe_server.api.http_protocol import HeadersDeadlineProtocol
-from vibe_server.api.uvicorn_server import ACCEPT_ERROR, AcceptErrorsNowAndThen
+from vibe_server.api.log_floods import ACCEPT_ERROR, AcceptErrorsNowAndThen, RefusedRequestsNowAndThen
 
 DEADLINE_S = 0.6
 
@@ -181,7 +181,7 @@ def test_connections_that_cannot_be_accepted_are_logged_now_and_then(caplog, mon
     """asyncio logs each accept() that fails for want of file descriptors, with its traceback: a flood
     of connections wrote megabytes a second. The first is logged, then a line a minute with the count."""
     now = [1000.0]
-    monkeypatch.setattr(uvicorn_server.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(log_floods.time, "monotonic", lambda: now[0])
     loop = asyncio.new_event_loop()
     quiet = AcceptErrorsNowAndThen()
     logging.getLogger("asyncio").addFilter(quiet)
@@ -203,9 +203,48 @@ def test_connections_that_cannot_be_accepted_are_logged_now_and_then(caplog, mon
     assert "ulimit -n" in summary.getMessage() and other.getMessage() == "another error"
 
 
+def test_refused_requests_are_logged_a_few_times_a_minute_per_status(caplog, monkeypatch):
+    """A client sending requests without the token in a loop wrote an access line for each."""
+    now = [1000.0]
+    monkeypatch.setattr(log_floods.time, "monotonic", lambda: now[0])
+    access = logging.getLogger("uvicorn.access")
+    quiet = RefusedRequestsNowAndThen()
+    access.addFilter(quiet)
+
+    def request(status: int, path: str = "/api/v1/jobs") -> None:
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", status)
+
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+            for i in range(500):  # 500 refused requests in 50 s, each status apart
+                now[0] = 1000.0 + i / 10
+                request(401)
+                request(404, "/nothing")
+                if i % 50 == 0:
+                    request(200)  # every answer below 400 is logged
+            now[0] = 1061.0  # the next minute's first refusal says how many were left out
+            request(401, "/api/v1/jobs/last")
+    finally:
+        access.removeFilter(quiet)
+    lines = [record.getMessage() for record in caplog.records]
+    assert sum(line.endswith(" 401") for line in lines) == 11  # the first 10, then the summary
+    assert sum(line.endswith(" 404") for line in lines) == 10
+    assert sum(line.endswith(" 200") for line in lines) == 10
+    assert lines[-1] == (
+        "490 more requests answered 401 were not logged since the last such line (a client sending them again "
+        "and again; the first 10 each 60 s are logged); the latest: 127.0.0.1:5000 - "
+        '"GET /api/v1/jobs/last HTTP/1.1" 401'
+    )
+
+
 def test_the_server_quiets_those_lines_while_it_runs(monkeypatch):
     seen = []
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.extend(logging.getLogger("asyncio").filters))
+
+    def run(server) -> None:
+        seen.extend(logging.getLogger("asyncio").filters + logging.getLogger("uvicorn.access").filters)
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     uvicorn_server.GracefulServer(uvicorn.Config(small_app())).run()
-    assert any(isinstance(f, AcceptErrorsNowAndThen) for f in seen)
+    assert {type(f) for f in seen} >= {AcceptErrorsNowAndThen, RefusedRequestsNowAndThen}
     assert not any(isinstance(f, AcceptErrorsNowAndThen) for f in logging.getLogger("asyncio").filters)
+    assert not any(isinstance(f, RefusedRequestsNowAndThen) for f in logging.getLogger("uvicorn.access").filters)

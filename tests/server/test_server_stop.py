@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -143,6 +144,26 @@ def test_each_way_a_user_stops_vibe_mocap_serve_ends_in_one_line(start_server, t
     assert server.wait() == 0, server.stderr
     assert server.last_line() == f"VIBE Mocap server stopped ({cause})."
     assert "Traceback" not in server.stderr and "interrupted" not in server.stderr, server.stderr
+
+
+def test_a_client_sending_requests_without_the_token_again_and_again_does_not_fill_the_log(start_server, tmp_path):
+    """The real command's access log: each refused request wrote a line, so a loop of them (from any
+    account on this machine) grew the log, the add-on's server.log, without bound."""
+    (tmp_path / "no model data").mkdir()
+    port = free_port()
+    command = [sys.executable, "-m", "vibe_server", "serve", "--port", str(port), "--device", "cpu"]
+    command += ["--data-dir", str(tmp_path / "no model data"), "--jobs-dir", str(tmp_path / "jobs")]
+    server, url = start_server(command, port)
+    for _ in range(60):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/api/v1/jobs", timeout=10)
+        assert refused.value.code == 401
+    assert health_answers(url, TOKEN)
+    post_shutdown(url)
+    assert server.wait() == 0, server.stderr
+    access_lines = [line for line in server.stdout.splitlines() if '"GET /api/v1/' in line]
+    assert sum(line.endswith(" 401 Unauthorized") for line in access_lines) == 10
+    assert access_lines[-1].endswith('"GET /api/v1/health HTTP/1.1" 200 OK')
 
 
 def test_serve_cancel_unfinished_jobs_cancels_those_its_last_stop_left(start_server, tmp_path):

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 from uvicorn.server import HANDLED_SIGNALS
 
+from .log_floods import AcceptErrorsNowAndThen, RefusedRequestsNowAndThen
+
 SIGNAL_CAUSES = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGBREAK": "Ctrl-Break"}
 CUT_OFF_MESSAGE = "A request still running when the server stopped was cut off; its client can send it again."
-# asyncio's words when a connection cannot be accepted for want of file descriptors (or memory)
-ACCEPT_ERROR = "socket.accept() out of system resource"
-ACCEPT_ERROR_EVERY_S = 60.0
 
 
 class GracefulServer(uvicorn.Server):
@@ -65,6 +62,8 @@ class GracefulServer(uvicorn.Server):
         uvicorn_log.addFilter(_one_line_for_a_cut_off_request)
         asyncio_log, accept_errors = logging.getLogger("asyncio"), AcceptErrorsNowAndThen()
         asyncio_log.addFilter(accept_errors)
+        access_log, refused_requests = logging.getLogger("uvicorn.access"), RefusedRequestsNowAndThen()
+        access_log.addFilter(refused_requests)
         previous = {}
         if threading.current_thread() is threading.main_thread():  # only the main thread has signals
             previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
@@ -75,6 +74,7 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
             uvicorn_log.removeFilter(_one_line_for_a_cut_off_request)
             asyncio_log.removeFilter(accept_errors)
+            access_log.removeFilter(refused_requests)
 
     async def serve(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()  # for the second Ctrl-C's handler
@@ -123,35 +123,3 @@ def _one_line_for_a_cut_off_request(record: logging.LogRecord) -> bool:
         record.msg, record.args, record.exc_info, record.exc_text = CUT_OFF_MESSAGE, (), None, None
         record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
     return True
-
-
-class AcceptErrorsNowAndThen(logging.Filter):
-    """asyncio logs every connection it cannot accept for want of file descriptors with a traceback:
-    thousands a second while a flood of connections holds them, which filled the server's log (and
-    the add-on's server.log) by megabytes a second. The first is logged as it is, then at most one
-    line every ``every_s`` saying how many more came."""
-
-    def __init__(self, every_s: float = ACCEPT_ERROR_EVERY_S) -> None:
-        super().__init__()
-        self.every_s = every_s
-        self._quiet_until = -math.inf
-        self._left_out = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not str(record.msg).startswith(ACCEPT_ERROR):
-            return True
-        now = time.monotonic()
-        if now < self._quiet_until:
-            self._left_out += 1
-            return False
-        self._quiet_until = now + self.every_s
-        if self._left_out:
-            record.msg, record.args, record.exc_info, record.exc_text = (
-                f"{ACCEPT_ERROR}: {self._left_out} more connections could not be accepted since the last such "
-                "line (too many connections open at once; raise the limit on open files, 'ulimit -n')",
-                (),
-                None,
-                None,
-            )
-            self._left_out = 0
-        return True

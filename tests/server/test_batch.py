@@ -716,7 +716,7 @@ def test_a_result_the_system_refuses_to_write_fails_that_video_with_what_to_chec
 
     monkeypatch.setattr(engine_adapter, "atomic_write_bytes", too_long)
     [item] = discover([str(place(clip_bank, tmp_path / "in", {"a.mp4": "walk.mp4"}))], tmp_path / "out")
-    engine = engine_adapter.load_engine(EngineSpec(factory=ENGINE))
+    engine = engine_adapter.load_worker_engine(EngineSpec(factory=ENGINE))
     record, _ = engine_adapter.process_video(engine, item, make_options(min_track_frames=5), worker="w")
     assert record["status"] == "failed" and "Internal error" not in record["error"]
     assert (

@@ -49,7 +49,13 @@ from vibe_blender.core.errors import VibeError
 from vibe_blender.core.result_file import MocapResult, VideoInfo, load_result
 from vibe_server.batch import local_pool, ray_runner, runner
 from vibe_server.batch import manifest as manifest_module
-from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine, make_options, result_bytes
+from vibe_server.batch.engine_adapter import (
+    EngineSpec,
+    WorkerSetupError,
+    load_worker_engine,
+    make_options,
+    result_bytes,
+)
 from vibe_server.batch.inputs import BatchItem, discover, folded_name
 from vibe_server.batch.manifest import MANIFEST_NAME, SUMMARY_NAME, Manifest, make_record, summary_table
 from vibe_server.batch.progress import BatchProgress
@@ -75,7 +81,7 @@ def with_engine(argv: list[str], engine: str) -> list[str]:
 
 def test_any_error_while_loading_the_engine_is_a_setup_error_with_its_message():
     with pytest.raises(WorkerSetupError, match=f"RuntimeError: {LOAD_ERROR}"):
-        load_engine(EngineSpec(factory=FAILING_ENGINE))
+        load_worker_engine(EngineSpec(factory=FAILING_ENGINE))
 
 
 def test_a_model_that_cannot_be_loaded_stops_the_local_batch_with_one_error(clip_bank, tmp_path, capsys):

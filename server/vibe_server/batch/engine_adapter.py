@@ -107,7 +107,7 @@ def worker_precision(spec: EngineSpec) -> str:
     return choose_precision("auto", fast=spec.precision == FAST, device=spec.device)
 
 
-def load_engine(spec: EngineSpec, options: RunOptions | None = None) -> Engine:
+def load_worker_engine(spec: EngineSpec, options: RunOptions | None = None) -> Engine:
     """The engine for ``spec`` (once per worker), with ``options`` checked against it where the
     engine can (a precision its device lacks, a detector without weights: every video would fail);
     a problem becomes ``WorkerSetupError``."""

@@ -32,7 +32,7 @@ from vibe_blender.core.errors import VibeError
 
 from ..pipeline.devices import usable_cores, worker_devices
 from ..pipeline.options import RunOptions
-from .engine_adapter import EngineSpec, WorkerSetupError, died_loading, load_engine, process_video
+from .engine_adapter import EngineSpec, WorkerSetupError, died_loading, load_worker_engine, process_video
 from .inputs import BatchItem
 from .manifest import make_record
 from .progress import BatchProgress
@@ -94,7 +94,7 @@ def _init_worker(spec: EngineSpec, options, devices, status_queue) -> None:
     _options, _status_queue = options, status_queue
     _worker_name = f"worker {os.getpid()} ({device})"
     try:
-        _engine = load_engine(replace(spec, device=device), options)
+        _engine = load_worker_engine(replace(spec, device=device), options)
     except WorkerSetupError as err:  # reported with the first video, then the batch stops
         _setup_error = str(err)
     _report(READY, text=_worker_name)

@@ -47,7 +47,7 @@ from .engine_adapter import (
     OutputDiskFull,
     WorkerSetupError,
     died_loading,
-    load_engine,
+    load_worker_engine,
     process_video,
     write_result,
 )
@@ -79,7 +79,7 @@ class VideoActor:
         self.options = options
         self.name = f"ray {socket.gethostname()}:{os.getpid()} ({spec.device})"
         try:
-            self.engine, self.setup_error = load_engine(spec, options), None
+            self.engine, self.setup_error = load_worker_engine(spec, options), None
         except Exception as err:  # noqa: BLE001 - a raising constructor kills the actor and hides the reason
             # reported with the first video, then the batch stops
             self.engine, self.setup_error = None, str(err) if isinstance(err, WorkerSetupError) else repr(err)

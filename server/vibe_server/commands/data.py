@@ -8,6 +8,7 @@ from vibe_blender.core.output_paths import check_output_folder
 
 from ..data import bundle
 from ..data.loading import install_hint, named_data_dir_error
+from .shared_arguments import add_data_dir_argument
 
 
 def add_parser(sub) -> None:
@@ -28,9 +29,7 @@ def add_parser(sub) -> None:
         ("install", "install the model files from a zip, a folder or a URL", _install),
     ):
         a = actions.add_parser(name, help=help_text)
-        a.add_argument(
-            "--data-dir", help=f"model-data folder (default: ${bundle.ENV_VAR}, else {bundle.default_data_dir()})"
-        )
+        add_data_dir_argument(a, default=f"${bundle.ENV_VAR}, else {bundle.default_data_dir()}")
         a.set_defaults(run=run)
         if name == "install":
             a.add_argument("source", help="vibe_data.zip, a folder holding the files, one file, or an http(s) URL")

@@ -17,6 +17,7 @@ from ..train.config import TrainConfig, check_setting
 from ..train.dataset_specs import DATASETS
 from ..value_range import ValueRange
 from .model_data_outputs import check_output_outside_model_data
+from .shared_arguments import add_data_dir_argument, add_device_argument
 
 # the window and batch of the per-epoch validation, which are the original's evaluation ones
 SEQLEN, BATCH_SIZE = TrainConfig.seqlen, TrainConfig.val_batch_size
@@ -34,14 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=LAYOUTS,
         help="layout of db_file (default: from its name, e.g. 3dpw_test_db.pt -> 3dpw)",
     )
-    p.add_argument("--data-dir", help="model-data folder (SMPL, J_regressor_h36m.npy)")
+    add_data_dir_argument(p, "SMPL, J_regressor_h36m.npy")
     p.add_argument(
         "--seqlen", type=int, default=SEQLEN, help=f"window length T (results depend on it; default {SEQLEN})"
     )
     p.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help=f"windows per forward pass (default {BATCH_SIZE})"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_device_argument(p, default="cpu")
     p.add_argument("--json", dest="json_path", help="also write the results to this JSON file")
     p.set_defaults(run=run)
 

@@ -13,6 +13,7 @@ from ..pipeline.options import MAX_BACKBONE_BATCH
 from ..train.config import check_setting
 from ..value_range import ValueRange
 from .model_data_outputs import check_output_outside_model_data
+from .shared_arguments import add_data_dir_argument, add_device_argument
 
 SCALE, BATCH_SIZE = 1.3, 200  # the original's training crops; frames per backbone call
 BATCH_SIZES = ValueRange(ge=1, le=MAX_BACKBONE_BATCH)  # as infer's --batch-size
@@ -29,13 +30,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--scale", type=float, default=SCALE, help=f"crop side / box side (default {SCALE}, as the original training)"
     )
     p.add_argument("--name", help="vid_name of the track (default: the video's file name without its extension)")
-    p.add_argument(
-        "--data-dir",
-        help="model-data folder: the whole installed bundle (SMPL, both checkpoints; the backbone is the "
-        "SPIN checkpoint's ResNet-50) (default: $VIBE_DATA_DIR, then the user data folder)",
+    add_data_dir_argument(
+        p, "the whole installed bundle (SMPL, both checkpoints; the backbone is the SPIN checkpoint's ResNet-50)"
     )
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"crops per backbone call (default {BATCH_SIZE})")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    add_device_argument(p, default="cpu")
     p.set_defaults(run=run)
 
 

@@ -18,6 +18,7 @@ from ..pipeline.cpu_features import choose_precision
 from ..pipeline.options import RunOptions, add_cli_flags, options_from_cli
 from ..pipeline.progress import STAGES, STREAM_STAGES, phase_fraction
 from .model_data_outputs import check_output_file
+from .shared_arguments import add_data_dir_argument, add_device_argument
 
 if TYPE_CHECKING:
     from ..pipeline.engine import Engine, RunOutput
@@ -64,9 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     """The model and pipeline options shared by ``infer`` and ``batch``."""
-    p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
+    add_data_dir_argument(p)
     add_cli_flags(p)  # the job options (pipeline/options.py)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_device_argument(p)
     p.add_argument(
         "--fast",
         action="store_true",

@@ -20,6 +20,7 @@ from ..pipeline.live_options import LiveOptions
 from ..pipeline.live_source import MAX_WAITING, open_live_source, parse_source
 from ..pipeline.options import add_cli_flags, options_from_cli
 from .model_data_outputs import check_output_file
+from .shared_arguments import add_data_dir_argument, add_device_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="a file: wait for the model instead of dropping frames (a replay that keeps every frame)",
     )
-    p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_data_dir_argument(p)
+    add_device_argument(p)
     p.set_defaults(run=run)
 
 

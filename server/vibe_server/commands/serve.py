@@ -23,6 +23,7 @@ from vibe_blender.core.user_dirs import TOKEN_ENV_VAR, ensure_token, token_path
 from ..api.settings import DEFAULT_PORT, Settings, check_port, check_upload_limits, default_jobs_dir
 from ..folder_lock import folder_lock
 from ..value_range import POSITIVE
+from .shared_arguments import add_data_dir_argument, add_device_argument
 
 # after Ctrl-C, SIGTERM, POST /shutdown or the end of standard input, requests still running get this
 # long (a stalled client cannot keep the server alive; a second Ctrl-C cuts them off at once); the job
@@ -75,15 +76,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="another name clients use for this server in the Host header (repeatable)",
     )
-    p.add_argument("--data-dir", help="model-data folder (default: $VIBE_DATA_DIR, then the user data folder)")
+    add_data_dir_argument(p)
     p.add_argument(
         "--jobs-dir", default=str(default_jobs_dir()), help="where uploads and results are kept (default: %(default)s)"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N",
-    )
+    add_device_argument(p, help="auto or cuda (a job worker per visible GPU, else one on the CPU), cpu or cuda:N")
     p.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),

@@ -445,9 +445,9 @@ def trim_and_offset_characters(
 
 def _offset_other_keys(armature_obj, offset: int) -> None:
     """Move by ``offset`` frames the keys write_motion did not write (the user's scale or custom
-    property keys on the character, its body's shape keys), and the manual frame range of their
-    actions, so that everything keyed with the motion stays in step with it (and an export of the
-    action's frame range exports the moved motion)."""
+    property keys on the character, its body's shape keys) with their modifiers' frames, and the
+    manual frame range of their actions, so that everything keyed with the motion stays in step
+    with it (and an export of the action's frame range exports the moved motion)."""
     keyframes.shift_keys(armature_obj, offset, keep=set(motion_curves(armature_obj)))
     body = find_character_mesh(armature_obj)
     if body is None:

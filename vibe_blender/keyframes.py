@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from math import comb
 
 import bpy
 import numpy as np
@@ -330,14 +331,16 @@ def _modifiers_muted(fcurve: bpy.types.FCurve) -> Iterator[None]:
 
 def shift_keys(id_block: bpy.types.ID, offset: float, *, keep: set[str] = frozenset()) -> None:
     """Move every key of ``id_block``'s F-curves (but those of the data paths in ``keep``) by
-    ``offset`` frames, handles with them, and its action's manual frame range when it has one; an
-    action another ID uses too is copied first (see own_action)."""
+    ``offset`` frames, handles with them, the frames their modifiers play on (see
+    _shift_modifiers), and its action's manual frame range when it has one: every curve plays at
+    frame f + offset what it played at f. An action another ID uses too is copied first (see
+    own_action)."""
     own_action(id_block)
     channels = channels_of(id_block)
     if channels is None:
         return
     for fcurve in channels.fcurves:
-        if fcurve.data_path in keep or not len(fcurve.keyframe_points):
+        if fcurve.data_path in keep:
             continue
         points = fcurve.keyframe_points
         for attribute in ("co", "handle_left", "handle_right"):
@@ -345,15 +348,48 @@ def shift_keys(id_block: bpy.types.ID, offset: float, *, keep: set[str] = frozen
             points.foreach_get(attribute, xy)
             xy[0::2] += offset
             points.foreach_set(attribute, xy)
+        _shift_modifiers(fcurve, offset)
         fcurve.update()
     action = id_block.animation_data.action
     if action.use_frame_range:
-        start, end = action.frame_start + offset, action.frame_end + offset
-        # in the order that never puts the start after the end (Blender would move the other one)
-        if offset > 0:
-            action.frame_end, action.frame_start = end, start
-        else:
-            action.frame_start, action.frame_end = start, end
+        _shift_range(action, "frame_start", "frame_end", offset)
+
+
+def _shift_range(owner, start: str, end: str, offset: float) -> None:
+    """Move the frames ``owner.<start>`` and ``owner.<end>`` by ``offset``."""
+    moved = {start: getattr(owner, start) + offset, end: getattr(owner, end) + offset}
+    # in the order that never puts the start after the end (Blender would move or clamp one of them)
+    for name in (end, start) if offset > 0 else (start, end):
+        setattr(owner, name, moved[name])
+
+
+def _shift_modifiers(fcurve: bpy.types.FCurve, offset: float) -> None:
+    """Move by ``offset`` frames every frame-based setting of ``fcurve``'s modifiers, muted ones too:
+    a restricted frame range, a Limits' frame bounds, a Stepped's offset and range, a Noise's time
+    offset, an Envelope's control points, and a Generator's or Built-In Function's argument (the
+    same function of the frame, moved: exact up to float rounding). A Cycles loops the keys wherever
+    they are."""
+    for modifier in fcurve.modifiers:
+        # the restricted range (on a Stepped the same names set its own range too)
+        _shift_range(modifier, "frame_start", "frame_end", offset)
+        if modifier.type == "LIMITS":
+            _shift_range(modifier, "min_x", "max_x", offset)
+        elif modifier.type == "STEPPED":
+            modifier.frame_offset += offset
+        elif modifier.type == "NOISE":
+            modifier.offset += offset  # it plays noise(frame - offset)
+        elif modifier.type == "ENVELOPE":
+            for point in modifier.control_points:
+                point.frame += offset
+        elif modifier.type == "FNGENERATOR":
+            modifier.phase_offset -= modifier.phase_multiplier * offset  # fn(multiplier * frame + phase)
+        elif modifier.type == "GENERATOR":
+            c = list(modifier.coefficients)
+            if modifier.mode == "POLYNOMIAL_FACTORISED":  # product of (c[2i] * frame + c[2i + 1])
+                c[1::2] = [b - a * offset for a, b in zip(c[0::2], c[1::2])]
+            else:  # sum of c[i] * frame ** i, expanded again in (frame - offset)
+                c = [sum(c[i] * comb(i, j) * (-offset) ** (i - j) for i in range(j, len(c))) for j in range(len(c))]
+            modifier.coefficients = c
 
 
 def replace_fcurve_values(channels, data_path: str, index: int, values: np.ndarray) -> None:

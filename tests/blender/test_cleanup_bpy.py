@@ -784,6 +784,62 @@ def test_an_offset_moves_the_other_keys_of_the_character_and_its_actions_frame_r
     assert read_motion(person)[0][[0, -1]].tolist() == [11.0, 40.0]
 
 
+def modified_curves(id_block):
+    """A custom property of ``id_block`` for each kind of modifier setting on the timeline's frames,
+    keyed on frames 10..40 (but 'noise_alone', whose modifier alone plays); -> their data paths."""
+    settings = {
+        "restricted": ("NOISE", dict(scale=4.0, strength=0.5, offset=2.0, use_restricted_range=True)),
+        "limits": ("LIMITS", dict(use_min_x=True, use_max_x=True, min_x=18.0, max_x=33.0)),
+        "stepped": ("STEPPED", dict(frame_step=3.0, frame_offset=1.0, use_frame_start=True, use_frame_end=True)),
+        "envelope": ("ENVELOPE", {}),
+        "function": ("FNGENERATOR", dict(phase_multiplier=0.3, phase_offset=0.5, use_additive=True)),
+        "polynomial": ("GENERATOR", dict(poly_order=2, use_additive=True)),
+        "factorised": ("GENERATOR", dict(mode="POLYNOMIAL_FACTORISED", poly_order=2, use_additive=True)),
+        "cycles": ("CYCLES", dict(use_restricted_range=True)),
+        "noise_alone": ("NOISE", dict(scale=3.0, offset=-4.0)),
+    }
+    for name in settings:
+        for frame, value in ((10, 0.0), (20, 1.0), (26, -0.5), (40, 2.0)) if name != "noise_alone" else ():
+            id_block[name] = value
+            id_block.keyframe_insert(f'["{name}"]', frame=frame)
+    id_block["noise_alone"] = 0.0
+    channels = keyframes.channels_of(id_block)
+    channels.fcurves.new('["noise_alone"]')
+    for name, (kind, values) in settings.items():
+        modifier = channels.fcurves.find(f'["{name}"]').modifiers.new(kind)
+        for attribute, value in values.items():
+            setattr(modifier, attribute, value)
+        # the restricted range, or the Stepped's own range (the same names); a Cycles' past the keys
+        modifier.frame_end, modifier.frame_start = (48.0, 35.0) if kind == "CYCLES" else (35.0, 15.0)
+        modifier.blend_in, modifier.blend_out = 3.0, 4.0
+        if kind == "GENERATOR":
+            modifier.coefficients = (0.1, 0.02, 0.001) if modifier.mode == "POLYNOMIAL" else (0.05, -1.0, -0.02, 0.6)
+        for frame, low, high in ((15.0, -1.0, 1.0), (25.0, 0.5, 3.0), (35.0, -2.0, 0.0)) if kind == "ENVELOPE" else ():
+            point = modifier.control_points.add(frame)
+            point.min, point.max = low, high
+    return [f'["{name}"]' for name in settings]
+
+
+@pytest.mark.parametrize("offset", [40, -35])
+def test_an_offset_moves_the_frames_the_modifiers_of_the_other_keys_play_on(empty_scene, body_model, offset):
+    """Before: the other keys moved but their modifiers' frames (a restricted range, a Limits' frame
+    bounds, a Stepped's offset and range, a Noise's time, an Envelope's points, a Generator's
+    argument) did not, nor a curve that only has a modifier: those curves played something else.
+    The offsets are longer than the ranges, so a start set past its end would be clamped."""
+    ((person, _),) = imported_tracks(body_model, [range(0, 30)], correctives="off")
+    paths = modified_curves(person)
+    frames = np.arange(0.0, 50.0, 0.75)
+
+    def played(shift):
+        fcurves = keyframes.channels_of(person).fcurves
+        return {path: [fcurves.find(path).evaluate(f + shift) for f in frames] for path in paths}
+
+    before = played(0)
+    trim_and_offset(person, offset=offset)
+    after = played(offset)
+    assert [path for path in paths if not np.allclose(after[path], before[path], atol=1e-4)] == []
+
+
 def test_a_motion_keyed_on_twos_is_refused_and_kept(empty_scene, body_model):
     """Before: keys two frames apart were taken for gaps: a Trim that cut nothing made every key
     constant and hid the body between them, and Clean Up measured no jitter."""

@@ -760,6 +760,21 @@ def test_the_placeholder_cached_before_the_model_data_is_replaced_by_the_real_on
     assert not cached_body_model_note(_cache(tmp_path)).placeholder
 
 
+def test_the_same_body_model_from_a_server_that_now_runs_the_placeholder_is_noted_as_the_placeholder(
+    server_files, tmp_path, placeholder_and_real
+):
+    """Model data whose body model is the placeholder's (the synthetic bundle): kept by its fingerprint,
+    the cached body model stayed noted as the real model's, and a live session on the placeholder server
+    never said its motion was random (nor the other way round)."""
+    placeholder, _ = placeholder_and_real
+    servers = (("vibe_model_wo_3dpw", False), ("synthetic placeholder", True), ("vibe_model_wo_3dpw", False))
+    for model, is_placeholder in servers:
+        with FakeVibeServer(server_files[0], placeholder, token=TOKEN, model=model) as server:
+            load_served_body_model(ServerClient(server.url, TOKEN), _cache(tmp_path))
+        assert cached_body_model_note(_cache(tmp_path)).placeholder is is_placeholder
+    assert _body_model_downloads(server) == 0  # the same body model: downloaded once, by the first server
+
+
 def test_a_body_model_cached_without_a_note_is_downloaded_again_once(server_files, tmp_path, placeholder_and_real):
     """Cached by an earlier version, which noted nothing: it may be the placeholder."""
     placeholder, real = placeholder_and_real

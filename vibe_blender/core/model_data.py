@@ -169,14 +169,23 @@ def load_served_body_model(client: ServerClient, path: str | Path, *, should_sto
         cached = read_cached_body_model(path)
     except VibeError:
         cached = None  # unreadable and deleted: downloaded again (only a readable one replaces it)
-    if cached is not None and _still_the_servers(cached_body_model_note(path), served):
+    noted = cached_body_model_note(path) if cached is not None else None
+    if cached is not None and _still_the_servers(noted, served):
+        if noted is not None and noted.placeholder != served.placeholder:
+            # the same body model, from a server that runs the placeholder now and did not then (or the
+            # other way round): the note says what this server runs
+            _note_served(path, served)
         return cached
-    note = body_model_note_path(path)
-    note.unlink(missing_ok=True)  # never a note about another file than the one beside it
+    body_model_note_path(path).unlink(missing_ok=True)  # never a note about another file than the one beside it
     downloaded = client.download_body_model(path, should_stop=should_stop)
+    _note_served(path, served)
+    return downloaded
+
+
+def _note_served(path: Path, served: ServedBodyModel) -> None:
+    """Note beside the body model cached at ``path`` what the server said of it (``served``)."""
     fields = {"fingerprint": served.fingerprint, "placeholder": served.placeholder}
     try:
-        write_private_file(note, json.dumps(fields).encode())
+        write_private_file(body_model_note_path(path), json.dumps(fields).encode())
     except OSError:
         pass  # no note: the next capture downloads it again
-    return downloaded

@@ -88,25 +88,23 @@ def motion_curves(armature_obj) -> dict[str, tuple[str, str]]:
     return curves
 
 
-def read_motion(armature_obj, *, keys_move: bool = False, as_played: bool = False):
+def read_motion(armature_obj, *, as_played: bool = False):
     """-> frames (T,), quats (T, 24, 4), pelvis location (T, 3) from an SMPL character's action, at
     the frames of the pelvis rotation keys (a bone keyed on other frames is sampled there). Each
     bone is read in its own rotation mode; a channel without keys plays as the bone stands now.
     VibeError unless the keys are one a frame (runs of consecutive whole frames, with gaps).
 
     The rule for F-curve modifiers, so that an edit loses no motion and no modifier applies twice:
-    a curve whose modifiers can stay over the edited keys (keyframes.bake_reason: where the keys
-    stay on their frames, all but a Cycles over other frames than the character's; where the edit
-    moves them in time, keys_move, only a Cycles looping the character's frames and Limits on
-    values) is read as its keys alone, and write_motion(keys_move=) keeps them. Any other curve
-    with active modifiers is read as Blender plays it, and write_motion removes those modifiers,
-    baked into the new keys. as_played: every curve as Blender plays it (a character whose curves
-    go away)."""
-    motion = _read(armature_obj, keys_move=keys_move, as_played=as_played)
+    a curve whose modifiers can stay over the edited keys (keyframes.bake_reason: all but a Cycles
+    over other frames than the character's; an Offset moves their frames with the keys) is read as
+    its keys alone, and write_motion keeps them. Any other curve with active modifiers is read as
+    Blender plays it, and write_motion removes those modifiers, baked into the new keys. as_played:
+    every curve as Blender plays it (a character whose curves go away)."""
+    motion = _read(armature_obj, as_played=as_played)
     return motion.frames, motion.quats, motion.loc
 
 
-def _read(armature_obj, *, keys_move: bool = False, as_played: bool = False) -> _Motion:
+def _read(armature_obj, *, as_played: bool = False) -> _Motion:
     """read_motion, with which channels carry keys."""
     channels = _motion_channels(armature_obj)
     name = armature_obj.name
@@ -119,7 +117,7 @@ def _read(armature_obj, *, keys_move: bool = False, as_played: bool = False) -> 
     _check_one_key_a_frame(name, frames)
     curves = motion_curves(armature_obj)
     every = [(path, c) for path, (_, letters) in curves.items() for c in range(len(letters))]
-    played = set(every if as_played else _curves_to_bake(channels, every, frames, keys_move))
+    played = set(every if as_played else _curves_to_bake(channels, every, frames))
 
     def sample(pose_bone, prop: str, size: int) -> tuple[np.ndarray, bool]:
         """-> (T, size) values of one property, and whether any of its channels is keyed."""
@@ -202,29 +200,29 @@ def _motion_frames(armature_obj, channels) -> np.ndarray:
     return np.empty(0) if keys is None else keys[0]
 
 
-def _curves_to_bake(channels, curves, frames: np.ndarray, keys_move: bool) -> dict[tuple[str, int], str]:
+def _curves_to_bake(channels, curves, frames: np.ndarray) -> dict[tuple[str, int], str]:
     """{(data_path, index): keyframes.BAKE_*} of ``curves`` [(data_path, index)] whose active
     modifiers cannot stay over the edited keys, with why."""
-    reasons = {(path, c): keyframes.bake_reason(channels, path, c, frames, keys_move=keys_move) for path, c in curves}
+    reasons = {(path, c): keyframes.bake_reason(channels, path, c, frames) for path, c in curves}
     return {curve: reason for curve, reason in reasons.items() if reason is not None}
 
 
-def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -> dict[tuple[str, int], str]:
+def write_motion(armature_obj, frames, quats, loc) -> dict[tuple[str, int], str]:
     """Replace the character's keys with frames (T,), quats (T, 24, 4), pelvis location (T, 3), in
     its action's F-curves (they stay, with the user's settings and the modifiers read_motion read
-    under; keys_move as it was given); -> {(data_path, index): keyframes.BAKE_*} of the curves whose
-    modifiers read_motion baked into the motion, removed here. Only the channels the new motion
-    changes are rewritten (on the same frames, the bones whose rotation changes; on other frames,
-    every keyed one), each bone in its own rotation mode: a bone the edit leaves as it was keeps its
-    curves as the user made them, and one without keys stays without unless the edit moves it. An
-    imported character's body is then shown on these frames only, and its baked pose correctives
-    are keyed from the new rotations."""
+    under); -> {(data_path, index): keyframes.BAKE_*} of the curves whose modifiers read_motion
+    baked into the motion, removed here. Only the channels the new motion changes are rewritten
+    (on the same frames, the bones whose rotation changes; on other frames, every keyed one), each
+    bone in its own rotation mode: a bone the edit leaves as it was keeps its curves as the user
+    made them, and one without keys stays without unless the edit moves it. An imported character's
+    body is then shown on these frames only, and its baked pose correctives are keyed from the new
+    rotations."""
     frames = np.asarray(frames, dtype=np.float64)
     quats = make_continuous(np.asarray(quats, dtype=np.float64))
     loc = np.asarray(loc, dtype=np.float64)
     mesh_obj = find_character_mesh(armature_obj)
     corrected = _corrected_body(armature_obj)  # checked before any key changes
-    before = _keys_before(armature_obj, keys_move)
+    before = _keys_before(armature_obj)
     bones, location = _changed_channels(before, frames, quats, loc)
     if not bones and not location and before is not None and np.array_equal(before.frames, frames):
         return {}  # nothing changes: no key is rewritten
@@ -233,7 +231,7 @@ def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -
     written |= {LOC_PATH} if location else set()
     every = [(path, c) for path, (_, letters) in curves.items() if path in written for c in range(len(letters))]
     modifiers_baked = (
-        {} if before is None else _curves_to_bake(keyframes.channels_of(armature_obj), every, before.frames, keys_move)
+        {} if before is None else _curves_to_bake(keyframes.channels_of(armature_obj), every, before.frames)
     )
     key_motion(armature_obj, frames, quats, loc, bones=bones, location=location)
     channels = keyframes.channels_of(armature_obj)  # a shared action has been copied for it
@@ -249,13 +247,13 @@ def write_motion(armature_obj, frames, quats, loc, *, keys_move: bool = False) -
     return modifiers_baked
 
 
-def _keys_before(armature_obj, keys_move: bool) -> _Motion | None:
+def _keys_before(armature_obj) -> _Motion | None:
     """The character's keys as the edit read them, None when it has none to compare with (a bare
     armature, or keys read_motion refuses: the edit then rewrites every channel)."""
     if not frame_count(armature_obj):
         return None
     try:
-        return _read(armature_obj, keys_move=keys_move)
+        return _read(armature_obj)
     except VibeError:
         return None
 
@@ -290,16 +288,15 @@ def _corrected_body(armature_obj):
 
 BAKED_BECAUSE = {  # why, in the warning
     keyframes.BAKE_LOOP: "because the curve's Cycles loop does not span the new keys",
-    keyframes.BAKE_MOVED: "because the edit moves the keys in time and they play on the timeline's frames",
 }
 
 
-def _write_each(armature_objs, motions, warn: Callable[[str], None], *, keys_move: bool = False) -> None:
-    """write_motion(obj, *motion, keys_move=) for each character, then one warning naming the
-    curves whose modifiers were baked into the keys, and why, if any."""
+def _write_each(armature_objs, motions, warn: Callable[[str], None]) -> None:
+    """write_motion(obj, *motion) for each character, then one warning naming the curves whose
+    modifiers were baked into the keys, and why, if any."""
     baked = {reason: {} for reason in BAKED_BECAUSE}
     for armature_obj, motion in zip(armature_objs, motions):
-        for curve, reason in write_motion(armature_obj, *motion, keys_move=keys_move).items():
+        for curve, reason in write_motion(armature_obj, *motion).items():
             baked[reason].setdefault(armature_obj, []).append(curve)
     sentences = [
         f"F-curve modifiers baked into the keys and removed {BAKED_BECAUSE[reason]}: "
@@ -421,8 +418,9 @@ def trim_and_offset(
     offset: int = 0,
     warn: Callable[[str], None] = print,
 ) -> int:
-    """Keep keys in [start, end] and move them by ``offset`` frames; -> number of frames kept.
-    The body's visibility and baked correctives move with them. ``warn`` as clean_up_characters."""
+    """Keep keys in [start, end] and move them by ``offset`` frames, with the frames their modifiers
+    play on; -> number of frames kept. The body's visibility and baked correctives move with them.
+    ``warn`` as clean_up_characters."""
     return trim_and_offset_characters([armature_obj], start=start, end=end, offset=offset, warn=warn)[0]
 
 
@@ -432,23 +430,29 @@ def trim_and_offset_characters(
     """:func:`trim_and_offset` on each character, all or nothing; -> frames kept per character."""
 
     def trimmed(armature_obj):
-        frames, quats, loc = read_motion(armature_obj, keys_move=offset != 0)
+        frames, quats, loc = read_motion(armature_obj)
         keep = trim_mask(frames, start, end)
         return frames[keep] + offset, quats[keep], loc[keep]
 
     results = _for_each(armature_objs, trimmed)
-    _write_each(armature_objs, results, warn, keys_move=offset != 0)
+    _write_each(armature_objs, results, warn)
     for armature_obj in armature_objs if offset else ():
-        _offset_other_keys(armature_obj, offset)
+        _offset_the_rest(armature_obj, offset)
     return [len(frames) for frames, _, _ in results]
 
 
-def _offset_other_keys(armature_obj, offset: int) -> None:
-    """Move by ``offset`` frames the keys write_motion did not write (the user's scale or custom
-    property keys on the character, its body's shape keys) with their modifiers' frames, and the
-    manual frame range of their actions, so that everything keyed with the motion stays in step
-    with it (and an export of the action's frame range exports the moved motion)."""
-    keyframes.shift_keys(armature_obj, offset, keep=set(motion_curves(armature_obj)))
+def _offset_the_rest(armature_obj, offset: int) -> None:
+    """After write_motion moved the motion's keys by ``offset`` frames, move the frames their
+    modifiers play on (each motion curve plays at frame f + offset what it played at f), the keys
+    write_motion did not write (the user's scale or custom property keys on the character, its
+    body's shape keys) with their modifiers' frames, and the manual frame range of their actions,
+    so that everything keyed with the motion stays in step with it (and an export of the action's
+    frame range exports the moved motion)."""
+    motion = set(motion_curves(armature_obj))
+    keyframes.shift_keys(armature_obj, offset, keep=motion)
+    for fcurve in keyframes.channels_of(armature_obj).fcurves:
+        if fcurve.data_path in motion:
+            keyframes.shift_modifiers(fcurve, offset)
     body = find_character_mesh(armature_obj)
     if body is None:
         return

@@ -267,26 +267,20 @@ def sample_fcurve(
 
 # Why an edit bakes a curve's active modifiers into its keys (bake_reason).
 BAKE_LOOP = "loop"  # a Cycles whose keys do not span the character's frames
-BAKE_MOVED = "moved"  # the keys move in time, under a modifier that plays on the timeline's frames
 
 
-def bake_reason(channels, data_path: str, index: int, frames: np.ndarray, *, keys_move: bool) -> str | None:
+def bake_reason(channels, data_path: str, index: int, frames: np.ndarray) -> str | None:
     """None when new keys worked out from this F-curve's keys alone (sample_fcurve with
     through_modifiers=False) on ``frames`` (sorted; the character's frames) can keep its modifiers
     and play as it did, each active (unmuted) modifier applying once, over the new keys; else why
     not, and the curve must be read as Blender plays it and lose its active modifiers
-    (drop_modifiers). keys_move: the edit moves the keys in time (an offset), else they stay on
-    their frames (clean-up, trim, a merge's kept track).
+    (drop_modifiers).
 
     The rule: a muted modifier plays no part, nor does a Cycles that is not first in the stack
     (Blender disables it). BAKE_LOOP for a Cycles whose curve is not keyed from frames[0] to
-    frames[-1], for every edit: the new keys cover the character's frames, so the loop would span
-    other keys. Over keys that stay on their frames every other modifier stays: it plays at each
-    frame as before, over the new keys there. Over keys that move, only what moves with them stays:
-    a Cycles spanning them (it loops the keys wherever they are) and a Limits on values alone (no
-    frame limits); any other active modifier, or one restricted to a frame range, plays on the
-    timeline's frames (Noise, Envelope, Generator, Built-In Function, Stepped, Limits on frames),
-    which would now hold other keys: BAKE_MOVED."""
+    frames[-1]: the new keys cover the character's frames, so the loop would span other keys. Every
+    other modifier stays: over keys on their frames it plays at each frame as before, over the new
+    keys there; over keys an edit moves in time, shift_modifiers moves its frames with them."""
     fcurve = channels.fcurves.find(data_path, index=index)
     if fcurve is None:
         return None
@@ -295,14 +289,6 @@ def bake_reason(channels, data_path: str, index: int, frames: np.ndarray, *, key
         points = fcurve.keyframe_points
         if not (len(points) and len(frames) and points[0].co[0] == frames[0] and points[-1].co[0] == frames[-1]):
             return BAKE_LOOP
-    if not keys_move:
-        return None
-    for modifier in active:
-        moves_with_keys = modifier.type == "CYCLES" or (
-            modifier.type == "LIMITS" and not (modifier.use_min_x or modifier.use_max_x)
-        )
-        if modifier.use_restricted_range or not moves_with_keys:
-            return BAKE_MOVED
     return None
 
 
@@ -332,7 +318,7 @@ def _modifiers_muted(fcurve: bpy.types.FCurve) -> Iterator[None]:
 def shift_keys(id_block: bpy.types.ID, offset: float, *, keep: set[str] = frozenset()) -> None:
     """Move every key of ``id_block``'s F-curves (but those of the data paths in ``keep``) by
     ``offset`` frames, handles with them, the frames their modifiers play on (see
-    _shift_modifiers), and its action's manual frame range when it has one: every curve plays at
+    shift_modifiers), and its action's manual frame range when it has one: every curve plays at
     frame f + offset what it played at f. An action another ID uses too is copied first (see
     own_action)."""
     own_action(id_block)
@@ -348,7 +334,7 @@ def shift_keys(id_block: bpy.types.ID, offset: float, *, keep: set[str] = frozen
             points.foreach_get(attribute, xy)
             xy[0::2] += offset
             points.foreach_set(attribute, xy)
-        _shift_modifiers(fcurve, offset)
+        shift_modifiers(fcurve, offset)
         fcurve.update()
     action = id_block.animation_data.action
     if action.use_frame_range:
@@ -363,7 +349,7 @@ def _shift_range(owner, start: str, end: str, offset: float) -> None:
         setattr(owner, name, moved[name])
 
 
-def _shift_modifiers(fcurve: bpy.types.FCurve, offset: float) -> None:
+def shift_modifiers(fcurve: bpy.types.FCurve, offset: float) -> None:
     """Move by ``offset`` frames every frame-based setting of ``fcurve``'s modifiers, muted ones too:
     a restricted frame range, a Limits' frame bounds, a Stepped's offset and range, a Noise's time
     offset, an Envelope's control points, and a Generator's or Built-In Function's argument (the

@@ -276,8 +276,12 @@ def played(armature_obj, frames, bone="left_wrist", attribute="rotation_quaterni
     return np.array(values)
 
 
+def modifiers(armature_obj, path, index):
+    return list(keyframes.channels_of(armature_obj).fcurves.find(path, index=index).modifiers)
+
+
 def modifier_types(armature_obj, path, index):
-    return [m.type for m in keyframes.channels_of(armature_obj).fcurves.find(path, index=index).modifiers]
+    return [m.type for m in modifiers(armature_obj, path, index)]
 
 
 @pytest.mark.parametrize(
@@ -317,10 +321,11 @@ def test_a_bone_looped_over_fewer_frames_than_the_character_plays_as_before_an_e
     ]
 
 
-def test_a_modifier_on_a_frame_range_or_stepping_time_is_baked_with_the_motion_it_played_on():
-    """Before: after an offset the keys moved but a Noise restricted to frames 20..30 stayed there,
-    shaking other motion, and Stepped kept its steps on the old frames. Now both curves are read as
-    Blender plays them and move with the keys; a muted modifier stays as it was (not applied)."""
+def test_an_offset_moves_a_modifier_on_a_frame_range_or_stepping_time_with_the_keys():
+    """Before that, an offset moved the keys but a Noise restricted to frames 20..30 stayed there,
+    shaking other motion, and Stepped kept its steps on the old frames; then both were baked into
+    the keys and removed, with a warning. Now they stay, their frames moved with the keys, and the
+    character plays as before, later; a muted modifier stays muted, moved too."""
     rigs.reset_scene()
     source, frames, _ = rigs.smpl_source(T=40)
     channels = keyframes.channels_of(source)
@@ -334,20 +339,16 @@ def test_a_modifier_on_a_frame_range_or_stepping_time_is_baked_with_the_motion_i
     messages = []
     assert trim_and_offset(source, offset=7, warn=messages.append) == 40
     np.testing.assert_allclose(played(source, frames + 7, "pelvis", "location"), before, atol=1e-5)
-    assert [modifier_types(source, location, c) for c in range(3)] == [["NOISE"], [], []]
-    assert messages == [MOVED_WARNING + "'SMPL': pelvis location X Z."]
+    assert [modifier_types(source, location, c) for c in range(3)] == [["STEPPED", "NOISE"], [], ["NOISE"]]
+    stepped, muted = modifiers(source, location, 0)
+    assert (stepped.frame_offset, muted.mute, muted.offset) == (7.0, True, 7.0)
+    assert (shake.frame_start, shake.frame_end) == (27.0, 37.0) and messages == []
 
 
-MOVED_WARNING = (
-    "F-curve modifiers baked into the keys and removed because the edit moves the keys in time and they "
-    "play on the timeline's frames: "
-)
-
-
-def test_an_offset_bakes_a_noise_over_the_whole_timeline_and_keeps_limits_on_values():
-    """Before: a Noise stayed where it was on the timeline while an Offset moved the keys under it,
-    so the pelvis played another shake. Now it is baked in and the character plays as before, later;
-    Limits on values move with the keys and stay."""
+def test_an_offset_moves_a_noise_over_the_whole_timeline_and_keeps_limits_on_values():
+    """Before that, a Noise stayed where it was on the timeline while an Offset moved the keys under
+    it, so the pelvis played another shake; then it was baked in and removed. Now its time moves
+    with the keys and the character plays as before, later; Limits on values stay as they were."""
     rigs.reset_scene()
     source, frames, _ = rigs.smpl_source(T=40)
     channels = keyframes.channels_of(source)
@@ -362,8 +363,8 @@ def test_an_offset_bakes_a_noise_over_the_whole_timeline_and_keeps_limits_on_val
     messages = []
     assert trim_and_offset(source, offset=7, warn=messages.append) == 40
     np.testing.assert_allclose(played(source, frames + 7, "pelvis", "location"), before, atol=1e-5)
-    assert [modifier_types(source, location, c) for c in range(3)] == [["LIMITS"], [], []]
-    assert messages == [MOVED_WARNING + "'SMPL': pelvis location Z."]
+    assert [modifier_types(source, location, c) for c in range(3)] == [["LIMITS"], [], ["NOISE"]]
+    assert modifiers(source, location, 2)[0].offset == 7.0 and messages == []
 
 
 def stepped_and_shaken(armature_obj):
@@ -784,40 +785,50 @@ def test_an_offset_moves_the_other_keys_of_the_character_and_its_actions_frame_r
     assert read_motion(person)[0][[0, -1]].tolist() == [11.0, 40.0]
 
 
+# A modifier of each kind with settings on the timeline's frames: {name: (type, settings)}.
+TIMED_MODIFIERS = {
+    "restricted": ("NOISE", dict(scale=4.0, strength=0.5, offset=2.0, use_restricted_range=True)),
+    "limits": ("LIMITS", dict(use_min_x=True, use_max_x=True, min_x=18.0, max_x=33.0)),
+    "stepped": ("STEPPED", dict(frame_step=3.0, frame_offset=1.0, use_frame_start=True, use_frame_end=True)),
+    "envelope": ("ENVELOPE", {}),
+    "function": ("FNGENERATOR", dict(phase_multiplier=0.3, phase_offset=0.5, use_additive=True)),
+    "polynomial": ("GENERATOR", dict(poly_order=2, use_additive=True)),
+    "factorised": ("GENERATOR", dict(mode="POLYNOMIAL_FACTORISED", poly_order=2, use_additive=True)),
+    "cycles": ("CYCLES", dict(use_restricted_range=True)),
+    "noise_alone": ("NOISE", dict(scale=3.0, offset=-4.0)),
+}
+
+
+def add_timed_modifier(fcurve, name: str, **settings):
+    """Add the TIMED_MODIFIERS ``name`` (``settings`` added) to ``fcurve``; -> the modifier."""
+    kind, values = TIMED_MODIFIERS[name]
+    modifier = fcurve.modifiers.new(kind)
+    for attribute, value in {**values, **settings}.items():
+        setattr(modifier, attribute, value)
+    # the restricted range, or the Stepped's own range (the same names); a Cycles' past the keys
+    modifier.frame_end, modifier.frame_start = (48.0, 35.0) if kind == "CYCLES" else (35.0, 15.0)
+    modifier.blend_in, modifier.blend_out = 3.0, 4.0
+    if kind == "GENERATOR":
+        modifier.coefficients = (0.1, 0.02, 0.001) if modifier.mode == "POLYNOMIAL" else (0.05, -1.0, -0.02, 0.6)
+    for frame, low, high in ((15.0, -1.0, 1.0), (25.0, 0.5, 3.0), (35.0, -2.0, 0.0)) if kind == "ENVELOPE" else ():
+        point = modifier.control_points.add(frame)
+        point.min, point.max = low, high
+    return modifier
+
+
 def modified_curves(id_block):
     """A custom property of ``id_block`` for each kind of modifier setting on the timeline's frames,
     keyed on frames 10..40 (but 'noise_alone', whose modifier alone plays); -> their data paths."""
-    settings = {
-        "restricted": ("NOISE", dict(scale=4.0, strength=0.5, offset=2.0, use_restricted_range=True)),
-        "limits": ("LIMITS", dict(use_min_x=True, use_max_x=True, min_x=18.0, max_x=33.0)),
-        "stepped": ("STEPPED", dict(frame_step=3.0, frame_offset=1.0, use_frame_start=True, use_frame_end=True)),
-        "envelope": ("ENVELOPE", {}),
-        "function": ("FNGENERATOR", dict(phase_multiplier=0.3, phase_offset=0.5, use_additive=True)),
-        "polynomial": ("GENERATOR", dict(poly_order=2, use_additive=True)),
-        "factorised": ("GENERATOR", dict(mode="POLYNOMIAL_FACTORISED", poly_order=2, use_additive=True)),
-        "cycles": ("CYCLES", dict(use_restricted_range=True)),
-        "noise_alone": ("NOISE", dict(scale=3.0, offset=-4.0)),
-    }
-    for name in settings:
+    for name in TIMED_MODIFIERS:
         for frame, value in ((10, 0.0), (20, 1.0), (26, -0.5), (40, 2.0)) if name != "noise_alone" else ():
             id_block[name] = value
             id_block.keyframe_insert(f'["{name}"]', frame=frame)
     id_block["noise_alone"] = 0.0
     channels = keyframes.channels_of(id_block)
     channels.fcurves.new('["noise_alone"]')
-    for name, (kind, values) in settings.items():
-        modifier = channels.fcurves.find(f'["{name}"]').modifiers.new(kind)
-        for attribute, value in values.items():
-            setattr(modifier, attribute, value)
-        # the restricted range, or the Stepped's own range (the same names); a Cycles' past the keys
-        modifier.frame_end, modifier.frame_start = (48.0, 35.0) if kind == "CYCLES" else (35.0, 15.0)
-        modifier.blend_in, modifier.blend_out = 3.0, 4.0
-        if kind == "GENERATOR":
-            modifier.coefficients = (0.1, 0.02, 0.001) if modifier.mode == "POLYNOMIAL" else (0.05, -1.0, -0.02, 0.6)
-        for frame, low, high in ((15.0, -1.0, 1.0), (25.0, 0.5, 3.0), (35.0, -2.0, 0.0)) if kind == "ENVELOPE" else ():
-            point = modifier.control_points.add(frame)
-            point.min, point.max = low, high
-    return [f'["{name}"]' for name in settings]
+    for name in TIMED_MODIFIERS:
+        add_timed_modifier(channels.fcurves.find(f'["{name}"]'), name)
+    return [f'["{name}"]' for name in TIMED_MODIFIERS]
 
 
 @pytest.mark.parametrize("offset", [40, -35])
@@ -838,6 +849,59 @@ def test_an_offset_moves_the_frames_the_modifiers_of_the_other_keys_play_on(empt
     trim_and_offset(person, offset=offset)
     after = played(offset)
     assert [path for path in paths if not np.allclose(after[path], before[path], atol=1e-4)] == []
+
+
+# Where each kind of timed modifier goes on the character's motion: {name: (data path, channel)}.
+ON_THE_MOTION = {
+    "stepped": (keyframes.rotation_path("left_knee"), 0),
+    "restricted": (keyframes.rotation_path("left_knee"), 1),
+    "limits": (keyframes.rotation_path("left_knee"), 2),
+    "envelope": (keyframes.rotation_path("right_elbow"), 1),
+    "function": (keyframes.rotation_path("right_elbow"), 2),
+    "noise_alone": (keyframes.rotation_path("right_elbow"), 3),  # here over keys, on every frame
+    "polynomial": (LOC_PATH, 0),
+    "factorised": (LOC_PATH, 1),
+    "cycles": (LOC_PATH, 2),
+}
+
+
+def with_timed_modifiers():
+    """A 40-frame character with a modifier of each kind on its motion (a Generator on the pelvis
+    restricted to frames 15..35)."""
+    source, _, _ = rigs.smpl_source(T=40)
+    channels = keyframes.channels_of(source)
+    for name, (path, c) in ON_THE_MOTION.items():
+        restricted = {"use_restricted_range": True} if name == "polynomial" else {}
+        add_timed_modifier(channels.fcurves.find(path, index=c), name, **restricted)
+    return source
+
+
+@pytest.mark.parametrize("start, end, offset", [(None, None, 40), (None, None, -35), (9, 36, 5)])
+def test_an_offset_moves_the_frames_the_modifiers_of_the_motion_play_on(start, end, offset):
+    """Before: an Offset baked into the keys every modifier of the motion but a Cycles and Limits on
+    values, removed them and warned. Now each stays, its frames moved with the keys: the character
+    plays at f + offset what it played at f (with a Trim, what the same Trim alone plays: the
+    modifiers keep the frames their keys were made for, moved), each curve at any frame."""
+    rigs.reset_scene()
+    trimmed, moved = with_timed_modifiers(), with_timed_modifiers()
+    messages = []
+    trim_and_offset(trimmed, start=start, end=end, warn=messages.append)
+    trim_and_offset(moved, start=start, end=end, offset=offset, warn=messages.append)
+    frames = np.arange(-5.0, 60.0, 0.75)
+    for path, c in ON_THE_MOTION.values():
+        want = [keyframes.channels_of(trimmed).fcurves.find(path, index=c).evaluate(f) for f in frames]
+        got = [keyframes.channels_of(moved).fcurves.find(path, index=c).evaluate(f + offset) for f in frames]
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"{path}[{c}]")
+    for bone, attribute in (("left_knee", "rotation_quaternion"), ("right_elbow", "rotation_quaternion")):
+        want = played(trimmed, range(-5, 60), bone, attribute)
+        np.testing.assert_allclose(played(moved, range(-5 + offset, 60 + offset), bone, attribute), want, atol=1e-4)
+    want = played(trimmed, range(-5, 60), "pelvis", "location")
+    np.testing.assert_allclose(played(moved, range(-5 + offset, 60 + offset), "pelvis", "location"), want, atol=1e-4)
+    assert messages == []
+    for name, (path, c) in ON_THE_MOTION.items():
+        assert modifier_types(moved, path, c) == [TIMED_MODIFIERS[name][0]], name
+    generator = modifiers(moved, LOC_PATH, 0)[0]  # its restricted range moved with the keys
+    assert generator.use_restricted_range and (generator.frame_start, generator.frame_end) == (15 + offset, 35 + offset)
 
 
 def test_a_motion_keyed_on_twos_is_refused_and_kept(empty_scene, body_model):

@@ -339,41 +339,37 @@ def test_a_curve_is_sampled_as_blender_plays_it_or_by_its_keys_alone(empty_scene
 
 
 def test_which_modifiers_are_baked_by_an_edit_and_dropping_those_baked_in(empty_scene):
-    """Over keys that stay on their frames every modifier stays but a Cycles (first in the stack)
-    not looping the frames edited; over keys that move only a Cycles looping them and Limits on
-    values stay. Muted ones play no part and stay."""
+    """Every modifier stays but a Cycles (first in the stack) not looping the frames edited, whether
+    the keys stay on their frames or move (an Offset moves the modifiers' frames with them). Muted
+    ones play no part and stay."""
     empty = bpy.data.objects.new("e", None)
     empty_scene.collection.objects.link(empty)
     channels = keyframes.new_channels(empty, "e_action")
     frames = np.arange(1.0, 21.0)
-    loop, moved = keyframes.BAKE_LOOP, keyframes.BAKE_MOVED
+    loop = keyframes.BAKE_LOOP
 
-    def reasons(*types, keys=frames, setup=lambda modifiers: None):
-        """(why when the keys stay, why when they move)"""
+    def reason(*types, keys=frames, setup=lambda modifiers: None):
         keyframes.remove_fcurves(channels, "location")
         fcurve = keyframes.write_fcurve(channels, "location", 0, keys, np.zeros(len(keys)))
         for kind in types:
             fcurve.modifiers.new(kind)
         setup(fcurve.modifiers)
-        return tuple(keyframes.bake_reason(channels, "location", 0, frames, keys_move=move) for move in (False, True))
+        return keyframes.bake_reason(channels, "location", 0, frames)
 
     def restricted(modifiers):
         modifiers[0].use_restricted_range = True
 
-    assert reasons() == reasons("LIMITS") == reasons("CYCLES", "LIMITS", "LIMITS") == (None, None)
-    assert reasons("CYCLES", keys=np.array([1.0, 7.0, 20.0])) == (None, None)
-    for kind in ("NOISE", "GENERATOR", "ENVELOPE", "FNGENERATOR", "STEPPED"):
-        assert reasons(kind) == reasons(kind, setup=restricted) == (None, moved), kind
-    assert reasons("LIMITS", setup=restricted) == reasons("CYCLES", setup=restricted) == (None, moved)
-    assert reasons("LIMITS", setup=lambda modifiers: setattr(modifiers[0], "use_max_x", True)) == (None, moved)
-    assert reasons("CYCLES", "NOISE") == (None, moved)
-    assert reasons("CYCLES", keys=frames[:10]) == reasons("CYCLES", "NOISE", keys=frames[5:]) == (loop, loop)
-    assert reasons("STEPPED", "NOISE", setup=lambda modifiers: [setattr(m, "mute", True) for m in modifiers]) == (
-        None,
-        None,
-    )
-    assert keyframes.bake_reason(channels, "location", 1, frames, keys_move=True) is None  # no such curve
-    reasons("STEPPED", "NOISE", setup=lambda modifiers: setattr(modifiers[0], "mute", True))
+    assert reason() is reason("LIMITS") is reason("CYCLES", "LIMITS", "LIMITS") is None
+    assert reason("CYCLES", keys=np.array([1.0, 7.0, 20.0])) is None
+    for kind in ("NOISE", "GENERATOR", "ENVELOPE", "FNGENERATOR", "STEPPED", "LIMITS", "CYCLES"):
+        assert reason(kind) is reason(kind, setup=restricted) is None, kind
+    assert reason("LIMITS", setup=lambda modifiers: setattr(modifiers[0], "use_max_x", True)) is None
+    assert reason("CYCLES", "NOISE") is None
+    assert reason("CYCLES", keys=frames[:10]) == reason("CYCLES", "NOISE", keys=frames[5:]) == loop
+    assert reason("NOISE", "CYCLES", keys=frames[:10]) is None  # a Cycles not first does not play
+    assert reason("CYCLES", keys=frames[:10], setup=lambda modifiers: setattr(modifiers[0], "mute", True)) is None
+    assert keyframes.bake_reason(channels, "location", 1, frames) is None  # no such curve
+    reason("STEPPED", "NOISE", setup=lambda modifiers: setattr(modifiers[0], "mute", True))
     assert keyframes.drop_modifiers(channels, "location", 0) == 1
     assert [(m.type, m.mute) for m in channels.fcurves.find("location").modifiers] == [("STEPPED", True)]
 

@@ -778,11 +778,11 @@ def test_the_placeholders_folder_is_never_taken_for_the_model_data(synthetic_bun
 def test_the_python_batch_runs_no_placeholder_unless_asked(tmp_path):
     """EngineSpec() ran the random-weight placeholder without a word when the model data was missing;
     the command line asks for it (and says so before the run), the Python caller must too."""
-    from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_engine
+    from vibe_server.batch.engine_adapter import EngineSpec, WorkerSetupError, load_worker_engine
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(WorkerSetupError, match="Model data missing"):
-        load_engine(EngineSpec(device="cpu", data_dir=str(tmp_path / "empty")))
+        load_worker_engine(EngineSpec(device="cpu", data_dir=str(tmp_path / "empty")))
 
 
 def _placeholder_leftovers(folder: Path) -> list[str]:

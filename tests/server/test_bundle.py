@@ -1,5 +1,6 @@
 """The model-data bundle: location, check, install, and the CLI around it."""
 
+import contextlib
 import http.server
 import json
 import os
@@ -614,12 +615,254 @@ def test_a_download_cut_off_before_its_end_says_so(official_zip, tmp_path, chunk
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/vibe_data.zip"
-        with pytest.raises(VibeError, match=rf"The download of '{url}' was cut off before its end; download it again"):
+        with pytest.raises(VibeError, match=rf"The download of '{url}' was cut off before its end \(4 tries"):
             bundle.install(url, tmp_path / "t", log=lambda _: None)
     finally:
         server.shutdown()
         server.server_close()
-    assert _installed(tmp_path / "t") == []
+    assert _installed(tmp_path / "t") == [] and _partials(tmp_path / "t") == []  # nothing to continue it by
+
+
+@pytest.fixture(autouse=True)
+def no_wait_between_tries(monkeypatch):
+    monkeypatch.setattr(bundle, "RETRY_BACKOFF_SECONDS", 0)
+
+
+def _partials(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(f"{bundle.PARTIAL_PREFIX}*"))
+
+
+class _Ranged(http.server.BaseHTTPRequestHandler):
+    """A file server that continues downloads (Range with If-Range), scripted answer by answer:
+    ``versions[i]`` (body, validator headers) is the file at answer i (the last one after that),
+    ``cuts[i]`` the bytes answer i sends before it closes the connection (or first waits ``stall`` s),
+    ``ranges`` False ignores Range, ``lie`` is a Content-Range sent instead of the true one.
+    ``seen``: each request's (Range, If-Range)."""
+
+    protocol_version = "HTTP/1.1"
+    versions = [(b"", {})]
+    cuts = ()
+    stall = 0.0
+    ranges = True
+    lie = None
+    seen: list
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        answer = len(self.seen)
+        self.seen.append((self.headers.get("Range"), self.headers.get("If-Range")))
+        body, validators = self.versions[min(answer, len(self.versions) - 1)]
+        start = self._start(validators)
+        self.send_response(200 if start is None else 206)
+        for key, value in validators.items():
+            self.send_header(key, value)
+        if start is not None:
+            self.send_header("Content-Range", self.lie or f"bytes {start}-{len(body) - 1}/{len(body)}")
+        rest = body[start or 0 :]
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        cut = self.cuts[answer] if answer < len(self.cuts) else None
+        self.wfile.write(rest[:cut])
+        self.wfile.flush()
+        if cut is not None:
+            time.sleep(self.stall)
+            self.close_connection = True
+
+    def _start(self, validators: dict) -> int | None:
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if self.ranges and asked and self.headers.get("If-Range") in validators.values():
+            return int(asked[1])
+        return None
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def ranged():
+    """ranged(**script) -> (the URL of EXTRA_REGRESSOR on a loopback _Ranged server, its requests)."""
+    servers = []
+
+    def start(**script) -> tuple[str, list]:
+        seen = []
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), type("Handler", (_Ranged,), {**script, "seen": seen})
+        )
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/{bundle.EXTRA_REGRESSOR}", seen
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+CUT = 100_000  # bytes an answer sends before its connection is cut
+LAST_MODIFIED = "Wed, 01 Jan 2020 00:00:00 GMT"
+
+
+@pytest.mark.parametrize(
+    "how, validators, if_range",
+    [
+        ("closed", {"ETag": '"v1"'}, '"v1"'),
+        ("timed out", {"ETag": '"v1"'}, '"v1"'),
+        ("closed", {"ETag": 'W/"v1"', "Last-Modified": LAST_MODIFIED}, LAST_MODIFIED),  # a weak ETag never matches
+    ],
+)
+def test_a_download_cut_off_continues_where_it_stopped(
+    full_bundle, ranged, tmp_path, monkeypatch, how, validators, if_range
+):
+    """A connection cut at 90 % started the download over, from nothing, in a new install."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    if how == "timed out":
+        monkeypatch.setattr(bundle, "DOWNLOAD_TIMEOUT_SECONDS", 0.3)
+    url, seen = ranged(versions=[(body, validators)], cuts=[CUT], stall=1.5 if how == "timed out" else 0)
+    said = []
+    assert bundle.install(url, tmp_path / "t", log=said.append) == [bundle.EXTRA_REGRESSOR]
+    assert (tmp_path / "t" / bundle.EXTRA_REGRESSOR).read_bytes() == body
+    assert seen == [(None, None), (f"bytes={CUT}-", if_range)]
+    assert f"Resuming the download of {bundle.EXTRA_REGRESSOR} at 100,000 bytes of {len(body):,} bytes." in said
+    assert _partials(tmp_path / "t") == []
+
+
+@pytest.mark.parametrize("change", ["ignores Range", "the file changed", "no validator"])
+def test_a_download_the_server_cannot_continue_starts_over_in_the_same_install(full_bundle, ranged, tmp_path, change):
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    versions = {
+        "ignores Range": [(body, {"ETag": '"v1"'})],
+        "the file changed": [(bytes(len(body) + 999), {"ETag": '"v1"'}), (body, {"ETag": '"v2"'})],
+        "no validator": [(body, {})],
+    }[change]
+    url, seen = ranged(versions=versions, cuts=[CUT], ranges=change != "ignores Range")
+    assert bundle.install(url, tmp_path / "t", log=lambda _: None) == [bundle.EXTRA_REGRESSOR]
+    assert (tmp_path / "t" / bundle.EXTRA_REGRESSOR).read_bytes() == body  # no byte of the first answer
+    assert seen[1] == ((None, None) if change == "no validator" else (f"bytes={CUT}-", '"v1"'))
+    assert _partials(tmp_path / "t") == []
+
+
+@pytest.mark.parametrize("lie", ["bytes 0-{last}/{total}", "bytes 100000-{total}/{more}", "bytes */{total}", "x"])
+def test_a_continuation_of_other_bytes_than_asked_is_refused(full_bundle, ranged, tmp_path, lie):
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    lie = lie.format(last=len(body) - 1, total=len(body), more=len(body) + 1)
+    url, _ = ranged(versions=[(body, {"ETag": '"v1"'})], cuts=[CUT], lie=lie)
+    with pytest.raises(VibeError) as refused:
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert str(refused.value).startswith(
+        f"Could not download '{url}': asked to continue at byte 100,000 of {len(body):,}, the server sent '{lie}' "
+        "instead. Run the same command again to download it from the start"
+    )
+    assert _installed(tmp_path / "t") == [] and _partials(tmp_path / "t") == []
+
+
+def test_a_download_cut_off_at_every_try_is_kept_and_the_same_install_continues_it(full_bundle, ranged, tmp_path):
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, seen = ranged(versions=[(body, {"ETag": '"v1"'})], cuts=[CUT] * 4)  # the 5th answer sends the rest
+    target = tmp_path / "t"
+    with pytest.raises(VibeError) as cut_off:
+        bundle.install(url, target, log=lambda _: None)
+    assert str(cut_off.value) == (
+        f"The download of '{url}' was cut off before its end (4 tries, at 400,000 bytes of {len(body):,} bytes). "
+        "The part downloaded is kept: run the same command again to continue it (or download it in a browser, "
+        "then install the file with 'vibe-mocap data install FILE')."
+    )
+    part, sidecar = bundle._partial_paths(target, url)
+    assert part.read_bytes() == body[: 4 * CUT] and json.loads(sidecar.read_text())["total"] == len(body)
+    said = []
+    assert bundle.install(url, target, log=said.append) == [bundle.EXTRA_REGRESSOR]
+    assert seen[4] == ("bytes=400000-", '"v1"') and (target / bundle.EXTRA_REGRESSOR).read_bytes() == body
+    assert f"Resuming the download of {bundle.EXTRA_REGRESSOR} at 400,000 bytes of {len(body):,} bytes." in said
+    assert _partials(target) == []
+
+
+def test_where_the_data_folder_cannot_be_locked_no_download_is_kept(full_bundle, ranged, tmp_path, monkeypatch):
+    """Two installs of one URL would write the same partial file: unlocked, each keeps its own, to its end."""
+
+    @contextlib.contextmanager
+    def unguarded(folder, *args, **kwargs):
+        folder.mkdir(parents=True, exist_ok=True)
+        yield False
+
+    monkeypatch.setattr(bundle, "folder_lock", unguarded)
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, _ = ranged(versions=[(body, {"ETag": '"v1"'})], cuts=[CUT] * 4)
+    with pytest.raises(VibeError) as cut_off:
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert str(cut_off.value).startswith(
+        f"The download of '{url}' was cut off before its end (4 tries, at 400,000 bytes of {len(body):,} bytes); "
+        "download it again"
+    )
+    assert os.listdir(tmp_path / "t") == []
+
+
+def _link_to(outside: Path):
+    def link(path: Path) -> None:
+        path.unlink()
+        path.symlink_to(outside)
+
+    return link
+
+
+ODD_SIDECARS = {
+    "not JSON": lambda part, sidecar, kept, outside: sidecar.write_text("{"),
+    "a list": lambda part, sidecar, kept, outside: sidecar.write_text("[]"),
+    "too long": lambda part, sidecar, kept, outside: sidecar.write_text(" " * 5000 + json.dumps(kept)),
+    "another URL": lambda part, sidecar, kept, outside: sidecar.write_text(json.dumps({**kept, "url": "http://x/y"})),
+    "a header in the validator": lambda part, sidecar, kept, outside: sidecar.write_text(
+        json.dumps({**kept, "validator": '"v1"\r\nX-Injected: 1'})
+    ),
+    "a number as validator": lambda part, sidecar, kept, outside: sidecar.write_text(
+        json.dumps({**kept, "validator": 1})
+    ),
+    "true as total": lambda part, sidecar, kept, outside: sidecar.write_text(json.dumps({**kept, "total": True})),
+    "text as total": lambda part, sidecar, kept, outside: sidecar.write_text(json.dumps({**kept, "total": "9"})),
+    "a total over the limit": lambda part, sidecar, kept, outside: sidecar.write_text(
+        json.dumps({**kept, "total": bundle.MAX_FILE_BYTES[bundle.EXTRA_REGRESSOR] + 1})
+    ),
+    "a part longer than the total": lambda part, sidecar, kept, outside: part.write_bytes(bytes(kept["total"] + 1)),
+    "a part linked out": lambda part, sidecar, kept, outside: _link_to(outside)(part),
+    "a sidecar linked out": lambda part, sidecar, kept, outside: (
+        outside.write_text(json.dumps(kept)),
+        _link_to(outside)(sidecar),
+    ),
+}
+
+
+@pytest.mark.parametrize("odd", ODD_SIDECARS)
+def test_an_odd_kept_download_is_started_again(full_bundle, ranged, tmp_path, odd):
+    """What the data folder holds about a download is a file anyone may have written: anything odd
+    about it starts the download over, and nothing is written through a link."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, seen = ranged(versions=[(body, {"ETag": '"v1"'})])
+    target = tmp_path / "t"
+    target.mkdir()
+    part, sidecar = bundle._partial_paths(target, url)
+    part.write_bytes(body[:CUT])
+    kept = {"url": url, "validator": '"v1"', "total": len(body)}
+    sidecar.write_text(json.dumps(kept))
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"the user's")
+    ODD_SIDECARS[odd](part, sidecar, kept, outside)
+    before = outside.read_bytes()
+    assert bundle.install(url, target, log=lambda _: None) == [bundle.EXTRA_REGRESSOR]
+    assert seen == [(None, None)] and (target / bundle.EXTRA_REGRESSOR).read_bytes() == body
+    assert outside.read_bytes() == before and _partials(target) == []
+
+
+def test_the_next_install_keeps_an_interrupted_download_for_a_week(full_bundle, tmp_path):
+    target = tmp_path / "t"
+    target.mkdir()
+    fresh = [target / f"{bundle.PARTIAL_PREFIX}0000000000000001.{suffix}" for suffix in ("part", "json")]
+    old = [target / f"{bundle.PARTIAL_PREFIX}0000000000000002.{suffix}" for suffix in ("part", "json")]
+    for path in fresh + old:
+        path.write_bytes(b"x")
+    week_ago = time.time() - 8 * 24 * 3600
+    os.utime(fresh[1], (week_ago, week_ago))  # the sidecar is written once, the part as bytes come
+    for path in old:
+        os.utime(path, (week_ago, week_ago))
+    said = []
+    bundle.install(str(full_bundle / bundle.EXTRA_REGRESSOR), target, log=said.append)
+    assert _partials(target) == sorted(path.name for path in fresh)
+    assert f"removed 1 interrupted download(s) left for over 7 days in {target}" in said
 
 
 def test_a_zip_cut_short_on_the_disk_is_called_damaged(official_zip, tmp_path):

@@ -3,16 +3,18 @@ files are :mod:`vibe_server.data.loading`'s (re-exported here under the same nam
 
 The files are licensed to each user (SMPL) or large (weights), so they never ship with VIBE Mocap:
 ``vibe-mocap data install SOURCE`` copies them from the official ``vibe_data.zip``, a folder or a
-URL into the data folder, each only once it passes the same validation as ``vibe-mocap data check``
-(an invalid file never replaces an installed one), and ``data check`` says, file by file, what is
-present, missing or invalid. The folder is chosen by: command-line flag > ``$VIBE_DATA_DIR`` > the
-platform's user-data folder (see :func:`default_data_dir`).
+URL (a download cut off continues where it stopped) into the data folder, each only once it passes
+the same validation as ``vibe-mocap data check`` (an invalid file never replaces an installed one),
+and ``data check`` says, file by file, what is present, missing or invalid. The folder is chosen
+by: command-line flag > ``$VIBE_DATA_DIR`` > the platform's user-data folder (see :func:`default_data_dir`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -354,43 +356,227 @@ def _chunks_at_a_living_rate(response: http.client.HTTPResponse, url: str) -> It
             window_start, window_bytes = time.monotonic(), 0
 
 
-def _download(url: str, dest_dir: Path) -> Path:
+# A connection cut off mid-download is tried again, from where it stopped where the server allows
+# (Range with If-Range); what an interrupted install downloaded is kept in the data folder for the next.
+DOWNLOAD_TRIES = 4  # the first try and 3 more
+RETRY_BACKOFF_SECONDS = 2.0  # before the second try; doubled before each next
+DOWNLOAD_TIMEOUT_SECONDS = 60  # a connection that sends nothing for this long is cut off
+PARTIAL_PREFIX = ".vibe-download-"  # + sha256(url)[:16] + .part / .json, in the data folder
+PARTIAL_MAX_AGE_SECONDS = 7 * 24 * 3600  # an interrupted download left longer than this is deleted
+MAX_SIDECAR_BYTES = 4096
+MAX_VALIDATOR_CHARS = 1024
+CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
+
+
+class _CutOff(Exception):
+    """The answer ended before the file did: the connection closed, was reset or timed out."""
+
+
+@dataclass
+class _Partial:
+    """A download under way: ``offset`` bytes of ``url`` in ``part``, and what continuing it needs
+    (``sidecar`` holds them for the next install)."""
+
+    url: str
+    part: Path
+    sidecar: Path
+    validator: str = ""  # for If-Range: the strong ETag, else Last-Modified; "" when the server sent neither
+    total: int | None = None  # the file's size; None when the server did not say
+    offset: int = 0
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.validator) and self.total is not None
+
+    def discard(self) -> None:
+        for path in (self.part, self.sidecar):
+            path.unlink(missing_ok=True)
+
+
+def _partial_paths(folder: Path, url: str) -> tuple[Path, Path]:
+    stem = PARTIAL_PREFIX + hashlib.sha256(url.encode()).hexdigest()[:16]
+    return folder / f"{stem}.part", folder / f"{stem}.json"
+
+
+def _kept_partial(folder: Path, url: str, limit: int) -> _Partial:
+    """The download of ``url`` an interrupted install left in ``folder``, to continue; a new one (from
+    byte 0) when there is none, or when anything about it is odd: the sidecar is a file anyone may write."""
+    part, sidecar = _partial_paths(folder, url)
+    try:
+        with open_regular_file(sidecar, follow_symlink=False) as file:
+            text = file.read(MAX_SIDECAR_BYTES + 1)
+        kept = json.loads(text) if len(text) <= MAX_SIDECAR_BYTES else None
+        info = os.lstat(part)
+    except (OSError, ValueError):  # missing, a link or special file, not JSON (NotRegularFileError too)
+        return _Partial(url, part, sidecar)
+    if not isinstance(kept, dict) or kept.get("url") != url or not stat.S_ISREG(info.st_mode):
+        return _Partial(url, part, sidecar)
+    validator, total = kept.get("validator"), kept.get("total")
+    if not (isinstance(validator, str) and 0 < len(validator) <= MAX_VALIDATOR_CHARS):
+        return _Partial(url, part, sidecar)
+    if not (validator.isascii() and validator.isprintable()):  # it goes into a request header
+        return _Partial(url, part, sidecar)
+    if type(total) is not int or not 0 < info.st_size < total <= limit:  # type(): True is an int too
+        return _Partial(url, part, sidecar)
+    return _Partial(url, part, sidecar, validator, total, info.st_size)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``path`` anew: whatever had its name (a link too) is replaced, never written through."""
+    path.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "wb") as file:
+        file.write(data)
+
+
+def _open_part(partial: _Partial) -> BinaryIO:
+    """The partial file open for writing at ``partial.offset`` (a new file at 0)."""
+    if partial.offset == 0:
+        _write_new(partial.part, b"")
+    fd = os.open(partial.part, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+    os.ftruncate(fd, partial.offset)  # what a try wrote past the bytes counted (none, unless it crashed)
+    os.lseek(fd, partial.offset, os.SEEK_SET)
+    return os.fdopen(fd, "wb")
+
+
+def _validator(headers) -> str:
+    """What If-Range may name: a strong ETag (a weak one never matches a range), else Last-Modified."""
+    etag = (headers.get("ETag") or "").strip()
+    if etag.startswith('"') and etag.endswith('"') and len(etag) > 1:
+        return etag
+    return (headers.get("Last-Modified") or "").strip()
+
+
+def _in_words(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB" if size >= 10**6 else f"{size:,} bytes"
+
+
+def _start_over(partial: _Partial, response: http.client.HTTPResponse, limit: int, too_big: tuple[str, str]) -> None:
+    """Take a whole-file answer: the partial restarts from 0 with this answer's size and validator
+    (the sidecar follows: rewritten, or deleted when the server gave nothing to continue by)."""
+    total = parse_content_length(response.headers.get("Content-Length"))
+    if total is not None and total > limit:
+        raise _refuse(partial.url, *too_big)
+    validator = _validator(response.headers)
+    if not (validator.isascii() and validator.isprintable() and len(validator) <= MAX_VALIDATOR_CHARS):
+        validator = ""  # not one the next install would accept
+    partial.validator, partial.total, partial.offset = validator, total, 0
+    if partial.resumable:
+        kept = {"url": partial.url, "validator": partial.validator, "total": partial.total}
+        _write_new(partial.sidecar, json.dumps(kept).encode())
+    else:
+        partial.sidecar.unlink(missing_ok=True)
+
+
+def _check_continuation(partial: _Partial, response: http.client.HTTPResponse) -> None:
+    """A 206 must hold exactly the rest of the same file: from the offset asked to the total the first answer gave."""
+    sent = response.headers.get("Content-Range") or ""
+    parts = CONTENT_RANGE.fullmatch(sent.strip())
+    if not parts or [int(n) for n in parts.groups()] != [partial.offset, partial.total - 1, partial.total]:
+        partial.discard()  # the next install starts over
+        raise VibeError(
+            f"Could not download '{partial.url}': asked to continue at byte {partial.offset:,} of "
+            f"{partial.total:,}, the server sent '{sent[:100]}' instead. Run the same command again to download "
+            "it from the start, or download it in a browser and install the file with 'vibe-mocap data install FILE'."
+        )
+
+
+def _body(response: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
+    """:func:`_chunks_at_a_living_rate`, a connection that fails while sending it being :class:`_CutOff`
+    (the disk's errors, raised where the chunks are written, are not)."""
+    try:
+        yield from _chunks_at_a_living_rate(response, url)
+    except (OSError, http.client.HTTPException) as err:  # reset, timeout, IncompleteRead (chunked)
+        raise _CutOff() from err
+
+
+def _fetch(partial: _Partial, name: str, limit: int, log: Callable[[str], None]) -> None:
+    """One request: the rest of the file from ``partial.offset`` (all of it where the server does not
+    continue), written to the partial file. :class:`_CutOff` when the answer ends before the file does."""
     from tqdm import tqdm  # start-up: only a download shows a progress bar
 
-    name = Path(urllib.request.urlparse(url).path).name
-    target = dest_dir / (name if name not in ("", "..") else "download.zip")
-    limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)
     too_big = (
         f"is larger than the model data can be ({limit:,} bytes at most)",
         "Check the URL: it should be vibe_data.zip or one model file.",
     )
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-            if response.headers.get_content_type() == "text/html":
-                raise _web_page(url, downloaded=True)
-            total = parse_content_length(response.headers.get("Content-Length"))
-            if total is not None and total > limit:
-                raise _refuse(url, *too_big)
-            received = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                for chunk in _chunks_at_a_living_rate(response, url):
-                    received += len(chunk)
-                    if received > limit:
-                        raise _refuse(url, *too_big)
+    resuming = partial.offset > 0 and partial.resumable
+    asked = {"Range": f"bytes={partial.offset}-", "If-Range": partial.validator} if resuming else {}
+    request = urllib.request.Request(partial.url, headers=asked)
+    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+        if response.headers.get_content_type() == "text/html":
+            raise _web_page(partial.url, downloaded=True)
+        if resuming and response.status == 206:
+            _check_continuation(partial, response)
+            log(f"Resuming the download of {name} at {_in_words(partial.offset)} of {_in_words(partial.total)}.")
+        else:
+            if resuming:
+                log(f"The server sent all of {name} again (it cannot continue, or the file changed): starting over.")
+            _start_over(partial, response, limit, too_big)
+        with _open_part(partial) as out:
+            with tqdm(
+                total=partial.total, initial=partial.offset, unit="B", unit_scale=True, desc=f"download {name}"
+            ) as bar:
+                for chunk in _body(response, partial.url):
+                    if partial.offset + len(chunk) > limit:
+                        raise _refuse(partial.url, *too_big)
                     out.write(chunk)
+                    partial.offset += len(chunk)
                     bar.update(len(chunk))
-            if total is not None and received != total:  # the connection closed early
-                raise http.client.IncompleteRead(b"", total - received)
-    except (OSError, http.client.HTTPException) as err:  # (IncompleteRead: a cut-off chunked answer too)
-        if isinstance(err, http.client.IncompleteRead):
-            raise VibeError(
-                f"The download of '{url}' was cut off before its end; download it again (or in a browser, then "
-                "install the file with 'vibe-mocap data install FILE')."
-            ) from None
-        raise VibeError(
-            f"Could not download '{url}': {err}. Download it in a browser and install "
-            "the file with 'vibe-mocap data install FILE'."
-        ) from err
+    if partial.total is not None and partial.offset != partial.total:  # the connection closed early
+        raise _CutOff()
+
+
+def _cut_off(partial: _Partial, kept: bool) -> VibeError:
+    """The error once every try was cut off."""
+    where = f", at {_in_words(partial.offset)} of {_in_words(partial.total)}" if partial.total else ""
+    if not kept:
+        return VibeError(
+            f"The download of '{partial.url}' was cut off before its end ({DOWNLOAD_TRIES} tries{where}); download it "
+            "again (or in a browser, then install the file with 'vibe-mocap data install FILE')."
+        )
+    return VibeError(
+        f"The download of '{partial.url}' was cut off before its end ({DOWNLOAD_TRIES} tries{where}). The part "
+        "downloaded is kept: run the same command again to continue it (or download it in a browser, then install "
+        "the file with 'vibe-mocap data install FILE')."
+    )
+
+
+def _download(url: str, dest_dir: Path, keep_dir: Path | None, log: Callable[[str], None]) -> Path:
+    """Download ``url`` into ``dest_dir``. The bytes go to a partial file in ``keep_dir``, which an
+    interrupted download leaves there (when the server can continue it) for the next install of the
+    URL to continue; None: in ``dest_dir``, kept by nothing."""
+    name = Path(urllib.request.urlparse(url).path).name
+    target = dest_dir / (name if name not in ("", "..") else "download.zip")
+    limit = MAX_FILE_BYTES.get(target.name, MAX_DOWNLOAD_BYTES)
+    partial = _kept_partial(keep_dir or dest_dir, url, limit)
+
+    def kept() -> bool:  # whether what was downloaded stays for the next install
+        return keep_dir is not None and partial.resumable and partial.offset > 0
+
+    try:
+        for attempt in range(1, DOWNLOAD_TRIES + 1):
+            try:
+                _fetch(partial, target.name, limit, log)
+                break
+            except _CutOff:
+                if attempt == DOWNLOAD_TRIES:
+                    raise _cut_off(partial, kept()) from None
+                log(f"The download of {target.name} was cut off; trying again ({attempt + 1} of {DOWNLOAD_TRIES}).")
+                time.sleep(RETRY_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            except (OSError, http.client.HTTPException) as err:
+                if getattr(err, "code", None) == 416:  # no such range: nothing to continue
+                    partial.offset = 0
+                raise VibeError(
+                    f"Could not download '{url}': {err}. Download it in a browser and install the file with "
+                    "'vibe-mocap data install FILE'"
+                    + ("; or run the same command again: the part downloaded is kept and continued." if kept() else ".")
+                ) from err
+        os.replace(partial.part, target)
+        partial.discard()  # the sidecar: the download is complete, whatever the install makes of it
+    except BaseException:  # Ctrl-C too: a download that can be continued is kept
+        if not kept():
+            partial.discard()
+        raise
     return target
 
 
@@ -465,6 +651,28 @@ def _remove_staging_leftovers(data_dir: Path, log: Callable[[str], None]) -> Non
         shutil.rmtree(leftover, ignore_errors=True)
     if leftovers:
         log(f"removed what {len(leftovers)} interrupted install(s) left in {data_dir}")
+    _remove_stale_partials(data_dir, log)
+
+
+def _remove_stale_partials(data_dir: Path, log: Callable[[str], None]) -> None:
+    """Delete the interrupted downloads (kept to be continued) that no install continued for
+    PARTIAL_MAX_AGE_SECONDS; a partial file and its sidecar go together, by the newer one's age."""
+    newest: dict[str, float] = {}
+    for entry in os.scandir(data_dir):
+        stem, _, suffix = entry.name.rpartition(".")
+        if (
+            entry.name.startswith(PARTIAL_PREFIX)
+            and suffix in ("part", "json")
+            and not entry.is_dir(follow_symlinks=False)
+        ):
+            newest[stem] = max(newest.get(stem, 0.0), entry.stat(follow_symlinks=False).st_mtime)
+    stale = [stem for stem, mtime in newest.items() if time.time() - mtime > PARTIAL_MAX_AGE_SECONDS]
+    for stem in stale:
+        for suffix in (".part", ".json"):
+            (data_dir / (stem + suffix)).unlink(missing_ok=True)
+    if stale:
+        days = PARTIAL_MAX_AGE_SECONDS // 86400
+        log(f"removed {len(stale)} interrupted download(s) left for over {days} days in {data_dir}")
 
 
 def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> list[str]:
@@ -473,7 +681,9 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
     Returns the names installed; raises VibeError when nothing usable was found, before copying
     anything when an entry is a link or special file, or too large, and at the end when some file was
     invalid (the others are installed). One install at a time per folder: it first deletes what killed
-    installs left there (where the folder can be locked: not on Windows)."""
+    installs left there (where the folder can be locked: not on Windows). A download cut off is tried
+    again, from where it stopped where the server allows it, and where the folder is locked an unfinished
+    one is kept there for the next install of the same URL to continue (for a week)."""
     scheme = URL_SCHEME.match(source)
     downloaded = scheme is not None and scheme[1].lower() in DOWNLOADED_SCHEMES
     path = None if downloaded else Path(source).expanduser()
@@ -494,17 +704,21 @@ def install(source: str, data_dir: Path, log: Callable[[str], None] = print) -> 
     with folder_lock(data_dir, INSTALL_LOCK, busy, unguarded=unguarded) as guarded:
         if guarded:
             _remove_staging_leftovers(data_dir, log)
-        return _install(source, path, data_dir, log)
+        return _install(source, path, data_dir, log, keep_partial=guarded)
 
 
-def _install(source: str, path: Path | None, data_dir: Path, log: Callable[[str], None]) -> list[str]:
-    """:func:`install` under its lock; ``path``: the local source, None for a URL."""
+def _install(
+    source: str, path: Path | None, data_dir: Path, log: Callable[[str], None], *, keep_partial: bool
+) -> list[str]:
+    """:func:`install` under its lock; ``path``: the local source, None for a URL. ``keep_partial``: an
+    interrupted download is kept in the data folder for the next install (only where the folder is
+    locked: two installs of one URL would write the same file)."""
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=STAGING_PREFIX) as tmp, contextlib.ExitStack() as stack:
         downloaded = path is None
         if downloaded:
             downloads = Path(tmp) / "download"  # apart from the staging folder, whatever the URL's name
             downloads.mkdir()
-            path = _download(source, downloads)
+            path = _download(source, downloads, data_dir if keep_partial else None, log)
         if path.is_dir():
             if synthetic.is_placeholder_folder(path):
                 raise VibeError(

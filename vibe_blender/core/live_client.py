@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from operator import methodcaller
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -79,6 +80,15 @@ class LiveFrameMessage:
     people_dropped: int = 0  # people of the message left out: values no result file holds
 
 
+class JournalWriter(Protocol):
+    """What a take's copy on disk does (take_journal.TakeJournal); each write raises OSError when it fails."""
+
+    def add_frame(self, frame: LiveFrameMessage) -> None: ...
+    def add_warnings(self, warnings: list[str]) -> None: ...
+    def close(self) -> None: ...
+    def remove(self) -> None: ...
+
+
 def dropped_people_note(count: int) -> str:
     """What to tell of ``count`` people left out of their frames (the panel, a recording's warnings)."""
     return (
@@ -120,6 +130,12 @@ def _vector(value, n: int, what: str, limit: float) -> np.ndarray:
         array = np.asarray(value, dtype=np.float64)
     except OverflowError:  # an integer past float64's range: no float a model outputs
         raise ValueError(f"{what} holds huge numbers") from None
+    return within_bounds(array, what, limit)
+
+
+def within_bounds(array: np.ndarray, what: str, limit: float) -> np.ndarray:
+    """``array`` as float32 when all its numbers are finite and within ±``limit`` (_OutOfBounds, a
+    ValueError, else): the bound a frame's field keeps, wherever it was read from."""
     if not np.all(np.isfinite(array)):
         raise _OutOfBounds(f"{what} holds non-finite numbers")
     if np.abs(array).max(initial=0) > limit:
@@ -127,14 +143,14 @@ def _vector(value, n: int, what: str, limit: float) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _time(value, what: str) -> float:
+def checked_time(value, what: str) -> float:
     number = _finite(value)
     if number is None or abs(number) > MAX_FRAME_TIME_S:
         raise ValueError(f"{what} must be a time in seconds")
     return number
 
 
-def _index(value, what: str, upper: int = 2**40) -> int:
+def checked_index(value, what: str, upper: int = 2**40) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < upper:
         raise ValueError(f"{what} must be a non-negative integer")
     return value
@@ -144,8 +160,8 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
     """A server "frame" message -> checked arrays (ValueError naming the first bad field). A person
     whose numbers are well formed but out of a result file's bounds is left out (``people_dropped``):
     the others in the frame are still seen and recorded."""
-    frame_index = _index(message.get("frame_index"), "frame_index")
-    frame_time_s = _time(message.get("frame_time_s"), "frame_time_s")
+    frame_index = checked_index(message.get("frame_index"), "frame_index")
+    frame_time_s = checked_time(message.get("frame_time_s"), "frame_time_s")
     people = message.get("people")
     if not isinstance(people, list) or len(people) > MAX_PEOPLE_PER_FRAME:
         raise ValueError("people must be a list of at most 32 entries")
@@ -153,13 +169,13 @@ def parse_frame_message(message: dict) -> LiveFrameMessage:
     for person in people:
         if not isinstance(person, dict):
             raise ValueError("each person must be an object")
-        track_id = _index(person.get("track_id"), "track_id", 2**31)
+        track_id = checked_index(person.get("track_id"), "track_id", 2**31)
         if track_id in seen:
             raise ValueError("a track id appears twice in one frame")
         seen.add(track_id)
         value = person.get("latency_s")
         if value is not None:  # optional, but a number when sent
-            latency = _time(value, "latency_s")
+            latency = checked_time(value, "latency_s")
         try:
             pose = _vector(person.get("pose"), 72, "pose", MAX_POSE_RAD)
             betas = _vector(person.get("betas"), 10, "betas", BETA_LIMIT)
@@ -188,6 +204,8 @@ class LiveTake:
     full: bool = False  # a frame did not fit: the take keeps what it has
     people_dropped: int = 0  # people left out of the frames added (LiveFrameMessage.people_dropped)
     warnings: list[str] = field(default_factory=list)  # the session's (e.g. YOLO fell back to HOG)
+    # The take's copy on disk until it is saved or thrown away (take_journal): what a crash leaves.
+    journal: JournalWriter | None = field(default=None, repr=False, compare=False)
     _rows: KeyedRows = field(default_factory=lambda: KeyedRows(TAKE_ROW_WIDTH), repr=False)
     _grouped: ByTrack | None = field(default=None, repr=False, compare=False)  # _by_track(), until a row comes
 
@@ -204,6 +222,12 @@ class LiveTake:
             values[_POSE], values[_BETAS], values[_TRANS] = p.pose, p.betas, p.trans_cam_m
         self._grouped = None
         return True
+
+    def drop_journal(self) -> None:
+        """The take is saved or thrown away: its journal goes (left in place only when it cannot be removed)."""
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            journal.remove()
 
     @property
     def rows(self) -> int:
@@ -426,6 +450,7 @@ class LiveConnection:
         self.clock_jumps = 0  # frames stamped over a minute after the one before, or before it
         self.server_stats: dict = {}
         self.warnings: list[str] = []  # what the server said the user should know of the session
+        self.journal_problem: str | None = None  # why the take is no longer copied to disk (it goes on in memory)
         self._latest: LiveFrameMessage | None = None
         self._take: LiveTake | None = None
         self._lock = threading.Lock()
@@ -477,13 +502,26 @@ class LiveConnection:
             frame, self._latest = self._latest, None
         return frame
 
-    def recording_start(self) -> None:
+    def recording_start(self, open_journal: Callable[[], JournalWriter] | None = None) -> None:
+        """Start a take; ``open_journal`` makes its journal, a copy on disk that a crash leaves behind
+        (take_journal). A journal that cannot be made or written is given up: the take goes on."""
+        take = LiveTake(warnings=list(self.warnings))
+        self.journal_problem = None
+        if open_journal is not None:
+            try:
+                take.journal = open_journal()
+            except OSError as err:
+                self._journal_failed(take, err)
         with self._lock:
-            self._take = LiveTake(warnings=list(self.warnings))
+            self._take = take
+            self._journal(take, methodcaller("add_warnings", take.warnings))
 
     def recording_stop(self) -> LiveTake | None:
+        """The take, stopped; its journal stays on disk (closed) until the take is saved or thrown away."""
         with self._lock:
             take, self._take = self._take, None
+        if take is not None and take.journal is not None:
+            take.journal.close()
         return take
 
     @property
@@ -543,6 +581,7 @@ class LiveConnection:
             self.warnings = warnings
             if self._take is not None:  # recording from the start: the take keeps them too
                 self._take.warnings = list(warnings)
+                self._journal(self._take, methodcaller("add_warnings", warnings))
         self._ws = self.client.open_live_stream(live_id)
         self.state = "streaming"
         self._receive()
@@ -591,8 +630,13 @@ class LiveConnection:
                 self.frames_received += 1
                 self.people_dropped += frame.people_dropped
                 self.clock_jumps = timeline.jumps
-                if self._take is not None:  # once full it keeps what it has: the take says so, not the connection
-                    self._take.add(frame)
+                self._record(frame)
+
+    def _record(self, frame: LiveFrameMessage) -> None:
+        """Add ``frame`` to the take recording, if any, and to its journal (with the lock held). Once
+        full, the take keeps what it has: the take says so, not the connection."""
+        if self._take is not None and self._take.add(frame):
+            self._journal(self._take, methodcaller("add_frame", frame))
 
     def _add_end_warnings(self, end: dict) -> None:
         """Keep the warnings the session's end brought (a video file cut short), for the panel and the
@@ -604,7 +648,25 @@ class LiveConnection:
         with self._lock:
             self.warnings = self.warnings + [w for w in ended_with if w not in self.warnings]
             if self._take is not None:
-                self._take.warnings += [w for w in ended_with if w not in self._take.warnings]
+                take = self._take
+                take.warnings += [w for w in ended_with if w not in take.warnings]
+                self._journal(take, methodcaller("add_warnings", take.warnings))
+
+    def _journal(self, take: LiveTake, write: Callable[[JournalWriter], None]) -> None:
+        """``write`` to the take's journal (with the lock held); the first failure ends the journal, not the take."""
+        if take.journal is None:
+            return
+        try:
+            write(take.journal)
+        except OSError as err:
+            self._journal_failed(take, err)
+
+    def _journal_failed(self, take: LiveTake, err: OSError) -> None:
+        take.drop_journal()
+        self.journal_problem = (
+            f"The recording could not be copied to disk as it goes ({err.strerror or err}), so it would be lost "
+            "if Blender stopped unexpectedly; it is still recorded in memory, and Stop Recording saves it."
+        )
 
 
 class _StreamTimeline:

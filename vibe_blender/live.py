@@ -13,12 +13,16 @@ the stream). The file appears
 whole or not at all; a take that could not be saved stays with the session until Stop Recording
 saves it, and no new session starts over a take that was not saved. A take Stop Recording has not
 saved when Blender quits or the add-on is disabled or reloaded is saved there on the way out
-(:func:`save_take_on_exit`), and the panel says where on the next run; a crash loses it.
+(:func:`save_take_on_exit`), and the panel says where on the next run. While it records, a take is
+also appended to a journal in the cache folder (:mod:`.core.take_journal`), which goes once the take
+is saved or thrown away: when Blender crashes or is killed, the next run saves what the journal holds
+the same way (:func:`recover_crashed_takes`) and says so in the same notice.
 Nothing here blocks Blender: network calls and the session's stop run in worker threads.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import uuid
@@ -62,6 +66,7 @@ from .core.take_files import (
     note_take_saved_on_exit,
     takes_saved_on_exit,
 )
+from .core.take_journal import JOURNAL_FOLDER, JournalError, TakeJournal, orphaned_journals, read_journal
 from .core.user_dirs import write_private_file
 from .importer import ImportOptions, import_motion_file, units_per_metre
 from .preferences import BODY_MODEL_CACHE, user_dir
@@ -123,6 +128,7 @@ class LiveSession:
     # Blender's data may be gone by then.
     results_dir: Path | None = None
     scene_fps: float = 24.0
+    journal_dir: Path | None = None  # where the take's journal goes (None: the cache folder cannot be made)
     last_take: LiveTake | None = None
     last_result_path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -152,7 +158,7 @@ class LiveSession:
             text = f"Streaming: {connection.frames_received} frames" + (f", {fps:g} frames/s" if fps else "")
         else:
             text = f"The live session ended after {connection.frames_received} frames."
-        text = " ".join([text, *connection.warnings])
+        text = " ".join([text, *connection.warnings, *filter(None, [connection.journal_problem])])
         if self.characters_taken_over:
             text += (
                 f" More than {MAX_CHARACTERS} people were tracked: each new one takes over the character of the one "
@@ -239,7 +245,7 @@ def _connect(session: LiveSession, server: server_control.ChosenServer, params: 
             if session.stop_requested:  # stopped while connecting: start nothing
                 return
             if session.record_on_connect:
-                connection.recording_start()
+                connection.recording_start(_journal_opener(session))
                 session.record_on_connect = False
             connection.start(session.source, params)  # only starts its thread
             session.connection = connection  # seen "connecting" at once: a stop from now on reaches the server
@@ -274,7 +280,7 @@ def _drop_empty_take(session: LiveSession) -> None:
             and connection.recording
             and connection.recorded_rows == 0
         ):
-            connection.recording_stop()
+            connection.recording_stop().drop_journal()
 
 
 def _send_stop(session: LiveSession) -> None:
@@ -314,11 +320,29 @@ def start_recording() -> None:
         raise VibeError(refusal)
     session = current_session()
     session.results_dir, session.scene_fps = user_dir("results"), keyframes.scene_fps()  # for save_take_on_exit
+    session.journal_dir = _journal_dir()
     with session._lock:
         if session.connection is None:
             session.record_on_connect = True  # begins with the first frame received
         else:
-            session.connection.recording_start()
+            session.connection.recording_start(_journal_opener(session))
+
+
+def _journal_dir() -> Path | None:
+    """The folder of the takes' journals; None when the cache folder cannot be made (no journal then)."""
+    try:
+        return user_dir("cache") / JOURNAL_FOLDER
+    except VibeError:
+        return None
+
+
+def _journal_opener(session: LiveSession):
+    """What makes the journal of the take Record starts (any thread: nothing of Blender's is read)."""
+    if session.journal_dir is None or session.results_dir is None:
+        return None
+    return functools.partial(
+        TakeJournal.create, session.journal_dir, scene_fps=session.scene_fps, results_dir=session.results_dir
+    )
 
 
 def stop_recording(options: ImportOptions | None = None) -> list:
@@ -334,6 +358,8 @@ def stop_recording(options: ImportOptions | None = None) -> list:
     take = _take_to_save(session)
     if take is None or not take.track_ids:
         session.unsaved_take = None
+        if take is not None:
+            take.drop_journal()
         raise VibeError(
             "Nothing was recorded: nobody was tracked while recording. Make sure a whole person is "
             "in view, then record again."
@@ -349,6 +375,7 @@ def stop_recording(options: ImportOptions | None = None) -> list:
             "rate (Output Properties > Format), then press Stop Recording again."
         ) from None
     _write_result(path, result)  # a failure leaves the take in unsaved_take for the next try
+    take.drop_journal()
     session.unsaved_take = None
     session.last_take, session.last_result_path = take, path
     options = replace(options or ImportOptions(), add_camera=False)  # the stream has no camera to match
@@ -388,7 +415,8 @@ def discard_take() -> None:
     if session is None or session.unsaved_take is None:
         raise VibeError("There is no unsaved recording to discard.")
     with session._lock:
-        session.unsaved_take = None
+        take, session.unsaved_take = session.unsaved_take, None
+    take.drop_journal()
 
 
 _saved_on_exit: dict = {"paths": []}  # read from the note once, when the add-on is registered
@@ -414,29 +442,85 @@ def save_take_on_exit() -> None:
         return
     take = _take_to_save(session)
     if take is None or not take.track_ids:
+        if take is not None:
+            take.drop_journal()  # nobody was tracked: nothing to save, nor to recover
         return
     try:
         folder = session.results_dir if session.results_dir is not None else user_dir("results")
-        path = new_take_path(folder)
-        result, fps = None, session.scene_fps
-        while result is None:
-            try:
-                result = take_to_result(take, path.stem, fps=fps)
-            except VibeError:  # too many frames at this rate: one that places fewer
-                if fps <= 1.0:
-                    raise
-                fps = max(1.0, fps / 2)
-        _write_result(path, result)
+        path = _save_at_a_rate_that_fits(take, folder, session.scene_fps)
     except Exception as err:  # noqa: BLE001  the add-on's unregister goes on (Blender's quit too), whatever broke
         reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}"
         print(f"VIBE Mocap: the live recording not saved could not be saved on exit: {reason}", file=sys.stderr)
         return
+    take.drop_journal()
     session.unsaved_take = None
     session.last_take, session.last_result_path = take, path
+    _note_saved_on_exit(path)
+
+
+def _save_at_a_rate_that_fits(take: LiveTake, folder: Path, fps: float) -> Path:
+    """Save ``take`` as a new take file in ``folder`` at ``fps``, halved until the take fits (no
+    Blender to ask for a lower rate) -> its path; VibeError when it cannot be written."""
+    path = new_take_path(folder)
+    result = None
+    while result is None:
+        try:
+            result = take_to_result(take, path.stem, fps=fps)
+        except VibeError:  # too many frames at this rate: one that places fewer
+            if fps <= 1.0:
+                raise
+            fps = max(1.0, fps / 2)
+    _write_result(path, result)
+    return path
+
+
+def _note_saved_on_exit(path: Path) -> None:
     try:
         note_take_saved_on_exit(path)
     except OSError as err:  # the take is saved: only the next run's notice is missing
         print(f"VIBE Mocap: the live recording not saved was saved on exit as '{path}' ({err}).", file=sys.stderr)
+
+
+def recover_crashed_takes(journal_dir: Path) -> list[Path]:
+    """Save the takes whose journals in ``journal_dir`` a run of Blender that stopped unexpectedly
+    (crashed, killed) left, as :func:`save_take_on_exit` would have -> their paths, noted for the
+    panel. A journal that cannot be read or saved stays where it is, and one line says so on the
+    console: register goes on whatever happens."""
+    saved = []
+    for journal in orphaned_journals(journal_dir):
+        try:
+            path = _recover(journal)
+        except Exception as err:  # noqa: BLE001  never the add-on's register
+            reason = str(err) if isinstance(err, VibeError) else f"unexpected {type(err).__name__}: {err}"
+            print(
+                f"VIBE Mocap: a live recording left when Blender stopped unexpectedly could not be recovered; "
+                f"it is kept in '{journal}' ({reason})",
+                file=sys.stderr,
+            )
+            continue
+        if path is not None:
+            saved.append(path)
+    return saved
+
+
+def _recover(journal: Path) -> Path | None:
+    """Save the take of one orphaned journal, then delete the journal -> the take file (None: nobody
+    was tracked, nothing to save)."""
+    found = read_journal(journal)
+    take = found.take
+    if not take.track_ids and found.damage:
+        raise JournalError(found.damage)
+    path = None
+    if take.track_ids:
+        if found.damage:
+            take.warnings.append(found.damage)
+        path = _save_at_a_rate_that_fits(take, found.results_dir, found.scene_fps)
+        _note_saved_on_exit(path)
+    try:
+        journal.unlink()
+    except OSError as err:  # the take is saved: the next run would save it again
+        print(f"VIBE Mocap: the live take journal '{journal}' could not be removed ({err}).", file=sys.stderr)
+    return path
 
 
 def takes_saved_on_exit_notice() -> str | None:
@@ -450,21 +534,19 @@ def takes_saved_on_exit_notice() -> str | None:
         ("A live recording", "was", "it") if len(paths) == 1 else (f"{len(paths)} live recordings", "were", "them")
     )
     return (
-        f"{what} that Stop Recording had not saved when Blender quit, or when the add-on was disabled or "
-        f"reloaded, {was} saved then: {names}. Import {it} with File > Import > VIBE Mocap."
+        f"{what} that Stop Recording had not saved when Blender quit or stopped unexpectedly, or when the add-on "
+        f"was disabled or reloaded, {was} saved: {names}. Import {it} with File > Import > VIBE Mocap."
     )
 
 
 def dismiss_takes_saved_on_exit() -> None:
     """The user read the notice: it goes, and so does its note (the files stay)."""
     paths, _saved_on_exit["paths"] = _saved_on_exit["paths"], []
-    if paths:
+    for folder in dict.fromkeys(p.parent for p in paths):  # a recovered take may lie in an earlier results folder
         try:
-            forget_takes_saved_on_exit(paths[0].parent)
+            forget_takes_saved_on_exit(folder)
         except OSError as err:
-            raise VibeError(
-                f"The note of those recordings in {paths[0].parent} could not be removed ({err})."
-            ) from None
+            raise VibeError(f"The note of those recordings in {folder} could not be removed ({err}).") from None
 
 
 def _write_result(path: Path, result: MocapResult) -> None:
@@ -664,10 +746,13 @@ def _new_character(session: LiveSession, person: LivePersonFrame):
 
 def register():
     exit_hooks.run_at_exit(save_take_on_exit)
+    journal_dir = _journal_dir()
+    recovered = recover_crashed_takes(journal_dir) if journal_dir is not None else []
     try:
-        _saved_on_exit["paths"] = takes_saved_on_exit(user_dir("results"))
+        noted = takes_saved_on_exit(user_dir("results"))
     except VibeError:  # no results folder: Stop Recording names the problem when it matters
-        _saved_on_exit["paths"] = []
+        noted = []
+    _saved_on_exit["paths"] = noted + [p for p in recovered if p not in noted]
 
 
 def unregister():

@@ -34,6 +34,7 @@ from vibe_blender.core.result_file import MocapResult, Track, VideoInfo, load_re
 from vibe_blender.core.skeleton import CAMERA_TO_BLENDER, bone_basis_quats, root_locations
 from vibe_blender.core.smpl_model import JOINT_NAMES
 from vibe_blender.core.take_files import SAVED_ON_EXIT_NOTE
+from vibe_blender.core.take_journal import JOURNAL_FOLDER, TakeJournal, read_journal
 from vibe_blender.importer import ImportOptions, import_motion_file
 from vibe_blender.rig_builder import rest_quats
 
@@ -629,6 +630,93 @@ def test_a_take_recording_when_blender_quits_is_saved(tmp_path):
     assert len(load_result(results / name).tracks[0].frame_ids) == len(
         take_on_frames(moving_take(range(30)), 24.0).frame_ids[1]
     )
+
+
+def frames_of(take: LiveTake) -> list[LiveFrameMessage]:
+    """The frames a connection added to ``take``, as they were received."""
+    rows = {t: dict(zip(take.frame_ids[t].tolist(), take.values_at(take.track_rows(t)))) for t in take.track_ids}
+    return [
+        LiveFrameMessage(
+            i,
+            time_s,
+            tuple(LivePersonFrame(t, i, *np.split(rows[t][i], [72, 82])) for t in take.track_ids if i in rows[t]),
+            None,
+        )
+        for i, time_s in zip(take.received_index, take.received_time_s)
+    ]
+
+
+def journals() -> list[Path]:
+    return sorted((preferences.user_dir("cache") / JOURNAL_FOLDER).glob("*.journal"))
+
+
+def test_a_take_recording_when_blender_crashed_is_saved_by_the_next_run_which_says_where(
+    addon, empty_scene, body_model
+):
+    """A crash (or Blender killed) lost the take recording: no exit handler runs. Its journal, which
+    the run that crashed left behind, is saved as a take when the add-on registers again."""
+    take = moving_take(range(0, 60, 2))
+    take.warnings.append("The video ended early.")
+    child = subprocess.Popen([sys.executable, "-c", ""])  # the run that crashed: its process is gone
+    child.wait()
+    results = preferences.user_dir("results")
+    journal = TakeJournal.create(
+        preferences.user_dir("cache") / JOURNAL_FOLDER, scene_fps=25.0, results_dir=results, owner=(child.pid, 0)
+    )
+    journal.add_warnings(take.warnings)
+    for frame in frames_of(take):
+        journal.add_frame(frame)
+    journal.path.write_bytes(journal.path.read_bytes()[:-100])  # the crash cut the last frame's record
+    before = set(results.iterdir())
+    live.register()  # the next run
+    (saved,) = set(results.iterdir()) - before - {results / SAVED_ON_EXIT_NOTE}
+    assert not journal.path.exists()
+    result = load_result(saved)
+    assert result.video.fps == 25.0 and "The video ended early." in result.meta["warnings"]
+    assert result.meta["frames_received"] == str(len(take.received_index) - 1)
+    notice = live.takes_saved_on_exit_notice()
+    assert f"'{saved}'" in notice and "when Blender quit or stopped unexpectedly" in notice, notice
+    ((armature, _),) = import_motion_file(saved, body_model, ImportOptions(add_camera=False))
+    assert len(rotation_keys(armature, JOINT_NAMES[0])) == len(result.tracks[0].frame_ids)
+    live.dismiss_takes_saved_on_exit()
+
+
+def test_a_journal_that_cannot_be_read_is_left_in_place_and_said_where(addon, capsys):
+    folder = preferences.user_dir("cache") / JOURNAL_FOLDER
+    folder.mkdir(exist_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    bad = folder / f"take-{child.pid}-0123456789abcdef.journal"
+    bad.write_bytes(b"not a journal at all, whatever its name says")
+    try:
+        live.register()
+        assert bad.exists() and f"it is kept in '{bad}'" in capsys.readouterr().err
+        assert live.takes_saved_on_exit_notice() is None
+    finally:
+        bad.unlink()
+
+
+def test_a_recording_is_journaled_until_stop_recording_saves_it(addon, empty_scene, body_model):
+    take = moving_take(range(0, 30, 2))
+    session = recorded_session(body_model, LiveTake(), state="streaming")
+    session.connection.recording_stop()
+    before = set(journals())  # those of takes other tests swapped out of their connection
+    live.start_recording()
+    for frame in frames_of(take):
+        session.connection._record(frame)
+    (journal,) = set(journals()) - before
+    assert journal.name.startswith(f"take-{os.getpid()}-") and read_journal(journal).take.rows == take.rows == 15
+    session.connection.state = "ended"
+    live.stop_recording()
+    assert set(journals()) == before and session.last_result_path.is_file()
+
+    session.connection.state = "streaming"
+    live.start_recording()
+    assert len(set(journals()) - before) == 1
+    session.unsaved_take = session.connection.recording_stop()  # as after a save that failed
+    live.discard_take()
+    assert set(journals()) == before
+    session.connection.state = "ended"
 
 
 def test_a_take_is_compressed_straight_into_its_file(addon, tmp_path):

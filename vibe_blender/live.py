@@ -514,7 +514,9 @@ def _recover(journal: Path) -> Path | None:
     if take.track_ids:
         if found.damage:
             take.warnings.append(found.damage)
-        path = _save_at_a_rate_that_fits(take, found.results_dir, found.scene_fps)
+        # the results folder of then, unless it is gone (a drive unplugged): the user's results folder now
+        folder = found.results_dir if found.results_dir.is_dir() else user_dir("results")
+        path = _save_at_a_rate_that_fits(take, folder, found.scene_fps)
         _note_saved_on_exit(path)
     try:
         journal.unlink()

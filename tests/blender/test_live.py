@@ -681,6 +681,28 @@ def test_a_take_recording_when_blender_crashed_is_saved_by_the_next_run_which_sa
     live.dismiss_takes_saved_on_exit()
 
 
+def test_a_crashed_take_whose_results_folder_is_gone_is_saved_in_the_results_folder(addon, empty_scene, tmp_path):
+    """A take recorded into a folder since removed (a drive unplugged) was never saved, and its journal
+    was tried again at every start."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    journal = TakeJournal.create(
+        preferences.user_dir("cache") / JOURNAL_FOLDER,
+        scene_fps=24.0,
+        results_dir=tmp_path / "unplugged drive",
+        owner=(child.pid, 0),
+    )
+    for frame in frames_of(moving_take(range(10))):
+        journal.add_frame(frame)
+    results = preferences.user_dir("results")
+    before = set(results.iterdir())
+    live.register()
+    (saved,) = set(results.iterdir()) - before - {results / SAVED_ON_EXIT_NOTE}
+    assert not journal.path.exists() and not (tmp_path / "unplugged drive").exists()
+    assert f"'{saved}'" in live.takes_saved_on_exit_notice()
+    live.dismiss_takes_saved_on_exit()
+
+
 def test_a_journal_that_cannot_be_read_is_left_in_place_and_said_where(addon, capsys):
     folder = preferences.user_dir("cache") / JOURNAL_FOLDER
     folder.mkdir(exist_ok=True)

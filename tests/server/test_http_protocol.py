@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import logging
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import uvicorn
 from fastapi import FastAPI, WebSocket
+from uvicorn.logging import AccessFormatter, DefaultFormatter
 from websockets.sync.client import connect
 
 from tests.server.threaded_server import free_port, served_in_a_thread
@@ -203,48 +206,82 @@ def test_connections_that_cannot_be_accepted_are_logged_now_and_then(caplog, mon
     assert "ulimit -n" in summary.getMessage() and other.getMessage() == "another error"
 
 
-def test_refused_requests_are_logged_a_few_times_a_minute_per_status(caplog, monkeypatch):
-    """A client sending requests without the token in a loop wrote an access line for each."""
+@contextlib.contextmanager
+def uvicorn_log_lines(quiet: logging.Filter) -> Iterator[io.StringIO]:
+    """What uvicorn's access and error logs write, through uvicorn's own formatters (its access
+    formatter rebuilds the line from the record's arguments), with ``quiet`` on both."""
+    out = io.StringIO()
+    formats = {
+        "uvicorn.access": AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False),
+        "uvicorn.error": DefaultFormatter("%(levelprefix)s %(message)s", use_colors=False),
+    }
+    saved = []
+    for name, formatter in formats.items():
+        log, handler = logging.getLogger(name), logging.StreamHandler(out)
+        handler.setFormatter(formatter)
+        saved.append((log, handler, log.level, log.propagate))
+        log.addHandler(handler)
+        log.addFilter(quiet)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        yield out
+    finally:
+        for log, handler, level, propagate in saved:
+            log.removeHandler(handler)
+            log.removeFilter(quiet)
+            log.setLevel(level)
+            log.propagate = propagate
+
+
+def test_refused_requests_are_logged_a_few_times_a_minute_per_kind(monkeypatch):
+    """A client sending requests without the token in a loop wrote a line for each: the access log's
+    line, a refused WebSocket handshake's, a request uvicorn could not parse."""
     now = [1000.0]
     monkeypatch.setattr(log_floods.time, "monotonic", lambda: now[0])
-    access = logging.getLogger("uvicorn.access")
-    quiet = RefusedRequestsNowAndThen()
-    access.addFilter(quiet)
+    access, error = logging.getLogger("uvicorn.access"), logging.getLogger("uvicorn.error")
 
     def request(status: int, path: str = "/api/v1/jobs") -> None:
         access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", path, "1.1", status)
 
-    try:
-        with caplog.at_level(logging.INFO, logger="uvicorn.access"):
-            for i in range(500):  # 500 refused requests in 50 s, each status apart
-                now[0] = 1000.0 + i / 10
-                request(401)
-                request(404, "/nothing")
-                if i % 50 == 0:
-                    request(200)  # every answer below 400 is logged
-            now[0] = 1061.0  # the next minute's first refusal says how many were left out
-            request(401, "/api/v1/jobs/last")
-    finally:
-        access.removeFilter(quiet)
-    lines = [record.getMessage() for record in caplog.records]
-    assert sum(line.endswith(" 401") for line in lines) == 11  # the first 10, then the summary
-    assert sum(line.endswith(" 404") for line in lines) == 10
-    assert sum(line.endswith(" 200") for line in lines) == 10
-    assert lines[-1] == (
-        "490 more requests answered 401 were not logged since the last such line (a client sending them again "
-        "and again; the first 10 each 60 s are logged); the latest: 127.0.0.1:5000 - "
-        '"GET /api/v1/jobs/last HTTP/1.1" 401'
-    )
+    with uvicorn_log_lines(RefusedRequestsNowAndThen()) as out:
+        for i in range(500):  # 500 of each refusal in 50 s, each kind apart
+            now[0] = 1000.0 + i / 10
+            request(401)
+            request(404, "/nothing")
+            error.info('%s - "WebSocket %s" 403', "127.0.0.1:5000", "/api/v1/live/x/stream")
+            error.warning("Invalid HTTP request received.")
+            if i % 50 == 0:
+                request(200)  # every answer below 400 is logged
+        now[0] = 1061.0  # the next minute's first refusal: the count of those left out, then itself
+        request(401, "/api/v1/jobs/last")
+    lines = out.getvalue().splitlines()
+    assert sum(line.endswith(" 401 Unauthorized") for line in lines) == 11
+    assert sum(line.endswith(" 404 Not Found") for line in lines) == 10
+    assert sum(line.endswith(" 200 OK") for line in lines) == 10
+    assert sum(line.endswith('"WebSocket /api/v1/live/x/stream" 403') for line in lines) == 10
+    assert sum(line.endswith("Invalid HTTP request received.") for line in lines) == 10
+    assert lines[-2:] == [
+        "WARNING:  490 more requests answered 401 were not logged since the last such line (a client sending "
+        "them again and again; the first 10 each 60 s are logged)",
+        '127.0.0.1:5000 - "GET /api/v1/jobs/last HTTP/1.1" 401 Unauthorized',
+    ]
 
 
 def test_the_server_quiets_those_lines_while_it_runs(monkeypatch):
     seen = []
 
     def run(server) -> None:
-        seen.extend(logging.getLogger("asyncio").filters + logging.getLogger("uvicorn.access").filters)
+        for name in ("asyncio", "uvicorn.access", "uvicorn.error"):
+            seen.extend((name, type(f)) for f in logging.getLogger(name).filters)
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
     uvicorn_server.GracefulServer(uvicorn.Config(small_app())).run()
-    assert {type(f) for f in seen} >= {AcceptErrorsNowAndThen, RefusedRequestsNowAndThen}
+    assert {
+        ("asyncio", AcceptErrorsNowAndThen),
+        ("uvicorn.access", RefusedRequestsNowAndThen),
+        ("uvicorn.error", RefusedRequestsNowAndThen),
+    } <= set(seen)
     assert not any(isinstance(f, AcceptErrorsNowAndThen) for f in logging.getLogger("asyncio").filters)
-    assert not any(isinstance(f, RefusedRequestsNowAndThen) for f in logging.getLogger("uvicorn.access").filters)
+    for name in ("uvicorn.access", "uvicorn.error"):
+        assert not any(isinstance(f, RefusedRequestsNowAndThen) for f in logging.getLogger(name).filters)

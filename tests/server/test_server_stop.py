@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from vibe_blender.core import user_dirs
 from vibe_blender.core.client import ServerClient
@@ -158,12 +160,15 @@ def test_a_client_sending_requests_without_the_token_again_and_again_does_not_fi
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/api/v1/jobs", timeout=10)
         assert refused.value.code == 401
+        with pytest.raises(InvalidStatus):  # a WebSocket handshake without the token: refused, on uvicorn's error log
+            connect(url.replace("http", "ws", 1) + "/api/v1/live/x/stream", open_timeout=10).close()
     assert health_answers(url, TOKEN)
     post_shutdown(url)
     assert server.wait() == 0, server.stderr
     access_lines = [line for line in server.stdout.splitlines() if '"GET /api/v1/' in line]
     assert sum(line.endswith(" 401 Unauthorized") for line in access_lines) == 10
     assert access_lines[-1].endswith('"GET /api/v1/health HTTP/1.1" 200 OK')
+    assert sum('"WebSocket /api/v1/live/x/stream" 403' in line for line in server.stderr.splitlines()) == 10
 
 
 def test_serve_cancel_unfinished_jobs_cancels_those_its_last_stop_left(start_server, tmp_path):

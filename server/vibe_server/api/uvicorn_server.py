@@ -63,7 +63,8 @@ class GracefulServer(uvicorn.Server):
         asyncio_log, accept_errors = logging.getLogger("asyncio"), AcceptErrorsNowAndThen()
         asyncio_log.addFilter(accept_errors)
         access_log, refused_requests = logging.getLogger("uvicorn.access"), RefusedRequestsNowAndThen()
-        access_log.addFilter(refused_requests)
+        for log in (access_log, uvicorn_log):
+            log.addFilter(refused_requests)
         previous = {}
         if threading.current_thread() is threading.main_thread():  # only the main thread has signals
             previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
@@ -74,7 +75,8 @@ class GracefulServer(uvicorn.Server):
                 signal.signal(sig, handler)
             uvicorn_log.removeFilter(_one_line_for_a_cut_off_request)
             asyncio_log.removeFilter(accept_errors)
-            access_log.removeFilter(refused_requests)
+            for log in (access_log, uvicorn_log):
+                log.removeFilter(refused_requests)
 
     async def serve(self, sockets: list | None = None) -> None:
         self._loop = asyncio.get_running_loop()  # for the second Ctrl-C's handler

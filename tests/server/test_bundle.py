@@ -1,6 +1,7 @@
 """The model-data bundle: location, check, install, and the CLI around it."""
 
 import contextlib
+import errno
 import http.server
 import json
 import os
@@ -12,6 +13,8 @@ import struct
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -645,6 +648,7 @@ class _Ranged(http.server.BaseHTTPRequestHandler):
     stall = 0.0
     ranges = True
     lie = None
+    part_of_it = None  # bytes a 206 sends to a request for the whole file (None: a 200 with all of it)
     seen: list
 
     def do_GET(self):  # noqa: N802 (http.server's name)
@@ -652,12 +656,15 @@ class _Ranged(http.server.BaseHTTPRequestHandler):
         self.seen.append((self.headers.get("Range"), self.headers.get("If-Range")))
         body, validators = self.versions[min(answer, len(self.versions) - 1)]
         start = self._start(validators)
-        self.send_response(200 if start is None else 206)
+        part = self.part_of_it if start is None else None
+        self.send_response(200 if start is None and part is None else 206)
         for key, value in validators.items():
             self.send_header(key, value)
         if start is not None:
             self.send_header("Content-Range", self.lie or f"bytes {start}-{len(body) - 1}/{len(body)}")
-        rest = body[start or 0 :]
+        if part is not None:
+            self.send_header("Content-Range", f"bytes 0-{part - 1}/{len(body)}")
+        rest = body[start or 0 :] if part is None else body[:part]
         self.send_header("Content-Length", str(len(rest)))
         self.end_headers()
         cut = self.cuts[answer] if answer < len(self.cuts) else None
@@ -804,6 +811,7 @@ def _link_to(outside: Path):
 
 ODD_SIDECARS = {
     "not JSON": lambda part, sidecar, kept, outside: sidecar.write_text("{"),
+    "nested too deep": lambda part, sidecar, kept, outside: sidecar.write_text("[" * 4000),
     "a list": lambda part, sidecar, kept, outside: sidecar.write_text("[]"),
     "too long": lambda part, sidecar, kept, outside: sidecar.write_text(" " * 5000 + json.dumps(kept)),
     "another URL": lambda part, sidecar, kept, outside: sidecar.write_text(json.dumps({**kept, "url": "http://x/y"})),
@@ -820,6 +828,7 @@ ODD_SIDECARS = {
     ),
     "a part longer than the total": lambda part, sidecar, kept, outside: part.write_bytes(bytes(kept["total"] + 1)),
     "a part linked out": lambda part, sidecar, kept, outside: _link_to(outside)(part),
+    "a part hard-linked to another file": lambda part, sidecar, kept, outside: (part.unlink(), os.link(outside, part)),
     "a sidecar linked out": lambda part, sidecar, kept, outside: (
         outside.write_text(json.dumps(kept)),
         _link_to(outside)(sidecar),
@@ -846,6 +855,84 @@ def test_an_odd_kept_download_is_started_again(full_bundle, ranged, tmp_path, od
     assert bundle.install(url, target, log=lambda _: None) == [bundle.EXTRA_REGRESSOR]
     assert seen == [(None, None)] and (target / bundle.EXTRA_REGRESSOR).read_bytes() == body
     assert outside.read_bytes() == before and _partials(target) == []
+
+
+def test_a_connection_that_fails_while_a_download_is_under_way_is_tried_again(
+    full_bundle, ranged, tmp_path, monkeypatch
+):
+    """Only a body cut off was tried again: the next try's connection failing (the network's blip
+    that cut the body off) ended the install."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, seen = ranged(versions=[(body, {"ETag": '"v1"'})], cuts=[CUT])
+    real_urlopen, calls = urllib.request.urlopen, []
+
+    def refused_once_cut_off(request, timeout):
+        calls.append(request.full_url)
+        if len(calls) == 2:
+            raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+        return real_urlopen(request, timeout=timeout)
+
+    monkeypatch.setattr(bundle.urllib.request, "urlopen", refused_once_cut_off)
+    assert bundle.install(url, tmp_path / "t", log=lambda _: None) == [bundle.EXTRA_REGRESSOR]
+    assert (tmp_path / "t" / bundle.EXTRA_REGRESSOR).read_bytes() == body
+    assert len(calls) == 3 and seen == [(None, None), (f"bytes={CUT}-", '"v1"')]
+
+
+def test_a_full_disk_frees_the_part_downloaded_and_says_so(full_bundle, ranged, tmp_path, monkeypatch):
+    """It was said as a network error, and the part (up to gigabytes) was kept on the full disk."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, _ = ranged(versions=[(body, {"ETag": '"v1"'})])
+    real_open_part = bundle._open_part
+
+    class FullDisk:
+        def __init__(self, out):
+            self.out = out
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.out.close()
+
+        def write(self, chunk):
+            self.out.write(chunk[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle, "_open_part", lambda partial: FullDisk(real_open_part(partial)))
+    target = tmp_path / "t"
+    with pytest.raises(VibeError) as full:
+        bundle.install(url, target, log=lambda _: None)
+    assert str(full.value) == (
+        f"The download of {bundle.EXTRA_REGRESSOR} could not be written in '{target}' ([Errno 28] No space left "
+        "on device). Free some space there (a full disk), or install into another folder with --data-dir, then "
+        "install again."
+    )
+    assert _partials(target) == [] and _installed(target) == []
+
+
+def test_part_of_the_file_sent_for_all_of_it_is_refused(full_bundle, ranged, tmp_path):
+    """A 206 to a request without Range was taken as the whole file, then called an invalid model file."""
+    url, _ = ranged(versions=[((full_bundle / bundle.EXTRA_REGRESSOR).read_bytes(), {"ETag": '"v1"'})], part_of_it=100)
+    with pytest.raises(
+        VibeError, match=r"asked for the whole file, the server sent part of it \(206 Partial Content\)"
+    ):
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert _partials(tmp_path / "t") == [] and _installed(tmp_path / "t") == []
+
+
+def test_a_kept_download_the_server_then_refuses_to_continue_is_not_kept_again(full_bundle, ranged, tmp_path):
+    """A web page (or a file too large) answering the request to continue left the old part in place,
+    to be refused again at every install for a week."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, seen = ranged(versions=[(b"<html>sign in</html>", {"ETag": '"v2"', "Content-Type": "text/html"})])
+    target = tmp_path / "t"
+    target.mkdir()
+    part, sidecar = bundle._partial_paths(target, url)
+    part.write_bytes(body[:CUT])
+    sidecar.write_text(json.dumps({"url": url, "validator": '"v1"', "total": len(body)}))
+    with pytest.raises(VibeError, match="a web page"):
+        bundle.install(url, target, log=lambda _: None)
+    assert seen == [(f"bytes={CUT}-", '"v1"')] and _partials(target) == []
 
 
 def test_the_next_install_keeps_an_interrupted_download_for_a_week(full_bundle, tmp_path):

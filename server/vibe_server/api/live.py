@@ -234,9 +234,9 @@ class LiveManager:
             while not run.watched.wait(FIRST_VIEWER_POLL_S) and not should_stop():
                 pass
             if run.stop_event.is_set():  # stopped first: the file is released unread
-                source.discard()
                 run.status = "stopped"
-                self._finish(run)
+                self._finish(run)  # final first, as below: whatever the release does, the session has ended
+                source.discard()
                 return
         run.status = "running"
         source.start()

@@ -12,6 +12,7 @@ by: command-line flag > ``$VIBE_DATA_DIR`` > the platform's user-data folder (se
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import json
@@ -21,6 +22,7 @@ import shutil
 import stat
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import zipfile
 import zlib
@@ -30,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import BinaryIO
 
+from vibe_blender.core import safe_json
 from vibe_blender.core.atomic_file import sync_folder
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
@@ -369,7 +372,12 @@ CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
 
 
 class _CutOff(Exception):
-    """The answer ended before the file did: the connection closed, was reset or timed out."""
+    """The answer ended before the file did: the connection closed, was reset or timed out (or, for a
+    download that has bytes to continue, could not be made again: a blip of the network)."""
+
+
+# what opening a connection raises when the network, not the server's answer, failed
+CONNECTION_FAILURES = (urllib.error.URLError, TimeoutError, ConnectionError, http.client.RemoteDisconnected)
 
 
 @dataclass
@@ -405,16 +413,14 @@ def _kept_partial(folder: Path, url: str, limit: int) -> _Partial:
     try:
         with open_regular_file(sidecar, follow_symlink=False) as file:
             text = file.read(MAX_SIDECAR_BYTES + 1)
-        kept = json.loads(text) if len(text) <= MAX_SIDECAR_BYTES else None
+        kept = safe_json.loads(text) if len(text) <= MAX_SIDECAR_BYTES else None
         info = os.lstat(part)
-    except (OSError, ValueError):  # missing, a link or special file, not JSON (NotRegularFileError too)
+    except (OSError, ValueError):  # missing, a link or special file, not JSON or nested too deep (ValueErrors)
         return _Partial(url, part, sidecar)
-    if not isinstance(kept, dict) or kept.get("url") != url or not stat.S_ISREG(info.st_mode):
+    if not isinstance(kept, dict) or kept.get("url") != url or not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         return _Partial(url, part, sidecar)
     validator, total = kept.get("validator"), kept.get("total")
-    if not (isinstance(validator, str) and 0 < len(validator) <= MAX_VALIDATOR_CHARS):
-        return _Partial(url, part, sidecar)
-    if not (validator.isascii() and validator.isprintable()):  # it goes into a request header
+    if not (isinstance(validator, str) and validator and _usable_validator(validator)):
         return _Partial(url, part, sidecar)
     if type(total) is not int or not 0 < info.st_size < total <= limit:  # type(): True is an int too
         return _Partial(url, part, sidecar)
@@ -430,13 +436,27 @@ def _write_new(path: Path, data: bytes) -> None:
 
 
 def _open_part(partial: _Partial) -> BinaryIO:
-    """The partial file open for writing at ``partial.offset`` (a new file at 0)."""
+    """The partial file open for writing at ``partial.offset`` (a new file at 0); OSError unless it
+    is a plain file of its own (no link, FIFO or device put in its place is written through)."""
     if partial.offset == 0:
         _write_new(partial.part, b"")
-    fd = os.open(partial.part, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-    os.ftruncate(fd, partial.offset)  # what a try wrote past the bytes counted (none, unless it crashed)
-    os.lseek(fd, partial.offset, os.SEEK_SET)
-    return os.fdopen(fd, "wb")
+    flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(partial.part, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError(errno.EINVAL, "the partial download is not a plain file of its own", str(partial.part))
+        os.ftruncate(fd, partial.offset)  # what a try wrote past the bytes counted (none, unless it crashed)
+        os.lseek(fd, partial.offset, os.SEEK_SET)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _usable_validator(text: str) -> bool:
+    """Whether ``text`` may go into an If-Range header (and a sidecar the next install accepts)."""
+    return text.isascii() and text.isprintable() and len(text) <= MAX_VALIDATOR_CHARS
 
 
 def _validator(headers) -> str:
@@ -458,7 +478,7 @@ def _start_over(partial: _Partial, response: http.client.HTTPResponse, limit: in
     if total is not None and total > limit:
         raise _refuse(partial.url, *too_big)
     validator = _validator(response.headers)
-    if not (validator.isascii() and validator.isprintable() and len(validator) <= MAX_VALIDATOR_CHARS):
+    if not _usable_validator(validator):
         validator = ""  # not one the next install would accept
     partial.validator, partial.total, partial.offset = validator, total, 0
     if partial.resumable:
@@ -502,28 +522,62 @@ def _fetch(partial: _Partial, name: str, limit: int, log: Callable[[str], None])
     resuming = partial.offset > 0 and partial.resumable
     asked = {"Range": f"bytes={partial.offset}-", "If-Range": partial.validator} if resuming else {}
     request = urllib.request.Request(partial.url, headers=asked)
-    with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_SECONDS)
+    except urllib.error.HTTPError:
+        raise  # the server's answer: not a blip
+    except CONNECTION_FAILURES as err:
+        if partial.offset > 0:  # the network failed again while a download was under way: tried again
+            raise _CutOff() from err
+        raise
+    with response:
+        continues = resuming and response.status == 206
+        if not continues:
+            partial.offset = 0  # whatever this answer is, what was downloaded before is not continued
         if response.headers.get_content_type() == "text/html":
             raise _web_page(partial.url, downloaded=True)
-        if resuming and response.status == 206:
+        if continues:
             _check_continuation(partial, response)
             log(f"Resuming the download of {name} at {_in_words(partial.offset)} of {_in_words(partial.total)}.")
+        elif response.status == 206:  # part of a file, asked for all of it: it would be taken as the whole
+            raise VibeError(
+                f"Could not download '{partial.url}': asked for the whole file, the server sent part of it (206 "
+                "Partial Content). Download it in a browser and install the file with 'vibe-mocap data install FILE'."
+            )
         else:
             if resuming:
                 log(f"The server sent all of {name} again (it cannot continue, or the file changed): starting over.")
             _start_over(partial, response, limit, too_big)
-        with _open_part(partial) as out:
-            with tqdm(
+        with (
+            _writing(partial, name) as write,
+            tqdm(
                 total=partial.total, initial=partial.offset, unit="B", unit_scale=True, desc=f"download {name}"
-            ) as bar:
-                for chunk in _body(response, partial.url):
-                    if partial.offset + len(chunk) > limit:
-                        raise _refuse(partial.url, *too_big)
-                    out.write(chunk)
-                    partial.offset += len(chunk)
-                    bar.update(len(chunk))
+            ) as bar,
+        ):
+            for chunk in _body(response, partial.url):
+                if partial.offset + len(chunk) > limit:
+                    raise _refuse(partial.url, *too_big)
+                write(chunk)
+                partial.offset += len(chunk)
+                bar.update(len(chunk))
     if partial.total is not None and partial.offset != partial.total:  # the connection closed early
         raise _CutOff()
+
+
+@contextlib.contextmanager
+def _writing(partial: _Partial, name: str) -> Iterator[Callable[[bytes], object]]:
+    """A function that appends to the partial file. When the disk refuses (full, or the file is not
+    the plain file it should be), the partial goes (its space is freed) and one VibeError says so."""
+    try:
+        with _open_part(partial) as out:
+            yield out.write
+    except OSError as err:
+        partial.discard()
+        partial.offset = 0  # nothing is kept to continue
+        raise VibeError(
+            f"The download of {name} could not be written in '{partial.part.parent}' ({err}). Free some space "
+            "there (a full disk), or install into another folder with --data-dir, then install again."
+        ) from None
 
 
 def _cut_off(partial: _Partial, kept: bool) -> VibeError:

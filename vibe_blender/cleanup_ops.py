@@ -442,25 +442,26 @@ def trim_and_offset_characters(
 
 
 def _offset_the_rest(armature_obj, offset: int) -> None:
-    """After write_motion moved the motion's keys by ``offset`` frames, move the frames their
-    modifiers play on (each motion curve plays at frame f + offset what it played at f), the keys
-    write_motion did not write (the user's scale or custom property keys on the character, its
-    body's shape keys) with their modifiers' frames, and the manual frame range of their actions,
-    so that everything keyed with the motion stays in step with it (and an export of the action's
-    frame range exports the moved motion)."""
+    """After write_motion moved the keys it writes by ``offset`` frames (the motion's, the body's
+    visibility and baked correctives), move the frames their modifiers play on (each curve plays at
+    frame f + offset what it played at f); move the keys write_motion did not write (the user's
+    scale or custom property keys on the character, its body's shape keys) with their modifiers'
+    frames, and the manual frame range of their actions, so that everything keyed with the motion
+    stays in step with it (and an export of the action's frame range exports the moved motion)."""
     motion = set(motion_curves(armature_obj))
     keyframes.shift_keys(armature_obj, offset, keep=motion)
-    for fcurve in keyframes.channels_of(armature_obj).fcurves:
-        if fcurve.data_path in motion:
-            keyframes.shift_modifiers(fcurve, offset)
+    keyframes.shift_modifiers_of(armature_obj, offset, motion)
     body = find_character_mesh(armature_obj)
     if body is None:
         return
-    keyframes.shift_keys(body, offset, keep=set(ANIMATED_FLAGS))
+    flags = set(ANIMATED_FLAGS)
+    keyframes.shift_keys(body, offset, keep=flags)
+    keyframes.shift_modifiers_of(body, offset, flags)
     if body.data.shape_keys is not None:
         baked = armature_obj.get("vibe_correctives") == "baked"
-        correctives = {corrective_path(k) for k in range(NUM_CORRECTIVES)}
-        keyframes.shift_keys(body.data.shape_keys, offset, keep=correctives if baked else set())
+        written = {corrective_path(k) for k in range(NUM_CORRECTIVES)} if baked else set()
+        keyframes.shift_keys(body.data.shape_keys, offset, keep=written)
+        keyframes.shift_modifiers_of(body.data.shape_keys, offset, written)
 
 
 def merge_characters(keep_obj, other_obj, *, warn: Callable[[str], None] = print) -> int:

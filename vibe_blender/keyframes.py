@@ -349,12 +349,21 @@ def _shift_range(owner, start: str, end: str, offset: float) -> None:
         setattr(owner, name, moved[name])
 
 
+def shift_modifiers_of(id_block: bpy.types.ID, offset: float, data_paths: set[str]) -> None:
+    """:func:`shift_modifiers` on the F-curves of ``id_block`` whose data path is in ``data_paths``
+    (curves whose keys an edit wrote moved already)."""
+    channels = channels_of(id_block)
+    for fcurve in channels.fcurves if channels is not None else ():
+        if fcurve.data_path in data_paths:
+            shift_modifiers(fcurve, offset)
+
+
 def shift_modifiers(fcurve: bpy.types.FCurve, offset: float) -> None:
     """Move by ``offset`` frames every frame-based setting of ``fcurve``'s modifiers, muted ones too:
     a restricted frame range, a Limits' frame bounds, a Stepped's offset and range, a Noise's time
     offset, an Envelope's control points, and a Generator's or Built-In Function's argument (the
-    same function of the frame, moved: exact up to float rounding). A Cycles loops the keys wherever
-    they are."""
+    same function of the frame, moved; Blender keeps a Generator's coefficients in float32, so a
+    cubic moved by a thousand frames plays about 0.01 off). A Cycles loops the keys wherever they are."""
     for modifier in fcurve.modifiers:
         # the restricted range (on a Stepped the same names set its own range too)
         _shift_range(modifier, "frame_start", "frame_end", offset)

@@ -13,6 +13,7 @@ bpy = pytest.importorskip("bpy")
 from characters import imported_tracks, linked_clip  # noqa: E402
 
 from vibe_blender import keyframes  # noqa: E402
+from vibe_blender.animation import corrective_path  # noqa: E402
 from vibe_blender.cleanup_ops import (  # noqa: E402
     LOC_PATH,
     clean_up_character,
@@ -902,6 +903,23 @@ def test_an_offset_moves_the_frames_the_modifiers_of_the_motion_play_on(start, e
         assert modifier_types(moved, path, c) == [TIMED_MODIFIERS[name][0]], name
     generator = modifiers(moved, LOC_PATH, 0)[0]  # its restricted range moved with the keys
     assert generator.use_restricted_range and (generator.frame_start, generator.frame_end) == (15 + offset, 35 + offset)
+
+
+def test_an_offset_moves_the_modifiers_of_the_body_curves_it_writes(empty_scene, body_model):
+    """The body's visibility and baked corrective curves are written anew at the moved frames: their
+    modifiers stayed on the old frames while every other curve's moved."""
+    ((person, body),) = imported_tracks(body_model, [range(10, 40)], correctives="baked")
+    curves = [
+        keyframes.channels_of(body).fcurves.find("hide_render"),
+        keyframes.channels_of(body.data.shape_keys).fcurves.find(corrective_path(0)),
+    ]
+    for fcurve in curves:
+        noise = fcurve.modifiers.new("NOISE")
+        noise.use_restricted_range, noise.frame_start, noise.frame_end = True, 15.0, 25.0
+    trim_and_offset(person, offset=7)
+    for data in (body, body.data.shape_keys):
+        (noise,) = [m for f in keyframes.channels_of(data).fcurves for m in f.modifiers]
+        assert (noise.frame_start, noise.frame_end, noise.offset) == (22.0, 32.0, 7.0)
 
 
 def test_a_motion_keyed_on_twos_is_refused_and_kept(empty_scene, body_model):

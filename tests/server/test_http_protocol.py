@@ -250,6 +250,7 @@ def test_refused_requests_are_logged_a_few_times_a_minute_per_kind(monkeypatch):
             request(401)
             request(404, "/nothing")
             error.info('%s - "WebSocket %s" 403', "127.0.0.1:5000", "/api/v1/live/x/stream")
+            error.info("connection rejected (%d %s)", 403, "Forbidden")  # the websockets library's own line
             error.warning("Invalid HTTP request received.")
             if i % 50 == 0:
                 request(200)  # every answer below 400 is logged
@@ -261,6 +262,7 @@ def test_refused_requests_are_logged_a_few_times_a_minute_per_kind(monkeypatch):
     assert sum(line.endswith(" 200 OK") for line in lines) == 10
     assert sum(line.endswith('"WebSocket /api/v1/live/x/stream" 403') for line in lines) == 10
     assert sum(line.endswith("Invalid HTTP request received.") for line in lines) == 10
+    assert sum(line.endswith("connection rejected (403 Forbidden)") for line in lines) == 10
     assert lines[-2:] == [
         "WARNING:  490 more requests answered 401 were not logged since the last such line (a client sending "
         "them again and again; the first 10 each 60 s are logged)",

@@ -20,6 +20,8 @@ ACCESS_LINE = '%s - "%s %s HTTP/%s" %d'
 WEBSOCKET_REFUSED = '%s - "WebSocket %s" 403'
 WEBSOCKET_ANSWERED = '%s - "WebSocket %s" %d'
 UNPARSED_REQUEST_LINES = ("Invalid HTTP request received.", "Unsupported upgrade request.")
+# the websockets library's line for the same refused handshake, through the logger uvicorn gives it
+WEBSOCKETS_LIBRARY_REFUSALS = ("connection rejected (%d %s)", "HTTP response sent (%d %s)")
 
 
 class NowAndThen(logging.Filter):
@@ -97,6 +99,8 @@ class RefusedRequestsNowAndThen(NowAndThen):
             return "WebSocket handshakes answered", 403
         if record.msg == WEBSOCKET_ANSWERED and len(args) == 3 and isinstance(args[2], int) and args[2] >= 400:
             return "WebSocket handshakes answered", args[2]
+        if record.msg in WEBSOCKETS_LIBRARY_REFUSALS and len(args) == 2 and isinstance(args[0], int) and args[0] >= 400:
+            return "WebSocket handshakes refused with", args[0]
         if record.msg in UNPARSED_REQUEST_LINES:
             return f'requests logged as "{record.msg}"', None
         return None

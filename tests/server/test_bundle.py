@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hostile_files.py
 from hostile_files import Member, zip_bytes
@@ -888,10 +889,7 @@ def test_a_full_disk_frees_the_part_downloaded_and_says_so(full_bundle, ranged, 
         def __init__(self, out):
             self.out = out
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
+        def close(self):
             self.out.close()
 
         def write(self, chunk):
@@ -920,19 +918,61 @@ def test_part_of_the_file_sent_for_all_of_it_is_refused(full_bundle, ranged, tmp
     assert _partials(tmp_path / "t") == [] and _installed(tmp_path / "t") == []
 
 
-def test_a_kept_download_the_server_then_refuses_to_continue_is_not_kept_again(full_bundle, ranged, tmp_path):
-    """A web page (or a file too large) answering the request to continue left the old part in place,
-    to be refused again at every install for a week."""
-    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
-    url, seen = ranged(versions=[(b"<html>sign in</html>", {"ETag": '"v2"', "Content-Type": "text/html"})])
-    target = tmp_path / "t"
+def _kept_download(target: Path, url: str, body: bytes) -> None:
+    """What an interrupted install of ``url`` left in ``target``: its first CUT bytes, ETag "v1"."""
     target.mkdir()
     part, sidecar = bundle._partial_paths(target, url)
     part.write_bytes(body[:CUT])
     sidecar.write_text(json.dumps({"url": url, "validator": '"v1"', "total": len(body)}))
+
+
+def test_a_kept_download_whose_file_grew_too_large_is_not_kept_again(full_bundle, ranged, tmp_path, monkeypatch):
+    """The file changed and is now too large: the old part stayed, to be refused at every install for a week."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    monkeypatch.setitem(bundle.MAX_FILE_BYTES, bundle.EXTRA_REGRESSOR, len(body))
+    url, seen = ranged(versions=[(body + bytes(1000), {"ETag": '"v2"'})])
+    _kept_download(tmp_path / "t", url, body)
+    with pytest.raises(VibeError, match="larger than the model data can be"):
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert seen == [(f"bytes={CUT}-", '"v1"')] and _partials(tmp_path / "t") == []
+
+
+def test_a_web_page_answering_a_continuation_keeps_the_part_downloaded(full_bundle, ranged, tmp_path):
+    """A captive portal's sign-in page (or a proxy's error page) says nothing of the file: once past it,
+    the same command continues the download."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, _ = ranged(versions=[(b"<html>sign in</html>", {"Content-Type": "text/html"})])
+    _kept_download(tmp_path / "t", url, body)
     with pytest.raises(VibeError, match="a web page"):
-        bundle.install(url, target, log=lambda _: None)
-    assert seen == [(f"bytes={CUT}-", '"v1"')] and _partials(target) == []
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert len(_partials(tmp_path / "t")) == 2
+
+
+def test_a_progress_bar_that_cannot_be_written_is_not_taken_for_a_full_disk(full_bundle, ranged, tmp_path, monkeypatch):
+    """`data install URL 2>&1 | head`: the bar's BrokenPipeError was called a full disk, and the part
+    downloaded was deleted."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    url, _ = ranged(versions=[(body, {"ETag": '"v1"'})])
+    _kept_download(tmp_path / "t", url, body)
+
+    class ClosedTerminal:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(tqdm, "tqdm", ClosedTerminal)
+    with pytest.raises(VibeError) as failed:
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert "Broken pipe" in str(failed.value) and "full disk" not in str(failed.value)
+    assert len(_partials(tmp_path / "t")) == 2  # the part downloaded stays, to be continued
 
 
 def test_the_next_install_keeps_an_interrupted_download_for_a_week(full_bundle, tmp_path):

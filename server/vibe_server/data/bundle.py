@@ -474,13 +474,14 @@ def _in_words(size: int) -> str:
 def _start_over(partial: _Partial, response: http.client.HTTPResponse, limit: int, too_big: tuple[str, str]) -> None:
     """Take a whole-file answer: the partial restarts from 0 with this answer's size and validator
     (the sidecar follows: rewritten, or deleted when the server gave nothing to continue by)."""
+    partial.offset = 0  # what was kept is not continued, whatever this answer turns out to be
     total = parse_content_length(response.headers.get("Content-Length"))
     if total is not None and total > limit:
         raise _refuse(partial.url, *too_big)
     validator = _validator(response.headers)
     if not _usable_validator(validator):
         validator = ""  # not one the next install would accept
-    partial.validator, partial.total, partial.offset = validator, total, 0
+    partial.validator, partial.total = validator, total
     if partial.resumable:
         kept = {"url": partial.url, "validator": partial.validator, "total": partial.total}
         _write_new(partial.sidecar, json.dumps(kept).encode())
@@ -532,14 +533,13 @@ def _fetch(partial: _Partial, name: str, limit: int, log: Callable[[str], None])
         raise
     with response:
         continues = resuming and response.status == 206
-        if not continues:
-            partial.offset = 0  # whatever this answer is, what was downloaded before is not continued
-        if response.headers.get_content_type() == "text/html":
+        if response.headers.get_content_type() == "text/html":  # (a captive portal's: what was kept stays)
             raise _web_page(partial.url, downloaded=True)
         if continues:
             _check_continuation(partial, response)
             log(f"Resuming the download of {name} at {_in_words(partial.offset)} of {_in_words(partial.total)}.")
         elif response.status == 206:  # part of a file, asked for all of it: it would be taken as the whole
+            partial.offset = 0  # nothing of it is kept
             raise VibeError(
                 f"Could not download '{partial.url}': asked for the whole file, the server sent part of it (206 "
                 "Partial Content). Download it in a browser and install the file with 'vibe-mocap data install FILE'."
@@ -564,20 +564,46 @@ def _fetch(partial: _Partial, name: str, limit: int, log: Callable[[str], None])
         raise _CutOff()
 
 
+class _DiskRefused(Exception):
+    """The partial file could not be written (``args[0]``: the OSError)."""
+
+
 @contextlib.contextmanager
 def _writing(partial: _Partial, name: str) -> Iterator[Callable[[bytes], object]]:
     """A function that appends to the partial file. When the disk refuses (full, or the file is not
-    the plain file it should be), the partial goes (its space is freed) and one VibeError says so."""
-    try:
-        with _open_part(partial) as out:
-            yield out.write
-    except OSError as err:
+    the plain file it should be), the partial goes (its space is freed) and one VibeError says so;
+    an OSError of anything else (the terminal the progress bar writes to) is not the disk's."""
+
+    def refused(err: OSError) -> VibeError:
         partial.discard()
         partial.offset = 0  # nothing is kept to continue
-        raise VibeError(
+        return VibeError(
             f"The download of {name} could not be written in '{partial.part.parent}' ({err}). Free some space "
             "there (a full disk), or install into another folder with --data-dir, then install again."
-        ) from None
+        )
+
+    def write(chunk: bytes) -> None:
+        try:
+            out.write(chunk)
+        except OSError as err:
+            raise _DiskRefused(err) from None
+
+    try:
+        out = _open_part(partial)
+    except OSError as err:
+        raise refused(err) from None
+    try:
+        yield write
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # what failed is said: the file's own close adds nothing
+            out.close()
+        if isinstance(err, _DiskRefused):
+            raise refused(err.args[0]) from None
+        raise
+    try:
+        out.close()  # it flushes: the disk may refuse there too
+    except OSError as err:
+        raise refused(err) from None
 
 
 def _cut_off(partial: _Partial, kept: bool) -> VibeError:

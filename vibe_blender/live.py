@@ -66,7 +66,7 @@ from .core.take_files import (
     note_take_saved_on_exit,
     takes_saved_on_exit,
 )
-from .core.take_journal import JOURNAL_FOLDER, JournalError, TakeJournal, orphaned_journals, read_journal
+from .core.take_journal import JOURNAL_FOLDER, JournalError, TakeJournal, orphaned_journals, recovering
 from .core.user_dirs import write_private_file
 from .importer import ImportOptions, import_motion_file, units_per_metre
 from .preferences import BODY_MODEL_CACHE, user_dir
@@ -487,7 +487,12 @@ def recover_crashed_takes(journal_dir: Path) -> list[Path]:
     panel. A journal that cannot be read or saved stays where it is, and one line says so on the
     console: register goes on whatever happens."""
     saved = []
-    for journal in orphaned_journals(journal_dir):
+    try:
+        journals = orphaned_journals(journal_dir)
+    except Exception as err:  # noqa: BLE001  never the add-on's register
+        print(f"VIBE Mocap: the live take journals in '{journal_dir}' could not be looked at ({err}).", file=sys.stderr)
+        return saved
+    for journal in journals:
         try:
             path = _recover(journal)
         except Exception as err:  # noqa: BLE001  never the add-on's register
@@ -505,24 +510,36 @@ def recover_crashed_takes(journal_dir: Path) -> list[Path]:
 
 def _recover(journal: Path) -> Path | None:
     """Save the take of one orphaned journal, then delete the journal -> the take file (None: nobody
-    was tracked, nothing to save)."""
-    found = read_journal(journal)
-    take = found.take
-    if not take.track_ids and found.damage:
-        raise JournalError(found.damage)
-    path = None
-    if take.track_ids:
-        if found.damage:
-            take.warnings.append(found.damage)
-        # the results folder of then, unless it is gone (a drive unplugged): the user's results folder now
-        folder = found.results_dir if found.results_dir.is_dir() else user_dir("results")
-        path = _save_at_a_rate_that_fits(take, folder, found.scene_fps)
-        _note_saved_on_exit(path)
-    try:
-        journal.unlink()
-    except OSError as err:  # the take is saved: the next run would save it again
-        print(f"VIBE Mocap: the live take journal '{journal}' could not be removed ({err}).", file=sys.stderr)
+    was tracked, nothing to save; or another run holds the journal)."""
+    with recovering(journal) as found:
+        if found is None:  # another run recovers it (or has)
+            return None
+        take = found.take
+        if not take.track_ids and found.damage:
+            raise JournalError(found.damage)
+        path = None
+        if take.track_ids:
+            if found.damage:
+                take.warnings.append(found.damage)
+            path = _save_recovered(take, found.results_dir, found.scene_fps)
+            _note_saved_on_exit(path)
+        try:
+            journal.unlink()  # while held: no other run recovers it too
+        except OSError as err:  # the take is saved: the next run would save it again
+            print(f"VIBE Mocap: the live take journal '{journal}' could not be removed ({err}).", file=sys.stderr)
     return path
+
+
+def _save_recovered(take: LiveTake, results_dir: Path, fps: float) -> Path:
+    """Save a recovered take in the results folder of then, else (gone, or it refuses: a drive
+    unplugged, its permissions changed) in the user's results folder now."""
+    if results_dir.is_dir():  # (never made again: an unplugged drive's mount point is no place for it)
+        try:
+            return _save_at_a_rate_that_fits(take, results_dir, fps)
+        except VibeError:
+            if user_dir("results") == results_dir:
+                raise
+    return _save_at_a_rate_that_fits(take, user_dir("results"), fps)
 
 
 def takes_saved_on_exit_notice() -> str | None:

@@ -666,6 +666,7 @@ def test_a_take_recording_when_blender_crashed_is_saved_by_the_next_run_which_sa
     journal.add_warnings(take.warnings)
     for frame in frames_of(take):
         journal.add_frame(frame)
+    journal._file.close()  # the run crashed: its lock on the journal went with it
     journal.path.write_bytes(journal.path.read_bytes()[:-100])  # the crash cut the last frame's record
     before = set(results.iterdir())
     live.register()  # the next run
@@ -681,24 +682,28 @@ def test_a_take_recording_when_blender_crashed_is_saved_by_the_next_run_which_sa
     live.dismiss_takes_saved_on_exit()
 
 
-def test_a_crashed_take_whose_results_folder_is_gone_is_saved_in_the_results_folder(addon, empty_scene, tmp_path):
-    """A take recorded into a folder since removed (a drive unplugged) was never saved, and its journal
-    was tried again at every start."""
+@pytest.mark.parametrize("then", ["gone", "a file in its place"])
+def test_a_crashed_take_whose_results_folder_cannot_take_it_is_saved_in_the_results_folder(
+    addon, empty_scene, tmp_path, then
+):
+    """A take recorded into a folder since removed (a drive unplugged) or unwritable was never saved,
+    and its journal was tried again at every start."""
+    then_folder = tmp_path / "unplugged drive"
+    if then == "a file in its place":
+        then_folder.write_bytes(b"")
     child = subprocess.Popen([sys.executable, "-c", ""])
     child.wait()
     journal = TakeJournal.create(
-        preferences.user_dir("cache") / JOURNAL_FOLDER,
-        scene_fps=24.0,
-        results_dir=tmp_path / "unplugged drive",
-        owner=(child.pid, 0),
+        preferences.user_dir("cache") / JOURNAL_FOLDER, scene_fps=24.0, results_dir=then_folder, owner=(child.pid, 0)
     )
     for frame in frames_of(moving_take(range(10))):
         journal.add_frame(frame)
+    journal._file.close()  # the run crashed: its lock on the journal went with it
     results = preferences.user_dir("results")
     before = set(results.iterdir())
     live.register()
     (saved,) = set(results.iterdir()) - before - {results / SAVED_ON_EXIT_NOTE}
-    assert not journal.path.exists() and not (tmp_path / "unplugged drive").exists()
+    assert not journal.path.exists() and not then_folder.is_dir()
     assert f"'{saved}'" in live.takes_saved_on_exit_notice()
     live.dismiss_takes_saved_on_exit()
 

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,7 +178,42 @@ def test_a_journal_past_the_recording_limit_is_read_up_to_it(tmp_path, monkeypat
     assert found.take.rows == 3 and found.take.received_index == [0, 1, 2] and found.take.full
 
 
-def test_only_journals_whose_writer_is_gone_are_recovered(tmp_path):
+def crashed(journal: TakeJournal) -> Path:
+    """The journal as its writer's process left it, ending: its file closed, its lock gone with it."""
+    journal._file.close()
+    return journal.path
+
+
+def test_a_journal_is_recovered_once_its_writer_lets_it_go_whatever_its_pid(tmp_path):
+    """Blenders in containers may share a pid (each its own pid namespace): the pid alone gave a
+    running writer's journal to another run, which saved half a take and deleted the journal."""
+    writing = journaled_take(tmp_path)[1]  # this process's, recording
+    stopped = journaled_take(tmp_path, owner=(dead_pid(), 0))[1]  # stopped, not saved yet: still held
+    same_pid_elsewhere = crashed(journaled_take(tmp_path, owner=(os.getpid(), 0))[1])
+    junk = tmp_path / f"take-{os.getpid()}-0123456789abcdef.journal"
+    junk.write_bytes(b"junk")  # nobody holds it: recovered, and said to be unreadable
+    (tmp_path / "notes.txt").write_text("not a journal")
+    assert orphaned_journals(tmp_path) == sorted([same_pid_elsewhere, junk])
+    assert writing.path.exists() and stopped.path.exists()
+    stopped.remove()  # saved: deleted while held, then let go
+    assert not stopped.path.exists() and orphaned_journals(tmp_path) == sorted([same_pid_elsewhere, junk])
+    assert orphaned_journals(tmp_path / "missing") == []
+
+
+def test_a_journal_being_recovered_is_not_recovered_twice(tmp_path):
+    path = crashed(journaled_take(tmp_path, owner=(dead_pid(), 0))[1])
+    with take_journal.recovering(path) as found:
+        assert found is not None and found.take.rows == 6
+        with take_journal.recovering(path) as again:  # another Blender starting at the same moment
+            assert again is None
+        assert orphaned_journals(tmp_path) == []
+        path.unlink()
+    with take_journal.recovering(path) as gone:
+        assert gone is None
+
+
+def test_where_there_are_no_locks_the_writers_pid_says(tmp_path, monkeypatch):
+    monkeypatch.setattr(take_journal, "_lock", lambda fd: None)  # Windows, or a file system without locks
     journaled_take(tmp_path)  # this process's: still recording
     gone = journaled_take(tmp_path, owner=(dead_pid(), 0))[1].path
     if sys.platform.startswith("linux"):  # a pid reused by another process (another start) is gone too
@@ -186,9 +222,30 @@ def test_only_journals_whose_writer_is_gone_are_recovered(tmp_path):
         reused = gone
     broken = tmp_path / f"take-{os.getpid()}-0123456789abcdef.journal"
     broken.write_bytes(b"junk")  # judged by the pid of its name: alive
-    (tmp_path / "notes.txt").write_text("not a journal")
-    assert orphaned_journals(tmp_path) == sorted({gone, reused})
-    assert orphaned_journals(tmp_path / "missing") == []
+    huge = tmp_path / "take-9999999999-0123456789abcdef.journal"
+    huge.write_bytes(b"junk")  # a pid no process has (os.kill raised OverflowError on it)
+    assert orphaned_journals(tmp_path) == sorted({gone, reused, huge})
+
+
+@pytest.mark.parametrize("platform", ["darwin", "linux", "win32"])
+def test_a_pid_no_process_can_have_is_no_running_writer(monkeypatch, platform):
+    monkeypatch.setattr(take_journal.sys, "platform", platform)
+    assert not take_journal.process_running(2**32 - 1, 0) and not take_journal.process_running(0, 0)
+
+
+def test_a_results_folder_that_does_not_decode_is_a_damaged_header(tmp_path, monkeypatch):
+    monkeypatch.setattr(take_journal.os, "fsdecode", lambda raw: raw.decode("utf-8"))  # as on Windows
+    path = tmp_path / "take-1-0123456789abcdef.journal"
+    path.write_bytes(header(folder=b"/\xff\xfe"))
+    with pytest.raises(JournalError, match=r"damaged header \(its results folder\)"):
+        read_journal(path)
+
+
+@pytest.mark.parametrize("fps", [0.0, -1.0, float("nan"), 2e6])
+def test_a_frame_rate_the_reader_would_refuse_is_not_journaled(tmp_path, fps):
+    with pytest.raises(OSError, match="cannot be journaled"):
+        TakeJournal.create(tmp_path, scene_fps=fps, results_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_recording_is_journaled_as_it_goes_and_the_journal_goes_with_the_take(tmp_path):
@@ -208,7 +265,11 @@ def test_a_journal_that_cannot_be_written_stops_with_one_warning_and_the_take_go
     folder = tmp_path / "journals"
     connection.recording_start(lambda: TakeJournal.create(folder, scene_fps=30.0, results_dir=tmp_path))
     take = connection._take
-    os.close(take.journal._file.fileno())  # the disk went away under the open journal
+
+    def refused(data):
+        raise OSError(5, "Input/output error")  # the disk went away under the open journal
+
+    take.journal._file.write = refused
     all_frames = frames()
     for frame in all_frames:
         connection._record(frame)

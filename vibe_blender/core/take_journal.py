@@ -14,7 +14,11 @@ fixed layout (little-endian): a frame (index, time, people dropped, people) foll
 
 Writes are plain appends to an unbuffered file, with no fsync per frame: a process that crashes
 keeps what the OS received, which is every frame written; only the machine losing power may lose
-the last seconds. The reader trusts nothing: a header that is not a journal's is an error, every count
+the last seconds. The writer holds a lock on its journal (where the system has one: not on Windows)
+until the take is saved or thrown away, and so does a run recovering it: a lock is freed when its
+process ends, however it ends, so a journal whose lock is free is one to recover, whatever the pid
+(another Blender in a container may have the same one), and two runs never recover one twice.
+The reader trusts nothing: a header that is not a journal's is an error, every count
 is bounded by the limits of a live frame and by the bytes the file holds, every number passes the
 checks a live frame passes (no dtype, pickle or size comes from the file), and the first record
 that is incomplete (where the crash cut the file) or fails a check ends the reading: the frames
@@ -23,12 +27,14 @@ before it are kept.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import secrets
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -66,7 +72,8 @@ PERSON = np.dtype([("track_id", "<u4"), ("frame_index", "<u8"), ("values", "<f4"
 MAX_FOLDER_BYTES = 4096
 MAX_WARNING_BYTES = 4096
 MAX_JOURNAL_WARNINGS = 64  # a session brings at most 8, and its end 8 more
-MAX_FPS = 10_000.0
+MAX_FPS = 1_000_000.0  # far above any scene's (Blender allows 32767 / 0.0001); bounds only nonsense
+MAX_PID = 2**31 - 1  # pids are positive C ints everywhere
 
 
 class JournalError(VibeError):
@@ -101,6 +108,8 @@ def this_process() -> tuple[int, int]:
 
 def process_running(pid: int, start: int) -> bool:
     """Whether the process that wrote a journal still runs (when unsure: yes, its journal is left alone)."""
+    if not 0 < pid <= MAX_PID:
+        return False  # no process has it
     if sys.platform.startswith("linux"):
         now = _linux_start_ticks(pid)
         return now is not None and (start == 0 or now == start)  # another start: the pid was reused
@@ -112,6 +121,23 @@ def process_running(pid: int, start: int) -> bool:
         return False
     except OSError:  # another user's (PermissionError): it runs
         return True
+    return True
+
+
+def _lock(fd: int) -> bool | None:
+    """Take the lock on the open file ``fd`` without waiting: True, False when another open file
+    (another process's, or another of this one's) holds it, None where there is no lock to take
+    (Windows; a file system without locks): the writer's pid must say then."""
+    try:
+        import fcntl  # not on Windows
+    except ImportError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # e.g. ENOLCK: this file system has no locks
+        return None
     return True
 
 
@@ -137,6 +163,7 @@ class TakeJournal:
     def __init__(self, path: Path, file: BinaryIO):
         self.path = path
         self._file: BinaryIO | None = file
+        self._writing = True
         self._warnings: set[str] = set()
 
     @classmethod
@@ -146,6 +173,8 @@ class TakeJournal:
         """A new journal in ``folder`` (made 0700 when new), its header written. ``owner``: (pid,
         start) of the writer, this process unless a test says otherwise."""
         pid, start = owner or this_process()
+        if not 0 < scene_fps <= MAX_FPS:  # the reader would refuse the journal
+            raise OSError(errno.EINVAL, f"a frame rate of {scene_fps} cannot be journaled")
         folder_bytes = os.fsencode(Path(results_dir).absolute())
         if len(folder_bytes) > MAX_FOLDER_BYTES:
             raise OSError(errno.ENAMETOOLONG, "the results folder's path is too long for the journal")
@@ -155,6 +184,7 @@ class TakeJournal:
         path = folder / f"take-{pid}-{secrets.token_hex(8)}.journal"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_BINARY", 0)
         file = os.fdopen(os.open(path, flags, 0o600), "ab", buffering=0)  # unbuffered: each write reaches the OS
+        _lock(file.fileno())  # held until the take is saved or thrown away (where there are locks)
         journal = cls(path, file)
         try:
             journal._append(header)
@@ -182,7 +212,7 @@ class TakeJournal:
                 self._warnings.add(text)
 
     def _append(self, data: bytes) -> None:
-        if self._file is None:
+        if self._file is None or not self._writing:
             raise OSError("the journal is closed")
         view = memoryview(data)
         while view:  # an unbuffered write may take part of the bytes
@@ -192,33 +222,64 @@ class TakeJournal:
             view = view[written:]
 
     def close(self) -> None:
-        """Stop writing; the file stays (a take stopped but not saved yet)."""
-        file, self._file = self._file, None
-        if file is not None:
-            try:
-                file.close()
-            except OSError:  # nothing was buffered: nothing is lost
-                pass
+        """Stop writing; the file stays (a take stopped but not saved yet), still held: no other run
+        takes it for a crashed one's."""
+        self._writing = False
 
     def remove(self) -> None:
-        """Close and delete the journal, never raising: one that cannot be deleted is read back by the next run."""
-        self.close()
+        """Delete the journal, then let it go, never raising: one that cannot be deleted is read back
+        by the next run (deleted while held: no other run recovers a take just saved)."""
+        self._writing = False
         try:
             self.path.unlink(missing_ok=True)
         except OSError as err:
             print(f"VIBE Mocap: the live take journal '{self.path}' could not be removed ({err}).", file=sys.stderr)
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):  # nothing was buffered: nothing is lost
+                file.close()
 
 
 # -- reading ----------------------------------------------------------------------------------------
 def orphaned_journals(folder: Path) -> list[Path]:
-    """The journals in ``folder`` whose writer no longer runs (oldest name first; [] without the folder).
-    A journal whose header cannot be read is judged by the pid in its name: it is read (and reported)
-    only once that process is gone too."""
+    """The journals in ``folder`` whose writer no longer runs ([] without the folder): whose lock is
+    free, or where there is no lock, whose writer's pid runs no more. A journal whose header cannot
+    be read is judged by the pid in its name: it is read (and reported) only once that process is
+    gone too."""
     try:
         paths = sorted(p for p in Path(folder).iterdir() if JOURNAL_NAME.fullmatch(p.name))
     except OSError:
         return []
-    return [path for path in paths if not process_running(*_owner(path))]
+    return [path for path in paths if not _held(path)]
+
+
+def _held(path: Path) -> bool:
+    """Whether a running writer (or a run recovering it) still holds the journal at ``path``."""
+    try:
+        with open_regular_file(path, follow_symlink=False) as f:
+            locked = _lock(f.fileno())  # let go at once, with the file
+    except (OSError, NotRegularFileError):
+        locked = None
+    return not locked if locked is not None else process_running(*_owner(path))
+
+
+@contextlib.contextmanager
+def recovering(path: Path) -> Iterator[RecoveredTake | None]:
+    """The take of the orphaned journal at ``path``, read and held for the block (delete it there once
+    saved: no other run then recovers it too); None when another run holds it now, or it is gone.
+    JournalError when it cannot be read."""
+    try:
+        f = open_regular_file(path, follow_symlink=False)
+    except FileNotFoundError:  # another run recovered it meanwhile
+        yield None
+        return
+    except (OSError, NotRegularFileError) as err:
+        raise JournalError(f"The live take journal '{path}' cannot be read ({err}).") from None
+    with f:
+        if _lock(f.fileno()) is False:
+            yield None
+            return
+        yield _read_open_journal(f, path)
 
 
 def _owner(path: Path) -> tuple[int, int]:
@@ -234,11 +295,18 @@ def read_journal(path: Path) -> RecoveredTake:
     """The take a journal holds (JournalError when the file is not a journal this version reads)."""
     try:
         with open_regular_file(path, follow_symlink=False) as f:
-            size = os.fstat(f.fileno()).st_size
-            header = _read_header(f, path, size)
-            take = LiveTake()
-            damage = _read_records(f, size - header.size, take)
+            return _read_open_journal(f, path)
     except (OSError, NotRegularFileError) as err:
+        raise JournalError(f"The live take journal '{path}' cannot be read ({err}).") from None
+
+
+def _read_open_journal(f: BinaryIO, path: Path) -> RecoveredTake:
+    try:
+        size = os.fstat(f.fileno()).st_size
+        header = _read_header(f, path, size)
+        take = LiveTake()
+        damage = _read_records(f, size - header.size, take)
+    except OSError as err:
         raise JournalError(f"The live take journal '{path}' cannot be read ({err}).") from None
     return RecoveredTake(take, header.scene_fps, header.results_dir, damage)
 
@@ -261,11 +329,14 @@ def _read_header(f: BinaryIO, path: Path, size: int) -> _Header:
         raise JournalError(
             f"The live take journal '{path}' is of version {version}; this add-on reads version {VERSION}."
         )
-    if not 0 < fps <= MAX_FPS or pid == 0:  # NaN fails the comparison too
+    if not 0 < fps <= MAX_FPS or not 0 < pid <= MAX_PID:  # NaN fails the comparison too
         raise JournalError(f"The live take journal '{path}' has a damaged header (its frame rate or process).")
     if folder_size > min(MAX_FOLDER_BYTES, size - HEADER.size):
         raise JournalError(f"The live take journal '{path}' has a damaged header (its results folder).")
-    results_dir = Path(os.fsdecode(f.read(folder_size)))
+    try:
+        results_dir = Path(os.fsdecode(f.read(folder_size)))
+    except UnicodeDecodeError:  # (Windows decodes file names as UTF-8)
+        raise JournalError(f"The live take journal '{path}' has a damaged header (its results folder).") from None
     if not results_dir.is_absolute() or "\0" in str(results_dir):
         raise JournalError(f"The live take journal '{path}' names no absolute results folder.")
     return _Header(pid, start, fps, results_dir, HEADER.size + folder_size)

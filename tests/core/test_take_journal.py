@@ -189,12 +189,14 @@ def test_a_journal_is_recovered_once_its_writer_lets_it_go_whatever_its_pid(tmp_
     running writer's journal to another run, which saved half a take and deleted the journal."""
     writing = journaled_take(tmp_path)[1]  # this process's, recording
     stopped = journaled_take(tmp_path, owner=(dead_pid(), 0))[1]  # stopped, not saved yet: still held
-    same_pid_elsewhere = crashed(journaled_take(tmp_path, owner=(os.getpid(), 0))[1])
+    elsewhere = (os.getpid(), take_journal.this_process()[1] + 1)  # this pid, in another pid namespace
+    same_pid_elsewhere = crashed(journaled_take(tmp_path, owner=elsewhere)[1])
+    mine_dropped = crashed(journaled_take(tmp_path)[1])  # this process's, its file closed: not a crash's
     junk = tmp_path / f"take-{os.getpid()}-0123456789abcdef.journal"
     junk.write_bytes(b"junk")  # nobody holds it: recovered, and said to be unreadable
     (tmp_path / "notes.txt").write_text("not a journal")
     assert orphaned_journals(tmp_path) == sorted([same_pid_elsewhere, junk])
-    assert writing.path.exists() and stopped.path.exists()
+    assert writing.path.exists() and stopped.path.exists() and mine_dropped.exists()
     stopped.remove()  # saved: deleted while held, then let go
     assert not stopped.path.exists() and orphaned_journals(tmp_path) == sorted([same_pid_elsewhere, junk])
     assert orphaned_journals(tmp_path / "missing") == []

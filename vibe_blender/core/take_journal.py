@@ -254,7 +254,10 @@ def orphaned_journals(folder: Path) -> list[Path]:
 
 
 def _held(path: Path) -> bool:
-    """Whether a running writer (or a run recovering it) still holds the journal at ``path``."""
+    """Whether a running writer (or a run recovering it) still holds the journal at ``path``. This
+    process's own never counts as left (a take it dropped unsaved, whose file closed, is not a crash's)."""
+    if _owner(path) == this_process():
+        return True
     try:
         with open_regular_file(path, follow_symlink=False) as f:
             locked = _lock(f.fileno())  # let go at once, with the file

@@ -524,7 +524,7 @@ def _recover(journal: Path) -> Path | None:
             path = _save_recovered(take, found.results_dir, found.scene_fps)
             _note_saved_on_exit(path)
         try:
-            journal.unlink()  # while held: no other run recovers it too
+            found.delete()  # while held: no other run recovers it too
         except OSError as err:  # the take is saved: the next run would save it again
             print(f"VIBE Mocap: the live take journal '{journal}' could not be removed ({err}).", file=sys.stderr)
     return path

@@ -178,12 +178,17 @@ def test_a_journal_past_the_recording_limit_is_read_up_to_it(tmp_path, monkeypat
     assert found.take.rows == 3 and found.take.received_index == [0, 1, 2] and found.take.full
 
 
+# what the lock tests rely on: flock, and a process start time that tells this process from another
+LINUX_LOCKS = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's locks and process start times")
+
+
 def crashed(journal: TakeJournal) -> Path:
     """The journal as its writer's process left it, ending: its file closed, its lock gone with it."""
     journal._file.close()
     return journal.path
 
 
+@LINUX_LOCKS
 def test_a_journal_is_recovered_once_its_writer_lets_it_go_whatever_its_pid(tmp_path):
     """Blenders in containers may share a pid (each its own pid namespace): the pid alone gave a
     running writer's journal to another run, which saved half a take and deleted the journal."""
@@ -202,14 +207,42 @@ def test_a_journal_is_recovered_once_its_writer_lets_it_go_whatever_its_pid(tmp_
     assert orphaned_journals(tmp_path / "missing") == []
 
 
-def test_a_journal_being_recovered_is_not_recovered_twice(tmp_path):
+@LINUX_LOCKS
+def test_a_writer_that_meets_another_runs_look_at_its_new_journal_still_holds_it(tmp_path, monkeypatch):
+    """A look by another Blender starting at that moment held the lock as the journal was made: the
+    writer went on without it, and the next start recovered (and deleted) a journal still recording."""
+    looked_at, real_lock = [], take_journal._lock
+
+    def another_run_looking(fd):
+        if not looked_at:
+            looked_at.append(fd)
+            return False  # held, for the moment another run looks
+        return real_lock(fd)
+
+    monkeypatch.setattr(take_journal, "_lock", another_run_looking)
+    journal = TakeJournal.create(tmp_path, scene_fps=30.0, results_dir=tmp_path, owner=(dead_pid(), 0))
+    monkeypatch.setattr(take_journal, "_lock", real_lock)
+    assert looked_at and orphaned_journals(tmp_path) == []
+    journal.remove()
+    assert list(tmp_path.iterdir()) == []
+
+
+@LINUX_LOCKS
+def test_a_journal_being_recovered_is_not_recovered_twice(tmp_path, monkeypatch):
     path = crashed(journaled_take(tmp_path, owner=(dead_pid(), 0))[1])
+    late = open(path, "rb")  # another run, starting at the same moment, that opened it before the delete
     with take_journal.recovering(path) as found:
         assert found is not None and found.take.rows == 6
-        with take_journal.recovering(path) as again:  # another Blender starting at the same moment
+        with take_journal.recovering(path) as again:  # held meanwhile
             assert again is None
         assert orphaned_journals(tmp_path) == []
-        path.unlink()
+        found.delete()
+    assert not path.exists()
+    with late:  # that run takes the lock once the first let go: what it holds was recovered and deleted
+        monkeypatch.setattr(take_journal, "open_regular_file", lambda *a, **k: open(late.fileno(), "rb", closefd=False))
+        with take_journal.recovering(path) as again:
+            assert again is None
+    monkeypatch.undo()
     with take_journal.recovering(path) as gone:
         assert gone is None
 

@@ -908,6 +908,39 @@ def test_a_full_disk_frees_the_part_downloaded_and_says_so(full_bundle, ranged, 
     assert _partials(target) == [] and _installed(target) == []
 
 
+def test_bytes_lost_by_a_close_that_failed_are_not_filled_with_zeros(full_bundle, ranged, tmp_path, monkeypatch):
+    """A cut-off try whose close failed to write its last bytes (a full disk) left the part shorter
+    than counted, and the next try continued past a gap of zeros: a file that may still pass its check."""
+    body = (full_bundle / bundle.EXTRA_REGRESSOR).read_bytes()
+    monkeypatch.setattr(bundle, "DOWNLOAD_TIMEOUT_SECONDS", 0.3)  # the cut: a read that times out
+    url, _ = ranged(versions=[(body, {"ETag": '"v1"'})], cuts=[CUT], stall=1.5)
+    real_open_part = bundle._open_part
+
+    class LastBytesLost:
+        def __init__(self, out):
+            self.out, self.lost = out, False
+
+        def write(self, chunk):
+            self.out.write(chunk[:-10] if not self.lost else b"")  # the rest would be written at close...
+            self.lost = True
+
+        def close(self):
+            self.out.close()
+            raise OSError(errno.ENOSPC, "No space left on device")  # ...which the disk refused
+
+    opened = []
+    monkeypatch.setattr(
+        bundle,
+        "_open_part",
+        lambda partial: (
+            (opened.append(1), LastBytesLost(real_open_part(partial)))[1] if not opened else real_open_part(partial)
+        ),
+    )
+    with pytest.raises(VibeError, match="shorter than the bytes received"):
+        bundle.install(url, tmp_path / "t", log=lambda _: None)
+    assert _partials(tmp_path / "t") == [] and _installed(tmp_path / "t") == []
+
+
 def test_part_of_the_file_sent_for_all_of_it_is_refused(full_bundle, ranged, tmp_path):
     """A 206 to a request without Range was taken as the whole file, then called an invalid model file."""
     url, _ = ranged(versions=[((full_bundle / bundle.EXTRA_REGRESSOR).read_bytes(), {"ETag": '"v1"'})], part_of_it=100)

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import secrets
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -86,6 +87,16 @@ class RecoveredTake:
     scene_fps: float  # the scene's frame rate when Record was pressed
     results_dir: Path  # where the take was to be saved
     damage: str | None = None  # why reading stopped before the end of the file, when a record was bad
+    delete: Callable[[], None] | None = None  # deletes the journal (from recovering(): still held); OSError
+
+
+def _delete(path: Path, file: BinaryIO) -> None:
+    """Delete the journal open in ``file``: while held, so that no other run takes it meanwhile; on
+    Windows, which refuses to delete a file open here (and has no lock to keep), once closed."""
+    if os.name == "nt":
+        file.close()
+    path.unlink(missing_ok=True)
+    file.close()
 
 
 # -- the writer's process ---------------------------------------------------------------------------
@@ -184,7 +195,10 @@ class TakeJournal:
         path = folder / f"take-{pid}-{secrets.token_hex(8)}.journal"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_BINARY", 0)
         file = os.fdopen(os.open(path, flags, 0o600), "ab", buffering=0)  # unbuffered: each write reaches the OS
-        _lock(file.fileno())  # held until the take is saved or thrown away (where there are locks)
+        if _lock(file.fileno()) is False:  # another run's look at it (it lets go at once): wait for it
+            import fcntl  # (_lock found it: not Windows)
+
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # held until the take is saved or thrown away
         journal = cls(path, file)
         try:
             journal._append(header)
@@ -230,11 +244,14 @@ class TakeJournal:
         """Delete the journal, then let it go, never raising: one that cannot be deleted is read back
         by the next run (deleted while held: no other run recovers a take just saved)."""
         self._writing = False
+        file, self._file = self._file, None
         try:
-            self.path.unlink(missing_ok=True)
+            if file is None:
+                self.path.unlink(missing_ok=True)
+            else:
+                _delete(self.path, file)
         except OSError as err:
             print(f"VIBE Mocap: the live take journal '{self.path}' could not be removed ({err}).", file=sys.stderr)
-        file, self._file = self._file, None
         if file is not None:
             with contextlib.suppress(OSError):  # nothing was buffered: nothing is lost
                 file.close()
@@ -279,10 +296,12 @@ def recovering(path: Path) -> Iterator[RecoveredTake | None]:
     except (OSError, NotRegularFileError) as err:
         raise JournalError(f"The live take journal '{path}' cannot be read ({err}).") from None
     with f:
-        if _lock(f.fileno()) is False:
+        if _lock(f.fileno()) is False or os.fstat(f.fileno()).st_nlink == 0:  # held, or recovered and deleted
             yield None
             return
-        yield _read_open_journal(f, path)
+        found = _read_open_journal(f, path)
+        found.delete = functools.partial(_delete, path, f)
+        yield found
 
 
 def _owner(path: Path) -> tuple[int, int]:

@@ -446,6 +446,8 @@ def _open_part(partial: _Partial) -> BinaryIO:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             raise OSError(errno.EINVAL, "the partial download is not a plain file of its own", str(partial.part))
+        if info.st_size < partial.offset:  # bytes counted never reached the disk (its close failed): no gap of zeros
+            raise OSError(errno.EIO, "the partial download is shorter than the bytes received", str(partial.part))
         os.ftruncate(fd, partial.offset)  # what a try wrote past the bytes counted (none, unless it crashed)
         os.lseek(fd, partial.offset, os.SEEK_SET)
         return os.fdopen(fd, "wb")

@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import BinaryIO
 
 from vibe_blender.core import safe_json
-from vibe_blender.core.atomic_file import sync_folder
+from vibe_blender.core.atomic_file import atomic_write_bytes, sync_folder
 from vibe_blender.core.bounded_arrays import UntrustedDataError
 from vibe_blender.core.client import parse_content_length
 from vibe_blender.core.errors import VibeError, failure_words
@@ -427,19 +427,11 @@ def _kept_partial(folder: Path, url: str, limit: int) -> _Partial:
     return _Partial(url, part, sidecar, validator, total, info.st_size)
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write ``path`` anew: whatever had its name (a link too) is replaced, never written through."""
-    path.unlink(missing_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    with os.fdopen(os.open(path, flags, 0o600), "wb") as file:
-        file.write(data)
-
-
 def _open_part(partial: _Partial) -> BinaryIO:
     """The partial file open for writing at ``partial.offset`` (a new file at 0); OSError unless it
     is a plain file of its own (no link, FIFO or device put in its place is written through)."""
     if partial.offset == 0:
-        _write_new(partial.part, b"")
+        atomic_write_bytes(partial.part, b"", private=True)  # renamed into place: never written through a link
     flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(partial.part, flags)
     try:
@@ -486,7 +478,7 @@ def _start_over(partial: _Partial, response: http.client.HTTPResponse, limit: in
     partial.validator, partial.total = validator, total
     if partial.resumable:
         kept = {"url": partial.url, "validator": partial.validator, "total": partial.total}
-        _write_new(partial.sidecar, json.dumps(kept).encode())
+        atomic_write_bytes(partial.sidecar, json.dumps(kept).encode(), private=True)
     else:
         partial.sidecar.unlink(missing_ok=True)
 
